@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages Membrane uses at run time and in its tests. Idempotent.
+#   nftables, iproute2, conntrack  the datapath (nft, ip, conntrack events)
+#   socat, iputils-ping, netcat    real TCP/UDP/SCTP/ICMP traffic in tests and the demo
+#   etcd-server, etcd-client       the multi-host store backend and its contract tests
+#   prometheus                     promtool, to check the metrics exposition in tests
+set -euo pipefail
+PKGS=(nftables iproute2 conntrack socat iputils-ping etcd-server etcd-client)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# etcd-server starts a system service on install on some images; we never use it.
+systemctl stop etcd 2>/dev/null || true

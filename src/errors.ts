@@ -1,0 +1,94 @@
+/**
+ * Typed errors with stable codes (STYLE.md §7).
+ *
+ * Every error Membrane shows a user is a MembraneError: a stable `code`, a
+ * message of the form "Cannot <do what>: <why>", optionally where it applies
+ * (file, line, field path) and a hint saying what to do next. Codes live in
+ * ERROR_CODES below and nowhere else; test/errors.test.ts keeps the list
+ * honest (every code used in src/ is registered, every registered code is used).
+ */
+
+export const ERROR_CODES = {
+  // policy/api: parsing and validation of user YAML
+  POLICY_YAML_SYNTAX: "The file is not valid YAML",
+  POLICY_INVALID: "A policy document is invalid",
+  POLICY_UNSUPPORTED: "A policy uses a field Membrane does not enforce yet",
+  // policy: resolution
+  POLICY_L7_CONFLICT: "Two L7 parsers were asked to handle the same peer and port",
+  POLICY_NOT_FOUND: "No such policy",
+  // labels / identity
+  LABEL_INVALID: "A label or selector is malformed",
+  IDENTITY_EXHAUSTED: "No free identity is left in the range",
+  // scenario files and queries
+  SCENARIO_INVALID: "A scenario file is invalid",
+  QUERY_INVALID: "A query names something that does not exist",
+  // agent, store, datapath
+  STORE_FAILED: "The state store failed",
+  STORE_LOCKED: "Another process holds the state directory",
+  NFT_APPLY_FAILED: "The kernel rejected an nftables transaction",
+  NETNS_FAILED: "A network namespace or link operation failed",
+  ENDPOINT_INVALID: "An endpoint request is invalid",
+  ENDPOINT_NOT_FOUND: "No such endpoint",
+  IPAM_EXHAUSTED: "No free address is left in the pod CIDR",
+  API_FAILED: "The agent API answered with an error",
+  API_REQUEST_INVALID: "A request to the agent API is malformed or too large",
+  API_ROUTE_NOT_FOUND: "No such agent API route",
+  AGENT_ALREADY_RUNNING: "Another agent already serves the API socket",
+  AGENT_UNREACHABLE: "The agent could not be reached",
+  CONFIG_INVALID: "The configuration is invalid",
+  // cli
+  CLI_USAGE: "A command was given invalid arguments",
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorLocation {
+  file?: string;
+  line?: number;
+  column?: number;
+  /** Field path inside the document, e.g. `spec.ingress[0].toPorts[0].ports[0].port`. */
+  path?: string;
+}
+
+/** One problem found while validating; a MembraneError may carry many. */
+export interface Issue extends ErrorLocation {
+  message: string;
+}
+
+export class MembraneError extends Error {
+  readonly code: ErrorCode;
+  readonly location: ErrorLocation | undefined;
+  readonly hint: string | undefined;
+  readonly issues: readonly Issue[];
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { location?: ErrorLocation; hint?: string; cause?: unknown; issues?: readonly Issue[] } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = "MembraneError";
+    this.code = code;
+    this.location = opts.location;
+    this.hint = opts.hint;
+    this.issues = opts.issues ?? [];
+  }
+
+  /** Human form: every issue on its own line as `file:line: path: message`. */
+  describe(): string {
+    const lines = [this.message];
+    for (const i of this.issues) lines.push("  " + formatIssue(i));
+    if (this.hint) lines.push("hint: " + this.hint);
+    return lines.join("\n");
+  }
+}
+
+export function formatIssue(i: Issue): string {
+  const where = [i.file, i.line !== undefined ? String(i.line) : undefined].filter((x) => x !== undefined).join(":");
+  const parts = [where, i.path].filter((x) => x !== undefined && x !== "");
+  return (parts.length ? parts.join(": ") + ": " : "") + i.message;
+}
+
+export function isMembraneError(e: unknown): e is MembraneError {
+  return e instanceof MembraneError;
+}

@@ -1,0 +1,2 @@
+export * from "./reserved.js";
+export * from "./allocator.js";

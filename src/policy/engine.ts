@@ -1,0 +1,497 @@
+/**
+ * PolicyEngine: the pure policy core, end to end.
+ *
+ *   namespaces, endpoints, services, nodes, DNS answers        policies (PolicyResource)
+ *            |                                                        |
+ *            v                                                        v
+ *   labels -> identities -> ipcache, SelectorCache  <----  Repository (rules, revision)
+ *                                  |
+ *                                  v
+ *             per-endpoint DirectionPolicy (MapState, ingress + egress)
+ *                                  |
+ *            decide(FlowQuery) / trace(FlowQuery) / endpointPolicy() for the datapath
+ *
+ * No I/O, no clocks: the agent feeds it and reads desired state from it; the
+ * CLI feeds it from scenario files. Every change bumps `revision`; computed
+ * policies are recomputed only for the endpoints a change can affect.
+ */
+import { IdentityAllocator, type Identity, type IdentityAllocatorLike } from "../identity/allocator.js";
+import { ID } from "../identity/reserved.js";
+import { IPCache } from "../ipcache/ipcache.js";
+import { hostPrefix, parseAddr, parsePrefix, prefixString, type Prefix } from "../labels/cidr.js";
+import { identityRelevant, POD_NAMESPACE_LABEL, workloadLabels } from "../labels/k8s.js";
+import { LabelSet, type Label } from "../labels/label.js";
+import { Selector } from "../labels/selector.js";
+import { MembraneError } from "../errors.js";
+import { normalizeName } from "./l7/fqdn.js";
+import { decideFlow, explainFlow } from "./decide.js";
+import type { ResolvedService } from "./peer.js";
+import { SelectorCache } from "./selectorcache.js";
+import { resolveDirection, type DirectionPolicy, type ResolveContext } from "./resolve.js";
+import {
+  DEFAULT_ENGINE_CONFIG,
+  type Decision,
+  type EndpointSpec,
+  type EngineConfig,
+  type FlowQuery,
+  type NamedPort,
+  type PeerRef,
+  type ServiceSpec,
+} from "./query.js";
+import { policyRefString, type PolicyRef, type PolicyResource, type Rule } from "./types.js";
+
+export interface DnsAnswer {
+  /** Queried name (any case, trailing dot optional). */
+  readonly name: string;
+  readonly ips: readonly string[];
+  readonly ttl?: number;
+  /** Endpoint that asked (namespace/name); the answer serves every endpoint of the node. */
+  readonly by?: { readonly namespace: string; readonly name: string };
+}
+
+export interface TraceResult {
+  readonly decision: Decision;
+  /** Human explanation, one step per line. */
+  readonly steps: readonly string[];
+}
+
+export interface EndpointRecord {
+  readonly key: string;
+  readonly spec: EndpointSpec;
+  /** Every label, derived ones included. */
+  readonly labels: LabelSet;
+  readonly identity: Identity;
+}
+
+export interface EndpointPolicy {
+  readonly endpoint: EndpointRecord;
+  readonly ingress: DirectionPolicy;
+  readonly egress: DirectionPolicy;
+  /** Revision of the engine this policy was computed at. */
+  readonly revision: number;
+}
+
+/** A resolved side of a query. */
+export interface ResolvedPeer {
+  readonly identity: Identity;
+  readonly endpoint?: EndpointRecord;
+  readonly isHost: boolean;
+  readonly ip?: string;
+}
+
+export class PolicyEngine {
+  readonly config: EngineConfig;
+  private readonly allocator: IdentityAllocatorLike;
+  private readonly services = new Map<string, ResolvedService>();
+  readonly cache: SelectorCache;
+  readonly ipcache: IPCache;
+  private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
+  private readonly endpoints = new Map<string, EndpointRecord>();
+  private readonly policies = new Map<string, PolicyResource>();
+  private rulesCache: Rule[] | undefined;
+  private readonly subjectKeys = new Map<Rule, string>();
+  private readonly policyByEndpoint = new Map<string, EndpointPolicy>();
+  private readonly dirty = new Set<string>();
+  /** ip -> names it answered for */
+  private readonly dnsNames = new Map<string, Set<string>>();
+  /** prefix text -> outside identity */
+  private readonly outside = new Map<string, Identity>();
+  private readonly nodeAddrs = new Map<string, number>();
+  private rev = 1;
+
+  constructor(params: { config?: Partial<EngineConfig>; allocator?: IdentityAllocatorLike } = {}) {
+    this.config = { ...DEFAULT_ENGINE_CONFIG, ...(params.config ?? {}) };
+    if (this.config.policyCIDRMatchMode !== "") {
+      throw new MembraneError(
+        "CONFIG_INVALID",
+        `Cannot use policyCIDRMatchMode "${this.config.policyCIDRMatchMode}": only "" (CIDR rules never select nodes or pods) is supported`,
+      );
+    }
+    this.allocator = params.allocator ?? new IdentityAllocator();
+    this.cache = new SelectorCache({ cluster: this.config.cluster, services: this.services });
+    this.ipcache = new IPCache(this.config.dualStack);
+    for (const id of [ID.host, ID.world, ID.unmanaged, ID.health, ID.init, ID.remoteNode, ID.kubeApiserver, ID.ingress]) {
+      const ident = this.allocator.get(id);
+      if (ident) this.cache.upsertIdentity(ident);
+    }
+    if (this.config.dualStack) {
+      for (const id of [ID.worldIPv4, ID.worldIPv6]) {
+        const ident = this.allocator.get(id);
+        if (ident) this.cache.upsertIdentity(ident);
+      }
+    }
+  }
+
+  get revision(): number {
+    return this.rev;
+  }
+
+  // ---- world state -------------------------------------------------------
+
+  setNamespace(name: string, labels: Readonly<Record<string, string>>): void {
+    this.namespaces.set(name, { ...labels });
+    for (const ep of [...this.endpoints.values()]) if (ep.spec.namespace === name) this.upsertEndpoint(ep.spec);
+    this.bump();
+  }
+
+  upsertEndpoint(spec: EndpointSpec): Identity {
+    const key = `${spec.namespace}/${spec.name}`;
+    for (const ip of spec.ips) {
+      if (!parseAddr(ip)) {
+        throw new MembraneError("ENDPOINT_INVALID", `Cannot add endpoint ${key}: "${ip}" is not an IP address`);
+      }
+      const owner = [...this.endpoints.values()].find((e) => e.key !== key && e.spec.ips.includes(ip));
+      if (owner) {
+        throw new MembraneError("ENDPOINT_INVALID", `Cannot add endpoint ${key}: ${ip} already belongs to ${owner.key}`);
+      }
+    }
+    const labels =
+      spec.kind === "health"
+        ? LabelSet.from([{ source: "reserved", key: "health", value: "" }])
+        : workloadLabels({
+            namespace: spec.namespace,
+            labels: spec.labels,
+            namespaceLabels: this.namespaces.get(spec.namespace) ?? {},
+            cluster: this.config.cluster,
+            ...(spec.serviceAccount !== undefined ? { serviceAccount: spec.serviceAccount } : {}),
+          });
+    const identity =
+      spec.kind === "health" ? (this.allocator.get(ID.health) as Identity) : this.allocator.allocate(identityRelevant(labels));
+    const old = this.endpoints.get(key);
+    const rec: EndpointRecord = { key, spec, labels, identity };
+    this.endpoints.set(key, rec);
+    for (const ip of old?.spec.ips ?? []) this.ipcache.deleteExact(ip);
+    for (const ip of spec.ips) this.ipcache.setExact(ip, identity.id, "endpoint");
+    // Make-before-break: the new identity is known to every selector before the old one goes.
+    this.markChanged(this.cache.upsertIdentity(identity));
+    if (old && old.identity.id !== identity.id) this.releaseIdentity(old.identity.id);
+    this.dirty.add(key);
+    if ((spec.namedPorts?.length ?? 0) > 0 || (old?.spec.namedPorts?.length ?? 0) > 0) this.markNamedPortUsers();
+    this.bump();
+    return identity;
+  }
+
+  deleteEndpoint(namespace: string, name: string): void {
+    const key = `${namespace}/${name}`;
+    const old = this.endpoints.get(key);
+    if (!old) return;
+    this.endpoints.delete(key);
+    this.policyByEndpoint.delete(key);
+    this.dirty.delete(key);
+    for (const ip of old.spec.ips) this.ipcache.deleteExact(ip);
+    if (old.spec.kind !== "health") this.releaseIdentity(old.identity.id);
+    this.bump();
+  }
+
+  private releaseIdentity(id: number): void {
+    this.allocator.release(id);
+    if (!this.allocator.get(id)) this.markChanged(this.cache.removeIdentity(id));
+  }
+
+  upsertService(spec: ServiceSpec): void {
+    const svc: ResolvedService = {
+      name: spec.name,
+      namespace: spec.namespace,
+      labels: spec.labels ?? {},
+      ...(spec.selector
+        ? {
+            podSelector: Selector.fromLabelSelector({ matchLabels: spec.selector }).and({
+              source: "k8s",
+              key: POD_NAMESPACE_LABEL,
+              operator: "In",
+              values: [spec.namespace],
+            }),
+          }
+        : {}),
+      prefixes: (spec.ips ?? []).map((ip) => hostPrefix(ip)).filter((p): p is Prefix => p !== undefined),
+    };
+    this.services.set(`${spec.namespace}/${spec.name}`, svc);
+    this.syncOutsideIdentities();
+    this.markChanged(this.cache.refreshAll());
+    this.bump();
+  }
+
+  setNodeAddress(ip: string, kind: "host" | "remote-node" | "kube-apiserver"): void {
+    const id = kind === "host" ? ID.host : kind === "remote-node" ? ID.remoteNode : ID.kubeApiserver;
+    this.nodeAddrs.set(ip, id);
+    this.ipcache.setExact(ip, id, "node");
+    this.bump();
+  }
+
+  /** DNS answers the node's DNS proxy let through: their addresses get FQDN identities. */
+  observeDns(answer: DnsAnswer): void {
+    const name = normalizeName(answer.name);
+    for (const ip of answer.ips) {
+      if (!parseAddr(ip)) continue;
+      // toFQDNs never selects cluster addresses.
+      const known = this.ipcache.lookup(ip).entry;
+      if (known && (known.source === "endpoint" || known.source === "node")) continue;
+      let names = this.dnsNames.get(ip);
+      if (!names) this.dnsNames.set(ip, (names = new Set()));
+      names.add(name);
+    }
+    this.syncOutsideIdentities();
+    this.bump();
+  }
+
+  // ---- policies ----------------------------------------------------------
+
+  upsertPolicy(res: PolicyResource): void {
+    const k = refKey(res.ref);
+    const old = this.policies.get(k);
+    this.policies.set(k, res);
+    this.rulesChanged([...(old?.rules ?? []), ...res.rules]);
+  }
+
+  deletePolicy(ref: PolicyRef): boolean {
+    const k = refKey(ref);
+    const old = this.policies.get(k);
+    if (!old) return false;
+    this.policies.delete(k);
+    this.rulesChanged(old.rules);
+    return true;
+  }
+
+  listPolicies(): readonly PolicyResource[] {
+    return [...this.policies.values()];
+  }
+
+  getPolicy(ref: PolicyRef): PolicyResource | undefined {
+    return this.policies.get(refKey(ref));
+  }
+
+  private rulesChanged(touched: readonly Rule[]): void {
+    // Subjects of old and new rules must recompute.
+    for (const r of touched) {
+      const key = this.cache.add({ kind: "endpoints", selector: r.subject });
+      const sel = this.cache.selections(key);
+      for (const ep of this.endpoints.values()) if (sel.has(ep.identity.id)) this.dirty.add(ep.key);
+      this.cache.remove(key);
+    }
+    this.rulesCache = undefined;
+    this.syncOutsideIdentities();
+    this.bump();
+  }
+
+  private rules(): Rule[] {
+    if (!this.rulesCache) {
+      for (const k of this.subjectKeys.values()) this.cache.remove(k);
+      this.subjectKeys.clear();
+      this.rulesCache = [...this.policies.values()].flatMap((p) => p.rules);
+      for (const r of this.rulesCache) {
+        if (!r.selectsNodes) this.subjectKeys.set(r, this.cache.add({ kind: "endpoints", selector: r.subject }));
+      }
+    }
+    return this.rulesCache;
+  }
+
+  /** Rules selecting an identity as subject, in repository order. */
+  rulesSelecting(identity: number): Rule[] {
+    return this.rules().filter((r) => {
+      const k = this.subjectKeys.get(r);
+      return k !== undefined && this.cache.selections(k).has(identity);
+    });
+  }
+
+  /** Host firewall rules (nodeSelector) selecting this node. */
+  private hostRules(): Rule[] {
+    const nodeLabels = LabelSet.EMPTY;
+    return this.rules().filter((r) => r.selectsNodes && r.subject.matches(nodeLabels));
+  }
+
+  // ---- outside identities (CIDR and FQDN) --------------------------------
+
+  /** Keeps one local identity per referenced CIDR prefix and per DNS-learned address. */
+  private syncOutsideIdentities(): void {
+    const want = new Map<string, { prefix: Prefix; labels: Label[]; source: "cidr" | "fqdn" }>();
+    const add = (p: Prefix, source: "cidr" | "fqdn", extra: Label[]): void => {
+      if (p.bits === 0) return; // 0.0.0.0/0 and ::/0 are the world identity itself
+      const text = prefixString(p);
+      let w = want.get(text);
+      if (!w) {
+        const labels: Label[] = [
+          { source: "cidr", key: text, value: "" },
+          { source: "reserved", key: "world", value: "" },
+        ];
+        if (this.config.dualStack) labels.push({ source: "reserved", key: p.family === 4 ? "world-ipv4" : "world-ipv6", value: "" });
+        want.set(text, (w = { prefix: p, labels, source }));
+      }
+      w.labels.push(...extra);
+    };
+    for (const p of this.policies.values()) {
+      for (const r of p.rules) {
+        for (const el of [...r.ingress, ...r.ingressDeny, ...r.egress, ...r.egressDeny]) {
+          for (const peer of el.peers) {
+            if (peer.kind === "cidr") for (const q of [peer.prefix, ...peer.except]) add(q, "cidr", []);
+          }
+        }
+      }
+    }
+    for (const s of this.services.values()) for (const q of s.prefixes) add(q, "cidr", []);
+    for (const [ip, names] of this.dnsNames) {
+      const p = parsePrefix(ip, true);
+      if (p) add(p, "fqdn", [...names].map((n) => ({ source: "fqdn", key: n, value: "" })));
+    }
+    // Allocate new identities first, then retire the old ones (make-before-break).
+    const retired: Identity[] = [];
+    for (const [text, w] of want) {
+      const labels = LabelSet.from(w.labels);
+      const cur = this.outside.get(text);
+      if (cur && cur.labels.equals(labels)) continue;
+      const ident = this.allocator.allocateLocal(labels, w.prefix);
+      this.outside.set(text, ident);
+      this.ipcache.setPrefix(w.prefix, ident.id, w.source);
+      this.markChanged(this.cache.upsertIdentity(ident));
+      if (cur) retired.push(cur);
+    }
+    for (const [text, cur] of [...this.outside]) {
+      if (!want.has(text)) {
+        this.outside.delete(text);
+        if (cur.prefix) this.ipcache.deletePrefix(cur.prefix);
+        retired.push(cur);
+      }
+    }
+    for (const ident of retired) this.releaseIdentity(ident.id);
+  }
+
+  // ---- computed policy ---------------------------------------------------
+
+  private markChanged(selectorKeys: readonly string[]): void {
+    if (selectorKeys.length === 0) return;
+    const changed = new Set(selectorKeys);
+    for (const [key, pol] of this.policyByEndpoint) {
+      if (pol.ingress.selectorKeys.some((k) => changed.has(k)) || pol.egress.selectorKeys.some((k) => changed.has(k))) {
+        this.dirty.add(key);
+      }
+    }
+  }
+
+  private markNamedPortUsers(): void {
+    for (const [key, pol] of this.policyByEndpoint) {
+      if (pol.egress.rules.some((r) => r.egress.some((e) => e.ports?.some((p) => p.ports.some((pp) => pp.name))))) {
+        this.dirty.add(key);
+      }
+    }
+  }
+
+  private bump(): void {
+    this.rev++;
+  }
+
+  private resolveContext(): ResolveContext {
+    return {
+      config: this.config,
+      cache: this.cache,
+      namedPortsOf: (id) => [...this.endpoints.values()].filter((e) => e.identity.id === id).flatMap((e) => e.spec.namedPorts ?? []),
+      identitiesWithNamedPorts: () =>
+        new Set([...this.endpoints.values()].filter((e) => (e.spec.namedPorts?.length ?? 0) > 0).map((e) => e.identity.id)),
+    };
+  }
+
+  /** The endpoint's computed policy (recomputed when a change touched it). */
+  endpointPolicy(namespace: string, name: string): EndpointPolicy {
+    const key = `${namespace}/${name}`;
+    const ep = this.endpoints.get(key);
+    if (!ep) throw new MembraneError("ENDPOINT_NOT_FOUND", `Cannot compute policy for ${key}: no such endpoint`);
+    let pol = this.policyByEndpoint.get(key);
+    if (!pol || this.dirty.has(key)) {
+      const ctx = this.resolveContext();
+      const selecting = this.rulesSelecting(ep.identity.id);
+      const subject = { identity: ep.identity, namedPorts: ep.spec.namedPorts ?? [] };
+      const ingress = resolveDirection(ctx, subject, selecting, "ingress");
+      const egress = resolveDirection(ctx, subject, selecting, "egress");
+      // Release the previous selectors only now that the new ones are held.
+      if (pol) for (const k of [...pol.ingress.selectorKeys, ...pol.egress.selectorKeys]) this.cache.remove(k);
+      pol = { endpoint: ep, ingress, egress, revision: this.rev };
+      this.policyByEndpoint.set(key, pol);
+      this.dirty.delete(key);
+    }
+    return pol;
+  }
+
+  /** Recomputes every endpoint a change touched; returns their keys (namespace/name). */
+  regenerate(): string[] {
+    this.rules();
+    const todo = [...this.endpoints.keys()].filter((k) => this.dirty.has(k) || !this.policyByEndpoint.has(k));
+    for (const k of todo) {
+      const ep = this.endpoints.get(k) as EndpointRecord;
+      this.endpointPolicy(ep.spec.namespace, ep.spec.name);
+    }
+    return todo;
+  }
+
+  /** The host's own ingress policy (host firewall rules), for traffic to the node. */
+  hostPolicy(): { ingress: DirectionPolicy; egress: DirectionPolicy } {
+    const ctx = this.resolveContext();
+    const selecting = this.hostRules();
+    const subject = { identity: this.allocator.get(ID.host) as Identity, namedPorts: [] };
+    return {
+      ingress: resolveDirection(ctx, subject, selecting, "ingress"),
+      egress: resolveDirection(ctx, subject, selecting, "egress"),
+    };
+  }
+
+  listEndpoints(): readonly EndpointRecord[] {
+    return [...this.endpoints.values()];
+  }
+
+  getEndpoint(namespace: string, name: string): EndpointRecord | undefined {
+    return this.endpoints.get(`${namespace}/${name}`);
+  }
+
+  identity(id: number): Identity | undefined {
+    return this.cache.identity(id) ?? this.allocator.get(id);
+  }
+
+  identities(): Iterable<Identity> {
+    return this.cache.allIdentities();
+  }
+
+  // ---- questions ---------------------------------------------------------
+
+  resolvePeer(p: PeerRef): ResolvedPeer {
+    if (p.kind === "host") return { identity: this.identity(ID.host) as Identity, isHost: true };
+    if (p.kind === "endpoint") {
+      const matches = [...this.endpoints.values()].filter(
+        (e) => e.spec.name === p.name && (p.namespace === undefined || e.spec.namespace === p.namespace),
+      );
+      if (matches.length !== 1) {
+        throw new MembraneError(
+          "QUERY_INVALID",
+          matches.length === 0
+            ? `Cannot find endpoint "${p.namespace ? p.namespace + "/" : ""}${p.name}"`
+            : `Cannot tell which endpoint "${p.name}" means: ${matches.map((m) => m.key).join(", ")} (write namespace/name)`,
+        );
+      }
+      const ep = matches[0] as EndpointRecord;
+      const out = { identity: ep.identity, endpoint: ep, isHost: false };
+      return ep.spec.ips[0] !== undefined ? { ...out, ip: ep.spec.ips[0] } : out;
+    }
+    if (!parseAddr(p.ip)) throw new MembraneError("QUERY_INVALID", `Cannot use "${p.ip}" as an address`);
+    const { identity, entry } = this.ipcache.lookup(p.ip);
+    if (entry?.source === "endpoint") {
+      const ep = [...this.endpoints.values()].find((e) => e.spec.ips.includes(p.ip));
+      if (ep) return { identity: ep.identity, endpoint: ep, isHost: false, ip: p.ip };
+    }
+    const ident = this.identity(identity) as Identity;
+    return { identity: ident, isHost: identity === ID.host, ip: p.ip };
+  }
+
+  decide(q: FlowQuery): Decision {
+    this.rules();
+    return decideFlow(this, q);
+  }
+
+  trace(q: FlowQuery): TraceResult {
+    this.rules();
+    return explainFlow(this, q);
+  }
+
+  describePolicy(ref: PolicyRef): string {
+    return policyRefString(ref);
+  }
+}
+
+function refKey(r: PolicyRef): string {
+  return `${r.kind}/${r.namespace ?? ""}/${r.name}`;
+}
