@@ -63,6 +63,15 @@ export interface EndpointRecord {
   readonly identity: Identity;
 }
 
+interface SharedPolicy {
+  readonly identity: number;
+  readonly ingress: DirectionPolicy;
+  readonly egress: DirectionPolicy;
+  readonly revision: number;
+  stale: boolean;
+  readonly holders: Set<string>;
+}
+
 export interface EndpointPolicy {
   readonly endpoint: EndpointRecord;
   readonly ingress: DirectionPolicy;
@@ -90,13 +99,23 @@ export class PolicyEngine {
   private readonly policies = new Map<string, PolicyResource>();
   private rulesCache: Rule[] | undefined;
   private readonly subjectKeys = new Map<Rule, string>();
-  private readonly policyByEndpoint = new Map<string, EndpointPolicy>();
+  /**
+   * SelectorPolicy per (identity, own named ports): endpoints with the same
+   * labels share one computation (Cilium's SelectorPolicy).
+   */
+  private readonly selectorPolicies = new Map<string, SharedPolicy>();
+  /** Endpoint key -> the SelectorPolicy signature it uses. */
+  private readonly endpointSig = new Map<string, string>();
+  /** Endpoints whose policy may have changed since the last regenerate(). */
   private readonly dirty = new Set<string>();
   /** ip -> names it answered for */
   private readonly dnsNames = new Map<string, Set<string>>();
   /** prefix text -> outside identity */
   private readonly outside = new Map<string, Identity>();
+  private readonly outsideSignature = new Map<string, string>();
   private readonly nodeAddrs = new Map<string, number>();
+  /** endpoint address -> namespace/name */
+  private readonly ipOwner = new Map<string, string>();
   private rev = 1;
 
   constructor(params: { config?: Partial<EngineConfig>; allocator?: IdentityAllocatorLike } = {}) {
@@ -140,9 +159,9 @@ export class PolicyEngine {
       if (!parseAddr(ip)) {
         throw new MembraneError("ENDPOINT_INVALID", `Cannot add endpoint ${key}: "${ip}" is not an IP address`);
       }
-      const owner = [...this.endpoints.values()].find((e) => e.key !== key && e.spec.ips.includes(ip));
-      if (owner) {
-        throw new MembraneError("ENDPOINT_INVALID", `Cannot add endpoint ${key}: ${ip} already belongs to ${owner.key}`);
+      const owner = this.ipOwner.get(ip);
+      if (owner !== undefined && owner !== key) {
+        throw new MembraneError("ENDPOINT_INVALID", `Cannot add endpoint ${key}: ${ip} already belongs to ${owner}`);
       }
     }
     const labels =
@@ -160,8 +179,14 @@ export class PolicyEngine {
     const old = this.endpoints.get(key);
     const rec: EndpointRecord = { key, spec, labels, identity };
     this.endpoints.set(key, rec);
-    for (const ip of old?.spec.ips ?? []) this.ipcache.deleteExact(ip);
-    for (const ip of spec.ips) this.ipcache.setExact(ip, identity.id, "endpoint");
+    for (const ip of old?.spec.ips ?? []) {
+      this.ipcache.deleteExact(ip);
+      this.ipOwner.delete(ip);
+    }
+    for (const ip of spec.ips) {
+      this.ipcache.setExact(ip, identity.id, "endpoint");
+      this.ipOwner.set(ip, key);
+    }
     // Make-before-break: the new identity is known to every selector before the old one goes.
     this.markChanged(this.cache.upsertIdentity(identity));
     if (old && old.identity.id !== identity.id) this.releaseIdentity(old.identity.id);
@@ -176,9 +201,12 @@ export class PolicyEngine {
     const old = this.endpoints.get(key);
     if (!old) return;
     this.endpoints.delete(key);
-    this.policyByEndpoint.delete(key);
+    this.detach(key);
     this.dirty.delete(key);
-    for (const ip of old.spec.ips) this.ipcache.deleteExact(ip);
+    for (const ip of old.spec.ips) {
+      this.ipcache.deleteExact(ip);
+      this.ipOwner.delete(ip);
+    }
     if (old.spec.kind !== "health") this.releaseIdentity(old.identity.id);
     this.bump();
   }
@@ -265,7 +293,7 @@ export class PolicyEngine {
     for (const r of touched) {
       const key = this.cache.add({ kind: "endpoints", selector: r.subject });
       const sel = this.cache.selections(key);
-      for (const ep of this.endpoints.values()) if (sel.has(ep.identity.id)) this.dirty.add(ep.key);
+      for (const sp of this.selectorPolicies.values()) if (sel.has(sp.identity)) this.stale(sp);
       this.cache.remove(key);
     }
     this.rulesCache = undefined;
@@ -275,12 +303,15 @@ export class PolicyEngine {
 
   private rules(): Rule[] {
     if (!this.rulesCache) {
-      for (const k of this.subjectKeys.values()) this.cache.remove(k);
+      // Hold the new subject selectors before releasing the old ones, so that
+      // unchanged selectors keep their cached selections.
+      const old = [...this.subjectKeys.values()];
       this.subjectKeys.clear();
       this.rulesCache = [...this.policies.values()].flatMap((p) => p.rules);
       for (const r of this.rulesCache) {
         if (!r.selectsNodes) this.subjectKeys.set(r, this.cache.add({ kind: "endpoints", selector: r.subject }));
       }
+      for (const k of old) this.cache.remove(k);
     }
     return this.rulesCache;
   }
@@ -303,42 +334,37 @@ export class PolicyEngine {
 
   /** Keeps one local identity per referenced CIDR prefix and per DNS-learned address. */
   private syncOutsideIdentities(): void {
-    const want = new Map<string, { prefix: Prefix; labels: Label[]; source: "cidr" | "fqdn" }>();
-    const add = (p: Prefix, source: "cidr" | "fqdn", extra: Label[]): void => {
+    // What is wanted: every referenced prefix, with the DNS names of its address.
+    const want = new Map<string, { prefix: Prefix; names: string[]; source: "cidr" | "fqdn" }>();
+    const add = (p: Prefix, source: "cidr" | "fqdn", names: readonly string[]): void => {
       if (p.bits === 0) return; // 0.0.0.0/0 and ::/0 are the world identity itself
-      const text = prefixString(p);
-      let w = want.get(text);
-      if (!w) {
-        const labels: Label[] = [
-          { source: "cidr", key: text, value: "" },
-          { source: "reserved", key: "world", value: "" },
-        ];
-        if (this.config.dualStack) labels.push({ source: "reserved", key: p.family === 4 ? "world-ipv4" : "world-ipv6", value: "" });
-        want.set(text, (w = { prefix: p, labels, source }));
-      }
-      w.labels.push(...extra);
+      const text = cachedPrefixText(p);
+      const w = want.get(text);
+      if (!w) want.set(text, { prefix: p, names: [...names], source });
+      else w.names.push(...names);
     };
-    for (const p of this.policies.values()) {
-      for (const r of p.rules) {
-        for (const el of [...r.ingress, ...r.ingressDeny, ...r.egress, ...r.egressDeny]) {
-          for (const peer of el.peers) {
-            if (peer.kind === "cidr") for (const q of [peer.prefix, ...peer.except]) add(q, "cidr", []);
-          }
-        }
-      }
-    }
+    for (const p of this.policies.values()) for (const q of referencedPrefixes(p)) add(q, "cidr", []);
     for (const s of this.services.values()) for (const q of s.prefixes) add(q, "cidr", []);
     for (const [ip, names] of this.dnsNames) {
       const p = parsePrefix(ip, true);
-      if (p) add(p, "fqdn", [...names].map((n) => ({ source: "fqdn", key: n, value: "" })));
+      if (p) add(p, "fqdn", [...names]);
     }
     // Allocate new identities first, then retire the old ones (make-before-break).
     const retired: Identity[] = [];
     for (const [text, w] of want) {
-      const labels = LabelSet.from(w.labels);
       const cur = this.outside.get(text);
-      if (cur && cur.labels.equals(labels)) continue;
-      const ident = this.allocator.allocateLocal(labels, w.prefix);
+      const signature = w.names.sort().join(",");
+      if (cur && this.outsideSignature.get(text) === signature) continue;
+      this.outsideSignature.set(text, signature);
+      const labels: Label[] = [
+        { source: "cidr", key: text, value: "" },
+        { source: "reserved", key: "world", value: "" },
+        ...w.names.map((n) => ({ source: "fqdn", key: n, value: "" })),
+      ];
+      if (this.config.dualStack) {
+        labels.push({ source: "reserved", key: w.prefix.family === 4 ? "world-ipv4" : "world-ipv6", value: "" });
+      }
+      const ident = this.allocator.allocateLocal(LabelSet.from(labels), w.prefix);
       this.outside.set(text, ident);
       this.ipcache.setPrefix(w.prefix, ident.id, w.source);
       this.markChanged(this.cache.upsertIdentity(ident));
@@ -347,6 +373,7 @@ export class PolicyEngine {
     for (const [text, cur] of [...this.outside]) {
       if (!want.has(text)) {
         this.outside.delete(text);
+        this.outsideSignature.delete(text);
         if (cur.prefix) this.ipcache.deletePrefix(cur.prefix);
         retired.push(cur);
       }
@@ -359,18 +386,38 @@ export class PolicyEngine {
   private markChanged(selectorKeys: readonly string[]): void {
     if (selectorKeys.length === 0) return;
     const changed = new Set(selectorKeys);
-    for (const [key, pol] of this.policyByEndpoint) {
-      if (pol.ingress.selectorKeys.some((k) => changed.has(k)) || pol.egress.selectorKeys.some((k) => changed.has(k))) {
-        this.dirty.add(key);
+    for (const sp of this.selectorPolicies.values()) {
+      if (sp.stale) continue;
+      if (sp.ingress.selectorKeys.some((k) => changed.has(k)) || sp.egress.selectorKeys.some((k) => changed.has(k))) {
+        this.stale(sp);
       }
     }
   }
 
   private markNamedPortUsers(): void {
-    for (const [key, pol] of this.policyByEndpoint) {
-      if (pol.egress.rules.some((r) => r.egress.some((e) => e.ports?.some((p) => p.ports.some((pp) => pp.name))))) {
-        this.dirty.add(key);
+    for (const sp of this.selectorPolicies.values()) {
+      if (sp.egress.rules.some((r) => r.egress.some((e) => e.ports?.some((p) => p.ports.some((pp) => pp.name))))) {
+        this.stale(sp);
       }
+    }
+  }
+
+  private stale(sp: SharedPolicy): void {
+    sp.stale = true;
+    for (const k of sp.holders) this.dirty.add(k);
+  }
+
+  /** Stops an endpoint from using its SelectorPolicy; the last user releases its selectors. */
+  private detach(key: string): void {
+    const sig = this.endpointSig.get(key);
+    if (sig === undefined) return;
+    this.endpointSig.delete(key);
+    const sp = this.selectorPolicies.get(sig);
+    if (!sp) return;
+    sp.holders.delete(key);
+    if (sp.holders.size === 0) {
+      for (const k of [...sp.ingress.selectorKeys, ...sp.egress.selectorKeys]) this.cache.remove(k);
+      this.selectorPolicies.delete(sig);
     }
   }
 
@@ -393,26 +440,34 @@ export class PolicyEngine {
     const key = `${namespace}/${name}`;
     const ep = this.endpoints.get(key);
     if (!ep) throw new MembraneError("ENDPOINT_NOT_FOUND", `Cannot compute policy for ${key}: no such endpoint`);
-    let pol = this.policyByEndpoint.get(key);
-    if (!pol || this.dirty.has(key)) {
+    const ports = ep.spec.namedPorts ?? [];
+    const sig = `${ep.identity.id}|${ports.map((p) => `${p.name}/${p.protocol}/${p.port}`).join(",")}`;
+    if (this.endpointSig.get(key) !== sig) {
+      this.detach(key);
+      this.endpointSig.set(key, sig);
+    }
+    let sp = this.selectorPolicies.get(sig);
+    if (!sp || sp.stale) {
       const ctx = this.resolveContext();
       const selecting = this.rulesSelecting(ep.identity.id);
-      const subject = { identity: ep.identity, namedPorts: ep.spec.namedPorts ?? [] };
+      const subject = { identity: ep.identity, namedPorts: ports };
       const ingress = resolveDirection(ctx, subject, selecting, "ingress");
       const egress = resolveDirection(ctx, subject, selecting, "egress");
-      // Release the previous selectors only now that the new ones are held.
-      if (pol) for (const k of [...pol.ingress.selectorKeys, ...pol.egress.selectorKeys]) this.cache.remove(k);
-      pol = { endpoint: ep, ingress, egress, revision: this.rev };
-      this.policyByEndpoint.set(key, pol);
-      this.dirty.delete(key);
+      // Release the previous selectors only now that the new ones are held (make-before-break).
+      if (sp) for (const k of [...sp.ingress.selectorKeys, ...sp.egress.selectorKeys]) this.cache.remove(k);
+      const holders: Set<string> = sp?.holders ?? new Set<string>();
+      sp = { identity: ep.identity.id, ingress, egress, revision: this.rev, stale: false, holders };
+      this.selectorPolicies.set(sig, sp);
     }
-    return pol;
+    sp.holders.add(key);
+    this.dirty.delete(key);
+    return { endpoint: ep, ingress: sp.ingress, egress: sp.egress, revision: sp.revision };
   }
 
   /** Recomputes every endpoint a change touched; returns their keys (namespace/name). */
   regenerate(): string[] {
     this.rules();
-    const todo = [...this.endpoints.keys()].filter((k) => this.dirty.has(k) || !this.policyByEndpoint.has(k));
+    const todo = [...this.endpoints.keys()].filter((k) => this.dirty.has(k) || !this.endpointSig.has(k));
     for (const k of todo) {
       const ep = this.endpoints.get(k) as EndpointRecord;
       this.endpointPolicy(ep.spec.namespace, ep.spec.name);
@@ -470,7 +525,8 @@ export class PolicyEngine {
     if (!parseAddr(p.ip)) throw new MembraneError("QUERY_INVALID", `Cannot use "${p.ip}" as an address`);
     const { identity, entry } = this.ipcache.lookup(p.ip);
     if (entry?.source === "endpoint") {
-      const ep = [...this.endpoints.values()].find((e) => e.spec.ips.includes(p.ip));
+      const owner = this.ipOwner.get(p.ip);
+      const ep = owner === undefined ? undefined : this.endpoints.get(owner);
       if (ep) return { identity: ep.identity, endpoint: ep, isHost: false, ip: p.ip };
     }
     const ident = this.identity(identity) as Identity;
@@ -494,4 +550,28 @@ export class PolicyEngine {
 
 function refKey(r: PolicyRef): string {
   return `${r.kind}/${r.namespace ?? ""}/${r.name}`;
+}
+
+const prefixTexts = new WeakMap<Prefix, string>();
+/** prefixString, memoised per (immutable) Prefix object: policies are re-scanned on every change. */
+function cachedPrefixText(p: Prefix): string {
+  let t = prefixTexts.get(p);
+  if (t === undefined) prefixTexts.set(p, (t = prefixString(p)));
+  return t;
+}
+
+const prefixesOf = new WeakMap<PolicyResource, readonly Prefix[]>();
+/** Every CIDR prefix (allowed or excepted) a policy names, memoised per (immutable) resource. */
+function referencedPrefixes(p: PolicyResource): readonly Prefix[] {
+  let out = prefixesOf.get(p);
+  if (!out) {
+    const list: Prefix[] = [];
+    for (const r of p.rules) {
+      for (const el of [...r.ingress, ...r.ingressDeny, ...r.egress, ...r.egressDeny]) {
+        for (const peer of el.peers) if (peer.kind === "cidr") list.push(peer.prefix, ...peer.except);
+      }
+    }
+    prefixesOf.set(p, (out = list));
+  }
+  return out;
 }

@@ -69,8 +69,10 @@ const PORT_MAX = 65535;
 export class MapState {
   private readonly byIdentity = new Map<number, MapStateEntry[]>();
   private count = 0;
+  private flat: FlatSegment[] | undefined;
 
   add(e: MapStateEntry): void {
+    this.flat = undefined;
     let arr = this.byIdentity.get(e.identity);
     if (!arr) this.byIdentity.set(e.identity, (arr = []));
     arr.push(e);
@@ -114,13 +116,15 @@ export class MapState {
    * Protocol 0 stands for every protocol and is only emitted when an
    * identity's verdict is the same for every protocol and port.
    */
-  flatten(): FlatSegment[] {
+  flatten(): readonly FlatSegment[] {
+    if (this.flat) return this.flat;
     const out: FlatSegment[] = [];
     const wildcard = this.byIdentity.get(0) ?? [];
     for (const [identity, own] of this.byIdentity) {
       const relevant = identity === 0 ? own : [...own, ...wildcard];
       out.push(...flattenIdentity(identity, relevant));
     }
+    this.flat = out;
     return out;
   }
 }

@@ -74,17 +74,18 @@ export function resolveDirection(
   // fromRequires / toRequires: ANDed into every endpoint selector of this direction.
   const requires: Requirement[] = selecting.flatMap((r) => [...allowOf(r), ...denyOf(r)].flatMap((e) => e.requires));
 
-  const merged = new Map<string, MapStateEntry>();
+  // Entries with the same key from several elements merge into one; their
+  // origins are collected in place (mutable until the MapState is built).
+  const merged = new Map<string, { entry: MapStateEntry; from: RuleOrigin[]; l7?: L7Spec }>();
   const put = (e: MapStateEntry): void => {
     const k = `${e.identity}/${e.proto}/${e.lo}/${e.hi}/${e.deny}/${e.l7?.parser ?? "-"}/${e.auth ?? "-"}`;
     const old = merged.get(k);
     if (!old) {
-      merged.set(k, e);
+      merged.set(k, e.l7 ? { entry: e, from: [...e.derivedFrom], l7: e.l7 } : { entry: e, from: [...e.derivedFrom] });
       return;
     }
-    const l7 = old.l7 && e.l7 ? mergeSpecs(old.l7, e.l7) : old.l7;
-    const next: MapStateEntry = { ...old, derivedFrom: [...old.derivedFrom, ...e.derivedFrom] };
-    merged.set(k, l7 ? { ...next, l7 } : next);
+    for (const o of e.derivedFrom) if (!old.from.includes(o)) old.from.push(o);
+    if (old.l7 && e.l7 && old.l7 !== e.l7) old.l7 = mergeSpecs(old.l7, e.l7);
   };
 
   for (const rule of selecting) {
@@ -110,7 +111,10 @@ export function resolveDirection(
   if (enforced && direction === "ingress" && ctx.config.allowLocalhost === "always") {
     put({ identity: ID.host, proto: 0, lo: 0, hi: 65535, deny: false, derivedFrom: [LOCALHOST_ORIGIN] });
   }
-  for (const e of merged.values()) mapState.add(e);
+  for (const m of merged.values()) {
+    const e: MapStateEntry = { ...m.entry, derivedFrom: m.from };
+    mapState.add(m.l7 ? { ...e, l7: m.l7 } : e);
+  }
   return { direction, enforced, rules: selecting, mapState, selectorKeys: keys };
 }
 
