@@ -1,0 +1,29 @@
+/**
+ * What the agent keeps in the store, and under which keys. Versioned records
+ * (`v`) so that a newer agent can read an older state directory.
+ */
+export const KEYS = {
+  endpoints: "endpoints/",
+  policies: "policies/",
+  namespaces: "namespaces/",
+  identities: "identities/",
+} as const;
+
+export interface EndpointRecordV1 {
+  readonly v: 1;
+  readonly name: string;
+  readonly namespace: string;
+  readonly labels: Record<string, string>;
+  /** Small integer, unique on the node. */
+  readonly id: number;
+  readonly netns: string;
+  readonly hostIfname: string;
+  readonly ipv4: string;
+  readonly ipv6?: string;
+}
+
+/** The file a policy was applied from: it is parsed again on restart. */
+export interface PolicyRecordV1 {
+  readonly text: string;
+  readonly file: string;
+}

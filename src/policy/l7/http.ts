@@ -1,0 +1,177 @@
+/**
+ * HTTP rules of a port, compiled once and matched per request.
+ *
+ *   HttpRule[]  --compileHttpRules-->  HttpMatcher.match({method, path, host?, headers?})
+ *                                        -> {allowed, ruleIndex?}
+ *
+ * As Envoy does for Cilium (semantics §7): `method`, `path` and `host` are RE2
+ * regular expressions matched against the WHOLE value (`/public` does not
+ * match `/public/x`), evaluated by re2js, which runs in linear time whatever
+ * the pattern, so a user's regex cannot stall the proxy. Rules are ORed;
+ * the fields of one rule are ANDed; the empty rule `{}` matches everything.
+ *
+ * - `path` is matched against the request target as given (Envoy's `:path`,
+ *   query string included). Callers normalise first with `normalizeHttpPath`
+ *   and forward the normalised path, so that `/public/../admin` is judged as
+ *   `/admin`, the path the server will serve.
+ * - `host` is matched against the `:authority` as received, port included
+ *   (`example.com:8080`), as Envoy does; use `example\.com(:[0-9]+)?` to
+ *   accept any port. When `host` is not given, the `Host` header is used.
+ * - headers: names case-insensitive; without `value` the header must be
+ *   present; with `value` the value must be equal, byte for byte.
+ */
+import { RE2JS } from "re2js";
+import { MembraneError } from "../../errors.js";
+import type { HttpRule } from "../types.js";
+
+export interface HttpRequestLike {
+  readonly method: string;
+  readonly path: string;
+  /** `:authority`; defaults to the `Host` header. */
+  readonly host?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export interface HttpVerdict {
+  readonly allowed: boolean;
+  /** Index of the first rule that matched. */
+  readonly ruleIndex?: number;
+}
+
+export interface HttpMatcher {
+  readonly ruleCount: number;
+  match(req: HttpRequestLike): HttpVerdict;
+}
+
+interface CompiledHttpRule {
+  readonly method?: RE2JS;
+  readonly path?: RE2JS;
+  readonly host?: RE2JS;
+  /** Lower-cased name, and the exact value when one is required. */
+  readonly headers: readonly { readonly name: string; readonly value?: string }[];
+}
+
+/**
+ * Compiles the rules. Throws POLICY_INVALID naming the rule and field when a
+ * regex does not compile under RE2 (e.g. look-ahead, back-references).
+ */
+export function compileHttpRules(rules: readonly HttpRule[]): HttpMatcher {
+  const compiled = rules.map((r, i) => compileRule(r, i));
+  return {
+    ruleCount: compiled.length,
+    match(req: HttpRequestLike): HttpVerdict {
+      const headers = lowerHeaders(req.headers);
+      const host = req.host ?? headers.get("host");
+      for (let i = 0; i < compiled.length; i++) {
+        if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers))
+          return { allowed: true, ruleIndex: i };
+      }
+      return { allowed: false };
+    },
+  };
+}
+
+/** Says what is wrong with an HTTP regex, or undefined when RE2 accepts it. */
+export function httpRegexProblem(pattern: string): string | undefined {
+  try {
+    RE2JS.compile(pattern);
+    return undefined;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
+function compileRule(r: HttpRule, index: number): CompiledHttpRule {
+  const re = (field: "method" | "path" | "host"): RE2JS | undefined => {
+    const p = r[field];
+    if (p === undefined) return undefined;
+    try {
+      return RE2JS.compile(p);
+    } catch (e) {
+      throw new MembraneError(
+        "POLICY_INVALID",
+        `Cannot compile HTTP ${field} regex ${JSON.stringify(p)} of rule ${index}: ${e instanceof Error ? e.message : String(e)}`,
+        {
+          location: { path: `http[${index}].${field}` },
+          hint: "Use RE2 syntax (no look-around, no back-references).",
+          cause: e,
+        },
+      );
+    }
+  };
+  const method = re("method");
+  const path = re("path");
+  const host = re("host");
+  const headers = r.headers.map((h) =>
+    h.value === undefined ? { name: h.name.toLowerCase() } : { name: h.name.toLowerCase(), value: h.value },
+  );
+  return {
+    ...(method ? { method } : {}),
+    ...(path ? { path } : {}),
+    ...(host ? { host } : {}),
+    headers,
+  };
+}
+
+function ruleMatches(
+  r: CompiledHttpRule,
+  req: HttpRequestLike,
+  host: string | undefined,
+  headers: ReadonlyMap<string, string>,
+): boolean {
+  if (r.method && !r.method.testExact(req.method)) return false;
+  if (r.path && !r.path.testExact(req.path)) return false;
+  if (r.host && (host === undefined || !r.host.testExact(host))) return false;
+  for (const h of r.headers) {
+    const v = headers.get(h.name);
+    if (v === undefined) return false;
+    if (h.value !== undefined && v !== h.value) return false;
+  }
+  return true;
+}
+
+function lowerHeaders(h: Readonly<Record<string, string>> | undefined): ReadonlyMap<string, string> {
+  const m = new Map<string, string>();
+  if (!h) return m;
+  for (const [k, v] of Object.entries(h)) m.set(k.toLowerCase(), v);
+  return m;
+}
+
+/**
+ * RFC 3986 normalisation of a request target's path, as Envoy's
+ * `normalize_path` does: percent-encodings of unreserved characters are
+ * decoded (`%7E` -> `~`, `%2E` -> `.`), other encodings get upper-case hex,
+ * then `.` and `..` segments are removed. The query string is kept as is.
+ * Encoded slashes (`%2F`) and backslashes stay encoded: they are not path
+ * separators, and a rule must not be bypassed by them.
+ */
+export function normalizeHttpPath(target: string): string {
+  const q = target.indexOf("?");
+  const path = q >= 0 ? target.slice(0, q) : target;
+  const query = q >= 0 ? target.slice(q) : "";
+  const decoded = path.replace(/%([0-9a-fA-F]{2})/g, (_m, hex: string) => {
+    const c = String.fromCharCode(parseInt(hex, 16));
+    return /^[A-Za-z0-9\-._~]$/.test(c) ? c : "%" + hex.toUpperCase();
+  });
+  return removeDotSegments(decoded) + query;
+}
+
+function removeDotSegments(path: string): string {
+  const absolute = path.startsWith("/");
+  const segs = path.split("/");
+  if (absolute) segs.shift();
+  const out: string[] = [];
+  for (let i = 0; i < segs.length; i++) {
+    const s = segs[i] as string;
+    const last = i === segs.length - 1;
+    if (s === ".") {
+      if (last) out.push("");
+    } else if (s === "..") {
+      out.pop();
+      if (last) out.push("");
+    } else {
+      out.push(s);
+    }
+  }
+  return (absolute ? "/" : "") + out.join("/");
+}
