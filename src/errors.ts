@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   STORE_LOCKED: "Another process holds the state directory",
   NFT_APPLY_FAILED: "The kernel rejected an nftables transaction",
   NETNS_FAILED: "A network namespace or link operation failed",
+  DATAPATH_STATE_INVALID: "The desired datapath state cannot be compiled",
   ENDPOINT_INVALID: "An endpoint request is invalid",
   ENDPOINT_NOT_FOUND: "No such endpoint",
   IPAM_EXHAUSTED: "No free address is left in the pod CIDR",
@@ -84,7 +85,9 @@ export class MembraneError extends Error {
 }
 
 export function formatIssue(i: Issue): string {
-  const where = [i.file, i.line !== undefined ? String(i.line) : undefined].filter((x) => x !== undefined).join(":");
+  const where = [i.file, i.line !== undefined ? String(i.line) : undefined]
+    .filter((x) => x !== undefined)
+    .join(":");
   const parts = [where, i.path].filter((x) => x !== undefined && x !== "");
   return (parts.length ? parts.join(": ") + ": " : "") + i.message;
 }

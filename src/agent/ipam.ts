@@ -1,0 +1,229 @@
+/**
+ * Endpoint address allocation from the node's pod CIDRs (IPv4, optional IPv6).
+ *
+ *   allocate(owner) ──list ipam/<cidr>/──▶ first free address after the last one handed out
+ *                   ──txn(key absent ⇒ put owner)──▶ store   (lost the race? try the next)
+ *
+ * Every allocation is a key `ipam/<cidr>/<ip>` whose value is `{"owner": ...}`,
+ * created with a compare-and-put on "the key does not exist", so two agents
+ * (or two requests) can never hand out one address twice. The network
+ * address, the gateway (first host, the node's side of the pod routes) and the
+ * last address (IPv4 broadcast; kept free in IPv6 too for symmetry) are never
+ * allocated. Allocation is idempotent per owner: asking again returns the
+ * address the owner already holds, so a restarted agent can retry safely.
+ */
+import { MembraneError } from "../errors.js";
+import {
+  addrString,
+  familyWidth,
+  parseAddr,
+  parsePrefix,
+  prefixString,
+  type Prefix,
+} from "../labels/cidr.js";
+import type { Store } from "../store/store.js";
+
+export const IPAM_PREFIX = "ipam/";
+
+export interface IpamParams {
+  store: Store;
+  /** IPv4 pod CIDR, e.g. "10.200.0.0/24". */
+  ipv4: string;
+  /** Optional IPv6 pod CIDR, e.g. "fd00:200::/64". */
+  ipv6?: string;
+}
+
+export interface Allocation {
+  readonly ipv4: string;
+  readonly ipv6?: string;
+}
+
+/** How often a pool retries after losing a race for an address to another allocator. */
+const MAX_RACES = 64;
+
+class Pool {
+  readonly cidr: string;
+  readonly keyPrefix: string;
+  /** First and count of allocatable addresses. */
+  private readonly first: bigint;
+  readonly size: bigint;
+  private next = 0n;
+
+  constructor(
+    private readonly store: Store,
+    readonly prefix: Prefix,
+  ) {
+    this.cidr = prefixString(prefix);
+    this.keyPrefix = `${IPAM_PREFIX}${this.cidr}/`;
+    const total = 1n << BigInt(familyWidth(prefix.family) - prefix.bits);
+    this.first = prefix.addr + 2n;
+    this.size = total - 3n;
+  }
+
+  get gateway(): string {
+    return addrString(this.prefix.family, this.prefix.addr + 1n);
+  }
+
+  private async used(): Promise<Map<string, string>> {
+    const { kvs } = await this.store.list(this.keyPrefix);
+    return new Map(kvs.map((kv) => [kv.key.slice(this.keyPrefix.length), ownerOf(kv.value)]));
+  }
+
+  async allocate(owner: string): Promise<{ ip: string; fresh: boolean }> {
+    for (let race = 0; race < MAX_RACES; race++) {
+      const used = await this.used();
+      for (const [ip, o] of used) if (o === owner) return { ip, fresh: false };
+      const ip = this.firstFree(used);
+      if (ip === undefined) {
+        throw new MembraneError(
+          "IPAM_EXHAUSTED",
+          `Cannot allocate an IPv${this.prefix.family} address for ${owner}: all ${this.size} addresses of ${this.cidr} are in use`,
+          {
+            hint: "remove endpoints that are gone (`membrane endpoint list`), or give the node a larger pod CIDR",
+          },
+        );
+      }
+      const res = await this.store.txn({
+        compare: [{ key: this.keyPrefix + ip, modRevision: 0 }],
+        ops: [{ type: "put", key: this.keyPrefix + ip, value: JSON.stringify({ owner }) }],
+      });
+      if (res.succeeded) return { ip, fresh: true };
+      // Another allocator took it between our list and our txn: list again and move on.
+    }
+    throw new MembraneError(
+      "STORE_FAILED",
+      `Cannot allocate an address in ${this.cidr} for ${owner}: lost ${MAX_RACES} races in a row`,
+      {
+        hint: "many allocators are contending for few free addresses; retry",
+      },
+    );
+  }
+
+  /** The first free address at or after the last one handed out, wrapping (so freed addresses rest a while). */
+  private firstFree(used: ReadonlyMap<string, string>): string | undefined {
+    if (BigInt(used.size) >= this.size) return undefined;
+    for (let i = 0n; i < this.size; i++) {
+      const off = (this.next + i) % this.size;
+      const ip = addrString(this.prefix.family, this.first + off);
+      if (!used.has(ip)) {
+        this.next = (off + 1n) % this.size;
+        return ip;
+      }
+    }
+    return undefined;
+  }
+
+  async release(owner: string): Promise<string[]> {
+    const { kvs } = await this.store.list(this.keyPrefix);
+    const freed: string[] = [];
+    for (const kv of kvs) {
+      if (ownerOf(kv.value) !== owner) continue;
+      // Compare the revision we read, so that an address re-allocated meanwhile is not freed.
+      const res = await this.store.txn({
+        compare: [{ key: kv.key, modRevision: kv.modRevision }],
+        ops: [{ type: "delete", key: kv.key }],
+      });
+      if (res.succeeded) freed.push(kv.key.slice(this.keyPrefix.length));
+    }
+    return freed;
+  }
+
+  async list(): Promise<{ ip: string; owner: string }[]> {
+    return [...(await this.used())].map(([ip, owner]) => ({ ip, owner }));
+  }
+}
+
+function ownerOf(value: string): string {
+  try {
+    const v = JSON.parse(value) as { owner?: unknown };
+    return typeof v.owner === "string" ? v.owner : "";
+  } catch {
+    return "";
+  }
+}
+
+function pool(store: Store, cidr: string, family: 4 | 6): Pool {
+  const p = parsePrefix(cidr);
+  const where = `the IPv${family} pod CIDR ${JSON.stringify(cidr)}`;
+  if (!p || !cidr.includes("/")) {
+    throw new MembraneError("CONFIG_INVALID", `Cannot use ${where}: it is not an address/length prefix`, {
+      hint: family === 4 ? 'write it like "10.200.0.0/24"' : 'write it like "fd00:200::/64"',
+    });
+  }
+  if (p.family !== family)
+    throw new MembraneError("CONFIG_INVALID", `Cannot use ${where}: it is an IPv${p.family} prefix`);
+  if (parseAddr(cidr.split("/")[0] ?? "")?.value !== p.addr) {
+    throw new MembraneError("CONFIG_INVALID", `Cannot use ${where}: it has host bits set`, {
+      hint: `did you mean ${prefixString(p)}?`,
+    });
+  }
+  if (familyWidth(family) - p.bits < 2) {
+    throw new MembraneError(
+      "CONFIG_INVALID",
+      `Cannot use ${where}: it leaves no address after the network, gateway and last address`,
+      {
+        hint: `use a prefix of at most /${familyWidth(family) - 2}`,
+      },
+    );
+  }
+  return new Pool(store, p);
+}
+
+export class Ipam {
+  private readonly v4: Pool;
+  private readonly v6: Pool | undefined;
+  /** Calls in this process run one at a time, so two requests for one owner cannot both allocate. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(p: IpamParams) {
+    this.v4 = pool(p.store, p.ipv4, 4);
+    this.v6 = p.ipv6 === undefined ? undefined : pool(p.store, p.ipv6, 6);
+  }
+
+  /** The node-side addresses of the pod routes (first host of each CIDR). */
+  gateways(): { ipv4: string; ipv6?: string } {
+    return this.v6 ? { ipv4: this.v4.gateway, ipv6: this.v6.gateway } : { ipv4: this.v4.gateway };
+  }
+
+  /** Allocates (or returns the already held) addresses of `owner`, e.g. "default/web-1". */
+  allocate(owner: string): Promise<Allocation> {
+    return this.serial(() => this.allocateNow(owner));
+  }
+
+  /** Frees every address `owner` holds; returns them. Freeing nothing is not an error. */
+  release(owner: string): Promise<string[]> {
+    return this.serial(() => this.releaseNow(owner));
+  }
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(f, f);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async allocateNow(owner: string): Promise<Allocation> {
+    if (owner === "")
+      throw new MembraneError("ENDPOINT_INVALID", "Cannot allocate an address: the owner name is empty");
+    const a4 = await this.v4.allocate(owner);
+    if (!this.v6) return { ipv4: a4.ip };
+    try {
+      const a6 = await this.v6.allocate(owner);
+      return { ipv4: a4.ip, ipv6: a6.ip };
+    } catch (e) {
+      // All or nothing: give back the IPv4 address this call took.
+      if (a4.fresh) await this.v4.release(owner);
+      throw e;
+    }
+  }
+
+  private async releaseNow(owner: string): Promise<string[]> {
+    const freed = await this.v4.release(owner);
+    if (this.v6) freed.push(...(await this.v6.release(owner)));
+    return freed;
+  }
+
+  /** Every allocation, IPv4 first. */
+  async list(): Promise<{ ip: string; owner: string }[]> {
+    return [...(await this.v4.list()), ...(this.v6 ? await this.v6.list() : [])];
+  }
+}
