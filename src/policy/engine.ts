@@ -477,7 +477,11 @@ export class PolicyEngine {
 
   /** The host's own ingress policy (host firewall rules), for traffic to the node. */
   hostPolicy(): { ingress: DirectionPolicy; egress: DirectionPolicy } {
-    const ctx = this.resolveContext();
+    // The host is subject only to host-firewall (nodeSelector) rules: `always`
+    // applies to workload endpoints, as in Cilium without the host firewall.
+    const base = this.resolveContext();
+    const mode = this.config.policyEnforcementMode === "never" ? "never" : "default";
+    const ctx: ResolveContext = { ...base, config: { ...this.config, policyEnforcementMode: mode } };
     const selecting = this.hostRules();
     const subject = { identity: this.allocator.get(ID.host) as Identity, namedPorts: [] };
     return {

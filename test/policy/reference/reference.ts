@@ -15,7 +15,8 @@
  *   (Cilium inserts that allow with deny precedence: denyPreferredInsert).
  * - The host (identity 1) is the subject of nodeSelector rules (host
  *   firewall; node labels are empty here, so only an empty nodeSelector
- *   selects it) and is enforced like an endpoint (mode always included).
+ *   selects it); mode `always` does not apply to it (as in Cilium without
+ *   the host firewall).
  */
 import type { EngineConfig } from "../../../src/policy/query.js";
 import type { Direction, PeerSelector, PolicyResource, RuleElement } from "../../../src/policy/types.js";
@@ -141,7 +142,8 @@ function decideDirection(
       }
     }
   }
-  const enforced = config.policyEnforcementMode === "always" || defaultDeny;
+  // `always` applies to workload endpoints; the host only to host-firewall rules.
+  const enforced = (config.policyEnforcementMode === "always" && !isHost) || defaultDeny;
 
   for (const el of denies) {
     if (elementMatches(config, el, peer, proto, port)) return { verdict: "deny", reason: "policy-denied" };

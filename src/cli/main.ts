@@ -1,0 +1,97 @@
+/**
+ * The `membrane` command line: a thin frame over the core and the agent API.
+ *
+ *   argv --commander--> command action (src/cli/commands/*) --> stdout / stderr, exit code
+ *
+ * Exit codes: 0 success, 1 a check failed (e.g. a scenario query), 2 bad
+ * usage or invalid input. Errors print `Error: <message>`, their issues
+ * (file:line: path: message) and a hint; stacks only with --debug.
+ */
+import { readFileSync } from "node:fs";
+import { Command, CommanderError } from "commander";
+import { isMembraneError } from "../errors.js";
+import { policyCommand } from "./commands/policy.js";
+import { versionCommand } from "./commands/version.js";
+import type { CliContext } from "./context.js";
+
+const EXAMPLES = `
+Exit codes: 0 success, 1 a check failed, 2 bad usage or invalid input.
+
+Examples:
+  $ membrane policy test examples/
+  $ membrane policy trace --endpoints examples/starwars/sw-l7.yaml --from tiefighter --to deathstar \\
+      --port 80 --method PUT --path /v1/exhaust-port
+  $ membrane version
+  $ membrane help policy test
+`;
+
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command("membrane")
+    .description(
+      "identity-based zero-trust network security for Linux workloads (Cilium's policy model on nftables)",
+    )
+    .option("--debug", "show stack traces of errors")
+    .version(ctx.version, "-V, --version", "print the version")
+    .addHelpText("after", EXAMPLES)
+    .configureOutput({ writeOut: (s) => ctx.out(s), writeErr: (s) => ctx.err(s) })
+    .addCommand(policyCommand(ctx))
+    .addCommand(versionCommand(ctx));
+  applyToAll(program, (c) =>
+    c
+      .exitOverride()
+      .showHelpAfterError("(add --help for usage)")
+      .configureOutput({ writeOut: (s) => ctx.out(s), writeErr: (s) => ctx.err(s) }),
+  );
+  return program;
+}
+
+function applyToAll(c: Command, fn: (c: Command) => void): void {
+  fn(c);
+  for (const sub of c.commands) applyToAll(sub, fn);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const ctx: CliContext = {
+    out: (s) => void process.stdout.write(s),
+    err: (s) => void process.stderr.write(s),
+    version: readVersion(),
+    exitCode: 0,
+  };
+  const debug = argv.includes("--debug");
+  try {
+    await buildProgram(ctx).parseAsync(argv);
+  } catch (e) {
+    ctx.exitCode = handleError(e, ctx, debug);
+  }
+  process.exitCode = ctx.exitCode;
+}
+
+/** Prints an error the way users see it and returns the exit code. */
+export function handleError(e: unknown, ctx: Pick<CliContext, "err">, debug: boolean): number {
+  if (e instanceof CommanderError) {
+    // commander has printed its message (or the help) already.
+    return e.exitCode === 0 ? 0 : 2;
+  }
+  if (isMembraneError(e)) {
+    ctx.err(`Error: ${e.describe()}\n`);
+    if (debug && e.stack) ctx.err(e.stack + "\n");
+    return 2;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  ctx.err(`Error: internal error: ${err.message}\n`);
+  ctx.err(
+    debug ? (err.stack ?? "") + "\n" : "hint: run again with --debug for the stack trace, and report it\n",
+  );
+  return 2;
+}
+
+function readVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
+      version?: string;
+    };
+    return pkg.version ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
