@@ -46,7 +46,12 @@ export function makePolicy(i: number, namespaces: number, apps: number): PolicyR
   const egress: RuleElement[] = [
     {
       origin: origin("spec.egress[0]"),
-      peers: [{ kind: "endpoints", selector: Selector.fromLabelSelector({ matchLabels: { tier: "db" } }).and(nsReq(ns)) }],
+      peers: [
+        {
+          kind: "endpoints",
+          selector: Selector.fromLabelSelector({ matchLabels: { tier: "db" } }).and(nsReq(ns)),
+        },
+      ],
       requires: [],
       ports: [{ ports: [{ protocol: "TCP", port: 5432, endPort: 5432 }] }],
     },
@@ -55,7 +60,14 @@ export function makePolicy(i: number, namespaces: number, apps: number): PolicyR
   ];
   const egressDeny: RuleElement[] =
     i % 10 === 0
-      ? [{ origin: origin("spec.egressDeny[0]", true), peers: [{ kind: "entity", entity: "world" }], requires: [], ports: [{ ports: [{ protocol: "TCP", port: 25, endPort: 25 }] }] }]
+      ? [
+          {
+            origin: origin("spec.egressDeny[0]", true),
+            peers: [{ kind: "entity", entity: "world" }],
+            requires: [],
+            ports: [{ ports: [{ protocol: "TCP", port: 25, endPort: 25 }] }],
+          },
+        ]
       : [];
   const rule: Rule = {
     policy: ref,
@@ -143,7 +155,10 @@ export function run(endpoints: number, policies: number) {
     flattenMs: Math.round(flattenMs),
     peakRssMiB: Math.round(peakRss / 2 ** 20),
     rssGrowthMiB: Math.round((peakRss - rssBefore) / 2 ** 20),
-    labelChangeMs: { p50: +percentile(labelChange, 50).toFixed(2), p99: +percentile(labelChange, 99).toFixed(2) },
+    labelChangeMs: {
+      p50: +percentile(labelChange, 50).toFixed(2),
+      p99: +percentile(labelChange, 99).toFixed(2),
+    },
     addPolicyMs: { p50: +percentile(addPolicy, 50).toFixed(2), p99: +percentile(addPolicy, 99).toFixed(2) },
   };
 }

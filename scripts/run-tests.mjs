@@ -13,7 +13,9 @@ function walk(dir, out) {
   return out;
 }
 const only = process.argv.slice(2);
-const files = walk("dist/test", []).filter((f) => only.length === 0 || only.some((o) => f.includes(o))).sort();
+const files = walk("dist/test", [])
+  .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
+  .sort();
 if (files.length === 0) {
   console.error("no test files found under dist/test (did the build run?)");
   process.exit(1);

@@ -57,7 +57,9 @@ export function buildDatapathState(
   }
   const ruleId = (o: RuleOrigin | undefined): number => (o ? (rules.get(originKey(o))?.id ?? 0) : 0);
   const segment = (s: FlatSegment): PolicySegment => {
-    const needsMissing = s.verdict === "allow" && ((s.redirect && !opts.proxyAvailable) || (s.authRequired && !opts.authAvailable));
+    const needsMissing =
+      s.verdict === "allow" &&
+      ((s.redirect && !opts.proxyAvailable) || (s.authRequired && !opts.authAvailable));
     const origin = s.verdict === "deny" ? s.derivedFrom.find((o) => o.deny) : s.derivedFrom[0];
     return {
       identity: s.identity,

@@ -28,7 +28,11 @@ export class IPCache {
     const a = parseAddr(ip);
     if (!a) return;
     const bits = familyWidth(a.family);
-    this.exact.set(`${a.family}:${a.value}`, { prefix: { family: a.family, addr: a.value, bits }, identity, source });
+    this.exact.set(`${a.family}:${a.value}`, {
+      prefix: { family: a.family, addr: a.value, bits },
+      identity,
+      source,
+    });
   }
 
   deleteExact(ip: string): void {

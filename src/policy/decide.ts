@@ -12,13 +12,26 @@ import type { Identity } from "../identity/allocator.js";
 import { ID, RESERVED_NAMES } from "../identity/reserved.js";
 import { labelString } from "../labels/label.js";
 import { prefixString } from "../labels/cidr.js";
-import { compileHttpRules, compileServerNames, fqdnMatches, kafkaMatches, normalizeName } from "./l7/index.js";
+import {
+  compileHttpRules,
+  compileServerNames,
+  fqdnMatches,
+  kafkaMatches,
+  normalizeName,
+} from "./l7/index.js";
 import type { LookupResult, MapStateEntry } from "./mapstate.js";
 import { peerSelects } from "./peer.js";
 import type { EndpointRecord, PolicyEngine, ResolvedPeer } from "./engine.js";
 import type { Decision, DenyHow, DirectionDecision, FlowQuery } from "./query.js";
 import type { DirectionPolicy } from "./resolve.js";
-import { PROTO_NUMBER, policyRefString, type Direction, type PeerSelector, type RuleElement, type RuleOrigin } from "./types.js";
+import {
+  PROTO_NUMBER,
+  policyRefString,
+  type Direction,
+  type PeerSelector,
+  type RuleElement,
+  type RuleOrigin,
+} from "./types.js";
 
 interface Side {
   readonly decision: DirectionDecision;
@@ -60,7 +73,8 @@ function evaluate(
       : undefined;
   const egress = side(engine, "egress", egressPolicy, src.endpoint, dst.identity.id, proto, port, q);
   const ingress = side(engine, "ingress", ingressPolicy, dst.endpoint, src.identity.id, proto, port, q);
-  const denied = egress.decision.verdict === "deny" ? egress : ingress.decision.verdict === "deny" ? ingress : undefined;
+  const denied =
+    egress.decision.verdict === "deny" ? egress : ingress.decision.verdict === "deny" ? ingress : undefined;
   const decision: Decision = {
     verdict: denied ? "deny" : "allow",
     ...(denied?.how ? { how: denied.how } : {}),
@@ -160,7 +174,8 @@ function l7Verdict(
   // Not in default deny: L7 rules add visibility only (Cilium's newest behaviour, §7).
   if (!enforced || l7.allowAll) return { allowed: true, how: "drop" };
   if (spec.serverNames.length > 0 && q.tls !== undefined) {
-    if (!compileServerNames(spec.serverNames)(normalizeName(q.tls.sni))) return { allowed: false, how: "tls-reset" };
+    if (!compileServerNames(spec.serverNames)(normalizeName(q.tls.sni)))
+      return { allowed: false, how: "tls-reset" };
   }
   switch (spec.parser) {
     case "http":
@@ -207,7 +222,9 @@ export function explainFlow(engine: PolicyEngine, q: FlowQuery): { decision: Dec
   const steps: string[] = [];
   steps.push(`Source:      ${peerText(src)}`);
   steps.push(`Destination: ${peerText(dst)}`);
-  steps.push(`Connection:  ${q.proto}${q.proto.startsWith("ICMP") ? ` type ${port}` : `/${port}`}${l7Text(q)}`);
+  steps.push(
+    `Connection:  ${q.proto}${q.proto.startsWith("ICMP") ? ` type ${port}` : `/${port}`}${l7Text(q)}`,
+  );
   for (const [s, local, remote] of [
     [egress, src, dst],
     [ingress, dst, src],
@@ -215,24 +232,30 @@ export function explainFlow(engine: PolicyEngine, q: FlowQuery): { decision: Dec
     const dir = s.decision.direction;
     steps.push("");
     if (!s.policy) {
-      steps.push(`${cap(dir)}: ${local.endpoint || local.isHost ? "" : "the source is not a local endpoint; "}no ${dir} policy applies here`);
+      steps.push(
+        `${cap(dir)}: ${local.endpoint || local.isHost ? "" : "the source is not a local endpoint; "}no ${dir} policy applies here`,
+      );
       continue;
     }
     const who = local.endpoint ? local.endpoint.key : "host";
     steps.push(`${cap(dir)} of ${who}:`);
     if (s.policy.rules.length === 0) steps.push(`  no rule selects ${who}`);
-    for (const r of s.policy.rules) steps.push(`  selected by ${r.policy.kind} ${policyRefString(r.policy)} (${r.path})`);
+    for (const r of s.policy.rules)
+      steps.push(`  selected by ${r.policy.kind} ${policyRefString(r.policy)} (${r.path})`);
     steps.push(`  ${dir} enforced: ${s.policy.enforced ? "yes" : "no"}${enforcedWhy(engine, s.policy, dir)}`);
     const remoteIdent = remote.identity;
     for (const r of s.policy.rules) {
       const elements = dir === "ingress" ? [...r.ingress, ...r.ingressDeny] : [...r.egress, ...r.egressDeny];
-      for (const el of elements) steps.push("  " + elementText(engine, el, remoteIdent, proto, port, s.policy));
+      for (const el of elements)
+        steps.push("  " + elementText(engine, el, remoteIdent, proto, port, s.policy));
     }
     steps.push(`  => ${verdictText(s)}`);
   }
   steps.push("");
   steps.push(
-    decision.verdict === "allow" ? "Final verdict: ALLOWED" : `Final verdict: DENIED (${decision.how ?? "drop"})`,
+    decision.verdict === "allow"
+      ? "Final verdict: ALLOWED"
+      : `Final verdict: DENIED (${decision.how ?? "drop"})`,
   );
   return { decision, steps };
 }
@@ -324,7 +347,8 @@ function portsText(el: RuleElement): string {
   if (!el.ports) return "all ports and protocols";
   const list = el.ports.flatMap((pr) =>
     pr.ports.map((p) => {
-      const port = p.name ?? (p.port === 0 ? "*" : p.endPort > p.port ? `${p.port}-${p.endPort}` : String(p.port));
+      const port =
+        p.name ?? (p.port === 0 ? "*" : p.endPort > p.port ? `${p.port}-${p.endPort}` : String(p.port));
       return `${port}/${p.protocol}${pr.l7 ? ` +${pr.l7.kind}` : ""}`;
     }),
   );

@@ -34,7 +34,6 @@ import {
   type EndpointSpec,
   type EngineConfig,
   type FlowQuery,
-  type NamedPort,
   type PeerRef,
   type ServiceSpec,
 } from "./query.js";
@@ -129,7 +128,16 @@ export class PolicyEngine {
     this.allocator = params.allocator ?? new IdentityAllocator();
     this.cache = new SelectorCache({ cluster: this.config.cluster, services: this.services });
     this.ipcache = new IPCache(this.config.dualStack);
-    for (const id of [ID.host, ID.world, ID.unmanaged, ID.health, ID.init, ID.remoteNode, ID.kubeApiserver, ID.ingress]) {
+    for (const id of [
+      ID.host,
+      ID.world,
+      ID.unmanaged,
+      ID.health,
+      ID.init,
+      ID.remoteNode,
+      ID.kubeApiserver,
+      ID.ingress,
+    ]) {
       const ident = this.allocator.get(id);
       if (ident) this.cache.upsertIdentity(ident);
     }
@@ -149,7 +157,8 @@ export class PolicyEngine {
 
   setNamespace(name: string, labels: Readonly<Record<string, string>>): void {
     this.namespaces.set(name, { ...labels });
-    for (const ep of [...this.endpoints.values()]) if (ep.spec.namespace === name) this.upsertEndpoint(ep.spec);
+    for (const ep of [...this.endpoints.values()])
+      if (ep.spec.namespace === name) this.upsertEndpoint(ep.spec);
     this.bump();
   }
 
@@ -157,11 +166,17 @@ export class PolicyEngine {
     const key = `${spec.namespace}/${spec.name}`;
     for (const ip of spec.ips) {
       if (!parseAddr(ip)) {
-        throw new MembraneError("ENDPOINT_INVALID", `Cannot add endpoint ${key}: "${ip}" is not an IP address`);
+        throw new MembraneError(
+          "ENDPOINT_INVALID",
+          `Cannot add endpoint ${key}: "${ip}" is not an IP address`,
+        );
       }
       const owner = this.ipOwner.get(ip);
       if (owner !== undefined && owner !== key) {
-        throw new MembraneError("ENDPOINT_INVALID", `Cannot add endpoint ${key}: ${ip} already belongs to ${owner}`);
+        throw new MembraneError(
+          "ENDPOINT_INVALID",
+          `Cannot add endpoint ${key}: ${ip} already belongs to ${owner}`,
+        );
       }
     }
     const labels =
@@ -175,7 +190,9 @@ export class PolicyEngine {
             ...(spec.serviceAccount !== undefined ? { serviceAccount: spec.serviceAccount } : {}),
           });
     const identity =
-      spec.kind === "health" ? (this.allocator.get(ID.health) as Identity) : this.allocator.allocate(identityRelevant(labels));
+      spec.kind === "health"
+        ? (this.allocator.get(ID.health) as Identity)
+        : this.allocator.allocate(identityRelevant(labels));
     const old = this.endpoints.get(key);
     const rec: EndpointRecord = { key, spec, labels, identity };
     this.endpoints.set(key, rec);
@@ -191,7 +208,8 @@ export class PolicyEngine {
     this.markChanged(this.cache.upsertIdentity(identity));
     if (old && old.identity.id !== identity.id) this.releaseIdentity(old.identity.id);
     this.dirty.add(key);
-    if ((spec.namedPorts?.length ?? 0) > 0 || (old?.spec.namedPorts?.length ?? 0) > 0) this.markNamedPortUsers();
+    if ((spec.namedPorts?.length ?? 0) > 0 || (old?.spec.namedPorts?.length ?? 0) > 0)
+      this.markNamedPortUsers();
     this.bump();
     return identity;
   }
@@ -309,7 +327,8 @@ export class PolicyEngine {
       this.subjectKeys.clear();
       this.rulesCache = [...this.policies.values()].flatMap((p) => p.rules);
       for (const r of this.rulesCache) {
-        if (!r.selectsNodes) this.subjectKeys.set(r, this.cache.add({ kind: "endpoints", selector: r.subject }));
+        if (!r.selectsNodes)
+          this.subjectKeys.set(r, this.cache.add({ kind: "endpoints", selector: r.subject }));
       }
       for (const k of old) this.cache.remove(k);
     }
@@ -362,7 +381,11 @@ export class PolicyEngine {
         ...w.names.map((n) => ({ source: "fqdn", key: n, value: "" })),
       ];
       if (this.config.dualStack) {
-        labels.push({ source: "reserved", key: w.prefix.family === 4 ? "world-ipv4" : "world-ipv6", value: "" });
+        labels.push({
+          source: "reserved",
+          key: w.prefix.family === 4 ? "world-ipv4" : "world-ipv6",
+          value: "",
+        });
       }
       const ident = this.allocator.allocateLocal(LabelSet.from(labels), w.prefix);
       this.outside.set(text, ident);
@@ -388,7 +411,10 @@ export class PolicyEngine {
     const changed = new Set(selectorKeys);
     for (const sp of this.selectorPolicies.values()) {
       if (sp.stale) continue;
-      if (sp.ingress.selectorKeys.some((k) => changed.has(k)) || sp.egress.selectorKeys.some((k) => changed.has(k))) {
+      if (
+        sp.ingress.selectorKeys.some((k) => changed.has(k)) ||
+        sp.egress.selectorKeys.some((k) => changed.has(k))
+      ) {
         this.stale(sp);
       }
     }
@@ -396,7 +422,9 @@ export class PolicyEngine {
 
   private markNamedPortUsers(): void {
     for (const sp of this.selectorPolicies.values()) {
-      if (sp.egress.rules.some((r) => r.egress.some((e) => e.ports?.some((p) => p.ports.some((pp) => pp.name))))) {
+      if (
+        sp.egress.rules.some((r) => r.egress.some((e) => e.ports?.some((p) => p.ports.some((pp) => pp.name))))
+      ) {
         this.stale(sp);
       }
     }
@@ -429,9 +457,16 @@ export class PolicyEngine {
     return {
       config: this.config,
       cache: this.cache,
-      namedPortsOf: (id) => [...this.endpoints.values()].filter((e) => e.identity.id === id).flatMap((e) => e.spec.namedPorts ?? []),
+      namedPortsOf: (id) =>
+        [...this.endpoints.values()]
+          .filter((e) => e.identity.id === id)
+          .flatMap((e) => e.spec.namedPorts ?? []),
       identitiesWithNamedPorts: () =>
-        new Set([...this.endpoints.values()].filter((e) => (e.spec.namedPorts?.length ?? 0) > 0).map((e) => e.identity.id)),
+        new Set(
+          [...this.endpoints.values()]
+            .filter((e) => (e.spec.namedPorts?.length ?? 0) > 0)
+            .map((e) => e.identity.id),
+        ),
     };
   }
 
@@ -439,7 +474,8 @@ export class PolicyEngine {
   endpointPolicy(namespace: string, name: string): EndpointPolicy {
     const key = `${namespace}/${name}`;
     const ep = this.endpoints.get(key);
-    if (!ep) throw new MembraneError("ENDPOINT_NOT_FOUND", `Cannot compute policy for ${key}: no such endpoint`);
+    if (!ep)
+      throw new MembraneError("ENDPOINT_NOT_FOUND", `Cannot compute policy for ${key}: no such endpoint`);
     const ports = ep.spec.namedPorts ?? [];
     const sig = `${ep.identity.id}|${ports.map((p) => `${p.name}/${p.protocol}/${p.port}`).join(",")}`;
     if (this.endpointSig.get(key) !== sig) {

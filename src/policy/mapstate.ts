@@ -148,14 +148,17 @@ function resolveMatching(matching: MapStateEntry[], proto: number, port: number)
   const l7s = matching.filter((e) => e.l7 !== undefined);
   const authEntry = matching.find((e) => e.auth === "required" || e.auth === "test-always-fail");
   const auth = authEntry?.auth;
-  if (l7s.length === 0) return auth ? { verdict: "allow", entries: matching, auth } : { verdict: "allow", entries: matching };
+  if (l7s.length === 0)
+    return auth ? { verdict: "allow", entries: matching, auth } : { verdict: "allow", entries: matching };
   const parsers = new Set(l7s.map((e) => e.l7?.parser));
   const spec = mergeL7(l7s);
   const allowAll = matching.some(
     (e) => e.l7 === undefined && e.proto === proto && e.lo === port && e.hi === port,
   );
   const l7 = { spec, allowAll, conflict: parsers.size > 1 };
-  return auth ? { verdict: "allow", entries: matching, l7, auth } : { verdict: "allow", entries: matching, l7 };
+  return auth
+    ? { verdict: "allow", entries: matching, l7, auth }
+    : { verdict: "allow", entries: matching, l7 };
 }
 
 function mergeL7(entries: readonly MapStateEntry[]): L7Spec {
@@ -184,7 +187,9 @@ function flattenIdentity(identity: number, entries: readonly MapStateEntry[]): F
     for (let i = 0; i + 1 < points.length; i++) {
       const lo = points[i] as number;
       const hi = (points[i + 1] as number) - 1;
-      const matching = entries.filter((e) => (e.proto === 0 || e.proto === proto) && e.lo <= lo && hi <= e.hi);
+      const matching = entries.filter(
+        (e) => (e.proto === 0 || e.proto === proto) && e.lo <= lo && hi <= e.hi,
+      );
       const r = resolveMatching(matching, proto, lo);
       if (r.verdict === "none") {
         prev = undefined;
@@ -213,7 +218,10 @@ function flattenIdentity(identity: number, entries: readonly MapStateEntry[]): F
     }
   }
   // Collapse to one protocol-0 segment when every protocol has one identical full-range segment.
-  if (segs.length === PROTOS.length && segs.every((s) => s.lo === 0 && s.hi >= 255 && sameOutcome(s, segs[0] as FlatSegment))) {
+  if (
+    segs.length === PROTOS.length &&
+    segs.every((s) => s.lo === 0 && s.hi >= 255 && sameOutcome(s, segs[0] as FlatSegment))
+  ) {
     const full = segs.every((s) => (s.proto === 1 || s.proto === 58 ? s.hi === 255 : s.hi === PORT_MAX));
     if (full) return [{ ...(segs[0] as FlatSegment), proto: 0, lo: 0, hi: PORT_MAX }];
   }

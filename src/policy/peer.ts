@@ -134,7 +134,9 @@ export function peerKey(peer: PeerSelector): string {
     case "cidr":
       return `cidr:${prefixKey(peer.prefix)}` + peer.except.map((e) => "!" + prefixKey(e)).join("");
     case "fqdn":
-      return peer.matchName !== undefined ? `fqdn:name:${peer.matchName}` : `fqdn:pattern:${peer.matchPattern}`;
+      return peer.matchName !== undefined
+        ? `fqdn:name:${peer.matchName}`
+        : `fqdn:pattern:${peer.matchPattern}`;
     case "service":
       return `svc:${peer.namespace}/${peer.name ?? ""}/${peer.selector?.toString() ?? ""}`;
   }

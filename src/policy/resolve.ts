@@ -70,9 +70,12 @@ export function resolveDirection(
   const enforced = mode === "always" || selecting.some((r) => r.defaultDeny[direction]);
 
   const allowOf = (r: Rule): readonly RuleElement[] => (direction === "ingress" ? r.ingress : r.egress);
-  const denyOf = (r: Rule): readonly RuleElement[] => (direction === "ingress" ? r.ingressDeny : r.egressDeny);
+  const denyOf = (r: Rule): readonly RuleElement[] =>
+    direction === "ingress" ? r.ingressDeny : r.egressDeny;
   // fromRequires / toRequires: ANDed into every endpoint selector of this direction.
-  const requires: Requirement[] = selecting.flatMap((r) => [...allowOf(r), ...denyOf(r)].flatMap((e) => e.requires));
+  const requires: Requirement[] = selecting.flatMap((r) =>
+    [...allowOf(r), ...denyOf(r)].flatMap((e) => e.requires),
+  );
 
   // Entries with the same key from several elements merge into one; their
   // origins are collected in place (mutable until the MapState is built).
@@ -81,7 +84,10 @@ export function resolveDirection(
     const k = `${e.identity}/${e.proto}/${e.lo}/${e.hi}/${e.deny}/${e.l7?.parser ?? "-"}/${e.auth ?? "-"}`;
     const old = merged.get(k);
     if (!old) {
-      merged.set(k, e.l7 ? { entry: e, from: [...e.derivedFrom], l7: e.l7 } : { entry: e, from: [...e.derivedFrom] });
+      merged.set(
+        k,
+        e.l7 ? { entry: e, from: [...e.derivedFrom], l7: e.l7 } : { entry: e, from: [...e.derivedFrom] },
+      );
       return;
     }
     for (const o of e.derivedFrom) if (!old.from.includes(o)) old.from.push(o);
@@ -129,7 +135,9 @@ function selectedIdentities(
   for (const p of peers) {
     if (p.kind === "all" || (p.kind === "entity" && p.entity === "all")) return new Set([0]);
     const peer: PeerSelector =
-      p.kind === "endpoints" && requires.length > 0 ? { kind: "endpoints", selector: p.selector.and(...requires) } : p;
+      p.kind === "endpoints" && requires.length > 0
+        ? { kind: "endpoints", selector: p.selector.and(...requires) }
+        : p;
     const key = ctx.cache.add(peer);
     keys.push(key);
     for (const id of ctx.cache.selections(key)) out.add(id);
@@ -183,8 +191,7 @@ function namedPortKeys(
   protos: readonly number[],
   l7: L7Spec | undefined,
 ): PortKey[] {
-  const match = (np: NamedPort): boolean =>
-    np.name === pp.name && protos.includes(PROTO_NUMBER[np.protocol]);
+  const match = (np: NamedPort): boolean => np.name === pp.name && protos.includes(PROTO_NUMBER[np.protocol]);
   const withL7 = (k: PortKey): PortKey => (l7 ? { ...k, l7 } : k);
   if (direction === "ingress") {
     // Resolved against the subject's own ports; unresolvable = allows nothing.

@@ -97,7 +97,8 @@ export class SelectorCache {
     const changed: string[] = [];
     for (const [key, e] of this.entries) {
       const next = new Set<number>();
-      for (const ident of this.candidates(e.peer)) if (peerSelects(e.peer, ident, this.ctx)) next.add(ident.id);
+      for (const ident of this.candidates(e.peer))
+        if (peerSelects(e.peer, ident, this.ctx)) next.add(ident.id);
       if (next.size !== e.selected.size || [...next].some((id) => !e.selected.has(id))) {
         e.selected.clear();
         for (const id of next) e.selected.add(id);

@@ -6,11 +6,20 @@ import { LabelSet } from "../../src/labels/label.js";
 
 describe("identities", () => {
   const reserved: [string, number][] = [
-    ["host", 1], ["world", 2], ["unmanaged", 3], ["health", 4], ["init", 5],
-    ["remote-node", 6], ["kube-apiserver", 7], ["ingress", 8], ["world-ipv4", 9], ["world-ipv6", 10],
+    ["host", 1],
+    ["world", 2],
+    ["unmanaged", 3],
+    ["health", 4],
+    ["init", 5],
+    ["remote-node", 6],
+    ["kube-apiserver", 7],
+    ["ingress", 8],
+    ["world-ipv4", 9],
+    ["world-ipv6", 10],
   ];
   for (const [name, id] of reserved) {
-    test(`reserved identity ${name} is ${id}`, () => assert.ok(RESERVED_LABELS.get(id)?.has("reserved", name)));
+    test(`reserved identity ${name} is ${id}`, () =>
+      assert.ok(RESERVED_LABELS.get(id)?.has("reserved", name)));
   }
   test("kube-apiserver also carries remote-node, as in Cilium", () =>
     assert.ok(RESERVED_LABELS.get(ID.kubeApiserver)?.has("reserved", "remote-node")));

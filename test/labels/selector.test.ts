@@ -15,27 +15,90 @@ const pod = LabelSet.parse([
 describe("selector matching", () => {
   const cases: { name: string; sel: LabelSelectorSpec; want: boolean }[] = [
     { name: "empty selector matches everything", sel: {}, want: true },
-    { name: "matchLabels without source matches any source", sel: { matchLabels: { app: "web" } }, want: true },
-    { name: "matchLabels with the right source matches", sel: { matchLabels: { "k8s:app": "web" } }, want: true },
-    { name: "matchLabels with another source does not match", sel: { matchLabels: { "cidr:app": "web" } }, want: false },
-    { name: "matchLabels with a wrong value does not match", sel: { matchLabels: { app: "db" } }, want: false },
-    { name: "matchLabels are ANDed", sel: { matchLabels: { app: "web", tier: "back" } }, want: false },
-    { name: "reserved label with empty value matches", sel: { matchLabels: { "reserved:host": "" } }, want: true },
-    { name: "In matches one of the values", sel: { matchExpressions: [{ key: "app", operator: "In", values: ["db", "web"] }] }, want: true },
-    { name: "In without the value fails", sel: { matchExpressions: [{ key: "app", operator: "In", values: ["db"] }] }, want: false },
-    { name: "NotIn matches when the value differs", sel: { matchExpressions: [{ key: "app", operator: "NotIn", values: ["db"] }] }, want: true },
-    { name: "NotIn fails on the value", sel: { matchExpressions: [{ key: "app", operator: "NotIn", values: ["web"] }] }, want: false },
-    { name: "NotIn matches an absent key", sel: { matchExpressions: [{ key: "color", operator: "NotIn", values: ["red"] }] }, want: true },
-    { name: "Exists matches a present key", sel: { matchExpressions: [{ key: "tier", operator: "Exists" }] }, want: true },
-    { name: "Exists fails on an absent key", sel: { matchExpressions: [{ key: "color", operator: "Exists" }] }, want: false },
-    { name: "DoesNotExist matches an absent key", sel: { matchExpressions: [{ key: "color", operator: "DoesNotExist" }] }, want: true },
-    { name: "DoesNotExist fails on a present key", sel: { matchExpressions: [{ key: "app", operator: "DoesNotExist" }] }, want: false },
     {
-      name: "matchLabels and matchExpressions are ANDed",
-      sel: { matchLabels: { app: "web" }, matchExpressions: [{ key: "tier", operator: "In", values: ["back"] }] },
+      name: "matchLabels without source matches any source",
+      sel: { matchLabels: { app: "web" } },
+      want: true,
+    },
+    {
+      name: "matchLabels with the right source matches",
+      sel: { matchLabels: { "k8s:app": "web" } },
+      want: true,
+    },
+    {
+      name: "matchLabels with another source does not match",
+      sel: { matchLabels: { "cidr:app": "web" } },
       want: false,
     },
-    { name: "namespace key with k8s source matches", sel: { matchLabels: { "k8s:io.kubernetes.pod.namespace": "prod" } }, want: true },
+    {
+      name: "matchLabels with a wrong value does not match",
+      sel: { matchLabels: { app: "db" } },
+      want: false,
+    },
+    { name: "matchLabels are ANDed", sel: { matchLabels: { app: "web", tier: "back" } }, want: false },
+    {
+      name: "reserved label with empty value matches",
+      sel: { matchLabels: { "reserved:host": "" } },
+      want: true,
+    },
+    {
+      name: "In matches one of the values",
+      sel: { matchExpressions: [{ key: "app", operator: "In", values: ["db", "web"] }] },
+      want: true,
+    },
+    {
+      name: "In without the value fails",
+      sel: { matchExpressions: [{ key: "app", operator: "In", values: ["db"] }] },
+      want: false,
+    },
+    {
+      name: "NotIn matches when the value differs",
+      sel: { matchExpressions: [{ key: "app", operator: "NotIn", values: ["db"] }] },
+      want: true,
+    },
+    {
+      name: "NotIn fails on the value",
+      sel: { matchExpressions: [{ key: "app", operator: "NotIn", values: ["web"] }] },
+      want: false,
+    },
+    {
+      name: "NotIn matches an absent key",
+      sel: { matchExpressions: [{ key: "color", operator: "NotIn", values: ["red"] }] },
+      want: true,
+    },
+    {
+      name: "Exists matches a present key",
+      sel: { matchExpressions: [{ key: "tier", operator: "Exists" }] },
+      want: true,
+    },
+    {
+      name: "Exists fails on an absent key",
+      sel: { matchExpressions: [{ key: "color", operator: "Exists" }] },
+      want: false,
+    },
+    {
+      name: "DoesNotExist matches an absent key",
+      sel: { matchExpressions: [{ key: "color", operator: "DoesNotExist" }] },
+      want: true,
+    },
+    {
+      name: "DoesNotExist fails on a present key",
+      sel: { matchExpressions: [{ key: "app", operator: "DoesNotExist" }] },
+      want: false,
+    },
+    {
+      name: "matchLabels and matchExpressions are ANDed",
+      sel: {
+        matchLabels: { app: "web" },
+        matchExpressions: [{ key: "tier", operator: "In", values: ["back"] }],
+      },
+      want: false,
+    },
+    {
+      name: "namespace key with k8s source matches",
+      sel: { matchLabels: { "k8s:io.kubernetes.pod.namespace": "prod" } },
+      want: true,
+    },
   ];
   for (const c of cases) {
     test(c.name, () => assert.equal(Selector.fromLabelSelector(c.sel).matches(pod), c.want));
@@ -44,11 +107,31 @@ describe("selector matching", () => {
 
 describe("selector validation", () => {
   const bad: { name: string; sel: LabelSelectorSpec; msg: RegExp }[] = [
-    { name: "unknown operator is rejected", sel: { matchExpressions: [{ key: "a", operator: "Equals", values: ["x"] }] }, msg: /operator "Equals"/ },
-    { name: "In without values is rejected", sel: { matchExpressions: [{ key: "a", operator: "In" }] }, msg: /without values/ },
-    { name: "Exists with values is rejected", sel: { matchExpressions: [{ key: "a", operator: "Exists", values: ["x"] }] }, msg: /Cannot give values/ },
-    { name: "key with a space is rejected", sel: { matchLabels: { "bad key": "x" } }, msg: /label key "bad key"/ },
-    { name: "value longer than 63 characters is rejected", sel: { matchLabels: { a: "x".repeat(64) } }, msg: /label value/ },
+    {
+      name: "unknown operator is rejected",
+      sel: { matchExpressions: [{ key: "a", operator: "Equals", values: ["x"] }] },
+      msg: /operator "Equals"/,
+    },
+    {
+      name: "In without values is rejected",
+      sel: { matchExpressions: [{ key: "a", operator: "In" }] },
+      msg: /without values/,
+    },
+    {
+      name: "Exists with values is rejected",
+      sel: { matchExpressions: [{ key: "a", operator: "Exists", values: ["x"] }] },
+      msg: /Cannot give values/,
+    },
+    {
+      name: "key with a space is rejected",
+      sel: { matchLabels: { "bad key": "x" } },
+      msg: /label key "bad key"/,
+    },
+    {
+      name: "value longer than 63 characters is rejected",
+      sel: { matchLabels: { a: "x".repeat(64) } },
+      msg: /label value/,
+    },
     { name: "key ending in a dash is rejected", sel: { matchLabels: { "app-": "x" } }, msg: /label key/ },
   ];
   for (const c of bad) {
@@ -61,7 +144,10 @@ describe("selector validation", () => {
   }
   test("equal selectors have equal canonical strings regardless of order", () => {
     const a = Selector.fromLabelSelector({ matchLabels: { a: "1", b: "2" } });
-    const b = Selector.fromLabelSelector({ matchExpressions: [{ key: "b", operator: "In", values: ["2"] }], matchLabels: { a: "1" } });
+    const b = Selector.fromLabelSelector({
+      matchExpressions: [{ key: "b", operator: "In", values: ["2"] }],
+      matchLabels: { a: "1" },
+    });
     assert.equal(a.toString(), b.toString());
   });
 });
@@ -99,7 +185,10 @@ describe("labels", () => {
       ));
   }
   test("identity-relevant labels drop per-pod keys and keep namespace labels", () => {
-    const l = workloadLabels({ namespace: "prod", labels: { app: "web", "pod-template-hash": "abc", "statefulset.kubernetes.io/pod-name": "w-0" } });
+    const l = workloadLabels({
+      namespace: "prod",
+      labels: { app: "web", "pod-template-hash": "abc", "statefulset.kubernetes.io/pod-name": "w-0" },
+    });
     const r = identityRelevant(l);
     assert.equal(r.get("k8s", "app"), "web");
     assert.equal(r.get("k8s", "pod-template-hash"), undefined);

@@ -1,0 +1,51 @@
+/**
+ * `npm run bench`: every benchmark, one JSON line each.
+ *
+ * The policy-core runs each size in its own process so that peak memory is
+ * that configuration's alone. Benchmarks of the kernel path need root and
+ * compare with and without Membrane side by side in the same run.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+const here = (f: string): string => fileURLToPath(new URL(f, import.meta.url));
+const only = process.argv.slice(2);
+const want = (name: string): boolean => only.length === 0 || only.includes(name);
+
+function child(script: string, args: string[]): void {
+  const r = spawnSync(process.execPath, ["--expose-gc", here(script), ...args], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  if (r.status !== 0) {
+    console.log(JSON.stringify({ bench: script, args, error: `exit ${r.status}` }));
+    return;
+  }
+  process.stdout.write(r.stdout);
+}
+
+if (want("policy-core")) {
+  for (const [eps, pols] of [
+    [1000, 100],
+    [1000, 1000],
+    [10000, 100],
+    [10000, 1000],
+  ] as const) {
+    child("./policy-core.js", [String(eps), String(pols)]);
+  }
+  console.log(
+    JSON.stringify({
+      bench: "policy-core",
+      targets: { "10000x1000 fullResolveMs": "< 5000", peakRssMiB: "< 1024", "incremental p99 ms": "< 20" },
+    }),
+  );
+}
+
+for (const [name, file] of [
+  ["datapath", "./datapath.js"],
+  ["flows", "./flows.js"],
+  ["proxy", "./proxy.js"],
+] as const) {
+  if (want(name) && existsSync(here(file))) child(file, []);
+}

@@ -1,0 +1,548 @@
+/**
+ * The node agent: wiring only.
+ *
+ *   API (unix socket) --> Agent operations --> Store (durable first)
+ *                                  |
+ *                                  v
+ *                           PolicyEngine (pure) --buildDatapathState--> Reconciler --> nftables
+ *                                  |
+ *                                  +--> endpoints: netns + veth (datapath/endpoint)
+ *
+ * Order of every change: validate, persist, compute, enforce in the kernel,
+ * and only then create what carries traffic. A new endpoint's policy is in
+ * the kernel before its veth exists, so it is never open while its policy is
+ * computed (fail closed). Stopping the agent leaves the kernel as it is; a
+ * restarted agent rebuilds the same desired state from the store and
+ * reconciles without a flush.
+ */
+import type { Logger } from "pino";
+import { MembraneError } from "../errors.js";
+import { Reconciler } from "../datapath/reconcile.js";
+import { createEndpoint, createNode, deleteEndpoint, type NodeNetns } from "../datapath/endpoint.js";
+import { IdentityAllocator, type Identity } from "../identity/allocator.js";
+import { parsePrefix, prefixString as prefixText } from "../labels/cidr.js";
+import { LabelSet } from "../labels/label.js";
+import { workloadLabels } from "../labels/k8s.js";
+import { parsePolicies } from "../policy/api/index.js";
+import { PolicyEngine } from "../policy/engine.js";
+import type { EngineConfig } from "../policy/query.js";
+import type { PolicyRef, PolicyResource } from "../policy/types.js";
+import type { Store } from "../store/store.js";
+import { buildDatapathState, type LocalEndpoint } from "./desired.js";
+import { Ipam } from "./ipam.js";
+import { KEYS, type EndpointRecordV1, type PolicyRecordV1 } from "./records.js";
+
+export interface AgentParams {
+  readonly store: Store;
+  readonly logger: Logger;
+  /** The node's network namespace; undefined = the namespace the agent runs in. */
+  readonly nodeNetns?: string;
+  /** Prefix of the endpoint namespaces this agent creates (unique per node). */
+  readonly netnsPrefix: string;
+  readonly podCidr4: string;
+  readonly podCidr6?: string;
+  readonly table: string;
+  readonly logGroup: number;
+  readonly engine: Partial<EngineConfig>;
+  /** Periodic resync of the kernel with desired state (ms; 0 = off). */
+  readonly resyncMs: number;
+}
+
+export interface ApplyReport {
+  readonly revision: number;
+  readonly policies: readonly {
+    kind: string;
+    namespace?: string;
+    name: string;
+    status: "created" | "updated" | "deleted" | "unchanged";
+  }[];
+  readonly endpointsChanged: number;
+  readonly kernelOps: number;
+  readonly enforcedMs: number;
+}
+
+export class Agent {
+  private engineRef: PolicyEngine | undefined;
+  readonly reconciler: Reconciler;
+  private readonly ipam: Ipam;
+  private readonly endpoints = new Map<string, EndpointRecordV1>();
+  private readonly policyRecords = new Map<string, PolicyRecordV1>();
+  private node: NodeNetns | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private chain: Promise<unknown> = Promise.resolve();
+  private lastApply = { ops: 0, ms: 0, at: "" };
+
+  constructor(private readonly p: AgentParams) {
+    this.ipam = new Ipam({ store: p.store, ipv4: p.podCidr4, ...(p.podCidr6 ? { ipv6: p.podCidr6 } : {}) });
+    this.reconciler = new Reconciler({
+      ...(p.nodeNetns !== undefined ? { netns: p.nodeNetns } : {}),
+      table: p.table,
+      logGroup: p.logGroup,
+    });
+  }
+
+  /** The policy engine (exists once start() read the identities back). */
+  get engine(): PolicyEngine {
+    if (!this.engineRef) throw new MembraneError("API_FAILED", "Cannot answer: the agent is still starting");
+    return this.engineRef;
+  }
+
+  /** Loads state from the store, makes the kernel match it, then serves. */
+  async start(): Promise<void> {
+    const gw = this.ipam.gateways();
+    this.node = await createNode({
+      netns: this.p.nodeNetns ?? "",
+      gateway4: gw.ipv4,
+      podCidr4: this.p.podCidr4,
+      ...(gw.ipv6 && this.p.podCidr6 ? { gateway6: gw.ipv6, podCidr6: this.p.podCidr6 } : {}),
+    });
+    await this.restore();
+    const r = await this.enforce();
+    this.p.logger.info(
+      { endpoints: this.endpoints.size, policies: this.policyRecords.size, kernelOps: r.ops },
+      "agent started",
+    );
+    // Endpoints whose namespace vanished (e.g. after a reboot) are recreated; existing ones are left alone.
+    for (const ep of this.endpoints.values()) await createEndpoint(this.endpointNetns(ep));
+    if (this.p.resyncMs > 0) {
+      this.timer = setInterval(
+        () =>
+          void this.serial(() => this.enforce()).catch((e) =>
+            this.p.logger.error({ err: String(e) }, "resync failed"),
+          ),
+        this.p.resyncMs,
+      );
+      this.timer.unref();
+    }
+  }
+
+  /** Stops serving; the kernel keeps enforcing what it holds. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.chain.catch(() => undefined);
+  }
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(f, f);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async restore(): Promise<void> {
+    // Identities first, so that every label set gets back the number the kernel holds.
+    const ids = (await this.p.store.list(KEYS.identities)).kvs.map((kv) => {
+      const labels = LabelSet.parse(JSON.parse(kv.value) as string[]);
+      const cidr = [...labels].find((l) => l.source === "cidr");
+      const prefix = cidr ? parsePrefix(cidr.key) : undefined;
+      const ident: Identity = prefix
+        ? { id: Number(kv.key.slice(KEYS.identities.length)), labels, prefix }
+        : { id: Number(kv.key.slice(KEYS.identities.length)), labels };
+      return ident;
+    });
+    for (const i of ids) this.persistedIds.add(i.id);
+    this.engineRef = new PolicyEngine({
+      config: this.p.engine,
+      allocator: new IdentityAllocator({ restore: ids }),
+    });
+    for (const kv of (await this.p.store.list(KEYS.namespaces)).kvs) {
+      this.engine.setNamespace(
+        kv.key.slice(KEYS.namespaces.length),
+        JSON.parse(kv.value) as Record<string, string>,
+      );
+    }
+    for (const kv of (await this.p.store.list(KEYS.endpoints)).kvs) {
+      const rec = JSON.parse(kv.value) as EndpointRecordV1;
+      this.endpoints.set(epKey(rec.namespace, rec.name), rec);
+      this.engine.upsertEndpoint(engineSpec(rec));
+    }
+    for (const kv of (await this.p.store.list(KEYS.policies)).kvs) {
+      const rec = JSON.parse(kv.value) as PolicyRecordV1;
+      const res = parsePolicies(rec.text, rec.file).find(
+        (r) => refKey(r.ref) === kv.key.slice(KEYS.policies.length),
+      );
+      if (!res) {
+        this.p.logger.error({ key: kv.key }, "stored policy no longer parses; skipped");
+        continue;
+      }
+      this.policyRecords.set(refKey(res.ref), rec);
+      this.engine.upsertPolicy(res);
+    }
+  }
+
+  /** Recomputes, persists new identities, and makes the kernel hold the result. */
+  private async enforce(): Promise<{ ops: number; ms: number; endpointsChanged: number }> {
+    const changed = this.engine.regenerate();
+    await this.persistIdentities();
+    const desired = buildDatapathState(this.engine, [...this.endpoints.values()].map(localEndpoint));
+    const r = await this.reconciler.apply(desired);
+    this.lastApply = { ops: r.ops, ms: r.ms, at: new Date().toISOString() };
+    return { ops: r.ops, ms: r.ms, endpointsChanged: changed.length };
+  }
+
+  private persistedIds = new Set<number>();
+  private async persistIdentities(): Promise<void> {
+    const live = new Map<number, Identity>();
+    for (const i of this.engine.identities()) if (i.id >= 256) live.set(i.id, i);
+    for (const [id, i] of live) {
+      if (!this.persistedIds.has(id)) {
+        await this.p.store.put(
+          KEYS.identities + id,
+          JSON.stringify([...i.labels].map((l) => `${l.source}:${l.key}${l.value ? "=" + l.value : ""}`)),
+        );
+        this.persistedIds.add(id);
+      }
+    }
+    for (const id of [...this.persistedIds]) {
+      if (!live.has(id)) {
+        await this.p.store.delete(KEYS.identities + id);
+        this.persistedIds.delete(id);
+      }
+    }
+  }
+
+  // ---- policies ----------------------------------------------------------
+
+  /** Validates the whole file first: a rejected file changes nothing. */
+  applyPolicies(text: string, file: string): Promise<ApplyReport> {
+    return this.serial(async () => {
+      const t0 = performance.now();
+      const resources = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth });
+      const statuses: ApplyReport["policies"][number][] = [];
+      const ops = resources.map((res) => {
+        const key = refKey(res.ref);
+        const old = this.policyRecords.get(key);
+        statuses.push({
+          ...refOut(res.ref),
+          status: old ? (old.text === text ? "unchanged" : "updated") : "created",
+        });
+        return {
+          type: "put" as const,
+          key: KEYS.policies + key,
+          value: JSON.stringify({ text, file } satisfies PolicyRecordV1),
+        };
+      });
+      await this.p.store.txn({ compare: [], ops });
+      for (const res of resources) {
+        this.policyRecords.set(refKey(res.ref), { text, file });
+        this.engine.upsertPolicy(res);
+      }
+      const r = await this.enforce();
+      return {
+        revision: this.engine.revision,
+        policies: statuses,
+        endpointsChanged: r.endpointsChanged,
+        kernelOps: r.ops,
+        enforcedMs: Math.round(performance.now() - t0),
+      };
+    });
+  }
+
+  deletePolicies(text: string, file: string): Promise<ApplyReport> {
+    return this.serial(async () => {
+      const t0 = performance.now();
+      const refs = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth }).map((r) => r.ref);
+      const missing = refs.filter((r) => !this.policyRecords.has(refKey(r)));
+      if (missing.length > 0) {
+        throw new MembraneError(
+          "POLICY_NOT_FOUND",
+          `Cannot delete ${missing.map(refText).join(", ")}: not applied`,
+          {
+            hint: "`membrane get policies` lists what is applied.",
+          },
+        );
+      }
+      await this.p.store.txn({
+        compare: [],
+        ops: refs.map((r) => ({ type: "delete" as const, key: KEYS.policies + refKey(r) })),
+      });
+      for (const r of refs) {
+        this.policyRecords.delete(refKey(r));
+        this.engine.deletePolicy(r);
+      }
+      const r = await this.enforce();
+      return {
+        revision: this.engine.revision,
+        policies: refs.map((x) => ({ ...refOut(x), status: "deleted" as const })),
+        endpointsChanged: r.endpointsChanged,
+        kernelOps: r.ops,
+        enforcedMs: Math.round(performance.now() - t0),
+      };
+    });
+  }
+
+  listPolicies(): {
+    kind: string;
+    namespace?: string;
+    name: string;
+    rules: number;
+    audit: boolean;
+    selects: number;
+  }[] {
+    return this.engine.listPolicies().map((p: PolicyResource) => ({
+      ...refOut(p.ref),
+      rules: p.rules.length,
+      audit: p.audit,
+      selects: this.engine
+        .listEndpoints()
+        .filter((e) => this.engine.rulesSelecting(e.identity.id).some((r) => p.rules.includes(r))).length,
+    }));
+  }
+
+  // ---- endpoints ---------------------------------------------------------
+
+  createEndpointRequest(req: {
+    name: string;
+    namespace: string;
+    labels: Record<string, string>;
+  }): Promise<EndpointView> {
+    return this.serial(async () => {
+      validateName(req.name, "endpoint name");
+      validateName(req.namespace, "namespace");
+      const key = epKey(req.namespace, req.name);
+      if (this.endpoints.has(key)) {
+        throw new MembraneError("ENDPOINT_INVALID", `Cannot create endpoint ${key}: it exists`, {
+          hint: "Use `membrane endpoint label` to change its labels.",
+        });
+      }
+      workloadLabels({ namespace: req.namespace, labels: req.labels }); // validates, throws LABEL_INVALID
+      const id = this.nextEndpointId();
+      const addr = await this.ipam.allocate(key);
+      const rec: EndpointRecordV1 = {
+        v: 1,
+        name: req.name,
+        namespace: req.namespace,
+        labels: req.labels,
+        id,
+        netns: `${this.p.netnsPrefix}ep${id}`,
+        hostIfname: `mbr${id}`,
+        ipv4: addr.ipv4,
+        ...(addr.ipv6 ? { ipv6: addr.ipv6 } : {}),
+      };
+      try {
+        await this.p.store.put(KEYS.endpoints + key, JSON.stringify(rec));
+        this.endpoints.set(key, rec);
+        this.engine.upsertEndpoint(engineSpec(rec));
+        // Policy in the kernel first, then the veth: never open while being computed.
+        await this.enforce();
+        await createEndpoint(this.endpointNetns(rec));
+      } catch (e) {
+        this.endpoints.delete(key);
+        this.engine.deleteEndpoint(rec.namespace, rec.name);
+        await this.p.store.delete(KEYS.endpoints + key).catch(() => undefined);
+        await this.ipam.release(key).catch(() => undefined);
+        await deleteEndpoint(this.endpointNetns(rec)).catch(() => undefined);
+        await this.enforce().catch(() => undefined);
+        throw e;
+      }
+      return this.view(rec);
+    });
+  }
+
+  labelEndpoint(
+    namespace: string,
+    name: string,
+    labels: Record<string, string>,
+    replace: boolean,
+  ): Promise<EndpointView> {
+    return this.serial(async () => {
+      const rec = this.mustEndpoint(namespace, name);
+      const next: Record<string, string> = replace ? { ...labels } : { ...rec.labels, ...labels };
+      for (const [k, v] of Object.entries(next)) if (v === "") delete next[k]; // k= removes a label
+      workloadLabels({ namespace, labels: next });
+      const updated: EndpointRecordV1 = { ...rec, labels: next };
+      await this.p.store.put(KEYS.endpoints + epKey(namespace, name), JSON.stringify(updated));
+      this.endpoints.set(epKey(namespace, name), updated);
+      this.engine.upsertEndpoint(engineSpec(updated));
+      await this.enforce();
+      return this.view(updated);
+    });
+  }
+
+  deleteEndpointRequest(namespace: string, name: string): Promise<void> {
+    return this.serial(async () => {
+      const rec = this.mustEndpoint(namespace, name);
+      await deleteEndpoint(this.endpointNetns(rec));
+      await this.p.store.delete(KEYS.endpoints + epKey(namespace, name));
+      this.endpoints.delete(epKey(namespace, name));
+      this.engine.deleteEndpoint(namespace, name);
+      await this.enforce();
+      await this.ipam.release(epKey(namespace, name));
+    });
+  }
+
+  setNamespaceLabels(name: string, labels: Record<string, string>): Promise<void> {
+    return this.serial(async () => {
+      validateName(name, "namespace");
+      for (const k of Object.keys(labels))
+        workloadLabels({ namespace: name, labels: { [k]: labels[k] ?? "" } });
+      await this.p.store.put(KEYS.namespaces + name, JSON.stringify(labels));
+      this.engine.setNamespace(name, labels);
+      await this.enforce();
+    });
+  }
+
+  listEndpoints(): EndpointView[] {
+    return [...this.endpoints.values()].map((r) => this.view(r));
+  }
+
+  getEndpoint(namespace: string, name: string): EndpointView {
+    return this.view(this.mustEndpoint(namespace, name));
+  }
+
+  private mustEndpoint(namespace: string, name: string): EndpointRecordV1 {
+    const rec = this.endpoints.get(epKey(namespace, name));
+    if (!rec) {
+      throw new MembraneError("ENDPOINT_NOT_FOUND", `Cannot find endpoint ${namespace}/${name}`, {
+        hint: "`membrane get endpoints` lists them.",
+      });
+    }
+    return rec;
+  }
+
+  private view(rec: EndpointRecordV1): EndpointView {
+    const pol = this.engine.endpointPolicy(rec.namespace, rec.name);
+    return {
+      name: rec.name,
+      namespace: rec.namespace,
+      id: rec.id,
+      identity: pol.endpoint.identity.id,
+      labels: rec.labels,
+      ipv4: rec.ipv4,
+      ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
+      netns: rec.netns,
+      hostIfname: rec.hostIfname,
+      ingress: { enforced: pol.ingress.enforced, entries: pol.ingress.mapState.size },
+      egress: { enforced: pol.egress.enforced, entries: pol.egress.mapState.size },
+      policyRevision: pol.revision,
+    };
+  }
+
+  private nextEndpointId(): number {
+    const used = new Set([...this.endpoints.values()].map((e) => e.id));
+    for (let i = 1; i < 65535; i++) if (!used.has(i)) return i;
+    throw new MembraneError(
+      "ENDPOINT_INVALID",
+      "Cannot create an endpoint: 65534 endpoints exist on this node",
+    );
+  }
+
+  private endpointNetns(rec: EndpointRecordV1) {
+    if (!this.node)
+      throw new MembraneError("NETNS_FAILED", "Cannot manage endpoints: the agent has not started");
+    return {
+      node: this.node,
+      name: rec.name,
+      netns: rec.netns,
+      hostIfname: rec.hostIfname,
+      ipv4: rec.ipv4,
+      ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
+    };
+  }
+
+  // ---- views ---------------------------------------------------------------
+
+  identities(): { id: number; labels: string[]; endpoints: string[] }[] {
+    const eps = [...this.endpoints.values()];
+    return [...this.engine.identities()]
+      .map((i) => ({
+        id: i.id,
+        labels: [...i.labels].map((l) => `${l.source}:${l.key}${l.value ? "=" + l.value : ""}`),
+        endpoints: eps
+          .filter((e) => this.engine.getEndpoint(e.namespace, e.name)?.identity.id === i.id)
+          .map((e) => epKey(e.namespace, e.name)),
+      }))
+      .sort((a, b) => a.id - b.id);
+  }
+
+  ipcache(): { prefix: string; identity: number; source: string }[] {
+    return [...this.engine.ipcache.entries()].map((e) => ({
+      prefix: prefixText(e.prefix),
+      identity: e.identity,
+      source: e.source,
+    }));
+  }
+
+  async datapathDiff(): Promise<string[]> {
+    return this.serial(async () => {
+      this.engine.regenerate();
+      return this.reconciler.diff(
+        buildDatapathState(this.engine, [...this.endpoints.values()].map(localEndpoint)),
+      );
+    });
+  }
+
+  status() {
+    return {
+      revision: this.engine.revision,
+      endpoints: this.endpoints.size,
+      policies: this.policyRecords.size,
+      identities: [...this.engine.identities()].length,
+      nodeNetns: this.p.nodeNetns ?? "(agent's own)",
+      table: `inet ${this.p.table}`,
+      lastApply: this.lastApply,
+    };
+  }
+}
+
+export interface EndpointView {
+  name: string;
+  namespace: string;
+  id: number;
+  identity: number;
+  labels: Record<string, string>;
+  ipv4: string;
+  ipv6?: string;
+  netns: string;
+  hostIfname: string;
+  ingress: { enforced: boolean; entries: number };
+  egress: { enforced: boolean; entries: number };
+  policyRevision: number;
+}
+
+function epKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
+
+function refKey(r: PolicyRef): string {
+  return `${r.kind}/${r.namespace ?? "-"}/${r.name}`;
+}
+
+function refText(r: PolicyRef): string {
+  return `${r.kind} ${r.namespace ? r.namespace + "/" : ""}${r.name}`;
+}
+
+function refOut(r: PolicyRef): { kind: string; namespace?: string; name: string } {
+  return r.namespace !== undefined
+    ? { kind: r.kind, namespace: r.namespace, name: r.name }
+    : { kind: r.kind, name: r.name };
+}
+
+function engineSpec(rec: EndpointRecordV1) {
+  return {
+    name: rec.name,
+    namespace: rec.namespace,
+    labels: rec.labels,
+    ips: [rec.ipv4, ...(rec.ipv6 ? [rec.ipv6] : [])],
+  };
+}
+
+function localEndpoint(rec: EndpointRecordV1): LocalEndpoint {
+  return {
+    namespace: rec.namespace,
+    name: rec.name,
+    id: rec.id,
+    hostIfname: rec.hostIfname,
+    ipv4: rec.ipv4,
+    ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
+  };
+}
+
+const NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+function validateName(s: string, what: string): void {
+  if (typeof s !== "string" || !NAME_RE.test(s)) {
+    throw new MembraneError(
+      "ENDPOINT_INVALID",
+      `Cannot use ${what} "${String(s)}": use 1-63 lower-case letters, digits and "-", starting and ending alphanumeric`,
+    );
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * The agent's REST API (over the root-only unix socket).
+ *
+ *   GET    /v1/status                         agent, revision, last kernel apply
+ *   POST   /v1/policies        {text, file}   apply a policy file (validated whole first)
+ *   DELETE /v1/policies        {text, file}   delete the policies a file names
+ *   GET    /v1/policies
+ *   GET    /v1/endpoints
+ *   POST   /v1/endpoints       {name, namespace, labels}
+ *   GET    /v1/endpoints/:namespace/:name
+ *   PATCH  /v1/endpoints/:namespace/:name/labels {labels, replace?}
+ *   DELETE /v1/endpoints/:namespace/:name
+ *   PUT    /v1/namespaces/:name {labels}
+ *   GET    /v1/identities
+ *   GET    /v1/ipcache
+ *   GET    /v1/datapath/diff                  desired state against what the kernel holds
+ *
+ * Request bodies are checked here, field by field, before anything runs.
+ */
+import { MembraneError } from "../errors.js";
+import type { Agent } from "./agent.js";
+import type { ApiRequest, Route } from "./api/router.js";
+
+function obj(req: ApiRequest): Record<string, unknown> {
+  const b = req.body;
+  if (typeof b !== "object" || b === null || Array.isArray(b)) {
+    throw new MembraneError(
+      "API_FAILED",
+      `Cannot handle ${req.method} ${req.path}: the body must be a JSON object`,
+    );
+  }
+  return b as Record<string, unknown>;
+}
+
+function str(b: Record<string, unknown>, field: string, max = 1 << 23): string {
+  const v = b[field];
+  if (typeof v !== "string" || v.length > max) {
+    throw new MembraneError("API_FAILED", `Cannot handle the request: field "${field}" must be a string`, {
+      location: { path: field },
+    });
+  }
+  return v;
+}
+
+function labels(b: Record<string, unknown>, field: string): Record<string, string> {
+  const v = b[field] ?? {};
+  if (
+    typeof v !== "object" ||
+    v === null ||
+    Array.isArray(v) ||
+    Object.values(v).some((x) => typeof x !== "string")
+  ) {
+    throw new MembraneError(
+      "API_FAILED",
+      `Cannot handle the request: field "${field}" must map label keys to string values`,
+      {
+        location: { path: field },
+      },
+    );
+  }
+  return { ...(v as Record<string, string>) };
+}
+
+export function agentRoutes(agent: Agent): Route[] {
+  return [
+    { method: "GET", path: "/v1/status", handler: () => agent.status() },
+    {
+      method: "POST",
+      path: "/v1/policies",
+      handler: (req) => {
+        const b = obj(req);
+        return agent.applyPolicies(str(b, "text"), str(b, "file", 4096));
+      },
+    },
+    {
+      method: "DELETE",
+      path: "/v1/policies",
+      handler: (req) => {
+        const b = obj(req);
+        return agent.deletePolicies(str(b, "text"), str(b, "file", 4096));
+      },
+    },
+    { method: "GET", path: "/v1/policies", handler: () => agent.listPolicies() },
+    { method: "GET", path: "/v1/endpoints", handler: () => agent.listEndpoints() },
+    {
+      method: "POST",
+      path: "/v1/endpoints",
+      status: 201,
+      handler: (req) => {
+        const b = obj(req);
+        return agent.createEndpointRequest({
+          name: str(b, "name", 63),
+          namespace: str(b, "namespace", 63),
+          labels: labels(b, "labels"),
+        });
+      },
+    },
+    {
+      method: "GET",
+      path: "/v1/endpoints/:namespace/:name",
+      handler: (req) => agent.getEndpoint(req.params["namespace"] ?? "", req.params["name"] ?? ""),
+    },
+    {
+      method: "PATCH",
+      path: "/v1/endpoints/:namespace/:name/labels",
+      handler: (req) => {
+        const b = obj(req);
+        return agent.labelEndpoint(
+          req.params["namespace"] ?? "",
+          req.params["name"] ?? "",
+          labels(b, "labels"),
+          b["replace"] === true,
+        );
+      },
+    },
+    {
+      method: "DELETE",
+      path: "/v1/endpoints/:namespace/:name",
+      handler: async (req) => {
+        await agent.deleteEndpointRequest(req.params["namespace"] ?? "", req.params["name"] ?? "");
+        return { deleted: `${req.params["namespace"]}/${req.params["name"]}` };
+      },
+    },
+    {
+      method: "PUT",
+      path: "/v1/namespaces/:name",
+      handler: async (req) => {
+        await agent.setNamespaceLabels(req.params["name"] ?? "", labels(obj(req), "labels"));
+        return { namespace: req.params["name"] };
+      },
+    },
+    { method: "GET", path: "/v1/identities", handler: () => agent.identities() },
+    { method: "GET", path: "/v1/ipcache", handler: () => agent.ipcache() },
+    { method: "GET", path: "/v1/datapath/diff", handler: async () => ({ diff: await agent.datapathDiff() }) },
+  ];
+}

@@ -1,0 +1,93 @@
+/**
+ * `membrane agent`: opens the store, starts the Agent and serves its API
+ * until SIGINT/SIGTERM. Stopping leaves the kernel enforcing.
+ *
+ *   AgentOptions --runAgent--> Store (embedded | etcd) + Agent + ApiServer
+ */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import pino, { type Logger } from "pino";
+import { EmbeddedStore } from "../store/embedded.js";
+import { EtcdStore } from "../store/etcd.js";
+import type { Store } from "../store/store.js";
+import type { EngineConfig } from "../policy/query.js";
+import { Agent } from "./agent.js";
+import { ApiServer } from "./api/server.js";
+import { agentRoutes } from "./routes.js";
+
+export interface AgentOptions {
+  readonly stateDir: string;
+  readonly socketPath: string;
+  readonly nodeNetns?: string;
+  readonly netnsPrefix: string;
+  readonly podCidr4: string;
+  readonly podCidr6?: string;
+  readonly table: string;
+  readonly logGroup: number;
+  readonly etcd?: readonly string[];
+  readonly engine: Partial<EngineConfig>;
+  readonly logLevel: string;
+  readonly resyncMs: number;
+}
+
+export interface RunningAgent {
+  readonly agent: Agent;
+  stop(): Promise<void>;
+}
+
+export async function startAgent(o: AgentOptions, logger?: Logger): Promise<RunningAgent> {
+  const log = logger ?? pino({ level: o.logLevel, base: { component: "agent" } }, pino.destination(2));
+  await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
+  const store: Store = o.etcd?.length
+    ? new EtcdStore({ endpoints: o.etcd, logger: log })
+    : await EmbeddedStore.open({ dir: join(o.stateDir, "store"), logger: log });
+  const agent = new Agent({
+    store,
+    logger: log,
+    ...(o.nodeNetns !== undefined ? { nodeNetns: o.nodeNetns } : {}),
+    netnsPrefix: o.netnsPrefix,
+    podCidr4: o.podCidr4,
+    ...(o.podCidr6 !== undefined ? { podCidr6: o.podCidr6 } : {}),
+    table: o.table,
+    logGroup: o.logGroup,
+    engine: o.engine,
+    resyncMs: o.resyncMs,
+  });
+  try {
+    await agent.start();
+  } catch (e) {
+    await store.close().catch(() => undefined);
+    throw e;
+  }
+  const api = new ApiServer({ socketPath: o.socketPath, routes: agentRoutes(agent), logger: log });
+  try {
+    await api.start();
+  } catch (e) {
+    await agent.stop();
+    await store.close().catch(() => undefined);
+    throw e;
+  }
+  return {
+    agent,
+    async stop() {
+      await api.stop();
+      await agent.stop();
+      await store.close();
+      log.info("agent stopped; the kernel keeps enforcing");
+    },
+  };
+}
+
+/** Runs until a signal; resolves when stopped. */
+export async function runAgent(o: AgentOptions): Promise<void> {
+  const running = await startAgent(o);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      void running.stop().finally(resolve);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}
