@@ -10,6 +10,10 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { isMembraneError } from "../errors.js";
+import { agentCommand } from "./commands/agent.js";
+import { applyCommand, datapathCommand, deleteCommand } from "./commands/apply.js";
+import { endpointCommand } from "./commands/endpoint.js";
+import { getCommand } from "./commands/get.js";
 import { policyCommand } from "./commands/policy.js";
 import { versionCommand } from "./commands/version.js";
 import type { CliContext } from "./context.js";
@@ -21,6 +25,10 @@ Examples:
   $ membrane policy test examples/
   $ membrane policy trace --endpoints examples/starwars/sw-l7.yaml --from tiefighter --to deathstar \\
       --port 80 --method PUT --path /v1/exhaust-port
+  $ sudo membrane agent &
+  $ membrane endpoint create deathstar --labels org=empire,class=deathstar
+  $ membrane apply -f policy.yaml
+  $ membrane get endpoints
   $ membrane version
   $ membrane help policy test
 `;
@@ -35,6 +43,12 @@ export function buildProgram(ctx: CliContext): Command {
     .addHelpText("after", EXAMPLES)
     .configureOutput({ writeOut: (s) => ctx.out(s), writeErr: (s) => ctx.err(s) })
     .addCommand(policyCommand(ctx))
+    .addCommand(agentCommand(ctx))
+    .addCommand(endpointCommand(ctx))
+    .addCommand(applyCommand(ctx))
+    .addCommand(deleteCommand(ctx))
+    .addCommand(getCommand(ctx))
+    .addCommand(datapathCommand(ctx))
     .addCommand(versionCommand(ctx));
   applyToAll(program, (c) =>
     c

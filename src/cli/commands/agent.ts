@@ -1,0 +1,68 @@
+/** `membrane agent`: run the node agent in the foreground. */
+import { Command, Option } from "commander";
+import { DEFAULT_SOCKET } from "../../agent/client.js";
+import { runAgent } from "../../agent/run.js";
+import type { CliContext } from "../context.js";
+
+export function agentCommand(_ctx: CliContext): Command {
+  return new Command("agent")
+    .description("run the node agent: endpoints, policies and nftables enforcement on this node (needs root)")
+    .option("--state-dir <dir>", "where the agent keeps its durable state", "/var/lib/membrane")
+    .option("--socket <path>", "API socket (root only)", DEFAULT_SOCKET)
+    .option("--node-netns <name>", "the node's network namespace (default: the agent's own)")
+    .option("--netns-prefix <prefix>", "prefix of the endpoint network namespaces", "mbr-")
+    .option("--pod-cidr <cidr>", "IPv4 pod CIDR of this node", "10.200.0.0/24")
+    .option("--pod-cidr6 <cidr>", "IPv6 pod CIDR of this node (dual stack)")
+    .option(
+      "--etcd <urls>",
+      "share state through etcd (comma-separated client URLs) instead of the embedded store",
+    )
+    .option("--table <name>", "name of Membrane's nftables table (family inet)", "membrane")
+    .option("--log-group <n>", "NFLOG group of drop logs", "1")
+    .addOption(
+      new Option("--policy-enforcement-mode <mode>", "default | always | never")
+        .choices(["default", "always", "never"])
+        .default("default"),
+    )
+    .addOption(
+      new Option("--allow-localhost <mode>", "always | policy")
+        .choices(["always", "policy"])
+        .default("always"),
+    )
+    .option("--resync <seconds>", "periodic kernel resync (0 = off)", "30")
+    .addOption(
+      new Option("--log-level <level>", "log level")
+        .choices(["debug", "info", "warn", "error"])
+        .default("info"),
+    )
+    .addHelpText(
+      "after",
+      `
+Stopping the agent (Ctrl-C, SIGTERM) leaves enforcement in place; a restarted agent reconciles
+without flushing. Logs are JSON lines on standard error.
+
+Examples:
+  $ sudo membrane agent
+  $ sudo membrane agent --node-netns node1 --state-dir /tmp/m1 --socket /tmp/m1/agent.sock
+`,
+    )
+    .action(async (o: Record<string, string | undefined>) => {
+      await runAgent({
+        stateDir: o["stateDir"] as string,
+        socketPath: o["socket"] as string,
+        ...(o["nodeNetns"] ? { nodeNetns: o["nodeNetns"] } : {}),
+        netnsPrefix: o["netnsPrefix"] as string,
+        podCidr4: o["podCidr"] as string,
+        ...(o["podCidr6"] ? { podCidr6: o["podCidr6"] } : {}),
+        table: o["table"] as string,
+        logGroup: Number(o["logGroup"]),
+        ...(o["etcd"] ? { etcd: o["etcd"].split(",") } : {}),
+        engine: {
+          policyEnforcementMode: o["policyEnforcementMode"] as "default" | "always" | "never",
+          allowLocalhost: o["allowLocalhost"] as "always" | "policy",
+        },
+        logLevel: o["logLevel"] as string,
+        resyncMs: Number(o["resync"]) * 1000,
+      });
+    });
+}

@@ -1,0 +1,89 @@
+/** `membrane apply -f` and `membrane delete -f`: policies through the agent. */
+import { Command } from "commander";
+import type { ApplyReport } from "../../agent/agent.js";
+import { parsePolicies } from "../../policy/api/index.js";
+import type { CliContext } from "../context.js";
+import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
+
+const KIND_SHORT: Record<string, string> = {
+  CiliumNetworkPolicy: "cnp",
+  CiliumClusterwideNetworkPolicy: "ccnp",
+  NetworkPolicy: "netpol",
+};
+
+function report(ctx: CliContext, format: ViewFormat, r: ApplyReport): void {
+  show(ctx, format, r, () =>
+    r.policies.map((p) => [
+      `${KIND_SHORT[p.kind] ?? p.kind}/${p.namespace ? p.namespace + "/" : ""}${p.name}`,
+      p.status,
+    ]),
+  );
+  if (format === "table") {
+    ctx.out(
+      `enforced in ${r.enforcedMs} ms (revision ${r.revision}, ${r.endpointsChanged} endpoints recomputed, ${r.kernelOps} kernel changes)\n`,
+    );
+  }
+}
+
+export function applyCommand(ctx: CliContext): Command {
+  return new Command("apply")
+    .description(
+      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy YAML (rejected whole if any document is invalid)",
+    )
+    .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
+    .option("--dry-run", "only validate, locally; change nothing")
+    .addOption(socketOption())
+    .addOption(outputOption())
+    .addHelpText(
+      "after",
+      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat policy.yaml | membrane apply -f -\n",
+    )
+    .action(async (o: { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
+      const { text, name } = readInput(o.filename);
+      const resources = parsePolicies(text, name); // validate locally first: errors name file:line:path
+      if (o.dryRun) {
+        ctx.out(`${name}: ${resources.length} policies valid (dry run, nothing applied)\n`);
+        return;
+      }
+      report(
+        ctx,
+        o.output,
+        (await client(o).request("POST", "/v1/policies", { text, file: name })) as ApplyReport,
+      );
+    });
+}
+
+export function deleteCommand(ctx: CliContext): Command {
+  return new Command("delete")
+    .description("delete the policies a file names")
+    .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
+    .addOption(socketOption())
+    .addOption(outputOption())
+    .action(async (o: { filename: string; socket: string; output: ViewFormat }) => {
+      const { text, name } = readInput(o.filename);
+      report(
+        ctx,
+        o.output,
+        (await client(o).request("DELETE", "/v1/policies", { text, file: name })) as ApplyReport,
+      );
+    });
+}
+
+export function datapathCommand(ctx: CliContext): Command {
+  const cmd = new Command("datapath").description("inspect what the kernel enforces");
+  cmd
+    .command("diff")
+    .description("show desired state against what the kernel holds (nothing printed = in sync)")
+    .addOption(socketOption())
+    .option("-o, --output <format>", "text | json", "text")
+    .action(async (o: { socket: string; output: string }) => {
+      const r = (await client(o).request("GET", "/v1/datapath/diff")) as { diff: string[] };
+      if (o.output === "json") ctx.out(JSON.stringify(r, null, 2) + "\n");
+      else
+        ctx.out(
+          r.diff.length === 0 ? "in sync: the kernel holds the desired state\n" : r.diff.join("\n") + "\n",
+        );
+      if (r.diff.length > 0) ctx.exitCode = 1;
+    });
+  return cmd;
+}

@@ -1,0 +1,72 @@
+/** `membrane get endpoints|identities|policies|ipcache|status`. */
+import { Command, Argument } from "commander";
+import type { EndpointView } from "../../agent/agent.js";
+import type { CliContext } from "../context.js";
+import { client, outputOption, show, socketOption, type ViewFormat } from "../agent-client.js";
+import { endpointRows } from "./endpoint.js";
+
+type Row = Record<string, unknown>;
+
+export function getCommand(ctx: CliContext): Command {
+  return new Command("get")
+    .description("show what the agent holds")
+    .addArgument(
+      new Argument("<what>", "what to show").choices([
+        "endpoints",
+        "identities",
+        "policies",
+        "ipcache",
+        "status",
+      ]),
+    )
+    .addOption(socketOption())
+    .addOption(outputOption())
+    .addHelpText("after", "\nExamples:\n  $ membrane get endpoints\n  $ membrane get policies -o yaml\n")
+    .action(async (what: string, o: { socket: string; output: ViewFormat }) => {
+      const c = client(o);
+      switch (what) {
+        case "endpoints": {
+          const eps = (await c.request("GET", "/v1/endpoints")) as EndpointView[];
+          return show(ctx, o.output, eps, () => endpointRows(eps));
+        }
+        case "identities": {
+          const ids = (await c.request("GET", "/v1/identities")) as {
+            id: number;
+            labels: string[];
+            endpoints: string[];
+          }[];
+          return show(ctx, o.output, ids, () => [
+            ["ID", "ENDPOINTS", "LABELS"],
+            ...ids.map((i) => [String(i.id), i.endpoints.join(",") || "-", i.labels.join(",")]),
+          ]);
+        }
+        case "policies": {
+          const ps = (await c.request("GET", "/v1/policies")) as Row[];
+          return show(ctx, o.output, ps, () => [
+            ["KIND", "NAMESPACE", "NAME", "RULES", "SELECTS", "AUDIT"],
+            ...ps.map((p) => [
+              String(p["kind"]),
+              String(p["namespace"] ?? "-"),
+              String(p["name"]),
+              String(p["rules"]),
+              `${String(p["selects"])} endpoints`,
+              p["audit"] ? "yes" : "no",
+            ]),
+          ]);
+        }
+        case "ipcache": {
+          const es = (await c.request("GET", "/v1/ipcache")) as Row[];
+          return show(ctx, o.output, es, () => [
+            ["PREFIX", "IDENTITY", "SOURCE"],
+            ...es.map((e) => [String(e["prefix"]), String(e["identity"]), String(e["source"])]),
+          ]);
+        }
+        default: {
+          const s = (await c.request("GET", "/v1/status")) as Row;
+          return show(ctx, o.output, s, () =>
+            Object.entries(s).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]),
+          );
+        }
+      }
+    });
+}

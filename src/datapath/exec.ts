@@ -1,0 +1,120 @@
+/**
+ * Running `ip` and `nft`, optionally inside a network namespace.
+ *
+ *   run(["ip", "link"], {netns: "n1"})  ->  ip netns exec n1 ip link
+ *   nftApply(script, {netns})           ->  ip netns exec n1 nft -f -   (script on stdin)
+ *   nftListJson("inet", "membrane")     ->  nft -j -n list table inet membrane
+ *
+ * Failures become MembraneErrors carrying the command's stderr: for nft that
+ * names the line of the transaction the kernel refused.
+ */
+import { spawn } from "node:child_process";
+import { MembraneError, type ErrorCode } from "../errors.js";
+
+export interface RunOptions {
+  /** Network namespace to run in (`ip netns exec`); the current one when absent. */
+  netns?: string;
+  /** Written to the command's stdin. */
+  stdin?: string | Buffer;
+  /** Error code when the command fails; NETNS_FAILED by default. */
+  code?: ErrorCode;
+  /** What the caller was trying to do, for the message ("Cannot <what>: ..."). */
+  what?: string;
+  /** Kill the command after this many ms (default 30 s). */
+  timeoutMs?: number;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  status: number;
+}
+
+/** Runs argv (in `opts.netns` when given) and returns its output; never throws on a non-zero exit. */
+export function runRaw(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const full = opts.netns === undefined ? [...argv] : ["ip", "netns", "exec", opts.netns, ...argv];
+  const [cmd, ...args] = full;
+  if (cmd === undefined) return Promise.reject(new Error("runRaw: empty argv"));
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], timeout: opts.timeoutMs ?? 30_000 });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on("data", (b: Buffer) => out.push(b));
+    child.stderr.on("data", (b: Buffer) => err.push(b));
+    child.on("error", reject);
+    child.on("close", (status, signal) => {
+      resolve({
+        stdout: Buffer.concat(out).toString("utf8"),
+        stderr: Buffer.concat(err).toString("utf8") + (signal ? `(killed by ${signal})` : ""),
+        status: status ?? 128,
+      });
+    });
+    child.stdin.on("error", () => undefined); // the command may exit before reading stdin
+    child.stdin.end(opts.stdin ?? "");
+  });
+}
+
+/** Runs argv and throws a MembraneError (with stderr) when it exits non-zero. */
+export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<string> {
+  let r: RunResult;
+  try {
+    r = await runRaw(argv, opts);
+  } catch (e) {
+    throw new MembraneError(
+      opts.code ?? "NETNS_FAILED",
+      `Cannot ${opts.what ?? "run " + argv[0]}: ${String(e)}`,
+      {
+        hint: `Is ${argv[0]} installed (apt-get install nftables iproute2) and are you root?`,
+        cause: e,
+      },
+    );
+  }
+  if (r.status !== 0) {
+    const where = opts.netns === undefined ? "" : ` (netns ${opts.netns})`;
+    throw new MembraneError(
+      opts.code ?? "NETNS_FAILED",
+      `Cannot ${opts.what ?? "run " + argv.join(" ")}${where}: exit ${r.status}: ${r.stderr.trim()}`,
+      { hint: "The command's own error is quoted above; Membrane needs root (CAP_NET_ADMIN)." },
+    );
+  }
+  return r.stdout;
+}
+
+/** Runs `ip [-n NETNS] ARGS`. */
+export function ip(args: readonly string[], netns?: string): Promise<string> {
+  const argv = netns === undefined ? ["ip", ...args] : ["ip", "-n", netns, ...args];
+  return run(argv, { what: `run ${argv.join(" ")}` });
+}
+
+/** Applies an nft script (one atomic transaction) with `nft -f -`. */
+export async function nftApply(script: string, opts: { netns?: string } = {}): Promise<void> {
+  await run(["nft", "-f", "-"], {
+    ...opts,
+    stdin: script,
+    code: "NFT_APPLY_FAILED",
+    what: "apply the nftables transaction",
+  });
+}
+
+/**
+ * Reads a table with `nft -j -n list table FAMILY NAME` (numeric protocols).
+ * Returns undefined when the table does not exist.
+ */
+export async function nftListJson(
+  family: string,
+  table: string,
+  opts: { netns?: string } = {},
+): Promise<unknown> {
+  const r = await runRaw(["nft", "-j", "-n", "list", "table", family, table], opts);
+  if (r.status !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return undefined;
+    throw new MembraneError(
+      "NFT_APPLY_FAILED",
+      `Cannot list nftables table ${family} ${table}: ${r.stderr.trim()}`,
+      {
+        hint: "Check that nft is installed and that the network namespace exists.",
+      },
+    );
+  }
+  return JSON.parse(r.stdout) as unknown;
+}

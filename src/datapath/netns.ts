@@ -1,0 +1,66 @@
+/**
+ * Named network namespaces (`ip netns`): create, delete, list, sysctls, and
+ * cleanup of everything a run created under its name prefix.
+ *
+ * Deleting a namespace destroys its interfaces; a veth whose peer lives in the
+ * deleted namespace goes with it, so cleanupPrefix() needs to remove
+ * namespaces only. Nothing here touches the root namespace.
+ */
+import { MembraneError } from "../errors.js";
+import { ip, run, runRaw } from "./exec.js";
+
+/** Names of the existing named network namespaces. */
+export async function listNetns(): Promise<string[]> {
+  const out = await ip(["netns", "list"]);
+  return out
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/)[0] ?? "")
+    .filter((n) => n !== "");
+}
+
+export async function netnsExists(name: string): Promise<boolean> {
+  return (await listNetns()).includes(name);
+}
+
+/** Creates a namespace (no-op when it exists) with loopback up. */
+export async function createNetns(name: string): Promise<void> {
+  if (!(await netnsExists(name))) await ip(["netns", "add", name]);
+  await ip(["link", "set", "lo", "up"], name);
+}
+
+/** Deletes a namespace; no-op when it does not exist. */
+export async function deleteNetns(name: string): Promise<void> {
+  if (await netnsExists(name)) await ip(["netns", "del", name]);
+}
+
+/** Sets sysctls inside a namespace, e.g. {"net.ipv4.ip_forward": "1"}; one process for all. */
+export async function setSysctls(netns: string, values: Record<string, string>): Promise<void> {
+  const script = Object.entries(values)
+    .map(([k, v]) => {
+      if (!/^[a-z0-9_.-]+$/i.test(k) || !/^[0-9a-z -]*$/i.test(v))
+        throw new MembraneError(
+          "NETNS_FAILED",
+          `Cannot set sysctl ${k}=${v} in ${netns}: not a plain key/value`,
+        );
+      return `echo '${v}' > /proc/sys/${k.replace(/\./g, "/")}`;
+    })
+    .join(" && ");
+  await run(["sh", "-c", script], { netns, what: "set sysctls" });
+}
+
+/** Removes every namespace whose name starts with `prefix` (test teardown). Returns the names removed. */
+export async function cleanupPrefix(prefix: string): Promise<string[]> {
+  if (prefix.length < 3) {
+    throw new MembraneError("NETNS_FAILED", `Cannot clean up prefix "${prefix}": too short to be safe`, {
+      hint: "Use the unique per-run prefix, e.g. mbr1234a-.",
+    });
+  }
+  const gone: string[] = [];
+  for (const name of await listNetns()) {
+    if (!name.startsWith(prefix)) continue;
+    // Best effort: one failure must not leave the rest behind.
+    const r = await runRaw(["ip", "netns", "del", name]);
+    if (r.status === 0) gone.push(name);
+  }
+  return gone;
+}

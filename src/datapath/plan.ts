@@ -1,0 +1,152 @@
+/**
+ * desired CompiledTable + ActualTable -> one nft transaction (and a readable diff).
+ *
+ * Order inside the transaction (each step may only reference what exists by then):
+ *   1. table (if missing)       2. new chains (empty)       3. maps whose declaration changed: flush
+ *   chains, delete the map      4. new maps                 5. element adds (a changed value is a
+ *   delete + add of that key)   6. new/changed chains get their rules (flush + add)
+ *   7. removed elements         8. removed maps     9. removed chains (flushed first)
+ * Make-before-break: every new element and rule is in place before anything old is
+ * removed (except in interval maps, which refuse overlapping elements: there the
+ * old elements go first); the kernel commits the whole batch atomically anyway, so
+ * a packet sees either the old or the new state. The table itself is never flushed or recreated.
+ */
+import {
+  chainHash,
+  chainRulesWithHash,
+  deleteKeyText,
+  elementText,
+  keyCanon,
+  mapDecl,
+  mapSignature,
+  type CompiledTable,
+  type NftElement,
+  type NftMap,
+} from "./model.js";
+import { decodeElements, type ActualTable } from "./readback.js";
+
+export interface Plan {
+  /** The nft script (empty when nothing changes). */
+  script: string;
+  /** Objects touched: elements added/removed, chains and maps created, rewritten or deleted. */
+  ops: number;
+  /** Human-readable difference, one line per change ("+ element ...", "~ chain ..."). */
+  lines: string[];
+}
+
+/** Elements per `add element` command: nft 1.0.6 byte-swaps the key of the 1093rd element of one command (measured). */
+const CHUNK = 1000;
+
+export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefined): Plan {
+  const T = `${desired.family} ${desired.name}`;
+  const actual: ActualTable = actualOrNone ?? { maps: new Map(), chains: new Map() };
+  const cmds: string[] = [];
+  const lines: string[] = [];
+  let ops = 0;
+  const elemCmd = (verb: "add" | "delete", m: NftMap, els: readonly NftElement[]): void => {
+    for (let i = 0; i < els.length; i += CHUNK) {
+      const part = els.slice(i, i + CHUNK);
+      const body =
+        verb === "add" ? part.map((e) => elementText(m, e)) : part.map((e) => deleteKeyText(m, e.key));
+      cmds.push(`${verb} element ${T} ${m.name} { ${body.join(", ")} }`);
+    }
+  };
+
+  if (!actualOrNone) {
+    cmds.push(`add table ${T}`);
+    lines.push(`+ table ${T}`);
+    ops++;
+  }
+  const desiredMaps = new Map(desired.maps.map((m) => [m.name, m]));
+  const desiredChains = new Map(desired.chains.map((c) => [c.name, c]));
+  const sigChanged = desired.maps.filter((m) => {
+    const a = actual.maps.get(m.name);
+    return a !== undefined && a.signature !== mapSignature(m);
+  });
+
+  // 2. new chains, empty, so that maps and rules can reference them.
+  for (const c of desired.chains) {
+    if (actual.chains.has(c.name)) continue;
+    cmds.push(c.base ? `add chain ${T} ${c.name} { ${c.base} }` : `add chain ${T} ${c.name}`);
+  }
+  // 3. a map whose declaration changed is recreated; every chain is rewritten so none still uses it.
+  const rewrite = new Set(
+    desired.chains
+      .filter((c) => {
+        const a = actual.chains.get(c.name);
+        return a?.hash !== chainHash(c) || a.rules !== c.rules.length || sigChanged.length > 0;
+      })
+      .map((c) => c.name),
+  );
+  if (sigChanged.length > 0) {
+    for (const name of actual.chains.keys()) cmds.push(`flush chain ${T} ${name}`);
+    for (const m of sigChanged) {
+      cmds.push(`delete map ${T} ${m.name}`);
+      lines.push(`~ map ${m.name} (declaration changed: recreated)`);
+      ops++;
+    }
+  }
+  // 4. new maps.
+  for (const m of desired.maps) {
+    const a = actual.maps.get(m.name);
+    if (a && !sigChanged.includes(m)) continue;
+    cmds.push(`add map ${T} ${m.name} { ${mapDecl(m)} }`);
+    if (!a) lines.push(`+ map ${m.name}`);
+    ops++;
+  }
+  // 5. element adds; collect removals for step 7.
+  const removals: [NftMap, NftElement[]][] = [];
+  for (const m of desired.maps) {
+    const a = actual.maps.get(m.name);
+    const have = a && !sigChanged.includes(m) ? decodeElements(m, a.rawElements) : [];
+    const haveBy = new Map(have.map((e) => [keyCanon(e.key), e]));
+    const wantKeys = new Set<string>();
+    const adds: NftElement[] = [];
+    const replaced: NftElement[] = [];
+    for (const e of m.elements) {
+      const k = keyCanon(e.key);
+      wantKeys.add(k);
+      const h = haveBy.get(k);
+      if (h && h.value === e.value) continue;
+      if (h) replaced.push(h);
+      adds.push(e);
+      lines.push(`${h ? "~" : "+"} element ${m.name} ${elementText(m, e)}`);
+    }
+    const removed = have.filter((e) => !wantKeys.has(keyCanon(e.key)));
+    for (const e of removed) lines.push(`- element ${m.name} ${elementText(m, e)}`);
+    if (replaced.length > 0) elemCmd("delete", m, replaced);
+    // An interval map rejects an element that overlaps one still present, even
+    // one this batch deletes later (e.g. the catch-all world range split around
+    // a new endpoint address). The batch commits atomically, so deleting first
+    // opens no window for packets.
+    if (m.interval && removed.length > 0) elemCmd("delete", m, removed);
+    if (adds.length > 0) elemCmd("add", m, adds);
+    if (!m.interval && removed.length > 0) removals.push([m, removed]);
+    ops += adds.length + replaced.length + removed.length;
+  }
+  // 6. chain rules.
+  for (const c of desired.chains) {
+    if (!rewrite.has(c.name)) continue;
+    const existed = actual.chains.has(c.name);
+    if (existed && sigChanged.length === 0) cmds.push(`flush chain ${T} ${c.name}`);
+    for (const r of chainRulesWithHash(c)) cmds.push(`add rule ${T} ${c.name} ${r}`);
+    lines.push(`${existed ? "~" : "+"} chain ${c.name} (${c.rules.length} rules)`);
+    ops++;
+  }
+  // 7. removed elements, 8. removed maps, 9. removed chains.
+  for (const [m, els] of removals) elemCmd("delete", m, els);
+  const goneChains = [...actual.chains.keys()].filter((n) => !desiredChains.has(n)).sort();
+  for (const n of goneChains) if (sigChanged.length === 0) cmds.push(`flush chain ${T} ${n}`);
+  // Maps go before chains: their verdict elements may still jump to a chain being deleted.
+  for (const n of [...actual.maps.keys()].filter((n) => !desiredMaps.has(n)).sort()) {
+    cmds.push(`delete map ${T} ${n}`);
+    lines.push(`- map ${n}`);
+    ops++;
+  }
+  for (const n of goneChains) {
+    cmds.push(`delete chain ${T} ${n}`);
+    lines.push(`- chain ${n}`);
+    ops++;
+  }
+  return { script: ops === 0 ? "" : cmds.join("\n") + "\n", ops, lines };
+}

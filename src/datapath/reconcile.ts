@@ -1,0 +1,125 @@
+/**
+ * The datapath reconciler: makes the kernel hold the desired state.
+ *
+ *   apply(desired) ──compile──> CompiledTable ─┐
+ *                 nft -j list table ──parse──> ActualTable ──plan──> one `nft -f -` transaction
+ *
+ * Never flushes or recreates the table: an agent restarted with the same desired
+ * state reads the kernel, finds nothing to do and applies zero ops, so
+ * established connections and enforcement carry on across restarts.
+ * Concurrent apply() calls are coalesced: while one runs, later calls wait and
+ * the latest desired state is applied once for all of them.
+ */
+import { compile } from "./compile.js";
+import { nftApply, nftListJson, run } from "./exec.js";
+import { renderTable } from "./model.js";
+import { plan, type Plan } from "./plan.js";
+import { parseTable } from "./readback.js";
+import type { DatapathState } from "./types.js";
+
+export interface ReconcilerParams {
+  /** Network namespace holding the table (the node's); the current one when absent. */
+  netns?: string;
+  /** Table name (family inet). Default "membrane". */
+  table?: string;
+  /** NFLOG group of drop logs. Default 1. */
+  logGroup?: number;
+}
+
+export interface ApplyResult {
+  changed: boolean;
+  ops: number;
+  ms: number;
+}
+
+interface Waiter {
+  resolve: (r: ApplyResult) => void;
+  reject: (e: unknown) => void;
+}
+
+export class Reconciler {
+  readonly netns: string | undefined;
+  readonly table: string;
+  readonly logGroup: number;
+  /** The last state the kernel accepted (realized), undefined before the first apply. */
+  realized: DatapathState | undefined;
+  private running = false;
+  private pending: { state: DatapathState; waiters: Waiter[] } | undefined;
+
+  constructor(params: ReconcilerParams = {}) {
+    this.netns = params.netns;
+    this.table = params.table ?? "membrane";
+    this.logGroup = params.logGroup ?? 1;
+  }
+
+  private get nsOpt(): { netns?: string } {
+    return this.netns === undefined ? {} : { netns: this.netns };
+  }
+
+  /** Computes the transaction that would bring the kernel to `desired`, without applying it. */
+  async plan(desired: DatapathState): Promise<Plan> {
+    const compiled = compile(desired, { table: this.table, logGroup: this.logGroup });
+    const doc = await nftListJson("inet", this.table, this.nsOpt);
+    return plan(compiled, doc === undefined ? undefined : parseTable(doc));
+  }
+
+  /** The human-readable difference between the kernel and `desired` (for `membrane datapath diff`). */
+  async diff(desired: DatapathState): Promise<string[]> {
+    return (await this.plan(desired)).lines;
+  }
+
+  /** The whole table text for `desired` (for display). */
+  render(desired: DatapathState): string {
+    return renderTable(compile(desired, { table: this.table, logGroup: this.logGroup }));
+  }
+
+  /** Applies `desired` in one atomic transaction; coalesces with calls already in flight. */
+  apply(desired: DatapathState): Promise<ApplyResult> {
+    if (this.running) {
+      return new Promise((resolve, reject) => {
+        if (this.pending) this.pending.state = desired;
+        else this.pending = { state: desired, waiters: [] };
+        this.pending.waiters.push({ resolve, reject });
+      });
+    }
+    this.running = true;
+    const first = this.applyOnce(desired);
+    void first.then(
+      () => this.drain(),
+      () => this.drain(),
+    );
+    return first;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.pending) {
+      const { state, waiters } = this.pending;
+      this.pending = undefined;
+      try {
+        const r = await this.applyOnce(state);
+        for (const w of waiters) w.resolve(r);
+      } catch (e) {
+        for (const w of waiters) w.reject(e);
+      }
+    }
+    this.running = false;
+  }
+
+  private async applyOnce(desired: DatapathState): Promise<ApplyResult> {
+    const t0 = performance.now();
+    const p = await this.plan(desired);
+    if (p.ops > 0) await nftApply(p.script, this.nsOpt);
+    this.realized = desired;
+    return { changed: p.ops > 0, ops: p.ops, ms: Math.round((performance.now() - t0) * 10) / 10 };
+  }
+
+  /** Removes the table (endpoint teardown, tests). Enforcement stops: only for shutting a node down. */
+  async deleteTable(): Promise<void> {
+    await run(["nft", "delete", "table", "inet", this.table], {
+      ...this.nsOpt,
+      code: "NFT_APPLY_FAILED",
+      what: `delete table inet ${this.table}`,
+    });
+    this.realized = undefined;
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * Policy segments of one endpoint direction -> elements of four verdict maps.
+ *
+ *   segments ──┬─ identity != 0 ─┬─ TCP/UDP/SCTP/any ──> id    (mark . proto . port)
+ *              │                 └─ ICMP/ICMPv6 ───────> idi   (mark . proto . type)
+ *              └─ identity == 0 ─┬─ ...                ──> any   (proto . port)
+ *                                └─ ...                ──> anyi  (proto . type)
+ *
+ * The chain looks up `id`/`idi` first and `any`/`anyi` second, so a specific
+ * identity's segments win over wildcard ones (nft gives no order between
+ * overlapping elements of one concatenated interval map). Within one identity a
+ * proto-0 segment ("every protocol and port") is cut around the protocol
+ * segments of that identity so that no two elements of a map overlap: the
+ * specific protocol wins on its ranges and the proto-0 action fills the gaps.
+ */
+import { MembraneError } from "../errors.js";
+import type { Interval, NftElement } from "./model.js";
+import { IDENTITY_MASK, type PolicySegment } from "./types.js";
+
+export interface SegmentElements {
+  id: NftElement[];
+  idi: NftElement[];
+  any: NftElement[];
+  anyi: NftElement[];
+}
+
+export const ICMP_PROTOS: readonly number[] = [1, 58];
+const isIcmp = (p: number): boolean => ICMP_PROTOS.includes(p);
+const iv = (lo: number, hi: number): Interval => ({ lo: BigInt(lo), hi: BigInt(hi) });
+
+/** Complement of `taken` (sorted, disjoint) inside [0, max], as intervals. */
+function gaps(taken: readonly [number, number][], max: number): [number, number][] {
+  const out: [number, number][] = [];
+  let pos = 0;
+  for (const [lo, hi] of taken) {
+    if (lo > pos) out.push([pos, lo - 1]);
+    pos = Math.max(pos, hi + 1);
+  }
+  if (pos <= max) out.push([pos, max]);
+  return out;
+}
+
+/**
+ * Compiles one direction's segments. `verdict(seg)` gives the map value
+ * ("return" to allow, "goto <chain>" to deny). `where` names the direction in errors.
+ */
+export function compileSegments(
+  segments: readonly PolicySegment[],
+  verdict: (s: PolicySegment) => string,
+  where: string,
+): SegmentElements {
+  const out: SegmentElements = { id: [], idi: [], any: [], anyi: [] };
+  const byIdentity = new Map<number, PolicySegment[]>();
+  segments.forEach((s, i) => {
+    const bad = (why: string): MembraneError =>
+      new MembraneError("DATAPATH_STATE_INVALID", `Cannot compile ${where}.segments[${i}]: ${why}`, {
+        location: { path: `${where}.segments[${i}]` },
+        hint: "The policy engine produced a segment outside the datapath contract (src/datapath/types.ts).",
+      });
+    if (!Number.isInteger(s.identity) || s.identity < 0 || s.identity > IDENTITY_MASK)
+      throw bad(`identity ${s.identity} is not in 0..${IDENTITY_MASK}`);
+    if (!Number.isInteger(s.proto) || s.proto < 0 || s.proto > 255)
+      throw bad(`proto ${s.proto} is not in 0..255`);
+    const max = isIcmp(s.proto) ? 255 : 65535;
+    if (
+      s.proto !== 0 &&
+      !(Number.isInteger(s.lo) && Number.isInteger(s.hi) && 0 <= s.lo && s.lo <= s.hi && s.hi <= max)
+    )
+      throw bad(`port range ${s.lo}-${s.hi} is not inside 0-${max}`);
+    const list = byIdentity.get(s.identity) ?? [];
+    list.push(s);
+    byIdentity.set(s.identity, list);
+  });
+
+  for (const [identity, segs] of [...byIdentity].sort((a, b) => a[0] - b[0])) {
+    const l4 = identity === 0 ? out.any : out.id;
+    const icmp = identity === 0 ? out.anyi : out.idi;
+    const prefix: Interval[] = identity === 0 ? [] : [iv(identity, identity)];
+    const wild = segs.filter((s) => s.proto === 0);
+    if (wild.length > 1) {
+      throw new MembraneError(
+        "DATAPATH_STATE_INVALID",
+        `Cannot compile ${where}: identity ${identity} has ${wild.length} proto-0 segments, which overlap`,
+        { location: { path: where }, hint: "Segments of one identity must not overlap." },
+      );
+    }
+    const any0 = wild[0];
+    const byProto = new Map<number, PolicySegment[]>();
+    for (const s of segs) if (s.proto !== 0) byProto.set(s.proto, [...(byProto.get(s.proto) ?? []), s]);
+
+    for (const [proto, list] of [...byProto].sort((a, b) => a[0] - b[0])) {
+      const target = isIcmp(proto) ? icmp : l4;
+      const max = isIcmp(proto) ? 255 : 65535;
+      list.sort((a, b) => a.lo - b.lo);
+      let prevHi = -1;
+      for (const s of list) {
+        if (s.lo <= prevHi) {
+          throw new MembraneError(
+            "DATAPATH_STATE_INVALID",
+            `Cannot compile ${where}: identity ${identity} proto ${proto} has overlapping port ranges at ${s.lo}-${s.hi}`,
+            { location: { path: where }, hint: "Segments of one identity must not overlap." },
+          );
+        }
+        prevHi = s.hi;
+        target.push({ key: [...prefix, iv(proto, proto), iv(s.lo, s.hi)], value: verdict(s) });
+      }
+      if (any0) {
+        for (const [lo, hi] of gaps(
+          list.map((s) => [s.lo, s.hi]),
+          max,
+        )) {
+          target.push({ key: [...prefix, iv(proto, proto), iv(lo, hi)], value: verdict(any0) });
+        }
+      }
+    }
+    if (any0) {
+      const taken = [...new Set([...byProto.keys(), ...ICMP_PROTOS])].sort((a, b) => a - b);
+      for (const [lo, hi] of gaps(
+        taken.map((p) => [p, p]),
+        255,
+      )) {
+        l4.push({ key: [...prefix, iv(lo, hi), iv(0, 65535)], value: verdict(any0) });
+      }
+      for (const p of ICMP_PROTOS) {
+        if (!byProto.has(p)) icmp.push({ key: [...prefix, iv(p, p), iv(0, 255)], value: verdict(any0) });
+      }
+    }
+  }
+  return out;
+}

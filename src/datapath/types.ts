@@ -1,0 +1,55 @@
+/**
+ * The desired datapath state: the contract between the policy engine and the
+ * nftables compiler. Plain data, no behaviour; the engine produces it, the
+ * Reconciler makes the kernel hold it.
+ *
+ *   policy engine --DatapathState--> compile() --nft text--> Reconciler --> kernel
+ */
+
+/** One (peer identity, protocol, port range) cell of an endpoint's policy in one direction. */
+export interface PolicySegment {
+  /** Peer identity; 0 = any identity. */
+  identity: number;
+  /** 6 TCP, 17 UDP, 132 SCTP, 1 ICMP, 58 ICMPv6; 0 = any protocol (every proto, every port). */
+  proto: number;
+  /** Inclusive port range (ICMP: type range, 0-255). */
+  lo: number;
+  hi: number;
+  action: "allow" | "deny";
+  /** Index into DatapathState.rules, for logs (0 = none). */
+  ruleId: number;
+}
+
+export interface DirectionPolicy {
+  /** Default deny: traffic no segment matches is dropped. Otherwise it is accepted. */
+  enforced: boolean;
+  segments: PolicySegment[];
+}
+
+export interface DatapathEndpoint {
+  /** Small integer endpoint id, unique on the node. */
+  id: number;
+  name: string;
+  /** The node-side veth of the endpoint. */
+  hostIfname: string;
+  ipv4?: string;
+  ipv6?: string;
+  identity: number;
+  ingress: DirectionPolicy;
+  egress: DirectionPolicy;
+}
+
+export interface DatapathState {
+  /** CIDR -> identity, longest prefix wins; unmatched addresses are world (2). */
+  ipcache: { prefix: string; identity: number }[];
+  endpoints: DatapathEndpoint[];
+  /** e.g. "default/rule1 spec.ingress[0]" (<= 40 chars, for NFLOG prefixes). */
+  rules: { id: number; text: string }[];
+  /** The identity of traffic from the node itself (1). */
+  hostIdentity: number;
+}
+
+/** The identity of addresses no ipcache prefix covers. */
+export const WORLD_IDENTITY = 2;
+/** Identities use the low 25 bits of the packet mark; the high 7 bits stay free (proxy marks). */
+export const IDENTITY_MASK = 0x01ffffff;

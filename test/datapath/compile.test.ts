@@ -1,0 +1,386 @@
+/**
+ * The nftables compiler, pure parts: prefix flattening, segment splitting,
+ * the compiled table, drop-log prefixes, the planner against canned readback.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { compile, logPrefix, parseLogPrefix } from "../../src/datapath/compile.js";
+import { flattenIpcache } from "../../src/datapath/intervals.js";
+import { elementText, renderTable, type NftMap } from "../../src/datapath/model.js";
+import { plan } from "../../src/datapath/plan.js";
+import { parseTable } from "../../src/datapath/readback.js";
+import { compileSegments } from "../../src/datapath/segments.js";
+import type { DatapathState, PolicySegment } from "../../src/datapath/types.js";
+
+const seg = (
+  identity: number,
+  proto: number,
+  lo: number,
+  hi: number,
+  action: "allow" | "deny" = "allow",
+  ruleId = 1,
+): PolicySegment => ({
+  identity,
+  proto,
+  lo,
+  hi,
+  action,
+  ruleId,
+});
+const verdict = (s: PolicySegment): string => (s.action === "allow" ? "return" : `goto d${s.ruleId}`);
+const L4: NftMap = {
+  name: "x",
+  fields: ["mark", "proto", "port"],
+  valueType: "verdict",
+  interval: true,
+  elements: [],
+};
+const L4ANY: NftMap = { ...L4, fields: ["proto", "port"] };
+const text = (m: NftMap, els: NftMap["elements"]): string[] => els.map((e) => elementText(m, e));
+
+describe("flattenIpcache", () => {
+  const cases: {
+    name: string;
+    ipcache: { prefix: string; identity: number }[];
+    v4: string[];
+    v6?: string[];
+  }[] = [
+    {
+      name: "nothing: every address is world",
+      ipcache: [],
+      v4: ["0-4294967295:2"],
+      v6: ["0-340282366920938463463374607431768211455:2"],
+    },
+    {
+      name: "a /32 inside a /8: longest prefix wins, the /8 is split around it",
+      ipcache: [
+        { prefix: "10.0.0.0/8", identity: 300 },
+        { prefix: "10.0.0.5/32", identity: 400 },
+      ],
+      v4: [
+        "0-167772159:2",
+        "167772160-167772164:300",
+        "167772165-167772165:400",
+        "167772166-184549375:300",
+        "184549376-4294967295:2",
+      ],
+    },
+    {
+      name: "the order of the input does not matter",
+      ipcache: [
+        { prefix: "10.0.0.5/32", identity: 400 },
+        { prefix: "10.0.0.0/8", identity: 300 },
+      ],
+      v4: [
+        "0-167772159:2",
+        "167772160-167772164:300",
+        "167772165-167772165:400",
+        "167772166-184549375:300",
+        "184549376-4294967295:2",
+      ],
+    },
+    {
+      name: "adjacent pieces with the same identity merge",
+      ipcache: [
+        { prefix: "10.0.0.0/25", identity: 300 },
+        { prefix: "10.0.0.128/25", identity: 300 },
+      ],
+      v4: ["0-167772159:2", "167772160-167772415:300", "167772416-4294967295:2"],
+    },
+    {
+      name: "the same prefix twice: the later entry wins",
+      ipcache: [
+        { prefix: "0.0.0.0/0", identity: 9 },
+        { prefix: "0.0.0.0/0", identity: 16777300 },
+      ],
+      v4: ["0-4294967295:16777300"],
+    },
+    {
+      name: "IPv6 prefixes go to their own family",
+      ipcache: [{ prefix: "fd00::/127", identity: 500 }],
+      v4: ["0-4294967295:2"],
+      v6: [
+        "0-336294682933583715844663186250927177727:2",
+        "336294682933583715844663186250927177728-336294682933583715844663186250927177729:500",
+        "336294682933583715844663186250927177730-340282366920938463463374607431768211455:2",
+      ],
+    },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      const { v4, v6 } = flattenIpcache(c.ipcache, 2);
+      assert.deepEqual(
+        v4.map((i) => `${i.lo}-${i.hi}:${i.identity}`),
+        c.v4,
+      );
+      if (c.v6)
+        assert.deepEqual(
+          v6.map((i) => `${i.lo}-${i.hi}:${i.identity}`),
+          c.v6,
+        );
+    });
+  }
+  test("a malformed prefix is an error naming its index", () => {
+    assert.throws(() => flattenIpcache([{ prefix: "10.0.0.0/33", identity: 1 }], 2), {
+      code: "DATAPATH_STATE_INVALID",
+      message: 'Cannot compile the ipcache: "10.0.0.0/33" is not a prefix',
+    });
+  });
+});
+
+describe("compileSegments", () => {
+  test("specific identities go to the id maps, identity 0 to the any maps, ICMP to the type maps", () => {
+    const el = compileSegments(
+      [seg(300, 6, 80, 80), seg(0, 17, 53, 53), seg(300, 1, 8, 8), seg(0, 58, 128, 129, "deny", 4)],
+      verdict,
+      "t",
+    );
+    assert.deepEqual(text(L4, el.id), ["300 . 6 . 80 : return"]);
+    assert.deepEqual(text(L4, el.idi), ["300 . 1 . 8 : return"]);
+    assert.deepEqual(text(L4ANY, el.any), ["17 . 53 : return"]);
+    assert.deepEqual(text(L4ANY, el.anyi), ["58 . 128-129 : goto d4"]);
+  });
+  test("a proto-0 segment covers every protocol, port and ICMP type", () => {
+    const el = compileSegments([seg(300, 0, 0, 0, "deny", 9)], verdict, "t");
+    assert.deepEqual(text(L4, el.id), [
+      "300 . 0 . 0-65535 : goto d9",
+      "300 . 2-57 . 0-65535 : goto d9",
+      "300 . 59-255 . 0-65535 : goto d9",
+    ]);
+    assert.deepEqual(text(L4, el.idi), ["300 . 1 . 0-255 : goto d9", "300 . 58 . 0-255 : goto d9"]);
+  });
+  test("a proto-0 segment is cut around the same identity's port segments (specific protocol wins)", () => {
+    const el = compileSegments(
+      [seg(300, 0, 0, 0, "allow", 2), seg(300, 6, 80, 90, "deny", 3), seg(300, 1, 0, 0, "deny", 3)],
+      verdict,
+      "t",
+    );
+    assert.deepEqual(text(L4, el.id), [
+      "300 . 6 . 80-90 : goto d3",
+      "300 . 6 . 0-79 : return",
+      "300 . 6 . 91-65535 : return",
+      "300 . 0 . 0-65535 : return",
+      "300 . 2-5 . 0-65535 : return",
+      "300 . 7-57 . 0-65535 : return",
+      "300 . 59-255 . 0-65535 : return",
+    ]);
+    assert.deepEqual(text(L4, el.idi), [
+      "300 . 1 . 0 : goto d3",
+      "300 . 1 . 1-255 : return",
+      "300 . 58 . 0-255 : return",
+    ]);
+  });
+  const bad: { name: string; segs: PolicySegment[]; message: string }[] = [
+    {
+      name: "overlapping port ranges of one identity",
+      segs: [seg(300, 6, 80, 90), seg(300, 6, 85, 100)],
+      message: "Cannot compile t: identity 300 proto 6 has overlapping port ranges at 85-100",
+    },
+    {
+      name: "two proto-0 segments of one identity",
+      segs: [seg(300, 0, 0, 0), seg(300, 0, 0, 0)],
+      message: "Cannot compile t: identity 300 has 2 proto-0 segments, which overlap",
+    },
+    {
+      name: "an ICMP type above 255",
+      segs: [seg(300, 1, 0, 300)],
+      message: "Cannot compile t.segments[0]: port range 0-300 is not inside 0-255",
+    },
+    {
+      name: "an identity above 25 bits",
+      segs: [seg(1 << 25, 6, 1, 1)],
+      message: "Cannot compile t.segments[0]: identity 33554432 is not in 0..33554431",
+    },
+  ];
+  for (const b of bad) {
+    test(`rejects ${b.name}`, () => {
+      assert.throws(() => compileSegments(b.segs, verdict, "t"), {
+        code: "DATAPATH_STATE_INVALID",
+        message: b.message,
+      });
+    });
+  }
+});
+
+function smallState(): DatapathState {
+  return {
+    hostIdentity: 1,
+    rules: [{ id: 7, text: 'default/deny "db" spec.ingressDeny[0]' }],
+    ipcache: [{ prefix: "10.200.0.12/32", identity: 300 }],
+    endpoints: [
+      {
+        id: 12,
+        name: "db",
+        hostIfname: "mbrh12",
+        ipv4: "10.200.0.12",
+        identity: 300,
+        ingress: { enforced: true, segments: [seg(301, 6, 5432, 5432), seg(0, 6, 22, 22, "deny", 7)] },
+        egress: { enforced: false, segments: [] },
+      },
+    ],
+  };
+}
+
+describe("compile", () => {
+  const t = compile(smallState(), { table: "mt", logGroup: 5 });
+  const map = (name: string): string[] => {
+    const m = t.maps.find((x) => x.name === name);
+    assert.ok(m, `map ${name}`);
+    return m.elements.map((e) => elementText(m, e));
+  };
+  const chain = (name: string): string[] => t.chains.find((c) => c.name === name)?.rules ?? [];
+
+  test("the ipcache maps cover every address", () => {
+    assert.deepEqual(map("ipcache4"), [
+      "0.0.0.0-10.200.0.11 : 2",
+      "10.200.0.12 : 300",
+      "10.200.0.13-255.255.255.255 : 2",
+    ]);
+    assert.deepEqual(map("ipcache6"), ["::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : 2"]);
+  });
+  test("segments land in the endpoint's maps with allow = return and deny = goto its log chain", () => {
+    assert.deepEqual(map("e12_in_id"), ["301 . 6 . 5432 : return"]);
+    assert.deepEqual(map("e12_in_any"), ["6 . 22 : goto e12_in_r7"]);
+    assert.deepEqual(map("e12_out_id"), []);
+    assert.deepEqual(chain("e12_in_r7"), [
+      `log group 5 prefix "mbr:d:e12:in:r7" drop comment "default/deny 'db' spec.ingressDeny[0]"`,
+    ]);
+  });
+  test("the interface dispatch maps jump to the endpoint chains", () => {
+    assert.deepEqual(map("egress_ep"), ['"mbrh12" : jump e12_out']);
+    assert.deepEqual(map("ingress_ep"), ['"mbrh12" : jump e12_in']);
+  });
+  test("the ingress chain: conntrack first, specific before wildcard lookups, default deny logged last", () => {
+    assert.deepEqual(chain("e12_in"), [
+      "ct state established,related accept",
+      'ct state invalid log group 5 prefix "mbr:d:e12:in:inv" drop',
+      "meta l4proto != { 1, 58 } meta mark & 0x01ffffff . meta l4proto . th dport vmap @e12_in_id",
+      "meta l4proto { 1, 58 } meta mark & 0x01ffffff . meta l4proto . @th,0,8 vmap @e12_in_idi",
+      "meta l4proto != { 1, 58 } meta l4proto . th dport vmap @e12_in_any",
+      "meta l4proto { 1, 58 } meta l4proto . @th,0,8 vmap @e12_in_anyi",
+      'log group 5 prefix "mbr:d:e12:in:def" drop',
+    ]);
+  });
+  test("the egress chain checks the source address first; no IPv6 address means no IPv6 at all", () => {
+    assert.deepEqual(chain("e12_out").slice(0, 3), [
+      'ip saddr != 10.200.0.12 log group 5 prefix "mbr:d:e12:out:spoof" drop',
+      'meta nfproto ipv6 log group 5 prefix "mbr:d:e12:out:spoof" drop',
+      "ct state established,related accept",
+    ]);
+    assert.equal(chain("e12_out").length, 8, "not enforced: no default drop");
+  });
+  test("traffic from the node itself carries the host identity", () => {
+    assert.deepEqual(chain("output_c").slice(1), ["meta mark set 1", "oifname vmap @ingress_ep"]);
+    assert.deepEqual(chain("input_c").slice(1), ["meta mark set 1", "iifname vmap @egress_ep"]);
+  });
+  test("renderTable shows one table with the given name", () => {
+    assert.match(
+      renderTable(t),
+      /^table inet mt \{\n\tmap ipcache4 \{\n\t\ttype ipv4_addr : mark; flags interval;\n/,
+    );
+  });
+  const badStates: { name: string; change: (s: DatapathState) => void; message: string }[] = [
+    {
+      name: "a duplicate endpoint id",
+      change: (s) => s.endpoints.push({ ...s.endpoints[0]!, hostIfname: "other" }),
+      message: "Cannot compile endpoints[1].id: endpoint id 12 is used twice",
+    },
+    {
+      name: "an interface name longer than 15",
+      change: (s) => (s.endpoints[0]!.hostIfname = "a-very-long-ifname"),
+      message:
+        'Cannot compile endpoints[0].hostIfname: "a-very-long-ifname" is not an interface name (1-15 of [A-Za-z0-9_.-])',
+    },
+    {
+      name: "an IPv6 address in ipv4",
+      change: (s) => (s.endpoints[0]!.ipv4 = "fd00::1"),
+      message: 'Cannot compile endpoints[0].ipv4: "fd00::1" is not an IPv4 address',
+    },
+    {
+      name: "an ipcache identity above 25 bits",
+      change: (s) => (s.ipcache[0]!.identity = 2 ** 26),
+      message: "Cannot compile ipcache[0].identity: identity 67108864 is not in 0..33554431",
+    },
+  ];
+  for (const b of badStates) {
+    test(`rejects ${b.name}`, () => {
+      const s = smallState();
+      b.change(s);
+      assert.throws(() => compile(s), { code: "DATAPATH_STATE_INVALID", message: b.message });
+    });
+  }
+});
+
+describe("drop log prefixes", () => {
+  const cases = [
+    { prefix: logPrefix(12, "in", { kind: "rule", ruleId: 7 }), text: "mbr:d:e12:in:r7" },
+    { prefix: logPrefix(3, "out", { kind: "default" }), text: "mbr:d:e3:out:def" },
+    { prefix: logPrefix(3, "out", { kind: "spoof" }), text: "mbr:d:e3:out:spoof" },
+    { prefix: logPrefix(0, "in", { kind: "invalid" }), text: "mbr:d:e0:in:inv" },
+  ];
+  for (const c of cases) {
+    test(`${c.text} reads back to what wrote it`, () => {
+      assert.equal(c.prefix, c.text);
+      assert.equal(
+        logPrefix(...(Object.values(parseLogPrefix(c.text) ?? {}) as Parameters<typeof logPrefix>)),
+        c.text,
+      );
+    });
+  }
+  test("a foreign prefix is not ours", () => {
+    assert.equal(parseLogPrefix("IN=eth0 OUT="), undefined);
+    assert.equal(parseLogPrefix("mbr:d:e1:sideways:def"), undefined);
+  });
+});
+
+describe("plan", () => {
+  const t = compile(smallState(), { table: "mt" });
+  test("from nothing: table, then chains, maps, elements, rules, in that order", () => {
+    const p = plan(t, undefined);
+    const verbs = p.script
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" ").slice(0, 2).join(" "));
+    const firstOf = (v: string): number => verbs.indexOf(v);
+    assert.equal(verbs[0], "add table");
+    assert.ok(
+      firstOf("add chain") < firstOf("add map") &&
+        firstOf("add map") < firstOf("add element") &&
+        firstOf("add element") < firstOf("add rule"),
+    );
+    assert.equal(verbs.filter((v) => v.startsWith("delete") || v.startsWith("flush")).length, 0);
+  });
+  test("a readback in prefix and range spellings equal to the desired state is zero ops", () => {
+    const doc = {
+      nftables: [
+        { table: { family: "inet", name: "mt" } },
+        {
+          map: {
+            name: "ipcache4",
+            type: "ipv4_addr",
+            map: "mark",
+            flags: ["interval"],
+            elem: [
+              [{ range: ["0.0.0.0", "10.200.0.11"] }, 2],
+              [{ prefix: { addr: "10.200.0.12", len: 32 } }, 300],
+              [{ range: ["10.200.0.13", "255.255.255.255"] }, 2],
+            ],
+          },
+        },
+        {
+          map: {
+            name: "e12_in_id",
+            type: ["mark", "inet_proto", "inet_service"],
+            map: "verdict",
+            flags: ["interval"],
+            elem: [[{ concat: [301, 6, 5432] }, { return: null }]],
+          },
+        },
+      ],
+    };
+    const actual = parseTable(doc);
+    const p = plan({ ...t, maps: t.maps.filter((m) => actual.maps.has(m.name)), chains: [] }, actual);
+    assert.deepEqual(p.lines, []);
+    assert.equal(p.ops, 0);
+  });
+});
