@@ -12,6 +12,7 @@ import { Command, CommanderError } from "commander";
 import { isMembraneError } from "../errors.js";
 import { agentCommand } from "./commands/agent.js";
 import { applyCommand, datapathCommand, deleteCommand } from "./commands/apply.js";
+import { demoCommand } from "./commands/demo.js";
 import { endpointCommand } from "./commands/endpoint.js";
 import { getCommand } from "./commands/get.js";
 import { policyCommand } from "./commands/policy.js";
@@ -25,6 +26,7 @@ Examples:
   $ membrane policy test examples/
   $ membrane policy trace --endpoints examples/starwars/sw-l7.yaml --from tiefighter --to deathstar \\
       --port 80 --method PUT --path /v1/exhaust-port
+  $ sudo membrane demo
   $ sudo membrane agent &
   $ membrane endpoint create deathstar --labels org=empire,class=deathstar
   $ membrane apply -f policy.yaml
@@ -43,6 +45,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addHelpText("after", EXAMPLES)
     .configureOutput({ writeOut: (s) => ctx.out(s), writeErr: (s) => ctx.err(s) })
     .addCommand(policyCommand(ctx))
+    .addCommand(demoCommand(ctx))
     .addCommand(agentCommand(ctx))
     .addCommand(endpointCommand(ctx))
     .addCommand(applyCommand(ctx))

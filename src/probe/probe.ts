@@ -1,0 +1,94 @@
+/**
+ * Drives probe processes (src/probe/agent.ts) inside network namespaces: the
+ * real traffic of the demo and of `membrane policy test --datapath`.
+ *
+ *   Probe.start(netns) --stdin JSON--> agent.js (in the netns) --stdout JSON--> results
+ *
+ * Results are "ok", "timeout" (dropped: nothing answered), or an errno code
+ * such as "ECONNREFUSED" (the packet got through; nobody listened).
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { runRaw } from "../datapath/exec.js";
+
+export type ProbeResult = "ok" | "timeout" | string;
+
+export class Probe {
+  private seq = 0;
+  private buf = "";
+  private readonly waiting = new Map<number, (v: unknown) => void>();
+
+  private constructor(
+    readonly netns: string,
+    private readonly proc: ChildProcessWithoutNullStreams,
+  ) {
+    proc.stdout.on("data", (d: Buffer) => {
+      this.buf += d.toString("utf8");
+      let i: number;
+      while ((i = this.buf.indexOf("\n")) >= 0) {
+        const line = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 1);
+        const msg = JSON.parse(line) as { seq: number; result: unknown };
+        this.waiting.get(msg.seq)?.(msg.result);
+        this.waiting.delete(msg.seq);
+      }
+    });
+    proc.on("exit", () => {
+      for (const w of this.waiting.values()) w("probe exited");
+      this.waiting.clear();
+    });
+  }
+
+  /** Starts a probe inside `netns` ("" = the current namespace). */
+  static start(netns: string): Probe {
+    const script = fileURLToPath(new URL("./agent.js", import.meta.url));
+    const argv =
+      netns === "" ? [process.execPath, script] : ["ip", "netns", "exec", netns, process.execPath, script];
+    const proc = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+    return new Probe(netns, proc);
+  }
+
+  private call(cmd: Record<string, unknown>): Promise<unknown> {
+    const seq = ++this.seq;
+    return new Promise((resolve) => {
+      this.waiting.set(seq, resolve);
+      this.proc.stdin.write(JSON.stringify({ ...cmd, seq }) + "\n");
+    });
+  }
+
+  /** An echo server on [::]:port for TCP or UDP (IPv4 too). */
+  async listen(proto: "tcp" | "udp", port: number): Promise<void> {
+    const r = await this.call({ op: "listen", proto, port });
+    if (r !== "ok")
+      throw new Error(`probe in ${this.netns}: cannot listen on ${proto}/${port}: ${String(r)}`);
+  }
+
+  async tcp(host: string, port: number, timeoutMs = 500): Promise<ProbeResult> {
+    return String(await this.call({ op: "tcp", host, port, timeoutMs }));
+  }
+
+  async udp(host: string, port: number, timeoutMs = 500, bind?: string): Promise<ProbeResult> {
+    return String(await this.call({ op: "udp", host, port, timeoutMs, ...(bind ? { bind } : {}) }));
+  }
+
+  /** Opens a TCP connection and keeps it (id) for later `send`s. */
+  async open(id: string, host: string, port: number, timeoutMs = 500): Promise<ProbeResult> {
+    return String(await this.call({ op: "open", id, host, port, timeoutMs }));
+  }
+
+  async send(id: string, timeoutMs = 500): Promise<ProbeResult> {
+    return String(await this.call({ op: "send", id, timeoutMs }));
+  }
+
+  async ping(host: string, timeoutMs = 500): Promise<ProbeResult> {
+    const r = await runRaw(["ping", "-c1", "-n", `-W${Math.max(1, Math.ceil(timeoutMs / 1000))}`, host], {
+      ...(this.netns ? { netns: this.netns } : {}),
+    });
+    return r.status === 0 ? "ok" : "timeout";
+  }
+
+  stop(): void {
+    this.proc.stdin.end();
+    this.proc.kill();
+  }
+}
