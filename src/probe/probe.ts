@@ -48,7 +48,8 @@ export class Probe {
     return new Probe(netns, proc);
   }
 
-  private call(cmd: Record<string, unknown>): Promise<unknown> {
+  /** Sends one raw probe command (see agent.ts) and resolves with its result. */
+  request(cmd: Record<string, unknown>): Promise<unknown> {
     const seq = ++this.seq;
     return new Promise((resolve) => {
       this.waiting.set(seq, resolve);
@@ -58,26 +59,26 @@ export class Probe {
 
   /** An echo server on [::]:port for TCP or UDP (IPv4 too). */
   async listen(proto: "tcp" | "udp", port: number): Promise<void> {
-    const r = await this.call({ op: "listen", proto, port });
+    const r = await this.request({ op: "listen", proto, port });
     if (r !== "ok")
       throw new Error(`probe in ${this.netns}: cannot listen on ${proto}/${port}: ${String(r)}`);
   }
 
   async tcp(host: string, port: number, timeoutMs = 500): Promise<ProbeResult> {
-    return String(await this.call({ op: "tcp", host, port, timeoutMs }));
+    return String(await this.request({ op: "tcp", host, port, timeoutMs }));
   }
 
   async udp(host: string, port: number, timeoutMs = 500, bind?: string): Promise<ProbeResult> {
-    return String(await this.call({ op: "udp", host, port, timeoutMs, ...(bind ? { bind } : {}) }));
+    return String(await this.request({ op: "udp", host, port, timeoutMs, ...(bind ? { bind } : {}) }));
   }
 
   /** Opens a TCP connection and keeps it (id) for later `send`s. */
   async open(id: string, host: string, port: number, timeoutMs = 500): Promise<ProbeResult> {
-    return String(await this.call({ op: "open", id, host, port, timeoutMs }));
+    return String(await this.request({ op: "open", id, host, port, timeoutMs }));
   }
 
   async send(id: string, timeoutMs = 500): Promise<ProbeResult> {
-    return String(await this.call({ op: "send", id, timeoutMs }));
+    return String(await this.request({ op: "send", id, timeoutMs }));
   }
 
   async ping(host: string, timeoutMs = 500): Promise<ProbeResult> {
@@ -85,6 +86,11 @@ export class Probe {
       ...(this.netns ? { netns: this.netns } : {}),
     });
     return r.status === 0 ? "ok" : "timeout";
+  }
+
+  /** Connections (TCP) or datagrams (UDP) the probe's server on `port` received. */
+  async count(proto: "tcp" | "udp", port: number): Promise<number> {
+    return Number(await this.request({ op: "count", proto, port }));
   }
 
   stop(): void {

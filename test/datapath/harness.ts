@@ -1,6 +1,6 @@
 /**
  * Test helpers for the datapath: a node namespace with endpoints, a probe
- * agent (netagent.ts) in each, raw packet sending and per-namespace counters.
+ * (src/probe) in each, raw packet sending and per-namespace counters.
  *
  *   const lab = await Lab.create("tr", [{name: "a", id: 1, identity: 1001}, ...]);
  *   try { await lab.reconciler.apply(lab.state({...})); await lab.ep("a").tcp(addr, 80) }
@@ -8,9 +8,8 @@
  *
  * Each Lab has its own random prefix, so test files can run in parallel.
  */
-import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { fileURLToPath } from "node:url";
 import {
   createEndpoint,
   createNode,
@@ -18,6 +17,7 @@ import {
   type NodeNetns,
 } from "../../src/datapath/endpoint.js";
 import { runRaw } from "../../src/datapath/exec.js";
+import { Probe } from "../../src/probe/probe.js";
 import { cleanupPrefix } from "../../src/datapath/netns.js";
 import { Reconciler } from "../../src/datapath/reconcile.js";
 import type { DatapathEndpoint, DatapathState, DirectionPolicy } from "../../src/datapath/types.js";
@@ -37,42 +37,9 @@ export function uniquePrefix(tag: string): string {
   return "mbt" + randomBytes(3).readUIntBE(0, 3).toString(36).slice(0, 4).padStart(4, "0") + tag;
 }
 
-/** A netagent.js process running in a namespace. */
-export class Agent {
-  private seq = 0;
-  private buf = "";
-  private readonly waiting = new Map<number, (v: unknown) => void>();
-  constructor(private readonly proc: ChildProcessWithoutNullStreams) {
-    proc.stdout.on("data", (d: Buffer) => {
-      this.buf += d.toString("utf8");
-      let i: number;
-      while ((i = this.buf.indexOf("\n")) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        const msg = JSON.parse(line) as { seq: number; result: unknown };
-        this.waiting.get(msg.seq)?.(msg.result);
-        this.waiting.delete(msg.seq);
-      }
-    });
-  }
-  static start(netns: string): Agent {
-    const script = fileURLToPath(new URL("./netagent.js", import.meta.url));
-    return new Agent(
-      spawn("ip", ["netns", "exec", netns, process.execPath, script], { stdio: ["pipe", "pipe", "pipe"] }),
-    );
-  }
-  call(cmd: Record<string, unknown>): Promise<unknown> {
-    const seq = ++this.seq;
-    return new Promise((resolve) => {
-      this.waiting.set(seq, resolve);
-      this.proc.stdin.write(JSON.stringify({ ...cmd, seq }) + "\n");
-    });
-  }
-  stop(): void {
-    this.proc.stdin.end();
-    this.proc.kill();
-  }
-}
+/** The probe process running in a namespace (src/probe): the same tool the demo uses. */
+export type Agent = Probe;
+export const Agent = { start: (netns: string): Probe => Probe.start(netns) };
 
 export const TIMEOUT_MS = 400;
 
@@ -89,21 +56,21 @@ export class Host {
     return r.stdout;
   }
   async tcp(host: string, port: number): Promise<string> {
-    return String(await this.agent.call({ op: "tcp", host, port, timeoutMs: TIMEOUT_MS }));
+    return String(await this.agent.request({ op: "tcp", host, port, timeoutMs: TIMEOUT_MS }));
   }
   async udp(host: string, port: number, bind?: string): Promise<string> {
     return String(
-      await this.agent.call({ op: "udp", host, port, timeoutMs: TIMEOUT_MS, ...(bind ? { bind } : {}) }),
+      await this.agent.request({ op: "udp", host, port, timeoutMs: TIMEOUT_MS, ...(bind ? { bind } : {}) }),
     );
   }
   async open(id: string, host: string, port: number): Promise<string> {
-    return String(await this.agent.call({ op: "open", id, host, port, timeoutMs: TIMEOUT_MS }));
+    return String(await this.agent.request({ op: "open", id, host, port, timeoutMs: TIMEOUT_MS }));
   }
   async send(id: string): Promise<string> {
-    return String(await this.agent.call({ op: "send", id, timeoutMs: TIMEOUT_MS }));
+    return String(await this.agent.request({ op: "send", id, timeoutMs: TIMEOUT_MS }));
   }
   async count(proto: "tcp" | "udp", port: number): Promise<number> {
-    return Number(await this.agent.call({ op: "count", proto, port }));
+    return Number(await this.agent.request({ op: "count", proto, port }));
   }
   async ping(host: string): Promise<string> {
     const r = await runRaw(["ping", "-c1", "-n", `-W${TIMEOUT_MS / 1000}`, host], { netns: this.netns });
@@ -196,8 +163,8 @@ export class Lab {
           const agent = Agent.start(info.netns);
           agents.push(agent);
           const host = new Host(info.netns, agent);
-          for (const port of listen.tcp ?? []) await agent.call({ op: "listen", proto: "tcp", port });
-          for (const port of listen.udp ?? []) await agent.call({ op: "listen", proto: "udp", port });
+          for (const port of listen.tcp ?? []) await agent.request({ op: "listen", proto: "tcp", port });
+          for (const port of listen.udp ?? []) await agent.request({ op: "listen", proto: "udp", port });
           eps.set(s.name, Object.assign(host, { info, id: s.id, identity: s.identity, ipv4, ipv6 }));
         }),
       );

@@ -2,44 +2,10 @@
 import type { KafkaRule } from "../types.js";
 import type { Val } from "./fields.js";
 import { didYouMean } from "./suggest.js";
+import { KAFKA_API_KEYS } from "../l7/kafka.js";
 
-/** Kafka API key names Cilium accepts (numbers 0-33 in order). */
-export const KAFKA_API_KEYS: readonly string[] = [
-  "produce",
-  "fetch",
-  "offsets",
-  "metadata",
-  "leaderandisr",
-  "stopreplica",
-  "updatemetadata",
-  "controlledshutdown",
-  "offsetcommit",
-  "offsetfetch",
-  "findcoordinator",
-  "joingroup",
-  "heartbeat",
-  "leavegroup",
-  "syncgroup",
-  "describegroups",
-  "listgroups",
-  "saslhandshake",
-  "apiversions",
-  "createtopics",
-  "deletetopics",
-  "deleterecords",
-  "initproducerid",
-  "offsetforleaderepoch",
-  "addpartitionstotxn",
-  "addoffsetstotxn",
-  "endtxn",
-  "writetxnmarkers",
-  "txnoffsetcommit",
-  "describeacls",
-  "createacls",
-  "deleteacls",
-  "describeconfigs",
-  "alterconfigs",
-];
+/** Kafka API key names Cilium accepts (one table, shared with the matcher). */
+const KAFKA_API_KEY_NAMES: readonly string[] = [...KAFKA_API_KEYS.keys()];
 
 const TOPIC = /^[a-zA-Z0-9._-]+$/;
 
@@ -66,9 +32,9 @@ export function readKafkaRule(v: Val): KafkaRule | undefined {
   }
   if (apiKey) {
     const k = apiKey.toLowerCase();
-    if (KAFKA_API_KEYS.includes(k)) out.apiKey = k;
+    if (KAFKA_API_KEY_NAMES.includes(k)) out.apiKey = k;
     else {
-      const hint = didYouMean(k, KAFKA_API_KEYS);
+      const hint = didYouMean(k, KAFKA_API_KEY_NAMES);
       keyVal?.error(`unknown Kafka apiKey "${apiKey}"` + (hint ? `; did you mean "${hint}"?` : ""));
     }
   }

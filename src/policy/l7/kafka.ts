@@ -10,12 +10,14 @@
  * key names or numbers match only rules without role/apiKey.
  */
 
-/** API key names (lower-case) and numbers, as in Cilium's KafkaAPIKeyMap. */
+/**
+ * API key names (lower-case) and numbers, as in Cilium's KafkaAPIKeyMap
+ * (pkg/policy/api/kafka/kafka.go): the one table the parser and the matcher share.
+ */
 export const KAFKA_API_KEYS: ReadonlyMap<string, number> = new Map([
   ["produce", 0],
   ["fetch", 1],
   ["offsets", 2],
-  ["listoffsets", 2],
   ["metadata", 3],
   ["leaderandisr", 4],
   ["stopreplica", 5],
@@ -34,6 +36,20 @@ export const KAFKA_API_KEYS: ReadonlyMap<string, number> = new Map([
   ["apiversions", 18],
   ["createtopics", 19],
   ["deletetopics", 20],
+  ["deleterecords", 21],
+  ["initproducerid", 22],
+  ["offsetforleaderepoch", 23],
+  ["addpartitionstotxn", 24],
+  ["addoffsetstotxn", 25],
+  ["endtxn", 26],
+  ["writetxnmarkers", 27],
+  ["txnoffsetcommit", 28],
+  ["describeacls", 29],
+  ["createacls", 30],
+  ["deleteacls", 31],
+  ["describeconfigs", 32],
+  ["alterconfigs", 33],
+  ["listoffsets", 2],
 ]);
 
 /** The API keys each role stands for. */
