@@ -15,7 +15,8 @@
  *       l4proto . dport                       vmap @e<id>_<dir>_any   identity 0 (any)
  *       l4proto . type                        vmap @e<id>_<dir>_anyi
  *       enforced ? log + drop : return
- *     verdicts: allow = return (the other direction still has its say), deny = goto e<id>_<dir>_r<rule>
+ *     verdicts: allow = goto e<id>_<dir>_a<rule> (logs the new connection, then returns: the
+ *               other direction still has its say), deny = goto e<id>_<dir>_r<rule> (log + drop)
  *
  * The packet mark is the identity register: ipcache maps set it (whole mark,
  * values < 2^25), policy keys mask it with IDENTITY_MASK so that later proxy
@@ -39,6 +40,7 @@
  *          | spoof (source address is not the endpoint's)
  *          | inv (conntrack state invalid, e.g. an echo-reply without request)
  *   e.g. "mbr:d:e12:in:r7". parseLogPrefix() reads it back.
+ * NFLOG prefix of an allowed new connection (policy verdict): `mbr:a:e<id>:<dir>:r<ruleId>`.
  */
 import { MembraneError } from "../errors.js";
 import { parseAddr } from "../labels/cidr.js";
@@ -56,8 +58,11 @@ export interface CompileOptions {
 
 export type Direction = "in" | "out";
 export type DropReason = { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" };
+/** Why a packet was logged: a drop, or (kind "allow") a new connection a rule allowed. */
+export type LogReason = DropReason | { kind: "allow"; ruleId: number };
 
-export function logPrefix(endpointId: number, dir: Direction, reason: DropReason): string {
+export function logPrefix(endpointId: number, dir: Direction, reason: LogReason): string {
+  if (reason.kind === "allow") return `mbr:a:e${endpointId}:${dir}:r${reason.ruleId}`;
   const r =
     reason.kind === "rule"
       ? `r${reason.ruleId}`
@@ -65,16 +70,30 @@ export function logPrefix(endpointId: number, dir: Direction, reason: DropReason
   return `mbr:d:e${endpointId}:${dir}:${r}`;
 }
 
-/** Reads a drop prefix back; undefined when the text is not one of ours. */
+/**
+ * Reads a log prefix back; undefined when the text is not one of ours.
+ * `allowed` is true for a policy-verdict of an allowed new connection
+ * (`mbr:a:...`); otherwise the packet was dropped for `reason`.
+ */
 export function parseLogPrefix(
   text: string,
-): { endpointId: number; direction: Direction; reason: DropReason } | undefined {
-  const m = /^mbr:d:e(\d+):(in|out):(?:r(\d+)|(def|spoof|inv))$/.exec(text.replace(/\0.*$/s, "").trim());
+): { endpointId: number; direction: Direction; reason: DropReason; allowed: boolean } | undefined {
+  const clean = text.replace(/\0.*$/s, "").trim();
+  const a = /^mbr:a:e(\d+):(in|out):r(\d+)$/.exec(clean);
+  if (a) {
+    return {
+      endpointId: Number(a[1]),
+      direction: a[2] as Direction,
+      reason: { kind: "rule", ruleId: Number(a[3]) },
+      allowed: true,
+    };
+  }
+  const m = /^mbr:d:e(\d+):(in|out):(?:r(\d+)|(def|spoof|inv))$/.exec(clean);
   if (!m) return undefined;
   const kinds = { def: "default", spoof: "spoof", inv: "invalid" } as const;
   const reason: DropReason =
     m[3] !== undefined ? { kind: "rule", ruleId: Number(m[3]) } : { kind: kinds[m[4] as keyof typeof kinds] };
-  return { endpointId: Number(m[1]), direction: m[2] as Direction, reason };
+  return { endpointId: Number(m[1]), direction: m[2] as Direction, reason, allowed: false };
 }
 
 const ND_TYPES = "icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 137, 143 } accept";
@@ -154,8 +173,24 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       const base = `e${ep.id}_${dir}`;
       const policy = dir === "in" ? ep.ingress : ep.egress;
       const denyChains = new Map<number, NftChain>();
+      const allowChains = new Map<number, NftChain>();
       const verdict = (s: { action: string; ruleId: number }): string => {
-        if (s.action === "allow") return "return";
+        if (s.action === "allow") {
+          // A new connection the policy allows: log the verdict (Hubble's policy-verdict
+          // event) and return, so the other endpoint's direction still has its say.
+          // Established packets never get here (accepted above), so this is one
+          // event per new connection and direction.
+          const name = `${base}_a${s.ruleId}`;
+          if (!allowChains.has(s.ruleId)) {
+            const text = ruleText.get(s.ruleId);
+            const rule = log(logPrefix(ep.id, dir, { kind: "allow", ruleId: s.ruleId }));
+            allowChains.set(s.ruleId, {
+              name,
+              rules: [text === undefined ? rule : `${rule} comment "${commentText(text)}"`],
+            });
+          }
+          return `goto ${name}`;
+        }
         const name = `${base}_r${s.ruleId}`;
         if (!denyChains.has(s.ruleId)) {
           const text = ruleText.get(s.ruleId);
@@ -213,7 +248,7 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       if (policy.enforced) rules.push(`${log(logPrefix(ep.id, dir, { kind: "default" }))} drop`);
       chains.push(
         { name: base, rules },
-        ...[...denyChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
+        ...[...denyChains.values(), ...allowChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
       );
     }
     egressEp.push({ key: [ep.hostIfname], value: `jump e${ep.id}_out` });

@@ -124,7 +124,11 @@ export async function createEndpoint(p: EndpointParams): Promise<EndpointNetns> 
 export async function deleteEndpoint(ep: EndpointNetns): Promise<void> {
   await deleteNetns(ep.netns);
   if ((await netnsExists(ep.node.netns)) && (await linkExists(ep.hostIfname, ep.node.netns))) {
-    await ip(["link", "del", ep.hostIfname], ep.node.netns);
+    // Deleting the namespace takes the veth pair with it, asynchronously: the
+    // host side may vanish between the check and the delete. Gone is the goal.
+    await ip(["link", "del", ep.hostIfname], ep.node.netns).catch(async (e: unknown) => {
+      if (await linkExists(ep.hostIfname, ep.node.netns)) throw e;
+    });
   }
 }
 

@@ -238,8 +238,8 @@ describe("compile", () => {
     ]);
     assert.deepEqual(map("ipcache6"), ["::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : 2"]);
   });
-  test("segments land in the endpoint's maps with allow = return and deny = goto its log chain", () => {
-    assert.deepEqual(map("e12_in_id"), ["301 . 6 . 5432 : return"]);
+  test("segments land in the endpoint's maps with allow = goto its verdict-log chain (then return) and deny = goto its drop-log chain", () => {
+    assert.deepEqual(map("e12_in_id"), ["301 . 6 . 5432 : goto e12_in_a1"]);
     assert.deepEqual(map("e12_in_any"), ["6 . 22 : goto e12_in_r7"]);
     assert.deepEqual(map("e12_out_id"), []);
     assert.deepEqual(chain("e12_in_r7"), [
@@ -373,7 +373,7 @@ describe("plan", () => {
             type: ["mark", "inet_proto", "inet_service"],
             map: "verdict",
             flags: ["interval"],
-            elem: [[{ concat: [301, 6, 5432] }, { return: null }]],
+            elem: [[{ concat: [301, 6, 5432] }, { goto: { target: "e12_in_a1" } }]],
           },
         },
       ],

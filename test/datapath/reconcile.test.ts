@@ -77,8 +77,8 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
   test("apply creates the table in one transaction and the kernel holds the elements", async () => {
     const r = await reconciler().apply(baseState());
     assert.equal(r.changed, true);
-    assert.deepEqual(await readMap("e2_in_id"), ["1001 . 6 . 80 : return"]);
-    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : return"]);
+    assert.deepEqual(await readMap("e2_in_id"), ["1001 . 6 . 80 : goto e2_in_a1"]);
+    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
     assert.deepEqual(await readMap("ingress_ep"), ['"veth1" : jump e1_in', '"veth2" : jump e2_in']);
     assert.deepEqual(await readMap("ipcache4"), [
       "0.0.0.0-10.200.0.10 : 2",
@@ -99,7 +99,10 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
     {
       name: "moving one segment to another port removes one element and adds one",
       change: (s) => (s.endpoints[1] = ep(2, [allow(1001, 443), allow(0, 53)])),
-      lines: ["+ element e2_in_id 1001 . 6 . 443 : return", "- element e2_in_id 1001 . 6 . 80 : return"],
+      lines: [
+        "+ element e2_in_id 1001 . 6 . 443 : goto e2_in_a1",
+        "- element e2_in_id 1001 . 6 . 80 : goto e2_in_a1",
+      ],
     },
     {
       name: "turning an allow into a deny replaces the element and adds the deny chain",
@@ -133,6 +136,7 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
           "e2_out_idi",
         ].map((m) => `- map ${m}`),
         "- chain e2_in",
+        "- chain e2_in_a1",
         "- chain e2_out",
       ],
     },
@@ -155,7 +159,7 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
     await nftApply(`delete element inet ${table} e2_in_any { 6 . 53-53 }\n`, nsOpt);
     const r = await reconciler().apply(baseState());
     assert.equal(r.ops, 1);
-    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : return"]);
+    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
   });
 
   test("a rule added by hand to our chain is removed by the next apply", async () => {
@@ -176,7 +180,7 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
     assert.ok(first && second && third);
     assert.equal(first.changed, true);
     assert.equal(second, third, "the waiting calls share one transaction");
-    assert.deepEqual(await readMap("e2_in_id"), ["1001 . 6 . 445 : return"]);
+    assert.deepEqual(await readMap("e2_in_id"), ["1001 . 6 . 445 : goto e2_in_a1"]);
     await r.apply(baseState());
   });
 
@@ -192,7 +196,7 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
         return true;
       },
     );
-    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : return"]);
+    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
   });
 
   test("10,000 elements: load from scratch and re-apply with one change (timings in diagnostics)", async (t) => {
