@@ -37,6 +37,11 @@ export const ERROR_CODES = {
   AGENT_ALREADY_RUNNING: "Another agent already serves the API socket",
   AGENT_UNREACHABLE: "The agent could not be reached",
   CONFIG_INVALID: "The configuration is invalid",
+  // observe
+  NFLOG_FAILED: "The NFLOG event reader failed",
+  FLOW_FILTER_INVALID: "A flow filter or observe flag is invalid",
+  FLOW_EXPORT_FAILED: "Flows could not be written to the export file",
+  METRICS_SERVE_FAILED: "The metrics endpoint could not listen",
   // cli
   CLI_USAGE: "A command was given invalid arguments",
 } as const;

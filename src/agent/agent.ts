@@ -20,7 +20,7 @@ import { MembraneError } from "../errors.js";
 import { Reconciler } from "../datapath/reconcile.js";
 import { createEndpoint, createNode, deleteEndpoint, type NodeNetns } from "../datapath/endpoint.js";
 import { IdentityAllocator, type Identity } from "../identity/allocator.js";
-import { parsePrefix, prefixString as prefixText } from "../labels/cidr.js";
+import { parseAddr, parsePrefix, prefixString as prefixText } from "../labels/cidr.js";
 import { LabelSet } from "../labels/label.js";
 import { workloadLabels } from "../labels/k8s.js";
 import { parsePolicies } from "../policy/api/index.js";
@@ -31,6 +31,12 @@ import type { Store } from "../store/store.js";
 import { buildDatapathState, type LocalEndpoint } from "./desired.js";
 import { Ipam } from "./ipam.js";
 import { KEYS, type EndpointRecordV1, type PolicyRecordV1 } from "./records.js";
+import { Observer, type ObserverParams } from "./observer.js";
+import type { FlowLookup } from "../observe/index.js";
+import type { RuleOrigin } from "../policy/types.js";
+
+/** Store keys of node addresses (setNodeAddress): `nodes/<ip>` -> {kind}. */
+const NODE_ADDRS_KEY = "nodes/";
 
 export interface AgentParams {
   readonly store: Store;
@@ -46,6 +52,13 @@ export interface AgentParams {
   readonly engine: Partial<EngineConfig>;
   /** Periodic resync of the kernel with desired state (ms; 0 = off). */
   readonly resyncMs: number;
+  /** Flow visibility; absent = no NFLOG reader, no flows. */
+  readonly observe?: {
+    readonly nodeName: string;
+    readonly ringCapacity: number;
+    readonly metricsAddress?: string;
+    readonly export?: ObserverParams["export"];
+  };
 }
 
 export interface ApplyReport {
@@ -71,6 +84,14 @@ export class Agent {
   private timer: NodeJS.Timeout | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private lastApply = { ops: 0, ms: 0, at: "" };
+  /** Rule ids in the kernel's log prefixes -> the rule elements (from the last enforced state). */
+  private readonly ruleOrigins = new Map<number, RuleOrigin>();
+  private observerRef: Observer | undefined;
+
+  /** Flows of this node (undefined when flow visibility is off). */
+  get observer(): Observer | undefined {
+    return this.observerRef;
+  }
 
   constructor(private readonly p: AgentParams) {
     this.ipam = new Ipam({ store: p.store, ipv4: p.podCidr4, ...(p.podCidr6 ? { ipv6: p.podCidr6 } : {}) });
@@ -97,6 +118,20 @@ export class Agent {
       ...(gw.ipv6 && this.p.podCidr6 ? { gateway6: gw.ipv6, podCidr6: this.p.podCidr6 } : {}),
     });
     await this.restore();
+    if (this.p.observe) {
+      this.observerRef = new Observer({
+        ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
+        group: this.p.logGroup,
+        lookup: this.flowLookup(),
+        nodeName: this.p.observe.nodeName,
+        ringCapacity: this.p.observe.ringCapacity,
+        logger: this.p.logger,
+        ...(this.p.observe.metricsAddress ? { metricsAddress: this.p.observe.metricsAddress } : {}),
+        ...(this.p.observe.export ? { export: this.p.observe.export } : {}),
+      });
+      // Before the first enforce: drops from the very first packet are seen.
+      await this.observerRef.start();
+    }
     const r = await this.enforce();
     this.p.logger.info(
       { endpoints: this.endpoints.size, policies: this.policyRecords.size, kernelOps: r.ops },
@@ -120,6 +155,48 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.chain.catch(() => undefined);
+    await this.observerRef?.stop();
+  }
+
+  /** What flows need to name endpoints, identities and rules. */
+  private flowLookup(): FlowLookup {
+    const info = (rec: EndpointRecordV1) => {
+      const ep = this.engine.getEndpoint(rec.namespace, rec.name);
+      return {
+        name: rec.name,
+        namespace: rec.namespace,
+        labels: ep ? [...ep.identity.labels].map(labelText) : [],
+        identity: ep?.identity.id ?? 0,
+      };
+    };
+    return {
+      endpointById: (id) => {
+        const rec = [...this.endpoints.values()].find((e) => e.id === id);
+        return rec ? info(rec) : undefined;
+      },
+      endpointByIp: (ip) => {
+        const rec = [...this.endpoints.values()].find((e) => e.ipv4 === ip || e.ipv6 === ip);
+        return rec ? { ...info(rec), id: rec.id } : undefined;
+      },
+      identityById: (id) => {
+        const i = this.engine.identity(id);
+        return i ? { labels: [...i.labels].map(labelText) } : undefined;
+      },
+      ipIdentity: (ip) => this.engine.ipcache.lookup(ip).identity,
+      ruleById: (id) => {
+        const o = this.ruleOrigins.get(id);
+        if (!o) return undefined;
+        return {
+          policy: {
+            kind: o.policy.kind,
+            name: o.policy.name,
+            ...(o.policy.namespace ? { namespace: o.policy.namespace } : {}),
+          },
+          path: o.path,
+          revision: this.engine.revision,
+        };
+      },
+    };
   }
 
   private serial<T>(f: () => Promise<T>): Promise<T> {
@@ -150,6 +227,10 @@ export class Agent {
         JSON.parse(kv.value) as Record<string, string>,
       );
     }
+    for (const kv of (await this.p.store.list(NODE_ADDRS_KEY)).kvs) {
+      const { kind } = JSON.parse(kv.value) as { kind: "remote-node" | "kube-apiserver" };
+      this.engine.setNodeAddress(kv.key.slice(NODE_ADDRS_KEY.length), kind);
+    }
     for (const kv of (await this.p.store.list(KEYS.endpoints)).kvs) {
       const rec = JSON.parse(kv.value) as EndpointRecordV1;
       this.endpoints.set(epKey(rec.namespace, rec.name), rec);
@@ -173,9 +254,25 @@ export class Agent {
   private async enforce(): Promise<{ ops: number; ms: number; endpointsChanged: number }> {
     const changed = this.engine.regenerate();
     await this.persistIdentities();
-    const desired = buildDatapathState(this.engine, [...this.endpoints.values()].map(localEndpoint));
+    const origins = new Map<number, RuleOrigin>();
+    const desired = buildDatapathState(
+      this.engine,
+      [...this.endpoints.values()].map(localEndpoint),
+      undefined,
+      origins,
+    );
     const r = await this.reconciler.apply(desired);
+    // Realized: only now that the kernel holds the new rule ids do flows name them.
+    this.ruleOrigins.clear();
+    for (const [id, o] of origins) this.ruleOrigins.set(id, o);
     this.lastApply = { ops: r.ops, ms: r.ms, at: new Date().toISOString() };
+    const m = this.observerRef?.metrics;
+    if (m) {
+      m.setEndpoints(this.endpoints.size);
+      m.setIdentities([...this.engine.identities()].length);
+      m.setPolicyRevision(this.engine.revision);
+      if (r.ops > 0) m.observeNftTransaction(r.ms / 1000);
+    }
     return { ops: r.ops, ms: r.ms, endpointsChanged: changed.length };
   }
 
@@ -290,10 +387,16 @@ export class Agent {
 
   // ---- endpoints ---------------------------------------------------------
 
+  /**
+   * Creates an endpoint. `ipv4` / `ipv6` ask for exact addresses from the pod
+   * CIDRs (e.g. a scenario's addresses); without them IPAM picks.
+   */
   createEndpointRequest(req: {
     name: string;
     namespace: string;
     labels: Record<string, string>;
+    ipv4?: string;
+    ipv6?: string;
   }): Promise<EndpointView> {
     return this.serial(async () => {
       validateName(req.name, "endpoint name");
@@ -306,7 +409,10 @@ export class Agent {
       }
       workloadLabels({ namespace: req.namespace, labels: req.labels }); // validates, throws LABEL_INVALID
       const id = this.nextEndpointId();
-      const addr = await this.ipam.allocate(key);
+      const addr = await this.ipam.allocate(key, {
+        ...(req.ipv4 !== undefined ? { ipv4: req.ipv4 } : {}),
+        ...(req.ipv6 !== undefined ? { ipv6: req.ipv6 } : {}),
+      });
       const rec: EndpointRecordV1 = {
         v: 1,
         name: req.name,
@@ -377,6 +483,25 @@ export class Agent {
         workloadLabels({ namespace: name, labels: { [k]: labels[k] ?? "" } });
       await this.p.store.put(KEYS.namespaces + name, JSON.stringify(labels));
       this.engine.setNamespace(name, labels);
+      await this.enforce();
+    });
+  }
+
+  /**
+   * Tells the engine that `ip` is another node (`remote-node`) or an API server
+   * backend (`kube-apiserver`), so policies on those entities apply to it.
+   * Persisted under `nodes/<ip>` and restored on start.
+   */
+  setNodeAddress(ip: string, kind: "remote-node" | "kube-apiserver"): Promise<void> {
+    return this.serial(async () => {
+      if (parseAddr(ip) === undefined) {
+        throw new MembraneError(
+          "ENDPOINT_INVALID",
+          `Cannot register node address "${ip}": not an IP address`,
+        );
+      }
+      await this.p.store.put(NODE_ADDRS_KEY + ip, JSON.stringify({ kind }));
+      this.engine.setNodeAddress(ip, kind);
       await this.enforce();
     });
   }
@@ -545,4 +670,8 @@ function validateName(s: string, what: string): void {
       `Cannot use ${what} "${String(s)}": use 1-63 lower-case letters, digits and "-", starting and ending alphanumeric`,
     );
   }
+}
+
+function labelText(l: { source: string; key: string; value: string }): string {
+  return `${l.source}:${l.key}${l.value ? "=" + l.value : ""}`;
 }

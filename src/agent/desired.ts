@@ -41,6 +41,8 @@ export function buildDatapathState(
   engine: PolicyEngine,
   endpoints: readonly LocalEndpoint[],
   opts: BuildOptions = { proxyAvailable: false, authAvailable: false },
+  /** Filled with rule id -> the rule element it stands for (what flows name). */
+  originsOut?: Map<number, RuleOrigin>,
 ): DatapathState {
   // Rule ids are assigned in sorted order, so the same policies give the same
   // ids in every agent run (a restarted agent must find nothing to change).
@@ -54,6 +56,10 @@ export function buildDatapathState(
   const rules = new Map<string, { id: number; text: string }>();
   for (const key of [...origins.keys()].sort()) {
     rules.set(key, { id: rules.size + 1, text: ruleText(origins.get(key) as RuleOrigin) });
+  }
+  if (originsOut) {
+    originsOut.clear();
+    for (const [key, r] of rules) originsOut.set(r.id, origins.get(key) as RuleOrigin);
   }
   const ruleId = (o: RuleOrigin | undefined): number => (o ? (rules.get(originKey(o))?.id ?? 0) : 0);
   const segment = (s: FlatSegment): PolicySegment => {
@@ -83,9 +89,16 @@ export function buildDatapathState(
       egress: { enforced: pol.egress.enforced, segments: pol.egress.mapState.flatten().map(segment) },
     };
   });
-  const ipcache = [...engine.ipcache.entries()]
-    .map((e) => ({ prefix: prefixString(e.prefix), identity: e.identity }))
-    .sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
+  const ipcache = [...engine.ipcache.entries()].map((e) => ({
+    prefix: prefixString(e.prefix),
+    identity: e.identity,
+  }));
+  // Dual stack: outside addresses are world-ipv4 / world-ipv6 (as the engine
+  // decides), not plain world, which the kernel falls back to.
+  if (engine.config.dualStack) {
+    ipcache.push({ prefix: "0.0.0.0/0", identity: ID.worldIPv4 }, { prefix: "::/0", identity: ID.worldIPv6 });
+  }
+  ipcache.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
   eps.sort((a, b) => a.id - b.id);
   return { ipcache, endpoints: eps, rules: [...rules.values()], hostIdentity: ID.host };
 }

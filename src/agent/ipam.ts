@@ -11,11 +11,14 @@
  * last address (IPv4 broadcast; kept free in IPv6 too for symmetry) are never
  * allocated. Allocation is idempotent per owner: asking again returns the
  * address the owner already holds, so a restarted agent can retry safely.
+ * A caller may ask for one exact address (`allocate(owner, {ipv4})`, e.g. to
+ * rebuild a scenario's addresses); it is reserved with the same compare-and-put.
  */
 import { MembraneError } from "../errors.js";
 import {
   addrString,
   familyWidth,
+  mask,
   parseAddr,
   parsePrefix,
   prefixString,
@@ -31,6 +34,12 @@ export interface IpamParams {
   ipv4: string;
   /** Optional IPv6 pod CIDR, e.g. "fd00:200::/64". */
   ipv6?: string;
+}
+
+/** Exact addresses an owner asks for; absent families are allocated as usual. */
+export interface AddressRequest {
+  readonly ipv4?: string;
+  readonly ipv6?: string;
 }
 
 export interface Allocation {
@@ -97,6 +106,59 @@ class Pool {
         hint: "many allocators are contending for few free addresses; retry",
       },
     );
+  }
+
+  /** Reserves exactly `ip` for `owner` (idempotent); refuses addresses outside the pool or held by another. */
+  async reserve(owner: string, ip: string): Promise<{ ip: string; fresh: boolean }> {
+    const a = parseAddr(ip);
+    const why =
+      a === undefined || a.family !== this.prefix.family
+        ? `it is not an IPv${this.prefix.family} address`
+        : (a.value & mask(this.prefix.family, this.prefix.bits)) !== this.prefix.addr
+          ? `it is outside ${this.cidr}`
+          : a.value === this.prefix.addr + 1n
+            ? `it is the node's gateway address of ${this.cidr}`
+            : a.value < this.first || a.value >= this.first + this.size
+              ? `it is the network or last address of ${this.cidr}`
+              : undefined;
+    if (why !== undefined || a === undefined) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot give ${owner} the address ${ip}: ${why ?? "invalid"}`,
+        {
+          hint: `ask for an address between ${addrString(this.prefix.family, this.first)} and ${addrString(this.prefix.family, this.first + this.size - 1n)}, or none to get one allocated`,
+        },
+      );
+    }
+    const canonical = addrString(this.prefix.family, a.value);
+    const used = await this.used();
+    for (const [held, o] of used) {
+      if (o === owner && held === canonical) return { ip: canonical, fresh: false };
+      if (o === owner) {
+        throw new MembraneError(
+          "ENDPOINT_INVALID",
+          `Cannot give ${owner} the address ${ip}: it already holds ${held}`,
+        );
+      }
+    }
+    const other = used.get(canonical);
+    const res =
+      other === undefined
+        ? await this.store.txn({
+            compare: [{ key: this.keyPrefix + canonical, modRevision: 0 }],
+            ops: [{ type: "put", key: this.keyPrefix + canonical, value: JSON.stringify({ owner }) }],
+          })
+        : { succeeded: false };
+    if (!res.succeeded) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot give ${owner} the address ${ip}: it is in use by ${other ?? "another endpoint"}`,
+        {
+          hint: "`membrane get endpoints` shows who holds which address",
+        },
+      );
+    }
+    return { ip: canonical, fresh: true };
   }
 
   /** The first free address at or after the last one handed out, wrapping (so freed addresses rest a while). */
@@ -185,9 +247,12 @@ export class Ipam {
     return this.v6 ? { ipv4: this.v4.gateway, ipv6: this.v6.gateway } : { ipv4: this.v4.gateway };
   }
 
-  /** Allocates (or returns the already held) addresses of `owner`, e.g. "default/web-1". */
-  allocate(owner: string): Promise<Allocation> {
-    return this.serial(() => this.allocateNow(owner));
+  /**
+   * Allocates (or returns the already held) addresses of `owner`, e.g. "default/web-1";
+   * `want` asks for exact addresses instead.
+   */
+  allocate(owner: string, want: AddressRequest = {}): Promise<Allocation> {
+    return this.serial(() => this.allocateNow(owner, want));
   }
 
   /** Frees every address `owner` holds; returns them. Freeing nothing is not an error. */
@@ -201,13 +266,22 @@ export class Ipam {
     return run;
   }
 
-  private async allocateNow(owner: string): Promise<Allocation> {
+  private async allocateNow(owner: string, want: AddressRequest): Promise<Allocation> {
     if (owner === "")
       throw new MembraneError("ENDPOINT_INVALID", "Cannot allocate an address: the owner name is empty");
-    const a4 = await this.v4.allocate(owner);
-    if (!this.v6) return { ipv4: a4.ip };
+    if (want.ipv6 !== undefined && !this.v6) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot give ${owner} the address ${want.ipv6}: the node has no IPv6 pod CIDR`,
+        { hint: "start the agent with an IPv6 pod CIDR (--pod-cidr6), or ask for an IPv4 address only" },
+      );
+    }
+    const v6 = this.v6;
+    const a4 =
+      want.ipv4 !== undefined ? await this.v4.reserve(owner, want.ipv4) : await this.v4.allocate(owner);
+    if (!v6) return { ipv4: a4.ip };
     try {
-      const a6 = await this.v6.allocate(owner);
+      const a6 = want.ipv6 !== undefined ? await v6.reserve(owner, want.ipv6) : await v6.allocate(owner);
       return { ipv4: a4.ip, ipv6: a6.ip };
     } catch (e) {
       // All or nothing: give back the IPv4 address this call took.

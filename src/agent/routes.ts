@@ -14,12 +14,16 @@
  *   GET    /v1/identities
  *   GET    /v1/ipcache
  *   GET    /v1/datapath/diff                  desired state against what the kernel holds
+ *   POST   /v1/flows           ObserveRequest  flows from the ring (one JSON array)
+ *   POST   /v1/flows/follow    ObserveRequest  the backlog, then new flows (NDJSON stream)
+ *   GET    /v1/flows/status                   ring counters (written, lost, ...)
  *
  * Request bodies are checked here, field by field, before anything runs.
  */
 import { MembraneError } from "../errors.js";
 import type { Agent } from "./agent.js";
 import type { ApiRequest, Route } from "./api/router.js";
+import type { ObserveRequest } from "../observe/index.js";
 
 function obj(req: ApiRequest): Record<string, unknown> {
   const b = req.body;
@@ -59,6 +63,46 @@ function labels(b: Record<string, unknown>, field: string): Record<string, strin
     );
   }
   return { ...(v as Record<string, string>) };
+}
+
+/** The body of a flows request: the filter the CLI compiled from its flags (checked when compiled). */
+function observeRequest(req: ApiRequest): ObserveRequest {
+  const b = obj(req);
+  const num = (k: string): number | undefined => {
+    const v = b[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
+      throw new MembraneError(
+        "API_FAILED",
+        `Cannot read the flows request: "${k}" must be a non-negative number`,
+      );
+    }
+    return v;
+  };
+  const filter = b["filter"] ?? {};
+  if (typeof filter !== "object" || filter === null || Array.isArray(filter)) {
+    throw new MembraneError("API_FAILED", 'Cannot read the flows request: "filter" must be an object');
+  }
+  const number = num("number");
+  const since = num("since");
+  const until = num("until");
+  return {
+    filter: filter as ObserveRequest["filter"],
+    follow: b["follow"] === true,
+    ...(number !== undefined ? { number } : {}),
+    ...(since !== undefined ? { since } : {}),
+    ...(until !== undefined ? { until } : {}),
+  };
+}
+
+function observerOf(agent: Agent) {
+  const o = agent.observer;
+  if (!o) {
+    throw new MembraneError("API_FAILED", "Cannot show flows: flow visibility is off on this agent", {
+      hint: "start the agent without --no-flows",
+    });
+  }
+  return o;
 }
 
 export function agentRoutes(agent: Agent): Route[] {
@@ -132,5 +176,19 @@ export function agentRoutes(agent: Agent): Route[] {
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },
     { method: "GET", path: "/v1/ipcache", handler: () => agent.ipcache() },
     { method: "GET", path: "/v1/datapath/diff", handler: async () => ({ diff: await agent.datapathDiff() }) },
+    { method: "POST", path: "/v1/flows", handler: (req) => observerOf(agent).read(observeRequest(req)) },
+    { method: "GET", path: "/v1/flows/status", handler: () => observerOf(agent).ring.stats() },
+    {
+      kind: "stream",
+      method: "POST",
+      path: "/v1/flows/follow",
+      handler: async (req, send) => {
+        const o = observerOf(agent);
+        const r = observeRequest(req);
+        for await (const rec of o.follow(r, req.signal)) {
+          if (!(await send(rec))) break;
+        }
+      },
+    },
   ];
 }

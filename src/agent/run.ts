@@ -11,7 +11,7 @@ import { EmbeddedStore } from "../store/embedded.js";
 import { EtcdStore } from "../store/etcd.js";
 import type { Store } from "../store/store.js";
 import type { EngineConfig } from "../policy/query.js";
-import { Agent } from "./agent.js";
+import { Agent, type AgentParams } from "./agent.js";
 import { ApiServer } from "./api/server.js";
 import { agentRoutes } from "./routes.js";
 
@@ -28,6 +28,8 @@ export interface AgentOptions {
   readonly engine: Partial<EngineConfig>;
   readonly logLevel: string;
   readonly resyncMs: number;
+  /** Flow visibility (NFLOG reader, flow ring, metrics, export); absent = off. */
+  readonly observe?: AgentParams["observe"];
 }
 
 export interface RunningAgent {
@@ -52,6 +54,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     logGroup: o.logGroup,
     engine: o.engine,
     resyncMs: o.resyncMs,
+    ...(o.observe ? { observe: o.observe } : {}),
   });
   try {
     await agent.start();

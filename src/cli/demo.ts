@@ -19,6 +19,7 @@ import { startAgent, type RunningAgent } from "../agent/run.js";
 import { cleanupPrefix } from "../datapath/netns.js";
 import { MembraneError } from "../errors.js";
 import { Probe } from "../probe/probe.js";
+import { filterFromFlags, formatCompact } from "../observe/index.js";
 import { originText } from "../policy/decide.js";
 import type { Decision } from "../policy/query.js";
 import { table } from "./format.js";
@@ -107,6 +108,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
         engine: {},
         logLevel: "warn",
         resyncMs: 0,
+        observe: { nodeName: node, ringCapacity: 4096 },
       },
       pino({ level: "warn" }, pino.destination(2)),
     );
@@ -169,6 +171,14 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       `  -> enforced in the kernel in ${rep.enforcedMs} ms (${rep.kernelOps} nftables changes in one transaction)\n\n`,
     );
     await attempt("Step 3: traffic under rule1:", ATTEMPTS_L3L4);
+    // The kernel's verdict log reaches the flow ring asynchronously: give it a moment.
+    await new Promise((r) => setTimeout(r, 300));
+    const drops = agent.observer?.read(filterFromFlags({ verdict: ["DROPPED"] })) ?? [];
+    o.out("Flows the kernel reported (membrane observe --verdict DROPPED):\n");
+    o.out(drops.length ? indent(drops.map((r) => formatCompact(r, {}))) + "\n\n" : "  (none)\n\n");
+    const forwarded = agent.observer?.read(filterFromFlags({ verdict: ["FORWARDED"] })) ?? [];
+    o.out("and the policy verdicts of allowed new connections (membrane observe --verdict FORWARDED):\n");
+    o.out(forwarded.length ? indent(forwarded.map((r) => formatCompact(r, {}))) + "\n\n" : "  (none)\n\n");
     const diff = await agent.datapathDiff();
     o.out(`Kernel vs desired state: ${diff.length === 0 ? "in sync" : `${diff.length} differences`}\n`);
     o.out(

@@ -15,6 +15,7 @@ import { applyCommand, datapathCommand, deleteCommand } from "./commands/apply.j
 import { demoCommand } from "./commands/demo.js";
 import { endpointCommand } from "./commands/endpoint.js";
 import { getCommand } from "./commands/get.js";
+import { observeCommand } from "./commands/observe.js";
 import { policyCommand } from "./commands/policy.js";
 import { versionCommand } from "./commands/version.js";
 import type { CliContext } from "./context.js";
@@ -31,6 +32,7 @@ Examples:
   $ membrane endpoint create deathstar --labels org=empire,class=deathstar
   $ membrane apply -f policy.yaml
   $ membrane get endpoints
+  $ membrane observe --verdict DROPPED
   $ membrane version
   $ membrane help policy test
 `;
@@ -52,6 +54,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(deleteCommand(ctx))
     .addCommand(getCommand(ctx))
     .addCommand(datapathCommand(ctx))
+    .addCommand(observeCommand(ctx))
     .addCommand(versionCommand(ctx));
   applyToAll(program, (c) =>
     c

@@ -33,7 +33,11 @@ function main(): void {
       const p = parseNetlink(msg, now);
       for (const a of p.acks) {
         if (a.errno !== 0) {
-          status({ error: `config request ${a.seq} failed with errno ${a.errno}`, errno: a.errno });
+          const why =
+            a.errno === 1
+              ? `group ${cfg.group} is bound by another reader (EPERM)`
+              : `config request ${a.seq} failed with errno ${a.errno}`;
+          status({ error: why, errno: a.errno });
           process.exit(2);
         }
         if (++acked === 2) {

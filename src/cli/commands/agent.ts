@@ -1,4 +1,5 @@
 /** `membrane agent`: run the node agent in the foreground. */
+import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { DEFAULT_SOCKET } from "../../agent/client.js";
 import { runAgent } from "../../agent/run.js";
@@ -30,6 +31,13 @@ export function agentCommand(_ctx: CliContext): Command {
         .default("always"),
     )
     .option("--resync <seconds>", "periodic kernel resync (0 = off)", "30")
+    .option("--no-flows", "do not read NFLOG events (no flows, no flow metrics)")
+    .option("--node-name <name>", "this node's name in flows", hostname())
+    .option("--flow-buffer <n>", "flows kept in memory for `membrane observe`", "16384")
+    .option("--metrics-address <host:port>", "serve Prometheus metrics on /metrics (e.g. 127.0.0.1:9962)")
+    .option("--export-file <path>", "also write flows as JSON lines to this file (rotated by size)")
+    .option("--export-max-size <MiB>", "rotate the export file at this size", "10")
+    .option("--export-max-backups <n>", "rotated export files to keep", "5")
     .addOption(
       new Option("--log-level <level>", "log level")
         .choices(["debug", "info", "warn", "error"])
@@ -46,23 +54,42 @@ Examples:
   $ sudo membrane agent --node-netns node1 --state-dir /tmp/m1 --socket /tmp/m1/agent.sock
 `,
     )
-    .action(async (o: Record<string, string | undefined>) => {
+    .action(async (o: Record<string, string | boolean | undefined>) => {
+      const str = (k: string): string | undefined => (typeof o[k] === "string" ? o[k] : undefined);
       await runAgent({
         stateDir: o["stateDir"] as string,
         socketPath: o["socket"] as string,
-        ...(o["nodeNetns"] ? { nodeNetns: o["nodeNetns"] } : {}),
+        ...(str("nodeNetns") ? { nodeNetns: str("nodeNetns") as string } : {}),
         netnsPrefix: o["netnsPrefix"] as string,
         podCidr4: o["podCidr"] as string,
-        ...(o["podCidr6"] ? { podCidr6: o["podCidr6"] } : {}),
+        ...(str("podCidr6") ? { podCidr6: str("podCidr6") as string } : {}),
         table: o["table"] as string,
         logGroup: Number(o["logGroup"]),
-        ...(o["etcd"] ? { etcd: o["etcd"].split(",") } : {}),
+        ...(str("etcd") ? { etcd: (str("etcd") as string).split(",") } : {}),
         engine: {
           policyEnforcementMode: o["policyEnforcementMode"] as "default" | "always" | "never",
           allowLocalhost: o["allowLocalhost"] as "always" | "policy",
         },
         logLevel: o["logLevel"] as string,
         resyncMs: Number(o["resync"]) * 1000,
+        ...(o["flows"] !== false
+          ? {
+              observe: {
+                nodeName: str("nodeName") ?? hostname(),
+                ringCapacity: Number(str("flowBuffer")),
+                ...(str("metricsAddress") ? { metricsAddress: str("metricsAddress") as string } : {}),
+                ...(str("exportFile")
+                  ? {
+                      export: {
+                        path: str("exportFile") as string,
+                        maxSizeBytes: Number(str("exportMaxSize")) * 2 ** 20,
+                        maxBackups: Number(str("exportMaxBackups")),
+                      },
+                    }
+                  : {}),
+              },
+            }
+          : {}),
       });
     });
 }

@@ -1,14 +1,33 @@
 /**
  * `membrane policy test FILE|DIR...`: runs scenario files against the
- * policy engine and reports every query as PASS or FAIL.
+ * policy engine and reports every query as PASS or FAIL. With --datapath the
+ * same files are built for real (agent, namespaces, nftables) and every
+ * L3/L4 query is sent as a real connection; what cannot be built is SKIPPED.
  */
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { MembraneError } from "../../errors.js";
 import { runScenarioText, type ScenarioResult } from "../../policy/scenario/index.js";
+import {
+  countDatapath,
+  datapathPrefixStem,
+  runDatapathText,
+  type DatapathScenarioResult,
+} from "../../policy/scenario/datapath.js";
 import { type CliContext, type GlobalOptions, OUTPUT_FORMATS, type OutputFormat } from "../context.js";
 import { expandScenarioPaths } from "../files.js";
-import { countResults, scenarioJson, scenarioLines, summaryLine, toJson } from "../format.js";
+import {
+  countResults,
+  errorLines,
+  flowText,
+  scenarioJson,
+  scenarioLines,
+  summaryLine,
+  table,
+  toJson,
+  verdictText,
+} from "../format.js";
 
 interface TestOptions extends GlobalOptions {
   readonly output: OutputFormat;
@@ -29,6 +48,16 @@ Examples:
   $ membrane policy test examples/                      # every *.yaml / *.yml below, sorted
   $ membrane policy test examples/ --run '^sw-'         # only scenarios whose name matches
   $ membrane policy test examples/ -o json | jq .failed
+
+With --datapath (root; needs ip, nft, ping) each scenario gets a scratch node: an
+agent started in-process, endpoints as network namespaces with the scenario's
+addresses, an outside namespace per world:/cidr: address, and every TCP, UDP
+and ICMP echo query is sent as a real connection (answered = allow, no answer
+within the timeout = deny/drop). Queries the kernel alone cannot answer (L7
+http/dns/kafka/tls, mutual authentication, DNS-learned identities, services,
+named ports, SCTP, other ICMP types) are SKIPPED with the reason, never passed;
+the run ends with "N passed, M failed, K skipped".
+  $ sudo membrane policy test --datapath examples/
 `;
 
 export function policyTestCommand(ctx: CliContext): Command {
@@ -39,18 +68,17 @@ export function policyTestCommand(ctx: CliContext): Command {
     .option("--run <regex>", "only scenarios whose name matches this regular expression")
     .option(
       "--datapath",
-      "also send each query as real packets through the kernel datapath (needs the agent)",
+      "build each scenario on a scratch node and send every L3/L4 query as real packets (root)",
     )
     .addHelpText("after", EXAMPLES)
-    .action((paths: string[], _opts: TestOptions, cmd: Command) => {
+    .action(async (paths: string[], _opts: TestOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<TestOptions>();
-      if (opts.datapath) {
-        ctx.err("membrane policy test --datapath needs the agent (not built yet)\n");
-        ctx.exitCode = 2;
-        return;
-      }
       const filter = nameFilter(opts.run);
       const files = expandScenarioPaths(paths);
+      if (opts.datapath) {
+        await runDatapath(ctx, files, opts, filter);
+        return;
+      }
       const results: ScenarioResult[] = [];
       for (const file of files) {
         const text = readFileSync(file, "utf8");
@@ -69,6 +97,80 @@ export function policyTestCommand(ctx: CliContext): Command {
       }
       ctx.exitCode = failed > 0 ? 1 : 0;
     });
+}
+
+async function runDatapath(
+  ctx: CliContext,
+  files: readonly string[],
+  opts: TestOptions,
+  filter: ((name: string) => boolean) | undefined,
+): Promise<void> {
+  datapathPreflight();
+  const stem = datapathPrefixStem();
+  const debug = opts.debug === true;
+  const results: DatapathScenarioResult[] = [];
+  for (const [i, file] of files.entries()) {
+    const text = readFileSync(file, "utf8");
+    const r = await runDatapathText(text, file, { prefix: `${stem}${i}-`, ...(filter ? { filter } : {}) });
+    if (!r) continue;
+    results.push(r);
+    // Text output streams per scenario: a datapath run takes a while.
+    if (opts.output !== "json") ctx.out([...datapathLines(r, debug), ""].join("\n") + "\n");
+  }
+  const { passed, failed, skipped } = countDatapath(results);
+  if (opts.output === "json") {
+    const scenarios = results.map((s) =>
+      s.error && !debug && s.error.stack !== undefined
+        ? { ...s, error: { ...s.error, stack: undefined } }
+        : s,
+    );
+    ctx.out(toJson({ scenarios, passed, failed, skipped }));
+  } else {
+    ctx.out(`${summaryLine(passed, failed)}, ${skipped} skipped\n`);
+  }
+  ctx.exitCode = failed > 0 ? 1 : 0;
+}
+
+/** The lines of one scenario in --datapath mode: the offline format, with SKIP lines. */
+export function datapathLines(s: DatapathScenarioResult, debug: boolean): string[] {
+  const lines = [`=== ${s.name ?? "(not loaded)"} (${s.file})`];
+  if (s.error) {
+    lines.push(...errorLines(s.error, debug).map((l, i) => (i === 0 ? `ERROR ${l}` : `      ${l}`)));
+    return lines;
+  }
+  const out = table(
+    s.results.map((r) => [
+      r.outcome.toUpperCase(),
+      flowText(r),
+      `expected=${verdictText(r.expect, r.expectHow)}`,
+      `actual=${r.actual !== undefined ? verdictText(r.actual, r.actualHow) : "-"}`,
+      `by: ${r.decidedBy.join("; ")}`,
+    ]),
+  );
+  s.results.forEach((r, i) => {
+    lines.push(out[i] ?? "");
+    if (r.outcome !== "fail") return;
+    if (r.note !== undefined) lines.push(`      note: ${r.note}`);
+    if (r.line !== undefined) lines.push(`      at: ${s.file}:${r.line} (queries[${r.index}])`);
+  });
+  return lines;
+}
+
+function datapathPreflight(): void {
+  if (process.getuid?.() !== 0) {
+    throw new MembraneError(
+      "CLI_USAGE",
+      "Cannot run policy test --datapath: it creates network namespaces and nftables tables, which needs root",
+      { hint: "run it with sudo, or drop --datapath to check the verdicts offline" },
+    );
+  }
+  for (const bin of ["ip", "nft", "ping"]) {
+    if (spawnSync("sh", ["-c", `command -v ${bin}`]).status !== 0) {
+      throw new MembraneError("CLI_USAGE", `Cannot run policy test --datapath: \`${bin}\` is not installed`, {
+        hint: "install the system packages: sudo bash scripts/install-system-deps.sh",
+      });
+    }
+  }
 }
 
 function nameFilter(run: string | undefined): ((name: string) => boolean) | undefined {

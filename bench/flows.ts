@@ -1,0 +1,123 @@
+/**
+ * Benchmark of the flow pipeline without the kernel: synthetic NFLOG
+ * datagrams (as the kernel batches them) through netlink parsing, packet
+ * decoding, enrichment, the filter, the ring and the metrics.
+ *
+ *   node dist/bench/flows.js [events]   -> one JSON line
+ *
+ * Target (issue #4): >= 50,000 flow events/s ingested. The kernel-side rate
+ * (netlink socket -> child -> parent) is measured by the root test
+ * test/observe/nflog.test.ts, which prints it.
+ */
+import type { FlowLookup } from "../src/observe/enrich.js";
+import { FlowEnricher } from "../src/observe/enrich.js";
+import { compileFilter } from "../src/observe/filter.js";
+import { FlowMetrics } from "../src/observe/metrics.js";
+import { NFULNL_MSG_PACKET, parseNetlink } from "../src/observe/nflog-msg.js";
+import { FlowRing } from "../src/observe/ring.js";
+
+function attr(type: number, value: Buffer): Buffer {
+  const b = Buffer.alloc((4 + value.length + 3) & ~3);
+  b.writeUInt16LE(4 + value.length, 0);
+  b.writeUInt16LE(type, 2);
+  value.copy(b, 4);
+  return b;
+}
+
+/** One NFULNL_MSG_PACKET: a TCP SYN from 10.0.<i> to endpoint <ep>, logged with `prefix`. */
+function message(i: number, ep: number, prefix: string, seq: number): Buffer {
+  const pkt = Buffer.alloc(40);
+  pkt.set([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, (i >> 8) & 0xff, i & 0xff, 10, 1, 0, ep]);
+  pkt.writeUInt16BE(30000 + (i % 30000), 20);
+  pkt.writeUInt16BE(80 + (i % 4), 22);
+  pkt[33] = 0x02; // SYN
+  const u32 = (v: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(v >>> 0, 0);
+    return b;
+  };
+  const body = Buffer.concat([
+    Buffer.from([2, 0, 0, 1]),
+    attr(1, Buffer.from([0x08, 0, 1, 0])),
+    attr(2, u32(1000 + (i % 50))),
+    attr(9, pkt),
+    attr(10, Buffer.from(prefix + "\0")),
+    attr(12, u32(seq)),
+  ]);
+  const h = Buffer.alloc(16);
+  h.writeUInt32LE(16 + body.length, 0);
+  h.writeUInt16LE(NFULNL_MSG_PACKET, 4);
+  return Buffer.concat([h, body]);
+}
+
+const LABELS = ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"];
+const lookup: FlowLookup = {
+  endpointById: (id) => ({ name: `web-${id}`, namespace: "default", labels: LABELS, identity: 2000 + id }),
+  identityById: (id) => ({ labels: [`k8s:app=client${id % 50}`] }),
+  ipIdentity: () => undefined,
+  ruleById: (id) => ({
+    policy: { kind: "CiliumNetworkPolicy", name: `p${id}`, namespace: "default" },
+    path: "spec.ingressDeny[0]",
+  }),
+};
+
+export async function runFlowBench(events = 200_000): Promise<Record<string, unknown>> {
+  const prefixes = ["mbr:d:e1:in:r7", "mbr:d:e2:in:def", "mbr:a:e3:out:r4", "mbr:d:e4:out:spoof"];
+  // 16 events per datagram, as the reader configures the kernel (qthreshold 16).
+  const datagrams: Buffer[] = [];
+  for (let i = 0; i < events; i += 16) {
+    const msgs = [];
+    for (let k = i; k < Math.min(i + 16, events); k++)
+      msgs.push(message(k, (k % 4) + 1, prefixes[k % 4] as string, k));
+    datagrams.push(Buffer.concat(msgs));
+  }
+  const enricher = new FlowEnricher({ lookup, nodeName: "bench" });
+  const filter = compileFilter({ denylist: [{ destination_port: ["83"] }] });
+  const ring = new FlowRing({ capacity: 65_536, nodeName: "bench" });
+  const metrics = new FlowMetrics();
+  let seqNext = 0;
+  let lost = 0;
+  let passed = 0;
+
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const now = Date.now();
+  for (let n = 0; n < events; n += 16) {
+    const d = datagrams[(n / 16) % datagrams.length] as Buffer;
+    for (const ev of parseNetlink(d, now).events) {
+      if (ev.seq !== undefined) {
+        if (ev.seq !== 0) lost += (ev.seq - seqNext) >>> 0; // seq restarts at 0 when the set replays
+        seqNext = ev.seq + 1;
+      }
+      const flow = enricher.enrich(ev);
+      if (flow === undefined) continue;
+      metrics.observeFlow(flow);
+      if (!filter(flow)) continue;
+      ring.pushFlow(flow, ev.timestampMs);
+      passed++;
+    }
+  }
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  await metrics.registry.metrics(); // a scrape, to be sure the counters are consistent
+  const st = ring.stats();
+  return {
+    bench: "flows",
+    events,
+    eventsPerSec: Math.round(events / (ms / 1000)),
+    cpuMsPer100k: +(((cpu.user + cpu.system) / 1000) * (100_000 / events)).toFixed(1),
+    wallMs: Math.round(ms),
+    passedFilter: passed,
+    kernelLost: lost,
+    ringOverwritten: st.overwritten,
+    ringLostByFollowers: st.lostByFollowers,
+    undecodable: enricher.stats.undecodable,
+    targetEventsPerSec: 50_000,
+  };
+}
+
+if (process.argv[1]?.endsWith("flows.js")) {
+  runFlowBench(process.argv[2] === undefined ? undefined : Number(process.argv[2])).then((r) =>
+    console.log(JSON.stringify(r)),
+  );
+}

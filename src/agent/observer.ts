@@ -1,0 +1,118 @@
+/**
+ * Flow visibility on the node: wiring of src/observe into the agent.
+ *
+ *   kernel NFLOG (node netns) --NflogReader--> FlowEnricher (agent's lookup)
+ *        --> FlowRing (bounded, counts losses) --> API: GET flows / follow
+ *        --> FlowMetrics (/metrics)            --> FlowExporter (JSON lines, rotated)
+ */
+import type { Logger } from "pino";
+import {
+  compileFilter,
+  FlowEnricher,
+  FlowExporter,
+  FlowMetrics,
+  FlowRing,
+  NflogReader,
+  serveMetrics,
+  type FlowFilterSet,
+  type FlowLookup,
+  type FlowRecord,
+  type MetricsServer,
+  type ObserveRequest,
+} from "../observe/index.js";
+
+export interface ObserverParams {
+  readonly netns?: string;
+  readonly group: number;
+  readonly lookup: FlowLookup;
+  readonly nodeName: string;
+  readonly ringCapacity: number;
+  readonly logger: Logger;
+  /** host:port for /metrics; absent = no metrics server. */
+  readonly metricsAddress?: string;
+  readonly export?: {
+    readonly path: string;
+    readonly maxSizeBytes: number;
+    readonly maxBackups: number;
+    readonly filter?: FlowFilterSet;
+  };
+}
+
+export class Observer {
+  readonly ring: FlowRing;
+  readonly metrics = new FlowMetrics();
+  private readonly enricher: FlowEnricher;
+  private reader: NflogReader | undefined;
+  private server: MetricsServer | undefined;
+  private exporter: FlowExporter | undefined;
+
+  constructor(private readonly p: ObserverParams) {
+    this.ring = new FlowRing({ capacity: p.ringCapacity, nodeName: p.nodeName });
+    this.enricher = new FlowEnricher({ lookup: p.lookup, nodeName: p.nodeName });
+  }
+
+  async start(): Promise<void> {
+    if (this.p.export) {
+      this.exporter = new FlowExporter({
+        path: this.p.export.path,
+        maxSizeBytes: this.p.export.maxSizeBytes,
+        maxBackups: this.p.export.maxBackups,
+        ...(this.p.export.filter ? { filter: this.p.export.filter } : {}),
+        onError: (e) => this.p.logger.error({ err: e.message }, "flow export failed"),
+      });
+      this.exporter.start();
+    }
+    this.reader = new NflogReader({
+      ...(this.p.netns !== undefined ? { netns: this.p.netns } : {}),
+      group: this.p.group,
+      onEvent: (ev) => {
+        const flow = this.enricher.enrich(ev);
+        if (!flow) return;
+        this.ring.pushFlow(flow, ev.timestampMs);
+        this.metrics.observeFlow(flow);
+        this.exporter?.write({ flow, node_name: this.p.nodeName, time: flow.time });
+      },
+      onLost: (n) => {
+        this.ring.pushLost("PERF_EVENT_RING_BUFFER", n);
+        this.metrics.lostEvents("PERF_EVENT_RING_BUFFER", n);
+      },
+      onError: (e) => this.p.logger.error({ err: e.message }, "NFLOG reader failed"),
+    });
+    await this.reader.start();
+    if (this.p.metricsAddress) {
+      const i = this.p.metricsAddress.lastIndexOf(":");
+      this.server = await serveMetrics({
+        host: this.p.metricsAddress.slice(0, i) || "127.0.0.1",
+        port: Number(this.p.metricsAddress.slice(i + 1)),
+        registry: this.metrics.registry,
+      });
+      this.p.logger.info({ address: `${this.server.host}:${this.server.port}` }, "metrics listening");
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.reader?.stop().catch(() => undefined);
+    await this.server?.close().catch(() => undefined);
+    this.exporter?.close();
+  }
+
+  /** The flows a request selects, from the ring. */
+  read(req: ObserveRequest): FlowRecord[] {
+    const filter = compileFilter(req.filter);
+    return this.ring.read({
+      filter,
+      ...(req.number !== undefined ? { number: req.number } : {}),
+      ...(req.since !== undefined ? { since: req.since } : {}),
+      ...(req.until !== undefined ? { until: req.until } : {}),
+    });
+  }
+
+  follow(req: ObserveRequest, signal: AbortSignal): AsyncGenerator<FlowRecord> {
+    return this.ring.follow({
+      filter: compileFilter(req.filter),
+      ...(req.number !== undefined ? { number: req.number } : {}),
+      ...(req.since !== undefined ? { since: req.since } : {}),
+      signal,
+    });
+  }
+}

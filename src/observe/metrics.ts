@@ -1,0 +1,249 @@
+/**
+ * Prometheus metrics: Hubble's flow metrics and the agent's own, on an
+ * explicit prom-client Registry (never the global one), served over HTTP.
+ *
+ *   Flow --FlowMetrics.observeFlow--> hubble_flows_processed_total, hubble_drop_total,
+ *                                     hubble_policy_verdicts_total, hubble_port_distribution_total
+ *   agent --setX()/observeX()-------> membrane_endpoints, membrane_identities, membrane_policy_revision,
+ *                                     membrane_policy_apply_to_enforced_seconds, membrane_nft_transaction_duration_seconds
+ *   loss --lostEvents---------------> hubble_lost_events_total
+ *   serveMetrics({host, port, registry}) --> GET /metrics (text format 0.0.4)
+ *
+ * Label sets are Hubble's: flows {type, subtype, verdict, protocol}; drops
+ * {reason, protocol}; policy verdicts {direction, match, action}; ports
+ * {protocol, port}; lost events {source}.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { MembraneError } from "../errors.js";
+import { EVENT_TYPE, l4Ports, l4Protocol, POLICY_MATCH, type Flow, type LostEventSource } from "./flow.js";
+
+export interface FlowMetricsParams {
+  /** Registry to register on; a new one when absent. */
+  registry?: Registry;
+}
+
+const TYPE_NAMES: Readonly<Record<number, string>> = {
+  [EVENT_TYPE.drop]: "Drop",
+  [EVENT_TYPE.trace]: "Trace",
+  [EVENT_TYPE.policyVerdict]: "PolicyVerdict",
+  [EVENT_TYPE.l7]: "L7",
+};
+const MATCH_NAMES = new Map<number, string>(
+  Object.entries(POLICY_MATCH).map(([k, v]) => [v, k.toLowerCase()]),
+);
+
+/**
+ * Per-flow counting without prom-client's per-call label hashing: counts live
+ * in a Map keyed by the joined label values and reach the Counter when it is
+ * collected (at scrape time).
+ */
+class Tally<L extends string> {
+  private readonly counts = new Map<string, { labels: Record<L, string>; n: number; reported: number }>();
+  constructor(private readonly counter: Counter<L>) {}
+  inc(key: string, labels: () => Record<L, string>): void {
+    const e = this.counts.get(key);
+    if (e !== undefined) e.n++;
+    else this.counts.set(key, { labels: labels(), n: 1, reported: 0 });
+  }
+  flush(): void {
+    for (const e of this.counts.values()) {
+      if (e.n > e.reported) this.counter.inc(e.labels, e.n - e.reported);
+      e.reported = e.n;
+    }
+  }
+}
+
+export class FlowMetrics {
+  readonly registry: Registry;
+  private readonly flows: Tally<"type" | "subtype" | "verdict" | "protocol">;
+  private readonly drops: Tally<"reason" | "protocol">;
+  private readonly verdicts: Tally<"direction" | "match" | "action">;
+  private readonly ports: Tally<"protocol" | "port">;
+  private readonly lost: Counter<"source">;
+  private readonly endpoints: Gauge;
+  private readonly identities: Gauge;
+  private readonly revision: Gauge;
+  private readonly applyToEnforced: Histogram;
+  private readonly nftTx: Histogram;
+
+  constructor(params: FlowMetricsParams = {}) {
+    const r = params.registry ?? new Registry();
+    this.registry = r;
+    const registers = [r];
+    const tallies: Tally<string>[] = [];
+    // Each tallied counter flushes every tally at collect time (one scrape = one flush).
+    const flushAll = (): void => tallies.forEach((t) => t.flush());
+    const tally = <L extends string>(cfg: { name: string; help: string; labelNames: L[] }): Tally<L> => {
+      const t = new Tally<L>(new Counter<L>({ ...cfg, registers, collect: flushAll }));
+      tallies.push(t as unknown as Tally<string>);
+      return t;
+    };
+    this.flows = tally({
+      name: "hubble_flows_processed_total",
+      help: "Total number of flows processed",
+      labelNames: ["type", "subtype", "verdict", "protocol"],
+    });
+    this.drops = tally({
+      name: "hubble_drop_total",
+      help: "Number of drops",
+      labelNames: ["reason", "protocol"],
+    });
+    this.verdicts = tally({
+      name: "hubble_policy_verdicts_total",
+      help: "Number of policy verdict events",
+      labelNames: ["direction", "match", "action"],
+    });
+    this.ports = tally({
+      name: "hubble_port_distribution_total",
+      help: "Numbers of packets distributed by destination port",
+      labelNames: ["protocol", "port"],
+    });
+    this.lost = new Counter({
+      name: "hubble_lost_events_total",
+      help: "Number of lost events",
+      labelNames: ["source"],
+      registers,
+    });
+    this.endpoints = new Gauge({
+      name: "membrane_endpoints",
+      help: "Endpoints managed by the agent",
+      registers,
+    });
+    this.identities = new Gauge({
+      name: "membrane_identities",
+      help: "Security identities allocated",
+      registers,
+    });
+    this.revision = new Gauge({
+      name: "membrane_policy_revision",
+      help: "Policy revision enforced",
+      registers,
+    });
+    this.applyToEnforced = new Histogram({
+      name: "membrane_policy_apply_to_enforced_seconds",
+      help: "Time from a policy change being accepted to the kernel enforcing it",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.nftTx = new Histogram({
+      name: "membrane_nft_transaction_duration_seconds",
+      help: "Duration of nftables transactions",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
+  }
+
+  /** Counts one flow in every Hubble metric it belongs to. */
+  observeFlow(f: Flow): void {
+    const protocol = l4Protocol(f.l4) ?? (f.l7?.http ? "HTTP" : f.l7?.dns ? "DNS" : "");
+    const et = f.event_type.type;
+    const type = TYPE_NAMES[et] ?? String(et);
+    const subtype = et === EVENT_TYPE.l7 ? (f.l7?.http ? "HTTP" : f.l7?.dns ? "DNS" : "") : "";
+    const verdict = f.verdict;
+    this.flows.inc(`${type}|${subtype}|${verdict}|${protocol}`, () => ({ type, subtype, verdict, protocol }));
+    if (verdict === "DROPPED") {
+      const reason = f.drop_reason_desc ?? "DROP_REASON_UNKNOWN";
+      this.drops.inc(`${reason}|${protocol}`, () => ({ reason, protocol }));
+    }
+    if (et === EVENT_TYPE.policyVerdict) {
+      const direction = f.traffic_direction.toLowerCase();
+      const match = MATCH_NAMES.get(f.policy_match_type ?? 0) ?? "none";
+      const action = verdict.toLowerCase();
+      this.verdicts.inc(`${direction}|${match}|${action}`, () => ({ direction, match, action }));
+    }
+    const ports = l4Ports(f.l4);
+    if (ports !== undefined && f.is_reply !== true) {
+      const port = ports.destination_port;
+      this.ports.inc(`${protocol}|${port}`, () => ({ protocol, port: String(port) }));
+    }
+  }
+
+  lostEvents(source: LostEventSource, n: number): void {
+    if (n > 0) this.lost.inc({ source }, n);
+  }
+
+  setEndpoints(n: number): void {
+    this.endpoints.set(n);
+  }
+  setIdentities(n: number): void {
+    this.identities.set(n);
+  }
+  setPolicyRevision(n: number): void {
+    this.revision.set(n);
+  }
+  observeApplyToEnforced(seconds: number): void {
+    this.applyToEnforced.observe(seconds);
+  }
+  observeNftTransaction(seconds: number): void {
+    this.nftTx.observe(seconds);
+  }
+}
+
+export interface MetricsServer {
+  readonly host: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `GET /metrics` from `registry` on host:port (port 0 = any free port).
+ * Only GET and HEAD of /metrics answer; no CORS headers, so browsers on other
+ * origins cannot read it.
+ */
+export function serveMetrics(params: {
+  host: string;
+  port: number;
+  registry: Registry;
+}): Promise<MetricsServer> {
+  const { registry } = params;
+  const server: Server = createServer((req, res) => {
+    res.setHeader("X-Content-Type-Options", "nosniff");
+    res.setHeader("Cache-Control", "no-store");
+    const path = (req.url ?? "").split("?")[0];
+    if (path !== "/metrics") {
+      res.writeHead(404, { "Content-Type": "text/plain; charset=utf-8" }).end("not found; try /metrics\n");
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res
+        .writeHead(405, { Allow: "GET, HEAD", "Content-Type": "text/plain; charset=utf-8" })
+        .end("method not allowed\n");
+      return;
+    }
+    registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { "Content-Type": registry.contentType });
+        res.end(req.method === "HEAD" ? undefined : text);
+      },
+      (e: unknown) => {
+        res
+          .writeHead(500, { "Content-Type": "text/plain; charset=utf-8" })
+          .end(`metrics failed: ${String(e)}\n`);
+      },
+    );
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", (e) =>
+      reject(
+        new MembraneError(
+          "METRICS_SERVE_FAILED",
+          `Cannot serve metrics on ${params.host}:${params.port}: ${e.message}`,
+          {
+            hint: "Choose a free address with the metrics address setting.",
+            cause: e,
+          },
+        ),
+      ),
+    );
+    server.listen(params.port, params.host, () => {
+      const a = server.address() as AddressInfo;
+      resolve({
+        host: a.address,
+        port: a.port,
+        close: () => new Promise((done) => server.close(() => done())),
+      });
+    });
+  });
+}

@@ -1,0 +1,194 @@
+/**
+ * The agent's flow ring: a bounded buffer of the most recent records with
+ * sequence numbers, read by last N / since / until, or followed live.
+ *
+ *   push(flow | lost) --> [seq 1041 .. seq 1040+capacity]  --read({number, since, until, filter})--> FlowRecord[]
+ *                                                         \--follow({...})--> AsyncIterable<FlowRecord>
+ *
+ * The ring never blocks a writer: when full, the oldest record is
+ * overwritten. A follower that reads slower than the writer is lapped; it
+ * then gets a `{lost_events: {source: "HUBBLE_RING_BUFFER", num_events_lost}}`
+ * record in its stream saying how many records it missed, and continues from
+ * the oldest one still held. Losses before the ring (the kernel's NFLOG
+ * queue) come in as lost_events records through pushLost().
+ */
+import { isFlowRecord, type Flow, type FlowRecord, type LostEventSource } from "./flow.js";
+
+export interface FlowRingParams {
+  /** Records held (at least 1). */
+  capacity: number;
+  nodeName?: string;
+}
+
+export interface ReadOptions {
+  /** Only the last N matching records. */
+  number?: number;
+  /** ms since the epoch, inclusive. */
+  since?: number;
+  /** ms since the epoch, inclusive. */
+  until?: number;
+  /** Flow predicate; lost_events records always pass. */
+  filter?: (f: Flow) => boolean;
+}
+
+export interface FollowOptions extends ReadOptions {
+  /** Ends the iteration. */
+  signal?: AbortSignal;
+}
+
+export interface RingStats {
+  capacity: number;
+  size: number;
+  /** Records ever pushed (the last seq). */
+  written: number;
+  /** Records overwritten because the ring was full. */
+  overwritten: number;
+  /** Events lost before the ring, as reported through pushLost(). */
+  lostUpstream: number;
+  /** Records followers missed because they were lapped (summed over followers). */
+  lostByFollowers: number;
+}
+
+interface Slot {
+  seq: number;
+  ms: number;
+  rec: FlowRecord;
+}
+
+export class FlowRing {
+  private readonly slots: (Slot | undefined)[];
+  private readonly capacity: number;
+  private readonly nodeName: string | undefined;
+  private seq = 0;
+  private lostUpstream = 0;
+  private lostByFollowers = 0;
+  private waiters: (() => void)[] = [];
+
+  constructor(params: FlowRingParams) {
+    if (!Number.isInteger(params.capacity) || params.capacity < 1)
+      throw new RangeError(`FlowRing capacity must be a positive integer, got ${params.capacity}`);
+    this.capacity = params.capacity;
+    this.slots = new Array<Slot | undefined>(params.capacity);
+    this.nodeName = params.nodeName;
+  }
+
+  private push(rec: FlowRecord, ms: number): void {
+    const seq = ++this.seq;
+    this.slots[seq % this.capacity] = { seq, ms, rec };
+    if (this.waiters.length > 0) {
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  /** Appends a record as it is (replaying saved records). */
+  pushRecord(rec: FlowRecord, ms: number): void {
+    this.push(rec, ms);
+  }
+
+  /** Appends a flow; `ms` is its time (parsed from flow.time when absent). */
+  pushFlow(flow: Flow, ms: number = Date.parse(flow.time)): void {
+    const node = flow.node_name ?? this.nodeName;
+    this.push(
+      node === undefined ? { flow, time: flow.time } : { flow, node_name: node, time: flow.time },
+      ms,
+    );
+  }
+
+  /** Records that `n` events were lost before reaching the ring. */
+  pushLost(source: LostEventSource, n: number, ms: number = Date.now()): void {
+    if (n <= 0) return;
+    this.lostUpstream += n;
+    const time = new Date(ms).toISOString();
+    const lost = { source, num_events_lost: n };
+    this.push(
+      this.nodeName === undefined
+        ? { lost_events: lost, time }
+        : { lost_events: lost, node_name: this.nodeName, time },
+      ms,
+    );
+  }
+
+  stats(): RingStats {
+    return {
+      capacity: this.capacity,
+      size: Math.min(this.seq, this.capacity),
+      written: this.seq,
+      overwritten: Math.max(0, this.seq - this.capacity),
+      lostUpstream: this.lostUpstream,
+      lostByFollowers: this.lostByFollowers,
+    };
+  }
+
+  /** Oldest seq still held. */
+  private oldest(): number {
+    return Math.max(1, this.seq - this.capacity + 1);
+  }
+
+  private matches(s: Slot, o: ReadOptions): boolean {
+    if (o.since !== undefined && s.ms < o.since) return false;
+    if (o.until !== undefined && s.ms > o.until) return false;
+    return o.filter === undefined || !isFlowRecord(s.rec) || o.filter(s.rec.flow);
+  }
+
+  /** The held records matching `o`, oldest first; with `number`, only the last N of them. */
+  read(o: ReadOptions = {}): FlowRecord[] {
+    return this.backlog(o).map((s) => s.rec);
+  }
+
+  private backlog(o: ReadOptions): Slot[] {
+    const out: Slot[] = [];
+    const want = o.number ?? Infinity;
+    for (let q = this.seq; q >= this.oldest() && out.length < want; q--) {
+      const s = this.slots[q % this.capacity];
+      if (s !== undefined && s.seq === q && this.matches(s, o)) out.push(s);
+    }
+    return out.reverse();
+  }
+
+  /**
+   * The backlog (as read(); with neither number nor since it is empty, as
+   * `hubble observe --follow`), then every new matching record as it comes.
+   */
+  async *follow(o: FollowOptions = {}): AsyncGenerator<FlowRecord> {
+    const { number: _n, until: _u, signal, ...live } = o;
+    const first =
+      o.number === undefined && o.since === undefined
+        ? []
+        : this.backlog({ ...live, ...(_n === undefined ? {} : { number: _n }) });
+    for (const s of first) yield s.rec;
+    let next = this.seq + 1;
+    let wake: (() => void) | undefined;
+    const onAbort = (): void => wake?.();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      while (signal?.aborted !== true) {
+        if (next > this.seq) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            this.waiters.push(resolve);
+          });
+          continue;
+        }
+        const oldest = this.oldest();
+        if (next < oldest) {
+          const missed = oldest - next;
+          this.lostByFollowers += missed;
+          next = oldest;
+          const time = new Date().toISOString();
+          const lost = { source: "HUBBLE_RING_BUFFER" as const, num_events_lost: missed };
+          yield this.nodeName === undefined
+            ? { lost_events: lost, time }
+            : { lost_events: lost, node_name: this.nodeName, time };
+          continue;
+        }
+        const s = this.slots[next % this.capacity];
+        next++;
+        if (s !== undefined && this.matches(s, live)) yield s.rec;
+      }
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * A scratch node for one scenario of `policy test --datapath`: an agent
+ * started in-process (temp state dir and socket), the scenario's namespaces,
+ * policies and endpoints applied through it, one namespace per outside
+ * address, and a probe process in every namespace traffic starts or ends in.
+ *
+ *   <prefix>node          the node (agent's nftables table, routes)
+ *   <prefix>ep<id>        endpoints (created by the agent, the scenario's addresses)
+ *   <prefix>o<k>          outside addresses (world:, cidr:, remote-node:, kube-apiserver:),
+ *                         wired like an endpoint but unknown to the agent
+ *
+ * destroy() stops the probes and the agent and removes every namespace under
+ * the prefix and the temp directory; it is safe to call twice.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { startAgent, type RunningAgent } from "../../agent/run.js";
+import { cleanupPrefix, createEndpoint } from "../../datapath/index.js";
+import { parseAddr } from "../../labels/cidr.js";
+import { readNflogInNetns, type NflogEvent } from "../../observe/nflog.js";
+import { decodePacket } from "../../observe/packet.js";
+import { Probe } from "../../probe/probe.js";
+import type { NodeCidrs, QueryPlan, Side } from "./datapath-plan.js";
+import type { Scenario } from "./types.js";
+
+export interface ScratchNodeParams {
+  /** Unique name prefix of every namespace of this node, e.g. `mbpk3x93-`. */
+  readonly prefix: string;
+  readonly scenario: Scenario;
+  /** The `policies` text of the scenario file, applied through the agent as one file. */
+  readonly policiesText: string;
+  readonly cidrs: NodeCidrs;
+}
+
+/** What one query's connection did: the probe's result, and the drop log the kernel wrote for it. */
+export interface Observation {
+  /** "ok", "timeout", or an errno such as ECONNREFUSED. */
+  readonly result: string;
+  /** NFLOG prefix of the drop (`mbr:d:e3:in:def`) when the kernel logged one for this flow. */
+  readonly drop?: string;
+}
+
+const LOG_GROUP = 1;
+/** How long to wait for a drop log after a timeout (NFLOG batches up to 50 ms). */
+const DROP_LOG_WAIT_MS = 150;
+
+export class ScratchNode {
+  private nflog: { stop: () => void } | undefined;
+  private readonly drops: { prefix: string; dst: bigint; dport?: number; proto: number }[] = [];
+  private running: RunningAgent | undefined;
+  private dir: string | undefined;
+  private readonly probes = new Map<string, Probe>();
+  private readonly listening = new Set<string>();
+  private readonly outside = new Map<string, string>();
+  private readonly nodeAddrs = new Set<string>();
+  private readonly endpointNetns = new Map<string, string>();
+  private destroyed = false;
+  private starting: Promise<void> | undefined;
+
+  constructor(private readonly p: ScratchNodeParams) {}
+
+  get nodeNetns(): string {
+    return `${this.p.prefix}node`;
+  }
+
+  /** Starts the agent and builds the scenario's world (call destroy() also when this throws). */
+  start(): Promise<void> {
+    this.starting = this.build();
+    return this.starting;
+  }
+
+  private async build(): Promise<void> {
+    const { scenario: s, cidrs } = this.p;
+    this.dir = await mkdtemp(join(tmpdir(), "membrane-policy-test-"));
+    this.running = await startAgent(
+      {
+        stateDir: join(this.dir, "state"),
+        socketPath: join(this.dir, "agent.sock"),
+        nodeNetns: this.nodeNetns,
+        netnsPrefix: this.p.prefix,
+        podCidr4: cidrs.podCidr4,
+        ...(cidrs.podCidr6 !== undefined ? { podCidr6: cidrs.podCidr6 } : {}),
+        table: "membrane",
+        logGroup: LOG_GROUP,
+        engine: s.config,
+        logLevel: "silent",
+        resyncMs: 0,
+      },
+      pino({ level: "silent" }),
+    );
+    this.nflog = await readNflogInNetns(this.nodeNetns, LOG_GROUP, (e) => this.onLog(e));
+    const agent = this.running.agent;
+    const namespaces = new Map(s.namespaces);
+    for (const e of s.endpoints) if (!namespaces.has(e.namespace)) namespaces.set(e.namespace, {});
+    for (const [name, labels] of namespaces) await agent.setNamespaceLabels(name, { ...labels });
+    if (this.p.policiesText.trim() !== "") await agent.applyPolicies(this.p.policiesText, s.file);
+    // Endpoints with every address given go first, so that an address IPAM picks for one
+    // without (an IPv6 address on a dual-stack node) cannot take one the scenario names.
+    const complete = (e: (typeof s.endpoints)[number]): boolean =>
+      cidrs.podCidr6 === undefined || e.ips.length > 1;
+    const ordered = [...s.endpoints.filter(complete), ...s.endpoints.filter((e) => !complete(e))];
+    for (const e of ordered) {
+      const v4 = e.ips.find((ip) => parseAddr(ip)?.family === 4);
+      const v6 = e.ips.find((ip) => parseAddr(ip)?.family === 6);
+      const view = await agent.createEndpointRequest({
+        name: e.name,
+        namespace: e.namespace,
+        labels: { ...e.labels },
+        ...(v4 !== undefined ? { ipv4: v4 } : {}),
+        ...(v6 !== undefined ? { ipv6: v6 } : {}),
+      });
+      this.endpointNetns.set(`${e.namespace}/${e.name}`, view.netns);
+    }
+  }
+
+  /** Registers another node's or an API server's address with the agent (once per address). */
+  async nodeAddress(ip: string, kind: "remote-node" | "kube-apiserver"): Promise<void> {
+    if (this.nodeAddrs.has(ip) || !this.running) return;
+    this.nodeAddrs.add(ip);
+    await this.running.agent.setNodeAddress(ip, kind);
+  }
+
+  /** Sends the query's connection; on a timeout, looks for the kernel's drop log of it. */
+  async send(plan: QueryPlan, timeoutMs: number): Promise<Observation> {
+    if (this.destroyed) throw new Error("the scratch node was torn down (interrupted)");
+    const src = await this.probe(plan.from);
+    const dst = plan.kind === "ping" ? undefined : await this.probe(plan.to);
+    const port = plan.port ?? 0;
+    if (dst && plan.kind !== "ping") {
+      const key = `${dst.netns}|${plan.kind}/${port}`;
+      if (!this.listening.has(key)) {
+        await dst.listen(plan.kind, port);
+        this.listening.add(key);
+      }
+    }
+    const mark = this.drops.length;
+    const result =
+      plan.kind === "ping"
+        ? await src.ping(plan.address, timeoutMs)
+        : plan.kind === "tcp"
+          ? await src.tcp(plan.address, port, timeoutMs)
+          : await src.udp(plan.address, port, timeoutMs);
+    if (result !== "timeout") return { result };
+    const proto = plan.kind === "tcp" ? 6 : plan.kind === "udp" ? 17 : plan.family === 4 ? 1 : 58;
+    const want = parseAddr(plan.address)?.value;
+    const match = (): string | undefined =>
+      this.drops
+        .slice(mark)
+        .find((d) => d.dst === want && d.proto === proto && (plan.kind === "ping" || d.dport === port))
+        ?.prefix;
+    for (let waited = 0; match() === undefined && waited < DROP_LOG_WAIT_MS; waited += 10) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const drop = match();
+    return drop !== undefined ? { result, drop } : { result };
+  }
+
+  private onLog(e: NflogEvent): void {
+    if (!e.prefix.startsWith("mbr:d:")) return;
+    const p = decodePacket(e.packet);
+    if (!p.ok) return;
+    const dst = parseAddr(p.IP.destination)?.value;
+    if (dst === undefined) return;
+    const l4 = p.l4;
+    const ports = l4 && "TCP" in l4 ? l4.TCP : l4 && "UDP" in l4 ? l4.UDP : undefined;
+    this.drops.push({
+      prefix: e.prefix,
+      dst,
+      proto: p.proto,
+      ...(ports ? { dport: ports.destination_port } : {}),
+    });
+  }
+
+  private async probe(side: Side): Promise<Probe> {
+    const netns = await this.netnsOf(side);
+    let p = this.probes.get(netns);
+    if (!p) {
+      p = Probe.start(netns);
+      this.probes.set(netns, p);
+    }
+    return p;
+  }
+
+  private async netnsOf(side: Side): Promise<string> {
+    switch (side.kind) {
+      case "host":
+        return this.nodeNetns;
+      case "endpoint": {
+        const ns = this.endpointNetns.get(side.key);
+        if (ns === undefined) throw new Error(`no namespace for endpoint ${side.key}`);
+        return ns;
+      }
+      case "outside": {
+        const known = this.outside.get(side.ip);
+        if (known !== undefined) return known;
+        const k = this.outside.size + 1;
+        const netns = `${this.p.prefix}o${k}`;
+        const { gateway4, gateway6 } = this.p.cidrs;
+        const v6 = parseAddr(side.ip)?.family === 6;
+        // An outside address is wired like an endpoint (veth, /32 route in the node, default
+        // route back via the node), but the agent does not know it: its traffic is world to
+        // the datapath, or whatever identity the ipcache gives the address.
+        await createEndpoint({
+          node: {
+            netns: this.nodeNetns,
+            gateway4,
+            ...(gateway6 !== undefined ? { gateway6 } : {}),
+          },
+          name: `outside ${side.ip}`,
+          netns,
+          hostIfname: `mbo${k}`,
+          ...(v6 ? { ipv6: side.ip } : { ipv4: side.ip }),
+        });
+        this.outside.set(side.ip, netns);
+        return netns;
+      }
+    }
+  }
+
+  /** Stops probes and agent, removes every namespace of the prefix and the temp directory. */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    // A destroy from a signal handler may come while start() is half way: let it settle
+    // first, or the agent would go on creating namespaces and files after the cleanup.
+    await this.starting?.catch(() => undefined);
+    this.nflog?.stop();
+    for (const p of this.probes.values()) p.stop();
+    this.probes.clear();
+    await this.running?.stop().catch(() => undefined);
+    await cleanupPrefix(this.p.prefix).catch(() => undefined);
+    if (this.dir !== undefined) await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}

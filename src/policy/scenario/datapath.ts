@@ -1,0 +1,263 @@
+/**
+ * `membrane policy test --datapath`: the same scenario files built for real.
+ *
+ *   scenario --offline engine (ScenarioSession)--> Decision per query
+ *            --planQuery--> skip (reason) | QueryPlan
+ *            --ScratchNode (agent in-process, netns per endpoint / outside address)-->
+ *              probe connects: "ok" = allow, "timeout" = deny (drop)  --compare with expect-->
+ *   DatapathScenarioResult (pass | fail | skip per query)
+ *
+ * Queries the kernel alone cannot answer (L7, authentication, DNS identities,
+ * ...) are SKIPPED with a reason, never passed. Every scratch node is torn
+ * down in `finally`, and on SIGINT/SIGTERM while a run is in progress.
+ */
+import { randomBytes } from "node:crypto";
+import { parse as parseYaml } from "yaml";
+import type { DenyHow } from "../query.js";
+import { ScenarioSession } from "./session.js";
+import { compare, toScenarioError } from "./run.js";
+import { parseScenario } from "./load.js";
+import {
+  dnsAddresses,
+  nodeCidrs,
+  outsideProblem,
+  planQuery,
+  scenarioSkipReason,
+  type PlanContext,
+  type QueryPlan,
+} from "./datapath-plan.js";
+import { type Observation, ScratchNode, type ScratchNodeParams } from "./datapath-node.js";
+import { parsePeer } from "./peer.js";
+import type { QueryResult, Scenario, ScenarioError } from "./types.js";
+
+export type DatapathOutcome = "pass" | "fail" | "skip";
+
+export interface DatapathQueryResult extends Omit<QueryResult, "actual" | "actualHow" | "pass"> {
+  readonly outcome: DatapathOutcome;
+  /** What the kernel did; absent when skipped. */
+  readonly actual?: "allow" | "deny";
+  readonly actualHow?: DenyHow;
+  /** The probe's raw result: ok, timeout, or an errno such as ECONNREFUSED. */
+  readonly observed?: string;
+  /** NFLOG prefix of the kernel's drop log for a denied connection (`mbr:d:e3:in:def`). */
+  readonly dropLog?: string;
+  readonly skipReason?: string;
+  /** The offline engine's verdict for the same query. */
+  readonly offline: { readonly verdict: "allow" | "deny"; readonly how?: DenyHow };
+}
+
+export interface DatapathScenarioResult {
+  readonly file: string;
+  readonly name?: string;
+  readonly results: readonly DatapathQueryResult[];
+  /** Set when the file is invalid or the node could not be built; counts as one failure. */
+  readonly error?: ScenarioError;
+  readonly ms?: number;
+}
+
+export interface DatapathOptions {
+  /** Connect / answer timeout per query in ms (default 400). */
+  readonly timeoutMs?: number;
+  /** Namespace name prefix; default `mbp<4 random><index>-`. */
+  readonly prefix?: string;
+  readonly filter?: (name: string) => boolean;
+}
+
+/** A run-wide random stem; scenario i uses `<stem><i>-`. */
+export function datapathPrefixStem(): string {
+  return "mbp" + randomBytes(3).readUIntBE(0, 3).toString(36).slice(0, 4).padStart(4, "0");
+}
+
+/** Loads and runs a scenario file on a scratch node; failures become the result's `error`. */
+export async function runDatapathText(
+  text: string,
+  file: string,
+  opts: DatapathOptions = {},
+): Promise<DatapathScenarioResult | undefined> {
+  let name: string | undefined;
+  const t0 = performance.now();
+  try {
+    const s = parseScenario(text, file);
+    name = s.name;
+    if (opts.filter && !opts.filter(s.name)) return undefined;
+    const results = await runDatapathScenario(s, policiesText(text), opts);
+    return { file, name, results, ms: Math.round(performance.now() - t0) };
+  } catch (e) {
+    return { file, ...(name !== undefined ? { name } : {}), results: [], error: toScenarioError(e) };
+  }
+}
+
+/** The raw `policies` block of a scenario file (the agent parses it itself, as `membrane apply` would). */
+function policiesText(text: string): string {
+  const doc = parseYaml(text) as { policies?: unknown } | null;
+  return typeof doc?.policies === "string" ? doc.policies : "";
+}
+
+interface Prepared {
+  readonly offline: QueryResult;
+  readonly plan: QueryPlan | { skip: string };
+  /** remote-node / kube-apiserver addresses this query makes known (offline does it in prepare). */
+  readonly nodeAddrs: readonly { ip: string; kind: "remote-node" | "kube-apiserver" }[];
+}
+
+/** Runs one loaded scenario. Throws when the scenario cannot be prepared or its node built. */
+export async function runDatapathScenario(
+  s: Scenario,
+  policies: string,
+  opts: DatapathOptions = {},
+): Promise<DatapathQueryResult[]> {
+  const cidrs = nodeCidrs(s);
+  const ctx: PlanContext = { scenario: s, cidrs, dnsIps: dnsAddresses(s) };
+  const session = new ScenarioSession({ world: s });
+  const scenarioSkip = scenarioSkipReason(s, cidrs);
+  const prepared: Prepared[] = s.queries.map((q) => {
+    const flow = session.prepare(q, {
+      file: s.file,
+      prefix: `queries[${q.index}].`,
+      ...(q.line ? { line: q.line } : {}),
+    });
+    const d = session.engine.decide(flow);
+    const nodeAddrs = [q.from, q.to].flatMap((t) => {
+      const p = parsePeer(t);
+      return !("error" in p) && (p.kind === "remote-node" || p.kind === "kube-apiserver")
+        ? [{ ip: p.ip, kind: p.kind }]
+        : [];
+    });
+    return {
+      offline: compare(q, d),
+      plan: scenarioSkip !== undefined ? { skip: scenarioSkip } : planQuery(q, d, ctx),
+      nodeAddrs,
+    };
+  });
+  if (prepared.every((p) => "skip" in p.plan))
+    return prepared.map((p) => skipped(p.offline, (p.plan as { skip: string }).skip));
+
+  const node = await buildNode({
+    prefix: opts.prefix ?? `${datapathPrefixStem()}0-`,
+    scenario: s,
+    policiesText: policies,
+    cidrs,
+  });
+  try {
+    const out: DatapathQueryResult[] = [];
+    for (const p of prepared) {
+      for (const a of p.nodeAddrs)
+        if (outsideProblem(a.ip, ctx) === undefined) await node.nodeAddress(a.ip, a.kind);
+      if ("skip" in p.plan) out.push(skipped(p.offline, p.plan.skip));
+      else
+        out.push(
+          observedResult(p.offline, await node.send(p.plan, opts.timeoutMs ?? 400), opts.timeoutMs ?? 400),
+        );
+    }
+    return out;
+  } finally {
+    await destroyNode(node);
+  }
+}
+
+function base(o: QueryResult): Omit<DatapathQueryResult, "outcome"> {
+  const { actual, actualHow, pass: _pass, ...rest } = o;
+  return {
+    ...rest,
+    decidedBy: [],
+    offline: { verdict: actual, ...(actualHow !== undefined ? { how: actualHow } : {}) },
+  };
+}
+
+function skipped(o: QueryResult, reason: string): DatapathQueryResult {
+  return { ...base(o), outcome: "skip", skipReason: reason, decidedBy: [`skipped: ${reason}`] };
+}
+
+/**
+ * Compares what the kernel did with the expectation. "ok" = allow; "timeout" with a drop log
+ * for the flow = deny/drop; anything else (a timeout nothing logged, ECONNREFUSED, ...) is a
+ * harness error, never a verdict: the packet was lost or answered outside the policy.
+ */
+export function observedResult(o: QueryResult, seen: Observation, timeoutMs: number): DatapathQueryResult {
+  const engineVerdict = o.actual === "deny" && o.actualHow !== undefined ? `deny/${o.actualHow}` : o.actual;
+  const engine = `engine: ${engineVerdict} (${o.decidedBy.join("; ")})`;
+  const observed = seen.result;
+  if (observed !== "ok" && (observed !== "timeout" || seen.drop === undefined)) {
+    const why =
+      observed === "ECONNREFUSED"
+        ? "connection refused: the packet got through but nothing listened"
+        : observed === "timeout"
+          ? `no answer within ${timeoutMs} ms and no drop logged: the packet was lost outside the policy`
+          : observed;
+    return { ...base(o), outcome: "fail", observed, decidedBy: [`kernel: harness error: ${why}`, engine] };
+  }
+  const actual = observed === "ok" ? "allow" : "deny";
+  const pass =
+    o.expect === actual && (actual === "allow" || o.expectHow === undefined || o.expectHow === "drop");
+  const kernel = actual === "allow" ? "kernel: answered" : `kernel: dropped (${seen.drop ?? ""})`;
+  return {
+    ...base(o),
+    outcome: pass ? "pass" : "fail",
+    actual,
+    ...(actual === "deny" ? { actualHow: "drop" as const } : {}),
+    observed,
+    ...(seen.drop !== undefined ? { dropLog: seen.drop } : {}),
+    decidedBy: [kernel, engine],
+  };
+}
+
+// ---- teardown on signals -----------------------------------------------------
+
+const live = new Set<ScratchNode>();
+let onSignal: ((sig: NodeJS.Signals) => void) | undefined;
+/** Set by SIGINT/SIGTERM: no new scratch node is built while the live ones are torn down. */
+let interrupted = false;
+
+async function buildNode(p: ScratchNodeParams): Promise<ScratchNode> {
+  if (!onSignal) {
+    onSignal = (sig) => {
+      interrupted = true;
+      void Promise.all([...live].map((n) => n.destroy())).finally(() =>
+        process.exit(sig === "SIGINT" ? 130 : 143),
+      );
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  }
+  if (interrupted) throw new Error("interrupted");
+  // Known before it is built, so that a signal during the build removes what exists so far.
+  const n = new ScratchNode(p);
+  live.add(n);
+  try {
+    await n.start();
+  } catch (e) {
+    await destroyNode(n);
+    throw e;
+  }
+  return n;
+}
+
+async function destroyNode(n: ScratchNode): Promise<void> {
+  await n.destroy();
+  live.delete(n);
+  if (live.size === 0 && onSignal) {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    onSignal = undefined;
+  }
+}
+
+/** Counts for the summary line: an unloadable or unbuildable file counts as one failure. */
+export function countDatapath(all: readonly DatapathScenarioResult[]): {
+  passed: number;
+  failed: number;
+  skipped: number;
+} {
+  let passed = 0;
+  let failed = 0;
+  let skippedN = 0;
+  for (const s of all) {
+    if (s.error) failed++;
+    for (const r of s.results) {
+      if (r.outcome === "pass") passed++;
+      else if (r.outcome === "fail") failed++;
+      else skippedN++;
+    }
+  }
+  return { passed, failed, skipped: skippedN };
+}
