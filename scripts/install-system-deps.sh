@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages Membrane uses at run time and in its tests. Idempotent.
-#   nftables, iproute2, conntrack  the datapath (nft, ip, conntrack events)
-#   socat, iputils-ping, netcat    real TCP/UDP/SCTP/ICMP traffic in tests and the demo
-#   etcd-server, etcd-client       the multi-host store backend and its contract tests
+#   nftables, iproute2             the datapath (nft, ip)
+#   socat, iputils-ping            real packets in tests (raw sends, ping)
+#   iperf3                         throughput benchmark (npm run bench)
+#   etcd-server                    the multi-host store backend and its contract tests
 #   prometheus                     promtool, to check the metrics exposition in tests
 set -euo pipefail
-PKGS=(nftables iproute2 conntrack socat iputils-ping etcd-server etcd-client)
+PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

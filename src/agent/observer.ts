@@ -90,6 +90,11 @@ export class Observer {
     }
   }
 
+  /** Where /metrics is served (host:port), once started. */
+  get metricsAddress(): string | undefined {
+    return this.server ? `${this.server.host}:${this.server.port}` : undefined;
+  }
+
   async stop(): Promise<void> {
     await this.reader?.stop().catch(() => undefined);
     await this.server?.close().catch(() => undefined);

@@ -1,0 +1,145 @@
+/**
+ * Flows from real packets through the agent: every drop names its reason and,
+ * for a policy drop, the policy; allowed connections name the allowing rule;
+ * metrics pass promtool. Root only.
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { startAgent, type RunningAgent } from "../../src/agent/run.js";
+import { cleanupPrefix } from "../../src/datapath/netns.js";
+import { filterFromFlags, isFlowRecord, type Flow } from "../../src/observe/index.js";
+import { Probe } from "../../src/probe/probe.js";
+
+const skip = process.getuid?.() !== 0 ? "needs root (network namespaces, nftables, NFLOG)" : undefined;
+
+const POLICY = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: api-ingress, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: web}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {app: web}}]
+    toPorts: [{ports: [{port: "22", protocol: TCP}]}]
+`;
+
+async function settle(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 400));
+}
+
+describe("flows through the agent (root)", { skip }, () => {
+  test(
+    "drops carry reason and policy, allows name the rule, metrics pass promtool",
+    { timeout: 60_000 },
+    async () => {
+      const prefix = "mbf" + randomBytes(2).toString("hex");
+      const dir = await mkdtemp(join(tmpdir(), "membrane-flows-"));
+      let running: RunningAgent | undefined;
+      const probes: Probe[] = [];
+      try {
+        running = await startAgent(
+          {
+            stateDir: join(dir, "state"),
+            socketPath: join(dir, "agent.sock"),
+            nodeNetns: `${prefix}-node`,
+            netnsPrefix: `${prefix}-`,
+            podCidr4: "10.202.0.0/24",
+            table: "membrane",
+            logGroup: 7,
+            engine: {},
+            logLevel: "error",
+            resyncMs: 0,
+            observe: { nodeName: "node-a", ringCapacity: 1024, metricsAddress: "127.0.0.1:0" },
+          },
+          pino({ level: "error" }),
+        );
+        const agent = running.agent;
+        const api = await agent.createEndpointRequest({
+          name: "api",
+          namespace: "default",
+          labels: { app: "api" },
+        });
+        const web = await agent.createEndpointRequest({
+          name: "web",
+          namespace: "default",
+          labels: { app: "web" },
+        });
+        const other = await agent.createEndpointRequest({
+          name: "other",
+          namespace: "default",
+          labels: { app: "other" },
+        });
+        await agent.applyPolicies(POLICY, "policy.yaml");
+        const pApi = Probe.start(api.netns);
+        const pWeb = Probe.start(web.netns);
+        const pOther = Probe.start(other.netns);
+        probes.push(pApi, pWeb, pOther);
+        for (const port of [80, 22, 443]) await pApi.listen("tcp", port);
+
+        assert.equal(await pWeb.tcp(api.ipv4, 80), "ok");
+        assert.equal(await pWeb.tcp(api.ipv4, 22), "timeout");
+        assert.equal(await pOther.tcp(api.ipv4, 80), "timeout");
+        await settle();
+
+        const flows = (verdict: string): Flow[] =>
+          (agent.observer?.read(filterFromFlags({ verdict: [verdict] })) ?? [])
+            .filter(isFlowRecord)
+            .map((r) => r.flow);
+        const dropped = flows("DROPPED");
+        const denyRule = dropped.find((f) => tcpPort(f) === 22);
+        assert.ok(denyRule, JSON.stringify(dropped));
+        assert.equal(denyRule.source?.pod_name, "web");
+        assert.equal(denyRule.destination?.pod_name, "api");
+        assert.equal(denyRule.traffic_direction, "INGRESS");
+        assert.equal(denyRule.drop_reason_desc, "POLICY_DENY");
+        assert.deepEqual(
+          denyRule.ingress_denied_by?.map((p) => [p.kind, p.namespace, p.name]),
+          [["CiliumNetworkPolicy", "default", "api-ingress"]],
+        );
+        const defaultDeny = dropped.find((f) => f.source?.pod_name === "other");
+        assert.ok(defaultDeny, JSON.stringify(dropped));
+        assert.equal(defaultDeny.drop_reason_desc, "POLICY_DENIED");
+        assert.equal(defaultDeny.ingress_denied_by, undefined);
+
+        const allowed = flows("FORWARDED").find((f) => tcpPort(f) === 80);
+        assert.ok(allowed);
+        assert.deepEqual(
+          allowed.ingress_allowed_by?.map((p) => p.name),
+          ["api-ingress"],
+        );
+
+        // Metrics: exposition passes promtool and counts the drops.
+        const text = await (await fetch(`http://${metricsAddress(agent)}/metrics`)).text();
+        assert.match(text, /^hubble_drop_total\{.*\} [1-9]/m);
+        assert.match(text, /^hubble_flows_processed_total\{.*\} [1-9]/m);
+        if (spawnSync("sh", ["-c", "command -v promtool"]).status === 0) {
+          const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
+          assert.equal(r.status, 0, r.stdout + r.stderr);
+        }
+      } finally {
+        for (const p of probes) p.stop();
+        await running?.stop();
+        await cleanupPrefix(prefix);
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
+
+function metricsAddress(agent: RunningAgent["agent"]): string {
+  const a = agent.observer?.metricsAddress;
+  assert.ok(a, "metrics server not started");
+  return a;
+}
+
+function tcpPort(f: Flow): number | undefined {
+  return f.l4 && "TCP" in f.l4 ? f.l4.TCP.destination_port : undefined;
+}
