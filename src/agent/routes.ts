@@ -17,13 +17,16 @@
  *   POST   /v1/flows           ObserveRequest  flows from the ring (one JSON array)
  *   POST   /v1/flows/follow    ObserveRequest  the backlog, then new flows (NDJSON stream)
  *   GET    /v1/flows/status                   ring counters (written, lost, ...)
+ *   POST   /v1/why             ObserveRequest  explain the latest matching drop, propose a fix
  *
  * Request bodies are checked here, field by field, before anything runs.
  */
 import { MembraneError } from "../errors.js";
 import type { Agent } from "./agent.js";
 import type { ApiRequest, Route } from "./api/router.js";
-import type { ObserveRequest } from "../observe/index.js";
+import { isFlowRecord, type Flow, type ObserveRequest } from "../observe/index.js";
+import type { FlowQuery, PeerRef } from "../policy/query.js";
+import { explainDrop } from "../policy/why.js";
 
 function obj(req: ApiRequest): Record<string, unknown> {
   const b = req.body;
@@ -105,6 +108,25 @@ function observerOf(agent: Agent) {
   return o;
 }
 
+/** The connection a flow stands for, as the policy core asks it. */
+export function flowQuery(f: Flow): FlowQuery | undefined {
+  const peer = (e: Flow["source"], ip: string | undefined): PeerRef | undefined =>
+    e?.pod_name
+      ? { kind: "endpoint", name: e.pod_name, namespace: e.namespace ?? "default" }
+      : ip
+        ? { kind: "ip", ip }
+        : undefined;
+  const from = peer(f.source, f.IP?.source);
+  const to = peer(f.destination, f.IP?.destination);
+  const l4 = f.l4;
+  if (!from || !to || !l4) return undefined;
+  if ("TCP" in l4) return { from, to, proto: "TCP", port: l4.TCP.destination_port };
+  if ("UDP" in l4) return { from, to, proto: "UDP", port: l4.UDP.destination_port };
+  if ("SCTP" in l4) return { from, to, proto: "SCTP", port: l4.SCTP.destination_port };
+  if ("ICMPv4" in l4) return { from, to, proto: "ICMP", icmpType: l4.ICMPv4.type };
+  return { from, to, proto: "ICMPv6", icmpType: l4.ICMPv6.type };
+}
+
 export function agentRoutes(agent: Agent): Route[] {
   return [
     { method: "GET", path: "/v1/status", handler: () => agent.status() },
@@ -179,6 +201,29 @@ export function agentRoutes(agent: Agent): Route[] {
     { method: "POST", path: "/v1/flows", handler: (req) => observerOf(agent).read(observeRequest(req)) },
     { method: "GET", path: "/v1/flows/status", handler: () => observerOf(agent).ring.stats() },
     {
+      method: "POST",
+      path: "/v1/why",
+      handler: (req) => {
+        const r = observeRequest(req);
+        const drops = observerOf(agent)
+          .read({ ...r, number: 1, filter: { ...r.filter, allowlist: withVerdict(r.filter.allowlist) } })
+          .filter(isFlowRecord);
+        const flow = drops[drops.length - 1]?.flow;
+        if (!flow) {
+          throw new MembraneError("API_FAILED", "Cannot explain a drop: no recent dropped flow matches", {
+            hint: "`membrane observe --verdict DROPPED` lists recent drops; loosen the filter",
+          });
+        }
+        const q = flowQuery(flow);
+        if (!q)
+          throw new MembraneError(
+            "API_FAILED",
+            "Cannot explain that drop: the flow has no addresses or ports",
+          );
+        return { flow, query: q, ...explainDrop(agent.engine, q) };
+      },
+    },
+    {
       kind: "stream",
       method: "POST",
       path: "/v1/flows/follow",
@@ -191,4 +236,12 @@ export function agentRoutes(agent: Agent): Route[] {
       },
     },
   ];
+}
+
+/** Adds verdict DROPPED to every allow filter (or makes one). */
+function withVerdict(
+  list: ObserveRequest["filter"]["allowlist"],
+): NonNullable<ObserveRequest["filter"]["allowlist"]> {
+  const base = list && list.length > 0 ? list : [{}];
+  return base.map((f) => ({ ...f, verdict: ["DROPPED"] }));
 }

@@ -91,6 +91,7 @@ export class PolicyEngine {
   readonly config: EngineConfig;
   private readonly allocator: IdentityAllocatorLike;
   private readonly services = new Map<string, ResolvedService>();
+  private readonly serviceSpecs = new Map<string, ServiceSpec>();
   readonly cache: SelectorCache;
   readonly ipcache: IPCache;
   private readonly namespaces = new Map<string, Readonly<Record<string, string>>>();
@@ -252,6 +253,7 @@ export class PolicyEngine {
       prefixes: (spec.ips ?? []).map((ip) => hostPrefix(ip)).filter((p): p is Prefix => p !== undefined),
     };
     this.services.set(`${spec.namespace}/${spec.name}`, svc);
+    this.serviceSpecs.set(`${spec.namespace}/${spec.name}`, spec);
     this.syncOutsideIdentities();
     this.markChanged(this.cache.refreshAll());
     this.bump();
@@ -540,6 +542,24 @@ export class PolicyEngine {
 
   identities(): Iterable<Identity> {
     return this.cache.allIdentities();
+  }
+
+  /**
+   * An independent engine with the same inputs (namespaces, services, nodes,
+   * DNS answers, endpoints, policies): for "what if" questions that must not
+   * touch this one.
+   */
+  fork(): PolicyEngine {
+    const f = new PolicyEngine({ config: this.config });
+    for (const [name, labels] of this.namespaces) f.setNamespace(name, labels);
+    for (const s of this.serviceSpecs.values()) f.upsertService(s);
+    for (const [ip, id] of this.nodeAddrs) {
+      f.setNodeAddress(ip, id === ID.host ? "host" : id === ID.remoteNode ? "remote-node" : "kube-apiserver");
+    }
+    for (const [ip, names] of this.dnsNames) for (const name of names) f.observeDns({ name, ips: [ip] });
+    for (const ep of this.endpoints.values()) f.upsertEndpoint(ep.spec);
+    for (const p of this.policies.values()) f.upsertPolicy(p);
+    return f;
   }
 
   // ---- questions ---------------------------------------------------------
