@@ -66,13 +66,13 @@ export function buildDatapathState(
     const needsMissing =
       s.verdict === "allow" &&
       ((s.redirect && !opts.proxyAvailable) || (s.authRequired && !opts.authAvailable));
-    const origin = s.verdict === "deny" ? s.derivedFrom.find((o) => o.deny) : s.derivedFrom[0];
+    const origin = s.verdict !== "allow" ? s.derivedFrom.find((o) => o.deny) : s.derivedFrom[0];
     return {
       identity: s.identity,
       proto: s.proto,
       lo: s.lo,
       hi: s.hi,
-      action: s.verdict === "deny" || needsMissing ? "deny" : "allow",
+      action: s.verdict === "deny" || needsMissing ? "deny" : s.verdict,
       ruleId: ruleId(origin ?? s.derivedFrom[0]),
     };
   };
@@ -85,8 +85,16 @@ export function buildDatapathState(
       ...(ep.ipv4 !== undefined ? { ipv4: ep.ipv4 } : {}),
       ...(ep.ipv6 !== undefined ? { ipv6: ep.ipv6 } : {}),
       identity: pol.endpoint.identity.id,
-      ingress: { enforced: pol.ingress.enforced, segments: pol.ingress.mapState.flatten().map(segment) },
-      egress: { enforced: pol.egress.enforced, segments: pol.egress.mapState.flatten().map(segment) },
+      ingress: {
+        enforced: pol.ingress.enforced,
+        ...(pol.ingress.auditDefault ? { auditDefault: true } : {}),
+        segments: pol.ingress.mapState.flatten().map(segment),
+      },
+      egress: {
+        enforced: pol.egress.enforced,
+        ...(pol.egress.auditDefault ? { auditDefault: true } : {}),
+        segments: pol.egress.mapState.flatten().map(segment),
+      },
     };
   });
   const ipcache = [...engine.ipcache.entries()].map((e) => ({

@@ -41,6 +41,7 @@
  *          | inv (conntrack state invalid, e.g. an echo-reply without request)
  *   e.g. "mbr:d:e12:in:r7". parseLogPrefix() reads it back.
  * NFLOG prefix of an allowed new connection (policy verdict): `mbr:a:e<id>:<dir>:r<ruleId>`.
+ * NFLOG prefix of an audit-mode would-be drop (let through): `mbr:u:e<id>:<dir>:<r<ruleId>|def>`.
  */
 import { MembraneError } from "../errors.js";
 import { parseAddr } from "../labels/cidr.js";
@@ -68,6 +69,11 @@ export function logPrefix(endpointId: number, dir: Direction, reason: LogReason)
       ? `r${reason.ruleId}`
       : { default: "def", spoof: "spoof", invalid: "inv" }[reason.kind];
   return `mbr:d:e${endpointId}:${dir}:${r}`;
+}
+
+/** An audit-mode would-be drop: the drop prefix with `u` for `d`; the packet goes on. */
+export function auditPrefix(endpointId: number, dir: Direction, reason: `r${number}` | "def"): string {
+  return `mbr:u:e${endpointId}:${dir}:${reason}`;
 }
 
 /**
@@ -174,7 +180,21 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       const policy = dir === "in" ? ep.ingress : ep.egress;
       const denyChains = new Map<number, NftChain>();
       const allowChains = new Map<number, NftChain>();
+      const auditChains = new Map<number, NftChain>();
       const verdict = (s: { action: string; ruleId: number }): string => {
+        if (s.action === "audit") {
+          // Audit mode: log what a deny would have dropped, then let it through (return).
+          const name = `${base}_u${s.ruleId}`;
+          if (!auditChains.has(s.ruleId)) {
+            const rule = log(auditPrefix(ep.id, dir, `r${s.ruleId}`));
+            const text = ruleText.get(s.ruleId);
+            auditChains.set(s.ruleId, {
+              name,
+              rules: [text === undefined ? rule : `${rule} comment "${commentText(text)}"`],
+            });
+          }
+          return `goto ${name}`;
+        }
         if (s.action === "allow") {
           // A new connection the policy allows: log the verdict (Hubble's policy-verdict
           // event) and return, so the other endpoint's direction still has its say.
@@ -246,9 +266,12 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
         ...lookupRules(base),
       );
       if (policy.enforced) rules.push(`${log(logPrefix(ep.id, dir, { kind: "default" }))} drop`);
+      else if (policy.auditDefault) rules.push(log(auditPrefix(ep.id, dir, "def")));
       chains.push(
         { name: base, rules },
-        ...[...denyChains.values(), ...allowChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
+        ...[...denyChains.values(), ...allowChains.values(), ...auditChains.values()].sort((a, b) =>
+          a.name < b.name ? -1 : 1,
+        ),
       );
     }
     egressEp.push({ key: [ep.hostIfname], value: `jump e${ep.id}_out` });

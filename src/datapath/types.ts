@@ -15,7 +15,8 @@ export interface PolicySegment {
   /** Inclusive port range (ICMP: type range, 0-255). */
   lo: number;
   hi: number;
-  action: "allow" | "deny";
+  /** audit: let through, logged as a would-be drop (policies in audit mode). */
+  action: "allow" | "deny" | "audit";
   /** Index into DatapathState.rules, for logs (0 = none). */
   ruleId: number;
 }
@@ -23,6 +24,8 @@ export interface PolicySegment {
 export interface DirectionPolicy {
   /** Default deny: traffic no segment matches is dropped. Otherwise it is accepted. */
   enforced: boolean;
+  /** Not enforced, but an audit-mode policy would be: unmatched traffic is accepted and logged as audit. */
+  auditDefault?: boolean;
   segments: PolicySegment[];
 }
 

@@ -121,7 +121,35 @@ function side(
       },
     };
   }
+  if (r.verdict === "audit") {
+    return {
+      policy,
+      lookup: r,
+      decision: {
+        ...base,
+        enforced,
+        verdict: "allow",
+        decidedBy: [],
+        matchType: matchType(r.entries),
+        audit: { reason: "policy-denied", decidedBy: origins(r.entries) },
+      },
+    };
+  }
   if (r.verdict === "none") {
+    if (!enforced && policy.auditDefault) {
+      return {
+        policy,
+        lookup: r,
+        decision: {
+          ...base,
+          enforced,
+          verdict: "allow",
+          decidedBy: [],
+          matchType: "none",
+          audit: { reason: "default-deny", decidedBy: [] },
+        },
+      };
+    }
     const verdict = enforced ? "deny" : "allow";
     return {
       policy,
@@ -242,7 +270,9 @@ export function explainFlow(engine: PolicyEngine, q: FlowQuery): { decision: Dec
     if (s.policy.rules.length === 0) steps.push(`  no rule selects ${who}`);
     for (const r of s.policy.rules)
       steps.push(`  selected by ${r.policy.kind} ${policyRefString(r.policy)} (${r.path})`);
-    steps.push(`  ${dir} enforced: ${s.policy.enforced ? "yes" : "no"}${enforcedWhy(engine, s.policy, dir)}`);
+    steps.push(
+      `  ${dir} enforced: ${s.policy.enforced ? "yes" : s.policy.auditDefault ? "audit only" : "no"}${enforcedWhy(engine, s.policy, dir)}`,
+    );
     const remoteIdent = remote.identity;
     for (const r of s.policy.rules) {
       const elements = dir === "ingress" ? [...r.ingress, ...r.ingressDeny] : [...r.egress, ...r.egressDeny];
@@ -298,6 +328,11 @@ function elementText(
 
 function verdictText(s: Side): string {
   const d = s.decision;
+  if (d.audit) {
+    return d.audit.reason === "default-deny"
+      ? "AUDIT: would be denied by default deny (an audit-mode policy enables it); let through and recorded"
+      : `AUDIT: would be denied by ${d.audit.decidedBy.map(originText).join(", ")} (audit mode); let through and recorded`;
+  }
   if (d.verdict === "allow") {
     const by = d.decidedBy.map(originText).join(", ");
     const extra = d.l7 ? `, L7 ${d.l7.parser} allowed the request` : "";

@@ -317,6 +317,7 @@ export class PolicyEngine {
       this.cache.remove(key);
     }
     this.rulesCache = undefined;
+    this.auditCache = undefined;
     this.syncOutsideIdentities();
     this.bump();
   }
@@ -335,6 +336,15 @@ export class PolicyEngine {
       for (const k of old) this.cache.remove(k);
     }
     return this.rulesCache;
+  }
+
+  private auditCache: Set<Rule> | undefined;
+  /** Rules of policies in audit mode. */
+  private auditRules(): Set<Rule> {
+    if (!this.auditCache || this.rulesCache === undefined) {
+      this.auditCache = new Set([...this.policies.values()].filter((p) => p.audit).flatMap((p) => p.rules));
+    }
+    return this.auditCache;
   }
 
   /** Rules selecting an identity as subject, in repository order. */
@@ -463,6 +473,7 @@ export class PolicyEngine {
         [...this.endpoints.values()]
           .filter((e) => e.identity.id === id)
           .flatMap((e) => e.spec.namedPorts ?? []),
+      isAudit: (rule) => this.auditRules().has(rule),
       identitiesWithNamedPorts: () =>
         new Set(
           [...this.endpoints.values()]

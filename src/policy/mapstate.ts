@@ -10,6 +10,7 @@
  * every other view (the flattened kernel segments, traces, flows) follows:
  *
  *   1. any matching deny entry            -> deny (deny beats allow, whatever the specificity)
+ *      only deny entries of audit-mode policies match -> audit (let through, recorded)
  *   2. else any matching allow entry      -> allow
  *        L7: the L7 entries on exactly this (protocol, port) apply; their rules are ORed.
  *            An allow WITHOUT L7 on the same exact (protocol, port) for a peer that matches
@@ -43,12 +44,16 @@ export interface MapStateEntry {
   readonly deny: boolean;
   readonly l7?: L7Spec;
   readonly auth?: AuthMode;
+  /** A deny from a policy in audit mode: recorded, not enforced. */
+  readonly audit?: true;
   readonly derivedFrom: readonly RuleOrigin[];
 }
 
 export type LookupResult =
   | { readonly verdict: "none" }
   | { readonly verdict: "deny"; readonly entries: readonly MapStateEntry[] }
+  /** Only deny rules of audit-mode policies match: let through, recorded as AUDIT. */
+  | { readonly verdict: "audit"; readonly entries: readonly MapStateEntry[] }
   | {
       readonly verdict: "allow";
       readonly entries: readonly MapStateEntry[];
@@ -134,7 +139,7 @@ export interface FlatSegment {
   readonly proto: number;
   readonly lo: number;
   readonly hi: number;
-  readonly verdict: "allow" | "deny";
+  readonly verdict: "allow" | "deny" | "audit";
   /** The connection is redirected to the proxy (L7 rules apply). */
   readonly redirect: boolean;
   readonly authRequired: boolean;
@@ -143,8 +148,10 @@ export interface FlatSegment {
 
 function resolveMatching(matching: MapStateEntry[], proto: number, port: number): LookupResult {
   if (matching.length === 0) return { verdict: "none" };
-  const denies = matching.filter((e) => e.deny);
+  const denies = matching.filter((e) => e.deny && !e.audit);
   if (denies.length > 0) return { verdict: "deny", entries: denies };
+  const audited = matching.filter((e) => e.deny);
+  if (audited.length > 0) return { verdict: "audit", entries: audited };
   const l7s = matching.filter((e) => e.l7 !== undefined);
   const authEntry = matching.find((e) => e.auth === "required" || e.auth === "test-always-fail");
   const auth = authEntry?.auth;

@@ -134,6 +134,11 @@ export interface DirectionDecision {
   /** Set when the connection is redirected to the L7 proxy in this direction. */
   readonly l7?: { readonly parser: "http" | "dns" | "kafka" | "tls"; readonly verdict: "allow" | "deny" };
   readonly auth?: AuthMode;
+  /**
+   * Set when an audit-mode policy would have denied this direction: the
+   * connection passes (verdict allow) and is recorded as AUDIT.
+   */
+  readonly audit?: { readonly reason: DenyReason; readonly decidedBy: readonly RuleOrigin[] };
 }
 
 export interface Decision {

@@ -30,6 +30,8 @@ export interface ResolveContext {
   namedPortsOf(identity: number): readonly NamedPort[];
   /** Every identity that has endpoints with named ports (egress named ports to a wildcard peer). */
   identitiesWithNamedPorts(): Iterable<number>;
+  /** Whether the rule's policy is in audit mode (its drops are recorded, not enforced). */
+  isAudit(rule: Rule): boolean;
 }
 
 export interface Subject {
@@ -41,6 +43,8 @@ export interface Subject {
 export interface DirectionPolicy {
   readonly direction: Direction;
   readonly enforced: boolean;
+  /** Not enforced, but an audit-mode policy would put it in default deny: record what it would drop. */
+  readonly auditDefault: boolean;
   /** Rules that select the subject (for explanations), in repository order. */
   readonly rules: readonly Rule[];
   readonly mapState: MapState;
@@ -66,8 +70,18 @@ export function resolveDirection(
   const mode = ctx.config.policyEnforcementMode;
   const mapState = new MapState();
   const keys: string[] = [];
-  if (mode === "never") return { direction, enforced: false, rules: selecting, mapState, selectorKeys: keys };
-  const enforced = mode === "always" || selecting.some((r) => r.defaultDeny[direction]);
+  if (mode === "never") {
+    return {
+      direction,
+      enforced: false,
+      auditDefault: false,
+      rules: selecting,
+      mapState,
+      selectorKeys: keys,
+    };
+  }
+  const enforced = mode === "always" || selecting.some((r) => r.defaultDeny[direction] && !ctx.isAudit(r));
+  const auditDefault = !enforced && selecting.some((r) => r.defaultDeny[direction] && ctx.isAudit(r));
 
   const allowOf = (r: Rule): readonly RuleElement[] => (direction === "ingress" ? r.ingress : r.egress);
   const denyOf = (r: Rule): readonly RuleElement[] =>
@@ -81,7 +95,7 @@ export function resolveDirection(
   // origins are collected in place (mutable until the MapState is built).
   const merged = new Map<string, { entry: MapStateEntry; from: RuleOrigin[]; l7?: L7Spec }>();
   const put = (e: MapStateEntry): void => {
-    const k = `${e.identity}/${e.proto}/${e.lo}/${e.hi}/${e.deny}/${e.l7?.parser ?? "-"}/${e.auth ?? "-"}`;
+    const k = `${e.identity}/${e.proto}/${e.lo}/${e.hi}/${e.deny}/${e.audit ?? "-"}/${e.l7?.parser ?? "-"}/${e.auth ?? "-"}`;
     const old = merged.get(k);
     if (!old) {
       merged.set(
@@ -95,6 +109,7 @@ export function resolveDirection(
   };
 
   for (const rule of selecting) {
+    const audit = ctx.isAudit(rule);
     for (const [elements, deny] of [
       [allowOf(rule), false],
       [denyOf(rule), true],
@@ -108,20 +123,21 @@ export function resolveDirection(
             let entry: MapStateEntry = { identity: id, ...base };
             if (!deny && key.l7) entry = { ...entry, l7: key.l7 };
             if (!deny && el.auth && el.auth !== "disabled") entry = { ...entry, auth: el.auth };
+            if (deny && audit) entry = { ...entry, audit: true };
             put(entry);
           }
         }
       }
     }
   }
-  if (enforced && direction === "ingress" && ctx.config.allowLocalhost === "always") {
+  if ((enforced || auditDefault) && direction === "ingress" && ctx.config.allowLocalhost === "always") {
     put({ identity: ID.host, proto: 0, lo: 0, hi: 65535, deny: false, derivedFrom: [LOCALHOST_ORIGIN] });
   }
   for (const m of merged.values()) {
     const e: MapStateEntry = { ...m.entry, derivedFrom: m.from };
     mapState.add(m.l7 ? { ...e, l7: m.l7 } : e);
   }
-  return { direction, enforced, rules: selecting, mapState, selectorKeys: keys };
+  return { direction, enforced, auditDefault, rules: selecting, mapState, selectorKeys: keys };
 }
 
 /** Identities an element's peers select; 0 alone stands for "every identity". */

@@ -35,7 +35,95 @@ async function settle(): Promise<void> {
   await new Promise((r) => setTimeout(r, 400));
 }
 
+const AUDIT_POLICY = POLICY.replace(
+  "metadata: {name: api-ingress, namespace: default}",
+  'metadata: {name: api-ingress, namespace: default, annotations: {policy.membrane.io/audit: "true"}}',
+);
+
+async function withAgent(
+  body: (agent: RunningAgent["agent"], probes: Probe[]) => Promise<void>,
+  metricsAddress?: string,
+): Promise<void> {
+  const prefix = "mbf" + randomBytes(2).toString("hex");
+  const dir = await mkdtemp(join(tmpdir(), "membrane-flows-"));
+  let running: RunningAgent | undefined;
+  const probes: Probe[] = [];
+  try {
+    running = await startAgent(
+      {
+        stateDir: join(dir, "state"),
+        socketPath: join(dir, "agent.sock"),
+        nodeNetns: `${prefix}-node`,
+        netnsPrefix: `${prefix}-`,
+        podCidr4: "10.202.0.0/24",
+        table: "membrane",
+        logGroup: 7,
+        engine: {},
+        logLevel: "error",
+        resyncMs: 0,
+        observe: { nodeName: "node-a", ringCapacity: 1024, ...(metricsAddress ? { metricsAddress } : {}) },
+      },
+      pino({ level: "error" }),
+    );
+    await body(running.agent, probes);
+  } finally {
+    for (const p of probes) p.stop();
+    await running?.stop();
+    await cleanupPrefix(prefix);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe("flows through the agent (root)", { skip }, () => {
+  test(
+    "audit mode: would-be drops pass and are recorded as AUDIT with the policy",
+    { timeout: 60_000 },
+    async () => {
+      await withAgent(async (agent, probes) => {
+        const api = await agent.createEndpointRequest({
+          name: "api",
+          namespace: "default",
+          labels: { app: "api" },
+        });
+        const web = await agent.createEndpointRequest({
+          name: "web",
+          namespace: "default",
+          labels: { app: "web" },
+        });
+        const other = await agent.createEndpointRequest({
+          name: "other",
+          namespace: "default",
+          labels: { app: "other" },
+        });
+        await agent.applyPolicies(AUDIT_POLICY, "audit.yaml");
+        const [pApi, pWeb, pOther] = [
+          Probe.start(api.netns),
+          Probe.start(web.netns),
+          Probe.start(other.netns),
+        ];
+        probes.push(pApi, pWeb, pOther);
+        for (const port of [80, 22]) await pApi.listen("tcp", port);
+        assert.equal(await pWeb.tcp(api.ipv4, 22), "ok", "the audit policy's deny lets it through");
+        assert.equal(await pOther.tcp(api.ipv4, 80), "ok", "audit-only default deny lets it through");
+        await settle();
+        const audits = (agent.observer?.read(filterFromFlags({ verdict: ["AUDIT"] })) ?? [])
+          .filter(isFlowRecord)
+          .map((r) => r.flow);
+        const byRule = audits.find((f) => tcpPort(f) === 22);
+        assert.ok(byRule, JSON.stringify(audits));
+        assert.deepEqual(
+          byRule.ingress_denied_by?.map((p) => p.name),
+          ["api-ingress"],
+        );
+        assert.ok(
+          audits.some((f) => f.source?.pod_name === "other" && tcpPort(f) === 80),
+          JSON.stringify(audits),
+        );
+        assert.deepEqual(agent.observer?.read(filterFromFlags({ verdict: ["DROPPED"] })), []);
+      });
+    },
+  );
+
   test(
     "drops carry reason and policy, allows name the rule, metrics pass promtool",
     { timeout: 60_000 },

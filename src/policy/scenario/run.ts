@@ -113,7 +113,7 @@ export function explainDecision(d: Decision): string[] {
     return [describeDirection(denied)];
   }
   const out = [d.egress, d.ingress]
-    .filter((x) => x.endpoint !== undefined && x.enforced)
+    .filter((x) => x.endpoint !== undefined && (x.enforced || x.audit !== undefined))
     .map(describeDirection);
   return out.length > 0 ? out : ["no policy enforced on either side"];
 }
@@ -124,6 +124,11 @@ function origins(list: readonly RuleOrigin[]): string {
 
 function describeDirection(x: DirectionDecision): string {
   const dir = x.direction;
+  if (x.audit) {
+    return x.audit.reason === "default-deny"
+      ? `${dir}: AUDIT (would be default deny; audit mode)`
+      : `${dir}: AUDIT (would be denied by ${origins(x.audit.decidedBy)}; audit mode)`;
+  }
   if (!x.enforced && x.verdict === "allow") return `${dir}: not enforced`;
   const rules = origins(x.decidedBy);
   if (x.verdict === "deny") {
