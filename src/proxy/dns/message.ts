@@ -1,0 +1,293 @@
+/**
+ * DNS messages as the proxy sees them: a strict reader of queries, replies
+ * built from a query (REFUSED, SERVFAIL, FORMERR, NOTIMP), and the
+ * addresses an answer gives for the query name.
+ *
+ *   query bytes --parseQuery--> {id, name, qtype, question bytes} | formerr | drop
+ *   query, rcode --buildReply--> reply bytes (same id, question copied)
+ *   answer bytes --readAnswer--> {rcode, ips, ttl, truncated} | error
+ *
+ * The question is read by hand (one question, no compression, label
+ * lengths checked against the end) so that the name we judge is exactly the
+ * name the resolver will look up; the whole message is then also decoded by
+ * dns-packet, inside try/catch, so a malformed record anywhere is a FORMERR
+ * and never an exception escaping into the proxy.
+ */
+import dnsPacket from "dns-packet";
+
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+export const RCODE_NAMES = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
+
+export interface Query {
+  readonly id: number;
+  readonly opcode: number;
+  readonly rd: boolean;
+  /** Lower-case, trailing dot; bytes outside `[-a-z0-9_]` escaped as `\DDD` (so they match no pattern). */
+  readonly name: string;
+  readonly qtype: number;
+  /** The raw question section (name, type, class), copied into replies. */
+  readonly question: Buffer;
+  /** EDNS UDP payload size the client advertised (512 without OPT). */
+  readonly udpSize: number;
+}
+
+export type QueryResult =
+  | { readonly kind: "ok"; readonly query: Query }
+  /** Answer FORMERR (or NOTIMP) with what could be read. */
+  | {
+      readonly kind: "reply";
+      readonly rcode: number;
+      readonly reason: string;
+      readonly partial: PartialQuery;
+    }
+  /** Not worth an answer (too short to carry an id, or not a query at all). */
+  | { readonly kind: "drop"; readonly reason: string };
+
+export interface PartialQuery {
+  readonly id: number;
+  readonly opcode: number;
+  readonly rd: boolean;
+  readonly question?: Buffer;
+}
+
+const MAX_NAME = 255;
+
+export function parseQuery(buf: Buffer): QueryResult {
+  if (buf.length < 12) return { kind: "drop", reason: "shorter than a DNS header" };
+  const id = buf.readUInt16BE(0);
+  const flags = buf.readUInt16BE(2);
+  if (flags & 0x8000) return { kind: "drop", reason: "a response, not a query" };
+  const opcode = (flags >> 11) & 0xf;
+  const rd = (flags & 0x0100) !== 0;
+  const partial: PartialQuery = { id, opcode, rd };
+  const formerr = (reason: string, p: PartialQuery = partial): QueryResult => ({
+    kind: "reply",
+    rcode: RCODE.FORMERR,
+    reason,
+    partial: p,
+  });
+  const qdcount = buf.readUInt16BE(4);
+  if (qdcount !== 1) return formerr(`qdcount ${qdcount} (exactly one question is accepted)`);
+  const labels: string[] = [];
+  let pos = 12;
+  let total = 1;
+  for (;;) {
+    if (pos >= buf.length) return formerr("question name runs past the end");
+    const len = buf[pos] as number;
+    if (len === 0) {
+      pos++;
+      break;
+    }
+    if (len & 0xc0) return formerr("compression pointer or reserved label type in the question");
+    total += len + 1;
+    if (total > MAX_NAME) return formerr("question name longer than 255 bytes");
+    if (pos + 1 + len > buf.length) return formerr("question label runs past the end");
+    labels.push(presentLabel(buf.subarray(pos + 1, pos + 1 + len)));
+    pos += 1 + len;
+  }
+  if (pos + 4 > buf.length) return formerr("question type/class missing");
+  const qtype = buf.readUInt16BE(pos);
+  const question = Buffer.from(buf.subarray(12, pos + 4));
+  const withQ: PartialQuery = { ...partial, question };
+  if (opcode !== 0) return { kind: "reply", rcode: RCODE.NOTIMP, reason: `opcode ${opcode}`, partial: withQ };
+  let udpSize = 512;
+  try {
+    const p = dnsPacket.decode(buf);
+    if (dnsPacket.decode.bytes !== buf.length) return formerr("trailing bytes after the message", withQ);
+    for (const a of p.additionals ?? []) {
+      if (a.type === "OPT") udpSize = Math.min(4096, Math.max(512, a.udpPayloadSize ?? 512));
+    }
+  } catch (e) {
+    return formerr(`malformed message: ${e instanceof Error ? e.message : "undecodable"}`, withQ);
+  }
+  const name = labels.length === 0 ? "." : labels.join(".") + ".";
+  return { kind: "ok", query: { id, opcode, rd, name, qtype, question, udpSize } };
+}
+
+/** RFC 4343 presentation of a label, ASCII lower-cased; anything unusual escaped. */
+function presentLabel(b: Buffer): string {
+  let s = "";
+  for (const c of b) {
+    if ((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f)
+      s += String.fromCharCode(c);
+    else if (c >= 0x41 && c <= 0x5a) s += String.fromCharCode(c + 32);
+    else s += "\\" + String(c).padStart(3, "0");
+  }
+  return s;
+}
+
+/** A reply carrying only the header and the question of `q`. */
+export function buildReply(q: PartialQuery, rcode: number): Buffer {
+  const question = q.question ?? Buffer.alloc(0);
+  const out = Buffer.alloc(12 + question.length);
+  out.writeUInt16BE(q.id, 0);
+  out.writeUInt16BE(0x8000 | ((q.opcode & 0xf) << 11) | (q.rd ? 0x0100 : 0) | 0x0080 | (rcode & 0xf), 2);
+  out.writeUInt16BE(q.question ? 1 : 0, 4);
+  question.copy(out, 12);
+  return out;
+}
+
+export type AnswerResult =
+  | {
+      readonly ok: true;
+      readonly rcode: number;
+      readonly truncated: boolean;
+      /** A/AAAA addresses for the query name (following CNAMEs in the answer section). */
+      readonly ips: readonly string[];
+      /** Smallest TTL of the records used; 0 without addresses. */
+      readonly ttl: number;
+    }
+  | { readonly ok: false; readonly reason: string };
+
+/** Checks an upstream answer against the query and reads the addresses it gives. */
+export function readAnswer(buf: Buffer, q: Query): AnswerResult {
+  if (buf.length < 12) return { ok: false, reason: "answer shorter than a DNS header" };
+  if (buf.readUInt16BE(0) !== q.id) return { ok: false, reason: "answer id differs" };
+  const flags = buf.readUInt16BE(2);
+  if (!(flags & 0x8000)) return { ok: false, reason: "not a response" };
+  const qEnd = 12 + q.question.length;
+  if (buf.readUInt16BE(4) !== 1 || buf.length < qEnd || !sameQuestion(buf.subarray(12, qEnd), q.question)) {
+    return { ok: false, reason: "answer is for another question" };
+  }
+  try {
+    // dns-packet checks the message as a whole; it ignores rdlength for A/AAAA,
+    // so the records themselves are walked by rdlength below.
+    dnsPacket.decode(buf);
+  } catch (e) {
+    return { ok: false, reason: `malformed answer: ${e instanceof Error ? e.message : "undecodable"}` };
+  }
+  const rrs = walkRecords(buf, qEnd);
+  if (typeof rrs === "string") return { ok: false, reason: `malformed answer: ${rrs}` };
+  const names = new Set([q.name]);
+  // Follow CNAMEs in any order, at most one step per record.
+  for (let i = 0; i < rrs.length; i++) {
+    let grew = false;
+    for (const r of rrs) {
+      if (r.type === 5 && r.target !== undefined && names.has(r.name) && !names.has(r.target)) {
+        names.add(r.target);
+        grew = true;
+      }
+    }
+    if (!grew) break;
+  }
+  const ips: string[] = [];
+  let ttl = Infinity;
+  for (const r of rrs) {
+    if (r.ip !== undefined && names.has(r.name)) {
+      ips.push(r.ip);
+      ttl = Math.min(ttl, r.ttl);
+    }
+  }
+  return { ok: true, rcode: flags & 0xf, truncated: (flags & 0x0200) !== 0, ips, ttl: ips.length ? ttl : 0 };
+}
+
+interface AnswerRecord {
+  readonly name: string;
+  readonly type: number;
+  readonly ttl: number;
+  /** A (rdlength 4) / AAAA (rdlength 16). */
+  readonly ip?: string;
+  /** CNAME target. */
+  readonly target?: string;
+}
+
+/**
+ * The answer section's records, walked by rdlength; the authority and
+ * additional sections must end exactly at the end of the message.
+ */
+function walkRecords(buf: Buffer, start: number): AnswerRecord[] | string {
+  const counts = [buf.readUInt16BE(6), buf.readUInt16BE(8), buf.readUInt16BE(10)];
+  const out: AnswerRecord[] = [];
+  let pos = start;
+  for (let section = 0; section < 3; section++) {
+    for (let i = 0; i < (counts[section] as number); i++) {
+      const n = readName(buf, pos);
+      if (typeof n === "string") return n;
+      pos = n.next;
+      if (pos + 10 > buf.length) return "record header runs past the end";
+      const type = buf.readUInt16BE(pos);
+      const ttl = buf.readUInt32BE(pos + 4);
+      const rdlength = buf.readUInt16BE(pos + 8);
+      const rd = pos + 10;
+      pos = rd + rdlength;
+      if (pos > buf.length) return "rdata runs past the end";
+      if (section !== 0) continue;
+      if (type === 1 || type === 28) {
+        if (rdlength !== (type === 1 ? 4 : 16)) return `address record with rdlength ${rdlength}`;
+        const b = buf.subarray(rd, pos);
+        const ip = type === 1 ? [...b].join(".") : ipv6(b);
+        out.push({ name: n.name, type, ttl, ip });
+      } else if (type === 5) {
+        const t = readName(buf, rd);
+        if (typeof t === "string") return t;
+        if (t.next !== pos) return "CNAME rdata length differs from its name";
+        out.push({ name: n.name, type, ttl, target: t.name });
+      }
+    }
+  }
+  return pos === buf.length ? out : "trailing bytes after the message";
+}
+
+/** A possibly compressed name: only backward pointers, at most 127 of them, 255 bytes. */
+function readName(buf: Buffer, start: number): { name: string; next: number } | string {
+  const labels: string[] = [];
+  let pos = start;
+  let next = -1;
+  let total = 1;
+  for (let hops = 0; ;) {
+    if (pos >= buf.length) return "name runs past the end";
+    const len = buf[pos] as number;
+    if (len === 0) {
+      if (next < 0) next = pos + 1;
+      break;
+    }
+    if ((len & 0xc0) === 0xc0) {
+      if (pos + 1 >= buf.length) return "pointer runs past the end";
+      const to = ((len & 0x3f) << 8) | (buf[pos + 1] as number);
+      if (to >= pos || ++hops > 127) return "compression pointer loop or forward pointer";
+      if (next < 0) next = pos + 2;
+      pos = to;
+      continue;
+    }
+    if (len & 0xc0) return "reserved label type";
+    total += len + 1;
+    if (total > MAX_NAME || pos + 1 + len > buf.length) return "name too long or past the end";
+    labels.push(presentLabel(buf.subarray(pos + 1, pos + 1 + len)));
+    pos += 1 + len;
+  }
+  return { name: labels.length === 0 ? "." : labels.join(".") + ".", next };
+}
+
+function ipv6(b: Buffer): string {
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
+  // Longest run of zero groups becomes "::" (RFC 5952).
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j === i ? i + 1 : j;
+  }
+  if (best < 0) return groups.join(":");
+  return groups.slice(0, best).join(":") + "::" + groups.slice(best + bestLen).join(":");
+}
+
+function sameQuestion(a: Buffer, b: Buffer): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as number;
+    const y = b[i] as number;
+    // Resolvers may echo the name's letters in another case (0x20 randomisation); nothing else may differ.
+    if (x !== y && !(isLetter(x) && isLetter(y) && (x | 0x20) === (y | 0x20))) return false;
+  }
+  return true;
+}
+
+function isLetter(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+}

@@ -1,0 +1,381 @@
+/**
+ * HTTP/1.1 enforcing proxy core: one client connection in, one upstream
+ * connection (to the original destination) out.
+ *
+ *   client bytes --parseRequestHead (strict)--> lookup --compileHttpRules.match--> 403 | forward
+ *   forward: serializeRequest(normalised path) [+ body, re-chunked] --> upstream
+ *   upstream bytes --ResponseReader (framing only)--> client, L7Event to the sink
+ *
+ * Requests are served one at a time in arrival order (pipelined requests
+ * wait in the buffer), so responses, whether ours (403/400) or upstream's,
+ * go back in order. A request's head and body up to `maxBufferedBody` are
+ * held until the body's framing is verified, so a request with broken
+ * framing reaches upstream not at all (larger bodies, and `Expect:
+ * 100-continue`, are streamed; a framing error then aborts the upstream
+ * connection). Policy is looked up per request: a change applies to live
+ * keep-alive connections. No policy => reset (fail closed).
+ *
+ * The caller's server should use `allowHalfOpen: true`, so that a client
+ * which half-closes after its request still receives the response.
+ */
+import type { Socket } from "node:net";
+import { performance } from "node:perf_hooks";
+import { compileHttpRules, normalizeHttpPath, type HttpMatcher } from "../../policy/l7/http.js";
+import type { L7Spec } from "../../policy/mapstate.js";
+import {
+  guardSink,
+  lookupKey,
+  type ConnectionInfo,
+  type L7Event,
+  type L7PolicyLookup,
+  type L7Sink,
+} from "../types.js";
+import { ChunkedDecoder, encodeChunk, LAST_CHUNK } from "./chunked.js";
+import { badGateway, badRequest, forbidden } from "./replies.js";
+import {
+  DEFAULT_MAX_HEAD_BYTES,
+  DEFAULT_MAX_HEADERS,
+  parseRequestHead,
+  serializeRequest,
+} from "./request.js";
+import type { RequestHead } from "./request.js";
+import { ResponseReader } from "./response.js";
+
+export interface HttpProxyLimits {
+  readonly maxHeadBytes: number;
+  readonly maxHeaders: number;
+  /** Body bytes held back (not sent upstream) until the request's framing is verified. */
+  readonly maxBufferedBody: number;
+  /** Body bytes of a denied request read and discarded before the connection is closed instead. */
+  readonly maxDiscardBody: number;
+  /** Unparsed client bytes held while a response is pending, before the client is paused. */
+  readonly maxPendingBytes: number;
+  readonly idleTimeoutMs: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: HttpProxyLimits = {
+  maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
+  maxHeaders: DEFAULT_MAX_HEADERS,
+  maxBufferedBody: 64 * 1024,
+  maxDiscardBody: 1024 * 1024,
+  maxPendingBytes: 1024 * 1024,
+  idleTimeoutMs: 60_000,
+};
+
+export interface HttpProxyDeps {
+  readonly lookup: L7PolicyLookup;
+  readonly connectUpstream: (host: string, port: number) => Socket;
+  readonly sink: L7Sink;
+  readonly limits?: Partial<HttpProxyLimits>;
+}
+
+/** Takes over `client`; returns at once, the connection lives on its events. */
+export function handleHttpConnection(client: Socket, info: ConnectionInfo, deps: HttpProxyDeps): void {
+  new HttpConnection(client, info, { ...deps, sink: guardSink(deps.sink) }).start();
+}
+
+interface Exchange {
+  readonly head: RequestHead;
+  readonly path: string;
+  readonly allowed: boolean;
+  readonly rule: number | undefined;
+  readonly started: number;
+  /** Head and body pieces not yet sent (until committed). */
+  held: Buffer[];
+  heldBytes: number;
+  committed: boolean;
+  bodyLeft: number;
+  chunked: ChunkedDecoder | undefined;
+  bodyDone: boolean;
+  discarded: number;
+  reader: ResponseReader;
+}
+
+// Compiled matchers per spec object (specs are immutable): a memo, not state.
+const matchers = new WeakMap<L7Spec, HttpMatcher>();
+
+class HttpConnection {
+  private readonly limits: HttpProxyLimits;
+  private inBuf: Buffer = Buffer.alloc(0);
+  private ex: Exchange | undefined;
+  private upstream: Socket | undefined;
+  private closed = false;
+  private clientEnded = false;
+
+  constructor(
+    private readonly client: Socket,
+    private readonly info: ConnectionInfo,
+    private readonly deps: HttpProxyDeps,
+  ) {
+    this.limits = { ...DEFAULT_HTTP_LIMITS, ...deps.limits };
+  }
+
+  start(): void {
+    const c = this.client;
+    c.on("error", () => this.destroy());
+    c.on("close", () => this.destroy());
+    if (this.policy() === undefined) return this.reset("no L7 policy for this connection");
+    c.setTimeout(this.limits.idleTimeoutMs, () => this.destroy());
+    c.setNoDelay(true);
+    c.on("data", (d: Buffer) => {
+      if (this.closed) return;
+      this.inBuf = this.inBuf.length === 0 ? d : Buffer.concat([this.inBuf, d]);
+      this.guarded(() => this.process());
+    });
+    c.on("end", () => {
+      this.clientEnded = true;
+      // A request whose body never completes cannot be answered.
+      if (!this.ex || !this.ex.bodyDone) this.finish();
+    });
+  }
+
+  /** A bug or a policy that does not compile resets this connection, never the process (fail closed). */
+  private guarded(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      if (!this.closed) this.reset(`internal error: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  private policy(): { spec: L7Spec; allowAll: boolean } | undefined {
+    let p: { spec: L7Spec; allowAll: boolean } | undefined;
+    try {
+      p = this.deps.lookup.forConnection(lookupKey(this.info));
+    } catch {
+      return undefined; // a failing lookup is an unknown policy: fail closed
+    }
+    return p && p.spec.parser === "http" ? p : undefined;
+  }
+
+  private process(): void {
+    while (!this.closed) {
+      const ex = this.ex;
+      if (ex && ex.bodyDone) {
+        if (this.inBuf.length > this.limits.maxPendingBytes) this.client.pause();
+        return;
+      }
+      if (ex) {
+        if (this.inBuf.length === 0 || !this.body(ex)) return;
+        continue;
+      }
+      if (this.inBuf.length === 0) return this.idle();
+      const r = parseRequestHead(this.inBuf, this.limits);
+      if (r.kind === "incomplete") return this.idle();
+      if (r.kind === "error") return this.badRequest(r.reason, undefined);
+      this.inBuf = this.inBuf.subarray(r.length);
+      this.begin(r.head);
+    }
+  }
+
+  /** Between requests: a client that has sent its last byte is done. */
+  private idle(): void {
+    if (this.clientEnded) this.finish();
+  }
+
+  private begin(head: RequestHead): void {
+    const policy = this.policy();
+    if (!policy) return this.reset("no L7 policy for this connection");
+    const path = normalizeHttpPath(head.target);
+    let rule: number | undefined;
+    let allowed = policy.allowAll;
+    if (!allowed) {
+      let m = matchers.get(policy.spec);
+      if (!m) matchers.set(policy.spec, (m = compileHttpRules(policy.spec.http)));
+      const headers: Record<string, string> = Object.create(null) as Record<string, string>;
+      for (const h of head.headers)
+        headers[h.lower] = h.lower in headers ? `${headers[h.lower]}, ${h.value}` : h.value;
+      const v = m.match({ method: head.method, path, ...(head.host ? { host: head.host } : {}), headers });
+      allowed = v.allowed;
+      rule = v.ruleIndex;
+    }
+    const f = head.framing;
+    const ex: Exchange = {
+      head,
+      path,
+      allowed,
+      rule,
+      started: performance.now(),
+      held: [serializeRequest(head, path)],
+      heldBytes: 0,
+      committed: false,
+      bodyLeft: f.kind === "length" ? f.length : 0,
+      chunked: f.kind === "chunked" ? new ChunkedDecoder({ strict: true }) : undefined,
+      bodyDone: f.kind === "none",
+      discarded: 0,
+      reader: new ResponseReader(head.method, this.limits.maxHeadBytes),
+    };
+    this.ex = ex;
+    if (!allowed) {
+      const close = head.close || head.expectContinue;
+      this.emit(ex, { verdict: "denied", status: 403, reason: "no HTTP rule matched" });
+      this.client.write(forbidden(close));
+      if (close) return this.finish();
+      if (ex.bodyDone) this.ex = undefined;
+      return;
+    }
+    if (head.expectContinue) this.commit(ex);
+    if (ex.bodyDone) this.commit(ex);
+  }
+
+  /** Consumes body bytes of the current request; false when more input is needed. */
+  private body(ex: Exchange): boolean {
+    let pieces: Buffer[];
+    if (ex.chunked) {
+      const r = ex.chunked.push(this.inBuf);
+      if ("error" in r) {
+        this.badRequest(r.error, ex);
+        return false;
+      }
+      this.inBuf = this.inBuf.subarray(r.consumed);
+      pieces = r.data.flatMap(encodeChunk);
+      if (r.done) {
+        pieces.push(LAST_CHUNK);
+        ex.bodyDone = true;
+      }
+    } else {
+      const n = Math.min(ex.bodyLeft, this.inBuf.length);
+      pieces = [this.inBuf.subarray(0, n)];
+      this.inBuf = this.inBuf.subarray(n);
+      ex.bodyLeft -= n;
+      ex.bodyDone = ex.bodyLeft === 0;
+    }
+    if (!ex.allowed) {
+      ex.discarded += pieces.reduce((s, b) => s + b.length, 0);
+      if (ex.discarded > this.limits.maxDiscardBody) {
+        this.finish();
+        return false;
+      }
+      if (ex.bodyDone) this.ex = undefined;
+      return true;
+    }
+    for (const p of pieces) {
+      if (ex.committed) this.sendUp(p);
+      else {
+        ex.held.push(Buffer.from(p));
+        ex.heldBytes += p.length;
+      }
+    }
+    if (!ex.committed && (ex.bodyDone || ex.heldBytes > this.limits.maxBufferedBody)) this.commit(ex);
+    return ex.bodyDone || this.inBuf.length > 0;
+  }
+
+  private commit(ex: Exchange): void {
+    if (ex.committed) return;
+    ex.committed = true;
+    this.ensureUpstream();
+    this.sendUp(Buffer.concat(ex.held));
+    ex.held = [];
+  }
+
+  private sendUp(b: Buffer): void {
+    const up = this.upstream;
+    if (!up || b.length === 0) return;
+    if (!up.write(b)) {
+      this.client.pause();
+      up.once("drain", () => this.client.resume());
+    }
+  }
+
+  private ensureUpstream(): void {
+    if (this.upstream && !this.upstream.destroyed) return;
+    const { host, port } = this.info.originalDst;
+    const up = this.deps.connectUpstream(host, port);
+    this.upstream = up;
+    up.setTimeout(this.limits.idleTimeoutMs, () => up.destroy());
+    up.setNoDelay(true);
+    up.on("data", (d: Buffer) => this.guarded(() => this.onUpstreamData(up, d)));
+    up.on("end", () => this.onUpstreamGone(up));
+    up.on("error", () => this.onUpstreamGone(up));
+    up.on("close", () => this.onUpstreamGone(up));
+  }
+
+  private onUpstreamData(up: Socket, d: Buffer): void {
+    const ex = this.ex;
+    if (this.closed || up !== this.upstream) return;
+    if (!ex || !ex.committed) return this.destroy(); // bytes nobody asked for
+    const r = ex.reader.push(d);
+    if ("error" in r) return this.upstreamFailed(ex, r.error);
+    // One write per upstream read: split writes of head and body would meet Nagle and delayed ACKs.
+    const out = r.forward.length === 1 ? (r.forward[0] as Buffer) : Buffer.concat(r.forward);
+    if (out.length > 0 && !this.client.write(out)) {
+      up.pause();
+      this.client.once("drain", () => up.resume());
+    }
+    if (r.done) this.responseDone(ex, r.status ?? 0, r.close || r.extra > 0);
+  }
+
+  private onUpstreamGone(up: Socket): void {
+    if (up !== this.upstream) return;
+    this.upstream = undefined;
+    up.destroy();
+    const ex = this.ex;
+    if (this.closed || !ex || !ex.committed) return;
+    if (ex.reader.endOfInput()) return this.responseDone(ex, 0, true);
+    this.upstreamFailed(ex, "upstream closed before the response ended");
+  }
+
+  private upstreamFailed(ex: Exchange, reason: string): void {
+    this.emit(ex, { verdict: "error", status: 502, reason });
+    if (!ex.reader.started) this.client.write(badGateway());
+    this.finish();
+  }
+
+  private responseDone(ex: Exchange, status: number, upstreamClose: boolean): void {
+    this.emit(ex, { verdict: "forwarded", status, ...(ex.rule !== undefined ? { rule: ex.rule } : {}) });
+    this.ex = undefined;
+    if (upstreamClose || ex.head.close || !ex.bodyDone) return this.finish();
+    this.client.resume();
+    this.process();
+  }
+
+  private badRequest(reason: string, ex: Exchange | undefined): void {
+    this.deps.sink(this.event(ex, { verdict: "error", status: 400, reason }));
+    if (ex?.committed) this.upstream?.destroy();
+    this.client.write(badRequest());
+    this.finish();
+  }
+
+  private emit(ex: Exchange, e: Partial<L7Event>): void {
+    this.deps.sink(this.event(ex, { latencyMs: +(performance.now() - ex.started).toFixed(3), ...e }));
+  }
+
+  private event(ex: Exchange | undefined, e: Partial<L7Event>): L7Event {
+    const i = this.info;
+    return {
+      type: "http",
+      verdict: "error",
+      srcIdentity: i.srcIdentity,
+      dstIdentity: i.dstIdentity,
+      endpoint: i.endpoint,
+      direction: i.direction,
+      ...(ex ? { method: ex.head.method, url: `http://${ex.head.host ?? ""}${ex.path}` } : {}),
+      ...e,
+    };
+  }
+
+  /** Ends the client side after what was written, then lingers briefly so the peer reads it. */
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.upstream?.destroy();
+    this.client.end();
+    this.client.resume();
+    const t = setTimeout(() => this.client.destroy(), 2000);
+    t.unref();
+    this.client.once("close", () => clearTimeout(t));
+  }
+
+  private reset(reason: string): void {
+    this.deps.sink(this.event(this.ex, { verdict: "error", reason }));
+    this.closed = true;
+    this.upstream?.destroy();
+    this.client.resetAndDestroy();
+  }
+
+  private destroy(): void {
+    this.closed = true;
+    this.upstream?.destroy();
+    this.client.destroy();
+  }
+}

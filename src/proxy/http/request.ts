@@ -1,0 +1,236 @@
+/**
+ * A strict HTTP/1.1 request-head parser (RFC 9110/9112).
+ *
+ * Why not Node's `http` server: llhttp accepts some inputs in lenient ways
+ * (e.g. it joins duplicate headers, tolerates some whitespace, and has
+ * lenient flags that must never be switched on), and it hands us an
+ * already-merged view. A proxy that enforces policy must judge exactly the
+ * bytes the upstream server will act on, so every ambiguity (two lengths,
+ * folded lines, bare LF, odd whitespace) is rejected here, before a byte
+ * reaches upstream, and the request is re-serialised from this parsed form.
+ *
+ *   bytes --parseRequestHead--> incomplete | error(reason) | {head, length}
+ */
+
+export const DEFAULT_MAX_HEAD_BYTES = 64 * 1024;
+export const DEFAULT_MAX_HEADERS = 100;
+/** Largest Content-Length accepted (15 decimal digits: below 2^53). */
+const MAX_CL_DIGITS = 15;
+
+export interface HeaderField {
+  /** As received. */
+  readonly name: string;
+  readonly lower: string;
+  readonly value: string;
+}
+
+export type BodyFraming =
+  | { readonly kind: "none" }
+  | { readonly kind: "length"; readonly length: number }
+  | { readonly kind: "chunked" };
+
+export interface RequestHead {
+  readonly method: string;
+  /** Origin-form target (absolute-form converted), not yet normalised. */
+  readonly target: string;
+  readonly version: "HTTP/1.0" | "HTTP/1.1";
+  /** Host header value (the authority), when present. */
+  readonly host: string | undefined;
+  readonly headers: readonly HeaderField[];
+  readonly framing: BodyFraming;
+  /** The client asked to close after this exchange (or HTTP/1.0 without keep-alive). */
+  readonly close: boolean;
+  readonly expectContinue: boolean;
+}
+
+export type HeadResult =
+  | { readonly kind: "incomplete" }
+  | { readonly kind: "error"; readonly reason: string }
+  | { readonly kind: "ok"; readonly head: RequestHead; readonly length: number };
+
+export interface HeadLimits {
+  readonly maxHeadBytes: number;
+  readonly maxHeaders: number;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** field-value: VCHAR, obs-text, SP and HT inside; no other control characters. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** RFC 3986 characters of path and query, `%` followed by two hex digits checked separately. */
+const TARGET_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]+$/;
+const PCT = /%(?![0-9A-Fa-f]{2})/;
+/** Host: reg-name / IPv4 / [IPv6], optional port. No userinfo. */
+const HOST_VALUE = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]{1,5})?$/;
+
+/**
+ * Not forwarded as received: hop-by-hop fields (RFC 9110 §7.6.1) and the
+ * framing fields, which are written from the parsed framing instead.
+ */
+export const NOT_FORWARDED: ReadonlySet<string> = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+]);
+
+/**
+ * Parses the head at the start of `buf`. Bare LF and NUL are found as soon as
+ * they arrive (no need to wait for the end of a head that never comes).
+ */
+export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
+  const end = buf.indexOf("\r\n\r\n", 0, "latin1");
+  const scanTo = end < 0 ? buf.length : end + 4;
+  for (let i = 0; i < scanTo; i++) {
+    const c = buf[i];
+    if (c === 0) return err("NUL byte in the request head");
+    if (c === 0x0a && (i === 0 || buf[i - 1] !== 0x0d)) return err("bare LF line ending");
+    if (c === 0x0d && i + 1 < scanTo && buf[i + 1] !== 0x0a) return err("bare CR in the request head");
+  }
+  if (end < 0) {
+    return buf.length > limits.maxHeadBytes ? err("request head too large") : { kind: "incomplete" };
+  }
+  if (end + 4 > limits.maxHeadBytes) return err("request head too large");
+  const lines = buf.toString("latin1", 0, end).split("\r\n");
+  const requestLine = lines[0] as string;
+  if (requestLine === "") return err("empty line before the request line");
+  if (lines.length - 1 > limits.maxHeaders) return err("too many header fields");
+
+  const parts = requestLine.split(" ");
+  if (parts.length !== 3) return err("request line is not 'method SP target SP version'");
+  const [method, rawTarget, version] = parts as [string, string, string];
+  if (!TOKEN.test(method)) return err("invalid method");
+  if (version !== "HTTP/1.1" && version !== "HTTP/1.0") return err("unsupported HTTP version");
+  if (method === "CONNECT") return err("CONNECT is not supported");
+
+  const headers: HeaderField[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i] as string;
+    if (line.startsWith(" ") || line.startsWith("\t")) return err("obsolete line folding");
+    const colon = line.indexOf(":");
+    if (colon <= 0) return err("header line without a name and colon");
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name))
+      return err("invalid header name (space before the colon or a non-token character)");
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    if (!FIELD_VALUE.test(value)) return err("control character in a header value");
+    headers.push({ name, lower: name.toLowerCase(), value });
+  }
+
+  const all = (n: string): HeaderField[] => headers.filter((h) => h.lower === n);
+  const hosts = all("host");
+  if (hosts.length > 1) return err("more than one Host header");
+  const host = hosts[0]?.value;
+  if (host !== undefined && !HOST_VALUE.test(host)) return err("invalid Host header");
+  if (host === undefined && version === "HTTP/1.1") return err("HTTP/1.1 request without Host");
+
+  const target = originForm(rawTarget, host);
+  if (typeof target !== "string") return target;
+
+  const framing = bodyFraming(all("content-length"), all("transfer-encoding"), version);
+  if ("reason" in framing) return framing;
+
+  const connTokens = all("connection").flatMap((h) => h.value.toLowerCase().split(/[ \t]*,[ \t]*/));
+  const close =
+    connTokens.includes("close") || (version === "HTTP/1.0" && !connTokens.includes("keep-alive"));
+  const expect = all("expect");
+  if (expect.length > 1 || (expect[0] && expect[0].value.toLowerCase() !== "100-continue")) {
+    return err("unsupported Expect header");
+  }
+  const head: RequestHead = {
+    method,
+    target,
+    version,
+    host,
+    headers,
+    framing,
+    close,
+    expectContinue: expect.length === 1,
+  };
+  return { kind: "ok", head, length: end + 4 };
+}
+
+function err(reason: string): { kind: "error"; reason: string } {
+  return { kind: "error", reason };
+}
+
+/** Origin-form as is; absolute-form only when its authority is the Host; nothing else. */
+function originForm(raw: string, host: string | undefined): string | { kind: "error"; reason: string } {
+  if (raw.includes("#")) return err("fragment in the request target");
+  if (raw.startsWith("/")) {
+    return checkTarget(raw);
+  }
+  const m = /^http:\/\/([^/?]+)(.*)$/i.exec(raw);
+  if (!m) return err("request target is neither origin-form nor absolute-form");
+  const authority = m[1] as string;
+  const rest = m[2] as string;
+  if (host === undefined || authority.toLowerCase() !== host.toLowerCase()) {
+    return err("absolute-form target does not match Host");
+  }
+  return checkTarget(rest === "" ? "/" : rest.startsWith("?") ? "/" + rest : rest);
+}
+
+function checkTarget(t: string): string | { kind: "error"; reason: string } {
+  if (!t.startsWith("/")) return err("request target must start with '/'");
+  if (!TARGET_CHARS.test(t) || PCT.test(t)) return err("invalid character in the request target");
+  const q = t.indexOf("?");
+  const path = q < 0 ? t : t.slice(0, q);
+  if (/%(2f|5c|00)/i.test(path)) return err("encoded slash, backslash or NUL in the path");
+  // `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty): a
+  // dot segment hidden behind parameters is ambiguous, so it is refused.
+  for (const seg of path.split("/")) {
+    const semi = seg.indexOf(";");
+    if (semi < 0) continue;
+    const bare = seg.slice(0, semi).replace(/%2e/gi, ".");
+    if (bare === "." || bare === "..") return err("dot segment with path parameters");
+  }
+  return t;
+}
+
+function bodyFraming(
+  cl: readonly HeaderField[],
+  te: readonly HeaderField[],
+  version: string,
+): BodyFraming | { kind: "error"; reason: string } {
+  if (te.length > 0 && cl.length > 0) return err("both Content-Length and Transfer-Encoding");
+  if (te.length > 0) {
+    if (version === "HTTP/1.0") return err("Transfer-Encoding in an HTTP/1.0 request");
+    if (te.length > 1 || (te[0] as HeaderField).value.toLowerCase() !== "chunked") {
+      return err("unsupported Transfer-Encoding (only a single 'chunked')");
+    }
+    return { kind: "chunked" };
+  }
+  if (cl.length > 1) return err("more than one Content-Length");
+  const v = cl[0]?.value;
+  if (v === undefined) return { kind: "none" };
+  if (!/^[0-9]+$/.test(v) || v.length > MAX_CL_DIGITS) return err("invalid Content-Length");
+  const length = Number(v);
+  return length === 0 ? { kind: "none" } : { kind: "length", length };
+}
+
+/**
+ * The request as forwarded: normalised path, the client's fields minus
+ * hop-by-hop ones (and those the Connection header names), framing headers
+ * written by us from the parsed framing.
+ */
+export function serializeRequest(head: RequestHead, path: string): Buffer {
+  const named = new Set(
+    head.headers
+      .filter((h) => h.lower === "connection")
+      .flatMap((h) => h.value.toLowerCase().split(/[ \t]*,[ \t]*/))
+      .filter((t) => t !== ""),
+  );
+  let out = `${head.method} ${path} ${head.version}\r\n`;
+  for (const h of head.headers) {
+    if (NOT_FORWARDED.has(h.lower) || named.has(h.lower)) continue;
+    out += `${h.name}: ${h.value}\r\n`;
+  }
+  if (head.framing.kind === "length") out += `Content-Length: ${head.framing.length}\r\n`;
+  if (head.framing.kind === "chunked") out += "Transfer-Encoding: chunked\r\n";
+  if (head.close) out += "Connection: close\r\n";
+  else if (head.version === "HTTP/1.0") out += "Connection: keep-alive\r\n";
+  return Buffer.from(out + "\r\n", "latin1");
+}

@@ -1,0 +1,27 @@
+/**
+ * proxy/: L7 enforcement on real sockets. Each proxy asks the policy for
+ * every connection / request / query and reports every decision as a flow.
+ *
+ *                    ConnectionInfo (original dst, identities; later from the kernel redirect)
+ *                          |
+ *   client socket --> http/  handleHttpConnection --strict parse--> 403 | 400 | forward --> upstream
+ *   DNS query     --> dns/   DnsProxy --rules--> REFUSED | forward --> resolver --> onAnswer --> answer
+ *   TLS bytes     --> tls/   parseClientHello --> SNI (serverNames)
+ *   Kafka bytes   --> kafka/ parseKafkaRequest --> topics; deniedResponse (TOPIC_AUTHORIZATION_FAILED)
+ *                          |
+ *            L7PolicyLookup.forConnection(key) -> {spec, allowAll} | undefined (fail closed)
+ *            L7Sink(L7Event)                   -> flows (never header values or bodies)
+ *
+ * The policy matchers themselves live in policy/l7 (pure); this folder only
+ * parses the wire, applies them and moves bytes.
+ */
+export * from "./types.js";
+export { handleHttpConnection, DEFAULT_HTTP_LIMITS } from "./http/proxy.js";
+export type { HttpProxyDeps, HttpProxyLimits } from "./http/proxy.js";
+export { DnsProxy, DEFAULT_DNS_LIMITS } from "./dns/proxy.js";
+export type { DnsProxyParams, DnsProxyLimits, DnsProxyStats } from "./dns/proxy.js";
+export { parseClientHello } from "./tls/clienthello.js";
+export type { ClientHelloResult } from "./tls/clienthello.js";
+export { parseKafkaRequest } from "./kafka/request.js";
+export type { KafkaRequest, KafkaParseResult, KafkaTopic } from "./kafka/request.js";
+export { deniedResponse as kafkaDeniedResponse, TOPIC_AUTHORIZATION_FAILED } from "./kafka/response.js";

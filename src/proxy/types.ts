@@ -1,0 +1,112 @@
+/**
+ * What the L7 proxies need from the rest of Membrane, and what they give back.
+ *
+ *   kernel redirect / agent --ConnectionInfo--> proxy --L7PolicyLookup--> {spec, allowAll} | undefined
+ *                                               proxy --L7Sink--> L7Event (flows)
+ *
+ * The proxies own no policy: they ask `L7PolicyLookup` for every connection
+ * and every request (so a policy change applies to live keep-alive
+ * connections), and `undefined` means "no L7 policy is known for this":
+ * the proxy fails closed (resets the connection, refuses the query).
+ */
+import type { L7Spec } from "../policy/mapstate.js";
+
+export type L7Direction = "ingress" | "egress";
+export type L7Proto = "TCP" | "UDP";
+
+/** The key the proxy asks about. */
+export interface L7LookupKey {
+  readonly srcIdentity: number;
+  readonly dstIdentity: number;
+  readonly dstPort: number;
+  readonly proto: L7Proto;
+  readonly direction: L7Direction;
+  /** The endpoint whose policy applies (subject of the policy). */
+  readonly endpoint: string;
+}
+
+export interface L7LookupResult {
+  readonly spec: L7Spec;
+  /** An L4 allow shadows the L7 rules: everything passes, still parsed and recorded. */
+  readonly allowAll: boolean;
+}
+
+export interface L7PolicyLookup {
+  /** undefined => fail closed (reset / refuse). */
+  forConnection(key: L7LookupKey): L7LookupResult | undefined;
+}
+
+/** What the caller (later: the kernel redirect) knows about an accepted connection. */
+export interface ConnectionInfo {
+  readonly srcIdentity: number;
+  readonly dstIdentity: number;
+  readonly direction: L7Direction;
+  readonly endpoint: string;
+  /** Where the client wanted to go before the redirect. */
+  readonly originalDst: { readonly host: string; readonly port: number };
+  readonly proto: L7Proto;
+}
+
+export function lookupKey(info: ConnectionInfo): L7LookupKey {
+  return {
+    srcIdentity: info.srcIdentity,
+    dstIdentity: info.dstIdentity,
+    dstPort: info.originalDst.port,
+    proto: info.proto,
+    direction: info.direction,
+    endpoint: info.endpoint,
+  };
+}
+
+/**
+ * - `forwarded`: allowed and passed on (the outcome is in status / rcode)
+ * - `denied`: refused by L7 policy (403, REFUSED, Kafka error, TLS reset)
+ * - `error`: malformed input, upstream failure or no policy known (fail closed)
+ */
+export type L7Verdict = "forwarded" | "denied" | "error";
+
+/**
+ * One L7 flow record. Never carries header values, bodies, cookies or
+ * answers' payloads other than addresses: flows are shown to operators.
+ */
+export interface L7Event {
+  readonly type: "http" | "dns" | "kafka" | "tls";
+  readonly verdict: L7Verdict;
+  readonly srcIdentity: number;
+  readonly dstIdentity: number;
+  readonly endpoint: string;
+  readonly direction: L7Direction;
+  /** Why: the rule index that allowed, or the reason of a denial/error. */
+  readonly rule?: number;
+  readonly reason?: string;
+  // http
+  readonly method?: string;
+  /** Normalised path (with query) as forwarded, prefixed by the Host. */
+  readonly url?: string;
+  readonly status?: number;
+  readonly latencyMs?: number;
+  // dns
+  readonly query?: string;
+  readonly qtype?: string;
+  readonly answers?: readonly string[];
+  readonly rcode?: string;
+  // kafka
+  readonly apiKey?: number;
+  readonly topics?: readonly string[];
+  readonly correlationId?: number;
+  // tls
+  readonly sni?: string;
+}
+
+export type L7Sink = (event: L7Event) => void;
+
+/** The sink as the proxies call it: a throwing sink loses the event, never the connection. */
+export function guardSink(sink: L7Sink): L7Sink {
+  return (e) => {
+    try {
+      sink(e);
+    } catch {
+      // A flow consumer's bug must not take L7 enforcement down.
+    }
+  };
+}

@@ -1,0 +1,184 @@
+/**
+ * Real sockets on 127.0.0.1 for the HTTP proxy tests: a node:http upstream
+ * that records what reached it, the proxy on its own listener, raw clients.
+ */
+import http from "node:http";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import { handleHttpConnection, type HttpProxyLimits } from "../../src/proxy/http/proxy.js";
+import type { ConnectionInfo, L7Event, L7LookupResult, L7PolicyLookup } from "../../src/proxy/types.js";
+import type { HttpRule } from "../../src/policy/types.js";
+import type { L7Spec } from "../../src/policy/mapstate.js";
+
+export interface Seen {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  body: string;
+}
+
+export function httpSpec(rules: HttpRule[]): L7Spec {
+  return { parser: "http", http: rules, dns: [], kafka: [], serverNames: [] };
+}
+
+export interface Harness {
+  port: number;
+  upstreamPort: number;
+  seen: Seen[];
+  events: L7Event[];
+  /** Bytes the proxy wrote towards upstream, over all upstream connections. */
+  upstreamBytes(): number;
+  upstreamConnections(): number;
+  setPolicy(p: L7LookupResult | undefined): void;
+  close(): Promise<void>;
+}
+
+export async function startHarness(params: {
+  rules?: HttpRule[];
+  allowAll?: boolean;
+  limits?: Partial<HttpProxyLimits>;
+  /** Replace the node:http upstream by a raw TCP one. */
+  rawUpstream?: (s: net.Socket) => void;
+  upstreamPort?: number;
+  /** Original destination port given to the proxy (default: the upstream's). */
+  dstPort?: number;
+}): Promise<Harness> {
+  const seen: Seen[] = [];
+  const events: L7Event[] = [];
+  let bytes = 0;
+  let conns = 0;
+  let policy: L7LookupResult | undefined = {
+    spec: httpSpec(params.rules ?? [{ path: "/public/.*", headers: [] }]),
+    allowAll: params.allowAll ?? false,
+  };
+  const upstream = params.rawUpstream
+    ? net.createServer(params.rawUpstream)
+    : http.createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => {
+          const body = Buffer.concat(chunks).toString("latin1");
+          seen.push({
+            method: req.method ?? "",
+            url: req.url ?? "",
+            headers: req.headers,
+            rawHeaders: req.rawHeaders,
+            body,
+          });
+          const out = `ok ${req.method} ${req.url} ${body.length}`;
+          res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(out) });
+          res.end(req.method === "HEAD" ? undefined : out);
+        });
+      });
+  await new Promise<void>((r) => upstream.listen(params.upstreamPort ?? 0, "127.0.0.1", r));
+  const upstreamPort = (upstream.address() as AddressInfo).port;
+  const lookup: L7PolicyLookup = { forConnection: () => policy };
+  const proxy = net.createServer({ allowHalfOpen: true }, (sock) => {
+    const info: ConnectionInfo = {
+      srcIdentity: 1001,
+      dstIdentity: 2002,
+      direction: "ingress",
+      endpoint: "default/web",
+      originalDst: { host: "127.0.0.1", port: params.dstPort ?? upstreamPort },
+      proto: "TCP",
+    };
+    handleHttpConnection(sock, info, {
+      lookup,
+      sink: (e) => events.push(e),
+      ...(params.limits ? { limits: params.limits } : {}),
+      connectUpstream: (host, port) => {
+        conns++;
+        const s = net.connect(port, host);
+        const write = s.write.bind(s) as (b: Buffer) => boolean;
+        s.write = ((b: Buffer) => {
+          bytes += b.length;
+          return write(b);
+        }) as typeof s.write;
+        return s;
+      },
+    });
+  });
+  await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+  const port = (proxy.address() as AddressInfo).port;
+  return {
+    port,
+    upstreamPort,
+    seen,
+    events,
+    upstreamBytes: () => bytes,
+    upstreamConnections: () => conns,
+    setPolicy: (p) => (policy = p),
+    close: async () => {
+      if ("closeAllConnections" in upstream) upstream.closeAllConnections();
+      await Promise.all([new Promise((r) => proxy.close(r)), new Promise((r) => upstream.close(r))]);
+    },
+  };
+}
+
+export interface RawResult {
+  /** Everything the client received until the proxy closed (or `until` matched). */
+  text: string;
+  closed: boolean;
+  reset: boolean;
+}
+
+/**
+ * Sends `data` (pieces written with a small pause between them) and collects
+ * the answer until the connection closes, `until` returns true, or timeout.
+ */
+export function rawExchange(
+  port: number,
+  data: string | Buffer | (string | Buffer)[],
+  opts: { until?: (text: string) => boolean; end?: boolean; timeoutMs?: number } = {},
+): Promise<RawResult> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    let text = "";
+    let done = false;
+    let reset = false;
+    const finish = (closed: boolean): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ text, closed, reset });
+    };
+    const timer = setTimeout(() => finish(false), opts.timeoutMs ?? 3000);
+    s.on("data", (d: Buffer) => {
+      text += d.toString("latin1");
+      if (opts.until?.(text)) finish(false);
+    });
+    s.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "ECONNRESET") reset = true;
+      finish(true);
+    });
+    s.on("end", () => finish(true));
+    const pieces = Array.isArray(data) ? data : [data];
+    void (async () => {
+      for (const p of pieces) {
+        if (s.destroyed) return;
+        s.write(typeof p === "string" ? Buffer.from(p, "latin1") : p);
+        if (pieces.length > 1) await new Promise((r) => setTimeout(r, 15));
+      }
+      if (opts.end) s.end();
+    })();
+  });
+}
+
+/** Status codes of the responses in `text`, in order (responses carry Content-Length). */
+export function statuses(text: string): number[] {
+  const out: number[] = [];
+  let rest = text;
+  for (;;) {
+    const m = /^HTTP\/1\.1 (\d{3})[^\r]*\r\n([\s\S]*?)\r\n\r\n/.exec(rest);
+    if (!m) return out;
+    out.push(Number(m[1]));
+    const cl = /content-length: *(\d+)/i.exec(m[2] as string);
+    rest = rest.slice(m[0].length + (cl ? Number(cl[1]) : 0));
+  }
+}
+
+export function countResponses(n: number): (t: string) => boolean {
+  return (t) => statuses(t).length >= n;
+}
