@@ -19,6 +19,8 @@ import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import { Reconciler } from "../datapath/reconcile.js";
 import { createEndpoint, createNode, deleteEndpoint, type NodeNetns } from "../datapath/endpoint.js";
+import { ip } from "../datapath/exec.js";
+import { listNetns } from "../datapath/netns.js";
 import { IdentityAllocator, type Identity } from "../identity/allocator.js";
 import { parseAddr, parsePrefix, prefixString as prefixText } from "../labels/cidr.js";
 import { LabelSet } from "../labels/label.js";
@@ -137,8 +139,17 @@ export class Agent {
       { endpoints: this.endpoints.size, policies: this.policyRecords.size, kernelOps: r.ops },
       "agent started",
     );
-    // Endpoints whose namespace vanished (e.g. after a reboot) are recreated; existing ones are left alone.
-    for (const ep of this.endpoints.values()) await createEndpoint(this.endpointNetns(ep));
+    // Endpoints whose namespace or veth vanished (e.g. after a reboot) are recreated;
+    // intact ones are left alone (one listing each, not one check per endpoint).
+    const namespaces = new Set(await listNetns());
+    const links = await hostLinks(this.p.nodeNetns);
+    const missing = [...this.endpoints.values()].filter(
+      (ep) => !namespaces.has(ep.netns) || !links.has(ep.hostIfname),
+    );
+    // Their policy is already in the kernel (enforce() above): creating them in parallel is safe.
+    for (let i = 0; i < missing.length; i += 8) {
+      await Promise.all(missing.slice(i, i + 8).map((ep) => createEndpoint(this.endpointNetns(ep))));
+    }
     if (this.p.resyncMs > 0) {
       this.timer = setInterval(
         () =>
@@ -674,4 +685,15 @@ function validateName(s: string, what: string): void {
 
 function labelText(l: { source: string; key: string; value: string }): string {
   return `${l.source}:${l.key}${l.value ? "=" + l.value : ""}`;
+}
+
+/** Names of the links in the node's namespace. */
+async function hostLinks(netns: string | undefined): Promise<Set<string>> {
+  const out = await ip(["-o", "link", "show"], netns);
+  return new Set(
+    out
+      .split("\n")
+      .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
+      .filter((x): x is string => x !== undefined),
+  );
 }

@@ -102,7 +102,7 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
   const removals: [NftMap, NftElement[]][] = [];
   for (const m of desired.maps) {
     const a = actual.maps.get(m.name);
-    const have = a && !sigChanged.includes(m) ? decodeElements(m, a.rawElements) : [];
+    const have = a && !sigChanged.includes(m) ? (a.decoded ?? decodeElements(m, a.rawElements)) : [];
     const haveBy = new Map(have.map((e) => [keyCanon(e.key), e]));
     const wantKeys = new Set<string>();
     const adds: NftElement[] = [];
@@ -153,4 +153,27 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
     ops++;
   }
   return { script: ops === 0 ? "" : cmds.join("\n") + "\n", ops, lines };
+}
+
+/**
+ * The table as we last applied it, in the shape a readback has: planning
+ * against it needs no `nft list` (whose cost grows with the table).
+ */
+export function asActual(t: CompiledTable): ActualTable {
+  return {
+    maps: new Map(
+      t.maps.map((m) => [
+        m.name,
+        {
+          name: m.name,
+          signature: mapSignature(m),
+          rawElements: [],
+          decoded: m.elements.map((e) => ({ key: [...e.key], value: e.value })),
+        },
+      ]),
+    ),
+    chains: new Map(
+      t.chains.map((c) => [c.name, { name: c.name, hash: chainHash(c), rules: c.rules.length }]),
+    ),
+  };
 }

@@ -15,6 +15,8 @@ export interface ActualMap {
   name: string;
   signature: string;
   rawElements: unknown[];
+  /** Elements already decoded (when the table is what we applied last, not read back). */
+  decoded?: readonly { key: KeyPart[]; value: string }[];
 }
 export interface ActualChain {
   name: string;

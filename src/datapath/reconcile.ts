@@ -12,8 +12,8 @@
  */
 import { compile } from "./compile.js";
 import { nftApply, nftListJson, run } from "./exec.js";
-import { renderTable } from "./model.js";
-import { plan, type Plan } from "./plan.js";
+import { renderTable, type CompiledTable } from "./model.js";
+import { asActual, plan, type Plan } from "./plan.js";
 import { parseTable } from "./readback.js";
 import type { DatapathState } from "./types.js";
 
@@ -24,6 +24,11 @@ export interface ReconcilerParams {
   table?: string;
   /** NFLOG group of drop logs. Default 1. */
   logGroup?: number;
+  /**
+   * How long (ms) the last applied table is trusted as the kernel's state
+   * before an apply reads the table back again. Default 30 s; 0 = always read.
+   */
+  trustMs?: number;
 }
 
 export interface ApplyResult {
@@ -44,12 +49,16 @@ export class Reconciler {
   /** The last state the kernel accepted (realized), undefined before the first apply. */
   realized: DatapathState | undefined;
   private running = false;
+  private readonly resyncMs: number;
+  private lastApplied: CompiledTable | undefined;
+  private lastRead = 0;
   private pending: { state: DatapathState; waiters: Waiter[] } | undefined;
 
   constructor(params: ReconcilerParams = {}) {
     this.netns = params.netns;
     this.table = params.table ?? "membrane";
     this.logGroup = params.logGroup ?? 1;
+    this.resyncMs = params.trustMs ?? 30_000;
   }
 
   private get nsOpt(): { netns?: string } {
@@ -107,10 +116,30 @@ export class Reconciler {
 
   private async applyOnce(desired: DatapathState): Promise<ApplyResult> {
     const t0 = performance.now();
-    const p = await this.plan(desired);
-    if (p.ops > 0) await nftApply(p.script, this.nsOpt);
+    const compiled = compile(desired, { table: this.table, logGroup: this.logGroup });
+    // Plan against what we applied last (the kernel accepted it whole), unless a
+    // resync is due: reading a large table back costs far more than the change.
+    // If the kernel drifted meanwhile, the transaction fails or the next resync
+    // repairs it; a failure re-plans once against a fresh readback.
+    const trusted =
+      this.lastApplied && Date.now() - this.lastRead < this.resyncMs ? this.lastApplied : undefined;
+    let p = trusted ? plan(compiled, asActual(trusted)) : await this.planFromKernel(compiled);
+    try {
+      if (p.ops > 0) await nftApply(p.script, this.nsOpt);
+    } catch (e) {
+      if (!trusted) throw e;
+      p = await this.planFromKernel(compiled);
+      if (p.ops > 0) await nftApply(p.script, this.nsOpt);
+    }
+    this.lastApplied = compiled;
     this.realized = desired;
     return { changed: p.ops > 0, ops: p.ops, ms: Math.round((performance.now() - t0) * 10) / 10 };
+  }
+
+  private async planFromKernel(compiled: CompiledTable): Promise<Plan> {
+    const doc = await nftListJson("inet", this.table, this.nsOpt);
+    this.lastRead = Date.now();
+    return plan(compiled, doc === undefined ? undefined : parseTable(doc));
   }
 
   /** Removes the table (endpoint teardown, tests). Enforcement stops: only for shutting a node down. */
@@ -121,5 +150,6 @@ export class Reconciler {
       what: `delete table inet ${this.table}`,
     });
     this.realized = undefined;
+    this.lastApplied = undefined;
   }
 }
