@@ -75,14 +75,13 @@ endpointSelector:
     selectsNodes: false,
   },
   {
-    name: "CCNP nodeSelector: host policy over node labels, no namespace",
+    name: "CCNP nodeSelector {}: host policy for this node, no namespace",
     doc: ccnp(`
-nodeSelector:
-  matchLabels: {role: worker}
+nodeSelector: {}
 ingress:
 - fromEntities: [remote-node]
 `),
-    subject: "any:role=worker",
+    subject: "{}",
     selectsNodes: true,
     ingress: [{ peers: ["entity(remote-node)"] }],
   },
