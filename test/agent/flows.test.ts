@@ -128,28 +128,7 @@ describe("flows through the agent (root)", { skip }, () => {
     "drops carry reason and policy, allows name the rule, metrics pass promtool",
     { timeout: 60_000 },
     async () => {
-      const prefix = "mbf" + randomBytes(2).toString("hex");
-      const dir = await mkdtemp(join(tmpdir(), "membrane-flows-"));
-      let running: RunningAgent | undefined;
-      const probes: Probe[] = [];
-      try {
-        running = await startAgent(
-          {
-            stateDir: join(dir, "state"),
-            socketPath: join(dir, "agent.sock"),
-            nodeNetns: `${prefix}-node`,
-            netnsPrefix: `${prefix}-`,
-            podCidr4: "10.202.0.0/24",
-            table: "membrane",
-            logGroup: 7,
-            engine: {},
-            logLevel: "error",
-            resyncMs: 0,
-            observe: { nodeName: "node-a", ringCapacity: 1024, metricsAddress: "127.0.0.1:0" },
-          },
-          pino({ level: "error" }),
-        );
-        const agent = running.agent;
+      await withAgent(async (agent, probes) => {
         const api = await agent.createEndpointRequest({
           name: "api",
           namespace: "default",
@@ -212,12 +191,7 @@ describe("flows through the agent (root)", { skip }, () => {
           const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
           assert.equal(r.status, 0, r.stdout + r.stderr);
         }
-      } finally {
-        for (const p of probes) p.stop();
-        await running?.stop();
-        await cleanupPrefix(prefix);
-        await rm(dir, { recursive: true, force: true });
-      }
+      }, "127.0.0.1:0");
     },
   );
 });
