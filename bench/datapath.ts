@@ -1,0 +1,403 @@
+/**
+ * Benchmark of the kernel path (needs root): what Membrane's nftables table
+ * costs traffic, and how fast a policy change is enforced through the agent.
+ *
+ *   node dist/bench/datapath.js            -> one JSON line per figure
+ *
+ * 1. TCP throughput (iperf3) and request/response rate (a Node ping-pong, 1-byte
+ *    messages) between two endpoint namespaces, with no table vs with Membrane
+ *    enforcing 10,000 identities and 10,000 MapState entries on the receiver.
+ *    Conditions alternate A/B/A/B...; medians are reported.
+ * 2. Policy apply -> enforced latency through the agent (applyPolicies wall
+ *    time) at 100 and 1,000 endpoints, and endpoint create latency.
+ *
+ * Everything runs in scratch namespaces with a unique prefix, removed at the end.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import pino from "pino";
+import { startAgent, type AgentOptions } from "../src/agent/run.js";
+import { Ipam } from "../src/agent/ipam.js";
+import { KEYS, type EndpointRecordV1 } from "../src/agent/records.js";
+import { createEndpoint, createNode } from "../src/datapath/endpoint.js";
+import { runRaw } from "../src/datapath/exec.js";
+import { cleanupPrefix } from "../src/datapath/netns.js";
+import { Reconciler } from "../src/datapath/reconcile.js";
+import type { DatapathState, PolicySegment } from "../src/datapath/types.js";
+import { Probe } from "../src/probe/probe.js";
+import { EmbeddedStore } from "../src/store/embedded.js";
+
+const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "datapath", ...o }));
+const median = (xs: number[]): number => pct(xs, 0.5);
+function pct(xs: readonly number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
+}
+const r1 = (x: number): number => Math.round(x * 10) / 10;
+const has = (bin: string): boolean => spawnSync("sh", ["-c", `command -v ${bin}`]).status === 0;
+
+// ---- request/response: this file re-executed inside a namespace ------------------------
+
+const RR_PORT = 5300;
+const IPERF_PORT = 5201;
+
+function rrServer(): void {
+  net
+    .createServer((s) => {
+      s.setNoDelay(true);
+      s.on("data", (d) => s.write(d));
+      s.on("error", () => undefined);
+    })
+    .listen(RR_PORT, "0.0.0.0", () => process.stdout.write("ready\n"));
+}
+
+function rrClient(host: string, ms: number): void {
+  const s = net.connect({ host, port: RR_PORT }, () => {
+    s.setNoDelay(true);
+    let n = 0;
+    const end = performance.now() + ms;
+    s.on("data", () => {
+      n++;
+      if (performance.now() < end) s.write("x");
+      else {
+        process.stdout.write(JSON.stringify({ roundTrips: n, perSec: n / (ms / 1000) }) + "\n");
+        s.destroy();
+      }
+    });
+    s.write("x");
+  });
+  s.on("error", (e) => {
+    process.stdout.write(JSON.stringify({ error: String(e) }) + "\n");
+  });
+}
+
+// ---- part 1: traffic with and without Membrane -------------------------------------------
+
+const CLIENT_ID = 1001;
+const SERVER_ID = 1002;
+const BIG = 10_000;
+
+/** 10k ipcache prefixes (identities) and 10k segments on the server's ingress incl. the client. */
+function bigState(
+  client: { ip: string; ifname: string },
+  server: { ip: string; ifname: string },
+): DatapathState {
+  const ipcache = [
+    { prefix: `${client.ip}/32`, identity: CLIENT_ID },
+    { prefix: `${server.ip}/32`, identity: SERVER_ID },
+  ];
+  const segments: PolicySegment[] = [
+    { identity: CLIENT_ID, proto: 6, lo: IPERF_PORT, hi: IPERF_PORT, action: "allow", ruleId: 1 },
+    { identity: CLIENT_ID, proto: 6, lo: RR_PORT, hi: RR_PORT, action: "allow", ruleId: 1 },
+  ];
+  for (let i = 0; ipcache.length < BIG; i++) {
+    const id = 2000 + i;
+    ipcache.push({ prefix: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`, identity: id });
+    if (segments.length < BIG) {
+      segments.push({
+        identity: id,
+        proto: i % 3 === 0 ? 17 : 6,
+        lo: 8000 + (i % 50),
+        hi: 8000 + (i % 50),
+        action: i % 10 === 0 ? "deny" : "allow",
+        ruleId: 1,
+      });
+    }
+  }
+  ipcache.sort((a, b) => (a.prefix < b.prefix ? -1 : 1));
+  return {
+    hostIdentity: 1,
+    rules: [{ id: 1, text: "bench" }],
+    ipcache,
+    endpoints: [
+      {
+        id: 1,
+        name: "bench/client",
+        hostIfname: client.ifname,
+        ipv4: client.ip,
+        identity: CLIENT_ID,
+        ingress: { enforced: false, segments: [] },
+        egress: { enforced: false, segments: [] },
+      },
+      {
+        id: 2,
+        name: "bench/server",
+        hostIfname: server.ifname,
+        ipv4: server.ip,
+        identity: SERVER_ID,
+        ingress: { enforced: true, segments },
+        egress: { enforced: false, segments: [] },
+      },
+    ],
+  };
+}
+
+async function traffic(prefix: string, rounds: number, seconds: number): Promise<void> {
+  const node = await createNode({
+    netns: `${prefix}-node`,
+    gateway4: "10.220.0.1",
+    podCidr4: "10.220.0.0/24",
+  });
+  const client = { ip: "10.220.0.2", ifname: `${prefix}c`, netns: `${prefix}-client` };
+  const server = { ip: "10.220.0.3", ifname: `${prefix}s`, netns: `${prefix}-server` };
+  for (const e of [client, server]) {
+    await createEndpoint({ node, name: e.netns, netns: e.netns, hostIfname: e.ifname, ipv4: e.ip });
+  }
+  const rec = new Reconciler({ netns: node.netns, table: "membrane_bench" });
+  const state = bigState(client, server);
+  const self = fileURLToPath(import.meta.url);
+  const children: ChildProcess[] = [];
+  const iperf = has("iperf3");
+  try {
+    const rr = spawn("ip", ["netns", "exec", server.netns, process.execPath, self, "--rr-server"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    children.push(rr);
+    await new Promise<void>((resolve) => rr.stdout?.once("data", () => resolve()));
+    if (iperf) {
+      children.push(
+        spawn("ip", ["netns", "exec", server.netns, "iperf3", "-s", "-p", String(IPERF_PORT)], {
+          stdio: "ignore",
+        }),
+      );
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const res: Record<"none" | "membrane", { gbps: number[]; rr: number[]; loadMs: number[] }> = {
+      none: { gbps: [], rr: [], loadMs: [] },
+      membrane: { gbps: [], rr: [], loadMs: [] },
+    };
+    for (let round = 0; round < rounds; round++) {
+      for (const cond of ["none", "membrane"] as const) {
+        const t0 = performance.now();
+        if (cond === "none") {
+          if ((await runRaw(["nft", "list", "table", "inet", rec.table], { netns: node.netns })).status === 0)
+            await rec.deleteTable();
+        } else {
+          const a = await rec.apply(state);
+          if (!a.changed) throw new Error("the table was expected to be loaded");
+          res[cond].loadMs.push(performance.now() - t0);
+        }
+        if (iperf) {
+          const r = await runRaw(
+            ["iperf3", "-c", server.ip, "-p", String(IPERF_PORT), "-t", String(seconds), "-J"],
+            { netns: client.netns, timeoutMs: (seconds + 20) * 1000 },
+          );
+          const j = JSON.parse(r.stdout || "{}") as { end?: { sum_received?: { bits_per_second?: number } } };
+          const bps = j.end?.sum_received?.bits_per_second;
+          if (bps === undefined) throw new Error(`iperf3 failed: ${r.stderr || r.stdout.slice(0, 300)}`);
+          res[cond].gbps.push(bps / 1e9);
+        }
+        const c = await runRaw([process.execPath, self, "--rr-client", server.ip, String(seconds * 1000)], {
+          netns: client.netns,
+          timeoutMs: (seconds + 20) * 1000,
+        });
+        const j = JSON.parse(c.stdout.trim() || "{}") as { perSec?: number; error?: string };
+        if (j.perSec === undefined) throw new Error(`rr client failed: ${j.error ?? c.stderr}`);
+        res[cond].rr.push(j.perSec);
+      }
+    }
+    // The table is on the path: with it loaded, a port the server's policy does not allow is dropped.
+    const verify = await runRaw(["nft", "list", "map", "inet", rec.table, "ipcache4"], { netns: node.netns });
+    const probe = Probe.start(client.netns);
+    const enforcing = [
+      await probe.tcp(server.ip, RR_PORT, 1000),
+      await probe.tcp(server.ip, RR_PORT + 1, 1000),
+    ];
+    probe.stop();
+    if (iperf) {
+      const a = median(res.none.gbps);
+      const b = median(res.membrane.gbps);
+      out({
+        figure: "tcp-throughput",
+        tool: "iperf3",
+        seconds,
+        rounds,
+        gbitPerSecNone: r1(a),
+        gbitPerSecMembrane: r1(b),
+        ratio: Math.round((b / a) * 1000) / 1000,
+        target: ">= 0.95",
+        samplesNone: res.none.gbps.map(r1),
+        samplesMembrane: res.membrane.gbps.map(r1),
+      });
+    } else out({ figure: "tcp-throughput", skipped: "iperf3 not installed (apt-get install -y iperf3)" });
+    const a = median(res.none.rr);
+    const b = median(res.membrane.rr);
+    out({
+      figure: "tcp-request-response",
+      tool: "node ping-pong, 1 byte, TCP_NODELAY",
+      seconds,
+      rounds,
+      perSecNone: Math.round(a),
+      perSecMembrane: Math.round(b),
+      ratio: Math.round((b / a) * 1000) / 1000,
+      target: ">= 0.90",
+      samplesNone: res.none.rr.map(Math.round),
+      samplesMembrane: res.membrane.rr.map(Math.round),
+    });
+    out({
+      figure: "table-load",
+      identities: state.ipcache.length,
+      serverIngressEntries: state.endpoints[1]?.ingress.segments.length,
+      loadMsMedian: Math.round(median(res.membrane.loadMs)),
+      tableStillLoaded: verify.status === 0,
+      enforcingCheck: `allowed port ${enforcing[0]}, other port ${enforcing[1]}`,
+    });
+  } finally {
+    for (const c of children) c.kill();
+  }
+}
+
+// ---- part 2: through the agent -----------------------------------------------------------
+
+const policy = (i: number): string => `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: bench, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {tier: db}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: app1}}]
+    toPorts: [{ports: [{port: "${i % 2 === 0 ? 5432 : 5433}", protocol: TCP}]}]
+`;
+const labelsOf = (i: number): Record<string, string> => ({
+  app: `app${i % 10}`,
+  tier: i % 5 === 0 ? "db" : "web",
+});
+
+async function agentLatency(prefix: string, applies: number, capMs: number): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "membrane-bench-"));
+  const o: AgentOptions = {
+    stateDir: join(dir, "state"),
+    socketPath: join(dir, "agent.sock"),
+    nodeNetns: `${prefix}-anode`,
+    netnsPrefix: `${prefix}-`,
+    podCidr4: "10.221.0.0/21",
+    table: "membrane_bench",
+    logGroup: 1,
+    engine: {},
+    logLevel: "silent",
+    resyncMs: 0,
+  };
+  const log = pino({ level: "silent" });
+  let running = await startAgent(o, log);
+  try {
+    const applyAt = async (n: number): Promise<void> => {
+      const ms: number[] = [];
+      const t0 = performance.now();
+      for (let i = 0; i < applies && performance.now() - t0 < capMs; i++) {
+        const t = performance.now();
+        const r = await running.agent.applyPolicies(policy(i), "bench.yaml");
+        ms.push(performance.now() - t);
+        if (i > 0 && r.kernelOps === 0) throw new Error("an apply changed nothing in the kernel");
+      }
+      out({
+        figure: "policy-apply-latency",
+        endpoints: n,
+        applies: ms.length,
+        p50Ms: r1(pct(ms, 0.5)),
+        p99Ms: r1(pct(ms, 0.99)),
+        maxMs: r1(Math.max(...ms)),
+        target: n >= 1000 ? "p99 < 250 ms" : undefined,
+      });
+    };
+    const create = async (from: number, to: number): Promise<number[]> => {
+      const ms: number[] = [];
+      const t0 = performance.now();
+      for (let i = from; i < to && performance.now() - t0 < capMs; i++) {
+        const t = performance.now();
+        await running.agent.createEndpointRequest({
+          name: `ep${i}`,
+          namespace: "default",
+          labels: labelsOf(i),
+        });
+        ms.push(performance.now() - t);
+      }
+      return ms;
+    };
+    const first = await create(0, 100);
+    out({
+      figure: "endpoint-create-latency",
+      range: "0-100",
+      created: first.length,
+      p50Ms: r1(pct(first, 0.5)),
+      p99Ms: r1(pct(first, 0.99)),
+    });
+    await applyAt(running.agent.listEndpoints().length);
+
+    // 100 -> 1000: records written straight into the store (sequential creates cost O(n) each, see the
+    // report), then the agent restarts and builds their namespaces and the kernel state in one go.
+    await running.stop();
+    const store = await EmbeddedStore.open({ dir: join(o.stateDir, "store"), logger: log });
+    const ipam = new Ipam({ store, ipv4: o.podCidr4 });
+    const t0 = performance.now();
+    for (let i = 100; i < 1000 && performance.now() - t0 < capMs; i++) {
+      const key = `default/ep${i}`;
+      const addr = await ipam.allocate(key);
+      const id = i + 1;
+      const rec: EndpointRecordV1 = {
+        v: 1,
+        name: `ep${i}`,
+        namespace: "default",
+        labels: labelsOf(i),
+        id,
+        netns: `${o.netnsPrefix}ep${id}`,
+        hostIfname: `mbr${id}`,
+        ipv4: addr.ipv4,
+      };
+      await store.put(KEYS.endpoints + key, JSON.stringify(rec));
+    }
+    await store.close();
+    const ts = performance.now();
+    running = await startAgent(o, log);
+    const n = running.agent.listEndpoints().length;
+    out({
+      figure: "agent-start",
+      endpoints: n,
+      startMs: Math.round(performance.now() - ts),
+      note: "creates the namespaces of seeded endpoints and loads the kernel state",
+    });
+    await applyAt(n);
+    const more = await create(1000, 1020);
+    out({
+      figure: "endpoint-create-latency",
+      range: "1000-1020",
+      created: more.length,
+      p50Ms: r1(pct(more, 0.5)),
+      p99Ms: r1(pct(more, 0.99)),
+    });
+  } finally {
+    await running.stop().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- main ----------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv[0] === "--rr-server") return rrServer();
+  if (argv[0] === "--rr-client") return rrClient(argv[1] ?? "", Number(argv[2] ?? 5000));
+  if (process.getuid?.() !== 0) return out({ skipped: "needs root (network namespaces, nftables)" });
+  for (const bin of ["ip", "nft"])
+    if (!has(bin)) return out({ skipped: `needs ${bin} (apt-get install iproute2 nftables)` });
+  const prefix = "mbb" + randomBytes(2).toString("hex");
+  const only = argv.filter((a) => !a.startsWith("--"));
+  const rounds = Number(argv.find((a) => a.startsWith("--rounds="))?.slice(9) ?? 4);
+  const seconds = Number(argv.find((a) => a.startsWith("--seconds="))?.slice(10) ?? 5);
+  const onSignal = (): void => void cleanupPrefix(`${prefix}-`).finally(() => process.exit(130));
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    if (only.length === 0 || only.includes("traffic"))
+      await traffic(prefix, Math.min(rounds, 10), Math.min(seconds, 30));
+    if (only.length === 0 || only.includes("agent")) await agentLatency(prefix, 30, 300_000);
+  } finally {
+    await cleanupPrefix(`${prefix}-`);
+  }
+}
+
+await main();
