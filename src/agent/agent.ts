@@ -27,7 +27,7 @@ import { LabelSet } from "../labels/label.js";
 import { workloadLabels } from "../labels/k8s.js";
 import { parsePolicies } from "../policy/api/index.js";
 import { PolicyEngine } from "../policy/engine.js";
-import type { EngineConfig } from "../policy/query.js";
+import type { EngineConfig, NamedPort } from "../policy/query.js";
 import type { PolicyRef, PolicyResource } from "../policy/types.js";
 import type { Store } from "../store/store.js";
 import { buildDatapathState, type LocalEndpoint } from "./desired.js";
@@ -408,6 +408,8 @@ export class Agent {
     labels: Record<string, string>;
     ipv4?: string;
     ipv6?: string;
+    /** Named container ports, for policies that name ports. */
+    ports?: readonly NamedPort[];
   }): Promise<EndpointView> {
     return this.serial(async () => {
       validateName(req.name, "endpoint name");
@@ -419,6 +421,7 @@ export class Agent {
         });
       }
       workloadLabels({ namespace: req.namespace, labels: req.labels }); // validates, throws LABEL_INVALID
+      validatePorts(req.ports ?? []);
       const id = this.nextEndpointId();
       const addr = await this.ipam.allocate(key, {
         ...(req.ipv4 !== undefined ? { ipv4: req.ipv4 } : {}),
@@ -434,6 +437,7 @@ export class Agent {
         hostIfname: `mbr${id}`,
         ipv4: addr.ipv4,
         ...(addr.ipv6 ? { ipv6: addr.ipv6 } : {}),
+        ...(req.ports && req.ports.length > 0 ? { ports: req.ports.map((p) => ({ ...p })) } : {}),
       };
       try {
         await this.p.store.put(KEYS.endpoints + key, JSON.stringify(rec));
@@ -659,6 +663,7 @@ function engineSpec(rec: EndpointRecordV1) {
     namespace: rec.namespace,
     labels: rec.labels,
     ips: [rec.ipv4, ...(rec.ipv6 ? [rec.ipv6] : [])],
+    ...(rec.ports ? { namedPorts: rec.ports } : {}),
   };
 }
 
@@ -696,4 +701,30 @@ async function hostLinks(netns: string | undefined): Promise<Set<string>> {
       .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
       .filter((x): x is string => x !== undefined),
   );
+}
+
+const PORT_NAME_RE = /^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$/;
+function validatePorts(ports: readonly NamedPort[]): void {
+  const seen = new Set<string>();
+  for (const p of ports) {
+    const where = `port "${String(p.name)}"`;
+    if (typeof p.name !== "string" || !PORT_NAME_RE.test(p.name)) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot use ${where}: a port name is 1-15 of [a-z0-9-] with a letter`,
+      );
+    }
+    if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot use ${where}: port ${String(p.port)} is not in 1-65535`,
+      );
+    }
+    if (!["TCP", "UDP", "SCTP"].includes(p.protocol)) {
+      throw new MembraneError("ENDPOINT_INVALID", `Cannot use ${where}: protocol must be TCP, UDP or SCTP`);
+    }
+    if (seen.has(`${p.name}/${p.protocol}`))
+      throw new MembraneError("ENDPOINT_INVALID", `Cannot use ${where} twice`);
+    seen.add(`${p.name}/${p.protocol}`);
+  }
 }

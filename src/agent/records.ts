@@ -20,6 +20,8 @@ export interface EndpointRecordV1 {
   readonly hostIfname: string;
   readonly ipv4: string;
   readonly ipv6?: string;
+  /** Named container ports (for policies with named ports). */
+  readonly ports?: readonly { name: string; port: number; protocol: "TCP" | "UDP" | "SCTP" }[];
 }
 
 /** The file a policy was applied from: it is parsed again on restart. */

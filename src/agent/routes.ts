@@ -25,7 +25,7 @@ import { MembraneError } from "../errors.js";
 import type { Agent } from "./agent.js";
 import type { ApiRequest, Route } from "./api/router.js";
 import { isFlowRecord, type Flow, type ObserveRequest } from "../observe/index.js";
-import type { FlowQuery, PeerRef } from "../policy/query.js";
+import type { FlowQuery, NamedPort, PeerRef } from "../policy/query.js";
 import { explainDrop } from "../policy/why.js";
 
 function obj(req: ApiRequest): Record<string, unknown> {
@@ -127,6 +127,24 @@ export function flowQuery(f: Flow): FlowQuery | undefined {
   return { from, to, proto: "ICMPv6", icmpType: l4.ICMPv6.type };
 }
 
+/** `ports: [{name, port, protocol}]`, shape-checked here; the agent checks the values. */
+function ports(v: unknown): NamedPort[] {
+  if (!Array.isArray(v) || v.length > 64 || v.some((p) => typeof p !== "object" || p === null)) {
+    throw new MembraneError(
+      "API_FAILED",
+      'Cannot handle the request: "ports" must be a list of {name, port, protocol}',
+      {
+        location: { path: "ports" },
+      },
+    );
+  }
+  return (v as Record<string, unknown>[]).map((p) => ({
+    name: String(p["name"]),
+    port: Number(p["port"]),
+    protocol: String(p["protocol"] ?? "TCP") as NamedPort["protocol"],
+  }));
+}
+
 export function agentRoutes(agent: Agent): Route[] {
   return [
     { method: "GET", path: "/v1/status", handler: () => agent.status() },
@@ -158,6 +176,7 @@ export function agentRoutes(agent: Agent): Route[] {
           name: str(b, "name", 63),
           namespace: str(b, "namespace", 63),
           labels: labels(b, "labels"),
+          ...(b["ports"] !== undefined ? { ports: ports(b["ports"]) } : {}),
         });
       },
     },

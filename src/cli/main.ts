@@ -78,6 +78,11 @@ export async function main(argv: string[]): Promise<void> {
     exitCode: 0,
   };
   const debug = argv.includes("--debug");
+  // A reader that goes away (`membrane ... | head`) is not an error.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(ctx.exitCode);
+    throw e;
+  });
   try {
     await buildProgram(ctx).parseAsync(argv);
   } catch (e) {

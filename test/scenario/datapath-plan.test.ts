@@ -211,12 +211,12 @@ describe("datapath plan: scenarios whose queries all skip", () => {
       want: "services (toServices) are not known to the agent yet",
     },
     {
-      name: "named ports used by a policy and declared by an endpoint cannot be resolved by the agent",
+      name: "named ports used by a policy and declared by an endpoint are built (the agent takes endpoint ports)",
       head:
         "name: s\nendpoints: [{name: db, labels: {app: db}, ip: 10.0.1.10, ports: [{name: pg, port: 5432}]}]\n" +
         "policies: |\n  apiVersion: cilium.io/v2\n  kind: CiliumNetworkPolicy\n  metadata: {name: p, namespace: default}\n" +
         '  spec:\n    endpointSelector: {}\n    ingress: [{toPorts: [{ports: [{port: "pg"}]}]}]\n',
-      want: "the policies use named ports, which the agent cannot resolve yet (endpoint ports are not passed)",
+      want: undefined,
     },
     {
       name: "declared endpoint ports alone do not skip",

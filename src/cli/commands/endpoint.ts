@@ -2,6 +2,7 @@
 import { spawn } from "node:child_process";
 import { Command } from "commander";
 import type { EndpointView } from "../../agent/agent.js";
+import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
 import {
   client,
@@ -39,18 +40,27 @@ export function endpointCommand(ctx: CliContext): Command {
     )
     .option("-n, --namespace <ns>", "the endpoint's namespace", "default")
     .option("-l, --labels <k=v,...>", "labels", "")
+    .option(
+      "-p, --ports <name=port/proto,...>",
+      "named ports, for policies that name ports (e.g. http=80/TCP)",
+      "",
+    )
     .addOption(socketOption())
     .addOption(outputOption())
     .addHelpText(
       "after",
-      "\nExample:\n  $ membrane endpoint create deathstar --labels org=empire,class=deathstar\n",
+      "\nExamples:\n  $ membrane endpoint create deathstar --labels org=empire,class=deathstar\n  $ membrane endpoint create db --labels app=db --ports pg=5432/TCP\n",
     )
     .action(
-      async (name: string, o: { namespace: string; labels: string; socket: string; output: ViewFormat }) => {
+      async (
+        name: string,
+        o: { namespace: string; labels: string; ports: string; socket: string; output: ViewFormat },
+      ) => {
         const ep = (await client(o).request("POST", "/v1/endpoints", {
           name,
           namespace: o.namespace,
           labels: parseLabelArgs([o.labels]),
+          ...(o.ports ? { ports: parsePortArgs(o.ports) } : {}),
         })) as EndpointView;
         show(ctx, o.output, ep, () => endpointRows([ep]));
       },
@@ -120,4 +130,21 @@ export function endpointCommand(ctx: CliContext): Command {
 
 function enc(s: string): string {
   return encodeURIComponent(s);
+}
+
+/** `http=80/TCP,dns=53/UDP` (protocol defaults to TCP). */
+function parsePortArgs(text: string): { name: string; port: number; protocol: string }[] {
+  return text
+    .split(",")
+    .filter((x) => x !== "")
+    .map((part) => {
+      const m = /^([a-z0-9-]+)=(\d+)(?:\/(TCP|UDP|SCTP))?$/i.exec(part.trim());
+      if (!m)
+        throw new MembraneError("CLI_USAGE", `Cannot read port "${part}": write name=port[/TCP|UDP|SCTP]`);
+      return {
+        name: (m[1] as string).toLowerCase(),
+        port: Number(m[2]),
+        protocol: (m[3] ?? "TCP").toUpperCase(),
+      };
+    });
 }

@@ -108,6 +108,7 @@ export class ScratchNode {
         name: e.name,
         namespace: e.namespace,
         labels: { ...e.labels },
+        ...(e.namedPorts && e.namedPorts.length > 0 ? { ports: e.namedPorts } : {}),
         ...(v4 !== undefined ? { ipv4: v4 } : {}),
         ...(v6 !== undefined ? { ipv6: v6 } : {}),
       });

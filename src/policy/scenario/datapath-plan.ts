@@ -7,7 +7,7 @@
  *
  * A query is skipped whenever the kernel alone cannot give the verdict the
  * scenario describes (L7 proxy, mutual authentication, DNS-learned
- * identities, services, named ports, SCTP, ICMP other than echo): skipped,
+ * identities, services, SCTP, ICMP other than echo): skipped,
  * never counted as passed.
  */
 import { addrString, familyWidth, mask, parseAddr, type Prefix, prefixString } from "../../labels/cidr.js";
@@ -73,9 +73,6 @@ export function scenarioSkipReason(s: Scenario, cidrs: NodeCidrs = nodeCidrs(s))
     return `endpoint ${health.namespace}/${health.name} is a health endpoint, which the agent cannot create`;
   const sa = s.endpoints.find((e) => e.serviceAccount !== undefined);
   if (sa) return `endpoint ${sa.namespace}/${sa.name} has a service account, which the agent cannot set yet`;
-  if (s.endpoints.some((e) => (e.namedPorts?.length ?? 0) > 0) && usesNamedPorts(s.policies)) {
-    return "the policies use named ports, which the agent cannot resolve yet (endpoint ports are not passed)";
-  }
   for (const e of s.endpoints) {
     for (const ip of e.ips) {
       const why = reservedAddress(ip, cidrs);
@@ -96,15 +93,6 @@ function reservedAddress(ip: string, c: NodeCidrs): string | undefined {
   if (a.value === net + 1n) return `the scratch node's gateway (first host of the pod CIDR ${cidr})`;
   if (a.value === net || a.value === last) return `the network or last address of the pod CIDR ${cidr}`;
   return undefined;
-}
-
-/** True when some port of the policies is a named port (looked for anywhere in the parsed rules). */
-export function usesNamedPorts(value: unknown): boolean {
-  if (Array.isArray(value)) return value.some(usesNamedPorts);
-  if (typeof value !== "object" || value === null) return false;
-  const o = value as Record<string, unknown>;
-  if ("endPort" in o && "protocol" in o && typeof o["name"] === "string") return true;
-  return Object.values(o).some(usesNamedPorts);
 }
 
 /** Every address a DNS answer of the scenario names (they get FQDN identities offline). */
