@@ -27,7 +27,7 @@ import { LabelSet } from "../labels/label.js";
 import { workloadLabels } from "../labels/k8s.js";
 import { parsePolicies } from "../policy/api/index.js";
 import { PolicyEngine } from "../policy/engine.js";
-import type { EngineConfig, NamedPort } from "../policy/query.js";
+import type { EngineConfig, NamedPort, ServiceSpec } from "../policy/query.js";
 import type { PolicyRef, PolicyResource } from "../policy/types.js";
 import type { Store } from "../store/store.js";
 import { buildDatapathState, type LocalEndpoint } from "./desired.js";
@@ -39,6 +39,8 @@ import type { RuleOrigin } from "../policy/types.js";
 
 /** Store keys of node addresses (setNodeAddress): `nodes/<ip>` -> {kind}. */
 const NODE_ADDRS_KEY = "nodes/";
+/** Store keys of services (upsertService): `services/<namespace>/<name>` -> ServiceSpec. */
+const SERVICES_KEY = "services/";
 
 export interface AgentParams {
   readonly store: Store;
@@ -237,6 +239,9 @@ export class Agent {
         kv.key.slice(KEYS.namespaces.length),
         JSON.parse(kv.value) as Record<string, string>,
       );
+    }
+    for (const kv of (await this.p.store.list(SERVICES_KEY)).kvs) {
+      this.engine.upsertService(JSON.parse(kv.value) as ServiceSpec);
     }
     for (const kv of (await this.p.store.list(NODE_ADDRS_KEY)).kvs) {
       const { kind } = JSON.parse(kv.value) as { kind: "remote-node" | "kube-apiserver" };
@@ -517,6 +522,29 @@ export class Agent {
       }
       await this.p.store.put(NODE_ADDRS_KEY + ip, JSON.stringify({ kind }));
       this.engine.setNodeAddress(ip, kind);
+      await this.enforce();
+    });
+  }
+
+  /**
+   * A service, for toServices rules: with a pod selector its backends are the
+   * pods it selects; without one, its `ips` (outside addresses). Persisted.
+   */
+  upsertService(spec: ServiceSpec): Promise<void> {
+    return this.serial(async () => {
+      validateName(spec.name, "service name");
+      validateName(spec.namespace, "namespace");
+      for (const ip of spec.ips ?? []) {
+        if (parseAddr(ip) === undefined) {
+          throw new MembraneError(
+            "ENDPOINT_INVALID",
+            `Cannot add service ${spec.namespace}/${spec.name}: "${ip}" is not an IP address`,
+          );
+        }
+      }
+      if (spec.selector) workloadLabels({ namespace: spec.namespace, labels: spec.selector });
+      await this.p.store.put(`${SERVICES_KEY}${spec.namespace}/${spec.name}`, JSON.stringify(spec));
+      this.engine.upsertService(spec);
       await this.enforce();
     });
   }

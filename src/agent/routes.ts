@@ -11,6 +11,7 @@
  *   PATCH  /v1/endpoints/:namespace/:name/labels {labels, replace?}
  *   DELETE /v1/endpoints/:namespace/:name
  *   PUT    /v1/namespaces/:name {labels}
+ *   PUT    /v1/services/:namespace/:name {selector?, labels?, ports, ips?}   for toServices
  *   GET    /v1/identities
  *   GET    /v1/ipcache
  *   GET    /v1/datapath/diff                  desired state against what the kernel holds
@@ -212,6 +213,47 @@ export function agentRoutes(agent: Agent): Route[] {
       handler: async (req) => {
         await agent.setNamespaceLabels(req.params["name"] ?? "", labels(obj(req), "labels"));
         return { namespace: req.params["name"] };
+      },
+    },
+    {
+      method: "PUT",
+      path: "/v1/services/:namespace/:name",
+      handler: async (req) => {
+        const b = obj(req);
+        const list = (k: string): unknown[] => {
+          const v = b[k] ?? [];
+          if (!Array.isArray(v) || v.length > 1024) {
+            throw new MembraneError("API_FAILED", `Cannot handle the request: "${k}" must be a list`, {
+              location: { path: k },
+            });
+          }
+          return v;
+        };
+        const svcPorts = list("ports").map((p) => {
+          const o = (typeof p === "object" && p !== null ? p : {}) as Record<string, unknown>;
+          const protocol = String(o["protocol"] ?? "TCP");
+          if (!["TCP", "UDP", "SCTP"].includes(protocol) || !Number.isInteger(o["port"])) {
+            throw new MembraneError(
+              "API_FAILED",
+              "Cannot handle the request: ports are {port, protocol: TCP|UDP|SCTP}",
+              {
+                location: { path: "ports" },
+              },
+            );
+          }
+          return { port: o["port"] as number, protocol: protocol as "TCP" | "UDP" | "SCTP" };
+        });
+        const namespace = req.params["namespace"] ?? "";
+        const name = req.params["name"] ?? "";
+        await agent.upsertService({
+          name,
+          namespace,
+          ports: svcPorts,
+          ...(b["selector"] !== undefined ? { selector: labels(b, "selector") } : {}),
+          ...(b["labels"] !== undefined ? { labels: labels(b, "labels") } : {}),
+          ...(b["ips"] !== undefined ? { ips: list("ips").map(String) } : {}),
+        });
+        return { service: `${namespace}/${name}` };
       },
     },
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },

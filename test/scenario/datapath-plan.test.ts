@@ -206,9 +206,9 @@ describe("datapath plan: which queries run and how", () => {
 describe("datapath plan: scenarios whose queries all skip", () => {
   const cases: { name: string; head: string; want: string | undefined }[] = [
     {
-      name: "services are not known to the agent",
+      name: "services are built (the agent takes services)",
       head: "name: s\nservices: [{name: db, selector: {app: db}, ports: [{port: 1}]}]\nendpoints: [{name: db, labels: {app: db}, ip: 10.0.1.10}]\n",
-      want: "services (toServices) are not known to the agent yet",
+      want: undefined,
     },
     {
       name: "named ports used by a policy and declared by an endpoint are built (the agent takes endpoint ports)",

@@ -95,6 +95,7 @@ export class ScratchNode {
     const namespaces = new Map(s.namespaces);
     for (const e of s.endpoints) if (!namespaces.has(e.namespace)) namespaces.set(e.namespace, {});
     for (const [name, labels] of namespaces) await agent.setNamespaceLabels(name, { ...labels });
+    for (const svc of s.services) await agent.upsertService(svc);
     if (this.p.policiesText.trim() !== "") await agent.applyPolicies(this.p.policiesText, s.file);
     // Endpoints with every address given go first, so that an address IPAM picks for one
     // without (an IPv6 address on a dual-stack node) cannot take one the scenario names.

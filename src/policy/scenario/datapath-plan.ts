@@ -7,7 +7,7 @@
  *
  * A query is skipped whenever the kernel alone cannot give the verdict the
  * scenario describes (L7 proxy, mutual authentication, DNS-learned
- * identities, services, SCTP, ICMP other than echo): skipped,
+ * identities, SCTP, ICMP other than echo): skipped,
  * never counted as passed.
  */
 import { addrString, familyWidth, mask, parseAddr, type Prefix, prefixString } from "../../labels/cidr.js";
@@ -67,7 +67,6 @@ export function nodeCidrs(s: Pick<Scenario, "endpoints" | "config">): NodeCidrs 
 
 /** Why none of a scenario's queries can run on the datapath, or undefined. */
 export function scenarioSkipReason(s: Scenario, cidrs: NodeCidrs = nodeCidrs(s)): string | undefined {
-  if (s.services.length > 0) return "services (toServices) are not known to the agent yet";
   const health = s.endpoints.find((e) => e.kind === "health");
   if (health)
     return `endpoint ${health.namespace}/${health.name} is a health endpoint, which the agent cannot create`;
