@@ -74,34 +74,26 @@ async function withAgent(
   }
 }
 
+/** Endpoints api, web and other with a probe each, and the policy applied. */
+async function apiWebOther(agent: RunningAgent["agent"], probes: Probe[], policy: string) {
+  const mk = (name: string) =>
+    agent.createEndpointRequest({ name, namespace: "default", labels: { app: name } });
+  const api = await mk("api");
+  const web = await mk("web");
+  const other = await mk("other");
+  await agent.applyPolicies(policy, "policy.yaml");
+  const [pApi, pWeb, pOther] = [Probe.start(api.netns), Probe.start(web.netns), Probe.start(other.netns)];
+  probes.push(pApi, pWeb, pOther);
+  return { api, pApi, pWeb, pOther };
+}
+
 describe("flows through the agent (root)", { skip }, () => {
   test(
     "audit mode: would-be drops pass and are recorded as AUDIT with the policy",
     { timeout: 60_000 },
     async () => {
       await withAgent(async (agent, probes) => {
-        const api = await agent.createEndpointRequest({
-          name: "api",
-          namespace: "default",
-          labels: { app: "api" },
-        });
-        const web = await agent.createEndpointRequest({
-          name: "web",
-          namespace: "default",
-          labels: { app: "web" },
-        });
-        const other = await agent.createEndpointRequest({
-          name: "other",
-          namespace: "default",
-          labels: { app: "other" },
-        });
-        await agent.applyPolicies(AUDIT_POLICY, "audit.yaml");
-        const [pApi, pWeb, pOther] = [
-          Probe.start(api.netns),
-          Probe.start(web.netns),
-          Probe.start(other.netns),
-        ];
-        probes.push(pApi, pWeb, pOther);
+        const { api, pApi, pWeb, pOther } = await apiWebOther(agent, probes, AUDIT_POLICY);
         for (const port of [80, 22]) await pApi.listen("tcp", port);
         assert.equal(await pWeb.tcp(api.ipv4, 22), "ok", "the audit policy's deny lets it through");
         assert.equal(await pOther.tcp(api.ipv4, 80), "ok", "audit-only default deny lets it through");
@@ -129,26 +121,7 @@ describe("flows through the agent (root)", { skip }, () => {
     { timeout: 60_000 },
     async () => {
       await withAgent(async (agent, probes) => {
-        const api = await agent.createEndpointRequest({
-          name: "api",
-          namespace: "default",
-          labels: { app: "api" },
-        });
-        const web = await agent.createEndpointRequest({
-          name: "web",
-          namespace: "default",
-          labels: { app: "web" },
-        });
-        const other = await agent.createEndpointRequest({
-          name: "other",
-          namespace: "default",
-          labels: { app: "other" },
-        });
-        await agent.applyPolicies(POLICY, "policy.yaml");
-        const pApi = Probe.start(api.netns);
-        const pWeb = Probe.start(web.netns);
-        const pOther = Probe.start(other.netns);
-        probes.push(pApi, pWeb, pOther);
+        const { api, pApi, pWeb, pOther } = await apiWebOther(agent, probes, POLICY);
         for (const port of [80, 22, 443]) await pApi.listen("tcp", port);
 
         assert.equal(await pWeb.tcp(api.ipv4, 80), "ok");

@@ -1,27 +1,6 @@
-import assert from "node:assert/strict";
-import { describe, test } from "node:test";
-import type { ErrorCode } from "../../../src/errors.js";
-import { ccnp, cnp, lineOf, reject } from "./helpers.js";
+import { ccnp, egr, errorCases, ing, specOf, tcp80, type ErrorCase } from "./helpers.js";
 
-interface Case {
-  name: string;
-  doc: string;
-  /** Field path of the (first) issue. */
-  path: string;
-  /** Text on the line the issue must point at. */
-  at: string;
-  message: string;
-  code?: ErrorCode;
-  meshAuth?: boolean;
-}
-
-/** A CNP whose spec is `endpointSelector: {}` plus `body`. */
-const c = (body: string): string => cnp(`endpointSelector: {}\n${body}`);
-const ing = (el: string): string => c(`ingress:\n${el}`);
-const egr = (el: string): string => c(`egress:\n${el}`);
-const tcp80 = 'ports: [{port: "80", protocol: TCP}]';
-
-const cases: Case[] = [
+const cases: ErrorCase[] = [
   // ports
   {
     name: "port above 65535",
@@ -205,14 +184,14 @@ const cases: Case[] = [
   },
   {
     name: "L7 rules in a deny rule",
-    doc: c(`ingressDeny:\n- toPorts: [{${tcp80}, rules: {http: [{}]}}]`),
+    doc: specOf(`ingressDeny:\n- toPorts: [{${tcp80}, rules: {http: [{}]}}]`),
     path: "spec.ingressDeny[0].toPorts[0].rules",
     at: "- toPorts",
     message: "rules is not allowed in deny rules",
   },
   {
     name: "serverNames in a deny rule",
-    doc: c(`egressDeny:\n- toPorts: [{${tcp80}, serverNames: [a.com]}]`),
+    doc: specOf(`egressDeny:\n- toPorts: [{${tcp80}, serverNames: [a.com]}]`),
     path: "spec.egressDeny[0].toPorts[0].serverNames",
     at: "- toPorts",
     message: "serverNames is not allowed in deny rules",
@@ -372,43 +351,25 @@ const cases: Case[] = [
   },
   {
     name: "authentication in a deny rule",
-    doc: c("ingressDeny:\n- fromEntities: [world]\n  authentication: {mode: disabled}"),
+    doc: specOf("ingressDeny:\n- fromEntities: [world]\n  authentication: {mode: disabled}"),
     path: "spec.ingressDeny[0].authentication",
     at: "authentication",
     message: "authentication is not allowed in deny rules",
   },
   {
     name: "enableDefaultDeny must be a boolean",
-    doc: c('enableDefaultDeny: {ingress: "no"}'),
+    doc: specOf('enableDefaultDeny: {ingress: "no"}'),
     path: "spec.enableDefaultDeny.ingress",
     at: "enableDefaultDeny",
     message: "must be true or false, not a string",
   },
   {
     name: "log longer than 32 characters",
-    doc: c(`log: ${"x".repeat(33)}`),
+    doc: specOf(`log: ${"x".repeat(33)}`),
     path: "spec.log",
     at: "log:",
     message: "log must be at most 32 printable ASCII characters",
   },
 ];
 
-describe("validation errors (ports, L7, ICMP, authentication) name file, line, path and reason", () => {
-  for (const tc of cases) {
-    test(tc.name, () => {
-      const e = reject(tc.doc, tc.meshAuth ? { meshAuth: true } : {});
-      assert.equal(e.code, tc.code ?? "POLICY_INVALID");
-      const issue = e.issues[0];
-      assert.ok(issue, "at least one issue");
-      assert.deepEqual(
-        { path: issue.path, line: issue.line, file: issue.file },
-        { path: tc.path, line: lineOf(tc.doc, tc.at), file: "t.yaml" },
-        e.describe(),
-      );
-      assert.ok(
-        issue.message.includes(tc.message),
-        `${JSON.stringify(issue.message)} should contain ${JSON.stringify(tc.message)}`,
-      );
-    });
-  }
-});
+errorCases("validation errors (ports, L7, ICMP, authentication) name file, line, path and reason", cases);

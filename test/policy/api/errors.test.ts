@@ -1,29 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { MembraneError, type ErrorCode } from "../../../src/errors.js";
+import { MembraneError } from "../../../src/errors.js";
 import { parsePolicies } from "../../../src/policy/api/index.js";
 import { didYouMean } from "../../../src/policy/api/suggest.js";
-import { ccnp, cnp, knp, lineOf, reject } from "./helpers.js";
+import { ccnp, cnp, egr, errorCases, ing, knp, specOf, tcp80, type ErrorCase } from "./helpers.js";
 
-interface Case {
-  name: string;
-  doc: string;
-  /** Field path of the (first) issue. */
-  path: string;
-  /** Text on the line the issue must point at. */
-  at: string;
-  message: string;
-  code?: ErrorCode;
-  meshAuth?: boolean;
-}
-
-/** A CNP whose spec is `endpointSelector: {}` plus `body`. */
-const c = (body: string): string => cnp(`endpointSelector: {}\n${body}`);
-const ing = (el: string): string => c(`ingress:\n${el}`);
-const egr = (el: string): string => c(`egress:\n${el}`);
-const tcp80 = 'ports: [{port: "80", protocol: TCP}]';
-
-const cases: Case[] = [
+const cases: ErrorCase[] = [
   // unknown fields and structure
   {
     name: "unknown field with a did-you-mean suggestion",
@@ -42,7 +24,7 @@ const cases: Case[] = [
   },
   {
     name: "unknown top-level spec field",
-    doc: c("ingres: []"),
+    doc: specOf("ingres: []"),
     path: "spec.ingres",
     at: "ingres:",
     message: 'did you mean "ingress"?',
@@ -56,7 +38,7 @@ const cases: Case[] = [
   },
   {
     name: "wrong type: ingress must be a list",
-    doc: c("ingress: {fromEntities: [world]}"),
+    doc: specOf("ingress: {fromEntities: [world]}"),
     path: "spec.ingress",
     at: "ingress:",
     message: "must be a list, not a mapping",
@@ -284,7 +266,7 @@ const cases: Case[] = [
   },
   {
     name: "toFQDNs in a deny rule",
-    doc: c("egressDeny:\n- toFQDNs: [{matchName: a.com}]"),
+    doc: specOf("egressDeny:\n- toFQDNs: [{matchName: a.com}]"),
     path: "spec.egressDeny[0].toFQDNs",
     at: "toFQDNs",
     message: "toFQDNs is not allowed in deny rules",
@@ -399,25 +381,10 @@ const cases: Case[] = [
   },
 ];
 
-describe("validation errors (structure, metadata, selectors, peers, NetworkPolicy) name file, line, path and reason", () => {
-  for (const tc of cases) {
-    test(tc.name, () => {
-      const e = reject(tc.doc, tc.meshAuth ? { meshAuth: true } : {});
-      assert.equal(e.code, tc.code ?? "POLICY_INVALID");
-      const issue = e.issues[0];
-      assert.ok(issue, "at least one issue");
-      assert.deepEqual(
-        { path: issue.path, line: issue.line, file: issue.file },
-        { path: tc.path, line: lineOf(tc.doc, tc.at), file: "t.yaml" },
-        e.describe(),
-      );
-      assert.ok(
-        issue.message.includes(tc.message),
-        `${JSON.stringify(issue.message)} should contain ${JSON.stringify(tc.message)}`,
-      );
-    });
-  }
-});
+errorCases(
+  "validation errors (structure, metadata, selectors, peers, NetworkPolicy) name file, line, path and reason",
+  cases,
+);
 
 describe("did-you-mean suggestions", () => {
   const sugg: { input: string; candidates: string[]; want: string | undefined }[] = [

@@ -1,6 +1,7 @@
 /** Shared helpers for policy/api tests: YAML builders and readable renderings of the normalised form. */
 import assert from "node:assert/strict";
-import { isMembraneError, type MembraneError } from "../../../src/errors.js";
+import { describe, test } from "node:test";
+import { isMembraneError, type ErrorCode, type MembraneError } from "../../../src/errors.js";
 import { prefixString } from "../../../src/labels/cidr.js";
 import { parsePolicies } from "../../../src/policy/api/index.js";
 import type { PeerSelector, PolicyResource, PortRule, Rule, RuleElement } from "../../../src/policy/types.js";
@@ -104,4 +105,46 @@ export function lineOf(text: string, needle: string): number {
   const i = text.split("\n").findIndex((l) => l.includes(needle));
   assert.ok(i >= 0, `marker ${JSON.stringify(needle)} not in the document`);
   return i + 1;
+}
+
+/** One validation-error case: the first issue's path, the line it points at, and its message. */
+export interface ErrorCase {
+  name: string;
+  doc: string;
+  /** Field path of the (first) issue. */
+  path: string;
+  /** Text on the line the issue must point at. */
+  at: string;
+  message: string;
+  code?: ErrorCode;
+  meshAuth?: boolean;
+}
+
+/** A CNP whose spec is `endpointSelector: {}` plus `body`, and its ingress / egress forms. */
+export const specOf = (body: string): string => cnp(`endpointSelector: {}\n${body}`);
+export const ing = (el: string): string => specOf(`ingress:\n${el}`);
+export const egr = (el: string): string => specOf(`egress:\n${el}`);
+export const tcp80 = 'ports: [{port: "80", protocol: TCP}]';
+
+/** Runs error cases as one named test each. */
+export function errorCases(title: string, cases: readonly ErrorCase[]): void {
+  describe(title, () => {
+    for (const tc of cases) {
+      test(tc.name, () => {
+        const e = reject(tc.doc, tc.meshAuth ? { meshAuth: true } : {});
+        assert.equal(e.code, tc.code ?? "POLICY_INVALID");
+        const issue = e.issues[0];
+        assert.ok(issue, "at least one issue");
+        assert.deepEqual(
+          { path: issue.path, line: issue.line, file: issue.file },
+          { path: tc.path, line: lineOf(tc.doc, tc.at), file: "t.yaml" },
+          e.describe(),
+        );
+        assert.ok(
+          issue.message.includes(tc.message),
+          `${JSON.stringify(issue.message)} should contain ${JSON.stringify(tc.message)}`,
+        );
+      });
+    }
+  });
 }
