@@ -83,6 +83,9 @@ export class Agent {
   readonly reconciler: Reconciler;
   private readonly ipam: Ipam;
   private readonly endpoints = new Map<string, EndpointRecordV1>();
+  /** Indexes of `endpoints` for the per-flow lookups; changed only through putEndpoint/dropEndpoint. */
+  private readonly endpointById = new Map<number, EndpointRecordV1>();
+  private readonly endpointByIp = new Map<string, EndpointRecordV1>();
   private readonly policyRecords = new Map<string, PolicyRecordV1>();
   private node: NodeNetns | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -104,6 +107,23 @@ export class Agent {
       table: p.table,
       logGroup: p.logGroup,
     });
+  }
+
+  private putEndpoint(key: string, rec: EndpointRecordV1): void {
+    this.dropEndpoint(key);
+    this.endpoints.set(key, rec);
+    this.endpointById.set(rec.id, rec);
+    this.endpointByIp.set(rec.ipv4, rec);
+    if (rec.ipv6) this.endpointByIp.set(rec.ipv6, rec);
+  }
+
+  private dropEndpoint(key: string): void {
+    const old = this.endpoints.get(key);
+    if (!old) return;
+    this.endpoints.delete(key);
+    this.endpointById.delete(old.id);
+    this.endpointByIp.delete(old.ipv4);
+    if (old.ipv6) this.endpointByIp.delete(old.ipv6);
   }
 
   /** The policy engine (exists once start() read the identities back). */
@@ -173,27 +193,28 @@ export class Agent {
 
   /** What flows need to name endpoints, identities and rules. */
   private flowLookup(): FlowLookup {
+    // Called per flow event: map lookups only, label strings rendered once per identity.
     const info = (rec: EndpointRecordV1) => {
       const ep = this.engine.getEndpoint(rec.namespace, rec.name);
       return {
         name: rec.name,
         namespace: rec.namespace,
-        labels: ep ? [...ep.identity.labels].map(labelText) : [],
+        labels: ep ? identityLabelTexts(ep.identity) : [],
         identity: ep?.identity.id ?? 0,
       };
     };
     return {
       endpointById: (id) => {
-        const rec = [...this.endpoints.values()].find((e) => e.id === id);
+        const rec = this.endpointById.get(id);
         return rec ? info(rec) : undefined;
       },
       endpointByIp: (ip) => {
-        const rec = [...this.endpoints.values()].find((e) => e.ipv4 === ip || e.ipv6 === ip);
+        const rec = this.endpointByIp.get(ip);
         return rec ? { ...info(rec), id: rec.id } : undefined;
       },
       identityById: (id) => {
         const i = this.engine.identity(id);
-        return i ? { labels: [...i.labels].map(labelText) } : undefined;
+        return i ? { labels: identityLabelTexts(i) } : undefined;
       },
       ipIdentity: (ip) => this.engine.ipcache.lookup(ip).identity,
       ruleById: (id) => {
@@ -249,7 +270,7 @@ export class Agent {
     }
     for (const kv of (await this.p.store.list(KEYS.endpoints)).kvs) {
       const rec = JSON.parse(kv.value) as EndpointRecordV1;
-      this.endpoints.set(epKey(rec.namespace, rec.name), rec);
+      this.putEndpoint(epKey(rec.namespace, rec.name), rec);
       this.engine.upsertEndpoint(engineSpec(rec));
     }
     for (const kv of (await this.p.store.list(KEYS.policies)).kvs) {
@@ -446,13 +467,13 @@ export class Agent {
       };
       try {
         await this.p.store.put(KEYS.endpoints + key, JSON.stringify(rec));
-        this.endpoints.set(key, rec);
+        this.putEndpoint(key, rec);
         this.engine.upsertEndpoint(engineSpec(rec));
         // Policy in the kernel first, then the veth: never open while being computed.
         await this.enforce();
         await createEndpoint(this.endpointNetns(rec));
       } catch (e) {
-        this.endpoints.delete(key);
+        this.dropEndpoint(key);
         this.engine.deleteEndpoint(rec.namespace, rec.name);
         await this.p.store.delete(KEYS.endpoints + key).catch(() => undefined);
         await this.ipam.release(key).catch(() => undefined);
@@ -477,7 +498,7 @@ export class Agent {
       workloadLabels({ namespace, labels: next });
       const updated: EndpointRecordV1 = { ...rec, labels: next };
       await this.p.store.put(KEYS.endpoints + epKey(namespace, name), JSON.stringify(updated));
-      this.endpoints.set(epKey(namespace, name), updated);
+      this.putEndpoint(epKey(namespace, name), updated);
       this.engine.upsertEndpoint(engineSpec(updated));
       await this.enforce();
       return this.view(updated);
@@ -489,7 +510,7 @@ export class Agent {
       const rec = this.mustEndpoint(namespace, name);
       await deleteEndpoint(this.endpointNetns(rec));
       await this.p.store.delete(KEYS.endpoints + epKey(namespace, name));
-      this.endpoints.delete(epKey(namespace, name));
+      this.dropEndpoint(epKey(namespace, name));
       this.engine.deleteEndpoint(namespace, name);
       await this.enforce();
       await this.ipam.release(epKey(namespace, name));
@@ -586,7 +607,7 @@ export class Agent {
   }
 
   private nextEndpointId(): number {
-    const used = new Set([...this.endpoints.values()].map((e) => e.id));
+    const used = this.endpointById;
     for (let i = 1; i < 65535; i++) if (!used.has(i)) return i;
     throw new MembraneError(
       "ENDPOINT_INVALID",
@@ -755,4 +776,12 @@ function validatePorts(ports: readonly NamedPort[]): void {
       throw new MembraneError("ENDPOINT_INVALID", `Cannot use ${where} twice`);
     seen.add(`${p.name}/${p.protocol}`);
   }
+}
+
+const labelTexts = new WeakMap<Identity, readonly string[]>();
+/** `source:key=value` strings of an (immutable) identity, rendered once. */
+function identityLabelTexts(i: Identity): readonly string[] {
+  let t = labelTexts.get(i);
+  if (!t) labelTexts.set(i, (t = [...i.labels].map(labelText)));
+  return t;
 }

@@ -25,7 +25,7 @@
 import { MembraneError } from "../errors.js";
 import type { Agent } from "./agent.js";
 import type { ApiRequest, Route } from "./api/router.js";
-import { isFlowRecord, type Flow, type ObserveRequest } from "../observe/index.js";
+import { FLOW_FILTER_FIELDS, isFlowRecord, type Flow, type ObserveRequest } from "../observe/index.js";
 import type { FlowQuery, NamedPort, PeerRef } from "../policy/query.js";
 import { explainDrop } from "../policy/why.js";
 
@@ -84,9 +84,7 @@ function observeRequest(req: ApiRequest): ObserveRequest {
     return v;
   };
   const filter = b["filter"] ?? {};
-  if (typeof filter !== "object" || filter === null || Array.isArray(filter)) {
-    throw new MembraneError("API_FAILED", 'Cannot read the flows request: "filter" must be an object');
-  }
+  checkFilterShape(filter);
   const number = num("number");
   const since = num("since");
   const until = num("until");
@@ -97,6 +95,49 @@ function observeRequest(req: ApiRequest): ObserveRequest {
     ...(since !== undefined ? { since } : {}),
     ...(until !== undefined ? { until } : {}),
   };
+}
+
+/**
+ * The shape of a FlowFilterSet from the wire: `{allowlist?, denylist?}` of
+ * filters whose every field is a short list of strings, numbers or booleans
+ * (`event_type`: of `{type, sub_type?}`). compileFilter then checks the values.
+ */
+export function checkFilterShape(v: unknown): void {
+  const bad = (path: string, why: string): MembraneError =>
+    new MembraneError("API_FAILED", `Cannot read the flows request: ${path} ${why}`, { location: { path } });
+  const isObj = (x: unknown): x is Record<string, unknown> =>
+    typeof x === "object" && x !== null && !Array.isArray(x);
+  if (!isObj(v)) throw bad("filter", "must be an object");
+  for (const [k, list] of Object.entries(v)) {
+    if (k !== "allowlist" && k !== "denylist") throw bad(`filter.${k}`, "is not allowlist or denylist");
+    if (!Array.isArray(list) || list.length > 64)
+      throw bad(`filter.${k}`, "must be a list of at most 64 filters");
+    list.forEach((f, i) => {
+      if (!isObj(f)) throw bad(`filter.${k}[${i}]`, "must be an object");
+      for (const [field, vals] of Object.entries(f)) {
+        const path = `filter.${k}[${i}].${field}`;
+        if (!(FLOW_FILTER_FIELDS as readonly string[]).includes(field))
+          throw bad(path, "is not a flow filter field");
+        if (!Array.isArray(vals) || vals.length > 256)
+          throw bad(path, "must be a list of at most 256 values");
+        for (const x of vals) {
+          const ok =
+            field === "event_type"
+              ? isObj(x) && typeof x["type"] === "number"
+              : (typeof x === "string" && x.length <= 1024) ||
+                typeof x === "number" ||
+                typeof x === "boolean";
+          if (!ok)
+            throw bad(
+              path,
+              field === "event_type"
+                ? "values must be {type, sub_type?}"
+                : "values must be strings, numbers or booleans",
+            );
+        }
+      }
+    });
+  }
 }
 
 function observerOf(agent: Agent) {

@@ -70,6 +70,31 @@ export interface FlowFilter {
   ip_version?: IPVersion[];
 }
 
+/** Every field a FlowFilter may have (what the API accepts). */
+export const FLOW_FILTER_FIELDS: readonly (keyof FlowFilter)[] = [
+  "source_ip",
+  "destination_ip",
+  "source_pod",
+  "destination_pod",
+  "source_label",
+  "destination_label",
+  "source_identity",
+  "destination_identity",
+  "traffic_direction",
+  "verdict",
+  "drop_reason_desc",
+  "event_type",
+  "http_status_code",
+  "http_method",
+  "http_path",
+  "protocol",
+  "source_port",
+  "destination_port",
+  "reply",
+  "node_name",
+  "ip_version",
+];
+
 export interface FlowFilterSet {
   allowlist?: FlowFilter[];
   denylist?: FlowFilter[];
@@ -181,10 +206,36 @@ function statusPred(values: string[], path: string): Pred {
 }
 
 function globPred(values: string[]): (s: string) => boolean {
-  const res = values.map(
-    (v) => new RegExp(`^${v.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")}$`),
-  );
-  return (s) => res.some((r) => r.test(s));
+  return (s) => values.some((g) => globMatch(g, s));
+}
+
+/**
+ * Whole-string match of a pattern where `*` stands for any run of characters.
+ * Linear two-pointer walk with one backtrack point: the patterns come from API
+ * requests and run per flow, so no regular expression (`a*a*a*...b` would
+ * backtrack a JS RegExp polynomially).
+ */
+export function globMatch(pattern: string, s: string): boolean {
+  let p = 0;
+  let i = 0;
+  let star = -1;
+  let mark = 0;
+  while (i < s.length) {
+    if (p < pattern.length && pattern[p] !== "*" && pattern[p] === s[i]) {
+      p++;
+      i++;
+    } else if (p < pattern.length && pattern[p] === "*") {
+      star = p++;
+      mark = i;
+    } else if (star >= 0) {
+      p = star + 1;
+      i = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.length && pattern[p] === "*") p++;
+  return p === pattern.length;
 }
 
 function eventTypePred(values: EventTypeFilter[]): Pred {

@@ -26,7 +26,14 @@ export {
   type EndpointInfo,
   type RuleInfo,
 } from "./enrich.js";
-export { compileFilter, type FlowFilter, type FlowFilterSet, type EventTypeFilter } from "./filter.js";
+export {
+  compileFilter,
+  FLOW_FILTER_FIELDS,
+  globMatch,
+  type FlowFilter,
+  type FlowFilterSet,
+  type EventTypeFilter,
+} from "./filter.js";
 export { filterFromFlags, type ObserveFlags, type ObserveRequest } from "./flags.js";
 export {
   FlowRing,
