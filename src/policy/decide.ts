@@ -9,7 +9,7 @@
  * not a local endpoint (world, another node) has no policy here.
  */
 import type { Identity } from "../identity/allocator.js";
-import { ID, RESERVED_NAMES } from "../identity/reserved.js";
+import { RESERVED_NAMES } from "../identity/reserved.js";
 import { labelString } from "../labels/label.js";
 import { prefixString } from "../labels/cidr.js";
 import {
@@ -405,5 +405,3 @@ function l7Text(q: FlowQuery): string {
 function cap(s: string): string {
   return s[0]?.toUpperCase() + s.slice(1);
 }
-
-export { ID };

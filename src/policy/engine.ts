@@ -37,7 +37,7 @@ import {
   type PeerRef,
   type ServiceSpec,
 } from "./query.js";
-import { policyRefString, type PolicyRef, type PolicyResource, type Rule } from "./types.js";
+import type { PolicyRef, PolicyResource, Rule } from "./types.js";
 
 export interface DnsAnswer {
   /** Queried name (any case, trailing dot optional). */
@@ -612,10 +612,6 @@ export class PolicyEngine {
   trace(q: FlowQuery): TraceResult {
     this.rules();
     return explainFlow(this, q);
-  }
-
-  describePolicy(ref: PolicyRef): string {
-    return policyRefString(ref);
   }
 }
 
