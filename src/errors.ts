@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   ENDPOINT_INVALID: "An endpoint request is invalid",
   ENDPOINT_NOT_FOUND: "No such endpoint",
   IPAM_EXHAUSTED: "No free address is left in the pod CIDR",
+  TLS_SECRET_INVALID: "A TLS secret named by a policy is missing, unreadable or malformed",
   API_FAILED: "The agent API answered with an error",
   API_REQUEST_INVALID: "A request to the agent API is malformed or too large",
   API_ROUTE_NOT_FOUND: "No such agent API route",
@@ -42,6 +43,9 @@ export const ERROR_CODES = {
   FLOW_FILTER_INVALID: "A flow filter or observe flag is invalid",
   FLOW_EXPORT_FAILED: "Flows could not be written to the export file",
   METRICS_SERVE_FAILED: "The metrics endpoint could not listen",
+  // proxy
+  CONNTRACK_FAILED: "A conntrack lookup over ctnetlink failed",
+  PROXY_FAILED: "The node's L7 proxy process could not start or stopped answering",
   // cli
   CLI_USAGE: "A command was given invalid arguments",
 } as const;

@@ -31,6 +31,9 @@ import type { EngineConfig, NamedPort, ServiceSpec } from "../policy/query.js";
 import type { PolicyRef, PolicyResource } from "../policy/types.js";
 import type { Store } from "../store/store.js";
 import { buildDatapathState, type LocalEndpoint } from "./desired.js";
+import { buildProxySnapshot } from "./proxy-snapshot.js";
+import { ProxySupervisor } from "../proxy/runtime/supervisor.js";
+import type { DatapathState, ProxyTarget } from "../datapath/types.js";
 import { Ipam } from "./ipam.js";
 import { KEYS, type EndpointRecordV1, type PolicyRecordV1 } from "./records.js";
 import { Observer, type ObserverParams } from "./observer.js";
@@ -56,6 +59,16 @@ export interface AgentParams {
   readonly engine: Partial<EngineConfig>;
   /** Periodic resync of the kernel with desired state (ms; 0 = off). */
   readonly resyncMs: number;
+  /**
+   * The node's L7 proxy (HTTP, gRPC, Kafka, TLS, DNS with toFQDNs); absent =
+   * none: L7 rules are then compiled as drops (fail closed).
+   */
+  readonly proxy?: {
+    readonly gid: number;
+    readonly l7Port: number;
+    readonly dnsPort: number;
+    readonly secretsDir?: string;
+  };
   /** Flow visibility; absent = no NFLOG reader, no flows. */
   readonly observe?: {
     readonly nodeName: string;
@@ -94,6 +107,9 @@ export class Agent {
   /** Rule ids in the kernel's log prefixes -> the rule elements (from the last enforced state). */
   private readonly ruleOrigins = new Map<number, RuleOrigin>();
   private observerRef: Observer | undefined;
+  private proxyRef: ProxySupervisor | undefined;
+  private proxyTarget: ProxyTarget | undefined;
+  private snapshotVersion = 0;
 
   /** Flows of this node (undefined when flow visibility is off). */
   get observer(): Observer | undefined {
@@ -156,6 +172,7 @@ export class Agent {
       // Before the first enforce: drops from the very first packet are seen.
       await this.observerRef.start();
     }
+    if (this.p.proxy) await this.startProxy(this.p.proxy, gw);
     const r = await this.enforce();
     this.p.logger.info(
       { endpoints: this.endpoints.size, policies: this.policyRecords.size, kernelOps: r.ops },
@@ -188,8 +205,57 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.chain.catch(() => undefined);
+    await this.proxyRef?.stop();
     await this.observerRef?.stop();
   }
+
+  /**
+   * Starts the proxy process in the node's namespace, listening on the node's
+   * gateway addresses (the DNAT targets of redirected connections).
+   */
+  private async startProxy(
+    cfg: NonNullable<AgentParams["proxy"]>,
+    gw: { ipv4: string; ipv6?: string },
+  ): Promise<void> {
+    const ipv6 = gw.ipv6 && this.p.podCidr6 ? gw.ipv6 : undefined;
+    const config = {
+      ipv4: gw.ipv4,
+      ...(ipv6 ? { ipv6 } : {}),
+      l7Port: cfg.l7Port,
+      dnsPort: cfg.dnsPort,
+      ...(cfg.secretsDir !== undefined ? { secretsDir: cfg.secretsDir } : {}),
+    };
+    this.proxyRef = new ProxySupervisor({
+      ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
+      gid: cfg.gid,
+      config,
+      logger: this.p.logger,
+      onL7: (event, src, dst) => this.observerRef?.pushL7(event, { src, dst }),
+      onDnsAnswer: (_endpoint, name, ips) => this.dnsAnswer(name, ips),
+    });
+    await this.proxyRef.start();
+    this.proxyTarget = { ...config, gid: cfg.gid };
+  }
+
+  /**
+   * A DNS answer the proxy let through: its addresses get FQDN identities
+   * and the kernel enforces them before the proxy releases the answer.
+   */
+  private async dnsAnswer(name: string, ips: readonly string[]): Promise<void> {
+    const key = name.toLowerCase().replace(/\.$/, "");
+    const fresh = ips.filter((ip) => !this.dnsSeen.get(ip)?.has(key));
+    if (fresh.length === 0) return;
+    await this.serial(async () => {
+      this.engine.observeDns({ name, ips: fresh });
+      await this.enforce();
+      for (const ip of fresh) {
+        let names = this.dnsSeen.get(ip);
+        if (!names) this.dnsSeen.set(ip, (names = new Set()));
+        names.add(key);
+      }
+    });
+  }
+  private readonly dnsSeen = new Map<string, Set<string>>();
 
   /** What flows need to name endpoints, identities and rules. */
   private flowLookup(): FlowLookup {
@@ -292,12 +358,10 @@ export class Agent {
     const changed = this.engine.regenerate();
     await this.persistIdentities();
     const origins = new Map<number, RuleOrigin>();
-    const desired = buildDatapathState(
-      this.engine,
-      [...this.endpoints.values()].map(localEndpoint),
-      undefined,
-      origins,
-    );
+    const desired = this.desiredState(origins);
+    // The proxy holds the L7 rules before the kernel redirects a connection to them.
+    if (this.proxyRef)
+      await this.proxyRef.push(buildProxySnapshot(this.engine, desired, ++this.snapshotVersion));
     const r = await this.reconciler.apply(desired);
     // Realized: only now that the kernel holds the new rule ids do flows name them.
     this.ruleOrigins.clear();
@@ -311,6 +375,16 @@ export class Agent {
       if (r.ops > 0) m.observeNftTransaction(r.ms / 1000);
     }
     return { ops: r.ops, ms: r.ms, endpointsChanged: changed.length };
+  }
+
+  /** What the kernel should hold now (the engine must be regenerated). */
+  private desiredState(origins?: Map<number, RuleOrigin>): DatapathState {
+    return buildDatapathState(
+      this.engine,
+      [...this.endpoints.values()].map(localEndpoint),
+      { authAvailable: false, ...(this.proxyTarget ? { proxy: this.proxyTarget } : {}) },
+      origins,
+    );
   }
 
   private persistedIds = new Set<number>();
@@ -654,9 +728,7 @@ export class Agent {
   async datapathDiff(): Promise<string[]> {
     return this.serial(async () => {
       this.engine.regenerate();
-      return this.reconciler.diff(
-        buildDatapathState(this.engine, [...this.endpoints.values()].map(localEndpoint)),
-      );
+      return this.reconciler.diff(this.desiredState());
     });
   }
 

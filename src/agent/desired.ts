@@ -4,13 +4,17 @@
  *   PolicyEngine (ipcache, per-endpoint MapState) + local endpoints (veth, addresses)
  *        --buildDatapathState-->  DatapathState  --Reconciler--> nftables
  *
- * Fail closed: until the L7 proxy and mutual authentication run on this
- * node, a segment that needs either is compiled as a drop, never as a plain
- * allow (an L7 rule must never turn into "everything on this port").
+ * Fail closed: a segment whose L7 rules the node's proxy cannot enforce
+ * (no proxy running, two parsers claiming the port, an L7 parser on a
+ * protocol the proxy does not take) and a segment that needs mutual
+ * authentication (not in the datapath yet) are compiled as drops, never as
+ * a plain allow (an L7 rule must never turn into "everything on this port").
+ * DNS rules go to the DNS proxy (UDP and TCP); HTTP, Kafka and TLS rules to
+ * the TCP L7 proxy.
  */
 import { prefixString } from "../labels/cidr.js";
 import { ID } from "../identity/reserved.js";
-import type { DatapathState, PolicySegment } from "../datapath/types.js";
+import type { DatapathState, PolicySegment, ProxyTarget } from "../datapath/types.js";
 import type { FlatSegment } from "../policy/mapstate.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import { policyRefString, type RuleOrigin } from "../policy/types.js";
@@ -25,8 +29,8 @@ export interface LocalEndpoint {
 }
 
 export interface BuildOptions {
-  /** The L7 proxy can take redirected connections. */
-  readonly proxyAvailable: boolean;
+  /** The node's proxy, when it runs: L7 segments redirect to it. */
+  readonly proxy?: ProxyTarget;
   /** Mutual authentication can be checked in the datapath. */
   readonly authAvailable: boolean;
 }
@@ -40,7 +44,7 @@ export function ruleText(o: RuleOrigin): string {
 export function buildDatapathState(
   engine: PolicyEngine,
   endpoints: readonly LocalEndpoint[],
-  opts: BuildOptions = { proxyAvailable: false, authAvailable: false },
+  opts: BuildOptions = { authAvailable: false },
   /** Filled with rule id -> the rule element it stands for (what flows name). */
   originsOut?: Map<number, RuleOrigin>,
 ): DatapathState {
@@ -63,16 +67,17 @@ export function buildDatapathState(
   }
   const ruleId = (o: RuleOrigin | undefined): number => (o ? (rules.get(originKey(o))?.id ?? 0) : 0);
   const segment = (s: FlatSegment): PolicySegment => {
+    const proxy = s.verdict === "allow" && s.redirect ? proxyFor(s, opts.proxy) : undefined;
     const needsMissing =
-      s.verdict === "allow" &&
-      ((s.redirect && !opts.proxyAvailable) || (s.authRequired && !opts.authAvailable));
+      s.verdict === "allow" && ((s.redirect && !proxy) || (s.authRequired && !opts.authAvailable));
     const origin = s.verdict !== "allow" ? s.derivedFrom.find((o) => o.deny) : s.derivedFrom[0];
     return {
       identity: s.identity,
       proto: s.proto,
       lo: s.lo,
       hi: s.hi,
-      action: s.verdict === "deny" || needsMissing ? "deny" : s.verdict,
+      action: s.verdict === "deny" || needsMissing ? "deny" : proxy ? "redirect" : s.verdict,
+      ...(proxy && !needsMissing ? { proxy } : {}),
       ruleId: ruleId(origin ?? s.derivedFrom[0]),
     };
   };
@@ -108,7 +113,23 @@ export function buildDatapathState(
   }
   ipcache.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
   eps.sort((a, b) => a.id - b.id);
-  return { ipcache, endpoints: eps, rules: [...rules.values()], hostIdentity: ID.host };
+  return {
+    ipcache,
+    endpoints: eps,
+    rules: [...rules.values()],
+    hostIdentity: ID.host,
+    ...(opts.proxy ? { proxy: opts.proxy } : {}),
+  };
+}
+
+const TCP = 6;
+const UDP = 17;
+
+/** Which proxy takes a redirected segment; undefined = none can (fail closed). */
+function proxyFor(s: FlatSegment, proxy: ProxyTarget | undefined): "l7" | "dns" | undefined {
+  if (!proxy || s.parser === undefined || s.parser === "conflict") return undefined;
+  if (s.parser === "dns") return s.proto === TCP || s.proto === UDP ? "dns" : undefined;
+  return s.proto === TCP ? "l7" : undefined;
 }
 
 function originKey(o: RuleOrigin): string {

@@ -4,6 +4,7 @@
  *   kernel NFLOG (node netns) --NflogReader--> FlowEnricher (agent's lookup)
  *        --> FlowRing (bounded, counts losses) --> API: GET flows / follow
  *        --> FlowMetrics (/metrics)            --> FlowExporter (JSON lines, rotated)
+ *   proxy L7 events --pushL7 (l7Flow)--> the same ring, metrics and export
  */
 import type { Logger } from "pino";
 import {
@@ -20,6 +21,8 @@ import {
   type MetricsServer,
   type ObserveRequest,
 } from "../observe/index.js";
+import { l7Flow, type L7Addrs } from "../observe/l7flow.js";
+import type { L7Event } from "../proxy/types.js";
 
 export interface ObserverParams {
   readonly netns?: string;
@@ -88,6 +91,14 @@ export class Observer {
       });
       this.p.logger.info({ address: `${this.server.host}:${this.server.port}` }, "metrics listening");
     }
+  }
+
+  /** A flow for one of the proxy's L7 events. */
+  pushL7(event: L7Event, addrs: L7Addrs): void {
+    const flow = l7Flow(event, addrs, this.p.lookup, this.p.nodeName);
+    this.ring.pushFlow(flow);
+    this.metrics.observeFlow(flow);
+    this.exporter?.write({ flow, node_name: this.p.nodeName, time: flow.time });
   }
 
   /** Where /metrics is served (host:port), once started. */

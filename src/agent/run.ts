@@ -30,6 +30,8 @@ export interface AgentOptions {
   readonly resyncMs: number;
   /** Flow visibility (NFLOG reader, flow ring, metrics, export); absent = off. */
   readonly observe?: AgentParams["observe"];
+  /** The L7 proxy; absent = off (L7 rules are then enforced as drops). */
+  readonly proxy?: AgentParams["proxy"];
 }
 
 export interface RunningAgent {
@@ -55,6 +57,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     engine: o.engine,
     resyncMs: o.resyncMs,
     ...(o.observe ? { observe: o.observe } : {}),
+    ...(o.proxy ? { proxy: o.proxy } : {}),
   });
   try {
     await agent.start();

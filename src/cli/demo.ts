@@ -45,6 +45,34 @@ spec:
         protocol: TCP
 `;
 
+/** rule1 with an HTTP rule: Cilium's sw_l3_l4_l7_policy.yaml. */
+export const STARWARS_L7 = STARWARS_L3L4.replace(
+  'description: "L3-L4 policy to restrict deathstar access to empire ships only"',
+  'description: "L7 policy to restrict access to specific HTTP call"',
+).replace(
+  "        protocol: TCP\n",
+  `        protocol: TCP
+      rules:
+        http:
+        - method: "POST"
+          path: "/v1/request-landing"
+`,
+);
+
+interface HttpAttempt {
+  readonly from: string;
+  readonly method: string;
+  readonly path: string;
+  /** "200", "403", or "dropped" (the kernel drops the connection at L3/L4). */
+  readonly expect: string;
+}
+
+const ATTEMPTS_L7: readonly HttpAttempt[] = [
+  { from: "tiefighter", method: "POST", path: "/v1/request-landing", expect: "200" },
+  { from: "tiefighter", method: "PUT", path: "/v1/exhaust-port", expect: "403" },
+  { from: "xwing", method: "POST", path: "/v1/request-landing", expect: "dropped" },
+];
+
 interface Attempt {
   readonly from: string;
   readonly to: string;
@@ -109,6 +137,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
         logLevel: "warn",
         resyncMs: 0,
         observe: { nodeName: node, ringCapacity: 4096 },
+        proxy: { gid: 1337, l7Port: 15001, dnsPort: 15053 },
       },
       pino({ level: "warn" }, pino.destination(2)),
     );
@@ -125,7 +154,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       addr.set(e.name, v.ipv4);
       const p = Probe.start(v.netns);
       probes.set(e.name, p);
-      await p.listen("tcp", 80);
+      await p.listenHttp(80);
       await p.listen("tcp", 8080);
       rows.push([
         `default/${e.name}`,
@@ -181,10 +210,36 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     o.out(forwarded.length ? indent(forwarded.map((r) => formatCompact(r, {}))) + "\n\n" : "  (none)\n\n");
     const diff = await agent.datapathDiff();
     o.out(`Kernel vs desired state: ${diff.length === 0 ? "in sync" : `${diff.length} differences`}\n`);
+    o.out("Step 4: replace rule1 with its L7 version (empire ships may only POST /v1/request-landing):\n");
+    o.out(indent(STARWARS_L7.trimEnd().split("\n").slice(-9)) + "\n");
+    const rep7 = await agent.applyPolicies(STARWARS_L7, "rule1-l7.yaml");
     o.out(
-      "Step 4 (L7: PUT /v1/exhaust-port gets 403) needs the L7 proxy, which is not built yet; try it offline:\n" +
-        "  membrane policy test examples/starwars/sw-l7.yaml\n\n",
+      `  -> enforced in ${rep7.enforcedMs} ms: TCP/80 to the deathstar is now redirected to the node's L7 proxy\n\n`,
     );
+    const out7: string[][] = [["FROM", "REQUEST", "RESULT", "EXPECTED (Cilium)"]];
+    for (const a of ATTEMPTS_L7) {
+      const r = await (probes.get(a.from) as Probe).http(
+        addr.get("deathstar") as string,
+        80,
+        { method: a.method, path: a.path },
+        1000,
+      );
+      const got = r === "timeout" ? "dropped" : r;
+      if (got !== a.expect) mismatches++;
+      const text = (x: string): string =>
+        x === "200" ? "200 OK" : x === "403" ? "403 Access denied" : x === "dropped" ? "DROPPED (L3/L4)" : x;
+      out7.push([
+        a.from,
+        `${a.method} ${a.path}`,
+        text(got),
+        text(a.expect) + (got !== a.expect ? "   <-- differs" : ""),
+      ]);
+    }
+    o.out("Step 5: HTTP requests under the L7 rule:\n" + indent(table(out7)) + "\n\n");
+    await new Promise((r) => setTimeout(r, 300));
+    const l7 = agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? [];
+    o.out("L7 flows from the proxy (membrane observe --type l7):\n");
+    o.out(l7.length ? indent(l7.map((r) => formatCompact(r, {}))) + "\n\n" : "  (none)\n\n");
     o.out(
       mismatches === 0
         ? "Every attempt ended as Cilium would have it.\n"

@@ -1,12 +1,13 @@
 /**
  * DatapathState -> one nftables table (`inet membrane` by default).
  *
- *   forward_c (hook forward)           input_c (hook input)         output_c (hook output)
- *     mark = ipcache[daddr]              ND/MLD accept                ND/MLD accept
- *     iifname vmap @egress_ep ─┐         mark = host                  mark = host
- *     mark = ipcache[saddr]    │         iifname vmap @egress_ep ─┐   oifname vmap @ingress_ep ─┐
- *     oifname vmap @ingress_ep ┼─┐                                │                             │
- *                              v v                                v                             v
+ *   pre_c (hook prerouting, priority -150: after conntrack, before DNAT)     output_c (hook output)
+ *     ND/MLD accept                                                            ND/MLD accept
+ *     mark = ipcache[daddr]; local daddr: mark = host                          proxy's group: accept
+ *     iifname vmap @egress_ep ──────────┐                                      mark = host
+ *     mark = ipcache[saddr]             │                                      oifname vmap @ingress_ep ─┐
+ *     ip/ip6 daddr vmap @ingress_ep4/6 ─┼─┐                                                            │
+ *                                       v v                                                            v
  *   e<id>_out: anti-spoof, ct established/related accept, ct invalid drop, policy lookups
  *   e<id>_in:  ct established/related accept, ct invalid drop, policy lookups
  *     policy lookups, in this order (first hit decides):
@@ -16,13 +17,23 @@
  *       l4proto . type                        vmap @e<id>_<dir>_anyi
  *       enforced ? log + drop : return
  *     verdicts: allow = goto e<id>_<dir>_a<rule> (logs the new connection, then returns: the
- *               other direction still has its say), deny = goto e<id>_<dir>_r<rule> (log + drop)
+ *               other direction still has its say), deny = goto e<id>_<dir>_r<rule> (log + drop),
+ *               redirect = goto e<id>_<dir>_p<rule> (log, set a ct mark bit, return)
+ *
+ *   nat_c (hook prerouting, priority dstnat): a connection whose ct mark has a
+ *     redirect bit is DNATed to the node's proxy (L7 port, or the DNS port).
+ *
+ * Both ends of a connection are decided in prerouting, before DNAT: the
+ * client's egress and the server's ingress, so a redirect happens only when
+ * both allow the connection at L3/L4, and the proxy then applies the L7
+ * rules of both. Packets to the node itself are decided there too (as the
+ * client's egress to `host`). The proxy's own upstream connections (its
+ * group, `meta skgid`) leave without a second check: it connects only to the
+ * original destination of a connection decided here.
  *
  * The packet mark is the identity register: ipcache maps set it (whole mark,
- * values < 2^25), policy keys mask it with IDENTITY_MASK so that later proxy
- * marks in the high 7 bits do not disturb lookups. nft cannot OR a map value
- * into the mark, so the lookup overwrites the high bits; proxy marks must be
- * set after these chains (or carried in ct mark).
+ * values < 2^25), policy keys mask it with IDENTITY_MASK. The proxy bits live
+ * in the connection's mark (ct mark), which the packet mark does not touch.
  *
  * Per-endpoint maps rather than one map keyed by endpoint id: a concatenated
  * interval map (pipapo) costs per lookup in proportion to its element count
@@ -41,6 +52,7 @@
  *          | inv (conntrack state invalid, e.g. an echo-reply without request)
  *   e.g. "mbr:d:e12:in:r7". parseLogPrefix() reads it back.
  * NFLOG prefix of an allowed new connection (policy verdict): `mbr:a:e<id>:<dir>:r<ruleId>`.
+ * NFLOG prefix of a connection redirected to the proxy: `mbr:p:e<id>:<dir>:r<ruleId>`.
  * NFLOG prefix of an audit-mode would-be drop (let through): `mbr:u:e<id>:<dir>:<r<ruleId>|def>`.
  */
 import { MembraneError } from "../errors.js";
@@ -48,7 +60,15 @@ import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "./intervals.js";
 import type { CompiledTable, NftChain, NftElement, NftMap } from "./model.js";
 import { compileSegments } from "./segments.js";
-import { IDENTITY_MASK, WORLD_IDENTITY, type DatapathEndpoint, type DatapathState } from "./types.js";
+import {
+  CT_REDIRECT_DNS,
+  CT_REDIRECT_L7,
+  IDENTITY_MASK,
+  WORLD_IDENTITY,
+  type DatapathEndpoint,
+  type DatapathState,
+  type ProxyTarget,
+} from "./types.js";
 
 export interface CompileOptions {
   /** Table name (family inet). Default "membrane". */
@@ -59,11 +79,15 @@ export interface CompileOptions {
 
 export type Direction = "in" | "out";
 export type DropReason = { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" };
-/** Why a packet was logged: a drop, or (kind "allow") a new connection a rule allowed. */
-export type LogReason = DropReason | { kind: "allow"; ruleId: number };
+/**
+ * Why a packet was logged: a drop, (kind "allow") a new connection a rule allowed, or
+ * (kind "redirect") one a rule handed to the proxy.
+ */
+export type LogReason = DropReason | { kind: "allow" | "redirect"; ruleId: number };
 
 export function logPrefix(endpointId: number, dir: Direction, reason: LogReason): string {
   if (reason.kind === "allow") return `mbr:a:e${endpointId}:${dir}:r${reason.ruleId}`;
+  if (reason.kind === "redirect") return `mbr:p:e${endpointId}:${dir}:r${reason.ruleId}`;
   const r =
     reason.kind === "rule"
       ? `r${reason.ruleId}`
@@ -79,19 +103,27 @@ export function auditPrefix(endpointId: number, dir: Direction, reason: `r${numb
 /**
  * Reads a log prefix back; undefined when the text is not one of ours.
  * `allowed` is true for a policy-verdict of an allowed new connection
- * (`mbr:a:...`); otherwise the packet was dropped for `reason`.
+ * (`mbr:a:...`, and `mbr:p:...` with `redirected`: handed to the proxy);
+ * otherwise the packet was dropped for `reason`.
  */
-export function parseLogPrefix(
-  text: string,
-): { endpointId: number; direction: Direction; reason: DropReason; allowed: boolean } | undefined {
+export function parseLogPrefix(text: string):
+  | {
+      endpointId: number;
+      direction: Direction;
+      reason: DropReason;
+      allowed: boolean;
+      redirected?: true;
+    }
+  | undefined {
   const clean = text.replace(/\0.*$/s, "").trim();
-  const a = /^mbr:a:e(\d+):(in|out):r(\d+)$/.exec(clean);
+  const a = /^mbr:([ap]):e(\d+):(in|out):r(\d+)$/.exec(clean);
   if (a) {
     return {
-      endpointId: Number(a[1]),
-      direction: a[2] as Direction,
-      reason: { kind: "rule", ruleId: Number(a[3]) },
+      endpointId: Number(a[2]),
+      direction: a[3] as Direction,
+      reason: { kind: "rule", ruleId: Number(a[4]) },
       allowed: true,
+      ...(a[1] === "p" ? { redirected: true as const } : {}),
     };
   }
   const m = /^mbr:d:e(\d+):(in|out):(?:r(\d+)|(def|spoof|inv))$/.exec(clean);
@@ -100,6 +132,46 @@ export function parseLogPrefix(
   const reason: DropReason =
     m[3] !== undefined ? { kind: "rule", ruleId: Number(m[3]) } : { kind: kinds[m[4] as keyof typeof kinds] };
   return { endpointId: Number(m[1]), direction: m[2] as Direction, reason, allowed: false };
+}
+
+const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
+const NAT_BASE = "type nat hook prerouting priority dstnat; policy accept;";
+
+/** DNAT of redirected connections (the first packet only; conntrack does the rest). */
+function natRules(p: ProxyTarget): string[] {
+  const out: string[] = [];
+  const to = (fam: "ip" | "ip6", addr: string, port: number): string =>
+    fam === "ip" ? `dnat ip to ${addr}:${port}` : `dnat ip6 to [${addr}]:${port}`;
+  for (const [fam, addr] of [
+    ["ip", p.ipv4],
+    ["ip6", p.ipv6],
+  ] as const) {
+    const nf = fam === "ip" ? "ipv4" : "ipv6";
+    if (addr === undefined) {
+      // No listener in this family: a redirected connection must not pass unproxied.
+      out.push(`meta nfproto ${nf} ct mark & ${hex(CT_REDIRECT_L7 | CT_REDIRECT_DNS)} != 0 drop`);
+      continue;
+    }
+    out.push(
+      `meta nfproto ${nf} ct mark & ${hex(CT_REDIRECT_DNS)} != 0 meta l4proto { tcp, udp } ${to(fam, addr, p.dnsPort)}`,
+      `meta nfproto ${nf} ct mark & ${hex(CT_REDIRECT_L7)} != 0 meta l4proto tcp ${to(fam, addr, p.l7Port)}`,
+    );
+  }
+  // A redirect bit on anything else (e.g. UDP to the L7 proxy) is a contract breach: drop.
+  out.push(`ct mark & ${hex(CT_REDIRECT_L7 | CT_REDIRECT_DNS)} != 0 drop`);
+  return out;
+}
+
+function checkProxy(p: ProxyTarget): void {
+  const port = (n: number): boolean => Number.isInteger(n) && n > 0 && n < 65536;
+  if (!port(p.l7Port)) throw invalid("proxy.l7Port", `${p.l7Port} is not a port`);
+  if (!port(p.dnsPort)) throw invalid("proxy.dnsPort", `${p.dnsPort} is not a port`);
+  if (!Number.isInteger(p.gid) || p.gid <= 0 || p.gid > 0xfffffffe)
+    throw invalid("proxy.gid", `${p.gid} is not a group id above 0`);
+  if (p.ipv4 !== undefined && parseAddr(p.ipv4)?.family !== 4)
+    throw invalid("proxy.ipv4", `"${p.ipv4}" is not an IPv4 address`);
+  if (p.ipv6 !== undefined && parseAddr(p.ipv6)?.family !== 6)
+    throw invalid("proxy.ipv6", `"${p.ipv6}" is not an IPv6 address`);
 }
 
 const ND_TYPES = "icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 137, 143 } accept";
@@ -172,7 +244,11 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
   const maps: NftMap[] = [ipcacheMap("ipcache4", "ipv4", v4), ipcacheMap("ipcache6", "ipv6", v6)];
   const egressEp: NftElement[] = [];
   const ingressEp: NftElement[] = [];
+  const ingressEp4: NftElement[] = [];
+  const ingressEp6: NftElement[] = [];
   const chains: NftChain[] = [];
+  const proxy = state.proxy;
+  if (proxy) checkProxy(proxy);
 
   for (const ep of eps) {
     for (const dir of ["in", "out"] as const) {
@@ -181,7 +257,8 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       const denyChains = new Map<number, NftChain>();
       const allowChains = new Map<number, NftChain>();
       const auditChains = new Map<number, NftChain>();
-      const verdict = (s: { action: string; ruleId: number }): string => {
+      const redirectChains = new Map<string, NftChain>();
+      const verdict = (s: { action: string; ruleId: number; proxy?: "l7" | "dns" }): string => {
         if (s.action === "audit") {
           // Audit mode: log what a deny would have dropped, then let it through (return).
           const name = `${base}_u${s.ruleId}`;
@@ -191,6 +268,25 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
             auditChains.set(s.ruleId, {
               name,
               rules: [text === undefined ? rule : `${rule} comment "${commentText(text)}"`],
+            });
+          }
+          return `goto ${name}`;
+        }
+        if (s.action === "redirect") {
+          if (!proxy) throw invalid(where, "a segment redirects to the proxy but the state names no proxy");
+          // Allowed at L4, handed to the proxy: log the verdict, mark the connection
+          // for the DNAT in nat_c, and return so that the other end still decides.
+          const bit = s.proxy === "dns" ? CT_REDIRECT_DNS : CT_REDIRECT_L7;
+          const name = `${base}_p${s.ruleId}${s.proxy === "dns" ? "d" : ""}`;
+          if (!redirectChains.has(name)) {
+            const text = ruleText.get(s.ruleId);
+            const rule = log(logPrefix(ep.id, dir, { kind: "redirect", ruleId: s.ruleId }));
+            redirectChains.set(name, {
+              name,
+              rules: [
+                text === undefined ? rule : `${rule} comment "${commentText(text)}"`,
+                `ct mark set ct mark or ${hex(bit)}`,
+              ],
             });
           }
           return `goto ${name}`;
@@ -269,42 +365,55 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       else if (policy.auditDefault) rules.push(log(auditPrefix(ep.id, dir, "def")));
       chains.push(
         { name: base, rules },
-        ...[...denyChains.values(), ...allowChains.values(), ...auditChains.values()].sort((a, b) =>
-          a.name < b.name ? -1 : 1,
-        ),
+        ...[
+          ...denyChains.values(),
+          ...allowChains.values(),
+          ...auditChains.values(),
+          ...redirectChains.values(),
+        ].sort((a, b) => (a.name < b.name ? -1 : 1)),
       );
     }
     egressEp.push({ key: [ep.hostIfname], value: `jump e${ep.id}_out` });
     ingressEp.push({ key: [ep.hostIfname], value: `jump e${ep.id}_in` });
+    const v4 = ep.ipv4 === undefined ? undefined : parseAddr(ep.ipv4)?.value;
+    const v6 = ep.ipv6 === undefined ? undefined : parseAddr(ep.ipv6)?.value;
+    if (v4 !== undefined) ingressEp4.push({ key: [{ lo: v4, hi: v4 }], value: `jump e${ep.id}_in` });
+    if (v6 !== undefined) ingressEp6.push({ key: [{ lo: v6, hi: v6 }], value: `jump e${ep.id}_in` });
   }
   maps.push(
     { name: "egress_ep", fields: ["ifname"], valueType: "verdict", interval: false, elements: egressEp },
     { name: "ingress_ep", fields: ["ifname"], valueType: "verdict", interval: false, elements: ingressEp },
+    { name: "ingress_ep4", fields: ["ipv4"], valueType: "verdict", interval: false, elements: ingressEp4 },
+    { name: "ingress_ep6", fields: ["ipv6"], valueType: "verdict", interval: false, elements: ingressEp6 },
   );
   const host = state.hostIdentity;
   chains.push(
     {
-      name: "forward_c",
-      base: "type filter hook forward priority filter; policy accept;",
+      name: "pre_c",
+      base: "type filter hook prerouting priority -150; policy accept;",
       rules: [
+        ND_TYPES,
         "meta mark set ip daddr map @ipcache4",
         "meta mark set ip6 daddr map @ipcache6",
+        `fib daddr type local meta mark set ${host}`,
         "iifname vmap @egress_ep",
         "meta mark set ip saddr map @ipcache4",
         "meta mark set ip6 saddr map @ipcache6",
-        "oifname vmap @ingress_ep",
+        "ip daddr vmap @ingress_ep4",
+        "ip6 daddr vmap @ingress_ep6",
       ],
-    },
-    {
-      name: "input_c",
-      base: "type filter hook input priority filter; policy accept;",
-      rules: [ND_TYPES, `meta mark set ${host}`, "iifname vmap @egress_ep"],
     },
     {
       name: "output_c",
       base: "type filter hook output priority filter; policy accept;",
-      rules: [ND_TYPES, `meta mark set ${host}`, "oifname vmap @ingress_ep"],
+      rules: [
+        ND_TYPES,
+        ...(proxy ? [`meta skgid ${proxy.gid} accept`] : []),
+        `meta mark set ${host}`,
+        "oifname vmap @ingress_ep",
+      ],
     },
   );
+  if (proxy) chains.push({ name: "nat_c", base: NAT_BASE, rules: natRules(proxy) });
   return { family: "inet", name: opts.table ?? "membrane", maps, chains };
 }

@@ -15,8 +15,13 @@ export interface PolicySegment {
   /** Inclusive port range (ICMP: type range, 0-255). */
   lo: number;
   hi: number;
-  /** audit: let through, logged as a would-be drop (policies in audit mode). */
-  action: "allow" | "deny" | "audit";
+  /**
+   * audit: let through, logged as a would-be drop (policies in audit mode).
+   * redirect: allowed at L4 and handed to the node's proxy (`proxy` says which).
+   */
+  action: "allow" | "deny" | "audit" | "redirect";
+  /** With action "redirect": the TCP L7 proxy (HTTP, Kafka, TLS) or the DNS proxy (UDP and TCP). */
+  proxy?: "l7" | "dns";
   /** Index into DatapathState.rules, for logs (0 = none). */
   ruleId: number;
 }
@@ -50,7 +55,31 @@ export interface DatapathState {
   rules: { id: number; text: string }[];
   /** The identity of traffic from the node itself (1). */
   hostIdentity: number;
+  /** Where redirected connections go; required when any segment redirects. */
+  proxy?: ProxyTarget;
 }
+
+/**
+ * The node's proxy listeners (node addresses) and the group its process runs
+ * as: the kernel lets that group's sockets (the proxy's upstream connections)
+ * out without a second policy check, since the proxy only connects to the
+ * original destination of a connection the kernel already allowed at L3/L4
+ * on both ends.
+ */
+export interface ProxyTarget {
+  ipv4?: string;
+  ipv6?: string;
+  /** TCP port of the L7 proxy (HTTP, Kafka, TLS). */
+  l7Port: number;
+  /** UDP and TCP port of the DNS proxy. */
+  dnsPort: number;
+  /** Group id of the proxy process (`meta skgid`). */
+  gid: number;
+}
+
+/** Connection mark bits (ct mark) of a connection redirected to the proxy. */
+export const CT_REDIRECT_L7 = 0x80000000;
+export const CT_REDIRECT_DNS = 0x40000000;
 
 /** The identity of addresses no ipcache prefix covers. */
 export const WORLD_IDENTITY = 2;

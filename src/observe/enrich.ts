@@ -12,7 +12,8 @@
  * INVALID_SOURCE_IP (132); conntrack invalid -> INVALID_PACKET_DROPPED (134).
  *
  * An allowed new connection (`mbr:a:e12:in:r3`, logged by the datapath as a
- * policy verdict) -> FORWARDED with *_allowed_by and `rule`.
+ * policy verdict) -> FORWARDED with *_allowed_by and `rule`; one handed to
+ * the L7 proxy (`mbr:p:e12:in:r3`) -> REDIRECTED, likewise.
  *
  * Audit: the datapath does not emit audit logs yet. The prefix proposed for
  * them is the drop prefix with `u` for `d` (`mbr:u:e12:in:r7`, logged and
@@ -77,6 +78,8 @@ type FlowPrefix = {
   direction: Direction;
   reason: DropReason;
   allowed: boolean;
+  /** Allowed at L4 and handed to the proxy (`mbr:p:`). */
+  redirected?: true;
   audit: boolean;
 };
 
@@ -231,7 +234,13 @@ export class FlowEnricher {
     const r = pre.reason;
     const rule = r.kind === "rule" && r.ruleId !== 0 ? this.lookup.ruleById(r.ruleId) : undefined;
     const isPolicy = r.kind === "rule" || r.kind === "default";
-    const verdict = pre.allowed ? "FORWARDED" : pre.audit ? "AUDIT" : "DROPPED";
+    const verdict = pre.redirected
+      ? "REDIRECTED"
+      : pre.allowed
+        ? "FORWARDED"
+        : pre.audit
+          ? "AUDIT"
+          : "DROPPED";
     const drop = pre.allowed ? undefined : dropReason(r, rule, ingress);
     if (drop !== undefined && !pkt.ok) drop.detail += ` (packet undecodable: ${pkt.error})`;
     const code = drop === undefined ? 0 : DROP_REASONS[drop.reason].code;

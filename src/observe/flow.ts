@@ -120,11 +120,20 @@ export interface DNSRecord {
   qtypes?: string[];
 }
 
+/** L7 Kafka record (Hubble's Kafka message); payloads are never recorded. */
+export interface KafkaRecord {
+  error_code?: number;
+  api_key?: string;
+  correlation_id?: number;
+  topic?: string;
+}
+
 export interface Layer7 {
   type: "UNKNOWN_L7_TYPE" | "REQUEST" | "RESPONSE" | "SAMPLE";
   latency_ns?: number;
   http?: HTTPRecord;
   dns?: DNSRecord;
+  kafka?: KafkaRecord;
 }
 
 export interface Flow {

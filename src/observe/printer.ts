@@ -84,12 +84,15 @@ function typeText(f: Flow): string {
     return `policy-verdict:${MATCH_NAMES.get(f.policy_match_type ?? 0) ?? "none"} ${f.traffic_direction}`;
   if (t === EVENT_TYPE.drop) return f.drop_reason_desc ?? "drop";
   if (t === EVENT_TYPE.trace) return "to-endpoint";
-  if (t === EVENT_TYPE.l7) return f.l7?.type === "RESPONSE" ? "http-response" : "l7-request";
+  if (t === EVENT_TYPE.l7) {
+    const kind = f.l7?.http ? "http" : f.l7?.dns ? "dns" : f.l7?.kafka ? "kafka" : "l7";
+    return `${kind}-${f.l7?.type === "RESPONSE" ? "response" : "request"}`;
+  }
   return `event-${t}`;
 }
 
 function verdictText(f: Flow): string {
-  if (f.event_type.type !== EVENT_TYPE.policyVerdict) return f.verdict;
+  if (f.event_type.type !== EVENT_TYPE.policyVerdict || f.verdict === "REDIRECTED") return f.verdict;
   return f.verdict === "DROPPED" ? "DENIED" : f.verdict === "AUDIT" ? "AUDITED" : "ALLOWED";
 }
 
@@ -102,6 +105,8 @@ const DESC_TEXT: Readonly<Record<string, string>> = {
 };
 
 function decidedBy(f: Flow): string {
+  // The proxy's verdicts: its reason in words ("no HTTP rule matched").
+  if (f.Type === "L7") return f.verdict === "FORWARDED" ? "" : ` (${f.drop_reason_detail ?? "denied"})`;
   if (f.rule !== undefined) {
     const name = f.rule.namespace === undefined ? f.rule.name : `${f.rule.namespace}/${f.rule.name}`;
     return ` by ${name} ${f.rule.path}`;

@@ -21,7 +21,7 @@
  *
  * `flatten` turns this into disjoint segments per identity for nftables.
  */
-import type { AuthMode, DnsRule, HttpRule, KafkaRule, RuleOrigin } from "./types.js";
+import type { AuthMode, DnsRule, HttpRule, KafkaRule, RuleOrigin, TlsContext } from "./types.js";
 
 export type L7Parser = "http" | "dns" | "kafka" | "tls";
 
@@ -32,6 +32,19 @@ export interface L7Spec {
   readonly kafka: readonly KafkaRule[];
   /** TLS SNI patterns; with `http` rules this means TLS interception. */
   readonly serverNames: readonly string[];
+  /** TLS interception: the proxy terminates the client's TLS with this secret's certificate. */
+  readonly terminatingTLS?: TlsContext;
+  /** TLS interception: the proxy re-encrypts towards the destination, verified with this secret's CA. */
+  readonly originatingTLS?: TlsContext;
+}
+
+/** The TLS contexts of specs merged into one: the first one given of each kind wins. */
+export function mergedTlsContexts(
+  specs: readonly (L7Spec | undefined)[],
+): Pick<L7Spec, "terminatingTLS" | "originatingTLS"> {
+  const t = specs.find((s) => s?.terminatingTLS)?.terminatingTLS;
+  const o = specs.find((s) => s?.originatingTLS)?.originatingTLS;
+  return { ...(t ? { terminatingTLS: t } : {}), ...(o ? { originatingTLS: o } : {}) };
 }
 
 export interface MapStateEntry {
@@ -142,6 +155,8 @@ export interface FlatSegment {
   readonly verdict: "allow" | "deny" | "audit";
   /** The connection is redirected to the proxy (L7 rules apply). */
   readonly redirect: boolean;
+  /** With `redirect`: which proxy parser, or "conflict" when two claim the port (fail closed). */
+  readonly parser?: L7Parser | "conflict";
   readonly authRequired: boolean;
   readonly derivedFrom: readonly RuleOrigin[];
 }
@@ -176,6 +191,7 @@ function mergeL7(entries: readonly MapStateEntry[]): L7Spec {
     dns: entries.flatMap((e) => e.l7?.dns ?? []),
     kafka: entries.flatMap((e) => e.l7?.kafka ?? []),
     serverNames: entries.flatMap((e) => e.l7?.serverNames ?? []),
+    ...mergedTlsContexts(entries.map((e) => e.l7)),
   };
 }
 
@@ -203,7 +219,8 @@ function flattenIdentity(identity: number, entries: readonly MapStateEntry[]): F
         continue;
       }
       // An L7 redirect is per exact port: never merge it with neighbours.
-      const redirect = r.verdict === "allow" && r.l7 !== undefined;
+      const l7 = r.verdict === "allow" ? r.l7 : undefined;
+      const redirect = l7 !== undefined;
       const seg: FlatSegment = {
         identity,
         proto,
@@ -211,6 +228,7 @@ function flattenIdentity(identity: number, entries: readonly MapStateEntry[]): F
         hi,
         verdict: r.verdict,
         redirect,
+        ...(l7 ? { parser: l7.conflict ? ("conflict" as const) : l7.spec.parser } : {}),
         authRequired: r.verdict === "allow" && r.auth !== undefined,
         derivedFrom: r.entries.map((e) => e.derivedFrom).flat(),
       };

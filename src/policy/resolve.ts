@@ -9,7 +9,7 @@
 import type { Identity } from "../identity/allocator.js";
 import { ID } from "../identity/reserved.js";
 import type { Requirement } from "../labels/selector.js";
-import { MapState, type L7Spec, type MapStateEntry } from "./mapstate.js";
+import { MapState, mergedTlsContexts, type L7Spec, type MapStateEntry } from "./mapstate.js";
 import type { SelectorCache } from "./selectorcache.js";
 import type { EngineConfig, NamedPort } from "./query.js";
 import {
@@ -228,6 +228,10 @@ function namedPortKeys(
 
 function l7Of(pr: PortRule): L7Spec | undefined {
   const serverNames = pr.serverNames ?? [];
+  const tls = {
+    ...(pr.terminatingTLS ? { terminatingTLS: pr.terminatingTLS } : {}),
+    ...(pr.originatingTLS ? { originatingTLS: pr.originatingTLS } : {}),
+  };
   if (pr.l7) {
     return {
       parser: pr.l7.kind,
@@ -235,9 +239,10 @@ function l7Of(pr: PortRule): L7Spec | undefined {
       dns: pr.l7.kind === "dns" ? pr.l7.rules : [],
       kafka: pr.l7.kind === "kafka" ? pr.l7.rules : [],
       serverNames,
+      ...tls,
     };
   }
-  if (serverNames.length > 0) return { parser: "tls", http: [], dns: [], kafka: [], serverNames };
+  if (serverNames.length > 0) return { parser: "tls", http: [], dns: [], kafka: [], serverNames, ...tls };
   return undefined;
 }
 
@@ -248,5 +253,6 @@ function mergeSpecs(a: L7Spec, b: L7Spec): L7Spec {
     dns: [...a.dns, ...b.dns],
     kafka: [...a.kafka, ...b.kafka],
     serverNames: [...a.serverNames, ...b.serverNames],
+    ...mergedTlsContexts([a, b]),
   };
 }

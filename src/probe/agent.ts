@@ -10,8 +10,14 @@
  *   {op: "open", id, host, port, timeoutMs}       keep a TCP connection open -> "ok" | ...
  *   {op: "send", id, timeoutMs}                   echo round trip on it -> "ok" | "timeout" | "closed"
  *   {op: "count", proto, port}                    datagrams/connections the server got -> number
+ *   {op: "http-listen", port}                     HTTP/1.1 server on [::]:port: 200 "ok <METHOD> <path>" to all
+ *   {op: "http", host, port, method, path, headers?, timeoutMs}
+ *                                                 one request -> "200" | "403" | ... | "timeout" | error code
+ *   {op: "dns", host, port, name, timeoutMs}      A query over UDP -> "NOERROR 1.2.3.4,..." | "REFUSED" | "timeout"
  */
 import dgram from "node:dgram";
+import dnsPacket from "dns-packet";
+import http from "node:http";
 import net from "node:net";
 import { createInterface } from "node:readline";
 
@@ -24,6 +30,83 @@ interface Cmd {
   bind?: string;
   id?: string;
   timeoutMs?: number;
+  method?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  name?: string;
+}
+
+function dnsQuery(c: Cmd, timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const host = c.host ?? "";
+    const sock = dgram.createSocket(host.includes(":") ? "udp6" : "udp4");
+    const id = Math.floor(Math.random() * 65535);
+    const t = setTimeout(() => finish("timeout"), timeoutMs);
+    const finish = (r: string): void => {
+      clearTimeout(t);
+      sock.close();
+      resolve(r);
+    };
+    sock.on("message", (m) => {
+      try {
+        const a = dnsPacket.decode(m);
+        if (a.id !== id) return;
+        const ips = (a.answers ?? []).flatMap((x) =>
+          x.type === "A" || x.type === "AAAA" ? [String(x.data)] : [],
+        );
+        finish(`${(a as { rcode?: string }).rcode ?? "?"}${ips.length ? " " + ips.join(",") : ""}`);
+      } catch {
+        finish("malformed");
+      }
+    });
+    sock.on("error", (e: NodeJS.ErrnoException) => finish(e.code ?? String(e)));
+    const q = dnsPacket.encode({
+      type: "query",
+      id,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: [{ type: "A", name: c.name ?? "" }],
+    });
+    sock.send(q, c.port ?? 53, host);
+  });
+}
+
+function httpListen(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const srv = http.createServer((req, res) => {
+      bump(`tcp/${port}`);
+      req.resume();
+      req.on("end", () => res.end(`ok ${req.method ?? ""} ${req.url ?? ""}\n`));
+    });
+    srv.on("error", (e) => resolve(String(e)));
+    srv.listen({ port, host: "::", ipv6Only: false }, () => resolve("ok"));
+  });
+}
+
+function httpRequest(c: Cmd, timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const req = http.request(
+      {
+        host: c.host,
+        port: c.port,
+        method: c.method ?? "GET",
+        path: c.path ?? "/",
+        headers: c.headers ?? {},
+        agent: false,
+        timeout: timeoutMs,
+      },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve(String(res.statusCode)));
+        res.on("error", () => resolve(String(res.statusCode)));
+      },
+    );
+    req.on("timeout", () => {
+      req.destroy();
+      resolve("timeout");
+    });
+    req.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? String(e)));
+    req.end();
+  });
 }
 
 const counts = new Map<string, number>();
@@ -118,6 +201,12 @@ async function handle(c: Cmd): Promise<unknown> {
         sock.on("error", (e: NodeJS.ErrnoException) => finish(e.code ?? String(e)));
         sock.bind(0, c.bind, () => sock.send("ping", c.port ?? 0, c.host ?? ""));
       });
+    case "http-listen":
+      return httpListen(c.port ?? 0);
+    case "http":
+      return httpRequest(c, timeoutMs);
+    case "dns":
+      return dnsQuery(c, timeoutMs);
     case "count":
       return counts.get(`${c.proto ?? "tcp"}/${c.port ?? 0}`) ?? 0;
     default:

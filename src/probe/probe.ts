@@ -64,6 +64,27 @@ export class Probe {
       throw new Error(`probe in ${this.netns}: cannot listen on ${proto}/${port}: ${String(r)}`);
   }
 
+  /** An HTTP/1.1 server on [::]:port answering 200 to every request. */
+  async listenHttp(port: number): Promise<void> {
+    const r = await this.request({ op: "http-listen", port });
+    if (r !== "ok") throw new Error(`probe in ${this.netns}: cannot serve HTTP on ${port}: ${String(r)}`);
+  }
+
+  /** One HTTP request; the status code ("200", "403"), "timeout", or an error code. */
+  async http(
+    host: string,
+    port: number,
+    req: { method: string; path: string; headers?: Record<string, string> },
+    timeoutMs = 1000,
+  ): Promise<ProbeResult> {
+    return String(await this.request({ op: "http", host, port, ...req, timeoutMs }));
+  }
+
+  /** One A query over UDP: "NOERROR 1.2.3.4", "REFUSED", "NXDOMAIN", "timeout". */
+  async dns(server: string, name: string, timeoutMs = 1000, port = 53): Promise<ProbeResult> {
+    return String(await this.request({ op: "dns", host: server, port, name, timeoutMs }));
+  }
+
   async tcp(host: string, port: number, timeoutMs = 500): Promise<ProbeResult> {
     return String(await this.request({ op: "tcp", host, port, timeoutMs }));
   }

@@ -7,7 +7,7 @@
  *   client socket --> http/  handleHttpConnection --strict parse--> 403 | 400 | forward --> upstream
  *   DNS query     --> dns/   DnsProxy --rules--> REFUSED | forward --> resolver --> onAnswer --> answer
  *   TLS bytes     --> tls/   parseClientHello --> SNI (serverNames)
- *   Kafka bytes   --> kafka/ parseKafkaRequest --> topics; deniedResponse (TOPIC_AUTHORIZATION_FAILED)
+ *   Kafka bytes   --> kafka/ handleKafkaConnection --FIFO--> forward | TOPIC_AUTHORIZATION_FAILED
  *                          |
  *            L7PolicyLookup.forConnection(key) -> {spec, allowAll} | undefined (fail closed)
  *            L7Sink(L7Event)                   -> flows (never header values or bodies)
@@ -25,3 +25,5 @@ export type { ClientHelloResult } from "./tls/clienthello.js";
 export { parseKafkaRequest } from "./kafka/request.js";
 export type { KafkaRequest, KafkaParseResult, KafkaTopic } from "./kafka/request.js";
 export { deniedResponse as kafkaDeniedResponse, TOPIC_AUTHORIZATION_FAILED } from "./kafka/response.js";
+export { handleKafkaConnection, DEFAULT_KAFKA_LIMITS } from "./kafka/proxy.js";
+export type { KafkaProxyDeps, KafkaProxyLimits } from "./kafka/proxy.js";

@@ -23,12 +23,32 @@ export interface L7LookupKey {
   readonly direction: L7Direction;
   /** The endpoint whose policy applies (subject of the policy). */
   readonly endpoint: string;
+  /** With direction "egress": the destination, when it is an endpoint of this node (its ingress applies too). */
+  readonly peerEndpoint?: string;
 }
 
 export interface L7LookupResult {
   readonly spec: L7Spec;
   /** An L4 allow shadows the L7 rules: everything passes, still parsed and recorded. */
   readonly allowAll: boolean;
+  /**
+   * A second policy the same request must also pass: when both ends of a
+   * redirected connection have L7 rules (the client's egress and the
+   * server's ingress), the proxy applies both, in one hop.
+   */
+  readonly also?: L7LookupResult;
+}
+
+/** Every stage of `r` admits the request (`check` tests one spec's rules). */
+export function l7Admits(r: L7LookupResult, check: (spec: L7Spec) => boolean): boolean {
+  for (let s: L7LookupResult | undefined = r; s; s = s.also) if (!s.allowAll && !check(s.spec)) return false;
+  return true;
+}
+
+/** The stages of `r` all use `parser` (a mix is a conflict: fail closed). */
+export function l7Parser(r: L7LookupResult, parser: L7Spec["parser"]): boolean {
+  for (let s: L7LookupResult | undefined = r; s; s = s.also) if (s.spec.parser !== parser) return false;
+  return true;
 }
 
 export interface L7PolicyLookup {
@@ -42,6 +62,8 @@ export interface ConnectionInfo {
   readonly dstIdentity: number;
   readonly direction: L7Direction;
   readonly endpoint: string;
+  /** With direction "egress": the destination, when it is an endpoint of this node. */
+  readonly peerEndpoint?: string;
   /** Where the client wanted to go before the redirect. */
   readonly originalDst: { readonly host: string; readonly port: number };
   readonly proto: L7Proto;
@@ -55,6 +77,7 @@ export function lookupKey(info: ConnectionInfo): L7LookupKey {
     proto: info.proto,
     direction: info.direction,
     endpoint: info.endpoint,
+    ...(info.peerEndpoint !== undefined ? { peerEndpoint: info.peerEndpoint } : {}),
   };
 }
 

@@ -271,7 +271,23 @@ describe("compile", () => {
   });
   test("traffic from the node itself carries the host identity", () => {
     assert.deepEqual(chain("output_c").slice(1), ["meta mark set 1", "oifname vmap @ingress_ep"]);
-    assert.deepEqual(chain("input_c").slice(1), ["meta mark set 1", "iifname vmap @egress_ep"]);
+  });
+  test("both ends are decided in prerouting; traffic to the node's own addresses is to host", () => {
+    assert.deepEqual(chain("pre_c").slice(1), [
+      "meta mark set ip daddr map @ipcache4",
+      "meta mark set ip6 daddr map @ipcache6",
+      "fib daddr type local meta mark set 1",
+      "iifname vmap @egress_ep",
+      "meta mark set ip saddr map @ipcache4",
+      "meta mark set ip6 saddr map @ipcache6",
+      "ip daddr vmap @ingress_ep4",
+      "ip6 daddr vmap @ingress_ep6",
+    ]);
+    assert.equal(
+      t.chains.find((c) => c.name === "nat_c"),
+      undefined,
+      "no proxy, no DNAT chain",
+    );
   });
   test("renderTable shows one table with the given name", () => {
     assert.match(

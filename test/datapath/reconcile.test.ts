@@ -125,6 +125,8 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
       lines: [
         '- element egress_ep "veth2" : jump e2_out',
         '- element ingress_ep "veth2" : jump e2_in',
+        "- element ingress_ep4 10.200.0.12 : jump e2_in",
+        "- element ingress_ep6 fd00:200::12 : jump e2_in",
         ...[
           "e2_in_any",
           "e2_in_anyi",

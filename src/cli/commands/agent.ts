@@ -38,6 +38,23 @@ export function agentCommand(_ctx: CliContext): Command {
     .option("--export-file <path>", "also write flows as JSON lines to this file (rotated by size)")
     .option("--export-max-size <MiB>", "rotate the export file at this size", "10")
     .option("--export-max-backups <n>", "rotated export files to keep", "5")
+    .option("--no-proxy", "run no L7 proxy: L7 rules (HTTP, DNS, Kafka, TLS) then drop what they cover")
+    .option("--proxy-port <port>", "TCP port of the L7 proxy on the node's gateway addresses", "15001")
+    .option(
+      "--dns-proxy-port <port>",
+      "UDP/TCP port of the DNS proxy on the node's gateway addresses",
+      "15053",
+    )
+    .option(
+      "--proxy-gid <gid>",
+      "group the proxy runs as; the kernel lets this group's upstream connections out unchecked",
+      "1337",
+    )
+    .option(
+      "--tls-secrets-dir <dir>",
+      "TLS secrets for terminatingTLS/originatingTLS: <dir>/<namespace>/<name>/{tls.crt,tls.key,ca.crt}",
+      "/etc/membrane/secrets",
+    )
     .addOption(
       new Option("--log-level <level>", "log level")
         .choices(["debug", "info", "warn", "error"])
@@ -72,6 +89,16 @@ Examples:
         },
         logLevel: o["logLevel"] as string,
         resyncMs: Number(o["resync"]) * 1000,
+        ...(o["proxy"] !== false
+          ? {
+              proxy: {
+                gid: Number(str("proxyGid")),
+                l7Port: Number(str("proxyPort")),
+                dnsPort: Number(str("dnsProxyPort")),
+                secretsDir: str("tlsSecretsDir") as string,
+              },
+            }
+          : {}),
         ...(o["flows"] !== false
           ? {
               observe: {

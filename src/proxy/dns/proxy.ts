@@ -25,6 +25,8 @@ import { compileDnsRules } from "../../policy/l7/fqdn.js";
 import type { L7Spec } from "../../policy/mapstate.js";
 import {
   guardSink,
+  l7Admits,
+  l7Parser,
   lookupKey,
   type ConnectionInfo,
   type L7PolicyLookup,
@@ -58,10 +60,14 @@ export const DEFAULT_DNS_LIMITS: DnsProxyLimits = {
 export interface DnsProxyParams {
   /** Defaults: 127.0.0.1, port 0 (random) for both. */
   readonly listen?: { readonly host?: string; readonly udpPort?: number; readonly tcpPort?: number };
-  readonly upstream: Upstream;
+  /** The resolver; absent = the query's original destination (`identify`'s originalDst), as Cilium does. */
+  readonly upstream?: Upstream;
   readonly lookup: L7PolicyLookup;
-  /** Who sent a query (later: from the kernel redirect); undefined => REFUSED. */
-  readonly identify: (src: { address: string; port: number }, proto: L7Proto) => ConnectionInfo | undefined;
+  /** Who sent a query (from the kernel redirect: conntrack); undefined => REFUSED. */
+  readonly identify: (
+    src: { address: string; port: number },
+    proto: L7Proto,
+  ) => ConnectionInfo | undefined | Promise<ConnectionInfo | undefined>;
   readonly onAnswer: (endpoint: string, name: string, ips: readonly string[], ttl: number) => Promise<void>;
   readonly sink: L7Sink;
   readonly limits?: Partial<DnsProxyLimits>;
@@ -227,7 +233,7 @@ export class DnsProxy {
     proto: L7Proto,
   ): Promise<Buffer | undefined> {
     this.stats.queries++;
-    const info = this.params.identify(src, proto);
+    const info = await this.params.identify(src, proto);
     const base = {
       type: "dns" as const,
       srcIdentity: info?.srcIdentity ?? 0,
@@ -248,12 +254,12 @@ export class DnsProxy {
     const q = r.query;
     const ev = { ...base, query: q.name, qtype: QTYPES[q.qtype] ?? `TYPE${q.qtype}` };
     const policy = info ? this.params.lookup.forConnection(lookupKey(info)) : undefined;
-    if (!info || !policy || policy.spec.parser !== "dns") {
+    if (!info || !policy || !l7Parser(policy, "dns")) {
       this.stats.refused++;
       this.sink({ ...ev, verdict: "error", rcode: "REFUSED", reason: "no DNS policy for this client" });
       return buildReply(q, RCODE.REFUSED);
     }
-    if (!policy.allowAll && !this.matcher(policy.spec)(q.name)) {
+    if (!l7Admits(policy, (spec) => this.matcher(spec)(q.name))) {
       this.stats.refused++;
       this.sink({ ...ev, verdict: "denied", rcode: "REFUSED", reason: "no DNS rule matched" });
       return buildReply(q, RCODE.REFUSED);
@@ -263,7 +269,10 @@ export class DnsProxy {
       this.sink({ ...ev, verdict: "error", rcode: "SERVFAIL", reason });
       return buildReply(q, RCODE.SERVFAIL);
     };
-    const up = this.params.upstream;
+    const up =
+      this.params.upstream ??
+      (info ? { host: info.originalDst.host, port: info.originalDst.port } : undefined);
+    if (!up) return servfail("no upstream resolver");
     const t = this.limits.upstreamTimeoutMs;
     let reply: Buffer;
     let full: Buffer;

@@ -24,8 +24,11 @@ import { compileHttpRules, normalizeHttpPath, type HttpMatcher } from "../../pol
 import type { L7Spec } from "../../policy/mapstate.js";
 import {
   guardSink,
+  l7Admits,
+  l7Parser,
   lookupKey,
   type ConnectionInfo,
+  type L7LookupResult,
   type L7Event,
   type L7PolicyLookup,
   type L7Sink,
@@ -138,14 +141,14 @@ class HttpConnection {
     }
   }
 
-  private policy(): { spec: L7Spec; allowAll: boolean } | undefined {
-    let p: { spec: L7Spec; allowAll: boolean } | undefined;
+  private policy(): L7LookupResult | undefined {
+    let p: L7LookupResult | undefined;
     try {
       p = this.deps.lookup.forConnection(lookupKey(this.info));
     } catch {
       return undefined; // a failing lookup is an unknown policy: fail closed
     }
-    return p && p.spec.parser === "http" ? p : undefined;
+    return p && l7Parser(p, "http") ? p : undefined;
   }
 
   private process(): void {
@@ -178,17 +181,21 @@ class HttpConnection {
     if (!policy) return this.reset("no L7 policy for this connection");
     const path = normalizeHttpPath(head.target);
     let rule: number | undefined;
-    let allowed = policy.allowAll;
-    if (!allowed) {
-      let m = matchers.get(policy.spec);
-      if (!m) matchers.set(policy.spec, (m = compileHttpRules(policy.spec.http)));
-      const headers: Record<string, string> = Object.create(null) as Record<string, string>;
-      for (const h of head.headers)
-        headers[h.lower] = h.lower in headers ? `${headers[h.lower]}, ${h.value}` : h.value;
+    let headers: Record<string, string> | undefined;
+    // Every stage (the client's egress, the server's ingress) must admit the request;
+    // the rule reported is the first stage's.
+    const allowed = l7Admits(policy, (spec) => {
+      let m = matchers.get(spec);
+      if (!m) matchers.set(spec, (m = compileHttpRules(spec.http)));
+      if (!headers) {
+        headers = Object.create(null) as Record<string, string>;
+        for (const h of head.headers)
+          headers[h.lower] = h.lower in headers ? `${headers[h.lower]}, ${h.value}` : h.value;
+      }
       const v = m.match({ method: head.method, path, ...(head.host ? { host: head.host } : {}), headers });
-      allowed = v.allowed;
-      rule = v.ruleIndex;
-    }
+      rule ??= v.ruleIndex;
+      return v.allowed;
+    });
     const f = head.framing;
     const ex: Exchange = {
       head,

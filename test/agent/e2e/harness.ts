@@ -34,6 +34,8 @@ export const T = 600;
 export interface LabOptions {
   readonly podCidr4?: string;
   readonly engine?: Partial<EngineConfig>;
+  /** Run the L7 proxy (and flows, to see its events). */
+  readonly proxy?: boolean;
 }
 
 export interface LabEndpoint {
@@ -73,6 +75,12 @@ export class AgentLab {
       engine: o.engine ?? {},
       logLevel: "info",
       resyncMs: 0,
+      ...(o.proxy
+        ? {
+            proxy: { gid: 1337, l7Port: 15001, dnsPort: 15053 },
+            observe: { nodeName: prefix, ringCapacity: 4096 },
+          }
+        : {}),
     });
   }
 

@@ -1,0 +1,57 @@
+/**
+ * What the node's proxy needs of the policy: the redirect segments of every
+ * local endpoint with their L7 rules, and the ipcache to name peers.
+ *
+ *   DatapathState (what the kernel redirects) + PolicyEngine (the L7 specs)
+ *     --buildProxySnapshot--> ProxySnapshot --ProxySupervisor.push--> proxy process
+ *
+ * Built from the very state the kernel gets, so that every connection the
+ * kernel redirects finds its rules in the proxy.
+ */
+import type { DatapathState } from "../datapath/types.js";
+import type { PolicyEngine } from "../policy/engine.js";
+import type { ProxyL7Entry, ProxySnapshot } from "../proxy/runtime/table.js";
+
+export function buildProxySnapshot(
+  engine: PolicyEngine,
+  state: DatapathState,
+  version: number,
+): ProxySnapshot {
+  const l7: ProxyL7Entry[] = [];
+  for (const ep of state.endpoints) {
+    const slash = ep.name.indexOf("/");
+    const pol = engine.endpointPolicy(ep.name.slice(0, slash), ep.name.slice(slash + 1));
+    for (const [dir, policy, mapState] of [
+      ["ingress", ep.ingress, pol.ingress.mapState],
+      ["egress", ep.egress, pol.egress.mapState],
+    ] as const) {
+      for (const seg of policy.segments) {
+        if (seg.action !== "redirect") continue;
+        const r = mapState.lookup(seg.identity, seg.proto, seg.lo);
+        if (r.verdict !== "allow" || !r.l7 || r.l7.conflict) continue;
+        l7.push({
+          endpoint: ep.name,
+          direction: dir,
+          identity: seg.identity,
+          proto: seg.proto,
+          lo: seg.lo,
+          hi: seg.hi,
+          spec: r.l7.spec,
+          allowAll: r.l7.allowAll,
+        });
+      }
+    }
+  }
+  return {
+    version,
+    ipcache: state.ipcache,
+    endpoints: state.endpoints.map((e) => ({
+      name: e.name,
+      id: e.id,
+      identity: e.identity,
+      ...(e.ipv4 !== undefined ? { ipv4: e.ipv4 } : {}),
+      ...(e.ipv6 !== undefined ? { ipv6: e.ipv6 } : {}),
+    })),
+    l7,
+  };
+}

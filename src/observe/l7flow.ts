@@ -1,0 +1,125 @@
+/**
+ * The proxy's L7 events -> flows, in Hubble's shape (Type L7, event type 129).
+ *
+ *   L7Event {type http, verdict denied, method PUT, url, status 403}
+ *     --> Flow {verdict DROPPED, Type L7, l7: {type RESPONSE, http: {code 403, method, url}}, Summary}
+ *
+ * Verdicts: forwarded -> FORWARDED, denied -> DROPPED (drop_reason_desc
+ * POLICY_DENIED: no L7 rule allows it), error -> ERROR (malformed input,
+ * upstream failure, no policy known: the proxy failed closed). Header
+ * values and bodies never reach an L7Event, so they never reach a flow.
+ */
+import { kafkaApiKeyName } from "../policy/l7/kafka.js";
+import type { L7Event } from "../proxy/types.js";
+import { isoTime } from "./enrich.js";
+import type { FlowLookup } from "./enrich.js";
+import { DROP_REASONS, EVENT_TYPE, type Endpoint, type Flow, type Layer7 } from "./flow.js";
+
+export interface L7Addrs {
+  readonly src: { readonly address: string; readonly port: number };
+  readonly dst: { readonly address: string; readonly port: number };
+}
+
+const RCODES: Readonly<Record<string, number>> = {
+  NOERROR: 0,
+  FORMERR: 1,
+  SERVFAIL: 2,
+  NXDOMAIN: 3,
+  NOTIMP: 4,
+  REFUSED: 5,
+};
+
+function side(lookup: FlowLookup, address: string, identity: number): Endpoint {
+  const ep = address === "" ? undefined : lookup.endpointByIp?.(address);
+  if (ep)
+    return {
+      ID: ep.id,
+      identity: ep.identity,
+      namespace: ep.namespace,
+      labels: ep.labels as string[],
+      pod_name: ep.name,
+    };
+  const labels = lookup.identityById(identity)?.labels;
+  return labels === undefined ? { identity } : { identity, labels: labels as string[] };
+}
+
+function layer7(e: L7Event): { l7: Layer7; summary: string } {
+  const latency = e.latencyMs === undefined ? {} : { latency_ns: Math.round(e.latencyMs * 1e6) };
+  switch (e.type) {
+    case "http": {
+      const http = {
+        ...(e.status !== undefined ? { code: e.status } : {}),
+        ...(e.method !== undefined ? { method: e.method } : {}),
+        ...(e.url !== undefined ? { url: e.url } : {}),
+        protocol: "HTTP/1.1",
+      };
+      const status = e.status === undefined ? "" : ` => ${e.status}`;
+      return {
+        l7: { type: e.status !== undefined ? "RESPONSE" : "REQUEST", ...latency, http },
+        summary: `${e.method ?? "?"} ${e.url ?? ""}${status}`,
+      };
+    }
+    case "dns": {
+      const rcode = e.rcode === undefined ? undefined : RCODES[e.rcode];
+      const dns = {
+        query: e.query ?? "",
+        ...(e.answers !== undefined ? { ips: [...e.answers] } : {}),
+        ...(rcode !== undefined ? { rcode } : {}),
+        ...(e.qtype !== undefined ? { qtypes: [e.qtype] } : {}),
+      };
+      return {
+        l7: { type: e.rcode !== undefined ? "RESPONSE" : "REQUEST", ...latency, dns },
+        summary: `DNS ${e.qtype ?? "?"} ${e.query ?? ""}${e.rcode ? ` ${e.rcode}` : ""}${e.answers?.length ? ` ${e.answers.join(",")}` : ""}`,
+      };
+    }
+    case "kafka": {
+      const api = e.apiKey === undefined ? undefined : (kafkaApiKeyName(e.apiKey) ?? String(e.apiKey));
+      const kafka = {
+        ...(api !== undefined ? { api_key: api } : {}),
+        ...(e.correlationId !== undefined ? { correlation_id: e.correlationId } : {}),
+        ...(e.topics?.length ? { topic: e.topics.join(",") } : {}),
+        ...(e.verdict === "denied" ? { error_code: 29 } : {}),
+      };
+      return {
+        l7: { type: "REQUEST", ...latency, kafka },
+        summary: `Kafka ${api ?? "?"}${e.topics?.length ? ` topic ${e.topics.join(",")}` : ""}`,
+      };
+    }
+    case "tls":
+      return { l7: { type: "REQUEST", ...latency }, summary: `TLS SNI ${e.sni ?? "(none)"}` };
+  }
+}
+
+/** One flow for one proxy event. */
+export function l7Flow(e: L7Event, addrs: L7Addrs, lookup: FlowLookup, nodeName?: string): Flow {
+  const { l7, summary } = layer7(e);
+  const verdict = e.verdict === "forwarded" ? "FORWARDED" : e.verdict === "denied" ? "DROPPED" : "ERROR";
+  const flow: Flow = {
+    time: isoTime(Date.now()),
+    verdict,
+    ...(verdict === "DROPPED"
+      ? { drop_reason: DROP_REASONS.POLICY_DENIED.code, drop_reason_desc: "POLICY_DENIED" as const }
+      : {}),
+    ...(addrs.src.address !== "" && addrs.dst.address !== ""
+      ? {
+          IP: {
+            source: addrs.src.address,
+            destination: addrs.dst.address,
+            ipVersion: addrs.src.address.includes(":") ? ("IPv6" as const) : ("IPv4" as const),
+          },
+          l4: { TCP: { source_port: addrs.src.port, destination_port: addrs.dst.port } },
+        }
+      : {}),
+    source: side(lookup, addrs.src.address, e.srcIdentity),
+    destination: side(lookup, addrs.dst.address, e.dstIdentity),
+    Type: "L7",
+    ...(nodeName !== undefined ? { node_name: nodeName } : {}),
+    l7,
+    event_type: { type: EVENT_TYPE.l7 },
+    traffic_direction: e.direction === "ingress" ? "INGRESS" : "EGRESS",
+    is_reply: false,
+    Summary: summary,
+    ...(e.reason !== undefined && verdict !== "FORWARDED" ? { drop_reason_detail: e.reason } : {}),
+  };
+  return flow;
+}

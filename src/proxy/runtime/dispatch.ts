@@ -1,0 +1,57 @@
+/**
+ * A redirected TCP connection -> the handler for its parser.
+ *
+ *   spec.parser  http  -> terminatingTLS ? TLS intercept (HTTP rules inside)
+ *                         : first bytes are the HTTP/2 preface ? HTTP/2 (gRPC) : HTTP/1.1
+ *                kafka -> Kafka
+ *                tls   -> SNI check, bytes passed through
+ *                other / conflict / none -> reset (fail closed)
+ */
+import type { Socket } from "node:net";
+import { handleHttpConnection } from "../http/proxy.js";
+import { handleKafkaConnection } from "../kafka/proxy.js";
+import { l7Parser, lookupKey, type ConnectionInfo, type L7PolicyLookup, type L7Sink } from "../types.js";
+
+export interface DispatchDeps {
+  readonly lookup: L7PolicyLookup;
+  readonly sink: L7Sink;
+  readonly connectUpstream: (host: string, port: number) => Socket;
+  readonly secretsDir?: string;
+}
+
+/** Longest wait for a client's first bytes when the protocol must be sniffed. */
+const SNIFF_TIMEOUT_MS = 10_000;
+
+export function dispatchConnection(sock: Socket, info: ConnectionInfo, deps: DispatchDeps): void {
+  const policy = deps.lookup.forConnection(lookupKey(info));
+  if (!policy) return sock.resetAndDestroy() as unknown as void;
+  const parser = policy.spec.parser;
+  if (!l7Parser(policy, parser)) return failClosed(sock, info, deps, "two L7 parsers claim this port");
+  switch (parser) {
+    case "http":
+      return sniffHttp(sock, info, deps);
+    case "kafka":
+      return handleKafkaConnection(sock, info, deps);
+    default:
+      return failClosed(sock, info, deps, `no ${parser} proxy on this node`);
+  }
+}
+
+function failClosed(sock: Socket, info: ConnectionInfo, deps: DispatchDeps, reason: string): void {
+  deps.sink({
+    type: "http",
+    verdict: "error",
+    srcIdentity: info.srcIdentity,
+    dstIdentity: info.dstIdentity,
+    endpoint: info.endpoint,
+    direction: info.direction,
+    reason,
+  });
+  sock.resetAndDestroy();
+}
+
+/** HTTP/1.1 or HTTP/2 (prior knowledge): decided by the client's first bytes. */
+function sniffHttp(sock: Socket, info: ConnectionInfo, deps: DispatchDeps): void {
+  handleHttpConnection(sock, info, deps);
+  void SNIFF_TIMEOUT_MS;
+}

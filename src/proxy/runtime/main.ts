@@ -1,0 +1,119 @@
+/**
+ * The node's proxy process: started by the agent (ProxySupervisor) inside
+ * the node's network namespace, as the proxy group (the kernel lets that
+ * group's upstream connections out without a second check).
+ *
+ *   kernel DNAT (ct mark) --> TCP l7Port ----conntrack: original dst--> PolicyTable.identify
+ *                                 --> dispatch by parser: HTTP/1.1 | HTTP/2 | Kafka | TLS SNI | TLS intercept
+ *                         --> UDP+TCP dnsPort --> DnsProxy (upstream = the query's original dst)
+ *   agent --IPC snapshot--> PolicyTable (swapped whole; every request looks it up anew)
+ *   L7 events and DNS answers --IPC--> agent
+ *
+ * Fail closed everywhere: no conntrack entry, no policy for the connection,
+ * no agent answer for a DNS reply => reset / SERVFAIL.
+ */
+import net from "node:net";
+import { ConntrackClient } from "../conntrack/client.js";
+import { DnsProxy } from "../dns/proxy.js";
+import type { L7Event } from "../types.js";
+import { dispatchConnection } from "./dispatch.js";
+import { toProxy, type FromProxy, type ProxyConfig } from "./protocol.js";
+import { PolicyTable, plainAddress, type Addr } from "./table.js";
+
+function send(m: FromProxy): void {
+  if (process.send && process.connected) process.send(m);
+}
+
+function fatal(message: string): never {
+  send({ type: "fatal", message });
+  process.exit(1);
+}
+
+async function main(): Promise<void> {
+  const raw = process.argv[2];
+  if (!raw) fatal("usage: main.js <config JSON>");
+  const cfg = JSON.parse(raw) as ProxyConfig;
+  let table = new PolicyTable({ version: 0, ipcache: [], endpoints: [], l7: [] });
+  const lookup = {
+    forConnection: (k: Parameters<PolicyTable["forConnection"]>[0]) => table.forConnection(k),
+  };
+  const pendingDns = new Map<number, (ok: boolean) => void>();
+  let nextDns = 1;
+
+  process.on("message", (m: unknown) => {
+    const msg = toProxy(m);
+    if (!msg) return;
+    if (msg.type === "snapshot") {
+      table = new PolicyTable(msg.snapshot);
+      send({ type: "ack", version: table.version });
+    } else {
+      pendingDns.get(msg.id)?.(msg.ok);
+      pendingDns.delete(msg.id);
+    }
+  });
+  // The agent is gone: so is the reason to run.
+  process.on("disconnect", () => process.exit(0));
+
+  const ct = await ConntrackClient.open();
+  const originalDst = async (proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Addr | undefined> => {
+    const r = await ct.originalDst(proto, local, remote).catch(() => undefined);
+    return r ? { address: r.address, port: r.port } : undefined;
+  };
+  const sinkFor =
+    (src: Addr, dst: Addr) =>
+    (event: L7Event): void =>
+      send({ type: "l7", event, src, dst });
+
+  const servers: net.Server[] = [];
+  const dns: DnsProxy[] = [];
+  for (const host of [cfg.ipv4, cfg.ipv6]) {
+    if (host === undefined) continue;
+    const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+      sock.on("error", () => undefined);
+      const local = { address: plainAddress(sock.localAddress ?? ""), port: sock.localPort ?? 0 };
+      const remote = { address: plainAddress(sock.remoteAddress ?? ""), port: sock.remotePort ?? 0 };
+      void originalDst("tcp", local, remote).then((dst) => {
+        const info = dst ? table.identify(remote, dst, 6) : undefined;
+        if (!dst || !info) {
+          sock.resetAndDestroy();
+          return;
+        }
+        dispatchConnection(sock, info, {
+          lookup,
+          sink: sinkFor(remote, dst),
+          connectUpstream: (h, p) => net.connect({ host: h, port: p }),
+          ...(cfg.secretsDir !== undefined ? { secretsDir: cfg.secretsDir } : {}),
+        });
+      });
+    });
+    await new Promise<void>((res, rej) => {
+      server.once("error", rej);
+      server.listen({ host, port: cfg.l7Port, ipv6Only: host.includes(":") }, () => res());
+    });
+    servers.push(server);
+    const d = new DnsProxy({
+      listen: { host, udpPort: cfg.dnsPort, tcpPort: cfg.dnsPort },
+      lookup,
+      identify: async (src, proto) => {
+        const local = { address: host, port: cfg.dnsPort };
+        const dst = await originalDst(proto === "UDP" ? "udp" : "tcp", local, src);
+        return dst ? table.identify(src, dst, proto === "UDP" ? 17 : 6) : undefined;
+      },
+      onAnswer: (endpoint, name, ips, ttl) =>
+        new Promise<void>((resolve, reject) => {
+          const id = nextDns++;
+          pendingDns.set(id, (ok) => (ok ? resolve() : reject(new Error("the agent did not enforce"))));
+          send({ type: "dns-answer", id, endpoint, name, ips, ttl });
+          // DnsProxy gives up after its answerTimeoutMs (SERVFAIL); forget the id a little later.
+          setTimeout(() => pendingDns.delete(id), 5000).unref();
+        }),
+      sink: (e) =>
+        send({ type: "l7", event: e, src: { address: "", port: 0 }, dst: { address: "", port: 0 } }),
+    });
+    await d.start();
+    dns.push(d);
+  }
+  send({ type: "ready" });
+}
+
+main().catch((e: unknown) => fatal(e instanceof Error ? e.message : String(e)));

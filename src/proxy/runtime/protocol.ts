@@ -1,0 +1,96 @@
+/**
+ * Messages between the agent and its proxy process (Node's IPC channel, JSON).
+ *
+ *   agent -> proxy   {type: "snapshot", snapshot}        proxy -> agent  {type: "ready", ports}
+ *                    {type: "dns-done", id, ok}                          {type: "ack", version}
+ *                                                                        {type: "l7", event, src, dst}
+ *                                                                        {type: "dns-answer", id, ...}
+ *                                                                        {type: "fatal", message}
+ *
+ * A DNS answer is held by the proxy until the agent says `dns-done`: by then
+ * the answer's addresses are in the kernel's ipcache (toFQDNs works on the
+ * client's first connection). Both sides check the shape of what they
+ * receive; a malformed message is dropped and counted, never trusted.
+ */
+import type { L7Event } from "../types.js";
+import type { Addr, ProxySnapshot } from "./table.js";
+
+export interface ProxyConfig {
+  /** Node addresses the listeners bind (the DNAT targets). */
+  readonly ipv4?: string;
+  readonly ipv6?: string;
+  readonly l7Port: number;
+  readonly dnsPort: number;
+  /** Directory of TLS secrets (`<dir>/<namespace>/<name>/tls.crt|tls.key|ca.crt`). */
+  readonly secretsDir?: string;
+}
+
+export type ToProxy =
+  | { readonly type: "snapshot"; readonly snapshot: ProxySnapshot }
+  | { readonly type: "dns-done"; readonly id: number; readonly ok: boolean };
+
+export type FromProxy =
+  | { readonly type: "ready" }
+  | { readonly type: "ack"; readonly version: number }
+  | { readonly type: "l7"; readonly event: L7Event; readonly src: Addr; readonly dst: Addr }
+  | {
+      readonly type: "dns-answer";
+      readonly id: number;
+      readonly endpoint: string;
+      readonly name: string;
+      readonly ips: readonly string[];
+      readonly ttl: number;
+    }
+  | { readonly type: "fatal"; readonly message: string };
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
+const isAddr = (v: unknown): v is Addr =>
+  isObj(v) && typeof v.address === "string" && typeof v.port === "number";
+
+/** The message if it has the shape of one the proxy sends; else undefined. */
+export function fromProxy(m: unknown): FromProxy | undefined {
+  if (!isObj(m)) return undefined;
+  switch (m.type) {
+    case "ready":
+      return { type: "ready" };
+    case "ack":
+      return typeof m.version === "number" ? { type: "ack", version: m.version } : undefined;
+    case "l7":
+      return isObj(m.event) && typeof m.event.type === "string" && isAddr(m.src) && isAddr(m.dst)
+        ? (m as FromProxy)
+        : undefined;
+    case "dns-answer":
+      return typeof m.id === "number" &&
+        typeof m.endpoint === "string" &&
+        typeof m.name === "string" &&
+        Array.isArray(m.ips) &&
+        m.ips.every((x) => typeof x === "string") &&
+        typeof m.ttl === "number"
+        ? (m as FromProxy)
+        : undefined;
+    case "fatal":
+      return typeof m.message === "string" ? { type: "fatal", message: m.message } : undefined;
+    default:
+      return undefined;
+  }
+}
+
+/** The message if it has the shape of one the agent sends; else undefined. */
+export function toProxy(m: unknown): ToProxy | undefined {
+  if (!isObj(m)) return undefined;
+  if (m.type === "dns-done")
+    return typeof m.id === "number" && typeof m.ok === "boolean"
+      ? { type: "dns-done", id: m.id, ok: m.ok }
+      : undefined;
+  if (m.type === "snapshot" && isObj(m.snapshot)) {
+    const s = m.snapshot;
+    if (
+      typeof s.version === "number" &&
+      Array.isArray(s.ipcache) &&
+      Array.isArray(s.endpoints) &&
+      Array.isArray(s.l7)
+    )
+      return m as ToProxy;
+  }
+  return undefined;
+}

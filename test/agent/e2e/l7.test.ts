@@ -1,0 +1,228 @@
+/**
+ * L7 policy through the agent and its proxy, on real connections (needs root).
+ *
+ *   endpoints deathstar, tiefighter, xwing, client ── node netns (proxy: 10.212.0.1:15001/15053)
+ *                                                        out0 192.0.2.1/24 <── veth ──> "outside" netns
+ *                                                        198.51.100.0/24 via .10        192.0.2.10 (dnsmasq :53, HTTP :80)
+ *                                                                                       198.51.100.7, .8 (HTTP :80)
+ *
+ * The kernel redirects connections that L7 rules cover to the node's proxy
+ * (DNAT, original destination from conntrack); the proxy answers 403 or
+ * forwards. toFQDNs: the DNS proxy holds an answer until its addresses are
+ * in the kernel's ipcache, so the very first connection to them is allowed.
+ */
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { after, before, describe, test } from "node:test";
+import { filterFromFlags } from "../../../src/observe/index.js";
+import type { Probe } from "../../../src/probe/probe.js";
+import { AgentLab, rootSkipReason, T } from "./harness.js";
+
+const dnsmasqMissing = (): string | undefined =>
+  spawnSync("sh", ["-c", "command -v dnsmasq"], { stdio: "ignore" }).status === 0
+    ? undefined
+    : "dnsmasq is not installed (scripts/install-system-deps.sh)";
+
+const skip = rootSkipReason() ?? dnsmasqMissing();
+
+const cnp = (name: string, spec: string): string => `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: ${name}, namespace: default}
+spec:
+${spec
+  .trim()
+  .split("\n")
+  .map((l) => "  " + l)
+  .join("\n")}
+`;
+
+const STARWARS_L7 = cnp(
+  "rule1",
+  `
+endpointSelector: {matchLabels: {org: empire, class: deathstar}}
+ingress:
+- fromEndpoints: [{matchLabels: {org: empire}}]
+  toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+    rules:
+      http:
+      - method: POST
+        path: /v1/request-landing
+`,
+);
+
+const CLIENT_EGRESS = cnp(
+  "client-egress",
+  `
+endpointSelector: {matchLabels: {app: client}}
+egress:
+- toEndpoints: [{matchLabels: {class: deathstar}}]
+  toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+    rules:
+      http:
+      - method: GET
+        path: /public/.*
+      - method: POST
+        path: /v1/request-landing
+`,
+);
+
+const FQDN = cnp(
+  "fqdn",
+  `
+endpointSelector: {matchLabels: {app: client}}
+egress:
+- toCIDR: [192.0.2.10/32]
+  toPorts:
+  - ports: [{port: "53", protocol: UDP}]
+    rules:
+      dns:
+      - matchPattern: "*.example.com"
+- toFQDNs: [{matchName: allowed.example.com}]
+  toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+`,
+);
+
+describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
+  let lab: AgentLab;
+  let outside: Probe;
+  let dnsmasq: ChildProcess | undefined;
+  const out = (): string => `${lab.prefix}-out`;
+  const ds = (): string => lab.ep("deathstar").ip;
+
+  before(async () => {
+    lab = await AgentLab.start("l7", { podCidr4: "10.212.0.0/24", proxy: true });
+    for (const [name, labels] of [
+      ["deathstar", { org: "empire", class: "deathstar" }],
+      ["tiefighter", { org: "empire", class: "tiefighter" }],
+      ["xwing", { org: "alliance", class: "xwing" }],
+      ["client", { org: "empire", app: "client" }],
+    ] as const) {
+      await lab.endpoint(name, labels);
+    }
+    await lab.ep("deathstar").probe.listenHttp(80);
+    await lab.ip(["netns", "add", out()]);
+    await lab.ip([
+      "-n",
+      lab.node,
+      "link",
+      "add",
+      "out0",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      out(),
+    ]);
+    await lab.ip(["-n", lab.node, "addr", "add", "192.0.2.1/24", "dev", "out0"]);
+    await lab.ip(["-n", lab.node, "link", "set", "out0", "up"]);
+    await lab.ip(["-n", lab.node, "route", "add", "198.51.100.0/24", "via", "192.0.2.10"]);
+    await lab.ip(["-n", out(), "link", "set", "lo", "up"]);
+    await lab.ip(["-n", out(), "link", "set", "eth0", "up"]);
+    await lab.ip(["-n", out(), "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    await lab.ip(["-n", out(), "addr", "add", "198.51.100.7/32", "dev", "eth0"]);
+    await lab.ip(["-n", out(), "addr", "add", "198.51.100.8/32", "dev", "eth0"]);
+    await lab.ip(["-n", out(), "route", "add", "default", "via", "192.0.2.1"]);
+    outside = lab.probeIn(out());
+    await outside.listen("tcp", 80);
+    dnsmasq = spawn(
+      "ip",
+      [
+        ...[
+          "netns",
+          "exec",
+          out(),
+          "dnsmasq",
+          "--no-daemon",
+          "--no-resolv",
+          "--no-hosts",
+          "--bind-interfaces",
+        ],
+        ...["--listen-address=192.0.2.10", "--port=53", "--user=root", "--pid-file="],
+        ...["--address=/allowed.example.com/198.51.100.7", "--address=/other.example.com/198.51.100.8"],
+        "--address=/blocked.test/198.51.100.7",
+      ],
+      { stdio: "ignore" },
+    );
+    // dnsmasq answers once it is bound.
+    for (let i = 0; i < 50; i++) {
+      if ((await outside.dns("192.0.2.10", "allowed.example.com", 200)).startsWith("NOERROR")) break;
+    }
+  });
+  after(async () => {
+    dnsmasq?.kill();
+    await lab?.destroy();
+  });
+
+  const get = (from: string, method: string, path: string, to = ds()): Promise<string> =>
+    lab.ep(from).probe.http(to, 80, { method, path }, 1500);
+
+  test("Star Wars L7: POST /v1/request-landing is forwarded, PUT /v1/exhaust-port gets 403, xwing is dropped at L3/L4", async () => {
+    await lab.agent.applyPolicies(STARWARS_L7, "rule1.yaml");
+    assert.deepEqual(
+      [
+        await get("tiefighter", "POST", "/v1/request-landing"),
+        await get("tiefighter", "PUT", "/v1/exhaust-port"),
+        await get("tiefighter", "GET", "/v1/request-landing"),
+        await get("xwing", "POST", "/v1/request-landing"),
+      ],
+      ["200", "403", "403", "timeout"],
+    );
+    assert.deepEqual(await lab.agent.datapathDiff(), []);
+  });
+
+  test("the proxy's verdicts are L7 flows with method, URL and status; the kernel logs the redirect", async () => {
+    await new Promise((r) => setTimeout(r, 300));
+    const l7 = (lab.agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? []).flatMap((r) =>
+      "flow" in r ? [r.flow] : [],
+    );
+    const seen = l7.map(
+      (f) => `${f.verdict} ${f.l7?.http?.method} ${f.l7?.http?.code} ${f.source?.pod_name}`,
+    );
+    assert.ok(seen.includes("FORWARDED POST 200 tiefighter"), seen.join("\n"));
+    assert.ok(seen.includes("DROPPED PUT 403 tiefighter"), seen.join("\n"));
+    const redirected = lab.agent.observer?.read(filterFromFlags({ verdict: ["REDIRECTED"] })) ?? [];
+    assert.ok(redirected.length >= 2, "the kernel's policy verdict of each redirected connection");
+  });
+
+  test("egress L7 on the client and ingress L7 on the server: a request must pass both", async () => {
+    await lab.agent.applyPolicies(CLIENT_EGRESS, "client.yaml");
+    assert.deepEqual(
+      [
+        await get("client", "POST", "/v1/request-landing"),
+        await get("client", "GET", "/public/x"),
+        await get("client", "PUT", "/v1/exhaust-port"),
+        await get("tiefighter", "POST", "/v1/request-landing"),
+      ],
+      // GET /public/x: the client's egress allows it, the deathstar's ingress does not.
+      ["200", "403", "403", "200"],
+    );
+    await lab.agent.deletePolicies(CLIENT_EGRESS, "client.yaml");
+  });
+
+  test("toFQDNs: only a name the client resolved through the DNS proxy is reachable, from the first connection", async () => {
+    await lab.agent.applyPolicies(FQDN, "fqdn.yaml");
+    const client = lab.ep("client").probe;
+    assert.equal(await client.tcp("198.51.100.7", 80, T), "timeout", "not resolved yet: no identity");
+    assert.equal(await client.dns("192.0.2.10", "blocked.test"), "REFUSED", "no DNS rule matches");
+    assert.equal(await client.dns("192.0.2.10", "allowed.example.com"), "NOERROR 198.51.100.7");
+    assert.equal(await client.tcp("198.51.100.7", 80, T), "ok", "the first connection after the answer");
+    assert.equal(await client.dns("192.0.2.10", "other.example.com"), "NOERROR 198.51.100.8");
+    assert.equal(
+      await client.tcp("198.51.100.8", 80, T),
+      "timeout",
+      "resolved, but toFQDNs does not name it",
+    );
+    assert.equal(await lab.ep("tiefighter").probe.tcp("198.51.100.7", 80, T), "ok", "no policy selects it");
+    const dns = (lab.agent.observer?.read(filterFromFlags({ protocol: ["dns"] })) ?? []).flatMap((r) =>
+      "flow" in r ? [`${r.flow.verdict} ${r.flow.l7?.dns?.query}`] : [],
+    );
+    assert.ok(dns.includes("DROPPED blocked.test."), dns.join("\n"));
+    assert.ok(dns.includes("FORWARDED allowed.example.com."), dns.join("\n"));
+    await lab.agent.deletePolicies(FQDN, "fqdn.yaml");
+  });
+});
