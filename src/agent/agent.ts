@@ -111,6 +111,11 @@ export class Agent {
   private proxyTarget: ProxyTarget | undefined;
   private snapshotVersion = 0;
 
+  /** The L7 proxy's process id, while it runs. */
+  get proxyPid(): number | undefined {
+    return this.proxyRef?.pid;
+  }
+
   /** Flows of this node (undefined when flow visibility is off). */
   get observer(): Observer | undefined {
     return this.observerRef;

@@ -6,7 +6,7 @@
  *                          |
  *   client socket --> http/  handleHttpConnection --strict parse--> 403 | 400 | forward --> upstream
  *   DNS query     --> dns/   DnsProxy --rules--> REFUSED | forward --> resolver --> onAnswer --> answer
- *   TLS bytes     --> tls/   parseClientHello --> SNI (serverNames)
+ *   TLS bytes     --> tls/   sni.ts (serverNames: splice | reset), intercept.ts (terminatingTLS: decrypt -> http/ -> originatingTLS)
  *   Kafka bytes   --> kafka/ handleKafkaConnection --FIFO--> forward | TOPIC_AUTHORIZATION_FAILED
  *                          |
  *            L7PolicyLookup.forConnection(key) -> {spec, allowAll} | undefined (fail closed)
@@ -27,3 +27,9 @@ export type { KafkaRequest, KafkaParseResult, KafkaTopic } from "./kafka/request
 export { deniedResponse as kafkaDeniedResponse, TOPIC_AUTHORIZATION_FAILED } from "./kafka/response.js";
 export { handleKafkaConnection, DEFAULT_KAFKA_LIMITS } from "./kafka/proxy.js";
 export type { KafkaProxyDeps, KafkaProxyLimits } from "./kafka/proxy.js";
+export { handleTlsSniConnection, DEFAULT_TLS_SNI_LIMITS } from "./tls/sni.js";
+export type { TlsSniDeps, TlsSniLimits } from "./tls/sni.js";
+export { handleTlsInterceptConnection, DEFAULT_TLS_INTERCEPT_LIMITS } from "./tls/intercept.js";
+export type { TlsInterceptDeps, TlsInterceptLimits } from "./tls/intercept.js";
+export { TlsSecretStore, LoadedTlsContext, DEFAULT_SECRETS_DIR } from "./tls/secrets.js";
+export type { TlsSecretStoreParams, TlsRole } from "./tls/secrets.js";

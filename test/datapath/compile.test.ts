@@ -400,3 +400,108 @@ describe("plan", () => {
     assert.equal(p.ops, 0);
   });
 });
+
+describe("compile: redirects to the L7 proxy", () => {
+  const proxy = { ipv4: "10.200.0.1", ipv6: "fd00:200::1", l7Port: 15001, dnsPort: 15053, gid: 1337 };
+  const withRedirects = (): DatapathState => {
+    const s = smallState();
+    const ep = s.endpoints[0]!;
+    ep.ingress.segments.push({
+      identity: 301,
+      proto: 6,
+      lo: 80,
+      hi: 80,
+      action: "redirect",
+      proxy: "l7",
+      ruleId: 3,
+    });
+    ep.egress.segments.push({
+      identity: 0,
+      proto: 17,
+      lo: 53,
+      hi: 53,
+      action: "redirect",
+      proxy: "dns",
+      ruleId: 4,
+    });
+    return { ...s, proxy };
+  };
+  const t = compile(withRedirects(), { table: "mt", logGroup: 5 });
+  const chain = (name: string): string[] | undefined => t.chains.find((c) => c.name === name)?.rules;
+  const map = (name: string): string[] => {
+    const m = t.maps.find((x) => x.name === name);
+    assert.ok(m, `map ${name}`);
+    return m.elements.map((e) => elementText(m, e));
+  };
+  test("a redirect segment logs the verdict, sets its proxy's ct mark bit and returns (the other end still decides)", () => {
+    assert.ok(map("e12_in_id").includes("301 . 6 . 80 : goto e12_in_p3"));
+    assert.ok(map("e12_out_any").includes("17 . 53 : goto e12_out_p4d"));
+    assert.deepEqual(chain("e12_in_p3"), [
+      'log group 5 prefix "mbr:p:e12:in:r3"',
+      "ct mark set ct mark or 0x80000000",
+    ]);
+    assert.deepEqual(chain("e12_out_p4d"), [
+      'log group 5 prefix "mbr:p:e12:out:r4"',
+      "ct mark set ct mark or 0x40000000",
+    ]);
+  });
+  test("marked connections are DNATed to the proxy's port in each family; a stray mark is dropped", () => {
+    assert.deepEqual(chain("nat_c"), [
+      "meta nfproto ipv4 ct mark & 0x40000000 != 0 meta l4proto { tcp, udp } dnat ip to 10.200.0.1:15053",
+      "meta nfproto ipv4 ct mark & 0x80000000 != 0 meta l4proto tcp dnat ip to 10.200.0.1:15001",
+      "meta nfproto ipv6 ct mark & 0x40000000 != 0 meta l4proto { tcp, udp } dnat ip6 to [fd00:200::1]:15053",
+      "meta nfproto ipv6 ct mark & 0x80000000 != 0 meta l4proto tcp dnat ip6 to [fd00:200::1]:15001",
+      "ct mark & 0xc0000000 != 0 drop",
+    ]);
+    assert.equal(
+      t.chains.find((c) => c.name === "nat_c")?.base,
+      "type nat hook prerouting priority dstnat; policy accept;",
+    );
+  });
+  test("without an IPv6 listener, a redirected IPv6 connection is dropped, never passed unproxied", () => {
+    const v4only = compile(
+      { ...withRedirects(), proxy: { ipv4: proxy.ipv4, l7Port: 15001, dnsPort: 15053, gid: 1337 } },
+      { table: "mt" },
+    );
+    const nat = v4only.chains.find((c) => c.name === "nat_c")?.rules ?? [];
+    assert.ok(nat.includes("meta nfproto ipv6 ct mark & 0xc0000000 != 0 drop"), nat.join("\n"));
+  });
+  test("the proxy's own upstream connections (its group) leave without a second check", () => {
+    assert.deepEqual(chain("output_c")?.slice(1, 2), ["meta skgid 1337 accept"]);
+  });
+  test("the log prefix of a redirect reads back as allowed and redirected", () => {
+    assert.deepEqual(parseLogPrefix("mbr:p:e12:in:r3"), {
+      endpointId: 12,
+      direction: "in",
+      reason: { kind: "rule", ruleId: 3 },
+      allowed: true,
+      redirected: true,
+    });
+  });
+  const bad: { name: string; state: () => DatapathState; message: RegExp }[] = [
+    {
+      name: "a redirect without a proxy in the state",
+      state: () => {
+        const { proxy: _gone, ...rest } = withRedirects();
+        return rest;
+      },
+      message: /a segment redirects to the proxy but the state names no proxy/,
+    },
+    {
+      name: "a proxy port out of range",
+      state: () => ({ ...withRedirects(), proxy: { ...proxy, l7Port: 70000 } }),
+      message: /Cannot compile proxy\.l7Port: 70000 is not a port/,
+    },
+    {
+      name: "group 0 (root) as the proxy group",
+      state: () => ({ ...withRedirects(), proxy: { ...proxy, gid: 0 } }),
+      message: /Cannot compile proxy\.gid: 0 is not a group id above 0/,
+    },
+    {
+      name: "a proxy address of the wrong family",
+      state: () => ({ ...withRedirects(), proxy: { ...proxy, ipv4: "fd00::1" } }),
+      message: /Cannot compile proxy\.ipv4: "fd00::1" is not an IPv4 address/,
+    },
+  ];
+  for (const c of bad) test(`rejects ${c.name}`, () => assert.throws(() => compile(c.state()), c.message));
+});

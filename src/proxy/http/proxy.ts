@@ -377,7 +377,12 @@ class HttpConnection {
     this.deps.sink(this.event(this.ex, { verdict: "error", reason }));
     this.closed = true;
     this.upstream?.destroy();
-    this.client.resetAndDestroy();
+    try {
+      this.client.resetAndDestroy();
+    } catch {
+      // Not a TCP handle (e.g. a TLSSocket of an intercepted connection): close it plainly.
+      this.client.destroy();
+    }
   }
 
   private destroy(): void {

@@ -1,7 +1,7 @@
 /**
  * A redirected TCP connection -> the handler for its parser.
  *
- *   spec.parser  http  -> terminatingTLS ? TLS intercept (HTTP rules inside)
+ *   spec.parser  http  -> terminatingTLS ? TLS intercept (HTTP rules inside, originatingTLS out)
  *                         : first bytes are the HTTP/2 preface ? HTTP/2 (gRPC) : HTTP/1.1
  *                kafka -> Kafka
  *                tls   -> SNI check, bytes passed through
@@ -10,6 +10,10 @@
 import type { Socket } from "node:net";
 import { handleHttpConnection } from "../http/proxy.js";
 import { handleKafkaConnection } from "../kafka/proxy.js";
+import { handleTlsInterceptConnection } from "../tls/intercept.js";
+import { stageTlsContext } from "../tls/policy.js";
+import { TlsSecretStore } from "../tls/secrets.js";
+import { handleTlsSniConnection } from "../tls/sni.js";
 import { l7Parser, lookupKey, type ConnectionInfo, type L7PolicyLookup, type L7Sink } from "../types.js";
 
 export interface DispatchDeps {
@@ -32,6 +36,8 @@ export function dispatchConnection(sock: Socket, info: ConnectionInfo, deps: Dis
       return sniffHttp(sock, info, deps);
     case "kafka":
       return handleKafkaConnection(sock, info, deps);
+    case "tls":
+      return handleTlsSniConnection(sock, info, deps);
     default:
       return failClosed(sock, info, deps, `no ${parser} proxy on this node`);
   }
@@ -52,6 +58,18 @@ function failClosed(sock: Socket, info: ConnectionInfo, deps: DispatchDeps, reas
 
 /** HTTP/1.1 or HTTP/2 (prior knowledge): decided by the client's first bytes. */
 function sniffHttp(sock: Socket, info: ConnectionInfo, deps: DispatchDeps): void {
+  const policy = deps.lookup.forConnection(lookupKey(info));
+  const term = policy ? stageTlsContext(policy, "terminatingTLS") : undefined;
+  if (term === "conflict") return failClosed(sock, info, deps, "two TLS contexts claim this port");
+  if (term)
+    return handleTlsInterceptConnection(sock, info, { ...deps, secrets: secretStore(deps.secretsDir) });
   handleHttpConnection(sock, info, deps);
   void SNIFF_TIMEOUT_MS;
+}
+
+let secrets: TlsSecretStore | undefined;
+/** One secret store per process (it caches loaded certificates). */
+function secretStore(dir: string | undefined): TlsSecretStore {
+  secrets ??= new TlsSecretStore(dir !== undefined ? { dir } : {});
+  return secrets;
 }

@@ -51,6 +51,11 @@ export class ProxySupervisor {
     return this.child !== undefined;
   }
 
+  /** The proxy process id (the `ip netns exec` wrapper execs into it), while running. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   async start(): Promise<void> {
     const script = fileURLToPath(new URL("./main.js", import.meta.url));
     const argv = [process.execPath, script, JSON.stringify(this.p.config)];

@@ -225,4 +225,26 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     assert.ok(dns.includes("FORWARDED allowed.example.com."), dns.join("\n"));
     await lab.agent.deletePolicies(FQDN, "fqdn.yaml");
   });
+
+  test("a dead proxy fails closed (no request passes unproxied), and the agent restarts it", async () => {
+    await lab.agent.applyPolicies(STARWARS_L7, "rule1.yaml");
+    const pid = lab.agent.proxyPid;
+    assert.ok(pid !== undefined);
+    process.kill(pid, "SIGKILL");
+    const during = await get("tiefighter", "PUT", "/v1/exhaust-port");
+    assert.notEqual(during, "200");
+    assert.notEqual(during, "403", "nobody answered at L7 while the proxy was down");
+    let after = "";
+    for (let i = 0; i < 50 && after !== "200"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await get("tiefighter", "POST", "/v1/request-landing");
+    }
+    assert.equal(after, "200");
+    assert.notEqual(lab.agent.proxyPid, pid);
+    assert.equal(
+      await get("tiefighter", "PUT", "/v1/exhaust-port"),
+      "403",
+      "the restarted proxy has the policy",
+    );
+  });
 });
