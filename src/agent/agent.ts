@@ -40,6 +40,11 @@ import { Observer, type ObserverParams } from "./observer.js";
 import type { FlowLookup } from "../observe/index.js";
 import type { RuleOrigin } from "../policy/types.js";
 
+/** Cilium's default --tofqdns-min-ttl. */
+const DEFAULT_DNS_MIN_TTL = 3600;
+/** How often expired DNS-learned addresses are looked for. */
+const DNS_GC_MS = 5000;
+
 /** Store keys of node addresses (setNodeAddress): `nodes/<ip>` -> {kind}. */
 const NODE_ADDRS_KEY = "nodes/";
 /** Store keys of services (upsertService): `services/<namespace>/<name>` -> ServiceSpec. */
@@ -68,6 +73,10 @@ export interface AgentParams {
     readonly l7Port: number;
     readonly dnsPort: number;
     readonly secretsDir?: string;
+    /** Shortest life of a DNS-learned address, in seconds (Cilium's --tofqdns-min-ttl). Default 3600. */
+    readonly dnsMinTtlSeconds?: number;
+    /** How often expired DNS-learned addresses are looked for (ms). Default 5000. */
+    readonly dnsGcIntervalMs?: number;
   };
   /** Flow visibility; absent = no NFLOG reader, no flows. */
   readonly observe?: {
@@ -108,6 +117,7 @@ export class Agent {
   private readonly ruleOrigins = new Map<number, RuleOrigin>();
   private observerRef: Observer | undefined;
   private proxyRef: ProxySupervisor | undefined;
+  private dnsTimer: NodeJS.Timeout | undefined;
   private proxyTarget: ProxyTarget | undefined;
   private snapshotVersion = 0;
 
@@ -209,6 +219,7 @@ export class Agent {
   /** Stops serving; the kernel keeps enforcing what it holds. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.dnsTimer) clearInterval(this.dnsTimer);
     await this.chain.catch(() => undefined);
     await this.proxyRef?.stop();
     await this.observerRef?.stop();
@@ -236,31 +247,63 @@ export class Agent {
       config,
       logger: this.p.logger,
       onL7: (event, src, dst) => this.observerRef?.pushL7(event, { src, dst }),
-      onDnsAnswer: (_endpoint, name, ips) => this.dnsAnswer(name, ips),
+      onDnsAnswer: (_endpoint, name, ips, ttl) => this.dnsAnswer(name, ips, ttl),
     });
     await this.proxyRef.start();
     this.proxyTarget = { ...config, gid: cfg.gid };
+    this.dnsTimer = setInterval(
+      () => void this.expireDns().catch((e) => this.p.logger.error({ err: String(e) }, "DNS expiry failed")),
+      cfg.dnsGcIntervalMs ?? DNS_GC_MS,
+    );
+    this.dnsTimer.unref();
   }
 
   /**
    * A DNS answer the proxy let through: its addresses get FQDN identities
-   * and the kernel enforces them before the proxy releases the answer.
+   * and the kernel enforces them before the proxy releases the answer. Each
+   * (name, address) lives for max(TTL, minimum TTL); an answer already known
+   * only extends that, without touching the kernel.
    */
-  private async dnsAnswer(name: string, ips: readonly string[]): Promise<void> {
+  private async dnsAnswer(name: string, ips: readonly string[], ttl: number): Promise<void> {
     const key = name.toLowerCase().replace(/\.$/, "");
+    const until = Date.now() + Math.max(ttl, this.p.proxy?.dnsMinTtlSeconds ?? DEFAULT_DNS_MIN_TTL) * 1000;
     const fresh = ips.filter((ip) => !this.dnsSeen.get(ip)?.has(key));
+    for (const ip of ips) {
+      const names = this.dnsSeen.get(ip);
+      if (names?.has(key)) names.set(key, Math.max(names.get(key) ?? 0, until));
+    }
     if (fresh.length === 0) return;
     await this.serial(async () => {
       this.engine.observeDns({ name, ips: fresh });
       await this.enforce();
       for (const ip of fresh) {
         let names = this.dnsSeen.get(ip);
-        if (!names) this.dnsSeen.set(ip, (names = new Set()));
-        names.add(key);
+        if (!names) this.dnsSeen.set(ip, (names = new Map()));
+        names.set(key, until);
       }
     });
   }
-  private readonly dnsSeen = new Map<string, Set<string>>();
+  /** address -> name -> expiry (ms since the epoch) of what DNS answers taught. */
+  private readonly dnsSeen = new Map<string, Map<string, number>>();
+
+  /** Forgets expired DNS-learned addresses; new connections to them are then denied until resolved again. */
+  private async expireDns(): Promise<void> {
+    const now = Date.now();
+    const gone: [string, string][] = [];
+    for (const [ip, names] of this.dnsSeen)
+      for (const [name, until] of names) if (until <= now) gone.push([ip, name]);
+    if (gone.length === 0) return;
+    await this.serial(async () => {
+      for (const [ip, name] of gone) {
+        const names = this.dnsSeen.get(ip);
+        if ((names?.get(name) ?? Infinity) > Date.now()) continue;
+        names?.delete(name);
+        if (names?.size === 0) this.dnsSeen.delete(ip);
+        this.engine.forgetDns(name, ip);
+      }
+      await this.enforce();
+    });
+  }
 
   /** What flows need to name endpoints, identities and rules. */
   private flowLookup(): FlowLookup {

@@ -282,6 +282,15 @@ export class PolicyEngine {
     this.bump();
   }
 
+  /** A DNS-learned address expired for `name`: it no longer carries that name's FQDN identity. */
+  forgetDns(name: string, ip: string): void {
+    const names = this.dnsNames.get(ip);
+    if (!names?.delete(normalizeName(name))) return;
+    if (names.size === 0) this.dnsNames.delete(ip);
+    this.syncOutsideIdentities();
+    this.bump();
+  }
+
   // ---- policies ----------------------------------------------------------
 
   upsertPolicy(res: PolicyResource): void {

@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { DEFAULT_SOCKET } from "../../agent/client.js";
 import { runAgent } from "../../agent/run.js";
+import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
 
 export function agentCommand(_ctx: CliContext): Command {
@@ -55,6 +56,7 @@ export function agentCommand(_ctx: CliContext): Command {
       "TLS secrets for terminatingTLS/originatingTLS: <dir>/<namespace>/<name>/{tls.crt,tls.key,ca.crt}",
       "/etc/membrane/secrets",
     )
+    .option("--tofqdns-min-ttl <seconds>", "shortest life of an address learned from a DNS answer", "3600")
     .addOption(
       new Option("--log-level <level>", "log level")
         .choices(["debug", "info", "warn", "error"])
@@ -73,6 +75,18 @@ Examples:
     )
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const str = (k: string): string | undefined => (typeof o[k] === "string" ? o[k] : undefined);
+      const int = (k: string, flag: string, min: number, max: number): number => {
+        const n = Number(str(k));
+        if (!Number.isInteger(n) || n < min || n > max)
+          throw new MembraneError(
+            "CLI_USAGE",
+            `Cannot start the agent: ${flag} "${str(k)}" is not an integer in ${min}..${max}`,
+            {
+              hint: `Give ${flag} a whole number between ${min} and ${max}.`,
+            },
+          );
+        return n;
+      };
       await runAgent({
         stateDir: o["stateDir"] as string,
         socketPath: o["socket"] as string,
@@ -92,10 +106,11 @@ Examples:
         ...(o["proxy"] !== false
           ? {
               proxy: {
-                gid: Number(str("proxyGid")),
-                l7Port: Number(str("proxyPort")),
-                dnsPort: Number(str("dnsProxyPort")),
+                gid: int("proxyGid", "--proxy-gid", 1, 0xfffffffe),
+                l7Port: int("proxyPort", "--proxy-port", 1, 65535),
+                dnsPort: int("dnsProxyPort", "--dns-proxy-port", 1, 65535),
                 secretsDir: str("tlsSecretsDir") as string,
+                dnsMinTtlSeconds: int("tofqdnsMinTtl", "--tofqdns-min-ttl", 0, 604800),
               },
             }
           : {}),

@@ -77,7 +77,8 @@ export class AgentLab {
       resyncMs: 0,
       ...(o.proxy
         ? {
-            proxy: { gid: 1337, l7Port: 15001, dnsPort: 15053 },
+            // A short minimum TTL, so that expiry can be seen within a test.
+            proxy: { gid: 1337, l7Port: 15001, dnsPort: 15053, dnsMinTtlSeconds: 2, dnsGcIntervalMs: 200 },
             observe: { nodeName: prefix, ringCapacity: 4096 },
           }
         : {}),

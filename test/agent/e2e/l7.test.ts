@@ -223,6 +223,12 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     );
     assert.ok(dns.includes("DROPPED blocked.test."), dns.join("\n"));
     assert.ok(dns.includes("FORWARDED allowed.example.com."), dns.join("\n"));
+    // dnsmasq answers with TTL 0: the address lives for the minimum TTL (2 s here), then new
+    // connections are denied until the name is resolved again.
+    await new Promise((r) => setTimeout(r, 2600));
+    assert.equal(await client.tcp("198.51.100.7", 80, T), "timeout", "expired");
+    assert.equal(await client.dns("192.0.2.10", "allowed.example.com"), "NOERROR 198.51.100.7");
+    assert.equal(await client.tcp("198.51.100.7", 80, T), "ok", "resolved again");
     await lab.agent.deletePolicies(FQDN, "fqdn.yaml");
   });
 
