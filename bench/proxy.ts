@@ -1,216 +1,187 @@
 /**
  * Benchmark of the L7 proxies on loopback: the same load sent straight to
- * the server and through the proxy, side by side.
+ * the server, through Membrane's proxy and through nginx, side by side.
  *
- *   node dist/bench/proxy.js   -> one JSON line
+ *   node dist/bench/proxy.js [--rounds 5] [--seconds 2]   -> one JSON line
  *
- * HTTP: keep-alive clients (node:http Agent, `concurrency` sockets) send
- * GET requests that an HTTP rule allows; requests/s and p50/p99 latency.
- * DNS: `concurrency` UDP clients each with one query in flight; queries/s.
- * Bounded by count and by time per mode.
+ *   load.js (own process) --> direct:    upstream (this process)
+ *                         --> membrane:  proxy-server.js (own process) --> upstream
+ *                         --> nginx1:    nginx, worker_processes 1      --> upstream (keepalive pool)
+ *                         --> nginxAuto: nginx, worker_processes auto   --> upstream
+ *   DNS likewise: direct to the resolver, and through Membrane's DNS proxy.
+ *
+ * Each round runs every target once per phase, back to back, in an order
+ * rotated per round (A/B/C, B/C/A, ...); figures are medians over rounds.
+ * Phases: "moderate" (an open loop at a fixed rate well below saturation,
+ * keep-alive connections) and "saturation" (a closed loop over several
+ * connections). The machine is small and shared: every run also records the
+ * CPU of the load generator, the proxy and the upstream, to show who limited it.
  */
-import dgram from "node:dgram";
-import http from "node:http";
-import net from "node:net";
-import type { AddressInfo } from "node:net";
-import dnsPacket from "dns-packet";
-import { DnsProxy } from "../src/proxy/dns/proxy.js";
-import { handleHttpConnection } from "../src/proxy/http/proxy.js";
-import type { ConnectionInfo, L7LookupResult } from "../src/proxy/types.js";
+import type { ChildProcess } from "node:child_process";
+import os from "node:os";
+import type { LoadResult, LoadSpec } from "./load.js";
+import { findNginx, startNginx, type Nginx } from "./nginx.js";
+import { checkTargets, summarisePhase, type PhaseSamples, type Sample } from "./proxy-report.js";
+import type { ProxyServerPorts } from "./proxy-server.js";
+import {
+  cpuSeconds,
+  forkReady,
+  Rpc,
+  startResolver,
+  startUpstream,
+  stopChild,
+  type Closable,
+} from "./proxy-procs.js";
 
-const HTTP_REQUESTS = 20000;
-const DNS_QUERIES = 20000;
-const MAX_MS = 8000;
-const CONCURRENCY = 16;
+const MODERATE = { rate: 2000, connections: 8 } as const;
+const SATURATION = { connections: 16 } as const;
+const WARMUP_MS = 1500;
+const NGINX_SKIPPED = "nginx not installed: run scripts/install-system-deps.sh";
 
-interface LoadResult {
-  count: number;
-  perSecond: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
+interface Target {
+  readonly name: string;
+  readonly kind: LoadSpec["kind"];
+  readonly port: number;
+  /** Processes doing the proxying, for CPU accounting (none for direct). */
+  readonly pids: () => number[];
 }
 
-function summarise(lat: number[], ms: number, errors: number): LoadResult {
-  lat.sort((a, b) => a - b);
-  const pct = (p: number): number =>
-    +(lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] ?? 0).toFixed(3);
-  return {
-    count: lat.length,
-    perSecond: Math.round((lat.length / ms) * 1000),
-    p50Ms: pct(50),
-    p99Ms: pct(99),
-    errors,
-  };
+type Phase = "moderate" | "saturation";
+const PHASES: readonly Phase[] = ["moderate", "saturation"];
+
+function option(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  const v = i < 0 ? NaN : Number(process.argv[i + 1]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
 }
 
-const listen = (s: net.Server | http.Server): Promise<number> =>
-  new Promise((r) => s.listen(0, "127.0.0.1", () => r((s.address() as AddressInfo).port)));
+const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
 
-const info = (port: number, proto: "TCP" | "UDP"): ConnectionInfo => ({
-  srcIdentity: 1000,
-  dstIdentity: 2000,
-  direction: "egress",
-  endpoint: "bench/client",
-  originalDst: { host: "127.0.0.1", port },
-  proto,
-});
+export async function runProxyBench(
+  opts: { rounds?: number; phaseMs?: number } = {},
+): Promise<Record<string, unknown>> {
+  const rounds = opts.rounds ?? 5;
+  const phaseMs = opts.phaseMs ?? 2000;
+  let upstream: Closable | undefined;
+  let resolver: Closable | undefined;
+  let membrane: ChildProcess | undefined;
+  let loader: ChildProcess | undefined;
+  const nginxes: Nginx[] = [];
+  try {
+    upstream = await startUpstream();
+    resolver = await startResolver();
+    const m = await forkReady<ProxyServerPorts>("./proxy-server.js", [
+      String(upstream.port),
+      String(resolver.port),
+    ]);
+    membrane = m.child;
+    const membranePid = m.child.pid ?? 0;
+    const l = await forkReady<unknown>("./load.js", []);
+    loader = l.child;
+    const rpc = new Rpc<LoadSpec, LoadResult>(l.child);
 
-async function httpLoad(port: number): Promise<LoadResult> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
-  const lat: number[] = [];
-  let errors = 0;
-  let next = 0;
-  const start = performance.now();
-  const one = (): Promise<void> =>
-    new Promise((resolve) => {
-      const t0 = performance.now();
-      const req = http.get(
-        { host: "127.0.0.1", port, path: "/api/items/1", agent, headers: { host: "svc" } },
-        (res) => {
-          res.resume();
-          res.on("end", () => {
-            if (res.statusCode === 200) lat.push(performance.now() - t0);
-            else errors++;
-            resolve();
-          });
-        },
-      );
-      req.on("error", () => {
-        errors++;
-        resolve();
-      });
-    });
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next++ < HTTP_REQUESTS && performance.now() - start < MAX_MS) await one();
-    }),
-  );
-  agent.destroy();
-  return summarise(lat, performance.now() - start, errors);
-}
-
-async function dnsLoad(port: number): Promise<LoadResult> {
-  const lat: number[] = [];
-  let errors = 0;
-  let next = 0;
-  const start = performance.now();
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async (_, w) => {
-      const sock = dgram.createSocket("udp4");
-      await new Promise<void>((r) => sock.bind(0, "127.0.0.1", r));
-      let id = w * 1000;
-      while (next++ < DNS_QUERIES && performance.now() - start < MAX_MS) {
-        id = (id + 1) & 0xffff;
-        const q = dnsPacket.encode({
-          id,
-          type: "query",
-          questions: [{ type: "A", name: "api.example.com" }],
-        });
-        const t0 = performance.now();
-        const ok = await new Promise<boolean>((resolve) => {
-          const t = setTimeout(() => resolve(false), 1000);
-          const on = (m: Buffer): void => {
-            if (m.readUInt16BE(0) !== id) return;
-            clearTimeout(t);
-            sock.off("message", on);
-            resolve(true);
-          };
-          sock.on("message", on);
-          sock.send(q, port, "127.0.0.1");
-        });
-        if (ok) lat.push(performance.now() - t0);
-        else errors++;
+    const nginx = findNginx();
+    const http: Target[] = [
+      { name: "direct", kind: "http", port: upstream.port, pids: () => [] },
+      { name: "membrane", kind: "http", port: m.ready.httpPort, pids: () => [membranePid] },
+    ];
+    if (nginx) {
+      for (const [name, workers] of [
+        ["nginx1", 1],
+        ["nginxAuto", "auto"],
+      ] as const) {
+        const n = await startNginx({ ...nginx, workers, upstreamPort: upstream.port });
+        nginxes.push(n);
+        http.push({ name, kind: "http", port: n.port, pids: () => n.workerPids() });
       }
-      sock.close();
-    }),
-  );
-  return summarise(lat, performance.now() - start, errors);
-}
-
-export async function runProxyBench(): Promise<Record<string, unknown>> {
-  // HTTP
-  const upstream = http.createServer({ keepAliveTimeout: 30_000 }, (_req, res) => {
-    res.writeHead(200, { "content-type": "application/json", "content-length": 11 });
-    res.end('{"ok":true}');
-  });
-  const upPort = await listen(upstream);
-  const policy: L7LookupResult = {
-    spec: {
-      parser: "http",
-      http: [{ method: "GET", path: "/api/items/[0-9]+", headers: [] }],
-      dns: [],
-      kafka: [],
-      serverNames: [],
-    },
-    allowAll: false,
-  };
-  const proxy = net.createServer({ allowHalfOpen: true }, (s) =>
-    handleHttpConnection(s, info(upPort, "TCP"), {
-      lookup: { forConnection: () => policy },
-      connectUpstream: (host, port) => net.connect(port, host),
-      sink: () => undefined,
-    }),
-  );
-  const proxyPort = await listen(proxy);
-  const httpDirect = await httpLoad(upPort);
-  const httpProxied = await httpLoad(proxyPort);
-  upstream.closeAllConnections();
-  await Promise.all([new Promise((r) => proxy.close(r)), new Promise((r) => upstream.close(r))]);
-
-  // DNS
-  const resolver = dgram.createSocket("udp4");
-  resolver.on("message", (m, rinfo) => {
-    let q: dnsPacket.DecodedPacket;
-    try {
-      q = dnsPacket.decode(m);
-    } catch {
-      return;
     }
-    const name = q.questions?.[0]?.name ?? "";
-    const a = dnsPacket.encode({
-      id: q.id ?? 0,
-      type: "response",
-      flags: dnsPacket.RECURSION_AVAILABLE,
-      questions: q.questions ?? [],
-      answers: [{ type: "A", name, ttl: 30, class: "IN", data: "10.0.0.1" }],
-    });
-    resolver.send(a, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((r) => resolver.bind(0, "127.0.0.1", r));
-  const resolverPort = resolver.address().port;
-  const dns = new DnsProxy({
-    upstream: { host: "127.0.0.1", port: resolverPort },
-    lookup: {
-      forConnection: () => ({
-        spec: {
-          parser: "dns",
-          http: [],
-          dns: [{ matchPattern: "*.example.com" }],
-          kafka: [],
-          serverNames: [],
-        },
-        allowAll: false,
-      }),
-    },
-    identify: () => info(53, "UDP"),
-    onAnswer: () => Promise.resolve(),
-    sink: () => undefined,
-  });
-  const { udpPort } = await dns.start();
-  const dnsDirect = await dnsLoad(resolverPort);
-  const dnsProxied = await dnsLoad(udpPort);
-  await dns.stop();
-  resolver.close();
+    const dns: Target[] = [
+      { name: "direct", kind: "dns", port: resolver.port, pids: () => [] },
+      { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => [membranePid] },
+    ];
 
-  return {
-    bench: "proxy",
-    concurrency: CONCURRENCY,
-    http: { direct: httpDirect, proxied: httpProxied },
-    dns: { direct: dnsDirect, proxied: dnsProxied, proxyStats: dns.stats },
-  };
+    const run = async (t: Target, phase: Phase, durationMs: number): Promise<Sample> => {
+      const pids = t.pids();
+      const cpu0 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      const up0 = process.cpuUsage();
+      const t0 = performance.now();
+      const spec: LoadSpec =
+        phase === "moderate"
+          ? { kind: t.kind, port: t.port, durationMs, ...MODERATE }
+          : { kind: t.kind, port: t.port, durationMs, ...SATURATION };
+      const r = await rpc.call(spec);
+      const sec = (performance.now() - t0) / 1000;
+      const up = process.cpuUsage(up0);
+      const cpu1 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      return {
+        ...r,
+        proxyCpuPct: Math.round(((cpu1 - cpu0) / sec) * 100),
+        upstreamCpuPct: Math.round(((up.user + up.system) / 1e6 / sec) * 100),
+      };
+    };
+
+    // Warm-up (JIT, connection pools): one closed-loop run per target, not recorded.
+    for (const t of [...http, ...dns]) await run(t, "saturation", WARMUP_MS);
+
+    const samples = {
+      http: { moderate: {} as PhaseSamples, saturation: {} as PhaseSamples },
+      dns: { moderate: {} as PhaseSamples, saturation: {} as PhaseSamples },
+    };
+    for (let r = 0; r < rounds; r++) {
+      for (const [proto, targets] of [
+        ["http", http],
+        ["dns", dns],
+      ] as const) {
+        for (const phase of PHASES) {
+          for (const t of rotate(targets, r)) {
+            const s = await run(t, phase, phaseMs);
+            (samples[proto][phase][t.name] ??= []).push(s);
+          }
+        }
+      }
+    }
+
+    return {
+      bench: "proxy",
+      setup: {
+        rounds,
+        phaseMs,
+        cpus: os.cpus().length,
+        node: process.version,
+        moderate: `open loop, ${MODERATE.rate} requests/s over ${MODERATE.connections} keep-alive connections, one request in flight each`,
+        saturation: `closed loop, ${SATURATION.connections} keep-alive connections, one request in flight each`,
+        processes:
+          "load generator, Membrane's proxies, each nginx and the upstream+resolver are separate processes; nothing is pinned",
+        fairComparison:
+          "nginx1 (worker_processes 1): Membrane's proxy is one single-threaded Node process, so is one nginx worker. " +
+          "nginxAuto uses one worker per CPU and competes with the load generator and the upstream for the same CPUs.",
+      },
+      targets: checkTargets(samples.http, nginx === undefined),
+      http: {
+        moderate: summarisePhase(samples.http.moderate),
+        saturation: summarisePhase(samples.http.saturation),
+      },
+      nginx: nginx ? { version: nginx.version, upstreamKeepalive: 64 } : { skipped: NGINX_SKIPPED },
+      dns: {
+        moderate: summarisePhase(samples.dns.moderate),
+        saturation: summarisePhase(samples.dns.saturation),
+      },
+    };
+  } finally {
+    await Promise.all(nginxes.map((n) => n.stop()));
+    await stopChild(loader);
+    await stopChild(membrane);
+    await upstream?.close();
+    await resolver?.close();
+  }
 }
 
-if (process.argv[1]?.endsWith("proxy.js")) {
-  void runProxyBench().then((r) => console.log(JSON.stringify(r)));
+if (process.argv[1]?.endsWith("/proxy.js")) {
+  runProxyBench({ rounds: option("--rounds", 5), phaseMs: option("--seconds", 2) * 1000 }).then(
+    (r) => console.log(JSON.stringify(r)),
+    (e: unknown) => {
+      console.error(e);
+      process.exitCode = 1;
+    },
+  );
 }

@@ -5,8 +5,13 @@
 #   iperf3                         throughput benchmark (npm run bench)
 #   etcd-server                    the multi-host store backend and its contract tests
 #   prometheus                     promtool, to check the metrics exposition in tests
+#   nginx-light                    reference reverse proxy in the proxy benchmark (bench/nginx.ts);
+#                                  the bench starts its own instance, never the system service
+#   dnsmasq-base                   the upstream DNS resolver of the toFQDNs tests and `policy test --datapath`
+#                                  (the binary only: no system service)
+#   openssl                        throwaway certificates of the TLS proxy tests
 set -euo pipefail
-PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3)
+PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,3 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # etcd-server starts a system service on install on some images; we never use it.
 systemctl stop etcd 2>/dev/null || true
+# Likewise nginx (listens on :80 once installed): stop it only if this run installed it.
+if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
+  systemctl disable --now nginx 2>/dev/null || true
+fi

@@ -1,0 +1,150 @@
+/**
+ * Turns the proxy benchmark's rounds into figures: per target and phase the
+ * median over rounds, and for each proxy the latency it adds over the direct
+ * path, taken per round (the proxied and the direct run of one round are
+ * seconds apart, so the machine's mood is mostly shared) and then the median
+ * of those differences. Checks the targets.
+ */
+import type { LoadResult } from "./load.js";
+
+export interface Sample extends LoadResult {
+  /** CPU of the proxy under test (Membrane's process, or nginx's workers), % of one core. */
+  readonly proxyCpuPct: number;
+  /** CPU of the bench's main process (upstream server and resolver), % of one core. */
+  readonly upstreamCpuPct: number;
+}
+
+/** samples[target][round] */
+export type PhaseSamples = Record<string, Sample[]>;
+
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return 0;
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+};
+
+const round3 = (x: number): number => +x.toFixed(3);
+
+/**
+ * Requests per CPU-second of the proxy: its efficiency, steadier than
+ * requests/s on a shared machine (where the proxy gets whatever share of a
+ * core the neighbours leave it).
+ */
+const perCpuSecond = (s: Sample): number => (s.proxyCpuPct > 0 ? s.perSecond / (s.proxyCpuPct / 100) : 0);
+
+/** Median over rounds of f(target's sample, direct's sample) for the rounds both have. */
+function pairedMedian(
+  a: readonly Sample[],
+  b: readonly Sample[],
+  f: (x: Sample, y: Sample) => number,
+): number {
+  const d: number[] = [];
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x && y) d.push(f(x, y));
+  }
+  return round3(median(d));
+}
+
+export function summarisePhase(phase: PhaseSamples, baseline = "direct"): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const base = phase[baseline] ?? [];
+  for (const [target, samples] of Object.entries(phase)) {
+    const pick = (f: (s: Sample) => number): number => median(samples.map(f));
+    const rps = samples.map((s) => s.perSecond);
+    const row: Record<string, unknown> = {
+      perSecond: Math.round(pick((s) => s.perSecond)),
+      perSecondRange: [Math.min(...rps), Math.max(...rps)],
+      p50Ms: round3(pick((s) => s.p50Ms)),
+      p90Ms: round3(pick((s) => s.p90Ms)),
+      p99Ms: round3(pick((s) => s.p99Ms)),
+      errors: samples.reduce((n, s) => n + s.errors, 0),
+      maxQueue: Math.max(...samples.map((s) => s.maxQueue)),
+      skipped: samples.reduce((n, s) => n + s.skipped, 0),
+      proxyCpuPct: Math.round(pick((s) => s.proxyCpuPct)),
+      upstreamCpuPct: Math.round(pick((s) => s.upstreamCpuPct)),
+      loadgenCpuPct: Math.round(pick((s) => s.loadgenCpuPct)),
+    };
+    if (target === baseline) delete row["proxyCpuPct"];
+    else {
+      row["perCpuSecond"] = Math.round(pick(perCpuSecond));
+      row["addedP50Ms"] = pairedMedian(samples, base, (x, y) => x.p50Ms - y.p50Ms);
+      row["addedP90Ms"] = pairedMedian(samples, base, (x, y) => x.p90Ms - y.p90Ms);
+      row["addedP99Ms"] = pairedMedian(samples, base, (x, y) => x.p99Ms - y.p99Ms);
+      row["addedP99MsRounds"] = samples.map((s, i) => round3(s.p99Ms - (base[i]?.p99Ms ?? 0)));
+    }
+    out[target] = row;
+  }
+  return out;
+}
+
+export interface TargetCheck {
+  readonly name: string;
+  readonly target: string;
+  readonly value: number | null;
+  readonly pass: boolean | null;
+  readonly note?: string;
+}
+
+export function checkTargets(
+  http: { moderate: PhaseSamples; saturation: PhaseSamples },
+  nginxSkipped: boolean,
+): TargetCheck[] {
+  const direct = http.moderate["direct"] ?? [];
+  const added = pairedMedian(http.moderate["membrane"] ?? [], direct, (x, y) => x.p99Ms - y.p99Ms);
+  const checks: TargetCheck[] = [
+    {
+      name: "HTTP added p99 latency at moderate load, Membrane minus direct (ms)",
+      target: "< 1",
+      value: added,
+      pass: added < 1,
+    },
+  ];
+  const ratio = (ng: string): number =>
+    round3(
+      pairedMedian(http.saturation["membrane"] ?? [], http.saturation[ng] ?? [], (x, y) =>
+        y.perSecond > 0 ? x.perSecond / y.perSecond : 0,
+      ),
+    );
+  if (nginxSkipped) {
+    checks.push({
+      name: "HTTP requests/s at saturation, Membrane / nginx worker_processes 1",
+      target: ">= 0.5",
+      value: null,
+      pass: null,
+      note: "nginx not installed",
+    });
+    return checks;
+  }
+  const r1 = ratio("nginx1");
+  checks.push({
+    name: "HTTP requests/s at saturation, Membrane / nginx worker_processes 1",
+    target: ">= 0.5",
+    value: r1,
+    pass: r1 >= 0.5,
+    note: "the fair comparison: both are one process on one thread doing the proxying",
+  });
+  const eff = round3(
+    pairedMedian(http.saturation["membrane"] ?? [], http.saturation["nginx1"] ?? [], (x, y) =>
+      perCpuSecond(y) > 0 ? perCpuSecond(x) / perCpuSecond(y) : 0,
+    ),
+  );
+  checks.push({
+    name: "HTTP requests per CPU-second at saturation, Membrane / nginx worker_processes 1",
+    target: ">= 0.5 (informational)",
+    value: eff,
+    pass: eff >= 0.5,
+    note: "the same comparison normalised by the CPU each proxy got: robust to neighbours taking CPU",
+  });
+  const ra = ratio("nginxAuto");
+  checks.push({
+    name: "HTTP requests/s at saturation, Membrane / nginx worker_processes auto",
+    target: ">= 0.5 (informational)",
+    value: ra,
+    pass: ra >= 0.5,
+    note: "nginx with one worker per CPU; on a small machine its workers compete with the load generator and upstream",
+  });
+  return checks;
+}

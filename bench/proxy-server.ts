@@ -1,0 +1,76 @@
+/**
+ * Membrane's HTTP and DNS proxies in a process of their own, as the
+ * benchmark's system under test (the way nginx is its own process).
+ *
+ *   node dist/bench/proxy-server.js <httpUpstreamPort> <resolverPort>
+ *   -> IPC message {httpPort, dnsPort} once both listen on 127.0.0.1
+ *
+ * HTTP: handleHttpConnection with a rule that allows the bench's request
+ * (GET /api/items/[0-9]+), so every request is parsed, matched and
+ * re-serialised. DNS: DnsProxy with a matchPattern rule admitting the
+ * bench's name. Flow events go to a sink that drops them.
+ */
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import { DnsProxy } from "../src/proxy/dns/proxy.js";
+import { handleHttpConnection } from "../src/proxy/http/proxy.js";
+import type { ConnectionInfo, L7LookupResult } from "../src/proxy/types.js";
+
+export interface ProxyServerPorts {
+  readonly httpPort: number;
+  readonly dnsPort: number;
+}
+
+const info = (port: number, proto: "TCP" | "UDP"): ConnectionInfo => ({
+  srcIdentity: 1000,
+  dstIdentity: 2000,
+  direction: "egress",
+  endpoint: "bench/client",
+  originalDst: { host: "127.0.0.1", port },
+  proto,
+});
+
+const HTTP_POLICY: L7LookupResult = {
+  spec: {
+    parser: "http",
+    http: [{ method: "GET", path: "/api/items/[0-9]+", headers: [] }],
+    dns: [],
+    kafka: [],
+    serverNames: [],
+  },
+  allowAll: false,
+};
+
+const DNS_POLICY: L7LookupResult = {
+  spec: { parser: "dns", http: [], dns: [{ matchPattern: "*.example.com" }], kafka: [], serverNames: [] },
+  allowAll: false,
+};
+
+async function main(upPort: number, resolverPort: number): Promise<void> {
+  const http = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) =>
+    handleHttpConnection(s, info(upPort, "TCP"), {
+      lookup: { forConnection: () => HTTP_POLICY },
+      connectUpstream: (host, port) => net.connect({ port, host, noDelay: true }),
+      sink: () => undefined,
+    }),
+  );
+  await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+  const dns = new DnsProxy({
+    upstream: { host: "127.0.0.1", port: resolverPort },
+    lookup: { forConnection: () => DNS_POLICY },
+    identify: () => info(53, "UDP"),
+    onAnswer: () => Promise.resolve(),
+    sink: () => undefined,
+  });
+  const { udpPort } = await dns.start();
+  const ports: ProxyServerPorts = { httpPort: (http.address() as AddressInfo).port, dnsPort: udpPort };
+  process.send?.(ports);
+  process.on("disconnect", () => {
+    http.close();
+    void dns.stop().then(() => process.exit(0));
+  });
+}
+
+if (process.argv[1]?.endsWith("/proxy-server.js")) {
+  void main(Number(process.argv[2]), Number(process.argv[3]));
+}
