@@ -232,15 +232,15 @@ describe("ConntrackClient against the kernel's conntrack (root)", { skip: skip ?
         assert.deepEqual(report.errors, [
           {
             what: "not an address",
-            error: `CONNTRACK_FAILED: ${q} tcp 10.0.0.1:2 -> nope:1: source "nope" is not an IP address`,
+            error: `CONNTRACK_FAILED: ${q} tcp 10.0.0.1:2 -> nope:1: the local address "nope" is not an IP address`,
           },
           {
             what: "mixed families",
-            error: `CONNTRACK_FAILED: ${q} tcp fd00::1:2 -> 10.0.0.1:1: source 10.0.0.1 and destination fd00::1 are of different IP families`,
+            error: `CONNTRACK_FAILED: ${q} tcp [fd00::1]:2 -> 10.0.0.1:1: the local address 10.0.0.1 and the remote address fd00::1 are of different IP families`,
           },
           {
             what: "port out of range",
-            error: `CONNTRACK_FAILED: ${q} udp 10.0.0.2:2 -> 10.0.0.1:70000: source port 70000 is not 0-65535`,
+            error: `CONNTRACK_FAILED: ${q} udp 10.0.0.2:2 -> 10.0.0.1:70000: the local port 70000 is not 0-65535`,
           },
           {
             what: "pending when closed",

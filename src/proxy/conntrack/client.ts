@@ -27,6 +27,7 @@
 import { constants as osConstants } from "node:os";
 import { RawNetlinkSocket, type ErrnoException, type MessageInfo } from "netlink";
 import { MembraneError } from "../../errors.js";
+import { addressBytes } from "./address.js";
 import { buildGetRequest, IPPROTO_TCP, IPPROTO_UDP, NETLINK_NETFILTER, parseReplies } from "./message.js";
 
 export interface ConntrackClientOptions {
@@ -68,6 +69,27 @@ const HINT_PERM = "ctnetlink needs CAP_NET_ADMIN in the network namespace: run t
 function errnoName(errno: number): string {
   for (const [name, n] of Object.entries(osConstants.errno)) if (n === errno) return name;
   return `errno ${errno}`;
+}
+
+const hostPort = (a: SocketAddress): string =>
+  a.address.includes(":") ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+
+/** What is wrong with the caller's addresses, in the caller's words (local/remote). */
+function argumentProblem(local: SocketAddress, remote: SocketAddress): string | undefined {
+  const families: number[] = [];
+  for (const [side, a] of [
+    ["local", local],
+    ["remote", remote],
+  ] as const) {
+    const b = addressBytes(a.address);
+    if (!b) return `the ${side} address ${JSON.stringify(a.address)} is not an IP address`;
+    if (!Number.isInteger(a.port) || a.port < 0 || a.port > 0xffff)
+      return `the ${side} port ${a.port} is not 0-65535`;
+    families.push(b.family);
+  }
+  if (families[0] !== families[1])
+    return `the local address ${local.address} and the remote address ${remote.address} are of different IP families`;
+  return undefined;
 }
 
 export class ConntrackClient {
@@ -135,13 +157,16 @@ export class ConntrackClient {
     local: SocketAddress,
     remote: SocketAddress,
   ): Promise<OriginalDst | undefined> {
-    const what = `the original destination of ${proto} ${remote.address}:${remote.port} -> ${local.address}:${local.port}`;
+    const what = `the original destination of ${proto} ${hostPort(remote)} -> ${hostPort(local)}`;
     if (this.dead !== undefined)
       return Promise.reject(
         new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what}: ${this.dead}`, {
           hint: "open a new ConntrackClient",
         }),
       );
+    const bad = argumentProblem(local, remote);
+    if (bad !== undefined)
+      return Promise.reject(new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what}: ${bad}`));
     const seq = this.nextSeq();
     const protoNum = proto === "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
     const req = buildGetRequest(seq, {

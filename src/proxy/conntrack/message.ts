@@ -18,8 +18,7 @@
  * its enclosing message or attribute, it descends only the three fixed levels
  * it needs (so no recursion to exhaust), and it never throws.
  */
-import { isIPv4, isIPv6 } from "node:net";
-import ipaddr from "ipaddr.js";
+import { addressBytes, addressText } from "./address.js";
 
 export const NETLINK_NETFILTER = 12;
 export const AF_INET = 2;
@@ -75,33 +74,6 @@ export type Reply =
   | { readonly kind: "error"; readonly seq: number; readonly errno: number }
   /** Malformed or unexpected; `seq` when the netlink header itself was readable. */
   | { readonly kind: "invalid"; readonly seq?: number; readonly reason: string };
-
-/**
- * The bytes of an address and its family. IPv4-mapped IPv6 (`::ffff:a.b.c.d`,
- * what a dual-stack socket reports for IPv4 peers) becomes IPv4, because that
- * is how conntrack keyed it. A zone (`%eth0`) is dropped: conntrack has none.
- */
-export function addressBytes(address: string): { family: 4 | 6; bytes: Uint8Array } | undefined {
-  const pct = address.indexOf("%");
-  const s = pct >= 0 ? address.slice(0, pct) : address;
-  if (isIPv4(s)) return { family: 4, bytes: Uint8Array.from(s.split(".").map(Number)) };
-  if (!isIPv6(s)) return undefined;
-  let v6: ipaddr.IPv6;
-  try {
-    v6 = ipaddr.IPv6.parse(s);
-  } catch {
-    return undefined;
-  }
-  if (v6.isIPv4MappedAddress())
-    return { family: 4, bytes: Uint8Array.from(v6.toIPv4Address().toByteArray()) };
-  return { family: 6, bytes: Uint8Array.from(v6.toByteArray()) };
-}
-
-/** Text form of 4 or 16 address bytes. */
-export function addressText(bytes: Uint8Array): string {
-  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
-  return new ipaddr.IPv6(Array.from(bytes)).toRFC5952String();
-}
 
 function attr(type: number, value: Uint8Array): Buffer {
   const len = 4 + value.length;
@@ -321,7 +293,7 @@ export function parseReplies(datagram: Uint8Array): Reply[] {
         const err = b.readInt32LE(body);
         if (err > 0)
           out.push({ kind: "invalid", seq, reason: `NLMSG_ERROR carries a positive error ${err}` });
-        else out.push({ kind: "error", seq, errno: -err });
+        else out.push({ kind: "error", seq, errno: err === 0 ? 0 : -err });
       }
     } else if (type !== NLMSG_NOOP) {
       out.push({ kind: "invalid", seq, reason: `unexpected netlink message type 0x${type.toString(16)}` });
