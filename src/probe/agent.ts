@@ -13,13 +13,21 @@
  *   {op: "http-listen", port}                     HTTP/1.1 server on [::]:port: 200 "ok <METHOD> <path>" to all
  *   {op: "http", host, port, method, path, headers?, timeoutMs}
  *                                                 one request -> "200" | "403" | ... | "timeout" | error code
+ *   {op: "h2-listen", port}                       HTTP/2 cleartext server: 200 "ok" (gRPC calls: grpc-status 0)
+ *   {op: "h2", host, port, method, path, headers?, timeoutMs}
+ *                                                 one HTTP/2 request -> "200" | "403" | "grpc-status 7" | ...
  *   {op: "dns", host, port, name, timeoutMs}      A query over UDP -> "NOERROR 1.2.3.4,..." | "REFUSED" | "timeout"
+ * L7 operations (l7-ops.ts): connect, kafka-listen, kafka, tls-listen, tls;
+ * DNS resolver and client (dns-ops.ts): dns-serve, dns-set, dns-query.
  */
 import dgram from "node:dgram";
 import dnsPacket from "dns-packet";
 import http from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
 import { createInterface } from "node:readline";
+import { dnsQuery as dnsQueryOp, dnsServe, dnsSet } from "./dns-ops.js";
+import { connectOnly, kafkaListen, kafkaOnce, tlsHandshake, tlsListen } from "./l7-ops.js";
 
 interface Cmd {
   seq: number;
@@ -34,6 +42,18 @@ interface Cmd {
   path?: string;
   headers?: Record<string, string>;
   name?: string;
+  // L7 operations (l7-ops.ts, dns-ops.ts)
+  apiKey?: number;
+  apiVersion?: number;
+  topic?: string;
+  clientID?: string;
+  sni?: string;
+  cert?: string;
+  key?: string;
+  qtype?: "A" | "AAAA";
+  tcp?: boolean;
+  ips?: string[];
+  ttl?: number;
 }
 
 function dnsQuery(c: Cmd, timeoutMs: number): Promise<string> {
@@ -79,6 +99,64 @@ function httpListen(port: number): Promise<string> {
     });
     srv.on("error", (e) => resolve(String(e)));
     srv.listen({ port, host: "::", ipv6Only: false }, () => resolve("ok"));
+  });
+}
+
+function h2Listen(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const srv = http2.createServer();
+    srv.on("stream", (stream, headers) => {
+      bump(`tcp/${port}`);
+      stream.on("error", () => undefined);
+      stream.resume();
+      const grpc = String(headers["content-type"] ?? "").startsWith("application/grpc");
+      stream.on("end", () => {
+        if (!grpc) {
+          stream.respond({ ":status": 200 });
+          stream.end("ok\n");
+          return;
+        }
+        stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
+        stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+        stream.end(Buffer.from([0, 0, 0, 0, 0]));
+      });
+    });
+    srv.on("error", (e) => resolve(String(e)));
+    srv.listen({ port, host: "::", ipv6Only: false }, () => resolve("ok"));
+  });
+}
+
+/** One HTTP/2 request; a gRPC status (headers or trailers) wins over the HTTP status. */
+function h2Request(c: Cmd, timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const host = (c.host ?? "").includes(":") ? `[${c.host ?? ""}]` : (c.host ?? "");
+    const session = http2.connect(`http://${host}:${c.port ?? 0}`);
+    let status = "";
+    let grpc: string | undefined;
+    const t = setTimeout(() => finish("timeout"), timeoutMs);
+    const finish = (r: string): void => {
+      clearTimeout(t);
+      session.destroy();
+      resolve(r);
+    };
+    session.on("error", (e: NodeJS.ErrnoException) => finish(e.code ?? String(e)));
+    const req = session.request({
+      ":method": c.method ?? "GET",
+      ":path": c.path ?? "/",
+      ...(c.headers ?? {}),
+    });
+    req.on("response", (h) => {
+      status = String(h[":status"] ?? "");
+      if (h["grpc-status"] !== undefined) grpc = String(h["grpc-status"]);
+    });
+    req.on("trailers", (h) => {
+      if (h["grpc-status"] !== undefined) grpc = String(h["grpc-status"]);
+    });
+    req.on("error", (e: NodeJS.ErrnoException) => finish(e.code ?? String(e)));
+    req.resume();
+    req.on("end", () => finish(grpc !== undefined ? `grpc-status ${grpc}` : status));
+    if ((c.method ?? "GET") === "POST") req.end(Buffer.from([0, 0, 0, 0, 0]));
+    else req.end();
   });
 }
 
@@ -207,8 +285,43 @@ async function handle(c: Cmd): Promise<unknown> {
       return httpRequest(c, timeoutMs);
     case "dns":
       return dnsQuery(c, timeoutMs);
+    case "h2-listen":
+      return h2Listen(c.port ?? 0);
+    case "h2":
+      return h2Request(c, timeoutMs);
     case "count":
       return counts.get(`${c.proto ?? "tcp"}/${c.port ?? 0}`) ?? 0;
+    case "connect":
+      return connectOnly(c.host ?? "", c.port ?? 0, timeoutMs);
+    case "kafka-listen":
+      return kafkaListen(c.port ?? 0);
+    case "kafka":
+      return kafkaOnce({
+        host: c.host ?? "",
+        port: c.port ?? 0,
+        apiKey: c.apiKey ?? 0,
+        apiVersion: c.apiVersion ?? 0,
+        ...(c.topic !== undefined ? { topic: c.topic } : {}),
+        ...(c.clientID !== undefined ? { clientID: c.clientID } : {}),
+        timeoutMs,
+      });
+    case "tls-listen":
+      return tlsListen(c.port ?? 0, c.cert ?? "", c.key ?? "");
+    case "tls":
+      return tlsHandshake(c.host ?? "", c.port ?? 0, c.sni ?? "", timeoutMs);
+    case "dns-serve":
+      return dnsServe(c.proto ?? "udp", c.port ?? 53, bump);
+    case "dns-set":
+      return dnsSet(c.name ?? "", c.ips ?? [], c.ttl);
+    case "dns-query":
+      return dnsQueryOp({
+        host: c.host ?? "",
+        port: c.port ?? 53,
+        name: c.name ?? "",
+        ...(c.qtype ? { qtype: c.qtype } : {}),
+        ...(c.tcp ? { tcp: true } : {}),
+        timeoutMs,
+      });
     default:
       return `unknown op ${c.op}`;
   }

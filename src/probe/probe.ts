@@ -80,6 +80,22 @@ export class Probe {
     return String(await this.request({ op: "http", host, port, ...req, timeoutMs }));
   }
 
+  /** An HTTP/2 cleartext server on [::]:port (gRPC calls get grpc-status 0). */
+  async listenHttp2(port: number): Promise<void> {
+    const r = await this.request({ op: "h2-listen", port });
+    if (r !== "ok") throw new Error(`probe in ${this.netns}: cannot serve HTTP/2 on ${port}: ${String(r)}`);
+  }
+
+  /** One HTTP/2 request: "200", "403", "grpc-status 7", "timeout", or an error code. */
+  async http2(
+    host: string,
+    port: number,
+    req: { method: string; path: string; headers?: Record<string, string> },
+    timeoutMs = 1000,
+  ): Promise<ProbeResult> {
+    return String(await this.request({ op: "h2", host, port, ...req, timeoutMs }));
+  }
+
   /** One A query over UDP: "NOERROR 1.2.3.4", "REFUSED", "NXDOMAIN", "timeout". */
   async dns(server: string, name: string, timeoutMs = 1000, port = 53): Promise<ProbeResult> {
     return String(await this.request({ op: "dns", host: server, port, name, timeoutMs }));
@@ -107,6 +123,72 @@ export class Probe {
       ...(this.netns ? { netns: this.netns } : {}),
     });
     return r.status === 0 ? "ok" : "timeout";
+  }
+
+  /** A TCP handshake only (nothing sent): "ok", "timeout" or an error code. */
+  async connect(host: string, port: number, timeoutMs = 500): Promise<ProbeResult> {
+    return String(await this.request({ op: "connect", host, port, timeoutMs }));
+  }
+
+  /** A Kafka broker (kafka-broker.ts) on [::]:port. */
+  async listenKafka(port: number): Promise<void> {
+    const r = await this.request({ op: "kafka-listen", port });
+    if (r !== "ok") throw new Error(`probe in ${this.netns}: cannot serve Kafka on ${port}: ${String(r)}`);
+  }
+
+  /**
+   * One Kafka request on a new connection: "ok", "denied" (TOPIC_AUTHORIZATION_FAILED),
+   * "error <code>", "closed", "reset", "timeout" or an error code. No clientID: a null client id.
+   */
+  async kafka(
+    host: string,
+    port: number,
+    req: { apiKey: number; apiVersion: number; topic?: string; clientID?: string },
+    timeoutMs = 1000,
+  ): Promise<ProbeResult> {
+    return String(await this.request({ op: "kafka", host, port, ...req, timeoutMs }));
+  }
+
+  /** A TLS server on [::]:port with the given certificate and key (PEM). */
+  async listenTls(port: number, cert: string, key: string): Promise<void> {
+    const r = await this.request({ op: "tls-listen", port, cert, key });
+    if (r !== "ok") throw new Error(`probe in ${this.netns}: cannot serve TLS on ${port}: ${String(r)}`);
+  }
+
+  /** A TLS handshake with server name `sni`: "ok", "reset", "timeout" or an error code. */
+  async tls(host: string, port: number, sni: string, timeoutMs = 1000): Promise<ProbeResult> {
+    return String(await this.request({ op: "tls", host, port, sni, timeoutMs }));
+  }
+
+  /** A resolver on [::]:port answering what setDns gave (and echoing anything else). */
+  async serveDns(proto: "udp" | "tcp", port: number): Promise<void> {
+    const r = await this.request({ op: "dns-serve", proto, port });
+    if (r !== "ok")
+      throw new Error(`probe in ${this.netns}: cannot serve DNS on ${proto}/${port}: ${String(r)}`);
+  }
+
+  /** The addresses this probe's resolvers answer for `name`. */
+  async setDns(name: string, ips: readonly string[], ttl?: number): Promise<void> {
+    await this.request({ op: "dns-set", name, ips, ...(ttl !== undefined ? { ttl } : {}) });
+  }
+
+  /** One A or AAAA query over UDP or TCP: "NOERROR 1.2.3.4,...", "REFUSED", "timeout", ... */
+  async dnsQuery(
+    server: string,
+    name: string,
+    opts: { port?: number; qtype?: "A" | "AAAA"; tcp?: boolean; timeoutMs?: number } = {},
+  ): Promise<ProbeResult> {
+    return String(
+      await this.request({
+        op: "dns-query",
+        host: server,
+        port: opts.port ?? 53,
+        name,
+        qtype: opts.qtype ?? "A",
+        tcp: opts.tcp === true,
+        timeoutMs: opts.timeoutMs ?? 1000,
+      }),
+    );
   }
 
   /** Connections (TCP) or datagrams (UDP) the probe's server on `port` received. */

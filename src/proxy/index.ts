@@ -33,3 +33,6 @@ export { handleTlsInterceptConnection, DEFAULT_TLS_INTERCEPT_LIMITS } from "./tl
 export type { TlsInterceptDeps, TlsInterceptLimits } from "./tls/intercept.js";
 export { TlsSecretStore, LoadedTlsContext, DEFAULT_SECRETS_DIR } from "./tls/secrets.js";
 export type { TlsSecretStoreParams, TlsRole } from "./tls/secrets.js";
+export { handleHttp2Connection, DEFAULT_HTTP2_LIMITS, HTTP2_PREFACE, looksLikeHttp2 } from "./http2/proxy.js";
+export type { Http2ProxyDeps, Http2ProxyLimits } from "./http2/proxy.js";
+export { ConntrackClient } from "./conntrack/client.js";

@@ -9,6 +9,7 @@
  */
 import type { Socket } from "node:net";
 import { handleHttpConnection } from "../http/proxy.js";
+import { handleHttp2Connection, looksLikeHttp2 } from "../http2/proxy.js";
 import { handleKafkaConnection } from "../kafka/proxy.js";
 import { handleTlsInterceptConnection } from "../tls/intercept.js";
 import { stageTlsContext } from "../tls/policy.js";
@@ -63,8 +64,31 @@ function sniffHttp(sock: Socket, info: ConnectionInfo, deps: DispatchDeps): void
   if (term === "conflict") return failClosed(sock, info, deps, "two TLS contexts claim this port");
   if (term)
     return handleTlsInterceptConnection(sock, info, { ...deps, secrets: secretStore(deps.secretsDir) });
-  handleHttpConnection(sock, info, deps);
-  void SNIFF_TIMEOUT_MS;
+  let head = Buffer.alloc(0);
+  const timer = setTimeout(() => sock.destroy(), SNIFF_TIMEOUT_MS);
+  const done = (): void => {
+    clearTimeout(timer);
+    sock.off("data", onData);
+    sock.off("end", onEnd);
+    sock.pause();
+  };
+  const onEnd = (): void => {
+    done();
+    sock.destroy();
+  };
+  const onData = (d: Buffer): void => {
+    head = head.length === 0 ? d : Buffer.concat([head, d]);
+    const h2 = looksLikeHttp2(head);
+    if (h2 === "need-more") return;
+    done();
+    if (h2 === "yes") return handleHttp2Connection(sock, info, deps, head);
+    // HTTP/1.1 reads the socket itself: give the bytes back, then let it flow.
+    sock.unshift(head);
+    handleHttpConnection(sock, info, deps);
+    sock.resume();
+  };
+  sock.on("data", onData);
+  sock.on("end", onEnd);
 }
 
 let secrets: TlsSecretStore | undefined;

@@ -68,6 +68,23 @@ egress:
 `,
 );
 
+const GRPC = cnp(
+  "grpc",
+  `
+endpointSelector: {matchLabels: {class: deathstar}}
+ingress:
+- fromEndpoints: [{matchLabels: {org: empire}}]
+  toPorts:
+  - ports: [{port: "50051", protocol: TCP}]
+    rules:
+      http:
+      - method: POST
+        path: /empire.Deathstar/RequestLanding
+      - method: GET
+        path: /healthz
+`,
+);
+
 const FQDN = cnp(
   "fqdn",
   `
@@ -103,6 +120,7 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       await lab.endpoint(name, labels);
     }
     await lab.ep("deathstar").probe.listenHttp(80);
+    await lab.ep("deathstar").probe.listenHttp2(50051);
     await lab.ip(["netns", "add", out()]);
     await lab.ip([
       "-n",
@@ -202,6 +220,31 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       ["200", "403", "403", "200"],
     );
     await lab.agent.deletePolicies(CLIENT_EGRESS, "client.yaml");
+  });
+
+  test("HTTP/2 and gRPC through the redirect: per-request verdicts, a denied gRPC call gets grpc-status 7", async () => {
+    await lab.agent.applyPolicies(GRPC, "grpc.yaml");
+    const h2 = (path: string, method = "POST", grpc = true): Promise<string> =>
+      lab.ep("tiefighter").probe.http2(ds(), 50051, {
+        method,
+        path,
+        ...(grpc ? { headers: { "content-type": "application/grpc", te: "trailers" } } : {}),
+      });
+    assert.deepEqual(
+      [
+        await h2("/empire.Deathstar/RequestLanding"),
+        await h2("/empire.Deathstar/ExhaustPort"),
+        await h2("/healthz", "GET", false),
+        await h2("/admin", "GET", false),
+      ],
+      ["grpc-status 0", "grpc-status 7", "200", "403"],
+    );
+    assert.equal(
+      await lab.ep("xwing").probe.http2(ds(), 50051, { method: "GET", path: "/healthz" }, T),
+      "timeout",
+      "not empire: dropped at L3/L4",
+    );
+    await lab.agent.deletePolicies(GRPC, "grpc.yaml");
   });
 
   test("toFQDNs: only a name the client resolved through the DNS proxy is reachable, from the first connection", async () => {
