@@ -283,6 +283,14 @@ export class Agent {
       }
     });
   }
+  /**
+   * A DNS answer the node's DNS proxy did not see (e.g. `policy test --datapath`
+   * replaying a scenario's `dns:` observations for an endpoint with no DNS
+   * rule): treated as the proxy's answers are; resolves once enforced.
+   */
+  observeDnsAnswer(name: string, ips: readonly string[], ttl = 0): Promise<void> {
+    return this.dnsAnswer(name, ips, ttl);
+  }
   /** address -> name -> expiry (ms since the epoch) of what DNS answers taught. */
   private readonly dnsSeen = new Map<string, Map<string, number>>();
 

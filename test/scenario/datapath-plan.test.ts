@@ -10,7 +10,7 @@ import { ScenarioSession } from "../../src/policy/scenario/session.js";
 import { compare } from "../../src/policy/scenario/run.js";
 import {
   coveringPrefix,
-  dnsAddresses,
+  learnDns,
   nodeCidrs,
   planQuery,
   scenarioSkipReason,
@@ -44,8 +44,13 @@ policies: |
 function plans(queries: string, head = WORLD): ReturnType<typeof planQuery>[] {
   const s = parseScenario(`${head}queries:\n${queries}`, "t.yaml");
   const session = new ScenarioSession({ world: s });
-  const ctx = { scenario: s, cidrs: nodeCidrs(s), dnsIps: dnsAddresses(s) };
-  return s.queries.map((q) => planQuery(q, session.engine.decide(session.prepare(q, { prefix: "" })), ctx));
+  const dnsNames = new Map<string, string[]>();
+  const ctx = { scenario: s, cidrs: nodeCidrs(s), dnsNames };
+  return s.queries.map((q) => {
+    const d = session.engine.decide(session.prepare(q, { prefix: "" }));
+    learnDns(dnsNames, q);
+    return planQuery(q, d, ctx);
+  });
 }
 
 const skip = (reason: string) => ({ skip: reason });

@@ -1,16 +1,19 @@
 /**
  * A scratch node for one scenario of `policy test --datapath`: an agent
- * started in-process (temp state dir and socket), the scenario's namespaces,
- * policies and endpoints applied through it, one namespace per outside
- * address, and a probe process in every namespace traffic starts or ends in.
+ * started in-process with its L7 proxy (temp state dir and socket), the
+ * scenario's namespaces, policies and endpoints applied through it, one
+ * namespace per outside address, and a probe process in every namespace
+ * traffic starts or ends in (datapath-traffic.ts: its servers and requests).
  *
  *   <prefix>node          the node (agent's nftables table, routes)
  *   <prefix>ep<id>        endpoints (created by the agent, the scenario's addresses)
  *   <prefix>o<k>          outside addresses (world:, cidr:, remote-node:, kube-apiserver:),
  *                         wired like an endpoint but unknown to the agent
  *
- * destroy() stops the probes and the agent and removes every namespace under
- * the prefix and the temp directory; it is safe to call twice.
+ * The kernel's NFLOG events tell a query's drop (`mbr:d:`) and its redirect
+ * to the proxy (`mbr:p:`). destroy() stops the probes and the agent and
+ * removes every namespace under the prefix and the temp directory; it is
+ * safe to call twice.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -22,7 +25,10 @@ import { parseAddr } from "../../labels/cidr.js";
 import { readNflogInNetns, type NflogEvent } from "../../observe/nflog.js";
 import { decodePacket } from "../../observe/packet.js";
 import { Probe } from "../../probe/probe.js";
-import type { NodeCidrs, QueryPlan, Side } from "./datapath-plan.js";
+import type { DnsFeed } from "./datapath-dns-feed.js";
+import { PROXY_PORTS, type NodeCidrs, type QueryPlan, type Side } from "./datapath-plan.js";
+import type { ListenerRole } from "./datapath-plan-l7.js";
+import { listenerFor, sendRequest, startListener } from "./datapath-traffic.js";
 import type { Scenario } from "./types.js";
 
 export interface ScratchNodeParams {
@@ -34,25 +40,34 @@ export interface ScratchNodeParams {
   readonly cidrs: NodeCidrs;
 }
 
-/** What one query's connection did: the probe's result, and the drop log the kernel wrote for it. */
+/** What one query's connection did: the probe's result, and the kernel's logs of it. */
 export interface Observation {
-  /** "ok", "timeout", or an errno such as ECONNREFUSED. */
+  /** "ok", "timeout", an L7 answer ("200", "denied", "reset", "NOERROR ..."), or an errno. */
   readonly result: string;
   /** NFLOG prefix of the drop (`mbr:d:e3:in:def`) when the kernel logged one for this flow. */
   readonly drop?: string;
+  /** NFLOG prefix of the kernel's redirect of this flow to the proxy (`mbr:p:e3:in:r2`). */
+  readonly redirect?: string;
 }
 
 const LOG_GROUP = 1;
-/** How long to wait for a drop log after a timeout (NFLOG batches up to 50 ms). */
+/** How long to wait for a drop or redirect log (NFLOG batches up to 50 ms). */
 const DROP_LOG_WAIT_MS = 150;
+/** How long to look for a redirect log the offline engine does not expect. */
+const STRAY_LOG_WAIT_MS = 60;
+/** The agent's proxy: the group the kernel lets out unchecked, and its ports (PROXY_PORTS). */
+const PROXY = { gid: 1337, l7Port: 15001, dnsPort: 15053 } as const;
+/** Longest wait for a DNS answer fed through the proxy (the agent enforces it first). */
+const FEED_TIMEOUT_MS = 3000;
 
 export class ScratchNode {
   private nflog: { stop: () => void } | undefined;
-  private readonly drops: { prefix: string; dst: bigint; dport?: number; proto: number }[] = [];
+  /** Drop (`mbr:d:`) and redirect (`mbr:p:`) logs, in arrival order. */
+  private readonly logs: { prefix: string; dst: bigint; dport?: number; proto: number }[] = [];
   private running: RunningAgent | undefined;
   private dir: string | undefined;
   private readonly probes = new Map<string, Probe>();
-  private readonly listening = new Set<string>();
+  private readonly listening = new Map<string, ListenerRole>();
   private readonly outside = new Map<string, string>();
   private readonly nodeAddrs = new Set<string>();
   private readonly endpointNetns = new Map<string, string>();
@@ -87,6 +102,7 @@ export class ScratchNode {
         engine: s.config,
         logLevel: "silent",
         resyncMs: 0,
+        proxy: PROXY,
       },
       pino({ level: "silent" }),
     );
@@ -124,50 +140,90 @@ export class ScratchNode {
     await this.running.agent.setNodeAddress(ip, kind);
   }
 
-  /** Sends the query's connection; on a timeout, looks for the kernel's drop log of it. */
+  /** Sends the query's traffic; looks for the kernel's drop (on a timeout) and redirect logs of it. */
   async send(plan: QueryPlan, timeoutMs: number): Promise<Observation> {
     if (this.destroyed) throw new Error("the scratch node was torn down (interrupted)");
     const src = await this.probe(plan.from);
-    const dst = plan.kind === "ping" ? undefined : await this.probe(plan.to);
-    const port = plan.port ?? 0;
-    if (dst && plan.kind !== "ping") {
-      const key = `${dst.netns}|${plan.kind}/${port}`;
-      if (!this.listening.has(key)) {
-        await dst.listen(plan.kind, port);
-        this.listening.add(key);
-      }
-    }
-    const mark = this.drops.length;
-    const result =
-      plan.kind === "ping"
-        ? await src.ping(plan.address, timeoutMs)
-        : plan.kind === "tcp"
-          ? await src.tcp(plan.address, port, timeoutMs)
-          : await src.udp(plan.address, port, timeoutMs);
-    if (result !== "timeout") return { result };
-    const proto = plan.kind === "tcp" ? 6 : plan.kind === "udp" ? 17 : plan.family === 4 ? 1 : 58;
+    const l = listenerFor(plan);
+    if (l) await this.listen(plan.to, l[0], plan.port ?? 0, l[1]);
+    const mark = this.logs.length;
+    const result = await sendRequest(src, plan, timeoutMs);
+    const transport = plan.kind === "udp" || (plan.kind === "dns" && plan.dns?.tcp !== true) ? 17 : 6;
+    const proto = plan.kind === "ping" ? (plan.family === 4 ? 1 : 58) : transport;
     const want = parseAddr(plan.address)?.value;
-    const match = (): string | undefined =>
-      this.drops
+    const port = plan.port ?? 0;
+    const find = (kind: "d" | "p") => (): string | undefined =>
+      this.logs
         .slice(mark)
-        .find((d) => d.dst === want && d.proto === proto && (plan.kind === "ping" || d.dport === port))
-        ?.prefix;
-    for (let waited = 0; match() === undefined && waited < DROP_LOG_WAIT_MS; waited += 10) {
-      await new Promise((r) => setTimeout(r, 10));
+        .find(
+          (d) =>
+            d.prefix.startsWith(`mbr:${kind}:`) &&
+            d.dst === want &&
+            d.proto === proto &&
+            (plan.kind === "ping" || d.dport === port),
+        )?.prefix;
+    const drop = result === "timeout" ? await waitFor(find("d"), DROP_LOG_WAIT_MS) : undefined;
+    // Plain echo traffic never meets the proxy's answers: only L7 and bare connects are checked.
+    const l7 = !["tcp", "udp", "ping"].includes(plan.kind);
+    const redirect = l7
+      ? await waitFor(find("p"), plan.proxied !== undefined ? DROP_LOG_WAIT_MS : STRAY_LOG_WAIT_MS)
+      : undefined;
+    return {
+      result,
+      ...(drop !== undefined ? { drop } : {}),
+      ...(redirect !== undefined ? { redirect } : {}),
+    };
+  }
+
+  /**
+   * Gives the agent a query's DNS answer before the query: through the DNS
+   * proxy (the asker's probe asks the resolver, which answers the scenario's
+   * addresses), or directly. Resolves with a failure text when the proxy did
+   * not hand the answer over.
+   */
+  async feedDns(f: DnsFeed): Promise<string | undefined> {
+    if (this.destroyed) throw new Error("the scratch node was torn down (interrupted)");
+    if (!f.via) {
+      await this.running?.agent.observeDnsAnswer(f.name, f.ips, f.ttl ?? 0);
+      return undefined;
     }
-    const drop = match();
-    return drop !== undefined ? { result, drop } : { result };
+    const resolver = await this.probe(f.via.to);
+    await this.listen(f.via.to, "udp", 53, "dns");
+    await resolver.setDns(f.name, f.ips, f.ttl);
+    const asker = await this.probe(f.via.from);
+    const v4 = f.ips.filter((ip) => parseAddr(ip)?.family === 4);
+    const v6 = f.ips.filter((ip) => parseAddr(ip)?.family === 6);
+    for (const [qtype, ips] of [
+      ["A", v4],
+      ["AAAA", v6],
+    ] as const) {
+      if (ips.length === 0) continue;
+      const r = await asker.dnsQuery(f.via.address, f.name, { qtype, timeoutMs: FEED_TIMEOUT_MS });
+      const got = r.startsWith("NOERROR ") ? r.slice(8).split(",").sort().join(",") : undefined;
+      if (got !== [...ips].sort().join(",")) return `${qtype} ${f.name} through the DNS proxy answered ${r}`;
+    }
+    return undefined;
+  }
+
+  /** Starts the server a destination port runs (once; assignListeners made the roles agree). */
+  private async listen(side: Side, transport: "tcp" | "udp", port: number, role: ListenerRole): Promise<void> {
+    const dst = await this.probe(side);
+    const key = `${dst.netns}|${transport}/${port}`;
+    if (this.listening.has(key)) return;
+    if (side.kind === "host" && PROXY_PORTS.has(port)) throw new Error(`port ${port} is the proxy's`);
+    this.listening.set(key, role);
+    await startListener(dst, transport, port, role);
   }
 
   private onLog(e: NflogEvent): void {
-    if (!e.prefix.startsWith("mbr:d:")) return;
+    if (!e.prefix.startsWith("mbr:d:") && !e.prefix.startsWith("mbr:p:")) return;
     const p = decodePacket(e.packet);
     if (!p.ok) return;
     const dst = parseAddr(p.IP.destination)?.value;
     if (dst === undefined) return;
     const l4 = p.l4;
     const ports = l4 && "TCP" in l4 ? l4.TCP : l4 && "UDP" in l4 ? l4.UDP : undefined;
-    this.drops.push({
+    this.logs.push({
       prefix: e.prefix,
       dst,
       proto: p.proto,
@@ -175,7 +231,8 @@ export class ScratchNode {
     });
   }
 
-  private async probe(side: Side): Promise<Probe> {
+  /** The probe process of a side's namespace (started at the first use). */
+  async probe(side: Side): Promise<Probe> {
     const netns = await this.netnsOf(side);
     let p = this.probes.get(netns);
     if (!p) {
@@ -235,4 +292,14 @@ export class ScratchNode {
     await cleanupPrefix(this.p.prefix).catch(() => undefined);
     if (this.dir !== undefined) await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+/** Polls `f` every 10 ms for up to `ms`; its first defined value. */
+async function waitFor(f: () => string | undefined, ms: number): Promise<string | undefined> {
+  for (let waited = 0; waited < ms; waited += 10) {
+    const v = f();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return f();
 }

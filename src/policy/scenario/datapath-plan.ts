@@ -4,15 +4,20 @@
  * (which namespace connects to which address, how) or the reason it is skipped.
  *
  *   Scenario + offline Decision per query --planQuery--> QueryPlan | {skip: reason}
+ *   every plan --assignListeners (datapath-plan-l7.ts)--> one server per destination port
  *
- * A query is skipped whenever the kernel alone cannot give the verdict the
- * scenario describes (L7 proxy, mutual authentication, DNS-learned
- * identities, SCTP, ICMP other than echo): skipped,
- * never counted as passed.
+ * L7 requests (HTTP, Kafka, TLS SNI, DNS queries) run for real through the
+ * node's proxy (datapath-plan-l7.ts); DNS answers a scenario states are fed
+ * to the agent before the query (datapath-dns-feed.ts), so `fqdn:` peers are
+ * addresses with FQDN identities in the kernel too. A query is skipped
+ * whenever the kernel and proxy cannot give the verdict the scenario
+ * describes (mutual authentication, SCTP, ICMP other than echo, ...):
+ * skipped, never counted as passed.
  */
 import { addrString, familyWidth, mask, parseAddr, type Prefix, prefixString } from "../../labels/cidr.js";
 import type { Decision, EndpointSpec } from "../query.js";
-import { findEndpoint, parsePeer } from "./peer.js";
+import { hostHeader, l7Part, type L7Fields } from "./datapath-plan-l7.js";
+import { dnsKey, findEndpoint, parsePeer } from "./peer.js";
 import type { Scenario, ScenarioQuery } from "./types.js";
 
 /** A side of a connection on the scratch node. */
@@ -22,13 +27,19 @@ export type Side =
   /** An address outside the node (world, cidr, remote-node, kube-apiserver): its own namespace. */
   | { readonly kind: "outside"; readonly ip: string; readonly node?: "remote-node" | "kube-apiserver" };
 
-export interface QueryPlan {
+/**
+ * How a query's traffic is made: tcp/udp (echo round trip), ping, connect
+ * (TCP handshake only), or one L7 request (http, kafka, tls handshake, dns query).
+ */
+export type PlanKind = "tcp" | "udp" | "ping" | "connect" | "http" | "kafka" | "tls" | "dns";
+
+export interface QueryPlan extends L7Fields {
   readonly from: Side;
   readonly to: Side;
   readonly family: 4 | 6;
   /** The destination address the source connects to. */
   readonly address: string;
-  readonly kind: "tcp" | "udp" | "ping";
+  readonly kind: PlanKind;
   readonly port?: number;
 }
 
@@ -94,43 +105,35 @@ function reservedAddress(ip: string, c: NodeCidrs): string | undefined {
   return undefined;
 }
 
-/** Every address a DNS answer of the scenario names (they get FQDN identities offline). */
-export function dnsAddresses(s: Scenario): Set<string> {
-  const canon = (ip: string): string => {
-    const a = parseAddr(ip);
-    return a ? addrString(a.family, a.value) : ip;
-  };
-  return new Set(s.queries.flatMap((q) => (q.dns ?? []).flatMap((d) => d.ips.map(canon))));
-}
-
 export interface PlanContext {
   readonly scenario: Scenario;
   readonly cidrs: NodeCidrs;
-  readonly dnsIps: ReadonlySet<string>;
+  /**
+   * Names (dnsKey) -> addresses, in the order DNS answers gave them, as the
+   * offline session knows them when the query runs: what `fqdn:<name>` means.
+   */
+  readonly dnsNames?: ReadonlyMap<string, readonly string[]>;
+}
+
+/** Adds a query's `dns` answers to `names` as the offline session does (ScenarioSession.prepare). */
+export function learnDns(names: Map<string, string[]>, q: ScenarioQuery): void {
+  for (const d of q.dns ?? []) {
+    const known = names.get(dnsKey(d.name)) ?? [];
+    for (const ip of d.ips) if (!known.includes(ip)) known.push(ip);
+    names.set(dnsKey(d.name), known);
+  }
 }
 
 /** The plan of one query, or why it is skipped. `d` is the offline engine's decision. */
 export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): QueryPlan | { skip: string } {
-  // A query the scenario expects dropped at L3/L4 must be dropped by the kernel before any
-  // L7 request or authentication could matter: it runs as a plain connection.
+  // A query the scenario expects dropped at L3/L4 is dropped by the kernel before any
+  // authentication could matter: it runs.
   const l4Drop = q.expect === "deny" && (q.how ?? d.how) === "drop";
-  if ((q.dns?.length ?? 0) > 0 || q.from.startsWith("fqdn:") || q.to.startsWith("fqdn:")) {
-    return { skip: "uses DNS answers (FQDN identities), which cannot be given to the agent yet" };
+  if (!l4Drop && (q.auth === true || d.how === "auth-required" || [d.egress, d.ingress].some(needsAuth))) {
+    return { skip: "needs mutual authentication, which this mode cannot run yet" };
   }
-  if (!l4Drop) {
-    const l7 = [q.http && "http", q.kafka && "kafka", q.tls && "tls", q.dnsQuery !== undefined && "dns"];
-    const parser = l7.find((x) => typeof x === "string");
-    if (parser) return { skip: `needs the L7 proxy (${parser}), which this mode cannot run yet` };
-    if (q.auth === true || d.how === "auth-required" || [d.egress, d.ingress].some(needsAuth)) {
-      return { skip: "needs mutual authentication, which this mode cannot run yet" };
-    }
-    const proxied = d.egress.l7 ?? d.ingress.l7;
-    if (proxied) {
-      return {
-        skip: `the connection is redirected to the L7 proxy (${proxied.parser}), which this mode cannot run yet`,
-      };
-    }
-  }
+  const l7 = l7Part(q, d);
+  if (l7 !== undefined && "skip" in l7) return l7;
   if (q.proto === "SCTP") return { skip: "SCTP: this kernel cannot open SCTP sockets" };
   const echo = q.proto === "ICMP" ? 8 : 128;
   if ((q.proto === "ICMP" || q.proto === "ICMPv6") && q.icmpType !== echo) {
@@ -142,6 +145,9 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
   const to = side(q.to, ctx);
   if ("skip" in from) return from;
   if ("skip" in to) return to;
+  if (to.kind === "host" && q.port !== undefined && PROXY_PORTS.has(q.port)) {
+    return { skip: `port ${q.port} of the node is the scratch node's L7 proxy` };
+  }
   const fams = [from, to].flatMap((x) => (x.kind === "outside" ? [parseAddr(x.ip)?.family ?? 4] : []));
   const family: 4 | 6 = fams[0] ?? (q.proto === "ICMPv6" ? 6 : 4);
   if (fams.some((f) => f !== family)) return { skip: "the two sides are addresses of different IP families" };
@@ -152,16 +158,22 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
     const why = familyProblem(x, family, ctx);
     if (why !== undefined) return { skip: why };
   }
-  const kind = q.proto === "TCP" ? "tcp" : q.proto === "UDP" ? "udp" : "ping";
+  const kind: PlanKind = q.proto === "TCP" ? "tcp" : q.proto === "UDP" ? "udp" : "ping";
+  const addr = address(to, family, ctx);
+  const plan: QueryPlan = { from, to, family, address: addr, kind, ...(q.port !== undefined ? { port: q.port } : {}) };
+  if (l7 === undefined) return plan;
+  const { http, ...rest } = l7;
   return {
-    from,
-    to,
-    family,
-    address: address(to, family, ctx),
-    kind,
-    ...(q.port !== undefined ? { port: q.port } : {}),
+    ...plan,
+    ...rest,
+    ...(http
+      ? { http: { ...http, headers: { Host: hostHeader(addr, family, q.port ?? 80), ...http.headers } } }
+      : {}),
   };
 }
+
+/** The scratch node's proxy ports (ScratchNode starts the agent's proxy on them). */
+export const PROXY_PORTS: ReadonlySet<number> = new Set([15001, 15053]);
 
 function needsAuth(x: Decision["egress"]): boolean {
   return x.auth !== undefined && x.auth !== "disabled";
@@ -177,8 +189,12 @@ function side(text: string, ctx: PlanContext): Side | { skip: string } {
     }
     case "host":
       return { kind: "host" };
-    case "fqdn":
-      return { skip: "uses DNS answers (FQDN identities), which cannot be given to the agent yet" };
+    case "fqdn": {
+      const ip = ctx.dnsNames?.get(dnsKey(p.name))?.[0];
+      if (ip === undefined) return { skip: `no DNS answer seen for "${p.name}"` };
+      const why = outsideProblem(ip, ctx);
+      return why !== undefined ? { skip: why } : { kind: "outside", ip };
+    }
     default: {
       const why = outsideProblem(p.ip, ctx);
       if (why !== undefined) return { skip: why };
@@ -193,8 +209,6 @@ function side(text: string, ctx: PlanContext): Side | { skip: string } {
 export function outsideProblem(ip: string, ctx: PlanContext): string | undefined {
   const a = parseAddr(ip);
   if (!a || !isUnicast(ip)) return `${ip} is not a unicast address a namespace can hold`;
-  if (ctx.dnsIps.has(addrString(a.family, a.value)))
-    return `${ip} is in a DNS answer of this scenario (an FQDN identity)`;
   if (sameAddr(ip, ctx.cidrs.gateway4) || sameAddr(ip, ctx.cidrs.gateway6)) {
     return `${ip} is the scratch node's own gateway address`;
   }

@@ -2,23 +2,26 @@
  * `membrane policy test --datapath`: the same scenario files built for real.
  *
  *   scenario --offline engine (ScenarioSession)--> Decision per query
- *            --planQuery--> skip (reason) | QueryPlan
- *            --ScratchNode (agent in-process, netns per endpoint / outside address)-->
- *              probe connects: "ok" = allow, "timeout" = deny (drop)  --compare with expect-->
+ *            --planQuery / planDnsFeeds--> skip (reason) | QueryPlan, DNS answers to feed
+ *            --ScratchNode (agent + L7 proxy in-process, netns per endpoint / outside address)-->
+ *              answers fed, then the probe's request: "ok" / "200" = allow,
+ *              "timeout" = deny (drop), "403" / "denied" / "reset" / REFUSED = deny by the proxy
+ *              --compare with expect (datapath-verdict.ts)-->
  *   DatapathScenarioResult (pass | fail | skip per query)
  *
- * Queries the kernel alone cannot answer (L7, authentication, DNS identities,
+ * Queries the node cannot answer faithfully (mutual authentication, SCTP,
  * ...) are SKIPPED with a reason, never passed. Every scratch node is torn
  * down in `finally`, and on SIGINT/SIGTERM while a run is in progress.
  */
 import { randomBytes } from "node:crypto";
 import { parse as parseYaml } from "yaml";
-import type { DenyHow } from "../query.js";
+import { selfSignedCert } from "../../probe/tls-cert.js";
+import type { Decision, DenyHow, FlowQuery } from "../query.js";
 import { ScenarioSession } from "./session.js";
 import { compare, toScenarioError } from "./run.js";
 import { parseScenario } from "./load.js";
 import {
-  dnsAddresses,
+  learnDns,
   nodeCidrs,
   outsideProblem,
   planQuery,
@@ -26,9 +29,14 @@ import {
   type PlanContext,
   type QueryPlan,
 } from "./datapath-plan.js";
-import { type Observation, ScratchNode, type ScratchNodeParams } from "./datapath-node.js";
+import { assignListeners } from "./datapath-plan-l7.js";
+import { type DnsFeed, feedText, planDnsFeeds, resolverCandidates } from "./datapath-dns-feed.js";
+import { ScratchNode, type ScratchNodeParams } from "./datapath-node.js";
+import { harnessFailure, observedResult, skipped } from "./datapath-verdict.js";
 import { parsePeer } from "./peer.js";
-import type { QueryResult, Scenario, ScenarioError } from "./types.js";
+import type { QueryResult, Scenario, ScenarioError, ScenarioQuery } from "./types.js";
+
+export { observedResult } from "./datapath-verdict.js";
 
 export type DatapathOutcome = "pass" | "fail" | "skip";
 
@@ -37,7 +45,7 @@ export interface DatapathQueryResult extends Omit<QueryResult, "actual" | "actua
   /** What the kernel did; absent when skipped. */
   readonly actual?: "allow" | "deny";
   readonly actualHow?: DenyHow;
-  /** The probe's raw result: ok, timeout, or an errno such as ECONNREFUSED. */
+  /** The probe's raw result: ok, timeout, an L7 answer (200, 403, denied, reset, NOERROR ...) or an errno. */
   readonly observed?: string;
   /** NFLOG prefix of the kernel's drop log for a denied connection (`mbr:d:e3:in:def`). */
   readonly dropLog?: string;
@@ -98,6 +106,8 @@ interface Prepared {
   readonly plan: QueryPlan | { skip: string };
   /** remote-node / kube-apiserver addresses this query makes known (offline does it in prepare). */
   readonly nodeAddrs: readonly { ip: string; kind: "remote-node" | "kube-apiserver" }[];
+  /** The query's `dns` answers, given to the agent before it runs (offline: in prepare). */
+  readonly feeds: readonly DnsFeed[];
 }
 
 /** Runs one loaded scenario. Throws when the scenario cannot be prepared or its node built. */
@@ -106,48 +116,30 @@ export async function runDatapathScenario(
   policies: string,
   opts: DatapathOptions = {},
 ): Promise<DatapathQueryResult[]> {
-  const cidrs = nodeCidrs(s);
-  const ctx: PlanContext = { scenario: s, cidrs, dnsIps: dnsAddresses(s) };
-  const session = new ScenarioSession({ world: s });
-  const scenarioSkip = scenarioSkipReason(s, cidrs);
-  const prepared: Prepared[] = s.queries.map((q) => {
-    const flow = session.prepare(q, {
-      file: s.file,
-      prefix: `queries[${q.index}].`,
-      ...(q.line ? { line: q.line } : {}),
-    });
-    const d = session.engine.decide(flow);
-    const nodeAddrs = [q.from, q.to].flatMap((t) => {
-      const p = parsePeer(t);
-      return !("error" in p) && (p.kind === "remote-node" || p.kind === "kube-apiserver")
-        ? [{ ip: p.ip, kind: p.kind }]
-        : [];
-    });
-    return {
-      offline: compare(q, d),
-      plan: scenarioSkip !== undefined ? { skip: scenarioSkip } : planQuery(q, d, ctx),
-      nodeAddrs,
-    };
-  });
-  if (prepared.every((p) => "skip" in p.plan))
+  const prepared = await prepare(s);
+  if (prepared.every((p) => "skip" in p.plan && p.feeds.length === 0))
     return prepared.map((p) => skipped(p.offline, (p.plan as { skip: string }).skip));
 
+  const cidrs = nodeCidrs(s);
+  const ctx: PlanContext = { scenario: s, cidrs };
   const node = await buildNode({
     prefix: opts.prefix ?? `${datapathPrefixStem()}0-`,
     scenario: s,
     policiesText: policies,
     cidrs,
   });
+  const timeoutMs = opts.timeoutMs ?? 400;
   try {
     const out: DatapathQueryResult[] = [];
     for (const p of prepared) {
       for (const a of p.nodeAddrs)
         if (outsideProblem(a.ip, ctx) === undefined) await node.nodeAddress(a.ip, a.kind);
-      if ("skip" in p.plan) out.push(skipped(p.offline, p.plan.skip));
-      else
-        out.push(
-          observedResult(p.offline, await node.send(p.plan, opts.timeoutMs ?? 400), opts.timeoutMs ?? 400),
-        );
+      const notes = p.feeds.map(feedText);
+      let failed: string | undefined;
+      for (const f of p.feeds) failed ??= await node.feedDns(f);
+      if (failed !== undefined) out.push(harnessFailure(p.offline, `DNS answer not fed: ${failed}`, notes));
+      else if ("skip" in p.plan) out.push(skipped(p.offline, p.plan.skip));
+      else out.push(observedResult(p.offline, await node.send(p.plan, timeoutMs), timeoutMs, p.plan, notes));
     }
     return out;
   } finally {
@@ -155,50 +147,75 @@ export async function runDatapathScenario(
   }
 }
 
-function base(o: QueryResult): Omit<DatapathQueryResult, "outcome"> {
-  const { actual, actualHow, pass: _pass, ...rest } = o;
-  return {
-    ...rest,
-    decidedBy: [],
-    offline: { verdict: actual, ...(actualHow !== undefined ? { how: actualHow } : {}) },
-  };
-}
-
-function skipped(o: QueryResult, reason: string): DatapathQueryResult {
-  return { ...base(o), outcome: "skip", skipReason: reason, decidedBy: [`skipped: ${reason}`] };
+/** Offline decisions, plans and DNS feeds of every query, in order (the session's state moves on). */
+async function prepare(s: Scenario): Promise<Prepared[]> {
+  const cidrs = nodeCidrs(s);
+  const dnsNames = new Map<string, string[]>();
+  const ctx: PlanContext = { scenario: s, cidrs, dnsNames };
+  const session = new ScenarioSession({ world: s });
+  const scenarioSkip = scenarioSkipReason(s, cidrs);
+  const candidates = resolverCandidates(ctx);
+  const decide = (f: FlowQuery): Decision => session.engine.decide(f);
+  const out = s.queries.map((q) => {
+    const feeds = scenarioSkip === undefined ? planDnsFeeds(q, ctx, decide, candidates) : [];
+    const flow = session.prepare(q, {
+      file: s.file,
+      prefix: `queries[${q.index}].`,
+      ...(q.line ? { line: q.line } : {}),
+    });
+    learnDns(dnsNames, q);
+    const d = decide(flow);
+    const nodeAddrs = [q.from, q.to].flatMap((t) => {
+      const p = parsePeer(t);
+      return !("error" in p) && (p.kind === "remote-node" || p.kind === "kube-apiserver")
+        ? [{ ip: p.ip, kind: p.kind }]
+        : [];
+    });
+    const plan = scenarioSkip !== undefined ? { skip: scenarioSkip } : planQuery(q, d, ctx);
+    return { offline: compare(q, d), plan: hostChecked(q, plan, flow, d, decide), nodeAddrs, feeds };
+  });
+  const plans = assignListeners(
+    out.map((p) => p.plan),
+    out.flatMap((p) => p.feeds.flatMap((f) => (f.via ? [f.via.to] : []))),
+  );
+  const tlsProblem = plans.some((p) => !("skip" in p) && p.kind === "tls") ? await certProblem() : undefined;
+  return out.map((p, i) => {
+    const plan = plans[i] ?? p.plan;
+    return {
+      ...p,
+      plan: tlsProblem !== undefined && !("skip" in plan) && plan.kind === "tls" ? { skip: tlsProblem } : plan,
+    };
+  });
 }
 
 /**
- * Compares what the kernel did with the expectation. "ok" = allow; "timeout" with a drop log
- * for the flow = deny/drop; anything else (a timeout nothing logged, ECONNREFUSED, ...) is a
- * harness error, never a verdict: the packet was lost or answered outside the policy.
+ * A query that names no Host is sent with the one a client would send; when the
+ * offline verdict changes with that Host, the run would judge another request: skip.
  */
-export function observedResult(o: QueryResult, seen: Observation, timeoutMs: number): DatapathQueryResult {
-  const engineVerdict = o.actual === "deny" && o.actualHow !== undefined ? `deny/${o.actualHow}` : o.actual;
-  const engine = `engine: ${engineVerdict} (${o.decidedBy.join("; ")})`;
-  const observed = seen.result;
-  if (observed !== "ok" && (observed !== "timeout" || seen.drop === undefined)) {
-    const why =
-      observed === "ECONNREFUSED"
-        ? "connection refused: the packet got through but nothing listened"
-        : observed === "timeout"
-          ? `no answer within ${timeoutMs} ms and no drop logged: the packet was lost outside the policy`
-          : observed;
-    return { ...base(o), outcome: "fail", observed, decidedBy: [`kernel: harness error: ${why}`, engine] };
-  }
-  const actual = observed === "ok" ? "allow" : "deny";
-  const pass =
-    o.expect === actual && (actual === "allow" || o.expectHow === undefined || o.expectHow === "drop");
-  const kernel = actual === "allow" ? "kernel: answered" : `kernel: dropped (${seen.drop ?? ""})`;
+function hostChecked(
+  q: ScenarioQuery,
+  plan: QueryPlan | { skip: string },
+  flow: FlowQuery,
+  d: Decision,
+  decide: (f: FlowQuery) => Decision,
+): QueryPlan | { skip: string } {
+  if ("skip" in plan || plan.http === undefined || !q.http || q.http.host !== undefined) return plan;
+  if (Object.keys(q.http.headers ?? {}).some((h) => h.toLowerCase() === "host")) return plan;
+  const host = plan.http.headers.Host ?? "";
+  const d2 = decide({ ...flow, http: { ...q.http, host } });
+  if (d2.verdict === d.verdict && d2.how === d.how) return plan;
   return {
-    ...base(o),
-    outcome: pass ? "pass" : "fail",
-    actual,
-    ...(actual === "deny" ? { actualHow: "drop" as const } : {}),
-    observed,
-    ...(seen.drop !== undefined ? { dropLog: seen.drop } : {}),
-    decidedBy: [kernel, engine],
+    skip: `the verdict depends on the Host header, which the query does not give (an HTTP/1.1 request carries one: "Host: ${host}")`,
   };
+}
+
+async function certProblem(): Promise<string | undefined> {
+  try {
+    await selfSignedCert();
+    return undefined;
+  } catch (e) {
+    return `cannot make the TLS server's certificate: ${e instanceof Error ? e.message : String(e)}`;
+  }
 }
 
 // ---- teardown on signals -----------------------------------------------------

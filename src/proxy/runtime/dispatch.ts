@@ -64,7 +64,7 @@ function sniffHttp(sock: Socket, info: ConnectionInfo, deps: DispatchDeps): void
   if (term === "conflict") return failClosed(sock, info, deps, "two TLS contexts claim this port");
   if (term)
     return handleTlsInterceptConnection(sock, info, { ...deps, secrets: secretStore(deps.secretsDir) });
-  let head = Buffer.alloc(0);
+  let head: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => sock.destroy(), SNIFF_TIMEOUT_MS);
   const done = (): void => {
     clearTimeout(timer);
