@@ -26,10 +26,9 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { createInterface } from "node:readline";
-import { dnsQuery as dnsQueryOp, dnsServe, dnsSet } from "./dns-ops.js";
-import { connectOnly, kafkaListen, kafkaOnce, tlsHandshake, tlsListen } from "./l7-ops.js";
+import { handleL7, type L7Cmd } from "./l7-ops.js";
 
-interface Cmd {
+interface Cmd extends L7Cmd {
   seq: number;
   op: string;
   proto?: "tcp" | "udp";
@@ -42,18 +41,6 @@ interface Cmd {
   path?: string;
   headers?: Record<string, string>;
   name?: string;
-  // L7 operations (l7-ops.ts, dns-ops.ts)
-  apiKey?: number;
-  apiVersion?: number;
-  topic?: string;
-  clientID?: string;
-  sni?: string;
-  cert?: string;
-  key?: string;
-  qtype?: "A" | "AAAA";
-  tcp?: boolean;
-  ips?: string[];
-  ttl?: number;
 }
 
 function dnsQuery(c: Cmd, timeoutMs: number): Promise<string> {
@@ -291,39 +278,8 @@ async function handle(c: Cmd): Promise<unknown> {
       return h2Request(c, timeoutMs);
     case "count":
       return counts.get(`${c.proto ?? "tcp"}/${c.port ?? 0}`) ?? 0;
-    case "connect":
-      return connectOnly(c.host ?? "", c.port ?? 0, timeoutMs);
-    case "kafka-listen":
-      return kafkaListen(c.port ?? 0);
-    case "kafka":
-      return kafkaOnce({
-        host: c.host ?? "",
-        port: c.port ?? 0,
-        apiKey: c.apiKey ?? 0,
-        apiVersion: c.apiVersion ?? 0,
-        ...(c.topic !== undefined ? { topic: c.topic } : {}),
-        ...(c.clientID !== undefined ? { clientID: c.clientID } : {}),
-        timeoutMs,
-      });
-    case "tls-listen":
-      return tlsListen(c.port ?? 0, c.cert ?? "", c.key ?? "");
-    case "tls":
-      return tlsHandshake(c.host ?? "", c.port ?? 0, c.sni ?? "", timeoutMs);
-    case "dns-serve":
-      return dnsServe(c.proto ?? "udp", c.port ?? 53, bump);
-    case "dns-set":
-      return dnsSet(c.name ?? "", c.ips ?? [], c.ttl);
-    case "dns-query":
-      return dnsQueryOp({
-        host: c.host ?? "",
-        port: c.port ?? 53,
-        name: c.name ?? "",
-        ...(c.qtype ? { qtype: c.qtype } : {}),
-        ...(c.tcp ? { tcp: true } : {}),
-        timeoutMs,
-      });
     default:
-      return `unknown op ${c.op}`;
+      return handleL7(c, timeoutMs, bump) ?? `unknown op ${c.op}`;
   }
 }
 

@@ -68,17 +68,35 @@ const CASES: { name: string; query: string; want: ReturnType<typeof planQuery> }
     },
   },
   {
-    name: "an http query needs the L7 proxy and is skipped",
+    name: "an http query runs as an HTTP request the kernel hands to the proxy, with the Host a client sends",
     query: "{from: client, to: web, proto: TCP, port: 80, http: {method: GET, path: /}, expect: allow}",
-    want: skip("needs the L7 proxy (http), which this mode cannot run yet"),
+    want: {
+      from: { kind: "endpoint", key: "default/client" },
+      to: { kind: "endpoint", key: "default/web" },
+      family: 4,
+      address: "10.0.1.10",
+      kind: "http",
+      port: 80,
+      http: { method: "GET", path: "/", headers: { Host: "10.0.1.10" } },
+      proxied: "http",
+    },
   },
   {
-    name: "a plain TCP query to a port with HTTP rules is redirected to the proxy and skipped",
+    name: "a plain TCP query to a port with HTTP rules is a bare connect to the proxy",
     query: "{from: client, to: web, proto: TCP, port: 80, expect: allow}",
-    want: skip("the connection is redirected to the L7 proxy (http), which this mode cannot run yet"),
+    want: {
+      from: { kind: "endpoint", key: "default/client" },
+      to: { kind: "endpoint", key: "default/web" },
+      family: 4,
+      address: "10.0.1.10",
+      kind: "connect",
+      port: 80,
+      serve: "http",
+      proxied: "http",
+    },
   },
   {
-    name: "an L7 query expected dropped at L3/L4 runs as a plain connection",
+    name: "an L7 query dropped at L3/L4 runs as its L7 request, not redirected (Host carries the port)",
     query:
       "{from: host, to: web, proto: TCP, port: 8080, http: {method: GET, path: /}, expect: deny, how: drop}",
     want: {
@@ -86,14 +104,23 @@ const CASES: { name: string; query: string; want: ReturnType<typeof planQuery> }
       to: { kind: "endpoint", key: "default/web" },
       family: 4,
       address: "10.0.1.10",
-      kind: "tcp",
+      kind: "http",
       port: 8080,
+      http: { method: "GET", path: "/", headers: { Host: "10.0.1.10:8080" } },
     },
   },
   {
-    name: "a dnsQuery needs the DNS proxy and is skipped",
+    name: "a dnsQuery to a port no DNS rule covers runs as a DNS query the proxy never sees",
     query: "{from: client, to: web, proto: UDP, dnsQuery: example.com, expect: allow}",
-    want: skip("needs the L7 proxy (dns), which this mode cannot run yet"),
+    want: {
+      from: { kind: "endpoint", key: "default/client" },
+      to: { kind: "endpoint", key: "default/web" },
+      family: 4,
+      address: "10.0.1.10",
+      kind: "dns",
+      port: 53,
+      dns: { name: "example.com", tcp: false },
+    },
   },
   {
     name: "SCTP is skipped: the kernel cannot open SCTP sockets",
@@ -114,32 +141,62 @@ const CASES: { name: string; query: string; want: ReturnType<typeof planQuery> }
   {
     name: "ICMP types other than echo request are skipped",
     query: "{from: client, to: web, proto: ICMP, icmpType: 13, expect: allow}",
-    want: skip("only ICMP echo requests (type 8) can be sent, not type 13"),
+    want: skip(
+      "only ICMP echo requests (type 8) can be sent (ping; the probes have no raw sockets), not type 13",
+    ),
   },
   {
-    name: "a query carrying DNS answers is skipped",
+    name: "a query carrying DNS answers runs (the answers are fed to the agent first)",
     query:
       "{from: client, to: web, proto: UDP, port: 53, dns: [{name: a.com, ips: [192.0.2.7]}], expect: allow}",
-    want: skip("uses DNS answers (FQDN identities), which cannot be given to the agent yet"),
+    want: {
+      from: { kind: "endpoint", key: "default/client" },
+      to: { kind: "endpoint", key: "default/web" },
+      family: 4,
+      address: "10.0.1.10",
+      kind: "udp",
+      port: 53,
+    },
   },
   {
-    name: "an fqdn: peer is skipped",
+    name: "an fqdn: peer is the outside address of the first answer the session knows for the name",
     query:
-      "{from: client, to: world:192.0.2.9, proto: TCP, port: 1, dns: [{name: b.com, ips: [192.0.2.8]}], expect: allow}\n" +
-      "  - {from: client, to: fqdn:b.com, proto: TCP, port: 443, expect: allow}",
-    want: skip("uses DNS answers (FQDN identities), which cannot be given to the agent yet"),
+      "{from: client, to: world:192.0.2.9, proto: TCP, port: 1, dns: [{name: b.com, ips: [192.0.2.8, 192.0.2.9]}], expect: allow}\n" +
+      "  - {from: client, to: fqdn:B.com., proto: TCP, port: 443, expect: allow}",
+    want: {
+      from: { kind: "endpoint", key: "default/client" },
+      to: { kind: "outside", ip: "192.0.2.8" },
+      family: 4,
+      address: "192.0.2.8",
+      kind: "tcp",
+      port: 443,
+    },
   },
   {
-    name: "an address some DNS answer of the scenario names is skipped (its identity is an FQDN one)",
+    name: "an address some DNS answer names is an outside namespace like any other (the kernel learns the answer too)",
     query:
       "{from: client, to: web, proto: TCP, port: 1, dns: [{name: b.com, ips: [192.0.2.8]}], expect: allow}\n" +
       "  - {from: world:192.0.2.8, to: web, proto: TCP, port: 81, expect: allow}",
-    want: skip("192.0.2.8 is in a DNS answer of this scenario (an FQDN identity)"),
+    want: {
+      from: { kind: "outside", ip: "192.0.2.8" },
+      to: { kind: "endpoint", key: "default/web" },
+      family: 4,
+      address: "10.0.1.10",
+      kind: "tcp",
+      port: 81,
+    },
   },
   {
     name: "a query with a valid authentication entry is skipped",
     query: "{from: client, to: web, proto: UDP, port: 53, auth: true, expect: allow}",
-    want: skip("needs mutual authentication, which this mode cannot run yet"),
+    want: skip(
+      "needs mutual authentication, which the agent does not provide (the kernel drops every connection that requires it)",
+    ),
+  },
+  {
+    name: "a query to the node's L7 proxy port is skipped",
+    query: "{from: web, to: host, proto: TCP, port: 15001, expect: allow}",
+    want: skip("port 15001 of the node is the scratch node's L7 proxy"),
   },
   {
     name: "a world address comes from an outside namespace holding that address",

@@ -1,6 +1,7 @@
 /**
  * `membrane policy test --datapath` end to end (needs root): scenario files
- * built on scratch nodes, queries sent as real connections, verdicts compared.
+ * built on scratch nodes (agent with its L7 proxy), queries sent as real
+ * connections and L7 requests, verdicts compared.
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -73,7 +74,7 @@ queries:
   - {from: bad, to: api, proto: UDP, port: 5353, expect: allow}
   - {from: bad, to: api, proto: ICMP, icmpType: 8, expect: allow}
   - {from: bad, to: api, proto: TCP, port: 8080, expect: allow, note: deliberately wrong}
-  - {from: bad, to: api, proto: TCP, port: 8080, http: {method: GET, path: /}, expect: allow}
+  - {from: bad, to: api, proto: SCTP, port: 8080, expect: allow}
 `;
 
 const WORLD = `name: dp-world
@@ -102,23 +103,28 @@ queries:
 `;
 
 describe("policy test --datapath (root: scratch nodes, real packets)", { skip: skip ?? false }, () => {
-  test("examples/starwars: L3/L4 queries and L7 queries expected dropped run, L7 allows are skipped", () => {
+  test("examples/starwars: L3/L4 queries run in the kernel, L7 requests through the node's proxy", () => {
     const r = run("examples/starwars");
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.equal(lastLine(r.stdout), "7 passed, 0 failed, 3 skipped");
+    assert.equal(lastLine(r.stdout), "10 passed, 0 failed, 0 skipped");
     assert.deepEqual(rows(r.stdout), [
       ["PASS", "tiefighter -> deathstar TCP/80", "expected=allow", "actual=allow"],
       ["PASS", "xwing -> deathstar TCP/80", "expected=deny/drop", "actual=deny/drop"],
       ["PASS", "tiefighter -> deathstar TCP/443", "expected=deny/drop", "actual=deny/drop"],
       ["PASS", "xwing -> tiefighter TCP/80", "expected=allow", "actual=allow"],
       ["PASS", "deathstar -> xwing TCP/80", "expected=allow", "actual=allow"],
-      ["SKIP", "tiefighter -> deathstar TCP/80 POST /v1/request-landing", "expected=allow", "actual=-"],
-      ["SKIP", "tiefighter -> deathstar TCP/80 PUT /v1/exhaust-port", "expected=deny/http-403", "actual=-"],
+      ["PASS", "tiefighter -> deathstar TCP/80 POST /v1/request-landing", "expected=allow", "actual=allow"],
       [
-        "SKIP",
+        "PASS",
+        "tiefighter -> deathstar TCP/80 PUT /v1/exhaust-port",
+        "expected=deny/http-403",
+        "actual=deny/http-403",
+      ],
+      [
+        "PASS",
         "tiefighter -> deathstar TCP/80 POST /v1/request-landing/extra",
         "expected=deny/http-403",
-        "actual=-",
+        "actual=deny/http-403",
       ],
       [
         "PASS",
@@ -132,7 +138,24 @@ describe("policy test --datapath (root: scratch nodes, real packets)", { skip: s
       r.stdout,
       /xwing -> deathstar TCP\/80 .*by: kernel: dropped \(mbr:d:e\d+:in:def\); engine: deny\/drop/,
     );
-    assert.match(r.stdout, /SKIP .*by: skipped: needs the L7 proxy \(http\), which this mode cannot run yet/);
+    assert.match(
+      r.stdout,
+      /PUT \/v1\/exhaust-port .*by: kernel: redirected to the proxy \(mbr:p:e\d+:in:r\d+\); HTTP 403; engine: deny\/http-403/,
+    );
+  });
+
+  test("examples/l7 and examples/fqdn: Kafka, TLS SNI, DNS rules and toFQDNs run for real", () => {
+    const r = run("examples/l7", "examples/fqdn");
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(lastLine(r.stdout), "36 passed, 0 failed, 0 skipped");
+    for (const re of [
+      /PASS +producer -> broker TCP\/9092 kafka produce topic=empire-announce .*Kafka TOPIC_AUTHORIZATION_FAILED/,
+      /PASS +app -> world:203\.0\.113\.5 TCP\/443 sni evil\.example\.org .*TLS connection reset/,
+      /PASS +app -> kube-dns UDP\/53 dns evil\.com .*DNS REFUSED/,
+      /PASS +app -> fqdn:docs\.cilium\.io TCP\/443 .*dns: docs\.cilium\.io -> 104\.198\.14\.1 asked by default\/app through the DNS proxy \(resolver kube-system\/kube-dns\)/,
+    ]) {
+      assert.match(r.stdout, re);
+    }
   });
 
   test("a deny rule drops in the kernel; a wrong expectation fails with exit code 1", () => {
@@ -148,7 +171,7 @@ describe("policy test --datapath (root: scratch nodes, real packets)", { skip: s
         ["PASS", "bad -> api UDP/5353", "expected=allow", "actual=allow"],
         ["PASS", "bad -> api ICMP/8", "expected=allow", "actual=allow"],
         ["FAIL", "bad -> api TCP/8080", "expected=allow", "actual=deny/drop"],
-        ["SKIP", "bad -> api TCP/8080 GET /", "expected=allow", "actual=-"],
+        ["SKIP", "bad -> api SCTP/8080", "expected=allow", "actual=-"],
       ]);
       assert.match(
         r.stdout,

@@ -1,8 +1,9 @@
 /**
  * `membrane policy test FILE|DIR...`: runs scenario files against the
  * policy engine and reports every query as PASS or FAIL. With --datapath the
- * same files are built for real (agent, namespaces, nftables) and every
- * L3/L4 query is sent as a real connection; what cannot be built is SKIPPED.
+ * same files are built for real (agent with its L7 proxy, namespaces,
+ * nftables) and every query is sent as a real connection or request; what
+ * cannot be built is SKIPPED.
  */
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -53,10 +54,12 @@ With --datapath (root; needs ip, nft, ping) each scenario gets a scratch node: a
 agent started in-process, endpoints as network namespaces with the scenario's
 addresses, an outside namespace per world:/cidr: address, and every TCP, UDP
 and ICMP echo query is sent as a real connection (answered = allow, no answer
-within the timeout = deny/drop). Queries the kernel alone cannot answer (L7
-http/dns/kafka/tls, mutual authentication, DNS-learned identities, services,
-named ports, SCTP, other ICMP types) are SKIPPED with the reason, never passed;
-the run ends with "N passed, M failed, K skipped".
+within the timeout = deny/drop), and every L7 query as a real request through
+the node's proxy: HTTP (200 / 403), Kafka (error 29 = denied), TLS SNI (reset =
+denied), DNS (REFUSED = denied); the scenario's DNS answers are served by a
+resolver and learned through the DNS proxy. Queries this mode cannot build
+(mutual authentication, SCTP sockets, ICMP types other than echo) are SKIPPED
+with the reason, never passed; the run ends with "N passed, M failed, K skipped".
   $ sudo membrane policy test --datapath examples/
 `;
 

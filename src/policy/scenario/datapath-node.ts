@@ -25,10 +25,9 @@ import { parseAddr } from "../../labels/cidr.js";
 import { readNflogInNetns, type NflogEvent } from "../../observe/nflog.js";
 import { decodePacket } from "../../observe/packet.js";
 import { Probe } from "../../probe/probe.js";
-import type { DnsFeed } from "./datapath-dns-feed.js";
 import { PROXY_PORTS, type NodeCidrs, type QueryPlan, type Side } from "./datapath-plan.js";
 import type { ListenerRole } from "./datapath-plan-l7.js";
-import { listenerFor, sendRequest, startListener } from "./datapath-traffic.js";
+import { listenerFor, sendRequest, startListener, waitFor } from "./datapath-traffic.js";
 import type { Scenario } from "./types.js";
 
 export interface ScratchNodeParams {
@@ -57,8 +56,6 @@ const DROP_LOG_WAIT_MS = 150;
 const STRAY_LOG_WAIT_MS = 60;
 /** The agent's proxy: the group the kernel lets out unchecked, and its ports (PROXY_PORTS). */
 const PROXY = { gid: 1337, l7Port: 15001, dnsPort: 15053 } as const;
-/** Longest wait for a DNS answer fed through the proxy (the agent enforces it first). */
-const FEED_TIMEOUT_MS = 3000;
 
 export class ScratchNode {
   private nflog: { stop: () => void } | undefined;
@@ -71,7 +68,8 @@ export class ScratchNode {
   private readonly outside = new Map<string, string>();
   private readonly nodeAddrs = new Set<string>();
   private readonly endpointNetns = new Map<string, string>();
-  private destroyed = false;
+  /** Set by destroy(): nothing more is sent. */
+  destroyed = false;
   private starting: Promise<void> | undefined;
 
   constructor(private readonly p: ScratchNodeParams) {}
@@ -175,38 +173,13 @@ export class ScratchNode {
     };
   }
 
-  /**
-   * Gives the agent a query's DNS answer before the query: through the DNS
-   * proxy (the asker's probe asks the resolver, which answers the scenario's
-   * addresses), or directly. Resolves with a failure text when the proxy did
-   * not hand the answer over.
-   */
-  async feedDns(f: DnsFeed): Promise<string | undefined> {
-    if (this.destroyed) throw new Error("the scratch node was torn down (interrupted)");
-    if (!f.via) {
-      await this.running?.agent.observeDnsAnswer(f.name, f.ips, f.ttl ?? 0);
-      return undefined;
-    }
-    const resolver = await this.probe(f.via.to);
-    await this.listen(f.via.to, "udp", 53, "dns");
-    await resolver.setDns(f.name, f.ips, f.ttl);
-    const asker = await this.probe(f.via.from);
-    const v4 = f.ips.filter((ip) => parseAddr(ip)?.family === 4);
-    const v6 = f.ips.filter((ip) => parseAddr(ip)?.family === 6);
-    for (const [qtype, ips] of [
-      ["A", v4],
-      ["AAAA", v6],
-    ] as const) {
-      if (ips.length === 0) continue;
-      const r = await asker.dnsQuery(f.via.address, f.name, { qtype, timeoutMs: FEED_TIMEOUT_MS });
-      const got = r.startsWith("NOERROR ") ? r.slice(8).split(",").sort().join(",") : undefined;
-      if (got !== [...ips].sort().join(",")) return `${qtype} ${f.name} through the DNS proxy answered ${r}`;
-    }
-    return undefined;
+  /** The in-process agent (once started). */
+  get agent(): RunningAgent["agent"] | undefined {
+    return this.running?.agent;
   }
 
   /** Starts the server a destination port runs (once; assignListeners made the roles agree). */
-  private async listen(side: Side, transport: "tcp" | "udp", port: number, role: ListenerRole): Promise<void> {
+  async listen(side: Side, transport: "tcp" | "udp", port: number, role: ListenerRole): Promise<void> {
     const dst = await this.probe(side);
     const key = `${dst.netns}|${transport}/${port}`;
     if (this.listening.has(key)) return;
@@ -292,14 +265,4 @@ export class ScratchNode {
     await cleanupPrefix(this.p.prefix).catch(() => undefined);
     if (this.dir !== undefined) await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
-}
-
-/** Polls `f` every 10 ms for up to `ms`; its first defined value. */
-async function waitFor(f: () => string | undefined, ms: number): Promise<string | undefined> {
-  for (let waited = 0; waited < ms; waited += 10) {
-    const v = f();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return f();
 }

@@ -130,14 +130,18 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
   // authentication could matter: it runs.
   const l4Drop = q.expect === "deny" && (q.how ?? d.how) === "drop";
   if (!l4Drop && (q.auth === true || d.how === "auth-required" || [d.egress, d.ingress].some(needsAuth))) {
-    return { skip: "needs mutual authentication, which this mode cannot run yet" };
+    return {
+      skip: "needs mutual authentication, which the agent does not provide (the kernel drops every connection that requires it)",
+    };
   }
   const l7 = l7Part(q, d);
   if (l7 !== undefined && "skip" in l7) return l7;
   if (q.proto === "SCTP") return { skip: "SCTP: this kernel cannot open SCTP sockets" };
   const echo = q.proto === "ICMP" ? 8 : 128;
   if ((q.proto === "ICMP" || q.proto === "ICMPv6") && q.icmpType !== echo) {
-    return { skip: `only ICMP echo requests (type ${echo}) can be sent, not type ${q.icmpType ?? "?"}` };
+    return {
+      skip: `only ICMP echo requests (type ${echo}) can be sent (ping; the probes have no raw sockets), not type ${q.icmpType ?? "?"}`,
+    };
   }
   if (q.from === q.to) return { skip: "a connection to itself never leaves its namespace" };
 
@@ -160,7 +164,14 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
   }
   const kind: PlanKind = q.proto === "TCP" ? "tcp" : q.proto === "UDP" ? "udp" : "ping";
   const addr = address(to, family, ctx);
-  const plan: QueryPlan = { from, to, family, address: addr, kind, ...(q.port !== undefined ? { port: q.port } : {}) };
+  const plan: QueryPlan = {
+    from,
+    to,
+    family,
+    address: addr,
+    kind,
+    ...(q.port !== undefined ? { port: q.port } : {}),
+  };
   if (l7 === undefined) return plan;
   const { http, ...rest } = l7;
   return {

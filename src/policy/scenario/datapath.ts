@@ -29,12 +29,13 @@ import {
   type PlanContext,
   type QueryPlan,
 } from "./datapath-plan.js";
-import { assignListeners } from "./datapath-plan-l7.js";
+import { assignListeners, hostChecked } from "./datapath-plan-l7.js";
 import { type DnsFeed, feedText, planDnsFeeds, resolverCandidates } from "./datapath-dns-feed.js";
 import { ScratchNode, type ScratchNodeParams } from "./datapath-node.js";
+import { feedDns } from "./datapath-traffic.js";
 import { harnessFailure, observedResult, skipped } from "./datapath-verdict.js";
 import { parsePeer } from "./peer.js";
-import type { QueryResult, Scenario, ScenarioError, ScenarioQuery } from "./types.js";
+import type { QueryResult, Scenario, ScenarioError } from "./types.js";
 
 export { observedResult } from "./datapath-verdict.js";
 
@@ -117,7 +118,8 @@ export async function runDatapathScenario(
   opts: DatapathOptions = {},
 ): Promise<DatapathQueryResult[]> {
   const prepared = await prepare(s);
-  if (prepared.every((p) => "skip" in p.plan && p.feeds.length === 0))
+  // DNS answers alone change nothing observable: no node when every query skips.
+  if (prepared.every((p) => "skip" in p.plan))
     return prepared.map((p) => skipped(p.offline, (p.plan as { skip: string }).skip));
 
   const cidrs = nodeCidrs(s);
@@ -136,7 +138,7 @@ export async function runDatapathScenario(
         if (outsideProblem(a.ip, ctx) === undefined) await node.nodeAddress(a.ip, a.kind);
       const notes = p.feeds.map(feedText);
       let failed: string | undefined;
-      for (const f of p.feeds) failed ??= await node.feedDns(f);
+      for (const f of p.feeds) failed ??= await feedDns(node, f);
       if (failed !== undefined) out.push(harnessFailure(p.offline, `DNS answer not fed: ${failed}`, notes));
       else if ("skip" in p.plan) out.push(skipped(p.offline, p.plan.skip));
       else out.push(observedResult(p.offline, await node.send(p.plan, timeoutMs), timeoutMs, p.plan, notes));
@@ -183,30 +185,10 @@ async function prepare(s: Scenario): Promise<Prepared[]> {
     const plan = plans[i] ?? p.plan;
     return {
       ...p,
-      plan: tlsProblem !== undefined && !("skip" in plan) && plan.kind === "tls" ? { skip: tlsProblem } : plan,
+      plan:
+        tlsProblem !== undefined && !("skip" in plan) && plan.kind === "tls" ? { skip: tlsProblem } : plan,
     };
   });
-}
-
-/**
- * A query that names no Host is sent with the one a client would send; when the
- * offline verdict changes with that Host, the run would judge another request: skip.
- */
-function hostChecked(
-  q: ScenarioQuery,
-  plan: QueryPlan | { skip: string },
-  flow: FlowQuery,
-  d: Decision,
-  decide: (f: FlowQuery) => Decision,
-): QueryPlan | { skip: string } {
-  if ("skip" in plan || plan.http === undefined || !q.http || q.http.host !== undefined) return plan;
-  if (Object.keys(q.http.headers ?? {}).some((h) => h.toLowerCase() === "host")) return plan;
-  const host = plan.http.headers.Host ?? "";
-  const d2 = decide({ ...flow, http: { ...q.http, host } });
-  if (d2.verdict === d.verdict && d2.how === d.how) return plan;
-  return {
-    skip: `the verdict depends on the Host header, which the query does not give (an HTTP/1.1 request carries one: "Host: ${host}")`,
-  };
 }
 
 async function certProblem(): Promise<string | undefined> {

@@ -51,7 +51,8 @@ export const DEFAULT_DNS_LIMITS: DnsProxyLimits = {
   maxUdpQuery: 4096,
   maxTcpQuery: 4096,
   upstreamTimeoutMs: 2000,
-  answerTimeoutMs: 1000,
+  // The agent's enforce (recompute + one nft transaction) must fit; clients retry after ~5 s.
+  answerTimeoutMs: 3000,
   maxInflight: 1024,
   maxTcpPipelined: 16,
   tcpIdleMs: 10_000,
