@@ -188,6 +188,40 @@ export class AgentLab {
     return r.stdout;
   }
 
+  /**
+   * An "outside" namespace `<prefix>-out` wired to the node like an uplink:
+   *   node out0 192.0.2.1/24 <── veth ──> eth0 192.0.2.10/24 + `extra` addresses
+   *   node route 198.51.100.0/24 via 192.0.2.10; outside default route via the node.
+   * Returns its name.
+   */
+  async outsideNamespace(extra: readonly string[]): Promise<string> {
+    const out = `${this.prefix}-out`;
+    await this.ip(["netns", "add", out]);
+    await this.ip([
+      "-n",
+      this.node,
+      "link",
+      "add",
+      "out0",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      out,
+    ]);
+    await this.ip(["-n", this.node, "addr", "add", "192.0.2.1/24", "dev", "out0"]);
+    await this.ip(["-n", this.node, "link", "set", "out0", "up"]);
+    await this.ip(["-n", this.node, "route", "add", "198.51.100.0/24", "via", "192.0.2.10"]);
+    await this.ip(["-n", out, "link", "set", "lo", "up"]);
+    await this.ip(["-n", out, "link", "set", "eth0", "up"]);
+    await this.ip(["-n", out, "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    for (const a of extra) await this.ip(["-n", out, "addr", "add", a, "dev", "eth0"]);
+    await this.ip(["-n", out, "route", "add", "default", "via", "192.0.2.1"]);
+    return out;
+  }
+
   /** Stops probes and the agent, removes every namespace of the prefix and the temp dir. Never throws. */
   async destroy(): Promise<void> {
     for (const e of this.endpoints.values()) e.probe.stop();

@@ -121,30 +121,7 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     }
     await lab.ep("deathstar").probe.listenHttp(80);
     await lab.ep("deathstar").probe.listenHttp2(50051);
-    await lab.ip(["netns", "add", out()]);
-    await lab.ip([
-      "-n",
-      lab.node,
-      "link",
-      "add",
-      "out0",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth0",
-      "netns",
-      out(),
-    ]);
-    await lab.ip(["-n", lab.node, "addr", "add", "192.0.2.1/24", "dev", "out0"]);
-    await lab.ip(["-n", lab.node, "link", "set", "out0", "up"]);
-    await lab.ip(["-n", lab.node, "route", "add", "198.51.100.0/24", "via", "192.0.2.10"]);
-    await lab.ip(["-n", out(), "link", "set", "lo", "up"]);
-    await lab.ip(["-n", out(), "link", "set", "eth0", "up"]);
-    await lab.ip(["-n", out(), "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
-    await lab.ip(["-n", out(), "addr", "add", "198.51.100.7/32", "dev", "eth0"]);
-    await lab.ip(["-n", out(), "addr", "add", "198.51.100.8/32", "dev", "eth0"]);
-    await lab.ip(["-n", out(), "route", "add", "default", "via", "192.0.2.1"]);
+    await lab.outsideNamespace(["198.51.100.7/32", "198.51.100.8/32"]);
     outside = lab.probeIn(out());
     await outside.listen("tcp", 80);
     dnsmasq = spawn(
