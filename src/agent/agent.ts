@@ -70,6 +70,8 @@ export interface AgentParams {
    */
   readonly proxy?: {
     readonly gid: number;
+    /** User the proxy process drops root for once its sockets are bound; absent = stays root. */
+    readonly uid?: number;
     readonly l7Port: number;
     readonly dnsPort: number;
     readonly secretsDir?: string;
@@ -240,6 +242,7 @@ export class Agent {
       l7Port: cfg.l7Port,
       dnsPort: cfg.dnsPort,
       ...(cfg.secretsDir !== undefined ? { secretsDir: cfg.secretsDir } : {}),
+      ...(cfg.uid !== undefined ? { uid: cfg.uid } : {}),
     };
     this.proxyRef = new ProxySupervisor({
       ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
@@ -250,7 +253,13 @@ export class Agent {
       onDnsAnswer: (_endpoint, name, ips, ttl) => this.dnsAnswer(name, ips, ttl),
     });
     await this.proxyRef.start();
-    this.proxyTarget = { ...config, gid: cfg.gid };
+    this.proxyTarget = {
+      ipv4: gw.ipv4,
+      ...(ipv6 ? { ipv6 } : {}),
+      l7Port: cfg.l7Port,
+      dnsPort: cfg.dnsPort,
+      gid: cfg.gid,
+    };
     this.dnsTimer = setInterval(
       () => void this.expireDns().catch((e) => this.p.logger.error({ err: String(e) }, "DNS expiry failed")),
       cfg.dnsGcIntervalMs ?? DNS_GC_MS,

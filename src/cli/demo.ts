@@ -137,7 +137,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
         logLevel: "warn",
         resyncMs: 0,
         observe: { nodeName: node, ringCapacity: 4096 },
-        proxy: { gid: 1337, l7Port: 15001, dnsPort: 15053 },
+        proxy: { gid: 1337, uid: 1337, l7Port: 15001, dnsPort: 15053 },
       },
       pino({ level: "warn" }, pino.destination(2)),
     );

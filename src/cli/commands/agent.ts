@@ -52,8 +52,13 @@ export function agentCommand(_ctx: CliContext): Command {
       "1337",
     )
     .option(
+      "--proxy-uid <uid>",
+      "user the proxy drops root for once its sockets are bound (it parses untrusted bytes)",
+      "1337",
+    )
+    .option(
       "--tls-secrets-dir <dir>",
-      "TLS secrets for terminatingTLS/originatingTLS: <dir>/<namespace>/<name>/{tls.crt,tls.key,ca.crt}",
+      "TLS secrets for terminatingTLS/originatingTLS: <dir>/<namespace>/<name>/{tls.crt,tls.key,ca.crt}, readable by the proxy group",
       "/etc/membrane/secrets",
     )
     .option("--tofqdns-min-ttl <seconds>", "shortest life of an address learned from a DNS answer", "3600")
@@ -107,6 +112,7 @@ Examples:
           ? {
               proxy: {
                 gid: int("proxyGid", "--proxy-gid", 1, 0xfffffffe),
+                uid: int("proxyUid", "--proxy-uid", 1, 0xfffffffe),
                 l7Port: int("proxyPort", "--proxy-port", 1, 65535),
                 dnsPort: int("dnsProxyPort", "--dns-proxy-port", 1, 65535),
                 secretsDir: str("tlsSecretsDir") as string,

@@ -55,7 +55,7 @@ const DROP_LOG_WAIT_MS = 150;
 /** How long to look for a redirect log the offline engine does not expect. */
 const STRAY_LOG_WAIT_MS = 60;
 /** The agent's proxy: the group the kernel lets out unchecked, and its ports (PROXY_PORTS). */
-const PROXY = { gid: 1337, l7Port: 15001, dnsPort: 15053 } as const;
+const PROXY = { gid: 1337, uid: 1337, l7Port: 15001, dnsPort: 15053 } as const;
 
 export class ScratchNode {
   private nflog: { stop: () => void } | undefined;

@@ -1,7 +1,9 @@
 /**
  * The node's proxy process: started by the agent (ProxySupervisor) inside
  * the node's network namespace, as the proxy group (the kernel lets that
- * group's upstream connections out without a second check).
+ * group's upstream connections out without a second check). Once its
+ * sockets are bound it drops root for the proxy user; conntrack lookups
+ * (which need CAP_NET_ADMIN) go to a small broker forked before that.
  *
  *   kernel DNAT (ct mark) --> TCP l7Port ----conntrack: original dst--> PolicyTable.identify
  *                                 --> dispatch by parser: HTTP/1.1 | HTTP/2 | Kafka | TLS SNI | TLS intercept
@@ -12,8 +14,9 @@
  * Fail closed everywhere: no conntrack entry, no policy for the connection,
  * no agent answer for a DNS reply => reset / SERVFAIL.
  */
+import { fork } from "node:child_process";
 import net from "node:net";
-import { ConntrackClient } from "../conntrack/client.js";
+import { fileURLToPath } from "node:url";
 import { DnsProxy } from "../dns/proxy.js";
 import type { L7Event } from "../types.js";
 import { dispatchConnection } from "./dispatch.js";
@@ -54,11 +57,9 @@ async function main(): Promise<void> {
   // The agent is gone: so is the reason to run.
   process.on("disconnect", () => process.exit(0));
 
-  const ct = await ConntrackClient.open();
-  const originalDst = async (proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Addr | undefined> => {
-    const r = await ct.originalDst(proto, local, remote).catch(() => undefined);
-    return r ? { address: r.address, port: r.port } : undefined;
-  };
+  const ct = await startBroker();
+  const originalDst = (proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Addr | undefined> =>
+    ct.lookup(proto, local, remote);
   const sinkFor =
     (src: Addr, dst: Addr) =>
     (event: L7Event): void =>
@@ -113,7 +114,70 @@ async function main(): Promise<void> {
     await d.start();
     dns.push(d);
   }
+  dropPrivileges(cfg);
   send({ type: "ready" });
+}
+
+/**
+ * Least privilege: every socket is bound, the conntrack broker forked: the
+ * process that parses hostile bytes gives up root for the proxy user (no
+ * capabilities, no supplementary groups). Its group stays the proxy group,
+ * which the kernel recognises on its upstream sockets.
+ */
+function dropPrivileges(cfg: ProxyConfig): void {
+  if (cfg.uid === undefined || process.getuid?.() !== 0) return;
+  const gid = process.getgid?.() ?? 0;
+  process.setgroups?.([gid]);
+  process.setuid?.(cfg.uid);
+  if (process.getuid?.() !== cfg.uid) fatal(`could not drop root to uid ${cfg.uid}`);
+}
+
+interface Broker {
+  lookup(proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Addr | undefined>;
+}
+
+/** Forks the privileged conntrack broker (ctbroker.ts) while this process is still root. */
+async function startBroker(): Promise<Broker> {
+  const child = fork(fileURLToPath(new URL("./ctbroker.js", import.meta.url)), [], {
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+  const waiting = new Map<number, (a: Addr | undefined) => void>();
+  let next = 1;
+  await new Promise<void>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`conntrack broker exited (${code})`)));
+    child.on(
+      "message",
+      (m: { ready?: boolean; fatal?: string; id?: number; address?: string; port?: number }) => {
+        if (m.ready) return resolve();
+        if (m.fatal !== undefined) return reject(new Error(`conntrack broker: ${m.fatal}`));
+        if (typeof m.id !== "number") return;
+        const done = waiting.get(m.id);
+        waiting.delete(m.id);
+        done?.(
+          typeof m.address === "string" && typeof m.port === "number"
+            ? { address: m.address, port: m.port }
+            : undefined,
+        );
+      },
+    );
+  });
+  // Without the broker no connection can be placed: exit, the agent restarts the proxy.
+  child.on("exit", () => fatal("the conntrack broker exited"));
+  return {
+    lookup: (proto, local, remote) =>
+      new Promise((resolve) => {
+        const id = next++;
+        const timer = setTimeout(() => {
+          waiting.delete(id);
+          resolve(undefined);
+        }, 2000);
+        waiting.set(id, (a) => {
+          clearTimeout(timer);
+          resolve(a);
+        });
+        child.send({ id, proto, local, remote });
+      }),
+  };
 }
 
 main().catch((e: unknown) => fatal(e instanceof Error ? e.message : String(e)));

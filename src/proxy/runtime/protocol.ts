@@ -21,6 +21,8 @@ export interface ProxyConfig {
   readonly ipv6?: string;
   readonly l7Port: number;
   readonly dnsPort: number;
+  /** User the proxy runs as once its sockets are bound (absent: stays root). */
+  readonly uid?: number;
   /** Directory of TLS secrets (`<dir>/<namespace>/<name>/tls.crt|tls.key|ca.crt`). */
   readonly secretsDir?: string;
 }

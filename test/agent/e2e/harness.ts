@@ -78,7 +78,14 @@ export class AgentLab {
       ...(o.proxy
         ? {
             // A short minimum TTL, so that expiry can be seen within a test.
-            proxy: { gid: 1337, l7Port: 15001, dnsPort: 15053, dnsMinTtlSeconds: 2, dnsGcIntervalMs: 200 },
+            proxy: {
+              gid: 1337,
+              uid: 1337,
+              l7Port: 15001,
+              dnsPort: 15053,
+              dnsMinTtlSeconds: 2,
+              dnsGcIntervalMs: 200,
+            },
             observe: { nodeName: prefix, ringCapacity: 4096 },
           }
         : {}),

@@ -13,6 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { filterFromFlags } from "../../../src/observe/index.js";
 import type { Probe } from "../../../src/probe/probe.js";
@@ -250,6 +251,16 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     assert.equal(await client.dns("192.0.2.10", "allowed.example.com"), "NOERROR 198.51.100.7");
     assert.equal(await client.tcp("198.51.100.7", 80, T), "ok", "resolved again");
     await lab.agent.deletePolicies(FQDN, "fqdn.yaml");
+  });
+
+  test("the proxy runs without root (uid 1337, no capabilities), in the proxy group", async () => {
+    const pid = lab.agent.proxyPid;
+    assert.ok(pid !== undefined);
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const field = (k: string): string => (new RegExp(`^${k}:\\s*(.*)$`, "m").exec(status)?.[1] ?? "").trim();
+    assert.equal(field("Uid").split(/\s+/).join(" "), "1337 1337 1337 1337");
+    assert.equal(field("Gid").split(/\s+/)[0], "1337");
+    assert.equal(field("CapEff"), "0000000000000000");
   });
 
   test("a dead proxy fails closed (no request passes unproxied), and the agent restarts it", async () => {

@@ -1,0 +1,52 @@
+/**
+ * The one privileged part of the proxy: conntrack lookups of original
+ * destinations (ctnetlink needs CAP_NET_ADMIN, checked on every request).
+ *
+ *   proxy process (unprivileged: parses hostile bytes) --IPC {id, proto, local, remote}-->
+ *     ctbroker (root, forked before the proxy drops root; node netns) --ctnetlink--> kernel
+ *   <--IPC {id, address?, port?, error?}--
+ *
+ * It does nothing else and accepts nothing else: a request of any other
+ * shape is answered with an error. When the proxy goes away, so does it.
+ */
+import { ConntrackClient } from "../conntrack/client.js";
+
+interface Req {
+  id: number;
+  proto: "tcp" | "udp";
+  local: { address: string; port: number };
+  remote: { address: string; port: number };
+}
+
+const isAddr = (v: unknown): v is { address: string; port: number } =>
+  typeof v === "object" &&
+  v !== null &&
+  typeof (v as { address?: unknown }).address === "string" &&
+  typeof (v as { port?: unknown }).port === "number";
+
+function parse(m: unknown): Req | undefined {
+  if (typeof m !== "object" || m === null) return undefined;
+  const r = m as Record<string, unknown>;
+  if (typeof r.id !== "number" || (r.proto !== "tcp" && r.proto !== "udp")) return undefined;
+  if (!isAddr(r.local) || !isAddr(r.remote)) return undefined;
+  return { id: r.id, proto: r.proto, local: r.local, remote: r.remote };
+}
+
+async function main(): Promise<void> {
+  const ct = await ConntrackClient.open();
+  process.on("message", (m: unknown) => {
+    const req = parse(m);
+    if (!req) return process.send?.({ id: -1, error: "malformed request" });
+    ct.originalDst(req.proto, req.local, req.remote).then(
+      (r) => process.send?.(r ? { id: req.id, address: r.address, port: r.port } : { id: req.id }),
+      (e: unknown) => process.send?.({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
+    );
+  });
+  process.on("disconnect", () => process.exit(0));
+  process.send?.({ ready: true });
+}
+
+main().catch((e: unknown) => {
+  process.send?.({ fatal: e instanceof Error ? e.message : String(e) });
+  process.exit(1);
+});
