@@ -212,13 +212,13 @@ describe("TLS secrets: errors name the file and what to do", () => {
 });
 
 describe("TLS secrets: warnings and reload", () => {
-  test("a key file readable by group or others loads with a warning (once per load)", () => {
+  test("a key file readable by others loads with a warning (once per load); group access (the proxy group) is how the proxy is meant to read it", () => {
     const root = fx.secret("default", "open", { "tls.crt": fx.api.cert, "tls.key": fx.api.key }, 0o644);
     const told: string[] = [];
     const store = new TlsSecretStore({ dir: root, onWarning: (m) => told.push(m) });
     const l = store.load(ctx("open"), "terminatingTLS");
     const keyFile = path.join(root, "default/open/tls.key");
-    const want = `TLS secret default/open: ${keyFile} is accessible by group or others (mode 644); chmod 600 it`;
+    const want = `TLS secret default/open: ${keyFile} is accessible by others (mode 644); chmod o-rwx it`;
     assert.deepEqual(l.warnings, [want]);
     store.load(ctx("open"), "terminatingTLS");
     assert.deepEqual(told, [want]);

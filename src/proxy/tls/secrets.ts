@@ -221,9 +221,11 @@ export class TlsSecretStore {
           keyFile,
         );
       const mode = sigs.find((s) => s.path === keyFile)?.sig.split(":")[3];
-      if (mode !== undefined && (Number(mode) & 0o077) !== 0)
+      // The proxy reads keys as its own user or group (it runs without root), so group access
+      // is how it is meant to be granted; access for everyone else is not.
+      if (mode !== undefined && (Number(mode) & 0o007) !== 0)
         warnings.push(
-          `TLS secret ${ref}: ${keyFile} is accessible by group or others (mode ${(Number(mode) & 0o777).toString(8)}); chmod 600 it`,
+          `TLS secret ${ref}: ${keyFile} is accessible by others (mode ${(Number(mode) & 0o777).toString(8)}); chmod o-rwx it`,
         );
       const leaf = chain[0] as X509Certificate;
       if (Date.parse(leaf.validTo) < Date.now())
