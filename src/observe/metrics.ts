@@ -39,6 +39,15 @@ const MATCH_NAMES = new Map<number, string>(
  * in a Map keyed by the joined label values and reach the Counter when it is
  * collected (at scrape time).
  */
+const DNS_RCODES: Readonly<Record<number, string>> = {
+  0: "No Error",
+  1: "Format Error",
+  2: "Server Failure",
+  3: "Non-Existent Domain",
+  4: "Not Implemented",
+  5: "Query Refused",
+};
+
 class Tally<L extends string> {
   private readonly counts = new Map<string, { labels: Record<L, string>; n: number; reported: number }>();
   constructor(private readonly counter: Counter<L>) {}
@@ -61,6 +70,9 @@ export class FlowMetrics {
   private readonly drops: Tally<"reason" | "protocol">;
   private readonly verdicts: Tally<"direction" | "match" | "action">;
   private readonly ports: Tally<"protocol" | "port">;
+  private readonly httpRequests: Tally<"method" | "protocol" | "status" | "reporter">;
+  private readonly httpDuration: Histogram<"method" | "reporter">;
+  private readonly dnsQueries: Tally<"rcode" | "qtypes" | "ips_returned">;
   private readonly lost: Counter<"source">;
   private readonly endpoints: Gauge;
   private readonly identities: Gauge;
@@ -99,6 +111,25 @@ export class FlowMetrics {
       name: "hubble_port_distribution_total",
       help: "Numbers of packets distributed by destination port",
       labelNames: ["protocol", "port"],
+    });
+    // Hubble's httpV2 and dns handlers (one record per request here: the proxy reports the
+    // request with its response, so a request is counted once, with its status).
+    this.httpRequests = tally({
+      name: "hubble_http_requests_total",
+      help: "Count of HTTP requests",
+      labelNames: ["method", "protocol", "status", "reporter"],
+    });
+    this.httpDuration = new Histogram({
+      name: "hubble_http_request_duration_seconds",
+      help: "Quantiles of HTTP request duration in seconds",
+      labelNames: ["method", "reporter"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.dnsQueries = tally({
+      name: "hubble_dns_responses_total",
+      help: "Number of DNS responses",
+      labelNames: ["rcode", "qtypes", "ips_returned"],
     });
     this.lost = new Counter({
       name: "hubble_lost_events_total",
@@ -152,6 +183,28 @@ export class FlowMetrics {
       const match = MATCH_NAMES.get(f.policy_match_type ?? 0) ?? "none";
       const action = verdict.toLowerCase();
       this.verdicts.inc(`${direction}|${match}|${action}`, () => ({ direction, match, action }));
+    }
+    const http = f.l7?.http;
+    if (http !== undefined) {
+      const method = http.method ?? "";
+      const status = http.code === undefined ? "" : String(http.code);
+      const reporter = f.traffic_direction === "INGRESS" ? "server" : "client";
+      const proto = http.protocol ?? "";
+      this.httpRequests.inc(`${method}|${proto}|${status}|${reporter}`, () => ({
+        method,
+        protocol: proto,
+        status,
+        reporter,
+      }));
+      if (f.l7?.latency_ns !== undefined)
+        this.httpDuration.observe({ method, reporter }, f.l7.latency_ns / 1e9);
+    }
+    const dns = f.l7?.dns;
+    if (dns !== undefined && dns.rcode !== undefined) {
+      const rcode = DNS_RCODES[dns.rcode] ?? String(dns.rcode);
+      const qtypes = (dns.qtypes ?? []).join(",");
+      const ips = String(dns.ips?.length ?? 0);
+      this.dnsQueries.inc(`${rcode}|${qtypes}|${ips}`, () => ({ rcode, qtypes, ips_returned: ips }));
     }
     const ports = l4Ports(f.l4);
     if (ports !== undefined && f.is_reply !== true) {

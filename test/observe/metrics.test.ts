@@ -13,6 +13,11 @@ async function scrape(): Promise<{ text: string; res: Response; close: () => Pro
   const m = new FlowMetrics();
   for (const f of Object.values(SAMPLES)) m.observeFlow(f);
   m.observeFlow(SAMPLES.deny!);
+  // A refused DNS query from the proxy.
+  m.observeFlow({
+    ...SAMPLES.http!,
+    l7: { type: "RESPONSE", dns: { query: "blocked.test.", rcode: 5, qtypes: ["A"] } },
+  });
   m.lostEvents("PERF_EVENT_RING_BUFFER", 5);
   m.setEndpoints(3);
   m.setIdentities(7);
@@ -44,6 +49,8 @@ describe("metrics", () => {
         'hubble_policy_verdicts_total{direction="egress",match="l3-l4",action="forwarded"} 1',
         'hubble_policy_verdicts_total{direction="ingress",match="none",action="audit"} 1',
         'hubble_port_distribution_total{protocol="TCP",port="80"} 2',
+        'hubble_http_requests_total{method="GET",protocol="HTTP/1.1",status="404",reporter="server"} 1',
+        'hubble_dns_responses_total{rcode="Query Refused",qtypes="A",ips_returned="0"} 1',
         'hubble_port_distribution_total{protocol="UDP",port="53"} 1',
         'hubble_lost_events_total{source="PERF_EVENT_RING_BUFFER"} 5',
         "membrane_endpoints 3",
