@@ -1,14 +1,19 @@
 /**
  * A small protocol-speaking Kafka broker for tests and datapath probes: it
- * answers ApiVersions (v0-v3), Metadata (v0-v8), Produce (v0-v8) and Fetch
- * (v0-v11) with success, so a client can tell a real answer from the
- * proxy's TOPIC_AUTHORIZATION_FAILED, and records every request it read.
+ * answers ApiVersions (v0-v3) and every kind whose topics the proxy reads,
+ * in the versions it reads (Produce, Fetch, ListOffsets, Metadata,
+ * OffsetCommit, OffsetFetch, CreateTopics, DeleteTopics: MAX_TOPIC_VERSION)
+ * with success, so a client can tell a real answer from the proxy's
+ * TOPIC_AUTHORIZATION_FAILED, and records every request it read.
  *
  *   client --frames--> parseKafkaRequest --> received[] + response (error 0)
  *
  * Anything else (other API keys, versions we cannot read, malformed frames)
  * is recorded when its header could be read, and the connection is closed.
- * It stores no records: Produce gets offsets, Fetch gets empty record sets.
+ * It stores no records: Produce gets offsets, Fetch gets empty record sets,
+ * ListOffsets the next offset; OffsetCommit is acknowledged but not kept
+ * (OffsetFetch answers -1, no committed offset). CreateTopics adds a topic
+ * (partition 0) to what Metadata lists for every topic, DeleteTopics removes it.
  */
 import net from "node:net";
 import type { AddressInfo } from "node:net";
@@ -52,9 +57,7 @@ export async function startKafkaBroker(params: KafkaBrokerParams): Promise<Kafka
   const sockets = new Set<net.Socket>();
   const offsets = new Map<string, bigint>();
   const versions: Record<number, readonly [number, number]> = {
-    0: [0, MAX_TOPIC_VERSION[0] ?? 8],
-    1: [0, MAX_TOPIC_VERSION[1] ?? 11],
-    3: [0, MAX_TOPIC_VERSION[3] ?? 8],
+    ...Object.fromEntries(Object.entries(MAX_TOPIC_VERSION).map(([k, max]) => [k, [0, max] as const])),
     18: [0, MAX_API_VERSIONS],
     ...params.advertise,
   };
@@ -129,6 +132,9 @@ function recordHeader(buf: Buffer, received: KafkaReceived[], max: number): void
   });
 }
 
+/** The topic of an offsets key `topic/partition`. */
+const topicOf = (key: string): string => key.replace(/\/\d+$/, "");
+
 interface Ctx {
   readonly host: string;
   readonly port: number;
@@ -197,9 +203,7 @@ function respond(req: KafkaRequest, ctx: Ctx): Buffer | undefined | "close" {
       });
       if (v >= 2) w.string("membrane-probe"); // cluster_id
       if (v >= 1) w.i32(NODE_ID); // controller_id
-      const names = req.allTopics
-        ? [...new Set([...ctx.offsets.keys()].map((k) => k.replace(/\/\d+$/, "")))]
-        : [];
+      const names = req.allTopics ? [...new Set([...ctx.offsets.keys()].map(topicOf))] : [];
       w.array(req.allTopics ? names : topics.map((t) => t.name), (w, name) => {
         w.i16(0).string(name);
         if (v >= 1) w.bool(false); // is_internal
@@ -213,6 +217,50 @@ function respond(req: KafkaRequest, ctx: Ctx): Buffer | undefined | "close" {
         if (v >= 8) w.i32(-2147483648); // topic_authorized_operations: not requested
       });
       if (v >= 8) w.i32(-2147483648); // cluster_authorized_operations
+      return w.framed();
+    }
+    case 2: {
+      if (v >= 2) w.i32(0); // throttle_time_ms
+      w.array(topics, (w, t) =>
+        w.string(t.name).array(t.partitions, (w, p) => {
+          const next = ctx.offsets.get(`${t.name}/${p}`) ?? 0n;
+          w.i32(p).i16(0);
+          if (v === 0)
+            w.array([next], (w, o) => w.i64(o)); // old_style_offsets
+          else w.i64(-1n).i64(next); // timestamp, offset
+          if (v >= 4) w.i32(0); // leader_epoch
+        }),
+      );
+      return w.framed();
+    }
+    case 8: {
+      if (v >= 3) w.i32(0); // throttle_time_ms
+      w.array(topics, (w, t) => w.string(t.name).array(t.partitions, (w, p) => w.i32(p).i16(0)));
+      return w.framed();
+    }
+    case 9: {
+      if (v >= 3) w.i32(0); // throttle_time_ms
+      w.array(topics, (w, t) =>
+        w.string(t.name).array(t.partitions, (w, p) => {
+          w.i32(p).i64(-1n); // committed_offset: none
+          if (v >= 5) w.i32(-1); // committed_leader_epoch
+          w.string(null).i16(0); // metadata, error_code
+        }),
+      );
+      if (v >= 2) w.i16(0); // error_code
+      return w.framed();
+    }
+    case 19:
+    case 20: {
+      if (v >= (req.apiKey === 19 ? 2 : 1)) w.i32(0); // throttle_time_ms
+      w.array(topics, (w, t) => {
+        const key = `${t.name}/0`;
+        if (req.apiKey === 20) {
+          for (const k of [...ctx.offsets.keys()]) if (topicOf(k) === t.name) ctx.offsets.delete(k);
+        } else if (!ctx.offsets.has(key)) ctx.offsets.set(key, 0n);
+        w.string(t.name).i16(0);
+        if (req.apiKey === 19 && v >= 1) w.string(null); // error_message
+      });
       return w.framed();
     }
     default:

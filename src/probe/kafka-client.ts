@@ -1,8 +1,10 @@
 /**
  * A tiny Kafka client for tests and probes: builds real request frames
- * (Produce v0-v8, Fetch v0-v11, Metadata v0-v8, ApiVersions v0-v3, any other
- * key with an opaque body), reads size-prefixed responses off a socket and
- * decodes the answers a probe needs (error codes per topic and partition).
+ * (Produce v0-v8, Fetch v0-v11, ListOffsets v0-v5, Metadata v0-v8,
+ * OffsetCommit v0-v7, OffsetFetch v0-v5, ApiVersions v0-v3, CreateTopics
+ * v0-v4, DeleteTopics v0-v3, any other key with an opaque body), reads
+ * size-prefixed responses off a socket and decodes the answers a probe
+ * needs (error codes per topic and partition; kafka-decode.ts).
  *
  *   spec --encodeKafkaRequest--> frame --socket--> broker / proxy
  *   socket --KafkaResponseReader.next()--> frame --decodeKafkaResponse--> {correlationId, topics, ...}
@@ -11,22 +13,36 @@
  * broker and the proxy, which never read them; a real broker would refuse them.
  */
 import type { Socket } from "node:net";
-import { KafkaReader, KafkaWriter } from "./kafka-wire.js";
+import { KafkaWriter } from "./kafka-wire.js";
 
-export const KAFKA_API = { produce: 0, fetch: 1, metadata: 3, apiVersions: 18 } as const;
+export { decodeKafkaResponse, type DecodedKafkaResponse, type KafkaTopicResult } from "./kafka-decode.js";
+
+export const KAFKA_API = {
+  produce: 0,
+  fetch: 1,
+  listOffsets: 2,
+  metadata: 3,
+  offsetCommit: 8,
+  offsetFetch: 9,
+  apiVersions: 18,
+  createTopics: 19,
+  deleteTopics: 20,
+} as const;
 
 export interface KafkaRequestSpec {
   readonly apiKey: number;
   readonly apiVersion: number;
   readonly correlationId: number;
   readonly clientId?: string | null;
-  /** Topics named by Produce/Fetch/Metadata; for Metadata, null = every topic. */
+  /** Topics the request names; for Metadata (v1+) and OffsetFetch (v2+), null = every topic. */
   readonly topics?: readonly string[] | null;
   /** Partitions per topic (default [0]). */
   readonly partitions?: readonly number[];
   /** Produce acks (default 1; 0 = no response). */
   readonly acks?: number;
   readonly records?: Buffer;
+  /** Consumer group of OffsetCommit / OffsetFetch (default "membrane-probe"). */
+  readonly groupId?: string;
   /** Body for other API keys (default empty). */
   readonly body?: Buffer;
 }
@@ -67,6 +83,47 @@ export function encodeKafkaRequest(spec: KafkaRequestSpec): Buffer {
       w.array(v === 0 ? (topics ?? []) : topics, (w, t) => w.string(t));
       if (v >= 4) w.bool(false); // allow_auto_topic_creation
       if (v >= 8) w.bool(false).bool(false); // include cluster / topic authorized operations
+      break;
+    case KAFKA_API.listOffsets:
+      w.i32(-1); // replica_id
+      if (v >= 2) w.i8(0); // isolation_level
+      w.array(topics ?? [], (w, t) =>
+        w.string(t).array(parts, (w, p) => {
+          w.i32(p);
+          if (v >= 4) w.i32(-1); // current_leader_epoch
+          w.i64(-1n); // timestamp: latest
+          if (v === 0) w.i32(1); // max_num_offsets
+        }),
+      );
+      break;
+    case KAFKA_API.offsetCommit:
+      w.string(spec.groupId ?? "membrane-probe");
+      if (v >= 1) w.i32(-1).string(""); // generation_id, member_id
+      if (v >= 7) w.string(null); // group_instance_id
+      if (v >= 2 && v <= 4) w.i64(-1n); // retention_time_ms
+      w.array(topics ?? [], (w, t) =>
+        w.string(t).array(parts, (w, p) => {
+          w.i32(p).i64(0n); // partition_index, committed_offset
+          if (v >= 6) w.i32(-1); // committed_leader_epoch
+          if (v === 1) w.i64(-1n); // commit_timestamp
+          w.string(null); // committed_metadata
+        }),
+      );
+      break;
+    case KAFKA_API.offsetFetch:
+      w.string(spec.groupId ?? "membrane-probe");
+      w.array(topics, (w, t) => w.string(t).array(parts, (w, p) => w.i32(p)));
+      break;
+    case KAFKA_API.createTopics:
+      w.array(topics ?? [], (w, t) => {
+        w.string(t).i32(parts.length).i16(1); // num_partitions, replication_factor
+        w.array([], () => undefined).array([], () => undefined); // assignments, configs
+      });
+      w.i32(1000); // timeout_ms
+      if (v >= 1) w.bool(false); // validate_only
+      break;
+    case KAFKA_API.deleteTopics:
+      w.array(topics ?? [], (w, t) => w.string(t)).i32(1000); // topic_names, timeout_ms
       break;
     case KAFKA_API.apiVersions:
       if (v >= 3) w.uvarint(0).compactString("membrane-probe").compactString("0.1.0").uvarint(0);
@@ -154,146 +211,4 @@ export function readKafkaResponse(socket: Socket, timeoutMs?: number): Promise<K
   let r = readers.get(socket);
   if (!r) readers.set(socket, (r = new KafkaResponseReader(socket)));
   return r.next(timeoutMs);
-}
-
-export interface KafkaTopicResult {
-  readonly name: string;
-  /** Metadata: the topic's error; Produce/Fetch: the first non-zero partition error, else 0. */
-  readonly errorCode: number;
-  readonly partitions: readonly { readonly partition: number; readonly errorCode: number }[];
-}
-
-export interface DecodedKafkaResponse {
-  readonly correlationId: number;
-  readonly topics: readonly KafkaTopicResult[];
-  /** Top-level error (Fetch v7+, ApiVersions). */
-  readonly errorCode?: number;
-  readonly brokers?: readonly { readonly nodeId: number; readonly host: string; readonly port: number }[];
-  readonly apiVersions?: readonly { readonly apiKey: number; readonly min: number; readonly max: number }[];
-}
-
-/**
- * Decodes a Produce, Fetch, Metadata or ApiVersions response frame of the
- * given request version. Strict: every byte must be accounted for, so a
- * response of the wrong shape is an error, not a silently wrong answer.
- */
-export function decodeKafkaResponse(apiKey: number, v: number, frame: Buffer): DecodedKafkaResponse {
-  const r = new KafkaReader(frame);
-  if (r.i32() !== frame.length - 4) throw new Error("Cannot decode Kafka response: size prefix mismatch");
-  const correlationId = r.i32();
-  let out: DecodedKafkaResponse;
-  if (apiKey === KAFKA_API.produce) out = { correlationId, topics: produce(r, v) };
-  else if (apiKey === KAFKA_API.fetch) out = { correlationId, ...fetch(r, v) };
-  else if (apiKey === KAFKA_API.metadata) out = { correlationId, ...metadata(r, v) };
-  else if (apiKey === KAFKA_API.apiVersions) out = { correlationId, ...apiVersions(r, v) };
-  else
-    throw new Error(`Cannot decode Kafka response: api key ${apiKey} is not supported by the probe client`);
-  if (r.left !== 0) throw new Error(`Cannot decode Kafka response: ${r.left} bytes left over`);
-  return out;
-}
-
-type Part = { partition: number; errorCode: number };
-const topic = (name: string, partitions: Part[]): KafkaTopicResult => ({
-  name,
-  partitions,
-  errorCode: partitions.find((p) => p.errorCode !== 0)?.errorCode ?? 0,
-});
-
-function produce(r: KafkaReader, v: number): KafkaTopicResult[] {
-  const topics =
-    r.array(6, () => {
-      const name = r.string() ?? "";
-      const parts =
-        r.array(14, () => {
-          const p = { partition: r.i32(), errorCode: r.i16() };
-          r.i64(); // base_offset
-          if (v >= 2) r.i64(); // log_append_time_ms
-          if (v >= 5) r.i64(); // log_start_offset
-          if (v >= 8) {
-            r.array(6, () => [r.i32(), r.string()]); // record_errors
-            r.string(); // error_message
-          }
-          return p;
-        }) ?? [];
-      return topic(name, parts);
-    }) ?? [];
-  if (v >= 1) r.i32(); // throttle_time_ms
-  return topics;
-}
-
-function fetch(r: KafkaReader, v: number): { topics: KafkaTopicResult[]; errorCode?: number } {
-  if (v >= 1) r.i32(); // throttle_time_ms
-  let errorCode: number | undefined;
-  if (v >= 7) {
-    errorCode = r.i16();
-    r.i32(); // session_id
-  }
-  const topics =
-    r.array(6, () => {
-      const name = r.string() ?? "";
-      const parts =
-        r.array(18, () => {
-          const p = { partition: r.i32(), errorCode: r.i16() };
-          r.i64(); // high_watermark
-          if (v >= 4) r.i64(); // last_stable_offset
-          if (v >= 5) r.i64(); // log_start_offset
-          if (v >= 4) r.array(16, () => [r.i64(), r.i64()]); // aborted_transactions
-          if (v >= 11) r.i32(); // preferred_read_replica
-          r.bytes(); // records
-          return p;
-        }) ?? [];
-      return topic(name, parts);
-    }) ?? [];
-  return errorCode === undefined ? { topics } : { topics, errorCode };
-}
-
-function metadata(r: KafkaReader, v: number): Pick<DecodedKafkaResponse, "topics" | "brokers"> {
-  if (v >= 3) r.i32(); // throttle_time_ms
-  const brokers =
-    r.array(10, () => {
-      const b = { nodeId: r.i32(), host: r.string() ?? "", port: r.i32() };
-      if (v >= 1) r.string(); // rack
-      return b;
-    }) ?? [];
-  if (v >= 2) r.string(); // cluster_id
-  if (v >= 1) r.i32(); // controller_id
-  const topics =
-    r.array(6, () => {
-      const errorCode = r.i16();
-      const name = r.string() ?? "";
-      if (v >= 1) r.i8(); // is_internal
-      const partitions =
-        r.array(18, () => {
-          const p = { errorCode: r.i16(), partition: r.i32() };
-          r.i32(); // leader_id
-          if (v >= 7) r.i32(); // leader_epoch
-          r.array(4, () => r.i32()); // replica_nodes
-          r.array(4, () => r.i32()); // isr_nodes
-          if (v >= 5) r.array(4, () => r.i32()); // offline_replicas
-          return p;
-        }) ?? [];
-      if (v >= 8) r.i32(); // topic_authorized_operations
-      return { name, errorCode, partitions };
-    }) ?? [];
-  if (v >= 8) r.i32(); // cluster_authorized_operations
-  return { topics, brokers };
-}
-
-function apiVersions(
-  r: KafkaReader,
-  v: number,
-): Pick<DecodedKafkaResponse, "topics" | "errorCode" | "apiVersions"> {
-  const errorCode = r.i16();
-  // An UNSUPPORTED_VERSION (35) answer is always written in version 0.
-  const flexible = v >= 3 && errorCode !== 35;
-  const n = flexible ? r.uvarint() - 1 : r.i32();
-  if (n < 0 || n * 6 > r.left) throw new Error("Cannot decode Kafka response: bad ApiVersions count");
-  const list: { apiKey: number; min: number; max: number }[] = [];
-  for (let i = 0; i < n; i++) {
-    list.push({ apiKey: r.i16(), min: r.i16(), max: r.i16() });
-    if (flexible) r.taggedFields();
-  }
-  if (v >= 1 && errorCode !== 35) r.i32(); // throttle_time_ms
-  if (flexible) r.taggedFields();
-  return { topics: [], errorCode, apiVersions: list };
 }

@@ -33,6 +33,15 @@ async function roundTrip(sock: net.Socket, spec: KafkaRequestSpec): Promise<Deco
   return decodeKafkaResponse(spec.apiKey, spec.apiVersion, f.bytes);
 }
 
+/** The consumer-group and topic-admin kinds: [api key, name, highest version read]. */
+const NEW_KINDS = [
+  [2, "ListOffsets", 5],
+  [8, "OffsetCommit", 7],
+  [9, "OffsetFetch", 5],
+  [19, "CreateTopics", 4],
+  [20, "DeleteTopics", 3],
+] as const;
+
 describe("Kafka client: request frames the parser reads back", () => {
   const cases: { name: string; spec: KafkaRequestSpec; topics: string[] | undefined; acks?: number }[] = [
     ...Array.from({ length: 9 }, (_, v) => ({
@@ -51,6 +60,13 @@ describe("Kafka client: request frames the parser reads back", () => {
       spec: { apiKey: 3, apiVersion: v, correlationId: v, topics: ["a", "b"] },
       topics: ["a", "b"],
     })),
+    ...NEW_KINDS.flatMap(([key, name, max]) =>
+      Array.from({ length: max + 1 }, (_, v) => ({
+        name: `${name} v${v}`,
+        spec: { apiKey: key, apiVersion: v, correlationId: v, topics: ["a", "b"], partitions: [0, 2] },
+        topics: ["a", "b"],
+      })),
+    ),
     {
       name: "ApiVersions v3 (flexible header)",
       spec: { apiKey: 18, apiVersion: 3, correlationId: 1 },
@@ -71,7 +87,12 @@ describe("Kafka client: request frames the parser reads back", () => {
         req.topics?.map((t) => t.name),
         c.topics,
       );
-      if (c.spec.apiKey !== 3 && c.topics) assert.deepEqual(req.topics?.[0]?.partitions, [0, 2]);
+      const named = [3, 19, 20].includes(c.spec.apiKey); // kinds whose topics carry no partitions
+      if (c.topics)
+        assert.deepEqual(
+          req.topics?.map((t) => t.partitions),
+          c.topics.map(() => (named ? [] : [0, 2])),
+        );
       assert.equal(req.acks, c.acks);
     });
   }
@@ -83,6 +104,13 @@ describe("Kafka client: request frames the parser reads back", () => {
       );
       assert.equal(r.kind === "ok" && r.request.allTopics, true, `v${v}`);
     }
+  });
+
+  test("OffsetFetch for every topic: null topics from v2", () => {
+    const r = parseKafkaRequest(
+      encodeKafkaRequest({ apiKey: 9, apiVersion: 2, correlationId: 1, topics: null }),
+    );
+    assert.deepEqual(r.kind === "ok" && [r.request.allTopics, r.request.topics], [true, []]);
   });
 });
 
@@ -186,8 +214,13 @@ describe("Kafka probe broker", () => {
           [
             [0, 0, 8],
             [1, 0, 11],
+            [2, 0, 5],
             [3, 0, 8],
+            [8, 0, 7],
+            [9, 0, 5],
             [18, 0, 3],
+            [19, 0, 4],
+            [20, 0, 3],
           ],
         );
       });
@@ -198,7 +231,62 @@ describe("Kafka probe broker", () => {
     await withBroker(async (_b, sock) => {
       const d = await roundTrip(sock, { apiKey: 18, apiVersion: 4, correlationId: 5 });
       assert.equal(d.errorCode, 35);
-      assert.equal(d.apiVersions?.length, 4);
+      assert.equal(d.apiVersions?.length, 9);
+    });
+  });
+
+  for (const [key, name, max] of NEW_KINDS) {
+    for (let v = 0; v <= max; v++) {
+      test(`${name} v${v}: error 0 for every topic${key >= 19 ? "" : " and partition"}`, async () => {
+        await withBroker(async (b, sock) => {
+          const d = await roundTrip(sock, {
+            apiKey: key,
+            apiVersion: v,
+            correlationId: 40 + v,
+            topics: ["orders", "audit"],
+            partitions: [0, 1],
+          });
+          assert.equal(d.correlationId, 40 + v);
+          const parts = key >= 19 ? [] : [0, 1].map((partition) => ({ partition, errorCode: 0 }));
+          assert.deepEqual(
+            d.topics.map((t) => [t.name, t.errorCode, t.partitions]),
+            [
+              ["orders", 0, parts],
+              ["audit", 0, parts],
+            ],
+          );
+          assert.equal(d.errorCode, key === 9 && v >= 2 ? 0 : undefined);
+          assert.deepEqual(
+            b.received.map((r) => [r.apiKey, r.apiVersion, r.topics]),
+            [[key, v, ["orders", "audit"]]],
+          );
+        });
+      });
+    }
+  }
+
+  test("ListOffsets answers the next offset of a partition produced to", async () => {
+    await withBroker(async (_b, sock) => {
+      await roundTrip(sock, { apiKey: 0, apiVersion: 3, correlationId: 1, topics: ["orders"] });
+      await roundTrip(sock, { apiKey: 0, apiVersion: 3, correlationId: 2, topics: ["orders"] });
+      kafkaRequest(sock, { apiKey: 2, apiVersion: 1, correlationId: 3, topics: ["orders"] });
+      const f = await readKafkaResponse(sock);
+      assert.ok(typeof f === "object");
+      // size, correlation id, 1 topic, "orders", 1 partition, partition 0, error 0, timestamp, offset
+      assert.equal(f.bytes.readBigInt64BE(4 + 4 + 4 + 8 + 4 + 4 + 2 + 8), 2n);
+    });
+  });
+
+  test("CreateTopics adds a topic to Metadata for every topic; DeleteTopics removes it", async () => {
+    await withBroker(async (_b, sock) => {
+      const all = async (corr: number): Promise<string[]> =>
+        (await roundTrip(sock, { apiKey: 3, apiVersion: 1, correlationId: corr, topics: null })).topics.map(
+          (t) => t.name,
+        );
+      await roundTrip(sock, { apiKey: 19, apiVersion: 4, correlationId: 1, topics: ["created", "other"] });
+      assert.deepEqual(await all(2), ["created", "other"]);
+      await roundTrip(sock, { apiKey: 20, apiVersion: 3, correlationId: 3, topics: ["created"] });
+      assert.deepEqual(await all(4), ["other"]);
     });
   });
 

@@ -196,6 +196,20 @@ const metadata = (topics: string[] | null, v = 1): KafkaRequestSpec => ({
   topics,
 });
 const apiVersions = (v = 0): KafkaRequestSpec => ({ apiKey: 18, apiVersion: v, correlationId: 14 });
+/** A request of another topic kind (ListOffsets 2, OffsetCommit 8, OffsetFetch 9, CreateTopics 19, DeleteTopics 20). */
+const kind =
+  (apiKey: number, dv: number) =>
+  (topics: string[] | null, v = dv): KafkaRequestSpec => ({
+    apiKey,
+    apiVersion: v,
+    correlationId: 15,
+    topics,
+  });
+const listOffsets = kind(2, 5);
+const offsetCommit = kind(8, 7);
+const offsetFetch = kind(9, 5);
+const createTopics = kind(19, 4);
+const deleteTopics = kind(20, 3);
 
 describe("Kafka proxy: verdicts on real frames", () => {
   test("produce to an allowed topic reaches the broker and gets error 0", async () => {
@@ -246,15 +260,24 @@ describe("Kafka proxy: verdicts on real frames", () => {
   test("every version we read: allowed answers and denials decode strictly", async () => {
     const h = await startHarness(stage([{ topic: "orders" }]));
     try {
-      const specs = [
-        ...Array.from({ length: 9 }, (_, v) => ["produce", v, 8] as const),
-        ...Array.from({ length: 12 }, (_, v) => ["fetch", v, 11] as const),
-        ...Array.from({ length: 9 }, (_, v) => ["metadata", v, 8] as const),
-      ];
-      for (const [kind, v] of specs) {
-        const mk = kind === "produce" ? produce : kind === "fetch" ? fetch : metadata;
-        assert.deepEqual(await ask(h, mk(["orders"], v)), [0], `${kind} v${v} allowed`);
-        assert.deepEqual(await ask(h, mk(["secret"], v)), [AUTHZ], `${kind} v${v} denied`);
+      const makers = {
+        produce,
+        fetch,
+        metadata,
+        listOffsets,
+        offsetCommit,
+        offsetFetch,
+        createTopics,
+        deleteTopics,
+      };
+      const max = { produce: 8, fetch: 11, metadata: 8, listOffsets: 5, offsetCommit: 7, offsetFetch: 5 };
+      const specs = Object.entries({ ...max, createTopics: 4, deleteTopics: 3 }).flatMap(([name, m]) =>
+        Array.from({ length: m + 1 }, (_, v) => [name as keyof typeof makers, v] as const),
+      );
+      for (const [name, v] of specs) {
+        const mk = makers[name];
+        assert.deepEqual(await ask(h, mk(["orders"], v)), [0], `${name} v${v} allowed`);
+        assert.deepEqual(await ask(h, mk(["secret"], v)), [AUTHZ], `${name} v${v} denied`);
       }
       assert.equal(h.broker?.received.length, specs.length);
     } finally {
@@ -695,6 +718,137 @@ describe("Kafka proxy: pipelining and order", () => {
   });
 });
 
+describe("Kafka proxy: a consumer group under `role: consume, topic: orders`", () => {
+  const consume = stage([{ role: "consume", topic: "orders" }]);
+
+  test("pipelined ListOffsets, OffsetFetch, OffsetCommit: orders pass, other topics get 29, all in order", async () => {
+    const h = await startHarness(consume);
+    const c = await connect(h.port);
+    try {
+      const specs = [
+        listOffsets(["orders"]),
+        listOffsets(["payments"], 1),
+        offsetFetch(["orders"]),
+        offsetFetch(["payments"], 1),
+        fetch(["orders"], 11),
+        offsetCommit(["orders"]),
+        offsetCommit(["payments"], 2),
+        offsetCommit(["orders", "payments"]),
+        listOffsets(["orders"], 0),
+      ].map((s, i) => ({ ...s, correlationId: i + 1 }));
+      c.send(...specs);
+      const got = [];
+      for (const s of specs) {
+        const d = await c.answer(s);
+        got.push([d.correlationId, d.topics.map((t) => [t.name, t.partitions.map((p) => p.errorCode)])]);
+      }
+      assert.deepEqual(got, [
+        [1, [["orders", [0]]]],
+        [2, [["payments", [AUTHZ]]]],
+        [3, [["orders", [0]]]],
+        [4, [["payments", [AUTHZ]]]],
+        [5, [["orders", [0]]]],
+        [6, [["orders", [0]]]],
+        [7, [["payments", [AUTHZ]]]],
+        [
+          8,
+          [
+            ["orders", [AUTHZ]],
+            ["payments", [AUTHZ]],
+          ],
+        ],
+        [9, [["orders", [0]]]],
+      ]);
+      assert.deepEqual(
+        h.broker?.received.map((r) => [r.correlationId, r.apiKey, r.topics]),
+        [
+          [1, 2, ["orders"]],
+          [3, 9, ["orders"]],
+          [5, 1, ["orders"]],
+          [6, 8, ["orders"]],
+          [9, 2, ["orders"]],
+        ],
+      );
+      assert.deepEqual(
+        h.events.map((e) => [e.correlationId, e.verdict]),
+        specs.map((s) => [
+          s.correlationId,
+          [1, 3, 5, 6, 9].includes(s.correlationId) ? "forwarded" : "denied",
+        ]),
+      );
+    } finally {
+      c.sock.destroy();
+      await h.close();
+    }
+  });
+
+  test("OffsetFetch for every topic is denied with a top-level 29, and the connection stays open", async () => {
+    const h = await startHarness(consume);
+    const c = await connect(h.port);
+    try {
+      c.send(
+        { ...offsetFetch(null, 3), correlationId: 1 },
+        { ...offsetFetch(["orders"], 3), correlationId: 2 },
+      );
+      const all = await c.answer(offsetFetch(null, 3));
+      assert.deepEqual([all.correlationId, all.errorCode, all.topics], [1, AUTHZ, []]);
+      const mine = await c.answer(offsetFetch(["orders"], 3));
+      assert.deepEqual([mine.correlationId, mine.errorCode], [2, 0]);
+      assert.deepEqual(
+        h.broker?.received.map((r) => r.correlationId),
+        [2],
+      );
+    } finally {
+      c.sock.destroy();
+      await h.close();
+    }
+  });
+
+  const admin: { name: string; rules: KafkaRule[]; spec: KafkaRequestSpec; expect: number[] }[] = [
+    {
+      name: "role consume does not create topics, even its own: 29 per topic",
+      rules: [{ role: "consume", topic: "orders" }],
+      spec: createTopics(["orders"]),
+      expect: [AUTHZ],
+    },
+    {
+      name: "role consume does not delete topics: 29 per topic",
+      rules: [{ role: "consume", topic: "orders" }],
+      spec: deleteTopics(["orders", "audit"], 0),
+      expect: [AUTHZ, AUTHZ],
+    },
+    {
+      name: "apiKey createtopics with a topic creates that topic",
+      rules: [{ apiKey: "createtopics", topic: "orders" }],
+      spec: createTopics(["orders"], 0),
+      expect: [0],
+    },
+    {
+      name: "apiKey createtopics with a topic does not create another",
+      rules: [{ apiKey: "createtopics", topic: "orders" }],
+      spec: createTopics(["orders", "secret"], 2),
+      expect: [AUTHZ, AUTHZ],
+    },
+    {
+      name: "apiKey deletetopics with a topic deletes that topic",
+      rules: [{ apiKey: "deletetopics", topic: "orders" }],
+      spec: deleteTopics(["orders"]),
+      expect: [0],
+    },
+  ];
+  for (const c of admin) {
+    test(c.name, async () => {
+      const h = await startHarness(stage(c.rules));
+      try {
+        assert.deepEqual(await ask(h, c.spec), c.expect);
+        assert.equal(h.broker?.received.length, c.expect[0] === 0 ? 1 : 0);
+      } finally {
+        await h.close();
+      }
+    });
+  }
+});
+
 describe("Kafka proxy: policy per request, fail closed", () => {
   test("a policy change applies between two requests on one connection", async () => {
     const h = await startHarness(stage([{ topic: "orders" }]));
@@ -792,6 +946,16 @@ describe("Kafka proxy: hostile input", () => {
       reason: /version 9 is not supported/,
     },
     {
+      name: "a flexible version we cannot read (ListOffsets v6)",
+      bytes: encodeKafkaRequest({ ...listOffsets([]), apiVersion: 6, body: Buffer.alloc(0) }),
+      reason: /^malformed request: api key 2 version 6 is not supported$/,
+    },
+    {
+      name: "an OffsetFetch v1 with null topics",
+      bytes: encodeKafkaRequest(offsetFetch(null, 1)),
+      reason: /^malformed request: OffsetFetch v1 with null topics/,
+    },
+    {
       name: "a valid request followed by garbage",
       bytes: Buffer.concat([valid, i32(3)]),
       reason: /request size 3/,
@@ -884,12 +1048,18 @@ describe("Kafka proxy: hostile input", () => {
 describe("Kafka proxy: version negotiation", () => {
   for (const v of [0, 1, 2, 3]) {
     test(`ApiVersions v${v} through the proxy advertises no version newer than the parser reads`, async () => {
+      // Kafka 4.0's ranges for the consumer-group and topic-admin kinds.
       const advertise: Record<number, [number, number]> = {
         0: [0, 11],
         1: [4, 16],
+        2: [1, 9],
         3: [0, 12],
+        8: [2, 9],
+        9: [1, 9],
         18: [0, 3],
         12: [0, 4],
+        19: [2, 7],
+        20: [1, 6],
       };
       const h = await startHarness(stage([{}]), { advertise });
       const c = await connect(h.port);
@@ -902,9 +1072,14 @@ describe("Kafka proxy: version negotiation", () => {
           [
             [0, 0, 8],
             [1, 4, 11],
+            [2, 1, 5],
             [3, 0, 8],
+            [8, 2, 7],
+            [9, 1, 5],
             [12, 0, 4],
             [18, 0, 3],
+            [19, 2, 4],
+            [20, 1, 3],
           ],
         );
       } finally {

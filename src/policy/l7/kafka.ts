@@ -58,8 +58,17 @@ export const KAFKA_ROLES: Readonly<Record<"produce" | "consume", ReadonlySet<num
   consume: new Set([1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 18]),
 };
 
-/** Request kinds that carry topics: produce, fetch, offsets, metadata, offsetcommit, offsetfetch, createtopics, deletetopics. */
-export const KAFKA_TOPIC_KEYS: ReadonlySet<number> = new Set([0, 1, 2, 3, 8, 9, 19, 20]);
+/**
+ * Request kinds that carry topics (Cilium's list, pkg/policy/api/kafka): produce, fetch, offsets,
+ * metadata, leaderandisr, stopreplica, updatemetadata, offsetcommit, offsetfetch, createtopics,
+ * deletetopics, deleterecords, offsetforleaderepoch, addpartitionstotxn, writetxnmarkers,
+ * txnoffsetcommit, alterreplicalogdirs, describelogdirs, createpartitions. A topic-restricted rule
+ * grants one of these only when every topic the request names is the rule's; for the kinds whose
+ * topics the proxy does not read, that is never (fail closed, as in Cilium).
+ */
+export const KAFKA_TOPIC_KEYS: ReadonlySet<number> = new Set([
+  0, 1, 2, 3, 4, 5, 6, 8, 9, 19, 20, 21, 23, 24, 27, 28, 34, 35, 37,
+]);
 
 /** Number of an API key given by name (any case) or number; undefined when unknown. */
 export function kafkaApiKeyNumber(key: string | number): number | undefined {

@@ -1,8 +1,9 @@
 /**
  * Version negotiation through the proxy: a broker's ApiVersions response is
  * rewritten in place so that, for the request kinds whose topics we judge
- * (Produce, Fetch, Metadata), it advertises no version newer than the parser
- * reads (MAX_TOPIC_VERSION). Clients pick min(their max, the broker's max),
+ * (Produce, Fetch, ListOffsets, Metadata, OffsetCommit, OffsetFetch,
+ * CreateTopics, DeleteTopics), it advertises no version newer than the
+ * parser reads (MAX_TOPIC_VERSION). Clients pick min(their max, the broker's max),
  * so they stay inside what the proxy can enforce instead of being cut off.
  *
  *   response frame --clampApiVersions--> same bytes, max_version fields lowered | error

@@ -1,22 +1,47 @@
 /**
  * Kafka requests as the proxy judges them: the header (apiKey, apiVersion,
- * correlationId, clientID) of every request, and the topics of Produce
- * (v0-v8), Fetch (v0-v11) and Metadata (v0-v8).
+ * correlationId, clientID) of every request, and the topics of the kinds
+ * Cilium judges by topic, in their classic (non-flexible) versions:
+ *
+ *   Produce v0-v8, Fetch v0-v11, ListOffsets v0-v5, Metadata v0-v8,
+ *   OffsetCommit v0-v7, OffsetFetch v0-v5, CreateTopics v0-v4, DeleteTopics v0-v3
  *
  *   bytes --parseKafkaRequest--> incomplete | error(reason) | {request, length}
  *
  * Bounded and hostile-input safe: the 4-byte size prefix is checked against
  * `maxFrameBytes` before anything is buffered, every length against the
- * frame. Versions of those three kinds we cannot read (the flexible
- * encodings: Produce v9+, Fetch v12+, Metadata v9+) are an error, so the
- * caller refuses them rather than guess their topics (fail closed).
+ * frame. Newer versions of those kinds (the flexible encodings) are an
+ * error, so the caller refuses them rather than guess their topics (fail
+ * closed); the ApiVersions clamp (apiversions.ts) keeps clients below them.
+ * Other kinds are read up to the client id only.
  */
+import { createTopics, deleteTopics } from "./request-admin.js";
+import { listOffsets, offsetCommit, offsetFetch } from "./request-offsets.js";
+import { Malformed, Reader, Short } from "./wire.js";
 
 export const DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024;
 
-export const API = { produce: 0, fetch: 1, metadata: 3 } as const;
-/** Highest version whose topics we can read, per API key. */
-export const MAX_TOPIC_VERSION: Readonly<Record<number, number>> = { 0: 8, 1: 11, 3: 8 };
+export const API = {
+  produce: 0,
+  fetch: 1,
+  listOffsets: 2,
+  metadata: 3,
+  offsetCommit: 8,
+  offsetFetch: 9,
+  createTopics: 19,
+  deleteTopics: 20,
+} as const;
+/** Highest version whose topics we can read, per API key (the last before the flexible encoding). */
+export const MAX_TOPIC_VERSION: Readonly<Record<number, number>> = {
+  [API.produce]: 8,
+  [API.fetch]: 11,
+  [API.listOffsets]: 5,
+  [API.metadata]: 8,
+  [API.offsetCommit]: 7,
+  [API.offsetFetch]: 5,
+  [API.createTopics]: 4,
+  [API.deleteTopics]: 3,
+};
 
 export interface KafkaTopic {
   readonly name: string;
@@ -30,7 +55,7 @@ export interface KafkaRequest {
   readonly clientID: string | null;
   /** Topics the request names; undefined for request kinds whose body is not read. */
   readonly topics?: readonly KafkaTopic[];
-  /** Metadata for every topic (null or, in v0, empty list). */
+  /** Metadata (null or, in v0, empty list) or OffsetFetch v2+ (null) for every topic. */
   readonly allTopics?: boolean;
   /** Produce: acks 0 means the broker sends no response. */
   readonly acks?: number;
@@ -40,59 +65,6 @@ export type KafkaParseResult =
   | { readonly kind: "incomplete" }
   | { readonly kind: "error"; readonly reason: string }
   | { readonly kind: "ok"; readonly request: KafkaRequest; readonly length: number };
-
-class Short extends Error {}
-
-/** A bounds-checked reader; reading past the end throws Short (caught below). */
-class Reader {
-  pos: number;
-  constructor(
-    private readonly b: Buffer,
-    start: number,
-    private readonly end: number,
-  ) {
-    this.pos = start;
-  }
-  private need(n: number): number {
-    if (n < 0 || this.end - this.pos < n) throw new Short();
-    const at = this.pos;
-    this.pos += n;
-    return at;
-  }
-  i8(): number {
-    return this.b.readInt8(this.need(1));
-  }
-  i16(): number {
-    return this.b.readInt16BE(this.need(2));
-  }
-  i32(): number {
-    return this.b.readInt32BE(this.need(4));
-  }
-  skip(n: number): void {
-    this.need(n);
-  }
-  nullableString(): string | null {
-    const len = this.i16();
-    if (len === -1) return null;
-    return this.b.toString("utf8", this.need(len), this.pos);
-  }
-  string(): string {
-    const s = this.nullableString();
-    if (s === null) throw new Short();
-    return s;
-  }
-  /** Array length; -1 (null) returned as is. */
-  count(min: number): number {
-    const n = this.i32();
-    // Every element takes at least `min` bytes: a count the frame cannot hold is malformed.
-    if (n < -1 || (n > 0 && n * min > this.end - this.pos)) throw new Short();
-    return n;
-  }
-  bytes(): void {
-    const len = this.i32();
-    if (len !== -1) this.need(len);
-  }
-}
 
 export function parseKafkaRequest(buf: Buffer, maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): KafkaParseResult {
   if (buf.length < 4) return { kind: "incomplete" };
@@ -111,16 +83,36 @@ export function parseKafkaRequest(buf: Buffer, maxFrameBytes = DEFAULT_MAX_FRAME
     if (max === undefined) return { kind: "ok", request: head, length: 4 + size };
     if (apiVersion > max)
       return { kind: "error", reason: `api key ${apiKey} version ${apiVersion} is not supported` };
-    const body =
-      apiKey === API.produce
-        ? produce(r, apiVersion)
-        : apiKey === API.fetch
-          ? fetch(r, apiVersion)
-          : metadata(r, apiVersion);
+    const body = readBody(r, apiKey, apiVersion);
     return { kind: "ok", request: { ...head, ...body }, length: 4 + size };
   } catch (e) {
     if (e instanceof Short) return { kind: "error", reason: "request shorter than its fields" };
+    if (e instanceof Malformed) return { kind: "error", reason: e.message };
     throw e;
+  }
+}
+
+/** The body of a kind listed in MAX_TOPIC_VERSION, in a version it allows. */
+function readBody(r: Reader, apiKey: number, v: number): Partial<KafkaRequest> {
+  switch (apiKey) {
+    case API.produce:
+      return produce(r, v);
+    case API.fetch:
+      return fetch(r, v);
+    case API.metadata:
+      return metadata(r, v);
+    case API.listOffsets:
+      return listOffsets(r, v);
+    case API.offsetCommit:
+      return offsetCommit(r, v);
+    case API.offsetFetch:
+      return offsetFetch(r, v);
+    case API.createTopics:
+      return createTopics(r);
+    case API.deleteTopics:
+      return deleteTopics(r);
+    default:
+      throw new Malformed(`api key ${apiKey} has no body reader`);
   }
 }
 

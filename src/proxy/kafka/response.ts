@@ -2,56 +2,19 @@
  * The answer to a Kafka request denied by policy: a response of the
  * request's own kind and version, every topic (and partition) carrying
  * TOPIC_AUTHORIZATION_FAILED, for the request's correlation id, as
- * Cilium's Kafka proxy answers. Undefined when no response may be sent
- * (Produce with acks=0) or the kind has no topic-level error we can write:
- * the caller then closes the connection.
+ * Cilium's Kafka proxy answers. Written for every kind whose topics the
+ * parser reads (Produce, Fetch, Metadata here; ListOffsets, OffsetCommit,
+ * OffsetFetch, CreateTopics, DeleteTopics in response-offsets.ts).
+ * Undefined when no response may be sent (Produce with acks=0) or the kind
+ * has no topic-level error we can write: the caller then closes the connection.
  *
  *   KafkaRequest --deniedResponse--> size-prefixed response bytes | undefined
  */
 import { API, type KafkaRequest } from "./request.js";
+import { deniedOther, TOPIC_AUTHORIZATION_FAILED } from "./response-offsets.js";
+import { Writer } from "./wire.js";
 
-export const TOPIC_AUTHORIZATION_FAILED = 29;
-
-class Writer {
-  private readonly parts: Buffer[] = [];
-  i8(n: number): this {
-    const b = Buffer.alloc(1);
-    b.writeInt8(n);
-    return this.push(b);
-  }
-  i16(n: number): this {
-    const b = Buffer.alloc(2);
-    b.writeInt16BE(n);
-    return this.push(b);
-  }
-  i32(n: number): this {
-    const b = Buffer.alloc(4);
-    b.writeInt32BE(n);
-    return this.push(b);
-  }
-  i64(n: bigint): this {
-    const b = Buffer.alloc(8);
-    b.writeBigInt64BE(n);
-    return this.push(b);
-  }
-  string(s: string): this {
-    const b = Buffer.from(s, "utf8");
-    return this.i16(b.length).push(b);
-  }
-  nullString(): this {
-    return this.i16(-1);
-  }
-  push(b: Buffer): this {
-    this.parts.push(b);
-    return this;
-  }
-  framed(): Buffer {
-    const body = Buffer.concat(this.parts);
-    const size = Buffer.alloc(4);
-    size.writeInt32BE(body.length);
-    return Buffer.concat([size, body]);
-  }
-}
+export { TOPIC_AUTHORIZATION_FAILED };
 
 export function deniedResponse(req: KafkaRequest): Buffer | undefined {
   const v = req.apiVersion;
@@ -107,6 +70,6 @@ export function deniedResponse(req: KafkaRequest): Buffer | undefined {
       return w.framed();
     }
     default:
-      return undefined;
+      return deniedOther(req, w);
   }
 }

@@ -166,6 +166,18 @@ describe("kafkaMatches", () => {
       want: true,
     },
     {
+      name: "a topic rule never grants DeleteRecords, whose topics the proxy does not read (fail closed, as Cilium)",
+      rules: [{ apiKey: "deleterecords", topic: "orders" }],
+      req: { apiKey: "deleterecords" },
+      want: false,
+    },
+    {
+      name: "nor CreatePartitions under a topic-restricted rule without apiKey",
+      rules: [{ topic: "orders" }],
+      req: { apiKey: 37 },
+      want: false,
+    },
+    {
       name: "topic rule refuses a metadata request naming no topic",
       rules: [{ topic: "a" }],
       req: { apiKey: "metadata" },
