@@ -162,6 +162,15 @@ export function flowQuery(f: Flow): FlowQuery | undefined {
   const to = peer(f.destination, f.IP?.destination);
   const l4 = f.l4;
   if (!from || !to || !l4) return undefined;
+  const http = f.l7?.http;
+  if ("TCP" in l4 && http?.method !== undefined && http.url !== undefined) {
+    // An L7 flow of the proxy: the request it judged (URL as the proxy normalised it).
+    const url = URL.canParse(http.url) ? new URL(http.url) : undefined;
+    if (url) {
+      const req = { method: http.method, path: url.pathname + url.search, host: url.host };
+      return { from, to, proto: "TCP", port: l4.TCP.destination_port, http: req };
+    }
+  }
   if ("TCP" in l4) return { from, to, proto: "TCP", port: l4.TCP.destination_port };
   if ("UDP" in l4) return { from, to, proto: "UDP", port: l4.UDP.destination_port };
   if ("SCTP" in l4) return { from, to, proto: "SCTP", port: l4.SCTP.destination_port };

@@ -20,7 +20,10 @@ import { cleanupPrefix } from "../datapath/netns.js";
 import { MembraneError } from "../errors.js";
 import { Probe } from "../probe/probe.js";
 import { filterFromFlags, formatCompact } from "../observe/index.js";
+import { flowQuery } from "../agent/routes.js";
+import type { Flow } from "../observe/flow.js";
 import { originText } from "../policy/decide.js";
+import { explainDrop } from "../policy/why.js";
 import type { Decision } from "../policy/query.js";
 import { table } from "./format.js";
 
@@ -240,6 +243,12 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const l7 = agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? [];
     o.out("L7 flows from the proxy (membrane observe --type l7):\n");
     o.out(l7.length ? indent(l7.map((r) => formatCompact(r, {}))) + "\n\n" : "  (none)\n\n");
+    const denied = l7.flatMap((r) => ("flow" in r && r.flow.verdict === "DROPPED" ? [r.flow] : []));
+    const q = denied.length > 0 ? flowQuery(denied[denied.length - 1] as Flow) : undefined;
+    if (q) {
+      o.out("Why was that dropped? (membrane policy why --type l7)\n");
+      o.out(indent(explainDrop(agent.engine, q).lines) + "\n\n");
+    }
     o.out(
       mismatches === 0
         ? "Every attempt ended as Cilium would have it.\n"

@@ -51,7 +51,7 @@ function layer7(e: L7Event): { l7: Layer7; summary: string } {
         ...(e.status !== undefined ? { code: e.status } : {}),
         ...(e.method !== undefined ? { method: e.method } : {}),
         ...(e.url !== undefined ? { url: e.url } : {}),
-        protocol: "HTTP/1.1",
+        protocol: e.httpVersion ?? "HTTP/1.1",
       };
       const status = e.status === undefined ? "" : ` => ${e.status}`;
       return {

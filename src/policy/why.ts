@@ -55,7 +55,13 @@ export function explainDrop(engine: PolicyEngine, q: FlowQuery): WhyAnswer {
       lines.push(
         `The connection is allowed, but the ${side.l7?.parser ?? "L7"} rules of ${side.decidedBy.map(originText).join(", ")} refused the request.`,
       );
-      lines.push("Add a rule for this request to those L7 rules.");
+      if (q.http)
+        lines.push(
+          `The request was ${q.http.method} ${q.http.path}. To allow it, add to the http rules of that port:`,
+          `  - method: "${q.http.method}"`,
+          `    path: "${q.http.path.split("?")[0]?.replace(/[.*+?^$()|[\]\\{}]/g, "\\$&") ?? "/"}"`,
+        );
+      else lines.push("Add a rule for this request to those L7 rules.");
       return { verdict: "deny", lines };
     default:
       break;

@@ -103,6 +103,8 @@ export interface L7Event {
   readonly rule?: number;
   readonly reason?: string;
   // http
+  /** Absent = HTTP/1.1. */
+  readonly httpVersion?: "HTTP/1.1" | "HTTP/2";
   readonly method?: string;
   /** Normalised path (with query) as forwarded, prefixed by the Host. */
   readonly url?: string;

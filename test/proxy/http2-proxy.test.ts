@@ -45,6 +45,7 @@ function stable(e: L7Event | undefined): Omit<L7Event, "latencyMs"> | undefined 
 
 const BASE = {
   type: "http",
+  httpVersion: "HTTP/2",
   srcIdentity: INFO.srcIdentity,
   dstIdentity: INFO.dstIdentity,
   endpoint: INFO.endpoint,

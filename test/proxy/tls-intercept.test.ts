@@ -115,6 +115,7 @@ describe("TLS interception: HTTP rules on decrypted traffic", () => {
       assert.equal(events[0]?.type, "http");
       assert.equal(events[0]?.verdict, "forwarded");
       assert.equal(events[0]?.status, 200);
+      assert.match(events[0]?.url ?? "", /^https:\/\//, "an intercepted request is shown as https");
     }));
 
   test("PUT /denied gets 403 Access denied over TLS; upstream sees nothing", () =>

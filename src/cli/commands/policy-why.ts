@@ -19,6 +19,11 @@ export function policyWhyCommand(ctx: CliContext): Command {
     .option("--port <port>", "port on either side (repeatable)", collect)
     .option("--to-port <port>", "destination port (repeatable)", collect)
     .option("--since <time>", "only drops since an RFC 3339 time or a duration ago (5m)")
+    .option(
+      "-t, --type <type>",
+      "event type: l7 (the proxy's 403s, REFUSED, ...), drop, policy-verdict (repeatable)",
+      collect,
+    )
     .option("-o, --output <format>", "text | json", "text")
     .addOption(socketOption())
     .addHelpText(
@@ -31,6 +36,7 @@ says whether the flow would then be allowed. A drop by a deny rule gets no allow
 Examples:
   $ membrane policy why --to-pod default/deathstar
   $ membrane policy why --from-pod xwing --port 80 > allow.yaml
+  $ membrane policy why --type l7 --to-pod deathstar      # why did the proxy answer 403?
 `,
     )
     .action(async (o: ObserveFlags & { output: string; socket: string }) => {

@@ -70,6 +70,8 @@ export interface HttpProxyDeps {
   readonly connectUpstream: (host: string, port: number) => Socket;
   readonly sink: L7Sink;
   readonly limits?: Partial<HttpProxyLimits>;
+  /** Scheme shown in flows' URLs: "https" when the proxy terminated the client's TLS. Default "http". */
+  readonly scheme?: "http" | "https";
 }
 
 /** Takes over `client`; returns at once, the connection lives on its events. */
@@ -356,7 +358,9 @@ class HttpConnection {
       dstIdentity: i.dstIdentity,
       endpoint: i.endpoint,
       direction: i.direction,
-      ...(ex ? { method: ex.head.method, url: `http://${ex.head.host ?? ""}${ex.path}` } : {}),
+      ...(ex
+        ? { method: ex.head.method, url: `${this.deps.scheme ?? "http"}://${ex.head.host ?? ""}${ex.path}` }
+        : {}),
       ...e,
     };
   }

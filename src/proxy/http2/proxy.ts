@@ -244,6 +244,7 @@ class Http2Connection {
     const i = this.info;
     this.deps.sink({
       type: "http",
+      httpVersion: "HTTP/2",
       srcIdentity: i.srcIdentity,
       dstIdentity: i.dstIdentity,
       endpoint: i.endpoint,

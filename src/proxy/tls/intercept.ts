@@ -111,6 +111,7 @@ export function handleTlsInterceptConnection(
         lookup: deps.lookup,
         sink: deps.sink,
         ...(deps.limits ? { limits: deps.limits } : {}),
+        scheme: "https",
         connectUpstream: (host, port) => originate(deps, host, port, h.sni, origin, emit, sni),
       }),
     );

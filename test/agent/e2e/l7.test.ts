@@ -15,7 +15,9 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
+import { flowQuery } from "../../../src/agent/routes.js";
 import { filterFromFlags } from "../../../src/observe/index.js";
+import { explainDrop } from "../../../src/policy/why.js";
 import type { Probe } from "../../../src/probe/probe.js";
 import { AgentLab, rootSkipReason, T } from "./harness.js";
 
@@ -183,6 +185,23 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     assert.ok(seen.includes("DROPPED PUT 403 tiefighter"), seen.join("\n"));
     const redirected = lab.agent.observer?.read(filterFromFlags({ verdict: ["REDIRECTED"] })) ?? [];
     assert.ok(redirected.length >= 2, "the kernel's policy verdict of each redirected connection");
+  });
+
+  test("`policy why` on a 403: the connection was allowed, the HTTP rules refused this request, and the rule to add", async () => {
+    const drops = (
+      lab.agent.observer?.read(filterFromFlags({ verdict: ["DROPPED"], type: ["l7"] })) ?? []
+    ).flatMap((r) => ("flow" in r ? [r.flow] : []));
+    const flow = drops[drops.length - 1];
+    assert.ok(flow);
+    const q = flowQuery(flow);
+    assert.deepEqual(q?.http, { method: "GET", path: "/v1/request-landing", host: ds() });
+    const a = explainDrop(lab.agent.engine, q as NonNullable<typeof q>);
+    assert.equal(a.verdict, "deny");
+    assert.deepEqual(a.lines.slice(-3), [
+      "The request was GET /v1/request-landing. To allow it, add to the http rules of that port:",
+      '  - method: "GET"',
+      '    path: "/v1/request-landing"',
+    ]);
   });
 
   test("egress L7 on the client and ingress L7 on the server: a request must pass both", async () => {
