@@ -107,7 +107,10 @@ export function l7Flow(e: L7Event, addrs: L7Addrs, lookup: FlowLookup, nodeName?
             destination: addrs.dst.address,
             ipVersion: addrs.src.address.includes(":") ? ("IPv6" as const) : ("IPv4" as const),
           },
-          l4: { TCP: { source_port: addrs.src.port, destination_port: addrs.dst.port } },
+          l4:
+            e.transport === "UDP"
+              ? { UDP: { source_port: addrs.src.port, destination_port: addrs.dst.port } }
+              : { TCP: { source_port: addrs.src.port, destination_port: addrs.dst.port } },
         }
       : {}),
     source: side(lookup, addrs.src.address, e.srcIdentity),

@@ -99,6 +99,11 @@ export interface L7Event {
   readonly dstIdentity: number;
   readonly endpoint: string;
   readonly direction: L7Direction;
+  /** The client's address and the server it asked (DNS: the proxy knows them per query). */
+  readonly client?: { readonly address: string; readonly port: number };
+  readonly server?: { readonly address: string; readonly port: number };
+  /** Transport of the request when it is not TCP's alone (DNS: UDP or TCP). */
+  readonly transport?: L7Proto;
   /** Why: the rule index that allowed, or the reason of a denial/error. */
   readonly rule?: number;
   readonly reason?: string;

@@ -241,6 +241,9 @@ export class DnsProxy {
       dstIdentity: info?.dstIdentity ?? 0,
       endpoint: info?.endpoint ?? "",
       direction: info?.direction ?? ("egress" as const),
+      client: { address: src.address, port: src.port },
+      transport: proto,
+      ...(info ? { server: { address: info.originalDst.host, port: info.originalDst.port } } : {}),
     };
     const r = parseQuery(msg);
     if (r.kind === "drop") {

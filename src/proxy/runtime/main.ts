@@ -108,8 +108,11 @@ async function main(): Promise<void> {
           // DnsProxy gives up after its answerTimeoutMs (SERVFAIL); forget the id a little later.
           setTimeout(() => pendingDns.delete(id), 5000).unref();
         }),
-      sink: (e) =>
-        send({ type: "l7", event: e, src: { address: "", port: 0 }, dst: { address: "", port: 0 } }),
+      sink: (e) => {
+        const { client, server, ...event } = e;
+        const none = { address: "", port: 0 };
+        send({ type: "l7", event, src: client ?? none, dst: server ?? none });
+      },
     });
     await d.start();
     dns.push(d);

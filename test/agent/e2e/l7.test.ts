@@ -259,10 +259,14 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     );
     assert.equal(await lab.ep("tiefighter").probe.tcp("198.51.100.7", 80, T), "ok", "no policy selects it");
     const dns = (lab.agent.observer?.read(filterFromFlags({ protocol: ["dns"] })) ?? []).flatMap((r) =>
-      "flow" in r ? [`${r.flow.verdict} ${r.flow.l7?.dns?.query}`] : [],
+      "flow" in r
+        ? [
+            `${r.flow.verdict} ${r.flow.l7?.dns?.query} from ${r.flow.source?.pod_name} to ${r.flow.IP?.destination}:${"UDP" in (r.flow.l4 ?? {}) ? "udp" : "tcp"}`,
+          ]
+        : [],
     );
-    assert.ok(dns.includes("DROPPED blocked.test."), dns.join("\n"));
-    assert.ok(dns.includes("FORWARDED allowed.example.com."), dns.join("\n"));
+    assert.ok(dns.includes("DROPPED blocked.test. from client to 192.0.2.10:udp"), dns.join("\n"));
+    assert.ok(dns.includes("FORWARDED allowed.example.com. from client to 192.0.2.10:udp"), dns.join("\n"));
     // dnsmasq answers with TTL 0: the address lives for the minimum TTL (2 s here), then new
     // connections are denied until the name is resolved again.
     await new Promise((r) => setTimeout(r, 2600));
