@@ -1,7 +1,7 @@
 /**
  * DatapathState -> one nftables table (`inet membrane` by default).
  *
- *   pre_c (hook prerouting, priority -150: after conntrack, before DNAT)     output_c (hook output)
+ *   pre_c (hook prerouting, priority -150: after conntrack, before DNAT)     out_c (hook output, -150)
  *     ND/MLD accept                                                            ND/MLD accept
  *     mark = ipcache[daddr]; local daddr: mark = host                          proxy's group: accept
  *     iifname vmap @egress_ep ──────────┐                                      mark = host
@@ -20,8 +20,10 @@
  *               other direction still has its say), deny = goto e<id>_<dir>_r<rule> (log + drop),
  *               redirect = goto e<id>_<dir>_p<rule> (log, set a ct mark bit, return)
  *
- *   nat_c (hook prerouting, priority dstnat): a connection whose ct mark has a
- *     redirect bit is DNATed to the node's proxy (L7 port, or the DNS port).
+ *   nat_c (hook prerouting, priority dstnat) and nat_out_c (hook output, -100): a
+ *     connection whose ct mark has a redirect bit is DNATed to the node's proxy (L7
+ *     port, or the DNS port); the node's own connections carry CT_FROM_HOST, so the
+ *     proxy names their client `host`.
  *
  * Both ends of a connection are decided in prerouting, before DNAT: the
  * client's egress and the server's ingress, so a redirect happens only when
@@ -61,6 +63,7 @@ import { flattenIpcache, type IdentityInterval } from "./intervals.js";
 import type { CompiledTable, NftChain, NftElement, NftMap } from "./model.js";
 import { compileSegments } from "./segments.js";
 import {
+  CT_FROM_HOST,
   CT_REDIRECT_DNS,
   CT_REDIRECT_L7,
   IDENTITY_MASK,
@@ -136,6 +139,7 @@ export function parseLogPrefix(text: string):
 
 const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
 const NAT_BASE = "type nat hook prerouting priority dstnat; policy accept;";
+const NAT_OUT_BASE = "type nat hook output priority -100; policy accept;";
 
 /** DNAT of redirected connections (the first packet only; conntrack does the rest). */
 function natRules(p: ProxyTarget): string[] {
@@ -404,16 +408,27 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       ],
     },
     {
-      name: "output_c",
-      base: "type filter hook output priority filter; policy accept;",
+      // Before the output NAT (-100), so that a redirect decided here is DNATed there.
+      name: "out_c",
+      base: "type filter hook output priority -150; policy accept;",
       rules: [
         ND_TYPES,
-        ...(proxy ? [`meta skgid ${proxy.gid} accept`] : []),
+        ...(proxy
+          ? [`meta skgid ${proxy.gid} accept`, `ct state new ct mark set ct mark or ${hex(CT_FROM_HOST)}`]
+          : []),
         `meta mark set ${host}`,
         "oifname vmap @ingress_ep",
       ],
     },
   );
-  if (proxy) chains.push({ name: "nat_c", base: NAT_BASE, rules: natRules(proxy) });
+  if (proxy) {
+    chains.push({ name: "nat_c", base: NAT_BASE, rules: natRules(proxy) });
+    // The node's own connections to an endpoint whose ingress has L7 rules go through the proxy too.
+    chains.push({
+      name: "nat_out_c",
+      base: NAT_OUT_BASE,
+      rules: [`meta skgid ${proxy.gid} return`, ...natRules(proxy)],
+    });
+  }
   return { family: "inet", name: opts.table ?? "membrane", maps, chains };
 }

@@ -80,6 +80,8 @@ export interface ProxyTarget {
 /** Connection mark bits (ct mark) of a connection redirected to the proxy. */
 export const CT_REDIRECT_L7 = 0x80000000;
 export const CT_REDIRECT_DNS = 0x40000000;
+/** Connection mark bit of a connection the node itself opened (the proxy names its client `host`). */
+export const CT_FROM_HOST = 0x20000000;
 
 /** The identity of addresses no ipcache prefix covers. */
 export const WORLD_IDENTITY = 2;

@@ -270,7 +270,7 @@ describe("compile", () => {
     assert.equal(chain("e12_out").length, 8, "not enforced: no default drop");
   });
   test("traffic from the node itself carries the host identity", () => {
-    assert.deepEqual(chain("output_c").slice(1), ["meta mark set 1", "oifname vmap @ingress_ep"]);
+    assert.deepEqual(chain("out_c").slice(1), ["meta mark set 1", "oifname vmap @ingress_ep"]);
   });
   test("both ends are decided in prerouting; traffic to the node's own addresses is to host", () => {
     assert.deepEqual(chain("pre_c").slice(1), [
@@ -467,7 +467,12 @@ describe("compile: redirects to the L7 proxy", () => {
     assert.ok(nat.includes("meta nfproto ipv6 ct mark & 0xc0000000 != 0 drop"), nat.join("\n"));
   });
   test("the proxy's own upstream connections (its group) leave without a second check", () => {
-    assert.deepEqual(chain("output_c")?.slice(1, 2), ["meta skgid 1337 accept"]);
+    assert.deepEqual(chain("out_c")?.slice(1, 3), [
+      "meta skgid 1337 accept",
+      "ct state new ct mark set ct mark or 0x20000000",
+    ]);
+    assert.deepEqual(chain("nat_out_c")?.slice(0, 1), ["meta skgid 1337 return"]);
+    assert.deepEqual(chain("nat_out_c")?.slice(1), chain("nat_c"), "the node's own connections are DNATed alike");
   });
   test("the log prefix of a redirect reads back as allowed and redirected", () => {
     assert.deepEqual(parseLogPrefix("mbr:p:e12:in:r3"), {

@@ -202,6 +202,11 @@ describe("PolicyTable.forConnection: the stages a request must pass", () => {
     const empty = new PolicyTable({ ...SNAP, version: 8, l7: [] });
     assert.equal(empty.forConnection(lookupKey(info)), undefined);
   });
+  test("a connection the node opened (CT_FROM_HOST) is host, even from an address an endpoint also has", () => {
+    const info = t.identify(c("10.200.0.7"), c("10.200.0.6", 80), 6, true);
+    assert.ok(info);
+    assert.deepEqual([info.srcIdentity, info.direction, info.endpoint], [1, "ingress", "default/server"]);
+  });
   test("UDP entries are not TCP entries", () => {
     assert.equal(t.identify(c("10.200.0.5"), c("10.200.0.6", 80), 17), undefined);
   });

@@ -38,7 +38,10 @@ async function main(): Promise<void> {
     const req = parse(m);
     if (!req) return process.send?.({ id: -1, error: "malformed request" });
     ct.originalDst(req.proto, req.local, req.remote).then(
-      (r) => process.send?.(r ? { id: req.id, address: r.address, port: r.port } : { id: req.id }),
+      (r) =>
+        process.send?.(
+          r ? { id: req.id, address: r.address, port: r.port, mark: r.mark ?? 0 } : { id: req.id },
+        ),
       (e: unknown) => process.send?.({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
     );
   });

@@ -17,6 +17,7 @@
 import { fork } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
+import { CT_FROM_HOST } from "../../datapath/types.js";
 import { DnsProxy } from "../dns/proxy.js";
 import type { L7Event } from "../types.js";
 import { dispatchConnection } from "./dispatch.js";
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
   process.on("disconnect", () => process.exit(0));
 
   const ct = await startBroker();
-  const originalDst = (proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Addr | undefined> =>
+  const originalDst = (proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Original | undefined> =>
     ct.lookup(proto, local, remote);
   const sinkFor =
     (src: Addr, dst: Addr) =>
@@ -74,7 +75,7 @@ async function main(): Promise<void> {
       const local = { address: plainAddress(sock.localAddress ?? ""), port: sock.localPort ?? 0 };
       const remote = { address: plainAddress(sock.remoteAddress ?? ""), port: sock.remotePort ?? 0 };
       void originalDst("tcp", local, remote).then((dst) => {
-        const info = dst ? table.identify(remote, dst, 6) : undefined;
+        const info = dst ? table.identify(remote, dst, 6, fromHost(dst)) : undefined;
         if (!dst || !info) {
           sock.resetAndDestroy();
           return;
@@ -98,7 +99,7 @@ async function main(): Promise<void> {
       identify: async (src, proto) => {
         const local = { address: host, port: cfg.dnsPort };
         const dst = await originalDst(proto === "UDP" ? "udp" : "tcp", local, src);
-        return dst ? table.identify(src, dst, proto === "UDP" ? 17 : 6) : undefined;
+        return dst ? table.identify(src, dst, proto === "UDP" ? 17 : 6, fromHost(dst)) : undefined;
       },
       onAnswer: (endpoint, name, ips, ttl) =>
         new Promise<void>((resolve, reject) => {
@@ -135,8 +136,14 @@ function dropPrivileges(cfg: ProxyConfig): void {
   if (process.getuid?.() !== cfg.uid) fatal(`could not drop root to uid ${cfg.uid}`);
 }
 
+/** An original destination, with the connection's mark (CT_FROM_HOST: the node itself is the client). */
+interface Original extends Addr {
+  readonly mark: number;
+}
+const fromHost = (o: Original): boolean => (o.mark & CT_FROM_HOST) !== 0;
+
 interface Broker {
-  lookup(proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Addr | undefined>;
+  lookup(proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Original | undefined>;
 }
 
 /** Forks the privileged conntrack broker (ctbroker.ts) while this process is still root. */
@@ -144,13 +151,20 @@ async function startBroker(): Promise<Broker> {
   const child = fork(fileURLToPath(new URL("./ctbroker.js", import.meta.url)), [], {
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
-  const waiting = new Map<number, (a: Addr | undefined) => void>();
+  const waiting = new Map<number, (a: Original | undefined) => void>();
   let next = 1;
   await new Promise<void>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`conntrack broker exited (${code})`)));
     child.on(
       "message",
-      (m: { ready?: boolean; fatal?: string; id?: number; address?: string; port?: number }) => {
+      (m: {
+        ready?: boolean;
+        fatal?: string;
+        id?: number;
+        address?: string;
+        port?: number;
+        mark?: number;
+      }) => {
         if (m.ready) return resolve();
         if (m.fatal !== undefined) return reject(new Error(`conntrack broker: ${m.fatal}`));
         if (typeof m.id !== "number") return;
@@ -158,7 +172,7 @@ async function startBroker(): Promise<Broker> {
         waiting.delete(m.id);
         done?.(
           typeof m.address === "string" && typeof m.port === "number"
-            ? { address: m.address, port: m.port }
+            ? { address: m.address, port: m.port, mark: typeof m.mark === "number" ? m.mark : 0 }
             : undefined,
         );
       },

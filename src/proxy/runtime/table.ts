@@ -16,8 +16,11 @@
 import { parseAddr } from "../../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../../datapath/intervals.js";
 import { WORLD_IDENTITY } from "../../datapath/types.js";
+import { ID } from "../../identity/reserved.js";
 import type { L7Spec } from "../../policy/mapstate.js";
 import type { ConnectionInfo, L7Direction, L7LookupKey, L7LookupResult, L7PolicyLookup } from "../types.js";
+
+const HOST_IDENTITY = ID.host;
 
 export interface ProxyEndpoint {
   /** `namespace/name`. */
@@ -131,10 +134,11 @@ export class PolicyTable implements L7PolicyLookup {
    * server's ingress. undefined when neither end has L7 rules for it (the
    * kernel's redirect and this table disagree: fail closed).
    */
-  identify(client: Addr, dst: Addr, proto: number): ConnectionInfo | undefined {
-    const src = this.endpointByIp(client.address);
+  identify(client: Addr, dst: Addr, proto: number, fromHost = false): ConnectionInfo | undefined {
+    // The node's own connections (marked by the kernel) are `host`, whatever source address it chose.
+    const src = fromHost ? undefined : this.endpointByIp(client.address);
     const dstEp = this.endpointByIp(dst.address);
-    const srcIdentity = this.identityOf(client.address);
+    const srcIdentity = fromHost ? HOST_IDENTITY : this.identityOf(client.address);
     const dstIdentity = this.identityOf(dst.address);
     const l7proto = proto === 17 ? ("UDP" as const) : ("TCP" as const);
     const base = {

@@ -88,6 +88,21 @@ ingress:
 `,
 );
 
+const HOST_L7 = cnp(
+  "host-l7",
+  `
+endpointSelector: {matchLabels: {class: deathstar}}
+ingress:
+- fromEntities: [host]
+  toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+    rules:
+      http:
+      - method: GET
+        path: /healthz
+`,
+);
+
 const FQDN = cnp(
   "fqdn",
   `
@@ -242,6 +257,23 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       "not empire: dropped at L3/L4",
     );
     await lab.agent.deletePolicies(GRPC, "grpc.yaml");
+  });
+
+  test("the node's own connections are redirected too: an ingress L7 rule for host is enforced, not bypassed", async () => {
+    await lab.agent.applyPolicies(HOST_L7, "host.yaml");
+    const node = lab.probeIn(lab.node);
+    assert.deepEqual(
+      [
+        await node.http(ds(), 80, { method: "GET", path: "/healthz" }, 1500),
+        await node.http(ds(), 80, { method: "GET", path: "/admin" }, 1500),
+      ],
+      ["200", "403"],
+    );
+    const seen = (lab.agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? []).flatMap((r) =>
+      "flow" in r && r.flow.l7?.http?.url?.endsWith("/admin") ? [r.flow.source?.identity] : [],
+    );
+    assert.equal(seen[seen.length - 1], 1, "the proxy names the node as host (identity 1)");
+    await lab.agent.deletePolicies(HOST_L7, "host.yaml");
   });
 
   test("toFQDNs: only a name the client resolved through the DNS proxy is reachable, from the first connection", async () => {
