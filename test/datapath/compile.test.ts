@@ -472,7 +472,11 @@ describe("compile: redirects to the L7 proxy", () => {
       "ct state new ct mark set ct mark or 0x20000000",
     ]);
     assert.deepEqual(chain("nat_out_c")?.slice(0, 1), ["meta skgid 1337 return"]);
-    assert.deepEqual(chain("nat_out_c")?.slice(1), chain("nat_c"), "the node's own connections are DNATed alike");
+    assert.deepEqual(
+      chain("nat_out_c")?.slice(1),
+      chain("nat_c"),
+      "the node's own connections are DNATed alike",
+    );
   });
   test("the log prefix of a redirect reads back as allowed and redirected", () => {
     assert.deepEqual(parseLogPrefix("mbr:p:e12:in:r3"), {
