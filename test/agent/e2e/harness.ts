@@ -33,6 +33,8 @@ export const T = 600;
 
 export interface LabOptions {
   readonly podCidr4?: string;
+  /** Dual stack: the IPv6 pod CIDR. */
+  readonly podCidr6?: string;
   readonly engine?: Partial<EngineConfig>;
   /** Run the L7 proxy (and flows, to see its events). */
   readonly proxy?: boolean;
@@ -70,6 +72,7 @@ export class AgentLab {
       nodeNetns: `${prefix}-node`,
       netnsPrefix: `${prefix}-`,
       podCidr4: o.podCidr4 ?? "10.210.0.0/24",
+      ...(o.podCidr6 !== undefined ? { podCidr6: o.podCidr6 } : {}),
       table: `m${prefix}`,
       logGroup: 1,
       engine: o.engine ?? {},

@@ -128,7 +128,7 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
   const ds = (): string => lab.ep("deathstar").ip;
 
   before(async () => {
-    lab = await AgentLab.start("l7", { podCidr4: "10.212.0.0/24", proxy: true });
+    lab = await AgentLab.start("l7", { podCidr4: "10.212.0.0/24", podCidr6: "fd00:212::/64", proxy: true });
     for (const [name, labels] of [
       ["deathstar", { org: "empire", class: "deathstar" }],
       ["tiefighter", { org: "empire", class: "tiefighter" }],
@@ -217,6 +217,19 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       '  - method: "GET"',
       '    path: "/v1/request-landing"',
     ]);
+  });
+
+  test("IPv6: the same L7 verdicts through the IPv6 redirect (DNAT to the node's IPv6 gateway, conntrack v6)", async () => {
+    const ds6 = lab.ep("deathstar").view.ipv6;
+    assert.ok(ds6 !== undefined);
+    assert.deepEqual(
+      [
+        await get("tiefighter", "POST", "/v1/request-landing", ds6),
+        await get("tiefighter", "PUT", "/v1/exhaust-port", ds6),
+        await get("xwing", "POST", "/v1/request-landing", ds6),
+      ],
+      ["200", "403", "timeout"],
+    );
   });
 
   test("egress L7 on the client and ingress L7 on the server: a request must pass both", async () => {
