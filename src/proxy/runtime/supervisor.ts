@@ -44,6 +44,8 @@ export class ProxySupervisor {
   private last: ProxySnapshot | undefined;
   private readonly acks = new Map<number, () => void>();
   private restarts = 0;
+  /** What the running process acknowledged last (content without the version). */
+  private held: { child: ChildProcess; content: string } | undefined;
 
   constructor(private readonly p: ProxySupervisorParams) {}
 
@@ -153,6 +155,9 @@ export class ProxySupervisor {
     this.last = snapshot;
     const c = this.child;
     if (!c?.connected) return;
+    // Most enforces change nothing the proxy holds: skip the copy (the same process already has it).
+    const content = JSON.stringify([snapshot.ipcache, snapshot.endpoints, snapshot.l7]);
+    if (this.held?.child === c && this.held.content === content) return;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.acks.delete(snapshot.version);
@@ -164,6 +169,7 @@ export class ProxySupervisor {
       });
       this.send({ type: "snapshot", snapshot });
     });
+    this.held = { child: c, content };
   }
 
   async stop(): Promise<void> {
