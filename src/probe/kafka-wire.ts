@@ -1,6 +1,6 @@
 /**
- * Kafka wire primitives for the probe broker and client: a big-endian writer
- * that frames (4-byte size prefix) and a bounds-checked reader. Only the
+ * Kafka wire primitives for the probe broker and client: the proxy's writer
+ * (frames with a 4-byte size prefix) and a bounds-checked reader of answers. Only the
  * classic (non-flexible) encodings, plus the unsigned varints that
  * ApiVersions v3 needs.
  *
@@ -14,74 +14,8 @@ export class KafkaShortRead extends Error {
   }
 }
 
-export class KafkaWriter {
-  private readonly parts: Buffer[] = [];
-  private fixed(n: number, f: (b: Buffer) => void): this {
-    const b = Buffer.alloc(n);
-    f(b);
-    this.parts.push(b);
-    return this;
-  }
-  i8(n: number): this {
-    return this.fixed(1, (b) => b.writeInt8(n));
-  }
-  bool(v: boolean): this {
-    return this.i8(v ? 1 : 0);
-  }
-  i16(n: number): this {
-    return this.fixed(2, (b) => b.writeInt16BE(n));
-  }
-  i32(n: number): this {
-    return this.fixed(4, (b) => b.writeInt32BE(n));
-  }
-  i64(n: bigint): this {
-    return this.fixed(8, (b) => b.writeBigInt64BE(n));
-  }
-  /** Unsigned varint (flexible versions: compact lengths, tagged-field counts). */
-  uvarint(n: number): this {
-    const out: number[] = [];
-    let v = n >>> 0;
-    while (v >= 0x80) {
-      out.push((v & 0x7f) | 0x80);
-      v >>>= 7;
-    }
-    out.push(v);
-    this.parts.push(Buffer.from(out));
-    return this;
-  }
-  string(s: string | null): this {
-    if (s === null) return this.i16(-1);
-    const b = Buffer.from(s, "utf8");
-    return this.i16(b.length).raw(b);
-  }
-  compactString(s: string): this {
-    const b = Buffer.from(s, "utf8");
-    return this.uvarint(b.length + 1).raw(b);
-  }
-  bytes(b: Buffer | null): this {
-    if (b === null) return this.i32(-1);
-    return this.i32(b.length).raw(b);
-  }
-  array<T>(items: readonly T[] | null, each: (w: this, item: T) => void): this {
-    if (items === null) return this.i32(-1);
-    this.i32(items.length);
-    for (const it of items) each(this, it);
-    return this;
-  }
-  raw(b: Buffer): this {
-    this.parts.push(b);
-    return this;
-  }
-  body(): Buffer {
-    return Buffer.concat(this.parts);
-  }
-  framed(): Buffer {
-    const body = this.body();
-    const size = Buffer.alloc(4);
-    size.writeInt32BE(body.length);
-    return Buffer.concat([size, body]);
-  }
-}
+/** The proxy's encoder, under the probe's name. */
+export { Writer as KafkaWriter } from "../proxy/kafka/wire.js";
 
 export class KafkaReader {
   pos = 0;

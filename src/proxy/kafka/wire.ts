@@ -66,6 +66,7 @@ export class Reader {
   }
 }
 
+/** Big-endian Kafka encoder (the proxy's own answers; the probe broker and client use it too). */
 export class Writer {
   private readonly parts: Buffer[] = [];
   private fixed(n: number, f: (b: Buffer) => void): this {
@@ -77,6 +78,9 @@ export class Writer {
   i8(n: number): this {
     return this.fixed(1, (b) => b.writeInt8(n));
   }
+  bool(v: boolean): this {
+    return this.i8(v ? 1 : 0);
+  }
   i16(n: number): this {
     return this.fixed(2, (b) => b.writeInt16BE(n));
   }
@@ -86,17 +90,49 @@ export class Writer {
   i64(n: bigint): this {
     return this.fixed(8, (b) => b.writeBigInt64BE(n));
   }
-  string(s: string): this {
-    const b = Buffer.from(s, "utf8");
-    this.i16(b.length);
-    this.parts.push(b);
+  /** Unsigned varint (flexible versions: compact lengths, tagged-field counts). */
+  uvarint(n: number): this {
+    const out: number[] = [];
+    let v = n >>> 0;
+    while (v >= 0x80) {
+      out.push((v & 0x7f) | 0x80);
+      v >>>= 7;
+    }
+    out.push(v);
+    this.parts.push(Buffer.from(out));
     return this;
+  }
+  string(s: string | null): this {
+    if (s === null) return this.i16(-1);
+    const b = Buffer.from(s, "utf8");
+    return this.i16(b.length).raw(b);
   }
   nullString(): this {
     return this.i16(-1);
   }
+  compactString(s: string): this {
+    const b = Buffer.from(s, "utf8");
+    return this.uvarint(b.length + 1).raw(b);
+  }
+  bytes(b: Buffer | null): this {
+    if (b === null) return this.i32(-1);
+    return this.i32(b.length).raw(b);
+  }
+  array<T>(items: readonly T[] | null, each: (w: this, item: T) => void): this {
+    if (items === null) return this.i32(-1);
+    this.i32(items.length);
+    for (const it of items) each(this, it);
+    return this;
+  }
+  raw(b: Buffer): this {
+    this.parts.push(b);
+    return this;
+  }
+  body(): Buffer {
+    return Buffer.concat(this.parts);
+  }
   framed(): Buffer {
-    const body = Buffer.concat(this.parts);
+    const body = this.body();
     const size = Buffer.alloc(4);
     size.writeInt32BE(body.length);
     return Buffer.concat([size, body]);
