@@ -282,16 +282,27 @@ export class Agent {
       if (names?.has(key)) names.set(key, Math.max(names.get(key) ?? 0, until));
     }
     if (fresh.length === 0) return;
-    await this.serial(async () => {
-      this.engine.observeDns({ name, ips: fresh });
+    // Answers arriving while an enforce runs are batched into the next one: one
+    // recompute and one nft transaction for a burst of new names, not one each.
+    this.dnsPending.push({ name, key, ips: fresh, until });
+    this.dnsFlush ??= this.serial(async () => {
+      const batch = this.dnsPending;
+      this.dnsPending = [];
+      this.dnsFlush = undefined;
+      for (const b of batch) this.engine.observeDns({ name: b.name, ips: b.ips });
       await this.enforce();
-      for (const ip of fresh) {
-        let names = this.dnsSeen.get(ip);
-        if (!names) this.dnsSeen.set(ip, (names = new Map()));
-        names.set(key, until);
+      for (const b of batch) {
+        for (const ip of b.ips) {
+          let names = this.dnsSeen.get(ip);
+          if (!names) this.dnsSeen.set(ip, (names = new Map()));
+          names.set(b.key, Math.max(names.get(b.key) ?? 0, b.until));
+        }
       }
     });
+    await this.dnsFlush;
   }
+  private dnsPending: { name: string; key: string; ips: readonly string[]; until: number }[] = [];
+  private dnsFlush: Promise<void> | undefined;
   /**
    * A DNS answer the node's DNS proxy did not see (e.g. `policy test --datapath`
    * replaying a scenario's `dns:` observations for an endpoint with no DNS

@@ -321,6 +321,21 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     await lab.agent.deletePolicies(FQDN, "fqdn.yaml");
   });
 
+  test("a burst of DNS answers for new names is enforced in a few batched transactions, not one each", async () => {
+    const txCount = async (): Promise<number> => {
+      const text =
+        (await lab.agent.observer?.metrics.registry.getSingleMetricAsString(
+          "membrane_nft_transaction_duration_seconds",
+        )) ?? "";
+      return Number(/_count (\d+)/.exec(text)?.[1] ?? "NaN");
+    };
+    const before = await txCount();
+    const names = Array.from({ length: 40 }, (_, i) => `burst-${i}.example.com`);
+    await Promise.all(names.map((n, i) => lab.agent.observeDnsAnswer(n, [`203.0.113.${i + 1}`], 60)));
+    const used = (await txCount()) - before;
+    assert.ok(used >= 1 && used <= 5, `${used} transactions for 40 answers`);
+  });
+
   test("the proxy runs without root (uid 1337, no capabilities), in the proxy group", async () => {
     const pid = lab.agent.proxyPid;
     assert.ok(pid !== undefined);
