@@ -57,9 +57,12 @@ export function explainDrop(engine: PolicyEngine, q: FlowQuery): WhyAnswer {
       );
       if (q.http)
         lines.push(
-          `The request was ${q.http.method} ${q.http.path}. To allow it, add to the http rules of that port:`,
-          `  - method: "${q.http.method}"`,
-          `    path: "${q.http.path.split("?")[0]?.replace(/[.*+?^$()|[\]\\{}]/g, "\\$&") ?? "/"}"`,
+          `The request was ${JSON.stringify(`${q.http.method} ${q.http.path}`).slice(1, -1)}. To allow it, add to the http rules of that port:`,
+          // The request came from the network: quoted (JSON escapes are YAML double-quoted
+          // escapes), so no byte of it reaches the terminal or the YAML unescaped; the path
+          // is a whole-string regex, so its metacharacters are escaped.
+          `  - method: ${JSON.stringify(q.http.method)}`,
+          `    path: ${JSON.stringify((q.http.path.split("?")[0] ?? "/").replace(/[.*+?^$()|[\]\\{}]/g, "\\$&"))}`,
         );
       else lines.push("Add a rule for this request to those L7 rules.");
       return { verdict: "deny", lines };

@@ -28,6 +28,13 @@ spec:
   endpointSelector: {matchLabels: {app: web}}
   egress: [{toEndpoints: [{matchLabels: {app: api}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]
 `;
+const API_HTTP = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: api-http, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress: [{fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{method: GET}]}}]}]
+`;
 const DENY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: no-ssh, namespace: prod}
@@ -113,6 +120,24 @@ describe("policy why", () => {
       lines: [/egress policy of prod\/web/, /would not be enough/],
       proposal: [/toEndpoints/],
       verified: false,
+    },
+    {
+      name: "an L7 refusal names the request and the rule to add, with hostile bytes of the request escaped",
+      policies: API_HTTP,
+      q: {
+        from: ep("web", "prod"),
+        to: ep("api", "prod"),
+        proto: "TCP",
+        port: 80,
+        http: { method: "PUT", path: '/a.b"\n  - {}\u001b[2J' },
+      },
+      lines: [
+        /refused the request/,
+        /^The request was PUT \/a\.b\\"\\n  - \{\}\\u001b\[2J\. To allow it/m,
+        /^ {2}- method: "PUT"$/m,
+        /^ {4}path: "\/a\\\\\.b\\"\\n  - \\\\\{\\\\\}\\u001b\\\\\[2J"$/m,
+        /^(?![\s\S]*\u001b)/,
+      ],
     },
   ];
   for (const c of cases) {

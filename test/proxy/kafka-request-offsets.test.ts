@@ -2,30 +2,8 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { MAX_TOPIC_VERSION, parseKafkaRequest, type KafkaRequest } from "../../src/proxy/kafka/request.js";
+import { i8, i16, i32, i64, str, frame } from "./kafka-frames.js";
 
-/** Big-endian field builders: frames written by hand from Kafka's JSON schemas, not by our encoder. */
-const i8 = (n: number): Buffer => Buffer.from([n & 0xff]);
-const i16 = (n: number): Buffer => {
-  const b = Buffer.alloc(2);
-  b.writeInt16BE(n);
-  return b;
-};
-const i32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
-const i64 = (n: number): Buffer => {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64BE(BigInt(n));
-  return b;
-};
-const str = (s: string | null): Buffer =>
-  s === null ? i16(-1) : Buffer.concat([i16(Buffer.byteLength(s)), Buffer.from(s)]);
-const frame = (...parts: Buffer[]): Buffer => {
-  const body = Buffer.concat(parts);
-  return Buffer.concat([i32(body.length), body]);
-};
 const header = (key: number, v: number): Buffer =>
   Buffer.concat([i16(key), i16(v), i32(77), str("consumer-1")]);
 

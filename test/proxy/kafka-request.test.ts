@@ -3,30 +3,8 @@ import assert from "node:assert/strict";
 import { kafkaMatches } from "../../src/policy/l7/kafka.js";
 import { parseKafkaRequest, type KafkaRequest } from "../../src/proxy/kafka/request.js";
 import { deniedResponse } from "../../src/proxy/kafka/response.js";
+import { i8, i16, i32, i64, str, frame } from "./kafka-frames.js";
 
-/** Big-endian field builders. */
-const i8 = (n: number): Buffer => Buffer.from([n & 0xff]);
-const i16 = (n: number): Buffer => {
-  const b = Buffer.alloc(2);
-  b.writeInt16BE(n);
-  return b;
-};
-const i32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n);
-  return b;
-};
-const i64 = (n: number): Buffer => {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64BE(BigInt(n));
-  return b;
-};
-const str = (s: string | null): Buffer =>
-  s === null ? i16(-1) : Buffer.concat([i16(Buffer.byteLength(s)), Buffer.from(s)]);
-const frame = (...parts: Buffer[]): Buffer => {
-  const body = Buffer.concat(parts);
-  return Buffer.concat([i32(body.length), body]);
-};
 const header = (key: number, v: number, corr: number, client: string | null): Buffer =>
   Buffer.concat([i16(key), i16(v), i32(corr), str(client)]);
 

@@ -212,6 +212,16 @@ describe("PolicyTable.forConnection: the stages a request must pass", () => {
   });
 });
 
+const ADDR = { address: "10.0.0.1", port: 80 };
+const EVENT = {
+  type: "http",
+  verdict: "denied",
+  direction: "ingress",
+  srcIdentity: 300,
+  dstIdentity: 301,
+  endpoint: "default/server",
+};
+
 describe("IPC messages are shape-checked", () => {
   const cases: { name: string; msg: unknown; from?: boolean; ok: boolean }[] = [
     { name: "an ack", msg: { type: "ack", version: 3 }, from: true, ok: true },
@@ -235,6 +245,44 @@ describe("IPC messages are shape-checked", () => {
       ok: false,
     },
     { name: "an unknown type", msg: { type: "shell", cmd: "rm" }, from: true, ok: false },
+    {
+      name: "a DNS answer with a NaN TTL",
+      msg: { type: "dns-answer", id: 1, endpoint: "a/b", name: "x.", ips: [], ttl: NaN },
+      from: true,
+      ok: false,
+    },
+    {
+      name: "a DNS answer with a name over 255",
+      msg: { type: "dns-answer", id: 1, endpoint: "a/b", name: "a".repeat(256), ips: [], ttl: 5 },
+      from: true,
+      ok: false,
+    },
+    {
+      name: "a DNS answer with 257 addresses",
+      msg: {
+        type: "dns-answer",
+        id: 1,
+        endpoint: "a/b",
+        name: "x.",
+        ips: Array(257).fill("1.2.3.4"),
+        ttl: 5,
+      },
+      from: true,
+      ok: false,
+    },
+    {
+      name: "an L7 event with an unknown verdict",
+      msg: { type: "l7", event: { ...EVENT, verdict: "allowed" }, src: ADDR, dst: ADDR },
+      from: true,
+      ok: false,
+    },
+    {
+      name: "an L7 event with a port out of range",
+      msg: { type: "l7", event: EVENT, src: { address: "10.0.0.1", port: 70000 }, dst: ADDR },
+      from: true,
+      ok: false,
+    },
+    { name: "an L7 event", msg: { type: "l7", event: EVENT, src: ADDR, dst: ADDR }, from: true, ok: true },
     { name: "null", msg: null, from: true, ok: false },
     {
       name: "a snapshot",
@@ -248,6 +296,16 @@ describe("IPC messages are shape-checked", () => {
     },
     { name: "dns-done with a string id", msg: { type: "dns-done", id: "1", ok: true }, ok: false },
   ];
+  test("an L7 event is rebuilt: malformed optional fields and unknown fields are dropped", () => {
+    const m = fromProxy({
+      type: "l7",
+      event: { ...EVENT, method: "PUT", topics: "not-a-list", status: 1.5, injected: { x: 1 } },
+      src: ADDR,
+      dst: ADDR,
+    });
+    assert.ok(m && m.type === "l7");
+    assert.deepEqual(m.event, { ...EVENT, method: "PUT" });
+  });
   for (const k of cases) {
     test(`${k.ok ? "accepts" : "drops"} ${k.name}`, () => {
       const r = k.from ? fromProxy(k.msg) : toProxy(k.msg);

@@ -32,18 +32,26 @@ function parse(m: unknown): Req | undefined {
   return { id: r.id, proto: r.proto, local: r.local, remote: r.remote };
 }
 
+const MAX_OUTSTANDING = 4096;
+let outstanding = 0;
+
 async function main(): Promise<void> {
   const ct = await ConntrackClient.open();
   process.on("message", (m: unknown) => {
     const req = parse(m);
     if (!req) return process.send?.({ id: -1, error: "malformed request" });
-    ct.originalDst(req.proto, req.local, req.remote).then(
-      (r) =>
-        process.send?.(
-          r ? { id: req.id, address: r.address, port: r.port, mark: r.mark ?? 0 } : { id: req.id },
-        ),
-      (e: unknown) => process.send?.({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
-    );
+    // The asker is unprivileged and may be compromised: bounded work, never a growing queue.
+    if (outstanding >= MAX_OUTSTANDING) return process.send?.({ id: req.id, error: "too many lookups" });
+    outstanding++;
+    ct.originalDst(req.proto, req.local, req.remote)
+      .finally(() => outstanding--)
+      .then(
+        (r) =>
+          process.send?.(
+            r ? { id: req.id, address: r.address, port: r.port, mark: r.mark ?? 0 } : { id: req.id },
+          ),
+        (e: unknown) => process.send?.({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
+      );
   });
   process.on("disconnect", () => process.exit(0));
   process.send?.({ ready: true });

@@ -15,7 +15,14 @@ import { handleTlsInterceptConnection } from "../tls/intercept.js";
 import { stageTlsContext } from "../tls/policy.js";
 import { TlsSecretStore } from "../tls/secrets.js";
 import { handleTlsSniConnection } from "../tls/sni.js";
-import { l7Parser, lookupKey, type ConnectionInfo, type L7PolicyLookup, type L7Sink } from "../types.js";
+import {
+  l7Parser,
+  lookupKey,
+  type ConnectionInfo,
+  type L7LookupResult,
+  type L7PolicyLookup,
+  type L7Sink,
+} from "../types.js";
 
 export interface DispatchDeps {
   readonly lookup: L7PolicyLookup;
@@ -34,7 +41,7 @@ export function dispatchConnection(sock: Socket, info: ConnectionInfo, deps: Dis
   if (!l7Parser(policy, parser)) return failClosed(sock, info, deps, "two L7 parsers claim this port");
   switch (parser) {
     case "http":
-      return sniffHttp(sock, info, deps);
+      return sniffHttp(sock, info, deps, policy);
     case "kafka":
       return handleKafkaConnection(sock, info, deps);
     case "tls":
@@ -58,9 +65,8 @@ function failClosed(sock: Socket, info: ConnectionInfo, deps: DispatchDeps, reas
 }
 
 /** HTTP/1.1 or HTTP/2 (prior knowledge): decided by the client's first bytes. */
-function sniffHttp(sock: Socket, info: ConnectionInfo, deps: DispatchDeps): void {
-  const policy = deps.lookup.forConnection(lookupKey(info));
-  const term = policy ? stageTlsContext(policy, "terminatingTLS") : undefined;
+function sniffHttp(sock: Socket, info: ConnectionInfo, deps: DispatchDeps, policy: L7LookupResult): void {
+  const term = stageTlsContext(policy, "terminatingTLS");
   if (term === "conflict") return failClosed(sock, info, deps, "two TLS contexts claim this port");
   if (term)
     return handleTlsInterceptConnection(sock, info, { ...deps, secrets: secretStore(deps.secretsDir) });

@@ -105,7 +105,8 @@ async function main(): Promise<void> {
         new Promise<void>((resolve, reject) => {
           const id = nextDns++;
           pendingDns.set(id, (ok) => (ok ? resolve() : reject(new Error("the agent did not enforce"))));
-          send({ type: "dns-answer", id, endpoint, name, ips, ttl });
+          // RFC 2181 §8: a TTL with the top bit set means zero.
+          send({ type: "dns-answer", id, endpoint, name, ips, ttl: ttl > 0x7fffffff ? 0 : ttl });
           // DnsProxy gives up after its answerTimeoutMs (SERVFAIL); forget the id a little later.
           setTimeout(() => pendingDns.delete(id), 5000).unref();
         }),

@@ -10,10 +10,13 @@
  * A DNS answer is held by the proxy until the agent says `dns-done`: by then
  * the answer's addresses are in the kernel's ipcache (toFQDNs works on the
  * client's first connection). Both sides check the shape of what they
- * receive; a malformed message is dropped and counted, never trusted.
+ * receive; a malformed message is dropped, never trusted. The agent side
+ * rebuilds what the (unprivileged) proxy sends from known, bounded fields
+ * (validate.ts).
  */
 import type { L7Event } from "../types.js";
 import type { Addr, ProxySnapshot } from "./table.js";
+import { addrFrom, dnsAnswerFrom, l7EventFrom } from "./validate.js";
 
 export interface ProxyConfig {
   /** Node addresses the listeners bind (the DNAT targets). */
@@ -46,10 +49,8 @@ export type FromProxy =
   | { readonly type: "fatal"; readonly message: string };
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
-const isAddr = (v: unknown): v is Addr =>
-  isObj(v) && typeof v.address === "string" && typeof v.port === "number";
 
-/** The message if it has the shape of one the proxy sends; else undefined. */
+/** The message rebuilt from what the proxy sent, if well-formed; else undefined. */
 export function fromProxy(m: unknown): FromProxy | undefined {
   if (!isObj(m)) return undefined;
   switch (m.type) {
@@ -57,21 +58,18 @@ export function fromProxy(m: unknown): FromProxy | undefined {
       return { type: "ready" };
     case "ack":
       return typeof m.version === "number" ? { type: "ack", version: m.version } : undefined;
-    case "l7":
-      return isObj(m.event) && typeof m.event.type === "string" && isAddr(m.src) && isAddr(m.dst)
-        ? (m as FromProxy)
-        : undefined;
-    case "dns-answer":
-      return typeof m.id === "number" &&
-        typeof m.endpoint === "string" &&
-        typeof m.name === "string" &&
-        Array.isArray(m.ips) &&
-        m.ips.every((x) => typeof x === "string") &&
-        typeof m.ttl === "number"
-        ? (m as FromProxy)
-        : undefined;
+    case "l7": {
+      const event = l7EventFrom(m.event);
+      const src = addrFrom(m.src);
+      const dst = addrFrom(m.dst);
+      return event && src && dst ? { type: "l7", event, src, dst } : undefined;
+    }
+    case "dns-answer": {
+      const a = dnsAnswerFrom(m);
+      return a ? { type: "dns-answer", ...a } : undefined;
+    }
     case "fatal":
-      return typeof m.message === "string" ? { type: "fatal", message: m.message } : undefined;
+      return typeof m.message === "string" ? { type: "fatal", message: m.message.slice(0, 1000) } : undefined;
     default:
       return undefined;
   }

@@ -14,6 +14,7 @@
  * down, redirected connections find no listener and are reset: fail closed.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { MembraneError } from "../../errors.js";
@@ -44,7 +45,7 @@ export class ProxySupervisor {
   private last: ProxySnapshot | undefined;
   private readonly acks = new Map<number, () => void>();
   private restarts = 0;
-  /** What the running process acknowledged last (content without the version). */
+  /** What the running process acknowledged last (hash of the content without the version). */
   private held: { child: ChildProcess; content: string } | undefined;
 
   constructor(private readonly p: ProxySupervisorParams) {}
@@ -130,7 +131,12 @@ export class ProxySupervisor {
       this.acks.get(m.version)?.();
       this.acks.delete(m.version);
     } else if (m.type === "l7") {
-      this.p.onL7(m.event, m.src, m.dst);
+      try {
+        this.p.onL7(m.event, m.src, m.dst);
+      } catch (e) {
+        // A flow consumer's failure loses the flow, never the agent.
+        this.p.logger.warn({ err: (e as Error).message }, "L7 event dropped");
+      }
     } else if (m.type === "dns-answer") {
       this.p.onDnsAnswer(m.endpoint, m.name, m.ips, m.ttl).then(
         () => this.send({ type: "dns-done", id: m.id, ok: true }),
@@ -156,7 +162,9 @@ export class ProxySupervisor {
     const c = this.child;
     if (!c?.connected) return;
     // Most enforces change nothing the proxy holds: skip the copy (the same process already has it).
-    const content = JSON.stringify([snapshot.ipcache, snapshot.endpoints, snapshot.l7]);
+    const content = createHash("sha256")
+      .update(JSON.stringify([snapshot.ipcache, snapshot.endpoints, snapshot.l7]))
+      .digest("hex");
     if (this.held?.child === c && this.held.content === content) return;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
