@@ -116,8 +116,25 @@ function decidedBy(f: Flow): string {
   return "";
 }
 
+/**
+ * Flows carry bytes from the network (Kafka topics, pod and label names from
+ * the API, proxy reasons): text output goes to terminals, so control
+ * characters are shown escaped (`\x1b`), never sent raw. JSON output is
+ * escaped by JSON itself.
+ */
+export function terminalSafe(s: string): string {
+  return s.replace(
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
 /** One line in hubble's compact form. */
 export function formatCompact(r: FlowRecord, o: PrintOptions = {}): string {
+  return terminalSafe(compactLine(r, o));
+}
+
+function compactLine(r: FlowRecord, o: PrintOptions): string {
   if (!isFlowRecord(r)) return `EVENTS LOST: ${r.lost_events.source} ${r.lost_events.num_events_lost}`;
   const f = r.flow;
   const arrow = f.is_reply === true ? "<-" : f.is_reply === false ? "->" : "<>";
@@ -158,7 +175,7 @@ function row(r: FlowRecord, o: PrintOptions): string[] {
 
 /** A table with padded columns (for a finite set of records). */
 export function formatTable(records: readonly FlowRecord[], o: PrintOptions = {}): string {
-  const rows = [HEADER, ...records.map((r) => row(r, o))];
+  const rows = [HEADER, ...records.map((r) => row(r, o).map(terminalSafe))];
   const widths = HEADER.map((_, c) => Math.max(...rows.map((x) => (x[c] ?? "").length)));
   return rows
     .map((x) =>

@@ -76,3 +76,24 @@ describe("printer", () => {
     });
   });
 });
+
+describe("printer: bytes from the network never reach the terminal raw", () => {
+  const hostile: FlowRecord = {
+    flow: { ...SAMPLES.http!, Summary: "Kafka produce topic evil\u001b]0;owned\u0007\u001b[2J\u009b" },
+    time: SAMPLES.http!.time,
+  };
+  test("compact: control characters are shown escaped", () => {
+    const line = formatCompact(hostile);
+    assert.ok(line.includes("(Kafka produce topic evil\\x1b]0;owned\\x07\\x1b[2J\\x9b)"), line);
+    assert.doesNotMatch(line, /[\u0000-\u001f\u007f-\u009f]/);
+  });
+  test("table: every cell escaped alike", () => {
+    const t = formatTable([hostile]);
+    assert.ok(t.includes("evil\\x1b]0;owned\\x07"), t);
+    assert.doesNotMatch(t.replace(/\n/g, ""), /[\u0000-\u001f\u007f-\u009f]/);
+  });
+  test("json: escaped by JSON itself, the value unchanged", () => {
+    const back = JSON.parse(formatJson(hostile)) as FlowRecord;
+    assert.ok("flow" in back && back.flow.Summary === hostile.flow.Summary);
+  });
+});
