@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { handleHttpConnection, type HttpProxyLimits } from "../../src/proxy/http/proxy.js";
 import type { ConnectionInfo, L7Event, L7LookupResult, L7PolicyLookup } from "../../src/proxy/types.js";
 import type { HttpRule } from "../../src/policy/types.js";
+import type { HttpRequestLike } from "../../src/policy/l7/http.js";
 import type { L7Spec } from "../../src/policy/mapstate.js";
 
 export interface Seen {
@@ -27,6 +28,14 @@ export interface Harness {
   upstreamPort: number;
   seen: Seen[];
   events: L7Event[];
+  /** Each allowed request as the policy judged it. */
+  judged: HttpRequestLike[];
+  /**
+   * The differential check (issue 9): every request the upstream received
+   * equals, in method, path, Host and every header field (repeats joined),
+   * a distinct request the policy judged and allowed. Also run by close().
+   */
+  assertUpstreamSawWhatWasJudged(): void;
   /** Bytes the proxy wrote towards upstream, over all upstream connections. */
   upstreamBytes(): number;
   upstreamConnections(): number;
@@ -46,6 +55,7 @@ export async function startHarness(params: {
 }): Promise<Harness> {
   const seen: Seen[] = [];
   const events: L7Event[] = [];
+  const judged: HttpRequestLike[] = [];
   let bytes = 0;
   let conns = 0;
   let policy: L7LookupResult | undefined = {
@@ -86,6 +96,7 @@ export async function startHarness(params: {
     handleHttpConnection(sock, info, {
       lookup,
       sink: (e) => events.push(e),
+      onJudged: (j) => judged.push(j),
       ...(params.limits ? { limits: params.limits } : {}),
       connectUpstream: (host, port) => {
         conns++;
@@ -106,14 +117,50 @@ export async function startHarness(params: {
     upstreamPort,
     seen,
     events,
+    judged,
+    assertUpstreamSawWhatWasJudged: () => assertSameView(seen, judged),
     upstreamBytes: () => bytes,
     upstreamConnections: () => conns,
     setPolicy: (p) => (policy = p),
     close: async () => {
-      if ("closeAllConnections" in upstream) upstream.closeAllConnections();
-      await Promise.all([new Promise((r) => proxy.close(r)), new Promise((r) => upstream.close(r))]);
+      try {
+        assertSameView(seen, judged);
+      } finally {
+        if ("closeAllConnections" in upstream) upstream.closeAllConnections();
+        await Promise.all([new Promise((r) => proxy.close(r)), new Promise((r) => upstream.close(r))]);
+      }
     },
   };
+}
+
+/** What a rule can name, as upstream received it: repeated fields joined with ", " (RFC 9110 §5.3). */
+export function upstreamView(s: Seen): HttpRequestLike {
+  const headers = Object.create(null) as Record<string, string>;
+  for (let i = 0; i + 1 < s.rawHeaders.length; i += 2) {
+    const name = (s.rawHeaders[i] as string).toLowerCase();
+    const value = s.rawHeaders[i + 1] as string;
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  return { method: s.method, path: s.url, ...("host" in headers ? { host: headers["host"] } : {}), headers };
+}
+
+function canonical(r: HttpRequestLike): string {
+  const headers = Object.entries(r.headers ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([r.method, r.path, r.host ?? null, headers]);
+}
+
+function assertSameView(seen: readonly Seen[], judged: readonly HttpRequestLike[]): void {
+  const left = judged.map(canonical);
+  for (const s of seen) {
+    const v = canonical(upstreamView(s));
+    const i = left.indexOf(v);
+    if (i < 0) {
+      throw new Error(
+        `upstream received a request that was not judged:\n  received ${v}\n  judged   ${JSON.stringify(left)}`,
+      );
+    }
+    left.splice(i, 1);
+  }
 }
 
 export interface RawResult {

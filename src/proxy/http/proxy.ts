@@ -2,8 +2,9 @@
  * HTTP/1.1 enforcing proxy core: one client connection in, one upstream
  * connection (to the original destination) out.
  *
- *   client bytes --parseRequestHead (strict)--> lookup --compileHttpRules.match--> 403 | forward
+ *   client bytes --parseRequestHead (strict)--> lookup --judgedRequest, compileHttpRules.match--> 403 | forward
  *   forward: serializeRequest(normalised path) [+ body, re-chunked] --> upstream
+ *   (judgedRequest and serializeRequest read the same parsed field list: what is judged is what is sent)
  *   upstream bytes --ResponseReader (framing only)--> client, L7Event to the sink
  *
  * Requests are served one at a time in arrival order (pipelined requests
@@ -20,11 +21,9 @@
  */
 import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import { compileHttpRules, normalizeHttpPath, type HttpMatcher } from "../../policy/l7/http.js";
-import type { L7Spec } from "../../policy/mapstate.js";
+import { normalizeHttpPath, type HttpRequestLike } from "../../policy/l7/http.js";
 import {
   guardSink,
-  l7Admits,
   l7Parser,
   lookupKey,
   type ConnectionInfo,
@@ -34,6 +33,7 @@ import {
   type L7Sink,
 } from "../types.js";
 import { ChunkedDecoder, encodeChunk, LAST_CHUNK } from "./chunked.js";
+import { judgeHttp, judgedRequest, repeatedRuleHeader } from "./judged.js";
 import { badGateway, badRequest, forbidden } from "./replies.js";
 import {
   DEFAULT_MAX_HEAD_BYTES,
@@ -72,6 +72,8 @@ export interface HttpProxyDeps {
   readonly limits?: Partial<HttpProxyLimits>;
   /** Scheme shown in flows' URLs: "https" when the proxy terminated the client's TLS. Default "http". */
   readonly scheme?: "http" | "https";
+  /** Sees each allowed request exactly as the rules judged it (the differential tests compare it with upstream's view). */
+  readonly onJudged?: (judged: HttpRequestLike) => void;
 }
 
 /** Takes over `client`; returns at once, the connection lives on its events. */
@@ -95,9 +97,6 @@ interface Exchange {
   discarded: number;
   reader: ResponseReader;
 }
-
-// Compiled matchers per spec object (specs are immutable): a memo, not state.
-const matchers = new WeakMap<L7Spec, HttpMatcher>();
 
 class HttpConnection {
   private readonly limits: HttpProxyLimits;
@@ -182,22 +181,13 @@ class HttpConnection {
     const policy = this.policy();
     if (!policy) return this.reset("no L7 policy for this connection");
     const path = normalizeHttpPath(head.target);
-    let rule: number | undefined;
-    let headers: Record<string, string> | undefined;
-    // Every stage (the client's egress, the server's ingress) must admit the request;
-    // the rule reported is the first stage's.
-    const allowed = l7Admits(policy, (spec) => {
-      let m = matchers.get(spec);
-      if (!m) matchers.set(spec, (m = compileHttpRules(spec.http)));
-      if (!headers) {
-        headers = Object.create(null) as Record<string, string>;
-        for (const h of head.headers)
-          headers[h.lower] = h.lower in headers ? `${headers[h.lower]}, ${h.value}` : h.value;
-      }
-      const v = m.match({ method: head.method, path, ...(head.host ? { host: head.host } : {}), headers });
-      rule ??= v.ruleIndex;
-      return v.allowed;
-    });
+    if (repeatedRuleHeader(head, policy)) {
+      return this.badRequest("a header named by an HTTP rule appears more than once", undefined);
+    }
+    // The rules judge the very field list serializeRequest forwards (judged.ts).
+    const judged = judgedRequest(head, path);
+    const { allowed, rule } = judgeHttp(policy, judged);
+    if (allowed) this.deps.onJudged?.(judged);
     const f = head.framing;
     const ex: Exchange = {
       head,

@@ -34,8 +34,14 @@ export interface RequestHead {
   /** Origin-form target (absolute-form converted), not yet normalised. */
   readonly target: string;
   readonly version: "HTTP/1.0" | "HTTP/1.1";
-  /** Host header value (the authority), when present. */
+  /** Host header value (the authority), when present; read from `headers`, so it is forwarded. */
   readonly host: string | undefined;
+  /**
+   * The header fields exactly as forwarded, in order: the client's end-to-end
+   * fields, then the framing and connection fields we write. Both the policy
+   * (`judgedRequest`) and `serializeRequest` read this one list, so what is
+   * judged and what upstream receives cannot diverge.
+   */
   readonly headers: readonly HeaderField[];
   readonly framing: BodyFraming;
   /** The client asked to close after this exchange (or HTTP/1.0 without keep-alive). */
@@ -74,7 +80,33 @@ export const NOT_FORWARDED: ReadonlySet<string> = new Set([
   "trailer",
   "transfer-encoding",
   "upgrade",
+  "http2-settings",
   "content-length",
+]);
+
+/**
+ * The only tokens a Connection header may carry. Decision (issue 9 item 1):
+ * any other token is refused with 400, rather than honoured by removing the
+ * field it names. Removing a field the client marked hop-by-hop lets the
+ * client change the request between the judge and upstream (`Connection:
+ * host` judged with Host, forwarded without), and which fields matter
+ * depends on the policy and on the upstream server (a rule's header, Host,
+ * the framing fields, a header the backend authorises on). A fixed list
+ * does not depend on the policy or on which fields are present, and every
+ * field it names is one we never forward anyway (NOT_FORWARDED): so the
+ * Connection header never removes anything from the judged request.
+ * `close` and `keep-alive` are the connection options; `upgrade` and
+ * `http2-settings` come with h2c upgrades (curl --http2), `te` and
+ * `trailer` with TE, `proxy-connection` from old clients.
+ */
+const CONNECTION_TOKENS: ReadonlySet<string> = new Set([
+  "close",
+  "keep-alive",
+  "upgrade",
+  "http2-settings",
+  "te",
+  "trailer",
+  "proxy-connection",
 ]);
 
 /**
@@ -91,6 +123,15 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
     if (c === 0x0d && i + 1 < scanTo && buf[i + 1] !== 0x0a) return err("bare CR in the request head");
   }
   if (end < 0) {
+    // The request line is checked as soon as it is complete: an HTTP/0.9
+    // request (`GET /` and CRLF) has no head to wait for, so it must be
+    // refused now, not when the idle timeout ends the connection.
+    const eol = buf.indexOf("\r\n", 0, "latin1");
+    if (eol === 0) return err("empty line before the request line");
+    if (eol > 0) {
+      const bad = requestLineProblem(buf.toString("latin1", 0, eol));
+      if (bad) return err(bad);
+    }
     return buf.length > limits.maxHeadBytes ? err("request head too large") : { kind: "incomplete" };
   }
   if (end + 4 > limits.maxHeadBytes) return err("request head too large");
@@ -99,12 +140,9 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
   if (requestLine === "") return err("empty line before the request line");
   if (lines.length - 1 > limits.maxHeaders) return err("too many header fields");
 
-  const parts = requestLine.split(" ");
-  if (parts.length !== 3) return err("request line is not 'method SP target SP version'");
-  const [method, rawTarget, version] = parts as [string, string, string];
-  if (!TOKEN.test(method)) return err("invalid method");
-  if (version !== "HTTP/1.1" && version !== "HTTP/1.0") return err("unsupported HTTP version");
-  if (method === "CONNECT") return err("CONNECT is not supported");
+  const lineProblem = requestLineProblem(requestLine);
+  if (lineProblem) return err(lineProblem);
+  const [method, rawTarget, version] = requestLine.split(" ") as [string, string, "HTTP/1.0" | "HTTP/1.1"];
 
   const headers: HeaderField[] = [];
   for (let i = 1; i < lines.length; i++) {
@@ -133,24 +171,54 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
   const framing = bodyFraming(all("content-length"), all("transfer-encoding"), version);
   if ("reason" in framing) return framing;
 
-  const connTokens = all("connection").flatMap((h) => h.value.toLowerCase().split(/[ \t]*,[ \t]*/));
+  const connTokens = all("connection")
+    .flatMap((h) => h.value.toLowerCase().split(/[ \t]*,[ \t]*/))
+    .filter((t) => t !== "");
+  if (connTokens.some((t) => !CONNECTION_TOKENS.has(t))) {
+    return err(
+      "Connection header names a field that is not hop-by-hop (only close, keep-alive, upgrade, te)",
+    );
+  }
   const close =
     connTokens.includes("close") || (version === "HTTP/1.0" && !connTokens.includes("keep-alive"));
   const expect = all("expect");
   if (expect.length > 1 || (expect[0] && expect[0].value.toLowerCase() !== "100-continue")) {
     return err("unsupported Expect header");
   }
+  const forwarded = headers.filter((h) => !NOT_FORWARDED.has(h.lower));
+  const ours = (name: string, value: string): void => {
+    forwarded.push({ name, lower: name.toLowerCase(), value });
+  };
+  if (framing.kind === "length") ours("Content-Length", String(framing.length));
+  if (framing.kind === "chunked") ours("Transfer-Encoding", "chunked");
+  if (close) ours("Connection", "close");
+  else if (version === "HTTP/1.0") ours("Connection", "keep-alive");
   const head: RequestHead = {
     method,
     target,
     version,
-    host,
-    headers,
+    host: forwarded.find((h) => h.lower === "host")?.value,
+    headers: forwarded,
     framing,
     close,
     expectContinue: expect.length === 1,
   };
   return { kind: "ok", head, length: end + 4 };
+}
+
+/** What is wrong with a complete request line, if anything. */
+function requestLineProblem(line: string): string | undefined {
+  if (line === "") return undefined; // a leading empty line: reported by the caller
+  const parts = line.split(" ");
+  if (parts.length === 2 && TOKEN.test(parts[0] as string)) {
+    return "request line without an HTTP version (HTTP/0.9 is not supported)";
+  }
+  if (parts.length !== 3) return "request line is not 'method SP target SP version'";
+  const [method, , version] = parts as [string, string, string];
+  if (!TOKEN.test(method)) return "invalid method";
+  if (version !== "HTTP/1.1" && version !== "HTTP/1.0") return "unsupported HTTP version";
+  if (method === "CONNECT") return "CONNECT is not supported";
+  return undefined;
 }
 
 function err(reason: string): { kind: "error"; reason: string } {
@@ -212,25 +280,12 @@ function bodyFraming(
 }
 
 /**
- * The request as forwarded: normalised path, the client's fields minus
- * hop-by-hop ones (and those the Connection header names), framing headers
- * written by us from the parsed framing.
+ * The request as forwarded: normalised path and `head.headers`, the one
+ * field list the policy judged (hop-by-hop fields already removed, framing
+ * fields written from the parsed framing).
  */
 export function serializeRequest(head: RequestHead, path: string): Buffer {
-  const named = new Set(
-    head.headers
-      .filter((h) => h.lower === "connection")
-      .flatMap((h) => h.value.toLowerCase().split(/[ \t]*,[ \t]*/))
-      .filter((t) => t !== ""),
-  );
   let out = `${head.method} ${path} ${head.version}\r\n`;
-  for (const h of head.headers) {
-    if (NOT_FORWARDED.has(h.lower) || named.has(h.lower)) continue;
-    out += `${h.name}: ${h.value}\r\n`;
-  }
-  if (head.framing.kind === "length") out += `Content-Length: ${head.framing.length}\r\n`;
-  if (head.framing.kind === "chunked") out += "Transfer-Encoding: chunked\r\n";
-  if (head.close) out += "Connection: close\r\n";
-  else if (head.version === "HTTP/1.0") out += "Connection: keep-alive\r\n";
+  for (const h of head.headers) out += `${h.name}: ${h.value}\r\n`;
   return Buffer.from(out + "\r\n", "latin1");
 }
