@@ -182,6 +182,12 @@ describe("HTTP/2 proxy: ambiguous framing is a stream error, never forwarded", (
     ]);
   const cases: { name: string; extra: [string, string][] }[] = [
     { name: "connection: keep-alive", extra: [["connection", "keep-alive"]] },
+    // The HTTP/1.1 bypass of issue 9 has no HTTP/2 form: any connection header is refused (RFC 9113 §8.2.2).
+    { name: "connection: host", extra: [["connection", "host"]] },
+    { name: "keep-alive", extra: [["keep-alive", "timeout=5"]] },
+    { name: "proxy-connection", extra: [["proxy-connection", "keep-alive"]] },
+    { name: "te: trailers, gzip", extra: [["te", "trailers, gzip"]] },
+    { name: "a host header that differs from :authority", extra: [["host", "admin.local"]] },
     { name: "transfer-encoding: chunked", extra: [["transfer-encoding", "chunked"]] },
     { name: "te: gzip", extra: [["te", "gzip"]] },
     { name: "upgrade: h2c", extra: [["upgrade", "h2c"]] },

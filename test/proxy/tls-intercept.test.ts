@@ -133,6 +133,23 @@ describe("TLS interception: HTTP rules on decrypted traffic", () => {
       assert.equal(events[0]?.status, 403);
     }));
 
+  test("the decrypted request goes through the same judge: `Connection: host` under TLS gets 400, upstream sees nothing", () =>
+    withSetup(
+      "api",
+      { spec: spec({ http: [{ host: "api\\.example\\.com", headers: [] }] }), allowAll: false },
+      async (port, up, events) => {
+        const r = await tlsClient(port, {
+          servername: "api.example.com",
+          ca: fx.intercept.cert,
+          send: "GET /allowed HTTP/1.0\r\nHost: api.example.com\r\nConnection: host\r\n\r\n",
+          until: oneResponse,
+        });
+        assert.match(r.received, /^HTTP\/1\.1 400 Bad Request\r\n/);
+        assert.equal(up.connections(), 0);
+        assert.equal(events[0]?.status, 400);
+      },
+    ));
+
   test("an L4 allow on the port (allowAll) shadows the HTTP rules: PUT /denied passes, still decrypted", () =>
     withSetup("api", { spec: spec(), allowAll: true }, async (port, up, events) => {
       const r = await tlsClient(port, {
