@@ -200,3 +200,41 @@ describe("HTTP proxy: verdicts", () => {
     }
   });
 });
+
+describe("HTTP proxy: a request line is judged as soon as it ends (issue 9, HTTP/0.9)", () => {
+  // The client sends one line and waits, as an HTTP/0.9 client does. The
+  // safety timeout (5 s) is far below the 60 s idle timeout that used to end
+  // these connections; no duration is asserted.
+  const cases: { name: string; line: string }[] = [
+    { name: "HTTP/0.9 `GET /`", line: "GET /\r\n" },
+    { name: "HTTP/0.9 with a longer path", line: "GET /public/index.html\r\n" },
+    { name: "an unsupported version", line: "GET /public/a HTTP/2.0\r\n" },
+    { name: "four words", line: "GET /public/a HTTP/1.1 x\r\n" },
+    { name: "an empty line first", line: "\r\n" },
+  ];
+  for (const c of cases) {
+    test(`${c.name}: 400 at once, the connection closed, nothing upstream`, async () => {
+      const h = await startHarness({});
+      try {
+        const r = await rawExchange(h.port, c.line, { until: countResponses(1), timeoutMs: 5000 });
+        assert.deepEqual(statuses(r.text), [400]);
+        assert.match(r.text, /\r\nconnection: close\r\n/);
+        assert.equal(h.upstreamConnections(), 0);
+      } finally {
+        await h.close();
+      }
+    });
+  }
+
+  test("a valid request line still waits for the rest of its head", async () => {
+    const h = await startHarness({});
+    try {
+      const r = await rawExchange(h.port, ["GET /public/a HTTP/1.1\r\n", "Host: svc.local\r\n\r\n"], {
+        until: countResponses(1),
+      });
+      assert.deepEqual(statuses(r.text), [200]);
+    } finally {
+      await h.close();
+    }
+  });
+});
