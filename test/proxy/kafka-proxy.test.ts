@@ -632,23 +632,68 @@ describe("Kafka proxy: pipelining and order", () => {
   });
 
   test("a client that does not read its answers stops the broker from being read", async () => {
-    // One 64 MiB answer to the first request; the client never reads.
+    // One 64 MiB answer to the first request. Driven by byte counts and
+    // backpressure events, never by elapsed time (it used to sample after
+    // 500 ms, which a busy machine made fail): the proxy must stop reading
+    // the broker when its client does not read, hold no more than a bound
+    // in memory at any moment, and deliver the whole answer once the client
+    // reads.
     const size = 64 << 20;
+    const HELD_BOUND = 1 << 20;
     const h = await startHarness(stage([{}]), {
       raw: (s) =>
         s.once("data", (d: Buffer) =>
           s.write(Buffer.concat([i32(size), d.subarray(8, 12), Buffer.alloc(size - 4)])),
         ),
     });
-    const c = await connect(h.port);
+    const client = net.connect(h.port, "127.0.0.1");
+    client.on("error", () => undefined);
+    client.pause();
+    const safety = setTimeout(() => client.destroy(), 30_000);
     try {
-      c.sock.pause();
-      c.send(produce(["orders"]));
-      await new Promise((r) => setTimeout(r, 500));
-      const read = h.upstreamSockets[0]?.bytesRead ?? 0;
-      assert.ok(read > 0 && read < 24 << 20, `proxy read ${read} bytes from the broker`);
+      await new Promise<void>((r) => client.once("connect", r));
+      client.write(encodeKafkaRequest(produce(["orders"])));
+      // After each read from the broker (the proxy's handler runs first): what
+      // the proxy holds for its client is bounded, and the first time it has
+      // paused the broker while its client cannot take more, phase 1 ends.
+      let maxHeld = 0;
+      const stalled = await new Promise<number>((resolve, reject) => {
+        const watch = (): void => {
+          const up = h.upstreamSockets[0];
+          const down = h.proxySockets[0];
+          if (!up || !down) return void setImmediate(watch);
+          up.on("data", () => {
+            maxHeld = Math.max(maxHeld, down.writableLength);
+            if (maxHeld > HELD_BOUND) reject(new Error(`the proxy holds ${maxHeld} bytes for its client`));
+            if (up.isPaused() && down.writableNeedDrain) resolve(up.bytesRead);
+          });
+          up.once("close", () => reject(new Error("the broker connection closed in phase 1")));
+        };
+        watch();
+      });
+      assert.ok(
+        stalled > 0 && stalled < 24 << 20,
+        `proxy read ${stalled} bytes from the broker before it paused`,
+      );
+      // Phase 2: the client reads; the whole answer arrives, intact.
+      const got = await new Promise<Buffer>((resolve, reject) => {
+        let n = 0;
+        let first = Buffer.alloc(0);
+        client.on("data", (d: Buffer) => {
+          if (first.length < 8) first = Buffer.concat([first, d.subarray(0, 8 - first.length)]);
+          n += d.length;
+          if (n >= 4 + size) resolve(Buffer.concat([first, i32(n)]));
+        });
+        client.once("close", () => reject(new Error(`closed after ${n} bytes`)));
+        client.resume();
+      });
+      assert.equal(got.readInt32BE(0), size);
+      assert.equal(got.readInt32BE(4), produce(["orders"]).correlationId);
+      assert.equal(got.readInt32BE(8), 4 + size, "exactly the answer, nothing more");
+      assert.ok(maxHeld <= HELD_BOUND, `the proxy held up to ${maxHeld} bytes for its client`);
     } finally {
-      c.sock.destroy();
+      clearTimeout(safety);
+      client.destroy();
       await h.close();
     }
   });
