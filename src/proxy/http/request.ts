@@ -176,7 +176,8 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
     .filter((t) => t !== "");
   if (connTokens.some((t) => !CONNECTION_TOKENS.has(t))) {
     return err(
-      "Connection header names a field that is not hop-by-hop (only close, keep-alive, upgrade, te)",
+      "Connection header names a field that is not hop-by-hop " +
+        `(accepted: ${[...CONNECTION_TOKENS].join(", ")})`,
     );
   }
   const close =
