@@ -438,8 +438,12 @@ export class Agent {
     }
   }
 
+  /** True from the start of an enforce until one succeeds: the kernel may lag the engine. */
+  private kernelBehind = false;
+
   /** Recomputes, persists new identities, and makes the kernel hold the result. */
   private async enforce(): Promise<{ ops: number; ms: number; endpointsChanged: number }> {
+    this.kernelBehind = true;
     const changed = this.engine.regenerate();
     await this.persistIdentities();
     const origins = new Map<number, RuleOrigin>();
@@ -451,6 +455,7 @@ export class Agent {
     // Realized: only now that the kernel holds the new rule ids do flows name them.
     this.ruleOrigins.clear();
     for (const [id, o] of origins) this.ruleOrigins.set(id, o);
+    this.kernelBehind = false;
     this.lastApply = { ops: r.ops, ms: r.ms, at: new Date().toISOString() };
     const m = this.observerRef?.metrics;
     if (m) {
@@ -530,7 +535,11 @@ export class Agent {
           this.policyRecords.set(c.key, c.body);
           this.engine.upsertPolicy(c.res);
         }
-        const r = changed.length > 0 ? await this.enforce() : { ops: 0, endpointsChanged: 0 };
+        // Nothing new, and the kernel holds what the engine computed: no work at all.
+        const r =
+          changed.length > 0 || this.kernelBehind
+            ? await this.enforce().catch(storedNotEnforced)
+            : { ops: 0, endpointsChanged: 0 };
         return {
           revision: this.engine.revision,
           policies: statuses,
@@ -567,7 +576,7 @@ export class Agent {
           this.policyRecords.delete(refKey(r));
           this.engine.deletePolicy(r);
         }
-        const r = await this.enforce();
+        const r = await this.enforce().catch(storedNotEnforced);
         return {
           revision: this.engine.revision,
           policies: refs.map((x) => ({ ...refOut(x), status: "deleted" as const })),
@@ -869,6 +878,15 @@ function epKey(namespace: string, name: string): string {
 
 function refText(r: PolicyRef): string {
   return `${r.kind} ${r.namespace ? r.namespace + "/" : ""}${r.name}`;
+}
+
+/** An enforce that failed after the store took the change: say that it is stored, not lost. */
+function storedNotEnforced(e: unknown): never {
+  if (!(e instanceof MembraneError)) throw e;
+  throw new MembraneError(e.code, e.message, {
+    cause: e,
+    hint: "The change is stored (`membrane get policies` shows it) but the kernel does not hold it yet; the next apply, resync or agent start enforces it.",
+  });
 }
 
 function refOut(r: PolicyRef): { kind: string; namespace?: string; name: string } {
