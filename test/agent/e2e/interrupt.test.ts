@@ -40,6 +40,7 @@ class SlowNft {
   readonly dir = mkdtempSync(join(tmpdir(), "membrane-st-nft-"));
   private readonly holdFile = join(this.dir, "hold");
   private readonly pidFile = join(this.dir, "pid");
+  private readonly failFile = join(this.dir, "fail");
   private readonly oldPath = process.env["PATH"] ?? "";
 
   constructor() {
@@ -47,6 +48,10 @@ class SlowNft {
     writeFileSync(
       join(this.dir, "nft"),
       `#!/bin/sh
+if [ "$1" = "-f" ] && [ -e ${this.failFile} ]; then
+  echo "Error: refused by the test" >&2
+  exit 1
+fi
 if [ "$1" = "-f" ] && [ -e ${this.holdFile} ]; then
   echo $$ > ${this.pidFile}.tmp && mv ${this.pidFile}.tmp ${this.pidFile}
   while [ -e ${this.holdFile} ]; do sleep 0.05; done
@@ -64,6 +69,11 @@ exec ${real} "$@"
   }
   release(): void {
     rmSync(this.holdFile, { force: true });
+  }
+  /** Makes every transaction fail (true) or run (false). */
+  failing(on: boolean): void {
+    if (on) writeFileSync(this.failFile, "");
+    else rmSync(this.failFile, { force: true });
   }
   /** The held transaction's process id, once one is held. */
   async held(): Promise<number> {
@@ -172,6 +182,31 @@ describe("agent e2e: requests and transactions cut short (root)", { skip: skip ?
           .sort(),
         ["after", "first"],
       );
+    } finally {
+      nft.destroy();
+      await lab.destroy();
+    }
+  });
+
+  test("an apply whose transaction failed says the change is stored; re-applying it unchanged enforces it", async () => {
+    const nft = new SlowNft();
+    const lab = await AgentLab.start("st");
+    try {
+      await endpoints(new AgentClient({ socketPath: lab.options.socketPath }), lab);
+      nft.failing(true);
+      await assert.rejects(lab.agent.applyPolicies(policy("p", 80), "p.yaml"), (e: unknown) => {
+        assert.match(String((e as { hint?: string }).hint), /The change is stored/);
+        return true;
+      });
+      nft.failing(false);
+      assert.notDeepEqual(await lab.agent.datapathDiff(), [], "the kernel lags");
+      const again = await lab.agent.applyPolicies(policy("p", 80), "p.yaml");
+      assert.deepEqual(
+        again.policies.map((p) => p.status),
+        ["unchanged"],
+      );
+      assert.ok(again.kernelOps > 0, "but the kernel is brought up to date");
+      assert.deepEqual(await lab.agent.datapathDiff(), []);
     } finally {
       nft.destroy();
       await lab.destroy();
