@@ -385,7 +385,12 @@ export class Agent {
     };
   }
 
-  private serial<T>(f: () => Promise<T>, signal?: AbortSignal, what?: string): Promise<T> {
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    return this.queue.run(f);
+  }
+
+  /** serial() for a request: dropped if its client went away (`signal`) before its turn. */
+  private request<T>(signal: AbortSignal | undefined, what: string, f: () => Promise<T>): Promise<T> {
     return this.queue.run(f, signal, what);
   }
 
@@ -513,81 +518,73 @@ export class Agent {
    * still queued).
    */
   applyPolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
-    return this.serial(
-      async () => {
-        const t0 = performance.now();
-        const resources = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth });
-        const statuses: ApplyReport["policies"][number][] = [];
-        const changed: { key: string; res: PolicyResource; body: string }[] = [];
-        const ops: TxnOp[] = [];
-        for (const res of resources) {
-          const key = refKey(res.ref);
-          const old = this.policyRecords.get(key);
-          const enc = encodePolicy(res);
-          const status = old === undefined ? "created" : old === enc.body ? "unchanged" : "updated";
-          statuses.push({ ...refOut(res.ref), status });
-          if (status === "unchanged") continue;
-          changed.push({ key, res, body: enc.body });
-          ops.push({ type: "put", key: KEYS.policies + key, value: enc.value });
-        }
-        if (ops.length > 0) await this.p.store.txn({ compare: [], ops });
-        for (const c of changed) {
-          this.policyRecords.set(c.key, c.body);
-          this.engine.upsertPolicy(c.res);
-        }
-        // Nothing new, and the kernel holds what the engine computed: no work at all.
-        const r =
-          changed.length > 0 || this.kernelBehind
-            ? await this.enforce().catch(storedNotEnforced)
-            : { ops: 0, endpointsChanged: 0 };
-        return {
-          revision: this.engine.revision,
-          policies: statuses,
-          endpointsChanged: r.endpointsChanged,
-          kernelOps: r.ops,
-          enforcedMs: Math.round(performance.now() - t0),
-        };
-      },
-      signal,
-      `apply ${file}`,
-    );
+    return this.request(signal, `apply ${file}`, async () => {
+      const t0 = performance.now();
+      const resources = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth });
+      const statuses: ApplyReport["policies"][number][] = [];
+      const changed: { key: string; res: PolicyResource; body: string }[] = [];
+      const ops: TxnOp[] = [];
+      for (const res of resources) {
+        const key = refKey(res.ref);
+        const old = this.policyRecords.get(key);
+        const enc = encodePolicy(res);
+        const status = old === undefined ? "created" : old === enc.body ? "unchanged" : "updated";
+        statuses.push({ ...refOut(res.ref), status });
+        if (status === "unchanged") continue;
+        changed.push({ key, res, body: enc.body });
+        ops.push({ type: "put", key: KEYS.policies + key, value: enc.value });
+      }
+      if (ops.length > 0) await this.p.store.txn({ compare: [], ops });
+      for (const c of changed) {
+        this.policyRecords.set(c.key, c.body);
+        this.engine.upsertPolicy(c.res);
+      }
+      // Nothing new, and the kernel holds what the engine computed: no work at all.
+      const r =
+        changed.length > 0 || this.kernelBehind
+          ? await this.enforce().catch(storedNotEnforced)
+          : { ops: 0, endpointsChanged: 0 };
+      return {
+        revision: this.engine.revision,
+        policies: statuses,
+        endpointsChanged: r.endpointsChanged,
+        kernelOps: r.ops,
+        enforcedMs: Math.round(performance.now() - t0),
+      };
+    });
   }
 
   deletePolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
-    return this.serial(
-      async () => {
-        const t0 = performance.now();
-        const refs = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth }).map((r) => r.ref);
-        const missing = refs.filter((r) => !this.policyRecords.has(refKey(r)));
-        if (missing.length > 0) {
-          throw new MembraneError(
-            "POLICY_NOT_FOUND",
-            `Cannot delete ${missing.map(refText).join(", ")}: not applied`,
-            {
-              hint: "`membrane get policies` lists what is applied.",
-            },
-          );
-        }
-        await this.p.store.txn({
-          compare: [],
-          ops: refs.map((r) => ({ type: "delete" as const, key: KEYS.policies + refKey(r) })),
-        });
-        for (const r of refs) {
-          this.policyRecords.delete(refKey(r));
-          this.engine.deletePolicy(r);
-        }
-        const r = await this.enforce().catch(storedNotEnforced);
-        return {
-          revision: this.engine.revision,
-          policies: refs.map((x) => ({ ...refOut(x), status: "deleted" as const })),
-          endpointsChanged: r.endpointsChanged,
-          kernelOps: r.ops,
-          enforcedMs: Math.round(performance.now() - t0),
-        };
-      },
-      signal,
-      `delete the policies of ${file}`,
-    );
+    return this.request(signal, `delete the policies of ${file}`, async () => {
+      const t0 = performance.now();
+      const refs = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth }).map((r) => r.ref);
+      const missing = refs.filter((r) => !this.policyRecords.has(refKey(r)));
+      if (missing.length > 0) {
+        throw new MembraneError(
+          "POLICY_NOT_FOUND",
+          `Cannot delete ${missing.map(refText).join(", ")}: not applied`,
+          {
+            hint: "`membrane get policies` lists what is applied.",
+          },
+        );
+      }
+      await this.p.store.txn({
+        compare: [],
+        ops: refs.map((r) => ({ type: "delete" as const, key: KEYS.policies + refKey(r) })),
+      });
+      for (const r of refs) {
+        this.policyRecords.delete(refKey(r));
+        this.engine.deletePolicy(r);
+      }
+      const r = await this.enforce().catch(storedNotEnforced);
+      return {
+        revision: this.engine.revision,
+        policies: refs.map((x) => ({ ...refOut(x), status: "deleted" as const })),
+        endpointsChanged: r.endpointsChanged,
+        kernelOps: r.ops,
+        enforcedMs: Math.round(performance.now() - t0),
+      };
+    });
   }
 
   listPolicies(): {
