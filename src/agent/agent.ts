@@ -29,13 +29,15 @@ import { parsePolicies } from "../policy/api/index.js";
 import { PolicyEngine } from "../policy/engine.js";
 import type { EngineConfig, NamedPort, ServiceSpec } from "../policy/query.js";
 import type { PolicyRef, PolicyResource } from "../policy/types.js";
-import type { Store } from "../store/store.js";
+import type { Store, TxnOp } from "../store/store.js";
 import { buildDatapathState, type LocalEndpoint } from "./desired.js";
 import { buildProxySnapshot } from "./proxy-snapshot.js";
 import { ProxySupervisor } from "../proxy/runtime/supervisor.js";
 import type { DatapathState, ProxyTarget } from "../datapath/types.js";
 import { Ipam } from "./ipam.js";
-import { KEYS, type EndpointRecordV1, type PolicyRecordV1 } from "./records.js";
+import { KEYS, type EndpointRecordV1 } from "./records.js";
+import { encodePolicy, policyKey as refKey, readPolicies } from "./policy-store.js";
+import { WorkQueue } from "./work-queue.js";
 import { Observer, type ObserverParams } from "./observer.js";
 import type { FlowLookup } from "../observe/index.js";
 import type { RuleOrigin } from "../policy/types.js";
@@ -49,6 +51,8 @@ const DNS_GC_MS = 5000;
 const NODE_ADDRS_KEY = "nodes/";
 /** Store keys of services (upsertService): `services/<namespace>/<name>` -> ServiceSpec. */
 const SERVICES_KEY = "services/";
+/** Operations per store transaction when many keys change at once (etcd's default limit is 128). */
+const STORE_TXN_OPS = 128;
 
 export interface AgentParams {
   readonly store: Store;
@@ -110,10 +114,10 @@ export class Agent {
   /** Indexes of `endpoints` for the per-flow lookups; changed only through putEndpoint/dropEndpoint. */
   private readonly endpointById = new Map<number, EndpointRecordV1>();
   private readonly endpointByIp = new Map<string, EndpointRecordV1>();
-  private readonly policyRecords = new Map<string, PolicyRecordV1>();
+  /** Store key suffix -> the policy's canonical body (policy-store.ts), as stored. */
+  private readonly policyRecords = new Map<string, string>();
   private node: NodeNetns | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private chain: Promise<unknown> = Promise.resolve();
   private lastApply = { ops: 0, ms: 0, at: "" };
   /** Rule ids in the kernel's log prefixes -> the rule elements (from the last enforced state). */
   private readonly ruleOrigins = new Map<number, RuleOrigin>();
@@ -133,7 +137,10 @@ export class Agent {
     return this.observerRef;
   }
 
+  private readonly queue: WorkQueue;
+
   constructor(private readonly p: AgentParams) {
+    this.queue = new WorkQueue(p.logger);
     this.ipam = new Ipam({ store: p.store, ipv4: p.podCidr4, ...(p.podCidr6 ? { ipv6: p.podCidr6 } : {}) });
     this.reconciler = new Reconciler({
       ...(p.nodeNetns !== undefined ? { netns: p.nodeNetns } : {}),
@@ -222,7 +229,10 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     if (this.dnsTimer) clearInterval(this.dnsTimer);
-    await this.chain.catch(() => undefined);
+    // A long nft transaction is killed, not waited for: the kernel keeps the old
+    // state, the store holds what was acknowledged, and the next start reconciles.
+    this.reconciler.stop();
+    await this.queue.stop();
     await this.proxyRef?.stop();
     await this.observerRef?.stop();
   }
@@ -376,9 +386,12 @@ export class Agent {
   }
 
   private serial<T>(f: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(f, f);
-    this.chain = next.catch(() => undefined);
-    return next;
+    return this.queue.run(f);
+  }
+
+  /** serial() for a request: dropped if its client went away (`signal`) before its turn. */
+  private request<T>(signal: AbortSignal | undefined, what: string, f: () => Promise<T>): Promise<T> {
+    return this.queue.run(f, signal, what);
   }
 
   private async restore(): Promise<void> {
@@ -415,22 +428,27 @@ export class Agent {
       this.putEndpoint(epKey(rec.namespace, rec.name), rec);
       this.engine.upsertEndpoint(engineSpec(rec));
     }
-    for (const kv of (await this.p.store.list(KEYS.policies)).kvs) {
-      const rec = JSON.parse(kv.value) as PolicyRecordV1;
-      const res = parsePolicies(rec.text, rec.file).find(
-        (r) => refKey(r.ref) === kv.key.slice(KEYS.policies.length),
-      );
-      if (!res) {
-        this.p.logger.error({ key: kv.key }, "stored policy no longer parses; skipped");
-        continue;
-      }
-      this.policyRecords.set(refKey(res.ref), rec);
+    const stored = readPolicies((await this.p.store.list(KEYS.policies)).kvs, {
+      meshAuth: this.engine.config.meshAuth,
+      logger: this.p.logger,
+    });
+    for (let i = 0; i < stored.migrate.length; i += STORE_TXN_OPS) {
+      await this.p.store.txn({ compare: [], ops: stored.migrate.slice(i, i + STORE_TXN_OPS) });
+    }
+    if (stored.migrate.length > 0)
+      this.p.logger.info({ policies: stored.migrate.length }, "policy records rewritten as V2");
+    for (const { key, res, body } of stored.policies) {
+      this.policyRecords.set(key, body);
       this.engine.upsertPolicy(res);
     }
   }
 
+  /** True from the start of an enforce until one succeeds: the kernel may lag the engine. */
+  private kernelBehind = false;
+
   /** Recomputes, persists new identities, and makes the kernel hold the result. */
   private async enforce(): Promise<{ ops: number; ms: number; endpointsChanged: number }> {
+    this.kernelBehind = true;
     const changed = this.engine.regenerate();
     await this.persistIdentities();
     const origins = new Map<number, RuleOrigin>();
@@ -442,6 +460,7 @@ export class Agent {
     // Realized: only now that the kernel holds the new rule ids do flows name them.
     this.ruleOrigins.clear();
     for (const [id, o] of origins) this.ruleOrigins.set(id, o);
+    this.kernelBehind = false;
     this.lastApply = { ops: r.ops, ms: r.ms, at: new Date().toISOString() };
     const m = this.observerRef?.metrics;
     if (m) {
@@ -464,53 +483,67 @@ export class Agent {
   }
 
   private persistedIds = new Set<number>();
+  /** New and gone identities, in transactions of STORE_TXN_OPS (one durable write each, not one per identity). */
   private async persistIdentities(): Promise<void> {
     const live = new Map<number, Identity>();
     for (const i of this.engine.identities()) if (i.id >= 256) live.set(i.id, i);
+    const ops: TxnOp[] = [];
     for (const [id, i] of live) {
       if (!this.persistedIds.has(id)) {
-        await this.p.store.put(
-          KEYS.identities + id,
-          JSON.stringify([...i.labels].map((l) => `${l.source}:${l.key}${l.value ? "=" + l.value : ""}`)),
-        );
-        this.persistedIds.add(id);
+        const labels = [...i.labels].map((l) => `${l.source}:${l.key}${l.value ? "=" + l.value : ""}`);
+        ops.push({ type: "put", key: KEYS.identities + id, value: JSON.stringify(labels) });
       }
     }
-    for (const id of [...this.persistedIds]) {
-      if (!live.has(id)) {
-        await this.p.store.delete(KEYS.identities + id);
-        this.persistedIds.delete(id);
+    for (const id of this.persistedIds) {
+      if (!live.has(id)) ops.push({ type: "delete", key: KEYS.identities + id });
+    }
+    for (let i = 0; i < ops.length; i += STORE_TXN_OPS) {
+      const part = ops.slice(i, i + STORE_TXN_OPS);
+      await this.p.store.txn({ compare: [], ops: part });
+      for (const op of part) {
+        const id = Number(op.key.slice(KEYS.identities.length));
+        if (op.type === "put") this.persistedIds.add(id);
+        else this.persistedIds.delete(id);
       }
     }
   }
 
   // ---- policies ----------------------------------------------------------
 
-  /** Validates the whole file first: a rejected file changes nothing. */
-  applyPolicies(text: string, file: string): Promise<ApplyReport> {
-    return this.serial(async () => {
+  /**
+   * Validates the whole file first: a rejected file changes nothing. A policy
+   * whose normalised form is what the store holds is "unchanged": no store
+   * write, no recompute, no kernel change, no new revision. The store write
+   * is durable before the answer. `signal`: the client went away (dropped if
+   * still queued).
+   */
+  applyPolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
+    return this.request(signal, `apply ${file}`, async () => {
       const t0 = performance.now();
       const resources = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth });
       const statuses: ApplyReport["policies"][number][] = [];
-      const ops = resources.map((res) => {
+      const changed: { key: string; res: PolicyResource; body: string }[] = [];
+      const ops: TxnOp[] = [];
+      for (const res of resources) {
         const key = refKey(res.ref);
         const old = this.policyRecords.get(key);
-        statuses.push({
-          ...refOut(res.ref),
-          status: old ? (old.text === text ? "unchanged" : "updated") : "created",
-        });
-        return {
-          type: "put" as const,
-          key: KEYS.policies + key,
-          value: JSON.stringify({ text, file } satisfies PolicyRecordV1),
-        };
-      });
-      await this.p.store.txn({ compare: [], ops });
-      for (const res of resources) {
-        this.policyRecords.set(refKey(res.ref), { text, file });
-        this.engine.upsertPolicy(res);
+        const enc = encodePolicy(res);
+        const status = old === undefined ? "created" : old === enc.body ? "unchanged" : "updated";
+        statuses.push({ ...refOut(res.ref), status });
+        if (status === "unchanged") continue;
+        changed.push({ key, res, body: enc.body });
+        ops.push({ type: "put", key: KEYS.policies + key, value: enc.value });
       }
-      const r = await this.enforce();
+      if (ops.length > 0) await this.p.store.txn({ compare: [], ops });
+      for (const c of changed) {
+        this.policyRecords.set(c.key, c.body);
+        this.engine.upsertPolicy(c.res);
+      }
+      // Nothing new, and the kernel holds what the engine computed: no work at all.
+      const r =
+        changed.length > 0 || this.kernelBehind
+          ? await this.enforce().catch(storedNotEnforced)
+          : { ops: 0, endpointsChanged: 0 };
       return {
         revision: this.engine.revision,
         policies: statuses,
@@ -521,8 +554,8 @@ export class Agent {
     });
   }
 
-  deletePolicies(text: string, file: string): Promise<ApplyReport> {
-    return this.serial(async () => {
+  deletePolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
+    return this.request(signal, `delete the policies of ${file}`, async () => {
       const t0 = performance.now();
       const refs = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth }).map((r) => r.ref);
       const missing = refs.filter((r) => !this.policyRecords.has(refKey(r)));
@@ -543,7 +576,7 @@ export class Agent {
         this.policyRecords.delete(refKey(r));
         this.engine.deletePolicy(r);
       }
-      const r = await this.enforce();
+      const r = await this.enforce().catch(storedNotEnforced);
       return {
         revision: this.engine.revision,
         policies: refs.map((x) => ({ ...refOut(x), status: "deleted" as const })),
@@ -840,12 +873,17 @@ function epKey(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
 
-function refKey(r: PolicyRef): string {
-  return `${r.kind}/${r.namespace ?? "-"}/${r.name}`;
-}
-
 function refText(r: PolicyRef): string {
   return `${r.kind} ${r.namespace ? r.namespace + "/" : ""}${r.name}`;
+}
+
+/** An enforce that failed after the store took the change: say that it is stored, not lost. */
+function storedNotEnforced(e: unknown): never {
+  if (!(e instanceof MembraneError)) throw e;
+  throw new MembraneError(e.code, e.message, {
+    cause: e,
+    hint: "The change is stored (`membrane get policies` shows it) but the kernel does not hold it yet; the next apply, resync or agent start enforces it.",
+  });
 }
 
 function refOut(r: PolicyRef): { kind: string; namespace?: string; name: string } {

@@ -7,6 +7,12 @@
  * Errors come back as the same MembraneError the agent raised (code, message,
  * hint, issues), so the CLI prints them as if they were local. A socket that
  * is missing or refuses is AGENT_UNREACHABLE with a hint to start the agent.
+ *
+ * A change (POST, PUT, PATCH, DELETE) whose answer never came is reported
+ * with what is known: refused before it was sent = nothing was applied; no
+ * answer in time or the connection dropped after it was sent = it may still
+ * be (or have been) applied: the message says how to check. (The agent drops
+ * a request still queued when its client goes away; one already started completes.)
  */
 import { request as httpRequest, type IncomingMessage } from "node:http";
 import { MembraneError } from "../errors.js";
@@ -124,24 +130,37 @@ export class AgentClient {
       if (timeoutMs > 0) {
         req.setTimeout(timeoutMs, () =>
           req.destroy(
-            new MembraneError(
-              "AGENT_UNREACHABLE",
-              `Cannot reach the agent at ${this.socketPath}: no answer within ${timeoutMs / 1000} s`,
-              {
-                hint: "the agent may be stuck; check its log (`journalctl -u membrane`)",
-              },
-            ),
+            isChange(method, path)
+              ? new MembraneError(
+                  "AGENT_UNREACHABLE",
+                  `Cannot ${method} ${path}: no answer from the agent within ${timeoutMs / 1000} s; the request may still be applied (if the agent had not started it, it is dropped); check with \`${checkCommand(path)}\``,
+                  { hint: "the agent may be busy or stuck; check its log" },
+                )
+              : new MembraneError(
+                  "AGENT_UNREACHABLE",
+                  `Cannot reach the agent at ${this.socketPath}: no answer within ${timeoutMs / 1000} s`,
+                  { hint: "the agent may be busy or stuck; check its log" },
+                ),
           ),
         );
       }
-      req.on("error", (e) => reject(this.unreachable(e)));
+      let sent = false;
+      req.on("finish", () => (sent = true));
+      req.on("error", (e) => reject(this.unreachable(e, method, path, sent)));
       req.end(payload);
     });
   }
 
-  private unreachable(e: unknown): unknown {
+  private unreachable(e: unknown, method: string, path: string, sent: boolean): unknown {
     if (e instanceof MembraneError) return e;
     const code = (e as NodeJS.ErrnoException).code;
+    if (isChange(method, path) && sent && (code === "ECONNRESET" || code === "EPIPE")) {
+      return new MembraneError(
+        "AGENT_UNREACHABLE",
+        `Cannot ${method} ${path}: the agent closed the connection before answering (it stopped or died); the request may or may not have been applied: check with \`${checkCommand(path)}\` once the agent runs again`,
+        { cause: e, hint: "start it with `membrane agent`" },
+      );
+    }
     const why: Record<string, string> = {
       ENOENT: "the socket does not exist",
       ECONNREFUSED: "nothing is listening on the socket",
@@ -152,14 +171,32 @@ export class AgentClient {
     };
     const reason = code !== undefined ? why[code] : undefined;
     if (reason === undefined) return e;
-    return new MembraneError("AGENT_UNREACHABLE", `Cannot reach the agent at ${this.socketPath}: ${reason}`, {
-      cause: e,
-      hint:
-        code === "EACCES"
-          ? "the socket is for root only: run the command with sudo"
-          : "start it with `membrane agent`",
-    });
+    const nothing = isChange(method, path) && !sent ? " (nothing was applied)" : "";
+    return new MembraneError(
+      "AGENT_UNREACHABLE",
+      `Cannot reach the agent at ${this.socketPath}: ${reason}${nothing}`,
+      {
+        cause: e,
+        hint:
+          code === "EACCES"
+            ? "the socket is for root only: run the command with sudo"
+            : "start it with `membrane agent`",
+      },
+    );
   }
+}
+
+/** A request that changes state (flow queries are POSTs that change nothing). */
+function isChange(method: string, path: string): boolean {
+  if (method === "GET" || method === "HEAD") return false;
+  return !path.startsWith("/v1/flows") && path !== "/v1/why";
+}
+
+/** The command that shows whether a change to `path` took effect. */
+function checkCommand(path: string): string {
+  if (path.startsWith("/v1/policies")) return "membrane get policies";
+  if (path.startsWith("/v1/endpoints")) return "membrane get endpoints";
+  return "membrane get status";
 }
 
 function readAll(res: IncomingMessage): Promise<Buffer> {

@@ -24,8 +24,20 @@ export interface EndpointRecordV1 {
   readonly ports?: readonly { name: string; port: number; protocol: "TCP" | "UDP" | "SCTP" }[];
 }
 
-/** The file a policy was applied from: it is parsed again on restart. */
+/**
+ * Before V2: a copy of the whole file a policy was applied from (with every
+ * policy of that file), parsed again on restart. Still read; rewritten as V2.
+ */
 export interface PolicyRecordV1 {
   readonly text: string;
   readonly file: string;
+}
+
+/** One policy in its normalised form (agent/policy-store.ts encodes and decodes it). */
+export interface PolicyRecordV2 {
+  readonly v: 2;
+  /** Where it was applied from, for messages. */
+  readonly source?: { readonly file: string; readonly line: number };
+  /** The PolicyResource without `source`, bigints and selectors tagged. */
+  readonly policy: unknown;
 }

@@ -204,7 +204,7 @@ export function agentRoutes(agent: Agent): Route[] {
       path: "/v1/policies",
       handler: (req) => {
         const b = obj(req);
-        return agent.applyPolicies(str(b, "text"), str(b, "file", 4096));
+        return agent.applyPolicies(str(b, "text"), str(b, "file", 4096), req.signal);
       },
     },
     {
@@ -212,7 +212,7 @@ export function agentRoutes(agent: Agent): Route[] {
       path: "/v1/policies",
       handler: (req) => {
         const b = obj(req);
-        return agent.deletePolicies(str(b, "text"), str(b, "file", 4096));
+        return agent.deletePolicies(str(b, "text"), str(b, "file", 4096), req.signal);
       },
     },
     { method: "GET", path: "/v1/policies", handler: () => agent.listPolicies() },

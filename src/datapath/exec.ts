@@ -7,6 +7,11 @@
  *
  * Failures become MembraneErrors carrying the command's stderr: for nft that
  * names the line of the transaction the kernel refused.
+ *
+ * A command given a `signal` runs in its own process group; aborting the signal kills the
+ * group (`ip netns exec` and the nft it runs) with SIGKILL and does not wait
+ * for it to finish its work. An nft transaction is atomic: killed before the
+ * kernel committed it, the kernel keeps the old state.
  */
 import { spawn } from "node:child_process";
 import { MembraneError, type ErrorCode } from "../errors.js";
@@ -22,6 +27,8 @@ export interface RunOptions {
   what?: string;
   /** Kill the command after this many ms (default 30 s). */
   timeoutMs?: number;
+  /** Kills the command's process group when aborted (e.g. the agent stops). */
+  signal?: AbortSignal;
 }
 
 export interface RunResult {
@@ -35,14 +42,36 @@ export function runRaw(argv: readonly string[], opts: RunOptions = {}): Promise<
   const full = opts.netns === undefined ? [...argv] : ["ip", "netns", "exec", opts.netns, ...argv];
   const [cmd, ...args] = full;
   if (cmd === undefined) return Promise.reject(new Error("runRaw: empty argv"));
+  if (opts.signal?.aborted) return Promise.reject(aborted(argv));
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], timeout: opts.timeoutMs ?? 30_000 });
+    const child = spawn(cmd, args, {
+      stdio: ["pipe", "pipe", "pipe"],
+      timeout: opts.timeoutMs ?? 30_000,
+      // Its own process group when it can be aborted, so that the kill reaches everything it started.
+      detached: opts.signal !== undefined,
+    });
+    const kill = (): void => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    };
+    opts.signal?.addEventListener("abort", kill, { once: true });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on("data", (b: Buffer) => out.push(b));
     child.stderr.on("data", (b: Buffer) => err.push(b));
-    child.on("error", reject);
+    child.on("error", (e) => {
+      opts.signal?.removeEventListener("abort", kill);
+      reject(e);
+    });
     child.on("close", (status, signal) => {
+      opts.signal?.removeEventListener("abort", kill);
+      if (opts.signal?.aborted) {
+        reject(aborted(argv));
+        return;
+      }
       resolve({
         stdout: Buffer.concat(out).toString("utf8"),
         stderr: Buffer.concat(err).toString("utf8") + (signal ? `(killed by ${signal})` : ""),
@@ -54,12 +83,20 @@ export function runRaw(argv: readonly string[], opts: RunOptions = {}): Promise<
   });
 }
 
+function aborted(argv: readonly string[]): MembraneError {
+  return new MembraneError(
+    argv[0] === "nft" ? "NFT_APPLY_FAILED" : "NETNS_FAILED",
+    `Cannot finish ${argv.join(" ")}: stopped (the agent is stopping); a transaction cut short leaves the old state`,
+  );
+}
+
 /** Runs argv and throws a MembraneError (with stderr) when it exits non-zero. */
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<string> {
   let r: RunResult;
   try {
     r = await runRaw(argv, opts);
   } catch (e) {
+    if (e instanceof MembraneError) throw e;
     throw new MembraneError(
       opts.code ?? "NETNS_FAILED",
       `Cannot ${opts.what ?? "run " + argv[0]}: ${String(e)}`,
@@ -87,7 +124,10 @@ export function ip(args: readonly string[], netns?: string): Promise<string> {
 }
 
 /** Applies an nft script (one atomic transaction) with `nft -f -`. */
-export async function nftApply(script: string, opts: { netns?: string } = {}): Promise<void> {
+export async function nftApply(
+  script: string,
+  opts: { netns?: string; signal?: AbortSignal } = {},
+): Promise<void> {
   await run(["nft", "-f", "-"], {
     ...opts,
     stdin: script,
@@ -103,7 +143,7 @@ export async function nftApply(script: string, opts: { netns?: string } = {}): P
 export async function nftListJson(
   family: string,
   table: string,
-  opts: { netns?: string } = {},
+  opts: { netns?: string; signal?: AbortSignal } = {},
 ): Promise<unknown> {
   const r = await runRaw(["nft", "-j", "-n", "list", "table", family, table], opts);
   if (r.status !== 0) {

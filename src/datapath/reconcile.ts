@@ -8,8 +8,11 @@
  * state reads the kernel, finds nothing to do and applies zero ops, so
  * established connections and enforcement carry on across restarts.
  * Concurrent apply() calls are coalesced: while one runs, later calls wait and
- * the latest desired state is applied once for all of them.
+ * the latest desired state is applied once for all of them. stop() kills a
+ * running `nft` (the transaction is atomic: the kernel keeps the old state,
+ * the next start reconciles) and refuses further applies.
  */
+import { MembraneError } from "../errors.js";
 import { compile } from "./compile.js";
 import { nftApply, nftListJson, run } from "./exec.js";
 import { renderTable, type CompiledTable } from "./model.js";
@@ -53,6 +56,7 @@ export class Reconciler {
   private lastApplied: CompiledTable | undefined;
   private lastRead = 0;
   private pending: { state: DatapathState; waiters: Waiter[] } | undefined;
+  private readonly stopper = new AbortController();
 
   constructor(params: ReconcilerParams = {}) {
     this.netns = params.netns;
@@ -61,8 +65,14 @@ export class Reconciler {
     this.resyncMs = params.trustMs ?? 30_000;
   }
 
-  private get nsOpt(): { netns?: string } {
-    return this.netns === undefined ? {} : { netns: this.netns };
+  private get nsOpt(): { netns?: string; signal: AbortSignal } {
+    const signal = this.stopper.signal;
+    return this.netns === undefined ? { signal } : { netns: this.netns, signal };
+  }
+
+  /** Kills the `nft` running now (without waiting for it) and refuses every later apply. */
+  stop(): void {
+    this.stopper.abort();
   }
 
   /** Computes the transaction that would bring the kernel to `desired`, without applying it. */
@@ -115,6 +125,9 @@ export class Reconciler {
   }
 
   private async applyOnce(desired: DatapathState): Promise<ApplyResult> {
+    if (this.stopper.signal.aborted) {
+      throw new MembraneError("NFT_APPLY_FAILED", "Cannot apply the nftables transaction: stopping");
+    }
     const t0 = performance.now();
     const compiled = compile(desired, { table: this.table, logGroup: this.logGroup });
     // Plan against what we applied last (the kernel accepted it whole), unless a
@@ -127,7 +140,7 @@ export class Reconciler {
     try {
       if (p.ops > 0) await nftApply(p.script, this.nsOpt);
     } catch (e) {
-      if (!trusted) throw e;
+      if (!trusted || this.stopper.signal.aborted) throw e;
       p = await this.planFromKernel(compiled);
       if (p.ops > 0) await nftApply(p.script, this.nsOpt);
     }

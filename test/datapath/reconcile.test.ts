@@ -219,4 +219,41 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
     assert.equal(one.ops, 2);
     assert.ok(load.ms < 10_000 && one.ms < 5_000, "within generous bounds");
   });
+  test("removing 10,000 interval elements, also right after a restart, rebuilds the maps instead of deleting element by element", async () => {
+    const big = (n: number): DatapathState => {
+      const segs: PolicySegment[] = [];
+      const ipcache = [...baseState().ipcache];
+      for (let i = 0; i < n; i++) {
+        segs.push(allow(16_777_216 + i, 80));
+        ipcache.push({ prefix: `11.${(i >> 8) & 255}.${i & 255}.0/24`, identity: 16_777_216 + i });
+      }
+      return { ...baseState(), ipcache, endpoints: [ep(1, [...segs, allow(1002, 80)])] };
+    };
+    const table = "mbrst";
+    try {
+      await new Reconciler({ netns: node.netns, table }).apply(big(10_000));
+      // A restarted agent: no memory of what it applied, it plans against the kernel's readback.
+      const restarted = new Reconciler({ netns: node.netns, table });
+      const p = await restarted.plan(big(0));
+      const deletes = p.script
+        .split("\n")
+        .filter((l) => /^delete element \S+ \S+ (ipcache4|e1_in_id) /.test(l));
+      assert.equal(deletes.length, 0, "no element-by-element deletion from the big interval maps");
+      assert.ok(p.script.includes("flush map inet mbrst ipcache4\n"), "ipcache4 rebuilt");
+      assert.ok(p.script.includes("flush map inet mbrst e1_in_id\n"), "e1_in_id rebuilt");
+      assert.ok(p.ops >= 20_000, "every removed element still counts as one change");
+      await restarted.apply(big(0));
+      assert.deepEqual(await restarted.diff(big(0)), [], "the kernel holds exactly the small state");
+      // One element less in a big map is still one deletion, not a rebuild.
+      await restarted.apply(big(2_000));
+      const one = await new Reconciler({ netns: node.netns, table }).plan(big(1_999));
+      assert.ok(!one.script.includes("flush map"), "no rebuild for one element");
+      assert.ok(
+        one.script.includes("delete element inet mbrst ipcache4 { 11.7.207.0-11.7.207.255, "),
+        one.script,
+      );
+    } finally {
+      await nftApply(`delete table inet ${table}\n`, nsOpt).catch(() => undefined);
+    }
+  });
 });

@@ -18,11 +18,14 @@ function report(ctx: CliContext, format: ViewFormat, r: ApplyReport): void {
       p.status,
     ]),
   );
-  if (format === "table") {
-    ctx.out(
-      `enforced in ${r.enforcedMs} ms (revision ${r.revision}, ${r.endpointsChanged} endpoints recomputed, ${r.kernelOps} kernel changes)\n`,
-    );
+  if (format !== "table") return;
+  if (r.policies.every((p) => p.status === "unchanged")) {
+    ctx.out(`nothing changed (revision ${r.revision})\n`);
+    return;
   }
+  ctx.out(
+    `enforced in ${r.enforcedMs} ms (revision ${r.revision}, ${r.endpointsChanged} endpoints recomputed, ${r.kernelOps} kernel changes)\n`,
+  );
 }
 
 export function applyCommand(ctx: CliContext): Command {

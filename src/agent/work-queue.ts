@@ -1,0 +1,49 @@
+/**
+ * The agent's one-at-a-time work queue: every change runs alone, in arrival order.
+ *
+ *   run(f, signal) --queued--> [turn comes] --signal aborted?--> rejected, f never runs
+ *                                          --stopping?-------> rejected, f never runs
+ *                                          --else------------> f()
+ *
+ * A request whose client has gone (its socket closed: `signal` aborted)
+ * before its turn is dropped, so nothing is carried out later without the
+ * user knowing; work that has started completes. stop() refuses new and
+ * queued work and resolves once the running work has ended.
+ */
+import type { Logger } from "pino";
+import { MembraneError } from "../errors.js";
+
+export class WorkQueue {
+  private chain: Promise<unknown> = Promise.resolve();
+  private stopping = false;
+
+  constructor(private readonly logger: Logger) {}
+
+  /** Runs `f` after everything queued before it; `what` names it in messages ("apply policies"). */
+  run<T>(f: () => Promise<T>, signal?: AbortSignal, what = "run the request"): Promise<T> {
+    const onAbort = (): void =>
+      this.logger.info({ what }, "client went away before its request ran; the request is dropped");
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const turn = (): Promise<T> => {
+      signal?.removeEventListener("abort", onAbort);
+      if (this.stopping) {
+        return Promise.reject(new MembraneError("API_FAILED", `Cannot ${what}: the agent is stopping`));
+      }
+      if (signal?.aborted) {
+        return Promise.reject(
+          new MembraneError("API_FAILED", `Cannot ${what}: the client went away before it started`),
+        );
+      }
+      return f();
+    };
+    const next = this.chain.then(turn, turn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Refuses queued and new work; resolves when the work running now has ended. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.chain.catch(() => undefined);
+  }
+}
