@@ -46,6 +46,8 @@ export interface BypassResetResult {
   socketsDestroyed: number;
   /** Conntrack entries deleted. */
   entriesDeleted: number;
+  /** Time the reset took (dump, sockets, deletes), in ms; 0 when nothing was to do. */
+  ms: number;
 }
 
 /** Remembers the last state whose bypassing connections were reset; see the file comment. */
@@ -65,11 +67,12 @@ export class BypassResetter {
     netnsOf: (endpointId: number) => string | undefined,
   ): Promise<BypassResetResult> {
     const candidates = redirectCandidates(this.prev, next);
-    const result: BypassResetResult = { connections: 0, socketsDestroyed: 0, entriesDeleted: 0 };
+    const result: BypassResetResult = { connections: 0, socketsDestroyed: 0, entriesDeleted: 0, ms: 0 };
     if (candidates.size === 0) {
       this.prev = next;
       return result;
     }
+    const t0 = performance.now();
     const ct = ConntrackChild.start(this.p);
     try {
       const dump = await ct.dump();
@@ -87,6 +90,7 @@ export class BypassResetter {
       result.entriesDeleted = del.deleted;
       problems.push(...del.failed);
       if (problems.length > 0) throw failed(problems.slice(0, 3).join("; "));
+      result.ms = Math.round(performance.now() - t0);
       this.prev = next;
       return result;
     } finally {

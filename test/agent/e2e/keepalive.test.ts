@@ -154,9 +154,14 @@ describe(
       return c;
     };
     const web = (): string => lab.ep("web").ip;
+    const web6 = (): string => lab.ep("web").view.ipv6 ?? "";
 
     before(async () => {
-      lab = await AgentLab.start("ka", { podCidr4: "10.213.0.0/24", proxy: true });
+      lab = await AgentLab.start("ka", {
+        podCidr4: "10.213.0.0/24",
+        podCidr6: "fd00:213::/64",
+        proxy: true,
+      });
       await lab.endpoint("web", { app: "web" });
       for (const name of ["client", "other", "ec"]) await lab.endpoint(name, { app: name });
       for (const port of [80, 8080, 9090]) await lab.ep("web").probe.listenHttp(port);
@@ -170,15 +175,17 @@ describe(
       await lab.agent.applyPolicies(WEB_L4, "web.yaml");
       await lab.agent.applyPolicies(EC_L4, "ec.yaml");
       assert.equal(await ka("client").open("c80", web(), 80), "ok");
+      assert.equal(await ka("client").open("c80v6", web6(), 80), "ok");
       assert.equal(await ka("client").open("c8080", web(), 8080), "ok");
       assert.equal(await ka("other").open("o80", web(), 80), "ok");
       assert.deepEqual(
         [
           await ka("client").get("c80", "/private"),
+          await ka("client").get("c80v6", "/private"),
           await ka("client").get("c8080", "/private"),
           await ka("other").get("o80", "/private"),
         ],
-        ["200", "200", "200"],
+        ["200", "200", "200", "200"],
         "allowed at L3/L4 before the L7 rule",
       );
 
@@ -187,6 +194,7 @@ describe(
       const old = await ka("client").get("c80", "/private");
       assert.notEqual(old, "200", "the old connection must not reach the backend any more");
       assert.equal(old, "ECONNRESET", "the client sees a reset, not a hang");
+      assert.equal(await ka("client").get("c80v6", "/private"), "ECONNRESET", "IPv6 alike");
       assert.equal(await ka("client").open("n80", web(), 80), "ok");
       assert.deepEqual(
         [await ka("client").get("n80", "/private"), await ka("client").get("n80", "/public/x")],
@@ -230,12 +238,12 @@ describe(
       assert.equal(await ka("client").get("d80", "/private"), "200", "not redirected any more");
     });
 
-    test("the agent logs what it reset: one connection per covered peer and port, each socket and entry once", () => {
+    test("the agent logs what it reset: each covered connection (IPv4 and IPv6) once, its socket and entry once", () => {
       const resets = lab.logs.filter((l) => l["msg"] === "reset connections that bypassed a new L7 redirect");
       assert.deepEqual(
         resets.map((l) => [l["connections"], l["socketsDestroyed"], l["entriesDeleted"]]),
         [
-          [1, 1, 1],
+          [2, 2, 2],
           [1, 1, 1],
         ],
       );
