@@ -139,6 +139,34 @@ egress:
 `,
 );
 
+const webHost = (hostRules: string): string =>
+  cnp(
+    "web",
+    `
+endpointSelector: {matchLabels: {app: web}}
+ingress:
+- fromEndpoints: [{matchLabels: {app: client}}]
+  toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+    rules:
+      http:
+      - method: GET
+        path: /public/.*
+- fromEntities: [host]
+  toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+${hostRules}
+`,
+  );
+
+/** The node may reach web:80 at L3/L4; the client only through HTTP rules. */
+const WEB_HOST_L4 = webHost("");
+/** The same with HTTP rules for the node too. */
+const WEB_HOST_L7 = webHost(`    rules:
+      http:
+      - method: GET
+        path: /public/.*`);
+
 describe(
   "agent e2e: keep-alive connections opened before an L7 rule (ka, root)",
   { skip: skip ?? false },
@@ -148,7 +176,7 @@ describe(
     const ka = (name: string): KeepAliveClient => {
       let c = clients.get(name);
       if (!c) {
-        c = new KeepAliveClient(lab.ep(name).view.netns);
+        c = new KeepAliveClient(name === "node" ? lab.node : lab.ep(name).view.netns);
         clients.set(name, c);
       }
       return c;
@@ -246,6 +274,30 @@ describe(
           [2, 2, 2],
           [1, 1, 1],
         ],
+      );
+    });
+
+    test("the node's own connection is reset when an L7 rule for host is added; the proxy's upstream connections are not", async () => {
+      await lab.agent.applyPolicies(WEB_HOST_L4, "web.yaml");
+      assert.equal(await ka("client").open("q80", web(), 80), "ok");
+      assert.equal(await ka("client").get("q80", "/public/x"), "200", "proxied: the proxy holds an upstream");
+      assert.equal(await ka("node").open("h80", web(), 80), "ok");
+      assert.equal(await ka("node").get("h80", "/private"), "200", "the node, at L3/L4");
+      const before = lab.logs.length;
+
+      await lab.agent.applyPolicies(WEB_HOST_L7, "web.yaml");
+
+      assert.equal(await ka("node").get("h80", "/private"), "ECONNRESET");
+      assert.equal(await ka("node").open("h80b", web(), 80), "ok");
+      assert.equal(await ka("node").get("h80b", "/private"), "403", "the node's next connection is proxied");
+      assert.equal(await ka("client").get("q80", "/public/x"), "200", "the proxied connection lives on");
+      const resets = lab.logs
+        .slice(before)
+        .filter((l) => l["msg"] === "reset connections that bypassed a new L7 redirect");
+      assert.deepEqual(
+        resets.map((l) => l["connections"]),
+        [1],
+        "the node's connection only, not the proxy's upstream one to the same port",
       );
     });
   },
