@@ -73,7 +73,13 @@ export class BypassResetter {
       return result;
     }
     const t0 = performance.now();
-    const ct = ConntrackChild.start(this.p);
+    // Only connections of the endpoints that gained a redirect cross into the agent.
+    const addresses = next.endpoints.flatMap((ep) =>
+      candidates.has(`${ep.id}:in`) || candidates.has(`${ep.id}:out`)
+        ? [ep.ipv4, ep.ipv6].filter((a): a is string => a !== undefined)
+        : [],
+    );
+    const ct = ConntrackChild.start(this.p, addresses);
     try {
       const dump = await ct.dump();
       const found = bypassing(dump.entries, next, candidates, dump.local);
@@ -179,9 +185,10 @@ export class ConntrackChild {
     });
   }
 
-  static start(p: BypassResetParams): ConntrackChild {
+  /** `addresses`: only entries from or to one of them (all when undefined). */
+  static start(p: BypassResetParams, addresses?: readonly string[]): ConntrackChild {
     const script = fileURLToPath(new URL("./ctnetlink/child.js", import.meta.url));
-    const cfg = JSON.stringify({ mark: 0, mask: SKIP_MARK_BITS });
+    const cfg = JSON.stringify({ mark: 0, mask: SKIP_MARK_BITS, ...(addresses ? { addresses } : {}) });
     const argv =
       p.nodeNetns === undefined
         ? [process.execPath, script, cfg]

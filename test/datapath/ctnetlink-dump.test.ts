@@ -68,6 +68,21 @@ describe("ctnetlink dump and delete (ka, root)", { skip: skip ?? false }, () => 
     assert.ok(d.local.includes("127.0.0.1"), d.local.join(","));
   });
 
+  test("with addresses, only entries from or to one of them", async () => {
+    for (const [addresses, want] of [
+      [["127.0.0.1"], [9001]],
+      [["::ffff:127.0.0.1"], [9001]],
+      [["10.9.9.9"], []],
+    ] as const) {
+      const c = ConntrackChild.start({ nodeNetns: ns }, addresses);
+      try {
+        assert.deepEqual(ports((await c.dump()).entries), want, addresses.join(","));
+      } finally {
+        c.close();
+      }
+    }
+  });
+
   test("a deleted entry is gone from the next dump; deleting it again reports it gone, not failed", async () => {
     const c = ConntrackChild.start({ nodeNetns: ns });
     try {

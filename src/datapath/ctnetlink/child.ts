@@ -4,9 +4,11 @@
  * `ip netns exec <node netns> node child.js '<json>'`; ctnetlink then speaks
  * for that namespace (CAP_NET_ADMIN there).
  *
- *   argv[2] = {"mark": m, "mask": k, "maxEntries": n}
+ *   argv[2] = {"mark": m, "mask": k, "addresses": [...], "maxEntries": n}
  *   stdout  <- {"entries": [{proto, src, srcPort, dst, dstPort, mark}], "local": [addresses]}
- *              (entries with ct mark & k == m; "local": this namespace's own addresses)
+ *              (entries with ct mark & k == m, the kernel filters; and, when "addresses" is
+ *              given, with one of them as source or destination; "local": this namespace's
+ *              own addresses)
  *              | {"error": "..."}
  *   stdin   -> {"delete": [{proto, src, srcPort, dst, dstPort}]}        (original tuples)
  *   stdout  <- {"deleted": n, "gone": n, "failed": ["..."]}, then exit 0
@@ -17,6 +19,7 @@ import { networkInterfaces } from "node:os";
 import { createInterface } from "node:readline";
 import { RawNetlinkSocket, type ErrnoException } from "netlink";
 import { buildDeleteRequest, buildDumpRequest, parseDumpReplies, type DumpReply } from "./dump.js";
+import { addressBytes } from "./address.js";
 import { NETLINK_NETFILTER, type TupleQuery } from "./wire.js";
 
 const ENOENT = 2;
@@ -31,8 +34,15 @@ function fail(why: string): never {
 }
 
 function main(): void {
-  const cfg = JSON.parse(process.argv[2] ?? "{}") as { mark?: number; mask?: number; maxEntries?: number };
+  const cfg = JSON.parse(process.argv[2] ?? "{}") as {
+    mark?: number;
+    mask?: number;
+    addresses?: string[];
+    maxEntries?: number;
+  };
   const maxEntries = cfg.maxEntries ?? 1_000_000;
+  const key = (a: string): string => Buffer.from(addressBytes(a)?.bytes ?? []).toString("hex");
+  const wanted = cfg.addresses ? new Set(cfg.addresses.map(key)) : undefined;
   let sock: RawNetlinkSocket;
   try {
     sock = new RawNetlinkSocket(NETLINK_NETFILTER, { recvBufferSize: 4 << 20, sendBufferSize: 1 << 20 });
@@ -51,6 +61,7 @@ function main(): void {
   onReply = (r) => {
     if (r.seq !== dumpSeq) return;
     if (r.kind === "entry") {
+      if (wanted && !wanted.has(key(r.original.src)) && !wanted.has(key(r.original.dst))) return;
       if (entries.length >= maxEntries) fail(`more than ${maxEntries} conntrack entries`);
       const { proto, src, srcPort, dst, dstPort } = r.original;
       entries.push({ proto, src, srcPort, dst, dstPort, mark: r.mark });
