@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   NFT_APPLY_FAILED: "The kernel rejected an nftables transaction",
   NETNS_FAILED: "A network namespace or link operation failed",
   DATAPATH_STATE_INVALID: "The desired datapath state cannot be compiled",
+  BYPASS_RESET_FAILED: "Connections that bypass a new L7 redirect could not all be reset",
   ENDPOINT_INVALID: "An endpoint request is invalid",
   ENDPOINT_NOT_FOUND: "No such endpoint",
   IPAM_EXHAUSTED: "No free address is left in the pod CIDR",

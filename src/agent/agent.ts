@@ -18,6 +18,7 @@
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import { Reconciler } from "../datapath/reconcile.js";
+import { BypassResetter } from "../datapath/conntrack-flush.js";
 import { createEndpoint, createNode, deleteEndpoint, type NodeNetns } from "../datapath/endpoint.js";
 import { ip } from "../datapath/exec.js";
 import { listNetns } from "../datapath/netns.js";
@@ -126,6 +127,7 @@ export class Agent {
   private dnsTimer: NodeJS.Timeout | undefined;
   private proxyTarget: ProxyTarget | undefined;
   private snapshotVersion = 0;
+  private readonly bypass: BypassResetter;
 
   /** The L7 proxy's process id, while it runs. */
   get proxyPid(): number | undefined {
@@ -147,6 +149,7 @@ export class Agent {
       table: p.table,
       logGroup: p.logGroup,
     });
+    this.bypass = new BypassResetter(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {});
   }
 
   private putEndpoint(key: string, rec: EndpointRecordV1): void {
@@ -457,6 +460,16 @@ export class Agent {
     if (this.proxyRef)
       await this.proxyRef.push(buildProxySnapshot(this.engine, desired, ++this.snapshotVersion));
     const r = await this.reconciler.apply(desired);
+    // Connections established before a new redirect covers them would bypass the proxy: reset them.
+    await this.bypass
+      .afterApply(desired, (id) => this.endpointById.get(id)?.netns)
+      .then(
+        (b) =>
+          b.connections > 0 && this.p.logger.info(b, "reset connections that bypassed a new L7 redirect"),
+      )
+      .catch((e: unknown) =>
+        this.p.logger.error({ err: String(e) }, "resetting bypassing connections failed"),
+      );
     // Realized: only now that the kernel holds the new rule ids do flows name them.
     this.ruleOrigins.clear();
     for (const [id, o] of origins) this.ruleOrigins.set(id, o);

@@ -31,7 +31,8 @@
  * rules of both. Packets to the node itself are decided there too (as the
  * client's egress to `host`). The proxy's own upstream connections (its
  * group, `meta skgid`) leave without a second check: it connects only to the
- * original destination of a connection decided here.
+ * original destination of a connection decided here. Their connections carry
+ * CT_PROXY_UPSTREAM, so that bypass.ts never resets them.
  *
  * The packet mark is the identity register: ipcache maps set it (whole mark,
  * values < 2^25), policy keys mask it with IDENTITY_MASK. The proxy bits live
@@ -64,6 +65,7 @@ import type { CompiledTable, NftChain, NftElement, NftMap } from "./model.js";
 import { compileSegments } from "./segments.js";
 import {
   CT_FROM_HOST,
+  CT_PROXY_UPSTREAM,
   CT_REDIRECT_DNS,
   CT_REDIRECT_L7,
   IDENTITY_MASK,
@@ -414,7 +416,11 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       rules: [
         ND_TYPES,
         ...(proxy
-          ? [`meta skgid ${proxy.gid} accept`, `ct state new ct mark set ct mark or ${hex(CT_FROM_HOST)}`]
+          ? [
+              `meta skgid ${proxy.gid} ct state new ct mark set ct mark or ${hex(CT_PROXY_UPSTREAM)}`,
+              `meta skgid ${proxy.gid} accept`,
+              `ct state new ct mark set ct mark or ${hex(CT_FROM_HOST)}`,
+            ]
           : []),
         `meta mark set ${host}`,
         "oifname vmap @ingress_ep",

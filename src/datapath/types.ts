@@ -82,6 +82,11 @@ export const CT_REDIRECT_L7 = 0x80000000;
 export const CT_REDIRECT_DNS = 0x40000000;
 /** Connection mark bit of a connection the node itself opened (the proxy names its client `host`). */
 export const CT_FROM_HOST = 0x20000000;
+/**
+ * Connection mark bit of the proxy's own upstream connections (its group), so that the
+ * reset of connections bypassing a new redirect (bypass.ts) can tell them apart.
+ */
+export const CT_PROXY_UPSTREAM = 0x10000000;
 
 /** The identity of addresses no ipcache prefix covers. */
 export const WORLD_IDENTITY = 2;

@@ -466,8 +466,9 @@ describe("compile: redirects to the L7 proxy", () => {
     const nat = v4only.chains.find((c) => c.name === "nat_c")?.rules ?? [];
     assert.ok(nat.includes("meta nfproto ipv6 ct mark & 0xc0000000 != 0 drop"), nat.join("\n"));
   });
-  test("the proxy's own upstream connections (its group) leave without a second check", () => {
-    assert.deepEqual(chain("out_c")?.slice(1, 3), [
+  test("the proxy's own upstream connections (its group) leave without a second check, marked as the proxy's", () => {
+    assert.deepEqual(chain("out_c")?.slice(1, 4), [
+      "meta skgid 1337 ct state new ct mark set ct mark or 0x10000000",
       "meta skgid 1337 accept",
       "ct state new ct mark set ct mark or 0x20000000",
     ]);
