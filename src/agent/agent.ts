@@ -64,6 +64,8 @@ export interface AgentParams {
   readonly engine: Partial<EngineConfig>;
   /** Periodic resync of the kernel with desired state (ms; 0 = off). */
   readonly resyncMs: number;
+  /** The state directory, reported in status so that `endpoint exec` can hide it from workloads. */
+  readonly stateDir?: string;
   /**
    * The node's L7 proxy (HTTP, gRPC, Kafka, TLS, DNS with toFQDNs); absent =
    * none: L7 rules are then compiled as drops (fail closed).
@@ -815,6 +817,7 @@ export class Agent {
       policies: this.policyRecords.size,
       identities: [...this.engine.identities()].length,
       nodeNetns: this.p.nodeNetns ?? "(agent's own)",
+      ...(this.p.stateDir !== undefined ? { stateDir: this.p.stateDir } : {}),
       table: `inet ${this.p.table}`,
       lastApply: this.lastApply,
     };

@@ -1,7 +1,15 @@
 /** `membrane endpoint create|exec|label|delete|list`: workloads as network namespaces. */
-import { spawn } from "node:child_process";
 import { Command } from "commander";
 import type { EndpointView } from "../../agent/agent.js";
+import {
+  checkLaunchTools,
+  DEFAULT_WORKLOAD_USER,
+  hiddenDirectories,
+  resolveWorkloadUser,
+  runWorkload,
+  workloadArgv,
+  workloadEnv,
+} from "../../datapath/workload.js";
 import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
 import {
@@ -67,21 +75,76 @@ export function endpointCommand(ctx: CliContext): Command {
     );
   cmd
     .command("exec <name> <command...>")
-    .description("run a command inside the endpoint's network namespace (put it after --)")
+    .description(
+      "run a command in the endpoint's network namespace (put it after --): unprivileged and blind to the agent unless --privileged",
+    )
     .option("-n, --namespace <ns>", "the endpoint's namespace", "default")
+    .option(
+      "-u, --user <user[:group]>",
+      "run as this user and group (names or numbers; the group defaults to the user's primary group)",
+      DEFAULT_WORKLOAD_USER,
+    )
+    .option(
+      "--privileged",
+      "run as root with every capability in the host's mount namespace, where it can use the agent's API socket and relabel itself (only for trusted commands)",
+    )
     .addOption(socketOption())
-    .addHelpText("after", "\nExample:\n  $ membrane endpoint exec tiefighter -- curl -s http://10.200.0.2/\n")
-    .action(async (name: string, command: string[], o: { namespace: string; socket: string }) => {
-      const ep = (await client(o).request(
-        "GET",
-        `/v1/endpoints/${enc(o.namespace)}/${enc(name)}`,
-      )) as EndpointView;
-      ctx.exitCode = await new Promise<number>((resolve) => {
-        const child = spawn("ip", ["netns", "exec", ep.netns, ...command], { stdio: "inherit" });
-        child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
-        child.on("error", () => resolve(127));
-      });
-    });
+    .addHelpText(
+      "after",
+      `
+Without --privileged the command runs as --user (default ${DEFAULT_WORKLOAD_USER}, with its primary group and no
+supplementary groups), with empty capability sets (bounding, ambient, inheritable) and no_new_privs
+(setuid binaries gain nothing), in a private mount namespace where the agent's socket directory, its
+state directory, /run/membrane, /var/lib/membrane and /etc/membrane are covered by an empty read-only
+tmpfs. As in a Kubernetes pod, it may bind ports below 1024 and open ICMP echo sockets; a program that
+needs file capabilities (Debian's ping has cap_net_raw) cannot start without them: use --privileged. Its
+environment is reset as sudo does: TERM, the locale and TZ are kept; PATH, HOME, USER and LOGNAME are
+the user's (pass other variables with \`-- env NAME=VALUE command\`).
+SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to this command are passed on to it; the exit code is the
+command's (128+N when signal N killed it).
+
+Examples:
+  $ membrane endpoint exec tiefighter -- curl -s -m1 http://10.200.0.2/
+  $ membrane endpoint exec deathstar --user nobody:nogroup -- python3 -m http.server 80
+  $ membrane endpoint exec deathstar --privileged -- ip addr
+`,
+    )
+    .action(
+      async (
+        name: string,
+        command: string[],
+        o: { namespace: string; socket: string; user: string; privileged?: boolean },
+        self: Command,
+      ) => {
+        if (o.privileged === true && self.getOptionValueSource("user") === "cli") {
+          throw new MembraneError(
+            "CLI_USAGE",
+            "Cannot use --user with --privileged: --privileged runs as root",
+            {
+              hint: "Drop one of the two.",
+            },
+          );
+        }
+        const api = client(o);
+        const ep = (await api.request(
+          "GET",
+          `/v1/endpoints/${enc(o.namespace)}/${enc(name)}`,
+        )) as EndpointView;
+        let argv: string[];
+        let env: Record<string, string> | undefined;
+        if (o.privileged === true) {
+          argv = workloadArgv(ep.netns, command, { privileged: true });
+        } else {
+          checkLaunchTools();
+          const user = resolveWorkloadUser(o.user);
+          const status = (await api.request("GET", "/v1/status")) as { stateDir?: unknown };
+          const stateDir = typeof status.stateDir === "string" ? status.stateDir : undefined;
+          argv = workloadArgv(ep.netns, command, { user, hide: hiddenDirectories(o.socket, stateDir) });
+          env = workloadEnv(user, process.env);
+        }
+        ctx.exitCode = await runWorkload(argv, env);
+      },
+    );
   cmd
     .command("label <name> <labels...>")
     .description("change an endpoint's labels (key=value sets, key- removes); it is re-identified live")
