@@ -1,6 +1,7 @@
 /** `membrane endpoint create|exec|label|delete|list`: workloads as network namespaces. */
 import { Command } from "commander";
 import type { EndpointView } from "../../agent/agent.js";
+import { AgentClient } from "../../agent/client.js";
 import {
   checkLaunchTools,
   DEFAULT_WORKLOAD_USER,
@@ -172,12 +173,37 @@ Examples:
     );
   cmd
     .command("delete <name>")
-    .description("delete an endpoint, its namespace and its address")
+    .description(
+      "delete an endpoint, its namespace and its address; processes still running in it are stopped first",
+    )
     .option("-n, --namespace <ns>", "the endpoint's namespace", "default")
+    .option(
+      "--grace-period <seconds>",
+      "how long processes in the endpoint get to exit after SIGTERM before SIGKILL (0-300)",
+      String(DEFAULT_GRACE_SECONDS),
+    )
     .addOption(socketOption())
-    .action(async (name: string, o: { namespace: string; socket: string }) => {
-      await client(o).request("DELETE", `/v1/endpoints/${enc(o.namespace)}/${enc(name)}`);
-      ctx.out(`endpoint ${o.namespace}/${name} deleted\n`);
+    .addHelpText(
+      "after",
+      `
+As Kubernetes does with a pod's containers, every process still inside the endpoint's network namespace
+gets SIGTERM, then SIGKILL once the grace period is over; the command says how many it stopped.
+
+Examples:
+  $ membrane endpoint delete xwing
+  $ membrane endpoint delete xwing --grace-period 0
+`,
+    )
+    .action(async (name: string, o: { namespace: string; socket: string; gracePeriod: string }) => {
+      const grace = parseGrace(o.gracePeriod);
+      const api = new AgentClient({ socketPath: o.socket, timeoutMs: (grace + 30) * 1000 });
+      const res = (await api.request(
+        "DELETE",
+        `/v1/endpoints/${enc(o.namespace)}/${enc(name)}?gracePeriodSeconds=${grace}`,
+      )) as { stopped?: unknown } | undefined;
+      const n = typeof res?.stopped === "number" ? res.stopped : 0;
+      const procs = n === 0 ? "no process was running in it" : `stopped ${n} process${n === 1 ? "" : "es"}`;
+      ctx.out(`endpoint ${o.namespace}/${name} deleted (${procs})\n`);
     });
   cmd
     .command("list")
@@ -189,6 +215,17 @@ Examples:
       show(ctx, o.output, eps, () => endpointRows(eps));
     });
   return cmd;
+}
+
+const DEFAULT_GRACE_SECONDS = 10;
+
+function parseGrace(text: string): number {
+  if (!/^\d{1,3}$/.test(text) || Number(text) > 300) {
+    throw new MembraneError("CLI_USAGE", `Cannot read --grace-period "${text}": write whole seconds, 0-300`, {
+      location: { path: "--grace-period" },
+    });
+  }
+  return Number(text);
 }
 
 function enc(s: string): string {
