@@ -47,8 +47,38 @@ export type WorkloadIsolation =
       readonly hide: readonly string[];
     };
 
-/** The default workload user: `nobody` with its own primary group (`nogroup` on Debian). */
-export const DEFAULT_WORKLOAD_USER = "nobody";
+/**
+ * By default each endpoint's workloads run as a uid and gid of their own,
+ * WORKLOAD_ID_BASE + the endpoint's id. A uid shared between endpoints (say
+ * `nobody`) would let a workload ptrace one in another endpoint (this kernel
+ * has no Yama) and send traffic with that endpoint's identity, or signal it;
+ * the kernel refuses ptrace and signals across different uids and gids.
+ * 0x70000000.. lies in a range systemd leaves unused (systemd.io/UIDS-GIDS:
+ * containers end at 1879048191); an id that has a passwd or group entry is refused.
+ */
+export const WORKLOAD_ID_BASE = 0x70000000;
+const MAX_ENDPOINT_ID = 0xffffff;
+
+/** The uid and gid of an endpoint's workloads when --user is not given. */
+export function endpointWorkloadUser(ep: { readonly id: number; readonly name: string }): WorkloadUser {
+  if (!Number.isInteger(ep.id) || ep.id < 0 || ep.id > MAX_ENDPOINT_ID) {
+    throw new MembraneError(
+      "WORKLOAD_ISOLATION_FAILED",
+      `Cannot pick a uid for the workloads of endpoint ${ep.name}: its id ${ep.id} is outside 0-${MAX_ENDPOINT_ID}`,
+      { hint: "Name a user with --user USER[:GROUP]." },
+    );
+  }
+  const id = WORKLOAD_ID_BASE + ep.id;
+  const owner = getent("passwd", String(id))?.[0] ?? getent("group", String(id))?.[0];
+  if (owner !== undefined) {
+    throw new MembraneError(
+      "WORKLOAD_ISOLATION_FAILED",
+      `Cannot run the workload of endpoint ${ep.name} as uid/gid ${id}: it belongs to "${owner}" on this host`,
+      { hint: "Name a user with --user USER[:GROUP] (one no other endpoint uses)." },
+    );
+  }
+  return { uid: id, gid: id, name: String(id), home: "/", spec: `${id}:${id}` };
+}
 
 /** Signals `membrane endpoint exec` passes on to its workload. */
 export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"];

@@ -9,10 +9,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import {
+  endpointWorkloadUser,
   hiddenDirectories,
   resolveWorkloadUser,
   workloadArgv,
   workloadEnv,
+  WORKLOAD_ID_BASE,
 } from "../../src/datapath/workload.js";
 import { isMembraneError } from "../../src/errors.js";
 
@@ -44,6 +46,28 @@ describe("wl: workload launcher", () => {
         spec,
       );
     }
+  });
+
+  test("by default an endpoint's workloads get a uid and gid of their own, outside the passwd and group files", () => {
+    assert.deepEqual(endpointWorkloadUser({ id: 5, name: "web" }), {
+      uid: 0x70000005,
+      gid: 0x70000005,
+      name: String(0x70000005),
+      home: "/",
+      spec: `${0x70000005}:${0x70000005}`,
+    });
+    assert.equal(WORKLOAD_ID_BASE, 1879048192);
+    assert.notEqual(
+      endpointWorkloadUser({ id: 1, name: "a" }).uid,
+      endpointWorkloadUser({ id: 2, name: "b" }).uid,
+    );
+    assert.throws(
+      () => endpointWorkloadUser({ id: 2 ** 24, name: "big" }),
+      (e: unknown) =>
+        isMembraneError(e) &&
+        e.code === "WORKLOAD_ISOLATION_FAILED" &&
+        /id 16777216 is outside/.test(e.message),
+    );
   });
 
   test("hidden directories: the socket's and the state's, symlinks resolved, nested ones once, system ones refused", () => {

@@ -4,12 +4,13 @@ import type { EndpointView } from "../../agent/agent.js";
 import { AgentClient } from "../../agent/client.js";
 import {
   checkLaunchTools,
-  DEFAULT_WORKLOAD_USER,
+  endpointWorkloadUser,
   hiddenDirectories,
   resolveWorkloadUser,
   runWorkload,
   workloadArgv,
   workloadEnv,
+  WORKLOAD_ID_BASE,
 } from "../../datapath/workload.js";
 import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
@@ -82,8 +83,7 @@ export function endpointCommand(ctx: CliContext): Command {
     .option("-n, --namespace <ns>", "the endpoint's namespace", "default")
     .option(
       "-u, --user <user[:group]>",
-      "run as this user and group (names or numbers; the group defaults to the user's primary group)",
-      DEFAULT_WORKLOAD_USER,
+      "run as this user and group (names or numbers; the group defaults to the user's primary group); default: the endpoint's own uid and gid",
     )
     .option(
       "--privileged",
@@ -93,8 +93,9 @@ export function endpointCommand(ctx: CliContext): Command {
     .addHelpText(
       "after",
       `
-Without --privileged the command runs as --user (default ${DEFAULT_WORKLOAD_USER}, with its primary group and no
-supplementary groups), with empty capability sets (bounding, ambient, inheritable) and no_new_privs
+Without --privileged the command runs as --user (by default uid and gid ${WORKLOAD_ID_BASE} + the endpoint's
+id, so that workloads of different endpoints cannot ptrace or signal each other; no supplementary
+groups), with empty capability sets (bounding, ambient, inheritable) and no_new_privs
 (setuid binaries gain nothing), in a private mount namespace where the agent's socket directory, its
 state directory, /run/membrane, /var/lib/membrane and /etc/membrane are covered by an empty read-only
 tmpfs. As in a Kubernetes pod, it may bind ports below 1024 and open ICMP echo sockets; a program that
@@ -106,7 +107,8 @@ command's (128+N when signal N killed it).
 
 Examples:
   $ membrane endpoint exec tiefighter -- curl -s -m1 http://10.200.0.2/
-  $ membrane endpoint exec deathstar --user nobody:nogroup -- python3 -m http.server 80
+  $ membrane endpoint exec deathstar -- python3 -m http.server 80
+  $ membrane endpoint exec deathstar --user nobody:nogroup -- id
   $ membrane endpoint exec deathstar --privileged -- ip addr
 `,
     )
@@ -114,10 +116,9 @@ Examples:
       async (
         name: string,
         command: string[],
-        o: { namespace: string; socket: string; user: string; privileged?: boolean },
-        self: Command,
+        o: { namespace: string; socket: string; user?: string; privileged?: boolean },
       ) => {
-        if (o.privileged === true && self.getOptionValueSource("user") === "cli") {
+        if (o.privileged === true && o.user !== undefined) {
           throw new MembraneError(
             "CLI_USAGE",
             "Cannot use --user with --privileged: --privileged runs as root",
@@ -137,7 +138,7 @@ Examples:
           argv = workloadArgv(ep.netns, command, { privileged: true });
         } else {
           checkLaunchTools();
-          const user = resolveWorkloadUser(o.user);
+          const user = o.user !== undefined ? resolveWorkloadUser(o.user) : endpointWorkloadUser(ep);
           const status = (await api.request("GET", "/v1/status")) as { stateDir?: unknown };
           const stateDir = typeof status.stateDir === "string" ? status.stateDir : undefined;
           argv = workloadArgv(ep.netns, command, { user, hide: hiddenDirectories(o.socket, stateDir) });

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
 import { AgentClient } from "../../../src/agent/client.js";
-import { netnsPids } from "../../../src/datapath/workload.js";
+import { netnsPids, WORKLOAD_ID_BASE } from "../../../src/datapath/workload.js";
 import { ROOT } from "../../cli/run-cli.js";
 import { AgentLab, rootSkipReason } from "./harness.js";
 
@@ -24,6 +24,8 @@ interface Run {
   readonly done: Promise<{ code: number; stdout: string; stderr: string }>;
   /** Resolves once stdout contains `text`. */
   until(text: string): Promise<void>;
+  /** Standard output so far. */
+  output(): string;
 }
 
 /** Runs the built CLI asynchronously (the in-process agent must keep answering). */
@@ -51,6 +53,7 @@ function membrane(args: readonly string[], opts: { cwd?: string } = {}): Run {
   return {
     proc,
     done,
+    output: () => stdout,
     until: (text) =>
       new Promise<void>((resolve, reject) => {
         if (stdout.includes(text)) return resolve();
@@ -84,7 +87,7 @@ describe("wl: workloads cannot reach the agent (root)", { skip: skip ?? false },
   test("endpoint exec runs the command unprivileged and blind to the agent; --privileged runs it as root", async () => {
     const lab = await AgentLab.start("wl");
     try {
-      await lab.endpoint("app", { app: "app" });
+      const app = await lab.endpoint("app", { app: "app" });
       const sock = lab.options.socketPath;
       const state = lab.options.stateDir;
       const inspect = (
@@ -113,7 +116,7 @@ describe("wl: workloads cannot reach the agent (root)", { skip: skip ?? false },
       const plain = await inspect([]);
       assert.equal(plain.code, 0, plain.stderr);
       assert.deepEqual(fields(plain.stdout), {
-        uid: "65534",
+        uid: String(WORKLOAD_ID_BASE + app.view.id),
         capeff: "0000000000000000",
         nonewprivs: "1",
         socket: "hidden",
@@ -203,11 +206,70 @@ describe("wl: workloads cannot reach the agent (root)", { skip: skip ?? false },
     }
   });
 
+  test("workloads of different endpoints cannot ptrace or signal each other (own uid and gid per endpoint)", async () => {
+    const lab = await AgentLab.start("wl");
+    try {
+      await lab.endpoint("a", { app: "a" });
+      await lab.endpoint("b", { app: "b" });
+      const sock = lab.options.socketPath;
+      // Reading /proc/PID/environ needs ptrace access to PID; kill -0 needs the right to signal it.
+      const probe = (
+        pid: string,
+        user: string[],
+      ): Promise<{ code: number; stdout: string; stderr: string }> =>
+        membrane([
+          "endpoint",
+          "exec",
+          "a",
+          "--socket",
+          sock,
+          ...user,
+          "--",
+          "sh",
+          "-c",
+          'if cat "/proc/$1/environ" >/dev/null 2>&1; then echo ptrace=ok; else echo ptrace=denied; fi; if kill -0 "$1" 2>/dev/null; then echo signal=ok; else echo signal=denied; fi',
+          "probe",
+          pid,
+        ]).done;
+      for (const [user, expect] of [
+        [[], { ptrace: "denied", signal: "denied" }],
+        // The control: with one shared user both work, which is why it is not the default.
+        [["--user", "nobody"], { ptrace: "ok", signal: "ok" }],
+      ] as const) {
+        const victim = membrane([
+          "endpoint",
+          "exec",
+          "b",
+          "--socket",
+          sock,
+          ...user,
+          "--",
+          "sh",
+          "-c",
+          "echo pid=$$; exec sleep 1000",
+        ]);
+        await victim.until("\n");
+        const pid = (/pid=(\d+)/.exec(victim.output()) ?? [])[1] ?? "";
+        const r = await probe(pid, [...user]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.deepEqual(
+          fields(r.stdout),
+          expect,
+          `from endpoint a ${user.join(" ") || "(own uid)"} to b's workload`,
+        );
+        victim.proc.kill("SIGTERM");
+        await victim.done;
+      }
+    } finally {
+      await lab.destroy();
+    }
+  });
+
   test("a signal sent to endpoint exec reaches the command; the exit code is the command's", async () => {
     const lab = await AgentLab.start("wl");
     const marks = await mkdtemp(join(tmpdir(), "membrane-wl-marks-"));
     try {
-      await chmod(marks, 0o777); // the workload runs as nobody
+      await chmod(marks, 0o777); // the workload runs as the endpoint's own uid
       await lab.endpoint("app", { app: "app" });
       const sock = lab.options.socketPath;
       for (const sig of ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const) {
