@@ -22,6 +22,7 @@ import { BypassResetter } from "../datapath/conntrack-flush.js";
 import { createEndpoint, createNode, deleteEndpoint, type NodeNetns } from "../datapath/endpoint.js";
 import { ip } from "../datapath/exec.js";
 import { listNetns } from "../datapath/netns.js";
+import { stopNetnsProcesses } from "../datapath/workload.js";
 import { IdentityAllocator, type Identity } from "../identity/allocator.js";
 import { parseAddr, parsePrefix, prefixString as prefixText } from "../labels/cidr.js";
 import { LabelSet } from "../labels/label.js";
@@ -69,6 +70,8 @@ export interface AgentParams {
   readonly engine: Partial<EngineConfig>;
   /** Periodic resync of the kernel with desired state (ms; 0 = off). */
   readonly resyncMs: number;
+  /** The state directory, reported in status so that `endpoint exec` can hide it from workloads. */
+  readonly stateDir?: string;
   /**
    * The node's L7 proxy (HTTP, gRPC, Kafka, TLS, DNS with toFQDNs); absent =
    * none: L7 rules are then compiled as drops (fail closed).
@@ -701,15 +704,19 @@ export class Agent {
     });
   }
 
-  deleteEndpointRequest(namespace: string, name: string): Promise<void> {
+  /** Stops the endpoint's processes (SIGTERM, `graceMs`, SIGKILL) and deletes it; says how many it stopped. */
+  async deleteEndpointRequest(namespace: string, name: string, graceMs = 0): Promise<{ stopped: number }> {
+    // The grace period runs outside the serial section: a workload slow to exit holds up no other request.
+    const early = await stopNetnsProcesses(this.mustEndpoint(namespace, name).netns, graceMs);
     return this.serial(async () => {
       const rec = this.mustEndpoint(namespace, name);
-      await deleteEndpoint(this.endpointNetns(rec));
+      const late = await deleteEndpoint(this.endpointNetns(rec));
       await this.p.store.delete(KEYS.endpoints + epKey(namespace, name));
       this.dropEndpoint(epKey(namespace, name));
       this.engine.deleteEndpoint(namespace, name);
       await this.enforce();
       await this.ipam.release(epKey(namespace, name));
+      return { stopped: early + late };
     });
   }
 
@@ -861,6 +868,7 @@ export class Agent {
       policies: this.policyRecords.size,
       identities: [...this.engine.identities()].length,
       nodeNetns: this.p.nodeNetns ?? "(agent's own)",
+      ...(this.p.stateDir !== undefined ? { stateDir: this.p.stateDir } : {}),
       table: `inet ${this.p.table}`,
       lastApply: this.lastApply,
     };

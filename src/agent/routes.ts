@@ -9,7 +9,7 @@
  *   POST   /v1/endpoints       {name, namespace, labels}
  *   GET    /v1/endpoints/:namespace/:name
  *   PATCH  /v1/endpoints/:namespace/:name/labels {labels, replace?}
- *   DELETE /v1/endpoints/:namespace/:name
+ *   DELETE /v1/endpoints/:namespace/:name?gracePeriodSeconds=N   stops its processes, then deletes it
  *   PUT    /v1/namespaces/:name {labels}
  *   PUT    /v1/services/:namespace/:name {selector?, labels?, ports, ips?}   for toServices
  *   GET    /v1/identities
@@ -253,8 +253,20 @@ export function agentRoutes(agent: Agent): Route[] {
       method: "DELETE",
       path: "/v1/endpoints/:namespace/:name",
       handler: async (req) => {
-        await agent.deleteEndpointRequest(req.params["namespace"] ?? "", req.params["name"] ?? "");
-        return { deleted: `${req.params["namespace"]}/${req.params["name"]}` };
+        const grace = req.query.get("gracePeriodSeconds") ?? "0";
+        if (!/^\d{1,3}$/.test(grace) || Number(grace) > 300) {
+          throw new MembraneError(
+            "API_REQUEST_INVALID",
+            `Cannot delete the endpoint: gracePeriodSeconds "${grace.slice(0, 20)}" is not 0-300`,
+            { location: { path: "gracePeriodSeconds" } },
+          );
+        }
+        const { stopped } = await agent.deleteEndpointRequest(
+          req.params["namespace"] ?? "",
+          req.params["name"] ?? "",
+          Number(grace) * 1000,
+        );
+        return { deleted: `${req.params["namespace"]}/${req.params["name"]}`, stopped };
       },
     },
     {

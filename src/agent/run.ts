@@ -56,6 +56,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     logGroup: o.logGroup,
     engine: o.engine,
     resyncMs: o.resyncMs,
+    stateDir: o.stateDir,
     ...(o.observe ? { observe: o.observe } : {}),
     ...(o.proxy ? { proxy: o.proxy } : {}),
   });

@@ -17,6 +17,7 @@
 import { MembraneError } from "../errors.js";
 import { ip, runRaw, type RunResult } from "./exec.js";
 import { createNetns, deleteNetns, netnsExists, setSysctls } from "./netns.js";
+import { stopNetnsProcesses } from "./workload.js";
 
 export interface NodeParams {
   netns: string;
@@ -120,8 +121,15 @@ export async function createEndpoint(p: EndpointParams): Promise<EndpointNetns> 
   return { ...p };
 }
 
-/** Deletes an endpoint: its netns (which takes the veth pair along). No-op when gone. */
-export async function deleteEndpoint(ep: EndpointNetns): Promise<void> {
+/**
+ * Deletes an endpoint: stops the processes still inside it (SIGTERM, `graceMs`
+ * to exit, then SIGKILL; default none), then its netns (which takes the veth
+ * pair along). No-op when gone. Returns how many processes it stopped: a
+ * process left behind would keep the namespace, and the address it had,
+ * alive after the endpoint is gone.
+ */
+export async function deleteEndpoint(ep: EndpointNetns, opts: { graceMs?: number } = {}): Promise<number> {
+  const stopped = await stopNetnsProcesses(ep.netns, opts.graceMs ?? 0);
   await deleteNetns(ep.netns);
   if ((await netnsExists(ep.node.netns)) && (await linkExists(ep.hostIfname, ep.node.netns))) {
     // Deleting the namespace takes the veth pair with it, asynchronously: the
@@ -130,6 +138,7 @@ export async function deleteEndpoint(ep: EndpointNetns): Promise<void> {
       if (await linkExists(ep.hostIfname, ep.node.netns)) throw e;
     });
   }
+  return stopped;
 }
 
 /** Runs argv inside the endpoint's namespace; never throws on a non-zero exit. */
