@@ -17,6 +17,7 @@ import { endpointCommand } from "./commands/endpoint.js";
 import { getCommand } from "./commands/get.js";
 import { observeCommand } from "./commands/observe.js";
 import { policyCommand } from "./commands/policy.js";
+import { uninstallCommand } from "./commands/uninstall.js";
 import { versionCommand } from "./commands/version.js";
 import type { CliContext } from "./context.js";
 
@@ -30,7 +31,7 @@ Examples:
   $ sudo membrane demo
   $ sudo membrane agent &
   $ membrane endpoint create deathstar --labels org=empire,class=deathstar
-  $ membrane apply -f policy.yaml
+  $ membrane apply -f examples/policies/sw-l3-l4.yaml
   $ membrane get endpoints
   $ membrane observe --verdict DROPPED
   $ membrane version
@@ -55,6 +56,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(getCommand(ctx))
     .addCommand(datapathCommand(ctx))
     .addCommand(observeCommand(ctx))
+    .addCommand(uninstallCommand(ctx))
     .addCommand(versionCommand(ctx));
   applyToAll(program, (c) =>
     c
