@@ -128,7 +128,7 @@ export class AgentClient {
               "AGENT_UNREACHABLE",
               `Cannot reach the agent at ${this.socketPath}: no answer within ${timeoutMs / 1000} s`,
               {
-                hint: "the agent may be stuck; check its log (`journalctl -u membrane`)",
+                hint: "the agent may be stuck; check its log (the JSON lines `membrane agent` writes on standard error)",
               },
             ),
           ),

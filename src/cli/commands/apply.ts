@@ -36,7 +36,7 @@ export function applyCommand(ctx: CliContext): Command {
     .addOption(outputOption())
     .addHelpText(
       "after",
-      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat policy.yaml | membrane apply -f -\n",
+      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n",
     )
     .action(async (o: { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
