@@ -9,7 +9,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { isMembraneError } from "../errors.js";
+import { escapeControls, isMembraneError } from "../errors.js";
 import { agentCommand } from "./commands/agent.js";
 import { applyCommand, datapathCommand, deleteCommand } from "./commands/apply.js";
 import { demoCommand } from "./commands/demo.js";
@@ -62,7 +62,12 @@ export function buildProgram(ctx: CliContext): Command {
     c
       .exitOverride()
       .showHelpAfterError("(add --help for usage)")
-      .configureOutput({ writeOut: (s) => ctx.out(s), writeErr: (s) => ctx.err(s) }),
+      .configureOutput({
+        writeOut: (s) => ctx.out(s),
+        writeErr: (s) => ctx.err(s),
+        // commander quotes the arguments it refuses: escape them, keep its own line breaks.
+        outputError: (s, write) => write(s.split("\n").map(escapeControls).join("\n")),
+      }),
   );
   return program;
 }
@@ -105,7 +110,7 @@ export function handleError(e: unknown, ctx: Pick<CliContext, "err">, debug: boo
     return 2;
   }
   const err = e instanceof Error ? e : new Error(String(e));
-  ctx.err(`Error: internal error: ${err.message}\n`);
+  ctx.err(`Error: internal error: ${escapeControls(err.message)}\n`);
   ctx.err(
     debug ? (err.stack ?? "") + "\n" : "hint: run again with --debug for the stack trace, and report it\n",
   );

@@ -174,7 +174,7 @@ const CASES: [string, string, string, string, string][] = [
 ];
 
 test(
-  "rd: malformed API bodies get 400 naming the field, never 500, and change nothing",
+  "rd: malformed API bodies get 400 naming the field, never 500, change nothing, and quote input escaped",
   {
     skip: rootSkipReason(),
     timeout: 120_000,
@@ -224,6 +224,38 @@ test(
         ["/v1/endpoints", "/v1/policies", "/v1/identities"].map((p) => send(socketPath, "GET", p)),
       );
       assert.deepEqual(after, before, "a rejected request changed the agent's state");
+      // Control characters (ESC, NUL, newline) in names, labels and file names come back escaped.
+      const evil = "x\u001b[2J\u0000\n";
+      const escaped: [string, string, string | undefined][] = [
+        ["POST", "/v1/endpoints", JSON.stringify({ name: evil, namespace: "default" })],
+        ["POST", "/v1/endpoints", JSON.stringify({ name: "ok", namespace: evil })],
+        [
+          "POST",
+          "/v1/endpoints",
+          JSON.stringify({ name: "ok", namespace: "default", labels: { [evil]: "v" } }),
+        ],
+        [
+          "POST",
+          "/v1/endpoints",
+          JSON.stringify({ name: "ok", namespace: "default", labels: { app: evil } }),
+        ],
+        ["POST", "/v1/endpoints", JSON.stringify({ name: "ok", namespace: "default", [evil]: 1 })],
+        ["POST", "/v1/policies", JSON.stringify({ text: "a: [", file: `${evil}.yaml` })],
+        ["POST", "/v1/policies", JSON.stringify({ text: `kind: ${evil}`, file: "p.yaml" })],
+        ["GET", `/v1/endpoints/default/${encodeURIComponent(evil)}`, undefined],
+        ["PATCH", `/v1/endpoints/${encodeURIComponent(evil)}/web/labels`, '{"labels": {}}'],
+      ];
+      for (const [method, path, body] of escaped) {
+        const a = await send(socketPath, method, path, body);
+        assert.ok(a.status >= 400 && a.status < 500, `${method} ${path} ${body}: ${a.status}`);
+        const texts = strings(a.body);
+        assert.ok(
+          texts.some((t) => /\\(x1b|u001b)\[2J/.test(t)),
+          `${method} ${path} ${body}: the error does not quote the input escaped: ${JSON.stringify(a.body)}`,
+        );
+        for (const t of texts)
+          assert.doesNotMatch(t, /[\u0000-\u001f\u007f-\u009f]/, `${method} ${path}: ${JSON.stringify(t)}`);
+      }
       // A good body still works (the checks are not too strict).
       const ok = await send(
         socketPath,
@@ -246,3 +278,11 @@ test(
     }
   },
 );
+
+/** Every string inside a JSON value. */
+function strings(v: unknown): string[] {
+  if (typeof v === "string") return [v];
+  if (Array.isArray(v)) return v.flatMap(strings);
+  if (typeof v === "object" && v !== null) return Object.values(v).flatMap(strings);
+  return [];
+}
