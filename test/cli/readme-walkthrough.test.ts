@@ -169,6 +169,13 @@ test(
       );
       assert.equal(relabeled.rc, 0, show(relabeled));
       assert.match(relabeled.out, /landed/);
+      // The L7 version of the policy, enforced by the proxy the agent runs in its own namespace.
+      assert.match(find(/^membrane apply -f/, 1).out, /cnp\/default\/rule1/);
+      const [post, put] = [3, 4].map((n) => find(curl, n));
+      assert.ok(post && put);
+      assert.match(post.out, /landed/, show(post));
+      assert.match(put.out, /Access denied/, show(put));
+      assert.doesNotMatch(put.out, /landed/, show(put));
       assert.match(find(/^membrane datapath diff/).out, /in sync/);
 
       // uninstall said what it removed, and nothing is left.
