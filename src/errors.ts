@@ -86,11 +86,15 @@ export class MembraneError extends Error {
     this.issues = opts.issues ?? [];
   }
 
-  /** Human form: every issue on its own line as `file:line: path: message`. */
+  /**
+   * Human form: every issue on its own line as `file:line: path: message`.
+   * Names, labels and file names come from users and the network: each part
+   * is escaped (escapeControls), so only the line breaks between parts are real.
+   */
   describe(): string {
-    const lines = [this.message];
-    for (const i of this.issues) lines.push("  " + formatIssue(i));
-    if (this.hint) lines.push("hint: " + this.hint);
+    const lines = [escapeControls(this.message)];
+    for (const i of this.issues) lines.push("  " + escapeControls(formatIssue(i)));
+    if (this.hint) lines.push("hint: " + escapeControls(this.hint));
     return lines.join("\n");
   }
 }
@@ -105,4 +109,16 @@ export function formatIssue(i: Issue): string {
 
 export function isMembraneError(e: unknown): e is MembraneError {
   return e instanceof MembraneError;
+}
+
+/**
+ * Control characters (C0, DEL, C1: ESC, NUL, newline, ...) shown as `\x1b`,
+ * never sent raw: error texts quote user input and end up on terminals and in
+ * logs. Idempotent (backslashes are left alone), so escaping twice is harmless.
+ */
+export function escapeControls(s: string): string {
+  return s.replace(
+    /[\u0000-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
 }

@@ -182,7 +182,7 @@ export class Agent {
   async start(): Promise<void> {
     const gw = this.ipam.gateways();
     this.node = await createNode({
-      netns: this.p.nodeNetns ?? "",
+      ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
       gateway4: gw.ipv4,
       podCidr4: this.p.podCidr4,
       ...(gw.ipv6 && this.p.podCidr6 ? { gateway6: gw.ipv6, podCidr6: this.p.podCidr6 } : {}),

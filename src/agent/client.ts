@@ -134,12 +134,16 @@ export class AgentClient {
               ? new MembraneError(
                   "AGENT_UNREACHABLE",
                   `Cannot ${method} ${path}: no answer from the agent within ${timeoutMs / 1000} s; the request may still be applied (if the agent had not started it, it is dropped); check with \`${checkCommand(path)}\``,
-                  { hint: "the agent may be busy or stuck; check its log" },
+                  {
+                    hint: "the agent may be busy or stuck; check its log (the JSON lines `membrane agent` writes on standard error)",
+                  },
                 )
               : new MembraneError(
                   "AGENT_UNREACHABLE",
                   `Cannot reach the agent at ${this.socketPath}: no answer within ${timeoutMs / 1000} s`,
-                  { hint: "the agent may be busy or stuck; check its log" },
+                  {
+                    hint: "the agent may be busy or stuck; check its log (the JSON lines `membrane agent` writes on standard error)",
+                  },
                 ),
           ),
         );

@@ -20,67 +20,44 @@
  *   GET    /v1/flows/status                   ring counters (written, lost, ...)
  *   POST   /v1/why             ObserveRequest  explain the latest matching drop, propose a fix
  *
- * Request bodies are checked here, field by field, before anything runs.
+ * Request bodies are checked here, field by field, before anything runs
+ * (api/body.ts): a malformed one is a 400 naming the field, never a 500.
  */
 import { MembraneError } from "../errors.js";
 import type { Agent } from "./agent.js";
 import type { ApiRequest, Route } from "./api/router.js";
+import {
+  badField,
+  fields,
+  item,
+  kindOf,
+  list,
+  optionalBoolean,
+  string,
+  stringMap,
+  type Body,
+} from "./api/body.js";
+
+/** The body of POST and DELETE /v1/policies. */
+const POLICY_FILE = { text: "required", file: "required" } as const;
 import { FLOW_FILTER_FIELDS, isFlowRecord, type Flow, type ObserveRequest } from "../observe/index.js";
 import type { FlowQuery, NamedPort, PeerRef } from "../policy/query.js";
 import { explainDrop } from "../policy/why.js";
 
-function obj(req: ApiRequest): Record<string, unknown> {
-  const b = req.body;
-  if (typeof b !== "object" || b === null || Array.isArray(b)) {
-    throw new MembraneError(
-      "API_FAILED",
-      `Cannot handle ${req.method} ${req.path}: the body must be a JSON object`,
-    );
-  }
-  return b as Record<string, unknown>;
-}
-
-function str(b: Record<string, unknown>, field: string, max = 1 << 23): string {
-  const v = b[field];
-  if (typeof v !== "string" || v.length > max) {
-    throw new MembraneError("API_FAILED", `Cannot handle the request: field "${field}" must be a string`, {
-      location: { path: field },
-    });
-  }
-  return v;
-}
-
-function labels(b: Record<string, unknown>, field: string): Record<string, string> {
-  const v = b[field] ?? {};
-  if (
-    typeof v !== "object" ||
-    v === null ||
-    Array.isArray(v) ||
-    Object.values(v).some((x) => typeof x !== "string")
-  ) {
-    throw new MembraneError(
-      "API_FAILED",
-      `Cannot handle the request: field "${field}" must map label keys to string values`,
-      {
-        location: { path: field },
-      },
-    );
-  }
-  return { ...(v as Record<string, string>) };
-}
-
 /** The body of a flows request: the filter the CLI compiled from its flags (checked when compiled). */
 function observeRequest(req: ApiRequest): ObserveRequest {
-  const b = obj(req);
+  const b = fields(req, {
+    filter: "optional",
+    follow: "optional",
+    number: "optional",
+    since: "optional",
+    until: "optional",
+  });
   const num = (k: string): number | undefined => {
     const v = b[k];
     if (v === undefined) return undefined;
-    if (typeof v !== "number" || !Number.isFinite(v) || v < 0) {
-      throw new MembraneError(
-        "API_FAILED",
-        `Cannot read the flows request: "${k}" must be a non-negative number`,
-      );
-    }
+    if (typeof v !== "number" || !Number.isFinite(v) || v < 0)
+      throw badField(req, k, `must be a non-negative number, not ${kindOf(v)}`);
     return v;
   };
   const filter = b["filter"] ?? {};
@@ -90,7 +67,7 @@ function observeRequest(req: ApiRequest): ObserveRequest {
   const until = num("until");
   return {
     filter: filter as ObserveRequest["filter"],
-    follow: b["follow"] === true,
+    follow: optionalBoolean(req, b, "follow") === true,
     ...(number !== undefined ? { number } : {}),
     ...(since !== undefined ? { since } : {}),
     ...(until !== undefined ? { until } : {}),
@@ -104,7 +81,9 @@ function observeRequest(req: ApiRequest): ObserveRequest {
  */
 export function checkFilterShape(v: unknown): void {
   const bad = (path: string, why: string): MembraneError =>
-    new MembraneError("API_FAILED", `Cannot read the flows request: ${path} ${why}`, { location: { path } });
+    new MembraneError("API_REQUEST_INVALID", `Cannot read the flows request: ${path} ${why}`, {
+      location: { path },
+    });
   const isObj = (x: unknown): x is Record<string, unknown> =>
     typeof x === "object" && x !== null && !Array.isArray(x);
   if (!isObj(v)) throw bad("filter", "must be an object");
@@ -178,22 +157,20 @@ export function flowQuery(f: Flow): FlowQuery | undefined {
   return { from, to, proto: "ICMPv6", icmpType: l4.ICMPv6.type };
 }
 
-/** `ports: [{name, port, protocol}]`, shape-checked here; the agent checks the values. */
-function ports(v: unknown): NamedPort[] {
-  if (!Array.isArray(v) || v.length > 64 || v.some((p) => typeof p !== "object" || p === null)) {
-    throw new MembraneError(
-      "API_FAILED",
-      'Cannot handle the request: "ports" must be a list of {name, port, protocol}',
-      {
-        location: { path: "ports" },
-      },
-    );
-  }
-  return (v as Record<string, unknown>[]).map((p) => ({
-    name: String(p["name"]),
-    port: Number(p["port"]),
-    protocol: String(p["protocol"] ?? "TCP") as NamedPort["protocol"],
-  }));
+/** `ports: [{name, port, protocol?}]`, types checked here; the agent checks the values. */
+function ports(req: ApiRequest, b: Body): NamedPort[] {
+  return list(req, b, "ports", 64).map((v, i) => {
+    const path = `ports[${i}]`;
+    const p = item(req, path, v, { name: "required", port: "required", protocol: "optional" });
+    if (typeof p["name"] !== "string")
+      throw badField(req, `${path}.name`, `must be a string, not ${kindOf(p["name"])}`);
+    if (typeof p["port"] !== "number")
+      throw badField(req, `${path}.port`, `must be a number, not ${kindOf(p["port"])}`);
+    const protocol = p["protocol"] ?? "TCP";
+    if (typeof protocol !== "string")
+      throw badField(req, `${path}.protocol`, `must be a string, not ${kindOf(protocol)}`);
+    return { name: p["name"], port: p["port"], protocol: protocol as NamedPort["protocol"] };
+  });
 }
 
 export function agentRoutes(agent: Agent): Route[] {
@@ -203,16 +180,20 @@ export function agentRoutes(agent: Agent): Route[] {
       method: "POST",
       path: "/v1/policies",
       handler: (req) => {
-        const b = obj(req);
-        return agent.applyPolicies(str(b, "text"), str(b, "file", 4096), req.signal);
+        const b = fields(req, POLICY_FILE);
+        return agent.applyPolicies(string(req, b, "text", 1 << 23), string(req, b, "file", 4096), req.signal);
       },
     },
     {
       method: "DELETE",
       path: "/v1/policies",
       handler: (req) => {
-        const b = obj(req);
-        return agent.deletePolicies(str(b, "text"), str(b, "file", 4096), req.signal);
+        const b = fields(req, POLICY_FILE);
+        return agent.deletePolicies(
+          string(req, b, "text", 1 << 23),
+          string(req, b, "file", 4096),
+          req.signal,
+        );
       },
     },
     { method: "GET", path: "/v1/policies", handler: () => agent.listPolicies() },
@@ -222,12 +203,17 @@ export function agentRoutes(agent: Agent): Route[] {
       path: "/v1/endpoints",
       status: 201,
       handler: (req) => {
-        const b = obj(req);
+        const b = fields(req, {
+          name: "required",
+          namespace: "required",
+          labels: "optional",
+          ports: "optional",
+        });
         return agent.createEndpointRequest({
-          name: str(b, "name", 63),
-          namespace: str(b, "namespace", 63),
-          labels: labels(b, "labels"),
-          ...(b["ports"] !== undefined ? { ports: ports(b["ports"]) } : {}),
+          name: string(req, b, "name", 63),
+          namespace: string(req, b, "namespace", 63),
+          labels: stringMap(req, b, "labels"),
+          ...(b["ports"] !== undefined ? { ports: ports(req, b) } : {}),
         });
       },
     },
@@ -240,13 +226,10 @@ export function agentRoutes(agent: Agent): Route[] {
       method: "PATCH",
       path: "/v1/endpoints/:namespace/:name/labels",
       handler: (req) => {
-        const b = obj(req);
-        return agent.labelEndpoint(
-          req.params["namespace"] ?? "",
-          req.params["name"] ?? "",
-          labels(b, "labels"),
-          b["replace"] === true,
-        );
+        const b = fields(req, { labels: "required", replace: "optional" });
+        const labels = stringMap(req, b, "labels");
+        const replace = optionalBoolean(req, b, "replace") === true;
+        return agent.labelEndpoint(req.params["namespace"] ?? "", req.params["name"] ?? "", labels, replace);
       },
     },
     {
@@ -273,7 +256,8 @@ export function agentRoutes(agent: Agent): Route[] {
       method: "PUT",
       path: "/v1/namespaces/:name",
       handler: async (req) => {
-        await agent.setNamespaceLabels(req.params["name"] ?? "", labels(obj(req), "labels"));
+        const labels = stringMap(req, fields(req, { labels: "required" }), "labels");
+        await agent.setNamespaceLabels(req.params["name"] ?? "", labels);
         return { namespace: req.params["name"] };
       },
     },
@@ -281,29 +265,24 @@ export function agentRoutes(agent: Agent): Route[] {
       method: "PUT",
       path: "/v1/services/:namespace/:name",
       handler: async (req) => {
-        const b = obj(req);
-        const list = (k: string): unknown[] => {
-          const v = b[k] ?? [];
-          if (!Array.isArray(v) || v.length > 1024) {
-            throw new MembraneError("API_FAILED", `Cannot handle the request: "${k}" must be a list`, {
-              location: { path: k },
-            });
-          }
-          return v;
-        };
-        const svcPorts = list("ports").map((p) => {
-          const o = (typeof p === "object" && p !== null ? p : {}) as Record<string, unknown>;
-          const protocol = String(o["protocol"] ?? "TCP");
-          if (!["TCP", "UDP", "SCTP"].includes(protocol) || !Number.isInteger(o["port"])) {
-            throw new MembraneError(
-              "API_FAILED",
-              "Cannot handle the request: ports are {port, protocol: TCP|UDP|SCTP}",
-              {
-                location: { path: "ports" },
-              },
-            );
-          }
+        const b = fields(req, {
+          ports: "required",
+          selector: "optional",
+          labels: "optional",
+          ips: "optional",
+        });
+        const svcPorts = list(req, b, "ports", 1024).map((v, i) => {
+          const o = item(req, `ports[${i}]`, v, { port: "required", protocol: "optional" });
+          const protocol = o["protocol"] ?? "TCP";
+          if (typeof protocol !== "string" || !["TCP", "UDP", "SCTP"].includes(protocol))
+            throw badField(req, `ports[${i}].protocol`, "must be TCP, UDP or SCTP");
+          if (!Number.isInteger(o["port"]))
+            throw badField(req, `ports[${i}].port`, `must be a whole number, not ${kindOf(o["port"])}`);
           return { port: o["port"] as number, protocol: protocol as "TCP" | "UDP" | "SCTP" };
+        });
+        const ips = list(req, b, "ips", 1024).map((ip, i) => {
+          if (typeof ip !== "string") throw badField(req, `ips[${i}]`, `must be a string, not ${kindOf(ip)}`);
+          return ip;
         });
         const namespace = req.params["namespace"] ?? "";
         const name = req.params["name"] ?? "";
@@ -311,9 +290,9 @@ export function agentRoutes(agent: Agent): Route[] {
           name,
           namespace,
           ports: svcPorts,
-          ...(b["selector"] !== undefined ? { selector: labels(b, "selector") } : {}),
-          ...(b["labels"] !== undefined ? { labels: labels(b, "labels") } : {}),
-          ...(b["ips"] !== undefined ? { ips: list("ips").map(String) } : {}),
+          ...(b["selector"] !== undefined ? { selector: stringMap(req, b, "selector") } : {}),
+          ...(b["labels"] !== undefined ? { labels: stringMap(req, b, "labels") } : {}),
+          ...(b["ips"] !== undefined ? { ips } : {}),
         });
         return { service: `${namespace}/${name}` };
       },
@@ -350,6 +329,7 @@ export function agentRoutes(agent: Agent): Route[] {
       kind: "stream",
       method: "POST",
       path: "/v1/flows/follow",
+      check: (req) => void observeRequest(req),
       handler: async (req, send) => {
         const o = observerOf(agent);
         const r = observeRequest(req);

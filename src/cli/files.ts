@@ -1,9 +1,11 @@
 /**
  * Expands the FILE|DIR arguments of `membrane policy test` into a list of
  * scenario files: files as given, directories walked recursively for
- * *.yaml and *.yml, sorted.
+ * *.yaml and *.yml, sorted. In a directory, policy manifests (files that
+ * start with `apiVersion:` or `kind:`, such as examples/policies/ for
+ * `membrane apply -f`) are not scenarios and are passed over.
  */
-import { readdirSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { MembraneError } from "../errors.js";
 
@@ -39,7 +41,19 @@ function walk(dir: string, out: string[]): string[] {
   for (const ent of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, ent.name);
     if (ent.isDirectory()) walk(p, out);
-    else if (ent.isFile() && /\.ya?ml$/.test(ent.name)) out.push(p);
+    else if (ent.isFile() && /\.ya?ml$/.test(ent.name) && !isManifest(p)) out.push(p);
   }
   return out;
+}
+
+/** Does the file's first line of content start a Kubernetes-style resource (not a scenario)? */
+function isManifest(file: string): boolean {
+  let head: string;
+  try {
+    head = readFileSync(file, "utf8").slice(0, 4096);
+  } catch {
+    return false; // let the scenario loader report it
+  }
+  const first = head.split("\n").find((l) => !/^\s*(#.*)?$/.test(l) && !/^---\s*$/.test(l));
+  return first !== undefined && /^(apiVersion|kind):/.test(first);
 }

@@ -2,7 +2,7 @@
  * Output formatting for the CLI: aligned text lines for people, one JSON
  * document for programs (`-o json`, nothing else on stdout).
  */
-import { formatIssue } from "../errors.js";
+import { escapeControls, formatIssue } from "../errors.js";
 import type { QueryResult, ScenarioError, ScenarioResult } from "../policy/scenario/index.js";
 
 /** One JSON document, pretty-printed, with a trailing newline. */
@@ -38,7 +38,7 @@ export function scenarioLines(
   s: ScenarioResult,
   opts: { debug?: boolean; verbose?: boolean } = {},
 ): string[] {
-  const lines = [`=== ${s.name ?? "(not loaded)"} (${s.file})`];
+  const lines = [escapeControls(`=== ${s.name ?? "(not loaded)"} (${s.file})`)];
   if (s.error) {
     lines.push(
       ...errorLines(s.error, opts.debug === true).map((l, i) => (i === 0 ? `ERROR ${l}` : `      ${l}`)),
@@ -67,8 +67,8 @@ export function summaryLine(passed: number, failed: number): string {
 
 /** An error as lines: message, issues (`file:line: path: message`), hint, stack with --debug. */
 export function errorLines(e: ScenarioError, debug: boolean): string[] {
-  const lines = [e.message, ...e.issues.map((i) => "  " + formatIssue(i))];
-  if (e.hint !== undefined) lines.push(`hint: ${e.hint}`);
+  const lines = [escapeControls(e.message), ...e.issues.map((i) => "  " + escapeControls(formatIssue(i)))];
+  if (e.hint !== undefined) lines.push(`hint: ${escapeControls(e.hint)}`);
   if (debug && e.stack !== undefined) lines.push(...e.stack.split("\n"));
   return lines;
 }

@@ -9,14 +9,16 @@
  */
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { isMembraneError } from "../errors.js";
+import { escapeControls, isMembraneError } from "../errors.js";
 import { agentCommand } from "./commands/agent.js";
-import { applyCommand, datapathCommand, deleteCommand } from "./commands/apply.js";
+import { applyCommand, deleteCommand } from "./commands/apply.js";
+import { datapathCommand } from "./commands/datapath.js";
 import { demoCommand } from "./commands/demo.js";
 import { endpointCommand } from "./commands/endpoint.js";
 import { getCommand } from "./commands/get.js";
 import { observeCommand } from "./commands/observe.js";
 import { policyCommand } from "./commands/policy.js";
+import { uninstallCommand } from "./commands/uninstall.js";
 import { versionCommand } from "./commands/version.js";
 import type { CliContext } from "./context.js";
 
@@ -30,7 +32,7 @@ Examples:
   $ sudo membrane demo
   $ sudo membrane agent &
   $ membrane endpoint create deathstar --labels org=empire,class=deathstar
-  $ membrane apply -f policy.yaml
+  $ membrane apply -f examples/policies/sw-l3-l4.yaml
   $ membrane get endpoints
   $ membrane observe --verdict DROPPED
   $ membrane version
@@ -55,12 +57,18 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(getCommand(ctx))
     .addCommand(datapathCommand(ctx))
     .addCommand(observeCommand(ctx))
+    .addCommand(uninstallCommand(ctx))
     .addCommand(versionCommand(ctx));
   applyToAll(program, (c) =>
     c
       .exitOverride()
       .showHelpAfterError("(add --help for usage)")
-      .configureOutput({ writeOut: (s) => ctx.out(s), writeErr: (s) => ctx.err(s) }),
+      .configureOutput({
+        writeOut: (s) => ctx.out(s),
+        writeErr: (s) => ctx.err(s),
+        // commander quotes the arguments it refuses: escape them, keep its own line breaks.
+        outputError: (s, write) => write(s.split("\n").map(escapeControls).join("\n")),
+      }),
   );
   return program;
 }
@@ -103,7 +111,7 @@ export function handleError(e: unknown, ctx: Pick<CliContext, "err">, debug: boo
     return 2;
   }
   const err = e instanceof Error ? e : new Error(String(e));
-  ctx.err(`Error: internal error: ${err.message}\n`);
+  ctx.err(`Error: internal error: ${escapeControls(err.message)}\n`);
   ctx.err(
     debug ? (err.stack ?? "") + "\n" : "hint: run again with --debug for the stack trace, and report it\n",
   );

@@ -20,7 +20,11 @@ import { createNetns, deleteNetns, netnsExists, setSysctls } from "./netns.js";
 import { stopNetnsProcesses } from "./workload.js";
 
 export interface NodeParams {
-  netns: string;
+  /**
+   * The node's named network namespace, created when missing; absent = the
+   * namespace this process runs in (an agent enforcing on its own host).
+   */
+  netns?: string;
   /** Node address the endpoints route through, e.g. 10.200.0.1. */
   gateway4?: string;
   gateway6?: string;
@@ -29,6 +33,8 @@ export interface NodeParams {
   podCidr6?: string;
 }
 export type NodeNetns = Readonly<NodeParams>;
+/** A node in a named namespace (tests and benchmarks build these). */
+export type NamedNodeNetns = NodeNetns & { readonly netns: string };
 
 export interface EndpointParams {
   node: NodeNetns;
@@ -44,8 +50,10 @@ export type EndpointNetns = Readonly<EndpointParams>;
 /** Link-local address of every node-side veth: the endpoints' IPv6 next hop. */
 export const HOST_LINK_LOCAL = "fe80::1";
 
-export async function createNode(p: NodeParams): Promise<NodeNetns> {
-  await createNetns(p.netns);
+/** Prepares the node namespace (typed after `p`, so a named node keeps a string `netns`). */
+export async function createNode<P extends NodeParams>(p: P): Promise<Readonly<P>> {
+  if (p.netns !== undefined) await createNetns(p.netns);
+  else await ip(["link", "set", "lo", "up"]);
   await setSysctls(p.netns, {
     "net.ipv4.ip_forward": "1",
     "net.ipv6.conf.all.forwarding": "1",
@@ -61,12 +69,15 @@ export async function createNode(p: NodeParams): Promise<NodeNetns> {
   return { ...p };
 }
 
+/** Deletes a named node namespace; a node in the current namespace is left alone. */
 export async function deleteNode(node: NodeNetns): Promise<void> {
-  await deleteNetns(node.netns);
+  if (node.netns !== undefined) await deleteNetns(node.netns);
 }
 
-async function linkExists(name: string, netns: string): Promise<boolean> {
-  return (await runRaw(["ip", "-n", netns, "link", "show", "dev", name])).status === 0;
+/** Does link `name` exist in `netns` (absent = the current namespace)? */
+async function linkExists(name: string, netns: string | undefined): Promise<boolean> {
+  const ns = netns === undefined ? [] : ["-n", netns];
+  return (await runRaw(["ip", ...ns, "link", "show", "dev", name])).status === 0;
 }
 
 /** Creates (or reconciles) an endpoint: netns, veth pair, addresses, routes, sysctls. */
@@ -131,7 +142,8 @@ export async function createEndpoint(p: EndpointParams): Promise<EndpointNetns> 
 export async function deleteEndpoint(ep: EndpointNetns, opts: { graceMs?: number } = {}): Promise<number> {
   const stopped = await stopNetnsProcesses(ep.netns, opts.graceMs ?? 0);
   await deleteNetns(ep.netns);
-  if ((await netnsExists(ep.node.netns)) && (await linkExists(ep.hostIfname, ep.node.netns))) {
+  const node = ep.node.netns;
+  if ((node === undefined || (await netnsExists(node))) && (await linkExists(ep.hostIfname, node))) {
     // Deleting the namespace takes the veth pair with it, asynchronously: the
     // host side may vanish between the check and the delete. Gone is the goal.
     await ip(["link", "del", ep.hostIfname], ep.node.netns).catch(async (e: unknown) => {

@@ -22,5 +22,5 @@ export {
 export { Reconciler, type ApplyResult, type ReconcilerParams } from "./reconcile.js";
 export { renderTable, type CompiledTable } from "./model.js";
 export { createNode, deleteNode, createEndpoint, deleteEndpoint, exec, HOST_LINK_LOCAL } from "./endpoint.js";
-export type { NodeNetns, NodeParams, EndpointNetns, EndpointParams } from "./endpoint.js";
+export type { NodeNetns, NamedNodeNetns, NodeParams, EndpointNetns, EndpointParams } from "./endpoint.js";
 export { cleanupPrefix, createNetns, deleteNetns, listNetns } from "./netns.js";

@@ -33,19 +33,22 @@ export async function deleteNetns(name: string): Promise<void> {
   if (await netnsExists(name)) await ip(["netns", "del", name]);
 }
 
-/** Sets sysctls inside a namespace, e.g. {"net.ipv4.ip_forward": "1"}; one process for all. */
-export async function setSysctls(netns: string, values: Record<string, string>): Promise<void> {
+/**
+ * Sets sysctls inside a namespace (absent = the current one), e.g.
+ * {"net.ipv4.ip_forward": "1"}; one process for all.
+ */
+export async function setSysctls(netns: string | undefined, values: Record<string, string>): Promise<void> {
   const script = Object.entries(values)
     .map(([k, v]) => {
       if (!/^[a-z0-9_.-]+$/i.test(k) || !/^[0-9a-z -]*$/i.test(v))
         throw new MembraneError(
           "NETNS_FAILED",
-          `Cannot set sysctl ${k}=${v} in ${netns}: not a plain key/value`,
+          `Cannot set sysctl ${k}=${v} in ${netns ?? "the current namespace"}: not a plain key/value`,
         );
       return `echo '${v}' > /proc/sys/${k.replace(/\./g, "/")}`;
     })
     .join(" && ");
-  await run(["sh", "-c", script], { netns, what: "set sysctls" });
+  await run(["sh", "-c", script], { ...(netns !== undefined ? { netns } : {}), what: "set sysctls" });
 }
 
 /** Removes every namespace whose name starts with `prefix` (test teardown). Returns the names removed. */

@@ -170,7 +170,19 @@ function portPred(values: string[], path: string, side: "source_port" | "destina
   };
 }
 
-const PROTOCOLS = ["tcp", "udp", "sctp", "icmp", "icmpv4", "icmpv6", "http", "dns", "kafka"];
+/** What `--protocol` accepts: L4 protocols, then the L7 protocols of the proxy's flows. */
+export const FLOW_PROTOCOLS: readonly string[] = [
+  "tcp",
+  "udp",
+  "sctp",
+  "icmp",
+  "icmpv4",
+  "icmpv6",
+  "http",
+  "dns",
+  "kafka",
+];
+const PROTOCOLS = FLOW_PROTOCOLS;
 
 function protocolPred(values: string[], path: string): Pred {
   const want = values.map((v, i) => {
@@ -184,7 +196,7 @@ function protocolPred(values: string[], path: string): Pred {
     return want.some((p) => {
       if (p === "http") return f.l7?.http !== undefined;
       if (p === "dns") return f.l7?.dns !== undefined;
-      if (p === "kafka") return false;
+      if (p === "kafka") return f.l7?.kafka !== undefined;
       if (p === "icmp") return l4 === "icmpv4" || l4 === "icmpv6";
       return l4 === p;
     });

@@ -29,6 +29,7 @@ export {
 export {
   compileFilter,
   FLOW_FILTER_FIELDS,
+  FLOW_PROTOCOLS,
   globMatch,
   type FlowFilter,
   type FlowFilterSet,

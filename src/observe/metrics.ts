@@ -284,7 +284,7 @@ export function serveMetrics(params: {
           "METRICS_SERVE_FAILED",
           `Cannot serve metrics on ${params.host}:${params.port}: ${e.message}`,
           {
-            hint: "Choose a free address with the metrics address setting.",
+            hint: "Choose a free address for `membrane agent --metrics-address`.",
             cause: e,
           },
         ),

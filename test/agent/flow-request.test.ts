@@ -39,7 +39,8 @@ describe("flow filters from the API are shape-checked before compiling", () => {
     test(`rejects ${name}`, () =>
       assert.throws(
         () => checkFilterShape(v),
-        (e: unknown) => e instanceof MembraneError && e.code === "API_FAILED" && e.message.includes(msg),
+        (e: unknown) =>
+          e instanceof MembraneError && e.code === "API_REQUEST_INVALID" && e.message.includes(msg),
       ));
   }
   test("accepts what filterFromFlags produces", () => {

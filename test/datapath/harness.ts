@@ -14,7 +14,7 @@ import {
   createEndpoint,
   createNode,
   type EndpointNetns,
-  type NodeNetns,
+  type NamedNodeNetns,
 } from "../../src/datapath/endpoint.js";
 import { runRaw } from "../../src/datapath/exec.js";
 import { Probe } from "../../src/probe/probe.js";
@@ -124,7 +124,7 @@ const OPEN: DirectionPolicy = { enforced: false, segments: [] };
 export class Lab {
   private constructor(
     readonly prefix: string,
-    readonly node: NodeNetns,
+    readonly node: NamedNodeNetns,
     readonly nodeHost: Host,
     readonly endpoints: Map<string, LabEndpoint>,
     readonly reconciler: Reconciler,

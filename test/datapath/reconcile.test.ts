@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { createNode, type NodeNetns } from "../../src/datapath/endpoint.js";
+import { createNode, type NamedNodeNetns } from "../../src/datapath/endpoint.js";
 import { nftApply, nftListJson } from "../../src/datapath/exec.js";
 import { keyText } from "../../src/datapath/model.js";
 import { cleanupPrefix } from "../../src/datapath/netns.js";
@@ -52,7 +52,7 @@ function baseState(): DatapathState {
 
 describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? false }, () => {
   const prefix = uniquePrefix("rc");
-  let node: NodeNetns;
+  let node: NamedNodeNetns;
   let nsOpt: { netns: string };
   const table = "mbrtest";
   const reconciler = (): Reconciler => new Reconciler({ netns: node.netns, table, logGroup: 7 });

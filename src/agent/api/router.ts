@@ -38,6 +38,8 @@ export interface StreamRoute {
   readonly kind: "stream";
   readonly method: Method;
   readonly path: string;
+  /** Checks the request before the stream starts, so a malformed one gets a 4xx status. */
+  readonly check?: (req: ApiRequest) => void;
   readonly handler: (req: ApiRequest, send: Send) => Promise<void>;
 }
 

@@ -212,6 +212,12 @@ export class ApiServer {
     what: string,
     started: number,
   ): Promise<void> {
+    try {
+      route.check?.(req);
+    } catch (e) {
+      this.fail(res, what, started, e);
+      return;
+    }
     res.writeHead(200, { "Content-Type": NDJSON_TYPE });
     const send = async (item: unknown): Promise<boolean> => {
       if (res.destroyed || req.signal.aborted) return false;

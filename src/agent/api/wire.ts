@@ -7,7 +7,14 @@
  * Shared by the server (agent/api/server.ts) and the client (agent/client.ts)
  * so both sides agree on one shape.
  */
-import { ERROR_CODES, MembraneError, type ErrorCode, type ErrorLocation, type Issue } from "../../errors.js";
+import {
+  ERROR_CODES,
+  escapeControls,
+  MembraneError,
+  type ErrorCode,
+  type ErrorLocation,
+  type Issue,
+} from "../../errors.js";
 
 export interface ErrorBody {
   error: {
@@ -40,12 +47,21 @@ export function httpStatus(code: ErrorCode): number {
   return 500;
 }
 
+/** The error as the API answers it; every text escaped (escapeControls): it quotes user input. */
 export function errorBody(e: MembraneError): ErrorBody {
-  const body: ErrorBody = { error: { code: e.code, message: e.message } };
-  if (e.hint !== undefined) body.error.hint = e.hint;
-  if (e.issues.length > 0) body.error.issues = [...e.issues];
-  if (e.location !== undefined) body.error.location = e.location;
+  const body: ErrorBody = { error: { code: e.code, message: escapeControls(e.message) } };
+  if (e.hint !== undefined) body.error.hint = escapeControls(e.hint);
+  if (e.issues.length > 0)
+    body.error.issues = e.issues.map((i) => ({ ...safeLocation(i), message: escapeControls(i.message) }));
+  if (e.location !== undefined) body.error.location = safeLocation(e.location);
   return body;
+}
+
+function safeLocation(l: ErrorLocation): ErrorLocation {
+  const out: ErrorLocation = { ...l };
+  if (l.file !== undefined) out.file = escapeControls(l.file);
+  if (l.path !== undefined) out.path = escapeControls(l.path);
+  return out;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -39,7 +39,7 @@ export function applyCommand(ctx: CliContext): Command {
     .addOption(outputOption())
     .addHelpText(
       "after",
-      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat policy.yaml | membrane apply -f -\n",
+      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n",
     )
     .action(async (o: { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
@@ -70,23 +70,4 @@ export function deleteCommand(ctx: CliContext): Command {
         (await client(o).request("DELETE", "/v1/policies", { text, file: name })) as ApplyReport,
       );
     });
-}
-
-export function datapathCommand(ctx: CliContext): Command {
-  const cmd = new Command("datapath").description("inspect what the kernel enforces");
-  cmd
-    .command("diff")
-    .description("show desired state against what the kernel holds (nothing printed = in sync)")
-    .addOption(socketOption())
-    .option("-o, --output <format>", "text | json", "text")
-    .action(async (o: { socket: string; output: string }) => {
-      const r = (await client(o).request("GET", "/v1/datapath/diff")) as { diff: string[] };
-      if (o.output === "json") ctx.out(JSON.stringify(r, null, 2) + "\n");
-      else
-        ctx.out(
-          r.diff.length === 0 ? "in sync: the kernel holds the desired state\n" : r.diff.join("\n") + "\n",
-        );
-      if (r.diff.length > 0) ctx.exitCode = 1;
-    });
-  return cmd;
 }

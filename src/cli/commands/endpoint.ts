@@ -25,13 +25,14 @@ import {
 
 export function endpointRows(eps: readonly EndpointView[]): string[][] {
   return [
-    ["NAMESPACE", "NAME", "ID", "IDENTITY", "IPV4", "INGRESS", "EGRESS", "LABELS"],
+    ["NAMESPACE", "NAME", "ID", "IDENTITY", "IPV4", "IPV6", "INGRESS", "EGRESS", "LABELS"],
     ...eps.map((e) => [
       e.namespace,
       e.name,
       String(e.id),
       String(e.identity),
       e.ipv4,
+      e.ipv6 ?? "-",
       e.ingress.enforced ? `enforced (${e.ingress.entries})` : "open",
       e.egress.enforced ? `enforced (${e.egress.entries})` : "open",
       Object.entries(e.labels)

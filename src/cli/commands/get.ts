@@ -63,10 +63,27 @@ export function getCommand(ctx: CliContext): Command {
         }
         default: {
           const s = (await c.request("GET", "/v1/status")) as Row;
-          return show(ctx, o.output, s, () =>
-            Object.entries(s).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)]),
-          );
+          return show(ctx, o.output, s, () => statusRows(s));
         }
       }
     });
+}
+
+/** `get status` as name/value lines; the last kernel apply in words. */
+export function statusRows(s: Row): string[][] {
+  return Object.entries(s).map(([k, v]) => [k, k === "lastApply" ? applyText(v) : valueText(v)]);
+}
+
+function applyText(v: unknown): string {
+  const a = (typeof v === "object" && v !== null ? v : {}) as Row;
+  if (typeof a["at"] !== "string" || a["at"] === "") return "none yet";
+  return `${String(a["ops"])} kernel changes in ${String(a["ms"])} ms, at ${a["at"]}`;
+}
+
+function valueText(v: unknown): string {
+  if (typeof v !== "object" || v === null) return String(v);
+  if (Array.isArray(v)) return v.map(valueText).join(", ");
+  return Object.entries(v)
+    .map(([k, x]) => `${k}=${valueText(x)}`)
+    .join(" ");
 }

@@ -7,6 +7,7 @@ import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import {
   filterFromFlags,
+  FLOW_PROTOCOLS,
   formatCompact,
   formatJson,
   formatRecords,
@@ -54,7 +55,7 @@ export function observeCommand(ctx: CliContext): Command {
     ["to-port", "destination port"],
     ["verdict", "FORWARDED | DROPPED | AUDIT | ..."],
     ["type", "policy-verdict | drop | trace | l7"],
-    ["protocol", "tcp | udp | sctp | icmp | icmpv6"],
+    ["protocol", `L4 or L7 protocol: ${FLOW_PROTOCOLS.join(" | ")}`],
     ["http-status", "HTTP status (L7 flows)"],
     ["http-method", "HTTP method (L7 flows)"],
     ["http-path", "HTTP path regex (L7 flows)"],
@@ -66,8 +67,12 @@ export function observeCommand(ctx: CliContext): Command {
     .addHelpText(
       "after",
       `
+--protocol takes L4 protocols (tcp, udp, sctp, icmp, icmpv4, icmpv6) and the L7 protocols of
+the proxy's flows (http, dns, kafka: requests and answers it judged, with --type l7).
+
 Examples:
   $ membrane observe --verdict DROPPED
+  $ membrane observe --type l7 --protocol kafka
   $ membrane observe --follow --pod default/deathstar
   $ membrane observe --last 100 -o json > flows.json
   $ membrane observe --input flows.json --to-pod deathstar --port 80

@@ -51,9 +51,9 @@ Exit codes: 0 for either verdict, 2 for bad input.
 Examples:
   $ membrane policy trace --endpoints examples/starwars/sw-l3-l4.yaml \\
       --from xwing --to deathstar --proto TCP --port 80
-  $ membrane policy trace --endpoints world.yaml --policy l7.yaml extra.yaml \\
+  $ membrane policy trace --endpoints examples/starwars/sw-l3-l4.yaml --policy examples/policies/sw-l7.yaml \\
       --from tiefighter --to deathstar --port 80 --method PUT --path /v1/exhaust-port
-  $ membrane policy trace --endpoints world.yaml --from app --to fqdn:api.github.com \\
+  $ membrane policy trace --endpoints examples/fqdn/tofqdns.yaml --from app --to fqdn:api.github.com \\
       --port 443 --dns api.github.com=140.82.112.5 -o json
 `;
 

@@ -1,0 +1,148 @@
+/**
+ * `membrane uninstall`: removes what a stopped agent leaves on the node.
+ *
+ *   agent answers on the socket? ──yes──> refuse (stop it first)
+ *        | no
+ *   node namespace (its own, or --node-netns): table inet <table>, pod CIDR
+ *   blackhole routes, gateway addresses on lo  ->  endpoint namespaces
+ *   <prefix>*  ->  state directory  ->  socket, and its directory when empty
+ *
+ * Stopping the agent leaves enforcement in place on purpose; this is the way
+ * to take it away. Each step reports what it removed; what was not there is
+ * not an error (running it twice removes nothing the second time).
+ */
+import { readFileSync } from "node:fs";
+import { readdir, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { dirname, join, resolve, sep } from "node:path";
+import { runRaw } from "../datapath/exec.js";
+import { cleanupPrefix, deleteNetns, netnsExists } from "../datapath/netns.js";
+import { MembraneError } from "../errors.js";
+import { addrString, parsePrefix } from "../labels/cidr.js";
+import { LOCK_FILE, lockIsLive } from "../store/lock.js";
+import { AgentClient } from "./client.js";
+
+export interface UninstallParams {
+  readonly stateDir: string;
+  readonly socketPath: string;
+  /** The agent's --node-netns; absent = the current namespace. */
+  readonly nodeNetns?: string;
+  readonly netnsPrefix: string;
+  readonly table: string;
+  /** The agent's pod CIDRs: their blackhole routes and gateway addresses (first host) go. */
+  readonly podCidr4?: string;
+  readonly podCidr6?: string;
+}
+
+export interface UninstallReport {
+  /** One line per thing removed, e.g. `nftables table inet membrane (current namespace)`. */
+  readonly removed: string[];
+}
+
+/** Refuses paths like `/`, `/var` or `/tmp` for a state directory: they hold more than ours. */
+function checkDeletable(dir: string, flag: string): string {
+  const abs = resolve(dir);
+  if (abs.split(sep).filter((s) => s !== "").length < 2) {
+    throw new MembraneError(
+      "CLI_USAGE",
+      `Cannot uninstall: ${flag} ${JSON.stringify(abs)} is too close to / to delete safely`,
+      { hint: `give the directory the agent was started with, e.g. /var/lib/membrane` },
+    );
+  }
+  return abs;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Does an agent answer on the socket (or hold the state directory's lock)? */
+async function agentAlive(p: UninstallParams): Promise<string | undefined> {
+  if (await exists(p.socketPath)) {
+    const answered = await new AgentClient({ socketPath: p.socketPath, timeoutMs: 5000 })
+      .request("GET", "/v1/status")
+      .then(
+        () => true,
+        (e: unknown) => !(e instanceof MembraneError && e.code === "AGENT_UNREACHABLE"),
+      );
+    if (answered) return `an agent answers on ${p.socketPath}`;
+  }
+  try {
+    if (lockIsLive(readFileSync(join(p.stateDir, "store", LOCK_FILE), "utf8")))
+      return `a running agent holds ${join(p.stateDir, "store", LOCK_FILE)}`;
+  } catch {
+    // no lock file: no agent on this directory
+  }
+  return undefined;
+}
+
+/** `10.200.0.0/24` -> `10.200.0.1/32`: the node's side of the pod routes (as ipam.ts). */
+function gatewayOf(cidr: string | undefined): string | undefined {
+  const p = cidr === undefined ? undefined : parsePrefix(cidr);
+  if (!p) return undefined;
+  return `${addrString(p.family, p.addr + 1n)}/${p.family === 4 ? 32 : 128}`;
+}
+
+/** Runs `ip`/`nft` argv in the node namespace; true when it succeeded. */
+async function inNode(p: UninstallParams, argv: readonly string[]): Promise<boolean> {
+  const r = await runRaw(argv, p.nodeNetns !== undefined ? { netns: p.nodeNetns } : {});
+  return r.status === 0;
+}
+
+export async function uninstall(p: UninstallParams): Promise<UninstallReport> {
+  const stateDir = checkDeletable(p.stateDir, "--state-dir");
+  const busy = await agentAlive(p);
+  if (busy !== undefined) {
+    throw new MembraneError("AGENT_ALREADY_RUNNING", `Cannot uninstall: ${busy}`, {
+      hint: "stop the agent first (Ctrl-C or kill its process), then run `membrane uninstall` again",
+    });
+  }
+  const removed: string[] = [];
+  const where = p.nodeNetns === undefined ? "current namespace" : `netns ${p.nodeNetns}`;
+  const nodeThere = p.nodeNetns === undefined || (await netnsExists(p.nodeNetns));
+  if (nodeThere) {
+    if (await inNode(p, ["nft", "delete", "table", "inet", p.table]))
+      removed.push(`nftables table inet ${p.table} (${where})`);
+    for (const [fam, cidr] of [
+      ["-4", p.podCidr4],
+      ["-6", p.podCidr6],
+    ] as const) {
+      if (cidr !== undefined && (await inNode(p, ["ip", fam, "route", "del", "blackhole", cidr])))
+        removed.push(`route blackhole ${cidr} (${where})`);
+    }
+    for (const [fam, addr] of [
+      ["-4", gatewayOf(p.podCidr4)],
+      ["-6", gatewayOf(p.podCidr6)],
+    ] as const) {
+      if (addr && (await inNode(p, ["ip", fam, "addr", "del", addr, "dev", "lo"])))
+        removed.push(`address ${addr} on lo (${where})`);
+    }
+  }
+  // Endpoint namespaces take their veth pairs (and so their routes) with them.
+  for (const ns of await cleanupPrefix(p.netnsPrefix)) removed.push(`network namespace ${ns}`);
+  if (p.nodeNetns !== undefined && nodeThere && !p.nodeNetns.startsWith(p.netnsPrefix)) {
+    await deleteNetns(p.nodeNetns);
+    removed.push(`network namespace ${p.nodeNetns}`);
+  }
+  if (await exists(stateDir)) {
+    await rm(stateDir, { recursive: true, force: true });
+    removed.push(`state directory ${stateDir}`);
+  }
+  const socket = resolve(p.socketPath);
+  if (
+    await unlink(socket).then(
+      () => true,
+      () => false,
+    )
+  )
+    removed.push(`socket ${socket}`);
+  // The socket's directory only when nothing else is in it (it may be /tmp).
+  const socketDir = dirname(socket);
+  if ((await readdir(socketDir).catch(() => ["?"])).length === 0 && socketDir !== stateDir) {
+    await rmdir(socketDir);
+    removed.push(`socket directory ${socketDir}`);
+  }
+  return { removed };
+}
