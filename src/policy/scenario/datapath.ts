@@ -35,7 +35,7 @@ import { ScratchNode, type ScratchNodeParams } from "./datapath-node.js";
 import { feedDns } from "./datapath-traffic.js";
 import { harnessFailure, observedResult, skipped } from "./datapath-verdict.js";
 import { parsePeer } from "./peer.js";
-import type { QueryResult, Scenario, ScenarioError } from "./types.js";
+import type { QueryResult, Scenario, ScenarioError, ScenarioWorld } from "./types.js";
 
 export { observedResult } from "./datapath-verdict.js";
 
@@ -59,6 +59,8 @@ export interface DatapathScenarioResult {
   readonly file: string;
   readonly name?: string;
   readonly results: readonly DatapathQueryResult[];
+  /** Warnings of the policy parser about the scenario's policies. */
+  readonly warnings?: ScenarioWorld["warnings"];
   /** Set when the file is invalid or the node could not be built; counts as one failure. */
   readonly error?: ScenarioError;
   readonly ms?: number;
@@ -90,7 +92,8 @@ export async function runDatapathText(
     name = s.name;
     if (opts.filter && !opts.filter(s.name)) return undefined;
     const results = await runDatapathScenario(s, policiesText(text), opts);
-    return { file, name, results, ms: Math.round(performance.now() - t0) };
+    const warnings = s.warnings ? { warnings: s.warnings } : {};
+    return { file, name, ...warnings, results, ms: Math.round(performance.now() - t0) };
   } catch (e) {
     return { file, ...(name !== undefined ? { name } : {}), results: [], error: toScenarioError(e) };
   }

@@ -36,7 +36,7 @@ export function runScenario(s: Scenario, opts: RunOptions = {}): ScenarioResult 
     });
     return compare(q, session.engine.decide(flow));
   });
-  return { file: s.file, name: s.name, results };
+  return { file: s.file, name: s.name, ...(s.warnings ? { warnings: s.warnings } : {}), results };
 }
 
 /**
