@@ -162,12 +162,13 @@ async function prepare(s: Scenario): Promise<Prepared[]> {
   const candidates = resolverCandidates(ctx);
   const decide = (f: FlowQuery): Decision => session.engine.decide(f);
   const out = s.queries.map((q) => {
-    const feeds = scenarioSkip === undefined ? planDnsFeeds(q, ctx, decide, candidates) : [];
     const flow = session.prepare(q, {
       file: s.file,
       prefix: `queries[${q.index}].`,
       ...(q.line ? { line: q.line } : {}),
     });
+    const feeds =
+      scenarioSkip === undefined ? planDnsFeeds(session.dnsChange(), ctx, decide, candidates) : [];
     learnDns(dnsNames, q);
     const d = decide(flow);
     const nodeAddrs = [q.from, q.to].flatMap((t) => {
