@@ -320,12 +320,26 @@ export class Agent {
   private dnsPending: { name: string; key: string; ips: readonly string[]; until: number }[] = [];
   private dnsFlush: Promise<void> | undefined;
   /**
-   * A DNS answer the node's DNS proxy did not see (e.g. `policy test --datapath`
-   * replaying a scenario's `dns:` observations for an endpoint with no DNS
-   * rule): treated as the proxy's answers are; resolves once enforced.
+   * A DNS answer handed over as if the node's DNS proxy had seen it
+   * (`policy test --datapath`, when the scratch node cannot route the
+   * lookup to the scenario's resolver): treated as the proxy's answers are;
+   * resolves once enforced.
    */
   observeDnsAnswer(name: string, ips: readonly string[], ttl = 0): Promise<void> {
     return this.dnsAnswer(name, ips, ttl);
+  }
+  /** Forgets DNS-learned addresses of `name` as if they had expired; resolves once enforced. */
+  forgetDnsAnswer(name: string, ips: readonly string[]): Promise<void> {
+    const key = name.toLowerCase().replace(/\.$/, "");
+    return this.serial(async () => {
+      for (const ip of ips) {
+        const names = this.dnsSeen.get(ip);
+        names?.delete(key);
+        if (names?.size === 0) this.dnsSeen.delete(ip);
+        this.engine.forgetDns(name, ip);
+      }
+      await this.enforce();
+    });
   }
   /** address -> name -> expiry (ms since the epoch) of what DNS answers taught. */
   private readonly dnsSeen = new Map<string, Map<string, number>>();

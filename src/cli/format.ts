@@ -2,7 +2,7 @@
  * Output formatting for the CLI: aligned text lines for people, one JSON
  * document for programs (`-o json`, nothing else on stdout).
  */
-import { escapeControls, formatIssue } from "../errors.js";
+import { escapeControls, type Issue, formatIssue } from "../errors.js";
 import type { QueryResult, ScenarioError, ScenarioResult } from "../policy/scenario/index.js";
 
 /** One JSON document, pretty-printed, with a trailing newline. */
@@ -45,6 +45,7 @@ export function scenarioLines(
     );
     return lines;
   }
+  lines.push(...warningLines(s.warnings));
   const rows = s.results.map((r) => [
     r.pass ? "PASS" : "FAIL",
     flowText(r),
@@ -59,6 +60,11 @@ export function scenarioLines(
     if (!r.pass && r.line !== undefined) lines.push(`      at: ${s.file}:${r.line} (queries[${r.index}])`);
   });
   return lines;
+}
+
+/** `WARN file:line: path: message`, one line per policy-parser warning. */
+export function warningLines(warnings: readonly Issue[] | undefined): string[] {
+  return (warnings ?? []).map((w) => `WARN  ${formatIssue(w)}`);
 }
 
 export function summaryLine(passed: number, failed: number): string {

@@ -27,6 +27,7 @@ import { normalizeName } from "./l7/fqdn.js";
 import { decideFlow, explainFlow } from "./decide.js";
 import type { ResolvedService } from "./peer.js";
 import { SelectorCache } from "./selectorcache.js";
+import { proxySeesLookup } from "./dns-visibility.js";
 import { resolveDirection, type DirectionPolicy, type ResolveContext } from "./resolve.js";
 import {
   DEFAULT_ENGINE_CONFIG,
@@ -280,6 +281,14 @@ export class PolicyEngine {
     }
     this.syncOutsideIdentities();
     this.bump();
+  }
+
+  /**
+   * Whether the node's DNS proxy sees `by`'s lookup of `name` (and so may
+   * learn from its answer): see dns-visibility.ts.
+   */
+  dnsLookupSeen(by: { readonly namespace: string; readonly name: string }, name: string): boolean {
+    return proxySeesLookup(this.endpointPolicy(by.namespace, by.name).egress, normalizeName(name));
   }
 
   /** A DNS-learned address expired for `name`: it no longer carries that name's FQDN identity. */

@@ -13,7 +13,7 @@ import type { QueryResult } from "../../src/policy/scenario/types.js";
 import { WORLD } from "./datapath-l7-world.js";
 
 describe("datapath DNS feeds: a scenario's DNS answers reach the agent through the proxy when they can", () => {
-  const cases: { name: string; query: string; want: string[] }[] = [
+  const cases: { name: string; query: string; index?: number; want: string[] }[] = [
     {
       name: "an answer the asker's DNS rule lets through is asked from the resolver through the proxy",
       query:
@@ -23,37 +23,46 @@ describe("datapath DNS feeds: a scenario's DNS answers reach the agent through t
       ],
     },
     {
-      name: "a name the asker's DNS rules refuse is handed to the agent directly",
+      name: "fc: a name the asker's DNS rules refuse is not given to the agent (the proxy sees no answer)",
       query:
         "{from: client, to: web, proto: TCP, port: 80, dns: [{name: x.test, ips: [192.0.2.2]}], expect: allow}",
       want: [
-        "dns: x.test -> 192.0.2.2 given to the agent directly: default/client's policy sends no DNS query for x.test through the DNS proxy to a resolver of this scenario",
+        "dns: x.test -> 192.0.2.2 not learned: the DNS proxy does not see default/client's lookup (no DNS rule of its egress policy lets x.test through)",
       ],
     },
     {
-      name: "an asker named by `by` without DNS rules is handed to the agent directly",
+      name: "fc: an asker named by `by` without DNS rules is not given to the agent",
       query:
         "{from: client, to: web, proto: TCP, port: 80, dns: [{name: y.example.com, ips: [192.0.2.3], by: other}], expect: allow}",
       want: [
-        "dns: y.example.com -> 192.0.2.3 given to the agent directly: default/other's policy sends no DNS query for y.example.com through the DNS proxy to a resolver of this scenario",
+        "dns: y.example.com -> 192.0.2.3 not learned: the DNS proxy does not see default/other's lookup (no DNS rule of its egress policy lets y.example.com through)",
       ],
     },
     {
-      name: "an answer no endpoint asked is handed to the agent directly",
+      name: "fc: an answer no endpoint asked is not given to the agent",
       query:
         "{from: world:192.0.2.9, to: web, proto: TCP, port: 22, dns: [{name: z.example.com, ips: [192.0.2.4]}], expect: deny}",
       want: [
-        "dns: z.example.com -> 192.0.2.4 given to the agent directly: no endpoint of the node asked (the query's source is not an endpoint)",
+        "dns: z.example.com -> 192.0.2.4 not learned: no endpoint of the node asked (the query's source is not an endpoint)",
       ],
+    },
+    {
+      name: "fc: answers a later query's dns leaves out are forgotten; dns: [] forgets all",
+      query:
+        "{from: client, to: web, proto: TCP, port: 80, dns: [{name: x.example.com, ips: [192.0.2.1]}], expect: allow}\n" +
+        "  - {from: client, to: web, proto: TCP, port: 80, dns: [], expect: allow}",
+      index: 1,
+      want: ["dns: x.example.com -> 192.0.2.1 forgotten (no longer in the query's dns)"],
     },
   ];
   for (const c of cases) {
     test(c.name, () => {
       const s = parseScenario(`${WORLD}queries:\n  - ${c.query}\n`, "t.yaml");
       const session = new ScenarioSession({ world: s });
-      const q = s.queries[0];
-      assert.ok(q);
-      const feeds = planDnsFeeds(q, { scenario: s, cidrs: nodeCidrs(s) }, (f) => session.engine.decide(f));
+      for (const q of s.queries.slice(0, (c.index ?? 0) + 1)) session.prepare(q, { prefix: "" });
+      const feeds = planDnsFeeds(session.dnsChange(), { scenario: s, cidrs: nodeCidrs(s) }, (f) =>
+        session.engine.decide(f),
+      );
       assert.deepEqual(feeds.map(feedText), c.want);
     });
   }

@@ -148,7 +148,22 @@ const cases: Case[] = [
     name: "fqdn peer without any DNS answer is an error",
     text: withLines({ 6: "  - {from: client, to: 'fqdn:api.x.com', proto: TCP, port: 443, expect: allow}" }),
     issues: [
-      's.yaml:6: queries[0].to: no DNS answer for "api.x.com" in this or an earlier query; add dns: [{name: api.x.com, ips: [...]}]',
+      "s.yaml:6: queries[0].to: no DNS answer for \"api.x.com\" seen before this query (a query's dns: lists every answer seen so far; without dns: the previous query's set holds); add {name: api.x.com, ips: [...]} to its dns:",
+    ],
+  },
+  {
+    name: "fc: dns: [] means no answer seen: a later fqdn peer is an error",
+    text: withLines(
+      {
+        6: "  - {from: client, to: 'fqdn:api.x.com', proto: TCP, port: 443, expect: allow, dns: [{name: api.x.com, ips: [1.2.3.4]}]}",
+      },
+      [
+        "  - {from: client, to: web, proto: TCP, port: 80, expect: allow, dns: []}",
+        "  - {from: client, to: 'fqdn:api.x.com', proto: TCP, port: 443, expect: deny}",
+      ],
+    ),
+    issues: [
+      "s.yaml:8: queries[2].to: no DNS answer for \"api.x.com\" seen before this query (a query's dns: lists every answer seen so far; without dns: the previous query's set holds); add {name: api.x.com, ips: [...]} to its dns:",
     ],
   },
   {

@@ -33,6 +33,14 @@ class FakeEngine implements EngineLike {
   observeDns(a: DnsAnswer): void {
     this.calls.push(`dns ${a.name} ${a.ips.join(",")} by=${a.by ? `${a.by.namespace}/${a.by.name}` : "-"}`);
   }
+  forgetDns(name: string, ip: string): void {
+    this.calls.push(`forget ${name} ${ip}`);
+  }
+  /** Endpoints (namespace/name) whose DNS the fake's proxy does not see. */
+  unseen = new Set<string>();
+  dnsLookupSeen(by: { namespace: string; name: string }): boolean {
+    return !this.unseen.has(`${by.namespace}/${by.name}`);
+  }
   upsertPolicy(): void {}
   decide(q: FlowQuery): Decision {
     this.calls.push("decide");
@@ -141,21 +149,57 @@ describe("scenario runner translates queries for the engine", () => {
     const { engine } = run([
       "  - {from: client, to: web, proto: TCP, port: 80, expect: allow,",
       "     dns: [{name: a.com, ips: [1.1.1.1]}, {name: b.com, ips: [2.2.2.2], by: web}]}",
-      "  - {from: host, to: web, proto: TCP, port: 80, expect: allow, dns: [{name: c.com, ips: [3.3.3.3]}]}",
+      "  - {from: client, to: web, proto: TCP, port: 80, expect: allow}",
     ]);
     assert.deepEqual(
       engine.calls.filter((c) => c.startsWith("dns") || c === "decide"),
+      ["dns a.com 1.1.1.1 by=default/client", "dns b.com 2.2.2.2 by=default/web", "decide", "decide"],
+    );
+  });
+
+  test("fc: a query's dns is the complete set seen so far: answers it leaves out are forgotten, [] forgets all", () => {
+    const { engine } = run([
+      "  - {from: client, to: web, proto: TCP, port: 80, expect: allow,",
+      "     dns: [{name: a.com, ips: [1.1.1.1, 1.1.1.2]}, {name: b.com, ips: [2.2.2.2]}]}",
+      "  - {from: client, to: web, proto: TCP, port: 80, expect: allow,",
+      "     dns: [{name: A.com., ips: [1.1.1.2]}, {name: c.com, ips: [3.3.3.3]}]}",
+      "  - {from: client, to: web, proto: TCP, port: 80, expect: allow, dns: []}",
+    ]);
+    assert.deepEqual(
+      engine.calls.filter((c) => c.startsWith("dns") || c.startsWith("forget") || c === "decide"),
       [
-        "dns a.com 1.1.1.1 by=default/client",
-        "dns b.com 2.2.2.2 by=default/web",
+        "dns a.com 1.1.1.1,1.1.1.2 by=default/client",
+        "dns b.com 2.2.2.2 by=default/client",
         "decide",
-        "dns c.com 3.3.3.3 by=-",
+        "forget a.com 1.1.1.1",
+        "forget b.com 2.2.2.2",
+        "dns c.com 3.3.3.3 by=default/client",
+        "decide",
+        "forget a.com 1.1.1.2",
+        "forget c.com 3.3.3.3",
         "decide",
       ],
     );
   });
 
-  test("an fqdn peer is the first address of the answer, and answers accumulate across queries", () => {
+  test("fc: answers the DNS proxy did not see (no endpoint asked, or its DNS is not proxied) are not learned", () => {
+    const engine = new FakeEngine();
+    engine.unseen.add("default/web");
+    run(
+      [
+        "  - {from: host, to: web, proto: TCP, port: 80, expect: allow, dns: [{name: c.com, ips: [3.3.3.3]}]}",
+        "  - {from: client, to: web, proto: TCP, port: 80, expect: allow,",
+        "     dns: [{name: c.com, ips: [3.3.3.3], by: web}, {name: d.com, ips: [4.4.4.4]}]}",
+      ],
+      engine,
+    );
+    assert.deepEqual(
+      engine.calls.filter((c) => c.startsWith("dns") || c.startsWith("forget") || c === "decide"),
+      ["decide", "dns d.com 4.4.4.4 by=default/client", "decide"],
+    );
+  });
+
+  test("an fqdn peer is the first address of the answer; a query without dns keeps the earlier answers", () => {
     const { engine } = run([
       "  - {from: client, to: 'fqdn:api.x.com', proto: TCP, port: 443, expect: allow,",
       "     dns: [{name: API.x.com., ips: [5.5.5.5, 6.6.6.6]}]}",

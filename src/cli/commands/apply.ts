@@ -1,7 +1,7 @@
 /** `membrane apply -f` and `membrane delete -f`: policies through the agent. */
 import { Command } from "commander";
 import type { ApplyReport } from "../../agent/agent.js";
-import { parsePolicies } from "../../policy/api/index.js";
+import { parsePolicies, warningText } from "../../policy/api/index.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 
@@ -43,7 +43,8 @@ export function applyCommand(ctx: CliContext): Command {
     )
     .action(async (o: { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
-      const resources = parsePolicies(text, name); // validate locally first: errors name file:line:path
+      // Validate locally first: errors name file:line:path; warnings go to stderr.
+      const resources = parsePolicies(text, name, { onWarning: (w) => ctx.err(warningText(w) + "\n") });
       if (o.dryRun) {
         ctx.out(`${name}: ${resources.length} policies valid (dry run, nothing applied)\n`);
         return;

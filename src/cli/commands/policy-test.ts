@@ -24,6 +24,7 @@ import {
   flowText,
   scenarioJson,
   scenarioLines,
+  warningLines,
   summaryLine,
   table,
   toJson,
@@ -141,6 +142,7 @@ export function datapathLines(s: DatapathScenarioResult, debug: boolean): string
     lines.push(...errorLines(s.error, debug).map((l, i) => (i === 0 ? `ERROR ${l}` : `      ${l}`)));
     return lines;
   }
+  lines.push(...warningLines(s.warnings));
   const out = table(
     s.results.map((r) => [
       r.outcome.toUpperCase(),

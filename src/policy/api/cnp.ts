@@ -16,7 +16,7 @@ export function readCiliumPolicy(
   meshAuth: boolean,
 ): PolicyResource | undefined {
   const clusterwide = kind === "CiliumClusterwideNetworkPolicy";
-  const meta = readMetadata(doc, clusterwide);
+  const meta = readMetadata(doc, kind);
   const v = doc.self;
   const before = v.ctx.problems.length;
   const ref: PolicyRef = {

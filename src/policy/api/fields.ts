@@ -25,6 +25,8 @@ export interface Problem extends Issue {
 /** Per-document reading context: where problems go and how offsets become lines. */
 export class Ctx {
   readonly problems: Problem[] = [];
+  /** Accepted, but the user should know (e.g. a field the API server drops). */
+  readonly warnings: Problem[] = [];
   readonly file: string;
   private readonly lc: LineCounter;
   private readonly doc: Document;
@@ -48,6 +50,10 @@ export class Ctx {
 
   report(line: number, path: string, message: string, unsupported = false): void {
     this.problems.push({ file: this.file, line, path, message, unsupported });
+  }
+
+  warn(line: number, path: string, message: string): void {
+    this.warnings.push({ file: this.file, line, path, message, unsupported: false });
   }
 }
 
@@ -114,6 +120,11 @@ export class Val {
   error(message: string): undefined {
     this.ctx.report(this.line, this.path, message);
     return undefined;
+  }
+
+  /** Accepts the value but tells the user something about it. */
+  warn(message: string): void {
+    this.ctx.warn(this.line, this.path, message);
   }
 
   unsupported(message: string): undefined {

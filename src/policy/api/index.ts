@@ -11,17 +11,36 @@
  * rejected whole with one MembraneError listing them all (file, line, field
  * path, reason). Nothing here does I/O.
  */
-import { type ErrorCode, MembraneError } from "../../errors.js";
-import type { PolicyResource } from "../types.js";
+import { type ErrorCode, MembraneError, formatIssue } from "../../errors.js";
+import type { PolicyKind, PolicyResource } from "../types.js";
 import { readCiliumPolicy, CILIUM_FIELDS } from "./cnp.js";
 import type { Problem, Val } from "./fields.js";
 import { KNP_FIELDS, readNetworkPolicy } from "./knp.js";
+import { misplacedDescription } from "./metadata.js";
 import { didYouMean } from "./suggest.js";
 import { readDocuments } from "./yaml-doc.js";
 
 export interface ParseOptions {
   /** Mutual authentication is enabled on this node; otherwise `authentication.mode` other than disabled is rejected. */
   readonly meshAuth?: boolean;
+  /**
+   * Called once per warning of an accepted file (file, line, field path,
+   * message): things accepted as Kubernetes accepts them that the user
+   * should still hear about. Not called when the file is rejected.
+   */
+  readonly onWarning?: (w: PolicyWarning) => void;
+}
+
+export interface PolicyWarning {
+  readonly file: string;
+  readonly line: number;
+  readonly path: string;
+  readonly message: string;
+}
+
+/** `file:line: path: message`, as the CLI prints a warning. */
+export function warningText(w: PolicyWarning): string {
+  return `warning: ${formatIssue(w)}`;
 }
 
 const API_VERSIONS: Readonly<Record<string, string>> = {
@@ -41,12 +60,14 @@ export function parsePolicies(text: string, file: string, opts: ParseOptions = {
   if (syntax.length > 0) throw rejection(file, "POLICY_YAML_SYNTAX", syntax, "");
   const out: PolicyResource[] = [];
   const problems: Problem[] = [];
+  const warnings: Problem[] = [];
   let badDocs = 0;
   for (const d of docs) {
     const before = d.ctx.problems.length;
     readObject(d.root, opts.meshAuth ?? false, out, true);
     if (d.ctx.problems.length > before) badDocs++;
     problems.push(...d.ctx.problems);
+    warnings.push(...d.ctx.warnings);
   }
   if (problems.length > 0) {
     const code: ErrorCode = problems.every((p) => p.unsupported) ? "POLICY_UNSUPPORTED" : "POLICY_INVALID";
@@ -57,6 +78,8 @@ export function parsePolicies(text: string, file: string, opts: ParseOptions = {
       `${badDocs} of ${docs.length} document${docs.length === 1 ? "" : "s"}`,
     );
   }
+  for (const w of warnings)
+    opts.onWarning?.({ file: w.file, line: w.line, path: w.path, message: w.message });
   return out;
 }
 
@@ -89,6 +112,7 @@ function readObject(v: Val, meshAuth: boolean, out: PolicyResource[], topLevel: 
       : kind === "NetworkPolicy"
         ? KNP_FIELDS
         : CILIUM_FIELDS,
+    kind === "List" ? undefined : misplacedDescription(kind as PolicyKind),
   );
   if (!fields) return;
   const apiVal = fields.need("apiVersion");

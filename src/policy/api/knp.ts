@@ -28,7 +28,7 @@ export const KNP_FIELDS = ["apiVersion", "kind", "metadata", "spec", "status"];
 const KNP_PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
 
 export function readNetworkPolicy(doc: Fields): PolicyResource | undefined {
-  const meta = readMetadata(doc, false);
+  const meta = readMetadata(doc, "NetworkPolicy");
   const v = doc.self;
   const before = v.ctx.problems.length;
   const ns = meta?.namespace ?? "default";

@@ -1,4 +1,5 @@
 /** `metadata` of a policy object: name, namespace and the Membrane audit annotation. */
+import type { PolicyKind } from "../types.js";
 import type { Fields } from "./fields.js";
 import { checkLabelName, checkSubdomain } from "./names.js";
 
@@ -30,8 +31,22 @@ export interface Metadata {
   readonly audit: boolean;
 }
 
-export function readMetadata(doc: Fields, clusterwide: boolean): Metadata | undefined {
-  const m = doc.need("metadata")?.map(METADATA_FIELDS);
+/**
+ * The hint for a `description` written outside `spec` (top level or under
+ * metadata), where users often put it: it is a field of a Cilium rule.
+ */
+export function misplacedDescription(kind: PolicyKind): (key: string) => string | undefined {
+  return (key) =>
+    key !== "description"
+      ? undefined
+      : kind === "NetworkPolicy"
+        ? "; a NetworkPolicy has no description; put it in metadata.annotations"
+        : "; description belongs under spec (spec.description, or specs[i].description)";
+}
+
+export function readMetadata(doc: Fields, kind: PolicyKind): Metadata | undefined {
+  const clusterwide = kind === "CiliumClusterwideNetworkPolicy";
+  const m = doc.need("metadata")?.map(METADATA_FIELDS, misplacedDescription(kind));
   if (!m) return undefined;
   const before = m.self.ctx.problems.length;
   const nameVal = m.need("name");
@@ -43,7 +58,10 @@ export function readMetadata(doc: Fields, clusterwide: boolean): Metadata | unde
   const nsVal = m.get("namespace");
   let namespace: string | undefined = clusterwide ? undefined : DEFAULT_NAMESPACE;
   if (nsVal && clusterwide) {
-    nsVal.error("a CiliumClusterwideNetworkPolicy has no namespace; remove metadata.namespace");
+    // Accepted as Kubernetes does: the API server drops the namespace of a cluster-scoped object.
+    nsVal.warn(
+      "a CiliumClusterwideNetworkPolicy is cluster-wide: metadata.namespace is ignored (the Kubernetes API server drops it); remove it",
+    );
   } else if (nsVal) {
     namespace = nsVal.str();
     const bad = namespace === undefined ? undefined : checkLabelName(namespace);

@@ -3,7 +3,7 @@
  * and Cilium's namespace scoping of them (semantics §3).
  */
 import { isMembraneError } from "../../errors.js";
-import { POD_NAMESPACE_LABEL } from "../../labels/k8s.js";
+import { NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL } from "../../labels/k8s.js";
 import { type LabelSelectorSpec, type Requirement, Selector } from "../../labels/selector.js";
 import type { Val } from "./fields.js";
 
@@ -95,13 +95,27 @@ export function scopeSubject(s: Selector, ns: string | undefined): Selector {
   return new Selector([...kept, namespaceIs(ns)]);
 }
 
+/** True when some requirement selects on a namespace label (`io.cilium.k8s.namespace.labels.*`). */
+function selectsNamespaceLabels(s: Selector): boolean {
+  return s.requirements.some(
+    (r) => (r.source === NS_SOURCE || r.source === "any") && r.key.startsWith(NAMESPACE_LABELS_PREFIX),
+  );
+}
+
 /**
  * Peer selector scoping: without a namespace key (and, for endpoint selectors,
  * without a `reserved:` key) a CNP peer gets the policy namespace and a CCNP
  * peer gets "some namespace" (Exists: pods only, never reserved identities).
+ * A CNP peer that selects on namespace labels (`io.cilium.k8s.namespace.labels.*`)
+ * already says which namespaces it means and is not narrowed to the policy's own
+ * (Cilium >= 1.16, pkg/k8s/apis/cilium.io/utils getEndpointSelector: the
+ * namespace is added only when the selector has no key with the `k8s:` or `any:`
+ * namespace-labels prefix).
  */
 export function scopePeer(s: Selector, ns: string | undefined, isRequires: boolean): Selector {
   if (mentionsNamespace(s)) return s;
   if (!isRequires && s.hasSource("reserved")) return s;
-  return s.and(ns === undefined ? NAMESPACE_EXISTS : namespaceIs(ns));
+  if (ns === undefined) return s.and(NAMESPACE_EXISTS);
+  if (selectsNamespaceLabels(s)) return s;
+  return s.and(namespaceIs(ns));
 }

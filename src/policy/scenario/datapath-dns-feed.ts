@@ -1,15 +1,21 @@
 /**
- * The `dns:` answers of a scenario query on a scratch node. The offline
- * session applies them before the query (engine.observeDns: the addresses
- * get FQDN identities for every endpoint of the node, whoever asked); the
- * datapath does the same before sending the query, in one of two ways:
+ * The `dns:` answers of a scenario query on a scratch node. A query's `dns:`
+ * is the complete set of answers the node has seen before it; the offline
+ * session (ScenarioSession.dnsChange) says what that changes: answers the
+ * node's DNS proxy saw are learned (FQDN identities for every endpoint of the
+ * node, whoever asked), answers it did not see teach nothing, answers no
+ * longer listed are forgotten. The datapath does the same before the query:
  *
- *   asker's policy sends a DNS query for the name through the DNS proxy to some resolver
+ *   learned, and the asker's policy sends a DNS query for the name through the DNS proxy
+ *   to a resolver the scratch node has
  *     -> the asker's probe asks that resolver (a probe answering the scenario's addresses);
  *        the proxy lets the answer out only once the agent enforces it       ("via")
- *   otherwise (no DNS rule for the asker, or no endpoint asked)
- *     -> Agent.observeDnsAnswer: the answer the node's proxy would not have seen,
- *        handed to the agent as the scenario states it                       ("direct")
+ *   learned, but no resolver of the scenario can be asked on the scratch node
+ *     -> Agent.observeDnsAnswer: what the node's proxy would have seen       ("direct")
+ *   not seen by the proxy (no endpoint asked, or the asker's DNS is not intercepted)
+ *     -> nothing: the agent never hears of it, as on a real node            ("unseen")
+ *   forgotten
+ *     -> Agent.forgetDnsAnswer, as if its TTL ran out                        ("forget")
  *
  * Resolvers tried, in order: the destinations of the scenario's dnsQuery
  * queries, then its endpoints. The check is the offline engine's decision
@@ -19,7 +25,7 @@
 import type { Decision, FlowQuery, PeerRef } from "../query.js";
 import { type PlanContext, type Side, outsideProblem } from "./datapath-plan.js";
 import { findEndpoint, parsePeer } from "./peer.js";
-import type { ScenarioQuery } from "./types.js";
+import type { DnsChange } from "./session.js";
 
 export interface DnsFeed {
   readonly name: string;
@@ -31,6 +37,10 @@ export interface DnsFeed {
   readonly via?: { readonly from: Side; readonly to: Side; readonly address: string };
   /** Why the answer is handed to the agent directly. */
   readonly direct?: string;
+  /** Why the answer is not given to the agent at all (the DNS proxy would not see it). */
+  readonly unseen?: string;
+  /** The answer is forgotten (the query's `dns:` no longer lists it). */
+  readonly forget?: true;
 }
 
 interface Candidate {
@@ -84,50 +94,41 @@ const dnsProxied = (d: Decision): boolean =>
   d.verdict === "allow" && [d.egress, d.ingress].some((x) => x.l7?.parser === "dns");
 
 /**
- * How each `dns:` answer of `q` reaches the agent. `decide` is the offline
- * engine as it stands before the query (its answers not yet applied).
+ * How a query's DNS change (ScenarioSession.dnsChange after preparing it)
+ * reaches the agent. `decide` is the offline engine.
  */
 export function planDnsFeeds(
-  q: ScenarioQuery,
+  change: DnsChange,
   ctx: PlanContext,
   decide: (f: FlowQuery) => Decision,
   candidates: readonly Candidate[] = resolverCandidates(ctx),
 ): DnsFeed[] {
-  const fromPeer = parsePeer(q.from);
-  return (q.dns ?? []).map((obs) => {
-    const base = {
-      name: obs.name,
-      ips: obs.ips,
-      ...(obs.ttl !== undefined ? { ttl: obs.ttl } : {}),
-    };
-    const byText = obs.by ?? (!("error" in fromPeer) && fromPeer.kind === "endpoint" ? q.from : undefined);
-    const byPeer = byText === undefined ? undefined : parsePeer(byText);
-    const asker =
-      byPeer !== undefined && !("error" in byPeer) && byPeer.kind === "endpoint"
-        ? findEndpoint(ctx.scenario.endpoints, byPeer)
-        : undefined;
-    if (asker === undefined || "error" in asker) {
-      return { ...base, direct: "no endpoint of the node asked (the query's source is not an endpoint)" };
-    }
-    const by = `${asker.namespace}/${asker.name}`;
+  const forgets: DnsFeed[] = change.forgotten.map((f) => ({ name: f.name, ips: [f.ip], forget: true }));
+  const unseen: DnsFeed[] = change.unseen.map((u) => ({ name: u.name, ips: u.ips, unseen: u.why }));
+  const learned = change.learned.map((a): DnsFeed => {
+    const base = { name: a.name, ips: a.ips, ...(a.ttl !== undefined ? { ttl: a.ttl } : {}) };
+    const by = `${a.by.namespace}/${a.by.name}`;
     const from: Side = { kind: "endpoint", key: by };
-    const askerRef: PeerRef = { kind: "endpoint", name: asker.name, namespace: asker.namespace };
+    const askerRef: PeerRef = { kind: "endpoint", name: a.by.name, namespace: a.by.namespace };
     for (const c of candidates) {
       if (c.text === by) continue;
-      const d = decide({ from: askerRef, to: c.ref, proto: "UDP", port: 53, dnsQuery: obs.name });
+      const d = decide({ from: askerRef, to: c.ref, proto: "UDP", port: 53, dnsQuery: a.name });
       if (dnsProxied(d)) return { ...base, by, via: { from, to: c.side, address: c.address } };
     }
     return {
       ...base,
       by,
-      direct: `${by}'s policy sends no DNS query for ${obs.name} through the DNS proxy to a resolver of this scenario`,
+      direct: `${by}'s lookup of ${a.name} goes through the DNS proxy, but to no resolver the scratch node has`,
     };
   });
+  return [...forgets, ...unseen, ...learned];
 }
 
 /** One line for a query's results: which path an answer took. */
 export function feedText(f: DnsFeed): string {
   const what = `dns: ${f.name} -> ${f.ips.join(",")}`;
+  if (f.forget) return `${what} forgotten (no longer in the query's dns)`;
+  if (f.unseen !== undefined) return `${what} not learned: ${f.unseen}`;
   if (f.via) {
     const to = f.via.to.kind === "endpoint" ? f.via.to.key : f.via.address;
     return `${what} asked by ${f.by ?? "?"} through the DNS proxy (resolver ${to})`;

@@ -115,9 +115,15 @@ export interface PlanContext {
   readonly dnsNames?: ReadonlyMap<string, readonly string[]>;
 }
 
-/** Adds a query's `dns` answers to `names` as the offline session does (ScenarioSession.prepare). */
+/**
+ * Sets `names` to a query's `dns` answers as the offline session does
+ * (ScenarioSession.prepare): a query's `dns` is every answer seen so far; a
+ * query without `dns` changes nothing.
+ */
 export function learnDns(names: Map<string, string[]>, q: ScenarioQuery): void {
-  for (const d of q.dns ?? []) {
+  if (q.dns === undefined) return;
+  names.clear();
+  for (const d of q.dns) {
     const known = names.get(dnsKey(d.name)) ?? [];
     for (const ip of d.ips) if (!known.includes(ip)) known.push(ip);
     names.set(dnsKey(d.name), known);

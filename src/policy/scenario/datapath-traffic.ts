@@ -87,12 +87,18 @@ const FEED_TIMEOUT_MS = 3000;
 /**
  * Gives the agent a query's DNS answer before the query: through the DNS
  * proxy (the asker's probe asks the resolver, which answers the scenario's
- * addresses), or directly. Resolves with a failure text when the proxy did
- * not hand the answer over.
+ * addresses), or directly; or makes it forget one; an answer the proxy would
+ * not see is not given at all. Resolves with a failure text when the proxy
+ * did not hand the answer over.
  */
 export async function feedDns(node: ScratchNode, f: DnsFeed): Promise<string | undefined> {
   const agent = node.agent;
   if (node.destroyed || !agent) throw new Error("the scratch node was torn down (interrupted)");
+  if (f.unseen !== undefined) return undefined;
+  if (f.forget) {
+    await agent.forgetDnsAnswer(f.name, f.ips);
+    return undefined;
+  }
   if (!f.via) {
     await agent.observeDnsAnswer(f.name, f.ips, f.ttl ?? 0);
     return undefined;

@@ -35,7 +35,7 @@ import { ScratchNode, type ScratchNodeParams } from "./datapath-node.js";
 import { feedDns } from "./datapath-traffic.js";
 import { harnessFailure, observedResult, skipped } from "./datapath-verdict.js";
 import { parsePeer } from "./peer.js";
-import type { QueryResult, Scenario, ScenarioError } from "./types.js";
+import type { QueryResult, Scenario, ScenarioError, ScenarioWorld } from "./types.js";
 
 export { observedResult } from "./datapath-verdict.js";
 
@@ -59,6 +59,8 @@ export interface DatapathScenarioResult {
   readonly file: string;
   readonly name?: string;
   readonly results: readonly DatapathQueryResult[];
+  /** Warnings of the policy parser about the scenario's policies. */
+  readonly warnings?: ScenarioWorld["warnings"];
   /** Set when the file is invalid or the node could not be built; counts as one failure. */
   readonly error?: ScenarioError;
   readonly ms?: number;
@@ -90,7 +92,8 @@ export async function runDatapathText(
     name = s.name;
     if (opts.filter && !opts.filter(s.name)) return undefined;
     const results = await runDatapathScenario(s, policiesText(text), opts);
-    return { file, name, results, ms: Math.round(performance.now() - t0) };
+    const warnings = s.warnings ? { warnings: s.warnings } : {};
+    return { file, name, ...warnings, results, ms: Math.round(performance.now() - t0) };
   } catch (e) {
     return { file, ...(name !== undefined ? { name } : {}), results: [], error: toScenarioError(e) };
   }
@@ -159,12 +162,13 @@ async function prepare(s: Scenario): Promise<Prepared[]> {
   const candidates = resolverCandidates(ctx);
   const decide = (f: FlowQuery): Decision => session.engine.decide(f);
   const out = s.queries.map((q) => {
-    const feeds = scenarioSkip === undefined ? planDnsFeeds(q, ctx, decide, candidates) : [];
     const flow = session.prepare(q, {
       file: s.file,
       prefix: `queries[${q.index}].`,
       ...(q.line ? { line: q.line } : {}),
     });
+    const feeds =
+      scenarioSkip === undefined ? planDnsFeeds(session.dnsChange(), ctx, decide, candidates) : [];
     learnDns(dnsNames, q);
     const d = decide(flow);
     const nodeAddrs = [q.from, q.to].flatMap((t) => {

@@ -1,7 +1,9 @@
 /**
  * Validation of `queries`: each entry becomes a ScenarioQuery; peers are
  * checked against the scenario's endpoints, and `fqdn:` peers against the
- * DNS answers seen so far (answers accumulate across queries).
+ * DNS answers seen so far: a query's `dns` is the complete set of answers the
+ * node has seen before it (`[]`: none); a query without `dns` keeps the set
+ * of the query before it.
  */
 import { parseAddr } from "../../labels/cidr.js";
 import type { EndpointSpec, HttpRequest, KafkaRequest } from "../query.js";
@@ -50,7 +52,9 @@ function readQuery(
   const need = (k: string): Field | undefined => m.get(k) ?? qf.issue(`missing required field "${k}"`);
   const before = qf.ctx.issues.length;
 
-  const dns = readDns(m.get("dns"), endpoints);
+  const dnsField = m.get("dns");
+  const dns = readDns(dnsField, endpoints);
+  if (dnsField) dnsNames.clear();
   for (const d of dns) dnsNames.add(dnsKey(d.name));
   const from = readPeerField(need("from"), endpoints, dnsNames);
   const to = readPeerField(need("to"), endpoints, dnsNames);
@@ -108,7 +112,7 @@ function readQuery(
     ...(kafka ? { kafka } : {}),
     ...(sni !== undefined ? { tls: { sni } } : {}),
     ...(dnsQuery !== undefined ? { dnsQuery } : {}),
-    ...(dns.length > 0 ? { dns } : {}),
+    ...(dnsField ? { dns } : {}),
     ...(auth !== undefined ? { auth } : {}),
     expect: expect ?? "allow",
     ...(how !== undefined ? { how } : {}),
@@ -131,7 +135,7 @@ function readPeerField(
   }
   if (p.kind === "fqdn" && !dnsNames.has(dnsKey(p.name))) {
     return f.issue(
-      `no DNS answer for "${p.name}" in this or an earlier query; add dns: [{name: ${p.name}, ips: [...]}]`,
+      `no DNS answer for "${p.name}" seen before this query (a query's dns: lists every answer seen so far; without dns: the previous query's set holds); add {name: ${p.name}, ips: [...]} to its dns:`,
     );
   }
   return text;

@@ -5,7 +5,7 @@
  */
 import { LineCounter, isScalar, parseDocument, Scalar } from "yaml";
 import { type Issue, MembraneError, isMembraneError } from "../../errors.js";
-import { parsePolicies } from "../api/index.js";
+import { type PolicyWarning, parsePolicies } from "../api/index.js";
 import type { PolicyResource } from "../types.js";
 import { Field, type ReadContext } from "./fields.js";
 import { readQueries } from "./load-query.js";
@@ -61,10 +61,20 @@ export function parseScenario(text: string, file: string, opts: LoadOptions = {}
   const { endpoints, endpointLines } = readEndpoints(opt("endpoints"), config.dualStack === true);
   const queriesField = opts.world ? opt("queries") : req("queries");
   const queries = queriesField ? readQueries(queriesField, endpoints, opts.world === true) : [];
-  const policies = readPolicies(opt("policies"), file, config.meshAuth === true);
+  const warnings: Issue[] = [];
+  const policies = readPolicies(opt("policies"), file, config.meshAuth === true, warnings);
 
   if (ctx.issues.length > 0) throw invalid(file, ctx.issues);
-  const world: ScenarioWorld = { file, config, namespaces, services, endpoints, endpointLines, policies };
+  const world: ScenarioWorld = {
+    file,
+    config,
+    namespaces,
+    services,
+    endpoints,
+    endpointLines,
+    policies,
+    ...(warnings.length > 0 ? { warnings } : {}),
+  };
   return {
     ...world,
     name: name ?? "",
@@ -93,13 +103,21 @@ function invalid(file: string, unsorted: readonly Issue[], why?: string): Membra
  * Parses the `policies` block scalar. Lines the policy parser reports are
  * relative to the block; they are shifted to lines of the scenario file.
  */
-function readPolicies(f: Field | undefined, file: string, meshAuth: boolean): PolicyResource[] {
+function readPolicies(
+  f: Field | undefined,
+  file: string,
+  meshAuth: boolean,
+  warnings: Issue[],
+): PolicyResource[] {
   if (!f) return [];
   const text = f.str();
   if (text === undefined || text.trim() === "") return [];
   const offset = blockOffset(f);
+  const onWarning = (w: PolicyWarning): void => {
+    warnings.push({ file, line: w.line + offset, path: `policies: ${w.path}`, message: w.message });
+  };
   try {
-    return parsePolicies(text, file, { meshAuth }).map((r: PolicyResource) =>
+    return parsePolicies(text, file, { meshAuth, onWarning }).map((r: PolicyResource) =>
       r.source ? { ...r, source: { file: r.source.file, line: r.source.line + offset } } : r,
     );
   } catch (e) {

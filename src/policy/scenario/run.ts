@@ -36,7 +36,7 @@ export function runScenario(s: Scenario, opts: RunOptions = {}): ScenarioResult 
     });
     return compare(q, session.engine.decide(flow));
   });
-  return { file: s.file, name: s.name, results };
+  return { file: s.file, name: s.name, ...(s.warnings ? { warnings: s.warnings } : {}), results };
 }
 
 /**
@@ -112,8 +112,10 @@ export function explainDecision(d: Decision): string[] {
     const denied = d.egress.verdict === "deny" ? d.egress : d.ingress;
     return [describeDirection(denied)];
   }
+  // A side speaks when its policy enforces, audits, or a rule matched: a host
+  // policy (no endpoint) and a DNS rule of a policy without default deny name their rule too.
   const out = [d.egress, d.ingress]
-    .filter((x) => x.endpoint !== undefined && (x.enforced || x.audit !== undefined))
+    .filter((x) => x.enforced || x.audit !== undefined || x.decidedBy.length > 0)
     .map(describeDirection);
   return out.length > 0 ? out : ["no policy enforced on either side"];
 }
@@ -123,14 +125,19 @@ function origins(list: readonly RuleOrigin[]): string {
 }
 
 function describeDirection(x: DirectionDecision): string {
-  const dir = x.direction;
+  // Only endpoints and the host have policies: a side without an endpoint is the host's.
+  const dir = x.endpoint === undefined ? `${x.direction} (host policy)` : x.direction;
   if (x.audit) {
     return x.audit.reason === "default-deny"
       ? `${dir}: AUDIT (would be default deny; audit mode)`
       : `${dir}: AUDIT (would be denied by ${origins(x.audit.decidedBy)}; audit mode)`;
   }
-  if (!x.enforced && x.verdict === "allow") return `${dir}: not enforced`;
   const rules = origins(x.decidedBy);
+  if (!x.enforced && x.verdict === "allow") {
+    if (rules === "") return `${dir}: not enforced`;
+    const l7 = x.l7 ? `${x.l7.parser} ${x.l7.verdict}; ` : "";
+    return `${dir}: ${rules} (${l7}no default deny in this direction)`;
+  }
   if (x.verdict === "deny") {
     switch (x.reason) {
       case "policy-denied":

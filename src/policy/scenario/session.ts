@@ -19,6 +19,8 @@ export type EngineLike = Pick<
   | "upsertService"
   | "setNodeAddress"
   | "observeDns"
+  | "forgetDns"
+  | "dnsLookupSeen"
   | "upsertPolicy"
   | "decide"
   | "trace"
@@ -35,11 +37,30 @@ export interface QueryWhere {
   readonly prefix: string;
 }
 
+/** What a query's `dns:` changed in what the node knows (for the `--datapath` runner). */
+export interface DnsChange {
+  /** Answers the node's DNS proxy saw: the engine learned them (toFQDNs). */
+  readonly learned: readonly (DnsAnswer & { readonly by: NonNullable<DnsAnswer["by"]> })[];
+  /** Answers the proxy did not see: not learned, and why. */
+  readonly unseen: readonly {
+    readonly name: string;
+    readonly ips: readonly string[];
+    readonly why: string;
+  }[];
+  /** Answers learned before that the query's `dns:` no longer lists: forgotten. */
+  readonly forgotten: readonly { readonly name: string; readonly ip: string }[];
+}
+
+const NO_DNS_CHANGE: DnsChange = { learned: [], unseen: [], forgotten: [] };
+
 export class ScenarioSession {
   readonly engine: EngineLike;
   private readonly world: ScenarioWorld;
   /** Names (lower case, no trailing dot) -> addresses, in the order DNS gave them. */
-  private readonly dns = new Map<string, string[]>();
+  private dns = new Map<string, string[]>();
+  /** The answers the engine learned (the DNS proxy saw them): `name ip` -> [name, ip]. */
+  private learned = new Map<string, readonly [string, string]>();
+  private change: DnsChange = NO_DNS_CHANGE;
 
   constructor(params: {
     world: ScenarioWorld;
@@ -66,20 +87,8 @@ export class ScenarioSession {
 
   /** Applies a query's DNS answers and node addresses, and returns the FlowQuery. */
   prepare(q: QuerySpec, where: QueryWhere): FlowQuery {
-    const fromRef = parsePeer(q.from);
-    for (const d of q.dns ?? []) {
-      const byText = d.by ?? (!("error" in fromRef) && fromRef.kind === "endpoint" ? q.from : undefined);
-      const answer: { -readonly [K in keyof DnsAnswer]: DnsAnswer[K] } = { name: d.name, ips: d.ips };
-      if (d.ttl !== undefined) answer.ttl = d.ttl;
-      if (byText !== undefined) {
-        const e = this.endpoint(byText, where, "dns.by");
-        answer.by = { namespace: e.namespace, name: e.name };
-      }
-      this.engine.observeDns(answer);
-      const known = this.dns.get(dnsKey(d.name)) ?? [];
-      for (const ip of d.ips) if (!known.includes(ip)) known.push(ip);
-      this.dns.set(dnsKey(d.name), known);
-    }
+    this.change = NO_DNS_CHANGE;
+    if (q.dns !== undefined) this.seeDns(q, where);
     const flow: { -readonly [K in keyof FlowQuery]: FlowQuery[K] } = {
       from: this.peer(q.from, where, "from"),
       to: this.peer(q.to, where, "to"),
@@ -93,6 +102,72 @@ export class ScenarioSession {
     if (q.dnsQuery !== undefined) flow.dnsQuery = q.dnsQuery;
     if (q.auth !== undefined) flow.auth = q.auth;
     return flow;
+  }
+
+  /**
+   * A query's `dns:` is the complete set of answers the node has seen before
+   * the connection (`[]`: none): what `fqdn:` peers resolve to becomes
+   * exactly that set, and the engine learns (toFQDNs) exactly the answers of
+   * it the DNS proxy saw, forgetting the others.
+   */
+  private seeDns(q: QuerySpec, where: QueryWhere): void {
+    const fromRef = parsePeer(q.from);
+    const names = new Map<string, string[]>();
+    const want = new Map<string, { answer: DnsAnswer; ip: string }>();
+    const unseen: { name: string; ips: readonly string[]; why: string }[] = [];
+    for (const d of q.dns ?? []) {
+      const byText = d.by ?? (!("error" in fromRef) && fromRef.kind === "endpoint" ? q.from : undefined);
+      const answer: { -readonly [K in keyof DnsAnswer]: DnsAnswer[K] } = { name: d.name, ips: d.ips };
+      if (d.ttl !== undefined) answer.ttl = d.ttl;
+      if (byText !== undefined) {
+        const e = this.endpoint(byText, where, "dns.by");
+        answer.by = { namespace: e.namespace, name: e.name };
+      }
+      const known = names.get(dnsKey(d.name)) ?? [];
+      for (const ip of d.ips) if (!known.includes(ip)) known.push(ip);
+      names.set(dnsKey(d.name), known);
+      // Only a lookup by an endpoint whose DNS goes through the proxy teaches toFQDNs.
+      if (answer.by === undefined) {
+        unseen.push({
+          name: d.name,
+          ips: d.ips,
+          why: "no endpoint of the node asked (the query's source is not an endpoint)",
+        });
+        continue;
+      }
+      if (!this.engine.dnsLookupSeen(answer.by, d.name)) {
+        const who = `${answer.by.namespace}/${answer.by.name}`;
+        const why = `the DNS proxy does not see ${who}'s lookup (no DNS rule of its egress policy lets ${d.name} through)`;
+        unseen.push({ name: d.name, ips: d.ips, why });
+        continue;
+      }
+      for (const ip of d.ips) want.set(`${dnsKey(d.name)} ${ip}`, { answer, ip });
+    }
+    this.dns = names;
+    const forgotten: { name: string; ip: string }[] = [];
+    for (const [k, [name, ip]] of this.learned) {
+      if (want.has(k)) continue;
+      this.engine.forgetDns(name, ip);
+      this.learned.delete(k);
+      forgotten.push({ name, ip });
+    }
+    const fresh = new Map<DnsAnswer, string[]>();
+    for (const [k, { answer, ip }] of want) {
+      if (this.learned.has(k)) continue;
+      this.learned.set(k, [answer.name, ip]);
+      fresh.set(answer, [...(fresh.get(answer) ?? []), ip]);
+    }
+    const learned: DnsChange["learned"][number][] = [];
+    for (const [answer, ips] of fresh) {
+      this.engine.observeDns({ ...answer, ips });
+      if (answer.by) learned.push({ ...answer, ips, by: answer.by });
+    }
+    this.change = { learned, unseen, forgotten };
+  }
+
+  /** What the last prepared query's `dns:` changed. */
+  dnsChange(): DnsChange {
+    return this.change;
   }
 
   private peer(text: string, where: QueryWhere, field: string): PeerRef {

@@ -3,6 +3,7 @@
  * connection attempts and the verdicts expected for them
  * (/work/shared/policy-scenarios.md describes the YAML).
  */
+import type { Issue } from "../../errors.js";
 import type { PolicyResource } from "../types.js";
 import type {
   DenyHow,
@@ -74,6 +75,8 @@ export interface ScenarioWorld {
   /** Line of each endpoint in the file, by `namespace/name`. */
   readonly endpointLines: ReadonlyMap<string, number>;
   readonly policies: readonly PolicyResource[];
+  /** Warnings of the policy parser (accepted, but worth telling), at lines of the scenario file. */
+  readonly warnings?: readonly Issue[];
 }
 
 export interface Scenario extends ScenarioWorld {
@@ -119,6 +122,8 @@ export interface ScenarioResult {
   /** Absent when the file could not be loaded. */
   readonly name?: string;
   readonly results: readonly QueryResult[];
+  /** Warnings of the policy parser about the scenario's policies. */
+  readonly warnings?: readonly Issue[];
   /** Set when the file is invalid or could not be run; counts as one failure. */
   readonly error?: ScenarioError;
 }

@@ -113,6 +113,44 @@ ingress:
     ],
   },
   {
+    name: "CNP peer selecting on namespace labels is not narrowed to the policy namespace (Cilium >= 1.16)",
+    doc: cnp(`
+endpointSelector: {}
+ingress:
+- fromEndpoints:
+  - matchLabels: {"io.cilium.k8s.namespace.labels.team": a, app: web}
+  - matchExpressions: [{key: "k8s:io.cilium.k8s.namespace.labels.env", operator: In, values: [prod]}]
+`),
+    ingress: [
+      {
+        peers: [
+          "endpoints(any:app=web,any:io.cilium.k8s.namespace.labels.team=a)",
+          "endpoints(k8s:io.cilium.k8s.namespace.labels.env=prod)",
+        ],
+      },
+    ],
+  },
+  {
+    name: "CNP fromRequires on namespace labels is not narrowed to the policy namespace either",
+    doc: cnp(`
+endpointSelector: {}
+ingress:
+- fromEndpoints: [{}]
+  fromRequires: [{matchLabels: {"k8s:io.cilium.k8s.namespace.labels.env": prod}}]
+`),
+    ingress: [{ peers: [`endpoints(${NS})`], requires: ["k8s:io.cilium.k8s.namespace.labels.env In prod"] }],
+  },
+  {
+    name: "CCNP peer on namespace labels still gets 'some namespace' (Exists)",
+    doc: ccnp(`
+endpointSelector: {}
+egress:
+- toEndpoints: [{matchLabels: {"io.cilium.k8s.namespace.labels.team": a}}]
+`),
+    egress: [{ peers: [`endpoints(any:io.cilium.k8s.namespace.labels.team=a,${ANY_NS})`] }],
+    defaultDeny: { ingress: false, egress: true },
+  },
+  {
     name: "CNP peer with a reserved: key is not namespace-scoped",
     doc: cnp(`
 endpointSelector: {}

@@ -115,11 +115,26 @@ const cases: ErrorCase[] = [
     message: "is not a valid namespace name",
   },
   {
-    name: "a CCNP may not have a namespace",
-    doc: ccnp("endpointSelector: {}").replace("name: cw", "name: cw\n  namespace: x"),
-    path: "metadata.namespace",
-    at: "namespace: x",
-    message: "a CiliumClusterwideNetworkPolicy has no namespace",
+    name: "a description at the top level says it belongs under spec",
+    doc: cnp("endpointSelector: {}").replace("spec:", 'description: "allow web"\nspec:'),
+    path: "description",
+    at: "description:",
+    message:
+      'unknown field "description"; description belongs under spec (spec.description, or specs[i].description)',
+  },
+  {
+    name: "a description under metadata says it belongs under spec",
+    doc: ccnp("endpointSelector: {}").replace("name: cw", 'name: cw\n  description: "allow web"'),
+    path: "metadata.description",
+    at: "description:",
+    message: 'unknown field "description"; description belongs under spec',
+  },
+  {
+    name: "a description in a NetworkPolicy's metadata points to annotations",
+    doc: knp("podSelector: {}").replace("name: np", 'name: np\n  description: "allow web"'),
+    path: "metadata.description",
+    at: "description:",
+    message: "a NetworkPolicy has no description; put it in metadata.annotations",
   },
   {
     name: "unknown metadata field",
