@@ -1,11 +1,16 @@
 /**
  * Multi-document YAML with line positions.
  *
- *   text --parseAllDocuments + LineCounter--> [{ctx, root: Val}]   (empty documents skipped)
- *                                             + syntax problems (file:line)
+ *   text --parseAllBounded + LineCounter--> [{ctx, root: Val}]   (empty documents skipped)
+ *                                           + syntax problems (file:line)
+ *
+ * Size, nesting depth and document count are refused while parsing, alias
+ * expansion while the documents are read (one budget for the whole file):
+ * see limits.ts.
  */
-import { LineCounter, parseAllDocuments } from "yaml";
+import { AliasBudget } from "./aliases.js";
 import { Ctx, type Problem, Val } from "./fields.js";
+import { parseAllBounded } from "./yaml-bounded.js";
 
 export interface RawDoc {
   /** 0-based position among the file's documents (empty ones included). */
@@ -20,9 +25,10 @@ export interface ReadResult {
   readonly syntax: readonly Problem[];
 }
 
+/** Throws INPUT_LIMIT_EXCEEDED when the text crosses a limit. */
 export function readDocuments(text: string, file: string): ReadResult {
-  const lc = new LineCounter();
-  const parsed = parseAllDocuments(text, { lineCounter: lc, prettyErrors: true });
+  const { docs: parsed, lc } = parseAllBounded(text, file);
+  const budget = new AliasBudget();
   const docs: RawDoc[] = [];
   const syntax: Problem[] = [];
   parsed.forEach((doc, index) => {
@@ -31,7 +37,7 @@ export function readDocuments(text: string, file: string): ReadResult {
       const msg = e.message.split("\n")[0] ?? e.message;
       syntax.push({ file, line, path: "", message: `YAML syntax: ${msg}`, unsupported: false });
     }
-    const ctx = new Ctx({ file, lc, doc });
+    const ctx = new Ctx({ file, lc, doc, budget });
     const node = ctx.resolve(doc.contents);
     if (node === null) return;
     if ("value" in node && (node.value === null || node.value === undefined)) return;
