@@ -18,7 +18,7 @@ import type { PolicyResource } from "../types.js";
 import { readCiliumPolicy, CILIUM_FIELDS } from "./cnp.js";
 import type { Problem, Val } from "./fields.js";
 import { KNP_FIELDS, readNetworkPolicy } from "./knp.js";
-import { capProblems } from "./limits.js";
+import { capProblems, stoppedIssue } from "./limits.js";
 import { didYouMean } from "./suggest.js";
 import { readDocuments } from "./yaml-doc.js";
 
@@ -40,8 +40,8 @@ const API_VERSIONS: Readonly<Record<string, string>> = {
  * whose `issues` name every problem; returns nothing partial.
  */
 export function parsePolicies(text: string, file: string, opts: ParseOptions = {}): PolicyResource[] {
-  const { docs, syntax } = readDocuments(text, file);
-  if (syntax.length > 0) throw rejection(file, "POLICY_YAML_SYNTAX", syntax, "");
+  const { docs, syntax, stopped } = readDocuments(text, file);
+  if (syntax.length > 0) throw rejection(file, "POLICY_YAML_SYNTAX", syntax, "", stopped);
   const out: PolicyResource[] = [];
   const problems: Problem[] = [];
   let badDocs = 0;
@@ -112,7 +112,13 @@ function readObject(v: Val, meshAuth: boolean, out: PolicyResource[], topLevel: 
 }
 
 /** One error listing the first LIMITS.problems problems and how many more there were. */
-function rejection(file: string, code: ErrorCode, problems: readonly Problem[], docs: string): MembraneError {
+function rejection(
+  file: string,
+  code: ErrorCode,
+  problems: readonly Problem[],
+  docs: string,
+  stopped = false,
+): MembraneError {
   const n = problems.length;
   const what = code === "POLICY_YAML_SYNTAX" ? "YAML syntax error" : "problem";
   const issues = capProblems(
@@ -120,9 +126,12 @@ function rejection(file: string, code: ErrorCode, problems: readonly Problem[], 
     file,
     what,
   );
+  if (stopped) issues.push(stoppedIssue(file));
+  const count = stopped ? `more than ${n}` : `${n}`;
   return new MembraneError(
     code,
-    `Cannot apply ${file}: ${n} ${what}${n === 1 ? "" : "s"}` + (docs === "" ? "" : ` in ${docs}`),
+    `Cannot apply ${file}: ${count} ${what}${n === 1 && !stopped ? "" : "s"}` +
+      (docs === "" ? "" : ` in ${docs}`),
     {
       location: {
         file,

@@ -21,22 +21,24 @@ export interface RawDoc {
 
 export interface ReadResult {
   readonly docs: readonly RawDoc[];
-  /** YAML syntax errors; when non-empty nothing else is checked. */
+  /** YAML syntax errors; when non-empty nothing else is checked (and `docs` is empty). */
   readonly syntax: readonly Problem[];
+  /** Parsing stopped after LIMITS.problems syntax errors: there were more. */
+  readonly stopped: boolean;
 }
 
 /** Throws INPUT_LIMIT_EXCEEDED when the text crosses a limit. */
 export function readDocuments(text: string, file: string): ReadResult {
-  const { docs: parsed, lc } = parseAllBounded(text, file);
+  const { docs: parsed, lc, errors, stopped } = parseAllBounded(text, file);
+  const syntax: Problem[] = errors.map((e) => {
+    const line = e.linePos?.[0].line ?? lc.linePos(e.pos[0]).line;
+    const msg = e.message.split("\n")[0] ?? e.message;
+    return { file, line, path: "", message: `YAML syntax: ${msg}`, unsupported: false };
+  });
+  if (syntax.length > 0) return { docs: [], syntax, stopped };
   const budget = new AliasBudget();
   const docs: RawDoc[] = [];
-  const syntax: Problem[] = [];
   parsed.forEach((doc, index) => {
-    for (const e of doc.errors) {
-      const line = e.linePos?.[0].line ?? lc.linePos(e.pos[0]).line;
-      const msg = e.message.split("\n")[0] ?? e.message;
-      syntax.push({ file, line, path: "", message: `YAML syntax: ${msg}`, unsupported: false });
-    }
     const ctx = new Ctx({ file, lc, doc, budget });
     const node = ctx.resolve(doc.contents);
     if (node === null) return;
@@ -44,5 +46,5 @@ export function readDocuments(text: string, file: string): ReadResult {
     const line = ctx.lineOf(node, 1);
     docs.push({ index, ctx, root: new Val({ ctx, node, path: "", rel: "", line }) });
   });
-  return { docs, syntax };
+  return { docs, syntax, stopped };
 }

@@ -6,7 +6,7 @@
 import { isScalar, Scalar } from "yaml";
 import { type Issue, MembraneError, isMembraneError } from "../../errors.js";
 import { parsePolicies } from "../api/index.js";
-import { capProblems, hiddenCount, shiftLimitError } from "../api/limits.js";
+import { capProblems, hiddenCount, shiftLimitError, stoppedIssue } from "../api/limits.js";
 import { parseAllBounded } from "../api/yaml-bounded.js";
 import type { PolicyResource } from "../types.js";
 import { Field, type ReadContext } from "./fields.js";
@@ -37,24 +37,22 @@ export interface LoadOptions {
  * policy/api/limits.ts (size, depth, documents; aliases are not followed here).
  */
 export function parseScenario(text: string, file: string, opts: LoadOptions = {}): Scenario {
-  const { docs, lc: lines } = parseAllBounded(text, file);
+  const { docs, lc: lines, errors, stopped } = parseAllBounded(text, file);
   const ctx: ReadContext = { file, lines, issues: [] };
-  for (const doc of docs) {
-    for (const e of doc.errors) {
-      const issue: Issue = { file, message: e.message.split("\n")[0] ?? e.message };
-      if (e.linePos) issue.line = e.linePos[0].line;
-      ctx.issues.push(issue);
-    }
+  for (const e of errors) {
+    const issue: Issue = { file, message: e.message.split("\n")[0] ?? e.message };
+    if (e.linePos) issue.line = e.linePos[0].line;
+    ctx.issues.push(issue);
   }
   const second = docs[1];
-  if (second !== undefined) {
+  if (second !== undefined && errors.length === 0) {
     ctx.issues.push({
       file,
       line: lines.linePos(second.range[0]).line,
       message: `a scenario file holds one YAML document, not ${docs.length}`,
     });
   }
-  if (ctx.issues.length > 0) throw invalid(file, ctx.issues, "the file is not valid YAML");
+  if (ctx.issues.length > 0) throw invalid(file, ctx.issues, "the file is not valid YAML", stopped);
 
   const root = new Field(ctx, docs[0]?.contents ?? null, "", 1);
   const top = root.map(TOP_FIELDS);
@@ -90,7 +88,7 @@ export function parseScenario(text: string, file: string, opts: LoadOptions = {}
   };
 }
 
-function invalid(file: string, unsorted: readonly Issue[], why?: string): MembraneError {
+function invalid(file: string, unsorted: readonly Issue[], why?: string, stopped = false): MembraneError {
   // A capped list from the policies block ends with "... and K more": count those K, list the rest.
   let hidden = 0;
   const listed: Issue[] = [];
@@ -103,6 +101,7 @@ function invalid(file: string, unsorted: readonly Issue[], why?: string): Membra
   // In file order (the sort is stable: issues of one line keep their order); the first LIMITS.problems.
   listed.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   const issues = capProblems(listed, file, "problem", hidden);
+  if (stopped) issues.push(stoppedIssue(file));
   return new MembraneError(
     "SCENARIO_INVALID",
     `Cannot load scenario file ${file}: ${why ?? (n === 1 ? "1 problem" : `${n} problems`)}`,

@@ -127,6 +127,19 @@ describe("policy files: nesting, size, documents", () => {
     assert.match(e.message, /larger than the limit of 2097152 bytes/);
   });
 
+  test("more nodes than the limit (1 MiB of `- []`: 700 MB of heap) are refused", SAFETY, () => {
+    const e = refuse(policy("- [[]]\n".repeat(150_000)));
+    assertLimit(e, "nodes");
+  });
+
+  test("a dense policy file near the size limit is still read", SAFETY, () => {
+    const rule =
+      "- toPorts: [{ports: [{port: '80', protocol: TCP}]}]\n  fromEndpoints: [{matchLabels: {app: web, tier: db}}]\n";
+    const body = rule.repeat(Math.floor((LIMITS.bytes - 300) / (rule.length + 4)));
+    const [r] = parsePolicies(cnp("endpointSelector: {}\ningress:\n" + body), "h.yaml");
+    assert.ok((r?.rules[0]?.ingress.length ?? 0) > 10_000);
+  });
+
   test("more documents than the limit are refused at the first one too many", SAFETY, () => {
     const text = Array.from({ length: LIMITS.documents + 5 }, () => "a: 1\n").join("---\n");
     assertLimit(refuse(policy(text)), "documents", 2 * LIMITS.documents);
@@ -153,6 +166,24 @@ describe("policy files: many problems", () => {
       assert.equal(e.code, "POLICY_INVALID");
     },
   );
+});
+
+describe("syntax errors", () => {
+  test("a flood of syntax errors stops after the first 100 (it took 20 s and 512 MB)", SAFETY, () => {
+    const flood = "x: &a {}\n" + "- *a\n".repeat(200_000);
+    const e = refuse(policy(flood));
+    assert.equal(e.code, "POLICY_YAML_SYNTAX");
+    assert.equal(e.message, "Cannot apply h.yaml: more than 100 YAML syntax errors");
+    assert.equal(e.issues.length, LIMITS.problems + 1);
+    assert.equal(
+      e.issues[LIMITS.problems]?.message,
+      "... and more: reading stopped after 100 YAML syntax errors",
+    );
+    const s = refuse(() => parseScenario(flood, "h.yaml"));
+    assert.equal(s.code, "SCENARIO_INVALID");
+    assert.equal(s.issues.length, LIMITS.problems + 1);
+    assert.match(s.issues[LIMITS.problems]?.message ?? "", /reading stopped after 100 YAML syntax errors/);
+  });
 });
 
 describe("scenario files", () => {
