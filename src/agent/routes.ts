@@ -28,6 +28,7 @@ import type { ApiRequest, Route } from "./api/router.js";
 import { FLOW_FILTER_FIELDS, isFlowRecord, type Flow, type ObserveRequest } from "../observe/index.js";
 import type { FlowQuery, NamedPort, PeerRef } from "../policy/query.js";
 import { explainDrop } from "../policy/why.js";
+import { PolicyChecker } from "./policy-check.js";
 
 function obj(req: ApiRequest): Record<string, unknown> {
   const b = req.body;
@@ -197,22 +198,31 @@ function ports(v: unknown): NamedPort[] {
 }
 
 export function agentRoutes(agent: Agent): Route[] {
+  // Policy text is parsed off the event loop first (policy-check.ts): a hostile file never blocks the API.
+  const checker = new PolicyChecker();
+  const checked = async (req: ApiRequest): Promise<{ text: string; file: string }> => {
+    const b = obj(req);
+    const text = str(b, "text");
+    const file = str(b, "file", 4096);
+    await checker.check(text, file, agent.engine.config.meshAuth === true);
+    return { text, file };
+  };
   return [
     { method: "GET", path: "/v1/status", handler: () => agent.status() },
     {
       method: "POST",
       path: "/v1/policies",
-      handler: (req) => {
-        const b = obj(req);
-        return agent.applyPolicies(str(b, "text"), str(b, "file", 4096));
+      handler: async (req) => {
+        const { text, file } = await checked(req);
+        return agent.applyPolicies(text, file);
       },
     },
     {
       method: "DELETE",
       path: "/v1/policies",
-      handler: (req) => {
-        const b = obj(req);
-        return agent.deletePolicies(str(b, "text"), str(b, "file", 4096));
+      handler: async (req) => {
+        const { text, file } = await checked(req);
+        return agent.deletePolicies(text, file);
       },
     },
     { method: "GET", path: "/v1/policies", handler: () => agent.listPolicies() },
