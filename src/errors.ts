@@ -13,6 +13,8 @@ export const ERROR_CODES = {
   POLICY_YAML_SYNTAX: "The file is not valid YAML",
   POLICY_INVALID: "A policy document is invalid",
   POLICY_UNSUPPORTED: "A policy uses a field Membrane does not enforce yet",
+  INPUT_LIMIT_EXCEEDED:
+    "An input (policy file, scenario file, request) is larger, deeper or expands further than a limit allows",
   // policy: resolution
   POLICY_L7_CONFLICT: "Two L7 parsers were asked to handle the same peer and port",
   POLICY_NOT_FOUND: "No such policy",

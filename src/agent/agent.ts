@@ -547,10 +547,22 @@ export class Agent {
    * is durable before the answer. `signal`: the client went away (dropped if
    * still queued).
    */
-  applyPolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
+  async applyPolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
+    return this.applyPolicyResources(
+      parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth }),
+      file,
+      signal,
+    );
+  }
+
+  /** Applies policies already parsed and validated (the API parses them off the event loop). */
+  applyPolicyResources(
+    resources: readonly PolicyResource[],
+    file: string,
+    signal?: AbortSignal,
+  ): Promise<ApplyReport> {
     return this.request(signal, `apply ${file}`, async () => {
       const t0 = performance.now();
-      const resources = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth });
       const statuses: ApplyReport["policies"][number][] = [];
       const changed: { key: string; res: PolicyResource; body: string }[] = [];
       const ops: TxnOp[] = [];
@@ -584,10 +596,15 @@ export class Agent {
     });
   }
 
-  deletePolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
+  async deletePolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
+    const refs = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth }).map((r) => r.ref);
+    return this.deletePolicyRefs(refs, file, signal);
+  }
+
+  /** Deletes the named policies, all or none. */
+  deletePolicyRefs(refs: readonly PolicyRef[], file: string, signal?: AbortSignal): Promise<ApplyReport> {
     return this.request(signal, `delete the policies of ${file}`, async () => {
       const t0 = performance.now();
-      const refs = parsePolicies(text, file, { meshAuth: this.engine.config.meshAuth }).map((r) => r.ref);
       const missing = refs.filter((r) => !this.policyRecords.has(refKey(r)));
       if (missing.length > 0) {
         throw new MembraneError(

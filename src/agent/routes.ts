@@ -43,6 +43,8 @@ const POLICY_FILE = { text: "required", file: "required" } as const;
 import { FLOW_FILTER_FIELDS, isFlowRecord, type Flow, type ObserveRequest } from "../observe/index.js";
 import type { FlowQuery, NamedPort, PeerRef } from "../policy/query.js";
 import { explainDrop } from "../policy/why.js";
+import { PolicyChecker } from "./policy-check.js";
+import type { PolicyResource } from "../policy/types.js";
 
 /** The body of a flows request: the filter the CLI compiled from its flags (checked when compiled). */
 function observeRequest(req: ApiRequest): ObserveRequest {
@@ -174,24 +176,32 @@ function ports(req: ApiRequest, b: Body): NamedPort[] {
 }
 
 export function agentRoutes(agent: Agent): Route[] {
+  // Policy text is parsed off the event loop first (policy-check.ts): a hostile file never blocks the API.
+  const checker = new PolicyChecker();
+  const checked = async (req: ApiRequest): Promise<{ resources: PolicyResource[]; file: string }> => {
+    const b = fields(req, POLICY_FILE);
+    const text = string(req, b, "text", 1 << 23);
+    const file = string(req, b, "file", 4096);
+    return { resources: await checker.parse(text, file, agent.engine.config.meshAuth === true), file };
+  };
   return [
     { method: "GET", path: "/v1/status", handler: () => agent.status() },
     {
       method: "POST",
       path: "/v1/policies",
-      handler: (req) => {
-        const b = fields(req, POLICY_FILE);
-        return agent.applyPolicies(string(req, b, "text", 1 << 23), string(req, b, "file", 4096), req.signal);
+      handler: async (req) => {
+        const { resources, file } = await checked(req);
+        return agent.applyPolicyResources(resources, file, req.signal);
       },
     },
     {
       method: "DELETE",
       path: "/v1/policies",
-      handler: (req) => {
-        const b = fields(req, POLICY_FILE);
-        return agent.deletePolicies(
-          string(req, b, "text", 1 << 23),
-          string(req, b, "file", 4096),
+      handler: async (req) => {
+        const { resources, file } = await checked(req);
+        return agent.deletePolicyRefs(
+          resources.map((r) => r.ref),
+          file,
           req.signal,
         );
       },

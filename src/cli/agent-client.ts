@@ -2,12 +2,12 @@
  * What agent-facing commands share: the API client from `--socket`, output
  * in table/json/yaml, reading `-f FILE|-`, and parsing `k=v,...` labels.
  */
-import { readFileSync } from "node:fs";
 import { Option } from "commander";
 import { stringify } from "yaml";
 import { AgentClient, DEFAULT_SOCKET } from "../agent/client.js";
 import { MembraneError } from "../errors.js";
 import type { CliContext } from "./context.js";
+import { readInputFile } from "./files.js";
 import { table, toJson } from "./format.js";
 
 export type ViewFormat = "table" | "json" | "yaml";
@@ -31,15 +31,9 @@ export function show(ctx: CliContext, format: ViewFormat, value: unknown, rows: 
   else ctx.out(table(rows()).join("\n") + "\n");
 }
 
-/** Reads `-f FILE` or `-f -` (standard input). */
+/** Reads `-f FILE` or `-f -` (standard input), at most LIMITS.bytes (policy/api/limits.ts). */
 export function readInput(file: string): { text: string; name: string } {
-  try {
-    return file === "-"
-      ? { text: readFileSync(0, "utf8"), name: "<stdin>" }
-      : { text: readFileSync(file, "utf8"), name: file };
-  } catch (e) {
-    throw new MembraneError("CLI_USAGE", `Cannot read ${file}: ${(e as Error).message}`);
-  }
+  return { text: readInputFile(file), name: file === "-" ? "<stdin>" : file };
 }
 
 /** `app=web,tier=db` or several arguments `app=web tier=db`; `key-` removes a key (value ""). */

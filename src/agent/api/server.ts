@@ -106,6 +106,13 @@ export class ApiServer {
           405,
         );
       }
+      const declared = Number(req.headers["content-length"] ?? "0");
+      if (declared > this.maxBody) {
+        // Refused from its header, unread: nothing of it is buffered, and the connection ends with the answer.
+        res.setHeader("Connection", "close");
+        res.once("finish", () => req.destroy());
+        throw new TooLarge(what, declared, this.maxBody);
+      }
       const body = await this.readBody(req, what);
       const controller = new AbortController();
       res.once("close", () => controller.abort());

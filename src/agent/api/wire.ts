@@ -32,6 +32,7 @@ export const NDJSON_TYPE = "application/x-ndjson";
 const STATUS: Partial<Record<ErrorCode, number>> = {
   POLICY_YAML_SYNTAX: 400,
   POLICY_UNSUPPORTED: 400,
+  INPUT_LIMIT_EXCEEDED: 400,
   POLICY_L7_CONFLICT: 409,
   IDENTITY_EXHAUSTED: 409,
   IPAM_EXHAUSTED: 409,

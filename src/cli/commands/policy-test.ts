@@ -6,7 +6,6 @@
  * cannot be built is SKIPPED.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { MembraneError } from "../../errors.js";
 import { runScenarioText, type ScenarioResult } from "../../policy/scenario/index.js";
@@ -17,7 +16,7 @@ import {
   type DatapathScenarioResult,
 } from "../../policy/scenario/datapath.js";
 import { type CliContext, type GlobalOptions, OUTPUT_FORMATS, type OutputFormat } from "../context.js";
-import { expandScenarioPaths } from "../files.js";
+import { expandScenarioPaths, readInputFile } from "../files.js";
 import {
   countResults,
   errorLines,
@@ -85,7 +84,7 @@ export function policyTestCommand(ctx: CliContext): Command {
       }
       const results: ScenarioResult[] = [];
       for (const file of files) {
-        const text = readFileSync(file, "utf8");
+        const text = readInputFile(file);
         const r = runScenarioText(text, file, filter ? { filter } : {});
         if (r) results.push(r);
       }
@@ -114,7 +113,7 @@ async function runDatapath(
   const debug = opts.debug === true;
   const results: DatapathScenarioResult[] = [];
   for (const [i, file] of files.entries()) {
-    const text = readFileSync(file, "utf8");
+    const text = readInputFile(file);
     const r = await runDatapathText(text, file, { prefix: `${stem}${i}-`, ...(filter ? { filter } : {}) });
     if (!r) continue;
     results.push(r);

@@ -2,7 +2,6 @@
  * `membrane policy trace`: explains, step by step, what the policy engine
  * decides for one connection attempt (Cilium's former `cilium policy trace`).
  */
-import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { MembraneError } from "../../errors.js";
 import { parseAddr } from "../../labels/cidr.js";
@@ -17,6 +16,7 @@ import {
 } from "../../policy/scenario/index.js";
 import type { PolicyResource } from "../../policy/types.js";
 import { type CliContext, OUTPUT_FORMATS, type OutputFormat } from "../context.js";
+import { readInputFile } from "../files.js";
 import { toJson } from "../format.js";
 
 interface TraceOptions {
@@ -142,19 +142,9 @@ function usage(why: string): MembraneError {
   return new MembraneError("CLI_USAGE", `Cannot trace: ${why}`, { hint: "see membrane policy trace --help" });
 }
 
+/** At most LIMITS.bytes (policy/api/limits.ts); a missing file is CLI_USAGE naming it. */
 function readText(file: string): string {
-  try {
-    return readFileSync(file, "utf8");
-  } catch (e) {
-    throw new MembraneError(
-      "CLI_USAGE",
-      `Cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
-      {
-        location: { file },
-        cause: e,
-      },
-    );
-  }
+  return readInputFile(file);
 }
 
 function intIn(min: number, max: number): (v: string) => number {

@@ -12,6 +12,7 @@
  */
 import { type Document, isAlias, isMap, isScalar, isSeq, type LineCounter, type Node } from "yaml";
 import type { Issue } from "../../errors.js";
+import { type AliasBudget, AliasIndex } from "./aliases.js";
 import { didYouMean } from "./suggest.js";
 
 export interface Problem extends Issue {
@@ -29,12 +30,12 @@ export class Ctx {
   readonly warnings: Problem[] = [];
   readonly file: string;
   private readonly lc: LineCounter;
-  private readonly doc: Document;
+  private readonly aliases: AliasIndex;
 
-  constructor(params: { file: string; lc: LineCounter; doc: Document }) {
+  constructor(params: { file: string; lc: LineCounter; doc: Document; budget: AliasBudget }) {
     this.file = params.file;
     this.lc = params.lc;
-    this.doc = params.doc;
+    this.aliases = new AliasIndex(params.doc, params.budget, params.file, (n) => this.lineOf(n, 1));
   }
 
   lineOf(node: unknown, fallback: number): number {
@@ -42,9 +43,9 @@ export class Ctx {
     return r ? this.lc.linePos(r[0]).line : fallback;
   }
 
-  /** Follows YAML aliases (`*anchor`) to the node they name. */
+  /** Follows YAML aliases (`*anchor`) to the node they name; throws INPUT_LIMIT_EXCEEDED past the alias budget. */
   resolve(node: unknown): Node | null {
-    if (isAlias(node)) return (node.resolve(this.doc) as Node | undefined) ?? null;
+    if (isAlias(node)) return this.aliases.resolve(node) ?? null;
     return (node as Node | null | undefined) ?? null;
   }
 

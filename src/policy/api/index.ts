@@ -9,13 +9,16 @@
  * networking.k8s.io/v1 NetworkPolicy, and `kind: List` holding them. Every
  * problem of every document is collected; a file with any problem is
  * rejected whole with one MembraneError listing them all (file, line, field
- * path, reason). Nothing here does I/O.
+ * path, reason; the first LIMITS.problems of them, then a count). Input
+ * beyond the bounds of limits.ts (size, depth, documents, alias expansion)
+ * is refused with INPUT_LIMIT_EXCEEDED. Nothing here does I/O.
  */
-import { type ErrorCode, MembraneError, formatIssue } from "../../errors.js";
+import { type ErrorCode, type Issue, MembraneError, formatIssue } from "../../errors.js";
 import type { PolicyKind, PolicyResource } from "../types.js";
 import { readCiliumPolicy, CILIUM_FIELDS } from "./cnp.js";
 import type { Problem, Val } from "./fields.js";
 import { KNP_FIELDS, readNetworkPolicy } from "./knp.js";
+import { capProblems, stoppedIssue } from "./limits.js";
 import { misplacedDescription } from "./metadata.js";
 import { didYouMean } from "./suggest.js";
 import { readDocuments } from "./yaml-doc.js";
@@ -56,18 +59,18 @@ const API_VERSIONS: Readonly<Record<string, string>> = {
  * whose `issues` name every problem; returns nothing partial.
  */
 export function parsePolicies(text: string, file: string, opts: ParseOptions = {}): PolicyResource[] {
-  const { docs, syntax } = readDocuments(text, file);
-  if (syntax.length > 0) throw rejection(file, "POLICY_YAML_SYNTAX", syntax, "");
+  const { docs, syntax, stopped } = readDocuments(text, file);
+  if (syntax.length > 0) throw rejection(file, "POLICY_YAML_SYNTAX", syntax, "", stopped);
   const out: PolicyResource[] = [];
   const problems: Problem[] = [];
   const warnings: Problem[] = [];
   let badDocs = 0;
   for (const d of docs) {
-    const before = d.ctx.problems.length;
     readObject(d.root, opts.meshAuth ?? false, out, true);
-    if (d.ctx.problems.length > before) badDocs++;
-    problems.push(...d.ctx.problems);
-    warnings.push(...d.ctx.warnings);
+    if (d.ctx.problems.length > 0) badDocs++;
+    // One by one, not push(...): 120,000 problems as arguments overflow the stack.
+    for (const p of d.ctx.problems) problems.push(p);
+    for (const w of d.ctx.warnings) warnings.push(w);
   }
   if (problems.length > 0) {
     const code: ErrorCode = problems.every((p) => p.unsupported) ? "POLICY_UNSUPPORTED" : "POLICY_INVALID";
@@ -132,13 +135,27 @@ function readObject(v: Val, meshAuth: boolean, out: PolicyResource[], topLevel: 
   if (res) out.push(res);
 }
 
-function rejection(file: string, code: ErrorCode, problems: readonly Problem[], docs: string): MembraneError {
+/** One error listing the first LIMITS.problems problems and how many more there were. */
+function rejection(
+  file: string,
+  code: ErrorCode,
+  problems: readonly Problem[],
+  docs: string,
+  stopped = false,
+): MembraneError {
   const n = problems.length;
   const what = code === "POLICY_YAML_SYNTAX" ? "YAML syntax error" : "problem";
-  const issues = problems.map((p) => ({ file: p.file, line: p.line, path: p.path, message: p.message }));
+  const issues = capProblems(
+    problems.map((p): Issue => ({ file: p.file, line: p.line, path: p.path, message: p.message })),
+    file,
+    what,
+  );
+  if (stopped) issues.push(stoppedIssue(file));
+  const count = stopped ? `more than ${n}` : `${n}`;
   return new MembraneError(
     code,
-    `Cannot apply ${file}: ${n} ${what}${n === 1 ? "" : "s"}` + (docs === "" ? "" : ` in ${docs}`),
+    `Cannot apply ${file}: ${count} ${what}${n === 1 && !stopped ? "" : "s"}` +
+      (docs === "" ? "" : ` in ${docs}`),
     {
       location: {
         file,

@@ -6,6 +6,8 @@ export function didYouMean(input: string, candidates: readonly string[]): string
   let best: string | undefined;
   let bestD = Infinity;
   for (const c of candidates) {
+    // The distance is at least the difference in length: skip the table for a far longer input (a 2 MiB key).
+    if (Math.abs(c.length - lower.length) > 3) continue;
     const d = c.toLowerCase() === lower ? 0 : editDistance(lower, c.toLowerCase());
     if (d < bestD) {
       bestD = d;

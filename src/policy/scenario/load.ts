@@ -3,9 +3,11 @@
  * are reported together as one SCENARIO_INVALID error whose issues name
  * file, line and field path.
  */
-import { LineCounter, isScalar, parseDocument, Scalar } from "yaml";
+import { isScalar, Scalar } from "yaml";
 import { type Issue, MembraneError, isMembraneError } from "../../errors.js";
 import { type PolicyWarning, parsePolicies } from "../api/index.js";
+import { capProblems, hiddenCount, shiftLimitError, stoppedIssue } from "../api/limits.js";
+import { parseAllBounded } from "../api/yaml-bounded.js";
 import type { PolicyResource } from "../types.js";
 import { Field, type ReadContext } from "./fields.js";
 import { readQueries } from "./load-query.js";
@@ -29,19 +31,30 @@ export interface LoadOptions {
   readonly world?: boolean;
 }
 
-/** Parses and validates a scenario file's text. Throws MembraneError SCENARIO_INVALID. */
+/**
+ * Parses and validates a scenario file's text. Throws MembraneError
+ * SCENARIO_INVALID, or INPUT_LIMIT_EXCEEDED past the bounds of
+ * policy/api/limits.ts (size, depth, documents; aliases are not followed here).
+ */
 export function parseScenario(text: string, file: string, opts: LoadOptions = {}): Scenario {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: true });
+  const { docs, lc: lines, errors, stopped } = parseAllBounded(text, file);
   const ctx: ReadContext = { file, lines, issues: [] };
-  for (const e of doc.errors) {
+  for (const e of errors) {
     const issue: Issue = { file, message: e.message.split("\n")[0] ?? e.message };
     if (e.linePos) issue.line = e.linePos[0].line;
     ctx.issues.push(issue);
   }
-  if (ctx.issues.length > 0) throw invalid(file, ctx.issues, "the file is not valid YAML");
+  const second = docs[1];
+  if (second !== undefined && errors.length === 0) {
+    ctx.issues.push({
+      file,
+      line: lines.linePos(second.range[0]).line,
+      message: `a scenario file holds one YAML document, not ${docs.length}`,
+    });
+  }
+  if (ctx.issues.length > 0) throw invalid(file, ctx.issues, "the file is not valid YAML", stopped);
 
-  const root = new Field(ctx, doc.contents, "", 1);
+  const root = new Field(ctx, docs[0]?.contents ?? null, "", 1);
   const top = root.map(TOP_FIELDS);
   if (!top) throw invalid(file, ctx.issues);
   const opt = (k: string): Field | undefined => top.get(k);
@@ -85,10 +98,20 @@ export function parseScenario(text: string, file: string, opts: LoadOptions = {}
   };
 }
 
-function invalid(file: string, unsorted: readonly Issue[], why?: string): MembraneError {
-  const n = unsorted.length;
-  // In file order (the sort is stable: issues of one line keep their order).
-  const issues = [...unsorted].sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+function invalid(file: string, unsorted: readonly Issue[], why?: string, stopped = false): MembraneError {
+  // A capped list from the policies block ends with "... and K more": count those K, list the rest.
+  let hidden = 0;
+  const listed: Issue[] = [];
+  for (const i of unsorted) {
+    const k = hiddenCount(i);
+    if (k === undefined) listed.push(i);
+    else hidden += k;
+  }
+  const n = listed.length + hidden;
+  // In file order (the sort is stable: issues of one line keep their order); the first LIMITS.problems.
+  listed.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  const issues = capProblems(listed, file, "problem", hidden);
+  if (stopped) issues.push(stoppedIssue(file));
   return new MembraneError(
     "SCENARIO_INVALID",
     `Cannot load scenario file ${file}: ${why ?? (n === 1 ? "1 problem" : `${n} problems`)}`,
@@ -128,6 +151,7 @@ function readPolicies(
       ...(i.line !== undefined ? { line: i.line + offset } : {}),
       path: i.path ? `policies: ${i.path}` : "policies",
     });
+    if (e.code === "INPUT_LIMIT_EXCEEDED") throw shiftLimitError(e, file, offset);
     if (e.issues.length > 0) for (const i of e.issues) f.ctx.issues.push(shift(i));
     else
       f.ctx.issues.push(
