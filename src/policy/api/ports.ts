@@ -99,9 +99,12 @@ function checkL7Ports(l7: L7Rules, ports: PortProtocol[], items: Val[], rules: V
           : `${l7.kind} rules need protocol: TCP (got ${p.protocol}); only DNS rules may use UDP or ANY`,
       );
     }
+    // HTTP, Kafka (and serverNames/TLS) on an endPort range are valid since
+    // Cilium 1.17: the whole range is redirected. DNS rules still refuse one.
     if (p.name === undefined && p.port === 0)
       at.error(`${l7.kind} rules cannot apply to port 0 (all ports); name the port`);
-    else if (p.endPort !== p.port) at.error(`${l7.kind} rules cannot apply to a port range (endPort)`);
+    else if (l7.kind === "dns" && p.endPort !== p.port)
+      at.error("DNS rules cannot apply to a port range (endPort); give one port (53)");
   });
 }
 

@@ -133,11 +133,13 @@ const cases: ErrorCase[] = [
     message: "http rules cannot apply to port 0",
   },
   {
-    name: "L7 rules on a port range",
-    doc: ing("- toPorts: [{ports: [{port: 80, endPort: 90, protocol: TCP}], rules: {http: [{}]}}]"),
-    path: "spec.ingress[0].toPorts[0].ports[0]",
+    name: "f7 DNS rules on a port range (HTTP, Kafka and TLS accept one since Cilium 1.17)",
+    doc: egr(
+      '- toPorts: [{ports: [{port: 53, endPort: 54, protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]',
+    ),
+    path: "spec.egress[0].toPorts[0].ports[0]",
     at: "- toPorts",
-    message: "http rules cannot apply to a port range",
+    message: "DNS rules cannot apply to a port range (endPort)",
   },
   {
     name: "L7 rules without ports",
