@@ -72,3 +72,25 @@ describe("f7 compiled segments of L7 rules on a port range", () => {
     }
   });
 });
+
+describe("f7 compiled segments of the extended IP protocols", () => {
+  test("GRE, ESP and VRRP rules compile to their protocol numbers with every port, matched by l4proto", () => {
+    const { segments, elements } = ingressOf(
+      policy(`{ports: [{protocol: GRE}, {port: "0", protocol: ESP}, {protocol: vrrp}]}`),
+    );
+    assert.deepEqual(
+      segments.map((s) => [s.proto, s.lo, s.hi, s.action]),
+      [
+        [47, 0, 65535, "allow"],
+        [50, 0, 65535, "allow"],
+        [112, 0, 65535, "allow"],
+      ],
+    );
+    for (const p of [47, 50, 112]) {
+      assert.ok(
+        elements.some((t) => t.includes(` . ${p} . 0-65535 : `)),
+        `${p}: ${elements.join("\n")}`,
+      );
+    }
+  });
+});

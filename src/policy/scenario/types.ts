@@ -3,7 +3,7 @@
  * connection attempts and the verdicts expected for them
  * (/work/shared/policy-scenarios.md describes the YAML).
  */
-import type { PolicyResource } from "../types.js";
+import { EXTENDED_PROTOCOLS, type ExtendedProtocol, type PolicyResource } from "../types.js";
 import type {
   DenyHow,
   EndpointSpec,
@@ -13,8 +13,15 @@ import type {
   ServiceSpec,
 } from "../query.js";
 
-export type QueryProto = "TCP" | "UDP" | "SCTP" | "ICMP" | "ICMPv6";
-export const QUERY_PROTOS: readonly QueryProto[] = ["TCP", "UDP", "SCTP", "ICMP", "ICMPv6"];
+export type QueryProto = "TCP" | "UDP" | "SCTP" | "ICMP" | "ICMPv6" | ExtendedProtocol;
+export const QUERY_PROTOS: readonly QueryProto[] = [
+  "TCP",
+  "UDP",
+  "SCTP",
+  "ICMP",
+  "ICMPv6",
+  ...EXTENDED_PROTOCOLS,
+];
 export const DENY_HOWS: readonly DenyHow[] = [
   "drop",
   "http-403",

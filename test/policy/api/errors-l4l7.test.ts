@@ -63,7 +63,7 @@ const cases: ErrorCase[] = [
     doc: ing("- toPorts: [{ports: [{port: 80, protocol: QUIC}]}]"),
     path: "spec.ingress[0].toPorts[0].ports[0].protocol",
     at: "QUIC",
-    message: 'unknown protocol "QUIC"; use TCP, UDP, SCTP or ANY',
+    message: 'unknown protocol "QUIC"; use TCP, UDP, SCTP, ANY or one of VRRP, IGMP, GRE, IPIP, ESP, AH',
   },
   {
     name: "ICMP as a toPorts protocol points to icmps",
@@ -140,6 +140,27 @@ const cases: ErrorCase[] = [
     path: "spec.egress[0].toPorts[0].ports[0]",
     at: "- toPorts",
     message: "DNS rules cannot apply to a port range (endPort)",
+  },
+  {
+    name: "f7 an extended IP protocol (GRE) with a port",
+    doc: ing("- toPorts: [{ports: [{port: 80, protocol: GRE}]}]"),
+    path: "spec.ingress[0].toPorts[0].ports[0].port",
+    at: "- toPorts",
+    message: 'protocol GRE has no ports: leave "port" out (or 0)',
+  },
+  {
+    name: "f7 an extended IP protocol (ESP) with an endPort",
+    doc: ing("- toPorts: [{ports: [{port: 0, endPort: 10, protocol: ESP}]}]"),
+    path: "spec.ingress[0].toPorts[0].ports[0].endPort",
+    at: "- toPorts",
+    message: "protocol ESP has no ports: endPort does not apply",
+  },
+  {
+    name: "f7 HTTP rules on GRE",
+    doc: ing("- toPorts: [{ports: [{protocol: GRE}], rules: {http: [{}]}}]"),
+    path: "spec.ingress[0].toPorts[0].ports[0]",
+    at: "- toPorts",
+    message: "http rules need protocol: TCP (got GRE)",
   },
   {
     name: "L7 rules without ports",
