@@ -201,7 +201,10 @@ function l7Verdict(
   if (l7.conflict) return { allowed: false, how: "drop" };
   // Not in default deny: L7 rules add visibility only (Cilium's newest behaviour, §7).
   if (!enforced || l7.allowAll) return { allowed: true, how: "drop" };
-  if (spec.serverNames.length > 0 && q.tls !== undefined) {
+  if (spec.serverNames.length > 0) {
+    // No TLS at all (plain bytes, or nothing and then close): no ClientHello,
+    // so no server name to admit; the proxy resets the connection.
+    if (q.tls === undefined) return { allowed: false, how: "tls-reset" };
     if (!compileServerNames(spec.serverNames)(normalizeName(q.tls.sni)))
       return { allowed: false, how: "tls-reset" };
   }
