@@ -129,10 +129,19 @@ export interface PortProtocol {
   readonly name?: string;
 }
 
+export type MismatchAction = "LOG" | "ADD" | "DELETE" | "REPLACE";
+export const MISMATCH_ACTIONS: readonly MismatchAction[] = ["LOG", "ADD", "DELETE", "REPLACE"];
+
 export interface HeaderMatch {
   readonly name: string;
   /** Exact value; absent = the header must be present. */
   readonly value?: string;
+  /**
+   * `headerMatches[].mismatch` (Cilium's MismatchAction): when set, a mismatch
+   * does not deny; the proxy logs it (LOG), adds the value (ADD), removes the
+   * header (DELETE) or sets the value (REPLACE), and forwards the result.
+   */
+  readonly mismatch?: MismatchAction;
 }
 
 /** An HTTP rule: every field present must match (AND); regexes match the whole string. */

@@ -249,12 +249,36 @@ const cases: ErrorCase[] = [
     code: "POLICY_UNSUPPORTED",
   },
   {
-    name: "headerMatches mismatch LOG is not supported",
-    doc: egr(`- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: X, mismatch: LOG}]}]}}]`),
+    name: "f7 headerMatches mismatch ADD without a value",
+    doc: egr(`- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: X, mismatch: ADD}]}]}}]`),
+    path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0]",
+    at: "- toPorts",
+    message: "mismatch: ADD needs a value (the value to add)",
+  },
+  {
+    name: "f7 headerMatches mismatch REPLACE of a framing header (Content-Length)",
+    doc: egr(
+      `- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: Content-Length, value: "0", mismatch: REPLACE}]}]}}]`,
+    ),
+    path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0].value",
+    at: "- toPorts",
+    message: "mismatch: REPLACE cannot change the content-length header",
+  },
+  {
+    name: "f7 headerMatches mismatch DELETE of Host",
+    doc: egr(
+      `- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: Host, value: a, mismatch: DELETE}]}]}}]`,
+    ),
     path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch",
     at: "- toPorts",
-    message: "headerMatches[].mismatch: LOG is not supported by Membrane yet",
-    code: "POLICY_UNSUPPORTED",
+    message: "mismatch: DELETE cannot change the host header",
+  },
+  {
+    name: "f7 headerMatches unknown mismatch action",
+    doc: egr(`- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: X, mismatch: DROP}]}]}}]`),
+    path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch",
+    at: "- toPorts",
+    message: 'unknown mismatch action "DROP"; Cilium knows LOG, ADD, DELETE and REPLACE',
   },
   {
     name: "Kafka role and apiKey together",
