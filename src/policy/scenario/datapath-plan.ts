@@ -140,7 +140,7 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
   if (q.proto === "SCTP") return { skip: "SCTP: this kernel cannot open SCTP sockets" };
   if (isExtendedProtocol(q.proto))
     return {
-      skip: `${q.proto}: the probes send TCP, UDP and ICMP only (test/datapath covers ${q.proto} packets)`,
+      skip: `${q.proto}: the probes send TCP, UDP and ICMP only (real GRE and ESP packets: test/datapath/f7-extended-protocols.test.ts)`,
     };
   const echo = q.proto === "ICMP" ? 8 : 128;
   if ((q.proto === "ICMP" || q.proto === "ICMPv6") && q.icmpType !== echo) {
