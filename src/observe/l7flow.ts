@@ -54,9 +54,10 @@ function layer7(e: L7Event): { l7: Layer7; summary: string } {
         protocol: e.httpVersion ?? "HTTP/1.1",
       };
       const status = e.status === undefined ? "" : ` => ${e.status}`;
+      const acts = e.headerActions?.length ? ` (header mismatch: ${e.headerActions.join("; ")})` : "";
       return {
         l7: { type: e.status !== undefined ? "RESPONSE" : "REQUEST", ...latency, http },
-        summary: `${e.method ?? "?"} ${e.url ?? ""}${status}`,
+        summary: `${e.method ?? "?"} ${e.url ?? ""}${status}${acts}`,
       };
     }
     case "dns": {

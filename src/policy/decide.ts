@@ -12,13 +12,8 @@ import type { Identity } from "../identity/allocator.js";
 import { RESERVED_NAMES } from "../identity/reserved.js";
 import { labelString } from "../labels/label.js";
 import { prefixString } from "../labels/cidr.js";
-import {
-  compileHttpRules,
-  compileServerNames,
-  fqdnMatches,
-  kafkaMatches,
-  normalizeName,
-} from "./l7/index.js";
+import { actionText, afterActions, l7Verdict } from "./decide-l7.js";
+import type { HeaderAction } from "./l7/http.js";
 import type { LookupResult, MapStateEntry } from "./mapstate.js";
 import { peerSelects } from "./peer.js";
 import type { EndpointRecord, PolicyEngine, ResolvedPeer } from "./engine.js";
@@ -38,6 +33,8 @@ interface Side {
   readonly how?: DenyHow;
   readonly lookup?: LookupResult;
   readonly policy?: DirectionPolicy;
+  /** HTTP mismatch actions this side's rules took (the next side judges their result). */
+  readonly actions?: readonly HeaderAction[];
 }
 
 export function protoNumber(p: FlowQuery["proto"]): number {
@@ -72,7 +69,17 @@ function evaluate(
       ? engine.hostPolicy().ingress
       : undefined;
   const egress = side(engine, "egress", egressPolicy, src.endpoint, dst.identity.id, proto, port, q);
-  const ingress = side(engine, "ingress", ingressPolicy, dst.endpoint, src.identity.id, proto, port, q);
+  // The server's ingress rules judge the request as the client's egress actions left it (one proxy hop).
+  const ingress = side(
+    engine,
+    "ingress",
+    ingressPolicy,
+    dst.endpoint,
+    src.identity.id,
+    proto,
+    port,
+    afterActions(q, egress),
+  );
   const denied =
     egress.decision.verdict === "deny" ? egress : ingress.decision.verdict === "deny" ? ingress : undefined;
   const decision: Decision = {
@@ -183,41 +190,14 @@ function side(
   }
   if (!r.l7) return { policy, lookup: r, decision: allowed };
   const l7 = l7Verdict(r.l7, q, enforced);
+  const actions = l7.actions && l7.actions.length > 0 ? { headerActions: l7.actions.map(actionText) } : {};
   const decision: DirectionDecision = {
     ...allowed,
-    l7: { parser: r.l7.spec.parser, verdict: l7.allowed ? "allow" : "deny" },
+    l7: { parser: r.l7.spec.parser, verdict: l7.allowed ? "allow" : "deny", ...actions },
     ...(l7.allowed ? {} : { verdict: "deny" as const, reason: "l7-denied" as const }),
   };
-  return l7.allowed ? { policy, lookup: r, decision } : { policy, lookup: r, decision, how: l7.how };
-}
-
-function l7Verdict(
-  l7: NonNullable<Extract<LookupResult, { verdict: "allow" }>["l7"]>,
-  q: FlowQuery,
-  enforced: boolean,
-): { allowed: boolean; how: DenyHow } {
-  const spec = l7.spec;
-  // Two parsers claiming one port for one peer: nothing can be enforced correctly, so nothing passes.
-  if (l7.conflict) return { allowed: false, how: "drop" };
-  // Not in default deny: L7 rules add visibility only (Cilium's newest behaviour, §7).
-  if (!enforced || l7.allowAll) return { allowed: true, how: "drop" };
-  if (spec.serverNames.length > 0 && q.tls !== undefined) {
-    if (!compileServerNames(spec.serverNames)(normalizeName(q.tls.sni)))
-      return { allowed: false, how: "tls-reset" };
-  }
-  switch (spec.parser) {
-    case "http":
-      if (q.http === undefined) return { allowed: true, how: "http-403" };
-      return { allowed: compileHttpRules(spec.http).match(q.http).allowed, how: "http-403" };
-    case "dns":
-      if (q.dnsQuery === undefined) return { allowed: true, how: "dns-refused" };
-      return { allowed: spec.dns.some((r) => fqdnMatches(r, q.dnsQuery as string)), how: "dns-refused" };
-    case "kafka":
-      if (q.kafka === undefined) return { allowed: true, how: "kafka-denied" };
-      return { allowed: kafkaMatches(spec.kafka, q.kafka), how: "kafka-denied" };
-    case "tls":
-      return { allowed: true, how: "tls-reset" };
-  }
+  if (!l7.allowed) return { policy, lookup: r, decision, how: l7.how };
+  return l7.actions ? { policy, lookup: r, decision, actions: l7.actions } : { policy, lookup: r, decision };
 }
 
 function origins(entries: readonly MapStateEntry[]): RuleOrigin[] {
@@ -335,7 +315,8 @@ function verdictText(s: Side): string {
   }
   if (d.verdict === "allow") {
     const by = d.decidedBy.map(originText).join(", ");
-    const extra = d.l7 ? `, L7 ${d.l7.parser} allowed the request` : "";
+    const acts = d.l7?.headerActions?.length ? ` (header mismatch: ${d.l7.headerActions.join("; ")})` : "";
+    const extra = d.l7 ? `, L7 ${d.l7.parser} allowed the request${acts}` : "";
     return d.enforced || by ? `ALLOWED${by ? ` by ${by}` : ""}${extra}` : "ALLOWED (not enforced)";
   }
   switch (d.reason) {

@@ -131,8 +131,10 @@ export class MapState {
    * (proto, lo..hi) with the verdict `lookup` gives there. A specific
    * identity's segments already include the effect of identity-0 entries, so
    * "specific identity first, then identity 0" in the kernel equals `lookup`.
-   * Protocol 0 stands for every protocol and is only emitted when an
-   * identity's verdict is the same for every protocol and port.
+   * Protocol 0 stands for every protocol not listed for that identity: alone
+   * when the identity's verdict is the same for every protocol and port,
+   * otherwise next to the per-protocol segments (what rules without ports say
+   * about GRE, ESP and every other protocol).
    */
   flatten(): readonly FlatSegment[] {
     if (this.flat) return this.flat;
@@ -197,7 +199,13 @@ function mergeL7(entries: readonly MapStateEntry[]): L7Spec {
 
 function flattenIdentity(identity: number, entries: readonly MapStateEntry[]): FlatSegment[] {
   const segs: FlatSegment[] = [];
-  for (const proto of PROTOS) {
+  // The protocols with ports (and ICMP), plus any other protocol a rule names
+  // (GRE, ESP, ... : Cilium's extended IP protocols, matched on number alone).
+  const extra = [...new Set(entries.map((e) => e.proto))]
+    .filter((p) => p !== 0 && !(PROTOS as readonly number[]).includes(p))
+    .sort((a, b) => a - b);
+  const protos = [...PROTOS, ...extra];
+  for (const proto of protos) {
     const max = proto === 1 || proto === 58 ? 255 : PORT_MAX;
     const cuts = new Set<number>([0, max + 1]);
     for (const e of entries) {
@@ -242,15 +250,34 @@ function flattenIdentity(identity: number, entries: readonly MapStateEntry[]): F
       }
     }
   }
-  // Collapse to one protocol-0 segment when every protocol has one identical full-range segment.
+  // Every other protocol (none of the above) gets what the protocol-0 entries
+  // (rules without ports) say: one protocol-0 segment, which the kernel
+  // compiler cuts around the protocols listed above.
+  const any = entries.filter((e) => e.proto === 0);
+  const r = resolveMatching(any, 0, 0);
+  const rest: FlatSegment | undefined =
+    r.verdict === "none"
+      ? undefined
+      : {
+          identity,
+          proto: 0,
+          lo: 0,
+          hi: PORT_MAX,
+          verdict: r.verdict,
+          redirect: false,
+          authRequired: r.verdict === "allow" && r.auth !== undefined,
+          derivedFrom: r.entries.map((e) => e.derivedFrom).flat(),
+        };
+  // Collapse to that one protocol-0 segment when every protocol has one identical full-range segment.
   if (
-    segs.length === PROTOS.length &&
+    rest &&
+    segs.length === protos.length &&
     segs.every((s) => s.lo === 0 && s.hi >= 255 && sameOutcome(s, segs[0] as FlatSegment))
   ) {
     const full = segs.every((s) => (s.proto === 1 || s.proto === 58 ? s.hi === 255 : s.hi === PORT_MAX));
     if (full) return [{ ...(segs[0] as FlatSegment), proto: 0, lo: 0, hi: PORT_MAX }];
   }
-  return segs;
+  return rest ? [...segs, rest] : segs;
 }
 
 function sameOutcome(a: FlatSegment, b: FlatSegment): boolean {

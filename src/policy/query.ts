@@ -132,7 +132,12 @@ export interface DirectionDecision {
   /** Hubble's policy_match_type: L3-Only, L3-L4, L4-Only, all, none. */
   readonly matchType: "L3-Only" | "L3-L4" | "L4-Only" | "all" | "none";
   /** Set when the connection is redirected to the L7 proxy in this direction. */
-  readonly l7?: { readonly parser: "http" | "dns" | "kafka" | "tls"; readonly verdict: "allow" | "deny" };
+  readonly l7?: {
+    readonly parser: "http" | "dns" | "kafka" | "tls";
+    readonly verdict: "allow" | "deny";
+    /** HTTP `headerMatches[].mismatch` actions taken, e.g. `ADD x-env: prod`, `LOG x-token`. */
+    readonly headerActions?: readonly string[];
+  };
   readonly auth?: AuthMode;
   /**
    * Set when an audit-mode policy would have denied this direction: the

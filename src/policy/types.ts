@@ -89,7 +89,16 @@ export type PeerSelector =
   /** Every identity, world and host included (an element with ports but no L3 field; KNP without peers). */
   | { readonly kind: "all" };
 
-export type Protocol = "TCP" | "UDP" | "SCTP" | "ICMP" | "ICMPv6" | "ANY";
+/**
+ * The extended IP protocols Cilium accepts in `toPorts[].ports[].protocol`
+ * (pkg/policy/api/l4.go isExtendedIPProtocol): they have no transport ports,
+ * so a rule names the protocol with port 0 (or none) and the kernel matches
+ * it by protocol number alone.
+ */
+export const EXTENDED_PROTOCOLS = ["VRRP", "IGMP", "GRE", "IPIP", "ESP", "AH"] as const;
+export type ExtendedProtocol = (typeof EXTENDED_PROTOCOLS)[number];
+
+export type Protocol = "TCP" | "UDP" | "SCTP" | "ICMP" | "ICMPv6" | ExtendedProtocol | "ANY";
 
 export const PROTO_NUMBER: Readonly<Record<Exclude<Protocol, "ANY">, number>> = {
   TCP: 6,
@@ -97,11 +106,20 @@ export const PROTO_NUMBER: Readonly<Record<Exclude<Protocol, "ANY">, number>> = 
   SCTP: 132,
   ICMP: 1,
   ICMPv6: 58,
+  IGMP: 2,
+  IPIP: 4,
+  GRE: 47,
+  ESP: 50,
+  AH: 51,
+  VRRP: 112,
 };
+
+export const isExtendedProtocol = (p: string): p is ExtendedProtocol =>
+  (EXTENDED_PROTOCOLS as readonly string[]).includes(p);
 
 /** One port (range) of a toPorts entry. */
 export interface PortProtocol {
-  /** TCP | UDP | SCTP | ANY (ANY = TCP, UDP and SCTP). */
+  /** TCP | UDP | SCTP | ANY (ANY = TCP, UDP and SCTP) | an extended protocol (port 0: it has no ports). */
   readonly protocol: Protocol;
   /** 0 = every port of the protocol. Unset when `name` is set. */
   readonly port: number;
@@ -111,10 +129,19 @@ export interface PortProtocol {
   readonly name?: string;
 }
 
+export type MismatchAction = "LOG" | "ADD" | "DELETE" | "REPLACE";
+export const MISMATCH_ACTIONS: readonly MismatchAction[] = ["LOG", "ADD", "DELETE", "REPLACE"];
+
 export interface HeaderMatch {
   readonly name: string;
   /** Exact value; absent = the header must be present. */
   readonly value?: string;
+  /**
+   * `headerMatches[].mismatch` (Cilium's MismatchAction): when set, a mismatch
+   * does not deny; the proxy logs it (LOG), adds the value (ADD), removes the
+   * header (DELETE) or sets the value (REPLACE), and forwards the result.
+   */
+  readonly mismatch?: MismatchAction;
 }
 
 /** An HTTP rule: every field present must match (AND); regexes match the whole string. */

@@ -210,6 +210,10 @@ function tcpRoundTrip(s: net.Socket, timeoutMs: number): Promise<string> {
     };
     const onData = (): void => done("ok");
     s.on("data", onData);
+    // A reset (e.g. the TLS proxy refusing plain bytes) is told at once, not as a timeout.
+    s.once("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "ECONNRESET") done("reset");
+    });
     s.write("ping\n");
   });
 }

@@ -115,6 +115,8 @@ export interface L7Event {
   readonly url?: string;
   readonly status?: number;
   readonly latencyMs?: number;
+  /** HTTP `headerMatches[].mismatch` actions taken (`LOG x-token`, `ADD x-env: prod`); client values are never logged. */
+  readonly headerActions?: readonly string[];
   // dns
   readonly query?: string;
   readonly qtype?: string;

@@ -201,10 +201,33 @@ describe("MapState flatten", () => {
       { identity: 0, proto: 6, lo: 70, hi: 90, deny: false },
     );
     const segs = m.flatten();
+    // A protocol-0 segment stands for the protocols not listed (the kernel compiler cuts it around them).
     for (const a of segs)
       for (const b of segs)
-        if (a !== b && a.identity === b.identity && (a.proto === b.proto || a.proto === 0 || b.proto === 0))
+        if (a !== b && a.identity === b.identity && a.proto === b.proto)
           assert.ok(a.hi < b.lo || b.hi < a.lo, `overlap ${JSON.stringify(a)} ${JSON.stringify(b)}`);
+    for (const id of [0, 300])
+      assert.ok(
+        segs.filter((s) => s.identity === id && s.proto === 0).length <= 1,
+        `one protocol-0 segment for ${id}`,
+      );
+  });
+  test("f7 an L3 allow with a TCP port deny still allows the other protocols (GRE) through a protocol-0 segment", () => {
+    const m = ms({ identity: 300, ...L3, deny: false }, { identity: 300, ...TCP80, deny: true });
+    const segs = m.flatten().map((s) => [s.identity, s.proto, s.lo, s.hi, s.verdict]);
+    assert.deepEqual(
+      segs.filter((s) => s[1] === 0),
+      [[300, 0, 0, 65535, "allow"]],
+    );
+    assert.ok(segs.some((s) => s[1] === 6 && s[2] === 80 && s[3] === 80 && s[4] === "deny"));
+    assert.equal(m.lookup(300, 47, 0).verdict, "allow");
+  });
+  test("f7 a rule for an extended protocol (GRE, 47) gets its own segment next to the port protocols", () => {
+    const m = ms({ identity: 300, proto: 47, lo: 0, hi: 65535, deny: false });
+    assert.deepEqual(
+      m.flatten().map((s) => [s.identity, s.proto, s.lo, s.hi, s.verdict]),
+      [[300, 47, 0, 65535, "allow"]],
+    );
   });
   test("a uniform identity collapses to one protocol-0 segment", () => {
     const segs = ms({ identity: 300, ...L3, deny: false }).flatten();

@@ -133,6 +133,13 @@ describe("datapath verdicts: L7 answers", () => {
       want: "pass deny tls-reset kernel: redirected to the proxy (mbr:p:e1:in:r2); TLS connection reset",
     },
     {
+      name: "f7 plain bytes reset on a serverNames port are deny/tls-reset",
+      o: offline("deny", "tls-reset"),
+      plan: { kind: "tcp", proxied: "tls" },
+      seen: { result: "reset", redirect: R },
+      want: "pass deny tls-reset kernel: redirected to the proxy (mbr:p:e1:in:r2); plain bytes instead of a ClientHello: reset",
+    },
+    {
       name: "REFUSED is deny/dns-refused; an answer with addresses is allow",
       o: offline("deny", "dns-refused"),
       plan: { kind: "dns", proxied: "dns" },

@@ -66,6 +66,20 @@ const CASES: { name: string; query: string; want: Plan }[] = [
     },
   },
   {
+    name: "f7 a query without TLS on a serverNames port sends plain bytes (no ClientHello), which the proxy must reset",
+    query: "{from: client, to: world:203.0.113.5, proto: TCP, port: 443, expect: deny}",
+    want: {
+      from: client,
+      to: { kind: "outside", ip: "203.0.113.5" },
+      family: 4,
+      address: "203.0.113.5",
+      kind: "tcp",
+      port: 443,
+      serve: "tls",
+      proxied: "tls",
+    },
+  },
+  {
     name: "HTTP inside TLS on an HTTP port is skipped (it needs TLS termination)",
     query:
       "{from: client, to: web, proto: TCP, port: 80, tls: {sni: web.local}, http: {method: GET, path: /}, expect: deny}",
@@ -203,6 +217,14 @@ describe("datapath plan: one server per destination port", () => {
         { ...toWeb, kind: "dns", port: 53, dns: { name: "a", tcp: true } },
       ],
       want: ["connect dns 53", "dns - 53"],
+    },
+    {
+      name: "f7 plain bytes to a serverNames port stay plain bytes next to a TLS handshake on it",
+      plans: [
+        { ...toWeb, kind: "tcp", port: 443, serve: "tls", proxied: "tls" },
+        { ...toWeb, kind: "tls", port: 443, sni: "a", proxied: "tls" },
+      ],
+      want: ["tcp tls 443", "tls - 443"],
     },
     {
       name: "a bare connect to a proxied port gives the port its L7 server for later plain TCP",

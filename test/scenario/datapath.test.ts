@@ -147,7 +147,7 @@ describe("policy test --datapath (root: scratch nodes, real packets)", { skip: s
   test("examples/l7 and examples/fqdn: Kafka, TLS SNI, DNS rules and toFQDNs run for real", () => {
     const r = run("examples/l7", "examples/fqdn");
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.equal(lastLine(r.stdout), "42 passed, 0 failed, 0 skipped");
+    assert.equal(lastLine(r.stdout), "55 passed, 0 failed, 0 skipped");
     for (const re of [
       /PASS +producer -> broker TCP\/9092 kafka produce topic=empire-announce .*Kafka TOPIC_AUTHORIZATION_FAILED/,
       /PASS +app -> world:203\.0\.113\.5 TCP\/443 sni evil\.example\.org .*TLS connection reset/,

@@ -111,7 +111,9 @@ const cases: Case[] = [
   {
     name: "unknown protocol lists the allowed ones",
     text: withLines({ 6: "  - {from: client, to: web, proto: tcp, port: 80, expect: allow}" }),
-    issues: ['s.yaml:6: queries[0].proto: must be one of "TCP", "UDP", "SCTP", "ICMP", "ICMPv6", got "tcp"'],
+    issues: [
+      's.yaml:6: queries[0].proto: must be one of "TCP", "UDP", "SCTP", "ICMP", "ICMPv6", "VRRP", "IGMP", "GRE", "IPIP", "ESP", "AH", got "tcp"',
+    ],
   },
   {
     name: "expect must be allow or deny",

@@ -14,7 +14,7 @@ import {
   type QuerySpec,
   traceQuery,
 } from "../../policy/scenario/index.js";
-import type { PolicyResource } from "../../policy/types.js";
+import { isExtendedProtocol, type PolicyResource } from "../../policy/types.js";
 import { type CliContext, OUTPUT_FORMATS, type OutputFormat } from "../context.js";
 import { readInputFile } from "../files.js";
 import { toJson } from "../format.js";
@@ -111,8 +111,10 @@ function querySpec(o: TraceOptions): QuerySpec {
   if (icmp && o.icmpType === undefined) throw usage(`--proto ${o.proto} needs --icmp-type`);
   if (icmp && o.port !== undefined) throw usage(`--proto ${o.proto} has no ports; use --icmp-type`);
   if (!icmp && o.icmpType !== undefined) throw usage(`--icmp-type applies only to --proto ICMP or ICMPv6`);
+  const portless = isExtendedProtocol(o.proto);
+  if (portless && o.port !== undefined) throw usage(`--proto ${o.proto} has no ports; leave out --port`);
   const port = o.port ?? (o.dnsQuery !== undefined ? 53 : undefined);
-  if (!icmp && port === undefined) throw usage(`--proto ${o.proto} needs --port`);
+  if (!icmp && !portless && port === undefined) throw usage(`--proto ${o.proto} needs --port`);
   if ((o.method === undefined) !== (o.path === undefined)) throw usage("--method and --path go together");
   if (o.host !== undefined && o.method === undefined) throw usage("--host needs --method and --path");
   if (o.kafkaTopic !== undefined && o.kafkaApiKey === undefined)

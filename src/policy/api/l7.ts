@@ -5,7 +5,14 @@
  *   {l7proto, l7}                                  -> not supported (proxylib parsers)
  */
 import { RE2JS } from "re2js";
-import type { DnsRule, HeaderMatch, HttpRule, L7Rules } from "../types.js";
+import {
+  MISMATCH_ACTIONS,
+  type DnsRule,
+  type HeaderMatch,
+  type HttpRule,
+  type L7Rules,
+  type MismatchAction,
+} from "../types.js";
 import type { Val } from "./fields.js";
 import { readKafkaRule } from "./kafka.js";
 import { checkFqdn, normaliseFqdn } from "./names.js";
@@ -118,16 +125,53 @@ function readHeaderMatch(v: Val): HeaderMatch | undefined {
   const secret = m.get("secret");
   if (secret) secret.unsupported(notSupported("headerMatches[].secret"));
   const mismatchVal = m.get("mismatch");
-  const mismatch = mismatchVal?.str();
-  if (mismatch !== undefined && mismatch !== "") {
-    if (["LOG", "ADD", "DELETE", "REPLACE"].includes(mismatch)) {
-      mismatchVal?.unsupported(notSupported(`headerMatches[].mismatch: ${mismatch}`));
-    } else {
-      mismatchVal?.error(`unknown mismatch action "${mismatch}"; Cilium knows LOG, ADD, DELETE and REPLACE`);
+  const text = mismatchVal?.str();
+  let mismatch: MismatchAction | undefined;
+  if (text !== undefined && text !== "") {
+    if (!(MISMATCH_ACTIONS as readonly string[]).includes(text)) {
+      return mismatchVal?.error(
+        `unknown mismatch action "${text}"; Cilium knows LOG, ADD, DELETE and REPLACE`,
+      );
     }
-    return undefined;
+    mismatch = text as MismatchAction;
   }
   if (name === undefined || secret || (valueVal && value === undefined)) return undefined;
   if (!TOKEN.test(name)) return m.get("name")?.error(`invalid header name ${JSON.stringify(name)}`);
-  return value === undefined ? { name } : { name, value };
+  if (mismatch !== undefined) {
+    const bad = mismatchProblem(name.toLowerCase(), mismatch, value);
+    if (bad)
+      return (mismatch === "ADD" || mismatch === "REPLACE" ? (valueVal ?? v) : mismatchVal)?.error(bad);
+  }
+  return { name, ...(value !== undefined ? { value } : {}), ...(mismatch ? { mismatch } : {}) };
+}
+
+/**
+ * Headers the proxy itself needs as they are: framing (a changed length
+ * would split one request into two), connection handling, and the Host the
+ * `host` rules judge and the server routes on. An action may not touch them.
+ */
+const UNTOUCHABLE = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "upgrade",
+  "expect",
+]);
+
+function mismatchProblem(
+  lower: string,
+  action: MismatchAction,
+  value: string | undefined,
+): string | undefined {
+  if (action !== "LOG" && UNTOUCHABLE.has(lower))
+    return `mismatch: ${action} cannot change the ${lower} header (the proxy's framing and routing depend on it)`;
+  if ((action === "ADD" || action === "REPLACE") && value === undefined)
+    return `mismatch: ${action} needs a value (the value to ${action === "ADD" ? "add" : "set"})`;
+  if (value !== undefined && /[\0\r\n]/.test(value)) return "a header value cannot contain NUL, CR or LF";
+  return undefined;
 }

@@ -4,7 +4,14 @@
  *   {ports: [{port, endPort?, protocol?}], rules?, serverNames?, terminatingTLS?, originatingTLS?}
  *     -> PortRule {ports: PortProtocol[], l7?, serverNames?, terminatingTLS?, originatingTLS?}
  */
-import type { L7Rules, PortProtocol, PortRule, Protocol } from "../types.js";
+import {
+  EXTENDED_PROTOCOLS,
+  isExtendedProtocol,
+  type L7Rules,
+  type PortProtocol,
+  type PortRule,
+  type Protocol,
+} from "../types.js";
 import type { Val } from "./fields.js";
 import { readL7Rules } from "./l7.js";
 import { checkFqdn, checkPortName } from "./names.js";
@@ -13,7 +20,7 @@ import { readTls } from "./tls.js";
 
 export const MAX_PORTS = 40;
 const PORT_RULE_FIELDS = ["ports", "rules", "serverNames", "terminatingTLS", "originatingTLS", "listener"];
-const CNP_PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP", "ANY"];
+const CNP_PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP", "ANY", ...EXTENDED_PROTOCOLS];
 
 /** Every port of every protocol: a PortRule written without ports. */
 export const ALL_PORTS: PortProtocol = { protocol: "ANY", port: 0, endPort: 0 };
@@ -99,9 +106,12 @@ function checkL7Ports(l7: L7Rules, ports: PortProtocol[], items: Val[], rules: V
           : `${l7.kind} rules need protocol: TCP (got ${p.protocol}); only DNS rules may use UDP or ANY`,
       );
     }
+    // HTTP, Kafka (and serverNames/TLS) on an endPort range are valid since
+    // Cilium 1.17: the whole range is redirected. DNS rules still refuse one.
     if (p.name === undefined && p.port === 0)
       at.error(`${l7.kind} rules cannot apply to port 0 (all ports); name the port`);
-    else if (p.endPort !== p.port) at.error(`${l7.kind} rules cannot apply to a port range (endPort)`);
+    else if (l7.kind === "dns" && p.endPort !== p.port)
+      at.error("DNS rules cannot apply to a port range (endPort); give one port (53)");
   });
 }
 
@@ -118,7 +128,20 @@ function readPortProtocol(v: Val): PortProtocol | undefined {
     if (up !== undefined && (CNP_PROTOCOLS as readonly string[]).includes(up)) protocol = up as Protocol;
     else if (up === "ICMP" || up === "ICMPV6")
       protoVal.error(`protocol ${text} goes in "icmps", not in toPorts`);
-    else if (text !== undefined) protoVal.error(`unknown protocol "${text}"; use TCP, UDP, SCTP or ANY`);
+    else if (text !== undefined)
+      protoVal.error(
+        `unknown protocol "${text}"; use TCP, UDP, SCTP, ANY or one of ${EXTENDED_PROTOCOLS.join(", ")}`,
+      );
+  }
+  if (isExtendedProtocol(protocol)) {
+    // No transport ports: Cilium requires the port to be empty or 0.
+    const pv = m.get("port");
+    const raw = pv?.strOrNum();
+    if (pv && raw !== undefined && String(raw).trim() !== "0")
+      pv.error(`protocol ${protocol} has no ports: leave "port" out (or 0)`);
+    m.get("endPort")?.error(`protocol ${protocol} has no ports: endPort does not apply`);
+    if (v.ctx.problems.length > before) return undefined;
+    return { protocol, port: 0, endPort: 0 };
   }
   const port = readPortValue(m.get("port"), false);
   const endVal = m.get("endPort");

@@ -19,10 +19,21 @@
  *   accept any port. When `host` is not given, the `Host` header is used.
  * - headers: names case-insensitive; without `value` the header must be
  *   present; with `value` the value must be equal, byte for byte.
+ * - `headerMatches[].mismatch` (Cilium's MismatchAction, as cilium-envoy
+ *   applies it): a header match with an action never fails its rule. When the
+ *   rest of the rule matches and the header does not, the action is taken:
+ *   LOG records the mismatch; ADD appends the value (a repeated field, seen
+ *   joined with ", "); DELETE removes a header whose value is wrong (nothing
+ *   when it is absent or the match is presence-only); REPLACE sets the value.
+ *   As in cilium-envoy, when any rule of the port has an action, every rule
+ *   whose other fields match runs its actions, in order, each on the headers
+ *   the previous ones left; the request is allowed if one such rule matched.
+ *   Without actions the first matching rule decides (nothing to run).
+ *   The caller forwards the headers as the actions left them.
  */
 import { RE2JS } from "re2js";
 import { MembraneError } from "../../errors.js";
-import type { HttpRule } from "../types.js";
+import type { HttpRule, MismatchAction } from "../types.js";
 
 export interface HttpRequestLike {
   readonly method: string;
@@ -32,15 +43,46 @@ export interface HttpRequestLike {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
+/** One mismatch action taken; `name` lower-case; `value`: the value added or set. */
+export interface HeaderAction {
+  readonly action: MismatchAction;
+  readonly name: string;
+  readonly value?: string;
+}
+
 export interface HttpVerdict {
   readonly allowed: boolean;
   /** Index of the first rule that matched. */
   readonly ruleIndex?: number;
+  /** The mismatch actions taken, in order (only when allowed and some were). */
+  readonly actions?: readonly HeaderAction[];
 }
 
 export interface HttpMatcher {
   readonly ruleCount: number;
   match(req: HttpRequestLike): HttpVerdict;
+}
+
+/**
+ * The header record after `actions` (what the caller forwards and what a
+ * later stage judges): names lower-case, repeated fields joined as judged.
+ */
+export function applyHeaderActions(
+  headers: Readonly<Record<string, string>>,
+  actions: readonly HeaderAction[],
+): Record<string, string> {
+  const out = Object.create(null) as Record<string, string>;
+  for (const [k, v] of Object.entries(headers)) {
+    const l = k.toLowerCase();
+    out[l] = out[l] === undefined ? v : `${out[l]}, ${v}`;
+  }
+  for (const a of actions) {
+    if (a.action === "ADD")
+      out[a.name] = out[a.name] === undefined ? (a.value ?? "") : `${out[a.name]}, ${a.value ?? ""}`;
+    else if (a.action === "REPLACE") out[a.name] = a.value ?? "";
+    else if (a.action === "DELETE") delete out[a.name];
+  }
+  return out;
 }
 
 interface CompiledHttpRule {
@@ -49,6 +91,12 @@ interface CompiledHttpRule {
   readonly host?: RE2JS;
   /** Lower-cased name, and the exact value when one is required. */
   readonly headers: readonly { readonly name: string; readonly value?: string }[];
+  /** Header matches with a mismatch action: they never fail the rule. */
+  readonly actions: readonly {
+    readonly name: string;
+    readonly value?: string;
+    readonly mismatch: MismatchAction;
+  }[];
 }
 
 /**
@@ -57,16 +105,28 @@ interface CompiledHttpRule {
  */
 export function compileHttpRules(rules: readonly HttpRule[]): HttpMatcher {
   const compiled = rules.map((r, i) => compileRule(r, i));
+  const withActions = compiled.some((r) => r.actions.length > 0);
   return {
     ruleCount: compiled.length,
     match(req: HttpRequestLike): HttpVerdict {
       const headers = lowerHeaders(req.headers);
       const host = req.host ?? headers.get("host");
-      for (let i = 0; i < compiled.length; i++) {
-        if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers))
-          return { allowed: true, ruleIndex: i };
+      if (!withActions) {
+        for (let i = 0; i < compiled.length; i++) {
+          if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers))
+            return { allowed: true, ruleIndex: i };
+        }
+        return { allowed: false };
       }
-      return { allowed: false };
+      let ruleIndex: number | undefined;
+      const actions: HeaderAction[] = [];
+      compiled.forEach((r, i) => {
+        if (!ruleMatches(r, req, host, headers)) return;
+        ruleIndex ??= i;
+        for (const a of r.actions) runAction(a, headers, actions);
+      });
+      if (ruleIndex === undefined) return { allowed: false };
+      return actions.length > 0 ? { allowed: true, ruleIndex, actions } : { allowed: true, ruleIndex };
     },
   };
 }
@@ -102,15 +162,51 @@ function compileRule(r: HttpRule, index: number): CompiledHttpRule {
   const method = re("method");
   const path = re("path");
   const host = re("host");
-  const headers = r.headers.map((h) =>
-    h.value === undefined ? { name: h.name.toLowerCase() } : { name: h.name.toLowerCase(), value: h.value },
+  const lower = (h: HttpRule["headers"][number]): { name: string; value?: string } =>
+    h.value === undefined ? { name: h.name.toLowerCase() } : { name: h.name.toLowerCase(), value: h.value };
+  const headers = r.headers.filter((h) => h.mismatch === undefined).map(lower);
+  const actions = r.headers.flatMap((h) =>
+    h.mismatch === undefined ? [] : [{ ...lower(h), mismatch: h.mismatch }],
   );
   return {
     ...(method ? { method } : {}),
     ...(path ? { path } : {}),
     ...(host ? { host } : {}),
     headers,
+    actions,
   };
+}
+
+/** One header match with an action, on the (mutable) header view; records what it did. */
+function runAction(
+  a: CompiledHttpRule["actions"][number],
+  headers: Map<string, string>,
+  out: HeaderAction[],
+): void {
+  const v = headers.get(a.name);
+  if (v !== undefined && (a.value === undefined || v === a.value)) return; // matches: nothing to do
+  switch (a.mismatch) {
+    case "LOG":
+      out.push({ action: "LOG", name: a.name });
+      return;
+    case "ADD": {
+      const value = a.value ?? "";
+      headers.set(a.name, v === undefined ? value : `${v}, ${value}`);
+      out.push({ action: "ADD", name: a.name, value });
+      return;
+    }
+    case "DELETE":
+      if (a.value === undefined || v === undefined) return; // presence match failed / nothing to remove
+      headers.delete(a.name);
+      out.push({ action: "DELETE", name: a.name });
+      return;
+    case "REPLACE": {
+      const value = a.value ?? "";
+      headers.set(a.name, value);
+      out.push({ action: "REPLACE", name: a.name, value });
+      return;
+    }
+  }
 }
 
 function ruleMatches(
@@ -130,7 +226,7 @@ function ruleMatches(
   return true;
 }
 
-function lowerHeaders(h: Readonly<Record<string, string>> | undefined): ReadonlyMap<string, string> {
+function lowerHeaders(h: Readonly<Record<string, string>> | undefined): Map<string, string> {
   const m = new Map<string, string>();
   if (!h) return m;
   for (const [k, v] of Object.entries(h)) m.set(k.toLowerCase(), v);

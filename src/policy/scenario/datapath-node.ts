@@ -161,8 +161,9 @@ export class ScratchNode {
             (plan.kind === "ping" || d.dport === port),
         )?.prefix;
     const drop = result === "timeout" ? await waitFor(find("d"), DROP_LOG_WAIT_MS) : undefined;
-    // Plain echo traffic never meets the proxy's answers: only L7 and bare connects are checked.
-    const l7 = !["tcp", "udp", "ping"].includes(plan.kind);
+    // Plain echo traffic never meets the proxy's answers: only L7, bare connects and
+    // plain bytes sent to a proxied port (serverNames) are checked.
+    const l7 = !["tcp", "udp", "ping"].includes(plan.kind) || plan.proxied !== undefined;
     const redirect = l7
       ? await waitFor(find("p"), plan.proxied !== undefined ? DROP_LOG_WAIT_MS : STRAY_LOG_WAIT_MS)
       : undefined;

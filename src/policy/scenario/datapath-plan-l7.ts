@@ -88,6 +88,9 @@ export function l7Part(
           "where the offline engine allows it (no request to judge)",
       };
     }
+    // On a serverNames port the proxy waits for a ClientHello: plain bytes
+    // instead must be reset (a bare connect would only show the proxy accepting).
+    if (proxied === "tls") return { kind: "tcp", serve: proxied, ...p };
     return { kind: "connect", serve: proxied, ...p };
   }
   if (want === "tls-in-http") {
@@ -189,7 +192,7 @@ export function listenerFor(p: QueryPlan): ["tcp" | "udp", ListenerRole] | undef
     case "ping":
       return undefined;
     case "tcp":
-      return ["tcp", "echo"];
+      return ["tcp", p.serve ?? "echo"];
     case "udp":
       return ["udp", "echo"];
     case "connect":
@@ -206,7 +209,8 @@ const isL7 = (r: ListenerRole): boolean => r !== "echo";
 /**
  * One server per destination port: the first L7 request claims it; another
  * L7 protocol on the same port is skipped; plain TCP to an L7 server's port
- * becomes a bare connect (the handshake is the L3/L4 verdict); plain UDP to
+ * becomes a bare connect (the handshake is the L3/L4 verdict), except on a
+ * serverNames port, where plain bytes must be reset by the proxy; plain UDP to
  * a resolver is echoed by it. `resolvers`: sides that answer DNS on UDP/53
  * for the DNS answers fed through the proxy.
  */
@@ -238,6 +242,8 @@ export function assignListeners(
   }
   return out.map((p) => {
     if ("skip" in p || (p.kind !== "tcp" && p.kind !== "connect")) return p;
+    // Plain bytes on a serverNames port stay plain bytes: the proxy must reset them.
+    if (p.kind === "tcp" && p.proxied === "tls") return p;
     const have = roles.get(key(p, "tcp"));
     return have !== undefined && isL7(have) ? { ...p, kind: "connect", serve: have } : p;
   });

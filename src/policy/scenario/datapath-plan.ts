@@ -18,6 +18,7 @@ import { addrString, familyWidth, mask, parseAddr, type Prefix, prefixString } f
 import type { Decision, EndpointSpec } from "../query.js";
 import { hostHeader, l7Part, type L7Fields } from "./datapath-plan-l7.js";
 import { dnsKey, findEndpoint, parsePeer } from "./peer.js";
+import { isExtendedProtocol } from "../types.js";
 import type { Scenario, ScenarioQuery } from "./types.js";
 
 /** A side of a connection on the scratch node. */
@@ -143,6 +144,10 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
   const l7 = l7Part(q, d);
   if (l7 !== undefined && "skip" in l7) return l7;
   if (q.proto === "SCTP") return { skip: "SCTP: this kernel cannot open SCTP sockets" };
+  if (isExtendedProtocol(q.proto))
+    return {
+      skip: `${q.proto}: the probes send TCP, UDP and ICMP only (real GRE and ESP packets: test/datapath/f7-extended-protocols.test.ts)`,
+    };
   const echo = q.proto === "ICMP" ? 8 : 128;
   if ((q.proto === "ICMP" || q.proto === "ICMPv6") && q.icmpType !== echo) {
     return {

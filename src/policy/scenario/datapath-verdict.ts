@@ -57,13 +57,19 @@ function engineText(o: QueryResult): string {
 }
 
 /** The verdict a probe result stands for, by plan kind; undefined = no verdict (harness error). */
-export function verdictOf(plan: Pick<QueryPlan, "kind" | "kafka">, seen: Observation): Verdict | undefined {
+export function verdictOf(
+  plan: Pick<QueryPlan, "kind" | "kafka"> & Partial<Pick<QueryPlan, "proxied">>,
+  seen: Observation,
+): Verdict | undefined {
   const r = seen.result;
   if (r === "timeout" && seen.drop !== undefined) {
     return { actual: "deny", how: "drop", what: `dropped (${seen.drop})` };
   }
   switch (plan.kind) {
     case "tcp":
+      if (plan.proxied === "tls" && r === "reset")
+        return { actual: "deny", how: "tls-reset", what: "plain bytes instead of a ClientHello: reset" };
+      return r === "ok" ? { actual: "allow", what: "answered" } : undefined;
     case "udp":
     case "ping":
       return r === "ok" ? { actual: "allow", what: "answered" } : undefined;

@@ -8,6 +8,7 @@
 import { parseAddr } from "../../labels/cidr.js";
 import type { EndpointSpec, HttpRequest, KafkaRequest } from "../query.js";
 import type { Field } from "./fields.js";
+import { isExtendedProtocol } from "../types.js";
 import { dnsKey, findEndpoint, parsePeer } from "./peer.js";
 import { DENY_HOWS, type DnsObservation, QUERY_PROTOS, type ScenarioQuery } from "./types.js";
 
@@ -85,6 +86,10 @@ function readQuery(
   if (proto === "ICMP" || proto === "ICMPv6") {
     if (portField) portField.issue(`${proto} has no ports; use icmpType`);
     icmpType = icmpField ? icmpField.int(0, 255) : qf.issue(`missing required field "icmpType" for ${proto}`);
+    if (l7.length > 0 || sni !== undefined) qf.issue(`${proto} queries carry no L7 request`);
+  } else if (proto !== undefined && isExtendedProtocol(proto)) {
+    if (portField) portField.issue(`${proto} has no ports`);
+    if (icmpField) icmpField.issue(`icmpType applies only to ICMP and ICMPv6, not ${proto}`);
     if (l7.length > 0 || sni !== undefined) qf.issue(`${proto} queries carry no L7 request`);
   } else if (proto !== undefined) {
     if (icmpField) icmpField.issue(`icmpType applies only to ICMP and ICMPv6, not ${proto}`);

@@ -150,7 +150,8 @@ function describeDirection(x: DirectionDecision): string {
         return `${dir}: default deny (no rule allows)`;
     }
   }
-  const l7 = x.l7 ? ` (${x.l7.parser} ${x.l7.verdict})` : "";
+  const acts = x.l7?.headerActions?.length ? `; header mismatch: ${x.l7.headerActions.join("; ")}` : "";
+  const l7 = x.l7 ? ` (${x.l7.parser} ${x.l7.verdict}${acts})` : "";
   return rules ? `${dir}: ${rules}${l7}` : `${dir}: allowed without a rule (localhost or reserved)${l7}`;
 }
 

@@ -4,7 +4,7 @@
  * (/work/shared/policy-scenarios.md describes the YAML).
  */
 import type { Issue } from "../../errors.js";
-import type { PolicyResource } from "../types.js";
+import { EXTENDED_PROTOCOLS, type ExtendedProtocol, type PolicyResource } from "../types.js";
 import type {
   DenyHow,
   EndpointSpec,
@@ -14,8 +14,15 @@ import type {
   ServiceSpec,
 } from "../query.js";
 
-export type QueryProto = "TCP" | "UDP" | "SCTP" | "ICMP" | "ICMPv6";
-export const QUERY_PROTOS: readonly QueryProto[] = ["TCP", "UDP", "SCTP", "ICMP", "ICMPv6"];
+export type QueryProto = "TCP" | "UDP" | "SCTP" | "ICMP" | "ICMPv6" | ExtendedProtocol;
+export const QUERY_PROTOS: readonly QueryProto[] = [
+  "TCP",
+  "UDP",
+  "SCTP",
+  "ICMP",
+  "ICMPv6",
+  ...EXTENDED_PROTOCOLS,
+];
 export const DENY_HOWS: readonly DenyHow[] = [
   "drop",
   "http-403",

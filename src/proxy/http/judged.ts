@@ -4,11 +4,21 @@
  *
  *   RequestHead.headers (as forwarded) --judgedRequest--> HttpRequestLike --> HttpMatcher
  *                                      --serializeRequest--> upstream bytes
+ *
+ * Header mismatch actions (`headerMatches[].mismatch`) change the request:
+ * `judgeHead` applies each stage's actions to the field list itself, so the
+ * next stage judges, and `serializeRequest` forwards, the changed list; the
+ * judged view of the forwarded head is still read from that one list.
  */
-import { compileHttpRules, type HttpMatcher, type HttpRequestLike } from "../../policy/l7/http.js";
+import {
+  compileHttpRules,
+  type HeaderAction,
+  type HttpMatcher,
+  type HttpRequestLike,
+} from "../../policy/l7/http.js";
 import type { L7Spec } from "../../policy/mapstate.js";
 import { l7Admits, type L7LookupResult } from "../types.js";
-import type { RequestHead } from "./request.js";
+import type { HeaderField, RequestHead } from "./request.js";
 
 /** Method, normalised path, Host and every forwarded field (repeated ones joined with ", ", RFC 9110 §5.3). */
 export function judgedRequest(head: RequestHead, path: string): HttpRequestLike {
@@ -46,22 +56,55 @@ export function repeatedRuleHeader(head: RequestHead, policy: L7LookupResult): b
 // Compiled matchers per spec object (specs are immutable): a memo, not state.
 const matchers = new WeakMap<L7Spec, HttpMatcher>();
 
+export interface HeadVerdict {
+  readonly allowed: boolean;
+  readonly rule: number | undefined;
+  /** The head to forward: the client's, changed by the mismatch actions of every stage. */
+  readonly head: RequestHead;
+  /** The judged view of `head` (what a later look at the forwarded request sees). */
+  readonly judged: HttpRequestLike;
+  /** Every action taken, stage by stage. */
+  readonly actions: readonly HeaderAction[];
+}
+
 /**
- * Every stage (the client's egress, the server's ingress) must admit the
- * request; the rule reported is the first stage's. Throws when a stage's
- * rules do not compile (the caller fails closed).
+ * Every stage must admit the request; each stage judges the request as the
+ * previous stage's actions left it (the client's egress, then the server's
+ * ingress, as two proxies in a row would). Throws when a stage's rules do
+ * not compile (the caller fails closed).
  */
-export function judgeHttp(
-  policy: L7LookupResult,
-  judged: HttpRequestLike,
-): { readonly allowed: boolean; readonly rule: number | undefined } {
+export function judgeHead(policy: L7LookupResult, head: RequestHead, path: string): HeadVerdict {
   let rule: number | undefined;
+  let cur = head;
+  let judged = judgedRequest(head, path);
+  const actions: HeaderAction[] = [];
   const allowed = l7Admits(policy, (spec) => {
     let m = matchers.get(spec);
     if (!m) matchers.set(spec, (m = compileHttpRules(spec.http)));
     const v = m.match(judged);
     rule ??= v.ruleIndex;
+    if (v.allowed && v.actions) {
+      actions.push(...v.actions);
+      cur = { ...cur, headers: editFields(cur.headers, v.actions) };
+      judged = judgedRequest(cur, path);
+    }
     return v.allowed;
   });
-  return { allowed, rule };
+  return { allowed, rule, head: cur, judged, actions };
+}
+
+/** The field list after `actions` (LOG changes nothing). Added fields go last. */
+function editFields(fields: readonly HeaderField[], actions: readonly HeaderAction[]): HeaderField[] {
+  let out = [...fields];
+  for (const a of actions) {
+    if (a.action === "DELETE" || a.action === "REPLACE") out = out.filter((f) => f.lower !== a.name);
+    if (a.action === "ADD" || a.action === "REPLACE")
+      out.push({ name: a.name, lower: a.name, value: a.value ?? "" });
+  }
+  return out;
+}
+
+/** Flow text of the actions: names and the values the policy gave, never the client's values. */
+export function actionTexts(actions: readonly HeaderAction[]): string[] {
+  return actions.map((a) => `${a.action} ${a.name}${a.value !== undefined ? `: ${a.value}` : ""}`);
 }

@@ -33,7 +33,7 @@ import {
   type L7Sink,
 } from "../types.js";
 import { ChunkedDecoder, encodeChunk, LAST_CHUNK } from "./chunked.js";
-import { judgeHttp, judgedRequest, repeatedRuleHeader } from "./judged.js";
+import { actionTexts, judgeHead, repeatedRuleHeader } from "./judged.js";
 import { badGateway, badRequest, forbidden } from "./replies.js";
 import {
   DEFAULT_MAX_HEAD_BYTES,
@@ -83,6 +83,8 @@ export function handleHttpConnection(client: Socket, info: ConnectionInfo, deps:
 
 interface Exchange {
   readonly head: RequestHead;
+  /** Header mismatch actions taken (flow text). */
+  readonly actions: readonly string[];
   readonly path: string;
   readonly allowed: boolean;
   readonly rule: number | undefined;
@@ -177,20 +179,21 @@ class HttpConnection {
     if (this.clientEnded) this.finish();
   }
 
-  private begin(head: RequestHead): void {
+  private begin(received: RequestHead): void {
     const policy = this.policy();
     if (!policy) return this.reset("no L7 policy for this connection");
-    const path = normalizeHttpPath(head.target);
-    if (repeatedRuleHeader(head, policy)) {
+    const path = normalizeHttpPath(received.target);
+    if (repeatedRuleHeader(received, policy)) {
       return this.badRequest("a header named by an HTTP rule appears more than once", undefined);
     }
-    // The rules judge the very field list serializeRequest forwards (judged.ts).
-    const judged = judgedRequest(head, path);
-    const { allowed, rule } = judgeHttp(policy, judged);
+    // The rules judge the very field list serializeRequest forwards (judged.ts),
+    // as the header mismatch actions of each stage leave it.
+    const { allowed, rule, head, judged, actions } = judgeHead(policy, received, path);
     if (allowed) this.deps.onJudged?.(judged);
     const f = head.framing;
     const ex: Exchange = {
       head,
+      actions: allowed ? actionTexts(actions) : [],
       path,
       allowed,
       rule,
@@ -321,7 +324,12 @@ class HttpConnection {
   }
 
   private responseDone(ex: Exchange, status: number, upstreamClose: boolean): void {
-    this.emit(ex, { verdict: "forwarded", status, ...(ex.rule !== undefined ? { rule: ex.rule } : {}) });
+    this.emit(ex, {
+      verdict: "forwarded",
+      status,
+      ...(ex.rule !== undefined ? { rule: ex.rule } : {}),
+      ...(ex.actions.length > 0 ? { headerActions: ex.actions } : {}),
+    });
     this.ex = undefined;
     if (upstreamClose || ex.head.close || !ex.bodyDone) return this.finish();
     this.client.resume();

@@ -40,6 +40,7 @@ import {
 import { H2Exchange } from "./exchange.js";
 import { onHeaderEvent, parseRequestHeaders } from "./headers.js";
 import { judgeRequest } from "./judge.js";
+import { actionTexts } from "../http/judged.js";
 import { ACCESS_DENIED_BODY, localReply } from "./replies.js";
 
 export { HTTP2_PREFACE, looksLikeHttp2 } from "./preface.js";
@@ -201,14 +202,15 @@ class Http2Connection {
       return;
     }
     const rule = verdict.rule !== undefined ? { rule: verdict.rule } : {};
+    const acts = verdict.actions ? { headerActions: actionTexts(verdict.actions) } : {};
     new H2Exchange({
       down: stream,
-      req,
+      req: verdict.headers ? { ...req, headers: verdict.headers } : req,
       path,
       endStream: (flags & NGHTTP2_FLAG_END_STREAM) !== 0,
       maxBufferedBody: this.limits.maxBufferedBody,
       upstream: () => this.upstream(),
-      done: (o) => this.emit(started, { ...what, ...rule, ...o }),
+      done: (o) => this.emit(started, { ...what, ...rule, ...(o.verdict === "forwarded" ? acts : {}), ...o }),
     }).start();
   }
 

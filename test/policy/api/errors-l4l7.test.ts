@@ -63,7 +63,7 @@ const cases: ErrorCase[] = [
     doc: ing("- toPorts: [{ports: [{port: 80, protocol: QUIC}]}]"),
     path: "spec.ingress[0].toPorts[0].ports[0].protocol",
     at: "QUIC",
-    message: 'unknown protocol "QUIC"; use TCP, UDP, SCTP or ANY',
+    message: 'unknown protocol "QUIC"; use TCP, UDP, SCTP, ANY or one of VRRP, IGMP, GRE, IPIP, ESP, AH',
   },
   {
     name: "ICMP as a toPorts protocol points to icmps",
@@ -133,11 +133,34 @@ const cases: ErrorCase[] = [
     message: "http rules cannot apply to port 0",
   },
   {
-    name: "L7 rules on a port range",
-    doc: ing("- toPorts: [{ports: [{port: 80, endPort: 90, protocol: TCP}], rules: {http: [{}]}}]"),
+    name: "f7 DNS rules on a port range (HTTP, Kafka and TLS accept one since Cilium 1.17)",
+    doc: egr(
+      '- toPorts: [{ports: [{port: 53, endPort: 54, protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]',
+    ),
+    path: "spec.egress[0].toPorts[0].ports[0]",
+    at: "- toPorts",
+    message: "DNS rules cannot apply to a port range (endPort)",
+  },
+  {
+    name: "f7 an extended IP protocol (GRE) with a port",
+    doc: ing("- toPorts: [{ports: [{port: 80, protocol: GRE}]}]"),
+    path: "spec.ingress[0].toPorts[0].ports[0].port",
+    at: "- toPorts",
+    message: 'protocol GRE has no ports: leave "port" out (or 0)',
+  },
+  {
+    name: "f7 an extended IP protocol (ESP) with an endPort",
+    doc: ing("- toPorts: [{ports: [{port: 0, endPort: 10, protocol: ESP}]}]"),
+    path: "spec.ingress[0].toPorts[0].ports[0].endPort",
+    at: "- toPorts",
+    message: "protocol ESP has no ports: endPort does not apply",
+  },
+  {
+    name: "f7 HTTP rules on GRE",
+    doc: ing("- toPorts: [{ports: [{protocol: GRE}], rules: {http: [{}]}}]"),
     path: "spec.ingress[0].toPorts[0].ports[0]",
     at: "- toPorts",
-    message: "http rules cannot apply to a port range",
+    message: "http rules need protocol: TCP (got GRE)",
   },
   {
     name: "L7 rules without ports",
@@ -226,12 +249,36 @@ const cases: ErrorCase[] = [
     code: "POLICY_UNSUPPORTED",
   },
   {
-    name: "headerMatches mismatch LOG is not supported",
-    doc: egr(`- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: X, mismatch: LOG}]}]}}]`),
+    name: "f7 headerMatches mismatch ADD without a value",
+    doc: egr(`- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: X, mismatch: ADD}]}]}}]`),
+    path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0]",
+    at: "- toPorts",
+    message: "mismatch: ADD needs a value (the value to add)",
+  },
+  {
+    name: "f7 headerMatches mismatch REPLACE of a framing header (Content-Length)",
+    doc: egr(
+      `- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: Content-Length, value: "0", mismatch: REPLACE}]}]}}]`,
+    ),
+    path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0].value",
+    at: "- toPorts",
+    message: "mismatch: REPLACE cannot change the content-length header",
+  },
+  {
+    name: "f7 headerMatches mismatch DELETE of Host",
+    doc: egr(
+      `- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: Host, value: a, mismatch: DELETE}]}]}}]`,
+    ),
     path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch",
     at: "- toPorts",
-    message: "headerMatches[].mismatch: LOG is not supported by Membrane yet",
-    code: "POLICY_UNSUPPORTED",
+    message: "mismatch: DELETE cannot change the host header",
+  },
+  {
+    name: "f7 headerMatches unknown mismatch action",
+    doc: egr(`- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: X, mismatch: DROP}]}]}}]`),
+    path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch",
+    at: "- toPorts",
+    message: 'unknown mismatch action "DROP"; Cilium knows LOG, ADD, DELETE and REPLACE',
   },
   {
     name: "Kafka role and apiKey together",

@@ -88,6 +88,34 @@ const cases: Case[] = [
     },
   },
   {
+    name: "f7 headerMatches with mismatch actions keep the action",
+    element: `- toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+    rules:
+      http:
+      - headerMatches:
+        - {name: X-Env, value: prod, mismatch: REPLACE}
+        - {name: X-Trace, value: "on", mismatch: ADD}
+        - {name: X-Debug, value: "off", mismatch: DELETE}
+        - {name: X-Token, mismatch: LOG}`,
+    want: {
+      ports: [{ protocol: "TCP", port: 80, endPort: 80 }],
+      l7: {
+        kind: "http",
+        rules: [
+          {
+            headers: [
+              { name: "X-Env", value: "prod", mismatch: "REPLACE" },
+              { name: "X-Trace", value: "on", mismatch: "ADD" },
+              { name: "X-Debug", value: "off", mismatch: "DELETE" },
+              { name: "X-Token", mismatch: "LOG" },
+            ],
+          },
+        ],
+      },
+    },
+  },
+  {
     name: "an empty HTTP rule {} is kept (matches every request)",
     element: `- toPorts: [{ports: [{port: "80", protocol: TCP}], rules: {http: [{}]}}]`,
     want: {
