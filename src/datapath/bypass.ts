@@ -21,7 +21,7 @@
  * other peers, ports, endpoints and directions are never touched.
  */
 import { parseAddr } from "../labels/cidr.js";
-import { flattenIpcache, type IdentityInterval } from "./intervals.js";
+import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import {
   CT_PROXY_UPSTREAM,
   CT_REDIRECT_DNS,

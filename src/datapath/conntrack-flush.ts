@@ -29,7 +29,7 @@ import { fileURLToPath } from "node:url";
 import { MembraneError } from "../errors.js";
 import { bypassing, redirectCandidates, SKIP_MARK_BITS, type Bypass, type CtEntry } from "./bypass.js";
 import { runRaw } from "./exec.js";
-import { IPPROTO_TCP } from "./ctnetlink/wire.js";
+import { IPPROTO_TCP } from "../abi/ctnetlink-wire.js";
 import type { DatapathState } from "./types.js";
 
 export interface BypassResetParams {

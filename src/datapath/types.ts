@@ -77,18 +77,11 @@ export interface ProxyTarget {
   gid: number;
 }
 
-/** Connection mark bits (ct mark) of a connection redirected to the proxy. */
-export const CT_REDIRECT_L7 = 0x80000000;
-export const CT_REDIRECT_DNS = 0x40000000;
-/** Connection mark bit of a connection the node itself opened (the proxy names its client `host`). */
-export const CT_FROM_HOST = 0x20000000;
-/**
- * Connection mark bit of the proxy's own upstream connections (its group), so that the
- * reset of connections bypassing a new redirect (bypass.ts) can tell them apart.
- */
-export const CT_PROXY_UPSTREAM = 0x10000000;
-
-/** The identity of addresses no ipcache prefix covers. */
-export const WORLD_IDENTITY = 2;
-/** Identities use the low 25 bits of the packet mark; the high 7 bits stay free (proxy marks). */
-export const IDENTITY_MASK = 0x01ffffff;
+export {
+  CT_FROM_HOST,
+  CT_PROXY_UPSTREAM,
+  CT_REDIRECT_DNS,
+  CT_REDIRECT_L7,
+  IDENTITY_MASK,
+  WORLD_IDENTITY,
+} from "../abi/marks.js";

@@ -19,8 +19,8 @@
  * them is the drop prefix with `u` for `d` (`mbr:u:e12:in:r7`, logged and
  * accepted); it is read here as verdict AUDIT.
  */
-import { parseLogPrefix, type Direction, type DropReason } from "../datapath/compile.js";
-import { IDENTITY_MASK, WORLD_IDENTITY } from "../datapath/types.js";
+import { parseLogPrefix, type Direction, type DropReason } from "../abi/log-prefix.js";
+import { IDENTITY_MASK, WORLD_IDENTITY } from "../abi/marks.js";
 import {
   DROP_REASONS,
   EVENT_TYPE,

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { compile, logPrefix, parseLogPrefix } from "../../src/datapath/compile.js";
-import { flattenIpcache } from "../../src/datapath/intervals.js";
+import { flattenIpcache } from "../../src/ipcache/intervals.js";
 import { elementText, renderTable, type NftMap } from "../../src/datapath/model.js";
 import { plan } from "../../src/datapath/plan.js";
 import { parseTable } from "../../src/datapath/readback.js";

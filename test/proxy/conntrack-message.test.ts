@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { SocketAddress } from "node:net";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { addressBytes, addressText } from "../../src/datapath/ctnetlink/address.js";
+import { addressBytes, addressText } from "../../src/abi/ctnetlink-address.js";
 import {
   buildGetRequest,
   CT_NEW,

@@ -6,9 +6,9 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { parseScenario } from "../../src/policy/scenario/load.js";
 import { ScenarioSession } from "../../src/policy/scenario/session.js";
-import { nodeCidrs } from "../../src/policy/scenario/datapath-plan.js";
-import { feedText, planDnsFeeds } from "../../src/policy/scenario/datapath-dns-feed.js";
-import { observedResult } from "../../src/policy/scenario/datapath-verdict.js";
+import { nodeCidrs } from "../../src/scenario/datapath-plan.js";
+import { feedText, planDnsFeeds } from "../../src/scenario/datapath-dns-feed.js";
+import { observedResult } from "../../src/scenario/datapath-verdict.js";
 import type { QueryResult } from "../../src/policy/scenario/types.js";
 import { WORLD } from "./datapath-l7-world.js";
 

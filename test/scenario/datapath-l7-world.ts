@@ -5,8 +5,8 @@
  */
 import { parseScenario } from "../../src/policy/scenario/load.js";
 import { ScenarioSession } from "../../src/policy/scenario/session.js";
-import { learnDns, nodeCidrs, planQuery } from "../../src/policy/scenario/datapath-plan.js";
-import { hostChecked } from "../../src/policy/scenario/datapath-plan-l7.js";
+import { learnDns, nodeCidrs, planQuery } from "../../src/scenario/datapath-plan.js";
+import { hostChecked } from "../../src/scenario/datapath-plan-l7.js";
 
 export const WORLD = `
 name: l7plan

@@ -5,8 +5,8 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import type { QueryPlan, Side } from "../../src/policy/scenario/datapath-plan.js";
-import { assignListeners } from "../../src/policy/scenario/datapath-plan-l7.js";
+import type { QueryPlan, Side } from "../../src/scenario/datapath-plan.js";
+import { assignListeners } from "../../src/scenario/datapath-plan-l7.js";
 import { plans, type Plan } from "./datapath-l7-world.js";
 
 const client = { kind: "endpoint", key: "default/client" } as const;

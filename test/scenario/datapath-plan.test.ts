@@ -14,8 +14,8 @@ import {
   nodeCidrs,
   planQuery,
   scenarioSkipReason,
-} from "../../src/policy/scenario/datapath-plan.js";
-import { countDatapath, observedResult } from "../../src/policy/scenario/datapath.js";
+} from "../../src/scenario/datapath-plan.js";
+import { countDatapath, observedResult } from "../../src/scenario/datapath.js";
 import { prefixString } from "../../src/labels/cidr.js";
 
 const WORLD = `

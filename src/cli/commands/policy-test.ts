@@ -14,7 +14,7 @@ import {
   datapathPrefixStem,
   runDatapathText,
   type DatapathScenarioResult,
-} from "../../policy/scenario/datapath.js";
+} from "../../scenario/datapath.js";
 import { type CliContext, type GlobalOptions, OUTPUT_FORMATS, type OutputFormat } from "../context.js";
 import { expandScenarioPaths, readInputFile } from "../files.js";
 import {

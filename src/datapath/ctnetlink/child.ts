@@ -19,8 +19,8 @@ import { networkInterfaces } from "node:os";
 import { createInterface } from "node:readline";
 import { RawNetlinkSocket, type ErrnoException } from "netlink";
 import { buildDeleteRequest, buildDumpRequest, parseDumpReplies, type DumpReply } from "./dump.js";
-import { addressBytes } from "./address.js";
-import { NETLINK_NETFILTER, type TupleQuery } from "./wire.js";
+import { addressBytes } from "../../abi/ctnetlink-address.js";
+import { NETLINK_NETFILTER, type TupleQuery } from "../../abi/ctnetlink-wire.js";
 
 const ENOENT = 2;
 

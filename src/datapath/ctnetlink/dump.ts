@@ -30,7 +30,7 @@ import {
   type RequestResult,
   type Tuple,
   type TupleQuery,
-} from "./wire.js";
+} from "../../abi/ctnetlink-wire.js";
 
 export type DumpReply =
   | { readonly kind: "entry"; readonly seq: number; readonly original: Tuple; readonly mark: number }

@@ -27,7 +27,7 @@
 import { constants as osConstants } from "node:os";
 import { RawNetlinkSocket, type ErrnoException, type MessageInfo } from "netlink";
 import { MembraneError } from "../../errors.js";
-import { addressBytes } from "../../datapath/ctnetlink/address.js";
+import { addressBytes } from "../../abi/ctnetlink-address.js";
 import { buildGetRequest, IPPROTO_TCP, IPPROTO_UDP, NETLINK_NETFILTER, parseReplies } from "./message.js";
 
 export interface ConntrackClientOptions {

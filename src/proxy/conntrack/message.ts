@@ -10,7 +10,7 @@
  * For a DNATed connection the reply tuple is (proxy's local addr:port -> client
  * addr:port); the entry's ORIGINAL tuple then carries the destination the client
  * asked for. The encoding and the entry parser are shared with the datapath's
- * conntrack dump (datapath/ctnetlink/wire.ts); parseReplies never throws.
+ * conntrack dump (abi/ctnetlink-wire.ts); parseReplies never throws.
  */
 import {
   CT_GET,
@@ -25,7 +25,7 @@ import {
   type RequestResult,
   type Tuple,
   type TupleQuery,
-} from "../../datapath/ctnetlink/wire.js";
+} from "../../abi/ctnetlink-wire.js";
 
 export {
   CT_GET,
@@ -38,7 +38,7 @@ export {
   type RequestResult,
   type Tuple,
   type TupleQuery,
-} from "../../datapath/ctnetlink/wire.js";
+} from "../../abi/ctnetlink-wire.js";
 
 export type Reply =
   /** IPCTNL_MSG_CT_NEW: the entry, its original tuple and its mark when the kernel sent one. */

@@ -17,7 +17,7 @@
 import { fork } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
-import { CT_FROM_HOST } from "../../datapath/types.js";
+import { CT_FROM_HOST } from "../../abi/marks.js";
 import { DnsProxy } from "../dns/proxy.js";
 import type { L7Event } from "../types.js";
 import { dispatchConnection } from "./dispatch.js";

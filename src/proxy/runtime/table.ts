@@ -14,8 +14,8 @@
  * the kernel's two-step lookup.
  */
 import { parseAddr } from "../../labels/cidr.js";
-import { flattenIpcache, type IdentityInterval } from "../../datapath/intervals.js";
-import { WORLD_IDENTITY } from "../../datapath/types.js";
+import { flattenIpcache, type IdentityInterval } from "../../ipcache/intervals.js";
+import { WORLD_IDENTITY } from "../../abi/marks.js";
 import { ID } from "../../identity/reserved.js";
 import type { L7Spec } from "../../policy/mapstate.js";
 import type { ConnectionInfo, L7Direction, L7LookupKey, L7LookupResult, L7PolicyLookup } from "../types.js";

@@ -19,16 +19,16 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
-import { startAgent, type RunningAgent } from "../../agent/run.js";
-import { cleanupPrefix, createEndpoint } from "../../datapath/index.js";
-import { parseAddr } from "../../labels/cidr.js";
-import { readNflogInNetns, type NflogEvent } from "../../observe/nflog.js";
-import { decodePacket } from "../../observe/packet.js";
-import { Probe } from "../../probe/probe.js";
+import { startAgent, type RunningAgent } from "../agent/run.js";
+import { cleanupPrefix, createEndpoint } from "../datapath/index.js";
+import { parseAddr } from "../labels/cidr.js";
+import { readNflogInNetns, type NflogEvent } from "../observe/nflog.js";
+import { decodePacket } from "../observe/packet.js";
+import { Probe } from "../probe/probe.js";
 import { PROXY_PORTS, type NodeCidrs, type QueryPlan, type Side } from "./datapath-plan.js";
 import type { ListenerRole } from "./datapath-plan-l7.js";
 import { listenerFor, sendRequest, startListener, waitFor } from "./datapath-traffic.js";
-import type { Scenario } from "./types.js";
+import type { Scenario } from "../policy/scenario/types.js";
 
 export interface ScratchNodeParams {
   /** Unique name prefix of every namespace of this node, e.g. `mbpk3x93-`. */

@@ -9,10 +9,10 @@
  *   all plans --assignListeners--> one server role per destination port; plain TCP to an
  *                                  L7 server's port becomes a bare connect
  */
-import { kafkaApiKeyNumber } from "../l7/kafka.js";
-import type { Decision, DirectionDecision, FlowQuery } from "../query.js";
+import { kafkaApiKeyNumber } from "../policy/l7/kafka.js";
+import type { Decision, DirectionDecision, FlowQuery } from "../policy/query.js";
 import type { PlanKind, QueryPlan, Side } from "./datapath-plan.js";
-import type { ScenarioQuery } from "./types.js";
+import type { ScenarioQuery } from "../policy/scenario/types.js";
 
 /** The server a destination port runs: an echo server, or an L7 one. */
 export type ListenerRole = "echo" | "http" | "kafka" | "tls" | "dns";

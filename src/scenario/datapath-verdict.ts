@@ -17,11 +17,11 @@
  *   handed to the proxy must have been redirected by the kernel, and the other
  *   way round.
  */
-import type { DenyHow } from "../query.js";
+import type { DenyHow } from "../policy/query.js";
 import type { DatapathQueryResult } from "./datapath.js";
 import type { Observation } from "./datapath-node.js";
 import type { QueryPlan } from "./datapath-plan.js";
-import type { QueryResult } from "./types.js";
+import type { QueryResult } from "../policy/scenario/types.js";
 
 type Verdict = { actual: "allow"; what: string } | { actual: "deny"; how: DenyHow; what: string };
 

@@ -11,7 +11,12 @@
  */
 import { MembraneError } from "../errors.js";
 import { parsePrefix } from "../labels/cidr.js";
-import type { Interval } from "./model.js";
+
+/** An inclusive address range (structurally the datapath's `Interval`). */
+export interface Interval {
+  lo: bigint;
+  hi: bigint;
+}
 
 export interface IdentityInterval extends Interval {
   identity: number;

@@ -14,12 +14,12 @@
  * describes (mutual authentication, SCTP, ICMP other than echo, ...):
  * skipped, never counted as passed.
  */
-import { addrString, familyWidth, mask, parseAddr, type Prefix, prefixString } from "../../labels/cidr.js";
-import type { Decision, EndpointSpec } from "../query.js";
+import { addrString, familyWidth, mask, parseAddr, type Prefix, prefixString } from "../labels/cidr.js";
+import type { Decision, EndpointSpec } from "../policy/query.js";
 import { hostHeader, l7Part, type L7Fields } from "./datapath-plan-l7.js";
-import { dnsKey, findEndpoint, parsePeer } from "./peer.js";
-import { isExtendedProtocol } from "../types.js";
-import type { Scenario, ScenarioQuery } from "./types.js";
+import { dnsKey, findEndpoint, parsePeer } from "../policy/scenario/peer.js";
+import { isExtendedProtocol } from "../policy/types.js";
+import type { Scenario, ScenarioQuery } from "../policy/scenario/types.js";
 
 /** A side of a connection on the scratch node. */
 export type Side =

@@ -6,9 +6,9 @@
  *   plan --sendRequest--> probe op --> "ok" | "200" | "denied" | "reset" | "NOERROR ..." | "timeout" | errno
  *   DnsFeed --feedDns--> resolver answers set, asker's query through the DNS proxy | Agent.observeDnsAnswer
  */
-import type { Probe } from "../../probe/probe.js";
-import { selfSignedCert } from "../../probe/tls-cert.js";
-import { addrString, parseAddr } from "../../labels/cidr.js";
+import type { Probe } from "../probe/probe.js";
+import { selfSignedCert } from "../probe/tls-cert.js";
+import { addrString, parseAddr } from "../labels/cidr.js";
 import type { DnsFeed } from "./datapath-dns-feed.js";
 import type { ScratchNode } from "./datapath-node.js";
 import type { QueryPlan } from "./datapath-plan.js";

@@ -15,11 +15,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { parse as parseYaml } from "yaml";
-import { selfSignedCert } from "../../probe/tls-cert.js";
-import type { Decision, DenyHow, FlowQuery } from "../query.js";
-import { ScenarioSession } from "./session.js";
-import { compare, toScenarioError } from "./run.js";
-import { parseScenario } from "./load.js";
+import { selfSignedCert } from "../probe/tls-cert.js";
+import type { Decision, DenyHow, FlowQuery } from "../policy/query.js";
+import { ScenarioSession } from "../policy/scenario/session.js";
+import { compare, toScenarioError } from "../policy/scenario/run.js";
+import { parseScenario } from "../policy/scenario/load.js";
 import {
   learnDns,
   nodeCidrs,
@@ -34,8 +34,8 @@ import { type DnsFeed, feedText, planDnsFeeds, resolverCandidates } from "./data
 import { ScratchNode, type ScratchNodeParams } from "./datapath-node.js";
 import { feedDns } from "./datapath-traffic.js";
 import { harnessFailure, observedResult, skipped } from "./datapath-verdict.js";
-import { parsePeer } from "./peer.js";
-import type { QueryResult, Scenario, ScenarioError, ScenarioWorld } from "./types.js";
+import { parsePeer } from "../policy/scenario/peer.js";
+import type { QueryResult, Scenario, ScenarioError, ScenarioWorld } from "../policy/scenario/types.js";
 
 export { observedResult } from "./datapath-verdict.js";
 

@@ -17,7 +17,7 @@
  * its enclosing message or attribute, it descends only the three fixed levels
  * it needs (so no recursion to exhaust), and it never throws.
  */
-import { addressBytes, addressText } from "./address.js";
+import { addressBytes, addressText } from "./ctnetlink-address.js";
 
 export const NETLINK_NETFILTER = 12;
 export const AF_INET = 2;

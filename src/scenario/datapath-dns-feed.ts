@@ -22,10 +22,10 @@
  * for `asker -> resolver UDP/53 dnsQuery <name>`: allowed, and handed to
  * the DNS proxy.
  */
-import type { Decision, FlowQuery, PeerRef } from "../query.js";
+import type { Decision, FlowQuery, PeerRef } from "../policy/query.js";
 import { type PlanContext, type Side, outsideProblem } from "./datapath-plan.js";
-import { findEndpoint, parsePeer } from "./peer.js";
-import type { DnsChange } from "./session.js";
+import { findEndpoint, parsePeer } from "../policy/scenario/peer.js";
+import type { DnsChange } from "../policy/scenario/session.js";
 
 export interface DnsFeed {
   readonly name: string;

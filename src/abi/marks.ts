@@ -1,0 +1,24 @@
+/**
+ * What the kernel ruleset (datapath/) and the processes beside it (the proxy,
+ * the flow observer) agree on: connection mark bits and the identity bits of
+ * the packet mark. One small module, so that the proxy and observe/ need not
+ * import the datapath.
+ *
+ *   datapath/compile.ts --sets--> ct mark / meta mark <--reads-- proxy/, observe/
+ */
+
+/** Connection mark bits (ct mark) of a connection redirected to the proxy. */
+export const CT_REDIRECT_L7 = 0x80000000;
+export const CT_REDIRECT_DNS = 0x40000000;
+/** Connection mark bit of a connection the node itself opened (the proxy names its client `host`). */
+export const CT_FROM_HOST = 0x20000000;
+/**
+ * Connection mark bit of the proxy's own upstream connections (its group), so that the
+ * reset of connections bypassing a new redirect (bypass.ts) can tell them apart.
+ */
+export const CT_PROXY_UPSTREAM = 0x10000000;
+
+/** The identity of addresses no ipcache prefix covers. */
+export const WORLD_IDENTITY = 2;
+/** Identities use the low 25 bits of the packet mark; the high 7 bits stay free (proxy marks). */
+export const IDENTITY_MASK = 0x01ffffff;
