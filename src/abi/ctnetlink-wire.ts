@@ -279,3 +279,64 @@ export function parseEntryBody(b: Buffer, start: number, end: number): EntryBody
   if (!original) return "IPCTNL_MSG_CT_NEW lacks CTA_TUPLE_ORIG";
   return mark === undefined ? { original } : { original, mark };
 }
+
+/** One netlink message of a ctnetlink answer, read as far as the netlink layer goes. */
+export type CtFrame =
+  /** IPCTNL_MSG_CT_NEW: the entry's body (nfgenmsg + attributes) is [body, end) of the buffer. */
+  | { readonly kind: "entry"; readonly seq: number; readonly body: number; readonly end: number }
+  | { readonly kind: "done"; readonly seq: number }
+  /** NLMSG_ERROR: errno as a positive number (2 ENOENT: no such entry); 0 is a plain ACK. */
+  | { readonly kind: "error"; readonly seq: number; readonly errno: number }
+  /** Malformed or unexpected; `seq` when the netlink header itself was readable. */
+  | { readonly kind: "invalid"; readonly seq?: number; readonly reason: string };
+
+/**
+ * Every netlink message of one datagram, in order, with the buffer they
+ * index. Stops at the first broken netlink header; never throws. The one
+ * walker of untrusted ctnetlink bytes (the proxy's lookups, the datapath's dumps).
+ */
+export function ctnetlinkFrames(datagram: Uint8Array): { readonly buf: Buffer; readonly frames: CtFrame[] } {
+  const b = Buffer.isBuffer(datagram)
+    ? datagram
+    : Buffer.from(datagram.buffer, datagram.byteOffset, datagram.byteLength);
+  const frames: CtFrame[] = [];
+  let o = 0;
+  while (o < b.length) {
+    if (b.length - o < NLMSG_HDRLEN) {
+      frames.push({
+        kind: "invalid",
+        reason: `${b.length - o} trailing bytes, too short for a netlink header`,
+      });
+      break;
+    }
+    const len = b.readUInt32LE(o);
+    const type = b.readUInt16LE(o + 4);
+    const seq = b.readUInt32LE(o + 8);
+    if (len < NLMSG_HDRLEN || len > b.length - o) {
+      frames.push({
+        kind: "invalid",
+        seq,
+        reason: `netlink message length ${len} at offset ${o} is out of bounds`,
+      });
+      break;
+    }
+    const body = o + NLMSG_HDRLEN;
+    const end = o + len;
+    if (type === CT_NEW) frames.push({ kind: "entry", seq, body, end });
+    else if (type === NLMSG_DONE) frames.push({ kind: "done", seq });
+    else if (type === NLMSG_ERROR) {
+      if (end - body < 4)
+        frames.push({ kind: "invalid", seq, reason: "NLMSG_ERROR is too short for its error code" });
+      else {
+        const err = b.readInt32LE(body);
+        if (err > 0)
+          frames.push({ kind: "invalid", seq, reason: `NLMSG_ERROR carries a positive error ${err}` });
+        else frames.push({ kind: "error", seq, errno: err === 0 ? 0 : -err });
+      }
+    } else if (type !== NLMSG_NOOP) {
+      frames.push({ kind: "invalid", seq, reason: `unexpected netlink message type 0x${type.toString(16)}` });
+    }
+    o += (len + 3) & ~3;
+  }
+  return { buf: b, frames };
+}

@@ -15,16 +15,13 @@ import {
   be32,
   CT_DELETE,
   CT_GET,
-  CT_NEW,
   CTA,
+  ctnetlinkFrames,
   NFGEN_HDRLEN,
   NLM_F_ACK,
   NLM_F_DUMP,
   NLM_F_REQUEST,
-  NLMSG_DONE,
-  NLMSG_ERROR,
   NLMSG_HDRLEN,
-  NLMSG_NOOP,
   parseEntryBody,
   tupleRequest,
   type RequestResult,
@@ -58,47 +55,12 @@ export function buildDeleteRequest(seq: number, original: TupleQuery): RequestRe
 
 /** Every netlink message of one datagram of a dump or of delete ACKs. Never throws. */
 export function parseDumpReplies(datagram: Uint8Array): DumpReply[] {
-  const b = Buffer.isBuffer(datagram)
-    ? datagram
-    : Buffer.from(datagram.buffer, datagram.byteOffset, datagram.byteLength);
-  const out: DumpReply[] = [];
-  let o = 0;
-  while (o < b.length) {
-    if (b.length - o < NLMSG_HDRLEN) {
-      out.push({ kind: "invalid", reason: `${b.length - o} trailing bytes, too short for a netlink header` });
-      break;
-    }
-    const len = b.readUInt32LE(o);
-    const type = b.readUInt16LE(o + 4);
-    const seq = b.readUInt32LE(o + 8);
-    if (len < NLMSG_HDRLEN || len > b.length - o) {
-      out.push({
-        kind: "invalid",
-        seq,
-        reason: `netlink message length ${len} at offset ${o} is out of bounds`,
-      });
-      break;
-    }
-    const body = o + NLMSG_HDRLEN;
-    const end = o + len;
-    if (type === CT_NEW) {
-      const e = parseEntryBody(b, body, end);
-      if (typeof e === "string") out.push({ kind: "invalid", seq, reason: e });
-      else out.push({ kind: "entry", seq, original: e.original, mark: e.mark ?? 0 });
-    } else if (type === NLMSG_DONE) out.push({ kind: "done", seq });
-    else if (type === NLMSG_ERROR) {
-      if (end - body < 4)
-        out.push({ kind: "invalid", seq, reason: "NLMSG_ERROR is too short for its error code" });
-      else {
-        const err = b.readInt32LE(body);
-        if (err > 0)
-          out.push({ kind: "invalid", seq, reason: `NLMSG_ERROR carries a positive error ${err}` });
-        else out.push({ kind: "error", seq, errno: err === 0 ? 0 : -err });
-      }
-    } else if (type !== NLMSG_NOOP) {
-      out.push({ kind: "invalid", seq, reason: `unexpected netlink message type 0x${type.toString(16)}` });
-    }
-    o += (len + 3) & ~3;
-  }
-  return out;
+  const { buf, frames } = ctnetlinkFrames(datagram);
+  return frames.map((f): DumpReply => {
+    if (f.kind !== "entry") return f;
+    const e = parseEntryBody(buf, f.body, f.end);
+    return typeof e === "string"
+      ? { kind: "invalid", seq: f.seq, reason: e }
+      : { kind: "entry", seq: f.seq, original: e.original, mark: e.mark ?? 0 };
+  });
 }

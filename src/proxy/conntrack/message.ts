@@ -14,12 +14,9 @@
  */
 import {
   CT_GET,
-  CT_NEW,
   CTA,
+  ctnetlinkFrames,
   NLM_F_REQUEST,
-  NLMSG_ERROR,
-  NLMSG_HDRLEN,
-  NLMSG_NOOP,
   parseEntryBody,
   tupleRequest,
   type RequestResult,
@@ -64,43 +61,12 @@ function parseEntry(b: Buffer, start: number, end: number, seq: number): Reply {
 
 /** Every netlink message in one datagram, in order. Stops at the first broken netlink header. */
 export function parseReplies(datagram: Uint8Array): Reply[] {
-  const b = Buffer.isBuffer(datagram)
-    ? datagram
-    : Buffer.from(datagram.buffer, datagram.byteOffset, datagram.byteLength);
-  const out: Reply[] = [];
-  let o = 0;
-  while (o < b.length) {
-    if (b.length - o < NLMSG_HDRLEN) {
-      out.push({ kind: "invalid", reason: `${b.length - o} trailing bytes, too short for a netlink header` });
-      break;
-    }
-    const len = b.readUInt32LE(o);
-    const type = b.readUInt16LE(o + 4);
-    const seq = b.readUInt32LE(o + 8);
-    if (len < NLMSG_HDRLEN || len > b.length - o) {
-      out.push({
-        kind: "invalid",
-        seq,
-        reason: `netlink message length ${len} at offset ${o} is out of bounds`,
-      });
-      break;
-    }
-    const body = o + NLMSG_HDRLEN;
-    const end = o + len;
-    if (type === CT_NEW) out.push(parseEntry(b, body, end, seq));
-    else if (type === NLMSG_ERROR) {
-      if (end - body < 4)
-        out.push({ kind: "invalid", seq, reason: "NLMSG_ERROR is too short for its error code" });
-      else {
-        const err = b.readInt32LE(body);
-        if (err > 0)
-          out.push({ kind: "invalid", seq, reason: `NLMSG_ERROR carries a positive error ${err}` });
-        else out.push({ kind: "error", seq, errno: err === 0 ? 0 : -err });
-      }
-    } else if (type !== NLMSG_NOOP) {
-      out.push({ kind: "invalid", seq, reason: `unexpected netlink message type 0x${type.toString(16)}` });
-    }
-    o += (len + 3) & ~3;
-  }
-  return out;
+  const { buf, frames } = ctnetlinkFrames(datagram);
+  return frames.map((f): Reply => {
+    if (f.kind === "entry") return parseEntry(buf, f.body, f.end, f.seq);
+    // A lookup is never answered with a dump's end: NLMSG_DONE is unexpected here.
+    if (f.kind === "done")
+      return { kind: "invalid", seq: f.seq, reason: "unexpected netlink message type 0x3" };
+    return f;
+  });
 }
