@@ -29,6 +29,14 @@ const dir = tempFiles({
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("membrane policy test", () => {
+  test("--netns-prefix is checked before anything is built (no root needed to be refused)", () => {
+    for (const bad of ["Bad", "1abc", "abcdefghi", "a/b", "a-b", ""]) {
+      const r = cli("policy", "test", "--datapath", "--netns-prefix", bad, join(dir, "c-passing.yaml"));
+      assert.equal(r.code, 2, `${bad}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /Cannot use --netns-prefix/);
+    }
+  });
+
   test("every example scenario passes", () => {
     const r = cli("policy", "test", "examples/");
     assert.equal(r.stderr, "");

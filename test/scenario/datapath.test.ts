@@ -6,6 +6,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,23 +23,24 @@ function skipReason(): string | undefined {
 }
 const skip = skipReason();
 
-function netnsCount(): number {
+/** Namespaces of one run only: other runs on the machine (and in this file) may come and go meanwhile. */
+function netnsCount(stem: string): number {
   const out = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout;
-  return out.split("\n").filter((l) => l.startsWith("mbp")).length;
+  return out.split("\n").filter((l) => l.startsWith(stem)).length;
 }
 
 function run(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const before = netnsCount();
+  const stem = "mbq" + randomBytes(3).toString("hex").slice(0, 5);
   const r = spawnSync(
     process.execPath,
-    [join(ROOT, "bin/membrane.js"), "policy", "test", "--datapath", ...args],
+    [join(ROOT, "bin/membrane.js"), "policy", "test", "--datapath", "--netns-prefix", stem, ...args],
     {
       cwd: ROOT,
       encoding: "utf8",
       timeout: 180_000,
     },
   );
-  assert.equal(netnsCount(), before, "the run left scratch namespaces behind");
+  assert.equal(netnsCount(stem), 0, "the run left scratch namespaces behind");
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -7,7 +7,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { Command, Option } from "commander";
-import { MembraneError } from "../../errors.js";
+import { escapeControls, MembraneError } from "../../errors.js";
 import { runScenarioText, type ScenarioResult } from "../../policy/scenario/index.js";
 import {
   countDatapath,
@@ -34,6 +34,7 @@ interface TestOptions extends GlobalOptions {
   readonly output: OutputFormat;
   readonly run?: string;
   readonly datapath?: boolean;
+  readonly netnsPrefix?: string;
 }
 
 const EXAMPLES = `
@@ -73,6 +74,10 @@ export function policyTestCommand(ctx: CliContext): Command {
       "--datapath",
       "build each scenario on a scratch node and send every L3/L4 query as real packets (root)",
     )
+    .option(
+      "--netns-prefix <stem>",
+      "with --datapath: name the scratch namespaces <stem><n>-... (1-8 of a-z 0-9, starting with a letter; default mbp + 4 random)",
+    )
     .addHelpText("after", EXAMPLES)
     .action(async (paths: string[], _opts: TestOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<TestOptions>();
@@ -109,7 +114,13 @@ async function runDatapath(
   filter: ((name: string) => boolean) | undefined,
 ): Promise<void> {
   datapathPreflight();
-  const stem = datapathPrefixStem();
+  const stem = opts.netnsPrefix ?? datapathPrefixStem();
+  if (!/^[a-z][a-z0-9]{0,7}$/.test(stem)) {
+    throw new MembraneError(
+      "CLI_USAGE",
+      `Cannot use --netns-prefix ${JSON.stringify(escapeControls(stem))}: write 1-8 of a-z and 0-9, starting with a letter`,
+    );
+  }
   const debug = opts.debug === true;
   const results: DatapathScenarioResult[] = [];
   for (const [i, file] of files.entries()) {
