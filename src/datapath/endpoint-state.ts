@@ -34,7 +34,7 @@ export function routeKey(dst: string, dev: string, gateway?: string): string {
   return gateway === undefined ? `${dst} dev ${dev}` : `${dst} via ${gateway} dev ${dev}`;
 }
 
-/** Parses the three JSON lines of `addr show`, `route show`, `route show table main root ::/0`. */
+/** Parses the three JSON lines of `addr show`, `route show`, `route show table all root ::/0 type unicast`. */
 export function parseNetnsState(stdout: string): NetnsState {
   const [links, r4, r6] = stdout
     .split("\n")
@@ -58,7 +58,9 @@ export function parseNetnsState(stdout: string): NetnsState {
 /** Reads links, addresses and routes of a namespace (absent = the current one) in one process. */
 export async function readNetnsState(netns: string | undefined): Promise<NetnsState> {
   const argv = netns === undefined ? ["ip", "-j", "-batch", "-"] : ["ip", "-n", netns, "-j", "-batch", "-"];
-  const r = await runRaw(argv, { stdin: "addr show\nroute show\nroute show table main root ::/0\n" });
+  const r = await runRaw(argv, {
+    stdin: "addr show\nroute show\nroute show table all root ::/0 type unicast\n",
+  });
   if (r.status !== 0) return EMPTY_NETNS;
   return parseNetnsState(r.stdout);
 }

@@ -14,6 +14,7 @@
  * validation per endpoint and logs it (compile.ts `spoof`); rp_filter would
  * drop those packets silently before the forward hook.
  */
+import { isIPv4, isIPv6 } from "node:net";
 import { MembraneError } from "../errors.js";
 import { ip, run, runRaw, type RunResult } from "./exec.js";
 import { EMPTY_NETNS, NetnsPlan, readNetnsState, type NetnsState } from "./endpoint-state.js";
@@ -115,6 +116,21 @@ export async function reconcileEndpoint(p: EndpointParams): Promise<EndpointReco
         hint: "Pick a shorter interface name, e.g. <prefix>h<id>.",
       },
     );
+  }
+  // These go into `ip -batch` lines: only plain addresses, so no input can add a line.
+  for (const [field, value, ok] of [
+    ["ipv4", p.ipv4, isIPv4],
+    ["ipv6", p.ipv6, isIPv6],
+    ["node.gateway4", p.node.gateway4, isIPv4],
+    ["node.gateway6", p.node.gateway6, isIPv6],
+  ] as const) {
+    if (value !== undefined && value !== "" && !ok(value)) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot create endpoint ${p.name}: ${field} ${JSON.stringify(value)} is not an ${field.endsWith("4") ? "IPv4" : "IPv6"} address`,
+        { location: { path: field } },
+      );
+    }
   }
   const node = p.node.netns;
   const changes: string[] = [];
