@@ -90,6 +90,18 @@ async function ipBatch(lines: readonly string[], netns: string | undefined, what
   await run(argv, { stdin: lines.join("\n") + "\n", what });
 }
 
+/** Sysctls of a new endpoint namespace (constants: nothing from input reaches this shell line). */
+const FRESH_EP_SYSCTLS = [
+  "net/ipv6/conf/all/accept_dad",
+  "net/ipv6/conf/default/accept_dad",
+  "net/ipv6/conf/eth0/accept_dad",
+  "net/ipv4/conf/all/rp_filter",
+  "net/ipv4/conf/default/rp_filter",
+  "net/ipv4/conf/eth0/rp_filter",
+]
+  .map((k) => `echo 0 > /proc/sys/${k}`)
+  .join(" && ");
+
 /** What reconcileEndpoint did: empty `changes` = the endpoint was adopted as it was. */
 export interface EndpointReconcile {
   readonly endpoint: EndpointNetns;
@@ -135,40 +147,47 @@ export async function reconcileEndpoint(p: EndpointParams): Promise<EndpointReco
   const node = p.node.netns;
   const changes: string[] = [];
   const fresh = !(await netnsExists(p.netns));
-  if (fresh) {
-    await ip(["netns", "add", p.netns]); // the one step with no rtnetlink equivalent (a bind mount)
-    // Before the veth exists, so eth0 inherits the defaults.
-    await setSysctls(p.netns, {
-      "net.ipv6.conf.all.accept_dad": "0",
-      "net.ipv6.conf.default.accept_dad": "0",
-      "net.ipv4.conf.all.rp_filter": "0",
-      "net.ipv4.conf.default.rp_filter": "0",
-    });
-    changes.push(`create netns ${p.netns}`);
-  }
-  let [epState, nodeState] = await Promise.all([
-    fresh ? Promise.resolve(EMPTY_NETNS) : readNetnsState(p.netns),
-    readNetnsState(node),
-  ]);
-  const hostOk = nodeState.links.has(p.hostIfname);
-  const peerOk = epState.links.has("eth0");
-  if (!hostOk || !peerOk) {
-    const del = async (ifname: string, ns: string | undefined): Promise<void> => {
-      await ipBatch([`link del ${ifname}`], ns, `delete the half-built veth end ${ifname}`);
-      changes.push(`delete ${ifname} in ${ns ?? "(own netns)"}`);
-    };
-    if (hostOk) await del(p.hostIfname, node);
-    if (peerOk) await del("eth0", p.netns);
+  let epState = EMPTY_NETNS;
+  let nodeState = EMPTY_NETNS;
+  const drop = (s: NetnsState, ifname: string): NetnsState => {
+    const links = new Map(s.links);
+    links.delete(ifname);
+    return { links, routes: new Set([...s.routes].filter((r) => !r.endsWith(` dev ${ifname}`))) };
+  };
+  const del = async (ifname: string, ns: string | undefined): Promise<void> => {
+    await ipBatch([`link del ${ifname}`], ns, `delete the half-built veth end ${ifname}`);
+    changes.push(`delete ${ifname} in ${ns ?? "(own netns)"}`);
+  };
+  const veth = async (): Promise<void> => {
     // The node's defaults (createNode: accept_dad=0, rp_filter=0) apply to the new host end.
     await createVethIn({ ifname: p.hostIfname, netns: node }, { ifname: "eth0", netns: p.netns });
     changes.push(`create veth ${p.hostIfname} <-> eth0 (rtnetlink)`);
-    const drop = (s: NetnsState, ifname: string): NetnsState => {
-      const links = new Map(s.links);
-      links.delete(ifname);
-      return { links, routes: new Set([...s.routes].filter((r) => !r.endsWith(` dev ${ifname}`))) };
-    };
-    epState = drop(epState, "eth0");
-    nodeState = drop(nodeState, p.hostIfname);
+  };
+  if (fresh) {
+    await ip(["netns", "add", p.netns]); // the one step with no rtnetlink equivalent (a bind mount)
+    changes.push(`create netns ${p.netns}`);
+    // A new namespace has no eth0, so the node side is read only if its end is in the way.
+    try {
+      await veth();
+    } catch (e) {
+      if (!(e instanceof MembraneError) || !/EEXIST/.test(e.message)) throw e;
+      nodeState = await readNetnsState(node);
+      if (!nodeState.links.has(p.hostIfname)) throw e;
+      await del(p.hostIfname, node);
+      nodeState = drop(nodeState, p.hostIfname);
+      await veth();
+    }
+  } else {
+    [epState, nodeState] = await Promise.all([readNetnsState(p.netns), readNetnsState(node)]);
+    const hostOk = nodeState.links.has(p.hostIfname);
+    const peerOk = epState.links.has("eth0");
+    if (!hostOk || !peerOk) {
+      if (hostOk) await del(p.hostIfname, node);
+      if (peerOk) await del("eth0", p.netns);
+      await veth();
+      epState = drop(epState, "eth0");
+      nodeState = drop(nodeState, p.hostIfname);
+    }
   }
   const ep = new NetnsPlan(epState);
   const host = new NetnsPlan(nodeState);
@@ -191,7 +210,13 @@ export async function reconcileEndpoint(p: EndpointParams): Promise<EndpointReco
     if (p.node.gateway6) ep.route("default", "eth0", { gateway: HOST_LINK_LOCAL });
   }
   await ipBatch(host.lines, node, `configure ${p.hostIfname} for endpoint ${p.name}`);
-  await ipBatch(ep.lines, p.netns, `configure eth0 of endpoint ${p.name}`);
+  if (fresh) {
+    // A new namespace's sysctls and its batch in one process: ip netns exec sh -c '<sysctls> && exec ip -batch -'.
+    await run(["ip", "netns", "exec", p.netns, "sh", "-c", `${FRESH_EP_SYSCTLS} && exec ip -batch -`], {
+      stdin: ep.lines.join("\n") + "\n",
+      what: `configure eth0 of endpoint ${p.name}`,
+    });
+  } else await ipBatch(ep.lines, p.netns, `configure eth0 of endpoint ${p.name}`);
   for (const l of host.lines) changes.push(`ip ${node === undefined ? "" : `-n ${node} `}${l}`);
   for (const l of ep.lines) changes.push(`ip -n ${p.netns} ${l}`);
   return { endpoint: { ...p }, changes };

@@ -90,6 +90,22 @@ describe("endpoint adoption and rtnetlink (root)", { skip: skip ?? false }, () =
     }
   });
 
+  test("a new endpoint whose node-side interface name is taken by a leftover replaces the leftover", async () => {
+    const prefix = uniquePrefix("rn");
+    try {
+      const params = await endpointParams(prefix);
+      await ip(
+        ["link", "add", params.hostIfname, "type", "veth", "peer", "name", `${prefix}y`],
+        `${prefix}-node`,
+      );
+      const r = await reconcileEndpoint(params);
+      assert.ok(r.changes.includes(`delete ${params.hostIfname} in ${prefix}-node`), r.changes.join("\n"));
+      assert.equal((await exec(r.endpoint, ["ping", "-c1", "-W1", "10.201.0.1"])).status, 0);
+    } finally {
+      await cleanupPrefix(prefix + "-");
+    }
+  });
+
   test("a veth the kernel refuses (name taken) fails with NETNS_FAILED naming the step, the interface and the errno", async () => {
     const prefix = uniquePrefix("rn");
     try {
