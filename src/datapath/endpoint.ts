@@ -14,8 +14,11 @@
  * validation per endpoint and logs it (compile.ts `spoof`); rp_filter would
  * drop those packets silently before the forward hook.
  */
+import { isIPv4, isIPv6 } from "node:net";
 import { MembraneError } from "../errors.js";
-import { ip, runRaw, type RunResult } from "./exec.js";
+import { ip, run, runRaw, type RunResult } from "./exec.js";
+import { EMPTY_NETNS, NetnsPlan, readNetnsState, type NetnsState } from "./endpoint-state.js";
+import { createVethIn } from "./rtnl.js";
 import { createNetns, deleteNetns, netnsExists, setSysctls } from "./netns.js";
 import { stopNetnsProcesses } from "./workload.js";
 
@@ -80,8 +83,42 @@ async function linkExists(name: string, netns: string | undefined): Promise<bool
   return (await runRaw(["ip", ...ns, "link", "show", "dev", name])).status === 0;
 }
 
-/** Creates (or reconciles) an endpoint: netns, veth pair, addresses, routes, sysctls. */
-export async function createEndpoint(p: EndpointParams): Promise<EndpointNetns> {
+/** Runs `ip [-n NETNS] -batch -` with `lines`; a refusal names the namespace and the line. */
+async function ipBatch(lines: readonly string[], netns: string | undefined, what: string): Promise<void> {
+  if (lines.length === 0) return;
+  const argv = netns === undefined ? ["ip", "-batch", "-"] : ["ip", "-n", netns, "-batch", "-"];
+  await run(argv, { stdin: lines.join("\n") + "\n", what });
+}
+
+/** Sysctls of a new endpoint namespace (constants: nothing from input reaches this shell line). */
+const FRESH_EP_SYSCTLS = [
+  "net/ipv6/conf/all/accept_dad",
+  "net/ipv6/conf/default/accept_dad",
+  "net/ipv6/conf/eth0/accept_dad",
+  "net/ipv4/conf/all/rp_filter",
+  "net/ipv4/conf/default/rp_filter",
+  "net/ipv4/conf/eth0/rp_filter",
+]
+  .map((k) => `echo 0 > /proc/sys/${k}`)
+  .join(" && ");
+
+/** What reconcileEndpoint did: empty `changes` = the endpoint was adopted as it was. */
+export interface EndpointReconcile {
+  readonly endpoint: EndpointNetns;
+  /** Kernel operations applied, in order ("create netns x", "ip -n x link set eth0 up", ...). */
+  readonly changes: readonly string[];
+}
+
+/**
+ * Brings an endpoint to what `p` wants, changing only what differs: an
+ * endpoint whose namespace, veth, addresses and routes already exist (a
+ * restarted agent) is adopted with zero kernel operations; a missing or
+ * half-built veth is re-created. Costs, in processes: two reads (one
+ * `ip -j -batch` per namespace); when something is missing, at most one
+ * `ip netns add` + one sysctl process (new namespace only), the veth over
+ * rtnetlink (rtnl.ts, no process), and one `ip -batch` per namespace.
+ */
+export async function reconcileEndpoint(p: EndpointParams): Promise<EndpointReconcile> {
   if (!/^[A-Za-z0-9_-]{1,15}$/.test(p.hostIfname)) {
     throw new MembraneError(
       "ENDPOINT_INVALID",
@@ -92,44 +129,102 @@ export async function createEndpoint(p: EndpointParams): Promise<EndpointNetns> 
       },
     );
   }
-  const node = p.node.netns;
-  await createNetns(p.netns);
-  await setSysctls(p.netns, {
-    "net.ipv6.conf.all.accept_dad": "0",
-    "net.ipv6.conf.default.accept_dad": "0",
-    "net.ipv4.conf.all.rp_filter": "0",
-    "net.ipv4.conf.default.rp_filter": "0",
-  });
-  const hostOk = await linkExists(p.hostIfname, node);
-  const peerOk = await linkExists("eth0", p.netns);
-  if (!hostOk || !peerOk) {
-    if (hostOk) await ip(["link", "del", p.hostIfname], node);
-    if (peerOk) await ip(["link", "del", "eth0"], p.netns);
-    await ip(["link", "add", p.hostIfname, "type", "veth", "peer", "name", "eth0", "netns", p.netns], node);
+  // These go into `ip -batch` lines: only plain addresses, so no input can add a line.
+  for (const [field, value, ok] of [
+    ["ipv4", p.ipv4, isIPv4],
+    ["ipv6", p.ipv6, isIPv6],
+    ["node.gateway4", p.node.gateway4, isIPv4],
+    ["node.gateway6", p.node.gateway6, isIPv6],
+  ] as const) {
+    if (value !== undefined && value !== "" && !ok(value)) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot create endpoint ${p.name}: ${field} ${JSON.stringify(value)} is not an ${field.endsWith("4") ? "IPv4" : "IPv6"} address`,
+        { location: { path: field } },
+      );
+    }
   }
-  await setSysctls(node, {
-    [`net.ipv6.conf.${p.hostIfname}.accept_dad`]: "0",
-    [`net.ipv4.conf.${p.hostIfname}.rp_filter`]: "0",
-  });
-  await ip(["link", "set", p.hostIfname, "up"], node);
-  await ip(["-6", "addr", "replace", `${HOST_LINK_LOCAL}/64`, "dev", p.hostIfname, "nodad"], node);
-  await ip(["link", "set", "eth0", "up"], p.netns);
+  const node = p.node.netns;
+  const changes: string[] = [];
+  const fresh = !(await netnsExists(p.netns));
+  let epState = EMPTY_NETNS;
+  let nodeState = EMPTY_NETNS;
+  const drop = (s: NetnsState, ifname: string): NetnsState => {
+    const links = new Map(s.links);
+    links.delete(ifname);
+    return { links, routes: new Set([...s.routes].filter((r) => !r.endsWith(` dev ${ifname}`))) };
+  };
+  const del = async (ifname: string, ns: string | undefined): Promise<void> => {
+    await ipBatch([`link del ${ifname}`], ns, `delete the half-built veth end ${ifname}`);
+    changes.push(`delete ${ifname} in ${ns ?? "(own netns)"}`);
+  };
+  const veth = async (): Promise<void> => {
+    // The node's defaults (createNode: accept_dad=0, rp_filter=0) apply to the new host end.
+    await createVethIn({ ifname: p.hostIfname, netns: node }, { ifname: "eth0", netns: p.netns });
+    changes.push(`create veth ${p.hostIfname} <-> eth0 (rtnetlink)`);
+  };
+  if (fresh) {
+    await ip(["netns", "add", p.netns]); // the one step with no rtnetlink equivalent (a bind mount)
+    changes.push(`create netns ${p.netns}`);
+    // A new namespace has no eth0, so the node side is read only if its end is in the way.
+    try {
+      await veth();
+    } catch (e) {
+      if (!(e instanceof MembraneError) || !/EEXIST/.test(e.message)) throw e;
+      nodeState = await readNetnsState(node);
+      if (!nodeState.links.has(p.hostIfname)) throw e;
+      await del(p.hostIfname, node);
+      nodeState = drop(nodeState, p.hostIfname);
+      await veth();
+    }
+  } else {
+    [epState, nodeState] = await Promise.all([readNetnsState(p.netns), readNetnsState(node)]);
+    const hostOk = nodeState.links.has(p.hostIfname);
+    const peerOk = epState.links.has("eth0");
+    if (!hostOk || !peerOk) {
+      if (hostOk) await del(p.hostIfname, node);
+      if (peerOk) await del("eth0", p.netns);
+      await veth();
+      epState = drop(epState, "eth0");
+      nodeState = drop(nodeState, p.hostIfname);
+    }
+  }
+  const ep = new NetnsPlan(epState);
+  const host = new NetnsPlan(nodeState);
+  ep.up("lo");
+  host.up(p.hostIfname);
+  host.addr(p.hostIfname, `${HOST_LINK_LOCAL}/64`, true);
+  ep.up("eth0");
   const g4 = p.node.gateway4;
-  const g6 = p.node.gateway6;
   if (p.ipv4) {
-    await ip(["addr", "replace", `${p.ipv4}/32`, "dev", "eth0"], p.netns);
-    await ip(["route", "replace", `${p.ipv4}/32`, "dev", p.hostIfname], node);
+    ep.addr("eth0", `${p.ipv4}/32`, false);
+    host.route(p.ipv4, p.hostIfname);
     if (g4) {
-      await ip(["route", "replace", g4, "dev", "eth0", "scope", "link"], p.netns);
-      await ip(["route", "replace", "default", "via", g4, "dev", "eth0"], p.netns);
+      ep.route(g4, "eth0", { scopeLink: true });
+      ep.route("default", "eth0", { gateway: g4 });
     }
   }
   if (p.ipv6) {
-    await ip(["-6", "addr", "replace", `${p.ipv6}/128`, "dev", "eth0", "nodad"], p.netns);
-    await ip(["-6", "route", "replace", `${p.ipv6}/128`, "dev", p.hostIfname], node);
-    if (g6) await ip(["-6", "route", "replace", "default", "via", HOST_LINK_LOCAL, "dev", "eth0"], p.netns);
+    ep.addr("eth0", `${p.ipv6}/128`, true);
+    host.route(p.ipv6, p.hostIfname);
+    if (p.node.gateway6) ep.route("default", "eth0", { gateway: HOST_LINK_LOCAL });
   }
-  return { ...p };
+  await ipBatch(host.lines, node, `configure ${p.hostIfname} for endpoint ${p.name}`);
+  if (fresh) {
+    // A new namespace's sysctls and its batch in one process: ip netns exec sh -c '<sysctls> && exec ip -batch -'.
+    await run(["ip", "netns", "exec", p.netns, "sh", "-c", `${FRESH_EP_SYSCTLS} && exec ip -batch -`], {
+      stdin: ep.lines.join("\n") + "\n",
+      what: `configure eth0 of endpoint ${p.name}`,
+    });
+  } else await ipBatch(ep.lines, p.netns, `configure eth0 of endpoint ${p.name}`);
+  for (const l of host.lines) changes.push(`ip ${node === undefined ? "" : `-n ${node} `}${l}`);
+  for (const l of ep.lines) changes.push(`ip -n ${p.netns} ${l}`);
+  return { endpoint: { ...p }, changes };
+}
+
+/** Creates (or adopts, or repairs) an endpoint: netns, veth pair, addresses, routes, sysctls. */
+export async function createEndpoint(p: EndpointParams): Promise<EndpointNetns> {
+  return (await reconcileEndpoint(p)).endpoint;
 }
 
 /**

@@ -6,16 +6,21 @@
  * deleted namespace goes with it, so cleanupPrefix() needs to remove
  * namespaces only. Nothing here touches the root namespace.
  */
+import { readdir } from "node:fs/promises";
 import { MembraneError } from "../errors.js";
 import { ip, run, runRaw } from "./exec.js";
 
 /** Names of the existing named network namespaces. */
 export async function listNetns(): Promise<string[]> {
-  const out = await ip(["netns", "list"]);
-  return out
-    .split("\n")
-    .map((l) => l.trim().split(/\s+/)[0] ?? "")
-    .filter((n) => n !== "");
+  // The bind mounts `ip netns add` makes; read without a process.
+  try {
+    return (await readdir("/run/netns")).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw new MembraneError("NETNS_FAILED", `Cannot list network namespaces in /run/netns: ${String(e)}`, {
+      cause: e,
+    });
+  }
 }
 
 export async function netnsExists(name: string): Promise<boolean> {

@@ -1,0 +1,84 @@
+/**
+ * What an endpoint's namespaces hold, read in one `ip -j -batch` process per
+ * namespace, and the `ip -batch` lines that bring them to what is wanted.
+ * Pure apart from readNetnsState(); a line is emitted only for what differs,
+ * so an endpoint that is already as wanted costs zero kernel operations.
+ */
+import { runRaw } from "./exec.js";
+
+export interface LinkState {
+  readonly up: boolean;
+  /** "10.200.0.5/32", "fe80::1/64", ... */
+  readonly addrs: ReadonlySet<string>;
+}
+export interface NetnsState {
+  readonly links: ReadonlyMap<string, LinkState>;
+  /** "dst dev [via gw]" keys, both families: "default via 10.200.0.1 dev eth0", "10.200.0.5 dev h1". */
+  readonly routes: ReadonlySet<string>;
+}
+export const EMPTY_NETNS: NetnsState = { links: new Map(), routes: new Set() };
+
+interface JsonLink {
+  ifname?: string;
+  flags?: string[];
+  addr_info?: { local?: string; prefixlen?: number }[];
+}
+interface JsonRoute {
+  dst?: string;
+  gateway?: string;
+  dev?: string;
+  type?: string;
+}
+
+export function routeKey(dst: string, dev: string, gateway?: string): string {
+  return gateway === undefined ? `${dst} dev ${dev}` : `${dst} via ${gateway} dev ${dev}`;
+}
+
+/** Parses the three JSON lines of `addr show`, `route show`, `route show table all root ::/0 type unicast`. */
+export function parseNetnsState(stdout: string): NetnsState {
+  const [links, r4, r6] = stdout
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => JSON.parse(l) as unknown[]);
+  const out = new Map<string, LinkState>();
+  for (const l of (links ?? []) as JsonLink[]) {
+    if (l.ifname === undefined) continue;
+    out.set(l.ifname, {
+      up: (l.flags ?? []).includes("UP"),
+      addrs: new Set((l.addr_info ?? []).map((a) => `${a.local ?? ""}/${a.prefixlen ?? ""}`)),
+    });
+  }
+  const routes = new Set<string>();
+  for (const r of [...((r4 ?? []) as JsonRoute[]), ...((r6 ?? []) as JsonRoute[])]) {
+    if (r.dst !== undefined && r.dev !== undefined) routes.add(routeKey(r.dst, r.dev, r.gateway));
+  }
+  return { links: out, routes };
+}
+
+/** Reads links, addresses and routes of a namespace (absent = the current one) in one process. */
+export async function readNetnsState(netns: string | undefined): Promise<NetnsState> {
+  const argv = netns === undefined ? ["ip", "-j", "-batch", "-"] : ["ip", "-n", netns, "-j", "-batch", "-"];
+  const r = await runRaw(argv, {
+    stdin: "addr show\nroute show\nroute show table all root ::/0 type unicast\n",
+  });
+  if (r.status !== 0) return EMPTY_NETNS;
+  return parseNetnsState(r.stdout);
+}
+
+/** Collects the `ip -batch` lines for one namespace. */
+export class NetnsPlan {
+  readonly lines: string[] = [];
+  constructor(private readonly state: NetnsState) {}
+  up(ifname: string): void {
+    if (this.state.links.get(ifname)?.up !== true) this.lines.push(`link set ${ifname} up`);
+  }
+  addr(ifname: string, cidr: string, nodad: boolean): void {
+    if (this.state.links.get(ifname)?.addrs.has(cidr) === true) return;
+    this.lines.push(`addr replace ${cidr} dev ${ifname}${nodad ? " nodad" : ""}`);
+  }
+  route(dst: string, dev: string, opts: { gateway?: string; scopeLink?: boolean } = {}): void {
+    if (this.state.routes.has(routeKey(dst, dev, opts.gateway))) return;
+    const via = opts.gateway === undefined ? "" : ` via ${opts.gateway}`;
+    this.lines.push(`route replace ${dst}${via} dev ${dev}${opts.scopeLink ? " scope link" : ""}`);
+  }
+}
