@@ -77,6 +77,15 @@ const POLICIES: readonly string[] = [
     "p7",
     `  endpointSelector: {matchLabels: {app: b}}\n  ingress: [{fromCIDR: [10.200.0.0/16, "2001:db8::/32"], toPorts: [{ports: [{port: "5000", endPort: 5010, protocol: UDP}, {port: "9000", protocol: SCTP}]}]}]\n`,
   ),
+  // Audit mode: would-be drops are logged and let through (audit chains, auditDefault).
+  `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p8, namespace: default, annotations: {policy.membrane.io/audit: "true"}}
+spec:
+  endpointSelector: {matchLabels: {app: b}}
+  egressDeny: [{toEndpoints: [{matchLabels: {app: a}}], toPorts: [{ports: [{port: "22", protocol: TCP}]}]}]
+  egress: [{toEndpoints: [{matchLabels: {app: c}}]}]
+`,
 ];
 
 /** Remote prefixes (ipcache churn), overlapping the policies' CIDRs and each other. */
@@ -97,7 +106,8 @@ type Op =
   | { op: "pol"; i: number }
   | { op: "delPol"; i: number }
   | { op: "remote"; i: number; id: number }
-  | { op: "delRemote"; i: number };
+  | { op: "delRemote"; i: number }
+  | { op: "proxy"; on: boolean };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
@@ -119,12 +129,20 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     weight: 1,
     arbitrary: fc.record({ op: fc.constant("delRemote" as const), i: fc.nat(REMOTE.length - 1) }),
   },
+  // The node's proxy starts or stops: L7 segments become redirects or fail-closed drops.
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("proxy" as const), on: fc.boolean() }) },
 );
 
 /** The world the ops build: an engine, as the agent holds it, and the node's local endpoints. */
 class World {
-  readonly engine = new PolicyEngine();
+  readonly engine: PolicyEngine;
   readonly local = new Map<number, LocalEndpoint>();
+  private proxy = true;
+
+  constructor(dualStack: boolean) {
+    this.engine = new PolicyEngine({ config: { dualStack } });
+  }
+
   private readonly parsed = POLICIES.map((y, i) => parsePolicies(y, `p${i}.yaml`));
 
   step(o: Op): void {
@@ -166,12 +184,19 @@ class World {
       case "delRemote":
         this.engine.ipcache.deletePrefix(prefix(REMOTE[o.i]));
         return;
+      case "proxy":
+        this.proxy = o.on;
+        return;
     }
   }
 
   state(): DatapathState {
     const eps = [...this.local.values()].sort((a, b) => a.id - b.id);
-    return buildDatapathState(this.engine, eps, { proxy: PROXY, authAvailable: false });
+    return buildDatapathState(
+      this.engine,
+      eps,
+      this.proxy ? { proxy: PROXY, authAvailable: false } : { authAvailable: false },
+    );
   }
 }
 
@@ -286,9 +311,10 @@ describe("pp incremental datapath equals a from-scratch compile (needs root)", {
   async function runSequence(
     ops: readonly Op[],
     trustMs?: number,
+    dualStack = false,
   ): Promise<{ final: DatapathState; steps: number; ops: number }> {
     for (const ns of [incNs, refNs]) await runRaw(["nft", "delete", "table", "inet", TABLE], { netns: ns });
-    const world = new World();
+    const world = new World(dualStack);
     const inc = new Reconciler({ netns: incNs, table: TABLE, ...(trustMs !== undefined ? { trustMs } : {}) });
     let kernelOps = 0;
     for (const o of ops) {
@@ -308,19 +334,23 @@ describe("pp incremental datapath equals a from-scratch compile (needs root)", {
     let sequences = 0;
     try {
       await fc.assert(
-        fc.asyncProperty(fc.array(opArb, { minLength: STEPS, maxLength: STEPS }), async (ops) => {
-          // Every other sequence plans each step against a fresh read-back of the kernel (trustMs 0)
-          // instead of the table applied last (the default): both incremental paths are checked.
-          const { final, ops: n } = await runSequence(ops, sequences++ % 2 === 1 ? 0 : undefined);
-          totalOps += n;
-          totalSteps += ops.length;
-          await new Reconciler({ netns: refNs, table: TABLE }).apply(final);
-          const diff = firstDifference(await readTable(incNs), await readTable(refNs));
-          if (diff !== undefined) throw new Error(diff);
-          // A restarted agent (fresh Reconciler, reads the kernel back) finds nothing to do.
-          const restart = await new Reconciler({ netns: incNs, table: TABLE }).plan(final);
-          assert.equal(restart.ops, 0, `restart plans ${restart.ops} ops:\n${restart.lines.join("\n")}`);
-        }),
+        fc.asyncProperty(
+          fc.boolean(),
+          fc.array(opArb, { minLength: STEPS, maxLength: STEPS }),
+          async (dual, ops) => {
+            // Every other sequence plans each step against a fresh read-back of the kernel (trustMs 0)
+            // instead of the table applied last (the default): both incremental paths are checked.
+            const { final, ops: n } = await runSequence(ops, sequences++ % 2 === 1 ? 0 : undefined, dual);
+            totalOps += n;
+            totalSteps += ops.length;
+            await new Reconciler({ netns: refNs, table: TABLE }).apply(final);
+            const diff = firstDifference(await readTable(incNs), await readTable(refNs));
+            if (diff !== undefined) throw new Error(diff);
+            // A restarted agent (fresh Reconciler, reads the kernel back) finds nothing to do.
+            const restart = await new Reconciler({ netns: incNs, table: TABLE }).plan(final);
+            assert.equal(restart.ops, 0, `restart plans ${restart.ops} ops:\n${restart.lines.join("\n")}`);
+          },
+        ),
         { seed: SEED, numRuns: RUNS, includeErrorInReport: true },
       );
     } catch (e) {
