@@ -62,7 +62,9 @@ export class Agent {
   private node: NodeNetns | undefined;
   private timer: NodeJS.Timeout | undefined;
   private observerRef: Observer | undefined;
-  private proxyRef: { supervisor: ProxySupervisor; target: ProxyTarget } | undefined;
+  /** Set before the proxy starts, so that stop() stops a proxy whose start failed half-way. */
+  private proxyRef: ProxySupervisor | undefined;
+  private proxyTarget: ProxyTarget | undefined;
   private readonly enforcer: Enforcer;
   private readonly identitiesCtl: IdentitiesController;
   private readonly endpoints: EndpointsController;
@@ -76,7 +78,7 @@ export class Agent {
 
   /** The L7 proxy's process id, while it runs. */
   get proxyPid(): number | undefined {
-    return this.proxyRef?.supervisor.pid;
+    return this.proxyRef?.pid;
   }
 
   /** Flows of this node (undefined when flow visibility is off). */
@@ -132,7 +134,10 @@ export class Agent {
       endpoints: this.endpoints,
       identities: this.identitiesCtl,
       controllers: () => this.controllers,
-      proxy: () => this.proxyRef,
+      proxy: () =>
+        this.proxyRef && this.proxyTarget
+          ? { supervisor: this.proxyRef, target: this.proxyTarget }
+          : undefined,
       observer: () => this.observerRef,
     });
   }
@@ -200,7 +205,7 @@ export class Agent {
     // state, the store holds what was acknowledged, and the next start reconciles.
     this.reconciler.stop();
     await this.queue.stop();
-    await this.proxyRef?.supervisor.stop();
+    await this.proxyRef?.stop();
     await this.observerRef?.stop();
   }
 
@@ -213,7 +218,7 @@ export class Agent {
     gw: { ipv4: string; ipv6?: string },
   ): Promise<void> {
     const ipv6 = gw.ipv6 && this.p.podCidr6 ? gw.ipv6 : undefined;
-    const supervisor = new ProxySupervisor({
+    this.proxyRef = new ProxySupervisor({
       ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
       gid: cfg.gid,
       config: {
@@ -228,16 +233,13 @@ export class Agent {
       onL7: (event, src, dst) => this.observerRef?.pushL7(event, { src, dst }),
       onDnsAnswer: (_endpoint, name, ips, ttl) => this.names.answer(name, ips, ttl),
     });
-    await supervisor.start();
-    this.proxyRef = {
-      supervisor,
-      target: {
-        ipv4: gw.ipv4,
-        ...(ipv6 ? { ipv6 } : {}),
-        l7Port: cfg.l7Port,
-        dnsPort: cfg.dnsPort,
-        gid: cfg.gid,
-      },
+    await this.proxyRef.start();
+    this.proxyTarget = {
+      ipv4: gw.ipv4,
+      ...(ipv6 ? { ipv6 } : {}),
+      l7Port: cfg.l7Port,
+      dnsPort: cfg.dnsPort,
+      gid: cfg.gid,
     };
     this.names.start(cfg.dnsGcIntervalMs ?? DNS_GC_MS);
   }
