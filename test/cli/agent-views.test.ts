@@ -75,6 +75,17 @@ test(
         status.stdout,
       );
 
+      // One line per controller: the endpoint created above is desired and realized.
+      assert.match(status.stdout, /^controller endpoints\s+desired 1, realized 1$/m, status.stdout);
+      assert.match(status.stdout, /^controller policies\s+desired 0, realized 0$/m, status.stdout);
+      const sj = JSON.parse((await run("get", "status", "-o", "json", ...socket)).stdout) as {
+        controllers: { name: string; desired: number; realized: number }[];
+      };
+      assert.deepEqual(
+        sj.controllers.find((c) => c.name === "endpoints"),
+        { name: "endpoints", desired: 1, realized: 1 },
+      );
+
       const yaml = await run("datapath", "diff", "-o", "yaml", ...socket);
       assert.equal(yaml.code, 0, yaml.stderr);
       assert.deepEqual(parse(yaml.stdout), { diff: [] });

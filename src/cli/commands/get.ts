@@ -69,9 +69,26 @@ export function getCommand(ctx: CliContext): Command {
     });
 }
 
-/** `get status` as name/value lines; the last kernel apply in words. */
+/** `get status` as name/value lines; the last kernel apply in words; one line per controller. */
 export function statusRows(s: Row): string[][] {
-  return Object.entries(s).map(([k, v]) => [k, k === "lastApply" ? applyText(v) : valueText(v)]);
+  return Object.entries(s).flatMap(([k, v]) =>
+    k === "controllers" && Array.isArray(v)
+      ? v.map(controllerRow)
+      : [[k, k === "lastApply" ? applyText(v) : valueText(v)]],
+  );
+}
+
+/** `controller <name>   desired 4, realized 4` and the last error, if any, with its time. */
+function controllerRow(v: unknown): string[] {
+  const c = (typeof v === "object" && v !== null ? v : {}) as Row;
+  const e = (typeof c["lastError"] === "object" && c["lastError"] !== null ? c["lastError"] : undefined) as
+    Row | undefined;
+  const lag = Number(c["desired"]) > Number(c["realized"]) ? " (kernel behind)" : "";
+  const err = e ? `; last error at ${String(e["at"])}: ${String(e["message"])}` : "";
+  return [
+    `controller ${String(c["name"])}`,
+    `desired ${String(c["desired"])}, realized ${String(c["realized"])}${lag}${err}`,
+  ];
 }
 
 function applyText(v: unknown): string {

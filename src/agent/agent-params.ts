@@ -1,0 +1,46 @@
+/** What an Agent is built from (agent.ts): its store, logger, node and kernel settings, proxy, flows. */
+import type { Logger } from "pino";
+import type { EngineConfig } from "../policy/query.js";
+import type { Store } from "../store/store.js";
+import type { ObserverParams } from "./observer.js";
+
+export interface AgentParams {
+  readonly store: Store;
+  readonly logger: Logger;
+  /** The node's network namespace; undefined = the namespace the agent runs in. */
+  readonly nodeNetns?: string;
+  /** Prefix of the endpoint namespaces this agent creates (unique per node). */
+  readonly netnsPrefix: string;
+  readonly podCidr4: string;
+  readonly podCidr6?: string;
+  readonly table: string;
+  readonly logGroup: number;
+  readonly engine: Partial<EngineConfig>;
+  /** Periodic resync of the kernel with desired state (ms; 0 = off). */
+  readonly resyncMs: number;
+  /** The state directory, reported in status so that `endpoint exec` can hide it from workloads. */
+  readonly stateDir?: string;
+  /**
+   * The node's L7 proxy (HTTP, gRPC, Kafka, TLS, DNS with toFQDNs); absent =
+   * none: L7 rules are then compiled as drops (fail closed).
+   */
+  readonly proxy?: {
+    readonly gid: number;
+    /** User the proxy process drops root for once its sockets are bound; absent = stays root. */
+    readonly uid?: number;
+    readonly l7Port: number;
+    readonly dnsPort: number;
+    readonly secretsDir?: string;
+    /** Shortest life of a DNS-learned address, in seconds (Cilium's --tofqdns-min-ttl). Default 3600. */
+    readonly dnsMinTtlSeconds?: number;
+    /** How often expired DNS-learned addresses are looked for (ms). Default 5000. */
+    readonly dnsGcIntervalMs?: number;
+  };
+  /** Flow visibility; absent = no NFLOG reader, no flows. */
+  readonly observe?: {
+    readonly nodeName: string;
+    readonly ringCapacity: number;
+    readonly metricsAddress?: string;
+    readonly export?: ObserverParams["export"];
+  };
+}

@@ -1,0 +1,314 @@
+/**
+ * Local endpoints: a network namespace and a veth each, an address from
+ * IPAM, a record in the store (`endpoints/<namespace>/<name>`), labels the
+ * engine turns into an identity. Fail closed: a new endpoint's policy is in
+ * the kernel before its veth exists, so it is never open while its policy is
+ * computed; a failed create is undone whole.
+ */
+import { MembraneError } from "../../errors.js";
+import { createEndpoint, deleteEndpoint, type NodeNetns } from "../../datapath/endpoint.js";
+import { ip } from "../../datapath/exec.js";
+import { listNetns } from "../../datapath/netns.js";
+import { stopNetnsProcesses } from "../../datapath/workload.js";
+import { workloadLabels } from "../../labels/k8s.js";
+import type { NamedPort } from "../../policy/query.js";
+import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
+import type { LocalEndpoint } from "../desired.js";
+import type { Ipam } from "../ipam.js";
+import { KEYS, type EndpointRecordV1 } from "../records.js";
+import { epKey, validateName, validatePorts } from "./validate.js";
+
+export interface EndpointView {
+  name: string;
+  namespace: string;
+  id: number;
+  identity: number;
+  labels: Record<string, string>;
+  ipv4: string;
+  ipv6?: string;
+  netns: string;
+  hostIfname: string;
+  ingress: { enforced: boolean; entries: number };
+  egress: { enforced: boolean; entries: number };
+  policyRevision: number;
+}
+
+export interface EndpointsDeps extends ControllerDeps {
+  readonly ipam: Ipam;
+  /** Prefix of the endpoint namespaces this agent creates (unique per node). */
+  readonly netnsPrefix: string;
+  /** The node's network namespace; undefined = the namespace the agent runs in. */
+  readonly nodeNetns: string | undefined;
+  /** The node's side (bridge, gateways), once the agent has started. */
+  readonly node: () => NodeNetns | undefined;
+}
+
+export interface CreateEndpointRequest {
+  name: string;
+  namespace: string;
+  labels: Record<string, string>;
+  ipv4?: string;
+  ipv6?: string;
+  /** Named container ports, for policies that name ports. */
+  ports?: readonly NamedPort[];
+}
+
+export class EndpointsController implements Controller {
+  readonly name = "endpoints";
+  readonly revisions = new Revisions();
+  private readonly records = new Map<string, EndpointRecordV1>();
+  /** Indexes of `records` for the per-flow lookups; changed only through put/drop. */
+  private readonly byId = new Map<number, EndpointRecordV1>();
+  private readonly byIp = new Map<string, EndpointRecordV1>();
+
+  constructor(private readonly d: EndpointsDeps) {}
+
+  get size(): number {
+    return this.records.size;
+  }
+
+  all(): IterableIterator<EndpointRecordV1> {
+    return this.records.values();
+  }
+
+  recordById(id: number): EndpointRecordV1 | undefined {
+    return this.byId.get(id);
+  }
+
+  recordByIp(ip: string): EndpointRecordV1 | undefined {
+    return this.byIp.get(ip);
+  }
+
+  /** The endpoints as the datapath compiler needs them. */
+  local(): LocalEndpoint[] {
+    return [...this.records.values()].map(localEndpoint);
+  }
+
+  async restore(): Promise<void> {
+    const kvs = (await this.d.store.list(KEYS.endpoints)).kvs;
+    for (const kv of kvs) {
+      const rec = JSON.parse(kv.value) as EndpointRecordV1;
+      this.put(epKey(rec.namespace, rec.name), rec);
+      this.d.engine().upsertEndpoint(engineSpec(rec));
+    }
+    if (kvs.length > 0) this.revisions.bump();
+  }
+
+  /**
+   * Recreates endpoints whose namespace or veth vanished (e.g. after a
+   * reboot); intact ones are left alone (one listing each, not one check per
+   * endpoint). Their policy must already be in the kernel.
+   */
+  async recreateMissing(): Promise<void> {
+    const namespaces = new Set(await listNetns());
+    const links = await hostLinks(this.d.nodeNetns);
+    const missing = [...this.records.values()].filter(
+      (ep) => !namespaces.has(ep.netns) || !links.has(ep.hostIfname),
+    );
+    // Their policy is already in the kernel: creating them in parallel is safe.
+    for (let i = 0; i < missing.length; i += 8) {
+      await Promise.all(missing.slice(i, i + 8).map((ep) => createEndpoint(this.netnsOf(ep))));
+    }
+  }
+
+  /** Creates an endpoint; `ipv4` / `ipv6` ask for exact addresses from the pod CIDRs, else IPAM picks. */
+  create(req: CreateEndpointRequest): Promise<EndpointView> {
+    return this.d.serial(async () => {
+      validateName(req.name, "endpoint name");
+      validateName(req.namespace, "namespace");
+      const key = epKey(req.namespace, req.name);
+      if (this.records.has(key)) {
+        throw new MembraneError("ENDPOINT_INVALID", `Cannot create endpoint ${key}: it exists`, {
+          hint: "Use `membrane endpoint label` to change its labels.",
+        });
+      }
+      workloadLabels({ namespace: req.namespace, labels: req.labels }); // validates, throws LABEL_INVALID
+      validatePorts(req.ports ?? []);
+      const id = this.nextId();
+      const addr = await this.d.ipam.allocate(key, {
+        ...(req.ipv4 !== undefined ? { ipv4: req.ipv4 } : {}),
+        ...(req.ipv6 !== undefined ? { ipv6: req.ipv6 } : {}),
+      });
+      const rec: EndpointRecordV1 = {
+        v: 1,
+        name: req.name,
+        namespace: req.namespace,
+        labels: req.labels,
+        id,
+        netns: `${this.d.netnsPrefix}ep${id}`,
+        hostIfname: `mbr${id}`,
+        ipv4: addr.ipv4,
+        ...(addr.ipv6 ? { ipv6: addr.ipv6 } : {}),
+        ...(req.ports && req.ports.length > 0 ? { ports: req.ports.map((p) => ({ ...p })) } : {}),
+      };
+      const engine = this.d.engine();
+      try {
+        await this.d.store.put(KEYS.endpoints + key, JSON.stringify(rec));
+        this.put(key, rec);
+        engine.upsertEndpoint(engineSpec(rec));
+        this.revisions.bump();
+        // Policy in the kernel first, then the veth: never open while being computed.
+        await this.d.enforce();
+        await createEndpoint(this.netnsOf(rec));
+      } catch (e) {
+        this.revisions.fail(e);
+        this.drop(key);
+        // Undone, not a new change: no bump (the error stays until a later change is realized).
+        engine.deleteEndpoint(rec.namespace, rec.name);
+        await this.d.store.delete(KEYS.endpoints + key).catch(() => undefined);
+        await this.d.ipam.release(key).catch(() => undefined);
+        await deleteEndpoint(this.netnsOf(rec)).catch(() => undefined);
+        await this.d.enforce().catch(() => undefined);
+        throw e;
+      }
+      return this.view(rec);
+    });
+  }
+
+  label(
+    namespace: string,
+    name: string,
+    labels: Record<string, string>,
+    replace: boolean,
+  ): Promise<EndpointView> {
+    return this.d.serial(async () => {
+      const rec = this.must(namespace, name);
+      const next: Record<string, string> = replace ? { ...labels } : { ...rec.labels, ...labels };
+      for (const [k, v] of Object.entries(next)) if (v === "") delete next[k]; // k= removes a label
+      workloadLabels({ namespace, labels: next });
+      const updated: EndpointRecordV1 = { ...rec, labels: next };
+      await this.d.store.put(KEYS.endpoints + epKey(namespace, name), JSON.stringify(updated));
+      this.put(epKey(namespace, name), updated);
+      this.d.engine().upsertEndpoint(engineSpec(updated));
+      this.revisions.bump();
+      await this.d.enforce();
+      return this.view(updated);
+    });
+  }
+
+  /** Stops the endpoint's processes (SIGTERM, `graceMs`, SIGKILL) and deletes it; says how many it stopped. */
+  async delete(namespace: string, name: string, graceMs = 0): Promise<{ stopped: number }> {
+    // The grace period runs outside the serial section: a workload slow to exit holds up no other request.
+    const early = await stopNetnsProcesses(this.must(namespace, name).netns, graceMs);
+    return this.d.serial(async () => {
+      const rec = this.must(namespace, name);
+      const late = await deleteEndpoint(this.netnsOf(rec)).catch((e: unknown) => {
+        this.revisions.fail(e);
+        throw e;
+      });
+      await this.d.store.delete(KEYS.endpoints + epKey(namespace, name));
+      this.drop(epKey(namespace, name));
+      this.d.engine().deleteEndpoint(namespace, name);
+      this.revisions.bump();
+      await this.d.enforce();
+      await this.d.ipam.release(epKey(namespace, name));
+      return { stopped: early + late };
+    });
+  }
+
+  list(): EndpointView[] {
+    return [...this.records.values()].map((r) => this.view(r));
+  }
+
+  get(namespace: string, name: string): EndpointView {
+    return this.view(this.must(namespace, name));
+  }
+
+  private must(namespace: string, name: string): EndpointRecordV1 {
+    const rec = this.records.get(epKey(namespace, name));
+    if (!rec) {
+      throw new MembraneError("ENDPOINT_NOT_FOUND", `Cannot find endpoint ${namespace}/${name}`, {
+        hint: "`membrane get endpoints` lists them.",
+      });
+    }
+    return rec;
+  }
+
+  private put(key: string, rec: EndpointRecordV1): void {
+    this.drop(key);
+    this.records.set(key, rec);
+    this.byId.set(rec.id, rec);
+    this.byIp.set(rec.ipv4, rec);
+    if (rec.ipv6) this.byIp.set(rec.ipv6, rec);
+  }
+
+  private drop(key: string): void {
+    const old = this.records.get(key);
+    if (!old) return;
+    this.records.delete(key);
+    this.byId.delete(old.id);
+    this.byIp.delete(old.ipv4);
+    if (old.ipv6) this.byIp.delete(old.ipv6);
+  }
+
+  private view(rec: EndpointRecordV1): EndpointView {
+    const pol = this.d.engine().endpointPolicy(rec.namespace, rec.name);
+    return {
+      name: rec.name,
+      namespace: rec.namespace,
+      id: rec.id,
+      identity: pol.endpoint.identity.id,
+      labels: rec.labels,
+      ipv4: rec.ipv4,
+      ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
+      netns: rec.netns,
+      hostIfname: rec.hostIfname,
+      ingress: { enforced: pol.ingress.enforced, entries: pol.ingress.mapState.size },
+      egress: { enforced: pol.egress.enforced, entries: pol.egress.mapState.size },
+      policyRevision: pol.revision,
+    };
+  }
+
+  private nextId(): number {
+    for (let i = 1; i < 65535; i++) if (!this.byId.has(i)) return i;
+    throw new MembraneError(
+      "ENDPOINT_INVALID",
+      "Cannot create an endpoint: 65534 endpoints exist on this node",
+    );
+  }
+
+  private netnsOf(rec: EndpointRecordV1) {
+    const node = this.d.node();
+    if (!node) throw new MembraneError("NETNS_FAILED", "Cannot manage endpoints: the agent has not started");
+    return {
+      node,
+      name: rec.name,
+      netns: rec.netns,
+      hostIfname: rec.hostIfname,
+      ipv4: rec.ipv4,
+      ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
+    };
+  }
+}
+
+function engineSpec(rec: EndpointRecordV1) {
+  return {
+    name: rec.name,
+    namespace: rec.namespace,
+    labels: rec.labels,
+    ips: [rec.ipv4, ...(rec.ipv6 ? [rec.ipv6] : [])],
+    ...(rec.ports ? { namedPorts: rec.ports } : {}),
+  };
+}
+
+function localEndpoint(rec: EndpointRecordV1): LocalEndpoint {
+  return {
+    namespace: rec.namespace,
+    name: rec.name,
+    id: rec.id,
+    hostIfname: rec.hostIfname,
+    ipv4: rec.ipv4,
+    ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
+  };
+}
+
+/** Names of the links in the node's namespace. */
+async function hostLinks(netns: string | undefined): Promise<Set<string>> {
+  const out = await ip(["-o", "link", "show"], netns);
+  return new Set(
+    out
+      .split("\n")
+      .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
+      .filter((x): x is string => x !== undefined),
+  );
+}

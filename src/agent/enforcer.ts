@@ -1,0 +1,114 @@
+/**
+ * The one place the agent makes the kernel hold what its controllers want.
+ *
+ *   controllers' changes --> engine.regenerate() --> identities persisted (before the kernel uses them)
+ *     --> proxy snapshot (the proxy holds L7 rules before the kernel redirects to them)
+ *     --> Reconciler.apply (one atomic nft transaction) --> realized revisions, rule ids for flows
+ *
+ * Each controller's desired revision is read once the engine has been
+ * recomputed; when the kernel accepts the transaction, that revision becomes
+ * the controller's realized one; when it refuses, every controller with
+ * changes not yet realized gets the error.
+ */
+import type { Logger } from "pino";
+import type { BypassResetter } from "../datapath/conntrack-flush.js";
+import type { Reconciler } from "../datapath/reconcile.js";
+import type { DatapathState, ProxyTarget } from "../datapath/types.js";
+import type { PolicyEngine } from "../policy/engine.js";
+import type { RuleOrigin } from "../policy/types.js";
+import type { ProxySupervisor } from "../proxy/runtime/supervisor.js";
+import type { Controller, EnforceResult } from "./controller.js";
+import type { EndpointsController } from "./controllers/endpoints.js";
+import type { IdentitiesController } from "./controllers/identities.js";
+import { buildDatapathState } from "./desired.js";
+import type { Observer } from "./observer.js";
+import { buildProxySnapshot } from "./proxy-snapshot.js";
+
+export interface EnforcerParams {
+  readonly logger: Logger;
+  readonly reconciler: Reconciler;
+  readonly bypass: BypassResetter;
+  readonly engine: () => PolicyEngine;
+  readonly endpoints: EndpointsController;
+  readonly identities: IdentitiesController;
+  /** Every controller, for their revisions. */
+  readonly controllers: () => readonly Controller[];
+  readonly proxy: () => { supervisor: ProxySupervisor; target: ProxyTarget } | undefined;
+  readonly observer: () => Observer | undefined;
+}
+
+export class Enforcer {
+  /** Rule ids in the kernel's log prefixes -> the rule elements (from the last enforced state). */
+  readonly ruleOrigins = new Map<number, RuleOrigin>();
+  private last = { ops: 0, ms: 0, at: "" };
+  private behind = false;
+  private snapshotVersion = 0;
+
+  constructor(private readonly p: EnforcerParams) {}
+
+  /** The last kernel apply: operations, milliseconds, when. */
+  get lastApply(): { ops: number; ms: number; at: string } {
+    return this.last;
+  }
+
+  /** True from the start of an enforce until one succeeds: the kernel may lag the engine. */
+  get kernelBehind(): boolean {
+    return this.behind;
+  }
+
+  /** Recomputes, persists new identities, and makes the kernel hold the result (call inside the work queue). */
+  async enforce(): Promise<EnforceResult> {
+    this.behind = true;
+    const engine = this.p.engine();
+    const changed = engine.regenerate();
+    const snapshot = () => this.p.controllers().map((c) => [c, c.revisions.desired] as const);
+    let included: ReturnType<typeof snapshot> | undefined;
+    try {
+      await this.p.identities.persist(engine);
+      included = snapshot();
+      const origins = new Map<number, RuleOrigin>();
+      const desired = this.desiredState(origins);
+      const proxy = this.p.proxy();
+      if (proxy) await proxy.supervisor.push(buildProxySnapshot(engine, desired, ++this.snapshotVersion));
+      const r = await this.p.reconciler.apply(desired);
+      // Connections established before a new redirect covers them would bypass the proxy: reset them.
+      await this.p.bypass
+        .afterApply(desired, (id) => this.p.endpoints.recordById(id)?.netns)
+        .then(
+          (b) =>
+            b.connections > 0 && this.p.logger.info(b, "reset connections that bypassed a new L7 redirect"),
+        )
+        .catch((e: unknown) =>
+          this.p.logger.error({ err: String(e) }, "resetting bypassing connections failed"),
+        );
+      // Realized: only now that the kernel holds the new rule ids do flows name them.
+      this.ruleOrigins.clear();
+      for (const [id, o] of origins) this.ruleOrigins.set(id, o);
+      this.behind = false;
+      for (const [c, rev] of included) c.revisions.realize(rev);
+      this.last = { ops: r.ops, ms: r.ms, at: new Date().toISOString() };
+      const m = this.p.observer()?.metrics;
+      if (m) {
+        m.setEndpoints(this.p.endpoints.size);
+        m.setIdentities([...engine.identities()].length);
+        m.setPolicyRevision(engine.revision);
+        if (r.ops > 0) m.observeNftTransaction(r.ms / 1000);
+      }
+      return { ops: r.ops, ms: r.ms, endpointsChanged: changed.length };
+    } catch (e) {
+      for (const [c, rev] of included ?? snapshot()) if (rev > c.revisions.realized) c.revisions.fail(e);
+      throw e;
+    }
+  }
+
+  /** What the kernel should hold now (the engine must be regenerated). */
+  desiredState(origins?: Map<number, RuleOrigin>): DatapathState {
+    const target = this.p.proxy()?.target;
+    return buildDatapathState(
+      this.p.engine(),
+      this.p.endpoints.local(),
+      { authAvailable: false, ...(target ? { proxy: target } : {}) },
+      origins,
+    );
+  }
+}
