@@ -64,7 +64,7 @@ export function scenarioLines(
 
 /** `WARN file:line: path: message`, one line per policy-parser warning. */
 export function warningLines(warnings: readonly Issue[] | undefined): string[] {
-  return (warnings ?? []).map((w) => `WARN  ${formatIssue(w)}`);
+  return (warnings ?? []).map((w) => `WARN  ${escapeControls(formatIssue(w))}`);
 }
 
 export function summaryLine(passed: number, failed: number): string {

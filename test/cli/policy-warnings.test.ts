@@ -18,6 +18,7 @@ spec:
 
 const dir = tempFiles({
   "ccnp.yaml": CCNP_WITH_NAMESPACE,
+  "ccnp-esc\u001b[31m.yaml": CCNP_WITH_NAMESPACE,
   "scenario.yaml": `name: ccnp-namespace
 endpoints:
   - {name: web, namespace: default, labels: {app: web}, ip: 10.0.1.10}
@@ -40,6 +41,13 @@ describe("policy parser warnings reach the user", () => {
       r.stderr,
       new RegExp(`^warning: ${file.replace(/[.]/g, "\\.")}:5: metadata\\.namespace: .*ignored`, "m"),
     );
+  });
+
+  test("a warning escapes control characters of the file name (no raw ESC reaches the terminal)", () => {
+    const r = cli("apply", "--dry-run", "-f", join(dir, "ccnp-esc\u001b[31m.yaml"));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^warning: .*ccnp-esc\\x1b\[31m\.yaml:5: metadata\.namespace/m);
+    assert.ok(!r.stderr.includes("\u001b"), JSON.stringify(r.stderr));
   });
 
   test("policy test prints the warning at the scenario file's line and runs the scenario cluster-wide", () => {

@@ -13,7 +13,7 @@
  * beyond the bounds of limits.ts (size, depth, documents, alias expansion)
  * is refused with INPUT_LIMIT_EXCEEDED. Nothing here does I/O.
  */
-import { type ErrorCode, type Issue, MembraneError, formatIssue } from "../../errors.js";
+import { type ErrorCode, escapeControls, type Issue, MembraneError, formatIssue } from "../../errors.js";
 import type { PolicyKind, PolicyResource } from "../types.js";
 import { readCiliumPolicy, CILIUM_FIELDS } from "./cnp.js";
 import type { Problem, Val } from "./fields.js";
@@ -41,9 +41,9 @@ export interface PolicyWarning {
   readonly message: string;
 }
 
-/** `file:line: path: message`, as the CLI prints a warning. */
+/** `file:line: path: message`, as the CLI prints a warning (control characters escaped: names come from the file). */
 export function warningText(w: PolicyWarning): string {
-  return `warning: ${formatIssue(w)}`;
+  return `warning: ${escapeControls(formatIssue(w))}`;
 }
 
 const API_VERSIONS: Readonly<Record<string, string>> = {
