@@ -36,6 +36,7 @@ import {
   type EngineConfig,
   type FlowQuery,
   type PeerRef,
+  type RemoteEndpointSpec,
   type ServiceSpec,
 } from "./query.js";
 import type { PolicyRef, PolicyResource, Rule } from "./types.js";
@@ -117,6 +118,8 @@ export class PolicyEngine {
   private readonly nodeAddrs = new Map<string, number>();
   /** endpoint address -> namespace/name */
   private readonly ipOwner = new Map<string, string>();
+  /** Endpoints of other nodes: address -> their spec and identity (ipcache only, no computed policy). */
+  private readonly remotes = new Map<string, { spec: RemoteEndpointSpec; identity: Identity }>();
   private rev = 1;
 
   constructor(params: { config?: Partial<EngineConfig>; allocator?: IdentityAllocatorLike } = {}) {
@@ -161,6 +164,8 @@ export class PolicyEngine {
     this.namespaces.set(name, { ...labels });
     for (const ep of [...this.endpoints.values()])
       if (ep.spec.namespace === name) this.upsertEndpoint(ep.spec);
+    for (const r of [...this.remotes.values()])
+      if (r.spec.namespace === name) this.upsertRemoteEndpoint(r.spec);
     this.bump();
   }
 
@@ -171,6 +176,12 @@ export class PolicyEngine {
         throw new MembraneError(
           "ENDPOINT_INVALID",
           `Cannot add endpoint ${key}: "${ip}" is not an IP address`,
+        );
+      }
+      if (this.remotes.has(ip)) {
+        throw new MembraneError(
+          "ENDPOINT_INVALID",
+          `Cannot add endpoint ${key}: ${ip} belongs to a remote endpoint`,
         );
       }
       const owner = this.ipOwner.get(ip);
@@ -229,6 +240,59 @@ export class PolicyEngine {
     }
     if (old.spec.kind !== "health") this.releaseIdentity(old.identity.id);
     this.bump();
+  }
+
+  /**
+   * An endpoint of another node: its address gets the identity of its labels
+   * (the cluster issue feeds these from the kvstore). Its policy is that node's
+   * business: nothing is computed for it here.
+   */
+  upsertRemoteEndpoint(spec: RemoteEndpointSpec): Identity {
+    const a = parseAddr(spec.ip);
+    if (!a) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot add remote endpoint: "${spec.ip}" is not an IP address`,
+      );
+    }
+    const owner = this.ipOwner.get(spec.ip);
+    if (owner !== undefined) {
+      throw new MembraneError(
+        "ENDPOINT_INVALID",
+        `Cannot add remote endpoint ${spec.ip}: the address belongs to local endpoint ${owner}`,
+      );
+    }
+    const labels = workloadLabels({
+      namespace: spec.namespace,
+      labels: spec.labels,
+      namespaceLabels: this.namespaces.get(spec.namespace) ?? {},
+      cluster: this.config.cluster,
+      ...(spec.serviceAccount !== undefined ? { serviceAccount: spec.serviceAccount } : {}),
+    });
+    const identity = this.allocator.allocate(identityRelevant(labels));
+    const old = this.remotes.get(spec.ip);
+    this.remotes.set(spec.ip, { spec, identity });
+    this.ipcache.setExact(spec.ip, identity.id, "endpoint");
+    this.markChanged(this.cache.upsertIdentity(identity));
+    if (old) this.releaseIdentity(old.identity.id);
+    this.bump();
+    return identity;
+  }
+
+  /** Forgets a remote endpoint's address; false when it was not known. */
+  deleteRemoteEndpoint(ip: string): boolean {
+    const old = this.remotes.get(ip);
+    if (!old) return false;
+    this.remotes.delete(ip);
+    this.ipcache.deleteExact(ip);
+    this.releaseIdentity(old.identity.id);
+    this.bump();
+    return true;
+  }
+
+  /** The remote endpoints known, with their identities. */
+  remoteEndpoints(): { spec: RemoteEndpointSpec; identity: Identity }[] {
+    return [...this.remotes.values()];
   }
 
   private releaseIdentity(id: number): void {
@@ -587,6 +651,7 @@ export class PolicyEngine {
     }
     for (const [ip, names] of this.dnsNames) for (const name of names) f.observeDns({ name, ips: [ip] });
     for (const ep of this.endpoints.values()) f.upsertEndpoint(ep.spec);
+    for (const r of this.remotes.values()) f.upsertRemoteEndpoint(r.spec);
     for (const p of this.policies.values()) f.upsertPolicy(p);
     return f;
   }

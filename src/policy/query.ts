@@ -57,6 +57,15 @@ export interface EndpointSpec {
   readonly serviceAccount?: string;
 }
 
+/** An endpoint of another node: only its address and labels matter here. */
+export interface RemoteEndpointSpec {
+  readonly ip: string;
+  readonly namespace: string;
+  /** The user's labels (no source prefix), as for EndpointSpec. */
+  readonly labels: Readonly<Record<string, string>>;
+  readonly serviceAccount?: string;
+}
+
 export interface ServiceSpec {
   readonly name: string;
   readonly namespace: string;

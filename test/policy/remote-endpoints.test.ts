@@ -1,0 +1,89 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { parsePolicies } from "../../src/policy/api/index.js";
+import { PolicyEngine } from "../../src/policy/engine.js";
+
+const POLICY = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: api, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: api}}
+  ingress: [{fromEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: "80", protocol: TCP}]}]}]
+`;
+
+function world(): PolicyEngine {
+  const e = new PolicyEngine();
+  e.upsertEndpoint({ name: "api", namespace: "prod", labels: { app: "api" }, ips: ["10.0.0.1"] });
+  for (const p of parsePolicies(POLICY, "p.yaml")) e.upsertPolicy(p);
+  e.regenerate();
+  return e;
+}
+const fromIp = (ip: string) =>
+  ({
+    from: { kind: "ip", ip },
+    to: { kind: "endpoint", name: "api", namespace: "prod" },
+    proto: "TCP",
+    port: 80,
+  }) as const;
+
+describe("remote endpoints (addresses of other nodes' endpoints)", () => {
+  test("a remote endpoint's address carries the identity of its labels, and policy selects it", () => {
+    const e = world();
+    assert.equal(e.decide(fromIp("10.1.0.7")).verdict, "deny");
+    const id = e.upsertRemoteEndpoint({ ip: "10.1.0.7", namespace: "prod", labels: { app: "web" } });
+    assert.equal(e.ipcache.lookup("10.1.0.7").identity, id.id);
+    assert.equal(e.decide(fromIp("10.1.0.7")).verdict, "allow");
+    // The same labels on a local endpoint share the identity (identities are per label set).
+    const local = e.upsertEndpoint({
+      name: "web",
+      namespace: "prod",
+      labels: { app: "web" },
+      ips: ["10.0.0.2"],
+    });
+    assert.equal(local.id, id.id);
+  });
+
+  test("relabelling moves the address to the new identity; deleting forgets it", () => {
+    const e = world();
+    e.upsertRemoteEndpoint({ ip: "10.1.0.7", namespace: "prod", labels: { app: "web" } });
+    const before = e.regenerate();
+    assert.ok(Array.isArray(before));
+    e.upsertRemoteEndpoint({ ip: "10.1.0.7", namespace: "prod", labels: { app: "other" } });
+    assert.equal(e.decide(fromIp("10.1.0.7")).verdict, "deny");
+    assert.equal(e.deleteRemoteEndpoint("10.1.0.7"), true);
+    assert.equal(e.deleteRemoteEndpoint("10.1.0.7"), false);
+    assert.equal(e.ipcache.lookup("10.1.0.7").entry, undefined);
+    assert.equal(e.remoteEndpoints().length, 0);
+  });
+
+  test("an address cannot be both local and remote, and bad addresses are refused", () => {
+    const e = world();
+    assert.throws(
+      () => e.upsertRemoteEndpoint({ ip: "10.0.0.1", namespace: "prod", labels: {} }),
+      /belongs to local endpoint prod\/api/,
+    );
+    e.upsertRemoteEndpoint({ ip: "10.1.0.9", namespace: "prod", labels: {} });
+    assert.throws(
+      () => e.upsertEndpoint({ name: "x", namespace: "prod", labels: {}, ips: ["10.1.0.9"] }),
+      /belongs to a remote endpoint/,
+    );
+    assert.throws(() => e.upsertRemoteEndpoint({ ip: "nope", namespace: "prod", labels: {} }), /not an IP/);
+  });
+
+  test("a new identity from a remote endpoint recomputes only the endpoints whose selectors see it", () => {
+    const e = world();
+    e.upsertEndpoint({ name: "idle", namespace: "prod", labels: { app: "idle" }, ips: ["10.0.0.3"] });
+    e.regenerate();
+    e.upsertRemoteEndpoint({ ip: "10.1.0.7", namespace: "prod", labels: { app: "web" } });
+    assert.deepEqual(e.regenerate(), ["prod/api"]);
+    // An address with an identity already known changes no computed policy at all.
+    e.upsertRemoteEndpoint({ ip: "10.1.0.8", namespace: "prod", labels: { app: "web" } });
+    assert.deepEqual(e.regenerate(), []);
+  });
+
+  test("fork() carries remote endpoints", () => {
+    const e = world();
+    e.upsertRemoteEndpoint({ ip: "10.1.0.7", namespace: "prod", labels: { app: "web" } });
+    assert.equal(e.fork().decide(fromIp("10.1.0.7")).verdict, "allow");
+  });
+});
