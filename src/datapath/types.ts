@@ -6,6 +6,8 @@
  *   policy engine --DatapathState--> compile() --nft text--> Reconciler --> kernel
  */
 
+import type { HostTableView } from "../ipcache/hosts.js";
+
 /** One (peer identity, protocol, port range) cell of an endpoint's policy in one direction. */
 export interface PolicySegment {
   /** Peer identity; 0 = any identity. */
@@ -50,6 +52,13 @@ export interface DatapathEndpoint {
 export interface DatapathState {
   /** CIDR -> identity, longest prefix wins; unmatched addresses are world (2). */
   ipcache: { prefix: string; identity: number }[];
+  /**
+   * Exact addresses (endpoints of this and other nodes, nodes) -> identity; they
+   * override `ipcache`. Kept apart because a cluster has tens of thousands and
+   * they change one at a time: the datapath and the proxy take the journal's
+   * changes (HostTableView.changesSince) instead of the whole table.
+   */
+  hosts?: HostTableView;
   endpoints: DatapathEndpoint[];
   /** e.g. "default/rule1 spec.ingress[0]" (<= 40 chars, for NFLOG prefixes). */
   rules: { id: number; text: string }[];

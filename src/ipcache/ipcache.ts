@@ -7,7 +7,8 @@
  *
  * Pure data structure; the engine decides what goes in.
  */
-import { familyWidth, mask, parseAddr, type Prefix } from "../labels/cidr.js";
+import { addrString, familyWidth, mask, parseAddr, type Prefix } from "../labels/cidr.js";
+import { HostTable, type HostTableView } from "./hosts.js";
 import { ID } from "../identity/reserved.js";
 
 export interface IPCacheEntry {
@@ -21,6 +22,10 @@ export class IPCache {
   private readonly exact = new Map<string, IPCacheEntry>();
   /** family -> bits -> network address -> entry (outside prefixes) */
   private readonly prefixes = new Map<4 | 6, Map<number, Map<bigint, IPCacheEntry>>>();
+  /** The exact entries again, as address text -> identity with a change journal (for the datapath). */
+  private readonly hostTable = new HostTable();
+  /** Bumped whenever a prefix entry changes (the datapath recompiles the prefix maps then). */
+  private prefixRev = 0;
 
   constructor(private readonly dualStack: boolean) {}
 
@@ -33,11 +38,24 @@ export class IPCache {
       identity,
       source,
     });
+    this.hostTable.set(addrString(a.family, a.value), identity);
   }
 
   deleteExact(ip: string): void {
     const a = parseAddr(ip);
-    if (a) this.exact.delete(`${a.family}:${a.value}`);
+    if (!a) return;
+    this.exact.delete(`${a.family}:${a.value}`);
+    this.hostTable.delete(addrString(a.family, a.value));
+  }
+
+  /** The exact entries as address -> identity, with revision and change journal. */
+  get hosts(): HostTableView {
+    return this.hostTable;
+  }
+
+  /** Changes whenever a prefix entry (CIDR, FQDN) is set or deleted. */
+  get prefixRevision(): number {
+    return this.prefixRev;
   }
 
   setPrefix(prefix: Prefix, identity: number, source: "cidr" | "fqdn"): void {
@@ -45,11 +63,14 @@ export class IPCache {
     if (!byBits) this.prefixes.set(prefix.family, (byBits = new Map()));
     let byAddr = byBits.get(prefix.bits);
     if (!byAddr) byBits.set(prefix.bits, (byAddr = new Map()));
+    const cur = byAddr.get(prefix.addr);
+    if (cur && cur.identity === identity && cur.source === source) return;
     byAddr.set(prefix.addr, { prefix, identity, source });
+    this.prefixRev++;
   }
 
   deletePrefix(prefix: Prefix): void {
-    this.prefixes.get(prefix.family)?.get(prefix.bits)?.delete(prefix.addr);
+    if (this.prefixes.get(prefix.family)?.get(prefix.bits)?.delete(prefix.addr)) this.prefixRev++;
   }
 
   /** The identity of an address, and the entry that gave it (undefined = world). */
@@ -74,9 +95,14 @@ export class IPCache {
     return family === 4 ? ID.worldIPv4 : ID.worldIPv6;
   }
 
-  /** Every entry, for the datapath (longest prefix wins there too). */
+  /** Every entry (exact ones first). */
   *entries(): Iterable<IPCacheEntry> {
     yield* this.exact.values();
+    yield* this.prefixEntries();
+  }
+
+  /** The prefix entries only (CIDR, FQDN): the exact ones override them (see `hosts`). */
+  *prefixEntries(): Iterable<IPCacheEntry> {
     for (const byBits of this.prefixes.values()) for (const byAddr of byBits.values()) yield* byAddr.values();
   }
 }
