@@ -186,11 +186,9 @@ export class Agent {
     // Endpoints whose namespace or veth vanished (e.g. after a reboot) are recreated.
     await this.endpoints.recreateMissing();
     if (this.p.resyncMs > 0) {
+      // The kernel is read in the background; the work queue is used only to repair drift.
       this.timer = setInterval(
-        () =>
-          void this.queue
-            .run(() => this.enforcer.enforce())
-            .catch((e) => this.p.logger.error({ err: String(e) }, "resync failed")),
+        () => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair the kernel")),
         this.p.resyncMs,
       );
       this.timer.unref();

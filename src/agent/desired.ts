@@ -14,10 +14,12 @@
  */
 import { prefixString } from "../labels/cidr.js";
 import { ID } from "../identity/reserved.js";
-import type { DatapathState, PolicySegment, ProxyTarget } from "../datapath/types.js";
+import type { DatapathEndpoint, DatapathState, PolicySegment, ProxyTarget } from "../datapath/types.js";
 import type { FlatSegment } from "../policy/mapstate.js";
 import type { PolicyEngine } from "../policy/engine.js";
+import type { DirectionPolicy } from "../policy/resolve.js";
 import { policyRefString, type RuleOrigin } from "../policy/types.js";
+import { RuleIds } from "./rule-ids.js";
 
 export interface LocalEndpoint {
   readonly namespace: string;
@@ -41,84 +43,180 @@ export function ruleText(o: RuleOrigin): string {
   return t.length <= 40 ? t : t.slice(0, 39) + "~";
 }
 
+/** One direction's segments, cached per computed policy (shared by endpoints of one identity). */
+interface CachedDirection {
+  readonly flat: readonly FlatSegment[];
+  /** Rule element keys (originKey) each flat segment logs with, and the distinct ones. */
+  readonly segmentKeys: readonly (string | undefined)[];
+  readonly keys: readonly string[];
+  readonly origins: ReadonlyMap<string, RuleOrigin>;
+  /** The segments, valid while the rule ids of `keys` and `optsKey` are those of `at`. */
+  built?: { readonly at: string; readonly optsKey: string; readonly segments: PolicySegment[] };
+}
+
+/**
+ * Builds DatapathStates, remembering what it built: an endpoint whose computed
+ * policy, addresses and options did not change gets the very same
+ * DatapathEndpoint object as last time, so that the compiler and the planner
+ * skip it by identity (the datapath recompiles only what changed).
+ */
+export class DesiredBuilder {
+  private readonly ruleIds = new RuleIds();
+  private readonly dirs = new WeakMap<DirectionPolicy, CachedDirection>();
+  private readonly last = new Map<
+    number,
+    { key: string; ingress: PolicySegment[]; egress: PolicySegment[]; ep: DatapathEndpoint }
+  >();
+
+  build(
+    engine: PolicyEngine,
+    endpoints: readonly LocalEndpoint[],
+    opts: BuildOptions = { authAvailable: false },
+    /** Filled with rule id -> the rule element it stands for (what flows name). */
+    originsOut?: Map<number, RuleOrigin>,
+  ): DatapathState {
+    const policies = endpoints.map((ep) => engine.endpointPolicy(ep.namespace, ep.name));
+    const origins = new Map<string, RuleOrigin>();
+    const cached = (pol: DirectionPolicy): CachedDirection => {
+      let c = this.dirs.get(pol);
+      if (!c) {
+        const flat = pol.mapState.flatten();
+        const segmentKeys = flat.map((s) => {
+          const o =
+            s.verdict !== "allow"
+              ? (s.derivedFrom.find((d) => d.deny) ?? s.derivedFrom[0])
+              : s.derivedFrom[0];
+          return o ? originKey(o) : undefined;
+        });
+        const byKey = new Map<string, RuleOrigin>();
+        for (const seg of flat) for (const o of seg.derivedFrom) byKey.set(originKey(o), o);
+        c = { flat, segmentKeys, keys: [...byKey.keys()], origins: byKey };
+        this.dirs.set(pol, c);
+      }
+      return c;
+    };
+    const dirsOf = policies.map((pol) => [cached(pol.ingress), cached(pol.egress)] as const);
+    // Every rule element any segment derives from gets an id (flows name all of them).
+    const visited = new Set<CachedDirection>();
+    for (const pair of dirsOf) {
+      for (const c of pair) {
+        if (visited.has(c)) continue;
+        visited.add(c);
+        for (const [k, o] of c.origins) if (!origins.has(k)) origins.set(k, o);
+      }
+    }
+    const ids = this.ruleIds.assign(new Set(origins.keys()));
+    const rules: { id: number; text: string }[] = [];
+    for (const [key, o] of origins) rules.push({ id: ids.get(key) ?? 0, text: ruleText(o) });
+    rules.sort((a, b) => a.id - b.id);
+    if (originsOut) {
+      originsOut.clear();
+      for (const [key, o] of origins) originsOut.set(ids.get(key) ?? 0, o);
+    }
+    const optsKey = `${opts.proxy ? JSON.stringify(opts.proxy) : "-"}|${opts.authAvailable}`;
+    const segmentsOf = (c: CachedDirection): PolicySegment[] => {
+      const at = c.keys.map((k) => ids.get(k) ?? 0).join(",");
+      if (c.built && c.built.at === at && c.built.optsKey === optsKey) return c.built.segments;
+      const segments = c.flat.map((s, j) => toSegment(s, opts, c.segmentKeys[j], ids));
+      c.built = { at, optsKey, segments };
+      return segments;
+    };
+    const seen = new Set<number>();
+    const eps: DatapathEndpoint[] = endpoints.map((ep, i) => {
+      const pol = policies[i] as (typeof policies)[number];
+      const [ci, ce] = dirsOf[i] as readonly [CachedDirection, CachedDirection];
+      const ingress = segmentsOf(ci);
+      const egress = segmentsOf(ce);
+      const key = [
+        ep.namespace,
+        ep.name,
+        ep.hostIfname,
+        ep.ipv4 ?? "",
+        ep.ipv6 ?? "",
+        pol.endpoint.identity.id,
+        pol.ingress.enforced,
+        pol.ingress.auditDefault ?? false,
+        pol.egress.enforced,
+        pol.egress.auditDefault ?? false,
+      ].join("|");
+      seen.add(ep.id);
+      const prev = this.last.get(ep.id);
+      if (prev && prev.key === key && prev.ingress === ingress && prev.egress === egress) return prev.ep;
+      const out: DatapathEndpoint = {
+        id: ep.id,
+        name: `${ep.namespace}/${ep.name}`,
+        hostIfname: ep.hostIfname,
+        ...(ep.ipv4 !== undefined ? { ipv4: ep.ipv4 } : {}),
+        ...(ep.ipv6 !== undefined ? { ipv6: ep.ipv6 } : {}),
+        identity: pol.endpoint.identity.id,
+        ingress: {
+          enforced: pol.ingress.enforced,
+          ...(pol.ingress.auditDefault ? { auditDefault: true } : {}),
+          segments: ingress,
+        },
+        egress: {
+          enforced: pol.egress.enforced,
+          ...(pol.egress.auditDefault ? { auditDefault: true } : {}),
+          segments: egress,
+        },
+      };
+      this.last.set(ep.id, { key, ingress, egress, ep: out });
+      return out;
+    });
+    for (const id of [...this.last.keys()]) if (!seen.has(id)) this.last.delete(id);
+    // Exact addresses go as the engine's host table (journal of changes); prefixes are few.
+    const ipcache = [...engine.ipcache.prefixEntries()].map((e) => ({
+      prefix: prefixString(e.prefix),
+      identity: e.identity,
+    }));
+    // Dual stack: outside addresses are world-ipv4 / world-ipv6 (as the engine
+    // decides), not plain world, which the kernel falls back to.
+    if (engine.config.dualStack) {
+      ipcache.push(
+        { prefix: "0.0.0.0/0", identity: ID.worldIPv4 },
+        { prefix: "::/0", identity: ID.worldIPv6 },
+      );
+    }
+    ipcache.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
+    eps.sort((a, b) => a.id - b.id);
+    return {
+      ipcache,
+      hosts: engine.ipcache.hosts,
+      endpoints: eps,
+      rules,
+      hostIdentity: ID.host,
+      ...(opts.proxy ? { proxy: opts.proxy } : {}),
+    };
+  }
+}
+
+/** A one-off build (tests, `what if` questions): no cache carried over. */
 export function buildDatapathState(
   engine: PolicyEngine,
   endpoints: readonly LocalEndpoint[],
   opts: BuildOptions = { authAvailable: false },
-  /** Filled with rule id -> the rule element it stands for (what flows name). */
   originsOut?: Map<number, RuleOrigin>,
 ): DatapathState {
-  // Rule ids are assigned in sorted order, so the same policies give the same
-  // ids in every agent run (a restarted agent must find nothing to change).
-  const policies = endpoints.map((ep) => engine.endpointPolicy(ep.namespace, ep.name));
-  const origins = new Map<string, RuleOrigin>();
-  for (const pol of policies) {
-    for (const dir of [pol.ingress, pol.egress]) {
-      for (const seg of dir.mapState.flatten()) for (const o of seg.derivedFrom) origins.set(originKey(o), o);
-    }
-  }
-  const rules = new Map<string, { id: number; text: string }>();
-  for (const key of [...origins.keys()].sort()) {
-    rules.set(key, { id: rules.size + 1, text: ruleText(origins.get(key) as RuleOrigin) });
-  }
-  if (originsOut) {
-    originsOut.clear();
-    for (const [key, r] of rules) originsOut.set(r.id, origins.get(key) as RuleOrigin);
-  }
-  const ruleId = (o: RuleOrigin | undefined): number => (o ? (rules.get(originKey(o))?.id ?? 0) : 0);
-  const segment = (s: FlatSegment): PolicySegment => {
-    const proxy = s.verdict === "allow" && s.redirect ? proxyFor(s, opts.proxy) : undefined;
-    const needsMissing =
-      s.verdict === "allow" && ((s.redirect && !proxy) || (s.authRequired && !opts.authAvailable));
-    const origin = s.verdict !== "allow" ? s.derivedFrom.find((o) => o.deny) : s.derivedFrom[0];
-    return {
-      identity: s.identity,
-      proto: s.proto,
-      lo: s.lo,
-      hi: s.hi,
-      action: s.verdict === "deny" || needsMissing ? "deny" : proxy ? "redirect" : s.verdict,
-      ...(proxy && !needsMissing ? { proxy } : {}),
-      ruleId: ruleId(origin ?? s.derivedFrom[0]),
-    };
-  };
-  const eps = endpoints.map((ep, i) => {
-    const pol = policies[i] as (typeof policies)[number];
-    return {
-      id: ep.id,
-      name: `${ep.namespace}/${ep.name}`,
-      hostIfname: ep.hostIfname,
-      ...(ep.ipv4 !== undefined ? { ipv4: ep.ipv4 } : {}),
-      ...(ep.ipv6 !== undefined ? { ipv6: ep.ipv6 } : {}),
-      identity: pol.endpoint.identity.id,
-      ingress: {
-        enforced: pol.ingress.enforced,
-        ...(pol.ingress.auditDefault ? { auditDefault: true } : {}),
-        segments: pol.ingress.mapState.flatten().map(segment),
-      },
-      egress: {
-        enforced: pol.egress.enforced,
-        ...(pol.egress.auditDefault ? { auditDefault: true } : {}),
-        segments: pol.egress.mapState.flatten().map(segment),
-      },
-    };
-  });
-  const ipcache = [...engine.ipcache.entries()].map((e) => ({
-    prefix: prefixString(e.prefix),
-    identity: e.identity,
-  }));
-  // Dual stack: outside addresses are world-ipv4 / world-ipv6 (as the engine
-  // decides), not plain world, which the kernel falls back to.
-  if (engine.config.dualStack) {
-    ipcache.push({ prefix: "0.0.0.0/0", identity: ID.worldIPv4 }, { prefix: "::/0", identity: ID.worldIPv6 });
-  }
-  ipcache.sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0));
-  eps.sort((a, b) => a.id - b.id);
+  return new DesiredBuilder().build(engine, endpoints, opts, originsOut);
+}
+
+function toSegment(
+  s: FlatSegment,
+  opts: BuildOptions,
+  key: string | undefined,
+  ids: ReadonlyMap<string, number>,
+): PolicySegment {
+  const proxy = s.verdict === "allow" && s.redirect ? proxyFor(s, opts.proxy) : undefined;
+  const needsMissing =
+    s.verdict === "allow" && ((s.redirect && !proxy) || (s.authRequired && !opts.authAvailable));
   return {
-    ipcache,
-    endpoints: eps,
-    rules: [...rules.values()],
-    hostIdentity: ID.host,
-    ...(opts.proxy ? { proxy: opts.proxy } : {}),
+    identity: s.identity,
+    proto: s.proto,
+    lo: s.lo,
+    hi: s.hi,
+    action: s.verdict === "deny" || needsMissing ? "deny" : proxy ? "redirect" : s.verdict,
+    ...(proxy && !needsMissing ? { proxy } : {}),
+    ruleId: key === undefined ? 0 : (ids.get(key) ?? 0),
   };
 }
 

@@ -20,7 +20,7 @@ import type { ProxySupervisor } from "../proxy/runtime/supervisor.js";
 import type { Controller, EnforceResult } from "./controller.js";
 import type { EndpointsController } from "./controllers/endpoints.js";
 import type { IdentitiesController } from "./controllers/identities.js";
-import { buildDatapathState } from "./desired.js";
+import { DesiredBuilder } from "./desired.js";
 import type { Observer } from "./observer.js";
 import { buildProxySnapshot } from "./proxy-snapshot.js";
 
@@ -43,6 +43,8 @@ export class Enforcer {
   private last = { ops: 0, ms: 0, at: "" };
   private behind = false;
   private snapshotVersion = 0;
+  /** Hands back unchanged endpoints as the same objects, so the datapath skips them. */
+  private readonly builder = new DesiredBuilder();
 
   constructor(private readonly p: EnforcerParams) {}
 
@@ -101,10 +103,35 @@ export class Enforcer {
     }
   }
 
+  private resyncing = false;
+
+  /**
+   * Compares the kernel with what was applied, reading it in the background
+   * (the work queue goes on meanwhile); on a difference, repairs it by delta
+   * through `serial` (the work queue).
+   */
+  async resync(serial: (f: () => Promise<EnforceResult>) => Promise<EnforceResult>): Promise<void> {
+    if (this.resyncing) return;
+    this.resyncing = true;
+    try {
+      const v = await this.p.reconciler.verify();
+      if (v.drift === 0) return;
+      this.p.logger.warn(
+        { differences: v.drift, first: v.lines },
+        "the kernel differs from what was applied: repairing",
+      );
+      await serial(() => this.enforce());
+    } catch (e) {
+      this.p.logger.error({ err: String(e) }, "resync failed");
+    } finally {
+      this.resyncing = false;
+    }
+  }
+
   /** What the kernel should hold now (the engine must be regenerated). */
   desiredState(origins?: Map<number, RuleOrigin>): DatapathState {
     const target = this.p.proxy()?.target;
-    return buildDatapathState(
+    return this.builder.build(
       this.p.engine(),
       this.p.endpoints.local(),
       { authAvailable: false, ...(target ? { proxy: target } : {}) },

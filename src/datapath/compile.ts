@@ -50,11 +50,11 @@
  * NFLOG prefixes (drops, allowed and redirected new connections, audit): abi/log-prefix.ts.
  */
 import { MembraneError } from "../errors.js";
-import { auditPrefix, logPrefix } from "../abi/log-prefix.js";
 import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import type { CompiledTable, NftChain, NftElement, NftMap } from "./model.js";
-import { compileSegments } from "./segments.js";
+import { compileEndpoint, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
+import type { HostTableView } from "../ipcache/hosts.js";
 import {
   CT_FROM_HOST,
   CT_PROXY_UPSTREAM,
@@ -68,6 +68,8 @@ import {
 } from "./types.js";
 
 export interface CompileOptions {
+  /** A compiled part to reuse for an endpoint, if one is still valid (incremental.ts). */
+  cached?: (ep: DatapathEndpoint, ctx: EndpointContext) => EndpointParts | undefined;
   /** Table name (family inet). Default "membrane". */
   table?: string;
   /** NFLOG group of drop logs. Default 1. */
@@ -125,7 +127,6 @@ function checkProxy(p: ProxyTarget): void {
 }
 
 const ND_TYPES = "icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 137, 143 } accept";
-const MASK = `0x${IDENTITY_MASK.toString(16).padStart(8, "0")}`;
 
 function ipcacheMap(name: string, kind: "ipv4" | "ipv6", items: IdentityInterval[]): NftMap {
   return {
@@ -167,21 +168,17 @@ function checkEndpoints(eps: readonly DatapathEndpoint[]): void {
   });
 }
 
-function lookupRules(base: string): string[] {
-  return [
-    `meta l4proto != { 1, 58 } meta mark & ${MASK} . meta l4proto . th dport vmap @${base}_id`,
-    `meta l4proto { 1, 58 } meta mark & ${MASK} . meta l4proto . @th,0,8 vmap @${base}_idi`,
-    `meta l4proto != { 1, 58 } meta l4proto . th dport vmap @${base}_any`,
-    `meta l4proto { 1, 58 } meta l4proto . @th,0,8 vmap @${base}_anyi`,
-  ];
-}
-
-const commentText = (s: string): string => s.replace(/[^\x20-\x7e]|"/g, "'").slice(0, 120);
-
 /** Compiles the desired state into the table the kernel should hold. Pure. */
 export function compile(state: DatapathState, opts: CompileOptions = {}): CompiledTable {
+  return compileAll(state, opts).table;
+}
+
+/** The whole table, and each endpoint's part of it (for incremental.ts). */
+export function compileAll(
+  state: DatapathState,
+  opts: CompileOptions = {},
+): { table: CompiledTable; parts: Map<number, EndpointParts> } {
   const group = opts.logGroup ?? 1;
-  const log = (prefix: string): string => `log group ${group} prefix "${prefix}"`;
   const ruleText = new Map(state.rules.map((r) => [r.id, r.text]));
   checkEndpoints(state.endpoints);
   const eps = [...state.endpoints].sort((a, b) => a.id - b.id);
@@ -191,7 +188,11 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       throw invalid(`ipcache[${i}].identity`, `identity ${e.identity} is not in 0..${IDENTITY_MASK}`);
   });
   const { v4, v6 } = flattenIpcache(state.ipcache, WORLD_IDENTITY);
-  const maps: NftMap[] = [ipcacheMap("ipcache4", "ipv4", v4), ipcacheMap("ipcache6", "ipv6", v6)];
+  const maps: NftMap[] = [
+    ipcacheMap("ipcache4", "ipv4", v4),
+    ipcacheMap("ipcache6", "ipv6", v6),
+    ...hostMaps(state.hosts),
+  ];
   const egressEp: NftElement[] = [];
   const ingressEp: NftElement[] = [];
   const ingressEp4: NftElement[] = [];
@@ -200,135 +201,21 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
   const proxy = state.proxy;
   if (proxy) checkProxy(proxy);
 
+  const ctx: EndpointContext = {
+    group,
+    ruleText: (id) => ruleText.get(id),
+    ...(proxy ? { proxy } : {}),
+  };
+  const parts = new Map<number, EndpointParts>();
   for (const ep of eps) {
-    for (const dir of ["in", "out"] as const) {
-      const base = `e${ep.id}_${dir}`;
-      const policy = dir === "in" ? ep.ingress : ep.egress;
-      const denyChains = new Map<number, NftChain>();
-      const allowChains = new Map<number, NftChain>();
-      const auditChains = new Map<number, NftChain>();
-      const redirectChains = new Map<string, NftChain>();
-      const verdict = (s: { action: string; ruleId: number; proxy?: "l7" | "dns" }): string => {
-        if (s.action === "audit") {
-          // Audit mode: log what a deny would have dropped, then let it through (return).
-          const name = `${base}_u${s.ruleId}`;
-          if (!auditChains.has(s.ruleId)) {
-            const rule = log(auditPrefix(ep.id, dir, `r${s.ruleId}`));
-            const text = ruleText.get(s.ruleId);
-            auditChains.set(s.ruleId, {
-              name,
-              rules: [text === undefined ? rule : `${rule} comment "${commentText(text)}"`],
-            });
-          }
-          return `goto ${name}`;
-        }
-        if (s.action === "redirect") {
-          if (!proxy) throw invalid(where, "a segment redirects to the proxy but the state names no proxy");
-          // Allowed at L4, handed to the proxy: log the verdict, mark the connection
-          // for the DNAT in nat_c, and return so that the other end still decides.
-          const bit = s.proxy === "dns" ? CT_REDIRECT_DNS : CT_REDIRECT_L7;
-          const name = `${base}_p${s.ruleId}${s.proxy === "dns" ? "d" : ""}`;
-          if (!redirectChains.has(name)) {
-            const text = ruleText.get(s.ruleId);
-            const rule = log(logPrefix(ep.id, dir, { kind: "redirect", ruleId: s.ruleId }));
-            redirectChains.set(name, {
-              name,
-              rules: [
-                text === undefined ? rule : `${rule} comment "${commentText(text)}"`,
-                `ct mark set ct mark or ${hex(bit)}`,
-              ],
-            });
-          }
-          return `goto ${name}`;
-        }
-        if (s.action === "allow") {
-          // A new connection the policy allows: log the verdict (Hubble's policy-verdict
-          // event) and return, so the other endpoint's direction still has its say.
-          // Established packets never get here (accepted above), so this is one
-          // event per new connection and direction.
-          const name = `${base}_a${s.ruleId}`;
-          if (!allowChains.has(s.ruleId)) {
-            const text = ruleText.get(s.ruleId);
-            const rule = log(logPrefix(ep.id, dir, { kind: "allow", ruleId: s.ruleId }));
-            allowChains.set(s.ruleId, {
-              name,
-              rules: [text === undefined ? rule : `${rule} comment "${commentText(text)}"`],
-            });
-          }
-          return `goto ${name}`;
-        }
-        const name = `${base}_r${s.ruleId}`;
-        if (!denyChains.has(s.ruleId)) {
-          const text = ruleText.get(s.ruleId);
-          const rule = `${log(logPrefix(ep.id, dir, { kind: "rule", ruleId: s.ruleId }))} drop`;
-          denyChains.set(s.ruleId, {
-            name,
-            rules: [text === undefined ? rule : `${rule} comment "${commentText(text)}"`],
-          });
-        }
-        return `goto ${name}`;
-      };
-      const where = `endpoints[id=${ep.id}].${dir === "in" ? "ingress" : "egress"}`;
-      const el = compileSegments(policy.segments, verdict, where);
-      maps.push(
-        {
-          name: `${base}_id`,
-          fields: ["mark", "proto", "port"],
-          valueType: "verdict",
-          interval: true,
-          elements: el.id,
-        },
-        {
-          name: `${base}_idi`,
-          fields: ["mark", "proto", "byte"],
-          valueType: "verdict",
-          interval: true,
-          elements: el.idi,
-        },
-        {
-          name: `${base}_any`,
-          fields: ["proto", "port"],
-          valueType: "verdict",
-          interval: true,
-          elements: el.any,
-        },
-        {
-          name: `${base}_anyi`,
-          fields: ["proto", "byte"],
-          valueType: "verdict",
-          interval: true,
-          elements: el.anyi,
-        },
-      );
-      const rules: string[] = [];
-      if (dir === "out") {
-        const spoof = `${log(logPrefix(ep.id, "out", { kind: "spoof" }))} drop`;
-        rules.push(ep.ipv4 !== undefined ? `ip saddr != ${ep.ipv4} ${spoof}` : `meta nfproto ipv4 ${spoof}`);
-        rules.push(ep.ipv6 !== undefined ? `ip6 saddr != ${ep.ipv6} ${spoof}` : `meta nfproto ipv6 ${spoof}`);
-      }
-      rules.push(
-        "ct state established,related accept",
-        `ct state invalid ${log(logPrefix(ep.id, dir, { kind: "invalid" }))} drop`,
-        ...lookupRules(base),
-      );
-      if (policy.enforced) rules.push(`${log(logPrefix(ep.id, dir, { kind: "default" }))} drop`);
-      else if (policy.auditDefault) rules.push(log(auditPrefix(ep.id, dir, "def")));
-      chains.push(
-        { name: base, rules },
-        ...[
-          ...denyChains.values(),
-          ...allowChains.values(),
-          ...auditChains.values(),
-          ...redirectChains.values(),
-        ].sort((a, b) => (a.name < b.name ? -1 : 1)),
-      );
-    }
-    egressEp.push({ key: [ep.hostIfname], value: `jump e${ep.id}_out` });
-    ingressEp.push({ key: [ep.hostIfname], value: `jump e${ep.id}_in` });
-    const v4 = ep.ipv4 === undefined ? undefined : parseAddr(ep.ipv4)?.value;
-    const v6 = ep.ipv6 === undefined ? undefined : parseAddr(ep.ipv6)?.value;
-    if (v4 !== undefined) ingressEp4.push({ key: [{ lo: v4, hi: v4 }], value: `jump e${ep.id}_in` });
-    if (v6 !== undefined) ingressEp6.push({ key: [{ lo: v6, hi: v6 }], value: `jump e${ep.id}_in` });
+    const part = opts.cached?.(ep, ctx) ?? compileEndpoint(ep, ctx);
+    parts.set(ep.id, part);
+    maps.push(...part.maps);
+    chains.push(...part.chains);
+    egressEp.push(part.dispatch.egress);
+    ingressEp.push(part.dispatch.ingress);
+    if (part.dispatch.ingress4) ingressEp4.push(part.dispatch.ingress4);
+    if (part.dispatch.ingress6) ingressEp6.push(part.dispatch.ingress6);
   }
   maps.push(
     { name: "egress_ep", fields: ["ifname"], valueType: "verdict", interval: false, elements: egressEp },
@@ -345,10 +232,14 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
         ND_TYPES,
         "meta mark set ip daddr map @ipcache4",
         "meta mark set ip6 daddr map @ipcache6",
+        "meta mark set ip daddr map @ipcache4_host",
+        "meta mark set ip6 daddr map @ipcache6_host",
         `fib daddr type local meta mark set ${host}`,
         "iifname vmap @egress_ep",
         "meta mark set ip saddr map @ipcache4",
         "meta mark set ip6 saddr map @ipcache6",
+        "meta mark set ip saddr map @ipcache4_host",
+        "meta mark set ip6 saddr map @ipcache6_host",
         "ip daddr vmap @ingress_ep4",
         "ip6 daddr vmap @ingress_ep6",
       ],
@@ -380,5 +271,36 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
       rules: [`meta skgid ${proxy.gid} return`, ...natRules(proxy)],
     });
   }
-  return { family: "inet", name: opts.table ?? "membrane", maps, chains };
+  return { table: { family: "inet", name: opts.table ?? "membrane", maps, chains }, parts };
+}
+
+/** Host-map element of one exact address (undefined when it is not an address). */
+export function hostElement(
+  ip: string,
+  identity: number,
+): { family: 4 | 6; element: NftElement } | undefined {
+  const a = parseAddr(ip);
+  if (!a) return undefined;
+  return { family: a.family, element: { key: [{ lo: a.value, hi: a.value }], value: String(identity) } };
+}
+
+export const HOST_MAPS = { 4: "ipcache4_host", 6: "ipcache6_host" } as const;
+
+/** The exact addresses (hash maps: adding or deleting one costs one element, whatever the size). */
+export function hostMaps(hosts: HostTableView | undefined, elements = true): NftMap[] {
+  const v4: NftElement[] = [];
+  const v6: NftElement[] = [];
+  if (hosts && elements) {
+    for (const [ip, identity] of hosts.entries()) {
+      if (!Number.isInteger(identity) || identity < 0 || identity > IDENTITY_MASK)
+        throw invalid(`hosts[${ip}]`, `identity ${identity} is not in 0..${IDENTITY_MASK}`);
+      const h = hostElement(ip, identity);
+      if (!h) throw invalid(`hosts[${ip}]`, "not an IP address");
+      (h.family === 4 ? v4 : v6).push(h.element);
+    }
+  }
+  return [
+    { name: HOST_MAPS[4], fields: ["ipv4"], valueType: "mark", interval: false, elements: v4 },
+    { name: HOST_MAPS[6], fields: ["ipv6"], valueType: "mark", interval: false, elements: v6 },
+  ];
 }

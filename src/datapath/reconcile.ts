@@ -13,11 +13,12 @@
  * the next start reconciles) and refuses further applies.
  */
 import { MembraneError } from "../errors.js";
-import { compile } from "./compile.js";
+import { compile, compileAll } from "./compile.js";
+import { appliedFromFull, cachedPart, planIncremental, type Applied } from "./incremental.js";
 import { nftApply, nftListJson, run } from "./exec.js";
-import { renderTable, type CompiledTable } from "./model.js";
-import { asActual, plan, type Plan } from "./plan.js";
-import { parseTable } from "./readback.js";
+import { renderTable } from "./model.js";
+import { plan, type Plan } from "./plan.js";
+import { parseTable, type ActualTable } from "./readback.js";
 import type { DatapathState } from "./types.js";
 
 export interface ReconcilerParams {
@@ -28,8 +29,9 @@ export interface ReconcilerParams {
   /** NFLOG group of drop logs. Default 1. */
   logGroup?: number;
   /**
-   * How long (ms) the last applied table is trusted as the kernel's state
-   * before an apply reads the table back again. Default 30 s; 0 = always read.
+   * 0: every apply reads the table back and plans against it (tests, the
+   * from-scratch side of comparisons). Otherwise (default) applies plan
+   * against what was applied last and verify() checks the kernel in the background.
    */
   trustMs?: number;
 }
@@ -52,9 +54,13 @@ export class Reconciler {
   /** The last state the kernel accepted (realized), undefined before the first apply. */
   realized: DatapathState | undefined;
   private running = false;
-  private readonly resyncMs: number;
-  private lastApplied: CompiledTable | undefined;
-  private lastRead = 0;
+  private readonly trustMs: number;
+  /** What the kernel accepted last, by part (undefined: plan the next apply against a read-back). */
+  private applied: Applied | undefined;
+  /** Successful applies so far: a read-back taken at another count is stale. */
+  private seq = 0;
+  /** A read-back verify() found different, for the next apply to repair from. */
+  private kernelRead: { seq: number; actual: ActualTable } | undefined;
   private pending: { state: DatapathState; waiters: Waiter[] } | undefined;
   private readonly stopper = new AbortController();
 
@@ -62,7 +68,7 @@ export class Reconciler {
     this.netns = params.netns;
     this.table = params.table ?? "membrane";
     this.logGroup = params.logGroup ?? 1;
-    this.resyncMs = params.trustMs ?? 30_000;
+    this.trustMs = params.trustMs ?? 30_000;
   }
 
   private get nsOpt(): { netns?: string; signal: AbortSignal } {
@@ -129,30 +135,70 @@ export class Reconciler {
       throw new MembraneError("NFT_APPLY_FAILED", "Cannot apply the nftables transaction: stopping");
     }
     const t0 = performance.now();
-    const compiled = compile(desired, { table: this.table, logGroup: this.logGroup });
-    // Plan against what we applied last (the kernel accepted it whole), unless a
-    // resync is due: reading a large table back costs far more than the change.
-    // If the kernel drifted meanwhile, the transaction fails or the next resync
-    // repairs it; a failure re-plans once against a fresh readback.
-    const trusted =
-      this.lastApplied && Date.now() - this.lastRead < this.resyncMs ? this.lastApplied : undefined;
-    let p = trusted ? plan(compiled, asActual(trusted)) : await this.planFromKernel(compiled);
-    try {
-      if (p.ops > 0) await nftApply(p.script, this.nsOpt);
-    } catch (e) {
-      if (!trusted || this.stopper.signal.aborted) throw e;
-      p = await this.planFromKernel(compiled);
-      if (p.ops > 0) await nftApply(p.script, this.nsOpt);
+    const opts = { table: this.table, logGroup: this.logGroup };
+    const done = (ops: number): ApplyResult => {
+      this.realized = desired;
+      this.seq++;
+      return { changed: ops > 0, ops, ms: Math.round((performance.now() - t0) * 10) / 10 };
+    };
+    // What changed since the last apply, planned against what the kernel accepted
+    // then (it took that transaction whole): no read-back, whose cost grows with
+    // the table. Drift is found by verify(), in the background.
+    const inc = this.applied && this.trustMs > 0 ? planIncremental(this.applied, desired, opts) : undefined;
+    if (inc) {
+      try {
+        if (inc.plan.ops > 0) await nftApply(inc.plan.script, this.nsOpt);
+        inc.commit();
+        return done(inc.plan.ops);
+      } catch (e) {
+        if (this.stopper.signal.aborted) throw e;
+        // The kernel refused: it no longer holds what we think. Plan against it.
+        this.applied = undefined;
+      }
     }
-    this.lastApplied = compiled;
-    this.realized = desired;
-    return { changed: p.ops > 0, ops: p.ops, ms: Math.round((performance.now() - t0) * 10) / 10 };
+    const applied = this.applied;
+    const { table, parts } = compileAll(desired, {
+      ...opts,
+      cached: (ep, ctx) => cachedPart(applied, ep, ctx, `${this.logGroup}|${desired.proxy ? "proxy" : "-"}`),
+    });
+    this.applied = undefined;
+    const read = this.kernelRead?.seq === this.seq ? this.kernelRead.actual : await this.readKernel();
+    this.kernelRead = undefined;
+    const p = plan(table, read);
+    if (p.ops > 0) await nftApply(p.script, this.nsOpt);
+    this.applied = appliedFromFull(desired, parts, opts);
+    return done(p.ops);
   }
 
-  private async planFromKernel(compiled: CompiledTable): Promise<Plan> {
+  private async readKernel(): Promise<ActualTable | undefined> {
     const doc = await nftListJson("inet", this.table, this.nsOpt);
-    this.lastRead = Date.now();
-    return plan(compiled, doc === undefined ? undefined : parseTable(doc));
+    return doc === undefined ? undefined : parseTable(doc);
+  }
+
+  /**
+   * Compares the kernel with what was applied last, without holding up
+   * applies: the table is read while they go on, and a read that an apply
+   * overtook is dropped (the next verify reads again). Returns the number of
+   * differences; when there are some, the next apply repairs them by delta,
+   * planned against this read.
+   */
+  async verify(): Promise<{ drift: number; lines: string[] }> {
+    const state = this.realized;
+    const seq = this.seq;
+    if (!state || !this.applied || this.stopper.signal.aborted) return { drift: 0, lines: [] };
+    const actual = await this.readKernel();
+    if (seq !== this.seq || this.running || !this.applied) return { drift: 0, lines: [] };
+    const applied = this.applied;
+    const { table } = compileAll(state, {
+      table: this.table,
+      logGroup: this.logGroup,
+      cached: (ep, ctx) => cachedPart(applied, ep, ctx, `${this.logGroup}|${state.proxy ? "proxy" : "-"}`),
+    });
+    const p = plan(table, actual);
+    if (p.ops === 0) return { drift: 0, lines: [] };
+    this.applied = undefined;
+    this.kernelRead = actual === undefined ? undefined : { seq, actual };
+    return { drift: p.ops, lines: p.lines.slice(0, 20) };
   }
 
   /** Removes the table (endpoint teardown, tests). Enforcement stops: only for shutting a node down. */
@@ -163,6 +209,7 @@ export class Reconciler {
       what: `delete table inet ${this.table}`,
     });
     this.realized = undefined;
-    this.lastApplied = undefined;
+    this.applied = undefined;
+    this.kernelRead = undefined;
   }
 }

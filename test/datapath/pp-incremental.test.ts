@@ -239,4 +239,28 @@ describe("pp incremental datapath equals a from-scratch compile (needs root)", {
     await new Reconciler({ netns: incNs, table: TABLE }).apply(final);
     assert.equal(firstDifference(await readTable(incNs), await readTable(refNs)), undefined);
   });
+
+  test("has teeth: verify() finds an element removed behind the reconciler's back, and the next apply repairs it", async () => {
+    const world = new World(false);
+    for (const o of [
+      { op: "ep", slot: 0, app: 0 },
+      { op: "ep", slot: 1, app: 1 },
+      { op: "pol", i: 0 },
+      { op: "remoteEp", i: 1, app: 1 },
+    ] as Op[])
+      world.step(o);
+    for (const ns of [incNs, refNs]) await runRaw(["nft", "delete", "table", "inet", TABLE], { netns: ns });
+    const inc = new Reconciler({ netns: incNs, table: TABLE });
+    const state = world.state();
+    await inc.apply(state);
+    assert.equal((await inc.verify()).drift, 0, "a fresh table matches");
+    const removed = await corruptOneElement(incNs);
+    const v = await inc.verify();
+    assert.ok(v.drift > 0, `verify() missed the removal of ${removed}`);
+    const r = await inc.apply(state);
+    assert.ok(r.ops > 0, "the repair changed the kernel");
+    await new Reconciler({ netns: refNs, table: TABLE }).apply(state);
+    assert.equal(firstDifference(await readTable(incNs), await readTable(refNs)), undefined);
+    assert.equal((await inc.verify()).drift, 0);
+  });
 });

@@ -3,10 +3,10 @@
  * (pp-incremental.test.ts): a catalogue of policies and remote prefixes, the
  * change operations fast-check draws, and the World that applies them to a
  * real PolicyEngine and builds the DatapathState exactly as the agent does
- * (buildDatapathState).
+ * (one DesiredBuilder for the whole sequence, so its caches are exercised).
  */
 import fc from "fast-check";
-import { buildDatapathState, type LocalEndpoint } from "../../src/agent/desired.js";
+import { DesiredBuilder, type LocalEndpoint } from "../../src/agent/desired.js";
 import type { DatapathState } from "../../src/datapath/types.js";
 import { parsePrefix } from "../../src/labels/cidr.js";
 import { parsePolicies } from "../../src/policy/api/index.js";
@@ -75,6 +75,8 @@ const REMOTE = [
   "2001:db8:1::5/128",
 ] as const;
 export const REMOTE_IDS = [30001, 30002, 30003] as const;
+/** Addresses of other nodes' endpoints (exact ipcache entries, the hosts maps). */
+const REMOTE_EPS = ["10.200.1.7", "10.9.0.1", "10.9.0.2", "2001:db8:1::5", "fd00:9::1"] as const;
 
 export type Op =
   | { op: "ep"; slot: number; app: number }
@@ -83,6 +85,8 @@ export type Op =
   | { op: "delPol"; i: number }
   | { op: "remote"; i: number; id: number }
   | { op: "delRemote"; i: number }
+  | { op: "remoteEp"; i: number; app: number }
+  | { op: "delRemoteEp"; i: number }
   | { op: "proxy"; on: boolean };
 
 export const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -105,6 +109,18 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
     weight: 1,
     arbitrary: fc.record({ op: fc.constant("delRemote" as const), i: fc.nat(REMOTE.length - 1) }),
   },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant("remoteEp" as const),
+      i: fc.nat(REMOTE_EPS.length - 1),
+      app: fc.nat(APPS.length - 1),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ op: fc.constant("delRemoteEp" as const), i: fc.nat(REMOTE_EPS.length - 1) }),
+  },
   // The node's proxy starts or stops: L7 segments become redirects or fail-closed drops.
   { weight: 1, arbitrary: fc.record({ op: fc.constant("proxy" as const), on: fc.boolean() }) },
 );
@@ -114,6 +130,7 @@ export class World {
   readonly engine: PolicyEngine;
   readonly local = new Map<number, LocalEndpoint>();
   private proxy = true;
+  private readonly builder = new DesiredBuilder();
 
   constructor(dualStack: boolean) {
     this.engine = new PolicyEngine({ config: { dualStack } });
@@ -157,6 +174,16 @@ export class World {
       case "remote":
         this.engine.ipcache.setPrefix(prefix(REMOTE[o.i]), REMOTE_IDS[o.id] as number, "cidr");
         return;
+      case "remoteEp":
+        this.engine.upsertRemoteEndpoint({
+          ip: REMOTE_EPS[o.i] as string,
+          namespace: "default",
+          labels: { app: APPS[o.app] as string },
+        });
+        return;
+      case "delRemoteEp":
+        this.engine.deleteRemoteEndpoint(REMOTE_EPS[o.i] as string);
+        return;
       case "delRemote":
         this.engine.ipcache.deletePrefix(prefix(REMOTE[o.i]));
         return;
@@ -168,7 +195,7 @@ export class World {
 
   state(): DatapathState {
     const eps = [...this.local.values()].sort((a, b) => a.id - b.id);
-    return buildDatapathState(
+    return this.builder.build(
       this.engine,
       eps,
       this.proxy ? { proxy: PROXY, authAvailable: false } : { authAvailable: false },

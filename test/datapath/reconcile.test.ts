@@ -112,7 +112,7 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
     {
       name: "switching default deny off rewrites only that endpoint's chain",
       change: (s) => (s.endpoints[1] = ep(2, [allow(1001, 80), allow(0, 53)], false)),
-      lines: ["~ chain e2_in (6 rules)"],
+      lines: ["~ chain e2_in (4 rules)"],
     },
     {
       name: "a new identity for one address changes one ipcache element",
@@ -127,16 +127,8 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
         '- element ingress_ep "veth2" : jump e2_in',
         "- element ingress_ep4 10.200.0.12 : jump e2_in",
         "- element ingress_ep6 fd00:200::12 : jump e2_in",
-        ...[
-          "e2_in_any",
-          "e2_in_anyi",
-          "e2_in_id",
-          "e2_in_idi",
-          "e2_out_any",
-          "e2_out_anyi",
-          "e2_out_id",
-          "e2_out_idi",
-        ].map((m) => `- map ${m}`),
+        // Only the maps it had: the egress has no segments, the ingress no ICMP ones.
+        ...["e2_in_any", "e2_in_id"].map((m) => `- map ${m}`),
         "- chain e2_in",
         "- chain e2_in_a1",
         "- chain e2_out",
@@ -166,7 +158,7 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
 
   test("a rule added by hand to our chain is removed by the next apply", async () => {
     await nftApply(`add rule inet ${table} e1_in accept\n`, nsOpt);
-    assert.deepEqual(await reconciler().diff(baseState()), ["~ chain e1_in (7 rules)"]);
+    assert.deepEqual(await reconciler().diff(baseState()), ["~ chain e1_in (4 rules)"]);
     await reconciler().apply(baseState());
     assert.deepEqual(await reconciler().diff(baseState()), []);
   });

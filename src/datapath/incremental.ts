@@ -1,0 +1,212 @@
+/**
+ * Incremental planning: the transaction for what changed since the last
+ * apply, in time that follows the change, not the node.
+ *
+ *   Applied (what the kernel accepted last: global part, each endpoint's part, a copy of the hosts)
+ *     + next DatapathState
+ *       ├─ global scope: prefix ipcache maps and base chains (small), diffed whole
+ *       ├─ hosts scope: only the addresses HostTableView.changesSince(applied revision) names
+ *       └─ endpoint scopes: only endpoints whose DatapathEndpoint object is new (DesiredBuilder
+ *          hands back the same object when nothing changed) or whose rule texts changed,
+ *          each diffed against its own last part (its maps, chains and dispatch elements)
+ *     => one nft script (scopes in that order), committed into Applied only once the kernel took it
+ *
+ * Each scope goes through plan() (same ordering rules: make before break), with
+ * the scope's objects only, so an unchanged endpoint costs one identity check.
+ * A change plan() cannot do in place (a map's declaration changed) returns
+ * undefined: the caller plans the whole table against the kernel instead.
+ */
+import { compileAll, hostElement, HOST_MAPS, type CompileOptions } from "./compile.js";
+import type { EndpointContext, EndpointParts } from "./compile-endpoint.js";
+import { mapSignature, type CompiledTable, type NftElement, type NftMap } from "./model.js";
+import { asActual, plan, type Plan } from "./plan.js";
+import type { HostTableView } from "../ipcache/hosts.js";
+import type { DatapathEndpoint, DatapathState } from "./types.js";
+
+const DISPATCH = ["egress_ep", "ingress_ep", "ingress_ep4", "ingress_ep6"] as const;
+
+export interface Applied {
+  /** Maps (dispatch and host maps without elements) and base chains. */
+  global: CompiledTable;
+  parts: Map<number, { ep: DatapathEndpoint; part: EndpointParts }>;
+  hosts: { view: HostTableView | undefined; revision: number; copy: Map<string, number> };
+  ctxKey: string;
+}
+
+const ctxKeyOf = (state: DatapathState, opts: CompileOptions): string =>
+  `${opts.logGroup ?? 1}|${state.proxy ? "proxy" : "-"}`;
+
+function withoutHosts(state: DatapathState): DatapathState {
+  const { hosts: _hosts, ...rest } = state;
+  return rest;
+}
+
+/** The global part: the table without endpoints and without host addresses. */
+function globalPart(state: DatapathState, opts: CompileOptions): CompiledTable {
+  return compileAll({ ...withoutHosts(state), endpoints: [] }, opts).table;
+}
+
+/** Applied for a table compiled whole (the first apply, or after a read-back). */
+export function appliedFromFull(
+  state: DatapathState,
+  parts: Map<number, EndpointParts>,
+  opts: CompileOptions,
+): Applied {
+  const byId = new Map(state.endpoints.map((ep) => [ep.id, ep]));
+  const out: Applied["parts"] = new Map();
+  for (const [id, part] of parts) {
+    const ep = byId.get(id);
+    if (ep) out.set(id, { ep, part });
+  }
+  return {
+    global: globalPart(state, opts),
+    parts: out,
+    hosts: {
+      view: state.hosts,
+      revision: state.hosts?.revision ?? 0,
+      copy: new Map(state.hosts ? state.hosts.entries() : []),
+    },
+    ctxKey: ctxKeyOf(state, opts),
+  };
+}
+
+/** A still valid compiled part of `ep`, if the last apply had one (for compileAll's `cached`). */
+export function cachedPart(
+  applied: Applied | undefined,
+  ep: DatapathEndpoint,
+  ctx: EndpointContext,
+  ctxKey: string,
+): EndpointParts | undefined {
+  const prev = applied?.parts.get(ep.id);
+  if (!prev || prev.ep !== ep || applied?.ctxKey !== ctxKey) return undefined;
+  for (const [id, text] of prev.part.texts) if (ctx.ruleText(id) !== text) return undefined;
+  return prev.part;
+}
+
+function dispatchMaps(global: CompiledTable, part: EndpointParts | undefined): NftMap[] {
+  const els: Record<(typeof DISPATCH)[number], NftElement | undefined> = {
+    egress_ep: part?.dispatch.egress,
+    ingress_ep: part?.dispatch.ingress,
+    ingress_ep4: part?.dispatch.ingress4,
+    ingress_ep6: part?.dispatch.ingress6,
+  };
+  return DISPATCH.map((name) => {
+    const m = global.maps.find((x) => x.name === name) as NftMap;
+    const e = els[name];
+    return { ...m, elements: e ? [e] : [] };
+  });
+}
+
+function scope(global: CompiledTable, part: EndpointParts | undefined): CompiledTable {
+  return {
+    family: global.family,
+    name: global.name,
+    maps: [...(part?.maps ?? []), ...dispatchMaps(global, part)],
+    chains: [...(part?.chains ?? [])],
+  };
+}
+
+/**
+ * The transaction from `applied` to `state`, and the commit that makes
+ * `applied` describe the kernel once it took the transaction; undefined when
+ * only a whole-table plan can do it.
+ */
+export function planIncremental(
+  applied: Applied,
+  state: DatapathState,
+  opts: CompileOptions,
+): { plan: Plan; commit: () => void } | undefined {
+  const ctxKey = ctxKeyOf(state, opts);
+  if (ctxKey !== applied.ctxKey) return undefined;
+  const global = globalPart(state, opts);
+  const prevSig = new Map(applied.global.maps.map((m) => [m.name, mapSignature(m)]));
+  if (global.maps.some((m) => prevSig.get(m.name) !== mapSignature(m))) return undefined;
+  const plans: Plan[] = [plan(global, asActual(applied.global))];
+
+  // Hosts: the journal's addresses only.
+  const view = state.hosts;
+  let hostChanges: Map<string, number | undefined> | undefined;
+  if (view !== applied.hosts.view || view?.revision !== applied.hosts.revision) {
+    hostChanges = view && view === applied.hosts.view ? view.changesSince(applied.hosts.revision) : undefined;
+    if (!hostChanges) {
+      // Another table, or the journal no longer reaches back: compare the copies whole.
+      hostChanges = new Map();
+      for (const [ip, id] of view ? view.entries() : [])
+        if (applied.hosts.copy.get(ip) !== id) hostChanges.set(ip, id);
+      for (const ip of applied.hosts.copy.keys())
+        if (view?.get(ip) === undefined) hostChanges.set(ip, undefined);
+    }
+    const want: NftMap[] = [4, 6].map((f) => ({
+      name: HOST_MAPS[f as 4 | 6],
+      fields: [f === 4 ? "ipv4" : "ipv6"],
+      valueType: "mark",
+      interval: false,
+      elements: [],
+    }));
+    const have: NftMap[] = want.map((m) => ({ ...m, elements: [] }));
+    for (const [ip, id] of hostChanges) {
+      const old = applied.hosts.copy.get(ip);
+      if (old === id) continue;
+      if (id !== undefined) {
+        const h = hostElement(ip, id);
+        if (h) want[h.family === 4 ? 0 : 1]?.elements.push(h.element);
+      }
+      if (old !== undefined) {
+        const h = hostElement(ip, old);
+        if (h) have[h.family === 4 ? 0 : 1]?.elements.push(h.element);
+      }
+    }
+    const T = { family: global.family, name: global.name, chains: [] };
+    plans.push(plan({ ...T, maps: want }, asActual({ ...T, maps: have })));
+  }
+
+  // Endpoints: those that changed, appeared or went.
+  const group = opts.logGroup ?? 1;
+  const texts = new Map(state.rules.map((r) => [r.id, r.text]));
+  const ctx: EndpointContext = {
+    group,
+    ruleText: (id) => texts.get(id),
+    ...(state.proxy ? { proxy: state.proxy } : {}),
+  };
+  const nextParts: [number, { ep: DatapathEndpoint; part: EndpointParts }][] = [];
+  const seen = new Set<number>();
+  let full: ReturnType<typeof compileAll> | undefined;
+  for (const ep of state.endpoints) {
+    seen.add(ep.id);
+    const prev = applied.parts.get(ep.id);
+    if (cachedPart(applied, ep, ctx, ctxKey)) continue;
+    // Validation and compilation of the changed endpoint as compile() would (same checks).
+    full ??= compileAll(withoutHosts(state), {
+      ...opts,
+      cached: (e, c) => cachedPart(applied, e, c, ctxKey),
+    });
+    const part = full.parts.get(ep.id) as EndpointParts;
+    plans.push(plan(scope(global, part), asActual(scope(applied.global, prev?.part))));
+    nextParts.push([ep.id, { ep, part }]);
+  }
+  const gone = [...applied.parts.keys()].filter((id) => !seen.has(id));
+  for (const id of gone) {
+    plans.push(plan(scope(global, undefined), asActual(scope(applied.global, applied.parts.get(id)?.part))));
+  }
+  const merged: Plan = {
+    script: plans.map((p) => p.script).join(""),
+    ops: plans.reduce((n, p) => n + p.ops, 0),
+    lines: plans.flatMap((p) => p.lines),
+  };
+  return {
+    plan: merged,
+    commit: () => {
+      applied.global = global;
+      for (const [id, p] of nextParts) applied.parts.set(id, p);
+      for (const id of gone) applied.parts.delete(id);
+      if (hostChanges) {
+        for (const [ip, id] of hostChanges) {
+          if (id === undefined) applied.hosts.copy.delete(ip);
+          else applied.hosts.copy.set(ip, id);
+        }
+      }
+      applied.hosts.view = view;
+      applied.hosts.revision = view?.revision ?? 0;
+    },
+  };
+}
