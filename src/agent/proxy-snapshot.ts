@@ -3,20 +3,21 @@
  * local endpoint with their L7 rules, and the ipcache to name peers.
  *
  *   DatapathState (what the kernel redirects) + PolicyEngine (the L7 specs)
- *     --buildProxySnapshot--> ProxySnapshot --ProxySupervisor.push--> proxy process
+ *     --buildProxySnapshot--> ProxyPush --ProxySupervisor.push--> proxy process
+ *
+ * The ipcache's exact addresses (`state.hosts`, tens of thousands in a
+ * cluster) are passed on as the live table, not copied: the supervisor sends
+ * the proxy what changed since it last sent (its journal).
  *
  * Built from the very state the kernel gets, so that every connection the
  * kernel redirects finds its rules in the proxy.
  */
 import type { DatapathState } from "../datapath/types.js";
 import type { PolicyEngine } from "../policy/engine.js";
-import type { ProxyL7Entry, ProxySnapshot } from "../proxy/runtime/table.js";
+import type { ProxyPush } from "../proxy/runtime/supervisor.js";
+import type { ProxyL7Entry } from "../proxy/runtime/table.js";
 
-export function buildProxySnapshot(
-  engine: PolicyEngine,
-  state: DatapathState,
-  version: number,
-): ProxySnapshot {
+export function buildProxySnapshot(engine: PolicyEngine, state: DatapathState, version: number): ProxyPush {
   const l7: ProxyL7Entry[] = [];
   for (const ep of state.endpoints) {
     const slash = ep.name.indexOf("/");
@@ -53,5 +54,6 @@ export function buildProxySnapshot(
       ...(e.ipv6 !== undefined ? { ipv6: e.ipv6 } : {}),
     })),
     l7,
+    ...(state.hosts ? { hosts: state.hosts } : {}),
   };
 }

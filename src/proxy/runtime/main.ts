@@ -9,6 +9,7 @@
  *                                 --> dispatch by parser: HTTP/1.1 | HTTP/2 | Kafka | TLS SNI | TLS intercept
  *                         --> UDP+TCP dnsPort --> DnsProxy (upstream = the query's original dst)
  *   agent --IPC snapshot--> PolicyTable (swapped whole; every request looks it up anew)
+ *   agent --IPC hosts (full once, then deltas)--> HostMap (shared by every PolicyTable)
  *   L7 events and DNS answers --IPC--> agent
  *
  * Fail closed everywhere: no conntrack entry, no policy for the connection,
@@ -21,7 +22,8 @@ import { CT_FROM_HOST } from "../../abi/marks.js";
 import { DnsProxy } from "../dns/proxy.js";
 import type { L7Event } from "../types.js";
 import { dispatchConnection } from "./dispatch.js";
-import { toProxy, type FromProxy, type ProxyConfig } from "./protocol.js";
+import { HostMap } from "./host-map.js";
+import { toProxy, type FromProxy, type ProxyConfig, type ToProxy } from "./protocol.js";
 import { PolicyTable, plainAddress, type Addr } from "./table.js";
 
 function send(m: FromProxy): void {
@@ -37,23 +39,37 @@ async function main(): Promise<void> {
   const raw = process.argv[2];
   if (!raw) fatal("usage: main.js <config JSON>");
   const cfg = JSON.parse(raw) as ProxyConfig;
-  let table = new PolicyTable({ version: 0, ipcache: [], endpoints: [], l7: [] });
+  const hosts = new HostMap();
+  let table = new PolicyTable({ version: 0, ipcache: [], endpoints: [], l7: [] }, hosts);
   const lookup = {
     forConnection: (k: Parameters<PolicyTable["forConnection"]>[0]) => table.forConnection(k),
   };
   const pendingDns = new Map<number, (ok: boolean) => void>();
   let nextDns = 1;
 
-  process.on("message", (m: unknown) => {
-    const msg = toProxy(m);
-    if (!msg) return;
+  const onMessage = (msg: ToProxy): void => {
     if (msg.type === "snapshot") {
-      table = new PolicyTable(msg.snapshot);
+      table = new PolicyTable(msg.snapshot, hosts);
       send({ type: "ack", version: table.version });
+    } else if (msg.type === "hosts") {
+      send({ type: "hosts-ack", ...hosts.delta(msg) });
+    } else if (msg.type === "hosts-full") {
+      const r = hosts.full(msg);
+      if (r) send({ type: "hosts-ack", ...r });
+    } else if (msg.type === "identity-of") {
+      send({ type: "identity", id: msg.id, identity: table.identityOf(msg.address) });
     } else {
       pendingDns.get(msg.id)?.(msg.ok);
       pendingDns.delete(msg.id);
     }
+  };
+  process.on("message", (m: unknown) => {
+    const msg = toProxy(m);
+    if (msg) onMessage(msg);
+    // A malformed delta is refused at once, a malformed part spoils its table (refused after
+    // the last part): the agent then resends the whole table.
+    else if (isHosts(m, "hosts")) send({ type: "hosts-ack", to: m.to, ok: false });
+    else if (isHosts(m, "hosts-full")) hosts.spoil();
   });
   // The agent is gone: so is the reason to run.
   process.on("disconnect", () => process.exit(0));
@@ -136,6 +152,18 @@ function dropPrivileges(cfg: ProxyConfig): void {
   process.setuid?.(cfg.uid);
   if (process.getuid?.() !== cfg.uid) fatal(`could not drop root to uid ${cfg.uid}`);
 }
+
+const isHosts = (m: unknown, type: string): m is { to: number } => {
+  const r = m as { type?: unknown; to?: unknown } | null;
+  return (
+    typeof r === "object" &&
+    r !== null &&
+    r.type === type &&
+    typeof r.to === "number" &&
+    Number.isSafeInteger(r.to) &&
+    r.to >= 0
+  );
+};
 
 /** An original destination, with the connection's mark (CT_FROM_HOST: the node itself is the client). */
 interface Original extends Addr {

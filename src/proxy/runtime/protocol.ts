@@ -2,10 +2,17 @@
  * Messages between the agent and its proxy process (Node's IPC channel, JSON).
  *
  *   agent -> proxy   {type: "snapshot", snapshot}        proxy -> agent  {type: "ready", ports}
- *                    {type: "dns-done", id, ok}                          {type: "ack", version}
- *                                                                        {type: "l7", event, src, dst}
- *                                                                        {type: "dns-answer", id, ...}
+ *                    {type: "hosts-full", to, part, ...}                 {type: "ack", version}
+ *                    {type: "hosts", from, to, set, del}                 {type: "hosts-ack", to, ok}
+ *                    {type: "dns-done", id, ok}                          {type: "l7", event, src, dst}
+ *                    {type: "identity-of", id, address}                  {type: "dns-answer", id, ...}
+ *                                                                        {type: "identity", id, identity}
  *                                                                        {type: "fatal", message}
+ *
+ * The snapshot carries the L7 rules, the local endpoints and the ipcache's
+ * prefixes; the exact addresses (tens of thousands in a cluster) travel
+ * apart, as a full table once and then as deltas (hosts-wire.ts).
+ * `identity-of` asks which identity the proxy gives an address (diagnostics).
  *
  * A DNS answer is held by the proxy until the agent says `dns-done`: by then
  * the answer's addresses are in the kernel's ipcache (toFQDNs works on the
@@ -16,6 +23,7 @@
  */
 import type { L7Event } from "../types.js";
 import type { Addr, ProxySnapshot } from "./table.js";
+import { hostsDeltaFrom, hostsFullFrom, type HostsDelta, type HostsFull } from "./hosts-wire.js";
 import { addrFrom, dnsAnswerFrom, l7EventFrom } from "./validate.js";
 
 export interface ProxyConfig {
@@ -32,11 +40,16 @@ export interface ProxyConfig {
 
 export type ToProxy =
   | { readonly type: "snapshot"; readonly snapshot: ProxySnapshot }
-  | { readonly type: "dns-done"; readonly id: number; readonly ok: boolean };
+  | { readonly type: "dns-done"; readonly id: number; readonly ok: boolean }
+  | HostsDelta
+  | HostsFull
+  | { readonly type: "identity-of"; readonly id: number; readonly address: string };
 
 export type FromProxy =
   | { readonly type: "ready" }
   | { readonly type: "ack"; readonly version: number }
+  | { readonly type: "hosts-ack"; readonly to: number; readonly ok: boolean }
+  | { readonly type: "identity"; readonly id: number; readonly identity: number }
   | { readonly type: "l7"; readonly event: L7Event; readonly src: Addr; readonly dst: Addr }
   | {
       readonly type: "dns-answer";
@@ -49,6 +62,8 @@ export type FromProxy =
   | { readonly type: "fatal"; readonly message: string };
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
+const isInt = (v: unknown, max: number): v is number =>
+  typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= max;
 
 /** The message rebuilt from what the proxy sent, if well-formed; else undefined. */
 export function fromProxy(m: unknown): FromProxy | undefined {
@@ -58,6 +73,14 @@ export function fromProxy(m: unknown): FromProxy | undefined {
       return { type: "ready" };
     case "ack":
       return typeof m.version === "number" ? { type: "ack", version: m.version } : undefined;
+    case "hosts-ack":
+      return isInt(m.to, Number.MAX_SAFE_INTEGER) && typeof m.ok === "boolean"
+        ? { type: "hosts-ack", to: m.to, ok: m.ok }
+        : undefined;
+    case "identity":
+      return isInt(m.id, Number.MAX_SAFE_INTEGER) && isInt(m.identity, 0xffffffff)
+        ? { type: "identity", id: m.id, identity: m.identity }
+        : undefined;
     case "l7": {
       const event = l7EventFrom(m.event);
       const src = addrFrom(m.src);
@@ -81,6 +104,12 @@ export function toProxy(m: unknown): ToProxy | undefined {
   if (m.type === "dns-done")
     return typeof m.id === "number" && typeof m.ok === "boolean"
       ? { type: "dns-done", id: m.id, ok: m.ok }
+      : undefined;
+  if (m.type === "hosts") return hostsDeltaFrom(m);
+  if (m.type === "hosts-full") return hostsFullFrom(m);
+  if (m.type === "identity-of")
+    return isInt(m.id, Number.MAX_SAFE_INTEGER) && typeof m.address === "string" && m.address.length <= 64
+      ? { type: "identity-of", id: m.id, address: m.address }
       : undefined;
   if (m.type === "snapshot" && isObj(m.snapshot)) {
     const s = m.snapshot;

@@ -7,6 +7,11 @@
  *   Agent --push(snapshot)--> ProxySupervisor --IPC--> proxy process (ip netns exec NODE node main.js)
  *   Agent <--onL7 / onDnsAnswer-- ProxySupervisor <--IPC--
  *
+ * What a push sends costs what changed: the ipcache's exact addresses go as a
+ * full table to a new process and as deltas of the HostTable's journal after
+ * that (hosts-sync.ts); the rest of the snapshot (endpoints, L7 rules,
+ * prefixes: small) only when its content changed. Pushes run one at a time.
+ *
  * Why a process and not the agent's own sockets: Node cannot enter another
  * network namespace, and the proxy's listeners and upstream sockets must
  * live in the node's; a separate process also keeps a proxy crash away from
@@ -18,9 +23,31 @@ import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { MembraneError } from "../../errors.js";
+import type { HostTableView } from "../../ipcache/hosts.js";
 import type { L7Event } from "../types.js";
+import { planHosts, type HeldHosts } from "./hosts-sync.js";
 import { fromProxy, type FromProxy, type ProxyConfig, type ToProxy } from "./protocol.js";
 import type { Addr, ProxySnapshot } from "./table.js";
+
+/** What the agent pushes: a snapshot, and the ipcache's exact addresses (a live view, never copied whole). */
+export interface ProxyPush extends ProxySnapshot {
+  /** Absent: `ipcache` holds every address (the proxy's host table is emptied). */
+  readonly hosts?: HostTableView;
+}
+
+/** What pushes sent the proxy processes (for status and tests). */
+export interface ProxyPushStats {
+  /** Snapshot messages (endpoints, L7 rules, prefixes). */
+  snapshots: number;
+  /** Whole host tables, and the deltas. */
+  hostsFull: number;
+  hostsDeltas: number;
+  /** Deltas the proxy refused (it held another revision): each followed by a full table. */
+  hostsRefused: number;
+  /** Address entries sent, full tables and deltas together, and the messages that carried them. */
+  hostEntries: number;
+  hostMessages: number;
+}
 
 export interface ProxySupervisorParams {
   readonly netns?: string;
@@ -42,11 +69,24 @@ export interface ProxySupervisorParams {
 export class ProxySupervisor {
   private child: ChildProcess | undefined;
   private stopping = false;
-  private last: ProxySnapshot | undefined;
+  private last: ProxyPush | undefined;
   private readonly acks = new Map<number, () => void>();
+  private readonly hostAcks = new Map<number, (ok: boolean) => void>();
+  private readonly probes = new Map<number, (identity: number | undefined) => void>();
+  private nextProbe = 1;
   private restarts = 0;
-  /** What the running process acknowledged last (hash of the content without the version). */
-  private held: { child: ChildProcess; content: string } | undefined;
+  /** Pushes in order: the next starts when the previous is done. */
+  private queue: Promise<void> = Promise.resolve();
+  /** What the running process acknowledged last: the snapshot's content hash (without the version), its hosts. */
+  private held: { child: ChildProcess; content?: string; hosts?: HeldHosts } | undefined;
+  private readonly counts: ProxyPushStats = {
+    snapshots: 0,
+    hostsFull: 0,
+    hostsDeltas: 0,
+    hostsRefused: 0,
+    hostEntries: 0,
+    hostMessages: 0,
+  };
 
   constructor(private readonly p: ProxySupervisorParams) {}
 
@@ -98,6 +138,11 @@ export class ProxySupervisor {
       this.child = undefined;
       for (const done of this.acks.values()) done();
       this.acks.clear();
+      // The process that would hold them is gone; its successor gets the whole table.
+      for (const done of this.hostAcks.values()) done(true);
+      this.hostAcks.clear();
+      for (const done of this.probes.values()) done(undefined);
+      this.probes.clear();
       if (this.stopping) return;
       this.p.logger.error({ code, signal }, "proxy process exited; restarting");
       const delay = Math.min(5000, 100 * 2 ** Math.min(this.restarts++, 6));
@@ -130,6 +175,12 @@ export class ProxySupervisor {
     if (m.type === "ack") {
       this.acks.get(m.version)?.();
       this.acks.delete(m.version);
+    } else if (m.type === "hosts-ack") {
+      this.hostAcks.get(m.to)?.(m.ok);
+      this.hostAcks.delete(m.to);
+    } else if (m.type === "identity") {
+      this.probes.get(m.id)?.(m.identity);
+      this.probes.delete(m.id);
     } else if (m.type === "l7") {
       try {
         this.p.onL7(m.event, m.src, m.dst);
@@ -153,31 +204,92 @@ export class ProxySupervisor {
     if (c?.connected) c.send(m);
   }
 
+  /** What pushes sent so far (a copy). */
+  get stats(): ProxyPushStats {
+    return { ...this.counts };
+  }
+
   /**
    * Hands the proxy a new policy snapshot; resolves once it holds it (or
    * at once when it is not running: it gets the latest one when it starts).
    */
-  async push(snapshot: ProxySnapshot): Promise<void> {
+  push(snapshot: ProxyPush): Promise<void> {
     this.last = snapshot;
+    const run = this.queue.then(() => this.pushNow(snapshot));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async pushNow(snapshot: ProxyPush): Promise<void> {
     const c = this.child;
     if (!c?.connected) return;
-    // Most enforces change nothing the proxy holds: skip the copy (the same process already has it).
+    if (this.held?.child !== c) this.held = { child: c };
+    const held = this.held;
+    await this.pushHosts(held, snapshot.hosts);
+    // The process died meanwhile: its successor gets the latest snapshot when it starts.
+    if (this.child !== c) return;
+    // Most enforces change nothing else the proxy holds: skip the copy (the same process already has it).
+    const { version, ipcache, endpoints, l7 } = snapshot;
     const content = createHash("sha256")
-      .update(JSON.stringify([snapshot.ipcache, snapshot.endpoints, snapshot.l7]))
+      .update(JSON.stringify([ipcache, endpoints, l7]))
       .digest("hex");
-    if (this.held?.child === c && this.held.content === content) return;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.acks.delete(snapshot.version);
-        reject(failed("it did not take the policy snapshot within 5 s"));
-      }, 5000);
-      this.acks.set(snapshot.version, () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      this.send({ type: "snapshot", snapshot });
+    if (held.content === content) return;
+    await this.await(this.acks, version, "the policy snapshot", () => {
+      this.counts.snapshots++;
+      this.send({ type: "snapshot", snapshot: { version, ipcache, endpoints, l7 } });
     });
-    this.held = { child: c, content };
+    held.content = content;
+  }
+
+  /** Brings the process's host table to `table`'s revision: nothing, a delta, or (refused, new process) the whole. */
+  private async pushHosts(held: { hosts?: HeldHosts }, table: HostTableView | undefined): Promise<void> {
+    for (const forceFull of [false, true]) {
+      const plan = planHosts(table, held.hosts, forceFull);
+      if (plan.kind === "none") return;
+      const ok = await this.await(this.hostAcks, plan.to, "the ipcache's addresses", () => {
+        for (const m of plan.messages) this.send(m);
+        if (plan.kind === "full") this.counts.hostsFull++;
+        else this.counts.hostsDeltas++;
+        this.counts.hostEntries += plan.entries;
+        this.counts.hostMessages += plan.messages.length;
+      });
+      if (ok) {
+        if (table) held.hosts = { table, revision: plan.to };
+        else delete held.hosts;
+        return;
+      }
+      if (plan.kind === "full") break;
+      // The process holds another revision than we think (an ack lost to a timeout): send it all.
+      this.counts.hostsRefused++;
+    }
+    throw failed("it refused the ipcache's addresses");
+  }
+
+  /** Sends, then waits for the reply registered under `key` (5 s at most). */
+  private await<T>(
+    waiting: Map<number, (v: T) => void>,
+    key: number,
+    what: string,
+    send: () => void,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiting.delete(key);
+        reject(failed(`it did not take ${what} within 5 s`));
+      }, 5000);
+      waiting.set(key, (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      });
+      send();
+    });
+  }
+
+  /** The identity the proxy process gives an address now (diagnostics); undefined when it is not running. */
+  async identityOf(address: string): Promise<number | undefined> {
+    if (!this.child?.connected) return undefined;
+    const id = this.nextProbe++;
+    return this.await(this.probes, id, "a lookup", () => this.send({ type: "identity-of", id, address }));
   }
 
   async stop(): Promise<void> {

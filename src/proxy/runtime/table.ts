@@ -6,9 +6,11 @@
  *     identify(client, originalDst, proto) -> ConnectionInfo (who talks to whom, whose policy)
  *     forConnection(key)                   -> stages: client's egress L7, server's ingress L7
  *
- * Identities come from the same ipcache the kernel holds (flattened into
- * disjoint intervals, binary search), so the proxy names a peer exactly as
- * the kernel did when it decided to redirect. The L7 entries are the
+ * Identities come from the same ipcache the kernel holds, so the proxy
+ * names a peer exactly as the kernel did when it decided to redirect:
+ * a local endpoint, else an exact address (the HostMap, kept by deltas and
+ * shared by every table), else the snapshot's prefixes (flattened into
+ * disjoint intervals, binary search), else world. The L7 entries are the
  * redirect segments of each local endpoint, with the spec the engine's
  * MapState gives there: a specific identity first, then identity 0, as in
  * the kernel's two-step lookup.
@@ -47,6 +49,7 @@ export interface ProxyL7Entry {
 
 export interface ProxySnapshot {
   readonly version: number;
+  /** Prefixes (CIDR, FQDN; all of the ipcache when the agent sends no hosts table). */
   readonly ipcache: readonly { readonly prefix: string; readonly identity: number }[];
   readonly endpoints: readonly ProxyEndpoint[];
   readonly l7: readonly ProxyL7Entry[];
@@ -75,6 +78,11 @@ function find(list: readonly IdentityInterval[], v: bigint): number {
   return WORLD_IDENTITY;
 }
 
+/** Exact addresses -> identity (the proxy's HostMap). */
+export interface HostLookup {
+  get(address: string): number | undefined;
+}
+
 export class PolicyTable implements L7PolicyLookup {
   readonly version: number;
   private readonly v4: IdentityInterval[];
@@ -82,7 +90,10 @@ export class PolicyTable implements L7PolicyLookup {
   private readonly byIp = new Map<string, ProxyEndpoint>();
   private readonly entries = new Map<string, ProxyL7Entry[]>();
 
-  constructor(s: ProxySnapshot) {
+  constructor(
+    s: ProxySnapshot,
+    private readonly hosts?: HostLookup,
+  ) {
     this.version = s.version;
     const flat = flattenIpcache(s.ipcache, WORLD_IDENTITY);
     this.v4 = flat.v4;
@@ -108,6 +119,8 @@ export class PolicyTable implements L7PolicyLookup {
     const a = plainAddress(address);
     const ep = this.endpointByIp(a);
     if (ep) return ep.identity;
+    const host = this.hosts?.get(a);
+    if (host !== undefined) return host;
     const p = parseAddr(a);
     if (!p) return WORLD_IDENTITY;
     return find(p.family === 4 ? this.v4 : this.v6, p.value);

@@ -1,0 +1,46 @@
+/**
+ * A real ProxySupervisor and proxy process for tests, in a network namespace
+ * of the test's own (prefix tag "pxs"): no listeners (no node addresses in
+ * the config), so the process only holds tables and answers lookups.
+ */
+import { spawnSync } from "node:child_process";
+import pino from "pino";
+import { ProxySupervisor } from "../../src/proxy/runtime/supervisor.js";
+import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
+
+export { rootSkipReason };
+
+/** Runs `fn` with a started supervisor; the process and the namespace are gone afterwards. */
+export async function withSupervisor(fn: (sup: ProxySupervisor) => Promise<void>): Promise<void> {
+  const netns = uniquePrefix("pxs");
+  const add = spawnSync("ip", ["netns", "add", netns], { encoding: "utf8" });
+  if (add.status !== 0) throw new Error(`ip netns add ${netns}: ${add.stderr}`);
+  const sup = new ProxySupervisor({
+    netns,
+    gid: 0,
+    config: { l7Port: 15001, dnsPort: 15053 },
+    logger: pino({ level: "silent" }),
+    onL7: () => undefined,
+    onDnsAnswer: () => Promise.resolve(),
+  });
+  try {
+    await sup.start();
+    await fn(sup);
+  } finally {
+    await sup.stop();
+    spawnSync("ip", ["netns", "del", netns]);
+  }
+}
+
+/** Polls `cond` every 20 ms; a safety net of `ms`, never a measure. */
+export async function until(
+  cond: () => boolean | Promise<boolean>,
+  what: string,
+  ms = 20_000,
+): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`gave up waiting: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
