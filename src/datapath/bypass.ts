@@ -20,7 +20,7 @@
  * protocol's segment before the all-protocols one). Nothing else matches:
  * other peers, ports, endpoints and directions are never touched.
  */
-import { parseAddr } from "../labels/cidr.js";
+import { addrString, parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import {
   CT_PROXY_UPSTREAM,
@@ -112,6 +112,7 @@ class IdentityLookup {
   private readonly v4: IdentityInterval[];
   private readonly v6: IdentityInterval[];
   private readonly host: number;
+  private readonly hosts: DatapathState["hosts"];
   constructor(
     state: DatapathState,
     private readonly local: ReadonlySet<string>,
@@ -120,12 +121,16 @@ class IdentityLookup {
     this.v4 = f.v4;
     this.v6 = f.v6;
     this.host = state.hostIdentity;
+    this.hosts = state.hosts;
   }
 
   of(address: string): number {
     if (this.local.has(canon(address))) return this.host;
     const a = parseAddr(address);
     if (!a) return WORLD_IDENTITY;
+    // Exact addresses (endpoints, nodes) override prefixes, as in the kernel's lookups.
+    const exact = this.hosts?.get(addrString(a.family, a.value));
+    if (exact !== undefined) return exact;
     const list = a.family === 4 ? this.v4 : this.v6;
     let lo = 0;
     let hi = list.length - 1;

@@ -55,6 +55,7 @@ import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import type { CompiledTable, NftChain, NftElement, NftMap } from "./model.js";
 import { compileEndpoint, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
 import type { HostTableView } from "../ipcache/hosts.js";
+import { add64, globalDigest, hostDigest, partDigest, STAMP_MAP, stampMap } from "./stamp.js";
 import {
   CT_FROM_HOST,
   CT_PROXY_UPSTREAM,
@@ -68,6 +69,8 @@ import {
 } from "./types.js";
 
 export interface CompileOptions {
+  /** false: leave the stamp map empty and compute no digest (parts of a table, incremental.ts). */
+  stamp?: boolean;
   /** A compiled part to reuse for an endpoint, if one is still valid (incremental.ts). */
   cached?: (ep: DatapathEndpoint, ctx: EndpointContext) => EndpointParts | undefined;
   /** Table name (family inet). Default "membrane". */
@@ -177,7 +180,7 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
 export function compileAll(
   state: DatapathState,
   opts: CompileOptions = {},
-): { table: CompiledTable; parts: Map<number, EndpointParts> } {
+): { table: CompiledTable; parts: Map<number, EndpointParts>; digest?: TableDigest } {
   const group = opts.logGroup ?? 1;
   const ruleText = new Map(state.rules.map((r) => [r.id, r.text]));
   checkEndpoints(state.endpoints);
@@ -218,6 +221,8 @@ export function compileAll(
     if (part.dispatch.ingress6) ingressEp6.push(part.dispatch.ingress6);
   }
   maps.push(
+    // Elements written by the Reconciler (stamp.ts): a digest of everything else.
+    stampMap(undefined),
     { name: "egress_ep", fields: ["ifname"], valueType: "verdict", interval: false, elements: egressEp },
     { name: "ingress_ep", fields: ["ifname"], valueType: "verdict", interval: false, elements: ingressEp },
     { name: "ingress_ep4", fields: ["ipv4"], valueType: "verdict", interval: false, elements: ingressEp4 },
@@ -271,7 +276,48 @@ export function compileAll(
       rules: [`meta skgid ${proxy.gid} return`, ...natRules(proxy)],
     });
   }
-  return { table: { family: "inet", name: opts.table ?? "membrane", maps, chains }, parts };
+  const table: CompiledTable = { family: "inet", name: opts.table ?? "membrane", maps, chains };
+  if (opts.stamp === false) return { table, parts };
+  const digest = fullDigest(state, parts, opts);
+  const stamp = maps.find((m) => m.name === STAMP_MAP);
+  if (stamp) stamp.elements = stampMap(digest.total).elements;
+  return { table, parts, digest };
+}
+
+/** stamp.ts: the digest of a whole table, and its terms (updated by incremental.ts). */
+export interface TableDigest {
+  total: bigint;
+  global: bigint;
+  parts: Map<number, bigint>;
+  hosts: bigint;
+}
+
+export function withoutHosts(state: DatapathState): DatapathState {
+  const { hosts: _hosts, ...rest } = state;
+  return rest;
+}
+
+/** The global part: the table without endpoints and without host addresses. */
+export function globalPart(state: DatapathState, opts: CompileOptions): CompiledTable {
+  return compileAll({ ...withoutHosts(state), endpoints: [] }, { ...opts, stamp: false }).table;
+}
+
+function fullDigest(
+  state: DatapathState,
+  parts: ReadonlyMap<number, EndpointParts>,
+  opts: CompileOptions,
+): TableDigest {
+  const global = globalDigest(globalPart(state, opts));
+  const partDigests = new Map<number, bigint>();
+  let total = global;
+  for (const [id, part] of parts) {
+    const d = partDigest(id, part);
+    partDigests.set(id, d);
+    total = add64(total, d);
+  }
+  let hosts = 0n;
+  for (const [ip, id] of state.hosts?.entries() ?? []) hosts = add64(hosts, hostDigest(ip, id));
+  return { total: add64(total, hosts), global, parts: partDigests, hosts };
 }
 
 /** Host-map element of one exact address (undefined when it is not an address). */

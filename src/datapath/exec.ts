@@ -144,8 +144,11 @@ export async function nftListJson(
   family: string,
   table: string,
   opts: { netns?: string; signal?: AbortSignal } = {},
+  /** Only this map of the table (`nft -j list map`), undefined when the table or map is missing. */
+  map?: string,
 ): Promise<unknown> {
-  const r = await runRaw(["nft", "-j", "-n", "list", "table", family, table], opts);
+  const what = map === undefined ? ["table", family, table] : ["map", family, table, map];
+  const r = await runRaw(["nft", "-j", "-n", "list", ...what], opts);
   if (r.status !== 0) {
     if (/No such file or directory/.test(r.stderr)) return undefined;
     throw new MembraneError(

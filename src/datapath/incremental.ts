@@ -9,18 +9,30 @@
  *       └─ endpoint scopes: only endpoints whose DatapathEndpoint object is new (DesiredBuilder
  *          hands back the same object when nothing changed) or whose rule texts changed,
  *          each diffed against its own last part (its maps, chains and dispatch elements)
- *     => one nft script (scopes in that order), committed into Applied only once the kernel took it
+ *     => one nft script (scopes in that order), committed into Applied only once the kernel took it;
+ *        when only host addresses changed, `hostOps` too: the same change as element
+ *        deltas for nfnl/setelem.ts, which does not pay nft's per-table cost
  *
  * Each scope goes through plan() (same ordering rules: make before break), with
  * the scope's objects only, so an unchanged endpoint costs one identity check.
  * A change plan() cannot do in place (a map's declaration changed) returns
  * undefined: the caller plans the whole table against the kernel instead.
  */
-import { compileAll, hostElement, HOST_MAPS, type CompileOptions } from "./compile.js";
+import {
+  compileAll,
+  globalPart,
+  hostElement,
+  HOST_MAPS,
+  withoutHosts,
+  type CompileOptions,
+  type TableDigest,
+} from "./compile.js";
 import type { EndpointContext, EndpointParts } from "./compile-endpoint.js";
 import { mapSignature, type CompiledTable, type NftElement, type NftMap } from "./model.js";
 import { asActual, plan, type Plan } from "./plan.js";
 import type { HostTableView } from "../ipcache/hosts.js";
+import type { HostMapOps } from "./nfnl/setelem.js";
+import { add64, globalDigest, hostDigest, partDigest, STAMP_MAP, stampMap, sub64 } from "./stamp.js";
 import type { DatapathEndpoint, DatapathState } from "./types.js";
 
 const DISPATCH = ["egress_ep", "ingress_ep", "ingress_ep4", "ingress_ep6"] as const;
@@ -31,26 +43,19 @@ export interface Applied {
   parts: Map<number, { ep: DatapathEndpoint; part: EndpointParts }>;
   hosts: { view: HostTableView | undefined; revision: number; copy: Map<string, number> };
   ctxKey: string;
+  /** stamp.ts: the digest the stamp map holds, and its terms. */
+  digest: TableDigest;
 }
 
 const ctxKeyOf = (state: DatapathState, opts: CompileOptions): string =>
   `${opts.logGroup ?? 1}|${state.proxy ? "proxy" : "-"}`;
-
-function withoutHosts(state: DatapathState): DatapathState {
-  const { hosts: _hosts, ...rest } = state;
-  return rest;
-}
-
-/** The global part: the table without endpoints and without host addresses. */
-function globalPart(state: DatapathState, opts: CompileOptions): CompiledTable {
-  return compileAll({ ...withoutHosts(state), endpoints: [] }, opts).table;
-}
 
 /** Applied for a table compiled whole (the first apply, or after a read-back). */
 export function appliedFromFull(
   state: DatapathState,
   parts: Map<number, EndpointParts>,
   opts: CompileOptions,
+  digest: TableDigest,
 ): Applied {
   const byId = new Map(state.endpoints.map((ep) => [ep.id, ep]));
   const out: Applied["parts"] = new Map();
@@ -59,6 +64,7 @@ export function appliedFromFull(
     if (ep) out.set(id, { ep, part });
   }
   return {
+    digest,
     global: globalPart(state, opts),
     parts: out,
     hosts: {
@@ -115,13 +121,21 @@ export function planIncremental(
   applied: Applied,
   state: DatapathState,
   opts: CompileOptions,
-): { plan: Plan; commit: () => void } | undefined {
+): { plan: Plan; hostOps?: HostMapOps[]; commit: () => void } | undefined {
   const ctxKey = ctxKeyOf(state, opts);
   if (ctxKey !== applied.ctxKey) return undefined;
   const global = globalPart(state, opts);
   const prevSig = new Map(applied.global.maps.map((m) => [m.name, mapSignature(m)]));
   if (global.maps.some((m) => prevSig.get(m.name) !== mapSignature(m))) return undefined;
   const plans: Plan[] = [plan(global, asActual(applied.global))];
+  const globalD = plans[0]?.ops === 0 ? applied.digest.global : globalDigest(global);
+  let hostsD = applied.digest.hosts;
+  const partsD = new Map<number, bigint | undefined>();
+  let hostPlan: Plan | undefined;
+  const hostOps: { set: string; add: [string, number][]; del: string[] }[] = [
+    { set: HOST_MAPS[4], add: [], del: [] },
+    { set: HOST_MAPS[6], add: [], del: [] },
+  ];
 
   // Hosts: the journal's addresses only.
   const view = state.hosts;
@@ -147,17 +161,26 @@ export function planIncremental(
     for (const [ip, id] of hostChanges) {
       const old = applied.hosts.copy.get(ip);
       if (old === id) continue;
+      if (old !== undefined) hostsD = sub64(hostsD, hostDigest(ip, old));
+      if (id !== undefined) hostsD = add64(hostsD, hostDigest(ip, id));
       if (id !== undefined) {
         const h = hostElement(ip, id);
-        if (h) want[h.family === 4 ? 0 : 1]?.elements.push(h.element);
+        if (h) {
+          want[h.family === 4 ? 0 : 1]?.elements.push(h.element);
+          hostOps[h.family === 4 ? 0 : 1]?.add.push([ip, id]);
+        }
       }
       if (old !== undefined) {
         const h = hostElement(ip, old);
-        if (h) have[h.family === 4 ? 0 : 1]?.elements.push(h.element);
+        if (h) {
+          have[h.family === 4 ? 0 : 1]?.elements.push(h.element);
+          hostOps[h.family === 4 ? 0 : 1]?.del.push(ip);
+        }
       }
     }
     const T = { family: global.family, name: global.name, chains: [] };
-    plans.push(plan({ ...T, maps: want }, asActual({ ...T, maps: have })));
+    hostPlan = plan({ ...T, maps: want }, asActual({ ...T, maps: have }));
+    plans.push(hostPlan);
   }
 
   // Endpoints: those that changed, appeared or went.
@@ -181,20 +204,54 @@ export function planIncremental(
       cached: (e, c) => cachedPart(applied, e, c, ctxKey),
     });
     const part = full.parts.get(ep.id) as EndpointParts;
+    partsD.set(ep.id, partDigest(ep.id, part));
     plans.push(plan(scope(global, part), asActual(scope(applied.global, prev?.part))));
     nextParts.push([ep.id, { ep, part }]);
   }
   const gone = [...applied.parts.keys()].filter((id) => !seen.has(id));
   for (const id of gone) {
+    partsD.set(id, undefined);
     plans.push(plan(scope(global, undefined), asActual(scope(applied.global, applied.parts.get(id)?.part))));
   }
+  // The stamp follows: subtract what went, add what came.
+  let total = sub64(add64(applied.digest.total, globalD), applied.digest.global);
+  total = add64(sub64(total, applied.digest.hosts), hostsD);
+  for (const [id, d] of partsD) {
+    const old = applied.digest.parts.get(id);
+    if (old !== undefined) total = sub64(total, old);
+    if (d !== undefined) total = add64(total, d);
+  }
+  const T2 = { family: global.family, name: global.name, chains: [] };
+  const stampPlan = plan(
+    { ...T2, maps: [stampMap(total)] },
+    asActual({ ...T2, maps: [stampMap(applied.digest.total)] }),
+  );
+  plans.push(stampPlan);
   const merged: Plan = {
     script: plans.map((p) => p.script).join(""),
     ops: plans.reduce((n, p) => n + p.ops, 0),
     lines: plans.flatMap((p) => p.lines),
   };
+  const onlyHosts = hostPlan !== undefined && hostPlan.ops > 0 && hostPlan.ops + stampPlan.ops === merged.ops;
+  const stampOps = (d: bigint): [number, number][] => [
+    [0, Number(d & 0xffffffffn)],
+    [1, Number(d >> 32n)],
+  ];
   return {
     plan: merged,
+    ...(onlyHosts
+      ? {
+          hostOps: [
+            ...hostOps.filter((o) => o.add.length + o.del.length > 0),
+            {
+              set: STAMP_MAP,
+              keys: "mark",
+              del: ["0", "1"],
+              add: stampOps(total).map(([k, v]) => [String(k), v] as const),
+            },
+          ],
+        }
+      : {}),
     commit: () => {
       applied.global = global;
       for (const [id, p] of nextParts) applied.parts.set(id, p);
@@ -207,6 +264,13 @@ export function planIncremental(
       }
       applied.hosts.view = view;
       applied.hosts.revision = view?.revision ?? 0;
+      applied.digest.total = total;
+      applied.digest.global = globalD;
+      applied.digest.hosts = hostsD;
+      for (const [id, d] of partsD) {
+        if (d === undefined) applied.digest.parts.delete(id);
+        else applied.digest.parts.set(id, d);
+      }
     },
   };
 }

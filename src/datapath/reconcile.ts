@@ -15,10 +15,12 @@
 import { MembraneError } from "../errors.js";
 import { compile, compileAll } from "./compile.js";
 import { appliedFromFull, cachedPart, planIncremental, type Applied } from "./incremental.js";
+import { digestOf, STAMP_MAP, stampMap } from "./stamp.js";
 import { nftApply, nftListJson, run } from "./exec.js";
 import { renderTable } from "./model.js";
 import { plan, type Plan } from "./plan.js";
-import { parseTable, type ActualTable } from "./readback.js";
+import { decodeElements, parseTable, type ActualTable } from "./readback.js";
+import { SetElemWriter } from "./nfnl/setelem.js";
 import type { DatapathState } from "./types.js";
 
 export interface ReconcilerParams {
@@ -55,6 +57,8 @@ export class Reconciler {
   realized: DatapathState | undefined;
   private running = false;
   private readonly trustMs: number;
+  /** Host-map element deltas without nft (started at the first one). */
+  private writer: SetElemWriter | undefined;
   /** What the kernel accepted last, by part (undefined: plan the next apply against a read-back). */
   private applied: Applied | undefined;
   /** Successful applies so far: a read-back taken at another count is stale. */
@@ -79,6 +83,12 @@ export class Reconciler {
   /** Kills the `nft` running now (without waiting for it) and refuses every later apply. */
   stop(): void {
     this.stopper.abort();
+    this.writer?.stop();
+  }
+
+  private elements(): SetElemWriter {
+    this.writer ??= new SetElemWriter(this.netns);
+    return this.writer;
   }
 
   /** Computes the transaction that would bring the kernel to `desired`, without applying it. */
@@ -147,7 +157,8 @@ export class Reconciler {
     const inc = this.applied && this.trustMs > 0 ? planIncremental(this.applied, desired, opts) : undefined;
     if (inc) {
       try {
-        if (inc.plan.ops > 0) await nftApply(inc.plan.script, this.nsOpt);
+        if (inc.hostOps) await this.elements().apply(this.table, inc.hostOps);
+        else if (inc.plan.ops > 0) await nftApply(inc.plan.script, this.nsOpt);
         inc.commit();
         return done(inc.plan.ops);
       } catch (e) {
@@ -157,17 +168,34 @@ export class Reconciler {
       }
     }
     const applied = this.applied;
-    const { table, parts } = compileAll(desired, {
+    const { table, parts, digest } = compileAll(desired, {
       ...opts,
       cached: (ep, ctx) => cachedPart(applied, ep, ctx, `${this.logGroup}|${desired.proxy ? "proxy" : "-"}`),
     });
     this.applied = undefined;
-    const read = this.kernelRead?.seq === this.seq ? this.kernelRead.actual : await this.readKernel();
+    if (!digest) throw new Error("compileAll gave no digest");
+    const repair = this.kernelRead?.seq === this.seq ? this.kernelRead.actual : undefined;
     this.kernelRead = undefined;
+    // A restart (nothing applied yet by this process): when the kernel's stamp is the
+    // digest of what we would write, it holds exactly that (as this agent or an earlier
+    // one wrote it): adopt it without reading the whole table back.
+    if (!repair && !applied && (await this.readStamp()) === digest.total) {
+      this.applied = appliedFromFull(desired, parts, opts, digest);
+      this.elements();
+      return done(0);
+    }
+    const read = repair ?? (await this.readKernel());
     const p = plan(table, read);
     if (p.ops > 0) await nftApply(p.script, this.nsOpt);
-    this.applied = appliedFromFull(desired, parts, opts);
+    this.applied = appliedFromFull(desired, parts, opts, digest);
+    this.elements(); // started now, so that the first address change does not wait for it
     return done(p.ops);
+  }
+
+  private async readStamp(): Promise<bigint | undefined> {
+    const doc = await nftListJson("inet", this.table, this.nsOpt, STAMP_MAP).catch(() => undefined);
+    const m = doc === undefined ? undefined : parseTable(doc).maps.get(STAMP_MAP);
+    return m ? digestOf(decodeElements(stampMap(undefined), m.rawElements)) : undefined;
   }
 
   private async readKernel(): Promise<ActualTable | undefined> {

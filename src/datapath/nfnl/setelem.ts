@@ -1,0 +1,134 @@
+/**
+ * Host-map element deltas straight to the kernel, without `nft`.
+ *
+ *   SetElemWriter.apply(table, [{set, add: [[address, identity]], del: [address]}])
+ *     --JSON line--> nfnl/child.js (node netns, started once, kept) --one nf_tables batch-->
+ *     <--{"id", "ok"}--                                                (atomic: all or nothing)
+ *
+ * Why a process: Node cannot enter a network namespace; a socket opened in
+ * the child belongs to the node's. Why not `nft`: see abi/nft-setelem-wire.ts
+ * (its cost grows with the table, ours with the change). A refused batch, a
+ * dead child or no answer within the timeout is an error: the caller falls
+ * back to planning against the kernel with `nft` (fail safe, never half-applied:
+ * the kernel applies a batch whole or not at all).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { MembraneError } from "../../errors.js";
+import { addressBytes } from "../../abi/ctnetlink-address.js";
+
+export interface HostMapOps {
+  readonly set: string;
+  /** Keys are addresses (default) or 32-bit marks in decimal (the stamp map). */
+  readonly keys?: "addr" | "mark";
+  readonly add: readonly (readonly [string, number])[];
+  readonly del: readonly string[];
+}
+
+const ERRNO: Record<number, string> = {
+  1: "EPERM (no CAP_NET_ADMIN in the node namespace)",
+  2: "ENOENT (a table, map or element is missing)",
+  17: "EEXIST (an element exists with another value)",
+  22: "EINVAL",
+};
+
+export class SetElemWriter {
+  private child: ChildProcess | undefined;
+  private nextId = 1;
+  private readonly waiters = new Map<number, (r: { ok: boolean; error?: string; errno?: number }) => void>();
+  private stopped = false;
+
+  constructor(
+    private readonly netns: string | undefined,
+    private readonly timeoutMs = 10_000,
+  ) {}
+
+  private spawnChild(): ChildProcess {
+    const script = fileURLToPath(new URL("./child.js", import.meta.url));
+    const argv =
+      this.netns === undefined
+        ? [process.execPath, script]
+        : ["ip", "netns", "exec", this.netns, process.execPath, script];
+    const c = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+    c.stdin?.on("error", () => undefined);
+    c.stderr?.resume();
+    createInterface({ input: c.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      let m: { id?: number; ok?: boolean; error?: string; errno?: number };
+      try {
+        m = JSON.parse(line) as typeof m;
+      } catch {
+        return;
+      }
+      const w = m.id === undefined ? undefined : this.waiters.get(m.id);
+      if (!w || m.id === undefined) return;
+      this.waiters.delete(m.id);
+      w({
+        ok: m.ok === true,
+        ...(m.error !== undefined ? { error: m.error } : {}),
+        ...(m.errno !== undefined ? { errno: m.errno } : {}),
+      });
+    });
+    c.on("exit", () => {
+      if (this.child === c) this.child = undefined;
+      for (const [id, w] of this.waiters) {
+        this.waiters.delete(id);
+        w({ ok: false, error: "the set-element writer exited" });
+      }
+    });
+    return c;
+  }
+
+  /** Applies every deletion and addition of `ops` to `table` (family inet) in one atomic batch. */
+  async apply(table: string, ops: readonly HostMapOps[]): Promise<void> {
+    if (this.stopped) throw fail("stopping");
+    const mark = (k: string): string => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32LE(Number(k) >>> 0, 0); // nft's mark type is host-endian
+      return b.toString("hex");
+    };
+    const hex = (ip: string): string => {
+      const a = addressBytes(ip);
+      if (!a) throw fail(`"${ip}" is not an address`);
+      return Buffer.from(a.bytes).toString("hex");
+    };
+    const req = {
+      id: this.nextId++,
+      table,
+      ops: ops.map((o) => {
+        const key = o.keys === "mark" ? mark : hex;
+        return { set: o.set, add: o.add.map(([k, v]) => [key(k), v]), del: o.del.map(key) };
+      }),
+    };
+    this.child ??= this.spawnChild();
+    const c = this.child;
+    const r = await new Promise<{ ok: boolean; error?: string; errno?: number }>((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(req.id);
+        c.kill("SIGKILL");
+        resolve({ ok: false, error: `no answer within ${this.timeoutMs} ms` });
+      }, this.timeoutMs);
+      this.waiters.set(req.id, (x) => {
+        clearTimeout(timer);
+        resolve(x);
+      });
+      c.stdin?.write(JSON.stringify(req) + "\n");
+    });
+    if (!r.ok) {
+      throw fail(r.errno !== undefined ? (ERRNO[r.errno] ?? `errno ${r.errno}`) : (r.error ?? "refused"));
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.child?.stdin?.end();
+    this.child?.kill("SIGTERM");
+    this.child = undefined;
+  }
+}
+
+function fail(why: string): MembraneError {
+  return new MembraneError("NFT_APPLY_FAILED", `Cannot change the ipcache host maps: ${why}`, {
+    hint: "The agent plans the change against the kernel with nft instead; if that fails too, check `nft list table` in the node namespace.",
+  });
+}
