@@ -5,6 +5,7 @@
  * so an endpoint that is already as wanted costs zero kernel operations.
  */
 import { runRaw } from "./exec.js";
+import { inNetns } from "./rtnl.js";
 
 export interface LinkState {
   readonly up: boolean;
@@ -13,7 +14,7 @@ export interface LinkState {
 }
 export interface NetnsState {
   readonly links: ReadonlyMap<string, LinkState>;
-  /** "dst dev [via gw]" keys, both families: "default via 10.200.0.1 dev eth0", "10.200.0.5 dev h1". */
+  /** "dst dev [via gw]" keys, both families: "default via 10.200.0.1 dev eth0", "10.200.0.5 dev h1"; "blackhole 10.200.0.0/24". */
   readonly routes: ReadonlySet<string>;
 }
 export const EMPTY_NETNS: NetnsState = { links: new Map(), routes: new Set() };
@@ -51,14 +52,14 @@ export function parseNetnsState(stdout: string): NetnsState {
   const routes = new Set<string>();
   for (const r of [...((r4 ?? []) as JsonRoute[]), ...((r6 ?? []) as JsonRoute[])]) {
     if (r.dst !== undefined && r.dev !== undefined) routes.add(routeKey(r.dst, r.dev, r.gateway));
+    else if (r.type === "blackhole" && r.dst !== undefined) routes.add(`blackhole ${r.dst}`);
   }
   return { links: out, routes };
 }
 
 /** Reads links, addresses and routes of a namespace (absent = the current one) in one process. */
 export async function readNetnsState(netns: string | undefined): Promise<NetnsState> {
-  const argv = netns === undefined ? ["ip", "-j", "-batch", "-"] : ["ip", "-n", netns, "-j", "-batch", "-"];
-  const r = await runRaw(argv, {
+  const r = await runRaw([...inNetns(netns), "ip", "-j", "-batch", "-"], {
     stdin: "addr show\nroute show\nroute show table all root ::/0 type unicast\n",
   });
   if (r.status !== 0) return EMPTY_NETNS;
