@@ -1,12 +1,12 @@
 /**
  * Many endpoints at once (an agent's cold start: records in the store, no
- * namespaces), in N + 2 processes instead of about 3 per endpoint:
+ * namespaces), in N/25 + 2 processes spawned from Node instead of about 3 per endpoint:
  *
  *   one `ip -force -batch -`        every missing namespace ("netns add" lines)
  *   rtnetlink, no process           one veth pair per endpoint (rtnl.ts)
  *   one `ip -batch -` in the node   every host end: up, fe80::1, the route to the endpoint
- *   one process per endpoint        its sysctls and `ip -batch` (configureFreshEndpoint),
- *                                   `concurrency` at a time
+ *   one `sh` per 25 endpoints       each endpoint's sysctls and `ip -batch` inside it
+ *                                   (configureFreshEndpoints), `concurrency` scripts at a time
  *
  * Anything that fails on the fast path (a namespace that could not be
  * added, a veth name in the way, a refused batch) falls back to
@@ -18,7 +18,7 @@ import { run } from "./exec.js";
 import { EMPTY_NETNS } from "./endpoint-state.js";
 import {
   checkEndpoint,
-  configureFreshEndpoint,
+  configureFreshEndpoints,
   ipBatch,
   planEndpoint,
   reconcileEndpoint,
@@ -41,6 +41,9 @@ export interface BatchResult {
   repaired: number;
   failed: { name: string; error: MembraneError | Error }[];
 }
+
+/** Endpoints per configuration script (step 4): progress is reported at this grain. */
+const CHUNK = 25;
 
 /** Runs `f` over `items`, `n` at a time. */
 export async function eachLimit<T>(
@@ -117,15 +120,20 @@ export async function createEndpoints(
     hostOk = false;
   });
   if (!hostOk) slow.push(...wired.splice(0));
-  // 4. Each endpoint's own side, `concurrency` at a time.
+  // 4. Each endpoint's own side: scripts of CHUNK endpoints (one process each), `concurrency` at a time.
   const conc = opts.concurrency ?? 2;
-  await eachLimit(wired, conc, async (p) => {
-    try {
-      await configureFreshEndpoint(p, plans.get(p)?.ep.lines ?? []);
-      result.created++;
-      finished();
-    } catch {
-      slow.push(p);
+  const chunks: EndpointParams[][] = [];
+  for (let i = 0; i < wired.length; i += CHUNK) chunks.push(wired.slice(i, i + CHUNK));
+  await eachLimit(chunks, conc, async (chunk) => {
+    const failed = await configureFreshEndpoints(
+      chunk.map((p) => ({ p, lines: plans.get(p)?.ep.lines ?? [] })),
+    );
+    for (const p of chunk) {
+      if (failed.has(p.netns)) slow.push(p);
+      else {
+        result.created++;
+        finished();
+      }
     }
   });
   // 5. The rest, one reconcile each (it reads what is there and builds what is missing).

