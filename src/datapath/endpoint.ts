@@ -179,10 +179,12 @@ export interface EndpointReconcile {
  * Brings an endpoint to what `p` wants, changing only what differs: an
  * endpoint whose namespace, veth, addresses and routes already exist (a
  * restarted agent) is adopted with zero kernel operations; a missing or
- * half-built veth is re-created. Costs, in processes: two reads (one
- * `ip -j -batch` per namespace); when something is missing, at most one
- * `ip netns add` + one sysctl process (new namespace only), the veth over
- * rtnetlink (rtnl.ts, no process), and one `ip -batch` per namespace.
+ * half-built veth is re-created. Costs, in processes spawned: a new
+ * endpoint two (`ip netns add`; one `sh -s` that runs the node side's and
+ * the endpoint side's `ip -batch`, with the sysctls), the veth over
+ * rtnetlink (rtnl.ts, no process), nothing read; an existing one two reads
+ * (its own namespace, and its host interface only in the node) and one
+ * `ip -batch` per namespace that differs.
  */
 export async function reconcileEndpoint(p: EndpointParams): Promise<EndpointReconcile> {
   checkEndpoint(p);
@@ -232,9 +234,11 @@ export async function reconcileEndpoint(p: EndpointParams): Promise<EndpointReco
     }
   }
   const { host, ep } = planEndpoint(p, epState, nodeState);
-  await ipBatch(host.lines, node, `configure ${p.hostIfname} for endpoint ${p.name}`);
-  if (fresh) await configureFreshEndpoint(p, ep.lines);
-  else await ipBatch(ep.lines, p.netns, `configure eth0 of endpoint ${p.name}`);
+  if (fresh) await configureFreshEndpoint(p, ep.lines, host.lines);
+  else {
+    await ipBatch(host.lines, node, `configure ${p.hostIfname} for endpoint ${p.name}`);
+    await ipBatch(ep.lines, p.netns, `configure eth0 of endpoint ${p.name}`);
+  }
   for (const l of host.lines) changes.push(`ip ${node === undefined ? "" : `-n ${node} `}${l}`);
   for (const l of ep.lines) changes.push(`ip -n ${p.netns} ${l}`);
   return { endpoint: { ...p }, changes };
@@ -271,19 +275,32 @@ export function planEndpoint(
 
 /**
  * A new endpoint namespace's sysctls and its `ip -batch` in one process tree:
- * `nsenter --net=/run/netns/X sh -c '<sysctls> && exec ip -batch -'`.
+ * `nsenter --net=/run/netns/X sh -c '<sysctls> && exec ip -batch -'`, after
+ * the host end's `ip -batch` in the node when `hostLines` are given.
  * nsenter enters the network namespace only; `ip netns exec` and `ip -n`
  * also copy the mount namespace and remount /sys, a cost that grows with
  * the number of mounts (one per namespace in /run/netns).
  */
-export async function configureFreshEndpoint(p: EndpointParams, lines: readonly string[]): Promise<void> {
-  await run(
-    ["nsenter", `--net=${netnsPath(p.netns)}`, "sh", "-c", `${FRESH_EP_SYSCTLS} && exec ip -batch -`],
-    {
-      stdin: lines.join("\n") + "\n",
-      what: `configure eth0 of endpoint ${p.name} (netns ${p.netns})`,
-    },
-  );
+export async function configureFreshEndpoint(
+  p: EndpointParams,
+  lines: readonly string[],
+  hostLines: readonly string[] = [],
+): Promise<void> {
+  // With host lines, both sides from one `sh -s` (one spawn from Node instead of two).
+  const host =
+    hostLines.length === 0
+      ? ""
+      : `${[...inNetns(p.node.netns), "ip", "-batch", "-"].join(" ")} <<'MEMBRANE_EOF' || exit 1\n${hostLines.join("\n")}\nMEMBRANE_EOF\n`;
+  await run(["sh", "-s"], {
+    stdin: `${host}${freshScript(p, lines)}`,
+    what: `configure ${p.hostIfname} and eth0 of endpoint ${p.name} (netns ${p.netns})`,
+  });
+}
+
+/** The script line that configures a new endpoint namespace (sysctls, then its `ip -batch` lines). */
+function freshScript(p: EndpointParams, lines: readonly string[], onFail = "exit 1"): string {
+  const cmd = `nsenter --net=${netnsPath(p.netns)} sh -c '${FRESH_EP_SYSCTLS} && exec ip -batch -'`;
+  return `${cmd} <<'MEMBRANE_EOF' || ${onFail}\n${lines.join("\n")}\nMEMBRANE_EOF\n`;
 }
 
 /**
@@ -298,10 +315,7 @@ export async function configureFreshEndpoints(
   eps: readonly { p: EndpointParams; lines: readonly string[] }[],
 ): Promise<Set<string>> {
   const script = eps
-    .map(({ p, lines }) => {
-      const cmd = `nsenter --net=${netnsPath(p.netns)} sh -c '${FRESH_EP_SYSCTLS} && exec ip -batch -'`;
-      return `${cmd} <<'MEMBRANE_EOF' || echo "membrane-failed ${p.netns}"\n${lines.join("\n")}\nMEMBRANE_EOF\n`;
-    })
+    .map(({ p, lines }) => freshScript(p, lines, `echo "membrane-failed ${p.netns}"`))
     .join("");
   const r = await runRaw(["sh", "-s"], { stdin: script, timeoutMs: 30_000 + 1_000 * eps.length });
   const failed = new Set<string>();
