@@ -153,7 +153,7 @@ export class EndpointsController implements Controller {
       await new Promise((r) => setImmediate(r)); // after the caller (run.ts: the API is up) returns
       const node = this.d.node();
       if (node && !signal.aborted) {
-        const missing = await this.d.serial(() => verifyNode(node));
+        const missing = await verifyNode(node); // idempotent repair of the node's own basics: no queue needed
         if (missing.length > 0) log.warn({ missing }, "node repaired");
       }
       if (!signal.aborted) await this.verifyAdopted(signal);
@@ -191,7 +191,7 @@ export class EndpointsController implements Controller {
         }),
       signal,
     );
-    log.info({ checked: eps.length, repaired: differed }, "adopted endpoints verified");
+    if (!signal.aborted) log.info({ checked: eps.length, repaired: differed }, "adopted endpoints verified");
   }
 
   /** Creates an endpoint; `ipv4` / `ipv6` ask for exact addresses from the pod CIDRs, else IPAM picks. */
