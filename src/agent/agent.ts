@@ -21,7 +21,7 @@
 import { MembraneError } from "../errors.js";
 import { Reconciler } from "../datapath/reconcile.js";
 import { BypassResetter } from "../datapath/conntrack-flush.js";
-import { createNode, type NodeNetns } from "../datapath/endpoint.js";
+import { adoptNode, type NodeNetns } from "../datapath/node-adopt.js";
 import { IdentityAllocator } from "../identity/allocator.js";
 import { prefixString as prefixText } from "../labels/cidr.js";
 import { parsePolicies } from "../policy/api/index.js";
@@ -151,7 +151,7 @@ export class Agent {
   /** Loads state from the store, makes the kernel match it, then serves. */
   async start(): Promise<void> {
     const gw = this.ipam.gateways();
-    this.node = await createNode({
+    this.node = await adoptNode({
       ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
       gateway4: gw.ipv4,
       podCidr4: this.p.podCidr4,
@@ -183,8 +183,7 @@ export class Agent {
       { endpoints: this.endpoints.size, policies: this.policies.size, kernelOps: r.ops },
       "agent started",
     );
-    // Endpoints whose namespace or veth vanished (e.g. after a reboot) are recreated.
-    await this.endpoints.recreateMissing();
+    await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
     if (this.p.resyncMs > 0) {
       // The kernel is read in the background; the work queue is used only to repair drift.
       this.timer = setInterval(
@@ -195,9 +194,11 @@ export class Agent {
     }
   }
 
+  serving = (): void => this.endpoints.startVerification(); // run.ts, API up: check what start() adopted
   /** Stops serving; the kernel keeps enforcing what it holds. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    await this.endpoints.stopVerification();
     this.names.stop();
     // A long nft transaction is killed, not waited for: the kernel keeps the old
     // state, the store holds what was acknowledged, and the next start reconciles.

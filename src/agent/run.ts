@@ -69,6 +69,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   const api = new ApiServer({ socketPath: o.socketPath, routes: agentRoutes(agent), logger: log });
   try {
     await api.start();
+    agent.serving();
   } catch (e) {
     await agent.stop();
     await store.close().catch(() => undefined);

@@ -5,6 +5,7 @@
  * so an endpoint that is already as wanted costs zero kernel operations.
  */
 import { runRaw } from "./exec.js";
+import { inNetns } from "./rtnl.js";
 
 export interface LinkState {
   readonly up: boolean;
@@ -13,7 +14,7 @@ export interface LinkState {
 }
 export interface NetnsState {
   readonly links: ReadonlyMap<string, LinkState>;
-  /** "dst dev [via gw]" keys, both families: "default via 10.200.0.1 dev eth0", "10.200.0.5 dev h1". */
+  /** "dst dev [via gw]" keys, both families: "default via 10.200.0.1 dev eth0", "10.200.0.5 dev h1"; "blackhole 10.200.0.0/24". */
   readonly routes: ReadonlySet<string>;
 }
 export const EMPTY_NETNS: NetnsState = { links: new Map(), routes: new Set() };
@@ -34,8 +35,11 @@ export function routeKey(dst: string, dev: string, gateway?: string): string {
   return gateway === undefined ? `${dst} dev ${dev}` : `${dst} via ${gateway} dev ${dev}`;
 }
 
-/** Parses the three JSON lines of `addr show`, `route show`, `route show table all root ::/0 type unicast`. */
-export function parseNetnsState(stdout: string): NetnsState {
+/**
+ * Parses the three JSON lines of `addr show`, `route show`, `route show table all root ::/0 type unicast`;
+ * read with `dev X`, ip leaves the device out of each route: `dev` puts it back.
+ */
+export function parseNetnsState(stdout: string, dev?: string): NetnsState {
   const [links, r4, r6] = stdout
     .split("\n")
     .filter((l) => l.trim() !== "")
@@ -50,19 +54,25 @@ export function parseNetnsState(stdout: string): NetnsState {
   }
   const routes = new Set<string>();
   for (const r of [...((r4 ?? []) as JsonRoute[]), ...((r6 ?? []) as JsonRoute[])]) {
-    if (r.dst !== undefined && r.dev !== undefined) routes.add(routeKey(r.dst, r.dev, r.gateway));
+    const rdev = r.dev ?? dev;
+    if (r.dst !== undefined && rdev !== undefined) routes.add(routeKey(r.dst, rdev, r.gateway));
+    else if (r.type === "blackhole" && r.dst !== undefined) routes.add(`blackhole ${r.dst}`);
   }
   return { links: out, routes };
 }
 
-/** Reads links, addresses and routes of a namespace (absent = the current one) in one process. */
-export async function readNetnsState(netns: string | undefined): Promise<NetnsState> {
-  const argv = netns === undefined ? ["ip", "-j", "-batch", "-"] : ["ip", "-n", netns, "-j", "-batch", "-"];
-  const r = await runRaw(argv, {
-    stdin: "addr show\nroute show\nroute show table all root ::/0 type unicast\n",
+/**
+ * Reads links, addresses and routes of a namespace (absent = the current one)
+ * in one process; with `dev`, only that device's (a node holding 1,000
+ * endpoints is not read whole for one of them). A missing device reads as empty.
+ */
+export async function readNetnsState(netns: string | undefined, dev?: string): Promise<NetnsState> {
+  const d = dev === undefined ? "" : ` dev ${dev}`;
+  const r = await runRaw([...inNetns(netns), "ip", "-j", "-batch", "-"], {
+    stdin: `addr show${d}\nroute show${d}\nroute show table all root ::/0 type unicast${d}\n`,
   });
   if (r.status !== 0) return EMPTY_NETNS;
-  return parseNetnsState(r.stdout);
+  return parseNetnsState(r.stdout, dev);
 }
 
 /** Collects the `ip -batch` lines for one namespace. */

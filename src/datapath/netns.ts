@@ -9,6 +9,7 @@
 import { readdir } from "node:fs/promises";
 import { MembraneError } from "../errors.js";
 import { ip, run, runRaw } from "./exec.js";
+import { inNetns } from "./rtnl.js";
 
 /** Names of the existing named network namespaces. */
 export async function listNetns(): Promise<string[]> {
@@ -53,7 +54,9 @@ export async function setSysctls(netns: string | undefined, values: Record<strin
       return `echo '${v}' > /proc/sys/${k.replace(/\./g, "/")}`;
     })
     .join(" && ");
-  await run(["sh", "-c", script], { ...(netns !== undefined ? { netns } : {}), what: "set sysctls" });
+  await run([...inNetns(netns), "sh", "-c", script], {
+    what: `set sysctls in ${netns ?? "the current namespace"}`,
+  });
 }
 
 /** Removes every namespace whose name starts with `prefix` (test teardown). Returns the names removed. */

@@ -14,6 +14,11 @@
  * creating the veth with IFF_UP set fails with ENOTCONN. Addresses, routes and
  * "up" inside another namespace therefore stay with one batched `ip` process
  * per namespace (endpoint.ts).
+ *
+ *   linkStates(netns)   one RTM_GETLINK dump of a namespace (adoption at restart):
+ *     own namespace: a plain dump; a named one: IFLA_TARGET_NETNSID, with the
+ *     namespace's id in the agent's namespace (RTM_GETNSID, RTM_NEWNSID when
+ *     it has none: bookkeeping that goes away with the namespace).
  */
 import { closeSync, openSync } from "node:fs";
 import { createRtNetlink } from "netlink";
@@ -27,6 +32,11 @@ const VETH_INFO_PEER = 1;
 const NLM_F_EXCL = 0x200;
 const NLM_F_CREATE = 0x400;
 const IFINFOMSG_LEN = 16;
+const RTM_NEWNSID = 88;
+const RTM_GETNSID = 90;
+const NETNSA_NSID = 1;
+const NETNSA_FD = 3;
+const NLMSG_ERROR = 2;
 
 function attr(type: number, payload: Buffer): Buffer {
   const len = 4 + payload.length;
@@ -46,6 +56,16 @@ const u32 = (n: number): Buffer => {
 /** The namespace file of a named namespace, or of this process's own when absent. */
 export function netnsPath(netns: string | undefined): string {
   return netns === undefined ? "/proc/self/ns/net" : `/run/netns/${netns}`;
+}
+
+/**
+ * The argv prefix that runs a command in a named namespace: `nsenter --net=`
+ * enters the network namespace only (`ip netns exec` and `ip -n` also copy
+ * the mount namespace and remount /sys, which costs more with every
+ * namespace's bind mount in /run/netns). Empty for the agent's own.
+ */
+export function inNetns(netns: string | undefined): string[] {
+  return netns === undefined ? [] : ["nsenter", `--net=${netnsPath(netns)}`];
 }
 
 export interface VethEnd {
@@ -113,4 +133,88 @@ function refused(host: VethEnd, peer: VethEnd, why: string, cause: unknown): Mem
     `Cannot create veth ${host.ifname} (netns ${host.netns ?? "(own)"}) <-> ${peer.ifname} (netns ${peer.netns ?? "(own)"}) over rtnetlink: ${why}`,
     { hint: "EEXIST: an interface of that name exists already; ENOENT: a namespace is missing.", cause },
   );
+}
+
+const s32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(n);
+  return b;
+};
+
+/** NETNSA_NSID of an RTM_NEWNSID answer (-1: none assigned). */
+function parseNsid(msgs: readonly { type: number; data: Buffer }[]): number | undefined {
+  for (const m of msgs) {
+    if (m.type === NLMSG_ERROR) continue;
+    for (let o = 4; o + 8 <= m.data.length;) {
+      const len = m.data.readUInt16LE(o);
+      if (len < 4) break;
+      if (m.data.readUInt16LE(o + 2) === NETNSA_NSID) return m.data.readInt32LE(o + 4);
+      o += (len + 3) & ~3;
+    }
+  }
+  return undefined;
+}
+
+type Rt = ReturnType<typeof createRtNetlink>;
+
+/** The id of the namespace behind `fd` in the agent's namespace, assigned when it has none. */
+async function nsidOf(rt: Rt, fd: number, netns: string): Promise<number> {
+  const rtgen = Buffer.alloc(4); // struct rtgenmsg, padded
+  const get = async (): Promise<number | undefined> =>
+    parseNsid((await rt.socket.request(RTM_GETNSID, [rtgen, attr(NETNSA_FD, u32(fd))]))[0]);
+  let id = await get();
+  if (id === undefined || id < 0) {
+    await rt.socket.request(RTM_NEWNSID, [rtgen, attr(NETNSA_FD, u32(fd)), attr(NETNSA_NSID, s32(-1))], {
+      flags: NLM_F_CREATE,
+    });
+    id = await get();
+  }
+  if (id === undefined || id < 0) {
+    throw new MembraneError(
+      "NETNS_FAILED",
+      `Cannot read the links of netns ${netns}: the kernel gave it no id`,
+    );
+  }
+  return id;
+}
+
+export interface LinkBrief {
+  readonly up: boolean;
+}
+
+/**
+ * The links of a namespace (absent = the agent's own) by name, from one
+ * rtnetlink dump: no process. A missing namespace is an error naming it.
+ */
+export async function linkStates(netns: string | undefined): Promise<Map<string, LinkBrief>> {
+  const rt = createRtNetlink();
+  let fd: number | undefined;
+  try {
+    let target = {};
+    if (netns !== undefined) {
+      try {
+        fd = openSync(netnsPath(netns), "r");
+      } catch (err) {
+        throw new MembraneError("NETNS_FAILED", `Cannot read the links of netns ${netns}: ${String(err)}`, {
+          cause: err,
+        });
+      }
+      target = { targetNetnsid: await nsidOf(rt, fd, netns) };
+    }
+    const out = new Map<string, LinkBrief>();
+    for (const l of await rt.getLinks({}, target, { timeout: 10_000 })) {
+      if (l.attrs.ifname !== undefined) out.set(l.attrs.ifname, { up: l.data.flags?.up === true });
+    }
+    return out;
+  } catch (err) {
+    if (err instanceof MembraneError) throw err;
+    throw new MembraneError(
+      "NETNS_FAILED",
+      `Cannot read the links of netns ${netns ?? "(own)"} over rtnetlink: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+    rt.socket.close();
+  }
 }

@@ -6,9 +6,15 @@
  * computed; a failed create is undone whole.
  */
 import { MembraneError } from "../../errors.js";
-import { createEndpoint, deleteEndpoint, type NodeNetns } from "../../datapath/endpoint.js";
-import { ip } from "../../datapath/exec.js";
-import { listNetns } from "../../datapath/netns.js";
+import {
+  createEndpoint,
+  deleteEndpoint,
+  reconcileEndpoint,
+  type EndpointParams,
+  type NodeNetns,
+} from "../../datapath/endpoint.js";
+import { createEndpoints } from "../../datapath/endpoint-batch.js";
+import { intactEndpoints, verifyEndpoints, verifyNode } from "../../datapath/node-adopt.js";
 import { stopNetnsProcesses } from "../../datapath/workload.js";
 import { workloadLabels } from "../../labels/k8s.js";
 import type { NamedPort } from "../../policy/query.js";
@@ -60,6 +66,10 @@ export class EndpointsController implements Controller {
   /** Indexes of `records` for the per-flow lookups; changed only through put/drop. */
   private readonly byId = new Map<number, EndpointRecordV1>();
   private readonly byIp = new Map<string, EndpointRecordV1>();
+  /** Endpoints adopted at start whose insides are checked in the background (verifyAdopted). */
+  private unverified: EndpointParams[] = [];
+  private readonly verifyAbort = new AbortController();
+  private verifying: Promise<void> | undefined;
 
   constructor(private readonly d: EndpointsDeps) {}
 
@@ -95,20 +105,93 @@ export class EndpointsController implements Controller {
   }
 
   /**
-   * Recreates endpoints whose namespace or veth vanished (e.g. after a
-   * reboot); intact ones are left alone (one listing each, not one check per
-   * endpoint). Their policy must already be in the kernel.
+   * A (re)started agent's endpoints, after their policy is in the kernel:
+   * intact ones (namespace present, host veth present and up: one readdir
+   * and one rtnetlink link dump, no process) are adopted as they are; the
+   * others (a cold start, a reboot) are created in a batch (endpoint-batch.ts),
+   * with progress in the log every `progressEvery`. Failures are logged and
+   * recorded as the controller's last error; the rest go on. The intact ones
+   * and the node are checked in the background once the API serves (startVerification).
    */
-  async recreateMissing(): Promise<void> {
-    const namespaces = new Set(await listNetns());
-    const links = await hostLinks(this.d.nodeNetns);
-    const missing = [...this.records.values()].filter(
-      (ep) => !namespaces.has(ep.netns) || !links.has(ep.hostIfname),
-    );
-    // Their policy is already in the kernel: creating them in parallel is safe.
-    for (let i = 0; i < missing.length; i += 8) {
-      await Promise.all(missing.slice(i, i + 8).map((ep) => createEndpoint(this.netnsOf(ep))));
+  async adopt(opts: { concurrency?: number; progressEvery?: number } = {}): Promise<void> {
+    const all = [...this.records.values()].map((r) => this.netnsOf(r));
+    const { intact, missing } = await intactEndpoints(this.d.nodeNetns, all);
+    this.unverified = intact;
+    if (missing.length > 0) await this.createMissing(missing, opts);
+  }
+
+  private async createMissing(
+    missing: EndpointParams[],
+    opts: { concurrency?: number; progressEvery?: number },
+  ): Promise<void> {
+    const log = this.d.logger;
+    const every = opts.progressEvery ?? 100;
+    let logged = 0;
+    log.info({ missing: missing.length, intact: this.unverified.length }, "creating missing endpoints");
+    const r = await createEndpoints(missing, {
+      concurrency: opts.concurrency ?? 2,
+      onProgress: (done, total) => {
+        if (Math.floor(done / every) > logged || done === total)
+          log.info({ done, total }, "endpoints created");
+        logged = Math.floor(done / every);
+      },
+    });
+    for (const f of r.failed) {
+      log.error({ endpoint: f.name, err: f.error.message }, "endpoint could not be created");
+      this.revisions.fail(f.error);
     }
+  }
+
+  /**
+   * After start: the node's and the adopted endpoints' insides, checked in
+   * the background (one read of the node, verifyAdopted); stopVerification() ends it.
+   */
+  startVerification(): void {
+    const signal = this.verifyAbort.signal;
+    const log = this.d.logger;
+    this.verifying = (async () => {
+      await new Promise((r) => setImmediate(r)); // after the caller (run.ts: the API is up) returns
+      const node = this.d.node();
+      if (node && !signal.aborted) {
+        const missing = await verifyNode(node); // idempotent repair of the node's own basics: no queue needed
+        if (missing.length > 0) log.warn({ missing }, "node repaired");
+      }
+      if (!signal.aborted) await this.verifyAdopted(signal);
+    })().catch((e: unknown) => {
+      if (!signal.aborted) log.error({ err: String(e) }, "background verification failed");
+    });
+  }
+
+  async stopVerification(): Promise<void> {
+    this.verifyAbort.abort();
+    await this.verifying;
+  }
+
+  /**
+   * Checks the adopted endpoints' addresses and routes in the background,
+   * off the work queue (reads only); one that differs is repaired through
+   * the queue with reconcileEndpoint, if it still exists then, and logged.
+   * Stops when `signal` is aborted.
+   */
+  async verifyAdopted(signal: AbortSignal): Promise<void> {
+    const eps = this.unverified;
+    this.unverified = [];
+    const log = this.d.logger;
+    const differed = await verifyEndpoints(
+      eps,
+      (p, what) =>
+        this.d.serial(async () => {
+          const rec = [...this.records.values()].find((r) => r.netns === p.netns);
+          if (!rec || signal.aborted) return;
+          const r = await reconcileEndpoint(this.netnsOf(rec));
+          log.warn(
+            { endpoint: `${rec.namespace}/${rec.name}`, differed: what, changes: r.changes },
+            "endpoint repaired",
+          );
+        }),
+      signal,
+    );
+    if (!signal.aborted) log.info({ checked: eps.length, repaired: differed }, "adopted endpoints verified");
   }
 
   /** Creates an endpoint; `ipv4` / `ipv6` ask for exact addresses from the pod CIDRs, else IPAM picks. */
@@ -267,7 +350,7 @@ export class EndpointsController implements Controller {
     );
   }
 
-  private netnsOf(rec: EndpointRecordV1) {
+  private netnsOf(rec: EndpointRecordV1): EndpointParams {
     const node = this.d.node();
     if (!node) throw new MembraneError("NETNS_FAILED", "Cannot manage endpoints: the agent has not started");
     return {
@@ -300,15 +383,4 @@ function localEndpoint(rec: EndpointRecordV1): LocalEndpoint {
     ipv4: rec.ipv4,
     ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
   };
-}
-
-/** Names of the links in the node's namespace. */
-async function hostLinks(netns: string | undefined): Promise<Set<string>> {
-  const out = await ip(["-o", "link", "show"], netns);
-  return new Set(
-    out
-      .split("\n")
-      .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])
-      .filter((x): x is string => x !== undefined),
-  );
 }

@@ -1,0 +1,108 @@
+/**
+ * A restarted agent's node and endpoints, adopted without a process.
+ *
+ *   adoptNode(p)        named node: /run/netns/<node> exists and its `lo` is up (one rtnetlink
+ *                       link dump; createNode brings lo up last) -> adopted, else createNode.
+ *                       Own namespace: its sysctls read from /proc/sys (no process).
+ *   intactEndpoints(ps) one readdir of /run/netns + one link dump of the node: an endpoint
+ *                       whose namespace exists and whose host veth exists and is up is intact.
+ *   verifyNode(p)       deeper, for the background: gateways, blackholes and lo read in one
+ *                       `ip -j -batch`; createNode again when something is missing.
+ *
+ * Addresses and routes inside each endpoint's namespace are not read here:
+ * the agent checks them in the background after its API is up
+ * (reconcileEndpoint, which changes only what differs).
+ */
+import { readFile } from "node:fs/promises";
+import { createNode, NODE_SYSCTLS, planEndpoint, type EndpointParams, type NodeParams } from "./endpoint.js";
+import { readNetnsState } from "./endpoint-state.js";
+import { listNetns } from "./netns.js";
+import { linkStates } from "./rtnl.js";
+
+export type { NodeNetns } from "./endpoint.js";
+
+/** Adopts the node as it is when it was prepared before (verifyNode checks the rest later); prepares it otherwise. */
+export async function adoptNode<P extends NodeParams>(p: P): Promise<Readonly<P>> {
+  return (await nodePrepared(p)) ? { ...p } : await createNode(p);
+}
+
+async function nodePrepared(p: NodeParams): Promise<boolean> {
+  if (p.netns !== undefined) {
+    if (!(await listNetns()).includes(p.netns)) return false;
+    return (await linkStates(p.netns)).get("lo")?.up === true;
+  }
+  // The agent's own namespace: lo is up on any host, so the sysctls decide (read, no process).
+  for (const [k, v] of Object.entries(NODE_SYSCTLS)) {
+    const now = await readFile(`/proc/sys/${k.replace(/\./g, "/")}`, "utf8").catch(() => "");
+    if (now.trim() !== v) return false;
+  }
+  return true;
+}
+
+/**
+ * Splits endpoints into intact ones (namespace present, host veth present
+ * and up) and the others, from one readdir and one link dump: no process.
+ */
+export async function intactEndpoints<E extends Pick<EndpointParams, "netns" | "hostIfname">>(
+  nodeNetns: string | undefined,
+  eps: readonly E[],
+): Promise<{ intact: E[]; missing: E[] }> {
+  const namespaces = new Set(await listNetns());
+  const links = await linkStates(nodeNetns);
+  const intact: E[] = [];
+  const missing: E[] = [];
+  for (const ep of eps) {
+    const ok = namespaces.has(ep.netns) && links.get(ep.hostIfname)?.up === true;
+    (ok ? intact : missing).push(ep);
+  }
+  return { intact, missing };
+}
+
+/**
+ * Reads the node's lo, gateways and blackholes (one process) and prepares
+ * the node again when one is missing. Returns what was missing (empty: as it was).
+ */
+export async function verifyNode(p: NodeParams): Promise<string[]> {
+  const s = await readNetnsState(p.netns);
+  const lo = s.links.get("lo");
+  const missing: string[] = [];
+  if (lo?.up !== true) missing.push("lo up");
+  if (p.gateway4 && lo?.addrs.has(`${p.gateway4}/32`) !== true) missing.push(`${p.gateway4}/32 on lo`);
+  if (p.gateway6 && lo?.addrs.has(`${p.gateway6}/128`) !== true) missing.push(`${p.gateway6}/128 on lo`);
+  for (const c of [p.podCidr4, p.podCidr6]) {
+    if (c && !s.routes.has(`blackhole ${c}`)) missing.push(`blackhole ${c}`);
+  }
+  if (missing.length > 0) await createNode(p);
+  return missing;
+}
+
+/**
+ * Reads each endpoint's namespace (one process each, one at a time) and the
+ * node's once, and calls `repair` for an endpoint whose addresses, routes
+ * or links differ from what it wants. Stops between endpoints when `signal`
+ * is aborted. Returns how many differed.
+ */
+export async function verifyEndpoints(
+  eps: readonly EndpointParams[],
+  repair: (p: EndpointParams, what: readonly string[]) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<number> {
+  const node = eps[0]?.node;
+  if (node === undefined) return 0;
+  const nodeState = await readNetnsState(node.netns);
+  let differed = 0;
+  for (const p of eps) {
+    if (signal?.aborted) break;
+    const epState = await readNetnsState(p.netns);
+    const { host, ep } = planEndpoint(p, epState, nodeState);
+    const what = [
+      ...(epState.links.has("eth0") ? [] : ["eth0 missing"]),
+      ...host.lines.map((l) => `node: ${l}`),
+      ...ep.lines.map((l) => `endpoint: ${l}`),
+    ];
+    if (what.length === 0) continue;
+    differed++;
+    await repair(p, what);
+  }
+  return differed;
+}
