@@ -7,12 +7,26 @@
  *   GET    /v1/remote-endpoints
  */
 import type { ApiRequest, Route } from "./api/router.js";
-import { badField, fields, item, kindOf, list, stringMap } from "./api/body.js";
+import { badField, fields, isObject, item, kindOf, list } from "./api/body.js";
 import {
   REMOTE_ENDPOINTS_PER_REQUEST,
   type RemoteEndpointsController,
 } from "./controllers/remote-endpoints.js";
 import type { RemoteEndpointSpec } from "../policy/query.js";
+
+/** `{key: "value", ...}` of at most 256 labels; absent = {}; errors name `endpoints[i].labels...`. */
+function labels(req: ApiRequest, path: string, v: unknown): Record<string, string> {
+  if (v === undefined) return {};
+  if (!isObject(v))
+    throw badField(req, `${path}.labels`, `must map label keys to string values, not ${kindOf(v)}`);
+  const kv = Object.entries(v);
+  if (kv.length > 256) throw badField(req, `${path}.labels`, "must have at most 256 entries");
+  for (const [k, x] of kv) {
+    if (typeof x !== "string")
+      throw badField(req, `${path}.labels.${k}`, `must be a string value, not ${kindOf(x)}`);
+  }
+  return { ...(v as Record<string, string>) };
+}
 
 function entries(req: ApiRequest): RemoteEndpointSpec[] {
   const b = fields(req, { endpoints: "required" });
@@ -35,7 +49,7 @@ function entries(req: ApiRequest): RemoteEndpointSpec[] {
     return {
       ip: str("ip", 64) ?? "",
       namespace: str("namespace", 63) ?? "",
-      labels: stringMap(req, e, "labels"),
+      labels: labels(req, path, e["labels"]),
       ...(serviceAccount !== undefined ? { serviceAccount } : {}),
     };
   });

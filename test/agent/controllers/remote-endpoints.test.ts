@@ -143,6 +143,12 @@ describe("agent: remote endpoints (root)", { skip: skip ?? false }, () => {
       code: "API_REQUEST_INVALID",
     },
     {
+      name: "a label value that is not a string",
+      entry: { ip: "10.231.0.1", namespace: "default", labels: { app: 5 } },
+      want: /field "endpoints\[2\]\.labels\.app" must be a string value/,
+      code: "API_REQUEST_INVALID",
+    },
+    {
       name: "an unknown field",
       entry: { ip: "10.231.0.1", namespace: "default", color: "red" },
       want: /endpoints\[2\]\.color/,
