@@ -62,6 +62,7 @@ export class RemoteEndpointsController implements Controller {
   async restore(): Promise<void> {
     const kvs = (await this.d.store.list(REMOTE_ENDPOINTS_KEY)).kvs;
     const engine = this.d.engine();
+    let failed: unknown;
     for (const kv of kvs) {
       const ip = kv.key.slice(REMOTE_ENDPOINTS_KEY.length);
       try {
@@ -71,10 +72,12 @@ export class RemoteEndpointsController implements Controller {
       } catch (e) {
         // One bad record must not keep the node from enforcing the rest: its address stays unknown (world).
         this.d.logger.error({ key: kv.key, err: String(e) }, "skipped an unreadable remote endpoint record");
-        this.revisions.fail(e);
+        failed = e;
       }
     }
     if (kvs.length > 0) this.revisions.bump();
+    // After the bump: shown until a later change of remote endpoints is realized.
+    if (failed !== undefined) this.revisions.fail(failed);
   }
 
   /** The remote endpoints known, sorted by address. */

@@ -197,7 +197,7 @@ describe("agent: remote endpoints (root)", { skip: skip ?? false }, () => {
     assert.equal((await api.listRemoteEndpoints()).filter((e) => e.ip === "10.230.1.43").length, 1);
   });
 
-  test("a restarted agent restores them before its first enforce: same identities, nothing to change in the kernel", async () => {
+  test("a restarted agent restores them before its first enforce: same identities, nothing to change in the kernel, an unreadable record skipped and shown", async () => {
     await api.upsertRemoteEndpoints(many(300));
     const listed = await api.listRemoteEndpoints();
     const kernel = await kernelIpcache();
@@ -215,11 +215,15 @@ describe("agent: remote endpoints (root)", { skip: skip ?? false }, () => {
       for (const kv of kvs) perRevision.set(kv.modRevision, (perRevision.get(kv.modRevision) ?? 0) + 1);
       assert.ok(Math.max(...perRevision.values()) <= STORE_TXN_OPS);
       assert.ok(perRevision.size < kvs.length / 50, "written in bulk, not one key at a time");
+      // A record that cannot be read is skipped (and shown), not a reason to stop enforcing the rest.
+      await store.put(`${REMOTE_ENDPOINTS_KEY}10.240.0.1`, "{not json");
     } finally {
       await store.close();
     }
     await lab.startAgent();
     assert.equal(lab.agent.status().lastApply.ops, 0, "the first enforce after restart changed the kernel");
+    const ctl = lab.agent.status().controllers.find((c) => c.name === "remote-endpoints");
+    assert.match(ctl?.lastError?.message ?? "", /JSON/);
     assert.deepEqual(await api.listRemoteEndpoints(), listed);
     assert.equal(await kernelIpcache(), kernel);
     assert.deepEqual(
