@@ -4,7 +4,9 @@
  * identities (remote endpoints registered in bulk through the agent's
  * remote-endpoints controller; the remote side has no namespaces).
  *
- *   npm run bench scale [-- --endpoints=250,1000] [--quick]   -> one JSON line per figure
+ *   npm run bench -- scale [--endpoints=250,1000] [--quick] [--cap-seconds=300]   -> one JSON line per figure
+ *
+ * --cap-seconds bounds the sampling of each latency figure (each line says how many samples it took).
  *
  *   remote endpoints + policies --agent--> store      (then the kernel is emptied)
  *   + N endpoint records seeded into the store
@@ -270,7 +272,9 @@ async function main(): Promise<void> {
   const sizes = sizesArg.split(",").map(Number);
   if (sizes.some((x) => !Number.isInteger(x) || x < 1 || x > 2000))
     throw new Error(`--endpoints=${sizesArg}: give sizes from 1 to 2000, separated by commas`);
-  const settings = argv.includes("--quick") ? QUICK : FULL;
+  const cap = argv.find((a) => a.startsWith("--cap-seconds="))?.slice("--cap-seconds=".length);
+  const base = argv.includes("--quick") ? QUICK : FULL;
+  const settings = cap !== undefined && Number(cap) > 0 ? { ...base, capMs: Number(cap) * 1000 } : base;
   const prefix = "mbs" + randomBytes(3).toString("hex");
   const onSignal = (): void => void cleanupPrefix(`${prefix}-`).finally(() => process.exit(130));
   process.once("SIGINT", onSignal);
