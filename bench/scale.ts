@@ -97,8 +97,12 @@ async function sample(n: number, capMs: number, f: (i: number) => Promise<void>)
   return ms;
 }
 
+/** Temp directories in use, removed at the end and on SIGINT. */
+const dirs = new Set<string>();
+
 async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "membrane-scale-"));
+  dirs.add(dir);
   const o: AgentOptions = {
     stateDir: join(dir, "state"),
     socketPath: join(dir, "agent.sock"),
@@ -260,6 +264,7 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     await running?.stop().catch(() => undefined);
     await cleanupPrefix(`${prefix}-`);
     await rm(dir, { recursive: true, force: true });
+    dirs.delete(dir);
   }
 }
 
@@ -276,7 +281,10 @@ async function main(): Promise<void> {
   const base = argv.includes("--quick") ? QUICK : FULL;
   const settings = cap !== undefined && Number(cap) > 0 ? { ...base, capMs: Number(cap) * 1000 } : base;
   const prefix = "mbs" + randomBytes(3).toString("hex");
-  const onSignal = (): void => void cleanupPrefix(`${prefix}-`).finally(() => process.exit(130));
+  const onSignal = (): void =>
+    void cleanupPrefix(`${prefix}-`)
+      .then(() => Promise.all([...dirs].map((d) => rm(d, { recursive: true, force: true }))))
+      .finally(() => process.exit(130));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
