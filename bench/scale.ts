@@ -69,6 +69,8 @@ const FULL: Settings = {
 };
 const QUICK: Settings = { applies: 6, ipcacheChanges: 10, creates: 5, rounds: 2, seconds: 2, capMs: 120_000 };
 
+const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e)).slice(0, 500);
+
 /** Host-side veths in the node namespace: name -> ifindex (a recreated veth gets a new index). */
 async function hostLinks(netns: string): Promise<Map<string, number>> {
   const r = await runRaw(["ip", "-o", "link", "show"], { netns });
@@ -137,7 +139,21 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     await seedEndpoints(store, { n, podCidr4: o.podCidr4, netnsPrefix: o.netnsPrefix });
     await store.close();
     let t = performance.now();
-    running = await startAgent(o, log);
+    try {
+      running = await startAgent(o, log);
+    } catch (e) {
+      // The figure is that it does not start: say so, with how long it tried.
+      const ms = Math.round(performance.now() - t);
+      out({
+        figure: "agent-cold-start",
+        ...common,
+        ms,
+        error: errorText(e),
+        target: "< 60000 ms",
+        ok: false,
+      });
+      return;
+    }
     const coldMs = performance.now() - t;
     const loaded = await tableLoaded(o.nodeNetns as string, o.table);
     const eps = agent().listEndpoints();
@@ -260,6 +276,9 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     })) {
       out({ ...f, enforcingCheck: `allowed port ${enforcing[0]}, other port ${enforcing[1]}` });
     }
+  } catch (e) {
+    // The next size still runs; this one's remaining figures are missing, and the line says why.
+    out({ figure: "error", ...common, error: errorText(e), ok: false });
   } finally {
     await running?.stop().catch(() => undefined);
     await cleanupPrefix(`${prefix}-`);
