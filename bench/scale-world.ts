@@ -75,16 +75,16 @@ spec:
 }
 
 /**
- * Endpoint records for `default/ep0..ep<n-1>` written straight into the
+ * Endpoint records for `default/ep<from>..ep<n-1>` written straight into the
  * store with addresses from IPAM (no namespaces: the agent creates them when
  * it starts, as after a reboot).
  */
 export async function seedEndpoints(
   store: Store,
-  p: { n: number; podCidr4: string; netnsPrefix: string },
+  p: { from?: number; n: number; podCidr4: string; netnsPrefix: string },
 ): Promise<void> {
   const ipam = new Ipam({ store, ipv4: p.podCidr4 });
-  for (let i = 0; i < p.n; i++) {
+  for (let i = p.from ?? 0; i < p.n; i++) {
     const key = `default/ep${i}`;
     const addr = await ipam.allocate(key);
     const id = i + 1;

@@ -57,6 +57,8 @@ interface Settings {
   readonly seconds: number;
   /** Safety net per latency figure: stop sampling after this long (the line says how many samples). */
   readonly capMs: number;
+  /** Reach the size in steps of this many endpoints (0 = seed all, then one cold start). */
+  readonly grow: number;
 }
 
 const FULL: Settings = {
@@ -65,9 +67,18 @@ const FULL: Settings = {
   creates: 20,
   rounds: 4,
   seconds: 5,
-  capMs: 600_000,
+  capMs: 300_000,
+  grow: 0,
 };
-const QUICK: Settings = { applies: 6, ipcacheChanges: 10, creates: 5, rounds: 2, seconds: 2, capMs: 120_000 };
+const QUICK: Settings = {
+  applies: 6,
+  ipcacheChanges: 10,
+  creates: 5,
+  rounds: 2,
+  seconds: 2,
+  capMs: 120_000,
+  grow: 0,
+};
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e)).slice(0, 500);
 
@@ -135,9 +146,30 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     await cleanupPrefix(`${prefix}-`);
 
     // 2. Cold start: the store holds N endpoints (no namespaces), the remote endpoints and the policies.
-    const store = await EmbeddedStore.open({ dir: join(o.stateDir, "store"), logger: log });
-    await seedEndpoints(store, { n, podCidr4: o.podCidr4, netnsPrefix: o.netnsPrefix });
-    await store.close();
+    // With --grow=K the node gets there in steps of K endpoints, one agent start each (not a cold start:
+    // for sizes whose cold start fails, so that the other figures can still be taken).
+    const step = s.grow > 0 ? s.grow : n;
+    for (let from = 0; from < n; from += step) {
+      const store = await EmbeddedStore.open({ dir: join(o.stateDir, "store"), logger: log });
+      await seedEndpoints(store, {
+        from,
+        n: Math.min(n, from + step),
+        podCidr4: o.podCidr4,
+        netnsPrefix: o.netnsPrefix,
+      });
+      await store.close();
+      if (from + step >= n) break;
+      const t1 = performance.now();
+      running = await startAgent(o, log);
+      await running.stop();
+      running = undefined;
+      out({
+        figure: "grow-step",
+        ...common,
+        endpointsNow: from + step,
+        ms: Math.round(performance.now() - t1),
+      });
+    }
     let t = performance.now();
     try {
       running = await startAgent(o, log);
@@ -159,8 +191,9 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     const eps = agent().listEndpoints();
     const entries = eps.map((e) => e.ingress.entries + e.egress.entries).sort((a, b) => a - b);
     out({
-      figure: "agent-cold-start",
+      figure: s.grow > 0 ? "agent-start-after-growth" : "agent-cold-start",
       ...common,
+      ...(s.grow > 0 ? { newEndpoints: n - Math.floor((n - 1) / step) * step } : {}),
       ms: Math.round(coldMs),
       endpointsRestored: eps.length,
       remoteRestored: agent().remoteEndpoints.size,
@@ -298,7 +331,12 @@ async function main(): Promise<void> {
     throw new Error(`--endpoints=${sizesArg}: give sizes from 1 to 2000, separated by commas`);
   const cap = argv.find((a) => a.startsWith("--cap-seconds="))?.slice("--cap-seconds=".length);
   const base = argv.includes("--quick") ? QUICK : FULL;
-  const settings = cap !== undefined && Number(cap) > 0 ? { ...base, capMs: Number(cap) * 1000 } : base;
+  const grow = Number(argv.find((a) => a.startsWith("--grow="))?.slice("--grow=".length) ?? 0);
+  const settings = {
+    ...base,
+    ...(cap !== undefined && Number(cap) > 0 ? { capMs: Number(cap) * 1000 } : {}),
+    ...(Number.isInteger(grow) && grow > 0 ? { grow } : {}),
+  };
   const prefix = "mbs" + randomBytes(3).toString("hex");
   const onSignal = (): void =>
     void cleanupPrefix(`${prefix}-`)
