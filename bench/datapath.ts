@@ -106,6 +106,7 @@ async function traffic(prefix: string, rounds: number, seconds: number): Promise
   const rec = new Reconciler({ netns: node.netns, table: "membrane_bench" });
   const state = bigState(client, server);
   const loadMs: number[] = [];
+  let enforcing: string[] = [];
   const ab = await abTraffic({
     client,
     server,
@@ -121,17 +122,19 @@ async function traffic(prefix: string, rounds: number, seconds: number): Promise
         const a = await rec.apply(state);
         if (!a.changed) throw new Error("the table was expected to be loaded");
         loadMs.push(performance.now() - t0);
+        if (enforcing.length === 0) {
+          // The table is on the path: the allowed port answers, another port is dropped.
+          const probe = Probe.start(client.netns);
+          enforcing = [
+            await probe.tcp(server.ip, RR_PORT, 1000),
+            await probe.tcp(server.ip, RR_PORT + 1, 1000),
+          ];
+          probe.stop();
+        }
       }
     },
   });
-  // The table is on the path: with it loaded, a port the server's policy does not allow is dropped.
   const verify = await runRaw(["nft", "list", "map", "inet", rec.table, "ipcache4"], { netns: node.netns });
-  const probe = Probe.start(client.netns);
-  const enforcing = [
-    await probe.tcp(server.ip, RR_PORT, 1000),
-    await probe.tcp(server.ip, RR_PORT + 1, 1000),
-  ];
-  probe.stop();
   for (const f of trafficFigures(ab, "none", "membrane", { seconds, rounds })) out(f);
   out({
     figure: "table-load",
