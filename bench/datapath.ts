@@ -13,13 +13,10 @@
  *
  * Everything runs in scratch namespaces with a unique prefix, removed at the end.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import pino from "pino";
 import { startAgent, type AgentOptions } from "../src/agent/run.js";
 import { Ipam } from "../src/agent/ipam.js";
@@ -31,51 +28,9 @@ import { Reconciler } from "../src/datapath/reconcile.js";
 import type { DatapathState, PolicySegment } from "../src/datapath/types.js";
 import { Probe } from "../src/probe/probe.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
+import { abTraffic, has, IPERF_PORT, median, pct, r1, RR_PORT, trafficFigures } from "./traffic.js";
 
 const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "datapath", ...o }));
-const median = (xs: number[]): number => pct(xs, 0.5);
-function pct(xs: readonly number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
-}
-const r1 = (x: number): number => Math.round(x * 10) / 10;
-const has = (bin: string): boolean => spawnSync("sh", ["-c", `command -v ${bin}`]).status === 0;
-
-// ---- request/response: this file re-executed inside a namespace ------------------------
-
-const RR_PORT = 5300;
-const IPERF_PORT = 5201;
-
-function rrServer(): void {
-  net
-    .createServer((s) => {
-      s.setNoDelay(true);
-      s.on("data", (d) => s.write(d));
-      s.on("error", () => undefined);
-    })
-    .listen(RR_PORT, "0.0.0.0", () => process.stdout.write("ready\n"));
-}
-
-function rrClient(host: string, ms: number): void {
-  const s = net.connect({ host, port: RR_PORT }, () => {
-    s.setNoDelay(true);
-    let n = 0;
-    const end = performance.now() + ms;
-    s.on("data", () => {
-      n++;
-      if (performance.now() < end) s.write("x");
-      else {
-        process.stdout.write(JSON.stringify({ roundTrips: n, perSec: n / (ms / 1000) }) + "\n");
-        s.destroy();
-      }
-    });
-    s.write("x");
-  });
-  s.on("error", (e) => {
-    process.stdout.write(JSON.stringify({ error: String(e) }) + "\n");
-  });
-}
-
 // ---- part 1: traffic with and without Membrane -------------------------------------------
 
 const CLIENT_ID = 1001;
@@ -150,106 +105,45 @@ async function traffic(prefix: string, rounds: number, seconds: number): Promise
   }
   const rec = new Reconciler({ netns: node.netns, table: "membrane_bench" });
   const state = bigState(client, server);
-  const self = fileURLToPath(import.meta.url);
-  const children: ChildProcess[] = [];
-  const iperf = has("iperf3");
-  try {
-    const rr = spawn("ip", ["netns", "exec", server.netns, process.execPath, self, "--rr-server"], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    children.push(rr);
-    await new Promise<void>((resolve) => rr.stdout?.once("data", () => resolve()));
-    if (iperf) {
-      children.push(
-        spawn("ip", ["netns", "exec", server.netns, "iperf3", "-s", "-p", String(IPERF_PORT)], {
-          stdio: "ignore",
-        }),
-      );
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    const res: Record<"none" | "membrane", { gbps: number[]; rr: number[]; loadMs: number[] }> = {
-      none: { gbps: [], rr: [], loadMs: [] },
-      membrane: { gbps: [], rr: [], loadMs: [] },
-    };
-    for (let round = 0; round < rounds; round++) {
-      for (const cond of ["none", "membrane"] as const) {
-        const t0 = performance.now();
-        if (cond === "none") {
-          if ((await runRaw(["nft", "list", "table", "inet", rec.table], { netns: node.netns })).status === 0)
-            await rec.deleteTable();
-        } else {
-          const a = await rec.apply(state);
-          if (!a.changed) throw new Error("the table was expected to be loaded");
-          res[cond].loadMs.push(performance.now() - t0);
+  const loadMs: number[] = [];
+  let enforcing: string[] = [];
+  const ab = await abTraffic({
+    client,
+    server,
+    rounds,
+    seconds,
+    conditions: ["none", "membrane"],
+    setCondition: async (cond) => {
+      const t0 = performance.now();
+      if (cond === "none") {
+        if ((await runRaw(["nft", "list", "table", "inet", rec.table], { netns: node.netns })).status === 0)
+          await rec.deleteTable();
+      } else {
+        const a = await rec.apply(state);
+        if (!a.changed) throw new Error("the table was expected to be loaded");
+        loadMs.push(performance.now() - t0);
+        if (enforcing.length === 0) {
+          // The table is on the path: the allowed port answers, another port is dropped.
+          const probe = Probe.start(client.netns);
+          enforcing = [
+            await probe.tcp(server.ip, RR_PORT, 1000),
+            await probe.tcp(server.ip, RR_PORT + 1, 1000),
+          ];
+          probe.stop();
         }
-        if (iperf) {
-          const r = await runRaw(
-            ["iperf3", "-c", server.ip, "-p", String(IPERF_PORT), "-t", String(seconds), "-J"],
-            { netns: client.netns, timeoutMs: (seconds + 20) * 1000 },
-          );
-          const j = JSON.parse(r.stdout || "{}") as { end?: { sum_received?: { bits_per_second?: number } } };
-          const bps = j.end?.sum_received?.bits_per_second;
-          if (bps === undefined) throw new Error(`iperf3 failed: ${r.stderr || r.stdout.slice(0, 300)}`);
-          res[cond].gbps.push(bps / 1e9);
-        }
-        const c = await runRaw([process.execPath, self, "--rr-client", server.ip, String(seconds * 1000)], {
-          netns: client.netns,
-          timeoutMs: (seconds + 20) * 1000,
-        });
-        const j = JSON.parse(c.stdout.trim() || "{}") as { perSec?: number; error?: string };
-        if (j.perSec === undefined) throw new Error(`rr client failed: ${j.error ?? c.stderr}`);
-        res[cond].rr.push(j.perSec);
       }
-    }
-    // The table is on the path: with it loaded, a port the server's policy does not allow is dropped.
-    const verify = await runRaw(["nft", "list", "map", "inet", rec.table, "ipcache4"], { netns: node.netns });
-    const probe = Probe.start(client.netns);
-    const enforcing = [
-      await probe.tcp(server.ip, RR_PORT, 1000),
-      await probe.tcp(server.ip, RR_PORT + 1, 1000),
-    ];
-    probe.stop();
-    if (iperf) {
-      const a = median(res.none.gbps);
-      const b = median(res.membrane.gbps);
-      out({
-        figure: "tcp-throughput",
-        tool: "iperf3",
-        seconds,
-        rounds,
-        gbitPerSecNone: r1(a),
-        gbitPerSecMembrane: r1(b),
-        ratio: Math.round((b / a) * 1000) / 1000,
-        target: ">= 0.95",
-        samplesNone: res.none.gbps.map(r1),
-        samplesMembrane: res.membrane.gbps.map(r1),
-      });
-    } else out({ figure: "tcp-throughput", skipped: "iperf3 not installed (apt-get install -y iperf3)" });
-    const a = median(res.none.rr);
-    const b = median(res.membrane.rr);
-    out({
-      figure: "tcp-request-response",
-      tool: "node ping-pong, 1 byte, TCP_NODELAY",
-      seconds,
-      rounds,
-      perSecNone: Math.round(a),
-      perSecMembrane: Math.round(b),
-      ratio: Math.round((b / a) * 1000) / 1000,
-      target: ">= 0.90",
-      samplesNone: res.none.rr.map(Math.round),
-      samplesMembrane: res.membrane.rr.map(Math.round),
-    });
-    out({
-      figure: "table-load",
-      identities: state.ipcache.length,
-      serverIngressEntries: state.endpoints[1]?.ingress.segments.length,
-      loadMsMedian: Math.round(median(res.membrane.loadMs)),
-      tableStillLoaded: verify.status === 0,
-      enforcingCheck: `allowed port ${enforcing[0]}, other port ${enforcing[1]}`,
-    });
-  } finally {
-    for (const c of children) c.kill();
-  }
+    },
+  });
+  const verify = await runRaw(["nft", "list", "map", "inet", rec.table, "ipcache4"], { netns: node.netns });
+  for (const f of trafficFigures(ab, "none", "membrane", { seconds, rounds })) out(f);
+  out({
+    figure: "table-load",
+    identities: state.ipcache.length,
+    serverIngressEntries: state.endpoints[1]?.ingress.segments.length,
+    loadMsMedian: Math.round(median(loadMs)),
+    tableStillLoaded: verify.status === 0,
+    enforcingCheck: `allowed port ${enforcing[0]}, other port ${enforcing[1]}`,
+  });
 }
 
 // ---- part 2: through the agent -----------------------------------------------------------
@@ -379,8 +273,6 @@ async function agentLatency(prefix: string, applies: number, capMs: number): Pro
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  if (argv[0] === "--rr-server") return rrServer();
-  if (argv[0] === "--rr-client") return rrClient(argv[1] ?? "", Number(argv[2] ?? 5000));
   if (process.getuid?.() !== 0) return out({ skipped: "needs root (network namespaces, nftables)" });
   for (const bin of ["ip", "nft"])
     if (!has(bin)) return out({ skipped: `needs ${bin} (apt-get install iproute2 nftables)` });

@@ -4,13 +4,18 @@
  * The policy-core runs each size in its own process so that peak memory is
  * that configuration's alone. Benchmarks of the kernel path need root and
  * compare with and without Membrane side by side in the same run.
+ *
+ *   npm run bench                                        every benchmark
+ *   npm run bench -- scale --endpoints=250,1000 --quick  one, with its options
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 const here = (f: string): string => fileURLToPath(new URL(f, import.meta.url));
-const only = process.argv.slice(2);
+const only = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+/** Options (`--endpoints=250`, `--quick`) go to the benchmarks that take them (scale). */
+const flags = process.argv.slice(2).filter((a) => a.startsWith("--"));
 const want = (name: string): boolean => only.length === 0 || only.includes(name);
 
 function child(script: string, args: string[]): void {
@@ -49,3 +54,6 @@ for (const [name, file] of [
 ] as const) {
   if (want(name) && existsSync(here(file))) child(file, []);
 }
+
+// The agent at cluster scale: 250 and 1,000 endpoints, 50,000 remote addresses (issue 10 item 6).
+if (want("scale")) child("./scale.js", flags);

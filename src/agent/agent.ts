@@ -41,6 +41,7 @@ import { NamesController, DNS_GC_MS } from "./controllers/names.js";
 import { NamespacesController } from "./controllers/namespaces.js";
 import { NodesController, type NodeKind } from "./controllers/nodes.js";
 import { PoliciesController, type ApplyReport } from "./controllers/policies.js";
+import { RemoteEndpointsController } from "./controllers/remote-endpoints.js";
 import { ServicesController } from "./controllers/services.js";
 import { epKey } from "./controllers/validate.js";
 import { Enforcer } from "./enforcer.js";
@@ -73,6 +74,8 @@ export class Agent {
   private readonly services: ServicesController;
   private readonly nodes: NodesController;
   private readonly names: NamesController;
+  /** Other nodes' endpoints (address -> identity of their labels); see controllers/remote-endpoints.ts. */
+  readonly remoteEndpoints: RemoteEndpointsController;
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
   private readonly controllers: readonly Controller[];
 
@@ -105,6 +108,7 @@ export class Agent {
     this.namespaces = new NamespacesController(deps);
     this.services = new ServicesController(deps);
     this.nodes = new NodesController(deps);
+    this.remoteEndpoints = new RemoteEndpointsController(deps);
     this.endpoints = new EndpointsController({
       ...deps,
       ipam: this.ipam,
@@ -123,6 +127,7 @@ export class Agent {
       this.services,
       this.nodes,
       this.endpoints,
+      this.remoteEndpoints,
       this.policies,
       this.names,
     ];

@@ -16,7 +16,9 @@
  */
 import { request as httpRequest, type IncomingMessage } from "node:http";
 import { MembraneError } from "../errors.js";
+import type { RemoteEndpointSpec } from "../policy/query.js";
 import { errorFromBody, isErrorBody, JSON_TYPE } from "./api/wire.js";
+import type { RemoteEndpointsResult } from "./controllers/remote-endpoints.js";
 
 export const DEFAULT_SOCKET = "/run/membrane/agent.sock";
 
@@ -62,6 +64,22 @@ export class AgentClient {
       );
     }
     return parsed;
+  }
+
+  /** Adds or changes other nodes' endpoints in bulk (all or none; at most 10,000 per call). */
+  async upsertRemoteEndpoints(endpoints: readonly RemoteEndpointSpec[]): Promise<RemoteEndpointsResult> {
+    return (await this.request("PUT", "/v1/remote-endpoints", { endpoints })) as RemoteEndpointsResult;
+  }
+
+  /** Forgets other nodes' endpoints by address (unknown ones are left alone). */
+  async deleteRemoteEndpoints(ips: readonly string[]): Promise<RemoteEndpointsResult> {
+    return (await this.request("DELETE", "/v1/remote-endpoints", { ips })) as RemoteEndpointsResult;
+  }
+
+  async listRemoteEndpoints(): Promise<(RemoteEndpointSpec & { identity: number })[]> {
+    return (await this.request("GET", "/v1/remote-endpoints")) as (RemoteEndpointSpec & {
+      identity: number;
+    })[];
   }
 
   /**
@@ -200,6 +218,7 @@ function isChange(method: string, path: string): boolean {
 function checkCommand(path: string): string {
   if (path.startsWith("/v1/policies")) return "membrane get policies";
   if (path.startsWith("/v1/endpoints")) return "membrane get endpoints";
+  if (path.startsWith("/v1/remote-endpoints")) return "GET /v1/remote-endpoints";
   return "membrane get status";
 }
 

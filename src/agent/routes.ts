@@ -12,6 +12,9 @@
  *   DELETE /v1/endpoints/:namespace/:name?gracePeriodSeconds=N   stops its processes, then deletes it
  *   PUT    /v1/namespaces/:name {labels}
  *   PUT    /v1/services/:namespace/:name {selector?, labels?, ports, ips?}   for toServices
+ *   PUT    /v1/remote-endpoints {endpoints: [{ip, namespace, labels?, serviceAccount?}]}   other nodes' endpoints, in bulk
+ *   DELETE /v1/remote-endpoints {ips: [...]}
+ *   GET    /v1/remote-endpoints
  *   GET    /v1/identities
  *   GET    /v1/ipcache
  *   GET    /v1/datapath/diff                  desired state against what the kernel holds
@@ -44,6 +47,7 @@ import { FLOW_FILTER_FIELDS, isFlowRecord, type Flow, type ObserveRequest } from
 import type { FlowQuery, NamedPort, PeerRef } from "../policy/query.js";
 import { explainDrop } from "../policy/why.js";
 import { PolicyChecker } from "./policy-check.js";
+import { remoteEndpointRoutes } from "./remote-endpoint-routes.js";
 import type { PolicyResource } from "../policy/types.js";
 
 /** The body of a flows request: the filter the CLI compiled from its flags (checked when compiled). */
@@ -307,6 +311,7 @@ export function agentRoutes(agent: Agent): Route[] {
         return { service: `${namespace}/${name}` };
       },
     },
+    ...remoteEndpointRoutes(agent.remoteEndpoints),
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },
     { method: "GET", path: "/v1/ipcache", handler: () => agent.ipcache() },
     { method: "GET", path: "/v1/datapath/diff", handler: async () => ({ diff: await agent.datapathDiff() }) },

@@ -1,0 +1,251 @@
+/**
+ * Remote endpoints: addresses of other nodes' endpoints, each carrying the
+ * identity of its labels (the engine's ipcache holds them). Taken in bulk:
+ * the cluster issue feeds them from the kvstore, thousands at a time.
+ *
+ *   upsert([{ip, namespace, labels, serviceAccount?}, ...]) | delete([ip, ...])
+ *     --validate every entry (the first bad one rejects the request: nothing changes)
+ *     --persist `remote-endpoints/<ip>` in transactions of STORE_TXN_OPS
+ *     --change the engine --> one enforce for the whole request
+ *
+ * Addresses are kept in their canonical text form (`10.1.0.7`, `fd00::7`),
+ * so `fd00:0::7` and `fd00::7` are one endpoint. Restored on start, before
+ * the first enforce (the kernel never sees them vanish across a restart).
+ */
+import { MembraneError } from "../../errors.js";
+import { addrString, parseAddr } from "../../labels/cidr.js";
+import { workloadLabels } from "../../labels/k8s.js";
+import type { RemoteEndpointSpec } from "../../policy/query.js";
+import type { TxnOp } from "../../store/store.js";
+import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
+import { STORE_TXN_OPS } from "./identities.js";
+import { validateName } from "./validate.js";
+
+/** Store keys of remote endpoints: `remote-endpoints/<ip>` -> RemoteEndpointRecordV1. */
+export const REMOTE_ENDPOINTS_KEY = "remote-endpoints/";
+
+/** Entries one API request may carry (the body limit allows about this many). */
+export const REMOTE_ENDPOINTS_PER_REQUEST = 10_000;
+
+export interface RemoteEndpointRecordV1 {
+  readonly v: 1;
+  readonly namespace: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly serviceAccount?: string;
+}
+
+/** What a bulk request changed. */
+export interface RemoteEndpointsResult {
+  /** Entries added, changed or deleted. */
+  readonly changed: number;
+  /** Entries that already held what was asked (or, for a delete, were not known). */
+  readonly unchanged: number;
+  /** Kernel operations of the enforce (0 when nothing changed). */
+  readonly kernelOps: number;
+}
+
+/** A Kubernetes service account name (a DNS subdomain). */
+const SERVICE_ACCOUNT_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+export class RemoteEndpointsController implements Controller {
+  readonly name = "remote-endpoints";
+  readonly revisions = new Revisions();
+  /** What the store holds, by canonical address. */
+  private readonly known = new Map<string, RemoteEndpointSpec>();
+
+  constructor(private readonly d: ControllerDeps) {}
+
+  get size(): number {
+    return this.known.size;
+  }
+
+  async restore(): Promise<void> {
+    const kvs = (await this.d.store.list(REMOTE_ENDPOINTS_KEY)).kvs;
+    const engine = this.d.engine();
+    let failed: unknown;
+    for (const kv of kvs) {
+      const ip = kv.key.slice(REMOTE_ENDPOINTS_KEY.length);
+      try {
+        const spec = specOf(ip, JSON.parse(kv.value) as RemoteEndpointRecordV1);
+        engine.upsertRemoteEndpoint(spec);
+        this.known.set(ip, spec);
+      } catch (e) {
+        // One bad record must not keep the node from enforcing the rest: its address stays unknown (world).
+        this.d.logger.error({ key: kv.key, err: String(e) }, "skipped an unreadable remote endpoint record");
+        failed = e;
+      }
+    }
+    if (kvs.length > 0) this.revisions.bump();
+    // After the bump: shown until a later change of remote endpoints is realized.
+    if (failed !== undefined) this.revisions.fail(failed);
+  }
+
+  /** The remote endpoints known, sorted by address. */
+  list(): (RemoteEndpointSpec & { identity: number })[] {
+    return this.d
+      .engine()
+      .remoteEndpoints()
+      .map((r) => ({ ...r.spec, identity: r.identity.id }))
+      .sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : 0));
+  }
+
+  /** Adds or changes many remote endpoints: all or none; one enforce. */
+  upsert(entries: readonly RemoteEndpointSpec[], signal?: AbortSignal): Promise<RemoteEndpointsResult> {
+    return this.d.serial(
+      async () => {
+        const specs = this.validate(entries);
+        const changed = specs.filter((s) => !sameSpec(this.known.get(s.ip), s));
+        const ops: TxnOp[] = changed.map((s) => ({
+          type: "put",
+          key: REMOTE_ENDPOINTS_KEY + s.ip,
+          value: JSON.stringify(recordOf(s)),
+        }));
+        return this.commit(ops, specs.length - changed.length, () => {
+          const engine = this.d.engine();
+          for (const s of changed) {
+            engine.upsertRemoteEndpoint(s);
+            this.known.set(s.ip, s);
+          }
+        });
+      },
+      signal,
+      "remote endpoints upsert",
+    );
+  }
+
+  /** Forgets many remote endpoints by address (unknown ones are left alone): all or none; one enforce. */
+  delete(ips: readonly string[], signal?: AbortSignal): Promise<RemoteEndpointsResult> {
+    return this.d.serial(
+      async () => {
+        const canon = ips.map((ip, i) => canonicalIp(ip, `ips[${i}]`, "delete"));
+        const gone = [...new Set(canon)].filter((ip) => this.known.has(ip));
+        const ops: TxnOp[] = gone.map((ip) => ({ type: "delete", key: REMOTE_ENDPOINTS_KEY + ip }));
+        return this.commit(ops, canon.length - gone.length, () => {
+          const engine = this.d.engine();
+          for (const ip of gone) {
+            engine.deleteRemoteEndpoint(ip);
+            this.known.delete(ip);
+          }
+        });
+      },
+      signal,
+      "remote endpoints delete",
+    );
+  }
+
+  /**
+   * Persists `ops` in transactions of STORE_TXN_OPS, then changes the engine
+   * and enforces once. A failed transaction undoes the ones before it, so a
+   * failed request leaves the store as it was.
+   */
+  private async commit(ops: TxnOp[], unchanged: number, change: () => void): Promise<RemoteEndpointsResult> {
+    if (ops.length === 0) return { changed: 0, unchanged, kernelOps: 0 };
+    const done: TxnOp[] = [];
+    try {
+      for (let i = 0; i < ops.length; i += STORE_TXN_OPS) {
+        const part = ops.slice(i, i + STORE_TXN_OPS);
+        await this.d.store.txn({ compare: [], ops: part });
+        done.push(...part);
+      }
+    } catch (e) {
+      await this.undo(done).catch((u: unknown) =>
+        this.d.logger.error({ err: String(u) }, "undoing a failed remote endpoints write failed"),
+      );
+      throw new MembraneError("STORE_FAILED", `Cannot store remote endpoints: ${String(e)}`, { cause: e });
+    }
+    change();
+    this.revisions.bump();
+    const r = await this.d.enforce();
+    return { changed: ops.length, unchanged, kernelOps: r.ops };
+  }
+
+  /** Puts back what the store held before `done` (the controller's map still has it). */
+  private async undo(done: readonly TxnOp[]): Promise<void> {
+    const back: TxnOp[] = done.map((op) => {
+      const ip = op.key.slice(REMOTE_ENDPOINTS_KEY.length);
+      const old = this.known.get(ip);
+      return old
+        ? { type: "put", key: op.key, value: JSON.stringify(recordOf(old)) }
+        : { type: "delete", key: op.key };
+    });
+    for (let i = 0; i < back.length; i += STORE_TXN_OPS) {
+      await this.d.store.txn({ compare: [], ops: back.slice(i, i + STORE_TXN_OPS) });
+    }
+  }
+
+  /** Every entry checked before anything changes; the error names the first bad one by index. */
+  private validate(entries: readonly RemoteEndpointSpec[]): RemoteEndpointSpec[] {
+    const engine = this.d.engine();
+    const seen = new Map<string, number>();
+    return entries.map((e, i) => {
+      const where = `endpoints[${i}]`;
+      const ip = canonicalIp(e.ip, `${where}.ip`, "register");
+      const bad = (path: string, why: string, cause?: unknown): MembraneError =>
+        new MembraneError("ENDPOINT_INVALID", `Cannot register remote endpoints: ${path} (${ip}) ${why}`, {
+          location: { path },
+          ...(cause !== undefined ? { cause } : {}),
+        });
+      const first = seen.get(ip);
+      if (first !== undefined) throw bad(`${where}.ip`, `repeats endpoints[${first}]`);
+      seen.set(ip, i);
+      try {
+        validateName(e.namespace, "namespace");
+        if (
+          e.serviceAccount !== undefined &&
+          (typeof e.serviceAccount !== "string" || !SERVICE_ACCOUNT_RE.test(e.serviceAccount))
+        ) {
+          throw new Error(
+            `service account "${String(e.serviceAccount)}" is not a name (lower-case letters, digits, "-" and ".")`,
+          );
+        }
+        workloadLabels({ namespace: e.namespace, labels: e.labels });
+      } catch (err) {
+        throw bad(where, err instanceof Error ? err.message : String(err), err);
+      }
+      const local = engine.resolvePeer({ kind: "ip", ip }).endpoint;
+      if (local) throw bad(`${where}.ip`, `belongs to local endpoint ${local.key}`);
+      return {
+        ip,
+        namespace: e.namespace,
+        labels: { ...e.labels },
+        ...(e.serviceAccount !== undefined ? { serviceAccount: e.serviceAccount } : {}),
+      };
+    });
+  }
+}
+
+function canonicalIp(ip: unknown, path: string, what: "register" | "delete"): string {
+  const a = typeof ip === "string" ? parseAddr(ip) : undefined;
+  if (!a) {
+    throw new MembraneError(
+      "ENDPOINT_INVALID",
+      `Cannot ${what} remote endpoints: ${path} "${String(ip).slice(0, 64)}" is not an IP address`,
+      { location: { path } },
+    );
+  }
+  return addrString(a.family, a.value);
+}
+
+function recordOf(s: RemoteEndpointSpec): RemoteEndpointRecordV1 {
+  return {
+    v: 1,
+    namespace: s.namespace,
+    labels: s.labels,
+    ...(s.serviceAccount !== undefined ? { serviceAccount: s.serviceAccount } : {}),
+  };
+}
+
+function specOf(ip: string, r: RemoteEndpointRecordV1): RemoteEndpointSpec {
+  return {
+    ip,
+    namespace: r.namespace,
+    labels: r.labels,
+    ...(r.serviceAccount !== undefined ? { serviceAccount: r.serviceAccount } : {}),
+  };
+}
+
+function sameSpec(a: RemoteEndpointSpec | undefined, b: RemoteEndpointSpec): boolean {
+  if (!a || a.namespace !== b.namespace || a.serviceAccount !== b.serviceAccount) return false;
+  const ka = Object.keys(a.labels);
+  return ka.length === Object.keys(b.labels).length && ka.every((k) => a.labels[k] === b.labels[k]);
+}
