@@ -2,21 +2,18 @@
  * The node agent: wiring only. One controller per resource, over one work
  * queue; the Enforcer makes the kernel hold what they want together.
  *
- *   API (unix socket) --> Agent (delegates) --> controllers/*: endpoints, policies, namespaces,
- *                                                services, nodes, names, identities
- *                               |                   (validate, persist, change the engine, bump desired)
- *                               v
- *                      Enforcer: PolicyEngine (pure) --buildDatapathState--> Reconciler --> nftables
- *                               (realized revisions once the kernel accepted)
+ *   API (unix socket) --> Agent --> controllers/*: endpoints, remote endpoints, policies,
+ *                                   namespaces, services, nodes, names, identities
+ *                          |          (validate, persist, change the engine, bump desired)
+ *                          v
+ *   Enforcer: PolicyEngine (pure) --DesiredBuilder--> Reconciler (by delta) --> nftables
  *
  * Order of every change: validate, persist, compute, enforce in the kernel,
- * and only then create what carries traffic. A new endpoint's policy is in
- * the kernel before its veth exists, so it is never open while its policy is
- * computed (fail closed). Stopping the agent leaves the kernel as it is; a
- * restarted agent rebuilds the same desired state from the store and
- * reconciles without a flush. A new controller (the cluster issue's remote
- * endpoints and nodes) implements Controller (controller.ts) and is listed
- * in `controllers` below.
+ * and only then create what carries traffic: a new endpoint's policy is in
+ * the kernel before its veth exists (fail closed). Stopping leaves the kernel
+ * as it is; a restarted agent rebuilds the same desired state from the store
+ * and reconciles without a flush. A new controller implements Controller
+ * (controller.ts) and is listed in `controllers` below.
  */
 import { MembraneError } from "../errors.js";
 import { Reconciler } from "../datapath/reconcile.js";
@@ -189,14 +186,11 @@ export class Agent {
       "agent started",
     );
     await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
-    if (this.p.resyncMs > 0) {
-      // The kernel is read in the background; the work queue is used only to repair drift.
-      this.timer = setInterval(
-        () => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair the kernel")),
-        this.p.resyncMs,
-      );
-      this.timer.unref();
-    }
+    // The kernel is read in the background (once now: a restart adopted the table by its
+    // stamp, then periodically); the work queue is used only to repair drift.
+    const resync = (): void => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair"));
+    resync();
+    if (this.p.resyncMs > 0) (this.timer = setInterval(resync, this.p.resyncMs)).unref();
   }
 
   serving = (): void => this.endpoints.startVerification(); // run.ts, API up: check what start() adopted

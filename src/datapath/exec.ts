@@ -124,6 +124,9 @@ export function ip(args: readonly string[], netns?: string): Promise<string> {
 }
 
 /** Applies an nft script (one atomic transaction) with `nft -f -`. */
+/** Whole-table transactions and read-backs at cluster scale can take long; stop() interrupts them. */
+const NFT_TIMEOUT_MS = 300_000;
+
 export async function nftApply(
   script: string,
   opts: { netns?: string; signal?: AbortSignal } = {},
@@ -133,6 +136,9 @@ export async function nftApply(
     stdin: script,
     code: "NFT_APPLY_FAILED",
     what: "apply the nftables transaction",
+    // A whole table at cluster scale (1,000 endpoints, 50,000 addresses) takes
+    // tens of seconds on a busy 2-core machine; stop() kills it at any time.
+    timeoutMs: NFT_TIMEOUT_MS,
   });
 }
 
@@ -148,7 +154,7 @@ export async function nftListJson(
   map?: string,
 ): Promise<unknown> {
   const what = map === undefined ? ["table", family, table] : ["map", family, table, map];
-  const r = await runRaw(["nft", "-j", "-n", "list", ...what], opts);
+  const r = await runRaw(["nft", "-j", "-n", "list", ...what], { ...opts, timeoutMs: NFT_TIMEOUT_MS });
   if (r.status !== 0) {
     if (/No such file or directory/.test(r.stderr)) return undefined;
     throw new MembraneError(

@@ -26,6 +26,7 @@ import {
   type NftMap,
 } from "./model.js";
 import { decodeElements, type ActualTable } from "./readback.js";
+import { STAMP_MAP } from "./stamp.js";
 
 export interface Plan {
   /** The nft script (empty when nothing changes). */
@@ -43,12 +44,17 @@ export interface Plan {
  */
 const CHUNK = 500;
 
+/** The stamp map's elements are bookkeeping (stamp.ts), not a change to report. */
+const bookkeeping = (m: NftMap): boolean => m.name === STAMP_MAP;
+
 export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefined): Plan {
   const T = `${desired.family} ${desired.name}`;
   const actual: ActualTable = actualOrNone ?? { maps: new Map(), chains: new Map() };
   const cmds: string[] = [];
   const lines: string[] = [];
   let ops = 0;
+  /** Changes of the stamp map's elements: written, but not reported (they follow every change). */
+  let stampOps = 0;
   const elemCmd = (verb: "add" | "delete", m: NftMap, els: readonly NftElement[]): void => {
     for (let i = 0; i < els.length; i += CHUNK) {
       const part = els.slice(i, i + CHUNK);
@@ -116,11 +122,14 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
       if (h && h.value === e.value) continue;
       if (h) replaced.push(h);
       adds.push(e);
-      lines.push(`${h ? "~" : "+"} element ${m.name} ${elementText(m, e)}`);
+      if (!bookkeeping(m)) lines.push(`${h ? "~" : "+"} element ${m.name} ${elementText(m, e)}`);
     }
     const removed = have.filter((e) => !wantKeys.has(keyCanon(e.key)));
-    for (const e of removed) lines.push(`- element ${m.name} ${elementText(m, e)}`);
-    ops += adds.length + replaced.length + removed.length;
+    if (bookkeeping(m)) stampOps += adds.length + replaced.length + removed.length;
+    else {
+      for (const e of removed) lines.push(`- element ${m.name} ${elementText(m, e)}`);
+      ops += adds.length + replaced.length + removed.length;
+    }
     if (m.interval && rebuildCheaper(replaced.length + removed.length, have.length, m.elements.length)) {
       // nft deletes each interval element at a cost that grows with the map
       // (10,000 deletions from a 10,000-element concatenated map: minutes of
@@ -163,7 +172,7 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
     lines.push(`- chain ${n}`);
     ops++;
   }
-  return { script: ops === 0 ? "" : cmds.join("\n") + "\n", ops, lines };
+  return { script: ops + stampOps === 0 ? "" : cmds.join("\n") + "\n", ops, lines };
 }
 
 /**

@@ -158,7 +158,7 @@ export class Reconciler {
     if (inc) {
       try {
         if (inc.hostOps) await this.elements().apply(this.table, inc.hostOps);
-        else if (inc.plan.ops > 0) await nftApply(inc.plan.script, this.nsOpt);
+        else if (inc.plan.script !== "") await nftApply(inc.plan.script, this.nsOpt);
         inc.commit();
         return done(inc.plan.ops);
       } catch (e) {
@@ -179,14 +179,14 @@ export class Reconciler {
     // A restart (nothing applied yet by this process): when the kernel's stamp is the
     // digest of what we would write, it holds exactly that (as this agent or an earlier
     // one wrote it): adopt it without reading the whole table back.
-    if (!repair && !applied && (await this.readStamp()) === digest.total) {
+    if (!repair && !applied && this.trustMs > 0 && (await this.readStamp()) === digest.total) {
       this.applied = appliedFromFull(desired, parts, opts, digest);
       this.elements();
       return done(0);
     }
     const read = repair ?? (await this.readKernel());
     const p = plan(table, read);
-    if (p.ops > 0) await nftApply(p.script, this.nsOpt);
+    if (p.script !== "") await nftApply(p.script, this.nsOpt);
     this.applied = appliedFromFull(desired, parts, opts, digest);
     this.elements(); // started now, so that the first address change does not wait for it
     return done(p.ops);
@@ -223,10 +223,11 @@ export class Reconciler {
       cached: (ep, ctx) => cachedPart(applied, ep, ctx, `${this.logGroup}|${state.proxy ? "proxy" : "-"}`),
     });
     const p = plan(table, actual);
-    if (p.ops === 0) return { drift: 0, lines: [] };
+    if (p.script === "") return { drift: 0, lines: [] };
     this.applied = undefined;
     this.kernelRead = actual === undefined ? undefined : { seq, actual };
-    return { drift: p.ops, lines: p.lines.slice(0, 20) };
+    // ops 0 with a script: only the stamp differs (it is rewritten, not reported).
+    return { drift: Math.max(p.ops, 1), lines: p.lines.slice(0, 20) };
   }
 
   /** Removes the table (endpoint teardown, tests). Enforcement stops: only for shutting a node down. */

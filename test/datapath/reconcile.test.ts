@@ -149,18 +149,34 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
     });
   }
 
-  test("an element removed by hand is restored by the next apply", async () => {
+  test("an element removed by hand is found by verify() and restored by the next apply", async () => {
     await nftApply(`delete element inet ${table} e2_in_any { 6 . 53-53 }\n`, nsOpt);
-    const r = await reconciler().apply(baseState());
-    assert.equal(r.ops, 1);
+    const r = reconciler();
+    // A new reconciler (a restarted agent) adopts the table by its stamp: no read-back, no change...
+    assert.equal((await r.apply(baseState())).ops, 0);
+    // ... and the background check finds the hand edit, which the next apply repairs.
+    const v = await r.verify();
+    assert.deepEqual(v.lines, ["+ element e2_in_any 6 . 53 : goto e2_in_a1"]);
+    assert.equal((await r.apply(baseState())).ops, 1);
     assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
+    assert.equal((await r.verify()).drift, 0);
   });
 
-  test("a rule added by hand to our chain is removed by the next apply", async () => {
+  test("a rule added by hand to our chain is removed once verify() found it", async () => {
     await nftApply(`add rule inet ${table} e1_in accept\n`, nsOpt);
     assert.deepEqual(await reconciler().diff(baseState()), ["~ chain e1_in (4 rules)"]);
-    await reconciler().apply(baseState());
+    const r = reconciler();
+    await r.apply(baseState());
+    assert.equal((await r.verify()).drift, 1);
+    await r.apply(baseState());
     assert.deepEqual(await reconciler().diff(baseState()), []);
+  });
+
+  test("without trust (trustMs 0) every apply reads the kernel: a hand edit is repaired at once", async () => {
+    await nftApply(`delete element inet ${table} e2_in_any { 6 . 53-53 }\n`, nsOpt);
+    const r = new Reconciler({ netns: node.netns, table, logGroup: 7, trustMs: 0 });
+    assert.equal((await r.apply(baseState())).ops, 1);
+    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
   });
 
   test("concurrent applies are coalesced and the latest state wins", async () => {

@@ -53,6 +53,9 @@ export class SetElemWriter {
     const c = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
     c.stdin?.on("error", () => undefined);
     c.stderr?.resume();
+    // The writer never keeps the agent (or a test) alive: it exits when its stdin closes.
+    c.unref();
+    for (const s of [c.stdin, c.stdout, c.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
     createInterface({ input: c.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       let m: { id?: number; ok?: boolean; error?: string; errno?: number };
       try {

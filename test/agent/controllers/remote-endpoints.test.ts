@@ -55,9 +55,10 @@ describe("agent: remote endpoints (root)", { skip: skip ?? false }, () => {
   let outside: Probe;
   let server: string;
 
-  /** The kernel's ipcache4 map: address -> identity mark, as `nft` prints it. */
+  /** The kernel's host map of the ipcache (exact addresses): address -> identity mark, as `nft` prints it. */
   const kernelIpcache = async (): Promise<string> =>
-    (await runRaw(["nft", "list", "map", "inet", lab.options.table, "ipcache4"], { netns: lab.node })).stdout;
+    (await runRaw(["nft", "list", "map", "inet", lab.options.table, "ipcache4_host"], { netns: lab.node }))
+      .stdout;
 
   before(async () => {
     lab = await AgentLab.start("remote");
