@@ -4,6 +4,7 @@
  * scripts in a scratch node namespace (not through the agent).
  *
  *   node dist/bench/layout.js [--rounds 5] [--endpoints 1000] [--pods 50000] [--flows 30000]
+ *                             [--samples FILE: every sample appended as it is measured]
  *   npm run bench layout
  *
  * Candidates (bench/layout-nft.ts): policy maps A (per endpoint, 4 per
@@ -17,6 +18,7 @@
  * reported: one JSON line per figure on stdout, a table on stderr.
  */
 import { randomBytes } from "node:crypto";
+import { appendFileSync } from "node:fs";
 import { cleanupPrefix, createNetns } from "../src/datapath/netns.js";
 import { FIRST_IDENTITY, IDENTITIES, PROTO_TCP, makeWorkload, type Workload } from "./layout-model.js";
 import {
@@ -62,7 +64,14 @@ const CANDIDATES: Candidate[] = [
 /** samples[condition][figure] */
 const samples = new Map<string, Map<string, number[]>>();
 const units = new Map<string, string>();
+const samplesFile = ((): string | undefined => {
+  const i = process.argv.indexOf("--samples");
+  return i >= 0 ? process.argv[i + 1] : undefined;
+})();
 function record(cond: string, figure: string, value: number, unit = "ms"): void {
+  // Every sample as it comes (--samples FILE): a long run that is stopped keeps what it measured.
+  if (samplesFile)
+    appendFileSync(samplesFile, JSON.stringify({ candidate: cond, figure, value, unit }) + "\n");
   const m = samples.get(cond) ?? new Map<string, number[]>();
   samples.set(cond, m);
   m.set(figure, [...(m.get(figure) ?? []), value]);
@@ -154,22 +163,9 @@ async function measureCandidate(
   recordTimed(c.name, "delete-table", nftScript(node, `delete table inet ${TABLE}\n`));
 }
 
-function report(conds: string[]): void {
+/** The medians so far, as a table on stderr. */
+function table(conds: string[]): void {
   const figures = [...units.keys()];
-  for (const cond of conds)
-    for (const f of figures) {
-      const xs = samples.get(cond)?.get(f);
-      if (!xs || xs.length === 0) continue;
-      const v = median(xs);
-      out({
-        candidate: cond,
-        figure: f,
-        value: Math.round(v * 100) / 100,
-        unit: units.get(f),
-        n: xs.length,
-        samples: xs.map((x) => Math.round(x * 10) / 10),
-      });
-    }
   const w = 12;
   const lines = [["figure (median)".padEnd(28), ...conds.map((c) => c.padStart(w))].join("")];
   for (const f of figures) {
@@ -184,6 +180,23 @@ function report(conds: string[]): void {
     lines.push([`${f} (${units.get(f)})`.padEnd(28), ...cells].join(""));
   }
   process.stderr.write(lines.join("\n") + "\n");
+}
+
+/** One JSON line per figure (median over the rounds, with the samples), then the table. */
+function report(conds: string[]): void {
+  for (const cond of conds)
+    for (const [f, xs] of samples.get(cond) ?? []) {
+      if (xs.length === 0) continue;
+      out({
+        candidate: cond,
+        figure: f,
+        value: Math.round(median(xs) * 100) / 100,
+        unit: units.get(f),
+        n: xs.length,
+        samples: xs.map((x) => Math.round(x * 10) / 10),
+      });
+    }
+  table(conds);
 }
 
 async function main(): Promise<void> {
@@ -233,6 +246,7 @@ async function main(): Promise<void> {
       "\t}",
       "}",
     ].join("\n");
+    const conds = ["none", "ct-only", ...CANDIDATES.map((c) => c.name)];
     for (let round = 0; round < rounds; round++) {
       process.stderr.write(`layout: round ${round + 1}/${rounds}\n`);
       for (let i = 0; i < 3; i++) recordTimed("none", "nft-noop", runIn(node, ["nft", "list", "tables"]));
@@ -246,8 +260,9 @@ async function main(): Promise<void> {
         process.stderr.write(`layout:   ${p.c.name}\n`);
         await measureCandidate(p, w, node, lab, round, flows);
       }
+      if (round + 1 < rounds) table(conds);
     }
-    report(["none", "ct-only", ...CANDIDATES.map((c) => c.name)]);
+    report(conds);
   } finally {
     if (lab) destroyTrafficLab(lab);
     await cleanup();
