@@ -140,6 +140,12 @@ export interface FlowRun {
   received: number;
   /** Packets delivered per second, each one a new flow. */
   pps: number;
+  /**
+   * The sender's CPU time (user + system) per packet, in µs: a veth delivers in the
+   * sender's own softirq, so this includes the node's conntrack and nftables work and
+   * is less sensitive than `pps` to other processes taking the CPU.
+   */
+  cpuUsPerPacket: number;
 }
 
 let sport = 1024;
@@ -160,5 +166,5 @@ export async function sendFlows(lab: TrafficLab, count: number): Promise<FlowRun
   const [sent, , ns] = r.stdout.trim().split(" ").map(Number) as [number, number, number];
   await new Promise((res) => setTimeout(res, 200)); // let the backlog drain before counting
   const received = rxCount(lab) - before;
-  return { sent, received, pps: received / (ns / 1e9) };
+  return { sent, received, pps: received / (ns / 1e9), cpuUsPerPacket: ((r.userMs + r.sysMs) * 1000) / sent };
 }

@@ -3,8 +3,8 @@
  * entries (issue 10, item 1). Needs root; builds tables directly with nft
  * scripts in a scratch node namespace (not through the agent).
  *
- *   node dist/bench/layout.js [--rounds 5] [--endpoints 1000] [--pods 50000] [--flows 30000]
- *                             [--samples FILE: every sample appended as it is measured]
+ *   node dist/bench/layout.js [--rounds 3] [--endpoints 1000] [--pods 50000] [--flows 30000]
+ *                             [--samples FILE: every sample appended as it is measured] [--lookup-only]
  *   npm run bench layout
  *
  * Candidates (bench/layout-nft.ts): policy maps A (per endpoint, 4 per
@@ -64,6 +64,8 @@ const CANDIDATES: Candidate[] = [
 /** samples[condition][figure] */
 const samples = new Map<string, Map<string, number[]>>();
 const units = new Map<string, string>();
+/** --lookup-only: load each candidate and measure the packet path only (no updates, no read-backs). */
+const lookupOnly = process.argv.includes("--lookup-only");
 const samplesFile = ((): string | undefined => {
   const i = process.argv.indexOf("--samples");
   return i >= 0 ? process.argv[i + 1] : undefined;
@@ -103,6 +105,7 @@ async function traffic(lab: TrafficLab | undefined, cond: string, flows: number)
   for (let i = 0; i < 2; i++) {
     const r = await sendFlows(lab, flows);
     record(cond, "new-flows", r.pps, "flows/s");
+    record(cond, "flow-cpu", r.cpuUsPerPacket, "us/packet");
     record(cond, "delivered", r.received / r.sent, "fraction");
   }
 }
@@ -123,6 +126,10 @@ async function measureCandidate(
     const inHits = chainCount(node, TABLE, "e2_in_a9");
     const outHits = chainCount(node, TABLE, "e1_out_a9");
     record(c.name, "matched", Math.min(inHits, outHits) / (2 * flows), "fraction");
+  }
+  if (lookupOnly) {
+    nftScript(node, `delete table inet ${TABLE}\n`);
+    return;
   }
   const ep = w.endpoints[499];
   const gone = w.endpoints[599 + round];
@@ -204,7 +211,7 @@ async function main(): Promise<void> {
     out({ skipped: "needs root (network namespaces, nftables)" });
     return;
   }
-  const rounds = arg("rounds", 5);
+  const rounds = arg("rounds", 3);
   const flows = arg("flows", 30_000);
   const w = makeWorkload(arg("endpoints", 1000), arg("pods", 50_000));
   const prefix = "mbl" + randomBytes(3).toString("hex");
