@@ -51,6 +51,7 @@ for (const [name, file] of [
   ["datapath", "./datapath.js"],
   ["flows", "./flows.js"],
   ["proxy", "./proxy.js"],
+  ["layout", "./layout.js"],
 ] as const) {
   if (want(name) && existsSync(here(file))) child(file, []);
 }
