@@ -19,8 +19,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { startAgent, type AgentOptions } from "../src/agent/run.js";
-import { Ipam } from "../src/agent/ipam.js";
-import { KEYS, type EndpointRecordV1 } from "../src/agent/records.js";
 import { createEndpoint, createNode } from "../src/datapath/endpoint.js";
 import { runRaw } from "../src/datapath/exec.js";
 import { cleanupPrefix } from "../src/datapath/netns.js";
@@ -28,6 +26,7 @@ import { Reconciler } from "../src/datapath/reconcile.js";
 import type { DatapathState, PolicySegment } from "../src/datapath/types.js";
 import { Probe } from "../src/probe/probe.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
+import { seedEndpoints } from "./scale-world.js";
 import { abTraffic, has, IPERF_PORT, median, pct, r1, RR_PORT, trafficFigures } from "./traffic.js";
 
 const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "datapath", ...o }));
@@ -226,24 +225,13 @@ async function agentLatency(prefix: string, applies: number, capMs: number): Pro
     // report), then the agent restarts and builds their namespaces and the kernel state in one go.
     await running.stop();
     const store = await EmbeddedStore.open({ dir: join(o.stateDir, "store"), logger: log });
-    const ipam = new Ipam({ store, ipv4: o.podCidr4 });
-    const t0 = performance.now();
-    for (let i = 100; i < 1000 && performance.now() - t0 < capMs; i++) {
-      const key = `default/ep${i}`;
-      const addr = await ipam.allocate(key);
-      const id = i + 1;
-      const rec: EndpointRecordV1 = {
-        v: 1,
-        name: `ep${i}`,
-        namespace: "default",
-        labels: labelsOf(i),
-        id,
-        netns: `${o.netnsPrefix}ep${id}`,
-        hostIfname: `mbr${id}`,
-        ipv4: addr.ipv4,
-      };
-      await store.put(KEYS.endpoints + key, JSON.stringify(rec));
-    }
+    await seedEndpoints(store, {
+      from: 100,
+      n: 1000,
+      podCidr4: o.podCidr4 ?? "",
+      netnsPrefix: o.netnsPrefix ?? "",
+      labels: labelsOf,
+    });
     await store.close();
     const ts = performance.now();
     running = await startAgent(o, log);

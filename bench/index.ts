@@ -7,6 +7,7 @@
  *
  *   npm run bench                                        every benchmark
  *   npm run bench -- scale --endpoints=250,1000 --quick  one, with its options
+ *   npm run bench -- layout                              the layout measurement (only when named)
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -51,10 +52,13 @@ for (const [name, file] of [
   ["datapath", "./datapath.js"],
   ["flows", "./flows.js"],
   ["proxy", "./proxy.js"],
-  ["layout", "./layout.js"],
 ] as const) {
   if (want(name) && existsSync(here(file))) child(file, []);
 }
+
+// The measurement behind the datapath's layout (src/datapath/compile.ts): about 40 minutes, so only
+// when named: `npm run bench -- layout`.
+if (only.includes("layout")) child("./layout.js", flags);
 
 // The agent at cluster scale: 250 and 1,000 endpoints, 50,000 remote addresses (issue 10 item 6).
 if (want("scale")) child("./scale.js", flags);

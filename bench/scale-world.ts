@@ -81,7 +81,13 @@ spec:
  */
 export async function seedEndpoints(
   store: Store,
-  p: { from?: number; n: number; podCidr4: string; netnsPrefix: string },
+  p: {
+    from?: number;
+    n: number;
+    podCidr4: string;
+    netnsPrefix: string;
+    labels?: (i: number) => Record<string, string>;
+  },
 ): Promise<void> {
   const ipam = new Ipam({ store, ipv4: p.podCidr4 });
   for (let i = p.from ?? 0; i < p.n; i++) {
@@ -92,7 +98,7 @@ export async function seedEndpoints(
       v: 1,
       name: `ep${i}`,
       namespace: "default",
-      labels: localLabels(i),
+      labels: (p.labels ?? localLabels)(i),
       id,
       netns: `${p.netnsPrefix}ep${id}`,
       hostIfname: `mbr${id}`,

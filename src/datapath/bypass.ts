@@ -71,7 +71,11 @@ const segKey = (s: PolicySegment): string => `${s.identity}/${s.proto}/${s.lo}-$
  */
 export function redirectCandidates(prev: DatapathState | undefined, next: DatapathState): Set<string> {
   const before = new Map<string, Set<string>>();
-  for (const ep of prev?.endpoints ?? []) {
+  // An endpoint handed over as the very same object did not change (DesiredBuilder): skip it.
+  const prevById = new Map((prev?.endpoints ?? []).map((ep) => [ep.id, ep]));
+  const changed = next.endpoints.filter((ep) => !prev || prevById.get(ep.id) !== ep);
+  const changedIds = new Set(changed.map((ep) => ep.id));
+  for (const ep of (prev?.endpoints ?? []).filter((e) => changedIds.has(e.id))) {
     for (const [dir, pol] of [
       ["in", ep.ingress],
       ["out", ep.egress],
@@ -80,7 +84,7 @@ export function redirectCandidates(prev: DatapathState | undefined, next: Datapa
     }
   }
   const out = new Set<string>();
-  for (const ep of next.endpoints) {
+  for (const ep of changed) {
     for (const [dir, pol] of [
       ["in", ep.ingress],
       ["out", ep.egress],

@@ -29,6 +29,9 @@ import {
   type ProxyTarget,
 } from "./types.js";
 
+/** The shared chain that sets the mark to the destination's identity (compile.ts). */
+export const MARK_DST_CHAIN = "mark_dst";
+
 export interface EndpointContext {
   /** NFLOG group. */
   readonly group: number;
@@ -185,6 +188,8 @@ export function compileEndpoint(ep: DatapathEndpoint, ctx: EndpointContext): End
     rules.push(
       "ct state established,related accept",
       `ct state invalid ${log(logPrefix(ep.id, dir, { kind: "invalid" }))} drop`,
+      // Egress: the peer is the destination, whose identity only new connections need.
+      ...(dir === "out" && (present.has("id") || present.has("idi")) ? [`jump ${MARK_DST_CHAIN}`] : []),
       ...lookupRules(base, present),
     );
     if (policy.enforced) rules.push(`${log(logPrefix(ep.id, dir, { kind: "default" }))} drop`);

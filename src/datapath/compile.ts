@@ -3,22 +3,16 @@
  *
  *   pre_c (hook prerouting, priority -150: after conntrack, before DNAT)     out_c (hook output, -150)
  *     ND/MLD accept                                                            ND/MLD accept
- *     mark = ipcache[daddr]; local daddr: mark = host                          proxy's group: accept
- *     iifname vmap @egress_ep ──────────┐                                      mark = host
- *     mark = ipcache[saddr]             │                                      oifname vmap @ingress_ep ─┐
+ *     iifname vmap @egress_ep ──────────┐                                      proxy's group: accept
+ *     ct established/related accept     │                                      mark = host
+ *     mark = ipcache[saddr], then _host[saddr] if there                        oifname vmap @ingress_ep ─┐
  *     ip/ip6 daddr vmap @ingress_ep4/6 ─┼─┐                                                            │
  *                                       v v                                                            v
- *   e<id>_out: anti-spoof, ct established/related accept, ct invalid drop, policy lookups
- *   e<id>_in:  ct established/related accept, ct invalid drop, policy lookups
- *     policy lookups, in this order (first hit decides):
- *       mark&IDENTITY_MASK . l4proto . dport  vmap @e<id>_<dir>_id    specific identity
- *       mark&IDENTITY_MASK . l4proto . type   vmap @e<id>_<dir>_idi   (ICMP/ICMPv6)
- *       l4proto . dport                       vmap @e<id>_<dir>_any   identity 0 (any)
- *       l4proto . type                        vmap @e<id>_<dir>_anyi
- *       enforced ? log + drop : return
- *     verdicts: allow = goto e<id>_<dir>_a<rule> (logs the new connection, then returns: the
- *               other direction still has its say), deny = goto e<id>_<dir>_r<rule> (log + drop),
- *               redirect = goto e<id>_<dir>_p<rule> (log, set a ct mark bit, return)
+ *   e<id>_out / e<id>_in: the endpoint's chains and verdict maps (compile-endpoint.ts); a new
+ *     connection's egress first jumps to mark_dst: mark = ipcache4/6[daddr], then
+ *     ipcache4/6_host[daddr] if there, local daddr: mark = host
+ *   (an established packet costs one dispatch lookup and the conntrack check: no ipcache lookup)
+ *   stamp: a digest of all the rest (stamp.ts), so a restart need not read the table back
  *
  *   nat_c (hook prerouting, priority dstnat) and nat_out_c (hook output, -100): a
  *     connection whose ct mark has a redirect bit is DNATed to the node's proxy (L7
@@ -38,14 +32,34 @@
  * values < 2^25), policy keys mask it with IDENTITY_MASK. The proxy bits live
  * in the connection's mark (ct mark), which the packet mark does not touch.
  *
- * Per-endpoint maps rather than one map keyed by endpoint id: a concatenated
- * interval map (pipapo) costs per lookup in proportion to its element count
- * divided by the word size, so one map per endpoint keeps a packet's lookup
- * bounded by that endpoint's own policy; removing an endpoint is deleting its
- * maps and chains instead of thousands of elements; and updates are cheaper.
- * Measured here (nft 1.0.6, 2 vCPU, busy machine): 100 maps x 100 elements load
- * in 111-168 ms against 182-285 ms for one `ifname . mark . proto . port` map of
- * 10,000; deleting one element takes 15-23 ms against 59-71 ms.
+ * Layout, measured (bench/layout.ts, `npm run bench -- layout`; nft 1.0.6, kernel 6.18,
+ * 2 vCPU shared with other builds; medians of 3 interleaved rounds; 1,000 endpoints,
+ * 34,032 policy elements, 11,388 chains; ipcache 50,000 /32 + 200 CIDRs; nft start-up
+ * alone ~50-100 ms; CPU = user+sys of the nft process):
+ *                        A: 4 maps/ep/dir  A2: non-empty only  B: shared maps  A2 + hash ipcache
+ *   maps                      8,005            3,487               13            3,488
+ *   full load                 69 s             16 s                42 s          20 s
+ *   nft -j list table         53 s             16 s                16 s          8 s
+ *   list one endpoint         1.2 s            0.23 s              3.8 s (all)   0.23 s
+ *   add a policy element      1.07 s CPU       1.07 s CPU          2.05 s CPU    0.19 s CPU
+ *   add/remove ipcache /32    1.4 s CPU        1.2 s CPU           1.2 s CPU     0.17 s CPU
+ *   remove an endpoint        2.1 s            1.5 s               2.3 s         0.24 s
+ *   CPU per new flow          5.2 us           4.7 us              7.8 us        5.2 us
+ *   (no table 1.3 us, conntrack only 3.2 us; lookups matched on both ends)
+ * Hence per-endpoint maps, only the non-empty ones (A2): an empty map still costs a
+ * kernel object, a dump and a lookup rule. Shared maps (B) lose: a pipapo insert costs
+ * kernel time in proportion to the whole map (1.2-1.6 s of system CPU for one element
+ * at 17,000), reading one endpoint means dumping everyone's, and each new flow pays
+ * ~2.5 us more. The ipcache is a hash map of exact addresses (/32, /128: endpoints of
+ * every node, nodes) plus a small interval map of CIDR/FQDN prefixes flattened among
+ * themselves: the mark is set from the prefix map, then from the host map, which
+ * overrides. A flattened 50,000-interval map made every transaction that touched any
+ * interval map cost ~1 s more CPU, and a new /32 in a gap rewrites 3 intervals.
+ * What remains with A2 + hash is nft's fixed cost per transaction (~0.16-0.19 s CPU
+ * at 11k chains: it reads the table's chain and map declarations first), so host
+ * addresses, which change most, skip nft: nfnl/setelem.ts writes their element
+ * deltas as one nf_tables batch (a few ms, whatever the table). Updates are deltas
+ * of the parts that changed: incremental.ts.
  *
  * NFLOG prefixes (drops, allowed and redirected new connections, audit): abi/log-prefix.ts.
  */
@@ -53,7 +67,12 @@ import { MembraneError } from "../errors.js";
 import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import type { CompiledTable, NftChain, NftElement, NftMap } from "./model.js";
-import { compileEndpoint, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
+import {
+  compileEndpoint,
+  MARK_DST_CHAIN,
+  type EndpointContext,
+  type EndpointParts,
+} from "./compile-endpoint.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import { add64, globalDigest, hostDigest, partDigest, STAMP_MAP, stampMap } from "./stamp.js";
 import {
@@ -235,18 +254,28 @@ export function compileAll(
       base: "type filter hook prerouting priority -150; policy accept;",
       rules: [
         ND_TYPES,
-        "meta mark set ip daddr map @ipcache4",
-        "meta mark set ip6 daddr map @ipcache6",
-        "meta mark set ip daddr map @ipcache4_host",
-        "meta mark set ip6 daddr map @ipcache6_host",
-        `fib daddr type local meta mark set ${host}`,
+        // An endpoint's packets: its egress chain (anti-spoofing, then its own established accept).
         "iifname vmap @egress_ep",
+        // Established packets need no identity and no other lookup (the ingress chains would accept them).
+        "ct state established,related accept",
         "meta mark set ip saddr map @ipcache4",
         "meta mark set ip6 saddr map @ipcache6",
         "meta mark set ip saddr map @ipcache4_host",
         "meta mark set ip6 saddr map @ipcache6_host",
         "ip daddr vmap @ingress_ep4",
         "ip6 daddr vmap @ingress_ep6",
+      ],
+    },
+    {
+      // Jumped to by egress chains for new connections: the destination's identity (exact
+      // addresses override prefixes; the node's own addresses are host).
+      name: MARK_DST_CHAIN,
+      rules: [
+        "meta mark set ip daddr map @ipcache4",
+        "meta mark set ip6 daddr map @ipcache6",
+        "meta mark set ip daddr map @ipcache4_host",
+        "meta mark set ip6 daddr map @ipcache6_host",
+        `fib daddr type local meta mark set ${host}`,
       ],
     },
     {

@@ -1,16 +1,22 @@
 /**
- * The datapath reconciler: makes the kernel hold the desired state.
+ * The datapath reconciler: makes the kernel hold the desired state, at a cost
+ * that follows the change.
  *
- *   apply(desired) ──compile──> CompiledTable ─┐
- *                 nft -j list table ──parse──> ActualTable ──plan──> one `nft -f -` transaction
+ *   apply(desired) ──applied before?──yes──> incremental.ts: delta of the changed parts ──> one nft
+ *        │                                    (only host addresses changed: nfnl/setelem.ts batch, no nft)
+ *        └─no (first apply, restart, after a refusal or a drift)──> compile whole
+ *             ├─ the kernel's stamp is this digest (stamp.ts) ──> adopt it: zero ops, no read-back
+ *             └─ else nft -j list table ──plan──> one `nft -f -` transaction (the difference)
+ *   verify() (the agent calls it periodically and once after start, off the work queue):
+ *        read the table, compare with what was applied; a read an apply overtook is
+ *        dropped; a difference makes the next apply plan against that read (repair by delta)
  *
  * Never flushes or recreates the table: an agent restarted with the same desired
- * state reads the kernel, finds nothing to do and applies zero ops, so
- * established connections and enforcement carry on across restarts.
- * Concurrent apply() calls are coalesced: while one runs, later calls wait and
- * the latest desired state is applied once for all of them. stop() kills a
- * running `nft` (the transaction is atomic: the kernel keeps the old state,
- * the next start reconciles) and refuses further applies.
+ * state applies zero ops, so established connections and enforcement carry on
+ * across restarts. Concurrent apply() calls are coalesced: while one runs, later
+ * calls wait and the latest desired state is applied once for all of them.
+ * stop() kills a running `nft` (the transaction is atomic: the kernel keeps the
+ * old state, the next start reconciles) and refuses further applies.
  */
 import { MembraneError } from "../errors.js";
 import { compile, compileAll } from "./compile.js";

@@ -276,19 +276,24 @@ describe("compile", () => {
   });
   test("both ends are decided in prerouting; traffic to the node's own addresses is to host", () => {
     assert.deepEqual(chain("pre_c").slice(1), [
-      "meta mark set ip daddr map @ipcache4",
-      "meta mark set ip6 daddr map @ipcache6",
-      // Exact addresses override prefixes: a missing key leaves the mark as the prefix map set it.
-      "meta mark set ip daddr map @ipcache4_host",
-      "meta mark set ip6 daddr map @ipcache6_host",
-      "fib daddr type local meta mark set 1",
       "iifname vmap @egress_ep",
+      // Established packets need no identity: no ipcache lookup for them.
+      "ct state established,related accept",
       "meta mark set ip saddr map @ipcache4",
       "meta mark set ip6 saddr map @ipcache6",
       "meta mark set ip saddr map @ipcache4_host",
       "meta mark set ip6 saddr map @ipcache6_host",
       "ip daddr vmap @ingress_ep4",
       "ip6 daddr vmap @ingress_ep6",
+    ]);
+    // A new connection's egress gets the destination's identity from the shared chain.
+    assert.deepEqual(chain("mark_dst"), [
+      "meta mark set ip daddr map @ipcache4",
+      "meta mark set ip6 daddr map @ipcache6",
+      // Exact addresses override prefixes: a missing key leaves the mark as the prefix map set it.
+      "meta mark set ip daddr map @ipcache4_host",
+      "meta mark set ip6 daddr map @ipcache6_host",
+      "fib daddr type local meta mark set 1",
     ]);
     assert.equal(
       t.chains.find((c) => c.name === "nat_c"),
