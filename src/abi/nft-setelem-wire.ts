@@ -4,8 +4,9 @@
  * host maps), and the reading of the kernel's acknowledgements.
  *
  *   BATCH_BEGIN(res_id = NFNL_SUBSYS_NFTABLES)
- *     DELSETELEM {TABLE, SET, ELEMENTS: [{KEY: {VALUE: key}}...]}          (NLM_F_ACK)
- *     NEWSETELEM {TABLE, SET, ELEMENTS: [{KEY: {VALUE: key}, DATA: {VALUE: mark}}...]} (NLM_F_CREATE|NLM_F_ACK)
+ *     DELSETELEM {TABLE, SET, ELEMENTS: [{KEY: {VALUE: k}, KEY_END?: {VALUE: k}}...]}      (NLM_F_ACK)
+ *     NEWSETELEM {TABLE, SET, ELEMENTS: [{KEY, KEY_END?, DATA: {VALUE: v} | {VERDICT: {CODE, CHAIN?}}}...]}
+ *                                                                                (NLM_F_CREATE|NLM_F_ACK)
  *   BATCH_END
  *   -> one NLMSG_ERROR per message (error 0 = done); any error aborts the whole batch
  *
@@ -13,10 +14,9 @@
  * table before it runs any command (measured: 1.7 MB of netlink dumps and
  * 0.4-0.7 s on a loaded 2-core machine for one element, in a table of 1,000
  * endpoints), so one remote address would cost what the node holds. No npm
- * package speaks nf_tables; libnftnl has no Node binding. This covers only
- * what the hosts maps need: value keys (no intervals, no concatenations) and
- * `mark` data, whose byte order is the host's (nft's mark type is host-endian),
- * while address keys are network order. Constants from
+ * package speaks nf_tables; libnftnl has no Node binding. Key bytes are made
+ * by datapath/nfnl/encode.ts (checked against what nft itself sends); the
+ * verdict code is big-endian, a data value host-endian. Constants from
  * include/uapi/linux/netfilter/nf_tables.h and nfnetlink.h.
  */
 import { attr, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDRLEN, nest } from "./ctnetlink-wire.js";
@@ -30,18 +30,32 @@ const NFPROTO_INET = 1;
 const NLM_F_CREATE = 0x400;
 const NFTA_SET_ELEM_LIST = { table: 1, set: 2, elements: 3 } as const;
 const NFTA_LIST_ELEM = 1;
-const NFTA_SET_ELEM = { key: 1, data: 2 } as const;
-const NFTA_DATA_VALUE = 1;
+const NFTA_SET_ELEM = { key: 1, data: 2, keyEnd: 10 } as const;
+const NFTA_DATA = { value: 1, verdict: 2 } as const;
+const NFTA_VERDICT = { code: 1, chain: 2 } as const;
 
 /** Elements per message (each is ~40 bytes: well under a page-sized netlink message). */
 export const ELEMENTS_PER_MESSAGE = 500;
 
+/** One element as the kernel takes it: key (and key end for interval maps), and its value. */
+export interface WireElement {
+  readonly key: Uint8Array;
+  /** Interval (pipapo) maps: the last key of the range (equal to `key` for one value). */
+  readonly keyEnd?: Uint8Array;
+  /** A 32-bit data value (mark maps, host byte order), or */
+  readonly value?: number;
+  /** a verdict (verdict maps): NF_DROP 0, NF_ACCEPT 1, NFT_RETURN -5, NFT_GOTO -4, NFT_JUMP -3. */
+  readonly verdict?: { readonly code: number; readonly chain?: string };
+}
+
 export interface SetElemOps {
   readonly set: string;
-  /** key bytes (4 for IPv4, 16 for IPv6) -> 32-bit value */
-  readonly add: readonly (readonly [Uint8Array, number])[];
-  readonly del: readonly Uint8Array[];
+  readonly add: readonly WireElement[];
+  /** Key (and key end) only. */
+  readonly del: readonly WireElement[];
 }
+
+export const VERDICT = { drop: 0, accept: 1, jump: -3, goto: -4, return: -5 } as const;
 
 const cstr = (s: string): Buffer => Buffer.from(s + "\0", "utf8");
 
@@ -98,14 +112,32 @@ export function setElemBatch(
       parts.push(message(type, NLM_F_REQUEST | NLM_F_ACK | flags, seq++, NFPROTO_INET, 0, body));
     }
   };
-  const key = (k: Uint8Array): Buffer => nest(NFTA_SET_ELEM.key, [attr(NFTA_DATA_VALUE, k)]);
+  const keys = (e: WireElement): Buffer[] => [
+    nest(NFTA_SET_ELEM.key, [attr(NFTA_DATA.value, e.key)]),
+    ...(e.keyEnd ? [nest(NFTA_SET_ELEM.keyEnd, [attr(NFTA_DATA.value, e.keyEnd)])] : []),
+  ];
+  const data = (e: WireElement): Buffer[] => {
+    if (e.verdict) {
+      const code = Buffer.alloc(4);
+      code.writeInt32BE(e.verdict.code, 0);
+      const v = [attr(NFTA_VERDICT.code, code)];
+      if (e.verdict.chain !== undefined) {
+        if (!/^[A-Za-z0-9_]{1,255}$/.test(e.verdict.chain))
+          throw new Error(`bad chain name "${e.verdict.chain}"`);
+        v.push(attr(NFTA_VERDICT.chain, cstr(e.verdict.chain)));
+      }
+      return [nest(NFTA_SET_ELEM.data, [nest(NFTA_DATA.verdict, v)])];
+    }
+    if (e.value !== undefined) return [nest(NFTA_SET_ELEM.data, [attr(NFTA_DATA.value, u32host(e.value))])];
+    throw new Error("an element to add has neither a value nor a verdict");
+  };
   for (const o of ops) {
     if (!/^[A-Za-z0-9_]{1,64}$/.test(o.set)) throw new Error(`bad set name "${o.set}"`);
     emit(
       NFT_MSG_DELSETELEM,
       0,
       o.set,
-      o.del.map((k) => nest(NFTA_LIST_ELEM, [key(k)])),
+      o.del.map((e) => nest(NFTA_LIST_ELEM, keys(e))),
     );
   }
   for (const o of ops) {
@@ -113,9 +145,7 @@ export function setElemBatch(
       NFT_MSG_NEWSETELEM,
       NLM_F_CREATE,
       o.set,
-      o.add.map(([k, v]) =>
-        nest(NFTA_LIST_ELEM, [key(k), nest(NFTA_SET_ELEM.data, [attr(NFTA_DATA_VALUE, u32host(v))])]),
-      ),
+      o.add.map((e) => nest(NFTA_LIST_ELEM, [...keys(e), ...data(e)])),
     );
   }
   parts.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, Buffer.alloc(0)));

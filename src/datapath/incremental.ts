@@ -10,8 +10,9 @@
  *          hands back the same object when nothing changed) or whose rule texts changed,
  *          each diffed against its own last part (its maps, chains and dispatch elements)
  *     => one nft script (scopes in that order), committed into Applied only once the kernel took it;
- *        when only host addresses changed, `hostOps` too: the same change as element
- *        deltas for nfnl/setelem.ts, which does not pay nft's per-table cost
+ *        when it creates, rewrites or removes no chain or map (an address, a port, a peer
+ *        identity changed), `elementOps` too: the same change as element deltas for
+ *        nfnl/setelem.ts, which does not pay nft's per-table cost
  *
  * Each scope goes through plan() (same ordering rules: make before break), with
  * the scope's objects only, so an unchanged endpoint costs one identity check.
@@ -31,8 +32,9 @@ import type { EndpointContext, EndpointParts } from "./compile-endpoint.js";
 import { mapSignature, type CompiledTable, type NftElement, type NftMap } from "./model.js";
 import { asActual, plan, type Plan } from "./plan.js";
 import type { HostTableView } from "../ipcache/hosts.js";
-import type { HostMapOps } from "./nfnl/setelem.js";
-import { add64, globalDigest, hostDigest, partDigest, STAMP_MAP, stampMap, sub64 } from "./stamp.js";
+import type { ElementOps } from "./nfnl/setelem.js";
+import { encodeElement, type ElementJson } from "./nfnl/encode.js";
+import { add64, globalDigest, hostDigest, partDigest, stampMap, sub64 } from "./stamp.js";
 import type { DatapathEndpoint, DatapathState } from "./types.js";
 
 const DISPATCH = ["egress_ep", "ingress_ep", "ingress_ep4", "ingress_ep6"] as const;
@@ -121,7 +123,7 @@ export function planIncremental(
   applied: Applied,
   state: DatapathState,
   opts: CompileOptions,
-): { plan: Plan; hostOps?: HostMapOps[]; commit: () => void } | undefined {
+): { plan: Plan; elementOps?: ElementOps[]; commit: () => void } | undefined {
   const ctxKey = ctxKeyOf(state, opts);
   if (ctxKey !== applied.ctxKey) return undefined;
   const global = globalPart(state, opts);
@@ -132,10 +134,6 @@ export function planIncremental(
   let hostsD = applied.digest.hosts;
   const partsD = new Map<number, bigint | undefined>();
   let hostPlan: Plan | undefined;
-  const hostOps: { set: string; add: [string, number][]; del: string[] }[] = [
-    { set: HOST_MAPS[4], add: [], del: [] },
-    { set: HOST_MAPS[6], add: [], del: [] },
-  ];
 
   // Hosts: the journal's addresses only.
   const view = state.hosts;
@@ -165,17 +163,11 @@ export function planIncremental(
       if (id !== undefined) hostsD = add64(hostsD, hostDigest(ip, id));
       if (id !== undefined) {
         const h = hostElement(ip, id);
-        if (h) {
-          want[h.family === 4 ? 0 : 1]?.elements.push(h.element);
-          hostOps[h.family === 4 ? 0 : 1]?.add.push([ip, id]);
-        }
+        if (h) want[h.family === 4 ? 0 : 1]?.elements.push(h.element);
       }
       if (old !== undefined) {
         const h = hostElement(ip, old);
-        if (h) {
-          have[h.family === 4 ? 0 : 1]?.elements.push(h.element);
-          hostOps[h.family === 4 ? 0 : 1]?.del.push(ip);
-        }
+        if (h) have[h.family === 4 ? 0 : 1]?.elements.push(h.element);
       }
     }
     const T = { family: global.family, name: global.name, chains: [] };
@@ -232,26 +224,10 @@ export function planIncremental(
     ops: plans.reduce((n, p) => n + p.ops, 0),
     lines: plans.flatMap((p) => p.lines),
   };
-  const onlyHosts = hostPlan !== undefined && hostPlan.ops > 0 && hostPlan.ops + stampPlan.ops === merged.ops;
-  const stampOps = (d: bigint): [number, number][] => [
-    [0, Number(d & 0xffffffffn)],
-    [1, Number(d >> 32n)],
-  ];
+  const elementOps = plans.every((p) => p.objects === 0) ? encodeAll(plans) : undefined;
   return {
     plan: merged,
-    ...(onlyHosts
-      ? {
-          hostOps: [
-            ...hostOps.filter((o) => o.add.length + o.del.length > 0),
-            {
-              set: STAMP_MAP,
-              keys: "mark",
-              del: ["0", "1"],
-              add: stampOps(total).map(([k, v]) => [String(k), v] as const),
-            },
-          ],
-        }
-      : {}),
+    ...(elementOps ? { elementOps } : {}),
     commit: () => {
       applied.global = global;
       for (const [id, p] of nextParts) applied.parts.set(id, p);
@@ -273,4 +249,26 @@ export function planIncremental(
       }
     },
   };
+}
+
+/** Every element change of `plans`, encoded for nfnl/; undefined when one cannot be. */
+function encodeAll(plans: readonly Plan[]): ElementOps[] | undefined {
+  const bySet = new Map<string, { set: string; add: ElementJson[]; del: ElementJson[] }>();
+  for (const p of plans) {
+    for (const d of p.elements ?? []) {
+      let o = bySet.get(d.map.name);
+      if (!o) bySet.set(d.map.name, (o = { set: d.map.name, add: [], del: [] }));
+      for (const e of d.del) {
+        const j = encodeElement(d.map, e, true);
+        if (!j) return undefined;
+        o.del.push(j);
+      }
+      for (const e of d.add) {
+        const j = encodeElement(d.map, e, false);
+        if (!j) return undefined;
+        o.add.push(j);
+      }
+    }
+  }
+  return [...bySet.values()];
 }

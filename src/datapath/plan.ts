@@ -28,7 +28,18 @@ import {
 import { decodeElements, type ActualTable } from "./readback.js";
 import { STAMP_MAP } from "./stamp.js";
 
+/** One map's element changes in a plan (for nfnl/ when the plan changes elements only). */
+export interface ElementDelta {
+  readonly map: NftMap;
+  readonly del: readonly NftElement[];
+  readonly add: readonly NftElement[];
+}
+
 export interface Plan {
+  /** Every element change, stamp included (nfnl/ can write them without nft). */
+  elements?: ElementDelta[];
+  /** Changes other than elements (tables, maps, chains); 0 = the plan is element deltas only. */
+  objects?: number;
   /** The nft script (empty when nothing changes). */
   script: string;
   /** Objects touched: elements added/removed, chains and maps created, rewritten or deleted. */
@@ -55,6 +66,8 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
   let ops = 0;
   /** Changes of the stamp map's elements: written, but not reported (they follow every change). */
   let stampOps = 0;
+  let elementOps = 0;
+  const deltas: ElementDelta[] = [];
   const elemCmd = (verb: "add" | "delete", m: NftMap, els: readonly NftElement[]): void => {
     for (let i = 0; i < els.length; i += CHUNK) {
       const part = els.slice(i, i + CHUNK);
@@ -125,8 +138,11 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
       if (!bookkeeping(m)) lines.push(`${h ? "~" : "+"} element ${m.name} ${elementText(m, e)}`);
     }
     const removed = have.filter((e) => !wantKeys.has(keyCanon(e.key)));
+    if (adds.length + replaced.length + removed.length > 0)
+      deltas.push({ map: m, del: [...replaced, ...removed], add: adds });
     if (bookkeeping(m)) stampOps += adds.length + replaced.length + removed.length;
     else {
+      elementOps += adds.length + replaced.length + removed.length;
       for (const e of removed) lines.push(`- element ${m.name} ${elementText(m, e)}`);
       ops += adds.length + replaced.length + removed.length;
     }
@@ -172,7 +188,13 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
     lines.push(`- chain ${n}`);
     ops++;
   }
-  return { script: ops + stampOps === 0 ? "" : cmds.join("\n") + "\n", ops, lines };
+  return {
+    script: ops + stampOps === 0 ? "" : cmds.join("\n") + "\n",
+    ops,
+    lines,
+    elements: deltas,
+    objects: ops - elementOps,
+  };
 }
 
 /**

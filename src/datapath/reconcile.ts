@@ -59,6 +59,8 @@ export class Reconciler {
   readonly netns: string | undefined;
   readonly table: string;
   readonly logGroup: number;
+  /** How applies reached the kernel: nft transactions, nfnetlink element batches, adoptions by stamp. */
+  readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0 };
   /** The last state the kernel accepted (realized), undefined before the first apply. */
   realized: DatapathState | undefined;
   private running = false;
@@ -163,8 +165,13 @@ export class Reconciler {
     const inc = this.applied && this.trustMs > 0 ? planIncremental(this.applied, desired, opts) : undefined;
     if (inc) {
       try {
-        if (inc.hostOps) await this.elements().apply(this.table, inc.hostOps);
-        else if (inc.plan.script !== "") await nftApply(inc.plan.script, this.nsOpt);
+        if (inc.elementOps) {
+          await this.elements().apply(this.table, inc.elementOps);
+          this.stats.nfnl++;
+        } else if (inc.plan.script !== "") {
+          await nftApply(inc.plan.script, this.nsOpt);
+          this.stats.nft++;
+        }
         inc.commit();
         return done(inc.plan.ops);
       } catch (e) {
@@ -188,11 +195,15 @@ export class Reconciler {
     if (!repair && !applied && this.trustMs > 0 && (await this.readStamp()) === digest.total) {
       this.applied = appliedFromFull(desired, parts, opts, digest);
       this.elements();
+      this.stats.adopted++;
       return done(0);
     }
     const read = repair ?? (await this.readKernel());
     const p = plan(table, read);
-    if (p.script !== "") await nftApply(p.script, this.nsOpt);
+    if (p.script !== "") {
+      await nftApply(p.script, this.nsOpt);
+      this.stats.nft++;
+    }
     this.applied = appliedFromFull(desired, parts, opts, digest);
     this.elements(); // started now, so that the first address change does not wait for it
     return done(p.ops);
@@ -205,6 +216,7 @@ export class Reconciler {
   }
 
   private async readKernel(): Promise<ActualTable | undefined> {
+    this.stats.readBacks++;
     const doc = await nftListJson("inet", this.table, this.nsOpt);
     return doc === undefined ? undefined : parseTable(doc);
   }

@@ -329,6 +329,11 @@ export class PolicyEngine {
     return this.cache.identity(id) ?? this.allocator.get(id);
   }
 
+  /** Changes whenever the set of identities changes (the agent persists them only then). */
+  get identityRevision(): number {
+    return this.cache.identityRevision;
+  }
+
   identities(): Iterable<Identity> {
     return this.cache.allIdentities();
   }

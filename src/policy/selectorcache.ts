@@ -63,9 +63,16 @@ export class SelectorCache {
     return this.identities.values();
   }
 
+  private identityRev = 0;
+  /** Changes whenever an identity is added, replaced or removed (consumers skip work when it did not). */
+  get identityRevision(): number {
+    return this.identityRev;
+  }
+
   /** Adds or replaces an identity; returns the keys of selectors whose selection changed. */
   upsertIdentity(ident: Identity): string[] {
     const old = this.identities.get(ident.id);
+    if (old !== ident) this.identityRev++;
     if (old) this.unindex(old);
     this.identities.set(ident.id, ident);
     this.indexIdentity(ident);
@@ -85,6 +92,7 @@ export class SelectorCache {
   removeIdentity(id: number): string[] {
     const old = this.identities.get(id);
     if (!old) return [];
+    this.identityRev++;
     this.unindex(old);
     this.identities.delete(id);
     const changed: string[] = [];

@@ -23,6 +23,8 @@ export class IdentitiesController implements Controller {
   readonly name = "identities";
   readonly revisions = new Revisions();
   private readonly persisted = new Set<number>();
+  private persistedRev = -1;
+  private persistedFor: PolicyEngine | undefined;
 
   constructor(private readonly d: { readonly store: Store; readonly logger: Logger }) {}
 
@@ -43,6 +45,9 @@ export class IdentitiesController implements Controller {
 
   /** Stores new identities and deletes gone ones (call after engine.regenerate()). */
   async persist(engine: PolicyEngine): Promise<void> {
+    // 10,000 identities are not walked for every change: only when the set changed.
+    const rev = engine.identityRevision;
+    if (rev === this.persistedRev && engine === this.persistedFor) return;
     const live = new Map<number, Identity>();
     for (const i of engine.identities()) if (i.id >= 256) live.set(i.id, i);
     const ops: TxnOp[] = [];
@@ -55,7 +60,11 @@ export class IdentitiesController implements Controller {
     for (const id of this.persisted) {
       if (!live.has(id)) ops.push({ type: "delete", key: KEYS.identities + id });
     }
-    if (ops.length === 0) return;
+    const done = (): void => {
+      this.persistedRev = rev;
+      this.persistedFor = engine;
+    };
+    if (ops.length === 0) return done();
     this.revisions.bump();
     for (let i = 0; i < ops.length; i += STORE_TXN_OPS) {
       const part = ops.slice(i, i + STORE_TXN_OPS);
@@ -66,5 +75,6 @@ export class IdentitiesController implements Controller {
         else this.persisted.delete(id);
       }
     }
+    done();
   }
 }

@@ -4,7 +4,8 @@
  * node child.js`, or plainly when the agent enforces in its own namespace) and
  * keeps it for the agent's life. It speaks nf_tables for that namespace.
  *
- *   stdin  -> {"id": n, "table": "membrane", "ops": [{"set": s, "add": [[keyHex, value]], "del": [keyHex]}]}
+ *   stdin  -> {"id": n, "table": "membrane", "ops": [{"set": s, "add": [element], "del": [element]}]}
+ *             element = {"k": keyHex, "e"?: keyEndHex, "v"?: value, "vc"?: verdictCode, "ch"?: chain}
  *   stdout <- {"id": n, "ok": true} | {"id": n, "ok": false, "errno": e, "error": "..."}
  *
  * One line is one atomic batch (abi/nft-setelem-wire.ts); lines are handled one
@@ -14,11 +15,12 @@ import { createInterface } from "node:readline";
 import { RawNetlinkSocket, type ErrnoException } from "netlink";
 import { NETLINK_NETFILTER } from "../../abi/ctnetlink-wire.js";
 import { parseAcks, setElemBatch, type SetElemOps } from "../../abi/nft-setelem-wire.js";
+import { wireElement, type ElementJson } from "./encode.js";
 
 interface Request {
   id: number;
   table: string;
-  ops: { set: string; add: [string, number][]; del: string[] }[];
+  ops: { set: string; add: ElementJson[]; del: ElementJson[] }[];
 }
 
 const say = (v: unknown): void => void process.stdout.write(JSON.stringify(v) + "\n");
@@ -70,8 +72,8 @@ function main(): void {
     try {
       const ops: SetElemOps[] = r.ops.map((o) => ({
         set: o.set,
-        add: o.add.map(([k, v]) => [Buffer.from(k, "hex"), v] as const),
-        del: o.del.map((k) => Buffer.from(k, "hex")),
+        add: o.add.map(wireElement),
+        del: o.del.map(wireElement),
       }));
       batch = setElemBatch(r.table, ops, seq);
     } catch (e) {

@@ -1,7 +1,8 @@
 /**
- * Host-map element deltas straight to the kernel, without `nft`.
+ * Map element deltas straight to the kernel, without `nft` (host addresses, and
+ * policy elements when a change adds or removes no chain or map).
  *
- *   SetElemWriter.apply(table, [{set, add: [[address, identity]], del: [address]}])
+ *   SetElemWriter.apply(table, [{set, add: [element], del: [element]}])   (elements: encode.ts)
  *     --JSON line--> nfnl/child.js (node netns, started once, kept) --one nf_tables batch-->
  *     <--{"id", "ok"}--                                                (atomic: all or nothing)
  *
@@ -16,14 +17,13 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../../errors.js";
-import { addressBytes } from "../../abi/ctnetlink-address.js";
+import type { ElementJson } from "./encode.js";
 
-export interface HostMapOps {
+/** One map's element changes, encoded (encode.ts). */
+export interface ElementOps {
   readonly set: string;
-  /** Keys are addresses (default) or 32-bit marks in decimal (the stamp map). */
-  readonly keys?: "addr" | "mark";
-  readonly add: readonly (readonly [string, number])[];
-  readonly del: readonly string[];
+  readonly add: readonly ElementJson[];
+  readonly del: readonly ElementJson[];
 }
 
 const ERRNO: Record<number, string> = {
@@ -83,26 +83,9 @@ export class SetElemWriter {
   }
 
   /** Applies every deletion and addition of `ops` to `table` (family inet) in one atomic batch. */
-  async apply(table: string, ops: readonly HostMapOps[]): Promise<void> {
+  async apply(table: string, ops: readonly ElementOps[]): Promise<void> {
     if (this.stopped) throw fail("stopping");
-    const mark = (k: string): string => {
-      const b = Buffer.alloc(4);
-      b.writeUInt32LE(Number(k) >>> 0, 0); // nft's mark type is host-endian
-      return b.toString("hex");
-    };
-    const hex = (ip: string): string => {
-      const a = addressBytes(ip);
-      if (!a) throw fail(`"${ip}" is not an address`);
-      return Buffer.from(a.bytes).toString("hex");
-    };
-    const req = {
-      id: this.nextId++,
-      table,
-      ops: ops.map((o) => {
-        const key = o.keys === "mark" ? mark : hex;
-        return { set: o.set, add: o.add.map(([k, v]) => [key(k), v]), del: o.del.map(key) };
-      }),
-    };
+    const req = { id: this.nextId++, table, ops };
     this.child ??= this.spawnChild();
     const c = this.child;
     const r = await new Promise<{ ok: boolean; error?: string; errno?: number }>((resolve) => {
@@ -131,7 +114,7 @@ export class SetElemWriter {
 }
 
 function fail(why: string): MembraneError {
-  return new MembraneError("NFT_APPLY_FAILED", `Cannot change the ipcache host maps: ${why}`, {
+  return new MembraneError("NFT_APPLY_FAILED", `Cannot change map elements through nfnetlink: ${why}`, {
     hint: "The agent plans the change against the kernel with nft instead; if that fails too, check `nft list table` in the node namespace.",
   });
 }
