@@ -142,6 +142,16 @@ export class DesiredBuilder {
       seen.add(ep.id);
       const prev = this.last.get(ep.id);
       if (prev && prev.key === key && prev.ingress === ingress && prev.egress === egress) return prev.ep;
+      // A recomputed policy that came out the same (e.g. a re-applied file) is no change either.
+      if (
+        prev &&
+        prev.key === key &&
+        sameSegments(prev.ingress, ingress) &&
+        sameSegments(prev.egress, egress)
+      ) {
+        this.last.set(ep.id, { ...prev, ingress, egress });
+        return prev.ep;
+      }
       const out: DatapathEndpoint = {
         id: ep.id,
         name: `${ep.namespace}/${ep.name}`,
@@ -188,6 +198,26 @@ export class DesiredBuilder {
       ...(opts.proxy ? { proxy: opts.proxy } : {}),
     };
   }
+}
+
+function sameSegments(a: readonly PolicySegment[], b: readonly PolicySegment[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as PolicySegment;
+    const y = b[i] as PolicySegment;
+    if (
+      x.identity !== y.identity ||
+      x.proto !== y.proto ||
+      x.lo !== y.lo ||
+      x.hi !== y.hi ||
+      x.action !== y.action ||
+      x.proxy !== y.proxy ||
+      x.ruleId !== y.ruleId
+    )
+      return false;
+  }
+  return true;
 }
 
 /** A one-off build (tests, `what if` questions): no cache carried over. */
