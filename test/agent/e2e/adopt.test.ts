@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { createRequire, syncBuiltinESMExports } from "node:module";
 import { describe, test } from "node:test";
 import { cleanupPrefix } from "../../../src/datapath/netns.js";
-import { AgentLab, rootSkipReason, T, type LogLine } from "./harness.js";
+import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T, type LogLine } from "./harness.js";
 
 const skip = rootSkipReason();
 const cp = createRequire(import.meta.url)("node:child_process") as typeof import("node:child_process");
@@ -41,16 +41,6 @@ function effective(argv: readonly string[]): readonly string[] {
   return argv;
 }
 
-const POLICY = `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: server, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
-`;
-
 async function waitLog(lab: AgentLab, from: number, msg: string): Promise<LogLine> {
   for (let i = 0; i < 1200; i++) {
     const l = lab.logs.slice(from).find((x) => x["msg"] === msg);
@@ -65,7 +55,7 @@ async function world(lab: AgentLab): Promise<void> {
   await lab.endpoint("server", { app: "server" }, { tcp: [80] });
   await lab.endpoint("client", { app: "client" });
   await lab.endpoint("other", { app: "other" });
-  await lab.agent.applyPolicies(POLICY, "server.yaml");
+  await lab.agent.applyPolicies(SERVER_FROM_CLIENT, "server.yaml");
 }
 
 async function verdicts(lab: AgentLab): Promise<string[]> {

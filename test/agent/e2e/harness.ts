@@ -31,6 +31,17 @@ export { rootSkipReason };
 /** Probe timeout for "dropped" verdicts: long enough for a veth round trip on a busy 2-core box. */
 export const T = 600;
 
+/** The server (app: server) takes TCP/80 from the client (app: client) only. */
+export const SERVER_FROM_CLIENT = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: server, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+`;
+
 export interface LabOptions {
   readonly podCidr4?: string;
   /** Dual stack: the IPv6 pod CIDR. */

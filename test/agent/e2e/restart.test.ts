@@ -7,19 +7,9 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { EndpointView } from "../../../src/agent/agent.js";
 import { AgentClient } from "../../../src/agent/client.js";
-import { AgentLab, AgentProcess, rootSkipReason, T } from "./harness.js";
+import { AgentLab, AgentProcess, rootSkipReason, SERVER_FROM_CLIENT, T } from "./harness.js";
 
 const skip = rootSkipReason();
-
-const SERVER_FROM_CLIENT = `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: server, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
-`;
 
 describe("agent e2e: death and restart (root)", { skip: skip ?? false }, () => {
   test("after kill -9 a long-lived connection still works, denied traffic is still denied, and the restarted agent changes nothing", async () => {
