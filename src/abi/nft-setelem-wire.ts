@@ -34,8 +34,10 @@ const NFTA_SET_ELEM = { key: 1, data: 2, keyEnd: 10 } as const;
 const NFTA_DATA = { value: 1, verdict: 2 } as const;
 const NFTA_VERDICT = { code: 1, chain: 2 } as const;
 
-/** Elements per message (each is ~40 bytes: well under a page-sized netlink message). */
+/** Elements per message, at most. */
 export const ELEMENTS_PER_MESSAGE = 500;
+/** Bytes of elements in one ELEMENTS attribute: its length field is 16 bits (with its 4-byte header). */
+const MAX_ATTR_BYTES = 0xffff - 4;
 
 /** One element as the kernel takes it: key (and key end for interval maps), and its value. */
 export interface WireElement {
@@ -102,16 +104,30 @@ export function setElemBatch(
   ];
   const seqs: number[] = [];
   const emit = (type: number, flags: number, set: string, elems: Buffer[]): void => {
-    for (let i = 0; i < elems.length; i += ELEMENTS_PER_MESSAGE) {
+    // One message per run of elements whose ELEMENTS attribute fits its 16-bit length
+    // (and at most ELEMENTS_PER_MESSAGE): verdict elements with long chain names are
+    // ~130 bytes, so a count alone would not bound it.
+    let i = 0;
+    while (i < elems.length) {
+      let bytes = 0;
+      let j = i;
+      while (j < elems.length && j - i < ELEMENTS_PER_MESSAGE) {
+        const n = (elems[j] as Buffer).length;
+        if (j > i && bytes + n > MAX_ATTR_BYTES) break;
+        bytes += n;
+        j++;
+      }
       const body = Buffer.concat([
         attr(NFTA_SET_ELEM_LIST.table, cstr(table)),
         attr(NFTA_SET_ELEM_LIST.set, cstr(set)),
-        nest(NFTA_SET_ELEM_LIST.elements, elems.slice(i, i + ELEMENTS_PER_MESSAGE)),
+        nest(NFTA_SET_ELEM_LIST.elements, elems.slice(i, j)),
       ]);
       seqs.push(seq);
       parts.push(message(type, NLM_F_REQUEST | NLM_F_ACK | flags, seq++, NFPROTO_INET, 0, body));
+      i = j;
     }
   };
+
   const keys = (e: WireElement): Buffer[] => [
     nest(NFTA_SET_ELEM.key, [attr(NFTA_DATA.value, e.key)]),
     ...(e.keyEnd ? [nest(NFTA_SET_ELEM.keyEnd, [attr(NFTA_DATA.value, e.keyEnd)])] : []),

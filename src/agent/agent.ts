@@ -105,7 +105,10 @@ export class Agent {
     this.namespaces = new NamespacesController(deps);
     this.services = new ServicesController(deps);
     this.nodes = new NodesController(deps);
-    this.remoteEndpoints = new RemoteEndpointsController(deps);
+    this.remoteEndpoints = new RemoteEndpointsController(
+      deps,
+      [p.podCidr4, p.podCidr6].filter((c): c is string => c !== undefined),
+    );
     this.endpoints = new EndpointsController({
       ...deps,
       ipam: this.ipam,
@@ -386,7 +389,7 @@ export class Agent {
       revision: this.engine.revision,
       endpoints: this.endpoints.size,
       policies: this.policies.size,
-      identities: [...this.engine.identities()].length,
+      identities: this.engine.identityCount,
       nodeNetns: this.p.nodeNetns ?? "(agent's own)",
       ...(this.p.stateDir !== undefined ? { stateDir: this.p.stateDir } : {}),
       table: `inet ${this.p.table}`,

@@ -92,7 +92,7 @@ export class Enforcer {
       const m = this.p.observer()?.metrics;
       if (m) {
         m.setEndpoints(this.p.endpoints.size);
-        m.setIdentities([...engine.identities()].length);
+        m.setIdentities(engine.identityCount);
         m.setPolicyRevision(engine.revision);
         if (r.ops > 0) m.observeNftTransaction(r.ms / 1000);
       }

@@ -54,7 +54,7 @@ export interface EndpointParts {
   readonly texts: ReadonlyMap<number, string | undefined>;
 }
 
-const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
+export const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
 const MASK = `0x${IDENTITY_MASK.toString(16).padStart(8, "0")}`;
 const commentText = (s: string): string => s.replace(/[^\x20-\x7e]|"/g, "'").slice(0, 120);
 
@@ -71,7 +71,8 @@ function lookupRules(base: string, present: ReadonlySet<string>): string[] {
   ];
 }
 
-function invalid(path: string, why: string): MembraneError {
+/** A DatapathState the compiler refuses (shared with compile.ts). */
+export function invalid(path: string, why: string): MembraneError {
   return new MembraneError("DATAPATH_STATE_INVALID", `Cannot compile ${path}: ${why}`, {
     location: { path },
     hint: "Fix the endpoint record handed to the datapath.",

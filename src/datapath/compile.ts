@@ -63,12 +63,13 @@
  *
  * NFLOG prefixes (drops, allowed and redirected new connections, audit): abi/log-prefix.ts.
  */
-import { MembraneError } from "../errors.js";
 import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import type { CompiledTable, NftChain, NftElement, NftMap } from "./model.js";
 import {
   compileEndpoint,
+  hex,
+  invalid,
   MARK_DST_CHAIN,
   type EndpointContext,
   type EndpointParts,
@@ -107,7 +108,6 @@ export {
   type LogReason,
 } from "../abi/log-prefix.js";
 
-const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
 const NAT_BASE = "type nat hook prerouting priority dstnat; policy accept;";
 const NAT_OUT_BASE = "type nat hook output priority -100; policy accept;";
 
@@ -158,13 +158,6 @@ function ipcacheMap(name: string, kind: "ipv4" | "ipv6", items: IdentityInterval
     interval: true,
     elements: items.map((i) => ({ key: [{ lo: i.lo, hi: i.hi }], value: String(i.identity) })),
   };
-}
-
-function invalid(path: string, why: string): MembraneError {
-  return new MembraneError("DATAPATH_STATE_INVALID", `Cannot compile ${path}: ${why}`, {
-    location: { path },
-    hint: "Fix the endpoint record handed to the datapath.",
-  });
 }
 
 function checkEndpoints(eps: readonly DatapathEndpoint[]): void {
@@ -349,13 +342,12 @@ function fullDigest(
   return { total: add64(total, hosts), global, parts: partDigests, hosts };
 }
 
-/** Host-map element of one exact address (undefined when it is not an address). */
-export function hostElement(
-  ip: string,
-  identity: number,
-): { family: 4 | 6; element: NftElement } | undefined {
+/** Host-map element of one exact address; the one check for every path that writes host maps. */
+export function hostElement(ip: string, identity: number): { family: 4 | 6; element: NftElement } {
+  if (!Number.isInteger(identity) || identity < 0 || identity > IDENTITY_MASK)
+    throw invalid(`hosts[${ip}]`, `identity ${identity} is not in 0..${IDENTITY_MASK}`);
   const a = parseAddr(ip);
-  if (!a) return undefined;
+  if (!a) throw invalid(`hosts[${ip}]`, "not an IP address");
   return { family: a.family, element: { key: [{ lo: a.value, hi: a.value }], value: String(identity) } };
 }
 
@@ -367,10 +359,7 @@ export function hostMaps(hosts: HostTableView | undefined, elements = true): Nft
   const v6: NftElement[] = [];
   if (hosts && elements) {
     for (const [ip, identity] of hosts.entries()) {
-      if (!Number.isInteger(identity) || identity < 0 || identity > IDENTITY_MASK)
-        throw invalid(`hosts[${ip}]`, `identity ${identity} is not in 0..${IDENTITY_MASK}`);
       const h = hostElement(ip, identity);
-      if (!h) throw invalid(`hosts[${ip}]`, "not an IP address");
       (h.family === 4 ? v4 : v6).push(h.element);
     }
   }

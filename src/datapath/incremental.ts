@@ -23,7 +23,7 @@ import {
   compileAll,
   globalPart,
   hostElement,
-  HOST_MAPS,
+  hostMaps,
   withoutHosts,
   type CompileOptions,
   type TableDigest,
@@ -49,7 +49,8 @@ export interface Applied {
   digest: TableDigest;
 }
 
-const ctxKeyOf = (state: DatapathState, opts: CompileOptions): string =>
+/** What every compiled endpoint part depends on besides its endpoint (a part compiled under another is stale). */
+export const ctxKeyOf = (state: DatapathState, opts: CompileOptions): string =>
   `${opts.logGroup ?? 1}|${state.proxy ? "proxy" : "-"}`;
 
 /** Applied for a table compiled whole (the first apply, or after a read-back). */
@@ -148,14 +149,9 @@ export function planIncremental(
       for (const ip of applied.hosts.copy.keys())
         if (view?.get(ip) === undefined) hostChanges.set(ip, undefined);
     }
-    const want: NftMap[] = [4, 6].map((f) => ({
-      name: HOST_MAPS[f as 4 | 6],
-      fields: [f === 4 ? "ipv4" : "ipv6"],
-      valueType: "mark",
-      interval: false,
-      elements: [],
-    }));
-    const have: NftMap[] = want.map((m) => ({ ...m, elements: [] }));
+    // The two host maps (declarations only), filled with the changed addresses' new and old elements.
+    const want = hostMaps(undefined);
+    const have = hostMaps(undefined);
     for (const [ip, id] of hostChanges) {
       const old = applied.hosts.copy.get(ip);
       if (old === id) continue;
@@ -163,11 +159,11 @@ export function planIncremental(
       if (id !== undefined) hostsD = add64(hostsD, hostDigest(ip, id));
       if (id !== undefined) {
         const h = hostElement(ip, id);
-        if (h) want[h.family === 4 ? 0 : 1]?.elements.push(h.element);
+        want[h.family === 4 ? 0 : 1]?.elements.push(h.element);
       }
       if (old !== undefined) {
         const h = hostElement(ip, old);
-        if (h) have[h.family === 4 ? 0 : 1]?.elements.push(h.element);
+        have[h.family === 4 ? 0 : 1]?.elements.push(h.element);
       }
     }
     const T = { family: global.family, name: global.name, chains: [] };
@@ -191,8 +187,10 @@ export function planIncremental(
     const prev = applied.parts.get(ep.id);
     if (cachedPart(applied, ep, ctx, ctxKey)) continue;
     // Validation and compilation of the changed endpoint as compile() would (same checks).
+    // No digest here: only the changed parts' digests are computed (below), not all of them again.
     full ??= compileAll(withoutHosts(state), {
       ...opts,
+      stamp: false,
       cached: (e, c) => cachedPart(applied, e, c, ctxKey),
     });
     const part = full.parts.get(ep.id) as EndpointParts;

@@ -20,7 +20,7 @@
  */
 import { MembraneError } from "../errors.js";
 import { compile, compileAll } from "./compile.js";
-import { appliedFromFull, cachedPart, planIncremental, type Applied } from "./incremental.js";
+import { appliedFromFull, cachedPart, ctxKeyOf, planIncremental, type Applied } from "./incremental.js";
 import { digestOf, STAMP_MAP, stampMap } from "./stamp.js";
 import { nftApply, nftListJson, run } from "./exec.js";
 import { renderTable } from "./model.js";
@@ -181,9 +181,10 @@ export class Reconciler {
       }
     }
     const applied = this.applied;
+    const key = ctxKeyOf(desired, opts);
     const { table, parts, digest } = compileAll(desired, {
       ...opts,
-      cached: (ep, ctx) => cachedPart(applied, ep, ctx, `${this.logGroup}|${desired.proxy ? "proxy" : "-"}`),
+      cached: (ep, ctx) => cachedPart(applied, ep, ctx, key),
     });
     this.applied = undefined;
     if (!digest) throw new Error("compileAll gave no digest");
@@ -235,10 +236,11 @@ export class Reconciler {
     const actual = await this.readKernel();
     if (seq !== this.seq || this.running || !this.applied) return { drift: 0, lines: [] };
     const applied = this.applied;
+    const opts = { table: this.table, logGroup: this.logGroup };
+    const key = ctxKeyOf(state, opts);
     const { table } = compileAll(state, {
-      table: this.table,
-      logGroup: this.logGroup,
-      cached: (ep, ctx) => cachedPart(applied, ep, ctx, `${this.logGroup}|${state.proxy ? "proxy" : "-"}`),
+      ...opts,
+      cached: (ep, ctx) => cachedPart(applied, ep, ctx, key),
     });
     const p = plan(table, actual);
     if (p.script === "") return { drift: 0, lines: [] };

@@ -82,6 +82,7 @@ export class EndpointTable {
           `Cannot add endpoint ${key}: ${ip} belongs to a remote endpoint`,
         );
       }
+      this.refuseNodeAddress(ip, `Cannot add endpoint ${key}`);
       const owner = this.ipOwner.get(ip);
       if (owner !== undefined && owner !== key) {
         throw new MembraneError(
@@ -97,12 +98,24 @@ export class EndpointTable {
     if (!parseAddr(ip)) {
       throw new MembraneError("ENDPOINT_INVALID", `Cannot add remote endpoint: "${ip}" is not an IP address`);
     }
+    this.refuseNodeAddress(ip, `Cannot add remote endpoint ${ip}`);
     const owner = this.ipOwner.get(ip);
     if (owner !== undefined) {
       throw new MembraneError(
         "ENDPOINT_INVALID",
         `Cannot add remote endpoint ${ip}: the address belongs to local endpoint ${owner}`,
       );
+    }
+  }
+
+  /**
+   * A node's address (host, remote-node, kube-apiserver) keeps its reserved identity:
+   * an endpoint registered on it would give the node a workload's identity in the
+   * ipcache, and deleting that endpoint would leave the node's address as world.
+   */
+  private refuseNodeAddress(ip: string, what: string): void {
+    if (this.p.ipcache.lookup(ip).entry?.source === "node") {
+      throw new MembraneError("ENDPOINT_INVALID", `${what}: ${ip} is a node's address`);
     }
   }
 

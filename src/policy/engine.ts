@@ -334,6 +334,10 @@ export class PolicyEngine {
     return this.cache.identityRevision;
   }
 
+  get identityCount(): number {
+    return this.cache.identityCount;
+  }
+
   identities(): Iterable<Identity> {
     return this.cache.allIdentities();
   }

@@ -63,6 +63,10 @@ export class SelectorCache {
     return this.identities.values();
   }
 
+  get identityCount(): number {
+    return this.identities.size;
+  }
+
   private identityRev = 0;
   /** Changes whenever an identity is added, replaced or removed (consumers skip work when it did not). */
   get identityRevision(): number {

@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { createNode, type NamedNodeNetns } from "../../src/datapath/endpoint.js";
 import { nftApply, runRaw } from "../../src/datapath/exec.js";
 import { cleanupPrefix } from "../../src/datapath/netns.js";
+import { setElemBatch, VERDICT } from "../../src/abi/nft-setelem-wire.js";
 import { encodeElement } from "../../src/datapath/nfnl/encode.js";
 import { SetElemWriter } from "../../src/datapath/nfnl/setelem.js";
 import { Reconciler } from "../../src/datapath/reconcile.js";
@@ -165,5 +166,29 @@ describe("nfnl: map elements without nft (root)", { skip: skip ?? false }, () =>
     } finally {
       r.stop();
     }
+  });
+});
+
+describe("nfnl: batch encoding (no root)", () => {
+  test("500 verdict elements with long chain names are split so that no ELEMENTS attribute passes its 16-bit length", () => {
+    const chain = "c".repeat(200);
+    const add = Array.from({ length: 500 }, (_, i) => ({
+      key: Buffer.alloc(12, i & 255),
+      keyEnd: Buffer.alloc(12, i & 255),
+      verdict: { code: VERDICT.goto, chain },
+    }));
+    const { bytes, seqs } = setElemBatch("t", [{ set: "m", add, del: [] }], 1);
+    assert.ok(seqs.length > 1, "one message could not hold them");
+    // Every netlink message (begin, elements..., end) fits, and their lengths add up to the batch.
+    let o = 0;
+    let n = 0;
+    while (o < bytes.length) {
+      const len = bytes.readUInt32LE(o);
+      assert.ok(len >= 16 && len <= 0xffff + 64, `message ${n} is ${len} bytes`);
+      o += len;
+      n++;
+    }
+    assert.equal(o, bytes.length);
+    assert.equal(n, seqs.length + 2);
   });
 });

@@ -86,4 +86,19 @@ describe("remote endpoints (addresses of other nodes' endpoints)", () => {
     e.upsertRemoteEndpoint({ ip: "10.1.0.7", namespace: "prod", labels: { app: "web" } });
     assert.equal(e.fork().decide(fromIp("10.1.0.7")).verdict, "allow");
   });
+
+  test("a node's address keeps its reserved identity: no endpoint, remote or local, may take it", () => {
+    const e = world();
+    e.setNodeAddress("10.9.9.9", "remote-node");
+    const node = e.ipcache.lookup("10.9.9.9").identity;
+    assert.throws(
+      () => e.upsertRemoteEndpoint({ ip: "10.9.9.9", namespace: "prod", labels: { app: "web" } }),
+      /10\.9\.9\.9 is a node's address/,
+    );
+    assert.throws(
+      () => e.upsertEndpoint({ name: "x", namespace: "prod", labels: {}, ips: ["10.9.9.9"] }),
+      /10\.9\.9\.9 is a node's address/,
+    );
+    assert.equal(e.ipcache.lookup("10.9.9.9").identity, node);
+  });
 });

@@ -130,6 +130,28 @@ describe("f7 HTTP proxy: header mismatch actions", () => {
   });
 });
 
+describe("f7 HTTP proxy: ADD to a header the client sent forwards one field", () => {
+  test("upstream gets a single X-Trace field holding the joined value the rules judged, not two fields", async () => {
+    const h = await startHarness({ rules: RULES });
+    try {
+      const r = await rawExchange(h.port, get("/public/a", [["X-Trace", "off"]]), {
+        until: countResponses(1),
+      });
+      assert.deepEqual(statuses(r.text), [200]);
+      const seen = h.seen[0];
+      assert.ok(seen);
+      const traces: string[] = [];
+      for (let i = 0; i + 1 < seen.rawHeaders.length; i += 2)
+        if ((seen.rawHeaders[i] as string).toLowerCase() === "x-trace")
+          traces.push(seen.rawHeaders[i + 1] as string);
+      // Two fields would let a server keep only the first ("off"), not what was judged ("off, on").
+      assert.deepEqual(traces, ["off, on"]);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
 describe("f7 HTTP rule matching with mismatch actions (cilium-envoy's order)", () => {
   test("every rule whose other fields match runs its actions, in order, on what the previous left", () => {
     const m = compileHttpRules([

@@ -306,6 +306,24 @@ describe("IPC messages are shape-checked", () => {
     assert.ok(m && m.type === "l7");
     assert.deepEqual(m.event, { ...EVENT, method: "PUT" });
   });
+  test("the header actions the proxy applied cross into the agent (and only as a list of texts)", () => {
+    const m = fromProxy({
+      type: "l7",
+      event: { ...EVENT, headerActions: ["ADD x-trace: on", "LOG x-token"] },
+      src: ADDR,
+      dst: ADDR,
+    });
+    assert.ok(m && m.type === "l7");
+    assert.deepEqual(m.event.headerActions, ["ADD x-trace: on", "LOG x-token"]);
+    const bad = fromProxy({
+      type: "l7",
+      event: { ...EVENT, headerActions: [{ x: 1 }] },
+      src: ADDR,
+      dst: ADDR,
+    });
+    assert.ok(bad && bad.type === "l7");
+    assert.equal(bad.event.headerActions, undefined);
+  });
   for (const k of cases) {
     test(`${k.ok ? "accepts" : "drops"} ${k.name}`, () => {
       const r = k.from ? fromProxy(k.msg) : toProxy(k.msg);

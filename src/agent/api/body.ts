@@ -15,7 +15,13 @@ import type { ApiRequest } from "./router.js";
 export type Body = Record<string, unknown>;
 
 /** A 400 answer about one field (or the body itself when `path` is ""). */
-export function badField(req: Pick<ApiRequest, "method" | "path">, path: string, why: string): MembraneError {
+export function badField(
+  req: Pick<ApiRequest, "method" | "path">,
+  fieldPath: string,
+  why: string,
+): MembraneError {
+  // The path may hold a caller's key (a label name): bounded here, for every caller.
+  const path = fieldPath.length > 200 ? `${fieldPath.slice(0, 200)}…` : fieldPath;
   const what = path === "" ? "the body" : `field "${path}"`;
   return new MembraneError("API_REQUEST_INVALID", `Cannot handle ${req.method} ${req.path}: ${what} ${why}`, {
     ...(path === "" ? {} : { location: { path } }),

@@ -13,7 +13,7 @@
  * the first enforce (the kernel never sees them vanish across a restart).
  */
 import { MembraneError } from "../../errors.js";
-import { addrString, parseAddr } from "../../labels/cidr.js";
+import { addrString, containsAddr, parseAddr, parsePrefix } from "../../labels/cidr.js";
 import { workloadLabels } from "../../labels/k8s.js";
 import type { RemoteEndpointSpec } from "../../policy/query.js";
 import type { TxnOp } from "../../store/store.js";
@@ -53,7 +53,11 @@ export class RemoteEndpointsController implements Controller {
   /** What the store holds, by canonical address. */
   private readonly known = new Map<string, RemoteEndpointSpec>();
 
-  constructor(private readonly d: ControllerDeps) {}
+  constructor(
+    private readonly d: ControllerDeps,
+    /** This node's pod CIDRs: their addresses are IPAM's to give to local endpoints only. */
+    private readonly podCidrs: readonly string[] = [],
+  ) {}
 
   get size(): number {
     return this.known.size;
@@ -204,6 +208,14 @@ export class RemoteEndpointsController implements Controller {
       }
       const local = engine.resolvePeer({ kind: "ip", ip }).endpoint;
       if (local) throw bad(`${where}.ip`, `belongs to local endpoint ${local.key}`);
+      // A remote endpoint on a free address of this node's pod CIDR would make every later
+      // local endpoint that IPAM hands that address fail: refused.
+      const pool = this.podCidrs.find((c) => {
+        const p = parsePrefix(c);
+        return p !== undefined && containsAddr(p, ip);
+      });
+      if (pool !== undefined)
+        throw bad(`${where}.ip`, `is in this node's pod CIDR ${pool} (local endpoints only)`);
       return {
         ip,
         namespace: e.namespace,

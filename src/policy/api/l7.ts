@@ -13,6 +13,7 @@ import {
   type L7Rules,
   type MismatchAction,
 } from "../types.js";
+import { HEADER_FIELD_VALUE } from "../l7/http.js";
 import type { Val } from "./fields.js";
 import { readKafkaRule } from "./kafka.js";
 import { checkFqdn, normaliseFqdn } from "./names.js";
@@ -161,6 +162,7 @@ const UNTOUCHABLE = new Set([
   "trailer",
   "upgrade",
   "expect",
+  "http2-settings",
 ]);
 
 function mismatchProblem(
@@ -172,6 +174,7 @@ function mismatchProblem(
     return `mismatch: ${action} cannot change the ${lower} header (the proxy's framing and routing depend on it)`;
   if ((action === "ADD" || action === "REPLACE") && value === undefined)
     return `mismatch: ${action} needs a value (the value to ${action === "ADD" ? "add" : "set"})`;
-  if (value !== undefined && /[\0\r\n]/.test(value)) return "a header value cannot contain NUL, CR or LF";
+  if (value !== undefined && !HEADER_FIELD_VALUE.test(value))
+    return "a header value may hold only visible characters, spaces and tabs (no NUL, CR, LF or other control characters)";
   return undefined;
 }

@@ -67,6 +67,9 @@ export interface HttpMatcher {
  * The header record after `actions` (what the caller forwards and what a
  * later stage judges): names lower-case, repeated fields joined as judged.
  */
+/** An HTTP field value the proxy forwards (RFC 9110: VCHAR, obs-text, SP, HTAB): also what a policy may add. */
+export const HEADER_FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
 export function applyHeaderActions(
   headers: Readonly<Record<string, string>>,
   actions: readonly HeaderAction[],

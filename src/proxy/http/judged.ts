@@ -93,13 +93,29 @@ export function judgeHead(policy: L7LookupResult, head: RequestHead, path: strin
   return { allowed, rule, head: cur, judged, actions };
 }
 
-/** The field list after `actions` (LOG changes nothing). Added fields go last. */
+/**
+ * The field list after `actions` (LOG changes nothing), with the semantics of
+ * applyHeaderActions (policy/l7/http.ts), which the next stage judges: ADD to a
+ * header already present joins the values into one field (`a, b`), so what is
+ * forwarded is one field holding exactly the value judged, never two fields a
+ * server might read differently. New fields go last.
+ */
 function editFields(fields: readonly HeaderField[], actions: readonly HeaderAction[]): HeaderField[] {
   let out = [...fields];
   for (const a of actions) {
+    const value = a.value ?? "";
     if (a.action === "DELETE" || a.action === "REPLACE") out = out.filter((f) => f.lower !== a.name);
-    if (a.action === "ADD" || a.action === "REPLACE")
-      out.push({ name: a.name, lower: a.name, value: a.value ?? "" });
+    if (a.action === "REPLACE") out.push({ name: a.name, lower: a.name, value });
+    if (a.action === "ADD") {
+      const same = out.filter((f) => f.lower === a.name);
+      if (same.length === 0) out.push({ name: a.name, lower: a.name, value });
+      else {
+        const joined = [...same.map((f) => f.value), value].join(", ");
+        const at = out.indexOf(same[0] as HeaderField);
+        out = out.filter((f) => f.lower !== a.name);
+        out.splice(at, 0, { name: (same[0] as HeaderField).name, lower: a.name, value: joined });
+      }
+    }
   }
   return out;
 }

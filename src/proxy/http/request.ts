@@ -11,6 +11,7 @@
  *
  *   bytes --parseRequestHead--> incomplete | error(reason) | {head, length}
  */
+import { HEADER_FIELD_VALUE } from "../../policy/l7/http.js";
 
 export const DEFAULT_MAX_HEAD_BYTES = 64 * 1024;
 export const DEFAULT_MAX_HEADERS = 100;
@@ -61,7 +62,7 @@ export interface HeadLimits {
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** field-value: VCHAR, obs-text, SP and HT inside; no other control characters. */
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+const FIELD_VALUE = HEADER_FIELD_VALUE;
 /** RFC 3986 characters of path and query, `%` followed by two hex digits checked separately. */
 const TARGET_CHARS = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]+$/;
 const PCT = /%(?![0-9A-Fa-f]{2})/;

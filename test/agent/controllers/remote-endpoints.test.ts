@@ -138,6 +138,12 @@ describe("agent: remote endpoints (root)", { skip: skip ?? false }, () => {
       code: "ENDPOINT_INVALID",
     },
     {
+      name: "a free address of this node's pod CIDR",
+      entry: { ip: "POOL", namespace: "default" },
+      want: /endpoints\[2\]\.ip \(.*\) is in this node's pod CIDR .* \(local endpoints only\)/,
+      code: "ENDPOINT_INVALID",
+    },
+    {
       name: "a field of the wrong type",
       entry: { ip: 7, namespace: "default" },
       want: /field "endpoints\[2\]\.ip" must be a string/,
@@ -160,7 +166,12 @@ describe("agent: remote endpoints (root)", { skip: skip ?? false }, () => {
     test(`a request with ${c.name} at index 2 is rejected whole, names the entry, and changes nothing`, async () => {
       const before = await api.listRemoteEndpoints();
       const kernel = await kernelIpcache();
-      const entry = c.entry["ip"] === "SERVER" ? { ...c.entry, ip: server } : c.entry;
+      const entry =
+        c.entry["ip"] === "SERVER"
+          ? { ...c.entry, ip: server }
+          : c.entry["ip"] === "POOL" // an address IPAM has not handed out yet, next to the server's
+            ? { ...c.entry, ip: server.replace(/\.\d+$/, ".250") }
+            : c.entry;
       const good = many(2);
       const e = await rejected(api.request("PUT", "/v1/remote-endpoints", { endpoints: [...good, entry] }));
       assert.equal(e.code, c.code);

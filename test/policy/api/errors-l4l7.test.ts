@@ -249,6 +249,26 @@ const cases: ErrorCase[] = [
     code: "POLICY_UNSUPPORTED",
   },
   {
+    name: "f7 headerMatches mismatch ADD of a value with a control character",
+    doc: egr(
+      `- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: X, value: "a\\u0001b", mismatch: ADD}]}]}}]`,
+    ),
+    path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0].value",
+    at: "- toPorts",
+    message:
+      "a header value may hold only visible characters, spaces and tabs (no NUL, CR, LF or other control characters)",
+  },
+  {
+    name: "f7 headerMatches mismatch ADD of HTTP2-Settings (a header the proxy never forwards)",
+    doc: egr(
+      `- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: HTTP2-Settings, value: "x", mismatch: ADD}]}]}}]`,
+    ),
+    path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0].value",
+    at: "- toPorts",
+    message:
+      "mismatch: ADD cannot change the http2-settings header (the proxy's framing and routing depend on it)",
+  },
+  {
     name: "f7 headerMatches mismatch ADD without a value",
     doc: egr(`- toPorts: [{${tcp80}, rules: {http: [{headerMatches: [{name: X, mismatch: ADD}]}]}}]`),
     path: "spec.egress[0].toPorts[0].rules.http[0].headerMatches[0]",
