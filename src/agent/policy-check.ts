@@ -5,6 +5,7 @@
  *
  *   POST/DELETE /v1/policies --PolicyChecker--> Worker(parsePolicies) --store form--> decodePolicy
  *                                                 --> agent.applyPolicyResources / deletePolicyRefs
+ *                                                 (+ the parser's warnings, in the answer)
  *                                              --MembraneError--> 400, nothing changed
  *
  * The worker sends each policy back in its store form (policy-store.ts), so
@@ -20,6 +21,7 @@
  */
 import { Worker } from "node:worker_threads";
 import { MembraneError } from "../errors.js";
+import type { PolicyWarning } from "../policy/api/index.js";
 import type { PolicyResource } from "../policy/types.js";
 import { errorFromBody } from "./api/wire.js";
 import { decodePolicy } from "./policy-store.js";
@@ -32,17 +34,22 @@ export class PolicyChecker {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
 
-  /** Resolves with the policies of `text`; rejects with the parser's MembraneError. */
-  async parse(text: string, file: string, meshAuth: boolean): Promise<PolicyResource[]> {
+  /** Resolves with the policies of `text` and the parser's warnings; rejects with its MembraneError. */
+  async parse(
+    text: string,
+    file: string,
+    meshAuth: boolean,
+  ): Promise<{ resources: PolicyResource[]; warnings: PolicyWarning[] }> {
     if (this.running >= MAX_RUNNING) await new Promise<void>((resolve) => this.waiting.push(resolve));
     this.running++;
     try {
-      const values = await inWorker(text, file, meshAuth);
-      return values.map((v) => {
+      const { values, warnings } = await inWorker(text, file, meshAuth);
+      const resources = values.map((v) => {
         const d = decodePolicy(v);
         if (!d) throw failed(file, "the parser sent back a policy in an unknown form");
         return d.res;
       });
+      return { resources, warnings };
     } finally {
       this.running--;
       this.waiting.shift()?.();
@@ -50,7 +57,12 @@ export class PolicyChecker {
   }
 }
 
-function inWorker(text: string, file: string, meshAuth: boolean): Promise<string[]> {
+interface Parsed {
+  readonly values: string[];
+  readonly warnings: PolicyWarning[];
+}
+
+function inWorker(text: string, file: string, meshAuth: boolean): Promise<Parsed> {
   return new Promise((resolve, reject) => {
     let settled = false;
     const worker = new Worker(new URL("./policy-check-worker.js", import.meta.url), {
@@ -65,8 +77,15 @@ function inWorker(text: string, file: string, meshAuth: boolean): Promise<string
       f();
       void worker.terminate();
     };
-    worker.once("message", (m: { ok: boolean; values?: string[]; error?: unknown; internal?: string }) => {
-      if (m.ok) return settle(() => resolve(m.values ?? []));
+    type Answer = {
+      ok: boolean;
+      values?: string[];
+      warnings?: PolicyWarning[];
+      error?: unknown;
+      internal?: string;
+    };
+    worker.once("message", (m: Answer) => {
+      if (m.ok) return settle(() => resolve({ values: m.values ?? [], warnings: m.warnings ?? [] }));
       const err = m.error === undefined ? undefined : errorFromBody(m.error);
       settle(() => reject(err ?? failed(file, m.internal ?? "unknown error")));
     });

@@ -46,6 +46,7 @@ const POLICY_FILE = { text: "required", file: "required" } as const;
 import { FLOW_FILTER_FIELDS, isFlowRecord, type Flow, type ObserveRequest } from "../observe/index.js";
 import type { FlowQuery, NamedPort, PeerRef } from "../policy/query.js";
 import { explainDrop } from "../policy/why.js";
+import { warningText, type PolicyWarning } from "../policy/api/index.js";
 import { PolicyChecker } from "./policy-check.js";
 import { remoteEndpointRoutes } from "./remote-endpoint-routes.js";
 import type { PolicyResource } from "../policy/types.js";
@@ -182,20 +183,25 @@ function ports(req: ApiRequest, b: Body): NamedPort[] {
 export function agentRoutes(agent: Agent): Route[] {
   // Policy text is parsed off the event loop first (policy-check.ts): a hostile file never blocks the API.
   const checker = new PolicyChecker();
-  const checked = async (req: ApiRequest): Promise<{ resources: PolicyResource[]; file: string }> => {
+  const checked = async (
+    req: ApiRequest,
+  ): Promise<{ resources: PolicyResource[]; warnings: PolicyWarning[]; file: string }> => {
     const b = fields(req, POLICY_FILE);
     const text = string(req, b, "text", 1 << 23);
     const file = string(req, b, "file", 4096);
-    return { resources: await checker.parse(text, file, agent.engine.config.meshAuth === true), file };
+    return { ...(await checker.parse(text, file, agent.engine.config.meshAuth === true)), file };
   };
+  // The parser's warnings (as kubectl shows the API server's): in the answer when there are any.
+  const withWarnings = <T extends object>(r: T, warnings: readonly PolicyWarning[]): T =>
+    warnings.length === 0 ? r : { ...r, warnings: warnings.map(warningText) };
   return [
     { method: "GET", path: "/v1/status", handler: () => agent.status() },
     {
       method: "POST",
       path: "/v1/policies",
       handler: async (req) => {
-        const { resources, file } = await checked(req);
-        return agent.applyPolicyResources(resources, file, req.signal);
+        const { resources, warnings, file } = await checked(req);
+        return withWarnings(await agent.applyPolicyResources(resources, file, req.signal), warnings);
       },
     },
     {

@@ -271,6 +271,21 @@ test(
         '{"labels": {"tier": "front"}, "replace": false}',
       );
       assert.equal(relabel.status, 200, JSON.stringify(relabel.body));
+      // An accepted file's warnings come back in the answer (as kubectl shows the API server's).
+      const ccnp =
+        "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\n" +
+        "metadata: {name: cw, namespace: team-a}\nspec: {endpointSelector: {}}\n";
+      const warned = await send(
+        socketPath,
+        "POST",
+        "/v1/policies",
+        JSON.stringify({ text: ccnp, file: "w.yaml" }),
+      );
+      assert.equal(warned.status, 200, JSON.stringify(warned.body));
+      assert.deepEqual(warned.body.warnings, [
+        "warning: w.yaml:3: metadata.namespace: a CiliumClusterwideNetworkPolicy is cluster-wide: " +
+          "metadata.namespace is ignored (the Kubernetes API server drops it); remove it",
+      ]);
     } finally {
       await running?.stop();
       await cleanupPrefix(prefix);

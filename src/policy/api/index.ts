@@ -18,7 +18,7 @@ import type { PolicyKind, PolicyResource } from "../types.js";
 import { readCiliumPolicy, CILIUM_FIELDS } from "./cnp.js";
 import type { Problem, Val } from "./fields.js";
 import { KNP_FIELDS, readNetworkPolicy } from "./knp.js";
-import { capProblems, stoppedIssue } from "./limits.js";
+import { capProblems, LIMITS, stoppedIssue } from "./limits.js";
 import { misplacedDescription } from "./metadata.js";
 import { didYouMean } from "./suggest.js";
 import { readDocuments } from "./yaml-doc.js";
@@ -81,8 +81,17 @@ export function parsePolicies(text: string, file: string, opts: ParseOptions = {
       `${badDocs} of ${docs.length} document${docs.length === 1 ? "" : "s"}`,
     );
   }
-  for (const w of warnings)
+  // As many as problems are shown (LIMITS.problems), then one line saying how many more.
+  for (const w of warnings.slice(0, LIMITS.problems))
     opts.onWarning?.({ file: w.file, line: w.line, path: w.path, message: w.message });
+  const more = warnings.length - LIMITS.problems;
+  if (more > 0)
+    opts.onWarning?.({
+      file,
+      line: 1,
+      path: "",
+      message: `${more} more warning${more === 1 ? "" : "s"} not shown`,
+    });
   return out;
 }
 

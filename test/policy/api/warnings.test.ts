@@ -44,4 +44,19 @@ describe("policy parser warnings (accepted, but the user is told)", () => {
     assert.throws(() => parsePolicies(text, "w.yaml", { onWarning: (w) => warnings.push(w) }), /1 problem/);
     assert.deepEqual(warnings, []);
   });
+
+  test("warnings are capped like problems: the first 100, then one line saying how many more", () => {
+    const one = (i: number): string =>
+      ccnp("endpointSelector: {}").replace("name: cw", `name: cw${i}\n  namespace: team-a`);
+    const { names, warnings } = parse(Array.from({ length: 130 }, (_, i) => one(i)).join("---\n"));
+    assert.equal(names.length, 130);
+    assert.equal(warnings.length, 101);
+    assert.ok(warnings.slice(0, 100).every((w) => w.path === "metadata.namespace"));
+    assert.deepEqual(warnings[100], {
+      file: "w.yaml",
+      line: 1,
+      path: "",
+      message: "30 more warnings not shown",
+    });
+  });
 });
