@@ -27,21 +27,36 @@ export class ServicesController implements Controller {
 
   upsert(spec: ServiceSpec): Promise<void> {
     return this.d.serial(async () => {
-      validateName(spec.name, "service name");
-      validateName(spec.namespace, "namespace");
-      for (const ip of spec.ips ?? []) {
-        if (parseAddr(ip) === undefined) {
-          throw new MembraneError(
-            "ENDPOINT_INVALID",
-            `Cannot add service ${spec.namespace}/${spec.name}: "${ip}" is not an IP address`,
-          );
-        }
-      }
-      if (spec.selector) workloadLabels({ namespace: spec.namespace, labels: spec.selector });
+      validateService(spec);
       await this.d.store.put(`${SERVICES_KEY}${spec.namespace}/${spec.name}`, JSON.stringify(spec));
       this.d.engine().upsertService(spec);
       this.revisions.bump();
       await this.d.enforce();
     });
   }
+}
+
+/** Checks everything before anything is stored or changed: a refused service changes nothing. */
+export function validateService(spec: ServiceSpec): void {
+  validateName(spec.name, "service name");
+  validateName(spec.namespace, "namespace");
+  const refuse = (path: string, why: string): MembraneError =>
+    new MembraneError(
+      "ENDPOINT_INVALID",
+      `Cannot add service ${spec.namespace}/${spec.name}: ${path} ${why}`,
+      {
+        location: { path },
+      },
+    );
+  spec.ports.forEach((p, i) => {
+    if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535)
+      throw refuse(`ports[${i}].port`, `must be a port from 1 to 65535, not ${String(p.port)}`);
+  });
+  (spec.ips ?? []).forEach((ip, i) => {
+    if (parseAddr(ip) === undefined) throw refuse(`ips[${i}]`, `${JSON.stringify(ip)} is not an IP address`);
+  });
+  // Both are Kubernetes labels (the selector's keys and values are matched against pods' labels,
+  // the service's own labels against k8sServiceSelector): the same rules as an endpoint's.
+  if (spec.selector) workloadLabels({ namespace: spec.namespace, labels: spec.selector });
+  if (spec.labels) workloadLabels({ namespace: spec.namespace, labels: spec.labels });
 }
