@@ -357,15 +357,15 @@ export class Agent {
   // ---- views ---------------------------------------------------------------
 
   identities(): { id: number; labels: string[]; endpoints: string[] }[] {
-    const eps = [...this.endpoints.all()];
+    const byId = new Map<number, string[]>(); // one pass over the endpoints, not one per identity
+    for (const e of this.endpoints.all()) {
+      const id = this.engine.getEndpoint(e.namespace, e.name)?.identity.id;
+      if (id === undefined) continue;
+      const keys = byId.get(id) ?? byId.set(id, []).get(id);
+      keys?.push(epKey(e.namespace, e.name));
+    }
     return [...this.engine.identities()]
-      .map((i) => ({
-        id: i.id,
-        labels: [...i.labels].map(labelText),
-        endpoints: eps
-          .filter((e) => this.engine.getEndpoint(e.namespace, e.name)?.identity.id === i.id)
-          .map((e) => epKey(e.namespace, e.name)),
-      }))
+      .map((i) => ({ id: i.id, labels: [...i.labels].map(labelText), endpoints: byId.get(i.id) ?? [] }))
       .sort((a, b) => a.id - b.id);
   }
 

@@ -271,6 +271,18 @@ test(
         '{"labels": {"tier": "front"}, "replace": false}',
       );
       assert.equal(relabel.status, 200, JSON.stringify(relabel.body));
+      // The identity list names each endpoint under its (new) identity, and only there.
+      const ids = (await send(socketPath, "GET", "/v1/identities")).body as unknown as {
+        labels: string[];
+        endpoints: string[];
+      }[];
+      const holding = ids.filter((i) => i.endpoints.length > 0);
+      assert.equal(holding.length, 1, JSON.stringify(holding));
+      assert.deepEqual(holding[0]?.endpoints, ["default/web"]);
+      assert.ok(
+        holding[0]?.labels.some((l) => l.endsWith("tier=front")),
+        JSON.stringify(holding[0]),
+      );
       // An accepted file's warnings come back in the answer (as kubectl shows the API server's).
       const ccnp =
         "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\n" +
