@@ -1,25 +1,30 @@
 /**
  * `membrane uninstall`: removes what a stopped agent leaves on the node.
  *
+ *   every flag, the socket and the state directory's layout checked
+ *   (uninstall-check.ts) ──bad──> refuse, nothing changed
+ *        | ok
  *   agent answers on the socket? ──yes──> refuse (stop it first)
  *        | no
  *   node namespace (its own, or --node-netns): table inet <table>, pod CIDR
  *   blackhole routes, gateway addresses on lo  ->  endpoint namespaces
- *   <prefix>*  ->  state directory  ->  socket, and its directory when empty
+ *   <prefix>*  ->  socket  ->  the state directory's files (only those the
+ *   agent writes)  ->  the socket's directory when empty
  *
  * Stopping the agent leaves enforcement in place on purpose; this is the way
  * to take it away. Each step reports what it removed; what was not there is
  * not an error (running it twice removes nothing the second time).
  */
 import { readFileSync } from "node:fs";
-import { readdir, rm, rmdir, stat, unlink } from "node:fs/promises";
-import { dirname, join, resolve, sep } from "node:path";
+import { readdir, rmdir, stat, unlink } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { runRaw } from "../datapath/exec.js";
 import { cleanupPrefix, deleteNetns, netnsExists } from "../datapath/netns.js";
 import { MembraneError } from "../errors.js";
 import { addrString, parsePrefix } from "../labels/cidr.js";
 import { LOCK_FILE, lockIsLive } from "../store/lock.js";
 import { AgentClient } from "./client.js";
+import { checkUninstall } from "./uninstall-check.js";
 
 export interface UninstallParams {
   readonly stateDir: string;
@@ -38,17 +43,12 @@ export interface UninstallReport {
   readonly removed: string[];
 }
 
-/** Refuses paths like `/`, `/var` or `/tmp` for a state directory: they hold more than ours. */
-function checkDeletable(dir: string, flag: string): string {
-  const abs = resolve(dir);
-  if (abs.split(sep).filter((s) => s !== "").length < 2) {
-    throw new MembraneError(
-      "CLI_USAGE",
-      `Cannot uninstall: ${flag} ${JSON.stringify(abs)} is too close to / to delete safely`,
-      { hint: `give the directory the agent was started with, e.g. /var/lib/membrane` },
-    );
-  }
-  return abs;
+function ignoreGone(e: unknown): void {
+  if ((e as NodeJS.ErrnoException).code !== "ENOENT")
+    throw new MembraneError("CLI_USAGE", `Cannot uninstall: ${(e as Error).message}`, {
+      hint: "something changed in the state directory while uninstalling; look at it and run again",
+      cause: e,
+    });
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -92,7 +92,8 @@ async function inNode(p: UninstallParams, argv: readonly string[]): Promise<bool
 }
 
 export async function uninstall(p: UninstallParams): Promise<UninstallReport> {
-  const stateDir = checkDeletable(p.stateDir, "--state-dir");
+  // Every input first: a refused uninstall changes nothing (uninstall-check.ts).
+  const plan = await checkUninstall(p);
   const busy = await agentAlive(p);
   if (busy !== undefined) {
     throw new MembraneError("AGENT_ALREADY_RUNNING", `Cannot uninstall: ${busy}`, {
@@ -126,21 +127,25 @@ export async function uninstall(p: UninstallParams): Promise<UninstallReport> {
     await deleteNetns(p.nodeNetns);
     removed.push(`network namespace ${p.nodeNetns}`);
   }
-  if (await exists(stateDir)) {
-    await rm(stateDir, { recursive: true, force: true });
-    removed.push(`state directory ${stateDir}`);
-  }
-  const socket = resolve(p.socketPath);
+  const socket = plan.socket;
   if (
-    await unlink(socket).then(
+    socket !== undefined &&
+    (await unlink(socket).then(
       () => true,
       () => false,
-    )
+    ))
   )
     removed.push(`socket ${socket}`);
+  if (plan.stateDir !== undefined) {
+    // Only what the check found, and never through a symlink: unlink and
+    // rmdir act on the entry itself (rmdir fails on what appeared since).
+    for (const f of plan.stateFiles) await unlink(f).catch(ignoreGone);
+    for (const d of plan.stateDirs) await rmdir(d).catch(ignoreGone);
+    removed.push(`state directory ${plan.stateDir}`);
+  }
   // The socket's directory only when nothing else is in it (it may be /tmp).
-  const socketDir = dirname(socket);
-  if ((await readdir(socketDir).catch(() => ["?"])).length === 0 && socketDir !== stateDir) {
+  const socketDir = dirname(resolve(p.socketPath));
+  if ((await readdir(socketDir).catch(() => ["?"])).length === 0 && socketDir !== plan.stateDir) {
     await rmdir(socketDir);
     removed.push(`socket directory ${socketDir}`);
   }

@@ -17,9 +17,6 @@ import {
 import type { LookupResult } from "./mapstate.js";
 import type { DenyHow, FlowQuery } from "./query.js";
 
-export const actionText = (a: HeaderAction): string =>
-  `${a.action} ${a.name}${a.value !== undefined ? `: ${a.value}` : ""}`;
-
 /** The query as one side's header actions left its HTTP request. */
 export function afterActions(q: FlowQuery, s: { readonly actions?: readonly HeaderAction[] }): FlowQuery {
   if (!s.actions || !q.http) return q;

@@ -82,6 +82,26 @@ export function lookupKey(info: ConnectionInfo): L7LookupKey {
 }
 
 /**
+ * The connection's policy as it is now (looked up per request: a policy
+ * change applies to live connections), if every stage uses `parser`.
+ * undefined, which the caller turns into a reset (fail closed), when there
+ * is none, the lookup throws, or the stages mix parsers (a conflict).
+ */
+export function policyFor(
+  lookup: L7PolicyLookup,
+  info: ConnectionInfo,
+  parser: L7Spec["parser"],
+): L7LookupResult | undefined {
+  let p: L7LookupResult | undefined;
+  try {
+    p = lookup.forConnection(lookupKey(info));
+  } catch {
+    return undefined;
+  }
+  return p && l7Parser(p, parser) ? p : undefined;
+}
+
+/**
  * - `forwarded`: allowed and passed on (the outcome is in status / rcode)
  * - `denied`: refused by L7 policy (403, REFUSED, Kafka error, TLS reset)
  * - `error`: malformed input, upstream failure or no policy known (fail closed)

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import pino from "pino";
 import { HostTable } from "../../src/ipcache/hosts.js";
 import type { ProxyPush, ProxySupervisor } from "../../src/proxy/runtime/supervisor.js";
 import { rootSkipReason, until, withSupervisor } from "./supervisor-harness.js";
@@ -111,6 +112,43 @@ describe("proxy host table: a full table once, then deltas (needs root)", { skip
         "10.9.9.9": WORLD,
       });
     }));
+
+  test("a table the process refuses as malformed: refused at once, naming the entry; logged once, not sent again; the old table stays", async () => {
+    const lines: { msg?: string; reason?: string }[] = [];
+    const logger = pino({ level: "error" }, { write: (l: string) => lines.push(JSON.parse(l) as never) });
+    await withSupervisor(async (sup) => {
+      const hosts = new HostTable();
+      hosts.set("10.1.0.7", 300);
+      await sup.push(snap(hosts));
+      // What the agent's table should never hold, and the proxy must not take: an address it cannot key.
+      hosts.set("10.1.0.8", 301);
+      hosts.set("10.1.0.256", 302);
+      const refused =
+        /Cannot run the L7 proxy: it refused the ipcache's addresses: part 0 of 1: set\[\d\] address "10\.1\.0\.256" is not a plain IPv4\/IPv6 address/;
+      await assert.rejects(sup.push(snap(hosts)), { code: "PROXY_FAILED", message: refused });
+      assert.deepEqual(
+        [sup.stats.hostsDeltas, sup.stats.hostsRefused, sup.stats.hostsFull],
+        [1, 1, 2],
+        "the delta was refused for its content, then the whole table, once",
+      );
+      const sent = sup.stats.hostMessages;
+      await assert.rejects(sup.push(snap(hosts)), { code: "PROXY_FAILED", message: refused });
+      assert.equal(sup.stats.hostMessages, sent, "the same content was sent again");
+      assert.deepEqual(await identities(sup, ["10.1.0.7", "10.1.0.8"]), {
+        "10.1.0.7": 300,
+        "10.1.0.8": PREFIX_ID,
+      });
+      assert.deepEqual(
+        lines.filter((l) => /refused the ipcache's addresses/.test(l.msg ?? "")).map((l) => l.reason),
+        [lines.find((l) => l.reason !== undefined)?.reason],
+        "logged once",
+      );
+      // The table mended: sent again, and taken.
+      hosts.delete("10.1.0.256");
+      await sup.push(snap(hosts));
+      assert.deepEqual(await identities(sup, ["10.1.0.7", "10.1.0.8"]), { "10.1.0.7": 300, "10.1.0.8": 301 });
+    }, logger);
+  });
 
   test("a journal that no longer reaches the last revision sent: the whole table, though one address changed", () =>
     withSupervisor(async (sup) => {

@@ -10,7 +10,13 @@ import { HostTable } from "../../src/ipcache/hosts.js";
 import { parseAddr } from "../../src/labels/cidr.js";
 import { HostMap } from "../../src/proxy/runtime/host-map.js";
 import { planHosts } from "../../src/proxy/runtime/hosts-sync.js";
-import { HOSTS_CHUNK, hostKey, type HostsDelta, type HostsFull } from "../../src/proxy/runtime/hosts-wire.js";
+import {
+  HOSTS_CHUNK,
+  hostKey,
+  hostsRefusal,
+  type HostsDelta,
+  type HostsFull,
+} from "../../src/proxy/runtime/hosts-wire.js";
 import { toProxy } from "../../src/proxy/runtime/protocol.js";
 import { PolicyTable } from "../../src/proxy/runtime/table.js";
 
@@ -74,11 +80,38 @@ describe("HostMap: a full table in parts, then deltas on top of the revision it 
     assert.deepEqual(h.full(full(2, 2, 3, [["10.0.0.3", 302]])), { to: 2, ok: false });
     assert.deepEqual([h.revision, h.get("10.0.0.1"), h.get("10.0.0.2")], [1, 300, undefined]);
   });
-  test("a malformed part spoils its table", () => {
+  test("a malformed part is refused at once with its reason; its later parts get no second reply; the held table stays", () => {
     const h = new HostMap();
-    h.full(full(2, 0, 2, [["10.0.0.2", 301]]));
-    h.spoil();
-    assert.deepEqual(h.full(full(2, 1, 2, [])), { to: 2, ok: false });
+    h.full(full(1, 0, 1, [["10.0.0.1", 300]]));
+    h.full(full(2, 0, 3, [["10.0.0.2", 301]]));
+    assert.deepEqual(
+      h.refuse("hosts-full", 2, 'part 1 of 3: set[0] address "x" is not a plain IPv4/IPv6 address'),
+      {
+        to: 2,
+        ok: false,
+        error: 'part 1 of 3: set[0] address "x" is not a plain IPv4/IPv6 address',
+      },
+    );
+    assert.equal(h.full(full(2, 2, 3, [["10.0.0.3", 302]])), undefined, "answered already");
+    assert.deepEqual(
+      [h.revision, h.get("10.0.0.1"), h.get("10.0.0.2"), h.get("10.0.0.3")],
+      [1, 300, undefined, undefined],
+    );
+    // The next table is taken as usual.
+    h.full(full(3, 0, 1, [["10.0.0.4", 303]]));
+    assert.deepEqual([h.revision, h.get("10.0.0.4"), h.get("10.0.0.1")], [3, 303, undefined]);
+  });
+  test("a malformed last (or only) part is refused too: the agent is never left waiting", () => {
+    const h = new HostMap();
+    const bad = { type: "hosts-full", to: 7, part: 0, parts: 1, set: [["10.0.0.256", 300]] };
+    assert.equal(toProxy(bad), undefined);
+    const why = hostsRefusal(bad);
+    assert.deepEqual(why, {
+      type: "hosts-full",
+      to: 7,
+      why: 'part 0 of 1: set[0] address "10.0.0.256" is not a plain IPv4/IPv6 address',
+    });
+    assert.deepEqual(h.refuse(why.type, why.to, why.why), { to: 7, ok: false, error: why.why });
     assert.equal(h.revision, undefined);
   });
   test("a delta applies on the revision it came from, and only there", () => {
@@ -203,6 +236,45 @@ describe("hosts messages are shape-checked and bounded", () => {
   ];
   for (const k of cases)
     test(`${k.ok ? "accepts" : "drops"} ${k.name}`, () => assert.equal(toProxy(k.msg) !== undefined, k.ok));
+  const reasons: { msg: Record<string, unknown>; why: RegExp }[] = [
+    { msg: { ...ok, from: 3 }, why: /^revisions from 3 to 2 are not a range$/ },
+    {
+      msg: { ...ok, set: [["10.0.0.0/8", 300]] },
+      why: /^set\[0\] address "10\.0\.0\.0\/8" is not a plain IPv4\/IPv6 address$/,
+    },
+    {
+      msg: {
+        ...ok,
+        set: [
+          ["10.0.0.1", 1],
+          ["10.0.0.2", 2 ** 32],
+        ],
+      },
+      why: /^set\[1\] identity 4294967296 is not an identity/,
+    },
+    { msg: { ...ok, del: ["10.0.0.1", 1] }, why: /^del\[1\] address 1 is not a plain/ },
+    { msg: { ...ok, set: [["a".repeat(500), 1]] }, why: /^set\[0\] address "a{64}" is not/ },
+    {
+      msg: { type: "hosts-full", to: 4, part: 2, parts: 3, set: [["10.0.0.1", 1, 9]] },
+      why: /^part 2 of 3: set\[0\] is not an \[address, identity\] pair$/,
+    },
+    {
+      msg: { type: "hosts-full", to: 4, part: 0, parts: 101, set: [] },
+      why: /^part 0 of 101 is out of bounds/,
+    },
+  ];
+  for (const r of reasons)
+    test(`a refusal names what is wrong: ${String(r.why)}`, () => {
+      assert.equal(toProxy(r.msg), undefined);
+      const got = hostsRefusal(r.msg);
+      assert.ok(got, "refused");
+      assert.equal(got.to, r.msg.to);
+      assert.match(got.why, r.why);
+    });
+  test("nothing to answer: a well-formed message, another type, or no readable revision", () => {
+    for (const m of [ok, { type: "snapshot", to: 1 }, { ...ok, to: "2" }, null, "hosts"])
+      assert.equal(hostsRefusal(m), undefined);
+  });
   test("addresses arrive keyed: equal addresses are equal keys", () => {
     const m = toProxy({ type: "hosts", from: 1, to: 2, set: [["FD00::1", 5]], del: ["fd00:0::1"] });
     assert.ok(m && m.type === "hosts");

@@ -4,14 +4,17 @@
  * the config), so the process only holds tables and answers lookups.
  */
 import { spawnSync } from "node:child_process";
-import pino from "pino";
+import pino, { type Logger } from "pino";
 import { ProxySupervisor } from "../../src/proxy/runtime/supervisor.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
 
 export { rootSkipReason };
 
 /** Runs `fn` with a started supervisor; the process and the namespace are gone afterwards. */
-export async function withSupervisor(fn: (sup: ProxySupervisor) => Promise<void>): Promise<void> {
+export async function withSupervisor(
+  fn: (sup: ProxySupervisor) => Promise<void>,
+  logger: Logger = pino({ level: "silent" }),
+): Promise<void> {
   const netns = uniquePrefix("pxs");
   const add = spawnSync("ip", ["netns", "add", netns], { encoding: "utf8" });
   if (add.status !== 0) throw new Error(`ip netns add ${netns}: ${add.stderr}`);
@@ -19,7 +22,7 @@ export async function withSupervisor(fn: (sup: ProxySupervisor) => Promise<void>
     netns,
     gid: 0,
     config: { l7Port: 15001, dnsPort: 15053 },
-    logger: pino({ level: "silent" }),
+    logger,
     onL7: () => undefined,
     onDnsAnswer: () => Promise.resolve(),
   });

@@ -3,7 +3,8 @@
  * under `policies/<ref>`. A file is validated whole first: a rejected file
  * changes nothing. A policy whose normalised form is what the store holds is
  * "unchanged": no store write, no recompute, no kernel change, no new
- * revision. The store write is durable before the answer.
+ * revision. The store write is durable before the answer, all or none even
+ * when it spans several transactions (store-txn.ts).
  */
 import { MembraneError } from "../../errors.js";
 import type { PolicyRef, PolicyResource } from "../../policy/types.js";
@@ -12,6 +13,7 @@ import { Revisions, type Controller, type ControllerDeps, type EnforceResult } f
 import { encodePolicy, policyKey as refKey, readPolicies } from "../policy-store.js";
 import { KEYS } from "../records.js";
 import { STORE_TXN_OPS } from "./identities.js";
+import { txnAllOrNone } from "./store-txn.js";
 
 export interface ApplyReport {
   readonly revision: number;
@@ -80,7 +82,7 @@ export class PoliciesController implements Controller {
           changed.push({ key, res, body: enc.body });
           ops.push({ type: "put", key: KEYS.policies + key, value: enc.value });
         }
-        if (ops.length > 0) await this.d.store.txn({ compare: [], ops });
+        if (ops.length > 0) await this.write(ops);
         for (const c of changed) {
           this.records.set(c.key, c.body);
           engine.upsertPolicy(c.res);
@@ -113,10 +115,7 @@ export class PoliciesController implements Controller {
             },
           );
         }
-        await this.d.store.txn({
-          compare: [],
-          ops: refs.map((r) => ({ type: "delete" as const, key: KEYS.policies + refKey(r) })),
-        });
+        await this.write(refs.map((r) => ({ type: "delete" as const, key: KEYS.policies + refKey(r) })));
         const engine = this.d.engine();
         for (const r of refs) {
           this.records.delete(refKey(r));
@@ -130,6 +129,35 @@ export class PoliciesController implements Controller {
       signal,
       `delete the policies of ${file}`,
     );
+  }
+
+  /**
+   * Stores a file's changes all or none, in transactions an etcd store takes
+   * (store-txn.ts); before the in-memory view changes, so a failure leaves
+   * the store, the view and the engine as they were.
+   */
+  private async write(ops: readonly TxnOp[]): Promise<void> {
+    // What the store held: the engine's policies, as stored. Looked up only to undo (a failure).
+    let byKey: Map<string, PolicyResource> | undefined;
+    await txnAllOrNone({
+      store: this.d.store,
+      ops,
+      before: (key) => {
+        byKey ??= new Map(
+          this.d
+            .engine()
+            .listPolicies()
+            .map((p) => [KEYS.policies + refKey(p.ref), p]),
+        );
+        const res = this.records.has(key.slice(KEYS.policies.length)) ? byKey.get(key) : undefined;
+        return res && encodePolicy(res).value;
+      },
+      undoFailed: (e) =>
+        this.d.logger.error(
+          { err: String(e) },
+          "undoing a failed policy write failed: the store may hold part of it",
+        ),
+    });
   }
 
   list(): {

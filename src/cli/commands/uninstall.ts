@@ -25,6 +25,10 @@ Give the same options the agent was started with. Refuses while an agent answers
 (stopping the agent leaves enforcement in place; this takes it away). Removing what is already
 gone is not an error. Stopped endpoint workloads lose their network.
 
+Every option is checked before anything is removed: a bad one changes nothing. The state
+directory is removed only when it holds what the agent writes there (store/ with the store's
+files, and the agent's socket); anything else in it, or a symbolic link, is refused.
+
 Examples:
   $ sudo membrane uninstall
   $ sudo membrane uninstall --node-netns node1 --state-dir /tmp/m1 --socket /tmp/m1/agent.sock -o json

@@ -50,6 +50,10 @@ export interface HeaderAction {
   readonly value?: string;
 }
 
+/** Flow text of an action (`ADD x-a: 1`): the name and the value the policy gave, never the client's. */
+export const actionText = (a: HeaderAction): string =>
+  `${a.action} ${a.name}${a.value !== undefined ? `: ${a.value}` : ""}`;
+
 export interface HttpVerdict {
   readonly allowed: boolean;
   /** Index of the first rule that matched. */

@@ -10,15 +10,10 @@
  * next stage judges, and `serializeRequest` forwards, the changed list; the
  * judged view of the forwarded head is still read from that one list.
  */
-import {
-  compileHttpRules,
-  type HeaderAction,
-  type HttpMatcher,
-  type HttpRequestLike,
-} from "../../policy/l7/http.js";
-import type { L7Spec } from "../../policy/mapstate.js";
-import { l7Admits, type L7LookupResult } from "../types.js";
+import { actionText, type HeaderAction, type HttpRequestLike } from "../../policy/l7/http.js";
+import type { L7LookupResult } from "../types.js";
 import type { HeaderField, RequestHead } from "./request.js";
+import { judgeStages } from "./stages.js";
 
 /** Method, normalised path, Host and every forwarded field (repeated ones joined with ", ", RFC 9110 §5.3). */
 export function judgedRequest(head: RequestHead, path: string): HttpRequestLike {
@@ -53,9 +48,6 @@ export function repeatedRuleHeader(head: RequestHead, policy: L7LookupResult): b
   return false;
 }
 
-// Compiled matchers per spec object (specs are immutable): a memo, not state.
-const matchers = new WeakMap<L7Spec, HttpMatcher>();
-
 export interface HeadVerdict {
   readonly allowed: boolean;
   readonly rule: number | undefined;
@@ -68,29 +60,18 @@ export interface HeadVerdict {
 }
 
 /**
- * Every stage must admit the request; each stage judges the request as the
- * previous stage's actions left it (the client's egress, then the server's
- * ingress, as two proxies in a row would). Throws when a stage's rules do
- * not compile (the caller fails closed).
+ * Every stage must admit the request, each judging the field list as the
+ * previous stage's actions left it (stages.ts). Throws when a stage's rules
+ * do not compile (the caller fails closed).
  */
 export function judgeHead(policy: L7LookupResult, head: RequestHead, path: string): HeadVerdict {
-  let rule: number | undefined;
-  let cur = head;
-  let judged = judgedRequest(head, path);
-  const actions: HeaderAction[] = [];
-  const allowed = l7Admits(policy, (spec) => {
-    let m = matchers.get(spec);
-    if (!m) matchers.set(spec, (m = compileHttpRules(spec.http)));
-    const v = m.match(judged);
-    rule ??= v.ruleIndex;
-    if (v.allowed && v.actions) {
-      actions.push(...v.actions);
-      cur = { ...cur, headers: editFields(cur.headers, v.actions) };
-      judged = judgedRequest(cur, path);
-    }
-    return v.allowed;
-  });
-  return { allowed, rule, head: cur, judged, actions };
+  const v = judgeStages(
+    policy,
+    head,
+    (h) => judgedRequest(h, path),
+    (h, actions) => ({ ...h, headers: editFields(h.headers, actions) }),
+  );
+  return { allowed: v.allowed, rule: v.rule, head: v.req, judged: v.judged, actions: v.actions };
 }
 
 /**
@@ -122,5 +103,5 @@ function editFields(fields: readonly HeaderField[], actions: readonly HeaderActi
 
 /** Flow text of the actions: names and the values the policy gave, never the client's values. */
 export function actionTexts(actions: readonly HeaderAction[]): string[] {
-  return actions.map((a) => `${a.action} ${a.name}${a.value !== undefined ? `: ${a.value}` : ""}`);
+  return actions.map(actionText);
 }

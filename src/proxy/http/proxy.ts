@@ -24,8 +24,7 @@ import { performance } from "node:perf_hooks";
 import { normalizeHttpPath, type HttpRequestLike } from "../../policy/l7/http.js";
 import {
   guardSink,
-  l7Parser,
-  lookupKey,
+  policyFor,
   type ConnectionInfo,
   type L7LookupResult,
   type L7Event,
@@ -145,13 +144,7 @@ class HttpConnection {
   }
 
   private policy(): L7LookupResult | undefined {
-    let p: L7LookupResult | undefined;
-    try {
-      p = this.deps.lookup.forConnection(lookupKey(this.info));
-    } catch {
-      return undefined; // a failing lookup is an unknown policy: fail closed
-    }
-    return p && l7Parser(p, "http") ? p : undefined;
+    return policyFor(this.deps.lookup, this.info, "http");
   }
 
   private process(): void {

@@ -29,8 +29,7 @@ import { performance } from "node:perf_hooks";
 import { normalizeHttpPath } from "../../policy/l7/http.js";
 import {
   guardSink,
-  l7Parser,
-  lookupKey,
+  policyFor,
   type ConnectionInfo,
   type L7Event,
   type L7LookupResult,
@@ -216,13 +215,7 @@ class Http2Connection {
 
   /** Looked up per request: a policy change applies to live connections. */
   private policy(): L7LookupResult | undefined {
-    let p: L7LookupResult | undefined;
-    try {
-      p = this.deps.lookup.forConnection(lookupKey(this.info));
-    } catch {
-      return undefined; // a failing lookup is an unknown policy: fail closed
-    }
-    return p && l7Parser(p, "http") ? p : undefined;
+    return policyFor(this.deps.lookup, this.info, "http");
   }
 
   /** The upstream session, opened on first use and again after it went away. */

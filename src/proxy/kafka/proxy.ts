@@ -27,8 +27,7 @@ import { kafkaMatches, type KafkaRequestLike } from "../../policy/l7/kafka.js";
 import {
   guardSink,
   l7Admits,
-  l7Parser,
-  lookupKey,
+  policyFor,
   type ConnectionInfo,
   type L7Event,
   type L7LookupResult,
@@ -127,13 +126,7 @@ class KafkaConnection {
   }
 
   private policy(): L7LookupResult | undefined {
-    let p: L7LookupResult | undefined;
-    try {
-      p = this.deps.lookup.forConnection(lookupKey(this.info));
-    } catch {
-      return undefined; // a failing lookup is an unknown policy: fail closed
-    }
-    return p && l7Parser(p, "kafka") ? p : undefined;
+    return policyFor(this.deps.lookup, this.info, "kafka");
   }
 
   private process(): void {

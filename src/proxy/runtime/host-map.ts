@@ -8,13 +8,17 @@
  *
  * A full table is built apart and swapped in at once, so a lookup never sees
  * half a table. Anything out of order (a part missing, a delta from another
- * revision) is refused: the agent then resends the whole table.
+ * revision) is refused: the agent then resends the whole table. A malformed
+ * message is refused at once with the reason (refuse): that content is never
+ * taken, and the agent does not send it again.
  */
 import { hostKey, type HostsDelta, type HostsFull } from "./hosts-wire.js";
 
 export interface HostsReply {
   readonly to: number;
   readonly ok: boolean;
+  /** Set when the content itself is refused (a malformed part or delta): sending it again will not help. */
+  readonly error?: string;
 }
 
 export class HostMap {
@@ -22,7 +26,16 @@ export class HostMap {
   /** The agent's revision this map holds; undefined until a full table arrived. */
   private rev: number | undefined;
   private staging:
-    { to: number; next: number; parts: number; map: Map<string, number>; ok: boolean } | undefined;
+    | {
+        to: number;
+        next: number;
+        parts: number;
+        map: Map<string, number>;
+        ok: boolean;
+        /** Refused already (a malformed part): the rest of its parts are dropped without a reply. */
+        answered?: boolean;
+      }
+    | undefined;
 
   get revision(): number | undefined {
     return this.rev;
@@ -48,15 +61,23 @@ export class HostMap {
     if (s.ok) for (const [k, id] of m.set) s.map.set(k, id);
     if (m.part !== m.parts - 1) return undefined;
     this.staging = undefined;
+    if (s.answered && s.to === m.to) return undefined;
     if (!s.ok) return { to: m.to, ok: false };
     this.map = s.map;
     this.rev = m.to;
     return { to: m.to, ok: true };
   }
 
-  /** A part that arrived malformed: the table being received is refused at its last part. */
-  spoil(): void {
-    if (this.staging) this.staging.ok = false;
+  /**
+   * A hosts message that arrived malformed (`why` names the part and entry):
+   * refused at once, whatever part it was, so the agent need not wait for a
+   * reply that would never come. A table being received is dropped (its
+   * later parts get no second reply); the table held stays.
+   */
+  refuse(type: "hosts" | "hosts-full", to: number, why: string): HostsReply {
+    if (type === "hosts-full")
+      this.staging = { to, next: -1, parts: 0, map: new Map(), ok: false, answered: true };
+    return { to, ok: false, error: why };
   }
 
   /** A delta: applied only on top of the revision it was computed from. */

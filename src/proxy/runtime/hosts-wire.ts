@@ -4,16 +4,19 @@
  *
  *   agent --{type:"hosts-full", to, part, parts, set}--> proxy   (parts 0..parts-1, in order)
  *         --{type:"hosts", from, to, set, del}-------->          (only if the proxy holds `from`)
- *         <--{type:"hosts-ack", to, ok}----------------          (after a delta, after the last part)
+ *         <--{type:"hosts-ack", to, ok, error?}--------          (after a delta, after the last part,
+ *                                                                   or at once for a malformed message)
  *
  * Every message is bounded (HOSTS_CHUNK entries, HOSTS_MAX_PARTS parts) and
  * checked entry by entry: an address that is not a plain IPv4/IPv6 address
- * or an identity out of range drops the whole message (the proxy refuses it
- * and the agent resends in full). Addresses travel as text and are keyed by
+ * or an identity out of range refuses the whole table: the proxy answers at
+ * once with `error` naming the part and entry, keeps the table it held, and
+ * the agent does not send that content again. Addresses travel as text and are keyed by
  * hostKey, which is cheap (a full table of 50,000 is keyed without bigint
  * parsing) and equal for equal addresses whatever their spelling.
  */
-import { isIPv6 } from "node:net";
+import { isIPv4 } from "node:net";
+import { addressBytes } from "../../abi/ctnetlink-address.js";
 
 /** Entries per message: no single IPC message is huge. */
 export const HOSTS_CHUNK = 10_000;
@@ -36,34 +39,23 @@ export interface HostsFull {
   readonly set: readonly (readonly [string, number])[];
 }
 
-const V4 = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+/** IPv4-mapped IPv6 (`::ffff:a.b.c.d`): its key stays apart from the IPv4 address's. */
+const MAPPED = "00000000000000000000ffff";
 
 /**
  * The map key of an address: a canonical IPv4 text is itself; an IPv6
  * address is its 32 hex digits (so `fd00::1` and `FD00:0::0001` are one
  * key). undefined when the text is not a plain address (no zone, no prefix).
+ * The parsing is conntrack's (addressBytes); IPv4 texts, most of a table,
+ * skip it.
  */
 export function hostKey(s: string): string | undefined {
-  if (s.length > 45) return undefined;
-  if (V4.test(s)) return s;
-  if (s.includes("%") || !isIPv6(s)) return undefined;
-  let t = s;
-  const colon = t.lastIndexOf(":");
-  const tail = t.slice(colon + 1);
-  if (tail.includes(".")) {
-    // An embedded IPv4 tail (::ffff:1.2.3.4) is two groups.
-    if (!V4.test(tail)) return undefined;
-    const o = tail.split(".").map(Number) as [number, number, number, number];
-    t = `${t.slice(0, colon + 1)}${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
-  }
-  const gap = t.indexOf("::");
-  const split = (x: string): string[] => (x === "" ? [] : x.split(":"));
-  const head = split(gap < 0 ? t : t.slice(0, gap));
-  const rest = gap < 0 ? [] : split(t.slice(gap + 2));
-  const fill = 8 - head.length - rest.length;
-  if (fill < 0 || (gap < 0 && fill !== 0)) return undefined;
-  const groups = [...head, ...Array<string>(fill).fill("0"), ...rest];
-  return groups.map((g) => g.toLowerCase().padStart(4, "0")).join("");
+  if (s.length > 45 || s.includes("%")) return undefined;
+  if (isIPv4(s)) return s;
+  const a = addressBytes(s);
+  if (a === undefined) return undefined;
+  const hex = Buffer.from(a.bytes).toString("hex");
+  return a.family === 6 ? hex : MAPPED + hex;
 }
 
 type Obj = Record<string, unknown>;
@@ -71,40 +63,84 @@ const isRev = (v: unknown): v is number => typeof v === "number" && Number.isSaf
 const isIdentity = (v: unknown): v is number =>
   typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
 
-/** Keyed entries, or undefined when the list is too long or one entry is malformed. */
-function entriesFrom(v: unknown, max: number): [string, number][] | undefined {
-  if (!Array.isArray(v) || v.length > max) return undefined;
+/** A parsed message, or why it is refused (names the field and the entry; bounded). */
+export type HostsParse<T> =
+  { readonly msg: T; readonly why?: never } | { readonly why: string; readonly msg?: never };
+
+/** A value for a refusal text: short, whatever it is. */
+function shown(v: unknown): string {
+  const t = typeof v === "string" ? JSON.stringify(v.slice(0, 64)) : String(JSON.stringify(v) ?? typeof v);
+  return t.length > 80 ? `${t.slice(0, 80)}...` : t;
+}
+
+/** Keyed entries, or why the list is refused (too long, or the first malformed entry). */
+function entriesFrom(v: unknown, max: number): [string, number][] | string {
+  if (!Array.isArray(v)) return "set is not a list";
+  if (v.length > max) return `set has ${v.length} entries, over the limit of ${max}`;
   const out: [string, number][] = [];
-  for (const e of v as unknown[]) {
-    if (!Array.isArray(e) || e.length !== 2) return undefined;
+  for (let i = 0; i < v.length; i++) {
+    const e: unknown = v[i];
+    if (!Array.isArray(e) || e.length !== 2) return `set[${i}] is not an [address, identity] pair`;
     const [ip, id] = e as [unknown, unknown];
     const k = typeof ip === "string" ? hostKey(ip) : undefined;
-    if (k === undefined || !isIdentity(id)) return undefined;
+    if (k === undefined) return `set[${i}] address ${shown(ip)} is not a plain IPv4/IPv6 address`;
+    if (!isIdentity(id)) return `set[${i}] identity ${shown(id)} is not an identity (0..2^32-1)`;
     out.push([k, id]);
   }
   return out;
 }
 
-/** A delta with its addresses keyed (hostKey); undefined when malformed or over HOSTS_CHUNK entries. */
-export function hostsDeltaFrom(m: Obj): HostsDelta | undefined {
-  if (!isRev(m.from) || !isRev(m.to) || m.to < m.from) return undefined;
-  if (!Array.isArray(m.set) || !Array.isArray(m.del) || m.set.length + m.del.length > HOSTS_CHUNK)
-    return undefined;
+/** A delta with its addresses keyed (hostKey), or why it is refused (malformed, over HOSTS_CHUNK entries). */
+export function parseHostsDelta(m: Obj): HostsParse<HostsDelta> {
+  if (!isRev(m.from) || !isRev(m.to) || m.to < m.from)
+    return { why: `revisions from ${shown(m.from)} to ${shown(m.to)} are not a range` };
+  if (!Array.isArray(m.set) || !Array.isArray(m.del)) return { why: "set or del is not a list" };
+  if (m.set.length + m.del.length > HOSTS_CHUNK)
+    return { why: `${m.set.length + m.del.length} changes, over the limit of ${HOSTS_CHUNK}` };
   const set = entriesFrom(m.set, HOSTS_CHUNK);
-  if (!set) return undefined;
+  if (typeof set === "string") return { why: set };
   const del: string[] = [];
-  for (const ip of m.del as unknown[]) {
+  for (let i = 0; i < m.del.length; i++) {
+    const ip: unknown = m.del[i];
     const k = typeof ip === "string" ? hostKey(ip) : undefined;
-    if (k === undefined) return undefined;
+    if (k === undefined) return { why: `del[${i}] address ${shown(ip)} is not a plain IPv4/IPv6 address` };
     del.push(k);
   }
-  return { type: "hosts", from: m.from, to: m.to, set, del };
+  return { msg: { type: "hosts", from: m.from, to: m.to, set, del } };
+}
+
+/** One part of a full table, keyed, or why it is refused (malformed or out of bounds). */
+export function parseHostsFull(m: Obj): HostsParse<HostsFull> {
+  if (!isRev(m.to) || !isRev(m.part) || !isRev(m.parts))
+    return { why: `to ${shown(m.to)}, part ${shown(m.part)}, parts ${shown(m.parts)} are not counts` };
+  if (m.parts < 1 || m.parts > HOSTS_MAX_PARTS || m.part >= m.parts)
+    return { why: `part ${m.part} of ${m.parts} is out of bounds (1..${HOSTS_MAX_PARTS} parts)` };
+  const set = entriesFrom(m.set, HOSTS_CHUNK);
+  if (typeof set === "string") return { why: `part ${m.part} of ${m.parts}: ${set}` };
+  return { msg: { type: "hosts-full", to: m.to, part: m.part, parts: m.parts, set } };
+}
+
+/** A delta with its addresses keyed (hostKey); undefined when malformed or over HOSTS_CHUNK entries. */
+export function hostsDeltaFrom(m: Obj): HostsDelta | undefined {
+  return parseHostsDelta(m).msg;
 }
 
 /** One part of a full table, keyed; undefined when malformed or out of bounds. */
 export function hostsFullFrom(m: Obj): HostsFull | undefined {
-  if (!isRev(m.to) || !isRev(m.part) || !isRev(m.parts)) return undefined;
-  if (m.parts < 1 || m.parts > HOSTS_MAX_PARTS || m.part >= m.parts) return undefined;
-  const set = entriesFrom(m.set, HOSTS_CHUNK);
-  return set ? { type: "hosts-full", to: m.to, part: m.part, parts: m.parts, set } : undefined;
+  return parseHostsFull(m).msg;
+}
+
+/**
+ * Why a message of hosts type was refused, with the revision to answer
+ * under; undefined when it is not a hosts message, is well formed, or has no
+ * readable `to` (the agent always sends one: nothing to answer).
+ */
+export function hostsRefusal(
+  m: unknown,
+): { type: "hosts" | "hosts-full"; to: number; why: string } | undefined {
+  if (typeof m !== "object" || m === null) return undefined;
+  const o = m as Obj;
+  if ((o.type !== "hosts" && o.type !== "hosts-full") || !isRev(o.to)) return undefined;
+  const why = (o.type === "hosts" ? parseHostsDelta(o) : parseHostsFull(o)).why;
+  return why === undefined ? undefined : { type: o.type, to: o.to, why };
 }

@@ -23,6 +23,7 @@ import { DnsProxy } from "../dns/proxy.js";
 import type { L7Event } from "../types.js";
 import { dispatchConnection } from "./dispatch.js";
 import { HostMap } from "./host-map.js";
+import { hostsRefusal } from "./hosts-wire.js";
 import { toProxy, type FromProxy, type ProxyConfig, type ToProxy } from "./protocol.js";
 import { PolicyTable, plainAddress, type Addr } from "./table.js";
 
@@ -66,10 +67,12 @@ async function main(): Promise<void> {
   process.on("message", (m: unknown) => {
     const msg = toProxy(m);
     if (msg) onMessage(msg);
-    // A malformed delta is refused at once, a malformed part spoils its table (refused after
-    // the last part): the agent then resends the whole table.
-    else if (isHosts(m, "hosts")) send({ type: "hosts-ack", to: m.to, ok: false });
-    else if (isHosts(m, "hosts-full")) hosts.spoil();
+    // A malformed delta or part is refused at once, naming what is wrong: the table held stays,
+    // and the agent does not send that content again (without a readable `to` there is no one to answer).
+    else {
+      const bad = hostsRefusal(m);
+      if (bad) send({ type: "hosts-ack", ...hosts.refuse(bad.type, bad.to, bad.why) });
+    }
   });
   // The agent is gone: so is the reason to run.
   process.on("disconnect", () => process.exit(0));
@@ -152,18 +155,6 @@ function dropPrivileges(cfg: ProxyConfig): void {
   process.setuid?.(cfg.uid);
   if (process.getuid?.() !== cfg.uid) fatal(`could not drop root to uid ${cfg.uid}`);
 }
-
-const isHosts = (m: unknown, type: string): m is { to: number } => {
-  const r = m as { type?: unknown; to?: unknown } | null;
-  return (
-    typeof r === "object" &&
-    r !== null &&
-    r.type === type &&
-    typeof r.to === "number" &&
-    Number.isSafeInteger(r.to) &&
-    r.to >= 0
-  );
-};
 
 /** An original destination, with the connection's mark (CT_FROM_HOST: the node itself is the client). */
 interface Original extends Addr {

@@ -3,7 +3,7 @@
  *
  *   agent -> proxy   {type: "snapshot", snapshot}        proxy -> agent  {type: "ready", ports}
  *                    {type: "hosts-full", to, part, ...}                 {type: "ack", version}
- *                    {type: "hosts", from, to, set, del}                 {type: "hosts-ack", to, ok}
+ *                    {type: "hosts", from, to, set, del}                 {type: "hosts-ack", to, ok, error?}
  *                    {type: "dns-done", id, ok}                          {type: "l7", event, src, dst}
  *                    {type: "identity-of", id, address}                  {type: "dns-answer", id, ...}
  *                                                                        {type: "identity", id, identity}
@@ -48,7 +48,7 @@ export type ToProxy =
 export type FromProxy =
   | { readonly type: "ready" }
   | { readonly type: "ack"; readonly version: number }
-  | { readonly type: "hosts-ack"; readonly to: number; readonly ok: boolean }
+  | { readonly type: "hosts-ack"; readonly to: number; readonly ok: boolean; readonly error?: string }
   | { readonly type: "identity"; readonly id: number; readonly identity: number }
   | { readonly type: "l7"; readonly event: L7Event; readonly src: Addr; readonly dst: Addr }
   | {
@@ -74,9 +74,11 @@ export function fromProxy(m: unknown): FromProxy | undefined {
     case "ack":
       return typeof m.version === "number" ? { type: "ack", version: m.version } : undefined;
     case "hosts-ack":
-      return isInt(m.to, Number.MAX_SAFE_INTEGER) && typeof m.ok === "boolean"
-        ? { type: "hosts-ack", to: m.to, ok: m.ok }
-        : undefined;
+      if (!isInt(m.to, Number.MAX_SAFE_INTEGER) || typeof m.ok !== "boolean") return undefined;
+      // Why the proxy refused the content (hosts-wire.ts): shown in the agent's log, so bounded.
+      return typeof m.error === "string" && !m.ok
+        ? { type: "hosts-ack", to: m.to, ok: false, error: m.error.slice(0, 300) }
+        : { type: "hosts-ack", to: m.to, ok: m.ok };
     case "identity":
       return isInt(m.id, Number.MAX_SAFE_INTEGER) && isInt(m.identity, 0xffffffff)
         ? { type: "identity", id: m.id, identity: m.identity }

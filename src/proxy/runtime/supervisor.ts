@@ -49,6 +49,21 @@ export interface ProxyPushStats {
   hostMessages: number;
 }
 
+/** The proxy's answer to hosts messages; `error`: the content itself is malformed (hosts-wire.ts). */
+interface HostsAck {
+  readonly ok: boolean;
+  readonly error?: string;
+}
+
+/** What the running process acknowledged last: the snapshot's content hash (without the version), its hosts. */
+interface HeldState {
+  readonly child: ChildProcess;
+  content?: string;
+  hosts?: HeldHosts;
+  /** A table (at a revision) the process refused as malformed, and why: not sent again. */
+  refused?: { readonly table: HostTableView; readonly to: number; readonly error: string };
+}
+
 export interface ProxySupervisorParams {
   readonly netns?: string;
   /** Group the proxy runs as (the kernel's `meta skgid`). */
@@ -71,14 +86,13 @@ export class ProxySupervisor {
   private stopping = false;
   private last: ProxyPush | undefined;
   private readonly acks = new Map<number, () => void>();
-  private readonly hostAcks = new Map<number, (ok: boolean) => void>();
+  private readonly hostAcks = new Map<number, (r: HostsAck) => void>();
   private readonly probes = new Map<number, (identity: number | undefined) => void>();
   private nextProbe = 1;
   private restarts = 0;
   /** Pushes in order: the next starts when the previous is done. */
   private queue: Promise<void> = Promise.resolve();
-  /** What the running process acknowledged last: the snapshot's content hash (without the version), its hosts. */
-  private held: { child: ChildProcess; content?: string; hosts?: HeldHosts } | undefined;
+  private held: HeldState | undefined;
   private readonly counts: ProxyPushStats = {
     snapshots: 0,
     hostsFull: 0,
@@ -139,7 +153,7 @@ export class ProxySupervisor {
       for (const done of this.acks.values()) done();
       this.acks.clear();
       // The process that would hold them is gone; its successor gets the whole table.
-      for (const done of this.hostAcks.values()) done(true);
+      for (const done of this.hostAcks.values()) done({ ok: true });
       this.hostAcks.clear();
       for (const done of this.probes.values()) done(undefined);
       this.probes.clear();
@@ -176,7 +190,7 @@ export class ProxySupervisor {
       this.acks.get(m.version)?.();
       this.acks.delete(m.version);
     } else if (m.type === "hosts-ack") {
-      this.hostAcks.get(m.to)?.(m.ok);
+      this.hostAcks.get(m.to)?.(m.error !== undefined ? { ok: m.ok, error: m.error } : { ok: m.ok });
       this.hostAcks.delete(m.to);
     } else if (m.type === "identity") {
       this.probes.get(m.id)?.(m.identity);
@@ -242,24 +256,36 @@ export class ProxySupervisor {
   }
 
   /** Brings the process's host table to `table`'s revision: nothing, a delta, or (refused, new process) the whole. */
-  private async pushHosts(held: { hosts?: HeldHosts }, table: HostTableView | undefined): Promise<void> {
+  private async pushHosts(held: HeldState, table: HostTableView | undefined): Promise<void> {
+    // Content this process refused as malformed is not sent again: it keeps the table it holds.
+    const refused = held.refused;
+    if (table && refused?.table === table && refused.to === table.revision) throw hostsRefused(refused.error);
     for (const forceFull of [false, true]) {
       const plan = planHosts(table, held.hosts, forceFull);
       if (plan.kind === "none") return;
-      const ok = await this.await(this.hostAcks, plan.to, "the ipcache's addresses", () => {
+      const r = await this.await(this.hostAcks, plan.to, "the ipcache's addresses", () => {
         for (const m of plan.messages) this.send(m);
         if (plan.kind === "full") this.counts.hostsFull++;
         else this.counts.hostsDeltas++;
         this.counts.hostEntries += plan.entries;
         this.counts.hostMessages += plan.messages.length;
       });
-      if (ok) {
+      if (r.ok) {
         if (table) held.hosts = { table, revision: plan.to };
         else delete held.hosts;
         return;
       }
-      if (plan.kind === "full") break;
-      // The process holds another revision than we think (an ack lost to a timeout): send it all.
+      if (plan.kind === "full") {
+        if (r.error === undefined || !table) break;
+        held.refused = { table, to: plan.to, error: r.error };
+        this.p.logger.error(
+          { revision: plan.to, reason: r.error },
+          "the L7 proxy refused the ipcache's addresses; it keeps its previous table, and this content is not sent again",
+        );
+        throw hostsRefused(r.error);
+      }
+      // The process holds another revision than we think (an ack lost to a timeout), or refused the
+      // delta's content: send it all.
       this.counts.hostsRefused++;
     }
     throw failed("it refused the ipcache's addresses");
@@ -303,6 +329,11 @@ export class ProxySupervisor {
     await exited;
     clearTimeout(t);
   }
+}
+
+/** A host table the proxy refused as malformed (its reason: which part and entry). */
+function hostsRefused(reason: string): MembraneError {
+  return failed(`it refused the ipcache's addresses: ${reason}`);
 }
 
 function failed(why: string): MembraneError {
