@@ -169,13 +169,25 @@ export class PoliciesController implements Controller {
     selects: number;
   }[] {
     const engine = this.d.engine();
-    return engine.listPolicies().map((p: PolicyResource) => ({
+    const policies = engine.listPolicies();
+    // Endpoints each policy selects, in one pass: the rules selecting an identity are looked up
+    // once per identity (not per policy and endpoint), each rule led back to its policy.
+    const policyOf = new Map(policies.flatMap((p, i) => p.rules.map((r) => [r, i] as const)));
+    const perIdentity = new Map<number, Set<number>>();
+    const selects = policies.map(() => 0);
+    for (const e of engine.listEndpoints()) {
+      let hit = perIdentity.get(e.identity.id);
+      if (!hit) {
+        hit = new Set(engine.rulesSelecting(e.identity.id).map((r) => policyOf.get(r) ?? -1));
+        perIdentity.set(e.identity.id, hit);
+      }
+      for (const i of hit) if (i >= 0) selects[i] = (selects[i] ?? 0) + 1;
+    }
+    return policies.map((p: PolicyResource, i) => ({
       ...refOut(p.ref),
       rules: p.rules.length,
       audit: p.audit,
-      selects: engine
-        .listEndpoints()
-        .filter((e) => engine.rulesSelecting(e.identity.id).some((r) => p.rules.includes(r))).length,
+      selects: selects[i] ?? 0,
     }));
   }
 }

@@ -65,6 +65,28 @@ describe("policies controller", () => {
       assert.deepEqual([d.enforces, c.revisions.desired, c.size], [2, 2, 1]);
     }));
 
+  test("list counts the endpoints each policy selects", () =>
+    withStore(async (store) => {
+      const { d, c } = controller(store);
+      const db = policy("db", 5432).replace("app: web", "app: db");
+      await c.apply(parse(`${policy("a", 80)}---\n${policy("b", 81)}---\n${db}`), "p.yaml");
+      for (const [name, app, ip] of [
+        ["w1", "web", "10.0.0.1"],
+        ["w2", "web", "10.0.0.2"],
+        ["d1", "db", "10.0.0.3"],
+        ["x1", "other", "10.0.0.4"],
+      ] as const)
+        d.engineRef.upsertEndpoint({ name, namespace: "default", labels: { app }, ips: [ip] });
+      assert.deepEqual(
+        c.list().map((p) => [p.name, p.selects]),
+        [
+          ["a", 2],
+          ["b", 2],
+          ["db", 1],
+        ],
+      );
+    }));
+
   test("an unchanged apply enforces when the kernel lags the engine", () =>
     withStore(async (store) => {
       const { d, c, setBehind } = controller(store);
