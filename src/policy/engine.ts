@@ -194,7 +194,7 @@ export class PolicyEngine {
   /** DNS answers the node's DNS proxy let through: their addresses get FQDN identities. */
   observeDns(answer: DnsAnswer): void {
     this.outside.learn(normalizeName(answer.name), answer.ips);
-    this.syncOutside();
+    this.outside.syncAddresses(answer.ips);
     this.bump();
   }
 
@@ -206,7 +206,7 @@ export class PolicyEngine {
   /** A DNS-learned address expired for `name`: it no longer carries that name's FQDN identity. */
   forgetDns(name: string, ip: string): void {
     if (!this.outside.forget(normalizeName(name), ip)) return;
-    this.syncOutside();
+    this.outside.syncAddresses([ip]);
     this.bump();
   }
 
