@@ -82,6 +82,8 @@ export class DesiredBuilder {
   private readonly ruleIds = new RuleIds();
   private readonly dirs = new WeakMap<DirectionPolicy, CachedDirection>();
   private readonly built = new Map<number, BuiltEndpoint>();
+  /** namespace/name -> endpoint id, of the endpoints built (the engine journals names). */
+  private readonly idByName = new Map<string, number>();
   /** Endpoint ids using each cached direction (the directions in use name the rules). */
   private readonly users = new Map<CachedDirection, Set<number>>();
   private last: LastBuild | undefined;
@@ -121,22 +123,27 @@ export class DesiredBuilder {
     const last = this.last?.engine === engine && this.last.optsKey === optsKey ? this.last : undefined;
     const changed = last ? engine.endpointChangesSince(last.endpointRevision) : undefined;
     // Which endpoints to look at again: every one on a first build, else what changed.
-    const todo: LocalEndpoint[] = [];
+    const todo = new Map<number, LocalEndpoint>();
     let known = 0;
     for (const ep of endpoints) {
       const b = this.built.get(ep.id);
       if (b) known++;
-      if (!changed || !b || !sameLocal(b.local, ep) || changed.has(`${ep.namespace}/${ep.name}`))
-        todo.push(ep);
+      if (!changed || !b || !sameLocal(b.local, ep)) todo.set(ep.id, ep);
     }
     const gone = known === this.built.size ? [] : this.goneIds(endpoints);
-    if (last && changed && todo.length === 0 && gone.length === 0 && prefixRevision === last.prefixRevision) {
+    // The engine's changes, by name (few): endpoints of the list built before, unchanged in it.
+    for (const key of changed ?? []) {
+      const id = this.idByName.get(key);
+      const b = id === undefined ? undefined : this.built.get(id);
+      if (id !== undefined && b && !todo.has(id) && !gone.includes(id)) todo.set(id, b.local);
+    }
+    if (last && changed && todo.size === 0 && gone.length === 0 && prefixRevision === last.prefixRevision) {
       fillOrigins(originsOut, last.origins, last.ids);
       this.last = { ...last, endpointRevision };
       return { ...last.state };
     }
     // Computed first, changed after: a failure (an endpoint the engine does not know) changes nothing.
-    const fresh = todo.map((ep) => {
+    const fresh = [...todo.values()].map((ep) => {
       const pol = engine.endpointPolicy(ep.namespace, ep.name);
       return { ep, pol, dirs: [this.cached(pol.ingress), this.cached(pol.egress)] as const };
     });
@@ -158,7 +165,10 @@ export class DesiredBuilder {
       for (const c of f.dirs) use(c, f.ep.id, true);
     }
     for (const id of gone) {
-      for (const c of this.built.get(id)?.dirs ?? []) use(c, id, false);
+      const b = this.built.get(id);
+      for (const c of b?.dirs ?? []) use(c, id, false);
+      if (b && this.idByName.get(`${b.local.namespace}/${b.local.name}`) === id)
+        this.idByName.delete(`${b.local.namespace}/${b.local.name}`);
       this.built.delete(id);
     }
     // Every rule element a direction in use derives from gets an id (flows name all of them).
@@ -187,9 +197,7 @@ export class DesiredBuilder {
     let renewed = gone.length > 0;
     for (const { ep, pol, dirs } of redo.values()) {
       const before = this.built.get(ep.id)?.ep;
-      const out = this.endpointOf(ep, pol, dirs, ids, opts, optsKey);
-      if (out !== before) renewed = true;
-      this.built.set(ep.id, { ...(this.built.get(ep.id) as BuiltEndpoint), local: ep, pol, dirs, ep: out });
+      if (this.endpointOf(ep, pol, dirs, ids, opts, optsKey) !== before) renewed = true;
     }
     const eps =
       last && !renewed && endpoints.length === last.state.endpoints.length
@@ -245,6 +253,7 @@ export class DesiredBuilder {
       pol.egress.auditDefault ?? false,
     ].join("|");
     const prev = this.built.get(ep.id);
+    if (prev?.local !== ep) this.idByName.set(`${ep.namespace}/${ep.name}`, ep.id);
     // A recomputed policy that came out the same (e.g. a re-applied file) is no change either.
     if (
       prev &&
@@ -252,7 +261,7 @@ export class DesiredBuilder {
       sameSegments(prev.ingress, ingress) &&
       sameSegments(prev.egress, egress)
     ) {
-      this.built.set(ep.id, { ...prev, ingress, egress });
+      this.built.set(ep.id, { ...prev, local: ep, pol, dirs: [ci, ce], ingress, egress });
       return prev.ep;
     }
     const out: DatapathEndpoint = {
