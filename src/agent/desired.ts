@@ -59,6 +59,8 @@ interface LastBuild {
   readonly optsKey: string;
   readonly endpointRevision: number;
   readonly prefixRevision: number;
+  /** The endpoint list it was built from (the same array again: nothing in it changed). */
+  readonly list: readonly LocalEndpoint[];
   readonly state: DatapathState;
   /** Rule element key -> origin, of every direction in use; and their ids. */
   readonly origins: ReadonlyMap<string, RuleOrigin>;
@@ -96,6 +98,7 @@ export class DesiredBuilder {
 
   build(
     engine: PolicyEngine,
+    /** The node's endpoints; the same array as last time means the same contents (never changed in place). */
     endpoints: readonly LocalEndpoint[],
     opts: BuildOptions = { authAvailable: false },
     /** Filled with rule id -> the rule element it stands for (what flows name). */
@@ -125,12 +128,14 @@ export class DesiredBuilder {
     // Which endpoints to look at again: every one on a first build, else what changed.
     const todo = new Map<number, LocalEndpoint>();
     let known = 0;
-    for (const ep of endpoints) {
+    // The very list of the last build (EndpointsController.local() until a record changes): no walk.
+    const sameList = changed !== undefined && endpoints === last?.list;
+    for (const ep of sameList ? [] : endpoints) {
       const b = this.built.get(ep.id);
       if (b) known++;
       if (!changed || !b || !sameLocal(b.local, ep)) todo.set(ep.id, ep);
     }
-    const gone = known === this.built.size ? [] : this.goneIds(endpoints);
+    const gone = sameList || known === this.built.size ? [] : this.goneIds(endpoints);
     // The engine's changes, by name (few): endpoints of the list built before, unchanged in it.
     for (const key of changed ?? []) {
       const id = this.idByName.get(key);
@@ -139,7 +144,7 @@ export class DesiredBuilder {
     }
     if (last && changed && todo.size === 0 && gone.length === 0 && prefixRevision === last.prefixRevision) {
       fillOrigins(originsOut, last.origins, last.ids);
-      this.last = { ...last, endpointRevision };
+      this.last = { ...last, endpointRevision, list: endpoints };
       return { ...last.state };
     }
     // Computed first, changed after: a failure (an endpoint the engine does not know) changes nothing.
@@ -213,7 +218,7 @@ export class DesiredBuilder {
       hostIdentity: ID.host,
       ...(opts.proxy ? { proxy: opts.proxy } : {}),
     };
-    this.last = { engine, optsKey, endpointRevision, prefixRevision, state, origins, ids };
+    this.last = { engine, optsKey, endpointRevision, prefixRevision, state, origins, ids, list: endpoints };
     return state;
   }
 
