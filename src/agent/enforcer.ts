@@ -22,7 +22,7 @@ import type { EndpointsController } from "./controllers/endpoints.js";
 import type { IdentitiesController } from "./controllers/identities.js";
 import { DesiredBuilder } from "./desired.js";
 import type { Observer } from "./observer.js";
-import { buildProxySnapshot } from "./proxy-snapshot.js";
+import { ProxySnapshots } from "./proxy-snapshot.js";
 
 export interface EnforcerParams {
   readonly logger: Logger;
@@ -45,6 +45,8 @@ export class Enforcer {
   private snapshotVersion = 0;
   /** Hands back unchanged endpoints as the same objects, so the datapath skips them. */
   private readonly builder = new DesiredBuilder();
+  /** Hands back the last snapshot's arrays when only host addresses changed. */
+  private readonly snapshots = new ProxySnapshots();
 
   constructor(private readonly p: EnforcerParams) {}
 
@@ -71,7 +73,7 @@ export class Enforcer {
       const origins = new Map<number, RuleOrigin>();
       const desired = this.desiredState(origins);
       const proxy = this.p.proxy();
-      if (proxy) await proxy.supervisor.push(buildProxySnapshot(engine, desired, ++this.snapshotVersion));
+      if (proxy) await proxy.supervisor.push(this.snapshots.build(engine, desired, ++this.snapshotVersion));
       const r = await this.p.reconciler.apply(desired);
       // Connections established before a new redirect covers them would bypass the proxy: reset them.
       await this.p.bypass

@@ -11,8 +11,12 @@
  *
  * Built from the very state the kernel gets, so that every connection the
  * kernel redirects finds its rules in the proxy.
+ *
+ * ProxySnapshots (the enforcer's) hands back the last snapshot's arrays when
+ * neither the state's endpoints nor any endpoint's computed policy changed
+ * (only host addresses did): no walk over the endpoints for an address.
  */
-import type { DatapathState } from "../datapath/types.js";
+import type { DatapathEndpoint, DatapathState } from "../datapath/types.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { ProxyPush } from "../proxy/runtime/supervisor.js";
 import type { ProxyL7Entry } from "../proxy/runtime/table.js";
@@ -56,4 +60,31 @@ export function buildProxySnapshot(engine: PolicyEngine, state: DatapathState, v
     l7,
     ...(state.hosts ? { hosts: state.hosts } : {}),
   };
+}
+
+/** Snapshots that cost what changed: the last one's arrays again when only host addresses changed. */
+export class ProxySnapshots {
+  private last:
+    | {
+        readonly engine: PolicyEngine;
+        readonly endpoints: readonly DatapathEndpoint[];
+        readonly endpointRevision: number;
+        readonly push: ProxyPush;
+      }
+    | undefined;
+
+  build(engine: PolicyEngine, state: DatapathState, version: number): ProxyPush {
+    const endpointRevision = engine.stats.endpointRevision;
+    const l = this.last;
+    // The same endpoint objects (DesiredBuilder) and no endpoint's computed policy (its L7 rules) changed.
+    const same =
+      l?.engine === engine && l.endpoints === state.endpoints && l.endpointRevision === endpointRevision;
+    let push: ProxyPush;
+    if (same) {
+      const { hosts: _h, ...rest } = l.push;
+      push = { ...rest, version, ipcache: state.ipcache, ...(state.hosts ? { hosts: state.hosts } : {}) };
+    } else push = buildProxySnapshot(engine, state, version);
+    this.last = { engine, endpoints: state.endpoints, endpointRevision, push };
+    return push;
+  }
 }

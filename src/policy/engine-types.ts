@@ -49,3 +49,13 @@ export interface ResolvedPeer {
   readonly isHost: boolean;
   readonly ip?: string;
 }
+
+/** What the engine has computed so far (tests and benchmarks check that a change costs what it changes). */
+export interface EngineStats {
+  /** SelectorPolicies computed (one per identity and named ports, shared by its endpoints). */
+  readonly selectorPolicies: number;
+  /** Endpoints regenerate() recomputed. */
+  readonly endpointsRegenerated: number;
+  /** Moves when a local endpoint's record or computed policy changes (not for host addresses). */
+  readonly endpointRevision: number;
+}

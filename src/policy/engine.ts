@@ -40,6 +40,7 @@ import { Repository } from "./repository.js";
 import { resolveService } from "./service.js";
 import { EndpointTable, type RemoteEndpoint } from "./endpoint-table.js";
 import type { DnsAnswer, EndpointPolicy, EndpointRecord, ResolvedPeer, TraceResult } from "./engine-types.js";
+import type { EngineStats } from "./engine-types.js";
 import {
   DEFAULT_ENGINE_CONFIG,
   type Decision,
@@ -53,6 +54,7 @@ import {
 import type { PolicyRef, PolicyResource, Rule } from "./types.js";
 
 export type { DnsAnswer, EndpointPolicy, EndpointRecord, ResolvedPeer, TraceResult } from "./engine-types.js";
+export type { EngineStats } from "./engine-types.js";
 
 export class PolicyEngine {
   readonly config: EngineConfig;
@@ -70,6 +72,7 @@ export class PolicyEngine {
   private readonly outside: OutsideIdentities;
   private readonly nodeAddrs = new Map<string, number>();
   private rev = 1;
+  private regenerated = 0;
 
   constructor(params: { config?: Partial<EngineConfig>; allocator?: IdentityAllocatorLike } = {}) {
     this.config = { ...DEFAULT_ENGINE_CONFIG, ...(params.config ?? {}) };
@@ -96,10 +99,8 @@ export class PolicyEngine {
     const { host, world, unmanaged, health, init, remoteNode, kubeApiserver, ingress } = ID;
     const reserved: number[] = [host, world, unmanaged, health, init, remoteNode, kubeApiserver, ingress];
     if (this.config.dualStack) reserved.push(ID.worldIPv4, ID.worldIPv6);
-    for (const id of reserved) {
-      const ident = this.allocator.get(id);
+    for (const ident of reserved.map((id) => this.allocator.get(id)))
       if (ident) this.cache.upsertIdentity(ident);
-    }
   }
 
   get revision(): number {
@@ -144,11 +145,7 @@ export class PolicyEngine {
     this.bump();
   }
 
-  /**
-   * An endpoint of another node: its address gets the identity of its labels
-   * (the cluster issue feeds these from the kvstore). Its policy is that node's
-   * business: nothing is computed for it here.
-   */
+  /** Another node's endpoint: its address gets the identity of its labels (no policy computed here). */
   upsertRemoteEndpoint(spec: RemoteEndpointSpec): Identity {
     this.table.checkRemote(spec.ip);
     const identity = this.allocator.allocate(identityRelevant(this.table.remoteLabelsOf(spec)));
@@ -197,14 +194,11 @@ export class PolicyEngine {
   /** DNS answers the node's DNS proxy let through: their addresses get FQDN identities. */
   observeDns(answer: DnsAnswer): void {
     this.outside.learn(normalizeName(answer.name), answer.ips);
-    this.syncOutside();
+    this.outside.syncAddresses(answer.ips);
     this.bump();
   }
 
-  /**
-   * Whether the node's DNS proxy sees `by`'s lookup of `name` (and so may
-   * learn from its answer): see dns-visibility.ts.
-   */
+  /** Whether the node's DNS proxy sees `by`'s lookup of `name` (and may learn from it): dns-visibility.ts. */
   dnsLookupSeen(by: { readonly namespace: string; readonly name: string }, name: string): boolean {
     return proxySeesLookup(this.endpointPolicy(by.namespace, by.name).egress, normalizeName(name));
   }
@@ -212,7 +206,7 @@ export class PolicyEngine {
   /** A DNS-learned address expired for `name`: it no longer carries that name's FQDN identity. */
   forgetDns(name: string, ip: string): void {
     if (!this.outside.forget(normalizeName(name), ip)) return;
-    this.syncOutside();
+    this.outside.syncAddresses([ip]);
     this.bump();
   }
 
@@ -291,15 +285,31 @@ export class PolicyEngine {
     return { endpoint: ep, ingress: sp.ingress, egress: sp.egress, revision: sp.revision };
   }
 
-  /** Recomputes every endpoint a change touched; returns their keys (namespace/name). */
+  /** Recomputes every endpoint a change touched (the dirty ones, no walk); returns their keys. */
   regenerate(): string[] {
     this.repo.rules();
-    const todo = [...this.table.keys()].filter((k) => this.policyCache.needsRegeneration(k));
+    const todo = this.policyCache.dirtyKeys().filter((k) => this.table.get(k) !== undefined);
     for (const k of todo) {
       const ep = this.table.get(k) as EndpointRecord;
       this.endpointPolicy(ep.spec.namespace, ep.spec.name);
     }
+    this.regenerated += todo.length;
     return todo;
+  }
+
+  /** Work counters, and the revision of endpointChangesSince: host address changes move none. */
+  get stats(): EngineStats {
+    const { computations, revision } = this.policyCache;
+    return {
+      selectorPolicies: computations,
+      endpointsRegenerated: this.regenerated,
+      endpointRevision: revision,
+    };
+  }
+
+  /** Local endpoints whose record or computed policy changed after `revision` (undefined: take all). */
+  endpointChangesSince(revision: number): Set<string> | undefined {
+    return this.policyCache.changesSince(revision);
   }
 
   /** The host's own ingress policy (host firewall rules), for traffic to the node. */
@@ -342,11 +352,7 @@ export class PolicyEngine {
     return this.cache.allIdentities();
   }
 
-  /**
-   * An independent engine with the same inputs (namespaces, services, nodes,
-   * DNS answers, endpoints, policies): for "what if" questions that must not
-   * touch this one.
-   */
+  /** An independent engine with the same inputs: for "what if" questions that must not touch this one. */
   fork(): PolicyEngine {
     const f = new PolicyEngine({ config: this.config });
     for (const [name, labels] of this.table.namespaceEntries()) f.setNamespace(name, labels);

@@ -5,7 +5,7 @@
  *
  *   policies' CIDR peers, services' addresses --+
  *                                               +--> sync() --> identity (cidr:, fqdn:, reserved:world)
- *   DNS answers (learn / forget) ---------------+        |
+ *   DNS answers (learn / forget) ---------------+        |    (syncAddresses: those addresses only)
  *                                                        +--> ipcache prefix, SelectorCache identity
  *                                                        +--> changed(selector keys): who must recompute
  *
@@ -38,6 +38,10 @@ export class OutsideIdentities {
   /** prefix text -> outside identity */
   private readonly outside = new Map<string, Identity>();
   private readonly outsideSignature = new Map<string, string>();
+  /** Host prefix text -> the learned address spellings it stands for (dnsNames keys). */
+  private readonly spellings = new Map<string, Set<string>>();
+  /** The prefixes policies and services name (text -> prefix), as of the last sync(). */
+  private referenced = new Map<string, Prefix>();
 
   constructor(private readonly p: OutsideIdentitiesParams) {}
 
@@ -49,7 +53,15 @@ export class OutsideIdentities {
       const known = this.p.ipcache.lookup(ip).entry;
       if (known && (known.source === "endpoint" || known.source === "node")) continue;
       let names = this.dnsNames.get(ip);
-      if (!names) this.dnsNames.set(ip, (names = new Set()));
+      if (!names) {
+        this.dnsNames.set(ip, (names = new Set()));
+        const text = hostText(ip);
+        if (text !== undefined) {
+          let sp = this.spellings.get(text);
+          if (!sp) this.spellings.set(text, (sp = new Set()));
+          sp.add(ip);
+        }
+      }
       names.add(name);
     }
   }
@@ -58,7 +70,13 @@ export class OutsideIdentities {
   forget(name: string, ip: string): boolean {
     const names = this.dnsNames.get(ip);
     if (!names?.delete(name)) return false;
-    if (names.size === 0) this.dnsNames.delete(ip);
+    if (names.size === 0) {
+      this.dnsNames.delete(ip);
+      const text = hostText(ip);
+      const sp = text === undefined ? undefined : this.spellings.get(text);
+      sp?.delete(ip);
+      if (text !== undefined && sp?.size === 0) this.spellings.delete(text);
+    }
     return true;
   }
 
@@ -70,7 +88,7 @@ export class OutsideIdentities {
   /** Keeps one local identity per referenced CIDR prefix and per DNS-learned address. */
   sync(policies: Iterable<PolicyResource>, services: Iterable<ResolvedService>): void {
     // What is wanted: every referenced prefix, with the DNS names of its address.
-    const want = new Map<string, { prefix: Prefix; names: string[]; source: "cidr" | "fqdn" }>();
+    const want = new Map<string, Want>();
     const add = (p: Prefix, source: "cidr" | "fqdn", names: readonly string[]): void => {
       if (p.bits === 0) return; // 0.0.0.0/0 and ::/0 are the world identity itself
       const text = cachedPrefixText(p);
@@ -80,10 +98,35 @@ export class OutsideIdentities {
     };
     for (const p of policies) for (const q of referencedPrefixes(p)) add(q, "cidr", []);
     for (const s of services) for (const q of s.prefixes) add(q, "cidr", []);
+    this.referenced = new Map([...want].map(([text, w]) => [text, w.prefix]));
     for (const [ip, names] of this.dnsNames) {
       const p = parsePrefix(ip, true);
       if (p) add(p, "fqdn", [...names]);
     }
+    this.update(want, [...this.outside.keys()]);
+  }
+
+  /**
+   * After learn/forget of `ips`: what sync() would do, for those addresses'
+   * prefixes only (a DNS answer costs its addresses, not every learned one).
+   */
+  syncAddresses(ips: readonly string[]): void {
+    const want = new Map<string, Want>();
+    const texts: string[] = [];
+    for (const ip of ips) {
+      const text = hostText(ip);
+      if (text === undefined || text.endsWith("/0")) continue;
+      texts.push(text);
+      const names = [...(this.spellings.get(text) ?? [])].flatMap((s) => [...(this.dnsNames.get(s) ?? [])]);
+      const ref = this.referenced.get(text);
+      const p = ref ?? parsePrefix(ip, true);
+      if (p && (ref || names.length > 0)) want.set(text, { prefix: p, names, source: ref ? "cidr" : "fqdn" });
+    }
+    this.update(want, texts);
+  }
+
+  /** Makes the outside identities of `want` so, and retires those of `others` not wanted. */
+  private update(want: ReadonlyMap<string, Want>, others: Iterable<string>): void {
     // Allocate new identities first, then retire the old ones (make-before-break).
     const retired: Identity[] = [];
     for (const [text, w] of want) {
@@ -109,8 +152,9 @@ export class OutsideIdentities {
       this.p.changed(this.p.cache.upsertIdentity(ident));
       if (cur) retired.push(cur);
     }
-    for (const [text, cur] of [...this.outside]) {
-      if (!want.has(text)) {
+    for (const text of others) {
+      const cur = this.outside.get(text);
+      if (cur && !want.has(text)) {
         this.outside.delete(text);
         this.outsideSignature.delete(text);
         if (cur.prefix) this.p.ipcache.deletePrefix(cur.prefix);
@@ -119,6 +163,18 @@ export class OutsideIdentities {
     }
     for (const ident of retired) this.p.release(ident.id);
   }
+}
+
+interface Want {
+  readonly prefix: Prefix;
+  readonly names: string[];
+  readonly source: "cidr" | "fqdn";
+}
+
+/** The host prefix text of an address (as sync() keys it); undefined if not an address. */
+function hostText(ip: string): string | undefined {
+  const p = parsePrefix(ip, true);
+  return p ? cachedPrefixText(p) : undefined;
 }
 
 const prefixTexts = new WeakMap<Prefix, string>();

@@ -12,7 +12,11 @@
  *
  * Make-before-break: a recomputed SelectorPolicy holds its new selectors
  * before the previous ones are released, so unchanged selections stay cached.
+ *
+ * A journal (changesSince) names the endpoints that were touched, forgotten or
+ * handed another SelectorPolicy, so that consumers rebuild only those.
  */
+import { ChangeJournal } from "./change-journal.js";
 import type { NamedPort } from "./query.js";
 import type { DirectionPolicy } from "./resolve.js";
 import type { SelectorCache } from "./selectorcache.js";
@@ -41,6 +45,12 @@ export class PolicyCache {
   private readonly endpointSig = new Map<string, string>();
   /** Endpoints whose policy may have changed since they were last computed. */
   private readonly dirty = new Set<string>();
+  /** SelectorPolicies computed so far (a change that touches only host addresses computes none). */
+  private computed = 0;
+  /** Endpoints touched, forgotten, or handed a SelectorPolicy other than the last one. */
+  private readonly journal = new ChangeJournal();
+  /** The SelectorPolicy each endpoint was last handed. */
+  private readonly handed = new Map<string, SharedPolicy>();
 
   constructor(private readonly cache: SelectorCache) {}
 
@@ -78,6 +88,17 @@ export class PolicyCache {
   /** The endpoint must regenerate (it changed itself). */
   touch(key: string): void {
     this.dirty.add(key);
+    this.journal.record(key);
+  }
+
+  /** Changes whenever an endpoint is touched, forgotten or handed another SelectorPolicy. */
+  get revision(): number {
+    return this.journal.revision;
+  }
+
+  /** Endpoints touched, forgotten or handed another SelectorPolicy after `revision` (undefined: too far back). */
+  changesSince(revision: number): Set<string> | undefined {
+    return this.journal.changesSince(revision);
   }
 
   /** Whether the endpoint must regenerate: touched, or never computed. */
@@ -85,10 +106,25 @@ export class PolicyCache {
     return this.dirty.has(key) || !this.endpointSig.has(key);
   }
 
+  /**
+   * The endpoints that must regenerate: every endpoint the engine knows is
+   * touched when it is added or changed, so this is all of them (no walk).
+   */
+  dirtyKeys(): string[] {
+    return [...this.dirty];
+  }
+
+  /** How many SelectorPolicies have been computed (a counter for tests and benchmarks). */
+  get computations(): number {
+    return this.computed;
+  }
+
   /** The endpoint is gone: it no longer holds its SelectorPolicy. */
   forget(key: string): void {
     this.detach(key);
     this.dirty.delete(key);
+    this.handed.delete(key);
+    this.journal.record(key);
   }
 
   /**
@@ -103,6 +139,7 @@ export class PolicyCache {
     let sp = this.selectorPolicies.get(sig);
     if (!sp || sp.stale) {
       const computed = compute();
+      this.computed++;
       // Release the previous selectors only now that the new ones are held (make-before-break).
       if (sp) for (const k of [...sp.ingress.selectorKeys, ...sp.egress.selectorKeys]) this.cache.remove(k);
       const holders: Set<string> = sp?.holders ?? new Set<string>();
@@ -111,6 +148,10 @@ export class PolicyCache {
     }
     sp.holders.add(key);
     this.dirty.delete(key);
+    if (this.handed.get(key) !== sp) {
+      this.handed.set(key, sp);
+      this.journal.record(key);
+    }
     return sp;
   }
 

@@ -76,7 +76,10 @@ export class SelectorCache {
   /** Adds or replaces an identity; returns the keys of selectors whose selection changed. */
   upsertIdentity(ident: Identity): string[] {
     const old = this.identities.get(ident.id);
-    if (old !== ident) this.identityRev++;
+    // The very same identity again (an address more for an identity in use): every
+    // selection already reflects it (selectors added since were evaluated against it).
+    if (old === ident) return [];
+    this.identityRev++;
     if (old) this.unindex(old);
     this.identities.set(ident.id, ident);
     this.indexIdentity(ident);

@@ -63,6 +63,8 @@ export class EndpointsController implements Controller {
   readonly name = "endpoints";
   readonly revisions = new Revisions();
   private readonly records = new Map<string, EndpointRecordV1>();
+  /** local(), until put/drop changes a record. */
+  private localList: LocalEndpoint[] | undefined;
   /** Indexes of `records` for the per-flow lookups; changed only through put/drop. */
   private readonly byId = new Map<number, EndpointRecordV1>();
   private readonly byIp = new Map<string, EndpointRecordV1>();
@@ -90,8 +92,9 @@ export class EndpointsController implements Controller {
   }
 
   /** The endpoints as the datapath compiler needs them. */
-  local(): LocalEndpoint[] {
-    return [...this.records.values()].map(localEndpoint);
+  local(): readonly LocalEndpoint[] {
+    // The same array until a record changes: DesiredBuilder then skips comparing the endpoints.
+    return (this.localList ??= [...this.records.values()].map(localEndpoint));
   }
 
   async restore(): Promise<void> {
@@ -309,6 +312,7 @@ export class EndpointsController implements Controller {
 
   private put(key: string, rec: EndpointRecordV1): void {
     this.drop(key);
+    this.localList = undefined;
     this.records.set(key, rec);
     this.byId.set(rec.id, rec);
     this.byIp.set(rec.ipv4, rec);
@@ -318,6 +322,7 @@ export class EndpointsController implements Controller {
   private drop(key: string): void {
     const old = this.records.get(key);
     if (!old) return;
+    this.localList = undefined;
     this.records.delete(key);
     this.byId.delete(old.id);
     this.byIp.delete(old.ipv4);
