@@ -18,7 +18,7 @@ import { workloadLabels } from "../../labels/k8s.js";
 import type { RemoteEndpointSpec } from "../../policy/query.js";
 import type { TxnOp } from "../../store/store.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
-import { STORE_TXN_OPS } from "./identities.js";
+import { txnAllOrNone } from "./store-txn.js";
 import { validateName } from "./validate.js";
 
 /** Store keys of remote endpoints: `remote-endpoints/<ip>` -> RemoteEndpointRecordV1. */
@@ -144,37 +144,25 @@ export class RemoteEndpointsController implements Controller {
    */
   private async commit(ops: TxnOp[], unchanged: number, change: () => void): Promise<RemoteEndpointsResult> {
     if (ops.length === 0) return { changed: 0, unchanged, kernelOps: 0 };
-    const done: TxnOp[] = [];
     try {
-      for (let i = 0; i < ops.length; i += STORE_TXN_OPS) {
-        const part = ops.slice(i, i + STORE_TXN_OPS);
-        await this.d.store.txn({ compare: [], ops: part });
-        done.push(...part);
-      }
+      await txnAllOrNone({
+        store: this.d.store,
+        ops,
+        // What the store held: the controller's map, which changes only after this.
+        before: (key) => {
+          const old = this.known.get(key.slice(REMOTE_ENDPOINTS_KEY.length));
+          return old && JSON.stringify(recordOf(old));
+        },
+        undoFailed: (u) =>
+          this.d.logger.error({ err: String(u) }, "undoing a failed remote endpoints write failed"),
+      });
     } catch (e) {
-      await this.undo(done).catch((u: unknown) =>
-        this.d.logger.error({ err: String(u) }, "undoing a failed remote endpoints write failed"),
-      );
       throw new MembraneError("STORE_FAILED", `Cannot store remote endpoints: ${String(e)}`, { cause: e });
     }
     change();
     this.revisions.bump();
     const r = await this.d.enforce();
     return { changed: ops.length, unchanged, kernelOps: r.ops };
-  }
-
-  /** Puts back what the store held before `done` (the controller's map still has it). */
-  private async undo(done: readonly TxnOp[]): Promise<void> {
-    const back: TxnOp[] = done.map((op) => {
-      const ip = op.key.slice(REMOTE_ENDPOINTS_KEY.length);
-      const old = this.known.get(ip);
-      return old
-        ? { type: "put", key: op.key, value: JSON.stringify(recordOf(old)) }
-        : { type: "delete", key: op.key };
-    });
-    for (let i = 0; i < back.length; i += STORE_TXN_OPS) {
-      await this.d.store.txn({ compare: [], ops: back.slice(i, i + STORE_TXN_OPS) });
-    }
   }
 
   /** Every entry checked before anything changes; the error names the first bad one by index. */
