@@ -10,12 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { pino } from "pino";
-import { STORE_TXN_OPS } from "../../../src/agent/controllers/identities.js";
+import { EtcdLimits } from "./etcd-limits.js";
 import { PoliciesController } from "../../../src/agent/controllers/policies.js";
-import { MembraneError } from "../../../src/errors.js";
 import { parsePolicies } from "../../../src/policy/api/index.js";
 import { EmbeddedStore } from "../../../src/store/embedded.js";
-import type { Store, TxnRequest, TxnResult } from "../../../src/store/store.js";
 import { testDeps } from "./fake-deps.js";
 
 const policy = (name: string, port: number) => `apiVersion: cilium.io/v2
@@ -28,28 +26,6 @@ spec:
 const file = (names: string[], port: number) =>
   parsePolicies(names.map((n) => policy(n, port)).join("---\n"), "big.yaml");
 const names = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
-
-/** The real embedded store, refusing transactions etcd would refuse, and failing the one numbered `failAt`. */
-class EtcdLimits {
-  txns = 0;
-  sizes: number[] = [];
-  failAt: number | undefined;
-  readonly store: Store;
-  constructor(readonly real: EmbeddedStore) {
-    const txn = async (req: TxnRequest): Promise<TxnResult> => {
-      this.txns++;
-      if (req.ops.length > STORE_TXN_OPS)
-        throw new MembraneError("STORE_FAILED", "etcdserver: too many operations in txn request");
-      if (this.txns === this.failAt)
-        throw new MembraneError("STORE_FAILED", `injected failure of transaction ${this.txns}`);
-      this.sizes.push(req.ops.length);
-      return real.txn(req);
-    };
-    this.store = new Proxy(real, {
-      get: (t, k) => (k === "txn" ? txn : (Reflect.get(t, k) as unknown)),
-    });
-  }
-}
 
 async function withStore(f: (s: EtcdLimits) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "mbr-policies-chunked-"));
