@@ -83,6 +83,27 @@ describe("proxy host table: a full table once, then deltas (needs root)", { skip
       assert.equal(await sup.identityOf("10.1.0.7"), 310);
     }));
 
+  test("the same arrays as the last push are not even serialized again; their hosts still go", () =>
+    withSupervisor(async (sup) => {
+      const hosts = new HostTable();
+      hosts.set("10.1.0.7", 300);
+      let serialized = 0;
+      const ep = { name: "default/local", id: 1, identity: 400, ipv4: "10.0.0.5" };
+      const counted = { ...ep, toJSON: () => (serialized++, ep) };
+      const first = snap(hosts, { endpoints: [counted] });
+      await sup.push(first);
+      const once = serialized; // hashed, and sent to the process
+      assert.ok(once >= 1);
+      assert.equal(sup.stats.snapshots, 1);
+      hosts.set("10.1.0.8", 301);
+      await sup.push({ ...first, version: ++version });
+      assert.deepEqual([serialized, sup.stats.snapshots, sup.stats.hostsDeltas], [once, 1, 1]);
+      assert.equal(await sup.identityOf("10.1.0.8"), 301);
+      // New arrays of the same content: hashed (once), and still not sent.
+      await sup.push(snap(hosts, { endpoints: [counted] }));
+      assert.deepEqual([serialized, sup.stats.snapshots], [once + 1, 1]);
+    }));
+
   test("a delta from a revision the process does not hold is refused, and the whole table follows", () =>
     withSupervisor(async (sup) => {
       const hosts = new HostTable();

@@ -59,6 +59,8 @@ interface HostsAck {
 interface HeldState {
   readonly child: ChildProcess;
   content?: string;
+  /** The arrays whose content that is: the agent hands the same arrays when they did not change. */
+  sent?: Pick<ProxySnapshot, "ipcache" | "endpoints" | "l7">;
   hosts?: HeldHosts;
   /** A table (at a revision) the process refused as malformed, and why: not sent again. */
   refused?: { readonly table: HostTableView; readonly to: number; readonly error: string };
@@ -244,15 +246,20 @@ export class ProxySupervisor {
     if (this.child !== c) return;
     // Most enforces change nothing else the proxy holds: skip the copy (the same process already has it).
     const { version, ipcache, endpoints, l7 } = snapshot;
+    // The very arrays sent last (never changed in place: desired.ts, proxy-snapshot.ts): not even hashed.
+    const sent = held.sent;
+    if (sent?.ipcache === ipcache && sent.endpoints === endpoints && sent.l7 === l7) return;
     const content = createHash("sha256")
       .update(JSON.stringify([ipcache, endpoints, l7]))
       .digest("hex");
-    if (held.content === content) return;
-    await this.await(this.acks, version, "the policy snapshot", () => {
-      this.counts.snapshots++;
-      this.send({ type: "snapshot", snapshot: { version, ipcache, endpoints, l7 } });
-    });
-    held.content = content;
+    if (held.content !== content) {
+      await this.await(this.acks, version, "the policy snapshot", () => {
+        this.counts.snapshots++;
+        this.send({ type: "snapshot", snapshot: { version, ipcache, endpoints, l7 } });
+      });
+      held.content = content;
+    }
+    held.sent = { ipcache, endpoints, l7 };
   }
 
   /** Brings the process's host table to `table`'s revision: nothing, a delta, or (refused, new process) the whole. */
