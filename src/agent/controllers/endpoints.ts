@@ -7,8 +7,8 @@
  */
 import { MembraneError } from "../../errors.js";
 import {
-  createEndpoint,
   deleteEndpoint,
+  prepareEndpoint,
   reconcileEndpoint,
   type EndpointParams,
   type NodeNetns,
@@ -225,6 +225,9 @@ export class EndpointsController implements Controller {
         ...(req.ports && req.ports.length > 0 ? { ports: req.ports.map((p) => ({ ...p })) } : {}),
       };
       const engine = this.d.engine();
+      // The namespace (no veth: unreachable) is built while the policy goes into the kernel.
+      const prepared = prepareEndpoint(this.netnsOf(rec));
+      prepared.catch(() => undefined); // awaited below; a failure is handled there
       try {
         await this.d.store.put(KEYS.endpoints + key, JSON.stringify(rec));
         this.put(key, rec);
@@ -232,8 +235,12 @@ export class EndpointsController implements Controller {
         this.revisions.bump();
         // Policy in the kernel first, then the veth: never open while being computed.
         await this.d.enforce();
-        await createEndpoint(this.netnsOf(rec));
+        await (await prepared).finish();
       } catch (e) {
+        await prepared.then(
+          (x) => x.abort(),
+          () => undefined,
+        );
         this.revisions.fail(e);
         this.drop(key);
         // Undone, not a new change: no bump (the error stays until a later change is realized).
