@@ -9,7 +9,7 @@
  *
  * The child is started on first use (or by warmNodeLinks when a node is
  * prepared), closed by closeNodeLinks (deleteNode, deleteNetns,
- * cleanupPrefix) and after IDLE_MS without a request: a process inside a
+ * cleanupPrefix, the agent's stop) and after IDLE_MS without a request: a process inside a
  * namespace keeps it alive after `ip netns del`, so it must not outlive its use.
  * It never keeps the agent or a test alive (unref'd; it exits when its stdin closes).
  */
@@ -21,7 +21,7 @@ import type { LinkOp } from "./endpoint-state.js";
 import { inNetns } from "./rtnl.js";
 import { applyLinkOps } from "./rtnl-ops.js";
 
-const IDLE_MS = 60_000;
+const IDLE_MS = 300_000;
 const TIMEOUT_MS = 30_000;
 
 type Answer = { ok: boolean; error?: string };

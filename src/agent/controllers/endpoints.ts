@@ -14,6 +14,7 @@ import {
   type NodeNetns,
 } from "../../datapath/endpoint.js";
 import { createEndpoints } from "../../datapath/endpoint-batch.js";
+import { closeNodeLinks } from "../../datapath/node-links.js";
 import { intactEndpoints, verifyEndpoints, verifyNode } from "../../datapath/node-adopt.js";
 import { stopNetnsProcesses } from "../../datapath/workload.js";
 import { workloadLabels } from "../../labels/k8s.js";
@@ -162,9 +163,11 @@ export class EndpointsController implements Controller {
     });
   }
 
+  /** Ends the background check (agent stop) and lets the node's rtnetlink process go (node-links.ts). */
   async stopVerification(): Promise<void> {
     this.verifyAbort.abort();
     await this.verifying;
+    closeNodeLinks((ns) => ns === this.d.nodeNetns);
   }
 
   /**
