@@ -39,9 +39,16 @@ export function describeOp(o: LinkOp): string {
   }
 }
 
-function addrBytes(a: string): Buffer {
+/** The bytes of an IPv4 or IPv6 address (network order), as inet_pton gives them. */
+export function addrBytes(a: string): Buffer {
   if (isIPv4(a)) return Buffer.from(a.split(".").map(Number));
   if (!isIPv6(a)) throw new Error(`${JSON.stringify(a)} is not an address`);
+  const dotted = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(a);
+  if (dotted?.[1] !== undefined && dotted[2] !== undefined) {
+    // An IPv4 tail (::ffff:10.0.0.1) is the last two groups.
+    const v4 = addrBytes(dotted[2]);
+    a = `${dotted[1]}${v4.readUInt16BE(0).toString(16)}:${v4.readUInt16BE(2).toString(16)}`;
+  }
   const [head = "", tail] = a.split("::");
   const groups = (s: string): string[] => (s === "" ? [] : s.split(":"));
   const h = groups(head);

@@ -15,6 +15,7 @@ import { createEndpoint, createNode, exec, type EndpointParams } from "../../src
 import { run } from "../../src/datapath/exec.js";
 import { cleanupPrefix, listNetns } from "../../src/datapath/netns.js";
 import { linkStates } from "../../src/datapath/rtnl.js";
+import { addrBytes } from "../../src/datapath/rtnl-ops.js";
 import { rootSkipReason } from "./harness.js";
 
 const skip = rootSkipReason();
@@ -159,5 +160,24 @@ describe("endpoint wiring (root)", { skip: skip ?? false }, () => {
     } finally {
       await cleanupPrefix(prefix + "-");
     }
+  });
+});
+
+describe("rtnetlink address bytes", () => {
+  for (const [addr, hex] of [
+    ["10.204.0.11", "0acc000b"],
+    ["fd00:204::b", "fd00020400000000000000000000000b"],
+    ["::", "0".repeat(32)],
+    ["::1", "0".repeat(31) + "1"],
+    ["fe80::1", "fe80" + "0".repeat(27) + "1"],
+    ["1:2:3:4:5:6:7:8", "00010002000300040005000600070008"],
+    ["::ffff:10.0.0.1", "0".repeat(20) + "ffff0a000001"],
+  ] as const) {
+    test(`${addr} is ${hex} (as inet_pton)`, () => {
+      assert.equal(addrBytes(addr).toString("hex"), hex);
+    });
+  }
+  test("what is not an address is refused", () => {
+    assert.throws(() => addrBytes("10.0.0.256"), /not an address/);
   });
 });
