@@ -202,6 +202,7 @@ export interface PreparedEndpoint {
  */
 export async function prepareEndpoint(p: EndpointParams): Promise<PreparedEndpoint> {
   checkEndpoint(p);
+  warmNodeLinks(p.node.netns); // after a restart, it starts while the namespace is built
   if (await netnsExists(p.netns)) {
     return { finish: () => reconcileExisting(p), abort: () => Promise.resolve() };
   }

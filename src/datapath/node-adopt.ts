@@ -17,16 +17,14 @@ import { readFile } from "node:fs/promises";
 import { createNode, NODE_SYSCTLS, planEndpoint, type EndpointParams, type NodeParams } from "./endpoint.js";
 import { readNetnsState } from "./endpoint-state.js";
 import { listNetns } from "./netns.js";
-import { warmNodeLinks } from "./node-links.js";
 import { linkStates } from "./rtnl.js";
 
 export type { NodeNetns } from "./endpoint.js";
 
 /** Adopts the node as it is when it was prepared before (verifyNode checks the rest later); prepares it otherwise. */
 export async function adoptNode<P extends NodeParams>(p: P): Promise<Readonly<P>> {
-  if (!(await nodePrepared(p))) return await createNode(p);
-  warmNodeLinks(p.netns); // new endpoints' node side goes through it (node-links.ts)
-  return { ...p };
+  // No rtnetlink process here (node-links.ts): a restart that changes nothing spawns nothing.
+  return (await nodePrepared(p)) ? { ...p } : await createNode(p);
 }
 
 async function nodePrepared(p: NodeParams): Promise<boolean> {
