@@ -4,8 +4,9 @@
  *
  *   one `ip -force -batch -`        every missing namespace ("netns add" lines)
  *   rtnetlink, no process           one veth pair per endpoint (rtnl.ts)
- *   rtnetlink in the node            every host end: up, fe80::1, the route to the endpoint
- *                                   (node-links.ts: one request, no process)
+ *   rtnetlink in the node           every host end: up, fe80::1, the route to the endpoint
+ *                                   (node-links.ts: one request; in a named node, to the one
+ *                                   process the agent keeps there)
  *   one `sh` per 25 endpoints       each endpoint's sysctls and `ip -batch` inside it
  *                                   (configureFreshEndpoints), `concurrency` scripts at a time
  *
