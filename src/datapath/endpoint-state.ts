@@ -75,20 +75,40 @@ export async function readNetnsState(netns: string | undefined, dev?: string): P
   return parseNetnsState(r.stdout, dev);
 }
 
-/** Collects the `ip -batch` lines for one namespace. */
+/**
+ * One change a plan makes, structured (rtnl-ops.ts applies it over
+ * rtnetlink); `lines` holds the same change as an `ip -batch` line.
+ */
+export type LinkOp =
+  | { readonly op: "up"; readonly ifname: string }
+  | { readonly op: "addr"; readonly ifname: string; readonly cidr: string; readonly nodad: boolean }
+  | {
+      readonly op: "route";
+      readonly dst: string;
+      readonly dev: string;
+      readonly gateway?: string;
+      readonly scopeLink?: boolean;
+    };
+
+/** Collects the changes for one namespace, as `ip -batch` lines and as rtnetlink ops. */
 export class NetnsPlan {
   readonly lines: string[] = [];
+  readonly ops: LinkOp[] = [];
   constructor(private readonly state: NetnsState) {}
   up(ifname: string): void {
-    if (this.state.links.get(ifname)?.up !== true) this.lines.push(`link set ${ifname} up`);
+    if (this.state.links.get(ifname)?.up === true) return;
+    this.lines.push(`link set ${ifname} up`);
+    this.ops.push({ op: "up", ifname });
   }
   addr(ifname: string, cidr: string, nodad: boolean): void {
     if (this.state.links.get(ifname)?.addrs.has(cidr) === true) return;
     this.lines.push(`addr replace ${cidr} dev ${ifname}${nodad ? " nodad" : ""}`);
+    this.ops.push({ op: "addr", ifname, cidr, nodad });
   }
   route(dst: string, dev: string, opts: { gateway?: string; scopeLink?: boolean } = {}): void {
     if (this.state.routes.has(routeKey(dst, dev, opts.gateway))) return;
     const via = opts.gateway === undefined ? "" : ` via ${opts.gateway}`;
     this.lines.push(`route replace ${dst}${via} dev ${dev}${opts.scopeLink ? " scope link" : ""}`);
+    this.ops.push({ op: "route", dst, dev, ...opts });
   }
 }

@@ -18,8 +18,10 @@ import { isIPv4, isIPv6 } from "node:net";
 import { MembraneError } from "../errors.js";
 import { ip, run, runRaw, type RunResult } from "./exec.js";
 import { EMPTY_NETNS, NetnsPlan, readNetnsState, type NetnsState } from "./endpoint-state.js";
-import { createVethIn, inNetns, netnsPath } from "./rtnl.js";
+import { createVethIn, inNetns } from "./rtnl.js";
 import { deleteNetns, netnsExists, setSysctls } from "./netns.js";
+import { openFreshNetns, type FreshNetns } from "./endpoint-fresh.js";
+import { applyNodeOps, closeNodeLinks, warmNodeLinks } from "./node-links.js";
 import { stopNetnsProcesses } from "./workload.js";
 
 export interface NodeParams {
@@ -96,12 +98,15 @@ export async function createNode<P extends NodeParams>(p: P): Promise<Readonly<P
   if (p.podCidr6) lines.push(`route replace blackhole ${p.podCidr6}`);
   lines.push("link set lo up");
   await ipBatch(lines, p.netns, "prepare the node's namespace");
+  warmNodeLinks(p.netns); // the endpoints' node side goes through it (node-links.ts)
   return { ...p };
 }
 
 /** Deletes a named node namespace; a node in the current namespace is left alone. */
 export async function deleteNode(node: NodeNetns): Promise<void> {
-  if (node.netns !== undefined) await deleteNetns(node.netns);
+  if (node.netns === undefined) return;
+  closeNodeLinks((ns) => ns === node.netns);
+  await deleteNetns(node.netns);
 }
 
 /** Does link `name` exist in `netns` (absent = the current namespace)? */
@@ -110,7 +115,7 @@ async function linkExists(name: string, netns: string | undefined): Promise<bool
   return (await runRaw(["ip", ...ns, "link", "show", "dev", name])).status === 0;
 }
 
-/** Runs `ip -batch -` in `netns` (nsenter, see configureFreshEndpoint) with `lines`; a refusal names the namespace and the line. */
+/** Runs `ip -batch -` in `netns` (nsenter, see rtnl.ts inNetns) with `lines`; a refusal names the namespace and the line. */
 export async function ipBatch(
   lines: readonly string[],
   netns: string | undefined,
@@ -119,18 +124,6 @@ export async function ipBatch(
   if (lines.length === 0) return;
   await run([...inNetns(netns), "ip", "-batch", "-"], { stdin: lines.join("\n") + "\n", what });
 }
-
-/** Sysctls of a new endpoint namespace (constants: nothing from input reaches this shell line). */
-const FRESH_EP_SYSCTLS = [
-  "net/ipv6/conf/all/accept_dad",
-  "net/ipv6/conf/default/accept_dad",
-  "net/ipv6/conf/eth0/accept_dad",
-  "net/ipv4/conf/all/rp_filter",
-  "net/ipv4/conf/default/rp_filter",
-  "net/ipv4/conf/eth0/rp_filter",
-]
-  .map((k) => `echo 0 > /proc/sys/${k}`)
-  .join(" && ");
 
 /** Refuses names and addresses that cannot go into an `ip -batch` line (ENDPOINT_INVALID, naming the field). */
 export function checkEndpoint(p: EndpointParams): void {
@@ -180,68 +173,127 @@ export interface EndpointReconcile {
  * endpoint whose namespace, veth, addresses and routes already exist (a
  * restarted agent) is adopted with zero kernel operations; a missing or
  * half-built veth is re-created. Costs, in processes spawned: a new
- * endpoint two (`ip netns add`; one `sh -s` that runs the node side's and
- * the endpoint side's `ip -batch`, with the sysctls), the veth over
- * rtnetlink (rtnl.ts, no process), nothing read; an existing one two reads
- * (its own namespace, and its host interface only in the node) and one
- * `ip -batch` per namespace that differs.
+ * endpoint one (endpoint-fresh.ts: `unshare` that execs `sh` for the
+ * sysctls and then `ip -batch` inside the namespace), the veth over
+ * rtnetlink (rtnl.ts) and the node side over rtnetlink (node-links.ts),
+ * nothing read; a failure on the way deletes the new namespace (which takes
+ * the veth along) and names the step. An existing one costs two reads (its
+ * own namespace, and its host interface only in the node) and one `ip
+ * -batch` in the endpoint when it differs (the node side over rtnetlink).
  */
 export async function reconcileEndpoint(p: EndpointParams): Promise<EndpointReconcile> {
+  return (await prepareEndpoint(p)).finish();
+}
+
+/** An endpoint between prepareEndpoint and its veth. */
+export interface PreparedEndpoint {
+  /** Creates the veth (when missing) and configures both sides. */
+  finish(): Promise<EndpointReconcile>;
+  /** Gives up: a namespace prepareEndpoint created is deleted. */
+  abort(): Promise<void>;
+}
+
+/**
+ * The first half of reconcileEndpoint: checks `p` and, for a new endpoint,
+ * creates its namespace with its sysctls, with no veth yet, so nothing can
+ * reach it. The agent runs this while the endpoint's policy goes into the
+ * kernel and creates the veth (finish) only after: never open while its
+ * policy is computed, and the namespace's cost hidden behind the policy's.
+ */
+export async function prepareEndpoint(p: EndpointParams): Promise<PreparedEndpoint> {
   checkEndpoint(p);
+  warmNodeLinks(p.node.netns); // after a restart, it starts while the namespace is built
+  if (await netnsExists(p.netns)) {
+    return { finish: () => reconcileExisting(p), abort: () => Promise.resolve() };
+  }
+  const ns = await openFreshNetns(p.netns, `endpoint ${p.name}`);
+  const abort = async (): Promise<void> => {
+    ns.abort();
+    await deleteNetns(p.netns).catch(() => undefined);
+  };
+  return {
+    finish: async () => {
+      try {
+        return await finishFresh(p, ns);
+      } catch (e) {
+        await abort(); // the namespace takes the veth along: nothing half-built stays
+        throw e;
+      }
+    },
+    abort,
+  };
+}
+
+/** `s` without link `ifname` and the routes through it. */
+function dropLink(s: NetnsState, ifname: string): NetnsState {
+  const links = new Map(s.links);
+  links.delete(ifname);
+  return { links, routes: new Set([...s.routes].filter((r) => !r.endsWith(` dev ${ifname}`))) };
+}
+
+async function delLink(ifname: string, ns: string | undefined, changes: string[]): Promise<void> {
+  await ipBatch([`link del ${ifname}`], ns, `delete the half-built veth end ${ifname}`);
+  changes.push(`delete ${ifname} in ${ns ?? "(own netns)"}`);
+}
+
+async function veth(p: EndpointParams, changes: string[]): Promise<void> {
+  // The node's defaults (createNode: accept_dad=0, rp_filter=0) apply to the new host end.
+  await createVethIn({ ifname: p.hostIfname, netns: p.node.netns }, { ifname: "eth0", netns: p.netns });
+  changes.push(`create veth ${p.hostIfname} <-> eth0 (rtnetlink)`);
+}
+
+function planChanges(p: EndpointParams, host: readonly string[], ep: readonly string[]): string[] {
+  const node = p.node.netns;
+  return [
+    ...host.map((l) => `ip ${node === undefined ? "" : `-n ${node} `}${l}`),
+    ...ep.map((l) => `ip -n ${p.netns} ${l}`),
+  ];
+}
+
+/** A new endpoint after prepareEndpoint: the veth, then the node side over rtnetlink and the endpoint side at once. */
+async function finishFresh(p: EndpointParams, ns: FreshNetns): Promise<EndpointReconcile> {
+  const node = p.node.netns;
+  const changes = [`create netns ${p.netns}`];
+  let nodeState = EMPTY_NETNS;
+  try {
+    await veth(p, changes);
+  } catch (e) {
+    if (!(e instanceof MembraneError) || !/EEXIST/.test(e.message)) throw e;
+    // A new namespace has no eth0, so the node side is read only if its end is in the way.
+    const s = await readNetnsState(node, p.hostIfname);
+    if (!s.links.has(p.hostIfname)) throw e;
+    await delLink(p.hostIfname, node, changes);
+    nodeState = dropLink(s, p.hostIfname);
+    await veth(p, changes);
+  }
+  const { host, ep } = planEndpoint(p, EMPTY_NETNS, nodeState);
+  const [h, e] = await Promise.allSettled([
+    applyNodeOps(node, host.ops, `configure ${p.hostIfname} for endpoint ${p.name}`),
+    ns.configure(ep.lines),
+  ]);
+  if (h.status === "rejected") throw h.reason;
+  if (e.status === "rejected") throw e.reason;
+  return { endpoint: { ...p }, changes: [...changes, ...planChanges(p, host.lines, ep.lines)] };
+}
+
+/** An endpoint whose namespace exists: read both sides, re-create a half-built veth, apply what differs. */
+async function reconcileExisting(p: EndpointParams): Promise<EndpointReconcile> {
   const node = p.node.netns;
   const changes: string[] = [];
-  const fresh = !(await netnsExists(p.netns));
-  let epState = EMPTY_NETNS;
-  let nodeState = EMPTY_NETNS;
-  const drop = (s: NetnsState, ifname: string): NetnsState => {
-    const links = new Map(s.links);
-    links.delete(ifname);
-    return { links, routes: new Set([...s.routes].filter((r) => !r.endsWith(` dev ${ifname}`))) };
-  };
-  const del = async (ifname: string, ns: string | undefined): Promise<void> => {
-    await ipBatch([`link del ${ifname}`], ns, `delete the half-built veth end ${ifname}`);
-    changes.push(`delete ${ifname} in ${ns ?? "(own netns)"}`);
-  };
-  const veth = async (): Promise<void> => {
-    // The node's defaults (createNode: accept_dad=0, rp_filter=0) apply to the new host end.
-    await createVethIn({ ifname: p.hostIfname, netns: node }, { ifname: "eth0", netns: p.netns });
-    changes.push(`create veth ${p.hostIfname} <-> eth0 (rtnetlink)`);
-  };
-  if (fresh) {
-    await ip(["netns", "add", p.netns]); // the one step with no rtnetlink equivalent (a bind mount)
-    changes.push(`create netns ${p.netns}`);
-    // A new namespace has no eth0, so the node side is read only if its end is in the way.
-    try {
-      await veth();
-    } catch (e) {
-      if (!(e instanceof MembraneError) || !/EEXIST/.test(e.message)) throw e;
-      nodeState = await readNetnsState(node, p.hostIfname);
-      if (!nodeState.links.has(p.hostIfname)) throw e;
-      await del(p.hostIfname, node);
-      nodeState = drop(nodeState, p.hostIfname);
-      await veth();
-    }
-  } else {
-    [epState, nodeState] = await Promise.all([readNetnsState(p.netns), readNetnsState(node, p.hostIfname)]);
-    const hostOk = nodeState.links.has(p.hostIfname);
-    const peerOk = epState.links.has("eth0");
-    if (!hostOk || !peerOk) {
-      if (hostOk) await del(p.hostIfname, node);
-      if (peerOk) await del("eth0", p.netns);
-      await veth();
-      epState = drop(epState, "eth0");
-      nodeState = drop(nodeState, p.hostIfname);
-    }
+  let [epState, nodeState] = await Promise.all([readNetnsState(p.netns), readNetnsState(node, p.hostIfname)]);
+  const hostOk = nodeState.links.has(p.hostIfname);
+  const peerOk = epState.links.has("eth0");
+  if (!hostOk || !peerOk) {
+    if (hostOk) await delLink(p.hostIfname, node, changes);
+    if (peerOk) await delLink("eth0", p.netns, changes);
+    await veth(p, changes);
+    epState = dropLink(epState, "eth0");
+    nodeState = dropLink(nodeState, p.hostIfname);
   }
   const { host, ep } = planEndpoint(p, epState, nodeState);
-  if (fresh) await configureFreshEndpoint(p, ep.lines, host.lines);
-  else {
-    await ipBatch(host.lines, node, `configure ${p.hostIfname} for endpoint ${p.name}`);
-    await ipBatch(ep.lines, p.netns, `configure eth0 of endpoint ${p.name}`);
-  }
-  for (const l of host.lines) changes.push(`ip ${node === undefined ? "" : `-n ${node} `}${l}`);
-  for (const l of ep.lines) changes.push(`ip -n ${p.netns} ${l}`);
-  return { endpoint: { ...p }, changes };
+  await applyNodeOps(node, host.ops, `configure ${p.hostIfname} for endpoint ${p.name}`);
+  await ipBatch(ep.lines, p.netns, `configure eth0 of endpoint ${p.name}`);
+  return { endpoint: { ...p }, changes: [...changes, ...planChanges(p, host.lines, ep.lines)] };
 }
 
 /** The `ip -batch` lines that bring the node side and the endpoint side of `p` from these states to what it wants. */
@@ -271,57 +323,6 @@ export function planEndpoint(
     if (p.node.gateway6) ep.route("default", "eth0", { gateway: HOST_LINK_LOCAL });
   }
   return { host, ep };
-}
-
-/**
- * A new endpoint namespace's sysctls and its `ip -batch` in one process tree:
- * `nsenter --net=/run/netns/X sh -c '<sysctls> && exec ip -batch -'`, after
- * the host end's `ip -batch` in the node when `hostLines` are given.
- * nsenter enters the network namespace only; `ip netns exec` and `ip -n`
- * also copy the mount namespace and remount /sys, a cost that grows with
- * the number of mounts (one per namespace in /run/netns).
- */
-export async function configureFreshEndpoint(
-  p: EndpointParams,
-  lines: readonly string[],
-  hostLines: readonly string[] = [],
-): Promise<void> {
-  // With host lines, both sides from one `sh -s` (one spawn from Node instead of two).
-  const host =
-    hostLines.length === 0
-      ? ""
-      : `${[...inNetns(p.node.netns), "ip", "-batch", "-"].join(" ")} <<'MEMBRANE_EOF' || exit 1\n${hostLines.join("\n")}\nMEMBRANE_EOF\n`;
-  await run(["sh", "-s"], {
-    stdin: `${host}${freshScript(p, lines)}`,
-    what: `configure ${p.hostIfname} and eth0 of endpoint ${p.name} (netns ${p.netns})`,
-  });
-}
-
-/** The script line that configures a new endpoint namespace (sysctls, then its `ip -batch` lines). */
-function freshScript(p: EndpointParams, lines: readonly string[], onFail = "exit 1"): string {
-  const cmd = `nsenter --net=${netnsPath(p.netns)} sh -c '${FRESH_EP_SYSCTLS} && exec ip -batch -'`;
-  return `${cmd} <<'MEMBRANE_EOF' || ${onFail}\n${lines.join("\n")}\nMEMBRANE_EOF\n`;
-}
-
-/**
- * configureFreshEndpoint for many new endpoints from one `sh -s` process:
- * one line of script per endpoint (its `ip -batch` lines in a here-document),
- * which forks `nsenter` where a spawn from Node would cost twice as much
- * (measured on the 2-core box: 34 against 72 ms per endpoint). Every name
- * and line was checked by checkEndpoint, so no input adds script. Returns
- * the namespaces whose configuration failed.
- */
-export async function configureFreshEndpoints(
-  eps: readonly { p: EndpointParams; lines: readonly string[] }[],
-): Promise<Set<string>> {
-  const script = eps
-    .map(({ p, lines }) => freshScript(p, lines, `echo "membrane-failed ${p.netns}"`))
-    .join("");
-  const r = await runRaw(["sh", "-s"], { stdin: script, timeoutMs: 30_000 + 1_000 * eps.length });
-  const failed = new Set<string>();
-  for (const m of r.stdout.matchAll(/^membrane-failed (\S+)$/gm)) if (m[1] !== undefined) failed.add(m[1]);
-  if (r.status !== 0 && failed.size === 0) for (const { p } of eps) failed.add(p.netns);
-  return failed;
 }
 
 /** Creates (or adopts, or repairs) an endpoint: netns, veth pair, addresses, routes, sysctls. */

@@ -9,6 +9,7 @@
 import { readdir } from "node:fs/promises";
 import { MembraneError } from "../errors.js";
 import { ip, run, runRaw } from "./exec.js";
+import { closeNodeLinks } from "./node-links.js";
 import { inNetns } from "./rtnl.js";
 
 /** Names of the existing named network namespaces. */
@@ -36,6 +37,7 @@ export async function createNetns(name: string): Promise<void> {
 
 /** Deletes a namespace; no-op when it does not exist. */
 export async function deleteNetns(name: string): Promise<void> {
+  closeNodeLinks((ns) => ns === name); // a process inside would keep it alive
   if (await netnsExists(name)) await ip(["netns", "del", name]);
 }
 
@@ -66,6 +68,7 @@ export async function cleanupPrefix(prefix: string): Promise<string[]> {
       hint: "Use the unique per-run prefix, e.g. mbr1234a-.",
     });
   }
+  closeNodeLinks((ns) => ns.startsWith(prefix));
   const gone: string[] = [];
   for (const name of await listNetns()) {
     if (!name.startsWith(prefix)) continue;

@@ -23,6 +23,7 @@ export type { NodeNetns } from "./endpoint.js";
 
 /** Adopts the node as it is when it was prepared before (verifyNode checks the rest later); prepares it otherwise. */
 export async function adoptNode<P extends NodeParams>(p: P): Promise<Readonly<P>> {
+  // No rtnetlink process here (node-links.ts): a restart that changes nothing spawns nothing.
   return (await nodePrepared(p)) ? { ...p } : await createNode(p);
 }
 

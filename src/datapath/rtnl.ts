@@ -12,8 +12,10 @@
  * namespace it was opened in, Node has no setns(2) and the `netlink` package
  * offers none; RTM_NEWADDR/RTM_NEWROUTE have no target-namespace attribute;
  * creating the veth with IFF_UP set fails with ENOTCONN. Addresses, routes and
- * "up" inside another namespace therefore stay with one batched `ip` process
- * per namespace (endpoint.ts).
+ * "up" inside another namespace therefore need a process there: the node's
+ * side goes through one kept process in the node (node-links.ts,
+ * rtnl-child.ts), the endpoint's through the `ip -batch` that its new
+ * namespace was created with (endpoint-fresh.ts).
  *
  *   linkStates(netns)   one RTM_GETLINK dump of a namespace (adoption at restart):
  *     own namespace: a plain dump; a named one: IFLA_TARGET_NETNSID, with the

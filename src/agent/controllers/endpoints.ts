@@ -7,13 +7,14 @@
  */
 import { MembraneError } from "../../errors.js";
 import {
-  createEndpoint,
   deleteEndpoint,
+  prepareEndpoint,
   reconcileEndpoint,
   type EndpointParams,
   type NodeNetns,
 } from "../../datapath/endpoint.js";
 import { createEndpoints } from "../../datapath/endpoint-batch.js";
+import { closeNodeLinks } from "../../datapath/node-links.js";
 import { intactEndpoints, verifyEndpoints, verifyNode } from "../../datapath/node-adopt.js";
 import { stopNetnsProcesses } from "../../datapath/workload.js";
 import { workloadLabels } from "../../labels/k8s.js";
@@ -165,9 +166,11 @@ export class EndpointsController implements Controller {
     });
   }
 
+  /** Ends the background check (agent stop) and lets the node's rtnetlink process go (node-links.ts). */
   async stopVerification(): Promise<void> {
     this.verifyAbort.abort();
     await this.verifying;
+    closeNodeLinks((ns) => ns === this.d.nodeNetns);
   }
 
   /**
@@ -228,6 +231,9 @@ export class EndpointsController implements Controller {
         ...(req.ports && req.ports.length > 0 ? { ports: req.ports.map((p) => ({ ...p })) } : {}),
       };
       const engine = this.d.engine();
+      // The namespace (no veth: unreachable) is built while the policy goes into the kernel.
+      const prepared = prepareEndpoint(this.netnsOf(rec));
+      prepared.catch(() => undefined); // awaited below; a failure is handled there
       try {
         await this.d.store.put(KEYS.endpoints + key, JSON.stringify(rec));
         this.put(key, rec);
@@ -235,8 +241,12 @@ export class EndpointsController implements Controller {
         this.revisions.bump();
         // Policy in the kernel first, then the veth: never open while being computed.
         await this.d.enforce();
-        await createEndpoint(this.netnsOf(rec));
+        await (await prepared).finish();
       } catch (e) {
+        await prepared.then(
+          (x) => x.abort(),
+          () => undefined,
+        );
         this.revisions.fail(e);
         this.drop(key);
         // Undone, not a new change: no bump (the error stays until a later change is realized).
