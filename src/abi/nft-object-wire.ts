@@ -53,8 +53,8 @@ const EXPR = { name: 1, data: 2 } as const;
 const NAME = /^[A-Za-z0-9_]{1,255}$/;
 /** NF_LOG_PREFIXLEN is 128 with its NUL. */
 const MAX_PREFIX = 127;
-/** A rule's userdata holds TLVs with a u8 length: the comment and its NUL must fit. */
-const MAX_COMMENT = 254;
+/** nft refuses comments longer than 128 characters ("comment too long"); we write no longer ones. */
+const MAX_COMMENT = 128;
 
 /** One netlink message of a batch, without its header (sequence numbers are the sender's). */
 export interface NfMsg {

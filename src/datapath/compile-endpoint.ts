@@ -56,7 +56,12 @@ export interface EndpointParts {
 
 export const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
 const MASK = `0x${IDENTITY_MASK.toString(16).padStart(8, "0")}`;
-const commentText = (s: string): string => s.replace(/[^\x20-\x7e]|"/g, "'").slice(0, 120);
+/**
+ * A rule comment: printable, no double quote, and short enough that with the
+ * chain's hash tag in front (model.ts chainRulesWithHash, `mbr:h=<12 hex> `: 19
+ * characters) it stays within nft's limit of 128 characters per comment.
+ */
+const commentText = (s: string): string => s.replace(/[^\x20-\x7e]|"/g, "'").slice(0, 109);
 
 /**
  * The lookups. No anonymous sets (`meta l4proto { 1, 58 }`): nfnl/objects.ts writes these

@@ -164,7 +164,7 @@ export function ruleOf(chain: string, text: string): WireRule {
     throw new Error(`a rule of ${text.length} characters is longer than ${MAX_RULE}`);
   let rest = text;
   let comment: string | undefined;
-  const c = / comment "([\x20-\x21\x23-\x7e]{0,254})"$/.exec(rest);
+  const c = / comment "([\x20-\x21\x23-\x7e]{0,128})"$/.exec(rest);
   if (c) {
     comment = c[1] as string;
     rest = rest.slice(0, c.index);
