@@ -96,7 +96,10 @@ export class Reconciler {
   }
 
   private elements(): SetElemWriter {
-    this.writer ??= new SetElemWriter(this.netns);
+    if (!this.writer) {
+      this.writer = new SetElemWriter(this.netns);
+      this.writer.warm();
+    }
     return this.writer;
   }
 

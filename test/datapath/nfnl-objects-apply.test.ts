@@ -7,8 +7,10 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { createNode, type NamedNodeNetns } from "../../src/datapath/endpoint.js";
+import { runRaw } from "../../src/datapath/exec.js";
 import { cleanupPrefix } from "../../src/datapath/netns.js";
 import { Reconciler } from "../../src/datapath/reconcile.js";
 import type { DatapathEndpoint, DatapathState, PolicySegment } from "../../src/datapath/types.js";
@@ -33,6 +35,33 @@ describe("nfnl objects through the Reconciler (root)", { skip: skip ?? false }, 
   });
   after(async () => {
     await cleanupPrefix(prefix + "-");
+  });
+
+  test("after its first apply the Reconciler's nfnetlink writer already runs in the node namespace", async () => {
+    const writers = async (): Promise<number> => {
+      const r = await runRaw(["ip", "netns", "pids", node.netns], {});
+      let n = 0;
+      for (const pid of r.stdout.split("\n").filter((l) => /^\d+$/.test(l))) {
+        const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+        if (cmd.includes("nfnl/child.js")) n++;
+      }
+      return n;
+    };
+    const r = new Reconciler({ netns: node.netns, table: "ow" });
+    try {
+      assert.equal(await writers(), 0);
+      await r.apply({ hostIdentity: 1, ipcache: [], endpoints: [], rules: [] });
+      // The first endpoint created after this does not wait for a Node process to boot.
+      // (`ip netns exec` enters the namespace just after it starts: poll, 5 s as a safety net.)
+      let n = await writers();
+      for (let i = 0; i < 50 && n === 0; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        n = await writers();
+      }
+      assert.equal(n, 1);
+    } finally {
+      r.stop();
+    }
   });
 
   test("creating, changing and deleting an endpoint in a table of 60 runs no nft process; the stamp is the nft path's", async () => {

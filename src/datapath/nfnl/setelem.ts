@@ -84,6 +84,14 @@ export class SetElemWriter {
     return c;
   }
 
+  /**
+   * Starts the writer process now (the Reconciler does after its first apply), so that the
+   * first change does not wait for a Node process to boot (0.3-4 s on a loaded 2-core machine).
+   */
+  warm(): void {
+    if (!this.stopped) this.child ??= this.spawnChild();
+  }
+
   /** Applies every deletion and addition of `ops` to `table` (family inet) in one atomic batch. */
   async apply(table: string, ops: readonly ElementOps[]): Promise<void> {
     await this.send({ table, ops });
