@@ -23,11 +23,21 @@
  * include/uapi/linux/netfilter/nf_tables.h and libnftnl's udata.h.
  */
 import { attr, NLM_F_ACK, NLM_F_REQUEST, NLMSG_HDRLEN, nest } from "./ctnetlink-wire.js";
+import type { WireElement } from "./nft-setelem-wire.js";
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
-const MSG = { newChain: 3, delChain: 5, newRule: 6, delRule: 8, newSet: 9, delSet: 11 } as const;
+const MSG = {
+  newChain: 3,
+  delChain: 5,
+  newRule: 6,
+  delRule: 8,
+  newSet: 9,
+  delSet: 11,
+  newSetElem: 12,
+  delSetElem: 14,
+} as const;
 const NFPROTO_INET = 1;
 const NLM_F_CREATE = 0x400;
 const NLM_F_APPEND = 0x800;
@@ -278,6 +288,72 @@ export function newRule(table: string, r: WireRule): NfMsg {
     );
   }
   return msg(MSG.newRule, NLM_F_CREATE | NLM_F_APPEND, body(table, attrs));
+}
+
+/** Elements per message, at most, and bytes of one ELEMENTS attribute (its length is 16 bits). */
+const ELEMENTS_PER_MESSAGE = 500;
+const MAX_ELEMENTS_BYTES = 0xffff - 4;
+
+function element(e: WireElement, withData: boolean): Buffer {
+  const key = (type: number, k: Uint8Array): Buffer => nest(type, [attr(1 /* NFTA_DATA_VALUE */, k)]);
+  const parts = [
+    key(1 /* NFTA_SET_ELEM_KEY */, e.key),
+    ...(e.keyEnd ? [key(10 /* _KEY_END */, e.keyEnd)] : []),
+  ];
+  if (withData) {
+    if (e.verdict) {
+      const code = Buffer.alloc(4);
+      code.writeInt32BE(e.verdict.code, 0);
+      const v = [
+        attr(1, code),
+        ...(e.verdict.chain !== undefined ? [attr(2, cstr(name("chain", e.verdict.chain)))] : []),
+      ];
+      parts.push(nest(2 /* NFTA_SET_ELEM_DATA */, [nest(2 /* NFTA_DATA_VERDICT */, v)]));
+    } else if (e.value !== undefined) {
+      const b = Buffer.alloc(4);
+      b.writeUInt32LE(e.value >>> 0, 0); // host byte order (little-endian everywhere we run)
+      parts.push(nest(2, [attr(1, b)]));
+    } else throw new Error("an element to add has neither a value nor a verdict");
+  }
+  return nest(LIST_ELEM, parts);
+}
+
+/**
+ * NEWSETELEM (`add`) or DELSETELEM (`del`) messages for `elems` of `set`: as many as
+ * it takes for every ELEMENTS attribute to fit its 16-bit length (long verdict chain
+ * names make elements ~130 bytes, so a count alone would not bound it).
+ */
+export function elementMessages(
+  table: string,
+  set: string,
+  kind: "add" | "del",
+  elems: readonly WireElement[],
+): NfMsg[] {
+  const encoded = elems.map((e) => element(e, kind === "add"));
+  const out: NfMsg[] = [];
+  let i = 0;
+  while (i < encoded.length) {
+    let bytes = 0;
+    let j = i;
+    while (j < encoded.length && j - i < ELEMENTS_PER_MESSAGE) {
+      const n = (encoded[j] as Buffer).length;
+      if (j > i && bytes + n > MAX_ELEMENTS_BYTES) break;
+      bytes += n;
+      j++;
+    }
+    out.push(
+      msg(
+        kind === "add" ? MSG.newSetElem : MSG.delSetElem,
+        kind === "add" ? NLM_F_CREATE : 0,
+        body(table, [
+          attr(2 /* NFTA_SET_ELEM_LIST_SET */, cstr(name("set", set))),
+          nest(3, encoded.slice(i, j)),
+        ]),
+      ),
+    );
+    i = j;
+  }
+  return out;
 }
 
 /**

@@ -87,87 +87,6 @@ function u32host(v: number): Buffer {
   return b;
 }
 
-/** One message of element changes, before framing (nft-object-wire.ts frames it into an object batch). */
-export interface ElemMsg {
-  readonly type: number;
-  readonly flags: number;
-  /** The nfgenmsg and the attributes. */
-  readonly body: Buffer;
-}
-
-const checkName = (what: string, s: string): void => {
-  if (!/^[A-Za-z0-9_]{1,64}$/.test(s)) throw new Error(`bad ${what} name "${s}"`);
-};
-
-function nfgen(family: number, resId: number): Buffer {
-  const g = Buffer.alloc(4);
-  g.writeUInt8(family, 0);
-  g.writeUInt16BE(resId, 2);
-  return g;
-}
-
-const keys = (e: WireElement): Buffer[] => [
-  nest(NFTA_SET_ELEM.key, [attr(NFTA_DATA.value, e.key)]),
-  ...(e.keyEnd ? [nest(NFTA_SET_ELEM.keyEnd, [attr(NFTA_DATA.value, e.keyEnd)])] : []),
-];
-
-function data(e: WireElement): Buffer[] {
-  if (e.verdict) {
-    const code = Buffer.alloc(4);
-    code.writeInt32BE(e.verdict.code, 0);
-    const v = [attr(NFTA_VERDICT.code, code)];
-    if (e.verdict.chain !== undefined) {
-      if (!/^[A-Za-z0-9_]{1,255}$/.test(e.verdict.chain))
-        throw new Error(`bad chain name "${e.verdict.chain}"`);
-      v.push(attr(NFTA_VERDICT.chain, cstr(e.verdict.chain)));
-    }
-    return [nest(NFTA_SET_ELEM.data, [nest(NFTA_DATA.verdict, v)])];
-  }
-  if (e.value !== undefined) return [nest(NFTA_SET_ELEM.data, [attr(NFTA_DATA.value, u32host(e.value))])];
-  throw new Error("an element to add has neither a value nor a verdict");
-}
-
-/**
- * The messages that add (`add`) or delete (`del`) `elems` of `set` in `table`
- * (family inet): one per run of elements whose ELEMENTS attribute fits its
- * 16-bit length (and at most ELEMENTS_PER_MESSAGE): verdict elements with
- * long chain names are ~130 bytes, so a count alone would not bound it.
- */
-export function elementMessages(
-  table: string,
-  set: string,
-  kind: "add" | "del",
-  elems: readonly WireElement[],
-): ElemMsg[] {
-  checkName("table", table);
-  checkName("set", set);
-  const encoded = elems.map((e) => nest(NFTA_LIST_ELEM, kind === "add" ? [...keys(e), ...data(e)] : keys(e)));
-  const out: ElemMsg[] = [];
-  let i = 0;
-  while (i < encoded.length) {
-    let bytes = 0;
-    let j = i;
-    while (j < encoded.length && j - i < ELEMENTS_PER_MESSAGE) {
-      const n = (encoded[j] as Buffer).length;
-      if (j > i && bytes + n > MAX_ATTR_BYTES) break;
-      bytes += n;
-      j++;
-    }
-    out.push({
-      type: kind === "add" ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
-      flags: kind === "add" ? NLM_F_CREATE : 0,
-      body: Buffer.concat([
-        nfgen(NFPROTO_INET, 0),
-        attr(NFTA_SET_ELEM_LIST.table, cstr(table)),
-        attr(NFTA_SET_ELEM_LIST.set, cstr(set)),
-        nest(NFTA_SET_ELEM_LIST.elements, encoded.slice(i, j)),
-      ]),
-    });
-    i = j;
-  }
-  return out;
-}
-
 /**
  * One atomic batch for `table` (family inet): every deletion, then every
  * addition (a changed value is a deletion and an addition of its key).
@@ -178,24 +97,72 @@ export function setElemBatch(
   ops: readonly SetElemOps[],
   firstSeq: number,
 ): { bytes: Buffer; seqs: number[] } {
-  checkName("table", table);
+  if (!/^[A-Za-z0-9_]{1,64}$/.test(table)) throw new Error(`bad table name "${table}"`);
   let seq = firstSeq;
   const parts: Buffer[] = [
     message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq++, 0, NFNL_SUBSYS_NFTABLES, Buffer.alloc(0)),
   ];
   const seqs: number[] = [];
-  const msgs = [
-    ...ops.flatMap((o) => elementMessages(table, o.set, "del", o.del)),
-    ...ops.flatMap((o) => elementMessages(table, o.set, "add", o.add)),
+  const emit = (type: number, flags: number, set: string, elems: Buffer[]): void => {
+    // One message per run of elements whose ELEMENTS attribute fits its 16-bit length
+    // (and at most ELEMENTS_PER_MESSAGE): verdict elements with long chain names are
+    // ~130 bytes, so a count alone would not bound it.
+    let i = 0;
+    while (i < elems.length) {
+      let bytes = 0;
+      let j = i;
+      while (j < elems.length && j - i < ELEMENTS_PER_MESSAGE) {
+        const n = (elems[j] as Buffer).length;
+        if (j > i && bytes + n > MAX_ATTR_BYTES) break;
+        bytes += n;
+        j++;
+      }
+      const body = Buffer.concat([
+        attr(NFTA_SET_ELEM_LIST.table, cstr(table)),
+        attr(NFTA_SET_ELEM_LIST.set, cstr(set)),
+        nest(NFTA_SET_ELEM_LIST.elements, elems.slice(i, j)),
+      ]);
+      seqs.push(seq);
+      parts.push(message(type, NLM_F_REQUEST | NLM_F_ACK | flags, seq++, NFPROTO_INET, 0, body));
+      i = j;
+    }
+  };
+
+  const keys = (e: WireElement): Buffer[] => [
+    nest(NFTA_SET_ELEM.key, [attr(NFTA_DATA.value, e.key)]),
+    ...(e.keyEnd ? [nest(NFTA_SET_ELEM.keyEnd, [attr(NFTA_DATA.value, e.keyEnd)])] : []),
   ];
-  for (const m of msgs) {
-    seqs.push(seq);
-    const h = Buffer.alloc(NLMSG_HDRLEN);
-    h.writeUInt32LE(NLMSG_HDRLEN + m.body.length, 0);
-    h.writeUInt16LE(m.type, 4);
-    h.writeUInt16LE(NLM_F_REQUEST | NLM_F_ACK | m.flags, 6);
-    h.writeUInt32LE(seq++, 8);
-    parts.push(h, m.body);
+  const data = (e: WireElement): Buffer[] => {
+    if (e.verdict) {
+      const code = Buffer.alloc(4);
+      code.writeInt32BE(e.verdict.code, 0);
+      const v = [attr(NFTA_VERDICT.code, code)];
+      if (e.verdict.chain !== undefined) {
+        if (!/^[A-Za-z0-9_]{1,255}$/.test(e.verdict.chain))
+          throw new Error(`bad chain name "${e.verdict.chain}"`);
+        v.push(attr(NFTA_VERDICT.chain, cstr(e.verdict.chain)));
+      }
+      return [nest(NFTA_SET_ELEM.data, [nest(NFTA_DATA.verdict, v)])];
+    }
+    if (e.value !== undefined) return [nest(NFTA_SET_ELEM.data, [attr(NFTA_DATA.value, u32host(e.value))])];
+    throw new Error("an element to add has neither a value nor a verdict");
+  };
+  for (const o of ops) {
+    if (!/^[A-Za-z0-9_]{1,64}$/.test(o.set)) throw new Error(`bad set name "${o.set}"`);
+    emit(
+      NFT_MSG_DELSETELEM,
+      0,
+      o.set,
+      o.del.map((e) => nest(NFTA_LIST_ELEM, keys(e))),
+    );
+  }
+  for (const o of ops) {
+    emit(
+      NFT_MSG_NEWSETELEM,
+      NLM_F_CREATE,
+      o.set,
+      o.add.map((e) => nest(NFTA_LIST_ELEM, [...keys(e), ...data(e)])),
+    );
   }
   parts.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, Buffer.alloc(0)));
   return { bytes: Buffer.concat(parts), seqs };

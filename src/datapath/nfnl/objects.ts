@@ -20,6 +20,7 @@
  */
 import { MembraneError } from "../../errors.js";
 import {
+  elementMessages,
   delChain,
   delSet,
   flushChain,
@@ -29,7 +30,7 @@ import {
   type NfMsg,
   type WireSet,
 } from "../../abi/nft-object-wire.js";
-import { elementMessages, type WireElement } from "../../abi/nft-setelem-wire.js";
+import type { WireElement } from "../../abi/nft-setelem-wire.js";
 import {
   chainHash,
   chainRulesWithHash,
