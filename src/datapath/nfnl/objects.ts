@@ -37,7 +37,6 @@ import {
   keyCanon,
   mapSignature,
   type CompiledTable,
-  type NftChain,
   type NftElement,
   type NftMap,
 } from "../model.js";
@@ -252,5 +251,3 @@ export function objectMessages(
     );
   }
 }
-
-export type { NftChain };

@@ -133,7 +133,7 @@ export class SetElemWriter {
 }
 
 function fail(why: string): MembraneError {
-  return new MembraneError("NFT_APPLY_FAILED", `Cannot change map elements through nfnetlink: ${why}`, {
+  return new MembraneError("NFT_APPLY_FAILED", `Cannot apply the change through nfnetlink: ${why}`, {
     hint: "The agent plans the change against the kernel with nft instead; if that fails too, check `nft list table` in the node namespace.",
   });
 }
