@@ -56,18 +56,28 @@ export interface EndpointParts {
 
 export const hex = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
 const MASK = `0x${IDENTITY_MASK.toString(16).padStart(8, "0")}`;
-const commentText = (s: string): string => s.replace(/[^\x20-\x7e]|"/g, "'").slice(0, 120);
+/**
+ * A rule comment: printable, no double quote, and short enough that with the
+ * chain's hash tag in front (model.ts chainRulesWithHash, `mbr:h=<12 hex> `: 19
+ * characters) it stays within nft's limit of 128 characters per comment.
+ */
+const commentText = (s: string): string => s.replace(/[^\x20-\x7e]|"/g, "'").slice(0, 109);
 
+/**
+ * The lookups. No anonymous sets (`meta l4proto { 1, 58 }`): nfnl/objects.ts writes these
+ * rules without nft, and an anonymous set is one more object per rule. The port maps skip
+ * ICMP with two compares; the ICMP maps need no filter at all, since their keys name only
+ * protocols 1 and 58 (segments.ts): another protocol's packet misses them.
+ */
+const NOT_ICMP = "meta l4proto != 1 meta l4proto != 58";
 function lookupRules(base: string, present: ReadonlySet<string>): string[] {
   return [
     ...(present.has("id")
-      ? [`meta l4proto != { 1, 58 } meta mark & ${MASK} . meta l4proto . th dport vmap @${base}_id`]
+      ? [`${NOT_ICMP} meta mark & ${MASK} . meta l4proto . th dport vmap @${base}_id`]
       : []),
-    ...(present.has("idi")
-      ? [`meta l4proto { 1, 58 } meta mark & ${MASK} . meta l4proto . @th,0,8 vmap @${base}_idi`]
-      : []),
-    ...(present.has("any") ? [`meta l4proto != { 1, 58 } meta l4proto . th dport vmap @${base}_any`] : []),
-    ...(present.has("anyi") ? [`meta l4proto { 1, 58 } meta l4proto . @th,0,8 vmap @${base}_anyi`] : []),
+    ...(present.has("idi") ? [`meta mark & ${MASK} . meta l4proto . @th,0,8 vmap @${base}_idi`] : []),
+    ...(present.has("any") ? [`${NOT_ICMP} meta l4proto . th dport vmap @${base}_any`] : []),
+    ...(present.has("anyi") ? [`meta l4proto . @th,0,8 vmap @${base}_anyi`] : []),
   ];
 }
 

@@ -12,7 +12,9 @@
  *     => one nft script (scopes in that order), committed into Applied only once the kernel took it;
  *        when it creates, rewrites or removes no chain or map (an address, a port, a peer
  *        identity changed), `elementOps` too: the same change as element deltas for
- *        nfnl/setelem.ts, which does not pay nft's per-table cost
+ *        nfnl/setelem.ts, which does not pay nft's per-table cost; when it leaves the
+ *        global part alone (endpoints created, changed or deleted), `objects`: the same
+ *        change as one nf_tables batch of chains, maps, rules and elements (nfnl/objects.ts)
  *
  * Each scope goes through plan() (same ordering rules: make before break), with
  * the scope's objects only, so an unchanged endpoint costs one identity check.
@@ -34,6 +36,8 @@ import { asActual, plan, type Plan } from "./plan.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import type { ElementOps } from "./nfnl/setelem.js";
 import { encodeElement, type ElementJson } from "./nfnl/encode.js";
+import { objectMessages } from "./nfnl/objects.js";
+import type { NfMsg } from "../abi/nft-object-wire.js";
 import { add64, globalDigest, hostDigest, partDigest, stampMap, sub64 } from "./stamp.js";
 import type { DatapathEndpoint, DatapathState } from "./types.js";
 
@@ -124,7 +128,7 @@ export function planIncremental(
   applied: Applied,
   state: DatapathState,
   opts: CompileOptions,
-): { plan: Plan; elementOps?: ElementOps[]; commit: () => void } | undefined {
+): { plan: Plan; elementOps?: ElementOps[]; objects?: NfMsg[]; commit: () => void } | undefined {
   const ctxKey = ctxKeyOf(state, opts);
   if (ctxKey !== applied.ctxKey) return undefined;
   const global = globalPart(state, opts);
@@ -182,6 +186,8 @@ export function planIncremental(
   const nextParts: [number, { ep: DatapathEndpoint; part: EndpointParts }][] = [];
   const seen = new Set<number>();
   let full: ReturnType<typeof compileAll> | undefined;
+  /** Each endpoint scope's (want, had), for nfnl/objects.ts. */
+  const scopes: { want: CompiledTable; had: CompiledTable }[] = [];
   for (const ep of state.endpoints) {
     seen.add(ep.id);
     const prev = applied.parts.get(ep.id);
@@ -195,13 +201,17 @@ export function planIncremental(
     });
     const part = full.parts.get(ep.id) as EndpointParts;
     partsD.set(ep.id, partDigest(ep.id, part));
-    plans.push(plan(scope(global, part), asActual(scope(applied.global, prev?.part))));
+    const sc = { want: scope(global, part), had: scope(applied.global, prev?.part) };
+    scopes.push(sc);
+    plans.push(plan(sc.want, asActual(sc.had)));
     nextParts.push([ep.id, { ep, part }]);
   }
   const gone = [...applied.parts.keys()].filter((id) => !seen.has(id));
   for (const id of gone) {
     partsD.set(id, undefined);
-    plans.push(plan(scope(global, undefined), asActual(scope(applied.global, applied.parts.get(id)?.part))));
+    const sc = { want: scope(global, undefined), had: scope(applied.global, applied.parts.get(id)?.part) };
+    scopes.push(sc);
+    plans.push(plan(sc.want, asActual(sc.had)));
   }
   // The stamp follows: subtract what went, add what came.
   let total = sub64(add64(applied.digest.total, globalD), applied.digest.global);
@@ -223,9 +233,15 @@ export function planIncremental(
     lines: plans.flatMap((p) => p.lines),
   };
   const elementOps = plans.every((p) => p.objects === 0) ? encodeAll(plans) : undefined;
+  // Endpoint objects without nft: only when the global part is untouched (its chains are base chains).
+  const objects =
+    !elementOps && merged.script !== "" && plans[0]?.script === ""
+      ? objectMessages(global.name, hostPlan?.elements ?? [], scopes, stampPlan.elements ?? [])
+      : undefined;
   return {
     plan: merged,
     ...(elementOps ? { elementOps } : {}),
+    ...(objects ? { objects } : {}),
     commit: () => {
       applied.global = global;
       for (const [id, p] of nextParts) applied.parts.set(id, p);

@@ -3,7 +3,8 @@
  * that follows the change.
  *
  *   apply(desired) ──applied before?──yes──> incremental.ts: delta of the changed parts ──> one nft
- *        │                                    (only host addresses changed: nfnl/setelem.ts batch, no nft)
+ *        │                                    (only elements changed, or only endpoints and hosts:
+ *        │                                     one nfnl/setelem.ts batch, no nft)
  *        └─no (first apply, restart, after a refusal or a drift)──> compile whole
  *             ├─ the kernel's stamp is this digest (stamp.ts) ──> adopt it: zero ops, no read-back
  *             └─ else nft -j list table ──plan──> one `nft -f -` transaction (the difference)
@@ -95,7 +96,10 @@ export class Reconciler {
   }
 
   private elements(): SetElemWriter {
-    this.writer ??= new SetElemWriter(this.netns);
+    if (!this.writer) {
+      this.writer = new SetElemWriter(this.netns);
+      this.writer.warm();
+    }
     return this.writer;
   }
 
@@ -167,6 +171,9 @@ export class Reconciler {
       try {
         if (inc.elementOps) {
           await this.elements().apply(this.table, inc.elementOps);
+          this.stats.nfnl++;
+        } else if (inc.objects) {
+          await this.elements().applyMessages(inc.objects);
           this.stats.nfnl++;
         } else if (inc.plan.script !== "") {
           await nftApply(inc.plan.script, this.nsOpt);

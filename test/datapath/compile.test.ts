@@ -258,8 +258,8 @@ describe("compile", () => {
     assert.deepEqual(chain("e12_in"), [
       "ct state established,related accept",
       'ct state invalid log group 5 prefix "mbr:d:e12:in:inv" drop',
-      "meta l4proto != { 1, 58 } meta mark & 0x01ffffff . meta l4proto . th dport vmap @e12_in_id",
-      "meta l4proto != { 1, 58 } meta l4proto . th dport vmap @e12_in_any",
+      "meta l4proto != 1 meta l4proto != 58 meta mark & 0x01ffffff . meta l4proto . th dport vmap @e12_in_id",
+      "meta l4proto != 1 meta l4proto != 58 meta l4proto . th dport vmap @e12_in_any",
       'log group 5 prefix "mbr:d:e12:in:def" drop',
     ]);
   });

@@ -112,7 +112,7 @@ describe("nfnl: map elements without nft (root)", { skip: skip ?? false }, () =>
     }
   });
 
-  test("the Reconciler writes element-only changes through nfnl and the rest through nft; the kernel equals a from-scratch compile", async () => {
+  test("the Reconciler writes element-only and endpoint-only changes through nfnl and global ones through nft; the kernel equals a from-scratch compile", async () => {
     const allow = (identity: number, port: number): PolicySegment => ({
       identity,
       proto: 6,
@@ -154,12 +154,17 @@ describe("nfnl: map elements without nft (root)", { skip: skip ?? false }, () =>
       hosts.set("10.201.9.9", 1003);
       assert.equal((await r.apply(state(81))).ops, 1);
       assert.equal(r.stats.nfnl, before.nfnl + 2);
-      // A new rule (a new verdict chain): nft.
+      // A new rule (a new verdict chain of an endpoint): endpoint objects -> nfnl too (nfnl/objects.ts).
       await r.apply(state(81, 2));
+      assert.equal(r.stats.nfnl, before.nfnl + 3);
+      assert.equal(r.stats.nft, before.nft);
+      // A CIDR in the ipcache (the global part): nft.
+      const withCidr = { ...state(81, 2), ipcache: [{ prefix: "10.77.0.0/16", identity: 1005 }] };
+      await r.apply(withCidr);
       assert.equal(r.stats.nft, before.nft + 1);
       // The kernel is what a from-scratch plan expects (the stamp included).
       assert.deepEqual(
-        (await new Reconciler({ netns: node.netns, table: "nlr", trustMs: 0 }).plan(state(81, 2))).lines,
+        (await new Reconciler({ netns: node.netns, table: "nlr", trustMs: 0 }).plan(withCidr)).lines,
         [],
       );
       assert.equal((await r.verify()).drift, 0);

@@ -6,6 +6,8 @@
  *
  *   stdin  -> {"id": n, "table": "membrane", "ops": [{"set": s, "add": [element], "del": [element]}]}
  *             element = {"k": keyHex, "e"?: keyEndHex, "v"?: value, "vc"?: verdictCode, "ch"?: chain}
+ *          or {"id": n, "msgs": [{"t": type, "f": flags, "b": bodyHex}]}   messages encoded by the
+ *             agent (nfnl/objects.ts: chains, maps, rules, elements), framed here as one batch
  *   stdout <- {"id": n, "ok": true} | {"id": n, "ok": false, "errno": e, "error": "..."}
  *
  * One line is one atomic batch (abi/nft-setelem-wire.ts); lines are handled one
@@ -15,12 +17,14 @@ import { createInterface } from "node:readline";
 import { RawNetlinkSocket, type ErrnoException } from "netlink";
 import { NETLINK_NETFILTER } from "../../abi/ctnetlink-wire.js";
 import { parseAcks, setElemBatch, type SetElemOps } from "../../abi/nft-setelem-wire.js";
+import { frameBatch } from "../../abi/nft-object-wire.js";
 import { wireElement, type ElementJson } from "./encode.js";
 
 interface Request {
   id: number;
   table: string;
-  ops: { set: string; add: ElementJson[]; del: ElementJson[] }[];
+  ops?: { set: string; add: ElementJson[]; del: ElementJson[] }[];
+  msgs?: { t: number; f: number; b: string }[];
 }
 
 const say = (v: unknown): void => void process.stdout.write(JSON.stringify(v) + "\n");
@@ -70,12 +74,19 @@ function main(): void {
     if (!r) return;
     let batch: { bytes: Buffer; seqs: number[] };
     try {
-      const ops: SetElemOps[] = r.ops.map((o) => ({
-        set: o.set,
-        add: o.add.map(wireElement),
-        del: o.del.map(wireElement),
-      }));
-      batch = setElemBatch(r.table, ops, seq);
+      if (r.msgs) {
+        batch = frameBatch(
+          r.msgs.map((m) => ({ type: m.t, flags: m.f, body: Buffer.from(m.b, "hex") })),
+          seq,
+        );
+      } else {
+        const ops: SetElemOps[] = (r.ops ?? []).map((o) => ({
+          set: o.set,
+          add: o.add.map(wireElement),
+          del: o.del.map(wireElement),
+        }));
+        batch = setElemBatch(r.table, ops, seq);
+      }
     } catch (e) {
       say({ id: r.id, ok: false, error: (e as Error).message });
       return next();
