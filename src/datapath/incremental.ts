@@ -33,7 +33,8 @@ import { mapSignature, type CompiledTable, type NftElement, type NftMap } from "
 import { asActual, plan, type Plan } from "./plan.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import type { ElementOps } from "./nfnl/setelem.js";
-import { encodeElement, type ElementJson } from "./nfnl/encode.js";
+import { encodeElement } from "./nfnl/encode.js";
+import type { WireElement } from "../abi/nft-setelem-wire.js";
 import { add64, globalDigest, hostDigest, partDigest, stampMap, sub64 } from "./stamp.js";
 import type { DatapathEndpoint, DatapathState } from "./types.js";
 
@@ -251,7 +252,7 @@ export function planIncremental(
 
 /** Every element change of `plans`, encoded for nfnl/; undefined when one cannot be. */
 function encodeAll(plans: readonly Plan[]): ElementOps[] | undefined {
-  const bySet = new Map<string, { set: string; add: ElementJson[]; del: ElementJson[] }>();
+  const bySet = new Map<string, { set: string; add: WireElement[]; del: WireElement[] }>();
   for (const p of plans) {
     for (const d of p.elements ?? []) {
       let o = bySet.get(d.map.name);

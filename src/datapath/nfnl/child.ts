@@ -4,23 +4,22 @@
  * node child.js`, or plainly when the agent enforces in its own namespace) and
  * keeps it for the agent's life. It speaks nf_tables for that namespace.
  *
- *   stdin  -> {"id": n, "table": "membrane", "ops": [{"set": s, "add": [element], "del": [element]}]}
- *             element = {"k": keyHex, "e"?: keyEndHex, "v"?: value, "vc"?: verdictCode, "ch"?: chain}
+ *   stdin  -> {"id": n, "batch": base64}   (the bytes of one nf_tables batch: abi/nft-setelem-wire.ts)
  *   stdout <- {"id": n, "ok": true} | {"id": n, "ok": false, "errno": e, "error": "..."}
  *
- * One line is one atomic batch (abi/nft-setelem-wire.ts); lines are handled one
- * at a time, in order. It exits when its stdin closes (the agent went away).
+ * One line is one atomic batch, made by the agent (setElemBatch); this process
+ * checks that it holds set-element changes only, numbers its messages in its
+ * own sequence (renumberBatch) and sends it. Lines are handled one at a time,
+ * in order. It exits when its stdin closes (the agent went away).
  */
 import { createInterface } from "node:readline";
 import { RawNetlinkSocket, type ErrnoException } from "netlink";
 import { NETLINK_NETFILTER } from "../../abi/ctnetlink-wire.js";
-import { parseAcks, setElemBatch, type SetElemOps } from "../../abi/nft-setelem-wire.js";
-import { wireElement, type ElementJson } from "./encode.js";
+import { parseAcks, renumberBatch } from "../../abi/nft-setelem-wire.js";
 
 interface Request {
   id: number;
-  table: string;
-  ops: { set: string; add: ElementJson[]; del: ElementJson[] }[];
+  batch: string;
 }
 
 const say = (v: unknown): void => void process.stdout.write(JSON.stringify(v) + "\n");
@@ -70,12 +69,9 @@ function main(): void {
     if (!r) return;
     let batch: { bytes: Buffer; seqs: number[] };
     try {
-      const ops: SetElemOps[] = r.ops.map((o) => ({
-        set: o.set,
-        add: o.add.map(wireElement),
-        del: o.del.map(wireElement),
-      }));
-      batch = setElemBatch(r.table, ops, seq);
+      if (typeof r.batch !== "string") throw new Error("a request has no batch");
+      const bytes = Buffer.from(r.batch, "base64");
+      batch = { bytes, seqs: renumberBatch(bytes, seq) };
     } catch (e) {
       say({ id: r.id, ok: false, error: (e as Error).message });
       return next();

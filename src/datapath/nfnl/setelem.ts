@@ -3,7 +3,8 @@
  * policy elements when a change adds or removes no chain or map).
  *
  *   SetElemWriter.apply(table, [{set, add: [element], del: [element]}])   (elements: encode.ts)
- *     --JSON line--> nfnl/child.js (node netns, started once, kept) --one nf_tables batch-->
+ *     --the batch's bytes (abi/nft-setelem-wire.ts), one base64 JSON line--> nfnl/child.js
+ *     (node netns, started once, kept: numbers the messages, sends) --one nf_tables batch-->
  *     <--{"id", "ok"}--                                                (atomic: all or nothing)
  *
  * Why a process: Node cannot enter a network namespace; a socket opened in
@@ -17,14 +18,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../../errors.js";
-import type { ElementJson } from "./encode.js";
+import { setElemBatch, type SetElemOps } from "../../abi/nft-setelem-wire.js";
 
 /** One map's element changes, encoded (encode.ts). */
-export interface ElementOps {
-  readonly set: string;
-  readonly add: readonly ElementJson[];
-  readonly del: readonly ElementJson[];
-}
+export type ElementOps = SetElemOps;
 
 const ERRNO: Record<number, string> = {
   1: "EPERM (no CAP_NET_ADMIN in the node namespace)",
@@ -85,7 +82,14 @@ export class SetElemWriter {
   /** Applies every deletion and addition of `ops` to `table` (family inet) in one atomic batch. */
   async apply(table: string, ops: readonly ElementOps[]): Promise<void> {
     if (this.stopped) throw fail("stopping");
-    const req = { id: this.nextId++, table, ops };
+    let batch: Buffer;
+    try {
+      // Numbered from 0 here; the writer process renumbers it in its own sequence.
+      batch = setElemBatch(table, ops, 0).bytes;
+    } catch (e) {
+      throw fail((e as Error).message);
+    }
+    const req = { id: this.nextId++, batch: batch.toString("base64") };
     this.child ??= this.spawnChild();
     const c = this.child;
     const r = await new Promise<{ ok: boolean; error?: string; errno?: number }>((resolve) => {
