@@ -19,7 +19,7 @@
 import { MembraneError } from "../errors.js";
 import { auditPrefix, logPrefix } from "../abi/log-prefix.js";
 import { parseAddr } from "../labels/cidr.js";
-import type { NftChain, NftElement, NftMap } from "./model.js";
+import { frozenChain, type NftChain, type NftElement, type NftMap } from "./model.js";
 import { compileSegments } from "./segments.js";
 import {
   CT_REDIRECT_DNS,
@@ -209,7 +209,8 @@ export function compileEndpoint(ep: DatapathEndpoint, ctx: EndpointContext): End
   const v6 = ep.ipv6 === undefined ? undefined : parseAddr(ep.ipv6)?.value;
   return {
     maps,
-    chains,
+    // Frozen: their hashes (model.ts) are then computed once, whatever reads them.
+    chains: chains.map(frozenChain),
     dispatch: {
       egress: { key: [ep.hostIfname], value: `jump e${ep.id}_out` },
       ingress: { key: [ep.hostIfname], value: `jump e${ep.id}_in` },

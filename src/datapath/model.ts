@@ -135,12 +135,35 @@ export function elementText(m: NftMap, e: NftElement): string {
   return `${keyText(m, e.key)} : ${e.value}`;
 }
 
-/** Short content hash of a chain, stored in its first rule's comment to detect changed chains. */
-export function chainHash(c: NftChain): string {
-  return createHash("sha256")
+/**
+ * Hashes (and rules with the hash) of frozen chains, computed once: compile()
+ * freezes the chains it makes (frozenChain), so their content cannot change
+ * under the cache; a chain that is not frozen is hashed every time.
+ */
+const chainCache = new WeakMap<NftChain, { hash: string; withHash?: string[] }>();
+const isFrozenChain = (c: NftChain): boolean => Object.isFrozen(c) && Object.isFrozen(c.rules);
+
+/** A chain whose content can no longer change (so that its hash is computed once). */
+export function frozenChain(c: NftChain): NftChain {
+  Object.freeze(c.rules);
+  return Object.freeze(c);
+}
+
+function cacheOf(c: NftChain): { hash: string; withHash?: string[] } {
+  const hit = chainCache.get(c);
+  if (hit) return hit;
+  const hash = createHash("sha256")
     .update((c.base ?? "") + "\n" + c.rules.join("\n"))
     .digest("hex")
     .slice(0, 12);
+  const entry = { hash };
+  if (isFrozenChain(c)) chainCache.set(c, entry);
+  return entry;
+}
+
+/** Short content hash of a chain, stored in its first rule's comment to detect changed chains. */
+export function chainHash(c: NftChain): string {
+  return cacheOf(c).hash;
 }
 
 export const HASH_COMMENT_PREFIX = "mbr:h=";
@@ -150,12 +173,16 @@ export const HASH_COMMENT_PREFIX = "mbr:h=";
  * hash in its comment (`mbr:h=<12 hex>`, followed by the rule's own comment if any).
  */
 export function chainRulesWithHash(c: NftChain): string[] {
-  const tag = HASH_COMMENT_PREFIX + chainHash(c);
-  return c.rules.map((r, i) => {
+  const entry = cacheOf(c);
+  if (entry.withHash) return [...entry.withHash];
+  const tag = HASH_COMMENT_PREFIX + entry.hash;
+  const out = c.rules.map((r, i) => {
     if (i !== 0) return r;
     const m = / comment "([^"]*)"$/.exec(r);
     return m ? `${r.slice(0, m.index)} comment "${tag} ${m[1]}"` : `${r} comment "${tag}"`;
   });
+  if (isFrozenChain(c)) entry.withHash = out;
+  return [...out];
 }
 
 /** The hash from a first rule's comment, or undefined. */

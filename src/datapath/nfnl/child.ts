@@ -4,23 +4,26 @@
  * node child.js`, or plainly when the agent enforces in its own namespace) and
  * keeps it for the agent's life. It speaks nf_tables for that namespace.
  *
- *   stdin  -> {"id": n, "batch": base64}   (the bytes of one nf_tables batch: abi/nft-setelem-wire.ts)
+ *   stdin  -> frames: u32le length of what follows, u32le id, the bytes of one nf_tables batch
+ *             (abi/nft-setelem-wire.ts; binary, so that thousands of elements cost no text)
  *   stdout <- {"id": n, "ok": true} | {"id": n, "ok": false, "errno": e, "error": "..."}
  *
- * One line is one atomic batch, made by the agent (setElemBatch); this process
+ * One frame is one atomic batch, made by the agent (setElemBatch); this process
  * checks that it holds set-element changes only, numbers its messages in its
- * own sequence (renumberBatch) and sends it. Lines are handled one at a time,
+ * own sequence (renumberBatch) and sends it. Frames are handled one at a time,
  * in order. It exits when its stdin closes (the agent went away).
  */
-import { createInterface } from "node:readline";
 import { RawNetlinkSocket, type ErrnoException } from "netlink";
 import { NETLINK_NETFILTER } from "../../abi/ctnetlink-wire.js";
 import { parseAcks, renumberBatch } from "../../abi/nft-setelem-wire.js";
 
 interface Request {
   id: number;
-  batch: string;
+  batch: Buffer;
 }
+
+/** A frame longer than this is not one the agent sends: the writer stops. */
+const MAX_FRAME = 256 << 20;
 
 const say = (v: unknown): void => void process.stdout.write(JSON.stringify(v) + "\n");
 
@@ -69,9 +72,7 @@ function main(): void {
     if (!r) return;
     let batch: { bytes: Buffer; seqs: number[] };
     try {
-      if (typeof r.batch !== "string") throw new Error("a request has no batch");
-      const bytes = Buffer.from(r.batch, "base64");
-      batch = { bytes, seqs: renumberBatch(bytes, seq) };
+      batch = { bytes: r.batch, seqs: renumberBatch(r.batch, seq) };
     } catch (e) {
       say({ id: r.id, ok: false, error: (e as Error).message });
       return next();
@@ -91,14 +92,20 @@ function main(): void {
       }
     });
   };
-  const rl = createInterface({ input: process.stdin });
-  rl.on("close", () => process.exit(0));
-  rl.on("line", (line) => {
-    try {
-      queue.push(JSON.parse(line) as Request);
-    } catch {
-      say({ id: 0, ok: false, error: "a request line is not JSON" });
-      return;
+  let buf: Buffer = Buffer.alloc(0);
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.on("data", (chunk: Buffer) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    while (buf.length >= 8) {
+      const len = buf.readUInt32LE(0);
+      if (len < 4 || len > MAX_FRAME) {
+        say({ id: 0, ok: false, error: `a request frame of ${len} bytes` });
+        process.exit(2);
+      }
+      if (buf.length < 4 + len) break;
+      // A copy: the batch is renumbered in place, and `buf` may be a slice of a larger chunk.
+      queue.push({ id: buf.readUInt32LE(4), batch: Buffer.from(buf.subarray(8, 4 + len)) });
+      buf = buf.subarray(4 + len);
     }
     next();
   });

@@ -46,7 +46,8 @@ function keyBytes(m: NftMap, key: readonly KeyPart[], end: boolean): Buffer | un
     if (n === 0) return undefined;
     size += n;
   }
-  const b = Buffer.alloc(size);
+  // Every byte is written below (padding included): no zero-fill needed.
+  const b = Buffer.allocUnsafe(size);
   let o = 0;
   for (let i = 0; i < m.fields.length; i++) {
     const p = key[i];
@@ -73,11 +74,11 @@ function keyBytes(m: NftMap, key: readonly KeyPart[], end: boolean): Buffer | un
       case "proto":
       case "byte":
         if (v > 0xffn) return undefined;
-        b.writeUInt8(Number(v), o);
+        b.writeUInt32BE(Number(v) * 0x1000000, o); // 1 byte + 3 zero
         break;
       case "port":
         if (v > 0xffffn) return undefined;
-        b.writeUInt16BE(Number(v), o);
+        b.writeUInt32BE(Number(v) * 0x10000, o); // 2 bytes network order + 2 zero
         break;
       default:
         return undefined;

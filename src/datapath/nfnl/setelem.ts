@@ -3,7 +3,7 @@
  * policy elements when a change adds or removes no chain or map).
  *
  *   SetElemWriter.apply(table, [{set, add: [element], del: [element]}])   (elements: encode.ts)
- *     --the batch's bytes (abi/nft-setelem-wire.ts), one base64 JSON line--> nfnl/child.js
+ *     --the batch's bytes (abi/nft-setelem-wire.ts), one binary frame--> nfnl/child.js
  *     (node netns, started once, kept: numbers the messages, sends) --one nf_tables batch-->
  *     <--{"id", "ok"}--                                                (atomic: all or nothing)
  *
@@ -89,7 +89,12 @@ export class SetElemWriter {
     } catch (e) {
       throw fail((e as Error).message);
     }
-    const req = { id: this.nextId++, batch: batch.toString("base64") };
+    const req = { id: this.nextId };
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    // The frame child.ts reads: length of what follows, id, the batch.
+    const head = Buffer.alloc(8);
+    head.writeUInt32LE(4 + batch.length, 0);
+    head.writeUInt32LE(req.id, 4);
     this.child ??= this.spawnChild();
     const c = this.child;
     const r = await new Promise<{ ok: boolean; error?: string; errno?: number }>((resolve) => {
@@ -102,7 +107,8 @@ export class SetElemWriter {
         clearTimeout(timer);
         resolve(x);
       });
-      c.stdin?.write(JSON.stringify(req) + "\n");
+      c.stdin?.write(head);
+      c.stdin?.write(batch);
     });
     if (!r.ok) {
       throw fail(r.errno !== undefined ? (ERRNO[r.errno] ?? `errno ${r.errno}`) : (r.error ?? "refused"));
