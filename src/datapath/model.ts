@@ -131,6 +131,45 @@ export function keyCanon(key: readonly KeyPart[]): string {
   return key.map((p) => (typeof p === "string" ? JSON.stringify(p) : `${p.lo}-${p.hi}`)).join(".");
 }
 
+/**
+ * Per-element values computed once in an element's life (its canonical key for
+ * diffs and the stamp, its key bytes for nfnl/), kept only for frozen elements
+ * (frozenElement: the element, its key array and its intervals), whose content
+ * cannot change under the cache. The element a change deletes is the one an
+ * earlier change added: its canonical key and bytes are already there.
+ */
+interface ElementMemo {
+  canon?: string;
+  /** nfnl/encode.ts: key bytes for maps of this shape (fields and interval flag). */
+  wire?: { shape: string; key: Uint8Array; keyEnd?: Uint8Array };
+}
+const elementCache = new WeakMap<NftElement, ElementMemo>();
+
+/** An element whose content can no longer change (its key's intervals frozen too). */
+export function frozenElement(e: NftElement): NftElement {
+  for (const p of e.key) if (typeof p !== "string") Object.freeze(p);
+  Object.freeze(e.key);
+  return Object.freeze(e);
+}
+
+/** The memo of a frozen element, or undefined (nothing is kept for others). */
+export function elementMemo(e: NftElement): ElementMemo | undefined {
+  let memo = elementCache.get(e);
+  if (memo) return memo;
+  if (!Object.isFrozen(e) || !Object.isFrozen(e.key)) return undefined;
+  for (const p of e.key) if (typeof p !== "string" && !Object.isFrozen(p)) return undefined;
+  memo = {};
+  elementCache.set(e, memo);
+  return memo;
+}
+
+/** keyCanon of an element's key, computed once for a frozen element. */
+export function elementCanon(e: NftElement): string {
+  const memo = elementMemo(e);
+  if (!memo) return keyCanon(e.key);
+  return (memo.canon ??= keyCanon(e.key));
+}
+
 export function elementText(m: NftMap, e: NftElement): string {
   return `${keyText(m, e.key)} : ${e.value}`;
 }

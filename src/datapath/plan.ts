@@ -18,7 +18,7 @@ import {
   chainRulesWithHash,
   deleteKeyText,
   elementText,
-  keyCanon,
+  elementCanon,
   mapDecl,
   mapSignature,
   type CompiledTable,
@@ -128,12 +128,12 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
   for (const m of desired.maps) {
     const a = actual.maps.get(m.name);
     const have = a && !sigChanged.includes(m) ? (a.decoded ?? decodeElements(m, a.rawElements)) : [];
-    const haveBy = new Map(have.map((e) => [keyCanon(e.key), e]));
+    const haveBy = new Map(have.map((e) => [elementCanon(e), e]));
     const wantKeys = new Set<string>();
     const adds: NftElement[] = [];
     const replaced: NftElement[] = [];
     for (const e of m.elements) {
-      const k = keyCanon(e.key);
+      const k = elementCanon(e);
       wantKeys.add(k);
       const h = haveBy.get(k);
       if (h && h.value === e.value) continue;
@@ -141,7 +141,7 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
       adds.push(e);
       if (!bookkeeping(m)) lines.push(() => `${h ? "~" : "+"} element ${m.name} ${elementText(m, e)}`);
     }
-    const removed = have.filter((e) => !wantKeys.has(keyCanon(e.key)));
+    const removed = have.filter((e) => !wantKeys.has(elementCanon(e)));
     if (adds.length + replaced.length + removed.length > 0)
       deltas.push({ map: m, del: [...replaced, ...removed], add: adds });
     if (bookkeeping(m)) stampOps += adds.length + replaced.length + removed.length;

@@ -15,7 +15,14 @@
  */
 import { createHash } from "node:crypto";
 import type { EndpointParts } from "./compile-endpoint.js";
-import { chainHash, keyCanon, mapDecl, type CompiledTable, type NftElement, type NftMap } from "./model.js";
+import {
+  chainHash,
+  elementCanon,
+  mapDecl,
+  type CompiledTable,
+  type NftElement,
+  type NftMap,
+} from "./model.js";
 
 export const STAMP_MAP = "stamp";
 /** Bumped when the compiled form changes meaning, so an old table never matches. */
@@ -39,7 +46,7 @@ function tableText(maps: readonly NftMap[], chains: CompiledTable["chains"]): st
   const out: string[] = [];
   for (const m of maps) {
     out.push(`map ${m.name} ${mapDecl(m)}`);
-    for (const e of m.elements) out.push(`${keyCanon(e.key)}:${e.value}`);
+    for (const e of m.elements) out.push(`${elementCanon(e)}:${e.value}`);
   }
   for (const c of chains) out.push(`chain ${c.name} ${c.rules.length} ${chainHash(c)}`);
   return out.join("\n");

@@ -4,6 +4,7 @@
  * caches hold; a cache can never hand back something stale.
  *
  *   chain hashes (model.ts)     kept for frozen chains only; compiled chains are frozen
+ *   element canon keys and key bytes (model.ts, nfnl/encode.ts): frozen elements only, bytes per map shape
  *   global part (incremental.ts) kept while globalKeyOf (its inputs, by content) is the same
  *   endpoint parts               kept while the endpoint is the same object with the same rule texts
  */
@@ -11,7 +12,16 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { compileAll } from "../../src/datapath/compile.js";
 import { appliedFromFull, planIncremental, type Applied } from "../../src/datapath/incremental.js";
-import { chainHash, chainRulesWithHash, type NftChain } from "../../src/datapath/model.js";
+import {
+  chainHash,
+  chainRulesWithHash,
+  elementCanon,
+  frozenElement,
+  type NftChain,
+  type NftElement,
+  type NftMap,
+} from "../../src/datapath/model.js";
+import { encodeElement } from "../../src/datapath/nfnl/encode.js";
 import { asActual, plan } from "../../src/datapath/plan.js";
 import type { DatapathEndpoint, DatapathState } from "../../src/datapath/types.js";
 
@@ -157,5 +167,50 @@ describe("incremental caches", () => {
       p.commit();
       assert.equal(applied.digest.total, compileAll(next, opts).digest?.total);
     }
+  });
+
+  test("compiled policy and dispatch elements cannot be changed in place (so their cached keys cannot go stale)", () => {
+    const { parts } = compileAll(state([ep(1, 80)]), opts);
+    const part = parts.get(1);
+    assert.ok(part);
+    const m = part.maps.find((x) => x.name === "e1_in_id") as NftMap;
+    const e = m.elements[0] as NftElement;
+    const canon = elementCanon(e);
+    const bytes = Buffer.from(encodeElement(m, e, true)?.key ?? []);
+    assert.throws(() => {
+      (e as { value: string }).value = "accept";
+    }, TypeError);
+    assert.throws(() => {
+      (e.key[2] as { lo: bigint }).lo = 99n;
+    }, TypeError);
+    assert.throws(() => (e.key as unknown[]).push(1), TypeError);
+    assert.throws(() => {
+      (part.dispatch.ingress4?.key[0] as { lo: bigint }).lo = 1n;
+    }, TypeError);
+    assert.equal(elementCanon(e), canon);
+    assert.deepEqual(Buffer.from(encodeElement(m, e, true)?.key ?? []), bytes);
+  });
+
+  test("an element that is not frozen is keyed and encoded from its content every time", () => {
+    const m: NftMap = { name: "h", fields: ["ipv4"], valueType: "mark", interval: false, elements: [] };
+    const e = { key: [{ lo: 0x0a000001n, hi: 0x0a000001n }], value: "5" };
+    const c1 = elementCanon(e);
+    const k1 = Buffer.from(encodeElement(m, e, false)?.key ?? []);
+    (e.key[0] as { lo: bigint; hi: bigint }).lo = 0x0a000002n;
+    (e.key[0] as { lo: bigint; hi: bigint }).hi = 0x0a000002n;
+    assert.notEqual(elementCanon(e), c1);
+    assert.notDeepEqual(Buffer.from(encodeElement(m, e, false)?.key ?? []), k1);
+    assert.equal(encodeElement(m, e, false)?.value, 5);
+  });
+
+  test("a frozen element's key bytes are per map shape: the same element in another map is encoded for it", () => {
+    const e = frozenElement({ key: [{ lo: 7n, hi: 7n }], value: "1" });
+    const mark: NftMap = { name: "a", fields: ["mark"], valueType: "mark", interval: false, elements: [] };
+    const v4: NftMap = { name: "b", fields: ["ipv4"], valueType: "mark", interval: false, elements: [] };
+    const a = Buffer.from(encodeElement(mark, e, false)?.key ?? []);
+    const b = Buffer.from(encodeElement(v4, e, false)?.key ?? []);
+    assert.deepEqual(a, Buffer.from([7, 0, 0, 0]), "one-field mark: host order");
+    assert.deepEqual(b, Buffer.from([0, 0, 0, 7]), "address: network order");
+    assert.deepEqual(Buffer.from(encodeElement(mark, e, false)?.key ?? []), a);
   });
 });

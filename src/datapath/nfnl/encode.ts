@@ -18,7 +18,7 @@
  */
 import type { WireElement } from "../../abi/nft-setelem-wire.js";
 import { VERDICT } from "../../abi/nft-setelem-wire.js";
-import type { FieldKind, KeyPart, NftElement, NftMap } from "../model.js";
+import { elementMemo, type FieldKind, type KeyPart, type NftElement, type NftMap } from "../model.js";
 
 /** Bytes of one field in a key; 0 when nfnl/ does not encode that field kind there. */
 function fieldSize(kind: FieldKind, concat: boolean): number {
@@ -105,20 +105,28 @@ function verdictOf(value: string): { code: number; chain?: string } | undefined 
  */
 export function encodeElement(m: NftMap, e: NftElement, keyOnly: boolean): WireElement | undefined {
   if (m.interval && m.fields.length < 2) return undefined; // rbtree intervals: left to nft
-  const key = keyBytes(m, e.key, false);
-  if (!key) return undefined;
-  let keyEnd: Buffer | undefined;
-  if (m.interval) {
-    keyEnd = keyBytes(m, e.key, true);
-    if (!keyEnd) return undefined;
+  // Key bytes once per frozen element (model.ts): a deletion reuses what its addition encoded.
+  const memo = elementMemo(e);
+  const shape = `${m.fields.join(".")}${m.interval ? "/i" : ""}`;
+  let k: { key: Uint8Array; keyEnd?: Uint8Array };
+  if (memo?.wire && memo.wire.shape === shape) k = memo.wire;
+  else {
+    const key = keyBytes(m, e.key, false);
+    if (!key) return undefined;
+    let keyEnd: Buffer | undefined;
+    if (m.interval) {
+      keyEnd = keyBytes(m, e.key, true);
+      if (!keyEnd) return undefined;
+    }
+    k = keyEnd ? { key, keyEnd } : { key };
+    if (memo) memo.wire = { shape, ...k };
   }
-  const k = keyEnd ? { key, keyEnd } : { key };
-  if (keyOnly) return k;
+  if (keyOnly) return { key: k.key, ...(k.keyEnd ? { keyEnd: k.keyEnd } : {}) };
   if (m.valueType === "mark") {
     if (!/^\d+$/.test(e.value)) return undefined;
     const value = Number(e.value);
-    return value <= 0xffffffff ? { ...k, value } : undefined;
+    return value <= 0xffffffff ? { key: k.key, ...(k.keyEnd ? { keyEnd: k.keyEnd } : {}), value } : undefined;
   }
   const verdict = verdictOf(e.value);
-  return verdict ? { ...k, verdict } : undefined;
+  return verdict ? { key: k.key, ...(k.keyEnd ? { keyEnd: k.keyEnd } : {}), verdict } : undefined;
 }
