@@ -143,24 +143,25 @@ interface ElementMemo {
   /** nfnl/encode.ts: key bytes for maps of this shape (fields and interval flag). */
   wire?: { shape: string; key: Uint8Array; keyEnd?: Uint8Array };
 }
-const elementCache = new WeakMap<NftElement, ElementMemo>();
+/**
+ * The memo lives on the element itself (a property neither enumerated nor copied
+ * by a spread), attached when it is frozen: a field load, where a WeakMap of tens
+ * of thousands of entries costs a hash lookup and weighs on every GC.
+ */
+const MEMO = Symbol("memo");
 
 /** An element whose content can no longer change (its key's intervals frozen too). */
 export function frozenElement(e: NftElement): NftElement {
+  if (Object.isFrozen(e)) return e;
   for (const p of e.key) if (typeof p !== "string") Object.freeze(p);
   Object.freeze(e.key);
+  Object.defineProperty(e, MEMO, { value: {}, enumerable: false });
   return Object.freeze(e);
 }
 
-/** The memo of a frozen element, or undefined (nothing is kept for others). */
+/** The memo of an element made by frozenElement, or undefined (nothing is kept for others). */
 export function elementMemo(e: NftElement): ElementMemo | undefined {
-  let memo = elementCache.get(e);
-  if (memo) return memo;
-  if (!Object.isFrozen(e) || !Object.isFrozen(e.key)) return undefined;
-  for (const p of e.key) if (typeof p !== "string" && !Object.isFrozen(p)) return undefined;
-  memo = {};
-  elementCache.set(e, memo);
-  return memo;
+  return (e as { [MEMO]?: ElementMemo })[MEMO];
 }
 
 /** keyCanon of an element's key, computed once for a frozen element. */
@@ -179,25 +180,24 @@ export function elementText(m: NftMap, e: NftElement): string {
  * freezes the chains it makes (frozenChain), so their content cannot change
  * under the cache; a chain that is not frozen is hashed every time.
  */
-const chainCache = new WeakMap<NftChain, { hash: string; withHash?: string[] }>();
-const isFrozenChain = (c: NftChain): boolean => Object.isFrozen(c) && Object.isFrozen(c.rules);
+const CHAIN_MEMO = Symbol("chain memo");
+type ChainMemo = { hash?: string; withHash?: string[] };
 
 /** A chain whose content can no longer change (so that its hash is computed once). */
 export function frozenChain(c: NftChain): NftChain {
+  if (Object.isFrozen(c)) return c;
   Object.freeze(c.rules);
+  Object.defineProperty(c, CHAIN_MEMO, { value: {}, enumerable: false });
   return Object.freeze(c);
 }
 
 function cacheOf(c: NftChain): { hash: string; withHash?: string[] } {
-  const hit = chainCache.get(c);
-  if (hit) return hit;
-  const hash = createHash("sha256")
+  const memo = (c as { [CHAIN_MEMO]?: ChainMemo })[CHAIN_MEMO] ?? {};
+  memo.hash ??= createHash("sha256")
     .update((c.base ?? "") + "\n" + c.rules.join("\n"))
     .digest("hex")
     .slice(0, 12);
-  const entry = { hash };
-  if (isFrozenChain(c)) chainCache.set(c, entry);
-  return entry;
+  return memo as { hash: string; withHash?: string[] };
 }
 
 /** Short content hash of a chain, stored in its first rule's comment to detect changed chains. */
@@ -220,7 +220,7 @@ export function chainRulesWithHash(c: NftChain): string[] {
     const m = / comment "([^"]*)"$/.exec(r);
     return m ? `${r.slice(0, m.index)} comment "${tag} ${m[1]}"` : `${r} comment "${tag}"`;
   });
-  if (isFrozenChain(c)) entry.withHash = out;
+  entry.withHash = out; // kept only when the entry is the chain's memo (frozen chains)
   return [...out];
 }
 
