@@ -140,8 +140,20 @@ export function keyCanon(key: readonly KeyPart[]): string {
  */
 interface ElementMemo {
   canon?: string;
-  /** nfnl/encode.ts: key bytes for maps of this shape (fields and interval flag). */
-  wire?: { shape: string; key: Uint8Array; keyEnd?: Uint8Array };
+  /**
+   * nfnl/encode.ts: the element as the kernel takes it (abi/nft-setelem-wire.ts WireElement),
+   * for maps of this shape (fields and interval flag); `data` once its value was encoded too.
+   */
+  wire?: {
+    shape: string;
+    data: boolean;
+    el: {
+      key: Uint8Array;
+      keyEnd?: Uint8Array;
+      value?: number;
+      verdict?: { code: number; chain?: string };
+    };
+  };
 }
 /**
  * The memo lives on the element itself (a property neither enumerated nor copied

@@ -105,28 +105,37 @@ function verdictOf(value: string): { code: number; chain?: string } | undefined 
  */
 export function encodeElement(m: NftMap, e: NftElement, keyOnly: boolean): WireElement | undefined {
   if (m.interval && m.fields.length < 2) return undefined; // rbtree intervals: left to nft
-  // Key bytes once per frozen element (model.ts): a deletion reuses what its addition encoded.
+  // Encoded once per frozen element (model.ts): a deletion reuses what its addition encoded
+  // (a deletion writes the key only: the value of a shared WireElement is not sent).
   const memo = elementMemo(e);
-  const shape = `${m.fields.join(".")}${m.interval ? "/i" : ""}`;
-  let k: { key: Uint8Array; keyEnd?: Uint8Array };
-  if (memo?.wire && memo.wire.shape === shape) k = memo.wire;
+  const shape = m.interval
+    ? `${m.fields.join(".")}/i/${m.valueType}`
+    : `${m.fields.join(".")}/${m.valueType}`;
+  const hit = memo?.wire?.shape === shape ? memo.wire : undefined;
+  if (hit && (keyOnly || hit.data)) return hit.el;
+  let el: WireElement;
+  if (hit) el = hit.el;
   else {
     const key = keyBytes(m, e.key, false);
     if (!key) return undefined;
-    let keyEnd: Buffer | undefined;
     if (m.interval) {
-      keyEnd = keyBytes(m, e.key, true);
+      const keyEnd = keyBytes(m, e.key, true);
       if (!keyEnd) return undefined;
+      el = { key, keyEnd };
+    } else el = { key };
+  }
+  if (!keyOnly) {
+    if (m.valueType === "mark") {
+      if (!/^\d+$/.test(e.value)) return undefined;
+      const value = Number(e.value);
+      if (value > 0xffffffff) return undefined;
+      el = el.keyEnd ? { key: el.key, keyEnd: el.keyEnd, value } : { key: el.key, value };
+    } else {
+      const verdict = verdictOf(e.value);
+      if (!verdict) return undefined;
+      el = el.keyEnd ? { key: el.key, keyEnd: el.keyEnd, verdict } : { key: el.key, verdict };
     }
-    k = keyEnd ? { key, keyEnd } : { key };
-    if (memo) memo.wire = { shape, ...k };
   }
-  if (keyOnly) return { key: k.key, ...(k.keyEnd ? { keyEnd: k.keyEnd } : {}) };
-  if (m.valueType === "mark") {
-    if (!/^\d+$/.test(e.value)) return undefined;
-    const value = Number(e.value);
-    return value <= 0xffffffff ? { key: k.key, ...(k.keyEnd ? { keyEnd: k.keyEnd } : {}), value } : undefined;
-  }
-  const verdict = verdictOf(e.value);
-  return verdict ? { key: k.key, ...(k.keyEnd ? { keyEnd: k.keyEnd } : {}), verdict } : undefined;
+  if (memo) memo.wire = { shape, data: !keyOnly, el };
+  return el;
 }
