@@ -19,13 +19,21 @@
  * verdict code is big-endian, a data value host-endian. Constants from
  * include/uapi/linux/netfilter/nf_tables.h and nfnetlink.h.
  */
-import { attr, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDRLEN, nest } from "./ctnetlink-wire.js";
+import { NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDRLEN } from "./ctnetlink-wire.js";
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
 const NFT_MSG_NEWSETELEM = (NFNL_SUBSYS_NFTABLES << 8) | 12;
 const NFT_MSG_DELSETELEM = (NFNL_SUBSYS_NFTABLES << 8) | 14;
+/**
+ * What a writer batch may hold (renumberBatch): chains, rules, sets and their
+ * elements, created or deleted (nfnl/objects.ts, and element deltas); never a
+ * table, a flowtable or a stateful object.
+ */
+const WRITABLE: ReadonlySet<number> = new Set(
+  [3, 5, 6, 8, 9, 11, 12, 14].map((m) => (NFNL_SUBSYS_NFTABLES << 8) | m), // NEW/DEL CHAIN, RULE, SET, SETELEM
+);
 const NFPROTO_INET = 1;
 const NLM_F_CREATE = 0x400;
 const NFTA_SET_ELEM_LIST = { table: 1, set: 2, elements: 3 } as const;
@@ -59,32 +67,101 @@ export interface SetElemOps {
 
 export const VERDICT = { drop: 0, accept: 1, jump: -3, goto: -4, return: -5 } as const;
 
-const cstr = (s: string): Buffer => Buffer.from(s + "\0", "utf8");
+const NAME = /^[A-Za-z0-9_]{1,255}$/;
+const pad4 = (n: number): number => (n + 3) & ~3;
+/** Bytes of a C string attribute's payload (ASCII names only: checked by NAME). */
+const cstrLen = (s: string): number => s.length + 1;
 
-function message(
-  type: number,
-  flags: number,
-  seq: number,
-  family: number,
-  resId: number,
-  body: Buffer,
-): Buffer {
-  const h = Buffer.alloc(NLMSG_HDRLEN + 4);
-  h.writeUInt32LE(h.length + body.length, 0);
-  h.writeUInt16LE(type, 4);
-  h.writeUInt16LE(flags, 6);
-  h.writeUInt32LE(seq, 8);
-  h.writeUInt32LE(0, 12);
-  h.writeUInt8(family, 16);
-  h.writeUInt8(0, 17);
-  h.writeUInt16BE(resId, 18);
-  return Buffer.concat([h, body]);
+/** Size of one element's LIST_ELEM attribute (padded), without writing it. */
+function elementSize(e: WireElement, withData: boolean): number {
+  let n = 4 + 8 + pad4(e.key.length); // LIST_ELEM { KEY { VALUE k } }
+  if (e.keyEnd) n += 8 + pad4(e.keyEnd.length);
+  if (!withData) return n;
+  if (e.verdict) {
+    n += 4 + 4 + 8; // DATA { VERDICT { CODE } }
+    if (e.verdict.chain !== undefined) n += 4 + pad4(cstrLen(e.verdict.chain));
+  } else if (e.value !== undefined)
+    n += 4 + 8; // DATA { VALUE u32 }
+  else throw new Error("an element to add has neither a value nor a verdict");
+  return n;
 }
 
-function u32host(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0, 0); // host byte order: every platform we run on is little-endian
-  return b;
+/**
+ * Writes netlink messages and attributes into one buffer sized in advance
+ * (no intermediate buffer per attribute: a batch of thousands of elements is
+ * one allocation).
+ */
+class Writer {
+  readonly b: Buffer;
+  o = 0;
+  constructor(size: number) {
+    this.b = Buffer.alloc(size);
+  }
+  /** Starts an attribute; returns its offset for end(). */
+  start(type: number): number {
+    const at = this.o;
+    this.b.writeUInt16LE(type, at + 2);
+    this.o += 4;
+    return at;
+  }
+  end(at: number): void {
+    this.b.writeUInt16LE(this.o - at, at);
+    this.o = pad4(this.o);
+  }
+  bytes(type: number, v: Uint8Array): void {
+    const at = this.start(type);
+    this.b.set(v, this.o);
+    this.o += v.length;
+    this.end(at);
+  }
+  cstr(type: number, s: string): void {
+    const at = this.start(type);
+    this.o += this.b.write(s, this.o, "latin1") + 1; // the buffer is zeroed: the NUL is there
+    this.end(at);
+  }
+  u32(type: number, v: number, be: boolean): void {
+    const at = this.start(type);
+    if (be) this.b.writeInt32BE(v | 0, this.o);
+    else this.b.writeUInt32LE(v >>> 0, this.o); // host byte order: every platform we run on is little-endian
+    this.o += 4;
+    this.end(at);
+  }
+  message(type: number, flags: number, seq: number, family: number, resId: number): number {
+    const at = this.o;
+    this.b.writeUInt16LE(type, at + 4);
+    this.b.writeUInt16LE(flags, at + 6);
+    this.b.writeUInt32LE(seq, at + 8);
+    this.b.writeUInt8(family, at + 16);
+    this.b.writeUInt16BE(resId, at + 18);
+    this.o += NLMSG_HDRLEN + 4;
+    return at;
+  }
+  endMessage(at: number): void {
+    this.b.writeUInt32LE(this.o - at, at);
+  }
+}
+
+function writeElement(w: Writer, e: WireElement, withData: boolean): void {
+  const el = w.start(NFTA_LIST_ELEM | NLA_F_NESTED);
+  const key = w.start(NFTA_SET_ELEM.key | NLA_F_NESTED);
+  w.bytes(NFTA_DATA.value, e.key);
+  w.end(key);
+  if (e.keyEnd) {
+    const ke = w.start(NFTA_SET_ELEM.keyEnd | NLA_F_NESTED);
+    w.bytes(NFTA_DATA.value, e.keyEnd);
+    w.end(ke);
+  }
+  if (withData) {
+    const data = w.start(NFTA_SET_ELEM.data | NLA_F_NESTED);
+    if (e.verdict) {
+      const v = w.start(NFTA_DATA.verdict | NLA_F_NESTED);
+      w.u32(NFTA_VERDICT.code, e.verdict.code, true);
+      if (e.verdict.chain !== undefined) w.cstr(NFTA_VERDICT.chain, e.verdict.chain);
+      w.end(v);
+    } else w.u32(NFTA_DATA.value, e.value ?? 0, false);
+    w.end(data);
+  }
+  w.end(el);
 }
 
 /**
@@ -98,74 +175,90 @@ export function setElemBatch(
   firstSeq: number,
 ): { bytes: Buffer; seqs: number[] } {
   if (!/^[A-Za-z0-9_]{1,64}$/.test(table)) throw new Error(`bad table name "${table}"`);
-  let seq = firstSeq;
-  const parts: Buffer[] = [
-    message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq++, 0, NFNL_SUBSYS_NFTABLES, Buffer.alloc(0)),
-  ];
-  const seqs: number[] = [];
-  const emit = (type: number, flags: number, set: string, elems: Buffer[]): void => {
-    // One message per run of elements whose ELEMENTS attribute fits its 16-bit length
-    // (and at most ELEMENTS_PER_MESSAGE): verdict elements with long chain names are
-    // ~130 bytes, so a count alone would not bound it.
+  // Plan the messages: one per run of elements whose ELEMENTS attribute fits its 16-bit
+  // length (and at most ELEMENTS_PER_MESSAGE): verdict elements with long chain names are
+  // ~130 bytes, so a count alone would not bound it.
+  const runs: { type: number; set: string; els: readonly WireElement[]; from: number; to: number }[] = [];
+  let total = 2 * (NLMSG_HDRLEN + 4);
+  const head = (set: string): number =>
+    NLMSG_HDRLEN + 4 + 4 + pad4(cstrLen(table)) + 4 + pad4(cstrLen(set)) + 4;
+  const plan = (type: number, set: string, els: readonly WireElement[], withData: boolean): void => {
     let i = 0;
-    while (i < elems.length) {
+    while (i < els.length) {
       let bytes = 0;
       let j = i;
-      while (j < elems.length && j - i < ELEMENTS_PER_MESSAGE) {
-        const n = (elems[j] as Buffer).length;
+      while (j < els.length && j - i < ELEMENTS_PER_MESSAGE) {
+        const n = elementSize(els[j] as WireElement, withData);
         if (j > i && bytes + n > MAX_ATTR_BYTES) break;
         bytes += n;
         j++;
       }
-      const body = Buffer.concat([
-        attr(NFTA_SET_ELEM_LIST.table, cstr(table)),
-        attr(NFTA_SET_ELEM_LIST.set, cstr(set)),
-        nest(NFTA_SET_ELEM_LIST.elements, elems.slice(i, j)),
-      ]);
-      seqs.push(seq);
-      parts.push(message(type, NLM_F_REQUEST | NLM_F_ACK | flags, seq++, NFPROTO_INET, 0, body));
+      runs.push({ type, set, els, from: i, to: j });
+      total += head(set) + bytes;
       i = j;
     }
   };
-
-  const keys = (e: WireElement): Buffer[] => [
-    nest(NFTA_SET_ELEM.key, [attr(NFTA_DATA.value, e.key)]),
-    ...(e.keyEnd ? [nest(NFTA_SET_ELEM.keyEnd, [attr(NFTA_DATA.value, e.keyEnd)])] : []),
-  ];
-  const data = (e: WireElement): Buffer[] => {
-    if (e.verdict) {
-      const code = Buffer.alloc(4);
-      code.writeInt32BE(e.verdict.code, 0);
-      const v = [attr(NFTA_VERDICT.code, code)];
-      if (e.verdict.chain !== undefined) {
-        if (!/^[A-Za-z0-9_]{1,255}$/.test(e.verdict.chain))
-          throw new Error(`bad chain name "${e.verdict.chain}"`);
-        v.push(attr(NFTA_VERDICT.chain, cstr(e.verdict.chain)));
-      }
-      return [nest(NFTA_SET_ELEM.data, [nest(NFTA_DATA.verdict, v)])];
-    }
-    if (e.value !== undefined) return [nest(NFTA_SET_ELEM.data, [attr(NFTA_DATA.value, u32host(e.value))])];
-    throw new Error("an element to add has neither a value nor a verdict");
-  };
   for (const o of ops) {
     if (!/^[A-Za-z0-9_]{1,64}$/.test(o.set)) throw new Error(`bad set name "${o.set}"`);
-    emit(
-      NFT_MSG_DELSETELEM,
-      0,
-      o.set,
-      o.del.map((e) => nest(NFTA_LIST_ELEM, keys(e))),
-    );
+    plan(NFT_MSG_DELSETELEM, o.set, o.del, false);
   }
   for (const o of ops) {
-    emit(
-      NFT_MSG_NEWSETELEM,
-      NLM_F_CREATE,
-      o.set,
-      o.add.map((e) => nest(NFTA_LIST_ELEM, [...keys(e), ...data(e)])),
-    );
+    for (const e of o.add) {
+      const chain = e.verdict?.chain;
+      if (chain !== undefined && !NAME.test(chain)) throw new Error(`bad chain name "${chain}"`);
+    }
+    plan(NFT_MSG_NEWSETELEM, o.set, o.add, true);
   }
-  parts.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, Buffer.alloc(0)));
-  return { bytes: Buffer.concat(parts), seqs };
+  const w = new Writer(total);
+  let seq = firstSeq;
+  w.endMessage(w.message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq++, 0, NFNL_SUBSYS_NFTABLES));
+  const seqs: number[] = [];
+  for (const r of runs) {
+    const add = r.type === NFT_MSG_NEWSETELEM;
+    seqs.push(seq);
+    const m = w.message(r.type, NLM_F_REQUEST | NLM_F_ACK | (add ? NLM_F_CREATE : 0), seq++, NFPROTO_INET, 0);
+    w.cstr(NFTA_SET_ELEM_LIST.table, table);
+    w.cstr(NFTA_SET_ELEM_LIST.set, r.set);
+    const list = w.start(NFTA_SET_ELEM_LIST.elements | NLA_F_NESTED);
+    for (let i = r.from; i < r.to; i++) writeElement(w, r.els[i] as WireElement, add);
+    w.end(list);
+    w.endMessage(m);
+  }
+  w.endMessage(w.message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES));
+  if (w.o !== total) throw new Error(`setElemBatch: wrote ${w.o} bytes of ${total}`);
+  return { bytes: w.b, seqs };
+}
+
+/**
+ * The messages of a batch setElemBatch made, renumbered from `firstSeq` (in
+ * place): the sequence numbers whose acknowledgements to await (every message
+ * but the batch's begin and end). Throws when the bytes are not such a batch.
+ */
+export function renumberBatch(bytes: Buffer, firstSeq: number): number[] {
+  const seqs: number[] = [];
+  let o = 0;
+  let seq = firstSeq;
+  let n = 0;
+  while (o < bytes.length) {
+    if (bytes.length - o < NLMSG_HDRLEN) throw new Error("a batch ends inside a message header");
+    const len = bytes.readUInt32LE(o);
+    if (len < NLMSG_HDRLEN || len > bytes.length - o || len % 4 !== 0)
+      throw new Error(`a batch message has a bad length ${len}`);
+    const type = bytes.readUInt16LE(o + 4);
+    const edge = type === NFNL_MSG_BATCH_BEGIN || type === NFNL_MSG_BATCH_END;
+    if (!edge && !WRITABLE.has(type))
+      throw new Error(`a batch holds a message of type ${type}, not a chain, rule, set or element change`);
+    if ((n === 0) !== (type === NFNL_MSG_BATCH_BEGIN)) throw new Error("a batch must begin with BATCH_BEGIN");
+    bytes.writeUInt32LE(seq, o + 8);
+    if (!edge) seqs.push(seq);
+    seq++;
+    o += len;
+    n++;
+    if (type === NFNL_MSG_BATCH_END && o !== bytes.length) throw new Error("a batch goes on after BATCH_END");
+    if (o === bytes.length && type !== NFNL_MSG_BATCH_END) throw new Error("a batch must end with BATCH_END");
+  }
+  if (n === 0) throw new Error("an empty batch");
+  return seqs;
 }
 
 /** The acknowledgements in one datagram: sequence number -> errno (0 = done). Never throws. */

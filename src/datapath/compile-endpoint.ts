@@ -19,7 +19,7 @@
 import { MembraneError } from "../errors.js";
 import { auditPrefix, logPrefix } from "../abi/log-prefix.js";
 import { parseAddr } from "../labels/cidr.js";
-import type { NftChain, NftElement, NftMap } from "./model.js";
+import { frozenChain, frozenElement, type NftChain, type NftElement, type NftMap } from "./model.js";
 import { compileSegments } from "./segments.js";
 import {
   CT_REDIRECT_DNS,
@@ -219,12 +219,17 @@ export function compileEndpoint(ep: DatapathEndpoint, ctx: EndpointContext): End
   const v6 = ep.ipv6 === undefined ? undefined : parseAddr(ep.ipv6)?.value;
   return {
     maps,
-    chains,
+    // Frozen: their hashes (model.ts) are then computed once, whatever reads them.
+    chains: chains.map(frozenChain),
     dispatch: {
-      egress: { key: [ep.hostIfname], value: `jump e${ep.id}_out` },
-      ingress: { key: [ep.hostIfname], value: `jump e${ep.id}_in` },
-      ...(v4 !== undefined ? { ingress4: { key: [{ lo: v4, hi: v4 }], value: `jump e${ep.id}_in` } } : {}),
-      ...(v6 !== undefined ? { ingress6: { key: [{ lo: v6, hi: v6 }], value: `jump e${ep.id}_in` } } : {}),
+      egress: frozenElement({ key: [ep.hostIfname], value: `jump e${ep.id}_out` }),
+      ingress: frozenElement({ key: [ep.hostIfname], value: `jump e${ep.id}_in` }),
+      ...(v4 !== undefined
+        ? { ingress4: frozenElement({ key: [{ lo: v4, hi: v4 }], value: `jump e${ep.id}_in` }) }
+        : {}),
+      ...(v6 !== undefined
+        ? { ingress6: frozenElement({ key: [{ lo: v6, hi: v6 }], value: `jump e${ep.id}_in` }) }
+        : {}),
     },
     texts,
   };

@@ -65,7 +65,7 @@
  */
 import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
-import type { CompiledTable, NftChain, NftElement, NftMap } from "./model.js";
+import { frozenChain, type CompiledTable, type NftChain, type NftElement, type NftMap } from "./model.js";
 import {
   compileEndpoint,
   hex,
@@ -160,26 +160,42 @@ function ipcacheMap(name: string, kind: "ipv4" | "ipv6", items: IdentityInterval
   };
 }
 
+/** The checks of one endpoint on its own (`p` names it in errors, e.g. "endpoints[3]"). */
+export function checkEndpoint(ep: DatapathEndpoint, p: string): void {
+  if (!Number.isInteger(ep.id) || ep.id < 0 || ep.id > 0xffffff) throw invalid(`${p}.id`, `bad id ${ep.id}`);
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(ep.hostIfname))
+    throw invalid(`${p}.hostIfname`, `"${ep.hostIfname}" is not an interface name (1-15 of [A-Za-z0-9_.-])`);
+  if (ep.ipv4 !== undefined && parseAddr(ep.ipv4)?.family !== 4)
+    throw invalid(`${p}.ipv4`, `"${ep.ipv4}" is not an IPv4 address`);
+  if (ep.ipv6 !== undefined && parseAddr(ep.ipv6)?.family !== 6)
+    throw invalid(`${p}.ipv6`, `"${ep.ipv6}" is not an IPv6 address`);
+}
+
+/** Ids and interfaces used twice (an endpoint checked before, and unchanged, needs no other check). */
+export class EndpointUniqueness {
+  private readonly ids = new Set<number>();
+  private readonly ifs = new Set<string>();
+  add(ep: DatapathEndpoint, p: string): void {
+    if (this.ids.has(ep.id)) throw invalid(`${p}.id`, `endpoint id ${ep.id} is used twice`);
+    if (this.ifs.has(ep.hostIfname))
+      throw invalid(`${p}.hostIfname`, `interface ${ep.hostIfname} is used twice`);
+    this.ids.add(ep.id);
+    this.ifs.add(ep.hostIfname);
+  }
+}
+
 function checkEndpoints(eps: readonly DatapathEndpoint[]): void {
-  const ids = new Set<number>();
-  const ifs = new Set<string>();
+  const unique = new EndpointUniqueness();
   eps.forEach((ep, i) => {
-    const p = `endpoints[${i}]`;
-    if (!Number.isInteger(ep.id) || ep.id < 0 || ep.id > 0xffffff)
-      throw invalid(`${p}.id`, `bad id ${ep.id}`);
-    if (ids.has(ep.id)) throw invalid(`${p}.id`, `endpoint id ${ep.id} is used twice`);
-    if (!/^[A-Za-z0-9_.-]{1,15}$/.test(ep.hostIfname))
-      throw invalid(
-        `${p}.hostIfname`,
-        `"${ep.hostIfname}" is not an interface name (1-15 of [A-Za-z0-9_.-])`,
-      );
-    if (ifs.has(ep.hostIfname)) throw invalid(`${p}.hostIfname`, `interface ${ep.hostIfname} is used twice`);
-    if (ep.ipv4 !== undefined && parseAddr(ep.ipv4)?.family !== 4)
-      throw invalid(`${p}.ipv4`, `"${ep.ipv4}" is not an IPv4 address`);
-    if (ep.ipv6 !== undefined && parseAddr(ep.ipv6)?.family !== 6)
-      throw invalid(`${p}.ipv6`, `"${ep.ipv6}" is not an IPv6 address`);
-    ids.add(ep.id);
-    ifs.add(ep.hostIfname);
+    checkEndpoint(ep, `endpoints[${i}]`);
+    unique.add(ep, `endpoints[${i}]`);
+  });
+}
+
+export function checkIpcache(ipcache: DatapathState["ipcache"]): void {
+  ipcache.forEach((e, i) => {
+    if (!Number.isInteger(e.identity) || e.identity < 0 || e.identity > IDENTITY_MASK)
+      throw invalid(`ipcache[${i}].identity`, `identity ${e.identity} is not in 0..${IDENTITY_MASK}`);
   });
 }
 
@@ -198,10 +214,7 @@ export function compileAll(
   checkEndpoints(state.endpoints);
   const eps = [...state.endpoints].sort((a, b) => a.id - b.id);
 
-  state.ipcache.forEach((e, i) => {
-    if (!Number.isInteger(e.identity) || e.identity < 0 || e.identity > IDENTITY_MASK)
-      throw invalid(`ipcache[${i}].identity`, `identity ${e.identity} is not in 0..${IDENTITY_MASK}`);
-  });
+  checkIpcache(state.ipcache);
   const { v4, v6 } = flattenIpcache(state.ipcache, WORLD_IDENTITY);
   const maps: NftMap[] = [
     ipcacheMap("ipcache4", "ipv4", v4),
@@ -298,6 +311,7 @@ export function compileAll(
       rules: [`meta skgid ${proxy.gid} return`, ...natRules(proxy)],
     });
   }
+  for (const c of chains) frozenChain(c);
   const table: CompiledTable = { family: "inet", name: opts.table ?? "membrane", maps, chains };
   if (opts.stamp === false) return { table, parts };
   const digest = fullDigest(state, parts, opts);

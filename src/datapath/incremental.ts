@@ -22,22 +22,23 @@
  * undefined: the caller plans the whole table against the kernel instead.
  */
 import {
-  compileAll,
+  checkEndpoint,
+  EndpointUniqueness,
   globalPart,
   hostElement,
   hostMaps,
-  withoutHosts,
   type CompileOptions,
   type TableDigest,
 } from "./compile.js";
-import type { EndpointContext, EndpointParts } from "./compile-endpoint.js";
+import { compileEndpoint, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
 import { mapSignature, type CompiledTable, type NftElement, type NftMap } from "./model.js";
-import { asActual, plan, type Plan } from "./plan.js";
+import { asActual, lazyPlan, plan, type Plan } from "./plan.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import type { ElementOps } from "./nfnl/setelem.js";
-import { encodeElement, type ElementJson } from "./nfnl/encode.js";
+import { encodeElement } from "./nfnl/encode.js";
 import { objectMessages } from "./nfnl/objects.js";
 import type { NfMsg } from "../abi/nft-object-wire.js";
+import type { WireElement } from "../abi/nft-setelem-wire.js";
 import { add64, globalDigest, hostDigest, partDigest, stampMap, sub64 } from "./stamp.js";
 import type { DatapathEndpoint, DatapathState } from "./types.js";
 
@@ -49,6 +50,8 @@ export interface Applied {
   parts: Map<number, { ep: DatapathEndpoint; part: EndpointParts }>;
   hosts: { view: HostTableView | undefined; revision: number; copy: Map<string, number> };
   ctxKey: string;
+  /** What the global part was compiled from (globalKeyOf): the same key, the same part. */
+  globalKey: string;
   /** stamp.ts: the digest the stamp map holds, and its terms. */
   digest: TableDigest;
 }
@@ -56,6 +59,19 @@ export interface Applied {
 /** What every compiled endpoint part depends on besides its endpoint (a part compiled under another is stale). */
 export const ctxKeyOf = (state: DatapathState, opts: CompileOptions): string =>
   `${opts.logGroup ?? 1}|${state.proxy ? "proxy" : "-"}`;
+
+/**
+ * Everything the global part depends on, as text: when it is the key of the last
+ * apply, the global part is that one (not compiled, diffed or hashed again). By
+ * content, not by reference, so that an array changed in place is not missed.
+ */
+export const globalKeyOf = (state: DatapathState, opts: CompileOptions): string =>
+  JSON.stringify([
+    opts.table ?? "membrane",
+    String(state.hostIdentity),
+    state.proxy ?? null,
+    state.ipcache.map((e) => [e.prefix, String(e.identity)]),
+  ]);
 
 /** Applied for a table compiled whole (the first apply, or after a read-back). */
 export function appliedFromFull(
@@ -80,6 +96,7 @@ export function appliedFromFull(
       copy: new Map(state.hosts ? state.hosts.entries() : []),
     },
     ctxKey: ctxKeyOf(state, opts),
+    globalKey: globalKeyOf(state, opts),
   };
 }
 
@@ -131,11 +148,24 @@ export function planIncremental(
 ): { plan: Plan; elementOps?: ElementOps[]; objects?: NfMsg[]; commit: () => void } | undefined {
   const ctxKey = ctxKeyOf(state, opts);
   if (ctxKey !== applied.ctxKey) return undefined;
-  const global = globalPart(state, opts);
-  const prevSig = new Map(applied.global.maps.map((m) => [m.name, mapSignature(m)]));
-  if (global.maps.some((m) => prevSig.get(m.name) !== mapSignature(m))) return undefined;
-  const plans: Plan[] = [plan(global, asActual(applied.global))];
-  const globalD = plans[0]?.ops === 0 ? applied.digest.global : globalDigest(global);
+  // The global part (prefix ipcache, base chains): only when what it is made of changed.
+  const globalKey = globalKeyOf(state, opts);
+  const plans: Plan[] = [];
+  /** The global part's plan when it changes something (then nft writes the whole change). */
+  let globalPlan: Plan | undefined;
+  let global = applied.global;
+  let globalD = applied.digest.global;
+  if (globalKey !== applied.globalKey) {
+    global = globalPart(state, opts);
+    const prevSig = new Map(applied.global.maps.map((m) => [m.name, mapSignature(m)]));
+    if (global.maps.some((m) => prevSig.get(m.name) !== mapSignature(m))) return undefined;
+    const p = plan(global, asActual(applied.global));
+    plans.push(p);
+    if (p.ops > 0) {
+      globalD = globalDigest(global);
+      globalPlan = p;
+    }
+  }
   let hostsD = applied.digest.hosts;
   const partsD = new Map<number, bigint | undefined>();
   let hostPlan: Plan | undefined;
@@ -185,27 +215,25 @@ export function planIncremental(
   };
   const nextParts: [number, { ep: DatapathEndpoint; part: EndpointParts }][] = [];
   const seen = new Set<number>();
-  let full: ReturnType<typeof compileAll> | undefined;
   /** Each endpoint scope's (want, had), for nfnl/objects.ts. */
   const scopes: { want: CompiledTable; had: CompiledTable }[] = [];
-  for (const ep of state.endpoints) {
+  // An unchanged endpoint (the same object, same rule texts) costs its identity check and
+  // two set insertions (ids and interfaces used twice); a changed one is checked and
+  // compiled alone, as compile() would.
+  const unique = new EndpointUniqueness();
+  state.endpoints.forEach((ep, i) => {
+    unique.add(ep, `endpoints[${i}]`);
     seen.add(ep.id);
+    if (cachedPart(applied, ep, ctx, ctxKey)) return;
+    checkEndpoint(ep, `endpoints[${i}]`);
     const prev = applied.parts.get(ep.id);
-    if (cachedPart(applied, ep, ctx, ctxKey)) continue;
-    // Validation and compilation of the changed endpoint as compile() would (same checks).
-    // No digest here: only the changed parts' digests are computed (below), not all of them again.
-    full ??= compileAll(withoutHosts(state), {
-      ...opts,
-      stamp: false,
-      cached: (e, c) => cachedPart(applied, e, c, ctxKey),
-    });
-    const part = full.parts.get(ep.id) as EndpointParts;
+    const part = compileEndpoint(ep, ctx);
     partsD.set(ep.id, partDigest(ep.id, part));
     const sc = { want: scope(global, part), had: scope(applied.global, prev?.part) };
     scopes.push(sc);
     plans.push(plan(sc.want, asActual(sc.had)));
     nextParts.push([ep.id, { ep, part }]);
-  }
+  });
   const gone = [...applied.parts.keys()].filter((id) => !seen.has(id));
   for (const id of gone) {
     partsD.set(id, undefined);
@@ -227,15 +255,15 @@ export function planIncremental(
     asActual({ ...T2, maps: [stampMap(applied.digest.total)] }),
   );
   plans.push(stampPlan);
-  const merged: Plan = {
-    script: plans.map((p) => p.script).join(""),
+  const merged: Plan = lazyPlan({
+    script: () => plans.map((p) => p.script).join(""),
     ops: plans.reduce((n, p) => n + p.ops, 0),
-    lines: plans.flatMap((p) => p.lines),
-  };
+    lines: () => plans.flatMap((p) => p.lines),
+  });
   const elementOps = plans.every((p) => p.objects === 0) ? encodeAll(plans) : undefined;
   // Endpoint objects without nft: only when the global part is untouched (its chains are base chains).
   const objects =
-    !elementOps && merged.script !== "" && plans[0]?.script === ""
+    !elementOps && merged.ops > 0 && globalPlan === undefined
       ? objectMessages(global.name, hostPlan?.elements ?? [], scopes, stampPlan.elements ?? [])
       : undefined;
   return {
@@ -244,6 +272,7 @@ export function planIncremental(
     ...(objects ? { objects } : {}),
     commit: () => {
       applied.global = global;
+      applied.globalKey = globalKey;
       for (const [id, p] of nextParts) applied.parts.set(id, p);
       for (const id of gone) applied.parts.delete(id);
       if (hostChanges) {
@@ -267,7 +296,7 @@ export function planIncremental(
 
 /** Every element change of `plans`, encoded for nfnl/; undefined when one cannot be. */
 function encodeAll(plans: readonly Plan[]): ElementOps[] | undefined {
-  const bySet = new Map<string, { set: string; add: ElementJson[]; del: ElementJson[] }>();
+  const bySet = new Map<string, { set: string; add: WireElement[]; del: WireElement[] }>();
   for (const p of plans) {
     for (const d of p.elements ?? []) {
       let o = bySet.get(d.map.name);

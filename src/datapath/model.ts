@@ -131,16 +131,90 @@ export function keyCanon(key: readonly KeyPart[]): string {
   return key.map((p) => (typeof p === "string" ? JSON.stringify(p) : `${p.lo}-${p.hi}`)).join(".");
 }
 
+/**
+ * Per-element values computed once in an element's life (its canonical key for
+ * diffs and the stamp, its key bytes for nfnl/), kept only for frozen elements
+ * (frozenElement: the element, its key array and its intervals), whose content
+ * cannot change under the cache. The element a change deletes is the one an
+ * earlier change added: its canonical key and bytes are already there.
+ */
+interface ElementMemo {
+  canon?: string;
+  /**
+   * nfnl/encode.ts: the element as the kernel takes it (abi/nft-setelem-wire.ts WireElement),
+   * for maps of this shape (fields and interval flag); `data` once its value was encoded too.
+   */
+  wire?: {
+    shape: string;
+    data: boolean;
+    el: {
+      key: Uint8Array;
+      keyEnd?: Uint8Array;
+      value?: number;
+      verdict?: { code: number; chain?: string };
+    };
+  };
+}
+/**
+ * The memo lives on the element itself (a property neither enumerated nor copied
+ * by a spread), attached when it is frozen: a field load, where a WeakMap of tens
+ * of thousands of entries costs a hash lookup and weighs on every GC.
+ */
+const MEMO = Symbol("memo");
+
+/** An element whose content can no longer change (its key's intervals frozen too). */
+export function frozenElement(e: NftElement): NftElement {
+  if (Object.isFrozen(e)) return e;
+  for (const p of e.key) if (typeof p !== "string") Object.freeze(p);
+  Object.freeze(e.key);
+  Object.defineProperty(e, MEMO, { value: {}, enumerable: false });
+  return Object.freeze(e);
+}
+
+/** The memo of an element made by frozenElement, or undefined (nothing is kept for others). */
+export function elementMemo(e: NftElement): ElementMemo | undefined {
+  return (e as { [MEMO]?: ElementMemo })[MEMO];
+}
+
+/** keyCanon of an element's key, computed once for a frozen element. */
+export function elementCanon(e: NftElement): string {
+  const memo = elementMemo(e);
+  if (!memo) return keyCanon(e.key);
+  return (memo.canon ??= keyCanon(e.key));
+}
+
 export function elementText(m: NftMap, e: NftElement): string {
   return `${keyText(m, e.key)} : ${e.value}`;
 }
 
-/** Short content hash of a chain, stored in its first rule's comment to detect changed chains. */
-export function chainHash(c: NftChain): string {
-  return createHash("sha256")
+/**
+ * Hashes (and rules with the hash) of frozen chains, computed once: compile()
+ * freezes the chains it makes (frozenChain), so their content cannot change
+ * under the cache; a chain that is not frozen is hashed every time.
+ */
+const CHAIN_MEMO = Symbol("chain memo");
+type ChainMemo = { hash?: string; withHash?: string[] };
+
+/** A chain whose content can no longer change (so that its hash is computed once). */
+export function frozenChain(c: NftChain): NftChain {
+  if (Object.isFrozen(c)) return c;
+  Object.freeze(c.rules);
+  Object.defineProperty(c, CHAIN_MEMO, { value: {}, enumerable: false });
+  return Object.freeze(c);
+}
+
+function cacheOf(c: NftChain): { hash: string; withHash?: string[] } {
+  const memo = (c as { [CHAIN_MEMO]?: ChainMemo })[CHAIN_MEMO] ?? {};
+  memo.hash ??= createHash("sha256")
     .update((c.base ?? "") + "\n" + c.rules.join("\n"))
     .digest("hex")
     .slice(0, 12);
+  return memo as { hash: string; withHash?: string[] };
+}
+
+/** Short content hash of a chain, stored in its first rule's comment to detect changed chains. */
+export function chainHash(c: NftChain): string {
+  return cacheOf(c).hash;
 }
 
 export const HASH_COMMENT_PREFIX = "mbr:h=";
@@ -150,12 +224,16 @@ export const HASH_COMMENT_PREFIX = "mbr:h=";
  * hash in its comment (`mbr:h=<12 hex>`, followed by the rule's own comment if any).
  */
 export function chainRulesWithHash(c: NftChain): string[] {
-  const tag = HASH_COMMENT_PREFIX + chainHash(c);
-  return c.rules.map((r, i) => {
+  const entry = cacheOf(c);
+  if (entry.withHash) return [...entry.withHash];
+  const tag = HASH_COMMENT_PREFIX + entry.hash;
+  const out = c.rules.map((r, i) => {
     if (i !== 0) return r;
     const m = / comment "([^"]*)"$/.exec(r);
     return m ? `${r.slice(0, m.index)} comment "${tag} ${m[1]}"` : `${r} comment "${tag}"`;
   });
+  entry.withHash = out; // kept only when the entry is the chain's memo (frozen chains)
+  return [...out];
 }
 
 /** The hash from a first rule's comment, or undefined. */

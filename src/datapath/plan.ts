@@ -18,7 +18,7 @@ import {
   chainRulesWithHash,
   deleteKeyText,
   elementText,
-  keyCanon,
+  elementCanon,
   mapDecl,
   mapSignature,
   type CompiledTable,
@@ -61,8 +61,10 @@ const bookkeeping = (m: NftMap): boolean => m.name === STAMP_MAP;
 export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefined): Plan {
   const T = `${desired.family} ${desired.name}`;
   const actual: ActualTable = actualOrNone ?? { maps: new Map(), chains: new Map() };
-  const cmds: string[] = [];
-  const lines: string[] = [];
+  // Text is made only when asked for (script, lines): element-only changes go through
+  // nfnl/ as bytes, and their nft text (thousands of elements) would be garbage.
+  const cmds: (string | (() => string))[] = [];
+  const lines: (string | (() => string))[] = [];
   let ops = 0;
   /** Changes of the stamp map's elements: written, but not reported (they follow every change). */
   let stampOps = 0;
@@ -71,9 +73,11 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
   const elemCmd = (verb: "add" | "delete", m: NftMap, els: readonly NftElement[]): void => {
     for (let i = 0; i < els.length; i += CHUNK) {
       const part = els.slice(i, i + CHUNK);
-      const body =
-        verb === "add" ? part.map((e) => elementText(m, e)) : part.map((e) => deleteKeyText(m, e.key));
-      cmds.push(`${verb} element ${T} ${m.name} { ${body.join(", ")} }`);
+      cmds.push(() => {
+        const body =
+          verb === "add" ? part.map((e) => elementText(m, e)) : part.map((e) => deleteKeyText(m, e.key));
+        return `${verb} element ${T} ${m.name} { ${body.join(", ")} }`;
+      });
     }
   };
 
@@ -124,26 +128,26 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
   for (const m of desired.maps) {
     const a = actual.maps.get(m.name);
     const have = a && !sigChanged.includes(m) ? (a.decoded ?? decodeElements(m, a.rawElements)) : [];
-    const haveBy = new Map(have.map((e) => [keyCanon(e.key), e]));
+    const haveBy = new Map(have.map((e) => [elementCanon(e), e]));
     const wantKeys = new Set<string>();
     const adds: NftElement[] = [];
     const replaced: NftElement[] = [];
     for (const e of m.elements) {
-      const k = keyCanon(e.key);
+      const k = elementCanon(e);
       wantKeys.add(k);
       const h = haveBy.get(k);
       if (h && h.value === e.value) continue;
       if (h) replaced.push(h);
       adds.push(e);
-      if (!bookkeeping(m)) lines.push(`${h ? "~" : "+"} element ${m.name} ${elementText(m, e)}`);
+      if (!bookkeeping(m)) lines.push(() => `${h ? "~" : "+"} element ${m.name} ${elementText(m, e)}`);
     }
-    const removed = have.filter((e) => !wantKeys.has(keyCanon(e.key)));
+    const removed = have.filter((e) => !wantKeys.has(elementCanon(e)));
     if (adds.length + replaced.length + removed.length > 0)
       deltas.push({ map: m, del: [...replaced, ...removed], add: adds });
     if (bookkeeping(m)) stampOps += adds.length + replaced.length + removed.length;
     else {
       elementOps += adds.length + replaced.length + removed.length;
-      for (const e of removed) lines.push(`- element ${m.name} ${elementText(m, e)}`);
+      for (const e of removed) lines.push(() => `- element ${m.name} ${elementText(m, e)}`);
       ops += adds.length + replaced.length + removed.length;
     }
     if (m.interval && rebuildCheaper(replaced.length + removed.length, have.length, m.elements.length)) {
@@ -188,12 +192,37 @@ export function plan(desired: CompiledTable, actualOrNone: ActualTable | undefin
     lines.push(`- chain ${n}`);
     ops++;
   }
-  return {
-    script: ops + stampOps === 0 ? "" : cmds.join("\n") + "\n",
+  return lazyPlan({
+    script: () => (ops + stampOps === 0 ? "" : cmds.map(text).join("\n") + "\n"),
     ops,
-    lines,
+    lines: () => lines.map(text),
     elements: deltas,
     objects: ops - elementOps,
+  });
+}
+
+const text = (x: string | (() => string)): string => (typeof x === "string" ? x : x());
+
+/** A Plan whose script and lines are rendered on first use (and then kept). */
+export function lazyPlan(p: {
+  script: () => string;
+  lines: () => string[];
+  ops: number;
+  elements?: ElementDelta[];
+  objects?: number;
+}): Plan {
+  let script: string | undefined;
+  let lines: string[] | undefined;
+  return {
+    get script(): string {
+      return (script ??= p.script());
+    },
+    get lines(): string[] {
+      return (lines ??= p.lines());
+    },
+    ops: p.ops,
+    ...(p.elements ? { elements: p.elements } : {}),
+    ...(p.objects !== undefined ? { objects: p.objects } : {}),
   };
 }
 
@@ -224,7 +253,8 @@ export function asActual(t: CompiledTable): ActualTable {
           name: m.name,
           signature: mapSignature(m),
           rawElements: [],
-          decoded: m.elements.map((e) => ({ key: [...e.key], value: e.value })),
+          // Read, never written, by plan(): no copy.
+          decoded: m.elements,
         },
       ]),
     ),

@@ -14,7 +14,7 @@
  * specific protocol wins on its ranges and the proto-0 action fills the gaps.
  */
 import { MembraneError } from "../errors.js";
-import type { Interval, NftElement } from "./model.js";
+import { frozenElement, type Interval, type NftElement } from "./model.js";
 import { IDENTITY_MASK, type PolicySegment } from "./types.js";
 
 export interface SegmentElements {
@@ -67,9 +67,9 @@ export function compileSegments(
       !(Number.isInteger(s.lo) && Number.isInteger(s.hi) && 0 <= s.lo && s.lo <= s.hi && s.hi <= max)
     )
       throw bad(`port range ${s.lo}-${s.hi} is not inside 0-${max}`);
-    const list = byIdentity.get(s.identity) ?? [];
-    list.push(s);
-    byIdentity.set(s.identity, list);
+    const list = byIdentity.get(s.identity);
+    if (list) list.push(s);
+    else byIdentity.set(s.identity, [s]);
   });
 
   for (const [identity, segs] of [...byIdentity].sort((a, b) => a[0] - b[0])) {
@@ -86,7 +86,12 @@ export function compileSegments(
     }
     const any0 = wild[0];
     const byProto = new Map<number, PolicySegment[]>();
-    for (const s of segs) if (s.proto !== 0) byProto.set(s.proto, [...(byProto.get(s.proto) ?? []), s]);
+    for (const s of segs) {
+      if (s.proto === 0) continue;
+      const list = byProto.get(s.proto);
+      if (list) list.push(s);
+      else byProto.set(s.proto, [s]);
+    }
 
     for (const [proto, list] of [...byProto].sort((a, b) => a[0] - b[0])) {
       const target = isIcmp(proto) ? icmp : l4;
@@ -126,5 +131,7 @@ export function compileSegments(
       }
     }
   }
+  // Frozen: what is computed from an element (model.ts) is then computed once in its life.
+  for (const list of [out.id, out.idi, out.any, out.anyi]) for (const e of list) frozenElement(e);
   return out;
 }

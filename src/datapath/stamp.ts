@@ -16,8 +16,8 @@
 import { createHash } from "node:crypto";
 import type { EndpointParts } from "./compile-endpoint.js";
 import {
-  chainRulesWithHash,
-  elementText,
+  chainHash,
+  elementCanon,
   mapDecl,
   type CompiledTable,
   type NftElement,
@@ -26,7 +26,7 @@ import {
 
 export const STAMP_MAP = "stamp";
 /** Bumped when the compiled form changes meaning, so an old table never matches. */
-const FORMAT = "membrane-table-v2";
+const FORMAT = "membrane-table-v3";
 const MOD = 1n << 64n;
 
 export function h64(text: string): bigint {
@@ -36,10 +36,19 @@ export function h64(text: string): bigint {
 export const add64 = (a: bigint, b: bigint): bigint => (a + b) % MOD;
 export const sub64 = (a: bigint, b: bigint): bigint => (a - b + MOD) % MOD;
 
+/**
+ * What is hashed of maps and chains: elements by their canonical keys (numbers,
+ * not the nft spelling, which costs address formatting), chains by their content
+ * hash (model.ts, computed once per chain and also written in the chain's first
+ * rule) rather than by their whole text.
+ */
 function tableText(maps: readonly NftMap[], chains: CompiledTable["chains"]): string {
   const out: string[] = [];
-  for (const m of maps) out.push(`map ${m.name} ${mapDecl(m)}`, ...m.elements.map((e) => elementText(m, e)));
-  for (const c of chains) out.push(`chain ${c.name} ${c.base ?? ""}`, ...chainRulesWithHash(c));
+  for (const m of maps) {
+    out.push(`map ${m.name} ${mapDecl(m)}`);
+    for (const e of m.elements) out.push(`${elementCanon(e)}:${e.value}`);
+  }
+  for (const c of chains) out.push(`chain ${c.name} ${c.rules.length} ${chainHash(c)}`);
   return out.join("\n");
 }
 

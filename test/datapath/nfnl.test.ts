@@ -9,7 +9,14 @@ import { after, before, describe, test } from "node:test";
 import { createNode, type NamedNodeNetns } from "../../src/datapath/endpoint.js";
 import { nftApply, runRaw } from "../../src/datapath/exec.js";
 import { cleanupPrefix } from "../../src/datapath/netns.js";
-import { setElemBatch, VERDICT } from "../../src/abi/nft-setelem-wire.js";
+import {
+  renumberBatch,
+  setElemBatch,
+  VERDICT,
+  type SetElemOps,
+  type WireElement,
+} from "../../src/abi/nft-setelem-wire.js";
+import { attr, nest } from "../../src/abi/ctnetlink-wire.js";
 import { encodeElement } from "../../src/datapath/nfnl/encode.js";
 import { SetElemWriter } from "../../src/datapath/nfnl/setelem.js";
 import { Reconciler } from "../../src/datapath/reconcile.js";
@@ -195,5 +202,115 @@ describe("nfnl: batch encoding (no root)", () => {
     }
     assert.equal(o, bytes.length);
     assert.equal(n, seqs.length + 2);
+  });
+
+  /** The encoder as it was, one buffer per attribute (a reference: the bytes must not change). */
+  function referenceBatch(table: string, ops: readonly SetElemOps[], firstSeq: number): Buffer {
+    const cstr = (x: string): Buffer => Buffer.from(x + "\0");
+    const msg = (type: number, flags: number, seq: number, fam: number, res: number, body: Buffer) => {
+      const h = Buffer.alloc(20);
+      h.writeUInt32LE(20 + body.length, 0);
+      h.writeUInt16LE(type, 4);
+      h.writeUInt16LE(flags, 6);
+      h.writeUInt32LE(seq, 8);
+      h.writeUInt8(fam, 16);
+      h.writeUInt16BE(res, 18);
+      return Buffer.concat([h, body]);
+    };
+    const u32 = (v: number, be: boolean): Buffer => {
+      const b = Buffer.alloc(4);
+      if (be) b.writeInt32BE(v, 0);
+      else b.writeUInt32LE(v, 0);
+      return b;
+    };
+    const el = (e: WireElement, data: boolean): Buffer =>
+      nest(1, [
+        nest(1, [attr(1, e.key)]),
+        ...(e.keyEnd ? [nest(10, [attr(1, e.keyEnd)])] : []),
+        ...(!data
+          ? []
+          : e.verdict
+            ? [
+                nest(2, [
+                  nest(2, [
+                    attr(1, u32(e.verdict.code, true)),
+                    ...(e.verdict.chain !== undefined ? [attr(2, cstr(e.verdict.chain))] : []),
+                  ]),
+                ]),
+              ]
+            : [nest(2, [attr(1, u32(e.value ?? 0, false))])]),
+      ]);
+    let seq = firstSeq;
+    const parts = [msg(0x10, 1, seq++, 0, 10, Buffer.alloc(0))];
+    for (const [type, flags, pick] of [
+      [0xa0e, 5, (o: SetElemOps) => o.del],
+      [0xa0c, 0x405, (o: SetElemOps) => o.add],
+    ] as const) {
+      for (const o of ops) {
+        const els = pick(o);
+        if (els.length === 0) continue;
+        const body = Buffer.concat([
+          attr(1, cstr(table)),
+          attr(2, cstr(o.set)),
+          nest(
+            3,
+            els.map((e) => el(e, type === 0xa0c)),
+          ),
+        ]);
+        parts.push(msg(type, flags, seq++, 1, 0, body));
+      }
+    }
+    parts.push(msg(0x11, 1, seq, 0, 10, Buffer.alloc(0)));
+    return Buffer.concat(parts);
+  }
+
+  test("a batch is byte for byte what one buffer per attribute gave (keys, key ends, marks, verdicts with and without chains)", () => {
+    const k = (n: number, len: number): Buffer => Buffer.alloc(len, n);
+    const ops: SetElemOps[] = [
+      {
+        set: "e1_in_id",
+        add: [
+          { key: k(1, 12), keyEnd: k(2, 12), verdict: { code: VERDICT.goto, chain: "e1_in_a1" } },
+          { key: k(3, 12), keyEnd: k(3, 12), verdict: { code: VERDICT.return } },
+          { key: k(4, 12), keyEnd: k(5, 12), verdict: { code: VERDICT.jump, chain: "abc" } },
+        ],
+        del: [{ key: k(6, 12), keyEnd: k(7, 12) }],
+      },
+      { set: "ipcache4_host", add: [{ key: k(9, 4), value: 0xfffffff0 }], del: [{ key: k(8, 4) }] },
+      { set: "ipcache6_host", add: [{ key: k(10, 16), value: 7 }], del: [] },
+      { set: "empty", add: [], del: [] },
+    ];
+    assert.deepEqual(setElemBatch("membrane", ops, 7).bytes, referenceBatch("membrane", ops, 7));
+    // Renumbered by the writer process: the same bytes as if numbered there, and the seqs to await.
+    const b = setElemBatch("membrane", ops, 0).bytes;
+    assert.deepEqual(renumberBatch(b, 7), setElemBatch("membrane", ops, 7).seqs);
+    assert.deepEqual(b, referenceBatch("membrane", ops, 7));
+  });
+
+  test("the writer process refuses bytes that are not a batch of chain, rule, set or element changes", () => {
+    const good = setElemBatch(
+      "t",
+      [{ set: "m", add: [{ key: Buffer.alloc(4), value: 1 }], del: [] }],
+      0,
+    ).bytes;
+    assert.throws(() => renumberBatch(good.subarray(0, good.length - 4), 1), /BATCH_END|length/);
+    const other = Buffer.from(good);
+    for (const m of [0, 2, 18, 21]) {
+      // NEWTABLE, DELTABLE, NEWOBJ, DELOBJ instead of NEWSETELEM
+      other.writeUInt16LE((10 << 8) | m, 20 + 4);
+      assert.throws(() => renumberBatch(other, 1), /type/);
+    }
+    other.writeUInt16LE((10 << 8) | 3, 20 + 4); // NEWCHAIN: a writable kind (nfnl/objects.ts)
+    assert.deepEqual(renumberBatch(other, 1), [2]);
+    assert.throws(() => renumberBatch(Buffer.alloc(0), 1), /empty/);
+    assert.throws(
+      () =>
+        setElemBatch(
+          "t",
+          [{ set: "m", add: [{ key: Buffer.alloc(4), verdict: { code: -4, chain: "a b" } }], del: [] }],
+          0,
+        ),
+      /bad chain name/,
+    );
   });
 });

@@ -4,28 +4,26 @@
  * node child.js`, or plainly when the agent enforces in its own namespace) and
  * keeps it for the agent's life. It speaks nf_tables for that namespace.
  *
- *   stdin  -> {"id": n, "table": "membrane", "ops": [{"set": s, "add": [element], "del": [element]}]}
- *             element = {"k": keyHex, "e"?: keyEndHex, "v"?: value, "vc"?: verdictCode, "ch"?: chain}
- *          or {"id": n, "msgs": [{"t": type, "f": flags, "b": bodyHex}]}   messages encoded by the
- *             agent (nfnl/objects.ts: chains, maps, rules, elements), framed here as one batch
+ *   stdin  -> frames: u32le length of what follows, u32le id, the bytes of one nf_tables batch
+ *             (abi/nft-setelem-wire.ts; binary, so that thousands of elements cost no text)
  *   stdout <- {"id": n, "ok": true} | {"id": n, "ok": false, "errno": e, "error": "..."}
  *
- * One line is one atomic batch (abi/nft-setelem-wire.ts); lines are handled one
- * at a time, in order. It exits when its stdin closes (the agent went away).
+ * One frame is one atomic batch, made by the agent (setElemBatch); this process
+ * checks that it holds set-element changes only, numbers its messages in its
+ * own sequence (renumberBatch) and sends it. Frames are handled one at a time,
+ * in order. It exits when its stdin closes (the agent went away).
  */
-import { createInterface } from "node:readline";
 import { RawNetlinkSocket, type ErrnoException } from "netlink";
 import { NETLINK_NETFILTER } from "../../abi/ctnetlink-wire.js";
-import { parseAcks, setElemBatch, type SetElemOps } from "../../abi/nft-setelem-wire.js";
-import { frameBatch } from "../../abi/nft-object-wire.js";
-import { wireElement, type ElementJson } from "./encode.js";
+import { parseAcks, renumberBatch } from "../../abi/nft-setelem-wire.js";
 
 interface Request {
   id: number;
-  table: string;
-  ops?: { set: string; add: ElementJson[]; del: ElementJson[] }[];
-  msgs?: { t: number; f: number; b: string }[];
+  batch: Buffer;
 }
+
+/** A frame longer than this is not one the agent sends: the writer stops. */
+const MAX_FRAME = 256 << 20;
 
 const say = (v: unknown): void => void process.stdout.write(JSON.stringify(v) + "\n");
 
@@ -74,19 +72,7 @@ function main(): void {
     if (!r) return;
     let batch: { bytes: Buffer; seqs: number[] };
     try {
-      if (r.msgs) {
-        batch = frameBatch(
-          r.msgs.map((m) => ({ type: m.t, flags: m.f, body: Buffer.from(m.b, "hex") })),
-          seq,
-        );
-      } else {
-        const ops: SetElemOps[] = (r.ops ?? []).map((o) => ({
-          set: o.set,
-          add: o.add.map(wireElement),
-          del: o.del.map(wireElement),
-        }));
-        batch = setElemBatch(r.table, ops, seq);
-      }
+      batch = { bytes: r.batch, seqs: renumberBatch(r.batch, seq) };
     } catch (e) {
       say({ id: r.id, ok: false, error: (e as Error).message });
       return next();
@@ -106,14 +92,20 @@ function main(): void {
       }
     });
   };
-  const rl = createInterface({ input: process.stdin });
-  rl.on("close", () => process.exit(0));
-  rl.on("line", (line) => {
-    try {
-      queue.push(JSON.parse(line) as Request);
-    } catch {
-      say({ id: 0, ok: false, error: "a request line is not JSON" });
-      return;
+  let buf: Buffer = Buffer.alloc(0);
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.on("data", (chunk: Buffer) => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    while (buf.length >= 8) {
+      const len = buf.readUInt32LE(0);
+      if (len < 4 || len > MAX_FRAME) {
+        say({ id: 0, ok: false, error: `a request frame of ${len} bytes` });
+        process.exit(2);
+      }
+      if (buf.length < 4 + len) break;
+      // A copy: the batch is renumbered in place, and `buf` may be a slice of a larger chunk.
+      queue.push({ id: buf.readUInt32LE(4), batch: Buffer.from(buf.subarray(8, 4 + len)) });
+      buf = buf.subarray(4 + len);
     }
     next();
   });

@@ -12,102 +12,130 @@
  *   interval maps get a key end (the range's last values) even for a single value
  *
  * Anything else (interface names, intervals in a one-field map) is not
- * encoded: undefined, and the caller lets nft do that change.
+ * encoded: undefined, and the caller lets nft do that change. Elements go to
+ * the writer process as the batch's bytes (abi/nft-setelem-wire.ts), not as
+ * text: no string per element on either side.
  */
 import type { WireElement } from "../../abi/nft-setelem-wire.js";
 import { VERDICT } from "../../abi/nft-setelem-wire.js";
-import type { FieldKind, KeyPart, NftElement, NftMap } from "../model.js";
+import { elementMemo, type FieldKind, type KeyPart, type NftElement, type NftMap } from "../model.js";
 
-/** The JSON form the writer process takes (hex bytes). */
-export interface ElementJson {
-  k: string;
-  e?: string;
-  v?: number;
-  vc?: number;
-  ch?: string;
-}
-
-function field(kind: FieldKind, v: bigint, concat: boolean): Buffer | undefined {
-  const n = (bytes: number, le: boolean): Buffer => {
-    const b = Buffer.alloc(bytes);
-    let x = v;
-    for (let i = 0; i < bytes; i++) {
-      b[le ? i : bytes - 1 - i] = Number(x & 0xffn);
-      x >>= 8n;
-    }
-    return b;
-  };
+/** Bytes of one field in a key; 0 when nfnl/ does not encode that field kind there. */
+function fieldSize(kind: FieldKind, concat: boolean): number {
   switch (kind) {
     case "ipv4":
-      return n(4, false);
-    case "ipv6":
-      return n(16, false);
     case "mark":
-      return n(4, !concat);
+      return 4;
+    case "ipv6":
+      return 16;
     case "proto":
     case "byte":
-      return concat ? Buffer.concat([n(1, false), Buffer.alloc(3)]) : undefined;
     case "port":
-      return concat ? Buffer.concat([n(2, false), Buffer.alloc(2)]) : undefined;
+      return concat ? 4 : 0;
     default:
-      return undefined;
+      return 0;
   }
 }
 
+/** Key bytes (written into one buffer, no intermediate ones), or undefined when not encodable. */
 function keyBytes(m: NftMap, key: readonly KeyPart[], end: boolean): Buffer | undefined {
   const concat = m.fields.length > 1;
-  const parts: Buffer[] = [];
+  let size = 0;
+  for (const kind of m.fields) {
+    const n = fieldSize(kind, concat);
+    if (n === 0) return undefined;
+    size += n;
+  }
+  // Every byte is written below (padding included): no zero-fill needed.
+  const b = Buffer.allocUnsafe(size);
+  let o = 0;
   for (let i = 0; i < m.fields.length; i++) {
     const p = key[i];
-    const kind = m.fields[i];
-    if (p === undefined || kind === undefined || typeof p === "string") return undefined;
+    const kind = m.fields[i] as FieldKind;
+    if (p === undefined || typeof p === "string") return undefined;
     if (!m.interval && p.lo !== p.hi) return undefined;
-    const b = field(kind, end ? p.hi : p.lo, concat);
-    if (!b) return undefined;
-    parts.push(b);
+    const v = end ? p.hi : p.lo;
+    if (v < 0n) return undefined;
+    switch (kind) {
+      case "ipv6":
+        if (v >> 128n !== 0n) return undefined;
+        b.writeBigUInt64BE(v >> 64n, o);
+        b.writeBigUInt64BE(v & 0xffffffffffffffffn, o + 8);
+        o += 16;
+        continue;
+      case "ipv4":
+      case "mark": {
+        if (v > 0xffffffffn) return undefined;
+        const x = Number(v);
+        if (kind === "mark" && !concat) b.writeUInt32LE(x, o);
+        else b.writeUInt32BE(x, o);
+        break;
+      }
+      case "proto":
+      case "byte":
+        if (v > 0xffn) return undefined;
+        b.writeUInt32BE(Number(v) * 0x1000000, o); // 1 byte + 3 zero
+        break;
+      case "port":
+        if (v > 0xffffn) return undefined;
+        b.writeUInt32BE(Number(v) * 0x10000, o); // 2 bytes network order + 2 zero
+        break;
+      default:
+        return undefined;
+    }
+    o += 4;
   }
-  return Buffer.concat(parts);
+  return b;
 }
 
-function verdictOf(value: string): { vc: number; ch?: string } | undefined {
-  const [verb, chain] = value.split(" ");
-  if (verb === "goto" || verb === "jump") return chain ? { vc: VERDICT[verb], ch: chain } : undefined;
-  if (verb === "accept" || verb === "drop" || verb === "return") return { vc: VERDICT[verb] };
+function verdictOf(value: string): { code: number; chain?: string } | undefined {
+  const sp = value.indexOf(" ");
+  const verb = sp < 0 ? value : value.slice(0, sp);
+  if (verb === "goto" || verb === "jump") {
+    const chain = value.slice(sp + 1);
+    return sp > 0 && chain !== "" && !chain.includes(" ") ? { code: VERDICT[verb], chain } : undefined;
+  }
+  if (sp < 0 && (verb === "accept" || verb === "drop" || verb === "return")) return { code: VERDICT[verb] };
   return undefined;
 }
 
-/** One element (with its value unless `keyOnly`), or undefined when nfnl/ cannot write it. */
-export function encodeElement(m: NftMap, e: NftElement, keyOnly: boolean): ElementJson | undefined {
+/**
+ * One element as the kernel takes it (with its value unless `keyOnly`), or
+ * undefined when nfnl/ cannot write it.
+ */
+export function encodeElement(m: NftMap, e: NftElement, keyOnly: boolean): WireElement | undefined {
   if (m.interval && m.fields.length < 2) return undefined; // rbtree intervals: left to nft
-  const k = keyBytes(m, e.key, false);
-  if (!k) return undefined;
-  const out: ElementJson = { k: k.toString("hex") };
-  if (m.interval) {
-    const end = keyBytes(m, e.key, true);
-    if (!end) return undefined;
-    out.e = end.toString("hex");
+  // Encoded once per frozen element (model.ts): a deletion reuses what its addition encoded
+  // (a deletion writes the key only: the value of a shared WireElement is not sent).
+  const memo = elementMemo(e);
+  const shape = m.interval
+    ? `${m.fields.join(".")}/i/${m.valueType}`
+    : `${m.fields.join(".")}/${m.valueType}`;
+  const hit = memo?.wire?.shape === shape ? memo.wire : undefined;
+  if (hit && (keyOnly || hit.data)) return hit.el;
+  let el: WireElement;
+  if (hit) el = hit.el;
+  else {
+    const key = keyBytes(m, e.key, false);
+    if (!key) return undefined;
+    if (m.interval) {
+      const keyEnd = keyBytes(m, e.key, true);
+      if (!keyEnd) return undefined;
+      el = { key, keyEnd };
+    } else el = { key };
   }
-  if (keyOnly) return out;
-  if (m.valueType === "mark") {
-    if (!/^\d+$/.test(e.value)) return undefined;
-    out.v = Number(e.value);
-    return out;
+  if (!keyOnly) {
+    if (m.valueType === "mark") {
+      if (!/^\d+$/.test(e.value)) return undefined;
+      const value = Number(e.value);
+      if (value > 0xffffffff) return undefined;
+      el = el.keyEnd ? { key: el.key, keyEnd: el.keyEnd, value } : { key: el.key, value };
+    } else {
+      const verdict = verdictOf(e.value);
+      if (!verdict) return undefined;
+      el = el.keyEnd ? { key: el.key, keyEnd: el.keyEnd, verdict } : { key: el.key, verdict };
+    }
   }
-  const v = verdictOf(e.value);
-  if (!v) return undefined;
-  out.vc = v.vc;
-  if (v.ch !== undefined) out.ch = v.ch;
-  return out;
-}
-
-/** ElementJson -> WireElement (in the writer process). */
-export function wireElement(j: ElementJson): WireElement {
-  return {
-    key: Buffer.from(j.k, "hex"),
-    ...(j.e !== undefined ? { keyEnd: Buffer.from(j.e, "hex") } : {}),
-    ...(j.v !== undefined ? { value: j.v } : {}),
-    ...(j.vc !== undefined
-      ? { verdict: { code: j.vc, ...(j.ch !== undefined ? { chain: j.ch } : {}) } }
-      : {}),
-  };
+  if (memo) memo.wire = { shape, data: !keyOnly, el };
+  return el;
 }

@@ -41,7 +41,7 @@ import {
   type NftMap,
 } from "../model.js";
 import type { ElementDelta } from "../plan.js";
-import { encodeElement, wireElement } from "./encode.js";
+import { encodeElement } from "./encode.js";
 import { ENDPOINT_CHAIN, ENDPOINT_MAP, RuleShapeError, ruleOf } from "./rules.js";
 
 /** Bytes of one batch, at most: a bigger change goes through nft (one endpoint is ~6 KB). */
@@ -113,12 +113,12 @@ function wire(m: NftMap, els: readonly NftElement[], keyOnly: boolean): WireElem
         keyOnly,
       );
       if (!j) return undefined;
-      out.push({ ...wireElement(j), key });
+      out.push({ ...j, key });
       continue;
     }
     const j = encodeElement(m, e, keyOnly);
     if (!j) return undefined;
-    out.push(wireElement(j));
+    out.push(j);
   }
   return out;
 }

@@ -3,7 +3,8 @@
  * policy elements when a change adds or removes no chain or map).
  *
  *   SetElemWriter.apply(table, [{set, add: [element], del: [element]}])   (elements: encode.ts)
- *     --JSON line--> nfnl/child.js (node netns, started once, kept) --one nf_tables batch-->
+ *     --the batch's bytes (abi/nft-setelem-wire.ts), one binary frame--> nfnl/child.js
+ *     (node netns, started once, kept: numbers the messages, sends) --one nf_tables batch-->
  *     <--{"id", "ok"}--                                                (atomic: all or nothing)
  *
  * Why a process: Node cannot enter a network namespace; a socket opened in
@@ -17,15 +18,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../../errors.js";
-import type { ElementJson } from "./encode.js";
-import type { NfMsg } from "../../abi/nft-object-wire.js";
+import { setElemBatch, type SetElemOps } from "../../abi/nft-setelem-wire.js";
+import { frameBatch, type NfMsg } from "../../abi/nft-object-wire.js";
 
 /** One map's element changes, encoded (encode.ts). */
-export interface ElementOps {
-  readonly set: string;
-  readonly add: readonly ElementJson[];
-  readonly del: readonly ElementJson[];
-}
+export type ElementOps = SetElemOps;
 
 const ERRNO: Record<number, string> = {
   1: "EPERM (no CAP_NET_ADMIN in the node namespace)",
@@ -94,17 +91,29 @@ export class SetElemWriter {
 
   /** Applies every deletion and addition of `ops` to `table` (family inet) in one atomic batch. */
   async apply(table: string, ops: readonly ElementOps[]): Promise<void> {
-    await this.send({ table, ops });
+    await this.send(() => setElemBatch(table, ops, 0).bytes);
   }
 
   /** Sends `msgs` (nfnl/objects.ts: chains, maps, rules, elements) as one atomic batch, in order. */
   async applyMessages(msgs: readonly NfMsg[]): Promise<void> {
-    await this.send({ msgs: msgs.map((m) => ({ t: m.type, f: m.flags, b: m.body.toString("hex") })) });
+    await this.send(() => frameBatch(msgs, 0).bytes);
   }
 
-  private async send(what: object): Promise<void> {
+  private async send(encode: () => Buffer): Promise<void> {
     if (this.stopped) throw fail("stopping");
-    const req = { id: this.nextId++, ...what };
+    let batch: Buffer;
+    try {
+      // Numbered from 0 here; the writer process renumbers it in its own sequence.
+      batch = encode();
+    } catch (e) {
+      throw fail((e as Error).message);
+    }
+    const req = { id: this.nextId };
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    // The frame child.ts reads: length of what follows, id, the batch.
+    const head = Buffer.alloc(8);
+    head.writeUInt32LE(4 + batch.length, 0);
+    head.writeUInt32LE(req.id, 4);
     this.child ??= this.spawnChild();
     const c = this.child;
     const r = await new Promise<{ ok: boolean; error?: string; errno?: number }>((resolve) => {
@@ -117,7 +126,8 @@ export class SetElemWriter {
         clearTimeout(timer);
         resolve(x);
       });
-      c.stdin?.write(JSON.stringify(req) + "\n");
+      c.stdin?.write(head);
+      c.stdin?.write(batch);
     });
     if (!r.ok) {
       throw fail(r.errno !== undefined ? (ERRNO[r.errno] ?? `errno ${r.errno}`) : (r.error ?? "refused"));
