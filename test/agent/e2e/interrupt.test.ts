@@ -22,6 +22,11 @@ import { AgentLab, AgentProcess, rootSkipReason } from "./harness.js";
 
 const skip = rootSkipReason();
 
+/**
+ * Each policy also admits a CIDR of its own: a new prefix changes the table's shared part (the
+ * ipcache's prefix map), which `nft -f` writes, so that these applies are transactions the
+ * wrapper below can hold or fail (changes of endpoint parts alone go over nfnetlink, no `nft`).
+ */
 const policy = (name: string, port: number): string => `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: ${name}, namespace: default}
@@ -29,6 +34,8 @@ spec:
   endpointSelector: {matchLabels: {app: server}}
   ingress:
   - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "${port}", protocol: TCP}]}]
+  - fromCIDR: ["198.51.100.${port % 256}/32"]
     toPorts: [{ports: [{port: "${port}", protocol: TCP}]}]
 `;
 
