@@ -15,7 +15,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { createNode, NODE_SYSCTLS, planEndpoint, type EndpointParams, type NodeParams } from "./endpoint.js";
-import { readNetnsState } from "./endpoint-state.js";
+import { EMPTY_NETNS, readNetnsState, readNetnsStates, type NetnsState } from "./endpoint-state.js";
 import { listNetns } from "./netns.js";
 import { linkStates } from "./rtnl.js";
 
@@ -77,11 +77,14 @@ export async function verifyNode(p: NodeParams): Promise<string[]> {
   return missing;
 }
 
+/** Endpoint namespaces read by one process (readNetnsStates). */
+const READ_CHUNK = 50;
+
 /**
- * Reads each endpoint's namespace (one process each, one at a time) and the
- * node's once, and calls `repair` for an endpoint whose addresses, routes
- * or links differ from what it wants. Stops between endpoints when `signal`
- * is aborted. Returns how many differed.
+ * Reads the endpoints' namespaces (READ_CHUNK per process, readNetnsStates)
+ * and the node's once, and calls `repair` for an endpoint whose addresses,
+ * routes or links differ from what it wants. Stops between endpoints when
+ * `signal` is aborted. Returns how many differed.
  */
 export async function verifyEndpoints(
   eps: readonly EndpointParams[],
@@ -92,9 +95,12 @@ export async function verifyEndpoints(
   if (node === undefined) return 0;
   const nodeState = await readNetnsState(node.netns);
   let differed = 0;
-  for (const p of eps) {
+  let states = new Map<string, NetnsState>();
+  for (const [i, p] of eps.entries()) {
     if (signal?.aborted) break;
-    const epState = await readNetnsState(p.netns);
+    if (i % READ_CHUNK === 0)
+      states = await readNetnsStates(eps.slice(i, i + READ_CHUNK).map((e) => e.netns));
+    const epState = states.get(p.netns) ?? EMPTY_NETNS;
     const { host, ep } = planEndpoint(p, epState, nodeState);
     const what = [
       ...(epState.links.has("eth0") ? [] : ["eth0 missing"]),
