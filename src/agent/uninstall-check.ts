@@ -31,9 +31,11 @@ const TABLE_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,63}$/;
 export interface UninstallInputs {
   readonly stateDir: string;
   readonly socketPath: string;
+  /** The agent's --node-netns; absent = the current namespace. */
   readonly nodeNetns?: string;
   readonly netnsPrefix: string;
   readonly table: string;
+  /** The agent's pod CIDRs: their blackhole routes and gateway addresses (first host) go. */
   readonly podCidr4?: string;
   readonly podCidr6?: string;
 }

@@ -24,19 +24,10 @@ import { MembraneError } from "../errors.js";
 import { addrString, parsePrefix } from "../labels/cidr.js";
 import { LOCK_FILE, lockIsLive } from "../store/lock.js";
 import { AgentClient } from "./client.js";
-import { checkUninstall } from "./uninstall-check.js";
+import { checkUninstall, type UninstallInputs } from "./uninstall-check.js";
 
-export interface UninstallParams {
-  readonly stateDir: string;
-  readonly socketPath: string;
-  /** The agent's --node-netns; absent = the current namespace. */
-  readonly nodeNetns?: string;
-  readonly netnsPrefix: string;
-  readonly table: string;
-  /** The agent's pod CIDRs: their blackhole routes and gateway addresses (first host) go. */
-  readonly podCidr4?: string;
-  readonly podCidr6?: string;
-}
+/** What uninstall removes: the agent's own options (checked whole first, uninstall-check.ts). */
+export type UninstallParams = UninstallInputs;
 
 export interface UninstallReport {
   /** One line per thing removed, e.g. `nftables table inet membrane (current namespace)`. */

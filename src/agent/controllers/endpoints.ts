@@ -1,9 +1,8 @@
 /**
- * Local endpoints: a network namespace and a veth each, an address from
- * IPAM, a record in the store (`endpoints/<namespace>/<name>`), labels the
- * engine turns into an identity. Fail closed: a new endpoint's policy is in
- * the kernel before its veth exists, so it is never open while its policy is
- * computed; a failed create is undone whole.
+ * Local endpoints: a network namespace and a veth each, an address from IPAM, a record in the
+ * store (`endpoints/<namespace>/<name>`), labels the engine turns into an identity. Fail closed:
+ * a new endpoint's policy is in the kernel before its veth exists, so it is never open while its
+ * policy is computed; a failed create is undone whole.
  */
 import { MembraneError } from "../../errors.js";
 import {
