@@ -14,9 +14,9 @@
  * It never keeps the agent or a test alive (unref'd; it exits when its stdin closes).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../errors.js";
+import { routeAnswers, type ChildAnswer } from "./child-answers.js";
 import type { LinkOp } from "./endpoint-state.js";
 import { inNetns } from "./rtnl.js";
 import { applyLinkOps } from "./rtnl-ops.js";
@@ -24,7 +24,7 @@ import { applyLinkOps } from "./rtnl-ops.js";
 const IDLE_MS = 300_000;
 const TIMEOUT_MS = 30_000;
 
-type Answer = { ok: boolean; error?: string };
+type Answer = ChildAnswer;
 
 class NodeLinksChild {
   private child: ChildProcess | undefined;
@@ -42,18 +42,7 @@ class NodeLinksChild {
     const err: string[] = [];
     c.stderr?.on("data", (b: Buffer) => void (err.join("").length < 2000 && err.push(b.toString())));
     this.hold(c, false);
-    createInterface({ input: c.stdout! }).on("line", (line) => {
-      let m: { id?: number } & Answer;
-      try {
-        m = JSON.parse(line) as typeof m;
-      } catch {
-        return;
-      }
-      const w = m.id === undefined ? undefined : this.waiters.get(m.id);
-      if (!w || m.id === undefined) return;
-      this.waiters.delete(m.id);
-      w({ ok: m.ok === true, ...(m.error !== undefined ? { error: m.error } : {}) });
-    });
+    routeAnswers(c.stdout!, this.waiters);
     c.on("exit", (code) => {
       if (this.child === c) this.child = undefined;
       for (const [id, w] of this.waiters) {

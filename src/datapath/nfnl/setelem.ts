@@ -15,9 +15,10 @@
  * the kernel applies a batch whole or not at all).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../../errors.js";
+import { routeAnswers, type ChildAnswer } from "../child-answers.js";
+import { inNetns } from "../rtnl.js";
 import { setElemBatch, type SetElemOps } from "../../abi/nft-setelem-wire.js";
 import { frameBatch, type NfMsg } from "../../abi/nft-object-wire.js";
 
@@ -35,7 +36,7 @@ const ERRNO: Record<number, string> = {
 export class SetElemWriter {
   private child: ChildProcess | undefined;
   private nextId = 1;
-  private readonly waiters = new Map<number, (r: { ok: boolean; error?: string; errno?: number }) => void>();
+  private readonly waiters = new Map<number, (r: ChildAnswer) => void>();
   private stopped = false;
 
   constructor(
@@ -45,32 +46,15 @@ export class SetElemWriter {
 
   private spawnChild(): ChildProcess {
     const script = fileURLToPath(new URL("./child.js", import.meta.url));
-    const argv =
-      this.netns === undefined
-        ? [process.execPath, script]
-        : ["ip", "netns", "exec", this.netns, process.execPath, script];
+    // nsenter (inNetns): the network namespace only; `ip netns exec` also copies the mount namespace.
+    const argv = [...inNetns(this.netns), process.execPath, script];
     const c = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
     c.stdin?.on("error", () => undefined);
     c.stderr?.resume();
     // The writer never keeps the agent (or a test) alive: it exits when its stdin closes.
     c.unref();
     for (const s of [c.stdin, c.stdout, c.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
-    createInterface({ input: c.stdout as NodeJS.ReadableStream }).on("line", (line) => {
-      let m: { id?: number; ok?: boolean; error?: string; errno?: number };
-      try {
-        m = JSON.parse(line) as typeof m;
-      } catch {
-        return;
-      }
-      const w = m.id === undefined ? undefined : this.waiters.get(m.id);
-      if (!w || m.id === undefined) return;
-      this.waiters.delete(m.id);
-      w({
-        ok: m.ok === true,
-        ...(m.error !== undefined ? { error: m.error } : {}),
-        ...(m.errno !== undefined ? { errno: m.errno } : {}),
-      });
-    });
+    routeAnswers(c.stdout as NodeJS.ReadableStream, this.waiters);
     c.on("exit", () => {
       if (this.child === c) this.child = undefined;
       for (const [id, w] of this.waiters) {
