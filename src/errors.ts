@@ -42,6 +42,9 @@ export const ERROR_CODES = {
   AGENT_ALREADY_RUNNING: "Another agent already serves the API socket",
   AGENT_UNREACHABLE: "The agent could not be reached",
   CONFIG_INVALID: "The configuration is invalid",
+  // k8s
+  K8S_API_FAILED:
+    "The Kubernetes API could not be read (refused, unreachable, or an answer Membrane cannot read)",
   // observe
   NFLOG_FAILED: "The NFLOG event reader failed",
   FLOW_FILTER_INVALID: "A flow filter or observe flag is invalid",

@@ -7,6 +7,8 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
+import { kubeApi, startK8sWatcher, type K8sOptions } from "../k8s/start.js";
+import type { K8sWatcher } from "../k8s/watcher.js";
 import { EmbeddedStore } from "../store/embedded.js";
 import { EtcdStore } from "../store/etcd.js";
 import type { Store } from "../store/store.js";
@@ -32,15 +34,20 @@ export interface AgentOptions {
   readonly observe?: AgentParams["observe"];
   /** The L7 proxy; absent = off (L7 rules are then enforced as drops). */
   readonly proxy?: AgentParams["proxy"];
+  /** Watch a Kubernetes API (`--kubeconfig`) and feed its objects to the controllers; absent = off. */
+  readonly k8s?: K8sOptions;
 }
 
 export interface RunningAgent {
   readonly agent: Agent;
+  /** The Kubernetes watcher, when `k8s` was given. */
+  readonly k8s: K8sWatcher | undefined;
   stop(): Promise<void>;
 }
 
 export async function startAgent(o: AgentOptions, logger?: Logger): Promise<RunningAgent> {
   const log = logger ?? pino({ level: o.logLevel, base: { component: "agent" } }, pino.destination(2));
+  const kube = o.k8s ? kubeApi(o.k8s) : undefined; // a bad kubeconfig stops the start here
   await mkdir(o.stateDir, { recursive: true, mode: 0o700 });
   const store: Store = o.etcd?.length
     ? new EtcdStore({ endpoints: o.etcd, logger: log })
@@ -75,9 +82,13 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     await store.close().catch(() => undefined);
     throw e;
   }
+  // After the API serves: the CNI plugin can make the endpoints the pods' labels are for.
+  const k8s = kube && o.k8s ? startK8sWatcher(kube, o.k8s, agent, [o.podCidr4, o.podCidr6], log) : undefined;
   return {
     agent,
+    k8s,
     async stop() {
+      await k8s?.stop();
       await api.stop();
       await agent.stop();
       await store.close();

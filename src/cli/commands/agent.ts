@@ -19,6 +19,10 @@ export function agentCommand(_ctx: CliContext): Command {
       "--etcd <urls>",
       "share state through etcd (comma-separated client URLs) instead of the embedded store",
     )
+    .option(
+      "--kubeconfig <file>",
+      "also take namespaces, pods, nodes, services, endpoint slices and policies from this Kubernetes API",
+    )
     .option("--table <name>", "name of Membrane's nftables table (family inet)", "membrane")
     .option("--log-group <n>", "NFLOG group of drop logs", "1")
     .addOption(
@@ -33,7 +37,11 @@ export function agentCommand(_ctx: CliContext): Command {
     )
     .option("--resync <seconds>", "periodic kernel resync (0 = off)", "30")
     .option("--no-flows", "do not read NFLOG events (no flows, no flow metrics)")
-    .option("--node-name <name>", "this node's name in flows", hostname())
+    .option(
+      "--node-name <name>",
+      "this node's name in flows and in Kubernetes (its pods' spec.nodeName)",
+      hostname(),
+    )
     .option("--flow-buffer <n>", "flows kept in memory for `membrane observe`", "16384")
     .option("--metrics-address <host:port>", "serve Prometheus metrics on /metrics (e.g. 127.0.0.1:9962)")
     .option("--export-file <path>", "also write flows as JSON lines to this file (rotated by size)")
@@ -76,6 +84,7 @@ without flushing. Logs are JSON lines on standard error.
 Examples:
   $ sudo membrane agent
   $ sudo membrane agent --node-netns node1 --state-dir /tmp/m1 --socket /tmp/m1/agent.sock
+  $ sudo membrane agent --kubeconfig /etc/kubernetes/kubelet.conf --node-name "$(hostname)"
 `,
     )
     .action(async (o: Record<string, string | boolean | undefined>) => {
@@ -102,6 +111,9 @@ Examples:
         table: o["table"] as string,
         logGroup: Number(o["logGroup"]),
         ...(str("etcd") ? { etcd: (str("etcd") as string).split(",") } : {}),
+        ...(str("kubeconfig")
+          ? { k8s: { kubeconfig: str("kubeconfig") as string, nodeName: str("nodeName") ?? hostname() } }
+          : {}),
         engine: {
           policyEnforcementMode: o["policyEnforcementMode"] as "default" | "always" | "never",
           allowLocalhost: o["allowLocalhost"] as "always" | "policy",

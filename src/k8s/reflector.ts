@@ -1,0 +1,283 @@
+/**
+ * One resource kept in step with the Kubernetes API, as client-go's
+ * reflector does it:
+ *
+ *   list (all pages) --replace(items)--> sink            resourceVersion R
+ *   watch from R (bookmarks on) --upsert/delete--> sink  R follows every event and BOOKMARK
+ *     stream closed by the server -----------> watch again from R
+ *     410 Gone (ERROR event or HTTP 410) ----> list again (replace: what vanished is deleted)
+ *     any other failure ---------------------> backoff (doubling, capped), then watch from R / list
+ *     every resyncMs ------------------------> list again (replace), whatever happened
+ *
+ * Events reach the sink one at a time, in the order the server sent them;
+ * a sink's failure is its own to log (handle() never throws here).
+ */
+import type { Logger } from "pino";
+import { K8sHttpError, type K8sApi, type KObject } from "./api.js";
+import { collectionPath, type WatchedResource } from "./resources.js";
+
+export type ReflectorEvent =
+  | { readonly type: "replace"; readonly items: readonly KObject[] }
+  | { readonly type: "upsert"; readonly object: KObject }
+  | { readonly type: "delete"; readonly object: KObject };
+
+export interface BackoffConfig {
+  readonly initialMs: number;
+  readonly maxMs: number;
+}
+
+export interface ReflectorParams {
+  readonly api: K8sApi;
+  readonly resource: WatchedResource;
+  readonly logger: Logger;
+  readonly handle: (ev: ReflectorEvent) => Promise<void>;
+  /** Relist this often (ms); 0 = never. */
+  readonly resyncMs: number;
+  readonly backoff: BackoffConfig;
+  /** Pages of one list at most (a server that never ends a list is refused). */
+  readonly maxPages?: number;
+}
+
+/** What the reflector did, for status and tests. */
+export interface ReflectorStats {
+  lists: number;
+  watches: number;
+  events: number;
+  bookmarks: number;
+  gone: number;
+  failures: number;
+  resourceVersion: string | undefined;
+}
+
+type WatchEnd =
+  | { readonly kind: "closed"; readonly events: number }
+  | { readonly kind: "gone" }
+  | { readonly kind: "failed"; readonly err: unknown };
+
+export class Reflector {
+  readonly stats: ReflectorStats = {
+    lists: 0,
+    watches: 0,
+    events: 0,
+    bookmarks: 0,
+    gone: 0,
+    failures: 0,
+    resourceVersion: undefined,
+  };
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+  private current: AbortController | undefined;
+  /** Ends the current watch now, even before its response came (stop, relist). */
+  private endWatch: (() => void) | undefined;
+  private wake: (() => void) | undefined;
+  private relistDue = false;
+  private timer: NodeJS.Timeout | undefined;
+  private syncedOnce: (() => void) | undefined;
+  /** Resolves after the first list reached the sink. */
+  readonly synced: Promise<void>;
+
+  constructor(private readonly p: ReflectorParams) {
+    this.synced = new Promise((r) => (this.syncedOnce = r));
+  }
+
+  start(): void {
+    this.loop = this.run();
+    if (this.p.resyncMs > 0) {
+      this.timer = setInterval(() => this.relist(), this.p.resyncMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Ends the current watch and lists again (the periodic resync). */
+  relist(): void {
+    this.relistDue = true;
+    this.current?.abort();
+    this.endWatch?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.current?.abort();
+    this.endWatch?.();
+    this.wake?.();
+    await this.loop;
+  }
+
+  private get what(): string {
+    return this.p.resource.resource;
+  }
+
+  private async run(): Promise<void> {
+    let rv: string | undefined;
+    let failures = 0;
+    while (!this.stopped) {
+      try {
+        if (rv === undefined || this.relistDue) {
+          this.relistDue = false;
+          rv = await this.list();
+          failures = 0;
+        }
+        const end = await this.watchOnce(rv);
+        rv = this.stats.resourceVersion ?? rv;
+        if (end.kind === "gone") {
+          this.stats.gone++;
+          this.p.logger.info(
+            { resource: this.what, resourceVersion: rv },
+            "kubernetes watch: 410 Gone, listing again",
+          );
+          rv = undefined;
+          continue;
+        }
+        if (end.kind === "closed" && (end.events > 0 || this.relistDue)) {
+          failures = 0;
+          continue;
+        }
+        if (this.stopped) break;
+        // Failed, or closed without delivering anything: wait before trying again.
+        failures++;
+        this.stats.failures++;
+        if (end.kind === "failed")
+          this.p.logger.warn(
+            { resource: this.what, failures, err: errText(end.err) },
+            "kubernetes watch failed; retrying after backoff",
+          );
+      } catch (e) {
+        if (e instanceof K8sHttpError && e.status === 410) {
+          rv = undefined; // an expired continue token: list from the start
+          this.stats.gone++;
+          continue;
+        }
+        failures++;
+        this.stats.failures++;
+        this.p.logger.warn(
+          { resource: this.what, failures, err: errText(e) },
+          "kubernetes list failed; retrying after backoff",
+        );
+      }
+      await this.sleep(backoffMs(this.p.backoff, failures));
+    }
+  }
+
+  /** Lists every page, hands the whole set over, returns the list's resourceVersion. */
+  private async list(): Promise<string> {
+    const path = collectionPath(this.p.resource);
+    const items: KObject[] = [];
+    let token: string | undefined;
+    let rv = "";
+    const maxPages = this.p.maxPages ?? 10_000;
+    for (let page = 0; ; page++) {
+      if (page >= maxPages) throw new Error(`the list of ${path} has more than ${maxPages} pages`);
+      const r = await this.p.api.listPage(path, token);
+      for (const i of r.items) items.push(i);
+      rv = r.resourceVersion;
+      token = r.continueToken;
+      if (token === undefined) break;
+    }
+    this.stats.lists++;
+    this.stats.resourceVersion = rv;
+    await this.p.handle({ type: "replace", items });
+    this.syncedOnce?.();
+    return rv;
+  }
+
+  /** One watch stream, until it ends; events are handled in order before this resolves. */
+  private async watchOnce(fromRv: string): Promise<WatchEnd> {
+    let rv = fromRv;
+    let events = 0;
+    let gone = false;
+    let over = false;
+    let chain = Promise.resolve();
+    const enqueue = (ev: ReflectorEvent): void => {
+      chain = chain.then(() => this.p.handle(ev));
+    };
+    this.stats.watches++;
+    const ended = new Promise<unknown>((resolve) => {
+      this.endWatch = () => resolve(undefined);
+      const timeout = 300 + Math.floor(Math.random() * 300); // as client-go: 5-10 minutes, spread
+      this.p.api
+        .watch(
+          collectionPath(this.p.resource),
+          rv,
+          timeout,
+          (type, obj) => {
+            if (over) return;
+            const objRv = resourceVersionOf(obj);
+            if (type === "BOOKMARK") {
+              this.stats.bookmarks++;
+              if (objRv) rv = objRv;
+              return;
+            }
+            if (type === "ERROR") {
+              if ((obj as { code?: unknown }).code === 410) gone = true;
+              else
+                this.p.logger.warn(
+                  { resource: this.what, status: statusText(obj) },
+                  "kubernetes watch: ERROR event",
+                );
+              this.current?.abort();
+              return;
+            }
+            if (type !== "ADDED" && type !== "MODIFIED" && type !== "DELETED") return;
+            events++;
+            this.stats.events++;
+            if (objRv) rv = objRv;
+            enqueue(type === "DELETED" ? { type: "delete", object: obj } : { type: "upsert", object: obj });
+          },
+          (err) => resolve(err),
+        )
+        .then((c) => {
+          if (over || this.stopped || this.relistDue) c.abort();
+          else this.current = c;
+        }, resolve);
+    });
+    const err = await ended;
+    over = true;
+    this.endWatch = undefined;
+    this.current?.abort();
+    this.current = undefined;
+    await chain;
+    // The caller watches again from the newest version seen.
+    this.stats.resourceVersion = rv;
+    if (gone || (err as { statusCode?: unknown } | undefined)?.statusCode === 410) return { kind: "gone" };
+    if (err !== undefined && err !== null && !isAbort(err)) return { kind: "failed", err };
+    return { kind: "closed", events };
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+}
+
+/** Doubling from initialMs, capped at maxMs, with up to 20 % jitter (many agents do not retry in step). */
+export function backoffMs(b: BackoffConfig, failures: number): number {
+  const base = Math.min(b.maxMs, b.initialMs * 2 ** Math.min(30, Math.max(0, failures - 1)));
+  return Math.round(base * (1 - Math.random() * 0.2));
+}
+
+function resourceVersionOf(o: KObject): string | undefined {
+  const rv = (o["metadata"] as { resourceVersion?: unknown } | undefined)?.resourceVersion;
+  return typeof rv === "string" && rv !== "" ? rv : undefined;
+}
+
+function statusText(o: KObject): string {
+  const m = o["message"];
+  return typeof m === "string" ? m.slice(0, 200) : JSON.stringify(o).slice(0, 200);
+}
+
+function isAbort(e: unknown): boolean {
+  return typeof e === "object" && e !== null && (e as { name?: unknown }).name === "AbortError";
+}
+
+function errText(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).slice(0, 300);
+}

@@ -1,0 +1,190 @@
+/**
+ * The reflector (list + watch of one resource) against the recorded
+ * Kubernetes API (test/k8s/recorded-api.ts), through a real KubeConfig of
+ * `@kubernetes/client-node`: resourceVersions, bookmarks, 410 Gone, paging,
+ * backoff. No agent here (watcher-agent.test.ts drives a real one).
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import pino from "pino";
+import { KubeApi, loadKubeConfig, type KObject } from "../../src/k8s/api.js";
+import { backoffMs, Reflector, type ReflectorEvent } from "../../src/k8s/reflector.js";
+import { WATCHED } from "../../src/k8s/resources.js";
+import { RecordedApi } from "./recorded-api.js";
+
+const CNP = "/apis/cilium.io/v2/ciliumnetworkpolicies";
+const resource = WATCHED.find((r) => r.resource === "ciliumnetworkpolicies")!;
+const cnp = (name: string, app = "a"): KObject => ({
+  metadata: { name, namespace: "default" },
+  spec: { endpointSelector: { matchLabels: { app } } },
+});
+
+/** Waits for `cond` (a safety-net timeout only). */
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+interface Rig {
+  readonly api: RecordedApi;
+  readonly events: ReflectorEvent[];
+  readonly refl: Reflector;
+  /** The names the sink holds, as a consumer of replace/upsert/delete would. */
+  readonly held: Set<string>;
+}
+
+async function withRig(
+  opts: ConstructorParameters<typeof RecordedApi>[0],
+  f: (r: Rig) => Promise<void>,
+  before?: (api: RecordedApi) => void,
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "membrane-k8s-"));
+  const api = new RecordedApi(opts);
+  await api.start();
+  const events: ReflectorEvent[] = [];
+  const held = new Set<string>();
+  const name = (o: KObject): string => String((o["metadata"] as { name: string }).name);
+  before?.(api);
+  await api.writeKubeconfig(join(dir, "kubeconfig"));
+  const refl = new Reflector({
+    api: new KubeApi(loadKubeConfig(join(dir, "kubeconfig"))),
+    resource,
+    logger: pino({ level: "silent" }),
+    resyncMs: 0,
+    backoff: { initialMs: 20, maxMs: 200 },
+    handle: async (ev) => {
+      events.push(ev);
+      if (ev.type === "replace") {
+        held.clear();
+        for (const o of ev.items) held.add(name(o));
+      } else if (ev.type === "upsert") held.add(name(ev.object));
+      else held.delete(name(ev.object));
+    },
+  });
+  try {
+    refl.start();
+    await f({ api, events, refl, held });
+  } finally {
+    await refl.stop();
+    await api.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
+  test("lists, then watches from the list's resourceVersion with bookmarks, with the kubeconfig's token", async () => {
+    await withRig(
+      { goneAs: "event", token: "s3cret" },
+      async ({ api, held, refl }) => {
+        await refl.synced;
+        assert.deepEqual([...held], ["one"]);
+        await until(() => api.openWatches(CNP) === 1, "the watch");
+        const w = api.requests.find((r) => r.watch);
+        assert.equal(w?.resourceVersion, String(refl.stats.resourceVersion));
+        assert.ok(api.requests.every((r) => r.authorization === "Bearer s3cret"));
+        api.put(CNP, cnp("two"));
+        api.remove(CNP, "default", "one");
+        await until(() => held.has("two") && !held.has("one"), "ADDED two, DELETED one");
+      },
+      (api) => api.put(CNP, cnp("one")),
+    );
+  });
+
+  test("a BOOKMARK moves the resourceVersion: the next watch starts from it", async () => {
+    await withRig({ goneAs: "event" }, async ({ api, refl }) => {
+      await refl.synced;
+      await until(() => api.openWatches(CNP) === 1, "the watch");
+      api.put("/api/v1/pods", { metadata: { name: "p", namespace: "default" } }); // moves the global version
+      const rv = api.bookmark(CNP);
+      await until(() => refl.stats.bookmarks === 1, "the bookmark");
+      api.dropStreams();
+      await until(() => api.requests.filter((r) => r.watch).length >= 2, "a second watch");
+      assert.equal(api.requests.filter((r) => r.watch).at(-1)?.resourceVersion, String(rv));
+      assert.equal(refl.stats.lists, 1, "no relist: the stream was only cut");
+    });
+  });
+
+  for (const goneAs of ["event", "http"] as const) {
+    test(`410 Gone (${goneAs === "event" ? "ERROR event with a Status code 410" : "HTTP 410 on a too-old resourceVersion"}) -> list again; what vanished meanwhile is removed`, async () => {
+      await withRig(
+        { goneAs },
+        async ({ api, held, refl, events }) => {
+          await refl.synced;
+          await until(() => api.openWatches(CNP) === 1, "the watch");
+          // Meanwhile (in history the watcher never sees): "one" goes, "three" comes.
+          api.silently(CNP, (objs) => {
+            objs.delete("default/one");
+            objs.set("default/three", {
+              ...cnp("three"),
+              metadata: { name: "three", namespace: "default", resourceVersion: "1" },
+            } as never);
+          });
+          api.compact();
+          if (goneAs === "event") api.expireWatches();
+          else api.dropStreams();
+          await until(() => refl.stats.lists === 2, "the relist");
+          assert.deepEqual([...held].sort(), ["three", "two"]);
+          assert.equal(refl.stats.gone, 1);
+          assert.equal(events.filter((e) => e.type === "replace").length, 2);
+        },
+        (api) => {
+          api.put(CNP, cnp("one"));
+          api.put(CNP, cnp("two"));
+        },
+      );
+    });
+  }
+
+  test("a list comes in pages (limit/continue), handed over whole", async () => {
+    await withRig(
+      { goneAs: "event", pageSize: 2 },
+      async ({ api, held, refl }) => {
+        await refl.synced;
+        assert.equal(held.size, 5);
+        assert.equal(api.requests.filter((r) => !r.watch && r.continueToken !== undefined).length, 2);
+      },
+      (api) => {
+        for (const n of ["a", "b", "c", "d", "e"]) api.put(CNP, cnp(n));
+      },
+    );
+  });
+
+  test("errors are retried with backoff: refused lists, then a dropped stream; nothing is lost", async () => {
+    await withRig(
+      { goneAs: "event" },
+      async () => undefined,
+      (api) => api.refuse(3),
+    );
+    await withRig(
+      { goneAs: "event" },
+      async ({ api, held, refl }) => {
+        await refl.synced;
+        assert.equal(refl.stats.failures, 3, "three refused lists, each followed by a backoff");
+        await until(() => api.openWatches(CNP) === 1, "the watch");
+        api.refuse(2);
+        api.dropStreams();
+        api.put(CNP, cnp("later"));
+        await until(() => held.has("later"), "the event after reconnecting");
+        assert.ok(refl.stats.failures >= 5, `failures ${refl.stats.failures}`);
+        assert.equal(refl.stats.lists, 1, "reconnected from its resourceVersion, no relist");
+      },
+      (api) => api.refuse(3),
+    );
+  });
+
+  test("backoff doubles from its start and stops at its cap", () => {
+    const b = { initialMs: 100, maxMs: 1000 };
+    const within = (n: number, base: number): boolean => n <= base && n >= base * 0.8;
+    assert.ok(within(backoffMs(b, 1), 100));
+    assert.ok(within(backoffMs(b, 2), 200));
+    assert.ok(within(backoffMs(b, 4), 800));
+    assert.ok(within(backoffMs(b, 9), 1000));
+    assert.ok(within(backoffMs(b, 1e6), 1000));
+  });
+});
