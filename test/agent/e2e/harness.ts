@@ -49,6 +49,8 @@ export interface LabOptions {
   readonly engine?: Partial<EngineConfig>;
   /** Run the L7 proxy (and flows, to see its events). */
   readonly proxy?: boolean;
+  /** Watch a Kubernetes API (test/k8s: the recorded one). */
+  readonly k8s?: AgentOptions["k8s"];
 }
 
 export interface LabEndpoint {
@@ -89,6 +91,7 @@ export class AgentLab {
       engine: o.engine ?? {},
       logLevel: "info",
       resyncMs: 0,
+      ...(o.k8s ? { k8s: o.k8s } : {}),
       ...(o.proxy
         ? {
             // A short minimum TTL, so that expiry can be seen within a test.
