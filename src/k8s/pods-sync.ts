@@ -3,7 +3,7 @@
  * pods; the watcher gives them the pod's labels (identity from the pod
  * object). Every other pod with an address is a remote endpoint (ipcache):
  *
- *   pod of an endpoint this agent has (same namespace/name) --> labelEndpoint(labels, replace)
+ *   pod of an endpoint this agent has (namespace, podEndpointName) --> labelEndpoint(labels, replace)
  *   pod on another node, with IPs, not hostNetwork, not ended --> remoteEndpoints.upsert
  *   pod on this node without an endpoint yet (CNI not done)  --> nothing; labels kept for podLabels()
  *   addresses in this node's pod CIDRs are never remote (IPAM's, for local endpoints)
@@ -15,7 +15,7 @@ import { workloadLabels } from "../labels/k8s.js";
 import type { RemoteEndpointSpec } from "../policy/query.js";
 import type { KObject } from "./api.js";
 import type { K8sSink } from "./sink.js";
-import { idText, objectId, podInfo, type PodInfo } from "./translate.js";
+import { idText, objectId, podEndpointName, podInfo, type PodInfo } from "./translate.js";
 
 export interface PodsSyncParams {
   readonly sink: K8sSink;
@@ -128,14 +128,15 @@ export class PodsSync {
   /** Gives a local endpoint (made by the CNI plugin) its pod's labels. */
   private async labelLocal(info: PodInfo): Promise<void> {
     let current: Record<string, string>;
+    const name = podEndpointName(info.name);
     try {
-      current = this.p.sink.getEndpoint(info.namespace, info.name).labels;
+      current = this.p.sink.getEndpoint(info.namespace, name).labels;
     } catch {
       return; // not an endpoint of this agent (yet)
     }
     if (sameLabels(current, info.labels)) return;
     try {
-      await this.p.sink.labelEndpoint(info.namespace, info.name, info.labels, true);
+      await this.p.sink.labelEndpoint(info.namespace, name, info.labels, true);
     } catch (e) {
       this.p.logger.error(
         { kind: "Pod", namespace: info.namespace, name: info.name, err: String(e) },
