@@ -27,6 +27,11 @@ export class ServicesSync {
   }
 
   private async push(key: string): Promise<void> {
+    await this.pushService(key);
+    if (key === "default/kubernetes") await this.pushApiservers();
+  }
+
+  private async pushService(key: string): Promise<void> {
     const [namespace = "", name = ""] = key.split("/");
     const o = this.services.get(key);
     try {
@@ -47,7 +52,6 @@ export class ServicesSync {
         "kubernetes object refused: not applied",
       );
     }
-    if (key === "default/kubernetes") await this.pushApiservers();
   }
 
   private async pushApiservers(): Promise<void> {

@@ -195,5 +195,40 @@ describe(
         "the remote pod gone",
       );
     });
+    test("nodes and the API server's EndpointSlice reach the ipcache as remote-node and kube-apiserver", async () => {
+      const ipc = (ip: string): number | undefined =>
+        lab.agent.ipcache().find((e) => e.prefix === `${ip}/32`)?.identity;
+      api.put("/api/v1/nodes", {
+        metadata: { name: "node-b" },
+        status: {
+          addresses: [
+            { type: "InternalIP", address: "10.98.0.2" },
+            { type: "Hostname", address: "node-b" },
+          ],
+        },
+      });
+      api.put("/api/v1/nodes", {
+        metadata: { name: "node-a" },
+        status: { addresses: [{ type: "InternalIP", address: "10.98.0.1" }] },
+      });
+      api.put("/apis/discovery.k8s.io/v1/endpointslices", {
+        metadata: {
+          name: "kubernetes",
+          namespace: "default",
+          labels: { "kubernetes.io/service-name": "kubernetes" },
+        },
+        addressType: "IPv4",
+        endpoints: [{ addresses: ["10.97.0.1"], conditions: { ready: true } }],
+      });
+      await until(
+        () => ipc("10.98.0.2") === 6 && ipc("10.97.0.1") === 7,
+        "remote-node (6) and kube-apiserver (7)",
+      ).catch((e: unknown) => {
+        throw new Error(
+          `${String(e)}; ipcache ${JSON.stringify(lab.agent.ipcache().filter((x) => /^10\.9[78]/.test(x.prefix)))}`,
+        );
+      });
+      assert.equal(ipc("10.98.0.1"), undefined, "this node's own address is the host's, not remote-node");
+    });
   },
 );
