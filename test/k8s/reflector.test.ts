@@ -178,6 +178,21 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
     );
   });
 
+  test("a resync lists again and hands the whole set over; nothing vanished, nothing removed", async () => {
+    await withRig(
+      { goneAs: "event" },
+      async ({ api, held, refl, events }) => {
+        await refl.synced;
+        await until(() => api.openWatches(CNP) === 1, "the watch");
+        refl.relist();
+        await until(() => refl.stats.lists === 2, "the second list");
+        assert.deepEqual([...held], ["one"]);
+        assert.equal(events.filter((e) => e.type === "replace").length, 2);
+      },
+      (api) => api.put(CNP, cnp("one")),
+    );
+  });
+
   test("backoff doubles from its start and stops at its cap", () => {
     const b = { initialMs: 100, maxMs: 1000 };
     const within = (n: number, base: number): boolean => n <= base && n >= base * 0.8;
