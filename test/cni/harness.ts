@@ -108,7 +108,10 @@ export class CniLab {
 
   /** Sandbox + ADD through the conflist; throws with the failing plugin's output. */
   async add(name: string, args: string): Promise<{ att: Attachment; result: Record<string, unknown> }> {
-    const att = { ...(await this.sandbox(name)), args: `IgnoreUnknown=1;K8S_POD_NAME=${name};${args}` };
+    const att = {
+      ...(await this.sandbox(name)),
+      args: ["IgnoreUnknown=1", `K8S_POD_NAME=${name}`, args].filter((x) => x !== "").join(";"),
+    };
     const r = await this.rt.add(att);
     if (!r.ok) throw new Error(`ADD ${name} failed: ${r.failed?.stdout ?? ""} ${r.failed?.stderr ?? ""}`);
     this.containers.set(name, { att, result: r.result });
