@@ -49,8 +49,11 @@ export function execPlugin(
   env: Record<string, string>,
   stdin: string,
   nodeNetns: string | undefined,
+  /** Runs the plugin through this (e.g. /usr/bin/time -f ...), inside the namespace. */
+  wrap: readonly string[] = [],
 ): Promise<PluginRun> {
-  const argv = nodeNetns === undefined ? [path] : ["nsenter", `--net=/run/netns/${nodeNetns}`, path];
+  const cmd = [...wrap, path];
+  const argv = nodeNetns === undefined ? cmd : ["nsenter", `--net=/run/netns/${nodeNetns}`, ...cmd];
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0] as string, argv.slice(1), {
       env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", ...env },

@@ -65,7 +65,9 @@ export class CniAttachments {
   }
 
   add(req: CniAttachRequest): Promise<EndpointView> {
+    const t0 = performance.now();
     return this.d.serial(async () => {
+      const t1 = performance.now();
       const where = `attachment ${req.containerId.slice(0, 64)}/${req.ifname}`;
       const refuse = (why: string): MembraneError =>
         new MembraneError("ENDPOINT_INVALID", `Cannot adopt ${where}: ${why}`);
@@ -86,6 +88,7 @@ export class CniAttachments {
         if (this.d.endpoints.recordByIp(a)) throw refuse(`address ${a} belongs to another endpoint`);
       }
       const host = await this.hostVeth(req.hostInterfaces, refuse);
+      const t2 = performance.now();
       if ([...this.d.endpoints.all()].some((r) => r.hostIfname === host))
         throw refuse(`interface ${host} is another endpoint's`);
       const rec: EndpointRecordV1 = {
@@ -117,8 +120,10 @@ export class CniAttachments {
         await this.d.enforce().catch(() => undefined);
         throw e;
       }
+      const ms = (a: number, b: number): number => Math.round((b - a) * 10) / 10;
+      const t3 = performance.now();
       this.d.logger.info(
-        { endpoint: key, hostIfname: host, containerId: req.containerId },
+        { endpoint: key, hostIfname: host, queuedMs: ms(t0, t1), linkMs: ms(t1, t2), enforceMs: ms(t2, t3) },
         "cni endpoint adopted",
       );
       return this.d.endpoints.view(rec);
