@@ -17,6 +17,7 @@
 import { isIP } from "node:net";
 import { MembraneError } from "../../errors.js";
 import { ip } from "../../datapath/exec.js";
+import { setSysctls } from "../../datapath/netns.js";
 import { workloadLabels } from "../../labels/k8s.js";
 import type { ControllerDeps } from "../controller.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
@@ -87,7 +88,8 @@ export class CniAttachments {
       for (const a of req.ips) {
         if (this.d.endpoints.recordByIp(a)) throw refuse(`address ${a} belongs to another endpoint`);
       }
-      const host = await this.hostVeth(req.hostInterfaces, refuse);
+      const { host, bridge } = await this.hostVeth(req.hostInterfaces, refuse);
+      if (bridge !== undefined) await this.isolate(host, bridge, refuse);
       const t2 = performance.now();
       if ([...this.d.endpoints.all()].some((r) => r.hostIfname === host))
         throw refuse(`interface ${host} is another endpoint's`);
@@ -184,20 +186,41 @@ export class CniAttachments {
     this.d.logger.info({ endpoint: key, containerId: rec.cni?.containerId }, "cni endpoint released");
   }
 
+  /**
+   * A bridge port: isolated (no frames to or from other isolated ports), and the bridge answers
+   * ARP for the hosts behind it (proxy_arp_pvlan, at once), so that traffic between two containers
+   * of one bridge is routed through the node, where the destination's ingress is enforced by its
+   * address, instead of being bridged past nftables (fail closed).
+   */
+  private async isolate(host: string, bridge: string, refuse: (why: string) => MembraneError): Promise<void> {
+    if (!/^[A-Za-z0-9_-]{1,15}$/.test(bridge))
+      throw refuse(`bridge ${JSON.stringify(bridge)} has an unusual name`);
+    await ip(["link", "set", "dev", host, "type", "bridge_slave", "isolated", "on"], this.d.nodeNetns);
+    await setSysctls(this.d.nodeNetns, {
+      [`net.ipv4.conf.${bridge}.proxy_arp_pvlan`]: "1",
+      [`net.ipv4.neigh.${bridge}.proxy_delay`]: "0",
+      [`net.ipv4.conf.${bridge}.send_redirects`]: "0",
+    });
+  }
+
   /** The one host-side veth among the previous result's host interfaces (bridges and others skipped). */
-  private async hostVeth(names: readonly string[], refuse: (why: string) => MembraneError): Promise<string> {
-    const veths: string[] = [];
+  private async hostVeth(
+    names: readonly string[],
+    refuse: (why: string) => MembraneError,
+  ): Promise<{ host: string; bridge?: string }> {
+    const veths: LinkInfo[] = [];
     for (const n of names) {
       if (!/^[A-Za-z0-9_.-]{1,15}$/.test(n))
         throw refuse(`${JSON.stringify(n.slice(0, 20))} is not an interface name`);
       const l = await this.link(n);
-      if (l?.linkinfo?.info_kind === "veth") veths.push(n);
+      if (l?.linkinfo?.info_kind === "veth") veths.push(l);
     }
     if (veths.length !== 1)
       throw refuse(
         `the previous plugin's result names ${veths.length} host veths in the node (${JSON.stringify(names)}); membrane-cni chains after a plugin that makes one veth (bridge, ptp)`,
       );
-    return veths[0] ?? "";
+    const v = veths[0] as LinkInfo;
+    return { host: v.ifname, ...(v.master !== undefined ? { bridge: v.master } : {}) };
   }
 
   private async link(name: string): Promise<LinkInfo | undefined> {
