@@ -34,6 +34,9 @@ describe("membrane-cni chained after ptp and bridge (root)", { skip: skip ?? fal
       const c = await CniLab.start(first);
       try {
         const lab = c.lab;
+        // A host without br_netfilter: bridged frames never meet nftables' inet hooks.
+        if (first === "bridge")
+          await lab.sh(lab.node, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"]);
         await lab.endpoint("client", { app: "client" }, { tcp: [80] });
         await lab.endpoint("other", { app: "other" }, { tcp: [80] });
         await lab.agent.applyPolicies(SERVER_FROM_CLIENT, "server.yaml");
@@ -54,6 +57,16 @@ describe("membrane-cni chained after ptp and bridge (root)", { skip: skip ?? fal
         await server.listen("tcp", 80);
         assert.equal(await lab.ep("client").probe.tcp(ip, 80, T), "ok", "client -> server allowed");
         assert.equal(await lab.ep("other").probe.tcp(ip, 80, T), "timeout", "other -> server refused");
+        // Two more containers of the same network (for bridge: ports of the same bridge, isolated
+        // and routed through the node, so the server's ingress decides there too).
+        const peer = await c.add("peer", "MEMBRANE_LABELS=app:client");
+        const intruder = await c.add("intruder", "MEMBRANE_LABELS=app:other");
+        const peerProbe = lab.probeIn(peer.att.netns.slice("/run/netns/".length));
+        const intruderProbe = lab.probeIn(intruder.att.netns.slice("/run/netns/".length));
+        assert.equal(await peerProbe.tcp(ip, 80, T), "ok", "container client -> server allowed");
+        assert.equal(await intruderProbe.tcp(ip, 80, T), "timeout", "container other -> server refused");
+        await c.del("peer");
+        await c.del("intruder");
         if (first === "ptp") {
           // Routed through the node by its own veth: egress is enforced too.
           assert.equal(await server.tcp(lab.ep("client").ip, 80, T), "ok", "server -> client allowed");
