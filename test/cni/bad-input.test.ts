@@ -14,6 +14,8 @@ import { CniLab } from "./harness.js";
 const skip =
   rootSkipReason() ?? (existsSync("/usr/lib/cni/ptp") ? undefined : "needs containernetworking-plugins");
 
+const containerIp = (r: Record<string, unknown>): string =>
+  String((r["ips"] as { address: string }[])[0]?.address).split("/")[0] ?? "";
 const code = (stdout: string): unknown => (JSON.parse(stdout) as { code: number }).code;
 
 async function nodeVeths(c: CniLab): Promise<string[]> {
@@ -111,6 +113,41 @@ describe("membrane-cni: bad input and failures with a real agent (root)", { skip
         ["two"],
       );
       assert.deepEqual(await c.lab.agent.datapathDiff(), []);
+    } finally {
+      await c.destroy();
+    }
+  });
+
+  test("a container gone without a DEL reaching the agent leaves a stale endpoint that a new ADD with its name and address replaces; a live one is never replaced", async () => {
+    const c = await CniLab.start("ptp", "10.89.12.0/24");
+    try {
+      const old = await c.add("web", "MEMBRANE_LABELS=app:old");
+      const stale = c.lab.agent.getEndpoint("default", "web");
+      // The runtime lost the container while the agent was down: namespace and veth gone, no DEL.
+      await c.lab.ip(["netns", "del", old.att.netns.slice("/run/netns/".length)]);
+      const att = {
+        ...(await c.sandbox("web2")),
+        args: "IgnoreUnknown=1;K8S_POD_NAME=web;MEMBRANE_LABELS=app:new",
+      };
+      const live = await c.add("live", "");
+      const r = await c.rt.add(att);
+      assert.ok(r.ok, r.failed?.stdout);
+      const ep = c.lab.agent.getEndpoint("default", "web");
+      assert.deepEqual(
+        [ep.labels["app"], ep.id === stale.id && ep.hostIfname === stale.hostIfname],
+        ["new", false],
+      );
+      assert.ok(
+        c.lab.logs.some((l) => l["msg"] === "stale cni endpoint dropped" && l["endpoint"] === "default/web"),
+      );
+      // A second ADD under the live container's name is refused: its veth is there.
+      const dup = { ...(await c.sandbox("dup")), args: "IgnoreUnknown=1;K8S_POD_NAME=live" };
+      const refused = await c.rt.add(dup);
+      assert.equal(refused.ok, false);
+      assert.match(refused.failed?.stdout ?? "", /endpoint default\/live exists/);
+      assert.equal(c.lab.agent.getEndpoint("default", "live").ipv4, containerIp(live.result));
+      await c.rt.del(dup, refused.result);
+      await c.rt.del(att, r.result);
     } finally {
       await c.destroy();
     }

@@ -77,8 +77,8 @@ export class CniAttachments {
       validateName(req.namespace, "namespace");
       workloadLabels({ namespace: req.namespace, labels: req.labels });
       const key = epKey(req.namespace, req.name);
-      if ([...this.d.endpoints.all()].some((r) => epKey(r.namespace, r.name) === key))
-        throw refuse(`endpoint ${key} exists`);
+      const byName = [...this.d.endpoints.all()].find((r) => epKey(r.namespace, r.name) === key);
+      if (byName && !(await this.dropIfStale(byName))) throw refuse(`endpoint ${key} exists`);
       const v4 = req.ips.filter((a) => isIP(a) === 4);
       const v6 = req.ips.filter((a) => isIP(a) === 6);
       if (v4.length !== 1 || v6.length > 1)
@@ -86,7 +86,9 @@ export class CniAttachments {
           `the container interface needs one IPv4 address (and at most one IPv6): got ${JSON.stringify(req.ips)}`,
         );
       for (const a of req.ips) {
-        if (this.d.endpoints.recordByIp(a)) throw refuse(`address ${a} belongs to another endpoint`);
+        const owner = this.d.endpoints.recordByIp(a);
+        if (owner && !(await this.dropIfStale(owner)))
+          throw refuse(`address ${a} belongs to another endpoint`);
       }
       const { host, bridge } = await this.hostVeth(req.hostInterfaces, refuse);
       if (bridge !== undefined) await this.isolate(host, bridge, refuse);
@@ -174,6 +176,21 @@ export class CniAttachments {
       for (const r of stale) await this.forget(r);
       return { deleted: stale.map((r) => `${r.namespace}/${r.name}`) };
     });
+  }
+
+  /**
+   * A CNI endpoint whose host veth is gone lost its container without a DEL reaching the agent
+   * (the agent was down, the runtime gave up): forgotten, so that its name and address can be
+   * used again. Returns whether it was. Any other endpoint stays.
+   */
+  private async dropIfStale(rec: EndpointRecordV1): Promise<boolean> {
+    if (!rec.cni || (await this.link(rec.hostIfname)) !== undefined) return false;
+    this.d.logger.warn(
+      { endpoint: epKey(rec.namespace, rec.name), hostIfname: rec.hostIfname },
+      "stale cni endpoint dropped",
+    );
+    await this.forget(rec);
+    return true;
   }
 
   private async forget(rec: EndpointRecordV1): Promise<void> {
