@@ -10,8 +10,12 @@
 #   dnsmasq-base                   the upstream DNS resolver of the toFQDNs tests and `policy test --datapath`
 #                                  (the binary only: no system service)
 #   openssl                        throwaway certificates of the TLS proxy tests
+#   containernetworking-plugins    bridge, ptp, host-local (/usr/lib/cni): membrane-cni chains after them
+#   podman                         the real runtime of the CNI tests and benchmark (its CNI backend, private
+#                                  state in a temp dir, `--rootfs`: no image pulls)
 set -euo pipefail
-PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl)
+PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
+  containernetworking-plugins podman)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   AGENT_ALREADY_RUNNING: "Another agent already serves the API socket",
   AGENT_UNREACHABLE: "The agent could not be reached",
   CONFIG_INVALID: "The configuration is invalid",
+  CNI_REQUEST_INVALID: "A CNI runtime's call to membrane-cni is invalid or cannot be served",
   // k8s
   K8S_API_FAILED:
     "The Kubernetes API could not be read (refused, unreachable, or an answer Membrane cannot read)",

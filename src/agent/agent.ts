@@ -1,18 +1,16 @@
 /**
- * The node agent: wiring only. One controller per resource, over one work
- * queue; the Enforcer makes the kernel hold what they want together.
- *
- *   API (unix socket) --> Agent --> controllers/*: endpoints, remote endpoints, policies,
- *                                   namespaces, services, nodes, names, identities
+ * The node agent: wiring only. One controller per resource, over one work queue; the Enforcer
+ * makes the kernel hold what they want together:
+ *   API (unix socket) --> Agent --> controllers/*: endpoints (+ cni-attachments), remote endpoints,
+ *                                   policies, namespaces, services, nodes, names, identities
  *                          |          (validate, persist, change the engine, bump desired)
  *                          v
  *   Enforcer: PolicyEngine (pure) --DesiredBuilder--> Reconciler (by delta) --> nftables
  *
- * Order of every change: validate, persist, compute, enforce in the kernel,
- * and only then create what carries traffic: a new endpoint's policy is in
- * the kernel before its veth exists (fail closed). Stopping leaves the kernel
- * as it is; a restarted agent rebuilds the same desired state from the store
- * and reconciles without a flush. A new controller implements Controller
+ * Order of every change: validate, persist, compute, enforce in the kernel, and only then
+ * create what carries traffic: a new endpoint's policy is in the kernel before its veth exists
+ * (fail closed). Stopping leaves the kernel as it is; a restarted agent rebuilds the same desired
+ * state from the store and reconciles without a flush. A new controller implements Controller
  * (controller.ts) and is listed in `controllers` below.
  */
 import { MembraneError } from "../errors.js";
@@ -33,6 +31,7 @@ import {
   type CreateEndpointRequest,
   type EndpointView,
 } from "./controllers/endpoints.js";
+import { CniAttachments } from "./controllers/cni-attachments.js";
 import { IdentitiesController } from "./controllers/identities.js";
 import { NamesController, DNS_GC_MS } from "./controllers/names.js";
 import { NamespacesController } from "./controllers/namespaces.js";
@@ -47,7 +46,6 @@ import { Ipam } from "./ipam.js";
 import { Observer } from "./observer.js";
 import { WorkQueue } from "./work-queue.js";
 import type { AgentParams } from "./agent-params.js";
-
 export type { ApplyReport } from "./controllers/policies.js";
 export type { EndpointView } from "./controllers/endpoints.js";
 export type { AgentParams } from "./agent-params.js";
@@ -73,6 +71,7 @@ export class Agent {
   private readonly names: NamesController;
   /** Other nodes' endpoints (address -> identity of their labels); see controllers/remote-endpoints.ts. */
   readonly remoteEndpoints: RemoteEndpointsController;
+  readonly cni: CniAttachments;
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
   private readonly controllers: readonly Controller[];
 
@@ -116,6 +115,7 @@ export class Agent {
       nodeNetns: p.nodeNetns,
       node: () => this.node,
     });
+    this.cni = new CniAttachments({ ...deps, endpoints: this.endpoints, nodeNetns: p.nodeNetns });
     this.policies = new PoliciesController({ ...deps, kernelBehind: () => this.enforcer.kernelBehind });
     this.names = new NamesController(
       deps,

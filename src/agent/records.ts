@@ -22,6 +22,8 @@ export interface EndpointRecordV1 {
   readonly ipv6?: string;
   /** Named container ports (for policies with named ports). */
   readonly ports?: readonly { name: string; port: number; protocol: "TCP" | "UDP" | "SCTP" }[];
+  /** Wired by a CNI runtime (controllers/cni-attachments.ts): its namespace and links are not ours. */
+  readonly cni?: { readonly containerId: string; readonly ifname: string; readonly network: string };
 }
 
 /**

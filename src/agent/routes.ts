@@ -49,6 +49,7 @@ import { explainDrop } from "../policy/why.js";
 import { warningText, type PolicyWarning } from "../policy/api/index.js";
 import { PolicyChecker } from "./policy-check.js";
 import { remoteEndpointRoutes } from "./remote-endpoint-routes.js";
+import { cniRoutes } from "./api/cni-routes.js";
 import type { PolicyResource } from "../policy/types.js";
 
 /** The body of a flows request: the filter the CLI compiled from its flags (checked when compiled). */
@@ -318,6 +319,7 @@ export function agentRoutes(agent: Agent): Route[] {
       },
     },
     ...remoteEndpointRoutes(agent.remoteEndpoints),
+    ...cniRoutes(agent.cni), // membrane-cni: /v1/cni/... (api/cni-routes.ts)
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },
     { method: "GET", path: "/v1/ipcache", handler: () => agent.ipcache() },
     { method: "GET", path: "/v1/datapath/diff", handler: async () => ({ diff: await agent.datapathDiff() }) },

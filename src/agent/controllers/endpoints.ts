@@ -113,11 +113,10 @@ export class EndpointsController implements Controller {
    * and one rtnetlink link dump, no process) are adopted as they are; the
    * others (a cold start, a reboot) are created in a batch (endpoint-batch.ts),
    * with progress in the log every `progressEvery`. Failures are logged and
-   * recorded as the controller's last error; the rest go on. The intact ones
-   * and the node are checked in the background once the API serves (startVerification).
-   */
+   * recorded as the controller's last error; the rest go on. The intact ones and the node
+   * are checked in the background once the API serves (startVerification). CNI ones: the runtime's. */
   async adopt(opts: { concurrency?: number; progressEvery?: number } = {}): Promise<void> {
-    const all = [...this.records.values()].map((r) => this.netnsOf(r));
+    const all = [...this.records.values()].filter((r) => !r.cni).map((r) => this.netnsOf(r));
     const { intact, missing } = await intactEndpoints(this.d.nodeNetns, all);
     this.unverified = intact;
     if (missing.length > 0) await this.createMissing(missing, opts);
@@ -284,6 +283,7 @@ export class EndpointsController implements Controller {
   /** Stops the endpoint's processes (SIGTERM, `graceMs`, SIGKILL) and deletes it; says how many it stopped. */
   async delete(namespace: string, name: string, graceMs = 0): Promise<{ stopped: number }> {
     // The grace period runs outside the serial section: a workload slow to exit holds up no other request.
+    if (this.must(namespace, name).cni) throw new MembraneError("ENDPOINT_INVALID", `Cannot delete ${namespace}/${name}: a CNI runtime's (remove its container)`); // prettier-ignore
     const early = await stopNetnsProcesses(this.must(namespace, name).netns, graceMs);
     return this.d.serial(async () => {
       const rec = this.must(namespace, name);
@@ -319,7 +319,7 @@ export class EndpointsController implements Controller {
     return rec;
   }
 
-  private put(key: string, rec: EndpointRecordV1): void {
+  put(key: string, rec: EndpointRecordV1): void {
     this.drop(key);
     this.localList = undefined;
     this.records.set(key, rec);
@@ -328,7 +328,7 @@ export class EndpointsController implements Controller {
     if (rec.ipv6) this.byIp.set(rec.ipv6, rec);
   }
 
-  private drop(key: string): void {
+  drop(key: string): void {
     const old = this.records.get(key);
     if (!old) return;
     this.localList = undefined;
@@ -338,7 +338,7 @@ export class EndpointsController implements Controller {
     if (old.ipv6) this.byIp.delete(old.ipv6);
   }
 
-  private view(rec: EndpointRecordV1): EndpointView {
+  view(rec: EndpointRecordV1): EndpointView {
     const pol = this.d.engine().endpointPolicy(rec.namespace, rec.name);
     return {
       name: rec.name,
@@ -356,7 +356,7 @@ export class EndpointsController implements Controller {
     };
   }
 
-  private nextId(): number {
+  nextId(): number {
     for (let i = 1; i < 65535; i++) if (!this.byId.has(i)) return i;
     throw new MembraneError(
       "ENDPOINT_INVALID",
