@@ -9,6 +9,7 @@
  * and "=", and the reference plugins (bridge, ptp) refuse a second "=".
  * Pure.
  */
+import { podEndpointName } from "../labels/pod-name.js";
 import { CNI_ERRORS, CniError, quote, type MembranePluginConf } from "./spec.js";
 
 export const COMMANDS = ["ADD", "DEL", "CHECK", "VERSION", "GC", "STATUS"] as const;
@@ -81,12 +82,7 @@ export interface EndpointIdentity {
 export function endpointIdentity(inv: Invocation, conf: MembranePluginConf): EndpointIdentity {
   const namespace = inv.args.get("K8S_POD_NAMESPACE") ?? conf.namespace ?? "default";
   const pod = inv.args.get("K8S_POD_NAME") ?? "";
-  let name = pod
-    .toLowerCase()
-    .replace(/[^a-z0-9-]/g, "-")
-    .replace(/^-+|-+$/g, "")
-    .slice(0, 63)
-    .replace(/-+$/, "");
+  let name = podEndpointName(pod);
   if (name === "") name = `c-${inv.containerId.toLowerCase().slice(0, 12)}`;
   if (inv.ifname !== "eth0") name = `${name.slice(0, 62 - inv.ifname.length)}-${inv.ifname.toLowerCase()}`;
   const labels: Record<string, string> = { ...(conf.labels ?? {}) };

@@ -15,7 +15,8 @@ import { workloadLabels } from "../labels/k8s.js";
 import type { RemoteEndpointSpec } from "../policy/query.js";
 import type { KObject } from "./api.js";
 import type { K8sSink } from "./sink.js";
-import { idText, objectId, podEndpointName, podInfo, type PodInfo } from "./translate.js";
+import { podEndpointName } from "../labels/pod-name.js";
+import { idText, objectId, podInfo, type PodInfo } from "./translate.js";
 
 export interface PodsSyncParams {
   readonly sink: K8sSink;

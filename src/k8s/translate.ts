@@ -89,20 +89,6 @@ export function labelsOf(kind: string, o: KObject): Record<string, string> {
   return out;
 }
 
-/**
- * The endpoint the CNI plugin makes for a pod: its name lower-cased, other
- * characters "-", at most 63 (membrane-cni's endpointIdentity for eth0; keep
- * the two in step).
- */
-export function podEndpointName(pod: string): string {
-  return pod
-    .toLowerCase()
-    .replace(/[^a-z0-9-]/g, "-")
-    .replace(/^-+|-+$/g, "")
-    .slice(0, 63)
-    .replace(/-+$/, "");
-}
-
 /** A canonical address text, or an error naming the field. */
 function canonical(kind: string, id: ObjectId, path: string, v: unknown): string {
   const a = typeof v === "string" ? parseAddr(v) : undefined;

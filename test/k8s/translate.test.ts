@@ -3,14 +3,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parsePolicies } from "../../src/policy/api/index.js";
 import { WATCHED } from "../../src/k8s/resources.js";
-import {
-  nodeAddresses,
-  podEndpointName,
-  podInfo,
-  policyDocument,
-  serviceSpec,
-  sliceInfo,
-} from "../../src/k8s/translate.js";
+import { podEndpointName } from "../../src/labels/pod-name.js";
+import { nodeAddresses, podInfo, policyDocument, serviceSpec, sliceInfo } from "../../src/k8s/translate.js";
 
 describe("Kubernetes translation", () => {
   test("a pod: labels without rollout hashes, canonical addresses, node, service account", () => {
