@@ -1,17 +1,36 @@
 /**
- * Policy segments of one endpoint direction -> elements of four verdict maps.
+ * Policy segments of one endpoint direction -> elements of six verdict maps.
  *
- *   segments ──┬─ identity != 0 ─┬─ TCP/UDP/SCTP/any ──> id    (mark . proto . port)
- *              │                 └─ ICMP/ICMPv6 ───────> idi   (mark . proto . type)
- *              └─ identity == 0 ─┬─ ...                ──> any   (proto . port)
- *                                └─ ...                ──> anyi  (proto . type)
+ *   segments ──┬─ identity != 0 ─┬─ one port ───────────> id    (mark . proto . port), hash
+ *              │                 ├─ port/proto ranges ──> idr   (mark . proto . port), interval
+ *              │                 └─ ICMP/ICMPv6 ────────> idi   (mark . proto . type), interval
+ *              └─ identity == 0 ─┬─ one port ───────────> any   (proto . port), hash
+ *                                ├─ ranges ─────────────> anyr  (proto . port), interval
+ *                                └─ ICMP/ICMPv6 ────────> anyi  (proto . type), interval
  *
- * The chain looks up `id`/`idi` first and `any`/`anyi` second, so a specific
- * identity's segments win over wildcard ones (nft gives no order between
- * overlapping elements of one concatenated interval map). Within one identity a
- * proto-0 segment ("every protocol and port") is cut around the protocol
- * segments of that identity so that no two elements of a map overlap: the
+ * The chain looks up the identity's maps first and the wildcard ones second, so
+ * a specific identity's segments win over wildcard ones (nft gives no order
+ * between overlapping elements of one concatenated interval map). Within one
+ * identity a proto-0 segment ("every protocol and port") is cut around the
+ * protocol segments of that identity so that no two elements overlap: the
  * specific protocol wins on its ranges and the proto-0 action fills the gaps.
+ *
+ * Why single ports go to an exact-match map (issue 10 item 1): an apply that
+ * moves a port (the scale bench's 5432 <-> 5433, ~4,800 elements over ~200 of
+ * 1,000 endpoints) removed and added elements of pipapo (concatenated interval)
+ * maps, and the writer's `perf` showed the removals as ~50% of its CPU
+ * (bitmap_cut 29%, __memmove 10%, nft_pipapo_remove 10.5%): each one rebuilds
+ * the map's lookup bitmaps. A hash map removes an element in O(1). Since the
+ * elements of one identity never overlap (checked below), a packet's key hits
+ * at most one of `id` and `idr` (and of `any` and `anyr`), so looking up the
+ * exact map first changes no verdict. A hash map's key also needs no byte-order
+ * conversion in the rule (nfnl/rules.ts, nfnl/encode.ts).
+ *
+ * Measured (bench/scale-layout.ts: 1,000 endpoints, the db port toggled on 200 of them,
+ * one nfnetlink batch per toggle, A/B interleaved, 20 rounds, load average 9.6 on the
+ * shared 2-core VM): the writer's CPU per toggle went from 85.7 ms (81.5 of it kernel)
+ * with every port map an interval map to 21.8 ms (18.0 kernel) with single ports in
+ * hash maps; wall p50 113.5 -> 39.1 ms.
  */
 import { MembraneError } from "../errors.js";
 import { frozenElement, type Interval, type NftElement } from "./model.js";
@@ -19,8 +38,10 @@ import { IDENTITY_MASK, type PolicySegment } from "./types.js";
 
 export interface SegmentElements {
   id: NftElement[];
+  idr: NftElement[];
   idi: NftElement[];
   any: NftElement[];
+  anyr: NftElement[];
   anyi: NftElement[];
 }
 
@@ -49,7 +70,7 @@ export function compileSegments(
   verdict: (s: PolicySegment) => string,
   where: string,
 ): SegmentElements {
-  const out: SegmentElements = { id: [], idi: [], any: [], anyi: [] };
+  const out: SegmentElements = { id: [], idr: [], idi: [], any: [], anyr: [], anyi: [] };
   const byIdentity = new Map<number, PolicySegment[]>();
   segments.forEach((s, i) => {
     const bad = (why: string): MembraneError =>
@@ -73,7 +94,15 @@ export function compileSegments(
   });
 
   for (const [identity, segs] of [...byIdentity].sort((a, b) => a[0] - b[0])) {
-    const l4 = identity === 0 ? out.any : out.id;
+    const exact = identity === 0 ? out.any : out.id;
+    const ranges = identity === 0 ? out.anyr : out.idr;
+    // A port element: one protocol and one port goes to the hash map, anything wider to the interval map.
+    const l4 = {
+      push(e: NftElement): void {
+        const [proto, port] = e.key.slice(-2) as [Interval, Interval];
+        (proto.lo === proto.hi && port.lo === port.hi ? exact : ranges).push(e);
+      },
+    };
     const icmp = identity === 0 ? out.anyi : out.idi;
     const prefix: Interval[] = identity === 0 ? [] : [iv(identity, identity)];
     const wild = segs.filter((s) => s.proto === 0);
@@ -132,6 +161,6 @@ export function compileSegments(
     }
   }
   // Frozen: what is computed from an element (model.ts) is then computed once in its life.
-  for (const list of [out.id, out.idi, out.any, out.anyi]) for (const e of list) frozenElement(e);
+  for (const list of Object.values(out) as NftElement[][]) for (const e of list) frozenElement(e);
   return out;
 }
