@@ -33,7 +33,7 @@
  * hash maps; wall p50 113.5 -> 39.1 ms.
  */
 import { MembraneError } from "../errors.js";
-import { frozenElement, type Interval, type NftElement } from "./model.js";
+import { elementMemo, frozenElement, keyCanon, type Interval, type NftElement } from "./model.js";
 import { IDENTITY_MASK, type PolicySegment } from "./types.js";
 
 export interface SegmentElements {
@@ -61,6 +61,47 @@ function gaps(taken: readonly [number, number][], max: number): [number, number]
   return out;
 }
 
+type Kind = keyof SegmentElements;
+const KINDS: readonly Kind[] = ["id", "idr", "idi", "any", "anyr", "anyi"];
+
+/** An element before its verdict: its key, and the index of the segment whose verdict it takes. */
+interface Slot {
+  readonly key: readonly Interval[];
+  readonly canon: string;
+  readonly seg: number;
+}
+/** The elements a segment list makes, without verdicts; `sig` is what they were made from. */
+interface Layout {
+  readonly sig: readonly number[];
+  readonly slots: Readonly<Record<Kind, readonly Slot[]>>;
+}
+
+/**
+ * Layouts by segment list. Endpoints with the same computed policy share one
+ * segment array (agent/desired.ts), and an apply that changes a policy
+ * recompiles all of them: the keys are then computed once per array, not once
+ * per endpoint (and the elements share them). A hit is checked against the
+ * fields keys are made of (identity, proto, lo, hi), so an array changed in
+ * place is laid out again.
+ */
+const layouts = new WeakMap<readonly PolicySegment[], Layout>();
+
+function sigOf(segments: readonly PolicySegment[]): number[] {
+  const sig: number[] = [];
+  for (const s of segments) sig.push(s.identity, s.proto, s.lo, s.hi);
+  return sig;
+}
+
+function sameSig(a: readonly number[], segments: readonly PolicySegment[]): boolean {
+  if (a.length !== segments.length * 4) return false;
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i] as PolicySegment;
+    const j = i * 4;
+    if (a[j] !== s.identity || a[j + 1] !== s.proto || a[j + 2] !== s.lo || a[j + 3] !== s.hi) return false;
+  }
+  return true;
+}
+
 /**
  * Compiles one direction's segments. `verdict(seg)` gives the map value
  * ("return" to allow, "goto <chain>" to deny). `where` names the direction in errors.
@@ -70,7 +111,37 @@ export function compileSegments(
   verdict: (s: PolicySegment) => string,
   where: string,
 ): SegmentElements {
+  let layout = layouts.get(segments);
+  if (!layout || !sameSig(layout.sig, segments)) {
+    layout = layoutOf(segments, where);
+    layouts.set(segments, layout);
+  }
   const out: SegmentElements = { id: [], idr: [], idi: [], any: [], anyr: [], anyi: [] };
+  for (const kind of KINDS) {
+    for (const slot of layout.slots[kind]) {
+      // Frozen: what is computed from an element (model.ts) is then computed once in its life;
+      // its canonical key is the layout's.
+      const e = frozenElement({
+        key: slot.key as Interval[],
+        value: verdict(segments[slot.seg] as PolicySegment),
+      });
+      const memo = elementMemo(e);
+      if (memo) memo.canon = slot.canon;
+      out[kind].push(e);
+    }
+  }
+  return out;
+}
+
+/** The elements' keys of a segment list (checked), each with the segment it takes its verdict from. */
+function layoutOf(segments: readonly PolicySegment[], where: string): Layout {
+  const out: Record<Kind, Slot[]> = { id: [], idr: [], idi: [], any: [], anyr: [], anyi: [] };
+  const index = new Map<PolicySegment, number>();
+  segments.forEach((s, i) => index.set(s, i));
+  const slot = (key: Interval[], s: PolicySegment): Slot => {
+    for (const p of key) Object.freeze(p);
+    return { key: Object.freeze(key) as Interval[], canon: keyCanon(key), seg: index.get(s) as number };
+  };
   const byIdentity = new Map<number, PolicySegment[]>();
   segments.forEach((s, i) => {
     const bad = (why: string): MembraneError =>
@@ -98,7 +169,7 @@ export function compileSegments(
     const ranges = identity === 0 ? out.anyr : out.idr;
     // A port element: one protocol and one port goes to the hash map, anything wider to the interval map.
     const l4 = {
-      push(e: NftElement): void {
+      push(e: Slot): void {
         const [proto, port] = e.key.slice(-2) as [Interval, Interval];
         (proto.lo === proto.hi && port.lo === port.hi ? exact : ranges).push(e);
       },
@@ -136,14 +207,14 @@ export function compileSegments(
           );
         }
         prevHi = s.hi;
-        target.push({ key: [...prefix, iv(proto, proto), iv(s.lo, s.hi)], value: verdict(s) });
+        target.push(slot([...prefix, iv(proto, proto), iv(s.lo, s.hi)], s));
       }
       if (any0) {
         for (const [lo, hi] of gaps(
           list.map((s) => [s.lo, s.hi]),
           max,
         )) {
-          target.push({ key: [...prefix, iv(proto, proto), iv(lo, hi)], value: verdict(any0) });
+          target.push(slot([...prefix, iv(proto, proto), iv(lo, hi)], any0));
         }
       }
     }
@@ -153,14 +224,12 @@ export function compileSegments(
         taken.map((p) => [p, p]),
         255,
       )) {
-        l4.push({ key: [...prefix, iv(lo, hi), iv(0, 65535)], value: verdict(any0) });
+        l4.push(slot([...prefix, iv(lo, hi), iv(0, 65535)], any0));
       }
       for (const p of ICMP_PROTOS) {
-        if (!byProto.has(p)) icmp.push({ key: [...prefix, iv(p, p), iv(0, 255)], value: verdict(any0) });
+        if (!byProto.has(p)) icmp.push(slot([...prefix, iv(p, p), iv(0, 255)], any0));
       }
     }
   }
-  // Frozen: what is computed from an element (model.ts) is then computed once in its life.
-  for (const list of Object.values(out) as NftElement[][]) for (const e of list) frozenElement(e);
-  return out;
+  return { sig: sigOf(segments), slots: out };
 }

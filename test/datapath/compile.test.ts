@@ -173,6 +173,22 @@ describe("compileSegments", () => {
     assert.deepEqual(text(L4ANY, el.any), ["17 . 53 : return"]);
     assert.deepEqual(text(L4ANY, el.anyr), ["6 . 1-1023 : goto d3"]);
   });
+  test("directions sharing one segment array share their element keys; an array changed in place is laid out again", () => {
+    const segs = [seg(300, 6, 5432, 5432), seg(0, 6, 8000, 8080, "deny", 2)];
+    const a = compileSegments(segs, verdict, "a");
+    const b = compileSegments(segs, (s) => `goto other${s.ruleId}`, "b");
+    assert.equal(a.id[0]?.key, b.id[0]?.key, "one key array for both");
+    assert.deepEqual(text(L4, b.id), ["300 . 6 . 5432 : goto other1"]);
+    assert.deepEqual(text(L4ANY, b.anyr), ["6 . 8000-8080 : goto other2"]);
+    (segs[0] as PolicySegment).lo = 5433;
+    (segs[0] as PolicySegment).hi = 5433;
+    assert.deepEqual(text(L4, compileSegments(segs, verdict, "a").id), ["300 . 6 . 5433 : return"]);
+    segs.push(seg(300, 6, 5433, 5433));
+    assert.throws(
+      () => compileSegments(segs, verdict, "c"),
+      /Cannot compile c: identity 300 proto 6 has overlapping/,
+    );
+  });
   test("a proto-0 segment covers every protocol, port and ICMP type", () => {
     const el = compileSegments([seg(300, 0, 0, 0, "deny", 9)], verdict, "t");
     assert.deepEqual(text(L4, el.id), []);
