@@ -12,7 +12,7 @@
  * (/proc/<pid>/schedstat, and user/system from /proc/<pid>/stat), the kernel's
  * work being done inside its sendmsg. One JSON line per layout.
  *
- *   node dist/bench/scale-layout.js [--endpoints=1000] [--rounds=20]
+ *   node dist/bench/scale-layout.js [--endpoints=1000] [--rounds=20] [--only=hash|interval]
  *
  * Scratch namespace: "mx1<hex>-node", removed at the end.
  */
@@ -110,6 +110,8 @@ async function main(): Promise<void> {
     Number(argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? d);
   const n = arg("endpoints", 1000);
   const rounds = arg("rounds", 20);
+  // --only=hash|interval: one layout (to profile its writer with perf).
+  const only = argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
   const prefix = "mx1" + randomBytes(3).toString("hex");
   const node = await createNode({ netns: `${prefix}-node` });
   const state: DatapathState = { hostIdentity: 1, ipcache: [], endpoints: [], rules: [] };
@@ -117,14 +119,16 @@ async function main(): Promise<void> {
   const layouts = [
     { name: "interval", table: "la", shape: asInterval },
     { name: "hash", table: "lb", shape: (p: EndpointParts) => p },
-  ].map((l) => ({
-    ...l,
-    w: new SetElemWriter(node.netns, 60_000),
-    ns: 0,
-    user: 0,
-    system: 0,
-    ms: [] as number[],
-  }));
+  ]
+    .filter((l) => only === undefined || l.name === only)
+    .map((l) => ({
+      ...l,
+      w: new SetElemWriter(node.netns, 60_000),
+      ns: 0,
+      user: 0,
+      system: 0,
+      ms: [] as number[],
+    }));
   try {
     const parts = (db: number): Map<number, EndpointParts> =>
       new Map(Array.from({ length: n }, (_, i) => [i + 1, compileEndpoint(endpoint(i, db), ctx)]));
