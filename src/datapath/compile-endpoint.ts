@@ -7,10 +7,13 @@
  *   e<id>_in:  ct established/related accept, ct invalid drop, policy lookups
  *     policy lookups, in this order (first hit decides; a map with no elements is
  *     left out, with its lookup):
- *       mark&IDENTITY_MASK . l4proto . dport  vmap @e<id>_<dir>_id    specific identity
+ *       mark&IDENTITY_MASK . l4proto . dport  vmap @e<id>_<dir>_id    specific identity, one port (hash)
+ *       mark&IDENTITY_MASK . l4proto . dport  vmap @e<id>_<dir>_idr   ... port or protocol ranges
  *       mark&IDENTITY_MASK . l4proto . type   vmap @e<id>_<dir>_idi   (ICMP/ICMPv6)
- *       l4proto . dport                       vmap @e<id>_<dir>_any   identity 0 (any)
+ *       l4proto . dport                       vmap @e<id>_<dir>_any   identity 0 (any), one port (hash)
+ *       l4proto . dport                       vmap @e<id>_<dir>_anyr  ... ranges
  *       l4proto . type                        vmap @e<id>_<dir>_anyi
+ *     (segments.ts says why single ports have a map of their own)
  *       enforced ? log + drop : return
  *     verdicts: allow = goto e<id>_<dir>_a<rule> (logs the new connection, then returns: the
  *               other direction still has its say), deny = goto e<id>_<dir>_r<rule> (log + drop),
@@ -71,12 +74,13 @@ const commentText = (s: string): string => s.replace(/[^\x20-\x7e]|"/g, "'").sli
  */
 const NOT_ICMP = "meta l4proto != 1 meta l4proto != 58";
 function lookupRules(base: string, present: ReadonlySet<string>): string[] {
+  const idPort = `meta mark & ${MASK} . meta l4proto . th dport vmap @${base}_`;
   return [
-    ...(present.has("id")
-      ? [`${NOT_ICMP} meta mark & ${MASK} . meta l4proto . th dport vmap @${base}_id`]
-      : []),
+    ...(present.has("id") ? [`${NOT_ICMP} ${idPort}id`] : []),
+    ...(present.has("idr") ? [`${NOT_ICMP} ${idPort}idr`] : []),
     ...(present.has("idi") ? [`meta mark & ${MASK} . meta l4proto . @th,0,8 vmap @${base}_idi`] : []),
     ...(present.has("any") ? [`${NOT_ICMP} meta l4proto . th dport vmap @${base}_any`] : []),
+    ...(present.has("anyr") ? [`${NOT_ICMP} meta l4proto . th dport vmap @${base}_anyr`] : []),
     ...(present.has("anyi") ? [`meta l4proto . @th,0,8 vmap @${base}_anyi`] : []),
   ];
 }
@@ -171,13 +175,15 @@ export function compileEndpoint(ep: DatapathEndpoint, ctx: EndpointContext): End
     const where = `endpoints[id=${ep.id}].${dir === "in" ? "ingress" : "egress"}`;
     const el = compileSegments(policy.segments, verdict, where);
     const kinds = [
-      ["id", ["mark", "proto", "port"], el.id],
-      ["idi", ["mark", "proto", "byte"], el.idi],
-      ["any", ["proto", "port"], el.any],
-      ["anyi", ["proto", "byte"], el.anyi],
+      ["id", ["mark", "proto", "port"], el.id, false],
+      ["idr", ["mark", "proto", "port"], el.idr, true],
+      ["idi", ["mark", "proto", "byte"], el.idi, true],
+      ["any", ["proto", "port"], el.any, false],
+      ["anyr", ["proto", "port"], el.anyr, true],
+      ["anyi", ["proto", "byte"], el.anyi, true],
     ] as const;
     const present = new Set<string>();
-    for (const [kind, fields, elements] of kinds) {
+    for (const [kind, fields, elements, interval] of kinds) {
       // Only maps with elements exist (and only their lookups are in the chain): most endpoints
       // have no ICMP or wildcard segments, and every map costs on load and read-back.
       if (elements.length === 0) continue;
@@ -186,7 +192,7 @@ export function compileEndpoint(ep: DatapathEndpoint, ctx: EndpointContext): End
         name: `${base}_${kind}`,
         fields: [...fields],
         valueType: "verdict",
-        interval: true,
+        interval,
         elements,
       });
     }
@@ -200,7 +206,9 @@ export function compileEndpoint(ep: DatapathEndpoint, ctx: EndpointContext): End
       "ct state established,related accept",
       `ct state invalid ${log(logPrefix(ep.id, dir, { kind: "invalid" }))} drop`,
       // Egress: the peer is the destination, whose identity only new connections need.
-      ...(dir === "out" && (present.has("id") || present.has("idi")) ? [`jump ${MARK_DST_CHAIN}`] : []),
+      ...(dir === "out" && (present.has("id") || present.has("idr") || present.has("idi"))
+        ? [`jump ${MARK_DST_CHAIN}`]
+        : []),
       ...lookupRules(base, present),
     );
     if (policy.enforced) rules.push(`${log(logPrefix(ep.id, dir, { kind: "default" }))} drop`);

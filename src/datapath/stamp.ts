@@ -26,7 +26,7 @@ import {
 
 export const STAMP_MAP = "stamp";
 /** Bumped when the compiled form changes meaning, so an old table never matches. */
-const FORMAT = "membrane-table-v3";
+const FORMAT = "membrane-table-v4";
 const MOD = 1n << 64n;
 
 export function h64(text: string): bigint {

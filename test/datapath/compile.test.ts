@@ -140,9 +140,59 @@ describe("compileSegments", () => {
     assert.deepEqual(text(L4ANY, el.any), ["17 . 53 : return"]);
     assert.deepEqual(text(L4ANY, el.anyi), ["58 . 128-129 : goto d4"]);
   });
+  test("a single port goes to the exact-match (hash) map, a port range or a gap to the interval map", () => {
+    const el = compileSegments(
+      [
+        seg(300, 6, 5432, 5432),
+        seg(300, 6, 8000, 8080, "deny", 2),
+        seg(0, 17, 53, 53),
+        seg(0, 6, 1, 1023, "deny", 3),
+        seg(301, 0, 0, 0, "allow", 4),
+        seg(301, 6, 22, 22, "deny", 5),
+        seg(301, 6, 24, 24, "deny", 5),
+      ],
+      verdict,
+      "t",
+    );
+    assert.deepEqual(text(L4, el.id), [
+      "300 . 6 . 5432 : return",
+      "301 . 6 . 22 : goto d5",
+      "301 . 6 . 24 : goto d5",
+      // The proto-0 segment's gap between 22 and 24 is one port: exact too (it overlaps nothing).
+      "301 . 6 . 23 : return",
+    ]);
+    assert.deepEqual(text(L4, el.idr), [
+      "300 . 6 . 8000-8080 : goto d2",
+      "301 . 6 . 0-21 : return",
+      "301 . 6 . 25-65535 : return",
+      "301 . 0 . 0-65535 : return",
+      "301 . 2-5 . 0-65535 : return",
+      "301 . 7-57 . 0-65535 : return",
+      "301 . 59-255 . 0-65535 : return",
+    ]);
+    assert.deepEqual(text(L4ANY, el.any), ["17 . 53 : return"]);
+    assert.deepEqual(text(L4ANY, el.anyr), ["6 . 1-1023 : goto d3"]);
+  });
+  test("directions sharing one segment array share their element keys; an array changed in place is laid out again", () => {
+    const segs = [seg(300, 6, 5432, 5432), seg(0, 6, 8000, 8080, "deny", 2)];
+    const a = compileSegments(segs, verdict, "a");
+    const b = compileSegments(segs, (s) => `goto other${s.ruleId}`, "b");
+    assert.equal(a.id[0]?.key, b.id[0]?.key, "one key array for both");
+    assert.deepEqual(text(L4, b.id), ["300 . 6 . 5432 : goto other1"]);
+    assert.deepEqual(text(L4ANY, b.anyr), ["6 . 8000-8080 : goto other2"]);
+    (segs[0] as PolicySegment).lo = 5433;
+    (segs[0] as PolicySegment).hi = 5433;
+    assert.deepEqual(text(L4, compileSegments(segs, verdict, "a").id), ["300 . 6 . 5433 : return"]);
+    segs.push(seg(300, 6, 5433, 5433));
+    assert.throws(
+      () => compileSegments(segs, verdict, "c"),
+      /Cannot compile c: identity 300 proto 6 has overlapping/,
+    );
+  });
   test("a proto-0 segment covers every protocol, port and ICMP type", () => {
     const el = compileSegments([seg(300, 0, 0, 0, "deny", 9)], verdict, "t");
-    assert.deepEqual(text(L4, el.id), [
+    assert.deepEqual(text(L4, el.id), []);
+    assert.deepEqual(text(L4, el.idr), [
       "300 . 0 . 0-65535 : goto d9",
       "300 . 2-57 . 0-65535 : goto d9",
       "300 . 59-255 . 0-65535 : goto d9",
@@ -155,7 +205,8 @@ describe("compileSegments", () => {
       verdict,
       "t",
     );
-    assert.deepEqual(text(L4, el.id), [
+    assert.deepEqual(text(L4, el.id), []);
+    assert.deepEqual(text(L4, el.idr), [
       "300 . 6 . 80-90 : goto d3",
       "300 . 6 . 0-79 : return",
       "300 . 6 . 91-65535 : return",
@@ -400,7 +451,6 @@ describe("plan", () => {
             name: "e12_in_id",
             type: ["mark", "inet_proto", "inet_service"],
             map: "verdict",
-            flags: ["interval"],
             elem: [[{ concat: [301, 6, 5432] }, { goto: { target: "e12_in_a1" } }]],
           },
         },

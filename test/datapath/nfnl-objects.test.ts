@@ -172,7 +172,20 @@ describe("nfnl objects: the same table as nft writes (root)", { skip: skip ?? fa
       const eps = Array.from({ length: 40 }, (_, i) => endpoint(r, i + 1));
       await step("create 40 endpoints", new Map(eps.map((ep) => [ep.id, compileEndpoint(ep, ctx)])));
       const listed = await list(tables.nfnl);
-      for (const shape of ["_id {", "_idi {", "_any {", "_anyi {", "_r", "_a", "_u", "_p", "d {", "comment"])
+      for (const shape of [
+        "_id {",
+        "_idr {",
+        "_idi {",
+        "_any {",
+        "_anyr {",
+        "_anyi {",
+        "_r",
+        "_a",
+        "_u",
+        "_p",
+        "d {",
+        "comment",
+      ])
         assert.ok(listed.includes(shape), `the random endpoints cover ${shape}`);
       // New policies for a third (chains and maps come and go, elements change), the rest kept.
       const changed = new Map(parts);

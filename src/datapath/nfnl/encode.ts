@@ -5,7 +5,8 @@
  *
  *   field     one-field key          field of a concatenation (each padded to 4 bytes)
  *   ipv4/6    4/16 bytes, network    same
- *   mark      4 bytes, host order    4 bytes, network order (nft byte-swaps concatenated marks)
+ *   mark      4 bytes, host order    interval maps: 4 bytes, network order (nft byte-swaps them);
+ *                                    hash maps: 4 bytes, host order
  *   proto     -                      1 byte + 3 zero
  *   port      -                      2 bytes network order + 2 zero
  *   byte      -                      1 byte + 3 zero
@@ -67,7 +68,8 @@ function keyBytes(m: NftMap, key: readonly KeyPart[], end: boolean): Buffer | un
       case "mark": {
         if (v > 0xffffffffn) return undefined;
         const x = Number(v);
-        if (kind === "mark" && !concat) b.writeUInt32LE(x, o);
+        // nft byte-swaps a mark only in an interval map's concatenation (pipapo compares bytes).
+        if (kind === "mark" && !(concat && m.interval)) b.writeUInt32LE(x, o);
         else b.writeUInt32BE(x, o);
         break;
       }

@@ -59,6 +59,8 @@ const UD_TH =
   "0000000002040300000003040000000004040800000004080004010000000100060400000000";
 
 const VERDICT_MAP = { flags: 0x8c /* INTERVAL|MAP|CONCAT */, dataType: 0xffffff00, dataLen: 0 } as const;
+// A concatenated map without intervals (a hash): nft 1.0.6 sends MAP only, and no field lengths.
+const HASH_MAP = { flags: 0x08 /* MAP */, dataType: 0xffffff00, dataLen: 0, fieldLens: [] } as const;
 /** The endpoint maps' declarations (model.ts mapDecl): key type ids and field lengths as nft sends them. */
 const SHAPES: Record<string, Omit<WireSet, "name">> = {
   "mark,proto,port": {
@@ -89,12 +91,24 @@ const SHAPES: Record<string, Omit<WireSet, "name">> = {
     fieldLens: [1, 1],
     userdata: Buffer.from(UD_TH, "hex"),
   },
+  "mark,proto,port/hash": {
+    ...HASH_MAP,
+    keyType: 0x0001330d,
+    keyLen: 12,
+    userdata: Buffer.from(UD_TYPE, "hex"),
+  },
+  "proto,port/hash": {
+    ...HASH_MAP,
+    keyType: 0x0000030d,
+    keyLen: 8,
+    userdata: Buffer.from(UD_TYPE, "hex"),
+  },
 };
 
 /** An endpoint map's declaration, or undefined for any other map. */
 export function setOf(m: NftMap): WireSet | undefined {
-  if (!ENDPOINT_MAP.test(m.name) || m.valueType !== "verdict" || !m.interval) return undefined;
-  const shape = SHAPES[m.fields.join(",")];
+  if (!ENDPOINT_MAP.test(m.name) || m.valueType !== "verdict") return undefined;
+  const shape = SHAPES[m.fields.join(",") + (m.interval ? "" : "/hash")];
   return shape ? { name: m.name, ...shape } : undefined;
 }
 

@@ -9,7 +9,7 @@
  *   meta l4proto != N                  meta l4proto, cmp !=
  *   [meta mark & M .] meta l4proto . th dport|@th,0,8 vmap @S
  *                                      concatenation in registers 1, 9, 10 (nft's byte-order
- *                                      conversions included), lookup with a verdict
+ *                                      conversions for interval maps included), lookup with a verdict
  *   log group G prefix "P"   accept | drop | jump C | goto C   ct mark set ct mark or X
  *   comment "..."                      (last) the rule's userdata
  *
@@ -22,7 +22,7 @@ import { parseAddr } from "../../labels/cidr.js";
 
 /** Chains the endpoint compiler names (and the shared chain its egress jumps to). */
 export const ENDPOINT_CHAIN = /^e\d{1,10}_(in|out)(_[arpu]\d{1,10}d?)?$/;
-export const ENDPOINT_MAP = /^e\d{1,10}_(in|out)_(id|idi|any|anyi)$/;
+export const ENDPOINT_MAP = /^e\d{1,10}_(in|out)_(id|idr|idi|any|anyr|anyi)$/;
 const JUMP_TARGET = /^(mark_dst|e\d{1,10}_(in|out)(_[arpu]\d{1,10}d?)?)$/;
 
 /** A statement rules.ts does not know: not an error, the caller lets nft write the change. */
@@ -52,8 +52,14 @@ const nfproto = (family: 4 | 6): Expr[] => [
   { op: "cmp", sreg: 1, eq: true, data: Buffer.from([family === 4 ? 2 : 10]) },
 ];
 
+/** The endpoint maps that are hashes (segments.ts: single ports); the others are interval maps. */
+const HASH_MAP = /_(id|any)$/;
+
 function lookup(mask: string | undefined, l4: "port" | "byte", set: string): Expr[] {
   if (!ENDPOINT_MAP.test(set)) throw new Error(`map @${set} is not an endpoint map`);
+  // nft converts the host-order fields (mark, protocol) to network order only for an
+  // interval map's key (pipapo compares bytes); a hash map's key keeps them as loaded.
+  const hton = !HASH_MAP.test(set);
   const out: Expr[] = [];
   // The first field goes to register 1 (16 bytes), the next ones to the 4-byte registers 9, 10.
   let next = 1;
@@ -61,12 +67,13 @@ function lookup(mask: string | undefined, l4: "port" | "byte", set: string): Exp
     out.push(
       { op: "meta", key: "mark", dreg: 1 },
       { op: "bitwise", reg: 1, mask: le32(parseInt(mask, 16)), xor: le32(0), withOp: true },
-      { op: "hton", reg: 1, len: 4, size: 4 },
+      ...(hton ? [{ op: "hton", reg: 1, len: 4, size: 4 } as const] : []),
     );
     next = 9;
   }
   // nft 1.0.6 converts the protocol byte with size 2, length 1: a no-op kept for identical bytes.
-  out.push({ op: "meta", key: "l4proto", dreg: next }, { op: "hton", reg: next, len: 1, size: 2 });
+  out.push({ op: "meta", key: "l4proto", dreg: next });
+  if (hton) out.push({ op: "hton", reg: next, len: 1, size: 2 });
   next = next === 1 ? 9 : next + 1;
   out.push(
     l4 === "port"

@@ -1,0 +1,35 @@
+/**
+ * CPU time of the agent's helper processes, for the scale bench's figures
+ * (scale.ts): the machine may be shared, and CPU time is steadier than the
+ * wall clock there. The nfnl writer does its nf_tables work inside `sendmsg`,
+ * so its system time is the kernel's cost of a batch.
+ */
+import { readdirSync, readFileSync } from "node:fs";
+
+export /** CPU time (ms, 10 ms ticks) of the nfnl writer processes (nfnl/child.js) below `root`. */
+function writerCpuMs(root: number): { user: number; system: number } {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, [number, number]>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = readFileSync(`/proc/${d}/stat`, "latin1");
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+      parent.set(Number(d), Number(f[1]));
+      if (readFileSync(`/proc/${d}/cmdline`, "latin1").includes("nfnl/child"))
+        ticks.set(Number(d), [Number(f[11]), Number(f[12])]);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  let user = 0;
+  let system = 0;
+  for (const [pid, [u, s]] of ticks) {
+    let p: number | undefined = pid;
+    while (p !== undefined && p > 1 && p !== root) p = parent.get(p);
+    if (p !== root) continue;
+    user += u * 10;
+    system += s * 10;
+  }
+  return { user, system };
+}
