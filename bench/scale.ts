@@ -5,7 +5,8 @@
  * remote-endpoints controller; the remote side has no namespaces).
  *
  *   npm run bench -- scale [--endpoints=250,1000] [--quick] [--cap-seconds=300]
- *                          [--skip=apply,ipcache,create,traffic]   -> one JSON line per figure
+ *                          [--skip=apply,ipcache,create,traffic] [--pin=C,S|none] [--prefix=mbs]
+ *                                                                  -> one JSON line per figure
  *
  * --cap-seconds bounds the sampling of each latency figure (each line says how many samples it took);
  * --skip leaves figures out (to profile one: `node --cpu-prof dist/bench/scale.js ...`).
@@ -13,11 +14,11 @@
  *   remote endpoints + policies --agent--> store      (then the kernel is emptied)
  *   + N endpoint records seeded into the store
  *   --> cold start --> restart --> policy apply --> ipcache change --> endpoint create
- *   --> traffic: no table vs Membrane, A/B interleaved
+ *   --> traffic: no table vs Membrane, ABBA rounds, agent idle before each window (settle.ts)
  *
  * Every figure line carries its target and whether it holds (`ok`), and the
  * machine's load average when it was taken (the machine may be shared).
- * Scratch namespaces have the prefix "mbs<hex>", removed at the end and on SIGINT.
+ * Scratch namespaces have the prefix "mbs<hex>" (or --prefix), removed at the end and on SIGINT.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -39,7 +40,8 @@ import {
   REMOTES,
   seedEndpoints,
 } from "./scale-world.js";
-import { abTraffic, has, pct, r1, RR_PORT, trafficFigures } from "./traffic.js";
+import { settle } from "./settle.js";
+import { abTraffic, has, parsePin, pct, r1, RR_PORT, trafficFigures, type Pin } from "./traffic.js";
 
 const load = (): number => r1(loadavg()[0] ?? 0);
 const out = (o: Record<string, unknown>): void =>
@@ -63,14 +65,16 @@ interface Settings {
   readonly grow: number;
   /** Figures not taken (--skip=apply,ipcache,create,traffic), to profile one of them. */
   readonly skip: ReadonlySet<string>;
+  /** CPUs of the traffic client and server (--pin=C,S or --pin=none). */
+  readonly pin?: Pin | undefined;
 }
 
 const FULL: Settings = {
   applies: 30,
   ipcacheChanges: 50,
   creates: 20,
-  rounds: 4,
-  seconds: 5,
+  rounds: 8,
+  seconds: 3,
   capMs: 300_000,
   grow: 0,
   skip: new Set(),
@@ -79,8 +83,8 @@ const QUICK: Settings = {
   applies: 6,
   ipcacheChanges: 10,
   creates: 5,
-  rounds: 2,
-  seconds: 2,
+  rounds: 6,
+  seconds: 1,
   capMs: 120_000,
   grow: 0,
   skip: new Set(),
@@ -288,11 +292,16 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     const server = await mk("bench-server");
     let variant = 0;
     let enforcing: string[] = [];
+    const settledMs: number[] = [];
     const ab = await abTraffic({
       client,
       server: { netns: server.netns, ip: server.ipv4 },
       rounds: s.rounds,
       seconds: s.seconds,
+      pin: s.pin,
+      // The agent's background work (its verification of the table after the restart above,
+      // nft read-backs) is over before each window of either condition.
+      settle: async () => void settledMs.push(await settle()),
       conditions: ["none", "membrane"],
       setCondition: async (cond) => {
         const loaded = await tableLoaded(o.nodeNetns as string, o.table);
@@ -316,6 +325,7 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
       ...common,
       seconds: s.seconds,
       rounds: s.rounds,
+      settledMs,
     })) {
       out({ ...f, enforcingCheck: `allowed port ${enforcing[0]}, other port ${enforcing[1]}` });
     }
@@ -352,8 +362,12 @@ async function main(): Promise<void> {
     skip: new Set(names),
     ...(cap !== undefined && Number(cap) > 0 ? { capMs: Number(cap) * 1000 } : {}),
     ...(Number.isInteger(grow) && grow > 0 ? { grow } : {}),
+    pin: parsePin(argv.find((a) => a.startsWith("--pin="))?.slice("--pin=".length)),
   };
-  const prefix = "mbs" + randomBytes(3).toString("hex");
+  const prefixArg = argv.find((a) => a.startsWith("--prefix="))?.slice("--prefix=".length);
+  if (prefixArg !== undefined && !/^[a-z][a-z0-9]{1,5}$/.test(prefixArg))
+    throw new Error(`--prefix=${prefixArg}: give 2-6 lower-case letters and digits, a letter first`);
+  const prefix = (prefixArg ?? "mbs") + randomBytes(3).toString("hex");
   const onSignal = (): void =>
     void cleanupPrefix(`${prefix}-`)
       .then(() => Promise.all([...dirs].map((d) => rm(d, { recursive: true, force: true }))))
