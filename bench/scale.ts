@@ -28,7 +28,6 @@ import pino from "pino";
 import { startAgent, type AgentOptions, type RunningAgent } from "../src/agent/run.js";
 import { runRaw } from "../src/datapath/exec.js";
 import { cleanupPrefix } from "../src/datapath/netns.js";
-import { Probe } from "../src/probe/probe.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
 import {
   BULK,
@@ -40,8 +39,8 @@ import {
   REMOTES,
   seedEndpoints,
 } from "./scale-world.js";
-import { settle } from "./settle.js";
-import { abTraffic, has, parsePin, pct, r1, RR_PORT, trafficFigures, type Pin } from "./traffic.js";
+import { scaleTraffic, tableLoaded } from "./scale-traffic.js";
+import { has, parsePin, pct, r1, type Pin } from "./traffic.js";
 
 const load = (): number => r1(loadavg()[0] ?? 0);
 const out = (o: Record<string, unknown>): void =>
@@ -101,11 +100,6 @@ async function hostLinks(netns: string): Promise<Map<string, number>> {
     if (x) m.set(x[2] as string, Number(x[1]));
   }
   return m;
-}
-
-async function tableLoaded(netns: string, table: string): Promise<boolean> {
-  const r = await runRaw(["nft", "list", "tables"], { netns });
-  return r.status === 0 && r.stdout.includes(`inet ${table}\n`);
 }
 
 /** Times `f` up to `n` times (or until `capMs` passed). */
@@ -286,49 +280,16 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
 
     // 7. Traffic between two local endpoints: no table vs the table with the 50,000-entry ipcache.
     if (s.skip.has("traffic")) return;
-    const mk = (name: string) =>
-      agent().createEndpointRequest({ name, namespace: "default", labels: { app: name } });
-    const client = await mk("bench-client");
-    const server = await mk("bench-server");
-    let variant = 0;
-    let enforcing: string[] = [];
-    const settledMs: number[] = [];
-    const ab = await abTraffic({
-      client,
-      server: { netns: server.netns, ip: server.ipv4 },
+    await scaleTraffic({
+      agent: agent(),
+      nodeNetns: o.nodeNetns as string,
+      table: o.table,
       rounds: s.rounds,
       seconds: s.seconds,
       pin: s.pin,
-      // The agent's background work (its verification of the table after the restart above,
-      // nft read-backs) is over before each window of either condition.
-      settle: async () => void settledMs.push(await settle()),
-      conditions: ["none", "membrane"],
-      setCondition: async (cond) => {
-        const loaded = await tableLoaded(o.nodeNetns as string, o.table);
-        if (cond === "none" && loaded) await agent().reconciler.deleteTable();
-        // Any change makes the agent enforce, and with no table it loads the whole table.
-        if (cond === "membrane" && !loaded) await agent().applyPolicies(policies(++variant), "bench.yaml");
-        if ((await tableLoaded(o.nodeNetns as string, o.table)) !== (cond === "membrane"))
-          throw new Error(`the table is not as condition "${cond}" needs`);
-        if (cond === "membrane" && enforcing.length === 0) {
-          // The table is on the path: the server's allowed port answers, another port is dropped.
-          const probe = Probe.start(client.netns);
-          enforcing = [
-            await probe.tcp(server.ipv4, RR_PORT, 1000),
-            await probe.tcp(server.ipv4, RR_PORT + 1, 1000),
-          ];
-          probe.stop();
-        }
-      },
+      common,
+      out,
     });
-    for (const f of trafficFigures(ab, "none", "membrane", {
-      ...common,
-      seconds: s.seconds,
-      rounds: s.rounds,
-      settledMs,
-    })) {
-      out({ ...f, enforcingCheck: `allowed port ${enforcing[0]}, other port ${enforcing[1]}` });
-    }
   } catch (e) {
     // The next size still runs; this one's remaining figures are missing, and the line says why.
     out({ figure: "error", ...common, error: errorText(e), ok: false });

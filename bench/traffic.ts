@@ -87,7 +87,9 @@ export interface AbParams {
   /** Puts the datapath in `cond` before its measurement. */
   readonly setCondition: (cond: string) => Promise<void>;
   /** Waits, after setCondition and before each window of either condition, e.g. for the agent to be idle. */
-  readonly settle?: () => Promise<void>;
+  readonly settle?: (cond: string) => Promise<void>;
+  /** Checks, after each window, that the datapath stayed in `cond` throughout (throws if not). */
+  readonly check?: (cond: string) => Promise<void>;
   /** CPUs the client and the server are pinned to (taskset), or none. Default: defaultPin(). */
   readonly pin?: Pin | undefined;
 }
@@ -101,8 +103,10 @@ export interface Pin {
 /**
  * Client on CPU 0, server on the last CPU: a veth delivers in the sender's softirq, so each
  * direction's kernel work (conntrack, nftables) then runs on its sender's CPU, and the same
- * in every window (unpinned, the scheduler put both ends on one CPU in some windows and on
- * two in others: the ping-pong rate doubled or halved with it).
+ * in every window. Unpinned, the scheduler may put both ends on one CPU in one window and
+ * on two in the next, and a ping-pong's rate differs by up to 2x between the two (a likely
+ * cause of the 14,938..28,654/s spread within one condition seen before; not measured on
+ * a quiet machine yet: `--pin=none` compares).
  */
 export function defaultPin(): Pin | undefined {
   const n = availableParallelism();
@@ -181,7 +185,7 @@ export async function abTraffic(p: AbParams): Promise<{ windows: Window[]; iperf
     for (let round = 0; round < p.rounds; round++) {
       for (const cond of roundOrder(p.conditions, round)) {
         await p.setCondition(cond);
-        await p.settle?.();
+        await p.settle?.(cond);
         const cpu0 = process.cpuUsage();
         let gbps: number | undefined;
         let cpuSecPerGB: number | undefined;
@@ -209,6 +213,7 @@ export async function abTraffic(p: AbParams): Promise<{ windows: Window[]; iperf
         if (j.perSec === undefined) throw new Error(`rr client failed: ${j.error ?? c.stderr}`);
         const srv = JSON.parse(await rrLine()) as { cpuUs: number };
         const agent = process.cpuUsage(cpu0);
+        await p.check?.(cond);
         windows.push({
           round,
           cond,
