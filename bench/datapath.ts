@@ -2,12 +2,13 @@
  * Benchmark of the kernel path (needs root): what Membrane's nftables table
  * costs traffic, and how fast a policy change is enforced through the agent.
  *
- *   node dist/bench/datapath.js            -> one JSON line per figure
+ *   node dist/bench/datapath.js [traffic|agent] [--rounds=4] [--seconds=5] [--pin=C,S|none] [--prefix=mbb]
+ *                                          -> one JSON line per figure
  *
  * 1. TCP throughput (iperf3) and request/response rate (a Node ping-pong, 1-byte
  *    messages) between two endpoint namespaces, with no table vs with Membrane
  *    enforcing 10,000 identities and 10,000 MapState entries on the receiver.
- *    Conditions alternate A/B/A/B...; medians are reported.
+ *    Conditions alternate in ABBA order; the median of the paired ratios is reported.
  * 2. Policy apply -> enforced latency through the agent (applyPolicies wall
  *    time) at 100 and 1,000 endpoints, and endpoint create latency.
  *
@@ -27,7 +28,18 @@ import type { DatapathState, PolicySegment } from "../src/datapath/types.js";
 import { Probe } from "../src/probe/probe.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
 import { seedEndpoints } from "./scale-world.js";
-import { abTraffic, has, IPERF_PORT, median, pct, r1, RR_PORT, trafficFigures } from "./traffic.js";
+import {
+  abTraffic,
+  has,
+  IPERF_PORT,
+  median,
+  parsePin,
+  pct,
+  r1,
+  RR_PORT,
+  trafficFigures,
+  type Pin,
+} from "./traffic.js";
 
 const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "datapath", ...o }));
 // ---- part 1: traffic with and without Membrane -------------------------------------------
@@ -91,7 +103,7 @@ function bigState(
   };
 }
 
-async function traffic(prefix: string, rounds: number, seconds: number): Promise<void> {
+async function traffic(prefix: string, rounds: number, seconds: number, pin: Pin | undefined): Promise<void> {
   const node = await createNode({
     netns: `${prefix}-node`,
     gateway4: "10.220.0.1",
@@ -111,13 +123,16 @@ async function traffic(prefix: string, rounds: number, seconds: number): Promise
     server,
     rounds,
     seconds,
+    pin,
     conditions: ["none", "membrane"],
     setCondition: async (cond) => {
       const t0 = performance.now();
+      const loaded =
+        (await runRaw(["nft", "list", "table", "inet", rec.table], { netns: node.netns })).status === 0;
       if (cond === "none") {
-        if ((await runRaw(["nft", "list", "table", "inet", rec.table], { netns: node.netns })).status === 0)
-          await rec.deleteTable();
-      } else {
+        if (loaded) await rec.deleteTable();
+      } else if (!loaded) {
+        // ABBA: the second window of a pair keeps the table the first one loaded.
         const a = await rec.apply(state);
         if (!a.changed) throw new Error("the table was expected to be loaded");
         loadMs.push(performance.now() - t0);
@@ -264,7 +279,11 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) return out({ skipped: "needs root (network namespaces, nftables)" });
   for (const bin of ["ip", "nft"])
     if (!has(bin)) return out({ skipped: `needs ${bin} (apt-get install iproute2 nftables)` });
-  const prefix = "mbb" + randomBytes(2).toString("hex");
+  const prefixArg = argv.find((a) => a.startsWith("--prefix="))?.slice("--prefix=".length);
+  if (prefixArg !== undefined && !/^[a-z][a-z0-9]{1,5}$/.test(prefixArg))
+    throw new Error(`--prefix=${prefixArg}: give 2-6 lower-case letters and digits, a letter first`);
+  const prefix = (prefixArg ?? "mbb") + randomBytes(2).toString("hex");
+  const pin = parsePin(argv.find((a) => a.startsWith("--pin="))?.slice("--pin=".length));
   const only = argv.filter((a) => !a.startsWith("--"));
   const rounds = Number(argv.find((a) => a.startsWith("--rounds="))?.slice(9) ?? 4);
   const seconds = Number(argv.find((a) => a.startsWith("--seconds="))?.slice(10) ?? 5);
@@ -273,7 +292,7 @@ async function main(): Promise<void> {
   process.once("SIGTERM", onSignal);
   try {
     if (only.length === 0 || only.includes("traffic"))
-      await traffic(prefix, Math.min(rounds, 10), Math.min(seconds, 30));
+      await traffic(prefix, Math.min(rounds, 20), Math.min(seconds, 30), pin);
     if (only.length === 0 || only.includes("agent")) await agentLatency(prefix, 30, 300_000);
   } finally {
     await cleanupPrefix(`${prefix}-`);

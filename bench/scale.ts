@@ -5,7 +5,8 @@
  * remote-endpoints controller; the remote side has no namespaces).
  *
  *   npm run bench -- scale [--endpoints=250,1000] [--quick] [--cap-seconds=300]
- *                          [--skip=apply,ipcache,create,traffic] [--applies=N]   -> one JSON line per figure
+ *                          [--skip=apply,ipcache,create,traffic] [--applies=N] [--pin=C,S|none]
+ *                          [--prefix=mbs]                          -> one JSON line per figure
  *
  * --cap-seconds bounds the sampling of each latency figure (each line says how many samples it took);
  * --skip leaves figures out (to profile one: `node --cpu-prof dist/bench/scale.js ...`).
@@ -13,11 +14,11 @@
  *   remote endpoints + policies --agent--> store      (then the kernel is emptied)
  *   + N endpoint records seeded into the store
  *   --> cold start --> restart --> policy apply --> ipcache change --> endpoint create
- *   --> traffic: no table vs Membrane, A/B interleaved
+ *   --> traffic: no table vs Membrane, ABBA rounds, agent idle before each window (settle.ts)
  *
  * Every figure line carries its target and whether it holds (`ok`), and the
  * machine's load average when it was taken (the machine may be shared).
- * Scratch namespaces have the prefix "mbs<hex>", removed at the end and on SIGINT.
+ * Scratch namespaces have the prefix "mbs<hex>" (or --prefix), removed at the end and on SIGINT.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -27,7 +28,6 @@ import pino from "pino";
 import { startAgent, type AgentOptions, type RunningAgent } from "../src/agent/run.js";
 import { runRaw } from "../src/datapath/exec.js";
 import { cleanupPrefix } from "../src/datapath/netns.js";
-import { Probe } from "../src/probe/probe.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
 import {
   BULK,
@@ -40,7 +40,8 @@ import {
   seedEndpoints,
 } from "./scale-world.js";
 import { writerCpuMs } from "./scale-cpu.js";
-import { abTraffic, has, pct, r1, RR_PORT, trafficFigures } from "./traffic.js";
+import { scaleTraffic, tableLoaded } from "./scale-traffic.js";
+import { has, parsePin, pct, r1, type Pin } from "./traffic.js";
 
 const load = (): number => r1(loadavg()[0] ?? 0);
 const out = (o: Record<string, unknown>): void =>
@@ -64,14 +65,16 @@ interface Settings {
   readonly grow: number;
   /** Figures not taken (--skip=apply,ipcache,create,traffic), to profile one of them. */
   readonly skip: ReadonlySet<string>;
+  /** CPUs of the traffic client and server (--pin=C,S or --pin=none). */
+  readonly pin?: Pin | undefined;
 }
 
 const FULL: Settings = {
   applies: 30,
   ipcacheChanges: 50,
   creates: 20,
-  rounds: 4,
-  seconds: 5,
+  rounds: 8,
+  seconds: 3,
   capMs: 300_000,
   grow: 0,
   skip: new Set(),
@@ -80,8 +83,8 @@ const QUICK: Settings = {
   applies: 6,
   ipcacheChanges: 10,
   creates: 5,
-  rounds: 2,
-  seconds: 2,
+  rounds: 6,
+  seconds: 1,
   capMs: 120_000,
   grow: 0,
   skip: new Set(),
@@ -98,11 +101,6 @@ async function hostLinks(netns: string): Promise<Map<string, number>> {
     if (x) m.set(x[2] as string, Number(x[1]));
   }
   return m;
-}
-
-async function tableLoaded(netns: string, table: string): Promise<boolean> {
-  const r = await runRaw(["nft", "list", "tables"], { netns });
-  return r.status === 0 && r.stdout.includes(`inet ${table}\n`);
 }
 
 /** Times `f` up to `n` times (or until `capMs` passed). */
@@ -307,43 +305,16 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
 
     // 7. Traffic between two local endpoints: no table vs the table with the 50,000-entry ipcache.
     if (s.skip.has("traffic")) return;
-    const mk = (name: string) =>
-      agent().createEndpointRequest({ name, namespace: "default", labels: { app: name } });
-    const client = await mk("bench-client");
-    const server = await mk("bench-server");
-    let variant = 0;
-    let enforcing: string[] = [];
-    const ab = await abTraffic({
-      client,
-      server: { netns: server.netns, ip: server.ipv4 },
+    await scaleTraffic({
+      agent: agent(),
+      nodeNetns: o.nodeNetns as string,
+      table: o.table,
       rounds: s.rounds,
       seconds: s.seconds,
-      conditions: ["none", "membrane"],
-      setCondition: async (cond) => {
-        const loaded = await tableLoaded(o.nodeNetns as string, o.table);
-        if (cond === "none" && loaded) await agent().reconciler.deleteTable();
-        // Any change makes the agent enforce, and with no table it loads the whole table.
-        if (cond === "membrane" && !loaded) await agent().applyPolicies(policies(++variant), "bench.yaml");
-        if ((await tableLoaded(o.nodeNetns as string, o.table)) !== (cond === "membrane"))
-          throw new Error(`the table is not as condition "${cond}" needs`);
-        if (cond === "membrane" && enforcing.length === 0) {
-          // The table is on the path: the server's allowed port answers, another port is dropped.
-          const probe = Probe.start(client.netns);
-          enforcing = [
-            await probe.tcp(server.ipv4, RR_PORT, 1000),
-            await probe.tcp(server.ipv4, RR_PORT + 1, 1000),
-          ];
-          probe.stop();
-        }
-      },
+      pin: s.pin,
+      common,
+      out,
     });
-    for (const f of trafficFigures(ab, "none", "membrane", {
-      ...common,
-      seconds: s.seconds,
-      rounds: s.rounds,
-    })) {
-      out({ ...f, enforcingCheck: `allowed port ${enforcing[0]}, other port ${enforcing[1]}` });
-    }
   } catch (e) {
     // The next size still runs; this one's remaining figures are missing, and the line says why.
     out({ figure: "error", ...common, error: errorText(e), ok: false });
@@ -382,8 +353,12 @@ async function main(): Promise<void> {
     applies: appliesN,
     ...(cap !== undefined && Number(cap) > 0 ? { capMs: Number(cap) * 1000 } : {}),
     ...(Number.isInteger(grow) && grow > 0 ? { grow } : {}),
+    pin: parsePin(argv.find((a) => a.startsWith("--pin="))?.slice("--pin=".length)),
   };
-  const prefix = "mbs" + randomBytes(3).toString("hex");
+  const prefixArg = argv.find((a) => a.startsWith("--prefix="))?.slice("--prefix=".length);
+  if (prefixArg !== undefined && !/^[a-z][a-z0-9]{1,5}$/.test(prefixArg))
+    throw new Error(`--prefix=${prefixArg}: give 2-6 lower-case letters and digits, a letter first`);
+  const prefix = (prefixArg ?? "mbs") + randomBytes(3).toString("hex");
   const onSignal = (): void =>
     void cleanupPrefix(`${prefix}-`)
       .then(() => Promise.all([...dirs].map((d) => rm(d, { recursive: true, force: true }))))

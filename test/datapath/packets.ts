@@ -52,6 +52,17 @@ export function tcpSegment(src: string, dst: string, sport: number, dport: numbe
   return h;
 }
 
+/** A UDP datagram (8-byte header + payload) with a valid checksum (IPv6 needs one). */
+export function udpDatagram(src: string, dst: string, sport: number, dport: number, payload: string): Buffer {
+  const h = Buffer.alloc(8);
+  const d = Buffer.concat([h, Buffer.from(payload)]);
+  d.writeUInt16BE(sport, 0);
+  d.writeUInt16BE(dport, 2);
+  d.writeUInt16BE(d.length, 4);
+  d.writeUInt16BE(onesSum(Buffer.concat([pseudo(src, dst, 17, d.length), d])) || 0xffff, 6);
+  return d;
+}
+
 /** ICMP (v4) echo message; type 0 = reply, 8 = request. ICMPv6 checksums are filled in by the kernel. */
 export function icmpEcho(type: number, v6: boolean): Buffer {
   const h = Buffer.alloc(16);

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { DirectionPolicy, PolicySegment } from "../../src/datapath/types.js";
 import { Lab, rootSkipReason, type Host } from "./harness.js";
-import { TCP_FLAGS, icmpEcho, sctpInit, tcpSegment } from "./packets.js";
+import { TCP_FLAGS, icmpEcho, sctpInit, tcpSegment, udpDatagram } from "./packets.js";
 
 const skip = rootSkipReason();
 const A = 1001;
@@ -272,6 +272,39 @@ describe("datapath traffic (root: netns, nftables, real packets)", { skip: skip 
       } finally {
         await a.exec(["ip", "addr", "del", `${spoofed}/${fam === "IPv4" ? 32 : 128}`, "dev", "eth0"]);
       }
+    });
+
+    // Why the established accept comes after the sender's anti-spoofing (compile.ts pre_c), not
+    // first: conntrack matches the 5-tuple only, so a packet forged from another endpoint with a
+    // tracked flow's addresses and ports would pass as "established" (rp_filter is off).
+    test(`${fam}: a datagram forged into another endpoint's established UDP flow is dropped`, async () => {
+      const [a, b, c] = [lab.ep("a"), lab.ep("b"), lab.ep("c")];
+      const port = fam === "IPv4" ? 40104 : 40106;
+      const ctr = `est${fam === "IPv4" ? 4 : 6}`;
+      await b.addCounter(ctr, `udp sport 5400 udp dport ${port}`);
+      // b -> c:5400 and c's answer (no listener there: the answer is the test's own): a flow
+      // conntrack holds as established.
+      await b.raw(addr("c"), 17, udpDatagram(addr("b"), addr("c"), port, 5400, "query"), addr("b"));
+      await c.raw(addr("b"), 17, udpDatagram(addr("c"), addr("b"), 5400, port, "answer"), addr("c"));
+      assert.equal(await b.readCounter(ctr), 1, "control: c's answer arrives");
+      const plen = fam === "IPv4" ? 32 : 128;
+      await a.exec([
+        "ip",
+        "addr",
+        "add",
+        `${addr("c")}/${plen}`,
+        "dev",
+        "eth0",
+        ...(fam === "IPv6" ? ["nodad"] : []),
+      ]);
+      try {
+        await a.raw(addr("b"), 17, udpDatagram(addr("c"), addr("b"), 5400, port, "forged"), addr("c"));
+        assert.equal(await b.readCounter(ctr), 1, "a's forged answer must not arrive");
+      } finally {
+        await a.exec(["ip", "addr", "del", `${addr("c")}/${plen}`, "dev", "eth0"]);
+      }
+      await c.raw(addr("b"), 17, udpDatagram(addr("c"), addr("b"), 5400, port, "again"), addr("c"));
+      assert.equal(await b.readCounter(ctr), 2, "control: the flow is still established");
     });
 
     test(`${fam}: a TCP ACK or RST without a connection is subject to policy`, async () => {
