@@ -31,6 +31,11 @@ export interface EndpointRecordV1 {
     readonly ifname: string;
     readonly network: string;
     readonly standalone?: true;
+    /**
+     * Chained after `bridge`: the bridge its veth is a port of. Its packets reach the node's
+     * forward hook from the bridge, not from its veth, so its egress policy is not enforced.
+     */
+    readonly bridge?: string;
   };
 }
 

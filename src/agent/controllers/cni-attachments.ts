@@ -123,7 +123,12 @@ export class CniAttachments {
         hostIfname: host,
         ipv4: v4[0] ?? "",
         ...(v6[0] !== undefined ? { ipv6: v6[0] } : {}),
-        cni: { containerId: req.containerId, ifname: req.ifname, network: req.network },
+        cni: {
+          containerId: req.containerId,
+          ifname: req.ifname,
+          network: req.network,
+          ...(bridge !== undefined ? { bridge } : {}),
+        },
       };
       const engine = this.d.engine();
       try {
@@ -146,6 +151,11 @@ export class CniAttachments {
         { endpoint: key, hostIfname: host, queuedMs: ms(t0, t1), linkMs: ms(t1, t2), enforceMs: ms(t2, t3) },
         "cni endpoint adopted",
       );
+      if (bridge !== undefined)
+        this.d.logger.warn(
+          { endpoint: key, bridge },
+          "cni endpoint behind a bridge: its egress policy is not enforced (chain after ptp for egress)",
+        );
       return this.d.endpoints.view(rec);
     });
   }
