@@ -158,4 +158,38 @@ describe("membrane-cni standalone: the agent wires the container (root)", { skip
       await c.destroy();
     }
   });
+  test("a restarted agent keeps a standalone endpoint as wired (nothing re-created), still enforced; GC of the network then deletes its veth and frees its address", async () => {
+    const c = await CniLab.start("standalone", "10.89.9.0/24");
+    try {
+      const lab = c.lab;
+      await lab.endpoint("client", { app: "client" });
+      await lab.endpoint("other", { app: "other" });
+      await lab.agent.applyPolicies(SERVER_FROM_CLIENT, "server.yaml");
+      const { att, result } = await c.add("web", "MEMBRANE_LABELS=app:server");
+      const ip = ((result as unknown as Result).ips[0]?.address ?? "").split("/")[0] ?? "";
+      const server = lab.probeIn(att.netns.slice("/run/netns/".length));
+      await server.listen("tcp", 80);
+      await lab.stopAgent();
+      const from = lab.logs.length;
+      await lab.startAgent();
+      for (
+        let i = 0;
+        i < 600 && !lab.logs.slice(from).some((l) => l["msg"] === "adopted endpoints verified");
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 50));
+      assert.equal(lab.agent.getEndpoint("default", "web").ipv4, ip);
+      assert.equal(await lab.ep("client").probe.tcp(ip, 80, T), "ok");
+      assert.equal(await lab.ep("other").probe.tcp(ip, 80, T), "timeout");
+      // GC: the runtime knows no attachment of this network any more.
+      const gc = await c.rt.one("GC", "membrane-cni", att, { "cni.dev/valid-attachments": [] });
+      assert.equal(gc.status, 0, gc.stdout);
+      assert.throws(() => lab.agent.getEndpoint("default", "web"), /Cannot find endpoint/);
+      assert.deepEqual(await nodeLinks(c), [], "no veth left in the node");
+      assert.ok(!(await ipamOwners(c)).includes("default/web"), "the address is free");
+      assert.deepEqual(await lab.agent.datapathDiff(), []);
+    } finally {
+      await c.destroy();
+    }
+  });
 });

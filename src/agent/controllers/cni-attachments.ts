@@ -24,6 +24,7 @@ import { KEYS, type EndpointRecordV1 } from "../records.js";
 import {
   addStandalone,
   releaseStandalone,
+  unwireStandalone,
   type StandaloneDeps,
   type StandaloneView,
 } from "./cni-standalone.js";
@@ -221,12 +222,15 @@ export class CniAttachments {
 
   private async forget(rec: EndpointRecordV1): Promise<void> {
     const key = epKey(rec.namespace, rec.name);
+    const standalone = rec.cni?.standalone === true;
+    // The veth first: a failure leaves the record, so that the runtime's retried DEL finds it again.
+    if (standalone) await unwireStandalone(this.d, rec);
     await this.d.store.delete(KEYS.endpoints + key);
     this.d.endpoints.drop(key);
     this.d.engine().deleteEndpoint(rec.namespace, rec.name);
     this.d.endpoints.revisions.bump();
     await this.d.enforce();
-    if (rec.cni?.standalone === true) await releaseStandalone(this.d, rec);
+    if (standalone) await releaseStandalone(this.d, rec);
     this.d.logger.info({ endpoint: key, containerId: rec.cni?.containerId }, "cni endpoint released");
   }
 

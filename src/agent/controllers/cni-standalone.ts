@@ -5,7 +5,7 @@
  *
  *   addStandalone: address from IPAM ─▶ record, identity, policy in the kernel ─▶ veth into CNI_NETNS
  *                  named CNI_IFNAME, addresses, routes (datapath/cni-wire.ts) ─▶ the endpoint + result
- *   releaseStandalone (DEL, GC, a stale one): veth deleted, address freed
+ *   unwireStandalone, then releaseStandalone (DEL, GC, a stale one): veth deleted, address freed
  *
  * Policy first, then the veth: the container is never reachable unenforced.
  * A failed add is undone whole: no veth, no address, no record.
@@ -105,9 +105,13 @@ export async function addStandalone(d: StandaloneDeps, req: StandaloneRequest): 
   }
 }
 
-/** After the record is forgotten: the veth deleted, the address freed (both idempotent). */
+/** Before the record is forgotten: the veth deleted (the kernel takes the container's end along; idempotent). */
+export function unwireStandalone(d: StandaloneDeps, rec: EndpointRecordV1): Promise<void> {
+  return unwireContainer(d.nodeNetns, rec.hostIfname);
+}
+
+/** After the record is forgotten and its policy gone from the kernel: the address freed (idempotent). */
 export async function releaseStandalone(d: StandaloneDeps, rec: EndpointRecordV1): Promise<void> {
-  await unwireContainer(d.nodeNetns, rec.hostIfname);
   await d.ipam.release(epKey(rec.namespace, rec.name));
 }
 
