@@ -8,7 +8,10 @@
  *            the endpoint adopted (logged after its policy is in the kernel), the whole
  *            `podman run`, and `podman stop` (DEL through the runtime).
  *
- *   npm run bench -- cni [--quick]     -> one JSON line per figure, with the load average
+ *   standalone (--standalone: membrane-cni alone, the agent wires the container; no podman part):
+ *            ADD and DEL latency and the plugin process's CPU time.
+ *
+ *   npm run bench -- cni [--quick] [--bridge | --standalone]  -> one JSON line per figure, with the load average
  *
  * Target: membrane-cni ADD p99 < 150 ms direct. Scratch namespaces: "mx5<hex>", removed at the end.
  */
@@ -121,6 +124,45 @@ async function direct(c: CniLab): Promise<void> {
   out({ figure: "del-direct", plugin: "membrane-cni+ptp", existing, ...stats(delChain) });
 }
 
+/** membrane-cni alone (standalone): ADD and DEL as a runtime calls them, in fresh namespaces. */
+async function directStandalone(c: CniLab): Promise<void> {
+  const add: number[] = [];
+  const del: number[] = [];
+  const cpu: number[] = [];
+  const conf = JSON.stringify({
+    ...c.rt.p.conflist.plugins[0],
+    cniVersion: c.rt.p.conflist.cniVersion,
+    name: c.rt.p.conflist.name,
+  });
+  const ours = join(c.pluginDir, "membrane-cni");
+  for (let i = 0; i < DIRECT; i++) {
+    const att = await c.sandbox(`s${i}`);
+    const env = (cmd: string) => ({
+      CNI_COMMAND: cmd,
+      CNI_CONTAINERID: att.containerId,
+      CNI_NETNS: att.netns,
+      CNI_IFNAME: att.ifname,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAME=${att.containerId};MEMBRANE_LABELS=app:server`,
+      CNI_PATH: c.rt.p.pluginDirs.join(":"),
+    });
+    const [a, tAdd] = await timed(() =>
+      execPlugin(ours, env("ADD"), conf, c.lab.node, ["/usr/bin/time", "-f", "cpu %U %S"]),
+    );
+    if (a.status !== 0) throw new Error(`membrane-cni ADD: ${a.stdout}`);
+    const m = /cpu ([\d.]+) ([\d.]+)/.exec(a.stderr);
+    cpu.push(m ? (Number(m[1]) + Number(m[2])) * 1000 : NaN);
+    add.push(tAdd);
+    const [d, tDel] = await timed(() => execPlugin(ours, env("DEL"), conf, c.lab.node));
+    if (d.status !== 0) throw new Error(`membrane-cni DEL: ${d.stdout}`);
+    del.push(tDel);
+    await c.lab.ip(["netns", "del", att.netns.slice("/run/netns/".length)]);
+  }
+  const ok = pct(add, 0.99) < 150;
+  out({ figure: "add-direct", plugin: "membrane-cni standalone", existing: EXISTING, ...stats(add), target: "p99 < 150", ok }); // prettier-ignore
+  out({ figure: "add-direct standalone membrane-cni process CPU (user+sys)", existing: EXISTING, ...stats(cpu) }); // prettier-ignore
+  out({ figure: "del-direct", plugin: "membrane-cni standalone", existing: EXISTING, ...stats(del) });
+}
+
 async function podman(c: CniLab): Promise<void> {
   const p = new Podman(join(c.dir, "podman"), c.lab.node);
   const run: number[] = [];
@@ -152,7 +194,9 @@ async function podman(c: CniLab): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const c = await CniLab.start(process.argv.includes("--bridge") ? "bridge" : "ptp", "10.89.20.0/23");
+  const standalone = process.argv.includes("--standalone");
+  const kind = standalone ? "standalone" : process.argv.includes("--bridge") ? "bridge" : "ptp";
+  const c = await CniLab.start(kind, "10.89.20.0/23");
   const stopping = (): void => void c.destroy().then(() => process.exit(130));
   process.once("SIGINT", stopping);
   try {
@@ -163,6 +207,10 @@ async function main(): Promise<void> {
         labels: { app: i % 2 ? "client" : "filler" },
       });
     await c.lab.agent.applyPolicies(POLICY, "bench.yaml");
+    if (standalone) {
+      await directStandalone(c);
+      return;
+    }
     await direct(c);
     await podman(c);
   } finally {

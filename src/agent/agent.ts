@@ -115,7 +115,13 @@ export class Agent {
       nodeNetns: p.nodeNetns,
       node: () => this.node,
     });
-    this.cni = new CniAttachments({ ...deps, endpoints: this.endpoints, nodeNetns: p.nodeNetns });
+    this.cni = new CniAttachments({
+      ...deps,
+      endpoints: this.endpoints,
+      nodeNetns: p.nodeNetns,
+      ipam: this.ipam,
+      node: () => this.node,
+    });
     this.policies = new PoliciesController({ ...deps, kernelBehind: () => this.enforcer.kernelBehind });
     this.names = new NamesController(
       deps,

@@ -22,8 +22,21 @@ export interface EndpointRecordV1 {
   readonly ipv6?: string;
   /** Named container ports (for policies with named ports). */
   readonly ports?: readonly { name: string; port: number; protocol: "TCP" | "UDP" | "SCTP" }[];
-  /** Wired by a CNI runtime (controllers/cni-attachments.ts): its namespace and links are not ours. */
-  readonly cni?: { readonly containerId: string; readonly ifname: string; readonly network: string };
+  /**
+   * Attached by a CNI runtime (controllers/cni-attachments.ts): its namespace is not ours; its links
+   * are the previous plugin's, or with `standalone` the agent's (controllers/cni-standalone.ts).
+   */
+  readonly cni?: {
+    readonly containerId: string;
+    readonly ifname: string;
+    readonly network: string;
+    readonly standalone?: true;
+    /**
+     * Chained after `bridge`: the bridge its veth is a port of. Its packets reach the node's
+     * forward hook from the bridge, not from its veth, so its egress policy is not enforced.
+     */
+    readonly bridge?: string;
+  };
 }
 
 /**

@@ -1,10 +1,13 @@
 /**
- * membrane-cni: a chained CNI plugin (spec 1.0.0, 1.1.0). The plugin before
- * it (bridge, ptp, ...) wires the container; membrane-cni asks the agent to
- * adopt the host side of the veth as an endpoint and returns once its policy
- * is in the kernel.
+ * membrane-cni: a CNI plugin (spec 1.0.0, 1.1.0), chained or standalone.
+ * Chained: the plugin before it (bridge, ptp, ...) wires the container;
+ * membrane-cni asks the agent to adopt the host side of the veth as an
+ * endpoint and returns once its policy is in the kernel. Standalone (no
+ * prevResult: first in the list): the agent wires the container itself
+ * (veth into CNI_NETNS, address from its IPAM, routes) and returns the result.
  *
  *   env CNI_* + stdin config ──run()──▶ ADD     POST /v1/cni/attachments  ──▶ prevResult passed through
+ *                                      ADD (no prevResult) POST, standalone ──▶ the agent's cniResult
  *                                      DEL     DELETE .../:id/:ifname     ──▶ (nothing; idempotent)
  *                                      CHECK   GET .../:id/:ifname        ──▶ (nothing)
  *                                      GC      POST /v1/cni/gc            ──▶ (nothing)
@@ -120,7 +123,8 @@ async function dispatch(inv: Invocation, conf: MembranePluginConf, call: AgentCa
   const att = `/v1/cni/attachments/${encodeURIComponent(inv.containerId)}/${encodeURIComponent(inv.ifname)}`;
   switch (inv.command) {
     case "ADD": {
-      const prev = needPrev(conf, "ADD");
+      if (!conf.prevResult) return addStandalone(inv, conf, call, socket, timeout);
+      const prev = conf.prevResult;
       const id = endpointIdentity(inv, conf);
       const { hostInterfaces, ips } = containerSide(prev, inv);
       await call(socket, timeout, "POST", "/v1/cni/attachments", {
@@ -171,9 +175,41 @@ function needPrev(conf: MembranePluginConf, cmd: string): CniResult {
     throw new CniError(
       CNI_ERRORS.invalidConfig,
       `${cmd} without prevResult`,
-      "membrane-cni runs chained after an interface plugin (bridge, ptp): put it after one in the conflist's plugins",
+      "the runtime passes the ADD's result to CHECK (SPEC.md section 3)",
     );
   return conf.prevResult;
+}
+
+/**
+ * Standalone ADD (membrane-cni first in the list): the agent makes the veth into CNI_NETNS named
+ * CNI_IFNAME, an address from its IPAM and the routes, enforces, and returns the CNI result.
+ */
+async function addStandalone(
+  inv: Invocation,
+  conf: MembranePluginConf,
+  call: AgentCall,
+  socket: string,
+  timeout: number,
+): Promise<CniResult> {
+  const id = endpointIdentity(inv, conf);
+  const answer = (await call(socket, timeout, "POST", "/v1/cni/attachments", {
+    containerId: inv.containerId,
+    ifname: inv.ifname,
+    network: conf.name,
+    netns: inv.netns,
+    ...id,
+    hostInterfaces: [],
+    ips: [],
+    standalone: true,
+  })) as { cniResult?: Omit<CniResult, "cniVersion"> } | undefined;
+  const r = answer?.cniResult;
+  if (!r || !Array.isArray(r.interfaces) || !Array.isArray(r.ips))
+    throw new CniError(
+      MEMBRANE_CNI_ERRORS.agentRefused,
+      "read the Membrane agent's answer",
+      "it has no cniResult (an agent older than membrane-cni's standalone mode?)",
+    );
+  return { cniVersion: conf.cniVersion, interfaces: r.interfaces, ips: r.ips, routes: r.routes ?? [] };
 }
 
 /** The container interface's addresses and the result's host-side interfaces. */

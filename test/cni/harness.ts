@@ -15,17 +15,26 @@ import { AgentLab } from "../agent/e2e/harness.js";
 import { CniRuntime, installPlugin, type Attachment, type Conflist } from "./runtime.js";
 
 export type FirstPlugin = "ptp" | "bridge";
+/** "standalone": membrane-cni alone in the list (the agent wires the container). */
+export type ListKind = FirstPlugin | "standalone";
 
 /** "mx5" + 6 random hex characters (interface names stay <= 15 with a short suffix). */
 export function mx5Prefix(): string {
   return "mx5" + randomBytes(3).toString("hex");
 }
 
-/** The conflist: `first` wiring an address from `subnet`, then membrane-cni talking to `socket`. */
+/** "mx7" + 6 random hex characters (standalone-mode tests). */
+export function mx7Prefix(): string {
+  return "mx7" + randomBytes(3).toString("hex");
+}
+
+/** The conflist: `first` wiring an address from `subnet`, then membrane-cni talking to `socket` (or it alone). */
 export function conflist(
-  first: FirstPlugin,
+  first: ListKind,
   o: { name: string; subnet: string; socket: string; dataDir: string; bridge: string },
 ): Conflist {
+  const own = { type: "membrane-cni", socket: o.socket, labels: { net: o.name } };
+  if (first === "standalone") return { cniVersion: "1.0.0", name: o.name, plugins: [own] };
   const ipam = { type: "host-local", ranges: [[{ subnet: o.subnet }]], dataDir: o.dataDir };
   const wire =
     first === "ptp"
@@ -34,7 +43,7 @@ export function conflist(
   return {
     cniVersion: "1.0.0",
     name: o.name,
-    plugins: [wire, { type: "membrane-cni", socket: o.socket, labels: { net: o.name } }],
+    plugins: [wire, own],
   };
 }
 
@@ -49,8 +58,8 @@ export class CniLab {
   ) {}
 
   /** An agent lab (pod CIDR 10.210.0.0/24) and a runtime for `first` + membrane-cni on 10.89.x.0/24. */
-  static async start(first: FirstPlugin, subnet = "10.89.3.0/24"): Promise<CniLab> {
-    const prefix = mx5Prefix();
+  static async start(first: ListKind, subnet = "10.89.3.0/24"): Promise<CniLab> {
+    const prefix = first === "standalone" ? mx7Prefix() : mx5Prefix();
     const dir = await mkdtemp(join(tmpdir(), `membrane-cni-${prefix}-`));
     const lab = Reflect.construct(AgentLab, [
       prefix,

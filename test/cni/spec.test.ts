@@ -126,6 +126,50 @@ describe("membrane-cni against the vendored CNI spec", () => {
     ]);
   });
 
+  test("standalone ADD (no prevResult) asks the agent to wire the container and prints its result, with only keys of types100.Result", async () => {
+    const cniResult = {
+      interfaces: [{ name: "mbc7" }, { name: "eth0", mac: "aa:bb:cc:dd:ee:01", sandbox: "/run/netns/c1" }],
+      ips: [{ address: "10.210.0.7/32", gateway: "10.210.0.1", interface: 1 }],
+      routes: [{ dst: "0.0.0.0/0", gw: "10.210.0.1" }],
+    };
+    const a = agent({ name: "web", cniResult });
+    const out = await run(
+      { ...ENV, CNI_COMMAND: "ADD", CNI_ARGS: "K8S_POD_NAME=web;MEMBRANE_LABELS=app:web" },
+      conf(),
+      a.call,
+    );
+    assert.equal(out.status, 0, out.stdout);
+    const r = JSON.parse(out.stdout) as Record<string, unknown>;
+    assert.deepEqual(r, { cniVersion: "1.1.0", ...cniResult });
+    const go = upstream("types100.go");
+    const tags = jsonTags(go, "Result");
+    for (const k of Object.keys(r)) assert.ok(tags.has(k), `Result has ${k}`);
+    const ifTags = jsonTags(go, "Interface");
+    for (const i of r["interfaces"] as object[]) for (const k of Object.keys(i)) assert.ok(ifTags.has(k), k);
+    const ipTags = jsonTags(go, "ipConfig");
+    for (const i of r["ips"] as object[]) for (const k of Object.keys(i)) assert.ok(ipTags.has(k), k);
+    const rtTags = jsonTags(upstream("types.go"), "route");
+    for (const i of r["routes"] as object[]) for (const k of Object.keys(i)) assert.ok(rtTags.has(k), k);
+    assert.deepEqual(a.calls, [
+      [
+        "POST",
+        "/v1/cni/attachments",
+        {
+          containerId: "c1abc",
+          ifname: "eth0",
+          network: "net1",
+          netns: "/run/netns/c1",
+          namespace: "default",
+          name: "web",
+          labels: { app: "web" },
+          hostInterfaces: [],
+          ips: [],
+          standalone: true,
+        },
+      ],
+    ]);
+  });
+
   test("VERSION answers the versions we implement, with only the keys of SPEC.md's VERSION result", async () => {
     for (const v of ["1.0.0", "1.1.0", "0.4.0"]) {
       const out = await run({ CNI_COMMAND: "VERSION" }, JSON.stringify({ cniVersion: v }));
@@ -206,11 +250,18 @@ describe("membrane-cni against the vendored CNI spec", () => {
       details: /field "socket"/,
     },
     {
-      name: "ADD without prevResult (not chained): 7",
-      env: { ...ENV, CNI_COMMAND: "ADD" },
+      name: "CHECK without prevResult: 7",
+      env: { ...ENV, CNI_COMMAND: "CHECK" },
       stdin: conf(),
       code: 7,
-      details: /chained after an interface plugin/,
+      details: /the ADD's result to CHECK/,
+    },
+    {
+      name: "standalone ADD to an agent that answers no cniResult: 100",
+      env: { ...ENV, CNI_COMMAND: "ADD" },
+      stdin: conf(),
+      code: 100,
+      details: /no cniResult/,
     },
     {
       name: "a prevResult whose ip indexes no interface: 7 naming the field",

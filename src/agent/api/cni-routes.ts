@@ -4,12 +4,14 @@
  *
  *   POST   /v1/cni/attachments {containerId, ifname, network, netns, namespace, name, labels,
  *                               hostInterfaces, ips}          ADD: adopt the veth, enforce, the endpoint
+ *                               (+ standalone: true, no hostInterfaces/ips: the agent wires the container
+ *                               in netns, answers the endpoint and its cniResult)
  *   GET    /v1/cni/attachments/:containerId/:ifname          CHECK: the endpoint, its host veth up
  *   DELETE /v1/cni/attachments/:containerId/:ifname          DEL: forget it (idempotent)
  *   POST   /v1/cni/gc {network, valid: [{containerID, ifname}]}   GC: forget the others of the network
  */
 import type { CniAttachments } from "../controllers/cni-attachments.js";
-import { badField, fields, item, list, string, stringMap } from "./body.js";
+import { badField, fields, item, list, optionalBoolean, string, stringMap } from "./body.js";
 import type { ApiRequest, Route } from "./router.js";
 
 /** Attachments per GC call (a node runs far fewer containers). */
@@ -40,7 +42,9 @@ export function cniRoutes(cni: CniAttachments): Route[] {
           labels: "optional",
           hostInterfaces: "required",
           ips: "required",
+          standalone: "optional",
         });
+        const standalone = optionalBoolean(req, b, "standalone");
         return cni.add({
           containerId: string(req, b, "containerId", 255),
           ifname: string(req, b, "ifname", 15),
@@ -51,6 +55,7 @@ export function cniRoutes(cni: CniAttachments): Route[] {
           labels: stringMap(req, b, "labels"),
           hostInterfaces: strings(req, b, "hostInterfaces", 16),
           ips: strings(req, b, "ips", 16),
+          ...(standalone !== undefined ? { standalone } : {}),
         });
       },
     },

@@ -3,6 +3,7 @@
  * (bridge, ptp, ...) wired the container's interface; the agent adopts the
  * host side of its veth as an endpoint and enforces on it. Nothing here
  * creates or deletes a namespace, a link or an address: they are the runtime's.
+ * Standalone (no previous plugin): the agent wires the container itself, in cni-standalone.ts.
  *
  *   membrane-cni ADD ──POST /v1/cni/attachments──▶ add():   host veth checked in the node,
  *                                                           record (endpoints/<ns>/<name>, with `cni`),
@@ -19,9 +20,15 @@ import { MembraneError } from "../../errors.js";
 import { ip } from "../../datapath/exec.js";
 import { setSysctls } from "../../datapath/netns.js";
 import { workloadLabels } from "../../labels/k8s.js";
-import type { ControllerDeps } from "../controller.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
-import type { EndpointsController, EndpointView } from "./endpoints.js";
+import {
+  addStandalone,
+  releaseStandalone,
+  unwireStandalone,
+  type StandaloneDeps,
+  type StandaloneView,
+} from "./cni-standalone.js";
+import type { EndpointView } from "./endpoints.js";
 import { epKey, validateName } from "./validate.js";
 
 export interface CniAttachRequest {
@@ -38,13 +45,12 @@ export interface CniAttachRequest {
   ips: string[];
   /** CNI_NETNS: a name under /run/netns is kept (L7 bypass resets enter it), another path is not. */
   netns: string;
+  /** No previous plugin: the agent wires the container itself (cni-standalone.ts); hostInterfaces and ips empty. */
+  standalone?: boolean;
 }
 
-export interface CniAttachmentsDeps extends ControllerDeps {
-  readonly endpoints: EndpointsController;
-  /** The node's network namespace; undefined = the agent's own. */
-  readonly nodeNetns: string | undefined;
-}
+/** The node's network namespace (nodeNetns; undefined = the agent's own), IPAM and gateways for standalone. */
+export type CniAttachmentsDeps = StandaloneDeps;
 
 interface LinkInfo {
   ifname: string;
@@ -65,7 +71,7 @@ export class CniAttachments {
     return undefined;
   }
 
-  add(req: CniAttachRequest): Promise<EndpointView> {
+  add(req: CniAttachRequest): Promise<EndpointView | StandaloneView> {
     const t0 = performance.now();
     return this.d.serial(async () => {
       const t1 = performance.now();
@@ -79,6 +85,17 @@ export class CniAttachments {
       const key = epKey(req.namespace, req.name);
       const byName = [...this.d.endpoints.all()].find((r) => epKey(r.namespace, r.name) === key);
       if (byName && !(await this.dropIfStale(byName))) throw refuse(`endpoint ${key} exists`);
+      if (req.standalone === true) {
+        if (req.hostInterfaces.length > 0 || req.ips.length > 0)
+          throw refuse(
+            "a standalone attachment takes no host interfaces or addresses (the agent makes them)",
+          );
+        if (!/^[A-Za-z0-9_.-]{1,15}$/.test(req.ifname))
+          throw refuse(`${JSON.stringify(req.ifname)} is not an interface name`);
+        if (!req.netns.startsWith("/"))
+          throw refuse(`the namespace ${JSON.stringify(req.netns.slice(0, 100))} is not an absolute path`);
+        return addStandalone(this.d, req);
+      }
       const v4 = req.ips.filter((a) => isIP(a) === 4);
       const v6 = req.ips.filter((a) => isIP(a) === 6);
       if (v4.length !== 1 || v6.length > 1)
@@ -107,7 +124,12 @@ export class CniAttachments {
         hostIfname: host,
         ipv4: v4[0] ?? "",
         ...(v6[0] !== undefined ? { ipv6: v6[0] } : {}),
-        cni: { containerId: req.containerId, ifname: req.ifname, network: req.network },
+        cni: {
+          containerId: req.containerId,
+          ifname: req.ifname,
+          network: req.network,
+          ...(bridge !== undefined ? { bridge } : {}),
+        },
       };
       const engine = this.d.engine();
       try {
@@ -130,6 +152,11 @@ export class CniAttachments {
         { endpoint: key, hostIfname: host, queuedMs: ms(t0, t1), linkMs: ms(t1, t2), enforceMs: ms(t2, t3) },
         "cni endpoint adopted",
       );
+      if (bridge !== undefined)
+        this.d.logger.warn(
+          { endpoint: key, bridge },
+          "cni endpoint behind a bridge: its egress policy is not enforced (chain after ptp for egress)",
+        );
       return this.d.endpoints.view(rec);
     });
   }
@@ -195,11 +222,15 @@ export class CniAttachments {
 
   private async forget(rec: EndpointRecordV1): Promise<void> {
     const key = epKey(rec.namespace, rec.name);
+    const standalone = rec.cni?.standalone === true;
+    // The veth first: a failure leaves the record, so that the runtime's retried DEL finds it again.
+    if (standalone) await unwireStandalone(this.d, rec);
     await this.d.store.delete(KEYS.endpoints + key);
     this.d.endpoints.drop(key);
     this.d.engine().deleteEndpoint(rec.namespace, rec.name);
     this.d.endpoints.revisions.bump();
     await this.d.enforce();
+    if (standalone) await releaseStandalone(this.d, rec);
     this.d.logger.info({ endpoint: key, containerId: rec.cni?.containerId }, "cni endpoint released");
   }
 

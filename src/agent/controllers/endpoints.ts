@@ -35,7 +35,8 @@ export interface EndpointView {
   netns: string;
   hostIfname: string;
   ingress: { enforced: boolean; entries: number };
-  egress: { enforced: boolean; entries: number };
+  /** `unenforced`: a policy selects it for egress but the datapath cannot enforce it there (why). */
+  egress: { enforced: boolean; entries: number; unenforced?: string };
   policyRevision: number;
 }
 
@@ -351,7 +352,7 @@ export class EndpointsController implements Controller {
       netns: rec.netns,
       hostIfname: rec.hostIfname,
       ingress: { enforced: pol.ingress.enforced, entries: pol.ingress.mapState.size },
-      egress: { enforced: pol.egress.enforced, entries: pol.egress.mapState.size },
+      egress: egressView(rec, pol.egress.enforced, pol.egress.mapState.size),
       policyRevision: pol.revision,
     };
   }
@@ -376,6 +377,17 @@ export class EndpointsController implements Controller {
       ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
     };
   }
+}
+
+/** An endpoint chained after `bridge` does not claim egress enforcement (records.ts `cni.bridge`). */
+function egressView(rec: EndpointRecordV1, enforced: boolean, entries: number): EndpointView["egress"] {
+  const br = rec.cni?.bridge;
+  if (br === undefined || !enforced) return { enforced, entries };
+  return {
+    enforced: false,
+    entries,
+    unenforced: `chained after bridge ${br}: its packets reach the node from the bridge, not from its own veth, so its egress policy is not enforced (chain membrane-cni after ptp, or use standalone mode)`,
+  };
 }
 
 function engineSpec(rec: EndpointRecordV1) {

@@ -34,7 +34,11 @@ export function endpointRows(eps: readonly EndpointView[]): string[][] {
       e.ipv4,
       e.ipv6 ?? "-",
       e.ingress.enforced ? `enforced (${e.ingress.entries})` : "open",
-      e.egress.enforced ? `enforced (${e.egress.entries})` : "open",
+      e.egress.unenforced !== undefined
+        ? "NOT ENFORCED (bridge)"
+        : e.egress.enforced
+          ? `enforced (${e.egress.entries})`
+          : "open",
       Object.entries(e.labels)
         .map(([k, v]) => `${k}=${v}`)
         .join(","),
