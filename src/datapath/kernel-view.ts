@@ -1,49 +1,43 @@
 /**
- * What the kernel should hold, in a compact form a worker thread can compare
- * with a read-back of the table (verify-thread.ts), so that the periodic check
- * never parses or compares the whole table on the agent's event loop.
+ * What the kernel should hold, as text a worker thread can compare with a
+ * read-back of the table (verify-thread.ts), so that the periodic check
+ * neither parses nor compares the whole table on the agent's event loop.
  *
  *   Applied (incremental.ts: what the kernel accepted last)
- *     --expectedView(), in slices (the loop turns between them)--> KernelView
- *        maps: name, signature, field kinds, elements as "canon value" lines (hosts: "ip id")
- *        chains: "name hash rules" lines
- *     --postMessage (strings: copied, not walked)--> worker: nft -j list table, parseTable,
- *        compareView() --> same | the first difference
+ *     --expectedView(), in slices (the loop turns between them)--> KernelView: chunks of lines
+ *        M <map> <signature> <field kinds>     a map of ours
+ *        E <map> <canon> <value>               one of its elements (D: a dispatch element)
+ *        H <map> <ip> <identity>               a host element (the worker makes the element)
+ *        C <chain> <hash> <rules>              a chain of ours
+ *     --postMessage (an array of strings: copied, not walked)--> worker: nft -j list table,
+ *        parseTable, compareView() --> same | the first difference
  *
- * compareView() finds a difference exactly when plan() would write something
- * (a missing or extra map or chain, a changed map declaration, an element
- * added, removed or with another value, a chain with another content hash or
- * rule count, the stamp): the Reconciler then runs its whole-table verify on the
- * main thread, which plans the repair by delta (rare: drift is a hand edit or
- * a bug). Pure: no I/O.
+ * An endpoint's text is made once per compiled part (parts are replaced, not
+ * changed, when an endpoint changes), so a check costs the host lines and the
+ * endpoints that changed since the last one. compareView() finds a difference
+ * exactly when plan() would write something (a missing or extra map or chain, a
+ * changed map declaration, an element added, removed or with another value, a
+ * chain with another content hash or rule count, the stamp): the Reconciler
+ * then runs its whole-table compare on the main thread, which plans the repair
+ * by delta (rare: a hand edit or a bug). Pure: no I/O.
  */
+import type { EndpointParts } from "./compile-endpoint.js";
 import { hostElement, HOST_MAPS } from "./compile.js";
+import type { Applied } from "./incremental.js";
 import {
   chainHash,
   elementCanon,
   mapSignature,
   type FieldKind,
+  type NftChain,
   type NftElement,
   type NftMap,
 } from "./model.js";
 import { decodeElements, parseTable } from "./readback.js";
 import { stampMap, STAMP_MAP } from "./stamp.js";
-import type { Applied } from "./incremental.js";
 
-export interface ViewMap {
-  readonly name: string;
-  readonly signature: string;
-  readonly fields: readonly FieldKind[];
-  /** "canon value" per element, one a line; for the host maps "ip identity" (the worker makes the element). */
-  readonly lines: string;
-  readonly hostLines: boolean;
-}
-
-export interface KernelView {
-  readonly maps: readonly ViewMap[];
-  /** "name hash rules", one chain a line. */
-  readonly chains: string;
-}
+/** Chunks of view lines (see the picture above), in no particular order. */
+export type KernelView = readonly string[];
 
 const DISPATCH: Record<string, "egress" | "ingress" | "ingress4" | "ingress6"> = {
   egress_ep: "egress",
@@ -52,73 +46,113 @@ const DISPATCH: Record<string, "egress" | "ingress" | "ingress4" | "ingress6"> =
   ingress_ep6: "ingress6",
 };
 
-/** Work done between two turns of the event loop while building a view. */
-const SLICE = 2000;
+/** Items between two turns of the event loop while a view is built. */
+const SLICE = 5000;
 
-const line = (e: NftElement): string => `${elementCanon(e)} ${e.value}`;
+const elementLine = (tag: string, map: string, e: NftElement): string =>
+  `${tag} ${map} ${elementCanon(e)} ${e.value}`;
+const mapLine = (m: NftMap): string => `M ${m.name} ${mapSignature(m)} ${m.fields.join(",")}`;
+const chainLine = (c: NftChain): string => `C ${c.name} ${chainHash(c)} ${c.rules.length}`;
+
+/** An endpoint part's lines: made once per part object (a changed endpoint gets a new part). */
+const partTexts = new WeakMap<EndpointParts, string>();
+
+function partText(part: EndpointParts): string {
+  let t = partTexts.get(part);
+  if (t !== undefined) return t;
+  const out: string[] = [];
+  for (const m of part.maps) {
+    out.push(mapLine(m));
+    for (const e of m.elements) out.push(elementLine("E", m.name, e));
+  }
+  for (const c of part.chains) out.push(chainLine(c));
+  for (const [name, dir] of Object.entries(DISPATCH)) {
+    const e = part.dispatch[dir];
+    if (e) out.push(elementLine("D", name, e));
+  }
+  t = out.join("\n");
+  partTexts.set(part, t);
+  return t;
+}
 
 /**
  * The view of `applied`. `yieldNow` is awaited every few thousand items (the
- * caller lets the event loop turn); `stale()` is checked after each: when it
- * says the applied state moved on, building stops and undefined comes back.
+ * caller lets the event loop turn); `stale()` is checked after each: when the
+ * applied state moved on meanwhile, building stops and undefined comes back.
  */
 export async function expectedView(
   applied: Applied,
   yieldNow: () => Promise<void>,
   stale: () => boolean,
 ): Promise<KernelView | undefined> {
-  let work = 0;
-  const step = async (n: number): Promise<boolean> => {
-    work += n;
-    if (work < SLICE) return true;
-    work = 0;
+  const chunks: string[] = [];
+  const global: string[] = [];
+  for (const m of applied.global.maps) {
+    global.push(mapLine(m));
+    if (m.name === STAMP_MAP)
+      for (const e of stampMap(applied.digest.total).elements) global.push(elementLine("E", m.name, e));
+    // Host and dispatch maps: their elements come from the hosts and the parts.
+    else if (DISPATCH[m.name] === undefined && m.name !== HOST_MAPS[4] && m.name !== HOST_MAPS[6])
+      for (const e of m.elements) global.push(elementLine("E", m.name, e));
+  }
+  for (const c of applied.global.chains) global.push(chainLine(c));
+  chunks.push(global.join("\n"));
+  let lines: string[] = [];
+  const flush = async (): Promise<boolean> => {
+    chunks.push(lines.join("\n"));
+    lines = [];
     await yieldNow();
     return !stale();
   };
-  const maps: ViewMap[] = [];
-  const chains: string[] = [];
-  const hostIps: Record<string, string[]> = { [HOST_MAPS[4]]: [], [HOST_MAPS[6]]: [] };
   for (const [ip, id] of applied.hosts.copy) {
-    const fam = ip.includes(":") ? HOST_MAPS[6] : HOST_MAPS[4];
-    hostIps[fam]?.push(`${ip} ${id}`);
-    if (!(await step(1))) return undefined;
+    lines.push(`H ${ip.includes(":") ? HOST_MAPS[6] : HOST_MAPS[4]} ${ip} ${id}`);
+    if (lines.length >= SLICE && !(await flush())) return undefined;
   }
-  const parts = [...applied.parts.values()].map((p) => p.part);
-  for (const m of applied.global.maps) {
-    let lines: string[];
-    const hosts = hostIps[m.name];
-    const dispatch = DISPATCH[m.name];
-    if (hosts) lines = hosts;
-    else if (m.name === STAMP_MAP) lines = stampMap(applied.digest.total).elements.map(line);
-    else if (dispatch) {
-      lines = [];
-      for (const p of parts) {
-        const e = p.dispatch[dispatch];
-        if (e) lines.push(line(e));
-      }
-    } else lines = m.elements.map(line);
-    maps.push(viewMap(m, lines, hosts !== undefined));
-    if (!(await step(lines.length))) return undefined;
+  if (!(await flush())) return undefined;
+  let n = 0;
+  for (const { part } of applied.parts.values()) {
+    chunks.push(partText(part));
+    if (++n % (SLICE / 20) === 0) {
+      await yieldNow();
+      if (stale()) return undefined;
+    }
   }
-  for (const c of applied.global.chains) chains.push(`${c.name} ${chainHash(c)} ${c.rules.length}`);
-  for (const p of parts) {
-    for (const m of p.maps) maps.push(viewMap(m, m.elements.map(line), false));
-    for (const c of p.chains) chains.push(`${c.name} ${chainHash(c)} ${c.rules.length}`);
-    if (!(await step(10 + p.maps.length))) return undefined;
-  }
-  return { maps, chains: chains.join("\n") };
+  return chunks;
 }
 
-function viewMap(m: NftMap, lines: readonly string[], hostLines: boolean): ViewMap {
-  return { name: m.name, signature: mapSignature(m), fields: m.fields, lines: lines.join("\n"), hostLines };
+interface WantMap {
+  signature: string;
+  fields: FieldKind[];
+  /** "canon value" lines; host elements as "ip identity" until compared. */
+  want: string[];
+  hosts: string[];
 }
 
-const split = (s: string): string[] => (s === "" ? [] : s.split("\n"));
-
-/** The element line of a host map's "ip identity" line (the same check as every host-map writer). */
-function hostLine(l: string): string {
-  const [ip, id] = l.split(" ");
-  return line(hostElement(ip ?? "", Number(id)).element);
+/** The view's lines, by map and chain. */
+function parseView(view: KernelView): { maps: Map<string, WantMap>; chains: Map<string, string> } {
+  const maps = new Map<string, WantMap>();
+  const chains = new Map<string, string>();
+  const map = (name: string): WantMap => {
+    let m = maps.get(name);
+    if (!m) maps.set(name, (m = { signature: "", fields: [], want: [], hosts: [] }));
+    return m;
+  };
+  for (const chunk of view) {
+    for (const l of chunk === "" ? [] : chunk.split("\n")) {
+      const sp1 = l.indexOf(" ", 2);
+      const name = l.slice(2, sp1);
+      const rest = l.slice(sp1 + 1);
+      if (l[0] === "M") {
+        const [sig, fields] = rest.split(" ");
+        const m = map(name);
+        m.signature = sig ?? "";
+        m.fields = (fields ?? "").split(",") as FieldKind[];
+      } else if (l[0] === "E" || l[0] === "D") map(name).want.push(rest);
+      else if (l[0] === "H") map(name).hosts.push(rest);
+      else if (l[0] === "C") chains.set(name, rest);
+    }
+  }
+  return { maps, chains };
 }
 
 /**
@@ -128,40 +162,31 @@ function hostLine(l: string): string {
 export function compareView(view: KernelView, doc: unknown): string | undefined {
   if (doc === undefined) return "the table is missing";
   const actual = parseTable(doc);
-  for (const m of view.maps) {
-    const a = actual.maps.get(m.name);
-    if (!a) return `map ${m.name} is missing`;
-    if (a.signature !== m.signature) return `map ${m.name} is declared ${a.signature}, not ${m.signature}`;
-    const want = split(m.lines);
-    if (a.rawElements.length !== want.length)
-      return `map ${m.name} holds ${a.rawElements.length} elements, not ${want.length}`;
-    const decl: NftMap = {
-      name: m.name,
-      fields: [...m.fields],
-      valueType: "mark",
-      interval: false,
-      elements: [],
-    };
-    const have = new Set(decodeElements(decl, a.rawElements).map(line));
-    for (const l of want) {
-      const w = m.hostLines ? hostLine(l) : l;
-      if (!have.has(w)) return `map ${m.name} lacks element ${w}`;
+  const { maps, chains } = parseView(view);
+  for (const [name, m] of maps) {
+    const a = actual.maps.get(name);
+    if (!a) return `map ${name} is missing`;
+    if (a.signature !== m.signature) return `map ${name} is declared ${a.signature}, not ${m.signature}`;
+    const count = m.want.length + m.hosts.length;
+    if (a.rawElements.length !== count)
+      return `map ${name} holds ${a.rawElements.length} elements, not ${count}`;
+    const decl: NftMap = { name, fields: m.fields, valueType: "mark", interval: false, elements: [] };
+    const have = new Set(decodeElements(decl, a.rawElements).map((e) => `${elementCanon(e)} ${e.value}`));
+    for (const w of m.want) if (!have.has(w)) return `map ${name} lacks element ${w}`;
+    for (const h of m.hosts) {
+      const [ip, id] = h.split(" ");
+      const e = hostElement(ip ?? "", Number(id)).element;
+      if (!have.has(`${elementCanon(e)} ${e.value}`)) return `map ${name} lacks host ${h}`;
     }
   }
-  if (actual.maps.size !== view.maps.length) {
-    const names = new Set(view.maps.map((m) => m.name));
-    return `map ${[...actual.maps.keys()].find((n) => !names.has(n)) ?? "?"} is not ours`;
-  }
-  const want = split(view.chains);
-  for (const l of want) {
-    const [name, hash, rules] = l.split(" ");
-    const a = actual.chains.get(name ?? "");
+  if (actual.maps.size !== maps.size)
+    return `map ${[...actual.maps.keys()].find((n) => !maps.has(n)) ?? "?"} is not ours`;
+  for (const [name, want] of chains) {
+    const a = actual.chains.get(name);
     if (!a) return `chain ${name} is missing`;
-    if (a.hash !== hash || String(a.rules) !== rules) return `chain ${name} was changed`;
+    if (`${a.hash} ${a.rules}` !== want) return `chain ${name} was changed`;
   }
-  if (actual.chains.size !== want.length) {
-    const names = new Set(want.map((l) => l.split(" ")[0]));
-    return `chain ${[...actual.chains.keys()].find((n) => !names.has(n)) ?? "?"} is not ours`;
-  }
+  if (actual.chains.size !== chains.size)
+    return `chain ${[...actual.chains.keys()].find((n) => !chains.has(n)) ?? "?"} is not ours`;
   return undefined;
 }
