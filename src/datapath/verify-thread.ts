@@ -45,6 +45,8 @@ export class VerifyThread {
     };
     return new Promise((resolve, reject) => {
       this.waiters.set(id, { resolve, reject });
+      // Held while a compare waits on it (a caller awaits the answer), let go when idle.
+      w.ref();
       w.postMessage(req);
     });
   }
@@ -57,13 +59,13 @@ export class VerifyThread {
   }
 
   private start(): Worker {
-    const w = new Worker(fileURLToPath(new URL("./verify-worker.js", import.meta.url)));
-    // The check never keeps the agent (or a test) alive.
-    w.unref();
+    // No execArgv of the parent: the worker needs none, and some refuse a worker (--input-type).
+    const w = new Worker(fileURLToPath(new URL("./verify-worker.js", import.meta.url)), { execArgv: [] });
     w.on("message", (a: VerifyAnswer) => {
       const waiter = this.waiters.get(a.id);
       if (!waiter) return;
       this.waiters.delete(a.id);
+      if (this.waiters.size === 0) w.unref();
       if ("error" in a) waiter.reject(fail(a.error));
       else waiter.resolve(a.diff ?? undefined);
     });
@@ -73,6 +75,9 @@ export class VerifyThread {
     };
     w.on("error", (e) => gone(`the worker failed: ${e.message}`));
     w.on("exit", (code) => gone(`the worker exited (${code})`));
+    // An idle check never keeps the agent (or a test) alive. After the listeners: a "message"
+    // listener added later refs the worker's port again.
+    w.unref();
     return w;
   }
 

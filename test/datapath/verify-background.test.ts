@@ -5,6 +5,7 @@
  * apply repairs it by delta, as before.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { createNode, type NamedNodeNetns } from "../../src/datapath/endpoint.js";
 import { nftApply } from "../../src/datapath/exec.js";
@@ -80,6 +81,29 @@ describe(
       } finally {
         r.stop();
       }
+    });
+
+    test("the worker thread does not keep a process alive: a program that verified and never stopped its Reconciler exits", async () => {
+      const url = (p: string): string => new URL(p, import.meta.url).href;
+      const program = `
+      const { Reconciler } = await import(${JSON.stringify(url("../../src/datapath/reconcile.js"))});
+      const r = new Reconciler({ netns: ${JSON.stringify(node.netns)}, table: "mbrvbexit" });
+      await r.apply({ hostIdentity: 1, rules: [], ipcache: [], endpoints: [] });
+      console.log(JSON.stringify(await r.verify()));`;
+      const child = spawn(process.execPath, ["--input-type=module", "-e", program], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      // A safety net, not a time bound: a process kept alive is killed and the test fails.
+      const safety = setTimeout(() => child.kill("SIGKILL"), 120_000);
+      const [code, signal] = await new Promise<[number | null, string | null]>((res) =>
+        child.on("exit", (c, s) => res([c, s])),
+      );
+      clearTimeout(safety);
+      assert.equal(signal, null, "the program did not exit by itself");
+      assert.equal(code, 0);
+      assert.deepEqual(JSON.parse(out), { drift: 0, lines: [] }, "the verify answered before the exit");
     });
 
     const T = `inet ${table}`;
