@@ -5,6 +5,8 @@
  * so its system time is the kernel's cost of a batch.
  */
 import { readdirSync, readFileSync } from "node:fs";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { r1 } from "./traffic.js";
 
 export /** CPU time (ms, 10 ms ticks) of the nfnl writer processes (nfnl/child.js) below `root`. */
 function writerCpuMs(root: number): { user: number; system: number } {
@@ -32,4 +34,38 @@ function writerCpuMs(root: number): { user: number; system: number } {
     system += s * 10;
   }
   return { user, system };
+}
+
+/**
+ * Runs `f` while sampling the event loop's delay (resolution 1 ms): what blocked the
+ * agent's loop during a figure (a blocked loop delays every change behind it).
+ */
+export async function withLoopDelay<T>(
+  f: () => Promise<T>,
+): Promise<{ result: T; loopDelay: object; cpuMs: number; mainActiveMs: number }> {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  // CPU of this process (all its threads; not the nft and writer processes), and the time the
+  // main thread's loop was busy: less noisy than latencies on a shared machine.
+  const cpu0 = process.cpuUsage();
+  const elu0 = performance.eventLoopUtilization();
+  try {
+    const result = await f();
+    h.disable();
+    const cpu = process.cpuUsage(cpu0);
+    const ms = (ns: number): number => r1(ns / 1e6);
+    return {
+      result,
+      loopDelay: {
+        p50Ms: ms(h.percentile(50)),
+        p99Ms: ms(h.percentile(99)),
+        maxMs: ms(h.max),
+        samples: h.count,
+      },
+      cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+      mainActiveMs: Math.round(performance.eventLoopUtilization(elu0).active),
+    };
+  } finally {
+    h.disable();
+  }
 }

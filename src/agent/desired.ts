@@ -207,7 +207,10 @@ export class DesiredBuilder {
     const eps =
       last && !renewed && endpoints.length === last.state.endpoints.length
         ? last.state.endpoints
-        : endpoints.map((ep) => (this.built.get(ep.id) as BuiltEndpoint).ep).sort((a, b) => a.id - b.id);
+        : // Frozen: the datapath skips a list it applied last only when it cannot have changed in place.
+          (Object.freeze(
+            endpoints.map((ep) => (this.built.get(ep.id) as BuiltEndpoint).ep).sort((a, b) => a.id - b.id),
+          ) as DatapathEndpoint[]);
     const ipcache =
       last && prefixRevision === last.prefixRevision ? last.state.ipcache : prefixEntries(engine);
     const state: DatapathState = {

@@ -70,6 +70,9 @@ const segKey = (s: PolicySegment): string => `${s.identity}/${s.proto}/${s.lo}-$
  * with a redirect.
  */
 export function redirectCandidates(prev: DatapathState | undefined, next: DatapathState): Set<string> {
+  // The very same frozen list (DesiredBuilder, when no endpoint changed: an ipcache change)
+  // holds the very same endpoints: nothing new, without looking at the node's endpoints.
+  if (prev && prev.endpoints === next.endpoints && Object.isFrozen(next.endpoints)) return new Set();
   const before = new Map<string, Set<string>>();
   // An endpoint handed over as the very same object did not change (DesiredBuilder): skip it.
   const prevById = new Map((prev?.endpoints ?? []).map((ep) => [ep.id, ep]));

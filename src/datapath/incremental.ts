@@ -54,6 +54,25 @@ export interface Applied {
   globalKey: string;
   /** stamp.ts: the digest the stamp map holds, and its terms. */
   digest: TableDigest;
+  /** The endpoint list and rules applied (a frozen list that is the same object holds the same endpoints). */
+  lists: { endpoints: readonly DatapathEndpoint[]; rules: DatapathState["rules"] };
+}
+
+/**
+ * True when `state` holds the very endpoints last applied, under the same rule
+ * texts: the same list object, frozen (so it cannot have changed in place;
+ * the agent's DesiredBuilder hands back its frozen list when no endpoint
+ * changed), and rules equal by content (a changed rule text changes the
+ * comments of the endpoints using it). Then no endpoint needs looking at.
+ */
+function sameEndpoints(applied: Applied, state: DatapathState): boolean {
+  const a = applied.lists;
+  if (state.endpoints !== a.endpoints || !Object.isFrozen(state.endpoints)) return false;
+  if (state.rules === a.rules) return true;
+  return (
+    state.rules.length === a.rules.length &&
+    state.rules.every((r, i) => r.id === a.rules[i]?.id && r.text === a.rules[i]?.text)
+  );
 }
 
 /** What every compiled endpoint part depends on besides its endpoint (a part compiled under another is stale). */
@@ -97,6 +116,7 @@ export function appliedFromFull(
     },
     ctxKey: ctxKeyOf(state, opts),
     globalKey: globalKeyOf(state, opts),
+    lists: { endpoints: state.endpoints, rules: state.rules },
   };
 }
 
@@ -145,7 +165,16 @@ export function planIncremental(
   applied: Applied,
   state: DatapathState,
   opts: CompileOptions,
-): { plan: Plan; elementOps?: ElementOps[]; objects?: NfMsg[]; commit: () => void } | undefined {
+):
+  | {
+      plan: Plan;
+      elementOps?: ElementOps[];
+      objects?: NfMsg[];
+      /** Endpoints looked at (0 when the list is the one applied last: sameEndpoints). */
+      endpointsChecked: number;
+      commit: () => void;
+    }
+  | undefined {
   const ctxKey = ctxKeyOf(state, opts);
   if (ctxKey !== applied.ctxKey) return undefined;
   // The global part (prefix ipcache, base chains): only when what it is made of changed.
@@ -221,7 +250,9 @@ export function planIncremental(
   // two set insertions (ids and interfaces used twice); a changed one is checked and
   // compiled alone, as compile() would.
   const unique = new EndpointUniqueness();
-  state.endpoints.forEach((ep, i) => {
+  // The list applied last (checked then, frozen since): nothing to look at, however many.
+  const skip = sameEndpoints(applied, state);
+  (skip ? [] : state.endpoints).forEach((ep, i) => {
     unique.add(ep, `endpoints[${i}]`);
     seen.add(ep.id);
     if (cachedPart(applied, ep, ctx, ctxKey)) return;
@@ -234,7 +265,7 @@ export function planIncremental(
     plans.push(plan(sc.want, asActual(sc.had)));
     nextParts.push([ep.id, { ep, part }]);
   });
-  const gone = [...applied.parts.keys()].filter((id) => !seen.has(id));
+  const gone = skip ? [] : [...applied.parts.keys()].filter((id) => !seen.has(id));
   for (const id of gone) {
     partsD.set(id, undefined);
     const sc = { want: scope(global, undefined), had: scope(applied.global, applied.parts.get(id)?.part) };
@@ -270,7 +301,9 @@ export function planIncremental(
     plan: merged,
     ...(elementOps ? { elementOps } : {}),
     ...(objects ? { objects } : {}),
+    endpointsChecked: skip ? 0 : state.endpoints.length,
     commit: () => {
+      applied.lists = { endpoints: state.endpoints, rules: state.rules };
       applied.global = global;
       applied.globalKey = globalKey;
       for (const [id, p] of nextParts) applied.parts.set(id, p);

@@ -9,8 +9,10 @@
  *             ├─ the kernel's stamp is this digest (stamp.ts) ──> adopt it: zero ops, no read-back
  *             └─ else nft -j list table ──plan──> one `nft -f -` transaction (the difference)
  *   verify() (the agent calls it periodically and once after start, off the work queue):
- *        read the table, compare with what was applied; a read an apply overtook is
- *        dropped; a difference makes the next apply plan against that read (repair by delta)
+ *        a view of what was applied (kernel-view.ts, built in slices) goes to a worker thread
+ *        (verify-thread.ts) that reads the table and compares; the event loop parses nothing.
+ *        Only on a difference: read the table here, plan against it; a read an apply overtook
+ *        is dropped; a difference makes the next apply plan against that read (repair by delta)
  *
  * Never flushes or recreates the table: an agent restarted with the same desired
  * state applies zero ops, so established connections and enforcement carry on
@@ -28,6 +30,8 @@ import { renderTable } from "./model.js";
 import { plan, type Plan } from "./plan.js";
 import { decodeElements, parseTable, type ActualTable } from "./readback.js";
 import { SetElemWriter } from "./nfnl/setelem.js";
+import { expectedView } from "./kernel-view.js";
+import { VerifyThread } from "./verify-thread.js";
 import type { DatapathState } from "./types.js";
 
 export interface ReconcilerParams {
@@ -60,14 +64,19 @@ export class Reconciler {
   readonly netns: string | undefined;
   readonly table: string;
   readonly logGroup: number;
-  /** How applies reached the kernel: nft transactions, nfnetlink element batches, adoptions by stamp. */
-  readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0 };
+  /**
+   * How applies reached the kernel: nft transactions, nfnetlink element batches, adoptions by
+   * stamp; read-backs parsed on this thread; verifies compared in the worker thread.
+   */
+  readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0, checksOffThread: 0 };
   /** The last state the kernel accepted (realized), undefined before the first apply. */
   realized: DatapathState | undefined;
   private running = false;
   private readonly trustMs: number;
   /** Host-map element deltas without nft (started at the first one). */
   private writer: SetElemWriter | undefined;
+  /** verify()'s reader and comparer (a worker thread, started at the first verify). */
+  private checker: VerifyThread | undefined;
   /** What the kernel accepted last, by part (undefined: plan the next apply against a read-back). */
   private applied: Applied | undefined;
   /** Successful applies so far: a read-back taken at another count is stale. */
@@ -93,6 +102,7 @@ export class Reconciler {
   stop(): void {
     this.stopper.abort();
     this.writer?.stop();
+    this.checker?.stop();
   }
 
   private elements(): SetElemWriter {
@@ -239,7 +249,23 @@ export class Reconciler {
   async verify(): Promise<{ drift: number; lines: string[] }> {
     const state = this.realized;
     const seq = this.seq;
-    if (!state || !this.applied || this.stopper.signal.aborted) return { drift: 0, lines: [] };
+    const applied = this.applied;
+    if (!state || !applied || this.stopper.signal.aborted) return { drift: 0, lines: [] };
+    // First in the background: the view is built a slice per turn of the event loop, and the
+    // worker reads, parses and compares. The loop is never held for the size of the table.
+    const stale = (): boolean => seq !== this.seq || this.applied !== applied;
+    const view = await expectedView(applied, () => new Promise((r) => setImmediate(r)), stale);
+    if (!view || stale()) return { drift: 0, lines: [] };
+    this.checker ??= new VerifyThread(this.table, this.netns);
+    const diff = await this.checker.compare(view);
+    if (stale() || this.running) return { drift: 0, lines: [] };
+    this.stats.checksOffThread++;
+    if (diff === undefined) return { drift: 0, lines: [] };
+    // A difference (rare: a hand edit, a bug): the whole comparison here, which plans the repair.
+    return this.verifyWhole(state, seq);
+  }
+
+  private async verifyWhole(state: DatapathState, seq: number): Promise<{ drift: number; lines: string[] }> {
     const actual = await this.readKernel();
     if (seq !== this.seq || this.running || !this.applied) return { drift: 0, lines: [] };
     const applied = this.applied;

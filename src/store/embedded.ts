@@ -13,6 +13,7 @@
  * at or below the snapshot's revision are skipped on open. store.lock keeps a
  * second agent out.
  */
+import { constants } from "node:fs";
 import { mkdir, open, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -96,7 +97,11 @@ export class EmbeddedStore implements Store {
     const snap = await readSnapshot(dir);
     if (snap) this.state.load(snap.revision, snap.kvs);
     const logPath = join(dir, LOG_FILE);
-    this.log = await open(logPath, "a+", 0o600).catch((e: unknown) => {
+    // O_DSYNC: a write returns once its data (and the size needed to read it) is on disk, as
+    // write + fdatasync did, in one threadpool operation instead of two: one turn of the event
+    // loop less per commit, which is what a commit waited for when the loop was busy.
+    const flags = constants.O_RDWR | constants.O_CREAT | constants.O_APPEND | constants.O_DSYNC;
+    this.log = await open(logPath, flags, 0o600).catch((e: unknown) => {
       throw fail(`open ${logPath}`, e);
     });
     await syncDir(this.p.dir); // the log's directory entry must survive a crash too
@@ -271,8 +276,7 @@ export class EmbeddedStore implements Store {
     if (changes.length === 0 || !this.log) return;
     const buf = Buffer.concat(changes.map((c) => encodeRecord(Buffer.from(JSON.stringify(c), "utf8"))));
     try {
-      await this.log.write(buf, 0, buf.length, this.logSize);
-      await this.log.datasync();
+      await this.log.write(buf, 0, buf.length, this.logSize); // durable when it returns (O_DSYNC)
       this.logSize += buf.length;
     } catch (e) {
       const err = fail(`write to ${join(this.p.dir, LOG_FILE)}`, e);

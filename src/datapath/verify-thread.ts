@@ -1,0 +1,96 @@
+/**
+ * The periodic check's reader off the event loop: one worker thread per
+ * Reconciler (started at the first verify, kept, stopped with it) reads the
+ * kernel's table and compares it with a view of what was applied.
+ *
+ *   compare(view) --postMessage--> verify-worker.ts (nft -j list table, JSON.parse, compareView)
+ *                 <--undefined (the kernel holds the view) | the first difference--
+ *
+ * A worker that fails or exits rejects what waits on it (the Reconciler's
+ * verify fails, the agent logs it and checks again at the next period); the
+ * next compare starts a new one.
+ */
+import { Worker } from "node:worker_threads";
+import { fileURLToPath } from "node:url";
+import { MembraneError } from "../errors.js";
+import type { KernelView } from "./kernel-view.js";
+import type { VerifyAnswer, VerifyRequest } from "./verify-worker.js";
+
+interface Waiter {
+  resolve: (diff: string | undefined) => void;
+  reject: (e: unknown) => void;
+}
+
+export class VerifyThread {
+  private worker: Worker | undefined;
+  private nextId = 1;
+  private readonly waiters = new Map<number, Waiter>();
+  private stopped = false;
+
+  constructor(
+    private readonly table: string,
+    private readonly netns: string | undefined,
+  ) {}
+
+  /** The first difference between the kernel's table and `view`, or undefined when there is none. */
+  compare(view: KernelView): Promise<string | undefined> {
+    if (this.stopped) return Promise.reject(fail("stopping"));
+    const w = (this.worker ??= this.start());
+    const id = this.nextId++;
+    const req: VerifyRequest = {
+      id,
+      table: this.table,
+      view,
+      ...(this.netns === undefined ? {} : { netns: this.netns }),
+    };
+    return new Promise((resolve, reject) => {
+      this.waiters.set(id, { resolve, reject });
+      // Held while a compare waits on it (a caller awaits the answer), let go when idle.
+      w.ref();
+      w.postMessage(req);
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    void this.worker?.terminate();
+    this.worker = undefined;
+    this.failAll("stopping");
+  }
+
+  private start(): Worker {
+    // No execArgv of the parent: the worker needs none, and some refuse a worker (--input-type).
+    const w = new Worker(fileURLToPath(new URL("./verify-worker.js", import.meta.url)), { execArgv: [] });
+    w.on("message", (a: VerifyAnswer) => {
+      const waiter = this.waiters.get(a.id);
+      if (!waiter) return;
+      this.waiters.delete(a.id);
+      if (this.waiters.size === 0) w.unref();
+      if ("error" in a) waiter.reject(fail(a.error));
+      else waiter.resolve(a.diff ?? undefined);
+    });
+    const gone = (why: string): void => {
+      if (this.worker === w) this.worker = undefined;
+      this.failAll(why);
+    };
+    w.on("error", (e) => gone(`the worker failed: ${e.message}`));
+    w.on("exit", (code) => gone(`the worker exited (${code})`));
+    // An idle check never keeps the agent (or a test) alive. After the listeners: a "message"
+    // listener added later refs the worker's port again.
+    w.unref();
+    return w;
+  }
+
+  private failAll(why: string): void {
+    for (const [id, waiter] of this.waiters) {
+      this.waiters.delete(id);
+      waiter.reject(fail(why));
+    }
+  }
+}
+
+function fail(why: string): MembraneError {
+  return new MembraneError("NFT_APPLY_FAILED", `Cannot check the nftables table in the background: ${why}`, {
+    hint: "The agent checks again at the next resync; `membrane datapath diff` compares on demand.",
+  });
+}
