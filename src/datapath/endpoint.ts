@@ -199,14 +199,21 @@ export interface PreparedEndpoint {
  * reach it. The agent runs this while the endpoint's policy goes into the
  * kernel and creates the veth (finish) only after: never open while its
  * policy is computed, and the namespace's cost hidden behind the policy's.
+ * `pooled`: the namespace p.netns, made ahead of time (endpoint-pool.ts).
  */
-export async function prepareEndpoint(p: EndpointParams): Promise<PreparedEndpoint> {
-  checkEndpoint(p);
+export async function prepareEndpoint(p: EndpointParams, pooled?: FreshNetns): Promise<PreparedEndpoint> {
+  try {
+    checkEndpoint(p);
+  } catch (e) {
+    pooled?.abort(); // the caller deletes the namespace; its process must not keep it alive
+    throw e;
+  }
   warmNodeLinks(p.node.netns); // after a restart, it starts while the namespace is built
-  if (await netnsExists(p.netns)) {
+  if (pooled === undefined && (await netnsExists(p.netns))) {
     return { finish: () => reconcileExisting(p), abort: () => Promise.resolve() };
   }
-  const ns = await openFreshNetns(p.netns, `endpoint ${p.name}`);
+  // A pooled namespace (endpoint-pool.ts) was made as openFreshNetns makes one, ahead of time.
+  const ns = pooled ?? (await openFreshNetns(p.netns, `endpoint ${p.name}`));
   const abort = async (): Promise<void> => {
     ns.abort();
     await deleteNetns(p.netns).catch(() => undefined);
