@@ -122,10 +122,12 @@ export class EndpointPool {
     await this.filling;
     const left = [...this.ready];
     this.ready.clear();
-    for (const [id, ns] of left) {
-      ns.abort();
-      await deleteNetns(this.name(id)).catch((e: unknown) => this.p.onError?.(e));
-    }
+    await Promise.all(
+      left.map(async ([id, ns]) => {
+        ns.abort();
+        await deleteNetns(this.name(id)).catch((e: unknown) => this.p.onError?.(e));
+      }),
+    );
   }
 
   private name(id: number): string {
