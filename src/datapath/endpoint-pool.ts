@@ -5,7 +5,7 @@
  *   start()      sweep: a namespace named <prefix>ep<N> whose id no endpoint uses and nobody
  *                holds (left by an agent that died with its pool, or mid-create) is deleted;
  *                then fill.
- *   fill         one at a time, up to `size`, off the create's path (after it, or when idle):
+ *   fill         one at a time, up to `size`, off the create's path (started when one is taken):
  *                the lowest id that no endpoint uses and nobody holds ->
  *                openFreshNetns(<prefix>ep<id>) (endpoint-fresh.ts: a new namespace with
  *                nothing but `lo`, its sysctls set, an `ip -batch` waiting inside).
@@ -86,7 +86,10 @@ export class EndpointPool {
       const fresh = this.ready.get(id) as FreshNetns;
       this.ready.delete(id);
       this.held.add(id);
-      if (fresh.alive()) return { id, netns: this.name(id), fresh };
+      if (fresh.alive()) {
+        this.refill(); // starts now: the whole create's time to make the next one
+        return { id, netns: this.name(id), fresh };
+      }
       // Its process died (killed from outside): not used; deleted off this path.
       void deleteNetns(this.name(id))
         .catch((e: unknown) => this.p.onError?.(e))
@@ -110,9 +113,13 @@ export class EndpointPool {
     throw e;
   }
 
-  /** The create of `id` ended (its record exists, or it was undone): refill off its path. */
+  /** The create of `id` ended (its record exists, or it was undone): its id is no longer held. */
   done(id: number): void {
     this.held.delete(id);
+    this.refill();
+  }
+
+  private refill(): void {
     if (this.running && this.filling === undefined) this.filling = this.fill();
   }
 

@@ -170,7 +170,7 @@ export class EndpointsController implements Controller {
     })().catch((e: unknown) => {
       if (!signal.aborted) log.error({ err: String(e) }, "background verification failed");
     });
-    void this.verifying.then(() => signal.aborted || this.pool.start()); // after the checks' processes
+    void this.verifying.then(() => void (signal.aborted || this.pool.start())); // after the checks' processes
   }
 
   /** Ends the background check (agent stop) and lets the node's rtnetlink process go (node-links.ts). */
