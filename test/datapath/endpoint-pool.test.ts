@@ -173,6 +173,8 @@ describe("endpoint namespace pool (root)", { skip: skip ?? false }, () => {
       try {
         await pool.start();
         const t = pool.take();
+        // No refill meanwhile: a namespace made now could get the freed one's inode number.
+        await pool.stop();
         const ino = statSync(`/run/netns/${t.netns}`).ino;
         assert.ok(holders(ino).length > 0, "the pooled namespace's ip -batch waits inside it");
         const prepared = await prepareEndpoint(
