@@ -154,14 +154,13 @@ export class EndpointsController implements Controller {
 
   /**
    * After start: the node's and the adopted endpoints' insides, checked in the background (one
-   * read of the node, verifyAdopted), and the namespace pool filled; stopVerification() ends both.
+   * read of the node, verifyAdopted), then the namespace pool filled; stopVerification() ends both.
    */
   startVerification(): void {
     const signal = this.verifyAbort.signal;
     const log = this.d.logger;
     this.verifying = (async () => {
       await new Promise((r) => setImmediate(r)); // after the caller (run.ts: the API is up) returns
-      if (!signal.aborted) void this.pool.start(); // ready for the first creates
       const node = this.d.node();
       if (node && !signal.aborted) {
         const missing = await verifyNode(node); // idempotent repair of the node's own basics: no queue needed
@@ -171,6 +170,7 @@ export class EndpointsController implements Controller {
     })().catch((e: unknown) => {
       if (!signal.aborted) log.error({ err: String(e) }, "background verification failed");
     });
+    void this.verifying.then(() => void (signal.aborted || this.pool.start())); // after the checks' processes
   }
 
   /** Ends the background check (agent stop) and lets the node's rtnetlink process go (node-links.ts). */
