@@ -53,10 +53,20 @@ export interface FreshNetns {
   configure(lines: readonly string[]): Promise<void>;
   /** Stops the process (the caller deletes the namespace). */
   abort(): void;
+  /** Is the `ip -batch` still waiting (a pooled namespace whose process died is not used)? */
+  alive(): boolean;
 }
 
-/** Creates namespace `netns` with its sysctls set and an `ip -batch` waiting inside it. `what` names the endpoint for errors. */
-export async function openFreshNetns(netns: string, what: string): Promise<FreshNetns> {
+/**
+ * Creates namespace `netns` with its sysctls set and an `ip -batch` waiting inside it. `what` names
+ * the endpoint for errors. `opts.idle` (a pooled namespace): the waiting process does not keep this
+ * process alive until configure() (it exits when this process does: its stdin closes).
+ */
+export async function openFreshNetns(
+  netns: string,
+  what: string,
+  opts: { idle?: boolean } = {},
+): Promise<FreshNetns> {
   const path = netnsPath(netns);
   let enter: string;
   if (await netnsDirReady()) {
@@ -77,9 +87,18 @@ export async function openFreshNetns(netns: string, what: string): Promise<Fresh
     stdio: ["pipe", "pipe", "pipe"],
   });
   c.stdin.on("error", () => undefined);
+  const hold = (on: boolean): void => {
+    for (const h of [c, c.stdin, c.stdout, c.stderr]) {
+      const x = h as unknown as { ref?: () => void; unref?: () => void };
+      if (on) x.ref?.();
+      else x.unref?.();
+    }
+  };
   const err: Buffer[] = [];
   c.stderr.on("data", (b: Buffer) => err.push(b));
+  let gone = false;
   const exited = new Promise<number>((resolve) => {
+    c.on("exit", () => void (gone = true));
     c.on("close", (status) => resolve(status ?? 128));
     c.on("error", () => resolve(127));
   });
@@ -110,8 +129,10 @@ export async function openFreshNetns(netns: string, what: string): Promise<Fresh
       { hint: "Membrane needs root (CAP_SYS_ADMIN for the namespace's bind mount, CAP_NET_ADMIN)." },
     );
   }
+  if (opts.idle === true) hold(false);
   return {
     async configure(lines) {
+      hold(true);
       c.stdin.end(lines.length === 0 ? "" : lines.join("\n") + "\n");
       const status = await exited;
       if (status !== 0) {
@@ -125,5 +146,6 @@ export async function openFreshNetns(netns: string, what: string): Promise<Fresh
     abort() {
       c.kill("SIGKILL");
     },
+    alive: () => !gone && !c.stdin.writableEnded,
   };
 }

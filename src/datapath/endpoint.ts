@@ -18,7 +18,7 @@ import { isIPv4, isIPv6 } from "node:net";
 import { MembraneError } from "../errors.js";
 import { ip, run, runRaw, type RunResult } from "./exec.js";
 import { EMPTY_NETNS, NetnsPlan, readNetnsState, type NetnsState } from "./endpoint-state.js";
-import { createVethIn, inNetns } from "./rtnl.js";
+import { createVethIn, deleteLinkIn, inNetns } from "./rtnl.js";
 import { deleteNetns, netnsExists, setSysctls } from "./netns.js";
 import { openFreshNetns, type FreshNetns } from "./endpoint-fresh.js";
 import { applyNodeOps, closeNodeLinks, warmNodeLinks } from "./node-links.js";
@@ -109,12 +109,6 @@ export async function deleteNode(node: NodeNetns): Promise<void> {
   await deleteNetns(node.netns);
 }
 
-/** Does link `name` exist in `netns` (absent = the current namespace)? */
-async function linkExists(name: string, netns: string | undefined): Promise<boolean> {
-  const ns = netns === undefined ? [] : ["-n", netns];
-  return (await runRaw(["ip", ...ns, "link", "show", "dev", name])).status === 0;
-}
-
 /** Runs `ip -batch -` in `netns` (nsenter, see rtnl.ts inNetns) with `lines`; a refusal names the namespace and the line. */
 export async function ipBatch(
   lines: readonly string[],
@@ -199,14 +193,21 @@ export interface PreparedEndpoint {
  * reach it. The agent runs this while the endpoint's policy goes into the
  * kernel and creates the veth (finish) only after: never open while its
  * policy is computed, and the namespace's cost hidden behind the policy's.
+ * `pooled`: the namespace p.netns, made ahead of time (endpoint-pool.ts).
  */
-export async function prepareEndpoint(p: EndpointParams): Promise<PreparedEndpoint> {
-  checkEndpoint(p);
+export async function prepareEndpoint(p: EndpointParams, pooled?: FreshNetns): Promise<PreparedEndpoint> {
+  try {
+    checkEndpoint(p);
+  } catch (e) {
+    pooled?.abort(); // the caller deletes the namespace; its process must not keep it alive
+    throw e;
+  }
   warmNodeLinks(p.node.netns); // after a restart, it starts while the namespace is built
-  if (await netnsExists(p.netns)) {
+  if (pooled === undefined && (await netnsExists(p.netns))) {
     return { finish: () => reconcileExisting(p), abort: () => Promise.resolve() };
   }
-  const ns = await openFreshNetns(p.netns, `endpoint ${p.name}`);
+  // A pooled namespace (endpoint-pool.ts) was made as openFreshNetns makes one, ahead of time.
+  const ns = pooled ?? (await openFreshNetns(p.netns, `endpoint ${p.name}`));
   const abort = async (): Promise<void> => {
     ns.abort();
     await deleteNetns(p.netns).catch(() => undefined);
@@ -332,22 +333,17 @@ export async function createEndpoint(p: EndpointParams): Promise<EndpointNetns> 
 
 /**
  * Deletes an endpoint: stops the processes still inside it (SIGTERM, `graceMs`
- * to exit, then SIGKILL; default none), then its netns (which takes the veth
- * pair along). No-op when gone. Returns how many processes it stopped: a
- * process left behind would keep the namespace, and the address it had,
- * alive after the endpoint is gone.
+ * to exit, then SIGKILL; default none; found without a process), deletes the
+ * veth pair from the node side over rtnetlink (at once, so its host name is
+ * free for the next endpoint: a namespace's devices go asynchronously after
+ * it), then its netns (`ip netns del`: the one process). No-op when gone.
+ * Returns how many processes it stopped: a process left behind would keep
+ * the namespace, and the address it had, alive after the endpoint is gone.
  */
 export async function deleteEndpoint(ep: EndpointNetns, opts: { graceMs?: number } = {}): Promise<number> {
   const stopped = await stopNetnsProcesses(ep.netns, opts.graceMs ?? 0);
+  await deleteLinkIn(ep.node.netns, ep.hostIfname);
   await deleteNetns(ep.netns);
-  const node = ep.node.netns;
-  if ((node === undefined || (await netnsExists(node))) && (await linkExists(ep.hostIfname, node))) {
-    // Deleting the namespace takes the veth pair with it, asynchronously: the
-    // host side may vanish between the check and the delete. Gone is the goal.
-    await ip(["link", "del", ep.hostIfname], ep.node.netns).catch(async (e: unknown) => {
-      if (await linkExists(ep.hostIfname, ep.node.netns)) throw e;
-    });
-  }
   return stopped;
 }
 

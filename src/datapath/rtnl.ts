@@ -220,3 +220,38 @@ export async function linkStates(netns: string | undefined): Promise<Map<string,
     rt.socket.close();
   }
 }
+
+/**
+ * Deletes link `ifname` of a namespace (absent = the agent's own) with one
+ * RTM_DELLINK (IFLA_TARGET_NETNSID for a named one): no process. A veth
+ * takes its peer along. Returns false when there was no such link (or no
+ * such namespace): gone is the goal.
+ */
+export async function deleteLinkIn(netns: string | undefined, ifname: string): Promise<boolean> {
+  const rt = createRtNetlink();
+  let fd: number | undefined;
+  try {
+    let target = {};
+    if (netns !== undefined) {
+      try {
+        fd = openSync(netnsPath(netns), "r");
+      } catch {
+        return false; // the namespace is gone, and its links with it
+      }
+      target = { targetNetnsid: await nsidOf(rt, fd, netns) };
+    }
+    await rt.delLink({}, { ifname, ...target }, { timeout: 10_000 });
+    return true;
+  } catch (err) {
+    if (err instanceof MembraneError) throw err;
+    if (/ENODEV|No such device/i.test(err instanceof Error ? err.message : String(err))) return false;
+    throw new MembraneError(
+      "NETNS_FAILED",
+      `Cannot delete link ${ifname} in netns ${netns ?? "(own)"} over rtnetlink: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+    rt.socket.close();
+  }
+}

@@ -21,10 +21,10 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants as fsConstants, existsSync, realpathSync, statSync } from "node:fs";
+import { readdir, readlink, stat } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import { delimiter, dirname, join, resolve, sep } from "node:path";
 import { MembraneError } from "../errors.js";
-import { runRaw } from "./exec.js";
 
 /** Who a workload runs as, resolved to numbers. */
 export interface WorkloadUser {
@@ -295,12 +295,20 @@ export function runWorkload(argv: readonly string[], env?: Record<string, string
 
 /** Process ids inside a network namespace (`ip netns pids`); none when the namespace is gone. */
 export async function netnsPids(netns: string): Promise<number[]> {
-  const r = await runRaw(["ip", "netns", "pids", netns]);
-  if (r.status !== 0) return [];
-  return r.stdout
-    .split("\n")
-    .map((l) => Number(l.trim()))
-    .filter((n) => Number.isInteger(n) && n > 1 && n !== process.pid);
+  // As `ip netns pids` does it, without its process: /proc/<pid>/ns/net against the namespace's inode.
+  let want: string;
+  try {
+    want = `net:[${(await stat(join("/run/netns", netns))).ino}]`;
+  } catch {
+    return [];
+  }
+  const pids = (await readdir("/proc")).filter((d) => /^[0-9]+$/.test(d)).map(Number);
+  const links = await Promise.all(
+    pids.map((pid) =>
+      pid > 1 && pid !== process.pid ? readlink(`/proc/${pid}/ns/net`).catch(() => "") : "",
+    ),
+  );
+  return pids.filter((_, i) => links[i] === want);
 }
 
 /**

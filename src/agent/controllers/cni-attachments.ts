@@ -117,7 +117,7 @@ export class CniAttachments {
         name: req.name,
         namespace: req.namespace,
         labels: req.labels,
-        id: this.d.endpoints.nextId(),
+        id: this.d.endpoints.reserveId(),
         netns: /^\/run\/netns\/[A-Za-z0-9_.-]{1,200}$/.test(req.netns)
           ? req.netns.slice("/run/netns/".length)
           : "",
@@ -145,6 +145,8 @@ export class CniAttachments {
         await this.d.store.delete(KEYS.endpoints + key).catch(() => undefined);
         await this.d.enforce().catch(() => undefined);
         throw e;
+      } finally {
+        this.d.endpoints.releaseId(rec.id); // recorded (byId has it) or undone
       }
       const ms = (a: number, b: number): number => Math.round((b - a) * 10) / 10;
       const t3 = performance.now();

@@ -52,7 +52,7 @@ export async function addStandalone(d: StandaloneDeps, req: StandaloneRequest): 
     throw new MembraneError("NETNS_FAILED", "Cannot wire a CNI attachment: the agent has not started");
   const key = epKey(req.namespace, req.name);
   const addr = await d.ipam.allocate(key);
-  const id = d.endpoints.nextId();
+  const id = d.endpoints.reserveId();
   const rec: EndpointRecordV1 = {
     v: 1,
     name: req.name,
@@ -102,6 +102,8 @@ export async function addStandalone(d: StandaloneDeps, req: StandaloneRequest): 
     await d.ipam.release(key).catch(() => undefined);
     await d.enforce().catch(() => undefined);
     throw e;
+  } finally {
+    d.endpoints.releaseId(id); // recorded (byId has it) or undone
   }
 }
 

@@ -14,6 +14,7 @@ import {
 } from "../../datapath/endpoint.js";
 import { createEndpoints } from "../../datapath/endpoint-batch.js";
 import { closeNodeLinks } from "../../datapath/node-links.js";
+import type { EndpointPool } from "../../datapath/endpoint-pool.js";
 import { intactEndpoints, verifyEndpoints, verifyNode } from "../../datapath/node-adopt.js";
 import { stopNetnsProcesses } from "../../datapath/workload.js";
 import { workloadLabels } from "../../labels/k8s.js";
@@ -22,6 +23,7 @@ import { Revisions, type Controller, type ControllerDeps } from "../controller.j
 import type { LocalEndpoint } from "../desired.js";
 import type { Ipam } from "../ipam.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
+import { endpointPool, settleBoth } from "./endpoints-pool.js";
 import { epKey, validateName, validatePorts } from "./validate.js";
 
 export interface EndpointView {
@@ -48,6 +50,8 @@ export interface EndpointsDeps extends ControllerDeps {
   readonly nodeNetns: string | undefined;
   /** The node's side (bridge, gateways), once the agent has started. */
   readonly node: () => NodeNetns | undefined;
+  /** Namespaces made ahead of time (endpoint-pool.ts; default 4, 0 = none). */
+  readonly poolSize?: number;
 }
 
 export interface CreateEndpointRequest {
@@ -73,8 +77,11 @@ export class EndpointsController implements Controller {
   private unverified: EndpointParams[] = [];
   private readonly verifyAbort = new AbortController();
   private verifying: Promise<void> | undefined;
+  private readonly pool: EndpointPool;
 
-  constructor(private readonly d: EndpointsDeps) {}
+  constructor(private readonly d: EndpointsDeps) {
+    this.pool = endpointPool(d, (id) => this.byId.has(id));
+  }
 
   get size(): number {
     return this.records.size;
@@ -146,8 +153,8 @@ export class EndpointsController implements Controller {
   }
 
   /**
-   * After start: the node's and the adopted endpoints' insides, checked in
-   * the background (one read of the node, verifyAdopted); stopVerification() ends it.
+   * After start: the node's and the adopted endpoints' insides, checked in the background (one
+   * read of the node, verifyAdopted), then the namespace pool filled; stopVerification() ends both.
    */
   startVerification(): void {
     const signal = this.verifyAbort.signal;
@@ -163,12 +170,14 @@ export class EndpointsController implements Controller {
     })().catch((e: unknown) => {
       if (!signal.aborted) log.error({ err: String(e) }, "background verification failed");
     });
+    void this.verifying.then(() => void (signal.aborted || this.pool.start())); // after the checks' processes
   }
 
   /** Ends the background check (agent stop) and lets the node's rtnetlink process go (node-links.ts). */
   async stopVerification(): Promise<void> {
     this.verifyAbort.abort();
     await this.verifying;
+    await this.pool.stop();
     closeNodeLinks((ns) => ns === this.d.nodeNetns);
   }
 
@@ -212,34 +221,31 @@ export class EndpointsController implements Controller {
       }
       workloadLabels({ namespace: req.namespace, labels: req.labels }); // validates, throws LABEL_INVALID
       validatePorts(req.ports ?? []);
-      const id = this.nextId();
-      const addr = await this.d.ipam.allocate(key, {
-        ...(req.ipv4 !== undefined ? { ipv4: req.ipv4 } : {}),
-        ...(req.ipv6 !== undefined ? { ipv6: req.ipv6 } : {}),
-      });
+      const t = this.pool.take(); // an id, and its namespace made ahead of time when one is ready
+      const addr = await this.d.ipam.allocate(key, req).catch((e: unknown) => this.pool.giveBack(t, e));
       const rec: EndpointRecordV1 = {
         v: 1,
         name: req.name,
         namespace: req.namespace,
         labels: req.labels,
-        id,
-        netns: `${this.d.netnsPrefix}ep${id}`,
-        hostIfname: `mbr${id}`,
+        id: t.id,
+        netns: t.netns,
+        hostIfname: `mbr${t.id}`,
         ipv4: addr.ipv4,
         ...(addr.ipv6 ? { ipv6: addr.ipv6 } : {}),
         ...(req.ports && req.ports.length > 0 ? { ports: req.ports.map((p) => ({ ...p })) } : {}),
       };
       const engine = this.d.engine();
       // The namespace (no veth: unreachable) is built while the policy goes into the kernel.
-      const prepared = prepareEndpoint(this.netnsOf(rec));
+      const prepared = prepareEndpoint(this.netnsOf(rec), t.fresh);
       prepared.catch(() => undefined); // awaited below; a failure is handled there
       try {
-        await this.d.store.put(KEYS.endpoints + key, JSON.stringify(rec));
         this.put(key, rec);
         engine.upsertEndpoint(engineSpec(rec));
         this.revisions.bump();
-        // Policy in the kernel first, then the veth: never open while being computed.
-        await this.d.enforce();
+        // Policy in the kernel first, then the veth: never open while being computed. The record is
+        // persisted meanwhile (a failure of either undoes both, below).
+        await settleBoth(this.d.store.put(KEYS.endpoints + key, JSON.stringify(rec)), this.d.enforce());
         await (await prepared).finish();
       } catch (e) {
         await prepared.then(
@@ -255,6 +261,8 @@ export class EndpointsController implements Controller {
         await deleteEndpoint(this.netnsOf(rec)).catch(() => undefined);
         await this.d.enforce().catch(() => undefined);
         throw e;
+      } finally {
+        this.pool.done(t.id);
       }
       return this.view(rec);
     });
@@ -357,12 +365,12 @@ export class EndpointsController implements Controller {
     };
   }
 
-  nextId(): number {
-    for (let i = 1; i < 65535; i++) if (!this.byId.has(i)) return i;
-    throw new MembraneError(
-      "ENDPOINT_INVALID",
-      "Cannot create an endpoint: 65534 endpoints exist on this node",
-    );
+  /** An id for an endpoint made elsewhere (CNI), held from the pool's fill until releaseId(id). */
+  reserveId(): number {
+    return this.pool.take({ idOnly: true }).id;
+  }
+  releaseId(id: number): void {
+    this.pool.done(id);
   }
 
   private netnsOf(rec: EndpointRecordV1): EndpointParams {
