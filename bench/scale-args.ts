@@ -1,0 +1,83 @@
+/**
+ * The scale bench's command line (scale.ts): sizes, FULL or --quick settings,
+ * and the flags that take one figure apart (--skip, --applies, --creates,
+ * --cap-seconds, --grow, --pin, --prefix). A bad flag stops the bench before
+ * anything is made, naming the flag.
+ */
+import { parsePin, type Pin } from "./traffic.js";
+
+export interface Settings {
+  readonly applies: number;
+  readonly ipcacheChanges: number;
+  readonly creates: number;
+  readonly rounds: number;
+  readonly seconds: number;
+  /** Safety net per latency figure: stop sampling after this long (the line says how many samples). */
+  readonly capMs: number;
+  /** Reach the size in steps of this many endpoints (0 = seed all, then one cold start). */
+  readonly grow: number;
+  /** Figures not taken (--skip=apply,ipcache,create,traffic), to profile one of them. */
+  readonly skip: ReadonlySet<string>;
+  /** CPUs of the traffic client and server (--pin=C,S or --pin=none). */
+  readonly pin?: Pin | undefined;
+}
+
+export const FULL: Settings = {
+  applies: 30,
+  ipcacheChanges: 50,
+  creates: 20,
+  rounds: 8,
+  seconds: 3,
+  capMs: 300_000,
+  grow: 0,
+  skip: new Set(),
+};
+export const QUICK: Settings = {
+  applies: 6,
+  ipcacheChanges: 10,
+  creates: 5,
+  rounds: 6,
+  seconds: 1,
+  capMs: 120_000,
+  grow: 0,
+  skip: new Set(),
+};
+
+export function parseScaleArgs(argv: readonly string[]): {
+  sizes: number[];
+  settings: Settings;
+  stem: string;
+} {
+  const sizesArg = argv.find((a) => a.startsWith("--endpoints="))?.slice("--endpoints=".length) ?? "250,1000";
+  const sizes = sizesArg.split(",").map(Number);
+  if (sizes.some((x) => !Number.isInteger(x) || x < 1 || x > 2000))
+    throw new Error(`--endpoints=${sizesArg}: give sizes from 1 to 2000, separated by commas`);
+  const cap = argv.find((a) => a.startsWith("--cap-seconds="))?.slice("--cap-seconds=".length);
+  const base = argv.includes("--quick") ? QUICK : FULL;
+  const grow = Number(argv.find((a) => a.startsWith("--grow="))?.slice("--grow=".length) ?? 0);
+  const appliesArg = argv.find((a) => a.startsWith("--applies="))?.slice("--applies=".length);
+  const appliesN = appliesArg === undefined ? base.applies : Number(appliesArg);
+  if (!Number.isInteger(appliesN) || appliesN < 1 || appliesN > 1000)
+    throw new Error(`--applies=${appliesArg}: give a whole number from 1 to 1000`);
+  const skip = argv.find((a) => a.startsWith("--skip="))?.slice("--skip=".length);
+  const names = skip === undefined ? [] : skip.split(",");
+  const bad = names.filter((x) => !["apply", "ipcache", "create", "traffic"].includes(x));
+  if (bad.length > 0)
+    throw new Error(`--skip=${skip}: ${bad.join(",")} unknown (apply, ipcache, create, traffic)`);
+  const settings: { -readonly [K in keyof Settings]: Settings[K] } = {
+    ...base,
+    skip: new Set(names),
+    applies: appliesN,
+    ...(cap !== undefined && Number(cap) > 0 ? { capMs: Number(cap) * 1000 } : {}),
+    ...(Number.isInteger(grow) && grow > 0 ? { grow } : {}),
+    pin: parsePin(argv.find((a) => a.startsWith("--pin="))?.slice("--pin=".length)),
+  };
+  const stem = argv.find((a) => a.startsWith("--prefix="))?.slice("--prefix=".length) ?? "mbs";
+  if (!/^[a-z][a-z0-9]{1,5}$/.test(stem))
+    throw new Error(`--prefix=${stem}: give 2-6 lower-case letters and digits, a letter first`);
+  const creates = Number(argv.find((a) => a.startsWith("--creates="))?.slice("--creates=".length) ?? 0);
+  if (!Number.isInteger(creates) || creates < 0 || creates > 1000)
+    throw new Error(`--creates=${creates}: give 1 to 1000 (0: the default of the mode)`);
+  if (creates > 0) settings.creates = creates;
+  return { sizes, settings, stem };
+}
