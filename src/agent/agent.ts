@@ -18,7 +18,6 @@ import { Reconciler } from "../datapath/reconcile.js";
 import { BypassResetter } from "../datapath/conntrack-flush.js";
 import { adoptNode, type NodeNetns } from "../datapath/node-adopt.js";
 import { IdentityAllocator } from "../identity/allocator.js";
-import { prefixString as prefixText } from "../labels/cidr.js";
 import { parsePolicies } from "../policy/api/index.js";
 import { PolicyEngine } from "../policy/engine.js";
 import type { ServiceSpec } from "../policy/query.js";
@@ -39,9 +38,9 @@ import { NodesController, type NodeKind } from "./controllers/nodes.js";
 import { PoliciesController, type ApplyReport } from "./controllers/policies.js";
 import { RemoteEndpointsController } from "./controllers/remote-endpoints.js";
 import { ServicesController } from "./controllers/services.js";
-import { epKey } from "./controllers/validate.js";
 import { Enforcer } from "./enforcer.js";
-import { flowLookup, labelText } from "./flow-lookup.js";
+import { flowLookup } from "./flow-lookup.js";
+import { identitiesView, ipcacheView, type IdentityView, type IpcacheView } from "./views.js";
 import { Ipam } from "./ipam.js";
 import { Observer } from "./observer.js";
 import { WorkQueue } from "./work-queue.js";
@@ -362,25 +361,12 @@ export class Agent {
 
   // ---- views ---------------------------------------------------------------
 
-  identities(): { id: number; labels: string[]; endpoints: string[] }[] {
-    const byId = new Map<number, string[]>(); // one pass over the endpoints, not one per identity
-    for (const e of this.endpoints.all()) {
-      const id = this.engine.getEndpoint(e.namespace, e.name)?.identity.id;
-      if (id === undefined) continue;
-      const keys = byId.get(id) ?? byId.set(id, []).get(id);
-      keys?.push(epKey(e.namespace, e.name));
-    }
-    return [...this.engine.identities()]
-      .map((i) => ({ id: i.id, labels: [...i.labels].map(labelText), endpoints: byId.get(i.id) ?? [] }))
-      .sort((a, b) => a.id - b.id);
+  identities(): IdentityView[] {
+    return identitiesView(this.engine, this.endpoints.all());
   }
 
-  ipcache(): { prefix: string; identity: number; source: string }[] {
-    return [...this.engine.ipcache.entries()].map((e) => ({
-      prefix: prefixText(e.prefix),
-      identity: e.identity,
-      source: e.source,
-    }));
+  ipcache(): IpcacheView[] {
+    return ipcacheView(this.engine);
   }
 
   async datapathDiff(): Promise<string[]> {

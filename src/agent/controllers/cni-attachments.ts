@@ -28,7 +28,7 @@ import {
   type StandaloneDeps,
   type StandaloneView,
 } from "./cni-standalone.js";
-import type { EndpointView } from "./endpoints.js";
+import { engineSpec, type EndpointView } from "./endpoint-record.js";
 import { epKey, validateName } from "./validate.js";
 
 export interface CniAttachRequest {
@@ -278,13 +278,4 @@ export class CniAttachments {
     if (out === undefined) return undefined;
     return (JSON.parse(out) as LinkInfo[])[0];
   }
-}
-
-function engineSpec(rec: EndpointRecordV1) {
-  return {
-    name: rec.name,
-    namespace: rec.namespace,
-    labels: rec.labels,
-    ips: [rec.ipv4, ...(rec.ipv6 ? [rec.ipv6] : [])],
-  };
 }

@@ -16,7 +16,8 @@ import type { NodeNetns } from "../../datapath/endpoint.js";
 import type { ControllerDeps } from "../controller.js";
 import type { Ipam } from "../ipam.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
-import type { EndpointsController, EndpointView } from "./endpoints.js";
+import { engineSpec, type EndpointView } from "./endpoint-record.js";
+import type { EndpointsController } from "./endpoints.js";
 import { epKey } from "./validate.js";
 
 export interface StandaloneDeps extends ControllerDeps {
@@ -72,12 +73,7 @@ export async function addStandalone(d: StandaloneDeps, req: StandaloneRequest): 
   try {
     await d.store.put(KEYS.endpoints + key, JSON.stringify(rec));
     d.endpoints.put(key, rec);
-    engine.upsertEndpoint({
-      name: rec.name,
-      namespace: rec.namespace,
-      labels: rec.labels,
-      ips: [rec.ipv4, ...(rec.ipv6 ? [rec.ipv6] : [])],
-    });
+    engine.upsertEndpoint(engineSpec(rec));
     d.endpoints.revisions.bump();
     await d.enforce();
     wired = true;

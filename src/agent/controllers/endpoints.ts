@@ -24,23 +24,10 @@ import type { LocalEndpoint } from "../desired.js";
 import type { Ipam } from "../ipam.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
 import { endpointPool, settleBoth } from "./endpoints-pool.js";
+import { egressView, engineSpec, localEndpoint, type EndpointView } from "./endpoint-record.js";
 import { epKey, validateName, validatePorts } from "./validate.js";
 
-export interface EndpointView {
-  name: string;
-  namespace: string;
-  id: number;
-  identity: number;
-  labels: Record<string, string>;
-  ipv4: string;
-  ipv6?: string;
-  netns: string;
-  hostIfname: string;
-  ingress: { enforced: boolean; entries: number };
-  /** `unenforced`: a policy selects it for egress but the datapath cannot enforce it there (why). */
-  egress: { enforced: boolean; entries: number; unenforced?: string };
-  policyRevision: number;
-}
+export type { EndpointView } from "./endpoint-record.js";
 
 export interface EndpointsDeps extends ControllerDeps {
   readonly ipam: Ipam;
@@ -385,36 +372,4 @@ export class EndpointsController implements Controller {
       ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
     };
   }
-}
-
-/** An endpoint chained after `bridge` does not claim egress enforcement (records.ts `cni.bridge`). */
-function egressView(rec: EndpointRecordV1, enforced: boolean, entries: number): EndpointView["egress"] {
-  const br = rec.cni?.bridge;
-  if (br === undefined || !enforced) return { enforced, entries };
-  return {
-    enforced: false,
-    entries,
-    unenforced: `chained after bridge ${br}: its packets reach the node from the bridge, not from its own veth, so its egress policy is not enforced (chain membrane-cni after ptp, or use standalone mode)`,
-  };
-}
-
-function engineSpec(rec: EndpointRecordV1) {
-  return {
-    name: rec.name,
-    namespace: rec.namespace,
-    labels: rec.labels,
-    ips: [rec.ipv4, ...(rec.ipv6 ? [rec.ipv6] : [])],
-    ...(rec.ports ? { namedPorts: rec.ports } : {}),
-  };
-}
-
-function localEndpoint(rec: EndpointRecordV1): LocalEndpoint {
-  return {
-    namespace: rec.namespace,
-    name: rec.name,
-    id: rec.id,
-    hostIfname: rec.hostIfname,
-    ipv4: rec.ipv4,
-    ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
-  };
 }
