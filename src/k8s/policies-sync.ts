@@ -7,7 +7,8 @@
  *                 --bad--> log (kind, namespace, name, every problem); what was applied before stays
  *   delete: deletePolicyRefs([ref]) for a policy this watcher applied
  *   replace (list, relist): apply every valid one in one call (one enforce),
- *                           delete the ones this watcher applied that are gone
+ *                           delete the ones this watcher (or one before it, restored from the
+ *                           store with source "k8s:<kind>/...") applied that are gone
  *
  * A rejected object changes nothing: the agent keeps enforcing the last
  * version it accepted, as a rejected `membrane apply` does.
@@ -88,6 +89,7 @@ export class PoliciesSync {
   }
 
   async replace(items: readonly KObject[]): Promise<void> {
+    this.adoptStored();
     const parsed = items.map((o) => this.parse(o)).filter((p): p is NonNullable<typeof p> => p !== undefined);
     const present = new Set(parsed.map((p) => p.key));
     await this.forget([...this.applied.keys()].filter((k) => !present.has(k)));
@@ -112,6 +114,21 @@ export class PoliciesSync {
           this.refused(p.key, e2);
         }
       }
+    }
+  }
+
+  /**
+   * Policies of this kind that an earlier run of the watcher applied (the agent restores them from its
+   * store, each with its source `k8s:<kind>/<key>`) count as applied by this one, so that a list also
+   * removes the objects deleted from Kubernetes while the agent was down.
+   */
+  private adoptStored(): void {
+    const prefix = this.file("");
+    for (const p of this.sink.engine.listPolicies()) {
+      const f = p.source?.file;
+      if (f === undefined || !f.startsWith(prefix)) continue;
+      const key = f.slice(prefix.length);
+      if (!this.applied.has(key)) this.applied.set(key, p.ref);
     }
   }
 

@@ -25,5 +25,9 @@ export interface K8sSink {
     upsert(entries: readonly RemoteEndpointSpec[]): Promise<unknown>;
     delete(ips: readonly string[]): Promise<unknown>;
   };
-  readonly engine: { readonly config: { readonly meshAuth: boolean } };
+  readonly engine: {
+    readonly config: { readonly meshAuth: boolean };
+    /** The policies the agent holds (restored from its store too), with the file they came from. */
+    listPolicies(): readonly Pick<PolicyResource, "ref" | "source">[];
+  };
 }
