@@ -3,10 +3,9 @@
  * namespace gone, with one process spawned (`ip netns del`): the processes
  * inside are found from /proc and the veth is deleted over rtnetlink.
  */
-import assert from "node:assert/strict";
 import cp from "node:child_process";
+import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { syncBuiltinESMExports } from "node:module";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
 import { createEndpoint, createNode, deleteEndpoint } from "../../src/datapath/endpoint.js";
@@ -14,26 +13,9 @@ import { cleanupPrefix, listNetns } from "../../src/datapath/netns.js";
 import { linkStates } from "../../src/datapath/rtnl.js";
 import { netnsPids } from "../../src/datapath/workload.js";
 import { rootSkipReason } from "./harness.js";
+import { spawned } from "./spawn-spy.js";
 
 const skip = rootSkipReason();
-
-/** The argv of every process spawned from Node while `fn` runs. */
-async function spawned(fn: () => Promise<unknown>): Promise<string[][]> {
-  const seen: string[][] = [];
-  const orig = cp.spawn;
-  cp.spawn = ((cmd: string, args: readonly string[], ...rest: unknown[]) => {
-    seen.push([cmd, ...args]);
-    return (orig as (...a: unknown[]) => cp.ChildProcess)(cmd, args, ...rest);
-  }) as typeof cp.spawn;
-  syncBuiltinESMExports();
-  try {
-    await fn();
-  } finally {
-    cp.spawn = orig;
-    syncBuiltinESMExports();
-  }
-  return seen;
-}
 
 describe("endpoint delete (root)", { skip: skip ?? false }, () => {
   test("stops the process inside, deletes veth and namespace, and spawns only `ip netns del`", async () => {

@@ -5,10 +5,8 @@
  * leaves nothing behind, and that stop and start clean up.
  */
 import assert from "node:assert/strict";
-import cp from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, readlinkSync, statSync } from "node:fs";
-import { syncBuiltinESMExports } from "node:module";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
 import { createNode, prepareEndpoint, type NamedNodeNetns } from "../../src/datapath/endpoint.js";
@@ -17,27 +15,10 @@ import { run } from "../../src/datapath/exec.js";
 import { cleanupPrefix, listNetns } from "../../src/datapath/netns.js";
 import { linkStates } from "../../src/datapath/rtnl.js";
 import { rootSkipReason } from "./harness.js";
+import { spawned } from "./spawn-spy.js";
 
 const skip = rootSkipReason();
 const prefixOf = (): string => `mx2${randomBytes(2).toString("hex")}p`;
-
-/** The argv of every process spawned from Node while `fn` runs. */
-async function spawned(fn: () => Promise<unknown>): Promise<string[][]> {
-  const seen: string[][] = [];
-  const orig = cp.spawn;
-  cp.spawn = ((cmd: string, args: readonly string[], ...rest: unknown[]) => {
-    seen.push([cmd, ...args]);
-    return (orig as (...a: unknown[]) => cp.ChildProcess)(cmd, args, ...rest);
-  }) as typeof cp.spawn;
-  syncBuiltinESMExports();
-  try {
-    await fn();
-  } finally {
-    cp.spawn = orig;
-    syncBuiltinESMExports();
-  }
-  return seen;
-}
 
 const ours = async (prefix: string): Promise<string[]> =>
   (await listNetns()).filter((n) => n.startsWith(prefix));

@@ -6,9 +6,7 @@
  * leaves nothing behind.
  */
 import assert from "node:assert/strict";
-import cp from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { syncBuiltinESMExports } from "node:module";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
 import { createEndpoint, createNode, exec, type EndpointParams } from "../../src/datapath/endpoint.js";
@@ -17,27 +15,10 @@ import { cleanupPrefix, listNetns } from "../../src/datapath/netns.js";
 import { linkStates } from "../../src/datapath/rtnl.js";
 import { addrBytes } from "../../src/datapath/rtnl-ops.js";
 import { rootSkipReason } from "./harness.js";
+import { spawned } from "./spawn-spy.js";
 
 const skip = rootSkipReason();
 const prefixOf = (tag: string): string => `mh4${randomBytes(2).toString("hex")}${tag}`;
-
-/** The argv of every process spawned from Node while `fn` runs. */
-async function spawned(fn: () => Promise<unknown>): Promise<string[][]> {
-  const seen: string[][] = [];
-  const orig = cp.spawn;
-  cp.spawn = ((cmd: string, args: readonly string[], ...rest: unknown[]) => {
-    seen.push([cmd, ...args]);
-    return (orig as (...a: unknown[]) => cp.ChildProcess)(cmd, args, ...rest);
-  }) as typeof cp.spawn;
-  syncBuiltinESMExports();
-  try {
-    await fn();
-  } finally {
-    cp.spawn = orig;
-    syncBuiltinESMExports();
-  }
-  return seen;
-}
 
 /** `ip -j` output of `args` in `netns`. */
 async function ipj(netns: string, args: string[]): Promise<unknown[]> {
