@@ -9,6 +9,7 @@
  * and "=", and the reference plugins (bridge, ptp) refuse a second "=".
  * Pure.
  */
+import { isIfname } from "../abi/ifname.js";
 import { podEndpointName } from "../labels/pod-name.js";
 import { CNI_ERRORS, CniError, quote, type MembranePluginConf } from "./spec.js";
 
@@ -25,7 +26,6 @@ export interface Invocation {
 
 /** SPEC.md: alphanumeric start, then alphanumerics, "_", "." or "-". */
 const CONTAINER_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
-const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
 const envError = (name: string, why: string): CniError =>
   new CniError(CNI_ERRORS.invalidEnvironment, "read the environment", `${name} ${why}`);
@@ -48,7 +48,7 @@ export function parseEnv(env: Readonly<Record<string, string | undefined>>): Inv
   if (needs) {
     if (!CONTAINER_ID.test(containerId))
       throw envError("CNI_CONTAINERID", `${quote(containerId)} is not a container id`);
-    if (!IFNAME.test(ifname)) throw envError("CNI_IFNAME", `${quote(ifname)} is not an interface name`);
+    if (!isIfname(ifname)) throw envError("CNI_IFNAME", `${quote(ifname)} is not an interface name`);
     if (cmd !== "DEL" && !netns.startsWith("/")) throw envError("CNI_NETNS", `${quote(netns)} is not a path`);
   }
   return { command: cmd, containerId, netns, ifname, args: parseCniArgs(env["CNI_ARGS"] ?? "") };

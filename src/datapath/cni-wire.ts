@@ -16,6 +16,7 @@
  * The namespace belongs to the runtime: nothing here creates or deletes one.
  * A failed wireContainer leaves nothing (the veth is deleted again).
  */
+import { isIfname } from "../abi/ifname.js";
 import { closeSync, constants, openSync, statSync } from "node:fs";
 import { createRtNetlink } from "netlink";
 import { MembraneError } from "../errors.js";
@@ -28,7 +29,6 @@ const NLM_F_CREATE = 0x400;
 const NLM_F_EXCL = 0x200;
 /** Link-local address of every node-side veth (endpoint.ts HOST_LINK_LOCAL). */
 const HOST_LINK_LOCAL = "fe80::1";
-const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
 export interface CniWire {
   /** The node's named namespace; undefined = this process's own. */
@@ -124,7 +124,7 @@ export function containerLines(w: CniWire): string[] {
 
 /** Wires the container; on any failure the veth is gone again and the error names the step. */
 export async function wireContainer(w: CniWire): Promise<WiredContainer> {
-  if (!IFNAME.test(w.ifname) || !IFNAME.test(w.hostIfname))
+  if (!isIfname(w.ifname) || !isIfname(w.hostIfname))
     throw refuse(w, "an interface name is not 1-15 of [A-Za-z0-9_.-]");
   await createVeth(w);
   try {
@@ -143,7 +143,7 @@ export async function wireContainer(w: CniWire): Promise<WiredContainer> {
 
 /** Deletes the host end (the kernel deletes the peer with it); absent already is success. */
 export async function unwireContainer(nodeNetns: string | undefined, hostIfname: string): Promise<void> {
-  if (!IFNAME.test(hostIfname)) return;
+  if (!isIfname(hostIfname)) return;
   await ip(["link", "del", "dev", hostIfname], nodeNetns).catch(async (e: unknown) => {
     const still = await ip(["link", "show", "dev", hostIfname], nodeNetns).then(
       () => true,

@@ -71,6 +71,7 @@
  *
  * NFLOG prefixes (drops, allowed and redirected new connections, audit): abi/log-prefix.ts.
  */
+import { isIfname } from "../abi/ifname.js";
 import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import { frozenChain, type CompiledTable, type NftChain, type NftElement, type NftMap } from "./model.js";
@@ -171,7 +172,7 @@ function ipcacheMap(name: string, kind: "ipv4" | "ipv6", items: IdentityInterval
 /** The checks of one endpoint on its own (`p` names it in errors, e.g. "endpoints[3]"). */
 export function checkEndpoint(ep: DatapathEndpoint, p: string): void {
   if (!Number.isInteger(ep.id) || ep.id < 0 || ep.id > 0xffffff) throw invalid(`${p}.id`, `bad id ${ep.id}`);
-  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(ep.hostIfname))
+  if (!isIfname(ep.hostIfname))
     throw invalid(`${p}.hostIfname`, `"${ep.hostIfname}" is not an interface name (1-15 of [A-Za-z0-9_.-])`);
   if (ep.ipv4 !== undefined && parseAddr(ep.ipv4)?.family !== 4)
     throw invalid(`${p}.ipv4`, `"${ep.ipv4}" is not an IPv4 address`);

@@ -15,6 +15,7 @@
  * the runtime starts the container only once it is enforced; a failed add is
  * undone whole (the runtime then calls DEL on the chain and the first plugin unwires).
  */
+import { isIfname } from "../../abi/ifname.js";
 import { isIP } from "node:net";
 import { MembraneError } from "../../errors.js";
 import { ip } from "../../datapath/exec.js";
@@ -90,8 +91,7 @@ export class CniAttachments {
           throw refuse(
             "a standalone attachment takes no host interfaces or addresses (the agent makes them)",
           );
-        if (!/^[A-Za-z0-9_.-]{1,15}$/.test(req.ifname))
-          throw refuse(`${JSON.stringify(req.ifname)} is not an interface name`);
+        if (!isIfname(req.ifname)) throw refuse(`${JSON.stringify(req.ifname)} is not an interface name`);
         if (!req.netns.startsWith("/"))
           throw refuse(`the namespace ${JSON.stringify(req.netns.slice(0, 100))} is not an absolute path`);
         return addStandalone(this.d, req);
@@ -260,8 +260,7 @@ export class CniAttachments {
   ): Promise<{ host: string; bridge?: string }> {
     const veths: LinkInfo[] = [];
     for (const n of names) {
-      if (!/^[A-Za-z0-9_.-]{1,15}$/.test(n))
-        throw refuse(`${JSON.stringify(n.slice(0, 20))} is not an interface name`);
+      if (!isIfname(n)) throw refuse(`${JSON.stringify(n.slice(0, 20))} is not an interface name`);
       const l = await this.link(n);
       if (l?.linkinfo?.info_kind === "veth") veths.push(l);
     }

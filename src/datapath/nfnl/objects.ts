@@ -18,6 +18,7 @@
  * them); a new one comes after they exist. The kernel checks both, and
  * applies the batch whole or not at all.
  */
+import { isIfname } from "../../abi/ifname.js";
 import { MembraneError } from "../../errors.js";
 import {
   elementMessages,
@@ -118,7 +119,7 @@ function wire(m: NftMap, els: readonly NftElement[], keyOnly: boolean): WireElem
   for (const e of els) {
     if (m.fields.length === 1 && m.fields[0] === "ifname") {
       const name = e.key[0];
-      if (typeof name !== "string" || !/^[A-Za-z0-9_.-]{1,15}$/.test(name) || m.interval) return undefined;
+      if (typeof name !== "string" || !isIfname(name) || m.interval) return undefined;
       const key = Buffer.alloc(16);
       key.write(name, "latin1");
       const j = encodeElement(
