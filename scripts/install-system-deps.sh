@@ -13,9 +13,13 @@
 #   containernetworking-plugins    bridge, ptp, host-local (/usr/lib/cni): membrane-cni chains after them
 #   podman                         the real runtime of the CNI tests and benchmark (its CNI backend, private
 #                                  state in a temp dir, `--rootfs`: no image pulls)
+#   bpftrace                       runtime security (issue 15): tracepoint programs and bpf_send_signal from
+#                                  generated scripts, driven as a subprocess (this kernel refuses kprobes/LSM)
+#   protobuf-compiler              protoc, to build descriptor sets of vendored upstream .proto files (Tetragon's
+#                                  events) that tests parse our JSON against, strictly
 set -euo pipefail
 PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
-  containernetworking-plugins podman)
+  containernetworking-plugins podman bpftrace protobuf-compiler)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
