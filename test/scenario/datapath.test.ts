@@ -37,7 +37,8 @@ function run(...args: string[]): { code: number | null; stdout: string; stderr: 
     {
       cwd: ROOT,
       encoding: "utf8",
-      timeout: 180_000,
+      // A safety net, not a time bound: the examples run takes ~3 min on a busy 2-core machine.
+      timeout: 900_000,
     },
   );
   assert.equal(netnsCount(stem), 0, "the run left scratch namespaces behind");

@@ -114,6 +114,8 @@ export class DnsProxy {
     onAnswerFailures: 0,
     internalErrors: 0,
   };
+  /** What the last internal error was (for logs and tests; internal errors are bugs, never input). */
+  lastInternalError: string | undefined;
   private readonly limits: DnsProxyLimits;
   private readonly sink: L7Sink;
   private readonly matchers = new WeakMap<L7Spec, (name: string) => boolean>();
@@ -132,7 +134,7 @@ export class DnsProxy {
     const udp = dgram.createSocket(net.isIPv6(host) ? "udp6" : "udp4");
     this.udp = udp;
     udp.on("message", (m, rinfo) => this.onDatagram(udp, m, rinfo));
-    udp.on("error", () => (this.stats.internalErrors += 1));
+    udp.on("error", (e) => this.internalError("udp socket", e));
     await new Promise<void>((res, rej) => {
       udp.once("error", rej);
       udp.bind(this.params.listen?.udpPort ?? 0, host, () => res());
@@ -174,8 +176,8 @@ export class DnsProxy {
         if (!reply || this.udp !== udp) return;
         try {
           udp.send(reply, rinfo.port, rinfo.address, () => undefined);
-        } catch {
-          this.stats.internalErrors++;
+        } catch (e) {
+          this.internalError("udp send", e);
         }
       })
       .finally(() => this.inflight--);
@@ -222,10 +224,15 @@ export class DnsProxy {
   ): Promise<Buffer | undefined> {
     try {
       return await this.decide(msg, src, proto);
-    } catch {
-      this.stats.internalErrors++;
+    } catch (e) {
+      this.internalError("answer", e);
       return undefined;
     }
+  }
+
+  private internalError(where: string, e: unknown): void {
+    this.stats.internalErrors++;
+    this.lastInternalError = `${where}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
   }
 
   private async decide(

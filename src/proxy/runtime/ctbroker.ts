@@ -35,29 +35,44 @@ function parse(m: unknown): Req | undefined {
 const MAX_OUTSTANDING = 4096;
 let outstanding = 0;
 
+/**
+ * Answers the proxy if it is still there. A send on a closed channel throws
+ * (ERR_IPC_CHANNEL_CLOSED), and a throw inside the netlink binding's callback
+ * aborts the process ("terminate called after throwing an instance of
+ * 'Napi::Error'", "Channel closed" or "write EPIPE"): seen when the agent gave
+ * up on a slow proxy start.
+ */
+function reply(m: object): void {
+  if (!process.send || !process.connected) return;
+  try {
+    // With a callback, an asynchronous failure (EPIPE) goes to it instead of an "error" event.
+    process.send(m, undefined, undefined, () => undefined);
+  } catch {
+    // The proxy went away meanwhile: "disconnect" ends this process.
+  }
+}
+
 async function main(): Promise<void> {
   const ct = await ConntrackClient.open();
   process.on("message", (m: unknown) => {
     const req = parse(m);
-    if (!req) return process.send?.({ id: -1, error: "malformed request" });
+    if (!req) return reply({ id: -1, error: "malformed request" });
     // The asker is unprivileged and may be compromised: bounded work, never a growing queue.
-    if (outstanding >= MAX_OUTSTANDING) return process.send?.({ id: req.id, error: "too many lookups" });
+    if (outstanding >= MAX_OUTSTANDING) return reply({ id: req.id, error: "too many lookups" });
     outstanding++;
     ct.originalDst(req.proto, req.local, req.remote)
       .finally(() => outstanding--)
       .then(
         (r) =>
-          process.send?.(
-            r ? { id: req.id, address: r.address, port: r.port, mark: r.mark ?? 0 } : { id: req.id },
-          ),
-        (e: unknown) => process.send?.({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
+          reply(r ? { id: req.id, address: r.address, port: r.port, mark: r.mark ?? 0 } : { id: req.id }),
+        (e: unknown) => reply({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
       );
   });
   process.on("disconnect", () => process.exit(0));
-  process.send?.({ ready: true });
+  reply({ ready: true });
 }
 
 main().catch((e: unknown) => {
-  process.send?.({ fatal: e instanceof Error ? e.message : String(e) });
+  reply({ fatal: e instanceof Error ? e.message : String(e) });
   process.exit(1);
 });

@@ -127,7 +127,7 @@ export class ProxySupervisor {
     const ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(failed("it did not report ready in time")),
-        this.p.startTimeoutMs ?? 10_000,
+        this.p.startTimeoutMs ?? 30_000,
       );
       child.on("message", (raw: unknown) => {
         const m = fromProxy(raw);
