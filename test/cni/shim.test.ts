@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { request } from "node:http";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -215,5 +216,56 @@ describe("the native membrane-cni shim answers as the Node plugin (real agent so
         await new Promise<void>((r) => srv.close(() => r()));
       }
     }
+  });
+  test("POST /v1/cni/invoke refuses a malformed body with 400 naming the field, and runs nothing", async () => {
+    const a = agent();
+    inner = a.call;
+    const post = (body: string): Promise<{ status: number; text: string; exit: unknown }> =>
+      new Promise((resolve, reject) => {
+        const req = request(
+          {
+            socketPath: sock,
+            method: "POST",
+            path: "/v1/cni/invoke",
+            headers: { "Content-Type": "application/json" },
+          },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on("data", (c: Buffer) => chunks.push(c));
+            res.on("end", () =>
+              resolve({
+                status: res.statusCode ?? 0,
+                text: Buffer.concat(chunks).toString("utf8"),
+                exit: res.headers["membrane-cni-exit"],
+              }),
+            );
+          },
+        );
+        req.on("error", reject);
+        req.end(body);
+      });
+    const cases: [string, RegExp][] = [
+      [
+        JSON.stringify({ env: { CNI_COMMAND: "ADD", LD_PRELOAD: "/x" }, stdin: "" }),
+        /field "env\.LD_PRELOAD" is not one of/,
+      ],
+      [JSON.stringify({ env: { CNI_COMMAND: 1 }, stdin: "" }), /field "env\.CNI_COMMAND" must be a string/],
+      [
+        JSON.stringify({ env: {}, stdin: " ".repeat((1 << 20) + 1) }),
+        /field "stdin" must be at most 1048576/,
+      ],
+      [JSON.stringify({ env: {}, stdin: "", extra: 1 }), /field "extra" is not a field/],
+    ];
+    for (const [body, msg] of cases) {
+      const r = await post(body);
+      assert.equal(r.status, 400, r.text);
+      assert.match((JSON.parse(r.text) as { error: { message: string } }).error.message, msg);
+      assert.equal(
+        r.exit,
+        undefined,
+        "no Membrane-Cni-Exit: the shim would hand the call to the Node plugin",
+      );
+    }
+    assert.equal(a.calls.length, 0);
   });
 });
