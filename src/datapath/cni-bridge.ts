@@ -51,8 +51,17 @@ async function bridgeAddrs6(bridge: string, netns: string | undefined): Promise<
     .map((a) => a.local as string);
 }
 
-/** Takes the port off its bridge and routes the container's addresses to it. Undone by restoreBridgePort. */
-export async function routeBridgePort(p: BridgePort, netns: string | undefined): Promise<void> {
+/**
+ * Takes the port off its bridge and routes the container's addresses to it. Undone by restoreBridgePort.
+ * `peers`: the other routed ports of the same bridge. IPv4 needs nothing for them (proxy ARP answers
+ * by route), IPv6 does: Linux proxies ND only for listed addresses, and a container sends neighbour
+ * solicitations for the others of its on-link /64, so each port proxies the others' addresses.
+ */
+export async function routeBridgePort(
+  p: BridgePort,
+  netns: string | undefined,
+  peers: readonly { host: string; ipv6?: string }[] = [],
+): Promise<void> {
   if (!PLAIN.test(p.host) || !PLAIN.test(p.bridge))
     throw new MembraneError(
       "ENDPOINT_INVALID",
@@ -73,11 +82,32 @@ export async function routeBridgePort(p: BridgePort, netns: string | undefined):
     await ip(["-6", "route", "replace", `${p.ipv6}/128`, "dev", p.host], netns);
     for (const a of await bridgeAddrs6(p.bridge, netns))
       await ip(["-6", "neigh", "replace", "proxy", a, "dev", p.host], netns);
+    for (const peer of peers) {
+      if (peer.ipv6 === undefined || !PLAIN.test(peer.host)) continue;
+      await ip(["-6", "neigh", "replace", "proxy", peer.ipv6, "dev", p.host], netns);
+      await ip(["-6", "neigh", "replace", "proxy", p.ipv6, "dev", peer.host], netns);
+    }
   }
 }
 
+/** A routed port's IPv6 address is no longer proxied on the other ports (its container is gone). */
+export async function forgetBridgePort(
+  ipv6: string,
+  netns: string | undefined,
+  peers: readonly { host: string }[],
+): Promise<void> {
+  for (const peer of peers)
+    if (PLAIN.test(peer.host))
+      await ip(["-6", "neigh", "del", "proxy", ipv6, "dev", peer.host], netns).catch(() => undefined);
+}
+
 /** Puts the port back on its bridge (a failed adoption), best effort: the runtime's DEL deletes the veth anyway. */
-export async function restoreBridgePort(p: BridgePort, netns: string | undefined): Promise<void> {
+export async function restoreBridgePort(
+  p: BridgePort,
+  netns: string | undefined,
+  peers: readonly { host: string }[] = [],
+): Promise<void> {
+  if (p.ipv6 !== undefined) await forgetBridgePort(p.ipv6, netns, peers);
   await ip(["-4", "route", "del", `${p.ipv4}/32`, "dev", p.host], netns).catch(() => undefined);
   if (p.ipv6 !== undefined)
     await ip(["-6", "route", "del", `${p.ipv6}/128`, "dev", p.host], netns).catch(() => undefined);

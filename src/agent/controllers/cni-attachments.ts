@@ -22,7 +22,7 @@ import { isIfname } from "../../abi/ifname.js";
 import { isIP } from "node:net";
 import { MembraneError } from "../../errors.js";
 import { ip } from "../../datapath/exec.js";
-import { restoreBridgePort, routeBridgePort } from "../../datapath/cni-bridge.js";
+import { forgetBridgePort, restoreBridgePort, routeBridgePort } from "../../datapath/cni-bridge.js";
 import { workloadLabels } from "../../labels/k8s.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
 import {
@@ -118,7 +118,8 @@ export class CniAttachments {
         bridge !== undefined
           ? { host, bridge, ipv4: v4[0] ?? "", ...(v6[0] !== undefined ? { ipv6: v6[0] } : {}) }
           : undefined;
-      if (port) await routeBridgePort(port, this.d.nodeNetns);
+      const peers = port ? this.routedPeers(port.bridge) : [];
+      if (port) await routeBridgePort(port, this.d.nodeNetns, peers);
       const t2 = performance.now();
       const rec: EndpointRecordV1 = {
         v: 1,
@@ -152,7 +153,7 @@ export class CniAttachments {
         engine.deleteEndpoint(rec.namespace, rec.name);
         await this.d.store.delete(KEYS.endpoints + key).catch(() => undefined);
         await this.d.enforce().catch(() => undefined);
-        if (port) await restoreBridgePort(port, this.d.nodeNetns);
+        if (port) await restoreBridgePort(port, this.d.nodeNetns, peers);
         throw e;
       } finally {
         this.d.endpoints.releaseId(rec.id); // recorded (byId has it) or undone
@@ -237,7 +238,17 @@ export class CniAttachments {
     this.d.endpoints.revisions.bump();
     await this.d.enforce();
     if (standalone) await releaseStandalone(this.d, rec);
+    const br = rec.cni?.routed === true ? rec.cni.bridge : undefined;
+    if (br !== undefined && rec.ipv6 !== undefined)
+      await forgetBridgePort(rec.ipv6, this.d.nodeNetns, this.routedPeers(br));
     this.d.logger.info({ endpoint: key, containerId: rec.cni?.containerId }, "cni endpoint released");
+  }
+
+  /** The host veths and IPv6 addresses of the routed ports of `bridge` (cni-bridge.ts). */
+  private routedPeers(bridge: string): { host: string; ipv6?: string }[] {
+    return [...this.d.endpoints.all()]
+      .filter((r) => r.cni?.routed === true && r.cni.bridge === bridge)
+      .map((r) => ({ host: r.hostIfname, ...(r.ipv6 !== undefined ? { ipv6: r.ipv6 } : {}) }));
   }
 
   /** The one host-side veth among the previous result's host interfaces (bridges and others skipped). */
