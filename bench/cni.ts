@@ -8,6 +8,9 @@
  *            the endpoint adopted (logged after its policy is in the kernel), the whole
  *            `podman run`, and `podman stop` (DEL through the runtime).
  *
+ *   The direct ADDs alternate the native shim (dist/bin/membrane-cni, installed) and the Node plugin
+ *   (bin/membrane-cni.js), A/B in one run; figures without "Node" are the shim's.
+ *
  *   standalone (--standalone: membrane-cni alone, the agent wires the container; no podman part):
  *            ADD and DEL latency and the plugin process's CPU time.
  *
@@ -19,7 +22,7 @@ import { loadavg } from "node:os";
 import { join } from "node:path";
 import { CniLab } from "../test/cni/harness.js";
 import { Podman } from "../test/cni/podman.js";
-import { execPlugin } from "../test/cni/runtime.js";
+import { execPlugin, PLUGIN_BINARIES, type PluginRun } from "../test/cni/runtime.js";
 import { pct, r1 } from "./traffic.js";
 
 const quick = process.argv.includes("--quick");
@@ -73,7 +76,10 @@ async function direct(c: CniLab): Promise<void> {
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAME=${att.containerId};MEMBRANE_LABELS=app:server`,
     CNI_PATH: c.rt.p.pluginDirs.join(":"),
   });
-  const ours = join(c.pluginDir, "membrane-cni");
+  // A/B interleaved: even samples the native shim (installed as membrane-cni), odd ones the Node plugin.
+  const binaries = [join(c.pluginDir, "membrane-cni"), PLUGIN_BINARIES.node] as const;
+  const nodeAdd: number[] = [];
+  const nodeCpu: number[] = [];
   const agentMs: Record<string, number[]> = { queuedMs: [], linkMs: [], enforceMs: [] };
   const cpu: number[] = [];
   const TIME = ["/usr/bin/time", "-f", "cpu %U %S"];
@@ -81,7 +87,9 @@ async function direct(c: CniLab): Promise<void> {
     const m = /cpu ([\d.]+) ([\d.]+)/.exec(stderr);
     return m ? (Number(m[1]) + Number(m[2])) * 1000 : NaN;
   };
-  for (let i = 0; i < DIRECT; i++) {
+  for (let i = 0; i < 2 * DIRECT; i++) {
+    const node = i % 2 === 1;
+    const ours = binaries[node ? 1 : 0];
     const att = await c.sandbox(`d${i}`);
     const [ptp, tPtp] = await timed(() =>
       execPlugin("/usr/lib/cni/ptp", env("ADD", att), confOf(0, undefined), c.lab.node),
@@ -92,6 +100,12 @@ async function direct(c: CniLab): Promise<void> {
       execPlugin(ours, env("ADD", att), confOf(1, ptp.json), c.lab.node, TIME),
     );
     if (add.status !== 0) throw new Error(`membrane-cni ADD: ${add.stdout}`);
+    if (node) {
+      nodeAdd.push(tAdd);
+      nodeCpu.push(cpuOf(add.stderr));
+    }
+    if (node) await cleanup(c, att, ours, env, confOf, add);
+    if (node) continue;
     cpu.push(cpuOf(add.stderr));
     const line = c.lab.logs.slice(from).find((l) => l["msg"] === "cni endpoint adopted") ?? {};
     for (const k of Object.keys(agentMs)) agentMs[k]?.push(Number(line[k]));
@@ -118,10 +132,27 @@ async function direct(c: CniLab): Promise<void> {
   });
   out({ figure: "add-direct", plugin: "ptp+membrane-cni", existing, ...stats(addChain) });
   out({ figure: "add-direct membrane-cni process CPU (user+sys)", existing, ...stats(cpu) });
+  out({ figure: "add-direct", plugin: "membrane-cni.js (Node, interleaved)", existing, ...stats(nodeAdd) });
+  out({ figure: "add-direct membrane-cni.js process CPU (user+sys)", existing, ...stats(nodeCpu) });
   for (const [k, v] of Object.entries(agentMs))
     out({ figure: `add-direct agent ${k}`, existing, ...stats(v) });
   out({ figure: "del-direct", plugin: "membrane-cni", existing, ...stats(delOurs) });
   out({ figure: "del-direct", plugin: "membrane-cni+ptp", existing, ...stats(delChain) });
+}
+
+/** DEL of a Node-plugin sample (membrane-cni, then ptp) and its namespace, unmeasured. */
+async function cleanup(
+  c: CniLab,
+  att: { containerId: string; netns: string; ifname: string },
+  ours: string,
+  env: (cmd: string, a: typeof att) => Record<string, string>,
+  confOf: (i: number, prev: unknown) => string,
+  add: PluginRun,
+): Promise<void> {
+  const del = await execPlugin(ours, env("DEL", att), confOf(1, add.json), c.lab.node);
+  if (del.status !== 0) throw new Error(`membrane-cni DEL: ${del.stdout}`);
+  await execPlugin("/usr/lib/cni/ptp", env("DEL", att), confOf(0, add.json), c.lab.node);
+  await c.lab.ip(["netns", "del", att.netns.slice("/run/netns/".length)]);
 }
 
 /** membrane-cni alone (standalone): ADD and DEL as a runtime calls them, in fresh namespaces. */

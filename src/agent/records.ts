@@ -32,10 +32,13 @@ export interface EndpointRecordV1 {
     readonly network: string;
     readonly standalone?: true;
     /**
-     * Chained after `bridge`: the bridge its veth is a port of. Its packets reach the node's
-     * forward hook from the bridge, not from its veth, so its egress policy is not enforced.
+     * Chained after `bridge`: the bridge its veth was a port of. With `routed` the agent took
+     * the veth off the bridge and routes it (datapath/cni-bridge.ts): enforced both ways.
+     * Without (adopted by an older agent), its packets reach the node from the bridge, not
+     * from its veth, so its egress policy is not enforced.
      */
     readonly bridge?: string;
+    readonly routed?: true;
   };
 }
 

@@ -11,9 +11,10 @@ async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of process.stdin as AsyncIterable<Buffer>) {
+    // Past the limit by a byte is enough for run() to name it; never a truncated configuration that fits.
+    chunks.push(size + c.length > MAX_STDIN + 1 ? c.subarray(0, MAX_STDIN + 1 - size) : c);
     size += c.length;
-    if (size > MAX_STDIN + 1) break; // run() names the limit
-    chunks.push(c);
+    if (size > MAX_STDIN) break;
   }
   return Buffer.concat(chunks).toString("utf8");
 }

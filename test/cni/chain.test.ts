@@ -40,7 +40,7 @@ describe("membrane-cni chained after ptp and bridge (root)", { skip: skip ?? fal
         await lab.endpoint("client", { app: "client" }, { tcp: [80] });
         await lab.endpoint("other", { app: "other" }, { tcp: [80] });
         await lab.agent.applyPolicies(SERVER_FROM_CLIENT, "server.yaml");
-        if (first === "ptp") await lab.agent.applyPolicies(SERVER_EGRESS, "server-out.yaml");
+        await lab.agent.applyPolicies(SERVER_EGRESS, "server-out.yaml");
         const { att, result } = await c.add(
           "web",
           "K8S_POD_NAMESPACE=default;MEMBRANE_LABELS=app:server,tier:front",
@@ -57,8 +57,8 @@ describe("membrane-cni chained after ptp and bridge (root)", { skip: skip ?? fal
         await server.listen("tcp", 80);
         assert.equal(await lab.ep("client").probe.tcp(ip, 80, T), "ok", "client -> server allowed");
         assert.equal(await lab.ep("other").probe.tcp(ip, 80, T), "timeout", "other -> server refused");
-        // Two more containers of the same network (for bridge: ports of the same bridge, isolated
-        // and routed through the node, so the server's ingress decides there too).
+        // Two more containers of the same network (for bridge: taken off the bridge and routed
+        // through the node like ptp's, so the server's ingress decides there too).
         const peer = await c.add("peer", "MEMBRANE_LABELS=app:client");
         const intruder = await c.add("intruder", "MEMBRANE_LABELS=app:other");
         const peerProbe = lab.probeIn(peer.att.netns.slice("/run/netns/".length));
@@ -67,11 +67,9 @@ describe("membrane-cni chained after ptp and bridge (root)", { skip: skip ?? fal
         assert.equal(await intruderProbe.tcp(ip, 80, T), "timeout", "container other -> server refused");
         await c.del("peer");
         await c.del("intruder");
-        if (first === "ptp") {
-          // Routed through the node by its own veth: egress is enforced too.
-          assert.equal(await server.tcp(lab.ep("client").ip, 80, T), "ok", "server -> client allowed");
-          assert.equal(await server.tcp(lab.ep("other").ip, 80, T), "timeout", "server -> other refused");
-        }
+        // Routed through the node by its own veth (after bridge too): egress is enforced.
+        assert.equal(await server.tcp(lab.ep("client").ip, 80, T), "ok", "server -> client allowed");
+        assert.equal(await server.tcp(lab.ep("other").ip, 80, T), "timeout", "server -> other refused");
         await c.del("web");
         assert.throws(() => lab.agent.getEndpoint("default", "web"), /Cannot find endpoint/);
         // DEL again (SPEC.md: DEL is idempotent), with the same prevResult.

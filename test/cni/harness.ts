@@ -18,9 +18,9 @@ export type FirstPlugin = "ptp" | "bridge";
 /** "standalone": membrane-cni alone in the list (the agent wires the container). */
 export type ListKind = FirstPlugin | "standalone";
 
-/** "mx5" + 6 random hex characters (interface names stay <= 15 with a short suffix). */
+/** "my5" + 6 random hex characters (interface names stay <= 15 with a short suffix). */
 export function mx5Prefix(): string {
-  return "mx5" + randomBytes(3).toString("hex");
+  return "my5" + randomBytes(3).toString("hex");
 }
 
 /** "mx7" + 6 random hex characters (standalone-mode tests). */

@@ -35,11 +35,22 @@ export interface Conflist {
   plugins: Record<string, unknown>[];
 }
 
-/** The compiled bin/membrane-cni.js, linked as `membrane-cni` into `dir` (a CNI plugin directory). */
-export async function installPlugin(dir: string): Promise<string> {
+/** The two membrane-cni binaries: the native shim (what is installed) and the Node plugin (its fallback, the reference). */
+export const PLUGIN_BINARIES = {
+  shim: fileURLToPath(new URL("../../../dist/bin/membrane-cni", import.meta.url)),
+  node: fileURLToPath(new URL("../../../bin/membrane-cni.js", import.meta.url)),
+} as const;
+
+/**
+ * membrane-cni linked as `membrane-cni` into `dir` (a CNI plugin directory): the native shim, or the
+ * Node plugin with MEMBRANE_CNI_PLUGIN=node (to run the e2e suites against both).
+ */
+export async function installPlugin(
+  dir: string,
+  which: keyof typeof PLUGIN_BINARIES = process.env["MEMBRANE_CNI_PLUGIN"] === "node" ? "node" : "shim",
+): Promise<string> {
   await mkdir(dir, { recursive: true });
-  const bin = fileURLToPath(new URL("../../../bin/membrane-cni.js", import.meta.url));
-  await symlink(bin, join(dir, "membrane-cni"));
+  await symlink(PLUGIN_BINARIES[which], join(dir, "membrane-cni"));
   return dir;
 }
 

@@ -9,8 +9,11 @@
  *   GET    /v1/cni/attachments/:containerId/:ifname          CHECK: the endpoint, its host veth up
  *   DELETE /v1/cni/attachments/:containerId/:ifname          DEL: forget it (idempotent)
  *   POST   /v1/cni/gc {network, valid: [{containerID, ifname}]}   GC: forget the others of the network
+ *   POST   /v1/cni/invoke {env, stdin}                     the native shim's call: the plugin run here,
+ *                                                          against the routes above (cni-invoke.ts)
  */
 import type { CniAttachments } from "../controllers/cni-attachments.js";
+import { cniInvokeRoute, inProcessCall } from "./cni-invoke.js";
 import { badField, fields, item, list, optionalBoolean, string, stringMap } from "./body.js";
 import type { ApiRequest, Route } from "./router.js";
 
@@ -26,6 +29,13 @@ function strings(req: ApiRequest, b: Record<string, unknown>, field: string, max
 }
 
 export function cniRoutes(cni: CniAttachments): Route[] {
+  const routes = attachmentRoutes(cni);
+  // STATUS asks GET /v1/status: in process, the agent answering is the answer.
+  const status: Route = { method: "GET", path: "/v1/status", handler: () => ({}) };
+  return [...routes, cniInvokeRoute(inProcessCall([...routes, status]))];
+}
+
+function attachmentRoutes(cni: CniAttachments): Route[] {
   return [
     {
       method: "POST",

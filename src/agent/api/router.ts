@@ -45,6 +45,15 @@ export interface StreamRoute {
 
 export type Route = JsonRoute | StreamRoute;
 
+/** A JSON route's answer sent as it is, with its own status and headers (membrane-cni's shim reads one). */
+export class RawAnswer {
+  constructor(
+    readonly status: number,
+    readonly headers: Readonly<Record<string, string>>,
+    readonly text: string,
+  ) {}
+}
+
 interface Compiled {
   readonly route: Route;
   readonly segments: readonly string[];

@@ -16,7 +16,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { chmod, lstat, unlink } from "node:fs/promises";
 import type { Logger } from "pino";
 import { MembraneError } from "../../errors.js";
-import { Router, type ApiRequest, type Method, type Route, type StreamRoute } from "./router.js";
+import { RawAnswer, Router, type ApiRequest, type Method, type Route, type StreamRoute } from "./router.js";
 import { alreadyRunning, errnoCode, prepareSocketPath } from "./socket.js";
 import { errorBody, httpStatus, JSON_TYPE, NDJSON_TYPE } from "./wire.js";
 
@@ -126,7 +126,11 @@ export class ApiServer {
       };
       if (m.route.kind === "stream") return await this.stream(m.route, apiReq, res, what, started);
       const out = await m.route.handler(apiReq);
-      if (out === undefined) {
+      if (out instanceof RawAnswer) {
+        res
+          .writeHead(out.status, { ...out.headers, "Content-Length": Buffer.byteLength(out.text) })
+          .end(out.text);
+      } else if (out === undefined) {
         res.writeHead(204).end();
       } else {
         const text = JSON.stringify(out) + "\n";

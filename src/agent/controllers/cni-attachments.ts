@@ -11,6 +11,9 @@
  *   membrane-cni DEL ──DELETE .../:containerId/:ifname──▶ del(): record dropped, enforced (idempotent)
  *   membrane-cni CHECK ──GET──▶ check()   GC ──POST /v1/cni/gc──▶ gc(network, valid attachments)
  *
+ * Behind `bridge`, the port leaves the bridge and is routed (datapath/cni-bridge.ts), so that
+ * its packets reach the node from its own veth: egress and ingress are enforced as after ptp.
+ *
  * Fail closed: the record's policy is in the kernel before add() answers, so
  * the runtime starts the container only once it is enforced; a failed add is
  * undone whole (the runtime then calls DEL on the chain and the first plugin unwires).
@@ -19,7 +22,7 @@ import { isIfname } from "../../abi/ifname.js";
 import { isIP } from "node:net";
 import { MembraneError } from "../../errors.js";
 import { ip } from "../../datapath/exec.js";
-import { setSysctls } from "../../datapath/netns.js";
+import { forgetBridgePort, restoreBridgePort, routeBridgePort } from "../../datapath/cni-bridge.js";
 import { workloadLabels } from "../../labels/k8s.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
 import {
@@ -108,10 +111,16 @@ export class CniAttachments {
           throw refuse(`address ${a} belongs to another endpoint`);
       }
       const { host, bridge } = await this.hostVeth(req.hostInterfaces, refuse);
-      if (bridge !== undefined) await this.isolate(host, bridge, refuse);
-      const t2 = performance.now();
       if ([...this.d.endpoints.all()].some((r) => r.hostIfname === host))
         throw refuse(`interface ${host} is another endpoint's`);
+      // Behind `bridge`: the port becomes a routed link of its own, so the endpoint's dispatch sees it.
+      const port =
+        bridge !== undefined
+          ? { host, bridge, ipv4: v4[0] ?? "", ...(v6[0] !== undefined ? { ipv6: v6[0] } : {}) }
+          : undefined;
+      const peers = port ? this.routedPeers(port.bridge) : [];
+      if (port) await routeBridgePort(port, this.d.nodeNetns, peers);
+      const t2 = performance.now();
       const rec: EndpointRecordV1 = {
         v: 1,
         name: req.name,
@@ -128,7 +137,7 @@ export class CniAttachments {
           containerId: req.containerId,
           ifname: req.ifname,
           network: req.network,
-          ...(bridge !== undefined ? { bridge } : {}),
+          ...(bridge !== undefined ? { bridge, routed: true as const } : {}),
         },
       };
       const engine = this.d.engine();
@@ -144,6 +153,7 @@ export class CniAttachments {
         engine.deleteEndpoint(rec.namespace, rec.name);
         await this.d.store.delete(KEYS.endpoints + key).catch(() => undefined);
         await this.d.enforce().catch(() => undefined);
+        if (port) await restoreBridgePort(port, this.d.nodeNetns, peers);
         throw e;
       } finally {
         this.d.endpoints.releaseId(rec.id); // recorded (byId has it) or undone
@@ -154,11 +164,6 @@ export class CniAttachments {
         { endpoint: key, hostIfname: host, queuedMs: ms(t0, t1), linkMs: ms(t1, t2), enforceMs: ms(t2, t3) },
         "cni endpoint adopted",
       );
-      if (bridge !== undefined)
-        this.d.logger.warn(
-          { endpoint: key, bridge },
-          "cni endpoint behind a bridge: its egress policy is not enforced (chain after ptp for egress)",
-        );
       return this.d.endpoints.view(rec);
     });
   }
@@ -233,24 +238,17 @@ export class CniAttachments {
     this.d.endpoints.revisions.bump();
     await this.d.enforce();
     if (standalone) await releaseStandalone(this.d, rec);
+    const br = rec.cni?.routed === true ? rec.cni.bridge : undefined;
+    if (br !== undefined && rec.ipv6 !== undefined)
+      await forgetBridgePort(rec.ipv6, this.d.nodeNetns, this.routedPeers(br));
     this.d.logger.info({ endpoint: key, containerId: rec.cni?.containerId }, "cni endpoint released");
   }
 
-  /**
-   * A bridge port: isolated (no frames to or from other isolated ports), and the bridge answers
-   * ARP for the hosts behind it (proxy_arp_pvlan, at once), so that traffic between two containers
-   * of one bridge is routed through the node, where the destination's ingress is enforced by its
-   * address, instead of being bridged past nftables (fail closed).
-   */
-  private async isolate(host: string, bridge: string, refuse: (why: string) => MembraneError): Promise<void> {
-    if (!/^[A-Za-z0-9_-]{1,15}$/.test(bridge))
-      throw refuse(`bridge ${JSON.stringify(bridge)} has an unusual name`);
-    await ip(["link", "set", "dev", host, "type", "bridge_slave", "isolated", "on"], this.d.nodeNetns);
-    await setSysctls(this.d.nodeNetns, {
-      [`net.ipv4.conf.${bridge}.proxy_arp_pvlan`]: "1",
-      [`net.ipv4.neigh.${bridge}.proxy_delay`]: "0",
-      [`net.ipv4.conf.${bridge}.send_redirects`]: "0",
-    });
+  /** The host veths and IPv6 addresses of the routed ports of `bridge` (cni-bridge.ts). */
+  private routedPeers(bridge: string): { host: string; ipv6?: string }[] {
+    return [...this.d.endpoints.all()]
+      .filter((r) => r.cni?.routed === true && r.cni.bridge === bridge)
+      .map((r) => ({ host: r.hostIfname, ...(r.ipv6 !== undefined ? { ipv6: r.ipv6 } : {}) }));
   }
 
   /** The one host-side veth among the previous result's host interfaces (bridges and others skipped). */

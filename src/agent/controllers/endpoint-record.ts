@@ -22,18 +22,21 @@ export interface EndpointView {
   policyRevision: number;
 }
 
-/** An endpoint chained after `bridge` does not claim egress enforcement (records.ts `cni.bridge`). */
+/**
+ * An endpoint still on a bridge (adopted by an agent before ports were routed, records.ts
+ * `cni.bridge` without `routed`) does not claim egress enforcement.
+ */
 export function egressView(
   rec: EndpointRecordV1,
   enforced: boolean,
   entries: number,
 ): EndpointView["egress"] {
   const br = rec.cni?.bridge;
-  if (br === undefined || !enforced) return { enforced, entries };
+  if (br === undefined || rec.cni?.routed === true || !enforced) return { enforced, entries };
   return {
     enforced: false,
     entries,
-    unenforced: `chained after bridge ${br}: its packets reach the node from the bridge, not from its own veth, so its egress policy is not enforced (chain membrane-cni after ptp, or use standalone mode)`,
+    unenforced: `chained after bridge ${br}: its packets reach the node from the bridge, not from its own veth, so its egress policy is not enforced (adopted by an older agent: add the container again)`,
   };
 }
 
