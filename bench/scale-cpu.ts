@@ -73,7 +73,11 @@ export async function withLoopDelay<T>(
 }
 
 /** The agent's per-phase times of each endpoint create (controllers/endpoints-trace.ts), while subscribed. */
-export function createPhases(): { stop: () => void; p50: () => Record<string, number> } {
+export function createPhases(): {
+  stop: () => void;
+  p50: () => Record<string, number>;
+  max: () => Record<string, number>;
+} {
   const seen = new Map<string, number[]>();
   const on = (m: unknown): void => {
     for (const [k, v] of Object.entries((m as CreateTrace).phases)) {
@@ -86,5 +90,6 @@ export function createPhases(): { stop: () => void; p50: () => Record<string, nu
   return {
     stop: () => void unsubscribe(CREATE_TRACE_CHANNEL, on),
     p50: () => Object.fromEntries([...seen].map(([k, v]) => [k, r1(pct(v, 0.5))])),
+    max: () => Object.fromEntries([...seen].map(([k, v]) => [k, r1(Math.max(...v))])),
   };
 }
