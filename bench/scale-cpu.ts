@@ -6,7 +6,9 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { r1 } from "./traffic.js";
+import { subscribe, unsubscribe } from "node:diagnostics_channel";
+import { CREATE_TRACE_CHANNEL, type CreateTrace } from "../src/agent/controllers/endpoints-trace.js";
+import { pct, r1 } from "./traffic.js";
 
 export /** CPU time (ms, 10 ms ticks) of the nfnl writer processes (nfnl/child.js) below `root`. */
 function writerCpuMs(root: number): { user: number; system: number } {
@@ -68,4 +70,26 @@ export async function withLoopDelay<T>(
   } finally {
     h.disable();
   }
+}
+
+/** The agent's per-phase times of each endpoint create (controllers/endpoints-trace.ts), while subscribed. */
+export function createPhases(): {
+  stop: () => void;
+  p50: () => Record<string, number>;
+  max: () => Record<string, number>;
+} {
+  const seen = new Map<string, number[]>();
+  const on = (m: unknown): void => {
+    for (const [k, v] of Object.entries((m as CreateTrace).phases)) {
+      const a = seen.get(k) ?? [];
+      a.push(v);
+      seen.set(k, a);
+    }
+  };
+  subscribe(CREATE_TRACE_CHANNEL, on);
+  return {
+    stop: () => void unsubscribe(CREATE_TRACE_CHANNEL, on),
+    p50: () => Object.fromEntries([...seen].map(([k, v]) => [k, r1(pct(v, 0.5))])),
+    max: () => Object.fromEntries([...seen].map(([k, v]) => [k, r1(Math.max(...v))])),
+  };
 }

@@ -24,7 +24,7 @@ import {
   prefixString,
   type Prefix,
 } from "../labels/cidr.js";
-import type { Store } from "../store/store.js";
+import type { Store, TxnRequest } from "../store/store.js";
 
 export const IPAM_PREFIX = "ipam/";
 
@@ -47,6 +47,12 @@ export interface Allocation {
   readonly ipv6?: string;
 }
 
+/** An address a pool would give, and the store transaction that takes it (absent: already held). */
+interface Taking {
+  readonly ip: string;
+  readonly txn?: TxnRequest;
+}
+
 /** How often a pool retries after losing a race for an address to another allocator. */
 const MAX_RACES = 64;
 
@@ -57,6 +63,8 @@ class Pool {
   private readonly first: bigint;
   readonly size: bigint;
   private next = 0n;
+  private view: Map<string, string> | undefined;
+  private watching = false;
 
   constructor(
     private readonly store: Store,
@@ -73,31 +81,45 @@ class Pool {
     return addrString(this.prefix.family, this.prefix.addr + 1n);
   }
 
-  private async used(): Promise<Map<string, string>> {
-    const { kvs } = await this.store.list(this.keyPrefix);
-    return new Map(kvs.map((kv) => [kv.key.slice(this.keyPrefix.length), ownerOf(kv.value)]));
+  /**
+   * Address -> owner: listed once, then kept current by a watch of the prefix (a list scans the
+   * whole store: tens of ms with 50,000 remote endpoints in it). A stale view is safe: the
+   * compare-and-put refuses an address taken meanwhile, and a lost race lists again (forget()).
+   */
+  private async used(): Promise<ReadonlyMap<string, string>> {
+    if (this.view !== undefined) return this.view;
+    const { kvs, revision } = await this.store.list(this.keyPrefix);
+    const m = new Map(kvs.map((kv) => [kv.key.slice(this.keyPrefix.length), ownerOf(kv.value)]));
+    if (this.watching) return m; // a view is being set up by another call
+    this.watching = true;
+    try {
+      const unwatch = await this.store.watch(this.keyPrefix, revision + 1, (ev) => {
+        const ip = ev.key.slice(this.keyPrefix.length);
+        if (ev.type === "put") m.set(ip, ownerOf(ev.value));
+        else m.delete(ip);
+      });
+      this.forget = () => {
+        this.view = undefined;
+        this.watching = false;
+        void unwatch().catch(() => undefined);
+      };
+      this.view = m;
+    } catch {
+      this.watching = false; // no watch: list every time
+    }
+    return m;
   }
+
+  /** Drops the watched view (a lost race: another allocator's change may not have reached it yet). */
+  private forget: () => void = () => undefined;
 
   async allocate(owner: string): Promise<{ ip: string; fresh: boolean }> {
     for (let race = 0; race < MAX_RACES; race++) {
-      const used = await this.used();
-      for (const [ip, o] of used) if (o === owner) return { ip, fresh: false };
-      const ip = this.firstFree(used);
-      if (ip === undefined) {
-        throw new MembraneError(
-          "IPAM_EXHAUSTED",
-          `Cannot allocate an IPv${this.prefix.family} address for ${owner}: all ${this.size} addresses of ${this.cidr} are in use`,
-          {
-            hint: "remove endpoints that are gone (`membrane endpoint list`), or give the node a larger pod CIDR",
-          },
-        );
-      }
-      const res = await this.store.txn({
-        compare: [{ key: this.keyPrefix + ip, modRevision: 0 }],
-        ops: [{ type: "put", key: this.keyPrefix + ip, value: JSON.stringify({ owner }) }],
-      });
-      if (res.succeeded) return { ip, fresh: true };
+      const t = await this.pick(owner);
+      if (t.txn === undefined) return { ip: t.ip, fresh: false };
+      if ((await this.store.txn(t.txn)).succeeded) return { ip: t.ip, fresh: true };
       // Another allocator took it between our list and our txn: list again and move on.
+      this.forget();
     }
     throw new MembraneError(
       "STORE_FAILED",
@@ -108,8 +130,40 @@ class Pool {
     );
   }
 
+  /** The address allocate() would take and the transaction that takes it (none: `owner` holds it already). */
+  async pick(owner: string): Promise<Taking> {
+    const used = await this.used();
+    for (const [ip, o] of used) if (o === owner) return { ip };
+    const ip = this.firstFree(used);
+    if (ip === undefined) {
+      throw new MembraneError(
+        "IPAM_EXHAUSTED",
+        `Cannot allocate an IPv${this.prefix.family} address for ${owner}: all ${this.size} addresses of ${this.cidr} are in use`,
+        {
+          hint: "remove endpoints that are gone (`membrane endpoint list`), or give the node a larger pod CIDR",
+        },
+      );
+    }
+    return { ip, txn: this.taking(owner, ip) };
+  }
+
+  private taking(owner: string, ip: string): TxnRequest {
+    return {
+      compare: [{ key: this.keyPrefix + ip, modRevision: 0 }],
+      ops: [{ type: "put", key: this.keyPrefix + ip, value: JSON.stringify({ owner }) }],
+    };
+  }
+
   /** Reserves exactly `ip` for `owner` (idempotent); refuses addresses outside the pool or held by another. */
   async reserve(owner: string, ip: string): Promise<{ ip: string; fresh: boolean }> {
+    const t = await this.pickExact(owner, ip);
+    if (t.txn === undefined) return { ip: t.ip, fresh: false };
+    if (!(await this.store.txn(t.txn)).succeeded) throw this.inUse(owner, ip, undefined);
+    return { ip: t.ip, fresh: true };
+  }
+
+  /** reserve()'s checks, and the transaction that takes `ip` (none: `owner` holds it already). */
+  async pickExact(owner: string, ip: string): Promise<Taking> {
     const a = parseAddr(ip);
     const why =
       a === undefined || a.family !== this.prefix.family
@@ -133,7 +187,7 @@ class Pool {
     const canonical = addrString(this.prefix.family, a.value);
     const used = await this.used();
     for (const [held, o] of used) {
-      if (o === owner && held === canonical) return { ip: canonical, fresh: false };
+      if (o === owner && held === canonical) return { ip: canonical };
       if (o === owner) {
         throw new MembraneError(
           "ENDPOINT_INVALID",
@@ -142,23 +196,18 @@ class Pool {
       }
     }
     const other = used.get(canonical);
-    const res =
-      other === undefined
-        ? await this.store.txn({
-            compare: [{ key: this.keyPrefix + canonical, modRevision: 0 }],
-            ops: [{ type: "put", key: this.keyPrefix + canonical, value: JSON.stringify({ owner }) }],
-          })
-        : { succeeded: false };
-    if (!res.succeeded) {
-      throw new MembraneError(
-        "ENDPOINT_INVALID",
-        `Cannot give ${owner} the address ${ip}: it is in use by ${other ?? "another endpoint"}`,
-        {
-          hint: "`membrane get endpoints` shows who holds which address",
-        },
-      );
-    }
-    return { ip: canonical, fresh: true };
+    if (other !== undefined) throw this.inUse(owner, ip, other);
+    return { ip: canonical, txn: this.taking(owner, canonical) };
+  }
+
+  private inUse(owner: string, ip: string, other: string | undefined): MembraneError {
+    return new MembraneError(
+      "ENDPOINT_INVALID",
+      `Cannot give ${owner} the address ${ip}: it is in use by ${other ?? "another endpoint"}`,
+      {
+        hint: "`membrane get endpoints` shows who holds which address",
+      },
+    );
   }
 
   /** The first free address at or after the last one handed out, wrapping (so freed addresses rest a while). */
@@ -255,6 +304,31 @@ export class Ipam {
     return this.serial(() => this.allocateNow(owner, want));
   }
 
+  /**
+   * The addresses allocate() would give `owner`, without writing: the caller writes `txn` (compare
+   * "absent" and put, per address it takes; empty when `owner` holds them already) in one store
+   * transaction with its own keys (the endpoint's record), so a create is one store write. A txn
+   * that fails lost a race to another allocator: nothing was taken.
+   */
+  plan(owner: string, want: AddressRequest = {}): Promise<{ allocation: Allocation; txn: TxnRequest }> {
+    return this.serial(async () => {
+      this.checkRequest(owner, want);
+      const a4 =
+        want.ipv4 !== undefined ? await this.v4.pickExact(owner, want.ipv4) : await this.v4.pick(owner);
+      const v6 = this.v6;
+      const a6 = !v6
+        ? undefined
+        : want.ipv6 !== undefined
+          ? await v6.pickExact(owner, want.ipv6)
+          : await v6.pick(owner);
+      const txns = [a4.txn, a6?.txn].filter((t) => t !== undefined);
+      return {
+        allocation: a6 ? { ipv4: a4.ip, ipv6: a6.ip } : { ipv4: a4.ip },
+        txn: { compare: txns.flatMap((t) => t.compare), ops: txns.flatMap((t) => t.ops) },
+      };
+    });
+  }
+
   /** Frees every address `owner` holds; returns them. Freeing nothing is not an error. */
   release(owner: string): Promise<string[]> {
     return this.serial(() => this.releaseNow(owner));
@@ -266,7 +340,7 @@ export class Ipam {
     return run;
   }
 
-  private async allocateNow(owner: string, want: AddressRequest): Promise<Allocation> {
+  private checkRequest(owner: string, want: AddressRequest): void {
     if (owner === "")
       throw new MembraneError("ENDPOINT_INVALID", "Cannot allocate an address: the owner name is empty");
     if (want.ipv6 !== undefined && !this.v6) {
@@ -276,6 +350,10 @@ export class Ipam {
         { hint: "start the agent with an IPv6 pod CIDR (--pod-cidr6), or ask for an IPv4 address only" },
       );
     }
+  }
+
+  private async allocateNow(owner: string, want: AddressRequest): Promise<Allocation> {
+    this.checkRequest(owner, want);
     const v6 = this.v6;
     const a4 =
       want.ipv4 !== undefined ? await this.v4.reserve(owner, want.ipv4) : await this.v4.allocate(owner);

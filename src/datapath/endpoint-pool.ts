@@ -7,8 +7,8 @@
  *                then fill.
  *   fill         one at a time, up to `size`, off the create's path (started when one is taken):
  *                the lowest id that no endpoint uses and nobody holds ->
- *                openFreshNetns(<prefix>ep<id>) (endpoint-fresh.ts: a new namespace with
- *                nothing but `lo`, its sysctls set, an `ip -batch` waiting inside).
+ *                addFreshNetns(<prefix>ep<id>) (endpoint-fresh.ts: a new namespace with
+ *                nothing but `lo`, its sysctls set, made by the helper shell; no process inside).
  *   take()       an id for a new endpoint and, when one is ready, its namespace (the lowest
  *                ready id); else only the id (the caller builds the namespace as before).
  *                The id stays reserved until done(id). take({idOnly}): only an id (an
@@ -18,17 +18,21 @@
  * A pooled namespace is new: it never held an endpoint (a deleted endpoint's
  * namespace is deleted, never put back), so it carries nothing of another
  * one. It has no veth, so nothing can reach it; the veth is created only
- * after the endpoint's policy is in the kernel (endpoint.ts finish). The
- * processes waiting in pooled namespaces end when the agent goes away
- * (their stdin closes); the namespaces they leave are swept at the next
- * start, or by `membrane uninstall` (every namespace under the prefix).
+ * after the endpoint's policy is in the kernel (endpoint.ts finish). No
+ * process waits inside a pooled namespace; the namespaces an agent that
+ * went away leaves are swept at the next start, or by `membrane uninstall`
+ * (every namespace under the prefix).
  */
 import { MembraneError } from "../errors.js";
-import { openFreshNetns, type FreshNetns } from "./endpoint-fresh.js";
+import { addFreshNetns, type FreshNetns } from "./endpoint-fresh.js";
 import { deleteNetns, listNetns } from "./netns.js";
 
-/** How many namespaces wait ready by default. */
-export const DEFAULT_POOL_SIZE = 4;
+/**
+ * How many namespaces wait ready by default: none. Since a namespace is made through the helper
+ * shell (netns-helper.ts: ~2 ms of kernel work and three small execs, no spawn from the agent), it is
+ * ready before the endpoint's policy is enforced, so a pooled one saves nothing (measured, session 7).
+ */
+export const DEFAULT_POOL_SIZE = 0;
 /** Endpoint ids are 1..MAX_ENDPOINT_ID (host interface mbr<id>, nft chain names). */
 const MAX_ENDPOINT_ID = 65534;
 
@@ -164,7 +168,7 @@ export class EndpointPool {
         const id = this.freeId();
         this.held.add(id);
         try {
-          const ns = await openFreshNetns(this.name(id), "the endpoint namespace pool", { idle: true });
+          const ns = await addFreshNetns(this.name(id), "the endpoint namespace pool");
           if (this.running) this.ready.set(id, ns);
           else {
             ns.abort();

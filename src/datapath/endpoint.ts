@@ -20,8 +20,9 @@ import { ip, run, runRaw, type RunResult } from "./exec.js";
 import { EMPTY_NETNS, NetnsPlan, readNetnsState, type NetnsState } from "./endpoint-state.js";
 import { createVethIn, deleteLinkIn, inNetns } from "./rtnl.js";
 import { deleteNetns, netnsExists, setSysctls } from "./netns.js";
-import { openFreshNetns, type FreshNetns } from "./endpoint-fresh.js";
+import { addFreshNetns, type FreshNetns } from "./endpoint-fresh.js";
 import { applyNodeOps, closeNodeLinks, warmNodeLinks } from "./node-links.js";
+import { warmNetnsHelper } from "./netns-helper.js";
 import { stopNetnsProcesses } from "./workload.js";
 
 export interface NodeParams {
@@ -99,6 +100,7 @@ export async function createNode<P extends NodeParams>(p: P): Promise<Readonly<P
   lines.push("link set lo up");
   await ipBatch(lines, p.netns, "prepare the node's namespace");
   warmNodeLinks(p.netns); // the endpoints' node side goes through it (node-links.ts)
+  warmNetnsHelper(); // the endpoints' namespaces are made through it (netns-helper.ts)
   return { ...p };
 }
 
@@ -166,9 +168,10 @@ export interface EndpointReconcile {
  * Brings an endpoint to what `p` wants, changing only what differs: an
  * endpoint whose namespace, veth, addresses and routes already exist (a
  * restarted agent) is adopted with zero kernel operations; a missing or
- * half-built veth is re-created. Costs, in processes spawned: a new
- * endpoint one (endpoint-fresh.ts: `unshare` that execs `sh` for the
- * sysctls and then `ip -batch` inside the namespace), the veth over
+ * half-built veth is re-created. Costs, in processes spawned from Node: a
+ * new endpoint none (endpoint-fresh.ts: the long-lived helper shell adds
+ * the namespace and sets its sysctls, and later runs `ip -batch` inside it,
+ * netns-helper.ts), the veth over
  * rtnetlink (rtnl.ts) and the node side over rtnetlink (node-links.ts),
  * nothing read; a failure on the way deletes the new namespace (which takes
  * the veth along) and names the step. An existing one costs two reads (its
@@ -206,8 +209,8 @@ export async function prepareEndpoint(p: EndpointParams, pooled?: FreshNetns): P
   if (pooled === undefined && (await netnsExists(p.netns))) {
     return { finish: () => reconcileExisting(p), abort: () => Promise.resolve() };
   }
-  // A pooled namespace (endpoint-pool.ts) was made as openFreshNetns makes one, ahead of time.
-  const ns = pooled ?? (await openFreshNetns(p.netns, `endpoint ${p.name}`));
+  // A pooled namespace (endpoint-pool.ts) was made as addFreshNetns makes one, ahead of time.
+  const ns = pooled ?? (await addFreshNetns(p.netns, `endpoint ${p.name}`));
   const abort = async (): Promise<void> => {
     ns.abort();
     await deleteNetns(p.netns).catch(() => undefined);

@@ -14,8 +14,8 @@
  * creating the veth with IFF_UP set fails with ENOTCONN. Addresses, routes and
  * "up" inside another namespace therefore need a process there: the node's
  * side goes through one kept process in the node (node-links.ts,
- * rtnl-child.ts), the endpoint's through the `ip -batch` that its new
- * namespace was created with (endpoint-fresh.ts).
+ * rtnl-child.ts), the endpoint's through an `ip -batch` the helper shell
+ * runs inside it (endpoint-fresh.ts, netns-helper.ts).
  *
  *   linkStates(netns)   one RTM_GETLINK dump of a namespace (adoption at restart):
  *     own namespace: a plain dump; a named one: IFLA_TARGET_NETNSID, with the

@@ -1,7 +1,7 @@
 /**
- * How a new endpoint is wired (needs root): one process spawned from Node
- * (unshare → sh → ip -batch inside the new namespace), the veth and the
- * node side over rtnetlink; every step's result read back from the kernel
+ * How a new endpoint is wired (needs root): no process spawned from Node
+ * (the namespace and its `ip -batch` through the long-lived helper shell,
+ * netns-helper.ts), the veth and the node side over rtnetlink; every step's result read back from the kernel
  * on both sides; a step that fails names itself and its namespace and
  * leaves nothing behind.
  */
@@ -47,13 +47,12 @@ async function params(prefix: string): Promise<EndpointParams> {
 }
 
 describe("endpoint wiring (root)", { skip: skip ?? false }, () => {
-  test("a new endpoint costs one process spawned from Node, and both sides hold every address, route and sysctl", async () => {
+  test("a new endpoint spawns no process from Node (the helper shell does), and both sides hold every address, route and sysctl", async () => {
     const prefix = prefixOf("w");
     try {
-      const p = await params(prefix);
+      const p = await params(prefix); // createNode starts the helper shell (netns-helper.ts)
       const argv = await spawned(() => createEndpoint(p));
-      assert.equal(argv.length, 1, `one process, not: ${JSON.stringify(argv)}`);
-      assert.equal(argv[0]?.[0], "unshare");
+      assert.deepEqual(argv, [], `no process spawned from Node, not: ${JSON.stringify(argv)}`);
 
       // Endpoint side: lo and eth0 up, its addresses, its routes, its sysctls (eth0's from `default`).
       const links = (await ipj(p.netns, ["addr", "show"])) as {

@@ -1,10 +1,14 @@
 /**
  * The endpoints controller's helpers for a create: the pool of namespaces
  * made ahead of time (datapath/endpoint-pool.ts), its failures logged, and
- * the wait for the record's write and the policy's enforcement together.
+ * the wait for the record's write and the policy's enforcement together, and
+ * the record's write with its address lease in one transaction.
  */
 import type { Logger } from "pino";
 import { EndpointPool } from "../../datapath/endpoint-pool.js";
+import { MembraneError } from "../../errors.js";
+import type { Store, TxnRequest } from "../../store/store.js";
+import { KEYS, type EndpointRecordV1 } from "../records.js";
 
 /** The pool of `<netnsPrefix>ep<id>` namespaces; `used(id)`: an endpoint has that id. */
 export function endpointPool(
@@ -18,4 +22,28 @@ export function endpointPool(
 /** Waits for both; throws the first one's error if either failed (the caller undoes both). */
 export async function settleBoth(a: Promise<unknown>, b: Promise<unknown>): Promise<void> {
   for (const r of await Promise.allSettled([a, b])) if (r.status === "rejected") throw r.reason;
+}
+
+/**
+ * Writes the endpoint's record with its address lease (Ipam.plan's `lease`: compare "absent" and put,
+ * per address) in one store transaction. A lost race (another allocator took an address meanwhile)
+ * writes nothing and fails the create.
+ */
+export async function writeRecord(
+  store: Store,
+  lease: TxnRequest,
+  key: string,
+  rec: EndpointRecordV1,
+): Promise<void> {
+  const r = await store.txn({
+    compare: lease.compare,
+    ops: [...lease.ops, { type: "put", key: KEYS.endpoints + key, value: JSON.stringify(rec) }],
+  });
+  if (!r.succeeded) {
+    throw new MembraneError(
+      "STORE_FAILED",
+      `Cannot create endpoint ${key}: its address was taken by another allocator meanwhile`,
+      { hint: "Retry the create: it picks a free address again." },
+    );
+  }
 }

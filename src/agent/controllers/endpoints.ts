@@ -23,7 +23,8 @@ import { Revisions, type Controller, type ControllerDeps } from "../controller.j
 import type { LocalEndpoint } from "../desired.js";
 import type { Ipam } from "../ipam.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
-import { endpointPool, settleBoth } from "./endpoints-pool.js";
+import { endpointPool, settleBoth, writeRecord } from "./endpoints-pool.js";
+import { CreatePhases } from "./endpoints-trace.js";
 import { egressView, engineSpec, localEndpoint, type EndpointView } from "./endpoint-record.js";
 import { epKey, validateName, validatePorts } from "./validate.js";
 
@@ -37,7 +38,7 @@ export interface EndpointsDeps extends ControllerDeps {
   readonly nodeNetns: string | undefined;
   /** The node's side (bridge, gateways), once the agent has started. */
   readonly node: () => NodeNetns | undefined;
-  /** Namespaces made ahead of time (endpoint-pool.ts; default 4, 0 = none). */
+  /** Namespaces made ahead of time (endpoint-pool.ts; default 0 = none). */
   readonly poolSize?: number;
 }
 
@@ -197,7 +198,9 @@ export class EndpointsController implements Controller {
 
   /** Creates an endpoint; `ipv4` / `ipv6` ask for exact addresses from the pod CIDRs, else IPAM picks. */
   create(req: CreateEndpointRequest): Promise<EndpointView> {
+    const ph = new CreatePhases();
     return this.d.serial(async () => {
+      ph.mark("queue");
       validateName(req.name, "endpoint name");
       validateName(req.namespace, "namespace");
       const key = epKey(req.namespace, req.name);
@@ -209,7 +212,11 @@ export class EndpointsController implements Controller {
       workloadLabels({ namespace: req.namespace, labels: req.labels }); // validates, throws LABEL_INVALID
       validatePorts(req.ports ?? []);
       const t = this.pool.take(); // an id, and its namespace made ahead of time when one is ready
-      const addr = await this.d.ipam.allocate(key, req).catch((e: unknown) => this.pool.giveBack(t, e));
+      ph.mark("validate");
+      // The addresses are taken in the record's transaction below: one store write per create.
+      const lease = await this.d.ipam.plan(key, req).catch((e: unknown) => this.pool.giveBack(t, e));
+      const addr = lease.allocation;
+      ph.mark("ipam");
       const rec: EndpointRecordV1 = {
         v: 1,
         name: req.name,
@@ -224,16 +231,23 @@ export class EndpointsController implements Controller {
       };
       const engine = this.d.engine();
       // The namespace (no veth: unreachable) is built while the policy goes into the kernel.
-      const prepared = prepareEndpoint(this.netnsOf(rec), t.fresh);
+      const prepared = ph.time("netns", prepareEndpoint(this.netnsOf(rec), t.fresh));
       prepared.catch(() => undefined); // awaited below; a failure is handled there
       try {
         this.put(key, rec);
         engine.upsertEndpoint(engineSpec(rec));
         this.revisions.bump();
-        // Policy in the kernel first, then the veth: never open while being computed. The record is
-        // persisted meanwhile (a failure of either undoes both, below).
-        await settleBoth(this.d.store.put(KEYS.endpoints + key, JSON.stringify(rec)), this.d.enforce());
-        await (await prepared).finish();
+        // Policy in the kernel first, then the veth: never open while being computed. The record and
+        // the address lease are persisted meanwhile, in one transaction (a failure of either undoes both, below).
+        await settleBoth(
+          ph.time("store", writeRecord(this.d.store, lease.txn, key, rec)),
+          ph.time("enforce", this.d.enforce()),
+        );
+        ph.mark("record+enforce");
+        const ready = await prepared;
+        ph.mark("wait-netns");
+        await ready.finish();
+        ph.mark("veth+sides");
       } catch (e) {
         await prepared.then(
           (x) => x.abort(),
@@ -251,7 +265,9 @@ export class EndpointsController implements Controller {
       } finally {
         this.pool.done(t.id);
       }
-      return this.view(rec);
+      const v = this.view(rec);
+      ph.end();
+      return v;
     });
   }
 

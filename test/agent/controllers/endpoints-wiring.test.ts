@@ -31,6 +31,7 @@ type Enforce = (prefix: string, node: NodeNetns) => Promise<EnforceResult>;
 async function lab(
   enforce: Enforce,
   f: (c: EndpointsController, prefix: string, node: NodeNetns) => Promise<void>,
+  poolSize = 0,
 ): Promise<void> {
   const prefix = `mh4${randomBytes(2).toString("hex")}c`;
   const dir = await mkdtemp(join(tmpdir(), "membrane-epwire-"));
@@ -49,6 +50,7 @@ async function lab(
       netnsPrefix: `${prefix}-`,
       nodeNetns: node.netns,
       node: () => node,
+      poolSize,
     });
     await f(c, prefix, node);
     await c.stopVerification();
@@ -134,16 +136,20 @@ describe("endpoints controller wiring (root)", { skip: skip ?? false }, () => {
       seen.push((await linkStates(node.netns)).has("mbr1"));
       return { ops: 1, ms: 0, endpointsChanged: 1 };
     };
-    await lab(enforce, async (c, prefix, node) => {
-      c.startVerification();
-      assert.ok(await pooled(c, 1), "the pool made ep1 before any create");
-      const ino = statSync(`/run/netns/${prefix}-ep1`).ino;
-      const v = await c.create({ name: "a", namespace: "default", labels: { app: "a" } });
-      assert.equal(v.netns, `${prefix}-ep1`);
-      assert.equal(statSync(`/run/netns/${v.netns}`).ino, ino, "the very namespace the pool made");
-      assert.deepEqual(seen, [false], "no veth while the policy was enforced");
-      assert.ok((await linkStates(node.netns)).get("mbr1")?.up, "veth up after the policy");
-    });
+    await lab(
+      enforce,
+      async (c, prefix, node) => {
+        c.startVerification();
+        assert.ok(await pooled(c, 1), "the pool made ep1 before any create");
+        const ino = statSync(`/run/netns/${prefix}-ep1`).ino;
+        const v = await c.create({ name: "a", namespace: "default", labels: { app: "a" } });
+        assert.equal(v.netns, `${prefix}-ep1`);
+        assert.equal(statSync(`/run/netns/${v.netns}`).ino, ino, "the very namespace the pool made");
+        assert.deepEqual(seen, [false], "no veth while the policy was enforced");
+        assert.ok((await linkStates(node.netns)).get("mbr1")?.up, "veth up after the policy");
+      },
+      1,
+    );
   });
 
   test("a policy that fails on a pooled namespace leaves no namespace and no process behind", async () => {
@@ -152,22 +158,26 @@ describe("endpoints controller wiring (root)", { skip: skip ?? false }, () => {
       if (calls++ > 0) return { ops: 0, ms: 0, endpointsChanged: 0 }; // the undo's enforce
       throw new Error("enforce refused (test)");
     };
-    await lab(enforce, async (c, prefix) => {
-      c.startVerification();
-      assert.ok(await pooled(c, 1), "the pool made ep1 before any create");
-      const ino = statSync(`/run/netns/${prefix}-ep1`).ino;
-      await assert.rejects(
-        c.create({ name: "a", namespace: "default", labels: { app: "a" } }),
-        /enforce refused/,
-      );
-      await c.stopVerification(); // the pool's own namespaces go too
-      assert.deepEqual(
-        (await listNetns()).filter((n) => n.startsWith(`${prefix}-ep`)),
-        [],
-      );
-      for (let i = 0; i < 100 && holders(ino).length > 0; i++) await sleep(50);
-      assert.deepEqual(holders(ino), [], "no process keeps the failed endpoint's namespace alive");
-      assert.equal(c.size, 0);
-    });
+    await lab(
+      enforce,
+      async (c, prefix) => {
+        c.startVerification();
+        assert.ok(await pooled(c, 1), "the pool made ep1 before any create");
+        const ino = statSync(`/run/netns/${prefix}-ep1`).ino;
+        await assert.rejects(
+          c.create({ name: "a", namespace: "default", labels: { app: "a" } }),
+          /enforce refused/,
+        );
+        await c.stopVerification(); // the pool's own namespaces go too
+        assert.deepEqual(
+          (await listNetns()).filter((n) => n.startsWith(`${prefix}-ep`)),
+          [],
+        );
+        for (let i = 0; i < 100 && holders(ino).length > 0; i++) await sleep(50);
+        assert.deepEqual(holders(ino), [], "no process keeps the failed endpoint's namespace alive");
+        assert.equal(c.size, 0);
+      },
+      1,
+    );
   });
 });
