@@ -23,12 +23,12 @@
  *   "forged"); such a packet misses egress_est and meets its own chain's anti-spoofing.
  *   Other established packets (to endpoints from the node or other nodes) take the
  *   `ct state` accept after the dispatch: no ipcache lookup either.
- *   Measured (perf record -a -g during iperf3 between two endpoints, kernel 6.18, 2 vCPU,
- *   bench/traffic-table.ts): conntrack alone ~2% of the two ends' CPU samples, the old
- *   rules ~3% more (nft_do_chain ~1.8%, the iifname hash lookup 0.6% at 250 endpoints and
- *   1.1% at 1,000: a bigger hash table, more cache misses). nft's flowtable (a fast path
- *   for established flows) is not available here: CONFIG_NF_FLOW_TABLE is off, `add
- *   flowtable` fails (ENOENT).
+ *   Measured (bench/traffic-table.ts: iperf3 between two endpoints, kernel 6.18, 2 vCPU
+ *   under load 14-37): perf puts conntrack at ~2% of the two ends' samples and the old
+ *   rules at ~3% more (nft_do_chain ~1.8%, the iifname hash lookup 0.6% at 250 endpoints,
+ *   1.1% at 1,000); old/new table at 1,000 endpoints, CPU per GB, 8 paired rounds:
+ *   1.01..1.08, median 1.057. nft's flowtable (a fast path for established flows) is not
+ *   available here: CONFIG_NF_FLOW_TABLE is off, `add flowtable` fails (ENOENT).
  *   stamp: a digest of all the rest (stamp.ts), so a restart need not read the table back
  *
  *   nat_c (hook prerouting, priority dstnat) and nat_out_c (hook output, -100): a
