@@ -21,8 +21,8 @@
  */
 import { MembraneError } from "../errors.js";
 import { auditPrefix, logPrefix } from "../abi/log-prefix.js";
-import { parseAddr } from "../labels/cidr.js";
-import { frozenChain, frozenElement, type NftChain, type NftElement, type NftMap } from "./model.js";
+import { dispatchElements, type DispatchElements } from "./dispatch.js";
+import { frozenChain, type NftChain, type NftMap } from "./model.js";
 import { compileSegments } from "./segments.js";
 import {
   CT_REDIRECT_DNS,
@@ -46,13 +46,8 @@ export interface EndpointContext {
 export interface EndpointParts {
   readonly maps: NftMap[];
   readonly chains: NftChain[];
-  /** Its elements in egress_ep, ingress_ep, ingress_ep4, ingress_ep6. */
-  readonly dispatch: {
-    readonly egress: NftElement;
-    readonly ingress: NftElement;
-    readonly ingress4?: NftElement;
-    readonly ingress6?: NftElement;
-  };
+  /** Its elements in the dispatch maps (dispatch.ts). */
+  readonly dispatch: DispatchElements;
   /** The rule texts its comments used (a cached part is stale when one changed). */
   readonly texts: ReadonlyMap<number, string | undefined>;
 }
@@ -223,22 +218,11 @@ export function compileEndpoint(ep: DatapathEndpoint, ctx: EndpointContext): End
       ].sort((a, b) => (a.name < b.name ? -1 : 1)),
     );
   }
-  const v4 = ep.ipv4 === undefined ? undefined : parseAddr(ep.ipv4)?.value;
-  const v6 = ep.ipv6 === undefined ? undefined : parseAddr(ep.ipv6)?.value;
   return {
     maps,
     // Frozen: their hashes (model.ts) are then computed once, whatever reads them.
     chains: chains.map(frozenChain),
-    dispatch: {
-      egress: frozenElement({ key: [ep.hostIfname], value: `jump e${ep.id}_out` }),
-      ingress: frozenElement({ key: [ep.hostIfname], value: `jump e${ep.id}_in` }),
-      ...(v4 !== undefined
-        ? { ingress4: frozenElement({ key: [{ lo: v4, hi: v4 }], value: `jump e${ep.id}_in` }) }
-        : {}),
-      ...(v6 !== undefined
-        ? { ingress6: frozenElement({ key: [{ lo: v6, hi: v6 }], value: `jump e${ep.id}_in` }) }
-        : {}),
-    },
+    dispatch: dispatchElements(ep),
     texts,
   };
 }

@@ -2,7 +2,9 @@
  * DatapathState -> one nftables table (`inet membrane` by default).
  *
  *   pre_c (hook prerouting, priority -150: after conntrack, before DNAT)     out_c (hook output, -150)
- *     ND/MLD accept                                                            ND/MLD accept
+ *     established/related, iifname . saddr                                     ND/MLD accept
+ *       vmap @egress_est4/6: accept (dispatch.ts)
+ *     ND/MLD accept
  *     iifname vmap @egress_ep ──────────┐                                      proxy's group: accept
  *     ct established/related accept     │                                      mark = host
  *     mark = ipcache[saddr], then _host[saddr] if there                        oifname vmap @ingress_ep ─┐
@@ -11,15 +13,22 @@
  *   e<id>_out / e<id>_in: the endpoint's chains and verdict maps (compile-endpoint.ts); a new
  *     connection's egress first jumps to mark_dst: mark = ipcache4/6[daddr], then
  *     ipcache4/6_host[daddr] if there, local daddr: mark = host
- *   (an established packet costs one dispatch lookup and the conntrack check: no ipcache lookup)
- *   The established accept comes after the egress dispatch, not first: the sender's
- *   anti-spoofing must see every packet, since conntrack matches the 5-tuple alone and
- *   the node's rp_filter is off (endpoint.ts); first, an endpoint could forge packets
- *   into another's established flows (test/datapath/traffic.test.ts, "forged").
- *   Measured (perf record -a -g during iperf3 between two endpoints, kernel 6.18, 2 vCPU):
- *   the hooks take 3.4-6.0% of the two ends' CPU, half nft (5 rules, one hash lookup per
- *   direction) and half conntrack. nft's flowtable (a fast path for established flows)
- *   is not available here: CONFIG_NF_FLOW_TABLE is off, `add flowtable` fails (ENOENT).
+ *   An established packet of an endpoint, from its own address, meets one rule: the
+ *   conntrack state, then one lookup of its interface and source address together, which
+ *   is the dispatch and the anti-spoofing at once (8 expressions; before: ND check,
+ *   dispatch lookup, jump, two source compares, ct state: 14 expressions in 5 rules).
+ *   A plain `ct state established accept` first would open a hole: conntrack matches the
+ *   5-tuple alone and the node's rp_filter is off (endpoint.ts), so an endpoint could
+ *   forge packets into another's established flows (test/datapath/traffic.test.ts,
+ *   "forged"); such a packet misses egress_est and meets its own chain's anti-spoofing.
+ *   Other established packets (to endpoints from the node or other nodes) take the
+ *   `ct state` accept after the dispatch: no ipcache lookup either.
+ *   Measured (bench/traffic-table.ts: iperf3 between two endpoints, kernel 6.18, 2 vCPU
+ *   under load 14-37): perf puts conntrack at ~2% of the two ends' samples and the old
+ *   rules at ~3% more (nft_do_chain ~1.8%, the iifname hash lookup 0.6% at 250 endpoints,
+ *   1.1% at 1,000); old/new table at 1,000 endpoints, CPU per GB, 8 paired rounds:
+ *   1.01..1.08, median 1.057. nft's flowtable (a fast path for established flows) is not
+ *   available here: CONFIG_NF_FLOW_TABLE is off, `add flowtable` fails (ENOENT).
  *   stamp: a digest of all the rest (stamp.ts), so a restart need not read the table back
  *
  *   nat_c (hook prerouting, priority dstnat) and nat_out_c (hook output, -100): a
@@ -74,6 +83,7 @@
 import { isIfname } from "../abi/ifname.js";
 import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
+import { dispatchMaps, ESTABLISHED_RULES } from "./dispatch.js";
 import { frozenChain, type CompiledTable, type NftChain, type NftElement, type NftMap } from "./model.js";
 import {
   compileEndpoint,
@@ -230,10 +240,6 @@ export function compileAll(
     ipcacheMap("ipcache6", "ipv6", v6),
     ...hostMaps(state.hosts),
   ];
-  const egressEp: NftElement[] = [];
-  const ingressEp: NftElement[] = [];
-  const ingressEp4: NftElement[] = [];
-  const ingressEp6: NftElement[] = [];
   const chains: NftChain[] = [];
   const proxy = state.proxy;
   if (proxy) checkProxy(proxy);
@@ -249,18 +255,11 @@ export function compileAll(
     parts.set(ep.id, part);
     maps.push(...part.maps);
     chains.push(...part.chains);
-    egressEp.push(part.dispatch.egress);
-    ingressEp.push(part.dispatch.ingress);
-    if (part.dispatch.ingress4) ingressEp4.push(part.dispatch.ingress4);
-    if (part.dispatch.ingress6) ingressEp6.push(part.dispatch.ingress6);
   }
   maps.push(
     // Elements written by the Reconciler (stamp.ts): a digest of everything else.
     stampMap(undefined),
-    { name: "egress_ep", fields: ["ifname"], valueType: "verdict", interval: false, elements: egressEp },
-    { name: "ingress_ep", fields: ["ifname"], valueType: "verdict", interval: false, elements: ingressEp },
-    { name: "ingress_ep4", fields: ["ipv4"], valueType: "verdict", interval: false, elements: ingressEp4 },
-    { name: "ingress_ep6", fields: ["ipv6"], valueType: "verdict", interval: false, elements: ingressEp6 },
+    ...dispatchMaps(parts.values()),
   );
   const host = state.hostIdentity;
   chains.push(
@@ -268,8 +267,10 @@ export function compileAll(
       name: "pre_c",
       base: "type filter hook prerouting priority -150; policy accept;",
       rules: [
+        // An endpoint's established packets from its own address: accepted at once (dispatch.ts).
+        ...ESTABLISHED_RULES,
         ND_TYPES,
-        // An endpoint's packets: its egress chain (anti-spoofing, then its own established accept).
+        // An endpoint's other packets: its egress chain (anti-spoofing, then its own established accept).
         "iifname vmap @egress_ep",
         // Established packets need no identity and no other lookup (the ingress chains would accept
         // them); only after the dispatch above, whose egress chain checks the source address.

@@ -31,7 +31,8 @@ import {
   type TableDigest,
 } from "./compile.js";
 import { compileEndpoint, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
-import { mapSignature, type CompiledTable, type NftElement, type NftMap } from "./model.js";
+import { DISPATCH_MAPS } from "./dispatch.js";
+import { mapSignature, type CompiledTable, type NftMap } from "./model.js";
 import { asActual, lazyPlan, plan, type Plan } from "./plan.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import type { ElementOps } from "./nfnl/setelem.js";
@@ -41,8 +42,6 @@ import type { NfMsg } from "../abi/nft-object-wire.js";
 import type { WireElement } from "../abi/nft-setelem-wire.js";
 import { add64, globalDigest, hostDigest, partDigest, stampMap, sub64 } from "./stamp.js";
 import type { DatapathEndpoint, DatapathState } from "./types.js";
-
-const DISPATCH = ["egress_ep", "ingress_ep", "ingress_ep4", "ingress_ep6"] as const;
 
 export interface Applied {
   /** Maps (dispatch and host maps without elements) and base chains. */
@@ -134,15 +133,9 @@ export function cachedPart(
 }
 
 function dispatchMaps(global: CompiledTable, part: EndpointParts | undefined): NftMap[] {
-  const els: Record<(typeof DISPATCH)[number], NftElement | undefined> = {
-    egress_ep: part?.dispatch.egress,
-    ingress_ep: part?.dispatch.ingress,
-    ingress_ep4: part?.dispatch.ingress4,
-    ingress_ep6: part?.dispatch.ingress6,
-  };
-  return DISPATCH.map((name) => {
-    const m = global.maps.find((x) => x.name === name) as NftMap;
-    const e = els[name];
+  return DISPATCH_MAPS.map((d) => {
+    const m = global.maps.find((x) => x.name === d.name) as NftMap;
+    const e = part?.dispatch[d.part];
     return { ...m, elements: e ? [e] : [] };
   });
 }

@@ -22,6 +22,7 @@
  * by delta (rare: a hand edit or a bug). Pure: no I/O.
  */
 import type { EndpointParts } from "./compile-endpoint.js";
+import { DISPATCH_MAPS, type DispatchPart } from "./dispatch.js";
 import { hostElement, HOST_MAPS } from "./compile.js";
 import type { Applied } from "./incremental.js";
 import {
@@ -39,12 +40,7 @@ import { stampMap, STAMP_MAP } from "./stamp.js";
 /** Chunks of view lines (see the picture above), in no particular order. */
 export type KernelView = readonly string[];
 
-const DISPATCH: Record<string, "egress" | "ingress" | "ingress4" | "ingress6"> = {
-  egress_ep: "egress",
-  ingress_ep: "ingress",
-  ingress_ep4: "ingress4",
-  ingress_ep6: "ingress6",
-};
+const DISPATCH: Record<string, DispatchPart> = Object.fromEntries(DISPATCH_MAPS.map((d) => [d.name, d.part]));
 
 /** Items between two turns of the event loop while a view is built. */
 const SLICE = 5000;

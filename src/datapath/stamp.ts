@@ -15,6 +15,7 @@
  */
 import * as crypto from "node:crypto";
 import type { EndpointParts } from "./compile-endpoint.js";
+import { DISPATCH_MAPS } from "./dispatch.js";
 import {
   chainHash,
   elementCanon,
@@ -26,7 +27,7 @@ import {
 
 export const STAMP_MAP = "stamp";
 /** Bumped when the compiled form changes meaning, so an old table never matches. */
-const FORMAT = "membrane-table-v4";
+const FORMAT = "membrane-table-v5";
 const MOD = 1n << 64n;
 
 /** crypto.hash (Node >= 20.12; package.json allows any Node 20): one-shot, no Hash object. */
@@ -73,8 +74,7 @@ export function globalDigest(global: CompiledTable): bigint {
 }
 
 export function partDigest(id: number, part: EndpointParts): bigint {
-  const d = part.dispatch;
-  const dispatch = [d.egress, d.ingress, d.ingress4, d.ingress6].map((e) =>
+  const dispatch = DISPATCH_MAPS.map((d) => part.dispatch[d.part]).map((e) =>
     e ? `${e.key.map((k) => (typeof k === "string" ? k : `${k.lo}-${k.hi}`)).join(".")}:${e.value}` : "-",
   );
   return h64(`ep ${id}\n${dispatch.join(",")}\n${tableText(part.maps, part.chains)}`);

@@ -305,6 +305,10 @@ describe("compile", () => {
     assert.deepEqual(map("egress_ep"), ['"mbrh12" : jump e12_out']);
     assert.deepEqual(map("ingress_ep"), ['"mbrh12" : jump e12_in']);
   });
+  test("the established fast path: an endpoint's interface and its own source address, accepted", () => {
+    assert.deepEqual(map("egress_est4"), ['"mbrh12" . 10.200.0.12 : accept']);
+    assert.deepEqual(map("egress_est6"), []);
+  });
   test("the ingress chain: conntrack first, specific before wildcard lookups, default deny logged last", () => {
     assert.deepEqual(chain("e12_in"), [
       "ct state established,related accept",
@@ -326,7 +330,11 @@ describe("compile", () => {
     assert.deepEqual(chain("out_c").slice(1), ["meta mark set 1", "oifname vmap @ingress_ep"]);
   });
   test("both ends are decided in prerouting; traffic to the node's own addresses is to host", () => {
-    assert.deepEqual(chain("pre_c").slice(1), [
+    assert.deepEqual(chain("pre_c"), [
+      // An endpoint's established packets from its own address: one lookup, accepted (dispatch.ts).
+      "meta nfproto ipv4 ct state established,related iifname . ip saddr vmap @egress_est4",
+      "meta nfproto ipv6 ct state established,related iifname . ip6 saddr vmap @egress_est6",
+      "icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 137, 143 } accept",
       "iifname vmap @egress_ep",
       // Established packets need no identity: no ipcache lookup for them.
       "ct state established,related accept",

@@ -6,6 +6,7 @@
  * and in another with our nfnetlink batches. `nft list table` of both must be
  * the same text after the table name, at every step.
  */
+import { DISPATCH_MAPS } from "../../src/datapath/dispatch.js";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
@@ -89,19 +90,11 @@ function endpoint(r: () => number, id: number): DatapathEndpoint {
   };
 }
 
-const DISPATCH = ["egress_ep", "ingress_ep", "ingress_ep4", "ingress_ep6"] as const;
-
 /** An endpoint's scope as incremental.ts builds it: its maps and chains, its dispatch elements. */
 function scope(global: CompiledTable, part: EndpointParts | undefined): CompiledTable {
-  const els = {
-    egress_ep: part?.dispatch.egress,
-    ingress_ep: part?.dispatch.ingress,
-    ingress_ep4: part?.dispatch.ingress4,
-    ingress_ep6: part?.dispatch.ingress6,
-  };
-  const dispatch = DISPATCH.map((n): NftMap => {
-    const m = global.maps.find((x) => x.name === n) as NftMap;
-    const e = els[n];
+  const dispatch = DISPATCH_MAPS.map((d): NftMap => {
+    const m = global.maps.find((x) => x.name === d.name) as NftMap;
+    const e = part?.dispatch[d.part];
     return { ...m, elements: e ? [e] : [] };
   });
   return {

@@ -127,6 +127,8 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
         '- element ingress_ep "veth2" : jump e2_in',
         "- element ingress_ep4 10.200.0.12 : jump e2_in",
         "- element ingress_ep6 fd00:200::12 : jump e2_in",
+        '- element egress_est4 "veth2" . 10.200.0.12 : accept',
+        '- element egress_est6 "veth2" . fd00:200::12 : accept',
         // Only the maps it had: the egress has no segments, the ingress no ICMP ones.
         ...["e2_in_any", "e2_in_id"].map((m) => `- map ${m}`),
         "- chain e2_in",

@@ -10,13 +10,15 @@
  *   proto     -                      1 byte + 3 zero
  *   port      -                      2 bytes network order + 2 zero
  *   byte      -                      1 byte + 3 zero
+ *   ifname    16 bytes, NUL-padded   same (hash maps only)
  *   interval maps get a key end (the range's last values) even for a single value
  *
- * Anything else (interface names, intervals in a one-field map) is not
+ * Anything else (intervals in a one-field map) is not
  * encoded: undefined, and the caller lets nft do that change. Elements go to
  * the writer process as the batch's bytes (abi/nft-setelem-wire.ts), not as
  * text: no string per element on either side.
  */
+import { isIfname } from "../../abi/ifname.js";
 import type { WireElement } from "../../abi/nft-setelem-wire.js";
 import { VERDICT } from "../../abi/nft-setelem-wire.js";
 import { elementMemo, type FieldKind, type KeyPart, type NftElement, type NftMap } from "../model.js";
@@ -28,6 +30,7 @@ function fieldSize(kind: FieldKind, concat: boolean): number {
     case "mark":
       return 4;
     case "ipv6":
+    case "ifname":
       return 16;
     case "proto":
     case "byte":
@@ -53,6 +56,14 @@ function keyBytes(m: NftMap, key: readonly KeyPart[], end: boolean): Buffer | un
   for (let i = 0; i < m.fields.length; i++) {
     const p = key[i];
     const kind = m.fields[i] as FieldKind;
+    if (kind === "ifname" && typeof p === "string") {
+      // IFNAMSIZ bytes, NUL-padded, as nft writes an `iifname` key (15 characters at most).
+      if (!isIfname(p) || m.interval) return undefined;
+      b.fill(0, o, o + 16);
+      b.write(p, o, "latin1");
+      o += 16;
+      continue;
+    }
     if (p === undefined || typeof p === "string") return undefined;
     if (!m.interval && p.lo !== p.hi) return undefined;
     const v = end ? p.hi : p.lo;
