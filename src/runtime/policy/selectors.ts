@@ -63,8 +63,6 @@ export const MATCH_ACTIONS_FIELDS = [
   "rateLimit",
   "rateLimitScope",
   // Arguments of actions Membrane refuses (UNSUPPORTED_ACTIONS) or options it does not serve:
-  "argFd",
-  "argName",
   "argFqdn",
   "argUrl",
   "argSock",

@@ -143,9 +143,15 @@ spec:
       // A tracepoint this kernel does not have (as if the table were wrong): bpftrace must refuse the whole program.
       const broken: TracingPolicy = {
         ...good,
-        probes: [probe, { ...probe, attach: [{ tracepoint: "syscalls:sys_enter_no_such_call", args: new Map() }] }],
+        probes: [
+          probe,
+          { ...probe, attach: [{ tracepoint: "syscalls:sys_enter_no_such_call", args: new Map() }] },
+        ],
       };
-      await assert.rejects(enf.apply(broken), (e) => isMembraneError(e) && e.code === "RUNTIME_ENFORCER_FAILED");
+      await assert.rejects(
+        enf.apply(broken),
+        (e) => isMembraneError(e) && e.code === "RUNTIME_ENFORCER_FAILED",
+      );
       const r = await catIn(a.name, "/etc/shadow");
       assert.equal(r.rc, 0, "the first probe's kill must not be attached");
       assert.deepEqual(enf.list(), []);

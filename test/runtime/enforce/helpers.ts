@@ -78,7 +78,10 @@ export function policy(yaml: string): TracingPolicy {
   return p;
 }
 
-export function collector(): { events: RuntimePolicyEvent[]; sink: { onPolicyEvent(e: RuntimePolicyEvent): void } } {
+export function collector(): {
+  events: RuntimePolicyEvent[];
+  sink: { onPolicyEvent(e: RuntimePolicyEvent): void };
+} {
   const events: RuntimePolicyEvent[] = [];
   return { events, sink: { onPolicyEvent: (e) => events.push(e) } };
 }
