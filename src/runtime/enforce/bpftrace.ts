@@ -74,10 +74,29 @@ export class BpftraceProcess {
     await writeFile(file, o.script, { mode: 0o600 });
     const child = spawn(
       "setpriv",
-      ["--pdeathsig", "KILL", "--", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c", SHELL, "membrane-bpftrace", o.bpftrace ?? "bpftrace", file],
+      [
+        "--pdeathsig",
+        "KILL",
+        "--",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        SHELL,
+        "membrane-bpftrace",
+        o.bpftrace ?? "bpftrace",
+        file,
+      ],
       {
         stdio: ["ignore", "pipe", "pipe"],
-        env: { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin", BPFTRACE_STRLEN: String(SCRIPT_STRLEN), BPFTRACE_MAP_KEYS_MAX: "65536" },
+        env: {
+          PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+          BPFTRACE_STRLEN: String(SCRIPT_STRLEN),
+          BPFTRACE_MAP_KEYS_MAX: "65536",
+        },
       },
     );
     const p = new BpftraceProcess(child);
@@ -90,7 +109,12 @@ export class BpftraceProcess {
         let ready = false;
         const timer = setTimeout(() => {
           child.kill("SIGKILL");
-          reject(new MembraneError("RUNTIME_ENFORCER_FAILED", `Cannot load ${o.what}: bpftrace did not attach within ${o.loadTimeoutMs ?? 60_000} ms`));
+          reject(
+            new MembraneError(
+              "RUNTIME_ENFORCER_FAILED",
+              `Cannot load ${o.what}: bpftrace did not attach within ${o.loadTimeoutMs ?? 60_000} ms`,
+            ),
+          );
         }, o.loadTimeoutMs ?? 60_000);
         const rl = createInterface({ input: child.stdout!, crlfDelay: Infinity });
         rl.on("line", (line) => {
@@ -104,12 +128,23 @@ export class BpftraceProcess {
         });
         child.once("error", (e) => {
           clearTimeout(timer);
-          reject(new MembraneError("RUNTIME_ENFORCER_FAILED", `Cannot load ${o.what}: cannot run bpftrace: ${e.message}`, { cause: e, hint: "install bpftrace (scripts/install-system-deps.sh)" }));
+          reject(
+            new MembraneError(
+              "RUNTIME_ENFORCER_FAILED",
+              `Cannot load ${o.what}: cannot run bpftrace: ${e.message}`,
+              { cause: e, hint: "install bpftrace (scripts/install-system-deps.sh)" },
+            ),
+          );
         });
         child.once("exit", (code, signal) => {
           clearTimeout(timer);
           const why = `bpftrace exited (${signal ?? `code ${String(code)}`})${stderr ? `: ${summarise(stderr)}` : ""}`;
-          if (!ready) reject(new MembraneError("RUNTIME_ENFORCER_FAILED", `Cannot load ${o.what}: ${why}`, { hint: "nothing of this policy stays attached: bpftrace attaches all probes or none" }));
+          if (!ready)
+            reject(
+              new MembraneError("RUNTIME_ENFORCER_FAILED", `Cannot load ${o.what}: ${why}`, {
+                hint: "nothing of this policy stays attached: bpftrace attaches all probes or none",
+              }),
+            );
           else if (!p.stopping) o.onExit(why);
         });
       });

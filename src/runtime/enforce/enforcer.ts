@@ -88,9 +88,9 @@ export class RuntimeEnforcer {
   private scopeOf(policy: TracingPolicy): { key: string; netns: number[] | "node"; count: number } {
     if (policy.podSelector === undefined) return { key: "node", netns: "node", count: 0 };
     const sel = policy.podSelector;
-    const inodes = [...new Set(this.endpoints.filter((e) => sel.matches(e.labels)).map((e) => e.netnsInode))].sort(
-      (a, b) => a - b,
-    );
+    const inodes = [
+      ...new Set(this.endpoints.filter((e) => sel.matches(e.labels)).map((e) => e.netnsInode)),
+    ].sort((a, b) => a - b);
     return { key: inodes.join(","), netns: inodes, count: inodes.length };
   }
 
@@ -192,7 +192,12 @@ export class RuntimeEnforcer {
         const now = new Date();
         const sec = Math.floor(now.getTime() / 1000);
         if (r.bucket.second !== sec) r.bucket = { second: sec, used: 0 };
-        const e = toEvent(fields, { policyName: policy.name, policyNamespace: policy.namespace, rules: r.rules, now });
+        const e = toEvent(fields, {
+          policyName: policy.name,
+          policyNamespace: policy.namespace,
+          rules: r.rules,
+          now,
+        });
         if (!e) return;
         r.events++;
         if (e.action !== "KPROBE_ACTION_POST") r.kills++;

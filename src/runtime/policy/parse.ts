@@ -30,7 +30,13 @@ import {
   translateTracepoint,
   typeFits,
 } from "./translation.js";
-import { TRACING_API_VERSION, type ProbeArg, type TracingPolicy, type TracingPolicyKind, type TracingProbe } from "./types.js";
+import {
+  TRACING_API_VERSION,
+  type ProbeArg,
+  type TracingPolicy,
+  type TracingPolicyKind,
+  type TracingProbe,
+} from "./types.js";
 
 export const TRACING_KINDS: readonly TracingPolicyKind[] = ["TracingPolicy", "TracingPolicyNamespaced"];
 
@@ -74,7 +80,15 @@ export const KPROBE_FIELDS = [
   "data",
   "ignore",
 ] as const;
-export const TRACEPOINT_FIELDS = ["subsystem", "event", "args", "selectors", "message", "tags", "raw"] as const;
+export const TRACEPOINT_FIELDS = [
+  "subsystem",
+  "event",
+  "args",
+  "selectors",
+  "message",
+  "tags",
+  "raw",
+] as const;
 export const ARG_FIELDS = [
   "index",
   "type",
@@ -91,16 +105,27 @@ export const ARG_FIELDS = [
 const UNSUPPORTED_SPEC: Record<string, string> = {
   uprobes: "uprobes are not supported yet by Membrane's enforcer",
   usdts: "usdts are not supported by Membrane's enforcer",
-  lsmhooks: "lsmhooks need BPF LSM programs, which this kernel refuses (EPERM); use a kprobe from the translation table (security_file_open, security_bprm_check, ...)",
-  fentries: "fentries need fentry programs, which this kernel refuses (EPERM); use kprobes with syscall: true or tracepoints",
+  lsmhooks:
+    "lsmhooks need BPF LSM programs, which this kernel refuses (EPERM); use a kprobe from the translation table (security_file_open, security_bprm_check, ...)",
+  fentries:
+    "fentries need fentry programs, which this kernel refuses (EPERM); use kprobes with syscall: true or tracepoints",
   lists: "lists are not supported yet: name each call in its own kprobe",
-  enforcers: "enforcers (NotifyEnforcer) need Tetragon's kprobe enforcer programs; use Sigkill or Signal in matchActions",
+  enforcers:
+    "enforcers (NotifyEnforcer) need Tetragon's kprobe enforcer programs; use Sigkill or Signal in matchActions",
   loader: "loader events are not supported",
   options: "options are not supported",
-  containerSelector: "containerSelector is not supported: Membrane scopes policies to endpoints with podSelector",
+  containerSelector:
+    "containerSelector is not supported: Membrane scopes policies to endpoints with podSelector",
 };
 
-const UNSUPPORTED_ARG: readonly string[] = ["sizeArgIndex", "maxData", "resolve", "btfType", "btfTypeModule", "source"];
+const UNSUPPORTED_ARG: readonly string[] = [
+  "sizeArgIndex",
+  "maxData",
+  "resolve",
+  "btfType",
+  "btfTypeModule",
+  "source",
+];
 
 /** The `kind` of each document, without validating (apply dispatch: tracing policies vs network policies). */
 export function documentKinds(text: string, file: string): (string | undefined)[] {
@@ -142,7 +167,10 @@ export function parseTracingPolicies(text: string, file: string): TracingPolicy[
   for (const p of out) {
     const key = `${p.kind}/${p.namespace ?? ""}/${p.name}`;
     if (seen.has(key))
-      throw new MembraneError("TRACING_POLICY_INVALID", `Cannot apply ${file}: ${p.kind} ${p.name} appears twice`);
+      throw new MembraneError(
+        "TRACING_POLICY_INVALID",
+        `Cannot apply ${file}: ${p.kind} ${p.name} appears twice`,
+      );
     seen.add(key);
   }
   return out;
@@ -154,7 +182,11 @@ function rejection(file: string, code: ErrorCode, problems: readonly Problem[]):
     .map((p) => ({ file: p.file, line: p.line, path: p.path, message: p.message }));
   const n = problems.length;
   return new MembraneError(code, `Cannot apply ${file}: ${n} problem${n === 1 ? "" : "s"}`, {
-    location: { file, line: problems[0]?.line ?? 1, ...(problems[0]?.path ? { path: problems[0].path } : {}) },
+    location: {
+      file,
+      line: problems[0]?.line ?? 1,
+      ...(problems[0]?.path ? { path: problems[0].path } : {}),
+    },
     issues,
     hint:
       code === "TRACING_POLICY_UNSUPPORTED"
@@ -172,7 +204,9 @@ function readPolicy(root: Val): TracingPolicy | undefined {
   const kind = kindVal?.str();
   if (kind === undefined || !kindVal) return undefined;
   if (!isTracingKind(kind))
-    return kindVal.error(`kind ${JSON.stringify(kind)} is not a tracing policy (${TRACING_KINDS.join(", ")})`);
+    return kindVal.error(
+      `kind ${JSON.stringify(kind)} is not a tracing policy (${TRACING_KINDS.join(", ")})`,
+    );
   const api = doc.need("apiVersion");
   const apiStr = api?.str();
   if (apiStr !== undefined && apiStr !== TRACING_API_VERSION)
@@ -191,13 +225,25 @@ function readPolicy(root: Val): TracingPolicy | undefined {
     const p = readTracepoint(t);
     if (p) probes.push(p);
   }
-  if (!spec.has("kprobes") && !spec.has("tracepoints") && spec.names().every((n) => !Object.hasOwn(UNSUPPORTED_SPEC, n)))
+  if (
+    !spec.has("kprobes") &&
+    !spec.has("tracepoints") &&
+    spec.names().every((n) => !Object.hasOwn(UNSUPPORTED_SPEC, n))
+  )
     spec.self.error("spec must have kprobes or tracepoints");
   const psVal = spec.get("podSelector");
   let podSelector = psVal ? readSelector(psVal) : undefined;
   // A namespaced policy sees only its namespace's endpoints, whatever its podSelector says.
-  if (kind === "TracingPolicyNamespaced") podSelector = scopeSubject(podSelector ?? Selector.ALL, meta.namespace);
-  return { kind, name: meta.name, namespace: meta.namespace, podSelector, allowUnsafeKill: meta.allowUnsafeKill, probes };
+  if (kind === "TracingPolicyNamespaced")
+    podSelector = scopeSubject(podSelector ?? Selector.ALL, meta.namespace);
+  return {
+    kind,
+    name: meta.name,
+    namespace: meta.namespace,
+    podSelector,
+    allowUnsafeKill: meta.allowUnsafeKill,
+    probes,
+  };
 }
 
 function readMeta(
@@ -225,20 +271,26 @@ function readMeta(
     const text = v.kind === "null" ? "" : v.str();
     if (k !== ALLOW_UNSAFE_KILL_ANNOTATION || text === undefined) continue;
     if (text === "true") allowUnsafeKill = true;
-    else if (text !== "false") v.error(`annotation ${ALLOW_UNSAFE_KILL_ANNOTATION} must be "true" or "false"`);
+    else if (text !== "false")
+      v.error(`annotation ${ALLOW_UNSAFE_KILL_ANNOTATION} must be "true" or "false"`);
   }
   if (name === undefined || badName) return undefined;
   return { name, namespace, allowUnsafeKill };
 }
 
-function readArgs(f: Fields, tr: Translation | undefined): { args: ProbeArg[]; declared: Map<number, string> } {
+function readArgs(
+  f: Fields,
+  tr: Translation | undefined,
+): { args: ProbeArg[]; declared: Map<number, string> } {
   const args: ProbeArg[] = [];
   const declared = new Map<number, string>();
   for (const a of f.get("args")?.list() ?? []) {
     const af = a.map(ARG_FIELDS);
     if (!af) continue;
-    for (const n of UNSUPPORTED_ARG) if (af.has(n)) af.get(n)?.unsupported(`${n} is not supported by Membrane's enforcer`);
-    if (af.get("returnCopy")?.bool() === true) af.get("returnCopy")?.unsupported("returnCopy is not supported");
+    for (const n of UNSUPPORTED_ARG)
+      if (af.has(n)) af.get(n)?.unsupported(`${n} is not supported by Membrane's enforcer`);
+    if (af.get("returnCopy")?.bool() === true)
+      af.get("returnCopy")?.unsupported("returnCopy is not supported");
     const idxVal = af.need("index");
     const index = idxVal?.int(0, 15);
     const typeVal = af.need("type");
@@ -253,7 +305,9 @@ function readArgs(f: Fields, tr: Translation | undefined): { args: ProbeArg[]; d
           `argument ${index} of ${tr.functionName} cannot be read on this kernel (readable: ${[...tr.argTypes.keys()].join(", ") || "none"}); events report it as absent`,
         );
       else if (!typeFits(type, have))
-        typeVal?.unsupported(`type ${JSON.stringify(type)} cannot be read from argument ${index} of ${tr.functionName}, which is ${have === "string" ? "a string (path)" : have === "sock" ? "a socket" : "an integer"}`);
+        typeVal?.unsupported(
+          `type ${JSON.stringify(type)} cannot be read from argument ${index} of ${tr.functionName}, which is ${have === "string" ? "a string (path)" : have === "sock" ? "a socket" : "an integer"}`,
+        );
     }
     declared.set(index, type);
     args.push({ index, type, label });
@@ -273,7 +327,16 @@ function readCommon(
   const selVal = f.get("selectors");
   const selectors = selVal && tr ? readSelectors(selVal, tr, declared) : [];
   if (!tr || !selectors) return undefined;
-  return { path: v.path, hook, functionName: tr.functionName, attach: tr.attach, args, selectors, message, tags };
+  return {
+    path: v.path,
+    hook,
+    functionName: tr.functionName,
+    attach: tr.attach,
+    args,
+    selectors,
+    message,
+    tags,
+  };
 }
 
 function readKprobe(v: Val): TracingProbe | undefined {
@@ -289,7 +352,8 @@ function readKprobe(v: Val): TracingProbe | undefined {
   if (f.get("ignore")) f.get("ignore")?.map(["callNotFound"]);
   let tr: Translation | undefined;
   if (call !== undefined && callVal) {
-    if (call.startsWith("list:")) callVal.unsupported("calls from lists are not supported yet: name each call");
+    if (call.startsWith("list:"))
+      callVal.unsupported("calls from lists are not supported yet: name each call");
     else if (syscall) {
       const name = syscallName(call);
       tr = name === undefined ? undefined : translateSyscall(name);
@@ -318,7 +382,8 @@ function readTracepoint(v: Val): TracingProbe | undefined {
   const subsystem = f.need("subsystem")?.str();
   const eventVal = f.need("event");
   const event = eventVal?.str();
-  if (f.get("raw")?.bool() === true) f.get("raw")?.unsupported("raw tracepoints are not supported; remove raw: true");
+  if (f.get("raw")?.bool() === true)
+    f.get("raw")?.unsupported("raw tracepoints are not supported; remove raw: true");
   let tr: Translation | undefined;
   if (subsystem !== undefined && event !== undefined) {
     tr = translateTracepoint(subsystem, event);

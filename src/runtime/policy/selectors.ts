@@ -41,7 +41,8 @@ export const SELECTOR_FIELDS = [
 
 const UNSUPPORTED_SELECTOR_FIELDS: Record<string, string> = {
   matchData: "matchData is not supported: hooks here read arguments only",
-  matchReturnArgs: "matchReturnArgs is not supported: Membrane attaches at syscall entry (return probes are not served)",
+  matchReturnArgs:
+    "matchReturnArgs is not supported: Membrane attaches at syscall entry (return probes are not served)",
   matchReturnActions:
     "matchReturnActions is not supported: Membrane attaches at syscall entry (return probes are not served)",
   matchNamespaceChanges: "matchNamespaceChanges is not supported yet (use a setns/unshare syscall kprobe)",
@@ -102,7 +103,8 @@ const UNSUPPORTED_ACTIONS: Record<string, string> = {
   DnsLookup: "DnsLookup is not supported (Membrane makes no requests on a policy's behalf)",
   TrackSock: "TrackSock is not supported",
   UntrackSock: "UntrackSock is not supported",
-  NotifyEnforcer: "NotifyEnforcer needs Tetragon's enforcer programs (kprobes); use Sigkill or Signal in the selector",
+  NotifyEnforcer:
+    "NotifyEnforcer needs Tetragon's enforcer programs (kprobes); use Sigkill or Signal in the selector",
   CleanupEnforcerNotification: "CleanupEnforcerNotification needs Tetragon's enforcer programs",
   Set: "Set is not supported",
 };
@@ -197,7 +199,9 @@ function readPids(v: Val): PidMatch | undefined {
   if (!f) return undefined;
   const operator = oneOf(f.need("operator"), ["In", "NotIn"] as const, "operator");
   if (f.get("isNamespacePID")?.bool() === true)
-    f.get("isNamespacePID")?.unsupported("isNamespacePID is not supported: PIDs are matched in the node's PID namespace");
+    f.get("isNamespacePID")?.unsupported(
+      "isNamespacePID is not supported: PIDs are matched in the node's PID namespace",
+    );
   if (f.get("followForks")?.bool() === true)
     f.get("followForks")?.unsupported("followForks is not supported yet");
   const items = valuesOf(f.need("values"));

@@ -76,8 +76,7 @@ function syscallAttach(name: string, indexBase: number): AttachPoint | undefined
 
 function typesOf(a: AttachPoint): Map<number, "string" | "int" | "sock"> {
   const m = new Map<number, "string" | "int" | "sock">();
-  for (const [i, s] of a.args)
-    m.set(i, s.kind === "int" ? "int" : s.kind === "sock" ? "sock" : "string");
+  for (const [i, s] of a.args) m.set(i, s.kind === "int" ? "int" : s.kind === "sock" ? "sock" : "string");
   return m;
 }
 
@@ -115,7 +114,9 @@ const KERNEL_FUNCTIONS: Record<string, () => Translation> = {
   }),
   cap_capable: () => ({
     functionName: "cap_capable",
-    attach: [{ tracepoint: "capability:cap_capable", args: new Map([[2, { field: "cap", kind: "int" as const }]]) }],
+    attach: [
+      { tracepoint: "capability:cap_capable", args: new Map([[2, { field: "cap", kind: "int" as const }]]) },
+    ],
     argTypes: new Map([[2, "int"]]),
   }),
 };

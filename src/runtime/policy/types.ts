@@ -37,7 +37,8 @@ export interface AttachPoint {
 }
 
 export type StringOperator = "Equal" | "NotEqual" | "Prefix" | "NotPrefix";
-export type IntOperator = "Equal" | "NotEqual" | "GT" | "LT" | "Mask" | "DPort" | "NotDPort" | "SPort" | "NotSPort";
+export type IntOperator =
+  "Equal" | "NotEqual" | "GT" | "LT" | "Mask" | "DPort" | "NotDPort" | "SPort" | "NotSPort";
 
 export type ArgMatch =
   | {
@@ -47,7 +48,12 @@ export type ArgMatch =
       /** Checked against SAFE_STRING (values.ts): no quote, backslash, control or format character. */
       readonly values: readonly string[];
     }
-  | { readonly index: number; readonly kind: "int"; readonly operator: IntOperator; readonly values: readonly bigint[] };
+  | {
+      readonly index: number;
+      readonly kind: "int";
+      readonly operator: IntOperator;
+      readonly values: readonly bigint[];
+    };
 
 export type BinaryOperator = "In" | "NotIn" | "Prefix" | "NotPrefix";
 
@@ -132,6 +138,10 @@ export interface TracingPolicy {
   readonly probes: readonly TracingProbe[];
 }
 
-export function policyKey(p: { kind: TracingPolicyKind; namespace: string | undefined; name: string }): string {
+export function policyKey(p: {
+  kind: TracingPolicyKind;
+  namespace: string | undefined;
+  name: string;
+}): string {
   return p.kind === "TracingPolicyNamespaced" ? `${p.namespace ?? ""}/${p.name}` : p.name;
 }

@@ -6,15 +6,16 @@
  * hex within 64 bits.
  */
 
-/** Longest string value compared in the kernel (the enforcer reads this many bytes; see enforce/limits). */
-export const MAX_STRING_VALUE = 120;
+/** Longest string value compared in the kernel: enforce/script.ts SCRIPT_STRLEN - 2, so that Equal stays exact (a longer path differs in the byte after). */
+export const MAX_STRING_VALUE = 78;
 /** Paths, binary names, file names: letters, digits and `/._-+@:=,~`. */
 export const SAFE_STRING = /^[A-Za-z0-9/._+@:=,~-]+$/;
 
 /** Why `s` cannot be compiled, or undefined when it can. */
 export function checkString(s: string): string | undefined {
   if (s.length === 0) return "must not be empty";
-  if (s.length > MAX_STRING_VALUE) return `is ${s.length} characters long; at most ${MAX_STRING_VALUE} are compared`;
+  if (s.length > MAX_STRING_VALUE)
+    return `is ${s.length} characters long; at most ${MAX_STRING_VALUE} are compared`;
   if (!SAFE_STRING.test(s)) {
     const bad = [...s].find((c) => !SAFE_STRING.test(c)) ?? "";
     return `contains ${JSON.stringify(bad)}: values may hold only letters, digits and / . _ + @ : = , ~ -`;
