@@ -75,7 +75,7 @@ export class TracingPoliciesController {
   async apply(text: string, file: string): Promise<TracingApplyReport> {
     const policies = parseTracingPolicies(text, file);
     if (policies.length === 0) return { policies: [] };
-    await this.endpointsChanged();
+    await this.endpointsChanged(true);
     const done: TracingPolicy[] = [];
     try {
       for (const p of policies) {
@@ -117,8 +117,13 @@ export class TracingPoliciesController {
     return this.recentEvents;
   }
 
-  /** Re-reads the endpoints; programs whose selection changed are replaced before this resolves. */
-  async endpointsChanged(): Promise<void> {
+  /**
+   * Re-reads the endpoints; programs whose selection changed are replaced
+   * before this resolves. Free when no TracingPolicy is applied (endpoint
+   * creation calls it), unless `force`d.
+   */
+  async endpointsChanged(force = false): Promise<void> {
+    if (!force && this.applied.size === 0) return;
     const views = this.p.endpoints();
     const key = views
       .map((v) => `${v.namespace}/${v.name}@${v.netns}:${JSON.stringify(v.labels)}`)
