@@ -54,6 +54,11 @@ export const ERROR_CODES = {
   // proxy
   CONNTRACK_FAILED: "A conntrack lookup over ctnetlink failed",
   PROXY_FAILED: "The node's L7 proxy process could not start or stopped answering",
+  // runtime: TracingPolicy and its enforcer
+  TRACING_POLICY_INVALID: "A TracingPolicy document is invalid",
+  TRACING_POLICY_UNSUPPORTED: "A TracingPolicy uses a hook, selector or action this kernel cannot serve",
+  TRACING_POLICY_UNSAFE: "A TracingPolicy kills without being narrowed to workloads and calls",
+  RUNTIME_ENFORCER_FAILED: "The runtime enforcer (bpftrace) could not load or stopped",
   // cli
   CLI_USAGE: "A command was given invalid arguments",
 } as const;

@@ -44,6 +44,7 @@ import { identitiesView, ipcacheView, type IdentityView, type IpcacheView } from
 import { Ipam } from "./ipam.js";
 import { Observer } from "./observer.js";
 import { WorkQueue } from "./work-queue.js";
+import { TracingPoliciesController } from "./controllers/tracing-policies.js";
 import type { AgentParams } from "./agent-params.js";
 export type { ApplyReport } from "./controllers/policies.js";
 export type { EndpointView } from "./controllers/endpoints.js";
@@ -71,6 +72,7 @@ export class Agent {
   /** Other nodes' endpoints (address -> identity of their labels); see controllers/remote-endpoints.ts. */
   readonly remoteEndpoints: RemoteEndpointsController;
   readonly cni: CniAttachments;
+  readonly tracing: TracingPoliciesController; // TracingPolicies (controllers/tracing-policies.ts)
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
   private readonly controllers: readonly Controller[];
 
@@ -136,6 +138,7 @@ export class Agent {
       this.policies,
       this.names,
     ];
+    this.tracing = new TracingPoliciesController({ logger: p.logger, endpoints: () => this.listEndpoints() });
     this.enforcer = new Enforcer({
       logger: p.logger,
       reconciler: this.reconciler,
@@ -199,6 +202,7 @@ export class Agent {
     const resync = (): void => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair"));
     resync();
     if (this.p.resyncMs > 0) (this.timer = setInterval(resync, this.p.resyncMs)).unref();
+    this.tracing.start();
   }
 
   serving = (): void => this.endpoints.startVerification(); // run.ts, API up: check what start() adopted
@@ -213,6 +217,7 @@ export class Agent {
     await this.queue.stop();
     await this.proxyRef?.stop();
     await this.observerRef?.stop();
+    await this.tracing.stop(); // detaches every TracingPolicy program: nothing kills without an agent
   }
 
   /**
@@ -310,8 +315,10 @@ export class Agent {
    * Creates an endpoint. `ipv4` / `ipv6` ask for exact addresses from the pod
    * CIDRs (e.g. a scenario's addresses); without them IPAM picks.
    */
-  createEndpointRequest(req: CreateEndpointRequest): Promise<EndpointView> {
-    return this.endpoints.create(req);
+  async createEndpointRequest(req: CreateEndpointRequest): Promise<EndpointView> {
+    const v = await this.endpoints.create(req);
+    await this.tracing.endpointsChanged(); // TracingPolicies selecting it attach before it is handed out
+    return v;
   }
 
   labelEndpoint(

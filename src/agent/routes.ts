@@ -22,6 +22,7 @@
  *   POST   /v1/flows/follow    ObserveRequest  the backlog, then new flows (NDJSON stream)
  *   GET    /v1/flows/status                   ring counters (written, lost, ...)
  *   POST   /v1/why             ObserveRequest  explain the latest matching drop, propose a fix
+ *   POST|DELETE|GET /v1/tracingpolicies           TracingPolicy (api/tracing-routes.ts)
  *
  * Request bodies are checked here, field by field, before anything runs
  * (api/body.ts): a malformed one is a 400 naming the field, never a 500.
@@ -50,6 +51,7 @@ import { warningText, type PolicyWarning } from "../policy/api/index.js";
 import { PolicyChecker } from "./policy-check.js";
 import { remoteEndpointRoutes } from "./remote-endpoint-routes.js";
 import { cniRoutes } from "./api/cni-routes.js";
+import { tracingRoutes } from "./api/tracing-routes.js";
 import type { PolicyResource } from "../policy/types.js";
 
 /** The body of a flows request: the filter the CLI compiled from its flags (checked when compiled). */
@@ -320,6 +322,7 @@ export function agentRoutes(agent: Agent): Route[] {
     },
     ...remoteEndpointRoutes(agent.remoteEndpoints),
     ...cniRoutes(agent.cni), // membrane-cni: /v1/cni/... (api/cni-routes.ts)
+    ...tracingRoutes(() => agent.tracing), // TracingPolicy: /v1/tracingpolicies (api/tracing-routes.ts)
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },
     { method: "GET", path: "/v1/ipcache", handler: () => agent.ipcache() },
     { method: "GET", path: "/v1/datapath/diff", handler: async () => ({ diff: await agent.datapathDiff() }) },

@@ -5,6 +5,7 @@
  *     -> endpoints deathstar, tiefighter, xwing (network namespaces)
  *     -> traffic with no policy, then with the L3/L4 policy
  *     -> who reached whom, what was dropped and why
+ *     -> a TracingPolicy kills a deathstar process reading /etc/shadow (demo-runtime.ts)
  *     -> everything removed (also on Ctrl-C)
  *
  * Nothing outside the scratch namespaces is touched.
@@ -26,6 +27,7 @@ import { originText } from "../policy/decide.js";
 import { explainDrop } from "../policy/why.js";
 import type { Decision } from "../policy/query.js";
 import { table } from "./format.js";
+import { runtimeStep } from "./demo-runtime.js";
 
 export const STARWARS_L3L4 = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -249,6 +251,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       o.out("Why was that dropped? (membrane policy why --type l7)\n");
       o.out(indent(explainDrop(agent.engine, q).lines) + "\n\n");
     }
+    mismatches += await runtimeStep(agent, o.out);
     o.out(
       mismatches === 0
         ? "Every attempt ended as Cilium would have it.\n"

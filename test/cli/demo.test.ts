@@ -24,6 +24,11 @@ test(
     );
     assert.match(out, /tiefighter\s+deathstar:8080\/TCP\s+DROPPED/);
     assert.match(out, /Kernel vs desired state: in sync/);
+    if (spawnSync("sh", ["-c", "command -v bpftrace"]).status === 0) {
+      assert.match(out, /deathstar\s+cat \/etc\/shadow\s+137 \(SIGKILL\)\s+nothing/);
+      assert.match(out, /xwing\s+cat \/etc\/shadow\s+0\s+\d+ lines \(not shown\)/);
+      assert.match(out, /KPROBE_ACTION_SIGKILL policy=deathstar-no-shadow __x64_sys_openat\(\/etc\/shadow\)/);
+    }
     assert.match(out, /Every attempt ended as Cilium would have it\./);
     const after = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout;
     assert.ok(!after.includes(prefix), `namespaces of ${prefix} left behind:\n${after}`);

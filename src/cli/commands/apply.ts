@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import type { ApplyReport } from "../../agent/agent.js";
 import { parsePolicies, warningText } from "../../policy/api/index.js";
+import { tracingFile, applyTracing } from "./apply-tracing.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 
@@ -31,7 +32,7 @@ function report(ctx: CliContext, format: ViewFormat, r: ApplyReport): void {
 export function applyCommand(ctx: CliContext): Command {
   return new Command("apply")
     .description(
-      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy YAML (rejected whole if any document is invalid)",
+      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, or TracingPolicy / TracingPolicyNamespaced YAML (rejected whole if any document is invalid)",
     )
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
     .option("--dry-run", "only validate, locally; change nothing")
@@ -43,6 +44,7 @@ export function applyCommand(ctx: CliContext): Command {
     )
     .action(async (o: { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
+      if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "POST");
       // Validate locally first: errors name file:line:path; warnings go to stderr.
       const resources = parsePolicies(text, name, { onWarning: (w) => ctx.err(warningText(w) + "\n") });
       if (o.dryRun) {
@@ -65,6 +67,7 @@ export function deleteCommand(ctx: CliContext): Command {
     .addOption(outputOption())
     .action(async (o: { filename: string; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
+      if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "DELETE");
       report(
         ctx,
         o.output,

@@ -1,9 +1,11 @@
-/** `membrane get endpoints|identities|policies|ipcache|status`. */
+/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies`. */
 import { Command, Argument } from "commander";
 import type { EndpointView } from "../../agent/agent.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, show, socketOption, type ViewFormat } from "../agent-client.js";
 import { endpointRows } from "./endpoint.js";
+import { tracingRows } from "./apply-tracing.js";
+import type { TracingPolicyStatus } from "../../runtime/enforce/enforcer.js";
 
 type Row = Record<string, unknown>;
 
@@ -17,6 +19,7 @@ export function getCommand(ctx: CliContext): Command {
         "policies",
         "ipcache",
         "status",
+        "tracingpolicies",
       ]),
     )
     .addOption(socketOption())
@@ -53,6 +56,10 @@ export function getCommand(ctx: CliContext): Command {
               p["audit"] ? "yes" : "no",
             ]),
           ]);
+        }
+        case "tracingpolicies": {
+          const ps = (await c.request("GET", "/v1/tracingpolicies")) as TracingPolicyStatus[];
+          return show(ctx, o.output, ps, () => tracingRows(ps));
         }
         case "ipcache": {
           const es = (await c.request("GET", "/v1/ipcache")) as Row[];

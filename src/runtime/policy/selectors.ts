@@ -1,0 +1,315 @@
+/**
+ * `selectors[]` of a kprobe or tracepoint: the match* filters and
+ * matchActions, read against the hook's translation (which arguments exist
+ * and of what kind). Filters Tetragon defines but this enforcer cannot serve
+ * are named errors (POLICY_UNSUPPORTED), never ignored.
+ */
+import type { Fields, Val } from "../../policy/api/fields.js";
+import type { Translation } from "./translation.js";
+import type {
+  Action,
+  ArgMatch,
+  BinaryMatch,
+  BinaryOperator,
+  CapabilityMatch,
+  IntOperator,
+  NamespaceMatch,
+  NamespaceType,
+  PidMatch,
+  StringOperator,
+  TracingSelector,
+} from "./types.js";
+import { CAPABILITIES, checkString, MAX_SIGNAL, parseInteger } from "./values.js";
+
+export const SELECTOR_FIELDS = [
+  "matchArgs",
+  "matchBinaries",
+  "matchPIDs",
+  "matchNamespaces",
+  "matchCapabilities",
+  "matchActions",
+  // Tetragon fields refused with a reason (UNSUPPORTED_SELECTOR_FIELDS).
+  "matchData",
+  "matchReturnArgs",
+  "matchReturnActions",
+  "matchNamespaceChanges",
+  "matchCapabilityChanges",
+  "matchParentBinaries",
+  "label",
+  "macros",
+] as const;
+
+const UNSUPPORTED_SELECTOR_FIELDS: Record<string, string> = {
+  matchData: "matchData is not supported: hooks here read arguments only",
+  matchReturnArgs:
+    "matchReturnArgs is not supported: Membrane attaches at syscall entry (return probes are not served)",
+  matchReturnActions:
+    "matchReturnActions is not supported: Membrane attaches at syscall entry (return probes are not served)",
+  matchNamespaceChanges: "matchNamespaceChanges is not supported yet (use a setns/unshare syscall kprobe)",
+  matchCapabilityChanges: "matchCapabilityChanges is not supported yet (use a capset syscall kprobe)",
+  matchParentBinaries: "matchParentBinaries is not supported yet; use matchBinaries",
+  label: "selector labels are not supported",
+  macros: "selector macros are not supported",
+};
+
+export const MATCH_ARGS_FIELDS = ["index", "operator", "values"] as const;
+export const MATCH_BINARIES_FIELDS = ["operator", "values", "followChildren"] as const;
+export const MATCH_PIDS_FIELDS = ["operator", "values", "isNamespacePID", "followForks"] as const;
+export const MATCH_NAMESPACES_FIELDS = ["namespace", "operator", "values"] as const;
+export const MATCH_CAPABILITIES_FIELDS = ["type", "operator", "values", "isNamespaceCapability"] as const;
+export const MATCH_ACTIONS_FIELDS = [
+  "action",
+  "argSig",
+  "argError",
+  "rateLimit",
+  "rateLimitScope",
+  // Arguments of actions Membrane refuses (UNSUPPORTED_ACTIONS) or options it does not serve:
+  "argFqdn",
+  "argUrl",
+  "argSock",
+  "argIndex",
+  "argValue",
+  "argRegs",
+  "argNewAddr",
+  "argNewOffset",
+  "argNewSymbol",
+  "kernelStackTrace",
+  "userStackTrace",
+  "imaHash",
+] as const;
+const ACTION_OPTIONS_REFUSED = MATCH_ACTIONS_FIELDS.slice(3);
+
+const STRING_OPS: readonly StringOperator[] = ["Equal", "NotEqual", "Prefix", "NotPrefix"];
+/**
+ * Postfix needs the string's length, which a tracepoint program on this
+ * bpftrace (0.17) cannot compute within the 512-byte BPF stack (tried: a
+ * bounded loop of reads overflows it). Refused, not approximated.
+ */
+const POSTFIX_REFUSED =
+  "Postfix/NotPostfix cannot be compiled by Membrane's enforcer (no bounded suffix compare in a 512-byte BPF stack); use Equal or Prefix";
+const INT_OPS: readonly IntOperator[] = ["Equal", "NotEqual", "GT", "LT", "Mask"];
+const SOCK_OPS: readonly IntOperator[] = ["DPort", "NotDPort", "SPort", "NotSPort"];
+const BINARY_OPS: readonly BinaryOperator[] = ["In", "NotIn", "Prefix", "NotPrefix"];
+const NS_TYPES: readonly NamespaceType[] = ["Uts", "Ipc", "Mnt", "Net", "Time", "Cgroup", "User"];
+
+/** Tetragon actions refused here, with the reason. */
+const UNSUPPORTED_ACTIONS: Record<string, string> = {
+  Override:
+    "Override needs bpf_override_return or fmod_ret, which this kernel refuses (lockdown); use Sigkill to stop the process instead",
+  FollowFD: "FollowFD is not supported: file hooks are served at open time, by path",
+  UnfollowFD: "UnfollowFD is not supported: file hooks are served at open time, by path",
+  CopyFD: "CopyFD is not supported",
+  GetUrl: "GetUrl is not supported (Membrane makes no requests on a policy's behalf)",
+  DnsLookup: "DnsLookup is not supported (Membrane makes no requests on a policy's behalf)",
+  TrackSock: "TrackSock is not supported",
+  UntrackSock: "UntrackSock is not supported",
+  NotifyEnforcer:
+    "NotifyEnforcer needs Tetragon's enforcer programs (kprobes); use Sigkill or Signal in the selector",
+  CleanupEnforcerNotification: "CleanupEnforcerNotification needs Tetragon's enforcer programs",
+  Set: "Set is not supported",
+};
+
+function oneOf<T extends string>(v: Val | undefined, allowed: readonly T[], what: string): T | undefined {
+  const s = v?.str();
+  if (s === undefined || v === undefined) return undefined;
+  if ((allowed as readonly string[]).includes(s)) return s as T;
+  return v.error(`${what} ${JSON.stringify(s)} is not one of ${allowed.join(", ")}`);
+}
+
+function valuesOf(v: Val | undefined): Val[] {
+  return v?.list() ?? [];
+}
+
+function readString(v: Val): string | undefined {
+  const s = v.kind === "number" ? String((v.node as { value: unknown }).value) : v.str();
+  if (s === undefined) return undefined;
+  const bad = checkString(s);
+  return bad ? v.error(`value ${JSON.stringify(s.slice(0, 40))} ${bad}`) : s;
+}
+
+function readInt(v: Val): bigint | undefined {
+  const raw = v.strOrNum();
+  if (raw === undefined) return undefined;
+  const n = parseInteger(raw);
+  return n === undefined
+    ? v.error(`${JSON.stringify(raw)} is not an integer (decimal or 0x-hex, 64 bits)`)
+    : n;
+}
+
+function readMatchArg(v: Val, tr: Translation, declared: ReadonlyMap<number, string>): ArgMatch | undefined {
+  const f = v.map(MATCH_ARGS_FIELDS);
+  if (!f) return undefined;
+  const idxVal = f.need("index");
+  const index = idxVal?.int(0, 15);
+  const opVal = f.need("operator");
+  const op = opVal?.str();
+  const vals = f.need("values");
+  if (index === undefined || op === undefined || !idxVal || !opVal || !vals) return undefined;
+  const have = tr.argTypes.get(index);
+  if (have === undefined) {
+    const avail = [...tr.argTypes.keys()].join(", ") || "none";
+    return idxVal.unsupported(
+      `argument ${index} of ${tr.functionName} cannot be read on this kernel (readable: ${avail}); see the translation table`,
+    );
+  }
+  if (!declared.has(index)) idxVal.warn(`argument ${index} is not declared in args[]; it is read as ${have}`);
+  const items = valuesOf(vals);
+  if (items.length === 0) return vals.error("values must list at least one value");
+  if (have === "string") {
+    if (op === "Postfix" || op === "NotPostfix") return opVal.unsupported(POSTFIX_REFUSED);
+    if (!(STRING_OPS as readonly string[]).includes(op))
+      return opVal.unsupported(
+        `operator ${JSON.stringify(op)} is not supported on string argument ${index} (use ${STRING_OPS.join(", ")})`,
+      );
+    const values = items.map(readString);
+    return values.every((x) => x !== undefined)
+      ? { index, kind: "string", operator: op as StringOperator, values: values as string[] }
+      : undefined;
+  }
+  const ops = have === "sock" ? SOCK_OPS : INT_OPS;
+  if (!(ops as readonly string[]).includes(op))
+    return opVal.unsupported(
+      `operator ${JSON.stringify(op)} is not supported on ${have === "sock" ? "socket" : "integer"} argument ${index} (use ${ops.join(", ")})`,
+    );
+  if ((op === "GT" || op === "LT") && items.length !== 1) return vals.error(`${op} takes exactly one value`);
+  const values = items.map(readInt);
+  return values.every((x) => x !== undefined)
+    ? { index, kind: "int", operator: op as IntOperator, values: values as bigint[] }
+    : undefined;
+}
+
+function readBinaries(v: Val): BinaryMatch | undefined {
+  const f = v.map(MATCH_BINARIES_FIELDS);
+  if (!f) return undefined;
+  const opVal = f.need("operator");
+  if (opVal?.kind === "string" && ["Postfix", "NotPostfix"].includes(opVal.str() ?? ""))
+    return opVal.unsupported(POSTFIX_REFUSED);
+  const operator = oneOf(opVal, BINARY_OPS, "operator");
+  if (f.get("followChildren")?.bool() === true)
+    f.get("followChildren")?.unsupported("followChildren is not supported yet");
+  const items = valuesOf(f.need("values"));
+  if (items.length === 0) return f.self.error("values must list at least one binary");
+  const values = items.map(readString);
+  if (operator === undefined || !values.every((x) => x !== undefined)) return undefined;
+  return { operator, values: values as string[] };
+}
+
+function readPids(v: Val): PidMatch | undefined {
+  const f = v.map(MATCH_PIDS_FIELDS);
+  if (!f) return undefined;
+  const operator = oneOf(f.need("operator"), ["In", "NotIn"] as const, "operator");
+  if (f.get("isNamespacePID")?.bool() === true)
+    f.get("isNamespacePID")?.unsupported(
+      "isNamespacePID is not supported: PIDs are matched in the node's PID namespace",
+    );
+  if (f.get("followForks")?.bool() === true)
+    f.get("followForks")?.unsupported("followForks is not supported yet");
+  const items = valuesOf(f.need("values"));
+  const values = items.map((x) => x.int(0, 4194304, true));
+  if (items.length === 0) return f.self.error("values must list at least one PID");
+  if (operator === undefined || !values.every((x) => x !== undefined)) return undefined;
+  return { operator, values: values as number[] };
+}
+
+function readNamespaces(v: Val): NamespaceMatch | undefined {
+  const f = v.map(MATCH_NAMESPACES_FIELDS);
+  if (!f) return undefined;
+  const nsVal = f.need("namespace");
+  const ns = nsVal?.str();
+  if (ns !== undefined && !(NS_TYPES as readonly string[]).includes(ns)) {
+    return ["Pid", "PidForChildren", "TimeForChildren"].includes(ns)
+      ? nsVal?.unsupported(`namespace ${ns} is not supported (use one of ${NS_TYPES.join(", ")})`)
+      : nsVal?.error(`namespace ${JSON.stringify(ns)} is not one of ${NS_TYPES.join(", ")}`);
+  }
+  const operator = oneOf(f.need("operator"), ["In", "NotIn"] as const, "operator");
+  const items = valuesOf(f.need("values"));
+  if (items.length === 0) return f.self.error("values must list at least one namespace inode or host_ns");
+  const values = items.map((x): number | "host_ns" | undefined => {
+    const s = x.strOrNum();
+    if (s === "host_ns") return "host_ns";
+    const n = s === undefined ? undefined : parseInteger(s);
+    if (n === undefined || n < 0n || n > 0xffffffffn)
+      return x.error(`${JSON.stringify(s)} is not a namespace inode number or "host_ns"`);
+    return Number(n);
+  });
+  if (ns === undefined || operator === undefined || !values.every((x) => x !== undefined)) return undefined;
+  return { namespace: ns as NamespaceType, operator, values: values as (number | "host_ns")[] };
+}
+
+function readCapabilities(v: Val): CapabilityMatch | undefined {
+  const f = v.map(MATCH_CAPABILITIES_FIELDS);
+  if (!f) return undefined;
+  const type = f.get("type")
+    ? oneOf(f.get("type"), ["Effective", "Inheritable", "Permitted"] as const, "type")
+    : "Effective";
+  const operator = oneOf(f.need("operator"), ["In", "NotIn"] as const, "operator");
+  if (f.get("isNamespaceCapability")?.bool() === true)
+    f.get("isNamespaceCapability")?.unsupported("isNamespaceCapability is not supported yet");
+  const items = valuesOf(f.need("values"));
+  if (items.length === 0) return f.self.error("values must list at least one capability");
+  const values = items.map((x) => {
+    const s = x.str();
+    if (s === undefined) return undefined;
+    const n = Object.hasOwn(CAPABILITIES, s) ? CAPABILITIES[s] : undefined;
+    return n ?? x.error(`unknown capability ${JSON.stringify(s)} (write it as CAP_SYS_ADMIN, ...)`);
+  });
+  if (type === undefined || operator === undefined || !values.every((x) => x !== undefined)) return undefined;
+  return { type, operator, values: values as number[] };
+}
+
+function readAction(v: Val): Action | undefined {
+  const f = v.map(MATCH_ACTIONS_FIELDS);
+  if (!f) return undefined;
+  const aVal = f.need("action");
+  const a = aVal?.str();
+  if (a === undefined || !aVal) return undefined;
+  if (Object.hasOwn(UNSUPPORTED_ACTIONS, a)) return aVal.unsupported(UNSUPPORTED_ACTIONS[a] ?? "");
+  for (const n of ACTION_OPTIONS_REFUSED)
+    if (f.has(n)) f.get(n)?.unsupported(`${n} is not supported by Membrane's enforcer`);
+  // argError goes with Override (refused above); elsewhere Tetragon ignores it, and so do we, aloud.
+  if (f.has("argError")) f.get("argError")?.warn(`argError has no effect with action ${a}`);
+  if (a === "Post" || a === "NoPost" || a === "Sigkill") {
+    if (f.has("argSig")) f.get("argSig")?.error(`argSig belongs to action Signal, not ${a}`);
+    return { action: a };
+  }
+  if (a === "Signal") {
+    const sig = f.need("argSig")?.int(1, MAX_SIGNAL);
+    return sig === undefined ? undefined : { action: "Signal", signal: sig };
+  }
+  return aVal.error(`unknown action ${JSON.stringify(a)} (Post, NoPost, Sigkill, Signal)`);
+}
+
+export function readSelectors(
+  list: Val,
+  tr: Translation,
+  declared: ReadonlyMap<number, string>,
+): TracingSelector[] | undefined {
+  const out: TracingSelector[] = [];
+  let ok = true;
+  for (const item of list.list() ?? []) {
+    const f: Fields | undefined = item.map(SELECTOR_FIELDS);
+    if (!f) {
+      ok = false;
+      continue;
+    }
+    for (const name of f.names())
+      if (Object.hasOwn(UNSUPPORTED_SELECTOR_FIELDS, name))
+        f.get(name)?.unsupported(UNSUPPORTED_SELECTOR_FIELDS[name] ?? "");
+    const all = <T>(name: string, read: (v: Val) => T | undefined): T[] => {
+      const xs = (f.get(name)?.list() ?? []).map(read);
+      if (xs.some((x) => x === undefined)) ok = false;
+      return xs.filter((x): x is T => x !== undefined);
+    };
+    out.push({
+      path: item.path,
+      matchArgs: all("matchArgs", (v) => readMatchArg(v, tr, declared)),
+      matchBinaries: all("matchBinaries", readBinaries),
+      matchPIDs: all("matchPIDs", readPids),
+      matchNamespaces: all("matchNamespaces", readNamespaces),
+      matchCapabilities: all("matchCapabilities", readCapabilities),
+      actions: all("matchActions", readAction),
+    });
+  }
+  if (list.kind !== "list") ok = false;
+  return ok ? out : undefined;
+}

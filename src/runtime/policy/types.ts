@@ -1,0 +1,147 @@
+/**
+ * TracingPolicy in Membrane's normalised form: what `parseTracingPolicies`
+ * returns and the enforcer compiles. The user's YAML shape (Tetragon's
+ * `cilium.io/v1alpha1` TracingPolicy / TracingPolicyNamespaced) is read once
+ * in parse.ts; nothing downstream looks at raw YAML.
+ *
+ *   YAML --parse.ts--> TracingPolicy { probes[ {hook, functionName, attach[], selectors[]} ] }
+ *                          |  attach: tracepoints of this kernel (translation.ts)
+ *                          v
+ *                   runtime/enforce (bpftrace script per policy)
+ */
+import type { Selector } from "../../labels/selector.js";
+
+export type TracingPolicyKind = "TracingPolicy" | "TracingPolicyNamespaced";
+export const TRACING_API_VERSION = "cilium.io/v1alpha1";
+
+/** Where a probe argument comes from in a tracepoint: a string (user pointer or data_loc) or an integer field. */
+export interface ArgSource {
+  /** Tracepoint field name (`filename`, `flags`, `dport`, `cap`); from Membrane's tables, never from a policy. */
+  readonly field: string;
+  /**
+   * `ustr`: user-space pointer to a C string; `kstr`: `__data_loc` string in
+   * the event; `int`: an integer; `sock`: a socket seen through
+   * sock:inet_sock_set_state (its `sport`/`dport` fields, for SPort/DPort).
+   */
+  readonly kind: "ustr" | "kstr" | "int" | "sock";
+}
+
+/** One tracepoint a probe is served from, with its argument map and an optional fixed guard. */
+export interface AttachPoint {
+  /** `subsystem:event`, e.g. `syscalls:sys_enter_openat`. */
+  readonly tracepoint: string;
+  /** Tetragon argument index -> tracepoint field. */
+  readonly args: ReadonlyMap<number, ArgSource>;
+  /** A fixed condition from Membrane's translation table (e.g. `args->newstate == 2`); never built from policy text. */
+  readonly guard?: string;
+}
+
+export type StringOperator = "Equal" | "NotEqual" | "Prefix" | "NotPrefix";
+export type IntOperator =
+  "Equal" | "NotEqual" | "GT" | "LT" | "Mask" | "DPort" | "NotDPort" | "SPort" | "NotSPort";
+
+export type ArgMatch =
+  | {
+      readonly index: number;
+      readonly kind: "string";
+      readonly operator: StringOperator;
+      /** Checked against SAFE_STRING (values.ts): no quote, backslash, control or format character. */
+      readonly values: readonly string[];
+    }
+  | {
+      readonly index: number;
+      readonly kind: "int";
+      readonly operator: IntOperator;
+      readonly values: readonly bigint[];
+    };
+
+export type BinaryOperator = "In" | "NotIn" | "Prefix" | "NotPrefix";
+
+export interface BinaryMatch {
+  readonly operator: BinaryOperator;
+  readonly values: readonly string[];
+}
+
+export interface PidMatch {
+  readonly operator: "In" | "NotIn";
+  readonly values: readonly number[];
+}
+
+export type NamespaceType = "Uts" | "Ipc" | "Mnt" | "Net" | "Time" | "Cgroup" | "User";
+
+export interface NamespaceMatch {
+  readonly namespace: NamespaceType;
+  readonly operator: "In" | "NotIn";
+  /** Inode numbers, or `host_ns` (resolved by the enforcer to PID 1's namespace). */
+  readonly values: readonly (number | "host_ns")[];
+}
+
+export interface CapabilityMatch {
+  readonly type: "Effective" | "Inheritable" | "Permitted";
+  readonly operator: "In" | "NotIn";
+  /** Capability numbers (CAP_SYS_ADMIN = 21). */
+  readonly values: readonly number[];
+}
+
+export type Action =
+  | { readonly action: "Post" }
+  | { readonly action: "NoPost" }
+  | { readonly action: "Sigkill" }
+  | { readonly action: "Signal"; readonly signal: number };
+
+export interface TracingSelector {
+  /** Field path of the selector, e.g. `spec.kprobes[0].selectors[1]`. */
+  readonly path: string;
+  readonly matchArgs: readonly ArgMatch[];
+  readonly matchBinaries: readonly BinaryMatch[];
+  readonly matchPIDs: readonly PidMatch[];
+  readonly matchNamespaces: readonly NamespaceMatch[];
+  readonly matchCapabilities: readonly CapabilityMatch[];
+  /** Empty means Post (Tetragon's default). */
+  readonly actions: readonly Action[];
+}
+
+/** A declared argument to report in events (Tetragon `args[]`). */
+export interface ProbeArg {
+  readonly index: number;
+  readonly type: string;
+  readonly label: string | undefined;
+}
+
+export interface TracingProbe {
+  readonly path: string;
+  /** How the user declared it: a kprobe (syscall or kernel function) or a tracepoint. */
+  readonly hook: "kprobe" | "tracepoint";
+  /** What events report as `function_name` (kprobes: `__x64_sys_openat`, `security_file_permission`) or `subsystem:event`. */
+  readonly functionName: string;
+  readonly attach: readonly AttachPoint[];
+  readonly args: readonly ProbeArg[];
+  /** Empty: every call posts an event. Selectors are ORed; the first that matches applies its actions. */
+  readonly selectors: readonly TracingSelector[];
+  readonly message: string | undefined;
+  readonly tags: readonly string[];
+}
+
+export interface TracingPolicy {
+  readonly kind: TracingPolicyKind;
+  readonly name: string;
+  /** TracingPolicyNamespaced only: the policy applies to this namespace's endpoints. */
+  readonly namespace: string | undefined;
+  /**
+   * Which endpoints' processes the policy sees: the podSelector, scoped to the
+   * namespace for TracingPolicyNamespaced. Undefined: every process of the
+   * node, the host's own included.
+   */
+  readonly podSelector: Selector | undefined;
+  /** `membrane.io/allow-unsafe-kill: "true"`: accept Sigkill/Signal that is not narrowed to workloads (safety.ts). */
+  readonly allowUnsafeKill: boolean;
+  readonly probes: readonly TracingProbe[];
+}
+
+export function policyKey(p: {
+  kind: TracingPolicyKind;
+  namespace: string | undefined;
+  name: string;
+}): string {
+  return p.kind === "TracingPolicyNamespaced" ? `${p.namespace ?? ""}/${p.name}` : p.name;
+}

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { RuntimeEnforcer } from "../../../src/runtime/enforce/enforcer.js";
+import { parseTracingPolicies } from "../../../src/runtime/policy/parse.js";
+import { UPSTREAM } from "../policy/upstream-dir.js";
+import { catIn, collector, Netns, prefix, runtimeSkipReason, until } from "./helpers.js";
+
+const skip = runtimeSkipReason();
+const here = dirname(fileURLToPath(import.meta.url));
+
+describe("runtime enforcer lifetime and the translation table on this kernel (root)", { skip }, () => {
+  test("an agent killed with SIGKILL leaves no program that kills: bpftrace dies with it", async () => {
+    const a = Netns.add(`${prefix()}-a`);
+    const holder = spawn(process.execPath, [join(here, "holder.js"), String(a.inode)], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let out = "";
+        holder.stdout.setEncoding("utf8").on("data", (d: string) => {
+          out += d;
+          if (out.includes("READY")) resolve();
+        });
+        holder.once("exit", (c) => reject(new Error(`holder exited ${String(c)}`)));
+      });
+      const bt = spawnSync("pgrep", ["-P", String(holder.pid), "-x", "bpftrace"], { encoding: "utf8" })
+        .stdout.split("\n")
+        .filter(Boolean);
+      assert.equal(bt.length, 1, "one bpftrace, a child of the agent");
+      assert.equal((await catIn(a.name, "/etc/shadow")).rc, 137);
+      holder.kill("SIGKILL");
+      await until(
+        () => !existsSync(`/proc/${bt[0]}`) || /State:\s*Z/.test(safeRead(`/proc/${bt[0]}/status`)),
+        "bpftrace to die",
+      );
+      const r = await catIn(a.name, "/etc/shadow");
+      assert.equal(r.rc, 0, "nothing kills once the agent is gone");
+      assert.match(r.out, /^root:/);
+    } finally {
+      holder.kill("SIGKILL");
+      a.del();
+    }
+  });
+
+  test("every upstream example Membrane accepts also loads on this kernel (Post only, node-wide, then removed)", async () => {
+    const enf = new RuntimeEnforcer({ sink: collector().sink });
+    try {
+      const dir = join(UPSTREAM, "examples");
+      let loaded = 0;
+      for (const f of readdirSync(dir).sort()) {
+        let ps;
+        try {
+          ps = parseTracingPolicies(readFileSync(join(dir, f), "utf8"), f);
+        } catch {
+          continue;
+        }
+        for (const p of ps) {
+          const st = await enf.apply(p);
+          assert.equal(st.state, "loaded", `${f}: ${st.error ?? ""}`);
+          await enf.remove(p);
+          loaded++;
+        }
+      }
+      assert.ok(loaded >= 6, `${loaded} examples loaded`);
+    } finally {
+      await enf.stop();
+    }
+  });
+});
+
+function safeRead(p: string): string {
+  try {
+    return readFileSync(p, "utf8");
+  } catch {
+    return "";
+  }
+}
