@@ -69,6 +69,11 @@ export class Reconciler {
    * stamp; read-backs parsed on this thread; verifies compared in the worker thread.
    */
   readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0, checksOffThread: 0 };
+  /**
+   * Where the last apply's time went (ms): planning the delta, and the kernel write (the
+   * writer's acknowledgement, or nft). Two clock reads per apply, for the scale bench.
+   */
+  readonly lastTimings = { planMs: 0, writeMs: 0 };
   /** The last state the kernel accepted (realized), undefined before the first apply. */
   realized: DatapathState | undefined;
   private running = false;
@@ -178,6 +183,8 @@ export class Reconciler {
     // the table. Drift is found by verify(), in the background.
     const inc = this.applied && this.trustMs > 0 ? planIncremental(this.applied, desired, opts) : undefined;
     if (inc) {
+      const t1 = performance.now();
+      this.lastTimings.planMs = t1 - t0;
       try {
         if (inc.elementOps) {
           await this.elements().apply(this.table, inc.elementOps);
@@ -189,6 +196,7 @@ export class Reconciler {
           await nftApply(inc.plan.script, this.nsOpt);
           this.stats.nft++;
         }
+        this.lastTimings.writeMs = performance.now() - t1;
         inc.commit();
         return done(inc.plan.ops);
       } catch (e) {

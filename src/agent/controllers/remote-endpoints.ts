@@ -52,6 +52,11 @@ export class RemoteEndpointsController implements Controller {
   readonly revisions = new Revisions();
   /** What the store holds, by canonical address. */
   private readonly known = new Map<string, RemoteEndpointSpec>();
+  /**
+   * Where the last request's time went (ms): waiting for its turn on the work queue, the store
+   * write (persisted), the enforce (engine, plan, kernel write). A few clock reads per request.
+   */
+  readonly lastTimings = { queueMs: 0, storeMs: 0, enforceMs: 0 };
 
   constructor(
     private readonly d: ControllerDeps,
@@ -95,8 +100,10 @@ export class RemoteEndpointsController implements Controller {
 
   /** Adds or changes many remote endpoints: all or none; one enforce. */
   upsert(entries: readonly RemoteEndpointSpec[], signal?: AbortSignal): Promise<RemoteEndpointsResult> {
+    const t0 = performance.now();
     return this.d.serial(
       async () => {
+        this.lastTimings.queueMs = performance.now() - t0;
         const specs = this.validate(entries);
         const changed = specs.filter((s) => !sameSpec(this.known.get(s.ip), s));
         const ops: TxnOp[] = changed.map((s) => ({
@@ -119,8 +126,10 @@ export class RemoteEndpointsController implements Controller {
 
   /** Forgets many remote endpoints by address (unknown ones are left alone): all or none; one enforce. */
   delete(ips: readonly string[], signal?: AbortSignal): Promise<RemoteEndpointsResult> {
+    const t0 = performance.now();
     return this.d.serial(
       async () => {
+        this.lastTimings.queueMs = performance.now() - t0;
         const canon = ips.map((ip, i) => canonicalIp(ip, `ips[${i}]`, "delete"));
         const gone = [...new Set(canon)].filter((ip) => this.known.has(ip));
         const ops: TxnOp[] = gone.map((ip) => ({ type: "delete", key: REMOTE_ENDPOINTS_KEY + ip }));
@@ -144,6 +153,7 @@ export class RemoteEndpointsController implements Controller {
    */
   private async commit(ops: TxnOp[], unchanged: number, change: () => void): Promise<RemoteEndpointsResult> {
     if (ops.length === 0) return { changed: 0, unchanged, kernelOps: 0 };
+    const t0 = performance.now();
     try {
       await txnAllOrNone({
         store: this.d.store,
@@ -159,9 +169,12 @@ export class RemoteEndpointsController implements Controller {
     } catch (e) {
       throw new MembraneError("STORE_FAILED", `Cannot store remote endpoints: ${String(e)}`, { cause: e });
     }
+    const t1 = performance.now();
     change();
     this.revisions.bump();
     const r = await this.d.enforce();
+    this.lastTimings.storeMs = t1 - t0;
+    this.lastTimings.enforceMs = performance.now() - t1;
     return { changed: ops.length, unchanged, kernelOps: r.ops };
   }
 
