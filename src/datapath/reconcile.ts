@@ -19,7 +19,7 @@
  * across restarts. Concurrent apply() calls are coalesced: while one runs, later
  * calls wait and the latest desired state is applied once for all of them.
  * stop() kills a running `nft` (the transaction is atomic: the kernel keeps the
- * old state, the next start reconciles) and refuses further applies.
+ * old state, the next start reconciles) and the check's reader, and refuses further applies.
  */
 import { MembraneError } from "../errors.js";
 import { compile, compileAll } from "./compile.js";
@@ -47,7 +47,19 @@ export interface ReconcilerParams {
    * against what was applied last and verify() checks the kernel in the background.
    */
   trustMs?: number;
+  /**
+   * Resolves when the agent has no change in hand (its work queue is idle). The background
+   * check waits for it before each slice of its view and before it reads, so that it yields
+   * to changes instead of competing with them (never for longer than VERIFY_YIELD_MAX_MS at a
+   * time: an agent that is never idle is still checked, slowly).
+   */
+  idle?: () => Promise<void>;
+  /** The bound on one such wait (default VERIFY_YIELD_MAX_MS). */
+  idleMaxMs?: number;
 }
+
+/** The longest the background check waits for the agent to be idle before it goes on anyway. */
+export const VERIFY_YIELD_MAX_MS = 2000;
 
 export interface ApplyResult {
   changed: boolean;
@@ -78,6 +90,8 @@ export class Reconciler {
   realized: DatapathState | undefined;
   private running = false;
   private readonly trustMs: number;
+  private readonly idle: (() => Promise<void>) | undefined;
+  private readonly idleMaxMs: number;
   /** Host-map element deltas without nft (started at the first one). */
   private writer: SetElemWriter | undefined;
   /** verify()'s reader and comparer (a worker thread, started at the first verify). */
@@ -96,6 +110,8 @@ export class Reconciler {
     this.table = params.table ?? "membrane";
     this.logGroup = params.logGroup ?? 1;
     this.trustMs = params.trustMs ?? 30_000;
+    this.idle = params.idle;
+    this.idleMaxMs = params.idleMaxMs ?? VERIFY_YIELD_MAX_MS;
   }
 
   private get nsOpt(): { netns?: string; signal: AbortSignal } {
@@ -103,11 +119,14 @@ export class Reconciler {
     return this.netns === undefined ? { signal } : { netns: this.netns, signal };
   }
 
-  /** Kills the `nft` running now (without waiting for it) and refuses every later apply. */
-  stop(): void {
+  /**
+   * Kills the `nft` running now (without waiting for it) and refuses every later apply; resolves
+   * once the background check's reader is killed and reaped (no process of ours is left).
+   */
+  stop(): Promise<void> {
     this.stopper.abort();
     this.writer?.stop();
-    this.checker?.stop();
+    return this.checker?.stop() ?? Promise.resolve();
   }
 
   private elements(): SetElemWriter {
@@ -262,8 +281,10 @@ export class Reconciler {
     // First in the background: the view is built a slice per turn of the event loop, and the
     // worker reads, parses and compares. The loop is never held for the size of the table.
     const stale = (): boolean => seq !== this.seq || this.applied !== applied;
-    const view = await expectedView(applied, () => new Promise((r) => setImmediate(r)), stale);
+    const view = await expectedView(applied, () => this.yieldToChanges(), stale);
     if (!view || stale()) return { drift: 0, lines: [] };
+    await this.yieldToChanges();
+    if (stale()) return { drift: 0, lines: [] };
     this.checker ??= new VerifyThread(this.table, this.netns);
     const diff = await this.checker.compare(view);
     if (stale() || this.running) return { drift: 0, lines: [] };
@@ -271,6 +292,16 @@ export class Reconciler {
     if (diff === undefined) return { drift: 0, lines: [] };
     // A difference (rare: a hand edit, a bug): the whole comparison here, which plans the repair.
     return this.verifyWhole(state, seq);
+  }
+
+  /** One turn of the event loop, then waits (bounded) until the agent has no change in hand. */
+  private async yieldToChanges(): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    if (!this.idle) return;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((r) => (timer = setTimeout(r, this.idleMaxMs).unref()));
+    await Promise.race([this.idle(), bound]);
+    clearTimeout(timer);
   }
 
   private async verifyWhole(state: DatapathState, seq: number): Promise<{ drift: number; lines: string[] }> {

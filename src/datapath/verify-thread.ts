@@ -8,13 +8,17 @@
  *
  * A worker that fails or exits rejects what waits on it (the Reconciler's
  * verify fails, the agent logs it and checks again at the next period); the
- * next compare starts a new one.
+ * next compare starts a new one. stop() has the worker kill and reap the `nft`
+ * it runs before the thread is terminated (else a zombie stays in the agent).
  */
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../errors.js";
 import type { KernelView } from "./kernel-view.js";
-import type { VerifyAnswer, VerifyRequest } from "./verify-worker.js";
+import type { VerifyAnswer, VerifyRequest, VerifyStop } from "./verify-worker.js";
+
+/** Safety net for a worker that does not answer a stop (it is terminated anyway). */
+const STOP_SAFETY_MS = 10_000;
 
 interface Waiter {
   resolve: (diff: string | undefined) => void;
@@ -51,17 +55,31 @@ export class VerifyThread {
     });
   }
 
-  stop(): void {
+  /** Fails what waits, has the worker kill and reap its `nft`, then ends the thread. */
+  async stop(): Promise<void> {
     this.stopped = true;
-    void this.worker?.terminate();
+    const w = this.worker;
     this.worker = undefined;
     this.failAll("stopping");
+    if (!w) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      w.on("message", (a: VerifyAnswer) => "stopped" in a && resolve());
+      w.on("exit", () => resolve());
+      w.on("error", () => resolve());
+      timer = setTimeout(resolve, STOP_SAFETY_MS);
+      w.ref();
+      w.postMessage({ stop: true } satisfies VerifyStop);
+    });
+    clearTimeout(timer);
+    await w.terminate();
   }
 
   private start(): Worker {
     // No execArgv of the parent: the worker needs none, and some refuse a worker (--input-type).
     const w = new Worker(fileURLToPath(new URL("./verify-worker.js", import.meta.url)), { execArgv: [] });
     w.on("message", (a: VerifyAnswer) => {
+      if ("stopped" in a) return;
       const waiter = this.waiters.get(a.id);
       if (!waiter) return;
       this.waiters.delete(a.id);
