@@ -33,6 +33,7 @@ import { SetElemWriter } from "./nfnl/setelem.js";
 import { expectedView } from "./kernel-view.js";
 import { VerifyThread } from "./verify-thread.js";
 import type { DatapathState } from "./types.js";
+import type { HostTableView } from "../ipcache/hosts.js";
 
 export interface ReconcilerParams {
   /** Network namespace holding the table (the node's); the current one when absent. */
@@ -80,7 +81,7 @@ export class Reconciler {
    * How applies reached the kernel: nft transactions, nfnetlink element batches, adoptions by
    * stamp; read-backs parsed on this thread; verifies compared in the worker thread.
    */
-  readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0, checksOffThread: 0 };
+  readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0, checksOffThread: 0, hostLinesSent: 0 };
   /**
    * Where the last apply's time went (ms): planning the delta, and the kernel write (the
    * writer's acknowledgement, or nft). Two clock reads per apply, for the scale bench.
@@ -96,6 +97,11 @@ export class Reconciler {
   private writer: SetElemWriter | undefined;
   /** verify()'s reader and comparer (a worker thread, started at the first verify). */
   private checker: VerifyThread | undefined;
+  /** The check running now (one at a time). */
+  private checking: Promise<{ drift: number; lines: string[] }> | undefined;
+  /** The hosts the check's worker holds: those of `applied` at host revision `revision`. */
+  private hostsSent:
+    { applied: Applied; worker: number; view: HostTableView | undefined; revision: number } | undefined;
   /** What the kernel accepted last, by part (undefined: plan the next apply against a read-back). */
   private applied: Applied | undefined;
   /** Successful applies so far: a read-back taken at another count is stale. */
@@ -273,7 +279,17 @@ export class Reconciler {
    * differences; when there are some, the next apply repairs them by delta,
    * planned against this read.
    */
-  async verify(): Promise<{ drift: number; lines: string[] }> {
+  verify(): Promise<{ drift: number; lines: string[] }> {
+    // One check at a time (the worker keeps the hosts of the views in the order sent): a call
+    // while one runs gets that one's answer.
+    if (this.checking) return this.checking;
+    const c = this.verifyOnce().finally(() => {
+      if (this.checking === c) this.checking = undefined;
+    });
+    return (this.checking = c);
+  }
+
+  private async verifyOnce(): Promise<{ drift: number; lines: string[] }> {
     const state = this.realized;
     const seq = this.seq;
     const applied = this.applied;
@@ -281,12 +297,29 @@ export class Reconciler {
     // First in the background: the view is built a slice per turn of the event loop, and the
     // worker reads, parses and compares. The loop is never held for the size of the table.
     const stale = (): boolean => seq !== this.seq || this.applied !== applied;
-    const view = await expectedView(applied, () => this.yieldToChanges(), stale);
+    const checker = (this.checker ??= new VerifyThread(this.table, this.netns));
+    const worker = checker.generation();
+    // The worker holds the hosts of the last view it was sent: only the addresses changed since
+    // go now (a new worker, a new Applied or a journal that no longer reaches: every host).
+    const sent = this.hostsSent;
+    const hosts = applied.hosts;
+    const changes =
+      sent && sent.applied === applied && sent.worker === worker && sent.view === hosts.view
+        ? hosts.view?.changesSince(sent.revision)
+        : undefined;
+    const view = await expectedView(applied, () => this.yieldToChanges(), stale, changes?.keys());
     if (!view || stale()) return { drift: 0, lines: [] };
     await this.yieldToChanges();
     if (stale()) return { drift: 0, lines: [] };
-    this.checker ??= new VerifyThread(this.table, this.netns);
-    const diff = await this.checker.compare(view);
+    this.stats.hostLinesSent += changes ? changes.size : hosts.copy.size;
+    this.hostsSent = { applied, worker, view: hosts.view, revision: hosts.revision };
+    let diff: string | undefined;
+    try {
+      diff = await checker.compare(view, worker);
+    } catch (e) {
+      this.hostsSent = undefined;
+      throw e;
+    }
     if (stale() || this.running) return { drift: 0, lines: [] };
     this.stats.checksOffThread++;
     if (diff === undefined) return { drift: 0, lines: [] };

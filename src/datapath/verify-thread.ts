@@ -30,15 +30,31 @@ export class VerifyThread {
   private nextId = 1;
   private readonly waiters = new Map<number, Waiter>();
   private stopped = false;
+  /** Counts the workers started: a worker keeps the hosts of the views it was sent. */
+  private gen = 0;
 
   constructor(
     private readonly table: string,
     private readonly netns: string | undefined,
   ) {}
 
-  /** The first difference between the kernel's table and `view`, or undefined when there is none. */
-  compare(view: KernelView): Promise<string | undefined> {
+  /**
+   * The worker that the next compare goes to (started now if none runs): a view with host
+   * changes only (kernel-view.ts) is for the worker that holds the earlier views' hosts.
+   */
+  generation(): number {
+    if (!this.stopped) this.worker ??= this.start();
+    return this.gen;
+  }
+
+  /**
+   * The first difference between the kernel's table and `view`, or undefined when there is
+   * none. `generation` (from generation()): the view is for that worker; rejected if another runs.
+   */
+  compare(view: KernelView, generation?: number): Promise<string | undefined> {
     if (this.stopped) return Promise.reject(fail("stopping"));
+    if (generation !== undefined && (generation !== this.gen || !this.worker))
+      return Promise.reject(fail("the worker was restarted (the next check sends every host)"));
     const w = (this.worker ??= this.start());
     const id = this.nextId++;
     const req: VerifyRequest = {
@@ -76,6 +92,7 @@ export class VerifyThread {
   }
 
   private start(): Worker {
+    this.gen++;
     // No execArgv of the parent: the worker needs none, and some refuse a worker (--input-type).
     const w = new Worker(fileURLToPath(new URL("./verify-worker.js", import.meta.url)), { execArgv: [] });
     w.on("message", (a: VerifyAnswer) => {

@@ -4,7 +4,8 @@
  * neither the spawn, nor the JSON parse of a table of 50,000 elements, nor the
  * comparison runs on the agent's event loop.
  *
- *   {id, table, netns?, view} --> nft -j -n list table inet <table> --> compareView
+ *   {id, table, netns?, view} --> readView (hosts kept here: WorkerHosts) --> nft -j -n list table
+ *      inet <table> --> compareView
  *   <-- {id, diff: string | null} | {id, error}
  *   {stop} --> the nft running now is killed and reaped --> <-- {stopped}
  *
@@ -19,7 +20,7 @@
 import { setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
 import { nftListJson } from "./exec.js";
-import { compareView, type KernelView } from "./kernel-view.js";
+import { compareView, readView, WorkerHosts, type KernelView } from "./kernel-view.js";
 
 export interface VerifyRequest {
   readonly id: number;
@@ -49,6 +50,7 @@ if (port) {
     // Not allowed here: the check runs at the agent's priority.
   }
   const stopper = new AbortController();
+  const hosts = new WorkerHosts();
   const reads = new Set<Promise<unknown>>();
   port.on("message", (m: VerifyRequest | VerifyStop) => {
     if ("stop" in m) {
@@ -58,9 +60,10 @@ if (port) {
     }
     const read = (async (): Promise<VerifyAnswer> => {
       try {
+        const want = readView(m.view, hosts);
         const opts = m.netns === undefined ? {} : { netns: m.netns };
         const doc = await nftListJson("inet", m.table, { ...opts, signal: stopper.signal });
-        return { id: m.id, diff: compareView(m.view, doc) ?? null };
+        return { id: m.id, diff: compareView(want, doc, hosts) ?? null };
       } catch (e) {
         return { id: m.id, error: (e instanceof Error ? e.message : String(e)).slice(0, 2000) };
       }
