@@ -6,7 +6,8 @@
  *   upsert([{ip, namespace, labels, serviceAccount?}, ...]) | delete([ip, ...])
  *     --validate every entry (the first bad one rejects the request: nothing changes)
  *     --persist `remote-endpoints/<ip>` in transactions of STORE_TXN_OPS
- *     --change the engine --> one enforce for the whole request
+ *       alongside: change the engine --> one enforce for the whole request
+ *     --answer once both are done (store failed: engine and kernel put back)
  *
  * Addresses are kept in their canonical text form (`10.1.0.7`, `fd00::7`),
  * so `fd00:0::7` and `fd00::7` are one endpoint. Restored on start, before
@@ -147,35 +148,79 @@ export class RemoteEndpointsController implements Controller {
   }
 
   /**
-   * Persists `ops` in transactions of STORE_TXN_OPS, then changes the engine
-   * and enforces once. A failed transaction undoes the ones before it, so a
-   * failed request leaves the store as it was.
+   * Persists `ops` in transactions of STORE_TXN_OPS and, alongside, changes the
+   * engine and enforces once: the kernel write does not wait for the store's
+   * disk (the two overlap; the answer waits for both). A failed transaction
+   * undoes the ones before it and the engine change, and enforces again, so a
+   * failed request leaves the store and the kernel as they were.
+   *
+   * Crash safety: the kernel may hold the change a moment before the store does.
+   * If the agent dies in that moment, the kernel's stamp (stamp.ts, written in
+   * the same atomic batch) is not the digest of what the store holds, so the
+   * next start reads the table and repairs it by delta to the store's state
+   * (test/agent/controllers/remote-endpoints-overlap.test.ts).
    */
   private async commit(ops: TxnOp[], unchanged: number, change: () => void): Promise<RemoteEndpointsResult> {
     if (ops.length === 0) return { changed: 0, unchanged, kernelOps: 0 };
     const t0 = performance.now();
-    try {
-      await txnAllOrNone({
-        store: this.d.store,
-        ops,
-        // What the store held: the controller's map, which changes only after this.
-        before: (key) => {
-          const old = this.known.get(key.slice(REMOTE_ENDPOINTS_KEY.length));
-          return old && JSON.stringify(recordOf(old));
-        },
-        undoFailed: (u) =>
-          this.d.logger.error({ err: String(u) }, "undoing a failed remote endpoints write failed"),
-      });
-    } catch (e) {
-      throw new MembraneError("STORE_FAILED", `Cannot store remote endpoints: ${String(e)}`, { cause: e });
-    }
-    const t1 = performance.now();
+    // What the store and the engine held, for the undo: taken before anything changes.
+    const prev = new Map(
+      ops.map((op) => {
+        const ip = op.key.slice(REMOTE_ENDPOINTS_KEY.length);
+        return [ip, this.known.get(ip)] as const;
+      }),
+    );
+    let storeMs = 0;
+    const persisted = txnAllOrNone({
+      store: this.d.store,
+      ops,
+      before: (key) => {
+        const old = prev.get(key.slice(REMOTE_ENDPOINTS_KEY.length));
+        return old && JSON.stringify(recordOf(old));
+      },
+      undoFailed: (u) =>
+        this.d.logger.error({ err: String(u) }, "undoing a failed remote endpoints write failed"),
+    }).then(
+      () => void (storeMs = performance.now() - t0),
+      (e: unknown) => {
+        throw new MembraneError("STORE_FAILED", `Cannot store remote endpoints: ${String(e)}`, { cause: e });
+      },
+    );
     change();
     this.revisions.bump();
-    const r = await this.d.enforce();
-    this.lastTimings.storeMs = t1 - t0;
-    this.lastTimings.enforceMs = performance.now() - t1;
-    return { changed: ops.length, unchanged, kernelOps: r.ops };
+    let enforceMs = 0;
+    const enforced = this.d.enforce().then((x) => {
+      enforceMs = performance.now() - t0;
+      return x;
+    });
+    const [w, r] = await Promise.allSettled([persisted, enforced]);
+    if (w.status === "rejected") {
+      // Not stored: the engine and the kernel go back to what the store holds.
+      await this.undo(prev).catch((u: unknown) =>
+        this.d.logger.error({ err: String(u) }, "undoing a remote endpoints change not stored failed"),
+      );
+      throw w.reason;
+    }
+    if (r.status === "rejected") throw r.reason;
+    this.lastTimings.storeMs = storeMs;
+    this.lastTimings.enforceMs = enforceMs;
+    return { changed: ops.length, unchanged, kernelOps: r.value.ops };
+  }
+
+  /** Puts the engine back to `prev` (address -> spec, undefined: unknown) and enforces. */
+  private async undo(prev: ReadonlyMap<string, RemoteEndpointSpec | undefined>): Promise<void> {
+    const engine = this.d.engine();
+    for (const [ip, spec] of prev) {
+      if (spec) {
+        engine.upsertRemoteEndpoint(spec);
+        this.known.set(ip, spec);
+      } else {
+        engine.deleteRemoteEndpoint(ip);
+        this.known.delete(ip);
+      }
+    }
+    this.revisions.bump();
+    await this.d.enforce();
   }
 
   /** Every entry checked before anything changes; the error names the first bad one by index. */
