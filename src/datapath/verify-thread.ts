@@ -32,6 +32,8 @@ export class VerifyThread {
   private stopped = false;
   /** Counts the workers started: a worker keeps the hosts of the views it was sent. */
   private gen = 0;
+  /** The worker's `nft` runs now (the worker says so): only then does a stop wait for it. */
+  private reading = false;
 
   constructor(
     private readonly table: string,
@@ -67,6 +69,7 @@ export class VerifyThread {
       this.waiters.set(id, { resolve, reject });
       // Held while a compare waits on it (a caller awaits the answer), let go when idle.
       w.ref();
+      this.reading = true; // from now until the worker says its nft was reaped
       w.postMessage(req);
     });
   }
@@ -78,6 +81,11 @@ export class VerifyThread {
     this.worker = undefined;
     this.failAll("stopping");
     if (!w) return;
+    // No nft running: nothing to reap, the thread ends now (it may be busy parsing at nice 19).
+    if (!this.reading) {
+      await w.terminate();
+      return;
+    }
     let timer: NodeJS.Timeout | undefined;
     await new Promise<void>((resolve) => {
       w.on("message", (a: VerifyAnswer) => "stopped" in a && resolve());
@@ -93,10 +101,12 @@ export class VerifyThread {
 
   private start(): Worker {
     this.gen++;
+    this.reading = false;
     // No execArgv of the parent: the worker needs none, and some refuse a worker (--input-type).
     const w = new Worker(fileURLToPath(new URL("./verify-worker.js", import.meta.url)), { execArgv: [] });
     w.on("message", (a: VerifyAnswer) => {
-      if ("stopped" in a) return;
+      if ("reading" in a) this.reading = a.reading;
+      if ("stopped" in a || "reading" in a) return;
       const waiter = this.waiters.get(a.id);
       if (!waiter) return;
       this.waiters.delete(a.id);

@@ -37,7 +37,9 @@ export interface VerifyStop {
 export type VerifyAnswer =
   | { readonly id: number; readonly diff: string | null }
   | { readonly id: number; readonly error: string }
-  | { readonly stopped: true };
+  | { readonly stopped: true }
+  /** An `nft` of this thread runs (true) or has been reaped (false): a stop waits only then. */
+  | { readonly reading: boolean };
 
 /** The niceness of the check (the lowest priority); Linux applies it to the calling thread only. */
 export const VERIFY_NICE = 19;
@@ -62,7 +64,10 @@ if (port) {
       try {
         const want = readView(m.view, hosts);
         const opts = m.netns === undefined ? {} : { netns: m.netns };
-        const doc = await nftListJson("inet", m.table, { ...opts, signal: stopper.signal });
+        port.postMessage({ reading: true });
+        const doc = await nftListJson("inet", m.table, { ...opts, signal: stopper.signal }).finally(() =>
+          port.postMessage({ reading: false }),
+        );
         return { id: m.id, diff: compareView(want, doc, hosts) ?? null };
       } catch (e) {
         return { id: m.id, error: (e instanceof Error ? e.message : String(e)).slice(0, 2000) };
