@@ -20,6 +20,8 @@ export interface Settings {
   readonly skip: ReadonlySet<string>;
   /** CPUs of the traffic client and server (--pin=C,S or --pin=none). */
   readonly pin?: Pin | undefined;
+  /** --ipcache-check=ab: the ipcache figure A/B, background check running vs not (scale-ipcache.ts). */
+  readonly ipcacheCheck?: "ab" | undefined;
 }
 
 export const FULL: Settings = {
@@ -72,6 +74,9 @@ export function parseScaleArgs(argv: readonly string[]): {
     ...(Number.isInteger(grow) && grow > 0 ? { grow } : {}),
     pin: parsePin(argv.find((a) => a.startsWith("--pin="))?.slice("--pin=".length)),
   };
+  const check = argv.find((a) => a.startsWith("--ipcache-check="))?.slice("--ipcache-check=".length);
+  if (check !== undefined && check !== "ab") throw new Error(`--ipcache-check=${check}: only "ab" is known`);
+  if (check === "ab") settings.ipcacheCheck = "ab";
   const stem = argv.find((a) => a.startsWith("--prefix="))?.slice("--prefix=".length) ?? "mbs";
   if (!/^[a-z][a-z0-9]{1,5}$/.test(stem))
     throw new Error(`--prefix=${stem}: give 2-6 lower-case letters and digits, a letter first`);

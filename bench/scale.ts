@@ -6,7 +6,7 @@
  *
  *   npm run bench -- scale [--endpoints=250,1000] [--quick] [--cap-seconds=300]
  *                          [--skip=apply,ipcache,create,traffic] [--applies=N] [--creates=N]
- *                          [--pin=C,S|none] [--prefix=mbs]         -> one JSON line per figure
+ *                          [--pin=C,S|none] [--prefix=mbs] [--ipcache-check=ab]  -> one JSON line per figure
  *
  * --cap-seconds bounds the sampling of each latency figure (each line says how many samples it took);
  * --skip leaves figures out (to profile one: `node --cpu-prof dist/bench/scale.js ...`).
@@ -38,12 +38,12 @@ import {
   localLabels,
   policies,
   remoteEndpoint,
-  remoteLabels,
   REMOTES,
   seedEndpoints,
 } from "./scale-world.js";
 import { parseScaleArgs, type Settings } from "./scale-args.js";
 import { createPhases, withLoopDelay, writerCpuMs } from "./scale-cpu.js";
+import { scaleIpcache } from "./scale-ipcache.js";
 import { scaleTraffic, tableLoaded } from "./scale-traffic.js";
 import { has, pct, r1 } from "./traffic.js";
 
@@ -243,39 +243,7 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     }
 
     // 5. One ipcache entry: a remote endpoint with an identity in use is added, then removed.
-    const add: number[] = [];
-    const del: number[] = [];
-    const spec = { ip: "10.200.0.1", namespace: "default", labels: remoteLabels(1) };
-    const {
-      loopDelay: icLoop,
-      cpuMs: icCpu,
-      mainActiveMs: icActive,
-    } = await withLoopDelay(() =>
-      sample(s.skip.has("ipcache") ? 0 : s.ipcacheChanges, s.capMs, async () => {
-        let t1 = performance.now();
-        const a = await agent().remoteEndpoints.upsert([spec]);
-        add.push(performance.now() - t1);
-        t1 = performance.now();
-        const d = await agent().remoteEndpoints.delete([spec.ip]);
-        del.push(performance.now() - t1);
-        if (a.kernelOps === 0 || d.kernelOps === 0)
-          throw new Error("an ipcache change changed nothing in the kernel");
-      }),
-    );
-    const ic = stats([...add, ...del]);
-    if (add.length > 0)
-      out({
-        figure: "ipcache-change",
-        ...common,
-        ...ic,
-        addP50Ms: r1(pct(add, 0.5)),
-        removeP50Ms: r1(pct(del, 0.5)),
-        eventLoopDelay: icLoop,
-        cpuMsPerChange: r1(icCpu / Math.max(1, add.length + del.length)),
-        mainThreadActiveMsPerChange: r1(icActive / Math.max(1, add.length + del.length)),
-        target: "p99 < 20 ms",
-        ok: ic.p99Ms < 20,
-      });
+    if (!s.skip.has("ipcache")) await scaleIpcache({ agent: agent(), s, common, out });
 
     // 6. Endpoint create at this size, with the agent's event-loop delay meanwhile (stalls show up there).
     const loop = monitorEventLoopDelay({ resolution: 1 });

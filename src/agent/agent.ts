@@ -93,6 +93,7 @@ export class Agent {
       ...(p.nodeNetns !== undefined ? { netns: p.nodeNetns } : {}),
       table: p.table,
       logGroup: p.logGroup,
+      idle: () => this.queue.idle(), // the background check yields to changes
     });
     const deps: ControllerDeps = {
       store: p.store,
@@ -213,7 +214,7 @@ export class Agent {
     this.names.stop();
     // A long nft transaction is killed, not waited for: the kernel keeps the old
     // state, the store holds what was acknowledged, and the next start reconciles.
-    this.reconciler.stop();
+    await this.reconciler.stop();
     await this.queue.stop();
     await this.proxyRef?.stop();
     await this.observerRef?.stop();

@@ -8,7 +8,8 @@
  * A request whose client has gone (its socket closed: `signal` aborted)
  * before its turn is dropped, so nothing is carried out later without the
  * user knowing; work that has started completes. stop() refuses new and
- * queued work and resolves once the running work has ended.
+ * queued work and resolves once the running work has ended. idle() resolves
+ * when nothing is queued or running (the background check waits for it).
  */
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
@@ -16,6 +17,9 @@ import { MembraneError } from "../errors.js";
 export class WorkQueue {
   private chain: Promise<unknown> = Promise.resolve();
   private stopping = false;
+  /** Work queued or running. */
+  private count = 0;
+  private idlers: (() => void)[] = [];
 
   constructor(private readonly logger: Logger) {}
 
@@ -36,9 +40,26 @@ export class WorkQueue {
       }
       return f();
     };
+    this.count++;
     const next = this.chain.then(turn, turn);
-    this.chain = next.catch(() => undefined);
+    const settled = (): void => {
+      if (--this.count > 0) return;
+      const w = this.idlers;
+      this.idlers = [];
+      for (const f of w) f();
+    };
+    this.chain = next.then(settled, settled);
     return next;
+  }
+
+  /** True while work is queued or running. */
+  get busy(): boolean {
+    return this.count > 0;
+  }
+
+  /** Resolves when nothing is queued or running (now, if so). */
+  idle(): Promise<void> {
+    return this.count === 0 ? Promise.resolve() : new Promise((r) => this.idlers.push(r));
   }
 
   /** Refuses queued and new work; resolves when the work running now has ended. */

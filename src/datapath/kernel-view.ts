@@ -7,14 +7,18 @@
  *     --expectedView(), in slices (the loop turns between them)--> KernelView: chunks of lines
  *        M <map> <signature> <field kinds>     a map of ours
  *        E <map> <canon> <value>               one of its elements (D: a dispatch element)
+ *        F                                     every host follows (the worker forgets the ones it holds)
  *        H <map> <ip> <identity>               a host element (the worker makes the element)
+ *        h <map> <ip> <identity> | x <map> <ip>  a host changed | gone since the last view
  *        C <chain> <hash> <rules>              a chain of ours
  *     --postMessage (an array of strings: copied, not walked)--> worker: nft -j list table,
  *        parseTable, compareView() --> same | the first difference
  *
  * An endpoint's text is made once per compiled part (parts are replaced, not
- * changed, when an endpoint changes), so a check costs the host lines and the
- * endpoints that changed since the last one. compareView() finds a difference
+ * changed, when an endpoint changes), and the hosts (tens of thousands) are sent
+ * whole once, then as the addresses changed since the last view: the worker keeps
+ * them (WorkerHosts). So a check costs the main thread the endpoints and the
+ * addresses that changed since the last one, not a pass over the table. compareView() finds a difference
  * exactly when plan() would write something (a missing or extra map or chain, a
  * changed map declaration, an element added, removed or with another value, a
  * chain with another content hash or rule count, the stamp): the Reconciler
@@ -75,11 +79,15 @@ function partText(part: EndpointParts): string {
  * The view of `applied`. `yieldNow` is awaited every few thousand items (the
  * caller lets the event loop turn); `stale()` is checked after each: when the
  * applied state moved on meanwhile, building stops and undefined comes back.
+ * `hostChanges`: only these addresses (read from applied.hosts.copy: what the
+ * kernel accepted) go in the view, as h/x lines, for a worker that holds the
+ * hosts of an earlier view; absent: every host, as H lines.
  */
 export async function expectedView(
   applied: Applied,
   yieldNow: () => Promise<void>,
   stale: () => boolean,
+  hostChanges?: Iterable<string>,
 ): Promise<KernelView | undefined> {
   const chunks: string[] = [];
   const global: string[] = [];
@@ -100,9 +108,19 @@ export async function expectedView(
     await yieldNow();
     return !stale();
   };
-  for (const [ip, id] of applied.hosts.copy) {
-    lines.push(`H ${ip.includes(":") ? HOST_MAPS[6] : HOST_MAPS[4]} ${ip} ${id}`);
-    if (lines.length >= SLICE && !(await flush())) return undefined;
+  const hostMap = (ip: string): string => (ip.includes(":") ? HOST_MAPS[6] : HOST_MAPS[4]);
+  if (hostChanges) {
+    for (const ip of hostChanges) {
+      const id = applied.hosts.copy.get(ip);
+      lines.push(id === undefined ? `x ${hostMap(ip)} ${ip}` : `h ${hostMap(ip)} ${ip} ${id}`);
+      if (lines.length >= SLICE && !(await flush())) return undefined;
+    }
+  } else {
+    lines.push("F");
+    for (const [ip, id] of applied.hosts.copy) {
+      lines.push(`H ${hostMap(ip)} ${ip} ${id}`);
+      if (lines.length >= SLICE && !(await flush())) return undefined;
+    }
   }
   if (!(await flush())) return undefined;
   let n = 0;
@@ -119,18 +137,40 @@ export async function expectedView(
 interface WantMap {
   signature: string;
   fields: FieldKind[];
-  /** "canon value" lines; host elements as "ip identity" until compared. */
+  /** "canon value" lines. */
   want: string[];
-  hosts: string[];
 }
 
-/** The view's lines, by map and chain. */
-function parseView(view: KernelView): { maps: Map<string, WantMap>; chains: Map<string, string> } {
+/**
+ * The hosts of the views a worker was sent, by map and address: replaced by a
+ * view with H lines, changed by one with h/x lines. One per worker; a new
+ * worker starts empty and must be sent every host.
+ */
+export class WorkerHosts {
+  readonly maps = new Map<string, Map<string, number>>();
+  map(name: string): Map<string, number> {
+    let m = this.maps.get(name);
+    if (!m) this.maps.set(name, (m = new Map()));
+    return m;
+  }
+}
+
+/** A view read by the worker (readView), to compare once the table is read. */
+export interface ReadView {
+  readonly maps: Map<string, WantMap>;
+  readonly chains: Map<string, string>;
+}
+
+/**
+ * The view's lines, by map and chain; its host lines update `hosts` (at once, when the
+ * worker receives the view: the sender counts on it even when the read that follows fails).
+ */
+export function readView(view: KernelView, hosts: WorkerHosts): ReadView {
   const maps = new Map<string, WantMap>();
   const chains = new Map<string, string>();
   const map = (name: string): WantMap => {
     let m = maps.get(name);
-    if (!m) maps.set(name, (m = { signature: "", fields: [], want: [], hosts: [] }));
+    if (!m) maps.set(name, (m = { signature: "", fields: [], want: [] }));
     return m;
   };
   for (const chunk of view) {
@@ -144,7 +184,11 @@ function parseView(view: KernelView): { maps: Map<string, WantMap>; chains: Map<
         m.signature = sig ?? "";
         m.fields = (fields ?? "").split(",") as FieldKind[];
       } else if (l[0] === "E" || l[0] === "D") map(name).want.push(rest);
-      else if (l[0] === "H") map(name).hosts.push(rest);
+      else if (l[0] === "H" || l[0] === "h") {
+        const sp = rest.indexOf(" ");
+        hosts.map(name).set(rest.slice(0, sp), Number(rest.slice(sp + 1)));
+      } else if (l === "F") hosts.maps.clear();
+      else if (l[0] === "x") hosts.map(name).delete(rest);
       else if (l[0] === "C") chains.set(name, rest);
     }
   }
@@ -152,27 +196,32 @@ function parseView(view: KernelView): { maps: Map<string, WantMap>; chains: Map<
 }
 
 /**
- * Compares a `nft -j list table` document with the view. Returns undefined when
+ * Compares a `nft -j list table` document with the view (and the hosts the
+ * worker holds, updated by the view's host lines first). Returns undefined when
  * the kernel holds exactly the view, else the first difference found (for the log).
  */
-export function compareView(view: KernelView, doc: unknown): string | undefined {
+export function compareView(
+  view: KernelView | ReadView,
+  doc: unknown,
+  hosts: WorkerHosts = new WorkerHosts(),
+): string | undefined {
+  const { maps, chains } = Array.isArray(view) ? readView(view as KernelView, hosts) : (view as ReadView);
   if (doc === undefined) return "the table is missing";
   const actual = parseTable(doc);
-  const { maps, chains } = parseView(view);
   for (const [name, m] of maps) {
     const a = actual.maps.get(name);
     if (!a) return `map ${name} is missing`;
     if (a.signature !== m.signature) return `map ${name} is declared ${a.signature}, not ${m.signature}`;
-    const count = m.want.length + m.hosts.length;
+    const hs = hosts.maps.get(name);
+    const count = m.want.length + (hs?.size ?? 0);
     if (a.rawElements.length !== count)
       return `map ${name} holds ${a.rawElements.length} elements, not ${count}`;
     const decl: NftMap = { name, fields: m.fields, valueType: "mark", interval: false, elements: [] };
     const have = new Set(decodeElements(decl, a.rawElements).map((e) => `${elementCanon(e)} ${e.value}`));
     for (const w of m.want) if (!have.has(w)) return `map ${name} lacks element ${w}`;
-    for (const h of m.hosts) {
-      const [ip, id] = h.split(" ");
-      const e = hostElement(ip ?? "", Number(id)).element;
-      if (!have.has(`${elementCanon(e)} ${e.value}`)) return `map ${name} lacks host ${h}`;
+    for (const [ip, id] of hs ?? []) {
+      const e = hostElement(ip, id).element;
+      if (!have.has(`${elementCanon(e)} ${e.value}`)) return `map ${name} lacks host ${ip} ${id}`;
     }
   }
   if (actual.maps.size !== maps.size)

@@ -19,7 +19,7 @@
  * across restarts. Concurrent apply() calls are coalesced: while one runs, later
  * calls wait and the latest desired state is applied once for all of them.
  * stop() kills a running `nft` (the transaction is atomic: the kernel keeps the
- * old state, the next start reconciles) and refuses further applies.
+ * old state, the next start reconciles) and the check's reader, and refuses further applies.
  */
 import { MembraneError } from "../errors.js";
 import { compile, compileAll } from "./compile.js";
@@ -33,6 +33,7 @@ import { SetElemWriter } from "./nfnl/setelem.js";
 import { expectedView } from "./kernel-view.js";
 import { VerifyThread } from "./verify-thread.js";
 import type { DatapathState } from "./types.js";
+import type { HostTableView } from "../ipcache/hosts.js";
 
 export interface ReconcilerParams {
   /** Network namespace holding the table (the node's); the current one when absent. */
@@ -47,7 +48,19 @@ export interface ReconcilerParams {
    * against what was applied last and verify() checks the kernel in the background.
    */
   trustMs?: number;
+  /**
+   * Resolves when the agent has no change in hand (its work queue is idle). The background
+   * check waits for it before each slice of its view and before it reads, so that it yields
+   * to changes instead of competing with them (never for longer than VERIFY_YIELD_MAX_MS at a
+   * time: an agent that is never idle is still checked, slowly).
+   */
+  idle?: () => Promise<void>;
+  /** The bound on one such wait (default VERIFY_YIELD_MAX_MS). */
+  idleMaxMs?: number;
 }
+
+/** The longest the background check waits for the agent to be idle before it goes on anyway. */
+export const VERIFY_YIELD_MAX_MS = 2000;
 
 export interface ApplyResult {
   changed: boolean;
@@ -68,15 +81,27 @@ export class Reconciler {
    * How applies reached the kernel: nft transactions, nfnetlink element batches, adoptions by
    * stamp; read-backs parsed on this thread; verifies compared in the worker thread.
    */
-  readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0, checksOffThread: 0 };
+  readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0, checksOffThread: 0, hostLinesSent: 0 };
+  /**
+   * Where the last apply's time went (ms): planning the delta, and the kernel write (the
+   * writer's acknowledgement, or nft). Two clock reads per apply, for the scale bench.
+   */
+  readonly lastTimings = { planMs: 0, writeMs: 0 };
   /** The last state the kernel accepted (realized), undefined before the first apply. */
   realized: DatapathState | undefined;
   private running = false;
   private readonly trustMs: number;
+  private readonly idle: (() => Promise<void>) | undefined;
+  private readonly idleMaxMs: number;
   /** Host-map element deltas without nft (started at the first one). */
   private writer: SetElemWriter | undefined;
   /** verify()'s reader and comparer (a worker thread, started at the first verify). */
   private checker: VerifyThread | undefined;
+  /** The check running now (one at a time). */
+  private checking: Promise<{ drift: number; lines: string[] }> | undefined;
+  /** The hosts the check's worker holds: those of `applied` at host revision `revision`. */
+  private hostsSent:
+    { applied: Applied; worker: number; view: HostTableView | undefined; revision: number } | undefined;
   /** What the kernel accepted last, by part (undefined: plan the next apply against a read-back). */
   private applied: Applied | undefined;
   /** Successful applies so far: a read-back taken at another count is stale. */
@@ -91,6 +116,8 @@ export class Reconciler {
     this.table = params.table ?? "membrane";
     this.logGroup = params.logGroup ?? 1;
     this.trustMs = params.trustMs ?? 30_000;
+    this.idle = params.idle;
+    this.idleMaxMs = params.idleMaxMs ?? VERIFY_YIELD_MAX_MS;
   }
 
   private get nsOpt(): { netns?: string; signal: AbortSignal } {
@@ -98,11 +125,14 @@ export class Reconciler {
     return this.netns === undefined ? { signal } : { netns: this.netns, signal };
   }
 
-  /** Kills the `nft` running now (without waiting for it) and refuses every later apply. */
-  stop(): void {
+  /**
+   * Kills the `nft` running now (without waiting for it) and refuses every later apply; resolves
+   * once the background check's reader is killed and reaped (no process of ours is left).
+   */
+  stop(): Promise<void> {
     this.stopper.abort();
     this.writer?.stop();
-    this.checker?.stop();
+    return this.checker?.stop() ?? Promise.resolve();
   }
 
   private elements(): SetElemWriter {
@@ -178,6 +208,8 @@ export class Reconciler {
     // the table. Drift is found by verify(), in the background.
     const inc = this.applied && this.trustMs > 0 ? planIncremental(this.applied, desired, opts) : undefined;
     if (inc) {
+      const t1 = performance.now();
+      this.lastTimings.planMs = t1 - t0;
       try {
         if (inc.elementOps) {
           await this.elements().apply(this.table, inc.elementOps);
@@ -189,6 +221,7 @@ export class Reconciler {
           await nftApply(inc.plan.script, this.nsOpt);
           this.stats.nft++;
         }
+        this.lastTimings.writeMs = performance.now() - t1;
         inc.commit();
         return done(inc.plan.ops);
       } catch (e) {
@@ -246,7 +279,17 @@ export class Reconciler {
    * differences; when there are some, the next apply repairs them by delta,
    * planned against this read.
    */
-  async verify(): Promise<{ drift: number; lines: string[] }> {
+  verify(): Promise<{ drift: number; lines: string[] }> {
+    // One check at a time (the worker keeps the hosts of the views in the order sent): a call
+    // while one runs gets that one's answer.
+    if (this.checking) return this.checking;
+    const c = this.verifyOnce().finally(() => {
+      if (this.checking === c) this.checking = undefined;
+    });
+    return (this.checking = c);
+  }
+
+  private async verifyOnce(): Promise<{ drift: number; lines: string[] }> {
     const state = this.realized;
     const seq = this.seq;
     const applied = this.applied;
@@ -254,15 +297,44 @@ export class Reconciler {
     // First in the background: the view is built a slice per turn of the event loop, and the
     // worker reads, parses and compares. The loop is never held for the size of the table.
     const stale = (): boolean => seq !== this.seq || this.applied !== applied;
-    const view = await expectedView(applied, () => new Promise((r) => setImmediate(r)), stale);
+    const checker = (this.checker ??= new VerifyThread(this.table, this.netns));
+    const worker = checker.generation();
+    // The worker holds the hosts of the last view it was sent: only the addresses changed since
+    // go now (a new worker, a new Applied or a journal that no longer reaches: every host).
+    const sent = this.hostsSent;
+    const hosts = applied.hosts;
+    const changes =
+      sent && sent.applied === applied && sent.worker === worker && sent.view === hosts.view
+        ? hosts.view?.changesSince(sent.revision)
+        : undefined;
+    const view = await expectedView(applied, () => this.yieldToChanges(), stale, changes?.keys());
     if (!view || stale()) return { drift: 0, lines: [] };
-    this.checker ??= new VerifyThread(this.table, this.netns);
-    const diff = await this.checker.compare(view);
+    await this.yieldToChanges();
+    if (stale()) return { drift: 0, lines: [] };
+    this.stats.hostLinesSent += changes ? changes.size : hosts.copy.size;
+    this.hostsSent = { applied, worker, view: hosts.view, revision: hosts.revision };
+    let diff: string | undefined;
+    try {
+      diff = await checker.compare(view, worker);
+    } catch (e) {
+      this.hostsSent = undefined;
+      throw e;
+    }
     if (stale() || this.running) return { drift: 0, lines: [] };
     this.stats.checksOffThread++;
     if (diff === undefined) return { drift: 0, lines: [] };
     // A difference (rare: a hand edit, a bug): the whole comparison here, which plans the repair.
     return this.verifyWhole(state, seq);
+  }
+
+  /** One turn of the event loop, then waits (bounded) until the agent has no change in hand. */
+  private async yieldToChanges(): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    if (!this.idle) return;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((r) => (timer = setTimeout(r, this.idleMaxMs).unref()));
+    await Promise.race([this.idle(), bound]);
+    clearTimeout(timer);
   }
 
   private async verifyWhole(state: DatapathState, seq: number): Promise<{ drift: number; lines: string[] }> {

@@ -8,13 +8,17 @@
  *
  * A worker that fails or exits rejects what waits on it (the Reconciler's
  * verify fails, the agent logs it and checks again at the next period); the
- * next compare starts a new one.
+ * next compare starts a new one. stop() has the worker kill and reap the `nft`
+ * it runs before the thread is terminated (else a zombie stays in the agent).
  */
 import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../errors.js";
 import type { KernelView } from "./kernel-view.js";
-import type { VerifyAnswer, VerifyRequest } from "./verify-worker.js";
+import type { VerifyAnswer, VerifyRequest, VerifyStop } from "./verify-worker.js";
+
+/** Safety net for a worker that does not answer a stop (it is terminated anyway). */
+const STOP_SAFETY_MS = 10_000;
 
 interface Waiter {
   resolve: (diff: string | undefined) => void;
@@ -26,15 +30,33 @@ export class VerifyThread {
   private nextId = 1;
   private readonly waiters = new Map<number, Waiter>();
   private stopped = false;
+  /** Counts the workers started: a worker keeps the hosts of the views it was sent. */
+  private gen = 0;
+  /** The worker's `nft` runs now (the worker says so): only then does a stop wait for it. */
+  private reading = false;
 
   constructor(
     private readonly table: string,
     private readonly netns: string | undefined,
   ) {}
 
-  /** The first difference between the kernel's table and `view`, or undefined when there is none. */
-  compare(view: KernelView): Promise<string | undefined> {
+  /**
+   * The worker that the next compare goes to (started now if none runs): a view with host
+   * changes only (kernel-view.ts) is for the worker that holds the earlier views' hosts.
+   */
+  generation(): number {
+    if (!this.stopped) this.worker ??= this.start();
+    return this.gen;
+  }
+
+  /**
+   * The first difference between the kernel's table and `view`, or undefined when there is
+   * none. `generation` (from generation()): the view is for that worker; rejected if another runs.
+   */
+  compare(view: KernelView, generation?: number): Promise<string | undefined> {
     if (this.stopped) return Promise.reject(fail("stopping"));
+    if (generation !== undefined && (generation !== this.gen || !this.worker))
+      return Promise.reject(fail("the worker was restarted (the next check sends every host)"));
     const w = (this.worker ??= this.start());
     const id = this.nextId++;
     const req: VerifyRequest = {
@@ -47,21 +69,44 @@ export class VerifyThread {
       this.waiters.set(id, { resolve, reject });
       // Held while a compare waits on it (a caller awaits the answer), let go when idle.
       w.ref();
+      this.reading = true; // from now until the worker says its nft was reaped
       w.postMessage(req);
     });
   }
 
-  stop(): void {
+  /** Fails what waits, has the worker kill and reap its `nft`, then ends the thread. */
+  async stop(): Promise<void> {
     this.stopped = true;
-    void this.worker?.terminate();
+    const w = this.worker;
     this.worker = undefined;
     this.failAll("stopping");
+    if (!w) return;
+    // No nft running: nothing to reap, the thread ends now (it may be busy parsing at nice 19).
+    if (!this.reading) {
+      await w.terminate();
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      w.on("message", (a: VerifyAnswer) => "stopped" in a && resolve());
+      w.on("exit", () => resolve());
+      w.on("error", () => resolve());
+      timer = setTimeout(resolve, STOP_SAFETY_MS);
+      w.ref();
+      w.postMessage({ stop: true } satisfies VerifyStop);
+    });
+    clearTimeout(timer);
+    await w.terminate();
   }
 
   private start(): Worker {
+    this.gen++;
+    this.reading = false;
     // No execArgv of the parent: the worker needs none, and some refuse a worker (--input-type).
     const w = new Worker(fileURLToPath(new URL("./verify-worker.js", import.meta.url)), { execArgv: [] });
     w.on("message", (a: VerifyAnswer) => {
+      if ("reading" in a) this.reading = a.reading;
+      if ("stopped" in a || "reading" in a) return;
       const waiter = this.waiters.get(a.id);
       if (!waiter) return;
       this.waiters.delete(a.id);

@@ -83,6 +83,35 @@ describe(
       }
     });
 
+    test("after the first check, a check sends the worker only the host addresses changed since the last one (not every host), and host edits by hand are still found", async () => {
+      const r = new Reconciler({ netns: node.netns, table: "mbrvbd" });
+      try {
+        await r.apply(state());
+        assert.deepEqual(await r.verify(), { drift: 0, lines: [] });
+        const all = r.stats.hostLinesSent;
+        assert.equal(all, hosts.size, "the first check sends every host");
+        assert.deepEqual(await r.verify(), { drift: 0, lines: [] });
+        assert.equal(r.stats.hostLinesSent, all, "nothing changed: no host sent");
+        hosts.set("10.203.9.8", 1003);
+        hosts.set("10.203.0.9", 1009);
+        await r.apply(state());
+        assert.deepEqual(await r.verify(), { drift: 0, lines: [] });
+        assert.equal(r.stats.hostLinesSent, all + 2, "two addresses changed: two sent");
+        hosts.delete("10.203.9.8");
+        hosts.set("10.203.0.9", 1001 + (9 % 3));
+        await r.apply(state());
+        assert.deepEqual(await r.verify(), { drift: 0, lines: [] });
+        assert.equal(r.stats.hostLinesSent, all + 4);
+        // The worker compares every host it holds with the kernel: an edit of one not sent is found.
+        await nftApply(`delete element inet mbrvbd ipcache4_host { 10.203.0.10 }\n`, ns());
+        assert.ok((await r.verify()).drift > 0, "a host removed by hand is found");
+        await r.apply(state());
+        assert.equal((await r.verify()).drift, 0, "repaired");
+      } finally {
+        await r.stop();
+      }
+    });
+
     test("the worker thread does not keep a process alive: a program that verified and never stopped its Reconciler exits", async () => {
       const url = (p: string): string => new URL(p, import.meta.url).href;
       const program = `

@@ -6,7 +6,8 @@
  *   upsert([{ip, namespace, labels, serviceAccount?}, ...]) | delete([ip, ...])
  *     --validate every entry (the first bad one rejects the request: nothing changes)
  *     --persist `remote-endpoints/<ip>` in transactions of STORE_TXN_OPS
- *     --change the engine --> one enforce for the whole request
+ *       alongside: change the engine --> one enforce for the whole request
+ *     --answer once both are done (store failed: engine and kernel put back)
  *
  * Addresses are kept in their canonical text form (`10.1.0.7`, `fd00::7`),
  * so `fd00:0::7` and `fd00::7` are one endpoint. Restored on start, before
@@ -52,6 +53,11 @@ export class RemoteEndpointsController implements Controller {
   readonly revisions = new Revisions();
   /** What the store holds, by canonical address. */
   private readonly known = new Map<string, RemoteEndpointSpec>();
+  /**
+   * Where the last request's time went (ms): waiting for its turn on the work queue, the store
+   * write (persisted), the enforce (engine, plan, kernel write). A few clock reads per request.
+   */
+  readonly lastTimings = { queueMs: 0, storeMs: 0, enforceMs: 0 };
 
   constructor(
     private readonly d: ControllerDeps,
@@ -95,8 +101,10 @@ export class RemoteEndpointsController implements Controller {
 
   /** Adds or changes many remote endpoints: all or none; one enforce. */
   upsert(entries: readonly RemoteEndpointSpec[], signal?: AbortSignal): Promise<RemoteEndpointsResult> {
+    const t0 = performance.now();
     return this.d.serial(
       async () => {
+        this.lastTimings.queueMs = performance.now() - t0;
         const specs = this.validate(entries);
         const changed = specs.filter((s) => !sameSpec(this.known.get(s.ip), s));
         const ops: TxnOp[] = changed.map((s) => ({
@@ -119,8 +127,10 @@ export class RemoteEndpointsController implements Controller {
 
   /** Forgets many remote endpoints by address (unknown ones are left alone): all or none; one enforce. */
   delete(ips: readonly string[], signal?: AbortSignal): Promise<RemoteEndpointsResult> {
+    const t0 = performance.now();
     return this.d.serial(
       async () => {
+        this.lastTimings.queueMs = performance.now() - t0;
         const canon = ips.map((ip, i) => canonicalIp(ip, `ips[${i}]`, "delete"));
         const gone = [...new Set(canon)].filter((ip) => this.known.has(ip));
         const ops: TxnOp[] = gone.map((ip) => ({ type: "delete", key: REMOTE_ENDPOINTS_KEY + ip }));
@@ -138,31 +148,79 @@ export class RemoteEndpointsController implements Controller {
   }
 
   /**
-   * Persists `ops` in transactions of STORE_TXN_OPS, then changes the engine
-   * and enforces once. A failed transaction undoes the ones before it, so a
-   * failed request leaves the store as it was.
+   * Persists `ops` in transactions of STORE_TXN_OPS and, alongside, changes the
+   * engine and enforces once: the kernel write does not wait for the store's
+   * disk (the two overlap; the answer waits for both). A failed transaction
+   * undoes the ones before it and the engine change, and enforces again, so a
+   * failed request leaves the store and the kernel as they were.
+   *
+   * Crash safety: the kernel may hold the change a moment before the store does.
+   * If the agent dies in that moment, the kernel's stamp (stamp.ts, written in
+   * the same atomic batch) is not the digest of what the store holds, so the
+   * next start reads the table and repairs it by delta to the store's state
+   * (test/agent/controllers/remote-endpoints-overlap.test.ts).
    */
   private async commit(ops: TxnOp[], unchanged: number, change: () => void): Promise<RemoteEndpointsResult> {
     if (ops.length === 0) return { changed: 0, unchanged, kernelOps: 0 };
-    try {
-      await txnAllOrNone({
-        store: this.d.store,
-        ops,
-        // What the store held: the controller's map, which changes only after this.
-        before: (key) => {
-          const old = this.known.get(key.slice(REMOTE_ENDPOINTS_KEY.length));
-          return old && JSON.stringify(recordOf(old));
-        },
-        undoFailed: (u) =>
-          this.d.logger.error({ err: String(u) }, "undoing a failed remote endpoints write failed"),
-      });
-    } catch (e) {
-      throw new MembraneError("STORE_FAILED", `Cannot store remote endpoints: ${String(e)}`, { cause: e });
-    }
+    const t0 = performance.now();
+    // What the store and the engine held, for the undo: taken before anything changes.
+    const prev = new Map(
+      ops.map((op) => {
+        const ip = op.key.slice(REMOTE_ENDPOINTS_KEY.length);
+        return [ip, this.known.get(ip)] as const;
+      }),
+    );
+    let storeMs = 0;
+    const persisted = txnAllOrNone({
+      store: this.d.store,
+      ops,
+      before: (key) => {
+        const old = prev.get(key.slice(REMOTE_ENDPOINTS_KEY.length));
+        return old && JSON.stringify(recordOf(old));
+      },
+      undoFailed: (u) =>
+        this.d.logger.error({ err: String(u) }, "undoing a failed remote endpoints write failed"),
+    }).then(
+      () => void (storeMs = performance.now() - t0),
+      (e: unknown) => {
+        throw new MembraneError("STORE_FAILED", `Cannot store remote endpoints: ${String(e)}`, { cause: e });
+      },
+    );
     change();
     this.revisions.bump();
-    const r = await this.d.enforce();
-    return { changed: ops.length, unchanged, kernelOps: r.ops };
+    let enforceMs = 0;
+    const enforced = this.d.enforce().then((x) => {
+      enforceMs = performance.now() - t0;
+      return x;
+    });
+    const [w, r] = await Promise.allSettled([persisted, enforced]);
+    if (w.status === "rejected") {
+      // Not stored: the engine and the kernel go back to what the store holds.
+      await this.undo(prev).catch((u: unknown) =>
+        this.d.logger.error({ err: String(u) }, "undoing a remote endpoints change not stored failed"),
+      );
+      throw w.reason;
+    }
+    if (r.status === "rejected") throw r.reason;
+    this.lastTimings.storeMs = storeMs;
+    this.lastTimings.enforceMs = enforceMs;
+    return { changed: ops.length, unchanged, kernelOps: r.value.ops };
+  }
+
+  /** Puts the engine back to `prev` (address -> spec, undefined: unknown) and enforces. */
+  private async undo(prev: ReadonlyMap<string, RemoteEndpointSpec | undefined>): Promise<void> {
+    const engine = this.d.engine();
+    for (const [ip, spec] of prev) {
+      if (spec) {
+        engine.upsertRemoteEndpoint(spec);
+        this.known.set(ip, spec);
+      } else {
+        engine.deleteRemoteEndpoint(ip);
+        this.known.delete(ip);
+      }
+    }
+    this.revisions.bump();
+    await this.d.enforce();
   }
 
   /** Every entry checked before anything changes; the error names the first bad one by index. */
