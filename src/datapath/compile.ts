@@ -75,16 +75,11 @@ import { isIfname } from "../abi/ifname.js";
 import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import { frozenChain, type CompiledTable, type NftChain, type NftElement, type NftMap } from "./model.js";
-import {
-  compileEndpoint,
-  hex,
-  invalid,
-  MARK_DST_CHAIN,
-  type EndpointContext,
-  type EndpointParts,
-} from "./compile-endpoint.js";
+import { hex, invalid, MARK_DST_CHAIN, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
+import { compileGrouped } from "./group-table.js";
+import type { GroupPart } from "./policy-groups.js";
 import type { HostTableView } from "../ipcache/hosts.js";
-import { add64, globalDigest, hostDigest, partDigest, STAMP_MAP, stampMap } from "./stamp.js";
+import { add64, globalDigest, groupDigest, hostDigest, partDigest, STAMP_MAP, stampMap } from "./stamp.js";
 import {
   CT_FROM_HOST,
   CT_PROXY_UPSTREAM,
@@ -100,7 +95,7 @@ import {
 export interface CompileOptions {
   /** false: leave the stamp map empty and compute no digest (parts of a table, incremental.ts). */
   stamp?: boolean;
-  /** A compiled part to reuse for an endpoint, if one is still valid (incremental.ts). */
+  /** A compiled part to reuse for an endpoint, if one is still valid (incremental.ts; its groups are checked). */
   cached?: (ep: DatapathEndpoint, ctx: EndpointContext) => EndpointParts | undefined;
   /** Table name (family inet). Default "membrane". */
   table?: string;
@@ -217,7 +212,13 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
 export function compileAll(
   state: DatapathState,
   opts: CompileOptions = {},
-): { table: CompiledTable; parts: Map<number, EndpointParts>; digest?: TableDigest } {
+): {
+  table: CompiledTable;
+  parts: Map<number, EndpointParts>;
+  /** The policy groups the parts go to, by name (policy-groups.ts). */
+  groups: Map<string, GroupPart>;
+  digest?: TableDigest;
+} {
   const group = opts.logGroup ?? 1;
   const ruleText = new Map(state.rules.map((r) => [r.id, r.text]));
   checkEndpoints(state.endpoints);
@@ -243,11 +244,12 @@ export function compileAll(
     ruleText: (id) => ruleText.get(id),
     ...(proxy ? { proxy } : {}),
   };
-  const parts = new Map<number, EndpointParts>();
-  for (const ep of eps) {
-    const part = opts.cached?.(ep, ctx) ?? compileEndpoint(ep, ctx);
-    parts.set(ep.id, part);
-    maps.push(...part.maps);
+  const { parts, groups } = compileGrouped(eps, ctx, opts.cached && ((ep) => opts.cached?.(ep, ctx)));
+  for (const g of groups.values()) {
+    maps.push(...g.maps);
+    chains.push(...g.chains);
+  }
+  for (const part of parts.values()) {
     chains.push(...part.chains);
     egressEp.push(part.dispatch.egress);
     ingressEp.push(part.dispatch.ingress);
@@ -323,11 +325,11 @@ export function compileAll(
   }
   for (const c of chains) frozenChain(c);
   const table: CompiledTable = { family: "inet", name: opts.table ?? "membrane", maps, chains };
-  if (opts.stamp === false) return { table, parts };
-  const digest = fullDigest(state, parts, opts);
+  if (opts.stamp === false) return { table, parts, groups };
+  const digest = fullDigest(state, parts, groups, opts);
   const stamp = maps.find((m) => m.name === STAMP_MAP);
   if (stamp) stamp.elements = stampMap(digest.total).elements;
-  return { table, parts, digest };
+  return { table, parts, groups, digest };
 }
 
 /** stamp.ts: the digest of a whole table, and its terms (updated by incremental.ts). */
@@ -335,6 +337,8 @@ export interface TableDigest {
   total: bigint;
   global: bigint;
   parts: Map<number, bigint>;
+  /** By group name. */
+  groups: Map<string, bigint>;
   hosts: bigint;
 }
 
@@ -351,6 +355,7 @@ export function globalPart(state: DatapathState, opts: CompileOptions): Compiled
 function fullDigest(
   state: DatapathState,
   parts: ReadonlyMap<number, EndpointParts>,
+  groups: ReadonlyMap<string, GroupPart>,
   opts: CompileOptions,
 ): TableDigest {
   const global = globalDigest(globalPart(state, opts));
@@ -361,9 +366,15 @@ function fullDigest(
     partDigests.set(id, d);
     total = add64(total, d);
   }
+  const groupDigests = new Map<string, bigint>();
+  for (const [name, g] of groups) {
+    const d = groupDigest(g);
+    groupDigests.set(name, d);
+    total = add64(total, d);
+  }
   let hosts = 0n;
   for (const [ip, id] of state.hosts?.entries() ?? []) hosts = add64(hosts, hostDigest(ip, id));
-  return { total: add64(total, hosts), global, parts: partDigests, hosts };
+  return { total: add64(total, hosts), global, parts: partDigests, groups: groupDigests, hosts };
 }
 
 /** Host-map element of one exact address; the one check for every path that writes host maps. */
