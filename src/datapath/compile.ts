@@ -75,7 +75,13 @@ import { isIfname } from "../abi/ifname.js";
 import { parseAddr } from "../labels/cidr.js";
 import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import { frozenChain, type CompiledTable, type NftChain, type NftElement, type NftMap } from "./model.js";
-import { hex, invalid, MARK_DST_CHAIN, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
+import {
+  hex,
+  invalid,
+  MARK_DST_CHAIN,
+  type EndpointContext,
+  type EndpointParts,
+} from "./compile-endpoint.js";
 import { compileGrouped } from "./group-table.js";
 import type { GroupPart } from "./policy-groups.js";
 import type { HostTableView } from "../ipcache/hosts.js";

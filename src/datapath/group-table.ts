@@ -47,7 +47,12 @@ export function membersOf(parts: Iterable<[number, EndpointParts]>): Map<string,
 
 /** Same groups (names and keys) in both directions. */
 export function sameRefs(a: EndpointParts["groups"], b: EndpointParts["groups"]): boolean {
-  return a.in?.name === b.in?.name && a.in?.key === b.in?.key && a.out?.name === b.out?.name && a.out?.key === b.out?.key;
+  return (
+    a.in?.name === b.in?.name &&
+    a.in?.key === b.in?.key &&
+    a.out?.name === b.out?.name &&
+    a.out?.key === b.out?.key
+  );
 }
 
 /**

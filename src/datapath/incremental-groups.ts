@@ -112,7 +112,8 @@ export function endpointChanges(
       if (was !== undefined) membersOf(was, dir).ids.delete(id);
     }
   }
-  const epOf = (id: number): DatapathEndpoint => (nowEp.get(id) ?? applied.parts.get(id)?.ep) as DatapathEndpoint;
+  const epOf = (id: number): DatapathEndpoint =>
+    (nowEp.get(id) ?? applied.parts.get(id)?.ep) as DatapathEndpoint;
 
   // Names: each touched key's name now; the names they held.
   const refNow = new Map<string, GroupRef>(); // key -> ref, touched keys only
@@ -135,7 +136,8 @@ export function endpointChanges(
   const names = new Set([...oldNames, ...wantByName.keys()]);
   // Rule texts changed: every group whose comments used one is compiled again, in place.
   if (textsChanged)
-    for (const [name, g] of applied.groups) if (!names.has(name) && textsStale(g, ctx.ruleText)) names.add(name);
+    for (const [name, g] of applied.groups)
+      if (!names.has(name) && textsStale(g, ctx.ruleText)) names.add(name);
   for (const name of [...names].sort()) {
     const had = applied.groups.get(name);
     // Not held by a touched key now: a name a touched key held (gone), or an untouched group's.
@@ -200,7 +202,10 @@ const sameNames = (a: EndpointParts["groups"], b: EndpointParts["groups"]): bool
   a.in?.name === b.in?.name && a.out?.name === b.out?.name;
 
 /** An untouched group still holding `name` (its texts changed), as a want. */
-function untouched(applied: Applied, name: string): { key: string; n: number; dir: "in" | "out" } | undefined {
+function untouched(
+  applied: Applied,
+  name: string,
+): { key: string; n: number; dir: "in" | "out" } | undefined {
   const g = applied.groups.get(name);
   if (!g) return undefined;
   const m = applied.members.get(g.key);

@@ -27,16 +27,8 @@
  * A change plan() cannot do in place (a map's declaration changed) returns
  * undefined: the caller plans the whole table against the kernel instead.
  */
-import {
-  checkEndpoint,
-  EndpointUniqueness,
-  globalPart,
-  hostElement,
-  hostMaps,
-  type CompileOptions,
-  type TableDigest,
-} from "./compile.js";
-import { compileEndpoint, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
+import { globalPart, hostElement, hostMaps, type CompileOptions, type TableDigest } from "./compile.js";
+import type { EndpointContext, EndpointParts } from "./compile-endpoint.js";
 import { membersOf, type Members } from "./group-table.js";
 import { endpointChanges } from "./incremental-groups.js";
 import type { GroupPart } from "./policy-groups.js";
@@ -48,7 +40,7 @@ import { encodeElement } from "./nfnl/encode.js";
 import { objectMessages } from "./nfnl/objects.js";
 import type { NfMsg } from "../abi/nft-object-wire.js";
 import type { WireElement } from "../abi/nft-setelem-wire.js";
-import { add64, globalDigest, groupDigest, hostDigest, partDigest, stampMap, sub64 } from "./stamp.js";
+import { add64, globalDigest, hostDigest, stampMap, sub64 } from "./stamp.js";
 import type { DatapathEndpoint, DatapathState } from "./types.js";
 
 const DISPATCH = ["egress_ep", "ingress_ep", "ingress_ep4", "ingress_ep6"] as const;
@@ -271,7 +263,10 @@ export function planIncremental(
   const scopes: { want: CompiledTable; had: CompiledTable }[] = [
     ...ch.made.map((g) => ({ want: groupScope(global, g.want), had: groupScope(applied.global, g.had) })),
     ...ch.endpoints.map((e) => ({ want: scope(global, e.want), had: scope(applied.global, e.had) })),
-    ...ch.broken.map((g) => ({ want: groupScope(global, undefined), had: groupScope(applied.global, g.had) })),
+    ...ch.broken.map((g) => ({
+      want: groupScope(global, undefined),
+      had: groupScope(applied.global, g.had),
+    })),
   ];
   for (const sc of scopes) plans.push(plan(sc.want, asActual(sc.had)));
   const partsD = ch.partsD;
