@@ -76,7 +76,9 @@ export function endpointChanges(
     seen.add(ep.id);
     const prev = applied.parts.get(ep.id);
     if (prev && prev.ep === ep && applied.ctxKey === ctxKey) return;
-    checkEndpoint(ep, `endpoints[${i}]`);
+    // What checkEndpoint looks at (id, interface, addresses) is what sameOwn compares: the
+    // same values as the applied endpoint's (checked then) need no second parse.
+    if (!prev || !sameOwn(prev.ep, ep)) checkEndpoint(ep, `endpoints[${i}]`);
     changed.push({ ep, keys: { in: groupKey("in", ep.ingress), out: groupKey("out", ep.egress) } });
   });
   if (!skip) for (const id of applied.parts.keys()) if (!seen.has(id)) out.gone.push(id);
