@@ -8,7 +8,9 @@
  *     mark = ipcache[saddr], then _host[saddr] if there                        oifname vmap @ingress_ep ─┐
  *     ip/ip6 daddr vmap @ingress_ep4/6 ─┼─┐                                                            │
  *                                       v v                                                            v
- *   e<id>_out / e<id>_in: the endpoint's chains and verdict maps (compile-endpoint.ts); a new
+ *   e<id>_out / e<id>_in: the endpoint's own chains (compile-endpoint.ts), which go to its policy
+ *     group's chains and verdict maps g<n>_<dir>, shared by the endpoints with the same policy
+ *     (policy-groups.ts); a new
  *     connection's egress first jumps to mark_dst: mark = ipcache4/6[daddr], then
  *     ipcache4/6_host[daddr] if there, local daddr: mark = host
  *   (an established packet costs one dispatch lookup and the conntrack check: no ipcache lookup)

@@ -11,6 +11,10 @@
  * default deny -> POLICY_DENIED (133), no policy; spoofed source ->
  * INVALID_SOURCE_IP (132); conntrack invalid -> INVALID_PACKET_DROPPED (134).
  *
+ * A policy group's log (`mbr:d:g5:in:r7`: the chains endpoints with the same policy
+ * share) names no endpoint: it is the packet's own address (destination on ingress,
+ * source on egress), looked up with FlowLookup.endpointByIp.
+ *
  * An allowed new connection (`mbr:a:e12:in:r3`, logged by the datapath as a
  * policy verdict) -> FORWARDED with *_allowed_by and `rule`; one handed to
  * the L7 proxy (`mbr:p:e12:in:r3`) -> REDIRECTED, likewise.
