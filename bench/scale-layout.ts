@@ -5,21 +5,31 @@
  * 10 on :443 and the db identities on :5432 out), then the db port toggled on
  * the 200 db endpoints, as one nfnetlink batch per table, A/B interleaved:
  *
- *   A "interval": every port map a concatenated interval map (pipapo), the layout before
- *   B "hash":     single ports in hash maps, ranges only in interval maps (segments.ts)
+ *   A "interval": every endpoint its own policy maps, every port map a concatenated
+ *                 interval map (pipapo): the layout before issue 10 item 1
+ *   B "hash":     every endpoint its own policy maps, single ports in hash maps, ranges
+ *                 only in interval maps (segments.ts)
+ *   C "grouped":  as B, but endpoints with the same policy share one group's chains
+ *                 and maps (policy-groups.ts): the toggle changes one group in place
  *
  * Each table has its own writer process; the figure is its CPU time per toggle
  * (/proc/<pid>/schedstat, and user/system from /proc/<pid>/stat), the kernel's
  * work being done inside its sendmsg. One JSON line per layout.
  *
- *   node dist/bench/scale-layout.js [--endpoints=1000] [--rounds=20] [--only=hash|interval]
+ *   node dist/bench/scale-layout.js [--endpoints=1000] [--rounds=20] [--only=hash|interval|grouped]
  *
  * Scratch namespace: "mx1<hex>-node", removed at the end.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
-import { compileEndpoint, type EndpointParts } from "../src/datapath/compile-endpoint.js";
+import {
+  compileEndpoint,
+  type EndpointContext,
+  type EndpointParts,
+} from "../src/datapath/compile-endpoint.js";
+import { compileGrouped } from "../src/datapath/group-table.js";
+import { compileGroup, groupKey, type GroupPart } from "../src/datapath/policy-groups.js";
 import { globalPart } from "../src/datapath/compile.js";
 import { createNode } from "../src/datapath/endpoint.js";
 import { nftApply } from "../src/datapath/exec.js";
@@ -68,12 +78,39 @@ function endpoint(i: number, db: number): DatapathEndpoint {
   };
 }
 
-/** Layout A: the port maps as interval maps (the layout before this change). */
-function asInterval(p: EndpointParts): EndpointParts {
-  return {
-    ...p,
-    maps: p.maps.map((m): NftMap => (/_(id|any)$/.test(m.name) ? { ...m, interval: true } : m)),
-  };
+interface Layout {
+  parts: Map<number, EndpointParts>;
+  groups: Map<string, GroupPart>;
+}
+
+/** Every endpoint its own groups (g<id>_<dir>): the per-endpoint layout, as policy groups. */
+function unshared(eps: readonly DatapathEndpoint[], ctx: EndpointContext): Layout {
+  const parts = new Map<number, EndpointParts>();
+  const groups = new Map<string, GroupPart>();
+  for (const ep of eps) {
+    const refs: { in?: { name: string; key: string }; out?: { name: string; key: string } } = {};
+    for (const dir of ["in", "out"] as const) {
+      const policy = dir === "in" ? ep.ingress : ep.egress;
+      const key = groupKey(dir, policy);
+      if (key === undefined) continue;
+      const g = compileGroup(ep.id, dir, key, policy, ctx, `ep ${ep.id}`);
+      groups.set(g.name, g);
+      refs[dir] = { name: g.name, key };
+    }
+    parts.set(ep.id, compileEndpoint(ep, ctx, refs));
+  }
+  return { parts, groups };
+}
+
+/** Layout A: the port maps as interval maps (the layout before issue 10 item 1). */
+function asInterval(l: Layout): Layout {
+  const groups = new Map<string, GroupPart>();
+  for (const [name, g] of l.groups)
+    groups.set(name, {
+      ...g,
+      maps: g.maps.map((m): NftMap => (/_(id|any)$/.test(m.name) ? { ...m, interval: true } : m)),
+    });
+  return { parts: l.parts, groups };
 }
 
 function scope(global: CompiledTable, part: EndpointParts | undefined): CompiledTable {
@@ -88,12 +125,35 @@ function scope(global: CompiledTable, part: EndpointParts | undefined): Compiled
     const e = els[n];
     return { ...m, elements: e ? [e] : [] };
   });
-  return {
-    family: "inet",
-    name: global.name,
-    maps: [...(part?.maps ?? []), ...dispatch],
-    chains: [...(part?.chains ?? [])],
-  };
+  return { family: "inet", name: global.name, maps: dispatch, chains: [...(part?.chains ?? [])] };
+}
+
+const groupScope = (global: CompiledTable, g: GroupPart | undefined): CompiledTable => ({
+  family: "inet",
+  name: global.name,
+  maps: g?.maps ?? [],
+  chains: g?.chains ?? [],
+});
+
+/** The scopes from `from` to `to` (incremental.ts's order), only those that differ. */
+function scopesOf(
+  global: CompiledTable,
+  from: Layout | undefined,
+  to: Layout,
+): { want: CompiledTable; had: CompiledTable }[] {
+  const out: { want: CompiledTable; had: CompiledTable }[] = [];
+  for (const [name, g] of to.groups) {
+    const h = from?.groups.get(name);
+    if (h?.key !== g.key) out.push({ want: groupScope(global, g), had: groupScope(global, h) });
+  }
+  for (const [id, p] of to.parts) {
+    const h = from?.parts.get(id);
+    if (h?.chains.map((c) => c.rules.join()).join() !== p.chains.map((c) => c.rules.join()).join())
+      out.push({ want: scope(global, p), had: scope(global, h) });
+  }
+  for (const [name, h] of from?.groups ?? [])
+    if (!to.groups.has(name)) out.push({ want: groupScope(global, undefined), had: groupScope(global, h) });
+  return out;
 }
 
 /** CPU time of a process: on-CPU ns (schedstat) and user/system ms (stat, 10 ms ticks). */
@@ -115,10 +175,12 @@ async function main(): Promise<void> {
   const prefix = "mx1" + randomBytes(3).toString("hex");
   const node = await createNode({ netns: `${prefix}-node` });
   const state: DatapathState = { hostIdentity: 1, ipcache: [], endpoints: [], rules: [] };
-  const ctx = { group: 1, ruleText: () => undefined };
+  const ctx: EndpointContext = { group: 1, ruleText: () => undefined };
+  const eps = (db: number): DatapathEndpoint[] => Array.from({ length: n }, (_, i) => endpoint(i, db));
   const layouts = [
-    { name: "interval", table: "la", shape: asInterval },
-    { name: "hash", table: "lb", shape: (p: EndpointParts) => p },
+    { name: "interval", table: "la", make: (db: number) => asInterval(unshared(eps(db), ctx)) },
+    { name: "hash", table: "lb", make: (db: number) => unshared(eps(db), ctx) },
+    { name: "grouped", table: "lc", make: (db: number) => compileGrouped(eps(db), ctx) },
   ]
     .filter((l) => only === undefined || l.name === only)
     .map((l) => ({
@@ -130,35 +192,25 @@ async function main(): Promise<void> {
       ms: [] as number[],
     }));
   try {
-    const parts = (db: number): Map<number, EndpointParts> =>
-      new Map(Array.from({ length: n }, (_, i) => [i + 1, compileEndpoint(endpoint(i, db), ctx)]));
-    const had = parts(5432);
-    const next = parts(5433);
-    for (const l of layouts) {
+    const built = layouts.map((l) => ({ had: l.make(5432), next: l.make(5433) }));
+    for (const [i, l] of layouts.entries()) {
       const global = globalPart(state, { table: l.table, logGroup: 1 });
       await nftApply(plan(global, undefined).script, { netns: node.netns });
-      const ids = [...had.keys()];
-      for (let i = 0; i < ids.length; i += 100) {
-        const scopes = ids.slice(i, i + 100).map((id) => ({
-          want: scope(global, l.shape(had.get(id) as EndpointParts)),
-          had: scope(global, undefined),
-        }));
-        await l.w.applyMessages(objectMessages(l.table, [], scopes, []) ?? []);
-      }
+      const all = scopesOf(global, undefined, (built[i] as { had: Layout }).had);
+      for (let k = 0; k < all.length; k += 100)
+        await l.w.applyMessages(objectMessages(l.table, [], all.slice(k, k + 100), []) ?? []);
     }
-    const dbIds = [...had.keys()].filter((id) => (id - 1) % 5 === 0);
-    let elements = 0;
+    const dbIds = Array.from({ length: n }, (_, i) => i + 1).filter((id) => (id - 1) % 5 === 0);
+    const elements = new Map<string, number>();
     for (let r = 0; r < rounds; r++) {
-      const [from, to] = r % 2 === 0 ? [had, next] : [next, had];
-      for (const l of r % 2 === 0 ? layouts : [...layouts].reverse()) {
+      const order = r % 2 === 0 ? layouts : [...layouts].reverse();
+      for (const l of order) {
+        const b = built[layouts.indexOf(l)] as { had: Layout; next: Layout };
+        const [from, to] = r % 2 === 0 ? [b.had, b.next] : [b.next, b.had];
         const global = globalPart(state, { table: l.table, logGroup: 1 });
-        const scopes = dbIds.map((id) => ({
-          want: scope(global, l.shape(to.get(id) as EndpointParts)),
-          had: scope(global, l.shape(from.get(id) as EndpointParts)),
-        }));
-        const msgs = objectMessages(l.table, [], scopes, []);
+        const msgs = objectMessages(l.table, [], scopesOf(global, from, to), []);
         if (!msgs) throw new Error(`layout ${l.name}: the change is not encodable`);
-        if (l.name === "hash" && r === 0) elements = msgs.length;
+        if (r === 0) elements.set(l.name, msgs.length);
         const pid = (l.w as unknown as { child?: { pid?: number } }).child?.pid as number;
         const c0 = cpuOf(pid);
         const t = performance.now();
@@ -178,7 +230,11 @@ async function main(): Promise<void> {
           layout: l.name,
           endpoints: n,
           changedEndpoints: dbIds.length,
-          messagesPerToggle: elements,
+          messagesPerToggle: elements.get(l.name),
+          maps: [...(built[layouts.indexOf(l)]?.had.groups.values() ?? [])].reduce(
+            (k, g) => k + g.maps.length,
+            0,
+          ),
           rounds,
           writerCpuMsPerToggle: r1(l.ns / 1e6 / rounds),
           writerUserMsPerToggle: r1(l.user / rounds),

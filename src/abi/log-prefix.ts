@@ -12,6 +12,16 @@
  * NFLOG prefix of an allowed new connection (policy verdict): `mbr:a:e<id>:<dir>:r<ruleId>`.
  * NFLOG prefix of a connection redirected to the proxy: `mbr:p:e<id>:<dir>:r<ruleId>`.
  * NFLOG prefix of an audit-mode would-be drop (let through): `mbr:u:e<id>:<dir>:<r<ruleId>|def>`.
+ *
+ * Policy verdicts (allow, redirect, rule deny, audit, default) are logged in chains that
+ * endpoints with the same policy share (datapath/policy-groups.ts): those carry the
+ * group, `g<n>` (n: the group's number), instead of `e<id>`, e.g. "mbr:a:g5:in:r3".
+ * The endpoint is then the packet's own address: the source on `out` (the endpoint's
+ * chain checked it against the endpoint's address before jumping to the group), the
+ * destination on `in` (the ingress dispatch is by destination address or by the
+ * endpoint's interface). parseLogPrefix() gives `group` and no `endpointId` for them.
+ * Spoofed sources and conntrack-invalid drops are logged in the endpoint's own chain
+ * and keep `e<id>`.
  */
 
 export type Direction = "in" | "out";
@@ -22,20 +32,31 @@ export type DropReason = { kind: "rule"; ruleId: number } | { kind: "default" | 
  */
 export type LogReason = DropReason | { kind: "allow" | "redirect"; ruleId: number };
 
-export function logPrefix(endpointId: number, dir: Direction, reason: LogReason): string {
-  if (reason.kind === "allow") return `mbr:a:e${endpointId}:${dir}:r${reason.ruleId}`;
-  if (reason.kind === "redirect") return `mbr:p:e${endpointId}:${dir}:r${reason.ruleId}`;
+/** Who logs: an endpoint (its id) or a policy group shared by endpoints (`{ group: n }`). */
+export type LogOwner = number | { readonly group: number };
+
+const ownerText = (o: LogOwner): string => (typeof o === "number" ? `e${o}` : `g${o.group}`);
+
+export function logPrefix(owner: LogOwner, dir: Direction, reason: LogReason): string {
+  const who = ownerText(owner);
+  if (reason.kind === "allow") return `mbr:a:${who}:${dir}:r${reason.ruleId}`;
+  if (reason.kind === "redirect") return `mbr:p:${who}:${dir}:r${reason.ruleId}`;
   const r =
     reason.kind === "rule"
       ? `r${reason.ruleId}`
       : { default: "def", spoof: "spoof", invalid: "inv" }[reason.kind];
-  return `mbr:d:e${endpointId}:${dir}:${r}`;
+  return `mbr:d:${who}:${dir}:${r}`;
 }
 
 /** An audit-mode would-be drop: the drop prefix with `u` for `d`; the packet goes on. */
-export function auditPrefix(endpointId: number, dir: Direction, reason: `r${number}` | "def"): string {
-  return `mbr:u:e${endpointId}:${dir}:${reason}`;
+export function auditPrefix(owner: LogOwner, dir: Direction, reason: `r${number}` | "def"): string {
+  return `mbr:u:${ownerText(owner)}:${dir}:${reason}`;
 }
+
+/** The owner part of a parsed prefix: an endpoint id, or a group (the endpoint is the packet's). */
+type ParsedOwner = { endpointId: number; group?: undefined } | { endpointId?: undefined; group: number };
+const ownerOf = (kind: string, n: string): ParsedOwner =>
+  kind === "e" ? { endpointId: Number(n) } : { group: Number(n) };
 
 /**
  * Reads a log prefix back; undefined when the text is not one of ours.
@@ -44,29 +65,30 @@ export function auditPrefix(endpointId: number, dir: Direction, reason: `r${numb
  * otherwise the packet was dropped for `reason`.
  */
 export function parseLogPrefix(text: string):
-  | {
-      endpointId: number;
+  | (ParsedOwner & {
       direction: Direction;
       reason: DropReason;
       allowed: boolean;
       redirected?: true;
-    }
+    })
   | undefined {
   const clean = text.replace(/\0.*$/s, "").trim();
-  const a = /^mbr:([ap]):e(\d+):(in|out):r(\d+)$/.exec(clean);
+  const a = /^mbr:([ap]):([eg])(\d+):(in|out):r(\d+)$/.exec(clean);
   if (a) {
     return {
-      endpointId: Number(a[2]),
-      direction: a[3] as Direction,
-      reason: { kind: "rule", ruleId: Number(a[4]) },
+      ...ownerOf(a[2] as string, a[3] as string),
+      direction: a[4] as Direction,
+      reason: { kind: "rule", ruleId: Number(a[5]) },
       allowed: true,
       ...(a[1] === "p" ? { redirected: true as const } : {}),
     };
   }
-  const m = /^mbr:d:e(\d+):(in|out):(?:r(\d+)|(def|spoof|inv))$/.exec(clean);
+  const m = /^mbr:d:([eg])(\d+):(in|out):(?:r(\d+)|(def|spoof|inv))$/.exec(clean);
   if (!m) return undefined;
+  // Spoofing and invalid conntrack state are an endpoint's own checks: never a group's.
+  if (m[1] === "g" && (m[5] === "spoof" || m[5] === "inv")) return undefined;
   const kinds = { def: "default", spoof: "spoof", inv: "invalid" } as const;
   const reason: DropReason =
-    m[3] !== undefined ? { kind: "rule", ruleId: Number(m[3]) } : { kind: kinds[m[4] as keyof typeof kinds] };
-  return { endpointId: Number(m[1]), direction: m[2] as Direction, reason, allowed: false };
+    m[4] !== undefined ? { kind: "rule", ruleId: Number(m[4]) } : { kind: kinds[m[5] as keyof typeof kinds] };
+  return { ...ownerOf(m[1] as string, m[2] as string), direction: m[3] as Direction, reason, allowed: false };
 }

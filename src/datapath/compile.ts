@@ -10,7 +10,9 @@
  *     mark = ipcache[saddr], then _host[saddr] if there                        oifname vmap @ingress_ep ─┐
  *     ip/ip6 daddr vmap @ingress_ep4/6 ─┼─┐                                                            │
  *                                       v v                                                            v
- *   e<id>_out / e<id>_in: the endpoint's chains and verdict maps (compile-endpoint.ts); a new
+ *   e<id>_out / e<id>_in: the endpoint's own chains (compile-endpoint.ts), which go to its policy
+ *     group's chains and verdict maps g<n>_<dir>, shared by the endpoints with the same policy
+ *     (policy-groups.ts); a new
  *     connection's egress first jumps to mark_dst: mark = ipcache4/6[daddr], then
  *     ipcache4/6_host[daddr] if there, local daddr: mark = host
  *   An established packet of an endpoint, from its own address, meets one rule: the
@@ -86,15 +88,16 @@ import { flattenIpcache, type IdentityInterval } from "../ipcache/intervals.js";
 import { dispatchMaps, ESTABLISHED_RULES } from "./dispatch.js";
 import { frozenChain, type CompiledTable, type NftChain, type NftElement, type NftMap } from "./model.js";
 import {
-  compileEndpoint,
   hex,
   invalid,
   MARK_DST_CHAIN,
   type EndpointContext,
   type EndpointParts,
 } from "./compile-endpoint.js";
+import { compileGrouped } from "./group-table.js";
+import type { GroupPart } from "./policy-groups.js";
 import type { HostTableView } from "../ipcache/hosts.js";
-import { add64, globalDigest, hostDigest, partDigest, STAMP_MAP, stampMap } from "./stamp.js";
+import { add64, globalDigest, groupDigest, hostDigest, partDigest, STAMP_MAP, stampMap } from "./stamp.js";
 import {
   CT_FROM_HOST,
   CT_PROXY_UPSTREAM,
@@ -110,7 +113,7 @@ import {
 export interface CompileOptions {
   /** false: leave the stamp map empty and compute no digest (parts of a table, incremental.ts). */
   stamp?: boolean;
-  /** A compiled part to reuse for an endpoint, if one is still valid (incremental.ts). */
+  /** A compiled part to reuse for an endpoint, if one is still valid (incremental.ts; its groups are checked). */
   cached?: (ep: DatapathEndpoint, ctx: EndpointContext) => EndpointParts | undefined;
   /** Table name (family inet). Default "membrane". */
   table?: string;
@@ -227,7 +230,13 @@ export function compile(state: DatapathState, opts: CompileOptions = {}): Compil
 export function compileAll(
   state: DatapathState,
   opts: CompileOptions = {},
-): { table: CompiledTable; parts: Map<number, EndpointParts>; digest?: TableDigest } {
+): {
+  table: CompiledTable;
+  parts: Map<number, EndpointParts>;
+  /** The policy groups the parts go to, by name (policy-groups.ts). */
+  groups: Map<string, GroupPart>;
+  digest?: TableDigest;
+} {
   const group = opts.logGroup ?? 1;
   const ruleText = new Map(state.rules.map((r) => [r.id, r.text]));
   checkEndpoints(state.endpoints);
@@ -249,11 +258,12 @@ export function compileAll(
     ruleText: (id) => ruleText.get(id),
     ...(proxy ? { proxy } : {}),
   };
-  const parts = new Map<number, EndpointParts>();
-  for (const ep of eps) {
-    const part = opts.cached?.(ep, ctx) ?? compileEndpoint(ep, ctx);
-    parts.set(ep.id, part);
-    maps.push(...part.maps);
+  const { parts, groups } = compileGrouped(eps, ctx, opts.cached && ((ep) => opts.cached?.(ep, ctx)));
+  for (const g of groups.values()) {
+    maps.push(...g.maps);
+    chains.push(...g.chains);
+  }
+  for (const part of parts.values()) {
     chains.push(...part.chains);
   }
   maps.push(
@@ -324,11 +334,11 @@ export function compileAll(
   }
   for (const c of chains) frozenChain(c);
   const table: CompiledTable = { family: "inet", name: opts.table ?? "membrane", maps, chains };
-  if (opts.stamp === false) return { table, parts };
-  const digest = fullDigest(state, parts, opts);
+  if (opts.stamp === false) return { table, parts, groups };
+  const digest = fullDigest(state, parts, groups, opts);
   const stamp = maps.find((m) => m.name === STAMP_MAP);
   if (stamp) stamp.elements = stampMap(digest.total).elements;
-  return { table, parts, digest };
+  return { table, parts, groups, digest };
 }
 
 /** stamp.ts: the digest of a whole table, and its terms (updated by incremental.ts). */
@@ -336,6 +346,8 @@ export interface TableDigest {
   total: bigint;
   global: bigint;
   parts: Map<number, bigint>;
+  /** By group name. */
+  groups: Map<string, bigint>;
   hosts: bigint;
 }
 
@@ -352,6 +364,7 @@ export function globalPart(state: DatapathState, opts: CompileOptions): Compiled
 function fullDigest(
   state: DatapathState,
   parts: ReadonlyMap<number, EndpointParts>,
+  groups: ReadonlyMap<string, GroupPart>,
   opts: CompileOptions,
 ): TableDigest {
   const global = globalDigest(globalPart(state, opts));
@@ -362,9 +375,15 @@ function fullDigest(
     partDigests.set(id, d);
     total = add64(total, d);
   }
+  const groupDigests = new Map<string, bigint>();
+  for (const [name, g] of groups) {
+    const d = groupDigest(g);
+    groupDigests.set(name, d);
+    total = add64(total, d);
+  }
   let hosts = 0n;
   for (const [ip, id] of state.hosts?.entries() ?? []) hosts = add64(hosts, hostDigest(ip, id));
-  return { total: add64(total, hosts), global, parts: partDigests, hosts };
+  return { total: add64(total, hosts), global, parts: partDigests, groups: groupDigests, hosts };
 }
 
 /** Host-map element of one exact address; the one check for every path that writes host maps. */

@@ -6,9 +6,15 @@
  *     + next DatapathState
  *       ├─ global scope: prefix ipcache maps and base chains (small), diffed whole
  *       ├─ hosts scope: only the addresses HostTableView.changesSince(applied revision) names
- *       └─ endpoint scopes: only endpoints whose DatapathEndpoint object is new (DesiredBuilder
- *          hands back the same object when nothing changed) or whose rule texts changed,
- *          each diffed against its own last part (its maps, chains and dispatch elements)
+ *       ├─ endpoint changes: only endpoints whose DatapathEndpoint object is new (DesiredBuilder
+ *       │  hands back the same object when nothing changed), and the endpoints that went;
+ *       │  their group keys move them between policy groups (policy-groups.ts)
+ *       ├─ group scopes (made): each group name a move touched (or whose rule texts changed),
+ *       │  diffed against what that name held: a group whose members all moved the same way
+ *       │  keeps its name and changes by element delta, once, however many members it has
+ *       ├─ endpoint scopes: the changed endpoints, and the members of a renamed group,
+ *       │  each diffed against its own last part (its chains and dispatch elements)
+ *       └─ group scopes (broken): names no group holds any more, after the chains that went to them
  *     => one nft script (scopes in that order), committed into Applied only once the kernel took it;
  *        when it creates, rewrites or removes no chain or map (an address, a port, a peer
  *        identity changed), `elementOps` too: the same change as element deltas for
@@ -21,18 +27,13 @@
  * A change plan() cannot do in place (a map's declaration changed) returns
  * undefined: the caller plans the whole table against the kernel instead.
  */
-import {
-  checkEndpoint,
-  EndpointUniqueness,
-  globalPart,
-  hostElement,
-  hostMaps,
-  type CompileOptions,
-  type TableDigest,
-} from "./compile.js";
-import { compileEndpoint, type EndpointContext, type EndpointParts } from "./compile-endpoint.js";
+import { globalPart, hostElement, hostMaps, type CompileOptions, type TableDigest } from "./compile.js";
+import type { EndpointContext, EndpointParts } from "./compile-endpoint.js";
+import { membersOf, type Members } from "./group-table.js";
+import { endpointChanges } from "./incremental-groups.js";
 import { DISPATCH_MAPS } from "./dispatch.js";
-import { mapSignature, type CompiledTable, type NftMap } from "./model.js";
+import type { GroupPart } from "./policy-groups.js";
+import { mapSignature, type CompiledTable, type NftElement, type NftMap } from "./model.js";
 import { asActual, lazyPlan, plan, type Plan } from "./plan.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import type { ElementOps } from "./nfnl/setelem.js";
@@ -40,13 +41,16 @@ import { encodeElement } from "./nfnl/encode.js";
 import { objectMessages } from "./nfnl/objects.js";
 import type { NfMsg } from "../abi/nft-object-wire.js";
 import type { WireElement } from "../abi/nft-setelem-wire.js";
-import { add64, globalDigest, hostDigest, partDigest, stampMap, sub64 } from "./stamp.js";
+import { add64, globalDigest, hostDigest, stampMap, sub64 } from "./stamp.js";
 import type { DatapathEndpoint, DatapathState } from "./types.js";
 
 export interface Applied {
   /** Maps (dispatch and host maps without elements) and base chains. */
   global: CompiledTable;
   parts: Map<number, { ep: DatapathEndpoint; part: EndpointParts }>;
+  /** Policy groups by name, and their members by group key. */
+  groups: Map<string, GroupPart>;
+  members: Map<string, Members>;
   hosts: { view: HostTableView | undefined; revision: number; copy: Map<string, number> };
   ctxKey: string;
   /** What the global part was compiled from (globalKeyOf): the same key, the same part. */
@@ -67,11 +71,12 @@ export interface Applied {
 function sameEndpoints(applied: Applied, state: DatapathState): boolean {
   const a = applied.lists;
   if (state.endpoints !== a.endpoints || !Object.isFrozen(state.endpoints)) return false;
-  if (state.rules === a.rules) return true;
-  return (
-    state.rules.length === a.rules.length &&
-    state.rules.every((r, i) => r.id === a.rules[i]?.id && r.text === a.rules[i]?.text)
-  );
+  return sameRules(a.rules, state.rules);
+}
+
+/** Rule lists equal by content (a changed text changes the comments of the groups using it). */
+function sameRules(a: DatapathState["rules"], b: DatapathState["rules"]): boolean {
+  return a === b || (a.length === b.length && b.every((r, i) => r.id === a[i]?.id && r.text === a[i]?.text));
 }
 
 /** What every compiled endpoint part depends on besides its endpoint (a part compiled under another is stale). */
@@ -95,6 +100,7 @@ export const globalKeyOf = (state: DatapathState, opts: CompileOptions): string 
 export function appliedFromFull(
   state: DatapathState,
   parts: Map<number, EndpointParts>,
+  groups: Map<string, GroupPart>,
   opts: CompileOptions,
   digest: TableDigest,
 ): Applied {
@@ -108,6 +114,8 @@ export function appliedFromFull(
     digest,
     global: globalPart(state, opts),
     parts: out,
+    groups,
+    members: membersOf(parts),
     hosts: {
       view: state.hosts,
       revision: state.hosts?.revision ?? 0,
@@ -119,16 +127,19 @@ export function appliedFromFull(
   };
 }
 
-/** A still valid compiled part of `ep`, if the last apply had one (for compileAll's `cached`). */
+/**
+ * The part the last apply compiled for this very endpoint object, if any (for
+ * compileAll's `cached`, which checks that its groups kept their names). Rule texts
+ * are in the groups' comments, not in endpoint parts.
+ */
 export function cachedPart(
   applied: Applied | undefined,
   ep: DatapathEndpoint,
-  ctx: EndpointContext,
+  _ctx: EndpointContext,
   ctxKey: string,
 ): EndpointParts | undefined {
   const prev = applied?.parts.get(ep.id);
   if (!prev || prev.ep !== ep || applied?.ctxKey !== ctxKey) return undefined;
-  for (const [id, text] of prev.part.texts) if (ctx.ruleText(id) !== text) return undefined;
   return prev.part;
 }
 
@@ -144,9 +155,13 @@ function scope(global: CompiledTable, part: EndpointParts | undefined): Compiled
   return {
     family: global.family,
     name: global.name,
-    maps: [...(part?.maps ?? []), ...dispatchMaps(global, part)],
+    maps: dispatchMaps(global, part),
     chains: [...(part?.chains ?? [])],
   };
+}
+
+function groupScope(global: CompiledTable, g: GroupPart | undefined): CompiledTable {
+  return { family: global.family, name: global.name, maps: g?.maps ?? [], chains: g?.chains ?? [] };
 }
 
 /**
@@ -189,7 +204,6 @@ export function planIncremental(
     }
   }
   let hostsD = applied.digest.hosts;
-  const partsD = new Map<number, bigint | undefined>();
   let hostPlan: Plan | undefined;
 
   // Hosts: the journal's addresses only.
@@ -227,7 +241,7 @@ export function planIncremental(
     plans.push(hostPlan);
   }
 
-  // Endpoints: those that changed, appeared or went.
+  // Endpoints: those that changed, appeared or went, and the policy groups they move between.
   const group = opts.logGroup ?? 1;
   const texts = new Map(state.rules.map((r) => [r.id, r.text]));
   const ctx: EndpointContext = {
@@ -235,41 +249,30 @@ export function planIncremental(
     ruleText: (id) => texts.get(id),
     ...(state.proxy ? { proxy: state.proxy } : {}),
   };
-  const nextParts: [number, { ep: DatapathEndpoint; part: EndpointParts }][] = [];
-  const seen = new Set<number>();
-  /** Each endpoint scope's (want, had), for nfnl/objects.ts. */
-  const scopes: { want: CompiledTable; had: CompiledTable }[] = [];
-  // An unchanged endpoint (the same object, same rule texts) costs its identity check and
-  // two set insertions (ids and interfaces used twice); a changed one is checked and
-  // compiled alone, as compile() would.
-  const unique = new EndpointUniqueness();
   // The list applied last (checked then, frozen since): nothing to look at, however many.
   const skip = sameEndpoints(applied, state);
-  (skip ? [] : state.endpoints).forEach((ep, i) => {
-    unique.add(ep, `endpoints[${i}]`);
-    seen.add(ep.id);
-    if (cachedPart(applied, ep, ctx, ctxKey)) return;
-    checkEndpoint(ep, `endpoints[${i}]`);
-    const prev = applied.parts.get(ep.id);
-    const part = compileEndpoint(ep, ctx);
-    partsD.set(ep.id, partDigest(ep.id, part));
-    const sc = { want: scope(global, part), had: scope(applied.global, prev?.part) };
-    scopes.push(sc);
-    plans.push(plan(sc.want, asActual(sc.had)));
-    nextParts.push([ep.id, { ep, part }]);
-  });
-  const gone = skip ? [] : [...applied.parts.keys()].filter((id) => !seen.has(id));
-  for (const id of gone) {
-    partsD.set(id, undefined);
-    const sc = { want: scope(global, undefined), had: scope(applied.global, applied.parts.get(id)?.part) };
-    scopes.push(sc);
-    plans.push(plan(sc.want, asActual(sc.had)));
-  }
+  const ch = endpointChanges(applied, state, ctx, ctxKey, skip, !sameRules(applied.lists.rules, state.rules));
+  /** Each scope's (want, had), for nfnl/objects.ts, in the batch's order. */
+  const scopes: { want: CompiledTable; had: CompiledTable }[] = [
+    ...ch.made.map((g) => ({ want: groupScope(global, g.want), had: groupScope(applied.global, g.had) })),
+    ...ch.endpoints.map((e) => ({ want: scope(global, e.want), had: scope(applied.global, e.had) })),
+    ...ch.broken.map((g) => ({
+      want: groupScope(global, undefined),
+      had: groupScope(applied.global, g.had),
+    })),
+  ];
+  for (const sc of scopes) plans.push(plan(sc.want, asActual(sc.had)));
+  const partsD = ch.partsD;
   // The stamp follows: subtract what went, add what came.
   let total = sub64(add64(applied.digest.total, globalD), applied.digest.global);
   total = add64(sub64(total, applied.digest.hosts), hostsD);
   for (const [id, d] of partsD) {
     const old = applied.digest.parts.get(id);
+    if (old !== undefined) total = sub64(total, old);
+    if (d !== undefined) total = add64(total, d);
+  }
+  for (const [name, d] of ch.groupsD) {
+    const old = applied.digest.groups.get(name);
     if (old !== undefined) total = sub64(total, old);
     if (d !== undefined) total = add64(total, d);
   }
@@ -299,8 +302,14 @@ export function planIncremental(
       applied.lists = { endpoints: state.endpoints, rules: state.rules };
       applied.global = global;
       applied.globalKey = globalKey;
-      for (const [id, p] of nextParts) applied.parts.set(id, p);
-      for (const id of gone) applied.parts.delete(id);
+      for (const [id, p] of ch.nextParts) applied.parts.set(id, p);
+      for (const id of ch.gone) applied.parts.delete(id);
+      for (const g of ch.made) applied.groups.set(g.name, g.want);
+      for (const g of ch.broken) applied.groups.delete(g.name);
+      for (const [key, m] of ch.members) {
+        if (m.ids.size === 0) applied.members.delete(key);
+        else applied.members.set(key, m);
+      }
       if (hostChanges) {
         for (const [ip, id] of hostChanges) {
           if (id === undefined) applied.hosts.copy.delete(ip);
@@ -315,6 +324,10 @@ export function planIncremental(
       for (const [id, d] of partsD) {
         if (d === undefined) applied.digest.parts.delete(id);
         else applied.digest.parts.set(id, d);
+      }
+      for (const [name, d] of ch.groupsD) {
+        if (d === undefined) applied.digest.groups.delete(name);
+        else applied.digest.groups.set(name, d);
       }
     },
   };

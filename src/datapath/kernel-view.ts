@@ -54,20 +54,24 @@ const elementLine = (tag: string, map: string, e: NftElement): string =>
 const mapLine = (m: NftMap): string => `M ${m.name} ${mapSignature(m)} ${m.fields.join(",")}`;
 const chainLine = (c: NftChain): string => `C ${c.name} ${chainHash(c)} ${c.rules.length}`;
 
-/** An endpoint part's lines: made once per part object (a changed endpoint gets a new part). */
-const partTexts = new WeakMap<EndpointParts, string>();
+/** An endpoint part's or a policy group's lines: made once per object (a change makes a new one). */
+const partTexts = new WeakMap<object, string>();
 
-function partText(part: EndpointParts): string {
+function partText(part: {
+  readonly maps?: readonly NftMap[];
+  readonly chains: readonly NftChain[];
+  readonly dispatch?: EndpointParts["dispatch"];
+}): string {
   let t = partTexts.get(part);
   if (t !== undefined) return t;
   const out: string[] = [];
-  for (const m of part.maps) {
+  for (const m of part.maps ?? []) {
     out.push(mapLine(m));
     for (const e of m.elements) out.push(elementLine("E", m.name, e));
   }
   for (const c of part.chains) out.push(chainLine(c));
   for (const [name, dir] of Object.entries(DISPATCH)) {
-    const e = part.dispatch[dir];
+    const e = part.dispatch?.[dir];
     if (e) out.push(elementLine("D", name, e));
   }
   t = out.join("\n");
@@ -124,6 +128,7 @@ export async function expectedView(
   }
   if (!(await flush())) return undefined;
   let n = 0;
+  for (const g of applied.groups.values()) chunks.push(partText(g));
   for (const { part } of applied.parts.values()) {
     chunks.push(partText(part));
     if (++n % (SLICE / 20) === 0) {

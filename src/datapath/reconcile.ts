@@ -232,7 +232,7 @@ export class Reconciler {
     }
     const applied = this.applied;
     const key = ctxKeyOf(desired, opts);
-    const { table, parts, digest } = compileAll(desired, {
+    const { table, parts, groups, digest } = compileAll(desired, {
       ...opts,
       cached: (ep, ctx) => cachedPart(applied, ep, ctx, key),
     });
@@ -244,7 +244,7 @@ export class Reconciler {
     // digest of what we would write, it holds exactly that (as this agent or an earlier
     // one wrote it): adopt it without reading the whole table back.
     if (!repair && !applied && this.trustMs > 0 && (await this.readStamp()) === digest.total) {
-      this.applied = appliedFromFull(desired, parts, opts, digest);
+      this.applied = appliedFromFull(desired, parts, groups, opts, digest);
       this.elements();
       this.stats.adopted++;
       return done(0);
@@ -255,7 +255,7 @@ export class Reconciler {
       await nftApply(p.script, this.nsOpt);
       this.stats.nft++;
     }
-    this.applied = appliedFromFull(desired, parts, opts, digest);
+    this.applied = appliedFromFull(desired, parts, groups, opts, digest);
     this.elements(); // started now, so that the first address change does not wait for it
     return done(p.ops);
   }

@@ -4,7 +4,7 @@
  * exactly what I would write" by reading one small map instead of the whole
  * table (whose read-back costs seconds at 1,000 endpoints).
  *
- *   digest = FORMAT + global part + Σ endpoint parts + Σ host elements   (mod 2^64)
+ *   digest = FORMAT + global part + Σ endpoint parts + Σ policy groups + Σ host elements   (mod 2^64)
  *   map stamp { type mark : mark; }  elements { 0 : low 32 bits, 1 : high 32 bits }
  *
  * A sum of per-part hashes, so that a change updates it in time that follows
@@ -16,6 +16,7 @@
 import * as crypto from "node:crypto";
 import type { EndpointParts } from "./compile-endpoint.js";
 import { DISPATCH_MAPS } from "./dispatch.js";
+import type { GroupPart } from "./policy-groups.js";
 import {
   chainHash,
   elementCanon,
@@ -26,8 +27,13 @@ import {
 } from "./model.js";
 
 export const STAMP_MAP = "stamp";
-/** Bumped when the compiled form changes meaning, so an old table never matches. */
-const FORMAT = "membrane-table-v5";
+/**
+ * Bumped when the compiled form changes meaning, so an old table never matches.
+ * v6: policy groups (policy-groups.ts) and the established fast path (dispatch.ts
+ * egress_est4/6). A restart after the upgrade finds the v4 stamp, reads the table
+ * back and rewrites it once (by delta, in one batch).
+ */
+const FORMAT = "membrane-table-v6";
 const MOD = 1n << 64n;
 
 /** crypto.hash (Node >= 20.12; package.json allows any Node 20): one-shot, no Hash object. */
@@ -77,7 +83,11 @@ export function partDigest(id: number, part: EndpointParts): bigint {
   const dispatch = DISPATCH_MAPS.map((d) => part.dispatch[d.part]).map((e) =>
     e ? `${e.key.map((k) => (typeof k === "string" ? k : `${k.lo}-${k.hi}`)).join(".")}:${e.value}` : "-",
   );
-  return h64(`ep ${id}\n${dispatch.join(",")}\n${tableText(part.maps, part.chains)}`);
+  return h64(`ep ${id}\n${dispatch.join(",")}\n${tableText([], part.chains)}`);
+}
+
+export function groupDigest(g: GroupPart): bigint {
+  return h64(`group ${g.name}\n${tableText(g.maps, g.chains)}`);
 }
 
 export function hostDigest(ip: string, identity: number): bigint {

@@ -11,6 +11,10 @@
  * default deny -> POLICY_DENIED (133), no policy; spoofed source ->
  * INVALID_SOURCE_IP (132); conntrack invalid -> INVALID_PACKET_DROPPED (134).
  *
+ * A policy group's log (`mbr:d:g5:in:r7`: the chains endpoints with the same policy
+ * share) names no endpoint: it is the packet's own address (destination on ingress,
+ * source on egress), looked up with FlowLookup.endpointByIp.
+ *
  * An allowed new connection (`mbr:a:e12:in:r3`, logged by the datapath as a
  * policy verdict) -> FORWARDED with *_allowed_by and `rule`; one handed to
  * the L7 proxy (`mbr:p:e12:in:r3`) -> REDIRECTED, likewise.
@@ -74,7 +78,9 @@ export interface EnrichStats {
 }
 
 type FlowPrefix = {
-  endpointId: number;
+  /** Undefined for a policy group's log (`g<n>`): the endpoint is then the packet's own address. */
+  endpointId?: number | undefined;
+  group?: number | undefined;
   direction: Direction;
   reason: DropReason;
   allowed: boolean;
@@ -195,6 +201,19 @@ export class FlowEnricher {
     };
   }
 
+  /** The local endpoint holding `ip`; unknown (ID 0, identity 0) when none does. */
+  private byAddress(ip: string | undefined): Endpoint {
+    const ep = ip === undefined ? undefined : this.lookup.endpointByIp?.(ip);
+    if (ep === undefined) return { ID: 0, identity: 0 };
+    return {
+      ID: ep.id,
+      identity: ep.identity,
+      namespace: ep.namespace,
+      labels: ep.labels as string[],
+      pod_name: ep.name,
+    };
+  }
+
   private remote(ip: string | undefined, mark: number | undefined): Endpoint {
     const fromMark = mark === undefined ? 0 : mark & IDENTITY_MASK;
     const byIp = ip === undefined ? undefined : this.lookup.ipIdentity(ip);
@@ -228,7 +247,12 @@ export class FlowEnricher {
     if (!pkt.ok) this.stats.undecodable++;
     const ingress = pre.direction === "in";
     const peerIp = pkt.ok ? (ingress ? pkt.IP.source : pkt.IP.destination) : undefined;
-    const me = this.local(pre.endpointId);
+    // A group's log (shared policy chains) names no endpoint: it is the packet's own address,
+    // the source on egress (checked against the endpoint's by its chain), the destination on ingress.
+    const me =
+      pre.endpointId !== undefined
+        ? this.local(pre.endpointId)
+        : this.byAddress(pkt.ok ? (ingress ? pkt.IP.destination : pkt.IP.source) : undefined);
     const peer = this.remote(peerIp, ev.mark);
 
     const r = pre.reason;

@@ -35,14 +35,14 @@ describe("nf_tables object messages (no root)", () => {
   const cases: { name: string; msg: () => NfMsg; type: number; flags: number }[] = [
     { name: "newChain e7_in", msg: () => newChain("t1", "e7_in"), type: 0xa03, flags: 0x400 },
     {
-      name: "newSet e7_in_id",
-      msg: () => newSet("t1", setOf(map("e7_in_id", ["mark", "proto", "port"]))!, 1),
+      name: "newSet g7_in_id",
+      msg: () => newSet("t1", setOf(map("g7_in_id", ["mark", "proto", "port"]))!, 1),
       type: 0xa09,
       flags: 0x400,
     },
     {
-      name: "newSet e7_in_idi",
-      msg: () => newSet("t1", setOf(map("e7_in_idi", ["mark", "proto", "byte"]))!, 2),
+      name: "newSet g7_in_idi",
+      msg: () => newSet("t1", setOf(map("g7_in_idi", ["mark", "proto", "byte"]))!, 2),
       type: 0xa09,
       flags: 0x400,
     },
@@ -61,7 +61,7 @@ describe("nf_tables object messages (no root)", () => {
     },
     {
       name: "rule ct mark or",
-      msg: () => newRule("t1", ruleOf("e7_in_p4d", "ct mark set ct mark or 0x40000000")),
+      msg: () => newRule("t1", ruleOf("g7_in_p4d", "ct mark set ct mark or 0x40000000")),
       type: 0xa06,
       flags: 0xc00,
     },
@@ -92,7 +92,7 @@ describe("nf_tables object messages (no root)", () => {
       flags: 0xc00,
     },
     { name: "flush", msg: () => flushChain("t1", "e7_in"), type: 0xa08, flags: 0 },
-    { name: "delSet", msg: () => delSet("t1", "e7_in_id"), type: 0xa0b, flags: 0 },
+    { name: "delSet", msg: () => delSet("t1", "g7_in_id"), type: 0xa0b, flags: 0 },
     { name: "delChain", msg: () => delChain("t1", "e7_in_a1"), type: 0xa05, flags: 0 },
   ];
   for (const c of cases) {

@@ -289,16 +289,17 @@ describe("compile", () => {
     ]);
     assert.deepEqual(map("ipcache6"), ["::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : 2"]);
   });
-  test("segments land in the endpoint's maps with allow = goto its verdict-log chain (then return) and deny = goto its drop-log chain", () => {
-    assert.deepEqual(map("e12_in_id"), ["301 . 6 . 5432 : goto e12_in_a1"]);
-    assert.deepEqual(map("e12_in_any"), ["6 . 22 : goto e12_in_r7"]);
+  test("segments land in the endpoint's policy group's maps with allow = goto its verdict-log chain (then return) and deny = goto its drop-log chain", () => {
+    assert.deepEqual(map("g12_in_id"), ["301 . 6 . 5432 : goto g12_in_a1"]);
+    assert.deepEqual(map("g12_in_any"), ["6 . 22 : goto g12_in_r7"]);
     // A map with no elements does not exist, nor does its lookup.
     assert.equal(
-      t.maps.find((m) => m.name === "e12_out_id"),
+      t.maps.find((m) => m.name === "g12_out_id"),
       undefined,
     );
-    assert.deepEqual(chain("e12_in_r7"), [
-      `log group 5 prefix "mbr:d:e12:in:r7" drop comment "default/deny 'db' spec.ingressDeny[0]"`,
+    // The group's logs name the group; the endpoint is the packet's address (abi/log-prefix.ts).
+    assert.deepEqual(chain("g12_in_r7"), [
+      `log group 5 prefix "mbr:d:g12:in:r7" drop comment "default/deny 'db' spec.ingressDeny[0]"`,
     ]);
   });
   test("the interface dispatch maps jump to the endpoint chains", () => {
@@ -309,13 +310,16 @@ describe("compile", () => {
     assert.deepEqual(map("egress_est4"), ['"mbrh12" . 10.200.0.12 : accept']);
     assert.deepEqual(map("egress_est6"), []);
   });
-  test("the ingress chain: conntrack first, specific before wildcard lookups, default deny logged last", () => {
+  test("the ingress chain: conntrack first, then goto its group: specific before wildcard lookups, default deny logged last", () => {
     assert.deepEqual(chain("e12_in"), [
       "ct state established,related accept",
       'ct state invalid log group 5 prefix "mbr:d:e12:in:inv" drop',
-      "meta l4proto != 1 meta l4proto != 58 meta mark & 0x01ffffff . meta l4proto . th dport vmap @e12_in_id",
-      "meta l4proto != 1 meta l4proto != 58 meta l4proto . th dport vmap @e12_in_any",
-      'log group 5 prefix "mbr:d:e12:in:def" drop',
+      "goto g12_in",
+    ]);
+    assert.deepEqual(chain("g12_in"), [
+      "meta l4proto != 1 meta l4proto != 58 meta mark & 0x01ffffff . meta l4proto . th dport vmap @g12_in_id",
+      "meta l4proto != 1 meta l4proto != 58 meta l4proto . th dport vmap @g12_in_any",
+      'log group 5 prefix "mbr:d:g12:in:def" drop',
     ]);
   });
   test("the egress chain checks the source address first; no IPv6 address means no IPv6 at all", () => {
@@ -324,7 +328,15 @@ describe("compile", () => {
       'meta nfproto ipv6 log group 5 prefix "mbr:d:e12:out:spoof" drop',
       "ct state established,related accept",
     ]);
-    assert.equal(chain("e12_out").length, 4, "no segments: no lookups; not enforced: no default drop");
+    assert.equal(
+      chain("e12_out").length,
+      4,
+      "no segments, not enforced: no group, no lookups, no default drop",
+    );
+    assert.equal(
+      t.chains.find((c) => c.name === "g12_out"),
+      undefined,
+    );
   });
   test("traffic from the node itself carries the host identity", () => {
     assert.deepEqual(chain("out_c").slice(1), ["meta mark set 1", "oifname vmap @ingress_ep"]);
@@ -456,10 +468,10 @@ describe("plan", () => {
         },
         {
           map: {
-            name: "e12_in_id",
+            name: "g12_in_id",
             type: ["mark", "inet_proto", "inet_service"],
             map: "verdict",
-            elem: [[{ concat: [301, 6, 5432] }, { goto: { target: "e12_in_a1" } }]],
+            elem: [[{ concat: [301, 6, 5432] }, { goto: { target: "g12_in_a1" } }]],
           },
         },
       ],
@@ -504,14 +516,14 @@ describe("compile: redirects to the L7 proxy", () => {
     return m.elements.map((e) => elementText(m, e));
   };
   test("a redirect segment logs the verdict, sets its proxy's ct mark bit and returns (the other end still decides)", () => {
-    assert.ok(map("e12_in_id").includes("301 . 6 . 80 : goto e12_in_p3"));
-    assert.ok(map("e12_out_any").includes("17 . 53 : goto e12_out_p4d"));
-    assert.deepEqual(chain("e12_in_p3"), [
-      'log group 5 prefix "mbr:p:e12:in:r3"',
+    assert.ok(map("g12_in_id").includes("301 . 6 . 80 : goto g12_in_p3"));
+    assert.ok(map("g12_out_any").includes("17 . 53 : goto g12_out_p4d"));
+    assert.deepEqual(chain("g12_in_p3"), [
+      'log group 5 prefix "mbr:p:g12:in:r3"',
       "ct mark set ct mark or 0x80000000",
     ]);
-    assert.deepEqual(chain("e12_out_p4d"), [
-      'log group 5 prefix "mbr:p:e12:out:r4"',
+    assert.deepEqual(chain("g12_out_p4d"), [
+      'log group 5 prefix "mbr:p:g12:out:r4"',
       "ct mark set ct mark or 0x40000000",
     ]);
   });

@@ -50,7 +50,7 @@ const state = (endpoints: DatapathEndpoint[]): DatapathState => ({
 function start(s: DatapathState): Applied {
   const full = compileAll(s, opts);
   assert.ok(full.digest);
-  return appliedFromFull(s, full.parts, opts, full.digest);
+  return appliedFromFull(s, full.parts, full.groups, opts, full.digest);
 }
 
 /** The element and chain changes between two from-scratch compiles (the truth). */
@@ -141,7 +141,7 @@ describe("incremental caches", () => {
     assert.throws(() => planIncremental(applied, bad, opts), /endpoints\[1\]\.ipv4/);
   });
 
-  test("a rule text change recompiles the endpoints whose comments use it, though they are the same objects", () => {
+  test("a rule text change recompiles the policy groups whose comments use it, though the endpoints are the same objects", () => {
     const eps = [ep(1, 80), ep(2, 81)];
     const s = state(eps);
     const applied = start(s);
@@ -149,7 +149,7 @@ describe("incremental caches", () => {
     const p = planIncremental(applied, next, opts);
     assert.ok(p);
     assert.deepEqual(p.plan.lines.sort(), scratchLines(s, next));
-    assert.ok(p.plan.lines.some((l) => l.startsWith("~ chain e1_in_a1")));
+    assert.ok(p.plan.lines.some((l) => l.startsWith("~ chain g1_in_a1")));
   });
 
   test("the stamp after incremental changes is the digest of a from-scratch compile", () => {
@@ -170,10 +170,11 @@ describe("incremental caches", () => {
   });
 
   test("compiled policy and dispatch elements cannot be changed in place (so their cached keys cannot go stale)", () => {
-    const { parts } = compileAll(state([ep(1, 80)]), opts);
-    const part = parts.get(1);
-    assert.ok(part);
-    const m = part.maps.find((x) => x.name === "e1_in_id") as NftMap;
+    const { groups, parts } = compileAll(state([ep(1, 80)]), opts);
+    const part = groups.get("g1_in");
+    const own = parts.get(1);
+    assert.ok(part && own);
+    const m = part.maps.find((x) => x.name === "g1_in_id") as NftMap;
     const e = m.elements[0] as NftElement;
     const canon = elementCanon(e);
     const bytes = Buffer.from(encodeElement(m, e, true)?.key ?? []);
@@ -185,7 +186,7 @@ describe("incremental caches", () => {
     }, TypeError);
     assert.throws(() => (e.key as unknown[]).push(1), TypeError);
     assert.throws(() => {
-      (part.dispatch.ingress4?.key[0] as { lo: bigint }).lo = 1n;
+      (own.dispatch.ingress4?.key[0] as { lo: bigint }).lo = 1n;
     }, TypeError);
     assert.equal(elementCanon(e), canon);
     assert.deepEqual(Buffer.from(encodeElement(m, e, true)?.key ?? []), bytes);

@@ -42,7 +42,7 @@ function world(n: number, freeze: boolean) {
   });
   const full = compileAll(state(), opts);
   assert.ok(full.digest);
-  const applied: Applied = appliedFromFull(state(), full.parts, opts, full.digest);
+  const applied: Applied = appliedFromFull(state(), full.parts, full.groups, opts, full.digest);
   // The truth: a from-scratch compile of `before` and `after` (hosts are read when compiled).
   const before = compileAll(state(), opts).table;
   return { hosts, state, applied, before };

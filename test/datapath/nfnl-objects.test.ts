@@ -1,20 +1,18 @@
 /**
  * nfnl/objects.ts against nft, the oracle: many compiled endpoints (IPv4, IPv6
  * or both; each map kind present or not; allow, deny, redirect, audit; enforced,
- * audit default or open; comments with quotes, long or none) are created,
- * changed and deleted in one scratch table with `nft -f` of plan.ts's script
- * and in another with our nfnetlink batches. `nft list table` of both must be
- * the same text after the table name, at every step.
+ * audit default or open; comments with quotes, long or none) and the policy groups
+ * they share are created, changed and deleted in one scratch table with `nft -f` of
+ * plan.ts's script and in another with our nfnetlink batches. `nft list table` of
+ * both must be the same text after the table name, at every step.
  */
 import { DISPATCH_MAPS } from "../../src/datapath/dispatch.js";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import {
-  compileEndpoint,
-  type EndpointContext,
-  type EndpointParts,
-} from "../../src/datapath/compile-endpoint.js";
+import { type EndpointContext, type EndpointParts } from "../../src/datapath/compile-endpoint.js";
+import { compileGrouped } from "../../src/datapath/group-table.js";
+import type { GroupPart } from "../../src/datapath/policy-groups.js";
 import { globalPart } from "../../src/datapath/compile.js";
 import { createNode, type NamedNodeNetns } from "../../src/datapath/endpoint.js";
 import { nftApply, runRaw } from "../../src/datapath/exec.js";
@@ -100,9 +98,37 @@ function scope(global: CompiledTable, part: EndpointParts | undefined): Compiled
   return {
     family: "inet",
     name: global.name,
-    maps: [...(part?.maps ?? []), ...dispatch],
+    maps: dispatch,
     chains: [...(part?.chains ?? [])],
   };
+}
+
+function groupScope(global: CompiledTable, g: GroupPart | undefined): CompiledTable {
+  return { family: "inet", name: global.name, maps: g?.maps ?? [], chains: g?.chains ?? [] };
+}
+
+type Grouped = ReturnType<typeof compileGrouped>;
+
+/**
+ * The scopes from `from` to `to` in incremental.ts's order: groups made or changed,
+ * endpoints, then groups no longer there (after the chains that went to them).
+ */
+function scopesOf(
+  global: CompiledTable,
+  from: Grouped,
+  to: Grouped,
+): { want: CompiledTable; had: CompiledTable }[] {
+  const out: { want: CompiledTable; had: CompiledTable }[] = [];
+  for (const [name, g] of to.groups) {
+    const h = from.groups.get(name);
+    if (h?.key !== g.key) out.push({ want: groupScope(global, g), had: groupScope(global, h) });
+  }
+  const ids = [...new Set([...from.parts.keys(), ...to.parts.keys()])].sort((a, b) => a - b);
+  for (const id of ids)
+    out.push({ want: scope(global, to.parts.get(id)), had: scope(global, from.parts.get(id)) });
+  for (const [name, h] of from.groups)
+    if (!to.groups.has(name)) out.push({ want: groupScope(global, undefined), had: groupScope(global, h) });
+  return out;
 }
 
 describe("nfnl objects: the same table as nft writes (root)", { skip: skip ?? false }, () => {
@@ -140,30 +166,33 @@ describe("nfnl objects: the same table as nft writes (root)", { skip: skip ?? fa
     for (const t of Object.values(tables))
       await nftApply(plan(global(t), undefined).script, { netns: node.netns });
     const w = new SetElemWriter(node.netns);
-    let parts = new Map<number, EndpointParts>();
-    /** One step: from `parts` to `next`, written both ways, then compared. */
-    const step = async (what: string, next: Map<number, EndpointParts>): Promise<void> => {
-      const ids = [...new Set([...parts.keys(), ...next.keys()])].sort((a, b) => a - b);
-      const changed = ids.filter((id) => parts.get(id) !== next.get(id));
-      for (let i = 0; i < changed.length; i += 10) {
-        const chunk = changed.slice(i, i + 10);
-        const pairs = (t: string) =>
-          chunk.map((id) => ({ want: scope(global(t), next.get(id)), had: scope(global(t), parts.get(id)) }));
-        const script = pairs(tables.nft)
-          .map((p) => plan(p.want, asActual(p.had)).script)
-          .join("");
-        await nftApply(script, { netns: node.netns });
-        const msgs = objectMessages(tables.nfnl, [], pairs(tables.nfnl), []);
-        assert.ok(msgs, `${what}: the endpoints' objects are encodable (seed ${seed})`);
-        await w.apply(tables.nfnl, []); // the writer is up
-        await w.applyMessages(msgs);
-      }
-      parts = next;
+    let cur: Grouped = { parts: new Map<number, EndpointParts>(), groups: new Map() };
+    /** One step: from the current endpoints to `eps`, written both ways (one batch each), then compared. */
+    const step = async (what: string, eps: DatapathEndpoint[]): Promise<void> => {
+      const next = compileGrouped(
+        [...eps].sort((a, b) => a.id - b.id),
+        ctx,
+      );
+      const script = scopesOf(global(tables.nft), cur, next)
+        .map((p) => plan(p.want, asActual(p.had)).script)
+        .join("");
+      await nftApply(script, { netns: node.netns });
+      const msgs = objectMessages(tables.nfnl, [], scopesOf(global(tables.nfnl), cur, next), []);
+      assert.ok(msgs, `${what}: the objects are encodable (seed ${seed})`);
+      await w.apply(tables.nfnl, []); // the writer is up
+      await w.applyMessages(msgs);
+      cur = next;
       assert.equal(await list(tables.nfnl), await list(tables.nft), `${what} (seed ${seed})`);
     };
     try {
       const eps = Array.from({ length: 40 }, (_, i) => endpoint(r, i + 1));
-      await step("create 40 endpoints", new Map(eps.map((ep) => [ep.id, compileEndpoint(ep, ctx)])));
+      // A quarter share another's policy (same groups), as replicas do.
+      for (const ep of eps)
+        if (ep.id > 4 && r() < 0.25) {
+          const twin = eps[Math.floor(r() * (ep.id - 1))] as DatapathEndpoint;
+          Object.assign(ep, { ingress: twin.ingress, egress: twin.egress });
+        }
+      await step("create 40 endpoints", eps);
       const listed = await list(tables.nfnl);
       for (const shape of [
         "_id {",
@@ -181,15 +210,33 @@ describe("nfnl objects: the same table as nft writes (root)", { skip: skip ?? fa
       ])
         assert.ok(listed.includes(shape), `the random endpoints cover ${shape}`);
       // New policies for a third (chains and maps come and go, elements change), the rest kept.
-      const changed = new Map(parts);
-      for (const ep of eps)
-        if (r() < 0.34) changed.set(ep.id, compileEndpoint({ ...endpoint(r, ep.id), ...pick(ep) }, ctx));
+      const changed = eps.map((ep) => (r() < 0.34 ? { ...endpoint(r, ep.id), ...pick(ep) } : ep));
       await step("change a third", changed);
-      // Half of them go (dispatch elements, rules, maps, chains).
-      const fewer = new Map([...parts].filter(([id]) => id % 2 === 0));
-      await step("delete half", fewer);
-      await step("delete the rest", new Map());
-      assert.doesNotMatch(await list(tables.nfnl), /chain e\d|map e\d/, "no endpoint object is left");
+      // Every member of a shared group moves the same way: the group changes in place.
+      const shared = [...cur.groups.values()].find(
+        (g) => [...cur.parts.values()].filter((p) => p.groups[g.dir]?.name === g.name).length > 1,
+      );
+      assert.ok(shared, `some group is shared (seed ${seed})`);
+      const moved: DirectionPolicy = {
+        enforced: true,
+        segments: [{ identity: 301, proto: 6, lo: 7, hi: 7, action: "allow", ruleId: 1 }],
+      };
+      const together = changed.map((ep) => {
+        const g = cur.parts.get(ep.id)?.groups[shared.dir];
+        return g?.name === shared.name ? { ...ep, [shared.dir === "in" ? "ingress" : "egress"]: moved } : ep;
+      });
+      await step("move a shared group's members together", together);
+      // Half of them go (dispatch elements, rules, maps, chains; groups renamed or gone).
+      await step(
+        "delete half",
+        together.filter((ep) => ep.id % 2 === 0),
+      );
+      await step("delete the rest", []);
+      assert.doesNotMatch(
+        await list(tables.nfnl),
+        /chain [eg]\d|map [eg]\d/,
+        "no endpoint or group object is left",
+      );
     } finally {
       w.stop();
     }

@@ -77,8 +77,8 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
   test("apply creates the table in one transaction and the kernel holds the elements", async () => {
     const r = await reconciler().apply(baseState());
     assert.equal(r.changed, true);
-    assert.deepEqual(await readMap("e2_in_id"), ["1001 . 6 . 80 : goto e2_in_a1"]);
-    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
+    assert.deepEqual(await readMap("g2_in_id"), ["1001 . 6 . 80 : goto g2_in_a1"]);
+    assert.deepEqual(await readMap("g2_in_any"), ["6 . 53 : goto g2_in_a1"]);
     assert.deepEqual(await readMap("ingress_ep"), ['"veth1" : jump e1_in', '"veth2" : jump e2_in']);
     assert.deepEqual(await readMap("ipcache4"), [
       "0.0.0.0-10.200.0.10 : 2",
@@ -100,19 +100,19 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
       name: "moving one segment to another port removes one element and adds one",
       change: (s) => (s.endpoints[1] = ep(2, [allow(1001, 443), allow(0, 53)])),
       lines: [
-        "+ element e2_in_id 1001 . 6 . 443 : goto e2_in_a1",
-        "- element e2_in_id 1001 . 6 . 80 : goto e2_in_a1",
+        "+ element g2_in_id 1001 . 6 . 443 : goto g2_in_a1",
+        "- element g2_in_id 1001 . 6 . 80 : goto g2_in_a1",
       ],
     },
     {
       name: "turning an allow into a deny replaces the element and adds the deny chain",
       change: (s) => (s.endpoints[1] = ep(2, [{ ...allow(1001, 80, 1), action: "deny" }, allow(0, 53)])),
-      lines: ["~ element e2_in_id 1001 . 6 . 80 : goto e2_in_r1", "+ chain e2_in_r1 (1 rules)"],
+      lines: ["~ element g2_in_id 1001 . 6 . 80 : goto g2_in_r1", "+ chain g2_in_r1 (1 rules)"],
     },
     {
-      name: "switching default deny off rewrites only that endpoint's chain",
+      name: "switching default deny off rewrites only that endpoint's policy group's chain",
       change: (s) => (s.endpoints[1] = ep(2, [allow(1001, 80), allow(0, 53)], false)),
-      lines: ["~ chain e2_in (4 rules)"],
+      lines: ["~ chain g2_in (2 rules)"],
     },
     {
       name: "a new identity for one address changes one ipcache element",
@@ -120,7 +120,7 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
       lines: ["~ element ipcache4 10.200.0.12 : 1005"],
     },
     {
-      name: "removing an endpoint removes its maps, chains and dispatch elements only",
+      name: "removing an endpoint removes its chains and dispatch elements, and its group's maps and chains (it was the only member)",
       change: (s) => (s.endpoints = s.endpoints.slice(0, 1)),
       lines: [
         '- element egress_ep "veth2" : jump e2_out',
@@ -129,11 +129,12 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
         "- element ingress_ep6 fd00:200::12 : jump e2_in",
         '- element egress_est4 "veth2" . 10.200.0.12 : accept',
         '- element egress_est6 "veth2" . fd00:200::12 : accept',
-        // Only the maps it had: the egress has no segments, the ingress no ICMP ones.
-        ...["e2_in_any", "e2_in_id"].map((m) => `- map ${m}`),
+        // Only the maps it had: the egress has no segments (no group), the ingress no ICMP ones.
+        ...["g2_in_any", "g2_in_id"].map((m) => `- map ${m}`),
         "- chain e2_in",
-        "- chain e2_in_a1",
         "- chain e2_out",
+        "- chain g2_in",
+        "- chain g2_in_a1",
       ],
     },
   ];
@@ -152,21 +153,21 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
   }
 
   test("an element removed by hand is found by verify() and restored by the next apply", async () => {
-    await nftApply(`delete element inet ${table} e2_in_any { 6 . 53 }\n`, nsOpt);
+    await nftApply(`delete element inet ${table} g2_in_any { 6 . 53 }\n`, nsOpt);
     const r = reconciler();
     // A new reconciler (a restarted agent) adopts the table by its stamp: no read-back, no change...
     assert.equal((await r.apply(baseState())).ops, 0);
     // ... and the background check finds the hand edit, which the next apply repairs.
     const v = await r.verify();
-    assert.deepEqual(v.lines, ["+ element e2_in_any 6 . 53 : goto e2_in_a1"]);
+    assert.deepEqual(v.lines, ["+ element g2_in_any 6 . 53 : goto g2_in_a1"]);
     assert.equal((await r.apply(baseState())).ops, 1);
-    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
+    assert.deepEqual(await readMap("g2_in_any"), ["6 . 53 : goto g2_in_a1"]);
     assert.equal((await r.verify()).drift, 0);
   });
 
   test("a rule added by hand to our chain is removed once verify() found it", async () => {
     await nftApply(`add rule inet ${table} e1_in accept\n`, nsOpt);
-    assert.deepEqual(await reconciler().diff(baseState()), ["~ chain e1_in (4 rules)"]);
+    assert.deepEqual(await reconciler().diff(baseState()), ["~ chain e1_in (3 rules)"]);
     const r = reconciler();
     await r.apply(baseState());
     assert.equal((await r.verify()).drift, 1);
@@ -175,10 +176,10 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
   });
 
   test("without trust (trustMs 0) every apply reads the kernel: a hand edit is repaired at once", async () => {
-    await nftApply(`delete element inet ${table} e2_in_any { 6 . 53 }\n`, nsOpt);
+    await nftApply(`delete element inet ${table} g2_in_any { 6 . 53 }\n`, nsOpt);
     const r = new Reconciler({ netns: node.netns, table, logGroup: 7, trustMs: 0 });
     assert.equal((await r.apply(baseState())).ops, 1);
-    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
+    assert.deepEqual(await readMap("g2_in_any"), ["6 . 53 : goto g2_in_a1"]);
   });
 
   test("concurrent applies are coalesced and the latest state wins", async () => {
@@ -192,14 +193,14 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
     assert.ok(first && second && third);
     assert.equal(first.changed, true);
     assert.equal(second, third, "the waiting calls share one transaction");
-    assert.deepEqual(await readMap("e2_in_id"), ["1001 . 6 . 445 : goto e2_in_a1"]);
+    assert.deepEqual(await readMap("g2_in_id"), ["1001 . 6 . 445 : goto g2_in_a1"]);
     await r.apply(baseState());
   });
 
   test("a transaction the kernel rejects names the line and changes nothing", async () => {
     await assert.rejects(
       nftApply(
-        `add element inet ${table} e2_in_any { 6 . 22 : return }\nadd element inet ${table} nosuchmap { 1 }\n`,
+        `add element inet ${table} g2_in_any { 6 . 22 : return }\nadd element inet ${table} nosuchmap { 1 }\n`,
         nsOpt,
       ),
       (e: Error & { code?: string }) => {
@@ -208,7 +209,7 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
         return true;
       },
     );
-    assert.deepEqual(await readMap("e2_in_any"), ["6 . 53 : goto e2_in_a1"]);
+    assert.deepEqual(await readMap("g2_in_any"), ["6 . 53 : goto g2_in_a1"]);
   });
 
   test("10,000 elements: load from scratch and re-apply with one change (timings in diagnostics)", async (t) => {
@@ -248,10 +249,10 @@ describe("Reconciler (root: nftables in a scratch namespace)", { skip: skip ?? f
       const p = await restarted.plan(big(0));
       const deletes = p.script
         .split("\n")
-        .filter((l) => /^delete element \S+ \S+ (ipcache4|e1_in_idr) /.test(l));
+        .filter((l) => /^delete element \S+ \S+ (ipcache4|g1_in_idr) /.test(l));
       assert.equal(deletes.length, 0, "no element-by-element deletion from the big interval maps");
       assert.ok(p.script.includes("flush map inet mbrst ipcache4\n"), "ipcache4 rebuilt");
-      assert.ok(p.script.includes("flush map inet mbrst e1_in_idr\n"), "e1_in_idr rebuilt");
+      assert.ok(p.script.includes("flush map inet mbrst g1_in_idr\n"), "g1_in_idr rebuilt");
       assert.ok(p.ops >= 20_000, "every removed element still counts as one change");
       await restarted.apply(big(0));
       assert.deepEqual(await restarted.diff(big(0)), [], "the kernel holds exactly the small state");

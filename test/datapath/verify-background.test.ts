@@ -144,8 +144,14 @@ describe(
         nft: `delete element ${T} ipcache4_host { 10.203.0.8 }\nadd element ${T} ipcache4_host { 10.203.0.8 : 1009 }`,
       },
       { name: "an IPv6 host element removed", nft: `delete element ${T} ipcache6_host { fd00:203::1 }` },
-      { name: "an endpoint's element removed", nft: `delete element ${T} e2_in_any { 6 . 53 }` },
-      { name: "an endpoint's element added", nft: `add element ${T} e2_in_any { 6 . 22 : accept }` },
+      {
+        name: "an endpoint's (its policy group's) element removed",
+        nft: `delete element ${T} g2_in_any { 6 . 53 }`,
+      },
+      {
+        name: "an endpoint's (its policy group's) element added",
+        nft: `add element ${T} g2_in_any { 6 . 22 : accept }`,
+      },
       { name: "a rule added to an endpoint's chain", nft: `add rule ${T} e1_in accept` },
       { name: "a chain that is not ours", nft: `add chain ${T} handmade` },
       { name: "a map that is not ours", nft: `add map ${T} handmap { type ipv4_addr : mark; }` },

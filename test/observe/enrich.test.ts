@@ -222,6 +222,35 @@ describe("FlowEnricher", () => {
     });
   });
 
+  test("a policy group's log (shared chains: g<n>, no endpoint) names the endpoint by the packet: destination on ingress", () => {
+    // Same flow as the endpoint-named prefix: deathstar (10.0.0.12, id 12) is the destination.
+    assert.deepEqual(e.enrich(ev("mbr:d:g5:in:r7", syn)), e.enrich(ev("mbr:d:e12:in:r7", syn)));
+    assert.deepEqual(e.enrich(ev("mbr:a:g5:in:r7", syn))?.destination, deathstar);
+  });
+
+  test("a policy group's log names the endpoint by the packet: source on egress", () => {
+    const flow = e.enrich(ev("mbr:d:g12:out:def", syn));
+    assert.deepEqual(flow?.source, tiefighter, "10.0.0.13 sent it: tiefighter, not endpoint 12");
+    assert.deepEqual(flow, e.enrich(ev("mbr:d:e13:out:def", syn)));
+  });
+
+  test("a group's log whose packet names no local endpoint gives an unknown endpoint (ID 0), not another one", () => {
+    const stray = ipv4("10.0.0.99", "10.0.0.98", 6, tcpHeader(1, 2, 0x02));
+    assert.deepEqual(e.enrich(ev("mbr:d:g12:in:def", stray))?.destination, { ID: 0, identity: 0 });
+  });
+
+  test("spoofing and invalid conntrack state are an endpoint's own logs, never a group's", () => {
+    assert.equal(parseFlowPrefix("mbr:d:g3:out:spoof"), undefined);
+    assert.equal(parseFlowPrefix("mbr:d:g3:in:inv"), undefined);
+    assert.deepEqual(parseFlowPrefix("mbr:u:g3:in:def"), {
+      group: 3,
+      direction: "in",
+      reason: { kind: "default" },
+      allowed: false,
+      audit: true,
+    });
+  });
+
   test("times keep microseconds when the kernel gave them", () => {
     assert.equal(isoTime(T + 0.25), "2024-11-23T12:00:01.123250Z");
     assert.equal(isoTime(T), "2024-11-23T12:00:01.123Z");

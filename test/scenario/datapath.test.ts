@@ -139,11 +139,11 @@ describe("policy test --datapath (root: scratch nodes, real packets)", { skip: s
     ]);
     assert.match(
       r.stdout,
-      /xwing -> deathstar TCP\/80 .*by: kernel: dropped \(mbr:d:e\d+:in:def\); engine: deny\/drop/,
+      /xwing -> deathstar TCP\/80 .*by: kernel: dropped \(mbr:d:g\d+:in:def\); engine: deny\/drop/,
     );
     assert.match(
       r.stdout,
-      /PUT \/v1\/exhaust-port .*by: kernel: redirected to the proxy \(mbr:p:e\d+:in:r\d+\); HTTP 403; engine: deny\/http-403/,
+      /PUT \/v1\/exhaust-port .*by: kernel: redirected to the proxy \(mbr:p:g\d+:in:r\d+\); HTTP 403; engine: deny\/http-403/,
     );
   });
 
@@ -182,7 +182,7 @@ describe("policy test --datapath (root: scratch nodes, real packets)", { skip: s
       ]);
       assert.match(
         r.stdout,
-        /bad -> api TCP\/8080 +expected=deny\/drop .*kernel: dropped \(mbr:d:e\d+:in:r\d+\)/,
+        /bad -> api TCP\/8080 +expected=deny\/drop .*kernel: dropped \(mbr:d:g\d+:in:r\d+\)/,
       );
       assert.match(r.stdout, /note: deliberately wrong\n +at: .*deny\.yaml:\d+ \(queries\[4\]\)/);
     } finally {

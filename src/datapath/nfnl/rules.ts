@@ -20,10 +20,15 @@ import { VERDICT } from "../../abi/nft-setelem-wire.js";
 import type { Expr, WireRule } from "../../abi/nft-object-wire.js";
 import { parseAddr } from "../../labels/cidr.js";
 
-/** Chains the endpoint compiler names (and the shared chain its egress jumps to). */
-export const ENDPOINT_CHAIN = /^e\d{1,10}_(in|out)(_[arpu]\d{1,10}d?)?$/;
-export const ENDPOINT_MAP = /^e\d{1,10}_(in|out)_(id|idr|idi|any|anyr|anyi)$/;
-const JUMP_TARGET = /^(mark_dst|e\d{1,10}_(in|out)(_[arpu]\d{1,10}d?)?)$/;
+/**
+ * Chains the endpoint compiler names: an endpoint's own (e<id>_<dir>), a policy group's
+ * (g<n>_<dir>) and its verdict chains (g<n>_<dir>_<a|r|p|u><rule>[d]); policy-groups.ts.
+ */
+export const ENDPOINT_CHAIN = /^(e\d{1,10}_(in|out)|g\d{1,10}_(in|out)(_[arpu]\d{1,10}d?)?)$/;
+/** A policy group's verdict maps. */
+export const ENDPOINT_MAP = /^g\d{1,10}_(in|out)_(id|idr|idi|any|anyr|anyi)$/;
+/** What those chains' rules and maps may jump or go to (and the shared chain egress jumps to). */
+const JUMP_TARGET = /^(mark_dst|g\d{1,10}_(in|out)(_[arpu]\d{1,10}d?)?)$/;
 
 /** A statement rules.ts does not know: not an error, the caller lets nft write the change. */
 export class RuleShapeError extends Error {}
