@@ -20,6 +20,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { MembraneError } from "../../errors.js";
 import { Assembler, type ProcessRecord } from "./assemble.js";
+import { Reorder } from "./reorder.js";
 import { MAX_LINE, parseLine } from "./lines.js";
 import { processScript, STRLEN } from "./script.js";
 
@@ -44,6 +45,7 @@ const LAUNCH =
 export class BpftraceSource {
   private child: ChildProcess | undefined;
   private readonly assembler: Assembler;
+  private readonly reorder: Reorder;
   private windowStart = 0;
   private windowCount = 0;
   private stopping = false;
@@ -51,7 +53,8 @@ export class BpftraceSource {
   readonly counts = { lines: 0, malformed: 0, lost: 0, rateLimited: 0 };
 
   constructor(private readonly p: BpftraceSourceParams) {
-    this.assembler = new Assembler((r) => this.record(r));
+    this.reorder = new Reorder((r) => this.record(r));
+    this.assembler = new Assembler((r) => this.reorder.push(r));
   }
 
   get pid(): number | undefined {
@@ -184,11 +187,12 @@ export class BpftraceSource {
   async stop(): Promise<void> {
     this.stopping = true;
     const c = this.child;
-    if (!c || c.exitCode !== null) return;
+    if (!c || c.exitCode !== null) return this.reorder.stop();
     await new Promise<void>((resolve) => {
       c.once("exit", () => resolve());
       c.kill("SIGTERM");
       setTimeout(() => c.kill("SIGKILL"), 5000).unref();
     });
+    this.reorder.stop();
   }
 }

@@ -17,6 +17,7 @@ export type RawLine =
   | {
       kind: "exec";
       pid: number;
+      seq: bigint;
       ppid: number;
       uid: number;
       auid: number;
@@ -26,9 +27,9 @@ export type RawLine =
       ktime: bigint;
       argBytes: number;
     }
-  | { kind: "args"; pid: number; chunk: Buffer }
-  | { kind: "cwd"; pid: number; component: Buffer }
-  | { kind: "binary"; pid: number; components: number; cwdComplete: boolean; filename: string }
+  | { kind: "args"; pid: number; seq: bigint; chunk: Buffer }
+  | { kind: "cwd"; pid: number; seq: bigint; length: number; component: Buffer }
+  | { kind: "binary"; pid: number; seq: bigint; components: number; cwdComplete: boolean; filename: string }
   | { kind: "exit"; pid: number; code: number; ktime: bigint };
 
 export type ParsedLine =
@@ -127,11 +128,19 @@ function parseData(d: string): ParsedLine {
     }
     case "E ": {
       const f = d.split(" ");
-      const [pid, ppid, uid, auid, netns] = [u32(f[1]), u32(f[2]), u32(f[3]), u32(f[4]), u32(f[5])];
-      const [cgroup, startBoottime, ktime, argBytes] = [u64(f[6]), u64(f[7]), u64(f[8]), u64(f[9])];
+      const [pid, seq, ppid, uid, auid, netns] = [
+        u32(f[1]),
+        u64(f[2]),
+        u32(f[3]),
+        u32(f[4]),
+        u32(f[5]),
+        u32(f[6]),
+      ];
+      const [cgroup, startBoottime, ktime, argBytes] = [u64(f[7]), u64(f[8]), u64(f[9]), u64(f[10])];
       if (
-        f.length !== 10 ||
+        f.length !== 11 ||
         pid === undefined ||
+        seq === undefined ||
         ppid === undefined ||
         uid === undefined ||
         auid === undefined ||
@@ -143,23 +152,45 @@ function parseData(d: string): ParsedLine {
       )
         return bad("exec");
       const bytes = argBytes > 0xffffffffn ? 0xffffffff : Number(argBytes);
-      return { kind: "exec", pid, ppid, uid, auid, netns, cgroup, startBoottime, ktime, argBytes: bytes };
+      return {
+        kind: "exec",
+        pid,
+        seq,
+        ppid,
+        uid,
+        auid,
+        netns,
+        cgroup,
+        startBoottime,
+        ktime,
+        argBytes: bytes,
+      };
     }
-    case "A ":
+    case "A ": {
+      const [, p, q, rest] = fields(d, 3);
+      const [pid, seq] = [u32(p), u64(q)];
+      if (pid === undefined || seq === undefined || rest === undefined) return bad("args");
+      return { kind: "args", pid, seq, chunk: unescapeBuf(rest) };
+    }
     case "C ": {
-      const [, p, rest] = fields(d, 2);
-      const pid = u32(p);
-      if (pid === undefined || rest === undefined) return bad(tag === "A " ? "args" : "cwd");
-      return tag === "A "
-        ? { kind: "args", pid, chunk: unescapeBuf(rest) }
-        : { kind: "cwd", pid, component: unescapeBuf(rest) };
+      const [, p, q, n, rest] = fields(d, 4);
+      const [pid, seq, length] = [u32(p), u64(q), u32(n)];
+      if (pid === undefined || seq === undefined || length === undefined || rest === undefined)
+        return bad("cwd");
+      return { kind: "cwd", pid, seq, length, component: unescapeBuf(rest) };
     }
     case "B ": {
-      const [, p, n, c, filename] = fields(d, 4);
-      const [pid, components] = [u32(p), u32(n)];
-      if (pid === undefined || components === undefined || (c !== "0" && c !== "1") || filename === undefined)
+      const [, p, q, n, c, filename] = fields(d, 5);
+      const [pid, seq, components] = [u32(p), u64(q), u32(n)];
+      if (
+        pid === undefined ||
+        seq === undefined ||
+        components === undefined ||
+        (c !== "0" && c !== "1") ||
+        filename === undefined
+      )
         return bad("binary");
-      return { kind: "binary", pid, components, cwdComplete: c === "1", filename };
+      return { kind: "binary", pid, seq, components, cwdComplete: c === "1", filename };
     }
     case "X ": {
       const f = d.split(" ");

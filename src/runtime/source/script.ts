@@ -14,26 +14,35 @@
  * Linux 3.3), and the filename from the tracepoint. Nothing is read from /proc
  * afterwards, so a process that exits at once still has its arguments and cwd.
  *
- * One exec is several printf lines (BPF's 512-byte stack): E (header), A
- * (argument chunks, at most ARG_CHUNKS x STRLEN bytes, `truncArgs` beyond),
- * C (cwd components, innermost first, at most CWD_DEPTH), B (the filename, last
- * because it is printed raw). All lines of one exec come from one probe run on
- * one CPU, so they arrive in order; lines of other CPUs may interleave
- * (assembled per pid in ./assemble.ts).
+ * One exec is several printf lines (BPF's 512-byte stack), from two programs
+ * on the same tracepoint (one program with both loops took the verifier over a
+ * minute on a loaded 2-core box; split, ~7 s): E (header) and A (argument
+ * chunks, at most ARG_CHUNKS x BUFLEN bytes, `truncArgs` beyond); then C (cwd
+ * components, innermost first, at most CWD_DEPTH, each with its length: one
+ * longer than BUFLEN bytes makes the cwd incomplete, `errorCWD`; a branch for
+ * that in BPF made the program fail to load) and B (the filename, last
+ * because it is printed raw). Both run in the exec's task on one CPU; lines of
+ * other CPUs may interleave, and exec moves a task between CPUs (sched_exec),
+ * so two execs of one pid (`ip netns exec` then the command) can arrive in
+ * either order: lines carry the task's self_exec_id, ./assemble.ts joins them
+ * per (pid, exec seq) whatever the order, and ./reorder.ts puts whole records
+ * back in kernel time order.
  *
  * Lines (the `data` of bpftrace's JSON output, `-f json`):
  *   F <child pid> <parent tgid> <ktime>                            fork of a process (not of a thread)
- *   E <pid> <ppid> <uid> <auid> <netns inode> <cgroup id> <start_boottime> <ktime> <argument bytes>
- *   A <pid> <chunk, non-printable bytes as \xNN>
- *   C <pid> <cwd component, as \xNN-escaped bytes>
- *   B <pid> <components> <cwd complete: 1|0> <filename>
+ *   E <pid> <exec seq> <ppid> <uid> <auid> <netns inode> <cgroup id> <start_boottime> <ktime> <argument bytes>
+ *   A <pid> <exec seq> <chunk, non-printable bytes as \xNN>
+ *   C <pid> <exec seq> <length> <cwd component, as \xNN-escaped bytes, at most BUFLEN>
+ *   B <pid> <exec seq> <components> <cwd complete: 1|0> <filename>
  *   X <pid> <exit_code as wait(2) status> <ktime>                   the last thread of a process exits
  */
 
-/** bpftrace's string size (BPFTRACE_MAX_STRLEN): one argument chunk, one cwd component. */
+/** bpftrace's string size (BPFTRACE_MAX_STRLEN): the filename. */
 export const STRLEN = 200;
-/** Argument chunks per exec: at most ARG_CHUNKS * STRLEN bytes of arguments, `truncArgs` beyond. */
-export const ARG_CHUNKS = 5;
+/** What one `buf()` prints: bpftrace 0.17 cuts buffers at 64 bytes whatever BPFTRACE_MAX_STRLEN says. */
+export const BUFLEN = 64;
+/** Argument chunks per exec: at most ARG_CHUNKS * BUFLEN bytes of arguments, `truncArgs` beyond. */
+export const ARG_CHUNKS = 8;
 /** Cwd components walked; a deeper cwd is marked incomplete (`errorCWD`). */
 export const CWD_DEPTH = 16;
 /** Offset of `struct vfsmount mnt` in `struct mount` (hlist_node, 2 pointers before it). */
@@ -43,32 +52,36 @@ export function processScript(): string {
   return `
 tracepoint:sched:sched_process_exec {
   $t = curtask; $m = $t->mm; $n = $m->arg_end - $m->arg_start;
-  printf("E %d %d %d %u %u %llu %llu %llu %llu\\n", pid, $t->real_parent->tgid, uid, $t->loginuid.val,
+  printf("E %d %llu %d %d %u %u %llu %llu %llu %llu\\n", pid, $t->self_exec_id, $t->real_parent->tgid, uid, $t->loginuid.val,
     $t->nsproxy->net_ns->ns.inum, cgroup, $t->start_boottime, nsecs, $n);
   $i = (uint64)0;
   while ($i < ${ARG_CHUNKS}) {
-    if ($i * ${STRLEN} >= $n) { break; }
-    $l = $n - $i * ${STRLEN}; if ($l > ${STRLEN}) { $l = ${STRLEN}; }
-    printf("A %d %r\\n", pid, buf(uptr($m->arg_start + $i * ${STRLEN}), $l));
+    if ($i * ${BUFLEN} >= $n) { break; }
+    $l = $n - $i * ${BUFLEN}; if ($l > ${BUFLEN}) { $l = ${BUFLEN}; }
+    printf("A %d %llu %r\\n", pid, $t->self_exec_id, buf(uptr($m->arg_start + $i * ${BUFLEN}), $l));
     $i++;
   }
-  $d = $t->fs->pwd.dentry; $vfs = $t->fs->pwd.mnt;
-  $rd = $t->fs->root.dentry; $rm = $t->fs->root.mnt;
-  $mnt = (struct mount *)((uint64)$vfs - ${MOUNT_MNT_OFFSET});
+}
+tracepoint:sched:sched_process_exec {
+  $t = curtask;
+  $d = $t->fs->pwd.dentry;
+  $mnt = (struct mount *)((uint64)$t->fs->pwd.mnt - ${MOUNT_MNT_OFFSET});
+  $rd = $t->fs->root.dentry;
+  $rm = (struct mount *)((uint64)$t->fs->root.mnt - ${MOUNT_MNT_OFFSET});
   $j = 0; $k = 0; $done = 0;
   while ($k < ${CWD_DEPTH + 4}) {
     $k++;
-    if ($d == $rd && $mnt == (struct mount *)((uint64)$rm - ${MOUNT_MNT_OFFSET})) { $done = 1; break; }
+    if ($d == $rd && $mnt == $rm) { $done = 1; break; }
     if ($d == $mnt->mnt.mnt_root) {
       if ($mnt == $mnt->mnt_parent) { $done = 1; break; }
       $d = $mnt->mnt_mountpoint; $mnt = $mnt->mnt_parent; continue;
     }
     if ($d == $d->d_parent) { $done = 1; break; }
     if ($j >= ${CWD_DEPTH}) { break; }
-    printf("C %d %r\\n", pid, buf($d->d_name.name, $d->d_name.len));
+    printf("C %d %llu %u %r\\n", pid, $t->self_exec_id, $d->d_name.len, buf($d->d_name.name, $d->d_name.len));
     $d = $d->d_parent; $j++;
   }
-  printf("B %d %d %d %s\\n", pid, $j, $done, str(args->filename));
+  printf("B %d %llu %d %d %s\\n", pid, $t->self_exec_id, $j, $done, str(args->filename));
 }
 tracepoint:syscalls:sys_enter_clone / args->clone_flags & 0x10000 / { @thread[tid] = 1; }
 tracepoint:syscalls:sys_enter_clone3 {
