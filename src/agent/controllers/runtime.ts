@@ -50,6 +50,8 @@ export class RuntimeController implements Controller, RuntimeSink {
   private readonly inodeOf = new Map<string, number>();
   private file: WriteStream | undefined;
   private readonly bootNs = bootTimeNs();
+  /** The device of namespace files (nsfs): a path bound to a namespace has it. */
+  private readonly nsfsDev = statSync("/proc/self/ns/net").dev;
 
   constructor(
     private readonly p: RuntimeParams,
@@ -93,7 +95,10 @@ export class RuntimeController implements Controller, RuntimeSink {
       let ino = this.inodeOf.get(path);
       if (ino === undefined) {
         try {
-          ino = Number(statSync(path).ino);
+          const st = statSync(path);
+          // While `ip netns add` runs, the path is an empty file not yet bound to the namespace.
+          if (st.dev !== this.nsfsDev) continue;
+          ino = Number(st.ino);
         } catch {
           continue; // being created or deleted
         }
