@@ -63,5 +63,8 @@ if (only.includes("layout")) child("./layout.js", flags);
 // The agent at cluster scale: 250 and 1,000 endpoints, 50,000 remote addresses (issue 10 item 6).
 if (want("scale")) child("./scale.js", flags);
 
+// Runtime events: exec-loop overhead of the process event source, records/s and losses (issue 15).
+if (want("runtime-events")) child("./runtime-events.js", flags);
+
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);

@@ -51,6 +51,8 @@ export const ERROR_CODES = {
   FLOW_FILTER_INVALID: "A flow filter or observe flag is invalid",
   FLOW_EXPORT_FAILED: "Flows could not be written to the export file",
   METRICS_SERVE_FAILED: "The metrics endpoint could not listen",
+  // runtime
+  RUNTIME_SOURCE_FAILED: "The process event source (bpftrace on tracepoints) could not start",
   // proxy
   CONNTRACK_FAILED: "A conntrack lookup over ctnetlink failed",
   PROXY_FAILED: "The node's L7 proxy process could not start or stopped answering",

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { EngineConfig } from "../policy/query.js";
 import type { Store } from "../store/store.js";
 import type { ObserverParams } from "./observer.js";
+import type { RuntimeParams } from "./controllers/runtime.js";
 
 export interface AgentParams {
   readonly store: Store;
@@ -43,4 +44,6 @@ export interface AgentParams {
     readonly metricsAddress?: string;
     readonly export?: ObserverParams["export"];
   };
+  /** Runtime events (process exec/exit per endpoint, Tetragon's JSON); absent = off. */
+  readonly runtime?: RuntimeParams;
 }

@@ -38,6 +38,7 @@ import { NodesController, type NodeKind } from "./controllers/nodes.js";
 import { PoliciesController, type ApplyReport } from "./controllers/policies.js";
 import { RemoteEndpointsController } from "./controllers/remote-endpoints.js";
 import { ServicesController } from "./controllers/services.js";
+import { RuntimeController } from "./controllers/runtime.js";
 import { Enforcer } from "./enforcer.js";
 import { flowLookup } from "./flow-lookup.js";
 import { identitiesView, ipcacheView, type IdentityView, type IpcacheView } from "./views.js";
@@ -73,6 +74,8 @@ export class Agent {
   readonly remoteEndpoints: RemoteEndpointsController;
   readonly cni: CniAttachments;
   readonly tracing: TracingPoliciesController; // TracingPolicies (controllers/tracing-policies.ts)
+  /** Runtime events of the node's processes (controllers/runtime.ts); undefined when off. */
+  runtime: RuntimeController | undefined;
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
   private readonly controllers: readonly Controller[];
 
@@ -191,6 +194,15 @@ export class Agent {
       // Before the first enforce: drops from the very first packet are seen.
       await this.observerRef.start();
     }
+    if (this.p.runtime) {
+      const registry = this.observerRef?.metrics.registry;
+      this.runtime = new RuntimeController(this.p.runtime, {
+        logger: this.p.logger,
+        endpoints: () => this.endpoints.list(),
+        ...(registry ? { registry } : {}),
+      });
+      await this.runtime.start();
+    }
     if (this.p.proxy) await this.startProxy(this.p.proxy, gw);
     const r = await this.enforcer.enforce();
     this.p.logger.info(
@@ -219,6 +231,7 @@ export class Agent {
     await this.proxyRef?.stop();
     await this.observerRef?.stop();
     await this.tracing.stop(); // detaches every TracingPolicy program: nothing kills without an agent
+    await this.runtime?.stop();
   }
 
   /**

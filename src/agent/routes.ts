@@ -21,6 +21,7 @@
  *   POST   /v1/flows           ObserveRequest  flows from the ring (one JSON array)
  *   POST   /v1/flows/follow    ObserveRequest  the backlog, then new flows (NDJSON stream)
  *   GET    /v1/flows/status                   ring counters (written, lost, ...)
+ *   POST   /v1/runtime/events[/follow], GET /v1/runtime/status   runtime events (api/runtime-routes.ts)
  *   POST   /v1/why             ObserveRequest  explain the latest matching drop, propose a fix
  *   POST|DELETE|GET /v1/tracingpolicies           TracingPolicy (api/tracing-routes.ts)
  *
@@ -52,6 +53,7 @@ import { PolicyChecker } from "./policy-check.js";
 import { remoteEndpointRoutes } from "./remote-endpoint-routes.js";
 import { cniRoutes } from "./api/cni-routes.js";
 import { tracingRoutes } from "./api/tracing-routes.js";
+import { runtimeRoutes } from "./api/runtime-routes.js";
 import type { PolicyResource } from "../policy/types.js";
 
 /** The body of a flows request: the filter the CLI compiled from its flags (checked when compiled). */
@@ -323,6 +325,7 @@ export function agentRoutes(agent: Agent): Route[] {
     ...remoteEndpointRoutes(agent.remoteEndpoints),
     ...cniRoutes(agent.cni), // membrane-cni: /v1/cni/... (api/cni-routes.ts)
     ...tracingRoutes(() => agent.tracing), // TracingPolicy: /v1/tracingpolicies (api/tracing-routes.ts)
+    ...runtimeRoutes(() => agent.runtime), // /v1/runtime/... (api/runtime-routes.ts)
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },
     { method: "GET", path: "/v1/ipcache", handler: () => agent.ipcache() },
     { method: "GET", path: "/v1/datapath/diff", handler: async () => ({ diff: await agent.datapathDiff() }) },

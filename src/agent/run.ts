@@ -36,6 +36,8 @@ export interface AgentOptions {
   readonly proxy?: AgentParams["proxy"];
   /** Watch a Kubernetes API (`--kubeconfig`) and feed its objects to the controllers; absent = off. */
   readonly k8s?: K8sOptions;
+  /** Runtime events (process exec/exit); absent = off. */
+  readonly runtime?: AgentParams["runtime"];
 }
 
 export interface RunningAgent {
@@ -66,6 +68,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     stateDir: o.stateDir,
     ...(o.observe ? { observe: o.observe } : {}),
     ...(o.proxy ? { proxy: o.proxy } : {}),
+    ...(o.runtime ? { runtime: o.runtime } : {}),
   });
   try {
     await agent.start();

@@ -18,6 +18,7 @@ import { endpointCommand } from "./commands/endpoint.js";
 import { getCommand } from "./commands/get.js";
 import { observeCommand } from "./commands/observe.js";
 import { policyCommand } from "./commands/policy.js";
+import { runtimeCommand } from "./commands/runtime.js";
 import { uninstallCommand } from "./commands/uninstall.js";
 import { versionCommand } from "./commands/version.js";
 import type { CliContext } from "./context.js";
@@ -35,6 +36,7 @@ Examples:
   $ membrane apply -f examples/policies/sw-l3-l4.yaml
   $ membrane get endpoints
   $ membrane observe --verdict DROPPED
+  $ membrane runtime events --endpoint default/deathstar
   $ membrane version
   $ membrane help policy test
 `;
@@ -57,6 +59,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(getCommand(ctx))
     .addCommand(datapathCommand(ctx))
     .addCommand(observeCommand(ctx))
+    .addCommand(runtimeCommand(ctx))
     .addCommand(uninstallCommand(ctx))
     .addCommand(versionCommand(ctx));
   applyToAll(program, (c) =>

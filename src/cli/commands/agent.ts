@@ -47,6 +47,8 @@ export function agentCommand(_ctx: CliContext): Command {
     .option("--export-file <path>", "also write flows as JSON lines to this file (rotated by size)")
     .option("--export-max-size <MiB>", "rotate the export file at this size", "10")
     .option("--export-max-backups <n>", "rotated export files to keep", "5")
+    .option("--runtime-events", "record process exec/exit per endpoint (bpftrace; `membrane runtime events`)")
+    .option("--runtime-export-file <path>", "also write runtime events as Tetragon JSON lines to this file")
     .option("--no-proxy", "run no L7 proxy: L7 rules (HTTP, DNS, Kafka, TLS) then drop what they cover")
     .option("--proxy-port <port>", "TCP port of the L7 proxy on the node's gateway addresses", "15001")
     .option(
@@ -147,6 +149,14 @@ Examples:
                       },
                     }
                   : {}),
+              },
+            }
+          : {}),
+        ...(o["runtimeEvents"] === true
+          ? {
+              runtime: {
+                nodeName: str("nodeName") ?? hostname(),
+                ...(str("runtimeExportFile") ? { exportPath: str("runtimeExportFile") as string } : {}),
               },
             }
           : {}),

@@ -51,6 +51,8 @@ export interface LabOptions {
   readonly proxy?: boolean;
   /** Watch a Kubernetes API (test/k8s: the recorded one). */
   readonly k8s?: AgentOptions["k8s"];
+  /** Record runtime events (process exec/exit, src/runtime). */
+  readonly runtime?: boolean;
 }
 
 export interface LabEndpoint {
@@ -92,6 +94,7 @@ export class AgentLab {
       logLevel: "info",
       resyncMs: 0,
       ...(o.k8s ? { k8s: o.k8s } : {}),
+      ...(o.runtime ? { runtime: { nodeName: prefix } } : {}),
       ...(o.proxy
         ? {
             // A short minimum TTL, so that expiry can be seen within a test.

@@ -1,0 +1,169 @@
+/**
+ * Runtime events of the node's processes (src/runtime), attributed to the
+ * endpoints they live in.
+ *
+ *   BpftraceSource --exec/fork/exit--> ProcessCache (+ /proc scan at start)
+ *        --process_exec / process_exit--> RuntimeRing (API, CLI) + RuntimeMetrics + JSON lines file
+ *   policy sensors (src/runtime/policy, enforce) --push(event)--> the same ring, metrics and file
+ *
+ * Attribution: a process belongs to the endpoint whose network namespace
+ * (inode of /proc/<pid>/ns/net, read in the kernel at exec) is the endpoint's;
+ * every other process is the host's (no pod). Inodes of endpoint namespaces are
+ * read once per namespace, when an event names an inode not known yet.
+ */
+import { createWriteStream, statSync, type WriteStream } from "node:fs";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import { Revisions, type Controller } from "../controller.js";
+import type { EndpointView } from "./endpoint-record.js";
+import { BpftraceSource } from "../../runtime/source/bpftrace.js";
+import { bootTimeNs } from "../../runtime/exec-id.js";
+import { ProcessCache } from "../../runtime/process-cache.js";
+import { scanProc } from "../../runtime/proc-scan.js";
+import { RuntimeMetrics } from "../../runtime/metrics.js";
+import { RuntimeRing, type RuntimeQuery } from "../../runtime/ring.js";
+import type { RuntimeEvent, RuntimeSink, TetragonPod, TetragonProcess } from "../../runtime/events.js";
+
+export interface RuntimeParams {
+  readonly nodeName: string;
+  readonly ringCapacity?: number;
+  /** Tetragon JSON lines appended here (absent = no file). */
+  readonly exportPath?: string;
+  /** Process records per second; beyond, dropped and counted (0 = no limit). */
+  readonly maxEventsPerSecond?: number;
+}
+
+export interface RuntimeControllerDeps {
+  readonly logger: Logger;
+  readonly endpoints: () => readonly EndpointView[];
+  readonly registry?: Registry;
+}
+
+export class RuntimeController implements Controller, RuntimeSink {
+  readonly name = "runtime";
+  readonly revisions = new Revisions();
+  readonly ring: RuntimeRing;
+  readonly metrics: RuntimeMetrics;
+  readonly cache: ProcessCache;
+  readonly source: BpftraceSource;
+  private readonly pods = new Map<number, TetragonPod>();
+  private readonly inodeOf = new Map<string, number>();
+  private file: WriteStream | undefined;
+  private readonly bootNs = bootTimeNs();
+  /** The device of namespace files (nsfs): a path bound to a namespace has it. */
+  private readonly nsfsDev = statSync("/proc/self/ns/net").dev;
+
+  constructor(
+    private readonly p: RuntimeParams,
+    private readonly d: RuntimeControllerDeps,
+  ) {
+    this.ring = new RuntimeRing(p.ringCapacity ?? 16_384);
+    this.metrics = new RuntimeMetrics(d.registry);
+    this.cache = new ProcessCache({ nodeName: p.nodeName, bootNs: this.bootNs, podOf: (n) => this.podOf(n) });
+    this.source = new BpftraceSource({
+      ...(p.maxEventsPerSecond !== undefined ? { maxEventsPerSecond: p.maxEventsPerSecond } : {}),
+      onRecord: (r) => {
+        if (r.kind === "fork") return this.cache.fork(r.pid, r.ppid, r.ktime);
+        if (r.kind === "exec") return this.push(this.event({ process_exec: this.cache.exec(r) }, r.ktime));
+        const exit = this.cache.exit(r.pid, r.code, r.ktime);
+        if (exit) this.push(this.event({ process_exit: exit }, r.ktime));
+      },
+      onDrop: (reason, n) => this.metrics.drop(reason, n),
+      onExit: (why) => {
+        this.revisions.fail(new Error(why));
+        d.logger.error({ err: why }, "runtime event source stopped");
+      },
+    });
+  }
+
+  private event(e: { process_exec: unknown } | { process_exit: unknown }, ktime: bigint): RuntimeEvent {
+    const ns = this.bootNs + ktime;
+    const time =
+      new Date(Number(ns / 1_000_000n)).toISOString().slice(0, 19) +
+      "." +
+      (ns % 1_000_000_000n).toString().padStart(9, "0") +
+      "Z";
+    return { ...e, node_name: this.p.nodeName, time } as RuntimeEvent;
+  }
+
+  /** The endpoint of a network namespace inode; undefined = the host. */
+  private podOf(netns: number): TetragonPod | undefined {
+    const known = this.pods.get(netns);
+    if (known) return known;
+    for (const ep of this.d.endpoints()) {
+      const path = ep.netns.startsWith("/") ? ep.netns : `/run/netns/${ep.netns}`;
+      let ino = this.inodeOf.get(path);
+      if (ino === undefined) {
+        try {
+          const st = statSync(path);
+          // While `ip netns add` runs, the path is an empty file not yet bound to the namespace.
+          if (st.dev !== this.nsfsDev) continue;
+          ino = Number(st.ino);
+        } catch {
+          continue; // being created or deleted
+        }
+        this.inodeOf.set(path, ino);
+      }
+      if (ino === netns) {
+        const pod: TetragonPod = {
+          namespace: ep.namespace,
+          name: ep.name,
+          pod_labels: { ...ep.labels },
+          workload: ep.name,
+        };
+        this.pods.set(netns, pod);
+        return pod;
+      }
+    }
+    return undefined;
+  }
+
+  async start(): Promise<void> {
+    if (this.p.exportPath) this.file = createWriteStream(this.p.exportPath, { flags: "a", mode: 0o600 });
+    await this.source.start(); // probes attached first: nothing starts unseen between scan and source
+    const n = await scanProc(this.cache, this.p.nodeName, this.bootNs);
+    this.revisions.realize(this.revisions.bump());
+    this.d.logger.info({ processes: n, source: this.source.pid }, "runtime events on");
+  }
+
+  async stop(): Promise<void> {
+    await this.source.stop();
+    await new Promise<void>((r) => (this.file ? this.file.end(r) : r()));
+  }
+
+  /** An endpoint's labels changed or it went away: attributions are made again. */
+  endpointsChanged(): void {
+    this.pods.clear();
+    this.inodeOf.clear();
+    this.cache.refreshPods();
+  }
+
+  push(e: RuntimeEvent): void {
+    this.ring.push(e);
+    this.metrics.observe(e);
+    this.file?.write(JSON.stringify(e) + "\n");
+  }
+
+  processOf(pid: number): { process: TetragonProcess; parent?: TetragonProcess } | undefined {
+    const e = this.cache.get(pid);
+    if (!e) return undefined;
+    const parent = this.cache.get(e.ppid);
+    return { process: e.process, ...(parent ? { parent: parent.process } : {}) };
+  }
+
+  read(q: RuntimeQuery): RuntimeEvent[] {
+    return this.ring.read(q);
+  }
+
+  status(): Record<string, number> {
+    return {
+      written: this.ring.written,
+      overwritten: this.ring.overwritten,
+      processes: this.cache.size,
+      lines: this.source.counts.lines,
+      malformed: this.source.counts.malformed,
+      lost: this.source.counts.lost,
+      rateLimited: this.source.counts.rateLimited,
+    };
+  }
+}

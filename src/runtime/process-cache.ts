@@ -1,0 +1,164 @@
+/**
+ * The process cache: pid -> the process as Tetragon describes it, with its
+ * parent's exec_id, fed by exec/fork/exit records and by a /proc scan at start
+ * (proc-scan.ts), and turning records into Tetragon events.
+ *
+ *   exec record --> new entry (flags "execve"), parent = entry of ppid  --> process_exec
+ *   fork record --> copy of the parent's entry (flags "clone")          --> (cache only)
+ *   exit record --> process_exit, entry kept a while among the exited (late children name it)
+ *   /proc scan  --> entries for processes started before the agent (flags "procFS"),
+ *                   never over an entry an event already made
+ *
+ * Bounded: at most `capacity` live entries (the oldest evicted, counted) and
+ * EXITED_KEEP exited ones.
+ */
+import { execId, exitStatus, ktimeToIso } from "./exec-id.js";
+import type { ExecRecord } from "./source/assemble.js";
+import type { ProcessExec, ProcessExit, TetragonPod, TetragonProcess } from "./events.js";
+
+export const EXITED_KEEP = 4096;
+
+export interface CacheEntry {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly ktime: bigint;
+  readonly netns: number;
+  readonly startBoottime: bigint;
+  readonly process: TetragonProcess;
+}
+
+export interface ProcessCacheParams {
+  readonly nodeName: string;
+  readonly bootNs: bigint;
+  /** The endpoint a network namespace (inode) belongs to; undefined = the host. */
+  readonly podOf: (netns: number) => TetragonPod | undefined;
+  readonly capacity?: number;
+}
+
+/** Tetragon's `arguments`: argv[1..] joined by spaces, an argument with a space quoted. */
+export function joinArguments(argv: readonly string[]): string {
+  return argv
+    .slice(1)
+    .map((a) => (/[\s"]/.test(a) || a === "" ? JSON.stringify(a) : a))
+    .join(" ");
+}
+
+export class ProcessCache {
+  private readonly live = new Map<number, CacheEntry>();
+  private readonly exited = new Map<number, CacheEntry>();
+  evicted = 0;
+
+  constructor(private readonly p: ProcessCacheParams) {}
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  get(pid: number): CacheEntry | undefined {
+    return this.live.get(pid) ?? this.exited.get(pid);
+  }
+
+  private put(e: CacheEntry): void {
+    this.live.delete(e.pid);
+    this.exited.delete(e.pid);
+    if (this.live.size >= (this.p.capacity ?? 65_536)) {
+      const oldest = this.live.keys().next().value;
+      if (oldest !== undefined) this.live.delete(oldest);
+      this.evicted++;
+    }
+    this.live.set(e.pid, e);
+  }
+
+  private withPod(netns: number, base: Omit<TetragonProcess, "pod">): TetragonProcess {
+    const pod = this.p.podOf(netns);
+    return pod ? { ...base, pod } : base;
+  }
+
+  exec(r: ExecRecord): ProcessExec {
+    const parent = this.get(r.ppid);
+    const flags = ["execve"];
+    if (r.argsTruncated) flags.push("truncArgs");
+    if (!r.cwdComplete) flags.push("errorCWD");
+    else if (r.cwd === "/") flags.push("rootcwd");
+    const process = this.withPod(r.netns, {
+      exec_id: execId(this.p.nodeName, r.ktime, r.pid),
+      pid: r.pid,
+      uid: r.uid,
+      cwd: r.cwd,
+      binary: r.binary,
+      arguments: joinArguments(r.argv),
+      flags: flags.join(" "),
+      start_time: ktimeToIso(r.ktime, this.p.bootNs),
+      auid: r.auid,
+      ...(parent ? { parent_exec_id: parent.process.exec_id } : {}),
+    });
+    this.put({
+      pid: r.pid,
+      ppid: r.ppid,
+      ktime: r.ktime,
+      netns: r.netns,
+      startBoottime: r.startBoottime,
+      process,
+    });
+    return { process, ...(parent ? { parent: parent.process } : {}) };
+  }
+
+  fork(pid: number, ppid: number, ktime: bigint): void {
+    const parent = this.get(ppid);
+    if (!parent) return; // an exec or the scan will name it
+    const process = this.withPod(parent.netns, {
+      ...parent.process,
+      exec_id: execId(this.p.nodeName, ktime, pid),
+      pid,
+      flags: "clone",
+      start_time: ktimeToIso(ktime, this.p.bootNs),
+      parent_exec_id: parent.process.exec_id,
+    });
+    this.put({ pid, ppid, ktime, netns: parent.netns, startBoottime: ktime, process });
+  }
+
+  /** A process's last thread exited; undefined when the cache never knew it. */
+  exit(pid: number, code: number, ktime: bigint): ProcessExit | undefined {
+    const e = this.live.get(pid);
+    if (!e) return undefined;
+    this.live.delete(pid);
+    this.exited.set(pid, e);
+    if (this.exited.size > EXITED_KEEP) {
+      const oldest = this.exited.keys().next().value;
+      if (oldest !== undefined) this.exited.delete(oldest);
+    }
+    const parent = this.get(e.ppid);
+    const s = exitStatus(code);
+    return {
+      process: e.process,
+      ...(parent ? { parent: parent.process } : {}),
+      ...(s.signal !== undefined ? { signal: s.signal } : {}),
+      status: s.status,
+      time: ktimeToIso(ktime, this.p.bootNs),
+    };
+  }
+
+  /** An entry from the /proc scan, unless an event made one already. */
+  seed(e: Omit<CacheEntry, "process"> & { process: Omit<TetragonProcess, "pod" | "parent_exec_id"> }): void {
+    if (this.live.has(e.pid)) return;
+    this.put({ ...e, process: this.withPod(e.netns, e.process) });
+  }
+
+  /** After the scan: parents named now that every scanned process is known. */
+  linkParents(): void {
+    for (const [pid, e] of this.live) {
+      if (e.process.parent_exec_id !== undefined) continue;
+      const parent = this.live.get(e.ppid);
+      if (parent)
+        this.live.set(pid, { ...e, process: { ...e.process, parent_exec_id: parent.process.exec_id } });
+    }
+  }
+
+  /** Pods are looked up again (an endpoint created after its processes were cached). */
+  refreshPods(): void {
+    for (const [pid, e] of this.live) {
+      const { pod: _old, ...rest } = e.process;
+      this.live.set(pid, { ...e, process: this.withPod(e.netns, rest) });
+    }
+  }
+}
