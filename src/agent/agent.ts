@@ -23,7 +23,8 @@ import { PolicyEngine } from "../policy/engine.js";
 import type { ServiceSpec } from "../policy/query.js";
 import type { PolicyRef, PolicyResource } from "../policy/types.js";
 import type { ProxyTarget } from "../datapath/types.js";
-import { ProxySupervisor } from "../proxy/runtime/supervisor.js";
+import type { ProxySupervisor } from "../proxy/runtime/supervisor.js";
+import { startProxySupervisor } from "./proxy-start.js";
 import { controllerStatus, type Controller, type ControllerDeps } from "./controller.js";
 import {
   EndpointsController,
@@ -38,7 +39,8 @@ import { NodesController, type NodeKind } from "./controllers/nodes.js";
 import { PoliciesController, type ApplyReport } from "./controllers/policies.js";
 import { RemoteEndpointsController } from "./controllers/remote-endpoints.js";
 import { ServicesController } from "./controllers/services.js";
-import { RuntimeController } from "./controllers/runtime.js";
+import type { RuntimeController } from "./controllers/runtime.js";
+import { startRuntime } from "./controllers/runtime-bridge.js";
 import { Enforcer } from "./enforcer.js";
 import { flowLookup } from "./flow-lookup.js";
 import { identitiesView, ipcacheView, type IdentityView, type IpcacheView } from "./views.js";
@@ -194,15 +196,13 @@ export class Agent {
       // Before the first enforce: drops from the very first packet are seen.
       await this.observerRef.start();
     }
-    if (this.p.runtime) {
-      const registry = this.observerRef?.metrics.registry;
-      this.runtime = new RuntimeController(this.p.runtime, {
-        logger: this.p.logger,
-        endpoints: () => this.endpoints.list(),
-        ...(registry ? { registry } : {}),
-      });
-      await this.runtime.start();
-    }
+    const registry = this.observerRef?.metrics.registry;
+    const deps = {
+      logger: this.p.logger,
+      endpoints: () => this.endpoints.list(),
+      ...(registry ? { registry } : {}),
+    };
+    this.runtime = await startRuntime(this.p.runtime, deps, this.tracing); // controllers/runtime-bridge.ts
     if (this.p.proxy) await this.startProxy(this.p.proxy, gw);
     const r = await this.enforcer.enforce();
     this.p.logger.info(
@@ -242,30 +242,13 @@ export class Agent {
     cfg: NonNullable<AgentParams["proxy"]>,
     gw: { ipv4: string; ipv6?: string },
   ): Promise<void> {
-    const ipv6 = gw.ipv6 && this.p.podCidr6 ? gw.ipv6 : undefined;
-    this.proxyRef = new ProxySupervisor({
-      ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
-      gid: cfg.gid,
-      config: {
-        ipv4: gw.ipv4,
-        ...(ipv6 ? { ipv6 } : {}),
-        l7Port: cfg.l7Port,
-        dnsPort: cfg.dnsPort,
-        ...(cfg.secretsDir !== undefined ? { secretsDir: cfg.secretsDir } : {}),
-        ...(cfg.uid !== undefined ? { uid: cfg.uid } : {}),
-      },
-      logger: this.p.logger,
+    const { supervisor, target } = startProxySupervisor({ ...this.p, logger: this.p.logger }, cfg, gw, {
       onL7: (event, src, dst) => this.observerRef?.pushL7(event, { src, dst }),
       onDnsAnswer: (_endpoint, name, ips, ttl) => this.names.answer(name, ips, ttl),
     });
-    await this.proxyRef.start();
-    this.proxyTarget = {
-      ipv4: gw.ipv4,
-      ...(ipv6 ? { ipv6 } : {}),
-      l7Port: cfg.l7Port,
-      dnsPort: cfg.dnsPort,
-      gid: cfg.gid,
-    };
+    this.proxyRef = supervisor;
+    await supervisor.start();
+    this.proxyTarget = target;
     this.names.start(cfg.dnsGcIntervalMs ?? DNS_GC_MS);
   }
 
