@@ -33,7 +33,7 @@ import { membersOf, type Members } from "./group-table.js";
 import { endpointChanges } from "./incremental-groups.js";
 import { DISPATCH_MAPS } from "./dispatch.js";
 import type { GroupPart } from "./policy-groups.js";
-import { mapSignature, type CompiledTable, type NftElement, type NftMap } from "./model.js";
+import { mapSignature, type CompiledTable, type NftMap } from "./model.js";
 import { asActual, lazyPlan, plan, type Plan } from "./plan.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import type { ElementOps } from "./nfnl/setelem.js";
