@@ -83,7 +83,8 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     throw e;
   }
   // After the API serves: the CNI plugin can make the endpoints the pods' labels are for.
-  const k8s = kube && o.k8s ? startK8sWatcher(kube, o.k8s, agent, [o.podCidr4, o.podCidr6], log) : undefined;
+  const k8s =
+    kube && o.k8s ? startK8sWatcher(kube, o.k8s, agent, [o.podCidr4, o.podCidr6], log, store) : undefined;
   return {
     agent,
     k8s,

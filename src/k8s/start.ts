@@ -1,5 +1,6 @@
 /** `membrane agent --kubeconfig FILE`: the watcher wired to a running agent. */
 import type { Logger } from "pino";
+import type { Store } from "../store/store.js";
 import { KubeApi, loadKubeConfig, type K8sApi } from "./api.js";
 import type { BackoffConfig } from "./reflector.js";
 import type { K8sSink } from "./sink.js";
@@ -25,12 +26,14 @@ export function startK8sWatcher(
   sink: K8sSink,
   podCidrs: readonly (string | undefined)[],
   logger: Logger,
+  store: Store,
 ): K8sWatcher {
   const w = new K8sWatcher({
     api,
     sink,
     logger,
     nodeName: o.nodeName,
+    store,
     podCidrs: podCidrs.filter((c): c is string => c !== undefined),
     ...(o.resyncMs !== undefined ? { resyncMs: o.resyncMs } : {}),
     ...(o.backoff ? { backoff: o.backoff } : {}),
