@@ -24,6 +24,7 @@ import { labelsOf, nodeAddresses, objectId } from "./translate.js";
 import { ServicesSync } from "./services-sync.js";
 import { NodeAddresses } from "./node-addresses.js";
 import type { Store } from "../store/store.js";
+import { k8sStatus, type K8sStatus } from "./status.js";
 
 export interface K8sWatcherParams {
   readonly api: K8sApi;
@@ -150,6 +151,11 @@ export class K8sWatcher {
     return Object.fromEntries(
       WATCHED.map((r, i) => [r.resource, { ...(this.reflectors[i]?.stats as ReflectorStats) }]),
     ) as Record<ResourceName, ReflectorStats>;
+  }
+
+  /** For the agent's status: failing resources, the last error, the credentials. */
+  status(): K8sStatus {
+    return k8sStatus(this.stats(), this.p.api.credentialsStatus?.());
   }
 
   /** A pod's labels as the watcher knows them (the CNI plugin's identity source). */
