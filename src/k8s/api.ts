@@ -59,6 +59,7 @@ export interface K8sApi {
     timeoutSeconds: number,
     cb: WatchCallback,
     done: (err?: unknown) => void,
+    opened?: () => void,
   ): Promise<AbortController>;
   /** Told of an HTTP 401 (an expired or rotated token): credentials are read again before the next request. */
   unauthorized?(why: string): void;
@@ -125,6 +126,7 @@ export class KubeApi implements K8sApi {
     timeoutSeconds: number,
     cb: WatchCallback,
     done: (err?: unknown) => void,
+    opened?: () => void,
   ): Promise<AbortController> {
     const url = this.url(path);
     url.searchParams.set("watch", "true");
@@ -143,6 +145,7 @@ export class KubeApi implements K8sApi {
       idleMs: (timeoutSeconds + 60) * 1000,
       cb,
       done,
+      ...(opened ? { opened } : {}),
     });
   }
 }

@@ -215,7 +215,6 @@ export class Reflector {
           timeout,
           (type, obj) => {
             if (over) return;
-            this.stats.consecutiveFailures = 0; // the stream works
             const objRv = resourceVersionOf(obj);
             if (type === "BOOKMARK") {
               this.stats.bookmarks++;
@@ -241,6 +240,7 @@ export class Reflector {
             );
           },
           (err) => resolve(err),
+          () => (this.stats.consecutiveFailures = 0), // the stream is open: the last failure is over
         )
         .then((c) => {
           if (over || this.stopped || this.relistDue) c.abort();

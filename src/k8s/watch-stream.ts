@@ -37,6 +37,8 @@ export interface WatchStreamParams {
   /** One event; a returned promise holds its bytes as pending until it settles. */
   readonly cb: (type: string, object: KObject) => Promise<void> | void;
   readonly done: (err?: unknown) => void;
+  /** The server answered 200: the stream is open. */
+  readonly opened?: () => void;
 }
 
 export function openWatch(p: WatchStreamParams): AbortController {
@@ -51,6 +53,7 @@ export function openWatch(p: WatchStreamParams): AbortController {
   };
   const req = mod.request(p.url, { ...p.opts, method: "GET", signal: ctl.signal }, (res) => {
     if (res.statusCode !== 200) return readError(res, p.path, finish);
+    p.opened?.();
     const lines = new LineReader(p.maxLineBytes);
     let pending = 0;
     let paused = false;
