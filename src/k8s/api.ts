@@ -17,7 +17,10 @@ import http from "node:http";
 import https from "node:https";
 import { MembraneError } from "../errors.js";
 import type { CredentialsStatus, KubeCredentials } from "./credentials.js";
+import { K8sHttpError, statusMessage } from "./http-error.js";
 import { openWatch, WATCH_LINE_MAX_BYTES, WATCH_PENDING_MAX_BYTES } from "./watch-stream.js";
+
+export { K8sHttpError } from "./http-error.js";
 
 /** A Kubernetes object as JSON (validated by whoever reads a field). */
 export type KObject = Record<string, unknown>;
@@ -26,20 +29,6 @@ export type KObject = Record<string, unknown>;
 export const LIST_PAGE_MAX_BYTES = 64 * 2 ** 20;
 /** Items per list page (the apiserver's chunking, as client-go's reflector asks). */
 export const LIST_PAGE_ITEMS = 500;
-
-/** An HTTP answer other than 200; `status` 410 means Gone (the resourceVersion or continue token expired). */
-export class K8sHttpError extends MembraneError {
-  constructor(
-    readonly status: number,
-    path: string,
-    why: string,
-  ) {
-    super(
-      "K8S_API_FAILED",
-      `Cannot read ${path} from the Kubernetes API: HTTP ${status}${why ? ` (${why})` : ""}`,
-    );
-  }
-}
 
 export interface ListPage {
   readonly items: KObject[];
@@ -189,14 +178,4 @@ function getBounded(url: URL, opts: https.RequestOptions, path: string): Promise
     );
     req.end();
   });
-}
-
-/** The message of a Status object, shortened (it is the server's text). */
-export function statusMessage(text: string): string {
-  try {
-    const m = (JSON.parse(text) as { message?: unknown }).message;
-    return typeof m === "string" ? m.slice(0, 200) : "";
-  } catch {
-    return "";
-  }
 }

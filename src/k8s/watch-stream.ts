@@ -18,7 +18,8 @@
 import http from "node:http";
 import https from "node:https";
 import { MembraneError } from "../errors.js";
-import { K8sHttpError, statusMessage, type KObject } from "./api.js";
+import type { KObject } from "./api.js";
+import { K8sHttpError, statusMessage } from "./http-error.js";
 
 /** A watch line at most (one object: etcd's own limit is 1.5 MiB by default). */
 export const WATCH_LINE_MAX_BYTES = 16 * 2 ** 20;
