@@ -363,6 +363,14 @@ export class Agent {
     return this.services.upsert(spec);
   }
 
+  deleteService(namespace: string, name: string): Promise<void> {
+    return this.services.delete(namespace, name);
+  }
+
+  deleteNodeAddress(ip: string): Promise<void> {
+    return this.nodes.deleteAddress(ip);
+  }
+
   // ---- views ---------------------------------------------------------------
 
   identities(): IdentityView[] {

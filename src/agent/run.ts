@@ -9,6 +9,7 @@ import { join } from "node:path";
 import pino, { type Logger } from "pino";
 import { kubeApi, startK8sWatcher, type K8sOptions } from "../k8s/start.js";
 import type { K8sWatcher } from "../k8s/watcher.js";
+import { withK8sStatus } from "../k8s/status.js";
 import { EmbeddedStore } from "../store/embedded.js";
 import { EtcdStore } from "../store/etcd.js";
 import type { Store } from "../store/store.js";
@@ -76,7 +77,9 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     await store.close().catch(() => undefined);
     throw e;
   }
-  const api = new ApiServer({ socketPath: o.socketPath, routes: agentRoutes(agent), logger: log });
+  let k8s: K8sWatcher | undefined = undefined; // set once the API serves (below)
+  const routes = withK8sStatus(agentRoutes(agent), () => k8s?.status());
+  const api = new ApiServer({ socketPath: o.socketPath, routes, logger: log });
   try {
     await api.start();
     agent.serving();
@@ -86,7 +89,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     throw e;
   }
   // After the API serves: the CNI plugin can make the endpoints the pods' labels are for.
-  const k8s = kube && o.k8s ? startK8sWatcher(kube, o.k8s, agent, [o.podCidr4, o.podCidr6], log) : undefined;
+  k8s = kube && o.k8s ? startK8sWatcher(kube, o.k8s, agent, [o.podCidr4, o.podCidr6], log, store) : undefined;
   return {
     agent,
     k8s,

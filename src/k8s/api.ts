@@ -1,19 +1,26 @@
 /**
  * The Kubernetes API as the watcher reads it: list (paginated, bounded) and
- * watch, authenticated by a KubeConfig from `@kubernetes/client-node`.
+ * watch (bounded lines), authenticated by a KubeConfig from
+ * `@kubernetes/client-node` with credentials kept fresh (credentials.ts).
  *
- *   KubeConfig --applyToHTTPSOptions--> GET <path>?limit=500&continue=...   (list, each page <= LIST_PAGE_MAX_BYTES)
- *              --Watch.watch---------> GET <path>?watch=true&resourceVersion=R&allowWatchBookmarks=true
+ *   KubeCredentials --apply--> GET <path>?limit=500&continue=...   (list, each page <= LIST_PAGE_MAX_BYTES)
+ *                   --apply--> GET <path>?watch=true&resourceVersion=R&allowWatchBookmarks=true
+ *                              (watch-stream.ts: each line <= WATCH_LINE_MAX_BYTES)
+ *   HTTP 401 on either --> credentials read again before the next request
  *
- * The list is ours (node:http/https with the KubeConfig's agent, CA, client
- * certificate and token), so that a page's size is bounded; the watch stream
- * is client-node's Watch. Objects stay plain JSON: they are validated by the
- * translation (translate.ts) and the agent's controllers, never trusted.
+ * Both requests are ours (node:http/https with the KubeConfig's agent, CA,
+ * client certificate and token), so that what a server sends is bounded.
+ * Objects stay plain JSON: they are validated by the translation
+ * (translate.ts) and the agent's controllers, never trusted.
  */
 import http from "node:http";
 import https from "node:https";
-import { KubeConfig, Watch } from "@kubernetes/client-node";
 import { MembraneError } from "../errors.js";
+import type { CredentialsStatus, KubeCredentials } from "./credentials.js";
+import { K8sHttpError, statusMessage } from "./http-error.js";
+import { openWatch, WATCH_LINE_MAX_BYTES, WATCH_PENDING_MAX_BYTES } from "./watch-stream.js";
+
+export { K8sHttpError } from "./http-error.js";
 
 /** A Kubernetes object as JSON (validated by whoever reads a field). */
 export type KObject = Record<string, unknown>;
@@ -23,27 +30,14 @@ export const LIST_PAGE_MAX_BYTES = 64 * 2 ** 20;
 /** Items per list page (the apiserver's chunking, as client-go's reflector asks). */
 export const LIST_PAGE_ITEMS = 500;
 
-/** An HTTP answer other than 200; `status` 410 means Gone (the resourceVersion or continue token expired). */
-export class K8sHttpError extends MembraneError {
-  constructor(
-    readonly status: number,
-    path: string,
-    why: string,
-  ) {
-    super(
-      "K8S_API_FAILED",
-      `Cannot read ${path} from the Kubernetes API: HTTP ${status}${why ? ` (${why})` : ""}`,
-    );
-  }
-}
-
 export interface ListPage {
   readonly items: KObject[];
   readonly resourceVersion: string;
   readonly continueToken: string | undefined;
 }
 
-export type WatchCallback = (type: string, object: KObject) => void;
+/** One watch event; a returned promise counts its bytes as pending until it settles (backpressure). */
+export type WatchCallback = (type: string, object: KObject) => Promise<void> | void;
 
 export interface K8sApi {
   listPage(path: string, continueToken: string | undefined): Promise<ListPage>;
@@ -54,45 +48,42 @@ export interface K8sApi {
     timeoutSeconds: number,
     cb: WatchCallback,
     done: (err?: unknown) => void,
+    opened?: () => void,
   ): Promise<AbortController>;
+  /** Told of an HTTP 401 (an expired or rotated token): credentials are read again before the next request. */
+  unauthorized?(why: string): void;
+  credentialsStatus?(): CredentialsStatus;
 }
 
-/** Reads a kubeconfig file; a missing or unreadable one is a clear error naming the file. */
-export function loadKubeConfig(file: string): KubeConfig {
-  const kc = new KubeConfig();
-  try {
-    kc.loadFromFile(file);
-  } catch (e) {
-    throw new MembraneError(
-      "CONFIG_INVALID",
-      `Cannot read kubeconfig ${file}: ${e instanceof Error ? e.message : String(e)}`,
-      {
-        hint: "Give --kubeconfig a kubeconfig file (kubectl config view --raw), or the service account's in-cluster one.",
-      },
-    );
-  }
-  if (!kc.getCurrentCluster()) {
-    throw new MembraneError("CONFIG_INVALID", `Cannot use kubeconfig ${file}: it names no current cluster`, {
-      hint: "Set current-context to a context whose cluster has a server.",
-    });
-  }
-  return kc;
+export interface KubeApiLimits {
+  readonly maxLineBytes?: number;
+  readonly maxPendingBytes?: number;
 }
 
 export class KubeApi implements K8sApi {
-  private readonly watcher: Watch;
+  constructor(
+    private readonly creds: KubeCredentials,
+    private readonly limits: KubeApiLimits = {},
+  ) {}
 
-  constructor(private readonly kc: KubeConfig) {
-    this.watcher = new Watch(kc);
+  unauthorized(why: string): void {
+    this.creds.invalidate(why);
+  }
+
+  credentialsStatus(): CredentialsStatus {
+    return this.creds.status();
+  }
+
+  private url(path: string): URL {
+    return new URL(this.creds.server.replace(/\/+$/, "") + path);
   }
 
   async listPage(path: string, continueToken: string | undefined): Promise<ListPage> {
-    const server = this.kc.getCurrentCluster()?.server ?? "";
-    const url = new URL(server.replace(/\/+$/, "") + path);
+    const url = this.url(path);
     url.searchParams.set("limit", String(LIST_PAGE_ITEMS));
     if (continueToken !== undefined) url.searchParams.set("continue", continueToken);
     const opts: https.RequestOptions = { method: "GET", headers: { accept: "application/json" } };
-    await this.kc.applyToHTTPSOptions(opts);
+    await this.creds.apply(opts);
     const body = await getBounded(url, opts, path);
     let doc: unknown;
     try {
@@ -118,21 +109,33 @@ export class KubeApi implements K8sApi {
     };
   }
 
-  watch(
+  async watch(
     path: string,
     resourceVersion: string,
     timeoutSeconds: number,
     cb: WatchCallback,
     done: (err?: unknown) => void,
+    opened?: () => void,
   ): Promise<AbortController> {
-    return this.watcher.watch(
+    const url = this.url(path);
+    url.searchParams.set("watch", "true");
+    url.searchParams.set("resourceVersion", resourceVersion);
+    url.searchParams.set("allowWatchBookmarks", "true");
+    url.searchParams.set("timeoutSeconds", String(timeoutSeconds));
+    const opts: https.RequestOptions = { headers: { accept: "application/json" } };
+    await this.creds.apply(opts);
+    return openWatch({
+      url,
+      opts,
       path,
-      { resourceVersion, allowWatchBookmarks: true, timeoutSeconds },
-      (type: string, obj: unknown) => {
-        if (typeof obj === "object" && obj !== null) cb(type, obj as KObject);
-      },
-      (err: unknown) => done(err ?? undefined),
-    );
+      maxLineBytes: this.limits.maxLineBytes ?? WATCH_LINE_MAX_BYTES,
+      maxPendingBytes: this.limits.maxPendingBytes ?? WATCH_PENDING_MAX_BYTES,
+      // The server ends the stream after timeoutSeconds and sends bookmarks meanwhile: silence past that is a dead peer.
+      idleMs: (timeoutSeconds + 60) * 1000,
+      cb,
+      done,
+      ...(opened ? { opened } : {}),
+    });
   }
 }
 
@@ -175,14 +178,4 @@ function getBounded(url: URL, opts: https.RequestOptions, path: string): Promise
     );
     req.end();
   });
-}
-
-/** The message of a Status object, shortened (it is the server's text). */
-function statusMessage(text: string): string {
-  try {
-    const m = (JSON.parse(text) as { message?: unknown }).message;
-    return typeof m === "string" ? m.slice(0, 200) : "";
-  } catch {
-    return "";
-  }
 }

@@ -7,14 +7,21 @@
  *   pod on another node, with IPs, not hostNetwork, not ended --> remoteEndpoints.upsert
  *   pod on this node without an endpoint yet (CNI not done)  --> nothing; labels kept for podLabels()
  *   addresses in this node's pod CIDRs are never remote (IPAM's, for local endpoints)
- *   pod deleted / ended / its addresses changed --> remoteEndpoints.delete of what it had
+ *   pod deleted / ended / its addresses changed / now on this node --> remoteEndpoints.delete of what it had
+ *
+ * The remote endpoints given are recorded (owned.ts: address -> pod): after a
+ * restart, the first list removes those of pods deleted while the agent was
+ * down. Left, such an address keeps its old identity, and a new pod that gets
+ * the address would be let in (or out) as the old one.
  */
 import type { Logger } from "pino";
 import { containsAddr, parsePrefix, type Prefix } from "../labels/cidr.js";
 import { workloadLabels } from "../labels/k8s.js";
 import type { RemoteEndpointSpec } from "../policy/query.js";
 import type { KObject } from "./api.js";
+import { Owned } from "./owned.js";
 import type { K8sSink } from "./sink.js";
+import type { Store } from "../store/store.js";
 import { podEndpointName } from "../labels/pod-name.js";
 import { idText, objectId, podInfo, type PodInfo } from "./translate.js";
 
@@ -24,17 +31,20 @@ export interface PodsSyncParams {
   /** This node's name in Kubernetes (spec.nodeName of its pods). */
   readonly nodeName: string;
   readonly podCidrs: readonly string[];
+  /** Where the remote endpoints given are recorded (absent: in memory only). */
+  readonly store?: Store;
 }
 
 export class PodsSync {
   /** Pods by "<ns>/<name>". */
   private readonly pods = new Map<string, PodInfo>();
-  /** Remote endpoint addresses this watcher registered -> the pod key. */
-  private readonly remote = new Map<string, string>();
+  /** Remote endpoint addresses given (by this run or, restored, by an earlier one) -> the pod key. */
+  private readonly remote: Owned;
   private readonly cidrs: Prefix[];
 
   constructor(private readonly p: PodsSyncParams) {
     this.cidrs = p.podCidrs.map((c) => parsePrefix(c)).filter((c): c is Prefix => c !== undefined);
+    this.remote = new Owned(p.store, p.nodeName, "remote-endpoints");
   }
 
   /** The labels of a pod the watcher knows (for the CNI plugin's identity), without the ignored ones. */
@@ -85,7 +95,13 @@ export class PodsSync {
     await this.labelLocal(info);
     const specs = this.remoteSpecs(info);
     const keep = new Set(specs.map((s) => s.ip));
-    await this.dropRemote([...this.remote].filter(([ip, k]) => k === key && !keep.has(ip)).map(([ip]) => ip));
+    await this.remote.load();
+    await this.dropRemote(
+      this.remote
+        .entries()
+        .filter(([ip, k]) => k === key && !keep.has(ip))
+        .map(([ip]) => ip),
+    );
     await this.addRemote(key, specs);
   }
 
@@ -97,11 +113,18 @@ export class PodsSync {
       return;
     }
     this.pods.delete(key);
-    await this.dropRemote([...this.remote].filter(([, k]) => k === key).map(([ip]) => ip));
+    await this.remote.load();
+    await this.dropRemote(
+      this.remote
+        .entries()
+        .filter(([, k]) => k === key)
+        .map(([ip]) => ip),
+    );
   }
 
-  /** A full list: one bulk upsert of every remote pod, one delete of what vanished. */
+  /** A full list: one delete of what vanished (also while the agent was down), one bulk upsert of the rest. */
   async replace(items: readonly KObject[]): Promise<void> {
+    await this.remote.load();
     this.pods.clear();
     const byIp = new Map<string, { key: string; spec: RemoteEndpointSpec }>();
     for (const o of items) {
@@ -111,16 +134,26 @@ export class PodsSync {
       this.pods.set(key, info);
       for (const s of this.remoteSpecs(info)) byIp.set(s.ip, { key, spec: s });
     }
-    await this.dropRemote([...this.remote.keys()].filter((ip) => !byIp.has(ip)));
+    await this.dropRemote(
+      this.remote
+        .entries()
+        .map(([ip]) => ip)
+        .filter((ip) => !byIp.has(ip)),
+    );
     if (byIp.size > 0) {
+      const entries = [...byIp].map(([ip, v]): [string, string] => [ip, v.key]);
       try {
+        await this.remote.set(entries);
         await this.p.sink.remoteEndpoints.upsert([...byIp.values()].map((v) => v.spec));
-        for (const [ip, v] of byIp) this.remote.set(ip, v.key);
       } catch (e) {
-        this.p.logger.error(
+        // One refused entry refuses the whole request: the others must not stay out, so one pod at a time.
+        this.p.logger.warn(
           { kind: "Pod", pods: byIp.size, err: String(e) },
-          "kubernetes pods: remote endpoints refused",
+          "kubernetes pods: remote endpoints refused in bulk; giving them one pod at a time",
         );
+        const byPod = new Map<string, RemoteEndpointSpec[]>();
+        for (const v of byIp.values()) (byPod.get(v.key) ?? byPod.set(v.key, []).get(v.key))?.push(v.spec);
+        for (const [key, specs] of byPod) await this.addRemote(key, specs);
       }
     }
     for (const info of this.pods.values()) await this.labelLocal(info);
@@ -150,8 +183,8 @@ export class PodsSync {
     if (specs.length === 0) return;
     const [namespace, name] = key.split("/");
     try {
+      await this.remote.set(specs.map((s): [string, string] => [s.ip, key]));
       await this.p.sink.remoteEndpoints.upsert(specs);
-      for (const s of specs) this.remote.set(s.ip, key);
     } catch (e) {
       this.p.logger.error(
         { kind: "Pod", namespace, name, err: String(e) },
@@ -164,7 +197,7 @@ export class PodsSync {
     if (ips.length === 0) return;
     try {
       await this.p.sink.remoteEndpoints.delete(ips);
-      for (const ip of ips) this.remote.delete(ip);
+      await this.remote.delete(ips);
     } catch (e) {
       this.p.logger.error(
         { kind: "Pod", ips: ips.length, err: String(e) },

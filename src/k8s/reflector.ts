@@ -6,7 +6,8 @@
  *   watch from R (bookmarks on) --upsert/delete--> sink  R follows every event and BOOKMARK
  *     stream closed by the server -----------> watch again from R
  *     410 Gone (ERROR event or HTTP 410) ----> list again (replace: what vanished is deleted)
- *     any other failure ---------------------> backoff (doubling, capped), then watch from R / list
+ *     401 Unauthorized ----------------------> api.unauthorized(): credentials read again, then as below
+ *     any other failure (an over-long line too) --> backoff (doubling, capped), then watch from R / list
  *     every resyncMs ------------------------> list again (replace), whatever happened
  *
  * Events reach the sink one at a time, in the order the server sent them;
@@ -46,6 +47,9 @@ export interface ReflectorStats {
   bookmarks: number;
   gone: number;
   failures: number;
+  /** Failures since the last list or watch that worked (0: healthy). */
+  consecutiveFailures: number;
+  lastError: { at: string; message: string } | undefined;
   resourceVersion: string | undefined;
 }
 
@@ -62,6 +66,8 @@ export class Reflector {
     bookmarks: 0,
     gone: 0,
     failures: 0,
+    consecutiveFailures: 0,
+    lastError: undefined,
     resourceVersion: undefined,
   };
   private stopped = false;
@@ -110,18 +116,18 @@ export class Reflector {
 
   private async run(): Promise<void> {
     let rv: string | undefined;
-    let failures = 0;
+    const st = this.stats;
     while (!this.stopped) {
       try {
         if (rv === undefined || this.relistDue) {
           this.relistDue = false;
           rv = await this.list();
-          failures = 0;
+          st.consecutiveFailures = 0;
         }
         const end = await this.watchOnce(rv);
-        rv = this.stats.resourceVersion ?? rv;
+        rv = st.resourceVersion ?? rv;
         if (end.kind === "gone") {
-          this.stats.gone++;
+          st.gone++;
           this.p.logger.info(
             { resource: this.what, resourceVersion: rv },
             "kubernetes watch: 410 Gone, listing again",
@@ -130,33 +136,39 @@ export class Reflector {
           continue;
         }
         if (end.kind === "closed" && (end.events > 0 || this.relistDue)) {
-          failures = 0;
+          st.consecutiveFailures = 0;
           continue;
         }
         if (this.stopped) break;
         // Failed, or closed without delivering anything: wait before trying again.
-        failures++;
-        this.stats.failures++;
-        if (end.kind === "failed")
-          this.p.logger.warn(
-            { resource: this.what, failures, err: errText(end.err) },
-            "kubernetes watch failed; retrying after backoff",
-          );
+        if (end.kind === "failed") this.failed("watch", end.err);
+        else {
+          st.failures++;
+          st.consecutiveFailures++;
+        }
       } catch (e) {
         if (e instanceof K8sHttpError && e.status === 410) {
           rv = undefined; // an expired continue token: list from the start
-          this.stats.gone++;
+          st.gone++;
           continue;
         }
-        failures++;
-        this.stats.failures++;
-        this.p.logger.warn(
-          { resource: this.what, failures, err: errText(e) },
-          "kubernetes list failed; retrying after backoff",
-        );
+        this.failed("list", e);
       }
-      await this.sleep(backoffMs(this.p.backoff, failures));
+      await this.sleep(backoffMs(this.p.backoff, st.consecutiveFailures));
     }
+  }
+
+  /** Counts, logs and shows a failure; a 401 makes the API read its credentials again. */
+  private failed(what: "list" | "watch", err: unknown): void {
+    this.stats.failures++;
+    const failures = ++this.stats.consecutiveFailures;
+    const message = errText(err);
+    this.stats.lastError = { at: new Date().toISOString(), message };
+    if (err instanceof K8sHttpError && err.status === 401) this.p.api.unauthorized?.(message);
+    this.p.logger.warn(
+      { resource: this.what, failures, err: message },
+      `kubernetes ${what} failed; retrying after backoff`,
+    );
   }
 
   /** Lists every page, hands the whole set over, returns the list's resourceVersion. */
@@ -188,8 +200,9 @@ export class Reflector {
     let gone = false;
     let over = false;
     let chain = Promise.resolve();
-    const enqueue = (ev: ReflectorEvent): void => {
+    const enqueue = (ev: ReflectorEvent): Promise<void> => {
       chain = chain.then(() => this.p.handle(ev));
+      return chain;
     };
     this.stats.watches++;
     const ended = new Promise<unknown>((resolve) => {
@@ -222,9 +235,12 @@ export class Reflector {
             events++;
             this.stats.events++;
             if (objRv) rv = objRv;
-            enqueue(type === "DELETED" ? { type: "delete", object: obj } : { type: "upsert", object: obj });
+            return enqueue(
+              type === "DELETED" ? { type: "delete", object: obj } : { type: "upsert", object: obj },
+            );
           },
           (err) => resolve(err),
+          () => (this.stats.consecutiveFailures = 0), // the stream is open: the last failure is over
         )
         .then((c) => {
           if (over || this.stopped || this.relistDue) c.abort();
@@ -239,7 +255,7 @@ export class Reflector {
     await chain;
     // The caller watches again from the newest version seen.
     this.stats.resourceVersion = rv;
-    if (gone || (err as { statusCode?: unknown } | undefined)?.statusCode === 410) return { kind: "gone" };
+    if (gone || (err instanceof K8sHttpError && err.status === 410)) return { kind: "gone" };
     if (err !== undefined && err !== null && !isAbort(err)) return { kind: "failed", err };
     return { kind: "closed", events };
   }

@@ -1,26 +1,41 @@
 /**
  * Services and EndpointSlices -> the services controller; the slices of
- * default/kubernetes -> kube-apiserver addresses (the nodes controller).
+ * default/kubernetes -> kube-apiserver addresses (node-addresses.ts).
  *
- *   Service upsert/delete, or a slice of it changes --> upsertService(spec of Service + its slices)
- *   Service deleted --> a spec with no selector and no addresses (selects nothing)
+ *   Service upsert, or a slice of it changes --> upsertService(spec of Service + its slices)
+ *   Service deleted (event, or gone from a list) --> deleteService
+ *
+ * The services given are recorded (owned.ts): after a restart, the first list
+ * of Services removes those deleted while the agent was down. Nothing is
+ * removed before that first list (the slices may be listed first).
  */
 import type { Logger } from "pino";
+import type { Store } from "../store/store.js";
 import type { KObject } from "./api.js";
+import { APISERVER_SOURCE, type NodeAddresses } from "./node-addresses.js";
+import { Owned } from "./owned.js";
 import type { K8sSink } from "./sink.js";
-import { emptyService, idText, objectId, serviceSpec, sliceInfo, type SliceInfo } from "./translate.js";
+import { idText, objectId, serviceSpec, sliceInfo, type SliceInfo } from "./translate.js";
 
 export class ServicesSync {
   private readonly services = new Map<string, KObject>();
   private readonly slices = new Map<string, SliceInfo>();
-  private readonly apiservers = new Set<string>();
   /** What was last given to the agent per service, to skip unchanged ones. */
   private readonly sent = new Map<string, string>();
+  private readonly owned: Owned;
+  /** Whether a list of Services came: only then does a service's absence mean it was deleted. */
+  private listed = false;
+  private slicesListed = false;
 
   constructor(
     private readonly sink: K8sSink,
     private readonly logger: Logger,
-  ) {}
+    private readonly addresses: NodeAddresses,
+    store: Store | undefined,
+    nodeName: string,
+  ) {
+    this.owned = new Owned(store, nodeName, "services");
+  }
 
   private slicesOf(key: string): SliceInfo[] {
     return [...this.slices.values()].filter((s) => `${s.namespace}/${s.service}` === key);
@@ -35,17 +50,20 @@ export class ServicesSync {
     const [namespace = "", name = ""] = key.split("/");
     const o = this.services.get(key);
     try {
-      const spec = o
-        ? serviceSpec(o, this.slicesOf(key))
-        : this.sent.has(key)
-          ? emptyService({ namespace, name })
-          : undefined;
-      if (!spec) return;
+      const spec = o ? serviceSpec(o, this.slicesOf(key)) : undefined;
+      if (!spec) {
+        // Deleted, gone from the list, or no longer one we give (ExternalName): forgotten.
+        if (!this.listed || (!this.sent.has(key) && !this.owned.has(key))) return;
+        await this.sink.deleteService(namespace, name);
+        this.sent.delete(key);
+        await this.owned.delete([key]);
+        return;
+      }
       const text = JSON.stringify(spec);
       if (this.sent.get(key) === text) return;
+      await this.owned.set([[key, ""]]);
       await this.sink.upsertService(spec);
-      if (o) this.sent.set(key, text);
-      else this.sent.delete(key);
+      this.sent.set(key, text);
     } catch (e) {
       this.logger.error(
         { kind: "Service", namespace, name, err: String(e) },
@@ -54,16 +72,11 @@ export class ServicesSync {
     }
   }
 
+  /** The API server's addresses: those of the default/kubernetes slices (after their first list). */
   private async pushApiservers(): Promise<void> {
-    for (const ip of this.slicesOf("default/kubernetes").flatMap((s) => s.ips)) {
-      if (this.apiservers.has(ip)) continue;
-      try {
-        await this.sink.setNodeAddress(ip, "kube-apiserver");
-        this.apiservers.add(ip);
-      } catch (e) {
-        this.logger.error({ kind: "EndpointSlice", ip, err: String(e) }, "kube-apiserver address refused");
-      }
-    }
+    if (!this.slicesListed) return;
+    const ips = this.slicesOf("default/kubernetes").flatMap((s) => s.ips);
+    await this.addresses.setSource(APISERVER_SOURCE, ips);
   }
 
   private key(kind: string, o: KObject): string | undefined {
@@ -90,13 +103,15 @@ export class ServicesSync {
   }
 
   async replaceServices(items: readonly KObject[]): Promise<void> {
-    const before = new Set(this.services.keys());
+    await this.owned.load();
+    const before = new Set([...this.services.keys(), ...this.owned.entries().map(([k]) => k)]);
     this.services.clear();
     for (const o of items) {
       const key = this.key("Service", o);
       if (key !== undefined) this.services.set(key, o);
     }
-    for (const key of new Set([...before, ...this.services.keys()])) await this.push(key);
+    this.listed = true;
+    for (const key of new Set([...before, ...this.services.keys()])) await this.pushService(key);
   }
 
   private readSlice(o: KObject): SliceInfo | undefined {
@@ -133,6 +148,8 @@ export class ServicesSync {
       this.slices.set(idText(s), s);
       touched.add(`${s.namespace}/${s.service}`);
     }
-    for (const key of touched) if (!key.endsWith("/")) await this.push(key);
+    this.slicesListed = true;
+    for (const key of touched) if (!key.endsWith("/")) await this.pushService(key);
+    await this.pushApiservers();
   }
 }

@@ -13,7 +13,9 @@ export interface K8sSink {
   deletePolicyRefs(refs: readonly PolicyRef[], file: string): Promise<unknown>;
   setNamespaceLabels(name: string, labels: Record<string, string>): Promise<void>;
   setNodeAddress(ip: string, kind: NodeKind): Promise<void>;
+  deleteNodeAddress(ip: string): Promise<void>;
   upsertService(spec: ServiceSpec): Promise<void>;
+  deleteService(namespace: string, name: string): Promise<void>;
   labelEndpoint(
     namespace: string,
     name: string,

@@ -196,11 +196,6 @@ export function serviceSpec(o: KObject, slices: readonly SliceInfo[]): ServiceSp
   return { ...base, ips: [...ips].sort() };
 }
 
-/** A service the cluster deleted: no selector, no addresses (the engine has no delete of a service yet). */
-export function emptyService(id: ObjectId): ServiceSpec {
-  return { name: id.name, namespace: id.namespace, ports: [], ips: [] };
-}
-
 /**
  * The policy document as `membrane apply` reads it: list items carry no
  * apiVersion/kind (the API server leaves them out), so the resource's are set.

@@ -5,9 +5,9 @@
  * validated, persisted and enforced exactly as `membrane apply` and friends.
  *
  *   apiserver --list/watch--> Reflector(namespaces)  --> setNamespaceLabels
- *                             Reflector(nodes)       --> setNodeAddress(remote-node)
+ *                             Reflector(nodes)       --> NodeAddresses: set/deleteNodeAddress(remote-node)
  *                             Reflector(pods)        --> PodsSync: endpoint labels | remote endpoints
- *                             Reflector(services, endpointslices) --> ServicesSync --> upsertService
+ *                             Reflector(services, endpointslices) --> ServicesSync --> upsert/deleteService
  *                             Reflector(networkpolicies, cnp, ccnp) --> PoliciesSync --> policies
  *
  * An object that fails validation is logged with its kind, namespace and
@@ -22,6 +22,9 @@ import { WATCHED, type ResourceName, type WatchedResource } from "./resources.js
 import type { K8sSink } from "./sink.js";
 import { labelsOf, nodeAddresses, objectId } from "./translate.js";
 import { ServicesSync } from "./services-sync.js";
+import { NodeAddresses } from "./node-addresses.js";
+import type { Store } from "../store/store.js";
+import { k8sStatus, type K8sStatus } from "./status.js";
 
 export interface K8sWatcherParams {
   readonly api: K8sApi;
@@ -33,6 +36,8 @@ export interface K8sWatcherParams {
   /** Relist every resource this often (ms); 0 = never. Default 10 minutes. */
   readonly resyncMs?: number;
   readonly backoff?: BackoffConfig;
+  /** The agent's store: what the watcher gave is recorded there, for the next run's first list. */
+  readonly store?: Store;
 }
 
 type Handlers = Record<"upsert" | "delete", (o: KObject) => Promise<void>> & {
@@ -45,15 +50,22 @@ export class K8sWatcher {
   private readonly reflectors: Reflector[] = [];
   private readonly pods: PodsSync;
   private readonly log: Logger;
-  /** Node addresses registered as remote-node (the nodes controller has no delete yet). */
-  private readonly nodeIps = new Set<string>();
+  private readonly nodes: NodeAddresses;
   /** Labels last given per namespace (a relist of unchanged namespaces changes nothing). */
   private readonly nsSent = new Map<string, string>();
 
   constructor(private readonly p: K8sWatcherParams) {
     this.log = p.logger.child({ component: "k8s" });
-    this.pods = new PodsSync({ sink: p.sink, logger: this.log, nodeName: p.nodeName, podCidrs: p.podCidrs });
-    const services = new ServicesSync(p.sink, this.log);
+    const store = p.store ? { store: p.store } : {};
+    this.pods = new PodsSync({
+      sink: p.sink,
+      logger: this.log,
+      nodeName: p.nodeName,
+      podCidrs: p.podCidrs,
+      ...store,
+    });
+    this.nodes = new NodeAddresses(p.sink, this.log, p.store, p.nodeName);
+    const services = new ServicesSync(p.sink, this.log, this.nodes, p.store, p.nodeName);
     const handlers = (r: WatchedResource): Handlers => {
       switch (r.resource) {
         case "namespaces":
@@ -64,9 +76,9 @@ export class K8sWatcher {
           };
         case "nodes":
           return {
-            upsert: (o) => this.node(o),
-            delete: async () => undefined,
-            replace: (items) => this.each(items, (o) => this.node(o)),
+            upsert: (o) => this.node(o, false),
+            delete: (o) => this.node(o, true),
+            replace: (items) => this.replaceNodes(items),
           };
         case "pods":
           return {
@@ -141,6 +153,11 @@ export class K8sWatcher {
     ) as Record<ResourceName, ReflectorStats>;
   }
 
+  /** For the agent's status: failing resources, the last error, the credentials. */
+  status(): K8sStatus {
+    return k8sStatus(this.stats(), this.p.api.credentialsStatus?.());
+  }
+
   /** A pod's labels as the watcher knows them (the CNI plugin's identity source). */
   podLabels(namespace: string, name: string): Record<string, string> | undefined {
     return this.pods.podLabels(namespace, name);
@@ -175,17 +192,26 @@ export class K8sWatcher {
   }
 
   /** Another node's addresses are remote-node; this node's own are the host's. */
-  private async node(o: KObject): Promise<void> {
+  private async node(o: KObject, deleted: boolean): Promise<void> {
     try {
       const n = nodeAddresses(o);
-      if (n.name === this.p.nodeName) return;
-      for (const ip of n.ips) {
-        if (this.nodeIps.has(ip)) continue;
-        await this.p.sink.setNodeAddress(ip, "remote-node");
-        this.nodeIps.add(ip);
-      }
+      await this.nodes.setSource(`node:${n.name}`, deleted || n.name === this.p.nodeName ? [] : n.ips);
     } catch (e) {
       this.refused("Node", o, e);
     }
+  }
+
+  /** A list of Nodes: the addresses of nodes gone (also while the agent was down) are forgotten. */
+  private async replaceNodes(items: readonly KObject[]): Promise<void> {
+    const wanted = new Map<string, string[]>();
+    for (const o of items) {
+      try {
+        const n = nodeAddresses(o);
+        if (n.name !== this.p.nodeName) wanted.set(`node:${n.name}`, n.ips);
+      } catch (e) {
+        this.refused("Node", o, e);
+      }
+    }
+    await this.nodes.replaceSources("node:", wanted);
   }
 }

@@ -25,7 +25,6 @@
 import { IdentityAllocator, type Identity, type IdentityAllocatorLike } from "../identity/allocator.js";
 import { ID } from "../identity/reserved.js";
 import { IPCache } from "../ipcache/ipcache.js";
-import { parseAddr } from "../labels/cidr.js";
 import { identityRelevant } from "../labels/k8s.js";
 import { MembraneError } from "../errors.js";
 import { normalizeName } from "./l7/fqdn.js";
@@ -33,10 +32,12 @@ import { decideFlow, explainFlow } from "./decide.js";
 import type { ResolvedService } from "./peer.js";
 import { SelectorCache } from "./selectorcache.js";
 import { proxySeesLookup } from "./dns-visibility.js";
-import { resolveDirection, type DirectionPolicy, type ResolveContext } from "./resolve.js";
+import { resolveDirection, type ResolveContext } from "./resolve.js";
 import { OutsideIdentities } from "./outside-identities.js";
 import { PolicyCache, policySignature } from "./policy-cache.js";
 import { Repository } from "./repository.js";
+import { hostPolicyOf, type HostPolicy } from "./host-policy.js";
+import { resolvePeerIn } from "./resolve-peer.js";
 import { resolveService } from "./service.js";
 import { EndpointTable, type RemoteEndpoint } from "./endpoint-table.js";
 import type { DnsAnswer, EndpointPolicy, EndpointRecord, ResolvedPeer, TraceResult } from "./engine-types.js";
@@ -55,6 +56,7 @@ import type { PolicyRef, PolicyResource, Rule } from "./types.js";
 
 export type { DnsAnswer, EndpointPolicy, EndpointRecord, ResolvedPeer, TraceResult } from "./engine-types.js";
 export type { EngineStats } from "./engine-types.js";
+export type NodeAddressKind = "host" | "remote-node" | "kube-apiserver";
 
 export class PolicyEngine {
   readonly config: EngineConfig;
@@ -70,7 +72,7 @@ export class PolicyEngine {
   private readonly policyCache: PolicyCache;
   /** CIDR and DNS-learned (FQDN) identities. */
   private readonly outside: OutsideIdentities;
-  private readonly nodeAddrs = new Map<string, number>();
+  private readonly nodeAddrs = new Map<string, NodeAddressKind>();
   private rev = 1;
   private regenerated = 0;
 
@@ -184,11 +186,30 @@ export class PolicyEngine {
     this.bump();
   }
 
-  setNodeAddress(ip: string, kind: "host" | "remote-node" | "kube-apiserver"): void {
+  /** Forgets a service (toServices rules naming it then select nothing); false when it was not known. */
+  deleteService(namespace: string, name: string): boolean {
+    const key = `${namespace}/${name}`;
+    this.serviceSpecs.delete(key);
+    if (!this.services.delete(key)) return false;
+    this.syncOutside();
+    this.policyCache.markChanged(this.cache.refreshAll());
+    this.bump();
+    return true;
+  }
+
+  setNodeAddress(ip: string, kind: NodeAddressKind): void {
     const id = kind === "host" ? ID.host : kind === "remote-node" ? ID.remoteNode : ID.kubeApiserver;
-    this.nodeAddrs.set(ip, id);
+    this.nodeAddrs.set(ip, kind);
     this.ipcache.setExact(ip, id, "node");
     this.bump();
+  }
+
+  /** Forgets a node address (an endpoint's entry for it is left alone); false when it was not known. */
+  deleteNodeAddress(ip: string): boolean {
+    if (!this.nodeAddrs.delete(ip)) return false;
+    if (this.ipcache.lookup(ip).entry?.source === "node") this.ipcache.deleteExact(ip);
+    this.bump();
+    return true;
   }
 
   /** DNS answers the node's DNS proxy let through: their addresses get FQDN identities. */
@@ -313,18 +334,9 @@ export class PolicyEngine {
   }
 
   /** The host's own ingress policy (host firewall rules), for traffic to the node. */
-  hostPolicy(): { ingress: DirectionPolicy; egress: DirectionPolicy } {
-    // The host is subject only to host-firewall (nodeSelector) rules: `always`
-    // applies to workload endpoints, as in Cilium without the host firewall.
-    const base = this.resolveContext();
-    const mode = this.config.policyEnforcementMode === "never" ? "never" : "default";
-    const ctx: ResolveContext = { ...base, config: { ...this.config, policyEnforcementMode: mode } };
-    const selecting = this.repo.hostRules();
-    const subject = { identity: this.allocator.get(ID.host) as Identity, namedPorts: [] };
-    return {
-      ingress: resolveDirection(ctx, subject, selecting, "ingress"),
-      egress: resolveDirection(ctx, subject, selecting, "egress"),
-    };
+  hostPolicy(): HostPolicy {
+    const host = this.allocator.get(ID.host) as Identity;
+    return hostPolicyOf(this.resolveContext(), this.repo.hostRules(), host);
   }
 
   listEndpoints(): readonly EndpointRecord[] {
@@ -357,9 +369,7 @@ export class PolicyEngine {
     const f = new PolicyEngine({ config: this.config });
     for (const [name, labels] of this.table.namespaceEntries()) f.setNamespace(name, labels);
     for (const s of this.serviceSpecs.values()) f.upsertService(s);
-    for (const [ip, id] of this.nodeAddrs) {
-      f.setNodeAddress(ip, id === ID.host ? "host" : id === ID.remoteNode ? "remote-node" : "kube-apiserver");
-    }
+    for (const [ip, kind] of this.nodeAddrs) f.setNodeAddress(ip, kind);
     for (const [ip, names] of this.outside.learned())
       for (const name of names) f.observeDns({ name, ips: [ip] });
     for (const ep of this.table.locals()) f.upsertEndpoint(ep.spec);
@@ -371,20 +381,10 @@ export class PolicyEngine {
   // ---- questions ---------------------------------------------------------
 
   resolvePeer(p: PeerRef): ResolvedPeer {
-    if (p.kind === "host") return { identity: this.identity(ID.host) as Identity, isHost: true };
-    if (p.kind === "endpoint") {
-      const ep = this.table.find(p.name, p.namespace);
-      const out = { identity: ep.identity, endpoint: ep, isHost: false };
-      return ep.spec.ips[0] !== undefined ? { ...out, ip: ep.spec.ips[0] } : out;
-    }
-    if (!parseAddr(p.ip)) throw new MembraneError("QUERY_INVALID", `Cannot use "${p.ip}" as an address`);
-    const { identity, entry } = this.ipcache.lookup(p.ip);
-    if (entry?.source === "endpoint") {
-      const ep = this.table.byAddress(p.ip);
-      if (ep) return { identity: ep.identity, endpoint: ep, isHost: false, ip: p.ip };
-    }
-    const ident = this.identity(identity) as Identity;
-    return { identity: ident, isHost: identity === ID.host, ip: p.ip };
+    return resolvePeerIn(
+      { table: this.table, ipcache: this.ipcache, identity: (id) => this.identity(id) },
+      p,
+    );
   }
 
   decide(q: FlowQuery): Decision {

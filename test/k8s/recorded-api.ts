@@ -15,7 +15,10 @@
  * One resourceVersion counter for the whole server, as etcd's revision.
  * The test drives it: add/modify/remove objects, bookmark(), compact(),
  * expireWatches() (ERROR 410 on open streams), dropStreams() (sockets cut),
- * refuse(n) (the next n requests get HTTP 500). Every request is recorded.
+ * refuse(n) (the next n requests get HTTP 500), acceptToken(t) (the bearer
+ * token it accepts from now on: a rotation, or the old token expiring),
+ * endlessLine(path, n) (a broken or hostile server: one line without end on
+ * every open watch of path). Every request is recorded.
  */
 import { execFileSync } from "node:child_process";
 import type http from "node:http";
@@ -73,10 +76,13 @@ export class RecordedApi {
   private readonly collections = new Map<string, Collection>();
   private server: https.Server | undefined;
   private cert = "";
+  /** The bearer token accepted (undefined: any). */
+  private token: string | undefined;
 
   constructor(
     readonly opts: { goneAs: "http" | "event"; pageSize?: number; token?: string } = { goneAs: "event" },
   ) {
+    this.token = opts.token;
     for (const [path, k] of Object.entries(KINDS)) {
       this.collections.set(path, {
         ...k,
@@ -125,8 +131,46 @@ export class RecordedApi {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
 
-  /** A kubeconfig naming this server, with a bearer token. */
-  async writeKubeconfig(file: string): Promise<void> {
+  /** From now on only `token` is accepted (HTTP 401 for any other, as for an expired one). */
+  acceptToken(token: string): void {
+    this.token = token;
+  }
+
+  /**
+   * Writes one line without end (no newline) on every open watch of `path`, in 64 KiB chunks, until
+   * `maxBytes` were written to each or the client closed the stream. Resolves with what happened.
+   */
+  async endlessLine(path: string, maxBytes: number): Promise<{ written: number; closedByClient: boolean }[]> {
+    const chunk = Buffer.alloc(64 * 1024, "a");
+    const pump = async (w: Watcher): Promise<{ written: number; closedByClient: boolean }> => {
+      let written = 0;
+      w.res.write('{"type":"ADDED","object":{"metadata":{"name":"');
+      while (written < maxBytes) {
+        if (w.res.destroyed || w.res.socket?.destroyed !== false) return { written, closedByClient: true };
+        written += chunk.length;
+        if (!w.res.write(chunk)) {
+          const closed = await new Promise<boolean>((r) => {
+            const t = setInterval(() => {
+              if (w.res.destroyed || w.res.socket?.destroyed !== false) {
+                clearInterval(t);
+                r(true);
+              }
+            }, 20);
+            w.res.once("drain", () => {
+              clearInterval(t);
+              r(false);
+            });
+          });
+          if (closed) return { written, closedByClient: true };
+        }
+      }
+      return { written, closedByClient: false };
+    };
+    return Promise.all([...this.coll(path).watchers].map(pump));
+  }
+
+  /** A kubeconfig naming this server, with a bearer token (or a token file, as a projected service-account token). */
+  async writeKubeconfig(file: string, o: { tokenFile?: string } = {}): Promise<void> {
     await writeFile(
       file,
       `apiVersion: v1
@@ -136,7 +180,7 @@ clusters:
   cluster: {server: "${this.url}", certificate-authority-data: "${Buffer.from(this.cert).toString("base64")}"}
 users:
 - name: membrane
-  user: {token: "${this.opts.token ?? "recorded-token"}"}
+  user: {${o.tokenFile !== undefined ? `tokenFile: "${o.tokenFile}"` : `token: "${this.opts.token ?? "recorded-token"}"`}}
 contexts:
 - name: recorded
   context: {cluster: recorded, user: membrane}
@@ -255,7 +299,7 @@ current-context: recorded
       send(500, status(500, "InternalError", "recorded: refused"));
       return;
     }
-    if (this.opts.token !== undefined && req.headers.authorization !== `Bearer ${this.opts.token}`) {
+    if (this.token !== undefined && req.headers.authorization !== `Bearer ${this.token}`) {
       send(401, status(401, "Unauthorized", "Unauthorized"));
       return;
     }

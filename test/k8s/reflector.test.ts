@@ -5,14 +5,17 @@
  * backoff. No agent here (watcher-agent.test.ts drives a real one).
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import pino from "pino";
-import { KubeApi, loadKubeConfig, type KObject } from "../../src/k8s/api.js";
+import { KubeApi, type KObject } from "../../src/k8s/api.js";
+import { KubeCredentials } from "../../src/k8s/credentials.js";
 import { backoffMs, Reflector, type ReflectorEvent } from "../../src/k8s/reflector.js";
 import { WATCHED } from "../../src/k8s/resources.js";
+import { k8sStatus } from "../../src/k8s/status.js";
+import { LineReader, WATCH_LINE_MAX_BYTES } from "../../src/k8s/watch-stream.js";
 import { RecordedApi } from "./recorded-api.js";
 
 const CNP = "/apis/cilium.io/v2/ciliumnetworkpolicies";
@@ -37,23 +40,27 @@ interface Rig {
   readonly refl: Reflector;
   /** The names the sink holds, as a consumer of replace/upsert/delete would. */
   readonly held: Set<string>;
+  readonly kube: KubeApi;
 }
 
 async function withRig(
   opts: ConstructorParameters<typeof RecordedApi>[0],
   f: (r: Rig) => Promise<void>,
   before?: (api: RecordedApi) => void,
+  rig: { tokenFile?: (dir: string) => Promise<string> } = {},
 ): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "membrane-k8s-"));
   const api = new RecordedApi(opts);
   await api.start();
+  const tokenFile = rig.tokenFile ? await rig.tokenFile(dir) : undefined;
   const events: ReflectorEvent[] = [];
   const held = new Set<string>();
   const name = (o: KObject): string => String((o["metadata"] as { name: string }).name);
   before?.(api);
-  await api.writeKubeconfig(join(dir, "kubeconfig"));
+  await api.writeKubeconfig(join(dir, "kubeconfig"), tokenFile !== undefined ? { tokenFile } : {});
+  const kube = new KubeApi(new KubeCredentials(join(dir, "kubeconfig")));
   const refl = new Reflector({
-    api: new KubeApi(loadKubeConfig(join(dir, "kubeconfig"))),
+    api: kube,
     resource,
     logger: pino({ level: "silent" }),
     resyncMs: 0,
@@ -69,7 +76,7 @@ async function withRig(
   });
   try {
     refl.start();
-    await f({ api, events, refl, held });
+    await f({ api, events, refl, held, kube });
   } finally {
     await refl.stop();
     await api.stop();
@@ -201,5 +208,87 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
     assert.ok(within(backoffMs(b, 4), 800));
     assert.ok(within(backoffMs(b, 9), 1000));
     assert.ok(within(backoffMs(b, 1e6), 1000));
+  });
+
+  test("a watch line without end is cut at its bound: the stream fails, and the reflector reconnects with backoff and goes on", async () => {
+    await withRig(
+      { goneAs: "event" },
+      async ({ api, held, refl }) => {
+        await refl.synced;
+        await until(() => api.openWatches(CNP) === 1, "the watch");
+        const sent = 4 * WATCH_LINE_MAX_BYTES;
+        const [r] = await api.endlessLine(CNP, sent);
+        assert.equal(r?.closedByClient, true, "the client closed the stream");
+        assert.ok((r?.written ?? sent) < sent, `cut after ${r?.written} of ${sent} bytes`);
+        await until(() => refl.stats.failures >= 1, "the failure counted");
+        assert.match(refl.stats.lastError?.message ?? "", /line is longer than 16777216 bytes/);
+        api.put(CNP, cnp("after"));
+        await until(() => held.has("after"), "the event after reconnecting");
+        assert.equal(refl.stats.lists, 1, "reconnected from its resourceVersion");
+      },
+      (api) => api.put(CNP, cnp("one")),
+    );
+  });
+
+  test("a watch line is read across chunks; one byte over the bound is refused", () => {
+    const r = new LineReader(8);
+    assert.deepEqual(
+      r.push(Buffer.from('{"a":1}\n{"b"')).map((b) => b.toString()),
+      ['{"a":1}'],
+    );
+    assert.deepEqual(
+      r.push(Buffer.from(":22}\n\n")).map((b) => b.toString()),
+      ['{"b":22}'],
+    );
+    assert.throws(() => r.push(Buffer.from("123456789")), /longer than 8 bytes/);
+    assert.deepEqual(
+      r.push(Buffer.from("12345678\n")).map((b) => b.toString()),
+      ["12345678"],
+    );
+  });
+
+  test("a rotated token file is read again for the next request; an expired token (401) shows in status, and is read again after backoff", async () => {
+    let file = "";
+    const rotate = async (token: string): Promise<void> => {
+      // As the kubelet does: the new file is written beside, then swapped in.
+      await writeFile(`${file}.new`, token);
+      await rename(`${file}.new`, file);
+    };
+    await withRig(
+      { goneAs: "event", token: "old" },
+      async ({ api, held, refl, kube }) => {
+        await refl.synced;
+        await until(() => api.openWatches(CNP) === 1, "the watch");
+        api.acceptToken("new");
+        await rotate("new");
+        api.dropStreams();
+        api.put(CNP, cnp("two"));
+        await until(() => held.has("two"), "the event with the rotated token");
+        assert.equal(api.requests.at(-1)?.authorization, "Bearer new");
+        // The server stops accepting the token before the file changes: 401, shown, retried with backoff.
+        api.acceptToken("newer");
+        api.dropStreams();
+        await until(() => /HTTP 401/.test(refl.stats.lastError?.message ?? ""), "the refused request");
+        const st = k8sStatus({ ciliumnetworkpolicies: refl.stats }, kube.credentialsStatus());
+        assert.equal(st.state, "failing");
+        assert.deepEqual(st.failing, ["ciliumnetworkpolicies"]);
+        assert.match(st.lastError?.message ?? "", /HTTP 401/);
+        assert.match(st.credentials?.lastError?.message ?? "", /HTTP 401/);
+        assert.ok(!JSON.stringify(st).includes("newer") && !JSON.stringify(st).includes('"new"'), "no token");
+        await rotate("newer");
+        api.put(CNP, cnp("three"));
+        await until(() => held.has("three"), "the event once the file holds the new token");
+        assert.equal(k8sStatus({ c: refl.stats }, kube.credentialsStatus()).state, "ok");
+        assert.ok((kube.credentialsStatus().reloads ?? 0) >= 2);
+      },
+      (api) => api.put(CNP, cnp("one")),
+      {
+        tokenFile: async (dir) => {
+          file = join(dir, "token");
+          await writeFile(file, "old\n");
+          return file;
+        },
+      },
+    );
   });
 });

@@ -41,4 +41,17 @@ export class NodesController implements Controller {
       await this.d.enforce();
     });
   }
+
+  /** Forgets a node address (one not known changes nothing). */
+  deleteAddress(ip: string): Promise<void> {
+    return this.d.serial(async () => {
+      if (parseAddr(ip) === undefined) {
+        throw new MembraneError("ENDPOINT_INVALID", `Cannot forget node address "${ip}": not an IP address`);
+      }
+      await this.d.store.delete(NODE_ADDRS_KEY + ip);
+      if (!this.d.engine().deleteNodeAddress(ip)) return;
+      this.revisions.bump();
+      await this.d.enforce();
+    });
+  }
 }

@@ -34,6 +34,18 @@ export class ServicesController implements Controller {
       await this.d.enforce();
     });
   }
+
+  /** Forgets a service (a service not known changes nothing). */
+  delete(namespace: string, name: string): Promise<void> {
+    return this.d.serial(async () => {
+      validateName(name, "service name");
+      validateName(namespace, "namespace");
+      await this.d.store.delete(`${SERVICES_KEY}${namespace}/${name}`);
+      if (!this.d.engine().deleteService(namespace, name)) return;
+      this.revisions.bump();
+      await this.d.enforce();
+    });
+  }
 }
 
 /** Checks everything before anything is stored or changed: a refused service changes nothing. */
