@@ -355,10 +355,7 @@ export class Agent {
     return this.nodes.setAddress(ip, kind);
   }
 
-  /**
-   * A service, for toServices rules: with a pod selector its backends are the
-   * pods it selects; without one, its `ips` (outside addresses). Persisted.
-   */
+  /** A service for toServices rules (backends: the pods it selects, else its `ips`); persisted. */
   upsertService(spec: ServiceSpec): Promise<void> {
     return this.services.upsert(spec);
   }
@@ -370,8 +367,6 @@ export class Agent {
   deleteNodeAddress(ip: string): Promise<void> {
     return this.nodes.deleteAddress(ip);
   }
-
-  // ---- views ---------------------------------------------------------------
 
   identities(): IdentityView[] {
     return identitiesView(this.engine, this.endpoints.all());
