@@ -45,12 +45,18 @@ async function traced(
   } finally {
     mon.kill();
   }
+  // A trace id comes from the packet's buffer address, which the kernel reuses: a "packet:" line starts a
+  // new packet even under an id seen before (two packets under one id looked like one packet, twice).
   const traces = new Map<string, string[]>();
+  const packetOf = new Map<string, string>();
   for (const line of out.split("\n")) {
     const m = /^trace id (\S+) inet (\S+) (.*)$/.exec(line);
     if (!m || m[2] !== table) continue;
     const id = m[1] as string;
-    traces.set(id, [...(traces.get(id) ?? []), m[3] as string]);
+    const rest = m[3] as string;
+    if (/^\S+ packet: /.test(rest) || !packetOf.has(id)) packetOf.set(id, `${id}#${traces.size}`);
+    const key = packetOf.get(id) as string;
+    traces.set(key, [...(traces.get(key) ?? []), rest]);
   }
   return traces;
 }
