@@ -68,13 +68,22 @@ export function readMetadata(doc: Fields, kind: PolicyKind): Metadata | undefine
     if (bad) nsVal.error(bad);
   }
   for (const [, v] of m.get("labels")?.entries() ?? []) if (v.kind !== "null") v.str();
-  let audit = false;
-  for (const [k, v] of m.get("annotations")?.entries() ?? []) {
-    const text = v.kind === "null" ? "" : v.str();
-    if (k !== AUDIT_ANNOTATION || text === undefined) continue;
-    if (text === "true") audit = true;
-    else if (text !== "false") v.error(`annotation ${AUDIT_ANNOTATION} must be "true" or "false"`);
-  }
+  const audit = booleanAnnotation(m, AUDIT_ANNOTATION);
   if (name === undefined || m.self.ctx.problems.length > before) return undefined;
   return { name, namespace, audit };
+}
+
+/**
+ * A "true"/"false" annotation of `metadata` (absent: false); any other value is an error at the
+ * annotation. Every annotation value is checked to be a string (Kubernetes' type for them).
+ */
+export function booleanAnnotation(metadata: Fields, key: string): boolean {
+  let on = false;
+  for (const [k, v] of metadata.get("annotations")?.entries() ?? []) {
+    const text = v.kind === "null" ? "" : v.str();
+    if (k !== key || text === undefined) continue;
+    if (text === "true") on = true;
+    else if (text !== "false") v.error(`annotation ${key} must be "true" or "false"`);
+  }
+  return on;
 }

@@ -17,6 +17,7 @@ import type { Fields, Problem, Val } from "../../policy/api/fields.js";
 import { Selector } from "../../labels/selector.js";
 import { scopeSubject, readSelector } from "../../policy/api/selector.js";
 import { checkLabelName, checkSubdomain } from "../../policy/api/names.js";
+import { booleanAnnotation } from "../../policy/api/metadata.js";
 import { readDocuments } from "../../policy/api/yaml-doc.js";
 import { readSelectors } from "./selectors.js";
 import { ALLOW_UNSAFE_KILL_ANNOTATION, safetyProblems } from "./safety.js";
@@ -266,14 +267,7 @@ function readMeta(
     if (bad) nsVal.error(bad);
   }
   for (const [, v] of m.get("labels")?.entries() ?? []) if (v.kind !== "null") v.str();
-  let allowUnsafeKill = false;
-  for (const [k, v] of m.get("annotations")?.entries() ?? []) {
-    const text = v.kind === "null" ? "" : v.str();
-    if (k !== ALLOW_UNSAFE_KILL_ANNOTATION || text === undefined) continue;
-    if (text === "true") allowUnsafeKill = true;
-    else if (text !== "false")
-      v.error(`annotation ${ALLOW_UNSAFE_KILL_ANNOTATION} must be "true" or "false"`);
-  }
+  const allowUnsafeKill = booleanAnnotation(m, ALLOW_UNSAFE_KILL_ANNOTATION);
   if (name === undefined || badName) return undefined;
   return { name, namespace, allowUnsafeKill };
 }
