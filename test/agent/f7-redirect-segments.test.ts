@@ -31,8 +31,9 @@ function ingressOf(policy: string): {
   assert.ok(ep);
   const table = compile(state);
   const elements = table.maps
-    .filter((m) => m.name.startsWith("e1_in_"))
+    .filter((m) => m.name.startsWith("g1_in_"))
     .flatMap((m) => m.elements.map((el) => `${m.name}: ${elementText(m, el)}`));
+  // The endpoint is the only member of its policy group g1 (policy-groups.ts).
   // The host's allow-all (allowLocalhost: always) is proto 0; only the rule's segments are compared.
   return { segments: ep.ingress.segments.filter((s) => s.proto !== 0), elements };
 }
@@ -56,7 +57,7 @@ describe("f7 compiled segments of L7 rules on a port range", () => {
     );
     const redirect = elements.filter((t) => t.includes("8080-8090"));
     assert.equal(redirect.length, 1, elements.join("\n"));
-    assert.match(redirect[0] as string, /6 \. 8080-8090 : goto e1_in_p\d+/);
+    assert.match(redirect[0] as string, /6 \. 8080-8090 : goto g1_in_p\d+/);
   });
 
   test("a Kafka rule and a serverNames rule on a range redirect the range too", () => {
