@@ -356,7 +356,12 @@ int main(void) {
       if (e) {
         header_end = (size_t)(e - ans.p) + 4;
         for (char *l = strstr(ans.p, "\r\n"); l && l < e; l = strstr(l + 2, "\r\n"))
-          if (!strncasecmp(l + 2, "content-length:", 15)) content_length = atoll(l + 17);
+          if (!strncasecmp(l + 2, "content-length:", 15)) {
+            /* Bounded like the answer itself: a larger length would make the sums below wrap. */
+            content_length = atoll(l + 17);
+            if (content_length < 0 || content_length > MAX_ANSWER)
+              unanswered(sc.socket, "the answer's Content-Length is not 0..16 MiB");
+          }
       }
     }
     if (header_end && content_length >= 0 && ans.n >= header_end + (size_t)content_length) break;

@@ -5,7 +5,7 @@
  * so an endpoint that is already as wanted costs zero kernel operations.
  */
 import { runRaw } from "./exec.js";
-import { inNetns } from "./rtnl.js";
+import { inNetns, isNetnsName } from "./rtnl.js";
 
 export interface LinkState {
   readonly up: boolean;
@@ -77,7 +77,6 @@ export async function readNetnsState(netns: string | undefined, dev?: string): P
 
 /** What readNetnsState asks `ip -j -batch` (three JSON lines). */
 const STATE_QUERY = "addr show\nroute show\nroute show table all root ::/0 type unicast\n";
-const NETNS_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /**
  * readNetnsState for many namespaces from ONE process spawned by Node: an
@@ -88,7 +87,7 @@ const NETNS_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
  * namespace that cannot be read reads as empty, as with readNetnsState.
  */
 export async function readNetnsStates(netnses: readonly string[]): Promise<Map<string, NetnsState>> {
-  const bad = netnses.find((n) => !NETNS_NAME.test(n));
+  const bad = netnses.find((n) => !isNetnsName(n));
   if (bad !== undefined) throw new Error(`readNetnsStates: ${JSON.stringify(bad)} is not a namespace name`);
   const script = netnses
     .map(

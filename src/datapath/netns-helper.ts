@@ -23,10 +23,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 import { MembraneError } from "../errors.js";
-import { netnsPath } from "./rtnl.js";
+import { isNetnsName, netnsPath } from "./rtnl.js";
 
 const TIMEOUT_MS = 30_000;
-const NAME = /^[A-Za-z0-9_.-]{1,200}$/;
 /** What an `ip -batch` line may hold: words, addresses, prefixes (planEndpoint's lines). */
 const LINE = /^[A-Za-z0-9 _.:/-]{0,500}$/;
 
@@ -155,10 +154,10 @@ export function closeNetnsHelper(): void {
 }
 
 function checkName(netns: string, what: string): void {
-  if (!NAME.test(netns)) {
+  if (!isNetnsName(netns)) {
     throw new MembraneError(
       "NETNS_FAILED",
-      `Cannot create netns for ${what}: ${JSON.stringify(netns.slice(0, 80))} is not 1-200 of [A-Za-z0-9_.-]`,
+      `Cannot create netns for ${what}: ${JSON.stringify(netns.slice(0, 80))} is not 1-200 of [A-Za-z0-9_.-] starting with neither "-" nor "."`,
     );
   }
 }

@@ -55,6 +55,14 @@ const u32 = (n: number): Buffer => {
   return b;
 };
 
+/**
+ * A network namespace name that is safe as a file under /run/netns and as a word in the
+ * shell scripts the helpers run (netns-helper.ts, endpoint-state.ts): 1-200 of
+ * [A-Za-z0-9_.-], not starting with "-" (an option to `ip`) or "." ("." and ".." are
+ * directories).
+ */
+export const isNetnsName = (s: string): boolean => /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$/.test(s);
+
 /** The namespace file of a named namespace, or of this process's own when absent. */
 export function netnsPath(netns: string | undefined): string {
   return netns === undefined ? "/proc/self/ns/net" : `/run/netns/${netns}`;

@@ -187,8 +187,8 @@ describe("the native membrane-cni shim answers as the Node plugin (real agent so
     }
   });
 
-  test("an agent that takes the request and dies, or never answers (timeoutSeconds 1): 11, never sent twice", async () => {
-    for (const mode of ["close", "silent"] as const) {
+  test("an agent that takes the request and dies, never answers (timeoutSeconds 1), or claims a huge answer: 11, never sent twice", async () => {
+    for (const mode of ["close", "silent", "huge"] as const) {
       const path = join(dir, `${mode}.sock`);
       let connections = 0;
       const held: import("node:net").Socket[] = [];
@@ -198,6 +198,11 @@ describe("the native membrane-cni shim answers as the Node plugin (real agent so
         s.once("data", () => {
           if (mode === "close")
             s.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\nMembrane-Cni-Exit: 0\r\n\r\n{");
+          // A length whose sum with the header's overflows: before, the shim wrote memory past its buffer.
+          if (mode === "huge")
+            s.end(
+              "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551000\r\nMembrane-Cni-Exit: 0\r\n\r\n{}",
+            );
         });
       });
       await new Promise<void>((r) => srv.listen(path, r));
@@ -209,7 +214,14 @@ describe("the native membrane-cni shim answers as the Node plugin (real agent so
         assert.equal(out.status, 1, mode);
         const e = JSON.parse(out.stdout) as { code: number; details: string; cniVersion: string };
         assert.deepEqual([e.code, e.cniVersion], [11, "1.1.0"], out.stdout);
-        assert.match(e.details, mode === "close" ? /closed in the middle/ : /no answer within/);
+        assert.match(
+          e.details,
+          {
+            close: /closed in the middle/,
+            silent: /no answer within/,
+            huge: /Content-Length is not 0\.\.16 MiB/,
+          }[mode],
+        );
         assert.equal(connections, 1);
       } finally {
         for (const s of held) s.destroy();

@@ -49,7 +49,14 @@ describe("namespace helper shell (root)", { skip: skip ?? false }, () => {
 
   test("names and lines that could add script are refused, naming what is wrong; nothing is made", async () => {
     await withPrefix(async (prefix) => {
-      for (const bad of [`${prefix}-a b`, `${prefix}-a'`, `${prefix}-$(id)`, `${prefix}-a\nb`]) {
+      for (const bad of [
+        `${prefix}-a b`,
+        `${prefix}-a'`,
+        `${prefix}-$(id)`,
+        `${prefix}-a\nb`,
+        `-${prefix}`,
+        "..",
+      ]) {
         await assert.rejects(addNetns(bad, "endpoint x"), (e: Error) => {
           assert.match(e.message, /Cannot create netns for endpoint x: .* is not 1-200 of/);
           return true;
