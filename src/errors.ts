@@ -43,6 +43,9 @@ export const ERROR_CODES = {
   AGENT_UNREACHABLE: "The agent could not be reached",
   CONFIG_INVALID: "The configuration is invalid",
   CNI_REQUEST_INVALID: "A CNI runtime's call to membrane-cni is invalid or cannot be served",
+  // cluster
+  CLUSTER_INVALID: "A cluster-mode setting or cluster record is invalid",
+  CLUSTER_UNAVAILABLE: "The cluster store cannot be reached or refused this node",
   // k8s
   K8S_API_FAILED:
     "The Kubernetes API could not be read (refused, unreachable, or an answer Membrane cannot read)",

@@ -151,6 +151,12 @@ export class EmbeddedStore implements Store {
     try {
       this.usable();
       validateTxn(req);
+      if (req.ops.some((op) => op.type === "put" && op.lease !== undefined)) {
+        throw new MembraneError(
+          "STORE_FAILED",
+          "Cannot attach a key to a lease in the embedded store: leases exist only in etcd (cluster mode)",
+        );
+      }
     } catch (e) {
       return Promise.reject(e);
     }

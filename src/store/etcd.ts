@@ -31,6 +31,25 @@ export interface EtcdStoreParams {
   prefix?: string;
   /** How long to wait for a connection before a call fails (default 5 s). */
   dialTimeoutMs?: number;
+  /** TLS to etcd (https:// endpoints): the CA that signed etcd's certificate, and this client's certificate and key (PEM). */
+  tls?: { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
+  /** etcd password authentication (when client certificates are not used to name the user). */
+  auth?: { readonly username: string; readonly password: string };
+}
+
+/**
+ * A lease granted by etcd (cluster mode): keys put with `lease: id` are deleted when it expires.
+ * Kept alive in the background (every ttl/3) until `revoke()` or `release()`; `onLost` runs once
+ * when keep-alives have failed for longer than the TTL (the keys are then gone, or about to be).
+ */
+export interface StoreLease {
+  /** The lease ID as etcd's decimal string (for TxnOp.lease). */
+  readonly id: string;
+  readonly ttlSeconds: number;
+  /** Revokes the lease: etcd deletes every key attached to it at once. */
+  revoke(): Promise<void>;
+  /** Stops the keep-alives without revoking (the keys live until the TTL runs out). */
+  release(): void;
 }
 
 /** The smallest key greater than every key that starts with `p` (etcd's range_end for a prefix). */
@@ -54,6 +73,16 @@ export class EtcdStore implements Store {
     this.client = new Etcd3({
       hosts: [...p.endpoints],
       dialTimeout: p.dialTimeoutMs ?? 5000,
+      ...(p.tls
+        ? {
+            credentials: {
+              rootCertificate: p.tls.ca,
+              ...(p.tls.key ? { privateKey: p.tls.key } : {}),
+              ...(p.tls.cert ? { certChain: p.tls.cert } : {}),
+            },
+          }
+        : {}),
+      ...(p.auth ? { auth: { username: p.auth.username, password: p.auth.password } } : {}),
       // Lists of many large values exceed gRPC's 4 MiB default.
       grpcOptions: { "grpc.max_receive_message_length": 256 << 20 },
     });
@@ -130,7 +159,13 @@ export class EtcdStore implements Store {
     return this.call("run a transaction", async () => {
       const success: IRequestOp[] = req.ops.map((op) =>
         op.type === "put"
-          ? { request_put: { key: this.k(op.key), value: Buffer.from(op.value, "utf8") } }
+          ? {
+              request_put: {
+                key: this.k(op.key),
+                value: Buffer.from(op.value, "utf8"),
+                ...(op.lease !== undefined ? { lease: op.lease } : {}),
+              },
+            }
           : { request_delete_range: { key: this.k(op.key) } },
       );
       const r = await this.client.kv.txn({
@@ -184,6 +219,42 @@ export class EtcdStore implements Store {
       });
       return async () => {
         await w.cancel().catch(() => undefined);
+      };
+    });
+  }
+
+  /** Grants a lease of `ttlSeconds` (kept alive until revoked or released); see StoreLease. */
+  async grantLease(ttlSeconds: number, onLost: (err: Error) => void): Promise<StoreLease> {
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 2) {
+      throw new MembraneError(
+        "STORE_FAILED",
+        `Cannot grant an etcd lease of ${ttlSeconds} s: the TTL must be an integer >= 2`,
+      );
+    }
+    return this.call(`grant a lease of ${ttlSeconds} s`, async () => {
+      const lease = this.client.lease(ttlSeconds, { autoKeepAlive: true });
+      let lost = false;
+      lease.on("lost", (err) => {
+        if (lost) return;
+        lost = true;
+        onLost(
+          new MembraneError("STORE_FAILED", `The etcd lease of this node expired: ${err.message}`, {
+            cause: err,
+          }),
+        );
+      });
+      const id = await lease.grant();
+      return {
+        id,
+        ttlSeconds,
+        revoke: async () => {
+          lost = true;
+          await this.call("revoke a lease", () => lease.revoke());
+        },
+        release: () => {
+          lost = true;
+          lease.release();
+        },
       };
     });
   }

@@ -42,7 +42,16 @@ export interface TxnCompare {
 }
 
 export type TxnOp =
-  | { readonly type: "put"; readonly key: string; readonly value: string }
+  | {
+      readonly type: "put";
+      readonly key: string;
+      readonly value: string;
+      /**
+       * etcd only (cluster mode): attach the key to this lease (StoreLease.id), so that it is
+       * deleted when the lease expires. The embedded store refuses it.
+       */
+      readonly lease?: string;
+    }
   | { readonly type: "delete"; readonly key: string };
 
 export interface TxnRequest {
