@@ -1,0 +1,99 @@
+// A real etcd for the cluster-identity tests (minimal; H3's test/cluster/etcd.ts is the shared one):
+// loopback, random free ports, a temp data dir; stop() and start() again keep the data (an etcd restart).
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { EtcdStore } from "../../src/store/etcd.js";
+
+export function etcdBinary(): string | undefined {
+  for (const dir of (process.env["PATH"] ?? "").split(":")) {
+    const p = join(dir, "etcd");
+    if (dir !== "" && existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const addr = srv.address();
+  await new Promise<void>((r) => srv.close(() => r()));
+  if (addr === null || typeof addr === "string") throw new Error("no port");
+  return addr.port;
+}
+
+export const silent = pino({ level: "silent" });
+
+export class TestEtcd {
+  private proc: ChildProcess | undefined;
+  private stderr = "";
+  readonly dataDir = mkdtempSync(join(tmpdir(), "membrane-id-etcd-"));
+  endpoint = "";
+  private peerUrl = "";
+
+  async start(): Promise<void> {
+    if (this.endpoint === "") {
+      this.endpoint = `http://127.0.0.1:${await freePort()}`;
+      this.peerUrl = `http://127.0.0.1:${await freePort()}`;
+    }
+    const proc = spawn(
+      etcdBinary() ?? "etcd",
+      [
+        "--name=id-test",
+        `--data-dir=${join(this.dataDir, "data")}`,
+        `--listen-client-urls=${this.endpoint}`,
+        `--advertise-client-urls=${this.endpoint}`,
+        `--listen-peer-urls=${this.peerUrl}`,
+        `--initial-advertise-peer-urls=${this.peerUrl}`,
+        `--initial-cluster=id-test=${this.peerUrl}`,
+        "--log-level=error",
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    this.proc = proc;
+    proc.stderr?.on("data", (d: Buffer) => (this.stderr += d.toString()));
+    const deadline = Date.now() + 30_000; // a safety net, not a measure
+    for (;;) {
+      const s = this.store("probe/");
+      try {
+        await s.revision();
+        return;
+      } catch (e) {
+        if (Date.now() > deadline || proc.exitCode !== null)
+          throw new Error(`etcd did not start: ${(e as Error).message}\n${this.stderr}`);
+        await new Promise((r) => setTimeout(r, 200));
+      } finally {
+        await s.close();
+      }
+    }
+  }
+
+  store(prefix: string): EtcdStore {
+    return new EtcdStore({ endpoints: [this.endpoint], logger: silent, prefix, dialTimeoutMs: 1000 });
+  }
+
+  /** Stops etcd (SIGTERM, as systemd would); the data dir stays. */
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once("exit", r));
+    p.kill("SIGTERM");
+    await exited;
+  }
+
+  async destroy(): Promise<void> {
+    try {
+      const p = this.proc;
+      if (p && p.exitCode === null) {
+        const exited = new Promise((r) => p.once("exit", r));
+        p.kill("SIGKILL");
+        await exited;
+      }
+    } finally {
+      rmSync(this.dataDir, { recursive: true, force: true });
+    }
+  }
+}
