@@ -8,11 +8,24 @@
  * identities are fixed and never allocated. Allocations are reference
  * counted; `snapshot`/`restore` let a store persist them so that an identity
  * keeps its number across agent restarts and across nodes.
+ *
+ * Cluster mode: `clusterNumber` says which number the cluster gave a label set
+ * (decided elsewhere, asynchronously, before the engine asks). A label set it
+ * has no number for yet gets the reserved `init` identity (Cilium's "identity
+ * not resolved yet": the policy core puts it in default deny both ways) and is
+ * listed by `takePending()` until a later allocate finds its number.
  */
 import { MembraneError } from "../errors.js";
 import type { LabelSet } from "../labels/label.js";
 import type { Prefix } from "../labels/cidr.js";
-import { CLUSTER_ID_MAX, CLUSTER_ID_MIN, LOCAL_ID_MAX, LOCAL_ID_MIN, RESERVED_LABELS } from "./reserved.js";
+import {
+  CLUSTER_ID_MAX,
+  CLUSTER_ID_MIN,
+  ID,
+  LOCAL_ID_MAX,
+  LOCAL_ID_MIN,
+  RESERVED_LABELS,
+} from "./reserved.js";
 
 export interface Identity {
   readonly id: number;
@@ -41,8 +54,18 @@ export class IdentityAllocator implements IdentityAllocatorLike {
   private readonly refs = new Map<number, number>();
   private nextCluster = CLUSTER_ID_MIN;
   private nextLocal = LOCAL_ID_MIN;
+  private readonly clusterNumber: ((labels: LabelSet) => number | undefined) | undefined;
+  /** Label sets given `init` because the cluster had no number for them yet. */
+  private readonly waiting = new Map<string, LabelSet>();
 
-  constructor(opts: { restore?: readonly Identity[] } = {}) {
+  constructor(
+    opts: {
+      restore?: readonly Identity[];
+      /** Cluster mode: the cluster's number for a label set, undefined while it has none. */
+      clusterNumber?: (labels: LabelSet) => number | undefined;
+    } = {},
+  ) {
+    this.clusterNumber = opts.clusterNumber;
     for (const [id, labels] of RESERVED_LABELS) {
       const ident = { id, labels };
       this.byId.set(id, ident);
@@ -64,6 +87,19 @@ export class IdentityAllocator implements IdentityAllocatorLike {
   private take(labels: LabelSet, prefix: Prefix | undefined, scope: "cluster" | "local"): Identity {
     const key = labels.toString();
     let ident = this.byLabels.get(key);
+    if (!ident && scope === "cluster" && this.clusterNumber) {
+      const id = this.clusterNumber(labels);
+      const holder = id === undefined ? undefined : this.byId.get(id);
+      if (id === undefined || holder !== undefined || id < CLUSTER_ID_MIN || id >= LOCAL_ID_MIN) {
+        // No number yet (or one this node still uses for other labels): closed until resolved.
+        this.waiting.set(key, labels);
+        return this.byId.get(ID.init) as Identity;
+      }
+      this.waiting.delete(key);
+      ident = { id, labels };
+      this.byId.set(id, ident);
+      this.byLabels.set(key, ident);
+    }
     if (!ident) {
       const id = scope === "cluster" ? this.freeId("cluster") : this.freeId("local");
       ident = prefix ? { id, labels, prefix } : { id, labels };
@@ -110,6 +146,16 @@ export class IdentityAllocator implements IdentityAllocatorLike {
 
   get(id: number): Identity | undefined {
     return this.byId.get(id);
+  }
+
+  /**
+   * Cluster mode: the label sets handed `init` since the last call, because the cluster had no number
+   * for them (see the file comment). Drained: a set still without a number is listed again when asked again.
+   */
+  takePending(): LabelSet[] {
+    const out = [...this.waiting.values()];
+    this.waiting.clear();
+    return out;
   }
 
   lookup(labels: LabelSet): Identity | undefined {

@@ -80,7 +80,11 @@ export function resolveDirection(
       selectorKeys: keys,
     };
   }
-  const enforced = mode === "always" || selecting.some((r) => r.defaultDeny[direction] && !ctx.isAudit(r));
+  // An endpoint whose identity is not resolved yet (reserved:init) is always in default deny, as in Cilium.
+  const enforced =
+    mode === "always" ||
+    subject.identity.id === ID.init ||
+    selecting.some((r) => r.defaultDeny[direction] && !ctx.isAudit(r));
   const auditDefault = !enforced && selecting.some((r) => r.defaultDeny[direction] && ctx.isAudit(r));
 
   const allowOf = (r: Rule): readonly RuleElement[] => (direction === "ingress" ? r.ingress : r.egress);
