@@ -1,5 +1,6 @@
 /** What an Agent is built from (agent.ts): its store, logger, node and kernel settings, proxy, flows. */
 import type { Logger } from "pino";
+import type { ClusterIdentities } from "../cluster/identities.js";
 import type { EngineConfig } from "../policy/query.js";
 import type { Store } from "../store/store.js";
 import type { ObserverParams } from "./observer.js";
@@ -44,6 +45,11 @@ export interface AgentParams {
     readonly metricsAddress?: string;
     readonly export?: ObserverParams["export"];
   };
+  /**
+   * Cluster mode: endpoint label sets take their numbers from the cluster (src/cluster/identities.ts,
+   * started by the agent); absent = numbers allocated on this node.
+   */
+  readonly clusterIdentities?: ClusterIdentities;
   /** Runtime events (process exec/exit per endpoint, Tetragon's JSON); absent = off. */
   readonly runtime?: RuntimeParams;
 }

@@ -17,7 +17,6 @@ import { MembraneError } from "../errors.js";
 import { Reconciler } from "../datapath/reconcile.js";
 import { BypassResetter } from "../datapath/conntrack-flush.js";
 import { adoptNode, type NodeNetns } from "../datapath/node-adopt.js";
-import { IdentityAllocator } from "../identity/allocator.js";
 import { parsePolicies } from "../policy/api/index.js";
 import { PolicyEngine } from "../policy/engine.js";
 import type { ServiceSpec } from "../policy/query.js";
@@ -107,7 +106,7 @@ export class Agent {
       enforce: () => this.enforcer.enforce(),
       serial: (f, signal, what) => this.queue.run(f, signal, what),
     };
-    this.identitiesCtl = new IdentitiesController(deps);
+    this.identitiesCtl = new IdentitiesController({ ...deps, ...(p.clusterIdentities ? { cluster: p.clusterIdentities } : {}) }); // prettier-ignore
     this.namespaces = new NamespacesController(deps);
     this.services = new ServicesController(deps);
     this.nodes = new NodesController(deps);
@@ -179,7 +178,7 @@ export class Agent {
     // Identities first, so that every label set gets back the number the kernel holds.
     this.engineRef = new PolicyEngine({
       config: this.p.engine,
-      allocator: new IdentityAllocator({ restore: await this.identitiesCtl.load() }),
+      allocator: await this.identitiesCtl.allocator(),
     });
     for (const c of this.controllers) await c.restore?.();
     if (this.p.observe) {
@@ -222,6 +221,7 @@ export class Agent {
   /** Stops serving; the kernel keeps enforcing what it holds. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    await this.identitiesCtl.stop();
     await this.endpoints.stopVerification();
     this.names.stop();
     // A long nft transaction is killed, not waited for: the kernel keeps the old

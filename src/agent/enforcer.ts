@@ -64,6 +64,7 @@ export class Enforcer {
   async enforce(): Promise<EnforceResult> {
     this.behind = true;
     const engine = this.p.engine();
+    await this.p.identities.resolvePending(engine); // cluster mode: numbers before the kernel uses them
     const changed = engine.regenerate();
     const snapshot = () => this.p.controllers().map((c) => [c, c.revisions.desired] as const);
     let included: ReturnType<typeof snapshot> | undefined;

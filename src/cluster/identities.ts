@@ -26,7 +26,7 @@
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import { CLUSTER_ID_MAX, CLUSTER_ID_MIN } from "../identity/reserved.js";
-import type { Unsubscribe, WatchEvent } from "../store/store.js";
+import type { TxnOp, Unsubscribe, WatchEvent } from "../store/store.js";
 import type { ClusterContext } from "./context.js";
 import { ClaimTable, labelsText, parseClaim } from "./identity-claims.js";
 import { CLUSTER_KEYS, identitiesPrefix, type IdentityClaimV1 } from "./keys.js";
@@ -54,6 +54,8 @@ export class ClusterIdentities {
   private unwatch: Unsubscribe | undefined;
   private stopped = false;
   private relisting: Promise<void> | undefined;
+  /** Numbers released whose claim is still to be deleted (etcd could not be reached). */
+  private readonly orphans = new Set<number>();
   private readonly log: Logger;
   private readonly min: number;
   private readonly max: number;
@@ -107,14 +109,47 @@ export class ClusterIdentities {
     return this.serial(() => this.take(labelsText(labels), id));
   }
 
-  /** Withdraws this node's claim on `id` (no local endpoint uses it any more). */
+  /**
+   * Withdraws this node's claim on `id` (no local endpoint uses it any more). The number stops being
+   * this node's at once (heldNumber no longer gives it); the claim is deleted in turn, and again later
+   * if etcd could not be reached (until then it only keeps the number taken).
+   */
   release(id: number): Promise<void> {
+    const labels = this.heldById.get(id);
+    if (labels === undefined) return Promise.resolve();
+    this.heldById.delete(id);
+    this.held.delete(labels);
+    this.orphans.add(id);
+    return this.serial(() => this.flushOrphans());
+  }
+
+  /**
+   * After a restart: claims every number the node used before again (one transaction per 128, one
+   * read-back for all), and validates each as allocate() does. Returns old number -> number to use.
+   */
+  reclaimAll(used: readonly { id: number; labels: readonly string[] }[]): Promise<Map<number, number>> {
     return this.serial(async () => {
-      const labels = this.heldById.get(id);
-      if (labels === undefined) return;
-      await this.p.ctx.kv.delete(this.keyOf(id));
-      this.heldById.delete(id);
-      this.held.delete(labels);
+      const out = new Map<number, number>();
+      let last = 0;
+      for (let i = 0; i < used.length; i += 128) {
+        const r = await this.p.ctx.kv.txn({
+          compare: [],
+          ops: used.slice(i, i + 128).map((u) => this.claimOp(u.id, labelsText(u.labels))),
+        });
+        last = r.revision;
+      }
+      if (used.length > 0) await this.settle(last);
+      for (const u of used) {
+        const labels = labelsText(u.labels);
+        if (this.claims.owner(u.id)?.labels === labels && this.claims.numberOf(labels) === u.id) {
+          this.hold(labels, u.id);
+          out.set(u.id, u.id);
+        } else {
+          if (this.heldById.get(u.id) !== labels) await this.p.ctx.kv.delete(this.keyOf(u.id));
+          out.set(u.id, await this.take(labels, undefined));
+        }
+      }
+      return out;
     });
   }
 
@@ -138,26 +173,49 @@ export class ClusterIdentities {
     return identitiesPrefix(this.p.ctx.node) + String(id);
   }
 
+  private claimOp(id: number, labels: string): TxnOp {
+    const rec: IdentityClaimV1 = { v: 1, labels: labels === "" ? [] : labels.split(",") };
+    return { type: "put", key: this.keyOf(id), value: JSON.stringify(rec), lease: this.p.ctx.lease.id };
+  }
+
+  private hold(labels: string, id: number): void {
+    this.held.set(labels, id);
+    this.heldById.set(id, labels);
+    this.orphans.delete(id);
+  }
+
+  /** Deletes the claims of released numbers that etcd could not be told about yet. */
+  retryReleases(): Promise<void> {
+    return this.orphans.size === 0 ? Promise.resolve() : this.serial(() => this.flushOrphans());
+  }
+
+  private async flushOrphans(): Promise<void> {
+    for (const id of [...this.orphans]) {
+      if (this.heldById.has(id)) {
+        this.orphans.delete(id);
+        continue;
+      }
+      await this.p.ctx.kv.delete(this.keyOf(id));
+      this.orphans.delete(id);
+    }
+  }
+
   /** Claims `want` (or the cluster's number for `labels`, or a free one) until a claim holds. */
   private async take(labels: string, want: number | undefined): Promise<number> {
     const have = this.held.get(labels);
     if (have !== undefined) return have;
+    await this.flushOrphans();
     const attempts = this.p.attempts ?? 16;
     for (let i = 0; i < attempts; i++) {
       const cand = (i === 0 ? want : undefined) ?? this.claims.numberOf(labels) ?? this.free();
-      const rec: IdentityClaimV1 = { v: 1, labels: labels === "" ? [] : labels.split(",") };
-      const r = await this.p.ctx.kv.txn({
-        compare: [],
-        ops: [{ type: "put", key: this.keyOf(cand), value: JSON.stringify(rec), lease: this.p.ctx.lease.id }],
-      });
+      const r = await this.p.ctx.kv.txn({ compare: [], ops: [this.claimOp(cand, labels)] });
       await this.settle(r.revision);
       // The cache now holds every claim made before ours: the owner and the labels' number are final.
       const owner = this.claims.owner(cand);
       const mine = owner?.labels === labels;
       const number = mine ? this.claims.numberOf(labels) : undefined;
       if (mine && number === cand) {
-        this.held.set(labels, cand);
-        this.heldById.set(cand, labels);
+        this.hold(labels, cand);
         return cand;
       }
       // Lost the number to other labels, or an earlier number exists for these labels: withdraw.

@@ -6,15 +6,21 @@
  * enforce, in transactions of STORE_TXN_OPS (one durable write each, not one
  * per identity). Make-before-break: new numbers are durable before the
  * kernel uses them.
+ *
+ * Cluster mode (`cluster` given): endpoint label sets take their numbers from
+ * the cluster (cluster-identities.ts); this store's record of the numbers used
+ * is what a restarted agent claims again.
  */
 import type { Logger } from "pino";
-import type { Identity } from "../../identity/allocator.js";
+import type { ClusterIdentities } from "../../cluster/identities.js";
+import { IdentityAllocator, type Identity } from "../../identity/allocator.js";
 import { parsePrefix } from "../../labels/cidr.js";
 import { LabelSet } from "../../labels/label.js";
 import type { PolicyEngine } from "../../policy/engine.js";
 import type { Store, TxnOp } from "../../store/store.js";
-import { Revisions, type Controller } from "../controller.js";
+import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 import { KEYS } from "../records.js";
+import { ClusterIdentityBridge } from "./cluster-identities.js";
 
 /** Operations per store transaction when many keys change at once (etcd's default limit is 128). */
 export const STORE_TXN_OPS = 128;
@@ -26,7 +32,43 @@ export class IdentitiesController implements Controller {
   private persistedRev = -1;
   private persistedFor: PolicyEngine | undefined;
 
-  constructor(private readonly d: { readonly store: Store; readonly logger: Logger }) {}
+  private readonly cluster: ClusterIdentityBridge | undefined;
+
+  constructor(
+    private readonly d: {
+      readonly store: Store;
+      readonly logger: Logger;
+      /** Cluster mode: the cluster-wide allocator (absent: numbers are allocated here). */
+      readonly cluster?: ClusterIdentities;
+      readonly serial?: ControllerDeps["serial"];
+      readonly enforce?: ControllerDeps["enforce"];
+    },
+  ) {
+    const { cluster, serial, enforce } = d;
+    if (cluster && serial && enforce)
+      this.cluster = new ClusterIdentityBridge({
+        cluster,
+        serial,
+        enforce,
+        logger: d.logger,
+        revisions: this.revisions,
+      });
+  }
+
+  /** The engine's allocator, with the identities the store holds (claimed again in cluster mode). */
+  async allocator(): Promise<IdentityAllocator> {
+    const restored = await this.load();
+    return this.cluster ? this.cluster.allocatorFor(restored) : new IdentityAllocator({ restore: restored });
+  }
+
+  /** Cluster mode: claims numbers for label sets still without one (call before engine.regenerate()). */
+  async resolvePending(engine: PolicyEngine): Promise<void> {
+    await this.cluster?.resolvePending(engine);
+  }
+
+  async stop(): Promise<void> {
+    await this.cluster?.stop();
+  }
 
   /** The identities the store holds, for the engine's allocator. */
   async load(): Promise<Identity[]> {
@@ -45,6 +87,7 @@ export class IdentitiesController implements Controller {
 
   /** Stores new identities and deletes gone ones (call after engine.regenerate()). */
   async persist(engine: PolicyEngine): Promise<void> {
+    this.cluster?.releaseUnused(engine);
     // 10,000 identities are not walked for every change: only when the set changed.
     const rev = engine.identityRevision;
     if (rev === this.persistedRev && engine === this.persistedFor) return;
