@@ -148,6 +148,26 @@ describe("cluster identities through agents (root, etcd)", { skip }, () => {
     assert.deepEqual(await claims("b"), [String(web1.identity)]);
   });
 
+  test("another node's endpoints (remote endpoints) resolve to the cluster's number of their labels", async () => {
+    const na = a as TestNode;
+    const nb = b as TestNode;
+    const web1 = na.a.getEndpoint("default", "web1");
+    const db = na.a.getEndpoint("default", "db");
+    await nb.a.remoteEndpoints.upsert([
+      { ip: web1.ipv4, namespace: "default", labels: { app: "web" } },
+      { ip: db.ipv4, namespace: "default", labels: { app: "db" } },
+    ]);
+    const remote = new Map(nb.a.engine.remoteEndpoints().map((r) => [r.spec.ip, r.identity.id]));
+    assert.equal(remote.get(web1.ipv4), web1.identity);
+    assert.equal(remote.get(db.ipv4), db.identity);
+    assert.ok(
+      (await claims("b")).includes(String(db.identity)),
+      "b holds a reference while it uses the number",
+    );
+    await nb.a.remoteEndpoints.delete([db.ipv4]);
+    await until("b's reference withdrawn", async () => !(await claims("b")).includes(String(db.identity)));
+  });
+
   test("a number no endpoint of the node uses any more is withdrawn", async () => {
     const na = a as TestNode;
     const db = na.a.getEndpoint("default", "db").identity;
