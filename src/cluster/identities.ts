@@ -26,6 +26,7 @@
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import { CLUSTER_ID_MAX, CLUSTER_ID_MIN } from "../identity/reserved.js";
+import type { StoreLease } from "../store/etcd.js";
 import type { TxnOp, Unsubscribe, WatchEvent } from "../store/store.js";
 import type { ClusterContext } from "./context.js";
 import { ClaimTable, labelsText, parseClaim } from "./identity-claims.js";
@@ -59,11 +60,13 @@ export class ClusterIdentities {
   private readonly log: Logger;
   private readonly min: number;
   private readonly max: number;
+  private lease: StoreLease;
 
   constructor(private readonly p: ClusterIdentitiesParams) {
     this.log = p.ctx.logger;
     this.min = p.min ?? CLUSTER_ID_MIN;
     this.max = p.max ?? CLUSTER_ID_MAX;
+    this.lease = p.ctx.lease;
   }
 
   /** Lists every claim and watches for changes (throws CLUSTER_UNAVAILABLE when etcd cannot be read). */
@@ -153,9 +156,13 @@ export class ClusterIdentities {
     });
   }
 
-  /** Puts every held claim again (after the node's lease was lost and `ctx.lease` replaced, or etcd lost data). */
-  reassert(): Promise<void> {
+  /**
+   * Puts every held claim again, on `lease` from now on when given: after the node's lease was lost
+   * and granted anew (the claims went with the old one), or etcd lost data.
+   */
+  reassert(lease?: StoreLease): Promise<void> {
     return this.serial(async () => {
+      if (lease) this.lease = lease;
       const all = [...this.heldById];
       this.held.clear();
       this.heldById.clear();
@@ -175,7 +182,7 @@ export class ClusterIdentities {
 
   private claimOp(id: number, labels: string): TxnOp {
     const rec: IdentityClaimV1 = { v: 1, labels: labels === "" ? [] : labels.split(",") };
-    return { type: "put", key: this.keyOf(id), value: JSON.stringify(rec), lease: this.p.ctx.lease.id };
+    return { type: "put", key: this.keyOf(id), value: JSON.stringify(rec), lease: this.lease.id };
   }
 
   private hold(labels: string, id: number): void {
@@ -247,6 +254,7 @@ export class ClusterIdentities {
   /** Resolves once the cache holds every change up to `rev` (own watch event, else a fresh list). */
   private async settle(rev: number): Promise<void> {
     if (this.rev >= rev) return;
+    if (!this.unwatch) return this.relist(); // never listed (etcd was down at start): read it now
     const seen = await new Promise<boolean>((resolve) => {
       const w = {
         rev,

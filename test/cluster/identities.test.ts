@@ -178,6 +178,22 @@ describe(
       await until("a's withdrawal seen", () => b.ids.claims.ofNode("a").length === 1);
     });
 
+    test("after its lease was lost, a node puts its claims back on a new lease and keeps its numbers", async () => {
+      fresh();
+      const a = await node("a", 2);
+      const b = await node("b");
+      const id = await a.ids.allocate(LABELS(1));
+      await until("b sees a's claim", () => b.ids.claims.ofNode("a").length === 1);
+      a.lease.release(); // keep-alives stop: the claims go with the lease
+      await until("a's claims collected", () => b.ids.claims.ofNode("a").length === 0);
+      const lease = await a.kv.grantLease(15, () => undefined);
+      await a.ids.reassert(lease);
+      assert.equal(a.ids.heldNumber(LABELS(1)), id);
+      await until("a's claim back", () => b.ids.claims.ofNode("a").length === 1);
+      assert.equal(await b.ids.allocate(LABELS(1)), id);
+      lease.release();
+    });
+
     test("numbers survive an etcd restart, and allocation goes on after it", async () => {
       fresh();
       const a = await node("a");
