@@ -61,6 +61,7 @@ export class ClusterIdentities {
   private readonly min: number;
   private readonly max: number;
   private lease: StoreLease;
+  private unrenew: (() => void) | undefined;
 
   constructor(private readonly p: ClusterIdentitiesParams) {
     this.log = p.ctx.logger;
@@ -71,11 +72,15 @@ export class ClusterIdentities {
 
   /** Lists every claim and watches for changes (throws CLUSTER_UNAVAILABLE when etcd cannot be read). */
   async start(): Promise<void> {
+    // After the node's lease was lost and granted anew, the claims went with it: put them back.
+    this.unrenew ??= this.p.ctx.onLeaseRenewed?.((lease) => this.reassert(lease));
     await this.relist();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.unrenew?.();
+    this.unrenew = undefined;
     await this.unwatch?.();
     this.unwatch = undefined;
     for (const w of this.waiters) w.done();

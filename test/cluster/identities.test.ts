@@ -13,6 +13,8 @@ interface TestNode {
   readonly kv: EtcdStore;
   readonly lease: StoreLease;
   readonly ids: ClusterIdentities;
+  /** What the session (H3's session.ts) would call after granting the node a new lease. */
+  readonly renewed: ((l: StoreLease) => Promise<void> | void)[];
 }
 
 const LABELS = (i: number): string[] => [`k8s:app=app${i}`, "k8s:io.kubernetes.pod.namespace=default"];
@@ -60,11 +62,16 @@ describe(
     async function node(name: string, ttl = 15): Promise<TestNode> {
       const kv = etcd.store(prefix);
       const lease = await kv.grantLease(ttl, () => undefined);
+      const renewed: ((l: StoreLease) => Promise<void> | void)[] = [];
+      const onLeaseRenewed = (cb: (l: StoreLease) => Promise<void> | void): (() => void) => {
+        renewed.push(cb);
+        return () => renewed.splice(renewed.indexOf(cb), 1);
+      };
       const ids = new ClusterIdentities({
-        ctx: { kv, lease, node: name, nodeIp: { ipv4: "192.0.2.1" }, logger: silent },
+        ctx: { kv, lease, node: name, nodeIp: { ipv4: "192.0.2.1" }, logger: silent, onLeaseRenewed },
       });
       await ids.start();
-      const x = { name, kv, lease, ids };
+      const x = { name, kv, lease, ids, renewed };
       nodes.push(x);
       return x;
     }
@@ -187,7 +194,7 @@ describe(
       a.lease.release(); // keep-alives stop: the claims go with the lease
       await until("a's claims collected", () => b.ids.claims.ofNode("a").length === 0);
       const lease = await a.kv.grantLease(15, () => undefined);
-      await a.ids.reassert(lease);
+      for (const cb of a.renewed) await cb(lease); // the session's onLeaseRenewed
       assert.equal(a.ids.heldNumber(LABELS(1)), id);
       await until("a's claim back", () => b.ids.claims.ofNode("a").length === 1);
       assert.equal(await b.ids.allocate(LABELS(1)), id);
@@ -229,7 +236,7 @@ describe(
         ctx: { kv: a.kv, lease: a.lease, node: "c", nodeIp: {}, logger: silent },
       });
       await ids.start();
-      nodes.push({ ...a, ids });
+      nodes.push({ ...a, ids, renewed: [] });
       assert.equal(ids.claims.size, 0);
     });
   },
