@@ -35,6 +35,8 @@ export class ClusterIdentityBridge {
   private timer: NodeJS.Timeout | undefined;
   private retryDue = false;
   private backoffMs = 500;
+  private sweptRev = -1;
+  private sweptFor: PolicyEngine | undefined;
   /** Endpoints closed for want of a number at the last attempt. */
   closed = 0;
 
@@ -128,6 +130,10 @@ export class ClusterIdentityBridge {
 
   /** After persist: withdraws the claims of numbers the engine no longer holds (not awaited: etcd may be down). */
   releaseUnused(engine: PolicyEngine): void {
+    // 10,000 identities are not walked for every change: only when the set changed.
+    if (engine.identityRevision === this.sweptRev && engine === this.sweptFor) return;
+    this.sweptRev = engine.identityRevision;
+    this.sweptFor = engine;
     const held = this.d.cluster.heldNumbers();
     if (held.size === 0) return;
     const live = new Set<number>();
