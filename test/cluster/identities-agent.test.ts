@@ -52,10 +52,12 @@ class TestNode {
     return n;
   }
 
-  async start(): Promise<void> {
+  /** Starts the agent; `beforeAgent` runs once the node has its lease (e.g. to stop etcd). */
+  async start(beforeAgent?: () => Promise<void>): Promise<void> {
     this.store = await EmbeddedStore.open({ dir: join(this.dir, "store"), logger: silent });
     this.kv = this.etcd.store(this.kvPrefix);
     this.lease = await this.kv.grantLease(15, () => undefined);
+    await beforeAgent?.();
     const ids = new ClusterIdentities({
       ctx: { kv: this.kv, lease: this.lease, node: this.name, nodeIp: {}, logger: silent },
     });
@@ -214,5 +216,29 @@ describe("cluster identities through agents (root, etcd)", { skip }, () => {
     const web2 = (b as TestNode).a.getEndpoint("default", "web2").identity;
     assert.equal(na.a.getEndpoint("default", "web1").identity, web2);
     assert.ok((await claims("a")).includes(String(web2)));
+  });
+
+  test("an agent restarted while etcd is down keeps its numbers, and claims them again once etcd is back", async () => {
+    const na = a as TestNode;
+    const before = new Map(na.a.listEndpoints().map((e) => [e.name, e.identity]));
+    const web1 = before.get("web1") as number;
+    await na.stop();
+    await until(
+      "a's claims gone with its old lease",
+      async () => !(await claims("a")).includes(String(web1)),
+    );
+    try {
+      await na.start(() => etcd.stop());
+      for (const e of na.a.listEndpoints()) assert.equal(e.identity, before.get(e.name), e.name);
+      const client = na.a.getEndpoint("default", "client");
+      const probe = Probe.start(client.netns);
+      na.probes.push(probe);
+      assert.equal(await probe.tcp(na.a.getEndpoint("default", "web1").ipv4, 80, T), "ok");
+    } finally {
+      await etcd.start();
+    }
+    await until("a's claim back", async () =>
+      (await claims("a").catch((): string[] => [])).includes(String(web1)),
+    );
   });
 });

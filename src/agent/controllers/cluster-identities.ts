@@ -166,9 +166,20 @@ export class ClusterIdentityBridge {
     const held = this.d.cluster.heldNumbers();
     const used = [...engine.identities()].filter((i) => isCluster(i.id) && !held.has(i.id));
     if (used.length === 0) return;
-    const moved = await this.d.cluster
-      .reclaimAll(used.map((i) => ({ id: i.id, labels: labelStrings(i.labels) })))
-      .catch(() => new Map<number, number>());
+    let moved: Map<number, number>;
+    try {
+      moved = await this.d.cluster.reclaimAll(
+        used.map((i) => ({ id: i.id, labels: labelStrings(i.labels) })),
+      );
+    } catch (e) {
+      this.d.logger.warn(
+        { err: String(e), numbers: used.length },
+        "cluster identities: numbers in use not claimed yet",
+      );
+      this.scheduleRetry();
+      return;
+    }
+    this.backoffMs = 500;
     for (const [from, to] of moved)
       if (from !== to)
         this.d.logger.error(
