@@ -10,7 +10,8 @@
  *
  * Fail closed: an endpoint whose number cannot be allocated (etcd down) keeps
  * the reserved `init` identity, which the policy core puts in default deny both
- * ways; the controller's status says so, and a retry (backoff up to 10 s)
+ * ways (only the node itself may reach it, allowLocalhost, and policies written
+ * for reserved:init apply, as in Cilium); the controller's status says so, and a retry (backoff up to 10 s)
  * opens it once etcd answers. Known numbers keep working meanwhile.
  */
 import type { Logger } from "pino";
@@ -51,7 +52,9 @@ export class ClusterIdentityBridge {
   /** The engine's allocator: the numbers used before the restart claimed again, then the cluster's. */
   async allocatorFor(restored: readonly Identity[]): Promise<IdentityAllocator> {
     const log = this.d.logger;
-    await this.d.cluster.start().catch((e: unknown) => log.warn({ err: String(e) }, "cluster identities: etcd not readable yet")); // prettier-ignore
+    await this.d.cluster
+      .start()
+      .catch((e: unknown) => log.warn({ err: String(e) }, "cluster identities: etcd not readable yet"));
     const mine = restored.filter((i) => isCluster(i.id));
     let moved = new Map<number, number>();
     try {
@@ -122,7 +125,7 @@ export class ClusterIdentityBridge {
     this.d.revisions.fail(
       new MembraneError(
         "CLUSTER_UNAVAILABLE",
-        `Cannot allocate cluster identities: ${this.closed} endpoint(s) stay closed (identity reserved:init, all traffic dropped) until etcd answers: ${(err as Error).message}`,
+        `Cannot allocate cluster identities: ${this.closed} endpoint(s) stay closed (identity reserved:init: default deny both ways, only the node may reach them) until etcd answers: ${(err as Error).message}`,
       ),
     );
     this.scheduleRetry();
