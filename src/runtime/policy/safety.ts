@@ -22,8 +22,9 @@ export interface SafetyProblem {
   readonly message: string;
 }
 
+/** A kill, or an Override (a denied file access): both can stop the node's own work if not narrowed. */
 function kills(s: TracingSelector): boolean {
-  return s.actions.some((a) => a.action === "Sigkill" || a.action === "Signal");
+  return s.actions.some((a) => a.action === "Sigkill" || a.action === "Signal" || a.action === "Override");
 }
 
 function narrowed(s: TracingSelector): boolean {
