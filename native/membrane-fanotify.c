@@ -192,7 +192,7 @@ static void configure(int fan) {
       char *r2, *r3, *kind = field(rest, &r2), *m = field(r2, &r3);
       unsigned int flags = FAN_MARK_ADD;
       uint64_t mask = maskof(m);
-      if (!strcmp(kind, "mount")) flags |= FAN_MARK_MOUNT;
+      if (!strcmp(kind, "filesystem")) flags |= FAN_MARK_FILESYSTEM;
       else if (!strcmp(kind, "dir")) mask |= FAN_EVENT_ON_CHILD;
       else if (strcmp(kind, "inode")) fatal("bad mark kind", kind);
       if (fanotify_mark(fan, flags, mask, AT_FDCWD, r3) < 0) fatal(strerror(errno), r3);

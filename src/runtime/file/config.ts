@@ -12,19 +12,24 @@
  *    /proc/self/fd names reach the same inode), and a directory mark with
  *    FAN_EVENT_ON_CHILD on its parent, so that a file put there later (passwd
  *    renames a new /etc/shadow into place) is still seen; the responder then
- *    compares the path. A missing parent: a mount mark on the nearest
+ *    compares the path. A missing parent: a filesystem mark on the nearest
  *    existing ancestor.
- *  - any other path condition (Prefix, NotEqual, NotPrefix) or none: a mount
- *    mark on the mount holding the nearest existing ancestor of the prefix
- *    (`/` without one), FAN_OPEN_PERM only: every open on that mount is
- *    answered by the responder (a read-time event on a whole mount would be
- *    answered at every read(2) of the node). Mounts below it are not covered.
- * Why not mount marks for everything: each marked open of the node waits for
- * the responder (a context switch or two); inode marks cost nothing to the
- * opens of other files. Endpoint namespaces share the node's mount namespace
- * here, so a mark made from the agent's view covers them; a workload with its
- * own root (a container) has its own files, which Equal paths name through the
- * agent's view only if they are the same inodes.
+ *  - any other path condition (Prefix, NotEqual, NotPrefix) or none: a
+ *    filesystem mark (FAN_MARK_FILESYSTEM) on the file system holding the
+ *    nearest existing ancestor of the prefix (`/` without one), FAN_OPEN_PERM
+ *    only: every open on that file system is answered by the responder (a
+ *    read-time event on a whole file system would be answered at every
+ *    read(2) of the node). Other file systems mounted below it are not covered.
+ * Why not mount marks: a mount mark covers one mount in one mount namespace,
+ * and workloads do not run in the agent's: `ip netns exec` (datapath/
+ * workload.ts) gives each command a new mount namespace with copies of the
+ * mounts, which a mount mark does not see (checked: a Prefix policy on a mount
+ * mark denied nothing). Inode and filesystem marks follow the objects into
+ * every mount namespace. Why not filesystem marks for everything: each
+ * marked open of the node waits for the responder (a context switch or two);
+ * inode marks cost nothing to the opens of other files. A workload with its
+ * own root (a container image) has its own files, which Equal paths name
+ * through the agent's view only where they are the same inodes.
  *
  * Injection: values reach the text only after SAFE_STRING (policy/values.ts),
  * checked again here; the responder reads one item per line.
@@ -47,7 +52,7 @@ export interface ResponderRule {
 }
 
 export interface ResponderMark {
-  readonly kind: "inode" | "dir" | "mount";
+  readonly kind: "inode" | "dir" | "filesystem";
   readonly events: FanotifyEvents;
   readonly path: string;
 }
@@ -92,7 +97,7 @@ function nearestDir(path: string, fs: FsView): string {
   return "/";
 }
 
-/** Events of a mark: read-time events only on files and directories, never on a whole mount. */
+/** Events of a mark: read-time events only on files and directories, never on a whole file system. */
 function marksFor(s: TracingSelector, probe: TracingProbe, fs: FsView): ResponderMark[] {
   const events = probe.fanotify ?? "open";
   const paths = s.matchArgs.filter((m) => m.kind === "string");
@@ -101,24 +106,24 @@ function marksFor(s: TracingSelector, probe: TracingProbe, fs: FsView): Responde
     const out: ResponderMark[] = [];
     for (const v of equal.values) {
       if (!v.startsWith("/")) {
-        out.push({ kind: "mount", events: "open", path: "/" });
+        out.push({ kind: "filesystem", events: "open", path: "/" });
         continue;
       }
       if (fs.kind(v) === "file") out.push({ kind: "inode", events, path: v });
       const dir = parentOf(v);
       if (fs.kind(dir) === "dir") out.push({ kind: "dir", events, path: dir });
-      else out.push({ kind: "mount", events: "open", path: nearestDir(dir, fs) });
+      else out.push({ kind: "filesystem", events: "open", path: nearestDir(dir, fs) });
     }
     return out;
   }
   const prefix = paths.find((m) => m.operator === "Prefix");
   if (prefix && prefix.kind === "string")
     return prefix.values.map((v) => ({
-      kind: "mount",
+      kind: "filesystem",
       events: "open",
       path: v.startsWith("/") ? nearestDir(v, fs) : "/",
     }));
-  return [{ kind: "mount", events: "open", path: "/" }];
+  return [{ kind: "filesystem", events: "open", path: "/" }];
 }
 
 const OPS = { Equal: "eq", NotEqual: "ne", Prefix: "pre", NotPrefix: "npre", In: "eq", NotIn: "ne" } as const;

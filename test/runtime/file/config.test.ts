@@ -52,12 +52,12 @@ describe("file-access denial: TracingPolicy Override on file hooks (fanotify)", 
     assert.equal(compileScript(p, { netns: [7] }, guards).rules.length, 0, "no bpftrace rule");
   });
 
-  test("an Equal path: inode mark on the file, directory mark on its parent, mount mark where the parent is missing", () => {
+  test("an Equal path: inode mark on the file, directory mark on its parent, filesystem mark where the parent is missing", () => {
     const c = compileResponder(one(deny("security_file_permission", SHADOW)), { netns: [7, 9] }, guards, fs);
     assert.deepEqual(c.marks, [
       { kind: "inode", events: "open+read", path: "/etc/shadow" },
       { kind: "dir", events: "open+read", path: "/etc" },
-      { kind: "mount", events: "open", path: "/srv" },
+      { kind: "filesystem", events: "open", path: "/srv" },
     ]);
     assert.equal(
       c.text,
@@ -73,14 +73,14 @@ describe("file-access denial: TracingPolicy Override on file hooks (fanotify)", 
         "val /srv/new/key",
         "mark inode both /etc/shadow",
         "mark dir both /etc",
-        "mark mount open /srv",
+        "mark filesystem open /srv",
         "end",
         "",
       ].join("\n"),
     );
   });
 
-  test("a Prefix path marks the mount (open only); selectors keep their order, NoPost denies quietly", () => {
+  test("a Prefix path marks the file system (open only); selectors keep their order, NoPost denies quietly", () => {
     const p = one(
       deny(
         "fd_install",
@@ -93,7 +93,7 @@ describe("file-access denial: TracingPolicy Override on file hooks (fanotify)", 
       ),
     );
     const c = compileResponder(p, { netns: "node" }, guards, fs);
-    assert.deepEqual(c.marks, [{ kind: "mount", events: "open", path: "/etc" }]);
+    assert.deepEqual(c.marks, [{ kind: "filesystem", events: "open", path: "/etc" }]);
     assert.deepEqual(c.text.split("\n").slice(0, 12), [
       "membrane-fanotify 1",
       "node",
