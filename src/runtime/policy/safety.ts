@@ -1,7 +1,8 @@
 /**
  * Item 5 of issue 15: a kill that is not narrowed is refused.
  *
- * A selector with Sigkill or Signal must be narrowed twice:
+ * A selector with Sigkill, Signal or Override (a denied file access, which
+ * can stop the node's own work as surely as a kill) must be narrowed twice:
  *  - to workloads: the policy has a podSelector (or is a
  *    TracingPolicyNamespaced). Otherwise it would see every process of the
  *    node, the agent and PID 1 included;
