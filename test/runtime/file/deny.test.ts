@@ -107,6 +107,8 @@ describe("runtime enforcer: file access denied through fanotify (root)", { skip 
       // (FMODE_NONOTIFY_PERM when no watcher existed): a file opened before the policy is not seen.
       assert.equal((await early).out, "s3cret\n");
     } finally {
+      // A reader left waiting on the FIFO (the test failed before "go") would keep this file running.
+      spawnSync("timeout", ["5", "sh", "-c", 'echo go > "$1"', "sh", fifo]);
       await enf.stop();
       a.del();
       s.done();
