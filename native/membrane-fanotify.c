@@ -18,12 +18,10 @@
  *    open, on a mount that is never marked; no allocation, no locale, no lazy
  *    binding (-z now);
  *  - every permission event is answered, whatever happens while deciding;
- *  - it exits when its stdin closes or its parent (the agent) dies
- *    (PR_SET_PDEATHSIG, SIGKILL): the kernel then answers every pending event
- *    with allow and removes the marks with the fanotify descriptor.
- *  - FAN_UNLIMITED_QUEUE: with the default queue, an overflowing queue makes
- *    the kernel allow a permission event silently; unlimited, each queued event
- *    is a blocked task, so the queue is bounded by the tasks waiting.
+ *  - it exits when its stdin closes or the agent dies (PR_SET_PDEATHSIG): the
+ *    kernel then allows every pending event and drops the marks with the fd;
+ *  - FAN_UNLIMITED_QUEUE: a full default queue makes the kernel allow silently;
+ *    unlimited, each queued event is a blocked task, so tasks bound the queue.
  *
  * Failure policy (decided): fail closed for selected endpoints, open for the
  * host. A process whose network namespace is in the scope and whose attribute
@@ -49,13 +47,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "membrane-fanotify-out.h"
+
 #define VALMAX 256
 #define MAX_RULES 256
 #define MAX_CONDS 1024
 #define MAX_VALS 4096
 #define MAX_SCOPE 65536
 #define MAX_EXEMPT 16
-#define OUTCAP (1 << 20)
 
 enum { C_PATH, C_BIN, C_PID, C_NS };
 enum { OP_EQ, OP_NE, OP_PRE, OP_NPRE };
@@ -86,60 +85,13 @@ static struct rule rules[MAX_RULES];
 static unsigned long long scope[MAX_SCOPE];
 static long exempt[MAX_EXEMPT];
 static int nvals, nconds, nrules, nscope, nexempt, node_wide;
-static char out[OUTCAP];
-static size_t out_head, out_len;
-static unsigned long long lost, errors, answered, denied;
+static unsigned long long errors, answered, denied;
 
 static void fatal(const char *what, const char *detail) {
   char b[600];
   int n = snprintf(b, sizeof b, "{\"error\":\"%s: %s\"}\n", what, detail);
   if (n > 0) (void)!write(1, b, (size_t)n < sizeof b ? (size_t)n : sizeof b - 1);
   exit(2);
-}
-
-/* Appends a report to the bounded queue, or counts it lost. */
-static void emit(const char *s, size_t n) {
-  if (out_len + n > OUTCAP) {
-    lost++;
-    return;
-  }
-  for (size_t i = 0; i < n; i++) out[(out_head + out_len + i) % OUTCAP] = s[i];
-  out_len += n;
-}
-
-static void flush_out(void) {
-  while (out_len > 0) {
-    size_t start = out_head, n = out_len;
-    if (start + n > OUTCAP) n = OUTCAP - start;
-    ssize_t w = write(1, out + start, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EAGAIN) return;
-    if (w <= 0) exit(0); /* the agent is gone: closing the fanotify fd allows everything pending */
-    out_head = (out_head + (size_t)w) % OUTCAP;
-    out_len -= (size_t)w;
-  }
-}
-
-/* A JSON string of raw bytes: printable ASCII as is (quote escaped), every other byte as
- * the text \xNN and a backslash as \\, so a hostile name (newline, non-UTF-8) stays one field. */
-static size_t jstr(char *d, size_t cap, const char *s, size_t n) {
-  static const char hex[] = "0123456789abcdef";
-  size_t o = 0;
-  if (o + 1 < cap) d[o++] = '"';
-  for (size_t i = 0; i < n && o + 8 < cap; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == '"') {
-      d[o++] = '\\', d[o++] = '"';
-    } else if (c == '\\') {
-      d[o++] = '\\', d[o++] = '\\', d[o++] = '\\', d[o++] = '\\';
-    } else if (c >= 0x20 && c < 0x7f) {
-      d[o++] = (char)c;
-    } else {
-      d[o++] = '\\', d[o++] = '\\', d[o++] = 'x', d[o++] = hex[c >> 4], d[o++] = hex[c & 15];
-    }
-  }
-  if (o + 1 < cap) d[o++] = '"';
-  return o;
 }
 
 static char *field(char *line, char **rest) {
@@ -170,7 +122,8 @@ static void configure(int fan) {
   char line[VALMAX + 64];
   struct cond *c = NULL;
   int need = 0;
-  if (!fgets(line, sizeof line, stdin) || strcmp(line, "membrane-fanotify 1\n")) fatal("config", "bad header");
+  if (!fgets(line, sizeof line, stdin) || strcmp(line, "membrane-fanotify 1\n"))
+    fatal("config", "bad header");
   while (fgets(line, sizeof line, stdin)) {
     size_t len = strlen(line);
     if (len == 0 || line[len - 1] != '\n') fatal("config", "line too long or unterminated");
@@ -262,6 +215,20 @@ static int rd_link(const char *p, char *b, ssize_t *n, int *trunc) {
   return 1;
 }
 
+/* The event's file name (readlink of our fd: d_path, no open) and the process's binary, read once. */
+static void need_path(struct ctx *x) {
+  char p[64];
+  if (x->path_state) return;
+  snprintf(p, sizeof p, "/proc/self/fd/%d", x->fd);
+  x->path_state = rd_link(p, x->path, &x->path_n, &x->path_trunc);
+}
+static void need_exe(struct ctx *x) {
+  char p[64];
+  if (x->exe_state) return;
+  snprintf(p, sizeof p, "/proc/%d/exe", x->pid);
+  x->exe_state = rd_link(p, x->exe, &x->exe_n, NULL);
+}
+
 static int str_match(int op, const struct val *v, const char *s, ssize_t n, int trunc) {
   int eq = !trunc && (size_t)n == v->n && !memcmp(s, v->s, v->n);
   int pre = (size_t)n >= v->n && !memcmp(s, v->s, v->n);
@@ -273,10 +240,7 @@ static int cond_holds(const struct cond *c, struct ctx *x) {
   int any = 0;
   char p[64];
   if (c->kind == C_PATH) {
-    if (x->path_state == 0) {
-      snprintf(p, sizeof p, "/proc/self/fd/%d", x->fd);
-      x->path_state = rd_link(p, x->path, &x->path_n, &x->path_trunc);
-    }
+    need_path(x);
     if (x->st_state == 0) x->st_state = fstat(x->fd, &x->st) == 0 ? 1 : -1;
     for (int i = 0; i < c->count && !any; i++) {
       const struct val *v = &vals[c->first + i];
@@ -285,10 +249,7 @@ static int cond_holds(const struct cond *c, struct ctx *x) {
     }
     if (!any && x->path_state < 0) return -1;
   } else if (c->kind == C_BIN) {
-    if (x->exe_state == 0) {
-      snprintf(p, sizeof p, "/proc/%d/exe", x->pid);
-      x->exe_state = rd_link(p, x->exe, &x->exe_n, NULL);
-    }
+    need_exe(x);
     if (x->exe_state < 0) return -1;
     for (int i = 0; i < c->count && !any; i++) any = str_match(c->op, &vals[c->first + i], x->exe, x->exe_n, 0);
   } else if (c->kind == C_PID) {
@@ -311,14 +272,8 @@ static void report(const struct rule *r, struct ctx *x, const struct fanotify_ev
   long uid = stat(p, &ps) == 0 ? (long)ps.st_uid : -1;
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
-  if (x->exe_state == 0) {
-    snprintf(p, sizeof p, "/proc/%d/exe", x->pid);
-    x->exe_state = rd_link(p, x->exe, &x->exe_n, NULL);
-  }
-  if (x->path_state == 0) {
-    snprintf(p, sizeof p, "/proc/self/fd/%d", x->fd);
-    x->path_state = rd_link(p, x->path, &x->path_n, &x->path_trunc);
-  }
+  need_exe(x);
+  need_path(x);
   size_t o = (size_t)snprintf(b, sizeof b,
                               "{\"rule\":%ld,\"pid\":%d,\"uid\":%ld,\"netns\":%llu,\"ktime\":%lld,\"mask\":\"%s\",\"verdict\":\"%s\","
                               "\"unverified\":%s,\"trunc\":%s,\"lost\":%llu,\"errors\":%llu,\"path\":",
