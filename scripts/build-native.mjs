@@ -1,17 +1,17 @@
 #!/usr/bin/env node
-// Builds the native membrane-cni shim (native/membrane-cni-shim.c) into dist/bin/membrane-cni with
-// Debian's gcc (scripts/install-system-deps.sh). It forwards to the agent and falls back to
-// bin/membrane-cni.js, run by the node that runs this build (its path is compiled in).
+// Builds the native programs with Debian's gcc (scripts/install-system-deps.sh) into dist/bin/:
+// - membrane-cni (native/membrane-cni-shim.c): forwards to the agent and falls back to
+//   bin/membrane-cni.js, run by the node that runs this build (its path is compiled in);
+// - membrane-fanotify (native/membrane-fanotify.c): the file-access responder of runtime
+//   enforcement (src/runtime/file/); without it, file-hook Override policies fail to load.
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const out = join(root, "dist", "bin", "membrane-cni");
-mkdirSync(dirname(out), { recursive: true });
 const cc = process.env["CC"] ?? "gcc";
-const args = [
+const flags = [
   "-O2",
   "-std=c11",
   "-Wall",
@@ -22,17 +22,33 @@ const args = [
   "-fPIE",
   "-pie",
   "-Wl,-z,relro,-z,now",
-  `-DMEMBRANE_NODE=${JSON.stringify(process.execPath)}`,
-  "-o",
-  `${out}.tmp`,
-  join(root, "native", "membrane-cni-shim.c"),
 ];
-const r = spawnSync(cc, args, { stdio: "inherit" });
-if (r.error || r.status !== 0) {
-  console.error(
-    `Cannot build the membrane-cni shim: ${cc} ${r.error ? r.error.message : `exited ${r.status}`} ` +
-      "(install gcc: scripts/install-system-deps.sh; bin/membrane-cni.js works without it, slower)",
-  );
-  process.exit(1);
+const programs = [
+  {
+    name: "membrane-cni",
+    src: "membrane-cni-shim.c",
+    extra: [`-DMEMBRANE_NODE=${JSON.stringify(process.execPath)}`],
+    hint: "bin/membrane-cni.js works without it, slower",
+  },
+  {
+    name: "membrane-fanotify",
+    src: "membrane-fanotify.c",
+    extra: [],
+    hint: "TracingPolicies with Override on file hooks need it",
+  },
+];
+for (const p of programs) {
+  const out = join(root, "dist", "bin", p.name);
+  mkdirSync(dirname(out), { recursive: true });
+  const r = spawnSync(cc, [...flags, ...p.extra, "-o", `${out}.tmp`, join(root, "native", p.src)], {
+    stdio: "inherit",
+  });
+  if (r.error || r.status !== 0) {
+    console.error(
+      `Cannot build ${p.name}: ${cc} ${r.error ? r.error.message : `exited ${r.status}`} ` +
+        `(install gcc: scripts/install-system-deps.sh; ${p.hint})`,
+    );
+    process.exit(1);
+  }
+  renameSync(`${out}.tmp`, out); // atomic: a runtime calling the plugin meanwhile runs the old or the new one
 }
-renameSync(`${out}.tmp`, out); // atomic: a runtime calling the plugin meanwhile runs the old or the new one

@@ -105,6 +105,16 @@ describe("Tetragon JSON export, read with Tetragon's own schema (strict)", () =>
         },
       },
       {
+        // A file access denied by the fanotify responder (src/runtime/file/, through runtime-bridge.ts).
+        process_kprobe: {
+          process,
+          function_name: "security_file_permission",
+          args: [{ file_arg: { path: "/etc/shadow" } }],
+          action: "KPROBE_ACTION_OVERRIDE",
+          policy_name: "deny-shadow-read",
+        },
+      },
+      {
         process_tracepoint: {
           process,
           subsys: "sock",

@@ -16,6 +16,9 @@ import { RuntimeController, type RuntimeControllerDeps, type RuntimeParams } fro
 function argOf(a: RuntimePolicyEvent["args"][number]): TetragonArgument {
   const label = a.label !== undefined ? { label: a.label } : {};
   if (a.value === undefined) return { ...label, string_arg: "" };
+  // A file the kernel named (the fanotify responder's Override events, and file hooks' paths): Tetragon's file_arg/path_arg.
+  if (a.type === "file") return { ...label, file_arg: { path: a.value } };
+  if (a.type === "path") return { ...label, path_arg: { path: a.value } };
   if (/^-?\d+$/.test(a.value) && a.type !== "string" && a.type !== "char_buf") {
     return { ...label, int_arg: Number(a.value) };
   }

@@ -26,7 +26,19 @@ export function tracingFile(text: string, file: string): boolean {
 
 export function tracingRows(ps: readonly TracingPolicyStatus[]): string[][] {
   return [
-    ["KIND", "NAMESPACE", "NAME", "STATE", "ENDPOINTS", "PROBES", "EVENTS", "KILLS", "LOST", "ERROR"],
+    [
+      "KIND",
+      "NAMESPACE",
+      "NAME",
+      "STATE",
+      "ENDPOINTS",
+      "PROBES",
+      "EVENTS",
+      "KILLS",
+      "DENIED",
+      "LOST",
+      "ERROR",
+    ],
     ...ps.map((p) => [
       p.kind,
       p.namespace ?? "-",
@@ -36,6 +48,7 @@ export function tracingRows(ps: readonly TracingPolicyStatus[]): string[][] {
       String(p.probes),
       String(p.events),
       String(p.kills),
+      String(p.denials),
       String(p.lost.kernel + p.lost.agent),
       p.error ?? "-",
     ]),

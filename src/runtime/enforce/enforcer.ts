@@ -10,13 +10,17 @@
  * All or nothing: a policy's probes are one bpftrace program, which attaches
  * every probe or exits; a replacement that fails leaves the previous program
  * of that policy running (and the error is reported), a new policy that fails
- * leaves nothing attached.
+ * leaves nothing attached. Override selectors on file hooks are served by a
+ * fanotify responder per policy (src/runtime/file/), started before the
+ * program and stopped again if the program fails.
  */
 import type { LabelSet } from "../../labels/label.js";
 import { MembraneError } from "../../errors.js";
 import { policyKey, type NamespaceType, type TracingPolicy } from "../policy/types.js";
+import { startPolicyResponder } from "../file/policy-responder.js";
+import type { FileResponder } from "../file/responder.js";
 import { BpftraceProcess } from "./bpftrace.js";
-import type { RuntimeEventSink } from "./events.js";
+import type { RuntimeEventSink, RuntimePolicyEvent } from "./events.js";
 import { toEvent } from "./output.js";
 import { compileScript, type CompiledRule, type ScriptGuards } from "./script.js";
 
@@ -40,6 +44,8 @@ export interface TracingPolicyStatus {
   readonly error: string | undefined;
   readonly events: number;
   readonly kills: number;
+  /** Accesses denied by the fanotify responder (Override). */
+  readonly denials: number;
   readonly lost: { kernel: number; agent: number };
 }
 
@@ -50,6 +56,8 @@ export interface EnforcerParams {
   /** Events delivered per policy per second; more are counted as lost (agent). */
   readonly eventsPerSecond?: number;
   readonly bpftrace?: string;
+  /** The fanotify responder binary (default dist/bin/membrane-fanotify). */
+  readonly fanotifyResponder?: string;
   readonly loadTimeoutMs?: number;
 }
 
@@ -58,11 +66,13 @@ interface Running {
   scopeKey: string;
   endpoints: number;
   proc: BpftraceProcess | undefined;
+  file: FileResponder | undefined;
   rules: readonly CompiledRule[];
   state: TracingPolicyState;
   error: string | undefined;
   events: number;
   kills: number;
+  denials: number;
   lostKernel: number;
   lostAgent: number;
   bucket: { second: number; used: number };
@@ -111,7 +121,7 @@ export class RuntimeEnforcer {
       const r = this.policies.get(key);
       if (!r) return false;
       this.policies.delete(key);
-      await r.proc?.stop();
+      await Promise.all([r.proc?.stop(), r.file?.stop()]);
       return true;
     });
   }
@@ -126,7 +136,7 @@ export class RuntimeEnforcer {
           this.policies.set(key, await this.load(r.policy, r));
         } catch (e) {
           // The previous program (if any) keeps running; the status says why it was not replaced.
-          r.state = r.proc ? r.state : "error";
+          r.state = r.proc || r.file ? r.state : "error";
           r.error = e instanceof Error ? e.message : String(e);
         }
       }
@@ -139,7 +149,7 @@ export class RuntimeEnforcer {
 
   async stop(): Promise<void> {
     await this.serial(async () => {
-      await Promise.all([...this.policies.values()].map((r) => r.proc?.stop()));
+      await Promise.all([...this.policies.values()].flatMap((r) => [r.proc?.stop(), r.file?.stop()]));
       this.policies.clear();
     });
   }
@@ -155,6 +165,7 @@ export class RuntimeEnforcer {
       error: r.error,
       events: r.events,
       kills: r.kills,
+      denials: r.denials,
       lost: { kernel: r.lostKernel, agent: r.lostAgent },
     };
   }
@@ -166,62 +177,91 @@ export class RuntimeEnforcer {
       scopeKey: scope.key,
       endpoints: scope.count,
       proc: undefined,
+      file: undefined,
       rules: [],
       state: "idle",
       error: undefined,
       events: old?.events ?? 0,
       kills: old?.kills ?? 0,
+      denials: old?.denials ?? 0,
       lostKernel: old?.lostKernel ?? 0,
       lostAgent: old?.lostAgent ?? 0,
       bucket: { second: 0, used: 0 },
     };
     if (scope.netns !== "node" && scope.netns.length === 0) {
-      await old?.proc?.stop();
+      await Promise.all([old?.proc?.stop(), old?.file?.stop()]);
       return r;
     }
     const compiled = compileScript(policy, { netns: scope.netns }, this.guards);
     r.rules = compiled.rules;
     const what = `${policy.kind} ${policy.namespace ? policy.namespace + "/" : ""}${policy.name}`;
     const limit = this.p.eventsPerSecond ?? 10_000;
-    r.proc = await BpftraceProcess.start({
-      script: compiled.text,
+    const deliver = (e: RuntimePolicyEvent): void => {
+      const sec = Math.floor(e.time.getTime() / 1000);
+      if (r.bucket.second !== sec) r.bucket = { second: sec, used: 0 };
+      r.events++;
+      if (e.action === "KPROBE_ACTION_OVERRIDE") r.denials++;
+      else if (e.action !== "KPROBE_ACTION_POST") r.kills++;
+      if (++r.bucket.used > limit) {
+        r.lostAgent++;
+        this.p.sink.onLost?.(policy.name, { kernel: 0, agent: 1 });
+        return;
+      }
+      this.p.sink.onPolicyEvent(e);
+    };
+    const lostKernel = (n: number): void => {
+      r.lostKernel += n;
+      this.p.sink.onLost?.(policy.name, { kernel: n, agent: 0 });
+    };
+    const exited = (why: string): void => {
+      // Not through stop(): the programs or marks are gone; say so (fail visible, not silent).
+      r.state = "error";
+      r.error = `${what}: ${why}`;
+    };
+    r.file = await startPolicyResponder({
+      policy,
+      scope: { netns: scope.netns },
+      guards: this.guards,
       what,
-      ...(this.p.bpftrace ? { bpftrace: this.p.bpftrace } : {}),
-      ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
-      onEvent: (fields) => {
-        const now = new Date();
-        const sec = Math.floor(now.getTime() / 1000);
-        if (r.bucket.second !== sec) r.bucket = { second: sec, used: 0 };
-        const e = toEvent(fields, {
-          policyName: policy.name,
-          policyNamespace: policy.namespace,
-          rules: r.rules,
-          now,
-        });
-        if (!e) return;
-        r.events++;
-        if (e.action !== "KPROBE_ACTION_POST") r.kills++;
-        if (++r.bucket.used > limit) {
-          r.lostAgent++;
-          this.p.sink.onLost?.(policy.name, { kernel: 0, agent: 1 });
-          return;
-        }
-        this.p.sink.onPolicyEvent(e);
-      },
-      onLost: (n) => {
-        r.lostKernel += n;
-        this.p.sink.onLost?.(policy.name, { kernel: n, agent: 0 });
-      },
+      ...(this.p.fanotifyResponder ? { binary: this.p.fanotifyResponder } : {}),
+      onEvent: deliver,
+      onLost: lostKernel,
       onExit: (why) => {
-        // Not through stop(): the programs are gone; say so (fail visible, not silent).
-        r.state = "error";
-        r.error = `${what}: ${why}`;
-        r.proc = undefined;
+        exited(why);
+        r.file = undefined;
       },
     });
+    // A policy whose probes are all Override on file hooks needs no bpftrace program.
+    if (compiled.rules.length > 0) {
+      try {
+        r.proc = await BpftraceProcess.start({
+          script: compiled.text,
+          what,
+          ...(this.p.bpftrace ? { bpftrace: this.p.bpftrace } : {}),
+          ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
+          onEvent: (fields) => {
+            const e = toEvent(fields, {
+              policyName: policy.name,
+              policyNamespace: policy.namespace,
+              rules: r.rules,
+              now: new Date(),
+            });
+            if (e) deliver(e);
+          },
+          onLost: lostKernel,
+          onExit: (why) => {
+            exited(why);
+            r.proc = undefined;
+          },
+        });
+      } catch (e) {
+        await r.file?.stop(); // all or nothing: no marks without the policy's program
+        throw e;
+      }
+    }
     r.state = "loaded";
     // Make-before-break: the replacement is attached before the previous program detaches.
-    await old?.proc?.stop();
+    await Promise.all([old?.proc?.stop(), old?.file?.stop()]);
     return r;
   }
 }

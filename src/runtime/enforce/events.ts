@@ -10,7 +10,8 @@
 
 export type PolicyEventType = "process_kprobe" | "process_tracepoint";
 /** Tetragon's action names in exported events. */
-export type PolicyEventAction = "KPROBE_ACTION_POST" | "KPROBE_ACTION_SIGKILL" | "KPROBE_ACTION_SIGNAL";
+export type PolicyEventAction =
+  "KPROBE_ACTION_POST" | "KPROBE_ACTION_SIGKILL" | "KPROBE_ACTION_SIGNAL" | "KPROBE_ACTION_OVERRIDE";
 
 export interface PolicyEventArg {
   /** Tetragon arg index as declared in the policy. */

@@ -185,6 +185,10 @@ function selectorCondition(s: TracingSelector, a: AttachPoint, ctx: Ctx): string
   return allOf(parts);
 }
 
+function isOverride(s: TracingSelector): boolean {
+  return s.actions.some((x) => x.action === "Override");
+}
+
 /** Compiles `p` for the given scope; throws only on internal errors (the policy was validated). */
 export function compileScript(p: TracingPolicy, scope: ScriptScope, guards: ScriptGuards): CompiledScript {
   const ctx: Ctx = { guards, binaryMaps: new Map() };
@@ -197,6 +201,8 @@ export function compileScript(p: TracingPolicy, scope: ScriptScope, guards: Scri
   if (nodeWide) exempt.push(`curtask->real_parent->tgid != ${int(guards.agentPid)}`);
 
   for (const probe of p.probes) {
+    // Override selectors are the fanotify responder's (src/runtime/file/); a probe with nothing else needs no program.
+    if (probe.selectors.length > 0 && probe.selectors.every(isOverride)) continue;
     for (const a of probe.attach) {
       const declaredStr = probe.args.filter((x) => {
         const s = a.args.get(x.index);
@@ -249,6 +255,11 @@ export function compileScript(p: TracingPolicy, scope: ScriptScope, guards: Scri
       };
       const sels = probe.selectors.length === 0 ? [undefined] : probe.selectors;
       sels.forEach((s, si) => {
+        if (s !== undefined && isOverride(s)) {
+          // Matched first, it decides (Tetragon's order): nothing posted here, the responder reports it.
+          body.push(`  if ($m == 0 && ${selectorCondition(s, a, ctx)}) { $m = -1; }`);
+          return;
+        }
         const kill = s?.actions.find((x) => x.action === "Sigkill" || x.action === "Signal");
         const post = !(s?.actions.some((x) => x.action === "NoPost") ?? false);
         const signal = kill === undefined ? undefined : kill.action === "Signal" ? kill.signal : 9;

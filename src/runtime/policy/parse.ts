@@ -330,6 +330,7 @@ function readCommon(
     selectors,
     message,
     tags,
+    ...(tr.fanotify ? { fanotify: tr.fanotify } : {}),
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * Item 5 of issue 15: a kill that is not narrowed is refused.
  *
- * A selector with Sigkill or Signal must be narrowed twice:
+ * A selector with Sigkill, Signal or Override (a denied file access, which
+ * can stop the node's own work as surely as a kill) must be narrowed twice:
  *  - to workloads: the policy has a podSelector (or is a
  *    TracingPolicyNamespaced). Otherwise it would see every process of the
  *    node, the agent and PID 1 included;
@@ -22,8 +23,9 @@ export interface SafetyProblem {
   readonly message: string;
 }
 
+/** A kill, or an Override (a denied file access): both can stop the node's own work if not narrowed. */
 function kills(s: TracingSelector): boolean {
-  return s.actions.some((a) => a.action === "Sigkill" || a.action === "Signal");
+  return s.actions.some((a) => a.action === "Sigkill" || a.action === "Signal" || a.action === "Override");
 }
 
 function narrowed(s: TracingSelector): boolean {

@@ -94,8 +94,6 @@ const NS_TYPES: readonly NamespaceType[] = ["Uts", "Ipc", "Mnt", "Net", "Time", 
 
 /** Tetragon actions refused here, with the reason. */
 const UNSUPPORTED_ACTIONS: Record<string, string> = {
-  Override:
-    "Override needs bpf_override_return or fmod_ret, which this kernel refuses (lockdown); use Sigkill to stop the process instead",
   FollowFD: "FollowFD is not supported: file hooks are served at open time, by path",
   UnfollowFD: "UnfollowFD is not supported: file hooks are served at open time, by path",
   CopyFD: "CopyFD is not supported",
@@ -257,7 +255,7 @@ function readCapabilities(v: Val): CapabilityMatch | undefined {
   return { type, operator, values: values as number[] };
 }
 
-function readAction(v: Val): Action | undefined {
+function readAction(v: Val, tr: Translation): Action | undefined {
   const f = v.map(MATCH_ACTIONS_FIELDS);
   if (!f) return undefined;
   const aVal = f.need("action");
@@ -266,6 +264,7 @@ function readAction(v: Val): Action | undefined {
   if (Object.hasOwn(UNSUPPORTED_ACTIONS, a)) return aVal.unsupported(UNSUPPORTED_ACTIONS[a] ?? "");
   for (const n of ACTION_OPTIONS_REFUSED)
     if (f.has(n)) f.get(n)?.unsupported(`${n} is not supported by Membrane's enforcer`);
+  if (a === "Override") return readOverride(f, aVal, tr);
   // argError goes with Override (refused above); elsewhere Tetragon ignores it, and so do we, aloud.
   if (f.has("argError")) f.get("argError")?.warn(`argError has no effect with action ${a}`);
   if (a === "Post" || a === "NoPost" || a === "Sigkill") {
@@ -276,8 +275,34 @@ function readAction(v: Val): Action | undefined {
     const sig = f.need("argSig")?.int(1, MAX_SIGNAL);
     return sig === undefined ? undefined : { action: "Signal", signal: sig };
   }
-  return aVal.error(`unknown action ${JSON.stringify(a)} (Post, NoPost, Sigkill, Signal)`);
+  return aVal.error(`unknown action ${JSON.stringify(a)} (Post, NoPost, Sigkill, Signal, Override)`);
 }
+
+/**
+ * Override: served only where a denial path exists, the file hooks through
+ * fanotify permission events (translation.ts, src/runtime/file/). fanotify
+ * answers a denied access with EPERM, so argError must be -1.
+ */
+function readOverride(f: Fields, aVal: Val, tr: Translation): Action | undefined {
+  if (!tr.fanotify)
+    return aVal.unsupported(
+      `Override on ${tr.functionName} needs bpf_override_return or fmod_ret, which this kernel refuses (lockdown); Override is served for the file hooks security_file_permission, security_file_open and fd_install (fanotify); use Sigkill to stop the process instead`,
+    );
+  if (f.has("argSig")) f.get("argSig")?.error("argSig belongs to action Signal, not Override");
+  const errVal = f.need("argError");
+  const err = errVal?.int(-4095, 0);
+  if (err === undefined || !errVal) return undefined;
+  if (err !== -1)
+    return errVal.unsupported(
+      `a denied file access returns EPERM (fanotify FAN_DENY): argError must be -1, not ${err}`,
+    );
+  return { action: "Override", argError: -1 };
+}
+
+const OVERRIDE_WITH_KILL =
+  "Override and Sigkill/Signal in one selector: the access is denied by fanotify, the kill comes from a syscall tracepoint; use two selectors";
+const OVERRIDE_WITH_CAPS =
+  "matchCapabilities cannot be checked by the fanotify responder that serves Override on this probe; use matchBinaries, matchPIDs or matchNamespaces";
 
 export function readSelectors(
   list: Val,
@@ -285,6 +310,7 @@ export function readSelectors(
   declared: ReadonlyMap<number, string>,
 ): TracingSelector[] | undefined {
   const out: TracingSelector[] = [];
+  const fields: Fields[] = [];
   let ok = true;
   for (const item of list.list() ?? []) {
     const f: Fields | undefined = item.map(SELECTOR_FIELDS);
@@ -295,8 +321,8 @@ export function readSelectors(
     for (const name of f.names())
       if (Object.hasOwn(UNSUPPORTED_SELECTOR_FIELDS, name))
         f.get(name)?.unsupported(UNSUPPORTED_SELECTOR_FIELDS[name] ?? "");
-    const all = <T>(name: string, read: (v: Val) => T | undefined): T[] => {
-      const xs = (f.get(name)?.list() ?? []).map(read);
+    const all = <T>(name: string, read: (v: Val, tr: Translation) => T | undefined): T[] => {
+      const xs = (f.get(name)?.list() ?? []).map((v) => read(v, tr));
       if (xs.some((x) => x === undefined)) ok = false;
       return xs.filter((x): x is T => x !== undefined);
     };
@@ -309,7 +335,23 @@ export function readSelectors(
       matchCapabilities: all("matchCapabilities", readCapabilities),
       actions: all("matchActions", readAction),
     });
+    fields.push(f);
   }
+  // Override selectors are served by the fanotify responder, which checks every selector of the
+  // probe in order (the first that matches decides): what it cannot check is refused.
+  const overrides = (s: TracingSelector): boolean => s.actions.some((a) => a.action === "Override");
+  if (out.some(overrides))
+    out.forEach((s, i) => {
+      const kill = s.actions.some((a) => a.action === "Sigkill" || a.action === "Signal");
+      if (overrides(s) && kill) {
+        fields[i]?.get("matchActions")?.unsupported(OVERRIDE_WITH_KILL);
+        ok = false;
+      }
+      if (s.matchCapabilities.length > 0) {
+        fields[i]?.get("matchCapabilities")?.unsupported(OVERRIDE_WITH_CAPS);
+        ok = false;
+      }
+    });
   if (list.kind !== "list") ok = false;
   return ok ? out : undefined;
 }

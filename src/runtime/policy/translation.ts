@@ -9,6 +9,7 @@
  * | kprobe security_file_permission        | syscalls:sys_enter_open/openat/openat2        | arg 0 (file) = the path opened     |
  * | kprobe security_file_open              | syscalls:sys_enter_open/openat/openat2        | arg 0 (file) = the path opened     |
  * | kprobe fd_install                      | syscalls:sys_enter_open/openat/openat2        | arg 1 (file) = the path opened     |
+ * |   Override on the three file hooks     | fanotify FAN_OPEN_PERM (+ FAN_ACCESS_PERM for security_file_permission), src/runtime/file/ | the file opened (its path, or the same inode) |
  * | kprobe security_bprm_check             | syscalls:sys_enter_execve/execveat            | arg 0 (linux_binprm) = the path    |
  * | kprobe tcp_connect                     | sock:inet_sock_set_state, TCP, -> SYN_SENT    | arg 0 (sock): DPort/SPort          |
  * | kprobe cap_capable                     | capability:cap_capable                        | arg 2 = the capability number      |
@@ -23,8 +24,11 @@
  * resolved), at open time only (an fd opened before the policy loaded is not
  * seen again); exec hooks see the path given to execve, before the new
  * program runs. Tracepoint indexes count the 4 common fields, as Tetragon's do.
+ * Override on a file hook is the exception: the fanotify responder sees the
+ * file itself (a hard link, bind mount or relative path to a denied file is
+ * denied), at open, and at each read for security_file_permission.
  */
-import type { ArgSource, AttachPoint } from "./types.js";
+import type { ArgSource, AttachPoint, FanotifyEvents } from "./types.js";
 import { syscallArgs } from "./syscalls.js";
 
 export interface Translation {
@@ -32,6 +36,8 @@ export interface Translation {
   readonly attach: readonly AttachPoint[];
   /** The argument indexes this hook can read, and what the user may declare them as. */
   readonly argTypes: ReadonlyMap<number, "string" | "int" | "sock">;
+  /** File hooks: Override is served by these fanotify permission events (src/runtime/file/). */
+  readonly fanotify?: FanotifyEvents;
 }
 
 const STRING_TYPES = new Set(["string", "char_buf", "file", "path", "filename", "linux_binprm", "dentry"]);
@@ -89,9 +95,11 @@ function openFamily(index: number): AttachPoint[] {
 }
 
 const KERNEL_FUNCTIONS: Record<string, () => Translation> = {
-  security_file_permission: () => fileHook("security_file_permission", 0),
-  security_file_open: () => fileHook("security_file_open", 0),
-  fd_install: () => fileHook("fd_install", 1),
+  // security_file_permission runs at every read and write: fanotify can deny at open and at read
+  // (FAN_ACCESS_PERM); there is no permission event for write(2), so writes are denied at open only.
+  security_file_permission: () => fileHook("security_file_permission", 0, "open+read"),
+  security_file_open: () => fileHook("security_file_open", 0, "open"),
+  fd_install: () => fileHook("fd_install", 1, "open"),
   security_bprm_check: () => ({
     functionName: "security_bprm_check",
     attach: ["execve", "execveat"].map((s) => ({
@@ -121,8 +129,8 @@ const KERNEL_FUNCTIONS: Record<string, () => Translation> = {
   }),
 };
 
-function fileHook(name: string, index: number): Translation {
-  return { functionName: name, attach: openFamily(index), argTypes: new Map([[index, "string"]]) };
+function fileHook(name: string, index: number, fanotify: FanotifyEvents): Translation {
+  return { functionName: name, attach: openFamily(index), argTypes: new Map([[index, "string"]]), fanotify };
 }
 
 export function kernelFunctions(): string[] {

@@ -87,7 +87,9 @@ export type Action =
   | { readonly action: "Post" }
   | { readonly action: "NoPost" }
   | { readonly action: "Sigkill" }
-  | { readonly action: "Signal"; readonly signal: number };
+  | { readonly action: "Signal"; readonly signal: number }
+  /** File hooks only (served by fanotify, src/runtime/file/): the access is denied with EPERM (argError -1). */
+  | { readonly action: "Override"; readonly argError: number };
 
 export interface TracingSelector {
   /** Field path of the selector, e.g. `spec.kprobes[0].selectors[1]`. */
@@ -120,7 +122,15 @@ export interface TracingProbe {
   readonly selectors: readonly TracingSelector[];
   readonly message: string | undefined;
   readonly tags: readonly string[];
+  /**
+   * File hooks: the fanotify permission events that can deny this hook's
+   * access (translation.ts); Override selectors are served by them.
+   */
+  readonly fanotify?: FanotifyEvents;
 }
+
+/** `open`: FAN_OPEN_PERM; `open+read`: FAN_OPEN_PERM and FAN_ACCESS_PERM. */
+export type FanotifyEvents = "open" | "open+read";
 
 export interface TracingPolicy {
   readonly kind: TracingPolicyKind;

@@ -84,13 +84,13 @@ const cases: Case[] = [
     message: /512-byte BPF stack/,
   },
   {
-    name: "Override is refused (no bpf_override_return on this kernel)",
+    name: "Override on a syscall is refused (no bpf_override_return on this kernel; file hooks use fanotify)",
     yaml: openat(
       "    - matchArgs: [{index: 1, operator: Equal, values: [/x]}]\n      matchActions: [{action: Override, argError: -1}]\n",
     ),
     code: "TRACING_POLICY_UNSUPPORTED",
     path: "spec.kprobes[0].selectors[0].matchActions[0].action",
-    message: /Override needs bpf_override_return/,
+    message: /Override on __x64_sys_openat needs bpf_override_return.*served for the file hooks/,
   },
   {
     name: "lsmhooks are refused",
