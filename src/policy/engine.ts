@@ -336,7 +336,7 @@ export class PolicyEngine {
   /** The host's own ingress policy (host firewall rules), for traffic to the node. */
   hostPolicy(): HostPolicy {
     const host = this.allocator.get(ID.host) as Identity;
-    return hostPolicyOf(this.resolveContext(), this.repo.hostRules(), host);
+    return hostPolicyOf(this.resolveContext(), this.repo.hostRules(this.config.nodeLabels), host);
   }
 
   listEndpoints(): readonly EndpointRecord[] {
