@@ -51,7 +51,8 @@ export class ClusterResources {
   private unsubs: Unsubscribe[] = [];
   /** Bumped by each list: events of older watches are dropped. */
   private generation = 0;
-  private timer: NodeJS.Timeout | undefined;
+  /** One pending retry per kind: a list again, an enforce again. */
+  private readonly timers = new Map<"relist" | "enforce", NodeJS.Timeout>();
   private stopped = false;
   private written = "";
   private statusChain: Promise<void> = Promise.resolve();
@@ -87,7 +88,7 @@ export class ClusterResources {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    for (const t of this.timers.values()) clearTimeout(t);
     await this.unwatch();
     await this.statusChain;
   }
@@ -98,13 +99,14 @@ export class ClusterResources {
     await Promise.all(u.map((f) => f().catch(() => undefined)));
   }
 
-  private later(f: () => void): void {
-    if (this.stopped || this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
+  private later(kind: "relist" | "enforce", f: () => void): void {
+    if (this.stopped || this.timers.has(kind)) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(kind);
       f();
     }, this.d.retryMs ?? 2000);
-    this.timer.unref();
+    timer.unref();
+    this.timers.set(kind, timer);
   }
 
   /** Lists every prefix, makes the view match, enforces, then watches from each list's revision + 1. */
@@ -160,14 +162,14 @@ export class ClusterResources {
     } catch (e) {
       if (gen !== this.generation) return;
       this.fail(e, "cannot list the cluster's resources; listing again");
-      this.later(() => void this.relist());
+      this.later("relist", () => void this.relist());
     }
   }
 
   private watchFailed(gen: number, e: Error): void {
     if (gen !== this.generation || this.stopped) return;
     this.d.ctx.logger.warn({ err: e.message }, "watch of the cluster's resources failed; listing again");
-    this.later(() => void this.relist());
+    this.later("relist", () => void this.relist());
   }
 
   /** Drains queued changes on the work queue, a batch at a time (bursts coalesce). */
@@ -207,7 +209,7 @@ export class ClusterResources {
         await this.d.enforce();
       } catch (e) {
         this.fail(e, "cannot enforce the cluster's resources; trying again");
-        this.later(() => this.kick());
+        this.later("enforce", () => this.kick());
         return;
       }
     }
