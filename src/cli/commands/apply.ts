@@ -96,7 +96,7 @@ export function applyCommand(ctx: CliContext): Command {
     .addOption(outputOption())
     .addHelpText(
       "after",
-      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f policy.yaml --wait --timeout 30s\n  $ membrane apply -f policy.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n",
+      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n",
     );
   return clusterOptions(cmd).action(
     async (o: ClusterFlags & { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
