@@ -25,7 +25,7 @@
 import { IdentityAllocator, type Identity, type IdentityAllocatorLike } from "../identity/allocator.js";
 import { ID } from "../identity/reserved.js";
 import { IPCache } from "../ipcache/ipcache.js";
-import { identityRelevant } from "../labels/k8s.js";
+import { identityRelevant, nodeLabelSet } from "../labels/k8s.js";
 import { MembraneError } from "../errors.js";
 import { normalizeName } from "./l7/fqdn.js";
 import { decideFlow, explainFlow } from "./decide.js";
@@ -85,7 +85,8 @@ export class PolicyEngine {
       );
     }
     this.allocator = params.allocator ?? new IdentityAllocator();
-    this.cache = new SelectorCache({ cluster: this.config.cluster, services: this.services });
+    const nodeLabels = nodeLabelSet(this.config.nodeLabels); // for fromNodes/toNodes
+    this.cache = new SelectorCache({ cluster: this.config.cluster, services: this.services, nodeLabels });
     this.ipcache = new IPCache(this.config.dualStack);
     this.table = new EndpointTable({ ipcache: this.ipcache, cluster: this.config.cluster });
     this.repo = new Repository(this.cache);

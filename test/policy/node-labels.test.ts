@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { MembraneError } from "../../src/errors.js";
 import { parsePolicies } from "../../src/policy/api/index.js";
 import { runScenarioText } from "../../src/policy/scenario/index.js";
 
@@ -108,6 +109,84 @@ queries: [{from: "world:1.2.3.4", to: host, proto: TCP, port: 22, expect: allow}
     assert.deepEqual(
       e?.issues?.map((i) => [i.path, i.line]),
       [["config.nodeLabels", 2]],
+    );
+  });
+});
+
+function nodePeers(nodeLabels: string, nodes: string): string[] {
+  const text = `name: node-peers
+config: {nodeLabels: ${nodeLabels}, allowLocalhost: policy}
+endpoints:
+  - {name: web, namespace: default, labels: {app: web}, ip: 10.0.1.10}
+policies: |
+  apiVersion: cilium.io/v2
+  kind: CiliumNetworkPolicy
+  metadata: {name: web, namespace: default}
+  spec:
+    endpointSelector: {matchLabels: {app: web}}
+    ingress:
+      - fromNodes: [${nodes}]
+        toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+    egress:
+      - toNodes: [${nodes}]
+        toPorts: [{ports: [{port: "10250", protocol: TCP}]}]
+queries:
+  - {from: host, to: web, proto: TCP, port: 8080, expect: allow}
+  - {from: "remote-node:192.0.2.5", to: web, proto: TCP, port: 8080, expect: allow}
+  - {from: web, to: host, proto: TCP, port: 10250, expect: allow}
+  - {from: web, to: "remote-node:192.0.2.5", proto: TCP, port: 10250, expect: allow}
+  - {from: "world:1.2.3.4", to: web, proto: TCP, port: 8080, expect: allow}
+`;
+  const r = runScenarioText(text, "node-peers.yaml");
+  assert.equal(r?.error, undefined, String(r?.error?.message));
+  return (r?.results ?? []).map((q) => q.actual);
+}
+
+describe("fromNodes / toNodes select nodes by their labels", () => {
+  test("with allowLocalhost: policy, a labelled selector selects this node when its labels match (ingress from and egress to the host), never world", () => {
+    assert.deepEqual(nodePeers("{role: edge}", "{matchLabels: {role: edge}}"), [
+      "allow",
+      "deny",
+      "allow",
+      "deny",
+      "deny",
+    ]);
+  });
+
+  test("a labelled selector does not select this node when its labels differ", () => {
+    assert.deepEqual(nodePeers("{role: worker}", "{matchLabels: {role: edge}}"), [
+      "deny",
+      "deny",
+      "deny",
+      "deny",
+      "deny",
+    ]);
+  });
+
+  test("an empty selector selects every node: this one and remote nodes (which carry no labels yet)", () => {
+    assert.deepEqual(nodePeers("{role: worker}", "{}"), ["allow", "allow", "allow", "allow", "deny"]);
+  });
+
+  test("fromNodes in a deny rule is refused: remote nodes carry no labels, a deny would miss them (fail open)", () => {
+    assert.throws(
+      () =>
+        parsePolicies(
+          `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: d, namespace: default}
+spec:
+  endpointSelector: {}
+  ingressDeny: [{fromNodes: [{matchLabels: {role: edge}}]}]
+`,
+          "d.yaml",
+        ),
+      (e: unknown) =>
+        e instanceof MembraneError &&
+        e.code === "POLICY_UNSUPPORTED" &&
+        e.issues.some(
+          (i) =>
+            i.path === "spec.ingressDeny[0].fromNodes" && /in a deny rule is not supported/.test(i.message),
+        ),
     );
   });
 });

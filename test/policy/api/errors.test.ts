@@ -299,11 +299,11 @@ const cases: ErrorCase[] = [
     message: "a clusterwide policy must name the service's namespace",
   },
   {
-    name: "fromNodes is not supported",
-    doc: ing("- fromNodes: [{matchLabels: {a: b}}]"),
-    path: "spec.ingress[0].fromNodes",
+    name: "fromNodes in a deny rule is not supported (remote nodes carry no labels: it would miss them)",
+    doc: specOf("ingressDeny:\n- fromNodes: [{matchLabels: {a: b}}]"),
+    path: "spec.ingressDeny[0].fromNodes",
     at: "fromNodes",
-    message: "fromNodes is not supported by Membrane yet",
+    message: "fromNodes in a deny rule is not supported by Membrane yet",
     code: "POLICY_UNSUPPORTED",
   },
   {
