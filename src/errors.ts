@@ -46,6 +46,7 @@ export const ERROR_CODES = {
   // cluster
   CLUSTER_INVALID: "A cluster-mode setting or cluster record is invalid",
   CLUSTER_UNAVAILABLE: "The cluster store cannot be reached or refused this node",
+  CLUSTER_NOT_REALIZED: "Not every live node enforced a change within the time allowed",
   // k8s
   K8S_API_FAILED:
     "The Kubernetes API could not be read (refused, unreachable, or an answer Membrane cannot read)",

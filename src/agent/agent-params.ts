@@ -5,6 +5,7 @@ import type { EngineConfig } from "../policy/query.js";
 import type { Store } from "../store/store.js";
 import type { ObserverParams } from "./observer.js";
 import type { RuntimeParams } from "./controllers/runtime.js";
+import type { ClusterContext } from "../cluster/context.js";
 
 export interface AgentParams {
   readonly store: Store;
@@ -52,4 +53,6 @@ export interface AgentParams {
   readonly clusterIdentities?: ClusterIdentities;
   /** Runtime events (process exec/exit per endpoint, Tetragon's JSON); absent = off. */
   readonly runtime?: RuntimeParams;
+  /** Cluster mode (`--cluster-store`): policies, namespaces and services are shared through etcd. */
+  readonly cluster?: ClusterContext;
 }

@@ -14,6 +14,7 @@
  * (controller.ts) and is listed in `controllers` below.
  */
 import { MembraneError } from "../errors.js";
+import { ClusterResources, clusterResources } from "../cluster/resources.js";
 import { Reconciler } from "../datapath/reconcile.js";
 import { BypassResetter } from "../datapath/conntrack-flush.js";
 import { adoptNode, type NodeNetns } from "../datapath/node-adopt.js";
@@ -77,6 +78,8 @@ export class Agent {
   readonly tracing: TracingPoliciesController; // TracingPolicies (controllers/tracing-policies.ts)
   /** Runtime events of the node's processes (controllers/runtime.ts); undefined when off. */
   runtime: RuntimeController | undefined;
+  /** Cluster mode: policies, namespaces and services shared through etcd (cluster/resources.ts). */
+  readonly cluster: ClusterResources | undefined;
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
   private readonly controllers: readonly Controller[];
 
@@ -107,8 +110,9 @@ export class Agent {
       serial: (f, signal, what) => this.queue.run(f, signal, what),
     };
     this.identitiesCtl = new IdentitiesController({ ...deps, ...(p.clusterIdentities ? { cluster: p.clusterIdentities } : {}) }); // prettier-ignore
-    this.namespaces = new NamespacesController(deps);
-    this.services = new ServicesController(deps);
+    const shared = p.cluster ? clusterResources.deps(deps, p.cluster) : deps; // their store: etcd
+    this.namespaces = new NamespacesController(shared);
+    this.services = new ServicesController(shared);
     this.nodes = new NodesController(deps);
     this.remoteEndpoints = new RemoteEndpointsController(
       deps,
@@ -128,21 +132,16 @@ export class Agent {
       ipam: this.ipam,
       node: () => this.node,
     });
-    this.policies = new PoliciesController({ ...deps, kernelBehind: () => this.enforcer.kernelBehind });
+    const kernelBehind = (): boolean => this.enforcer.kernelBehind;
+    this.policies = new PoliciesController({ ...shared, kernelBehind });
+    const synced = [this.namespaces, this.services, this.policies];
+    this.cluster = p.cluster && clusterResources.watch({ ...shared, kernelBehind }, p.cluster, synced);
     this.names = new NamesController(
       deps,
       p.proxy?.dnsMinTtlSeconds !== undefined ? { minTtlSeconds: p.proxy.dnsMinTtlSeconds } : {},
     );
-    this.controllers = [
-      this.identitiesCtl,
-      this.namespaces,
-      this.services,
-      this.nodes,
-      this.endpoints,
-      this.remoteEndpoints,
-      this.policies,
-      this.names,
-    ];
+    const ctls: Controller[] = [this.identitiesCtl, this.namespaces, this.services, this.nodes];
+    this.controllers = [...ctls, this.endpoints, this.remoteEndpoints, this.policies, this.names];
     this.tracing = new TracingPoliciesController({ logger: p.logger, endpoints: () => this.listEndpoints() });
     this.enforcer = new Enforcer({
       logger: p.logger,
@@ -209,6 +208,7 @@ export class Agent {
       "agent started",
     );
     await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
+    await this.cluster?.start(); // what other nodes applied meanwhile (listed, enforced, then watched)
     // The kernel is read in the background (once now: a restart adopted the table by its
     // stamp, then periodically); the work queue is used only to repair drift.
     const resync = (): void => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair"));
@@ -223,6 +223,7 @@ export class Agent {
     if (this.timer) clearInterval(this.timer);
     await this.identitiesCtl.stop();
     await this.endpoints.stopVerification();
+    await this.cluster?.stop();
     this.names.stop();
     // A long nft transaction is killed, not waited for: the kernel keeps the old
     // state, the store holds what was acknowledged, and the next start reconciles.
@@ -289,7 +290,7 @@ export class Agent {
     file: string,
     signal?: AbortSignal,
   ): Promise<ApplyReport> {
-    return this.policies.apply(resources, file, signal);
+    return clusterResources.revision(this.cluster, this.policies.apply(resources, file, signal));
   }
 
   async deletePolicies(text: string, file: string, signal?: AbortSignal): Promise<ApplyReport> {
@@ -299,7 +300,7 @@ export class Agent {
 
   /** Deletes the named policies, all or none. */
   deletePolicyRefs(refs: readonly PolicyRef[], file: string, signal?: AbortSignal): Promise<ApplyReport> {
-    return this.policies.delete(refs, file, signal);
+    return clusterResources.revision(this.cluster, this.policies.delete(refs, file, signal));
   }
 
   listPolicies(): ReturnType<PoliciesController["list"]> {

@@ -54,6 +54,7 @@ import { remoteEndpointRoutes } from "./remote-endpoint-routes.js";
 import { cniRoutes } from "./api/cni-routes.js";
 import { tracingRoutes } from "./api/tracing-routes.js";
 import { runtimeRoutes } from "./api/runtime-routes.js";
+import { clusterRoutes, withClusterStatus } from "./api/cluster-routes.js";
 import type { PolicyResource } from "../policy/types.js";
 
 /** The body of a flows request: the filter the CLI compiled from its flags (checked when compiled). */
@@ -200,7 +201,7 @@ export function agentRoutes(agent: Agent): Route[] {
   const withWarnings = <T extends object>(r: T, warnings: readonly PolicyWarning[]): T =>
     warnings.length === 0 ? r : { ...r, warnings: warnings.map(warningText) };
   return [
-    { method: "GET", path: "/v1/status", handler: () => agent.status() },
+    { method: "GET", path: "/v1/status", handler: () => withClusterStatus(agent.status(), agent.cluster) },
     {
       method: "POST",
       path: "/v1/policies",
@@ -326,6 +327,7 @@ export function agentRoutes(agent: Agent): Route[] {
     ...cniRoutes(agent.cni), // membrane-cni: /v1/cni/... (api/cni-routes.ts)
     ...tracingRoutes(() => agent.tracing), // TracingPolicy: /v1/tracingpolicies (api/tracing-routes.ts)
     ...runtimeRoutes(() => agent.runtime), // /v1/runtime/... (api/runtime-routes.ts)
+    ...clusterRoutes(() => agent.cluster), // /v1/cluster/realized (api/cluster-routes.ts)
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },
     { method: "GET", path: "/v1/ipcache", handler: () => agent.ipcache() },
     { method: "GET", path: "/v1/datapath/diff", handler: async () => ({ diff: await agent.datapathDiff() }) },

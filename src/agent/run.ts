@@ -39,6 +39,8 @@ export interface AgentOptions {
   readonly k8s?: K8sOptions;
   /** Runtime events (process exec/exit); absent = off. */
   readonly runtime?: AgentParams["runtime"];
+  /** Cluster mode: the shared etcd, this node's lease and name (cluster/context.ts). */
+  readonly cluster?: AgentParams["cluster"];
 }
 
 export interface RunningAgent {
@@ -70,6 +72,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     ...(o.observe ? { observe: o.observe } : {}),
     ...(o.proxy ? { proxy: o.proxy } : {}),
     ...(o.runtime ? { runtime: o.runtime } : {}),
+    ...(o.cluster ? { cluster: o.cluster } : {}),
   });
   try {
     await agent.start();

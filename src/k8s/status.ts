@@ -44,9 +44,9 @@ export function withK8sStatus(routes: Route[], status: () => K8sStatus | undefin
     const base = r.handler;
     return {
       ...r,
-      handler: (req) => {
+      handler: async (req) => {
         const s = status();
-        const b = base(req) as Record<string, unknown>;
+        const b = (await base(req)) as Record<string, unknown>; // a promise in cluster mode
         return s ? { ...b, kubernetes: s } : b;
       },
     };

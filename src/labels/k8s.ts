@@ -96,3 +96,4 @@ export function identityRelevant(labels: LabelSet): LabelSet {
     return true;
   });
 }
+export { nodeLabelSet } from "./node.js"; // a node's labels (Kubernetes node labels)

@@ -355,6 +355,8 @@ function peerTextOf(p: PeerSelector): string {
       return p.matchName !== undefined ? `fqdn ${p.matchName}` : `fqdn pattern ${p.matchPattern ?? ""}`;
     case "service":
       return `service ${p.namespace}/${p.name ?? `{${p.selector?.toString() ?? ""}}`}`;
+    case "nodes":
+      return `nodes{${p.selector.toString()}}`;
   }
 }
 

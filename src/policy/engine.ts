@@ -25,7 +25,7 @@
 import { IdentityAllocator, type Identity, type IdentityAllocatorLike } from "../identity/allocator.js";
 import { ID } from "../identity/reserved.js";
 import { IPCache } from "../ipcache/ipcache.js";
-import { identityRelevant } from "../labels/k8s.js";
+import { identityRelevant, nodeLabelSet } from "../labels/k8s.js";
 import { MembraneError } from "../errors.js";
 import { normalizeName } from "./l7/fqdn.js";
 import { decideFlow, explainFlow } from "./decide.js";
@@ -85,7 +85,8 @@ export class PolicyEngine {
       );
     }
     this.allocator = params.allocator ?? new IdentityAllocator();
-    this.cache = new SelectorCache({ cluster: this.config.cluster, services: this.services });
+    const nodeLabels = nodeLabelSet(this.config.nodeLabels); // for fromNodes/toNodes
+    this.cache = new SelectorCache({ cluster: this.config.cluster, services: this.services, nodeLabels });
     this.ipcache = new IPCache(this.config.dualStack);
     this.table = new EndpointTable({ ipcache: this.ipcache, cluster: this.config.cluster });
     this.repo = new Repository(this.cache);
@@ -336,7 +337,7 @@ export class PolicyEngine {
   /** The host's own ingress policy (host firewall rules), for traffic to the node. */
   hostPolicy(): HostPolicy {
     const host = this.allocator.get(ID.host) as Identity;
-    return hostPolicyOf(this.resolveContext(), this.repo.hostRules(), host);
+    return hostPolicyOf(this.resolveContext(), this.repo.hostRules(this.config.nodeLabels), host);
   }
 
   listEndpoints(): readonly EndpointRecord[] {

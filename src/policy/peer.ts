@@ -21,6 +21,20 @@ export interface PeerContext {
   readonly cluster: string;
   /** Services by namespace/name, for toServices. */
   readonly services: ReadonlyMap<string, ResolvedService>;
+  /** This node's labels (labels/node.ts), for fromNodes / toNodes selecting the host; none: {}. */
+  readonly nodeLabels?: LabelSet;
+}
+
+/**
+ * fromNodes / toNodes: the host by this node's labels; a remote node by the node labels (source k8s)
+ * its identity carries. The reserved remote-node identity carries none: only a selector that matches
+ * an empty label set (`{}`) selects it, so a labelled selector allows no remote node (fail closed;
+ * deny rules with these peers are refused by the parser for that reason).
+ */
+export function nodesSelect(sel: Selector, ident: Identity, ctx: PeerContext): boolean {
+  if (ident.id === ID.host) return sel.matches(ctx.nodeLabels ?? LabelSet.EMPTY);
+  if (!ident.labels.has("reserved", "remote-node")) return false;
+  return sel.matches(LabelSet.from([...ident.labels].filter((l) => l.source === "k8s")));
 }
 
 export interface ResolvedService {
@@ -92,6 +106,8 @@ export function peerSelects(peer: PeerSelector, ident: Identity, ctx: PeerContex
       return peer.selector.matches(ident.labels);
     case "entity":
       return entitySelects(peer.entity, ident, ctx.cluster);
+    case "nodes":
+      return nodesSelect(peer.selector, ident, ctx);
     case "cidr":
       return cidrSelects(peer.prefix, peer.except, ident);
     case "fqdn": {
@@ -139,6 +155,8 @@ export function peerKey(peer: PeerSelector): string {
         : `fqdn:pattern:${peer.matchPattern}`;
     case "service":
       return `svc:${peer.namespace}/${peer.name ?? ""}/${peer.selector?.toString() ?? ""}`;
+    case "nodes":
+      return "nodes:" + peer.selector.toString();
   }
 }
 

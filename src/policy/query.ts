@@ -26,6 +26,8 @@ export interface EngineConfig {
   readonly cluster: string;
   /** Minimum TTL (seconds) for IPs learned from DNS answers. */
   readonly fqdnMinTTL: number;
+  /** This node's labels (`--node-labels`): host policies whose nodeSelector selects them apply here. */
+  readonly nodeLabels: Readonly<Record<string, string>>;
 }
 
 export const DEFAULT_ENGINE_CONFIG: EngineConfig = {
@@ -37,6 +39,7 @@ export const DEFAULT_ENGINE_CONFIG: EngineConfig = {
   meshAuth: false,
   cluster: "default",
   fqdnMinTTL: 0,
+  nodeLabels: {},
 };
 
 export interface NamedPort {

@@ -12,7 +12,7 @@
  * The rule list and the subject selectors are rebuilt lazily, on the first
  * question after a change.
  */
-import { LabelSet } from "../labels/label.js";
+import { nodeLabelSet } from "../labels/node.js";
 import type { SelectorCache } from "./selectorcache.js";
 import type { PolicyRef, PolicyResource, Rule } from "./types.js";
 
@@ -89,9 +89,9 @@ export class Repository {
     });
   }
 
-  /** Host firewall rules (nodeSelector) selecting this node. */
-  hostRules(): Rule[] {
-    const nodeLabels = LabelSet.EMPTY;
+  /** Host firewall rules (nodeSelector) selecting this node, whose labels are `labels` (labels/node.ts). */
+  hostRules(labels: Readonly<Record<string, string>>): Rule[] {
+    const nodeLabels = nodeLabelSet(labels);
     return this.rules().filter((r) => r.selectsNodes && r.subject.matches(nodeLabels));
   }
 

@@ -86,6 +86,11 @@ export type PeerSelector =
       readonly name?: string;
       readonly selector?: Selector;
     }
+  /**
+   * fromNodes / toNodes: nodes whose labels the selector matches (Cilium's node selector labels):
+   * the local node (host identity) by its own labels, remote nodes by the labels their identity carries.
+   */
+  | { readonly kind: "nodes"; readonly selector: Selector }
   /** Every identity, world and host included (an element with ports but no L3 field; KNP without peers). */
   | { readonly kind: "all" };
 

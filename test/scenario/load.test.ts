@@ -235,7 +235,7 @@ const cases: Case[] = [
     name: "unknown config field is an error",
     text: withLines({}, ["config: {enforcement: always}"]),
     issues: [
-      's.yaml:7: config.enforcement: unknown field "enforcement" (allowed: policyEnforcementMode, allowLocalhost, policyCIDRMatchMode, dualStack, enableICMPRules, meshAuth, cluster, fqdnMinTTL)',
+      's.yaml:7: config.enforcement: unknown field "enforcement" (allowed: policyEnforcementMode, allowLocalhost, policyCIDRMatchMode, dualStack, enableICMPRules, meshAuth, cluster, fqdnMinTTL, nodeLabels)',
     ],
   },
   {

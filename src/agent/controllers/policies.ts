@@ -14,6 +14,7 @@ import { encodePolicy, policyKey as refKey, readPolicies } from "../policy-store
 import { KEYS } from "../records.js";
 import { STORE_TXN_OPS } from "./identities.js";
 import { txnAllOrNone } from "./store-txn.js";
+import type { SyncedResource } from "../../cluster/synced.js";
 
 export interface ApplyReport {
   readonly revision: number;
@@ -26,6 +27,8 @@ export interface ApplyReport {
   readonly endpointsChanged: number;
   readonly kernelOps: number;
   readonly enforcedMs: number;
+  /** Cluster mode: the etcd revision every node must realize (`apply --wait`). */
+  readonly clusterRevision?: number;
 }
 
 export interface PoliciesDeps extends ControllerDeps {
@@ -33,8 +36,9 @@ export interface PoliciesDeps extends ControllerDeps {
   readonly kernelBehind: () => boolean;
 }
 
-export class PoliciesController implements Controller {
+export class PoliciesController implements Controller, SyncedResource {
   readonly name = "policies";
+  readonly prefix = KEYS.policies;
   readonly revisions = new Revisions();
   /** Store key suffix -> the policy's canonical body (policy-store.ts), as stored. */
   private readonly records = new Map<string, string>();
@@ -61,6 +65,30 @@ export class PoliciesController implements Controller {
       engine.upsertPolicy(res);
     }
     if (stored.policies.length > 0) this.revisions.bump();
+  }
+
+  /** Another node's change (cluster mode, synced.ts): into the view and the engine, no store write. */
+  syncRecord(key: string, value: string | undefined): boolean {
+    const suffix = key.slice(KEYS.policies.length);
+    const engine = this.d.engine();
+    if (value === undefined) {
+      if (!this.records.delete(suffix)) return false;
+      const ref = engine.listPolicies().find((p) => refKey(p.ref) === suffix)?.ref;
+      if (ref) engine.deletePolicy(ref);
+      this.revisions.bump();
+      return true;
+    }
+    const got = readPolicies([{ key, value }], { meshAuth: engine.config.meshAuth, logger: this.d.logger })
+      .policies[0];
+    if (!got || this.records.get(suffix) === got.body) return false;
+    this.records.set(suffix, got.body);
+    engine.upsertPolicy(got.res);
+    this.revisions.bump();
+    return true;
+  }
+
+  syncedKeys(): string[] {
+    return [...this.records.keys()].map((k) => KEYS.policies + k);
   }
 
   /** Applies policies already parsed and validated. `signal`: the client went away (dropped if still queued). */

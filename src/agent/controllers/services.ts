@@ -8,27 +8,69 @@ import { parseAddr } from "../../labels/cidr.js";
 import { workloadLabels } from "../../labels/k8s.js";
 import type { ServiceSpec } from "../../policy/query.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
+import type { SyncedResource } from "../../cluster/synced.js";
 import { validateName } from "./validate.js";
 
 /** Store keys of services: `services/<namespace>/<name>` -> ServiceSpec. */
 export const SERVICES_KEY = "services/";
 
-export class ServicesController implements Controller {
+export class ServicesController implements Controller, SyncedResource {
   readonly name = "services";
+  readonly prefix = SERVICES_KEY;
   readonly revisions = new Revisions();
+  /** Store key -> the service as stored (JSON). */
+  private readonly known = new Map<string, string>();
 
   constructor(private readonly d: ControllerDeps) {}
 
   async restore(): Promise<void> {
     const kvs = (await this.d.store.list(SERVICES_KEY)).kvs;
-    for (const kv of kvs) this.d.engine().upsertService(JSON.parse(kv.value) as ServiceSpec);
-    if (kvs.length > 0) this.revisions.bump();
+    let changed = false;
+    for (const kv of kvs) changed = this.take(kv.key, kv.value) || changed;
+    if (changed) this.revisions.bump();
+  }
+
+  /** Another node's change (cluster mode, synced.ts), or a stored record at start. */
+  syncRecord(key: string, value: string | undefined): boolean {
+    if (!this.take(key, value)) return false;
+    this.revisions.bump();
+    return true;
+  }
+
+  /** The record into the view and the engine; false when nothing changed. */
+  private take(key: string, value: string | undefined): boolean {
+    if (this.known.get(key) === value) return false;
+    if (value === undefined) {
+      this.known.delete(key);
+      const [namespace = "", name = ""] = key.slice(SERVICES_KEY.length).split("/");
+      if (!this.d.engine().deleteService(namespace, name)) return false;
+    } else {
+      try {
+        const spec = JSON.parse(value) as ServiceSpec;
+        validateService(spec);
+        if (`${SERVICES_KEY}${spec.namespace}/${spec.name}` !== key)
+          throw new Error("the record names another service");
+        this.d.engine().upsertService(spec);
+      } catch (e) {
+        this.d.logger.error({ key, err: String(e) }, "stored service cannot be read; skipped");
+        return false;
+      }
+      this.known.set(key, value);
+    }
+    return true;
+  }
+
+  syncedKeys(): string[] {
+    return [...this.known.keys()];
   }
 
   upsert(spec: ServiceSpec): Promise<void> {
     return this.d.serial(async () => {
       validateService(spec);
-      await this.d.store.put(`${SERVICES_KEY}${spec.namespace}/${spec.name}`, JSON.stringify(spec));
+      const key = `${SERVICES_KEY}${spec.namespace}/${spec.name}`;
+      const value = JSON.stringify(spec);
+      await this.d.store.put(key, value);
+      this.known.set(key, value);
       this.d.engine().upsertService(spec);
       this.revisions.bump();
       await this.d.enforce();
@@ -41,6 +83,7 @@ export class ServicesController implements Controller {
       validateName(name, "service name");
       validateName(namespace, "namespace");
       await this.d.store.delete(`${SERVICES_KEY}${namespace}/${name}`);
+      this.known.delete(`${SERVICES_KEY}${namespace}/${name}`);
       if (!this.d.engine().deleteService(namespace, name)) return;
       this.revisions.bump();
       await this.d.enforce();

@@ -2,9 +2,18 @@
 import { Command } from "commander";
 import type { ApplyReport } from "../../agent/agent.js";
 import { parsePolicies, warningText } from "../../policy/api/index.js";
+import type { PolicyResource } from "../../policy/types.js";
 import { tracingFile, applyTracing } from "./apply-tracing.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
+import {
+  applyToCluster,
+  openClusterStore,
+  readRealized,
+  waitAndShow,
+  type ClusterStoreOptions,
+} from "./apply-cluster.js";
+import type { NodeRealized } from "../../cluster/realized.js";
 
 const KIND_SHORT: Record<string, string> = {
   CiliumNetworkPolicy: "cnp",
@@ -29,8 +38,55 @@ function report(ctx: CliContext, format: ViewFormat, r: ApplyReport): void {
   );
 }
 
+interface ClusterFlags extends ClusterStoreOptions {
+  wait?: boolean;
+  timeout: string;
+}
+
+/** Cluster mode: `--cluster-store` (straight to etcd, no agent), `--wait`, `--timeout`. */
+function clusterOptions(c: Command): Command {
+  return c
+    .option(
+      "--cluster-store <url>",
+      "write straight to the cluster's etcd (etcd://HOST:PORT[,...]), no agent",
+    )
+    .option("--etcd-ca <file>", "with --cluster-store: CA of etcd's certificate (uses https)")
+    .option("--etcd-cert <file>", "with --cluster-store: client certificate")
+    .option("--etcd-key <file>", "with --cluster-store: client key")
+    .option("--wait", "cluster mode: return once every live node has enforced the change")
+    .option("--timeout <duration>", "with --wait: how long to wait (e.g. 30s, 2m)", "30s");
+}
+
+/** Sends the policies to the cluster's etcd or to the agent; with --wait, waits for every node. */
+async function send(
+  ctx: CliContext,
+  o: ClusterFlags & { socket: string; output: ViewFormat },
+  method: "POST" | "DELETE",
+  text: string,
+  name: string,
+  resources: () => PolicyResource[],
+): Promise<void> {
+  if (o.clusterStore !== undefined) {
+    const kv = openClusterStore(o);
+    try {
+      const r = await applyToCluster(kv, resources(), method === "POST" ? "apply" : "delete");
+      report(ctx, o.output, r);
+      if (o.wait) await waitAndShow(ctx, o.output, () => readRealized(kv), r.clusterRevision, o.timeout);
+    } finally {
+      await kv.close();
+    }
+    return;
+  }
+  const c = client(o);
+  const r = (await c.request(method, "/v1/policies", { text, file: name })) as ApplyReport;
+  report(ctx, o.output, r);
+  const nodes = async (): Promise<NodeRealized[]> =>
+    ((await c.request("GET", "/v1/cluster/realized")) as { nodes: NodeRealized[] }).nodes;
+  if (o.wait) await waitAndShow(ctx, o.output, nodes, r.clusterRevision, o.timeout);
+}
+
 export function applyCommand(ctx: CliContext): Command {
-  return new Command("apply")
+  const cmd = new Command("apply")
     .description(
       "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, or TracingPolicy / TracingPolicyNamespaced YAML (rejected whole if any document is invalid)",
     )
@@ -40,9 +96,10 @@ export function applyCommand(ctx: CliContext): Command {
     .addOption(outputOption())
     .addHelpText(
       "after",
-      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n",
-    )
-    .action(async (o: { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
+      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n",
+    );
+  return clusterOptions(cmd).action(
+    async (o: ClusterFlags & { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "POST");
       // Validate locally first: errors name file:line:path; warnings go to stderr.
@@ -51,27 +108,22 @@ export function applyCommand(ctx: CliContext): Command {
         ctx.out(`${name}: ${resources.length} policies valid (dry run, nothing applied)\n`);
         return;
       }
-      report(
-        ctx,
-        o.output,
-        (await client(o).request("POST", "/v1/policies", { text, file: name })) as ApplyReport,
-      );
-    });
+      await send(ctx, o, "POST", text, name, () => resources);
+    },
+  );
 }
 
 export function deleteCommand(ctx: CliContext): Command {
-  return new Command("delete")
+  const cmd = new Command("delete")
     .description("delete the policies a file names")
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
     .addOption(socketOption())
-    .addOption(outputOption())
-    .action(async (o: { filename: string; socket: string; output: ViewFormat }) => {
+    .addOption(outputOption());
+  return clusterOptions(cmd).action(
+    async (o: ClusterFlags & { filename: string; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "DELETE");
-      report(
-        ctx,
-        o.output,
-        (await client(o).request("DELETE", "/v1/policies", { text, file: name })) as ApplyReport,
-      );
-    });
+      await send(ctx, o, "DELETE", text, name, () => parsePolicies(text, name));
+    },
+  );
 }

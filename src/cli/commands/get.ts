@@ -81,8 +81,21 @@ export function statusRows(s: Row): string[][] {
   return Object.entries(s).flatMap(([k, v]) =>
     k === "controllers" && Array.isArray(v)
       ? v.map(controllerRow)
-      : [[k, k === "lastApply" ? applyText(v) : valueText(v)]],
+      : k === "cluster"
+        ? clusterRows(v)
+        : [[k, k === "lastApply" ? applyText(v) : valueText(v)]],
   );
+}
+
+/** Cluster mode: `node <name>   realized revision 41` per live node (cluster/realized.ts), or why not known. */
+function clusterRows(v: unknown): string[][] {
+  const c = (typeof v === "object" && v !== null ? v : {}) as Row;
+  if (typeof c["error"] === "string") return [["cluster", `unknown: ${c["error"]}`]];
+  const nodes = Array.isArray(c["nodes"]) ? (c["nodes"] as Row[]) : [];
+  return nodes.map((n) => [
+    `node ${String(n["node"])}${n["node"] === c["node"] ? " (this node)" : ""}`,
+    `realized revision ${String(n["realizedRevision"])}${n["lastError"] ? `; last error: ${String(n["lastError"])}` : ""}`,
+  ]);
 }
 
 /** `controller <name>   desired 4, realized 4` and the last error, if any, with its time. */

@@ -40,12 +40,6 @@ export function readRule(v: Val, base: Omit<Scope, "hostPolicy" | "description">
   }
   const selVal = epVal ?? nodeVal;
   const selector = selVal && readSelector(selVal);
-  if (nodeVal && selector && !selector.isEmpty()) {
-    // Nodes carry no labels in Membrane yet: a labelled nodeSelector would silently select nothing.
-    nodeVal.unsupported(
-      "nodeSelector with labels is not supported by Membrane yet (nodes carry no labels); use nodeSelector: {} for this node",
-    );
-  }
 
   const descVal = m.get("description");
   const description = descVal?.str();

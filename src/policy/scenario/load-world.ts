@@ -4,6 +4,7 @@
  */
 import { parseAddr } from "../../labels/cidr.js";
 import { isDerivedKey } from "../../labels/k8s.js";
+import { nodeLabelSet } from "../../labels/node.js";
 import type { EndpointSpec, EngineConfig, NamedPort, ServiceSpec } from "../query.js";
 import type { Field } from "./fields.js";
 
@@ -16,6 +17,7 @@ const CONFIG_FIELDS = [
   "meshAuth",
   "cluster",
   "fqdnMinTTL",
+  "nodeLabels",
 ] as const;
 const ENDPOINT_FIELDS = [
   "name",
@@ -50,6 +52,16 @@ export function readConfig(f: Field | undefined): Partial<EngineConfig> {
   if (cluster !== undefined) out.cluster = cluster;
   const ttl = m.get("fqdnMinTTL")?.int(0, 2 ** 31 - 1);
   if (ttl !== undefined) out.fqdnMinTTL = ttl;
+  const nlField = m.get("nodeLabels");
+  const nodeLabels = nlField?.stringMap();
+  if (nodeLabels !== undefined) {
+    try {
+      nodeLabelSet(nodeLabels);
+      out.nodeLabels = nodeLabels;
+    } catch (e) {
+      nlField?.issue(e instanceof Error ? e.message : String(e));
+    }
+  }
   return out;
 }
 

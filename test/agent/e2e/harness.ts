@@ -53,6 +53,8 @@ export interface LabOptions {
   readonly k8s?: AgentOptions["k8s"];
   /** Record runtime events (process exec/exit, src/runtime). */
   readonly runtime?: boolean;
+  /** Cluster mode (test/cluster): the shared etcd, the node's lease and name. */
+  readonly cluster?: AgentOptions["cluster"];
 }
 
 export interface LabEndpoint {
@@ -95,6 +97,7 @@ export class AgentLab {
       resyncMs: 0,
       ...(o.k8s ? { k8s: o.k8s } : {}),
       ...(o.runtime ? { runtime: { nodeName: prefix } } : {}),
+      ...(o.cluster ? { cluster: o.cluster } : {}),
       ...(o.proxy
         ? {
             // A short minimum TTL, so that expiry can be seen within a test.

@@ -54,6 +54,8 @@ export function peerStr(p: PeerSelector): string {
         : `fqdn(pattern=${p.matchPattern ?? ""})`;
     case "service":
       return `service(${p.namespace}/${p.name ?? p.selector?.toString() ?? ""})`;
+    case "nodes":
+      return `nodes(${p.selector.toString()})`;
     case "all":
       return "all";
   }

@@ -183,13 +183,13 @@ items:
   });
 
   test("a file whose only problems are unsupported fields gives POLICY_UNSUPPORTED", () => {
-    const e = reject(cnp("endpointSelector: {}\ningress:\n- fromNodes: [{}]"));
+    const e = reject(cnp("endpointSelector: {}\ningress:\n- fromGroups: [{aws: {labels: {a: b}}}]"));
     assert.equal(e.code, "POLICY_UNSUPPORTED");
-    assert.match(e.issues[0]?.message ?? "", /fromNodes is not supported by Membrane yet/);
+    assert.match(e.issues[0]?.message ?? "", /fromGroups is not supported by Membrane yet/);
   });
 
   test("unsupported and invalid together give POLICY_INVALID", () => {
-    const e = reject(cnp("endpointSelector: {}\ningress:\n- fromNodes: [{}]\n- fromEntities: [x]"));
+    const e = reject(cnp("endpointSelector: {}\ningressDeny:\n- fromNodes: [{}]\n- fromEntities: [x]"));
     assert.equal(e.code, "POLICY_INVALID");
     assert.equal(e.issues.length, 2);
   });

@@ -22,6 +22,7 @@ import type { EngineConfig } from "../../../src/policy/query.js";
 import type { Direction, PeerSelector, PolicyResource, RuleElement } from "../../../src/policy/types.js";
 import { containsPrefix, type Prefix } from "../../../src/labels/cidr.js";
 import { LabelSet } from "../../../src/labels/label.js";
+import { nodeLabelSet } from "../../../src/labels/node.js";
 
 export interface RefEndpoint {
   readonly name: string;
@@ -120,7 +121,7 @@ function decideDirection(
   if (config.policyEnforcementMode === "never") return ALLOW;
 
   const isHost = subject.endpoint === undefined;
-  const nodeLabels = LabelSet.EMPTY;
+  const nodeLabels = nodeLabelSet(config.nodeLabels ?? {});
 
   // Rules selecting the subject.
   const allows: RuleElement[] = [];
@@ -237,6 +238,10 @@ function peerMatches(config: EngineConfig, p: PeerSelector, peer: RefSide): bool
       }
       return false;
     }
+    case "nodes":
+      if (peer.identity === HOST_ID) return p.selector.matches(nodeLabelSet(config.nodeLabels ?? {}));
+      if (!l.has("reserved", "remote-node")) return false;
+      return p.selector.matches(LabelSet.from([...l].filter((x) => x.source === "k8s")));
     case "fqdn":
     case "service":
       throw new Error(`reference: ${p.kind} peers are out of scope`);
