@@ -1,17 +1,17 @@
 #!/usr/bin/env node
-// Builds the native membrane-cni shim (native/membrane-cni-shim.c) into dist/bin/membrane-cni with
-// Debian's gcc (scripts/install-system-deps.sh). It forwards to the agent and falls back to
-// bin/membrane-cni.js, run by the node that runs this build (its path is compiled in).
+// Builds the native helpers with Debian's gcc (scripts/install-system-deps.sh):
+// - native/membrane-cni-shim.c into dist/bin/membrane-cni. It forwards to the agent and falls back to
+//   bin/membrane-cni.js, run by the node that runs this build (its path is compiled in).
+// - native/membrane-connect-guard.c into dist/bin/membrane-connect-guard: the loader of the runtime
+//   enforcer's cgroup connect4/connect6 programs (src/runtime/enforce/connect-guard.ts).
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const out = join(root, "dist", "bin", "membrane-cni");
-mkdirSync(dirname(out), { recursive: true });
 const cc = process.env["CC"] ?? "gcc";
-const args = [
+const hardening = [
   "-O2",
   "-std=c11",
   "-Wall",
@@ -22,17 +22,30 @@ const args = [
   "-fPIE",
   "-pie",
   "-Wl,-z,relro,-z,now",
-  `-DMEMBRANE_NODE=${JSON.stringify(process.execPath)}`,
-  "-o",
-  `${out}.tmp`,
-  join(root, "native", "membrane-cni-shim.c"),
 ];
-const r = spawnSync(cc, args, { stdio: "inherit" });
-if (r.error || r.status !== 0) {
-  console.error(
-    `Cannot build the membrane-cni shim: ${cc} ${r.error ? r.error.message : `exited ${r.status}`} ` +
-      "(install gcc: scripts/install-system-deps.sh; bin/membrane-cni.js works without it, slower)",
-  );
-  process.exit(1);
+
+function build(source, name, extra, why) {
+  const out = join(root, "dist", "bin", name);
+  mkdirSync(dirname(out), { recursive: true });
+  const r = spawnSync(cc, [...hardening, ...extra, "-o", `${out}.tmp`, join(root, "native", source)], {
+    stdio: "inherit",
+  });
+  if (r.error || r.status !== 0) {
+    console.error(`Cannot build ${name}: ${cc} ${r.error ? r.error.message : `exited ${r.status}`} (${why})`);
+    process.exit(1);
+  }
+  renameSync(`${out}.tmp`, out); // atomic: a runtime calling the binary meanwhile runs the old or the new one
 }
-renameSync(`${out}.tmp`, out); // atomic: a runtime calling the plugin meanwhile runs the old or the new one
+
+build(
+  "membrane-cni-shim.c",
+  "membrane-cni",
+  [`-DMEMBRANE_NODE=${JSON.stringify(process.execPath)}`],
+  "install gcc: scripts/install-system-deps.sh; bin/membrane-cni.js works without it, slower",
+);
+build(
+  "membrane-connect-guard.c",
+  "membrane-connect-guard",
+  [],
+  "install gcc and linux-libc-dev: scripts/install-system-deps.sh; TracingPolicies on connect hooks need it",
+);
