@@ -15,6 +15,8 @@ import { RuntimeController, type RuntimeControllerDeps, type RuntimeParams } fro
 
 function argOf(a: RuntimePolicyEvent["args"][number]): TetragonArgument {
   const label = a.label !== undefined ? { label: a.label } : {};
+  if (a.sock) return { ...label, sock_arg: { ...a.sock } };
+  if (a.sockaddr) return { ...label, sockaddr_arg: { ...a.sockaddr } };
   if (a.value === undefined) return { ...label, string_arg: "" };
   if (/^-?\d+$/.test(a.value) && a.type !== "string" && a.type !== "char_buf") {
     return { ...label, int_arg: Number(a.value) };

@@ -16,18 +16,13 @@
  *          24 ktime (CLOCK_MONOTONIC ns), 32 cgroup id, 40 port (host order), 44 address (4 or 16 bytes,
  *          network order), 64 comm (16 bytes)
  */
+import type { Cidr } from "../policy/types.js";
 import { Asm, HELPER, type Reg } from "./bpf-asm.js";
-
-export interface Cidr {
-  readonly family: 4 | 6;
-  /** The network address as 32-bit words in host order (1 word for IPv4, 4 for IPv6). */
-  readonly words: readonly number[];
-  readonly prefix: number;
-}
 
 export type ConnectMatch =
   | { readonly kind: "daddr"; readonly not: boolean; readonly cidrs: readonly Cidr[] }
-  | { readonly kind: "dport"; readonly not: boolean; readonly ports: readonly number[] };
+  | { readonly kind: "dport"; readonly not: boolean; readonly ports: readonly number[] }
+  | { readonly kind: "family"; readonly families: readonly (4 | 6)[] };
 
 export interface ConnectRule {
   /** tcp_connect: stream sockets only; security_socket_connect: every connect(). */
@@ -52,41 +47,6 @@ const CTX_PORT = 24;
 const CTX_PROTOCOL = 36;
 const IPPROTO_TCP = 6;
 
-/** `a.b.c.d/n` or an IPv6 CIDR (or a bare address) into a Cidr; undefined when it is not one. */
-export function parseCidr(text: string): Cidr | undefined {
-  const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(text);
-  if (!m) return undefined;
-  const addr = m[1] ?? "";
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(addr);
-  if (v4) {
-    const bytes = v4.slice(1, 5).map(Number);
-    const prefix = m[2] === undefined ? 32 : Number(m[2]);
-    if (bytes.some((b) => b > 255) || prefix > 32 || (m[2] ?? "0").length > 2) return undefined;
-    const word =
-      (((bytes[0] ?? 0) << 24) | ((bytes[1] ?? 0) << 16) | ((bytes[2] ?? 0) << 8) | (bytes[3] ?? 0)) >>> 0;
-    return { family: 4, words: [word], prefix };
-  }
-  const words = parseIpv6(addr);
-  const prefix = m[2] === undefined ? 128 : Number(m[2]);
-  if (!words || prefix > 128) return undefined;
-  return { family: 6, words, prefix };
-}
-
-function parseIpv6(s: string): number[] | undefined {
-  if (!/^[0-9a-fA-F:]+$/.test(s) || s.length > 39) return undefined;
-  const halves = s.split("::");
-  if (halves.length > 2) return undefined;
-  const part = (x: string | undefined): string[] => (x ? x.split(":") : []);
-  const head = part(halves[0]);
-  const tail = part(halves[1]);
-  const fill = 8 - head.length - tail.length;
-  if (halves.length === 1 ? fill !== 0 : fill < 1) return undefined;
-  const groups = [...head, ...Array<string>(halves.length === 2 ? fill : 0).fill("0"), ...tail];
-  if (groups.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) return undefined;
-  const n = groups.map((g) => parseInt(g, 16));
-  return [0, 1, 2, 3].map((i) => (((n[2 * i] ?? 0) << 16) | (n[2 * i + 1] ?? 0)) >>> 0);
-}
-
 /** Mask of word `i` of a prefix. */
 function wordMask(prefix: number, i: number): number {
   const bits = Math.max(0, Math.min(32, prefix - 32 * i));
@@ -105,6 +65,7 @@ function cidrCheck(a: Asm, family: 4 | 6, c: Cidr, miss: string): void {
 }
 
 function compileMatch(a: Asm, family: 4 | 6, m: ConnectMatch, next: string): void {
+  if (m.kind === "family") return; // decided per program (compileConnect)
   if (m.kind === "dport") {
     if (m.not) {
       for (const p of m.ports) a.jmp32i("jeq", 8, p, next);
@@ -172,8 +133,11 @@ export function compileConnect(rules: readonly ConnectRule[], family: 4 | 6): Bu
   rules.forEach((r, i) => {
     // A rule that names only addresses of the other family cannot match here (and unreachable
     // instructions are refused by the verifier): it is left out of this family's program.
-    if (r.matches.some((m) => m.kind === "daddr" && !m.not && !m.cidrs.some((c) => c.family === family)))
-      return;
+    const other = (m: ConnectMatch): boolean =>
+      m.kind === "family"
+        ? !m.families.includes(family)
+        : m.kind === "daddr" && !m.not && !m.cidrs.some((c) => c.family === family);
+    if (r.matches.some(other)) return;
     const next = a.fresh("next");
     if (r.tcpOnly) a.ldx("W", 2, 6, CTX_PROTOCOL).jmp32i("jne", 2, IPPROTO_TCP, next);
     for (const m of r.matches) compileMatch(a, family, m, next);

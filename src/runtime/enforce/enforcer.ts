@@ -7,15 +7,24 @@
  *   endpoints change --> programs whose scope changed are replaced, make-before-break
  *   remove(policy) / stop() --> bpftrace stopped: its programs are detached
  *
+ * Connect hooks of a policy with a podSelector (tcp_connect,
+ * security_socket_connect) are served instead by a connect guard: cgroup
+ * connect4/connect6 programs on the selected endpoints' cgroups
+ * (connect-guard.ts), which refuse the connect() before any packet leaves.
+ *
  * All or nothing: a policy's probes are one bpftrace program, which attaches
- * every probe or exits; a replacement that fails leaves the previous program
- * of that policy running (and the error is reported), a new policy that fails
- * leaves nothing attached.
+ * every probe or exits, plus at most one connect guard, which attaches to
+ * every cgroup or exits; when one of the two fails the other is stopped. A
+ * replacement that fails leaves the previous programs of that policy running
+ * (and the error is reported), a new policy that fails leaves nothing attached.
  */
+import { statSync } from "node:fs";
 import type { LabelSet } from "../../labels/label.js";
 import { MembraneError } from "../../errors.js";
 import { policyKey, type NamespaceType, type TracingPolicy } from "../policy/types.js";
 import { BpftraceProcess } from "./bpftrace.js";
+import { ConnectGuard } from "./connect-guard.js";
+import { connectEventToPolicy, connectProbes, connectRules } from "./connect-rules.js";
 import type { RuntimeEventSink } from "./events.js";
 import { toEvent } from "./output.js";
 import { compileScript, type CompiledRule, type ScriptGuards } from "./script.js";
@@ -25,6 +34,8 @@ export interface EnforcerEndpoint {
   readonly key: string;
   readonly labels: LabelSet;
   readonly netnsInode: number;
+  /** The endpoint's cgroup v2 directory (src/datapath/endpoint-cgroup.ts), where connect hooks attach. */
+  readonly cgroup?: string;
 }
 
 export type TracingPolicyState = "loaded" | "idle" | "error";
@@ -50,6 +61,8 @@ export interface EnforcerParams {
   /** Events delivered per policy per second; more are counted as lost (agent). */
   readonly eventsPerSecond?: number;
   readonly bpftrace?: string;
+  /** The connect guard binary (default: dist/bin/membrane-connect-guard). */
+  readonly connectGuard?: string;
   readonly loadTimeoutMs?: number;
 }
 
@@ -58,6 +71,7 @@ interface Running {
   scopeKey: string;
   endpoints: number;
   proc: BpftraceProcess | undefined;
+  guard: ConnectGuard | undefined;
   rules: readonly CompiledRule[];
   state: TracingPolicyState;
   error: string | undefined;
@@ -85,13 +99,18 @@ export class RuntimeEnforcer {
     return r;
   }
 
-  private scopeOf(policy: TracingPolicy): { key: string; netns: number[] | "node"; count: number } {
-    if (policy.podSelector === undefined) return { key: "node", netns: "node", count: 0 };
+  private scopeOf(policy: TracingPolicy): {
+    key: string;
+    netns: number[] | "node";
+    count: number;
+    selected: EnforcerEndpoint[];
+  } {
+    if (policy.podSelector === undefined) return { key: "node", netns: "node", count: 0, selected: [] };
     const sel = policy.podSelector;
-    const inodes = [
-      ...new Set(this.endpoints.filter((e) => sel.matches(e.labels)).map((e) => e.netnsInode)),
-    ].sort((a, b) => a - b);
-    return { key: inodes.join(","), netns: inodes, count: inodes.length };
+    const selected = this.endpoints.filter((e) => sel.matches(e.labels));
+    const inodes = [...new Set(selected.map((e) => e.netnsInode))].sort((a, b) => a - b);
+    const cgroups = [...new Set(selected.map((e) => e.cgroup ?? ""))].sort();
+    return { key: `${inodes.join(",")}|${cgroups.join(",")}`, netns: inodes, count: inodes.length, selected };
   }
 
   /** Loads or replaces `policy`; throws RUNTIME_ENFORCER_FAILED when a new program cannot load (nothing half-attached). */
@@ -111,7 +130,7 @@ export class RuntimeEnforcer {
       const r = this.policies.get(key);
       if (!r) return false;
       this.policies.delete(key);
-      await r.proc?.stop();
+      await Promise.all([r.proc?.stop(), r.guard?.stop()]);
       return true;
     });
   }
@@ -126,7 +145,7 @@ export class RuntimeEnforcer {
           this.policies.set(key, await this.load(r.policy, r));
         } catch (e) {
           // The previous program (if any) keeps running; the status says why it was not replaced.
-          r.state = r.proc ? r.state : "error";
+          r.state = r.proc || r.guard ? r.state : "error";
           r.error = e instanceof Error ? e.message : String(e);
         }
       }
@@ -139,7 +158,7 @@ export class RuntimeEnforcer {
 
   async stop(): Promise<void> {
     await this.serial(async () => {
-      await Promise.all([...this.policies.values()].map((r) => r.proc?.stop()));
+      await Promise.all([...this.policies.values()].flatMap((r) => [r.proc?.stop(), r.guard?.stop()]));
       this.policies.clear();
     });
   }
@@ -166,6 +185,7 @@ export class RuntimeEnforcer {
       scopeKey: scope.key,
       endpoints: scope.count,
       proc: undefined,
+      guard: undefined,
       rules: [],
       state: "idle",
       error: undefined,
@@ -176,22 +196,103 @@ export class RuntimeEnforcer {
       bucket: { second: 0, used: 0 },
     };
     if (scope.netns !== "node" && scope.netns.length === 0) {
-      await old?.proc?.stop();
+      await Promise.all([old?.proc?.stop(), old?.guard?.stop()]);
       return r;
     }
-    const compiled = compileScript(policy, { netns: scope.netns }, this.guards);
-    r.rules = compiled.rules;
     const what = `${policy.kind} ${policy.namespace ? policy.namespace + "/" : ""}${policy.name}`;
     const limit = this.p.eventsPerSecond ?? 10_000;
-    r.proc = await BpftraceProcess.start({
+    const admit = (): boolean => {
+      const sec = Math.floor(Date.now() / 1000);
+      if (r.bucket.second !== sec) r.bucket = { second: sec, used: 0 };
+      if (++r.bucket.used <= limit) return true;
+      r.lostAgent++;
+      this.p.sink.onLost?.(policy.name, { kernel: 0, agent: 1 });
+      return false;
+    };
+    const cprobes = connectProbes(policy);
+    if (cprobes.length > 0) r.guard = await this.startGuard(policy, what, cprobes, scope.selected, r, admit);
+    const rest = policy.probes.filter((x) => !cprobes.includes(x));
+    if (rest.length > 0) {
+      try {
+        r.proc = await this.startBpftrace({ ...policy, probes: rest }, what, scope.netns, r, admit);
+      } catch (e) {
+        await r.guard?.stop(); // all or nothing
+        throw e;
+      }
+    }
+    r.state = "loaded";
+    // Make-before-break: the replacement is attached before the previous programs detach.
+    await Promise.all([old?.proc?.stop(), old?.guard?.stop()]);
+    return r;
+  }
+
+  private async startGuard(
+    policy: TracingPolicy,
+    what: string,
+    probes: TracingPolicy["probes"],
+    selected: readonly EnforcerEndpoint[],
+    r: Running,
+    admit: () => boolean,
+  ): Promise<ConnectGuard> {
+    const missing = selected.filter((e) => e.cgroup === undefined).map((e) => e.key);
+    if (missing.length > 0)
+      throw new MembraneError(
+        "RUNTIME_ENFORCER_FAILED",
+        `Cannot load ${what}: connect hooks need the endpoints' cgroups, and ${missing.slice(0, 5).join(", ")} ${missing.length === 1 ? "has" : "have"} none`,
+        {
+          hint: "endpoints created by membrane get a cgroup; a container attached through CNI runs in its runtime's cgroup",
+        },
+      );
+    const { rules, origins } = connectRules(probes);
+    const netnsOfCgroup = new Map<string, number>();
+    for (const e of selected) if (e.cgroup) netnsOfCgroup.set(String(statSync(e.cgroup).ino), e.netnsInode);
+    return ConnectGuard.start({
+      rules,
+      cgroups: [...new Set(selected.map((e) => e.cgroup ?? ""))],
+      what,
+      ...(this.p.connectGuard ? { binary: this.p.connectGuard } : {}),
+      ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
+      onEvent: (ce) => {
+        const e = connectEventToPolicy(ce, {
+          policyName: policy.name,
+          policyNamespace: policy.namespace,
+          origins,
+          netnsOfCgroup,
+          now: new Date(),
+        });
+        if (!e) return;
+        r.events++;
+        if (e.action !== "KPROBE_ACTION_POST") r.kills++;
+        if (admit()) this.p.sink.onPolicyEvent(e);
+      },
+      onLost: (n) => {
+        r.lostKernel += n;
+        this.p.sink.onLost?.(policy.name, { kernel: n, agent: 0 });
+      },
+      onExit: (why) => {
+        r.state = "error";
+        r.error = `${what}: ${why}`;
+        r.guard = undefined;
+      },
+    });
+  }
+
+  private startBpftrace(
+    policy: TracingPolicy,
+    what: string,
+    netns: number[] | "node",
+    r: Running,
+    admit: () => boolean,
+  ): Promise<BpftraceProcess> {
+    const compiled = compileScript(policy, { netns }, this.guards);
+    r.rules = compiled.rules;
+    return BpftraceProcess.start({
       script: compiled.text,
       what,
       ...(this.p.bpftrace ? { bpftrace: this.p.bpftrace } : {}),
       ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
       onEvent: (fields) => {
         const now = new Date();
-        const sec = Math.floor(now.getTime() / 1000);
-        if (r.bucket.second !== sec) r.bucket = { second: sec, used: 0 };
         const e = toEvent(fields, {
           policyName: policy.name,
           policyNamespace: policy.namespace,
@@ -201,12 +302,7 @@ export class RuntimeEnforcer {
         if (!e) return;
         r.events++;
         if (e.action !== "KPROBE_ACTION_POST") r.kills++;
-        if (++r.bucket.used > limit) {
-          r.lostAgent++;
-          this.p.sink.onLost?.(policy.name, { kernel: 0, agent: 1 });
-          return;
-        }
-        this.p.sink.onPolicyEvent(e);
+        if (admit()) this.p.sink.onPolicyEvent(e);
       },
       onLost: (n) => {
         r.lostKernel += n;
@@ -219,10 +315,6 @@ export class RuntimeEnforcer {
         r.proc = undefined;
       },
     });
-    r.state = "loaded";
-    // Make-before-break: the replacement is attached before the previous program detaches.
-    await old?.proc?.stop();
-    return r;
   }
 }
 

@@ -6,8 +6,10 @@
  */
 import type { Fields, Val } from "../../policy/api/fields.js";
 import type { Translation } from "./translation.js";
+import { parseCidr } from "./cidr.js";
 import type {
   Action,
+  AddrOperator,
   ArgMatch,
   BinaryMatch,
   BinaryOperator,
@@ -89,13 +91,15 @@ const POSTFIX_REFUSED =
   "Postfix/NotPostfix cannot be compiled by Membrane's enforcer (no bounded suffix compare in a 512-byte BPF stack); use Equal or Prefix";
 const INT_OPS: readonly IntOperator[] = ["Equal", "NotEqual", "GT", "LT", "Mask"];
 const SOCK_OPS: readonly IntOperator[] = ["DPort", "NotDPort", "SPort", "NotSPort"];
+/** Read as CIDRs (connect hooks on endpoints: connect.ts checks where they can be served). */
+const ADDR_OPS: readonly AddrOperator[] = ["DAddr", "NotDAddr", "SAddr", "NotSAddr"];
+const SOCKADDR_OPS: readonly string[] = ["SAddr", "NotSAddr", "SPort", "NotSPort", "Family"];
+const FAMILIES: Record<string, 2 | 10> = { AF_INET: 2, AF_INET6: 10, "2": 2, "10": 10 };
 const BINARY_OPS: readonly BinaryOperator[] = ["In", "NotIn", "Prefix", "NotPrefix"];
 const NS_TYPES: readonly NamespaceType[] = ["Uts", "Ipc", "Mnt", "Net", "Time", "Cgroup", "User"];
 
 /** Tetragon actions refused here, with the reason. */
 const UNSUPPORTED_ACTIONS: Record<string, string> = {
-  Override:
-    "Override needs bpf_override_return or fmod_ret, which this kernel refuses (lockdown); use Sigkill to stop the process instead",
   FollowFD: "FollowFD is not supported: file hooks are served at open time, by path",
   UnfollowFD: "UnfollowFD is not supported: file hooks are served at open time, by path",
   CopyFD: "CopyFD is not supported",
@@ -166,10 +170,39 @@ function readMatchArg(v: Val, tr: Translation, declared: ReadonlyMap<number, str
       ? { index, kind: "string", operator: op as StringOperator, values: values as string[] }
       : undefined;
   }
-  const ops = have === "sock" ? SOCK_OPS : INT_OPS;
-  if (!(ops as readonly string[]).includes(op))
+  if (have !== "int" && tr.connect && (ADDR_OPS as readonly string[]).includes(op)) {
+    const cidrs = items.map((x) => {
+      const s = x.str();
+      const c = s === undefined ? undefined : parseCidr(s);
+      return (
+        c ?? x.error(`${JSON.stringify(s)} is not an IPv4 or IPv6 address or CIDR (10.0.0.0/8, fd00::/8)`)
+      );
+    });
+    return cidrs.every((x) => x !== undefined)
+      ? { index, kind: "addr", operator: op as AddrOperator, values: cidrs }
+      : undefined;
+  }
+  if (have !== "int" && tr.connect && op === "Family") {
+    const fams = items.map((x) => {
+      const s = x.strOrNum();
+      const f = s === undefined || !Object.hasOwn(FAMILIES, s) ? undefined : FAMILIES[s];
+      return (
+        f ?? x.error(`${JSON.stringify(s)} is not AF_INET or AF_INET6 (connect programs see only these)`)
+      );
+    });
+    return fams.every((x) => x !== undefined)
+      ? { index, kind: "family", operator: "Family", values: fams as (2 | 10)[] }
+      : undefined;
+  }
+  const ops: readonly string[] =
+    have === "sockaddr"
+      ? SOCKADDR_OPS
+      : have === "sock"
+        ? [...SOCK_OPS, ...(tr.connect ? ["DAddr", "NotDAddr", "Family"] : [])]
+        : INT_OPS;
+  if (!ops.includes(op) || (have === "sockaddr" && !tr.connect))
     return opVal.unsupported(
-      `operator ${JSON.stringify(op)} is not supported on ${have === "sock" ? "socket" : "integer"} argument ${index} (use ${ops.join(", ")})`,
+      `operator ${JSON.stringify(op)} is not supported on ${have === "sock" ? "socket" : have === "sockaddr" ? "sockaddr" : "integer"} argument ${index} (use ${ops.join(", ")})`,
     );
   if ((op === "GT" || op === "LT") && items.length !== 1) return vals.error(`${op} takes exactly one value`);
   const values = items.map(readInt);
@@ -257,7 +290,12 @@ function readCapabilities(v: Val): CapabilityMatch | undefined {
   return { type, operator, values: values as number[] };
 }
 
-function readAction(v: Val): Action | undefined {
+const OVERRIDE_REFUSED =
+  "Override needs bpf_override_return or fmod_ret, which this kernel refuses (lockdown); it is served only on connect hooks (tcp_connect, security_socket_connect), by cgroup connect programs; use Sigkill to stop the process instead";
+/** errno values a cgroup connect program can give: returning "refuse" makes connect() fail with EPERM. */
+const OVERRIDE_ERRORS = new Set([-1]);
+
+function readAction(v: Val, tr: Translation): Action | undefined {
   const f = v.map(MATCH_ACTIONS_FIELDS);
   if (!f) return undefined;
   const aVal = f.need("action");
@@ -266,6 +304,17 @@ function readAction(v: Val): Action | undefined {
   if (Object.hasOwn(UNSUPPORTED_ACTIONS, a)) return aVal.unsupported(UNSUPPORTED_ACTIONS[a] ?? "");
   for (const n of ACTION_OPTIONS_REFUSED)
     if (f.has(n)) f.get(n)?.unsupported(`${n} is not supported by Membrane's enforcer`);
+  if (a === "Override") {
+    if (!tr.connect) return aVal.unsupported(OVERRIDE_REFUSED);
+    const errVal = f.get("argError");
+    const err = errVal === undefined ? -1 : errVal.int(-4095, 4095);
+    if (err === undefined) return undefined;
+    if (!OVERRIDE_ERRORS.has(err))
+      return errVal?.unsupported(
+        `argError ${err} cannot be given by a cgroup connect program here: a refused connect() fails with EPERM (argError -1)`,
+      );
+    return { action: "Override", error: err };
+  }
   // argError goes with Override (refused above); elsewhere Tetragon ignores it, and so do we, aloud.
   if (f.has("argError")) f.get("argError")?.warn(`argError has no effect with action ${a}`);
   if (a === "Post" || a === "NoPost" || a === "Sigkill") {
@@ -307,7 +356,7 @@ export function readSelectors(
       matchPIDs: all("matchPIDs", readPids),
       matchNamespaces: all("matchNamespaces", readNamespaces),
       matchCapabilities: all("matchCapabilities", readCapabilities),
-      actions: all("matchActions", readAction),
+      actions: all("matchActions", (a) => readAction(a, tr)),
     });
   }
   if (list.kind !== "list") ok = false;

@@ -53,7 +53,36 @@ export type ArgMatch =
       readonly kind: "int";
       readonly operator: IntOperator;
       readonly values: readonly bigint[];
+    }
+  | {
+      /** A socket's or sockaddr's address against CIDRs (connect hooks only: cgroup connect4/6). */
+      readonly index: number;
+      readonly kind: "addr";
+      readonly operator: AddrOperator;
+      readonly values: readonly Cidr[];
+    }
+  | {
+      /** Address family: AF_INET (2), AF_INET6 (10). */
+      readonly index: number;
+      readonly kind: "family";
+      readonly operator: "Family";
+      readonly values: readonly (2 | 10)[];
     };
+
+export type AddrOperator = "DAddr" | "NotDAddr" | "SAddr" | "NotSAddr";
+
+export interface Cidr {
+  readonly family: 4 | 6;
+  /** The network address as 32-bit words in host order (1 word for IPv4, 4 for IPv6). */
+  readonly words: readonly number[];
+  readonly prefix: number;
+}
+
+/** How a connect hook is served on endpoints: cgroup connect4/connect6 programs (runtime/enforce/connect-*.ts). */
+export interface ConnectHook {
+  /** tcp_connect sees stream sockets only; security_socket_connect every connect(). */
+  readonly tcpOnly: boolean;
+}
 
 export type BinaryOperator = "In" | "NotIn" | "Prefix" | "NotPrefix";
 
@@ -87,7 +116,9 @@ export type Action =
   | { readonly action: "Post" }
   | { readonly action: "NoPost" }
   | { readonly action: "Sigkill" }
-  | { readonly action: "Signal"; readonly signal: number };
+  | { readonly action: "Signal"; readonly signal: number }
+  /** Connect hooks only: the connect() fails with this errno (EPERM: argError -1). */
+  | { readonly action: "Override"; readonly error: number };
 
 export interface TracingSelector {
   /** Field path of the selector, e.g. `spec.kprobes[0].selectors[1]`. */
@@ -115,6 +146,8 @@ export interface TracingProbe {
   /** What events report as `function_name` (kprobes: `__x64_sys_openat`, `security_file_permission`) or `subsystem:event`. */
   readonly functionName: string;
   readonly attach: readonly AttachPoint[];
+  /** Set for connect hooks: on endpoints they are served by cgroup connect programs instead of `attach`. */
+  readonly connect?: ConnectHook;
   readonly args: readonly ProbeArg[];
   /** Empty: every call posts an event. Selectors are ORed; the first that matches applies its actions. */
   readonly selectors: readonly TracingSelector[];
