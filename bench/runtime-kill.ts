@@ -7,6 +7,8 @@
  *             path) waits for its death on a pidfd and reads the clock: latency = death seen - syscall.
  *             The same measure with no policy (the victim exits by itself right after the open) is the
  *             floor of the method: exit, reaping and the parent's wake-up, which every kill pays too.
+ *             Beside it, the kernel's own view from a second bpftrace: sys_enter_openat("/etc/shadow") to
+ *             sched_process_exit of the same process, both in kernel time (no scheduling of a waiter).
  *   overhead: the same namespace runs open+close of /etc/hostname N times, CPU time (user+sys) and wall
  *             time per open, rounds interleaved off/on/off/on (the policy's program attached to
  *             sys_enter_openat, or not at all).
@@ -15,7 +17,8 @@
  * Needs root, bpftrace, gcc.
  *   node dist/bench/runtime-kill.js [--kills=300] [--opens=200000] [--rounds=3] [--quick]
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createInterface } from "node:readline";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -85,6 +88,36 @@ function victims(bin: string, netns: string, n: number): { ns: number; sig: numb
     });
 }
 
+const TRACER = `tracepoint:syscalls:sys_enter_openat /comm == "kill-latency" && str(args->filename) == "/etc/shadow"/ { @t[pid] = nsecs; }
+tracepoint:sched:sched_process_exit /@t[pid]/ { printf("K %d\\n", nsecs - @t[pid]); delete(@t[pid]); }
+BEGIN { printf("READY\\n"); }`;
+
+/** The kernel's view of each kill: openat entry to the process's exit (ns), from a second bpftrace. */
+async function kernelTracer(): Promise<{ samples: number[]; stop: () => Promise<void> }> {
+  const sh =
+    '[ -d /sys/kernel/tracing/events ] || mount -t tracefs tracefs /sys/kernel/tracing; exec bpftrace -e "$1"';
+  const c = spawn("unshare", ["--mount", "--propagation", "private", "sh", "-c", sh, "tracer", TRACER], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  const samples: number[] = [];
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: c.stdout }).on("line", (l) => {
+      if (l === "READY") resolve();
+      const m = /^K (\d+)$/.exec(l);
+      if (m) samples.push(Number(m[1]));
+    });
+    c.once("exit", (code) => reject(new Error(`bpftrace tracer exited ${String(code)}`)));
+  });
+  return {
+    samples,
+    stop: async () => {
+      const done = new Promise((r) => c.once("exit", r));
+      c.kill("SIGINT");
+      await done;
+    },
+  };
+}
+
 function openLoop(bin: string, netns: string): { wallNs: number; cpuNs: number } {
   const [wall, cpu] = run(["ip", "netns", "exec", netns, bin, "loop", String(OPENS)])
     .trim()
@@ -122,7 +155,12 @@ async function main(): Promise<void> {
     const loadBefore = load();
     const floor = victims(bin, netns, Math.max(20, Math.floor(KILLS / 3)));
     await on();
+    const tracer = await kernelTracer();
+    await sleep(1000); // bpftrace says READY before its programs run
+    tracer.samples.length = 0;
     const kills = victims(bin, netns, KILLS);
+    await sleep(200);
+    await tracer.stop();
     const killed = kills.filter((k) => k.sig === 9 && k.ns >= 0);
     console.log(
       JSON.stringify({
@@ -131,6 +169,7 @@ async function main(): Promise<void> {
         samples: kills.length,
         killed: killed.length,
         kill: summary(killed.map((k) => k.ns)),
+        kernelOpenToExit: { samples: tracer.samples.length, ...summary(tracer.samples) },
         floorNoPolicy: { samples: floor.length, ...summary(floor.filter((k) => k.ns >= 0).map((k) => k.ns)) },
         target: "p99 < 1 ms",
         loadavg: { before: loadBefore, after: load() },
