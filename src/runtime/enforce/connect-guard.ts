@@ -6,6 +6,9 @@
  *   ConnectRule[] --compileConnect--> hex --stdin--> membrane-connect-guard --BPF links--> cgroups
  *   stdout: ready | error | event lines --parseGuardLine--> ConnectEvent
  *
+ * The loader runs under setpriv with the capability bounding set reduced to
+ * CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_KILL.
+ *
  * Lifetime: the links die with the loader. stop() closes its stdin (it exits,
  * the kernel detaches); the agent's death kills it (PR_SET_PDEATHSIG), so no
  * program refuses connections without an agent to report it. A load that
@@ -25,6 +28,8 @@ import { compileConnect, FLAG_DENY, FLAG_KILL, type ConnectRule } from "./connec
 export function defaultGuardBinary(): string {
   return fileURLToPath(new URL("../../../bin/membrane-connect-guard", import.meta.url));
 }
+
+const CAPS = "-all,+bpf,+perfmon,+net_admin,+kill";
 
 export interface ConnectEvent {
   readonly rule: number;
@@ -143,7 +148,16 @@ export class ConnectGuard {
       `prog6 ${compileConnect(o.rules, 6).toString("hex")}\n` +
       o.cgroups.map((c) => `cgroup ${c}\n`).join("") +
       "go\n";
-    const child = spawn(bin, [], { stdio: ["pipe", "pipe", "pipe"], env: {} });
+    // Least privilege: the loader keeps only what it uses (checked on 6.18: without CAP_PERFMON the
+    // verifier refuses the event helpers; CAP_NET_ADMIN attaches to cgroups; CAP_KILL for Sigkill).
+    const child = spawn(
+      "setpriv",
+      ["--pdeathsig", "KILL", "--bounding-set", CAPS, "--inh-caps=-all", "--no-new-privs", "--", bin],
+      {
+        stdio: ["pipe", "pipe", "pipe"],
+        env: { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+      },
+    );
     const g = new ConnectGuard(child);
     let lostSeen = 0;
     await new Promise<void>((resolve, reject) => {

@@ -170,7 +170,11 @@ export class RuntimeEnforcer {
       namespace: r.policy.namespace,
       state: r.state,
       endpoints: r.endpoints,
-      probes: r.policy.probes.reduce((n, p) => n + p.attach.length, 0),
+      // A connect hook served on endpoints is two programs (connect4, connect6).
+      probes: r.policy.probes.reduce(
+        (n, p) => n + (p.connect && r.policy.podSelector !== undefined ? 2 : p.attach.length),
+        0,
+      ),
       error: r.error,
       events: r.events,
       kills: r.kills,

@@ -275,6 +275,8 @@ spec:
         .stdout.split("\n")
         .filter(Boolean);
       assert.equal(g.length, 1, "one connect guard, a child of the agent");
+      // Least privilege: CAP_KILL (5), CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39), nothing else.
+      assert.match(read(`/proc/${g[0]}/status`), /CapEff:\s*000000c000001020\n/);
       assert.equal((await a.connect(8081)).out, "errno 1");
       holder.kill("SIGKILL");
       await until(
