@@ -69,8 +69,13 @@ class Pod {
   connect(
     port: number,
     outside = false,
+    host = "127.0.0.1",
+    linger = false,
   ): Promise<{ out: string; code: number | null; signal: string | null }> {
-    const py = `import socket\ns=socket.socket()\ntry:\n s.connect(('127.0.0.1',${port}));print('connected')\nexcept OSError as e: print('errno',e.errno)`;
+    const fam = host.includes(":") ? "socket.AF_INET6" : "socket.AF_INET";
+    // linger: stay a while after a refused connect, so that a kill sent after the refusal is seen.
+    const after = linger ? "\n import time; time.sleep(30)" : "";
+    const py = `import socket\ns=socket.socket(${fam})\ntry:\n s.connect(('${host}',${port}));print('connected')\nexcept OSError as e:\n print('errno',e.errno,flush=True)${after}`;
     const cmd = ["python3", "-c", py];
     const argv = outside
       ? ["ip", "netns", "exec", this.name, ...cmd]
@@ -174,20 +179,24 @@ describe("connection denial per workload: cgroup connect4/6 (root)", { skip }, (
     try {
       await enf.setEndpoints([a.endpoint]);
       assert.equal((await enf.apply(policy(DENY_8081("{action: Sigkill}")))).state, "loaded");
-      const r = await a.connect(8081);
+      // The connect() fails with EPERM at once; the kill follows from the loader (a cgroup program
+      // cannot signal), so the process lingers after the refusal for the kill to be seen.
+      const r = await a.connect(8081, false, "127.0.0.1", true);
       assert.equal(r.signal, "SIGKILL");
-      assert.notEqual(r.out, "connected");
+      assert.notEqual(r.out, "connected"); // what it printed before the kill landed varies
       await until(() => c.events.length >= 1, "the kill event");
       assert.equal(c.events[0]?.action, "KPROBE_ACTION_SIGKILL");
       assert.equal(c.events[0]?.signal, 9);
       assert.doesNotMatch(a.accepted, /8081/, "no connection reached the listener");
+      await enf.stop();
+      assert.equal((await a.connect(8081)).out, "connected", "stopping the enforcer (agent stop) detaches");
     } finally {
       await enf.stop();
       a.del();
     }
   });
 
-  test("security_socket_connect (sockaddr SAddr/SPort = the destination) refuses, IPv6 family included", async () => {
+  test("security_socket_connect (sockaddr SAddr/SPort = the destination) refuses by family and port; connect6 refused by an IPv6 DAddr", async () => {
     const a = await Pod.add("s", { app: "client" });
     const enf = new RuntimeEnforcer({ sink: collector().sink });
     try {
@@ -209,6 +218,11 @@ spec:
       assert.equal((await enf.apply(p)).state, "loaded");
       assert.equal((await a.connect(8080)).out, "errno 1");
       assert.equal((await a.connect(8081)).out, "connected");
+      // IPv6 is not AF_INET: not refused (nothing listens on ::1, hence ECONNREFUSED, not EPERM).
+      assert.equal((await a.connect(8080, false, "::1")).out, "errno 111");
+      const v6 = policy(DENY_8081("{action: Override}", "v6").replace("127.0.0.0/8", '"::1/128"'));
+      assert.equal((await enf.apply(v6)).state, "loaded");
+      assert.equal((await a.connect(8081, false, "::1")).out, "errno 1", "connect6 refused by DAddr ::1");
     } finally {
       await enf.stop();
       a.del();
