@@ -66,5 +66,8 @@ if (want("scale")) child("./scale.js", flags);
 // Runtime events: exec-loop overhead of the process event source, records/s and losses (issue 15).
 if (want("runtime-events")) child("./runtime-events.js", flags);
 
+// Runtime enforcement: latency from the offending syscall to the kill, and the open-loop cost (issue 15).
+if (want("runtime-kill")) child("./runtime-kill.js", flags);
+
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);

@@ -3,7 +3,9 @@
 // - membrane-cni (native/membrane-cni-shim.c): forwards to the agent and falls back to
 //   bin/membrane-cni.js, run by the node that runs this build (its path is compiled in);
 // - membrane-fanotify (native/membrane-fanotify.c): the file-access responder of runtime
-//   enforcement (src/runtime/file/); without it, file-hook Override policies fail to load.
+//   enforcement (src/runtime/file/); without it, file-hook Override policies fail to load;
+// - membrane-connect-guard (native/membrane-connect-guard.c): the loader of the runtime enforcer's
+//   cgroup connect4/connect6 programs (src/runtime/enforce/connect-guard.ts).
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -29,6 +31,12 @@ const programs = [
     src: "membrane-cni-shim.c",
     extra: [`-DMEMBRANE_NODE=${JSON.stringify(process.execPath)}`],
     hint: "bin/membrane-cni.js works without it, slower",
+  },
+  {
+    name: "membrane-connect-guard",
+    src: "membrane-connect-guard.c",
+    extra: [],
+    hint: "TracingPolicies on connect hooks need it; linux/bpf.h comes with linux-libc-dev",
   },
   {
     name: "membrane-fanotify",

@@ -17,7 +17,10 @@
 #                                  generated scripts, driven as a subprocess (this kernel refuses kprobes/LSM)
 #   gcc, libc6-dev                 build the native membrane-cni shim (native/membrane-cni-shim.c, npm run build):
 #                                  the installed CNI plugin, ~1 ms of CPU per call instead of Node's ~110 ms;
-#                                  and the fanotify responder (native/membrane-fanotify.c) that denies file access
+#                                  the fanotify responder (native/membrane-fanotify.c) that denies file access;
+#                                  and the connect guard (native/membrane-connect-guard.c, linux/bpf.h from
+#                                  linux-libc-dev, a dependency of libc6-dev): the loader of the cgroup
+#                                  connect4/6 programs of TracingPolicies (no clang or libbpf needed)
 #   protobuf-compiler              protoc, to build descriptor sets of vendored upstream .proto files (Tetragon's
 #                                  events) that tests parse our JSON against, strictly
 set -euo pipefail

@@ -64,7 +64,8 @@ export const ERROR_CODES = {
   TRACING_POLICY_INVALID: "A TracingPolicy document is invalid",
   TRACING_POLICY_UNSUPPORTED: "A TracingPolicy uses a hook, selector or action this kernel cannot serve",
   TRACING_POLICY_UNSAFE: "A TracingPolicy kills without being narrowed to workloads and calls",
-  RUNTIME_ENFORCER_FAILED: "The runtime enforcer (bpftrace) could not load or stopped",
+  RUNTIME_ENFORCER_FAILED:
+    "The runtime enforcer (bpftrace, or its cgroup connect guard) could not load or stopped",
   // cli
   CLI_USAGE: "A command was given invalid arguments",
 } as const;

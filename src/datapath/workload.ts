@@ -201,8 +201,26 @@ const LAUNCH_SCRIPT = [
   'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs -- "$@"',
 ].join("\n");
 
-/** The argv that runs `command` in `netns` with the given isolation. Pure. */
-export function workloadArgv(netns: string, command: readonly string[], iso: WorkloadIsolation): string[] {
+/**
+ * Joins the endpoint's cgroup, then execs the rest. Before `ip netns exec`:
+ * it mounts a fresh sysfs on /sys, which hides the cgroup2 mount below it.
+ * A failed join fails the launch (126): connect hooks of TracingPolicies
+ * attach to that cgroup, so a workload outside it would escape them.
+ */
+const CGROUP_JOIN = 'echo $$ > "$1/cgroup.procs" || exit 126; shift; exec "$@"';
+
+/** The argv that runs `command` in `netns` with the given isolation, in `cgroup` when given. Pure. */
+export function workloadArgv(
+  netns: string,
+  command: readonly string[],
+  iso: WorkloadIsolation,
+  cgroup?: string,
+): string[] {
+  const argv = workloadArgvIn(netns, command, iso);
+  return cgroup === undefined ? argv : ["sh", "-c", CGROUP_JOIN, "membrane-cgroup", cgroup, ...argv];
+}
+
+function workloadArgvIn(netns: string, command: readonly string[], iso: WorkloadIsolation): string[] {
   if (command.length === 0) {
     throw new MembraneError("CLI_USAGE", "Cannot run a workload: no command given", {
       hint: "Put the command after --, e.g. membrane endpoint exec web -- id",

@@ -15,6 +15,8 @@ import { RuntimeController, type RuntimeControllerDeps, type RuntimeParams } fro
 
 function argOf(a: RuntimePolicyEvent["args"][number]): TetragonArgument {
   const label = a.label !== undefined ? { label: a.label } : {};
+  if (a.sock) return { ...label, sock_arg: { ...a.sock } };
+  if (a.sockaddr) return { ...label, sockaddr_arg: { ...a.sockaddr } };
   if (a.value === undefined) return { ...label, string_arg: "" };
   // A file the kernel named (the fanotify responder's Override events, and file hooks' paths): Tetragon's file_arg/path_arg.
   if (a.type === "file") return { ...label, file_arg: { path: a.value } };

@@ -10,6 +10,7 @@
  * Held in memory: an agent restart starts with none, and an agent stop or
  * crash detaches every program (bpftrace dies with the agent, enforce/bpftrace.ts).
  */
+import { ensureEndpointCgroup, sweepEndpointCgroups } from "../../datapath/endpoint-cgroup.js";
 import { statSync } from "node:fs";
 import type { Logger } from "pino";
 import { workloadLabels } from "../../labels/k8s.js";
@@ -133,8 +134,15 @@ export class TracingPoliciesController {
     for (const v of views) {
       const ino = this.inode(v.netns);
       if (ino === undefined) continue;
-      eps.push({ key: `${v.namespace}/${v.name}`, labels: labelsOf(v), netnsInode: ino });
+      const cgroup = ensureEndpointCgroup(v.netns);
+      eps.push({
+        key: `${v.namespace}/${v.name}`,
+        labels: labelsOf(v),
+        netnsInode: ino,
+        ...(cgroup === undefined ? {} : { cgroup }),
+      });
     }
+    sweepEndpointCgroups();
     await this.enforcer.setEndpoints(eps);
     this.lastKey = key;
   }

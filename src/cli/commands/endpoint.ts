@@ -1,4 +1,5 @@
 /** `membrane endpoint create|exec|label|delete|list`: workloads as network namespaces. */
+import { ensureEndpointCgroup } from "../../datapath/endpoint-cgroup.js";
 import { Command } from "commander";
 import type { EndpointView } from "../../agent/agent.js";
 import { AgentClient } from "../../agent/client.js";
@@ -139,14 +140,20 @@ Examples:
         )) as EndpointView;
         let argv: string[];
         let env: Record<string, string> | undefined;
+        const cgroup = ensureEndpointCgroup(ep.netns);
         if (o.privileged === true) {
-          argv = workloadArgv(ep.netns, command, { privileged: true });
+          argv = workloadArgv(ep.netns, command, { privileged: true }, cgroup);
         } else {
           checkLaunchTools();
           const user = o.user !== undefined ? resolveWorkloadUser(o.user) : endpointWorkloadUser(ep);
           const status = (await api.request("GET", "/v1/status")) as { stateDir?: unknown };
           const stateDir = typeof status.stateDir === "string" ? status.stateDir : undefined;
-          argv = workloadArgv(ep.netns, command, { user, hide: hiddenDirectories(o.socket, stateDir) });
+          argv = workloadArgv(
+            ep.netns,
+            command,
+            { user, hide: hiddenDirectories(o.socket, stateDir) },
+            cgroup,
+          );
           env = workloadEnv(user, process.env);
         }
         ctx.exitCode = await runWorkload(argv, env);

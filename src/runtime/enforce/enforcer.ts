@@ -7,19 +7,28 @@
  *   endpoints change --> programs whose scope changed are replaced, make-before-break
  *   remove(policy) / stop() --> bpftrace stopped: its programs are detached
  *
+ * Connect hooks of a policy with a podSelector (tcp_connect,
+ * security_socket_connect) are served instead by a connect guard: cgroup
+ * connect4/connect6 programs on the selected endpoints' cgroups
+ * (connect-guard.ts), which refuse the connect() before any packet leaves.
+ *
  * All or nothing: a policy's probes are one bpftrace program, which attaches
- * every probe or exits; a replacement that fails leaves the previous program
- * of that policy running (and the error is reported), a new policy that fails
- * leaves nothing attached. Override selectors on file hooks are served by a
- * fanotify responder per policy (src/runtime/file/), started before the
- * program and stopped again if the program fails.
+ * every probe or exits, plus at most one connect guard, which attaches to
+ * every cgroup or exits, plus at most one fanotify responder (Override
+ * selectors on file hooks, src/runtime/file/), started first; when one fails
+ * the others are stopped. A replacement that fails leaves the previous
+ * programs of that policy running (and the error is reported), a new policy
+ * that fails leaves nothing attached.
  */
+import { statSync } from "node:fs";
 import type { LabelSet } from "../../labels/label.js";
 import { MembraneError } from "../../errors.js";
 import { policyKey, type NamespaceType, type TracingPolicy } from "../policy/types.js";
 import { startPolicyResponder } from "../file/policy-responder.js";
 import type { FileResponder } from "../file/responder.js";
 import { BpftraceProcess } from "./bpftrace.js";
+import { ConnectGuard } from "./connect-guard.js";
+import { connectEventToPolicy, connectProbes, connectRules } from "./connect-rules.js";
 import type { RuntimeEventSink, RuntimePolicyEvent } from "./events.js";
 import { toEvent } from "./output.js";
 import { compileScript, type CompiledRule, type ScriptGuards } from "./script.js";
@@ -29,6 +38,8 @@ export interface EnforcerEndpoint {
   readonly key: string;
   readonly labels: LabelSet;
   readonly netnsInode: number;
+  /** The endpoint's cgroup v2 directory (src/datapath/endpoint-cgroup.ts), where connect hooks attach. */
+  readonly cgroup?: string;
 }
 
 export type TracingPolicyState = "loaded" | "idle" | "error";
@@ -44,7 +55,7 @@ export interface TracingPolicyStatus {
   readonly error: string | undefined;
   readonly events: number;
   readonly kills: number;
-  /** Accesses denied by the fanotify responder (Override). */
+  /** Accesses denied (Override: fanotify FAN_DENY, or a refused connect()). */
   readonly denials: number;
   readonly lost: { kernel: number; agent: number };
 }
@@ -58,6 +69,8 @@ export interface EnforcerParams {
   readonly bpftrace?: string;
   /** The fanotify responder binary (default dist/bin/membrane-fanotify). */
   readonly fanotifyResponder?: string;
+  /** The connect guard binary (default: dist/bin/membrane-connect-guard). */
+  readonly connectGuard?: string;
   readonly loadTimeoutMs?: number;
 }
 
@@ -66,6 +79,7 @@ interface Running {
   scopeKey: string;
   endpoints: number;
   proc: BpftraceProcess | undefined;
+  guard: ConnectGuard | undefined;
   file: FileResponder | undefined;
   rules: readonly CompiledRule[];
   state: TracingPolicyState;
@@ -95,13 +109,18 @@ export class RuntimeEnforcer {
     return r;
   }
 
-  private scopeOf(policy: TracingPolicy): { key: string; netns: number[] | "node"; count: number } {
-    if (policy.podSelector === undefined) return { key: "node", netns: "node", count: 0 };
+  private scopeOf(policy: TracingPolicy): {
+    key: string;
+    netns: number[] | "node";
+    count: number;
+    selected: EnforcerEndpoint[];
+  } {
+    if (policy.podSelector === undefined) return { key: "node", netns: "node", count: 0, selected: [] };
     const sel = policy.podSelector;
-    const inodes = [
-      ...new Set(this.endpoints.filter((e) => sel.matches(e.labels)).map((e) => e.netnsInode)),
-    ].sort((a, b) => a - b);
-    return { key: inodes.join(","), netns: inodes, count: inodes.length };
+    const selected = this.endpoints.filter((e) => sel.matches(e.labels));
+    const inodes = [...new Set(selected.map((e) => e.netnsInode))].sort((a, b) => a - b);
+    const cgroups = [...new Set(selected.map((e) => e.cgroup ?? ""))].sort();
+    return { key: `${inodes.join(",")}|${cgroups.join(",")}`, netns: inodes, count: inodes.length, selected };
   }
 
   /** Loads or replaces `policy`; throws RUNTIME_ENFORCER_FAILED when a new program cannot load (nothing half-attached). */
@@ -121,7 +140,7 @@ export class RuntimeEnforcer {
       const r = this.policies.get(key);
       if (!r) return false;
       this.policies.delete(key);
-      await Promise.all([r.proc?.stop(), r.file?.stop()]);
+      await Promise.all([r.proc?.stop(), r.guard?.stop(), r.file?.stop()]);
       return true;
     });
   }
@@ -136,7 +155,7 @@ export class RuntimeEnforcer {
           this.policies.set(key, await this.load(r.policy, r));
         } catch (e) {
           // The previous program (if any) keeps running; the status says why it was not replaced.
-          r.state = r.proc || r.file ? r.state : "error";
+          r.state = r.proc || r.guard || r.file ? r.state : "error";
           r.error = e instanceof Error ? e.message : String(e);
         }
       }
@@ -149,7 +168,7 @@ export class RuntimeEnforcer {
 
   async stop(): Promise<void> {
     await this.serial(async () => {
-      await Promise.all([...this.policies.values()].flatMap((r) => [r.proc?.stop(), r.file?.stop()]));
+      await Promise.all([...this.policies.values()].flatMap((r) => [r.proc?.stop(), r.guard?.stop(), r.file?.stop()]));
       this.policies.clear();
     });
   }
@@ -161,7 +180,11 @@ export class RuntimeEnforcer {
       namespace: r.policy.namespace,
       state: r.state,
       endpoints: r.endpoints,
-      probes: r.policy.probes.reduce((n, p) => n + p.attach.length, 0),
+      // A connect hook served on endpoints is two programs (connect4, connect6).
+      probes: r.policy.probes.reduce(
+        (n, p) => n + (p.connect && r.policy.podSelector !== undefined ? 2 : p.attach.length),
+        0,
+      ),
       error: r.error,
       events: r.events,
       kills: r.kills,
@@ -177,6 +200,7 @@ export class RuntimeEnforcer {
       scopeKey: scope.key,
       endpoints: scope.count,
       proc: undefined,
+      guard: undefined,
       file: undefined,
       rules: [],
       state: "idle",
@@ -189,11 +213,9 @@ export class RuntimeEnforcer {
       bucket: { second: 0, used: 0 },
     };
     if (scope.netns !== "node" && scope.netns.length === 0) {
-      await Promise.all([old?.proc?.stop(), old?.file?.stop()]);
+      await Promise.all([old?.proc?.stop(), old?.guard?.stop(), old?.file?.stop()]);
       return r;
     }
-    const compiled = compileScript(policy, { netns: scope.netns }, this.guards);
-    r.rules = compiled.rules;
     const what = `${policy.kind} ${policy.namespace ? policy.namespace + "/" : ""}${policy.name}`;
     const limit = this.p.eventsPerSecond ?? 10_000;
     const deliver = (e: RuntimePolicyEvent): void => {
@@ -213,56 +235,118 @@ export class RuntimeEnforcer {
       r.lostKernel += n;
       this.p.sink.onLost?.(policy.name, { kernel: n, agent: 0 });
     };
-    const exited = (why: string): void => {
-      // Not through stop(): the programs or marks are gone; say so (fail visible, not silent).
-      r.state = "error";
-      r.error = `${what}: ${why}`;
-    };
-    r.file = await startPolicyResponder({
-      policy,
-      scope: { netns: scope.netns },
-      guards: this.guards,
-      what,
-      ...(this.p.fanotifyResponder ? { binary: this.p.fanotifyResponder } : {}),
-      onEvent: deliver,
-      onLost: lostKernel,
-      onExit: (why) => {
-        exited(why);
-        r.file = undefined;
-      },
-    });
-    // A policy whose probes are all Override on file hooks needs no bpftrace program.
-    if (compiled.rules.length > 0) {
-      try {
-        r.proc = await BpftraceProcess.start({
-          script: compiled.text,
-          what,
-          ...(this.p.bpftrace ? { bpftrace: this.p.bpftrace } : {}),
-          ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
-          onEvent: (fields) => {
-            const e = toEvent(fields, {
-              policyName: policy.name,
-              policyNamespace: policy.namespace,
-              rules: r.rules,
-              now: new Date(),
-            });
-            if (e) deliver(e);
-          },
-          onLost: lostKernel,
-          onExit: (why) => {
-            exited(why);
-            r.proc = undefined;
-          },
-        });
-      } catch (e) {
-        await r.file?.stop(); // all or nothing: no marks without the policy's program
-        throw e;
-      }
+    const cprobes = connectProbes(policy);
+    const rest: TracingPolicy = { ...policy, probes: policy.probes.filter((x) => !cprobes.includes(x)) };
+    try {
+      r.file = await startPolicyResponder({
+        policy: rest,
+        scope: { netns: scope.netns },
+        guards: this.guards,
+        what,
+        ...(this.p.fanotifyResponder ? { binary: this.p.fanotifyResponder } : {}),
+        onEvent: deliver,
+        onLost: lostKernel,
+        onExit: (why) => {
+          // Not through stop(): the marks are gone; say so (fail visible, not silent).
+          r.state = "error";
+          r.error = `${what}: ${why}`;
+          r.file = undefined;
+        },
+      });
+      if (cprobes.length > 0)
+        r.guard = await this.startGuard(policy, what, cprobes, scope.selected, r, deliver, lostKernel);
+      // A policy whose probes are all served by fanotify or connect guards needs no bpftrace program.
+      if (rest.probes.length > 0)
+        r.proc = await this.startBpftrace(rest, what, scope.netns, r, deliver, lostKernel);
+    } catch (e) {
+      await Promise.all([r.guard?.stop(), r.file?.stop()]); // all or nothing
+      throw e;
     }
     r.state = "loaded";
-    // Make-before-break: the replacement is attached before the previous program detaches.
-    await Promise.all([old?.proc?.stop(), old?.file?.stop()]);
+    // Make-before-break: the replacement is attached before the previous programs detach.
+    await Promise.all([old?.proc?.stop(), old?.guard?.stop(), old?.file?.stop()]);
     return r;
+  }
+
+  private async startGuard(
+    policy: TracingPolicy,
+    what: string,
+    probes: TracingPolicy["probes"],
+    selected: readonly EnforcerEndpoint[],
+    r: Running,
+    deliver: (e: RuntimePolicyEvent) => void,
+    lostKernel: (n: number) => void,
+  ): Promise<ConnectGuard> {
+    const missing = selected.filter((e) => e.cgroup === undefined).map((e) => e.key);
+    if (missing.length > 0)
+      throw new MembraneError(
+        "RUNTIME_ENFORCER_FAILED",
+        `Cannot load ${what}: connect hooks need the endpoints' cgroups, and ${missing.slice(0, 5).join(", ")} ${missing.length === 1 ? "has" : "have"} none`,
+        {
+          hint: "endpoints created by membrane get a cgroup; a container attached through CNI runs in its runtime's cgroup",
+        },
+      );
+    const { rules, origins } = connectRules(probes);
+    const netnsOfCgroup = new Map<string, number>();
+    for (const e of selected) if (e.cgroup) netnsOfCgroup.set(String(statSync(e.cgroup).ino), e.netnsInode);
+    return ConnectGuard.start({
+      rules,
+      cgroups: [...new Set(selected.map((e) => e.cgroup ?? ""))],
+      what,
+      ...(this.p.connectGuard ? { binary: this.p.connectGuard } : {}),
+      ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
+      onEvent: (ce) => {
+        const e = connectEventToPolicy(ce, {
+          policyName: policy.name,
+          policyNamespace: policy.namespace,
+          origins,
+          netnsOfCgroup,
+          now: new Date(),
+        });
+        if (e) deliver(e);
+      },
+      onLost: lostKernel,
+      onExit: (why) => {
+        r.state = "error";
+        r.error = `${what}: ${why}`;
+        r.guard = undefined;
+      },
+    });
+  }
+
+  private startBpftrace(
+    policy: TracingPolicy,
+    what: string,
+    netns: number[] | "node",
+    r: Running,
+    deliver: (e: RuntimePolicyEvent) => void,
+    lostKernel: (n: number) => void,
+  ): Promise<BpftraceProcess> {
+    const compiled = compileScript(policy, { netns }, this.guards);
+    r.rules = compiled.rules;
+    return BpftraceProcess.start({
+      script: compiled.text,
+      what,
+      ...(this.p.bpftrace ? { bpftrace: this.p.bpftrace } : {}),
+      ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
+      onEvent: (fields) => {
+        const now = new Date();
+        const e = toEvent(fields, {
+          policyName: policy.name,
+          policyNamespace: policy.namespace,
+          rules: r.rules,
+          now,
+        });
+        if (e) deliver(e);
+      },
+      onLost: lostKernel,
+      onExit: (why) => {
+        // Not through stop(): the programs are gone; say so (fail visible, not silent).
+        r.state = "error";
+        r.error = `${what}: ${why}`;
+        r.proc = undefined;
+      },
+    });
   }
 }
 

@@ -11,7 +11,11 @@
 export type PolicyEventType = "process_kprobe" | "process_tracepoint";
 /** Tetragon's action names in exported events. */
 export type PolicyEventAction =
-  "KPROBE_ACTION_POST" | "KPROBE_ACTION_SIGKILL" | "KPROBE_ACTION_SIGNAL" | "KPROBE_ACTION_OVERRIDE";
+  | "KPROBE_ACTION_POST"
+  | "KPROBE_ACTION_SIGKILL"
+  | "KPROBE_ACTION_SIGNAL"
+  /** A connect() refused by a cgroup connect program (Override). */
+  | "KPROBE_ACTION_OVERRIDE";
 
 export interface PolicyEventArg {
   /** Tetragon arg index as declared in the policy. */
@@ -20,6 +24,15 @@ export interface PolicyEventArg {
   readonly label: string | undefined;
   /** A string argument (a path), or an integer as a decimal string; undefined when it cannot be read here. */
   readonly value: string | undefined;
+  /** A socket argument (tcp_connect): exported as Tetragon's sock_arg. */
+  readonly sock?: {
+    readonly family: string;
+    readonly protocol?: string;
+    readonly daddr: string;
+    readonly dport: number;
+  };
+  /** A sockaddr argument (security_socket_connect): exported as Tetragon's sockaddr_arg. */
+  readonly sockaddr?: { readonly family: string; readonly addr: string; readonly port: number };
 }
 
 export interface RuntimePolicyEvent {

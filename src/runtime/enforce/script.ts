@@ -126,6 +126,9 @@ function selectorCondition(s: TracingSelector, a: AttachPoint, ctx: Ctx): string
           : `strncmp(${v}, ${lit(x)}, ${x.length}) == 0`;
       const any = anyOf(m.values.map(one));
       parts.push(m.operator.startsWith("Not") ? `!${any}` : any);
+    } else if (m.kind === "addr" || m.kind === "family") {
+      // Served only by the connect guard (connect.ts refuses them where bpftrace would get them).
+      return "0";
     } else {
       const f =
         src.kind === "sock"

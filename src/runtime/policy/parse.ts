@@ -19,6 +19,7 @@ import { scopeSubject, readSelector } from "../../policy/api/selector.js";
 import { checkLabelName, checkSubdomain } from "../../policy/api/names.js";
 import { booleanAnnotation } from "../../policy/api/metadata.js";
 import { readDocuments } from "../../policy/api/yaml-doc.js";
+import { connectProblems } from "./connect.js";
 import { readSelectors } from "./selectors.js";
 import { ALLOW_UNSAFE_KILL_ANNOTATION, safetyProblems } from "./safety.js";
 import { syscallName, knownSyscalls } from "./syscalls.js";
@@ -151,7 +152,9 @@ export function parseTracingPolicies(text: string, file: string): TracingPolicy[
   for (const d of docs) {
     const p = readPolicy(d.root);
     for (const x of d.ctx.problems) problems.push(x);
-    if (p && d.ctx.problems.length === 0) {
+    const cp = p && d.ctx.problems.length === 0 ? connectProblems(p) : [];
+    for (const c of cp) problems.push({ file, line: d.root.line, ...c });
+    if (p && d.ctx.problems.length === 0 && cp.length === 0) {
       for (const s of safetyProblems(p))
         unsafe.push({ file, line: d.root.line, path: s.path, message: s.message, unsupported: false });
       out.push(p);
@@ -300,7 +303,7 @@ function readArgs(
         );
       else if (!typeFits(type, have))
         typeVal?.unsupported(
-          `type ${JSON.stringify(type)} cannot be read from argument ${index} of ${tr.functionName}, which is ${have === "string" ? "a string (path)" : have === "sock" ? "a socket" : "an integer"}`,
+          `type ${JSON.stringify(type)} cannot be read from argument ${index} of ${tr.functionName}, which is ${have === "string" ? "a string (path)" : have === "sock" ? "a socket" : have === "sockaddr" ? "a sockaddr" : "an integer"}`,
         );
     }
     declared.set(index, type);
@@ -326,6 +329,7 @@ function readCommon(
     hook,
     functionName: tr.functionName,
     attach: tr.attach,
+    ...(tr.connect ? { connect: tr.connect } : {}),
     args,
     selectors,
     message,

@@ -6,8 +6,10 @@
  */
 import type { Fields, Val } from "../../policy/api/fields.js";
 import type { Translation } from "./translation.js";
+import { parseCidr } from "./cidr.js";
 import type {
   Action,
+  AddrOperator,
   ArgMatch,
   BinaryMatch,
   BinaryOperator,
@@ -89,6 +91,10 @@ const POSTFIX_REFUSED =
   "Postfix/NotPostfix cannot be compiled by Membrane's enforcer (no bounded suffix compare in a 512-byte BPF stack); use Equal or Prefix";
 const INT_OPS: readonly IntOperator[] = ["Equal", "NotEqual", "GT", "LT", "Mask"];
 const SOCK_OPS: readonly IntOperator[] = ["DPort", "NotDPort", "SPort", "NotSPort"];
+/** Read as CIDRs (connect hooks on endpoints: connect.ts checks where they can be served). */
+const ADDR_OPS: readonly AddrOperator[] = ["DAddr", "NotDAddr", "SAddr", "NotSAddr"];
+const SOCKADDR_OPS: readonly string[] = ["SAddr", "NotSAddr", "SPort", "NotSPort", "Family"];
+const FAMILIES: Record<string, 2 | 10> = { AF_INET: 2, AF_INET6: 10, "2": 2, "10": 10 };
 const BINARY_OPS: readonly BinaryOperator[] = ["In", "NotIn", "Prefix", "NotPrefix"];
 const NS_TYPES: readonly NamespaceType[] = ["Uts", "Ipc", "Mnt", "Net", "Time", "Cgroup", "User"];
 
@@ -164,10 +170,39 @@ function readMatchArg(v: Val, tr: Translation, declared: ReadonlyMap<number, str
       ? { index, kind: "string", operator: op as StringOperator, values: values as string[] }
       : undefined;
   }
-  const ops = have === "sock" ? SOCK_OPS : INT_OPS;
-  if (!(ops as readonly string[]).includes(op))
+  if (have !== "int" && tr.connect && (ADDR_OPS as readonly string[]).includes(op)) {
+    const cidrs = items.map((x) => {
+      const s = x.str();
+      const c = s === undefined ? undefined : parseCidr(s);
+      return (
+        c ?? x.error(`${JSON.stringify(s)} is not an IPv4 or IPv6 address or CIDR (10.0.0.0/8, fd00::/8)`)
+      );
+    });
+    return cidrs.every((x) => x !== undefined)
+      ? { index, kind: "addr", operator: op as AddrOperator, values: cidrs }
+      : undefined;
+  }
+  if (have !== "int" && tr.connect && op === "Family") {
+    const fams = items.map((x) => {
+      const s = x.strOrNum();
+      const f = s === undefined || !Object.hasOwn(FAMILIES, s) ? undefined : FAMILIES[s];
+      return (
+        f ?? x.error(`${JSON.stringify(s)} is not AF_INET or AF_INET6 (connect programs see only these)`)
+      );
+    });
+    return fams.every((x) => x !== undefined)
+      ? { index, kind: "family", operator: "Family", values: fams as (2 | 10)[] }
+      : undefined;
+  }
+  const ops: readonly string[] =
+    have === "sockaddr"
+      ? SOCKADDR_OPS
+      : have === "sock"
+        ? [...SOCK_OPS, ...(tr.connect ? ["DAddr", "NotDAddr", "Family"] : [])]
+        : INT_OPS;
+  if (!ops.includes(op) || (have === "sockaddr" && !tr.connect))
     return opVal.unsupported(
-      `operator ${JSON.stringify(op)} is not supported on ${have === "sock" ? "socket" : "integer"} argument ${index} (use ${ops.join(", ")})`,
+      `operator ${JSON.stringify(op)} is not supported on ${have === "sock" ? "socket" : have === "sockaddr" ? "sockaddr" : "integer"} argument ${index} (use ${ops.join(", ")})`,
     );
   if ((op === "GT" || op === "LT") && items.length !== 1) return vals.error(`${op} takes exactly one value`);
   const values = items.map(readInt);
@@ -284,17 +319,21 @@ function readAction(v: Val, tr: Translation): Action | undefined {
  * answers a denied access with EPERM, so argError must be -1.
  */
 function readOverride(f: Fields, aVal: Val, tr: Translation): Action | undefined {
-  if (!tr.fanotify)
+  if (!tr.fanotify && !tr.connect)
     return aVal.unsupported(
-      `Override on ${tr.functionName} needs bpf_override_return or fmod_ret, which this kernel refuses (lockdown); Override is served for the file hooks security_file_permission, security_file_open and fd_install (fanotify); use Sigkill to stop the process instead`,
+      `Override on ${tr.functionName} needs bpf_override_return or fmod_ret, which this kernel refuses (lockdown); Override is served for the file hooks security_file_permission, security_file_open and fd_install (fanotify) and, with a podSelector, for the connect hooks tcp_connect and security_socket_connect (cgroup connect programs); use Sigkill to stop the process instead`,
     );
   if (f.has("argSig")) f.get("argSig")?.error("argSig belongs to action Signal, not Override");
-  const errVal = f.need("argError");
-  const err = errVal?.int(-4095, 0);
-  if (err === undefined || !errVal) return undefined;
+  // A connect hook's Override defaults to EPERM; a file hook's names it, as Tetragon's examples do.
+  const errVal = tr.connect ? f.get("argError") : f.need("argError");
+  if (!tr.connect && !errVal) return undefined;
+  const err = errVal === undefined ? -1 : errVal.int(-4095, 4095);
+  if (err === undefined) return undefined;
   if (err !== -1)
-    return errVal.unsupported(
-      `a denied file access returns EPERM (fanotify FAN_DENY): argError must be -1, not ${err}`,
+    return errVal?.unsupported(
+      tr.connect
+        ? `argError ${err} cannot be given by a cgroup connect program here: a refused connect() fails with EPERM (argError -1)`
+        : `a denied file access returns EPERM (fanotify FAN_DENY): argError must be -1, not ${err}`,
     );
   return { action: "Override", argError: -1 };
 }
@@ -333,14 +372,14 @@ export function readSelectors(
       matchPIDs: all("matchPIDs", readPids),
       matchNamespaces: all("matchNamespaces", readNamespaces),
       matchCapabilities: all("matchCapabilities", readCapabilities),
-      actions: all("matchActions", readAction),
+      actions: all("matchActions", (a) => readAction(a, tr)),
     });
     fields.push(f);
   }
   // Override selectors are served by the fanotify responder, which checks every selector of the
   // probe in order (the first that matches decides): what it cannot check is refused.
   const overrides = (s: TracingSelector): boolean => s.actions.some((a) => a.action === "Override");
-  if (out.some(overrides))
+  if (tr.fanotify && out.some(overrides))
     out.forEach((s, i) => {
       const kill = s.actions.some((a) => a.action === "Sigkill" || a.action === "Signal");
       if (overrides(s) && kill) {

@@ -11,7 +11,9 @@
  * | kprobe fd_install                      | syscalls:sys_enter_open/openat/openat2        | arg 1 (file) = the path opened     |
  * |   Override on the three file hooks     | fanotify FAN_OPEN_PERM (+ FAN_ACCESS_PERM for security_file_permission), src/runtime/file/ | the file opened (its path, or the same inode) |
  * | kprobe security_bprm_check             | syscalls:sys_enter_execve/execveat            | arg 0 (linux_binprm) = the path    |
- * | kprobe tcp_connect                     | sock:inet_sock_set_state, TCP, -> SYN_SENT    | arg 0 (sock): DPort/SPort          |
+ * | kprobe tcp_connect (node-wide)         | sock:inet_sock_set_state, TCP, -> SYN_SENT    | arg 0 (sock): DPort/SPort          |
+ * | kprobe tcp_connect (podSelector)       | cgroup connect4/connect6 of the endpoints, TCP | arg 0 (sock): DAddr/DPort/Family   |
+ * | kprobe security_socket_connect (podSelector only) | cgroup connect4/connect6 of the endpoints | arg 1 (sockaddr): SAddr/SPort/Family |
  * | kprobe cap_capable                     | capability:cap_capable                        | arg 2 = the capability number      |
  * | tracepoint syscalls/sys_enter_X        | itself                                        | index 5+i = i-th syscall argument  |
  * | tracepoint sched/sched_process_exec    | itself                                        | 4 filename, 5 pid, 6 old_pid       |
@@ -27,18 +29,32 @@
  * Override on a file hook is the exception: the fanotify responder sees the
  * file itself (a hard link, bind mount or relative path to a denied file is
  * denied), at open, and at each read for security_file_permission.
+ *
+ * Connect hooks on endpoints (a policy with a podSelector, or namespaced) are
+ * served by cgroup connect4/connect6 programs attached to the selected
+ * endpoints' cgroups (runtime/enforce/connect-guard.ts): they see the
+ * destination before any packet is built, and can refuse the connect()
+ * (Override, argError -1: EPERM; Sigkill: refused, then the process killed).
+ * They see the destination address, port and family, not the binary: only
+ * matchArgs and matchActions are served there (connect.ts names the rest).
+ * security_socket_connect's sockaddr is the destination, so its SAddr/SPort
+ * (Tetragon's names for a sockaddr's address and port) match the destination.
  */
-import type { ArgSource, AttachPoint, FanotifyEvents } from "./types.js";
+import type { ArgSource, AttachPoint, ConnectHook, FanotifyEvents } from "./types.js";
 import { syscallArgs } from "./syscalls.js";
 
 export interface Translation {
   readonly functionName: string;
   readonly attach: readonly AttachPoint[];
   /** The argument indexes this hook can read, and what the user may declare them as. */
-  readonly argTypes: ReadonlyMap<number, "string" | "int" | "sock">;
+  readonly argTypes: ReadonlyMap<number, ArgKind>;
   /** File hooks: Override is served by these fanotify permission events (src/runtime/file/). */
   readonly fanotify?: FanotifyEvents;
+  /** A connect hook: served on endpoints by cgroup connect programs. */
+  readonly connect?: ConnectHook;
 }
+
+export type ArgKind = "string" | "int" | "sock" | "sockaddr";
 
 const STRING_TYPES = new Set(["string", "char_buf", "file", "path", "filename", "linux_binprm", "dentry"]);
 const INT_TYPES = new Set([
@@ -66,9 +82,10 @@ const INT_TYPES = new Set([
 ]);
 
 /** Whether a declared Tetragon arg type can be read from a source of this kind. */
-export function typeFits(declared: string, have: "string" | "int" | "sock"): boolean {
+export function typeFits(declared: string, have: ArgKind): boolean {
   if (have === "string") return STRING_TYPES.has(declared) || declared === "auto" || declared === "nop";
-  if (have === "sock") return declared === "sock" || declared === "auto" || declared === "nop";
+  if (have === "sock" || have === "sockaddr")
+    return declared === have || declared === "auto" || declared === "nop";
   return INT_TYPES.has(declared);
 }
 
@@ -80,8 +97,8 @@ function syscallAttach(name: string, indexBase: number): AttachPoint | undefined
   return { tracepoint: `syscalls:sys_enter_${name}`, args: m };
 }
 
-function typesOf(a: AttachPoint): Map<number, "string" | "int" | "sock"> {
-  const m = new Map<number, "string" | "int" | "sock">();
+function typesOf(a: AttachPoint): Map<number, ArgKind> {
+  const m = new Map<number, ArgKind>();
   for (const [i, s] of a.args) m.set(i, s.kind === "int" ? "int" : s.kind === "sock" ? "sock" : "string");
   return m;
 }
@@ -119,6 +136,14 @@ const KERNEL_FUNCTIONS: Record<string, () => Translation> = {
       },
     ],
     argTypes: new Map([[0, "sock"]]),
+    connect: { tcpOnly: true },
+  }),
+  // No tracepoint serves it node-wide (connect.ts refuses it without a podSelector); index 2 is addrlen.
+  security_socket_connect: () => ({
+    functionName: "security_socket_connect",
+    attach: [],
+    argTypes: new Map([[1, "sockaddr"]]),
+    connect: { tcpOnly: false },
   }),
   cap_capable: () => ({
     functionName: "cap_capable",

@@ -53,7 +53,36 @@ export type ArgMatch =
       readonly kind: "int";
       readonly operator: IntOperator;
       readonly values: readonly bigint[];
+    }
+  | {
+      /** A socket's or sockaddr's address against CIDRs (connect hooks only: cgroup connect4/6). */
+      readonly index: number;
+      readonly kind: "addr";
+      readonly operator: AddrOperator;
+      readonly values: readonly Cidr[];
+    }
+  | {
+      /** Address family: AF_INET (2), AF_INET6 (10). */
+      readonly index: number;
+      readonly kind: "family";
+      readonly operator: "Family";
+      readonly values: readonly (2 | 10)[];
     };
+
+export type AddrOperator = "DAddr" | "NotDAddr" | "SAddr" | "NotSAddr";
+
+export interface Cidr {
+  readonly family: 4 | 6;
+  /** The network address as 32-bit words in host order (1 word for IPv4, 4 for IPv6). */
+  readonly words: readonly number[];
+  readonly prefix: number;
+}
+
+/** How a connect hook is served on endpoints: cgroup connect4/connect6 programs (runtime/enforce/connect-*.ts). */
+export interface ConnectHook {
+  /** tcp_connect sees stream sockets only; security_socket_connect every connect(). */
+  readonly tcpOnly: boolean;
+}
 
 export type BinaryOperator = "In" | "NotIn" | "Prefix" | "NotPrefix";
 
@@ -88,7 +117,10 @@ export type Action =
   | { readonly action: "NoPost" }
   | { readonly action: "Sigkill" }
   | { readonly action: "Signal"; readonly signal: number }
-  /** File hooks only (served by fanotify, src/runtime/file/): the access is denied with EPERM (argError -1). */
+  /**
+   * The hooked call fails with this errno (argError -1 = EPERM): file hooks are served by fanotify
+   * (src/runtime/file/), connect hooks by cgroup connect4/6 programs (src/runtime/enforce/connect-*.ts).
+   */
   | { readonly action: "Override"; readonly argError: number };
 
 export interface TracingSelector {
@@ -117,6 +149,8 @@ export interface TracingProbe {
   /** What events report as `function_name` (kprobes: `__x64_sys_openat`, `security_file_permission`) or `subsystem:event`. */
   readonly functionName: string;
   readonly attach: readonly AttachPoint[];
+  /** Set for connect hooks: on endpoints they are served by cgroup connect programs instead of `attach`. */
+  readonly connect?: ConnectHook;
   readonly args: readonly ProbeArg[];
   /** Empty: every call posts an event. Selectors are ORed; the first that matches applies its actions. */
   readonly selectors: readonly TracingSelector[];

@@ -101,7 +101,10 @@ const EXAMPLES: Record<string, "loads" | [ErrorCode, string]> = {
     "TRACING_POLICY_UNSUPPORTED",
     "spec.kprobes[0].call",
   ],
-  "security-socket-connect-block-others.yaml": ["TRACING_POLICY_UNSUPPORTED", "spec.kprobes[0].call"],
+  "security-socket-connect-block-others.yaml": [
+    "TRACING_POLICY_UNSUPPORTED",
+    "spec.kprobes[0].selectors[0].matchArgs[0].index",
+  ],
   "security-socket-connect.yaml": ["TRACING_POLICY_UNSUPPORTED", "spec.kprobes[0].call"],
   "security_bprm_check.yaml": ["TRACING_POLICY_UNSUPPORTED", "spec.kprobes[0].returnArg"],
   "security_inode_follow_link.yaml": ["TRACING_POLICY_UNSUPPORTED", "spec.kprobes[0].call"],
@@ -131,10 +134,7 @@ const EXAMPLES: Record<string, "loads" | [ErrorCode, string]> = {
     "TRACING_POLICY_UNSUPPORTED",
     "spec.kprobes[0].selectors[0].matchArgs[0].operator",
   ],
-  "tcp-connect-with-selectors.yaml": [
-    "TRACING_POLICY_UNSUPPORTED",
-    "spec.kprobes[0].selectors[0].matchArgs[0].operator",
-  ],
+  "tcp-connect-with-selectors.yaml": ["TRACING_POLICY_UNSUPPORTED", "spec.kprobes[1].call"],
   "tcp-connect.yaml": ["TRACING_POLICY_UNSUPPORTED", "spec.kprobes[1].call"],
   "tcp-listen.yaml": ["TRACING_POLICY_UNSUPPORTED", "spec.kprobes[0].return"],
   "tty.yaml": ["TRACING_POLICY_UNSUPPORTED", "spec.kprobes[0].call"],
