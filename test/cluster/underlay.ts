@@ -49,12 +49,15 @@ export class Underlay {
 
   /**
    * A node namespace `<prefix>-n<i>` on the underlay (address 172.31.<net>.<i+1>/24 on `ul0`);
-   * `pod`: a pod namespace `<prefix>-p<i>` behind `pod0` with 10.<base+i>.0.10.
+   * `netns`: an agent's node namespace (lo left down for the agent); `pod`: a pod namespace `<prefix>-p<i>` behind `pod0` with 10.<base+i>.0.10.
    */
-  async node(i: number, o: { pod?: boolean; base?: number; netns?: string } = {}): Promise<TestNode> {
+  async node(
+    i: number,
+    o: { pod?: boolean; base?: number; netns?: string; podCidr?: string } = {},
+  ): Promise<TestNode> {
     const netns = o.netns ?? `${this.prefix}-n${i}`;
     const ip = `172.${this.net}.0.${i + 1}`;
-    const podCidr = `10.${(o.base ?? 220) + i}.0.0/24`;
+    const podCidr = o.podCidr ?? `10.${(o.base ?? 220) + i}.0.0/24`;
     const podIp = `10.${(o.base ?? 220) + i}.0.10`;
     const pod = `${this.prefix}-p${i}`;
     await sh(undefined, ["sh", "-c", `test -e /run/netns/${netns} || ip netns add ${netns}`]);
@@ -64,7 +67,12 @@ export class Underlay {
       `link set ${u} master br0 up`,
     ]);
     await sh(netns, ["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0"]);
-    await batch(netns, ["link set lo up", `addr add ${ip}/24 dev ul0`, "link set ul0 up"]);
+    // An agent's node (`netns` given): its lo is the agent's to bring up (adoptNode prepares the node then).
+    await batch(netns, [
+      ...(o.netns ? [] : ["link set lo up"]),
+      `addr add ${ip}/24 dev ul0`,
+      "link set ul0 up",
+    ]);
     if (o.pod) {
       await sh(undefined, ["ip", "netns", "add", pod]);
       await batch(netns, [
