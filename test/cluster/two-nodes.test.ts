@@ -9,6 +9,7 @@ import { describe, test } from "node:test";
 import { pino } from "pino";
 import type { ClusterContext } from "../../src/cluster/context.js";
 import { nodeKey, podCidrKey, type NodeRecordV1 } from "../../src/cluster/keys.js";
+import { readPeerState } from "../../src/datapath/peer-routes.js";
 import { startClusterIpcache, type ClusterIpcache } from "../../src/cluster/start-ipcache.js";
 import type { StoreLease } from "../../src/store/etcd.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/harness.js";
@@ -28,16 +29,28 @@ async function until(what: string, f: () => boolean): Promise<void> {
 
 for (const mode of ["native", "vxlan"] as const) {
   describe(`two nodes, one etcd (${mode}, root)`, { skip }, () => {
-    test(`${mode}: client on node A reaches the server on node B; the intruder is dropped by its identity; a deleted pod leaves B's ipcache`, async () => {
+    test(`${mode}: client on node A reaches the server on node B; the intruder is dropped by its identity; A restarts without a change; a deleted pod and a dead node leave the ipcache and routes`, async () => {
       const etcd = await startEtcd();
       const u = await Underlay.create(uniquePrefix(mode === "native" ? "rte" : "rtx"));
       const labs = [
         await AgentLab.prepare(mode === "native" ? "rtea" : "rtxa", { podCidr4: "10.250.0.0/24" }),
         await AgentLab.prepare(mode === "native" ? "rteb" : "rtxb", { podCidr4: "10.251.0.0/24" }),
       ] as const;
-      const syncs: ClusterIpcache[] = [];
+      const syncs: (ClusterIpcache | undefined)[] = [];
       const leases: StoreLease[] = [];
       const kvs = labs.map(() => etcd.client("membrane/"));
+      const ctxs: ClusterContext[] = [];
+      /** What the agent's wiring does in cluster mode (H3 connects it to --cluster-store). */
+      const startSync = (i: number): Promise<ClusterIpcache> => {
+        const lab = labs[i] as AgentLab;
+        const agent = lab.agent;
+        return startClusterIpcache(ctxs[i] as ClusterContext, {
+          agent,
+          endpointsRevision: () =>
+            agent.status().controllers.find((c) => c.name === "endpoints")?.desired ?? 0,
+          routing: { netns: lab.node, mode },
+        });
+      };
       try {
         for (const [i, lab] of labs.entries()) {
           const n = await u.node(i + 1, { netns: lab.node, podCidr: lab.options.podCidr4 });
@@ -62,22 +75,15 @@ for (const mode of ["native", "vxlan"] as const) {
             compare: [],
             ops: [{ type: "put", key: nodeKey(name), value: JSON.stringify(rec), lease: lease.id }],
           });
-          const ctx: ClusterContext = {
+          ctxs.push({
             kv,
             lease,
             node: name,
             nodeIp: { ipv4: n.ip },
             logger: pino({ level: "warn" }),
-          };
+          });
+          syncs[i] = await startSync(i);
           const agent = lab.agent;
-          syncs.push(
-            await startClusterIpcache(ctx, {
-              agent,
-              endpointsRevision: () =>
-                agent.status().controllers.find((c) => c.name === "endpoints")?.desired ?? 0,
-              routing: { netns: lab.node, mode },
-            }),
-          );
           await agent.applyPolicies(SERVER_FROM_CLIENT, "server.yaml");
         }
         const [a, b] = labs;
@@ -114,11 +120,34 @@ for (const mode of ["native", "vxlan"] as const) {
           [{ app: "intruder" }],
         );
 
+        // A's agent restarts: its routes and kernel tables are adopted as they are (nothing runs), traffic lives on.
+        await syncs[0]?.stop();
+        await a.stopAgent();
+        await a.startAgent();
+        syncs[0] = await startSync(0);
+        assert.equal(syncs[0].routing?.changes, 0, "a restarted agent changes no route");
+        assert.deepEqual(await a.agent.datapathDiff(), []);
+        assert.ok(known(a, server.ip));
+        assert.equal(
+          await client.probe.tcp(server.ip, 80, 2000),
+          "ok",
+          "client -> server:80 after A's restart",
+        );
+
         // The client pod is deleted on A: it leaves B's ipcache, and its address no longer counts as client.
         await a.agent.deleteEndpointRequest("default", "client");
         await until("B forgot the client", () => !known(b, client.ip));
+
+        // Node B dies (its lease ends): A forgets its pods, its address and its routes.
+        await syncs[1]?.stop();
+        await leases[1]?.revoke();
+        await until("A forgot B's server", () => !known(a, server.ip));
+        await until("A forgot B's address", () => idOf(a, ipB ?? "") === undefined);
+        await syncs[0]?.routing?.trigger();
+        const routes = await readPeerState(a.node, ipA ?? "");
+        assert.equal(routes.routes.size, 0, "no route to a node that left");
       } finally {
-        for (const s of syncs) await s.stop().catch(() => undefined);
+        for (const s of syncs) await s?.stop().catch(() => undefined);
         for (const l of leases) l.release();
         for (const kv of kvs) await kv.close();
         for (const lab of labs) await lab.destroy();
