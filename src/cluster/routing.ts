@@ -11,7 +11,12 @@
  */
 import type { Logger } from "pino";
 import { containsPrefix, parseAddr, prefixString } from "../labels/cidr.js";
-import { reconcilePeerRoutes, type PeerNode, type PeerRoutingConfig } from "../datapath/peer-routes.js";
+import {
+  desiredRoutes,
+  reconcilePeerRoutes,
+  type PeerNode,
+  type PeerRoutingConfig,
+} from "../datapath/peer-routes.js";
 import type { NodeSnapshot, NodeView } from "./node-view.js";
 
 export interface ClusterRoutingParams {
@@ -33,6 +38,8 @@ export class ClusterRouting {
   /** Reconciles that changed something, and the lines they ran (last one). */
   changes = 0;
   lastChanges: string[] = [];
+  /** Reasons already logged (once each). */
+  private readonly reported = new Set<string>();
 
   constructor(private readonly p: ClusterRoutingParams) {
     p.view.onChange(() => this.trigger());
@@ -47,11 +54,10 @@ export class ClusterRouting {
       if (name === this.p.node) continue;
       const ip = family === 6 ? r.record.addresses.ipv6 : r.record.addresses.ipv4;
       if (ip === undefined) continue;
-      if (r.record.routing !== this.p.routing.mode) {
-        this.p.logger.warn(
-          { peer: name, peerRouting: r.record.routing, routing: this.p.routing.mode },
-          "a peer uses another routing mode: traffic between the two will not pass",
-        );
+      const why = `${name} routes ${r.record.routing}, this node ${this.p.routing.mode}: traffic between them will not pass`;
+      if (r.record.routing !== this.p.routing.mode && !this.reported.has(why)) {
+        this.reported.add(why);
+        this.p.logger.warn({ peer: name }, why);
       }
       const cidrs = (s.owned.get(name) ?? []).filter(
         (c) => !mine.some((m) => containsPrefix(m, c) || containsPrefix(c, m)),
@@ -81,7 +87,13 @@ export class ClusterRouting {
     if (this.retry) clearTimeout(this.retry);
     this.retry = undefined;
     try {
-      const lines = await reconcilePeerRoutes(this.p.routing, this.peers());
+      const peers = this.peers();
+      for (const why of desiredRoutes(this.p.routing, peers).skipped) {
+        if (this.reported.has(why)) continue;
+        this.reported.add(why);
+        this.p.logger.warn({ why }, "no route to a peer's pod CIDR");
+      }
+      const lines = await reconcilePeerRoutes(this.p.routing, peers);
       this.lastError = undefined;
       if (lines.length > 0) {
         this.changes++;

@@ -157,6 +157,33 @@ describe("cluster ipcache through etcd", { skip: etcdSkipReason() }, () => {
     }
   });
 
+  test("a node that claims a pod CIDR another node claimed first cannot publish its pods (nor get routes to it)", async () => {
+    const prefix = `membrane-rt${n++}/`;
+    const a = await node(prefix, "node-a", "172.30.0.1", "10.244.0.0/24");
+    const b = await node(prefix, "node-b", "172.30.0.2", "10.245.0.0/24");
+    // node-c claims b's CIDR (later than b): its record lists it, its entry sits inside it.
+    const c = await node(prefix, "node-c", "172.30.0.3", "10.245.0.0/25");
+    try {
+      b.agent.endpoints = [ep("real", "10.245.0.5", { app: "real" })];
+      c.agent.endpoints = [ep("fake", "10.245.0.6", { app: "fake" })];
+      await start(b);
+      await start(c);
+      await start(a);
+      await until("b's pod arrives", () => a.agent.remote.has("10.245.0.5"));
+      await a.sync?.receiver.trigger();
+      assert.equal(a.agent.remote.has("10.245.0.6"), false, "c's entry in b's CIDR is ignored");
+      assert.deepEqual(a.sync?.view.snapshot.owned.get("node-c"), []);
+      assert.ok(logs.some((l) => String(l["why"]).includes("outside the pod CIDRs node node-c owns")));
+      assert.equal(a.agent.nodeAddrs.get("172.30.0.3"), "remote-node", "c is still a node");
+    } finally {
+      for (const t of [a, b, c]) {
+        await t.sync?.stop();
+        t.lease.release();
+        await t.kv.close();
+      }
+    }
+  });
+
   test("publishing 300 endpoints takes 3 transactions of <= 128 ops; a restarted node republishes on its new lease and its peer changes nothing", async () => {
     const prefix = `membrane-rt${n++}/`;
     const a = await node(prefix, "node-a", "172.30.0.1", "10.242.0.0/23");

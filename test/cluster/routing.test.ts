@@ -3,7 +3,13 @@
 // nodes; a second reconcile changes nothing; a peer gone takes its routes (and FDB/neighbours) along.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { reconcilePeerRoutes, readPeerState, VXLAN_DEVICE, vtepMac } from "../../src/datapath/peer-routes.js";
+import {
+  desiredRoutes,
+  reconcilePeerRoutes,
+  readPeerState,
+  VXLAN_DEVICE,
+  vtepMac,
+} from "../../src/datapath/peer-routes.js";
 import type { PeerNode, PeerRoutingConfig } from "../../src/datapath/peer-routes.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
 import { pings, sh, Underlay, type TestNode } from "./underlay.js";
@@ -94,6 +100,30 @@ describe("routing: switching modes (root)", { skip }, () => {
         assert.equal(s.device !== undefined, mode === "vxlan", `${mode}: ${VXLAN_DEVICE} present?`);
         assert.equal(s.routes.get(n2.podCidr)?.dev === VXLAN_DEVICE, mode === "vxlan");
       }
+    } finally {
+      await u.destroy();
+    }
+  });
+});
+
+describe("routing: bad input (root)", { skip }, () => {
+  test("vxlan with a node address no link holds: a clear error naming it, nothing changed; a bad peer is left out", async () => {
+    const u = await Underlay.create(uniquePrefix("rtb"));
+    try {
+      const n = await u.node(1, { pod: true });
+      const before = await sh(n.netns, ["ip", "-d", "link"]);
+      await assert.rejects(
+        reconcilePeerRoutes({ netns: n.netns, mode: "vxlan", localIp: "172.31.9.9" }, []),
+        (e: Error & { code?: string }) =>
+          e.code === "NETNS_FAILED" && /no link of the node holds its address 172\.31\.9\.9/.test(e.message),
+      );
+      // A peer whose address is not one is left out (one bad record must not block the others).
+      const { skipped } = desiredRoutes({ mode: "native", localIp: n.ip }, [
+        { name: "x", ip: "not-an-ip", podCidrs: ["10.9.0.0/24"] },
+      ]);
+      assert.match(skipped.join(), /x: underlay address not-an-ip/);
+      assert.equal(await sh(n.netns, ["ip", "-d", "link"]), before);
+      assert.deepEqual([...(await readPeerState(n.netns, n.ip)).routes.keys()], []);
     } finally {
       await u.destroy();
     }
