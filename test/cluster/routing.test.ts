@@ -129,3 +129,37 @@ describe("routing: bad input (root)", { skip }, () => {
     }
   });
 });
+
+describe("routing: IPv6 pod CIDRs through VXLAN over an IPv4 underlay (root)", { skip }, () => {
+  test("dual-stack pods on two nodes ping each other over IPv6 through the tunnel", async () => {
+    const u = await Underlay.create(uniquePrefix("rt6"));
+    try {
+      await u.node(1, { pod: true, ipv6: true });
+      await u.node(2, { pod: true, ipv6: true });
+      const [n1, n2] = u.nodes as [TestNode, TestNode];
+      const peers = (self: TestNode): PeerNode[] =>
+        u.nodes
+          .filter((n) => n !== self)
+          .map((n) => ({ name: n.name, ip: n.ip, podCidrs: [n.podCidr, n.podCidr6 ?? ""] }));
+      for (const n of u.nodes)
+        await reconcilePeerRoutes({ netns: n.netns, mode: "vxlan", localIp: n.ip }, peers(n));
+      assert.ok(await pings(n1.pod, n2.podIp6 ?? ""), "IPv6 across the tunnel");
+      assert.ok(await pings(n2.pod, n1.podIp), "IPv4 across the tunnel");
+      const s = await readPeerState(n1.netns, n1.ip);
+      assert.equal(s.routes.get(n2.podCidr6 ?? "")?.dev, VXLAN_DEVICE);
+      for (const n of u.nodes) {
+        assert.deepEqual(
+          await reconcilePeerRoutes({ netns: n.netns, mode: "vxlan", localIp: n.ip }, peers(n)),
+          [],
+        );
+      }
+      // Native routing cannot carry IPv6 pods over an IPv4-only underlay: said, not routed.
+      assert.match(
+        desiredRoutes({ mode: "native", localIp: n1.ip }, peers(n1)).skipped.join(),
+        /needs an IPv6 underlay/,
+      );
+    } finally {
+      await u.destroy();
+    }
+  });
+});

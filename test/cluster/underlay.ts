@@ -29,6 +29,9 @@ export interface TestNode {
   /** The pod namespace and its address (when made with pods). */
   readonly pod: string;
   readonly podIp: string;
+  /** With `ipv6`: fd00:<base+i>::/64, the pod at ::10. */
+  readonly podCidr6?: string;
+  readonly podIp6?: string;
 }
 
 export class Underlay {
@@ -53,7 +56,7 @@ export class Underlay {
    */
   async node(
     i: number,
-    o: { pod?: boolean; base?: number; netns?: string; podCidr?: string } = {},
+    o: { pod?: boolean; base?: number; netns?: string; podCidr?: string; ipv6?: boolean } = {},
   ): Promise<TestNode> {
     const netns = o.netns ?? `${this.prefix}-n${i}`;
     const ip = `172.${this.net}.0.${i + 1}`;
@@ -86,8 +89,23 @@ export class Underlay {
         "link set eth0 up",
         `route add default via ${podIp.replace(/\.10$/, ".1")}`,
       ]);
+      if (o.ipv6) {
+        const b = `fd00:${(o.base ?? 220) + i}::`;
+        await sh(netns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        await batch(netns, [`addr add ${b}1/64 dev pod0 nodad`]);
+        await batch(pod, [`addr add ${b}10/64 dev eth0 nodad`, `route add default via ${b}1`]);
+      }
     }
-    const n = { name: `node${i}`, netns, ip, podCidr, pod, podIp };
+    const v6 = o.ipv6 ? `fd00:${(o.base ?? 220) + i}::` : undefined;
+    const n = {
+      name: `node${i}`,
+      netns,
+      ip,
+      podCidr,
+      pod,
+      podIp,
+      ...(v6 ? { podCidr6: `${v6}/64`, podIp6: `${v6}10` } : {}),
+    };
     this.nodes.push(n);
     return n;
   }
@@ -97,8 +115,10 @@ export class Underlay {
   }
 }
 
-/** Whether `from` (a namespace) gets an answer to one ping of `to`. */
+/** Whether `from` (a namespace) gets an answer to one ping of `to` (IPv4 or IPv6). */
 export async function pings(from: string, to: string): Promise<boolean> {
-  const r = await runRaw(["ping", "-c", "1", "-W", "2", to], { netns: from });
+  const r = await runRaw(["ping", ...(to.includes(":") ? ["-6"] : []), "-c", "1", "-W", "2", to], {
+    netns: from,
+  });
   return r.status === 0;
 }
