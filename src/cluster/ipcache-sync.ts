@@ -73,10 +73,32 @@ export class IpcacheReceiver {
       void this.trigger();
     });
     this.nodeAddrs = new NodeAddressSync(ctx.node, sink, logger, localStore);
-    view.onChange(() => {
-      this.allDirty = true;
+    view.onChange((snap) => {
+      this.nodesChanged(snap);
       void this.trigger();
     });
+  }
+
+  /** Per node, what its entries are judged by (registered? owned CIDRs): a change re-judges its entries only. */
+  private readonly nodeSigs = new Map<string, string>();
+  /** Nodes whose entries must be judged again on the next pass. */
+  private readonly dirtyNodes = new Set<string>();
+
+  /**
+   * A registry change: the entries of nodes whose registration or owned pod CIDRs changed are
+   * judged again (this node's own CIDRs bound everyone's entries: a change of them re-judges all).
+   */
+  private nodesChanged(snap: NodeSnapshot): void {
+    const names = new Set([...this.nodeSigs.keys(), ...snap.records.keys()]);
+    for (const name of names) {
+      const owned = snap.owned.get(name);
+      const sig = owned === undefined ? "" : JSON.stringify(owned.map((p) => `${p.addr}/${p.bits}`));
+      if ((this.nodeSigs.get(name) ?? "") === sig) continue;
+      if (sig === "") this.nodeSigs.delete(name);
+      else this.nodeSigs.set(name, sig);
+      if (name === this.ctx.node) this.allDirty = true;
+      else this.dirtyNodes.add(name);
+    }
   }
 
   /** Remote endpoints known from the cluster (ip -> spec key). */
@@ -133,7 +155,8 @@ export class IpcacheReceiver {
     if (!a) return void this.report(key, "not an address");
     const ip = addrString(a.family, a.value);
     const owned = snap.owned.get(k.node);
-    if (!owned) return void this.report(key, `node ${k.node} is not registered`);
+    // Not (yet) registered: its entries may arrive before its record; judged again when it registers.
+    if (!owned) return undefined;
     if (!owned.some((p) => containsAddr(p, ip)))
       return void this.report(key, `${ip} is outside the pod CIDRs node ${k.node} owns`);
     const mine = snap.owned.get(this.ctx.node) ?? [];
@@ -176,7 +199,14 @@ export class IpcacheReceiver {
     const ips = new Set<string>();
     const keys = this.allDirty ? [...this.mirror.entries.keys(), ...this.dirty] : [...this.dirty];
     if (this.allDirty) for (const ip of this.applied.keys()) ips.add(ip);
+    else if (this.dirtyNodes.size > 0) {
+      for (const key of this.mirror.entries.keys()) {
+        const k = splitNodeKey(CLUSTER_KEYS.ipcache, key);
+        if (k && this.dirtyNodes.has(k.node)) keys.push(key);
+      }
+    }
     this.allDirty = false;
+    this.dirtyNodes.clear();
     this.dirty.clear();
     for (const key of keys) {
       const a = parseAddr(splitNodeKey(CLUSTER_KEYS.ipcache, key)?.rest ?? "");
