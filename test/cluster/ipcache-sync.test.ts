@@ -184,6 +184,28 @@ describe("cluster ipcache through etcd", { skip: etcdSkipReason() }, () => {
     }
   });
 
+  test("entries written before their node's record count once the node registers", async () => {
+    const prefix = `membrane-rt${n++}/`;
+    const a = await node(prefix, "node-a", "172.30.0.1", "10.246.0.0/24");
+    try {
+      await start(a);
+      const kv = etcd.client(prefix);
+      const entry = { v: 1, identity: 1, namespace: "default", name: "early", labels: { app: "early" } };
+      await kv.put(`${ipcachePrefix("node-e")}10.247.0.5`, JSON.stringify(entry));
+      await a.sync?.receiver.trigger();
+      assert.equal(a.agent.remote.has("10.247.0.5"), false, "no record yet: not counted");
+      const e = await node(prefix, "node-e", "172.30.0.5", "10.247.0.0/24");
+      await until("counted once registered", () => a.agent.remote.has("10.247.0.5"));
+      e.lease.release();
+      await e.kv.close();
+      await kv.close();
+    } finally {
+      await a.sync?.stop();
+      a.lease.release();
+      await a.kv.close();
+    }
+  });
+
   test("publishing 300 endpoints takes 3 transactions of <= 128 ops; a restarted node republishes on its new lease and its peer changes nothing", async () => {
     const prefix = `membrane-rt${n++}/`;
     const a = await node(prefix, "node-a", "172.30.0.1", "10.242.0.0/23");
