@@ -12,6 +12,7 @@
  */
 import type { Logger } from "pino";
 import { addrString, parseAddr } from "../labels/cidr.js";
+import type { StoreLease } from "../store/etcd.js";
 import type { TxnOp } from "../store/store.js";
 import type { ClusterContext } from "./context.js";
 import { ipcachePrefix, type IpcacheEntryV1 } from "./keys.js";
@@ -40,13 +41,16 @@ export class IpcachePublisher {
   lastError: string | undefined;
   /** Transactions written (a measure of etcd writes). */
   txns = 0;
+  private lease: StoreLease;
 
   constructor(
     private readonly ctx: ClusterContext,
     private readonly endpoints: () => readonly LocalEndpoint[],
     private readonly logger: Logger,
     private readonly retryMs = 2000,
-  ) {}
+  ) {
+    this.lease = ctx.lease;
+  }
 
   /** The entries the local endpoints want: key -> value. */
   desired(): Map<string, string> {
@@ -84,8 +88,9 @@ export class IpcachePublisher {
     return this.running;
   }
 
-  /** Puts every entry again on the next pass (e.g. on a new lease). */
-  republish(): Promise<void> {
+  /** Puts every entry again (on `lease` from now on: the node's lease was lost and re-granted). */
+  republish(lease?: StoreLease): Promise<void> {
+    if (lease) this.lease = lease;
     this.first = true;
     return this.changed();
   }
@@ -118,7 +123,7 @@ export class IpcachePublisher {
     const ops: TxnOp[] = [];
     for (const [key, value] of want) {
       if (full || this.published.get(key) !== value)
-        ops.push({ type: "put", key, value, lease: this.ctx.lease.id });
+        ops.push({ type: "put", key, value, lease: this.lease.id });
     }
     for (const key of this.published.keys()) if (!want.has(key)) ops.push({ type: "delete", key });
     for (let i = 0; i < ops.length; i += IPCACHE_TXN_OPS) {

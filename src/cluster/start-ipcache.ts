@@ -67,6 +67,8 @@ export async function startClusterIpcache(
     await Promise.allSettled([receiver.stop(), routing?.stop(), ownView ? view.stop() : undefined]);
     throw e;
   }
+  // The node's lease was lost and re-granted: etcd deleted our entries; put them on the new one.
+  const unsubscribe = ctx.onLeaseRenewed?.((lease) => publisher.republish(lease));
   let seen = d.endpointsRevision();
   timers.push(
     setInterval(() => {
@@ -89,6 +91,7 @@ export async function startClusterIpcache(
     endpointsChanged: () => publisher.changed(),
     stop: async () => {
       for (const t of timers) clearInterval(t);
+      unsubscribe?.();
       await publisher.stop();
       await receiver.stop();
       await routing?.stop();

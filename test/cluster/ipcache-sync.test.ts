@@ -206,6 +206,32 @@ describe("cluster ipcache through etcd", { skip: etcdSkipReason() }, () => {
     }
   });
 
+  test("the node's lease lost and re-granted: its entries are put again on the new lease", async () => {
+    const prefix = `membrane-rt${n++}/`;
+    const b = await node(prefix, "node-b", "172.30.0.2", "10.248.0.0/24");
+    const renewed: ((l: StoreLease) => Promise<void> | void)[] = [];
+    const t: TestNode = {
+      ...b,
+      ctx: { ...b.ctx, onLeaseRenewed: (cb) => (renewed.push(cb), () => undefined) },
+    };
+    try {
+      t.agent.endpoints = [ep("x", "10.248.0.7", { app: "x" })];
+      await start(t);
+      const key = `${ipcachePrefix("node-b")}10.248.0.7`;
+      assert.ok(await b.kv.get(key));
+      await b.lease.revoke(); // lost: etcd deletes the node's keys
+      assert.equal(await b.kv.get(key), undefined);
+      const lease2 = await b.kv.grantLease(5, () => undefined);
+      for (const cb of renewed) await cb(lease2);
+      assert.ok(await b.kv.get(key), "put again");
+      await lease2.revoke();
+      assert.equal(await b.kv.get(key), undefined, "on the new lease");
+    } finally {
+      await t.sync?.stop();
+      await b.kv.close();
+    }
+  });
+
   test("publishing 300 endpoints takes 3 transactions of <= 128 ops; a restarted node republishes on its new lease and its peer changes nothing", async () => {
     const prefix = `membrane-rt${n++}/`;
     const a = await node(prefix, "node-a", "172.30.0.1", "10.242.0.0/23");
