@@ -60,6 +60,8 @@ export class PrefixMirror {
     for (const [k, e] of next) if (this.entries.get(k)?.value !== e.value) changed.add(k);
     this.entries.clear();
     for (const [k, e] of next) this.entries.set(k, e);
+    // Told at once: readers of `entries` see the listed state from here on.
+    if (changed.size > 0) this.onChange(changed);
     const unsub = await this.kv.watch(
       this.prefix,
       revision + 1,
@@ -80,7 +82,6 @@ export class PrefixMirror {
       return;
     }
     this.unsub = unsub;
-    if (changed.size > 0) this.onChange(changed);
   }
 
   private relist(gen: number, err: Error): void {
