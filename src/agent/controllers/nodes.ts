@@ -10,7 +10,8 @@ import { Revisions, type Controller, type ControllerDeps } from "../controller.j
 /** Store keys of node addresses: `nodes/<ip>` -> {kind}. */
 export const NODE_ADDRS_KEY = "nodes/";
 
-export type NodeKind = "remote-node" | "kube-apiserver";
+/** `host`: this node's own address (cluster mode, src/cluster/node-addresses.ts). */
+export type NodeKind = "host" | "remote-node" | "kube-apiserver";
 
 export class NodesController implements Controller {
   readonly name = "nodes";

@@ -1,0 +1,58 @@
+/**
+ * Reading other nodes' registry records (`cluster/nodes/<node>`, keys.ts)
+ * as untrusted input: a record that does not parse, or whose name is not
+ * its key's, is refused with the reason (callers log it and skip the node).
+ */
+import { parseAddr, parsePrefix, prefixString, type Prefix } from "../labels/cidr.js";
+import { CLUSTER_KEYS, type NodeRecordV1 } from "./keys.js";
+import type { MirrorEntry } from "./mirror.js";
+
+export interface PeerRecord {
+  readonly record: NodeRecordV1;
+  /** Its pod CIDRs, parsed (canonical). */
+  readonly podCidrs: readonly Prefix[];
+  readonly createRevision: number;
+}
+
+/** The record under `key`, or the reason it cannot be used. */
+export function parseNodeRecord(key: string, e: MirrorEntry): PeerRecord | string {
+  const name = key.slice(CLUSTER_KEYS.nodes.length);
+  let r: NodeRecordV1;
+  try {
+    r = JSON.parse(e.value) as NodeRecordV1;
+  } catch {
+    return `${key}: not JSON`;
+  }
+  if (typeof r !== "object" || r === null || r.v !== 1) return `${key}: not a NodeRecordV1`;
+  if (r.name !== name) return `${key}: names node ${JSON.stringify(r.name)}, not ${name}`;
+  const a = (r.addresses ?? {}) as { ipv4?: unknown; ipv6?: unknown };
+  if (a.ipv4 !== undefined && (typeof a.ipv4 !== "string" || parseAddr(a.ipv4)?.family !== 4))
+    return `${key}: addresses.ipv4 is not an IPv4 address`;
+  if (a.ipv6 !== undefined && (typeof a.ipv6 !== "string" || parseAddr(a.ipv6)?.family !== 6))
+    return `${key}: addresses.ipv6 is not an IPv6 address`;
+  if (!Array.isArray(r.podCidrs) || r.podCidrs.length > 16) return `${key}: podCidrs is not a list`;
+  const podCidrs: Prefix[] = [];
+  for (const [i, c] of r.podCidrs.entries()) {
+    const p = typeof c === "string" ? parsePrefix(c) : undefined;
+    if (!p) return `${key}: podCidrs[${i}] is not a prefix`;
+    podCidrs.push(p);
+  }
+  if (r.routing !== "native" && r.routing !== "vxlan") return `${key}: routing is not native or vxlan`;
+  return { record: r, podCidrs, createRevision: e.createRevision };
+}
+
+/** Every node's usable record by name (bad ones reported through `bad`). */
+export function nodeRecords(
+  entries: ReadonlyMap<string, MirrorEntry>,
+  bad: (why: string) => void,
+): Map<string, PeerRecord> {
+  const out = new Map<string, PeerRecord>();
+  for (const [k, e] of entries) {
+    const r = parseNodeRecord(k, e);
+    if (typeof r === "string") bad(r);
+    else out.set(r.record.name, r);
+  }
+  return out;
+}
+
+export const cidrText = (p: Prefix): string => prefixString(p);
