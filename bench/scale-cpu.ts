@@ -77,9 +77,14 @@ export function createPhases(): {
   stop: () => void;
   p50: () => Record<string, number>;
   max: () => Record<string, number>;
+  /** The phases of each of the first `n` creates, in order (the tail after a restart is there). */
+  first: (n: number) => Record<string, number>[];
 } {
   const seen = new Map<string, number[]>();
+  const each: Record<string, number>[] = [];
   const on = (m: unknown): void => {
+    const t = m as CreateTrace;
+    if (each.length < 100) each.push({ ...Object.fromEntries(Object.entries(t.phases).map(([k, v]) => [k, r1(v)])), total: r1(t.totalMs) }); // prettier-ignore
     for (const [k, v] of Object.entries((m as CreateTrace).phases)) {
       const a = seen.get(k) ?? [];
       a.push(v);
@@ -91,5 +96,6 @@ export function createPhases(): {
     stop: () => void unsubscribe(CREATE_TRACE_CHANNEL, on),
     p50: () => Object.fromEntries([...seen].map(([k, v]) => [k, r1(pct(v, 0.5))])),
     max: () => Object.fromEntries([...seen].map(([k, v]) => [k, r1(Math.max(...v))])),
+    first: (n) => each.slice(0, n),
   };
 }

@@ -275,6 +275,9 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
         agentCpuMsPerCreate: r1((cpu.user + cpu.system) / 1000 / creates.length),
         phasesP50Ms: phases.p50(),
         phasesMaxMs: phases.max(),
+        // Raw: every create's latency in order, and the phases of the first three (after the restart).
+        samplesMs: creates.map(r1),
+        phasesFirst: phases.first(3),
         target: "p99 < 100 ms",
         ok,
       });

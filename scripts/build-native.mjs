@@ -5,7 +5,9 @@
 // - membrane-fanotify (native/membrane-fanotify.c): the file-access responder of runtime
 //   enforcement (src/runtime/file/); without it, file-hook Override policies fail to load;
 // - membrane-connect-guard (native/membrane-connect-guard.c): the loader of the runtime enforcer's
-//   cgroup connect4/connect6 programs (src/runtime/enforce/connect-guard.ts).
+//   cgroup connect4/connect6 programs (src/runtime/enforce/connect-guard.ts);
+// - membrane-netns (native/membrane-netns.c): the agent's namespace helper (src/datapath/netns-native.ts),
+//   which creates endpoint namespaces and links without a process per step.
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -31,6 +33,12 @@ const programs = [
     src: "membrane-cni-shim.c",
     extra: [`-DMEMBRANE_NODE=${JSON.stringify(process.execPath)}`],
     hint: "bin/membrane-cni.js works without it, slower",
+  },
+  {
+    name: "membrane-netns",
+    src: "membrane-netns.c",
+    extra: [],
+    hint: "the agent falls back to ip/nsenter without it, slower",
   },
   {
     name: "membrane-connect-guard",

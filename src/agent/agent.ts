@@ -124,6 +124,7 @@ export class Agent {
       netnsPrefix: p.netnsPrefix,
       nodeNetns: p.nodeNetns,
       node: () => this.node,
+      idle: () => this.queue.idle(), // the adopted endpoints' check yields to changes
     });
     this.cni = new CniAttachments({
       ...deps,

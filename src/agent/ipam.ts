@@ -110,6 +110,11 @@ class Pool {
     return m;
   }
 
+  /** Lists the prefix and starts its watch now (the agent's start), so the first create does not. */
+  async warm(): Promise<void> {
+    await this.used();
+  }
+
   /** Drops the watched view (a lost race: another allocator's change may not have reached it yet). */
   private forget: () => void = () => undefined;
 
@@ -326,6 +331,18 @@ export class Ipam {
         allocation: a6 ? { ipv4: a4.ip, ipv6: a6.ip } : { ipv4: a4.ip },
         txn: { compare: txns.flatMap((t) => t.compare), ops: txns.flatMap((t) => t.ops) },
       };
+    });
+  }
+
+  /**
+   * Reads the allocations and starts watching them now (the agent's start): the first plan()
+   * otherwise lists the store's prefix, which scans the whole store (50,000 remote endpoints:
+   * ~100 ms under load, measured on the first create after a restart).
+   */
+  warm(): Promise<void> {
+    return this.serial(async () => {
+      await this.v4.warm();
+      await this.v6?.warm();
     });
   }
 

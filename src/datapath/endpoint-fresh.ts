@@ -1,7 +1,8 @@
 /**
  * A new endpoint namespace, its sysctls and its inside configured through
- * the long-lived helper shell (netns-helper.ts), with no process spawned
- * from the agent and none left waiting inside:
+ * the native helper (netns-native.ts) when it is built, else the long-lived
+ * helper shell (netns-helper.ts), with no process spawned from the agent and
+ * none left waiting inside:
  *
  *   addFreshNetns(netns)   ip netns add <netns>; its sysctls (accept_dad, rp_filter: `all` and
  *                          `default`) from inside it, before it has a device
@@ -13,12 +14,20 @@
  * accept_dad=0 and rp_filter=0 and needs no write of its own.
  */
 import { existsSync } from "node:fs";
+import type { LinkOp } from "./endpoint-state.js";
 import { addNetns, batchIn } from "./netns-helper.js";
+import { nativeAddNetns, nativeApply, nativeNetns } from "./netns-native.js";
 import { netnsPath } from "./rtnl.js";
 
+/** A change inside the namespace, both ways: rtnetlink ops (native helper) and `ip -batch` lines (shell). */
+export interface FreshPlan {
+  readonly ops: readonly LinkOp[];
+  readonly lines: readonly string[];
+}
+
 export interface FreshNetns {
-  /** Runs the `ip -batch` lines inside the namespace; a refusal names the namespace and the error. */
-  configure(lines: readonly string[]): Promise<void>;
+  /** Applies the plan inside the namespace; a refusal names the namespace and the error. */
+  configure(plan: FreshPlan): Promise<void>;
   /** Stops what waits for the namespace (nothing, made by the helper); the caller deletes it. */
   abort(): void;
   /** Can it still be used (a pooled namespace that cannot is not handed out)? */
@@ -27,9 +36,14 @@ export interface FreshNetns {
 
 /** Creates namespace `netns` with its sysctls set; `what` names the endpoint for errors. */
 export async function addFreshNetns(netns: string, what: string): Promise<FreshNetns> {
-  await addNetns(netns, what);
+  // The native helper when built (netns-native.ts: no process per step), else the helper shell.
+  const native = nativeNetns();
+  await (native ? nativeAddNetns(netns, what) : addNetns(netns, what));
   return {
-    configure: (lines) => batchIn(netns, lines, `configure eth0 of ${what}`),
+    configure: (plan) =>
+      native
+        ? nativeApply(netns, plan.ops, `configure eth0 of ${what}`)
+        : batchIn(netns, plan.lines, `configure eth0 of ${what}`),
     abort: () => undefined,
     alive: () => existsSync(netnsPath(netns)), // not deleted from outside meanwhile
   };

@@ -86,7 +86,10 @@ const STATE_QUERY = "addr show\nroute show\nroute show table all root ::/0 type 
  * seconds after a restart; the shell's forks cost the agent nothing. A
  * namespace that cannot be read reads as empty, as with readNetnsState.
  */
-export async function readNetnsStates(netnses: readonly string[]): Promise<Map<string, NetnsState>> {
+export async function readNetnsStates(
+  netnses: readonly string[],
+  opts: { background?: boolean } = {},
+): Promise<Map<string, NetnsState>> {
   const bad = netnses.find((n) => !isNetnsName(n));
   if (bad !== undefined) throw new Error(`readNetnsStates: ${JSON.stringify(bad)} is not a namespace name`);
   const script = netnses
@@ -95,7 +98,9 @@ export async function readNetnsStates(netnses: readonly string[]): Promise<Map<s
         `echo '@@ns ${n}'\n${inNetns(n).join(" ")} ip -j -batch - <<'MEMBRANE_EOF'\n${STATE_QUERY}MEMBRANE_EOF\necho "@@rc $?"\n`,
     )
     .join("");
-  const r = await runRaw(["sh", "-s"], { stdin: script, timeoutMs: 30_000 + 200 * netnses.length });
+  // background: at nice 19 (its children inherit it), behind the agent's changes for the CPU.
+  const argv = [...(opts.background === true ? ["nice", "-n", "19"] : []), "sh", "-s"];
+  const r = await runRaw(argv, { stdin: script, timeoutMs: 30_000 + 200 * netnses.length });
   const out = new Map<string, NetnsState>();
   let current: string | undefined;
   let body: string[] = [];

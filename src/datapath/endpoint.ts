@@ -23,6 +23,7 @@ import { deleteNetns, netnsExists, setSysctls } from "./netns.js";
 import { addFreshNetns, type FreshNetns } from "./endpoint-fresh.js";
 import { applyNodeOps, closeNodeLinks, warmNodeLinks } from "./node-links.js";
 import { warmNetnsHelper } from "./netns-helper.js";
+import { nativeNetns, warmNativeNetns } from "./netns-native.js";
 import { stopNetnsProcesses } from "./workload.js";
 
 export interface NodeParams {
@@ -100,7 +101,9 @@ export async function createNode<P extends NodeParams>(p: P): Promise<Readonly<P
   lines.push("link set lo up");
   await ipBatch(lines, p.netns, "prepare the node's namespace");
   warmNodeLinks(p.netns); // the endpoints' node side goes through it (node-links.ts)
-  warmNetnsHelper(); // the endpoints' namespaces are made through it (netns-helper.ts)
+  // The endpoints' namespaces are made through one of them (endpoint-fresh.ts).
+  if (nativeNetns()) warmNativeNetns();
+  else warmNetnsHelper();
   return { ...p };
 }
 
@@ -273,7 +276,7 @@ async function finishFresh(p: EndpointParams, ns: FreshNetns): Promise<EndpointR
   const { host, ep } = planEndpoint(p, EMPTY_NETNS, nodeState);
   const [h, e] = await Promise.allSettled([
     applyNodeOps(node, host.ops, `configure ${p.hostIfname} for endpoint ${p.name}`),
-    ns.configure(ep.lines),
+    ns.configure(ep),
   ]);
   if (h.status === "rejected") throw h.reason;
   if (e.status === "rejected") throw e.reason;

@@ -18,13 +18,17 @@ import { createNode, NODE_SYSCTLS, planEndpoint, type EndpointParams, type NodeP
 import { EMPTY_NETNS, readNetnsState, readNetnsStates, type NetnsState } from "./endpoint-state.js";
 import { listNetns } from "./netns.js";
 import { linkStates } from "./rtnl.js";
+import { warmNativeNetns } from "./netns-native.js";
 
 export type { NodeNetns } from "./endpoint.js";
 
 /** Adopts the node as it is when it was prepared before (verifyNode checks the rest later); prepares it otherwise. */
 export async function adoptNode<P extends NodeParams>(p: P): Promise<Readonly<P>> {
-  // No rtnetlink process here (node-links.ts): a restart that changes nothing spawns nothing.
-  return (await nodePrepared(p)) ? { ...p } : await createNode(p);
+  // No Node rtnetlink process here (node-links.ts). The native helper (a small C process that
+  // changes nothing until asked) starts now, so the first create after a restart does not wait for it.
+  if (!(await nodePrepared(p))) return await createNode(p);
+  warmNativeNetns();
+  return { ...p };
 }
 
 async function nodePrepared(p: NodeParams): Promise<boolean> {
@@ -84,12 +88,14 @@ const READ_CHUNK = 50;
  * Reads the endpoints' namespaces (READ_CHUNK per process, readNetnsStates)
  * and the node's once, and calls `repair` for an endpoint whose addresses,
  * routes or links differ from what it wants. Stops between endpoints when
- * `signal` is aborted. Returns how many differed.
+ * `signal` is aborted; before each chunk it waits for `idle` (the agent's
+ * work queue empty), and reads at nice 19. Returns how many differed.
  */
 export async function verifyEndpoints(
   eps: readonly EndpointParams[],
   repair: (p: EndpointParams, what: readonly string[]) => Promise<void>,
   signal?: AbortSignal,
+  idle?: () => Promise<void>,
 ): Promise<number> {
   const node = eps[0]?.node;
   if (node === undefined) return 0;
@@ -98,8 +104,16 @@ export async function verifyEndpoints(
   let states = new Map<string, NetnsState>();
   for (const [i, p] of eps.entries()) {
     if (signal?.aborted) break;
-    if (i % READ_CHUNK === 0)
-      states = await readNetnsStates(eps.slice(i, i + READ_CHUNK).map((e) => e.netns));
+    if (i % READ_CHUNK === 0) {
+      // Background work: it waits for the queue's changes (creates right after a restart were
+      // slowed by these reads) and its processes run at nice 19.
+      await idle?.();
+      if (signal?.aborted) break;
+      states = await readNetnsStates(
+        eps.slice(i, i + READ_CHUNK).map((e) => e.netns),
+        { background: true },
+      );
+    }
     const epState = states.get(p.netns) ?? EMPTY_NETNS;
     const { host, ep } = planEndpoint(p, epState, nodeState);
     const what = [

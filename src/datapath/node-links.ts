@@ -7,6 +7,9 @@
  *       --{"id", "ops"}--> nsenter --net=/run/netns/node1 node rtnl-child.js     once, then kept
  *       <--{"id", "ok"}--
  *
+ * With the native helper built (netns-native.ts), a named node's ops go through
+ * it instead and no child is started: a Node process costs ~100 ms of CPU to
+ * start, and after an agent restart the first creates waited for it.
  * The child is started on first use (or by warmNodeLinks when a node is
  * prepared), closed by closeNodeLinks (deleteNode, deleteNetns,
  * cleanupPrefix, the agent's stop) and after IDLE_MS without a request: a process inside a
@@ -20,6 +23,7 @@ import { routeAnswers, type ChildAnswer } from "./child-answers.js";
 import type { LinkOp } from "./endpoint-state.js";
 import { inNetns } from "./rtnl.js";
 import { applyLinkOps } from "./rtnl-ops.js";
+import { nativeApply, nativeNetns } from "./netns-native.js";
 
 const IDLE_MS = 300_000;
 const TIMEOUT_MS = 30_000;
@@ -115,6 +119,8 @@ export async function applyNodeOps(
   what: string,
 ): Promise<void> {
   if (ops.length === 0) return;
+  // Built: the native helper enters the node's namespace itself (netns-native.ts), no Node child.
+  if (netns !== undefined && nativeNetns()) return nativeApply(netns, ops, what);
   let a: Answer;
   if (netns === undefined) {
     a = await applyLinkOps(ops).then(
@@ -139,7 +145,7 @@ export async function applyNodeOps(
 
 /** Starts the node's rtnetlink process ahead of the first endpoint (no-op for the agent's own namespace). */
 export function warmNodeLinks(netns: string | undefined): void {
-  if (netns === undefined) return;
+  if (netns === undefined || nativeNetns()) return; // the native helper serves it (applyNodeOps)
   let c = children.get(netns);
   if (c === undefined) children.set(netns, (c = new NodeLinksChild(netns)));
   c.warm();

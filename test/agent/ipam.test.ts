@@ -174,4 +174,25 @@ describe("IPAM", () => {
         );
       }));
   }
+
+  test("warm() reads the allocations at start: the first plan after it lists nothing in the store", () =>
+    withIpam({ ipv4: "10.0.0.0/24", ipv6: "fd00::/120" }, async (ipam, store) => {
+      await store.put("remote/x", "y"); // the store holds more than IPAM's keys (a list scans it all)
+      let lists = 0;
+      const list = store.list.bind(store);
+      store.list = (prefix: string) => {
+        lists++;
+        return list(prefix);
+      };
+      await ipam.warm();
+      assert.equal(lists, 2, "one list per pod CIDR, at start");
+      const { allocation, txn } = await ipam.plan("default/a");
+      assert.deepEqual(allocation, { ipv4: "10.0.0.2", ipv6: "fd00::2" });
+      assert.equal(lists, 2, "the plan used the warmed view");
+      assert.equal((await store.txn(txn)).succeeded, true);
+      // The watch keeps the view current: the next plan does not offer the address just taken.
+      await new Promise((r) => setTimeout(r, 50));
+      assert.notEqual((await ipam.plan("default/b")).allocation.ipv4, "10.0.0.2");
+      assert.equal(lists, 2);
+    }));
 });

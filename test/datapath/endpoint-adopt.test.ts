@@ -37,6 +37,22 @@ async function monitored(netnses: readonly string[], fn: () => Promise<unknown>)
   return out.join("");
 }
 
+/**
+ * Waits until both ends of the endpoint's veth report their carrier (operstate UP): the kernel
+ * sends that notification up to a second after the link came up (linkwatch), and a create that
+ * fast would otherwise see it inside the next watched window. Setup, not an assertion.
+ */
+async function carrierSettled(p: EndpointParams): Promise<void> {
+  const up = async (ns: string, dev: string): Promise<boolean> => {
+    const out = await ip(["-j", "link", "show", "dev", dev], ns).catch(() => "[]");
+    return (JSON.parse(out || "[]") as { operstate?: string }[])[0]?.operstate === "UP";
+  };
+  for (let i = 0; i < 100; i++) {
+    if ((await up(p.netns, "eth0")) && (await up(p.node.netns as string, p.hostIfname))) return;
+    await sleep(50);
+  }
+}
+
 async function endpointParams(prefix: string): Promise<EndpointParams> {
   const node = await createNode({
     netns: `${prefix}-node`,
@@ -60,6 +76,7 @@ describe("endpoint adoption and rtnetlink (root)", { skip: skip ?? false }, () =
     try {
       const params = await endpointParams(prefix);
       await createEndpoint(params);
+      await carrierSettled(params);
       const events = await monitored([params.netns, `${prefix}-node`], () => createEndpoint(params));
       assert.equal(events, "", "a second create changes nothing in either namespace");
       const again = await reconcileEndpoint(params);

@@ -23,7 +23,7 @@ import { Revisions, type Controller, type ControllerDeps } from "../controller.j
 import type { LocalEndpoint } from "../desired.js";
 import type { Ipam } from "../ipam.js";
 import { KEYS, type EndpointRecordV1 } from "../records.js";
-import { endpointPool, settleBoth, writeRecord } from "./endpoints-pool.js";
+import { endpointPool, writeRecord } from "./endpoints-pool.js";
 import { CreatePhases } from "./endpoints-trace.js";
 import { egressView, engineSpec, localEndpoint, type EndpointView } from "./endpoint-record.js";
 import { epKey, validateName, validatePorts } from "./validate.js";
@@ -40,6 +40,8 @@ export interface EndpointsDeps extends ControllerDeps {
   readonly node: () => NodeNetns | undefined;
   /** Namespaces made ahead of time (endpoint-pool.ts; default 0 = none). */
   readonly poolSize?: number;
+  /** Resolves when the work queue has no work: the background check of adopted endpoints waits for it. */
+  readonly idle?: () => Promise<void>;
 }
 
 export interface CreateEndpointRequest {
@@ -113,7 +115,10 @@ export class EndpointsController implements Controller {
    * are checked in the background once the API serves (startVerification). CNI ones: the runtime's. */
   async adopt(opts: { concurrency?: number; progressEvery?: number } = {}): Promise<void> {
     const all = [...this.records.values()].filter((r) => !r.cni).map((r) => this.netnsOf(r));
-    const { intact, missing } = await intactEndpoints(this.d.nodeNetns, all);
+    const [{ intact, missing }] = await Promise.all([
+      intactEndpoints(this.d.nodeNetns, all),
+      this.d.ipam.warm(),
+    ]);
     this.unverified = intact;
     if (missing.length > 0) await this.createMissing(missing, opts);
   }
@@ -192,6 +197,7 @@ export class EndpointsController implements Controller {
           );
         }),
       signal,
+      this.d.idle,
     );
     if (!signal.aborted) log.info({ checked: eps.length, repaired: differed }, "adopted endpoints verified");
   }
@@ -233,21 +239,22 @@ export class EndpointsController implements Controller {
       // The namespace (no veth: unreachable) is built while the policy goes into the kernel.
       const prepared = ph.time("netns", prepareEndpoint(this.netnsOf(rec), t.fresh));
       prepared.catch(() => undefined); // awaited below; a failure is handled there
+      // Record and lease in one transaction, its fsync overlapping the kernel work; the answer waits for it.
+      const stored = ph.time("store", writeRecord(this.d.store, lease.txn, key, rec));
+      stored.catch(() => undefined); // awaited below; a failure of any step undoes all (below)
       try {
         this.put(key, rec);
         engine.upsertEndpoint(engineSpec(rec));
         this.revisions.bump();
-        // Policy in the kernel first, then the veth: never open while being computed. The record and
-        // the address lease are persisted meanwhile, in one transaction (a failure of either undoes both, below).
-        await settleBoth(
-          ph.time("store", writeRecord(this.d.store, lease.txn, key, rec)),
-          ph.time("enforce", this.d.enforce()),
-        );
-        ph.mark("record+enforce");
+        // Policy in the kernel first, then the veth: never open while being computed.
+        await this.d.enforce();
+        ph.mark("enforce");
         const ready = await prepared;
         ph.mark("wait-netns");
         await ready.finish();
         ph.mark("veth+sides");
+        await stored;
+        ph.mark("wait-store");
       } catch (e) {
         await prepared.then(
           (x) => x.abort(),
@@ -257,6 +264,7 @@ export class EndpointsController implements Controller {
         this.drop(key);
         // Undone, not a new change: no bump (the error stays until a later change is realized).
         engine.deleteEndpoint(rec.namespace, rec.name);
+        await stored.catch(() => undefined); // settled first: a late put must not outlive the delete
         await this.d.store.delete(KEYS.endpoints + key).catch(() => undefined);
         await this.d.ipam.release(key).catch(() => undefined);
         await deleteEndpoint(this.netnsOf(rec)).catch(() => undefined);

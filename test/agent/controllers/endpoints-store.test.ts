@@ -103,4 +103,49 @@ describe("endpoint create and the store (root)", { skip: skip ?? false }, () => 
       assert.ok((await linkStates(node.netns)).get(v.hostIfname)?.up);
     });
   });
+
+  test("the record's write overlaps the kernel work: the veth is made while the write is pending, the answer waits for the write, and a late refusal undoes it all", async () => {
+    await lab(async (c, store, prefix, node) => {
+      const txn = store.txn.bind(store);
+      const gates: { open: (ok: boolean) => void }[] = [];
+      store.txn = (r) => {
+        // Only the create's own write is held (the undo's delete goes through).
+        if (!r.ops.some((o) => o.type === "put" && o.key.startsWith(KEYS.endpoints))) return txn(r);
+        return new Promise<boolean>((res) => gates.push({ open: res })).then((ok) =>
+          ok ? txn(r) : Promise.reject(new Error("store refused late (test)")),
+        );
+      };
+      const hostLinks = async (): Promise<string[]> =>
+        [...(await linkStates(node.netns)).entries()].filter(([l, s]) => l.startsWith("mbr") && s.up).map(([l]) => l); // prettier-ignore
+      const waitVeth = async (n: number): Promise<void> => {
+        // A safety net, not a measure: the veth comes while the store write is held.
+        for (let i = 0; i < 400 && (await hostLinks()).length < n; i++)
+          await new Promise((r) => setTimeout(r, 25));
+      };
+      let answered = false;
+      const ok = c.create({ name: "a", namespace: "default", labels: { app: "a" } }).then((v) => ((answered = true), v)); // prettier-ignore
+      await waitVeth(1);
+      assert.equal((await hostLinks()).length, 1, "the veth exists while the record's write is pending");
+      assert.equal(answered, false, "the answer waits for the write");
+      gates.shift()?.open(true);
+      const v = await ok;
+      assert.ok((await store.get(KEYS.endpoints + "default/a")) !== undefined, "the record is stored");
+      assert.deepEqual(await hostLinks(), [v.hostIfname]);
+
+      const late = c.create({ name: "b", namespace: "default", labels: { app: "b" } });
+      await waitVeth(2);
+      gates.shift()?.open(false);
+      await assert.rejects(late, /store refused late/);
+      for (let i = 0; i < 100 && (await hostLinks()).length > 1; i++)
+        await new Promise((r) => setTimeout(r, 25));
+      assert.deepEqual(await hostLinks(), [v.hostIfname], "the refused create's veth is gone");
+      assert.deepEqual(
+        (await listNetns()).filter((n) => n.startsWith(`${prefix}-ep`)),
+        [v.netns],
+      );
+      assert.equal((await store.list(KEYS.endpoints)).kvs.length, 1, "only a's record");
+      assert.equal((await store.list("ipam/")).kvs.length, 1, "only a's lease");
+      assert.equal(c.size, 1);
+    });
+  });
 });

@@ -36,6 +36,7 @@ async function spawnsDuring(f: () => Promise<void>): Promise<string[][]> {
 /** The command a spawn runs in the end: `ip netns exec NS nft ...` and `nsenter --net=X ip ...` unwrapped. */
 function effective(argv: readonly string[]): readonly string[] {
   if (argv[0] === "ip" && argv[1] === "netns" && argv[2] === "exec") return effective(argv.slice(4));
+  if (argv[0] === "nice" && argv[1] === "-n") return effective(argv.slice(3)); // background reads
   if (argv[0] === "nsenter")
     return effective(argv.slice(argv.findIndex((a) => !a.startsWith("-") && a !== "nsenter")));
   return argv;
