@@ -19,4 +19,10 @@ export interface ClusterContext {
   /** This node's underlay addresses. */
   readonly nodeIp: { readonly ipv4?: string; readonly ipv6?: string };
   readonly logger: Logger;
+  /**
+   * Runs `cb` after the node's lease was lost and re-granted (session.ts): the keys put on the
+   * old lease are gone; the part puts them again on `lease` (also `ctx.lease` from then on).
+   * Returns an unsubscribe. Optional so that tests may build a context by hand.
+   */
+  readonly onLeaseRenewed?: (cb: (lease: StoreLease) => Promise<void> | void) => () => void;
 }
