@@ -87,12 +87,15 @@ export async function etcdSetup(client: Etcd3, req: SetupRequest): Promise<strin
       done.push(ADMIN_USER);
     }
     if (req.enableAuth) {
-      await client
+      const created = await client
         .user("root")
         .create(req.enableAuth.rootPassword)
+        .then(() => true)
         .catch((e: unknown) => {
           if (!exists(e)) throw e;
+          return false;
         });
+      done.push(created ? "root" : "root user exists (password unchanged)");
       await client
         .user("root")
         .addRole("root")

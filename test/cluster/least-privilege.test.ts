@@ -8,6 +8,11 @@ import { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { etcdSetup } from "../../src/cluster/etcd-setup.js";
 import { ClusterSession } from "../../src/cluster/session.js";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
 
 const logger = pino({ level: "silent" });
@@ -26,7 +31,13 @@ describe("least privilege in the cluster store", { skip: skipWithoutEtcd() }, ()
         admin: { password: "pw-admin" },
         enableAuth: { rootPassword: "pw-root" },
       });
-      assert.deepEqual(done, ["membrane-node-a", "membrane-node-b", "membrane-admin", "auth enabled"]);
+      assert.deepEqual(done, [
+        "membrane-node-a",
+        "membrane-node-b",
+        "membrane-admin",
+        "root",
+        "auth enabled",
+      ]);
     } finally {
       root.close();
     }
@@ -105,6 +116,59 @@ describe("least privilege in the cluster store", { skip: skipWithoutEtcd() }, ()
       await denied(adm.put("cluster/nodes/a", "{}"), "a node record");
     } finally {
       await adm.close();
+    }
+  });
+});
+
+describe("membrane cluster etcd-setup", { skip: skipWithoutEtcd() }, () => {
+  it("creates a node user whose generated password writes only its own keys, and turns auth on", async () => {
+    const etcd = await startEtcd();
+    const out = mkdtempSync(join(tmpdir(), "membrane-setup-"));
+    try {
+      const bin = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
+      const url = etcd.endpoint.replace("http://", "etcd://");
+      const r = spawnSync(
+        process.execPath,
+        [
+          bin,
+          "cluster",
+          "etcd-setup",
+          "--cluster-store",
+          url,
+          "--node",
+          "n1",
+          "--admin",
+          "--enable-auth",
+          "--out-dir",
+          out,
+        ],
+        { encoding: "utf8", timeout: 60_000 },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /user membrane-node-n1: password in .*membrane-node-n1\.password/);
+      assert.match(r.stdout, /auth enabled/);
+      assert.doesNotMatch(
+        r.stdout + r.stderr,
+        new RegExp(readFileSync(join(out, "root.password"), "utf8").trim()),
+      );
+      assert.equal(statSync(join(out, "membrane-node-n1.password")).mode & 0o777, 0o600);
+      const pw = readFileSync(join(out, "membrane-node-n1.password"), "utf8").trim();
+      const n1 = etcd.store({ auth: { username: "membrane-node-n1", password: pw } });
+      const anon = etcd.store();
+      try {
+        await n1.put("cluster/ipcache/n1/10.0.0.1", "{}");
+        await assert.rejects(n1.put("cluster/ipcache/n2/10.0.0.2", "{}"), /permission denied/i);
+        await assert.rejects(
+          anon.put("cluster/ipcache/n1/10.0.0.3", "{}"),
+          /user name is empty|permission denied|invalid auth/i,
+        );
+      } finally {
+        await n1.close();
+        await anon.close();
+      }
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+      await etcd.stop();
     }
   });
 });
