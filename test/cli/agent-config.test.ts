@@ -76,6 +76,14 @@ describe("agent config file", () => {
     assert.throws(() => parseAgentConfig("a: 1\na: 2\n", "f.yaml"), /f\.yaml line 2/);
   });
 
+  it("the shipped example packaging/agent.yaml is a valid config", async () => {
+    const cmd = agentCommand({} as CliContext).action(() => undefined);
+    await cmd.parseAsync([], { from: "user" });
+    applyAgentConfig(cmd, new URL("../../../packaging/agent.yaml", import.meta.url).pathname);
+    assert.equal(cmd.opts()["clusterStore"], "etcd://10.0.0.5:2379");
+    assert.equal(cmd.opts()["nodeLabels"], "zone=a");
+  });
+
   it("a missing file is a clear error naming it", async () => {
     const cmd = agentCommand({} as CliContext).action(() => undefined);
     await cmd.parseAsync([], { from: "user" });

@@ -90,7 +90,7 @@ Examples:
   $ sudo membrane agent
   $ sudo membrane agent --node-netns node1 --state-dir /tmp/m1 --socket /tmp/m1/agent.sock
   $ sudo membrane agent --kubeconfig /etc/kubernetes/kubelet.conf --node-name "$(hostname)"
-  $ sudo membrane agent --config /etc/membrane/agent.yaml
+  $ sudo membrane agent --config packaging/agent.yaml
   $ sudo membrane agent --cluster-store etcd://10.0.0.5:2379 --node-name n1 --node-ip 10.0.0.11 \\
       --cluster-cidr 10.200.0.0/16 --etcd-ca ca.pem --etcd-cert n1.pem --etcd-key n1-key.pem
 `,
