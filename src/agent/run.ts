@@ -17,6 +17,10 @@ import type { EngineConfig } from "../policy/query.js";
 import { Agent, type AgentParams } from "./agent.js";
 import { ApiServer } from "./api/server.js";
 import { agentRoutes } from "./routes.js";
+import { withClusterRoutes } from "../cluster/routes.js";
+import { ClusterSession, type ClusterOptions } from "../cluster/session.js";
+import { ClusterIdentities } from "../cluster/identities.js";
+import { startClusterIpcache, type ClusterIpcache } from "../cluster/start-ipcache.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -39,14 +43,16 @@ export interface AgentOptions {
   readonly k8s?: K8sOptions;
   /** Runtime events (process exec/exit); absent = off. */
   readonly runtime?: AgentParams["runtime"];
-  /** Cluster mode: the shared etcd, this node's lease and name (cluster/context.ts). */
-  readonly cluster?: AgentParams["cluster"];
+  /** Cluster mode (`--cluster-store`): shared state in etcd; the pod CIDRs come from the cluster. */
+  readonly cluster?: ClusterOptions;
 }
 
 export interface RunningAgent {
   readonly agent: Agent;
   /** The Kubernetes watcher, when `k8s` was given. */
   readonly k8s: K8sWatcher | undefined;
+  /** The cluster session, in cluster mode. */
+  readonly cluster: ClusterSession | undefined;
   stop(): Promise<void>;
 }
 
@@ -57,49 +63,86 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   const store: Store = o.etcd?.length
     ? new EtcdStore({ endpoints: o.etcd, logger: log })
     : await EmbeddedStore.open({ dir: join(o.stateDir, "store"), logger: log });
+  // Cluster mode: connect, take the lease and claim the pod CIDRs before the agent uses them.
+  const cluster = o.cluster
+    ? await ClusterSession.open(o.cluster, log).catch(async (e: unknown) => {
+        await store.close().catch(() => undefined);
+        throw e;
+      })
+    : undefined;
+  const podCidr4 = cluster?.podCidrs.ipv4 ?? o.podCidr4;
+  const podCidr6 = cluster ? cluster.podCidrs.ipv6 : o.podCidr6;
   const agent = new Agent({
     store,
     logger: log,
     ...(o.nodeNetns !== undefined ? { nodeNetns: o.nodeNetns } : {}),
     netnsPrefix: o.netnsPrefix,
-    podCidr4: o.podCidr4,
-    ...(o.podCidr6 !== undefined ? { podCidr6: o.podCidr6 } : {}),
+    podCidr4,
+    ...(podCidr6 !== undefined ? { podCidr6 } : {}),
     table: o.table,
     logGroup: o.logGroup,
-    engine: o.engine,
+    // Cluster mode: host policies select this node by its --node-labels.
+    engine: cluster && o.cluster ? { ...o.engine, nodeLabels: o.cluster.labels } : o.engine,
     resyncMs: o.resyncMs,
     stateDir: o.stateDir,
     ...(o.observe ? { observe: o.observe } : {}),
     ...(o.proxy ? { proxy: o.proxy } : {}),
     ...(o.runtime ? { runtime: o.runtime } : {}),
-    ...(o.cluster ? { cluster: o.cluster } : {}),
+    // Cluster mode: shared policies/namespaces/services, and identity numbers claimed in etcd.
+    ...(cluster
+      ? { cluster: cluster.ctx, clusterIdentities: new ClusterIdentities({ ctx: cluster.ctx }) }
+      : {}),
   });
+  let ipcache: ClusterIpcache | undefined;
   try {
     await agent.start();
+    await cluster?.start();
+    // Cluster mode: publish this node's endpoints, learn the others' and route to their pod CIDRs.
+    ipcache =
+      cluster && o.cluster
+        ? await startClusterIpcache(cluster.ctx, {
+            agent,
+            endpointsRevision: () =>
+              agent.status().controllers.find((c) => c.name === "endpoints")?.desired ?? 0,
+            localStore: store,
+            routing: { ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}), mode: o.cluster.tunnel },
+          })
+        : undefined;
   } catch (e) {
+    await ipcache?.stop().catch(() => undefined);
+    if (cluster) await agent.stop().catch(() => undefined);
+    await cluster?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     throw e;
   }
   let k8s: K8sWatcher | undefined = undefined; // set once the API serves (below)
-  const routes = withK8sStatus(agentRoutes(agent), () => k8s?.status());
+  const routes = withClusterRoutes(
+    withK8sStatus(agentRoutes(agent), () => k8s?.status()),
+    cluster,
+  );
   const api = new ApiServer({ socketPath: o.socketPath, routes, logger: log });
   try {
     await api.start();
     agent.serving();
   } catch (e) {
+    await ipcache?.stop().catch(() => undefined);
     await agent.stop();
+    await cluster?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     throw e;
   }
   // After the API serves: the CNI plugin can make the endpoints the pods' labels are for.
-  k8s = kube && o.k8s ? startK8sWatcher(kube, o.k8s, agent, [o.podCidr4, o.podCidr6], log, store) : undefined;
+  k8s = kube && o.k8s ? startK8sWatcher(kube, o.k8s, agent, [podCidr4, podCidr6], log, store) : undefined;
   return {
     agent,
     k8s,
+    cluster,
     async stop() {
       await k8s?.stop();
       await api.stop();
+      await ipcache?.stop();
       await agent.stop();
+      await cluster?.close();
       await store.close();
       log.info("agent stopped; the kernel keeps enforcing");
     },

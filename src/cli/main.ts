@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { escapeControls, isMembraneError } from "../errors.js";
 import { agentCommand } from "./commands/agent.js";
+import { clusterCommand } from "./commands/cluster.js";
 import { applyCommand, deleteCommand } from "./commands/apply.js";
 import { datapathCommand } from "./commands/datapath.js";
 import { demoCommand } from "./commands/demo.js";
@@ -53,6 +54,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(policyCommand(ctx))
     .addCommand(demoCommand(ctx))
     .addCommand(agentCommand(ctx))
+    .addCommand(clusterCommand(ctx))
     .addCommand(endpointCommand(ctx))
     .addCommand(applyCommand(ctx))
     .addCommand(deleteCommand(ctx))

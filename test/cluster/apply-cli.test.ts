@@ -9,6 +9,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
+import type { ClusterOptions } from "../../src/cluster/session.js";
 import type { ClusterContext } from "../../src/cluster/context.js";
 import { CLUSTER_KEYS, nodeKey } from "../../src/cluster/keys.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT } from "../agent/e2e/harness.js";
@@ -30,6 +31,19 @@ function membrane(...args: string[]): Promise<{ code: number; stdout: string; st
       },
     );
   });
+}
+
+/** The agent's cluster mode (`--cluster-store`) for node `node` on this etcd, with its pod CIDR configured. */
+function clusterOpts(etcd: EtcdHandle, node: string, podCidr4: string): ClusterOptions {
+  return {
+    endpoints: [etcd.endpoint],
+    node,
+    nodeIp: {},
+    labels: {},
+    podCidrs: { configured: { ipv4: podCidr4 } },
+    leaseTtlSeconds: 15,
+    tunnel: "native",
+  };
 }
 
 async function clusterNode(
@@ -66,7 +80,10 @@ describe("cluster: membrane apply --cluster-store and --wait (root, etcd)", { sk
 
   test("apply --cluster-store --wait writes to etcd without an agent and returns once the node enforced it; a rejected file writes nothing; delete --wait", async () => {
     const node = await clusterNode(etcd, "rs-h");
-    const lab = await AgentLab.start("rsh", { cluster: node, podCidr4: "10.211.8.0/24" });
+    const lab = await AgentLab.start("rsh", {
+      cluster: clusterOpts(etcd, node.node, "10.211.8.0/24"),
+      podCidr4: "10.211.8.0/24",
+    });
     try {
       const store = "etcd://" + etcd.endpoint.replace(/^http:\/\//, "");
       const dir = tempFiles({
@@ -130,7 +147,10 @@ describe("cluster: membrane apply --cluster-store and --wait (root, etcd)", { sk
   test("apply --wait through the agent fails naming the live node that did not realize the revision", async () => {
     const node = await clusterNode(etcd, "rs-i");
     const lagging = await clusterNode(etcd, "rs-j"); // registered, no agent: realizes nothing
-    const lab = await AgentLab.start("rsi", { cluster: node, podCidr4: "10.211.9.0/24" });
+    const lab = await AgentLab.start("rsi", {
+      cluster: clusterOpts(etcd, node.node, "10.211.9.0/24"),
+      podCidr4: "10.211.9.0/24",
+    });
     try {
       const dir = tempFiles({ "w.yaml": SERVER_FROM_CLIENT.replace("name: server", "name: w") });
       const r = await membrane(

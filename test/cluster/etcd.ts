@@ -7,7 +7,7 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { pino } from "pino";
 import { EtcdStore } from "../../src/store/etcd.js";
 
@@ -199,6 +199,7 @@ function spawnMember(
   dataDir: string,
   opts: EtcdOptions,
   certDir: string | undefined,
+  token: string,
 ): { proc: ChildProcess; err: () => string } {
   const bin = etcdBinary() ?? "etcd";
   const args = [
@@ -210,7 +211,7 @@ function spawnMember(
     `--initial-advertise-peer-urls=${m.peerUrl}`,
     `--initial-cluster=${initialCluster}`,
     "--initial-cluster-state=new",
-    `--initial-cluster-token=${m.name}-${process.pid}`,
+    `--initial-cluster-token=${token}`,
     "--log-level=error",
     "--logger=zap",
   ];
@@ -296,7 +297,7 @@ async function startMembers(n: number, opts: EtcdOptions): Promise<EtcdHandle[]>
     });
   }
   const initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(",");
-  const procs = members.map((m) => spawnMember(m, initialCluster, dataDir, opts, certDir));
+  const procs = members.map((m) => spawnMember(m, initialCluster, dataDir, opts, certDir, basename(dataDir)));
   let alive = n;
   const handles: EtcdHandle[] = members.map((m, i) => {
     const p = procs[i];

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
+import type { ClusterOptions } from "../../src/cluster/session.js";
 import type { ClusterContext } from "../../src/cluster/context.js";
 import { CLUSTER_KEYS, nodeKey, statusKey, type NodeStatusV1 } from "../../src/cluster/keys.js";
 import { readRealized, waitRealized } from "../../src/cluster/realized.js";
@@ -18,6 +19,19 @@ import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 const silent = pino({ level: "silent" });
+
+/** The agent's cluster mode (`--cluster-store`) for node `node` on this etcd, with its pod CIDR configured. */
+function clusterOpts(etcd: EtcdHandle, node: string, podCidr4: string): ClusterOptions {
+  return {
+    endpoints: [etcd.endpoint],
+    node,
+    nodeIp: {},
+    labels: {},
+    podCidrs: { configured: { ipv4: podCidr4 } },
+    leaseTtlSeconds: 15,
+    tunnel: "native",
+  };
+}
 
 /** A node of the test cluster: its own etcd client and lease, registered under cluster/nodes/. */
 async function clusterNode(
@@ -66,9 +80,15 @@ describe("cluster: resources in etcd, realized revisions (root, etcd)", { skip }
     const nb = await clusterNode(etcd, "rs-b");
     const labs: AgentLab[] = [];
     try {
-      const a = await AgentLab.start("rsa", { cluster: na, podCidr4: "10.211.1.0/24" });
+      const a = await AgentLab.start("rsa", {
+        cluster: clusterOpts(etcd, na.node, "10.211.1.0/24"),
+        podCidr4: "10.211.1.0/24",
+      });
       labs.push(a);
-      const b = await AgentLab.start("rsb", { cluster: nb, podCidr4: "10.211.2.0/24" });
+      const b = await AgentLab.start("rsb", {
+        cluster: clusterOpts(etcd, nb.node, "10.211.2.0/24"),
+        podCidr4: "10.211.2.0/24",
+      });
       labs.push(b);
       const server = await b.endpoint("server", { app: "server" }, { tcp: [80] });
       const client = await b.endpoint("client", { app: "client" });
@@ -117,7 +137,10 @@ describe("cluster: resources in etcd, realized revisions (root, etcd)", { skip }
     const nb = await clusterNode(etcd, "rs-d");
     const labs: AgentLab[] = [];
     try {
-      const a = await AgentLab.start("rsc", { cluster: na, podCidr4: "10.211.3.0/24" });
+      const a = await AgentLab.start("rsc", {
+        cluster: clusterOpts(etcd, na.node, "10.211.3.0/24"),
+        podCidr4: "10.211.3.0/24",
+      });
       labs.push(a);
       await a.agent.setNamespaceLabels("blue", { team: "blue" });
       await a.agent.upsertService({
@@ -126,7 +149,10 @@ describe("cluster: resources in etcd, realized revisions (root, etcd)", { skip }
         ports: [{ port: 5432, protocol: "TCP" }],
         ips: ["198.51.100.7"],
       });
-      const b = await AgentLab.start("rsd", { cluster: nb, podCidr4: "10.211.4.0/24" });
+      const b = await AgentLab.start("rsd", {
+        cluster: clusterOpts(etcd, nb.node, "10.211.4.0/24"),
+        podCidr4: "10.211.4.0/24",
+      });
       labs.push(b);
       const ep = await b.endpoint("web", { app: "web" }, { namespace: "blue" });
       const labelsOf = (): string[] =>
@@ -155,7 +181,10 @@ describe("cluster: resources in etcd, realized revisions (root, etcd)", { skip }
     const na = await clusterNode(etcd, "rs-e");
     const labs: AgentLab[] = [];
     try {
-      const a = await AgentLab.start("rse", { cluster: na, podCidr4: "10.211.5.0/24" });
+      const a = await AgentLab.start("rse", {
+        cluster: clusterOpts(etcd, na.node, "10.211.5.0/24"),
+        podCidr4: "10.211.5.0/24",
+      });
       labs.push(a);
       const before = await na.kv.list(CLUSTER_KEYS.policies);
       const bad =
@@ -177,7 +206,10 @@ describe("cluster: resources in etcd, realized revisions (root, etcd)", { skip }
     const lagging = await clusterNode(etcd, "rs-g"); // registered, no agent: realizes nothing
     const labs: AgentLab[] = [];
     try {
-      const a = await AgentLab.start("rsf", { cluster: na, podCidr4: "10.211.6.0/24" });
+      const a = await AgentLab.start("rsf", {
+        cluster: clusterOpts(etcd, na.node, "10.211.6.0/24"),
+        podCidr4: "10.211.6.0/24",
+      });
       labs.push(a);
       const r = await a.agent.applyPolicies(SERVER_FROM_CLIENT.replace("name: server", "name: w"), "w.yaml");
       const err = await waitRealized(() => readRealized(na.kv), r.clusterRevision ?? 0, 300).then(

@@ -5,10 +5,13 @@ import { DEFAULT_SOCKET } from "../../agent/client.js";
 import { runAgent } from "../../agent/run.js";
 import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
+import { applyAgentConfig } from "../agent-config.js";
+import { addClusterFlags, clusterFromFlags } from "./agent-cluster.js";
 
 export function agentCommand(_ctx: CliContext): Command {
-  return new Command("agent")
+  const cmd = new Command("agent")
     .description("run the node agent: endpoints, policies and nftables enforcement on this node (needs root)")
+    .option("--config <file>", "read flags from this YAML file (keys are flag names; flags given here win)")
     .option("--state-dir <dir>", "where the agent keeps its durable state", "/var/lib/membrane")
     .option("--socket <path>", "API socket (root only)", DEFAULT_SOCKET)
     .option("--node-netns <name>", "the node's network namespace (default: the agent's own)")
@@ -87,9 +90,16 @@ Examples:
   $ sudo membrane agent
   $ sudo membrane agent --node-netns node1 --state-dir /tmp/m1 --socket /tmp/m1/agent.sock
   $ sudo membrane agent --kubeconfig /etc/kubernetes/kubelet.conf --node-name "$(hostname)"
+  $ sudo membrane agent --config packaging/agent.yaml
+  $ sudo membrane agent --cluster-store etcd://10.0.0.5:2379 --node-name n1 --node-ip 10.0.0.11 \\
+      --cluster-cidr 10.200.0.0/16 --etcd-ca ca.pem --etcd-cert n1.pem --etcd-key n1-key.pem
 `,
-    )
-    .action(async (o: Record<string, string | boolean | undefined>) => {
+    );
+  return addClusterFlags(cmd).action(
+    async (_o: Record<string, string | boolean | undefined>, self: Command) => {
+      const cfg = self.getOptionValue("config") as string | undefined;
+      if (cfg !== undefined) applyAgentConfig(self, cfg);
+      const o = self.opts<Record<string, string | boolean | undefined>>();
       const str = (k: string): string | undefined => (typeof o[k] === "string" ? o[k] : undefined);
       const int = (k: string, flag: string, min: number, max: number): number => {
         const n = Number(str(k));
@@ -113,6 +123,7 @@ Examples:
         table: o["table"] as string,
         logGroup: Number(o["logGroup"]),
         ...(str("etcd") ? { etcd: (str("etcd") as string).split(",") } : {}),
+        ...(str("clusterStore") ? { cluster: clusterFromFlags(self) } : {}),
         ...(str("kubeconfig")
           ? { k8s: { kubeconfig: str("kubeconfig") as string, nodeName: str("nodeName") ?? hostname() } }
           : {}),
@@ -161,5 +172,6 @@ Examples:
             }
           : {}),
       });
-    });
+    },
+  );
 }

@@ -1,4 +1,4 @@
-/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies`. */
+/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies|nodes`. */
 import { Command, Argument } from "commander";
 import type { EndpointView } from "../../agent/agent.js";
 import type { CliContext } from "../context.js";
@@ -6,6 +6,9 @@ import { client, outputOption, show, socketOption, type ViewFormat } from "../ag
 import { endpointRows } from "./endpoint.js";
 import { tracingRows } from "./apply-tracing.js";
 import type { TracingPolicyStatus } from "../../runtime/enforce/enforcer.js";
+
+import { nodeRows } from "./get-nodes.js";
+import type { NodeView } from "../../cluster/routes.js";
 
 type Row = Record<string, unknown>;
 
@@ -20,6 +23,7 @@ export function getCommand(ctx: CliContext): Command {
         "ipcache",
         "status",
         "tracingpolicies",
+        "nodes",
       ]),
     )
     .addOption(socketOption())
@@ -60,6 +64,10 @@ export function getCommand(ctx: CliContext): Command {
         case "tracingpolicies": {
           const ps = (await c.request("GET", "/v1/tracingpolicies")) as TracingPolicyStatus[];
           return show(ctx, o.output, ps, () => tracingRows(ps));
+        }
+        case "nodes": {
+          const ns = (await c.request("GET", "/v1/nodes")) as NodeView[];
+          return show(ctx, o.output, ns, () => nodeRows(ns));
         }
         case "ipcache": {
           const es = (await c.request("GET", "/v1/ipcache")) as Row[];
