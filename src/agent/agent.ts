@@ -98,7 +98,7 @@ export class Agent {
       ...(p.nodeNetns !== undefined ? { netns: p.nodeNetns } : {}),
       table: p.table,
       logGroup: p.logGroup,
-      idle: () => this.queue.idle(), // the background check yields to changes
+      idle: () => this.queue.quiet(), // the background check yields to changes
     });
     const deps: ControllerDeps = {
       store: p.store,
@@ -106,6 +106,7 @@ export class Agent {
       engine: () => this.engine,
       enforce: () => this.enforcer.enforce(),
       serial: (f, signal, what) => this.queue.run(f, signal, what),
+      yieldToWork: () => this.queue.yieldToWork(),
     };
     this.identitiesCtl = new IdentitiesController(deps);
     this.namespaces = new NamespacesController(deps);

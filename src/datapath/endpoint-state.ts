@@ -89,12 +89,16 @@ const STATE_QUERY = "addr show\nroute show\nroute show table all root ::/0 type 
 export async function readNetnsStates(netnses: readonly string[]): Promise<Map<string, NetnsState>> {
   const bad = netnses.find((n) => !isNetnsName(n));
   if (bad !== undefined) throw new Error(`readNetnsStates: ${JSON.stringify(bad)} is not a namespace name`);
-  const script = netnses
-    .map(
-      (n) =>
-        `echo '@@ns ${n}'\n${inNetns(n).join(" ")} ip -j -batch - <<'MEMBRANE_EOF'\n${STATE_QUERY}MEMBRANE_EOF\necho "@@rc $?"\n`,
-    )
-    .join("");
+  // A background read (verifyEndpoints after a restart): the shell and its `ip`s run at
+  // nice 19, so that they take no CPU a change needs (the agent's nft and writer).
+  const script =
+    "renice -n 19 -p $$ >/dev/null 2>&1\n" +
+    netnses
+      .map(
+        (n) =>
+          `echo '@@ns ${n}'\n${inNetns(n).join(" ")} ip -j -batch - <<'MEMBRANE_EOF'\n${STATE_QUERY}MEMBRANE_EOF\necho "@@rc $?"\n`,
+      )
+      .join("");
   const r = await runRaw(["sh", "-s"], { stdin: script, timeoutMs: 30_000 + 200 * netnses.length });
   const out = new Map<string, NetnsState>();
   let current: string | undefined;
