@@ -102,13 +102,18 @@ export async function verifyEndpoints(
 ): Promise<number> {
   const node = eps[0]?.node;
   if (node === undefined) return 0;
-  await yieldNow();
+  // An abort (the agent stops) ends a wait at once: stop() does not wait for the agent to be quiet.
+  const stopped = new Promise<void>((r) =>
+    signal?.aborted ? r() : signal?.addEventListener("abort", () => r(), { once: true }),
+  );
+  const yieldOrStop = (): Promise<void> => Promise.race([yieldNow(), stopped]);
+  await yieldOrStop();
   if (signal?.aborted) return 0;
   const nodeState = await readNetnsState(node.netns);
   let differed = 0;
   let states = new Map<string, NetnsState>();
   for (const [i, p] of eps.entries()) {
-    if (i % PLAN_SLICE === 0) await yieldNow();
+    if (i % PLAN_SLICE === 0) await yieldOrStop();
     if (signal?.aborted) break;
     if (i % READ_CHUNK === 0)
       states = await readNetnsStates(eps.slice(i, i + READ_CHUNK).map((e) => e.netns));
