@@ -228,6 +228,9 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
         ...common,
         ...ap,
         endpointsChanged: [...changedPerApply],
+        // In order: the first applies after the restart make the tail (issue 10).
+        rawMs: applies.map((x) => Math.round(x)),
+        rawAgentCpuMs: agentCpu.map((x) => Math.round(x)),
         // The agent's process CPU (all its threads, GC included) from call to answer, per apply.
         agentCpuMs: { p50: r1(pct(agentCpu, 0.5)), p99: r1(pct(agentCpu, 0.99)) },
         writerCpuMsPerApply: {

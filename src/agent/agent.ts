@@ -100,7 +100,7 @@ export class Agent {
       ...(p.nodeNetns !== undefined ? { netns: p.nodeNetns } : {}),
       table: p.table,
       logGroup: p.logGroup,
-      idle: () => this.queue.idle(), // the background check yields to changes
+      idle: () => this.queue.quiet(), // the background check yields to changes
     });
     const deps: ControllerDeps = {
       store: p.store,
@@ -108,6 +108,7 @@ export class Agent {
       engine: () => this.engine,
       enforce: () => this.enforcer.enforce(),
       serial: (f, signal, what) => this.queue.run(f, signal, what),
+      yieldToWork: () => this.queue.yieldToWork(),
     };
     this.identitiesCtl = new IdentitiesController({ ...deps, ...(p.clusterIdentities ? { cluster: p.clusterIdentities } : {}) }); // prettier-ignore
     const shared = p.cluster ? clusterResources.deps(deps, p.cluster) : deps; // their store: etcd

@@ -102,4 +102,6 @@ export interface ControllerDeps {
   readonly enforce: () => Promise<EnforceResult>;
   /** Runs `f` alone on the agent's work queue; dropped if `signal` aborted before its turn. */
   readonly serial: <T>(f: () => Promise<T>, signal?: AbortSignal, what?: string) => Promise<T>;
+  /** For background work between two slices: waits (bounded) until the work queue is quiet. */
+  readonly yieldToWork?: () => Promise<void>;
 }

@@ -17,7 +17,10 @@
  * 2-core machine, far above the ~100 ms an API call may hold the loop). A
  * file that is invalid or crosses a limit is refused here and never parsed
  * on the main thread. The worker's heap is capped; at most MAX_RUNNING run at
- * once and the rest wait their turn.
+ * once and the rest wait their turn. Workers are kept between files (and one is
+ * warmed when the API is made, warm()): starting one and loading the parser costs
+ * ~280 ms of CPU, which every apply through the API paid before. A worker whose
+ * parse failed other than by the file's own error is ended, never reused.
  */
 import { Worker } from "node:worker_threads";
 import { MembraneError } from "../errors.js";
@@ -30,9 +33,39 @@ const MAX_RUNNING = 2;
 /** Heap of one worker: the worst file within LIMITS measured about 350 MB. */
 const WORKER_HEAP_MB = 768;
 
+/** What the warm-up parses: a small policy that takes the parser through its usual paths. */
+const WARM_UP = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: warm-up, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: b}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+`;
+
 export class PolicyChecker {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
+  /** Workers that answered their last file and wait for the next (at most MAX_RUNNING). */
+  private readonly idle: Worker[] = [];
+  /** Worker threads started so far (a warm one is reused: tests, diagnostics). */
+  workersStarted = 0;
+
+  /**
+   * Starts one worker and loads the parser in it (a tiny file), so that the first
+   * file a user applies after the agent started does not pay for it. Idle work:
+   * nothing waits for it; a parse that comes meanwhile queues behind it in that worker.
+   */
+  warm(): void {
+    if (this.idle.length > 0) return;
+    const w = this.start();
+    this.idle.push(w);
+    void ask(w, WARM_UP, "warm-up.yaml", false).then(
+      () => w.unref(),
+      () => this.drop(w),
+    );
+  }
 
   /** Resolves with the policies of `text` and the parser's warnings; rejects with its MembraneError. */
   async parse(
@@ -42,8 +75,21 @@ export class PolicyChecker {
   ): Promise<{ resources: PolicyResource[]; warnings: PolicyWarning[] }> {
     if (this.running >= MAX_RUNNING) await new Promise<void>((resolve) => this.waiting.push(resolve));
     this.running++;
+    const w = this.idle.pop() ?? this.start();
+    w.ref(); // while a request waits on it
+    let healthy = false;
     try {
-      const { values, warnings } = await inWorker(text, file, meshAuth);
+      const { values, warnings } = await ask(w, text, file, meshAuth).then(
+        (r) => {
+          healthy = true;
+          return r;
+        },
+        (e: unknown) => {
+          // The file's own error (a MembraneError the parser raised) leaves the worker sound.
+          healthy = e instanceof MembraneError && !(e as { internal?: boolean }).internal;
+          throw e;
+        },
+      );
       const resources = values.map((v) => {
         const d = decodePolicy(v);
         if (!d) throw failed(file, "the parser sent back a policy in an unknown form");
@@ -51,9 +97,32 @@ export class PolicyChecker {
       });
       return { resources, warnings };
     } finally {
+      if (healthy && this.idle.length < MAX_RUNNING) {
+        w.unref(); // an idle worker never keeps the agent (or a test) alive
+        this.idle.push(w);
+      } else this.drop(w);
       this.running--;
       this.waiting.shift()?.();
     }
+  }
+
+  private start(): Worker {
+    this.workersStarted++;
+    const w = new Worker(new URL("./policy-check-worker.js", import.meta.url), {
+      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB },
+      stdout: true,
+      stderr: true,
+    });
+    // A worker that fails or exits while idle is forgotten (the next parse starts another).
+    w.on("error", () => this.drop(w));
+    w.on("exit", () => this.drop(w));
+    return w;
+  }
+
+  private drop(w: Worker): void {
+    const i = this.idle.indexOf(w);
+    if (i >= 0) this.idle.splice(i, 1);
+    void w.terminate();
   }
 }
 
@@ -62,35 +131,45 @@ interface Parsed {
   readonly warnings: PolicyWarning[];
 }
 
-function inWorker(text: string, file: string, meshAuth: boolean): Promise<Parsed> {
+let nextJob = 1;
+
+/** One file through worker `w`: its answer, or the failure (internal ones marked `internal`). */
+function ask(w: Worker, text: string, file: string, meshAuth: boolean): Promise<Parsed> {
   return new Promise((resolve, reject) => {
-    let settled = false;
-    const worker = new Worker(new URL("./policy-check-worker.js", import.meta.url), {
-      workerData: { text, file, meshAuth },
-      resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB },
-      stdout: true,
-      stderr: true,
-    });
-    const settle = (f: () => void): void => {
-      if (settled) return;
-      settled = true;
-      f();
-      void worker.terminate();
-    };
     type Answer = {
+      id: number;
       ok: boolean;
       values?: string[];
       warnings?: PolicyWarning[];
       error?: unknown;
       internal?: string;
     };
-    worker.once("message", (m: Answer) => {
-      if (m.ok) return settle(() => resolve({ values: m.values ?? [], warnings: m.warnings ?? [] }));
+    const internal = (e: MembraneError): MembraneError => Object.assign(e, { internal: true });
+    const id = nextJob++;
+    const onMessage = (m: Answer): void => {
+      if (m.id !== id) return; // another file's answer (the warm-up's): answers come in order
+      off();
+      if (m.ok) return resolve({ values: m.values ?? [], warnings: m.warnings ?? [] });
       const err = m.error === undefined ? undefined : errorFromBody(m.error);
-      settle(() => reject(err ?? failed(file, m.internal ?? "unknown error")));
-    });
-    worker.once("error", (e) => settle(() => reject(failed(file, e.message, e))));
-    worker.once("exit", (code) => settle(() => reject(failed(file, `the parser exited with code ${code}`))));
+      reject(err ?? internal(failed(file, m.internal ?? "unknown error")));
+    };
+    const onError = (e: Error): void => {
+      off();
+      reject(internal(failed(file, e.message, e)));
+    };
+    const onExit = (code: number): void => {
+      off();
+      reject(internal(failed(file, `the parser exited with code ${code}`)));
+    };
+    const off = (): void => {
+      w.off("message", onMessage);
+      w.off("error", onError);
+      w.off("exit", onExit);
+    };
+    w.on("message", onMessage);
+    w.on("error", onError);
+    w.on("exit", onExit);
+    w.postMessage({ id, text, file, meshAuth });
   });
 }
 

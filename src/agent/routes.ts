@@ -189,6 +189,7 @@ function ports(req: ApiRequest, b: Body): NamedPort[] {
 export function agentRoutes(agent: Agent): Route[] {
   // Policy text is parsed off the event loop first (policy-check.ts): a hostile file never blocks the API.
   const checker = new PolicyChecker();
+  checker.warm(); // the parser loaded before the first apply (idle work: nothing waits for it)
   const checked = async (
     req: ApiRequest,
   ): Promise<{ resources: PolicyResource[]; warnings: PolicyWarning[]; file: string }> => {

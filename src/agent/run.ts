@@ -7,6 +7,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import pino, { type Logger } from "pino";
+import { settleHeap } from "./heap-settle.js";
 import { kubeApi, startK8sWatcher, type K8sOptions } from "../k8s/start.js";
 import type { K8sWatcher } from "../k8s/watcher.js";
 import { withK8sStatus } from "../k8s/status.js";
@@ -115,6 +116,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     await store.close().catch(() => undefined);
     throw e;
   }
+  settleHeap(); // the start's state promoted now, not in the first requests (heap-settle.ts)
   let k8s: K8sWatcher | undefined = undefined; // set once the API serves (below)
   const routes = withClusterRoutes(
     withK8sStatus(agentRoutes(agent), () => k8s?.status()),

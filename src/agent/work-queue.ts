@@ -9,10 +9,16 @@
  * before its turn is dropped, so nothing is carried out later without the
  * user knowing; work that has started completes. stop() refuses new and
  * queued work and resolves once the running work has ended. idle() resolves
- * when nothing is queued or running (the background check waits for it).
+ * when nothing is queued or running; quiet() when nothing has been for a
+ * moment (background work waits for it: yieldToWork()).
  */
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
+
+/** How long the queue must have been idle before background work goes on (quiet()). */
+export const QUIET_MS = 50;
+/** The longest background work waits for a quiet queue before it goes on anyway (yieldToWork()). */
+export const YIELD_MAX_MS = 2000;
 
 export class WorkQueue {
   private chain: Promise<unknown> = Promise.resolve();
@@ -20,6 +26,8 @@ export class WorkQueue {
   /** Work queued or running. */
   private count = 0;
   private idlers: (() => void)[] = [];
+  /** When the queue last became idle (performance.now()). */
+  private idleSince = -Infinity;
 
   constructor(private readonly logger: Logger) {}
 
@@ -44,6 +52,7 @@ export class WorkQueue {
     const next = this.chain.then(turn, turn);
     const settled = (): void => {
       if (--this.count > 0) return;
+      this.idleSince = performance.now();
       const w = this.idlers;
       this.idlers = [];
       for (const f of w) f();
@@ -60,6 +69,34 @@ export class WorkQueue {
   /** Resolves when nothing is queued or running (now, if so). */
   idle(): Promise<void> {
     return this.count === 0 ? Promise.resolve() : new Promise((r) => this.idlers.push(r));
+  }
+
+  /**
+   * Resolves once nothing has been queued or running for `ms` (now, if so): a
+   * burst of requests (a client applying file after file) is not interleaved
+   * with background work between two of them.
+   */
+  async quiet(ms = QUIET_MS): Promise<void> {
+    for (;;) {
+      await this.idle();
+      if (this.count > 0) continue;
+      const left = this.idleSince + ms - performance.now();
+      if (left <= 0) return;
+      await new Promise((r) => setTimeout(r, left)); // at most `ms`: not unref'd
+    }
+  }
+
+  /**
+   * For background work between two of its slices: one turn of the event loop, then
+   * until the queue is quiet, but never longer than `maxMs` (an agent that is never
+   * idle still gets its background work done, slowly).
+   */
+  async yieldToWork(maxMs = YIELD_MAX_MS): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((r) => (timer = setTimeout(r, maxMs).unref()));
+    await Promise.race([this.quiet(), bound]);
+    clearTimeout(timer);
   }
 
   /** Refuses queued and new work; resolves when the work running now has ended. */

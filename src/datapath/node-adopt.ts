@@ -83,32 +83,46 @@ export async function verifyNode(p: NodeParams): Promise<string[]> {
 
 /** Endpoint namespaces read by one process (readNetnsStates). */
 const READ_CHUNK = 50;
+/** Endpoints compared between two yields (planEndpoint is a few tens of microseconds each). */
+const PLAN_SLICE = 25;
 
 /**
  * Reads the endpoints' namespaces (READ_CHUNK per process, readNetnsStates)
  * and the node's once, and calls `repair` for an endpoint whose addresses,
  * routes or links differ from what it wants. Stops between endpoints when
- * `signal` is aborted; before each chunk it waits for `idle` (the agent's
- * work queue empty), and reads at nice 19. Returns how many differed.
+ * `signal` is aborted. Returns how many differed.
+ *
+ * `yieldNow` (background use: the agent after a restart) is awaited before each
+ * process is started and every PLAN_SLICE endpoints compared: the agent passes
+ * "one turn of the event loop, then until its work queue is idle" (bounded), so a
+ * user's change that arrives meanwhile does not wait for the check, nor share the
+ * CPU with its reads (a spawn forks the agent's heap).
  */
 export async function verifyEndpoints(
   eps: readonly EndpointParams[],
   repair: (p: EndpointParams, what: readonly string[]) => Promise<void>,
   signal?: AbortSignal,
-  idle?: () => Promise<void>,
+  yieldNow: () => Promise<void> = () => Promise.resolve(),
 ): Promise<number> {
   const node = eps[0]?.node;
   if (node === undefined) return 0;
+  // An abort (the agent stops) ends a wait at once: stop() does not wait for the agent to be quiet.
+  const stopped = new Promise<void>((r) =>
+    signal?.aborted ? r() : signal?.addEventListener("abort", () => r(), { once: true }),
+  );
+  const yieldOrStop = (): Promise<void> => Promise.race([yieldNow(), stopped]);
+  await yieldOrStop();
+  if (signal?.aborted) return 0;
   const nodeState = await readNetnsState(node.netns);
   let differed = 0;
   let states = new Map<string, NetnsState>();
   for (const [i, p] of eps.entries()) {
+    if (i % PLAN_SLICE === 0) await yieldOrStop();
     if (signal?.aborted) break;
     if (i % READ_CHUNK === 0) {
-      // Background work: it waits for the queue's changes (creates right after a restart were
-      // slowed by these reads) and its processes run at nice 19.
-      await idle?.();
+      await yieldOrStop(); // before each process: a change that arrived meanwhile goes first
       if (signal?.aborted) break;
+      // Background work: its processes run at nice 19, behind the agent's changes for the CPU.
       states = await readNetnsStates(
         eps.slice(i, i + READ_CHUNK).map((e) => e.netns),
         { background: true },

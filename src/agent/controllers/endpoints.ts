@@ -197,7 +197,7 @@ export class EndpointsController implements Controller {
           );
         }),
       signal,
-      this.d.idle,
+      this.d.yieldToWork, // after a restart: never in the way of a change
     );
     if (!signal.aborted) log.info({ checked: eps.length, repaired: differed }, "adopted endpoints verified");
   }
