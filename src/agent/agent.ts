@@ -197,12 +197,8 @@ export class Agent {
       await this.observerRef.start();
     }
     const registry = this.observerRef?.metrics.registry;
-    const deps = {
-      logger: this.p.logger,
-      endpoints: () => this.endpoints.list(),
-      ...(registry ? { registry } : {}),
-    };
-    this.runtime = await startRuntime(this.p.runtime, deps, this.tracing); // controllers/runtime-bridge.ts
+    const rdeps = { logger: this.p.logger, endpoints: () => this.endpoints.list(), registry };
+    this.runtime = await startRuntime(this.p.runtime, rdeps, this.tracing); // controllers/runtime-bridge.ts
     if (this.p.proxy) await this.startProxy(this.p.proxy, gw);
     const r = await this.enforcer.enforce();
     this.p.logger.info(

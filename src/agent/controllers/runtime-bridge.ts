@@ -80,11 +80,14 @@ export function runtimeBridge(sink: RuntimeSink, nodeName: string): RuntimeEvent
  */
 export async function startRuntime(
   params: RuntimeParams | undefined,
-  deps: RuntimeControllerDeps,
+  d: Omit<RuntimeControllerDeps, "registry"> & {
+    readonly registry: RuntimeControllerDeps["registry"] | undefined;
+  },
   tracing: { setSink(s: RuntimeEventSink | undefined): void },
 ): Promise<RuntimeController | undefined> {
   if (!params) return undefined;
-  const runtime = new RuntimeController(params, deps);
+  const { registry, ...rest } = d;
+  const runtime = new RuntimeController(params, registry ? { ...rest, registry } : rest);
   await runtime.start();
   tracing.setSink(runtimeBridge(runtime, params.nodeName));
   return runtime;

@@ -168,7 +168,9 @@ export class RuntimeEnforcer {
 
   async stop(): Promise<void> {
     await this.serial(async () => {
-      await Promise.all([...this.policies.values()].flatMap((r) => [r.proc?.stop(), r.guard?.stop(), r.file?.stop()]));
+      await Promise.all(
+        [...this.policies.values()].flatMap((r) => [r.proc?.stop(), r.guard?.stop(), r.file?.stop()]),
+      );
       this.policies.clear();
     });
   }
