@@ -144,7 +144,7 @@ export class Agent {
     );
     const ctls: Controller[] = [this.identitiesCtl, this.namespaces, this.services, this.nodes];
     this.controllers = [...ctls, this.endpoints, this.remoteEndpoints, this.policies, this.names];
-    this.tracing = new TracingPoliciesController({ logger: p.logger, endpoints: () => this.listEndpoints() });
+    this.tracing = new TracingPoliciesController({ logger: p.logger, endpoints: () => this.listEndpoints(), store: p.store }); // prettier-ignore
     this.enforcer = new Enforcer({
       logger: p.logger,
       reconciler: this.reconciler,
@@ -212,6 +212,7 @@ export class Agent {
     const resync = (): void => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair"));
     resync();
     if (this.p.resyncMs > 0) (this.timer = setInterval(resync, this.p.resyncMs)).unref();
+    await this.tracing.restore(); // stored TracingPolicies enforced again before the API serves
     this.tracing.start();
   }
 

@@ -67,10 +67,12 @@ export function withClusterRoutes(routes: Route[], session: ClusterSession | und
     const base = r.handler;
     return {
       ...r,
-      handler: async (req) => ({
-        ...((await base(req)) as Record<string, unknown>),
-        cluster: session.status(),
-      }),
+      handler: async (req) => {
+        const status = (await base(req)) as Record<string, unknown>;
+        // The agent's own `cluster` (what each node realized, api/cluster-routes.ts) and the session's.
+        const realized = typeof status["cluster"] === "object" ? status["cluster"] : {};
+        return { ...status, cluster: { ...realized, ...session.status() } };
+      },
     };
   });
   return [

@@ -28,7 +28,8 @@ function clusterOpts(etcd: EtcdHandle, node: string, podCidr4: string): ClusterO
     nodeIp: {},
     labels: {},
     podCidrs: { configured: { ipv4: podCidr4 } },
-    leaseTtlSeconds: 15,
+    // Short: a stopped agent releases (not revokes) its lease, and later tests wait for nodes that are alive.
+    leaseTtlSeconds: 4,
     tunnel: "native",
   };
 }

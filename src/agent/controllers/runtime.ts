@@ -73,6 +73,11 @@ export class RuntimeController implements Controller, RuntimeSink {
         this.revisions.fail(new Error(why));
         d.logger.error({ err: why }, "runtime event source stopped");
       },
+      onCanaryUnseen: (spawned) =>
+        d.logger.warn(
+          { canaries: spawned },
+          "runtime event source: its probes are attached but no canary exec was seen; events may be missing until its programs run (status canarySeen 0)",
+        ),
     });
   }
 
@@ -164,6 +169,8 @@ export class RuntimeController implements Controller, RuntimeSink {
       malformed: this.source.counts.malformed,
       lost: this.source.counts.lost,
       rateLimited: this.source.counts.rateLimited,
+      // 1 once the source saw its start's canary exec: from then on no event is lost to a late attach.
+      canarySeen: this.source.canarySeen ? 1 : 0,
     };
   }
 }

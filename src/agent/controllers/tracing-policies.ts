@@ -7,8 +7,12 @@
  *   endpoints (create, delete, periodic check) --> enforcer.setEndpoints (netns inodes, labels)
  *   events --> sink (the runtime exporter, wired by the agent) + a bounded recent list + log
  *
- * Held in memory: an agent restart starts with none, and an agent stop or
- * crash detaches every program (bpftrace dies with the agent, enforce/bpftrace.ts).
+ * Stored (agent/tracing-policy-store.ts) once every policy of the file is
+ * enforced, and restored and enforced again by `restore()` before the API
+ * serves: a restart comes back with the same policies, a deleted one stays
+ * deleted. An agent stop or crash still detaches every program (bpftrace dies
+ * with the agent, enforce/bpftrace.ts): nothing kills without an agent; the
+ * gap lasts until the next start has restored them.
  */
 import { ensureEndpointCgroup, sweepEndpointCgroups } from "../../datapath/endpoint-cgroup.js";
 import { statSync } from "node:fs";
@@ -23,7 +27,16 @@ import {
 import type { LostCounts, RuntimeEventSink, RuntimePolicyEvent } from "../../runtime/enforce/events.js";
 import { parseTracingPolicies } from "../../runtime/policy/parse.js";
 import { policyKey, type TracingPolicy } from "../../runtime/policy/types.js";
+import type { Store, TxnOp } from "../../store/store.js";
+import { MembraneError } from "../../errors.js";
+import {
+  encodeTracingRecord,
+  readTracingPolicies,
+  TRACING_PREFIX,
+  tracingKey,
+} from "../tracing-policy-store.js";
 import type { EndpointView } from "./endpoint-record.js";
+import { txnAllOrNone } from "./store-txn.js";
 
 /** Recent events kept for `membrane get tracingpolicies` and the demo. */
 const RECENT = 256;
@@ -42,11 +55,17 @@ export class TracingPoliciesController {
   private timer: NodeJS.Timeout | undefined;
   private lastKey = "";
   private readonly inodes = new Map<string, number>();
+  /** Store key -> the record the store holds (to undo a failed write). */
+  private readonly stored = new Map<string, string>();
+  /** Applies and deletes one at a time (the store write follows the enforce of the same request). */
+  private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly p: {
       readonly logger: Logger;
       readonly endpoints: () => readonly EndpointView[];
+      /** Where applied policies are kept across restarts; without one they live in memory only. */
+      readonly store?: Store;
     },
   ) {
     this.enforcer = new RuntimeEnforcer({
@@ -73,8 +92,69 @@ export class TracingPoliciesController {
     this.applied.clear();
   }
 
+  /**
+   * Reads the stored policies and enforces them (agent start, before the API
+   * serves). A policy that cannot load now is logged and kept stored: it is
+   * listed nowhere until the next apply or start loads it.
+   */
+  async restore(): Promise<void> {
+    const store = this.p.store;
+    if (!store) return;
+    const stored = readTracingPolicies((await store.list(TRACING_PREFIX)).kvs, this.p.logger);
+    if (stored.length === 0) return;
+    await this.endpointsChanged(true);
+    for (const s of stored) {
+      this.stored.set(s.key, encodeTracingRecord(s.text, s.file));
+      try {
+        await this.enforcer.apply(s.policy);
+        this.applied.set(policyKey(s.policy), s.policy);
+      } catch (e) {
+        this.p.logger.error({ policy: s.key, err: String(e) }, "stored TracingPolicy could not be enforced");
+      }
+    }
+    this.p.logger.info({ policies: this.applied.size }, "TracingPolicies restored");
+  }
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const r = this.chain.then(f, f);
+    this.chain = r.catch(() => undefined);
+    return r;
+  }
+
+  /** Writes `ops` all or none; a failure is STORE_FAILED and leaves the store as it was. */
+  private async write(ops: readonly TxnOp[]): Promise<void> {
+    const store = this.p.store;
+    if (!store || ops.length === 0) return;
+    try {
+      await txnAllOrNone({
+        store,
+        ops,
+        before: (key) => this.stored.get(key),
+        undoFailed: (e) =>
+          this.p.logger.error({ err: String(e) }, "undoing a failed TracingPolicy write failed"),
+      });
+    } catch (e) {
+      throw new MembraneError("STORE_FAILED", `Cannot store the TracingPolicies: ${String(e)}`, {
+        cause: e,
+      });
+    }
+    for (const op of ops) {
+      if (op.type === "put") this.stored.set(op.key, op.value);
+      else this.stored.delete(op.key);
+    }
+  }
+
   async apply(text: string, file: string): Promise<TracingApplyReport> {
+    // Validated whole before anything is loaded or stored: a rejected file changes nothing.
     const policies = parseTracingPolicies(text, file);
+    return this.serial(() => this.applyParsed(policies, text, file));
+  }
+
+  private async applyParsed(
+    policies: readonly TracingPolicy[],
+    text: string,
+    file: string,
+  ): Promise<TracingApplyReport> {
     if (policies.length === 0) return { policies: [] };
     await this.endpointsChanged(true);
     const done: TracingPolicy[] = [];
@@ -92,6 +172,18 @@ export class TracingPoliciesController {
       }
       throw e;
     }
+    try {
+      // Stored once enforced: a restart restores only what was accepted.
+      const value = encodeTracingRecord(text, file);
+      await this.write(policies.map((p) => ({ type: "put" as const, key: tracingKey(p), value })));
+    } catch (e) {
+      for (const p of [...policies].reverse()) {
+        const before = this.applied.get(policyKey(p));
+        if (before) await this.enforcer.apply(before).catch(() => undefined);
+        else await this.enforcer.remove(p);
+      }
+      throw e;
+    }
     for (const p of policies) this.applied.set(policyKey(p), p);
     const keys = new Set(policies.map(policyKey));
     return { policies: this.enforcer.list().filter((s) => keys.has(policyKey(s))) };
@@ -99,6 +191,16 @@ export class TracingPoliciesController {
 
   async delete(text: string, file: string): Promise<TracingApplyReport> {
     const policies = parseTracingPolicies(text, file);
+    return this.serial(() => this.deleteParsed(policies));
+  }
+
+  private async deleteParsed(policies: readonly TracingPolicy[]): Promise<TracingApplyReport> {
+    // Deleted from the store first: a policy deleted here never comes back at the next start.
+    await this.write(
+      policies
+        .filter((p) => this.stored.has(tracingKey(p)))
+        .map((p) => ({ type: "delete" as const, key: tracingKey(p) })),
+    );
     const out: TracingPolicyStatus[] = [];
     for (const p of policies) {
       const st = this.enforcer.list().find((s) => policyKey(s) === policyKey(p));

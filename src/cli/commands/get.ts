@@ -100,10 +100,34 @@ function clusterRows(v: unknown): string[][] {
   const c = (typeof v === "object" && v !== null ? v : {}) as Row;
   if (typeof c["error"] === "string") return [["cluster", `unknown: ${c["error"]}`]];
   const nodes = Array.isArray(c["nodes"]) ? (c["nodes"] as Row[]) : [];
-  return nodes.map((n) => [
-    `node ${String(n["node"])}${n["node"] === c["node"] ? " (this node)" : ""}`,
-    `realized revision ${String(n["realizedRevision"])}${n["lastError"] ? `; last error: ${String(n["lastError"])}` : ""}`,
-  ]);
+  const store = (typeof c["store"] === "object" && c["store"] !== null ? c["store"] : {}) as Row;
+  const lease = (typeof c["lease"] === "object" && c["lease"] !== null ? c["lease"] : {}) as Row;
+  const session: string[][] =
+    typeof c["mode"] === "string"
+      ? [
+          [
+            "cluster",
+            `node ${String(c["node"])}, ${String(c["nodesAlive"])} node(s) alive, tunnel ${String(c["tunnel"])}`,
+          ],
+          [
+            "cluster store",
+            store["connected"] === true
+              ? "connected"
+              : `not connected${store["lastError"] ? `: ${String(store["lastError"])}` : ""}`,
+          ],
+          [
+            "cluster lease",
+            `${String(lease["state"])} (ttl ${String(lease["ttlSeconds"])} s, renewals ${String(lease["renewals"])})`,
+          ],
+        ]
+      : [];
+  return [
+    ...session,
+    ...nodes.map((n) => [
+      `node ${String(n["node"])}${n["node"] === c["node"] ? " (this node)" : ""}`,
+      `realized revision ${String(n["realizedRevision"])}${n["lastError"] ? `; last error: ${String(n["lastError"])}` : ""}`,
+    ]),
+  ];
 }
 
 /** `controller <name>   desired 4, realized 4` and the last error, if any, with its time. */

@@ -113,6 +113,18 @@ function strVar(index: number): string {
   return `$s${index}`;
 }
 
+/**
+ * Postfix: how far the length of a user string is looked for (1-byte reads in
+ * a bounded loop: no string buffer on the 512-byte stack). A longer string,
+ * or one whose page is not faulted in, has no length here: Postfix does not
+ * match it, NotPostfix does.
+ */
+export const SUFFIX_SCAN = 256;
+
+function lenVar(index: number): string {
+  return `$n${index}`;
+}
+
 function selectorCondition(s: TracingSelector, a: AttachPoint, ctx: Ctx): string {
   const parts: string[] = [];
   for (const m of s.matchArgs) {
@@ -126,6 +138,14 @@ function selectorCondition(s: TracingSelector, a: AttachPoint, ctx: Ctx): string
           : `strncmp(${v}, ${lit(x)}, ${x.length}) == 0`;
       const any = anyOf(m.values.map(one));
       parts.push(m.operator.startsWith("Not") ? `!${any}` : any);
+    } else if (m.kind === "suffix") {
+      if (src.kind !== "ustr") return "0"; // refused at validation (selectors.ts)
+      const n = lenVar(m.index);
+      // The tail: the last x.length bytes and the NUL, read from where they are (&& short-circuits).
+      const one = (x: string): string =>
+        `(${n} >= ${x.length} && ${n} < ${SUFFIX_SCAN} && str(uptr((uint64)args->${src.field} + ${n} - ${x.length}), ${x.length + 1}) == ${lit(x)})`;
+      const any = anyOf(m.values.map(one));
+      parts.push(m.operator === "NotPostfix" ? `!${any}` : any);
     } else if (m.kind === "addr" || m.kind === "family") {
       // Served only by the connect guard (connect.ts refuses them where bpftrace would get them).
       return "0";
@@ -225,6 +245,18 @@ export function compileScript(p: TracingPolicy, scope: ScriptScope, guards: Scri
       for (const i of [...strIdx].sort((x, y) => x - y)) {
         const src = a.args.get(i);
         if (src) body.push(`  ${strVar(i)} = str(args->${src.field});`);
+      }
+      const lenIdx = new Set<number>();
+      for (const s of probe.selectors)
+        for (const m of s.matchArgs)
+          if (m.kind === "suffix" && a.args.get(m.index)?.kind === "ustr") lenIdx.add(m.index);
+      for (const i of [...lenIdx].sort((x, y) => x - y)) {
+        const f = `(uint64)args->${a.args.get(i)?.field ?? ""}`;
+        const n = lenVar(i);
+        body.push(
+          `  ${n} = (uint64)0;`,
+          `  while (${n} < ${SUFFIX_SCAN}) { if (*(uint8 *)uptr(${f} + ${n}) == 0) { break; } ${n}++; }`,
+        );
       }
       body.push("  $m = 0;");
       const emit = (rule: CompiledRule, kill: boolean, post: boolean): string[] => {

@@ -83,12 +83,16 @@ const ACTION_OPTIONS_REFUSED = MATCH_ACTIONS_FIELDS.slice(3);
 
 const STRING_OPS: readonly StringOperator[] = ["Equal", "NotEqual", "Prefix", "NotPrefix"];
 /**
- * Postfix needs the string's length, which a tracepoint program on this
- * bpftrace (0.17) cannot compute within the 512-byte BPF stack (tried: a
- * bounded loop of reads overflows it). Refused, not approximated.
+ * Postfix on a string argument is compiled only where the string is read
+ * from user memory by pointer (syscall arguments: enforce/script.ts finds its
+ * length with a bounded loop of 1-byte reads); a `__data_loc` string of a
+ * tracepoint and the binary's path (matchBinaries, read at exec) have no such
+ * pointer in bpftrace 0.17. Refused there, not approximated.
  */
 const POSTFIX_REFUSED =
-  "Postfix/NotPostfix cannot be compiled by Membrane's enforcer (no bounded suffix compare in a 512-byte BPF stack); use Equal or Prefix";
+  "Postfix/NotPostfix is served only on string arguments of syscalls (read by pointer from user memory); use Equal or Prefix here";
+const POSTFIX_WITH_OVERRIDE =
+  "Postfix/NotPostfix cannot be checked by the fanotify responder that serves Override; use Equal or Prefix";
 const INT_OPS: readonly IntOperator[] = ["Equal", "NotEqual", "GT", "LT", "Mask"];
 const SOCK_OPS: readonly IntOperator[] = ["DPort", "NotDPort", "SPort", "NotSPort"];
 /** Read as CIDRs (connect hooks on endpoints: connect.ts checks where they can be served). */
@@ -160,7 +164,14 @@ function readMatchArg(v: Val, tr: Translation, declared: ReadonlyMap<number, str
   const items = valuesOf(vals);
   if (items.length === 0) return vals.error("values must list at least one value");
   if (have === "string") {
-    if (op === "Postfix" || op === "NotPostfix") return opVal.unsupported(POSTFIX_REFUSED);
+    if (op === "Postfix" || op === "NotPostfix") {
+      if (!tr.attach.every((a) => a.args.get(index)?.kind !== "kstr"))
+        return opVal.unsupported(POSTFIX_REFUSED);
+      const values = items.map(readString);
+      return values.every((x) => x !== undefined)
+        ? { index, kind: "suffix", operator: op, values: values as string[] }
+        : undefined;
+    }
     if (!(STRING_OPS as readonly string[]).includes(op))
       return opVal.unsupported(
         `operator ${JSON.stringify(op)} is not supported on string argument ${index} (use ${STRING_OPS.join(", ")})`,
@@ -388,6 +399,10 @@ export function readSelectors(
       }
       if (s.matchCapabilities.length > 0) {
         fields[i]?.get("matchCapabilities")?.unsupported(OVERRIDE_WITH_CAPS);
+        ok = false;
+      }
+      if (s.matchArgs.some((m) => m.kind === "suffix")) {
+        fields[i]?.get("matchArgs")?.unsupported(POSTFIX_WITH_OVERRIDE);
         ok = false;
       }
     });

@@ -50,6 +50,17 @@ export type ArgMatch =
     }
   | {
       readonly index: number;
+      /**
+       * Postfix / NotPostfix on a string read from user memory (syscall path
+       * arguments): the string's length is found in the kernel (a bounded loop
+       * of 1-byte reads, at most SUFFIX_SCAN bytes), then its tail compared.
+       */
+      readonly kind: "suffix";
+      readonly operator: "Postfix" | "NotPostfix";
+      readonly values: readonly string[];
+    }
+  | {
+      readonly index: number;
       readonly kind: "int";
       readonly operator: IntOperator;
       readonly values: readonly bigint[];

@@ -14,12 +14,15 @@
  * bpftrace 0.17 cannot read BTF without it); tracefs is mounted in the child's
  * own mount namespace, never on the host. Features are detected by trying:
  * start() resolves once bpftrace says its probes are attached, and rejects
- * with bpftrace's own error otherwise. If the agent dies, the child's next
+ * with bpftrace's own error otherwise; and once attached, it waits until an
+ * exec of its own has been seen (./canary.ts: "attached" comes before the
+ * programs run), or says in `canarySeen` that it never was. If the agent dies, the child's next
  * write hits a closed pipe and it exits (no program outlives its reader long).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { MembraneError } from "../../errors.js";
 import { Assembler, type ProcessRecord } from "./assemble.js";
+import { Canary, type CanaryParams } from "./canary.js";
 import { Reorder } from "./reorder.js";
 import { MAX_LINE, parseLine } from "./lines.js";
 import { processScript, STRLEN } from "./script.js";
@@ -35,6 +38,10 @@ export interface BpftraceSourceParams {
   /** Safety net for bpftrace's compile and attach (ms). */
   readonly startTimeoutMs?: number;
   readonly bpftrace?: string;
+  /** The start's canary (./canary.ts); `false`: start resolves at "attached" (tests of the raw source). */
+  readonly canary?: CanaryParams | false;
+  /** Told when no canary was seen within its safety net (the source runs on; events may be missing). */
+  readonly onCanaryUnseen?: (spawned: number) => void;
 }
 
 const CAPS = "-all,+bpf,+perfmon,+sys_admin,+sys_resource";
@@ -49,10 +56,12 @@ export class BpftraceSource {
   private windowStart = 0;
   private windowCount = 0;
   private stopping = false;
+  private readonly canary: Canary | undefined;
   /** Lines read, by what they were. */
   readonly counts = { lines: 0, malformed: 0, lost: 0, rateLimited: 0 };
 
   constructor(private readonly p: BpftraceSourceParams) {
+    this.canary = p.canary === false ? undefined : new Canary(p.canary ?? {});
     this.reorder = new Reorder((r) => this.record(r));
     this.assembler = new Assembler((r) => this.reorder.push(r));
   }
@@ -61,7 +70,13 @@ export class BpftraceSource {
     return this.child?.pid;
   }
 
+  /** Whether the start's canary exec was seen (the programs run); true without a canary. */
+  get canarySeen(): boolean {
+    return this.canary?.seen ?? true;
+  }
+
   private record(r: ProcessRecord): void {
+    if (this.canary?.filter(r)) return;
     const max = this.p.maxEventsPerSecond ?? 0;
     if (max > 0) {
       const now = Date.now();
@@ -182,6 +197,14 @@ export class BpftraceSource {
         else if (!this.stopping) this.p.onExit?.(why);
       });
     });
+    if (this.canary && !(await this.canary.wait(() => this.stopping || this.child === undefined))) {
+      if (this.child === undefined && !this.stopping)
+        throw new MembraneError(
+          "RUNTIME_SOURCE_FAILED",
+          "Cannot start the process event source: bpftrace exited before its programs ran",
+        );
+      if (!this.stopping) this.p.onCanaryUnseen?.(this.canary.spawned);
+    }
   }
 
   async stop(): Promise<void> {

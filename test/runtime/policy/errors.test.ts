@@ -77,11 +77,27 @@ const cases: Case[] = [
     message: /narrow the selector/,
   },
   {
-    name: "Postfix is refused with the reason",
-    yaml: kill("{index: 1, operator: Postfix, values: [shadow]}"),
+    name: "Postfix on the binary (read at exec, no pointer to its end) is refused with the reason",
+    yaml: openat(
+      "    - matchArgs: [{index: 1, operator: Equal, values: [/etc/shadow]}]\n      matchBinaries: [{operator: Postfix, values: [/cat]}]\n      matchActions: [{action: Sigkill}]\n",
+    ),
     code: "TRACING_POLICY_UNSUPPORTED",
-    path: "spec.kprobes[0].selectors[0].matchArgs[0].operator",
-    message: /512-byte BPF stack/,
+    path: "spec.kprobes[0].selectors[0].matchBinaries[0].operator",
+    message: /served only on string arguments of syscalls/,
+  },
+  {
+    name: "Postfix on a tracepoint's __data_loc string is refused with the reason",
+    yaml: `${head()}${POD}  tracepoints:\n  - subsystem: sched\n    event: sched_process_exec\n    args: [{index: 4, type: string}]\n    selectors:\n    - matchArgs: [{index: 4, operator: Postfix, values: [/cat]}]\n`,
+    code: "TRACING_POLICY_UNSUPPORTED",
+    path: "spec.tracepoints[0].selectors[0].matchArgs[0].operator",
+    message: /served only on string arguments of syscalls/,
+  },
+  {
+    name: "Postfix in a probe served by fanotify (Override) is refused with the reason",
+    yaml: `${head()}${POD}  kprobes:\n  - call: security_file_open\n    args: [{index: 0, type: file}]\n    selectors:\n    - matchArgs: [{index: 0, operator: Postfix, values: [/shadow]}]\n      matchActions: [{action: Override, argError: -1}]\n`,
+    code: "TRACING_POLICY_UNSUPPORTED",
+    path: "spec.kprobes[0].selectors[0].matchArgs",
+    message: /fanotify responder that serves Override/,
   },
   {
     name: "Override on a syscall is refused (no bpf_override_return on this kernel; file hooks use fanotify)",
