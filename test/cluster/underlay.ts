@@ -117,8 +117,9 @@ export class Underlay {
 
 /** Whether `from` (a namespace) gets an answer to one ping of `to` (IPv4 or IPv6). */
 export async function pings(from: string, to: string): Promise<boolean> {
-  const r = await runRaw(["ping", ...(to.includes(":") ? ["-6"] : []), "-c", "1", "-W", "2", to], {
-    netns: from,
-  });
+  // Up to 3 echoes, any reply counts: right after the links come up, IPv6 neighbour discovery
+  // waits for the link-local addresses' DAD, and the first echo can be lost to it.
+  const argv = ["ping", ...(to.includes(":") ? ["-6"] : []), "-c", "3", "-i", "0.5", "-W", "2", to];
+  const r = await runRaw(argv, { netns: from });
   return r.status === 0;
 }
