@@ -10,6 +10,7 @@
  * prefix and puts every entry again (re-attaching it to this run's lease)
  * and deletes the ones no endpoint holds any more.
  */
+import { Coalescer } from "./coalesce.js";
 import type { Logger } from "pino";
 import { addrString, parseAddr } from "../labels/cidr.js";
 import type { StoreLease } from "../store/etcd.js";
@@ -34,8 +35,10 @@ export class IpcachePublisher {
   /** What the store holds for this node: key -> value (as this run put it or found it). */
   private readonly published = new Map<string, string>();
   private first = true;
-  private running: Promise<void> | undefined;
-  private again = false;
+  private readonly passes = new Coalescer(
+    () => this.passOnce(),
+    () => this.stopped,
+  );
   private retry: NodeJS.Timeout | undefined;
   private stopped = false;
   lastError: string | undefined;
@@ -74,18 +77,7 @@ export class IpcachePublisher {
 
   /** Publishes the difference now (and again if changed meanwhile); resolves when done. */
   changed(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      do {
-        this.again = false;
-        await this.passOnce();
-      } while (this.again && !this.stopped);
-    })().finally(() => (this.running = undefined));
-    return this.running;
+    return this.passes.run();
   }
 
   /** Puts every entry again (on `lease` from now on: the node's lease was lost and re-granted). */
@@ -142,6 +134,6 @@ export class IpcachePublisher {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retry) clearTimeout(this.retry);
-    await this.running;
+    await this.passes.running;
   }
 }

@@ -9,6 +9,7 @@
  * this node's own. Peers gone -> their routes gone. Stopping leaves the
  * routes as they are (a restarted agent reconciles and changes nothing).
  */
+import { Coalescer } from "./coalesce.js";
 import type { Logger } from "pino";
 import { containsPrefix, parseAddr, prefixString } from "../labels/cidr.js";
 import {
@@ -29,8 +30,10 @@ export interface ClusterRoutingParams {
 }
 
 export class ClusterRouting {
-  private running: Promise<void> | undefined;
-  private again = false;
+  private readonly passes = new Coalescer(
+    () => this.reconcileOnce(),
+    () => this.stopped,
+  );
   private retry: NodeJS.Timeout | undefined;
   private stopped = false;
   /** The last reconcile's error (shown in status), undefined after one succeeded. */
@@ -69,18 +72,7 @@ export class ClusterRouting {
 
   /** Reconciles now (and once more if triggered meanwhile); resolves when done. */
   trigger(): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      do {
-        this.again = false;
-        await this.reconcileOnce();
-      } while (this.again && !this.stopped);
-    })().finally(() => (this.running = undefined));
-    return this.running;
+    return this.passes.run();
   }
 
   private async reconcileOnce(): Promise<void> {
@@ -110,6 +102,6 @@ export class ClusterRouting {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retry) clearTimeout(this.retry);
-    await this.running;
+    await this.passes.running;
   }
 }

@@ -92,11 +92,7 @@ class NetnsHelper {
 
   /** Holds the event loop while an answer is awaited; otherwise the shell never keeps the agent alive. */
   private hold(c: ChildProcess, on: boolean): void {
-    for (const h of [c, c.stdin, c.stdout, c.stderr]) {
-      const x = h as unknown as { ref?: () => void; unref?: () => void } | null;
-      if (on) x?.ref?.();
-      else x?.unref?.();
-    }
+    holdChild(c, on);
   }
 
   warm(): void {
@@ -201,5 +197,14 @@ export async function batchIn(netns: string, lines: readonly string[], what: str
       `Cannot ${what} (netns ${netns}): ip -batch exit ${r.status}: ${r.output}`,
       { hint: "The line number in `Command failed -:N` counts the lines of the endpoint's batch." },
     );
+  }
+}
+
+/** A long-lived helper process (and its pipes) keeps the event loop alive only while `on`. */
+export function holdChild(c: ChildProcess, on: boolean): void {
+  for (const h of [c, c.stdin, c.stdout, c.stderr]) {
+    const x = h as unknown as { ref?: () => void; unref?: () => void } | null;
+    if (on) x?.ref?.();
+    else x?.unref?.();
   }
 }

@@ -21,6 +21,7 @@
  * answer after TIMEOUT_MS (a safety net) kills it; the next request starts a
  * new one.
  */
+import { holdChild } from "./netns-helper.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { isIPv4 } from "node:net";
@@ -75,11 +76,7 @@ class NativeHelper {
 
   /** Holds the event loop while an answer is awaited; otherwise the helper never keeps the agent alive. */
   private hold(c: ChildProcess, on: boolean): void {
-    for (const h of [c, c.stdin, c.stdout, c.stderr]) {
-      const x = h as unknown as { ref?: () => void; unref?: () => void } | null;
-      if (on) x?.ref?.();
-      else x?.unref?.();
-    }
+    holdChild(c, on);
   }
 
   warm(): void {

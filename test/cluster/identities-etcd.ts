@@ -1,29 +1,14 @@
-// A real etcd for the cluster-identity tests (minimal; H3's test/cluster/etcd.ts is the shared one):
-// loopback, random free ports, a temp data dir; stop() and start() again keep the data (an etcd restart).
+// A real etcd that can be stopped and started again on the same data dir (an etcd restart), for the
+// cluster-identity tests; loopback, random free ports (test/cluster/etcd.ts starts the others).
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { EtcdStore } from "../../src/store/etcd.js";
+import { etcdBinary, freePort } from "./etcd.js";
 
-export function etcdBinary(): string | undefined {
-  for (const dir of (process.env["PATH"] ?? "").split(":")) {
-    const p = join(dir, "etcd");
-    if (dir !== "" && existsSync(p)) return p;
-  }
-  return undefined;
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const addr = srv.address();
-  await new Promise<void>((r) => srv.close(() => r()));
-  if (addr === null || typeof addr === "string") throw new Error("no port");
-  return addr.port;
-}
+export { etcdBinary };
 
 export const silent = pino({ level: "silent" });
 

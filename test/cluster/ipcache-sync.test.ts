@@ -11,7 +11,7 @@ import type { LocalEndpoint } from "../../src/cluster/ipcache-publish.js";
 import { startClusterIpcache, type ClusterIpcache } from "../../src/cluster/start-ipcache.js";
 import type { RemoteEndpointSpec } from "../../src/policy/query.js";
 import type { EtcdStore, StoreLease } from "../../src/store/etcd.js";
-import { etcdSkipReason, startEtcd, type TestEtcd } from "./rt-etcd.js";
+import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
 
 const logs: Record<string, unknown>[] = [];
 const logger = pino(
@@ -56,15 +56,15 @@ interface TestNode {
   sync?: ClusterIpcache;
 }
 
-describe("cluster ipcache through etcd", { skip: etcdSkipReason() }, () => {
-  let etcd: TestEtcd;
+describe("cluster ipcache through etcd", { skip: skipWithoutEtcd() }, () => {
+  let etcd: EtcdHandle;
   let n = 0;
   before(async () => void (etcd = await startEtcd()));
   after(async () => etcd?.stop());
 
   /** A node: its registry record and pod CIDR claim on its lease, its sync started. */
   async function node(prefix: string, name: string, ip: string, podCidr: string): Promise<TestNode> {
-    const kv = etcd.client(prefix);
+    const kv = etcd.store({ prefix: prefix });
     const lease = await kv.grantLease(5, () => undefined);
     const rec: NodeRecordV1 = {
       v: 1,
@@ -189,7 +189,7 @@ describe("cluster ipcache through etcd", { skip: etcdSkipReason() }, () => {
     const a = await node(prefix, "node-a", "172.30.0.1", "10.246.0.0/24");
     try {
       await start(a);
-      const kv = etcd.client(prefix);
+      const kv = etcd.store({ prefix: prefix });
       const entry = { v: 1, identity: 1, namespace: "default", name: "early", labels: { app: "early" } };
       await kv.put(`${ipcachePrefix("node-e")}10.247.0.5`, JSON.stringify(entry));
       await a.sync?.receiver.trigger();

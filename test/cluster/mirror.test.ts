@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
 import { PrefixMirror } from "../../src/cluster/mirror.js";
 import type { Store, WatchOptions } from "../../src/store/store.js";
-import { etcdSkipReason, startEtcd, type TestEtcd } from "./rt-etcd.js";
+import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
 
 async function until(what: string, f: () => boolean): Promise<void> {
   const deadline = Date.now() + 20_000; // a safety net, not a measurement
@@ -15,13 +15,13 @@ async function until(what: string, f: () => boolean): Promise<void> {
   }
 }
 
-describe("PrefixMirror against etcd", { skip: etcdSkipReason() }, () => {
-  let etcd: TestEtcd;
+describe("PrefixMirror against etcd", { skip: skipWithoutEtcd() }, () => {
+  let etcd: EtcdHandle;
   before(async () => void (etcd = await startEtcd()));
   after(async () => etcd?.stop());
 
   test("a failed watch is followed by a re-list that reports what changed meanwhile", async () => {
-    const kv = etcd.client("membrane-mirror/");
+    const kv = etcd.store({ prefix: "membrane-mirror/" });
     // The real store, with a switch that makes the current watch blind and a handle on its onError.
     let blind = false;
     let fail: ((e: Error) => void) | undefined;

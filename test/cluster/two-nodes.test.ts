@@ -14,10 +14,10 @@ import { startClusterIpcache, type ClusterIpcache } from "../../src/cluster/star
 import type { StoreLease } from "../../src/store/etcd.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/harness.js";
 import { uniquePrefix } from "../datapath/harness.js";
-import { etcdSkipReason, startEtcd } from "./rt-etcd.js";
+import { skipWithoutEtcd, startEtcd } from "./etcd.js";
 import { Underlay } from "./underlay.js";
 
-const skip = rootSkipReason() ?? etcdSkipReason();
+const skip = rootSkipReason() ?? skipWithoutEtcd();
 
 async function until(what: string, f: () => boolean): Promise<void> {
   const deadline = Date.now() + 30_000; // a safety net, not a measurement
@@ -38,7 +38,7 @@ for (const mode of ["native", "vxlan"] as const) {
       ] as const;
       const syncs: (ClusterIpcache | undefined)[] = [];
       const leases: StoreLease[] = [];
-      const kvs = labs.map(() => etcd.client("membrane/"));
+      const kvs = labs.map(() => etcd.store({ prefix: "membrane/" }));
       const ctxs: ClusterContext[] = [];
       /** What the agent's wiring does in cluster mode (H3 connects it to --cluster-store). */
       const startSync = (i: number): Promise<ClusterIpcache> => {
