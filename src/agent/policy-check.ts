@@ -61,9 +61,10 @@ export class PolicyChecker {
     if (this.idle.length > 0) return;
     const w = this.start();
     this.idle.push(w);
+    this.hold(w);
     void ask(w, WARM_UP, "warm-up.yaml", false).then(
-      () => w.unref(),
-      () => this.drop(w),
+      () => this.release(w),
+      () => (this.release(w), this.drop(w)),
     );
   }
 
@@ -76,7 +77,7 @@ export class PolicyChecker {
     if (this.running >= MAX_RUNNING) await new Promise<void>((resolve) => this.waiting.push(resolve));
     this.running++;
     const w = this.idle.pop() ?? this.start();
-    w.ref(); // while a request waits on it
+    this.hold(w); // while a request waits on it
     let healthy = false;
     try {
       const { values, warnings } = await ask(w, text, file, meshAuth).then(
@@ -97,13 +98,27 @@ export class PolicyChecker {
       });
       return { resources, warnings };
     } finally {
-      if (healthy && this.idle.length < MAX_RUNNING) {
-        w.unref(); // an idle worker never keeps the agent (or a test) alive
-        this.idle.push(w);
-      } else this.drop(w);
+      this.release(w); // an idle worker never keeps the agent (or a test) alive
+      if (healthy && this.idle.length < MAX_RUNNING) this.idle.push(w);
+      else this.drop(w);
       this.running--;
       this.waiting.shift()?.();
     }
+  }
+
+  /** Requests waiting on each worker: it holds the event loop while any does (the warm-up counts). */
+  private readonly pending = new Map<Worker, number>();
+
+  private hold(w: Worker): void {
+    this.pending.set(w, (this.pending.get(w) ?? 0) + 1);
+    w.ref();
+  }
+
+  private release(w: Worker): void {
+    const n = (this.pending.get(w) ?? 1) - 1;
+    if (n > 0) return void this.pending.set(w, n);
+    this.pending.delete(w);
+    w.unref();
   }
 
   private start(): Worker {
