@@ -154,6 +154,7 @@ export async function createEndpoints(
     node.netns,
     [...plans.values()].flatMap((pl) => pl.host.ops),
     `configure the host ends of ${wired.length} endpoints`,
+    { bulk: true },
   ).catch(() => {
     hostOk = false;
   });

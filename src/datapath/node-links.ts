@@ -117,10 +117,13 @@ export async function applyNodeOps(
   netns: string | undefined,
   ops: readonly LinkOp[],
   what: string,
+  opts: { bulk?: boolean } = {},
 ): Promise<void> {
   if (ops.length === 0) return;
   // Built: the native helper enters the node's namespace itself (netns-native.ts), no Node child.
-  if (netns !== undefined && nativeNetns()) return nativeApply(netns, ops, what);
+  // Not for bulk requests (a cold start's every host end): measured at 250 endpoints, the agent's
+  // cold start took 17.6 s through the native helper against 6.7 s through the node's child.
+  if (netns !== undefined && nativeNetns() && opts.bulk !== true) return nativeApply(netns, ops, what);
   let a: Answer;
   if (netns === undefined) {
     a = await applyLinkOps(ops).then(
