@@ -114,6 +114,15 @@ class TestNode {
 const skip = rootSkipReason() ?? (etcdBinary() ? false : "the etcd binary is not installed");
 
 describe("cluster identities through agents (root, etcd)", { skip }, () => {
+  // A CI run (load ~2) kept this file's process alive for 11 minutes after every test here had
+  // passed (not seen alone). Until the handle is found: if anything still holds the event loop
+  // 10 s after the last teardown, name it and fail, instead of hanging the suite.
+  after(() => {
+    setTimeout(() => {
+      console.error(`still alive after teardown: ${JSON.stringify(process.getActiveResourcesInfo())}`);
+      process.exit(1);
+    }, 10_000).unref();
+  });
   const etcd = new TestEtcd();
   const kvPrefix = `idagent-${process.pid}/`;
   let a: TestNode | undefined;
