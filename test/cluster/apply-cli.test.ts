@@ -8,12 +8,10 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { pino } from "pino";
-import type { ClusterOptions } from "../../src/cluster/session.js";
-import type { ClusterContext } from "../../src/cluster/context.js";
-import { CLUSTER_KEYS, nodeKey } from "../../src/cluster/keys.js";
+import { CLUSTER_KEYS } from "../../src/cluster/keys.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT } from "../agent/e2e/harness.js";
 import { ROOT, tempFiles } from "../cli/run-cli.js";
+import { clusterNode, clusterOpts } from "./cluster-node.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
@@ -31,43 +29,6 @@ function membrane(...args: string[]): Promise<{ code: number; stdout: string; st
       },
     );
   });
-}
-
-/** The agent's cluster mode (`--cluster-store`) for node `node` on this etcd, with its pod CIDR configured. */
-function clusterOpts(etcd: EtcdHandle, node: string, podCidr4: string): ClusterOptions {
-  return {
-    endpoints: [etcd.endpoint],
-    node,
-    nodeIp: {},
-    labels: {},
-    podCidrs: { configured: { ipv4: podCidr4 } },
-    // Short: a stopped agent releases (not revokes) its lease, and later tests wait for nodes that are alive.
-    leaseTtlSeconds: 4,
-    tunnel: "native",
-  };
-}
-
-async function clusterNode(
-  etcd: EtcdHandle,
-  node: string,
-): Promise<ClusterContext & { close(): Promise<void> }> {
-  const kv = etcd.store();
-  const lease = await kv.grantLease(15, () => undefined);
-  await kv.txn({
-    compare: [],
-    ops: [{ type: "put", key: nodeKey(node), value: JSON.stringify({ v: 1, name: node }), lease: lease.id }],
-  });
-  return {
-    kv,
-    lease,
-    node,
-    nodeIp: {},
-    logger: pino({ level: "silent" }),
-    close: async () => {
-      await lease.revoke().catch(() => undefined);
-      await kv.close();
-    },
-  };
 }
 
 describe("cluster: membrane apply --cluster-store and --wait (root, etcd)", { skip }, () => {

@@ -7,56 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { pino } from "pino";
-import type { ClusterOptions } from "../../src/cluster/session.js";
-import type { ClusterContext } from "../../src/cluster/context.js";
-import { CLUSTER_KEYS, nodeKey, statusKey, type NodeStatusV1 } from "../../src/cluster/keys.js";
+import { CLUSTER_KEYS, statusKey, type NodeStatusV1 } from "../../src/cluster/keys.js";
 import { readRealized, waitRealized } from "../../src/cluster/realized.js";
 import { MembraneError } from "../../src/errors.js";
-import type { EtcdStore, StoreLease } from "../../src/store/etcd.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/harness.js";
+import { clusterNode, clusterOpts } from "./cluster-node.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
-const silent = pino({ level: "silent" });
-
-/** The agent's cluster mode (`--cluster-store`) for node `node` on this etcd, with its pod CIDR configured. */
-function clusterOpts(etcd: EtcdHandle, node: string, podCidr4: string): ClusterOptions {
-  return {
-    endpoints: [etcd.endpoint],
-    node,
-    nodeIp: {},
-    labels: {},
-    podCidrs: { configured: { ipv4: podCidr4 } },
-    // Short: a stopped agent releases (not revokes) its lease, and later tests wait for nodes that are alive.
-    leaseTtlSeconds: 4,
-    tunnel: "native",
-  };
-}
-
-/** A node of the test cluster: its own etcd client and lease, registered under cluster/nodes/. */
-async function clusterNode(
-  etcd: EtcdHandle,
-  node: string,
-): Promise<ClusterContext & { close(): Promise<void> }> {
-  const kv: EtcdStore = etcd.store();
-  const lease: StoreLease = await kv.grantLease(15, () => undefined);
-  await kv.txn({
-    compare: [],
-    ops: [{ type: "put", key: nodeKey(node), value: JSON.stringify({ v: 1, name: node }), lease: lease.id }],
-  });
-  return {
-    kv,
-    lease,
-    node,
-    nodeIp: {},
-    logger: silent,
-    close: async () => {
-      await lease.revoke().catch(() => undefined);
-      await kv.close();
-    },
-  };
-}
 
 /** Polls until `f` holds (a safety-net deadline, not a measured duration). */
 async function until(what: string, f: () => boolean | Promise<boolean>): Promise<void> {
