@@ -6,9 +6,9 @@
  */
 import type { Fields, Val } from "../../policy/api/fields.js";
 import type { Translation } from "./translation.js";
+import { readAction } from "./actions.js";
 import { parseCidr } from "./cidr.js";
 import type {
-  Action,
   AddrOperator,
   ArgMatch,
   BinaryMatch,
@@ -21,7 +21,7 @@ import type {
   StringOperator,
   TracingSelector,
 } from "./types.js";
-import { CAPABILITIES, checkString, MAX_SIGNAL, parseInteger } from "./values.js";
+import { CAPABILITIES, checkString, parseInteger } from "./values.js";
 
 export const SELECTOR_FIELDS = [
   "matchArgs",
@@ -59,28 +59,6 @@ export const MATCH_BINARIES_FIELDS = ["operator", "values", "followChildren"] as
 export const MATCH_PIDS_FIELDS = ["operator", "values", "isNamespacePID", "followForks"] as const;
 export const MATCH_NAMESPACES_FIELDS = ["namespace", "operator", "values"] as const;
 export const MATCH_CAPABILITIES_FIELDS = ["type", "operator", "values", "isNamespaceCapability"] as const;
-export const MATCH_ACTIONS_FIELDS = [
-  "action",
-  "argSig",
-  "argError",
-  "rateLimit",
-  "rateLimitScope",
-  // Arguments of actions Membrane refuses (UNSUPPORTED_ACTIONS) or options it does not serve:
-  "argFqdn",
-  "argUrl",
-  "argSock",
-  "argIndex",
-  "argValue",
-  "argRegs",
-  "argNewAddr",
-  "argNewOffset",
-  "argNewSymbol",
-  "kernelStackTrace",
-  "userStackTrace",
-  "imaHash",
-] as const;
-const ACTION_OPTIONS_REFUSED = MATCH_ACTIONS_FIELDS.slice(3);
-
 const STRING_OPS: readonly StringOperator[] = ["Equal", "NotEqual", "Prefix", "NotPrefix"];
 /**
  * Postfix on a string argument is compiled only where the string is read
@@ -101,21 +79,6 @@ const SOCKADDR_OPS: readonly string[] = ["SAddr", "NotSAddr", "SPort", "NotSPort
 const FAMILIES: Record<string, 2 | 10> = { AF_INET: 2, AF_INET6: 10, "2": 2, "10": 10 };
 const BINARY_OPS: readonly BinaryOperator[] = ["In", "NotIn", "Prefix", "NotPrefix"];
 const NS_TYPES: readonly NamespaceType[] = ["Uts", "Ipc", "Mnt", "Net", "Time", "Cgroup", "User"];
-
-/** Tetragon actions refused here, with the reason. */
-const UNSUPPORTED_ACTIONS: Record<string, string> = {
-  FollowFD: "FollowFD is not supported: file hooks are served at open time, by path",
-  UnfollowFD: "UnfollowFD is not supported: file hooks are served at open time, by path",
-  CopyFD: "CopyFD is not supported",
-  GetUrl: "GetUrl is not supported (Membrane makes no requests on a policy's behalf)",
-  DnsLookup: "DnsLookup is not supported (Membrane makes no requests on a policy's behalf)",
-  TrackSock: "TrackSock is not supported",
-  UntrackSock: "UntrackSock is not supported",
-  NotifyEnforcer:
-    "NotifyEnforcer needs Tetragon's enforcer programs (kprobes); use Sigkill or Signal in the selector",
-  CleanupEnforcerNotification: "CleanupEnforcerNotification needs Tetragon's enforcer programs",
-  Set: "Set is not supported",
-};
 
 function oneOf<T extends string>(v: Val | undefined, allowed: readonly T[], what: string): T | undefined {
   const s = v?.str();
@@ -299,54 +262,6 @@ function readCapabilities(v: Val): CapabilityMatch | undefined {
   });
   if (type === undefined || operator === undefined || !values.every((x) => x !== undefined)) return undefined;
   return { type, operator, values: values as number[] };
-}
-
-function readAction(v: Val, tr: Translation): Action | undefined {
-  const f = v.map(MATCH_ACTIONS_FIELDS);
-  if (!f) return undefined;
-  const aVal = f.need("action");
-  const a = aVal?.str();
-  if (a === undefined || !aVal) return undefined;
-  if (Object.hasOwn(UNSUPPORTED_ACTIONS, a)) return aVal.unsupported(UNSUPPORTED_ACTIONS[a] ?? "");
-  for (const n of ACTION_OPTIONS_REFUSED)
-    if (f.has(n)) f.get(n)?.unsupported(`${n} is not supported by Membrane's enforcer`);
-  if (a === "Override") return readOverride(f, aVal, tr);
-  // argError goes with Override (refused above); elsewhere Tetragon ignores it, and so do we, aloud.
-  if (f.has("argError")) f.get("argError")?.warn(`argError has no effect with action ${a}`);
-  if (a === "Post" || a === "NoPost" || a === "Sigkill") {
-    if (f.has("argSig")) f.get("argSig")?.error(`argSig belongs to action Signal, not ${a}`);
-    return { action: a };
-  }
-  if (a === "Signal") {
-    const sig = f.need("argSig")?.int(1, MAX_SIGNAL);
-    return sig === undefined ? undefined : { action: "Signal", signal: sig };
-  }
-  return aVal.error(`unknown action ${JSON.stringify(a)} (Post, NoPost, Sigkill, Signal, Override)`);
-}
-
-/**
- * Override: served only where a denial path exists, the file hooks through
- * fanotify permission events (translation.ts, src/runtime/file/). fanotify
- * answers a denied access with EPERM, so argError must be -1.
- */
-function readOverride(f: Fields, aVal: Val, tr: Translation): Action | undefined {
-  if (!tr.fanotify && !tr.connect)
-    return aVal.unsupported(
-      `Override on ${tr.functionName} needs bpf_override_return or fmod_ret, which this kernel refuses (lockdown); Override is served for the file hooks security_file_permission, security_file_open and fd_install (fanotify) and, with a podSelector, for the connect hooks tcp_connect and security_socket_connect (cgroup connect programs); use Sigkill to stop the process instead`,
-    );
-  if (f.has("argSig")) f.get("argSig")?.error("argSig belongs to action Signal, not Override");
-  // A connect hook's Override defaults to EPERM; a file hook's names it, as Tetragon's examples do.
-  const errVal = tr.connect ? f.get("argError") : f.need("argError");
-  if (!tr.connect && !errVal) return undefined;
-  const err = errVal === undefined ? -1 : errVal.int(-4095, 4095);
-  if (err === undefined) return undefined;
-  if (err !== -1)
-    return errVal?.unsupported(
-      tr.connect
-        ? `argError ${err} cannot be given by a cgroup connect program here: a refused connect() fails with EPERM (argError -1)`
-        : `a denied file access returns EPERM (fanotify FAN_DENY): argError must be -1, not ${err}`,
-    );
-  return { action: "Override", argError: -1 };
 }
 
 const OVERRIDE_WITH_KILL =

@@ -14,8 +14,8 @@ import {
   SPEC_FIELDS,
   TRACEPOINT_FIELDS,
 } from "../../../src/runtime/policy/parse.js";
+import { MATCH_ACTIONS_FIELDS } from "../../../src/runtime/policy/actions.js";
 import {
-  MATCH_ACTIONS_FIELDS,
   MATCH_ARGS_FIELDS,
   MATCH_BINARIES_FIELDS,
   MATCH_CAPABILITIES_FIELDS,
