@@ -22,8 +22,10 @@
  *
  * Claims instead of shared keys. Pod CIDRs and identity numbers are claimed by
  * the node under its own prefix; when two claims conflict (the same number
- * for different labels, overlapping CIDRs), the claim with the smallest
- * etcd createRevision wins, everywhere, deterministically. A node that claims
+ * for different labels, overlapping CIDRs), the earliest claim wins,
+ * everywhere, deterministically: for identities the smallest etcd
+ * createRevision, for pod CIDRs the smallest modRevision (a rewritten claim
+ * is a new one). A node that claims
  * reads the prefix back after its put (the read is at a revision >= the put's,
  * so it sees every earlier claim) and only then uses what it claimed; a loser
  * withdraws its claim and claims again. Nothing a node writes can take a
@@ -96,7 +98,10 @@ export interface NodeRecordV1 {
   readonly startedAt: string;
 }
 
-/** `cluster/podcidrs/<node>` — persistent; the smallest createRevision wins an overlap. */
+/**
+ * `cluster/podcidrs/<node>` — persistent; the smallest modRevision wins an overlap (a claim rewritten later,
+ * e.g. widened to take others' ranges, counts from its rewrite and loses to every claim made before).
+ */
 export interface PodCidrClaimV1 {
   readonly v: 1;
   readonly ipv4?: string;

@@ -7,8 +7,8 @@
  *                          ^------- re-list on error ------'
  *
  * `createRevision` is kept per key (a watched put of a new key creates it at
- * the event's revision): readers break ties by "smallest createRevision wins"
- * (keys.ts).
+ * the event's revision), `modRevision` is the revision of its last put:
+ * readers break ties by "smallest revision wins" (keys.ts says which).
  */
 import type { Logger } from "pino";
 import type { Store, Unsubscribe } from "../store/store.js";
@@ -16,6 +16,8 @@ import type { Store, Unsubscribe } from "../store/store.js";
 export interface MirrorEntry {
   readonly value: string;
   readonly createRevision: number;
+  /** The revision of the key's last put (a changed value counts from here). */
+  readonly modRevision: number;
 }
 
 export class PrefixMirror {
@@ -55,7 +57,12 @@ export class PrefixMirror {
     const { kvs, revision } = await this.kv.list(this.prefix);
     if (gen !== this.gen) return;
     const changed = new Set<string>();
-    const next = new Map(kvs.map((kv) => [kv.key, { value: kv.value, createRevision: kv.createRevision }]));
+    const next = new Map(
+      kvs.map((kv) => [
+        kv.key,
+        { value: kv.value, createRevision: kv.createRevision, modRevision: kv.modRevision },
+      ]),
+    );
     for (const k of this.entries.keys()) if (!next.has(k)) changed.add(k);
     for (const [k, e] of next) if (this.entries.get(k)?.value !== e.value) changed.add(k);
     this.entries.clear();
@@ -71,7 +78,11 @@ export class PrefixMirror {
           if (!this.entries.delete(ev.key)) return;
         } else {
           const was = this.entries.get(ev.key);
-          this.entries.set(ev.key, { value: ev.value, createRevision: was?.createRevision ?? ev.revision });
+          this.entries.set(ev.key, {
+            value: ev.value,
+            createRevision: was?.createRevision ?? ev.revision,
+            modRevision: ev.revision,
+          });
         }
         this.onChange(new Set([ev.key]));
       },

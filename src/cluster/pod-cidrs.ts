@@ -2,7 +2,9 @@
  * Which pod CIDRs each node owns, as every node computes it from the store:
  * a CIDR counts for node N when N's registry record lists it, N's claim
  * (`cluster/podcidrs/<N>`) holds it, and no other node's claim that overlaps
- * it was created before N's (keys.ts: the smallest createRevision wins).
+ * it was last written before N's (keys.ts: the smallest modRevision wins, so a
+ * claim a node widens later counts from then: it cannot take an address range
+ * from nodes that claimed it meanwhile).
  *
  *   nodes/<N> {podCidrs}  +  podcidrs/<N> {ipv4, ipv6}  -->  owned: N -> [prefix]
  *
@@ -18,7 +20,8 @@ import type { PeerRecord } from "./node-record.js";
 interface Claim {
   readonly node: string;
   readonly prefix: Prefix;
-  readonly createRevision: number;
+  /** The revision of the claim's last put. */
+  readonly revision: number;
 }
 
 const overlaps = (a: Prefix, b: Prefix): boolean => containsPrefix(a, b) || containsPrefix(b, a);
@@ -38,7 +41,7 @@ function readClaims(claims: ReadonlyMap<string, MirrorEntry>, bad: (why: string)
     for (const text of [c?.ipv4, c?.ipv6]) {
       if (text === undefined) continue;
       const p = typeof text === "string" ? parsePrefix(text) : undefined;
-      if (p) out.push({ node, prefix: p, createRevision: e.createRevision });
+      if (p) out.push({ node, prefix: p, revision: e.modRevision });
       else bad(`${k}: ${JSON.stringify(text)} is not a prefix`);
     }
   }
@@ -58,7 +61,7 @@ export function ownedPodCidrs(
         (o) =>
           o.node !== c.node &&
           overlaps(o.prefix, c.prefix) &&
-          (o.createRevision < c.createRevision || (o.createRevision === c.createRevision && o.node < c.node)),
+          (o.revision < c.revision || (o.revision === c.revision && o.node < c.node)),
       ),
   );
   const out = new Map<string, Prefix[]>();

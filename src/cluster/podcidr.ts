@@ -4,9 +4,11 @@
  *
  *   claim() ──list podcidrs/──▶ first block of the cluster CIDR no claim overlaps
  *           ──put own key──▶ list again (revision >= the put's)
- *           ──an overlapping claim with a smaller createRevision?──▶ withdraw, try again
+ *           ──an overlapping claim with a smaller revision?──▶ withdraw, try again
  *
- * The claim with the smallest createRevision wins an overlap, everywhere; a
+ * The claim with the smallest modRevision (its last put) wins an overlap,
+ * everywhere: a claim changed later (widened) counts from then, so it takes
+ * nothing from nodes that claimed meanwhile; a
  * node uses its CIDRs only after the read-back showed it won. A CIDR given
  * with --pod-cidr is claimed as configured; overlapping an earlier claim of
  * another node is an error naming that node (nothing is taken from it).
@@ -32,7 +34,8 @@ const MAX_ROUNDS = 64;
 
 interface Claim {
   readonly node: string;
-  readonly createRevision: number;
+  /** The revision of the claim's last put: a changed claim counts as new (keys.ts). */
+  readonly revision: number;
   readonly prefixes: readonly Prefix[];
 }
 
@@ -45,7 +48,7 @@ function parseClaim(kv: KeyValue): Claim | undefined {
       .filter((c): c is string => typeof c === "string")
       .map((c) => parsePrefix(c))
       .filter((p): p is Prefix => p !== undefined);
-    return { node, createRevision: kv.createRevision, prefixes };
+    return { node, revision: kv.modRevision, prefixes };
   } catch {
     return undefined; // not a claim: never trusted, never blocks anyone
   }
@@ -116,11 +119,11 @@ export class PodCidrAllocator {
     return { ...(mine ? { mine } : {}), others };
   }
 
-  /** The first claim (other node) with a smaller createRevision that overlaps `p`. */
-  private static winner(p: Prefix, createRevision: number, others: readonly Claim[]): Claim | undefined {
+  /** The first claim (other node) with a smaller revision that overlaps `p`. */
+  private static winner(p: Prefix, revision: number, others: readonly Claim[]): Claim | undefined {
     return others
-      .filter((c) => c.createRevision < createRevision && c.prefixes.some((q) => overlaps(p, q)))
-      .sort((a, b) => a.createRevision - b.createRevision)[0];
+      .filter((c) => c.revision < revision && c.prefixes.some((q) => overlaps(p, q)))
+      .sort((a, b) => a.revision - b.revision)[0];
   }
 
   /** What this node should claim now, given the others' claims (undefined entries: none for that family). */
@@ -195,20 +198,17 @@ export class PodCidrAllocator {
       }
       const want = this.want(current, others);
       const same = current !== undefined && JSON.stringify(current) === JSON.stringify(want);
-      let createRevision: number;
+      let revision: number;
       if (same && mine) {
-        createRevision = mine.createRevision;
+        revision = mine.modRevision;
       } else {
-        // Replace our own claim: delete + put in one txn gives it a fresh createRevision.
+        // A new or changed claim counts from this put (its modRevision): it takes nothing claimed before it.
         const r = await this.ctx.kv.txn({
           compare: [{ key, modRevision: mine?.modRevision ?? 0 }],
-          ops: [
-            ...(mine ? [{ type: "delete" as const, key }] : []),
-            { type: "put", key, value: JSON.stringify(want) },
-          ],
+          ops: [{ type: "put", key, value: JSON.stringify(want) }],
         });
         if (!r.succeeded) continue; // our own key changed under us (another agent with our name?): read again
-        createRevision = r.revision;
+        revision = r.revision;
       }
       // Read back at a revision >= the put's: every earlier claim is visible now.
       const after = await this.claims();
@@ -216,7 +216,7 @@ export class PodCidrAllocator {
         .filter((c): c is string => c !== undefined)
         .map((c) => ({
           cidr: c,
-          w: PodCidrAllocator.winner(parsePrefix(c) as Prefix, createRevision, after.others),
+          w: PodCidrAllocator.winner(parsePrefix(c) as Prefix, revision, after.others),
         }))
         .filter((x) => x.w !== undefined);
       const loss = losses[0];
@@ -225,7 +225,7 @@ export class PodCidrAllocator {
         return want;
       }
       if (!want.allocated) {
-        await this.withdraw(key, createRevision);
+        await this.withdraw(key, revision);
         throw new MembraneError(
           "CLUSTER_INVALID",
           `Cannot use --pod-cidr ${loss.cidr} for node ${this.ctx.node}: it overlaps the pod CIDRs node ${loss.w?.node} claimed first`,
@@ -238,7 +238,7 @@ export class PodCidrAllocator {
         { cidr: loss.cidr, winner: loss.w?.node },
         "pod CIDR claim lost an overlap; claiming again",
       );
-      await this.withdraw(key, createRevision);
+      await this.withdraw(key, revision);
     }
     throw new MembraneError(
       "CLUSTER_UNAVAILABLE",
@@ -246,11 +246,12 @@ export class PodCidrAllocator {
     );
   }
 
-  private async withdraw(key: string, createRevision: number): Promise<void> {
+  private async withdraw(key: string, revision: number): Promise<void> {
+    // Only the claim this round put (a later put of ours is not withdrawn by an older round).
     const kv = await this.ctx.kv.get(key);
-    if (kv && kv.createRevision === createRevision) {
+    if (kv && kv.modRevision === revision) {
       await this.ctx.kv.txn({
-        compare: [{ key, modRevision: kv.modRevision }],
+        compare: [{ key, modRevision: revision }],
         ops: [{ type: "delete", key }],
       });
     }
