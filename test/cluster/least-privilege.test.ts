@@ -9,9 +9,9 @@ import { pino } from "pino";
 import { etcdSetup } from "../../src/cluster/etcd-setup.js";
 import { ClusterSession } from "../../src/cluster/session.js";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
 
@@ -168,6 +168,30 @@ describe("membrane cluster etcd-setup", { skip: skipWithoutEtcd() }, () => {
       }
     } finally {
       rmSync(out, { recursive: true, force: true });
+      await etcd.stop();
+    }
+  });
+
+  it("never writes a password through a file or symbolic link already in --out-dir", async () => {
+    const etcd = await startEtcd();
+    const out = mkdtempSync(join(tmpdir(), "membrane-setup-"));
+    const elsewhere = join(mkdtempSync(join(tmpdir(), "membrane-setup-target-")), "readable");
+    writeFileSync(elsewhere, "untouched\n", { mode: 0o644 });
+    symlinkSync(elsewhere, join(out, "membrane-node-n1.password"));
+    try {
+      const bin = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
+      const url = etcd.endpoint.replace("http://", "etcd://");
+      const r = spawnSync(
+        process.execPath,
+        [bin, "cluster", "etcd-setup", "--cluster-store", url, "--node", "n1", "--out-dir", out],
+        { encoding: "utf8", timeout: 60_000 },
+      );
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /Cannot write .*membrane-node-n1\.password/);
+      assert.equal(readFileSync(elsewhere, "utf8"), "untouched\n", "the link's target keeps its content");
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+      rmSync(dirname(elsewhere), { recursive: true, force: true });
       await etcd.stop();
     }
   });

@@ -67,7 +67,15 @@ Example:
         mkdirSync(outDir, { recursive: true, mode: 0o700 });
         const secret = (user: string): string => {
           const pw = randomBytes(24).toString("base64url");
-          writeFileSync(join(outDir, `${user}.password`), pw + "\n", { mode: 0o600 });
+          const file = join(outDir, `${user}.password`);
+          try {
+            // "wx": a file (or symbolic link) already there is never written through, nor left with its mode.
+            writeFileSync(file, pw + "\n", { mode: 0o600, flag: "wx" });
+          } catch (e) {
+            throw new MembraneError("CLI_USAGE", `Cannot write ${file}: ${(e as Error).message}`, {
+              hint: "give an --out-dir that holds no password file of these users (move the old ones away first)",
+            });
+          }
           return pw;
         };
         const client = new Etcd3({
