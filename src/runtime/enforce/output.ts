@@ -5,6 +5,7 @@
  * non-printable byte as `\xNN`, so a hostile process name cannot forge a
  * field or a line; trailing NUL padding is removed.
  */
+import { jsonObjectLine } from "../json-line.js";
 import type { PolicyEventArg, RuntimePolicyEvent } from "./events.js";
 import type { CompiledRule } from "./script.js";
 
@@ -18,15 +19,9 @@ export type OutputLine =
 export const MAX_LINE = 16 * 1024;
 
 export function parseLine(line: string): OutputLine {
-  if (line.length > MAX_LINE) return { kind: "other" };
-  let o: unknown;
-  try {
-    o = JSON.parse(line);
-  } catch {
-    return { kind: "other" };
-  }
-  if (typeof o !== "object" || o === null) return { kind: "other" };
-  const { type, data } = o as { type?: unknown; data?: unknown };
+  const o = jsonObjectLine(line, MAX_LINE);
+  if (typeof o === "string") return { kind: "other" };
+  const { type, data } = o;
   if (type === "lost_events") {
     const n = (data as { events?: unknown } | null)?.events;
     return { kind: "lost", count: typeof n === "number" && Number.isFinite(n) ? n : 0 };

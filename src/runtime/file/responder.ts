@@ -16,6 +16,7 @@
  * (PR_SET_PDEATHSIG, set by setpriv and again by the responder) ends it, and
  * the kernel then allows every pending access and drops the marks.
  */
+import { jsonObjectLine } from "../json-line.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -55,15 +56,8 @@ const str = (v: unknown): string | undefined => (typeof v === "string" ? v : und
 
 /** One line of the responder's output; anything malformed or oversized is "other". */
 export function parseResponderLine(line: string): ResponderLine {
-  if (line.length > MAX_REPORT_LINE) return { kind: "other" };
-  let o: unknown;
-  try {
-    o = JSON.parse(line);
-  } catch {
-    return { kind: "other" };
-  }
-  if (typeof o !== "object" || o === null) return { kind: "other" };
-  const r = o as Record<string, unknown>;
+  const r = jsonObjectLine(line, MAX_REPORT_LINE);
+  if (typeof r === "string") return { kind: "other" };
   if (r["ready"] === true) return { kind: "ready" };
   if (typeof r["error"] === "string") return { kind: "error", message: r["error"].slice(0, 600) };
   const rule = num(r["rule"]);

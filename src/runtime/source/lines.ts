@@ -8,6 +8,7 @@
  * or with fields that are not what the script prints is `malformed` (counted
  * and dropped by the caller), never thrown.
  */
+import { jsonObjectLine } from "../json-line.js";
 
 /** Longest line accepted (a chunk line is ~ 4 x STRLEN bytes once escaped twice). */
 export const MAX_LINE = 4096;
@@ -75,15 +76,9 @@ const bad = (why: string): ParsedLine => ({ kind: "malformed", why });
 
 /** One line of `bpftrace -f json` output. */
 export function parseLine(line: string): ParsedLine {
-  if (line.length > MAX_LINE) return bad("line too long");
-  let msg: unknown;
-  try {
-    msg = JSON.parse(line);
-  } catch {
-    return bad("not JSON");
-  }
-  if (typeof msg !== "object" || msg === null) return bad("not an object");
-  const { type, data } = msg as { type?: unknown; data?: unknown };
+  const msg = jsonObjectLine(line, MAX_LINE);
+  if (typeof msg === "string") return bad(msg);
+  const { type, data } = msg;
   if (type === "lost_events") {
     const n = (data as { events?: unknown } | null)?.events;
     return typeof n === "number" && Number.isSafeInteger(n) && n >= 0
