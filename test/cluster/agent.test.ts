@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
 import { cleanupPrefix } from "../../src/datapath/netns.js";
-import { freePort, skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
+import { freePort, skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 const BIN = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
 

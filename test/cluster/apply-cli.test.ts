@@ -12,7 +12,7 @@ import { CLUSTER_KEYS } from "../../src/cluster/keys.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT } from "../agent/e2e/harness.js";
 import { ROOT, tempFiles } from "../cli/run-cli.js";
 import { clusterNode, clusterOpts } from "./cluster-node.js";
-import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
+import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 

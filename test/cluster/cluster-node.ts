@@ -3,7 +3,7 @@ import { pino } from "pino";
 import type { ClusterContext } from "../../src/cluster/context.js";
 import { nodeKey } from "../../src/cluster/keys.js";
 import type { ClusterOptions } from "../../src/cluster/session.js";
-import type { EtcdHandle } from "./etcd.js";
+import type { EtcdHandle } from "../../src/lab/etcd.js";
 
 /** The agent's cluster mode (`--cluster-store`) for node `node` on this etcd, with its pod CIDR configured. */
 export function clusterOpts(etcd: EtcdHandle, node: string, podCidr4: string): ClusterOptions {

@@ -15,7 +15,7 @@ import { Probe } from "../../src/probe/probe.js";
 import type { EtcdStore, StoreLease } from "../../src/store/etcd.js";
 import { EmbeddedStore } from "../../src/store/embedded.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
-import { etcdBinary, silent, TestEtcd } from "./identities-etcd.js";
+import { aliveReport, etcdBinary, silent, TestEtcd } from "./identities-etcd.js";
 
 const T = 600; // probe timeout for "dropped"
 
@@ -119,7 +119,7 @@ describe("cluster identities through agents (root, etcd)", { skip }, () => {
   // 10 s after the last teardown, name it and fail, instead of hanging the suite.
   after(() => {
     setTimeout(() => {
-      console.error(`still alive after teardown: ${JSON.stringify(process.getActiveResourcesInfo())}`);
+      console.error(`still alive after teardown: ${aliveReport()}`);
       process.exit(1);
     }, 10_000).unref();
   });

@@ -1,12 +1,12 @@
 // A real etcd that can be stopped and started again on the same data dir (an etcd restart), for the
-// cluster-identity tests; loopback, random free ports (test/cluster/etcd.ts starts the others).
+// cluster-identity tests; loopback, random free ports (src/lab/etcd.ts starts the others).
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { EtcdStore } from "../../src/store/etcd.js";
-import { etcdBinary, freePort } from "./etcd.js";
+import { etcdBinary, freePort } from "../../src/lab/etcd.js";
 
 export { etcdBinary };
 
@@ -63,7 +63,7 @@ export class TestEtcd {
   /** Stops etcd (SIGTERM, as systemd would); the data dir stays. */
   async stop(): Promise<void> {
     const p = this.proc;
-    if (!p || p.exitCode !== null) return;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return; // gone already (by exit or signal)
     const exited = new Promise((r) => p.once("exit", r));
     p.kill("SIGTERM");
     await exited;
@@ -72,7 +72,7 @@ export class TestEtcd {
   async destroy(): Promise<void> {
     try {
       const p = this.proc;
-      if (p && p.exitCode === null) {
+      if (p && p.exitCode === null && p.signalCode === null) {
         const exited = new Promise((r) => p.once("exit", r));
         p.kill("SIGKILL");
         await exited;
@@ -81,4 +81,49 @@ export class TestEtcd {
       rmSync(this.dataDir, { recursive: true, force: true });
     }
   }
+}
+
+function cmdline(pid: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+  } catch {
+    return "?";
+  }
+}
+
+function fdTargets(pid: string): string[] {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        return "";
+      }
+    });
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * What keeps this process alive: its active resources, its children, and for each pipe it holds
+ * every other process holding the same pipe (a grandchild that inherited a child's stdout keeps
+ * the pipe open after the child is gone).
+ */
+export function aliveReport(): string {
+  const self = String(process.pid);
+  const kids = readdirSync("/proc/self/task").flatMap((t) =>
+    readFileSync(`/proc/self/task/${t}/children`, "utf8").split(" ").filter(Boolean),
+  );
+  const pipes = new Set(fdTargets("self").filter((t) => t.startsWith("pipe:")));
+  const holders: string[] = [];
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d) && d !== self)) {
+    const shared = fdTargets(pid).filter((t) => pipes.has(t));
+    if (shared.length > 0) holders.push(`${pid} (${shared.join(",")}): ${cmdline(pid)}`);
+  }
+  return JSON.stringify({
+    resources: process.getActiveResourcesInfo(),
+    children: kids.map((k) => `${k}: ${cmdline(k)}`),
+    pipeHolders: holders,
+  });
 }

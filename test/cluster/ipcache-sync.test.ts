@@ -11,7 +11,7 @@ import type { LocalEndpoint } from "../../src/cluster/ipcache-publish.js";
 import { startClusterIpcache, type ClusterIpcache } from "../../src/cluster/start-ipcache.js";
 import type { RemoteEndpointSpec } from "../../src/policy/query.js";
 import type { EtcdStore, StoreLease } from "../../src/store/etcd.js";
-import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
+import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 const logs: Record<string, unknown>[] = [];
 const logger = pino(

@@ -1,9 +1,9 @@
-// The etcd harness (test/cluster/etcd.ts) and node leases against a real etcd:
+// The etcd harness (src/lab/etcd.ts) and node leases against a real etcd:
 // a key put with a lease is gone after revoke and after TTL expiry; release
 // keeps it until the TTL runs out; TLS with client certificates; a 3-member cluster.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { skipWithoutEtcd, startEtcd, startEtcdCluster, type EtcdHandle } from "./etcd.js";
+import { skipWithoutEtcd, startEtcd, startEtcdCluster, type EtcdHandle } from "../../src/lab/etcd.js";
 
 async function until(f: () => Promise<boolean>, what: string): Promise<void> {
   const deadline = Date.now() + 30_000; // safety net only

@@ -5,7 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
 import { PrefixMirror } from "../../src/cluster/mirror.js";
 import type { Store, WatchOptions } from "../../src/store/store.js";
-import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
+import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 async function until(what: string, f: () => boolean): Promise<void> {
   const deadline = Date.now() + 20_000; // a safety net, not a measurement

@@ -7,7 +7,7 @@ import { pino } from "pino";
 import { MembraneError } from "../../src/errors.js";
 import { PodCidrAllocator, validatePodCidrConfig } from "../../src/cluster/podcidr.js";
 import type { EtcdStore } from "../../src/store/etcd.js";
-import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
+import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 const logger = pino({ level: "silent" });
 

@@ -13,7 +13,7 @@ import { ClusterResources } from "../../src/cluster/resources.js";
 import type { SyncedResource } from "../../src/cluster/synced.js";
 import type { EtcdStore } from "../../src/store/etcd.js";
 import type { WatchOptions } from "../../src/store/store.js";
-import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
+import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 class MapResource implements SyncedResource {
   readonly prefix = "policies/";

@@ -12,7 +12,7 @@ import { readRealized, waitRealized } from "../../src/cluster/realized.js";
 import { MembraneError } from "../../src/errors.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/harness.js";
 import { clusterNode, clusterOpts } from "./cluster-node.js";
-import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
+import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 

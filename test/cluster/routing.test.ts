@@ -12,7 +12,7 @@ import {
 } from "../../src/datapath/peer-routes.js";
 import type { PeerNode, PeerRoutingConfig } from "../../src/datapath/peer-routes.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
-import { pings, sh, Underlay, type TestNode } from "./underlay.js";
+import { pings, sh, Underlay, type TestNode } from "../../src/lab/underlay.js";
 
 const skip = rootSkipReason();
 

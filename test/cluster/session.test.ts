@@ -7,7 +7,7 @@ import { pino } from "pino";
 import { MembraneError } from "../../src/errors.js";
 import { ClusterSession, type ClusterOptions } from "../../src/cluster/session.js";
 import type { NodeChange } from "../../src/cluster/registry.js";
-import { freePort, skipWithoutEtcd, startEtcd, type EtcdHandle } from "./etcd.js";
+import { freePort, skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 const logger = pino({ level: "silent" });
 

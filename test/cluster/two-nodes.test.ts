@@ -14,8 +14,8 @@ import { startClusterIpcache, type ClusterIpcache } from "../../src/cluster/star
 import type { StoreLease } from "../../src/store/etcd.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/harness.js";
 import { uniquePrefix } from "../datapath/harness.js";
-import { skipWithoutEtcd, startEtcd } from "./etcd.js";
-import { Underlay } from "./underlay.js";
+import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
+import { Underlay } from "../../src/lab/underlay.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 

@@ -1,4 +1,4 @@
-// A real etcd for cluster tests (shared helper; H3). Random free ports, a temp
+// A real etcd for cluster tests, demos and benchmarks (src/lab: local multi-node setups). Random free ports, a temp
 // data dir, optionally inside a network namespace (`ip netns exec`), optionally
 // TLS with certificates made by openssl into the temp dir; killed by process
 // group in stop(). `startEtcdCluster(3)` starts a 3-member cluster for fault
@@ -9,7 +9,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { pino } from "pino";
-import { EtcdStore } from "../../src/store/etcd.js";
+import { EtcdStore } from "../store/etcd.js";
 
 export function etcdBinary(): string | undefined {
   for (const dir of (process.env["PATH"] ?? "").split(":")) {

@@ -5,8 +5,8 @@
  * the pod at .10, the node's side .1). Every name carries the prefix; nothing
  * touches the machine's own network.
  */
-import { runRaw } from "../../src/datapath/exec.js";
-import { cleanupPrefix } from "../../src/datapath/netns.js";
+import { runRaw } from "../datapath/exec.js";
+import { cleanupPrefix } from "../datapath/netns.js";
 
 export async function sh(
   netns: string | undefined,
