@@ -9,7 +9,7 @@
  *
  * The scheme is keys.ts's: a node claims `cluster/identities/<node>/<id>` =
  * {v: 1, labels} on its lease; the owner of a number is its claim with the
- * smallest createRevision; the number of a label set is the earliest-owned
+ * smallest modRevision (identity-claims.ts: a rewritten claim is a new one); the number of a label set is the earliest-owned
  * number whose owner has those labels. allocate() reuses that number when some
  * node holds it, else takes the smallest number no claim holds; it puts its
  * claim, waits until the watched cache has seen its own put (the cache is then
@@ -18,9 +18,10 @@
  * never reused while any node still holds a claim on it; a dead node's claims
  * vanish with its lease. Calls are serialized: one node never races itself.
  *
- * Restarts: reclaim(id, labels) puts the claim again (same key: etcd keeps its
- * createRevision while the previous run's lease lives, so the node keeps its
- * place), then validates it as allocate() does. etcd keeps leases across its
+ * Restarts: reclaim(id, labels) puts the claim again (its rank is the new put's,
+ * but while the previous run's claim lives nobody claims the number for other
+ * labels, and other nodes' references carry the same labels), then validates
+ * it as allocate() does. etcd keeps leases across its
  * own restarts; the watch resumes by itself, and a watch error re-lists.
  */
 import type { Logger } from "pino";
@@ -302,7 +303,7 @@ export class ClusterIdentities {
         const { kvs, revision } = await this.p.ctx.kv.list(CLUSTER_KEYS.identities);
         this.claims.clear();
         for (const kv of kvs) {
-          const c = parseClaim(kv.key, kv.value, kv.createRevision);
+          const c = parseClaim(kv.key, kv.value, kv.modRevision);
           if (c) this.claims.put(c);
         }
         this.rev = revision;

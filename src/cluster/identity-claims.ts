@@ -3,7 +3,7 @@
  * keys.ts), and the rules that turn it into one answer on every node. Pure: the
  * watched cache (identities.ts) feeds it; it does no I/O.
  *
- *   claims (node, id, labels, createRevision) --> owner(id): the claim with the smallest createRevision
+ *   claims (node, id, labels, revision) --> owner(id): the claim with the smallest revision
  *                                              --> numberOf(labels): the number owned by these labels,
  *                                                  the earliest owner if two nodes raced
  *                                              --> free(): the smallest number nobody claims
@@ -12,6 +12,13 @@
  * withdraws it); a claim with the owner's labels is a reference: the number
  * stays taken as long as any node holds one (per-node references, each on its
  * node's lease, so a dead node's references go with it).
+ *
+ * A claim's rank is the revision of its current content (etcd's modRevision),
+ * not of its key's creation: a node that rewrote its claim of a number with
+ * other labels kept the key's createRevision and so took the number's place
+ * from every other node (a relabel hijack); a rewritten claim is now a new
+ * claim, later than every claim it contradicts. The rank is read the same way
+ * from a list and from a watch (both give modRevision), so every node agrees.
  */
 import type { IdentityClaimV1 } from "./keys.js";
 import { CLUSTER_KEYS, splitNodeKey } from "./keys.js";
@@ -22,7 +29,8 @@ export interface IdentityClaim {
   readonly id: number;
   /** The labels as one string (sorted `source:key=value`, joined by ","). */
   readonly labels: string;
-  readonly createRevision: number;
+  /** The revision of the claim's current content (modRevision): its rank. */
+  readonly revision: number;
 }
 
 /** The canonical text of a label list (the claims' `labels`): sorted, joined by ",". */
@@ -31,7 +39,7 @@ export function labelsText(labels: readonly string[]): string {
 }
 
 /** Parses a claim; undefined for a key or value of the wrong shape (ignored, never trusted). */
-export function parseClaim(key: string, value: string, createRevision: number): IdentityClaim | undefined {
+export function parseClaim(key: string, value: string, revision: number): IdentityClaim | undefined {
   const nk = splitNodeKey(CLUSTER_KEYS.identities, key);
   if (!nk || !/^[1-9][0-9]{0,9}$/.test(nk.rest)) return undefined;
   let rec: IdentityClaimV1;
@@ -42,12 +50,12 @@ export function parseClaim(key: string, value: string, createRevision: number): 
   }
   if (rec?.v !== 1 || !Array.isArray(rec.labels) || !rec.labels.every((l) => typeof l === "string"))
     return undefined;
-  return { key, node: nk.node, id: Number(nk.rest), labels: labelsText(rec.labels), createRevision };
+  return { key, node: nk.node, id: Number(nk.rest), labels: labelsText(rec.labels), revision };
 }
 
-/** Which of two claims came first: smaller createRevision, then node name (deterministic everywhere). */
+/** Which of two claims came first: smaller revision, then node name (deterministic everywhere). */
 function earlier(a: IdentityClaim, b: IdentityClaim): boolean {
-  return a.createRevision !== b.createRevision ? a.createRevision < b.createRevision : a.node < b.node;
+  return a.revision !== b.revision ? a.revision < b.revision : a.node < b.node;
 }
 
 export class ClaimTable {
@@ -69,11 +77,10 @@ export class ClaimTable {
     return this.byKey.get(key);
   }
 
-  /** Adds or replaces a claim. A put to a key already held keeps its createRevision (as etcd does). */
+  /** Adds or replaces a claim (its rank is the put's revision, whatever the key held before). */
   put(c: IdentityClaim): void {
-    const old = this.byKey.get(c.key);
-    const claim = old && old.labels === c.labels ? { ...c, createRevision: old.createRevision } : c;
-    if (old) this.delete(c.key);
+    const claim = c;
+    if (this.byKey.has(c.key)) this.delete(c.key);
     this.byKey.set(c.key, claim);
     let m = this.byId.get(claim.id);
     if (!m) this.byId.set(claim.id, (m = new Map()));

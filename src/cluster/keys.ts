@@ -23,9 +23,9 @@
  * Claims instead of shared keys. Pod CIDRs and identity numbers are claimed by
  * the node under its own prefix; when two claims conflict (the same number
  * for different labels, overlapping CIDRs), the earliest claim wins,
- * everywhere, deterministically: for identities the smallest etcd
- * createRevision, for pod CIDRs the smallest modRevision (a rewritten claim
- * is a new one). A node that claims
+ * everywhere, deterministically: the smallest etcd modRevision (a rewritten
+ * claim is a new one: ranking by createRevision let a node rewrite its old
+ * claim with other labels or a wider CIDR and keep its place). A node that claims
  * reads the prefix back after its put (the read is at a revision >= the put's,
  * so it sees every earlier claim) and only then uses what it claimed; a loser
  * withdraws its claim and claims again. Nothing a node writes can take a

@@ -91,6 +91,14 @@ function cmdline(pid: string): string {
   }
 }
 
+function procText(pid: string, file: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, "utf8").trim().slice(0, 600);
+  } catch {
+    return "?";
+  }
+}
+
 function fdTargets(pid: string): string[] {
   try {
     return readdirSync(`/proc/${pid}/fd`).map((fd) => {
@@ -123,7 +131,10 @@ export function aliveReport(): string {
   }
   return JSON.stringify({
     resources: process.getActiveResourcesInfo(),
-    children: kids.map((k) => `${k}: ${cmdline(k)}`),
+    children: kids.map(
+      (k) =>
+        `${k}: ${cmdline(k)} [${procText(k, "wchan")}; ${procText(k, "syscall")}; ${procText(k, "stack").replace(/\n/g, " | ")}]`,
+    ),
     pipeHolders: holders,
   });
 }

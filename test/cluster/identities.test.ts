@@ -225,6 +225,29 @@ describe(
       assert.equal(await retrying(() => b.ids.allocate(LABELS(3))), three);
     });
 
+    test("a node that rewrites its claim of a number with other labels does not take the number (on watchers and on a fresh list alike)", async () => {
+      fresh();
+      const a = await node("a");
+      const b = await node("b");
+      const id = await a.ids.allocate(LABELS(1));
+      assert.equal(await b.ids.allocate(LABELS(1)), id);
+      // a's own credentials may write its own claim key: it rewrites it to claim the number for other labels.
+      await a.kv.put(`cluster/identities/a/${id}`, JSON.stringify({ v: 1, labels: LABELS(7) }));
+      await until(
+        "b sees the rewrite",
+        () => b.ids.claims.get(`cluster/identities/a/${id}`)?.labels === labelsText(LABELS(7)),
+      );
+      assert.equal(b.ids.labelsOf(id)?.join(","), labelsText(LABELS(1)), "b: the number keeps its labels");
+      const c = await node("c"); // lists the claims afresh
+      assert.equal(
+        c.ids.labelsOf(id)?.join(","),
+        labelsText(LABELS(1)),
+        "a fresh node: the number keeps its labels",
+      );
+      assert.equal(await c.ids.allocate(LABELS(1)), id);
+      assert.notEqual(await c.ids.allocate(LABELS(7)), id);
+    });
+
     test("claims of malformed shape are ignored, never trusted", async () => {
       fresh();
       const a = await node("a");

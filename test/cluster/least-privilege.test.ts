@@ -118,6 +118,74 @@ describe("least privilege in the cluster store", { skip: skipWithoutEtcd() }, ()
       await adm.close();
     }
   });
+
+  it("membrane apply --cluster-store writes with the admin's password file; a node's is refused and writes nothing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "membrane-lp-apply-"));
+    try {
+      const bin = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
+      const url = etcd.endpoint.replace("http://", "etcd://");
+      writeFileSync(join(dir, "admin.password"), "pw-admin\n", { mode: 0o600 });
+      writeFileSync(join(dir, "a.password"), "pw-a\n", { mode: 0o600 });
+      writeFileSync(
+        join(dir, "p.yaml"),
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: lp-apply, namespace: default}\nspec:\n  endpointSelector: {matchLabels: {app: x}}\n  ingress: [{}]\n",
+      );
+      const apply = (user: string, pwFile: string): ReturnType<typeof spawnSync> =>
+        spawnSync(
+          process.execPath,
+          [
+            bin,
+            "apply",
+            "-f",
+            join(dir, "p.yaml"),
+            "--cluster-store",
+            url,
+            "--etcd-username",
+            user,
+            "--etcd-password-file",
+            pwFile,
+          ],
+          { encoding: "utf8", timeout: 60_000 },
+        );
+      const adm = etcd.store({ auth: { username: "membrane-admin", password: "pw-admin" } });
+      try {
+        const before = await adm.revision();
+        const denied = apply("membrane-node-a", join(dir, "a.password"));
+        assert.notEqual(denied.status, 0);
+        assert.match(String(denied.stderr), /permission denied/i);
+        assert.doesNotMatch(
+          String(denied.stdout) + String(denied.stderr),
+          /pw-a/,
+          "no password in the output",
+        );
+        assert.equal(await adm.revision(), before, "nothing written");
+        const r = apply("membrane-admin", join(dir, "admin.password"));
+        assert.equal(r.status, 0, String(r.stderr));
+        assert.match(String(r.stdout), /created/);
+        assert.ok((await adm.list("cluster/policies/")).kvs.some((kv) => kv.key.endsWith("/lp-apply")));
+        const half = spawnSync(
+          process.execPath,
+          [
+            bin,
+            "apply",
+            "-f",
+            join(dir, "p.yaml"),
+            "--cluster-store",
+            url,
+            "--etcd-username",
+            "membrane-admin",
+          ],
+          { encoding: "utf8", timeout: 60_000 },
+        );
+        assert.notEqual(half.status, 0);
+        assert.match(half.stderr, /--etcd-username and --etcd-password-file together/);
+      } finally {
+        await adm.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe("membrane cluster etcd-setup", { skip: skipWithoutEtcd() }, () => {

@@ -28,6 +28,8 @@ export interface ClusterStoreOptions {
   readonly etcdCa?: string;
   readonly etcdCert?: string;
   readonly etcdKey?: string;
+  readonly etcdUsername?: string;
+  readonly etcdPasswordFile?: string;
 }
 
 /** `etcd://h1:2379,h2:2379` -> client URLs (https when a CA is given). */
@@ -43,16 +45,44 @@ export function etcdEndpoints(url: string, tls: boolean): string[] {
   return hosts.map((h) => `${tls ? "https" : "http"}://${h}`);
 }
 
+/** The user and password of `--etcd-username`/`--etcd-password-file` (both or neither); the password is never shown. */
+function readAuth(o: ClusterStoreOptions): { username: string; password: string } | undefined {
+  if ((o.etcdUsername === undefined) !== (o.etcdPasswordFile === undefined))
+    throw new MembraneError(
+      "CLI_USAGE",
+      "Cannot use the cluster store: give --etcd-username and --etcd-password-file together",
+    );
+  if (o.etcdUsername === undefined || o.etcdPasswordFile === undefined) return undefined;
+  let password: string;
+  try {
+    password = readFileSync(o.etcdPasswordFile, "utf8").trim();
+  } catch (e) {
+    throw new MembraneError(
+      "CLI_USAGE",
+      `Cannot read --etcd-password-file ${o.etcdPasswordFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      { hint: "give the file `membrane cluster etcd-setup --admin` wrote (membrane-admin.password)" },
+    );
+  }
+  if (password === "")
+    throw new MembraneError(
+      "CLI_USAGE",
+      `Cannot use --etcd-password-file ${o.etcdPasswordFile}: it is empty`,
+    );
+  return { username: o.etcdUsername, password };
+}
+
 export function openClusterStore(o: ClusterStoreOptions): EtcdStore {
   const tls = o.etcdCa !== undefined;
   const read = (f: string | undefined): Buffer | undefined => (f === undefined ? undefined : readFileSync(f));
   const ca = read(o.etcdCa);
   const cert = read(o.etcdCert);
   const key = read(o.etcdKey);
+  const auth = readAuth(o);
   return new EtcdStore({
     endpoints: etcdEndpoints(o.clusterStore ?? "", tls),
     logger: pino({ level: "silent" }),
     ...(ca ? { tls: { ca, ...(cert ? { cert } : {}), ...(key ? { key } : {}) } } : {}),
+    ...(auth ? { auth } : {}),
   });
 }
 

@@ -53,6 +53,8 @@ function clusterOptions(c: Command): Command {
     .option("--etcd-ca <file>", "with --cluster-store: CA of etcd's certificate (uses https)")
     .option("--etcd-cert <file>", "with --cluster-store: client certificate")
     .option("--etcd-key <file>", "with --cluster-store: client key")
+    .option("--etcd-username <user>", "with --cluster-store: etcd user (e.g. membrane-admin)")
+    .option("--etcd-password-file <file>", "with --cluster-store: file holding that user's password")
     .option("--wait", "cluster mode: return once every live node has enforced the change")
     .option("--timeout <duration>", "with --wait: how long to wait (e.g. 30s, 2m)", "30s");
 }
