@@ -132,6 +132,11 @@ export function checkFilterShape(v: unknown): void {
   }
 }
 
+/** In cluster mode, the etcd revision `--wait` waits for (GET /v1/cluster/realized): as an apply's report. */
+function toWait(agent: Agent): { clusterRevision?: number } {
+  return agent.cluster ? { clusterRevision: agent.cluster.revisionToWait() } : {};
+}
+
 function observerOf(agent: Agent) {
   const o = agent.observer;
   if (!o) {
@@ -285,7 +290,7 @@ export function agentRoutes(agent: Agent): Route[] {
       handler: async (req) => {
         const labels = stringMap(req, fields(req, { labels: "required" }), "labels");
         await agent.setNamespaceLabels(req.params["name"] ?? "", labels);
-        return { namespace: req.params["name"] };
+        return { namespace: req.params["name"], ...toWait(agent) };
       },
     },
     {
@@ -321,7 +326,7 @@ export function agentRoutes(agent: Agent): Route[] {
           ...(b["labels"] !== undefined ? { labels: stringMap(req, b, "labels") } : {}),
           ...(b["ips"] !== undefined ? { ips } : {}),
         });
-        return { service: `${namespace}/${name}` };
+        return { service: `${namespace}/${name}`, ...toWait(agent) };
       },
     },
     ...remoteEndpointRoutes(agent.remoteEndpoints),

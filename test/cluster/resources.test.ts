@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { CLUSTER_KEYS, statusKey, type NodeStatusV1 } from "../../src/cluster/keys.js";
+import { AgentClient } from "../../src/agent/client.js";
 import { readRealized, waitRealized } from "../../src/cluster/realized.js";
 import { MembraneError } from "../../src/errors.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/harness.js";
@@ -129,6 +130,25 @@ describe("cluster: resources in etcd, realized revisions (root, etcd)", { skip }
       await until("b to see the new namespace labels", () =>
         labelsOf().includes("k8s:io.cilium.k8s.namespace.labels.team=green"),
       );
+
+      // Through the API: the answer carries the revision to wait for, which every node realizes.
+      const api = new AgentClient({ socketPath: a.options.socketPath });
+      const put = (await api.request("PUT", "/v1/namespaces/blue", { labels: { team: "red" } })) as {
+        clusterRevision?: number;
+      };
+      assert.ok(typeof put.clusterRevision === "number", `a revision to wait for: ${JSON.stringify(put)}`);
+      const kv = etcd.store();
+      try {
+        const nodes = await waitRealized(() => readRealized(kv), put.clusterRevision, 30_000);
+        assert.deepEqual(nodes.map((n) => n.node).sort(), ["rs-c", "rs-d"]);
+      } finally {
+        await kv.close();
+      }
+      assert.ok(labelsOf().includes("k8s:io.cilium.k8s.namespace.labels.team=red"), "b realized it");
+      const svc = (await api.request("PUT", "/v1/services/blue/db", { ports: [{ port: 5433 }] })) as {
+        clusterRevision?: number;
+      };
+      assert.ok(typeof svc.clusterRevision === "number" && svc.clusterRevision > put.clusterRevision);
     } finally {
       for (const l of labs) await l.destroy();
       await na.close();
