@@ -356,10 +356,13 @@ int main(void) {
     char *w[MAX_WORDS];
     int nw = 0;
     for (char *t = strtok(line, " "); t != NULL && nw < MAX_WORDS; t = strtok(NULL, " ")) w[nw++] = t;
-    char *end;
+    char *end = "";
     unsigned long id = nw > 0 ? strtoul(w[0], &end, 10) : 0;
-    if (nw < 2 || *end != 0 || nw == MAX_WORDS) {
+    if (nw == 0 || *end != 0) {
       printf("0 err bad request\n");
+    } else if (nw < 2 || nw == MAX_WORDS) {
+      /* With its id, so the caller's request fails now instead of waiting for its safety net. */
+      printf("%lu err bad request: %s\n", id, nw < 2 ? "no step" : "too many words");
     } else if (run(w + 1, nw - 1) == 0) {
       printf("%lu ok\n", id);
     } else {

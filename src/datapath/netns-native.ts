@@ -32,6 +32,9 @@ import type { LinkOp } from "./endpoint-state.js";
 import { isNetnsName } from "./rtnl.js";
 
 const TIMEOUT_MS = 30_000;
+/** Ops words per request, and their bytes: well under the helper's 256 words and 4 KiB a line. */
+const MAX_REQUEST_WORDS = 200;
+const MAX_REQUEST_BYTES = 3000;
 /** A word of a request: a name, an interface, an address or prefix. */
 const WORD = /^[A-Za-z0-9_.:/-]{1,200}$/;
 
@@ -190,5 +193,20 @@ export async function nativeApply(
 ): Promise<void> {
   if (ops.length === 0) return;
   if (netns !== undefined) checkName(netns, what);
-  await request(["ns", netns ?? "-", ...opWords(ops)], what, netns ?? "(own)");
+  // One request holds at most MAX_REQUEST_WORDS words and MAX_REQUEST_BYTES bytes (the helper's
+  // limits are 256 words and 4 KiB a line): a longer list of ops goes as several requests, in order.
+  let chunk: string[] = [];
+  let bytes = 0;
+  for (const o of ops) {
+    const w = opWords([o]);
+    const b = w.reduce((n, x) => n + x.length + 1, 0);
+    if (chunk.length > 0 && (chunk.length + w.length > MAX_REQUEST_WORDS || bytes + b > MAX_REQUEST_BYTES)) {
+      await request(["ns", netns ?? "-", ...chunk], what, netns ?? "(own)");
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(...w);
+    bytes += b;
+  }
+  await request(["ns", netns ?? "-", ...chunk], what, netns ?? "(own)");
 }

@@ -9,6 +9,8 @@
 import { readdir } from "node:fs/promises";
 import { MembraneError } from "../errors.js";
 import { ip, run, runRaw } from "./exec.js";
+import { closeNetnsHelper } from "./netns-helper.js";
+import { closeNativeNetns } from "./netns-native.js";
 import { closeNodeLinks } from "./node-links.js";
 import { inNetns } from "./rtnl.js";
 
@@ -69,6 +71,11 @@ export async function cleanupPrefix(prefix: string): Promise<string[]> {
     });
   }
   closeNodeLinks((ns) => ns.startsWith(prefix));
+  // The namespace helpers are shared by the process and started again by the next request; let them
+  // go here, so a finished run (a test, the demo, policy test) is not kept alive by an idle helper
+  // (seen in CI under load: an idle membrane-netns whose stdout and stderr stayed referenced).
+  closeNativeNetns();
+  closeNetnsHelper();
   const gone: string[] = [];
   for (const name of await listNetns()) {
     if (!name.startsWith(prefix)) continue;

@@ -196,6 +196,35 @@ describe("native namespace helper (root)", { skip: skip ?? false }, () => {
       assert.deepEqual(await raw("1 add " + "a".repeat(5000) + "\n2 ns - up lo\n"), [
         "0 err line over 4096 bytes",
       ]);
+      // Too many words, or no step: refused with the request's id (its caller fails now, not after 30 s).
+      assert.deepEqual(await raw(`7 ns ${a}${" up lo".repeat(200)}\n8\n9 ns ${a} up lo\n`), [
+        "7 err bad request: too many words",
+        "8 err bad request: no step",
+        "9 ok",
+      ]);
+    } finally {
+      await cleanupPrefix(prefix + "-");
+    }
+  });
+
+  test("a long list of ops goes as several requests, in order, all applied", async () => {
+    const prefix = uniquePrefix("crl");
+    const a = `${prefix}-a`;
+    try {
+      await nativeAddNetns(a, "endpoint a");
+      await ip(["link", "add", `${prefix}d`, "type", "veth", "peer", "name", `${prefix}e`], a); // no dummy module here
+      const ops = [
+        { op: "up" as const, ifname: `${prefix}e` },
+        { op: "up" as const, ifname: `${prefix}d` },
+        ...Array.from({ length: 300 }, (_, i) => ({
+          op: "route" as const,
+          dst: `10.212.${Math.floor(i / 250)}.${(i % 250) + 1}`,
+          dev: `${prefix}d`,
+        })),
+      ];
+      await nativeApply(a, ops, "300 routes"); // 1,502 words: one request would be refused
+      const routes = (await ip(["route", "show"], a)).split("\n").filter((l) => l.startsWith("10.212."));
+      assert.equal(routes.length, 300);
     } finally {
       await cleanupPrefix(prefix + "-");
     }
