@@ -82,6 +82,8 @@ export class ClusterIdentities {
     this.stopped = true;
     this.unrenew?.();
     this.unrenew = undefined;
+    // A list in flight may still open its watch (it checks `stopped` before, not after): let it end first.
+    await this.relisting?.catch(() => undefined);
     await this.unwatch?.();
     this.unwatch = undefined;
     for (const w of this.waiters) w.done();
@@ -308,7 +310,7 @@ export class ClusterIdentities {
         }
         this.rev = revision;
         if (this.stopped) return;
-        this.unwatch = await this.p.ctx.kv.watch(
+        const unwatch = await this.p.ctx.kv.watch(
           CLUSTER_KEYS.identities,
           revision + 1,
           (ev) => this.onEvent(ev),
@@ -319,6 +321,11 @@ export class ClusterIdentities {
             },
           },
         );
+        if (this.stopped) {
+          await unwatch(); // stopped while the watch was being opened
+          return;
+        }
+        this.unwatch = unwatch;
         this.advance(revision);
       } catch (e) {
         throw new MembraneError(

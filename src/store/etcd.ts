@@ -9,6 +9,7 @@
  * one to one onto etcd's Txn. Watches resume by themselves after a
  * disconnect (the library re-subscribes from the last seen revision).
  */
+import { ExponentialBackoff } from "cockatiel";
 import { Etcd3, type IKeyValue, type IRequestOp } from "etcd3";
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
@@ -64,15 +65,26 @@ export function prefixEnd(p: Buffer): Buffer {
   return Buffer.from([0]); // every byte is 0xff (or p is empty): to the end of the keyspace
 }
 
+/** How long a watch's cancel may wait for etcd's answer before the watch is let go anyway. */
+const WATCH_CANCEL_MS = 2000;
+
 export class EtcdStore implements Store {
   private readonly client: Etcd3;
   private readonly ns: string;
+  /** The cancel of every watch still open (close() runs them). */
+  private readonly watchers = new Set<() => Promise<void>>();
 
   constructor(private readonly p: EtcdStoreParams) {
     this.ns = p.prefix ?? "membrane/";
     this.client = new Etcd3({
       hosts: [...p.endpoints],
       dialTimeout: p.dialTimeoutMs ?? 5000,
+      // A broken watch stream is opened again after at most 5 s (etcd3's default grows to 30 s): a
+      // node notices etcd's return sooner, and a closed client's last retry timer is short.
+      // (etcd3 types this option as a backoff and calls next() on it first: the factory's first step.)
+      faultHandling: {
+        watchBackoff: new ExponentialBackoff({ initialDelay: 250, maxDelay: 5000 }).next(),
+      },
       ...(p.tls
         ? {
             credentials: {
@@ -217,9 +229,18 @@ export class EtcdStore implements Store {
         if (opts?.onError) opts.onError(e);
         else this.p.logger.error({ err: e.message }, "etcd watch failed");
       });
-      return async () => {
-        await w.cancel().catch(() => undefined);
+      const cancel = async (): Promise<void> => {
+        if (!this.watchers.delete(cancel)) return;
+        // Bounded: etcd3's cancel waits for the server's answer, which never comes while etcd is away.
+        let t: NodeJS.Timeout | undefined;
+        await Promise.race([
+          w.cancel().catch(() => undefined),
+          new Promise<void>((r) => (t = setTimeout(r, WATCH_CANCEL_MS))),
+        ]);
+        clearTimeout(t);
       };
+      this.watchers.add(cancel);
+      return cancel;
     });
   }
 
@@ -270,7 +291,14 @@ export class EtcdStore implements Store {
     });
   }
 
+  /**
+   * Cancels every watch still open, then closes the client. etcd3 keeps a watch
+   * that was never cancelled alive after close(): its watch manager retries the
+   * stream forever on ref'd timers (up to 30 s apart), which kept a test process
+   * alive for minutes after its last test.
+   */
   async close(): Promise<void> {
+    await Promise.all([...this.watchers].map((c) => c()));
     this.client.close();
   }
 }
