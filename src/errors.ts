@@ -55,6 +55,8 @@ export const ERROR_CODES = {
   FLOW_FILTER_INVALID: "A flow filter or observe flag is invalid",
   FLOW_EXPORT_FAILED: "Flows could not be written to the export file",
   METRICS_SERVE_FAILED: "The metrics endpoint could not listen",
+  HUBBLE_SERVE_FAILED: "Hubble's Observer API (gRPC) could not listen",
+  HUBBLE_CALL_FAILED: "A call to a Hubble Observer API failed or was refused",
   // runtime
   RUNTIME_SOURCE_FAILED: "The process event source (bpftrace on tracepoints) could not start",
   // proxy

@@ -2,6 +2,7 @@
  * Flow visibility on the node: wiring of src/observe into the agent.
  *
  *   kernel NFLOG (node netns) --NflogReader--> FlowEnricher (agent's lookup)
+ *        (+ a drop event beside each denying policy verdict, drop-event.ts)
  *        --> FlowRing (bounded, counts losses) --> API: GET flows / follow
  *        --> FlowMetrics (/metrics)            --> FlowExporter (JSON lines, rotated)
  *   proxy L7 events --pushL7 (l7Flow)--> the same ring, metrics and export
@@ -21,6 +22,7 @@ import {
   type MetricsServer,
   type ObserveRequest,
 } from "../observe/index.js";
+import { dropEventOf } from "../observe/drop-event.js";
 import { l7Flow, type L7Addrs } from "../observe/l7flow.js";
 import type { L7Event } from "../proxy/types.js";
 
@@ -74,6 +76,12 @@ export class Observer {
         this.ring.pushFlow(flow, ev.timestampMs);
         this.metrics.observeFlow(flow);
         this.exporter?.write({ flow, node_name: this.p.nodeName, time: flow.time });
+        // As Hubble: a policy denial is a policy verdict and a drop event (metrics count it once).
+        const drop = dropEventOf(flow);
+        if (drop !== undefined) {
+          this.ring.pushFlow(drop, ev.timestampMs);
+          this.exporter?.write({ flow: drop, node_name: this.p.nodeName, time: drop.time });
+        }
       },
       onLost: (n) => {
         this.ring.pushLost("PERF_EVENT_RING_BUFFER", n);

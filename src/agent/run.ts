@@ -17,6 +17,8 @@ import type { Store } from "../store/store.js";
 import type { EngineConfig } from "../policy/query.js";
 import { Agent, type AgentParams } from "./agent.js";
 import { ApiServer } from "./api/server.js";
+import type { HubbleServer } from "../observe/hubble/server.js";
+import { startHubble, type HubbleOptions } from "./hubble.js";
 import { agentRoutes } from "./routes.js";
 import { withClusterRoutes } from "../cluster/routes.js";
 import { ClusterSession, type ClusterOptions } from "../cluster/session.js";
@@ -46,6 +48,8 @@ export interface AgentOptions {
   readonly runtime?: AgentParams["runtime"];
   /** Cluster mode (`--cluster-store`): shared state in etcd; the pod CIDRs come from the cluster. */
   readonly cluster?: ClusterOptions;
+  /** Hubble's Observer API (gRPC) over the flow ring; served when flows are on and this is given. */
+  readonly hubble?: HubbleOptions;
 }
 
 export interface RunningAgent {
@@ -54,6 +58,8 @@ export interface RunningAgent {
   readonly k8s: K8sWatcher | undefined;
   /** The cluster session, in cluster mode. */
   readonly cluster: ClusterSession | undefined;
+  /** Hubble's Observer API, when served. */
+  readonly hubble: HubbleServer | undefined;
   stop(): Promise<void>;
 }
 
@@ -123,10 +129,14 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     cluster,
   );
   const api = new ApiServer({ socketPath: o.socketPath, routes, logger: log });
+  let hubble: HubbleServer | undefined;
   try {
     await api.start();
+    if (o.hubble && o.observe)
+      hubble = await startHubble(agent, o.observe.nodeName, o.socketPath, o.hubble, log);
     agent.serving();
   } catch (e) {
+    await api.stop().catch(() => undefined);
     await ipcache?.stop().catch(() => undefined);
     await agent.stop();
     await cluster?.close().catch(() => undefined);
@@ -139,8 +149,10 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     agent,
     k8s,
     cluster,
+    hubble,
     async stop() {
       await k8s?.stop();
+      await hubble?.stop();
       await api.stop();
       await ipcache?.stop();
       await agent.stop();

@@ -23,6 +23,7 @@
  * them is the drop prefix with `u` for `d` (`mbr:u:e12:in:r7`, logged and
  * accepted); it is read here as verdict AUDIT.
  */
+import { randomUUID } from "node:crypto";
 import { parseLogPrefix, type Direction, type DropReason } from "../abi/log-prefix.js";
 import { IDENTITY_MASK, WORLD_IDENTITY } from "../abi/marks.js";
 import {
@@ -271,7 +272,7 @@ export class FlowEnricher {
 
     // Built by assignment rather than spreads: this runs per packet and spreads cost
     // an allocation each. Property order follows Hubble's JSON.
-    const flow: Flow = { time: isoTime(ev.timestampMs), verdict } as Flow;
+    const flow: Flow = { time: isoTime(ev.timestampMs), uuid: randomUUID(), verdict } as Flow;
     if (verdict === "DROPPED" && drop !== undefined) {
       flow.drop_reason = code;
       flow.drop_reason_desc = drop.reason;

@@ -5,8 +5,9 @@
  *                                  when flows.json would exceed maxSizeBytes:
  *                                  flows.json -> flows.json.1 -> ... -> flows.json.<maxBackups> (dropped)
  *
- * The line format is the `-o json` one (printer.ts), so `membrane observe
- * --input flows.json` reads exports back. lost_events records always pass
+ * The line format is the `-o json` one: Hubble's protojson of a
+ * GetFlowsResponse (hubble/json.ts), so Hubble's tools and `membrane observe
+ * --input flows.json` read exports back. lost_events records always pass
  * the filter: a gap must stay visible.
  *
  * Durability (the `fsync` setting):
@@ -18,13 +19,14 @@
  *   - "never": no fsync at all.
  *
  * Flows carry no HTTP header values (flow.ts), and the exporter drops a
- * `headers` field should one appear, so secrets in headers never reach disk.
+ * `headers` field should one appear (hubble/json.ts), so secrets in headers never reach disk.
  * Write errors are counted and reported through onError, never thrown into
  * the flow path.
  */
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { MembraneError } from "../errors.js";
 import { isFlowRecord, type Flow, type FlowRecord } from "./flow.js";
+import { hubbleJsonLine } from "./hubble/json.js";
 import { compileFilter, type FlowFilterSet } from "./filter.js";
 
 export interface FlowExporterParams {
@@ -48,13 +50,6 @@ export interface ExportStats {
 }
 
 const FLUSH_BYTES = 64 * 1024;
-
-function withoutHeaders(r: FlowRecord): FlowRecord {
-  if (!isFlowRecord(r) || r.flow.l7?.http === undefined || !("headers" in r.flow.l7.http)) return r;
-  const { headers: _h, ...http } = r.flow.l7.http as Record<string, unknown>;
-  const flow = { ...r.flow, l7: { ...r.flow.l7, http } } as Flow;
-  return { ...r, flow };
-}
 
 export class FlowExporter {
   private readonly p: Required<Omit<FlowExporterParams, "filter" | "onError">> & FlowExporterParams;
@@ -108,7 +103,7 @@ export class FlowExporter {
       this.st.filtered++;
       return;
     }
-    const line = JSON.stringify(withoutHeaders(r)) + "\n";
+    const line = hubbleJsonLine(r) + "\n";
     this.buf.push(line);
     this.bufBytes += Buffer.byteLength(line);
     this.st.written++;

@@ -10,9 +10,8 @@
  * passes when it matches some allowlist filter (or the allowlist is empty)
  * and no denylist filter. Field names are Hubble's.
  *
- * One deliberate difference: event_type `{type: 1}` (drop) also matches
- * DROPPED policy verdicts. Cilium emits a drop event beside each policy drop;
- * Membrane records the drop once, as the policy verdict.
+ * As Cilium, a policy denial is two records: the policy verdict (type 5) and
+ * a drop event (type 1) beside it (drop-event.ts); `{type: 1}` matches the latter.
  */
 import { RE2JS } from "re2js";
 import { MembraneError } from "../errors.js";
@@ -20,7 +19,6 @@ import { containsAddr, parsePrefix, type Prefix } from "../labels/cidr.js";
 import { LabelSet } from "../labels/label.js";
 import type { Selector } from "../labels/selector.js";
 import {
-  EVENT_TYPE,
   l4Ports,
   l4Protocol,
   VERDICTS,
@@ -40,6 +38,8 @@ export interface EventTypeFilter {
 }
 
 export interface FlowFilter {
+  /** Flow uuids. */
+  uuid?: string[];
   /** Exact addresses or CIDRs. */
   source_ip?: string[];
   destination_ip?: string[];
@@ -72,6 +72,7 @@ export interface FlowFilter {
 
 /** Every field a FlowFilter may have (what the API accepts). */
 export const FLOW_FILTER_FIELDS: readonly (keyof FlowFilter)[] = [
+  "uuid",
   "source_ip",
   "destination_ip",
   "source_pod",
@@ -253,11 +254,7 @@ export function globMatch(pattern: string, s: string): boolean {
 function eventTypePred(values: EventTypeFilter[]): Pred {
   return (f) =>
     values.some((t) => {
-      const sameType =
-        f.event_type.type === t.type ||
-        (t.type === EVENT_TYPE.drop &&
-          f.event_type.type === EVENT_TYPE.policyVerdict &&
-          f.verdict === "DROPPED");
+      const sameType = f.event_type.type === t.type;
       return sameType && (!t.match_sub_type || (f.event_type.sub_type ?? 0) === (t.sub_type ?? 0));
     });
 }
@@ -273,6 +270,10 @@ function oneOf<T extends string>(values: T[], allowed: readonly string[], path: 
 export function compileOne(ff: FlowFilter, path: string): Pred {
   const preds: Pred[] = [];
   const has = <T>(v: T[] | undefined): v is T[] => v !== undefined && v.length > 0;
+  if (has(ff.uuid)) {
+    const v = ff.uuid;
+    preds.push((f) => f.uuid !== undefined && v.includes(f.uuid));
+  }
   if (has(ff.source_ip)) preds.push(ipPred(ff.source_ip, `${path}.source_ip`, "source"));
   if (has(ff.destination_ip)) preds.push(ipPred(ff.destination_ip, `${path}.destination_ip`, "destination"));
   if (has(ff.source_pod)) preds.push(podPred(ff.source_pod, "source"));

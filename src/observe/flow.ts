@@ -7,9 +7,10 @@
  *
  * Where Hubble has a field, we use its name, case and enum spelling. Membrane's
  * own additions use names Hubble does not: `drop_reason_detail` (the reason in
- * words) and `rule` (the policy rule element that decided). Numbers Hubble
- * encodes as uint64 strings (`num_events_lost`, `revision`) are plain JSON
- * numbers here. Flows never carry HTTP header values (no secrets in flows).
+ * words) and `rule` (the policy rule element that decided); they stay out
+ * of Hubble's JSON (hubble/json.ts). Numbers Hubble encodes as uint64 strings
+ * (`num_events_lost`, `revision`, `latency_ns`) are plain numbers here and
+ * strings in that JSON. Flows never carry HTTP header values (no secrets in flows).
  */
 
 export type Verdict =
@@ -139,6 +140,8 @@ export interface Layer7 {
 export interface Flow {
   /** RFC 3339 with sub-second digits, UTC. */
   time: string;
+  /** A random UUID per flow (Hubble's `uuid`). */
+  uuid?: string;
   verdict: Verdict;
   /** Deprecated numeric form of drop_reason_desc (Hubble still emits it). */
   drop_reason?: number;

@@ -2,13 +2,20 @@
  * The proxy's L7 events -> flows, in Hubble's shape (Type L7, event type 129).
  *
  *   L7Event {type http, verdict denied, method PUT, url, status 403}
- *     --> Flow {verdict DROPPED, Type L7, l7: {type RESPONSE, http: {code 403, method, url}}, Summary}
+ *     --> Flow {verdict DROPPED, Type L7, l7: {type REQUEST, http: {code 403, method, url}}, is_reply false}
+ *   L7Event {type http, verdict forwarded, method GET, url, status 200, latency}
+ *     --> Flow {verdict FORWARDED, l7: {type RESPONSE, ...}, is_reply true, source = the server, destination = the client}
+ *
+ * As Hubble: a reply (a forwarded request's HTTP status, a DNS answer) is a
+ * RESPONSE record going from the server to the client; a request the proxy
+ * denied never reached the server and is a REQUEST record.
  *
  * Verdicts: forwarded -> FORWARDED, denied -> DROPPED (drop_reason_desc
  * POLICY_DENIED: no L7 rule allows it), error -> ERROR (malformed input,
  * upstream failure, no policy known: the proxy failed closed). Header
  * values and bodies never reach an L7Event, so they never reach a flow.
  */
+import { randomUUID } from "node:crypto";
 import { kafkaApiKeyName } from "../policy/l7/kafka.js";
 import type { L7Event } from "../proxy/types.js";
 import { isoTime } from "./enrich.js";
@@ -43,7 +50,7 @@ function side(lookup: FlowLookup, address: string, identity: number): Endpoint {
   return labels === undefined ? { identity } : { identity, labels: labels as string[] };
 }
 
-function layer7(e: L7Event): { l7: Layer7; summary: string } {
+function layer7(e: L7Event): { l7: Layer7; summary: string; reply: boolean } {
   const latency = e.latencyMs === undefined ? {} : { latency_ns: Math.round(e.latencyMs * 1e6) };
   switch (e.type) {
     case "http": {
@@ -55,9 +62,13 @@ function layer7(e: L7Event): { l7: Layer7; summary: string } {
       };
       const status = e.status === undefined ? "" : ` => ${e.status}`;
       const acts = e.headerActions?.length ? ` (header mismatch: ${e.headerActions.join("; ")})` : "";
+      // A request the proxy denied never reached the server: Hubble's REQUEST record (the
+      // proxy's own 403 is not a reply of the server). A forwarded one with its status: the RESPONSE.
+      const reply = e.status !== undefined && e.verdict === "forwarded";
       return {
-        l7: { type: e.status !== undefined ? "RESPONSE" : "REQUEST", ...latency, http },
+        l7: { type: reply ? "RESPONSE" : "REQUEST", ...latency, http },
         summary: `${e.method ?? "?"} ${e.url ?? ""}${status}${acts}`,
+        reply,
       };
     }
     case "dns": {
@@ -68,8 +79,10 @@ function layer7(e: L7Event): { l7: Layer7; summary: string } {
         ...(rcode !== undefined ? { rcode } : {}),
         ...(e.qtype !== undefined ? { qtypes: [e.qtype] } : {}),
       };
+      const reply = e.rcode !== undefined && e.verdict === "forwarded";
       return {
-        l7: { type: e.rcode !== undefined ? "RESPONSE" : "REQUEST", ...latency, dns },
+        reply,
+        l7: { type: reply ? "RESPONSE" : "REQUEST", ...latency, dns },
         summary: `DNS ${e.qtype ?? "?"} ${e.query ?? ""}${e.rcode ? ` ${e.rcode}` : ""}${e.answers?.length ? ` ${e.answers.join(",")}` : ""}`,
       };
     }
@@ -82,21 +95,26 @@ function layer7(e: L7Event): { l7: Layer7; summary: string } {
         ...(e.verdict === "denied" ? { error_code: 29 } : {}),
       };
       return {
+        reply: false,
         l7: { type: "REQUEST", ...latency, kafka },
         summary: `Kafka ${api ?? "?"}${e.topics?.length ? ` topic ${e.topics.join(",")}` : ""}`,
       };
     }
     case "tls":
-      return { l7: { type: "REQUEST", ...latency }, summary: `TLS SNI ${e.sni ?? "(none)"}` };
+      return { l7: { type: "REQUEST", ...latency }, summary: `TLS SNI ${e.sni ?? "(none)"}`, reply: false };
   }
 }
 
 /** One flow for one proxy event. */
-export function l7Flow(e: L7Event, addrs: L7Addrs, lookup: FlowLookup, nodeName?: string): Flow {
-  const { l7, summary } = layer7(e);
+export function l7Flow(e: L7Event, request: L7Addrs, lookup: FlowLookup, nodeName?: string): Flow {
+  const { l7, summary, reply } = layer7(e);
+  // A reply goes from the server to the client (Hubble swaps the sides of RESPONSE records).
+  const addrs = reply ? { src: request.dst, dst: request.src } : request;
+  const ids = reply ? { src: e.dstIdentity, dst: e.srcIdentity } : { src: e.srcIdentity, dst: e.dstIdentity };
   const verdict = e.verdict === "forwarded" ? "FORWARDED" : e.verdict === "denied" ? "DROPPED" : "ERROR";
   const flow: Flow = {
     time: isoTime(Date.now()),
+    uuid: randomUUID(),
     verdict,
     ...(verdict === "DROPPED"
       ? { drop_reason: DROP_REASONS.POLICY_DENIED.code, drop_reason_desc: "POLICY_DENIED" as const }
@@ -114,14 +132,14 @@ export function l7Flow(e: L7Event, addrs: L7Addrs, lookup: FlowLookup, nodeName?
               : { TCP: { source_port: addrs.src.port, destination_port: addrs.dst.port } },
         }
       : {}),
-    source: side(lookup, addrs.src.address, e.srcIdentity),
-    destination: side(lookup, addrs.dst.address, e.dstIdentity),
+    source: side(lookup, addrs.src.address, ids.src),
+    destination: side(lookup, addrs.dst.address, ids.dst),
     Type: "L7",
     ...(nodeName !== undefined ? { node_name: nodeName } : {}),
     l7,
     event_type: { type: EVENT_TYPE.l7 },
     traffic_direction: e.direction === "ingress" ? "INGRESS" : "EGRESS",
-    is_reply: false,
+    is_reply: reply,
     Summary: summary,
     ...(e.reason !== undefined && verdict !== "FORWARDED" ? { drop_reason_detail: e.reason } : {}),
   };

@@ -3,13 +3,14 @@
  *
  *   compact  Nov 23 12:00:01.123: default/tiefighter:43210 (ID:257) -> default/deathstar:80 (ID:256)
  *            policy-verdict:L3-L4 INGRESS DENIED (TCP Flags: SYN) by default/rule1 spec.ingress[0]
- *   json     one FlowRecord per line ({"flow": {...}} or {"lost_events": {...}})
+ *   json     one record per line as Hubble's protojson ({"flow": {...}} or {"lost_events": {...}})
  *   table    TIMESTAMP  SOURCE  DESTINATION  TYPE  VERDICT  SUMMARY, columns padded
  *
  * Compact and table add, after Hubble's text, what decided a drop: `by
  * <policy> <rule path>` for a deny rule, `by default deny`, or the reason.
  */
 import { RESERVED_NAMES } from "../identity/reserved.js";
+import { hubbleJsonLine } from "./hubble/json.js";
 import { MembraneError } from "../errors.js";
 import {
   EVENT_TYPE,
@@ -111,6 +112,9 @@ function decidedBy(f: Flow): string {
     const name = f.rule.namespace === undefined ? f.rule.name : `${f.rule.namespace}/${f.rule.name}`;
     return ` by ${name} ${f.rule.path}`;
   }
+  // Flows read back from Hubble's JSON have no `rule`: the policy Hubble names.
+  const by = f.ingress_denied_by?.[0] ?? f.egress_denied_by?.[0];
+  if (by !== undefined) return ` by ${by.namespace === undefined ? by.name : `${by.namespace}/${by.name}`}`;
   if (f.drop_reason_desc === "POLICY_DENIED" || (f.verdict === "AUDIT" && f.policy_match_type === 0))
     return " by default deny";
   return "";
@@ -146,8 +150,9 @@ function compactLine(r: FlowRecord, o: PrintOptions): string {
   return `${stamp(f.time, o.utc)}: ${side(f, "source")} ${arrow} ${side(f, "destination")} ${type} ${verdictText(f)}${summary}${decidedBy(f)}`;
 }
 
+/** Hubble's protojson of a GetFlowsResponse (hubble/json.ts): what `hubble observe -o json` prints. */
 export function formatJson(r: FlowRecord): string {
-  return JSON.stringify(r);
+  return hubbleJsonLine(r);
 }
 
 const HEADER = ["TIMESTAMP", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"];

@@ -15,6 +15,7 @@ import { startAgent, type RunningAgent } from "../../src/agent/run.js";
 import { cleanupPrefix } from "../../src/datapath/netns.js";
 import { filterFromFlags, isFlowRecord, type Flow } from "../../src/observe/index.js";
 import { Probe } from "../../src/probe/probe.js";
+import { assertHubbleStrict } from "../observe/hubble/strict.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces, nftables, NFLOG)" : undefined;
 
@@ -66,6 +67,8 @@ async function withAgent(
       pino({ level: "error" }),
     );
     await body(running.agent, probes);
+    // Every flow of the test (verdicts, drop events, audits) as Hubble's strict parser reads it.
+    assertHubbleStrict(running.agent.observer?.read(filterFromFlags({})) ?? [], "agent flows");
   } finally {
     for (const p of probes) p.stop();
     await running?.stop();

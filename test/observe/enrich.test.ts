@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { FlowEnricher, isoTime, parseFlowPrefix } from "../../src/observe/enrich.js";
+import type { Flow } from "../../src/observe/flow.js";
 import type { NflogEvent } from "../../src/observe/nflog-msg.js";
 import { icmpHeader, ipv4, LOOKUP, tcpHeader, udpHeader } from "./fixtures.js";
 
@@ -28,7 +29,18 @@ const deathstar = {
 };
 
 describe("FlowEnricher", () => {
-  const e = new FlowEnricher({ lookup: LOOKUP, nodeName: "node1" });
+  const enricher = new FlowEnricher({ lookup: LOOKUP, nodeName: "node1" });
+  /** Every flow has a fresh uuid (checked here); the cases compare the rest. */
+  const e = {
+    stats: enricher.stats,
+    enrich: (x: NflogEvent): Flow | undefined => {
+      const f = enricher.enrich(x);
+      if (f === undefined) return f;
+      assert.match(f.uuid ?? "", /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      const { uuid: _u, ...rest } = f;
+      return rest;
+    },
+  };
 
   test("a deny rule gives POLICY_DENY with the policy in ingress_denied_by and the rule path", () => {
     assert.deepEqual(e.enrich(ev("mbr:d:e12:in:r7", syn)), {

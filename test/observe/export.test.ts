@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { hubbleJsonLine, hubbleRecord } from "../../src/observe/hubble/json.js";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -37,10 +38,10 @@ describe("FlowExporter", () => {
       x.close();
       const got = lines(path);
       assert.deepEqual(got, [
-        rec(SAMPLES.deny!),
-        rec(SAMPLES.audit!),
+        hubbleRecord(rec(SAMPLES.deny!)),
+        hubbleRecord(rec(SAMPLES.audit!)),
         {
-          lost_events: { source: "HUBBLE_RING_BUFFER", num_events_lost: 2 },
+          lost_events: { source: "HUBBLE_RING_BUFFER", num_events_lost: "2" },
           time: "2024-11-23T12:00:09.000Z",
         },
       ]);
@@ -51,7 +52,7 @@ describe("FlowExporter", () => {
   test("rotates by size, keeping maxBackups files, newest in .1, none over the limit", () =>
     withDir((dir) => {
       const path = join(dir, "flows.json");
-      const one = JSON.stringify(rec(SAMPLES.deny!)).length + 1;
+      const one = hubbleJsonLine(rec(SAMPLES.deny!)).length + 1;
       const x = new FlowExporter({ path, maxSizeBytes: one * 3, maxBackups: 2, fsync: "never" });
       x.start();
       for (let i = 0; i < 20; i++)

@@ -80,9 +80,9 @@ describe("compileFilter", () => {
     },
     { name: "identity", set: { allowlist: [{ source_identity: [258] }] }, want: ["audit"] },
     {
-      name: "event type drop also matches dropped policy verdicts",
+      name: "event type drop matches drop events, not the policy verdict beside them (as Hubble)",
       set: { allowlist: [{ event_type: [{ type: 1 }] }] },
-      want: ["deny", "spoof"],
+      want: ["spoof"],
     },
     {
       name: "event type with sub type",
@@ -189,7 +189,7 @@ describe("filterFromFlags", () => {
       want: ["dns", "http", "audit"],
     },
     { name: "--type policy-verdict", flags: { type: "policy-verdict" }, want: ["deny", "dns", "audit"] },
-    { name: "--type drop", flags: { type: "drop" }, want: ["deny", "spoof"] },
+    { name: "--type drop", flags: { type: "drop" }, want: ["spoof"] },
     { name: "--type l7", flags: { type: "l7" }, want: ["http"] },
     { name: "--type trace", flags: { type: "trace" }, want: [] },
     { name: "--protocol", flags: { protocol: "udp" }, want: ["dns"] },

@@ -2,13 +2,14 @@
 import { hostname } from "node:os";
 import { Command, Option } from "commander";
 import { DEFAULT_SOCKET } from "../../agent/client.js";
+import { hubbleListenOf } from "../../agent/hubble.js";
 import { runAgent } from "../../agent/run.js";
 import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
 import { applyAgentConfig } from "../agent-config.js";
 import { addClusterFlags, clusterFromFlags } from "./agent-cluster.js";
 
-export function agentCommand(_ctx: CliContext): Command {
+export function agentCommand(ctx: CliContext): Command {
   const cmd = new Command("agent")
     .description("run the node agent: endpoints, policies and nftables enforcement on this node (needs root)")
     .option("--config <file>", "read flags from this YAML file (keys are flag names; flags given here win)")
@@ -47,6 +48,17 @@ export function agentCommand(_ctx: CliContext): Command {
     )
     .option("--flow-buffer <n>", "flows kept in memory for `membrane observe`", "16384")
     .option("--metrics-address <host:port>", "serve Prometheus metrics on /metrics (e.g. 127.0.0.1:9962)")
+    .option(
+      "--hubble-socket <path>",
+      "Hubble's Observer API (gRPC) socket (default: hubble.sock beside --socket)",
+    )
+    .option(
+      "--hubble-listen <host:port>",
+      "also serve Hubble's Observer API on TCP, with TLS (needs the two below)",
+    )
+    .option("--hubble-tls-cert <file>", "certificate (PEM) of --hubble-listen")
+    .option("--hubble-tls-key <file>", "private key (PEM) of --hubble-listen")
+    .option("--hubble-tls-client-ca <file>", "require client certificates signed by this CA (mutual TLS)")
     .option("--export-file <path>", "also write flows as JSON lines to this file (rotated by size)")
     .option("--export-max-size <MiB>", "rotate the export file at this size", "10")
     .option("--export-max-backups <n>", "rotated export files to keep", "5")
@@ -113,6 +125,15 @@ Examples:
           );
         return n;
       };
+      const hubbleListen = () => {
+        const listen = hubbleListenOf(
+          str("hubbleListen"),
+          str("hubbleTlsCert"),
+          str("hubbleTlsKey"),
+          str("hubbleTlsClientCa"),
+        );
+        return listen === undefined ? {} : { listen };
+      };
       await runAgent({
         stateDir: o["stateDir"] as string,
         socketPath: o["socket"] as string,
@@ -160,6 +181,15 @@ Examples:
                       },
                     }
                   : {}),
+              },
+            }
+          : {}),
+        ...(o["flows"] !== false
+          ? {
+              hubble: {
+                version: ctx.version,
+                ...(str("hubbleSocket") ? { socketPath: str("hubbleSocket") as string } : {}),
+                ...hubbleListen(),
               },
             }
           : {}),

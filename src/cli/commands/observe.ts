@@ -20,6 +20,7 @@ import {
 import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
 import { client, socketOption } from "../agent-client.js";
+import { observeFromServer, type ServerFlags } from "./observe-server.js";
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
@@ -35,6 +36,11 @@ export function observeCommand(ctx: CliContext): Command {
     .option("--input <file>", "read saved flows (JSON lines, as -o json writes) instead of asking the agent")
     .option("-o, --output <format>", "compact | json | table", "compact")
     .option("--utc", "print times in UTC")
+    .option("--server <addr>", "read from a Hubble Observer API: unix:/path or host:port (gRPC)")
+    .option("--tls-ca <file>", "with --server host:port: TLS, trusting this CA")
+    .option("--tls-cert <file>", "with --tls-ca: client certificate (mutual TLS)")
+    .option("--tls-key <file>", "with --tls-ca: client key (mutual TLS)")
+    .option("--tls-server-name <name>", "with --tls-ca: the name the server's certificate carries")
     .addOption(socketOption());
   const repeatable: [string, string][] = [
     ["namespace", "a namespace (either side)"],
@@ -76,49 +82,58 @@ Examples:
   $ membrane observe --follow --pod default/deathstar
   $ membrane observe --last 100 -o json > flows.json
   $ membrane observe --input flows.json --to-pod deathstar --port 80
+  $ membrane observe --server unix:/run/membrane/hubble.sock --verdict DROPPED
+  $ membrane observe --server node1:4245 --tls-ca ca.pem --follow
 `,
     )
-    .action(async (o: ObserveFlags & { input?: string; output: string; utc?: boolean; socket: string }) => {
-      const format = parseOutputFormat(o.output);
-      const req = filterFromFlags(o);
-      if (req.number === undefined && !req.follow && req.since === undefined) req.number = 20;
-      const print = { utc: o.utc === true };
-      if (o.input !== undefined) {
-        let text: string;
-        try {
-          text = readFileSync(o.input, "utf8");
-        } catch (e) {
-          throw new MembraneError("CLI_USAGE", `Cannot read ${o.input}: ${(e as Error).message}`);
+    .action(
+      async (
+        o: ObserveFlags &
+          Partial<ServerFlags> & { input?: string; output: string; utc?: boolean; socket: string },
+      ) => {
+        const format = parseOutputFormat(o.output);
+        const req = filterFromFlags(o);
+        if (req.number === undefined && !req.follow && req.since === undefined) req.number = 20;
+        const print = { utc: o.utc === true };
+        if (o.input !== undefined) {
+          let text: string;
+          try {
+            text = readFileSync(o.input, "utf8");
+          } catch (e) {
+            throw new MembraneError("CLI_USAGE", `Cannot read ${o.input}: ${(e as Error).message}`);
+          }
+          const recs = selectRecords(parseFlowLines(text, o.input), req);
+          if (recs.length) ctx.out(formatRecords(recs, format, print) + "\n");
+          return;
         }
-        const recs = selectRecords(parseFlowLines(text, o.input), req);
-        if (recs.length) ctx.out(formatRecords(recs, format, print) + "\n");
-        return;
-      }
-      const c = client(o);
-      if (!req.follow) {
-        const recs = (await c.request("POST", "/v1/flows", req)) as FlowRecord[];
-        if (recs.length) ctx.out(formatRecords(recs, format, print) + "\n");
-        return;
-      }
-      if (format === "table")
-        throw new MembraneError("CLI_USAGE", "Cannot use -o table with --follow: use compact or json");
-      const ac = new AbortController();
-      process.once("SIGINT", () => ac.abort());
-      await c
-        .stream(
-          "POST",
-          "/v1/flows/follow",
-          req,
-          (item) =>
-            ctx.out(
-              (format === "json"
-                ? formatJson(item as FlowRecord)
-                : formatCompact(item as FlowRecord, print)) + "\n",
-            ),
-          ac.signal,
-        )
-        .catch((e: unknown) => {
-          if (!ac.signal.aborted) throw e;
-        });
-    });
+        if (o.server !== undefined)
+          return observeFromServer(ctx, { ...o, server: o.server }, req, format, print);
+        const c = client(o);
+        if (!req.follow) {
+          const recs = (await c.request("POST", "/v1/flows", req)) as FlowRecord[];
+          if (recs.length) ctx.out(formatRecords(recs, format, print) + "\n");
+          return;
+        }
+        if (format === "table")
+          throw new MembraneError("CLI_USAGE", "Cannot use -o table with --follow: use compact or json");
+        const ac = new AbortController();
+        process.once("SIGINT", () => ac.abort());
+        await c
+          .stream(
+            "POST",
+            "/v1/flows/follow",
+            req,
+            (item) =>
+              ctx.out(
+                (format === "json"
+                  ? formatJson(item as FlowRecord)
+                  : formatCompact(item as FlowRecord, print)) + "\n",
+              ),
+            ac.signal,
+          )
+          .catch((e: unknown) => {
+            if (!ac.signal.aborted) throw e;
+          });
+      },
+    );
 }

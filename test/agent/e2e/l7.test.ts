@@ -18,6 +18,7 @@ import { after, before, describe, test } from "node:test";
 import { flowQuery } from "../../../src/agent/routes.js";
 import { filterFromFlags } from "../../../src/observe/index.js";
 import { explainDrop } from "../../../src/policy/why.js";
+import { assertHubbleStrict } from "../../observe/hubble/strict.js";
 import type { Probe } from "../../../src/probe/probe.js";
 import { AgentLab, rootSkipReason, T } from "./harness.js";
 
@@ -193,11 +194,17 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     const l7 = (lab.agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? []).flatMap((r) =>
       "flow" in r ? [r.flow] : [],
     );
+    // As Hubble: a forwarded request's answer is a RESPONSE from the server (is_reply, sides
+    // swapped); a denied request is a REQUEST from the client.
     const seen = l7.map(
-      (f) => `${f.verdict} ${f.l7?.http?.method} ${f.l7?.http?.code} ${f.source?.pod_name}`,
+      (f) =>
+        `${f.verdict} ${f.l7?.type} ${f.l7?.http?.method} ${f.l7?.http?.code} ${f.source?.pod_name} -> ${f.destination?.pod_name} reply=${f.is_reply}`,
     );
-    assert.ok(seen.includes("FORWARDED POST 200 tiefighter"), seen.join("\n"));
-    assert.ok(seen.includes("DROPPED PUT 403 tiefighter"), seen.join("\n"));
+    assert.ok(
+      seen.includes("FORWARDED RESPONSE POST 200 deathstar -> tiefighter reply=true"),
+      seen.join("\n"),
+    );
+    assert.ok(seen.includes("DROPPED REQUEST PUT 403 tiefighter -> deathstar reply=false"), seen.join("\n"));
     const redirected = lab.agent.observer?.read(filterFromFlags({ verdict: ["REDIRECTED"] })) ?? [];
     assert.ok(redirected.length >= 2, "the kernel's policy verdict of each redirected connection");
   });
@@ -306,12 +313,18 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     const dns = (lab.agent.observer?.read(filterFromFlags({ protocol: ["dns"] })) ?? []).flatMap((r) =>
       "flow" in r
         ? [
-            `${r.flow.verdict} ${r.flow.l7?.dns?.query} from ${r.flow.source?.pod_name} to ${r.flow.IP?.destination}:${"UDP" in (r.flow.l4 ?? {}) ? "udp" : "tcp"}`,
+            // An answer goes from the server to the client (is_reply): name the client and the server.
+            r.flow.is_reply === true
+              ? `${r.flow.verdict} ${r.flow.l7?.dns?.query} from ${r.flow.destination?.pod_name} to ${r.flow.IP?.source}:${"UDP" in (r.flow.l4 ?? {}) ? "udp" : "tcp"} (answer)`
+              : `${r.flow.verdict} ${r.flow.l7?.dns?.query} from ${r.flow.source?.pod_name} to ${r.flow.IP?.destination}:${"UDP" in (r.flow.l4 ?? {}) ? "udp" : "tcp"}`,
           ]
         : [],
     );
     assert.ok(dns.includes("DROPPED blocked.test. from client to 192.0.2.10:udp"), dns.join("\n"));
-    assert.ok(dns.includes("FORWARDED allowed.example.com. from client to 192.0.2.10:udp"), dns.join("\n"));
+    assert.ok(
+      dns.includes("FORWARDED allowed.example.com. from client to 192.0.2.10:udp (answer)"),
+      dns.join("\n"),
+    );
     // dnsmasq answers with TTL 0: the address lives for the minimum TTL (2 s here), then new
     // connections are denied until the name is resolved again.
     await new Promise((r) => setTimeout(r, 2600));
@@ -366,5 +379,12 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       "403",
       "the restarted proxy has the policy",
     );
+  });
+
+  test("every flow these tests produced (HTTP, gRPC, DNS, kernel verdicts, drops) is a line Hubble's strict parser accepts", () => {
+    const recs = lab.agent.observer?.read(filterFromFlags({})) ?? [];
+    assert.ok(recs.some((r) => "flow" in r && r.flow.l7?.dns !== undefined));
+    assert.ok(recs.some((r) => "flow" in r && r.flow.l7?.http !== undefined));
+    assertHubbleStrict(recs, "L7 e2e flows");
   });
 });

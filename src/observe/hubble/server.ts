@@ -1,0 +1,244 @@
+/**
+ * Hubble's Observer gRPC API on the agent, over the flow ring.
+ *
+ *   hubble / membrane observe --server  --gRPC-->  unix socket (mode 0660) | TCP with TLS (mutual with a client CA)
+ *     GetFlows {whitelist, blacklist, number, first, follow, since, until}
+ *        --observeRequestOf--> FlowRing.read / follow --hubbleRecord--> GetFlowsResponse stream
+ *     GetNodes, ServerStatus: this node and the ring's counters; GetNamespaces: the namespaces in the ring
+ *
+ * A TCP listener without a certificate is refused: flows name every workload
+ * and policy of the node. A stream writes only as fast as its client reads
+ * (write backpressure); a lapped follower gets Hubble's lost_events record.
+ */
+import { once } from "node:events";
+import { chmodSync, lstatSync, readFileSync, unlinkSync } from "node:fs";
+import { fromJson, type Message } from "@bufbuild/protobuf";
+import {
+  Server,
+  ServerCredentials,
+  status,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+} from "@grpc/grpc-js";
+import { MembraneError } from "../../errors.js";
+import { compileFilter } from "../filter.js";
+import type { FlowRecord } from "../flow.js";
+import type { FlowRing } from "../ring.js";
+import { hubbleRecord } from "./json.js";
+import { observeRequestOf, type HubbleFlowsRequest } from "./request.js";
+import { hubbleSchema } from "./schema.js";
+import { observerService } from "./service.js";
+
+/** What the API serves from. */
+export interface HubbleSource {
+  readonly nodeName: string;
+  readonly version: string;
+  readonly ring: FlowRing;
+}
+
+export interface HubbleTls {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** When given, clients must present a certificate signed by it (mutual TLS). */
+  readonly clientCaFile?: string;
+}
+
+export interface HubbleServerParams {
+  readonly source: HubbleSource;
+  /** Unix socket path (mode 0660). */
+  readonly socketPath?: string;
+  /** host:port for TCP, always with TLS. */
+  readonly listen?: { readonly address: string; readonly tls: HubbleTls };
+  readonly onError?: (e: Error) => void;
+}
+
+type Json = Record<string, unknown>;
+
+function failServe(what: string, why: string, cause?: unknown): MembraneError {
+  return new MembraneError("HUBBLE_SERVE_FAILED", `Cannot serve Hubble's Observer API on ${what}: ${why}`, {
+    hint: "Check the path or address and the certificate files.",
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+export class HubbleServer {
+  private readonly server = new Server();
+  private readonly started = process.hrtime.bigint();
+  private bound: string[] = [];
+
+  constructor(private readonly p: HubbleServerParams) {
+    this.server.addService(observerService(), {
+      GetFlows: (call: ServerWritableStream<Message, Message>) => void this.getFlows(call),
+      GetNodes: (_c: ServerUnaryCall<Message, Message>, cb: sendUnaryData<Message>) =>
+        cb(null, this.msg(hubbleSchema().GetNodesResponse, { nodes: [this.node()] })),
+      GetNamespaces: (_c: ServerUnaryCall<Message, Message>, cb: sendUnaryData<Message>) =>
+        cb(null, this.msg(hubbleSchema().GetNamespacesResponse, { namespaces: this.namespaces() })),
+      ServerStatus: (_c: ServerUnaryCall<Message, Message>, cb: sendUnaryData<Message>) =>
+        cb(null, this.msg(hubbleSchema().ServerStatusResponse, this.status())),
+    });
+  }
+
+  /** The addresses served (`unix:/path`, `host:port`). */
+  get addresses(): readonly string[] {
+    return this.bound;
+  }
+
+  private msg(d: Parameters<typeof fromJson>[0], j: Json): Message {
+    return fromJson(d, j as never, { registry: hubbleSchema().registry });
+  }
+
+  private uptimeNs(): string {
+    return String(process.hrtime.bigint() - this.started);
+  }
+
+  private status(): Json {
+    const st = this.p.source.ring.stats();
+    return {
+      num_flows: String(st.size),
+      max_flows: String(st.capacity),
+      seen_flows: String(st.written),
+      uptime_ns: this.uptimeNs(),
+      version: this.p.source.version,
+    };
+  }
+
+  private node(): Json {
+    const st = this.p.source.ring.stats();
+    return {
+      name: this.p.source.nodeName,
+      version: this.p.source.version,
+      address: this.bound[0] ?? "",
+      state: "NODE_CONNECTED",
+      tls: { enabled: this.p.listen !== undefined },
+      uptime_ns: this.uptimeNs(),
+      num_flows: String(st.size),
+      max_flows: String(st.capacity),
+      seen_flows: String(st.written),
+    };
+  }
+
+  private namespaces(): Json[] {
+    const seen = new Set<string>();
+    for (const r of this.p.source.ring.read()) {
+      if (!("flow" in r)) continue;
+      for (const ns of [r.flow.source?.namespace, r.flow.destination?.namespace])
+        if (ns !== undefined && ns !== "") seen.add(ns);
+    }
+    return [...seen].sort().map((namespace) => ({ namespace }));
+  }
+
+  private encode(r: FlowRecord): Message | undefined {
+    try {
+      return this.msg(hubbleSchema().GetFlowsResponse, hubbleRecord(r));
+    } catch (e) {
+      this.p.onError?.(e as Error);
+      return undefined;
+    }
+  }
+
+  private async getFlows(call: ServerWritableStream<Message, Message>): Promise<void> {
+    let req: HubbleFlowsRequest;
+    try {
+      req = observeRequestOf(call.request);
+    } catch (e) {
+      call.emit("error", { code: status.INVALID_ARGUMENT, details: (e as Error).message });
+      return;
+    }
+    const ac = new AbortController();
+    call.on("cancelled", () => ac.abort());
+    call.on("close", () => ac.abort());
+    const send = async (r: FlowRecord): Promise<boolean> => {
+      if (call.cancelled || ac.signal.aborted) return false;
+      const m = this.encode(r);
+      if (m !== undefined && !call.write(m))
+        await Promise.race([once(call, "drain"), once(ac.signal, "abort")]).catch(() => undefined);
+      return !ac.signal.aborted;
+    };
+    try {
+      const ring = this.p.source.ring;
+      const filter = compileFilter(req.filter);
+      const window = {
+        filter,
+        ...(req.since !== undefined ? { since: req.since } : {}),
+        ...(req.until !== undefined ? { until: req.until } : {}),
+      };
+      if (!req.follow) {
+        const all = req.first
+          ? ring.read(window)
+          : ring.read({ ...window, ...(req.number ? { number: req.number } : {}) });
+        const recs = req.first && req.number !== undefined ? all.slice(0, req.number) : all;
+        for (const r of recs) if (!(await send(r))) return;
+        call.end();
+        return;
+      }
+      const live = { ...window, signal: ac.signal, ...(req.number ? { number: req.number } : {}) };
+      for await (const r of ring.follow(live)) {
+        if (req.until !== undefined && Date.parse(r.time) > req.until) break;
+        if (!(await send(r))) break;
+      }
+      if (!ac.signal.aborted) call.end();
+    } catch (e) {
+      if (!ac.signal.aborted) call.emit("error", { code: status.INTERNAL, details: (e as Error).message });
+    }
+  }
+
+  private bind(target: string, creds: ServerCredentials): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.server.bindAsync(target, creds, (err, port) => (err ? reject(err) : resolve(port))),
+    );
+  }
+
+  async start(): Promise<void> {
+    const { socketPath, listen } = this.p;
+    if (socketPath !== undefined) {
+      try {
+        // A socket left by an earlier agent is replaced; anything else at the path is refused.
+        if (lstatSync(socketPath, { throwIfNoEntry: false })?.isSocket() === true) unlinkSync(socketPath);
+        else if (lstatSync(socketPath, { throwIfNoEntry: false }) !== undefined)
+          throw failServe(socketPath, "the path exists and is not a socket");
+        await this.bind(`unix:${socketPath}`, ServerCredentials.createInsecure());
+        chmodSync(socketPath, 0o660);
+      } catch (e) {
+        this.server.forceShutdown();
+        throw e instanceof MembraneError ? e : failServe(socketPath, (e as Error).message, e);
+      }
+      this.bound.push(`unix:${socketPath}`);
+    }
+    if (listen !== undefined) {
+      let creds: ServerCredentials;
+      try {
+        const ca = listen.tls.clientCaFile === undefined ? null : readFileSync(listen.tls.clientCaFile);
+        creds = ServerCredentials.createSsl(
+          ca,
+          [{ cert_chain: readFileSync(listen.tls.certFile), private_key: readFileSync(listen.tls.keyFile) }],
+          ca !== null,
+        );
+      } catch (e) {
+        this.server.forceShutdown();
+        throw failServe(listen.address, `the TLS files cannot be read (${(e as Error).message})`, e);
+      }
+      try {
+        const port = await this.bind(listen.address, creds);
+        this.bound.push(`${listen.address.slice(0, listen.address.lastIndexOf(":"))}:${port}`);
+      } catch (e) {
+        this.server.forceShutdown();
+        throw failServe(listen.address, (e as Error).message, e);
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    // Followers never end by themselves: close their streams rather than wait for them.
+    this.server.forceShutdown();
+    for (const a of this.bound)
+      if (a.startsWith("unix:")) {
+        try {
+          unlinkSync(a.slice(5));
+        } catch {
+          // already gone
+        }
+      }
+    this.bound = [];
+  }
+}
