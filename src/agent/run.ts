@@ -46,6 +46,8 @@ export interface AgentOptions {
   readonly runtime?: AgentParams["runtime"];
   /** Cluster mode (`--cluster-store`): shared state in etcd; the pod CIDRs come from the cluster. */
   readonly cluster?: ClusterOptions;
+  /** The SPIFFE identity provider and Workload API (`--spiffe`); absent = off. */
+  readonly spiffe?: AgentParams["spiffe"];
 }
 
 export interface RunningAgent {
@@ -89,6 +91,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     ...(o.observe ? { observe: o.observe } : {}),
     ...(o.proxy ? { proxy: o.proxy } : {}),
     ...(o.runtime ? { runtime: o.runtime } : {}),
+    ...(o.spiffe ? { spiffe: o.spiffe } : {}),
     // Cluster mode: shared policies/namespaces/services, and identity numbers claimed in etcd.
     ...(cluster
       ? { cluster: cluster.ctx, clusterIdentities: new ClusterIdentities({ ctx: cluster.ctx }) }
