@@ -28,7 +28,7 @@ export function checkTrustDomain(td: string, where = "--trust-domain"): string {
   if (td.length === 0 || td.length > TRUST_DOMAIN_MAX || !TD_CHARS.test(td)) {
     throw new MembraneError(
       "SPIFFE_ID_INVALID",
-      `Cannot use trust domain ${JSON.stringify(td.slice(0, 80))}: a trust domain is 1 to ${TRUST_DOMAIN_MAX} characters of a-z, 0-9, '.', '-' and '_'`,
+      `Cannot use ${where} ${JSON.stringify(td.slice(0, 80))}: a trust domain is 1 to ${TRUST_DOMAIN_MAX} characters of a-z, 0-9, '.', '-' and '_'`,
       { location: { path: where } },
     );
   }

@@ -55,6 +55,8 @@ export class X509Svid {
   }
 }
 
+const RETRY_MS = 5000;
+
 export type SpiffeEvent = { readonly kind: "svid"; readonly identity: number } | { readonly kind: "bundle" };
 
 export interface ProviderParams extends CaParams {
@@ -70,6 +72,7 @@ export class SvidProvider {
   private timer: NodeJS.Timeout | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private stopped = false;
+  private failed = false;
   private readonly now: () => number;
 
   private constructor(
@@ -191,10 +194,15 @@ export class SvidProvider {
     if (this.stopped || this.p.timers === false) return;
     if (this.timer) clearTimeout(this.timer);
     const due = Math.min(this.ca.nextDue(), ...[...this.svids.values()].map((s) => s.rotateAt));
-    const ms = Math.max(0, Math.min(due - this.now(), 2 ** 31 - 1));
+    // After a failure the next try waits RETRY_MS (what was due is still due: no busy loop).
+    const ms = Math.max(this.failed ? RETRY_MS : 0, Math.min(due - this.now(), 2 ** 31 - 1));
     this.timer = setTimeout(() => {
       void this.tick()
-        .catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "SPIFFE rotation failed"))
+        .then(() => (this.failed = false))
+        .catch((e: unknown) => {
+          this.failed = true;
+          this.p.logger.error({ err: (e as Error).message }, "SPIFFE rotation failed");
+        })
         .finally(() => this.schedule());
     }, ms);
     this.timer.unref();
