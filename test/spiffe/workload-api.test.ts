@@ -169,4 +169,36 @@ describe("SPIFFE Workload API (needs root)", { skip }, () => {
       await lab.destroy();
     }
   });
+
+  test("a relabelled endpoint's open stream switches to its new identity; a restarted agent serves the endpoints it adopted, same root", async () => {
+    const lab = await AgentLab.start("spwr", { spiffe: { trustDomain: TD } });
+    try {
+      const a = await lab.endpoint("a", { app: "a" });
+      let relabelled = false;
+      const lines = await client(a.view.netns, svidArgs(2), (l) => {
+        if (l["svids"] && !relabelled) void lab.agent.labelEndpoint("default", "a", { app: "a2" }, true);
+        relabelled = true;
+      });
+      const streamed = lines.filter((l) => l["svids"]);
+      const now = lab.agent.getEndpoint("default", "a").identity;
+      assert.notEqual(now, a.view.identity);
+      checkSvid((streamed[0]?.["svids"] as Svid[])[0] as Svid, a.view.identity);
+      checkSvid((streamed[1]?.["svids"] as Svid[])[0] as Svid, now); // the new identity's, never the old one again
+      const before = firstSvid(await client(a.view.netns, svidArgs()));
+
+      await lab.stopAgent();
+      const gone = await client(a.view.netns, svidArgs());
+      assert.deepEqual(
+        gone.map((l) => l["status"]),
+        [14],
+        "no agent, no socket",
+      );
+      await lab.startAgent();
+      const after = firstSvid(await client(a.view.netns, svidArgs()));
+      checkSvid(after, now);
+      assert.equal(after.bundle, before.bundle, "the root survived the restart (state dir file)");
+    } finally {
+      await lab.destroy();
+    }
+  });
 });
