@@ -13,7 +13,15 @@
  */
 import * as x509 from "./x509.js";
 import { MembraneError } from "../errors.js";
-import { createLeaf, createRoot, exportPkcs8, importPkcs8, newKeyPair, type Key } from "./certs.js";
+import {
+  createLeaf,
+  createRoot,
+  exportPkcs8,
+  exportSpki,
+  importPkcs8,
+  newKeyPair,
+  type Key,
+} from "./certs.js";
 import type { CaFile, RootState, StoredRoot } from "./ca-file.js";
 
 export interface CaParams {
@@ -236,9 +244,4 @@ export class SpiffeCa {
     }
     await this.p.file.save({ version: 1, trustDomain: this.trustDomain, roots });
   }
-}
-
-async function exportSpki(key: Key): Promise<ArrayBuffer> {
-  const { webcrypto } = await import("node:crypto");
-  return webcrypto.subtle.exportKey("spki", key as unknown as import("node:crypto").webcrypto.CryptoKey);
 }

@@ -26,6 +26,10 @@ export async function exportPkcs8(key: Key): Promise<Buffer> {
   return Buffer.from(await crypto.subtle.exportKey("pkcs8", key));
 }
 
+export async function exportSpki(key: Key): Promise<ArrayBuffer> {
+  return crypto.subtle.exportKey("spki", key);
+}
+
 export async function importPkcs8(der: Uint8Array): Promise<KeyPair> {
   const privateKey = await crypto.subtle.importKey("pkcs8", der, EC_ALG, true, ["sign"]);
   const jwk = await crypto.subtle.exportKey("jwk", privateKey);
