@@ -68,6 +68,11 @@ export const ERROR_CODES = {
   TRACING_POLICY_UNSAFE: "A TracingPolicy kills without being narrowed to workloads and calls",
   RUNTIME_ENFORCER_FAILED:
     "The runtime enforcer (bpftrace, or its cgroup connect guard) could not load or stopped",
+  // spiffe: the built-in SPIFFE identity provider and the Workload API
+  SPIFFE_ID_INVALID: "A SPIFFE ID or trust domain is malformed",
+  SPIFFE_SVID_INVALID: "An X.509-SVID or its chain breaks a rule of the SPIFFE X.509-SVID spec",
+  SPIFFE_CA_FAILED: "The SPIFFE CA could not load, create, store or use its root key",
+  SPIFFE_WORKLOAD_API_FAILED: "The SPIFFE Workload API could not serve an endpoint",
   // cli
   CLI_USAGE: "A command was given invalid arguments",
 } as const;

@@ -6,6 +6,7 @@ import type { Store } from "../store/store.js";
 import type { ObserverParams } from "./observer.js";
 import type { RuntimeParams } from "./controllers/runtime.js";
 import type { ClusterContext } from "../cluster/context.js";
+import type { SpiffeParams } from "./controllers/spiffe.js";
 
 export interface AgentParams {
   readonly store: Store;
@@ -55,4 +56,6 @@ export interface AgentParams {
   readonly runtime?: RuntimeParams;
   /** Cluster mode (`--cluster-store`): policies, namespaces and services are shared through etcd. */
   readonly cluster?: ClusterContext;
+  /** The built-in SPIFFE identity provider and the Workload API (`--spiffe`); absent = off. */
+  readonly spiffe?: SpiffeParams;
 }

@@ -49,6 +49,7 @@ import { Observer } from "./observer.js";
 import { WorkQueue } from "./work-queue.js";
 import { TracingPoliciesController } from "./controllers/tracing-policies.js";
 import type { AgentParams } from "./agent-params.js";
+import { startSpiffe, type SpiffeController } from "./controllers/spiffe.js";
 export type { ApplyReport } from "./controllers/policies.js";
 export type { EndpointView } from "./controllers/endpoints.js";
 export type { AgentParams } from "./agent-params.js";
@@ -78,15 +79,14 @@ export class Agent {
   readonly tracing: TracingPoliciesController; // TracingPolicies (controllers/tracing-policies.ts)
   /** Runtime events of the node's processes (controllers/runtime.ts); undefined when off. */
   runtime: RuntimeController | undefined;
+  spiffe: SpiffeController | undefined; // SVIDs and each endpoint's Workload API (controllers/spiffe.ts); undefined when off
   /** Cluster mode: policies, namespaces and services shared through etcd (cluster/resources.ts). */
   readonly cluster: ClusterResources | undefined;
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
   private readonly controllers: readonly Controller[];
 
   /** The L7 proxy's process id, while it runs. */
-  get proxyPid(): number | undefined {
-    return this.proxyRef?.pid;
-  }
+  get proxyPid(): number | undefined { return this.proxyRef?.pid; } // prettier-ignore
 
   /** Flows of this node (undefined when flow visibility is off). */
   get observer(): Observer | undefined {
@@ -207,6 +207,7 @@ export class Agent {
     );
     await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
     await this.cluster?.start(); // what other nodes applied meanwhile (listed, enforced, then watched)
+    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints()); // SVIDs and sockets of the endpoints adopted
     // The kernel is read in the background (once now: a restart adopted the table by its
     // stamp, then periodically); the work queue is used only to repair drift.
     const resync = (): void => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair"));
@@ -221,6 +222,7 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.identitiesCtl.stop();
+    this.spiffe?.stop();
     await this.endpoints.stopVerification();
     await this.cluster?.stop();
     this.names.stop();
@@ -315,6 +317,7 @@ export class Agent {
   async createEndpointRequest(req: CreateEndpointRequest): Promise<EndpointView> {
     const v = await this.endpoints.create(req);
     await this.tracing.endpointsChanged(); // TracingPolicies selecting it attach before it is handed out
+    await this.spiffe?.sync(); // its SVID and Workload API socket exist before it is handed out
     return v;
   }
 
@@ -332,13 +335,8 @@ export class Agent {
     return this.endpoints.delete(namespace, name, graceMs);
   }
 
-  listEndpoints(): EndpointView[] {
-    return this.endpoints.list();
-  }
-
-  getEndpoint(namespace: string, name: string): EndpointView {
-    return this.endpoints.get(namespace, name);
-  }
+  listEndpoints(): EndpointView[] { return this.endpoints.list(); } // prettier-ignore
+  getEndpoint(namespace: string, name: string): EndpointView { return this.endpoints.get(namespace, name); } // prettier-ignore
 
   // ---- namespaces, nodes, services ------------------------------------------
 
@@ -394,6 +392,7 @@ export class Agent {
       table: `inet ${this.p.table}`,
       lastApply: this.enforcer.lastApply,
       controllers: controllerStatus(this.controllers),
+      ...(this.spiffe ? { spiffe: this.spiffe.view() } : {}), // certificates and roots, never a key
     };
   }
 }

@@ -50,6 +50,8 @@ export interface AgentOptions {
   readonly cluster?: ClusterOptions;
   /** Hubble's Observer API (gRPC) over the flow ring; served when flows are on and this is given. */
   readonly hubble?: HubbleOptions;
+  /** The SPIFFE identity provider and Workload API (`--spiffe`); absent = off. */
+  readonly spiffe?: AgentParams["spiffe"];
 }
 
 export interface RunningAgent {
@@ -95,6 +97,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     ...(o.observe ? { observe: o.observe } : {}),
     ...(o.proxy ? { proxy: o.proxy } : {}),
     ...(o.runtime ? { runtime: o.runtime } : {}),
+    ...(o.spiffe ? { spiffe: o.spiffe } : {}),
     // Cluster mode: shared policies/namespaces/services, and identity numbers claimed in etcd.
     ...(cluster
       ? { cluster: cluster.ctx, clusterIdentities: new ClusterIdentities({ ctx: cluster.ctx }) }

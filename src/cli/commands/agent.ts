@@ -87,6 +87,13 @@ export function agentCommand(ctx: CliContext): Command {
       "/etc/membrane/secrets",
     )
     .option("--tofqdns-min-ttl <seconds>", "shortest life of an address learned from a DNS answer", "3600")
+    .option("--spiffe", "issue X.509-SVIDs to identities and serve the SPIFFE Workload API in every endpoint")
+    .option(
+      "--trust-domain <name>",
+      "SPIFFE trust domain (IDs spiffe://<name>/identity/<number>)",
+      "cluster.local",
+    )
+    .option("--svid-ttl <seconds>", "life of an X.509-SVID (rotated at half life)", "3600")
     .addOption(
       new Option("--log-level <level>", "log level")
         .choices(["debug", "info", "warn", "error"])
@@ -192,6 +199,9 @@ Examples:
                 ...hubbleListen(),
               },
             }
+          : {}),
+        ...(o["spiffe"] === true
+          ? { spiffe: { trustDomain: str("trustDomain") as string, svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000 } } // prettier-ignore
           : {}),
         ...(o["runtimeEvents"] === true
           ? {

@@ -55,6 +55,8 @@ export interface LabOptions {
   readonly runtime?: boolean;
   /** Cluster mode (test/cluster): the shared etcd, the node's lease and name. */
   readonly cluster?: AgentOptions["cluster"];
+  /** The SPIFFE provider and Workload API (test/spiffe). */
+  readonly spiffe?: AgentOptions["spiffe"];
 }
 
 export interface LabEndpoint {
@@ -98,6 +100,7 @@ export class AgentLab {
       ...(o.k8s ? { k8s: o.k8s } : {}),
       ...(o.runtime ? { runtime: { nodeName: prefix } } : {}),
       ...(o.cluster ? { cluster: o.cluster } : {}),
+      ...(o.spiffe ? { spiffe: o.spiffe } : {}),
       ...(o.proxy
         ? {
             // A short minimum TTL, so that expiry can be seen within a test.
