@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// Regenerates src/spiffe/proto/workload-descriptor.ts: the FileDescriptorSet of the vendored
-// SPIFFE workload.proto (with google/protobuf/struct.proto), compiled by protoc and committed as
+// Regenerates src/spiffe/proto/workload-descriptor.ts: the FileDescriptorSet of
+// SPIFFE Workload API declaration workload.proto (with google/protobuf/struct.proto), compiled by protoc and committed as
 // base64, so that the agent needs no protoc at build or run time. test/spiffe/descriptor.test.ts
-// checks that the committed bytes are what protoc makes of the vendored proto.
+// checks that the committed bytes are what protoc makes of workload.proto.
 //   node scripts/gen-spiffe-descriptor.mjs            writes the file
 //   node scripts/gen-spiffe-descriptor.mjs --print    prints the base64 only
 import { execFileSync } from "node:child_process";

@@ -1,5 +1,5 @@
 /**
- * The SPIFFE Workload API's messages and gRPC method paths, from the vendored workload.proto
+ * The SPIFFE Workload API's messages and gRPC method paths, from our declaration src/spiffe/proto/workload.proto
  * (proto/README.md) through its committed descriptor set and @bufbuild/protobuf. Built on first
  * use, not at import.
  */

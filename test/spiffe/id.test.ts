@@ -54,7 +54,7 @@ describe("SPIFFE IDs", () => {
     assert.throws(() => checkTrustDomain(""), /1 to 255/);
   });
 
-  test("the committed Workload API descriptor is what protoc makes of the vendored workload.proto", () => {
+  test("the committed Workload API descriptor is what protoc makes of workload.proto", () => {
     assert.equal(WORKLOAD_DESCRIPTOR_SET_B64, protocDescriptorSet().toString("base64"));
   });
 });

@@ -1,4 +1,4 @@
-/** The vendored official workload.proto compiled by protoc now (the tetragon-schema.ts pattern). */
+/** Our workload.proto (src/spiffe/proto) compiled by protoc now (the tetragon-schema.ts pattern). */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,7 +9,7 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 
 export const PROTO_DIR = fileURLToPath(new URL("../../../src/spiffe/proto", import.meta.url));
 
-/** protoc's FileDescriptorSet of the vendored workload.proto (with its imports). */
+/** protoc's FileDescriptorSet of workload.proto (with its imports). */
 export function protocDescriptorSet(): Buffer {
   const dir = mkdtempSync(join(tmpdir(), "sp-proto-"));
   try {
