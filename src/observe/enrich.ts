@@ -63,6 +63,8 @@ export interface FlowLookup {
   ruleById(id: number): RuleInfo | undefined;
   /** A local endpoint holding this address (names the peer pod). Optional. */
   endpointByIp?(ip: string): (EndpointInfo & { readonly id: number }) | undefined;
+  /** Cluster mode: the other node whose pods hold this address (src/cluster/node-of-ip.ts). Optional. */
+  nodeOfIp?(ip: string): string | undefined;
 }
 
 export interface FlowEnricherParams {
@@ -228,7 +230,10 @@ export class FlowEnricher {
         pod_name: ep.name,
       };
     const labels = this.lookup.identityById(identity)?.labels;
-    return labels === undefined ? { identity } : { identity, labels: labels as string[] };
+    const out: Endpoint = labels === undefined ? { identity } : { identity, labels: labels as string[] };
+    const node = ip === undefined ? undefined : this.lookup.nodeOfIp?.(ip);
+    if (node !== undefined) out.node_name = node;
+    return out;
   }
 
   /** The flow of one event; undefined when the prefix is not Membrane's. */

@@ -94,6 +94,8 @@ export interface Endpoint {
   /** `source:key=value`, sorted. */
   labels?: string[];
   pod_name?: string;
+  /** Membrane, cluster mode: the node a peer on another node runs on (the owner of its pod CIDR). */
+  node_name?: string;
 }
 
 /** A policy named in *_allowed_by / *_denied_by (flow.proto Policy). */

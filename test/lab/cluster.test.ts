@@ -97,11 +97,13 @@ describe("lab cluster of real agent processes (root)", { skip }, () => {
         drop.source?.labels?.some((l) => l.endsWith("app=intruder")),
         JSON.stringify(drop.source),
       );
+      assert.equal(drop.source?.node_name, "n1", "the sender's node (the owner of its pod CIDR)");
       assert.equal(drop.destination?.identity, server.identity);
       const allowed = await readFlows(n2, { allowlist: [{ verdict: ["FORWARDED"] }] });
       const ok = allowed.find((f) => f.IP?.source === client.ipv4);
       assert.ok(ok, `a forwarded flow of the client on n2: ${JSON.stringify(allowed)}`);
       assert.equal(ok.source?.identity, client.identity);
+      assert.equal(ok.source?.node_name, "n1");
       assert.ok(
         ok.ingress_allowed_by?.some((p) => p.name === "server"),
         JSON.stringify(ok),
