@@ -46,6 +46,8 @@ export interface LabClusterOptions {
   readonly logLevel?: "debug" | "info" | "warn" | "error";
   /** Safety net for the start (default 120 s). */
   readonly startTimeoutMs?: number;
+  /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
+  readonly signal?: AbortSignal;
 }
 
 export interface LabNode {
@@ -132,6 +134,9 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
     throw new Error(`Cannot start a lab cluster: nodes ${o.nodes} is not 1..9`);
   }
   const log = o.log ?? ((): void => undefined);
+  const check = (): void => {
+    if (o.signal?.aborted) throw new Error("Cannot start the lab cluster: interrupted");
+  };
   const deadline = Date.now() + (o.startTimeoutMs ?? 120_000);
   const dir = mkdtempSync(join(tmpdir(), "membrane-lab-"));
   const running: Running[] = [];
@@ -145,11 +150,14 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       rmSync(dir, { recursive: true, force: true });
     })());
   try {
+    check();
     etcd = await startEtcd();
+    check();
     const clusterStore = etcd.endpoint.replace(/^http:/, "etcd:");
     log(`etcd ready on ${etcd.endpoint}`);
     const underlay = await Underlay.create(o.prefix);
     for (let i = 1; i <= o.nodes; i++) {
+      check();
       const name = `n${i}`;
       const netns = `${o.prefix}-n${i}`;
       const n = await underlay.node(i, { netns });
@@ -175,16 +183,31 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
     }
     const nodes = running.map((r) => r.node);
     for (const r of running) {
-      await until(deadline, r, `${r.node.name}'s API`, async () => {
-        await r.node.client.request("GET", "/v1/status");
-        return true;
-      });
+      await until(
+        deadline,
+        r,
+        `${r.node.name}'s API`,
+        async () => {
+          await r.node.client.request("GET", "/v1/status");
+          return true;
+        },
+        o.signal,
+      );
     }
     for (const r of running) {
-      await until(deadline, r, `${r.node.name} to see ${o.nodes} live nodes`, async () => {
-        const seen = (await r.node.client.request("GET", "/v1/nodes")) as { name: string; alive: boolean }[];
-        return nodes.every((n) => seen.some((s) => s.name === n.name && s.alive));
-      });
+      await until(
+        deadline,
+        r,
+        `${r.node.name} to see ${o.nodes} live nodes`,
+        async () => {
+          const seen = (await r.node.client.request("GET", "/v1/nodes")) as {
+            name: string;
+            alive: boolean;
+          }[];
+          return nodes.every((n) => seen.some((s) => s.name === n.name && s.alive));
+        },
+        o.signal,
+      );
       log(`node ${r.node.name} ready: sees ${nodes.map((n) => n.name).join(", ")}`);
     }
     return { prefix: o.prefix, etcdEndpoint: etcd.endpoint, clusterStore, etcd, nodes, dir, stop };
@@ -195,9 +218,16 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
 }
 
 /** Polls `ok` (errors count as "not yet") until it is true; fails naming what and the agent's log tail. */
-async function until(deadline: number, r: Running, what: string, ok: () => Promise<boolean>): Promise<void> {
+async function until(
+  deadline: number,
+  r: Running,
+  what: string,
+  ok: () => Promise<boolean>,
+  signal: AbortSignal | undefined,
+): Promise<void> {
   let last = "";
   for (;;) {
+    if (signal?.aborted) throw new Error("Cannot start the lab cluster: interrupted");
     if (exited(r.proc)) {
       throw new Error(
         `Cannot start the lab cluster: the agent of ${r.node.name} exited (${r.proc.exitCode ?? r.proc.signalCode}) while waiting for ${what}:\n${tail(r.node.logs())}`,

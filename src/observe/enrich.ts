@@ -259,6 +259,8 @@ export class FlowEnricher {
         ? this.local(pre.endpointId)
         : this.byAddress(pkt.ok ? (ingress ? pkt.IP.destination : pkt.IP.source) : undefined);
     const peer = this.remote(peerIp, ev.mark);
+    // Cluster mode: both sides name their node (the peer's from nodeOfIp, in remote()).
+    if (this.lookup.nodeOfIp !== undefined && this.nodeName !== undefined) me.node_name = this.nodeName;
 
     const r = pre.reason;
     const rule = r.kind === "rule" && r.ruleId !== 0 ? this.lookup.ruleById(r.ruleId) : undefined;

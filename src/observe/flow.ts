@@ -94,7 +94,7 @@ export interface Endpoint {
   /** `source:key=value`, sorted. */
   labels?: string[];
   pod_name?: string;
-  /** Membrane, cluster mode: the node a peer on another node runs on (the owner of its pod CIDR). */
+  /** Membrane, cluster mode: the node this side runs on (a peer's: the owner of its pod CIDR). */
   node_name?: string;
 }
 
