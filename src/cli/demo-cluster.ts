@@ -21,15 +21,7 @@ import { formatCompact } from "../observe/index.js";
 import type { Flow } from "../observe/flow.js";
 import type { FlowFilterSet } from "../observe/filter.js";
 import { Probe } from "../probe/probe.js";
-import {
-  ATTEMPTS_L3L4,
-  ATTEMPTS_OPEN,
-  indent,
-  preflight,
-  STARWARS_L3L4,
-  type Attempt,
-  type DemoOptions,
-} from "./demo.js";
+import { ATTEMPTS_L3L4, ATTEMPTS_OPEN, indent, preflight, STARWARS_L3L4, type Attempt } from "./demo.js";
 import { table } from "./format.js";
 
 export const MAX_DEMO_NODES = 5;
@@ -51,7 +43,10 @@ interface Ship {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Runs the demo on `nodes` nodes; returns the number of attempts that did not end as Cilium would. */
-export async function runClusterDemo(o: DemoOptions & { readonly nodes: number }): Promise<number> {
+export async function runClusterDemo(o: {
+  readonly out: (s: string) => void;
+  readonly nodes: number;
+}): Promise<number> {
   preflight();
   if (etcdBinary() === undefined) {
     throw new MembraneError("CLI_USAGE", "Cannot run the demo on several nodes: `etcd` is not installed", {
@@ -68,35 +63,38 @@ export async function runClusterDemo(o: DemoOptions & { readonly nodes: number }
     ships.clear();
     await lab?.stop();
   };
+  const exit = (): never => {
+    o.out("cleaned up: agents and etcd stopped, namespaces and state removed\n");
+    process.exit(130);
+  };
   const onSignal = (): void => {
     if (interrupted) return;
     interrupted = true;
-    o.out("\ninterrupted: cleaning up ...\n");
+    o.out("\ninterrupted: cleaning up ...\n"); // then nothing more of the steps (say)
     abort.abort(); // a start under way removes what it made and rejects (below)
-    if (lab) void cleanup().finally(() => process.exit(130));
+    if (lab) void cleanup().finally(() => exit());
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   let mismatches = 0;
+  const say = (text: string): void => {
+    if (!interrupted) o.out(text);
+  };
   try {
-    o.out(
-      `Membrane demo on ${o.nodes} nodes: Cilium's Star Wars across nodes, one etcd, an agent per node\n`,
-    );
-    o.out(`scratch namespaces ${prefix}-*, etcd on 127.0.0.1 only\n\n`);
-    o.out(
-      "Starting (etcd, the underlay bridge, a node namespace and a `membrane agent` process per node):\n",
-    );
+    say(`Membrane demo on ${o.nodes} nodes: Cilium's Star Wars across nodes, one etcd, an agent per node\n`);
+    say(`scratch namespaces ${prefix}-*, etcd on 127.0.0.1 only\n\n`);
+    say("Starting (etcd, the underlay bridge, a node namespace and a `membrane agent` process per node):\n");
     lab = await startLabCluster({
       prefix,
       nodes: o.nodes,
-      log: (l) => o.out(`  ${l}\n`),
+      log: (l) => say(`  ${l}\n`),
       signal: abort.signal,
     });
     const nodes = lab.nodes;
     const first = nodes[0] as LabNode;
     const views = (await first.client.request("GET", "/v1/nodes")) as NodeView[];
-    o.out("\nNodes (membrane get nodes):\n");
-    o.out(
+    say("\nNodes (membrane get nodes):\n");
+    say(
       indent(
         table([
           ["NAME", "ADDRESS", "POD CIDR", "ROUTING"],
@@ -116,17 +114,17 @@ export async function runClusterDemo(o: DemoOptions & { readonly nodes: number }
       const labels = Object.entries(s.labels).map(([k, x]) => `${k}=${x}`);
       rows.push([`default/${s.name}`, node.name, labels.join(","), v.ipv4, String(v.identity)]);
     }
-    o.out("Endpoints, each made through its own node's API (one network namespace each):\n");
-    o.out(indent(table(rows)) + "\n");
+    say("Endpoints, each made through its own node's API (one network namespace each):\n");
+    say(indent(table(rows)) + "\n");
     // Every node learns the others' pods from etcd (cluster/ipcache/): wait before sending.
     for (const s of ships.values()) {
       const others = [...ships.values()].filter((x) => x.node !== s.node).map((x) => x.ip);
       await waitRemote(s.node, others);
     }
-    o.out("  every node knows the pods of the others (cluster ipcache in etcd)\n\n");
+    say("  every node knows the pods of the others (cluster ipcache in etcd)\n\n");
 
     const attempt = async (title: string, list: readonly Attempt[]): Promise<void> => {
-      o.out(title + "\n");
+      say(title + "\n");
       const out: string[][] = [["FROM", "TO", "RESULT"]];
       for (const a of list) {
         const from = ships.get(a.from) as Ship;
@@ -142,34 +140,34 @@ export async function runClusterDemo(o: DemoOptions & { readonly nodes: number }
           text + (got !== a.expect ? `   <-- expected ${expected}` : ""),
         ]);
       }
-      o.out(indent(table(out)) + "\n\n");
+      say(indent(table(out)) + "\n\n");
     };
 
     await attempt("Step 1: no policy. Every ship can land, across nodes:", ATTEMPTS_OPEN);
-    o.out(`Step 2: apply rule1 ONCE, through ${first.name} (membrane apply -f rule1.yaml --wait):\n`);
-    o.out(indent(STARWARS_L3L4.trimEnd().split("\n")) + "\n");
+    say(`Step 2: apply rule1 ONCE, through ${first.name} (membrane apply -f rule1.yaml --wait):\n`);
+    say(indent(STARWARS_L3L4.trimEnd().split("\n")) + "\n");
     const { report, nodes: realized } = await applyAndWait(first, STARWARS_L3L4, "rule1.yaml");
-    o.out(`  -> ${appliedText(report)}, realized by ${realized.map((n) => n.node).join(", ")}\n\n`);
+    say(`  -> ${appliedText(report)}, realized by ${realized.map((n) => n.node).join(", ")}\n\n`);
     await attempt("Step 3: traffic under rule1, enforced by the receiving node:", ATTEMPTS_L3L4);
 
     const deathstar = ships.get("deathstar") as Ship;
     const flows = await receivingFlows(deathstar.node, [...ships.values()]);
-    o.out(`Flows ${deathstar.node.name} reported for the deathstar (membrane observe, both sides' nodes):\n`);
-    o.out(
+    say(`Flows ${deathstar.node.name} reported for the deathstar (membrane observe, both sides' nodes):\n`);
+    say(
       flows.length
         ? indent(flows.map((f) => formatCompact({ flow: f, time: f.time }))) + "\n\n"
         : "  (none)\n\n",
     );
     const xwing = ships.get("xwing") as Ship;
-    o.out(`Why was xwing's connection dropped? (membrane policy why, on ${deathstar.node.name})\n`);
-    o.out(indent(await why(deathstar.node, xwing.ip)) + "\n\n");
+    say(`Why was xwing's connection dropped? (membrane policy why, on ${deathstar.node.name})\n`);
+    say(indent(await why(deathstar.node, xwing.ip)) + "\n\n");
     let inSync = 0;
     for (const n of nodes) {
       const d = (await n.client.request("GET", "/v1/datapath/diff")) as { diff: unknown[] };
       if (d.diff.length === 0) inSync++;
     }
-    o.out(`Kernel vs desired state: in sync on ${inSync} of ${nodes.length} nodes\n`);
-    o.out(
+    say(`Kernel vs desired state: in sync on ${inSync} of ${nodes.length} nodes\n`);
+    say(
       mismatches === 0
         ? "Every attempt ended as Cilium would have it.\n"
         : `${mismatches} attempts did not end as expected.\n`,
@@ -177,20 +175,15 @@ export async function runClusterDemo(o: DemoOptions & { readonly nodes: number }
   } catch (e) {
     if (interrupted) {
       await cleanup().catch(() => undefined);
-      process.exit(130);
+      exit();
     }
     throw e;
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     if (!interrupted) {
-      if (o.keep && lab) {
-        for (const s of ships.values()) s.probe.stop();
-        o.out(keptText(lab));
-      } else {
-        await cleanup();
-        o.out("cleaned up: agents and etcd stopped, namespaces and state removed\n");
-      }
+      await cleanup();
+      say("cleaned up: agents and etcd stopped, namespaces and state removed\n");
     }
   }
   return mismatches;
@@ -198,11 +191,6 @@ export async function runClusterDemo(o: DemoOptions & { readonly nodes: number }
 
 function appliedText(r: ApplyReport): string {
   return `stored in etcd at revision ${r.clusterRevision ?? "?"}`;
-}
-
-function keptText(lab: LabCluster): string {
-  const socks = lab.nodes.map((n) => `  ${n.name}: membrane get endpoints --socket ${n.socket}`).join("\n");
-  return `kept: agents, etcd (${lab.etcdEndpoint}) and namespaces ${lab.prefix}-*; look around with\n${socks}\nstop the agents (kill <pid>: ${lab.nodes.map((n) => n.pid).join(" ")}) and etcd, then remove with: ip netns list | grep ${lab.prefix}\n`;
 }
 
 /** The policy verdicts `node` logged for connections from the ships (the kernel's log is asynchronous). */

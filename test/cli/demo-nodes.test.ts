@@ -5,7 +5,7 @@
 // are refused before anything starts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { skipWithoutEtcd } from "../../src/lab/etcd.js";
 import { cli } from "./run-cli.js";
 
@@ -58,10 +58,48 @@ test(
   },
 );
 
-test("membrane demo --nodes: a value out of 1..5 is refused naming it, before anything starts", () => {
+test("membrane demo --nodes: a value out of 1..5, or --keep with several nodes, is refused naming it, before anything starts", () => {
   for (const bad of ["0", "6", "two", "-1"]) {
     const r = cli("demo", "--nodes", bad);
     assert.notEqual(r.code, 0, bad);
     assert.match(r.stderr, /--nodes .*give a whole number from 1 to 5/, bad);
   }
+  const keep = cli("demo", "--nodes", "2", "--keep");
+  assert.notEqual(keep.code, 0);
+  assert.match(keep.stderr, /--keep works with one node only/);
 });
+
+for (const at of ["node n1:", "Endpoints,"]) {
+  test(
+    `membrane demo --nodes 2: Ctrl-C ${at === "Endpoints," ? "once the nodes run" : "while the agents start"} removes everything and exits 130`,
+    { skip, timeout: 200_000 },
+    async () => {
+      const p = spawn(process.execPath, ["bin/membrane.js", "demo", "--nodes", "2"], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let out = "";
+      let sent = false;
+      p.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        if (!sent && out.includes(at)) {
+          sent = true;
+          p.kill("SIGINT");
+        }
+      });
+      p.stderr.on("data", (d: Buffer) => (out += d.toString()));
+      const code = await new Promise((r) => p.on("exit", (c, s) => r(c ?? s)));
+      assert.equal(code, 130, out);
+      assert.match(out, /interrupted: cleaning up .*\n[^]*cleaned up: agents and etcd stopped/);
+      const prefix = /scratch namespaces (mbd[0-9a-f]{4})-\*/.exec(out)?.[1];
+      assert.ok(prefix, out);
+      const netns = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout;
+      assert.ok(!netns.includes(prefix), `namespaces of ${prefix} left behind:\n${netns}`);
+      const ps = spawnSync("ps", ["-eo", "stat=,args="], { encoding: "utf8" }).stdout;
+      assert.deepEqual(
+        ps.split("\n").filter((l) => l.includes(prefix) && !l.trim().startsWith("Z")),
+        [],
+        "no process of the run",
+      );
+    },
+  );
+}

@@ -25,10 +25,7 @@ export function demoCommand(ctx: CliContext): Command {
       `1 (default): one in-process agent, L3/L4, L7 and runtime steps; 2..${MAX_DEMO_NODES}: a real \`membrane agent\` process per node on one etcd, the ships spread over the nodes, the L3/L4 policy applied once and enforced across nodes (needs etcd)`,
       "1",
     )
-    .option(
-      "--keep",
-      "keep the namespaces afterwards, to look around (with --nodes: the agents and etcd too)",
-    )
+    .option("--keep", "keep the namespaces afterwards, to look around (one node only)")
     .addHelpText(
       "after",
       `
@@ -50,10 +47,17 @@ Examples:
     .action(async (o: { keep?: boolean; nodes: string }) => {
       const nodes = parseNodes(o.nodes);
       const keep = o.keep === true;
+      if (keep && nodes > 1) {
+        throw new MembraneError(
+          "CLI_USAGE",
+          "Cannot keep the demo of several nodes: --keep works with one node only",
+          {
+            hint: "its agents and etcd are child processes of the demo; for a cluster to look around in, start agents with --cluster-store (README: Many nodes)",
+          },
+        );
+      }
       const mismatches =
-        nodes === 1
-          ? await runDemo({ out: ctx.out, keep })
-          : await runClusterDemo({ out: ctx.out, keep, nodes });
+        nodes === 1 ? await runDemo({ out: ctx.out, keep }) : await runClusterDemo({ out: ctx.out, nodes });
       if (mismatches > 0) ctx.exitCode = 1;
     });
 }
