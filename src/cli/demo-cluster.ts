@@ -64,18 +64,28 @@ export async function runClusterDemo(o: {
     await lab?.stop();
   };
   const exit = (): never => {
-    o.out("cleaned up: agents and etcd stopped, namespaces and state removed\n");
+    if (!outBroken) o.out("cleaned up: agents and etcd stopped, namespaces and state removed\n");
     process.exit(130);
   };
   const onSignal = (): void => {
     if (interrupted) return;
     interrupted = true;
-    o.out("\ninterrupted: cleaning up ...\n"); // then nothing more of the steps (say)
+    if (!outBroken) o.out("\ninterrupted: cleaning up ...\n"); // then nothing more of the steps (say)
     abort.abort(); // a start under way removes what it made and rejects (below)
     if (lab) void cleanup().finally(() => exit());
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  // Output closed under us (`membrane demo --nodes 3 | head`): clean up as on Ctrl-C, not die
+  // of EPIPE leaving agents and etcd (their own process groups) running.
+  let outBroken = false;
+  const onOutError = (): void => {
+    outBroken = true;
+    onSignal();
+  };
+  process.stdout.on("error", onOutError);
+  // etcd's client (grpc) warns DEP0123 when TLS goes to an address (127.0.0.1): not news to the user.
+  process.noDeprecation = true;
   let mismatches = 0;
   const say = (text: string): void => {
     if (!interrupted) o.out(text);
@@ -87,6 +97,7 @@ export async function runClusterDemo(o: {
     lab = await startLabCluster({
       prefix,
       nodes: o.nodes,
+      tls: true, // loopback is every local user's: the demo's etcd wants a client certificate
       log: (l) => say(`  ${l}\n`),
       signal: abort.signal,
     });

@@ -46,6 +46,12 @@ export interface LabClusterOptions {
   readonly logLevel?: "debug" | "info" | "warn" | "error";
   /** Safety net for the start (default 120 s). */
   readonly startTimeoutMs?: number;
+  /**
+   * etcd serves TLS and requires a client certificate (made by openssl in etcd's private temp
+   * dir); every agent gets one (--etcd-ca/--etcd-cert/--etcd-key): other local users cannot
+   * reach the lab's store on loopback. Default off (faster: no certificates).
+   */
+  readonly tls?: boolean;
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
 }
@@ -151,10 +157,14 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
     })());
   try {
     check();
-    etcd = await startEtcd();
+    etcd = await startEtcd(o.tls ? { tls: true, clientCertAuth: true } : {});
     check();
-    const clusterStore = etcd.endpoint.replace(/^http:/, "etcd:");
-    log(`etcd ready on ${etcd.endpoint}`);
+    const clusterStore = etcd.endpoint.replace(/^https?:/, "etcd:");
+    const tls = etcd.tls;
+    const tlsArgs = tls
+      ? ["--etcd-ca", tls.caFile, "--etcd-cert", tls.certFile, "--etcd-key", tls.keyFile]
+      : [];
+    log(`etcd ready on ${etcd.endpoint}${tls ? " (TLS, client certificates required)" : ""}`);
     const underlay = await Underlay.create(o.prefix);
     for (let i = 1; i <= o.nodes; i++) {
       check();
@@ -169,7 +179,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         "agent",
         ...["--state-dir", stateDir, "--socket", socket],
         ...["--node-netns", netns, "--netns-prefix", `${netns}-`, "--table", "membrane"],
-        ...["--cluster-store", clusterStore, "--node-name", name, "--node-ip", n.ip],
+        ...["--cluster-store", clusterStore, ...tlsArgs, "--node-name", name, "--node-ip", n.ip],
         ...["--cluster-cidr", o.clusterCidr ?? "10.200.0.0/16", "--tunnel", o.tunnel ?? "native"],
         ...["--cluster-lease-ttl", String(o.leaseTtl ?? 15), "--resync", "0"],
         ...["--log-level", o.logLevel ?? "warn"],

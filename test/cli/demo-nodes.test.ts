@@ -24,7 +24,7 @@ test(
     const prefix = /scratch namespaces (mbd[0-9a-f]{4})-\*/.exec(out)?.[1];
     assert.ok(prefix, out);
     // Progress while it starts.
-    assert.match(out, /etcd ready on http:\/\/127\.0\.0\.1:\d+/);
+    assert.match(out, /etcd ready on https:\/\/127\.0\.0\.1:\d+ \(TLS, client certificates required\)/);
     for (const n of ["n1", "n2", "n3"]) assert.match(out, new RegExp(`node ${n} ready: sees n1, n2, n3`));
     // The ships spread over the nodes.
     assert.match(out, /default\/deathstar\s+n1\s/);
