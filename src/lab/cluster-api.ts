@@ -8,6 +8,7 @@
  *   waitRemote(n2, [ip, ...])                 GET /v1/remote-endpoints until n2 knows those pods
  *   readFlows(n2, filter)                     POST /v1/flows (`membrane observe`)
  */
+import { MembraneError } from "../errors.js";
 import type { ApplyReport } from "../agent/controllers/policies.js";
 import type { EndpointView } from "../agent/controllers/endpoint-record.js";
 import { waitRealized, type NodeRealized } from "../cluster/realized.js";
@@ -33,7 +34,10 @@ export async function applyAndWait(
 ): Promise<{ report: ApplyReport; nodes: readonly NodeRealized[] }> {
   const report = (await node.client.request("POST", "/v1/policies", { text, file })) as ApplyReport;
   if (report.clusterRevision === undefined) {
-    throw new Error(`Cannot wait for the apply on ${node.name}: its agent is not in cluster mode`);
+    throw new MembraneError(
+      "CLUSTER_INVALID",
+      `Cannot wait for the apply on ${node.name}: its agent is not in cluster mode`,
+    );
   }
   const read = async (): Promise<NodeRealized[]> =>
     ((await node.client.request("GET", "/v1/cluster/realized")) as { nodes: NodeRealized[] }).nodes;
@@ -48,7 +52,10 @@ export async function waitRemote(node: LabNode, ips: readonly string[], timeoutM
     const missing = ips.filter((ip) => !known.has(ip));
     if (missing.length === 0) return;
     if (Date.now() > deadline) {
-      throw new Error(`Node ${node.name} did not learn the remote endpoints ${missing.join(", ")}`);
+      throw new MembraneError(
+        "CLUSTER_NOT_REALIZED",
+        `Cannot confirm that node ${node.name} learned the remote endpoints ${missing.join(", ")} within ${timeoutMs / 1000} s`,
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }

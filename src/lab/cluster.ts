@@ -21,6 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentClient } from "../agent/client.js";
+import { MembraneError } from "../errors.js";
 import { cleanupPrefix } from "../datapath/netns.js";
 import { startEtcd, type EtcdHandle } from "./etcd.js";
 import { Underlay } from "./underlay.js";
@@ -134,14 +135,18 @@ function spawnAgent(args: readonly string[]): { proc: ChildProcess; logs: () => 
 /** Starts etcd, the underlay and N nodes with their agents; resolves once every node sees every other. */
 export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster> {
   if (!/^[a-z0-9][a-z0-9-]{2,9}$/.test(o.prefix)) {
-    throw new Error(`Cannot start a lab cluster: prefix "${o.prefix}" must be 3-10 of a-z, 0-9, -`);
+    throw new MembraneError(
+      "CONFIG_INVALID",
+      `Cannot start a lab cluster: prefix "${o.prefix}" must be 3-10 of a-z, 0-9, -`,
+    );
   }
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 9) {
-    throw new Error(`Cannot start a lab cluster: nodes ${o.nodes} is not 1..9`);
+    throw new MembraneError("CONFIG_INVALID", `Cannot start a lab cluster: nodes ${o.nodes} is not 1..9`);
   }
   const log = o.log ?? ((): void => undefined);
   const check = (): void => {
-    if (o.signal?.aborted) throw new Error("Cannot start the lab cluster: interrupted");
+    if (o.signal?.aborted)
+      throw new MembraneError("CLUSTER_UNAVAILABLE", "Cannot start the lab cluster: interrupted");
   };
   const deadline = Date.now() + (o.startTimeoutMs ?? 120_000);
   const dir = mkdtempSync(join(tmpdir(), "membrane-lab-"));
@@ -186,7 +191,8 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...(o.proxy ? [] : ["--no-proxy"]),
       ];
       const { proc, logs } = spawnAgent(args);
-      if (proc.pid === undefined) throw new Error(`Cannot start the agent of ${name}: no process`);
+      if (proc.pid === undefined)
+        throw new MembraneError("CLUSTER_UNAVAILABLE", `Cannot start the agent of ${name}: no process`);
       const client = new AgentClient({ socketPath: socket, timeoutMs: 30_000 });
       running.push({ proc, node: { name, netns, ip: n.ip, socket, stateDir, client, pid: proc.pid, logs } });
       log(`node ${name}: namespace ${netns}, underlay ${n.ip}, agent pid ${proc.pid}`);
@@ -237,9 +243,11 @@ async function until(
 ): Promise<void> {
   let last = "";
   for (;;) {
-    if (signal?.aborted) throw new Error("Cannot start the lab cluster: interrupted");
+    if (signal?.aborted)
+      throw new MembraneError("CLUSTER_UNAVAILABLE", "Cannot start the lab cluster: interrupted");
     if (exited(r.proc)) {
-      throw new Error(
+      throw new MembraneError(
+        "CLUSTER_UNAVAILABLE",
         `Cannot start the lab cluster: the agent of ${r.node.name} exited (${r.proc.exitCode ?? r.proc.signalCode}) while waiting for ${what}:\n${tail(r.node.logs())}`,
       );
     }
@@ -249,7 +257,8 @@ async function until(
       last = e instanceof Error ? e.message : String(e);
     }
     if (Date.now() > deadline) {
-      throw new Error(
+      throw new MembraneError(
+        "CLUSTER_UNAVAILABLE",
         `Cannot start the lab cluster: timed out waiting for ${what}${last ? ` (last: ${last})` : ""}:\n${tail(r.node.logs())}`,
       );
     }
