@@ -83,6 +83,9 @@ export async function runClusterDemo(o: {
     outBroken = true;
     onSignal();
   };
+  // The CLI's own handler exits at once on EPIPE (cli/main.ts): set aside while the demo runs.
+  const cliHandlers = process.stdout.listeners("error") as ((e: Error) => void)[];
+  process.stdout.removeAllListeners("error");
   process.stdout.on("error", onOutError);
   // etcd's client (grpc) warns DEP0123 when TLS goes to an address (127.0.0.1): not news to the user.
   process.noDeprecation = true;
@@ -192,6 +195,10 @@ export async function runClusterDemo(o: {
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    if (!outBroken) {
+      process.stdout.off("error", onOutError);
+      for (const h of cliHandlers) process.stdout.on("error", h);
+    }
     if (!interrupted) {
       await cleanup();
       say("cleaned up: agents and etcd stopped, namespaces and state removed\n");
