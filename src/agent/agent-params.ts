@@ -44,6 +44,8 @@ export interface AgentParams {
   readonly observe?: {
     readonly nodeName: string;
     readonly ringCapacity: number;
+    /** Cluster mode: names the node of a peer on another node in flows (cluster/node-of-ip.ts). */
+    readonly nodeOfIp?: (ip: string) => string | undefined;
     readonly metricsAddress?: string;
     readonly export?: ObserverParams["export"];
   };

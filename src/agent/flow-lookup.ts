@@ -13,6 +13,7 @@ export function flowLookup(
   engine: () => PolicyEngine,
   endpoints: EndpointsController,
   ruleOrigins: ReadonlyMap<number, RuleOrigin>,
+  nodeOfIp?: (ip: string) => string | undefined,
 ): FlowLookup {
   const info = (rec: EndpointRecordV1) => {
     const ep = engine().getEndpoint(rec.namespace, rec.name);
@@ -37,6 +38,7 @@ export function flowLookup(
       return i ? { labels: identityLabelTexts(i) } : undefined;
     },
     ipIdentity: (ip) => engine().ipcache.lookup(ip).identity,
+    ...(nodeOfIp ? { nodeOfIp } : {}),
     ruleById: (id) => {
       const o = ruleOrigins.get(id);
       if (!o) return undefined;

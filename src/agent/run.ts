@@ -24,6 +24,7 @@ import { withClusterRoutes } from "../cluster/routes.js";
 import { ClusterSession, type ClusterOptions } from "../cluster/session.js";
 import { ClusterIdentities } from "../cluster/identities.js";
 import { startClusterIpcache, type ClusterIpcache } from "../cluster/start-ipcache.js";
+import { nodeOfIp } from "../cluster/node-of-ip.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -81,6 +82,10 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     : undefined;
   const podCidr4 = cluster?.podCidrs.ipv4 ?? o.podCidr4;
   const podCidr6 = cluster ? cluster.podCidrs.ipv6 : o.podCidr6;
+  let ipcache: ClusterIpcache | undefined; // cluster mode, set once the agent started (below)
+  // Cluster mode: flows name the node of a peer on another node (the owner of its pod CIDR).
+  const observe =
+    o.observe && cluster ? { ...o.observe, nodeOfIp: nodeOfIp(() => ipcache?.view.snapshot) } : o.observe;
   const agent = new Agent({
     store,
     logger: log,
@@ -94,7 +99,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     engine: cluster && o.cluster ? { ...o.engine, nodeLabels: o.cluster.labels } : o.engine,
     resyncMs: o.resyncMs,
     stateDir: o.stateDir,
-    ...(o.observe ? { observe: o.observe } : {}),
+    ...(observe ? { observe } : {}),
     ...(o.proxy ? { proxy: o.proxy } : {}),
     ...(o.runtime ? { runtime: o.runtime } : {}),
     ...(o.spiffe ? { spiffe: o.spiffe } : {}),
@@ -103,7 +108,6 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       ? { cluster: cluster.ctx, clusterIdentities: new ClusterIdentities({ ctx: cluster.ctx }) }
       : {}),
   });
-  let ipcache: ClusterIpcache | undefined;
   try {
     await agent.start();
     await cluster?.start();

@@ -78,18 +78,18 @@ const ATTEMPTS_L7: readonly HttpAttempt[] = [
   { from: "xwing", method: "POST", path: "/v1/request-landing", expect: "dropped" },
 ];
 
-interface Attempt {
+export interface Attempt {
   readonly from: string;
   readonly to: string;
   readonly port: number;
   readonly expect: "allow" | "deny";
 }
 
-const ATTEMPTS_OPEN: readonly Attempt[] = [
+export const ATTEMPTS_OPEN: readonly Attempt[] = [
   { from: "tiefighter", to: "deathstar", port: 80, expect: "allow" },
   { from: "xwing", to: "deathstar", port: 80, expect: "allow" },
 ];
-const ATTEMPTS_L3L4: readonly Attempt[] = [
+export const ATTEMPTS_L3L4: readonly Attempt[] = [
   { from: "tiefighter", to: "deathstar", port: 80, expect: "allow" },
   { from: "xwing", to: "deathstar", port: 80, expect: "deny" },
   { from: "tiefighter", to: "deathstar", port: 8080, expect: "deny" },
@@ -285,11 +285,11 @@ function why(d: Decision): string {
   return `${side.direction} of ${side.endpoint ?? "?"}: ${side.reason ?? "denied"} by ${side.decidedBy.map(originText).join(", ")}`;
 }
 
-function indent(lines: readonly string[]): string {
+export function indent(lines: readonly string[]): string {
   return lines.map((l) => "  " + l).join("\n");
 }
 
-function preflight(): void {
+export function preflight(): void {
   if (process.getuid?.() !== 0) {
     throw new MembraneError(
       "CLI_USAGE",

@@ -64,6 +64,8 @@ export interface FlowLookup {
   ruleById(id: number): RuleInfo | undefined;
   /** A local endpoint holding this address (names the peer pod). Optional. */
   endpointByIp?(ip: string): (EndpointInfo & { readonly id: number }) | undefined;
+  /** Cluster mode: the other node whose pods hold this address (src/cluster/node-of-ip.ts). Optional. */
+  nodeOfIp?(ip: string): string | undefined;
 }
 
 export interface FlowEnricherParams {
@@ -229,7 +231,10 @@ export class FlowEnricher {
         pod_name: ep.name,
       };
     const labels = this.lookup.identityById(identity)?.labels;
-    return labels === undefined ? { identity } : { identity, labels: labels as string[] };
+    const out: Endpoint = labels === undefined ? { identity } : { identity, labels: labels as string[] };
+    const node = ip === undefined ? undefined : this.lookup.nodeOfIp?.(ip);
+    if (node !== undefined) out.node_name = node;
+    return out;
   }
 
   /** The flow of one event; undefined when the prefix is not Membrane's. */
@@ -255,6 +260,8 @@ export class FlowEnricher {
         ? this.local(pre.endpointId)
         : this.byAddress(pkt.ok ? (ingress ? pkt.IP.destination : pkt.IP.source) : undefined);
     const peer = this.remote(peerIp, ev.mark);
+    // Cluster mode: both sides name their node (the peer's from nodeOfIp, in remote()).
+    if (this.lookup.nodeOfIp !== undefined && this.nodeName !== undefined) me.node_name = this.nodeName;
 
     const r = pre.reason;
     const rule = r.kind === "rule" && r.ruleId !== 0 ? this.lookup.ruleById(r.ruleId) : undefined;

@@ -95,6 +95,8 @@ export interface Endpoint {
   /** `source:key=value`, sorted. */
   labels?: string[];
   pod_name?: string;
+  /** Membrane, cluster mode: the node this side runs on (a peer's: the owner of its pod CIDR). */
+  node_name?: string;
 }
 
 /** A policy named in *_allowed_by / *_denied_by (flow.proto Policy). */

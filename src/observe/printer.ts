@@ -73,7 +73,8 @@ function side(f: Flow, which: "source" | "destination"): string {
   else host = "?";
   const id = ep?.identity;
   const idText = id === undefined ? "" : ` (${RESERVED_NAMES.get(id) ?? `ID:${id}`})`;
-  return `${host}${port === undefined ? "" : `:${port}`}${idText}`;
+  const node = ep?.node_name === undefined ? "" : ` on ${ep.node_name}`; // cluster mode
+  return `${host}${port === undefined ? "" : `:${port}`}${idText}${node}`;
 }
 
 const MATCH_NAMES = new Map<number, string>(Object.entries(POLICY_MATCH).map(([k, v]) => [v, k]));

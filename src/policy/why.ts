@@ -15,6 +15,8 @@ import { POD_NAMESPACE_LABEL } from "../labels/k8s.js";
 import { parsePolicies } from "./api/index.js";
 import { originText, protoNumber, queryPort } from "./decide.js";
 import type { PolicyEngine, ResolvedPeer } from "./engine.js";
+import type { RemoteEndpoint } from "./endpoint-table.js";
+import { policyRefString } from "./types.js";
 import type { Decision, DirectionDecision, FlowQuery } from "./query.js";
 
 export interface WhyAnswer {
@@ -38,6 +40,11 @@ export function explainDrop(engine: PolicyEngine, q: FlowQuery): WhyAnswer {
   const side = d.egress.verdict === "deny" ? d.egress : d.ingress;
   const local = side.direction === "egress" ? src : dst;
   const remote = side.direction === "egress" ? dst : src;
+  // A pod on another node (cluster mode): named and matched by its labels, not its address.
+  const remoteEp =
+    remote.ip !== undefined && !remote.endpoint
+      ? engine.remoteEndpoints().find((r) => r.spec.ip === remote.ip)
+      : undefined;
   const lines = [`${what} is denied by the ${side.direction} policy of ${peerName(local)}.`];
   switch (side.reason) {
     case "policy-denied":
@@ -69,10 +76,17 @@ export function explainDrop(engine: PolicyEngine, q: FlowQuery): WhyAnswer {
     default:
       break;
   }
-  lines.push(
-    `The ${side.direction} direction is in default deny (a policy selecting ${peerName(local)} has ${side.direction} rules) and no rule allows ${peerName(remote)} on this port.`,
+  const selecting = new Set(
+    engine
+      .rulesSelecting(local.identity.id)
+      .filter((r) => r.defaultDeny[side.direction])
+      .map((r) => policyRefString(r.policy)),
   );
-  const proposal = proposeAllow(side, local, remote, q);
+  const by = selecting.size > 0 ? [...selecting].join(", ") : "a policy";
+  lines.push(
+    `The ${side.direction} direction is in default deny (${by} selecting ${peerName(local)} has ${side.direction} rules) and no rule allows ${peerName(remote, remoteEp)} on this port.`,
+  );
+  const proposal = proposeAllow(side, local, remote, q, remoteEp);
   if (!proposal) {
     lines.push("Membrane cannot write an allow for this peer automatically; allow it in a rule of your own.");
     return { verdict: "deny", lines };
@@ -98,11 +112,12 @@ function proposeAllow(
   local: ResolvedPeer,
   remote: ResolvedPeer,
   q: FlowQuery,
+  remoteEp: RemoteEndpoint | undefined,
 ): string | undefined {
   const ep = local.endpoint;
   if (!ep) return undefined;
   const dir = side.direction;
-  const peer = peerField(dir, remote, ep.spec.namespace);
+  const peer = peerField(dir, remote, ep.spec.namespace, remoteEp);
   if (!peer) return undefined;
   const proto = q.proto;
   const element: Record<string, unknown> = { ...peer };
@@ -137,12 +152,13 @@ function peerField(
   dir: "ingress" | "egress",
   remote: ResolvedPeer,
   ns: string,
+  remoteEp?: RemoteEndpoint,
 ): Record<string, unknown> | undefined {
   const key = dir === "ingress" ? "from" : "to";
-  if (remote.endpoint) {
-    const labels: Record<string, string> = { ...remote.endpoint.spec.labels };
-    if (remote.endpoint.spec.namespace !== ns)
-      labels[`k8s:${POD_NAMESPACE_LABEL}`] = remote.endpoint.spec.namespace;
+  const spec = remote.endpoint?.spec ?? remoteEp?.spec;
+  if (spec) {
+    const labels: Record<string, string> = { ...spec.labels };
+    if (spec.namespace !== ns) labels[`k8s:${POD_NAMESPACE_LABEL}`] = spec.namespace;
     return { [`${key}Endpoints`]: [{ matchLabels: labels }] };
   }
   if (remote.isHost) return { [`${key}Entities`]: ["host"] };
@@ -154,6 +170,10 @@ function peerField(
   return undefined;
 }
 
-function peerName(p: ResolvedPeer): string {
+function peerName(p: ResolvedPeer, remoteEp?: RemoteEndpoint): string {
+  if (remoteEp) {
+    const labels = Object.entries(remoteEp.spec.labels).map(([k, v]) => `${k}=${v}`);
+    return `${remoteEp.spec.ip} (a pod of ${remoteEp.spec.namespace} on another node: ${labels.join(",")})`;
+  }
   return p.endpoint ? p.endpoint.key : p.isHost ? "host" : (p.ip ?? `identity ${p.identity.id}`);
 }
