@@ -77,6 +77,12 @@ export async function startClusterLab(prefix: string, n: number): Promise<Cluste
   let underlay: Underlay | undefined;
   const table = `${prefix}t`;
   const stop = async (): Promise<void> => {
+    // SIGTERM first (the agent stops cleanly: lease released, --cpu-prof written), then the group.
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill("SIGTERM");
+    const exited = procs.map((p) =>
+      p.exitCode !== null || p.signalCode !== null ? undefined : new Promise((r) => p.once("exit", r)),
+    );
+    await Promise.race([Promise.all(exited), new Promise((r) => setTimeout(r, 10_000))]);
     for (const p of procs) await killGroup(p).catch(() => undefined);
     await underlay?.destroy().catch(() => undefined);
     await cleanupPrefix(prefix).catch(() => undefined);
@@ -94,9 +100,12 @@ export async function startClusterLab(prefix: string, n: number): Promise<Cluste
       const socket = join(dir, `n${i}.sock`);
       const logFile = join(dir, `n${i}.log`);
       const fd = openSync(logFile, "a");
+      // CB_AGENT_CPU_PROF=DIR: each agent writes a V8 CPU profile there when it stops (profiling).
+      const prof = process.env["CB_AGENT_CPU_PROF"];
       const proc = spawn(
         process.execPath,
         [
+          ...(prof ? ["--cpu-prof", `--cpu-prof-dir=${prof}`] : []),
           BIN,
           "agent",
           ...["--state-dir", join(dir, `n${i}`), "--socket", socket, "--node-netns", netns],

@@ -7,6 +7,7 @@
  *             gets through (RST or answer) -> packetMs = its send time - t0
  *     kernel: `nft get element` of B's ipcache4_host every 20 ms from the create's answer on;
  *             the end of the first read that maps the address to the pod's identity -> kernelMs
+ *             (an upper bound: one read costs ~1-2 s with 10,000 remote endpoints; kernelLoMs the lower)
  *   Both start when A answered (the address is known then): neither is below createMs.
  *
  * Two samples per create (A's two peers); A rotates over the nodes. The first
@@ -23,7 +24,11 @@ export interface Sample {
   readonly to: string;
   readonly createMs: number;
   readonly packetMs: number | undefined;
+  /** Upper bound: the end of the first read-back that showed it. */
   readonly kernelMs: number | undefined;
+  /** Lower bound: the start of the last read-back that did not (undefined: the first one did). */
+  readonly kernelLoMs: number | undefined;
+  readonly kernelReadMs: number | undefined;
 }
 
 const CAP_MS = 15_000; // a safety net per sample, not a measurement
@@ -53,17 +58,25 @@ async function firstThrough(probe: Probe, ip: string, deadline: number): Promise
   return got;
 }
 
-/** When `node`'s kernel first maps ip to identity `id`: the end of the first read-back that shows it (polled every 20 ms). */
+/**
+ * When `node`'s kernel came to map ip to identity `id`, polled with `nft get element` every 20 ms:
+ * after the start of the last read that did not show it (`lo`, undefined when the first read did)
+ * and before the end of the first that did (`hi`); `readMs`: that read's own duration.
+ */
 async function kernelAt(
   node: LabNode,
   table: string,
   ip: string,
   id: number,
   deadline: number,
-): Promise<number | undefined> {
+): Promise<{ lo: number | undefined; hi: number; readMs: number } | undefined> {
+  let lo: number | undefined;
   while (performance.now() < deadline) {
+    const start = performance.now();
     const m = await ipcacheOf(node.netns, table, [ip]);
-    if (m?.get(ip) === id) return performance.now();
+    const end = performance.now();
+    if (m?.get(ip) === id) return { lo, hi: end, readMs: end - start };
+    lo = start;
     await new Promise((r) => setTimeout(r, 20));
   }
   return undefined;
@@ -94,7 +107,9 @@ export async function propagateOnce(
         to: b.name,
         createMs,
         packetMs: sent === undefined ? undefined : sent - t0,
-        kernelMs: kernel === undefined ? undefined : kernel - t0,
+        kernelMs: kernel === undefined ? undefined : kernel.hi - t0,
+        kernelLoMs: kernel?.lo === undefined ? undefined : kernel.lo - t0,
+        kernelReadMs: kernel?.readMs,
       };
     }),
   );
