@@ -212,15 +212,16 @@ async function run(lab: ClusterLab, kv: EtcdStore, s: ClusterSettings): Promise<
       if (seen.every(Boolean)) newMs.push(performance.now() - t);
     }
     const nw1 = await etcdWrites(kv, lab.etcd.endpoint);
-    out({
-      figure: "etcd-writes-per-endpoint",
-      labels: "a new label set per create (identity claimed by A, then by each node that learns it)",
-      creates: s.newLabelCreates,
-      perCreate: writesPer(nw0, nw1, Math.max(1, s.newLabelCreates)),
-      // Create -> both peers' kernels map it (`nft get element` polled every 20 ms: each read costs
-      // ~1-2 s itself at 10,000 remote endpoints, so this is an upper bound).
-      enforcedEverywhere: { ...stats(newMs), rawMs: newMs.map(Math.round) },
-    });
+    if (s.newLabelCreates > 0)
+      out({
+        figure: "etcd-writes-per-endpoint",
+        labels: "a new label set per create (identity claimed by A, then by each node that learns it)",
+        creates: s.newLabelCreates,
+        perCreate: writesPer(nw0, nw1, Math.max(1, s.newLabelCreates)),
+        // Create -> both peers' kernels map it (`nft get element` polled every 20 ms: each read costs
+        // ~1-2 s itself at 10,000 remote endpoints, so this is an upper bound).
+        enforcedEverywhere: { ...stats(newMs), rawMs: newMs.map(Math.round) },
+      });
 
     // 5. Policy apply -> realized (kernel took it) on all 3 nodes.
     const ac0 = cpus();
@@ -233,18 +234,19 @@ async function run(lab: ClusterLab, kv: EtcdStore, s: ClusterSettings): Promise<
     }
     const ac1 = cpus();
     const ap = stats(applies);
-    out({
-      figure: "policy-apply-all-nodes",
-      method:
-        "txn to etcd (as membrane apply --cluster-store) -> every node's cluster/status realizedRevision",
-      remoteEndpoints: total,
-      ...ap,
-      missing: s.applies - applies.length,
-      rawMs: applies.map(Math.round),
-      agentCpuMsPerApply: ac1.map((c, i) => r1((c - (ac0[i] as number)) / Math.max(1, s.applies))),
-      target: "p99 < 500 ms",
-      ok: applies.length === s.applies && ap.p99Ms < 500,
-    });
+    if (s.applies > 0)
+      out({
+        figure: "policy-apply-all-nodes",
+        method:
+          "txn to etcd (as membrane apply --cluster-store) -> every node's cluster/status realizedRevision",
+        remoteEndpoints: total,
+        ...ap,
+        missing: s.applies - applies.length,
+        rawMs: applies.map(Math.round),
+        agentCpuMsPerApply: ac1.map((c, i) => r1((c - (ac0[i] as number)) / Math.max(1, s.applies))),
+        target: "p99 < 500 ms",
+        ok: applies.length === s.applies && ap.p99Ms < 500,
+      });
   } finally {
     for (const pr of probes.values()) pr.stop();
     await realized.stop().catch(() => undefined);
@@ -256,7 +258,14 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) return out({ skipped: "needs root (network namespaces, nftables)" });
   for (const bin of ["ip", "nft", "etcd"])
     if (!has(bin)) return out({ skipped: `needs ${bin} (scripts/install-system-deps.sh)` });
-  const s = parseClusterArgs(process.argv.slice(2));
+  let s: ClusterSettings;
+  try {
+    s = parseClusterArgs(process.argv.slice(2));
+  } catch (e) {
+    out({ figure: "error", error: (e as Error).message, ok: false });
+    process.exitCode = 2;
+    return;
+  }
   const prefix = s.stem + randomBytes(3).toString("hex");
   let lab: ClusterLab | undefined;
   let kv: EtcdStore | undefined;
