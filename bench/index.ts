@@ -8,6 +8,7 @@
  *   npm run bench                                        every benchmark
  *   npm run bench -- scale --endpoints=250,1000 --quick  one, with its options
  *   npm run bench -- layout                              the layout measurement (only when named)
+ *   npm run bench -- cluster --quick                     the cluster benchmark's smoke size
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -71,3 +72,7 @@ if (want("runtime-kill")) child("./runtime-kill.js", flags);
 
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);
+
+// Three real nodes on etcd with 100 simulated nodes x 100 endpoints: propagation, etcd writes per
+// endpoint, agent memory and CPU, policy apply on every node (issue 11 item 11).
+if (want("cluster")) child("./cluster.js", flags);

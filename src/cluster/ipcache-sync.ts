@@ -193,8 +193,11 @@ export class IpcacheReceiver {
   }
 
   private async apply(): Promise<void> {
+    await this.nodeAddrs.apply(this.view.snapshot, this.ctx.nodeIp);
+    // The snapshot as it is after that await: nodes that registered meanwhile were marked dirty
+    // (nodesChanged) and are cleared below, so their entries must be judged against it, not
+    // against the one before the await (they were skipped as "not registered" and never judged again).
     const snap = this.view.snapshot;
-    await this.nodeAddrs.apply(snap, this.ctx.nodeIp);
     // The addresses whose answer may have changed.
     const ips = new Set<string>();
     const keys = this.allDirty ? [...this.mirror.entries.keys(), ...this.dirty] : [...this.dirty];

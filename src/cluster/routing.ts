@@ -44,8 +44,24 @@ export class ClusterRouting {
   /** Reasons already logged (once each). */
   private readonly reported = new Set<string>();
 
+  /** Reconciles run (each reads the kernel's routes with `ip`: a few process spawns). */
+  reconciles = 0;
+  /** The peers the last successful reconcile put in the kernel (JSON), undefined after a failure. */
+  private appliedKey: string | undefined;
+
   constructor(private readonly p: ClusterRoutingParams) {
-    p.view.onChange(() => this.trigger());
+    p.view.onChange(() => this.viewChanged());
+  }
+
+  /**
+   * A registry change reconciles only when the peers to route to changed (a node's labels, a
+   * claim before its record, a status do not): with 100 nodes registering, half the events
+   * changed nothing here and each cost `ip` spawns. While a pass runs, every change asks for
+   * another (it may have started from older peers). trigger() (start, resync) always runs.
+   */
+  private viewChanged(): void {
+    if (this.passes.running === undefined && this.appliedKey === JSON.stringify(this.peers())) return;
+    void this.trigger();
   }
 
   /** The peers to route to, from a node snapshot (this node left out, its own CIDRs never routed away). */
@@ -78,6 +94,8 @@ export class ClusterRouting {
   private async reconcileOnce(): Promise<void> {
     if (this.retry) clearTimeout(this.retry);
     this.retry = undefined;
+    this.reconciles++;
+    this.appliedKey = undefined;
     try {
       const peers = this.peers();
       for (const why of desiredRoutes(this.p.routing, peers).skipped) {
@@ -86,6 +104,7 @@ export class ClusterRouting {
         this.p.logger.warn({ why }, "no route to a peer's pod CIDR");
       }
       const lines = await reconcilePeerRoutes(this.p.routing, peers);
+      this.appliedKey = JSON.stringify(peers);
       this.lastError = undefined;
       if (lines.length > 0) {
         this.changes++;
