@@ -10,6 +10,8 @@ export interface Settings {
   readonly applies: number;
   readonly ipcacheChanges: number;
   readonly creates: number;
+  /** More agent restarts, each followed by one timed apply (--restarts=N; scale-restarts.ts). */
+  readonly restarts: number;
   readonly rounds: number;
   readonly seconds: number;
   /** Safety net per latency figure: stop sampling after this long (the line says how many samples). */
@@ -28,6 +30,7 @@ export const FULL: Settings = {
   applies: 30,
   ipcacheChanges: 50,
   creates: 20,
+  restarts: 3,
   rounds: 8,
   seconds: 3,
   capMs: 300_000,
@@ -38,6 +41,7 @@ export const QUICK: Settings = {
   applies: 6,
   ipcacheChanges: 10,
   creates: 5,
+  restarts: 1,
   rounds: 6,
   seconds: 1,
   capMs: 120_000,
@@ -84,5 +88,9 @@ export function parseScaleArgs(argv: readonly string[]): {
   if (!Number.isInteger(creates) || creates < 0 || creates > 1000)
     throw new Error(`--creates=${creates}: give 1 to 1000 (0: the default of the mode)`);
   if (creates > 0) settings.creates = creates;
+  const restarts = Number(argv.find((a) => a.startsWith("--restarts="))?.slice("--restarts=".length) ?? -1);
+  if (restarts !== -1 && (!Number.isInteger(restarts) || restarts < 0 || restarts > 100))
+    throw new Error(`--restarts=${restarts}: give 0 to 100`);
+  if (restarts >= 0) settings.restarts = restarts;
   return { sizes, settings, stem };
 }

@@ -39,6 +39,19 @@ function writerCpuMs(root: number): { user: number; system: number } {
 }
 
 /**
+ * CPU time (ms, nanosecond counter) of this process's main thread alone: the agent's event
+ * loop, without its worker threads (the background check's reader) that process.cpuUsage() adds.
+ */
+export function mainThreadCpuMs(): number {
+  try {
+    const f = readFileSync(`/proc/self/task/${process.pid}/schedstat`, "latin1").split(" ");
+    return Number(f[0]) / 1e6;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
  * Runs `f` while sampling the event loop's delay (resolution 1 ms): what blocked the
  * agent's loop during a figure (a blocked loop delays every change behind it).
  */

@@ -5,11 +5,12 @@
  * remote-endpoints controller; the remote side has no namespaces).
  *
  *   npm run bench -- scale [--endpoints=250,1000] [--quick] [--cap-seconds=300]
- *                          [--skip=apply,ipcache,create,traffic] [--applies=N] [--creates=N]
+ *                          [--skip=apply,ipcache,create,traffic] [--applies=N] [--creates=N] [--restarts=N]
  *                          [--pin=C,S|none] [--prefix=mbs] [--ipcache-check=ab]  -> one JSON line per figure
  *
  * --cap-seconds bounds the sampling of each latency figure (each line says how many samples it took);
  * --skip leaves figures out (to profile one: `node --cpu-prof dist/bench/scale.js ...`).
+ * --restarts=N: N more restarts, each followed by one timed apply (the first after a restart);
  * --creates sets how many endpoint creates are timed; --prefix the stem of the scratch namespaces
  * (several runs side by side, e.g. an A/B against another build).
  *
@@ -42,8 +43,9 @@ import {
   seedEndpoints,
 } from "./scale-world.js";
 import { parseScaleArgs, type Settings } from "./scale-args.js";
-import { createPhases, withLoopDelay, writerCpuMs } from "./scale-cpu.js";
+import { createPhases, mainThreadCpuMs, withLoopDelay, writerCpuMs } from "./scale-cpu.js";
 import { scaleIpcache } from "./scale-ipcache.js";
+import { firstApplies } from "./scale-restarts.js";
 import { scaleTraffic, tableLoaded } from "./scale-traffic.js";
 import { has, pct, r1 } from "./traffic.js";
 
@@ -204,6 +206,8 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     const writer0 = writerCpuMs(process.pid);
     const changedPerApply = new Set<number>();
     const agentCpu: number[] = [];
+    const mainCpu: number[] = [];
+    const marks: [number, number, number][] = [];
     const {
       result: applies,
       loopDelay: apLoop,
@@ -212,8 +216,13 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
     } = await withLoopDelay(() =>
       sample(s.skip.has("apply") ? 0 : s.applies, s.capMs, async (i) => {
         const c = process.cpuUsage();
+        const m = mainThreadCpuMs();
+        const h = process.hrtime.bigint();
+        const t0 = performance.now();
         const r = await agent().applyPolicies(policies(i + 1), "bench.yaml");
         const d = process.cpuUsage(c);
+        marks.push([Number(h / 1000n), Number(process.hrtime.bigint() / 1000n), Math.round(t0)]);
+        mainCpu.push(mainThreadCpuMs() - m);
         agentCpu.push((d.user + d.system) / 1000);
         if (r.kernelOps === 0) throw new Error("an apply changed nothing in the kernel");
         changedPerApply.add(r.endpointsChanged);
@@ -231,6 +240,9 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
         // In order: the first applies after the restart make the tail (issue 10).
         rawMs: applies.map((x) => Math.round(x)),
         rawAgentCpuMs: agentCpu.map((x) => Math.round(x)),
+        // The agent's main thread alone (its event loop; the background check's worker thread left out).
+        rawMainThreadCpuMs: mainCpu.map((x) => Math.round(x)),
+        ...(process.env.SCALE_MARKS ? { marksUs: marks } : {}),
         // The agent's process CPU (all its threads, GC included) from call to answer, per apply.
         agentCpuMs: { p50: r1(pct(agentCpu, 0.5)), p99: r1(pct(agentCpu, 0.99)) },
         writerCpuMsPerApply: {
@@ -243,6 +255,17 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
         target: "p99 < 100 ms",
         ok: ap.p99Ms < 100,
       });
+    }
+
+    // 4b. The first apply after each of --restarts=N more restarts (scale-restarts.ts).
+    if (s.restarts > 0 && !s.skip.has("apply")) {
+      const again = async (): Promise<RunningAgent> => {
+        await running?.stop();
+        running = undefined;
+        return (running = await startAgent(o, log));
+      };
+      const firstVariant = s.applies + 1;
+      await firstApplies({ restarts: s.restarts, restart: again, firstVariant, common, out });
     }
 
     // 5. One ipcache entry: a remote endpoint with an identity in use is added, then removed.

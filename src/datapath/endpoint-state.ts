@@ -55,23 +55,47 @@ export function parseNetnsState(stdout: string, dev?: string): NetnsState {
   const routes = new Set<string>();
   for (const r of [...((r4 ?? []) as JsonRoute[]), ...((r6 ?? []) as JsonRoute[])]) {
     const rdev = r.dev ?? dev;
-    if (r.dst !== undefined && rdev !== undefined) routes.add(routeKey(r.dst, rdev, r.gateway));
-    else if (r.type === "blackhole" && r.dst !== undefined) routes.add(`blackhole ${r.dst}`);
+    // Before the device: an IPv6 blackhole is shown with "dev lo".
+    if (r.type === "blackhole" && r.dst !== undefined) routes.add(`blackhole ${r.dst}`);
+    else if (r.dst !== undefined && rdev !== undefined) routes.add(routeKey(r.dst, rdev, r.gateway));
   }
   return { links: out, routes };
 }
+
+/** How a background reader reads (the agent's checks after a restart). */
+export interface BackgroundRead {
+  /** At nice 19 (its children inherit it): behind the agent's changes for the CPU. */
+  readonly background?: boolean;
+  /**
+   * Awaited between the process's end and the parse of its output: the agent passes "until
+   * its work queue is quiet" (bounded), so that a change arriving while the process ran does
+   * not wait for the parse (the node's state at 1,000 endpoints is ~600 KB of JSON).
+   */
+  readonly beforeParse?: () => Promise<void>;
+}
+
+/** The node's own basics only (verifyNode): lo's addresses and the blackholes, whatever the node holds. */
+export const NODE_BASICS_QUERY =
+  "addr show dev lo\nroute show type blackhole\nroute show table all root ::/0 type blackhole\n";
 
 /**
  * Reads links, addresses and routes of a namespace (absent = the current one)
  * in one process; with `dev`, only that device's (a node holding 1,000
  * endpoints is not read whole for one of them). A missing device reads as empty.
+ * `opts.query`: other `ip -j -batch` lines of the same three-line shape (NODE_BASICS_QUERY).
  */
-export async function readNetnsState(netns: string | undefined, dev?: string): Promise<NetnsState> {
+export async function readNetnsState(
+  netns: string | undefined,
+  dev?: string,
+  opts: BackgroundRead & { readonly query?: string } = {},
+): Promise<NetnsState> {
   const d = dev === undefined ? "" : ` dev ${dev}`;
-  const r = await runRaw([...inNetns(netns), "ip", "-j", "-batch", "-"], {
-    stdin: `addr show${d}\nroute show${d}\nroute show table all root ::/0 type unicast${d}\n`,
+  const nice = opts.background === true ? ["nice", "-n", "19"] : [];
+  const r = await runRaw([...nice, ...inNetns(netns), "ip", "-j", "-batch", "-"], {
+    stdin: opts.query ?? `addr show${d}\nroute show${d}\nroute show table all root ::/0 type unicast${d}\n`,
   });
   if (r.status !== 0) return EMPTY_NETNS;
+  await opts.beforeParse?.();
   return parseNetnsState(r.stdout, dev);
 }
 
@@ -88,7 +112,7 @@ const STATE_QUERY = "addr show\nroute show\nroute show table all root ::/0 type 
  */
 export async function readNetnsStates(
   netnses: readonly string[],
-  opts: { background?: boolean } = {},
+  opts: BackgroundRead = {},
 ): Promise<Map<string, NetnsState>> {
   const bad = netnses.find((n) => !isNetnsName(n));
   if (bad !== undefined) throw new Error(`readNetnsStates: ${JSON.stringify(bad)} is not a namespace name`);
@@ -101,6 +125,7 @@ export async function readNetnsStates(
   // background: at nice 19 (its children inherit it), behind the agent's changes for the CPU.
   const argv = [...(opts.background === true ? ["nice", "-n", "19"] : []), "sh", "-s"];
   const r = await runRaw(argv, { stdin: script, timeoutMs: 30_000 + 200 * netnses.length });
+  await opts.beforeParse?.();
   const out = new Map<string, NetnsState>();
   let current: string | undefined;
   let body: string[] = [];

@@ -32,9 +32,6 @@ import type { LinkOp } from "./endpoint-state.js";
 import { isNetnsName } from "./rtnl.js";
 
 const TIMEOUT_MS = 30_000;
-/** Ops words per request, and their bytes: well under the helper's 256 words and 4 KiB a line. */
-const MAX_REQUEST_WORDS = 200;
-const MAX_REQUEST_BYTES = 3000;
 /** A word of a request: a name, an interface, an address or prefix. */
 const WORD = /^[A-Za-z0-9_.:/-]{1,200}$/;
 
@@ -185,7 +182,43 @@ export async function nativeAddNetns(netns: string, what: string): Promise<void>
   await request(["add", netns], `create netns ${netns} for ${what} and set its sysctls`, netns);
 }
 
-/** Applies `ops` in namespace `netns` (absent = the agent's own); `what` names the step for the error. */
+/**
+ * The helper's bounds on one request line (native/membrane-netns.c: MAX_LINE 4096 bytes, MAX_WORDS
+ * 256 words with the id), with room to spare. Over them the helper refused the request: a line over
+ * 4 KiB ended it, 256 words or more got an answer without the request's id (the request waited for
+ * its safety net). A bulk request (a cold start's every host end: ~13 words an endpoint) was always
+ * over, so every endpoint fell to its slow path, one reconcile each (the "~44 ms per endpoint").
+ */
+export const REQUEST_MAX_BYTES = 3800;
+export const REQUEST_MAX_WORDS = 240;
+
+/** `words` of ops cut into requests that fit the helper's bounds, each entering `ns` first. */
+export function requestLines(ns: string, ops: readonly LinkOp[]): string[][] {
+  const out: string[][] = [];
+  let cur: string[] = [];
+  let bytes = 0;
+  for (const o of ops) {
+    const w = opWords([o]);
+    const b = w.reduce((n, x) => n + x.length + 1, 0);
+    if (cur.length > 0 && (cur.length + w.length + 3 > REQUEST_MAX_WORDS || bytes + b > REQUEST_MAX_BYTES)) {
+      out.push(cur);
+      cur = [];
+    }
+    if (cur.length === 0) {
+      cur = ["ns", ns];
+      bytes = 20 + ns.length + 4; // the id, "ns", the name
+    }
+    cur.push(...w);
+    bytes += b;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}
+
+/**
+ * Applies `ops` in namespace `netns` (absent = the agent's own); `what` names the step for the error.
+ * Many ops go as several requests, in order; the first refusal stops the rest (as within one).
+ */
 export async function nativeApply(
   netns: string | undefined,
   ops: readonly LinkOp[],
@@ -193,20 +226,5 @@ export async function nativeApply(
 ): Promise<void> {
   if (ops.length === 0) return;
   if (netns !== undefined) checkName(netns, what);
-  // One request holds at most MAX_REQUEST_WORDS words and MAX_REQUEST_BYTES bytes (the helper's
-  // limits are 256 words and 4 KiB a line): a longer list of ops goes as several requests, in order.
-  let chunk: string[] = [];
-  let bytes = 0;
-  for (const o of ops) {
-    const w = opWords([o]);
-    const b = w.reduce((n, x) => n + x.length + 1, 0);
-    if (chunk.length > 0 && (chunk.length + w.length > MAX_REQUEST_WORDS || bytes + b > MAX_REQUEST_BYTES)) {
-      await request(["ns", netns ?? "-", ...chunk], what, netns ?? "(own)");
-      chunk = [];
-      bytes = 0;
-    }
-    chunk.push(...w);
-    bytes += b;
-  }
-  await request(["ns", netns ?? "-", ...chunk], what, netns ?? "(own)");
+  for (const words of requestLines(netns ?? "-", ops)) await request(words, what, netns ?? "(own)");
 }

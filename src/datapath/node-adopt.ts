@@ -15,7 +15,13 @@
  */
 import { readFile } from "node:fs/promises";
 import { createNode, NODE_SYSCTLS, planEndpoint, type EndpointParams, type NodeParams } from "./endpoint.js";
-import { EMPTY_NETNS, readNetnsState, readNetnsStates, type NetnsState } from "./endpoint-state.js";
+import {
+  EMPTY_NETNS,
+  NODE_BASICS_QUERY,
+  readNetnsState,
+  readNetnsStates,
+  type NetnsState,
+} from "./endpoint-state.js";
 import { listNetns } from "./netns.js";
 import { linkStates } from "./rtnl.js";
 import { warmNativeNetns } from "./netns-native.js";
@@ -64,11 +70,20 @@ export async function intactEndpoints<E extends Pick<EndpointParams, "netns" | "
 }
 
 /**
- * Reads the node's lo, gateways and blackholes (one process) and prepares
- * the node again when one is missing. Returns what was missing (empty: as it was).
+ * Reads the node's lo, gateways and blackholes (one process, only those: not the
+ * node's veths and routes) and prepares the node again when one is missing.
+ * Returns what was missing (empty: as it was). `yieldNow` as in verifyEndpoints.
  */
-export async function verifyNode(p: NodeParams): Promise<string[]> {
-  const s = await readNetnsState(p.netns);
+export async function verifyNode(
+  p: NodeParams,
+  yieldNow: () => Promise<void> = () => Promise.resolve(),
+): Promise<string[]> {
+  await yieldNow();
+  const s = await readNetnsState(p.netns, undefined, {
+    query: NODE_BASICS_QUERY,
+    background: true,
+    beforeParse: yieldNow,
+  });
   const lo = s.links.get("lo");
   const missing: string[] = [];
   if (lo?.up !== true) missing.push("lo up");
@@ -113,7 +128,10 @@ export async function verifyEndpoints(
   const yieldOrStop = (): Promise<void> => Promise.race([yieldNow(), stopped]);
   await yieldOrStop();
   if (signal?.aborted) return 0;
-  const nodeState = await readNetnsState(node.netns);
+  const nodeState = await readNetnsState(node.netns, undefined, {
+    background: true,
+    beforeParse: yieldOrStop,
+  });
   let differed = 0;
   let states = new Map<string, NetnsState>();
   for (const [i, p] of eps.entries()) {
@@ -125,7 +143,7 @@ export async function verifyEndpoints(
       // Background work: its processes run at nice 19, behind the agent's changes for the CPU.
       states = await readNetnsStates(
         eps.slice(i, i + READ_CHUNK).map((e) => e.netns),
-        { background: true },
+        { background: true, beforeParse: yieldOrStop }, // the parse too: a change goes first
       );
     }
     const epState = states.get(p.netns) ?? EMPTY_NETNS;

@@ -12,7 +12,7 @@
  *        a view of what was applied (kernel-view.ts, built in slices) goes to a worker thread
  *        (verify-thread.ts) that reads the table and compares; the event loop parses nothing.
  *        Only on a difference: read the table here, plan against it; a read an apply overtook
- *        is dropped; a difference makes the next apply plan against that read (repair by delta)
+ *        is killed then and dropped; a difference makes the next apply plan against that read
  *
  * Never flushes or recreates the table: an agent restarted with the same desired
  * state applies zero ops, so established connections and enforcement carry on
@@ -31,7 +31,7 @@ import { plan, type Plan } from "./plan.js";
 import { decodeElements, parseTable, type ActualTable } from "./readback.js";
 import { SetElemWriter } from "./nfnl/setelem.js";
 import { expectedView } from "./kernel-view.js";
-import { VerifyThread } from "./verify-thread.js";
+import { CANCELLED, VerifyThread } from "./verify-thread.js";
 import type { DatapathState } from "./types.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 
@@ -81,7 +81,11 @@ export class Reconciler {
    * How applies reached the kernel: nft transactions, nfnetlink element batches, adoptions by
    * stamp; read-backs parsed on this thread; verifies compared in the worker thread.
    */
-  readonly stats = { nft: 0, nfnl: 0, adopted: 0, readBacks: 0, checksOffThread: 0, hostLinesSent: 0 };
+  readonly stats = {
+    ...{ nft: 0, nfnl: 0, adopted: 0, readBacks: 0, checksOffThread: 0, hostLinesSent: 0 },
+    /** Checks whose read an apply overtook, killed then (their answer would have been dropped). */
+    checksCancelled: 0,
+  };
   /**
    * Where the last apply's time went (ms): planning the delta, and the kernel write (the
    * writer's acknowledgement, or nft). Two clock reads per apply, for the scale bench.
@@ -201,6 +205,8 @@ export class Reconciler {
     const done = (ops: number): ApplyResult => {
       this.realized = desired;
       this.seq++;
+      // A check running now compares with a state this apply replaced: its read stops now.
+      if (this.checking) this.checker?.cancel();
       return { changed: ops > 0, ops, ms: Math.round((performance.now() - t0) * 10) / 10 };
     };
     // What changed since the last apply, planned against what the kernel accepted
@@ -313,14 +319,15 @@ export class Reconciler {
     if (stale()) return { drift: 0, lines: [] };
     this.stats.hostLinesSent += changes ? changes.size : hosts.copy.size;
     this.hostsSent = { applied, worker, view: hosts.view, revision: hosts.revision };
-    let diff: string | undefined;
+    let diff: string | undefined | typeof CANCELLED;
     try {
       diff = await checker.compare(view, worker);
     } catch (e) {
       this.hostsSent = undefined;
       throw e;
     }
-    if (stale() || this.running) return { drift: 0, lines: [] };
+    if (diff === CANCELLED) this.stats.checksCancelled++;
+    if (diff === CANCELLED || stale() || this.running) return { drift: 0, lines: [] };
     this.stats.checksOffThread++;
     if (diff === undefined) return { drift: 0, lines: [] };
     // A difference (rare: a hand edit, a bug): the whole comparison here, which plans the repair.

@@ -8,6 +8,8 @@
  *      inet <table> --> compareView
  *   <-- {id, diff: string | null} | {id, error}
  *   {stop} --> the nft running now is killed and reaped --> <-- {stopped}
+ *   {cancel: id} (an apply overtook that check: its answer is of no use) --> its nft is killed
+ *      and reaped, no parse, no compare --> <-- {id, cancelled: true}
  *
  * Background work: the thread lowers its own priority to nice 19 when it starts,
  * and the `nft` it spawns inherits it, so that on a busy machine the check gives
@@ -34,9 +36,15 @@ export interface VerifyStop {
   readonly stop: true;
 }
 
+/** Kill request `cancel`'s read (or skip it, not started yet) and answer {id, cancelled} once reaped. */
+export interface VerifyCancel {
+  readonly cancel: number;
+}
+
 export type VerifyAnswer =
   | { readonly id: number; readonly diff: string | null }
   | { readonly id: number; readonly error: string }
+  | { readonly id: number; readonly cancelled: true }
   | { readonly stopped: true }
   /** An `nft` of this thread runs (true) or has been reaped (false): a stop waits only then. */
   | { readonly reading: boolean };
@@ -54,23 +62,37 @@ if (port) {
   const stopper = new AbortController();
   const hosts = new WorkerHosts();
   const reads = new Set<Promise<unknown>>();
-  port.on("message", (m: VerifyRequest | VerifyStop) => {
+  /** Each read's own stopper (a cancel), by request id. */
+  const cancels = new Map<number, AbortController>();
+  port.on("message", (m: VerifyRequest | VerifyStop | VerifyCancel) => {
     if ("stop" in m) {
       stopper.abort();
       void Promise.allSettled([...reads]).then(() => port.postMessage({ stopped: true }));
       return;
     }
+    if ("cancel" in m) {
+      cancels.get(m.cancel)?.abort();
+      return;
+    }
+    const mine = new AbortController();
+    cancels.set(m.id, mine);
     const read = (async (): Promise<VerifyAnswer> => {
       try {
+        // The hosts of the view are taken in first, cancelled or not (the agent counts on it).
         const want = readView(m.view, hosts);
+        if (mine.signal.aborted) return { id: m.id, cancelled: true };
         const opts = m.netns === undefined ? {} : { netns: m.netns };
         port.postMessage({ reading: true });
-        const doc = await nftListJson("inet", m.table, { ...opts, signal: stopper.signal }).finally(() =>
+        const signal = AbortSignal.any([stopper.signal, mine.signal]);
+        const doc = await nftListJson("inet", m.table, { ...opts, signal }).finally(() =>
           port.postMessage({ reading: false }),
         );
         return { id: m.id, diff: compareView(want, doc, hosts) ?? null };
       } catch (e) {
+        if (mine.signal.aborted && !stopper.signal.aborted) return { id: m.id, cancelled: true };
         return { id: m.id, error: (e instanceof Error ? e.message : String(e)).slice(0, 2000) };
+      } finally {
+        cancels.delete(m.id);
       }
     })();
     reads.add(read);

@@ -156,10 +156,13 @@ export class EndpointsController implements Controller {
       await new Promise((r) => setImmediate(r)); // after the caller (run.ts: the API is up) returns
       const node = this.d.node();
       if (node && !signal.aborted) {
-        const missing = await verifyNode(node); // idempotent repair of the node's own basics: no queue needed
+        // Idempotent repair of the node's basics: no queue; after the changes in hand (a stop ends the wait).
+        const stopped = new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
+        const missing = await verifyNode(node, () => Promise.race([this.d.yieldToWork?.(), stopped]));
+        if (signal.aborted) return;
         if (missing.length > 0) log.warn({ missing }, "node repaired");
       }
-      if (!signal.aborted) await this.verifyAdopted(signal);
+      await this.verifyAdopted(signal);
     })().catch((e: unknown) => {
       if (!signal.aborted) log.error({ err: String(e) }, "background verification failed");
     });
@@ -175,11 +178,9 @@ export class EndpointsController implements Controller {
   }
 
   /**
-   * Checks the adopted endpoints' addresses and routes in the background,
-   * off the work queue (reads only); one that differs is repaired through
-   * the queue with reconcileEndpoint, if it still exists then, and logged.
-   * Stops when `signal` is aborted.
-   */
+   * Checks the adopted endpoints' addresses and routes in the background, off the work queue (reads only);
+   * one that differs is repaired through the queue with reconcileEndpoint, if it still exists then, and
+   * logged. Stops when `signal` is aborted. */
   async verifyAdopted(signal: AbortSignal): Promise<void> {
     const eps = this.unverified;
     this.unverified = [];
