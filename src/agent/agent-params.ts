@@ -55,4 +55,6 @@ export interface AgentParams {
   readonly runtime?: RuntimeParams;
   /** Cluster mode (`--cluster-store`): policies, namespaces and services are shared through etcd. */
   readonly cluster?: ClusterContext;
+  /** Cluster mode with `--tunnel vxlan`: the overlay's UDP port, never judged by the host firewall. */
+  readonly tunnelPort?: number;
 }

@@ -158,6 +158,7 @@ export class Agent {
           ? { supervisor: this.proxyRef, target: this.proxyTarget }
           : undefined,
       observer: () => this.observerRef,
+      tunnelPort: p.tunnelPort,
     });
   }
 

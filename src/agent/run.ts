@@ -22,6 +22,7 @@ import { withClusterRoutes } from "../cluster/routes.js";
 import { ClusterSession, type ClusterOptions } from "../cluster/session.js";
 import { ClusterIdentities } from "../cluster/identities.js";
 import { startClusterIpcache, type ClusterIpcache } from "../cluster/start-ipcache.js";
+import { VXLAN_PORT } from "../datapath/peer-routes.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -84,6 +85,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     logGroup: o.logGroup,
     // Cluster mode: host policies select this node by its --node-labels.
     engine: cluster && o.cluster ? { ...o.engine, nodeLabels: o.cluster.labels } : o.engine,
+    ...(o.cluster?.tunnel === "vxlan" ? { tunnelPort: VXLAN_PORT } : {}),
     resyncMs: o.resyncMs,
     stateDir: o.stateDir,
     ...(o.observe ? { observe: o.observe } : {}),
