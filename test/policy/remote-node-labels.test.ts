@@ -11,6 +11,7 @@ import { isMembraneError } from "../../src/errors.js";
 import { ID, isLocal } from "../../src/identity/reserved.js";
 import { parsePolicies } from "../../src/policy/api/index.js";
 import { PolicyEngine } from "../../src/policy/engine.js";
+import { runScenarioText } from "../../src/policy/scenario/index.js";
 
 const db = (rules: string): string => `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -93,5 +94,46 @@ describe("remote nodes carry their labels", () => {
     );
     assert.equal(e.revision, before);
     assert.equal(e.ipcache.lookup("192.0.2.9").entry, undefined);
+  });
+});
+
+describe("scenario files name other nodes with their labels (nodes:)", () => {
+  const scenario = (nodes: string): string => `name: n
+config: {nodeLabels: {role: db}}
+nodes: ${nodes}
+policies: |
+  apiVersion: cilium.io/v2
+  kind: CiliumClusterwideNetworkPolicy
+  metadata: {name: db-host}
+  spec:
+    nodeSelector: {matchLabels: {role: db}}
+    ingress: [{fromNodes: [{matchLabels: {role: web}}], toPorts: [{ports: [{port: "22", protocol: TCP}]}]}]
+queries:
+  - {from: "remote-node:192.0.2.10", to: host, proto: TCP, port: 22, expect: allow}
+  - {from: "remote-node:192.0.2.11", to: host, proto: TCP, port: 22, expect: deny}
+`;
+
+  test("a listed node carries its labels; an unlisted one has none", () => {
+    const r = runScenarioText(scenario("[{ip: 192.0.2.10, labels: {role: web}}]"), "n.yaml");
+    assert.equal(r?.error, undefined, String(r?.error?.message));
+    assert.deepEqual(
+      r?.results.map((q) => q.actual),
+      ["allow", "deny"],
+    );
+  });
+
+  test("malformed nodes are refused naming the field", () => {
+    const r = runScenarioText(
+      scenario(
+        '[{ip: nope}, {ip: 192.0.2.10, labels: {"bad key!": x}}, {labels: {}}, {ip: 192.0.2.12, zone: a}]',
+      ),
+      "n.yaml",
+    );
+    const e = r?.error as { code?: string; issues?: { path: string; message: string }[] } | undefined;
+    assert.equal(e?.code, "SCENARIO_INVALID");
+    assert.deepEqual(
+      e?.issues?.map((i) => i.path),
+      ["nodes[0].ip", "nodes[1].labels", "nodes[2]", "nodes[3].zone"],
+    );
   });
 });
