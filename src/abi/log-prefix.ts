@@ -22,6 +22,9 @@
  * endpoint's interface). parseLogPrefix() gives `group` and no `endpointId` for them.
  * Spoofed sources and conntrack-invalid drops are logged in the endpoint's own chain
  * and keep `e<id>`.
+ *
+ * The host firewall's verdicts (datapath/compile-host.ts: traffic to and from the node
+ * itself) carry `h0`, e.g. "mbr:d:h0:in:def": the endpoint is the host.
  */
 
 export type Direction = "in" | "out";
@@ -32,10 +35,11 @@ export type DropReason = { kind: "rule"; ruleId: number } | { kind: "default" | 
  */
 export type LogReason = DropReason | { kind: "allow" | "redirect"; ruleId: number };
 
-/** Who logs: an endpoint (its id) or a policy group shared by endpoints (`{ group: n }`). */
-export type LogOwner = number | { readonly group: number };
+/** Who logs: an endpoint (its id), a policy group shared by endpoints (`{ group: n }`), or the host firewall. */
+export type LogOwner = number | { readonly group: number } | "host";
 
-const ownerText = (o: LogOwner): string => (typeof o === "number" ? `e${o}` : `g${o.group}`);
+const ownerText = (o: LogOwner): string =>
+  o === "host" ? "h0" : typeof o === "number" ? `e${o}` : `g${o.group}`;
 
 export function logPrefix(owner: LogOwner, dir: Direction, reason: LogReason): string {
   const who = ownerText(owner);
@@ -53,10 +57,13 @@ export function auditPrefix(owner: LogOwner, dir: Direction, reason: `r${number}
   return `mbr:u:${ownerText(owner)}:${dir}:${reason}`;
 }
 
-/** The owner part of a parsed prefix: an endpoint id, or a group (the endpoint is the packet's). */
-type ParsedOwner = { endpointId: number; group?: undefined } | { endpointId?: undefined; group: number };
+/** The owner part of a parsed prefix: an endpoint id, a group (the endpoint is the packet's), or the host. */
+type ParsedOwner =
+  | { endpointId: number; group?: undefined; host?: undefined }
+  | { endpointId?: undefined; group: number; host?: undefined }
+  | { endpointId?: undefined; group?: undefined; host: true };
 const ownerOf = (kind: string, n: string): ParsedOwner =>
-  kind === "e" ? { endpointId: Number(n) } : { group: Number(n) };
+  kind === "e" ? { endpointId: Number(n) } : kind === "h" ? { host: true } : { group: Number(n) };
 
 /**
  * Reads a log prefix back; undefined when the text is not one of ours.
@@ -73,8 +80,8 @@ export function parseLogPrefix(text: string):
     })
   | undefined {
   const clean = text.replace(/\0.*$/s, "").trim();
-  const a = /^mbr:([ap]):([eg])(\d+):(in|out):r(\d+)$/.exec(clean);
-  if (a) {
+  const a = /^mbr:([ap]):([egh])(\d+):(in|out):r(\d+)$/.exec(clean);
+  if (a && (a[2] !== "h" || a[3] === "0")) {
     return {
       ...ownerOf(a[2] as string, a[3] as string),
       direction: a[4] as Direction,
@@ -83,10 +90,10 @@ export function parseLogPrefix(text: string):
       ...(a[1] === "p" ? { redirected: true as const } : {}),
     };
   }
-  const m = /^mbr:d:([eg])(\d+):(in|out):(?:r(\d+)|(def|spoof|inv))$/.exec(clean);
-  if (!m) return undefined;
-  // Spoofing and invalid conntrack state are an endpoint's own checks: never a group's.
-  if (m[1] === "g" && (m[5] === "spoof" || m[5] === "inv")) return undefined;
+  const m = /^mbr:d:([egh])(\d+):(in|out):(?:r(\d+)|(def|spoof|inv))$/.exec(clean);
+  if (!m || (m[1] === "h" && m[2] !== "0")) return undefined;
+  // Spoofing and invalid conntrack state are an endpoint's own checks: never a group's or the host's.
+  if (m[1] !== "e" && (m[5] === "spoof" || m[5] === "inv")) return undefined;
   const kinds = { def: "default", spoof: "spoof", inv: "invalid" } as const;
   const reason: DropReason =
     m[4] !== undefined ? { kind: "rule", ruleId: Number(m[4]) } : { kind: kinds[m[5] as keyof typeof kinds] };

@@ -60,4 +60,6 @@ export interface AgentParams {
   readonly cluster?: ClusterContext;
   /** The built-in SPIFFE identity provider and the Workload API (`--spiffe`); absent = off. */
   readonly spiffe?: SpiffeParams;
+  /** Cluster mode with `--tunnel vxlan`: the overlay's UDP port, never judged by the host firewall. */
+  readonly tunnelPort?: number;
 }

@@ -158,6 +158,7 @@ export class Agent {
           ? { supervisor: this.proxyRef, target: this.proxyTarget }
           : undefined,
       observer: () => this.observerRef,
+      tunnelPort: p.tunnelPort,
     });
   }
 
@@ -349,8 +350,8 @@ export class Agent {
    * backend (`kube-apiserver`), so policies on those entities apply to it.
    * Persisted under `nodes/<ip>` and restored on start.
    */
-  setNodeAddress(ip: string, kind: NodeKind): Promise<void> {
-    return this.nodes.setAddress(ip, kind);
+  setNodeAddress(ip: string, kind: NodeKind, labels?: Readonly<Record<string, string>>): Promise<void> {
+    return this.nodes.setAddress(ip, kind, labels);
   }
 
   /** A service for toServices rules (backends: the pods it selects, else its `ips`); persisted. */

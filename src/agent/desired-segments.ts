@@ -19,11 +19,13 @@ export interface BuildOptions {
   readonly proxy?: ProxyTarget;
   /** Mutual authentication can be checked in the datapath. */
   readonly authAvailable: boolean;
+  /** The node's VXLAN port (cluster mode with --tunnel vxlan): the host firewall never judges it. */
+  readonly tunnelPort?: number;
 }
 
 /** The options as text: segments built under other options are rebuilt. */
 export function optionsKey(opts: BuildOptions): string {
-  return `${opts.proxy ? JSON.stringify(opts.proxy) : "-"}|${opts.authAvailable}`;
+  return `${opts.proxy ? JSON.stringify(opts.proxy) : "-"}|${opts.authAvailable}|${opts.tunnelPort ?? "-"}`;
 }
 
 /** A direction's flat segments and the rule elements they derive from. */

@@ -29,6 +29,7 @@ import {
   type CachedDirection,
 } from "./desired-segments.js";
 import { RuleIds } from "./rule-ids.js";
+import { HOST_USER, HostDirections, hostFirewall } from "./desired-host.js";
 
 export { ruleText, type BuildOptions } from "./desired-segments.js";
 
@@ -82,6 +83,8 @@ interface LastBuild {
  */
 export class DesiredBuilder {
   private readonly ruleIds = new RuleIds();
+  /** The host firewall's directions (desired-host.ts); in `users` as HOST_USER. */
+  private readonly host = new HostDirections();
   private readonly dirs = new WeakMap<DirectionPolicy, CachedDirection>();
   private readonly built = new Map<number, BuiltEndpoint>();
   /** namespace/name -> endpoint id, of the endpoints built (the engine journals names). */
@@ -125,6 +128,8 @@ export class DesiredBuilder {
     const prefixRevision = engine.ipcache.prefixRevision;
     const last = this.last?.engine === engine && this.last.optsKey === optsKey ? this.last : undefined;
     const changed = last ? engine.endpointChangesSince(last.endpointRevision) : undefined;
+    const hostBefore = this.host.cached();
+    const hd = this.host.update(engine);
     // Which endpoints to look at again: every one on a first build, else what changed.
     const todo = new Map<number, LocalEndpoint>();
     let known = 0;
@@ -142,7 +147,8 @@ export class DesiredBuilder {
       const b = id === undefined ? undefined : this.built.get(id);
       if (id !== undefined && b && !todo.has(id) && !gone.includes(id)) todo.set(id, b.local);
     }
-    if (last && changed && todo.size === 0 && gone.length === 0 && prefixRevision === last.prefixRevision) {
+    const quiet = todo.size === 0 && gone.length === 0 && !hd.changed;
+    if (last && changed && quiet && prefixRevision === last.prefixRevision) {
       fillOrigins(originsOut, last.origins, last.ids);
       this.last = { ...last, endpointRevision, list: endpoints };
       return { ...last.state };
@@ -163,6 +169,10 @@ export class DesiredBuilder {
       if (!u || (on ? u.size === 1 : u.size === 0)) dirsChanged = true;
       if (u?.size === 0) this.users.delete(c);
     };
+    if (!changed || hd.changed) {
+      if (changed) for (const c of hostBefore) use(c, HOST_USER, false);
+      for (const d of hd.dirs) use(d.c, HOST_USER, true);
+    }
     for (const f of fresh) {
       const b = this.built.get(f.ep.id);
       if (b && changed && b.dirs[0] === f.dirs[0] && b.dirs[1] === f.dirs[1]) continue;
@@ -213,6 +223,7 @@ export class DesiredBuilder {
           ) as DatapathEndpoint[]);
     const ipcache =
       last && prefixRevision === last.prefixRevision ? last.state.ipcache : prefixEntries(engine);
+    const host = hostFirewall(hd.dirs, ids, opts, opts.tunnelPort);
     const state: DatapathState = {
       ipcache,
       hosts: engine.ipcache.hosts,
@@ -220,6 +231,7 @@ export class DesiredBuilder {
       rules,
       hostIdentity: ID.host,
       ...(opts.proxy ? { proxy: opts.proxy } : {}),
+      ...(host ? { host } : {}),
     };
     this.last = { engine, optsKey, endpointRevision, prefixRevision, state, origins, ids, list: endpoints };
     return state;

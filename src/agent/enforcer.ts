@@ -35,6 +35,8 @@ export interface EnforcerParams {
   readonly controllers: () => readonly Controller[];
   readonly proxy: () => { supervisor: ProxySupervisor; target: ProxyTarget } | undefined;
   readonly observer: () => Observer | undefined;
+  /** The VXLAN port (host firewall: never judged); undefined: native routing or one node. */
+  readonly tunnelPort?: number | undefined;
 }
 
 export class Enforcer {
@@ -137,7 +139,11 @@ export class Enforcer {
     return this.builder.build(
       this.p.engine(),
       this.p.endpoints.local(),
-      { authAvailable: false, ...(target ? { proxy: target } : {}) },
+      {
+        authAvailable: false,
+        ...(target ? { proxy: target } : {}),
+        ...(this.p.tunnelPort !== undefined ? { tunnelPort: this.p.tunnelPort } : {}),
+      },
       origins,
     );
   }

@@ -25,6 +25,7 @@ import { ClusterSession, type ClusterOptions } from "../cluster/session.js";
 import { ClusterIdentities } from "../cluster/identities.js";
 import { startClusterIpcache, type ClusterIpcache } from "../cluster/start-ipcache.js";
 import { nodeOfIp } from "../cluster/node-of-ip.js";
+import { VXLAN_PORT } from "../datapath/peer-routes.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -97,6 +98,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     logGroup: o.logGroup,
     // Cluster mode: host policies select this node by its --node-labels.
     engine: cluster && o.cluster ? { ...o.engine, nodeLabels: o.cluster.labels } : o.engine,
+    ...(o.cluster?.tunnel === "vxlan" ? { tunnelPort: VXLAN_PORT } : {}),
     resyncMs: o.resyncMs,
     stateDir: o.stateDir,
     ...(observe ? { observe } : {}),

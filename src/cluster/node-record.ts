@@ -5,6 +5,8 @@
  */
 import { parseAddr, parsePrefix, prefixString, type Prefix } from "../labels/cidr.js";
 import { CLUSTER_KEYS, type NodeRecordV1 } from "./keys.js";
+import { isMembraneError } from "../errors.js";
+import { nodeLabelSet } from "../labels/node.js";
 import type { MirrorEntry } from "./mirror.js";
 
 export interface PeerRecord {
@@ -38,6 +40,8 @@ export function parseNodeRecord(key: string, e: MirrorEntry): PeerRecord | strin
     podCidrs.push(p);
   }
   if (r.routing !== "native" && r.routing !== "vxlan") return `${key}: routing is not native or vxlan`;
+  const bad = badLabels(r.labels);
+  if (bad !== undefined) return `${key}: labels ${bad}`;
   return { record: r, podCidrs, createRevision: e.createRevision };
 }
 
@@ -54,5 +58,21 @@ export function nodeRecords(
   }
   return out;
 }
+
+/** Node labels are what fromNodes/toNodes select a remote node by (policy/node-addresses.ts). */
+function badLabels(labels: unknown): string | undefined {
+  if (typeof labels !== "object" || labels === null || Array.isArray(labels)) return "is not a map";
+  const entries = Object.entries(labels as Record<string, unknown>);
+  if (entries.length > MAX_NODE_LABELS) return `has ${entries.length} entries (at most ${MAX_NODE_LABELS})`;
+  if (entries.some(([, v]) => typeof v !== "string")) return "has a value that is not a string";
+  try {
+    nodeLabelSet(labels as Record<string, string>);
+  } catch (e) {
+    return isMembraneError(e) ? e.message : String(e);
+  }
+  return undefined;
+}
+
+const MAX_NODE_LABELS = 64;
 
 export const cidrText = (p: Prefix): string => prefixString(p);

@@ -81,6 +81,7 @@
  * of the parts that changed: incremental.ts.
  *
  * NFLOG prefixes (drops, allowed and redirected new connections, audit): abi/log-prefix.ts.
+ * The host firewall (input/output hooks, traffic of the node itself): compile-host.ts.
  */
 import { isIfname } from "../abi/ifname.js";
 import { parseAddr } from "../labels/cidr.js";
@@ -95,6 +96,7 @@ import {
   type EndpointParts,
 } from "./compile-endpoint.js";
 import { compileGrouped } from "./group-table.js";
+import { compileHost } from "./compile-host.js";
 import type { GroupPart } from "./policy-groups.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import { add64, globalDigest, groupDigest, hostDigest, partDigest, STAMP_MAP, stampMap } from "./stamp.js";
@@ -282,6 +284,10 @@ export function compileAll(
       ],
     },
   );
+  // The host firewall (nodeSelector host policies): nothing unless one selects this node.
+  const hostFw = compileHost(state.host, ctx);
+  maps.push(...hostFw.maps);
+  chains.push(...hostFw.chains);
   if (proxy) {
     chains.push({ name: "nat_c", base: NAT_BASE, rules: natRules(proxy) });
     // The node's own connections to an endpoint whose ingress has L7 rules go through the proxy too.

@@ -94,6 +94,8 @@ export const globalKeyOf = (state: DatapathState, opts: CompileOptions): string 
     String(state.hostIdentity),
     state.proxy ?? null,
     state.ipcache.map((e) => [e.prefix, String(e.identity)]),
+    // The host firewall is part of the global part (compile-host.ts): small, and it changes rarely.
+    state.host ?? null,
   ]);
 
 /** Applied for a table compiled whole (the first apply, or after a read-back). */

@@ -131,17 +131,18 @@ function lookupRules(base: string, present: ReadonlySet<string>): string[] {
 /**
  * Compiles group `n` of direction `dir` from one member's policy (all members have
  * the same key). `where` names that member's direction in errors. Pure.
+ * n = "host": the host firewall's policy (compile-host.ts), chains `host_<dir>...`, logs `h0`.
  */
 export function compileGroup(
-  n: number,
+  n: number | "host",
   dir: Dir,
   key: string,
   policy: DirectionPolicy,
   ctx: GroupContext,
   where: string,
 ): GroupPart {
-  const owner = { group: n };
-  const base = groupName(n, dir);
+  const owner = n === "host" ? "host" : { group: n };
+  const base = n === "host" ? `host_${dir}` : groupName(n, dir);
   const log = (prefix: string): string => `log group ${ctx.group} prefix "${prefix}"`;
   const texts = new Map<number, string | undefined>();
   const withText = (rule: string, id: number): string => {

@@ -66,6 +66,19 @@ export interface DatapathState {
   hostIdentity: number;
   /** Where redirected connections go; required when any segment redirects. */
   proxy?: ProxyTarget;
+  /**
+   * The host firewall (compile-host.ts): the node's own policy for traffic to and
+   * from the node itself, from the host policies (nodeSelector) selecting this
+   * node. Absent, or a direction with no segment and not enforced: no hook for it.
+   */
+  host?: HostFirewall;
+}
+
+export interface HostFirewall {
+  ingress: DirectionPolicy;
+  egress: DirectionPolicy;
+  /** The UDP port of the node's VXLAN overlay (8472), which the firewall never judges; none: native routing. */
+  tunnelPort?: number;
 }
 
 /**

@@ -15,6 +15,8 @@
  * share) names no endpoint: it is the packet's own address (destination on ingress,
  * source on egress), looked up with FlowLookup.endpointByIp.
  *
+ * The host firewall's log (`mbr:d:h0:in:def`) names the node itself (identity 1).
+ *
  * An allowed new connection (`mbr:a:e12:in:r3`, logged by the datapath as a
  * policy verdict) -> FORWARDED with *_allowed_by and `rule`; one handed to
  * the L7 proxy (`mbr:p:e12:in:r3`) -> REDIRECTED, likewise.
@@ -84,6 +86,8 @@ type FlowPrefix = {
   /** Undefined for a policy group's log (`g<n>`): the endpoint is then the packet's own address. */
   endpointId?: number | undefined;
   group?: number | undefined;
+  /** The host firewall's log (`h0`): the endpoint is the node itself. */
+  host?: true | undefined;
   direction: Direction;
   reason: DropReason;
   allowed: boolean;
@@ -98,6 +102,9 @@ export function parseFlowPrefix(text: string): FlowPrefix | undefined {
   const p = parseLogPrefix(audit ? `mbr:d:${text.slice(6)}` : text);
   return p === undefined ? undefined : { ...p, audit };
 }
+
+/** The node itself, as Hubble names it (identity 1, reserved:host). */
+const hostEndpoint = (): Endpoint => ({ ID: 0, identity: 1, labels: ["reserved:host"] });
 
 let lastSecond = NaN;
 let lastSecondIso = "";
@@ -258,7 +265,9 @@ export class FlowEnricher {
     const me =
       pre.endpointId !== undefined
         ? this.local(pre.endpointId)
-        : this.byAddress(pkt.ok ? (ingress ? pkt.IP.destination : pkt.IP.source) : undefined);
+        : pre.host
+          ? hostEndpoint()
+          : this.byAddress(pkt.ok ? (ingress ? pkt.IP.destination : pkt.IP.source) : undefined);
     const peer = this.remote(peerIp, ev.mark);
     // Cluster mode: both sides name their node (the peer's from nodeOfIp, in remote()).
     if (this.lookup.nodeOfIp !== undefined && this.nodeName !== undefined) me.node_name = this.nodeName;

@@ -37,6 +37,7 @@ import { OutsideIdentities } from "./outside-identities.js";
 import { PolicyCache, policySignature } from "./policy-cache.js";
 import { Repository } from "./repository.js";
 import { hostPolicyOf, type HostPolicy } from "./host-policy.js";
+import { NodeAddresses, type NodeAddressKind } from "./node-addresses.js";
 import { resolvePeerIn } from "./resolve-peer.js";
 import { resolveService } from "./service.js";
 import { EndpointTable, type RemoteEndpoint } from "./endpoint-table.js";
@@ -56,7 +57,7 @@ import type { PolicyRef, PolicyResource, Rule } from "./types.js";
 
 export type { DnsAnswer, EndpointPolicy, EndpointRecord, ResolvedPeer, TraceResult } from "./engine-types.js";
 export type { EngineStats } from "./engine-types.js";
-export type NodeAddressKind = "host" | "remote-node" | "kube-apiserver";
+export type { NodeAddressKind } from "./node-addresses.js";
 
 export class PolicyEngine {
   readonly config: EngineConfig;
@@ -72,7 +73,7 @@ export class PolicyEngine {
   private readonly policyCache: PolicyCache;
   /** CIDR and DNS-learned (FQDN) identities. */
   private readonly outside: OutsideIdentities;
-  private readonly nodeAddrs = new Map<string, NodeAddressKind>();
+  private readonly nodeAddrs: NodeAddresses;
   private rev = 1;
   private regenerated = 0;
 
@@ -91,14 +92,15 @@ export class PolicyEngine {
     this.table = new EndpointTable({ ipcache: this.ipcache, cluster: this.config.cluster });
     this.repo = new Repository(this.cache);
     this.policyCache = new PolicyCache(this.cache);
-    this.outside = new OutsideIdentities({
+    const deps = {
       allocator: this.allocator,
       ipcache: this.ipcache,
       cache: this.cache,
-      dualStack: this.config.dualStack,
-      changed: (keys) => this.policyCache.markChanged(keys),
-      release: (id) => this.releaseIdentity(id),
-    });
+      changed: (keys: readonly string[]) => this.policyCache.markChanged(keys),
+      release: (id: number) => this.releaseIdentity(id),
+    };
+    this.outside = new OutsideIdentities({ ...deps, dualStack: this.config.dualStack });
+    this.nodeAddrs = new NodeAddresses(deps);
     const { host, world, unmanaged, health, init, remoteNode, kubeApiserver, ingress } = ID;
     const reserved: number[] = [host, world, unmanaged, health, init, remoteNode, kubeApiserver, ingress];
     if (this.config.dualStack) reserved.push(ID.worldIPv4, ID.worldIPv6);
@@ -198,17 +200,15 @@ export class PolicyEngine {
     return true;
   }
 
-  setNodeAddress(ip: string, kind: NodeAddressKind): void {
-    const id = kind === "host" ? ID.host : kind === "remote-node" ? ID.remoteNode : ID.kubeApiserver;
-    this.nodeAddrs.set(ip, kind);
-    this.ipcache.setExact(ip, id, "node");
+  /** `labels`: a remote node's labels (node-addresses.ts); throws LABEL_INVALID, changing nothing. */
+  setNodeAddress(ip: string, kind: NodeAddressKind, labels?: Readonly<Record<string, string>>): void {
+    this.nodeAddrs.set(ip, labels === undefined ? { kind } : { kind, labels });
     this.bump();
   }
 
   /** Forgets a node address (an endpoint's entry for it is left alone); false when it was not known. */
   deleteNodeAddress(ip: string): boolean {
     if (!this.nodeAddrs.delete(ip)) return false;
-    if (this.ipcache.lookup(ip).entry?.source === "node") this.ipcache.deleteExact(ip);
     this.bump();
     return true;
   }
@@ -370,7 +370,7 @@ export class PolicyEngine {
     const f = new PolicyEngine({ config: this.config });
     for (const [name, labels] of this.table.namespaceEntries()) f.setNamespace(name, labels);
     for (const s of this.serviceSpecs.values()) f.upsertService(s);
-    for (const [ip, kind] of this.nodeAddrs) f.setNodeAddress(ip, kind);
+    for (const [ip, a] of this.nodeAddrs.entries()) f.setNodeAddress(ip, a.kind, a.labels);
     for (const [ip, names] of this.outside.learned())
       for (const name of names) f.observeDns({ name, ips: [ip] });
     for (const ep of this.table.locals()) f.upsertEndpoint(ep.spec);

@@ -27,9 +27,9 @@ export interface PeerContext {
 
 /**
  * fromNodes / toNodes: the host by this node's labels; a remote node by the node labels (source k8s)
- * its identity carries. The reserved remote-node identity carries none: only a selector that matches
- * an empty label set (`{}`) selects it, so a labelled selector allows no remote node (fail closed;
- * deny rules with these peers are refused by the parser for that reason).
+ * its identity carries (node-addresses.ts: a labelled remote node has a node-local identity of
+ * reserved:remote-node and its labels). The reserved remote-node identity (a node without labels)
+ * carries none: only a selector that matches an empty label set (`{}`) selects it.
  */
 export function nodesSelect(sel: Selector, ident: Identity, ctx: PeerContext): boolean {
   if (ident.id === ID.host) return sel.matches(ctx.nodeLabels ?? LabelSet.EMPTY);
@@ -76,7 +76,9 @@ export function entitySelects(entity: Entity, ident: Identity, cluster: string):
       return (
         [ID.host, ID.unmanaged, ID.health, ID.init, ID.remoteNode, ID.kubeApiserver, ID.ingress].includes(
           ident.id as 1,
-        ) || l.get("k8s", CLUSTER_LABEL) === cluster
+        ) ||
+        l.has("reserved", "remote-node") ||
+        l.get("k8s", CLUSTER_LABEL) === cluster
       );
     case "host":
       return ident.id === ID.host;

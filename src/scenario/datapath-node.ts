@@ -132,10 +132,14 @@ export class ScratchNode {
   }
 
   /** Registers another node's or an API server's address with the agent (once per address). */
-  async nodeAddress(ip: string, kind: "remote-node" | "kube-apiserver"): Promise<void> {
+  async nodeAddress(
+    ip: string,
+    kind: "remote-node" | "kube-apiserver",
+    labels?: Readonly<Record<string, string>>,
+  ): Promise<void> {
     if (this.nodeAddrs.has(ip) || !this.running) return;
     this.nodeAddrs.add(ip);
-    await this.running.agent.setNodeAddress(ip, kind);
+    await this.running.agent.setNodeAddress(ip, kind, labels);
   }
 
   /** Sends the query's traffic; looks for the kernel's drop (on a timeout) and redirect logs of it. */

@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto";
 import { parse as parseYaml } from "yaml";
 import { selfSignedCert } from "../probe/tls-cert.js";
 import type { Decision, DenyHow, FlowQuery } from "../policy/query.js";
-import { ScenarioSession } from "../policy/scenario/session.js";
+import { nodeLabelsOf, ScenarioSession } from "../policy/scenario/session.js";
 import { compare, toScenarioError } from "../policy/scenario/run.js";
 import { parseScenario } from "../policy/scenario/load.js";
 import {
@@ -109,7 +109,11 @@ interface Prepared {
   readonly offline: QueryResult;
   readonly plan: QueryPlan | { skip: string };
   /** remote-node / kube-apiserver addresses this query makes known (offline does it in prepare). */
-  readonly nodeAddrs: readonly { ip: string; kind: "remote-node" | "kube-apiserver" }[];
+  readonly nodeAddrs: readonly {
+    ip: string;
+    kind: "remote-node" | "kube-apiserver";
+    labels: [Readonly<Record<string, string>>] | [];
+  }[];
   /** The query's `dns` answers, given to the agent before it runs (offline: in prepare). */
   readonly feeds: readonly DnsFeed[];
 }
@@ -138,7 +142,7 @@ export async function runDatapathScenario(
     const out: DatapathQueryResult[] = [];
     for (const p of prepared) {
       for (const a of p.nodeAddrs)
-        if (outsideProblem(a.ip, ctx) === undefined) await node.nodeAddress(a.ip, a.kind);
+        if (outsideProblem(a.ip, ctx) === undefined) await node.nodeAddress(a.ip, a.kind, ...a.labels);
       const notes = p.feeds.map(feedText);
       let failed: string | undefined;
       for (const f of p.feeds) failed ??= await feedDns(node, f);
@@ -174,7 +178,7 @@ async function prepare(s: Scenario): Promise<Prepared[]> {
     const nodeAddrs = [q.from, q.to].flatMap((t) => {
       const p = parsePeer(t);
       return !("error" in p) && (p.kind === "remote-node" || p.kind === "kube-apiserver")
-        ? [{ ip: p.ip, kind: p.kind }]
+        ? [{ ip: p.ip, kind: p.kind, labels: nodeLabelsOf(s, p) }]
         : [];
     });
     const plan = scenarioSkip !== undefined ? { skip: scenarioSkip } : planQuery(q, d, ctx);

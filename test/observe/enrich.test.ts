@@ -263,6 +263,19 @@ describe("FlowEnricher", () => {
     });
   });
 
+  test("the host firewall's log (h0) names the node itself (identity 1, reserved:host) and the rule that decided", () => {
+    const flow = e.enrich(ev("mbr:d:h0:in:r7", syn));
+    assert.deepEqual(flow?.destination, { ID: 0, identity: 1, labels: ["reserved:host"] });
+    assert.deepEqual(flow?.source, tiefighter);
+    assert.equal(flow?.drop_reason_desc, "POLICY_DENY");
+    assert.equal(flow?.rule?.name, "rule1");
+    assert.equal(e.enrich(ev("mbr:d:h0:out:def", syn))?.source?.identity, 1);
+    assert.equal(e.enrich(ev("mbr:a:h0:in:r7", syn))?.verdict, "FORWARDED");
+    assert.equal(e.enrich(ev("mbr:u:h0:in:def", syn))?.verdict, "AUDIT");
+    for (const bad of ["mbr:d:h1:in:def", "mbr:d:h0:in:spoof", "mbr:a:h2:in:r1"])
+      assert.equal(parseFlowPrefix(bad), undefined, bad);
+  });
+
   test("times keep microseconds when the kernel gave them", () => {
     assert.equal(isoTime(T + 0.25), "2024-11-23T12:00:01.123250Z");
     assert.equal(isoTime(T), "2024-11-23T12:00:01.123Z");

@@ -41,7 +41,7 @@ const cases: Case[] = [
     name: "unknown top-level field is an error naming its line",
     text: withLines({}, ["extra: 1"]),
     issues: [
-      's.yaml:7: extra: unknown field "extra" (allowed: name, source, category, notes, config, namespaces, services, endpoints, policies, queries)',
+      's.yaml:7: extra: unknown field "extra" (allowed: name, source, category, notes, config, namespaces, services, endpoints, nodes, policies, queries)',
     ],
   },
   {

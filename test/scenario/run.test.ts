@@ -376,7 +376,7 @@ describe("scenario runner reports errors per file", () => {
       r?.error?.issues.map((i) => `${i.line}: ${i.message}`),
       [
         "2: must list at least one query",
-        '3: unknown field "bogus" (allowed: name, source, category, notes, config, namespaces, services, endpoints, policies, queries)',
+        '3: unknown field "bogus" (allowed: name, source, category, notes, config, namespaces, services, endpoints, nodes, policies, queries)',
       ],
     );
   });

@@ -1,13 +1,16 @@
 /**
  * Node addresses: `ip` is another node (`remote-node`) or an API server
  * backend (`kube-apiserver`), so policies on those entities apply to it (the
- * engine's ipcache holds them). Persisted under `nodes/<ip>`; restored on start.
+ * engine's ipcache holds them); a remote node may carry its labels (cluster
+ * registry), which fromNodes/toNodes select it by. Persisted under
+ * `nodes/<ip>`; restored on start.
  */
 import { MembraneError } from "../../errors.js";
 import { parseAddr } from "../../labels/cidr.js";
+import { nodeLabelSet } from "../../labels/node.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 
-/** Store keys of node addresses: `nodes/<ip>` -> {kind}. */
+/** Store keys of node addresses: `nodes/<ip>` -> {kind, labels?}. */
 export const NODE_ADDRS_KEY = "nodes/";
 
 /** `host`: this node's own address (cluster mode, src/cluster/node-addresses.ts). */
@@ -22,13 +25,13 @@ export class NodesController implements Controller {
   async restore(): Promise<void> {
     const kvs = (await this.d.store.list(NODE_ADDRS_KEY)).kvs;
     for (const kv of kvs) {
-      const { kind } = JSON.parse(kv.value) as { kind: NodeKind };
-      this.d.engine().setNodeAddress(kv.key.slice(NODE_ADDRS_KEY.length), kind);
+      const { kind, labels } = JSON.parse(kv.value) as { kind: NodeKind; labels?: Record<string, string> };
+      this.d.engine().setNodeAddress(kv.key.slice(NODE_ADDRS_KEY.length), kind, labels);
     }
     if (kvs.length > 0) this.revisions.bump();
   }
 
-  setAddress(ip: string, kind: NodeKind): Promise<void> {
+  setAddress(ip: string, kind: NodeKind, labels?: Readonly<Record<string, string>>): Promise<void> {
     return this.d.serial(async () => {
       if (parseAddr(ip) === undefined) {
         throw new MembraneError(
@@ -36,8 +39,16 @@ export class NodesController implements Controller {
           `Cannot register node address "${ip}": not an IP address`,
         );
       }
-      await this.d.store.put(NODE_ADDRS_KEY + ip, JSON.stringify({ kind }));
-      this.d.engine().setNodeAddress(ip, kind);
+      if (labels !== undefined) {
+        if (kind !== "remote-node")
+          throw new MembraneError(
+            "ENDPOINT_INVALID",
+            `Cannot register node address ${ip}: only a remote node has labels`,
+          );
+        nodeLabelSet(labels); // LABEL_INVALID naming the label, before anything is written
+      }
+      await this.d.store.put(NODE_ADDRS_KEY + ip, JSON.stringify(labels ? { kind, labels } : { kind }));
+      this.d.engine().setNodeAddress(ip, kind, labels);
       this.revisions.bump();
       await this.d.enforce();
     });

@@ -62,12 +62,6 @@ export function readPeers(m: Fields, s: ElementScope): PeersResult {
     m.get(f)?.unsupported(notSupported(f));
   }
   const nodesField = m.get(from ? "fromNodes" : "toNodes");
-  if (nodesField && s.deny) {
-    // Remote nodes carry no labels in the engine yet: a deny by node labels would miss them (fail open).
-    nodesField.unsupported(
-      `${from ? "fromNodes" : "toNodes"} in a deny rule is not supported by Membrane yet (remote nodes carry no labels in the policy engine); deny by fromEntities/toEntities remote-node or host`,
-    );
-  }
   for (const item of nodesField?.list() ?? []) {
     const sel = readSelector(item);
     if (sel) peers.push({ kind: "nodes", selector: sel });

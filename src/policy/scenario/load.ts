@@ -12,6 +12,7 @@ import type { PolicyResource } from "../types.js";
 import { Field, type ReadContext } from "./fields.js";
 import { readQueries } from "./load-query.js";
 import { readConfig, readEndpoints, readNamespaces, readServices } from "./load-world.js";
+import { readNodes } from "./load-nodes.js";
 import type { Scenario, ScenarioWorld } from "./types.js";
 
 const TOP_FIELDS = [
@@ -23,6 +24,7 @@ const TOP_FIELDS = [
   "namespaces",
   "services",
   "endpoints",
+  "nodes",
   "policies",
   "queries",
 ] as const;
@@ -71,6 +73,7 @@ export function parseScenario(text: string, file: string, opts: LoadOptions = {}
   const config = readConfig(opt("config"));
   const namespaces = readNamespaces(opt("namespaces"));
   const services = readServices(opt("services"));
+  const nodes = readNodes(opt("nodes"));
   const { endpoints, endpointLines } = readEndpoints(opt("endpoints"), config.dualStack === true);
   const queriesField = opts.world ? opt("queries") : req("queries");
   const queries = queriesField ? readQueries(queriesField, endpoints, opts.world === true) : [];
@@ -86,6 +89,7 @@ export function parseScenario(text: string, file: string, opts: LoadOptions = {}
     endpoints,
     endpointLines,
     policies,
+    ...(nodes.length > 0 ? { nodes } : {}),
     ...(warnings.length > 0 ? { warnings } : {}),
   };
   return {

@@ -185,7 +185,7 @@ export class ScenarioSession {
         return { kind: "ip", ip: p.ip };
       case "remote-node":
       case "kube-apiserver":
-        this.engine.setNodeAddress(p.ip, p.kind);
+        this.engine.setNodeAddress(p.ip, p.kind, ...nodeLabelsOf(this.world, p));
         return { kind: "ip", ip: p.ip };
       case "fqdn": {
         const ip = this.dns.get(dnsKey(p.name))?.[0];
@@ -243,4 +243,13 @@ function queryError(
     issues: [{ ...location, message }],
     ...(opts.hint !== undefined ? { hint: opts.hint } : {}),
   });
+}
+
+/** A remote node's labels from the scenario's `nodes:` (as an optional argument: none when unlisted). */
+export function nodeLabelsOf(
+  w: Pick<ScenarioWorld, "nodes">,
+  p: { readonly kind: string; readonly ip: string },
+): [Readonly<Record<string, string>>] | [] {
+  const n = p.kind === "remote-node" ? w.nodes?.find((x) => x.ip === p.ip) : undefined;
+  return n && Object.keys(n.labels).length > 0 ? [n.labels] : [];
 }

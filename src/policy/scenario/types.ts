@@ -3,6 +3,7 @@
  * connection attempts and the verdicts expected for them
  * (/work/shared/policy-scenarios.md describes the YAML).
  */
+import type { ScenarioNode } from "./load-nodes.js";
 import type { Issue } from "../../errors.js";
 import { EXTENDED_PROTOCOLS, type ExtendedProtocol, type PolicyResource } from "../types.js";
 import type {
@@ -82,6 +83,8 @@ export interface ScenarioWorld {
   /** Line of each endpoint in the file, by `namespace/name`. */
   readonly endpointLines: ReadonlyMap<string, number>;
   readonly policies: readonly PolicyResource[];
+  /** Other nodes with their labels (load-nodes.ts); a remote-node peer not listed has none. */
+  readonly nodes?: readonly ScenarioNode[];
   /** Warnings of the policy parser (accepted, but worth telling), at lines of the scenario file. */
   readonly warnings?: readonly Issue[];
 }

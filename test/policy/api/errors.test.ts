@@ -299,14 +299,6 @@ const cases: ErrorCase[] = [
     message: "a clusterwide policy must name the service's namespace",
   },
   {
-    name: "fromNodes in a deny rule is not supported (remote nodes carry no labels: it would miss them)",
-    doc: specOf("ingressDeny:\n- fromNodes: [{matchLabels: {a: b}}]"),
-    path: "spec.ingressDeny[0].fromNodes",
-    at: "fromNodes",
-    message: "fromNodes in a deny rule is not supported by Membrane yet",
-    code: "POLICY_UNSUPPORTED",
-  },
-  {
     name: "toGroups is not supported",
     doc: egr("- toGroups: [{aws: {securityGroupsIds: [sg-1]}}]"),
     path: "spec.egress[0].toGroups",
