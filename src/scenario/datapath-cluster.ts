@@ -24,7 +24,7 @@ import { readRealized, waitRealized } from "../cluster/realized.js";
 import { cleanupPrefix } from "../datapath/index.js";
 import { addrString, parseAddr } from "../labels/cidr.js";
 import { startEtcd, type EtcdHandle } from "../lab/etcd.js";
-import { Underlay } from "../lab/underlay.js";
+import { sh, Underlay } from "../lab/underlay.js";
 import type { Probe } from "../probe/probe.js";
 import type { Scenario } from "../policy/scenario/types.js";
 import { ScratchNode, sendObserved, type Observation } from "./datapath-node.js";
@@ -185,7 +185,12 @@ export class ScratchCluster {
     const probe = await src.probe(plan.from);
     const l = listenerFor(plan);
     if (l) await dst.listen(plan.to, l[0], plan.port ?? 0, l[1]);
-    return sendObserved(probe, plan, timeoutMs, src === dst ? [src] : [src, dst]);
+    const path = { from: nodeName(this.nodes.indexOf(src)), to: nodeName(this.nodes.indexOf(dst)) };
+    if (src === dst) return { ...(await sendObserved(probe, plan, timeoutMs, [src])), path };
+    const before = await underlayTx(src.nodeNetns);
+    const seen = await sendObserved(probe, plan, timeoutMs, [src, dst]);
+    const after = await underlayTx(src.nodeNetns);
+    return { ...seen, path: { ...path, underlayPackets: after - before } };
   }
 
   async destroy(): Promise<void> {
@@ -197,6 +202,15 @@ export class ScratchCluster {
     await cleanupPrefix(this.p.prefix).catch(() => undefined);
     await this.etcd?.stop().catch(() => undefined);
   }
+}
+
+/** Packets a node namespace sent on its underlay link (`ul0`, lab/underlay.ts). */
+async function underlayTx(netns: string): Promise<number> {
+  const out = await sh(netns, ["ip", "-s", "-j", "link", "show", "dev", "ul0"]);
+  const j = JSON.parse(out) as { stats64?: { tx?: { packets?: number } } }[];
+  const n = j[0]?.stats64?.tx?.packets;
+  if (typeof n !== "number") throw new Error(`no packet counter of ul0 in ${netns}`);
+  return n;
 }
 
 function canonical(ip: string): string {

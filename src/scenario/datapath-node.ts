@@ -61,6 +61,15 @@ export interface Observation {
   readonly drop?: string;
   /** NFLOG prefix of the kernel's redirect of this flow to the proxy (`mbr:p:e3:in:r2`). */
   readonly redirect?: string;
+  /** On several nodes: the nodes of the two sides, and what the source's node sent onto the underlay. */
+  readonly path?: QueryPath;
+}
+
+export interface QueryPath {
+  readonly from: string;
+  readonly to: string;
+  /** Packets the source's node put on the underlay meanwhile (its `ul0` counter); only across nodes. */
+  readonly underlayPackets?: number;
 }
 
 const LOG_GROUP = 1;

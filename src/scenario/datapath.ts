@@ -31,7 +31,7 @@ import {
 } from "./datapath-plan.js";
 import { assignListeners, hostChecked } from "./datapath-plan-l7.js";
 import { type DnsFeed, feedText, planDnsFeeds, resolverCandidates } from "./datapath-dns-feed.js";
-import { ScratchNode, type Observation } from "./datapath-node.js";
+import { ScratchNode, type Observation, type QueryPath } from "./datapath-node.js";
 import { ScratchCluster, nodeName } from "./datapath-cluster.js";
 import { placeEndpoints, type Placement } from "./datapath-placement.js";
 import { feedDns, nodeTarget } from "./datapath-traffic.js";
@@ -55,6 +55,8 @@ export interface DatapathQueryResult extends Omit<QueryResult, "actual" | "actua
   readonly skipReason?: string;
   /** The offline engine's verdict for the same query. */
   readonly offline: { readonly verdict: "allow" | "deny"; readonly how?: DenyHow };
+  /** With --nodes N >= 2: the nodes of the two sides (and the underlay packets across nodes). */
+  readonly path?: QueryPath;
 }
 
 export interface DatapathScenarioResult {
@@ -188,12 +190,25 @@ export async function runDatapathScenario(
       for (const f of p.feeds) failed ??= await run.feed(f);
       if (failed !== undefined) out.push(harnessFailure(p.offline, `DNS answer not fed: ${failed}`, notes));
       else if ("skip" in p.plan) out.push(skipped(p.offline, p.plan.skip));
-      else out.push(observedResult(p.offline, await run.send(p.plan, timeoutMs), timeoutMs, p.plan, notes));
+      else {
+        const seen = await run.send(p.plan, timeoutMs);
+        out.push(withPath(observedResult(p.offline, seen, timeoutMs, p.plan, notes), seen.path));
+      }
     }
     return out;
   } finally {
     await destroyBuilt(built);
   }
+}
+
+/** A result with the nodes its traffic ran on, also as the last line of decidedBy. */
+function withPath(r: DatapathQueryResult, path: QueryPath | undefined): DatapathQueryResult {
+  if (!path) return r;
+  const via =
+    path.underlayPackets === undefined
+      ? `nodes: ${path.from} (both sides)`
+      : `nodes: ${path.from} -> ${path.to} (${path.underlayPackets} packets onto the underlay)`;
+  return { ...r, path, decidedBy: [...r.decidedBy, via] };
 }
 
 /** The plan context: one node's CIDRs, or (several nodes) the first node's and every node's. */
