@@ -29,6 +29,7 @@ export interface LocalEndpoint {
   readonly labels: Readonly<Record<string, string>>;
   readonly ipv4?: string;
   readonly ipv6?: string;
+  readonly ports?: IpcacheEntryV1["ports"];
 }
 
 export class IpcachePublisher {
@@ -66,6 +67,7 @@ export class IpcachePublisher {
         namespace: e.namespace,
         name: e.name,
         labels: e.labels,
+        ...(e.ports && e.ports.length > 0 ? { ports: e.ports } : {}),
       };
       for (const ip of [e.ipv4, e.ipv6]) {
         const a = ip === undefined ? undefined : parseAddr(ip);

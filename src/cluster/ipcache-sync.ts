@@ -171,11 +171,20 @@ export class IpcacheReceiver {
       if (typeof v.labels !== "object" || v.labels === null || Array.isArray(v.labels))
         throw new Error("labels is not a map");
       if (Object.keys(v.labels).length > 256) throw new Error("more than 256 labels");
+      if (v.ports !== undefined && (!Array.isArray(v.ports) || v.ports.length > 64))
+        throw new Error("ports is not a list of at most 64 named ports");
       workloadLabels({ namespace: v.namespace, labels: v.labels });
     } catch (err) {
       return void this.report(key, err instanceof Error ? err.message : String(err));
     }
-    return { ip, namespace: v.namespace, labels: { ...v.labels } };
+    // The named ports are checked with the rest of the entry by the remote endpoints controller.
+    const ports = v.ports?.map((p) => ({ name: p.name, port: p.port, protocol: p.protocol }));
+    return {
+      ip,
+      namespace: v.namespace,
+      labels: { ...v.labels },
+      ...(ports && ports.length > 0 ? { namedPorts: ports } : {}),
+    };
   }
 
   private async passOnce(): Promise<void> {

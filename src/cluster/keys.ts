@@ -126,6 +126,8 @@ export interface IpcacheEntryV1 {
   /** The endpoint's labels (Kubernetes form, without source prefixes). */
   readonly labels: Readonly<Record<string, string>>;
   readonly serviceAccount?: string;
+  /** The endpoint's named ports (egress rules naming a port resolve it on the destination's). */
+  readonly ports?: readonly { name: string; port: number; protocol: "TCP" | "UDP" | "SCTP" }[];
 }
 
 /** `cluster/status/<node>` — what the node has realized. */

@@ -201,17 +201,17 @@ export class EndpointTable {
     return matches[0] as EndpointRecord;
   }
 
-  /** The named ports of the local endpoints with this identity. */
+  /** The named ports of the endpoints (local and remote) with this identity. */
   namedPortsOf(id: number): NamedPort[] {
-    return [...this.endpoints.values()]
+    return [...this.endpoints.values(), ...this.remotes.values()]
       .filter((e) => e.identity.id === id)
       .flatMap((e) => e.spec.namedPorts ?? []);
   }
 
-  /** Identities of the local endpoints that have named ports. */
+  /** Identities of the endpoints (local and remote) that have named ports. */
   identitiesWithNamedPorts(): Set<number> {
     return new Set(
-      [...this.endpoints.values()]
+      [...this.endpoints.values(), ...this.remotes.values()]
         .filter((e) => (e.spec.namedPorts?.length ?? 0) > 0)
         .map((e) => e.identity.id),
     );

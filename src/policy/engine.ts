@@ -157,6 +157,9 @@ export class PolicyEngine {
     const old = this.table.setRemote({ spec, identity });
     this.policyCache.markChanged(this.cache.upsertIdentity(identity));
     if (old) this.releaseIdentity(old.identity.id);
+    // Egress rules naming a port resolve it on the destination, remote ones too.
+    if ((spec.namedPorts?.length ?? 0) > 0 || (old?.spec.namedPorts?.length ?? 0) > 0)
+      this.policyCache.markNamedPortUsers();
     this.bump();
     return identity;
   }
@@ -166,6 +169,7 @@ export class PolicyEngine {
     const old = this.table.deleteRemote(ip);
     if (!old) return false;
     this.releaseIdentity(old.identity.id);
+    if ((old.spec.namedPorts?.length ?? 0) > 0) this.policyCache.markNamedPortUsers();
     this.bump();
     return true;
   }

@@ -67,6 +67,11 @@ export interface RemoteEndpointSpec {
   /** The user's labels (no source prefix), as for EndpointSpec. */
   readonly labels: Readonly<Record<string, string>>;
   readonly serviceAccount?: string;
+  /**
+   * The pod's named ports: an egress rule naming a port resolves it on the
+   * destination, local or remote (Cilium carries them in the kvstore ipcache).
+   */
+  readonly namedPorts?: readonly NamedPort[];
 }
 
 export interface ServiceSpec {

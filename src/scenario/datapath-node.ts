@@ -29,6 +29,7 @@ import { PROXY_PORTS, type NodeCidrs, type QueryPlan, type Side } from "./datapa
 import type { ListenerRole } from "./datapath-plan-l7.js";
 import { listenerFor, sendRequest, startListener, waitFor } from "./datapath-traffic.js";
 import type { Scenario } from "../policy/scenario/types.js";
+import type { ClusterOptions } from "../cluster/session.js";
 
 export interface ScratchNodeParams {
   /** Unique name prefix of every namespace of this node, e.g. `mbpk3x93-`. */
@@ -37,6 +38,19 @@ export interface ScratchNodeParams {
   /** The `policies` text of the scenario file, applied through the agent as one file. */
   readonly policiesText: string;
   readonly cidrs: NodeCidrs;
+  /**
+   * Cluster mode (`--nodes N`, datapath-cluster.ts): the agent joins the cluster
+   * and start() builds nothing of the scenario: ScratchCluster does, node by node.
+   */
+  readonly cluster?: ClusterOptions;
+}
+
+/** A drop (`mbr:d:`) or redirect (`mbr:p:`) log of a node. */
+interface LogLine {
+  readonly prefix: string;
+  readonly dst: bigint;
+  readonly dport?: number;
+  readonly proto: number;
 }
 
 /** What one query's connection did: the probe's result, and the kernel's logs of it. */
@@ -47,6 +61,15 @@ export interface Observation {
   readonly drop?: string;
   /** NFLOG prefix of the kernel's redirect of this flow to the proxy (`mbr:p:e3:in:r2`). */
   readonly redirect?: string;
+  /** On several nodes: the nodes of the two sides, and what the source's node sent onto the underlay. */
+  readonly path?: QueryPath;
+}
+
+export interface QueryPath {
+  readonly from: string;
+  readonly to: string;
+  /** Packets the source's node put on the underlay meanwhile (its `ul0` counter); only across nodes. */
+  readonly underlayPackets?: number;
 }
 
 const LOG_GROUP = 1;
@@ -60,7 +83,7 @@ const PROXY = { gid: 1337, uid: 1337, l7Port: 15001, dnsPort: 15053 } as const;
 export class ScratchNode {
   private nflog: { stop: () => void } | undefined;
   /** Drop (`mbr:d:`) and redirect (`mbr:p:`) logs, in arrival order. */
-  private readonly logs: { prefix: string; dst: bigint; dport?: number; proto: number }[] = [];
+  readonly logs: LogLine[] = [];
   private running: RunningAgent | undefined;
   private dir: string | undefined;
   private readonly probes = new Map<string, Probe>();
@@ -101,21 +124,42 @@ export class ScratchNode {
         logLevel: "silent",
         resyncMs: 0,
         proxy: PROXY,
+        ...(this.p.cluster ? { cluster: this.p.cluster } : {}),
       },
       pino({ level: "silent" }),
     );
     this.nflog = await readNflogInNetns(this.nodeNetns, LOG_GROUP, (e) => this.onLog(e));
-    const agent = this.running.agent;
+    if (this.p.cluster) return;
+    await this.setWorld();
+    await this.applyPolicies();
+    await this.createEndpoints(s.endpoints);
+  }
+
+  /** The scenario's namespaces (with their labels) and services, given to this node's agent. */
+  async setWorld(): Promise<void> {
+    const s = this.p.scenario;
+    const agent = this.need();
     const namespaces = new Map(s.namespaces);
     for (const e of s.endpoints) if (!namespaces.has(e.namespace)) namespaces.set(e.namespace, {});
     for (const [name, labels] of namespaces) await agent.setNamespaceLabels(name, { ...labels });
     for (const svc of s.services) await agent.upsertService(svc);
-    if (this.p.policiesText.trim() !== "") await agent.applyPolicies(this.p.policiesText, s.file);
+  }
+
+  /** Applies the scenario's policies through this node's agent; the cluster revision (cluster mode). */
+  async applyPolicies(): Promise<number | undefined> {
+    if (this.p.policiesText.trim() === "") return undefined;
+    const r = await this.need().applyPolicies(this.p.policiesText, this.p.scenario.file);
+    return r.clusterRevision;
+  }
+
+  /** Creates these endpoints of the scenario on this node (with the scenario's addresses). */
+  async createEndpoints(eps: Scenario["endpoints"]): Promise<void> {
+    const { cidrs } = this.p;
+    const agent = this.need();
     // Endpoints with every address given go first, so that an address IPAM picks for one
     // without (an IPv6 address on a dual-stack node) cannot take one the scenario names.
-    const complete = (e: (typeof s.endpoints)[number]): boolean =>
-      cidrs.podCidr6 === undefined || e.ips.length > 1;
-    const ordered = [...s.endpoints.filter(complete), ...s.endpoints.filter((e) => !complete(e))];
+    const complete = (e: (typeof eps)[number]): boolean => cidrs.podCidr6 === undefined || e.ips.length > 1;
+    const ordered = [...eps.filter(complete), ...eps.filter((e) => !complete(e))];
     for (const e of ordered) {
       const v4 = e.ips.find((ip) => parseAddr(ip)?.family === 4);
       const v6 = e.ips.find((ip) => parseAddr(ip)?.family === 6);
@@ -129,6 +173,16 @@ export class ScratchNode {
       });
       this.endpointNetns.set(`${e.namespace}/${e.name}`, view.netns);
     }
+  }
+
+  private need(): RunningAgent["agent"] {
+    if (this.destroyed || !this.running) throw new Error("the scratch node was torn down (interrupted)");
+    return this.running.agent;
+  }
+
+  /** The running agent's cluster session (cluster mode). */
+  get cluster(): RunningAgent["cluster"] {
+    return this.running?.cluster;
   }
 
   /** Registers another node's or an API server's address with the agent (once per address). */
@@ -148,34 +202,7 @@ export class ScratchNode {
     const src = await this.probe(plan.from);
     const l = listenerFor(plan);
     if (l) await this.listen(plan.to, l[0], plan.port ?? 0, l[1]);
-    const mark = this.logs.length;
-    const result = await sendRequest(src, plan, timeoutMs);
-    const transport = plan.kind === "udp" || (plan.kind === "dns" && plan.dns?.tcp !== true) ? 17 : 6;
-    const proto = plan.kind === "ping" ? (plan.family === 4 ? 1 : 58) : transport;
-    const want = parseAddr(plan.address)?.value;
-    const port = plan.port ?? 0;
-    const find = (kind: "d" | "p") => (): string | undefined =>
-      this.logs
-        .slice(mark)
-        .find(
-          (d) =>
-            d.prefix.startsWith(`mbr:${kind}:`) &&
-            d.dst === want &&
-            d.proto === proto &&
-            (plan.kind === "ping" || d.dport === port),
-        )?.prefix;
-    const drop = result === "timeout" ? await waitFor(find("d"), DROP_LOG_WAIT_MS) : undefined;
-    // Plain echo traffic never meets the proxy's answers: only L7, bare connects and
-    // plain bytes sent to a proxied port (serverNames) are checked.
-    const l7 = !["tcp", "udp", "ping"].includes(plan.kind) || plan.proxied !== undefined;
-    const redirect = l7
-      ? await waitFor(find("p"), plan.proxied !== undefined ? DROP_LOG_WAIT_MS : STRAY_LOG_WAIT_MS)
-      : undefined;
-    return {
-      result,
-      ...(drop !== undefined ? { drop } : {}),
-      ...(redirect !== undefined ? { redirect } : {}),
-    };
+    return sendObserved(src, plan, timeoutMs, [this]);
   }
 
   /** The in-process agent (once started). */
@@ -270,4 +297,49 @@ export class ScratchNode {
     await cleanupPrefix(this.p.prefix).catch(() => undefined);
     if (this.dir !== undefined) await rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+/**
+ * Makes the plan's request from `src` and looks in the logs of `nodes` (the
+ * nodes the connection passes) for the kernel's drop (on a timeout) and redirect of it.
+ */
+export async function sendObserved(
+  src: Probe,
+  plan: QueryPlan,
+  timeoutMs: number,
+  nodes: readonly ScratchNode[],
+): Promise<Observation> {
+  const marks = nodes.map((n) => n.logs.length);
+  const result = await sendRequest(src, plan, timeoutMs);
+  const transport = plan.kind === "udp" || (plan.kind === "dns" && plan.dns?.tcp !== true) ? 17 : 6;
+  const proto = plan.kind === "ping" ? (plan.family === 4 ? 1 : 58) : transport;
+  const want = parseAddr(plan.address)?.value;
+  const port = plan.port ?? 0;
+  const find = (kind: "d" | "p") => (): string | undefined => {
+    for (const [i, n] of nodes.entries()) {
+      const hit = n.logs
+        .slice(marks[i])
+        .find(
+          (d) =>
+            d.prefix.startsWith(`mbr:${kind}:`) &&
+            d.dst === want &&
+            d.proto === proto &&
+            (plan.kind === "ping" || d.dport === port),
+        )?.prefix;
+      if (hit !== undefined) return hit;
+    }
+    return undefined;
+  };
+  const drop = result === "timeout" ? await waitFor(find("d"), DROP_LOG_WAIT_MS) : undefined;
+  // Plain echo traffic never meets the proxy's answers: only L7, bare connects and
+  // plain bytes sent to a proxied port (serverNames) are checked.
+  const l7 = !["tcp", "udp", "ping"].includes(plan.kind) || plan.proxied !== undefined;
+  const redirect = l7
+    ? await waitFor(find("p"), plan.proxied !== undefined ? DROP_LOG_WAIT_MS : STRAY_LOG_WAIT_MS)
+    : undefined;
+  return {
+    result,
+    ...(drop !== undefined ? { drop } : {}),
+    ...(redirect !== undefined ? { redirect } : {}),
+  };
 }

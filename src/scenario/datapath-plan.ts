@@ -114,6 +114,11 @@ export interface PlanContext {
    * offline session knows them when the query runs: what `fqdn:<name>` means.
    */
   readonly dnsNames?: ReadonlyMap<string, readonly string[]>;
+  /**
+   * On several nodes (`--nodes N`): every node's CIDRs, and the node of an
+   * endpoint (`namespace/name`); `host` is then the node of the other side.
+   */
+  readonly nodes?: { readonly cidrs: readonly NodeCidrs[]; readonly nodeOf: (key: string) => number };
 }
 
 /**
@@ -174,7 +179,7 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
     if (why !== undefined) return { skip: why };
   }
   const kind: PlanKind = q.proto === "TCP" ? "tcp" : q.proto === "UDP" ? "udp" : "ping";
-  const addr = address(to, family, ctx);
+  const addr = address(to, family, ctx, from);
   const plan: QueryPlan = {
     from,
     to,
@@ -231,8 +236,9 @@ function side(text: string, ctx: PlanContext): Side | { skip: string } {
 export function outsideProblem(ip: string, ctx: PlanContext): string | undefined {
   const a = parseAddr(ip);
   if (!a || !isUnicast(ip)) return `${ip} is not a unicast address a namespace can hold`;
-  if (sameAddr(ip, ctx.cidrs.gateway4) || sameAddr(ip, ctx.cidrs.gateway6)) {
-    return `${ip} is the scratch node's own gateway address`;
+  for (const c of ctx.nodes?.cidrs ?? [ctx.cidrs]) {
+    if (sameAddr(ip, c.gateway4) || sameAddr(ip, c.gateway6))
+      return `${ip} is the scratch node's own gateway address`;
   }
   const owner = ctx.scenario.endpoints.find((e) => e.ips.some((x) => sameAddr(x, ip)));
   if (owner) return `${ip} is the address of endpoint ${owner.namespace}/${owner.name}`;
@@ -273,12 +279,17 @@ function familyProblem(x: Side, family: 4 | 6, ctx: PlanContext): string | undef
   return undefined;
 }
 
-function address(to: Side, family: 4 | 6, ctx: PlanContext): string {
+function address(to: Side, family: 4 | 6, ctx: PlanContext, from: Side): string {
   switch (to.kind) {
     case "outside":
       return to.ip;
-    case "host":
-      return (family === 6 ? ctx.cidrs.gateway6 : ctx.cidrs.gateway4) ?? "";
+    case "host": {
+      // On several nodes, an endpoint's "host" is its own node.
+      const c =
+        (ctx.nodes && from.kind === "endpoint" ? ctx.nodes.cidrs[ctx.nodes.nodeOf(from.key)] : undefined) ??
+        ctx.cidrs;
+      return (family === 6 ? c.gateway6 : c.gateway4) ?? "";
+    }
     case "endpoint":
       return endpointOf(to.key, ctx)?.ips.find((ip) => parseAddr(ip)?.family === family) ?? "";
   }

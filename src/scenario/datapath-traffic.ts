@@ -10,8 +10,9 @@ import type { Probe } from "../probe/probe.js";
 import { selfSignedCert } from "../probe/tls-cert.js";
 import { addrString, parseAddr } from "../labels/cidr.js";
 import type { DnsFeed } from "./datapath-dns-feed.js";
+import type { Agent } from "../agent/agent.js";
 import type { ScratchNode } from "./datapath-node.js";
-import type { QueryPlan } from "./datapath-plan.js";
+import type { QueryPlan, Side } from "./datapath-plan.js";
 import type { ListenerRole } from "./datapath-plan-l7.js";
 
 export { listenerFor } from "./datapath-plan-l7.js";
@@ -84,29 +85,64 @@ export async function waitFor(f: () => string | undefined, ms: number): Promise<
 /** Longest wait for a DNS answer fed through the proxy (the agent enforces it first). */
 const FEED_TIMEOUT_MS = 3000;
 
+/** Where DNS answers go: a scratch node, or a scratch cluster (datapath-cluster.ts). */
+export interface FeedTarget {
+  readonly destroyed: boolean;
+  /** Every node's agent. */
+  readonly agents: readonly Agent[];
+  /** The agents of the nodes other than the one `side` runs on (none on one node). */
+  othersOf(side: Side): readonly Agent[];
+  probe(side: Side, other?: Side): Promise<Probe>;
+  listen(
+    side: Side,
+    other: Side | undefined,
+    transport: "tcp" | "udp",
+    port: number,
+    role: ListenerRole,
+  ): Promise<void>;
+}
+
+/** A scratch node as a FeedTarget. */
+export function nodeTarget(node: ScratchNode): FeedTarget {
+  return {
+    get destroyed() {
+      return node.destroyed;
+    },
+    get agents() {
+      return node.agent ? [node.agent] : [];
+    },
+    othersOf: () => [],
+    probe: (side) => node.probe(side),
+    listen: (side, _other, transport, port, role) => node.listen(side, transport, port, role),
+  };
+}
+
 /**
- * Gives the agent a query's DNS answer before the query: through the DNS
+ * Gives the agents a query's DNS answer before the query: through the DNS
  * proxy (the asker's probe asks the resolver, which answers the scenario's
- * addresses), or directly; or makes it forget one; an answer the proxy would
+ * addresses), or directly; or makes them forget one; an answer the proxy would
  * not see is not given at all. Resolves with a failure text when the proxy
- * did not hand the answer over.
+ * did not hand the answer over. On several nodes, the nodes other than the
+ * asker's are given the answer directly once their peer's proxy learned it:
+ * the scenario's answers are what "the node" has seen, and FQDN identities
+ * are learned per node (as in Cilium).
  */
-export async function feedDns(node: ScratchNode, f: DnsFeed): Promise<string | undefined> {
-  const agent = node.agent;
-  if (node.destroyed || !agent) throw new Error("the scratch node was torn down (interrupted)");
+export async function feedDns(t: FeedTarget, f: DnsFeed): Promise<string | undefined> {
+  const agents = t.agents;
+  if (t.destroyed || agents.length === 0) throw new Error("the scratch node was torn down (interrupted)");
   if (f.unseen !== undefined) return undefined;
   if (f.forget) {
-    await agent.forgetDnsAnswer(f.name, f.ips);
+    for (const a of agents) await a.forgetDnsAnswer(f.name, f.ips);
     return undefined;
   }
   if (!f.via) {
-    await agent.observeDnsAnswer(f.name, f.ips, f.ttl ?? 0);
+    for (const a of agents) await a.observeDnsAnswer(f.name, f.ips, f.ttl ?? 0);
     return undefined;
   }
-  const resolver = await node.probe(f.via.to);
-  await node.listen(f.via.to, "udp", 53, "dns");
+  const resolver = await t.probe(f.via.to, f.via.from);
+  await t.listen(f.via.to, f.via.from, "udp", 53, "dns");
   await resolver.setDns(f.name, f.ips, f.ttl);
-  const asker = await node.probe(f.via.from);
+  const asker = await t.probe(f.via.from, f.via.to);
   const v4 = f.ips.filter((ip) => parseAddr(ip)?.family === 4);
   const v6 = f.ips.filter((ip) => parseAddr(ip)?.family === 6);
   for (const [qtype, ips] of [
@@ -118,6 +154,7 @@ export async function feedDns(node: ScratchNode, f: DnsFeed): Promise<string | u
     const got = r.startsWith("NOERROR ") ? canonical(r.slice(8).split(",")) : undefined;
     if (got !== canonical(ips)) return `${qtype} ${f.name} through the DNS proxy answered ${r}`;
   }
+  for (const a of t.othersOf(f.via.from)) await a.observeDnsAnswer(f.name, f.ips, f.ttl ?? 0);
   return undefined;
 }
 

@@ -31,8 +31,10 @@ import {
 } from "./datapath-plan.js";
 import { assignListeners, hostChecked } from "./datapath-plan-l7.js";
 import { type DnsFeed, feedText, planDnsFeeds, resolverCandidates } from "./datapath-dns-feed.js";
-import { ScratchNode, type ScratchNodeParams } from "./datapath-node.js";
-import { feedDns } from "./datapath-traffic.js";
+import { ScratchNode, type Observation, type QueryPath } from "./datapath-node.js";
+import { ScratchCluster, nodeName } from "./datapath-cluster.js";
+import { placeEndpoints, type Placement } from "./datapath-placement.js";
+import { feedDns, nodeTarget } from "./datapath-traffic.js";
 import { harnessFailure, observedResult, skipped } from "./datapath-verdict.js";
 import { parsePeer } from "../policy/scenario/peer.js";
 import type { QueryResult, Scenario, ScenarioError, ScenarioWorld } from "../policy/scenario/types.js";
@@ -53,6 +55,8 @@ export interface DatapathQueryResult extends Omit<QueryResult, "actual" | "actua
   readonly skipReason?: string;
   /** The offline engine's verdict for the same query. */
   readonly offline: { readonly verdict: "allow" | "deny"; readonly how?: DenyHow };
+  /** With --nodes N >= 2: the nodes of the two sides (and the underlay packets across nodes). */
+  readonly path?: QueryPath;
 }
 
 export interface DatapathScenarioResult {
@@ -64,6 +68,12 @@ export interface DatapathScenarioResult {
   /** Set when the file is invalid or the node could not be built; counts as one failure. */
   readonly error?: ScenarioError;
   readonly ms?: number;
+  /** With --nodes N >= 2: node name -> the endpoints (`namespace/name`) it ran, and its pod CIDRs. */
+  readonly nodes?: readonly {
+    readonly node: string;
+    readonly endpoints: readonly string[];
+    readonly podCidrs: readonly string[];
+  }[];
 }
 
 export interface DatapathOptions {
@@ -72,6 +82,12 @@ export interface DatapathOptions {
   /** Namespace name prefix; default `mbp<4 random><index>-`. */
   readonly prefix?: string;
   readonly filter?: (name: string) => boolean;
+  /**
+   * Nodes to spread the endpoints over (default 1: one scratch node). With
+   * 2 or more: a scratch cluster on etcd (datapath-cluster.ts), endpoints placed
+   * by datapath-placement.ts.
+   */
+  readonly nodes?: number;
 }
 
 /** A run-wide random stem; scenario i uses `<stem><i>-`. */
@@ -91,9 +107,11 @@ export async function runDatapathText(
     const s = parseScenario(text, file);
     name = s.name;
     if (opts.filter && !opts.filter(s.name)) return undefined;
-    const results = await runDatapathScenario(s, policiesText(text), opts);
+    const placement = (opts.nodes ?? 1) > 1 ? placeEndpoints(s, opts.nodes ?? 1) : undefined;
+    const results = await runDatapathScenario(s, policiesText(text), opts, placement);
     const warnings = s.warnings ? { warnings: s.warnings } : {};
-    return { file, name, ...warnings, results, ms: Math.round(performance.now() - t0) };
+    const nodes = placement && !("skip" in placement) ? { nodes: placementView(s, placement) } : {};
+    return { file, name, ...warnings, ...nodes, results, ms: Math.round(performance.now() - t0) };
   } catch (e) {
     return { file, ...(name !== undefined ? { name } : {}), results: [], error: toScenarioError(e) };
   }
@@ -118,51 +136,116 @@ interface Prepared {
   readonly feeds: readonly DnsFeed[];
 }
 
-/** Runs one loaded scenario. Throws when the scenario cannot be prepared or its node built. */
+/** How the queries reach the kernel: one scratch node, or a scratch cluster. */
+interface Runner {
+  nodeAddress(
+    ip: string,
+    kind: "remote-node" | "kube-apiserver",
+    labels?: Readonly<Record<string, string>>,
+  ): Promise<void>;
+  feed(f: DnsFeed): Promise<string | undefined>;
+  send(plan: QueryPlan, timeoutMs: number): Promise<Observation>;
+}
+
+/**
+ * Runs one loaded scenario (on the nodes of `placement` when given: see
+ * DatapathOptions.nodes). Throws when the scenario cannot be prepared or its node built.
+ */
 export async function runDatapathScenario(
   s: Scenario,
   policies: string,
   opts: DatapathOptions = {},
+  placement: Placement | { skip: string } | undefined = (opts.nodes ?? 1) > 1
+    ? placeEndpoints(s, opts.nodes ?? 1)
+    : undefined,
 ): Promise<DatapathQueryResult[]> {
-  const prepared = await prepare(s);
+  const placed = placement && !("skip" in placement) ? placement : undefined;
+  const prepared = await prepare(s, placed);
+  if (placement && "skip" in placement) return prepared.map((p) => skipped(p.offline, placement.skip));
   // DNS answers alone change nothing observable: no node when every query skips.
   if (prepared.every((p) => "skip" in p.plan))
     return prepared.map((p) => skipped(p.offline, (p.plan as { skip: string }).skip));
 
-  const cidrs = nodeCidrs(s);
-  const ctx: PlanContext = { scenario: s, cidrs };
-  const node = await buildNode({
-    prefix: opts.prefix ?? `${datapathPrefixStem()}0-`,
-    scenario: s,
-    policiesText: policies,
-    cidrs,
-  });
+  const ctx = planContext(s, placed);
+  const prefix = opts.prefix ?? `${datapathPrefixStem()}0-`;
+  const built = await build(
+    placed
+      ? new ScratchCluster({ prefix, scenario: s, policiesText: policies, placement: placed })
+      : new ScratchNode({ prefix, scenario: s, policiesText: policies, cidrs: ctx.cidrs }),
+  );
+  const run: Runner =
+    built instanceof ScratchCluster
+      ? {
+          nodeAddress: async (ip, kind, labels) => {
+            for (const n of built.nodes) await n.nodeAddress(ip, kind, labels);
+          },
+          feed: (f) => feedDns(built, f),
+          send: (plan, t) => built.send(plan, t),
+        }
+      : {
+          nodeAddress: (ip, kind, labels) => built.nodeAddress(ip, kind, labels),
+          feed: (f) => feedDns(nodeTarget(built), f),
+          send: (plan, t) => built.send(plan, t),
+        };
   const timeoutMs = opts.timeoutMs ?? 400;
   try {
     const out: DatapathQueryResult[] = [];
     for (const p of prepared) {
       for (const a of p.nodeAddrs)
-        if (outsideProblem(a.ip, ctx) === undefined) await node.nodeAddress(a.ip, a.kind, ...a.labels);
+        if (outsideProblem(a.ip, ctx) === undefined) await run.nodeAddress(a.ip, a.kind, ...a.labels);
       const notes = p.feeds.map(feedText);
       let failed: string | undefined;
-      for (const f of p.feeds) failed ??= await feedDns(node, f);
+      for (const f of p.feeds) failed ??= await run.feed(f);
       if (failed !== undefined) out.push(harnessFailure(p.offline, `DNS answer not fed: ${failed}`, notes));
       else if ("skip" in p.plan) out.push(skipped(p.offline, p.plan.skip));
-      else out.push(observedResult(p.offline, await node.send(p.plan, timeoutMs), timeoutMs, p.plan, notes));
+      else {
+        const seen = await run.send(p.plan, timeoutMs);
+        out.push(withPath(observedResult(p.offline, seen, timeoutMs, p.plan, notes), seen.path));
+      }
     }
     return out;
   } finally {
-    await destroyNode(node);
+    await destroyBuilt(built);
   }
 }
 
+/** A result with the nodes its traffic ran on, also as the last line of decidedBy. */
+function withPath(r: DatapathQueryResult, path: QueryPath | undefined): DatapathQueryResult {
+  if (!path) return r;
+  const via =
+    path.underlayPackets === undefined
+      ? `nodes: ${path.from} (both sides)`
+      : `nodes: ${path.from} -> ${path.to} (${path.underlayPackets} packets onto the underlay)`;
+  return { ...r, path, decidedBy: [...r.decidedBy, via] };
+}
+
+/** The plan context: one node's CIDRs, or (several nodes) the first node's and every node's. */
+function planContext(s: Scenario, placement: Placement | undefined): PlanContext {
+  if (!placement) return { scenario: s, cidrs: nodeCidrs(s) };
+  const first = placement.nodes[0] ?? nodeCidrs(s);
+  return {
+    scenario: s,
+    cidrs: first,
+    nodes: { cidrs: placement.nodes, nodeOf: (k) => placement.nodeOf.get(k) ?? 0 },
+  };
+}
+
+/** The scenario's nodes for the output: name, endpoints (file order), pod CIDRs. */
+function placementView(s: Scenario, p: Placement): NonNullable<DatapathScenarioResult["nodes"]> {
+  return p.nodes.map((c, i) => ({
+    node: nodeName(i),
+    endpoints: s.endpoints.map((e) => `${e.namespace}/${e.name}`).filter((k) => p.nodeOf.get(k) === i),
+    podCidrs: [c.podCidr4, ...(c.podCidr6 !== undefined ? [c.podCidr6] : [])],
+  }));
+}
+
 /** Offline decisions, plans and DNS feeds of every query, in order (the session's state moves on). */
-async function prepare(s: Scenario): Promise<Prepared[]> {
-  const cidrs = nodeCidrs(s);
+async function prepare(s: Scenario, placement?: Placement): Promise<Prepared[]> {
   const dnsNames = new Map<string, string[]>();
-  const ctx: PlanContext = { scenario: s, cidrs, dnsNames };
+  const ctx: PlanContext = { ...planContext(s, placement), dnsNames };
   const session = new ScenarioSession({ world: s });
-  const scenarioSkip = scenarioSkipReason(s, cidrs);
+  // Several nodes: ctx.cidrs is the first node's (the placement checked every node's reserved addresses).
+  const scenarioSkip = scenarioSkipReason(s, ctx.cidrs);
   const candidates = resolverCandidates(ctx);
   const decide = (f: FlowQuery): Decision => session.engine.decide(f);
   const out = s.queries.map((q) => {
@@ -210,16 +293,17 @@ async function certProblem(): Promise<string | undefined> {
 
 // ---- teardown on signals -----------------------------------------------------
 
-const live = new Set<ScratchNode>();
+type Built = ScratchNode | ScratchCluster;
+const live = new Set<Built>();
 let onSignal: ((sig: NodeJS.Signals) => void) | undefined;
 /** Set by SIGINT/SIGTERM: no new scratch node is built while the live ones are torn down. */
 let interrupted = false;
 
-async function buildNode(p: ScratchNodeParams): Promise<ScratchNode> {
+async function build<T extends Built>(n: T): Promise<T> {
   if (!onSignal) {
     onSignal = (sig) => {
       interrupted = true;
-      void Promise.all([...live].map((n) => n.destroy())).finally(() =>
+      void Promise.all([...live].map((x) => x.destroy())).finally(() =>
         process.exit(sig === "SIGINT" ? 130 : 143),
       );
     };
@@ -228,18 +312,17 @@ async function buildNode(p: ScratchNodeParams): Promise<ScratchNode> {
   }
   if (interrupted) throw new Error("interrupted");
   // Known before it is built, so that a signal during the build removes what exists so far.
-  const n = new ScratchNode(p);
   live.add(n);
   try {
     await n.start();
   } catch (e) {
-    await destroyNode(n);
+    await destroyBuilt(n);
     throw e;
   }
   return n;
 }
 
-async function destroyNode(n: ScratchNode): Promise<void> {
+async function destroyBuilt(n: Built): Promise<void> {
   await n.destroy();
   live.delete(n);
   if (live.size === 0 && onSignal) {

@@ -102,3 +102,38 @@ describe("remote endpoints (addresses of other nodes' endpoints)", () => {
     assert.equal(e.ipcache.lookup("10.9.9.9").identity, node);
   });
 });
+
+describe("remote endpoints' named ports (egress to a named port of another node's pod)", () => {
+  const EGRESS = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress: [{toEndpoints: [{matchLabels: {app: web}}], toPorts: [{ports: [{port: "http", protocol: TCP}]}]}]
+`;
+  const toWeb = (port: number) =>
+    ({
+      from: { kind: "endpoint", name: "client", namespace: "prod" },
+      to: { kind: "ip", ip: "10.1.0.7" },
+      proto: "TCP",
+      port,
+    }) as const;
+
+  test("the name resolves to the remote pod's port, as for a local one; gone with the pod's ports", () => {
+    const e = new PolicyEngine();
+    e.upsertEndpoint({ name: "client", namespace: "prod", labels: { app: "client" }, ips: ["10.0.0.5"] });
+    for (const p of parsePolicies(EGRESS, "p.yaml")) e.upsertPolicy(p);
+    e.upsertRemoteEndpoint({
+      ip: "10.1.0.7",
+      namespace: "prod",
+      labels: { app: "web" },
+      namedPorts: [{ name: "http", port: 8080, protocol: "TCP" }],
+    });
+    e.regenerate();
+    assert.equal(e.decide(toWeb(8080)).verdict, "allow", "http is 8080 on the remote web pod");
+    assert.equal(e.decide(toWeb(80)).verdict, "deny");
+    e.upsertRemoteEndpoint({ ip: "10.1.0.7", namespace: "prod", labels: { app: "web" } });
+    e.regenerate();
+    assert.equal(e.decide(toWeb(8080)).verdict, "deny", "the pod no longer names the port");
+  });
+});

@@ -16,6 +16,8 @@ export interface EndpointView {
   ipv6?: string;
   netns: string;
   hostIfname: string;
+  /** Named container ports (published to the other nodes in cluster mode). */
+  ports?: { name: string; port: number; protocol: "TCP" | "UDP" | "SCTP" }[];
   ingress: { enforced: boolean; entries: number };
   /** `unenforced`: a policy selects it for egress but the datapath cannot enforce it there (why). */
   egress: { enforced: boolean; entries: number; unenforced?: string };

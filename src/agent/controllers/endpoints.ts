@@ -371,6 +371,7 @@ export class EndpointsController implements Controller {
       ...(rec.ipv6 ? { ipv6: rec.ipv6 } : {}),
       netns: rec.netns,
       hostIfname: rec.hostIfname,
+      ...(rec.ports && rec.ports.length > 0 ? { ports: rec.ports.map((p) => ({ ...p })) } : {}),
       ingress: { enforced: pol.ingress.enforced, entries: pol.ingress.mapState.size },
       egress: egressView(rec, pol.egress.enforced, pol.egress.mapState.size),
       policyRevision: pol.revision,

@@ -20,7 +20,7 @@ import type { RemoteEndpointSpec } from "../../policy/query.js";
 import type { TxnOp } from "../../store/store.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 import { txnAllOrNone } from "./store-txn.js";
-import { validateName } from "./validate.js";
+import { validateName, validatePorts } from "./validate.js";
 
 /** Store keys of remote endpoints: `remote-endpoints/<ip>` -> RemoteEndpointRecordV1. */
 export const REMOTE_ENDPOINTS_KEY = "remote-endpoints/";
@@ -249,6 +249,11 @@ export class RemoteEndpointsController implements Controller {
           );
         }
         workloadLabels({ namespace: e.namespace, labels: e.labels });
+        if (e.namedPorts !== undefined) {
+          if (!Array.isArray(e.namedPorts) || e.namedPorts.length > 64)
+            throw new Error("namedPorts is not a list of at most 64 ports");
+          validatePorts(e.namedPorts);
+        }
       } catch (err) {
         throw bad(where, err instanceof Error ? err.message : String(err), err);
       }
@@ -267,6 +272,9 @@ export class RemoteEndpointsController implements Controller {
         namespace: e.namespace,
         labels: { ...e.labels },
         ...(e.serviceAccount !== undefined ? { serviceAccount: e.serviceAccount } : {}),
+        ...(e.namedPorts && e.namedPorts.length > 0
+          ? { namedPorts: e.namedPorts.map((p) => ({ name: p.name, port: p.port, protocol: p.protocol })) }
+          : {}),
       };
     });
   }

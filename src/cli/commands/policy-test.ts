@@ -35,6 +35,7 @@ interface TestOptions extends GlobalOptions {
   readonly run?: string;
   readonly datapath?: boolean;
   readonly netnsPrefix?: string;
+  readonly nodes?: string;
 }
 
 const EXAMPLES = `
@@ -62,6 +63,18 @@ resolver and learned through the DNS proxy. Queries this mode cannot build
 (mutual authentication, SCTP sockets, ICMP types other than echo) are SKIPPED
 with the reason, never passed; the run ends with "N passed, M failed, K skipped".
   $ sudo membrane policy test --datapath examples/
+
+With --nodes N (N >= 2; needs etcd) each scenario gets a scratch cluster
+instead: a real etcd, an underlay bridge, and N agents in cluster mode, each in
+its own node namespace (native routing). The endpoints are spread over the
+nodes alternately in file order, as far as their addresses allow (a node's pods
+are inside its own pod CIDR, and the scenario's addresses are kept), the
+policies are applied once through the cluster, and the run waits until every
+node realized them and knows every other node's endpoints; packets then cross
+the underlay and each node judges them by the sender's identity. A scenario whose
+endpoints cannot be split over the nodes is SKIPPED with the reason. The node of
+each endpoint is listed per scenario (and in -o json, "nodes").
+  $ sudo membrane policy test --datapath --nodes 2 examples/
 `;
 
 export function policyTestCommand(ctx: CliContext): Command {
@@ -75,6 +88,10 @@ export function policyTestCommand(ctx: CliContext): Command {
       "build each scenario on a scratch node and send every L3/L4 query as real packets (root)",
     )
     .option(
+      "--nodes <n>",
+      "with --datapath: spread each scenario's endpoints over N nodes of a scratch cluster on etcd (default 1: one node)",
+    )
+    .option(
       "--netns-prefix <stem>",
       "with --datapath: name the scratch namespaces <stem><n>-... (1-8 of a-z 0-9, starting with a letter; default mbp + 4 random)",
     )
@@ -83,9 +100,19 @@ export function policyTestCommand(ctx: CliContext): Command {
       const opts = cmd.optsWithGlobals<TestOptions>();
       const filter = nameFilter(opts.run);
       const files = expandScenarioPaths(paths);
+      const nodes = nodeCount(opts.nodes);
       if (opts.datapath) {
-        await runDatapath(ctx, files, opts, filter);
+        await runDatapath(ctx, files, opts, filter, nodes);
         return;
+      }
+      if (nodes !== 1) {
+        throw new MembraneError(
+          "CLI_USAGE",
+          "Cannot use --nodes without --datapath: the offline check has no nodes",
+          {
+            hint: "add --datapath (root), or drop --nodes",
+          },
+        );
       }
       const results: ScenarioResult[] = [];
       for (const file of files) {
@@ -112,8 +139,9 @@ async function runDatapath(
   files: readonly string[],
   opts: TestOptions,
   filter: ((name: string) => boolean) | undefined,
+  nodes: number,
 ): Promise<void> {
-  datapathPreflight();
+  datapathPreflight(nodes);
   const stem = opts.netnsPrefix ?? datapathPrefixStem();
   if (!/^[a-z][a-z0-9]{0,7}$/.test(stem)) {
     throw new MembraneError(
@@ -125,7 +153,11 @@ async function runDatapath(
   const results: DatapathScenarioResult[] = [];
   for (const [i, file] of files.entries()) {
     const text = readInputFile(file);
-    const r = await runDatapathText(text, file, { prefix: `${stem}${i}-`, ...(filter ? { filter } : {}) });
+    const r = await runDatapathText(text, file, {
+      prefix: `${stem}${i}-`,
+      ...(filter ? { filter } : {}),
+      ...(nodes > 1 ? { nodes } : {}),
+    });
     if (!r) continue;
     results.push(r);
     // Text output streams per scenario: a datapath run takes a while.
@@ -153,6 +185,8 @@ export function datapathLines(s: DatapathScenarioResult, debug: boolean): string
     return lines;
   }
   lines.push(...warningLines(s.warnings));
+  for (const n of s.nodes ?? [])
+    lines.push(`    node ${n.node} (${n.podCidrs.join(", ")}): ${n.endpoints.join(", ") || "-"}`);
   const out = table(
     s.results.map((r) => [
       r.outcome.toUpperCase(),
@@ -171,7 +205,20 @@ export function datapathLines(s: DatapathScenarioResult, debug: boolean): string
   return lines;
 }
 
-function datapathPreflight(): void {
+/** --nodes: an integer from 1 to 16. */
+function nodeCount(text: string | undefined): number {
+  if (text === undefined) return 1;
+  const n = /^[0-9]{1,2}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= 16)) {
+    throw new MembraneError(
+      "CLI_USAGE",
+      `Cannot use --nodes ${JSON.stringify(escapeControls(text.slice(0, 32)))}: give a whole number of nodes from 1 to 16`,
+    );
+  }
+  return n;
+}
+
+function datapathPreflight(nodes: number): void {
   if (process.getuid?.() !== 0) {
     throw new MembraneError(
       "CLI_USAGE",
@@ -179,7 +226,7 @@ function datapathPreflight(): void {
       { hint: "run it with sudo, or drop --datapath to check the verdicts offline" },
     );
   }
-  for (const bin of ["ip", "nft", "ping"]) {
+  for (const bin of ["ip", "nft", "ping", ...(nodes > 1 ? ["etcd"] : [])]) {
     if (spawnSync("sh", ["-c", `command -v ${bin}`]).status !== 0) {
       throw new MembraneError("CLI_USAGE", `Cannot run policy test --datapath: \`${bin}\` is not installed`, {
         hint: "install the system packages: sudo bash scripts/install-system-deps.sh",
