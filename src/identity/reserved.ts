@@ -54,6 +54,13 @@ export const RESERVED_NAMES: ReadonlyMap<number, string> = new Map([
   [ID.worldIPv6, "world-ipv6"],
 ]);
 
+/** The reserved identities every engine knows from the start (world-ipv4/-ipv6 when dual-stack). */
+export function reservedIds(dualStack: boolean): number[] {
+  const { host, world, unmanaged, health, init, remoteNode, kubeApiserver, ingress } = ID;
+  const ids: number[] = [host, world, unmanaged, health, init, remoteNode, kubeApiserver, ingress];
+  return dualStack ? [...ids, ID.worldIPv4, ID.worldIPv6] : ids;
+}
+
 export function isReserved(id: number): boolean {
   return id > 0 && id < CLUSTER_ID_MIN;
 }

@@ -23,7 +23,7 @@
  * policies are recomputed only for the endpoints a change can affect.
  */
 import { IdentityAllocator, type Identity, type IdentityAllocatorLike } from "../identity/allocator.js";
-import { ID } from "../identity/reserved.js";
+import { ID, reservedIds } from "../identity/reserved.js";
 import { IPCache } from "../ipcache/ipcache.js";
 import { identityRelevant, nodeLabelSet } from "../labels/k8s.js";
 import { MembraneError } from "../errors.js";
@@ -101,10 +101,7 @@ export class PolicyEngine {
     };
     this.outside = new OutsideIdentities({ ...deps, dualStack: this.config.dualStack });
     this.nodeAddrs = new NodeAddresses(deps);
-    const { host, world, unmanaged, health, init, remoteNode, kubeApiserver, ingress } = ID;
-    const reserved: number[] = [host, world, unmanaged, health, init, remoteNode, kubeApiserver, ingress];
-    if (this.config.dualStack) reserved.push(ID.worldIPv4, ID.worldIPv6);
-    for (const ident of reserved.map((id) => this.allocator.get(id)))
+    for (const ident of reservedIds(this.config.dualStack).map((id) => this.allocator.get(id)))
       if (ident) this.cache.upsertIdentity(ident);
   }
 
@@ -157,9 +154,8 @@ export class PolicyEngine {
     const old = this.table.setRemote({ spec, identity });
     this.policyCache.markChanged(this.cache.upsertIdentity(identity));
     if (old) this.releaseIdentity(old.identity.id);
-    // Egress rules naming a port resolve it on the destination, remote ones too.
-    if ((spec.namedPorts?.length ?? 0) > 0 || (old?.spec.namedPorts?.length ?? 0) > 0)
-      this.policyCache.markNamedPortUsers();
+    const remoteNamedPorts = [spec, old?.spec].some((x) => (x?.namedPorts?.length ?? 0) > 0);
+    if (remoteNamedPorts) this.policyCache.markNamedPortUsers(); // egress rules naming a port resolve it here too
     this.bump();
     return identity;
   }

@@ -177,8 +177,7 @@ export class EndpointsController implements Controller {
     closeNodeLinks((ns) => ns === this.d.nodeNetns);
   }
 
-  /**
-   * Checks the adopted endpoints' addresses and routes in the background, off the work queue (reads only);
+  /** Checks the adopted endpoints' addresses and routes in the background, off the work queue (reads only);
    * one that differs is repaired through the queue with reconcileEndpoint, if it still exists then, and
    * logged. Stops when `signal` is aborted. */
   async verifyAdopted(signal: AbortSignal): Promise<void> {
