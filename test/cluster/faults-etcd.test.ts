@@ -54,6 +54,7 @@ describe("fault: etcd stopped with traffic flowing (root, etcd)", { skip }, () =
       });
       const [a, b] = nodes.labs as [AgentLab, AgentLab];
       const [na, nb] = nodes.names as [string, string];
+      const watch = { on: true };
       try {
         await a.agent.applyPolicies(SERVER_FROM_CLIENT, "server.yaml");
         await until("b has the policy", () => b.agent.listPolicies().length === 1);
@@ -64,6 +65,21 @@ describe("fault: etcd stopped with traffic flowing (root, etcd)", { skip }, () =
         await until("a and b know each other's pods", () => knows(b, client.ip) && knows(a, server.ip));
         await checkVerdicts("before", client, intruder, server.ip);
         const flow = await Flow.open(client, server.ip, 80);
+        // Through the outage and the return: every node keeps knowing the other's pods at every moment
+        // (a flap, e.g. keys deleted with an old lease and put again, would drop their new connections).
+        const gaps: string[] = [];
+        const watcher = (async () => {
+          while (watch.on) {
+            const lost = [
+              ...[client, intruder, localServer]
+                .filter((e) => !knows(b, e.ip))
+                .map((e) => `b forgot ${e.view.name}`),
+              ...(knows(a, server.ip) ? [] : ["a forgot server"]),
+            ];
+            if (lost.length > 0) gaps.push(`${new Date().toISOString()} ${lost.join(", ")}`);
+            await sleep(100);
+          }
+        })();
 
         // etcd goes away.
         await etcd.stop();
@@ -119,6 +135,17 @@ describe("fault: etcd stopped with traffic flowing (root, etcd)", { skip }, () =
         // The leases of before the outage run out TTL s after etcd's start: nothing may go with them.
         await sleep(Math.max(0, (TTL + 3) * 1000 - (Date.now() - back)));
         assert.ok(await synced(), "still complete after the old leases expired");
+        watch.on = false;
+        await watcher;
+        assert.deepEqual(gaps.slice(0, 5), [], "no node forgot a peer's pod at any moment");
+        for (const lab of [a, b]) {
+          const lease = lab.running?.cluster?.status().lease;
+          assert.deepEqual(
+            [lease?.state, lease?.renewals],
+            ["held", 0],
+            "the node kept its lease through the outage: etcd refreshed it, nothing was put again",
+          );
+        }
         const lateId = a.agent.getEndpoint("default", "late").identity;
         assert.ok(lateId >= 256, `late has a cluster number (${lateId})`);
         assert.equal(ipcacheId(b, late.ip), lateId, "b judges late by its number");
@@ -137,6 +164,7 @@ describe("fault: etcd stopped with traffic flowing (root, etcd)", { skip }, () =
           `# etcd down ${DOWN_S} s: full resync ${resyncMs} ms after etcd returned, propagation after ${propagationMs} ms, ${sends} round trips on the long-lived connection, load ${await loadavg()}`,
         );
       } finally {
+        watch.on = false;
         await nodes.destroy();
         await check.close();
         await etcd.destroy();

@@ -132,6 +132,14 @@ describe("faults of nodes: real agent processes on a TLS etcd (root, etcd)", { s
       routesA: await readRoutes(la),
       routesB: await readRoutes(lb),
     };
+    // Every controller's desired revision on b and c: untouched = nothing asked of them at all.
+    const revisions = async (p: AgentProc): Promise<Record<string, number>> =>
+      Object.fromEntries(
+        (
+          (await p.api.request("GET", "/v1/status")) as { controllers: { name: string; desired: number }[] }
+        ).controllers.map((c) => [c.name, c.desired]),
+      );
+    const revsBefore = [await revisions(pb()), await revisions(pc())];
     const podsOfA = [client.ip, intruder.ip];
     const bKnowsA = async (): Promise<boolean> => {
       const ips = await pb().remoteIps();
@@ -156,6 +164,11 @@ describe("faults of nodes: real agent processes on a TLS etcd (root, etcd)", { s
     assert.equal(await readTable(lb), before.b, "b's nft table untouched");
     assert.equal(await readTable(lc), before.c, "c's nft table untouched");
     assert.equal(await readRoutes(lb), before.routesB, "b's routes untouched");
+    assert.deepEqual(
+      [await revisions(pb()), await revisions(pc())],
+      revsBefore,
+      "no controller of b or c moved",
+    );
     await checkVerdicts("after a's restart", client, intruder, server.ip);
     const sends = await flow.stop();
     flow = undefined;
