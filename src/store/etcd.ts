@@ -40,18 +40,6 @@ export interface EtcdStoreParams {
   auth?: { readonly username: string; readonly password: string };
 }
 
-/**
- * Delays between attempts to reopen the watch stream: 100 ms doubling up to 2 s. etcd3's default
- * grows to 30 s, so after an etcd outage a node could go on not seeing its peers' changes for up to
- * half a minute after etcd served again (one stream per client: an attempt every 2 s costs nothing).
- */
-class WatchRetry {
-  constructor(readonly duration: number) {}
-  next(): WatchRetry {
-    return new WatchRetry(this.duration === 0 ? 100 : Math.min(this.duration * 2, 2000));
-  }
-}
-
 /** The smallest key greater than every key that starts with `p` (etcd's range_end for a prefix). */
 export function prefixEnd(p: Buffer): Buffer {
   const end = Buffer.from(p);
@@ -84,7 +72,6 @@ export class EtcdStore implements Store {
           }
         : {}),
       ...(p.auth ? { auth: { username: p.auth.username, password: p.auth.password } } : {}),
-      faultHandling: { watchBackoff: new WatchRetry(0) },
       // Lists of many large values exceed gRPC's 4 MiB default.
       grpcOptions: { "grpc.max_receive_message_length": 256 << 20 },
     });
