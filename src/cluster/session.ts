@@ -2,7 +2,8 @@
  * Cluster mode's connection to etcd (`membrane agent --cluster-store`): builds
  * the ClusterContext every cluster part uses and keeps the node's lease.
  *
- *   open() ──connect (CLUSTER_UNAVAILABLE + hint)──▶ grant lease ──▶ claim pod CIDRs ──▶ ClusterSession
+ *   open() ──connect (CLUSTER_UNAVAILABLE + hint)──▶ grant lease ──▶ take over the previous run's keys
+ *          ──▶ claim pod CIDRs ──▶ ClusterSession
  *   start(record) ──▶ node registry: publish own record, list + watch every node
  *   lease lost ──▶ grant a new one (backoff) ──▶ re-put the node record ──▶ onLeaseRenewed callbacks
  *
@@ -18,6 +19,7 @@ import type { ClusterContext } from "./context.js";
 import type { NodeRecordV1, PodCidrClaimV1 } from "./keys.js";
 import { PodCidrAllocator, type PodCidrConfig } from "./podcidr.js";
 import { NodeRegistry } from "./registry.js";
+import { takeOverLeasedKeys } from "./takeover.js";
 
 export interface ClusterOptions {
   /** Client URLs (http:// or https://), parsed from --cluster-store (options.ts). */
@@ -133,6 +135,8 @@ export class ClusterSession {
       const box: { s?: ClusterSession } = {};
       const lease = await kv.grantLease(o.leaseTtlSeconds, (err) => box.s?.leaseLost(err));
       try {
+        // A restart: the previous run's keys move to this lease now, before they can expire (takeover.ts).
+        await takeOverLeasedKeys(kv, o.node, lease, log);
         const podCidrs = await new PodCidrAllocator({ kv, node: o.node, logger: log }, o.podCidrs).claim();
         box.s = new ClusterSession(o, kv, lease, podCidrs, log);
         return box.s;

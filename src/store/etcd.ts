@@ -13,6 +13,7 @@ import { ExponentialBackoff } from "cockatiel";
 import { Etcd3, type IKeyValue, type IRequestOp } from "etcd3";
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
+import { grantKeptLease, type StoreLease } from "./etcd-lease.js";
 import { validateKey, validateTxn } from "./validate.js";
 import type {
   KeyValue,
@@ -23,6 +24,8 @@ import type {
   WatchEvent,
   WatchOptions,
 } from "./store.js";
+
+export type { StoreLease };
 
 export interface EtcdStoreParams {
   /** Client URLs, e.g. ["http://127.0.0.1:2379"]. */
@@ -36,21 +39,6 @@ export interface EtcdStoreParams {
   tls?: { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
   /** etcd password authentication (when client certificates are not used to name the user). */
   auth?: { readonly username: string; readonly password: string };
-}
-
-/**
- * A lease granted by etcd (cluster mode): keys put with `lease: id` are deleted when it expires.
- * Kept alive in the background (every ttl/3) until `revoke()` or `release()`; `onLost` runs once
- * when keep-alives have failed for longer than the TTL (the keys are then gone, or about to be).
- */
-export interface StoreLease {
-  /** The lease ID as etcd's decimal string (for TxnOp.lease). */
-  readonly id: string;
-  readonly ttlSeconds: number;
-  /** Revokes the lease: etcd deletes every key attached to it at once. */
-  revoke(): Promise<void>;
-  /** Stops the keep-alives without revoking (the keys live until the TTL runs out). */
-  release(): void;
 }
 
 /** The smallest key greater than every key that starts with `p` (etcd's range_end for a prefix). */
@@ -73,6 +61,7 @@ export class EtcdStore implements Store {
   private readonly ns: string;
   /** The cancel of every watch still open (close() runs them). */
   private readonly watchers = new Set<() => Promise<void>>();
+  private readonly leases = new Set<StoreLease>();
 
   constructor(private readonly p: EtcdStoreParams) {
     this.ns = p.prefix ?? "membrane/";
@@ -253,27 +242,22 @@ export class EtcdStore implements Store {
       );
     }
     return this.call(`grant a lease of ${ttlSeconds} s`, async () => {
-      const lease = this.client.lease(ttlSeconds, { autoKeepAlive: true });
-      let lost = false;
-      lease.on("lost", (err) => {
-        if (lost) return;
-        lost = true;
+      const lease = await grantKeptLease(this.client, ttlSeconds, (err) =>
         onLost(
           new MembraneError("STORE_FAILED", `The etcd lease of this node expired: ${err.message}`, {
             cause: err,
           }),
-        );
-      });
-      const id = await lease.grant();
+        ),
+      );
+      this.leases.add(lease);
       return {
-        id,
-        ttlSeconds,
-        revoke: async () => {
-          lost = true;
-          await this.call("revoke a lease", () => lease.revoke());
+        ...lease,
+        revoke: () => {
+          this.leases.delete(lease);
+          return this.call("revoke a lease", () => lease.revoke());
         },
         release: () => {
-          lost = true;
+          this.leases.delete(lease);
           lease.release();
         },
       };
@@ -295,10 +279,13 @@ export class EtcdStore implements Store {
    * Cancels every watch still open, then closes the client. etcd3 keeps a watch
    * that was never cancelled alive after close(): its watch manager retries the
    * stream forever on ref'd timers (up to 30 s apart), which kept a test process
-   * alive for minutes after its last test.
+   * alive for minutes after its last test. Leases are released (no keep-alives
+   * through a closed client).
    */
   async close(): Promise<void> {
     await Promise.all([...this.watchers].map((c) => c()));
+    for (const l of this.leases) l.release(); // no keep-alives through a closed client
+    this.leases.clear();
     this.client.close();
   }
 }
