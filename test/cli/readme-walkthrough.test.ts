@@ -159,7 +159,7 @@ test(
       assert.doesNotMatch(dropped.out, /landed/);
       assert.match(
         find(/^membrane observe --verdict DROPPED/).out,
-        /xwing.*-> default\/deathstar:80 .*DENIED/,
+        /xwing.*-> default\/deathstar:80 .*(DENIED|Policy denied DROPPED).* by default deny/, // the verdict or its drop event
       );
       const label = find(/^membrane endpoint label xwing/);
       assert.notEqual(
