@@ -189,7 +189,9 @@ items:
   });
 
   test("unsupported and invalid together give POLICY_INVALID", () => {
-    const e = reject(cnp("endpointSelector: {}\ningressDeny:\n- fromNodes: [{}]\n- fromEntities: [x]"));
+    const e = reject(
+      cnp("endpointSelector: {}\ningressDeny:\n- fromGroups: [{aws: {labels: {a: b}}}]\n- fromEntities: [x]"),
+    );
     assert.equal(e.code, "POLICY_INVALID");
     assert.equal(e.issues.length, 2);
   });
