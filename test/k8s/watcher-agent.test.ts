@@ -153,10 +153,7 @@ describe(
       api.refuse(3);
       api.dropStreams();
       api.put(CNP, serverFrom("after-drop", { app: "client" }));
-      await until(
-        () => policies().includes("CiliumNetworkPolicy/default/after-drop"),
-        "the policy after reconnecting",
-      );
+      await until(has("CiliumNetworkPolicy/default/after-drop"), "the policy after reconnecting, enforced");
       assert.ok(failures() > before, "the refused attempts were counted and backed off");
       assert.equal(await tcp("other", "server"), "timeout");
       assert.ok(api.requests.every((r) => r.authorization === "Bearer t0k3n"));
