@@ -5,31 +5,14 @@
 // checks that the committed bytes are what protoc makes of workload.proto.
 //   node scripts/gen-spiffe-descriptor.mjs            writes the file
 //   node scripts/gen-spiffe-descriptor.mjs --print    prints the base64 only
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { descriptorSetBase64 } from "./proto-descriptor.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const protoDir = join(root, "src", "spiffe", "proto");
-const dir = mkdtempSync(join(tmpdir(), "spiffe-proto-"));
-let b64;
-try {
-  const out = join(dir, "workload.pb");
-  execFileSync("protoc", [
-    "--include_imports",
-    `--descriptor_set_out=${out}`,
-    "-I",
-    protoDir,
-    "-I",
-    "/usr/include",
-    "workload.proto",
-  ]);
-  b64 = readFileSync(out).toString("base64");
-} finally {
-  rmSync(dir, { recursive: true, force: true });
-}
+const b64 = descriptorSetBase64(protoDir, "workload.proto");
 if (process.argv.includes("--print")) {
   process.stdout.write(b64 + "\n");
 } else {
