@@ -10,7 +10,7 @@ import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { CREATE_TRACE_CHANNEL, type CreateTrace } from "../src/agent/controllers/endpoints-trace.js";
 import { pct, r1 } from "./traffic.js";
 
-export /** CPU time (ms, 10 ms ticks) of the nfnl writer processes (nfnl/child.js) below `root`. */
+export /** CPU time (ms, 10 ms ticks) of the nfnl writer processes (membrane-nfnl, or nfnl/child.js) below `root`. */
 function writerCpuMs(root: number): { user: number; system: number } {
   const parent = new Map<number, number>();
   const ticks = new Map<number, [number, number]>();
@@ -20,7 +20,8 @@ function writerCpuMs(root: number): { user: number; system: number } {
       const st = readFileSync(`/proc/${d}/stat`, "latin1");
       const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
       parent.set(Number(d), Number(f[1]));
-      if (readFileSync(`/proc/${d}/cmdline`, "latin1").includes("nfnl/child"))
+      const cmd = readFileSync(`/proc/${d}/cmdline`, "latin1");
+      if (cmd.includes("nfnl/child") || cmd.includes("membrane-nfnl"))
         ticks.set(Number(d), [Number(f[11]), Number(f[12])]);
     } catch {
       // Gone meanwhile.

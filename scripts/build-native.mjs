@@ -7,7 +7,9 @@
 // - membrane-connect-guard (native/membrane-connect-guard.c): the loader of the runtime enforcer's
 //   cgroup connect4/connect6 programs (src/runtime/enforce/connect-guard.ts);
 // - membrane-netns (native/membrane-netns.c): the agent's namespace helper (src/datapath/netns-native.ts),
-//   which creates endpoint namespaces and links without a process per step.
+//   which creates endpoint namespaces and links without a process per step;
+// - membrane-nfnl (native/membrane-nfnl.c): the set-element writer (src/datapath/nfnl/setelem.ts),
+//   ready at once when the agent (re)starts (the Node writer, child.js, is the fallback).
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -39,6 +41,12 @@ const programs = [
     src: "membrane-netns.c",
     extra: [],
     hint: "the agent falls back to ip/nsenter without it, slower",
+  },
+  {
+    name: "membrane-nfnl",
+    src: "membrane-nfnl.c",
+    extra: [],
+    hint: "the agent falls back to a Node writer without it, slower to start",
   },
   {
     name: "membrane-connect-guard",

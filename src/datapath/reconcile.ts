@@ -139,6 +139,11 @@ export class Reconciler {
     return this.checker?.stop() ?? Promise.resolve();
   }
 
+  /** A background check is running now (for the scale bench's restart figure). */
+  get checkRunning(): boolean {
+    return this.checking !== undefined;
+  }
+
   private elements(): SetElemWriter {
     if (!this.writer) {
       this.writer = new SetElemWriter(this.netns);

@@ -43,7 +43,7 @@ describe("nfnl objects through the Reconciler (root)", { skip: skip ?? false }, 
       let n = 0;
       for (const pid of r.stdout.split("\n").filter((l) => /^\d+$/.test(l))) {
         const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-        if (cmd.includes("nfnl/child.js")) n++;
+        if (cmd.includes("nfnl/child.js") || cmd.includes("membrane-nfnl")) n++;
       }
       return n;
     };

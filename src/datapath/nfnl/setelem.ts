@@ -8,13 +8,17 @@
  *     <--{"id", "ok"}--                                                (atomic: all or nothing)
  *
  * Why a process: Node cannot enter a network namespace; a socket opened in
- * the child belongs to the node's. Why not `nft`: see abi/nft-setelem-wire.ts
+ * the child belongs to the node's. The child is native/membrane-nfnl.c (dist/bin/membrane-nfnl,
+ * ready in about a millisecond: the first change after an agent restart waited for a Node
+ * writer to boot, 50-300 ms here), or child.js (same frames, same answers) without the build's
+ * native programs. Why not `nft`: see abi/nft-setelem-wire.ts
  * (its cost grows with the table, ours with the change). A refused batch, a
  * dead child or no answer within the timeout is an error: the caller falls
  * back to planning against the kernel with `nft` (fail safe, never half-applied:
  * the kernel applies a batch whole or not at all).
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../../errors.js";
 import { routeAnswers, type ChildAnswer } from "../child-answers.js";
@@ -33,6 +37,15 @@ const ERRNO: Record<number, string> = {
   22: "EINVAL",
 };
 
+/** dist/bin/membrane-nfnl (scripts/build-native.mjs). */
+const NATIVE = fileURLToPath(new URL("../../../bin/membrane-nfnl", import.meta.url));
+
+/** The writer program: the native one when built (`MEMBRANE_NFNL_WRITER=node` forces child.js, for tests). */
+export function writerCommand(): string[] {
+  if (process.env["MEMBRANE_NFNL_WRITER"] !== "node" && existsSync(NATIVE)) return [NATIVE];
+  return [process.execPath, fileURLToPath(new URL("./child.js", import.meta.url))];
+}
+
 export class SetElemWriter {
   private child: ChildProcess | undefined;
   private nextId = 1;
@@ -45,9 +58,8 @@ export class SetElemWriter {
   ) {}
 
   private spawnChild(): ChildProcess {
-    const script = fileURLToPath(new URL("./child.js", import.meta.url));
     // nsenter (inNetns): the network namespace only; `ip netns exec` also copies the mount namespace.
-    const argv = [...inNetns(this.netns), process.execPath, script];
+    const argv = [...inNetns(this.netns), ...writerCommand()];
     const c = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
     c.stdin?.on("error", () => undefined);
     c.stderr?.resume();

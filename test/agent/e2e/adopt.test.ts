@@ -80,7 +80,8 @@ describe("agent e2e: endpoint adoption and cold start (root)", { skip: skip ?? f
       const ipAtStart = startSpawns.filter((a) => effective(a)[0] === "ip");
       assert.deepEqual(ipAtStart, [], "no ip process until the agent serves");
       // And the nfnetlink writer, started idle so that the first change does not wait for it.
-      const writer = (a: string[]): boolean => a.some((x) => x.endsWith("nfnl/child.js"));
+      const writer = (a: string[]): boolean =>
+        a.some((x) => x.endsWith("nfnl/child.js") || x.endsWith("/membrane-nfnl"));
       assert.ok(
         startSpawns.every((a) => (effective(a)[0] === "nft" && !a.includes("-f")) || writer(a)),
         `only nft reads at start: ${JSON.stringify(startSpawns)}`,
