@@ -1,5 +1,5 @@
 /** Runs the built CLI (`node bin/membrane.js ...`) from the repository root. */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +21,22 @@ export function cli(...args: string[]): CliRun {
     timeout: 60_000,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** cli() without blocking the event loop: for tests whose agent runs in the test's own process. */
+export function cliAsync(...args: string[]): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [join(ROOT, "bin/membrane.js"), ...args], {
+      cwd: ROOT,
+      timeout: 60_000,
+    });
+    let stdout = "";
+    let stderr = "";
+    c.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    c.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    c.on("error", reject);
+    c.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 /** Writes files into a fresh temporary directory and returns its path. */

@@ -1,9 +1,11 @@
 /** `membrane apply -f` and `membrane delete -f`: policies through the agent. */
 import { Command } from "commander";
+import { MembraneError } from "../../errors.js";
 import type { ApplyReport } from "../../agent/agent.js";
 import { parsePolicies, warningText } from "../../policy/api/index.js";
 import type { PolicyResource } from "../../policy/types.js";
 import { tracingFile, applyTracing } from "./apply-tracing.js";
+import { impactOptions, showImpact, type ImpactFlags } from "./apply-impact.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -95,17 +97,19 @@ export function applyCommand(ctx: CliContext): Command {
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
     .option("--dry-run", "only validate, locally; change nothing")
     .addOption(socketOption())
-    .addOption(outputOption())
-    .addHelpText(
-      "after",
-      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n",
-    );
+    .addOption(outputOption());
+  for (const opt of impactOptions()) cmd.addOption(opt);
+  cmd.addHelpText(
+    "after",
+    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n",
+  );
   return clusterOptions(cmd).action(
-    async (o: ClusterFlags & { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
+    async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "POST");
       // Validate locally first: errors name file:line:path; warnings go to stderr.
       const resources = parsePolicies(text, name, { onWarning: (w) => ctx.err(warningText(w) + "\n") });
+      if (o.impact) return showImpact(ctx, o, text, name, false);
       if (o.dryRun) {
         ctx.out(`${name}: ${resources.length} policies valid (dry run, nothing applied)\n`);
         return;
@@ -119,12 +123,22 @@ export function deleteCommand(ctx: CliContext): Command {
   const cmd = new Command("delete")
     .description("delete the policies a file names")
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
+    .option("--dry-run", "with --impact: change nothing")
     .addOption(socketOption())
     .addOption(outputOption());
+  for (const opt of impactOptions()) cmd.addOption(opt);
   return clusterOptions(cmd).action(
-    async (o: ClusterFlags & { filename: string; socket: string; output: ViewFormat }) => {
+    async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "DELETE");
+      if (o.impact) {
+        parsePolicies(text, name);
+        return showImpact(ctx, o, text, name, true);
+      }
+      if (o.dryRun)
+        throw new MembraneError("CLI_USAGE", "Cannot use --dry-run on delete without --impact", {
+          hint: `run \`membrane delete --dry-run --impact -f ${name}\` to see what deleting would change`,
+        });
       await send(ctx, o, "DELETE", text, name, () => parsePolicies(text, name));
     },
   );
