@@ -9,6 +9,7 @@
  *   npm run bench -- scale --endpoints=250,1000 --quick  one, with its options
  *   npm run bench -- layout                              the layout measurement (only when named)
  *   npm run bench -- cluster --quick                     the cluster benchmark's smoke size
+ *   npm run bench -- ui                                  the service map in chromium
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -76,3 +77,6 @@ if (want("cni")) child("./cni.js", flags);
 // Three real nodes on etcd with 100 simulated nodes x 100 endpoints: propagation, etcd writes per
 // endpoint, agent memory and CPU, policy apply on every node (issue 11 item 11).
 if (want("cluster")) child("./cluster.js", flags);
+
+// The service map in chromium: first render of 500 workloads / 2,000 edges, live update (issue 14 item 7).
+if (want("ui")) child("./ui.js", flags);

@@ -21,11 +21,13 @@
 #                                  and the connect guard (native/membrane-connect-guard.c, linux/bpf.h from
 #                                  linux-libc-dev, a dependency of libc6-dev): the loader of the cgroup
 #                                  connect4/6 programs of TracingPolicies (no clang or libbpf needed)
+#   chromium                       the service map's browser test and benchmark (driven by playwright-core,
+#                                  test/ui/, bench/ui.ts)
 #   protobuf-compiler              protoc, to build descriptor sets of vendored upstream .proto files (Tetragon's
 #                                  events) that tests parse our JSON against, strictly
 set -euo pipefail
 PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
-  containernetworking-plugins podman bpftrace protobuf-compiler gcc libc6-dev)
+  containernetworking-plugins podman bpftrace protobuf-compiler gcc libc6-dev chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

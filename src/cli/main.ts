@@ -18,6 +18,7 @@ import { demoCommand } from "./commands/demo.js";
 import { endpointCommand } from "./commands/endpoint.js";
 import { getCommand } from "./commands/get.js";
 import { observeCommand } from "./commands/observe.js";
+import { uiCommand } from "./commands/ui.js";
 import { policyCommand } from "./commands/policy.js";
 import { runtimeCommand } from "./commands/runtime.js";
 import { uninstallCommand } from "./commands/uninstall.js";
@@ -61,6 +62,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(getCommand(ctx))
     .addCommand(datapathCommand(ctx))
     .addCommand(observeCommand(ctx))
+    .addCommand(uiCommand(ctx))
     .addCommand(runtimeCommand(ctx))
     .addCommand(uninstallCommand(ctx))
     .addCommand(versionCommand(ctx));
