@@ -123,9 +123,10 @@ export class UdpUpstreamPool {
   private send(s: PoolSocket, b: Buffer): void {
     if (s.closed) return;
     try {
-      s.sock.send(b, (e) => {
-        if (e) this.settle(s, s.pending.get(b.readUInt16BE(0)), e);
-      });
+      // No callback: a send error arrives as the socket's 'error' event (the
+      // socket's queries fail, a new socket takes over), and Node skips a
+      // completion callback per datagram.
+      s.sock.send(b);
     } catch (e) {
       this.settle(s, s.pending.get(b.readUInt16BE(0)), e instanceof Error ? e : new Error(String(e)));
     }
