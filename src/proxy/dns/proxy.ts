@@ -5,8 +5,8 @@
  *   client --UDP/TCP query--> parseQuery --identify + lookup--> REFUSED
  *                                               | allowed
  *                                               v
- *                      upstream resolver (UDP, TCP on truncation; TCP for TCP)
- *                                               |
+ *                      upstream resolver (UDP over udp-pool.ts's long-lived sockets,
+ *                                               |  TCP on truncation; TCP for TCP)
  *                      readAnswer --A/AAAA--> onAnswer(endpoint, name, ips, ttl)
  *                                               | resolved          | rejected / too slow
  *                                               v                   v
@@ -16,7 +16,9 @@
  * programs the kernel, so the client can never connect to an address before
  * policy knows it. Hostile input never throws out of here: short or
  * non-query packets are dropped, malformed queries get FORMERR, malformed
- * answers SERVFAIL; each is counted in `stats`.
+ * answers SERVFAIL; each is counted in `stats`. A query is a chain of
+ * callbacks (no promise or timer of its own): upstream and onAnswer
+ * deadlines each share one timer (deadlines.ts).
  */
 import dgram from "node:dgram";
 import net from "node:net";
