@@ -307,3 +307,29 @@ function sameQuestion(a: Buffer, b: Buffer): boolean {
 function isLetter(c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
 }
+
+const QTYPES: Readonly<Record<number, string>> = {
+  1: "A",
+  2: "NS",
+  5: "CNAME",
+  6: "SOA",
+  12: "PTR",
+  15: "MX",
+  16: "TXT",
+  28: "AAAA",
+  33: "SRV",
+  65: "HTTPS",
+  255: "ANY",
+};
+
+/** A query type's name in flows (`A`, `AAAA`, ...; `TYPE<n>` for the others). */
+export function qtypeName(qtype: number): string {
+  return QTYPES[qtype] ?? `TYPE${qtype}`;
+}
+
+/** Header and question of an answer too large for the client's buffer, TC set. */
+export function truncatedCopy(q: Query, answer: Buffer): Buffer {
+  const out = buildReply(q, answer.readUInt16BE(2) & 0xf);
+  out.writeUInt16BE(answer.readUInt16BE(2) | 0x0200, 2);
+  return out;
+}

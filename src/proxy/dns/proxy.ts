@@ -37,7 +37,17 @@ import {
   type L7Sink,
 } from "../types.js";
 import { TimeoutQueue } from "../deadlines.js";
-import { buildReply, parseQuery, RCODE, RCODE_NAMES, readAnswer, type Query } from "./message.js";
+import {
+  buildReply,
+  parseQuery,
+  qtypeName,
+  RCODE,
+  RCODE_NAMES,
+  readAnswer,
+  truncatedCopy,
+  type Query,
+} from "./message.js";
+import { serveTcpQueries } from "./tcp.js";
 import { UdpUpstreamPool } from "./udp-pool.js";
 import { exchangeTcp, type Upstream } from "./upstream.js";
 
@@ -96,20 +106,6 @@ export interface DnsProxyStats {
   onAnswerFailures: number;
   internalErrors: number;
 }
-
-const QTYPES: Readonly<Record<number, string>> = {
-  1: "A",
-  2: "NS",
-  5: "CNAME",
-  6: "SOA",
-  12: "PTR",
-  15: "MX",
-  16: "TXT",
-  28: "AAAA",
-  33: "SRV",
-  65: "HTTPS",
-  255: "ANY",
-};
 
 export class DnsProxy {
   readonly stats: DnsProxyStats = {
@@ -214,35 +210,13 @@ export class DnsProxy {
 
   private onTcp(sock: net.Socket): void {
     this.conns.add(sock);
-    let buf: Buffer = Buffer.alloc(0);
-    let pending = 0;
-    sock.setTimeout(this.limits.tcpIdleMs, () => sock.destroy());
-    sock.on("error", () => undefined);
     sock.on("close", () => this.conns.delete(sock));
-    sock.on("data", (d: Buffer) => {
-      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-      while (buf.length >= 2) {
-        const len = buf.readUInt16BE(0);
-        if (len < 12 || len > this.limits.maxTcpQuery || pending >= this.limits.maxTcpPipelined) {
-          this.stats.dropped++;
-          sock.destroy();
-          return;
-        }
-        if (buf.length < 2 + len) return;
-        const msg = Buffer.from(buf.subarray(2, 2 + len));
-        buf = buf.subarray(2 + len);
-        pending++;
-        const src = { address: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 };
-        this.answer(msg, src, "TCP", (reply) => {
-          pending--;
-          if (!reply || sock.destroyed) return;
-          const out = Buffer.allocUnsafe(2 + reply.length);
-          out.writeUInt16BE(reply.length, 0);
-          reply.copy(out, 2);
-          sock.write(out);
-        });
-      }
-    });
+    serveTcpQueries(
+      sock,
+      this.limits,
+      () => this.stats.dropped++,
+      (msg, src, reply) => this.answer(msg, src, "TCP", reply),
+    );
   }
 
   /**
@@ -313,7 +287,7 @@ export class DnsProxy {
       return reply(buildReply(r.partial, r.rcode));
     }
     const q = r.query;
-    const ev: QueryEvent = { ...base, query: q.name, qtype: QTYPES[q.qtype] ?? `TYPE${q.qtype}` };
+    const ev: QueryEvent = { ...base, query: q.name, qtype: qtypeName(q.qtype) };
     const policy = info ? this.params.lookup.forConnection(lookupKey(info)) : undefined;
     if (!info || !policy || !l7Parser(policy, "dns")) {
       this.stats.refused++;
@@ -414,11 +388,4 @@ export class DnsProxy {
     if (!m) this.matchers.set(spec, (m = compileDnsRules(spec.dns)));
     return m;
   }
-}
-
-/** Header and question of an answer too large for the client's buffer, TC set. */
-function truncatedCopy(q: Query, answer: Buffer): Buffer {
-  const out = buildReply(q, answer.readUInt16BE(2) & 0xf);
-  out.writeUInt16BE(answer.readUInt16BE(2) | 0x0200, 2);
-  return out;
 }
