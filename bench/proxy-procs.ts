@@ -82,9 +82,11 @@ export async function startResolver(): Promise<Closable> {
 export async function forkReady<T>(
   script: string,
   args: string[],
+  execArgv: readonly string[] = [],
 ): Promise<{ child: ChildProcess; ready: T }> {
   const child = fork(fileURLToPath(new URL(script, import.meta.url)), args, {
     stdio: ["ignore", "ignore", "inherit", "ipc"],
+    execArgv: [...execArgv],
   });
   const ready = await new Promise<T>((res, rej) => {
     child.once("message", (m) => res(m as T));

@@ -21,6 +21,7 @@ import type { ChildProcess } from "node:child_process";
 import os from "node:os";
 import type { LoadResult, LoadSpec } from "./load.js";
 import { findNginx, startNginx, type Nginx } from "./nginx.js";
+import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
 import { checkTargets, summarisePhase, type PhaseSamples, type Sample } from "./proxy-report.js";
 import type { ProxyServerPorts } from "./proxy-server.js";
 import {
@@ -35,7 +36,8 @@ import {
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
 const SATURATION = { connections: 16 } as const;
-const WARMUP_MS = 1500;
+/** Long enough for V8 to optimise the proxy's hot paths (thousands of requests) on a busy machine. */
+const WARMUP_MS = 3000;
 const NGINX_SKIPPED = "nginx not installed: run scripts/install-system-deps.sh";
 
 interface Target {
@@ -70,10 +72,12 @@ export async function runProxyBench(
   try {
     upstream = await startUpstream();
     resolver = await startResolver();
-    const m = await forkReady<ProxyServerPorts>("./proxy-server.js", [
-      String(upstream.port),
-      String(resolver.port),
-    ]);
+    // With the options the supervisor gives the real proxy process.
+    const m = await forkReady<ProxyServerPorts>(
+      "./proxy-server.js",
+      [String(upstream.port), String(resolver.port)],
+      PROXY_NODE_FLAGS,
+    );
     membrane = m.child;
     const membranePid = m.child.pid ?? 0;
     const l = await forkReady<unknown>("./load.js", []);

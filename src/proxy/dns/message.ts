@@ -91,15 +91,20 @@ export function parseQuery(buf: Buffer): QueryResult {
   const withQ: PartialQuery = { ...partial, question };
   if (opcode !== 0) return { kind: "reply", rcode: RCODE.NOTIMP, reason: `opcode ${opcode}`, partial: withQ };
   let udpSize = 512;
-  try {
-    const p = dnsPacket.decode(buf);
-    if (dnsPacket.decode.bytes !== buf.length) return formerr("trailing bytes after the message", withQ);
-    for (const a of p.additionals ?? []) {
-      if (a.type === "OPT") udpSize = Math.min(4096, Math.max(512, a.udpPayloadSize ?? 512));
+  // A question and nothing else (no records counted, no byte after it): the
+  // hand-read question above is the whole message, there is nothing left to
+  // decode. Anything else is decoded whole.
+  const bare = pos + 4 === buf.length && buf.readUInt32BE(6) === 0 && buf.readUInt16BE(10) === 0;
+  if (!bare)
+    try {
+      const p = dnsPacket.decode(buf);
+      if (dnsPacket.decode.bytes !== buf.length) return formerr("trailing bytes after the message", withQ);
+      for (const a of p.additionals ?? []) {
+        if (a.type === "OPT") udpSize = Math.min(4096, Math.max(512, a.udpPayloadSize ?? 512));
+      }
+    } catch (e) {
+      return formerr(`malformed message: ${e instanceof Error ? e.message : "undecodable"}`, withQ);
     }
-  } catch (e) {
-    return formerr(`malformed message: ${e instanceof Error ? e.message : "undecodable"}`, withQ);
-  }
   const name = labels.length === 0 ? "." : labels.join(".") + ".";
   return { kind: "ok", query: { id, opcode, rd, name, qtype, question, udpSize } };
 }
@@ -149,15 +154,19 @@ export function readAnswer(buf: Buffer, q: Query): AnswerResult {
   if (buf.readUInt16BE(4) !== 1 || buf.length < qEnd || !sameQuestion(buf.subarray(12, qEnd), q.question)) {
     return { ok: false, reason: "answer is for another question" };
   }
-  try {
-    // dns-packet checks the message as a whole; it ignores rdlength for A/AAAA,
-    // so the records themselves are walked by rdlength below.
-    dnsPacket.decode(buf);
-  } catch (e) {
-    return { ok: false, reason: `malformed answer: ${e instanceof Error ? e.message : "undecodable"}` };
+  // The records are walked by rdlength (dns-packet ignores rdlength for A/AAAA).
+  const walked = walkRecords(buf, qEnd);
+  if (typeof walked === "string") return { ok: false, reason: `malformed answer: ${walked}` };
+  // A message of A, AAAA and CNAME records only is checked whole by the walk
+  // (names, rdata, exact end); any other type's rdata is left to dns-packet.
+  if (!walked.simple) {
+    try {
+      dnsPacket.decode(buf);
+    } catch (e) {
+      return { ok: false, reason: `malformed answer: ${e instanceof Error ? e.message : "undecodable"}` };
+    }
   }
-  const rrs = walkRecords(buf, qEnd);
-  if (typeof rrs === "string") return { ok: false, reason: `malformed answer: ${rrs}` };
+  const rrs = walked.records;
   const names = new Set([q.name]);
   // Follow CNAMEs in any order, at most one step per record.
   for (let i = 0; i < rrs.length; i++) {
@@ -193,11 +202,13 @@ interface AnswerRecord {
 
 /**
  * The answer section's records, walked by rdlength; the authority and
- * additional sections must end exactly at the end of the message.
+ * additional sections must end exactly at the end of the message. `simple`:
+ * every record is an A, AAAA or CNAME this walk checked completely.
  */
-function walkRecords(buf: Buffer, start: number): AnswerRecord[] | string {
+function walkRecords(buf: Buffer, start: number): { records: AnswerRecord[]; simple: boolean } | string {
   const counts = [buf.readUInt16BE(6), buf.readUInt16BE(8), buf.readUInt16BE(10)];
   const out: AnswerRecord[] = [];
+  let simple = true;
   let pos = start;
   for (let section = 0; section < 3; section++) {
     for (let i = 0; i < (counts[section] as number); i++) {
@@ -211,7 +222,12 @@ function walkRecords(buf: Buffer, start: number): AnswerRecord[] | string {
       const rd = pos + 10;
       pos = rd + rdlength;
       if (pos > buf.length) return "rdata runs past the end";
-      if (section !== 0) continue;
+      if (section !== 0) {
+        // Only well-sized addresses are fully checked here; anything else also goes to dns-packet.
+        if (!((type === 1 && rdlength === 4) || (type === 28 && rdlength === 16))) simple = false;
+        continue;
+      }
+      if (type !== 1 && type !== 28 && type !== 5) simple = false;
       if (type === 1 || type === 28) {
         if (rdlength !== (type === 1 ? 4 : 16)) return `address record with rdlength ${rdlength}`;
         const b = buf.subarray(rd, pos);
@@ -225,7 +241,7 @@ function walkRecords(buf: Buffer, start: number): AnswerRecord[] | string {
       }
     }
   }
-  return pos === buf.length ? out : "trailing bytes after the message";
+  return pos === buf.length ? { records: out, simple } : "trailing bytes after the message";
 }
 
 /** A possibly compressed name: only backward pointers, at most 127 of them, 255 bytes. */
@@ -290,4 +306,30 @@ function sameQuestion(a: Buffer, b: Buffer): boolean {
 
 function isLetter(c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+}
+
+const QTYPES: Readonly<Record<number, string>> = {
+  1: "A",
+  2: "NS",
+  5: "CNAME",
+  6: "SOA",
+  12: "PTR",
+  15: "MX",
+  16: "TXT",
+  28: "AAAA",
+  33: "SRV",
+  65: "HTTPS",
+  255: "ANY",
+};
+
+/** A query type's name in flows (`A`, `AAAA`, ...; `TYPE<n>` for the others). */
+export function qtypeName(qtype: number): string {
+  return QTYPES[qtype] ?? `TYPE${qtype}`;
+}
+
+/** Header and question of an answer too large for the client's buffer, TC set. */
+export function truncatedCopy(q: Query, answer: Buffer): Buffer {
+  const out = buildReply(q, answer.readUInt16BE(2) & 0xf);
+  out.writeUInt16BE(answer.readUInt16BE(2) | 0x0200, 2);
+  return out;
 }

@@ -5,8 +5,8 @@
  *   client --UDP/TCP query--> parseQuery --identify + lookup--> REFUSED
  *                                               | allowed
  *                                               v
- *                      upstream resolver (UDP, TCP on truncation; TCP for TCP)
- *                                               |
+ *                      upstream resolver (UDP over udp-pool.ts's long-lived sockets,
+ *                                               |  TCP on truncation; TCP for TCP)
  *                      readAnswer --A/AAAA--> onAnswer(endpoint, name, ips, ttl)
  *                                               | resolved          | rejected / too slow
  *                                               v                   v
@@ -16,7 +16,9 @@
  * programs the kernel, so the client can never connect to an address before
  * policy knows it. Hostile input never throws out of here: short or
  * non-query packets are dropped, malformed queries get FORMERR, malformed
- * answers SERVFAIL; each is counted in `stats`.
+ * answers SERVFAIL; each is counted in `stats`. A query is a chain of
+ * callbacks (no promise or timer of its own): upstream and onAnswer
+ * deadlines each share one timer (deadlines.ts).
  */
 import dgram from "node:dgram";
 import net from "node:net";
@@ -29,12 +31,30 @@ import {
   l7Parser,
   lookupKey,
   type ConnectionInfo,
+  type L7Event,
   type L7PolicyLookup,
   type L7Proto,
   type L7Sink,
 } from "../types.js";
-import { buildReply, parseQuery, RCODE, RCODE_NAMES, readAnswer, type Query } from "./message.js";
-import { exchangeTcp, exchangeUdp, type Upstream } from "./upstream.js";
+import { TimeoutQueue } from "../deadlines.js";
+import {
+  buildReply,
+  parseQuery,
+  qtypeName,
+  RCODE,
+  RCODE_NAMES,
+  readAnswer,
+  truncatedCopy,
+  type Query,
+} from "./message.js";
+import { serveTcpQueries } from "./tcp.js";
+import { UdpUpstreamPool } from "./udp-pool.js";
+import { exchangeTcp, type Upstream } from "./upstream.js";
+
+type Source = { readonly address: string; readonly port: number };
+/** The flow fields every event of one query carries. */
+type QueryEvent = Omit<L7Event, "verdict">;
+const noop = (): void => undefined;
 
 export interface DnsProxyLimits {
   readonly maxUdpQuery: number;
@@ -87,20 +107,6 @@ export interface DnsProxyStats {
   internalErrors: number;
 }
 
-const QTYPES: Readonly<Record<number, string>> = {
-  1: "A",
-  2: "NS",
-  5: "CNAME",
-  6: "SOA",
-  12: "PTR",
-  15: "MX",
-  16: "TXT",
-  28: "AAAA",
-  33: "SRV",
-  65: "HTTPS",
-  255: "ANY",
-};
-
 export class DnsProxy {
   readonly stats: DnsProxyStats = {
     queries: 0,
@@ -123,10 +129,23 @@ export class DnsProxy {
   private tcp: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
   private inflight = 0;
+  private pool: UdpUpstreamPool;
+  private answerDeadlines: TimeoutQueue;
 
   constructor(private readonly params: DnsProxyParams) {
     this.limits = { ...DEFAULT_DNS_LIMITS, ...params.limits };
     this.sink = guardSink(params.sink);
+    this.pool = this.newPool();
+    this.answerDeadlines = new TimeoutQueue(this.limits.answerTimeoutMs, (e) =>
+      this.internalError("deadline", e),
+    );
+  }
+
+  private newPool(): UdpUpstreamPool {
+    return new UdpUpstreamPool({
+      timeoutMs: this.limits.upstreamTimeoutMs,
+      onSocketError: (e) => this.internalError("upstream socket", e),
+    });
   }
 
   async start(): Promise<{ udpPort: number; tcpPort: number }> {
@@ -157,6 +176,13 @@ export class DnsProxy {
 
   async stop(): Promise<void> {
     for (const c of this.conns) c.destroy();
+    // Outstanding queries fail now; a later start() gets fresh sockets and deadlines.
+    this.pool.close();
+    this.answerDeadlines.stop();
+    this.pool = this.newPool();
+    this.answerDeadlines = new TimeoutQueue(this.limits.answerTimeoutMs, (e) =>
+      this.internalError("deadline", e),
+    );
     const udp = this.udp;
     const tcp = this.tcp;
     this.udp = undefined;
@@ -171,63 +197,60 @@ export class DnsProxy {
       return;
     }
     this.inflight++;
-    void this.answer(msg, { address: rinfo.address, port: rinfo.port }, "UDP")
-      .then((reply) => {
-        if (!reply || this.udp !== udp) return;
-        try {
-          udp.send(reply, rinfo.port, rinfo.address, () => undefined);
-        } catch (e) {
-          this.internalError("udp send", e);
-        }
-      })
-      .finally(() => this.inflight--);
-  }
-
-  private onTcp(sock: net.Socket): void {
-    this.conns.add(sock);
-    let buf: Buffer = Buffer.alloc(0);
-    let pending = 0;
-    sock.setTimeout(this.limits.tcpIdleMs, () => sock.destroy());
-    sock.on("error", () => undefined);
-    sock.on("close", () => this.conns.delete(sock));
-    sock.on("data", (d: Buffer) => {
-      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-      while (buf.length >= 2) {
-        const len = buf.readUInt16BE(0);
-        if (len < 12 || len > this.limits.maxTcpQuery || pending >= this.limits.maxTcpPipelined) {
-          this.stats.dropped++;
-          sock.destroy();
-          return;
-        }
-        if (buf.length < 2 + len) return;
-        const msg = Buffer.from(buf.subarray(2, 2 + len));
-        buf = buf.subarray(2 + len);
-        pending++;
-        void this.answer(msg, { address: sock.remoteAddress ?? "", port: sock.remotePort ?? 0 }, "TCP").then(
-          (reply) => {
-            pending--;
-            if (!reply || sock.destroyed) return;
-            const head = Buffer.alloc(2);
-            head.writeUInt16BE(reply.length);
-            sock.write(Buffer.concat([head, reply]));
-          },
-        );
+    this.answer(msg, { address: rinfo.address, port: rinfo.port }, "UDP", (reply) => {
+      this.inflight--;
+      if (!reply || this.udp !== udp) return;
+      try {
+        udp.send(reply, rinfo.port, rinfo.address, noop);
+      } catch (e) {
+        this.internalError("udp send", e);
       }
     });
   }
 
-  /** The reply for one query, or undefined to stay silent. Never rejects. */
-  private async answer(
-    msg: Buffer,
-    src: { address: string; port: number },
-    proto: L7Proto,
-  ): Promise<Buffer | undefined> {
-    try {
-      return await this.decide(msg, src, proto);
-    } catch (e) {
-      this.internalError("answer", e);
-      return undefined;
-    }
+  private onTcp(sock: net.Socket): void {
+    this.conns.add(sock);
+    sock.on("close", () => this.conns.delete(sock));
+    serveTcpQueries(
+      sock,
+      this.limits,
+      () => this.stats.dropped++,
+      (msg, src, reply) => this.answer(msg, src, "TCP", reply),
+    );
+  }
+
+  /**
+   * Calls `reply` exactly once: the reply for one query, or undefined to stay
+   * silent. Callbacks all the way (no promise, no timer per query): the
+   * upstream's answers and the onAnswer deadlines share one timer each.
+   */
+  private answer(msg: Buffer, src: Source, proto: L7Proto, reply: (b: Buffer | undefined) => void): void {
+    let done = false;
+    const once = (b: Buffer | undefined): void => {
+      if (done) return;
+      done = true;
+      reply(b);
+    };
+    const guard = (where: string, f: () => void): void => {
+      try {
+        f();
+      } catch (e) {
+        this.internalError(where, e);
+        once(undefined);
+      }
+    };
+    guard("answer", () => {
+      this.stats.queries++;
+      const info = this.params.identify(src, proto);
+      if (!(info instanceof Promise)) return this.judge(msg, src, proto, info, once, guard);
+      info.then(
+        (i) => guard("answer", () => this.judge(msg, src, proto, i, once, guard)),
+        (e: unknown) =>
+          guard("identify", () => {
+            throw e;
+          }),
+      );
+    });
   }
 
   private internalError(where: string, e: unknown): void {
@@ -235,13 +258,14 @@ export class DnsProxy {
     this.lastInternalError = `${where}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
   }
 
-  private async decide(
+  private judge(
     msg: Buffer,
-    src: { address: string; port: number },
+    src: Source,
     proto: L7Proto,
-  ): Promise<Buffer | undefined> {
-    this.stats.queries++;
-    const info = await this.params.identify(src, proto);
+    info: ConnectionInfo | undefined,
+    reply: (b: Buffer | undefined) => void,
+    guard: (where: string, f: () => void) => void,
+  ): void {
     const base = {
       type: "dns" as const,
       srcIdentity: info?.srcIdentity ?? 0,
@@ -255,75 +279,108 @@ export class DnsProxy {
     const r = parseQuery(msg);
     if (r.kind === "drop") {
       this.stats.dropped++;
-      return undefined;
+      return reply(undefined);
     }
     if (r.kind === "reply") {
       this.stats.formerr++;
       this.sink({ ...base, verdict: "error", rcode: RCODE_NAMES[r.rcode] ?? "", reason: r.reason });
-      return buildReply(r.partial, r.rcode);
+      return reply(buildReply(r.partial, r.rcode));
     }
     const q = r.query;
-    const ev = { ...base, query: q.name, qtype: QTYPES[q.qtype] ?? `TYPE${q.qtype}` };
+    const ev: QueryEvent = { ...base, query: q.name, qtype: qtypeName(q.qtype) };
     const policy = info ? this.params.lookup.forConnection(lookupKey(info)) : undefined;
     if (!info || !policy || !l7Parser(policy, "dns")) {
       this.stats.refused++;
       this.sink({ ...ev, verdict: "error", rcode: "REFUSED", reason: "no DNS policy for this client" });
-      return buildReply(q, RCODE.REFUSED);
+      return reply(buildReply(q, RCODE.REFUSED));
     }
     if (!l7Admits(policy, (spec) => this.matcher(spec)(q.name))) {
       this.stats.refused++;
       this.sink({ ...ev, verdict: "denied", rcode: "REFUSED", reason: "no DNS rule matched" });
-      return buildReply(q, RCODE.REFUSED);
+      return reply(buildReply(q, RCODE.REFUSED));
     }
-    const servfail = (reason: string): Buffer => {
+    const servfail = (reason: string): void => {
       this.stats.servfail++;
       this.sink({ ...ev, verdict: "error", rcode: "SERVFAIL", reason });
-      return buildReply(q, RCODE.SERVFAIL);
+      reply(buildReply(q, RCODE.SERVFAIL));
     };
-    const up =
-      this.params.upstream ??
-      (info ? { host: info.originalDst.host, port: info.originalDst.port } : undefined);
-    if (!up) return servfail("no upstream resolver");
-    const t = this.limits.upstreamTimeoutMs;
-    let reply: Buffer;
-    let full: Buffer;
-    try {
-      reply = proto === "TCP" ? await exchangeTcp(up, msg, t) : await exchangeUdp(up, msg, q.id, t);
-      full = reply;
-      if (proto === "UDP" && readAnswer(reply, q).ok && reply.readUInt16BE(2) & 0x0200) {
-        full = await exchangeTcp(up, msg, t);
-        // The client gets the whole answer if it fits its buffer, else the truncated one (and retries over TCP).
-        if (full.length <= q.udpSize) reply = full;
-      }
-    } catch (e) {
+    const upstreamFailed = (e: unknown): void => {
       this.stats.upstreamErrors++;
-      return servfail(`upstream: ${e instanceof Error ? e.message : "failed"}`);
+      servfail(`upstream: ${e instanceof Error ? e.message : "failed"}`);
+    };
+    const up = this.params.upstream ?? { host: info.originalDst.host, port: info.originalDst.port };
+    const t = this.limits.upstreamTimeoutMs;
+    const answered = (first: Buffer, full: Buffer): void =>
+      guard("answer", () => this.release(q, info, ev, first, full, proto, reply, servfail, guard));
+    const tcpFailed = (e: unknown): void => guard("upstream", () => upstreamFailed(e));
+    if (proto === "TCP") {
+      exchangeTcp(up, msg, t).then((a) => answered(a, a), tcpFailed);
+      return;
     }
+    this.pool.exchange(up, msg, q.id, (err, a) =>
+      guard("upstream", () => {
+        if (err || !a) return upstreamFailed(err);
+        if (!(readAnswer(a, q).ok && a.readUInt16BE(2) & 0x0200)) return answered(a, a);
+        // Truncated: the whole answer over TCP. The client gets it if it fits
+        // its buffer, else the truncated one (and retries over TCP).
+        exchangeTcp(up, msg, t).then(
+          (full) => answered(full.length <= q.udpSize ? full : a, full),
+          tcpFailed,
+        );
+      }),
+    );
+  }
+
+  /** Checks the answer, tells the agent its addresses, and only then replies (SERVFAIL if the agent fails or is late). */
+  private release(
+    q: Query,
+    info: ConnectionInfo,
+    ev: QueryEvent,
+    first: Buffer,
+    full: Buffer,
+    proto: L7Proto,
+    reply: (b: Buffer | undefined) => void,
+    servfail: (reason: string) => void,
+    guard: (where: string, f: () => void) => void,
+  ): void {
     const a = readAnswer(full, q);
-    if (!a.ok || (reply !== full && !readAnswer(reply, q).ok)) {
+    if (!a.ok || (first !== full && !readAnswer(first, q).ok)) {
       this.stats.badAnswers++;
       return servfail(a.ok ? "bad truncated answer" : a.reason);
     }
-    if (a.ips.length > 0) {
-      try {
-        await withTimeout(
-          this.params.onAnswer(info.endpoint, q.name, a.ips, a.ttl),
-          this.limits.answerTimeoutMs,
-        );
-      } catch (e) {
-        this.stats.onAnswerFailures++;
-        return servfail(`policy update: ${e instanceof Error ? e.message : "failed"}`);
-      }
-    }
-    if (proto === "UDP" && reply.length > q.udpSize) reply = truncatedCopy(q, reply);
-    this.stats.forwarded++;
-    this.sink({
-      ...ev,
-      verdict: "forwarded",
-      rcode: RCODE_NAMES[a.rcode] ?? `RCODE${a.rcode}`,
-      answers: a.ips,
-    });
-    return reply;
+    const deliver = (): void => {
+      const out = proto === "UDP" && first.length > q.udpSize ? truncatedCopy(q, first) : first;
+      this.stats.forwarded++;
+      this.sink({
+        ...ev,
+        verdict: "forwarded",
+        rcode: RCODE_NAMES[a.rcode] ?? `RCODE${a.rcode}`,
+        answers: a.ips,
+      });
+      reply(out);
+    };
+    if (a.ips.length === 0) return deliver();
+    let settled = false;
+    const failed = (why: string): void => {
+      if (settled) return;
+      settled = true;
+      deadline.cancel();
+      this.stats.onAnswerFailures++;
+      servfail(`policy update: ${why}`);
+    };
+    const deadline = this.answerDeadlines.add(() =>
+      failed(`not done within ${this.limits.answerTimeoutMs} ms`),
+    );
+    this.params.onAnswer(info.endpoint, q.name, a.ips, a.ttl).then(
+      () =>
+        guard("answer", () => {
+          if (settled) return;
+          settled = true;
+          deadline.cancel();
+          deliver();
+        }),
+      (e: unknown) => guard("answer", () => failed(e instanceof Error ? e.message : "failed")),
+    );
   }
 
   private matcher(spec: L7Spec): (name: string) => boolean {
@@ -331,27 +388,4 @@ export class DnsProxy {
     if (!m) this.matchers.set(spec, (m = compileDnsRules(spec.dns)));
     return m;
   }
-}
-
-/** Header and question of an answer too large for the client's buffer, TC set. */
-function truncatedCopy(q: Query, answer: Buffer): Buffer {
-  const out = buildReply(q, answer.readUInt16BE(2) & 0xf);
-  out.writeUInt16BE(answer.readUInt16BE(2) | 0x0200, 2);
-  return out;
-}
-
-function withTimeout(p: Promise<void>, ms: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`not done within ${ms} ms`)), ms);
-    p.then(
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }

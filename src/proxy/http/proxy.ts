@@ -259,7 +259,8 @@ class HttpConnection {
     if (ex.committed) return;
     ex.committed = true;
     this.ensureUpstream();
-    this.sendUp(Buffer.concat(ex.held));
+    // Head and held body in one write (one segment for a small request), without a copy when it is the head alone.
+    this.sendUp(ex.held.length === 1 ? (ex.held[0] as Buffer) : Buffer.concat(ex.held));
     ex.held = [];
   }
 
@@ -292,6 +293,7 @@ class HttpConnection {
     const r = ex.reader.push(d);
     if ("error" in r) return this.upstreamFailed(ex, r.error);
     // One write per upstream read: split writes of head and body would meet Nagle and delayed ACKs.
+    // A response read whole is one uncopied slice of the read (ResponseReader.push).
     const out = r.forward.length === 1 ? (r.forward[0] as Buffer) : Buffer.concat(r.forward);
     if (out.length > 0 && !this.client.write(out)) {
       up.pause();

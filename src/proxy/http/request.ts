@@ -146,21 +146,31 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
   const [method, rawTarget, version] = requestLine.split(" ") as [string, string, "HTTP/1.0" | "HTTP/1.1"];
 
   const headers: HeaderField[] = [];
+  // The fields framing and connection handling look at, collected in the same pass.
+  const special: Record<Special, HeaderField[]> = {
+    host: [],
+    "content-length": [],
+    "transfer-encoding": [],
+    connection: [],
+    expect: [],
+  };
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i] as string;
-    if (line.startsWith(" ") || line.startsWith("\t")) return err("obsolete line folding");
+    const first = line.charCodeAt(0);
+    if (first === 0x20 || first === 0x09) return err("obsolete line folding");
     const colon = line.indexOf(":");
     if (colon <= 0) return err("header line without a name and colon");
     const name = line.slice(0, colon);
     if (!TOKEN.test(name))
       return err("invalid header name (space before the colon or a non-token character)");
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    const value = trimSpTab(line, colon + 1);
     if (!FIELD_VALUE.test(value)) return err("control character in a header value");
-    headers.push({ name, lower: name.toLowerCase(), value });
+    const h: HeaderField = { name, lower: name.toLowerCase(), value };
+    headers.push(h);
+    if (isSpecial(h.lower)) special[h.lower].push(h);
   }
 
-  const all = (n: string): HeaderField[] => headers.filter((h) => h.lower === n);
-  const hosts = all("host");
+  const hosts = special.host;
   if (hosts.length > 1) return err("more than one Host header");
   const host = hosts[0]?.value;
   if (host !== undefined && !HOST_VALUE.test(host)) return err("invalid Host header");
@@ -169,10 +179,10 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
   const target = originForm(rawTarget, host);
   if (typeof target !== "string") return target;
 
-  const framing = bodyFraming(all("content-length"), all("transfer-encoding"), version);
+  const framing = bodyFraming(special["content-length"], special["transfer-encoding"], version);
   if ("reason" in framing) return framing;
 
-  const connTokens = all("connection")
+  const connTokens = special.connection
     .flatMap((h) => h.value.toLowerCase().split(/[ \t]*,[ \t]*/))
     .filter((t) => t !== "");
   if (connTokens.some((t) => !CONNECTION_TOKENS.has(t))) {
@@ -183,7 +193,7 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
   }
   const close =
     connTokens.includes("close") || (version === "HTTP/1.0" && !connTokens.includes("keep-alive"));
-  const expect = all("expect");
+  const expect = special.expect;
   if (expect.length > 1 || (expect[0] && expect[0].value.toLowerCase() !== "100-continue")) {
     return err("unsupported Expect header");
   }
@@ -206,6 +216,31 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
     expectContinue: expect.length === 1,
   };
   return { kind: "ok", head, length: end + 4 };
+}
+
+type Special = "host" | "content-length" | "transfer-encoding" | "connection" | "expect";
+
+/** A switch, not `in`: a field named `constructor` or `__proto__` must not reach the prototype. */
+function isSpecial(lower: string): lower is Special {
+  switch (lower) {
+    case "host":
+    case "content-length":
+    case "transfer-encoding":
+    case "connection":
+    case "expect":
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** `line` from `from`, without leading and trailing SP / HTAB (RFC 9112 §5: OWS around the value). */
+function trimSpTab(line: string, from: number): string {
+  let a = from;
+  let b = line.length;
+  while (a < b && (line.charCodeAt(a) === 0x20 || line.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (line.charCodeAt(b - 1) === 0x20 || line.charCodeAt(b - 1) === 0x09)) b--;
+  return line.slice(a, b);
 }
 
 /** What is wrong with a complete request line, if anything. */

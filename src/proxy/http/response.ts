@@ -31,10 +31,13 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
     return buf.length > maxHeadBytes ? fail("response head too large") : { kind: "incomplete" };
   }
   if (end + 4 > maxHeadBytes) return fail("response head too large");
-  const text = buf.toString("latin1", 0, end);
-  if (text.includes("\0")) return fail("NUL in the response head");
-  if (/(^|[^\r])\n/.test(text) || /\r(?!\n)/.test(text)) return fail("bare LF or CR in the response head");
-  const lines = text.split("\r\n");
+  for (let i = 0; i < end; i++) {
+    const c = buf[i];
+    if (c === 0) return fail("NUL in the response head");
+    if (c === 0x0a && (i === 0 || buf[i - 1] !== 0x0d)) return fail("bare LF or CR in the response head");
+    if (c === 0x0d && buf[i + 1] !== 0x0a) return fail("bare LF or CR in the response head");
+  }
+  const lines = buf.toString("latin1", 0, end).split("\r\n");
   const m = /^HTTP\/1\.([01]) ([0-9]{3})(?: .*)?$/.exec(lines[0] as string);
   if (!m) return fail("invalid status line");
   const minor = m[1] as string;
@@ -45,14 +48,26 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i] as string;
     const colon = line.indexOf(":");
-    if (colon <= 0 || /^[ \t]/.test(line) || /[ \t]/.test(line.slice(0, colon))) {
-      return fail("malformed response header line");
-    }
+    if (colon <= 0 || hasSpaceOrTab(line, colon)) return fail("malformed response header line");
+    // Only three names matter for framing: compare lengths before lower-casing.
+    if (colon !== 14 && colon !== 17 && colon !== 10) continue;
     const name = line.slice(0, colon).toLowerCase();
-    const value = line.slice(colon + 1).trim();
-    if (name === "content-length") cl.push(value);
-    else if (name === "transfer-encoding") te.push(value.toLowerCase());
-    else if (name === "connection") conn.push(...value.toLowerCase().split(/[ \t]*,[ \t]*/));
+    if (name === "content-length") cl.push(line.slice(colon + 1).trim());
+    else if (name === "transfer-encoding")
+      te.push(
+        line
+          .slice(colon + 1)
+          .trim()
+          .toLowerCase(),
+      );
+    else if (name === "connection")
+      conn.push(
+        ...line
+          .slice(colon + 1)
+          .trim()
+          .toLowerCase()
+          .split(/[ \t]*,[ \t]*/),
+      );
   }
   if (status === 101) return fail("protocol upgrade is not supported");
   const interim = status >= 100 && status < 200;
@@ -74,6 +89,15 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
   } else framing = { kind: "close" };
   const close = !interim && (!keepAlive || framing.kind === "close");
   return { kind: "ok", head: { status, interim, framing, close }, length: end + 4 };
+}
+
+/** A space or tab in the field name (`line[0, colon)`), leading whitespace included. */
+function hasSpaceOrTab(line: string, colon: number): boolean {
+  for (let i = 0; i < colon; i++) {
+    const c = line.charCodeAt(i);
+    if (c === 0x20 || c === 0x09) return true;
+  }
+  return false;
 }
 
 function fail(reason: string): { kind: "error"; reason: string } {
@@ -113,22 +137,31 @@ export class ResponseReader {
   }
 
   push(buf: Buffer): ReadResult {
+    // What is forwarded from `buf` is one run of it, [runStart, pos), unless a
+    // head was split across reads (then that head is a piece of its own):
+    // the common response goes out as one subarray of the read, uncopied.
     const forward: Buffer[] = [];
     let pos = 0;
+    let runStart = 0;
     while (pos < buf.length && this.phase !== "done") {
       if (this.phase === "head") {
-        const all =
-          this.head.length === 0 ? buf.subarray(pos) : Buffer.concat([this.head, buf.subarray(pos)]);
+        const stashed = this.head.length;
+        const all = stashed === 0 ? buf.subarray(pos) : Buffer.concat([this.head, buf.subarray(pos)]);
         const r = parseResponseHead(all, this.method, this.maxHeadBytes);
         if (r.kind === "error") return { error: r.reason };
         if (r.kind === "incomplete") {
+          if (pos > runStart) forward.push(buf.subarray(runStart, pos));
           this.head = Buffer.from(all);
-          pos = buf.length;
+          pos = runStart = buf.length;
           break;
         }
-        forward.push(all.subarray(0, r.length));
-        pos += r.length - this.head.length;
-        this.head = Buffer.alloc(0);
+        if (stashed > 0) {
+          if (pos > runStart) forward.push(buf.subarray(runStart, pos));
+          forward.push(all.subarray(0, r.length));
+          runStart = pos + r.length - stashed;
+          this.head = Buffer.alloc(0);
+        }
+        pos += r.length - stashed;
         if (r.head.interim) continue;
         this.status = r.head.status;
         this.close = r.head.close;
@@ -141,24 +174,21 @@ export class ResponseReader {
         }
         continue;
       }
-      const rest = buf.subarray(pos);
       if (this.framing.kind === "length") {
-        const n = Math.min(this.remaining, rest.length);
-        forward.push(rest.subarray(0, n));
+        const n = Math.min(this.remaining, buf.length - pos);
         pos += n;
         this.remaining -= n;
         if (this.remaining === 0) this.phase = "done";
       } else if (this.framing.kind === "chunked" && this.chunked) {
-        const r = this.chunked.push(rest);
+        const r = this.chunked.push(buf.subarray(pos));
         if ("error" in r) return { error: r.error };
-        forward.push(rest.subarray(0, r.consumed));
         pos += r.consumed;
         if (r.done) this.phase = "done";
       } else {
-        forward.push(rest);
         pos = buf.length;
       }
     }
+    if (pos > runStart) forward.push(buf.subarray(runStart, pos));
     return {
       forward,
       status: this.status,

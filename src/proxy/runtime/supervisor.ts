@@ -26,6 +26,7 @@ import { MembraneError } from "../../errors.js";
 import type { HostTableView } from "../../ipcache/hosts.js";
 import type { L7Event } from "../types.js";
 import { planHosts, type HeldHosts } from "./hosts-sync.js";
+import { PROXY_NODE_FLAGS } from "./node-flags.js";
 import { fromProxy, type FromProxy, type ProxyConfig, type ToProxy } from "./protocol.js";
 import type { Addr, ProxySnapshot } from "./table.js";
 
@@ -117,7 +118,7 @@ export class ProxySupervisor {
 
   async start(): Promise<void> {
     const script = fileURLToPath(new URL("./main.js", import.meta.url));
-    const argv = [process.execPath, script, JSON.stringify(this.p.config)];
+    const argv = [process.execPath, ...PROXY_NODE_FLAGS, script, JSON.stringify(this.p.config)];
     const [cmd, ...args] = this.p.netns ? ["ip", "netns", "exec", this.p.netns, ...argv] : argv;
     const child = spawn(cmd as string, args, {
       stdio: ["ignore", "inherit", "inherit", "ipc"],
