@@ -40,7 +40,8 @@ const KIND = {
 } as const;
 
 interface Member {
-  readonly name: string;
+  /** Offset of the name in the string section (0: anonymous). */
+  readonly name: number;
   readonly type: number;
   /** Bit offset from the start of the struct. */
   readonly bitOffset: number;
@@ -48,10 +49,12 @@ interface Member {
 
 interface Type {
   readonly kind: number;
-  readonly name: string;
+  /** Offset of the name in the string section (0: anonymous). */
+  readonly name: number;
   /** Size in bytes (INT, STRUCT, UNION, ENUM) or the referenced type id (PTR, TYPEDEF, modifiers). */
   readonly sizeOrType: number;
-  readonly members?: readonly Member[];
+  /** STRUCT/UNION: where its members start in the bytes, and how many (decoded when asked). */
+  readonly members?: { readonly at: number; readonly n: number; readonly kflag: boolean };
   /** ARRAY: element type and count. */
   readonly array?: { readonly elem: number; readonly n: number };
 }
@@ -69,10 +72,17 @@ const err = (why: string): MembraneError =>
 export class Btf {
   private readonly byName = new Map<string, number>();
 
-  constructor(private readonly types: readonly (Type | undefined)[]) {
+  constructor(
+    private readonly types: readonly (Type | undefined)[],
+    private readonly str: (off: number) => string,
+    private readonly bytes: Buffer,
+    private readonly strLen: number,
+  ) {
     types.forEach((t, id) => {
-      if (t && (t.kind === KIND.STRUCT || t.kind === KIND.UNION) && t.name && !this.byName.has(t.name))
-        this.byName.set(t.name, id);
+      if (t && (t.kind === KIND.STRUCT || t.kind === KIND.UNION) && t.name !== 0) {
+        const name = str(t.name);
+        if (!this.byName.has(name)) this.byName.set(name, id);
+      }
     });
   }
 
@@ -103,11 +113,24 @@ export class Btf {
     return t.sizeOrType;
   }
 
+  private membersOf(t: Type): Member[] {
+    const out: Member[] = [];
+    if (!t.members) return out;
+    const b = this.bytes;
+    for (let i = 0, at = t.members.at; i < t.members.n; i++, at += 12) {
+      const name = b.readUInt32LE(at);
+      if (name >= this.strLen) throw err(`name offset ${name} out of range`);
+      const off = b.readUInt32LE(at + 8);
+      out.push({ name, type: b.readUInt32LE(at + 4), bitOffset: t.members.kflag ? off & 0xffffff : off });
+    }
+    return out;
+  }
+
   /** A named member, searched through anonymous struct/union members; bit offset and type. */
   private member(t: Type, name: string, depth = 0): { bitOffset: number; type: number } | undefined {
-    for (const m of t.members ?? []) {
-      if (m.name === name) return { bitOffset: m.bitOffset, type: m.type };
-      if (m.name === "" && depth < 8) {
+    for (const m of this.membersOf(t)) {
+      if (m.name !== 0 && this.str(m.name) === name) return { bitOffset: m.bitOffset, type: m.type };
+      if (m.name === 0 && depth < 8) {
         const inner = this.resolve(m.type);
         const found = this.member(inner, name, depth + 1);
         if (found) return { bitOffset: m.bitOffset + found.bitOffset, type: found.type };
@@ -171,7 +194,8 @@ export function parseBtf(b: Buffer): Btf {
     const kind = (info >>> 24) & 0x1f;
     const vlen = info & 0xffff;
     const kflag = info >>> 31 === 1;
-    const name = nameOff === 0 ? "" : str(nameOff);
+    if (nameOff !== 0 && nameOff >= strLen) throw err(`name offset ${nameOff} out of range`);
+    const name = nameOff;
     switch (kind) {
       case KIND.INT:
       case KIND.VAR:
@@ -190,15 +214,8 @@ export function parseBtf(b: Buffer): Btf {
       case KIND.STRUCT:
       case KIND.UNION: {
         need(12 * vlen);
-        const members: Member[] = [];
-        for (let i = 0; i < vlen; i++, at += 12) {
-          const off = b.readUInt32LE(at + 8);
-          members.push({
-            name: b.readUInt32LE(at) === 0 ? "" : str(b.readUInt32LE(at)),
-            type: b.readUInt32LE(at + 4),
-            bitOffset: kflag ? off & 0xffffff : off,
-          });
-        }
+        const members = { at, n: vlen, kflag };
+        at += 12 * vlen;
         types.push({ kind, name, sizeOrType, members });
         break;
       }
@@ -229,7 +246,7 @@ export function parseBtf(b: Buffer): Btf {
         throw err(`unknown kind ${kind} at byte ${at - 12 - tStart} of the type section`);
     }
   }
-  return new Btf(types);
+  return new Btf(types, str, b, strLen);
 }
 
 /** The running kernel's BTF. */
