@@ -6,7 +6,7 @@
  * they write into a BPF ring buffer to its stdout in batches, until its stdin
  * closes or its parent dies.
  *
- *   stdin:  "prog <raw tracepoint name> <hex instructions>\n"... "go\n"
+ *   stdin:  ["ring <bytes, a power of 2, 4 KiB..256 MiB>\n"] "prog <raw tracepoint name> <hex instructions>\n"... "go\n"
  *   stdout: frames `u32 type, u32 length, payload` (host byte order):
  *           1 READY (empty) | 2 ERROR "<stage> <errno> <text>" | 3 RECORDS (records back to back)
  *           | 4 LOST (u64: ring-buffer reserve failures, summed over CPUs, sent when it changes)
@@ -39,7 +39,7 @@
 #define MAX_INSNS 8192
 #define MAX_PROGS 8
 #define MAX_LINE (MAX_INSNS * 16 + 128)
-#define RINGBUF_SIZE (8 * 1024 * 1024)
+#define RINGBUF_DEFAULT (8 * 1024 * 1024)
 #define BATCH (256 * 1024)
 /* Record sizes by kind (src/runtime/source/native-record.ts). */
 #define KIND_EXEC 1
@@ -193,6 +193,7 @@ int main(void) {
   static struct bpf_insn progs[MAX_PROGS][MAX_INSNS];
   static char names[MAX_PROGS][64];
   int counts[MAX_PROGS], nprogs = 0, go = 0;
+  unsigned long ring_size = RINGBUF_DEFAULT;
   while (!go && fgets(line, sizeof(line), stdin)) {
     size_t len = strlen(line);
     if (len == 0 || line[len - 1] != '\n') fail("input", EINVAL, "line too long or unterminated");
@@ -208,6 +209,11 @@ int main(void) {
           fail("input", EINVAL, "bad tracepoint name");
       if ((counts[nprogs] = decode(sp + 1, progs[nprogs])) < 0) fail("input", EINVAL, "bad instructions");
       nprogs++;
+    } else if (strncmp(line, "ring ", 5) == 0) {
+      char *end = NULL;
+      unsigned long v = strtoul(line + 5, &end, 10);
+      if (!end || *end || v < 4096 || v > (256ul << 20) || (v & (v - 1))) fail("input", EINVAL, "bad ring size");
+      ring_size = v;
     } else if (strcmp(line, "go") == 0) {
       go = 1;
     } else {
@@ -217,7 +223,7 @@ int main(void) {
   if (!go || nprogs == 0) fail("input", EINVAL, "need prog lines and go");
   if ((ncpus = possible_cpus()) < 0) fail("cpus", EINVAL, "cannot read /sys/devices/system/cpu/possible");
 
-  int ringbuf = map_create(BPF_MAP_TYPE_RINGBUF, 0, 0, RINGBUF_SIZE);
+  int ringbuf = map_create(BPF_MAP_TYPE_RINGBUF, 0, 0, (uint32_t)ring_size);
   if (ringbuf < 0) fail("ringbuf", errno, NULL);
   int lost = map_create(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1);
   if (lost < 0) fail("map", errno, NULL);
@@ -233,7 +239,7 @@ int main(void) {
   long page = sysconf(_SC_PAGESIZE);
   unsigned long *consumer = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED, ringbuf, 0);
   if (consumer == MAP_FAILED) fail("mmap", errno, NULL);
-  unsigned char *prod = mmap(NULL, (size_t)page + 2 * RINGBUF_SIZE, PROT_READ, MAP_SHARED, ringbuf, page);
+  unsigned char *prod = mmap(NULL, (size_t)page + 2 * ring_size, PROT_READ, MAP_SHARED, ringbuf, page);
   if (prod == MAP_FAILED) fail("mmap", errno, NULL);
   unsigned long *producer = (unsigned long *)prod;
   unsigned char *data = prod + page;
@@ -259,7 +265,7 @@ int main(void) {
     unsigned long cons = __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
     unsigned long end = __atomic_load_n(producer, __ATOMIC_ACQUIRE);
     while (cons < end) {
-      uint32_t *hdr = (uint32_t *)(data + (cons & (RINGBUF_SIZE - 1)));
+      uint32_t *hdr = (uint32_t *)(data + (cons & (ring_size - 1)));
       uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
       if (len & BPF_RINGBUF_BUSY_BIT) break;
       uint32_t size = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);

@@ -41,6 +41,8 @@ const CAPS = "-all,+bpf,+perfmon";
 export interface NativeSourceParams extends ProcessSourceParams {
   readonly loader?: string;
   readonly btfPath?: string;
+  /** The ring buffer's size in bytes (a power of 2, 4 KiB..256 MiB; default 8 MiB, ~4,400 exec records). */
+  readonly ringBytes?: number;
 }
 
 export class NativeSource implements ProcessSource {
@@ -59,6 +61,12 @@ export class NativeSource implements ProcessSource {
 
   get pid(): number | undefined {
     return this.child?.pid;
+  }
+
+  /** The loader's stdout, paused while a test or bench holds the reader back (the ring then fills). */
+  pauseReading(paused: boolean): void {
+    if (paused) this.child?.stdout?.pause();
+    else this.child?.stdout?.resume();
   }
 
   get canarySeen(): boolean {
@@ -161,7 +169,8 @@ export class NativeSource implements ProcessSource {
         else if (!this.stopping) this.p.onExit?.(why);
       });
       const lines = programs.map((p) => `prog ${p.tracepoint} ${p.insns.toString("hex")}\n`).join("");
-      child.stdin?.write(`${lines}go\n`);
+      const ring = this.p.ringBytes !== undefined ? `ring ${this.p.ringBytes}\n` : "";
+      child.stdin?.write(`${ring}${lines}go\n`);
     });
   }
 
