@@ -1,6 +1,7 @@
 /**
- * A small eBPF assembler: the instructions the connect guard's programs use
- * (connect-prog.ts), with forward labels, encoded as the kernel reads them
+ * A small eBPF assembler: the instructions the connect guard's programs
+ * (connect-prog.ts) and the native process event source's programs
+ * (../source/native-prog.ts) use, with forward labels, encoded as the kernel reads them
  * (struct bpf_insn, 8 bytes, little-endian). Pure: no I/O.
  */
 
