@@ -63,12 +63,30 @@ export const FIXTURES: readonly Fixture[] = [
     want: "loads",
   },
   {
-    name: "syscall kprobes without selectors (mount, ptrace, setuid)",
+    name: "a syscall kprobe without selectors: mount, two string arguments",
     yaml: doc(
-      "fx-syscalls",
+      "fx-mount",
       `  kprobes:
   - {call: sys_mount, syscall: true, args: [{index: 0, type: string}, {index: 1, type: string}]}
+`,
+    ),
+    want: "loads",
+  },
+  {
+    name: "a syscall kprobe without selectors: ptrace, an int argument",
+    yaml: doc(
+      "fx-ptrace",
+      `  kprobes:
   - {call: sys_ptrace, syscall: true, args: [{index: 2, type: int}]}
+`,
+    ),
+    want: "loads",
+  },
+  {
+    name: "a syscall kprobe without selectors: setuid",
+    yaml: doc(
+      "fx-setuid",
+      `  kprobes:
   - {call: sys_setuid, syscall: true, args: [{index: 0, type: int}]}
 `,
     ),
