@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { readlinkSync } from "node:fs";
+import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import { describe, test } from "node:test";
 import { isMembraneError } from "../../../src/errors.js";
 import type { ProcessRecord } from "../../../src/runtime/source/assemble.js";
@@ -20,6 +20,14 @@ async function until(what: string, ok: () => boolean): Promise<void> {
   while (!ok()) {
     if (Date.now() > deadline) throw new Error(`not seen: ${what}`);
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function status(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return "";
   }
 }
 
@@ -93,12 +101,41 @@ describe("native process event source (needs root)", { skip }, () => {
     await src.start();
     try {
       src.pauseReading(true);
-      spawnSync("sh", ["-c", "for i in $(seq 300); do /bin/true; done"]);
+      spawnSync("sh", ["-c", "for i in $(seq 200); do /bin/true; done"]);
       src.pauseReading(false);
       await until("the lost count", () => lost > 0);
       assert.ok(src.counts.lost > 0);
     } finally {
       await src.stop();
+    }
+  });
+
+  test("the loader dies with its agent (agent SIGKILLed: its stdin closes, PDEATHSIG), its programs with it", async () => {
+    const native = new URL("../../../src/runtime/source/native.js", import.meta.url).href;
+    const holder = spawn(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `const { NativeSource } = await import(${JSON.stringify(native)});
+         const s = new NativeSource({ onRecord: () => {}, onDrop: () => {} });
+         await s.start(); console.log(s.pid); setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    try {
+      let out = "";
+      holder.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+      await until("the holder's loader", () => /^\d+\n/.test(out));
+      const loader = Number(out.trim());
+      assert.ok(existsSync(`/proc/${loader}`));
+      holder.kill("SIGKILL");
+      await until(
+        "the loader's exit",
+        () => !existsSync(`/proc/${loader}`) || /State:\s+Z/.test(status(loader)),
+      );
+    } finally {
+      holder.kill("SIGKILL");
     }
   });
 
