@@ -6,6 +6,8 @@
 //   enforcement (src/runtime/file/); without it, file-hook Override policies fail to load;
 // - membrane-connect-guard (native/membrane-connect-guard.c): the loader of the runtime enforcer's
 //   cgroup connect4/connect6 programs (src/runtime/enforce/connect-guard.ts);
+// - membrane-exec-events (native/membrane-exec-events.c): the loader of the native process event
+//   source's raw tracepoint programs (src/runtime/source/native.ts); without it, bpftrace is used;
 // - membrane-netns (native/membrane-netns.c): the agent's namespace helper (src/datapath/netns-native.ts),
 //   which creates endpoint namespaces and links without a process per step;
 // - membrane-nfnl (native/membrane-nfnl.c): the set-element writer (src/datapath/nfnl/setelem.ts),
@@ -53,6 +55,12 @@ const programs = [
     src: "membrane-connect-guard.c",
     extra: [],
     hint: "TracingPolicies on connect hooks need it; linux/bpf.h comes with linux-libc-dev",
+  },
+  {
+    name: "membrane-exec-events",
+    src: "membrane-exec-events.c",
+    extra: [],
+    hint: "runtime events fall back to bpftrace without it (slower: ~0.8 ms CPU per exec)",
   },
   {
     name: "membrane-fanotify",

@@ -14,20 +14,24 @@
 #   podman                         the real runtime of the CNI tests and benchmark (its CNI backend, private
 #                                  state in a temp dir, `--rootfs`: no image pulls)
 #   bpftrace                       runtime security (issue 15): tracepoint programs and bpf_send_signal from
-#                                  generated scripts, driven as a subprocess (this kernel refuses kprobes/LSM)
+#                                  generated scripts, driven as a subprocess (this kernel refuses kprobes/LSM);
+#                                  also the process event source where the native one cannot load
 #   gcc, libc6-dev                 build the native membrane-cni shim (native/membrane-cni-shim.c, npm run build):
 #                                  the installed CNI plugin, ~1 ms of CPU per call instead of Node's ~110 ms;
 #                                  the fanotify responder (native/membrane-fanotify.c) that denies file access;
 #                                  and the connect guard (native/membrane-connect-guard.c, linux/bpf.h from
 #                                  linux-libc-dev, a dependency of libc6-dev): the loader of the cgroup
-#                                  connect4/6 programs of TracingPolicies (no clang or libbpf needed)
+#                                  connect4/6 programs of TracingPolicies (no clang or libbpf needed); and the
+#                                  loader of the native process event source (native/membrane-exec-events.c)
 #   chromium                       the service map's browser test and benchmark (driven by playwright-core,
 #                                  test/ui/, bench/ui.ts)
-#   protobuf-compiler              protoc, to build descriptor sets of vendored upstream .proto files (Tetragon's
-#                                  events) that tests parse our JSON against, strictly
+#   protobuf-compiler              protoc, to build the descriptor sets of our .proto declarations (Hubble, SPIFFE,
+#                                  Tetragon's events; scripts/gen-*-descriptor.mjs) that tests compare and parse against
+#   libprotobuf-dev                the well-known types those declarations import (google/protobuf/timestamp.proto,
+#                                  wrappers.proto, struct.proto under /usr/include): protoc alone does not ship them
 set -euo pipefail
 PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
-  containernetworking-plugins podman bpftrace protobuf-compiler gcc libc6-dev chromium)
+  containernetworking-plugins podman bpftrace protobuf-compiler libprotobuf-dev gcc libc6-dev chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -58,7 +58,8 @@ export const ERROR_CODES = {
   HUBBLE_SERVE_FAILED: "Hubble's Observer API (gRPC) could not listen",
   HUBBLE_CALL_FAILED: "A call to a Hubble Observer API failed or was refused",
   // runtime
-  RUNTIME_SOURCE_FAILED: "The process event source (bpftrace on tracepoints) could not start",
+  RUNTIME_SOURCE_FAILED: "The process event source (native tracepoint programs or bpftrace) could not start",
+  RUNTIME_BTF_INVALID: "The kernel's BTF (struct layouts for the native event source) could not be read",
   // proxy
   CONNTRACK_FAILED: "A conntrack lookup over ctnetlink failed",
   PROXY_FAILED: "The node's L7 proxy process could not start or stopped answering",

@@ -48,7 +48,7 @@ export type TetragonArgument = { readonly label?: string } & (
   | { readonly path_arg: { readonly path: string; readonly flags?: string; readonly permission?: string } }
   | { readonly sock_arg: TetragonSock }
   | { readonly sockaddr_arg: { readonly family: string; readonly addr: string; readonly port: number } }
-  | { readonly cap_arg: { readonly value?: number; readonly name?: string } }
+  | { readonly capability_arg: { readonly value?: number; readonly name?: string } }
 );
 
 export interface TetragonSock {

@@ -2,7 +2,8 @@
  * Runtime events of the node's processes (src/runtime), attributed to the
  * endpoints they live in.
  *
- *   BpftraceSource --exec/fork/exit--> ProcessCache (+ /proc scan at start)
+ *   process event source (native ring buffer, or bpftrace where it cannot load: source/select.ts)
+ *        --exec/fork/exit--> ProcessCache (+ /proc scan at start)
  *        --process_exec / process_exit--> RuntimeRing (API, CLI) + RuntimeMetrics + JSON lines file
  *   policy sensors (src/runtime/policy, enforce) --push(event)--> the same ring, metrics and file
  *
@@ -16,7 +17,8 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { Revisions, type Controller } from "../controller.js";
 import type { EndpointView } from "./endpoint-record.js";
-import { BpftraceSource } from "../../runtime/source/bpftrace.js";
+import { startProcessSource, type SelectParams, type SourcePreference } from "../../runtime/source/select.js";
+import type { ProcessSource } from "../../runtime/source/source.js";
 import { bootTimeNs } from "../../runtime/exec-id.js";
 import { ProcessCache } from "../../runtime/process-cache.js";
 import { scanProc } from "../../runtime/proc-scan.js";
@@ -31,6 +33,8 @@ export interface RuntimeParams {
   readonly exportPath?: string;
   /** Process records per second; beyond, dropped and counted (0 = no limit). */
   readonly maxEventsPerSecond?: number;
+  /** Which process event source: "auto" tries the native one, then bpftrace (default). */
+  readonly source?: SourcePreference;
 }
 
 export interface RuntimeControllerDeps {
@@ -45,7 +49,10 @@ export class RuntimeController implements Controller, RuntimeSink {
   readonly ring: RuntimeRing;
   readonly metrics: RuntimeMetrics;
   readonly cache: ProcessCache;
-  readonly source: BpftraceSource;
+  private readonly sourceParams: SelectParams;
+  private running: ProcessSource | undefined;
+  /** Why the native source did not start, when bpftrace runs instead. */
+  private fallbackWhy = "";
   private readonly pods = new Map<number, TetragonPod>();
   private readonly inodeOf = new Map<string, number>();
   private file: WriteStream | undefined;
@@ -60,7 +67,12 @@ export class RuntimeController implements Controller, RuntimeSink {
     this.ring = new RuntimeRing(p.ringCapacity ?? 16_384);
     this.metrics = new RuntimeMetrics(d.registry);
     this.cache = new ProcessCache({ nodeName: p.nodeName, bootNs: this.bootNs, podOf: (n) => this.podOf(n) });
-    this.source = new BpftraceSource({
+    this.sourceParams = {
+      ...(p.source !== undefined ? { prefer: p.source } : {}),
+      onFallback: (why) => {
+        this.fallbackWhy = why;
+        d.logger.warn({ err: why }, "runtime events: the native source cannot load here; using bpftrace");
+      },
       ...(p.maxEventsPerSecond !== undefined ? { maxEventsPerSecond: p.maxEventsPerSecond } : {}),
       onRecord: (r) => {
         if (r.kind === "fork") return this.cache.fork(r.pid, r.ppid, r.ktime);
@@ -78,7 +90,12 @@ export class RuntimeController implements Controller, RuntimeSink {
           { canaries: spawned },
           "runtime event source: its probes are attached but no canary exec was seen; events may be missing until its programs run (status canarySeen 0)",
         ),
-    });
+    };
+  }
+
+  /** The running process event source (after start). */
+  get source(): ProcessSource | undefined {
+    return this.running;
   }
 
   private event(e: { process_exec: unknown } | { process_exit: unknown }, ktime: bigint): RuntimeEvent {
@@ -125,14 +142,18 @@ export class RuntimeController implements Controller, RuntimeSink {
 
   async start(): Promise<void> {
     if (this.p.exportPath) this.file = createWriteStream(this.p.exportPath, { flags: "a", mode: 0o600 });
-    await this.source.start(); // probes attached first: nothing starts unseen between scan and source
+    // probes attached first: nothing starts unseen between scan and source
+    this.running = await startProcessSource(this.sourceParams);
     const n = await scanProc(this.cache, this.p.nodeName, this.bootNs);
     this.revisions.realize(this.revisions.bump());
-    this.d.logger.info({ processes: n, source: this.source.pid }, "runtime events on");
+    this.d.logger.info(
+      { processes: n, source: this.running.kind, pid: this.running.pid },
+      "runtime events on",
+    );
   }
 
   async stop(): Promise<void> {
-    await this.source.stop();
+    await this.running?.stop();
     await new Promise<void>((r) => (this.file ? this.file.end(r) : r()));
   }
 
@@ -160,17 +181,19 @@ export class RuntimeController implements Controller, RuntimeSink {
     return this.ring.read(q);
   }
 
-  status(): Record<string, number> {
+  status(): Record<string, number | string> {
+    const s = this.running;
     return {
       written: this.ring.written,
       overwritten: this.ring.overwritten,
       processes: this.cache.size,
-      lines: this.source.counts.lines,
-      malformed: this.source.counts.malformed,
-      lost: this.source.counts.lost,
-      rateLimited: this.source.counts.rateLimited,
-      // 1 once the source saw its start's canary exec: from then on no event is lost to a late attach.
-      canarySeen: this.source.canarySeen ? 1 : 0,
+      source: s?.kind ?? "none",
+      ...(this.fallbackWhy ? { nativeUnavailable: this.fallbackWhy } : {}),
+      malformed: s?.counts.malformed ?? 0,
+      lost: s?.counts.lost ?? 0,
+      rateLimited: s?.counts.rateLimited ?? 0,
+      // 1 once the source is known to run (bpftrace: its start's canary exec was seen; native: attached).
+      canarySeen: s?.canarySeen ? 1 : 0,
     };
   }
 }

@@ -62,7 +62,15 @@ export function agentCommand(ctx: CliContext): Command {
     .option("--export-file <path>", "also write flows as JSON lines to this file (rotated by size)")
     .option("--export-max-size <MiB>", "rotate the export file at this size", "10")
     .option("--export-max-backups <n>", "rotated export files to keep", "5")
-    .option("--runtime-events", "record process exec/exit per endpoint (bpftrace; `membrane runtime events`)")
+    .option("--runtime-events", "record process exec/exit per endpoint (`membrane runtime events`)")
+    .addOption(
+      new Option(
+        "--runtime-source <source>",
+        "process event source: auto (native ring buffer, bpftrace where it cannot load), native, bpftrace",
+      )
+        .choices(["auto", "native", "bpftrace"])
+        .default("auto"),
+    )
     .option("--runtime-export-file <path>", "also write runtime events as Tetragon JSON lines to this file")
     .option("--no-proxy", "run no L7 proxy: L7 rules (HTTP, DNS, Kafka, TLS) then drop what they cover")
     .option("--proxy-port <port>", "TCP port of the L7 proxy on the node's gateway addresses", "15001")
@@ -207,6 +215,7 @@ Examples:
           ? {
               runtime: {
                 nodeName: str("nodeName") ?? hostname(),
+                source: (str("runtimeSource") ?? "auto") as "auto" | "native" | "bpftrace",
                 ...(str("runtimeExportFile") ? { exportPath: str("runtimeExportFile") as string } : {}),
               },
             }

@@ -1,6 +1,7 @@
 /**
- * A small eBPF assembler: the instructions the connect guard's programs use
- * (connect-prog.ts), with forward labels, encoded as the kernel reads them
+ * A small eBPF assembler: the instructions the connect guard's programs
+ * (connect-prog.ts) and the native process event source's programs
+ * (../source/native-prog.ts) use, with forward labels, encoded as the kernel reads them
  * (struct bpf_insn, 8 bytes, little-endian). Pure: no I/O.
  */
 
@@ -9,13 +10,23 @@ const SIZE = { W: 0x00, H: 0x08, B: 0x10, DW: 0x18 } as const;
 const MODE = { IMM: 0x00, MEM: 0x60, ATOMIC: 0xc0 };
 const SRC_K = 0x00;
 const SRC_X = 0x08;
-const ALU_OP = { add: 0x00, and: 0x50, mov: 0xb0, end: 0xd0 } as const;
-const JMP_OP = { ja: 0x00, jeq: 0x10, jne: 0x50, jsgt: 0x60, call: 0x80, exit: 0x90, jset: 0x40 } as const;
+const ALU_OP = { add: 0x00, sub: 0x10, and: 0x50, rsh: 0x70, mov: 0xb0, end: 0xd0 } as const;
+const JMP_OP = {
+  ja: 0x00,
+  jeq: 0x10,
+  jgt: 0x20,
+  jge: 0x30,
+  jne: 0x50,
+  jsgt: 0x60,
+  call: 0x80,
+  exit: 0x90,
+  jset: 0x40,
+} as const;
 const PSEUDO_MAP_FD = 1;
 
 export type Reg = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10;
 export type Size = keyof typeof SIZE;
-export type JmpOp = "jeq" | "jne" | "jsgt" | "jset";
+export type JmpOp = "jeq" | "jne" | "jsgt" | "jset" | "jgt" | "jge";
 
 interface Insn {
   code: number;
@@ -63,6 +74,15 @@ export class Asm {
   add64i(dst: Reg, imm: number): this {
     return this.push(CLASS.ALU64 | ALU_OP.add | SRC_K, dst, 0, 0, imm);
   }
+  add64(dst: Reg, src: Reg): this {
+    return this.push(CLASS.ALU64 | ALU_OP.add | SRC_X, dst, src, 0, 0);
+  }
+  sub64(dst: Reg, src: Reg): this {
+    return this.push(CLASS.ALU64 | ALU_OP.sub | SRC_X, dst, src, 0, 0);
+  }
+  rsh64i(dst: Reg, imm: number): this {
+    return this.push(CLASS.ALU64 | ALU_OP.rsh | SRC_K, dst, 0, 0, imm);
+  }
   /** Host (little-endian) to big-endian, `bits` wide: turns a network-order load into a number. */
   be(dst: Reg, bits: 16 | 32): this {
     return this.push(CLASS.ALU | ALU_OP.end | SRC_X, dst, 0, 0, bits);
@@ -92,6 +112,10 @@ export class Asm {
   /** 64-bit compare with an immediate. */
   jmpi(op: JmpOp, dst: Reg, imm: number, label: string): this {
     return this.push(CLASS.JMP | JMP_OP[op] | SRC_K, dst, 0, 0, imm, label);
+  }
+  /** 64-bit compare of two registers (unsigned for jgt/jge). */
+  jmp(op: JmpOp, dst: Reg, src: Reg, label: string): this {
+    return this.push(CLASS.JMP | JMP_OP[op] | SRC_X, dst, src, 0, 0, label);
   }
   ja(label: string): this {
     return this.push(CLASS.JMP | JMP_OP.ja, 0, 0, 0, 0, label);
@@ -134,5 +158,11 @@ export const HELPER = {
   getCurrentUidGid: 15,
   getCurrentComm: 16,
   getCurrentCgroupId: 80,
+  getCurrentTask: 35,
+  probeReadUser: 112,
+  probeReadKernel: 113,
+  probeReadKernelStr: 115,
   ringbufOutput: 130,
+  ringbufReserve: 131,
+  ringbufSubmit: 132,
 } as const;

@@ -1,8 +1,7 @@
 /**
  * `cilium.io/v1alpha1` TracingPolicy and TracingPolicyNamespaced, read the
- * way Tetragon defines them (its CRD is vendored under
- * test/runtime/policy/upstream/, and a test checks every field read here
- * exists there), validated whole: every problem with its file, line and field
+ * way Tetragon defines them (test/runtime/policy/crd-fields.test.ts checks
+ * that every field read here is one of Tetragon's at that place), validated whole: every problem with its file, line and field
  * path; a file with any problem yields nothing.
  *
  *   text --readDocuments--> docs --readPolicy--> TracingPolicy[]   (or one MembraneError)

@@ -1,5 +1,6 @@
 /**
- * The process event source: bpftrace as a child process running
+ * The fallback process event source (./select.ts tries ./native.ts first):
+ * bpftrace as a child process running
  * source/script.ts, its JSON lines parsed (lines.ts) and joined (assemble.ts).
  *
  *   unshare -m (private tracefs mount) -> setpriv (bounding set: bpf, perfmon,
@@ -22,26 +23,18 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { MembraneError } from "../../errors.js";
 import { Assembler, type ProcessRecord } from "./assemble.js";
-import { Canary, type CanaryParams } from "./canary.js";
+import { Canary } from "./canary.js";
+import type { ProcessSource, ProcessSourceParams } from "./source.js";
 import { Reorder } from "./reorder.js";
 import { MAX_LINE, parseLine } from "./lines.js";
 import { processScript, STRLEN } from "./script.js";
 
-export type DropReason = "lost" | "malformed" | "orphan" | "rate_limit";
+export type { DropReason } from "./source.js";
 
-export interface BpftraceSourceParams {
-  readonly onRecord: (r: ProcessRecord) => void;
-  readonly onDrop: (reason: DropReason, n: number) => void;
-  readonly onExit?: (why: string) => void;
-  /** Records per second passed on; beyond, dropped and counted (0 = no limit). */
-  readonly maxEventsPerSecond?: number;
+export interface BpftraceSourceParams extends ProcessSourceParams {
   /** Safety net for bpftrace's compile and attach (ms). */
   readonly startTimeoutMs?: number;
   readonly bpftrace?: string;
-  /** The start's canary (./canary.ts); `false`: start resolves at "attached" (tests of the raw source). */
-  readonly canary?: CanaryParams | false;
-  /** Told when no canary was seen within its safety net (the source runs on; events may be missing). */
-  readonly onCanaryUnseen?: (spawned: number) => void;
 }
 
 const CAPS = "-all,+bpf,+perfmon,+sys_admin,+sys_resource";
@@ -49,7 +42,8 @@ const LAUNCH =
   "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || exit 97; " +
   `exec setpriv --bounding-set=${CAPS} --inh-caps=-all --no-new-privs -- "$1" -B line -f json -e "$0"`;
 
-export class BpftraceSource {
+export class BpftraceSource implements ProcessSource {
+  readonly kind = "bpftrace";
   private child: ChildProcess | undefined;
   private readonly assembler: Assembler;
   private readonly reorder: Reorder;

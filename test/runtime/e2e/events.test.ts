@@ -1,5 +1,6 @@
 /**
- * Runtime events end to end: a real agent with the bpftrace source, real
+ * Runtime events end to end: a real agent with the native event source (the
+ * bpftrace fallback has its own tests: ../source, ../lines.test.ts), real
  * processes in endpoint namespaces, events read from the agent, the API, the
  * CLI and /metrics, every line parsed strictly with Tetragon's schema.
  */
@@ -17,9 +18,7 @@ import { parseStrict } from "../tetragon-schema.js";
 
 const run = promisify(execFile);
 const BIN = fileURLToPath(new URL("../../../../bin/membrane.js", import.meta.url));
-const skip =
-  rootSkipReason() ??
-  (spawnSync("bpftrace", ["--version"]).status === 0 ? undefined : "bpftrace is not installed");
+const skip = rootSkipReason();
 
 function events(lab: AgentLab): RuntimeEvent[] {
   const rt = lab.agent.runtime;
@@ -58,9 +57,10 @@ const exitOf =
   (e: RuntimeEvent): ProcessExit | undefined =>
     "process_exit" in e && e.process_exit.process.exec_id === execId ? e.process_exit : undefined;
 
-describe("runtime events of real processes (needs root, bpftrace)", { skip }, () => {
+describe("runtime events of real processes (needs root)", { skip }, () => {
   test("exec/exit with codes and signals, fork, parents, pods, the host, strict JSON, CLI, metrics, restart", async () => {
     const lab = await AgentLab.start("rt", { runtime: true });
+    assert.equal(lab.agent.runtime?.status()["source"], "native", "the agent runs the native source here");
     const fifo = `/tmp/${lab.prefix}.fifo`;
     try {
       const web = await lab.endpoint("web", { app: "web" });

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { RuntimeEnforcer } from "../../../src/runtime/enforce/enforcer.js";
 import { parseTracingPolicies } from "../../../src/runtime/policy/parse.js";
-import { UPSTREAM } from "../policy/upstream-dir.js";
+import { FIXTURES } from "../policy/fixtures.js";
 import { catIn, collector, Netns, prefix, runtimeSkipReason, until } from "./helpers.js";
 
 const skip = runtimeSkipReason();
@@ -46,21 +46,14 @@ describe("runtime enforcer lifetime and the translation table on this kernel (ro
     }
   });
 
-  test("every upstream example Membrane accepts also loads on this kernel (Post only, node-wide, then removed)", async () => {
+  test("every policy fixture Membrane accepts also loads on this kernel (Post only, node-wide, then removed)", async () => {
     const enf = new RuntimeEnforcer({ sink: collector().sink });
     try {
-      const dir = join(UPSTREAM, "examples");
       let loaded = 0;
-      for (const f of readdirSync(dir).sort()) {
-        let ps;
-        try {
-          ps = parseTracingPolicies(readFileSync(join(dir, f), "utf8"), f);
-        } catch {
-          continue;
-        }
-        for (const p of ps) {
+      for (const f of FIXTURES.filter((x) => x.want === "loads")) {
+        for (const p of parseTracingPolicies(f.yaml, `${f.name}.yaml`)) {
           const st = await enf.apply(p);
-          assert.equal(st.state, "loaded", `${f}: ${st.error ?? ""}`);
+          assert.equal(st.state, "loaded", `${f.name}: ${st.error ?? ""}`);
           await enf.remove(p);
           loaded++;
         }
