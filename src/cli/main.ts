@@ -19,6 +19,7 @@ import { endpointCommand } from "./commands/endpoint.js";
 import { getCommand } from "./commands/get.js";
 import { observeCommand } from "./commands/observe.js";
 import { policyCommand } from "./commands/policy.js";
+import { relayCommand } from "./commands/relay.js";
 import { runtimeCommand } from "./commands/runtime.js";
 import { uninstallCommand } from "./commands/uninstall.js";
 import { versionCommand } from "./commands/version.js";
@@ -61,6 +62,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(getCommand(ctx))
     .addCommand(datapathCommand(ctx))
     .addCommand(observeCommand(ctx))
+    .addCommand(relayCommand(ctx))
     .addCommand(runtimeCommand(ctx))
     .addCommand(uninstallCommand(ctx))
     .addCommand(versionCommand(ctx));
