@@ -171,6 +171,20 @@ describe("flows as Hubble's protojson", () => {
     assert.equal(lost.lost_events.num_events_lost, "5");
   });
 
+  test("cluster mode: the endpoints' node_name (the node a peer runs on) stays out; the flow parses strictly", () => {
+    const deny = kernelFlows()[3];
+    assert.ok(deny?.source !== undefined && deny.destination !== undefined);
+    const flow: Flow = {
+      ...deny,
+      source: { ...deny.source, node_name: "n1" },
+      destination: { ...deny.destination, node_name: "n2" },
+    };
+    const parsed = parseHubbleStrict(formatJson({ flow, node_name: "n2", time: flow.time }));
+    const f = parsed["flow"] as { source: Record<string, unknown> };
+    assert.equal(f.source["node_name"], undefined);
+    assert.equal(f.source["identity"], deny.source.identity);
+  });
+
   test("a policy denial is a policy verdict and a drop event with the reason's code and the policy", () => {
     const deny = kernelFlows()[3];
     assert.ok(deny !== undefined);
