@@ -75,6 +75,7 @@ const L7_EVENTS: L7Event[] = [
     url: "http://deathstar/v1",
     status: 200,
     latencyMs: 1.5,
+    traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
   },
   {
     ...base,
