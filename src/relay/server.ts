@@ -12,19 +12,12 @@
  */
 import { chmodSync, lstatSync, readFileSync, unlinkSync } from "node:fs";
 import { fromJson, type Message } from "@bufbuild/protobuf";
-import {
-  Server,
-  ServerCredentials,
-  status,
-  type sendUnaryData,
-  type ServerUnaryCall,
-  type ServiceDefinition,
-} from "@grpc/grpc-js";
+import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from "@grpc/grpc-js";
 import { MembraneError } from "../errors.js";
 import { observeRequestOf } from "../observe/hubble/request.js";
 import { hubbleSchema } from "../observe/hubble/schema.js";
 import type { HubbleTls } from "../observe/hubble/server.js";
-import { observerService } from "../observe/hubble/service.js";
+import { bytesFlowsService } from "../observe/hubble/service.js";
 import { FollowFlows, historyFlows, type MergeOptions, type RelayCall } from "./flows.js";
 import type { MergeStats } from "./merge.js";
 import type { Json } from "./peer.js";
@@ -52,18 +45,6 @@ function failServe(what: string, why: string, cause?: unknown): MembraneError {
   });
 }
 
-/** Observer with GetFlows answering bytes as they came from the agents. */
-function relayService(): ServiceDefinition {
-  const s = observerService();
-  return {
-    ...s,
-    GetFlows: {
-      ...s.GetFlows,
-      responseSerialize: (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
-    },
-  } as unknown as ServiceDefinition;
-}
-
 const u64 = (v: unknown): bigint => (typeof v === "string" && /^\d+$/.test(v) ? BigInt(v) : 0n);
 
 export class RelayServer {
@@ -82,7 +63,7 @@ export class RelayServer {
             cb(null, fromJson(hubbleSchema()[d] as never, j as never, { registry: hubbleSchema().registry })),
           (e: Error) => cb({ code: status.INTERNAL, details: e.message }),
         );
-    this.server.addService(relayService(), {
+    this.server.addService(bytesFlowsService(), {
       GetFlows: (call: RelayCall) => void this.getFlows(call),
       ServerStatus: unary(() => this.serverStatus(), "ServerStatusResponse"),
       GetNodes: unary(() => Promise.resolve(this.nodes()), "GetNodesResponse"),
