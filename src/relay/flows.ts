@@ -16,6 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ClientReadableStream, ServerWritableStream } from "@grpc/grpc-js";
 import type { HubbleFlowsRequest } from "../observe/hubble/request.js";
+import { MAX_QUEUED } from "../observe/hubble/server.js";
 import { nodeStatusBytes } from "./events.js";
 import { TimeMerger, type MergeStats } from "./merge.js";
 import type { PeerChange, PeerPool, PeerState } from "./pool.js";
@@ -106,6 +107,7 @@ export class FollowFlows {
     this.streams.set(name, s);
     if (this.paused) s.pause();
     s.on("data", (r: RawResponse) => {
+      if (this.streams.get(name) !== s) return; // a dropped stream's last buffered answers: asked again
       if (r.kind !== "flow" && r.kind !== "lost_events") return;
       if (r.timeMs < skipBefore) return; // a duplicate of what the earlier stream gave
       if (r.timeMs === skipBefore && skipSame > 0) {
@@ -139,7 +141,7 @@ export class FollowFlows {
 
   private write(bytes: Uint8Array): void {
     if (this.done) return;
-    if (!this.call.write(bytes) && !this.paused) {
+    if (!this.call.write(bytes) && !this.paused && this.call.writableLength >= MAX_QUEUED) {
       this.paused = true;
       for (const s of this.streams.values()) s.pause();
       void once(this.call, "drain").then(
@@ -201,7 +203,8 @@ export async function historyFlows(
   call.on("cancelled", () => (cancelled = true));
   for (const b of [...events, ...out.map((r) => r.bytes)]) {
     if (cancelled) break;
-    if (!call.write(b)) await Promise.race([once(call, "drain"), once(call, "cancelled")]);
+    if (!call.write(b) && call.writableLength >= MAX_QUEUED)
+      await Promise.race([once(call, "drain"), once(call, "cancelled")]);
   }
   if (!cancelled) call.end();
   return { pushed: got.length, emitted: out.length, buffered: 0, late: 0, overflow: 0 };

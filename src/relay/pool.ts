@@ -9,6 +9,7 @@
  * A node is "gone" when its record leaves the store (its lease expired or it
  * was removed); "unavailable" while it has a record but its API does not answer.
  */
+import { status } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { Peer, type Json, type PeerAddress, type PeerTls } from "./peer.js";
 
@@ -53,6 +54,8 @@ interface Entry {
   status: Json | undefined;
   /** The check under way. */
   checking: Promise<void> | undefined;
+  /** Checks in a row that timed out (a loaded agent is slow, not gone). */
+  slow: number;
 }
 
 export class PeerPool {
@@ -134,6 +137,7 @@ export class PeerPool {
       message: why,
       status: undefined,
       checking: undefined,
+      slow: 0,
     };
     this.entries.set(name, entry);
     if (old?.state === "connected") this.emit({ name, state: "unavailable", message: "its address changed" });
@@ -165,10 +169,19 @@ export class PeerPool {
       const status = await peer.serverStatus(Math.max(500, this.healthMs));
       if (this.entries.get(name) !== e) return;
       e.status = status;
+      e.slow = 0;
       this.set(name, e, "connected", "");
     } catch (err) {
       if (this.entries.get(name) !== e) return;
       const why = (err as { details?: string }).details ?? (err as Error).message;
+      // A check that only timed out leaves a connected node connected until three in a row did:
+      // a busy agent answers late; a dead one refuses the connection (UNAVAILABLE) at once.
+      if (
+        (err as { code?: number }).code === status.DEADLINE_EXCEEDED &&
+        e.state === "connected" &&
+        ++e.slow < 3
+      )
+        return;
       this.set(name, e, "unavailable", why);
     } finally {
       e.checking = undefined;

@@ -52,9 +52,14 @@ export interface HubbleServerParams {
   /** host:port for TCP, always with TLS. */
   readonly listen?: { readonly address: string; readonly tls: HubbleTls };
   readonly onError?: (e: Error) => void;
+  /** Encode every flow through protojson and fromJson/toBinary, uncached (the benchmark's comparison). */
+  readonly reflectiveEncoding?: boolean;
 }
 
 type Json = Record<string, unknown>;
+
+/** Messages a GetFlows stream may queue before it waits for the client (about 0.5 MiB of flows). */
+export const MAX_QUEUED = 1024;
 
 function failServe(what: string, why: string, cause?: unknown): MembraneError {
   return new MembraneError("HUBBLE_SERVE_FAILED", `Cannot serve Hubble's Observer API on ${what}: ${why}`, {
@@ -139,6 +144,7 @@ export class HubbleServer {
     if (cached !== undefined) return cached;
     try {
       const d = hubbleSchema().GetFlowsResponse;
+      if (this.p.reflectiveEncoding === true) return toBinary(d, this.msg(d, hubbleRecord(r)));
       const b = encodeRecord(r) ?? toBinary(d, this.msg(d, hubbleRecord(r)));
       this.encoded.set(r, b);
       return b;
@@ -159,11 +165,14 @@ export class HubbleServer {
     const ac = new AbortController();
     call.on("cancelled", () => ac.abort());
     call.on("close", () => ac.abort());
+    const aborted = once(ac.signal, "abort").catch(() => undefined);
     const send = async (r: FlowRecord): Promise<boolean> => {
       if (call.cancelled || ac.signal.aborted) return false;
       const m = this.encode(r);
-      if (m !== undefined && !call.write(m))
-        await Promise.race([once(call, "drain"), once(ac.signal, "abort")]).catch(() => undefined);
+      // grpc-js queues 16 messages before write() says "wait": a deeper queue (bounded) keeps the
+      // stream busy between two wake-ups of a loaded machine (see MAX_QUEUED).
+      if (m !== undefined && !call.write(m) && call.writableLength >= MAX_QUEUED)
+        await Promise.race([once(call, "drain"), aborted]).catch(() => undefined);
       return !ac.signal.aborted;
     };
     try {
