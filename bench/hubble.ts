@@ -183,7 +183,9 @@ async function relaySection(nodes: number, rate: number, seconds: number): Promi
   });
   try {
     await waitLine((l) => l === "ready");
-    await new Promise((r) => setTimeout(r, 1500)); // the relay's health check sees every node
+    // The relay's health check sees every node (slow on a loaded machine).
+    while (relay.pool.peers().some((p) => p.state !== "connected"))
+      await new Promise((r) => setTimeout(r, 100));
     const s = hubbleSchema();
     let lostCounted = 0;
     let nodeStatus = 0;

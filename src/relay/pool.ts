@@ -166,7 +166,7 @@ export class PeerPool {
 
   private async runCheck(name: string, e: Entry, peer: Peer): Promise<void> {
     try {
-      const status = await peer.serverStatus(Math.max(500, this.healthMs));
+      const status = await peer.serverStatus(Math.max(3000, 3 * this.healthMs));
       if (this.entries.get(name) !== e) return;
       e.status = status;
       e.slow = 0;
