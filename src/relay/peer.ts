@@ -62,26 +62,35 @@ function channelCredentials(a: PeerAddress, tls: PeerTls | undefined): ChannelCr
 
 export class Peer {
   private readonly client: Client;
+  /**
+   * Health checks and unary calls on a connection of their own: HTTP/2 flow control is shared by
+   * every stream of a connection, so a GetFlows stream the relay holds back (its client reads
+   * slowly) would otherwise hold back the ServerStatus answer and make a busy node look dead.
+   */
+  private readonly control: Client;
   private readonly flowsMethod = rawFlowsMethod();
 
   constructor(
     readonly address: PeerAddress,
     tls: PeerTls | undefined,
   ) {
-    this.client = new Client(address.target, channelCredentials(address, tls), {
+    const creds = channelCredentials(address, tls);
+    const options = {
       // A restarted agent is found again within about a second (grpc's default backoff grows to 2 min).
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 1000,
       "grpc.max_receive_message_length": 64 << 20,
       ...(tls?.serverName !== undefined ? { "grpc.ssl_target_name_override": tls.serverName } : {}),
-    });
+    };
+    this.client = new Client(address.target, creds, { ...options, "grpc.use_local_subchannel_pool": 1 });
+    this.control = new Client(address.target, creds, { ...options, "grpc.use_local_subchannel_pool": 1 });
   }
 
   private unary(name: "ServerStatus" | "GetNamespaces" | "GetNodes", timeoutMs: number): Promise<Json> {
     const m = observerService()[name];
     const s = hubbleSchema();
     return new Promise((resolve, reject) =>
-      this.client.makeUnaryRequest(
+      this.control.makeUnaryRequest(
         m.path,
         m.requestSerialize,
         m.responseDeserialize,
@@ -111,5 +120,6 @@ export class Peer {
 
   close(): void {
     this.client.close();
+    this.control.close();
   }
 }
