@@ -54,6 +54,8 @@ for (const [name, file] of [
   ["datapath", "./datapath.js"],
   ["flows", "./flows.js"],
   ["proxy", "./proxy.js"],
+  // Hubble's Observer API and the relay: encoding, flows/s over gRPC, the relay's merge (issue 14).
+  ["hubble", "./hubble.js"],
 ] as const) {
   if (want(name) && existsSync(here(file))) child(file, []);
 }

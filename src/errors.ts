@@ -57,6 +57,7 @@ export const ERROR_CODES = {
   METRICS_SERVE_FAILED: "The metrics endpoint could not listen",
   HUBBLE_SERVE_FAILED: "Hubble's Observer API (gRPC) could not listen",
   HUBBLE_CALL_FAILED: "A call to a Hubble Observer API failed or was refused",
+  RELAY_SERVE_FAILED: "The relay's Observer API (gRPC) could not listen",
   // runtime
   RUNTIME_SOURCE_FAILED: "The process event source (native tracepoint programs or bpftrace) could not start",
   RUNTIME_BTF_INVALID: "The kernel's BTF (struct layouts for the native event source) could not be read",

@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import { HubbleServer, type HubbleTls } from "../observe/hubble/server.js";
+import type { NodeRecordV1 } from "../cluster/keys.js";
 import type { Agent } from "./agent.js";
 
 export interface HubbleOptions {
@@ -67,4 +68,27 @@ export async function startHubble(
   await server.start();
   log.info({ addresses: server.addresses }, "Hubble Observer API listening");
   return server;
+}
+
+/**
+ * The node record with where its Observer API is served: the unix socket, and the TCP listener
+ * (a wildcard host replaced by the node's own address, the one peers reach it on).
+ */
+export function withHubble(r: NodeRecordV1, server: HubbleServer): NodeRecordV1 {
+  let socket: string | undefined;
+  let address: string | undefined;
+  for (const a of server.addresses) {
+    if (a.startsWith("unix:")) socket ??= a.slice(5);
+    else {
+      const i = a.lastIndexOf(":");
+      const host = a.slice(0, i);
+      const wildcard = host === "0.0.0.0" || host === "[::]" || host === "::" || host === "";
+      const own = r.addresses.ipv4 ?? (r.addresses.ipv6 !== undefined ? `[${r.addresses.ipv6}]` : undefined);
+      address ??= wildcard && own !== undefined ? `${own}${a.slice(i)}` : a;
+    }
+  }
+  return {
+    ...r,
+    hubble: { ...(socket !== undefined ? { socket } : {}), ...(address !== undefined ? { address } : {}) },
+  };
 }

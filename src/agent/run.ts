@@ -18,7 +18,7 @@ import type { EngineConfig } from "../policy/query.js";
 import { Agent, type AgentParams } from "./agent.js";
 import { ApiServer } from "./api/server.js";
 import type { HubbleServer } from "../observe/hubble/server.js";
-import { startHubble, type HubbleOptions } from "./hubble.js";
+import { startHubble, withHubble, type HubbleOptions } from "./hubble.js";
 import { agentRoutes } from "./routes.js";
 import { withClusterRoutes } from "../cluster/routes.js";
 import { ClusterSession, type ClusterOptions } from "../cluster/session.js";
@@ -143,6 +143,9 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     await api.start();
     if (o.hubble && o.observe)
       hubble = await startHubble(agent, o.observe.nodeName, o.socketPath, o.hubble, log);
+    // Cluster mode: the node record says where the Observer API is (what `membrane relay` connects to).
+    if (hubble && cluster?.registry)
+      await cluster.registry.publish(withHubble(cluster.registry.self(), hubble));
     agent.serving();
   } catch (e) {
     await api.stop().catch(() => undefined);

@@ -20,6 +20,7 @@ import { getCommand } from "./commands/get.js";
 import { observeCommand } from "./commands/observe.js";
 import { uiCommand } from "./commands/ui.js";
 import { policyCommand } from "./commands/policy.js";
+import { relayCommand } from "./commands/relay.js";
 import { runtimeCommand } from "./commands/runtime.js";
 import { uninstallCommand } from "./commands/uninstall.js";
 import { versionCommand } from "./commands/version.js";
@@ -62,6 +63,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(getCommand(ctx))
     .addCommand(datapathCommand(ctx))
     .addCommand(observeCommand(ctx))
+    .addCommand(relayCommand(ctx))
     .addCommand(uiCommand(ctx))
     .addCommand(runtimeCommand(ctx))
     .addCommand(uninstallCommand(ctx))

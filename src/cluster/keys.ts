@@ -96,6 +96,16 @@ export interface NodeRecordV1 {
   readonly bootId: string;
   /** ISO time of the agent's start. */
   readonly startedAt: string;
+  /** Where the agent serves Hubble's Observer API (what `membrane relay` connects to); absent when it does not. */
+  readonly hubble?: NodeHubbleV1;
+}
+
+/** A node's Observer API: its unix socket (reachable on its host) and/or a TCP address (always with TLS). */
+export interface NodeHubbleV1 {
+  /** Absolute path of the unix socket. */
+  readonly socket?: string;
+  /** host:port of the TCP+TLS listener. */
+  readonly address?: string;
 }
 
 /**

@@ -83,11 +83,16 @@ export interface LabCluster {
   readonly dir: string;
   /** Kills every agent and etcd by process group; removes the namespaces and temp dirs. */
   stop(): Promise<void>;
+  /** Kills one node's agent at once (SIGKILL to its group, as a crash); its keys live until their lease ends. */
+  killNode(name: string): Promise<void>;
+  /** Starts a killed node's agent again with the same flags; resolves once its API answers (`nodes` updated). */
+  restartNode(name: string): Promise<LabNode>;
 }
 
 interface Running {
-  readonly proc: ChildProcess;
-  readonly node: LabNode;
+  proc: ChildProcess;
+  node: LabNode;
+  readonly args: readonly string[];
 }
 
 const MAX_LOG = 64 * 1024;
@@ -194,7 +199,11 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       if (proc.pid === undefined)
         throw new MembraneError("CLUSTER_UNAVAILABLE", `Cannot start the agent of ${name}: no process`);
       const client = new AgentClient({ socketPath: socket, timeoutMs: 30_000 });
-      running.push({ proc, node: { name, netns, ip: n.ip, socket, stateDir, client, pid: proc.pid, logs } });
+      running.push({
+        proc,
+        args,
+        node: { name, netns, ip: n.ip, socket, stateDir, client, pid: proc.pid, logs },
+      });
       log(`node ${name}: namespace ${netns}, underlay ${n.ip}, agent pid ${proc.pid}`);
     }
     const nodes = running.map((r) => r.node);
@@ -226,7 +235,54 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       );
       log(`node ${r.node.name} ready: sees ${nodes.map((n) => n.name).join(", ")}`);
     }
-    return { prefix: o.prefix, etcdEndpoint: etcd.endpoint, clusterStore, etcd, nodes, dir, stop };
+    const find = (name: string): Running => {
+      const r = running.find((x) => x.node.name === name);
+      if (r === undefined) throw new MembraneError("CONFIG_INVALID", `Cannot find lab node ${name}`);
+      return r;
+    };
+    const killNode = async (name: string): Promise<void> => {
+      const r = find(name);
+      try {
+        process.kill(-r.node.pid, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+      if (!exited(r.proc)) await new Promise<void>((res) => r.proc.once("exit", () => res()));
+    };
+    const restartNode = async (name: string): Promise<LabNode> => {
+      const r = find(name);
+      if (!exited(r.proc))
+        throw new MembraneError("CONFIG_INVALID", `Cannot restart lab node ${name}: it runs`);
+      const { proc, logs } = spawnAgent(r.args);
+      if (proc.pid === undefined)
+        throw new MembraneError("CLUSTER_UNAVAILABLE", `Cannot restart the agent of ${name}: no process`);
+      r.proc = proc;
+      r.node = { ...r.node, pid: proc.pid, logs };
+      nodes[nodes.findIndex((n) => n.name === name)] = r.node;
+      const apiReady = async (): Promise<boolean> => {
+        await r.node.client.request("GET", "/v1/status");
+        return true;
+      };
+      await until(
+        Date.now() + (o.startTimeoutMs ?? 120_000),
+        r,
+        `${name}'s API after a restart`,
+        apiReady,
+        o.signal,
+      );
+      return r.node;
+    };
+    return {
+      prefix: o.prefix,
+      etcdEndpoint: etcd.endpoint,
+      clusterStore,
+      etcd,
+      nodes,
+      dir,
+      stop,
+      killNode,
+      restartNode,
+    };
   } catch (e) {
     await stop();
     throw e;

@@ -165,6 +165,8 @@ export interface Flow {
   egress_denied_by?: PolicyRefJSON[];
   ingress_denied_by?: PolicyRefJSON[];
   Summary?: string;
+  /** OpenTelemetry: the trace id of an HTTP request's W3C `traceparent` (L7 flows). */
+  trace_context?: { parent: { trace_id: string } };
   /** Membrane: why it was dropped, in words ("denied by rule spec.ingressDeny[0] of default/p1"). */
   drop_reason_detail?: string;
   /** Membrane: the rule element that decided. */

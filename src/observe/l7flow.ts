@@ -141,6 +141,7 @@ export function l7Flow(e: L7Event, request: L7Addrs, lookup: FlowLookup, nodeNam
     traffic_direction: e.direction === "ingress" ? "INGRESS" : "EGRESS",
     is_reply: reply,
     Summary: summary,
+    ...(e.traceId !== undefined ? { trace_context: { parent: { trace_id: e.traceId } } } : {}),
     ...(e.reason !== undefined && verdict !== "FORWARDED" ? { drop_reason_detail: e.reason } : {}),
   };
   return flow;

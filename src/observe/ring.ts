@@ -157,8 +157,10 @@ export class FlowRing {
       o.number === undefined && o.since === undefined
         ? []
         : this.backlog({ ...live, ...(_n === undefined ? {} : { number: _n }) });
-    for (const s of first) yield s.rec;
+    // Live records start after the backlog as it was taken: what is pushed while the consumer
+    // reads the backlog follows it (or is counted lost if overwritten meanwhile), never skipped.
     let next = this.seq + 1;
+    for (const s of first) yield s.rec;
     let wake: (() => void) | undefined;
     const onAbort = (): void => wake?.();
     signal?.addEventListener("abort", onAbort, { once: true });

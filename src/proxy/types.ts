@@ -135,6 +135,8 @@ export interface L7Event {
   readonly url?: string;
   readonly status?: number;
   readonly latencyMs?: number;
+  /** The W3C trace id of the request's `traceparent` header, when valid (http/trace-context.ts). */
+  readonly traceId?: string;
   /** HTTP `headerMatches[].mismatch` actions taken (`LOG x-token`, `ADD x-env: prod`); client values are never logged. */
   readonly headerActions?: readonly string[];
   // dns

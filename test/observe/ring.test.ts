@@ -116,6 +116,16 @@ describe("FlowRing", () => {
     await it.return(undefined);
   });
 
+  test("records pushed while a follower reads its backlog come after it (a relay resuming with since lost them)", async () => {
+    const r = filled(8, 3); // #1..#3
+    const it = r.follow({ since: 0 });
+    const got: string[] = names([(await it.next()).value as FlowRecord]);
+    for (let i = 4; i <= 7; i++) r.pushFlow(flowAt(i)); // while the backlog is being read
+    for (let i = 0; i < 6; i++) got.push(...names([(await it.next()).value as FlowRecord]));
+    assert.deepEqual(got, ["#1", "#2", "#3", "#4", "#5", "#6", "#7"]);
+    await it.return(undefined);
+  });
+
   test("a follower that falls behind gets a HUBBLE_RING_BUFFER lost event with the exact count", async () => {
     const r = filled(4, 0);
     const it = r.follow({});

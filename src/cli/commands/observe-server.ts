@@ -15,6 +15,7 @@ import {
 } from "../../observe/index.js";
 import { HubbleClient, type HubbleClientTls } from "../../observe/hubble/client.js";
 import { recordFromHubble } from "../../observe/hubble/json.js";
+import { DEFAULT_RELAY_SOCKET } from "../../relay/relay.js";
 import type { CliContext } from "../context.js";
 
 export interface ServerFlags {
@@ -59,7 +60,9 @@ export async function observeFromServer(
 ): Promise<void> {
   if (format === "table" && req.follow)
     throw new MembraneError("CLI_USAGE", "Cannot use -o table with --follow: use compact or json");
-  const client = new HubbleClient(o.server, tlsOf(o));
+  // "relay": the relay's socket on this host (`membrane relay`'s default).
+  const address = o.server === "relay" ? `unix:${DEFAULT_RELAY_SOCKET}` : o.server;
+  const client = new HubbleClient(address, tlsOf(o));
   const ac = new AbortController();
   const onSigint = (): void => ac.abort();
   process.once("SIGINT", onSigint);
@@ -69,6 +72,9 @@ export async function observeFromServer(
       req,
       (j) => {
         if (format === "json") return ctx.out(JSON.stringify(j) + "\n");
+        const ns = j["node_status"] as
+          { state_change?: string; node_names?: string[]; message?: string } | undefined;
+        if (ns !== undefined) return ctx.err(nodeStatusLine(ns) + "\n");
         const r = recordFromHubble(j);
         if (r === undefined) return;
         if (format === "table") table.push(r);
@@ -81,4 +87,11 @@ export async function observeFromServer(
     process.off("SIGINT", onSigint);
     client.close();
   }
+}
+
+/** A relay's node_status event for people: "nodes n2 are NODE_UNAVAILABLE: why". */
+function nodeStatusLine(ns: { state_change?: string; node_names?: string[]; message?: string }): string {
+  const state = (ns.state_change ?? "UNKNOWN_NODE_STATE").replace(/^NODE_/, "").toLowerCase();
+  const names = (ns.node_names ?? []).join(", ");
+  return `node ${names}: ${state}${ns.message ? ` (${ns.message})` : ""}`;
 }

@@ -36,7 +36,10 @@ export function observeCommand(ctx: CliContext): Command {
     .option("--input <file>", "read saved flows (JSON lines, as -o json writes) instead of asking the agent")
     .option("-o, --output <format>", "compact | json | table", "compact")
     .option("--utc", "print times in UTC")
-    .option("--server <addr>", "read from a Hubble Observer API: unix:/path or host:port (gRPC)")
+    .option(
+      "--server <addr>",
+      "read from a Hubble Observer API: unix:/path, host:port (gRPC), or relay (the whole cluster through `membrane relay`)",
+    )
     .option("--tls-ca <file>", "with --server host:port: TLS, trusting this CA")
     .option("--tls-cert <file>", "with --tls-ca: client certificate (mutual TLS)")
     .option("--tls-key <file>", "with --tls-ca: client key (mutual TLS)")
@@ -84,6 +87,7 @@ Examples:
   $ membrane observe --input flows.json --to-pod deathstar --port 80
   $ membrane observe --server unix:/run/membrane/hubble.sock --verdict DROPPED
   $ membrane observe --server node1:4245 --tls-ca ca.pem --follow
+  $ membrane observe --server relay --follow          (every node, through \`membrane relay\`)
 `,
     )
     .action(

@@ -6,12 +6,13 @@
  *   GetFlowsResponse JSON (protojson, proto names) --recordFromHubble--> FlowRecord
  *
  * What Hubble has no field for stays out: our `drop_reason_detail` (the
- * reason in words) and `rule` (the rule element that decided); the deciding
+ * reason in words), `rule` (the rule element that decided) and the
+ * endpoints' `node_name` (cluster mode: the node a peer runs on); the deciding
  * policy stays in Hubble's `*_denied_by` / `*_allowed_by`. uint64 fields
  * (`latency_ns`, `revision`, `num_events_lost`) are strings, as protojson
  * writes them. HTTP headers never leave (they may hold secrets).
  */
-import type { Flow, FlowRecord, Layer7, LostEventSource, PolicyRefJSON } from "../flow.js";
+import type { Endpoint, Flow, FlowRecord, Layer7, LostEventSource, PolicyRefJSON } from "../flow.js";
 
 export type JsonObject = { [k: string]: unknown };
 
@@ -29,10 +30,18 @@ function layer7(l7: Layer7): JsonObject {
   return out;
 }
 
+/** An endpoint without our `node_name` (the node a peer runs on, cluster mode): Hubble's Endpoint has no such field. */
+function endpoint(e: Endpoint): JsonObject {
+  const { node_name: _n, ...rest } = e;
+  return rest;
+}
+
 /** One flow as Hubble's protojson object (proto field names). */
 export function hubbleFlow(flow: Flow): JsonObject {
   const { drop_reason_detail: _d, rule: _r, ...rest } = flow;
   const out: JsonObject = rest;
+  if (flow.source !== undefined) out["source"] = endpoint(flow.source);
+  if (flow.destination !== undefined) out["destination"] = endpoint(flow.destination);
   if (flow.l7 !== undefined) out["l7"] = layer7(flow.l7);
   for (const k of [
     "egress_allowed_by",

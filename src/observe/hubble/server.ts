@@ -12,7 +12,7 @@
  */
 import { once } from "node:events";
 import { chmodSync, lstatSync, readFileSync, unlinkSync } from "node:fs";
-import { fromJson, type Message } from "@bufbuild/protobuf";
+import { fromJson, toBinary, type Message } from "@bufbuild/protobuf";
 import {
   Server,
   ServerCredentials,
@@ -28,7 +28,8 @@ import type { FlowRing } from "../ring.js";
 import { hubbleRecord } from "./json.js";
 import { observeRequestOf, type HubbleFlowsRequest } from "./request.js";
 import { hubbleSchema } from "./schema.js";
-import { observerService } from "./service.js";
+import { encodeRecord } from "./encode.js";
+import { bytesFlowsService } from "./service.js";
 
 /** What the API serves from. */
 export interface HubbleSource {
@@ -51,9 +52,14 @@ export interface HubbleServerParams {
   /** host:port for TCP, always with TLS. */
   readonly listen?: { readonly address: string; readonly tls: HubbleTls };
   readonly onError?: (e: Error) => void;
+  /** Encode every flow through protojson and fromJson/toBinary, uncached (the benchmark's comparison). */
+  readonly reflectiveEncoding?: boolean;
 }
 
 type Json = Record<string, unknown>;
+
+/** Messages a GetFlows stream may queue before it waits for the client (about 0.5 MiB of flows). */
+export const MAX_QUEUED = 1024;
 
 function failServe(what: string, why: string, cause?: unknown): MembraneError {
   return new MembraneError("HUBBLE_SERVE_FAILED", `Cannot serve Hubble's Observer API on ${what}: ${why}`, {
@@ -66,10 +72,11 @@ export class HubbleServer {
   private readonly server = new Server();
   private readonly started = process.hrtime.bigint();
   private bound: string[] = [];
+  private readonly encoded = new WeakMap<FlowRecord, Uint8Array>();
 
   constructor(private readonly p: HubbleServerParams) {
-    this.server.addService(observerService(), {
-      GetFlows: (call: ServerWritableStream<Message, Message>) => void this.getFlows(call),
+    this.server.addService(bytesFlowsService(), {
+      GetFlows: (call: ServerWritableStream<Message, Uint8Array>) => void this.getFlows(call),
       GetNodes: (_c: ServerUnaryCall<Message, Message>, cb: sendUnaryData<Message>) =>
         cb(null, this.msg(hubbleSchema().GetNodesResponse, { nodes: [this.node()] })),
       GetNamespaces: (_c: ServerUnaryCall<Message, Message>, cb: sendUnaryData<Message>) =>
@@ -128,16 +135,26 @@ export class HubbleServer {
     return [...seen].sort().map((namespace) => ({ namespace }));
   }
 
-  private encode(r: FlowRecord): Message | undefined {
+  /**
+   * A record's GetFlowsResponse bytes, written once however many streams send it (encode.ts;
+   * the reflective protojson path for what that writer does not handle).
+   */
+  private encode(r: FlowRecord): Uint8Array | undefined {
+    const cached = this.encoded.get(r);
+    if (cached !== undefined) return cached;
     try {
-      return this.msg(hubbleSchema().GetFlowsResponse, hubbleRecord(r));
+      const d = hubbleSchema().GetFlowsResponse;
+      if (this.p.reflectiveEncoding === true) return toBinary(d, this.msg(d, hubbleRecord(r)));
+      const b = encodeRecord(r) ?? toBinary(d, this.msg(d, hubbleRecord(r)));
+      this.encoded.set(r, b);
+      return b;
     } catch (e) {
       this.p.onError?.(e as Error);
       return undefined;
     }
   }
 
-  private async getFlows(call: ServerWritableStream<Message, Message>): Promise<void> {
+  private async getFlows(call: ServerWritableStream<Message, Uint8Array>): Promise<void> {
     let req: HubbleFlowsRequest;
     try {
       req = observeRequestOf(call.request);
@@ -148,11 +165,14 @@ export class HubbleServer {
     const ac = new AbortController();
     call.on("cancelled", () => ac.abort());
     call.on("close", () => ac.abort());
+    const aborted = once(ac.signal, "abort").catch(() => undefined);
     const send = async (r: FlowRecord): Promise<boolean> => {
       if (call.cancelled || ac.signal.aborted) return false;
       const m = this.encode(r);
-      if (m !== undefined && !call.write(m))
-        await Promise.race([once(call, "drain"), once(ac.signal, "abort")]).catch(() => undefined);
+      // grpc-js queues 16 messages before write() says "wait": a deeper queue (bounded) keeps the
+      // stream busy between two wake-ups of a loaded machine (see MAX_QUEUED).
+      if (m !== undefined && !call.write(m) && call.writableLength >= MAX_QUEUED)
+        await Promise.race([once(call, "drain"), aborted]).catch(() => undefined);
       return !ac.signal.aborted;
     };
     try {

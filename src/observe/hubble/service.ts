@@ -42,3 +42,13 @@ export function observerService(): ObserverMethods & ServiceDefinition {
     ServerStatus: method("ServerStatus", s.ServerStatusRequest, s.ServerStatusResponse, false),
   };
 }
+
+/** Observer whose GetFlows answers are already-encoded GetFlowsResponse bytes (encode.ts, the relay). */
+export function bytesFlowsService(): ServiceDefinition {
+  const s = observerService();
+  const passthrough = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  return {
+    ...s,
+    GetFlows: { ...s.GetFlows, responseSerialize: passthrough },
+  } as unknown as ServiceDefinition;
+}

@@ -42,6 +42,7 @@ import {
 } from "./request.js";
 import type { RequestHead } from "./request.js";
 import { ResponseReader } from "./response.js";
+import { traceOf } from "./trace-context.js";
 
 export interface HttpProxyLimits {
   readonly maxHeadBytes: number;
@@ -354,6 +355,7 @@ class HttpConnection {
       ...(ex
         ? { method: ex.head.method, url: `${this.deps.scheme ?? "http"}://${ex.head.host ?? ""}${ex.path}` }
         : {}),
+      ...(ex ? traceOf(ex.head.headers) : {}),
       ...e,
     };
   }

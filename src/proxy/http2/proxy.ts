@@ -41,6 +41,7 @@ import { onHeaderEvent, parseRequestHeaders } from "./headers.js";
 import { judgeRequest } from "./judge.js";
 import { actionTexts } from "../http/judged.js";
 import { ACCESS_DENIED_BODY, localReply } from "./replies.js";
+import { traceIdOf } from "../http/trace-context.js";
 
 export { HTTP2_PREFACE, looksLikeHttp2 } from "./preface.js";
 
@@ -167,7 +168,12 @@ class Http2Connection {
     }
     const req = parsed.req;
     const path = normalizeHttpPath(req.path);
-    const what = { method: req.method, url: `http://${req.authority}${path}` };
+    const traceId = traceIdOf(req.headers["traceparent"]);
+    const what = {
+      method: req.method,
+      url: `http://${req.authority}${path}`,
+      ...(traceId !== undefined ? { traceId } : {}),
+    };
     const policy = this.policy();
     if (!policy) {
       this.emit(started, { ...what, verdict: "error", reason: "no L7 policy for this connection" });

@@ -59,6 +59,7 @@ export function l7EventFrom(v: unknown): L7Event | undefined {
   if (textList(v.topics, 255)) out.topics = [...v.topics];
   // headerMatches mismatch actions the proxy applied (policy text, never the client's values).
   if (textList(v.headerActions, 512)) out.headerActions = [...v.headerActions];
+  if (typeof v.traceId === "string" && /^[0-9a-f]{32}$/.test(v.traceId)) out.traceId = v.traceId;
   if (v.httpVersion === "HTTP/1.1" || v.httpVersion === "HTTP/2") out.httpVersion = v.httpVersion;
   if (v.transport === "TCP" || v.transport === "UDP") out.transport = v.transport;
   return out as unknown as L7Event;

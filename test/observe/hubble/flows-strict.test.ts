@@ -75,6 +75,7 @@ const L7_EVENTS: L7Event[] = [
     url: "http://deathstar/v1",
     status: 200,
     latencyMs: 1.5,
+    traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
   },
   {
     ...base,
@@ -169,6 +170,20 @@ describe("flows as Hubble's protojson", () => {
       lost_events: { num_events_lost: unknown };
     };
     assert.equal(lost.lost_events.num_events_lost, "5");
+  });
+
+  test("cluster mode: the endpoints' node_name (the node a peer runs on) stays out; the flow parses strictly", () => {
+    const deny = kernelFlows()[3];
+    assert.ok(deny?.source !== undefined && deny.destination !== undefined);
+    const flow: Flow = {
+      ...deny,
+      source: { ...deny.source, node_name: "n1" },
+      destination: { ...deny.destination, node_name: "n2" },
+    };
+    const parsed = parseHubbleStrict(formatJson({ flow, node_name: "n2", time: flow.time }));
+    const f = parsed["flow"] as { source: Record<string, unknown> };
+    assert.equal(f.source["node_name"], undefined);
+    assert.equal(f.source["identity"], deny.source.identity);
   });
 
   test("a policy denial is a policy verdict and a drop event with the reason's code and the policy", () => {
