@@ -71,7 +71,9 @@ export function applyRequestFilters(
   listener: { readonly scheme: "http" | "https"; readonly port: number },
 ): FilterOutcome {
   let headers: Field[] = req.headers.map((h) => ({ name: h.name, value: h.value }));
-  let { path, query } = splitTarget(req.target);
+  const split = splitTarget(req.target);
+  const query = split.query;
+  let path = split.path;
   let host = req.host;
   const prefix = rule.match.pathType === "PathPrefix" ? rule.match.path : "";
   for (const f of rule.filters) {

@@ -7,7 +7,7 @@
  */
 import { MembraneError } from "../errors.js";
 import { parseAllBounded } from "../policy/api/yaml-bounded.js";
-import { Fields, hostnameProblem, join, K8S_NAME, type FieldProblem } from "./fields.js";
+import { Fields, hostnameProblem, join, type FieldProblem } from "./fields.js";
 import { parseIngress } from "./ingress.js";
 import { parseMeta } from "./meta.js";
 import {
