@@ -244,7 +244,15 @@ export class GatewayExchange {
     let headDone = false;
     let status = 0;
     let finished = false;
-    const timer = setTimeout(() => up.destroy(new Error("timeout")), this.deps.connectTimeoutMs ?? 15_000);
+    // A backend that does not answer the SYN (dropped by its policy, gone): 503 after the connect timeout.
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      up.destroy(new Error("connect timeout"));
+    }, this.deps.connectTimeoutMs ?? 5000);
+    if (reused) clearTimeout(timer);
+    else up.once("connect", () => clearTimeout(timer));
+    up.setTimeout(60_000, () => up.destroy(new Error("backend idle for 60 s")));
     const finish = (reuse: boolean): void => {
       if (finished) return;
       finished = true;
@@ -256,10 +264,10 @@ export class GatewayExchange {
       if (finished) return;
       finish(false);
       // Nothing reached the client yet: another endpoint (or a fresh connection) once.
-      if (!headDone && attempt === 0 && !this.closed)
+      if (!headDone && attempt === 0 && !timedOut && !this.closed)
         return this.forward(b, wire, head, mods, started, done, 1, reused ? undefined : addr);
       if (!headDone) {
-        this.client.write(reply(headDone ? 502 : 503, true));
+        this.client.write(reply(503, true));
         this.event(started, head, { status: 503, reason: why, backend });
         this.busy = false;
         return this.close();

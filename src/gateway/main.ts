@@ -41,6 +41,7 @@ function main(): void {
   process.on("message", (m: ToGateway) => {
     if (m.type !== "config") return;
     chain = chain.then(async () => {
+      if (m.inputs.policyRevision !== inputs.policyRevision) server.dropIdle();
       inputs = m.inputs;
       try {
         await server.update(compileGateways(worldOf(m.inputs, certs, new Date().toISOString())).table);

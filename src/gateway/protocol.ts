@@ -13,6 +13,12 @@ export interface GatewayInputs {
   readonly services: Readonly<Record<string, readonly string[]>>;
   readonly namespaceLabels: Readonly<Record<string, Readonly<Record<string, string>>>>;
   readonly addresses: readonly string[];
+  /**
+   * The agent's policy revision: when it changes, idle kept-alive backend
+   * connections are closed, so that a tightened backend policy applies to
+   * the next request (conntrack lets established connections live on).
+   */
+  readonly policyRevision?: number;
 }
 
 export type ToGateway = { readonly type: "config"; readonly version: number; readonly inputs: GatewayInputs };

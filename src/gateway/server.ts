@@ -80,6 +80,11 @@ export class GatewayServer {
     }
   }
 
+  /** Closes idle backend connections (new requests connect anew, judged by current policy). */
+  dropIdle(): void {
+    this.pool.close();
+  }
+
   async stop(): Promise<void> {
     for (const o of this.open.values()) await closeServer(o);
     this.open.clear();

@@ -39,7 +39,7 @@ const one = () => {
     s.on("end", () => { out.push({ status: s.statusCode, headers: s.headers, body: b }); one(); });
   });
   q.on("error", (e) => { out.push({ status: 0, error: e.code || e.message }); one(); });
-  q.setTimeout(5000, () => q.destroy(new Error("timeout")));
+  q.setTimeout(12000, () => q.destroy(new Error("timeout")));
 };
 one();`;
 
@@ -48,6 +48,57 @@ export interface Answer {
   headers?: Record<string, string>;
   body?: string;
   error?: string;
+}
+
+/** An HTTP echo server on port 8080 in `ns` (its own process group: kill -pid). */
+export function startEcho(ns: string, name: string): Promise<ChildProcess> {
+  const c = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", ECHO, name], {
+    detached: true,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    c.stdout?.once("data", () => resolve(c));
+    c.once("exit", (code) => reject(new Error(`echo backend ${name} exited ${code}`)));
+  });
+}
+
+export function killGroup(c: ChildProcess): void {
+  try {
+    if (c.pid !== undefined) process.kill(-c.pid, "SIGKILL");
+  } catch {
+    // gone
+  }
+}
+
+/** `n` requests on one keep-alive connection, made from namespace `ns`. */
+export function httpGet(
+  ns: string,
+  url: string,
+  n = 1,
+  headers: Record<string, string> = {},
+  tlsName?: string,
+): Answer[] {
+  const r = spawnSync(
+    "ip",
+    [
+      "netns",
+      "exec",
+      ns,
+      process.execPath,
+      "-e",
+      CLIENT,
+      url,
+      String(n),
+      JSON.stringify(headers),
+      tlsName ?? "",
+    ],
+    {
+      encoding: "utf8",
+      timeout: 60_000,
+    },
+  );
+  if (r.status !== 0) throw new Error(`client: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Answer[];
 }
 
 export class GatewayLab {
@@ -110,41 +161,13 @@ export class GatewayLab {
     }
   }
 
-  private echo(name: string, ns: string): Promise<void> {
-    const c = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", ECHO, name], {
-      detached: true,
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    this.children.push(c);
-    return new Promise((resolve, reject) => {
-      c.stdout?.once("data", () => resolve());
-      c.once("exit", (code) => reject(new Error(`echo backend ${name} exited ${code}`)));
-    });
+  private async echo(name: string, ns: string): Promise<void> {
+    this.children.push(await startEcho(ns, name));
   }
 
   /** `n` requests on one keep-alive connection from the client namespace. */
   get(url: string, n = 1, headers: Record<string, string> = {}, tlsName?: string): Answer[] {
-    const r = spawnSync(
-      "ip",
-      [
-        "netns",
-        "exec",
-        this.ns.cl,
-        process.execPath,
-        "-e",
-        CLIENT,
-        url,
-        String(n),
-        JSON.stringify(headers),
-        tlsName ?? "",
-      ],
-      {
-        encoding: "utf8",
-        timeout: 60_000,
-      },
-    );
-    if (r.status !== 0) throw new Error(`client: ${r.stderr}`);
-    return JSON.parse(r.stdout) as Answer[];
+    return httpGet(this.ns.cl, url, n, headers, tlsName);
   }
 
   /** A self-signed certificate for `host` in `<dir>/secrets/<ns>/<name>/`. */
@@ -185,13 +208,7 @@ export class GatewayLab {
   }
 
   destroy(): void {
-    for (const c of this.children) {
-      try {
-        if (c.pid !== undefined) process.kill(-c.pid, "SIGKILL");
-      } catch {
-        // gone
-      }
-    }
+    for (const c of this.children) killGroup(c);
     for (const n of Object.values(this.ns)) spawnSync("ip", ["netns", "del", n]);
     rmSync(this.dir, { recursive: true, force: true });
   }

@@ -4,6 +4,7 @@ import type { ApplyReport } from "../../agent/agent.js";
 import { parsePolicies, warningText } from "../../policy/api/index.js";
 import type { PolicyResource } from "../../policy/types.js";
 import { tracingFile, applyTracing } from "./apply-tracing.js";
+import { applyGateway, gatewayFile } from "./gateway-cli.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -90,7 +91,7 @@ async function send(
 export function applyCommand(ctx: CliContext): Command {
   const cmd = new Command("apply")
     .description(
-      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, or TracingPolicy / TracingPolicyNamespaced YAML (rejected whole if any document is invalid)",
+      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, TracingPolicy / TracingPolicyNamespaced, or Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) / Ingress YAML (rejected whole if any document is invalid)",
     )
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
     .option("--dry-run", "only validate, locally; change nothing")
@@ -104,6 +105,7 @@ export function applyCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "POST");
+      if (gatewayFile(text, name)) return applyGateway(ctx, o, text, name, "POST");
       // Validate locally first: errors name file:line:path; warnings go to stderr.
       const resources = parsePolicies(text, name, { onWarning: (w) => ctx.err(warningText(w) + "\n") });
       if (o.dryRun) {
@@ -125,6 +127,7 @@ export function deleteCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & { filename: string; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "DELETE");
+      if (gatewayFile(text, name)) return applyGateway(ctx, o, text, name, "DELETE");
       await send(ctx, o, "DELETE", text, name, () => parsePolicies(text, name));
     },
   );
