@@ -9,22 +9,12 @@
  */
 import { GatewayCertificates } from "./certs.js";
 import { compileGateways } from "./compile.js";
+import { worldOf } from "./world.js";
 import type { FromGateway, GatewayInputs, GatewayProcessConfig, ToGateway } from "./protocol.js";
 import { GatewayServer } from "./server.js";
 
 function send(m: FromGateway): void {
   if (process.send && process.connected) process.send(m);
-}
-
-export function worldOf(inputs: GatewayInputs, certs: GatewayCertificates, now: string) {
-  return {
-    resources: inputs.resources,
-    hasService: (ns: string, name: string) => inputs.services[`${ns}/${name}`] !== undefined,
-    namespaceLabels: (ns: string) => inputs.namespaceLabels[ns] ?? {},
-    certificateProblem: (ns: string, name: string) => certs.problem(ns, name),
-    addresses: inputs.addresses,
-    now,
-  };
 }
 
 function main(): void {

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { GatewayCertificates } from "../../src/gateway/certs.js";
 import { compileGateways } from "../../src/gateway/compile.js";
-import { worldOf } from "../../src/gateway/main.js";
+import { worldOf } from "../../src/gateway/world.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";

@@ -14,7 +14,7 @@ import { GatewayCertificates } from "../../gateway/certs.js";
 import { compileGateways } from "../../gateway/compile.js";
 import type { GatewayEvent } from "../../gateway/exchange.js";
 import { ensureIngressNetns } from "../../gateway/ingress-netns.js";
-import { worldOf } from "../../gateway/main.js";
+import { worldOf } from "../../gateway/world.js";
 import { resourceKey, type GatewayResource } from "../../gateway/model.js";
 import { parseGatewayResources } from "../../gateway/parse.js";
 import type { GatewayInputs } from "../../gateway/protocol.js";
@@ -55,6 +55,7 @@ export class GatewaysController implements Controller {
   private addr: string | undefined;
   private lastPushed = "";
   private timer: NodeJS.Timeout | undefined;
+  private stopping = false;
   private readonly certs: GatewayCertificates;
 
   constructor(private readonly d: GatewaysDeps) {
@@ -96,7 +97,13 @@ export class GatewaysController implements Controller {
       secretsDir: this.d.secretsDir,
       localAddress: address,
       onEvent: (e) => this.d.onEvent?.(e, address),
-      onExit: (code) => this.d.logger.error({ code }, "gateway process exited"),
+      onExit: (code) => {
+        if (!this.stopping)
+          this.d.logger.error(
+            { code },
+            "gateway process exited; its listeners are down until the agent restarts",
+          );
+      },
     });
     this.runner.start();
     await this.sync(true);
@@ -105,6 +112,7 @@ export class GatewaysController implements Controller {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     if (this.timer) clearInterval(this.timer);
     await this.runner?.stop();
   }
