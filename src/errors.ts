@@ -35,6 +35,7 @@ export const ERROR_CODES = {
   ENDPOINT_NOT_FOUND: "No such endpoint",
   IPAM_EXHAUSTED: "No free address is left in the pod CIDR",
   WORKLOAD_ISOLATION_FAILED: "A workload cannot be started with the isolation asked for",
+  GATEWAY_INVALID: "A Gateway API or Ingress document is invalid",
   TLS_SECRET_INVALID: "A TLS secret named by a policy is missing, unreadable or malformed",
   API_FAILED: "The agent API answered with an error",
   API_REQUEST_INVALID: "A request to the agent API is malformed or too large",

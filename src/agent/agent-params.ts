@@ -62,4 +62,6 @@ export interface AgentParams {
   readonly spiffe?: SpiffeParams;
   /** Cluster mode with `--tunnel vxlan`: the overlay's UDP port, never judged by the host firewall. */
   readonly tunnelPort?: number;
+  /** Gateway API and Ingress (`--gateway`, agent/gateway-start.ts); absent = off. */
+  readonly gateway?: { readonly secretsDir?: string };
 }

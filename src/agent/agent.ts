@@ -50,6 +50,8 @@ import { WorkQueue } from "./work-queue.js";
 import { TracingPoliciesController } from "./controllers/tracing-policies.js";
 import type { AgentParams } from "./agent-params.js";
 import { startSpiffe, type SpiffeController } from "./controllers/spiffe.js";
+import { newGateways } from "./gateway-start.js";
+import type { GatewaysController } from "./controllers/gateways.js";
 export type { ApplyReport } from "./controllers/policies.js";
 export type { EndpointView } from "./controllers/endpoints.js";
 export type { AgentParams } from "./agent-params.js";
@@ -80,6 +82,7 @@ export class Agent {
   /** Runtime events of the node's processes (controllers/runtime.ts); undefined when off. */
   runtime: RuntimeController | undefined;
   spiffe: SpiffeController | undefined; // SVIDs and each endpoint's Workload API (controllers/spiffe.ts); undefined when off
+  readonly gateways: GatewaysController | undefined; // Gateway API and Ingress (gateway-start.ts); undefined when off
   /** Cluster mode: policies, namespaces and services shared through etcd (cluster/resources.ts). */
   readonly cluster: ClusterResources | undefined;
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
@@ -144,6 +147,7 @@ export class Agent {
     );
     const ctls: Controller[] = [this.identitiesCtl, this.namespaces, this.services, this.nodes];
     this.controllers = [...ctls, this.endpoints, this.remoteEndpoints, this.policies, this.names];
+    this.gateways = newGateways(p, deps, { ipam: this.ipam, services: this.services, namespaces: this.namespaces, endpoints: this.endpoints, observer: () => this.observerRef }); // prettier-ignore
     this.tracing = new TracingPoliciesController({ logger: p.logger, endpoints: () => this.listEndpoints(), store: p.store }); // prettier-ignore
     this.enforcer = new Enforcer({
       logger: p.logger,
@@ -209,6 +213,7 @@ export class Agent {
     await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
     await this.cluster?.start(); // what other nodes applied meanwhile (listed, enforced, then watched)
     this.spiffe = await startSpiffe(this.p, () => this.listEndpoints()); // SVIDs and sockets of the endpoints adopted
+    await this.gateways?.start(); // its namespace, the ingress address in the ipcache, the gateway process
     // The kernel is read in the background (once now: a restart adopted the table by its
     // stamp, then periodically); the work queue is used only to repair drift.
     const resync = (): void => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair"));
@@ -224,6 +229,7 @@ export class Agent {
     if (this.timer) clearInterval(this.timer);
     await this.identitiesCtl.stop();
     this.spiffe?.stop();
+    await this.gateways?.stop();
     await this.endpoints.stopVerification();
     await this.cluster?.stop();
     this.names.stop();
@@ -359,21 +365,11 @@ export class Agent {
     return this.services.upsert(spec);
   }
 
-  deleteService(namespace: string, name: string): Promise<void> {
-    return this.services.delete(namespace, name);
-  }
+  deleteService(namespace: string, name: string): Promise<void> { return this.services.delete(namespace, name); } // prettier-ignore
 
-  deleteNodeAddress(ip: string): Promise<void> {
-    return this.nodes.deleteAddress(ip);
-  }
-
-  identities(): IdentityView[] {
-    return identitiesView(this.engine, this.endpoints.all());
-  }
-
-  ipcache(): IpcacheView[] {
-    return ipcacheView(this.engine);
-  }
+  deleteNodeAddress(ip: string): Promise<void> { return this.nodes.deleteAddress(ip); } // prettier-ignore
+  identities(): IdentityView[] { return identitiesView(this.engine, this.endpoints.all()); } // prettier-ignore
+  ipcache(): IpcacheView[] { return ipcacheView(this.engine); } // prettier-ignore
 
   async datapathDiff(): Promise<string[]> {
     return this.queue.run(async () => {

@@ -51,6 +51,7 @@ import { PolicyChecker } from "./policy-check.js";
 import { remoteEndpointRoutes } from "./remote-endpoint-routes.js";
 import { cniRoutes } from "./api/cni-routes.js";
 import { tracingRoutes } from "./api/tracing-routes.js";
+import { gatewayRoutes } from "./api/gateway-routes.js";
 import { runtimeRoutes } from "./api/runtime-routes.js";
 import { clusterRoutes, withClusterStatus } from "./api/cluster-routes.js";
 import type { PolicyResource } from "../policy/types.js";
@@ -222,6 +223,7 @@ export function agentRoutes(agent: Agent): Route[] {
     ...tracingRoutes(() => agent.tracing), // TracingPolicy: /v1/tracingpolicies (api/tracing-routes.ts)
     ...runtimeRoutes(() => agent.runtime), // /v1/runtime/... (api/runtime-routes.ts)
     ...clusterRoutes(() => agent.cluster), // /v1/cluster/realized (api/cluster-routes.ts)
+    ...gatewayRoutes(() => agent.gateways), // Gateway API, Ingress: /v1/gateway (api/gateway-routes.ts)
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },
     { method: "GET", path: "/v1/ipcache", handler: () => agent.ipcache() },
     { method: "GET", path: "/v1/datapath/diff", handler: async () => ({ diff: await agent.datapathDiff() }) },

@@ -54,6 +54,8 @@ export interface AgentOptions {
   readonly hubble?: HubbleOptions;
   /** The SPIFFE identity provider and Workload API (`--spiffe`); absent = off. */
   readonly spiffe?: AgentParams["spiffe"];
+  /** Gateway API and Ingress (`--gateway`); absent = off. */
+  readonly gateway?: AgentParams["gateway"];
 }
 
 export interface RunningAgent {
@@ -105,6 +107,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     ...(o.proxy ? { proxy: o.proxy } : {}),
     ...(o.runtime ? { runtime: o.runtime } : {}),
     ...(o.spiffe ? { spiffe: o.spiffe } : {}),
+    ...(o.gateway ? { gateway: o.gateway } : {}),
     // Cluster mode: shared policies/namespaces/services, and identity numbers claimed in etcd.
     ...(cluster
       ? { cluster: cluster.ctx, clusterIdentities: new ClusterIdentities({ ctx: cluster.ctx }) }

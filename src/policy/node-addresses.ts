@@ -21,7 +21,8 @@ import type { SelectorCache } from "./selectorcache.js";
 import { LabelSet } from "../labels/label.js";
 import { nodeLabelSet } from "../labels/node.js";
 
-export type NodeAddressKind = "host" | "remote-node" | "kube-apiserver";
+/** `ingress`: the gateway's source address (src/gateway/ingress-netns.ts), reserved identity 8. */
+export type NodeAddressKind = "host" | "remote-node" | "kube-apiserver" | "ingress";
 
 export interface NodeAddress {
   readonly kind: NodeAddressKind;
@@ -63,7 +64,13 @@ export class NodeAddresses {
       identity = ident.id;
     } else {
       identity =
-        addr.kind === "host" ? ID.host : addr.kind === "remote-node" ? ID.remoteNode : ID.kubeApiserver;
+        addr.kind === "host"
+          ? ID.host
+          : addr.kind === "remote-node"
+            ? ID.remoteNode
+            : addr.kind === "ingress"
+              ? ID.ingress
+              : ID.kubeApiserver;
     }
     const old = this.addrs.get(ip);
     this.addrs.set(ip, { ...addr, identity });

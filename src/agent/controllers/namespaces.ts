@@ -58,6 +58,11 @@ export class NamespacesController implements Controller, SyncedResource {
     return [...this.known.keys()].map((n) => KEYS.namespaces + n);
   }
 
+  /** Every namespace's labels (for the gateway's allowedRoutes selectors). */
+  labels(): Record<string, Record<string, string>> {
+    return Object.fromEntries([...this.known].map(([n, v]) => [n, JSON.parse(v) as Record<string, string>]));
+  }
+
   setLabels(name: string, labels: Record<string, string>): Promise<void> {
     return this.d.serial(async () => {
       validateName(name, "namespace");

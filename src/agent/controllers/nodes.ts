@@ -14,7 +14,7 @@ import { Revisions, type Controller, type ControllerDeps } from "../controller.j
 export const NODE_ADDRS_KEY = "nodes/";
 
 /** `host`: this node's own address (cluster mode, src/cluster/node-addresses.ts). */
-export type NodeKind = "host" | "remote-node" | "kube-apiserver";
+export type NodeKind = "host" | "remote-node" | "kube-apiserver" | "ingress";
 
 export class NodesController implements Controller {
   readonly name = "nodes";

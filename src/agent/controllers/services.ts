@@ -64,6 +64,11 @@ export class ServicesController implements Controller, SyncedResource {
     return [...this.known.keys()];
   }
 
+  /** Every service as stored (the gateway resolves its backendRefs against them). */
+  specs(): ServiceSpec[] {
+    return [...this.known.values()].map((v) => JSON.parse(v) as ServiceSpec);
+  }
+
   upsert(spec: ServiceSpec): Promise<void> {
     return this.d.serial(async () => {
       validateService(spec);

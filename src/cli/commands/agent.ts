@@ -95,6 +95,10 @@ export function agentCommand(ctx: CliContext): Command {
       "/etc/membrane/secrets",
     )
     .option("--tofqdns-min-ttl <seconds>", "shortest life of an address learned from a DNS answer", "3600")
+    .option(
+      "--gateway",
+      "serve Gateway API (GatewayClass controllerName membrane.io/gateway-controller) and Ingress (class membrane) routes from <netns-prefix>-gateway; certificates from --tls-secrets-dir",
+    )
     .option("--spiffe", "issue X.509-SVIDs to identities and serve the SPIFFE Workload API in every endpoint")
     .option(
       "--trust-domain <name>",
@@ -208,6 +212,7 @@ Examples:
               },
             }
           : {}),
+        ...(o["gateway"] === true ? { gateway: { secretsDir: str("tlsSecretsDir") as string } } : {}),
         ...(o["spiffe"] === true
           ? { spiffe: { trustDomain: str("trustDomain") as string, svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000 } } // prettier-ignore
           : {}),

@@ -6,6 +6,7 @@ import { parsePolicies, warningText } from "../../policy/api/index.js";
 import type { PolicyResource } from "../../policy/types.js";
 import { tracingFile, applyTracing } from "./apply-tracing.js";
 import { impactOptions, showImpact, type ImpactFlags } from "./apply-impact.js";
+import { applyGateway, gatewayFile } from "./gateway-cli.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -92,7 +93,7 @@ async function send(
 export function applyCommand(ctx: CliContext): Command {
   const cmd = new Command("apply")
     .description(
-      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, or TracingPolicy / TracingPolicyNamespaced YAML (rejected whole if any document is invalid)",
+      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, TracingPolicy / TracingPolicyNamespaced, or Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) / Ingress YAML (rejected whole if any document is invalid)",
     )
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
     .option("--dry-run", "only validate, locally; change nothing")
@@ -107,6 +108,7 @@ export function applyCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "POST");
+      if (gatewayFile(text, name)) return applyGateway(ctx, o, text, name, "POST");
       // Validate locally first: errors name file:line:path; warnings go to stderr.
       const resources = parsePolicies(text, name, { onWarning: (w) => ctx.err(warningText(w) + "\n") });
       if (o.impact) return showImpact(ctx, o, text, name, false);
@@ -131,6 +133,7 @@ export function deleteCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "DELETE");
+      if (gatewayFile(text, name)) return applyGateway(ctx, o, text, name, "DELETE");
       if (o.impact) {
         parsePolicies(text, name);
         return showImpact(ctx, o, text, name, true);

@@ -1,6 +1,7 @@
 /** `membrane demo [--nodes N]`: the Star Wars demo on real packets, on one node or several (needs root). */
 import { Command } from "commander";
 import { runDemo } from "../demo.js";
+import { runGatewayDemo } from "../demo-gateway.js";
 import { MAX_DEMO_NODES, runClusterDemo } from "../demo-cluster.js";
 import type { CliContext } from "../context.js";
 import { MembraneError } from "../../errors.js";
@@ -26,6 +27,10 @@ export function demoCommand(ctx: CliContext): Command {
       "1",
     )
     .option("--keep", "keep the namespaces afterwards, to look around (one node only)")
+    .option(
+      "--gateway",
+      "instead: a Gateway API demo, outside requests through a Gateway to two weighted backends, with the flows",
+    )
     .addHelpText(
       "after",
       `
@@ -42,9 +47,14 @@ the sending node; then why it was dropped.
 Examples:
   $ sudo membrane demo
   $ sudo membrane demo --nodes 3
+  $ sudo membrane demo --gateway
 `,
     )
-    .action(async (o: { keep?: boolean; nodes: string }) => {
+    .action(async (o: { keep?: boolean; nodes: string; gateway?: boolean }) => {
+      if (o.gateway) {
+        if ((await runGatewayDemo({ out: ctx.out })) > 0) ctx.exitCode = 1;
+        return;
+      }
       const nodes = parseNodes(o.nodes);
       const keep = o.keep === true;
       if (keep && nodes > 1) {

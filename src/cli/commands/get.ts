@@ -1,5 +1,6 @@
-/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies|nodes`. */
+/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies|nodes`, and Gateway API kinds (gateway-cli.ts). */
 import { Command, Argument } from "commander";
+import { MembraneError } from "../../errors.js";
 import type { EndpointView } from "../../agent/agent.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, show, socketOption, type ViewFormat } from "../agent-client.js";
@@ -8,28 +9,35 @@ import { tracingRows } from "./apply-tracing.js";
 import type { TracingPolicyStatus } from "../../runtime/enforce/enforcer.js";
 
 import { nodeRows } from "./get-nodes.js";
+import { gatewayKinds, getGateways } from "./gateway-cli.js";
 import type { NodeView } from "../../cluster/routes.js";
 
 type Row = Record<string, unknown>;
+
+const WHAT = ["endpoints", "identities", "policies", "ipcache", "status", "tracingpolicies", "nodes"];
 
 export function getCommand(ctx: CliContext): Command {
   return new Command("get")
     .description("show what the agent holds")
     .addArgument(
-      new Argument("<what>", "what to show").choices([
-        "endpoints",
-        "identities",
-        "policies",
-        "ipcache",
-        "status",
-        "tracingpolicies",
-        "nodes",
-      ]),
+      new Argument(
+        "<what>",
+        `what to show: ${WHAT.join(", ")}, or Gateway API kinds, comma-separated (gatewayclasses, gateways, httproutes, referencegrants, ingresses)`,
+      ),
     )
     .addOption(socketOption())
     .addOption(outputOption())
-    .addHelpText("after", "\nExamples:\n  $ membrane get endpoints\n  $ membrane get policies -o yaml\n")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  $ membrane get endpoints\n  $ membrane get policies -o yaml\n  $ membrane get gateways,httproutes -o yaml\n",
+    )
     .action(async (what: string, o: { socket: string; output: ViewFormat }) => {
+      const kinds = gatewayKinds(what);
+      if (kinds) return getGateways(ctx, o, kinds);
+      if (!WHAT.includes(what))
+        throw new MembraneError("CLI_USAGE", `Cannot show ${what}: not something the agent holds`, {
+          hint: `use one of ${WHAT.join(", ")}, gateways, httproutes, ...`,
+        });
       const c = client(o);
       switch (what) {
         case "endpoints": {

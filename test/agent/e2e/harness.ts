@@ -57,6 +57,8 @@ export interface LabOptions {
   readonly cluster?: AgentOptions["cluster"];
   /** The SPIFFE provider and Workload API (test/spiffe). */
   readonly spiffe?: AgentOptions["spiffe"];
+  /** Gateway API and Ingress (test/gateway), with flows; secrets in `<dir>/secrets`. */
+  readonly gateway?: boolean;
 }
 
 export interface LabEndpoint {
@@ -101,6 +103,9 @@ export class AgentLab {
       ...(o.runtime ? { runtime: { nodeName: prefix } } : {}),
       ...(o.cluster ? { cluster: o.cluster } : {}),
       ...(o.spiffe ? { spiffe: o.spiffe } : {}),
+      ...(o.gateway
+        ? { gateway: { secretsDir: join(dir, "secrets") }, observe: { nodeName: prefix, ringCapacity: 4096 } }
+        : {}),
       ...(o.proxy
         ? {
             // A short minimum TTL, so that expiry can be seen within a test.

@@ -1,0 +1,226 @@
+/**
+ * Gateway API and Ingress resources (src/gateway): stored under
+ * `gateway/<Kind>/<namespace>/<name>`, compiled for their status, and served
+ * by the gateway process in its own namespace (src/gateway/ingress-netns.ts),
+ * whose address the ipcache maps to the reserved `ingress` identity.
+ *
+ *   apply -f (parse whole, store) --> inputs (resources, services -> endpoint
+ *   addresses, namespace labels, the gateway address) --> GatewayRunner.push
+ *   services and endpoints change --> the inputs are compared every second and
+ *   pushed again when they differ
+ */
+import { MembraneError } from "../../errors.js";
+import { GatewayCertificates } from "../../gateway/certs.js";
+import { compileGateways } from "../../gateway/compile.js";
+import type { GatewayEvent } from "../../gateway/exchange.js";
+import { ensureIngressNetns } from "../../gateway/ingress-netns.js";
+import { worldOf } from "../../gateway/world.js";
+import { resourceKey, type GatewayResource } from "../../gateway/model.js";
+import { parseGatewayResources } from "../../gateway/parse.js";
+import type { GatewayInputs } from "../../gateway/protocol.js";
+import { GatewayRunner } from "../../gateway/runner.js";
+import type { ServiceSpec } from "../../policy/query.js";
+import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
+import type { EndpointView } from "./endpoint-record.js";
+
+export const GATEWAY_KEY = "gateway/";
+
+export interface GatewaysDeps extends ControllerDeps {
+  readonly secretsDir: string;
+  readonly netns: string;
+  readonly nodeNetns?: string;
+  readonly nodeGateway: string;
+  /** The gateway address (allocated once from the pod CIDR, stable across restarts). */
+  readonly address: () => Promise<string>;
+  readonly services: () => readonly ServiceSpec[];
+  readonly endpoints: () => readonly EndpointView[];
+  readonly namespaceLabels: () => Record<string, Record<string, string>>;
+  readonly onEvent?: (e: GatewayEvent, address: string) => void;
+}
+
+export interface GatewayApplyReport {
+  readonly resources: readonly {
+    kind: string;
+    namespace?: string;
+    name: string;
+    status: "created" | "configured" | "unchanged" | "deleted";
+  }[];
+}
+
+export class GatewaysController implements Controller {
+  readonly name = "gateways";
+  readonly revisions = new Revisions();
+  private readonly known = new Map<string, GatewayResource>();
+  private runner: GatewayRunner | undefined;
+  private addr: string | undefined;
+  private lastPushed = "";
+  private timer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private readonly certs: GatewayCertificates;
+
+  constructor(private readonly d: GatewaysDeps) {
+    this.certs = new GatewayCertificates(d.secretsDir);
+  }
+
+  async restore(): Promise<void> {
+    for (const kv of (await this.d.store.list(GATEWAY_KEY)).kvs) {
+      try {
+        const r = JSON.parse(kv.value) as GatewayResource;
+        this.known.set(resourceKey(r), r);
+      } catch (e) {
+        this.d.logger.error(
+          { key: kv.key, err: String(e) },
+          "stored gateway resource cannot be read; skipped",
+        );
+      }
+    }
+  }
+
+  /** Sets up the gateway namespace and address (identity ingress), starts the gateway process. */
+  async start(): Promise<void> {
+    await this.restore();
+    const address = await this.d.address();
+    this.addr = address;
+    await ensureIngressNetns({
+      netns: this.d.netns,
+      ...(this.d.nodeNetns !== undefined ? { nodeNetns: this.d.nodeNetns } : {}),
+      hostIf: "mbrgw0",
+      address,
+      nodeGateway: this.d.nodeGateway,
+    });
+    await this.d.serial(async () => {
+      this.d.engine().setNodeAddress(address, "ingress");
+      await this.d.enforce();
+    });
+    this.runner = new GatewayRunner({
+      netns: this.d.netns,
+      secretsDir: this.d.secretsDir,
+      localAddress: address,
+      onEvent: (e) => this.d.onEvent?.(e, address),
+      onExit: (code) => {
+        if (!this.stopping)
+          this.d.logger.error(
+            { code },
+            "gateway process exited; its listeners are down until the agent restarts",
+          );
+      },
+    });
+    this.runner.start();
+    await this.sync(true);
+    this.timer = setInterval(() => void this.sync(false).catch(() => undefined), 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.runner?.stop();
+  }
+
+  get address(): string | undefined {
+    return this.addr;
+  }
+
+  private inputs(): GatewayInputs {
+    const eps = this.d.endpoints();
+    const services: Record<string, string[]> = {};
+    for (const s of this.d.services()) {
+      const sel = s.selector;
+      services[`${s.namespace}/${s.name}`] = sel
+        ? eps
+            .filter(
+              (e) => e.namespace === s.namespace && Object.entries(sel).every(([k, v]) => e.labels[k] === v),
+            )
+            .map((e) => e.ipv4)
+        : [...(s.ips ?? [])];
+    }
+    return {
+      resources: [...this.known.values()],
+      services,
+      namespaceLabels: this.d.namespaceLabels(),
+      addresses: this.addr ? [this.addr] : [],
+      policyRevision: this.d.engine().revision,
+    };
+  }
+
+  /** Pushes what changed now (instead of within the next second). */
+  refresh(): Promise<void> {
+    return this.sync(false);
+  }
+
+  /** Pushes the inputs when they changed (or always); logs what the process could not serve. */
+  private async sync(always: boolean): Promise<void> {
+    if (!this.runner) return;
+    const inputs = this.inputs();
+    const text = JSON.stringify(inputs);
+    if (!always && text === this.lastPushed) return;
+    this.lastPushed = text;
+    const r = await this.runner.push(inputs);
+    if (r.error) this.d.logger.error({ err: r.error }, "gateway listeners not all served");
+  }
+
+  apply(text: string, file: string, del = false): Promise<GatewayApplyReport> {
+    return this.d.serial(async () => {
+      const resources = parseGatewayResources(text, file);
+      const out: GatewayApplyReport["resources"][number][] = [];
+      for (const r of resources) {
+        const key = resourceKey(r);
+        const value = JSON.stringify(r);
+        const old = this.known.get(key);
+        const row = {
+          kind: r.kind,
+          ...(r.kind === "GatewayClass" ? {} : { namespace: r.meta.namespace }),
+          name: r.meta.name,
+        };
+        if (del) {
+          if (!old) continue;
+          await this.d.store.delete(GATEWAY_KEY + key);
+          this.known.delete(key);
+          out.push({ ...row, status: "deleted" });
+          continue;
+        }
+        if (old && JSON.stringify(old) === value) {
+          out.push({ ...row, status: "unchanged" });
+          continue;
+        }
+        await this.d.store.put(GATEWAY_KEY + key, value);
+        this.known.set(key, r);
+        out.push({ ...row, status: old ? "configured" : "created" });
+      }
+      this.revisions.bump();
+      await this.sync(true).catch((e: unknown) => {
+        throw new MembraneError(
+          "API_FAILED",
+          `Cannot program the gateway: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      });
+      return { resources: out };
+    });
+  }
+
+  /** Every resource with its status (as Kubernetes shows it: `status` beside `spec`). */
+  list(kinds?: readonly string[]): { kind: string; namespace?: string; name: string; status: unknown }[] {
+    const { status } = compileGateways(worldOf(this.inputs(), this.certs, new Date().toISOString()));
+    return [...this.known.values()]
+      .filter((r) => !kinds || kinds.includes(r.kind))
+      .map((r) => {
+        const key = resourceKey(r);
+        const st =
+          r.kind === "Gateway"
+            ? status.gateways.get(key)
+            : r.kind === "HTTPRoute"
+              ? status.routes.get(key)
+              : r.kind === "GatewayClass"
+                ? status.gatewayClasses.get(key)
+                : r.kind === "Ingress"
+                  ? status.ingresses.get(key)
+                  : undefined;
+        return {
+          kind: r.kind,
+          ...(r.kind === "GatewayClass" ? {} : { namespace: r.meta.namespace }),
+          name: r.meta.name,
+          status: st ?? {},
+        };
+      });
+  }
+}

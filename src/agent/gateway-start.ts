@@ -1,0 +1,74 @@
+/**
+ * Wiring of the Gateway API / Ingress controller (controllers/gateways.ts)
+ * into the agent, when `--gateway` is on: the gateway namespace is
+ * `<netnsPrefix>-gateway`, its address is allocated once from the pod CIDR
+ * (IPAM owner `gateway/ingress`), and each request it serves becomes an L7
+ * flow (source: the client, destination: the backend endpoint; the request
+ * leaves the gateway with the `ingress` identity).
+ */
+import { ID } from "../identity/reserved.js";
+import type { L7Event } from "../proxy/types.js";
+import type { GatewayEvent } from "../gateway/exchange.js";
+import type { AgentParams } from "./agent-params.js";
+import type { ControllerDeps } from "./controller.js";
+import type { EndpointsController } from "./controllers/endpoints.js";
+import { GatewaysController } from "./controllers/gateways.js";
+import type { NamespacesController } from "./controllers/namespaces.js";
+import type { ServicesController } from "./controllers/services.js";
+import type { Ipam } from "./ipam.js";
+import type { Observer } from "./observer.js";
+
+export const DEFAULT_GATEWAY_SECRETS_DIR = "/etc/membrane/secrets";
+
+export interface GatewayWiring {
+  readonly ipam: Ipam;
+  readonly services: ServicesController;
+  readonly namespaces: NamespacesController;
+  readonly endpoints: EndpointsController;
+  readonly observer: () => Observer | undefined;
+}
+
+export function newGateways(
+  p: AgentParams,
+  deps: ControllerDeps,
+  w: GatewayWiring,
+): GatewaysController | undefined {
+  if (!p.gateway) return undefined;
+  return new GatewaysController({
+    ...deps,
+    secretsDir: p.gateway.secretsDir ?? p.proxy?.secretsDir ?? DEFAULT_GATEWAY_SECRETS_DIR,
+    netns: p.netnsPrefix.endsWith("-") ? `${p.netnsPrefix}gateway` : `${p.netnsPrefix}-gateway`,
+    ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}),
+    nodeGateway: w.ipam.gateways().ipv4,
+    address: async () => (await w.ipam.allocate("gateway/ingress")).ipv4,
+    services: () => w.services.specs(),
+    endpoints: () => w.endpoints.list(),
+    namespaceLabels: () => w.namespaces.labels(),
+    onEvent: (e, address) => {
+      const o = w.observer();
+      if (o)
+        o.pushL7(l7Of(e, w.endpoints), {
+          src: e.client,
+          dst: e.backend ? { address: e.backend.address, port: e.backend.port } : { address, port: 0 },
+        });
+    },
+  });
+}
+
+/** A gateway request as an L7 flow: world -> backend, Hubble's HTTP fields. */
+function l7Of(e: GatewayEvent, endpoints: EndpointsController): L7Event {
+  const ep = e.backend ? endpoints.list().find((x) => x.ipv4 === e.backend?.address) : undefined;
+  return {
+    type: "http",
+    verdict: e.status >= 500 || e.status === 400 ? "error" : "forwarded",
+    srcIdentity: ID.world,
+    dstIdentity: ep?.identity ?? ID.ingress,
+    endpoint: ep ? `${ep.namespace}/${ep.name}` : "gateway",
+    direction: "ingress",
+    ...(e.method !== undefined ? { method: e.method } : {}),
+    ...(e.url !== undefined ? { url: `http://${e.url}` } : {}),
+    status: e.status,
+    latencyMs: e.latencyMs,
+    ...(e.reason !== undefined ? { reason: e.reason } : {}),
+  };
+}

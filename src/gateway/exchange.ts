@@ -1,0 +1,346 @@
+/**
+ * One client connection of a gateway listener. Each request is read with the
+ * proxy's strict HTTP/1.1 parser (src/proxy/http: the smuggling defences
+ * apply: two lengths, bad chunking, bare LF, odd targets -> 400 and close),
+ * its body read whole (up to `maxBody`, else 413), routed by match.ts, and
+ * answered in order (pipelined requests wait):
+ *
+ *   not found -> 404 | redirect -> 3xx Location | unresolved backend -> 500
+ *   forward -> an endpoint of the backend Service, over a kept-alive connection;
+ *              the response head rewritten (ResponseHeaderModifier, hop-by-hop
+ *              fields), its body streamed as framed; a connect failure tries
+ *              another endpoint once, then 503
+ */
+import type { Socket } from "node:net";
+import { performance } from "node:perf_hooks";
+import { ChunkedDecoder } from "../proxy/http/chunked.js";
+import { NOT_FORWARDED, parseRequestHead, type RequestHead } from "../proxy/http/request.js";
+import { parseResponseHead, ResponseReader } from "../proxy/http/response.js";
+import { modifyHeaders } from "./filters.js";
+import { decide, type RouteDecision } from "./match.js";
+import type { HeaderModifier } from "./model.js";
+import type { BackendTarget, ServedPort } from "./table.js";
+import type { UpstreamPool } from "./upstream.js";
+
+export interface GatewayEvent {
+  readonly listener: string;
+  readonly client: { readonly address: string; readonly port: number };
+  readonly method?: string;
+  readonly url?: string;
+  readonly status: number;
+  readonly route?: string;
+  readonly backend?: { readonly service: string; readonly address: string; readonly port: number };
+  readonly reason?: string;
+  readonly latencyMs: number;
+}
+
+export interface ExchangeDeps {
+  readonly port: () => ServedPort | undefined;
+  /** Endpoint addresses of a Service's backends (ready ones). */
+  readonly endpoints: (namespace: string, name: string) => readonly string[];
+  readonly pool: UpstreamPool;
+  readonly onEvent: (e: GatewayEvent) => void;
+  readonly random?: () => number;
+  readonly maxBody?: number;
+  readonly maxHeadBytes?: number;
+  readonly connectTimeoutMs?: number;
+}
+
+const REASONS: Record<number, string> = { 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" }; // prettier-ignore
+
+export function reply(status: number, close: boolean, extra: readonly string[] = []): Buffer {
+  const body = `${REASONS[status] ?? "Error"}\n`;
+  const lines = [
+    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}`,
+    ...extra,
+    "content-type: text/plain",
+    `content-length: ${body.length}`,
+  ];
+  if (close) lines.push("connection: close");
+  return Buffer.from(lines.join("\r\n") + "\r\n\r\n" + body, "latin1");
+}
+
+export class GatewayExchange {
+  private buf: Buffer = Buffer.alloc(0);
+  private busy = false;
+  /** The current response is close-delimited (or said close): the client connection ends after it. */
+  private mustClose = false;
+  private closed = false;
+  private readonly maxBody: number;
+  private readonly maxHead: number;
+
+  constructor(
+    private readonly client: Socket,
+    private readonly listener: string,
+    private readonly deps: ExchangeDeps,
+  ) {
+    this.maxBody = deps.maxBody ?? 1024 * 1024;
+    this.maxHead = deps.maxHeadBytes ?? 64 * 1024;
+  }
+
+  start(): void {
+    const c = this.client;
+    c.setNoDelay(true);
+    c.setTimeout(60_000, () => this.close());
+    c.on("error", () => this.close());
+    c.on("close", () => (this.closed = true));
+    c.on("data", (d: Buffer) => {
+      this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
+      if (this.buf.length > this.maxHead + this.maxBody + 65536) c.pause();
+      this.next();
+    });
+    c.on("end", () => {
+      if (!this.busy) this.close();
+    });
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.client.end();
+    setTimeout(() => this.client.destroy(), 2000).unref();
+  }
+
+  private clientInfo(): { address: string; port: number } {
+    return { address: this.client.remoteAddress ?? "", port: this.client.remotePort ?? 0 };
+  }
+
+  /** Reads the next complete request (head and body) and serves it. */
+  private next(): void {
+    if (this.busy || this.closed || this.buf.length === 0) return;
+    const started = performance.now();
+    const r = parseRequestHead(this.buf, { maxHeadBytes: this.maxHead, maxHeaders: 100 });
+    if (r.kind === "incomplete") return;
+    if (r.kind === "error") return this.fail(400, started, undefined, r.reason);
+    const body = this.readBody(r.head, this.buf.subarray(r.length));
+    if (body === "incomplete") return;
+    if (typeof body === "object" && "error" in body)
+      return this.fail(body.status, started, r.head, body.error);
+    this.buf = this.buf.subarray(r.length + body.consumed);
+    this.busy = true;
+    this.client.resume();
+    this.serve(r.head, body.data, started);
+  }
+
+  private readBody(
+    head: RequestHead,
+    rest: Buffer,
+  ): "incomplete" | { data: Buffer; consumed: number } | { error: string; status: number } {
+    const f = head.framing;
+    if (f.kind === "none") return { data: Buffer.alloc(0), consumed: 0 };
+    if (f.kind === "length") {
+      if (f.length > this.maxBody) return { error: "request body too large", status: 413 };
+      return rest.length < f.length ? "incomplete" : { data: rest.subarray(0, f.length), consumed: f.length };
+    }
+    const dec = new ChunkedDecoder({ strict: true });
+    const r = dec.push(rest);
+    if ("error" in r) return { error: r.error, status: 400 };
+    const data = Buffer.concat(r.data);
+    if (data.length > this.maxBody) return { error: "request body too large", status: 413 };
+    return r.done ? { data, consumed: r.consumed } : "incomplete";
+  }
+
+  private fail(status: number, started: number, head: RequestHead | undefined, reason: string): void {
+    this.event(started, head, { status, reason });
+    this.client.write(reply(status, true));
+    this.close();
+  }
+
+  private event(
+    started: number,
+    head: RequestHead | undefined,
+    e: Partial<GatewayEvent> & { status: number },
+  ): void {
+    this.deps.onEvent({
+      listener: this.listener,
+      client: this.clientInfo(),
+      ...(head ? { method: head.method, url: `${head.host ?? ""}${head.target}` } : {}),
+      latencyMs: +(performance.now() - started).toFixed(3),
+      ...e,
+    });
+  }
+
+  private serve(head: RequestHead, body: Buffer, started: number): void {
+    const port = this.deps.port();
+    if (!port) return this.fail(503, started, head, "listener no longer served");
+    const headers = head.headers
+      .filter((h) => !NOT_FORWARDED.has(h.lower))
+      .map((h) => ({ name: h.name, value: h.value }));
+    const d: RouteDecision = decide(
+      port,
+      { method: head.method, target: head.target, host: head.host, headers },
+      this.deps.random,
+    );
+    const route = d.kind === "not-found" ? undefined : d.rule.route;
+    const done = (status: number, e: Partial<GatewayEvent> = {}): void => {
+      this.event(started, head, { status, ...(route ? { route } : {}), ...e });
+      this.busy = false;
+      if (head.close || this.mustClose) return this.close();
+      this.next();
+    };
+    if (d.kind === "not-found") {
+      this.client.write(reply(404, head.close));
+      return done(404, { reason: "no route matched" });
+    }
+    if (d.kind === "redirect") {
+      this.client.write(reply(d.status, head.close, [`location: ${d.location}`]));
+      return done(d.status);
+    }
+    if (d.kind === "error") {
+      this.client.write(reply(500, head.close));
+      return done(500, { reason: d.reason });
+    }
+    const fwd = d.request;
+    const lines = [`${fwd.method} ${fwd.target} HTTP/1.1`];
+    for (const h of fwd.headers) lines.push(`${h.name}: ${h.value}`);
+    const xff = headers.find((h) => h.name.toLowerCase() === "x-forwarded-for")?.value;
+    const peer = this.client.remoteAddress ?? "";
+    if (!xff) lines.push(`x-forwarded-for: ${peer}`);
+    lines.push(`x-forwarded-proto: ${port.protocol === "HTTPS" ? "https" : "http"}`);
+    if (body.length > 0 || head.framing.kind !== "none") lines.push(`content-length: ${body.length}`);
+    const wire = Buffer.concat([Buffer.from(lines.join("\r\n") + "\r\n\r\n", "latin1"), body]);
+    for (const m of d.mirrors) this.mirror(m, wire);
+    this.forward(d.backend, wire, head, d.responseHeaders, started, done, 0);
+  }
+
+  private pickEndpoint(b: BackendTarget, avoid: string | undefined): string | undefined {
+    const all = this.deps.endpoints(b.namespace, b.name);
+    const choices = all.length > 1 && avoid ? all.filter((a) => a !== avoid) : all;
+    if (choices.length === 0) return undefined;
+    return choices[Math.floor((this.deps.random ?? Math.random)() * choices.length)];
+  }
+
+  private mirror(b: BackendTarget, wire: Buffer): void {
+    const addr = this.pickEndpoint(b, undefined);
+    if (!addr) return;
+    const { socket } = this.deps.pool.acquire(addr, b.port);
+    socket.on("error", () => socket.destroy());
+    socket.setTimeout(10_000, () => socket.destroy());
+    socket.on("data", () => undefined);
+    socket.write(wire);
+    socket.end();
+  }
+
+  private forward(
+    b: BackendTarget,
+    wire: Buffer,
+    head: RequestHead,
+    mods: readonly HeaderModifier[],
+    started: number,
+    done: (status: number, e?: Partial<GatewayEvent>) => void,
+    attempt: number,
+    avoid?: string,
+  ): void {
+    const addr = this.pickEndpoint(b, avoid);
+    const service = `${b.namespace}/${b.name}`;
+    if (!addr) {
+      this.client.write(reply(503, head.close));
+      return done(503, { reason: `no endpoint of ${service}` });
+    }
+    const backend = { service, address: addr, port: b.port };
+    const { socket: up, reused } = this.deps.pool.acquire(addr, b.port);
+    const reader = new ResponseReader(head.method, this.maxHead);
+    let pending: Buffer = Buffer.alloc(0);
+    let headDone = false;
+    let status = 0;
+    let finished = false;
+    // A backend that does not answer the SYN (dropped by its policy, gone): 503 after the connect timeout.
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      up.destroy(new Error("connect timeout"));
+    }, this.deps.connectTimeoutMs ?? 5000);
+    if (reused) clearTimeout(timer);
+    else up.once("connect", () => clearTimeout(timer));
+    up.setTimeout(60_000, () => up.destroy(new Error("backend idle for 60 s")));
+    const finish = (reuse: boolean): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      if (reuse) this.deps.pool.release(addr, b.port, up);
+      else up.destroy();
+    };
+    const failed = (why: string): void => {
+      if (finished) return;
+      finish(false);
+      // Nothing reached the client yet: another endpoint (or a fresh connection) once.
+      if (!headDone && attempt === 0 && !timedOut && !this.closed)
+        return this.forward(b, wire, head, mods, started, done, 1, reused ? undefined : addr);
+      if (!headDone) {
+        this.client.write(reply(503, true));
+        this.event(started, head, { status: 503, reason: why, backend });
+        this.busy = false;
+        return this.close();
+      }
+      this.event(started, head, { status: 502, reason: why, backend });
+      this.client.destroy();
+    };
+    up.on("error", (e) => failed(e.message));
+    up.on("close", () => {
+      if (finished) return;
+      if (headDone && reader.endOfInput()) {
+        finish(false);
+        done(status, { backend });
+        return;
+      }
+      failed("upstream closed before the response ended");
+    });
+    up.on("data", (d: Buffer) => {
+      if (finished) return;
+      let out: Buffer[];
+      if (!headDone) {
+        pending = pending.length === 0 ? d : Buffer.concat([pending, d]);
+        for (;;) {
+          const r = parseResponseHead(pending, head.method, this.maxHead);
+          if (r.kind === "incomplete") return;
+          if (r.kind === "error") return failed(r.reason);
+          if (r.head.interim) {
+            pending = pending.subarray(r.length);
+            continue;
+          }
+          headDone = true;
+          status = r.head.status;
+          const res = reader.push(pending);
+          if ("error" in res) return failed(res.error);
+          const keepClient = !head.close && r.head.framing.kind !== "close";
+          if (!keepClient) this.mustClose = true;
+          out = [rewriteHead(pending.subarray(0, r.length), mods, keepClient), ...res.forward.slice(1)];
+          this.client.write(Buffer.concat(out));
+          if (res.done) {
+            finish(!res.close && res.extra === 0);
+            done(status, { backend });
+          }
+          return;
+        }
+      }
+      const res = reader.push(d);
+      if ("error" in res) return failed(res.error);
+      for (const piece of res.forward) this.client.write(piece);
+      if (res.done) {
+        finish(!res.close && res.extra === 0);
+        done(status, { backend });
+      }
+    });
+    up.write(wire);
+  }
+}
+
+/** The backend's response head as the client gets it: hop-by-hop fields ours, ResponseHeaderModifiers applied. */
+export function rewriteHead(raw: Buffer, mods: readonly HeaderModifier[], keepAlive: boolean): Buffer {
+  const lines = raw
+    .toString("latin1")
+    .split("\r\n")
+    .filter((l) => l !== "");
+  const statusLine = (lines[0] ?? "HTTP/1.1 502 Bad Gateway").replace(/^HTTP\/1\.0/, "HTTP/1.1");
+  let fields = lines.slice(1).map((l) => {
+    const c = l.indexOf(":");
+    return { name: l.slice(0, c), value: l.slice(c + 1).trim() };
+  });
+  fields = fields.filter((f) => !["connection", "keep-alive"].includes(f.name.toLowerCase()));
+  for (const m of mods) fields = modifyHeaders(fields, m);
+  if (!keepAlive) fields.push({ name: "connection", value: "close" });
+  return Buffer.from(
+    [statusLine, ...fields.map((f) => `${f.name}: ${f.value}`)].join("\r\n") + "\r\n\r\n",
+    "latin1",
+  );
+}

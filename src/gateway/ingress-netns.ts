@@ -1,0 +1,42 @@
+/**
+ * The namespace the gateway process runs in: `<prefix>-gateway`, joined to
+ * the node by a veth like an endpoint's, holding the gateway address. The
+ * agent maps that address to the reserved `ingress` identity (8) in the
+ * ipcache, so every connection the gateway makes to a backend is judged by
+ * the backend's ingress policy as coming from `ingress`, as in Cilium.
+ *
+ *   node: <hostIf> (no address), route <address>/32 dev <hostIf>     gateway netns: eth0 <address>/32
+ *                                                                     10.200.0.1 dev eth0 scope link
+ *                                                                     default via 10.200.0.1
+ * Idempotent: an existing namespace and veth are reused (routes replaced).
+ */
+import { ip, runRaw } from "../datapath/exec.js";
+
+export interface IngressNetnsParams {
+  readonly netns: string;
+  /** The node's namespace (undefined: the agent's own). */
+  readonly nodeNetns?: string;
+  /** Node side of the veth (<= 15 characters). */
+  readonly hostIf: string;
+  readonly address: string;
+  /** The node's pod gateway address (on its lo), the gateway namespace's next hop. */
+  readonly nodeGateway: string;
+}
+
+export async function ensureIngressNetns(p: IngressNetnsParams): Promise<void> {
+  const exists = await runRaw(["ip", "netns", "exec", p.netns, "true"]);
+  if (exists.status !== 0) await ip(["netns", "add", p.netns]);
+  const link = await runRaw(["ip", ...(p.nodeNetns ? ["-n", p.nodeNetns] : []), "link", "show", p.hostIf]);
+  if (link.status !== 0)
+    await ip(
+      ["link", "add", p.hostIf, "type", "veth", "peer", "name", "eth0", "netns", p.netns],
+      p.nodeNetns,
+    );
+  await ip(["link", "set", p.hostIf, "up"], p.nodeNetns);
+  await ip(["route", "replace", `${p.address}/32`, "dev", p.hostIf], p.nodeNetns);
+  await ip(["link", "set", "lo", "up"], p.netns);
+  await ip(["addr", "replace", `${p.address}/32`, "dev", "eth0"], p.netns);
+  await ip(["link", "set", "eth0", "up"], p.netns);
+  await ip(["route", "replace", p.nodeGateway, "dev", "eth0", "scope", "link"], p.netns);
+  await ip(["route", "replace", "default", "via", p.nodeGateway, "dev", "eth0"], p.netns);
+}

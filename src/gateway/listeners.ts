@@ -1,0 +1,196 @@
+/**
+ * Gateways -> the listeners Membrane serves, with each listener's conditions:
+ *
+ *   class ours? --no--> ignored (no status: another controller's)
+ *   address usable? protocol HTTP/HTTPS? certificates resolved (kind Secret,
+ *   ReferenceGrant across namespaces, files present and well-formed)?
+ *   same port and address as an earlier listener: same protocol and a
+ *   distinct hostname share it, otherwise Conflicted (the older Gateway keeps it)
+ *
+ * Listener conditions: Accepted, ResolvedRefs, Programmed, Conflicted; a
+ * listener is served only when all say so.
+ */
+import { GATEWAY_GROUP, type Gateway, type Listener, type ReferenceGrant } from "./model.js";
+import { refPermitted } from "./refs.js";
+import { conditionMaker, type Condition } from "./status.js";
+
+export interface ListenerInput {
+  readonly gateways: readonly Gateway[];
+  readonly grants: readonly ReferenceGrant[];
+  /** Addresses this node can serve gateways on; the first is the default. */
+  readonly addresses: readonly string[];
+  /** Why the secret's tls.crt/tls.key cannot be used; undefined when they can. */
+  readonly certificateProblem: (namespace: string, name: string) => string | undefined;
+  readonly now: string;
+}
+
+/** One Gateway listener as checked. */
+export interface CheckedListener {
+  readonly gateway: Gateway;
+  readonly listener: Listener;
+  readonly address: string;
+  readonly served: boolean;
+  readonly certificates: readonly { readonly namespace: string; readonly name: string }[];
+  readonly supportedKinds: readonly { readonly group: string; readonly kind: string }[];
+  readonly conditions: readonly Condition[];
+}
+
+export interface CheckedGateway {
+  readonly gateway: Gateway;
+  readonly address: string | undefined;
+  readonly listeners: readonly CheckedListener[];
+  readonly conditions: readonly Condition[];
+}
+
+const ROUTE_KINDS = [{ group: GATEWAY_GROUP, kind: "HTTPRoute" }];
+
+export function checkGateways(inp: ListenerInput): CheckedGateway[] {
+  const taken = new Map<string, { protocol: string; hostnames: Set<string> }>();
+  return [...inp.gateways].sort(olderFirst).map((gw) => {
+    const cond = conditionMaker(gw.meta.generation, inp.now);
+    const wanted = gw.addresses.map((a) => a.value);
+    const address = wanted.length === 0 ? inp.addresses[0] : wanted.find((a) => inp.addresses.includes(a));
+    const badAddress = wanted.find((a) => !inp.addresses.includes(a));
+    const listeners = gw.listeners.map((l) => checkListener(inp, gw, l, address ?? "", taken));
+    const anyServed = listeners.some((l) => l.served);
+    const conditions: Condition[] = [
+      listeners.some((l) => l.conditions.some((c) => c.type === "Accepted" && c.status === "True"))
+        ? cond("Accepted", true, "Accepted", "Gateway accepted by Membrane")
+        : cond("Accepted", false, "ListenersNotValid", "no listener is valid"),
+      badAddress !== undefined || address === undefined
+        ? cond(
+            "Programmed",
+            false,
+            "AddressNotUsable",
+            `address ${badAddress ?? "(none)"} is not one this node serves gateways on (${inp.addresses.join(", ") || "none configured"})`,
+          )
+        : anyServed
+          ? cond("Programmed", true, "Programmed", `served on ${address}`)
+          : cond("Programmed", false, "Invalid", "no listener could be programmed"),
+    ];
+    const usable = badAddress === undefined && address !== undefined;
+    return {
+      gateway: gw,
+      address: usable ? address : undefined,
+      listeners: usable ? listeners : listeners.map((l) => ({ ...l, served: false })),
+      conditions,
+    };
+  });
+}
+
+function checkListener(
+  inp: ListenerInput,
+  gw: Gateway,
+  l: Listener,
+  address: string,
+  taken: Map<string, { protocol: string; hostnames: Set<string> }>,
+): CheckedListener {
+  const cond = conditionMaker(gw.meta.generation, inp.now);
+  const out: Condition[] = [];
+  const supportedKinds =
+    l.kinds.length === 0
+      ? ROUTE_KINDS
+      : l.kinds.filter((k) => k.group === GATEWAY_GROUP && k.kind === "HTTPRoute");
+  const base = { gateway: gw, listener: l, address, supportedKinds };
+  if (l.protocol !== "HTTP" && l.protocol !== "HTTPS") {
+    return {
+      ...base,
+      served: false,
+      certificates: [],
+      conditions: [
+        cond(
+          "Accepted",
+          false,
+          "UnsupportedProtocol",
+          `protocol ${l.protocol} is not served (HTTP, HTTPS are)`,
+        ),
+        cond("ResolvedRefs", true, "ResolvedRefs", "nothing to resolve"),
+        cond("Programmed", false, "Invalid", "listener not accepted"),
+        cond("Conflicted", false, "NoConflicts", "no conflicts"),
+      ],
+    };
+  }
+  let refsOk = true;
+  let refReason = "ResolvedRefs";
+  let refMessage = "all references resolved";
+  if (supportedKinds.length < l.kinds.length) {
+    refsOk = false;
+    refReason = "InvalidRouteKinds";
+    refMessage = "only HTTPRoute can attach to an HTTP or HTTPS listener";
+  }
+  const certificates: { namespace: string; name: string }[] = [];
+  if (l.protocol === "HTTPS") {
+    if (l.certificateRefs.length === 0) {
+      refsOk = false;
+      refReason = "InvalidCertificateRef";
+      refMessage = "an HTTPS listener needs tls.certificateRefs";
+    }
+    for (const ref of l.certificateRefs) {
+      const namespace = ref.namespace ?? gw.meta.namespace;
+      const bad = (reason: string, message: string): void => {
+        if (refsOk) [refReason, refMessage] = [reason, message];
+        refsOk = false;
+      };
+      if (ref.group !== "" || ref.kind !== "Secret")
+        bad("InvalidCertificateRef", `${ref.kind} ${ref.name} is not a Secret`);
+      else if (
+        !refPermitted(
+          inp.grants,
+          { group: GATEWAY_GROUP, kind: "Gateway", namespace: gw.meta.namespace },
+          { group: "", kind: "Secret", name: ref.name, namespace },
+        )
+      )
+        bad(
+          "RefNotPermitted",
+          `no ReferenceGrant in ${namespace} lets Gateways of ${gw.meta.namespace} use Secret ${ref.name}`,
+        );
+      else {
+        const why = inp.certificateProblem(namespace, ref.name);
+        if (why !== undefined) bad("InvalidCertificateRef", `Secret ${namespace}/${ref.name}: ${why}`);
+        else certificates.push({ namespace, name: ref.name });
+      }
+    }
+  }
+  out.push(cond("Accepted", true, "Accepted", "listener accepted"));
+  out.push(cond("ResolvedRefs", refsOk, refReason, refMessage));
+  const key = `${address}:${l.port}`;
+  const host = l.hostname ?? "";
+  const prior = taken.get(key);
+  let conflict: string | undefined;
+  if (prior && prior.protocol !== l.protocol) conflict = "ProtocolConflict";
+  else if (prior && prior.hostnames.has(host)) conflict = "HostnameConflict";
+  out.push(
+    conflict
+      ? cond(
+          "Conflicted",
+          true,
+          conflict,
+          `port ${l.port} is already served by another listener with ${conflict === "ProtocolConflict" ? "another protocol" : "the same hostname"}`,
+        )
+      : cond("Conflicted", false, "NoConflicts", "no conflicts"),
+  );
+  const served = refsOk && conflict === undefined && address !== "";
+  out.push(
+    served
+      ? cond("Programmed", true, "Programmed", `serving ${l.protocol} on ${address}:${l.port}`)
+      : cond("Programmed", false, "Invalid", conflict ? "listener conflicts with another" : refMessage),
+  );
+  if (served) {
+    const entry = prior ?? { protocol: l.protocol, hostnames: new Set<string>() };
+    entry.hostnames.add(host);
+    taken.set(key, entry);
+  }
+  return { ...base, served, certificates, conditions: out };
+}
+
+export function olderFirst(
+  a: { meta: { creationTimestamp?: string; namespace: string; name: string } },
+  b: typeof a,
+): number {
+  const ta = a.meta.creationTimestamp ?? "";
+  const tb = b.meta.creationTimestamp ?? "";
+  if (ta !== tb) return ta === "" ? 1 : tb === "" ? -1 : ta < tb ? -1 : 1;
+  const ka = `${a.meta.namespace}/${a.meta.name}`;
+  const kb = `${b.meta.namespace}/${b.meta.name}`;
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}

@@ -1,0 +1,140 @@
+/**
+ * One request -> what the gateway does with it (pure; the random source is
+ * an input):
+ *
+ *   port's listeners --most specific hostname--> listener --> virtual host
+ *     --> first rule in precedence order whose match holds
+ *         none: 404 | redirect: 3xx + Location | forward: a backend by weight
+ *         (a backendRef that did not resolve, or every weight 0: 500)
+ */
+import { bestMatch, requestHost } from "./hostnames.js";
+import { applyRequestFilters, splitTarget, type OutgoingRequest } from "./filters.js";
+import type { HeaderModifier } from "./model.js";
+import type { BackendTarget, CompiledMatch, CompiledRule, CompiledStringMatch, ServedPort } from "./table.js";
+
+export interface GatewayRequest {
+  readonly method: string;
+  /** Origin-form target: path and query. */
+  readonly target: string;
+  readonly host: string | undefined;
+  /** In order, names as received. */
+  readonly headers: readonly { readonly name: string; readonly value: string }[];
+}
+
+export type RouteDecision =
+  | { readonly kind: "not-found" }
+  | {
+      readonly kind: "redirect";
+      readonly rule: CompiledRule;
+      readonly status: number;
+      readonly location: string;
+    }
+  | { readonly kind: "error"; readonly rule: CompiledRule; readonly status: 500; readonly reason: string }
+  | {
+      readonly kind: "forward";
+      readonly rule: CompiledRule;
+      readonly backend: BackendTarget;
+      readonly request: OutgoingRequest;
+      readonly responseHeaders: readonly HeaderModifier[];
+      readonly mirrors: readonly BackendTarget[];
+    };
+
+function queryValue(query: string, name: string): string | undefined {
+  if (query === "") return undefined;
+  for (const part of query.split("&")) {
+    const eq = part.indexOf("=");
+    const k = safeDecode(eq < 0 ? part : part.slice(0, eq));
+    if (k === name) return safeDecode(eq < 0 ? "" : part.slice(eq + 1));
+  }
+  return undefined;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s.replace(/\+/g, " "));
+  } catch {
+    return s;
+  }
+}
+
+function valueMatches(m: CompiledStringMatch, v: string | undefined): boolean {
+  if (v === undefined) return false;
+  return m.exact !== undefined ? m.exact === v : (m.regex?.matches(v) ?? false);
+}
+
+export function matchHolds(m: CompiledMatch, req: GatewayRequest, path: string, query: string): boolean {
+  if (m.method !== undefined && m.method !== req.method) return false;
+  if (m.pathType === "Exact" && path !== m.path) return false;
+  if (m.pathType === "PathPrefix" && m.path !== "" && path !== m.path && !path.startsWith(m.path + "/"))
+    return false;
+  if (m.pathType === "RegularExpression" && !(m.pathRegex?.matches(path) ?? false)) return false;
+  for (const h of m.headers) {
+    // The first field of that name (a repeated header is judged by its first value).
+    const v = req.headers.find((x) => x.name.toLowerCase() === h.key)?.value;
+    if (!valueMatches(h, v)) return false;
+  }
+  for (const q of m.queryParams) if (!valueMatches(q, queryValue(query, q.key))) return false;
+  return true;
+}
+
+/** The rule that takes the request on this port, if any. */
+export function findRule(port: ServedPort, req: GatewayRequest): CompiledRule | undefined {
+  const host = requestHost(req.host);
+  const listener = bestMatch(port.listeners, (l) => l.hostname, host);
+  if (!listener) return undefined;
+  const vhost = bestMatch(listener.vhosts, (v) => v.hostname, host);
+  if (!vhost) return undefined;
+  const { path, query } = splitTarget(req.target);
+  return vhost.rules.find((r) => matchHolds(r.match, req, path, query));
+}
+
+/** A backend by weight; undefined when every weight is 0 (or there is none). */
+export function pickBackend(
+  backends: readonly BackendTarget[],
+  random: () => number,
+): BackendTarget | undefined {
+  const total = backends.reduce((s, b) => s + b.weight, 0);
+  if (total <= 0) return undefined;
+  let x = random() * total;
+  for (const b of backends) {
+    if (b.weight <= 0) continue;
+    if (x < b.weight) return b;
+    x -= b.weight;
+  }
+  return backends.filter((b) => b.weight > 0).at(-1);
+}
+
+export function decide(
+  port: ServedPort,
+  req: GatewayRequest,
+  random: () => number = Math.random,
+): RouteDecision {
+  const rule = findRule(port, req);
+  if (!rule) return { kind: "not-found" };
+  const scheme = port.protocol === "HTTPS" ? "https" : "http";
+  const out = applyRequestFilters(rule, req, { scheme, port: port.port });
+  if (out.kind === "redirect") return { kind: "redirect", rule, status: out.status, location: out.location };
+  const backend = pickBackend(rule.backends, random);
+  if (!backend)
+    return {
+      kind: "error",
+      rule,
+      status: 500,
+      reason: rule.backends.length === 0 ? "the rule has no backendRefs" : "every backendRef has weight 0",
+    };
+  if (backend.invalid)
+    return {
+      kind: "error",
+      rule,
+      status: 500,
+      reason: `backendRef ${backend.namespace}/${backend.name}: ${backend.invalid}`,
+    };
+  return {
+    kind: "forward",
+    rule,
+    backend,
+    request: out.request,
+    responseHeaders: rule.filters.flatMap((f) => (f.type === "ResponseHeaderModifier" ? [f.modifier] : [])),
+    mirrors: rule.mirrors,
+  };
+}

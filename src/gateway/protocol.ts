@@ -1,0 +1,39 @@
+/**
+ * Messages between the agent and the gateway process (main.ts), over the
+ * child's IPC channel. The agent sends the resources and what the node knows;
+ * the process compiles them itself (compile.ts is deterministic: the agent
+ * compiles the same input for the status it shows).
+ */
+import type { GatewayEvent } from "./exchange.js";
+import type { GatewayResource } from "./model.js";
+
+export interface GatewayInputs {
+  readonly resources: readonly GatewayResource[];
+  /** `namespace/name` -> ready endpoint addresses (a Service with none is still known). */
+  readonly services: Readonly<Record<string, readonly string[]>>;
+  readonly namespaceLabels: Readonly<Record<string, Readonly<Record<string, string>>>>;
+  readonly addresses: readonly string[];
+  /**
+   * The agent's policy revision: when it changes, idle kept-alive backend
+   * connections are closed, so that a tightened backend policy applies to
+   * the next request (conntrack lets established connections live on).
+   */
+  readonly policyRevision?: number;
+}
+
+export type ToGateway = { readonly type: "config"; readonly version: number; readonly inputs: GatewayInputs };
+
+export type FromGateway =
+  | {
+      readonly type: "applied";
+      readonly version: number;
+      readonly serving: readonly string[];
+      readonly error?: string;
+    }
+  | { readonly type: "event"; readonly event: GatewayEvent };
+
+export interface GatewayProcessConfig {
+  readonly secretsDir: string;
+  /** Source address of upstream connections. */
+  readonly localAddress?: string;
+}

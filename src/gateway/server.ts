@@ -1,0 +1,168 @@
+/**
+ * The gateway's listeners: one TCP (HTTP) or TLS (HTTPS) server per served
+ * address:port of the RouteTable, replaced when the table changes (a port no
+ * longer served is closed; one whose protocol or certificates changed is
+ * reopened; the others keep their connections and see the new routes on
+ * their next request).
+ *
+ *   RouteTable --update--> net.Server | tls.Server (SNI: listener hostname, then
+ *                          the certificate's own names, then the first) --> GatewayExchange
+ */
+import { X509Certificate } from "node:crypto";
+import net from "node:net";
+import tls from "node:tls";
+import { MembraneError } from "../errors.js";
+import { GatewayExchange, type GatewayEvent } from "./exchange.js";
+import { hostMatches, requestHost } from "./hostnames.js";
+import type { RouteTable, ServedPort } from "./table.js";
+import { UpstreamPool } from "./upstream.js";
+
+export interface KeyPair {
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface GatewayServerParams {
+  /** Ready endpoint addresses of a Service. */
+  readonly endpoints: (namespace: string, name: string) => readonly string[];
+  /** The PEM pair of a secret (as checked by compile's certificateProblem). */
+  readonly keyPair: (namespace: string, name: string) => KeyPair | undefined;
+  readonly onEvent?: (e: GatewayEvent) => void;
+  /** Source address of upstream connections (the ingress identity's address). */
+  readonly localAddress?: string;
+  readonly random?: () => number;
+}
+
+interface Open {
+  readonly server: net.Server;
+  readonly sockets: Set<net.Socket>;
+  readonly signature: string;
+  port: ServedPort;
+}
+
+export class GatewayServer {
+  private readonly open = new Map<string, Open>();
+  private readonly pool: UpstreamPool;
+
+  constructor(private readonly p: GatewayServerParams) {
+    this.pool = new UpstreamPool(p.localAddress !== undefined ? { localAddress: p.localAddress } : {});
+  }
+
+  /** Addresses and ports being served. */
+  get serving(): string[] {
+    return [...this.open.keys()];
+  }
+
+  async update(table: RouteTable): Promise<void> {
+    const want = new Map(table.ports.map((p) => [`${p.address}:${p.port}`, p]));
+    for (const [key, o] of this.open) {
+      const p = want.get(key);
+      if (!p || signature(p) !== o.signature) {
+        this.open.delete(key);
+        await closeServer(o);
+      }
+    }
+    for (const [key, p] of want) {
+      const o = this.open.get(key);
+      if (o) {
+        o.port = p;
+        continue;
+      }
+      const sockets = new Set<net.Socket>();
+      const entry: Open = {
+        server: this.makeServer(p, () => entry.port, sockets),
+        sockets,
+        signature: signature(p),
+        port: p,
+      };
+      await listen(entry.server, p);
+      this.open.set(key, entry);
+    }
+  }
+
+  /** Closes idle backend connections (new requests connect anew, judged by current policy). */
+  dropIdle(): void {
+    this.pool.close();
+  }
+
+  async stop(): Promise<void> {
+    for (const o of this.open.values()) await closeServer(o);
+    this.open.clear();
+    this.pool.close();
+  }
+
+  private makeServer(p: ServedPort, current: () => ServedPort, sockets: Set<net.Socket>): net.Server {
+    const id = `${p.address}:${p.port}`;
+    const handle = (s: net.Socket): void => {
+      sockets.add(s);
+      s.once("close", () => sockets.delete(s));
+      new GatewayExchange(s, id, {
+        port: current,
+        endpoints: this.p.endpoints,
+        pool: this.pool,
+        onEvent: this.p.onEvent ?? (() => undefined),
+        ...(this.p.random ? { random: this.p.random } : {}),
+      }).start();
+    };
+    if (p.protocol === "HTTP") return net.createServer({ allowHalfOpen: false }, handle);
+    const contexts = p.certificates.map((c) => {
+      const pair = this.p.keyPair(c.namespace, c.name);
+      if (!pair)
+        throw new MembraneError(
+          "TLS_SECRET_INVALID",
+          `Cannot serve ${id}: secret ${c.namespace}/${c.name} cannot be read`,
+        );
+      return {
+        hostname: c.hostname,
+        x509: new X509Certificate(pair.cert),
+        ctx: tls.createSecureContext({ cert: pair.cert, key: pair.key }),
+      };
+    });
+    const first = contexts[0];
+    if (!first) throw new MembraneError("TLS_SECRET_INVALID", `Cannot serve ${id}: no certificate`);
+    const server = tls.createServer(
+      {
+        SNICallback: (servername, cb) => {
+          const h = requestHost(servername);
+          const pick =
+            contexts.find((c) => c.hostname !== "" && hostMatches(c.hostname, h)) ??
+            contexts.find((c) => c.x509.checkHost(h) !== undefined) ??
+            first;
+          cb(null, pick.ctx);
+        },
+        secureContext: first.ctx,
+        minVersion: "TLSv1.2",
+      },
+      handle,
+    );
+    server.on("tlsClientError", () => undefined);
+    return server;
+  }
+}
+
+function signature(p: ServedPort): string {
+  return JSON.stringify([p.protocol, p.certificates]);
+}
+
+function listen(server: net.Server, p: ServedPort): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", (e) =>
+      reject(
+        new MembraneError(
+          "API_FAILED",
+          `Cannot serve the gateway listener ${p.address}:${p.port}: ${e.message}`,
+          { cause: e },
+        ),
+      ),
+    );
+    server.listen({ host: p.address, port: p.port }, () => resolve());
+  });
+}
+
+function closeServer(o: Open): Promise<void> {
+  return new Promise((resolve) => {
+    o.server.close(() => resolve());
+    // Open keep-alive connections would hold close() forever.
+    for (const s of o.sockets) s.destroy();
+  });
+}
