@@ -23,9 +23,12 @@
 #                                  connect4/6 programs of TracingPolicies (no clang or libbpf needed)
 #   protobuf-compiler              protoc, to build descriptor sets of vendored upstream .proto files (Tetragon's
 #                                  events) that tests parse our JSON against, strictly
+#   wireguard-go, wireguard-tools  transparent encryption (--encryption wireguard, issue 13): userspace WireGuard
+#                                  over TUN where the kernel has no WireGuard module (as here), and `wg`
+#   tcpdump                        the encryption tests capture the lab's underlay to prove no plaintext crosses it
 set -euo pipefail
 PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
-  containernetworking-plugins podman bpftrace protobuf-compiler gcc libc6-dev)
+  containernetworking-plugins podman bpftrace protobuf-compiler gcc libc6-dev wireguard-go wireguard-tools tcpdump)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

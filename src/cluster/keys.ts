@@ -96,6 +96,19 @@ export interface NodeRecordV1 {
   readonly bootId: string;
   /** ISO time of the agent's start. */
   readonly startedAt: string;
+  /** `--encryption wireguard`: what peers need to reach this node through its tunnel. */
+  readonly encryption?: NodeEncryptionV1;
+}
+
+/** A node's transparent-encryption endpoint (its public key; the private key never leaves the node). */
+export interface NodeEncryptionV1 {
+  readonly type: "wireguard";
+  /** base64 of the x25519 public key (WireGuard's form). */
+  readonly publicKey: string;
+  /** UDP port the node's WireGuard interface listens on (at its underlay address). */
+  readonly port: number;
+  /** ISO time the key pair was made (key age in status). */
+  readonly keyCreatedAt?: string;
 }
 
 /**

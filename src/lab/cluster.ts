@@ -25,6 +25,7 @@ import { MembraneError } from "../errors.js";
 import { cleanupPrefix } from "../datapath/netns.js";
 import { startEtcd, type EtcdHandle } from "./etcd.js";
 import { Underlay } from "./underlay.js";
+import { stopWireguardIn } from "../encryption/device.js";
 
 /** bin/membrane.js of this installation (dist/src/lab/cluster.js -> bin/membrane.js). */
 export const MEMBRANE_BIN = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
@@ -53,6 +54,9 @@ export interface LabClusterOptions {
    * reach the lab's store on loopback. Default off (faster: no certificates).
    */
   readonly tls?: boolean;
+  /** `--encryption wireguard` on every agent (strict: also `--encryption-strict`). */
+  readonly encryption?: "wireguard";
+  readonly encryptionStrict?: boolean;
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
 }
@@ -67,7 +71,7 @@ export interface LabNode {
   readonly socket: string;
   readonly stateDir: string;
   readonly client: AgentClient;
-  /** The agent's process id (= its process group). */
+  /** The agent's process id (= its process group); a restart gives a new one. */
   readonly pid: number;
   /** The agent's standard error so far (bounded). */
   logs(): string;
@@ -81,13 +85,19 @@ export interface LabCluster {
   readonly etcd: EtcdHandle;
   readonly nodes: readonly LabNode[];
   readonly dir: string;
+  /**
+   * Kills node `name`'s agent with SIGKILL (its process group: a crash, nothing cleaned up) and starts it
+   * again with the same flags; resolves with the node (new pid) once its API answers.
+   */
+  restart(name: string): Promise<LabNode>;
   /** Kills every agent and etcd by process group; removes the namespaces and temp dirs. */
   stop(): Promise<void>;
 }
 
 interface Running {
-  readonly proc: ChildProcess;
-  readonly node: LabNode;
+  proc: ChildProcess;
+  node: LabNode;
+  readonly args: readonly string[];
 }
 
 const MAX_LOG = 64 * 1024;
@@ -157,6 +167,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
     (stopping ??= (async () => {
       await Promise.all(running.map((r) => stopAgent(r.proc).catch(() => undefined)));
       await etcd?.stop().catch(() => undefined);
+      stopWireguardIn(`${o.prefix}-`); // the tunnels outlive their agents (encryption/device.ts)
       await cleanupPrefix(o.prefix).catch(() => undefined); // the underlay, nodes and pods
       rmSync(dir, { recursive: true, force: true });
     })());
@@ -189,12 +200,18 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...["--cluster-lease-ttl", String(o.leaseTtl ?? 15), "--resync", "0"],
         ...["--log-level", o.logLevel ?? "warn"],
         ...(o.proxy ? [] : ["--no-proxy"]),
+        ...(o.encryption ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)] : []),
+        ...(o.encryptionStrict ? ["--encryption-strict"] : []),
       ];
       const { proc, logs } = spawnAgent(args);
       if (proc.pid === undefined)
         throw new MembraneError("CLUSTER_UNAVAILABLE", `Cannot start the agent of ${name}: no process`);
       const client = new AgentClient({ socketPath: socket, timeoutMs: 30_000 });
-      running.push({ proc, node: { name, netns, ip: n.ip, socket, stateDir, client, pid: proc.pid, logs } });
+      running.push({
+        proc,
+        node: { name, netns, ip: n.ip, socket, stateDir, client, pid: proc.pid, logs },
+        args,
+      });
       log(`node ${name}: namespace ${netns}, underlay ${n.ip}, agent pid ${proc.pid}`);
     }
     const nodes = running.map((r) => r.node);
@@ -226,7 +243,29 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       );
       log(`node ${r.node.name} ready: sees ${nodes.map((n) => n.name).join(", ")}`);
     }
-    return { prefix: o.prefix, etcdEndpoint: etcd.endpoint, clusterStore, etcd, nodes, dir, stop };
+    const restart = async (name: string): Promise<LabNode> => {
+      const r = running.find((x) => x.node.name === name);
+      if (!r) throw new MembraneError("CONFIG_INVALID", `Cannot restart ${name}: no such lab node`);
+      try {
+        process.kill(-r.node.pid, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+      if (!exited(r.proc)) await new Promise<void>((res) => r.proc.once("exit", () => res()));
+      const { proc, logs } = spawnAgent(r.args);
+      if (proc.pid === undefined)
+        throw new MembraneError("CLUSTER_UNAVAILABLE", `Cannot restart the agent of ${name}: no process`);
+      r.proc = proc;
+      r.node = { ...r.node, pid: proc.pid, logs };
+      const i = nodes.findIndex((x) => x.name === name);
+      nodes[i] = r.node;
+      await until(Date.now() + 60_000, r, `${name}'s API after a restart`, async () => {
+        await r.node.client.request("GET", "/v1/status");
+        return true;
+      }, o.signal);
+      return r.node;
+    };
+    return { prefix: o.prefix, etcdEndpoint: etcd.endpoint, clusterStore, etcd, nodes, dir, restart, stop };
   } catch (e) {
     await stop();
     throw e;
