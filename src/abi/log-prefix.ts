@@ -31,8 +31,7 @@
 
 export type Direction = "in" | "out";
 export type DropReason =
-  | { kind: "rule"; ruleId: number }
-  | { kind: "default" | "spoof" | "invalid" | "unencrypted" };
+  { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" | "unencrypted" };
 /**
  * Why a packet was logged: a drop, (kind "allow") a new connection a rule allowed, or
  * (kind "redirect") one a rule handed to the proxy.

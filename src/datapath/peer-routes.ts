@@ -211,8 +211,8 @@ export function planPeerRoutes(
         r.dev !== undefined
           ? `route replace ${r.dst} dev ${r.dev} proto ${PEER_ROUTE_PROTO}`
           : vx
-          ? `route replace ${r.dst} via ${r.gateway} dev ${dev} onlink proto ${PEER_ROUTE_PROTO}`
-          : `route replace ${r.dst} via ${r.gateway} proto ${PEER_ROUTE_PROTO}`,
+            ? `route replace ${r.dst} via ${r.gateway} dev ${dev} onlink proto ${PEER_ROUTE_PROTO}`
+            : `route replace ${r.dst} via ${r.gateway} proto ${PEER_ROUTE_PROTO}`,
       );
     }
   }

@@ -259,10 +259,16 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       r.node = { ...r.node, pid: proc.pid, logs };
       const i = nodes.findIndex((x) => x.name === name);
       nodes[i] = r.node;
-      await until(Date.now() + 60_000, r, `${name}'s API after a restart`, async () => {
-        await r.node.client.request("GET", "/v1/status");
-        return true;
-      }, o.signal);
+      await until(
+        Date.now() + 60_000,
+        r,
+        `${name}'s API after a restart`,
+        async () => {
+          await r.node.client.request("GET", "/v1/status");
+          return true;
+        },
+        o.signal,
+      );
       return r.node;
     };
     return { prefix: o.prefix, etcdEndpoint: etcd.endpoint, clusterStore, etcd, nodes, dir, restart, stop };
