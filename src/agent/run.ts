@@ -91,13 +91,13 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   const podCidr6 = cluster ? cluster.podCidrs.ipv6 : o.podCidr6;
   let ipcache: ClusterIpcache | undefined; // cluster mode, set once the agent started (below)
   // Cluster mode: flows name the node of a peer on another node (the owner of its pod CIDR).
-  let wg: WireGuardAgent | undefined; // --encryption: started below, before the agent
+  const enc: { wg?: WireGuardAgent } = {}; // --encryption: started below, before the agent
   const observe =
     o.observe && cluster
       ? {
           ...o.observe,
           nodeOfIp: nodeOfIp(() => ipcache?.view.snapshot),
-          ...(o.encryption ? { encryptedPeer: (ip: string) => wg?.encrypts(ip) === true } : {}),
+          ...(o.encryption ? { encryptedPeer: (ip: string) => enc.wg?.encrypts(ip) === true } : {}),
         }
       : o.observe;
   const agent = new Agent({
@@ -124,11 +124,12 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       : {}),
   });
   // Encryption: the strict drop and the tunnel before the agent's first rule (encryption/start.ts).
-  wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log).catch(async (e: unknown) => {
+  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log).catch(async (e: unknown) => {
     await cluster?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     throw e;
   });
+  if (wg) enc.wg = wg;
   try {
     await agent.start();
     await cluster?.start(wg ? { encryption: wg.record() } : {});

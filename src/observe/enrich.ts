@@ -302,7 +302,9 @@ export class FlowEnricher {
     }
     if (pkt.ok) {
       flow.IP = pkt.IP;
-      if (peerIp !== undefined && this.lookup.encryptedPeer?.(peerIp) === true) flow.IP.encrypted = true;
+      // Through the tunnel: the peer is behind a WireGuard peer (never a strict drop: it did not go through).
+      if (peerIp !== undefined && r.kind !== "unencrypted" && this.lookup.encryptedPeer?.(peerIp) === true)
+        flow.IP.encrypted = true;
       if (pkt.l4 !== undefined) flow.l4 = pkt.l4;
     }
     flow.source = ingress ? peer : me;

@@ -159,7 +159,10 @@ describe("WireGuard transparent encryption between lab nodes (root)", { skip }, 
       assert.ok(!sink.received().includes(b), "strict mode dropped the plaintext packets");
       await until("a drop flow UNENCRYPTED_TRAFFIC on n1", async () =>
         (await readFlows(n1b, { allowlist: [{ verdict: ["DROPPED"] }] })).some(
-          (f) => f.drop_reason_desc === "UNENCRYPTED_TRAFFIC" && f.IP?.destination === server.ipv4,
+          (f) =>
+            f.drop_reason_desc === "UNENCRYPTED_TRAFFIC" &&
+            f.IP?.destination === server.ipv4 &&
+            f.IP.encrypted !== true,
         ),
       );
 
