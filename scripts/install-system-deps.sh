@@ -29,9 +29,13 @@
 #                                  Tetragon's events; scripts/gen-*-descriptor.mjs) that tests compare and parse against
 #   libprotobuf-dev                the well-known types those declarations import (google/protobuf/timestamp.proto,
 #                                  wrappers.proto, struct.proto under /usr/include): protoc alone does not ship them
+#   wireguard-go, wireguard-tools  transparent encryption (--encryption wireguard, issue 13): userspace WireGuard
+#                                  over TUN where the kernel has no WireGuard module (as here), and `wg`
+#   tcpdump                        the encryption tests capture the lab's underlay to prove no plaintext crosses it
 set -euo pipefail
 PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
-  containernetworking-plugins podman bpftrace protobuf-compiler libprotobuf-dev gcc libc6-dev chromium)
+  containernetworking-plugins podman bpftrace protobuf-compiler libprotobuf-dev gcc libc6-dev chromium
+  wireguard-go wireguard-tools tcpdump)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

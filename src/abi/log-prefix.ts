@@ -8,6 +8,8 @@
  *          | def (default deny: enforced and no segment matched)
  *          | spoof (source address is not the endpoint's)
  *          | inv (conntrack state invalid, e.g. an echo-reply without request)
+ *          | enc (strict encryption: traffic to another node's pods would leave unencrypted;
+ *            host only, `mbr:d:h0:out:enc`, encryption/strict.ts)
  *   e.g. "mbr:d:e12:in:r7". parseLogPrefix() reads it back.
  * NFLOG prefix of an allowed new connection (policy verdict): `mbr:a:e<id>:<dir>:r<ruleId>`.
  * NFLOG prefix of a connection redirected to the proxy: `mbr:p:e<id>:<dir>:r<ruleId>`.
@@ -28,7 +30,8 @@
  */
 
 export type Direction = "in" | "out";
-export type DropReason = { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" };
+export type DropReason =
+  { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" | "unencrypted" };
 /**
  * Why a packet was logged: a drop, (kind "allow") a new connection a rule allowed, or
  * (kind "redirect") one a rule handed to the proxy.
@@ -48,7 +51,7 @@ export function logPrefix(owner: LogOwner, dir: Direction, reason: LogReason): s
   const r =
     reason.kind === "rule"
       ? `r${reason.ruleId}`
-      : { default: "def", spoof: "spoof", invalid: "inv" }[reason.kind];
+      : { default: "def", spoof: "spoof", invalid: "inv", unencrypted: "enc" }[reason.kind];
   return `mbr:d:${who}:${dir}:${r}`;
 }
 
@@ -90,11 +93,13 @@ export function parseLogPrefix(text: string):
       ...(a[1] === "p" ? { redirected: true as const } : {}),
     };
   }
-  const m = /^mbr:d:([egh])(\d+):(in|out):(?:r(\d+)|(def|spoof|inv))$/.exec(clean);
+  const m = /^mbr:d:([egh])(\d+):(in|out):(?:r(\d+)|(def|spoof|inv|enc))$/.exec(clean);
   if (!m || (m[1] === "h" && m[2] !== "0")) return undefined;
   // Spoofing and invalid conntrack state are an endpoint's own checks: never a group's or the host's.
   if (m[1] !== "e" && (m[5] === "spoof" || m[5] === "inv")) return undefined;
-  const kinds = { def: "default", spoof: "spoof", inv: "invalid" } as const;
+  // Unencrypted traffic is the node's own check (strict mode), never an endpoint's.
+  if (m[1] !== "h" && m[5] === "enc") return undefined;
+  const kinds = { def: "default", spoof: "spoof", inv: "invalid", enc: "unencrypted" } as const;
   const reason: DropReason =
     m[4] !== undefined ? { kind: "rule", ruleId: Number(m[4]) } : { kind: kinds[m[5] as keyof typeof kinds] };
   return { ...ownerOf(m[1] as string, m[2] as string), direction: m[3] as Direction, reason, allowed: false };

@@ -191,7 +191,7 @@ export class Agent {
       this.observerRef = new Observer({
         ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
         group: this.p.logGroup,
-        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp), // prettier-ignore
+        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp, this.p.observe.encryptedPeer), // prettier-ignore
         nodeName: this.p.observe.nodeName,
         ringCapacity: this.p.observe.ringCapacity,
         logger: this.p.logger,

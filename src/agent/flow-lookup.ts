@@ -14,6 +14,7 @@ export function flowLookup(
   endpoints: EndpointsController,
   ruleOrigins: ReadonlyMap<number, RuleOrigin>,
   nodeOfIp?: (ip: string) => string | undefined,
+  encryptedPeer?: (ip: string) => boolean,
 ): FlowLookup {
   const info = (rec: EndpointRecordV1) => {
     const ep = engine().getEndpoint(rec.namespace, rec.name);
@@ -39,6 +40,7 @@ export function flowLookup(
     },
     ipIdentity: (ip) => engine().ipcache.lookup(ip).identity,
     ...(nodeOfIp ? { nodeOfIp } : {}),
+    ...(encryptedPeer ? { encryptedPeer } : {}),
     ruleById: (id) => {
       const o = ruleOrigins.get(id);
       if (!o) return undefined;

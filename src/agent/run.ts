@@ -26,6 +26,10 @@ import { ClusterIdentities } from "../cluster/identities.js";
 import { startClusterIpcache, type ClusterIpcache } from "../cluster/start-ipcache.js";
 import { nodeOfIp } from "../cluster/node-of-ip.js";
 import { VXLAN_PORT } from "../datapath/peer-routes.js";
+import type { EncryptionOptions } from "../encryption/options.js";
+import { startEncryption } from "../encryption/start.js";
+import type { WireGuardAgent } from "../encryption/wireguard.js";
+import { withEncryptionRoutes } from "../encryption/routes.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -56,6 +60,8 @@ export interface AgentOptions {
   readonly spiffe?: AgentParams["spiffe"];
   /** Gateway API and Ingress (`--gateway`); absent = off. */
   readonly gateway?: AgentParams["gateway"];
+  /** Transparent encryption between nodes (`--encryption wireguard`, cluster mode); absent = off. */
+  readonly encryption?: EncryptionOptions;
 }
 
 export interface RunningAgent {
@@ -87,8 +93,15 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   const podCidr6 = cluster ? cluster.podCidrs.ipv6 : o.podCidr6;
   let ipcache: ClusterIpcache | undefined; // cluster mode, set once the agent started (below)
   // Cluster mode: flows name the node of a peer on another node (the owner of its pod CIDR).
+  const enc: { wg?: WireGuardAgent } = {}; // --encryption: started below, before the agent
   const observe =
-    o.observe && cluster ? { ...o.observe, nodeOfIp: nodeOfIp(() => ipcache?.view.snapshot) } : o.observe;
+    o.observe && cluster
+      ? {
+          ...o.observe,
+          nodeOfIp: nodeOfIp(() => ipcache?.view.snapshot),
+          ...(o.encryption ? { encryptedPeer: (ip: string) => enc.wg?.encrypts(ip) === true } : {}),
+        }
+      : o.observe;
   const agent = new Agent({
     store,
     logger: log,
@@ -113,9 +126,16 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       ? { cluster: cluster.ctx, clusterIdentities: new ClusterIdentities({ ctx: cluster.ctx }) }
       : {}),
   });
+  // Encryption: the strict drop and the tunnel before the agent's first rule (encryption/start.ts).
+  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log).catch(async (e: unknown) => {
+    await cluster?.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    throw e;
+  });
+  if (wg) enc.wg = wg;
   try {
     await agent.start();
-    await cluster?.start();
+    await cluster?.start(wg ? { encryption: wg.record() } : {});
     // Cluster mode: publish this node's endpoints, learn the others' and route to their pod CIDRs.
     ipcache =
       cluster && o.cluster
@@ -125,9 +145,12 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
               agent.status().controllers.find((c) => c.name === "endpoints")?.desired ?? 0,
             localStore: store,
             routing: { ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}), mode: o.cluster.tunnel },
+            ...(wg ? { encryptDevice: wg.ifname } : {}),
           })
         : undefined;
+    if (wg && ipcache) await wg.attach(ipcache.view);
   } catch (e) {
+    await wg?.stop().catch(() => undefined);
     await ipcache?.stop().catch(() => undefined);
     if (cluster) await agent.stop().catch(() => undefined);
     await cluster?.close().catch(() => undefined);
@@ -136,9 +159,12 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   }
   settleHeap(); // the start's state promoted now, not in the first requests (heap-settle.ts)
   let k8s: K8sWatcher | undefined = undefined; // set once the API serves (below)
-  const routes = withClusterRoutes(
-    withK8sStatus(agentRoutes(agent), () => k8s?.status()),
-    cluster,
+  const routes = withEncryptionRoutes(
+    withClusterRoutes(
+      withK8sStatus(agentRoutes(agent), () => k8s?.status()),
+      cluster,
+    ),
+    wg,
   );
   const api = new ApiServer({ socketPath: o.socketPath, routes, logger: log });
   let hubble: HubbleServer | undefined;
@@ -152,6 +178,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     agent.serving();
   } catch (e) {
     await api.stop().catch(() => undefined);
+    await wg?.stop().catch(() => undefined);
     await ipcache?.stop().catch(() => undefined);
     await agent.stop();
     await cluster?.close().catch(() => undefined);
@@ -169,6 +196,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       await k8s?.stop();
       await hubble?.stop();
       await api.stop();
+      await wg?.stop();
       await ipcache?.stop();
       await agent.stop();
       await cluster?.close();

@@ -16,6 +16,7 @@ import { applyCommand, deleteCommand } from "./commands/apply.js";
 import { datapathCommand } from "./commands/datapath.js";
 import { demoCommand } from "./commands/demo.js";
 import { endpointCommand } from "./commands/endpoint.js";
+import { encryptionCommand } from "./commands/encryption.js";
 import { getCommand } from "./commands/get.js";
 import { observeCommand } from "./commands/observe.js";
 import { uiCommand } from "./commands/ui.js";
@@ -65,6 +66,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(observeCommand(ctx))
     .addCommand(relayCommand(ctx))
     .addCommand(uiCommand(ctx))
+    .addCommand(encryptionCommand(ctx))
     .addCommand(runtimeCommand(ctx))
     .addCommand(uninstallCommand(ctx))
     .addCommand(versionCommand(ctx));

@@ -98,6 +98,8 @@ export interface NodeRecordV1 {
   readonly startedAt: string;
   /** Where the agent serves Hubble's Observer API (what `membrane relay` connects to); absent when it does not. */
   readonly hubble?: NodeHubbleV1;
+  /** `--encryption wireguard`: what peers need to reach this node through its tunnel. */
+  readonly encryption?: NodeEncryptionV1;
 }
 
 /** A node's Observer API: its unix socket (reachable on its host) and/or a TCP address (always with TLS). */
@@ -106,6 +108,17 @@ export interface NodeHubbleV1 {
   readonly socket?: string;
   /** host:port of the TCP+TLS listener. */
   readonly address?: string;
+}
+
+/** A node's transparent-encryption endpoint (its public key; the private key never leaves the node). */
+export interface NodeEncryptionV1 {
+  readonly type: "wireguard";
+  /** base64 of the x25519 public key (WireGuard's form). */
+  readonly publicKey: string;
+  /** UDP port the node's WireGuard interface listens on (at its underlay address). */
+  readonly port: number;
+  /** ISO time the key pair was made (key age in status). */
+  readonly keyCreatedAt?: string;
 }
 
 /**

@@ -8,6 +8,7 @@ import { CLUSTER_KEYS, type NodeRecordV1 } from "./keys.js";
 import { isMembraneError } from "../errors.js";
 import { nodeLabelSet } from "../labels/node.js";
 import type { MirrorEntry } from "./mirror.js";
+import { isWgKey } from "../encryption/keys.js";
 
 export interface PeerRecord {
   readonly record: NodeRecordV1;
@@ -42,6 +43,8 @@ export function parseNodeRecord(key: string, e: MirrorEntry): PeerRecord | strin
   if (r.routing !== "native" && r.routing !== "vxlan") return `${key}: routing is not native or vxlan`;
   const bad = badLabels(r.labels);
   if (bad !== undefined) return `${key}: labels ${bad}`;
+  const enc = badEncryption(r.encryption);
+  if (enc !== undefined) return `${key}: encryption${enc}`;
   return { record: r, podCidrs, createRevision: e.createRevision };
 }
 
@@ -74,5 +77,20 @@ function badLabels(labels: unknown): string | undefined {
 }
 
 const MAX_NODE_LABELS = 64;
+
+/** The optional `encryption` of a record: a WireGuard public key and port (wireguard peers use them). */
+function badEncryption(e: unknown): string | undefined {
+  if (e === undefined) return undefined;
+  if (typeof e !== "object" || e === null || Array.isArray(e)) return " is not a map";
+  const r = e as Record<string, unknown>;
+  if (r["type"] !== "wireguard") return ".type is not wireguard";
+  if (!isWgKey(r["publicKey"])) return ".publicKey is not a base64 32-byte key";
+  const port = r["port"];
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535)
+    return ".port is not a port (1-65535)";
+  if (r["keyCreatedAt"] !== undefined && typeof r["keyCreatedAt"] !== "string")
+    return ".keyCreatedAt is not a string";
+  return undefined;
+}
 
 export const cidrText = (p: Prefix): string => prefixString(p);

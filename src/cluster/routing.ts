@@ -25,6 +25,8 @@ export interface ClusterRoutingParams {
   readonly view: NodeView;
   readonly routing: PeerRoutingConfig;
   readonly logger: Logger;
+  /** --encryption wireguard: the interface peers that publish a key are routed through. */
+  readonly encryptDevice?: string;
   /** Retry after a failed reconcile (default 5 s). */
   readonly retryMs?: number;
 }
@@ -81,7 +83,9 @@ export class ClusterRouting {
       const cidrs = (s.owned.get(name) ?? []).filter(
         (c) => !mine.some((m) => containsPrefix(m, c) || containsPrefix(c, m)),
       );
-      out.push({ name, ip, podCidrs: cidrs.map(prefixString) });
+      const dev = this.p.encryptDevice;
+      const encrypted = dev !== undefined && r.record.encryption?.type === "wireguard";
+      out.push({ name, ip, podCidrs: cidrs.map(prefixString), ...(encrypted ? { dev } : {}) });
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : 1));
   }

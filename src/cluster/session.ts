@@ -16,7 +16,7 @@ import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import { EtcdStore, type StoreLease } from "../store/etcd.js";
 import type { ClusterContext } from "./context.js";
-import type { NodeRecordV1, PodCidrClaimV1 } from "./keys.js";
+import type { NodeEncryptionV1, NodeRecordV1, PodCidrClaimV1 } from "./keys.js";
 import { PodCidrAllocator, type PodCidrConfig } from "./podcidr.js";
 import { NodeRegistry } from "./registry.js";
 import { takeOverLeasedKeys } from "./takeover.js";
@@ -151,7 +151,7 @@ export class ClusterSession {
   }
 
   /** Publishes this node's record and starts watching every node. */
-  async start(extra?: { bootId?: string }): Promise<NodeRegistry> {
+  async start(extra?: { bootId?: string; encryption?: NodeEncryptionV1 }): Promise<NodeRegistry> {
     const record: NodeRecordV1 = {
       v: 1,
       name: this.o.node,
@@ -161,6 +161,7 @@ export class ClusterSession {
       routing: this.o.tunnel,
       bootId: extra?.bootId ?? `${process.pid}-${Date.now().toString(36)}`,
       startedAt: new Date().toISOString(),
+      ...(extra?.encryption ? { encryption: extra.encryption } : {}),
     };
     const reg = new NodeRegistry(this.ctx, record);
     await reg.publish();

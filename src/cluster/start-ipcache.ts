@@ -27,6 +27,8 @@ export interface ClusterIpcacheDeps {
   readonly localStore?: Store;
   /** Route to peers (native or vxlan) in the node's namespace; absent = routes are someone else's job. */
   readonly routing?: Omit<PeerRoutingConfig, "localIp">;
+  /** --encryption wireguard: route peers that publish a WireGuard key through this interface. */
+  readonly encryptDevice?: string;
   /** The registry view, when another part already has one. */
   readonly view?: NodeView;
   readonly pollMs?: number;
@@ -53,7 +55,13 @@ export async function startClusterIpcache(
   const localIp = ctx.nodeIp.ipv4 ?? ctx.nodeIp.ipv6;
   const routing =
     d.routing && localIp !== undefined
-      ? new ClusterRouting({ node: ctx.node, view, routing: { ...d.routing, localIp }, logger })
+      ? new ClusterRouting({
+          node: ctx.node,
+          view,
+          routing: { ...d.routing, localIp },
+          logger,
+          ...(d.encryptDevice !== undefined ? { encryptDevice: d.encryptDevice } : {}),
+        })
       : undefined;
   const receiver = new IpcacheReceiver(ctx, view, d.agent, logger, d.localStore);
   const publisher = new IpcachePublisher(ctx, () => d.agent.listEndpoints(), logger);

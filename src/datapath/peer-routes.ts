@@ -4,6 +4,8 @@
  *   peers [{name, ip, podCidrs}] --plan(actual)--> ip -batch / bridge -batch lines --> kernel
  *
  *   native: <peer pod CIDR> via <peer node address> proto 211
+ *   encrypted (the peer publishes a WireGuard key, --encryption wireguard):
+ *           <peer pod CIDR> dev <wg interface> proto 211
  *   vxlan:  one device (VNI, UDP 8472 as Cilium, MTU = underlay MTU - 50 (IPv6 underlay: 70),
  *           no learning, no multicast), and per peer:
  *             route  <peer pod CIDR> via <CIDR's network address> dev <vx> onlink proto 211
@@ -37,6 +39,8 @@ export interface PeerNode {
   /** The peer's underlay address (same family as the local one). */
   readonly ip: string;
   readonly podCidrs: readonly string[];
+  /** Route its pod CIDRs through this device (the WireGuard interface) instead of native/VXLAN. */
+  readonly dev?: string;
 }
 
 export interface PeerRoutingConfig {
@@ -94,6 +98,8 @@ interface DesiredRoute {
   /** vxlan: the next hop's MAC and the peer's underlay address. */
   readonly mac?: string;
   readonly peerIp: string;
+  /** Through a device (the WireGuard interface), no gateway. */
+  readonly dev?: string;
 }
 
 /** The routes the peers want, one per pod CIDR (families the mode can carry); `skipped` says why others are not. */
@@ -118,7 +124,9 @@ export function desiredRoutes(
         continue;
       }
       const network = addrString(p.family, p.addr);
-      if (cfg.mode === "vxlan") {
+      if (peer.dev !== undefined) {
+        routes.push({ dst: routeKey(p), gateway: "", dev: peer.dev, peerIp });
+      } else if (cfg.mode === "vxlan") {
         routes.push({ dst: routeKey(p), gateway: network, mac: vtepMac(peerIp), peerIp });
       } else if (p.family === ip.family) {
         routes.push({ dst: routeKey(p), gateway: peerIp, peerIp });
@@ -194,13 +202,17 @@ export function planPeerRoutes(
     const vx = r.mac !== undefined;
     const same =
       now !== undefined &&
-      now.gateway === r.gateway &&
-      (vx ? now.dev === dev && now.onlink && device.length === 0 : now.dev !== dev);
+      (r.dev !== undefined
+        ? now.gateway === undefined && now.dev === r.dev
+        : now.gateway === r.gateway &&
+          (vx ? now.dev === dev && now.onlink && device.length === 0 : now.dev !== dev));
     if (!same) {
       add.push(
-        vx
-          ? `route replace ${r.dst} via ${r.gateway} dev ${dev} onlink proto ${PEER_ROUTE_PROTO}`
-          : `route replace ${r.dst} via ${r.gateway} proto ${PEER_ROUTE_PROTO}`,
+        r.dev !== undefined
+          ? `route replace ${r.dst} dev ${r.dev} proto ${PEER_ROUTE_PROTO}`
+          : vx
+            ? `route replace ${r.dst} via ${r.gateway} dev ${dev} onlink proto ${PEER_ROUTE_PROTO}`
+            : `route replace ${r.dst} via ${r.gateway} proto ${PEER_ROUTE_PROTO}`,
       );
     }
   }

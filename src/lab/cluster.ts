@@ -25,6 +25,7 @@ import { MembraneError } from "../errors.js";
 import { cleanupPrefix } from "../datapath/netns.js";
 import { startEtcd, type EtcdHandle } from "./etcd.js";
 import { Underlay } from "./underlay.js";
+import { stopWireguardIn } from "../encryption/device.js";
 
 /** bin/membrane.js of this installation (dist/src/lab/cluster.js -> bin/membrane.js). */
 export const MEMBRANE_BIN = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
@@ -53,6 +54,9 @@ export interface LabClusterOptions {
    * reach the lab's store on loopback. Default off (faster: no certificates).
    */
   readonly tls?: boolean;
+  /** `--encryption wireguard` on every agent (strict: also `--encryption-strict`). */
+  readonly encryption?: "wireguard";
+  readonly encryptionStrict?: boolean;
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
 }
@@ -67,7 +71,7 @@ export interface LabNode {
   readonly socket: string;
   readonly stateDir: string;
   readonly client: AgentClient;
-  /** The agent's process id (= its process group). */
+  /** The agent's process id (= its process group); a restart gives a new one. */
   readonly pid: number;
   /** The agent's standard error so far (bounded). */
   logs(): string;
@@ -81,6 +85,11 @@ export interface LabCluster {
   readonly etcd: EtcdHandle;
   readonly nodes: readonly LabNode[];
   readonly dir: string;
+  /**
+   * Kills node `name`'s agent with SIGKILL (its process group: a crash, nothing cleaned up) and starts it
+   * again with the same flags; resolves with the node (new pid) once its API answers.
+   */
+  restart(name: string): Promise<LabNode>;
   /** Kills every agent and etcd by process group; removes the namespaces and temp dirs. */
   stop(): Promise<void>;
   /** Kills one node's agent at once (SIGKILL to its group, as a crash); its keys live until their lease ends. */
@@ -162,6 +171,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
     (stopping ??= (async () => {
       await Promise.all(running.map((r) => stopAgent(r.proc).catch(() => undefined)));
       await etcd?.stop().catch(() => undefined);
+      stopWireguardIn(`${o.prefix}-`); // the tunnels outlive their agents (encryption/device.ts)
       await cleanupPrefix(o.prefix).catch(() => undefined); // the underlay, nodes and pods
       rmSync(dir, { recursive: true, force: true });
     })());
@@ -194,6 +204,8 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...["--cluster-lease-ttl", String(o.leaseTtl ?? 15), "--resync", "0"],
         ...["--log-level", o.logLevel ?? "warn"],
         ...(o.proxy ? [] : ["--no-proxy"]),
+        ...(o.encryption ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)] : []),
+        ...(o.encryptionStrict ? ["--encryption-strict"] : []),
       ];
       const { proc, logs } = spawnAgent(args);
       if (proc.pid === undefined)
@@ -272,6 +284,11 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       );
       return r.node;
     };
+    /** kill -9 of the node's agent (its process group), then a new agent with the same arguments. */
+    const restart = async (name: string): Promise<LabNode> => {
+      await killNode(name);
+      return restartNode(name);
+    };
     return {
       prefix: o.prefix,
       etcdEndpoint: etcd.endpoint,
@@ -282,6 +299,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       stop,
       killNode,
       restartNode,
+      restart,
     };
   } catch (e) {
     await stop();

@@ -68,6 +68,8 @@ export interface FlowLookup {
   endpointByIp?(ip: string): (EndpointInfo & { readonly id: number }) | undefined;
   /** Cluster mode: the other node whose pods hold this address (src/cluster/node-of-ip.ts). Optional. */
   nodeOfIp?(ip: string): string | undefined;
+  /** --encryption wireguard: traffic with this peer address goes through the node's tunnel. Optional. */
+  encryptedPeer?(ip: string): boolean;
 }
 
 export interface FlowEnricherParams {
@@ -177,6 +179,11 @@ function dropReason(
       return {
         reason: "INVALID_SOURCE_IP",
         detail: "spoofed source: the source address is not the endpoint's own",
+      };
+    case "unencrypted":
+      return {
+        reason: "UNENCRYPTED_TRAFFIC",
+        detail: "strict encryption: traffic to another node's pod would have left unencrypted",
       };
     case "invalid":
       return {
@@ -295,6 +302,9 @@ export class FlowEnricher {
     }
     if (pkt.ok) {
       flow.IP = pkt.IP;
+      // Through the tunnel: the peer is behind a WireGuard peer (never a strict drop: it did not go through).
+      if (peerIp !== undefined && r.kind !== "unencrypted" && this.lookup.encryptedPeer?.(peerIp) === true)
+        flow.IP.encrypted = true;
       if (pkt.l4 !== undefined) flow.l4 = pkt.l4;
     }
     flow.source = ingress ? peer : me;

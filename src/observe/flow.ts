@@ -42,6 +42,8 @@ export const DROP_REASONS = {
   INVALID_SOURCE_IP: { code: 132, text: "Invalid source ip" },
   /** Conntrack state invalid (e.g. a reply with no request). */
   INVALID_PACKET_DROPPED: { code: 134, text: "Invalid packet" },
+  /** Strict encryption: pod traffic to another node would have left unencrypted (encryption/strict.ts). */
+  UNENCRYPTED_TRAFFIC: { code: 195, text: "Traffic is unencrypted" },
 } as const;
 
 export type DropReasonName = keyof typeof DROP_REASONS | "DROP_REASON_UNKNOWN";
@@ -85,6 +87,8 @@ export interface IP {
   source: string;
   destination: string;
   ipVersion: IPVersion;
+  /** The packet went (or came) through the node's WireGuard tunnel (--encryption wireguard). */
+  encrypted?: boolean;
 }
 
 export interface Endpoint {

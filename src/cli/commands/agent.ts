@@ -8,6 +8,7 @@ import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
 import { applyAgentConfig } from "../agent-config.js";
 import { addClusterFlags, clusterFromFlags } from "./agent-cluster.js";
+import { addEncryptionFlags, encryptionFromFlags } from "./agent-encryption.js";
 
 export function agentCommand(ctx: CliContext): Command {
   const cmd = new Command("agent")
@@ -124,9 +125,11 @@ Examples:
   $ sudo membrane agent --config packaging/agent.yaml
   $ sudo membrane agent --cluster-store etcd://10.0.0.5:2379 --node-name n1 --node-ip 10.0.0.11 \\
       --cluster-cidr 10.200.0.0/16 --etcd-ca ca.pem --etcd-cert n1.pem --etcd-key n1-key.pem
+  $ sudo membrane agent --cluster-store etcd://10.0.0.5:2379 --node-name n1 --node-ip 10.0.0.11 \\
+      --cluster-cidr 10.200.0.0/16 --encryption wireguard --encryption-strict
 `,
     );
-  return addClusterFlags(cmd).action(
+  return addEncryptionFlags(addClusterFlags(cmd)).action(
     async (_o: Record<string, string | boolean | undefined>, self: Command) => {
       const cfg = self.getOptionValue("config") as string | undefined;
       if (cfg !== undefined) applyAgentConfig(self, cfg);
@@ -153,7 +156,9 @@ Examples:
         );
         return listen === undefined ? {} : { listen };
       };
+      const encryption = encryptionFromFlags(self);
       await runAgent({
+        ...(encryption ? { encryption } : {}),
         stateDir: o["stateDir"] as string,
         socketPath: o["socket"] as string,
         ...(str("nodeNetns") ? { nodeNetns: str("nodeNetns") as string } : {}),

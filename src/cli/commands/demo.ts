@@ -1,5 +1,5 @@
 /** `membrane demo [--nodes N]`: the Star Wars demo on real packets, on one node or several (needs root). */
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { runDemo } from "../demo.js";
 import { runGatewayDemo } from "../demo-gateway.js";
 import { MAX_DEMO_NODES, runClusterDemo } from "../demo-cluster.js";
@@ -26,6 +26,12 @@ export function demoCommand(ctx: CliContext): Command {
       `1 (default): one in-process agent, L3/L4, L7 and runtime steps; 2..${MAX_DEMO_NODES}: a real \`membrane agent\` process per node on one etcd, the ships spread over the nodes, the L3/L4 policy applied once and enforced across nodes (needs etcd)`,
       "1",
     )
+    .addOption(
+      new Option(
+        "--encryption <mode>",
+        "with --nodes: encrypt pod traffic between nodes (wireguard, strict mode; needs wireguard-go or the kernel module)",
+      ).choices(["wireguard"]),
+    )
     .option("--keep", "keep the namespaces afterwards, to look around (one node only)")
     .option(
       "--gateway",
@@ -47,10 +53,11 @@ the sending node; then why it was dropped.
 Examples:
   $ sudo membrane demo
   $ sudo membrane demo --nodes 3
+  $ sudo membrane demo --nodes 3 --encryption wireguard
   $ sudo membrane demo --gateway
 `,
     )
-    .action(async (o: { keep?: boolean; nodes: string; gateway?: boolean }) => {
+    .action(async (o: { keep?: boolean; nodes: string; gateway?: boolean; encryption?: "wireguard" }) => {
       if (o.gateway) {
         if ((await runGatewayDemo({ out: ctx.out })) > 0) ctx.exitCode = 1;
         return;
@@ -66,8 +73,22 @@ Examples:
           },
         );
       }
+      if (o.encryption && nodes === 1)
+        throw new MembraneError(
+          "CLI_USAGE",
+          "Cannot encrypt the demo of one node: --encryption needs --nodes 2 or more",
+          {
+            hint: "encryption protects traffic between nodes: sudo membrane demo --nodes 3 --encryption wireguard",
+          },
+        );
       const mismatches =
-        nodes === 1 ? await runDemo({ out: ctx.out, keep }) : await runClusterDemo({ out: ctx.out, nodes });
+        nodes === 1
+          ? await runDemo({ out: ctx.out, keep })
+          : await runClusterDemo({
+              out: ctx.out,
+              nodes,
+              ...(o.encryption ? { encryption: o.encryption } : {}),
+            });
       if (mismatches > 0) ctx.exitCode = 1;
     });
 }

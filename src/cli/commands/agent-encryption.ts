@@ -1,0 +1,41 @@
+/** Encryption flags of `membrane agent` (issue 13; parsed by src/encryption/options.ts). */
+import { Option, type Command } from "commander";
+import { parseEncryptionFlags, type EncryptionOptions } from "../../encryption/options.js";
+
+export function addEncryptionFlags(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option(
+        "--encryption <mode>",
+        "cluster mode: encrypt pod traffic between nodes (wireguard: kernel module where present, wireguard-go otherwise)",
+      )
+        .choices(["disabled", "wireguard"])
+        .default("disabled"),
+    )
+    .option(
+      "--encryption-strict",
+      "drop pod traffic to other nodes that would leave unencrypted (in the kernel, through restarts)",
+    )
+    .option(
+      "--encryption-strict-cidr <cidrs>",
+      "the destinations strict mode covers (default: --cluster-cidr)",
+    )
+    .option("--wireguard-port <port>", "UDP port of this node's WireGuard interface", "51871");
+}
+
+/** EncryptionOptions from the parsed command; undefined when encryption is off. */
+export function encryptionFromFlags(cmd: Command): EncryptionOptions | undefined {
+  const o = cmd.opts<Record<string, string | boolean | undefined>>();
+  const s = (k: string): string | undefined => (typeof o[k] === "string" ? o[k] : undefined);
+  return parseEncryptionFlags(
+    {
+      ...(s("encryption") !== undefined ? { encryption: s("encryption") as string } : {}),
+      ...(o["encryptionStrict"] === true ? { encryptionStrict: true } : {}),
+      ...(s("encryptionStrictCidr") !== undefined
+        ? { encryptionStrictCidr: s("encryptionStrictCidr") as string }
+        : {}),
+      ...(s("wireguardPort") !== undefined ? { wireguardPort: s("wireguardPort") as string } : {}),
+    },
+    s("clusterStore") !== undefined,
+  );
+}

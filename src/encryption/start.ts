@@ -1,0 +1,52 @@
+/**
+ * Wiring of encryption for one agent: EncryptionOptions + the cluster session -> a started
+ * WireGuardAgent (strict table, key, interface), or undefined when encryption is off.
+ */
+import type { Logger } from "pino";
+import { MembraneError } from "../errors.js";
+import type { ClusterOptions, ClusterSession } from "../cluster/session.js";
+import type { EncryptionOptions } from "./options.js";
+import { WireGuardAgent } from "./wireguard.js";
+
+export interface EncryptionStartOptions {
+  readonly encryption?: EncryptionOptions;
+  readonly cluster?: ClusterOptions;
+  readonly nodeNetns?: string;
+  readonly stateDir: string;
+  readonly logGroup: number;
+}
+
+export async function startEncryption(
+  o: EncryptionStartOptions,
+  session: ClusterSession | undefined,
+  localCidrs: readonly (string | undefined)[],
+  logger: Logger,
+): Promise<WireGuardAgent | undefined> {
+  const e = o.encryption;
+  if (!e) return undefined;
+  if (!session || !o.cluster)
+    throw new MembraneError("ENCRYPTION_INVALID", "Cannot start encryption: --encryption needs cluster mode");
+  let strictCidrs: readonly string[] | undefined;
+  if (e.strict) {
+    const cc = o.cluster.podCidrs.clusterCidr;
+    strictCidrs = e.strictCidrs ?? [cc?.ipv4, cc?.ipv6].filter((c): c is string => c !== undefined);
+    if (strictCidrs.length === 0)
+      throw new MembraneError(
+        "ENCRYPTION_INVALID",
+        "Cannot start the agent: --encryption-strict needs --cluster-cidr or --encryption-strict-cidr",
+        { hint: "give the CIDR every node's pods are in, e.g. --encryption-strict-cidr 10.200.0.0/16" },
+      );
+  }
+  const wg = new WireGuardAgent({
+    node: o.cluster.node,
+    ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}),
+    stateDir: o.stateDir,
+    port: e.port,
+    ...(strictCidrs ? { strictCidrs } : {}),
+    localCidrs: localCidrs.filter((c): c is string => c !== undefined),
+    logGroup: o.logGroup,
+    logger,
+  });
+  await wg.start();
+  return wg;
+}

@@ -1,0 +1,96 @@
+/**
+ * The encryption table in the node's namespace (`inet membrane_encrypt`, apart
+ * from the policy table: the policy reconciler never flushes it).
+ *
+ *   strict mode: packets to the strict CIDRs (default: the cluster CIDR) that
+ *     are not for this node's own pods and leave through any interface but the
+ *     WireGuard one are logged (a drop flow, reason UNENCRYPTED_TRAFFIC) and
+ *     dropped, in postrouting: forwarded pod traffic and the node's own alike.
+ *   always: TCP SYNs into the tunnel get their MSS clamped to the route's MTU
+ *     (pods keep a 1500 MTU; the tunnel carries 1420).
+ *
+ * Applied before the tunnel exists and before the agent's first policy rule, in
+ * one atomic transaction (the old table is replaced inside it: no moment without
+ * the drop rule), so a restart or a peer change never opens a window. Stopping
+ * the agent leaves it in place.
+ */
+import { nftApply } from "../datapath/exec.js";
+import { parsePrefix, prefixString } from "../labels/cidr.js";
+import { MembraneError } from "../errors.js";
+
+export const ENCRYPT_TABLE = "membrane_encrypt";
+/** The NFLOG prefix of a strict-mode drop (abi/log-prefix.ts reads it: host, egress, unencrypted). */
+export const STRICT_DROP_PREFIX = "mbr:d:h0:out:enc";
+
+export interface EncryptTableConfig {
+  readonly netns?: string;
+  readonly wgIf: string;
+  /** Strict mode: the CIDRs traffic to must be encrypted; absent = strict mode off. */
+  readonly strictCidrs?: readonly string[];
+  /** This node's own pod CIDRs (never through the tunnel). */
+  readonly localCidrs: readonly string[];
+  /** The agent's NFLOG group (drop flows). */
+  readonly logGroup: number;
+}
+
+function split(cidrs: readonly string[], what: string): { v4: string[]; v6: string[] } {
+  const v4: string[] = [];
+  const v6: string[] = [];
+  for (const c of cidrs) {
+    const p = parsePrefix(c);
+    if (!p)
+      throw new MembraneError(
+        "ENCRYPTION_INVALID",
+        `Cannot set up strict mode: ${what} ${JSON.stringify(c)} is not a CIDR`,
+      );
+    (p.family === 4 ? v4 : v6).push(prefixString(p));
+  }
+  return { v4, v6 };
+}
+
+const set = (name: string, type: string, elems: readonly string[]): string =>
+  `  set ${name} { type ${type}; flags interval; ${elems.length > 0 ? `elements = { ${elems.join(", ")} }` : ""} }`;
+
+/** The whole table as one nft script (replaces the old table atomically). */
+export function encryptTableScript(c: EncryptTableConfig): string {
+  const wg = JSON.stringify(c.wgIf);
+  const lines = [
+    `table inet ${ENCRYPT_TABLE} {}`,
+    `delete table inet ${ENCRYPT_TABLE}`,
+    `table inet ${ENCRYPT_TABLE} {`,
+    "  chain mss {",
+    "    type filter hook forward priority mangle; policy accept;",
+    `    oifname ${wg} tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu`,
+    "  }",
+  ];
+  if (c.strictCidrs !== undefined) {
+    const strict = split(c.strictCidrs, "--encryption-strict-cidr");
+    const local = split(c.localCidrs, "the pod CIDR");
+    const log = `log group ${c.logGroup} prefix "${STRICT_DROP_PREFIX}"`;
+    lines.push(
+      set("strict4", "ipv4_addr", strict.v4),
+      set("local4", "ipv4_addr", local.v4),
+      set("strict6", "ipv6_addr", strict.v6),
+      set("local6", "ipv6_addr", local.v6),
+      "  chain strict {",
+      "    type filter hook postrouting priority filter; policy accept;",
+      `    oifname != ${wg} ip daddr @strict4 ip daddr != @local4 counter ${log} drop`,
+      `    oifname != ${wg} ip6 daddr @strict6 ip6 daddr != @local6 counter ${log} drop`,
+      "  }",
+    );
+  }
+  lines.push("}");
+  return lines.join("\n") + "\n";
+}
+
+export async function applyEncryptTable(c: EncryptTableConfig): Promise<void> {
+  await nftApply(encryptTableScript(c), c.netns ? { netns: c.netns } : {});
+}
+
+/** Removes the table (uninstall). */
+export async function deleteEncryptTable(netns: string | undefined): Promise<void> {
+  await nftApply(
+    `table inet ${ENCRYPT_TABLE} {}\ndelete table inet ${ENCRYPT_TABLE}\n`,
+    netns ? { netns } : {},
+  );
+}
