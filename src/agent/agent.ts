@@ -89,9 +89,7 @@ export class Agent {
   get proxyPid(): number | undefined { return this.proxyRef?.pid; } // prettier-ignore
 
   /** Flows of this node (undefined when flow visibility is off). */
-  get observer(): Observer | undefined {
-    return this.observerRef;
-  }
+  get observer(): Observer | undefined { return this.observerRef; } // prettier-ignore
 
   constructor(private readonly p: AgentParams) {
     this.queue = new WorkQueue(p.logger);
@@ -159,6 +157,7 @@ export class Agent {
           : undefined,
       observer: () => this.observerRef,
       tunnelPort: p.tunnelPort,
+      auth: p.spiffe !== undefined, // mutual authentication: rules requiring it are enforced (src/auth/)
     });
   }
 
@@ -208,7 +207,7 @@ export class Agent {
     );
     await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
     await this.cluster?.start(); // what other nodes applied meanwhile (listed, enforced, then watched)
-    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints()); // SVIDs and sockets of the endpoints adopted
+    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints(), { identityOf: (ip) => this.engine.ipcache.lookup(ip).identity, registry }); // SVIDs, sockets, auth (controllers/auth.ts) // prettier-ignore
     // The kernel is read in the background (once now: a restart adopted the table by its
     // stamp, then periodically); the work queue is used only to repair drift.
     const resync = (): void => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair"));
@@ -223,7 +222,7 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.identitiesCtl.stop();
-    this.spiffe?.stop();
+    await this.spiffe?.stop();
     await this.endpoints.stopVerification();
     await this.cluster?.stop();
     this.names.stop();

@@ -20,6 +20,7 @@ import { getCommand } from "./commands/get.js";
 import { observeCommand } from "./commands/observe.js";
 import { policyCommand } from "./commands/policy.js";
 import { runtimeCommand } from "./commands/runtime.js";
+import { authCommand } from "./commands/auth.js";
 import { uninstallCommand } from "./commands/uninstall.js";
 import { versionCommand } from "./commands/version.js";
 import type { CliContext } from "./context.js";
@@ -56,6 +57,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(agentCommand(ctx))
     .addCommand(clusterCommand(ctx))
     .addCommand(endpointCommand(ctx))
+    .addCommand(authCommand(ctx))
     .addCommand(applyCommand(ctx))
     .addCommand(deleteCommand(ctx))
     .addCommand(getCommand(ctx))

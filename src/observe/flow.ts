@@ -165,6 +165,8 @@ export interface Flow {
   egress_denied_by?: PolicyRefJSON[];
   ingress_denied_by?: PolicyRefJSON[];
   Summary?: string;
+  /** Hubble's AuthType: set when the deciding rule requires mutual authentication. */
+  auth_type?: "DISABLED" | "SPIRE" | "TEST_ALWAYS_FAIL";
   /** Membrane: why it was dropped, in words ("denied by rule spec.ingressDeny[0] of default/p1"). */
   drop_reason_detail?: string;
   /** Membrane: the rule element that decided. */

@@ -57,6 +57,8 @@ export interface LabOptions {
   readonly cluster?: AgentOptions["cluster"];
   /** The SPIFFE provider and Workload API (test/spiffe). */
   readonly spiffe?: AgentOptions["spiffe"];
+  /** Flows without the proxy (test/auth). */
+  readonly observe?: boolean;
 }
 
 export interface LabEndpoint {
@@ -101,6 +103,7 @@ export class AgentLab {
       ...(o.runtime ? { runtime: { nodeName: prefix } } : {}),
       ...(o.cluster ? { cluster: o.cluster } : {}),
       ...(o.spiffe ? { spiffe: o.spiffe } : {}),
+      ...(o.observe && !o.proxy ? { observe: { nodeName: prefix, ringCapacity: 4096 } } : {}),
       ...(o.proxy
         ? {
             // A short minimum TTL, so that expiry can be seen within a test.
