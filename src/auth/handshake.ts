@@ -98,8 +98,6 @@ export function checkPeer(
 
 /** A pair of connected in-memory streams. */
 export function duplexPair(): [Duplex, Duplex] {
-  let a: Duplex | undefined;
-  let b: Duplex | undefined;
   const side = (other: () => Duplex | undefined): Duplex =>
     new Duplex({
       read() {},
@@ -112,8 +110,8 @@ export function duplexPair(): [Duplex, Duplex] {
         cb();
       },
     });
-  a = side(() => b);
-  b = side(() => a);
+  const a: Duplex = side(() => b);
+  const b: Duplex = side(() => a);
   return [a, b];
 }
 

@@ -4,7 +4,7 @@
  */
 export function packetAddresses(b: Buffer): { src: string; dst: string; family: 4 | 6 } | undefined {
   if (b.length < 1) return undefined;
-  const v = b[0]! >> 4; // eslint-disable-line @typescript-eslint/no-non-null-assertion
+  const v = (b[0] ?? 0) >> 4;
   if (v === 4 && b.length >= 20) {
     const a = (o: number): string => `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
     return { src: a(12), dst: a(16), family: 4 };
