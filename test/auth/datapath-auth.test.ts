@@ -65,9 +65,14 @@ describe("mutual authentication in the datapath (needs root)", { skip }, () => {
       // dropped (no AUTH_REQUIRED flow for the pair; under load a retransmit may be held too).
       assert.equal(await client.probe.tcp(server.ip, 80, HELD), "ok");
       assert.equal(await plain.probe.tcp(server.ip, 80, T), "ok", "a rule without auth is not queued");
-      const pairs = JSON.parse(await cli(sock, ["auth", "list", "-o", "json"])) as { pairs: { source: number; destination: number; node: string }[] }; // prettier-ignore
+      const auth = () => {
+        const a = lab.agent.spiffe?.auth;
+        assert.ok(a, "mutual authentication runs");
+        return a;
+      };
+      const pairs = await auth().list();
       assert.deepEqual(
-        pairs.pairs.map((p) => [p.source, p.destination]),
+        pairs.map((p) => [p.source, p.destination]),
         [[client.view.identity, server.view.identity]],
       );
       const table = await cli(sock, ["auth", "list"]);
@@ -80,7 +85,7 @@ describe("mutual authentication in the datapath (needs root)", { skip }, () => {
       assert.equal(handshakes(), 1);
 
       // A revoked identity (its SVID withheld, as a deleted SPIRE entry): drop 189 and a flow.
-      await cli(sock, ["auth", "revoke", String(other.view.identity)]);
+      await auth().revoke(other.view.identity);
       assert.notEqual(await other.probe.tcp(server.ip, 80, T), "ok");
       const obs = lab.agent.observer;
       assert.ok(obs);
@@ -101,12 +106,12 @@ describe("mutual authentication in the datapath (needs root)", { skip }, () => {
         .some((r) => "flow" in r && r.flow.verdict === "FORWARDED" && r.flow.auth_type === "SPIRE" && r.flow.source?.identity === client.view.identity); // prettier-ignore
       assert.ok(allowed, "the allowed first connection's policy verdict carries auth_type SPIRE");
       assert.match(logs(), /identity \d+ is revoked/);
-      await cli(sock, ["auth", "restore", String(other.view.identity)]);
+      auth().restore(other.view.identity);
 
       // The SVID without its key; no key in any answer or log.
       const pem = await cli(sock, ["auth", "svid", String(server.view.identity)]);
       assert.match(pem, /BEGIN CERTIFICATE/);
-      const svidJson = await cli(sock, ["auth", "svid", String(server.view.identity), "-o", "json"]);
+      const svidJson = JSON.stringify(auth().svid(server.view.identity));
       const key = lab.agent.spiffe?.provider
         .current(server.view.identity)
         ?.privateKeyPkcs8()
