@@ -33,7 +33,8 @@
  */
 
 export type Direction = "in" | "out";
-export type DropReason = { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" | "auth" };
+export type DropReason =
+  { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" | "auth" };
 /**
  * Why a packet was logged: a drop, (kind "allow") a new connection a rule allowed, or
  * (kind "redirect") one a rule handed to the proxy.

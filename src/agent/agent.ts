@@ -207,7 +207,8 @@ export class Agent {
     );
     await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
     await this.cluster?.start(); // what other nodes applied meanwhile (listed, enforced, then watched)
-    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints(), { identityOf: (ip) => this.engine.ipcache.lookup(ip).identity, registry }); // SVIDs, sockets, auth (controllers/auth.ts) // prettier-ignore
+    const identityOf = (ip: string): number => this.engine.ipcache.lookup(ip).identity;
+    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints(), { identityOf, registry }); // SVIDs, sockets, auth
     // The kernel is read in the background (once now: a restart adopted the table by its
     // stamp, then periodically); the work queue is used only to repair drift.
     const resync = (): void => void this.enforcer.resync((f) => this.queue.run(f, undefined, "repair"));

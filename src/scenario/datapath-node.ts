@@ -128,7 +128,9 @@ export class ScratchNode {
         proxy: PROXY,
         ...(this.p.cluster ? { cluster: this.p.cluster } : {}),
         // Mutual authentication (rules requiring it are enforced): SVIDs of a scratch trust domain.
-        ...(s.config.meshAuth === true ? { spiffe: { trustDomain: "scenario.membrane.local", workloadApi: false } } : {}),
+        ...(s.config.meshAuth === true
+          ? { spiffe: { trustDomain: "scenario.membrane.local", workloadApi: false } }
+          : {}),
       },
       pino({ level: "silent" }),
     );

@@ -151,7 +151,9 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
   // can be made). Across nodes the agents' handshake is not built yet.
   const authQuery = !l4Drop && (q.auth === true || d.how === "auth-required" || [d.egress, d.ingress].some(needsAuth)); // prettier-ignore
   if (authQuery && ctx.nodes !== undefined) {
-    return { skip: "needs mutual authentication across nodes, which the agents do not run yet (one node does)" };
+    return {
+      skip: "needs mutual authentication across nodes, which the agents do not run yet (one node does)",
+    };
   }
   const l7 = l7Part(q, d);
   if (l7 !== undefined && "skip" in l7) return l7;
