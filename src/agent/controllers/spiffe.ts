@@ -155,6 +155,11 @@ export async function startSpiffe(
   const c = new SpiffeController(provider, { logger: p.logger, endpoints, workloadApi: p.spiffe.workloadApi ?? true }); // prettier-ignore
   await c.sync();
   c.start();
-  if (auth) c.auth = await startAuth(p, provider, endpoints, auth);
+  try {
+    if (auth) c.auth = await startAuth(p, provider, endpoints, auth);
+  } catch (e) {
+    await c.stop(); // no half-started provider; rules requiring auth stay closed (the gate drops)
+    throw e;
+  }
   return c;
 }

@@ -87,7 +87,10 @@ export function agentCommand(ctx: CliContext): Command {
       "/etc/membrane/secrets",
     )
     .option("--tofqdns-min-ttl <seconds>", "shortest life of an address learned from a DNS answer", "3600")
-    .option("--spiffe", "issue X.509-SVIDs to identities and serve the SPIFFE Workload API in every endpoint")
+    .option(
+      "--spiffe",
+      "issue X.509-SVIDs to identities, serve the SPIFFE Workload API in every endpoint, and enforce rules with authentication: {mode: required} (membrane auth; needs iptables)",
+    )
     .option(
       "--trust-domain <name>",
       "SPIFFE trust domain (IDs spiffe://<name>/identity/<number>)",
@@ -201,7 +204,12 @@ Examples:
             }
           : {}),
         ...(o["spiffe"] === true
-          ? { spiffe: { trustDomain: str("trustDomain") as string, svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000 } } // prettier-ignore
+          ? {
+              spiffe: {
+                trustDomain: str("trustDomain") as string,
+                svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000,
+              },
+            }
           : {}),
         ...(o["runtimeEvents"] === true
           ? {
