@@ -74,6 +74,9 @@ if (want("runtime-events")) child("./runtime-events.js", flags);
 // Runtime enforcement: latency from the offending syscall to the kill, and the open-loop cost (issue 15).
 if (want("runtime-kill")) child("./runtime-kill.js", flags);
 
+// Mutual authentication: first connection of a new pair, later ones, a rule without auth (issue 12 item 8).
+if (want("auth")) child("./auth.js", flags);
+
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages Membrane uses at run time and in its tests. Idempotent.
 #   nftables, iproute2             the datapath (nft, ip)
+#   iptables                       the NFQUEUE rule of mutual authentication (nft here has no queue statement)
 #   socat, iputils-ping            real packets in tests (raw sends, ping)
 #   iperf3                         throughput benchmark (npm run bench)
 #   etcd-server                    the multi-host store backend and its contract tests
@@ -33,7 +34,7 @@
 #                                  over TUN where the kernel has no WireGuard module (as here), and `wg`
 #   tcpdump                        the encryption tests capture the lab's underlay to prove no plaintext crosses it
 set -euo pipefail
-PKGS=(nftables iproute2 socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
+PKGS=(nftables iproute2 iptables socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
   containernetworking-plugins podman bpftrace protobuf-compiler libprotobuf-dev gcc libc6-dev chromium
   wireguard-go wireguard-tools tcpdump)
 missing=()

@@ -78,6 +78,11 @@ export const ERROR_CODES = {
   SPIFFE_SVID_INVALID: "An X.509-SVID or its chain breaks a rule of the SPIFFE X.509-SVID spec",
   SPIFFE_CA_FAILED: "The SPIFFE CA could not load, create, store or use its root key",
   SPIFFE_WORKLOAD_API_FAILED: "The SPIFFE Workload API could not serve an endpoint",
+  // auth: mutual authentication in the datapath (src/auth/)
+  AUTH_SETUP_FAILED: "The mutual-authentication table, queue rule or queue reader could not be set up",
+  AUTH_HANDSHAKE_FAILED: "A mutual-authentication handshake between two identities failed",
+  AUTH_SVID_NOT_FOUND: "This node holds no X.509-SVID for that identity",
+  AUTH_UNAVAILABLE: "Mutual authentication is off on this agent (start it with --spiffe)",
   // cli
   CLI_USAGE: "A command was given invalid arguments",
 } as const;

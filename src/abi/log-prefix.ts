@@ -14,6 +14,11 @@
  * NFLOG prefix of an allowed new connection (policy verdict): `mbr:a:e<id>:<dir>:r<ruleId>`.
  * NFLOG prefix of a connection redirected to the proxy: `mbr:p:e<id>:<dir>:r<ruleId>`.
  * NFLOG prefix of an audit-mode would-be drop (let through): `mbr:u:e<id>:<dir>:<r<ruleId>|def>`.
+ * NFLOG prefix of a new connection a rule allows only with mutual authentication:
+ * `mbr:t:g<n>:<dir>:r<ruleId>` (the pair is then authenticated or the first packet is held);
+ * its drop when no authentication came: `mbr:d:g0:in:auth` (Hubble's AUTH_REQUIRED, 189),
+ * logged by the gate (datapath/compile-auth.ts), which names no group: the endpoint is the
+ * packet's destination.
  *
  * Policy verdicts (allow, redirect, rule deny, audit, default) are logged in chains that
  * endpoints with the same policy share (datapath/policy-groups.ts): those carry the
@@ -31,12 +36,12 @@
 
 export type Direction = "in" | "out";
 export type DropReason =
-  { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" | "unencrypted" };
+  { kind: "rule"; ruleId: number } | { kind: "default" | "spoof" | "invalid" | "unencrypted" | "auth" };
 /**
  * Why a packet was logged: a drop, (kind "allow") a new connection a rule allowed, or
  * (kind "redirect") one a rule handed to the proxy.
  */
-export type LogReason = DropReason | { kind: "allow" | "redirect"; ruleId: number };
+export type LogReason = DropReason | { kind: "allow" | "redirect" | "authAllow"; ruleId: number };
 
 /** Who logs: an endpoint (its id), a policy group shared by endpoints (`{ group: n }`), or the host firewall. */
 export type LogOwner = number | { readonly group: number } | "host";
@@ -48,10 +53,11 @@ export function logPrefix(owner: LogOwner, dir: Direction, reason: LogReason): s
   const who = ownerText(owner);
   if (reason.kind === "allow") return `mbr:a:${who}:${dir}:r${reason.ruleId}`;
   if (reason.kind === "redirect") return `mbr:p:${who}:${dir}:r${reason.ruleId}`;
+  if (reason.kind === "authAllow") return `mbr:t:${who}:${dir}:r${reason.ruleId}`;
   const r =
     reason.kind === "rule"
       ? `r${reason.ruleId}`
-      : { default: "def", spoof: "spoof", invalid: "inv", unencrypted: "enc" }[reason.kind];
+      : { default: "def", spoof: "spoof", invalid: "inv", unencrypted: "enc", auth: "auth" }[reason.kind];
   return `mbr:d:${who}:${dir}:${r}`;
 }
 
@@ -80,10 +86,12 @@ export function parseLogPrefix(text: string):
       reason: DropReason;
       allowed: boolean;
       redirected?: true;
+      /** Allowed by a rule that requires mutual authentication (`mbr:t:`). */
+      authenticated?: true;
     })
   | undefined {
   const clean = text.replace(/\0.*$/s, "").trim();
-  const a = /^mbr:([ap]):([egh])(\d+):(in|out):r(\d+)$/.exec(clean);
+  const a = /^mbr:([apt]):([egh])(\d+):(in|out):r(\d+)$/.exec(clean);
   if (a && (a[2] !== "h" || a[3] === "0")) {
     return {
       ...ownerOf(a[2] as string, a[3] as string),
@@ -91,15 +99,22 @@ export function parseLogPrefix(text: string):
       reason: { kind: "rule", ruleId: Number(a[5]) },
       allowed: true,
       ...(a[1] === "p" ? { redirected: true as const } : {}),
+      ...(a[1] === "t" ? { authenticated: true as const } : {}),
     };
   }
-  const m = /^mbr:d:([egh])(\d+):(in|out):(?:r(\d+)|(def|spoof|inv|enc))$/.exec(clean);
+  const m = /^mbr:d:([egh])(\d+):(in|out):(?:r(\d+)|(def|spoof|inv|enc|auth))$/.exec(clean);
   if (!m || (m[1] === "h" && m[2] !== "0")) return undefined;
+  if (m[5] === "auth") {
+    // Only the gate logs it, as group 0: the endpoint is the packet's destination.
+    return m[1] === "g" && m[2] === "0" && m[3] === "in"
+      ? { group: 0, direction: "in", reason: { kind: "auth" }, allowed: false }
+      : undefined;
+  }
   // Spoofing and invalid conntrack state are an endpoint's own checks: never a group's or the host's.
   if (m[1] !== "e" && (m[5] === "spoof" || m[5] === "inv")) return undefined;
   // Unencrypted traffic is the node's own check (strict mode), never an endpoint's.
   if (m[1] !== "h" && m[5] === "enc") return undefined;
-  const kinds = { def: "default", spoof: "spoof", inv: "invalid", enc: "unencrypted" } as const;
+  const kinds = { def: "default", spoof: "spoof", inv: "invalid", enc: "unencrypted", auth: "auth" } as const;
   const reason: DropReason =
     m[4] !== undefined ? { kind: "rule", ruleId: Number(m[4]) } : { kind: kinds[m[5] as keyof typeof kinds] };
   return { ...ownerOf(m[1] as string, m[2] as string), direction: m[3] as Direction, reason, allowed: false };

@@ -22,3 +22,17 @@ export const CT_PROXY_UPSTREAM = 0x10000000;
 export const WORLD_IDENTITY = 2;
 /** Identities use the low 25 bits of the packet mark; the high 7 bits stay free (proxy marks). */
 export const IDENTITY_MASK = 0x01ffffff;
+
+/**
+ * Mutual authentication (src/auth/, datapath/compile-auth.ts). A new connection allowed by a
+ * rule that requires authentication gets CT_AUTH_NEEDED and, in the ct mark's identity bits,
+ * the identity of its destination (the packet mark then holds its source's). The auth table
+ * clears the bit when the pair is authenticated; otherwise the first packet is queued to the
+ * agent, whose verdict sets PKT_AUTH_OK on the packet after a successful handshake. The gate
+ * drops a new connection still marked CT_AUTH_NEEDED whose packet lacks PKT_AUTH_OK.
+ */
+export const CT_AUTH_NEEDED = 0x08000000;
+/** Packet mark bit set by the agent's queue verdict after a successful handshake. */
+export const PKT_AUTH_OK = 0x04000000;
+/** The NFQUEUE number of first packets waiting for a handshake. */
+export const AUTH_QUEUE_NUM = 7189;

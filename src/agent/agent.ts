@@ -92,9 +92,7 @@ export class Agent {
   get proxyPid(): number | undefined { return this.proxyRef?.pid; } // prettier-ignore
 
   /** Flows of this node (undefined when flow visibility is off). */
-  get observer(): Observer | undefined {
-    return this.observerRef;
-  }
+  get observer(): Observer | undefined { return this.observerRef; } // prettier-ignore
 
   constructor(private readonly p: AgentParams) {
     this.queue = new WorkQueue(p.logger);
@@ -163,6 +161,7 @@ export class Agent {
           : undefined,
       observer: () => this.observerRef,
       tunnelPort: p.tunnelPort,
+      auth: p.spiffe !== undefined, // mutual authentication: rules requiring it are enforced (src/auth/)
     });
   }
 
@@ -212,7 +211,8 @@ export class Agent {
     );
     await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
     await this.cluster?.start(); // what other nodes applied meanwhile (listed, enforced, then watched)
-    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints()); // SVIDs and sockets of the endpoints adopted
+    const identityOf = (ip: string): number => this.engine.ipcache.lookup(ip).identity;
+    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints(), { identityOf, registry }); // SVIDs, sockets, auth
     await this.gateways?.start(); // its namespace, the ingress address in the ipcache, the gateway process
     // The kernel is read in the background (once now: a restart adopted the table by its
     // stamp, then periodically); the work queue is used only to repair drift.
@@ -228,7 +228,7 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.identitiesCtl.stop();
-    this.spiffe?.stop();
+    await this.spiffe?.stop();
     await this.gateways?.stop();
     await this.endpoints.stopVerification();
     await this.cluster?.stop();

@@ -68,7 +68,8 @@ export function hostFirewall(
   tunnelPort: number | undefined,
 ): HostFirewall | undefined {
   // No proxy for the host's own traffic (see the top of this file).
-  const hostOpts: BuildOptions = { authAvailable: opts.authAvailable };
+  // Nor authentication: the host's own traffic is never authenticated (a rule requiring it drops).
+  const hostOpts: BuildOptions = { authAvailable: false };
   const key = optionsKey(hostOpts);
   const kernel = (d: HostDirection): KernelDirection => ({
     enforced: d.enforced,

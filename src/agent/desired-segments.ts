@@ -41,6 +41,12 @@ export function directionOf(pol: DirectionPolicy): CachedDirection {
   return { flat, segmentKeys, keys: [...byKey.keys()], origins: byKey };
 }
 
+/** Segments that require authentication name the endpoint's identity (their side of the pair). */
+export function withAuthSelf(segments: PolicySegment[], self: number): PolicySegment[] {
+  if (!segments.some((s) => s.action === "auth")) return segments;
+  return segments.map((s) => (s.action === "auth" ? { ...s, authSelf: self } : s));
+}
+
 /** The direction's segments under these rule ids and options (the same array while they stay). */
 export function segmentsOf(
   c: CachedDirection,
@@ -85,7 +91,8 @@ export function sameSegments(a: readonly PolicySegment[], b: readonly PolicySegm
       x.hi !== y.hi ||
       x.action !== y.action ||
       x.proxy !== y.proxy ||
-      x.ruleId !== y.ruleId
+      x.ruleId !== y.ruleId ||
+      x.authSelf !== y.authSelf
     )
       return false;
   }
@@ -99,14 +106,18 @@ function toSegment(
   ids: ReadonlyMap<string, number>,
 ): PolicySegment {
   const proxy = s.verdict === "allow" && s.redirect ? proxyFor(s, opts.proxy) : undefined;
+  // Authentication and an L7 redirect on one segment: not built (the ct mark cannot carry both
+  // the pair and the redirect through the egress chain), so fail closed.
   const needsMissing =
-    s.verdict === "allow" && ((s.redirect && !proxy) || (s.authRequired && !opts.authAvailable));
+    s.verdict === "allow" &&
+    ((s.redirect && !proxy) || (s.authRequired && (!opts.authAvailable || s.redirect)));
+  const auth = s.verdict === "allow" && s.authRequired && !needsMissing;
   return {
     identity: s.identity,
     proto: s.proto,
     lo: s.lo,
     hi: s.hi,
-    action: s.verdict === "deny" || needsMissing ? "deny" : proxy ? "redirect" : s.verdict,
+    action: s.verdict === "deny" || needsMissing ? "deny" : proxy ? "redirect" : auth ? "auth" : s.verdict,
     ...(proxy && !needsMissing ? { proxy } : {}),
     ruleId: key === undefined ? 0 : (ids.get(key) ?? 0),
   };

@@ -25,6 +25,7 @@ import {
   ruleText,
   sameSegments,
   segmentsOf,
+  withAuthSelf,
   type BuildOptions,
   type CachedDirection,
 } from "./desired-segments.js";
@@ -232,6 +233,7 @@ export class DesiredBuilder {
       hostIdentity: ID.host,
       ...(opts.proxy ? { proxy: opts.proxy } : {}),
       ...(host ? { host } : {}),
+      ...(opts.authAvailable ? { auth: true } : {}),
     };
     this.last = { engine, optsKey, endpointRevision, prefixRevision, state, origins, ids, list: endpoints };
     return state;
@@ -258,8 +260,9 @@ export class DesiredBuilder {
     opts: BuildOptions,
     optsKey: string,
   ): DatapathEndpoint {
-    const ingress = segmentsOf(ci, ids, opts, optsKey);
-    const egress = segmentsOf(ce, ids, opts, optsKey);
+    const self = pol.endpoint.identity.id;
+    const ingress = withAuthSelf(segmentsOf(ci, ids, opts, optsKey), self);
+    const egress = withAuthSelf(segmentsOf(ce, ids, opts, optsKey), self);
     const key = [
       ep.namespace,
       ep.name,

@@ -37,6 +37,8 @@ export interface EnforcerParams {
   readonly observer: () => Observer | undefined;
   /** The VXLAN port (host firewall: never judged); undefined: native routing or one node. */
   readonly tunnelPort?: number | undefined;
+  /** Mutual authentication runs (--spiffe): rules requiring it compile to auth segments, not drops. */
+  readonly auth?: boolean;
 }
 
 export class Enforcer {
@@ -140,7 +142,7 @@ export class Enforcer {
       this.p.engine(),
       this.p.endpoints.local(),
       {
-        authAvailable: false,
+        authAvailable: this.p.auth === true,
         ...(target ? { proxy: target } : {}),
         ...(this.p.tunnelPort !== undefined ? { tunnelPort: this.p.tunnelPort } : {}),
       },

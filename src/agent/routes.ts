@@ -53,6 +53,7 @@ import { cniRoutes } from "./api/cni-routes.js";
 import { tracingRoutes } from "./api/tracing-routes.js";
 import { gatewayRoutes } from "./api/gateway-routes.js";
 import { runtimeRoutes } from "./api/runtime-routes.js";
+import { authRoutes } from "./api/auth-routes.js";
 import { clusterRoutes, withClusterStatus } from "./api/cluster-routes.js";
 import type { PolicyResource } from "../policy/types.js";
 import { flowRoutes } from "./api/flow-routes.js";
@@ -222,6 +223,7 @@ export function agentRoutes(agent: Agent): Route[] {
     ...cniRoutes(agent.cni), // membrane-cni: /v1/cni/... (api/cni-routes.ts)
     ...tracingRoutes(() => agent.tracing), // TracingPolicy: /v1/tracingpolicies (api/tracing-routes.ts)
     ...runtimeRoutes(() => agent.runtime), // /v1/runtime/... (api/runtime-routes.ts)
+    ...authRoutes(() => agent.spiffe?.auth), // /v1/auth/... mutual authentication (api/auth-routes.ts)
     ...clusterRoutes(() => agent.cluster), // /v1/cluster/realized (api/cluster-routes.ts)
     ...gatewayRoutes(() => agent.gateways), // Gateway API, Ingress: /v1/gateway (api/gateway-routes.ts)
     { method: "GET", path: "/v1/identities", handler: () => agent.identities() },

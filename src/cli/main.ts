@@ -23,6 +23,7 @@ import { uiCommand } from "./commands/ui.js";
 import { policyCommand } from "./commands/policy.js";
 import { relayCommand } from "./commands/relay.js";
 import { runtimeCommand } from "./commands/runtime.js";
+import { authCommand } from "./commands/auth.js";
 import { uninstallCommand } from "./commands/uninstall.js";
 import { versionCommand } from "./commands/version.js";
 import type { CliContext } from "./context.js";
@@ -59,6 +60,7 @@ export function buildProgram(ctx: CliContext): Command {
     .addCommand(agentCommand(ctx))
     .addCommand(clusterCommand(ctx))
     .addCommand(endpointCommand(ctx))
+    .addCommand(authCommand(ctx))
     .addCommand(applyCommand(ctx))
     .addCommand(deleteCommand(ctx))
     .addCommand(getCommand(ctx))

@@ -97,6 +97,7 @@ import {
 } from "./compile-endpoint.js";
 import { compileGrouped } from "./group-table.js";
 import { compileHost } from "./compile-host.js";
+import { authGateChains } from "./compile-auth.js";
 import type { GroupPart } from "./policy-groups.js";
 import type { HostTableView } from "../ipcache/hosts.js";
 import { add64, globalDigest, groupDigest, hostDigest, partDigest, STAMP_MAP, stampMap } from "./stamp.js";
@@ -288,6 +289,8 @@ export function compileAll(
   const hostFw = compileHost(state.host, ctx);
   maps.push(...hostFw.maps);
   chains.push(...hostFw.chains);
+  if (state.auth === true) chains.push(...authGateChains(group)); // mutual authentication's gate
+
   if (proxy) {
     chains.push({ name: "nat_c", base: NAT_BASE, rules: natRules(proxy) });
     // The node's own connections to an endpoint whose ingress has L7 rules go through the proxy too.

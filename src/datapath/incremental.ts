@@ -96,6 +96,7 @@ export const globalKeyOf = (state: DatapathState, opts: CompileOptions): string 
     state.ipcache.map((e) => [e.prefix, String(e.identity)]),
     // The host firewall is part of the global part (compile-host.ts): small, and it changes rarely.
     state.host ?? null,
+    state.auth === true, // the gate of mutual authentication (compile-auth.ts)
   ]);
 
 /** Applied for a table compiled whole (the first apply, or after a read-back). */

@@ -40,6 +40,7 @@ import { frozenChain, type NftChain, type NftMap } from "./model.js";
 import { compileSegments } from "./segments.js";
 import { invalid } from "./compile-error.js";
 import {
+  CT_AUTH_NEEDED,
   CT_REDIRECT_DNS,
   CT_REDIRECT_L7,
   IDENTITY_MASK,
@@ -94,7 +95,7 @@ const MASK = hex(IDENTITY_MASK);
 const commentText = (s: string): string => s.replace(/[^\x20-\x7e]|"/g, "'").slice(0, 109);
 
 const segText = (s: PolicySegment): string =>
-  `${s.identity},${s.proto},${s.lo},${s.hi},${s.action}${s.proxy ?? ""}${s.ruleId}`;
+  `${s.identity},${s.proto},${s.lo},${s.hi},${s.action}${s.proxy ?? ""}${s.ruleId}${s.authSelf !== undefined ? `@${s.authSelf}` : ""}`;
 
 /**
  * The content key of a direction's policy, or undefined when it needs no group (no
@@ -169,6 +170,22 @@ export function compileGroup(
       return chainFor(`${base}_p${id}${s.proxy === "dns" ? "d" : ""}`, () => [
         withText(log(logPrefix(owner, dir, { kind: "redirect", ruleId: id })), id),
         `ct mark set ct mark or ${hex(bit)}`,
+      ]);
+    }
+    if (s.action === "auth") {
+      // Allowed once the pair is authenticated (datapath/compile-auth.ts, src/auth/): the
+      // connection's mark carries the need and the destination's identity; the packet mark
+      // carries the source's once pre_c is done. Egress: the destination is the peer (the
+      // mark, after mark_dst; a new connection's ct mark is still 0 here). Ingress: this
+      // endpoint is the destination; the redirect bits an egress set are kept.
+      const self = s.authSelf;
+      if (self === undefined || !Number.isInteger(self) || self < 0 || self > IDENTITY_MASK)
+        throw invalid(where, "a segment requires authentication but names no identity of its own");
+      return chainFor(`${base}_t${id}`, () => [
+        ...(dir === "out"
+          ? [`jump ${MARK_DST_CHAIN}`, `ct mark set meta mark and ${MASK} or ${hex(CT_AUTH_NEEDED)}`]
+          : [`ct mark set ct mark and 0xf0000000 or ${hex((CT_AUTH_NEEDED | self) >>> 0)}`]),
+        withText(log(logPrefix(owner, dir, { kind: "authAllow", ruleId: id })), id),
       ]);
     }
     if (s.action === "allow")

@@ -20,12 +20,16 @@ export interface PolicySegment {
   /**
    * audit: let through, logged as a would-be drop (policies in audit mode).
    * redirect: allowed at L4 and handed to the node's proxy (`proxy` says which).
+   * auth: allowed once the (source, destination) identity pair is mutually authenticated
+   *   (src/auth/: an entry in the auth table's set, or the handshake of the queued first packet).
    */
-  action: "allow" | "deny" | "audit" | "redirect";
+  action: "allow" | "deny" | "audit" | "redirect" | "auth";
   /** With action "redirect": the TCP L7 proxy (HTTP, Kafka, TLS) or the DNS proxy (UDP and TCP). */
   proxy?: "l7" | "dns";
   /** Index into DatapathState.rules, for logs (0 = none). */
   ruleId: number;
+  /** With action "auth": the identity of the endpoint holding the segment (its side of the pair). */
+  authSelf?: number;
 }
 
 export interface DirectionPolicy {
@@ -72,6 +76,8 @@ export interface DatapathState {
    * node. Absent, or a direction with no segment and not enforced: no hook for it.
    */
   host?: HostFirewall;
+  /** Mutual authentication is available: the gate chains exist (compile-auth.ts). */
+  auth?: boolean;
 }
 
 export interface HostFirewall {
@@ -100,6 +106,7 @@ export interface ProxyTarget {
 }
 
 export {
+  CT_AUTH_NEEDED,
   CT_FROM_HOST,
   CT_PROXY_UPSTREAM,
   CT_REDIRECT_DNS,

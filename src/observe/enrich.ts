@@ -93,6 +93,7 @@ type FlowPrefix = {
   direction: Direction;
   reason: DropReason;
   allowed: boolean;
+  authenticated?: true | undefined;
   /** Allowed at L4 and handed to the proxy (`mbr:p:`). */
   redirected?: true;
   audit: boolean;
@@ -189,6 +190,12 @@ function dropReason(
       return {
         reason: "INVALID_PACKET_DROPPED",
         detail: "invalid packet: conntrack state invalid (no connection it belongs to)",
+      };
+    case "auth":
+      return {
+        reason: "AUTH_REQUIRED",
+        detail:
+          "mutual authentication required: the pair has no authenticated entry and no handshake succeeded (see the agent's log for why)",
       };
   }
 }
@@ -315,6 +322,9 @@ export class FlowEnricher {
       ? { type: EVENT_TYPE.policyVerdict }
       : { type: EVENT_TYPE.drop, sub_type: code };
     flow.traffic_direction = ingress ? "INGRESS" : "EGRESS";
+    // Hubble's auth_type: the rule that allowed it requires mutual authentication (ours: SPIFFE
+    // SVIDs through the agent, which Cilium names SPIRE), or the drop is for want of one.
+    if (pre.authenticated === true || r.kind === "auth") flow.auth_type = "SPIRE";
     if (isPolicy) flow.policy_match_type = POLICY_MATCH[rule?.matchType ?? "none"];
     // Policy verdicts are logged before conntrack knows the connection: always its first packet.
     if (r.kind !== "invalid") flow.is_reply = false;

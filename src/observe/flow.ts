@@ -171,6 +171,8 @@ export interface Flow {
   Summary?: string;
   /** OpenTelemetry: the trace id of an HTTP request's W3C `traceparent` (L7 flows). */
   trace_context?: { parent: { trace_id: string } };
+  /** Hubble's AuthType: set when the deciding rule requires mutual authentication. */
+  auth_type?: "DISABLED" | "SPIRE" | "TEST_ALWAYS_FAIL";
   /** Membrane: why it was dropped, in words ("denied by rule spec.ingressDeny[0] of default/p1"). */
   drop_reason_detail?: string;
   /** Membrane: the rule element that decided. */

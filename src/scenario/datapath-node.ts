@@ -73,6 +73,8 @@ export interface QueryPath {
 }
 
 const LOG_GROUP = 1;
+/** How long a connection whose first packet waits for a handshake may take (a loaded 2-core box). */
+const AUTH_WAIT_MS = 5000;
 /** How long to wait for a drop or redirect log (NFLOG batches up to 50 ms). */
 const DROP_LOG_WAIT_MS = 150;
 /** How long to look for a redirect log the offline engine does not expect. */
@@ -125,6 +127,10 @@ export class ScratchNode {
         resyncMs: 0,
         proxy: PROXY,
         ...(this.p.cluster ? { cluster: this.p.cluster } : {}),
+        // Mutual authentication (rules requiring it are enforced): SVIDs of a scratch trust domain.
+        ...(s.config.meshAuth === true
+          ? { spiffe: { trustDomain: "scenario.membrane.local", workloadApi: false } }
+          : {}),
       },
       pino({ level: "silent" }),
     );
@@ -202,7 +208,26 @@ export class ScratchNode {
     const src = await this.probe(plan.from);
     const l = listenerFor(plan);
     if (l) await this.listen(plan.to, l[0], plan.port ?? 0, l[1]);
-    return sendObserved(src, plan, timeoutMs, [this]);
+    // auth: false = the source identity's SVID withheld (no pair can be made); true = its SVID valid.
+    const auth = this.agent?.spiffe?.auth;
+    const from = plan.from.kind === "endpoint" ? this.identityOf(plan.from.key) : undefined;
+    if (plan.auth === false && auth && from !== undefined) await auth.revoke(from);
+    try {
+      // A held first packet waits for the handshake: the drop verdict needs that long more.
+      return await sendObserved(src, plan, plan.auth === true ? Math.max(timeoutMs, AUTH_WAIT_MS) : timeoutMs, [this]); // prettier-ignore
+    } finally {
+      if (plan.auth === false && auth && from !== undefined) auth.restore(from);
+    }
+  }
+
+  /** The identity of a scenario endpoint (`namespace/name`), once created. */
+  private identityOf(key: string): number | undefined {
+    const i = key.indexOf("/");
+    try {
+      return this.agent?.getEndpoint(key.slice(0, i), key.slice(i + 1)).identity;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The in-process agent (once started). */

@@ -42,6 +42,11 @@ export interface QueryPlan extends L7Fields {
   readonly address: string;
   readonly kind: PlanKind;
   readonly port?: number;
+  /**
+   * Mutual authentication: true = the source's SVID is valid (the handshake runs and succeeds);
+   * false = withheld (`membrane auth revoke`: no entry can be made). Absent: not an auth query.
+   */
+  readonly auth?: boolean;
 }
 
 export interface NodeCidrs {
@@ -141,9 +146,13 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
   // A query the scenario expects dropped at L3/L4 is dropped by the kernel before any
   // authentication could matter: it runs.
   const l4Drop = q.expect === "deny" && (q.how ?? d.how) === "drop";
-  if (!l4Drop && (q.auth === true || d.how === "auth-required" || [d.egress, d.ingress].some(needsAuth))) {
+  // Mutual authentication runs for real on one node (auth: true = both SVIDs valid, the handshake
+  // succeeds; false/absent = the source's SVID is withheld, as a deleted SPIRE entry: no entry
+  // can be made). Across nodes the agents' handshake is not built yet.
+  const authQuery = !l4Drop && (q.auth === true || d.how === "auth-required" || [d.egress, d.ingress].some(needsAuth)); // prettier-ignore
+  if (authQuery && ctx.nodes !== undefined) {
     return {
-      skip: "needs mutual authentication, which the agent does not provide (the kernel drops every connection that requires it)",
+      skip: "needs mutual authentication across nodes, which the agents do not run yet (one node does)",
     };
   }
   const l7 = l7Part(q, d);
@@ -187,6 +196,7 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
     address: addr,
     kind,
     ...(q.port !== undefined ? { port: q.port } : {}),
+    ...(authQuery || q.auth !== undefined ? { auth: q.auth === true } : {}),
   };
   if (l7 === undefined) return plan;
   const { http, ...rest } = l7;

@@ -63,6 +63,8 @@ export function verdictOf(
 ): Verdict | undefined {
   const r = seen.result;
   if (r === "timeout" && seen.drop !== undefined) {
+    // The gate of mutual authentication (datapath/compile-auth.ts): AUTH_REQUIRED (189).
+    if (seen.drop.endsWith(":auth")) return { actual: "deny", how: "auth-required", what: `dropped: authentication required (${seen.drop})` }; // prettier-ignore
     return { actual: "deny", how: "drop", what: `dropped (${seen.drop})` };
   }
   switch (plan.kind) {

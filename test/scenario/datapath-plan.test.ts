@@ -187,11 +187,17 @@ const CASES: { name: string; query: string; want: ReturnType<typeof planQuery> }
     },
   },
   {
-    name: "a query with a valid authentication entry is skipped",
+    name: "a query with a valid authentication entry runs with the source's SVID valid (auth: true)",
     query: "{from: client, to: web, proto: UDP, port: 53, auth: true, expect: allow}",
-    want: skip(
-      "needs mutual authentication, which the agent does not provide (the kernel drops every connection that requires it)",
-    ),
+    want: {
+      from: { kind: "endpoint", key: "default/client" },
+      to: { kind: "endpoint", key: "default/web" },
+      family: 4,
+      address: "10.0.1.10",
+      kind: "udp",
+      port: 53,
+      auth: true,
+    },
   },
   {
     name: "a query to the node's L7 proxy port is skipped",

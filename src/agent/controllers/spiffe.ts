@@ -20,6 +20,8 @@ import { SvidProvider } from "../../spiffe/provider.js";
 import { listenInNetns } from "../../spiffe/endpoint-socket.js";
 import { WorkloadApiServer } from "../../spiffe/workload-api.js";
 import type { EndpointView } from "./endpoints.js";
+import type { AuthManager } from "../../auth/manager.js";
+import { startAuth, type AuthAgentParams, type AuthDeps } from "./auth.js";
 
 export interface SpiffeParams {
   readonly trustDomain: string;
@@ -44,6 +46,8 @@ export class SpiffeController {
   private readonly served = new Map<string, Served>();
   private running: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
+  /** Mutual authentication in the datapath (controllers/auth.ts). */
+  auth: AuthManager | undefined;
 
   constructor(
     readonly provider: SvidProvider,
@@ -70,10 +74,11 @@ export class SpiffeController {
     return { ...this.provider.view(), workloadApiEndpoints: this.served.size };
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.provider.stop();
     for (const [k, s] of this.served) this.close(k, s);
+    await this.auth?.stop(); // the queue unbinds: no new pairs until an agent answers again
   }
 
   private async syncOnce(): Promise<void> {
@@ -135,8 +140,9 @@ export class SpiffeController {
 
 /** Starts the provider (CA file in `<stateDir>/spiffe/`) and the controller; undefined when SPIFFE is off. */
 export async function startSpiffe(
-  p: { spiffe?: SpiffeParams; stateDir?: string; logger: Logger },
+  p: { spiffe?: SpiffeParams; stateDir?: string } & AuthAgentParams,
   endpoints: () => readonly EndpointView[],
+  auth?: AuthDeps,
 ): Promise<SpiffeController | undefined> {
   if (!p.spiffe) return undefined;
   const provider = await SvidProvider.start({
@@ -149,5 +155,11 @@ export async function startSpiffe(
   const c = new SpiffeController(provider, { logger: p.logger, endpoints, workloadApi: p.spiffe.workloadApi ?? true }); // prettier-ignore
   await c.sync();
   c.start();
+  try {
+    if (auth) c.auth = await startAuth(p, provider, endpoints, auth);
+  } catch (e) {
+    await c.stop(); // no half-started provider; rules requiring auth stay closed (the gate drops)
+    throw e;
+  }
   return c;
 }

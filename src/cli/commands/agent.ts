@@ -100,7 +100,10 @@ export function agentCommand(ctx: CliContext): Command {
       "--gateway",
       "serve Gateway API (GatewayClass controllerName membrane.io/gateway-controller) and Ingress (class membrane) routes from <netns-prefix>-gateway; certificates from --tls-secrets-dir",
     )
-    .option("--spiffe", "issue X.509-SVIDs to identities and serve the SPIFFE Workload API in every endpoint")
+    .option(
+      "--spiffe",
+      "issue X.509-SVIDs to identities, serve the SPIFFE Workload API in every endpoint, and enforce rules with authentication: {mode: required} (membrane auth; needs iptables)",
+    )
     .option(
       "--trust-domain <name>",
       "SPIFFE trust domain (IDs spiffe://<name>/identity/<number>)",
@@ -219,7 +222,12 @@ Examples:
           : {}),
         ...(o["gateway"] === true ? { gateway: { secretsDir: str("tlsSecretsDir") as string } } : {}),
         ...(o["spiffe"] === true
-          ? { spiffe: { trustDomain: str("trustDomain") as string, svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000 } } // prettier-ignore
+          ? {
+              spiffe: {
+                trustDomain: str("trustDomain") as string,
+                svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000,
+              },
+            }
           : {}),
         ...(o["runtimeEvents"] === true
           ? {

@@ -59,6 +59,8 @@ export interface LabOptions {
   readonly spiffe?: AgentOptions["spiffe"];
   /** Gateway API and Ingress (test/gateway), with flows; secrets in `<dir>/secrets`. */
   readonly gateway?: boolean;
+  /** Flows without the proxy (test/auth). */
+  readonly observe?: boolean;
 }
 
 export interface LabEndpoint {
@@ -106,6 +108,7 @@ export class AgentLab {
       ...(o.gateway
         ? { gateway: { secretsDir: join(dir, "secrets") }, observe: { nodeName: prefix, ringCapacity: 4096 } }
         : {}),
+      ...(o.observe && !o.proxy && !o.gateway ? { observe: { nodeName: prefix, ringCapacity: 4096 } } : {}),
       ...(o.proxy
         ? {
             // A short minimum TTL, so that expiry can be seen within a test.

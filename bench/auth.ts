@@ -1,0 +1,79 @@
+/**
+ * `npm run bench -- auth` (root): the latency mutual authentication adds to a connection, side by
+ * side in one run, interleaved rounds, on one node (issue 12 item 8):
+ *   first    a connection of a pair that is not authenticated yet (its pair removed before each
+ *            round with `auth revoke` + `restore`): the first SYN is held for the handshake
+ *   later    a connection of an authenticated pair (the kernel entry: no queue)
+ *   plain    a connection under a rule without authentication
+ * Each sample is a TCP connect + echo round trip through the probe in the client's namespace;
+ * the probe's own overhead is the same in all three. One JSON line with p50/p99 (ms) and the load.
+ */
+import { loadavg } from "node:os";
+import { AgentLab } from "../test/agent/e2e/harness.js";
+
+const ROUNDS = Number(process.env["MEMBRANE_AUTH_BENCH_ROUNDS"] ?? 40);
+
+const POLICY = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: server, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: authed}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+    authentication: {mode: required}
+  - fromEndpoints: [{matchLabels: {app: plain}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+`;
+
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return Math.round((s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN) * 100) / 100;
+};
+
+async function main(): Promise<void> {
+  const load0 = loadavg()[0];
+  const lab = await AgentLab.start("haubench", { spiffe: { trustDomain: "bench.test" }, engine: { meshAuth: true } }); // prettier-ignore
+  try {
+    const server = await lab.endpoint("server", { app: "server" }, { tcp: [80] });
+    const authed = await lab.endpoint("authed", { app: "authed" });
+    const plain = await lab.endpoint("plain", { app: "plain" });
+    await lab.agent.applyPolicies(POLICY, "bench.yaml");
+    const auth = lab.agent.spiffe?.auth;
+    if (!auth) throw new Error("mutual authentication did not start");
+    const time = async (p: typeof authed): Promise<number> => {
+      const t = performance.now();
+      const r = await p.probe.tcp(server.ip, 80, 10_000);
+      if (r !== "ok") throw new Error(`connect failed: ${r}`);
+      return performance.now() - t;
+    };
+    await time(plain); // warm-up: the probes and the handshake's code paths
+    await time(authed);
+    const s = { first: [] as number[], later: [] as number[], plain: [] as number[] };
+    for (let i = 0; i < ROUNDS; i++) {
+      await auth.revoke(authed.view.identity); // the pair leaves the kernel and the agent
+      auth.restore(authed.view.identity);
+      const order =
+        i % 2 === 0 ? (["first", "later", "plain"] as const) : (["plain", "first", "later"] as const);
+      for (const k of order) s[k].push(await time(k === "plain" ? plain : authed));
+    }
+    const row = (xs: number[]) => ({ p50: pct(xs, 50), p99: pct(xs, 99), n: xs.length });
+    console.log(
+      JSON.stringify({
+        bench: "auth",
+        unit: "ms (TCP connect + echo through the probe)",
+        first: row(s.first),
+        later: row(s.later),
+        plain: row(s.plain),
+        addedFirstP50: Math.round((pct(s.first, 50) - pct(s.plain, 50)) * 100) / 100,
+        addedLaterP50: Math.round((pct(s.later, 50) - pct(s.plain, 50)) * 100) / 100,
+        loadavg: [load0, loadavg()[0]],
+        targets: { "first added p99": "< 20 ms", later: "within noise of plain" },
+      }),
+    );
+  } finally {
+    await lab.destroy();
+  }
+}
+
+await main();

@@ -1,0 +1,59 @@
+/**
+ * Mutual authentication (src/auth/manager.ts), never a private key in an answer:
+ *   GET  /v1/auth/pairs                 authenticated pairs the kernel holds (source, destination, node, expires)
+ *   POST /v1/auth/svid    {identity}    the identity's X.509-SVID: certificates (PEM), SPIFFE ID, validity
+ *   POST /v1/auth/revoke  {identity}    withhold its SVID from handshakes, remove its pairs
+ *   POST /v1/auth/restore {identity}    undo a revoke
+ */
+import { MembraneError } from "../../errors.js";
+import type { AuthManager } from "../../auth/manager.js";
+import { fields } from "./body.js";
+import type { ApiRequest, Route } from "./router.js";
+
+function identityOf(req: ApiRequest): number {
+  const v = fields(req, { identity: "required" })["identity"];
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 0x01ffffff)
+    throw new MembraneError("API_REQUEST_INVALID", `Cannot read the request: identity must be a whole number 1..33554431, not ${JSON.stringify(v)}`); // prettier-ignore
+  return v;
+}
+
+export function authRoutes(auth: () => AuthManager | undefined): Route[] {
+  const a = (): AuthManager => {
+    const m = auth();
+    if (!m)
+      throw new MembraneError(
+        "AUTH_UNAVAILABLE",
+        "Cannot answer: mutual authentication is off on this agent",
+        {
+          hint: "start the agent with --spiffe (and iptables installed for the queue rule)",
+        },
+      );
+    return m;
+  };
+  return [
+    { method: "GET", path: "/v1/auth/pairs", handler: async () => ({ pairs: await a().list(), revoked: a().revokedIdentities }) }, // prettier-ignore
+    {
+      method: "POST",
+      path: "/v1/auth/svid",
+      handler: (req) => {
+        const id = identityOf(req);
+        const s = a().svid(id);
+        if (!s)
+          throw new MembraneError(
+            "AUTH_SVID_NOT_FOUND",
+            `Cannot show the SVID of identity ${id}: this node holds none`,
+            {
+              hint: "SVIDs exist for identities of this node's endpoints (membrane get identities)",
+            },
+          );
+        return s;
+      },
+    },
+    { method: "POST", path: "/v1/auth/revoke", handler: async (req) => ({ removedPairs: await a().revoke(identityOf(req)) }) }, // prettier-ignore
+    {
+      method: "POST",
+      path: "/v1/auth/restore",
+      handler: (req) => ({ restored: a().restore(identityOf(req)) }),
+    },
+  ];
+}

@@ -1,0 +1,117 @@
+/**
+ * The agent's side of the NFQUEUE of first packets waiting for a handshake: starts the reader
+ * process in the node's namespace (nfqueue-child.ts), hands each queued packet to `onPacket`,
+ * and sends verdicts back.
+ *
+ *   kernel queue AUTH_QUEUE_NUM --child--> frames --parseQueue--> onPacket(p)
+ *   verdict(p, accept, mark) --child stdin--> kernel (NF_ACCEPT with the mark | NF_DROP)
+ *
+ * The queue is bounded (maxLen) and binds without fail-open: a full queue, or no reader,
+ * drops. Stopping the reader is therefore closing the door, never opening it.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { MembraneError } from "../errors.js";
+import { FrameDecoder, FRAME_DATAGRAM, FRAME_STATUS } from "../observe/frames.js";
+import { NF_ACCEPT, NF_DROP, parseQueue, verdictMessage, type QueuedPacket } from "../abi/nfqueue-wire.js";
+
+export interface AuthQueueParams {
+  readonly queue: number;
+  /** The node's namespace; undefined = the agent's own. */
+  readonly netns?: string;
+  readonly maxLen?: number;
+  readonly onPacket: (p: QueuedPacket) => void;
+  readonly onError: (e: Error) => void;
+}
+
+const failed = (why: string, cause?: unknown): MembraneError =>
+  new MembraneError("AUTH_SETUP_FAILED", `Cannot read the authentication queue: ${why}`, {
+    hint: "Reading NFQUEUE needs root (CAP_NET_ADMIN) and a queue no other process has bound.",
+    ...(cause !== undefined ? { cause } : {}),
+  });
+
+export class AuthQueue {
+  private child: ChildProcessWithoutNullStreams | undefined;
+  private stopping = false;
+  private seq = 100;
+  /** Queued packets seen, verdicts sent, malformed datagrams. */
+  readonly stats = { packets: 0, verdicts: 0, invalid: 0, overflows: 0 };
+
+  constructor(private readonly p: AuthQueueParams) {}
+
+  start(): Promise<void> {
+    const script = fileURLToPath(new URL("./nfqueue-child.js", import.meta.url));
+    const cfg = JSON.stringify({ queue: this.p.queue, copyRange: 128, maxLen: this.p.maxLen ?? 256 });
+    const argv =
+      this.p.netns === undefined
+        ? [process.execPath, script, cfg]
+        : ["ip", "netns", "exec", this.p.netns, process.execPath, script, cfg];
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+    this.child = child;
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+    const decoder = new FrameDecoder();
+    return new Promise((resolve, reject) => {
+      let started = false;
+      const fail = (e: Error): void => {
+        if (!started) reject(e);
+        else if (!this.stopping) this.p.onError(e);
+      };
+      child.on("error", (e) => fail(failed("the reader did not start", e)));
+      child.on("exit", (code, signal) => {
+        if (!this.stopping) fail(failed(`the reader exited (${signal ?? `code ${code}`}) ${stderr.trim()}`));
+      });
+      child.stdin.on("error", () => undefined); // the exit handler reports it
+      child.stdout.on("data", (chunk: Buffer) => {
+        let frames;
+        try {
+          frames = decoder.push(chunk);
+        } catch (e) {
+          fail(failed("the reader's output is corrupt", e));
+          void this.stop();
+          return;
+        }
+        for (const f of frames) {
+          if (f.kind === FRAME_DATAGRAM) {
+            const q = parseQueue(f.body);
+            this.stats.invalid += q.invalid;
+            for (const pkt of q.packets) {
+              this.stats.packets++;
+              this.p.onPacket(pkt);
+            }
+          } else if (f.kind === FRAME_STATUS) {
+            const s = JSON.parse(f.body.toString()) as { ready?: boolean; error?: string; overflow?: string };
+            if (s.ready && !started) {
+              started = true;
+              resolve();
+            } else if (s.error !== undefined) fail(failed(s.error));
+            else if (s.overflow !== undefined) this.stats.overflows++;
+          }
+        }
+      });
+    });
+  }
+
+  /** Releases the packet (with `mark` on it) or drops it. */
+  verdict(pkt: QueuedPacket, accept: boolean, mark?: number): void {
+    const c = this.child;
+    if (!c || this.stopping) return; // the kernel drops what no reader answers once we are gone
+    const msg = verdictMessage(pkt.queue, this.seq++, pkt.id, accept ? NF_ACCEPT : NF_DROP, mark);
+    const h = Buffer.alloc(4);
+    h.writeUInt32LE(msg.length, 0);
+    c.stdin.write(Buffer.concat([h, msg]));
+    this.stats.verdicts++;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const c = this.child;
+    this.child = undefined;
+    if (!c || c.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.once("exit", () => resolve());
+      c.stdin.end();
+      setTimeout(() => c.kill("SIGKILL"), 2000).unref();
+    });
+  }
+}

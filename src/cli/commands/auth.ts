@@ -1,0 +1,91 @@
+/**
+ * `membrane auth`: mutual authentication on this node (agent started with --spiffe).
+ *   auth list              authenticated identity pairs the kernel holds, their expiry and node
+ *   auth svid IDENTITY     the identity's X.509-SVID (certificates only, never the key)
+ *   auth revoke IDENTITY   withhold its SVID from handshakes and remove its pairs
+ *   auth restore IDENTITY  undo a revoke
+ */
+import { Command, Option } from "commander";
+import { MembraneError } from "../../errors.js";
+import type { CliContext } from "../context.js";
+import { client, outputOption, show, socketOption, type ViewFormat } from "../agent-client.js";
+
+interface PairsAnswer {
+  pairs: { source: number; destination: number; node: string; expires: string }[];
+  revoked: number[];
+}
+
+function identityArg(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 0x01ffffff)
+    throw new MembraneError("CLI_USAGE", `Cannot use identity "${v}": give a number (see membrane get identities)`); // prettier-ignore
+  return n;
+}
+
+export function authCommand(ctx: CliContext): Command {
+  const list = new Command("list")
+    .description("authenticated identity pairs held by the kernel (source, destination, node, expiry)")
+    .addOption(outputOption())
+    .addOption(socketOption())
+    .action(async (o: { socket: string; output: ViewFormat }) => {
+      const r = (await client(o).request("GET", "/v1/auth/pairs")) as PairsAnswer;
+      show(ctx, o.output, r, () => [
+        ["SOURCE", "DESTINATION", "NODE", "EXPIRES"],
+        ...r.pairs.map((p) => [String(p.source), String(p.destination), p.node, p.expires]),
+      ]);
+      if (o.output === "table" && r.revoked.length > 0)
+        ctx.out(`revoked identities: ${r.revoked.join(", ")}\n`);
+    });
+  const svid = new Command("svid")
+    .argument("<identity>", "numeric identity (membrane get identities)")
+    .description("the identity's X.509-SVID: SPIFFE ID, serial, validity and certificates in PEM (no key)")
+    .addOption(new Option("-o, --output <format>", "pem | json").default("pem"))
+    .addOption(socketOption())
+    .action(async (id: string, o: { socket: string; output: string }) => {
+      if (o.output !== "pem" && o.output !== "json")
+        throw new MembraneError("CLI_USAGE", `Cannot print as -o ${o.output}: use pem or json`);
+      const r = (await client(o).request("POST", "/v1/auth/svid", { identity: identityArg(id) })) as Record<string, unknown>; // prettier-ignore
+      if (o.output === "json") ctx.out(JSON.stringify(r, null, 2) + "\n");
+      else ctx.out(`# ${String(r["spiffeId"])} serial ${String(r["serial"])} valid ${String(r["notBefore"])} .. ${String(r["notAfter"])}\n${String(r["certificates"])}`); // prettier-ignore
+    });
+  const revoke = new Command("revoke")
+    .argument("<identity>", "numeric identity")
+    .description(
+      "withhold the identity's SVID from handshakes and remove its pairs (its new connections under rules requiring authentication drop, reason 189)",
+    ) // prettier-ignore
+    .addOption(socketOption())
+    .action(async (id: string, o: { socket: string }) => {
+      const r = (await client(o).request("POST", "/v1/auth/revoke", { identity: identityArg(id) })) as { removedPairs: number }; // prettier-ignore
+      ctx.out(`identity ${id} revoked; ${r.removedPairs} pair(s) removed\n`);
+    });
+  const restore = new Command("restore")
+    .argument("<identity>", "numeric identity")
+    .description("undo `auth revoke`: the identity may authenticate again")
+    .addOption(socketOption())
+    .action(async (id: string, o: { socket: string }) => {
+      await client(o).request("POST", "/v1/auth/restore", { identity: identityArg(id) });
+      ctx.out(`identity ${id} restored\n`);
+    });
+  return new Command("auth")
+    .description(
+      "mutual authentication (SPIFFE SVIDs, agent started with --spiffe): pairs, SVIDs, revocation",
+    )
+    .addCommand(list)
+    .addCommand(svid)
+    .addCommand(revoke)
+    .addCommand(restore)
+    .addHelpText(
+      "after",
+      `
+A rule with authentication: {mode: required} lets a new connection through once the
+(source, destination) identity pair is authenticated: the agent holds the first packet,
+runs a TLS 1.3 handshake with both identities' SVIDs and releases it; otherwise it drops
+with reason AUTH_REQUIRED (189) (membrane observe --verdict DROPPED).
+
+Examples:
+  $ membrane auth list
+  $ membrane auth list -o json
+  $ membrane auth svid 256
+`,
+    );
+}
