@@ -1,0 +1,72 @@
+/**
+ * The node's LB table in the kernel: the first apply (and any apply after a
+ * failure) writes the table whole; every later one writes the element delta
+ * from the state it last applied (lb-compile.ts), in one `nft` transaction.
+ *
+ *   LbTable.apply(LbState) --compileLb--> delta vs realized --nft -f--> kernel
+ *                                         (realized changes only once the kernel took it)
+ */
+import { nftApply } from "./exec.js";
+import { compileLb, lbDelta, lbTableScript, type CompiledLb, type LbCompileOptions } from "./lb-compile.js";
+import type { LbState } from "./lb-types.js";
+
+export interface LbTableParams {
+  /** The node's network namespace (the current one when absent). */
+  netns?: string;
+  /** Table name (family inet); default "membrane_lb". */
+  table?: string;
+  compile?: LbCompileOptions;
+}
+
+export interface LbApplyResult {
+  /** "full": the table was written whole; "delta": elements only; "none": nothing changed. */
+  mode: "full" | "delta" | "none";
+  ops: number;
+}
+
+export class LbTable {
+  readonly table: string;
+  private realized: CompiledLb | undefined;
+
+  constructor(private readonly p: LbTableParams = {}) {
+    this.table = p.table ?? "membrane_lb";
+  }
+
+  private opts(): { netns?: string } {
+    return this.p.netns !== undefined ? { netns: this.p.netns } : {};
+  }
+
+  /** Makes the kernel hold `state`; throws (and forgets what it held) when the kernel refuses. */
+  async apply(state: LbState): Promise<LbApplyResult> {
+    const now = compileLb(state, this.p.compile, this.realized);
+    const was = this.realized;
+    if (!was) {
+      this.realized = undefined;
+      await nftApply(lbTableScript(this.table, now), this.opts());
+      this.realized = now;
+      let ops = 0;
+      for (const m of now.elements.values()) ops += m.size;
+      return { mode: "full", ops };
+    }
+    const d = lbDelta(this.table, was, now);
+    if (d.script === "") {
+      this.realized = now;
+      return { mode: "none", ops: 0 };
+    }
+    try {
+      await nftApply(d.script, this.opts());
+    } catch (e) {
+      // Unknown kernel state: the next apply writes the table whole.
+      this.realized = undefined;
+      throw e;
+    }
+    this.realized = now;
+    return { mode: "delta", ops: d.ops };
+  }
+
+  /** Removes the table (uninstall, tests). */
+  async destroy(): Promise<void> {
+    this.realized = undefined;
+    await nftApply(`table inet ${this.table} {}\ndelete table inet ${this.table}\n`, this.opts());
+  }
+}
