@@ -31,7 +31,7 @@
  * the Maglev lookup table is M elements per frontend in be4, filled by Maglev's
  * permutation (lb/maglev.ts): a backend change rewrites only about M/N slots.
  * The price is M elements per frontend (M = 251: 2.5 M elements at 10,000 services),
- * hence an option (`membrane.io/lb-algorithm: maglev` on the Service), not the default.
+ * hence an option (the `membrane.io/lb-algorithm: maglev` annotation on the Service), not the default.
  *
  * IPv4 only for now (IPv6 frontends are refused by lb/).
  */
@@ -142,11 +142,6 @@ function choiceChain(f: LbFrontend, maglev: boolean): { name: string; rules: str
   };
 }
 
-export interface LbCompileOptions {
-  /** Frontends (by index) balanced by Maglev instead of random. */
-  maglev?: (f: LbFrontend) => readonly number[] | undefined;
-}
-
 export function frontendKey(f: Pick<LbFrontend, "ip" | "proto" | "port">): string {
   const p = PROTO_NAME[f.proto] ?? String(f.proto);
   return f.ip === undefined ? `${p} . ${f.port}` : `${f.ip} . ${p} . ${f.port}`;
@@ -164,12 +159,14 @@ function check(f: LbFrontend, p: string): void {
       throw invalid(`${p}.backends[${i}].ip`, `"${b.ip}" is not an IPv4 address`);
     if (!port(b.port)) throw invalid(`${p}.backends[${i}].port`, `${b.port} is not a port`);
   });
+  if (f.slots && (f.slots.length !== MAGLEV_M || f.slots.some((b) => !(b >= 0 && b < f.backends.length))))
+    throw invalid(`${p}.slots`, `must be ${MAGLEV_M} indexes into backends`);
   if (f.affinitySeconds !== undefined && !(Number.isInteger(f.affinitySeconds) && f.affinitySeconds > 0))
     throw invalid(`${p}.affinitySeconds`, `${f.affinitySeconds} is not a whole number of seconds above 0`);
 }
 
 /** The whole desired content of the LB table's maps, and the chains they go to. */
-export function compileLb(state: LbState, opts: LbCompileOptions = {}, previous?: CompiledLb): CompiledLb {
+export function compileLb(state: LbState, previous?: CompiledLb): CompiledLb {
   const elements: LbElements = new Map(LB_SETS.map((s) => [s.name, new Map<string, string>()]));
   const el = (name: string): Map<string, string> => elements.get(name) as Map<string, string>;
   const chains = new Map<string, string[]>();
@@ -185,7 +182,7 @@ export function compileLb(state: LbState, opts: LbCompileOptions = {}, previous?
       el(node ? "npempty" : "empty4").set(key, "");
       return;
     }
-    const slots = opts.maglev?.(f);
+    const slots = f.slots;
     const c = choiceChain(f, slots !== undefined);
     chains.set(c.name, c.rules);
     el(node ? "npnat" : "nat4").set(key, `goto ${c.name}`);

@@ -7,7 +7,7 @@
  *                                         (realized changes only once the kernel took it)
  */
 import { nftApply } from "./exec.js";
-import { compileLb, lbDelta, lbTableScript, type CompiledLb, type LbCompileOptions } from "./lb-compile.js";
+import { compileLb, lbDelta, lbTableScript, type CompiledLb } from "./lb-compile.js";
 import type { LbState } from "./lb-types.js";
 
 export interface LbTableParams {
@@ -15,7 +15,6 @@ export interface LbTableParams {
   netns?: string;
   /** Table name (family inet); default "membrane_lb". */
   table?: string;
-  compile?: LbCompileOptions;
 }
 
 export interface LbApplyResult {
@@ -38,7 +37,7 @@ export class LbTable {
 
   /** Makes the kernel hold `state`; throws (and forgets what it held) when the kernel refuses. */
   async apply(state: LbState): Promise<LbApplyResult> {
-    const now = compileLb(state, this.p.compile, this.realized);
+    const now = compileLb(state, this.realized);
     const was = this.realized;
     if (!was) {
       this.realized = undefined;

@@ -28,6 +28,8 @@ export interface LbFrontend {
   backends: LbBackend[];
   /** sessionAffinity ClientIP: seconds a client stays on its backend after its last new connection. */
   affinitySeconds?: number;
+  /** Maglev: slot -> index into backends (MAGLEV_M slots, lb/maglev.ts); absent: random. */
+  slots?: number[];
 }
 
 export interface LbState {
