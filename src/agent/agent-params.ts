@@ -7,6 +7,7 @@ import type { ObserverParams } from "./observer.js";
 import type { RuntimeParams } from "./controllers/runtime.js";
 import type { ClusterContext } from "../cluster/context.js";
 import type { SpiffeParams } from "./controllers/spiffe.js";
+import type { LbConfig } from "../lb/types.js";
 
 export interface AgentParams {
   readonly store: Store;
@@ -62,4 +63,6 @@ export interface AgentParams {
   readonly spiffe?: SpiffeParams;
   /** Cluster mode with `--tunnel vxlan`: the overlay's UDP port, never judged by the host firewall. */
   readonly tunnelPort?: number;
+  /** Services in the kernel: service CIDR, LoadBalancer pool, NodePort range (lb/types.ts defaults). */
+  readonly lb?: Partial<LbConfig>;
 }

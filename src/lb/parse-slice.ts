@@ -28,14 +28,11 @@ function readEndpoint(r: Reader, v: unknown, path: string): SliceEndpoint | unde
   const cond = (k: string): boolean | undefined =>
     c?.[k] === undefined || c[k] === null ? undefined : r.bool(c[k], `${path}.conditions.${k}`);
   for (const k of ["hostname", "nodeName", "zone"]) if (o[k] !== undefined) r.str(o[k], `${path}.${k}`);
-  if (addresses.some((a) => a === undefined)) return undefined;
   const ready = cond("ready") ?? true;
-  return {
-    addresses: addresses as string[],
-    ready,
-    serving: cond("serving") ?? ready,
-    terminating: cond("terminating") ?? false,
-  };
+  const serving = cond("serving") ?? ready;
+  const terminating = cond("terminating") ?? false;
+  if (addresses.some((a) => a === undefined)) return undefined;
+  return { addresses: addresses as string[], ready, serving, terminating };
 }
 
 export function readSlice(

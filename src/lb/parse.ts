@@ -7,7 +7,7 @@
  *   text --yaml--> documents --kind--> parse-service.ts / parse-slice.ts --> {services, slices}
  */
 import { parseAllDocuments } from "yaml";
-import { MembraneError } from "../errors.js";
+import { MembraneError, type Issue } from "../errors.js";
 import { readService } from "./parse-service.js";
 import { readSlice } from "./parse-slice.js";
 import { DNS_LABEL, DNS_SUBDOMAIN, Reader } from "./reader.js";
@@ -41,19 +41,22 @@ export function isLbKind(kind: string): boolean {
 }
 
 export function parseLbResources(text: string, file: string): LbResources {
-  const problems: string[] = [];
-  if (text.length > MAX_TEXT) throw refused(file, [`${file}: larger than ${MAX_TEXT} bytes`]);
+  const problems: Issue[] = [];
+  if (text.length > MAX_TEXT) throw refused(file, [{ file, message: `larger than ${MAX_TEXT} bytes` }]);
   const out: LbResources = { services: [], slices: [] };
   const names = new Set<string>();
   parseAllDocuments(text).forEach((d, i) => {
-    const where = `${file}: document ${i + 1}`;
     if (!("errors" in d) || d.errors.length > 0) {
-      problems.push(`${where}: not valid YAML (${"errors" in d ? (d.errors[0]?.message ?? "") : "empty"})`);
+      problems.push({
+        file,
+        path: `document ${i + 1}`,
+        message: `not valid YAML (${"errors" in d ? (d.errors[0]?.message ?? "") : "empty"})`,
+      });
       return;
     }
     const doc = d.toJS({ maxAliasCount: 100 }) as unknown;
     if (doc === null || doc === undefined) return;
-    const r = new Reader(where);
+    const r = new Reader(file, i + 1);
     const o = r.map(doc, "(document)", [
       "apiVersion",
       "kind",
@@ -122,10 +125,10 @@ export function parseLbResources(text: string, file: string): LbResources {
   return out;
 }
 
-function refused(file: string, problems: string[]): MembraneError {
+function refused(file: string, problems: Issue[]): MembraneError {
   return new MembraneError(
     "SERVICE_INVALID",
-    `Cannot apply ${file}: ${problems.length} problem${problems.length === 1 ? "" : "s"}, nothing applied:\n  ${problems.join("\n  ")}`,
-    { hint: "Fix the fields named above; the file is applied whole or not at all." },
+    `Cannot apply ${file}: ${problems.length} problem${problems.length === 1 ? "" : "s"}, nothing applied`,
+    { issues: problems, hint: "Fix the fields named above; the file is applied whole or not at all." },
   );
 }

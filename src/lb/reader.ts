@@ -2,14 +2,19 @@
  * A small checker over plain YAML values (parse.ts): every problem is recorded
  * with its document and field path, so a file is judged whole in one pass.
  */
+import type { Issue } from "../errors.js";
 import { parseAddr } from "../labels/cidr.js";
 
 export class Reader {
-  readonly problems: string[] = [];
-  constructor(private readonly where: string) {}
+  readonly problems: Issue[] = [];
+  /** `file` and the document's number in it (1-based), named in every problem. */
+  constructor(
+    private readonly file: string,
+    private readonly doc: number,
+  ) {}
 
   report(path: string, why: string): undefined {
-    this.problems.push(`${this.where}: ${path} ${why}`);
+    this.problems.push({ file: this.file, path: `document ${this.doc}: ${path}`, message: why });
     return undefined;
   }
 

@@ -4,6 +4,7 @@ import type { ApplyReport } from "../../agent/agent.js";
 import { parsePolicies, warningText } from "../../policy/api/index.js";
 import type { PolicyResource } from "../../policy/types.js";
 import { tracingFile, applyTracing } from "./apply-tracing.js";
+import { applyLb, lbFile } from "./apply-lb.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -90,7 +91,7 @@ async function send(
 export function applyCommand(ctx: CliContext): Command {
   const cmd = new Command("apply")
     .description(
-      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, or TracingPolicy / TracingPolicyNamespaced YAML (rejected whole if any document is invalid)",
+      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, TracingPolicy / TracingPolicyNamespaced, or v1 Service / discovery.k8s.io/v1 EndpointSlice YAML (rejected whole if any document is invalid)",
     )
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
     .option("--dry-run", "only validate, locally; change nothing")
@@ -98,12 +99,13 @@ export function applyCommand(ctx: CliContext): Command {
     .addOption(outputOption())
     .addHelpText(
       "after",
-      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n",
+      "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n  $ membrane apply -f examples/services/clusterip.yaml\n",
     );
   return clusterOptions(cmd).action(
     async (o: ClusterFlags & { filename: string; dryRun?: boolean; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "POST");
+      if (lbFile(text, name)) return applyLb(ctx, o, text, name, "POST"); // Service, EndpointSlice
       // Validate locally first: errors name file:line:path; warnings go to stderr.
       const resources = parsePolicies(text, name, { onWarning: (w) => ctx.err(warningText(w) + "\n") });
       if (o.dryRun) {
@@ -125,6 +127,7 @@ export function deleteCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & { filename: string; socket: string; output: ViewFormat }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "DELETE");
+      if (lbFile(text, name)) return applyLb(ctx, o, text, name, "DELETE");
       await send(ctx, o, "DELETE", text, name, () => parsePolicies(text, name));
     },
   );

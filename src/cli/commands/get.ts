@@ -1,4 +1,4 @@
-/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies|nodes`. */
+/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies|nodes|services`. */
 import { Command, Argument } from "commander";
 import type { EndpointView } from "../../agent/agent.js";
 import type { CliContext } from "../context.js";
@@ -8,6 +8,8 @@ import { tracingRows } from "./apply-tracing.js";
 import type { TracingPolicyStatus } from "../../runtime/enforce/enforcer.js";
 
 import { nodeRows } from "./get-nodes.js";
+import { serviceRows } from "./apply-lb.js";
+import type { ServiceView } from "../../lb/types.js";
 import type { NodeView } from "../../cluster/routes.js";
 
 type Row = Record<string, unknown>;
@@ -24,11 +26,15 @@ export function getCommand(ctx: CliContext): Command {
         "status",
         "tracingpolicies",
         "nodes",
+        "services",
       ]),
     )
     .addOption(socketOption())
     .addOption(outputOption())
-    .addHelpText("after", "\nExamples:\n  $ membrane get endpoints\n  $ membrane get policies -o yaml\n")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  $ membrane get endpoints\n  $ membrane get policies -o yaml\n  $ membrane get services -o json\n",
+    )
     .action(async (what: string, o: { socket: string; output: ViewFormat }) => {
       const c = client(o);
       switch (what) {
@@ -64,6 +70,10 @@ export function getCommand(ctx: CliContext): Command {
         case "tracingpolicies": {
           const ps = (await c.request("GET", "/v1/tracingpolicies")) as TracingPolicyStatus[];
           return show(ctx, o.output, ps, () => tracingRows(ps));
+        }
+        case "services": {
+          const vs = (await c.request("GET", "/v1/lb/services")) as ServiceView[];
+          return show(ctx, o.output, vs, () => serviceRows(vs));
         }
         case "nodes": {
           const ns = (await c.request("GET", "/v1/nodes")) as NodeView[];
