@@ -99,7 +99,7 @@ export class LbController implements Controller {
     return this.change(text, file, "delete");
   }
 
-  private change(text: string, file: string, op: "apply" | "delete"): Promise<LbApplyReport> {
+  private async change(text: string, file: string, op: "apply" | "delete"): Promise<LbApplyReport> {
     const parsed = parseLbResources(text, file); // refused whole before anything runs
     return this.d.serial(async () => {
       const report: LbApplyReport = { resources: [] };
