@@ -70,6 +70,9 @@ if (want("runtime-events")) child("./runtime-events.js", flags);
 // Runtime enforcement: latency from the offending syscall to the kill, and the open-loop cost (issue 15).
 if (want("runtime-kill")) child("./runtime-kill.js", flags);
 
+// Services in the kernel: ClusterIP vs direct, one backend change among 10,000 services (issue 16 item 8).
+if (want("lb")) child("./lb.js", flags);
+
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);
 

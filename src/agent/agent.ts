@@ -233,6 +233,7 @@ export class Agent {
     await this.endpoints.stopVerification();
     await this.cluster?.stop();
     this.names.stop();
+    this.lb.stop();
     // A long nft transaction is killed, not waited for: the kernel keeps the old
     // state, the store holds what was acknowledged, and the next start reconciles.
     await this.reconciler.stop();

@@ -116,6 +116,7 @@ export class LbLab {
   }
 
   async destroy(): Promise<void> {
+    this.lb.stop();
     this.nodeHost.agent.stop();
     for (const e of this.endpoints.values()) e.agent.stop();
     await cleanupPrefix(this.prefix + "-");

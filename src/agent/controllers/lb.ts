@@ -189,6 +189,11 @@ export class LbController implements Controller {
     return this.views;
   }
 
+  /** Agent stop: the element writer's process ends; the kernel keeps the table. */
+  stop(): void {
+    this.kernel.stop();
+  }
+
   /** Uninstall: the LB table goes with the policy table. */
   destroy(): Promise<void> {
     return this.kernel.destroy();
