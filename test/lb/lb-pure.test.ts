@@ -67,7 +67,7 @@ describe("services in the kernel: pure parts", () => {
     assert.equal(a.loadBalancerIP, "192.0.2.2");
     assert.equal(a.ports[0]?.nodePort, 30000);
     const taken = { ips: new Map(), nodePorts: new Map([["TCP/30001", "default/other"]]) };
-    const withPort = { ...s, ports: [{ ...s.ports[0]!, nodePort: 30001 }] }; // eslint-disable-line @typescript-eslint/no-non-null-assertion
+    const withPort = { ...s, ports: [{ ...s.ports[0]!, nodePort: 30001 }] };
     assert.throws(
       () => allocate(withPort, undefined, taken, cfg),
       /spec\.ports\[0\]\.nodePort TCP\/30001 is already used/,
@@ -75,7 +75,7 @@ describe("services in the kernel: pure parts", () => {
   });
 
   test("backends: named target ports per pod; terminating slice endpoints only when none is ready", () => {
-    const s = { ...parseLbResources(SVC, "w").services[0]!, clusterIP: "10.96.0.9" }; // eslint-disable-line @typescript-eslint/no-non-null-assertion
+    const s = { ...parseLbResources(SVC, "w").services[0]!, clusterIP: "10.96.0.9" };
     const pods = [
       {
         namespace: "default",
@@ -93,13 +93,8 @@ describe("services in the kernel: pure parts", () => {
     ];
     const d = desiredLb([s], pods, []);
     assert.deepEqual(d.state.frontends[0]?.backends, [{ ip: "10.0.0.1", port: 8080 }]);
-    const plain = {
-      ...s,
-      selector: undefined,
-      type: "ClusterIP" as const,
-      affinitySeconds: undefined,
-    } as typeof s;
-    delete (plain as { selector?: unknown }).selector;
+    const { selector: _sel, affinitySeconds: _aff, ...rest } = s;
+    const plain = { ...rest, type: "ClusterIP" as const };
     const slice = (ready: boolean) => ({
       namespace: "default",
       name: "web-1",
