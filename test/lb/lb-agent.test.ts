@@ -5,7 +5,7 @@
  * bad file refused whole with field paths.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -83,6 +83,7 @@ describe("services through the agent (root: netns, nftables, real packets)", { s
   });
   after(async () => {
     await lab?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   test("membrane apply -f takes Services and an EndpointSlice; get services shows backends and their state", async () => {
