@@ -77,6 +77,9 @@ if (want("runtime-kill")) child("./runtime-kill.js", flags);
 // Mutual authentication: first connection of a new pair, later ones, a rule without auth (issue 12 item 8).
 if (want("auth")) child("./auth.js", flags);
 
+// Services in the kernel: ClusterIP vs direct, one backend change among 10,000 services (issue 16 item 8).
+if (want("lb")) child("./lb.js", flags);
+
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);
 

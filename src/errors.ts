@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   DATAPATH_STATE_INVALID: "The desired datapath state cannot be compiled",
   BYPASS_RESET_FAILED: "Connections that bypass a new L7 redirect could not all be reset",
   ENDPOINT_INVALID: "An endpoint request is invalid",
+  SERVICE_INVALID: "A Service or EndpointSlice document is invalid",
   ENDPOINT_NOT_FOUND: "No such endpoint",
   IPAM_EXHAUSTED: "No free address is left in the pod CIDR",
   WORKLOAD_ISOLATION_FAILED: "A workload cannot be started with the isolation asked for",

@@ -17,6 +17,12 @@ export const CT_FROM_HOST = 0x20000000;
  * reset of connections bypassing a new redirect (bypass.ts) can tell them apart.
  */
 export const CT_PROXY_UPSTREAM = 0x10000000;
+/**
+ * Connection mark bit of a connection to a service address (ClusterIP, LoadBalancer, NodePort),
+ * set by the LB table before the policy hook: the policy judges it after the DNAT, on the backend
+ * (datapath/lb-compile.ts, compile-lb-policy.ts).
+ */
+export const CT_SERVICE = 0x08000000;
 
 /** The identity of addresses no ipcache prefix covers. */
 export const WORLD_IDENTITY = 2;

@@ -54,8 +54,12 @@ export interface WireElement {
   readonly keyEnd?: Uint8Array;
   /** A 32-bit data value (mark maps, host byte order), or */
   readonly value?: number;
-  /** a verdict (verdict maps): NF_DROP 0, NF_ACCEPT 1, NFT_RETURN -5, NFT_GOTO -4, NFT_JUMP -3. */
+  /** a verdict (verdict maps): NF_DROP 0, NF_ACCEPT 1, NFT_RETURN -5, NFT_GOTO -4, NFT_JUMP -3, or */
   readonly verdict?: { readonly code: number; readonly chain?: string };
+  /** data bytes as the map stores them (e.g. a concatenation `ipv4_addr . inet_service`), or */
+  readonly data?: Uint8Array;
+  /** none: an element of a set (no value). */
+  readonly set?: true;
 }
 
 export interface SetElemOps {
@@ -82,7 +86,9 @@ function elementSize(e: WireElement, withData: boolean): number {
     if (e.verdict.chain !== undefined) n += 4 + pad4(cstrLen(e.verdict.chain));
   } else if (e.value !== undefined)
     n += 4 + 8; // DATA { VALUE u32 }
-  else throw new Error("an element to add has neither a value nor a verdict");
+  else if (e.data !== undefined)
+    n += 4 + 4 + pad4(e.data.length); // DATA { VALUE bytes }
+  else if (!e.set) throw new Error("an element to add has neither a value nor a verdict");
   return n;
 }
 
@@ -151,14 +157,15 @@ function writeElement(w: Writer, e: WireElement, withData: boolean): void {
     w.bytes(NFTA_DATA.value, e.keyEnd);
     w.end(ke);
   }
-  if (withData) {
+  if (withData && !(e.set && e.verdict === undefined && e.value === undefined && e.data === undefined)) {
     const data = w.start(NFTA_SET_ELEM.data | NLA_F_NESTED);
     if (e.verdict) {
       const v = w.start(NFTA_DATA.verdict | NLA_F_NESTED);
       w.u32(NFTA_VERDICT.code, e.verdict.code, true);
       if (e.verdict.chain !== undefined) w.cstr(NFTA_VERDICT.chain, e.verdict.chain);
       w.end(v);
-    } else w.u32(NFTA_DATA.value, e.value ?? 0, false);
+    } else if (e.data !== undefined) w.bytes(NFTA_DATA.value, e.data);
+    else w.u32(NFTA_DATA.value, e.value ?? 0, false);
     w.end(data);
   }
   w.end(el);

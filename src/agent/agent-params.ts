@@ -7,6 +7,7 @@ import type { ObserverParams } from "./observer.js";
 import type { RuntimeParams } from "./controllers/runtime.js";
 import type { ClusterContext } from "../cluster/context.js";
 import type { SpiffeParams } from "./controllers/spiffe.js";
+import type { LbConfig } from "../lb/types.js";
 
 export interface AgentParams {
   readonly store: Store;
@@ -66,4 +67,6 @@ export interface AgentParams {
   readonly tunnelPort?: number;
   /** Gateway API and Ingress (`--gateway`, agent/gateway-start.ts); absent = off. */
   readonly gateway?: { readonly secretsDir?: string };
+  /** Services in the kernel: service CIDR, LoadBalancer pool, NodePort range (lb/types.ts defaults). */
+  readonly lb?: Partial<LbConfig>;
 }

@@ -39,6 +39,7 @@ import { NodesController, type NodeKind } from "./controllers/nodes.js";
 import { PoliciesController, type ApplyReport } from "./controllers/policies.js";
 import { RemoteEndpointsController } from "./controllers/remote-endpoints.js";
 import { ServicesController } from "./controllers/services.js";
+import { LbController } from "./controllers/lb.js";
 import type { RuntimeController } from "./controllers/runtime.js";
 import { startRuntime } from "./controllers/runtime-bridge.js";
 import { Enforcer } from "./enforcer.js";
@@ -73,6 +74,8 @@ export class Agent {
   private readonly policies: PoliciesController;
   private readonly namespaces: NamespacesController;
   private readonly services: ServicesController;
+  /** Services in the kernel: v1 Service and EndpointSlice, the LB table (controllers/lb.ts). */
+  readonly lb: LbController;
   private readonly nodes: NodesController;
   private readonly names: NamesController;
   /** Other nodes' endpoints (address -> identity of their labels); see controllers/remote-endpoints.ts. */
@@ -107,7 +110,8 @@ export class Agent {
       store: p.store,
       logger: p.logger,
       engine: () => this.engine,
-      enforce: () => this.enforcer.enforce(),
+      // Every enforce is followed by the LB table's sync: backends follow the endpoints.
+      enforce: () => this.enforcer.enforce().then((r) => this.lb.sync().then(() => r, (e: unknown) => (p.logger.error({ err: String(e) }, "services table not programmed"), r))), // prettier-ignore
       serial: (f, signal, what) => this.queue.run(f, signal, what),
       yieldToWork: () => this.queue.yieldToWork(),
     };
@@ -115,6 +119,7 @@ export class Agent {
     const shared = p.cluster ? clusterResources.deps(deps, p.cluster) : deps; // their store: etcd
     this.namespaces = new NamespacesController(shared);
     this.services = new ServicesController(shared);
+    this.lb = new LbController({ ...deps, table: `${p.table}_lb`, ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}) }); // prettier-ignore
     this.nodes = new NodesController(deps);
     this.remoteEndpoints = new RemoteEndpointsController(
       deps,
@@ -143,7 +148,7 @@ export class Agent {
       deps,
       p.proxy?.dnsMinTtlSeconds !== undefined ? { minTtlSeconds: p.proxy.dnsMinTtlSeconds } : {},
     );
-    const ctls: Controller[] = [this.identitiesCtl, this.namespaces, this.services, this.nodes];
+    const ctls: Controller[] = [this.identitiesCtl, this.namespaces, this.services, this.lb, this.nodes];
     this.controllers = [...ctls, this.endpoints, this.remoteEndpoints, this.policies, this.names];
     this.gateways = newGateways(p, deps, { ipam: this.ipam, services: this.services, namespaces: this.namespaces, endpoints: this.endpoints, observer: () => this.observerRef }); // prettier-ignore
     this.tracing = new TracingPoliciesController({ logger: p.logger, endpoints: () => this.listEndpoints(), store: p.store }); // prettier-ignore
@@ -205,6 +210,7 @@ export class Agent {
     this.runtime = await startRuntime(this.p.runtime, rdeps, this.tracing); // controllers/runtime-bridge.ts
     if (this.p.proxy) await this.startProxy(this.p.proxy, gw);
     const r = await this.enforcer.enforce();
+    await this.lb.sync(); // the services' table (restored Services and EndpointSlices)
     this.p.logger.info(
       { endpoints: this.endpoints.size, policies: this.policies.size, kernelOps: r.ops },
       "agent started",
@@ -233,6 +239,7 @@ export class Agent {
     await this.endpoints.stopVerification();
     await this.cluster?.stop();
     this.names.stop();
+    this.lb.stop();
     // A long nft transaction is killed, not waited for: the kernel keeps the old
     // state, the store holds what was acknowledged, and the next start reconciles.
     await this.reconciler.stop();
@@ -328,14 +335,7 @@ export class Agent {
     return v;
   }
 
-  labelEndpoint(
-    namespace: string,
-    name: string,
-    labels: Record<string, string>,
-    replace: boolean,
-  ): Promise<EndpointView> {
-    return this.endpoints.label(namespace, name, labels, replace);
-  }
+  labelEndpoint(namespace: string, name: string, labels: Record<string, string>, replace: boolean): Promise<EndpointView> { return this.endpoints.label(namespace, name, labels, replace); } // prettier-ignore
 
   /** Stops the endpoint's processes (SIGTERM, `graceMs`, SIGKILL) and deletes it; says how many it stopped. */
   deleteEndpointRequest(namespace: string, name: string, graceMs = 0): Promise<{ stopped: number }> {

@@ -24,6 +24,7 @@
  *   POST   /v1/runtime/events[/follow], GET /v1/runtime/status   runtime events (api/runtime-routes.ts)
  *   POST   /v1/why             ObserveRequest  explain the latest matching drop, propose a fix
  *   POST|DELETE|GET /v1/tracingpolicies           TracingPolicy (api/tracing-routes.ts)
+ *   POST|DELETE /v1/lb/resources, GET /v1/lb/services   Service, EndpointSlice (api/lb-routes.ts)
  *
  * Request bodies are checked here, field by field, before anything runs
  * (api/body.ts): a malformed one is a 400 naming the field, never a 500.
@@ -50,6 +51,7 @@ import { warningText, type PolicyWarning } from "../policy/api/index.js";
 import { PolicyChecker } from "./policy-check.js";
 import { remoteEndpointRoutes } from "./remote-endpoint-routes.js";
 import { cniRoutes } from "./api/cni-routes.js";
+import { lbRoutes } from "./api/lb-routes.js";
 import { tracingRoutes } from "./api/tracing-routes.js";
 import { gatewayRoutes } from "./api/gateway-routes.js";
 import { runtimeRoutes } from "./api/runtime-routes.js";
@@ -221,6 +223,7 @@ export function agentRoutes(agent: Agent): Route[] {
     },
     ...remoteEndpointRoutes(agent.remoteEndpoints),
     ...cniRoutes(agent.cni), // membrane-cni: /v1/cni/... (api/cni-routes.ts)
+    ...lbRoutes(() => agent.lb), // Service / EndpointSlice in the kernel (api/lb-routes.ts)
     ...tracingRoutes(() => agent.tracing), // TracingPolicy: /v1/tracingpolicies (api/tracing-routes.ts)
     ...runtimeRoutes(() => agent.runtime), // /v1/runtime/... (api/runtime-routes.ts)
     ...authRoutes(() => agent.spiffe?.auth), // /v1/auth/... mutual authentication (api/auth-routes.ts)

@@ -97,6 +97,9 @@ export async function uninstall(p: UninstallParams): Promise<UninstallReport> {
   if (nodeThere) {
     if (await inNode(p, ["nft", "delete", "table", "inet", p.table]))
       removed.push(`nftables table inet ${p.table} (${where})`);
+    // The services' table (controllers/lb.ts), when services were ever applied.
+    if (await inNode(p, ["nft", "delete", "table", "inet", `${p.table}_lb`]))
+      removed.push(`nftables table inet ${p.table}_lb (${where})`);
     for (const [fam, cidr] of [
       ["-4", p.podCidr4],
       ["-6", p.podCidr6],

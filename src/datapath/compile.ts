@@ -121,6 +121,7 @@ export interface CompileOptions {
   logGroup?: number;
 }
 
+import { lbPolicyChains, SKIP_RULE } from "./compile-lb-policy.js";
 import { checkProxy, NAT_BASE, NAT_OUT_BASE, natRules } from "./compile-nat.js";
 
 export {
@@ -242,6 +243,7 @@ export function compileAll(
         // An endpoint's established packets from its own address: accepted at once (dispatch.ts).
         ...ESTABLISHED_RULES,
         ND_TYPES,
+        SKIP_RULE, // a connection to a service is judged after its DNAT (compile-lb-policy.ts)
         // An endpoint's other packets: its egress chain (anti-spoofing, then its own established accept).
         "iifname vmap @egress_ep",
         // Established packets need no identity and no other lookup (the ingress chains would accept
@@ -280,10 +282,12 @@ export function compileAll(
               `ct state new ct mark set ct mark or ${hex(CT_FROM_HOST)}`,
             ]
           : []),
+        SKIP_RULE,
         `meta mark set ${host}`,
         "oifname vmap @ingress_ep",
       ],
     },
+    ...lbPolicyChains(host, proxy),
   );
   // The host firewall (nodeSelector host policies): nothing unless one selects this node.
   const hostFw = compileHost(state.host, ctx);

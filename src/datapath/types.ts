@@ -111,6 +111,7 @@ export {
   CT_PROXY_UPSTREAM,
   CT_REDIRECT_DNS,
   CT_REDIRECT_L7,
+  CT_SERVICE,
   IDENTITY_MASK,
   WORLD_IDENTITY,
 } from "../abi/marks.js";

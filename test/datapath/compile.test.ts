@@ -339,7 +339,12 @@ describe("compile", () => {
     );
   });
   test("traffic from the node itself carries the host identity", () => {
-    assert.deepEqual(chain("out_c").slice(1), ["meta mark set 1", "oifname vmap @ingress_ep"]);
+    assert.deepEqual(chain("out_c").slice(1), [
+      // A connection to a service address is judged after its DNAT (compile-lb-policy.ts).
+      "ct state new ct mark & 0x08000000 != 0 accept",
+      "meta mark set 1",
+      "oifname vmap @ingress_ep",
+    ]);
   });
   test("both ends are decided in prerouting; traffic to the node's own addresses is to host", () => {
     assert.deepEqual(chain("pre_c"), [
@@ -347,6 +352,8 @@ describe("compile", () => {
       "meta nfproto ipv4 ct state established,related iifname . ip saddr vmap @egress_est4",
       "meta nfproto ipv6 ct state established,related iifname . ip6 saddr vmap @egress_est6",
       "icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 137, 143 } accept",
+      // A connection to a service address is judged after its DNAT, on its backend (compile-lb-policy.ts).
+      "ct state new ct mark & 0x08000000 != 0 accept",
       "iifname vmap @egress_ep",
       // Established packets need no identity: no ipcache lookup for them.
       "ct state established,related accept",

@@ -7,6 +7,7 @@ import type { PolicyResource } from "../../policy/types.js";
 import { tracingFile, applyTracing } from "./apply-tracing.js";
 import { impactOptions, showImpact, type ImpactFlags } from "./apply-impact.js";
 import { applyGateway, gatewayFile } from "./gateway-cli.js";
+import { applyLb, lbFile } from "./apply-lb.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -93,7 +94,7 @@ async function send(
 export function applyCommand(ctx: CliContext): Command {
   const cmd = new Command("apply")
     .description(
-      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, TracingPolicy / TracingPolicyNamespaced, or Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) / Ingress YAML (rejected whole if any document is invalid)",
+      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, TracingPolicy / TracingPolicyNamespaced, v1 Service / discovery.k8s.io/v1 EndpointSlice, or Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) / Ingress YAML (rejected whole if any document is invalid)",
     )
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
     .option("--dry-run", "only validate, locally; change nothing")
@@ -102,13 +103,14 @@ export function applyCommand(ctx: CliContext): Command {
   for (const opt of impactOptions()) cmd.addOption(opt);
   cmd.addHelpText(
     "after",
-    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n",
+    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n  $ membrane apply -f examples/services/clusterip.yaml\n",
   );
   return clusterOptions(cmd).action(
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "POST");
       if (gatewayFile(text, name)) return applyGateway(ctx, o, text, name, "POST");
+      if (lbFile(text, name)) return applyLb(ctx, o, text, name, "POST"); // Service, EndpointSlice
       // Validate locally first: errors name file:line:path; warnings go to stderr.
       const resources = parsePolicies(text, name, { onWarning: (w) => ctx.err(warningText(w) + "\n") });
       if (o.impact) return showImpact(ctx, o, text, name, false);
@@ -133,6 +135,7 @@ export function deleteCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "DELETE");
+      if (lbFile(text, name)) return applyLb(ctx, o, text, name, "DELETE");
       if (gatewayFile(text, name)) return applyGateway(ctx, o, text, name, "DELETE");
       if (o.impact) {
         parsePolicies(text, name);

@@ -1,4 +1,4 @@
-/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies|nodes`, and Gateway API kinds (gateway-cli.ts). */
+/** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies|nodes|services`, and Gateway API kinds (gateway-cli.ts). */
 import { Command, Argument } from "commander";
 import { MembraneError } from "../../errors.js";
 import type { EndpointView } from "../../agent/agent.js";
@@ -10,11 +10,13 @@ import type { TracingPolicyStatus } from "../../runtime/enforce/enforcer.js";
 
 import { nodeRows } from "./get-nodes.js";
 import { gatewayKinds, getGateways } from "./gateway-cli.js";
+import { serviceRows } from "./apply-lb.js";
+import type { ServiceView } from "../../lb/types.js";
 import type { NodeView } from "../../cluster/routes.js";
 
 type Row = Record<string, unknown>;
 
-const WHAT = ["endpoints", "identities", "policies", "ipcache", "status", "tracingpolicies", "nodes"];
+const WHAT = ["endpoints", "identities", "policies", "ipcache", "status", "tracingpolicies", "nodes", "services"];
 
 export function getCommand(ctx: CliContext): Command {
   return new Command("get")
@@ -29,7 +31,7 @@ export function getCommand(ctx: CliContext): Command {
     .addOption(outputOption())
     .addHelpText(
       "after",
-      "\nExamples:\n  $ membrane get endpoints\n  $ membrane get policies -o yaml\n  $ membrane get gateways,httproutes -o yaml\n",
+      "\nExamples:\n  $ membrane get endpoints\n  $ membrane get policies -o yaml\n  $ membrane get services -o json\n  $ membrane get gateways,httproutes -o yaml\n",
     )
     .action(async (what: string, o: { socket: string; output: ViewFormat }) => {
       const kinds = gatewayKinds(what);
@@ -72,6 +74,10 @@ export function getCommand(ctx: CliContext): Command {
         case "tracingpolicies": {
           const ps = (await c.request("GET", "/v1/tracingpolicies")) as TracingPolicyStatus[];
           return show(ctx, o.output, ps, () => tracingRows(ps));
+        }
+        case "services": {
+          const vs = (await c.request("GET", "/v1/lb/services")) as ServiceView[];
+          return show(ctx, o.output, vs, () => serviceRows(vs));
         }
         case "nodes": {
           const ns = (await c.request("GET", "/v1/nodes")) as NodeView[];

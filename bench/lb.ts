@@ -1,0 +1,230 @@
+/**
+ * Services in the kernel (needs root; outside CI): `npm run bench -- lb [--rounds=4] [--seconds=5] [--services=10000]`
+ *
+ * 1. ClusterIP vs direct to the backend, side by side in one run (ABBA rounds, paired ratios):
+ *    TCP throughput (iperf3), request/response rate on one connection, and new connections
+ *    per second (a connect/close loop). Both conditions run with the policy table (open) and
+ *    the LB table loaded; only the address the client dials differs.
+ * 2. Cost of changing one backend among N services x 10 backends (element delta through
+ *    `nft`), after loading the whole table; and of draining one backend (10 -> 9).
+ *
+ * One JSON line per figure. Everything runs in scratch namespaces with the prefix hlbb + random.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import net from "node:net";
+import { loadavg } from "node:os";
+import { fileURLToPath } from "node:url";
+import { createEndpoint, createNode } from "../src/datapath/endpoint.js";
+import { cleanupPrefix } from "../src/datapath/netns.js";
+import { LbTable } from "../src/datapath/lb-table.js";
+import type { LbFrontend } from "../src/datapath/lb-types.js";
+import { Reconciler } from "../src/datapath/reconcile.js";
+import { abTraffic, IPERF_PORT, median, parsePin, RR_PORT, r1, trafficFigures } from "./traffic.js";
+
+const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "lb", ...o }));
+const self = fileURLToPath(import.meta.url);
+const VIP = "10.96.0.100";
+const CONN_PORT = 5400;
+
+/** Child modes: a server that closes each connection; a client that opens them one after another. */
+async function childMode(argv: string[]): Promise<boolean> {
+  if (argv[0] === "--conn-server") {
+    net.createServer((s) => s.end()).listen(CONN_PORT, () => console.log("ready"));
+    return true;
+  }
+  if (argv[0] === "--conn-client") {
+    const [host = "", ms = "3000"] = argv.slice(1);
+    const end = Date.now() + Number(ms);
+    let n = 0;
+    while (Date.now() < end) {
+      await new Promise<void>((resolve, reject) => {
+        const s = net.connect({ host, port: CONN_PORT }, () => {
+          n++;
+          s.destroy();
+          resolve();
+        });
+        s.on("error", reject);
+      });
+    }
+    console.log(String(n / (Number(ms) / 1000)));
+    process.exit(0);
+  }
+  return false;
+}
+
+function runIn(netns: string, argv: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = spawn("ip", ["netns", "exec", netns, ...argv], { stdio: ["ignore", "pipe", "inherit"] });
+    let s = "";
+    c.stdout.on("data", (d: Buffer) => (s += d.toString()));
+    c.on("exit", (code) =>
+      code === 0 ? resolve(s.trim()) : reject(new Error(`${argv.join(" ")}: exit ${code}`)),
+    );
+  });
+}
+
+async function clusterIp(prefix: string, rounds: number, seconds: number): Promise<void> {
+  const node = await createNode({
+    netns: `${prefix}-node`,
+    gateway4: "10.221.0.1",
+    podCidr4: "10.221.0.0/24",
+  });
+  const client = { ip: "10.221.0.2", ifname: `${prefix}c`, netns: `${prefix}-client` };
+  const backend = { ip: "10.221.0.3", ifname: `${prefix}s`, netns: `${prefix}-server` };
+  for (const e of [client, backend])
+    await createEndpoint({ node, name: e.netns, netns: e.netns, hostIfname: e.ifname, ipv4: e.ip });
+  const open = { enforced: false, segments: [] };
+  await new Reconciler({ netns: node.netns, table: "membrane" }).apply({
+    hostIdentity: 1,
+    rules: [],
+    ipcache: [
+      { prefix: `${client.ip}/32`, identity: 1001 },
+      { prefix: `${backend.ip}/32`, identity: 1002 },
+    ],
+    endpoints: [client, backend].map((e, i) => ({
+      id: i + 1,
+      name: e.netns,
+      hostIfname: e.ifname,
+      ipv4: e.ip,
+      identity: 1001 + i,
+      ingress: open,
+      egress: open,
+    })),
+  });
+  const fr = (port: number): LbFrontend => ({
+    ip: VIP,
+    proto: 6,
+    port,
+    backends: [{ ip: backend.ip, port }],
+  });
+  await new LbTable({ netns: node.netns }).apply({ frontends: [fr(IPERF_PORT), fr(RR_PORT), fr(CONN_PORT)] });
+  // The address the client dials: the backend's in "direct", the ClusterIP in "clusterip".
+  let target = backend.ip;
+  const server = { netns: backend.netns, get ip(): string { return target; } }; // prettier-ignore
+  const ab = await abTraffic({
+    client,
+    server,
+    rounds,
+    seconds,
+    pin: parsePin(undefined),
+    conditions: ["direct", "clusterip"],
+    setCondition: (cond) => Promise.resolve(void (target = cond === "direct" ? backend.ip : VIP)),
+  });
+  for (const f of trafficFigures(ab, "direct", "clusterip", {
+    seconds,
+    rounds,
+    note: "None = direct to the backend, Membrane = through the ClusterIP",
+  }))
+    out(f);
+  // New connections per second, interleaved (ABBA), one connect/close loop at a time.
+  const srv = spawn("ip", ["netns", "exec", backend.netns, process.execPath, self, "--conn-server"], { stdio: ["ignore", "pipe", "inherit"] }); // prettier-ignore
+  try {
+    await new Promise((r) => srv.stdout.once("data", r));
+    const rate: Record<string, number[]> = { direct: [], clusterip: [] };
+    const ratios: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const order = i % 2 === 0 ? ["direct", "clusterip"] : ["clusterip", "direct"];
+      const got: Record<string, number> = {};
+      for (const c of order) {
+        const host = c === "direct" ? backend.ip : VIP;
+        got[c] = Number(
+          await runIn(client.netns, [process.execPath, self, "--conn-client", host, String(seconds * 1000)]),
+        );
+        rate[c]?.push(got[c]);
+      }
+      ratios.push((got["clusterip"] ?? 0) / (got["direct"] ?? 1));
+    }
+    out({
+      figure: "tcp-connections-per-second",
+      rounds,
+      seconds,
+      direct: Math.round(median(rate["direct"] ?? [])),
+      clusterip: Math.round(median(rate["clusterip"] ?? [])),
+      ratio: Math.round(median(ratios) * 1000) / 1000,
+      pairRatios: ratios.map((x) => Math.round(x * 1000) / 1000),
+      load1m: r1(loadavg()[0] ?? 0),
+    });
+  } finally {
+    srv.kill();
+  }
+}
+
+async function backendChange(prefix: string, services: number, changes: number): Promise<void> {
+  const node = await createNode({
+    netns: `${prefix}-lbnode`,
+    gateway4: "10.222.0.1",
+    podCidr4: "10.222.0.0/24",
+  });
+  const lb = new LbTable({ netns: node.netns });
+  const ip = (n: number): string => `10.${100 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+  const state = (variant: number, drain = false): { frontends: LbFrontend[] } => ({
+    frontends: Array.from({ length: services }, (_, s) => ({
+      ip: ip(s + 1),
+      proto: 6 as const,
+      port: 80,
+      backends: Array.from({ length: drain && s === 0 ? 9 : 10 }, (_, b) => ({
+        ip: `172.${16 + ((s * 10 + b) >> 16)}.${((s * 10 + b) >> 8) & 255}.${(s * 10 + b) & 255}`,
+        port: s === 0 && b === 0 ? 8080 + variant : 8080,
+      })),
+    })),
+  });
+  let t0 = performance.now();
+  const full = await lb.apply(state(0));
+  const loadMs = performance.now() - t0;
+  if (
+    !(await runIn(node.netns, ["nft", "list", "set", "inet", "membrane_lb", "front4"])).includes("10.100.0.1")
+  )
+    throw new Error("the table was not loaded");
+  const one: number[] = [];
+  const kernel: number[] = [];
+  let writer = "";
+  for (let i = 1; i <= changes; i++) {
+    const next = state(i); // the desired state is given: its computation (lb/desired.ts) is not timed
+    t0 = performance.now();
+    const r = await lb.apply(next);
+    one.push(performance.now() - t0);
+    kernel.push(r.kernelMs);
+    writer = r.writer ?? "";
+    if (r.mode !== "delta" || r.ops !== 2)
+      throw new Error(`expected a 2-element delta, got ${r.mode} ${r.ops}`);
+  }
+  t0 = performance.now();
+  const d = await lb.apply(state(changes, true));
+  const drainMs = performance.now() - t0;
+  lb.stop();
+  out({
+    figure: "backend-change",
+    services,
+    backendsPerService: 10,
+    elements: full.ops,
+    fullLoadMs: Math.round(loadMs),
+    oneBackendChangeMsMedian: r1(median(one)),
+    oneBackendChangeMs: one.map(r1),
+    kernelWriteMsMedian: r1(median(kernel)),
+    kernelWriteMs: kernel.map(r1),
+    writer,
+    drainOneBackendMs: r1(drainMs),
+    drainOps: d.ops,
+    how: "LbTable.apply: compile the whole LB state and diff it in Node, then write the element delta (delete + add of one be4 element) as one nf_tables batch; kernelWrite = the batch alone",
+    load1m: r1(loadavg()[0] ?? 0),
+  });
+}
+
+async function main(): Promise<void> {
+  if (await childMode(process.argv.slice(2))) return;
+  const arg = (k: string, d: number): number =>
+    Number(process.argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1] ?? d);
+  const prefix = "hlbb" + randomBytes(2).toString("hex");
+  try {
+    await clusterIp(prefix, arg("rounds", 4), arg("seconds", 5));
+    await backendChange(prefix, arg("services", 10000), arg("changes", 10));
+  } finally {
+    await cleanupPrefix(prefix + "-");
+  }
+}
+
+void main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,31 @@
+/**
+ * Services in the kernel over the API (controllers/lb.ts):
+ *
+ *   POST   /v1/lb/resources   {text, file}   apply Service / EndpointSlice YAML (the whole file, or nothing)
+ *   DELETE /v1/lb/resources   {text, file}   delete the Services / EndpointSlices the file names
+ *   GET    /v1/lb/services                   each service: addresses, ports, backends with their state
+ */
+import type { LbController } from "../controllers/lb.js";
+import { fields, string } from "./body.js";
+import type { ApiRequest, Route } from "./router.js";
+
+function file(req: ApiRequest): { text: string; file: string } {
+  const b = fields(req, { text: "required", file: "required" });
+  return { text: string(req, b, "text", 4 << 20), file: string(req, b, "file", 4096) };
+}
+
+export function lbRoutes(lb: () => LbController): Route[] {
+  return [
+    {
+      method: "POST",
+      path: "/v1/lb/resources",
+      handler: (req) => lb().apply(file(req).text, file(req).file),
+    },
+    {
+      method: "DELETE",
+      path: "/v1/lb/resources",
+      handler: (req) => lb().delete(file(req).text, file(req).file),
+    },
+    { method: "GET", path: "/v1/lb/services", handler: () => lb().list() },
+  ];
+}

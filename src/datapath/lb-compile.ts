@@ -1,0 +1,282 @@
+/**
+ * LbState -> the node's load-balancing table (`inet <table>_lb`), as a whole
+ * script and as element deltas. Pure.
+ *
+ *   prerouting -160 / output -160 (before the policy hook, -150), new connections only:
+ *     classify: frontend with no backend -> reject (TCP reset, else ICMP port unreachable)
+ *               frontend                 -> ct mark |= CT_SERVICE (policy waits for the DNAT)
+ *   prerouting dstnat / output -100 (nat), connections with CT_SERVICE:
+ *     ip daddr . l4proto . th dport vmap @nat4      (NodePort: fib daddr local, l4proto . dport @npnat)
+ *       -> goto n<N>:    mark = numgen random mod N; dnat ip to daddr . l4proto . dport . mark map @be4
+ *       -> goto a<N>t<T> (sessionAffinity ClientIP, timeout T):
+ *                        mark = @aff4[client . daddr . l4proto . dport] (the client's slot), refreshed,
+ *                        else a random slot, remembered for T seconds; then the same DNAT
+ *   The membrane table then judges the connection on its backend (compile-lb-policy.ts).
+ *   The packet mark is scratch here: the policy hook after the DNAT sets it anew.
+ *
+ * Every service's state is elements: its frontend (nat4: which chain, i.e. how many
+ * backends and which affinity timeout), its backends by slot (be4). Adding, removing or
+ * draining a backend is an element delta of one transaction; chains exist per distinct
+ * backend count and timeout (shared by every service with that count), so a change adds a
+ * chain only the first time a count is seen. A terminating backend leaves the slots: new
+ * connections go elsewhere, its conntrack entries keep the existing ones. Slots are
+ * stable (a backend keeps its slot while it stays, a leaving one's slot takes another),
+ * so affinity, which remembers the slot, keeps a client on its backend across changes
+ * unless that backend left (or its slot is beyond the new count: the client is re-pinned).
+ * Why the slot and not the backend: nft 1.0.6 cannot put `ct original proto-dst` in a
+ * concatenation, so the affinity cannot be written after the DNAT, where the backend is known.
+ *
+ * Consistent hashing (Maglev): nftables can do it as elements. The hash is `jhash` of the
+ * 4-tuple (`mod M`, a fixed seed, so every node picks the same backend for a flow) and
+ * the Maglev lookup table is M elements per frontend in be4, filled by Maglev's
+ * permutation (lb/maglev.ts): a backend change rewrites only about M/N slots.
+ * The price is M elements per frontend (M = 251: 2.5 M elements at 10,000 services),
+ * hence an option (the `membrane.io/lb-algorithm: maglev` annotation on the Service), not the default.
+ *
+ * IPv4 only for now (IPv6 frontends are refused by lb/).
+ */
+import { CT_SERVICE, type LbFrontend, type LbState } from "./lb-types.js";
+import { invalid } from "./compile-error.js";
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+/** Dotted-quad IPv4 (a regular expression: this runs for every backend of every service). */
+export const isIpv4 = (s: string): boolean => IPV4.test(s);
+
+/** The Maglev table size (prime, >> backends per service). */
+export const MAGLEV_M = 251;
+/** The fixed jhash seed: the same on every node, so nodes agree on a flow's backend. */
+const MAGLEV_SEED = "0x4d454d42";
+
+const PROTO_NAME: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp" };
+const SVC = `0x${CT_SERVICE.toString(16).padStart(8, "0")}`;
+
+/** One map's or set's elements: key text -> value text ("" for a set). */
+export type LbElements = Map<string, Map<string, string>>;
+
+export interface CompiledLb {
+  /** Chains the verdict elements go to (named by backend count / timeout), with their rules. */
+  chains: Map<string, string[]>;
+  elements: LbElements;
+}
+
+/** The maps and sets, declared in this order (dependencies: none). */
+export const LB_SETS: readonly { name: string; decl: string }[] = [
+  { name: "front4", decl: "type ipv4_addr . inet_proto . inet_service;" },
+  { name: "empty4", decl: "type ipv4_addr . inet_proto . inet_service;" },
+  { name: "nat4", decl: "type ipv4_addr . inet_proto . inet_service : verdict;" },
+  { name: "be4", decl: "type ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service;" },
+  { name: "npfront", decl: "type inet_proto . inet_service;" },
+  { name: "npempty", decl: "type inet_proto . inet_service;" },
+  { name: "npnat", decl: "type inet_proto . inet_service : verdict;" },
+  { name: "npbe", decl: "type inet_proto . inet_service . mark : ipv4_addr . inet_service;" },
+];
+
+/** The client -> backend memory of affinity services (written by the packet path). */
+export const AFFINITY_MAP = "aff4";
+const AFF_DECL =
+  "type ipv4_addr . ipv4_addr . inet_proto . inet_service : mark; flags dynamic,timeout; size 262144;";
+
+/** The chains that never change (hooks and shared steps). */
+export function fixedChains(): { name: string; base?: string; rules: string[] }[] {
+  const vip = "ip daddr . meta l4proto . th dport";
+  const np = "fib daddr type local meta l4proto . th dport";
+  return [
+    {
+      name: "reject_c",
+      rules: ["meta l4proto tcp reject with tcp reset", "reject"],
+    },
+    {
+      name: "classify",
+      rules: [
+        `${vip} @empty4 goto reject_c`,
+        `${vip} @front4 ct mark set ct mark or ${SVC} return`,
+        `${np} @npempty goto reject_c`,
+        `${np} @npfront ct mark set ct mark or ${SVC}`,
+      ],
+    },
+    {
+      name: "pre_c",
+      base: "type filter hook prerouting priority -160; policy accept;",
+      rules: ["ct state new meta nfproto ipv4 jump classify"],
+    },
+    {
+      name: "out_c",
+      base: "type filter hook output priority -160; policy accept;",
+      rules: ["ct state new meta nfproto ipv4 jump classify"],
+    },
+    {
+      name: "dnat_c",
+      rules: [`ct mark & ${SVC} == 0 return`, `${vip} vmap @nat4`, `${np} vmap @npnat`],
+    },
+    {
+      name: "nat_c",
+      base: "type nat hook prerouting priority dstnat; policy accept;",
+      rules: ["meta nfproto ipv4 jump dnat_c"],
+    },
+    {
+      name: "nat_out_c",
+      base: "type nat hook output priority -100; policy accept;",
+      rules: ["meta nfproto ipv4 jump dnat_c"],
+    },
+  ];
+}
+
+/** The choice chain of a frontend: n<N> / a<N>t<T> (ClusterIP), pn<N> / pa<N>t<T> (NodePort), mg (Maglev). */
+function choiceChain(f: LbFrontend, maglev: boolean): { name: string; rules: string[] } {
+  const n = f.backends.length;
+  const node = f.ip === undefined;
+  const key = node ? "meta l4proto . th dport" : "ip daddr . meta l4proto . th dport";
+  const dnat = `dnat ip to ${key} . meta mark map ${node ? "@npbe" : "@be4"}`;
+  const pick = maglev
+    ? `jhash ip saddr . th sport . ip daddr . th dport mod ${MAGLEV_M} seed ${MAGLEV_SEED}`
+    : `numgen random mod ${n}`;
+  const p = node ? "p" : "";
+  const count = maglev ? "mg" : String(n);
+  const t = f.affinitySeconds;
+  if (t === undefined) return { name: `${p}n${count}`, rules: [`meta mark set ${pick} ${dnat}`] };
+  const client = "ip saddr . ip daddr . meta l4proto . th dport";
+  const remember = `update @aff4 { ${client} timeout ${t}s : meta mark }`;
+  return {
+    name: `${p}a${count}t${t}`,
+    rules: [
+      `meta mark set ${client} map @aff4 ${remember} ${dnat}`,
+      `meta mark set ${pick} ${remember} ${dnat}`,
+    ],
+  };
+}
+
+export function frontendKey(f: Pick<LbFrontend, "ip" | "proto" | "port">): string {
+  const p = PROTO_NAME[f.proto] ?? String(f.proto);
+  return f.ip === undefined ? `${p} . ${f.port}` : `${f.ip} . ${p} . ${f.port}`;
+}
+
+/** Checks a frontend; `p` names it in errors ("frontends[3]"). */
+function check(f: LbFrontend, p: string): void {
+  if (f.ip !== undefined && !isIpv4(f.ip)) throw invalid(`${p}.ip`, `"${f.ip}" is not an IPv4 address`);
+  if (PROTO_NAME[f.proto] === undefined) throw invalid(`${p}.proto`, `${f.proto} is not TCP, UDP or SCTP`);
+  const port = (n: number): boolean => Number.isInteger(n) && n > 0 && n < 65536;
+  if (!port(f.port)) throw invalid(`${p}.port`, `${f.port} is not a port`);
+  f.backends.forEach((b, i) => {
+    if (!isIpv4(b.ip)) throw invalid(`${p}.backends[${i}].ip`, `"${b.ip}" is not an IPv4 address`);
+    if (!port(b.port)) throw invalid(`${p}.backends[${i}].port`, `${b.port} is not a port`);
+  });
+  if (f.slots && (f.slots.length !== MAGLEV_M || f.slots.some((b) => !(b >= 0 && b < f.backends.length))))
+    throw invalid(`${p}.slots`, `must be ${MAGLEV_M} indexes into backends`);
+  if (f.affinitySeconds !== undefined && !(Number.isInteger(f.affinitySeconds) && f.affinitySeconds > 0))
+    throw invalid(`${p}.affinitySeconds`, `${f.affinitySeconds} is not a whole number of seconds above 0`);
+}
+
+/** The whole desired content of the LB table's maps, and the chains they go to. */
+export function compileLb(state: LbState, previous?: CompiledLb): CompiledLb {
+  const elements: LbElements = new Map(LB_SETS.map((s) => [s.name, new Map<string, string>()]));
+  const el = (name: string): Map<string, string> => elements.get(name) as Map<string, string>;
+  const chains = new Map<string, string[]>();
+  const seen = new Set<string>();
+  state.frontends.forEach((f, i) => {
+    check(f, `frontends[${i}]`);
+    const key = frontendKey(f);
+    if (seen.has(key)) throw invalid(`frontends[${i}]`, `${key} is used twice`);
+    seen.add(key);
+    const node = f.ip === undefined;
+    el(node ? "npfront" : "front4").set(key, "");
+    if (f.backends.length === 0) {
+      el(node ? "npempty" : "empty4").set(key, "");
+      return;
+    }
+    const slots = f.slots;
+    const c = choiceChain(f, slots !== undefined);
+    chains.set(c.name, c.rules);
+    el(node ? "npnat" : "nat4").set(key, `goto ${c.name}`);
+    const be = el(node ? "npbe" : "be4");
+    const values = f.backends.map((b) => `${b.ip} . ${b.port}`);
+    const order = slots ? slots.map((b) => values[b] as string) : stableSlots(values, key, previous);
+    order.forEach((v, slot) => be.set(`${key} . ${slot}`, v));
+  });
+  return { chains, elements };
+}
+
+/**
+ * Backends in slot order: a backend that held slot s before (and s still exists) keeps it;
+ * the others fill the free slots in their given order.
+ */
+function stableSlots(values: string[], key: string, previous: CompiledLb | undefined): string[] {
+  const was = previous?.elements.get(key.split(" . ").length === 2 ? "npbe" : "be4");
+  const out: (string | undefined)[] = new Array<string | undefined>(values.length).fill(undefined);
+  const placed = new Set<string>();
+  if (was) {
+    const wanted = new Set(values);
+    for (let s = 0; s < values.length; s++) {
+      const v = was.get(`${key} . ${s}`);
+      if (v !== undefined && wanted.has(v) && !placed.has(v)) {
+        out[s] = v;
+        placed.add(v);
+      }
+    }
+  }
+  const rest = values.filter((v) => !placed.has(v));
+  return out.map((v) => v ?? (rest.shift() as string));
+}
+
+const elem = (k: string, v: string): string => (v === "" ? k : `${k} : ${v}`);
+
+/** The script that creates the table from nothing (an existing one is replaced whole). */
+export function lbTableScript(table: string, c: CompiledLb): string {
+  const out = [`table inet ${table} {}`, `delete table inet ${table}`, `table inet ${table} {`];
+  for (const s of LB_SETS) out.push(`  ${s.decl.includes(":") ? "map" : "set"} ${s.name} { ${s.decl} }`);
+  out.push(`  map ${AFFINITY_MAP} { ${AFF_DECL} }`);
+  for (const [name, rules] of c.chains) out.push(`  chain ${name} {`, ...rules.map((r) => `    ${r}`), "  }");
+  for (const ch of fixedChains()) {
+    out.push(`  chain ${ch.name} {`);
+    if (ch.base) out.push(`    ${ch.base}`);
+    out.push(...ch.rules.map((r) => `    ${r}`), "  }");
+  }
+  out.push("}");
+  for (const s of LB_SETS) {
+    const els = [...(c.elements.get(s.name) ?? new Map<string, string>())].map(([k, v]) => elem(k, v));
+    for (let i = 0; i < els.length; i += 2000)
+      out.push(`add element inet ${table} ${s.name} { ${els.slice(i, i + 2000).join(", ")} }`);
+  }
+  return out.join("\n") + "\n";
+}
+
+export interface LbDelta {
+  script: string;
+  /** Element additions + deletions (0: nothing to do). */
+  ops: number;
+}
+
+/**
+ * The transaction from `was` to `now`: new chains, then element deletions and additions
+ * (a changed value is a deletion and an addition), then chains nothing refers to any more.
+ */
+export function lbDelta(table: string, was: CompiledLb, now: CompiledLb): LbDelta {
+  const out: string[] = [];
+  let ops = 0;
+  for (const [name, rules] of now.chains) {
+    if (was.chains.has(name)) continue;
+    out.push(`add chain inet ${table} ${name}`, ...rules.map((r) => `add rule inet ${table} ${name} ${r}`));
+  }
+  const dels: string[] = [];
+  const adds: string[] = [];
+  for (const s of LB_SETS) {
+    const a = was.elements.get(s.name) ?? new Map<string, string>();
+    const b = now.elements.get(s.name) ?? new Map<string, string>();
+    const del: string[] = [];
+    const add: string[] = [];
+    for (const [k, v] of a) {
+      const nv = b.get(k);
+      if (nv === v) continue;
+      del.push(k);
+    }
+    for (const [k, v] of b) if (a.get(k) !== v) add.push(elem(k, v));
+    if (del.length) dels.push(`delete element inet ${table} ${s.name} { ${del.join(", ")} }`);
+    if (add.length) adds.push(`add element inet ${table} ${s.name} { ${add.join(", ")} }`);
+    ops += del.length + add.length;
+  }
+  out.push(...dels, ...adds);
+  // Flush every chain that goes before deleting any (a<N> goes to n<N>).
+  const gone = [...was.chains.keys()].filter((name) => !now.chains.has(name));
+  for (const name of gone) out.push(`flush chain inet ${table} ${name}`);
+  for (const name of gone) out.push(`delete chain inet ${table} ${name}`);
+  return { script: out.length ? out.join("\n") + "\n" : "", ops };
+}

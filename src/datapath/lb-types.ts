@@ -1,0 +1,40 @@
+/**
+ * The desired load-balancing state of a node: the contract between lb/ (which
+ * turns Services and EndpointSlices into it) and the LB table (lb-compile.ts,
+ * lb-table.ts). Plain data.
+ *
+ *   lb/desired.ts --LbState--> lb-compile.ts --elements--> lb-table.ts --> kernel
+ */
+
+/** IANA protocol numbers of the protocols a Service port may carry. */
+export const LB_PROTO = { TCP: 6, UDP: 17, SCTP: 132 } as const;
+export type LbProto = (typeof LB_PROTO)[keyof typeof LB_PROTO];
+
+export interface LbBackend {
+  ip: string;
+  port: number;
+}
+
+/** One address . protocol . port a service answers on, and where its new connections go. */
+export interface LbFrontend {
+  /** A ClusterIP or LoadBalancer address (IPv4). Absent: a NodePort, on every local address of the node. */
+  ip?: string;
+  proto: LbProto;
+  port: number;
+  /**
+   * The backends that take new connections (ready, not terminating), in slot order.
+   * Empty: new connections are rejected at once (TCP reset, ICMP port unreachable).
+   */
+  backends: LbBackend[];
+  /** sessionAffinity ClientIP: seconds a client stays on its backend after its last new connection. */
+  affinitySeconds?: number;
+  /** Maglev: slot -> index into backends (MAGLEV_M slots, lb/maglev.ts); absent: random. */
+  slots?: number[];
+}
+
+export interface LbState {
+  frontends: LbFrontend[];
+}
+
+/** Connection mark bit of a connection to a service address (set before the policy hook, lb-compile.ts). */
+export { CT_SERVICE } from "../abi/marks.js";

@@ -1,0 +1,173 @@
+/** A `v1` Service document -> LbService (parse.ts), every problem with its field path. */
+import type { Reader } from "./reader.js";
+import { DNS_LABEL } from "./reader.js";
+import type { LbService, Protocol, ServicePortSpec } from "./types.js";
+
+export const ALGORITHM_ANNOTATION = "membrane.io/lb-algorithm";
+const SPEC_FIELDS = [
+  "type",
+  "selector",
+  "clusterIP",
+  "clusterIPs",
+  "ports",
+  "sessionAffinity",
+  "sessionAffinityConfig",
+  "ipFamilies",
+  "ipFamilyPolicy",
+  "externalTrafficPolicy",
+  "internalTrafficPolicy",
+  "loadBalancerClass",
+  "allocateLoadBalancerNodePorts",
+  "publishNotReadyAddresses",
+];
+const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
+
+function readPort(r: Reader, v: unknown, path: string, type: LbService["type"]): ServicePortSpec | undefined {
+  const o = r.map(v, path, ["name", "protocol", "port", "targetPort", "nodePort", "appProtocol"]);
+  if (!o) return undefined;
+  const name = o["name"] === undefined ? undefined : r.str(o["name"], `${path}.name`);
+  if (name !== undefined && !DNS_LABEL.test(name))
+    r.report(`${path}.name`, `"${name}" is not a DNS label (a-z, 0-9, -)`);
+  const protocol =
+    o["protocol"] === undefined
+      ? "TCP"
+      : (r.str(o["protocol"], `${path}.protocol`, PROTOCOLS) as Protocol | undefined);
+  const port = r.int(o["port"], `${path}.port`, 1, 65535);
+  let targetPort: number | string | undefined = port;
+  const tp = o["targetPort"];
+  if (typeof tp === "string") {
+    if (/^[0-9]+$/.test(tp)) targetPort = r.int(Number(tp), `${path}.targetPort`, 1, 65535);
+    else if (!/^[a-z0-9]([-a-z0-9]{0,13})$/.test(tp) || !/[a-z]/.test(tp))
+      targetPort = r.report(
+        `${path}.targetPort`,
+        `"${tp}" is neither a port number nor a port name (IANA_SVC_NAME, up to 15 chars)`,
+      );
+    else targetPort = tp;
+  } else if (tp !== undefined) targetPort = r.int(tp, `${path}.targetPort`, 1, 65535);
+  let nodePort: number | undefined;
+  if (o["nodePort"] !== undefined) {
+    if (type === "ClusterIP")
+      r.report(`${path}.nodePort`, "may only be set on NodePort and LoadBalancer services");
+    else nodePort = r.int(o["nodePort"], `${path}.nodePort`, 1, 65535);
+  }
+  if (protocol === undefined || port === undefined || targetPort === undefined) return undefined;
+  return {
+    ...(name !== undefined ? { name } : {}),
+    protocol,
+    port,
+    targetPort,
+    ...(nodePort !== undefined ? { nodePort } : {}),
+  };
+}
+
+/** The spec of a Service named `ns/name` (metadata read by parse.ts). */
+export function readService(
+  r: Reader,
+  meta: {
+    namespace: string;
+    name: string;
+    labels: Record<string, string>;
+    annotations: Record<string, string>;
+  },
+  specRaw: unknown,
+): LbService | undefined {
+  const spec = r.map(specRaw, "spec", SPEC_FIELDS);
+  if (!spec) return undefined;
+  const type = (
+    spec["type"] === undefined
+      ? "ClusterIP"
+      : r.str(spec["type"], "spec.type", ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"])
+  ) as LbService["type"] | "ExternalName" | undefined;
+  if (type === "ExternalName")
+    r.report("spec.type", "ExternalName is not supported (it is DNS only, nothing is balanced)");
+  const selector = spec["selector"] === undefined ? undefined : r.strMap(spec["selector"], "spec.selector");
+  let clusterIP: string | undefined;
+  if (spec["clusterIP"] !== undefined && spec["clusterIP"] !== "") {
+    clusterIP = spec["clusterIP"] === "None" ? "None" : r.ipv4(spec["clusterIP"], "spec.clusterIP");
+    if (clusterIP === "None" && type !== "ClusterIP")
+      r.report("spec.clusterIP", `"None" (headless) is only for ClusterIP services, not ${type}`);
+  }
+  if (spec["clusterIPs"] !== undefined) {
+    const ips = r.list(spec["clusterIPs"], "spec.clusterIPs", 2);
+    if (ips && ips.length > 1)
+      r.report("spec.clusterIPs", "has more than one address: dual-stack services are not supported yet");
+    if (ips?.[0] !== undefined && clusterIP !== undefined && ips[0] !== clusterIP)
+      r.report("spec.clusterIPs[0]", `must equal spec.clusterIP (${clusterIP})`);
+    if (ips?.[0] !== undefined && clusterIP === undefined)
+      clusterIP = ips[0] === "None" ? "None" : r.ipv4(ips[0], "spec.clusterIPs[0]");
+  }
+  if (spec["ipFamilies"] !== undefined) {
+    (r.list(spec["ipFamilies"], "spec.ipFamilies", 2) ?? []).forEach((f, i) =>
+      r.str(f, `spec.ipFamilies[${i}]`, ["IPv4"]),
+    );
+  }
+  if (spec["ipFamilyPolicy"] !== undefined)
+    r.str(spec["ipFamilyPolicy"], "spec.ipFamilyPolicy", ["SingleStack", "PreferDualStack"]);
+  for (const f of ["externalTrafficPolicy", "internalTrafficPolicy"])
+    if (spec[f] !== undefined && r.str(spec[f], `spec.${f}`, ["Cluster", "Local"]) === "Local")
+      r.report(`spec.${f}`, `Local is not supported yet (use Cluster)`);
+  if (spec["publishNotReadyAddresses"] !== undefined)
+    r.bool(spec["publishNotReadyAddresses"], "spec.publishNotReadyAddresses");
+  if (spec["allocateLoadBalancerNodePorts"] !== undefined)
+    r.bool(spec["allocateLoadBalancerNodePorts"], "spec.allocateLoadBalancerNodePorts");
+  if (spec["loadBalancerClass"] !== undefined) r.str(spec["loadBalancerClass"], "spec.loadBalancerClass");
+  const rawPorts = r.list(spec["ports"] ?? [], "spec.ports", 1024) ?? [];
+  if (rawPorts.length === 0 && clusterIP !== "None") r.report("spec.ports", "must name at least one port");
+  const ports = rawPorts.map((p, i) =>
+    readPort(r, p, `spec.ports[${i}]`, type === "ExternalName" || type === undefined ? "ClusterIP" : type),
+  );
+  const seen = new Map<string, number>();
+  ports.forEach((p, i) => {
+    if (!p) return;
+    if (rawPorts.length > 1 && p.name === undefined)
+      r.report(`spec.ports[${i}].name`, "is required when a service has more than one port");
+    for (const key of [
+      `name ${p.name ?? ""}`,
+      `${p.protocol}/${p.port}`,
+      ...(p.nodePort ? [`node ${p.protocol}/${p.nodePort}`] : []),
+    ]) {
+      const j = seen.get(key);
+      if (j !== undefined) r.report(`spec.ports[${i}]`, `repeats spec.ports[${j}] (${key})`);
+      seen.set(key, i);
+    }
+  });
+  const aff =
+    spec["sessionAffinity"] === undefined
+      ? "None"
+      : r.str(spec["sessionAffinity"], "spec.sessionAffinity", ["None", "ClientIP"]);
+  let affinitySeconds: number | undefined;
+  if (spec["sessionAffinityConfig"] !== undefined) {
+    const c = r.map(spec["sessionAffinityConfig"], "spec.sessionAffinityConfig", ["clientIP"]);
+    const ip =
+      c?.["clientIP"] === undefined
+        ? undefined
+        : r.map(c["clientIP"], "spec.sessionAffinityConfig.clientIP", ["timeoutSeconds"]);
+    if (ip?.["timeoutSeconds"] !== undefined)
+      affinitySeconds = r.int(
+        ip["timeoutSeconds"],
+        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+        1,
+        86400,
+      );
+    if (aff !== "ClientIP")
+      r.report("spec.sessionAffinityConfig", "is only allowed with sessionAffinity: ClientIP");
+  }
+  const algorithm = meta.annotations[ALGORITHM_ANNOTATION] ?? "random";
+  if (algorithm !== "random" && algorithm !== "maglev")
+    r.report(
+      `metadata.annotations["${ALGORITHM_ANNOTATION}"]`,
+      `must be random or maglev, not "${algorithm}"`,
+    );
+  if (type === undefined || type === "ExternalName" || ports.some((p) => p === undefined)) return undefined;
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    labels: meta.labels,
+    type,
+    ...(selector !== undefined ? { selector } : {}),
+    ...(clusterIP !== undefined ? { clusterIP } : {}),
+    ports: ports as ServicePortSpec[],
+    ...(aff === "ClientIP" ? { affinitySeconds: affinitySeconds ?? 10800 } : {}),
+    algorithm: algorithm === "maglev" ? "maglev" : "random",
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * Services and EndpointSlices as the load balancer computes on them: the user's
+ * `v1` Service and `discovery.k8s.io/v1` EndpointSlice, parsed once (parse.ts) into
+ * these plain records, with their allocated addresses and ports (allocate.ts).
+ */
+
+export type Protocol = "TCP" | "UDP" | "SCTP";
+
+export interface ServicePortSpec {
+  /** Required when the service has more than one port. */
+  readonly name?: string;
+  readonly protocol: Protocol;
+  readonly port: number;
+  /** A backend port number, or the name of a pod's container port. */
+  readonly targetPort: number | string;
+  /** NodePort and LoadBalancer services; allocated when absent. */
+  readonly nodePort?: number;
+}
+
+export interface LbService {
+  readonly namespace: string;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly type: "ClusterIP" | "NodePort" | "LoadBalancer";
+  /** Absent: backends come from EndpointSlices labelled kubernetes.io/service-name. */
+  readonly selector?: Readonly<Record<string, string>>;
+  /** Allocated when absent; "None": headless (no address, nothing balanced). */
+  readonly clusterIP?: string;
+  readonly ports: readonly ServicePortSpec[];
+  /** sessionAffinity ClientIP: seconds (sessionAffinityConfig.clientIP.timeoutSeconds, default 10800). */
+  readonly affinitySeconds?: number;
+  /** LoadBalancer: the address from the configured pool (allocated). */
+  readonly loadBalancerIP?: string;
+  /** `membrane.io/lb-algorithm: maglev`: consistent hashing instead of random. */
+  readonly algorithm: "random" | "maglev";
+}
+
+export interface SliceEndpoint {
+  readonly addresses: readonly string[];
+  /** conditions.ready (absent = ready, as Kubernetes says consumers should read it). */
+  readonly ready: boolean;
+  /** conditions.serving (absent = ready). */
+  readonly serving: boolean;
+  /** conditions.terminating (absent = false). */
+  readonly terminating: boolean;
+}
+
+export interface LbSlice {
+  readonly namespace: string;
+  readonly name: string;
+  /** The kubernetes.io/service-name label: the service the slice belongs to. */
+  readonly service: string;
+  readonly ports: readonly { readonly name: string; readonly port: number; readonly protocol: Protocol }[];
+  readonly endpoints: readonly SliceEndpoint[];
+}
+
+/** The node's service address configuration. */
+export interface LbConfig {
+  /** ClusterIPs are allocated from here (IPv4 CIDR). Default 10.96.0.0/16. */
+  readonly serviceCidr: string;
+  /** LoadBalancer addresses are allocated from here; absent = they stay pending. */
+  readonly loadBalancerPool?: string;
+  /** NodePorts are allocated from here (inclusive). Default 30000-32767. */
+  readonly nodePortRange: readonly [number, number];
+}
+
+export const DEFAULT_LB_CONFIG: LbConfig = { serviceCidr: "10.96.0.0/16", nodePortRange: [30000, 32767] };
+
+/** What `membrane get services` shows of one service. */
+export interface ServiceView {
+  readonly namespace: string;
+  readonly name: string;
+  readonly type: LbService["type"];
+  readonly clusterIP: string;
+  readonly externalIP?: string;
+  readonly ports: string[];
+  readonly affinity: string;
+  readonly backends: { readonly address: string; readonly state: BackendState }[];
+}
+
+/**
+ * active: takes new connections; terminating: serving its existing connections only
+ * (unless no backend is ready, then it takes new ones, as kube-proxy does); not-ready: none.
+ */
+export type BackendState = "active" | "terminating" | "not-ready";

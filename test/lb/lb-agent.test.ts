@@ -1,0 +1,171 @@
+/**
+ * Services through the agent, end to end (root: netns, nftables, real packets):
+ * `membrane apply -f` of Service and EndpointSlice YAML, `membrane get services`,
+ * balancing to the pods a selector picks, policy after the DNAT, toServices, and a
+ * bad file refused whole with field paths.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { runRaw } from "../../src/datapath/exec.js";
+import { MembraneError } from "../../src/errors.js";
+import type { ServiceView } from "../../src/lb/types.js";
+import { AgentLab, rootSkipReason, T } from "../agent/e2e/harness.js";
+import { ROOT } from "../cli/run-cli.js";
+import { serviceRows } from "../../src/cli/commands/apply-lb.js";
+
+const skip = rootSkipReason();
+
+const SERVICES = `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default, labels: {tier: front}}
+spec:
+  clusterIP: 10.96.0.50
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: default}
+spec:
+  type: NodePort
+  ports: [{port: 81, targetPort: 8080, nodePort: 30081}]
+`;
+
+const sliceOf = (ready: string, terminating: string): string => `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: legacy-1, namespace: default, labels: {kubernetes.io/service-name: legacy}}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints:
+  - {addresses: ["${ready}"], conditions: {ready: true}}
+  - {addresses: ["${terminating}"], conditions: {ready: false, serving: true, terminating: true}}
+`;
+
+const WEB_FROM_CLIENT = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+`;
+
+const CLIENT_TO_WEB_SERVICE = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toServices: [{k8sService: {serviceName: web, namespace: default}}]
+`;
+
+describe("services through the agent (root: netns, nftables, real packets)", { skip: skip ?? false }, () => {
+  let lab: AgentLab;
+  let dir: string;
+  const cli = async (
+    ...args: string[]
+  ): Promise<{ status: number | null; stdout: string; stderr: string }> => {
+    const socket = lab.options.socketPath as string;
+    return runRaw([process.execPath, join(ROOT, "bin/membrane.js"), ...args, "--socket", socket]);
+  };
+
+  before(async () => {
+    lab = await AgentLab.start("hlb");
+    dir = await mkdtemp(join(tmpdir(), "hlb-svc-"));
+    await lab.endpoint("web1", { app: "web" }, { tcp: [8080] });
+    await lab.endpoint("web2", { app: "web" }, { tcp: [8080] });
+    await lab.endpoint("client", { app: "client" });
+    await lab.endpoint("other", { app: "other" });
+  });
+  after(async () => {
+    await lab?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test("membrane apply -f takes Services and an EndpointSlice; get services shows backends and their state", async () => {
+    await writeFile(
+      join(dir, "svc.yaml"),
+      SERVICES + "---\n" + sliceOf(lab.ep("web1").ip, lab.ep("web2").ip),
+    );
+    const r = await cli("apply", "-f", join(dir, "svc.yaml"));
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /service\/default\/web\s+created/);
+    const g = await cli("get", "services", "-o", "json");
+    assert.equal(g.status, 0, g.stderr);
+    const views = JSON.parse(g.stdout) as ServiceView[];
+    const web = views.find((v) => v.name === "web");
+    assert.equal(web?.clusterIP, "10.96.0.50");
+    assert.deepEqual(
+      web?.backends.map((b) => b.state),
+      ["active", "active"],
+    );
+    const legacy = views.find((v) => v.name === "legacy");
+    assert.equal(legacy?.type, "NodePort");
+    assert.match(legacy?.clusterIP ?? "", /^10\.96\./, "a ClusterIP was allocated");
+    assert.deepEqual(legacy?.ports, ["81:30081/TCP"]);
+    assert.deepEqual(
+      legacy?.backends.map((b) => `${b.address} ${b.state}`).sort(),
+      [`${lab.ep("web1").ip}:8080 active`, `${lab.ep("web2").ip}:8080 terminating`].sort(),
+    );
+    const rows = serviceRows(views).map((r) => r.join(" "));
+    assert.ok(
+      rows.some((r) => r.includes("legacy NodePort") && r.includes("(terminating)")),
+      rows.join("\n"),
+    );
+  });
+
+  test("the selector's pods answer on the ClusterIP; the slice's ready backend on the NodePort", async () => {
+    const client = lab.ep("client").probe;
+    const before1 = await lab.ep("web1").probe.count("tcp", 8080);
+    const before2 = await lab.ep("web2").probe.count("tcp", 8080);
+    for (let i = 0; i < 16; i++) assert.equal(await client.tcp("10.96.0.50", 80, T), "ok");
+    const got1 = (await lab.ep("web1").probe.count("tcp", 8080)) - before1;
+    const got2 = (await lab.ep("web2").probe.count("tcp", 8080)) - before2;
+    assert.equal(got1 + got2, 16);
+    assert.ok(got1 > 0 && got2 > 0, `both pods take connections: ${got1}/${got2}`);
+    const nodeIp = "10.210.0.1"; // the node's gateway address on the pod network (harness podCidr4)
+    const b2 = await lab.ep("web2").probe.count("tcp", 8080);
+    for (let i = 0; i < 4; i++) assert.equal(await client.tcp(nodeIp, 30081, T), "ok");
+    assert.equal(
+      await lab.ep("web2").probe.count("tcp", 8080),
+      b2,
+      "the terminating backend gets no new connection",
+    );
+  });
+
+  test("policy at the backend judges the client's identity through the ClusterIP; toServices allows the service", async () => {
+    await lab.agent.applyPolicies(WEB_FROM_CLIENT + "---\n" + CLIENT_TO_WEB_SERVICE, "policies.yaml");
+    try {
+      assert.equal(await lab.ep("client").probe.tcp("10.96.0.50", 80, T), "ok");
+      assert.equal(await lab.ep("other").probe.tcp("10.96.0.50", 80, T), "timeout");
+      // toServices (egress of client) selects the service's pods: another address stays denied.
+      assert.equal(await lab.ep("client").probe.tcp(lab.ep("other").ip, 8080, T), "timeout");
+    } finally {
+      await lab.agent.deletePolicies(WEB_FROM_CLIENT + "---\n" + CLIENT_TO_WEB_SERVICE, "policies.yaml");
+    }
+  });
+
+  test("a bad file is refused whole with field paths, and nothing changes", async () => {
+    const was = JSON.stringify(lab.agent.lb.list());
+    const bad = SERVICES.replace(
+      "targetPort: 8080}]\n---",
+      "targetPort: 8080, protocol: TCPX}]\n---",
+    ).replace("nodePort: 30081", "nodePort: 30081, bogus: 1");
+    await assert.rejects(
+      () => lab.agent.lb.apply(bad, "bad.yaml"),
+      (e: unknown) => {
+        assert.ok(e instanceof MembraneError);
+        assert.equal(e.code, "SERVICE_INVALID");
+        const paths = e.issues.map((i) => i.path);
+        assert.deepEqual(paths, ["document 1: spec.ports[0].protocol", "document 2: spec.ports[0].bogus"]);
+        return true;
+      },
+    );
+    assert.equal(JSON.stringify(lab.agent.lb.list()), was);
+    assert.equal(await lab.ep("client").probe.tcp("10.96.0.50", 80, T), "ok");
+  });
+});
