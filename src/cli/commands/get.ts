@@ -16,7 +16,16 @@ import type { NodeView } from "../../cluster/routes.js";
 
 type Row = Record<string, unknown>;
 
-const WHAT = ["endpoints", "identities", "policies", "ipcache", "status", "tracingpolicies", "nodes", "services"];
+const WHAT = [
+  "endpoints",
+  "identities",
+  "policies",
+  "ipcache",
+  "status",
+  "tracingpolicies",
+  "nodes",
+  "services",
+];
 
 export function getCommand(ctx: CliContext): Command {
   return new Command("get")
