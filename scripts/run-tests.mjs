@@ -1,20 +1,21 @@
 // Runs every compiled test file with Node's own test runner, several files at a time.
 //
-//   node scripts/run-tests.mjs [-j N] [path-substring ...]
+//   node scripts/run-tests.mjs [-j N] [--record] [path-substring ...]
 //
 // Each file runs in its own `node --test --test-reporter=spec <file>` process group, LANES of them at
 // once (default 3: most of a file's time is waiting on sleeps, timeouts and process starts, not CPU;
 // MEMBRANE_TEST_JOBS or -j overrides, -j 1 runs them one at a time). A file's output is printed whole
 // when it ends, so files never interleave. Files are started longest first (scripts/test-durations.json,
 // measured; a file not listed there counts as a medium one), which keeps the last lane from running
-// alone at the end. Files in SERIAL run afterwards with the machine to themselves.
+// alone at the end; --record writes this run's durations there. Files in SERIAL run afterwards with the
+// machine to themselves.
 //
 // At the end: the slowest files, every failing file with its failing tests, the totals as
 // "tests: N passed, N failed, N skipped", and exit code 1 when any file failed (a failing test, a
 // cancelled one, a crash, or the per-file timeout MEMBRANE_TEST_FILE_TIMEOUT_S, default 900 s).
 // When a file's process ends, whatever is left in its process group is killed.
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /**
@@ -37,12 +38,18 @@ function walk(dir, out) {
 function parseArgs(argv) {
   let jobs = Number(process.env["MEMBRANE_TEST_JOBS"] ?? 3);
   const only = [];
+  let record = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "-j" || a === "--jobs") jobs = Number(argv[++i]);
     else if (a.startsWith("-j")) jobs = Number(a.slice(2));
+    else if (a === "--record") record = true;
     else if (a === "-h" || a === "--help") {
-      console.log("usage: node scripts/run-tests.mjs [-j N] [path-substring ...]  (after npm run build)");
+      console.log(
+        "usage: node scripts/run-tests.mjs [-j N] [--record] [path-substring ...]  (after npm run build)\n" +
+          "  -j N       files at a time (default 3, or MEMBRANE_TEST_JOBS)\n" +
+          "  --record   write each file's duration to scripts/test-durations.json (the start order)",
+      );
       process.exit(0);
     } else only.push(a);
   }
@@ -50,13 +57,15 @@ function parseArgs(argv) {
     console.error(`run-tests: -j / MEMBRANE_TEST_JOBS must be a whole number >= 1 (got ${String(jobs)})`);
     process.exit(2);
   }
-  return { jobs, only };
+  return { jobs, only, record };
 }
+
+const DURATIONS = new URL("./test-durations.json", import.meta.url);
 
 /** Measured seconds per file (dist path, as test/... .ts), or {} when the file is missing. */
 function knownDurations() {
   try {
-    return JSON.parse(readFileSync(new URL("./test-durations.json", import.meta.url), "utf8"));
+    return JSON.parse(readFileSync(DURATIONS, "utf8"));
   } catch {
     return {};
   }
@@ -145,7 +154,7 @@ function fmtS(s) {
 }
 
 async function main() {
-  const { jobs, only } = parseArgs(process.argv.slice(2));
+  const { jobs, only, record } = parseArgs(process.argv.slice(2));
   const files = walk("dist/test", [])
     .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
     .sort();
@@ -225,6 +234,13 @@ async function main() {
     `\n${files.length} files in ${fmtS(wall)} wall, ${fmtS(sum)} of file time, ${Math.min(jobs, parallel.length)} at a time` +
       ` (load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")})`,
   );
+  if (record) {
+    const next = { ...known };
+    for (const r of results) next[srcName(r.file)] = Math.round(r.seconds * 10) / 10;
+    const sorted = Object.fromEntries(Object.entries(next).sort(([a], [b]) => a.localeCompare(b)));
+    writeFileSync(DURATIONS, JSON.stringify(sorted, null, 2) + "\n");
+    console.log(`run-tests: durations of ${results.length} files written to scripts/test-durations.json`);
+  }
   const failCount = total.fail + total.cancelled + bad.filter((r) => r.counts === undefined).length;
   console.log(`tests: ${total.pass} passed, ${failCount} failed, ${total.skipped + total.todo} skipped`);
   process.exit(bad.length > 0 ? 1 : 0);
