@@ -13,8 +13,11 @@
 // At the end: the slowest files, every failing file with its failing tests, the totals as
 // "tests: N passed, N failed, N skipped", and exit code 1 when any file failed (a failing test, a
 // cancelled one, a crash, or the per-file timeout MEMBRANE_TEST_FILE_TIMEOUT_S, default 900 s).
-// When a file's process ends, whatever is left in its process group is killed.
+// When a file's process ends, whatever it left running is killed and named in the summary: its process
+// group, and every process whose environment carries the file's MEMBRANE_TEST_RUN token (children
+// that moved to groups of their own, such as etcd, inherit it).
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -103,15 +106,50 @@ function killGroup(child, signal) {
   }
 }
 
+/** Live processes (not zombies) whose environment holds `marker`: "pid command line" each. */
+function marked(marker) {
+  const out = [];
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      if (!readFileSync(`/proc/${pid}/environ`).includes(marker)) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) continue;
+      const args = readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").join(" ").trim();
+      out.push(`${pid} ${args.slice(0, 160)}`);
+    } catch {
+      // Gone meanwhile, or not ours to read.
+    }
+  }
+  return out;
+}
+
+/** Kills what a file left behind (see the header); returns what was still running. */
+function sweep(child, marker) {
+  killGroup(child, "SIGKILL");
+  const left = marked(marker);
+  for (const l of left) {
+    try {
+      process.kill(Number(l.split(" ")[0]), "SIGKILL");
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return left;
+}
+
 /** Runs one file in its own process group; resolves with its output, exit, counts and seconds. */
 function runFile(file) {
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
+    const token = randomBytes(6).toString("hex");
+    const marker = `MEMBRANE_TEST_RUN=${token}`;
     const child = spawn(process.execPath, ["--test", "--test-reporter=spec", file], {
       detached: true,
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, FORCE_COLOR: process.env["FORCE_COLOR"] ?? "0" },
+      env: { ...process.env, FORCE_COLOR: process.env["FORCE_COLOR"] ?? "0", MEMBRANE_TEST_RUN: token },
     });
+    child.marker = marker;
     running.add(child);
     const chunks = [];
     child.stdout.on("data", (d) => chunks.push(d));
@@ -124,11 +162,10 @@ function runFile(file) {
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       running.delete(child);
-      // Whatever the file left in its group (a child it did not reap) goes with it.
-      killGroup(child, "SIGKILL");
+      const left = sweep(child, marker);
       const out = Buffer.concat(chunks).toString("utf8");
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-      resolve({ file, out, code, signal, timedOut, seconds, counts: counts(out) });
+      resolve({ file, out, code, signal, timedOut, seconds, counts: counts(out), left });
     });
   });
 }
@@ -172,7 +209,7 @@ async function main() {
 
   for (const sig of ["SIGINT", "SIGTERM"])
     process.on(sig, () => {
-      for (const c of running) killGroup(c, "SIGKILL");
+      for (const c of running) sweep(c, c.marker);
       process.exit(130);
     });
 
@@ -195,6 +232,7 @@ async function main() {
       console.log(
         `run-tests: the file's process ended with ${r.signal ?? `exit code ${r.code}`} before its summary`,
       );
+    for (const l of r.left) console.log(`run-tests: left running by ${srcName(r.file)}, killed: ${l}`);
     results.push(r);
   };
 
@@ -216,6 +254,12 @@ async function main() {
   console.log("\n=== slowest files");
   for (const r of [...results].sort((a, b) => b.seconds - a.seconds).slice(0, 15))
     console.log(`${r.seconds.toFixed(1).padStart(7)} s  ${srcName(r.file)}`);
+
+  const leaky = results.filter((r) => r.left.length > 0);
+  if (leaky.length > 0) {
+    console.log(`\n=== ${leaky.length} file${leaky.length === 1 ? "" : "s"} left processes running (killed)`);
+    for (const r of leaky) console.log(`${srcName(r.file)}: ${r.left.join("; ")}`);
+  }
 
   const bad = results.filter(failed);
   if (bad.length > 0) {
