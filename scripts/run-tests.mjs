@@ -3,8 +3,8 @@
 //   node scripts/run-tests.mjs [-j N] [--record] [path-substring ...]
 //
 // Each file runs in its own `node --test --test-reporter=spec <file>` process group, LANES of them at
-// once (default 3: most of a file's time is waiting on sleeps, timeouts and process starts, not CPU;
-// MEMBRANE_TEST_JOBS or -j overrides, -j 1 runs them one at a time). A file's output is printed whole
+// once (default: cores + 1, 3 on CI's 2 cores: most of a file's time is waiting on sleeps, timeouts and
+// process starts, not CPU; MEMBRANE_TEST_JOBS or -j overrides, -j 1 runs them one at a time). A file's output is printed whole
 // when it ends, so files never interleave. Files are started longest first (scripts/test-durations.json,
 // measured; a file not listed there counts as a medium one), which keeps the last lane from running
 // alone at the end; --record writes this run's durations there. Files in SERIAL run afterwards with the
@@ -19,6 +19,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 
 /**
@@ -39,7 +40,7 @@ function walk(dir, out) {
 }
 
 function parseArgs(argv) {
-  let jobs = Number(process.env["MEMBRANE_TEST_JOBS"] ?? 3);
+  let jobs = Number(process.env["MEMBRANE_TEST_JOBS"] ?? Math.max(2, availableParallelism() + 1));
   const only = [];
   let record = false;
   for (let i = 0; i < argv.length; i++) {
@@ -50,7 +51,7 @@ function parseArgs(argv) {
     else if (a === "-h" || a === "--help") {
       console.log(
         "usage: node scripts/run-tests.mjs [-j N] [--record] [path-substring ...]  (after npm run build)\n" +
-          "  -j N       files at a time (default 3, or MEMBRANE_TEST_JOBS)\n" +
+          "  -j N       files at a time (default: cores + 1, or MEMBRANE_TEST_JOBS)\n" +
           "  --record   write each file's duration to scripts/test-durations.json (the start order)",
       );
       process.exit(0);
