@@ -276,7 +276,7 @@ async function main() {
     }
   }
   console.log(
-    `\n${files.length} files in ${fmtS(wall)} wall, ${fmtS(sum)} of file time, ${Math.min(jobs, parallel.length)} at a time` +
+    `\n${files.length} file${files.length === 1 ? "" : "s"} in ${fmtS(wall)} wall, ${fmtS(sum)} of file time, ${Math.min(jobs, parallel.length)} at a time` +
       ` (load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")})`,
   );
   if (record) {
