@@ -24,13 +24,49 @@ export function skipWithoutEtcd(): string | false {
   return etcdBinary() ? false : "the etcd binary is not installed (apt-get install etcd-server)";
 }
 
-export async function freePort(): Promise<number> {
+/** Whether a TCP listener can bind `port` on loopback now (0: any port; resolves with the port bound). */
+async function tryBind(port: number): Promise<number | undefined> {
   const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const bound = await new Promise<boolean>((r) => {
+    srv.once("error", () => r(false));
+    srv.listen(port, "127.0.0.1", () => r(true));
+  });
+  if (!bound) return undefined;
   const addr = srv.address();
   await new Promise<void>((r) => srv.close(() => r()));
-  if (addr === null || typeof addr === "string") throw new Error("no port");
-  return addr.port;
+  return addr === null || typeof addr === "string" ? undefined : addr.port;
+}
+
+/** The kernel's ephemeral port range (net.ipv4.ip_local_port_range), Linux's default when unreadable. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8")
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    if (lo !== undefined && hi !== undefined && lo > 0 && hi >= lo) return [lo, hi];
+  } catch {
+    // not Linux: the default below
+  }
+  return [32768, 60999];
+}
+
+/**
+ * A TCP port free on loopback for a server started next (etcd), picked at random OUTSIDE the kernel's
+ * ephemeral range: a port from that range can become any outgoing connection's source port between
+ * the check and the server's bind, or while the server is stopped for a restart (seen: a restarted
+ * etcd failed with "address already in use" while other test files ran). Falls back to any port.
+ */
+export async function freePort(): Promise<number> {
+  const [lo, hi] = ephemeralRange();
+  const [from, to] = lo - 1 >= 20_000 ? [10_000, lo - 1] : [hi + 1, 65_535];
+  for (let i = 0; to > from && i < 50; i++) {
+    const port = await tryBind(from + Math.floor(Math.random() * (to - from + 1)));
+    if (port !== undefined) return port;
+  }
+  const any = await tryBind(0);
+  if (any === undefined) throw new Error("no free port on 127.0.0.1");
+  return any;
 }
 
 export interface EtcdTls {

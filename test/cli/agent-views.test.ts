@@ -31,7 +31,8 @@ test(
   "rd: get endpoints shows IPv6, get status says when the kernel was last changed, datapath diff -o yaml works",
   {
     skip: rootSkipReason(),
-    timeout: 120_000,
+    // A safety net: ten CLI processes, each a node start, took over 120 s with both cores loaded.
+    timeout: 300_000,
   },
   async () => {
     const prefix = uniquePrefix("rd");

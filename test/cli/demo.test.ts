@@ -8,7 +8,6 @@ test(
   "membrane demo: Star Wars L3/L4 on real packets, then everything is removed",
   { skip, timeout: 60_000 },
   () => {
-    const before = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout;
     const r = spawnSync(process.execPath, ["bin/membrane.js", "demo"], { encoding: "utf8", timeout: 60_000 });
     assert.equal(r.status, 0, r.stderr + r.stdout);
     const out = r.stdout;
@@ -30,11 +29,9 @@ test(
       assert.match(out, /KPROBE_ACTION_SIGKILL policy=deathstar-no-shadow __x64_sys_openat\(\/etc\/shadow\)/);
     }
     assert.match(out, /Every attempt ended as Cilium would have it\./);
+    // Only this run's prefix: other demos (test/cli/demo-nodes.test.ts, run alongside) make and
+    // remove "mbd" namespaces of their own meanwhile, so a machine-wide count would race them.
     const after = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout;
     assert.ok(!after.includes(prefix), `namespaces of ${prefix} left behind:\n${after}`);
-    assert.equal(
-      after.split("\n").filter((l) => l.startsWith("mbd")).length,
-      before.split("\n").filter((l) => l.startsWith("mbd")).length,
-    );
   },
 );

@@ -3,10 +3,10 @@
 import { after, before, describe } from "node:test";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { freePort } from "../../src/lab/etcd.js";
 import { EtcdStore } from "../../src/store/etcd.js";
 import { storeContract } from "./contract.js";
 
@@ -16,15 +16,6 @@ function etcdBinary(): string | undefined {
     if (dir !== "" && existsSync(p)) return p;
   }
   return undefined;
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const addr = srv.address();
-  await new Promise<void>((r) => srv.close(() => r()));
-  if (addr === null || typeof addr === "string") throw new Error("no port");
-  return addr.port;
 }
 
 const bin = etcdBinary();

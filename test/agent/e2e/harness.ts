@@ -298,8 +298,12 @@ export class AgentProcess {
     });
   }
 
-  /** Starts `node bin/membrane.js agent` with the lab's options; resolves once it started and its API listens. */
-  static async start(o: AgentOptions, timeoutMs = 30_000): Promise<AgentProcess> {
+  /**
+   * Starts `node bin/membrane.js agent` with the lab's options; resolves once it started and its API listens.
+   * The bound is a safety net, not a time check: with other test files loading both cores, a node
+   * process alone took more than 30 s to print its first line.
+   */
+  static async start(o: AgentOptions, timeoutMs = 120_000): Promise<AgentProcess> {
     const bin = fileURLToPath(new URL("../../../../bin/membrane.js", import.meta.url));
     const mode = o.engine.policyEnforcementMode ?? "default";
     const args = [

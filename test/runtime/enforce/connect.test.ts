@@ -116,8 +116,9 @@ spec:
       matchActions: [${action}]
 `;
 
+/** This process's connect guards (its children: another test file's guards come and go meanwhile). */
 function guards(): string[] {
-  return spawnSync("pgrep", ["-x", "membrane-connec"], { encoding: "utf8" })
+  return spawnSync("pgrep", ["-P", String(process.pid), "-x", "membrane-connec"], { encoding: "utf8" })
     .stdout.split("\n")
     .filter(Boolean);
 }
