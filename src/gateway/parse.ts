@@ -24,15 +24,6 @@ import { parseHttpRoute } from "./parse-route.js";
 
 const GW_VERSIONS = [`${GATEWAY_GROUP}/v1`, `${GATEWAY_GROUP}/v1beta1`];
 
-/** The kind of each non-empty document (for the CLI: which API a file goes to). */
-export function documentKindsOf(text: string, file: string): string[] {
-  const { docs } = parseAllBounded(text, file);
-  return docs
-    .map((d) => d.toJS({ maxAliasCount: 100 }) as unknown)
-    .filter((v): v is Record<string, unknown> => typeof v === "object" && v !== null)
-    .map((v) => (typeof v["kind"] === "string" ? v["kind"] : ""));
-}
-
 export function isGatewayKind(kind: string): boolean {
   return ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "Ingress"].includes(kind);
 }

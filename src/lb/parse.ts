@@ -25,17 +25,6 @@ export interface LbResources {
 
 const MAX_TEXT = 4 * 1024 * 1024;
 
-/** The kinds of the file's documents (for the CLI's choice of where to send it). */
-export function lbDocumentKinds(text: string): string[] {
-  if (text.length > MAX_TEXT) return [];
-  return parseAllDocuments(text)
-    .flatMap((d) =>
-      "errors" in d && d.errors.length === 0 ? [d.toJS({ maxAliasCount: 100 }) as unknown] : [],
-    )
-    .filter((v) => v !== null && v !== undefined)
-    .map((v) => String((v as { kind?: unknown }).kind ?? ""));
-}
-
 export function isLbKind(kind: string): boolean {
   return kind in LB_KINDS;
 }

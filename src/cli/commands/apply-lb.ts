@@ -5,28 +5,11 @@
  * is applied whole or not at all, and they go to different controllers).
  * `membrane get services` shows the result (serviceRows).
  */
-import { MembraneError } from "../../errors.js";
 import type { LbApplyReport } from "../../agent/controllers/lb.js";
-import { isLbKind, lbDocumentKinds, parseLbResources } from "../../lb/parse.js";
+import { parseLbResources } from "../../lb/parse.js";
 import type { ServiceView } from "../../lb/types.js";
 import type { CliContext } from "../context.js";
 import { client, show, type ViewFormat } from "../agent-client.js";
-
-/** True when every document is a Service or EndpointSlice; throws CLI_USAGE for a mixed file. */
-export function lbFile(text: string, file: string): boolean {
-  const kinds = lbDocumentKinds(text);
-  const lb = kinds.filter(isLbKind).length;
-  if (lb === 0) return false;
-  if (lb < kinds.length)
-    throw new MembraneError(
-      "CLI_USAGE",
-      `Cannot apply ${file}: it mixes Service/EndpointSlice documents with other kinds`,
-      {
-        hint: "put Services and EndpointSlices in a file of their own, policies in another",
-      },
-    );
-  return true;
-}
 
 export async function applyLb(
   ctx: CliContext,

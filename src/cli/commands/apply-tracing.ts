@@ -4,25 +4,10 @@
  * /v1/tracingpolicies. A file mixing tracing and network policies is refused:
  * they go to different enforcers, and a file is applied whole or not at all.
  */
-import { MembraneError } from "../../errors.js";
 import type { TracingPolicyStatus } from "../../runtime/enforce/enforcer.js";
-import { documentKinds, isTracingKind, parseTracingPolicies } from "../../runtime/policy/parse.js";
+import { parseTracingPolicies } from "../../runtime/policy/parse.js";
 import type { CliContext } from "../context.js";
 import { client, show, type ViewFormat } from "../agent-client.js";
-
-/** True when every document is a tracing policy; throws CLI_USAGE for a mixed file. */
-export function tracingFile(text: string, file: string): boolean {
-  const kinds = documentKinds(text, file);
-  const tracing = kinds.filter(isTracingKind).length;
-  if (tracing === 0) return false;
-  if (tracing < kinds.length)
-    throw new MembraneError(
-      "CLI_USAGE",
-      `Cannot apply ${file}: it mixes TracingPolicy documents with other kinds`,
-      { hint: "put tracing policies and network policies in separate files" },
-    );
-  return true;
-}
 
 export function tracingRows(ps: readonly TracingPolicyStatus[]): string[][] {
   return [

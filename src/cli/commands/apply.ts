@@ -4,10 +4,11 @@ import { MembraneError } from "../../errors.js";
 import type { ApplyReport } from "../../agent/agent.js";
 import { parsePolicies, warningText } from "../../policy/api/index.js";
 import type { PolicyResource } from "../../policy/types.js";
-import { tracingFile, applyTracing } from "./apply-tracing.js";
+import { applyTracing } from "./apply-tracing.js";
+import { fileFamily } from "./file-family.js";
 import { impactOptions, showImpact, type ImpactFlags } from "./apply-impact.js";
-import { applyGateway, gatewayFile } from "./gateway-cli.js";
-import { applyLb, lbFile } from "./apply-lb.js";
+import { applyGateway } from "./gateway-cli.js";
+import { applyLb } from "./apply-lb.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -108,9 +109,10 @@ export function applyCommand(ctx: CliContext): Command {
   return clusterOptions(cmd).action(
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
-      if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "POST");
-      if (gatewayFile(text, name)) return applyGateway(ctx, o, text, name, "POST");
-      if (lbFile(text, name)) return applyLb(ctx, o, text, name, "POST"); // Service, EndpointSlice
+      const family = fileFamily(text, name);
+      if (family === "tracing") return applyTracing(ctx, o, text, name, "POST");
+      if (family === "gateway") return applyGateway(ctx, o, text, name, "POST");
+      if (family === "lb") return applyLb(ctx, o, text, name, "POST"); // Service, EndpointSlice
       // Validate locally first: errors name file:line:path; warnings go to stderr.
       const resources = parsePolicies(text, name, { onWarning: (w) => ctx.err(warningText(w) + "\n") });
       if (o.impact) return showImpact(ctx, o, text, name, false);
@@ -134,9 +136,10 @@ export function deleteCommand(ctx: CliContext): Command {
   return clusterOptions(cmd).action(
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
-      if (tracingFile(text, name)) return applyTracing(ctx, o, text, name, "DELETE");
-      if (lbFile(text, name)) return applyLb(ctx, o, text, name, "DELETE");
-      if (gatewayFile(text, name)) return applyGateway(ctx, o, text, name, "DELETE");
+      const family = fileFamily(text, name);
+      if (family === "tracing") return applyTracing(ctx, o, text, name, "DELETE");
+      if (family === "gateway") return applyGateway(ctx, o, text, name, "DELETE");
+      if (family === "lb") return applyLb(ctx, o, text, name, "DELETE");
       if (o.impact) {
         parsePolicies(text, name);
         return showImpact(ctx, o, text, name, true);

@@ -6,30 +6,9 @@
  *   membrane get gateways,httproutes     each with its status conditions (-o yaml as Kubernetes shows it)
  */
 import { MembraneError } from "../../errors.js";
-import { documentKindsOf, isGatewayKind, parseGatewayResources } from "../../gateway/parse.js";
+import { parseGatewayResources } from "../../gateway/parse.js";
 import type { CliContext } from "../context.js";
 import { client, show, type ViewFormat } from "../agent-client.js";
-
-/** True when every document is a gateway kind; throws CLI_USAGE for a file that mixes them with policies. */
-export function gatewayFile(text: string, file: string): boolean {
-  let kinds: string[];
-  try {
-    kinds = documentKindsOf(text, file);
-  } catch {
-    return false; // the policy parser reports the syntax error
-  }
-  const n = kinds.filter(isGatewayKind).length;
-  if (n === 0) return false;
-  if (n < kinds.length)
-    throw new MembraneError(
-      "CLI_USAGE",
-      `Cannot apply ${file}: it mixes Gateway API / Ingress documents with other kinds`,
-      {
-        hint: "put Gateway API and Ingress resources in a file of their own",
-      },
-    );
-  return true;
-}
 
 export async function applyGateway(
   ctx: CliContext,

@@ -128,15 +128,6 @@ const UNSUPPORTED_ARG: readonly string[] = [
   "source",
 ];
 
-/** The `kind` of each document, without validating (apply dispatch: tracing policies vs network policies). */
-export function documentKinds(text: string, file: string): (string | undefined)[] {
-  const { docs } = readDocuments(text, file);
-  return docs.map((d) => {
-    const k = d.root.peek("kind");
-    return k?.kind === "string" ? String((k.node as { value: unknown }).value) : undefined;
-  });
-}
-
 export function isTracingKind(k: string | undefined): k is TracingPolicyKind {
   return k !== undefined && (TRACING_KINDS as readonly string[]).includes(k);
 }
