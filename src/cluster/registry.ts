@@ -12,6 +12,7 @@
  * (logged), never trusted.
  */
 import type { Logger } from "pino";
+import { followPrefix } from "../store/follow-prefix.js";
 import type { Unsubscribe } from "../store/store.js";
 import type { ClusterContext } from "./context.js";
 import { CLUSTER_KEYS, nodeKey, validateNodeName, type NodeRecordV1 } from "./keys.js";
@@ -79,25 +80,13 @@ export class NodeRegistry {
     const old = this.unwatch;
     this.unwatch = undefined;
     await old?.().catch(() => undefined);
-    const { kvs, revision } = await this.ctx.kv.list(CLUSTER_KEYS.nodes);
-    const seen = new Set<string>();
-    for (const kv of kvs) {
-      const name = kv.key.slice(CLUSTER_KEYS.nodes.length);
-      seen.add(name);
-      this.apply(name, kv.value);
-    }
-    for (const name of [...this.live.keys()]) if (!seen.has(name)) this.remove(name);
-    if (this.stopped) return;
-    this.unwatch = await this.ctx.kv.watch(
-      CLUSTER_KEYS.nodes,
-      revision + 1,
-      (ev) => {
-        const name = ev.key.slice(CLUSTER_KEYS.nodes.length);
-        if (ev.type === "put") this.apply(name, ev.value);
-        else this.remove(name);
-      },
-      { onError: (err) => this.onWatchError(err) },
-    );
+    this.unwatch = await followPrefix(this.ctx.kv, CLUSTER_KEYS.nodes, {
+      put: (name, value) => this.apply(name, value),
+      remove: (name) => this.remove(name),
+      known: () => this.live.keys(),
+      stopped: () => this.stopped,
+      onError: (err) => this.onWatchError(err),
+    });
   }
 
   private onWatchError(err: Error): void {

@@ -16,6 +16,7 @@ import type { Logger } from "pino";
 import { CLUSTER_KEYS, type NodeRecordV1 } from "../cluster/keys.js";
 import { parseNodeRecord } from "../cluster/registry.js";
 import type { EtcdStore } from "../store/etcd.js";
+import { followPrefix } from "../store/follow-prefix.js";
 import type { Unsubscribe } from "../store/store.js";
 import type { PeerAddress } from "./peer.js";
 import type { NodeSource } from "./pool.js";
@@ -78,25 +79,13 @@ export class ClusterNodes implements NodeSource {
     const old = this.unwatch;
     this.unwatch = undefined;
     await old?.().catch(() => undefined);
-    const { kvs, revision } = await this.p.kv.list(CLUSTER_KEYS.nodes);
-    const seen = new Set<string>();
-    for (const kv of kvs) {
-      const name = kv.key.slice(CLUSTER_KEYS.nodes.length);
-      seen.add(name);
-      this.apply(name, kv.value);
-    }
-    for (const name of [...this.live.keys()]) if (!seen.has(name)) this.remove(name);
-    if (this.stopped) return;
-    this.unwatch = await this.p.kv.watch(
-      CLUSTER_KEYS.nodes,
-      revision + 1,
-      (ev) => {
-        const name = ev.key.slice(CLUSTER_KEYS.nodes.length);
-        if (ev.type === "put") this.apply(name, ev.value);
-        else this.remove(name);
-      },
-      { onError: (err) => void this.retry(err) },
-    );
+    this.unwatch = await followPrefix(this.p.kv, CLUSTER_KEYS.nodes, {
+      put: (name, value) => this.apply(name, value),
+      remove: (name) => this.remove(name),
+      known: () => this.live.keys(),
+      stopped: () => this.stopped,
+      onError: (err) => void this.retry(err),
+    });
   }
 
   private async retry(err: Error): Promise<void> {
