@@ -11,13 +11,11 @@
  * Netlink and attribute headers are host byte order; attribute values big-endian.
  * No NFQA_CFG_F_FAIL_OPEN: a full queue drops (fail closed).
  */
+import { attr, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR } from "./ctnetlink-wire.js";
 const NFNL_SUBSYS_QUEUE = 3;
 export const NFQNL_MSG_PACKET = (NFNL_SUBSYS_QUEUE << 8) | 0;
 export const NFQNL_MSG_VERDICT = (NFNL_SUBSYS_QUEUE << 8) | 1;
 export const NFQNL_MSG_CONFIG = (NFNL_SUBSYS_QUEUE << 8) | 2;
-const NLMSG_ERROR = 2;
-const NLM_F_REQUEST = 1;
-const NLM_F_ACK = 4;
 const CFG = { cmd: 1, params: 2, maxlen: 3 } as const;
 const CMD_BIND = 1;
 const COPY_PACKET = 2;
@@ -26,15 +24,6 @@ export const NF_DROP = 0;
 export const NF_ACCEPT = 1;
 /** A queued packet's verdict header (NFQA_VERDICT_HDR) and mark (NFQA_MARK). */
 const V = { hdr: 2, mark: 3 } as const;
-
-function attr(type: number, value: Uint8Array): Buffer {
-  const len = 4 + value.length;
-  const b = Buffer.alloc((len + 3) & ~3);
-  b.writeUInt16LE(len, 0);
-  b.writeUInt16LE(type, 2);
-  b.set(value, 4);
-  return b;
-}
 
 const be32 = (v: number): Buffer => {
   const b = Buffer.alloc(4);
