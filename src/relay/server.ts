@@ -10,13 +10,12 @@
  * listener without a certificate is refused: flows name every workload and
  * policy of the cluster).
  */
-import { chmodSync, lstatSync, readFileSync, unlinkSync } from "node:fs";
 import { fromJson, type Message } from "@bufbuild/protobuf";
-import { Server, ServerCredentials, status, type sendUnaryData, type ServerUnaryCall } from "@grpc/grpc-js";
+import { Server, status, type sendUnaryData, type ServerUnaryCall } from "@grpc/grpc-js";
 import { MembraneError } from "../errors.js";
 import { observeRequestOf } from "../observe/hubble/request.js";
 import { hubbleSchema } from "../observe/hubble/schema.js";
-import type { HubbleTls } from "../observe/hubble/server.js";
+import { bindListeners, closeListeners, type HubbleTls } from "../observe/hubble/listeners.js";
 import { bytesFlowsService } from "../observe/hubble/service.js";
 import { FollowFlows, historyFlows, type MergeOptions, type RelayCall } from "./flows.js";
 import type { MergeStats } from "./merge.js";
@@ -195,58 +194,12 @@ export class RelayServer {
     return { namespaces: [...seen.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v) };
   }
 
-  private bind(target: string, creds: ServerCredentials): Promise<number> {
-    return new Promise((resolve, reject) =>
-      this.server.bindAsync(target, creds, (err, port) => (err ? reject(err) : resolve(port))),
-    );
-  }
-
   async start(): Promise<void> {
-    const { socketPath, listen } = this.p;
-    try {
-      if (socketPath !== undefined) {
-        const st = lstatSync(socketPath, { throwIfNoEntry: false });
-        if (st?.isSocket() === true) unlinkSync(socketPath);
-        else if (st !== undefined) throw failServe(socketPath, "the path exists and is not a socket");
-        await this.bind(`unix:${socketPath}`, ServerCredentials.createInsecure()).catch((e: Error) => {
-          throw failServe(socketPath, e.message, e);
-        });
-        chmodSync(socketPath, 0o660);
-        this.bound.push(`unix:${socketPath}`);
-      }
-      if (listen !== undefined) {
-        let creds: ServerCredentials;
-        try {
-          const ca = listen.tls.clientCaFile === undefined ? null : readFileSync(listen.tls.clientCaFile);
-          const pair = {
-            cert_chain: readFileSync(listen.tls.certFile),
-            private_key: readFileSync(listen.tls.keyFile),
-          };
-          creds = ServerCredentials.createSsl(ca, [pair], ca !== null);
-        } catch (e) {
-          throw failServe(listen.address, `the TLS files cannot be read (${(e as Error).message})`, e);
-        }
-        const port = await this.bind(listen.address, creds).catch((e: Error) => {
-          throw failServe(listen.address, e.message, e);
-        });
-        this.bound.push(`${listen.address.slice(0, listen.address.lastIndexOf(":"))}:${port}`);
-      }
-    } catch (e) {
-      await this.stop();
-      throw e;
-    }
+    this.bound = await bindListeners(this.server, this.p, failServe);
   }
 
   async stop(): Promise<void> {
-    this.server.forceShutdown();
-    for (const a of this.bound)
-      if (a.startsWith("unix:")) {
-        try {
-          unlinkSync(a.slice(5));
-        } catch {
-          // already gone
-        }
-      }
+    closeListeners(this.server, this.bound);
     this.bound = [];
   }
 }

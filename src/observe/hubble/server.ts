@@ -11,11 +11,9 @@
  * (write backpressure); a lapped follower gets Hubble's lost_events record.
  */
 import { once } from "node:events";
-import { chmodSync, lstatSync, readFileSync, unlinkSync } from "node:fs";
 import { fromJson, toBinary, type Message } from "@bufbuild/protobuf";
 import {
   Server,
-  ServerCredentials,
   status,
   type sendUnaryData,
   type ServerUnaryCall,
@@ -30,6 +28,7 @@ import { observeRequestOf, type HubbleFlowsRequest } from "./request.js";
 import { hubbleSchema } from "./schema.js";
 import { encodeRecord } from "./encode.js";
 import { bytesFlowsService } from "./service.js";
+import { bindListeners, closeListeners, type HubbleTls } from "./listeners.js";
 
 /** What the API serves from. */
 export interface HubbleSource {
@@ -38,12 +37,7 @@ export interface HubbleSource {
   readonly ring: FlowRing;
 }
 
-export interface HubbleTls {
-  readonly certFile: string;
-  readonly keyFile: string;
-  /** When given, clients must present a certificate signed by it (mutual TLS). */
-  readonly clientCaFile?: string;
-}
+export type { HubbleTls } from "./listeners.js";
 
 export interface HubbleServerParams {
   readonly source: HubbleSource;
@@ -203,62 +197,13 @@ export class HubbleServer {
     }
   }
 
-  private bind(target: string, creds: ServerCredentials): Promise<number> {
-    return new Promise((resolve, reject) =>
-      this.server.bindAsync(target, creds, (err, port) => (err ? reject(err) : resolve(port))),
-    );
-  }
-
   async start(): Promise<void> {
-    const { socketPath, listen } = this.p;
-    if (socketPath !== undefined) {
-      try {
-        // A socket left by an earlier agent is replaced; anything else at the path is refused.
-        if (lstatSync(socketPath, { throwIfNoEntry: false })?.isSocket() === true) unlinkSync(socketPath);
-        else if (lstatSync(socketPath, { throwIfNoEntry: false }) !== undefined)
-          throw failServe(socketPath, "the path exists and is not a socket");
-        await this.bind(`unix:${socketPath}`, ServerCredentials.createInsecure());
-        chmodSync(socketPath, 0o660);
-      } catch (e) {
-        this.server.forceShutdown();
-        throw e instanceof MembraneError ? e : failServe(socketPath, (e as Error).message, e);
-      }
-      this.bound.push(`unix:${socketPath}`);
-    }
-    if (listen !== undefined) {
-      let creds: ServerCredentials;
-      try {
-        const ca = listen.tls.clientCaFile === undefined ? null : readFileSync(listen.tls.clientCaFile);
-        creds = ServerCredentials.createSsl(
-          ca,
-          [{ cert_chain: readFileSync(listen.tls.certFile), private_key: readFileSync(listen.tls.keyFile) }],
-          ca !== null,
-        );
-      } catch (e) {
-        this.server.forceShutdown();
-        throw failServe(listen.address, `the TLS files cannot be read (${(e as Error).message})`, e);
-      }
-      try {
-        const port = await this.bind(listen.address, creds);
-        this.bound.push(`${listen.address.slice(0, listen.address.lastIndexOf(":"))}:${port}`);
-      } catch (e) {
-        this.server.forceShutdown();
-        throw failServe(listen.address, (e as Error).message, e);
-      }
-    }
+    this.bound = await bindListeners(this.server, this.p, failServe);
   }
 
   async stop(): Promise<void> {
     // Followers never end by themselves: close their streams rather than wait for them.
-    this.server.forceShutdown();
-    for (const a of this.bound)
-      if (a.startsWith("unix:")) {
-        try {
-          unlinkSync(a.slice(5));
-        } catch {
-          // already gone
-        }
-      }
+    closeListeners(this.server, this.bound);
     this.bound = [];
   }
 }
