@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include "membrane-bpf.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -45,84 +46,14 @@
 #define FLAG_DENY 0x10000u
 #define FLAG_KILL 0x20000u
 
-static int sys_bpf(int cmd, union bpf_attr *attr) {
-  return (int)syscall(__NR_bpf, cmd, attr, sizeof(*attr));
-}
-
 static void fail(const char *stage, int err, const char *text) {
   printf("error %s %d %s\n", stage, err, text ? text : strerror(err));
   fflush(stdout);
   exit(1);
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-/* Decodes hex text into instructions; returns the count or -1. */
-static int decode(const char *hex, struct bpf_insn *out) {
-  size_t n = strlen(hex);
-  if (n == 0 || n % 16 != 0 || n / 16 > MAX_INSNS) return -1;
-  unsigned char *b = (unsigned char *)out;
-  for (size_t i = 0; i < n; i += 2) {
-    int hi = hexval(hex[i]), lo = hexval(hex[i + 1]);
-    if (hi < 0 || lo < 0) return -1;
-    b[i / 2] = (unsigned char)(hi << 4 | lo);
-  }
-  return (int)(n / 16);
-}
-
-static int map_create(enum bpf_map_type type, uint32_t key, uint32_t value, uint32_t entries) {
-  union bpf_attr a;
-  memset(&a, 0, sizeof(a));
-  a.map_type = type;
-  a.key_size = key;
-  a.value_size = value;
-  a.max_entries = entries;
-  return sys_bpf(BPF_MAP_CREATE, &a);
-}
-
-static char verifier_log[65536];
-
 static int load(struct bpf_insn *insns, int n, enum bpf_attach_type expected, int ringbuf, int lost) {
-  /* Map references: ld_imm64 with src BPF_PSEUDO_MAP_FD, imm 0 = ring buffer, 1 = lost counter. */
-  for (int i = 0; i < n; i++) {
-    if (insns[i].code == (BPF_LD | BPF_DW | BPF_IMM) && insns[i].src_reg == BPF_PSEUDO_MAP_FD) {
-      if (insns[i].imm != 0 && insns[i].imm != 1) return -EINVAL;
-      insns[i].imm = insns[i].imm == 0 ? ringbuf : lost;
-    }
-  }
-  union bpf_attr a;
-  memset(&a, 0, sizeof(a));
-  a.prog_type = BPF_PROG_TYPE_CGROUP_SOCK_ADDR;
-  a.expected_attach_type = expected;
-  a.insns = (uint64_t)(uintptr_t)insns;
-  a.insn_cnt = (uint32_t)n;
-  a.license = (uint64_t)(uintptr_t) "GPL";
-  a.log_buf = (uint64_t)(uintptr_t)verifier_log;
-  a.log_size = sizeof(verifier_log);
-  a.log_level = 1;
-  verifier_log[0] = 0;
-  int fd = sys_bpf(BPF_PROG_LOAD, &a);
-  if (fd < 0) {
-    int err = errno;
-    memset(&a, 0, sizeof(a));
-    return -err;
-  }
-  return fd;
-}
-
-/* The last line of the verifier's log, one line, printable only. */
-static const char *log_tail(void) {
-  size_t n = strlen(verifier_log);
-  while (n > 0 && (verifier_log[n - 1] == '\n' || verifier_log[n - 1] == ' ')) verifier_log[--n] = 0;
-  char *p = verifier_log + n;
-  while (p > verifier_log && p[-1] != '\n') p--;
-  for (char *q = p; *q; q++)
-    if (*q < 0x20 || *q > 0x7e) *q = '?';
-  return *p ? p : "no verifier message";
+  return load_prog(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, expected, insns, n, ringbuf, lost);
 }
 
 static int link_create(int prog, int cgroup, enum bpf_attach_type type) {
@@ -186,9 +117,9 @@ int main(void) {
     if (len == 0 || line[len - 1] != '\n') fail("input", EINVAL, "line too long or unterminated");
     line[len - 1] = 0;
     if (strncmp(line, "prog4 ", 6) == 0) {
-      if ((n4 = decode(line + 6, prog4)) < 0) fail("input", EINVAL, "bad prog4");
+      if ((n4 = decode_insns(line + 6, prog4, MAX_INSNS)) < 0) fail("input", EINVAL, "bad prog4");
     } else if (strncmp(line, "prog6 ", 6) == 0) {
-      if ((n6 = decode(line + 6, prog6)) < 0) fail("input", EINVAL, "bad prog6");
+      if ((n6 = decode_insns(line + 6, prog6, MAX_INSNS)) < 0) fail("input", EINVAL, "bad prog6");
     } else if (strncmp(line, "cgroup ", 7) == 0) {
       if (ncg >= MAX_CGROUPS) fail("input", E2BIG, "too many cgroups");
       int fd = open(line + 7, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -207,9 +138,9 @@ int main(void) {
   int lost = map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1);
   if (lost < 0) fail("map", errno, NULL);
   int p4 = load(prog4, n4, BPF_CGROUP_INET4_CONNECT, ringbuf, lost);
-  if (p4 < 0) fail("load4", -p4, log_tail());
+  if (p4 < 0) fail("load4", -p4, log_tail(1, '?'));
   int p6 = load(prog6, n6, BPF_CGROUP_INET6_CONNECT, ringbuf, lost);
-  if (p6 < 0) fail("load6", -p6, log_tail());
+  if (p6 < 0) fail("load6", -p6, log_tail(1, '?'));
   for (int i = 0; i < ncg; i++) {
     if (link_create(p4, cgroups[i], BPF_CGROUP_INET4_CONNECT) < 0) fail("attach4", errno, NULL);
     if (link_create(p6, cgroups[i], BPF_CGROUP_INET6_CONNECT) < 0) fail("attach6", errno, NULL);

@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/bpf.h>
+#include "membrane-bpf.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -51,10 +52,6 @@
 
 enum { F_READY = 1, F_ERROR = 2, F_RECORDS = 3, F_LOST = 4 };
 
-static int sys_bpf(int cmd, union bpf_attr *attr) {
-  return (int)syscall(__NR_bpf, cmd, attr, sizeof(*attr));
-}
-
 static void write_all(const void *p, size_t n) {
   const char *c = p;
   while (n > 0) {
@@ -79,66 +76,8 @@ static void fail(const char *stage, int err, const char *text) {
   exit(1);
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-static int decode(const char *hex, struct bpf_insn *out) {
-  size_t n = strlen(hex);
-  if (n == 0 || n % 16 != 0 || n / 16 > MAX_INSNS) return -1;
-  unsigned char *b = (unsigned char *)out;
-  for (size_t i = 0; i < n; i += 2) {
-    int hi = hexval(hex[i]), lo = hexval(hex[i + 1]);
-    if (hi < 0 || lo < 0) return -1;
-    b[i / 2] = (unsigned char)(hi << 4 | lo);
-  }
-  return (int)(n / 16);
-}
-
-static int map_create(enum bpf_map_type type, uint32_t key, uint32_t value, uint32_t entries) {
-  union bpf_attr a;
-  memset(&a, 0, sizeof(a));
-  a.map_type = type;
-  a.key_size = key;
-  a.value_size = value;
-  a.max_entries = entries;
-  return sys_bpf(BPF_MAP_CREATE, &a);
-}
-
-static char verifier_log[1 << 20];
-
-static const char *log_tail(void) {
-  size_t n = strlen(verifier_log);
-  while (n > 0 && (verifier_log[n - 1] == '\n' || verifier_log[n - 1] == ' ')) verifier_log[--n] = 0;
-  char *p = verifier_log + n;
-  for (int lines = 0; p > verifier_log && lines < 3; p--)
-    if (p[-1] == '\n' && ++lines == 3) break;
-  for (char *q = p; *q; q++)
-    if (*q < 0x20 || *q > 0x7e) *q = '|';
-  return *p ? p : "no verifier message";
-}
-
 static int load(struct bpf_insn *insns, int n, int ringbuf, int lost) {
-  for (int i = 0; i < n; i++) {
-    if (insns[i].code == (BPF_LD | BPF_DW | BPF_IMM) && insns[i].src_reg == BPF_PSEUDO_MAP_FD) {
-      if (insns[i].imm != 0 && insns[i].imm != 1) return -EINVAL;
-      insns[i].imm = insns[i].imm == 0 ? ringbuf : lost;
-    }
-  }
-  union bpf_attr a;
-  memset(&a, 0, sizeof(a));
-  a.prog_type = BPF_PROG_TYPE_RAW_TRACEPOINT;
-  a.insns = (uint64_t)(uintptr_t)insns;
-  a.insn_cnt = (uint32_t)n;
-  a.license = (uint64_t)(uintptr_t) "GPL";
-  a.log_buf = (uint64_t)(uintptr_t)verifier_log;
-  a.log_size = sizeof(verifier_log);
-  a.log_level = 1;
-  verifier_log[0] = 0;
-  int fd = sys_bpf(BPF_PROG_LOAD, &a);
-  return fd < 0 ? -errno : fd;
+  return load_prog(BPF_PROG_TYPE_RAW_TRACEPOINT, 0, insns, n, ringbuf, lost);
 }
 
 static int attach(int prog, const char *name) {
@@ -207,7 +146,7 @@ int main(void) {
       for (char *c = names[nprogs]; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
           fail("input", EINVAL, "bad tracepoint name");
-      if ((counts[nprogs] = decode(sp + 1, progs[nprogs])) < 0) fail("input", EINVAL, "bad instructions");
+      if ((counts[nprogs] = decode_insns(sp + 1, progs[nprogs], MAX_INSNS)) < 0) fail("input", EINVAL, "bad instructions");
       nprogs++;
     } else if (strncmp(line, "ring ", 5) == 0) {
       char *end = NULL;
@@ -233,7 +172,7 @@ int main(void) {
     if (fds[i] < 0) {
       char stage[160];
       snprintf(stage, sizeof(stage), "load:%.63s", names[i]);
-      fail(stage, -fds[i], log_tail());
+      fail(stage, -fds[i], log_tail(3, '|'));
     }
   }
   long page = sysconf(_SC_PAGESIZE);
