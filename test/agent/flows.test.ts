@@ -7,12 +7,8 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import pino from "pino";
-import { startAgent, type RunningAgent } from "../../src/agent/run.js";
-import { cleanupPrefix } from "../../src/datapath/netns.js";
+import type { RunningAgent } from "../../src/agent/run.js";
+import { startFlowAgent } from "./flow-agent.js";
 import { filterFromFlags, isFlowRecord, type Flow } from "../../src/observe/index.js";
 import { Probe } from "../../src/probe/probe.js";
 import { assertHubbleStrict } from "../observe/hubble/strict.js";
@@ -45,35 +41,17 @@ async function withAgent(
   body: (agent: RunningAgent["agent"], probes: Probe[]) => Promise<void>,
   metricsAddress?: string,
 ): Promise<void> {
-  const prefix = "mbf" + randomBytes(2).toString("hex");
-  const dir = await mkdtemp(join(tmpdir(), "membrane-flows-"));
-  let running: RunningAgent | undefined;
+  const fa = await startFlowAgent("mbf" + randomBytes(2).toString("hex"), "10.202.0.0/24", {
+    ...(metricsAddress ? { metricsAddress } : {}),
+  });
   const probes: Probe[] = [];
   try {
-    running = await startAgent(
-      {
-        stateDir: join(dir, "state"),
-        socketPath: join(dir, "agent.sock"),
-        nodeNetns: `${prefix}-node`,
-        netnsPrefix: `${prefix}-`,
-        podCidr4: "10.202.0.0/24",
-        table: "membrane",
-        logGroup: 7,
-        engine: {},
-        logLevel: "error",
-        resyncMs: 0,
-        observe: { nodeName: "node-a", ringCapacity: 1024, ...(metricsAddress ? { metricsAddress } : {}) },
-      },
-      pino({ level: "error" }),
-    );
-    await body(running.agent, probes);
+    await body(fa.running.agent, probes);
     // Every flow of the test (verdicts, drop events, audits) as Hubble's strict parser reads it.
-    assertHubbleStrict(running.agent.observer?.read(filterFromFlags({})) ?? [], "agent flows");
+    assertHubbleStrict(fa.running.agent.observer?.read(filterFromFlags({})) ?? [], "agent flows");
   } finally {
     for (const p of probes) p.stop();
-    await running?.stop();
-    await cleanupPrefix(prefix);
-    await rm(dir, { recursive: true, force: true });
+    await fa.stop();
   }
 }
 

@@ -7,14 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import pino from "pino";
 import { AgentClient } from "../../src/agent/client.js";
-import { startAgent, type RunningAgent } from "../../src/agent/run.js";
-import { cleanupPrefix } from "../../src/datapath/netns.js";
+import type { RunningAgent } from "../../src/agent/run.js";
+import { startFlowAgent, type FlowAgent } from "./flow-agent.js";
 import { filterFromFlags, isFlowRecord } from "../../src/observe/index.js";
 import type { ImpactReport } from "../../src/policy/impact.js";
 import { Probe } from "../../src/probe/probe.js";
@@ -41,31 +39,16 @@ type Report = ImpactReport & { flowsRead: number };
 
 describe("impact of a policy change, replayed on the flows seen (root)", { skip }, () => {
   const prefix = "mbi" + randomBytes(2).toString("hex");
-  let dir = "";
+  let fa: FlowAgent | undefined;
   let running: RunningAgent | undefined;
   const probes: Probe[] = [];
   let api: AgentClient;
   let socketPath = "";
+  let dir = "";
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "membrane-impact-"));
-    socketPath = join(dir, "agent.sock");
-    running = await startAgent(
-      {
-        stateDir: join(dir, "state"),
-        socketPath,
-        nodeNetns: `${prefix}-node`,
-        netnsPrefix: `${prefix}-`,
-        podCidr4: "10.203.0.0/24",
-        table: "membrane",
-        logGroup: 7,
-        engine: {},
-        logLevel: "error",
-        resyncMs: 0,
-        observe: { nodeName: "node-a", ringCapacity: 1024 },
-      },
-      pino({ level: "error" }),
-    );
+    fa = await startFlowAgent(prefix, "10.203.0.0/24");
+    ({ running, socketPath, dir } = fa);
     const agent = running.agent;
     const mk = (name: string) =>
       agent.createEndpointRequest({ name, namespace: "default", labels: { app: name } });
@@ -92,9 +75,7 @@ describe("impact of a policy change, replayed on the flows seen (root)", { skip 
   });
   after(async () => {
     for (const p of probes) p.stop();
-    await running?.stop();
-    await cleanupPrefix(prefix);
-    await rm(dir, { recursive: true, force: true });
+    await fa?.stop();
   });
 
   test("a change lists allowed -> denied and denied -> allowed connections with the rules responsible, and applies nothing", async () => {

@@ -9,15 +9,12 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import pino from "pino";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { AgentClient } from "../../src/agent/client.js";
-import { startAgent, type RunningAgent } from "../../src/agent/run.js";
-import { cleanupPrefix } from "../../src/datapath/netns.js";
+import type { RunningAgent } from "../../src/agent/run.js";
+import { startFlowAgent, type FlowAgent } from "../agent/flow-agent.js";
 import { filterFromFlags, isFlowRecord } from "../../src/observe/index.js";
 import { Probe } from "../../src/probe/probe.js";
 import { UiServer } from "../../src/ui/server.js";
@@ -43,7 +40,7 @@ spec:
 
 describe("service map in chromium (root)", { skip }, () => {
   const prefix = "mbu" + randomBytes(2).toString("hex");
-  let dir = "";
+  let fa: FlowAgent | undefined;
   let running: RunningAgent | undefined;
   let ui: UiServer | undefined;
   let browser: Browser | undefined;
@@ -62,24 +59,9 @@ describe("service map in chromium (root)", { skip }, () => {
 
   before(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
-    dir = await mkdtemp(join(tmpdir(), "membrane-ui-"));
-    const socketPath = join(dir, "agent.sock");
-    running = await startAgent(
-      {
-        stateDir: join(dir, "state"),
-        socketPath,
-        nodeNetns: `${prefix}-node`,
-        netnsPrefix: `${prefix}-`,
-        podCidr4: "10.204.0.0/24",
-        table: "membrane",
-        logGroup: 7,
-        engine: {},
-        logLevel: "error",
-        resyncMs: 0,
-        observe: { nodeName: "node-a", ringCapacity: 1024 },
-      },
-      pino({ level: "error" }),
-    );
+    fa = await startFlowAgent(prefix, "10.204.0.0/24");
+    running = fa.running;
+    const socketPath = fa.socketPath;
     const a = running.agent;
     const api = await a.createEndpointRequest({ name: "api-1", namespace: "shop", labels: { app: "api" } });
     const web = await a.createEndpointRequest({ name: "web-1", namespace: "shop", labels: { app: "web" } });
@@ -107,9 +89,7 @@ describe("service map in chromium (root)", { skip }, () => {
     await browser?.close();
     await ui?.stop();
     for (const p of probes) p.stop();
-    await running?.stop();
-    await cleanupPrefix(prefix);
-    await rm(dir, { recursive: true, force: true });
+    await fa?.stop();
   });
 
   test("workloads by namespace, a green allowed edge and a red denied edge", async () => {
