@@ -21,7 +21,11 @@ const cases: [string, string[], RegExp][] = [
     ["apply", "-f", "bad\u001b[31m\nx.yaml"],
     /Cannot read bad\\x1b\[31m\\x0ax\.yaml/,
   ],
-  ["an argument commander refuses", ["get", "\u001b[2Jendpoints"], /'\\x1b\[2Jendpoints' is invalid/],
+  [
+    "an argument commander refuses",
+    ["get", "endpoints", "-o", "\u001b[2Jjson"],
+    /'\\x1b\[2Jjson' is invalid/,
+  ],
   ["an unknown option", ["version", "--\u001b[31mx"], /unknown option '--\\x1b\[31mx'/],
   [
     "a label (policy trace)",

@@ -35,6 +35,11 @@ describe("apply: the controller of a file", () => {
       want: "policy",
     },
     {
+      name: "an alias bomb is left to the policy parser (kinds are read without expanding aliases)",
+      text: "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nkind: NetworkPolicy\n",
+      want: "policy",
+    },
+    {
       name: "a broken document beside tracing policies is left to the tracing parser",
       text: file(doc("TracingPolicy"), "kind: [\n"),
       want: "tracing",

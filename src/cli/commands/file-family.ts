@@ -7,6 +7,7 @@
  * a family with other kinds is refused, naming the file: a file is applied
  * whole or not at all, and the families go to different controllers.
  */
+import { isMap } from "yaml";
 import { MembraneError } from "../../errors.js";
 import { isGatewayKind } from "../../gateway/parse.js";
 import { isLbKind } from "../../lb/parse.js";
@@ -49,11 +50,14 @@ function documentKinds(text: string, file: string): string[] {
   } catch {
     return []; // over the size limit: the policy parser says so
   }
+  // The kind is read from the document's tree, not from toJS(): that would expand aliases (an alias
+  // bomb is the policy parser's to refuse, naming the limit).
   return docs
-    .filter((d) => d.errors.length === 0)
-    .map((d) => d.toJS({ maxAliasCount: 100 }) as unknown)
-    .filter((v): v is Record<string, unknown> => typeof v === "object" && v !== null)
-    .map((v) => (typeof v["kind"] === "string" ? v["kind"] : ""));
+    .filter((d) => d.errors.length === 0 && isMap(d.contents))
+    .map((d) => {
+      const k = d.get("kind");
+      return typeof k === "string" ? k : "";
+    });
 }
 
 export function fileFamily(text: string, file: string): FileFamily {
