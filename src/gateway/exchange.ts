@@ -304,7 +304,9 @@ export class GatewayExchange {
           if ("error" in res) return failed(res.error);
           const keepClient = !head.close && r.head.framing.kind !== "close";
           if (!keepClient) this.mustClose = true;
-          out = [rewriteHead(pending.subarray(0, r.length), mods, keepClient), ...res.forward.slice(1)];
+          // What the reader passes on starts with this head (as one piece or the start of one): the rest is body.
+          const body = Buffer.concat(res.forward).subarray(r.length);
+          out = [rewriteHead(pending.subarray(0, r.length), mods, keepClient), body];
           this.client.write(Buffer.concat(out));
           if (res.done) {
             finish(!res.close && res.extra === 0);
