@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { pino } from "pino";
-import { parse } from "yaml";
+import { parseAllDocuments } from "yaml";
 import { decodePolicy, encodePolicy, readPolicies } from "../../src/agent/policy-store.js";
 import { KEYS } from "../../src/agent/records.js";
 import { parsePolicies } from "../../src/policy/api/index.js";
@@ -41,8 +41,11 @@ describe("policy records in the store", () => {
   test("every policy of examples/ decodes to exactly what the parser produced", () => {
     let n = 0;
     for (const file of exampleFiles("examples")) {
-      const doc = parse(readFileSync(file, "utf8")) as { policies?: unknown };
-      if (typeof doc.policies !== "string") continue;
+      // Scenario files are one document with `policies:`; resource files (Services, Gateways) have several.
+      const docs = parseAllDocuments(readFileSync(file, "utf8"));
+      const doc = (Array.isArray(docs) && docs.length === 1 ? docs[0]?.toJS() : undefined) as
+        { policies?: unknown } | undefined;
+      if (typeof doc?.policies !== "string") continue;
       for (const res of parsePolicies(doc.policies, file, { meshAuth: true })) {
         const decoded = decodePolicy(encodePolicy(res).value);
         assert.ok(decoded, `${file}: ${res.ref.name} decodes`);

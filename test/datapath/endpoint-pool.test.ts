@@ -76,13 +76,22 @@ describe("endpoint namespace pool (root)", { skip: skip ?? false }, () => {
 
   test("take hands out the lowest ready id, then free ids that nobody uses or holds", async () => {
     await withPrefix(async (prefix) => {
-      const pool = new EndpointPool({ netnsPrefix: `${prefix}-`, size: 1, used: (id) => id === 2 });
+      const errors: string[] = [];
+      const pool = new EndpointPool({
+        netnsPrefix: `${prefix}-`,
+        size: 1,
+        used: (id) => id === 2,
+        onError: (e) => errors.push(String(e)),
+      });
       try {
         await pool.start();
         const a = pool.take();
         assert.equal(a.id, 1);
         assert.equal(a.netns, `${prefix}-ep1`);
-        assert.ok(a.fresh, "the first take gets the ready namespace");
+        assert.ok(
+          a.fresh,
+          `the first take gets the ready namespace (fill errors: ${errors.join("; ") || "none"})`,
+        );
         const b = pool.take(); // the refill (started by the first take) has made none yet: an id only
         assert.deepEqual([b.id, b.fresh], [3, undefined]);
         assert.equal(pool.take().id, 4);
