@@ -165,13 +165,15 @@ export class LbController implements Controller {
 
   /** Makes the LB table match the services and the endpoints now (after every enforce). */
   async sync(): Promise<void> {
+    // No service ever: no table, and nothing computed. This runs after every enforce, and the pods
+    // below are every endpoint of the cluster (50,000 remote ones in the scale bench: ~50 ms a call).
+    if (this.services.size === 0 && this.views.length === 0) return;
     const e = this.d.engine();
     const pods: LbPod[] = [
       ...e.listEndpoints().map((r) => r.spec),
       ...e.remoteEndpoints().map((r) => ({ ...r.spec, ips: [r.spec.ip] })),
     ];
     const want = desiredLb([...this.services.values()], pods, [...this.slices.values()]);
-    if (this.services.size === 0 && this.views.length === 0) return; // no service ever: no table
     const rev = this.revisions.desired;
     try {
       await this.kernel.apply(want.state);
