@@ -4,7 +4,7 @@
  * by src/runtime/enforce/bpf-asm.ts), map creation, and a program load whose
  * map references are patched in (ld_imm64 with BPF_PSEUDO_MAP_FD, imm 0 = the
  * ring buffer, 1 = the lost-records counter) with the verifier's last words for
- * the error. Everything is static inline: each loader is one translation unit
+ * the error, and the reading side of a BPF ring buffer. Everything is static inline: each loader is one translation unit
  * and uses what it needs.
  */
 #ifndef MEMBRANE_BPF_H
@@ -14,6 +14,7 @@
 #include <linux/bpf.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -86,6 +87,44 @@ static inline int load_prog(enum bpf_prog_type type, enum bpf_attach_type expect
   verifier_log[0] = 0;
   int fd = sys_bpf(BPF_PROG_LOAD, &a);
   return fd < 0 ? -errno : fd;
+}
+
+/* A BPF ring buffer mapped for reading: the consumer page (ours to write), the producer page, the data. */
+struct ringbuf {
+  unsigned long *consumer;
+  unsigned long *producer;
+  unsigned char *data;
+  unsigned long size;
+};
+
+/* Maps the ring buffer `fd` of `size` bytes (a power of two); 0, or -1 with errno set. */
+static inline int ringbuf_map(int fd, unsigned long size, struct ringbuf *rb) {
+  long page = sysconf(_SC_PAGESIZE);
+  void *c = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (c == MAP_FAILED) return -1;
+  unsigned char *p = mmap(NULL, (size_t)page + 2 * size, PROT_READ, MAP_SHARED, fd, page);
+  if (p == MAP_FAILED) return -1;
+  rb->consumer = c;
+  rb->producer = (unsigned long *)p;
+  rb->data = p + page;
+  rb->size = size;
+  return 0;
+}
+
+/* Hands every committed, not discarded record to `take` (its bytes and size) and frees its space. */
+static inline void ringbuf_drain(struct ringbuf *rb, void (*take)(const unsigned char *rec, uint32_t size)) {
+  unsigned long cons = __atomic_load_n(rb->consumer, __ATOMIC_ACQUIRE);
+  unsigned long end = __atomic_load_n(rb->producer, __ATOMIC_ACQUIRE);
+  while (cons < end) {
+    uint32_t *hdr = (uint32_t *)(rb->data + (cons & (rb->size - 1)));
+    uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
+    if (len & BPF_RINGBUF_BUSY_BIT) break;
+    uint32_t size = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+    if (!(len & BPF_RINGBUF_DISCARD_BIT)) take((const unsigned char *)hdr + BPF_RINGBUF_HDR_SZ, size);
+    cons += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
+    __atomic_store_n(rb->consumer, cons, __ATOMIC_RELEASE);
+    if (cons >= end) end = __atomic_load_n(rb->producer, __ATOMIC_ACQUIRE);
+  }
 }
 
 #endif

@@ -80,6 +80,13 @@ static void hexout(const unsigned char *b, size_t n) {
   for (size_t i = 0; i < n; i++) printf("%02x", b[i]);
 }
 
+static void report(const unsigned char *e);
+
+/* A refusal record of the expected size is reported. */
+static void take(const unsigned char *rec, uint32_t size) {
+  if (size == EVENT_SIZE) report(rec);
+}
+
 static void report(const unsigned char *e) {
   uint32_t flags, family, port;
   uint64_t pid_tgid, uid_gid, ktime, cgroup;
@@ -147,14 +154,8 @@ int main(void) {
     close(cgroups[i]);
   }
 
-  long page = sysconf(_SC_PAGESIZE);
-  unsigned long *consumer = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED, ringbuf, 0);
-  if (consumer == MAP_FAILED) fail("mmap", errno, NULL);
-  unsigned char *prod =
-      mmap(NULL, (size_t)page + 2 * RINGBUF_SIZE, PROT_READ, MAP_SHARED, ringbuf, page);
-  if (prod == MAP_FAILED) fail("mmap", errno, NULL);
-  unsigned long *producer = (unsigned long *)prod;
-  unsigned char *data = prod + page;
+  struct ringbuf rb;
+  if (ringbuf_map(ringbuf, RINGBUF_SIZE, &rb) != 0) fail("mmap", errno, NULL);
   printf("ready\n");
 
   uint64_t lost_seen = 0;
@@ -166,18 +167,7 @@ int main(void) {
       char buf[256];
       if (read(0, buf, sizeof(buf)) <= 0) return 0; /* stdin closed: detach by exiting */
     }
-    unsigned long cons = __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
-    unsigned long end = __atomic_load_n(producer, __ATOMIC_ACQUIRE);
-    while (cons < end) {
-      uint32_t *hdr = (uint32_t *)(data + (cons & (RINGBUF_SIZE - 1)));
-      uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
-      if (len & BPF_RINGBUF_BUSY_BIT) break;
-      uint32_t size = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
-      if (!(len & BPF_RINGBUF_DISCARD_BIT) && size == EVENT_SIZE)
-        report((unsigned char *)hdr + BPF_RINGBUF_HDR_SZ);
-      cons += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
-      __atomic_store_n(consumer, cons, __ATOMIC_RELEASE);
-    }
+    ringbuf_drain(&rb, take);
     uint64_t l = read_lost(lost);
     if (l != lost_seen) {
       lost_seen = l;

@@ -119,6 +119,20 @@ static int possible_cpus(void) {
 static unsigned char out[BATCH];
 static uint32_t out_len;
 
+static void flush(void);
+
+/* A record of a known kind and size joins the batch (a full batch goes first). */
+static void take(const unsigned char *rec, uint32_t size) {
+  uint32_t kind;
+  if (size < 4) return;
+  memcpy(&kind, rec, 4);
+  int known = (kind == KIND_EXEC && size == EXEC_SIZE) || ((kind == KIND_FORK || kind == KIND_EXIT) && size == SMALL_SIZE);
+  if (!known) return;
+  if (out_len + size > BATCH) flush();
+  memcpy(out + out_len, rec, size);
+  out_len += size;
+}
+
 static void flush(void) {
   if (out_len) frame(F_RECORDS, out, out_len);
   out_len = 0;
@@ -175,13 +189,8 @@ int main(void) {
       fail(stage, -fds[i], log_tail(3, '|'));
     }
   }
-  long page = sysconf(_SC_PAGESIZE);
-  unsigned long *consumer = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED, ringbuf, 0);
-  if (consumer == MAP_FAILED) fail("mmap", errno, NULL);
-  unsigned char *prod = mmap(NULL, (size_t)page + 2 * ring_size, PROT_READ, MAP_SHARED, ringbuf, page);
-  if (prod == MAP_FAILED) fail("mmap", errno, NULL);
-  unsigned long *producer = (unsigned long *)prod;
-  unsigned char *data = prod + page;
+  struct ringbuf rb;
+  if (ringbuf_map(ringbuf, ring_size, &rb) != 0) fail("mmap", errno, NULL);
   /* Attach last, all of them or none (an error exits and closes what was attached). */
   for (int i = 0; i < nprogs; i++) {
     if (attach(fds[i], names[i]) < 0) {
@@ -201,27 +210,7 @@ int main(void) {
       char buf[256];
       if (read(0, buf, sizeof(buf)) <= 0) return 0; /* stdin closed: detach by exiting */
     }
-    unsigned long cons = __atomic_load_n(consumer, __ATOMIC_ACQUIRE);
-    unsigned long end = __atomic_load_n(producer, __ATOMIC_ACQUIRE);
-    while (cons < end) {
-      uint32_t *hdr = (uint32_t *)(data + (cons & (ring_size - 1)));
-      uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
-      if (len & BPF_RINGBUF_BUSY_BIT) break;
-      uint32_t size = len & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
-      const unsigned char *rec = (unsigned char *)hdr + BPF_RINGBUF_HDR_SZ;
-      uint32_t kind;
-      memcpy(&kind, rec, 4);
-      int known = (kind == KIND_EXEC && size == EXEC_SIZE) ||
-                  ((kind == KIND_FORK || kind == KIND_EXIT) && size == SMALL_SIZE);
-      if (!(len & BPF_RINGBUF_DISCARD_BIT) && known) {
-        if (out_len + size > BATCH) flush();
-        memcpy(out + out_len, rec, size);
-        out_len += size;
-      }
-      cons += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7u;
-      __atomic_store_n(consumer, cons, __ATOMIC_RELEASE);
-      if (cons >= end) end = __atomic_load_n(producer, __ATOMIC_ACQUIRE);
-    }
+    ringbuf_drain(&rb, take);
     flush();
     uint64_t l = read_lost(lost);
     if (l != lost_seen) {
