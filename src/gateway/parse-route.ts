@@ -161,6 +161,10 @@ function pathModifier(v: unknown, p: string, f: Fields): PathModifier | undefine
   const key = type === "ReplaceFullPath" ? "replaceFullPath" : "replacePrefixMatch";
   const value = f.str(o[key], join(p, key), true) ?? "/";
   if (!value.startsWith("/")) f.fail(join(p, key), "must start with /");
+  // It goes into the request line to the backend and into a redirect's Location: nothing that ends
+  // or splits either (request smuggling, header injection).
+  else if (/[\x00-\x20\x7f#]/.test(value))
+    f.fail(join(p, key), "must not contain spaces, control characters or #");
   return { type, value };
 }
 

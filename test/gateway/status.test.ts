@@ -255,6 +255,14 @@ spec:
       /value: must not contain CR, LF or NUL/,
     ],
     [
+      "a rewrite path with CR LF (it would split the request to the backend)",
+      route(
+        "r",
+        '  rules: [{filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: "/a HTTP/1.1\\r\\nX: y"}}}], backendRefs: [{name: v1, port: 80}]}]',
+      ),
+      /replaceFullPath: must not contain spaces, control characters or #/,
+    ],
+    [
       "an upper-case hostname",
       route("r", '  hostnames: ["Example.com"]'),
       /spec\.hostnames\[0\]: must be lower case/,
