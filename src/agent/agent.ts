@@ -167,6 +167,7 @@ export class Agent {
       observer: () => this.observerRef,
       tunnelPort: p.tunnelPort,
       auth: p.spiffe !== undefined, // mutual authentication: rules requiring it are enforced (src/auth/)
+      services: () => this.lb.hasServices(), // the policy chains of service connections (compile-lb-policy.ts)
     });
   }
 

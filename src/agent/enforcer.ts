@@ -39,6 +39,8 @@ export interface EnforcerParams {
   readonly tunnelPort?: number | undefined;
   /** Mutual authentication runs (--spiffe): rules requiring it compile to auth segments, not drops. */
   readonly auth?: boolean;
+  /** A Service exists (controllers/lb.ts): the policy chains of service connections are installed. */
+  readonly services?: () => boolean;
 }
 
 export class Enforcer {
@@ -138,7 +140,7 @@ export class Enforcer {
   /** What the kernel should hold now (the engine must be regenerated). */
   desiredState(origins?: Map<number, RuleOrigin>): DatapathState {
     const target = this.p.proxy()?.target;
-    return this.builder.build(
+    const state = this.builder.build(
       this.p.engine(),
       this.p.endpoints.local(),
       {
@@ -148,5 +150,6 @@ export class Enforcer {
       },
       origins,
     );
+    return this.p.services?.() === true ? { ...state, services: true } : state;
   }
 }

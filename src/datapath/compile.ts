@@ -235,6 +235,8 @@ export function compileAll(
     ...dispatchMaps(parts.values()),
   );
   const host = state.hostIdentity;
+  // Only while a Service exists (compile-lb-policy.ts): otherwise no packet pays for it.
+  const skip = state.services === true ? [SKIP_RULE] : [];
   chains.push(
     {
       name: "pre_c",
@@ -243,7 +245,7 @@ export function compileAll(
         // An endpoint's established packets from its own address: accepted at once (dispatch.ts).
         ...ESTABLISHED_RULES,
         ND_TYPES,
-        SKIP_RULE, // a connection to a service is judged after its DNAT (compile-lb-policy.ts)
+        ...skip, // a connection to a service is judged after its DNAT (compile-lb-policy.ts)
         // An endpoint's other packets: its egress chain (anti-spoofing, then its own established accept).
         "iifname vmap @egress_ep",
         // Established packets need no identity and no other lookup (the ingress chains would accept
@@ -282,12 +284,12 @@ export function compileAll(
               `ct state new ct mark set ct mark or ${hex(CT_FROM_HOST)}`,
             ]
           : []),
-        SKIP_RULE,
+        ...skip,
         `meta mark set ${host}`,
         "oifname vmap @ingress_ep",
       ],
     },
-    ...lbPolicyChains(host, proxy),
+    ...(state.services === true ? lbPolicyChains(host, proxy) : []),
   );
   // The host firewall (nodeSelector host policies): nothing unless one selects this node.
   const hostFw = compileHost(state.host, ctx);

@@ -97,6 +97,7 @@ export const globalKeyOf = (state: DatapathState, opts: CompileOptions): string 
     // The host firewall is part of the global part (compile-host.ts): small, and it changes rarely.
     state.host ?? null,
     state.auth === true, // the gate of mutual authentication (compile-auth.ts)
+    state.services === true, // the policy chains of service connections (compile-lb-policy.ts)
   ]);
 
 /** Applied for a table compiled whole (the first apply, or after a read-back). */

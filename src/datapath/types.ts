@@ -78,6 +78,12 @@ export interface DatapathState {
   host?: HostFirewall;
   /** Mutual authentication is available: the gate chains exist (compile-auth.ts). */
   auth?: boolean;
+  /**
+   * A Service exists (the LB table translates): service connections skip the policy
+   * before their DNAT and are judged after it (compile-lb-policy.ts). Absent: neither
+   * the skip rule nor the two base chains, so no packet pays for services unused.
+   */
+  services?: boolean;
 }
 
 export interface HostFirewall {

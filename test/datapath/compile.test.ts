@@ -339,12 +339,26 @@ describe("compile", () => {
     );
   });
   test("traffic from the node itself carries the host identity", () => {
-    assert.deepEqual(chain("out_c").slice(1), [
-      // A connection to a service address is judged after its DNAT (compile-lb-policy.ts).
-      "ct state new ct mark & 0x08000000 != 0 accept",
-      "meta mark set 1",
-      "oifname vmap @ingress_ep",
-    ]);
+    assert.deepEqual(chain("out_c").slice(1), ["meta mark set 1", "oifname vmap @ingress_ep"]);
+  });
+  test("with a Service, service connections skip the policy before DNAT and get the chains after it", () => {
+    const none = new Set(t.chains.map((c) => c.name));
+    assert.ok(!none.has("lb_pre_c") && !none.has("lb_out_c"), "no Service: no chain for service connections");
+    const skip = "ct state new ct mark & 0x08000000 != 0 accept";
+    assert.ok(!chain("pre_c").includes(skip) && !chain("out_c").includes(skip));
+    const s = compile({ ...smallState(), services: true }, { table: "mt", logGroup: 5 });
+    const rules = (name: string): string[] => s.chains.find((c) => c.name === name)?.rules ?? [];
+    // Judged after its DNAT, on its backend (compile-lb-policy.ts); before the endpoint's dispatch.
+    assert.deepEqual(rules("out_c").slice(1), [skip, "meta mark set 1", "oifname vmap @ingress_ep"]);
+    assert.equal(rules("pre_c")[3], skip);
+    assert.equal(rules("pre_c")[4], "iifname vmap @egress_ep");
+    for (const name of ["lb_pre_c", "lb_out_c"]) {
+      assert.deepEqual(rules(name).slice(0, 2), [
+        "ct state != new accept",
+        "ct mark & 0x08000000 == 0 accept",
+      ]);
+      assert.match(s.chains.find((c) => c.name === name)?.base ?? "", /priority -90;/);
+    }
   });
   test("both ends are decided in prerouting; traffic to the node's own addresses is to host", () => {
     assert.deepEqual(chain("pre_c"), [
@@ -352,8 +366,6 @@ describe("compile", () => {
       "meta nfproto ipv4 ct state established,related iifname . ip saddr vmap @egress_est4",
       "meta nfproto ipv6 ct state established,related iifname . ip6 saddr vmap @egress_est6",
       "icmpv6 type { 130, 131, 132, 133, 134, 135, 136, 137, 143 } accept",
-      // A connection to a service address is judged after its DNAT, on its backend (compile-lb-policy.ts).
-      "ct state new ct mark & 0x08000000 != 0 accept",
       "iifname vmap @egress_ep",
       // Established packets need no identity: no ipcache lookup for them.
       "ct state established,related accept",

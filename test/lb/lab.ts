@@ -110,6 +110,7 @@ export class LbLab {
     return {
       hostIdentity: 1,
       rules: [{ id: 1, text: "lb-test rule" }],
+      services: true, // this lab always translates (compile-lb-policy.ts)
       ipcache: eps.map((e) => ({ prefix: `${e.ipv4}/32`, identity: e.identity })),
       endpoints,
     };

@@ -60,6 +60,11 @@ export class LbController implements Controller {
     this.cfg = { ...DEFAULT_LB_CONFIG, ...d.config };
   }
 
+  /** Any Service applied: the policy table holds the chains that judge service connections after DNAT. */
+  hasServices(): boolean {
+    return this.services.size > 0;
+  }
+
   async restore(): Promise<void> {
     for (const [prefix, into] of [
       [SVC_KEY, this.services],
