@@ -49,11 +49,35 @@ export const QUICK: Settings = {
   skip: new Set(),
 };
 
+/** The flags this bench knows (a misspelt flag would otherwise be ignored and the run taken with defaults). */
+const KNOWN = [
+  "--endpoints=",
+  "--quick",
+  "--cap-seconds=",
+  "--skip=",
+  "--applies=",
+  "--creates=",
+  "--restarts=",
+  "--rounds=",
+  "--grow=",
+  "--pin=",
+  "--prefix=",
+  "--ipcache-check=",
+];
+
+export const SCALE_USAGE = `usage: node dist/bench/scale.js [--endpoints=250,1000] [--quick] [--cap-seconds=300]
+         [--skip=apply,ipcache,create,traffic] [--applies=N] [--creates=N] [--restarts=N] [--rounds=N]
+         [--grow=N] [--pin=C,S|none] [--prefix=mbs] [--ipcache-check=ab]
+  Needs root. One JSON line per figure on stdout, progress on stderr.
+  --rounds=N   ABBA rounds of the traffic figures (default 8; more rounds, a steadier median)`;
+
 export function parseScaleArgs(argv: readonly string[]): {
   sizes: number[];
   settings: Settings;
   stem: string;
 } {
+  const unknown = argv.filter((a) => !KNOWN.some((k) => (k.endsWith("=") ? a.startsWith(k) : a === k)));
+  if (unknown.length > 0) throw new Error(`${unknown.join(" ")}: unknown\n${SCALE_USAGE}`);
   const sizesArg = argv.find((a) => a.startsWith("--endpoints="))?.slice("--endpoints=".length) ?? "250,1000";
   const sizes = sizesArg.split(",").map(Number);
   if (sizes.some((x) => !Number.isInteger(x) || x < 1 || x > 2000))
@@ -92,5 +116,9 @@ export function parseScaleArgs(argv: readonly string[]): {
   if (restarts !== -1 && (!Number.isInteger(restarts) || restarts < 0 || restarts > 100))
     throw new Error(`--restarts=${restarts}: give 0 to 100`);
   if (restarts >= 0) settings.restarts = restarts;
+  const rounds = Number(argv.find((a) => a.startsWith("--rounds="))?.slice("--rounds=".length) ?? 0);
+  if (!Number.isInteger(rounds) || rounds < 0 || rounds > 100)
+    throw new Error(`--rounds=${rounds}: give 1 to 100 (0: the default of the mode)`);
+  if (rounds > 0) settings.rounds = rounds;
   return { sizes, settings, stem };
 }

@@ -5,7 +5,7 @@
  * remote-endpoints controller; the remote side has no namespaces).
  *
  *   npm run bench -- scale [--endpoints=250,1000] [--quick] [--cap-seconds=300]
- *                          [--skip=apply,ipcache,create,traffic] [--applies=N] [--creates=N] [--restarts=N]
+ *                          [--skip=apply,ipcache,create,traffic] [--applies=N] [--creates=N] [--restarts=N] [--rounds=N]
  *                          [--pin=C,S|none] [--prefix=mbs] [--ipcache-check=ab]  -> one JSON line per figure
  *
  * --cap-seconds bounds the sampling of each latency figure (each line says how many samples it took);
@@ -42,7 +42,7 @@ import {
   REMOTES,
   seedEndpoints,
 } from "./scale-world.js";
-import { parseScaleArgs, type Settings } from "./scale-args.js";
+import { parseScaleArgs, SCALE_USAGE, type Settings } from "./scale-args.js";
 import { createPhases, mainThreadCpuMs, withLoopDelay, writerCpuMs } from "./scale-cpu.js";
 import { scaleIpcache } from "./scale-ipcache.js";
 import { firstApplies } from "./scale-restarts.js";
@@ -334,6 +334,7 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) return void console.log(SCALE_USAGE);
   if (process.getuid?.() !== 0) return out({ skipped: "needs root (network namespaces, nftables)" });
   for (const bin of ["ip", "nft"])
     if (!has(bin)) return out({ skipped: `needs ${bin} (apt-get install iproute2 nftables)` });
