@@ -353,4 +353,8 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await main().catch((e: unknown) => {
+  // A bad flag: its message names it (scale-args.ts); no stack trace for a usage error.
+  process.stderr.write(`scale: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 2;
+});
