@@ -129,10 +129,22 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       const t0 = Date.now();
       const old1 = s1.publicKey;
       const old2 = (await encryption(n2)).publicKey;
+      // While n1 rotates, n2 holds n1's announced next key as a second peer (rotation.ts, step 1).
+      let rotating = true;
+      let sawNext: EncryptionStatus["peers"][number] | undefined;
+      const watch = (async (): Promise<void> => {
+        for (; rotating && !sawNext; await sleep(100))
+          sawNext = (await encryption(n2)).peers.find((p) => p.next === true);
+      })();
       const r1 = (await n1.client.request("POST", "/v1/encryption/rotate-key")) as {
         previousPublicKey: string;
         publicKey: string;
       };
+      rotating = false;
+      await watch;
+      assert.equal(sawNext?.publicKey, r1.publicKey, "n2 held n1's next key before n1 switched");
+      assert.equal(sawNext?.mode, "wireguard (next key)");
+      assert.deepEqual(sawNext?.allowedIps, [], "the next-key entry owns no addresses");
       assert.equal(r1.previousPublicKey, old1);
       assert.notEqual(r1.publicKey, old1);
       const r2 = (await n2.client.request("POST", "/v1/encryption/rotate-key")) as { publicKey: string };
@@ -222,12 +234,22 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
 
       // 5. kill -9 n2's agent: encrypted traffic keeps flowing; strict mode keeps dropping a
       //    plaintext route to n1's pods (the interface and the strict table outlive the agent).
+      //    (Through the underlay device by name: with node-to-node, `via <n1's address>` alone
+      //    resolves through the tunnel too.)
       await lab.killNode("n2");
       const dead = mark("dead");
       secret.push(dead);
       assert.ok(await deliver(client.netns, server.ipv4, 7400, udp, dead), "n1 -> n2 with n2's agent dead");
       const n1Cidr = client.ipv4.replace(/\.\d+$/, ".0/24");
-      await runRaw(["ip", "route", "replace", n1Cidr, "via", n1.ip, "proto", "211"], { netns: n2.netns });
+      const rr = await runRaw(
+        ["ip", "route", "replace", n1Cidr, "via", n1.ip, "dev", "ul0", "proto", "211"],
+        {
+          netns: n2.netns,
+        },
+      );
+      assert.equal(rr.status, 0, rr.stderr);
+      const via = (await runRaw(["ip", "route", "get", client.ipv4], { netns: n2.netns })).stdout;
+      assert.doesNotMatch(via, new RegExp(`dev ${wg2}`), `a plaintext route: ${via}`);
       const plain = mark("plain-dead");
       secret.push(plain);
       for (let i = 0; i < 3; i++) await sendUdp(server.netns, client.ipv4, 7300, plain);
