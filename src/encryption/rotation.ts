@@ -54,7 +54,6 @@ export interface RotationResult {
   readonly keyCreatedAt: string;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
 /** setTimeout's limit (~24.8 days): longer waits are re-armed. */
 const MAX_TIMER = 2 ** 31 - 1;
 
@@ -62,6 +61,8 @@ export class KeyRotation {
   private running: Promise<RotationResult> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** Ends step 2's wait early (stop()). */
+  private wake: (() => void) | undefined;
   /** The announced key while a rotation is between steps 1 and 4. */
   next: NodeKey | undefined;
   /** Rotations done since start, and the last one's error. */
@@ -117,7 +118,14 @@ export class KeyRotation {
       await this.p.publish();
       log.info({ next: this.next.publicKey }, "WireGuard key rotation: next key announced");
       // 2. wait for the peers to learn it
-      await sleep(this.p.announceMs ?? 5000);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.p.announceMs ?? 5000);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = undefined;
       if (this.stopped) throw new Error("the agent is stopping");
       // 3. switch
       await this.p.switchTo(this.next);
@@ -157,6 +165,7 @@ export class KeyRotation {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    this.wake?.();
     await this.running?.catch(() => undefined);
   }
 }

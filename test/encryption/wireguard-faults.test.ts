@@ -11,7 +11,7 @@
 // A plaintext marker sent on purpose to a non-node underlay address IS captured (the capture can fail).
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { runRaw } from "../../src/datapath/exec.js";
@@ -21,6 +21,7 @@ import { createEndpoint, waitRemote } from "../../src/lab/cluster-api.js";
 import type { EncryptionStatus } from "../../src/encryption/wireguard.js";
 import { generateWgKeyPair } from "../../src/encryption/keys.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
+import { cliAsync } from "../cli/run-cli.js";
 import { Capture, sendUdp, TcpSink, TcpStream, tcpResetCounters, UdpSink } from "./wg-traffic.js";
 
 const missing = (bin: string): boolean =>
@@ -286,6 +287,50 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       assert.ok(pcap.includes(control), "the capture sees a plaintext marker (so it could fail)");
       for (const m of secret)
         assert.ok(!pcap.includes(m), `marker ${m} never crossed the underlay in plaintext`);
+
+      // 7. Status for people and machines: per peer mode, strict, key age, last handshake.
+      const get = await cliAsync("get", "status", "--socket", n1.socket);
+      assert.equal(get.code, 0, get.stderr);
+      assert.match(
+        get.stdout,
+        /encryption\s+wireguard \(wireguard-go\) on mwg[0-9a-f]+, strict on, node-to-node/,
+      );
+      assert.match(
+        get.stdout,
+        /encryption peer n2\s+wireguard, strict on, key age \d+[smhd], last handshake \d+[smhd] ago \(ok\)/,
+      );
+      const js = await cliAsync("encryption", "status", "--socket", n1.socket, "-o", "json");
+      assert.equal(js.code, 0, js.stderr);
+      const st = JSON.parse(js.stdout) as EncryptionStatus;
+      assert.deepEqual(
+        st.peers.map((p) => [p.node, p.mode, p.strict, p.handshake, typeof p.keyAgeSeconds]),
+        [["n2", "wireguard", true, "ok", "number"]],
+      );
+      const priv = readFileSync(join(n1.stateDir, "wireguard", "private.key"), "utf8").trim();
+      assert.ok(!js.stdout.includes(priv) && !get.stdout.includes(priv), "no private key in the status");
+
+      // 8. Uninstall (agent stopped): the tunnel, the strict table and node-to-node routing go,
+      //    and wireguard-go with its interface.
+      const wg1Sock = `/var/run/wireguard/${wg1}.sock`;
+      assert.ok(existsSync(wg1Sock), "wireguard-go of n1 runs");
+      await lab.killNode("n1");
+      const un = await cliAsync(
+        ...["uninstall", "--node-netns", n1.netns, "--state-dir", n1.stateDir, "--socket", n1.socket],
+        ...["--netns-prefix", `${n1.netns}-`, "--table", "membrane", "--pod-cidr", n1Cidr, "-o", "json"],
+      );
+      assert.equal(un.code, 0, un.stderr);
+      const removed = (JSON.parse(un.stdout) as { removed: string[] }).removed;
+      for (const what of [
+        `WireGuard interface ${wg1}`,
+        "nftables table inet membrane_encrypt",
+        "node-to-node routing",
+      ])
+        assert.ok(
+          removed.some((r) => r.startsWith(what)),
+          `uninstall removed ${what}: ${removed.join("; ")}`,
+        );
+      await until("wireguard-go of n1 to exit", async () => !existsSync(wg1Sock), 5000);
+      assert.ok(!existsSync(join(n1.stateDir, "wireguard", "private.key")), "the key is gone");
     } finally {
       for (const s of stops) s();
       cap?.kill();

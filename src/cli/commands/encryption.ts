@@ -44,6 +44,20 @@ export function encryptionRows(s: EncryptionStatus, now = Date.now()): string[][
   ];
 }
 
+/** `get status`: one line for this node's encryption, one per peer (mode, strict, key age, handshake). */
+export function encryptionSummaryRows(s: EncryptionStatus, now = Date.now()): string[][] {
+  return [
+    [
+      "encryption",
+      `${s.mode} (${s.impl}) on ${s.interface}, strict ${s.strict ? "on" : "off"}${s.nodeToNode ? ", node-to-node" : ""}, key age ${age(s.keyAgeSeconds)}${s.rotation.nextPublicKey ? ", rotating" : ""}${s.lastError ? `; last error: ${s.lastError}` : ""}`,
+    ],
+    ...s.peers.map((p) => [
+      `encryption peer ${p.node}`,
+      `${p.mode}, strict ${p.strict ? "on" : "off"}, key age ${since(p.keyCreatedAt, now)}, last handshake ${p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago`} (${p.handshake})`,
+    ]),
+  ];
+}
+
 interface RotateAnswer {
   readonly previousPublicKey: string;
   readonly publicKey: string;
