@@ -81,7 +81,19 @@ interface Win {
   rrPerSec: number;
   cpuSecPerGbit: number;
   wgCpuSec: number;
+  /** UDP datagrams the nodes dropped for a full socket buffer (wireguard-go not reading fast enough). */
+  udpBufDrops: number;
   load1m: number;
+}
+
+/** UdpRcvbufErrors + UdpSndbufErrors of the namespaces (nstat, absolute). */
+async function udpBufErrors(netns: readonly string[]): Promise<number> {
+  let n = 0;
+  for (const ns of netns) {
+    const r = await runRaw(["nstat", "-asz", "UdpRcvbufErrors", "UdpSndbufErrors"], { netns: ns });
+    for (const line of r.stdout.split("\n")) n += Number(line.trim().split(/\s+/)[1] ?? 0) || 0;
+  }
+  return n;
 }
 
 async function main(): Promise<void> {
@@ -134,8 +146,10 @@ async function main(): Promise<void> {
       for (const mode of order) {
         await setMode(mode);
         const wg0 = cpuSeconds(wgPids);
+        const udp0 = await udpBufErrors([n1.netns, n2.netns]);
         const out = await sh(c.netns, ["iperf3", "-c", s.ipv4, "-p", "5201", "-t", String(seconds), "-J"]);
         const wgCpuSec = cpuSeconds(wgPids) - wg0;
+        const udpBufDrops = (await udpBufErrors([n1.netns, n2.netns])) - udp0;
         const j = JSON.parse(out) as {
           end: {
             sum_received: { bits_per_second: number; bytes: number; seconds: number };
@@ -160,11 +174,12 @@ async function main(): Promise<void> {
           rrPerSec: Math.round(rrJ.perSec),
           cpuSecPerGbit: Math.round(((endsCpuSec + wgCpuSec) / gbits) * 1000) / 1000,
           wgCpuSec: r1(wgCpuSec),
+          udpBufDrops,
           load1m: r1(loadavg()[0] ?? 0),
         });
         const w = windows.at(-1) as Win;
         process.stderr.write(
-          `round ${round} ${mode}: ${w.gbps} Gbit/s, ${w.rrPerSec} rr/s, ${w.cpuSecPerGbit} CPU-s/Gbit (load ${w.load1m})\n`,
+          `round ${round} ${mode}: ${w.gbps} Gbit/s (${w.retransmits} retransmits, ${w.udpBufDrops} UDP buffer drops), ${w.rrPerSec} rr/s, ${w.cpuSecPerGbit} CPU-s/Gbit (load ${w.load1m})\n`,
         );
       }
     }
