@@ -257,6 +257,37 @@ describe("key files through a rotation", () => {
   );
 });
 
+test("periodic rotation: a key older than --encryption-key-rotation (counted from its createdAt) rotates once, then re-arms", async () => {
+  const dir = join(mkdtempSync(join(tmpdir(), "hwg-per-")), "wireguard");
+  try {
+    const k0 = loadOrCreateNodeKey(dir);
+    const old = { ...k0, createdAt: new Date(Date.now() - 120_000).toISOString() };
+    const r = new KeyRotation(
+      {
+        dir,
+        logger: silent,
+        announceMs: 0,
+        everyMs: 60_000,
+        switchTo: async () => {},
+        publish: async () => {},
+      },
+      old,
+    );
+    assert.equal(r.nextAt(), new Date(Date.parse(old.createdAt) + 60_000).toISOString());
+    r.start();
+    for (let i = 0; i < 100 && r.rotations === 0; i++) await new Promise((res) => setTimeout(res, 20));
+    assert.equal(r.rotations, 1);
+    assert.notEqual(r.current.publicKey, k0.publicKey);
+    assert.ok(
+      Date.parse(r.nextAt() ?? "") > Date.now() + 50_000,
+      "the next one a full period after the new key",
+    );
+    await r.stop();
+  } finally {
+    rmSync(join(dir, ".."), { recursive: true, force: true });
+  }
+});
+
 test("per-peer status: mode, strict, key age, handshake ok/stale/never, the next-key entry", () => {
   const now = Date.parse("2026-01-01T01:00:00Z");
   const [k1, k2] = [key(), key()];
