@@ -22,6 +22,7 @@ import type { EncryptionStatus } from "../../src/encryption/wireguard.js";
 import { generateWgKeyPair } from "../../src/encryption/keys.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
 import { cliAsync } from "../cli/run-cli.js";
+import { uninstall } from "../../src/agent/uninstall.js";
 import { Capture, sendUdp, TcpSink, TcpStream, tcpResetCounters, UdpSink } from "./wg-traffic.js";
 
 const missing = (bin: string): boolean =>
@@ -77,6 +78,9 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
     let lab: LabCluster | undefined;
     let cap: Capture | undefined;
     const stops: (() => void)[] = [];
+    const t00 = Date.now();
+    const step = (what: string): void =>
+      console.log(`# ${((Date.now() - t00) / 1000).toFixed(1)} s: ${what}`);
     try {
       lab = await startLabCluster({
         prefix,
@@ -102,6 +106,7 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       assert.equal(s1.peers[0]?.strict, true);
       assert.equal(s1.peers[0]?.mode, "wireguard");
 
+      step("node-to-node");
       // 1. Node-to-node: the node's own traffic to n2's address goes through the tunnel, while
       //    WireGuard's own UDP (fwmark) still reaches n2's address by the underlay.
       const viaTunnel = (await runRaw(["ip", "route", "get", n2.ip], { netns: n1.netns })).stdout;
@@ -116,6 +121,7 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       secret.push(host);
       assert.ok(await deliver(n1.netns, n2.ip, 7100, hostSink, host), "n1's host -> n2's host delivered");
 
+      step("rotation");
       // 2. Key rotation on both nodes under a TCP stream between their pods.
       const tcp = await TcpSink.start(server.netns, server.ipv4, 7200);
       stops.push(() => tcp.stop());
@@ -180,6 +186,7 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       assert.ok(a1.peers[0]?.lastHandshake !== undefined && a1.peers[0].handshake === "ok");
       console.log(`# rotation of both keys under TCP: longest pause at the receiver ${gap} ms`);
 
+      step("spoofing");
       // 3. Spoofing: n2 sends through its tunnel from an address outside its allowed IPs -> n1
       //    drops it; from its pod and (node-to-node) its node address -> delivered.
       const back = await UdpSink.start(client.netns, 7300);
@@ -192,6 +199,7 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       assert.ok(await deliver(server.netns, client.ipv4, 7300, back, legit), "n2's pod -> n1's pod");
       assert.ok(!back.received().includes(spoof), "a source outside n2's allowed IPs is dropped by n1");
 
+      step("wrong key");
       // 4. A wrong key: n2's interface holds a key other than the one it published. n1 starts a
       //    fresh session (its peer entry re-made by hand) and nothing gets through either way.
       const wg1 = a1.interface;
@@ -226,13 +234,20 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       await runRaw(["wg", "set", wg2, "private-key", join(n2.stateDir, "wireguard", "private.key")], {
         netns: n2.netns,
       });
+      // n2 sends first: its staged packet starts a handshake at once (n1's retry may be 5 s away).
       const healed = mark("healed");
-      secret.push(healed);
+      const healedBack = mark("healed-back");
+      secret.push(healed, healedBack);
       assert.ok(
-        await deliver(client.netns, server.ipv4, 7400, udp, healed, 10),
+        await deliver(server.netns, client.ipv4, 7300, back, healedBack, 10),
+        "n2 -> n1 once the key is right",
+      );
+      assert.ok(
+        await deliver(client.netns, server.ipv4, 7400, udp, healed),
         "n1 -> n2 once the key is right",
       );
 
+      step("kill -9");
       // 5. kill -9 n2's agent: encrypted traffic keeps flowing; strict mode keeps dropping a
       //    plaintext route to n1's pods (the interface and the strict table outlive the agent).
       //    (Through the underlay device by name: with node-to-node, `via <n1's address>` alone
@@ -262,6 +277,7 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       assert.match(table.stdout, /counter packets [1-9]/, "the strict drop counted them");
       await runRaw(["ip", "route", "replace", n1Cidr, "dev", wg2, "proto", "211"], { netns: n2.netns });
 
+      step("peer restart");
       // 6. The whole peer restarts: its tunnel gone (a reboot), then its agent starts again with
       //    the same state. Meanwhile n1 sends nothing in clear; afterwards traffic resumes.
       await runRaw(["ip", "link", "del", wg2], { netns: n2.netns });
@@ -270,8 +286,13 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       for (let i = 0; i < 3; i++) await sendUdp(client.netns, server.ipv4, 7400, down);
       await lab.restartNode("n2");
       const up = mark("up");
-      secret.push(up);
-      assert.ok(await deliver(client.netns, server.ipv4, 7400, udp, up, 10), "n1 -> n2 after n2 restarted");
+      const upBack = mark("up-back");
+      secret.push(up, upBack);
+      assert.ok(
+        await deliver(server.netns, client.ipv4, 7300, back, upBack, 10),
+        "n2 -> n1 after n2 restarted",
+      );
+      assert.ok(await deliver(client.netns, server.ipv4, 7400, udp, up), "n1 -> n2 after n2 restarted");
       const host2 = mark("host2");
       secret.push(host2);
       assert.ok(await deliver(n1.netns, n2.ip, 7100, hostSink, host2, 10), "node-to-node again");
@@ -288,6 +309,7 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       for (const m of secret)
         assert.ok(!pcap.includes(m), `marker ${m} never crossed the underlay in plaintext`);
 
+      step("status");
       // 7. Status for people and machines: per peer mode, strict, key age, last handshake.
       const get = await cliAsync("get", "status", "--socket", n1.socket);
       assert.equal(get.code, 0, get.stderr);
@@ -299,27 +321,27 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
         get.stdout,
         /encryption peer n2\s+wireguard, strict on, key age \d+[smhd], last handshake \d+[smhd] ago \(ok\)/,
       );
-      const js = await cliAsync("encryption", "status", "--socket", n1.socket, "-o", "json");
-      assert.equal(js.code, 0, js.stderr);
-      const st = JSON.parse(js.stdout) as EncryptionStatus;
+      const st = await encryption(n1); // what `encryption status -o json` prints
       assert.deepEqual(
         st.peers.map((p) => [p.node, p.mode, p.strict, p.handshake, typeof p.keyAgeSeconds]),
         [["n2", "wireguard", true, "ok", "number"]],
       );
       const priv = readFileSync(join(n1.stateDir, "wireguard", "private.key"), "utf8").trim();
-      assert.ok(!js.stdout.includes(priv) && !get.stdout.includes(priv), "no private key in the status");
+      assert.ok(
+        !JSON.stringify(st).includes(priv) && !get.stdout.includes(priv),
+        "no private key in the status",
+      );
 
+      step("uninstall");
       // 8. Uninstall (agent stopped): the tunnel, the strict table and node-to-node routing go,
       //    and wireguard-go with its interface.
       const wg1Sock = `/var/run/wireguard/${wg1}.sock`;
       assert.ok(existsSync(wg1Sock), "wireguard-go of n1 runs");
       await lab.killNode("n1");
-      const un = await cliAsync(
-        ...["uninstall", "--node-netns", n1.netns, "--state-dir", n1.stateDir, "--socket", n1.socket],
-        ...["--netns-prefix", `${n1.netns}-`, "--table", "membrane", "--pod-cidr", n1Cidr, "-o", "json"],
-      );
-      assert.equal(un.code, 0, un.stderr);
-      const removed = (JSON.parse(un.stdout) as { removed: string[] }).removed;
+      const { removed } = await uninstall({
+        ...{ nodeNetns: n1.netns, stateDir: n1.stateDir, socketPath: n1.socket },
+        ...{ netnsPrefix: `${n1.netns}-`, table: "membrane", podCidr4: n1Cidr },
+      }); // what `membrane uninstall --node-netns ... -o json` prints
       for (const what of [
         `WireGuard interface ${wg1}`,
         "nftables table inet membrane_encrypt",

@@ -21,6 +21,7 @@ import { encryptTableScript } from "../../src/encryption/strict.js";
 import { parseDuration, parseEncryptionFlags } from "../../src/encryption/options.js";
 import { KeyRotation } from "../../src/encryption/rotation.js";
 import { buildStatus } from "../../src/encryption/status.js";
+import { encryptionRows, encryptionSummaryRows } from "../../src/cli/commands/encryption.js";
 import { checkUninstall } from "../../src/agent/uninstall-check.js";
 import { parsePrefix, type Prefix } from "../../src/labels/cidr.js";
 import type { NodeSnapshot } from "../../src/cluster/node-view.js";
@@ -372,4 +373,68 @@ test("uninstall accepts the agent's wireguard/ files in the state directory, ref
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("the tables people read: per peer mode, strict, key age, handshake; this node's rotation", () => {
+  const now = Date.parse("2026-01-01T01:00:00Z");
+  const k = key();
+  const s = buildStatus(
+    {
+      mode: "wireguard",
+      strict: true,
+      strictCidrs: ["10.200.0.0/16"],
+      nodeToNode: true,
+      interface: "mwg0",
+      impl: "wireguard-go",
+      port: 51871,
+      publicKey: key(),
+      keyCreatedAt: "2026-01-01T00:00:00Z",
+      rotation: { rotations: 1, nextPublicKey: key() },
+    },
+    [{ node: "n2", publicKey: k, endpoint: "172.31.0.3:51872", allowedIps: [], nodeAddress: "172.31.0.3" }],
+    [
+      {
+        publicKey: k,
+        allowedIps: ["10.200.1.0/24", "172.31.0.3/32"],
+        latestHandshake: now / 1000 - 30,
+        rxBytes: 5,
+        txBytes: 6,
+      },
+    ],
+    undefined,
+    now,
+  );
+  const rows = encryptionRows(s, now);
+  assert.deepEqual(rows[0], [
+    "PEER",
+    "MODE",
+    "STRICT",
+    "ENDPOINT",
+    "ALLOWED IPS",
+    "KEY AGE",
+    "LAST HANDSHAKE",
+    "RX",
+    "TX",
+  ]);
+  assert.deepEqual(rows[1]?.slice(0, 3), [
+    "(this node) mwg0",
+    "wireguard (wireguard-go), node-to-node",
+    "on (10.200.0.0/16)",
+  ]);
+  assert.equal(rows[1]?.[5], "60m, rotating");
+  assert.deepEqual(rows[2], [
+    "n2",
+    "wireguard, node-to-node",
+    "on",
+    "172.31.0.3:51872",
+    "10.200.1.0/24,172.31.0.3/32",
+    "-",
+    "30s ago (ok)",
+    "5",
+    "6",
+  ]);
+  assert.deepEqual(encryptionSummaryRows(s, now), [
+    ["encryption", "wireguard (wireguard-go) on mwg0, strict on, node-to-node, key age 60m, rotating"],
+    ["encryption peer n2", "wireguard, strict on, key age -, last handshake 30s ago (ok)"],
+  ]);
 });
