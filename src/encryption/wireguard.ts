@@ -74,6 +74,11 @@ export class WireGuardAgent {
   private peers: WgPeer[] = [];
   /** The applied peers' allowed IPs, parsed (encrypts()). */
   private through: Prefix[] = [];
+  /** Node-to-node: the peers' node addresses the strict table holds now. */
+  private strictNodes: string[] = [];
+  private rotation: KeyRotation | undefined;
+  /** Publishes this node's record again (attach()); key rotations need it. */
+  private publishCb: ((e: NodeEncryptionV1) => Promise<void>) | undefined;
   lastError: string | undefined;
   private readonly log: Logger;
   private readonly passes = new Coalescer(
@@ -86,10 +91,6 @@ export class WireGuardAgent {
     this.port = p.port ?? DEFAULT_WG_PORT;
     this.log = p.logger.child({ part: "wireguard", interface: this.ifname });
   }
-
-  private strictNodes: string[] = [];
-  private rotation: KeyRotation | undefined;
-  private publishCb: ((e: NodeEncryptionV1) => Promise<void>) | undefined;
 
   private where(): { netns?: string } {
     return this.p.netns ? { netns: this.p.netns } : {};
