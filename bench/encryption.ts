@@ -1,20 +1,30 @@
 /**
- * `npm run bench -- encryption`: TCP throughput between pods on two lab nodes, side by side in one
- * run: plaintext (native routes), WireGuard, and WireGuard with strict mode, interleaved rounds
- * (iperf3 from Debian, root). One lab with `--encryption wireguard`; the plaintext rounds swap
- * the routes to the peer's pod CIDR to native ones by hand and back (the agents run with
- * `--resync 0`, so nothing puts them back meanwhile); strict mode is the encryption table with and
- * without its strict chain. Prints one JSON line with the medians, every round and the load average.
+ * `npm run bench -- encryption`: pod to pod between two lab nodes, side by side in one run:
+ * plaintext (native routes), WireGuard, and WireGuard with strict mode, in rotating order per
+ * round (root; iperf3 from Debian). Per window:
+ *   - TCP throughput (iperf3, one stream);
+ *   - request/response rate (bench/traffic.ts's Node ping-pong, 1-byte messages, TCP_NODELAY);
+ *   - CPU per Gbit: CPU-seconds of both iperf3 ends (their own getrusage) plus both nodes'
+ *     wireguard-go (/proc/<pid>/stat over the iperf3 run) per Gbit received. The kernel's own
+ *     softirq work outside these processes is not counted (on a shared machine it cannot be
+ *     told apart from other users').
+ * One lab with `--encryption wireguard`; the plaintext rounds swap the routes to the peer's pod
+ * CIDR to native ones by hand and back (the agents run with `--resync 0`, so nothing puts them
+ * back meanwhile); strict mode is the encryption table with and without its strict chain. Prints
+ * one JSON line with the medians, every window and the load average.
  *
  *   npm run bench -- encryption [--seconds=5] [--rounds=3]
  */
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { loadavg } from "node:os";
+import { fileURLToPath } from "node:url";
 import { runRaw } from "../src/datapath/exec.js";
 import { startLabCluster, type LabNode } from "../src/lab/cluster.js";
 import { createEndpoint, waitRemote } from "../src/lab/cluster-api.js";
 import { applyEncryptTable } from "../src/encryption/strict.js";
 import type { EncryptionStatus } from "../src/encryption/wireguard.js";
+import { median, r1 } from "./traffic-stats.js";
 
 const arg = (name: string, def: number): number => {
   const a = process.argv.find((x) => x.startsWith(`--${name}=`));
@@ -22,7 +32,10 @@ const arg = (name: string, def: number): number => {
 };
 const seconds = arg("seconds", 5);
 const rounds = arg("rounds", 3);
-type Mode = "plaintext" | "wireguard" | "wireguard-strict";
+const MODES = ["plaintext", "wireguard", "wireguard-strict"] as const;
+type Mode = (typeof MODES)[number];
+const TRAFFIC = fileURLToPath(new URL("./traffic.js", import.meta.url));
+const TICK = 100; // USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s
 
 async function sh(netns: string, argv: string[]): Promise<string> {
   const r = await runRaw(argv, { netns, timeoutMs: 120_000 });
@@ -30,12 +43,64 @@ async function sh(netns: string, argv: string[]): Promise<string> {
   return r.stdout;
 }
 
+/** wireguard-go processes in the named namespaces. */
+function wireguardGoPids(netns: readonly string[]): number[] {
+  const inodes = new Set(netns.map((n) => statSync(`/run/netns/${n}`).ino));
+  const out: number[] = [];
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, "utf8").trim() !== "wireguard-go") continue;
+      if (inodes.has(statSync(`/proc/${pid}/ns/net`).ino)) out.push(Number(pid));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
+}
+
+/** CPU seconds (user + system) the processes used so far. */
+function cpuSeconds(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      /* exited */
+    }
+  }
+  return ticks / TICK;
+}
+
+interface Win {
+  mode: Mode;
+  round: number;
+  gbps: number;
+  retransmits: number;
+  rrPerSec: number;
+  cpuSecPerGbit: number;
+  wgCpuSec: number;
+  /** UDP datagrams the nodes dropped for a full socket buffer (wireguard-go not reading fast enough). */
+  udpBufDrops: number;
+  load1m: number;
+}
+
+/** UdpRcvbufErrors + UdpSndbufErrors of the namespaces (nstat, absolute). */
+async function udpBufErrors(netns: readonly string[]): Promise<number> {
+  let n = 0;
+  for (const ns of netns) {
+    const r = await runRaw(["nstat", "-asz", "UdpRcvbufErrors", "UdpSndbufErrors"], { netns: ns });
+    for (const line of r.stdout.split("\n")) n += Number(line.trim().split(/\s+/)[1] ?? 0) || 0;
+  }
+  return n;
+}
+
 async function main(): Promise<void> {
   const prefix = "hwgb" + Math.random().toString(36).slice(2, 5);
   const lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 30, encryption: "wireguard" });
   const load0 = loadavg();
-  const server = spawn("true");
-  let iperf: ReturnType<typeof spawn> | undefined;
+  const children: ChildProcess[] = [];
   try {
     const [n1, n2] = lab.nodes as [LabNode, LabNode];
     const c = await createEndpoint(n1, "client", { app: "client" });
@@ -45,8 +110,9 @@ async function main(): Promise<void> {
     const st = new Map<LabNode, EncryptionStatus>();
     for (const n of [n1, n2])
       st.set(n, (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus);
+    const wgPids = wireguardGoPids([n1.netns, n2.netns]);
     const cidr = (ip: string): string => ip.replace(/\.\d+$/, ".0/24");
-    const routes = async (mode: Mode): Promise<void> => {
+    const setMode = async (mode: Mode): Promise<void> => {
       for (const [n, peer, ip] of [
         [n1, n2, s.ipv4],
         [n2, n1, c.ipv4],
@@ -63,64 +129,99 @@ async function main(): Promise<void> {
         });
       }
     };
-    iperf = spawn("ip", ["netns", "exec", s.netns, "iperf3", "-s", "-p", "5201"], {
-      stdio: "ignore",
-      detached: true,
-    });
-    await new Promise((r) => setTimeout(r, 500));
-    const results: { mode: Mode; round: number; gbps: number; retransmits: number }[] = [];
+    const spawnIn = (netns: string, argv: string[]): ChildProcess => {
+      const p = spawn("ip", ["netns", "exec", netns, ...argv], { stdio: ["ignore", "pipe", "ignore"] });
+      children.push(p);
+      return p;
+    };
+    spawnIn(s.netns, ["iperf3", "-s", "-p", "5201"]);
+    const rr = spawnIn(s.netns, [process.execPath, TRAFFIC, "--rr-server"]);
+    let rrOut = "";
+    rr.stdout?.on("data", (d: Buffer) => (rrOut += d.toString()));
+    for (let i = 0; i < 100 && !rrOut.includes("ready"); i++) await new Promise((r) => setTimeout(r, 50));
+    const windows: Win[] = [];
     for (let round = 0; round < rounds; round++) {
-      for (const mode of ["plaintext", "wireguard", "wireguard-strict"] as const) {
-        await routes(mode);
+      // Rotating order (ABC, BCA, CAB): each mode runs first, middle and last once per three rounds.
+      const order = MODES.map((_, i) => MODES[(i + round) % MODES.length] as Mode);
+      for (const mode of order) {
+        await setMode(mode);
+        const wg0 = cpuSeconds(wgPids);
+        const udp0 = await udpBufErrors([n1.netns, n2.netns]);
         const out = await sh(c.netns, ["iperf3", "-c", s.ipv4, "-p", "5201", "-t", String(seconds), "-J"]);
+        const wgCpuSec = cpuSeconds(wgPids) - wg0;
+        const udpBufDrops = (await udpBufErrors([n1.netns, n2.netns])) - udp0;
         const j = JSON.parse(out) as {
-          end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } };
+          end: {
+            sum_received: { bits_per_second: number; bytes: number; seconds: number };
+            sum_sent: { retransmits?: number };
+            cpu_utilization_percent: { host_total: number; remote_total: number };
+          };
         };
-        results.push({
+        const sum = j.end.sum_received;
+        const cpu = j.end.cpu_utilization_percent;
+        const endsCpuSec = ((cpu.host_total + cpu.remote_total) / 100) * sum.seconds;
+        const gbits = (sum.bytes * 8) / 1e9;
+        const rrRun = await sh(c.netns, [
+          ...[process.execPath, TRAFFIC, "--rr-client", s.ipv4, String(seconds * 1000)],
+        ]);
+        const rrJ = JSON.parse(rrRun.trim()) as { perSec?: number; error?: string };
+        if (rrJ.perSec === undefined) throw new Error(`rr client: ${rrJ.error ?? rrRun}`);
+        windows.push({
           mode,
           round,
-          gbps: Math.round(j.end.sum_received.bits_per_second / 1e7) / 100,
+          gbps: Math.round(sum.bits_per_second / 1e7) / 100,
           retransmits: j.end.sum_sent.retransmits ?? 0,
+          rrPerSec: Math.round(rrJ.perSec),
+          cpuSecPerGbit: Math.round(((endsCpuSec + wgCpuSec) / gbits) * 1000) / 1000,
+          wgCpuSec: r1(wgCpuSec),
+          udpBufDrops,
+          load1m: r1(loadavg()[0] ?? 0),
         });
-        process.stderr.write(`round ${round} ${mode}: ${results.at(-1)?.gbps} Gbit/s\n`);
+        const w = windows.at(-1) as Win;
+        process.stderr.write(
+          `round ${round} ${mode}: ${w.gbps} Gbit/s (${w.retransmits} retransmits, ${w.udpBufDrops} UDP buffer drops), ${w.rrPerSec} rr/s, ${w.cpuSecPerGbit} CPU-s/Gbit (load ${w.load1m})\n`,
+        );
       }
     }
-    const median = (m: Mode): number => {
-      const v = results
-        .filter((r) => r.mode === m)
-        .map((r) => r.gbps)
-        .sort((a, b) => a - b);
-      return v[Math.floor(v.length / 2)] ?? 0;
-    };
-    const impl = (st.get(n1) as EncryptionStatus).impl;
+    const med = (m: Mode, f: (w: Win) => number): number =>
+      median(windows.filter((w) => w.mode === m).map(f));
+    const summary = Object.fromEntries(
+      MODES.map((m) => [
+        m,
+        {
+          gbps: med(m, (w) => w.gbps),
+          rrPerSec: med(m, (w) => w.rrPerSec),
+          cpuSecPerGbit: med(m, (w) => w.cpuSecPerGbit),
+        },
+      ]),
+    );
+    const pct = (a: number, b: number): number => Math.round((1 - b / a) * 1000) / 10;
     console.log(
       JSON.stringify({
         bench: "encryption",
-        impl,
+        impl: (st.get(n1) as EncryptionStatus).impl,
         seconds,
         rounds,
-        medianGbps: {
-          plaintext: median("plaintext"),
-          wireguard: median("wireguard"),
-          "wireguard-strict": median("wireguard-strict"),
+        median: summary,
+        strictCostPct: {
+          gbps: pct(
+            med("wireguard", (w) => w.gbps),
+            med("wireguard-strict", (w) => w.gbps),
+          ),
+          rr: pct(
+            med("wireguard", (w) => w.rrPerSec),
+            med("wireguard-strict", (w) => w.rrPerSec),
+          ),
         },
-        strictCostPct: Math.round((1 - median("wireguard-strict") / median("wireguard")) * 1000) / 10,
         loadavg: {
-          before: load0.map((x) => Math.round(x * 10) / 10),
-          after: loadavg().map((x) => Math.round(x * 10) / 10),
+          before: load0.map(r1),
+          after: loadavg().map(r1),
         },
-        results,
+        windows,
       }),
     );
   } finally {
-    if (iperf?.pid !== undefined) {
-      try {
-        process.kill(-iperf.pid, "SIGKILL");
-      } catch {
-        /* gone */
-      }
-    }
-    server.kill();
+    for (const p of children) p.kill("SIGKILL");
     await lab.stop();
   }
 }

@@ -10,7 +10,7 @@
  *   npm run bench -- layout                              the layout measurement (only when named)
  *   npm run bench -- cluster --quick                     the cluster benchmark's smoke size
  *   npm run bench -- ui                                  the service map in chromium
- *   npm run bench -- encryption --seconds=5 --rounds=3   plaintext vs WireGuard between two lab nodes
+ *   npm run bench -- encryption --seconds=5 --rounds=3   plaintext vs WireGuard vs +strict: Gbit/s, rr/s, CPU per Gbit
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";

@@ -42,3 +42,11 @@ export const CT_AUTH_NEEDED = 0x08000000;
 export const PKT_AUTH_OK = 0x04000000;
 /** The NFQUEUE number of first packets waiting for a handshake. */
 export const AUTH_QUEUE_NUM = 7189;
+
+/**
+ * Packet mark bit of WireGuard's own UDP (`wg set <if> fwmark`) under node-to-node encryption:
+ * those packets skip the routing table that sends peers' node addresses into the tunnel
+ * (encryption/node-routes.ts). Outside IDENTITY_MASK and the auth bit, so the policy table's
+ * marks never carry it.
+ */
+export const WG_FWMARK = 0x02000000;

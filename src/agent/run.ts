@@ -148,7 +148,10 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
             ...(wg ? { encryptDevice: wg.ifname } : {}),
           })
         : undefined;
-    if (wg && ipcache) await wg.attach(ipcache.view);
+    // Key rotations publish the node's record again (encryption/rotation.ts).
+    const reg = cluster?.registry;
+    if (wg && ipcache)
+      await wg.attach(ipcache.view, async (e) => reg?.publish({ ...reg.self(), encryption: e }));
   } catch (e) {
     await wg?.stop().catch(() => undefined);
     await ipcache?.stop().catch(() => undefined);

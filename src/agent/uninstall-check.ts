@@ -10,7 +10,8 @@
  *
  * The agent writes into its state directory only `store/` (the embedded
  * store: store.log, store.lock, store.snap and its .tmp) — with etcd nothing
- * at all. Anything else in there means the directory is not (only) ours:
+ * at all — and, with --encryption wireguard, `wireguard/` (the node's key
+ * pair, a rotation's next key, wireguard-go's log). Anything else in there means the directory is not (only) ours:
  * refuse and let the user look (the API socket may sit in there too). Nothing is followed through a symlink: the
  * directory itself must not be one, and entries are checked with lstat.
  */
@@ -23,6 +24,20 @@ import { parsePrefix } from "../labels/cidr.js";
 export const STORE_SUBDIR = "store";
 /** Files of the embedded store: store.log, store.lock, store.snap, store.snap.tmp. */
 const STORE_FILE_RE = /^store\.[a-z.]{1,16}$/;
+/** Subdirectories the agent writes and the regular files each may hold (encryption/keys.ts, device.ts). */
+const AGENT_SUBDIRS: ReadonlyMap<string, { re: RegExp; what: string }> = new Map([
+  [
+    STORE_SUBDIR,
+    { re: STORE_FILE_RE, what: "the store's regular files (store.log, store.lock, store.snap)" },
+  ],
+  [
+    "wireguard",
+    {
+      re: /^(private\.key|next\.key|key\.json|wireguard-go\.log)(\.tmp)?$/,
+      what: "the WireGuard key files (private.key, next.key, key.json) and wireguard-go.log",
+    },
+  ],
+]);
 /** Names `ip netns` accepts and we pass to `ip`: no "/", no leading "-" or ".". */
 const NETNS_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 /** nftables table names (identifiers) as the agent uses them. */
@@ -131,16 +146,17 @@ async function planStateDir(
       if (e.isDirectory()) dirs.push(path);
       continue;
     }
-    if (name !== STORE_SUBDIR || !e.isDirectory())
+    const sub = AGENT_SUBDIRS.get(name);
+    if (sub === undefined || !e.isDirectory())
       throw refuse(
-        `${JSON.stringify(path)} was not written by the agent: a state directory holds only ${STORE_SUBDIR}/ (the embedded store)`,
+        `${JSON.stringify(path)} was not written by the agent: a state directory holds only ${[...AGENT_SUBDIRS.keys()].map((k) => `${k}/`).join(" and ")}`,
         NOT_OURS_HINT,
       );
     for (const inner of (await readdir(path)).sort()) {
       const f = join(path, inner);
-      if (!STORE_FILE_RE.test(inner) || !(await lstat(f)).isFile())
+      if (!sub.re.test(inner) || !(await lstat(f)).isFile())
         throw refuse(
-          `${JSON.stringify(f)} was not written by the agent: ${STORE_SUBDIR}/ holds only the store's regular files (store.log, store.lock, store.snap)`,
+          `${JSON.stringify(f)} was not written by the agent: ${name}/ holds only ${sub.what}`,
           NOT_OURS_HINT,
         );
       files.push(f);

@@ -7,7 +7,8 @@
  *   agent answers on the socket? ──yes──> refuse (stop it first)
  *        | no
  *   node namespace (its own, or --node-netns): table inet <table>, pod CIDR
- *   blackhole routes, gateway addresses on lo  ->  endpoint namespaces
+ *   blackhole routes, gateway addresses on lo, WireGuard interface, table
+ *   inet membrane_encrypt, node-to-node routing  ->  endpoint namespaces
  *   <prefix>*  ->  socket  ->  the state directory's files (only those the
  *   agent writes)  ->  the socket's directory when empty
  *
@@ -25,6 +26,7 @@ import { addrString, parsePrefix } from "../labels/cidr.js";
 import { LOCK_FILE, lockIsLive } from "../store/lock.js";
 import { AgentClient } from "./client.js";
 import { checkUninstall, type UninstallInputs } from "./uninstall-check.js";
+import { uninstallEncryption } from "../encryption/uninstall.js";
 
 /** What uninstall removes: the agent's own options (checked whole first, uninstall-check.ts). */
 export type UninstallParams = UninstallInputs;
@@ -114,6 +116,8 @@ export async function uninstall(p: UninstallParams): Promise<UninstallReport> {
       if (addr && (await inNode(p, ["ip", fam, "addr", "del", addr, "dev", "lo"])))
         removed.push(`address ${addr} on lo (${where})`);
     }
+    // --encryption wireguard: the tunnel, strict mode's table and node-to-node routing.
+    removed.push(...(await uninstallEncryption(p.nodeNetns, where)));
   }
   // Endpoint namespaces take their veth pairs (and so their routes) with them.
   for (const ns of await cleanupPrefix(p.netnsPrefix)) removed.push(`network namespace ${ns}`);

@@ -119,6 +119,14 @@ export interface NodeEncryptionV1 {
   readonly port: number;
   /** ISO time the key pair was made (key age in status). */
   readonly keyCreatedAt?: string;
+  /**
+   * During a key rotation (encryption/rotation.ts): the key this node switches to next. Peers
+   * add it as a second peer without allowed IPs, so the handshake under the new key is answered
+   * the moment the node switches.
+   */
+  readonly nextPublicKey?: string;
+  /** `--encryption-node-to-node`: this node sends its own (host) traffic to peers through the tunnel. */
+  readonly nodeToNode?: boolean;
 }
 
 /**

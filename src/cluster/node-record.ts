@@ -90,6 +90,10 @@ function badEncryption(e: unknown): string | undefined {
     return ".port is not a port (1-65535)";
   if (r["keyCreatedAt"] !== undefined && typeof r["keyCreatedAt"] !== "string")
     return ".keyCreatedAt is not a string";
+  if (r["nextPublicKey"] !== undefined && !isWgKey(r["nextPublicKey"]))
+    return ".nextPublicKey is not a base64 32-byte key";
+  if (r["nodeToNode"] !== undefined && typeof r["nodeToNode"] !== "boolean")
+    return ".nodeToNode is not a boolean";
   return undefined;
 }
 

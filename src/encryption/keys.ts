@@ -4,12 +4,15 @@
  *
  *   <state-dir>/wireguard/private.key   0600, the private key (never logged, never served)
  *   <state-dir>/wireguard/key.json      0600, {publicKey, createdAt} (what status shows)
+ *   <state-dir>/wireguard/next.key      0600, during a rotation only: the announced next key
  *
  * A restarted agent loads the same key, so its peers keep their sessions.
- * rotate() writes a new pair (the old private key is overwritten).
+ * A rotation (rotation.ts) writes next.key, announces it, switches the interface to it,
+ * then commitNextKey() renames it over private.key (atomic: a crash leaves one or the
+ * other, and settlePendingKey() on the next start keeps whichever the interface holds).
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MembraneError } from "../errors.js";
 
@@ -99,6 +102,55 @@ export function rotateNodeKey(dir: string): NodeKey {
   writePrivate(privateKeyFile, priv + "\n");
   writeFileSync(join(dir, "key.json"), JSON.stringify({ publicKey, createdAt }) + "\n", { mode: 0o600 });
   return { privateKeyFile, publicKey, createdAt };
+}
+
+const NEXT = "next.key";
+
+/** Makes the next pair of a rotation in `dir` (next.key, 0600); private.key is untouched. */
+export function prepareNextKey(dir: string): NodeKey {
+  const [priv, publicKey] = generateWgKeyPair();
+  const privateKeyFile = join(dir, NEXT);
+  writePrivate(privateKeyFile, priv + "\n");
+  return { privateKeyFile, publicKey, createdAt: new Date().toISOString() };
+}
+
+/** The next key becomes the node's key: next.key renamed over private.key, then key.json. */
+export function commitNextKey(dir: string, next: NodeKey): NodeKey {
+  const privateKeyFile = join(dir, "private.key");
+  renameSync(next.privateKeyFile, privateKeyFile);
+  const meta = JSON.stringify({ publicKey: next.publicKey, createdAt: next.createdAt }) + "\n";
+  writePrivate(join(dir, "key.json"), meta);
+  return { privateKeyFile, publicKey: next.publicKey, createdAt: next.createdAt };
+}
+
+/** Removes an announced next key that was not switched to. */
+export function discardNextKey(dir: string): void {
+  rmSync(join(dir, NEXT), { force: true });
+}
+
+/**
+ * A start after a rotation was cut short (agent killed): when the interface already holds
+ * next.key's key (the switch happened, the rename not), next.key is committed; otherwise it is
+ * dropped (the switch never happened: the old key stays). Returns whether it was committed.
+ */
+export function settlePendingKey(dir: string, interfaceKey: string | undefined): boolean {
+  let priv: string;
+  try {
+    priv = readFileSync(join(dir, NEXT), "utf8").trim();
+  } catch {
+    return false;
+  }
+  const pub = isWgKey(priv) ? publicKeyOf(priv) : undefined;
+  if (pub !== undefined && pub === interfaceKey) {
+    commitNextKey(dir, {
+      privateKeyFile: join(dir, NEXT),
+      publicKey: pub,
+      createdAt: new Date().toISOString(),
+    });
+    return true;
+  }
+  discardNextKey(dir);
+  return false;
 }
 
 function keyError(file: string, e: unknown): MembraneError {

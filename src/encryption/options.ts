@@ -2,7 +2,7 @@
  * Encryption flags of `membrane agent` -> EncryptionOptions, with errors naming the flag.
  *
  *   --encryption disabled|wireguard   --encryption-strict   --encryption-strict-cidr CIDR[,CIDR]
- *   --wireguard-port 51871
+ *   --wireguard-port 51871   --encryption-node-to-node   --encryption-key-rotation 24h
  */
 import { MembraneError } from "../errors.js";
 import { parsePrefix } from "../labels/cidr.js";
@@ -15,6 +15,10 @@ export interface EncryptionOptions {
   /** The strict CIDRs (default: the cluster CIDR). */
   readonly strictCidrs?: readonly string[];
   readonly port: number;
+  /** The node's own traffic to peer nodes goes through the tunnel too. */
+  readonly nodeToNode?: boolean;
+  /** Rotate the node's key when it is this old (ms); absent = on request only. */
+  readonly keyRotationMs?: number;
 }
 
 export interface EncryptionFlags {
@@ -22,7 +26,23 @@ export interface EncryptionFlags {
   readonly encryptionStrict?: boolean;
   readonly encryptionStrictCidr?: string;
   readonly wireguardPort?: string;
+  readonly encryptionNodeToNode?: boolean;
+  readonly encryptionKeyRotation?: string;
 }
+
+const UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `90s`, `30m`, `24h`, `7d`, `1h30m` -> ms; `0` -> 0; undefined when it is not a duration. */
+export function parseDuration(text: string): number | undefined {
+  if (text === "0") return 0;
+  if (!/^(\d+[smhd])+$/.test(text)) return undefined;
+  let ms = 0;
+  for (const m of text.matchAll(/(\d+)([smhd])/g)) ms += Number(m[1]) * (UNIT_MS[m[2] as string] as number);
+  return ms;
+}
+
+/** The shortest periodic rotation: every rotation waits for its announcement to reach the peers. */
+const MIN_ROTATION_MS = 60_000;
 
 const bad = (flag: string, value: string, why: string, hint?: string): MembraneError =>
   new MembraneError("ENCRYPTION_INVALID", `Cannot start the agent: ${flag} ${JSON.stringify(value)} ${why}`, {
@@ -38,10 +58,19 @@ export function parseEncryptionFlags(
   if (mode !== "disabled" && mode !== "wireguard")
     throw bad("--encryption", mode, "is not disabled or wireguard");
   if (mode === "disabled") {
-    if (f.encryptionStrict || f.encryptionStrictCidr !== undefined)
+    const needs = f.encryptionStrict
+      ? "--encryption-strict"
+      : f.encryptionStrictCidr !== undefined
+        ? "--encryption-strict-cidr"
+        : f.encryptionNodeToNode
+          ? "--encryption-node-to-node"
+          : f.encryptionKeyRotation !== undefined
+            ? "--encryption-key-rotation"
+            : undefined;
+    if (needs !== undefined)
       throw new MembraneError(
         "ENCRYPTION_INVALID",
-        "Cannot start the agent: --encryption-strict needs --encryption wireguard",
+        `Cannot start the agent: ${needs} needs --encryption wireguard`,
       );
     return undefined;
   }
@@ -68,10 +97,26 @@ export function parseEncryptionFlags(
           `has ${JSON.stringify(c)} (item ${i + 1}), not a CIDR`,
         );
   }
+  let keyRotationMs: number | undefined;
+  if (f.encryptionKeyRotation !== undefined) {
+    const ms = parseDuration(f.encryptionKeyRotation);
+    if (ms === undefined)
+      throw bad(
+        "--encryption-key-rotation",
+        f.encryptionKeyRotation,
+        "is not a duration",
+        "give e.g. 24h, 30m, 7d or 1h30m (0: only `membrane encryption rotate-key`)",
+      );
+    if (ms !== 0 && ms < MIN_ROTATION_MS)
+      throw bad("--encryption-key-rotation", f.encryptionKeyRotation, "is shorter than 1m");
+    if (ms > 0) keyRotationMs = ms;
+  }
   return {
     mode: "wireguard",
     strict: f.encryptionStrict === true,
     ...(strictCidrs ? { strictCidrs } : {}),
     port,
+    ...(f.encryptionNodeToNode ? { nodeToNode: true } : {}),
+    ...(keyRotationMs !== undefined ? { keyRotationMs } : {}),
   };
 }

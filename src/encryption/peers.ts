@@ -23,6 +23,16 @@ export interface WgPeer {
   /** `ip:port` (`[ip6]:port`). */
   readonly endpoint: string;
   readonly allowedIps: readonly string[];
+  /** The peer's announced next key during its rotation (no allowed IPs: it only answers handshakes). */
+  readonly next?: true;
+  /** Node-to-node: the peer's node address (also in allowed IPs), routed through the tunnel. */
+  readonly nodeAddress?: string;
+}
+
+export interface DesiredPeerOptions {
+  readonly family?: 4 | 6;
+  /** This node's --encryption-node-to-node: peers that also have it get their node address in allowed IPs. */
+  readonly nodeToNode?: boolean;
 }
 
 export interface WgPeerState {
@@ -35,8 +45,14 @@ export interface WgPeerState {
   readonly txBytes: number;
 }
 
-/** The peers this node wants (itself left out; CIDRs overlapping its own never given to a peer). */
-export function desiredPeers(s: NodeSnapshot, self: string, family: 4 | 6 = 4): WgPeer[] {
+/**
+ * The peers this node wants (itself left out; CIDRs overlapping its own never given to a peer).
+ * A peer in the middle of a key rotation (its record has `nextPublicKey`) gets a second entry
+ * under that key with no allowed IPs (rotation.ts explains the overlap). With node-to-node on
+ * both sides, the peer's node address (/32, /128) is in its allowed IPs too.
+ */
+export function desiredPeers(s: NodeSnapshot, self: string, o: DesiredPeerOptions = {}): WgPeer[] {
+  const family = o.family ?? 4;
   const mine = s.owned.get(self) ?? [];
   const out: WgPeer[] = [];
   for (const [name, r] of s.records) {
@@ -47,17 +63,25 @@ export function desiredPeers(s: NodeSnapshot, self: string, family: 4 | 6 = 4): 
     const cidrs = (s.owned.get(name) ?? []).filter(
       (c) => !mine.some((m) => containsPrefix(m, c) || containsPrefix(c, m)),
     );
+    const allowed = cidrs.map(prefixString);
+    const n2n = o.nodeToNode === true && e.nodeToNode === true;
+    if (n2n) allowed.push(`${ip}/${family === 4 ? 32 : 128}`);
+    const endpoint = family === 6 ? `[${ip}]:${e.port}` : `${ip}:${e.port}`;
     out.push({
       node: name,
       publicKey: e.publicKey,
-      endpoint: family === 6 ? `[${ip}]:${e.port}` : `${ip}:${e.port}`,
-      allowedIps: cidrs.map(prefixString).sort(),
+      endpoint,
+      allowedIps: allowed.sort(),
+      ...(n2n ? { nodeAddress: ip } : {}),
     });
+    if (e.nextPublicKey !== undefined && e.nextPublicKey !== e.publicKey)
+      out.push({ node: name, publicKey: e.nextPublicKey, endpoint, allowedIps: [], next: true });
   }
   // Two nodes publishing one key would share a peer: keep the first by name, never merge their CIDRs.
+  // (A node's current entry sorts before its next one, so a key seen as current wins.)
   const seen = new Set<string>();
   return out
-    .sort((a, b) => (a.node < b.node ? -1 : 1))
+    .sort((a, b) => (a.node !== b.node ? (a.node < b.node ? -1 : 1) : a.next ? 1 : b.next ? -1 : 0))
     .filter((p) => (seen.has(p.publicKey) ? false : (seen.add(p.publicKey), true)));
 }
 
@@ -75,9 +99,12 @@ export function planPeers(want: readonly WgPeer[], live: readonly WgPeerState[])
     if (l && l.endpoint === p.endpoint && [...l.allowedIps].sort().join(",") === allowed) continue;
     args.push("peer", p.publicKey, "endpoint", p.endpoint, "allowed-ips", allowed);
   }
+  // Removals first: a rotated peer's old entry is removed in the same `wg set` that gives its
+  // new entry the allowed IPs (one command, so no moment without a peer for them either way).
   const keep = new Set(want.map((p) => p.publicKey));
-  for (const l of live) if (!keep.has(l.publicKey)) args.push("peer", l.publicKey, "remove");
-  return args;
+  const gone: string[] = [];
+  for (const l of live) if (!keep.has(l.publicKey)) gone.push("peer", l.publicKey, "remove");
+  return [...gone, ...args];
 }
 
 /**

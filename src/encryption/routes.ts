@@ -3,6 +3,7 @@
  *
  *   GET /v1/encryption   mode, strict, interface, key age, each peer's endpoint and last handshake
  *   GET /v1/status       + `encryption: {...}` (the same)
+ *   POST /v1/encryption/rotate-key   rotates this node's key (rotation.ts); answers when done
  *
  * Public keys only: the private key is never read here.
  */
@@ -28,16 +29,22 @@ export function withEncryptionRoutes(routes: Route[], wg: WireGuardAgent | undef
       method: "GET",
       path: "/v1/encryption",
       handler: async () => {
-        if (!wg)
-          throw new MembraneError(
-            "ENCRYPTION_INVALID",
-            "Cannot show encryption: this agent does not encrypt",
-            {
-              hint: "start the agent in cluster mode with --encryption wireguard",
-            },
-          );
+        if (!wg) throw notEncrypting();
         return wg.status();
+      },
+    },
+    {
+      method: "POST",
+      path: "/v1/encryption/rotate-key",
+      handler: async () => {
+        if (!wg) throw notEncrypting();
+        return wg.rotateKey();
       },
     },
   ];
 }
+
+const notEncrypting = (): MembraneError =>
+  new MembraneError("ENCRYPTION_INVALID", "Cannot show or change encryption: this agent does not encrypt", {
+    hint: "start the agent in cluster mode with --encryption wireguard",
+  });

@@ -37,6 +37,12 @@ export async function startEncryption(
         { hint: "give the CIDR every node's pods are in, e.g. --encryption-strict-cidr 10.200.0.0/16" },
       );
   }
+  const selfIp = o.cluster.nodeIp.ipv4 ?? o.cluster.nodeIp.ipv6;
+  if (e.nodeToNode && selfIp === undefined)
+    throw new MembraneError(
+      "ENCRYPTION_INVALID",
+      "Cannot start the agent: --encryption-node-to-node needs --node-ip (the source of the node's traffic)",
+    );
   const wg = new WireGuardAgent({
     node: o.cluster.node,
     ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}),
@@ -44,6 +50,8 @@ export async function startEncryption(
     port: e.port,
     ...(strictCidrs ? { strictCidrs } : {}),
     localCidrs: localCidrs.filter((c): c is string => c !== undefined),
+    ...(e.nodeToNode ? { nodeToNode: { selfIp: selfIp as string } } : {}),
+    ...(e.keyRotationMs !== undefined ? { keyRotationMs: e.keyRotationMs } : {}),
     logGroup: o.logGroup,
     logger,
   });

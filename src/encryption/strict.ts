@@ -31,6 +31,12 @@ export interface EncryptTableConfig {
   readonly localCidrs: readonly string[];
   /** The agent's NFLOG group (drop flows). */
   readonly logGroup: number;
+  /**
+   * Node-to-node encryption under strict mode: peers' node addresses, which the node's own traffic
+   * must reach through the tunnel too; WireGuard's own UDP from `port` is what may go in clear.
+   */
+  readonly nodeIps?: readonly string[];
+  readonly port?: number;
 }
 
 function split(cidrs: readonly string[], what: string): { v4: string[]; v6: string[] } {
@@ -76,8 +82,24 @@ export function encryptTableScript(c: EncryptTableConfig): string {
       "    type filter hook postrouting priority filter; policy accept;",
       `    oifname != ${wg} ip daddr @strict4 ip daddr != @local4 counter ${log} drop`,
       `    oifname != ${wg} ip6 daddr @strict6 ip6 daddr != @local6 counter ${log} drop`,
-      "  }",
     );
+    if (c.nodeIps !== undefined && c.port !== undefined) {
+      // Node-to-node: to a peer node, only WireGuard's own UDP (its endpoint) may go in clear.
+      const nodes = split(c.nodeIps, "a peer's node address");
+      lines.splice(
+        lines.indexOf("  chain strict {"),
+        0,
+        set("nodes4", "ipv4_addr", nodes.v4),
+        set("nodes6", "ipv6_addr", nodes.v6),
+      );
+      lines.push(
+        `    oifname != ${wg} ip daddr @nodes4 udp sport ${c.port} accept`,
+        `    oifname != ${wg} ip6 daddr @nodes6 udp sport ${c.port} accept`,
+        `    oifname != ${wg} ip daddr @nodes4 counter ${log} drop`,
+        `    oifname != ${wg} ip6 daddr @nodes6 counter ${log} drop`,
+      );
+    }
+    lines.push("  }");
   }
   lines.push("}");
   return lines.join("\n") + "\n";

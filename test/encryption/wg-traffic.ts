@@ -157,3 +157,95 @@ export class UdpStream {
     return this.n;
   }
 }
+
+/** `socat -u TCP-LISTEN:port STDOUT` in a namespace: one connection's bytes, and when each chunk arrived. */
+export class TcpSink {
+  private text = "";
+  /** Arrival times (ms) of the chunks read. */
+  readonly arrivals: number[] = [];
+  private constructor(private readonly p: ChildProcess) {
+    p.stdout?.on("data", (d: Buffer) => {
+      this.text += d.toString("latin1");
+      this.arrivals.push(Date.now());
+    });
+  }
+
+  static async start(netns: string, ip: string, port: number): Promise<TcpSink> {
+    const p = spawn(
+      "ip",
+      ["netns", "exec", netns, "socat", "-u", `TCP-LISTEN:${port},bind=${ip},reuseaddr`, "STDOUT"],
+      { stdio: ["ignore", "pipe", "ignore"], detached: true },
+    );
+    await sleep(300);
+    return new TcpSink(p);
+  }
+
+  received(): string {
+    return this.text;
+  }
+
+  /** The longest pause between two chunks in [from, to] (ms). */
+  maxGap(from: number, to: number): number {
+    const t = this.arrivals.filter((x) => x >= from && x <= to);
+    let gap = 0;
+    for (let i = 1; i < t.length; i++) gap = Math.max(gap, (t[i] as number) - (t[i - 1] as number));
+    return gap;
+  }
+
+  async waitFor(marker: string, ms = 5000): Promise<boolean> {
+    for (const end = Date.now() + ms; Date.now() < end; await sleep(50))
+      if (this.text.includes(marker)) return true;
+    return this.text.includes(marker);
+  }
+
+  stop(): void {
+    killGroup(this.p);
+  }
+}
+
+/**
+ * One TCP connection from `netns` (`socat -u - TCP:ip:port`) writing `<marker>-<n>;` every
+ * `everyMs` until stop(), which closes it cleanly and returns how many were written and how socat
+ * ended (a reset ends it with an error and a non-zero code).
+ */
+export class TcpStream {
+  private n = 0;
+  private running = true;
+  private readonly done: Promise<{ sent: number; code: number | null; stderr: string }>;
+  constructor(netns: string, ip: string, port: number, marker: string, everyMs = 20) {
+    const p = spawn("ip", ["netns", "exec", netns, "socat", "-u", "-", `TCP:${ip}:${port}`], {
+      stdio: ["pipe", "ignore", "pipe"],
+      detached: true,
+    });
+    let stderr = "";
+    p.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+    p.stdin?.on("error", () => undefined); // a reset: socat is gone; reported by its exit code
+    this.done = (async () => {
+      while (this.running && p.exitCode === null) {
+        p.stdin?.write(`${marker}-${this.n++};`);
+        await sleep(everyMs);
+      }
+      p.stdin?.end();
+      await Promise.race([exited(p), sleep(5000)]);
+      killGroup(p);
+      return { sent: this.n, code: p.exitCode, stderr };
+    })();
+  }
+
+  stop(): Promise<{ sent: number; code: number | null; stderr: string }> {
+    this.running = false;
+    return this.done;
+  }
+}
+
+/** TCP reset and abort counters of a namespace (nstat, absolute, history untouched). */
+export async function tcpResetCounters(netns: string): Promise<Record<string, number>> {
+  const names = ["TcpEstabResets", "TcpOutRsts", "TcpExtTCPAbortOnData", "TcpExtTCPAbortOnTimeout"];
+  const r = await runRaw(["nstat", "-asz", ...names], { netns });
+  const out: Record<string, number> = {};
+  for (const line of r.stdout.split("\n")) {
+    const [k, v] = line.trim().split(/\s+/);
+    if (k && names.includes(k)) out[k] = Number(v);
+  }
+  return out;
+}

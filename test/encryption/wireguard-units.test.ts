@@ -89,6 +89,26 @@ describe("a peer's encryption record is untrusted input", () => {
     { name: "port 70000", enc: { type: "wireguard", publicKey: key, port: 70000 }, why: /port/ },
     { name: "a port as text", enc: { type: "wireguard", publicKey: key, port: "51871" }, why: /port/ },
     { name: "a list", enc: [], why: /not a map/ },
+    {
+      name: "a rotation's next key and node-to-node",
+      enc: {
+        type: "wireguard",
+        publicKey: key,
+        port: 1,
+        nextPublicKey: generateWgKeyPair()[1],
+        nodeToNode: true,
+      },
+    },
+    {
+      name: "a next key with a newline (config injection)",
+      enc: { type: "wireguard", publicKey: key, port: 1, nextPublicKey: key + "\nendpoint 1.2.3.4:5" },
+      why: /encryption\.nextPublicKey/,
+    },
+    {
+      name: "node-to-node as text",
+      enc: { type: "wireguard", publicKey: key, port: 1, nodeToNode: "yes" },
+      why: /encryption\.nodeToNode/,
+    },
   ];
   for (const c of cases) {
     test(`${c.name} is ${c.why ? "refused" : "accepted"}`, () => {
@@ -155,8 +175,8 @@ describe("peers", () => {
       },
     ];
     assert.deepEqual(planPeers(want, live), [
-      ...["peer", k3, "endpoint", "172.31.0.4:51873", "allowed-ips", "10.200.2.0/24"],
       ...["peer", gone, "remove"],
+      ...["peer", k3, "endpoint", "172.31.0.4:51873", "allowed-ips", "10.200.2.0/24"],
     ]);
     assert.deepEqual(
       planPeers(want, [

@@ -20,7 +20,15 @@ export function addEncryptionFlags(cmd: Command): Command {
       "--encryption-strict-cidr <cidrs>",
       "the destinations strict mode covers (default: --cluster-cidr)",
     )
-    .option("--wireguard-port <port>", "UDP port of this node's WireGuard interface", "51871");
+    .option("--wireguard-port <port>", "UDP port of this node's WireGuard interface", "51871")
+    .option(
+      "--encryption-node-to-node",
+      "also encrypt the node's own traffic to other nodes (their node addresses go through the tunnel)",
+    )
+    .option(
+      "--encryption-key-rotation <duration>",
+      "rotate this node's WireGuard key when it is this old, e.g. 24h, 7d (no connection resets; default: only `membrane encryption rotate-key`)",
+    );
 }
 
 /** EncryptionOptions from the parsed command; undefined when encryption is off. */
@@ -35,6 +43,10 @@ export function encryptionFromFlags(cmd: Command): EncryptionOptions | undefined
         ? { encryptionStrictCidr: s("encryptionStrictCidr") as string }
         : {}),
       ...(s("wireguardPort") !== undefined ? { wireguardPort: s("wireguardPort") as string } : {}),
+      ...(o["encryptionNodeToNode"] === true ? { encryptionNodeToNode: true } : {}),
+      ...(s("encryptionKeyRotation") !== undefined
+        ? { encryptionKeyRotation: s("encryptionKeyRotation") as string }
+        : {}),
     },
     s("clusterStore") !== undefined,
   );

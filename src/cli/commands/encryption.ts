@@ -16,29 +16,52 @@ const since = (iso: string | undefined, now: number): string =>
   iso === undefined ? "-" : age(Math.max(0, (now - Date.parse(iso)) / 1000));
 
 export function encryptionRows(s: EncryptionStatus, now = Date.now()): string[][] {
+  const rot = s.rotation;
   return [
-    ["PEER", "MODE", "ENDPOINT", "ALLOWED IPS", "KEY AGE", "LAST HANDSHAKE", "RX", "TX"],
+    ["PEER", "MODE", "STRICT", "ENDPOINT", "ALLOWED IPS", "KEY AGE", "LAST HANDSHAKE", "RX", "TX"],
     [
       `(this node) ${s.interface}`,
-      `${s.mode} (${s.impl})${s.strict ? ", strict" : ""}`,
+      `${s.mode} (${s.impl})${s.nodeToNode ? ", node-to-node" : ""}`,
+      s.strict ? `on (${(s.strictCidrs ?? []).join(",")})` : "off",
       `:${s.port}`,
-      s.strictCidrs ? `strict: ${s.strictCidrs.join(",")}` : "-",
-      age(s.keyAgeSeconds),
+      "-",
+      `${age(s.keyAgeSeconds)}${rot.nextPublicKey ? ", rotating" : rot.nextAt ? `, next ${rot.nextAt}` : ""}`,
       "-",
       "-",
       "-",
     ],
     ...s.peers.map((p) => [
       p.node,
-      s.mode,
+      `${p.mode}${p.nodeToNode ? ", node-to-node" : ""}`,
+      p.strict ? "on" : "off",
       p.endpoint,
       p.allowedIps.join(",") || "-",
       since(p.keyCreatedAt, now),
-      p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago`,
+      p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago (${p.handshake})`,
       String(p.rxBytes),
       String(p.txBytes),
     ]),
   ];
+}
+
+/** `get status`: one line for this node's encryption, one per peer (mode, strict, key age, handshake). */
+export function encryptionSummaryRows(s: EncryptionStatus, now = Date.now()): string[][] {
+  return [
+    [
+      "encryption",
+      `${s.mode} (${s.impl}) on ${s.interface}, strict ${s.strict ? "on" : "off"}${s.nodeToNode ? ", node-to-node" : ""}, key age ${age(s.keyAgeSeconds)}${s.rotation.nextPublicKey ? ", rotating" : ""}${s.lastError ? `; last error: ${s.lastError}` : ""}`,
+    ],
+    ...s.peers.map((p) => [
+      `encryption peer ${p.node}`,
+      `${p.mode}, strict ${p.strict ? "on" : "off"}, key age ${since(p.keyCreatedAt, now)}, last handshake ${p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago`} (${p.handshake})`,
+    ]),
+  ];
+}
+
+interface RotateAnswer {
+  readonly previousPublicKey: string;
+  readonly publicKey: string;
+  readonly keyCreatedAt: string;
 }
 
 export function encryptionCommand(ctx: CliContext): Command {
@@ -56,6 +79,28 @@ export function encryptionCommand(ctx: CliContext): Command {
         const s = (await client(o).request("GET", "/v1/encryption")) as EncryptionStatus;
         show(ctx, o.output, s, () => encryptionRows(s));
         if (o.output === "table" && s.lastError) ctx.out(`last error: ${s.lastError}\n`);
+        if (o.output === "table" && s.rotation.lastError)
+          ctx.out(`last key rotation failed: ${s.rotation.lastError}\n`);
+      }),
+  );
+  cmd.addCommand(
+    new Command("rotate-key")
+      .description(
+        "give this node a new WireGuard key without resetting connections: announce it to the peers, switch, publish (~5 s)",
+      )
+      .addOption(socketOption())
+      .addOption(outputOption())
+      .addHelpText(
+        "after",
+        "\nPeers learn the new public key through the cluster store. Periodic rotation: the agent's\n--encryption-key-rotation 24h.\n\nExamples:\n  $ membrane encryption rotate-key\n  $ membrane encryption rotate-key -o json\n",
+      )
+      .action(async (o: { socket: string; output: ViewFormat }) => {
+        const r = (await client(o).request("POST", "/v1/encryption/rotate-key")) as RotateAnswer;
+        show(ctx, o.output, r, () => [
+          ["", "PUBLIC KEY", "CREATED"],
+          ["old", r.previousPublicKey, "-"],
+          ["new", r.publicKey, r.keyCreatedAt],
+        ]);
       }),
   );
   return cmd;

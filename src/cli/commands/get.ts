@@ -1,4 +1,6 @@
 /** `membrane get endpoints|identities|policies|ipcache|status|tracingpolicies|nodes|services`, and Gateway API kinds (gateway-cli.ts). */
+import { encryptionSummaryRows } from "./encryption.js";
+import type { EncryptionStatus } from "../../encryption/status.js";
 import { Command, Argument } from "commander";
 import { MembraneError } from "../../errors.js";
 import type { EndpointView } from "../../agent/agent.js";
@@ -114,7 +116,9 @@ export function statusRows(s: Row): string[][] {
       ? v.map(controllerRow)
       : k === "cluster"
         ? clusterRows(v)
-        : [[k, k === "lastApply" ? applyText(v) : valueText(v)]],
+        : k === "encryption" && typeof v === "object" && v !== null
+          ? encryptionSummaryRows(v as EncryptionStatus)
+          : [[k, k === "lastApply" ? applyText(v) : valueText(v)]],
   );
 }
 

@@ -8,7 +8,7 @@ import { toJson } from "../format.js";
 export function uninstallCommand(ctx: CliContext): Command {
   return new Command("uninstall")
     .description(
-      "remove Membrane from this node once the agent is stopped: its nftables table, routes and gateway addresses, the endpoint namespaces, the state and socket directories (needs root)",
+      "remove Membrane from this node once the agent is stopped: its nftables tables, routes and gateway addresses, the WireGuard interface and strict-mode table, the endpoint namespaces, the state and socket directories (needs root)",
     )
     .option("--state-dir <dir>", "the agent's --state-dir", "/var/lib/membrane")
     .option("--socket <path>", "the agent's --socket", DEFAULT_SOCKET)
