@@ -166,31 +166,53 @@ function check(f: LbFrontend, p: string): void {
     throw invalid(`${p}.affinitySeconds`, `${f.affinitySeconds} is not a whole number of seconds above 0`);
 }
 
+/** One frontend's elements: [map or set, key, value ("" in a set)], and the chain its verdict goes to. */
+export interface CompiledFrontend {
+  key: string;
+  chain?: { name: string; rules: string[] };
+  elements: [string, string, string][];
+}
+
+/**
+ * One frontend's elements; `p` names it in errors ("frontends[3]"); `previous` answers what a
+ * map held before (stable slots: a backend keeps its slot).
+ */
+export function compileFrontend(
+  f: LbFrontend,
+  p: string,
+  previous?: (set: string, key: string) => string | undefined,
+): CompiledFrontend {
+  check(f, p);
+  const key = frontendKey(f);
+  const node = f.ip === undefined;
+  const elements: [string, string, string][] = [[node ? "npfront" : "front4", key, ""]];
+  if (f.backends.length === 0) {
+    elements.push([node ? "npempty" : "empty4", key, ""]);
+    return { key, elements };
+  }
+  const slots = f.slots;
+  const chain = choiceChain(f, slots !== undefined);
+  elements.push([node ? "npnat" : "nat4", key, `goto ${chain.name}`]);
+  const be = node ? "npbe" : "be4";
+  const values = f.backends.map((b) => `${b.ip} . ${b.port}`);
+  const was = previous && ((s: number): string | undefined => previous(be, `${key} . ${s}`));
+  const order = slots ? slots.map((b) => values[b] as string) : stableSlots(values, was);
+  order.forEach((v, slot) => elements.push([be, `${key} . ${slot}`, v]));
+  return { key, chain, elements };
+}
+
 /** The whole desired content of the LB table's maps, and the chains they go to. */
 export function compileLb(state: LbState, previous?: CompiledLb): CompiledLb {
   const elements: LbElements = new Map(LB_SETS.map((s) => [s.name, new Map<string, string>()]));
-  const el = (name: string): Map<string, string> => elements.get(name) as Map<string, string>;
   const chains = new Map<string, string[]>();
   const seen = new Set<string>();
+  const prev = previous && ((set: string, key: string) => previous.elements.get(set)?.get(key));
   state.frontends.forEach((f, i) => {
-    check(f, `frontends[${i}]`);
-    const key = frontendKey(f);
-    if (seen.has(key)) throw invalid(`frontends[${i}]`, `${key} is used twice`);
-    seen.add(key);
-    const node = f.ip === undefined;
-    el(node ? "npfront" : "front4").set(key, "");
-    if (f.backends.length === 0) {
-      el(node ? "npempty" : "empty4").set(key, "");
-      return;
-    }
-    const slots = f.slots;
-    const c = choiceChain(f, slots !== undefined);
-    chains.set(c.name, c.rules);
-    el(node ? "npnat" : "nat4").set(key, `goto ${c.name}`);
-    const be = el(node ? "npbe" : "be4");
-    const values = f.backends.map((b) => `${b.ip} . ${b.port}`);
-    const order = slots ? slots.map((b) => values[b] as string) : stableSlots(values, key, previous);
-    order.forEach((v, slot) => be.set(`${key} . ${slot}`, v));
+    const c = compileFrontend(f, `frontends[${i}]`, prev);
+    if (seen.has(c.key)) throw invalid(`frontends[${i}]`, `${c.key} is used twice`);
+    seen.add(c.key);
+    if (c.chain) chains.set(c.chain.name, c.chain.rules);
+    for (const [set, k, v] of c.elements) (elements.get(set) as Map<string, string>).set(k, v);
   });
   return { chains, elements };
 }
@@ -199,14 +221,13 @@ export function compileLb(state: LbState, previous?: CompiledLb): CompiledLb {
  * Backends in slot order: a backend that held slot s before (and s still exists) keeps it;
  * the others fill the free slots in their given order.
  */
-function stableSlots(values: string[], key: string, previous: CompiledLb | undefined): string[] {
-  const was = previous?.elements.get(key.split(" . ").length === 2 ? "npbe" : "be4");
+function stableSlots(values: string[], was: ((slot: number) => string | undefined) | undefined): string[] {
   const out: (string | undefined)[] = new Array<string | undefined>(values.length).fill(undefined);
   const placed = new Set<string>();
   if (was) {
     const wanted = new Set(values);
     for (let s = 0; s < values.length; s++) {
-      const v = was.get(`${key} . ${s}`);
+      const v = was(s);
       if (v !== undefined && wanted.has(v) && !placed.has(v)) {
         out[s] = v;
         placed.add(v);

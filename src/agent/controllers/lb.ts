@@ -5,15 +5,17 @@
  * endpoints (local and other nodes') ask for.
  *
  *   apply(text) --parse whole, allocate--> store --> engine.upsertService (toServices)
- *                                                --> enforce (policy) --> sync: desiredLb --> LbTable
- *   every enforce (endpoints come and go) --> sync (an element delta, or nothing)
+ *                                                --> LbModel (the changed services marked)
+ *                                                --> enforce (policy) --> sync --> LbTable.update
+ *   every enforce --> sync: the pods changed since the last one (engine.pods' log) --> LbModel
+ *                     --> only the services they touch recomputed --> their element delta, or nothing
  *
  * A refused file (a parse problem, an address another service holds) changes nothing.
  */
 import { MembraneError } from "../../errors.js";
 import { LbTable } from "../../datapath/lb-table.js";
 import { allocate, type InUse } from "../../lb/allocate.js";
-import { desiredLb, type LbPod } from "../../lb/desired.js";
+import { LbModel } from "../../lb/model.js";
 import { parseLbResources } from "../../lb/parse.js";
 import {
   DEFAULT_LB_CONFIG,
@@ -50,7 +52,10 @@ export class LbController implements Controller {
   private readonly slices = new Map<string, LbSlice>();
   private readonly kernel: LbTable;
   private readonly cfg: LbConfig;
-  private views: ServiceView[] = [];
+  /** The desired state per service, recomputed where something changed (lb/model.ts). */
+  private readonly model = new LbModel();
+  /** Where sync() is in the engine's pod log (undefined: the model holds no pods). */
+  private podCursor: number | undefined;
 
   constructor(private readonly d: LbControllerParams) {
     this.kernel = new LbTable({
@@ -78,6 +83,8 @@ export class LbController implements Controller {
         }
       }
     }
+    for (const [k, s] of this.services) this.model.setService(k, s);
+    for (const [k, sl] of this.slices) this.model.setSlice(k, sl);
     for (const s of this.services.values()) this.d.engine().upsertService(this.policySpec(s));
     if (this.services.size > 0) this.revisions.bump();
   }
@@ -137,6 +144,8 @@ export class LbController implements Controller {
           else await this.d.store.put(prefix + key, JSON.stringify(v));
           if (v === undefined) (known as Map<string, unknown>).delete(key);
           else (known as Map<string, unknown>).set(key, v);
+          if (kind === "Service") this.model.setService(key, v as LbService | undefined);
+          else this.model.setSlice(key, v as LbSlice | undefined);
         }
       }
       if (report.resources.every((r) => r.status === "unchanged")) return report;
@@ -168,21 +177,32 @@ export class LbController implements Controller {
     return { ips, nodePorts };
   }
 
-  /** Makes the LB table match the services and the endpoints now (after every enforce). */
+  /**
+   * Makes the LB table match the services and the endpoints now (after every enforce). Its cost
+   * follows the change: the pods changed since the last call, the services they, a Service or a
+   * slice touched, and those services' elements. With no Service, it holds no pods and does nothing.
+   */
   async sync(): Promise<void> {
-    // No service ever: no table, and nothing computed. This runs after every enforce, and the pods
-    // below are every endpoint of the cluster (50,000 remote ones in the scale bench: ~50 ms a call).
-    if (this.services.size === 0 && this.views.length === 0) return;
-    const e = this.d.engine();
-    const pods: LbPod[] = [
-      ...e.listEndpoints().map((r) => r.spec),
-      ...e.remoteEndpoints().map((r) => ({ ...r.spec, ips: [r.spec.ip] })),
-    ];
-    const want = desiredLb([...this.services.values()], pods, [...this.slices.values()]);
+    const pods = this.d.engine().pods;
+    if (this.services.size === 0 && !this.model.pending && !this.kernel.needsFull) {
+      if (this.podCursor !== undefined) this.model.clearPods();
+      this.podCursor = undefined;
+      this.model.flush(); // what clearing the pods marked: services gone, nothing to write
+      return;
+    }
+    const changed = this.podCursor === undefined ? undefined : pods.since(this.podCursor);
+    const head = pods.head;
+    if (changed === undefined) {
+      // First sync with services (or the log no longer reaches back): every pod once.
+      this.model.clearPods();
+      for (const [k, p] of pods.all()) this.model.setPod(k, p);
+    } else for (const k of new Set(changed)) this.model.setPod(k, pods.get(k));
+    this.podCursor = head;
+    const changes = this.model.flush();
     const rev = this.revisions.desired;
+    if (changes.size === 0 && !this.kernel.needsFull) return this.revisions.realize(rev);
     try {
-      await this.kernel.apply(want.state);
-      this.views = want.views;
+      await this.kernel.update(changes);
       this.revisions.realize(rev);
     } catch (err) {
       this.revisions.fail(err);
@@ -193,7 +213,7 @@ export class LbController implements Controller {
   }
 
   list(): ServiceView[] {
-    return this.views;
+    return this.model.list();
   }
 
   /** Agent stop: the element writer's process ends; the kernel keeps the table. */
