@@ -1,6 +1,6 @@
 /**
  * Services in the kernel (needs root; outside CI):
- * `npm run bench -- lb [--rounds=4] [--seconds=5] [--services=10000] [--changes=10] [--change-only]`
+ * `npm run bench -- lb [--rounds=4] [--seconds=5] [--services=10000] [--changes=10] [--change-only] [--no-whole]`
  *
  * 1. ClusterIP vs direct to the backend, side by side in one run (ABBA rounds, paired ratios):
  *    TCP throughput (iperf3), request/response rate on one connection, and new connections
@@ -195,7 +195,12 @@ function benchService(i: number, variant: number): { svc: LbService; slice: LbSl
 /** A full collection between timed sections when node runs with --expose-gc (npm run bench passes it). */
 const gc = (): void => (globalThis as { gc?: () => void }).gc?.();
 
-async function backendChange(prefix: string, services: number, changes: number): Promise<void> {
+async function backendChange(
+  prefix: string,
+  services: number,
+  changes: number,
+  withWhole: boolean,
+): Promise<void> {
   const node = await createNode({
     netns: `${prefix}-lbnode`,
     gateway4: "10.222.0.1",
@@ -241,6 +246,7 @@ async function backendChange(prefix: string, services: number, changes: number):
     writer = r.writer ?? "";
     if (r.mode !== "delta" || r.ops !== 2)
       throw new Error(`expected a 2-element delta, got ${r.mode} ${r.ops}`);
+    if (!withWhole) continue;
     gc();
     t0 = performance.now();
     const w = await whole.apply(
@@ -291,7 +297,12 @@ async function main(): Promise<void> {
   const prefix = "hlbb" + randomBytes(2).toString("hex");
   try {
     if (!process.argv.includes("--change-only")) await clusterIp(prefix, arg("rounds", 4), arg("seconds", 5));
-    await backendChange(prefix, arg("services", 10000), arg("changes", 10));
+    await backendChange(
+      prefix,
+      arg("services", 10000),
+      arg("changes", 10),
+      !process.argv.includes("--no-whole"),
+    );
   } finally {
     await cleanupPrefix(prefix + "-");
   }
