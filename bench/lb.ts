@@ -193,7 +193,10 @@ function benchService(i: number, variant: number): { svc: LbService; slice: LbSl
  * desired state computed, LbTable.apply compiling and diffing it all). Each in its own table.
  */
 /** A full collection between timed sections when node runs with --expose-gc (npm run bench passes it). */
-const gc = (): void => (globalThis as { gc?: () => void }).gc?.();
+const gc = async (): Promise<void> => {
+  (globalThis as { gc?: () => void }).gc?.();
+  await new Promise((r) => setTimeout(r, 300)); // its concurrent sweeping ends before the timing starts
+};
 
 async function backendChange(
   prefix: string,
@@ -237,7 +240,7 @@ async function backendChange(
     // The one slice that changes: endpoint 0 of service 0 gets another address (one backend replaced).
     const changed = benchService(0, i).slice;
     slices[0] = changed;
-    gc(); // the whole way leaves ~GBs of garbage: its collection is not the next change's cost
+    await gc(); // the whole way leaves ~GBs of garbage: its collection is not the next change's cost
     t0 = performance.now();
     model.setSlice(`b/${changed.name}`, changed);
     const r = await inc.update(model.flush());
@@ -247,7 +250,7 @@ async function backendChange(
     if (r.mode !== "delta" || r.ops !== 2)
       throw new Error(`expected a 2-element delta, got ${r.mode} ${r.ops}`);
     if (!withWhole) continue;
-    gc();
+    await gc();
     t0 = performance.now();
     const w = await whole.apply(
       desiredLb(
@@ -278,6 +281,7 @@ async function backendChange(
     oneBackendChangeMsMedian: r1(median(one)),
     oneBackendChangeMs: one.map(r1),
     kernelWriteMsMedian: r1(median(kernel)),
+    nodeSideMsMedian: Math.round(median(one.map((x, i) => x - (kernel[i] ?? 0))) * 1000) / 1000,
     kernelWriteMs: kernel.map(r1),
     writer,
     wholeStateMsMedian: r1(median(old)),

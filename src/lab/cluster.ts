@@ -59,6 +59,8 @@ export interface LabClusterOptions {
   readonly encryptionStrict?: boolean;
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
+  /** More `membrane agent` flags for every node (e.g. ["--service-cidr", "10.97.0.0/16"]). */
+  readonly agentArgs?: readonly string[];
 }
 
 export interface LabNode {
@@ -206,6 +208,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...(o.proxy ? [] : ["--no-proxy"]),
         ...(o.encryption ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)] : []),
         ...(o.encryptionStrict ? ["--encryption-strict"] : []),
+        ...(o.agentArgs ?? []),
       ];
       const { proc, logs } = spawnAgent(args);
       if (proc.pid === undefined)

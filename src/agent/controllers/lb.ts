@@ -11,6 +11,11 @@
  *                     --> only the services they touch recomputed --> their element delta, or nothing
  *
  * A refused file (a parse problem, an address another service holds) changes nothing.
+ *
+ * Cluster mode: the store given is the cluster's (cluster/resource-store.ts: `lb/` keys in etcd),
+ * so a Service or slice applied on one node is written once for all; every node takes what the
+ * others wrote through syncRecord (cluster/resources.ts watches etcd) and balances to backends on
+ * any node (other nodes' pods are remote endpoints, reached as the cluster routes pods).
  */
 import { MembraneError } from "../../errors.js";
 import { LbTable } from "../../datapath/lb-table.js";
@@ -25,6 +30,8 @@ import {
   type ServiceView,
 } from "../../lb/types.js";
 import type { ServiceSpec } from "../../policy/query.js";
+import { readServiceRecord, readSliceRecord } from "../../lb/record.js";
+import type { SyncedResource } from "../../cluster/synced.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 
 const SVC_KEY = "lb/services/";
@@ -45,8 +52,10 @@ export interface LbControllerParams extends ControllerDeps {
   readonly config?: Partial<LbConfig>;
 }
 
-export class LbController implements Controller {
+export class LbController implements Controller, SyncedResource {
   readonly name = "services-lb";
+  /** The store prefix of Services and EndpointSlices (cluster mode: shared through etcd). */
+  readonly prefix = "lb/";
   readonly revisions = new Revisions();
   private readonly services = new Map<string, LbService>();
   private readonly slices = new Map<string, LbSlice>();
@@ -71,22 +80,50 @@ export class LbController implements Controller {
   }
 
   async restore(): Promise<void> {
-    for (const [prefix, into] of [
-      [SVC_KEY, this.services],
-      [SLICE_KEY, this.slices],
-    ] as const) {
-      for (const kv of (await this.d.store.list(prefix)).kvs) {
-        try {
-          (into as Map<string, unknown>).set(kv.key.slice(prefix.length), JSON.parse(kv.value) as unknown);
-        } catch (e) {
-          this.d.logger.error({ key: kv.key, err: String(e) }, "stored service cannot be read; skipped");
-        }
+    for (const prefix of [SVC_KEY, SLICE_KEY])
+      for (const kv of (await this.d.store.list(prefix)).kvs) this.syncRecord(kv.key, kv.value);
+  }
+
+  /**
+   * A stored record into the view, the model and the engine (at start, and in cluster mode what
+   * another node wrote); false when nothing changed (this node's own write coming back). A record
+   * that does not decode is logged and skipped.
+   */
+  syncRecord(key: string, value: string | undefined): boolean {
+    const svc = key.startsWith(SVC_KEY);
+    if (!svc && !key.startsWith(SLICE_KEY)) return false;
+    const id = key.slice((svc ? SVC_KEY : SLICE_KEY).length);
+    const known: Map<string, LbService | LbSlice> = svc ? this.services : this.slices;
+    const was = known.get(id);
+    let now: LbService | LbSlice | undefined;
+    try {
+      now = value === undefined ? undefined : svc ? readServiceRecord(value, id) : readSliceRecord(value, id);
+    } catch (e) {
+      this.d.logger.error({ key, err: String(e) }, "stored service cannot be read; skipped");
+      return false;
+    }
+    if (JSON.stringify(was) === JSON.stringify(now)) return false;
+    if (now === undefined) known.delete(id);
+    else known.set(id, now);
+    const [ns = "", name = ""] = id.split("/");
+    if (svc) {
+      this.model.setService(id, now as LbService | undefined);
+      if (now) this.d.engine().upsertService(this.policySpec(now as LbService));
+      else this.d.engine().deleteService(ns, name);
+    } else {
+      this.model.setSlice(id, now as LbSlice | undefined);
+      // A selector-less service's toServices addresses are its slices' (policySpec).
+      for (const sl of [was, now] as (LbSlice | undefined)[]) {
+        const s = sl && this.services.get(`${sl.namespace}/${sl.service}`);
+        if (s && !s.selector) this.d.engine().upsertService(this.policySpec(s));
       }
     }
-    for (const [k, s] of this.services) this.model.setService(k, s);
-    for (const [k, sl] of this.slices) this.model.setSlice(k, sl);
-    for (const s of this.services.values()) this.d.engine().upsertService(this.policySpec(s));
-    if (this.services.size > 0) this.revisions.bump();
+    this.revisions.bump();
+    return true;
+  }
+
+  syncedKeys(): string[] {
+    return [...[...this.services.keys()].map((k) => SVC_KEY + k), ...[...this.slices.keys()].map((k) => SLICE_KEY + k)]; // prettier-ignore
   }
 
   /** toServices sees a Service as a selector (its pods) or its slices' addresses. */
