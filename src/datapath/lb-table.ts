@@ -30,6 +30,8 @@ export interface LbTableParams {
   netns?: string;
   /** Table name (family inet); default "membrane_lb". */
   table?: string;
+  /** The node's IPv4 pod CIDRs: a NodePort connection to a backend elsewhere is masqueraded (lb-compile.ts). */
+  localCidrs?: readonly string[];
 }
 
 export interface LbApplyResult {
@@ -200,7 +202,7 @@ export class LbTable {
     this.wanted.clear();
     for (const [g, fronts] of all) this.wanted.set(g, fronts);
     const t0 = performance.now();
-    await nftApply(lbTableScript(this.table, whole), this.opts());
+    await nftApply(lbTableScript(this.table, whole, this.p.localCidrs), this.opts());
     this.realized = r;
     let ops = 0;
     for (const m of whole.elements.values()) ops += m.size;

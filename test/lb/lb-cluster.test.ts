@@ -1,11 +1,14 @@
 // Services in cluster mode (root, etcd): two real `membrane agent --cluster-store` processes
 // (src/lab/cluster.ts). A Service and an EndpointSlice applied through n1 reach n2 through etcd;
 // the ClusterIP (from the agents' --service-cidr) answers from a pod on either node with a backend
-// on n2, with real TCP; a slice's change through n2 moves n1's backends; a delete through n2 empties
+// on n2, with real TCP; a NodePort on n1 answers a client outside the cluster from that backend
+// (masqueraded, so the reply returns through n1); a slice's change through n2 moves n1's backends; a delete through n2 empties
 // both nodes' tables.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
+import { promisify } from "node:util";
 import { skipWithoutEtcd } from "../../src/lab/etcd.js";
 import { startLabCluster, type LabCluster, type LabNode } from "../../src/lab/cluster.js";
 import { createEndpoint } from "../../src/lab/cluster-api.js";
@@ -14,6 +17,7 @@ import { Probe } from "../../src/probe/probe.js";
 import { rootSkipReason } from "../datapath/harness.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
+const run = promisify(execFile);
 
 const SERVICE = `apiVersion: v1
 kind: Service
@@ -21,6 +25,15 @@ metadata: {name: web, namespace: default}
 spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080}]
+`;
+
+const NODE_PORT = `apiVersion: v1
+kind: Service
+metadata: {name: webnp, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
 `;
 
 const sliceService = (ip: string): string => `apiVersion: v1
@@ -86,6 +99,20 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
 
       assert.equal(await c1.tcp(vip, 80, 3000), "ok", "a pod on n1 -> ClusterIP -> the backend on n2");
       assert.equal(await c2.tcp(vip, 80, 3000), "ok", "a pod on n2 -> ClusterIP -> the backend on n2");
+
+      // NodePort on n1 from outside the cluster (an address on the underlay) to the backend on n2:
+      // masqueraded to n1's address, so the reply comes back through n1 (not straight from n2).
+      await n1.client.request("POST", "/v1/lb/resources", { text: NODE_PORT, file: "np.yaml" });
+      await until(n1, "the NodePort's backend", (s) => s.some((v) => v.name === "webnp" && v.backends.length === 1)); // prettier-ignore
+      const outside = `${prefix}-ul`; // the underlay's own namespace (the lab's, removed by stop())
+      await run("ip", ["-n", outside, "addr", "add", "172.31.0.200/24", "dev", "br0"]);
+      const out = Probe.start(outside);
+      probes.push(out);
+      assert.equal(
+        await out.tcp(n1.ip, 30080, 3000),
+        "ok",
+        "outside -> n1:30080 -> the backend on n2, and back",
+      );
 
       // A selector-less Service and its slice, applied through n2, balanced on n1.
       await n2.client.request("POST", "/v1/lb/resources", { text: sliceService(web.ipv4), file: "ext.yaml" });

@@ -50,6 +50,8 @@ export interface LbControllerParams extends ControllerDeps {
   /** The LB table's name (family inet); the policy table's name + "_lb". */
   readonly table: string;
   readonly config?: Partial<LbConfig>;
+  /** The node's IPv4 pod CIDRs (a NodePort connection to a pod elsewhere is masqueraded). */
+  readonly localCidrs?: readonly string[];
 }
 
 export class LbController implements Controller, SyncedResource {
@@ -70,6 +72,7 @@ export class LbController implements Controller, SyncedResource {
     this.kernel = new LbTable({
       ...(d.nodeNetns !== undefined ? { netns: d.nodeNetns } : {}),
       table: d.table,
+      ...(d.localCidrs ? { localCidrs: d.localCidrs } : {}),
     });
     this.cfg = { ...DEFAULT_LB_CONFIG, ...d.config };
   }
