@@ -13,6 +13,8 @@ import { skipWithoutEtcd } from "../../src/lab/etcd.js";
 import { startLabCluster, type LabCluster, type LabNode } from "../../src/lab/cluster.js";
 import { createEndpoint } from "../../src/lab/cluster-api.js";
 import type { ServiceView } from "../../src/lb/types.js";
+import type { LbApplyReport } from "../../src/agent/controllers/lb.js";
+import { waitRealized, type NodeRealized } from "../../src/cluster/realized.js";
 import { Probe } from "../../src/probe/probe.js";
 import { rootSkipReason } from "../datapath/harness.js";
 
@@ -81,17 +83,18 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
       await srv.listen("tcp", 8080);
       await srv.listen("tcp", 8081);
 
-      const r = (await n1.client.request("POST", "/v1/lb/resources", {
-        text: SERVICE,
-        file: "web.yaml",
-      })) as {
-        resources: { status: string }[];
-      };
+      const r = (await n1.client.request("POST", "/v1/lb/resources", { text: SERVICE, file: "web.yaml" })) as LbApplyReport; // prettier-ignore
       assert.deepEqual(r.resources.map((x) => x.status), ["created"]); // prettier-ignore
-      // n2 learns the Service through etcd; n1 learns n2's pod as a backend (a remote endpoint).
+      // `apply --wait`: every node realized the write's revision, so n2 balances it already.
+      const realized = async (): Promise<NodeRealized[]> =>
+        ((await n1.client.request("GET", "/v1/cluster/realized")) as { nodes: NodeRealized[] }).nodes;
+      assert.equal(typeof r.clusterRevision, "number", "the answer carries the revision to wait for");
+      await waitRealized(realized, r.clusterRevision ?? 0, 30_000);
       const backend = `${web.ipv4}:8080`;
       const has = (s: ServiceView[]): boolean => s.some((v) => v.name === "web" && v.backends.some((b) => b.address === backend && b.state === "active")); // prettier-ignore
-      const on2 = await until(n2, "the Service from n1", has);
+      const on2 = await services(n2);
+      assert.ok(has(on2), "n2 balances the Service from n1 once it realized the revision");
+      // n1 learns n2's pod as a backend (a remote endpoint, through the cluster's ipcache).
       const on1 = await until(n1, "n2's pod as a backend", has);
       const vip = on1.find((v) => v.name === "web")?.clusterIP ?? "";
       assert.match(vip, /^10\.97\./, "allocated from --service-cidr");

@@ -38,6 +38,8 @@ const SVC_KEY = "lb/services/";
 const SLICE_KEY = "lb/slices/";
 
 export interface LbApplyReport {
+  /** Cluster mode: the etcd revision `apply --wait` waits for (api/lb-routes.ts). */
+  clusterRevision?: number;
   resources: {
     kind: "Service" | "EndpointSlice";
     name: string;
