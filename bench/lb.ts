@@ -1,12 +1,13 @@
 /**
- * Services in the kernel (needs root; outside CI): `npm run bench -- lb [--rounds=4] [--seconds=5] [--services=10000]`
+ * Services in the kernel (needs root; outside CI):
+ * `npm run bench -- lb [--rounds=4] [--seconds=5] [--services=10000] [--changes=10] [--change-only] [--no-whole]`
  *
  * 1. ClusterIP vs direct to the backend, side by side in one run (ABBA rounds, paired ratios):
  *    TCP throughput (iperf3), request/response rate on one connection, and new connections
  *    per second (a connect/close loop). Both conditions run with the policy table (open) and
  *    the LB table loaded; only the address the client dials differs.
- * 2. Cost of changing one backend among N services x 10 backends (element delta through
- *    `nft`), after loading the whole table; and of draining one backend (10 -> 9).
+ * 2. Cost of changing one backend among N services x 10 backends, the agent's incremental
+ *    way against computing the whole state (side by side); and of draining one backend (10 -> 9).
  *
  * One JSON line per figure. Everything runs in scratch namespaces with the prefix hlbb + random.
  */
@@ -20,6 +21,9 @@ import { cleanupPrefix } from "../src/datapath/netns.js";
 import { LbTable } from "../src/datapath/lb-table.js";
 import type { LbFrontend } from "../src/datapath/lb-types.js";
 import { Reconciler } from "../src/datapath/reconcile.js";
+import { desiredLb } from "../src/lb/desired.js";
+import { LbModel } from "../src/lb/model.js";
+import type { LbService, LbSlice } from "../src/lb/types.js";
 import { abTraffic, IPERF_PORT, median, parsePin, RR_PORT, r1, trafficFigures } from "./traffic.js";
 
 const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "lb", ...o }));
@@ -150,49 +154,124 @@ async function clusterIp(prefix: string, rounds: number, seconds: number): Promi
   }
 }
 
-async function backendChange(prefix: string, services: number, changes: number): Promise<void> {
+/** Service i (ns "b", name "s<i>") and its slice, whose endpoint 0 has port 8080 + variant. */
+function benchService(i: number, variant: number): { svc: LbService; slice: LbSlice } {
+  const ip = (n: number): string => `10.${100 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+  const be = (b: number): string => {
+    const n = i * 10 + b;
+    return `172.${16 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+  };
+  return {
+    svc: {
+      namespace: "b",
+      name: `s${i}`,
+      labels: {},
+      type: "ClusterIP",
+      clusterIP: ip(i + 1),
+      ports: [{ name: "http", protocol: "TCP", port: 80, targetPort: 8080 }],
+      algorithm: "random",
+    },
+    slice: {
+      namespace: "b",
+      name: `s${i}-1`,
+      service: `s${i}`,
+      ports: [{ name: "http", port: 8080, protocol: "TCP" }],
+      endpoints: Array.from({ length: 10 }, (_, b) => ({
+        addresses: [b === 0 && variant > 0 ? `192.168.${variant >> 8}.${variant & 255}` : be(b)],
+        ready: true,
+        serving: true,
+        terminating: false,
+      })),
+    },
+  };
+}
+
+/**
+ * One backend change among N services x 10 backends, two ways side by side (interleaved):
+ * "incremental" is what the agent does (LbModel: the changed slice's service recomputed,
+ * LbTable.update: that service's element delta); "whole" is the previous way (the whole
+ * desired state computed, LbTable.apply compiling and diffing it all). Each in its own table.
+ */
+/** A full collection between timed sections when node runs with --expose-gc (npm run bench passes it). */
+const gc = async (): Promise<void> => {
+  (globalThis as { gc?: () => void }).gc?.();
+  await new Promise((r) => setTimeout(r, 300)); // its concurrent sweeping ends before the timing starts
+};
+
+async function backendChange(
+  prefix: string,
+  services: number,
+  changes: number,
+  withWhole: boolean,
+): Promise<void> {
   const node = await createNode({
     netns: `${prefix}-lbnode`,
     gateway4: "10.222.0.1",
     podCidr4: "10.222.0.0/24",
   });
-  const lb = new LbTable({ netns: node.netns });
-  const ip = (n: number): string => `10.${100 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
-  const state = (variant: number, drain = false): { frontends: LbFrontend[] } => ({
-    frontends: Array.from({ length: services }, (_, s) => ({
-      ip: ip(s + 1),
-      proto: 6 as const,
-      port: 80,
-      backends: Array.from({ length: drain && s === 0 ? 9 : 10 }, (_, b) => ({
-        ip: `172.${16 + ((s * 10 + b) >> 16)}.${((s * 10 + b) >> 8) & 255}.${(s * 10 + b) & 255}`,
-        port: s === 0 && b === 0 ? 8080 + variant : 8080,
-      })),
-    })),
-  });
+  const inc = new LbTable({ netns: node.netns, table: "membrane_lb" });
+  const whole = new LbTable({ netns: node.netns, table: "hlbb_whole" });
+  const model = new LbModel();
+  const all = Array.from({ length: services }, (_, i) => benchService(i, 0));
+  for (const { svc, slice } of all) {
+    model.setService(`b/${svc.name}`, svc);
+    model.setSlice(`b/${slice.name}`, slice);
+  }
   let t0 = performance.now();
-  const full = await lb.apply(state(0));
+  const full = await inc.update(model.flush());
   const loadMs = performance.now() - t0;
+  await whole.apply(
+    desiredLb(
+      all.map((x) => x.svc),
+      [],
+      all.map((x) => x.slice),
+    ).state,
+  );
   if (
     !(await runIn(node.netns, ["nft", "list", "set", "inet", "membrane_lb", "front4"])).includes("10.100.0.1")
   )
     throw new Error("the table was not loaded");
   const one: number[] = [];
   const kernel: number[] = [];
+  const old: number[] = [];
   let writer = "";
+  const slices = all.map((x) => x.slice);
   for (let i = 1; i <= changes; i++) {
-    const next = state(i); // the desired state is given: its computation (lb/desired.ts) is not timed
+    // The one slice that changes: endpoint 0 of service 0 gets another address (one backend replaced).
+    const changed = benchService(0, i).slice;
+    slices[0] = changed;
+    await gc(); // the whole way leaves ~GBs of garbage: its collection is not the next change's cost
     t0 = performance.now();
-    const r = await lb.apply(next);
+    model.setSlice(`b/${changed.name}`, changed);
+    const r = await inc.update(model.flush());
     one.push(performance.now() - t0);
     kernel.push(r.kernelMs);
     writer = r.writer ?? "";
     if (r.mode !== "delta" || r.ops !== 2)
       throw new Error(`expected a 2-element delta, got ${r.mode} ${r.ops}`);
+    if (!withWhole) continue;
+    await gc();
+    t0 = performance.now();
+    const w = await whole.apply(
+      desiredLb(
+        all.map((x) => x.svc),
+        [],
+        slices,
+      ).state,
+    );
+    old.push(performance.now() - t0);
+    if (w.mode !== "delta" || w.ops !== 2)
+      throw new Error(`whole: expected a 2-element delta, got ${w.mode} ${w.ops}`);
   }
+  // Draining: service 0's endpoint 1 becomes terminating (10 -> 9 backends: a chain n9 comes, so `nft`).
+  const base = benchService(0, changes).slice;
+  const drained: LbSlice = { ...base, endpoints: base.endpoints.map((e, b) => (b === 1 ? { ...e, ready: false, terminating: true } : e)) }; // prettier-ignore
   t0 = performance.now();
-  const d = await lb.apply(state(changes, true));
+  model.setSlice(`b/${drained.name}`, drained);
+  const d = await inc.update(model.flush());
   const drainMs = performance.now() - t0;
-  lb.stop();
+  inc.stop();
+  whole.stop();
   out({
     figure: "backend-change",
     services,
@@ -202,11 +281,15 @@ async function backendChange(prefix: string, services: number, changes: number):
     oneBackendChangeMsMedian: r1(median(one)),
     oneBackendChangeMs: one.map(r1),
     kernelWriteMsMedian: r1(median(kernel)),
+    nodeSideMsMedian: Math.round(median(one.map((x, i) => x - (kernel[i] ?? 0))) * 1000) / 1000,
     kernelWriteMs: kernel.map(r1),
     writer,
+    wholeStateMsMedian: r1(median(old)),
+    wholeStateMs: old.map(r1),
+    ratioWholeToIncremental: r1(median(old) / Math.max(median(one), 0.001)),
     drainOneBackendMs: r1(drainMs),
     drainOps: d.ops,
-    how: "LbTable.apply: compile the whole LB state and diff it in Node, then write the element delta (delete + add of one be4 element) as one nf_tables batch; kernelWrite = the batch alone",
+    how: "incremental = LbModel.setSlice + flush (the one service recomputed) + LbTable.update (its element delta, one nf_tables batch); whole = desiredLb over every service + LbTable.apply (compile and diff all); interleaved, one run",
     load1m: r1(loadavg()[0] ?? 0),
   });
 }
@@ -217,8 +300,13 @@ async function main(): Promise<void> {
     Number(process.argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1] ?? d);
   const prefix = "hlbb" + randomBytes(2).toString("hex");
   try {
-    await clusterIp(prefix, arg("rounds", 4), arg("seconds", 5));
-    await backendChange(prefix, arg("services", 10000), arg("changes", 10));
+    if (!process.argv.includes("--change-only")) await clusterIp(prefix, arg("rounds", 4), arg("seconds", 5));
+    await backendChange(
+      prefix,
+      arg("services", 10000),
+      arg("changes", 10),
+      !process.argv.includes("--no-whole"),
+    );
   } finally {
     await cleanupPrefix(prefix + "-");
   }

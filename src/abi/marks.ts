@@ -23,6 +23,12 @@ export const CT_PROXY_UPSTREAM = 0x10000000;
  * (datapath/lb-compile.ts, compile-lb-policy.ts).
  */
 export const CT_SERVICE = 0x08000000;
+/**
+ * Connection mark bit of a connection to a NodePort (set with CT_SERVICE): when its backend is
+ * not one of this node's pods, the LB table masquerades it to the node's address, so that the
+ * reply comes back through this node (as kube-proxy with externalTrafficPolicy Cluster).
+ */
+export const CT_NODEPORT = 0x04000000;
 
 /** The identity of addresses no ipcache prefix covers. */
 export const WORLD_IDENTITY = 2;

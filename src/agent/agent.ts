@@ -86,7 +86,7 @@ export class Agent {
   runtime: RuntimeController | undefined;
   spiffe: SpiffeController | undefined; // SVIDs and each endpoint's Workload API (controllers/spiffe.ts); undefined when off
   readonly gateways: GatewaysController | undefined; // Gateway API and Ingress (gateway-start.ts); undefined when off
-  /** Cluster mode: policies, namespaces and services shared through etcd (cluster/resources.ts). */
+  /** Cluster mode: policies, namespaces, services and LB Services/slices shared through etcd (cluster/resources.ts). */
   readonly cluster: ClusterResources | undefined;
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
   private readonly controllers: readonly Controller[];
@@ -119,7 +119,7 @@ export class Agent {
     const shared = p.cluster ? clusterResources.deps(deps, p.cluster) : deps; // their store: etcd
     this.namespaces = new NamespacesController(shared);
     this.services = new ServicesController(shared);
-    this.lb = new LbController({ ...deps, table: `${p.table}_lb`, ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}) }); // prettier-ignore
+    this.lb = new LbController({ ...shared, table: `${p.table}_lb`, localCidrs: [p.podCidr4], ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}) }); // prettier-ignore
     this.nodes = new NodesController(deps);
     this.remoteEndpoints = new RemoteEndpointsController(
       deps,
@@ -142,7 +142,7 @@ export class Agent {
     });
     const kernelBehind = (): boolean => this.enforcer.kernelBehind;
     this.policies = new PoliciesController({ ...shared, kernelBehind });
-    const synced = [this.namespaces, this.services, this.policies];
+    const synced = [this.namespaces, this.services, this.policies, this.lb];
     this.cluster = p.cluster && clusterResources.watch({ ...shared, kernelBehind }, p.cluster, synced);
     this.names = new NamesController(
       deps,

@@ -223,7 +223,10 @@ export function agentRoutes(agent: Agent): Route[] {
     },
     ...remoteEndpointRoutes(agent.remoteEndpoints),
     ...cniRoutes(agent.cni), // membrane-cni: /v1/cni/... (api/cni-routes.ts)
-    ...lbRoutes(() => agent.lb), // Service / EndpointSlice in the kernel (api/lb-routes.ts)
+    ...lbRoutes(
+      () => agent.lb,
+      () => agent.cluster,
+    ), // Service / EndpointSlice in the kernel (api/lb-routes.ts)
     ...tracingRoutes(() => agent.tracing), // TracingPolicy: /v1/tracingpolicies (api/tracing-routes.ts)
     ...runtimeRoutes(() => agent.runtime), // /v1/runtime/... (api/runtime-routes.ts)
     ...authRoutes(() => agent.spiffe?.auth), // /v1/auth/... mutual authentication (api/auth-routes.ts)

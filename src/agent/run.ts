@@ -62,6 +62,8 @@ export interface AgentOptions {
   readonly gateway?: AgentParams["gateway"];
   /** Transparent encryption between nodes (`--encryption wireguard`, cluster mode); absent = off. */
   readonly encryption?: EncryptionOptions;
+  /** Services' address pools (`--service-cidr`, `--lb-pool`, `--node-port-range`); lb/types.ts defaults. */
+  readonly lb?: AgentParams["lb"];
 }
 
 export interface RunningAgent {
@@ -121,6 +123,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     ...(o.runtime ? { runtime: o.runtime } : {}),
     ...(o.spiffe ? { spiffe: o.spiffe } : {}),
     ...(o.gateway ? { gateway: o.gateway } : {}),
+    ...(o.lb ? { lb: o.lb } : {}),
     // Cluster mode: shared policies/namespaces/services, and identity numbers claimed in etcd.
     ...(cluster
       ? { cluster: cluster.ctx, clusterIdentities: new ClusterIdentities({ ctx: cluster.ctx }) }

@@ -6,6 +6,7 @@
  *   policies/<kind>/<ns>/<name>  ──▶ etcd  cluster/policies/<kind>/<ns>/<name>
  *   namespaces/<name>            ──▶ etcd  cluster/namespaces/<name>
  *   services/<ns>/<name>         ──▶ etcd  cluster/services/<ns>/<name>
+ *   lb/{services,slices}/<ns>/<name> ──▶ etcd  cluster/lb/...   (Services in the kernel, controllers/lb.ts)
  *   anything else                ──▶ the node's embedded store
  *
  * The controllers are unchanged: they validate, write through this store
@@ -26,8 +27,8 @@ import type {
 } from "../store/store.js";
 import { CLUSTER } from "./keys.js";
 
-/** The node-local key prefixes whose records are cluster-wide (agent/records.ts, services.ts). */
-export const CLUSTER_RESOURCE_PREFIXES = ["policies/", "namespaces/", "services/"] as const;
+/** The node-local key prefixes whose records are cluster-wide (agent/records.ts, services.ts, lb.ts). */
+export const CLUSTER_RESOURCE_PREFIXES = ["policies/", "namespaces/", "services/", "lb/"] as const;
 
 export function isClusterResourceKey(key: string): boolean {
   return CLUSTER_RESOURCE_PREFIXES.some((p) => key.startsWith(p));

@@ -11,6 +11,8 @@
  *       -> goto a<N>t<T> (sessionAffinity ClientIP, timeout T):
  *                        mark = @aff4[client . daddr . l4proto . dport] (the client's slot), refreshed,
  *                        else a random slot, remembered for T seconds; then the same DNAT
+ *   postrouting srcnat: a NodePort connection (CT_NODEPORT) to a backend outside the node's pod
+ *     CIDRs is masqueraded to the node's address, so that the reply comes back through this node.
  *   The membrane table then judges the connection on its backend (compile-lb-policy.ts).
  *   The packet mark is scratch here: the policy hook after the DNAT sets it anew.
  *
@@ -35,7 +37,7 @@
  *
  * IPv4 only for now (IPv6 frontends are refused by lb/).
  */
-import { CT_SERVICE, type LbFrontend, type LbState } from "./lb-types.js";
+import { CT_NODEPORT, CT_SERVICE, type LbFrontend, type LbState } from "./lb-types.js";
 import { invalid } from "./compile-error.js";
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -48,7 +50,9 @@ export const MAGLEV_M = 251;
 const MAGLEV_SEED = "0x4d454d42";
 
 const PROTO_NAME: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp" };
-const SVC = `0x${CT_SERVICE.toString(16).padStart(8, "0")}`;
+const hex = (n: number): string => `0x${n.toString(16).padStart(8, "0")}`;
+const SVC = hex(CT_SERVICE);
+const NODEPORT = hex(CT_NODEPORT);
 
 /** One map's or set's elements: key text -> value text ("" for a set). */
 export type LbElements = Map<string, Map<string, string>>;
@@ -76,8 +80,14 @@ export const AFFINITY_MAP = "aff4";
 const AFF_DECL =
   "type ipv4_addr . ipv4_addr . inet_proto . inet_service : mark; flags dynamic,timeout; size 262144;";
 
-/** The chains that never change (hooks and shared steps). */
-export function fixedChains(): { name: string; base?: string; rules: string[] }[] {
+/**
+ * The chains that never change (hooks and shared steps). `localCidrs`: the node's pod CIDRs (IPv4);
+ * a NodePort connection to a backend outside them is masqueraded (none given: no masquerade).
+ */
+export function fixedChains(
+  localCidrs: readonly string[] = [],
+): { name: string; base?: string; rules: string[] }[] {
+  const remote = localCidrs.length ? `ip daddr != { ${localCidrs.join(", ")} } ` : "";
   const vip = "ip daddr . meta l4proto . th dport";
   const np = "fib daddr type local meta l4proto . th dport";
   return [
@@ -91,7 +101,7 @@ export function fixedChains(): { name: string; base?: string; rules: string[] }[
         `${vip} @empty4 goto reject_c`,
         `${vip} @front4 ct mark set ct mark or ${SVC} return`,
         `${np} @npempty goto reject_c`,
-        `${np} @npfront ct mark set ct mark or ${SVC}`,
+        `${np} @npfront ct mark set ct mark or ${hex(CT_SERVICE | CT_NODEPORT)}`,
       ],
     },
     {
@@ -117,6 +127,12 @@ export function fixedChains(): { name: string; base?: string; rules: string[] }[
       name: "nat_out_c",
       base: "type nat hook output priority -100; policy accept;",
       rules: ["meta nfproto ipv4 jump dnat_c"],
+    },
+    {
+      // NodePort to another node's pod: the reply must come back through this node (its conntrack).
+      name: "snat_c",
+      base: "type nat hook postrouting priority srcnat; policy accept;",
+      rules: remote ? [`meta nfproto ipv4 ct mark & ${NODEPORT} == ${NODEPORT} ${remote}masquerade`] : [],
     },
   ];
 }
@@ -166,31 +182,53 @@ function check(f: LbFrontend, p: string): void {
     throw invalid(`${p}.affinitySeconds`, `${f.affinitySeconds} is not a whole number of seconds above 0`);
 }
 
+/** One frontend's elements: [map or set, key, value ("" in a set)], and the chain its verdict goes to. */
+export interface CompiledFrontend {
+  key: string;
+  chain?: { name: string; rules: string[] };
+  elements: [string, string, string][];
+}
+
+/**
+ * One frontend's elements; `p` names it in errors ("frontends[3]"); `previous` answers what a
+ * map held before (stable slots: a backend keeps its slot).
+ */
+export function compileFrontend(
+  f: LbFrontend,
+  p: string,
+  previous?: (set: string, key: string) => string | undefined,
+): CompiledFrontend {
+  check(f, p);
+  const key = frontendKey(f);
+  const node = f.ip === undefined;
+  const elements: [string, string, string][] = [[node ? "npfront" : "front4", key, ""]];
+  if (f.backends.length === 0) {
+    elements.push([node ? "npempty" : "empty4", key, ""]);
+    return { key, elements };
+  }
+  const slots = f.slots;
+  const chain = choiceChain(f, slots !== undefined);
+  elements.push([node ? "npnat" : "nat4", key, `goto ${chain.name}`]);
+  const be = node ? "npbe" : "be4";
+  const values = f.backends.map((b) => `${b.ip} . ${b.port}`);
+  const was = previous && ((s: number): string | undefined => previous(be, `${key} . ${s}`));
+  const order = slots ? slots.map((b) => values[b] as string) : stableSlots(values, was);
+  order.forEach((v, slot) => elements.push([be, `${key} . ${slot}`, v]));
+  return { key, chain, elements };
+}
+
 /** The whole desired content of the LB table's maps, and the chains they go to. */
 export function compileLb(state: LbState, previous?: CompiledLb): CompiledLb {
   const elements: LbElements = new Map(LB_SETS.map((s) => [s.name, new Map<string, string>()]));
-  const el = (name: string): Map<string, string> => elements.get(name) as Map<string, string>;
   const chains = new Map<string, string[]>();
   const seen = new Set<string>();
+  const prev = previous && ((set: string, key: string) => previous.elements.get(set)?.get(key));
   state.frontends.forEach((f, i) => {
-    check(f, `frontends[${i}]`);
-    const key = frontendKey(f);
-    if (seen.has(key)) throw invalid(`frontends[${i}]`, `${key} is used twice`);
-    seen.add(key);
-    const node = f.ip === undefined;
-    el(node ? "npfront" : "front4").set(key, "");
-    if (f.backends.length === 0) {
-      el(node ? "npempty" : "empty4").set(key, "");
-      return;
-    }
-    const slots = f.slots;
-    const c = choiceChain(f, slots !== undefined);
-    chains.set(c.name, c.rules);
-    el(node ? "npnat" : "nat4").set(key, `goto ${c.name}`);
-    const be = el(node ? "npbe" : "be4");
-    const values = f.backends.map((b) => `${b.ip} . ${b.port}`);
-    const order = slots ? slots.map((b) => values[b] as string) : stableSlots(values, key, previous);
-    order.forEach((v, slot) => be.set(`${key} . ${slot}`, v));
+    const c = compileFrontend(f, `frontends[${i}]`, prev);
+    if (seen.has(c.key)) throw invalid(`frontends[${i}]`, `${c.key} is used twice`);
+    seen.add(c.key);
+    if (c.chain) chains.set(c.chain.name, c.chain.rules);
+    for (const [set, k, v] of c.elements) (elements.get(set) as Map<string, string>).set(k, v);
   });
   return { chains, elements };
 }
@@ -199,14 +237,13 @@ export function compileLb(state: LbState, previous?: CompiledLb): CompiledLb {
  * Backends in slot order: a backend that held slot s before (and s still exists) keeps it;
  * the others fill the free slots in their given order.
  */
-function stableSlots(values: string[], key: string, previous: CompiledLb | undefined): string[] {
-  const was = previous?.elements.get(key.split(" . ").length === 2 ? "npbe" : "be4");
+function stableSlots(values: string[], was: ((slot: number) => string | undefined) | undefined): string[] {
   const out: (string | undefined)[] = new Array<string | undefined>(values.length).fill(undefined);
   const placed = new Set<string>();
   if (was) {
     const wanted = new Set(values);
     for (let s = 0; s < values.length; s++) {
-      const v = was.get(`${key} . ${s}`);
+      const v = was(s);
       if (v !== undefined && wanted.has(v) && !placed.has(v)) {
         out[s] = v;
         placed.add(v);
@@ -220,12 +257,12 @@ function stableSlots(values: string[], key: string, previous: CompiledLb | undef
 const elem = (k: string, v: string): string => (v === "" ? k : `${k} : ${v}`);
 
 /** The script that creates the table from nothing (an existing one is replaced whole). */
-export function lbTableScript(table: string, c: CompiledLb): string {
+export function lbTableScript(table: string, c: CompiledLb, localCidrs: readonly string[] = []): string {
   const out = [`table inet ${table} {}`, `delete table inet ${table}`, `table inet ${table} {`];
   for (const s of LB_SETS) out.push(`  ${s.decl.includes(":") ? "map" : "set"} ${s.name} { ${s.decl} }`);
   out.push(`  map ${AFFINITY_MAP} { ${AFF_DECL} }`);
   for (const [name, rules] of c.chains) out.push(`  chain ${name} {`, ...rules.map((r) => `    ${r}`), "  }");
-  for (const ch of fixedChains()) {
+  for (const ch of fixedChains(localCidrs)) {
     out.push(`  chain ${ch.name} {`);
     if (ch.base) out.push(`    ${ch.base}`);
     out.push(...ch.rules.map((r) => `    ${r}`), "  }");

@@ -37,4 +37,4 @@ export interface LbState {
 }
 
 /** Connection mark bit of a connection to a service address (set before the policy hook, lb-compile.ts). */
-export { CT_SERVICE } from "../abi/marks.js";
+export { CT_NODEPORT, CT_SERVICE } from "../abi/marks.js";

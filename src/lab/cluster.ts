@@ -61,6 +61,8 @@ export interface LabClusterOptions {
   readonly agentArgs?: readonly string[];
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
+  /** More `membrane agent` flags for every node (e.g. ["--service-cidr", "10.97.0.0/16"]). */
+  readonly agentArgs?: readonly string[];
 }
 
 export interface LabNode {

@@ -35,7 +35,7 @@ interface Candidate extends LbBackend {
   state: BackendState;
 }
 
-function selects(
+export function selects(
   selector: Readonly<Record<string, string>>,
   labels: Readonly<Record<string, string>>,
 ): boolean {
@@ -92,37 +92,55 @@ export function desiredLb(
   for (const s of [...services].sort((a, b) =>
     `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`),
   )) {
-    const seen = new Map<string, Candidate>();
-    for (const p of s.ports) {
-      const all = candidates(s, p, pods, slices);
-      for (const c of all) seen.set(`${c.ip}:${c.port}`, c);
-      if (s.clusterIP === undefined || s.clusterIP === "None") continue;
-      const ready = all.filter((c) => c.state === "active");
-      const usable = (ready.length > 0 ? ready : all.filter((c) => c.state === "terminating")).map(
-        ({ ip, port }) => ({ ip, port }),
-      );
-      const proto = LB_PROTO[p.protocol];
-      const common = {
-        proto,
-        backends: usable,
-        ...(s.affinitySeconds !== undefined ? { affinitySeconds: s.affinitySeconds } : {}),
-      };
-      const fronts: LbFrontend[] = [{ ip: s.clusterIP, port: p.port, ...common }];
-      if (p.nodePort !== undefined) fronts.push({ port: p.nodePort, ...common });
-      if (s.loadBalancerIP !== undefined) fronts.push({ ip: s.loadBalancerIP, port: p.port, ...common });
-      const slots = s.algorithm === "maglev" && usable.length > 0 ? maglevTable(usable.map((b) => `${b.ip}:${b.port}`)) : undefined; // prettier-ignore
-      for (const f of fronts) frontends.push(slots ? { ...f, slots } : f);
-    }
-    views.push({
-      namespace: s.namespace,
-      name: s.name,
-      type: s.type,
-      clusterIP: s.clusterIP ?? "",
-      ...(s.type === "LoadBalancer" ? { externalIP: s.loadBalancerIP ?? "<pending>" } : {}),
-      ports: s.ports.map((p) => `${p.port}${p.nodePort !== undefined ? `:${p.nodePort}` : ""}/${p.protocol}`),
-      affinity: s.affinitySeconds !== undefined ? `ClientIP (${s.affinitySeconds}s)` : "None",
-      backends: [...seen.values()].map((c) => ({ address: `${c.ip}:${c.port}`, state: c.state })),
-    });
+    const one = serviceDesired(s, pods, slices);
+    frontends.push(...one.frontends);
+    views.push(one.view);
   }
   return { state: { frontends }, views };
+}
+
+/**
+ * One service's frontends and view. `pods` and `slices` may hold more than the service's own
+ * (they are filtered here); lb/model.ts passes only the candidates its indexes found.
+ */
+export function serviceDesired(
+  s: LbService,
+  pods: Iterable<LbPod>,
+  slices: Iterable<LbSlice>,
+): { frontends: LbFrontend[]; view: ServiceView } {
+  const frontends: LbFrontend[] = [];
+  const podList = [...pods];
+  const sliceList = [...slices];
+  const seen = new Map<string, Candidate>();
+  for (const p of s.ports) {
+    const all = candidates(s, p, podList, sliceList);
+    for (const c of all) seen.set(`${c.ip}:${c.port}`, c);
+    if (s.clusterIP === undefined || s.clusterIP === "None") continue;
+    const ready = all.filter((c) => c.state === "active");
+    const usable = (ready.length > 0 ? ready : all.filter((c) => c.state === "terminating")).map(
+      ({ ip, port }) => ({ ip, port }),
+    );
+    const proto = LB_PROTO[p.protocol];
+    const common = {
+      proto,
+      backends: usable,
+      ...(s.affinitySeconds !== undefined ? { affinitySeconds: s.affinitySeconds } : {}),
+    };
+    const fronts: LbFrontend[] = [{ ip: s.clusterIP, port: p.port, ...common }];
+    if (p.nodePort !== undefined) fronts.push({ port: p.nodePort, ...common });
+    if (s.loadBalancerIP !== undefined) fronts.push({ ip: s.loadBalancerIP, port: p.port, ...common });
+    const slots = s.algorithm === "maglev" && usable.length > 0 ? maglevTable(usable.map((b) => `${b.ip}:${b.port}`)) : undefined; // prettier-ignore
+    for (const f of fronts) frontends.push(slots ? { ...f, slots } : f);
+  }
+  const view: ServiceView = {
+    namespace: s.namespace,
+    name: s.name,
+    type: s.type,
+    clusterIP: s.clusterIP ?? "",
+    ...(s.type === "LoadBalancer" ? { externalIP: s.loadBalancerIP ?? "<pending>" } : {}),
+    ports: s.ports.map((p) => `${p.port}${p.nodePort !== undefined ? `:${p.nodePort}` : ""}/${p.protocol}`),
+    affinity: s.affinitySeconds !== undefined ? `ClientIP (${s.affinitySeconds}s)` : "None",
+    backends: [...seen.values()].map((c) => ({ address: `${c.ip}:${c.port}`, state: c.state })),
+  };
+  return { frontends, view };
 }

@@ -22,6 +22,7 @@ import { LabelSet } from "../labels/label.js";
 import { MembraneError } from "../errors.js";
 import type { EndpointRecord } from "./engine-types.js";
 import type { EndpointSpec, NamedPort, RemoteEndpointSpec } from "./query.js";
+import { PodJournal, type PodSource, type PodView } from "./pod-journal.js";
 
 export interface RemoteEndpoint {
   readonly spec: RemoteEndpointSpec;
@@ -35,6 +36,7 @@ export class EndpointTable {
   private readonly ipOwner = new Map<string, string>();
   /** Endpoints of other nodes: address -> their spec and identity (ipcache only, no computed policy). */
   private readonly remotes = new Map<string, RemoteEndpoint>();
+  private readonly journal = new PodJournal();
 
   constructor(private readonly p: { readonly ipcache: IPCache; readonly cluster: string }) {}
 
@@ -123,6 +125,7 @@ export class EndpointTable {
   setLocal(rec: EndpointRecord): EndpointRecord | undefined {
     const old = this.endpoints.get(rec.key);
     this.endpoints.set(rec.key, rec);
+    this.journal.note(`l:${rec.key}`);
     for (const ip of old?.spec.ips ?? []) {
       this.p.ipcache.deleteExact(ip);
       this.ipOwner.delete(ip);
@@ -139,6 +142,7 @@ export class EndpointTable {
     const old = this.endpoints.get(key);
     if (!old) return undefined;
     this.endpoints.delete(key);
+    this.journal.note(`l:${key}`);
     for (const ip of old.spec.ips) {
       this.p.ipcache.deleteExact(ip);
       this.ipOwner.delete(ip);
@@ -150,6 +154,7 @@ export class EndpointTable {
   setRemote(r: RemoteEndpoint): RemoteEndpoint | undefined {
     const old = this.remotes.get(r.spec.ip);
     this.remotes.set(r.spec.ip, r);
+    this.journal.note(`r:${r.spec.ip}`);
     this.p.ipcache.setExact(r.spec.ip, r.identity.id, "endpoint");
     return old;
   }
@@ -159,8 +164,30 @@ export class EndpointTable {
     const old = this.remotes.get(ip);
     if (!old) return undefined;
     this.remotes.delete(ip);
+    this.journal.note(`r:${ip}`);
     this.p.ipcache.deleteExact(ip);
     return old;
+  }
+
+  /** Local and remote endpoints as pods, and which changed (the services' backends follow them). */
+  readonly pods: PodSource = ((journal: PodJournal): PodSource => ({
+    get: (key) => {
+      if (key.startsWith("r:")) {
+        const r = this.remotes.get(key.slice(2));
+        return r && { ...r.spec, ips: [r.spec.ip] };
+      }
+      return this.endpoints.get(key.slice(2))?.spec;
+    },
+    all: () => this.allPods(),
+    since: (cursor) => journal.since(cursor),
+    get head() {
+      return journal.head;
+    },
+  }))(this.journal);
+
+  private *allPods(): Generator<[string, PodView]> {
+    for (const [key, e] of this.endpoints) yield [`l:${key}`, e.spec];
+    for (const [ip, r] of this.remotes) yield [`r:${ip}`, { ...r.spec, ips: [ip] }];
   }
 
   get(key: string): EndpointRecord | undefined {

@@ -41,8 +41,8 @@ import { NodeAddresses, type NodeAddressKind } from "./node-addresses.js";
 import { resolvePeerIn } from "./resolve-peer.js";
 import { resolveService } from "./service.js";
 import { EndpointTable, type RemoteEndpoint } from "./endpoint-table.js";
-import type { DnsAnswer, EndpointPolicy, EndpointRecord, ResolvedPeer, TraceResult } from "./engine-types.js";
-import type { EngineStats } from "./engine-types.js";
+import type { DnsAnswer, EndpointPolicy, EndpointRecord, EngineStats, ResolvedPeer, TraceResult } from "./engine-types.js"; // prettier-ignore
+import type { PodSource } from "./pod-journal.js";
 import {
   DEFAULT_ENGINE_CONFIG,
   type Decision,
@@ -105,9 +105,7 @@ export class PolicyEngine {
       if (ident) this.cache.upsertIdentity(ident);
   }
 
-  get revision(): number {
-    return this.rev;
-  }
+  get revision(): number { return this.rev; } // prettier-ignore
 
   // ---- world state -------------------------------------------------------
 
@@ -348,6 +346,9 @@ export class PolicyEngine {
     return this.table.get(`${namespace}/${name}`);
   }
 
+  /** Every endpoint (local and remote) as a pod, and which changed: services' backends (lb/). */
+  get pods(): PodSource { return this.table.pods; } // prettier-ignore
+
   identity(id: number): Identity | undefined {
     return this.cache.identity(id) ?? this.allocator.get(id);
   }
@@ -357,9 +358,7 @@ export class PolicyEngine {
     return this.cache.identityRevision;
   }
 
-  get identityCount(): number {
-    return this.cache.identityCount;
-  }
+  get identityCount(): number { return this.cache.identityCount; } // prettier-ignore
 
   identities(): Iterable<Identity> {
     return this.cache.allIdentities();

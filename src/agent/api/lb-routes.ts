@@ -6,6 +6,7 @@
  *   GET    /v1/lb/services                   each service: addresses, ports, backends with their state
  */
 import type { LbController } from "../controllers/lb.js";
+import { clusterResources, type ClusterResources } from "../../cluster/resources.js";
 import { fields, string } from "./body.js";
 import type { ApiRequest, Route } from "./router.js";
 
@@ -14,17 +15,18 @@ function file(req: ApiRequest): { text: string; file: string } {
   return { text: string(req, b, "text", 4 << 20), file: string(req, b, "file", 4096) };
 }
 
-export function lbRoutes(lb: () => LbController): Route[] {
+/** `cluster`: in cluster mode, answers carry the etcd revision `apply --wait` waits for. */
+export function lbRoutes(lb: () => LbController, cluster: () => ClusterResources | undefined): Route[] {
   return [
     {
       method: "POST",
       path: "/v1/lb/resources",
-      handler: (req) => lb().apply(file(req).text, file(req).file),
+      handler: (req) => clusterResources.revision(cluster(), lb().apply(file(req).text, file(req).file)),
     },
     {
       method: "DELETE",
       path: "/v1/lb/resources",
-      handler: (req) => lb().delete(file(req).text, file(req).file),
+      handler: (req) => clusterResources.revision(cluster(), lb().delete(file(req).text, file(req).file)),
     },
     { method: "GET", path: "/v1/lb/services", handler: () => lb().list() },
   ];

@@ -5,15 +5,22 @@
  * endpoints (local and other nodes') ask for.
  *
  *   apply(text) --parse whole, allocate--> store --> engine.upsertService (toServices)
- *                                                --> enforce (policy) --> sync: desiredLb --> LbTable
- *   every enforce (endpoints come and go) --> sync (an element delta, or nothing)
+ *                                                --> LbModel (the changed services marked)
+ *                                                --> enforce (policy) --> sync --> LbTable.update
+ *   every enforce --> sync: the pods changed since the last one (engine.pods' log) --> LbModel
+ *                     --> only the services they touch recomputed --> their element delta, or nothing
  *
  * A refused file (a parse problem, an address another service holds) changes nothing.
+ *
+ * Cluster mode: the store given is the cluster's (cluster/resource-store.ts: `lb/` keys in etcd),
+ * so a Service or slice applied on one node is written once for all; every node takes what the
+ * others wrote through syncRecord (cluster/resources.ts watches etcd) and balances to backends on
+ * any node (other nodes' pods are remote endpoints, reached as the cluster routes pods).
  */
 import { MembraneError } from "../../errors.js";
 import { LbTable } from "../../datapath/lb-table.js";
 import { allocate, type InUse } from "../../lb/allocate.js";
-import { desiredLb, type LbPod } from "../../lb/desired.js";
+import { LbModel } from "../../lb/model.js";
 import { parseLbResources } from "../../lb/parse.js";
 import {
   DEFAULT_LB_CONFIG,
@@ -23,12 +30,16 @@ import {
   type ServiceView,
 } from "../../lb/types.js";
 import type { ServiceSpec } from "../../policy/query.js";
+import { readServiceRecord, readSliceRecord } from "../../lb/record.js";
+import type { SyncedResource } from "../../cluster/synced.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 
 const SVC_KEY = "lb/services/";
 const SLICE_KEY = "lb/slices/";
 
 export interface LbApplyReport {
+  /** Cluster mode: the etcd revision `apply --wait` waits for (api/lb-routes.ts). */
+  clusterRevision?: number;
   resources: {
     kind: "Service" | "EndpointSlice";
     name: string;
@@ -41,21 +52,29 @@ export interface LbControllerParams extends ControllerDeps {
   /** The LB table's name (family inet); the policy table's name + "_lb". */
   readonly table: string;
   readonly config?: Partial<LbConfig>;
+  /** The node's IPv4 pod CIDRs (a NodePort connection to a pod elsewhere is masqueraded). */
+  readonly localCidrs?: readonly string[];
 }
 
-export class LbController implements Controller {
+export class LbController implements Controller, SyncedResource {
   readonly name = "services-lb";
+  /** The store prefix of Services and EndpointSlices (cluster mode: shared through etcd). */
+  readonly prefix = "lb/";
   readonly revisions = new Revisions();
   private readonly services = new Map<string, LbService>();
   private readonly slices = new Map<string, LbSlice>();
   private readonly kernel: LbTable;
   private readonly cfg: LbConfig;
-  private views: ServiceView[] = [];
+  /** The desired state per service, recomputed where something changed (lb/model.ts). */
+  private readonly model = new LbModel();
+  /** Where sync() is in the engine's pod log (undefined: the model holds no pods). */
+  private podCursor: number | undefined;
 
   constructor(private readonly d: LbControllerParams) {
     this.kernel = new LbTable({
       ...(d.nodeNetns !== undefined ? { netns: d.nodeNetns } : {}),
       table: d.table,
+      ...(d.localCidrs ? { localCidrs: d.localCidrs } : {}),
     });
     this.cfg = { ...DEFAULT_LB_CONFIG, ...d.config };
   }
@@ -66,20 +85,50 @@ export class LbController implements Controller {
   }
 
   async restore(): Promise<void> {
-    for (const [prefix, into] of [
-      [SVC_KEY, this.services],
-      [SLICE_KEY, this.slices],
-    ] as const) {
-      for (const kv of (await this.d.store.list(prefix)).kvs) {
-        try {
-          (into as Map<string, unknown>).set(kv.key.slice(prefix.length), JSON.parse(kv.value) as unknown);
-        } catch (e) {
-          this.d.logger.error({ key: kv.key, err: String(e) }, "stored service cannot be read; skipped");
-        }
+    for (const prefix of [SVC_KEY, SLICE_KEY])
+      for (const kv of (await this.d.store.list(prefix)).kvs) this.syncRecord(kv.key, kv.value);
+  }
+
+  /**
+   * A stored record into the view, the model and the engine (at start, and in cluster mode what
+   * another node wrote); false when nothing changed (this node's own write coming back). A record
+   * that does not decode is logged and skipped.
+   */
+  syncRecord(key: string, value: string | undefined): boolean {
+    const svc = key.startsWith(SVC_KEY);
+    if (!svc && !key.startsWith(SLICE_KEY)) return false;
+    const id = key.slice((svc ? SVC_KEY : SLICE_KEY).length);
+    const known: Map<string, LbService | LbSlice> = svc ? this.services : this.slices;
+    const was = known.get(id);
+    let now: LbService | LbSlice | undefined;
+    try {
+      now = value === undefined ? undefined : svc ? readServiceRecord(value, id) : readSliceRecord(value, id);
+    } catch (e) {
+      this.d.logger.error({ key, err: String(e) }, "stored service cannot be read; skipped");
+      return false;
+    }
+    if (JSON.stringify(was) === JSON.stringify(now)) return false;
+    if (now === undefined) known.delete(id);
+    else known.set(id, now);
+    const [ns = "", name = ""] = id.split("/");
+    if (svc) {
+      this.model.setService(id, now as LbService | undefined);
+      if (now) this.d.engine().upsertService(this.policySpec(now as LbService));
+      else this.d.engine().deleteService(ns, name);
+    } else {
+      this.model.setSlice(id, now as LbSlice | undefined);
+      // A selector-less service's toServices addresses are its slices' (policySpec).
+      for (const sl of [was, now] as (LbSlice | undefined)[]) {
+        const s = sl && this.services.get(`${sl.namespace}/${sl.service}`);
+        if (s && !s.selector) this.d.engine().upsertService(this.policySpec(s));
       }
     }
-    for (const s of this.services.values()) this.d.engine().upsertService(this.policySpec(s));
-    if (this.services.size > 0) this.revisions.bump();
+    this.revisions.bump();
+    return true;
+  }
+
+  syncedKeys(): string[] {
+    return [...[...this.services.keys()].map((k) => SVC_KEY + k), ...[...this.slices.keys()].map((k) => SLICE_KEY + k)]; // prettier-ignore
   }
 
   /** toServices sees a Service as a selector (its pods) or its slices' addresses. */
@@ -137,6 +186,8 @@ export class LbController implements Controller {
           else await this.d.store.put(prefix + key, JSON.stringify(v));
           if (v === undefined) (known as Map<string, unknown>).delete(key);
           else (known as Map<string, unknown>).set(key, v);
+          if (kind === "Service") this.model.setService(key, v as LbService | undefined);
+          else this.model.setSlice(key, v as LbSlice | undefined);
         }
       }
       if (report.resources.every((r) => r.status === "unchanged")) return report;
@@ -168,21 +219,32 @@ export class LbController implements Controller {
     return { ips, nodePorts };
   }
 
-  /** Makes the LB table match the services and the endpoints now (after every enforce). */
+  /**
+   * Makes the LB table match the services and the endpoints now (after every enforce). Its cost
+   * follows the change: the pods changed since the last call, the services they, a Service or a
+   * slice touched, and those services' elements. With no Service, it holds no pods and does nothing.
+   */
   async sync(): Promise<void> {
-    // No service ever: no table, and nothing computed. This runs after every enforce, and the pods
-    // below are every endpoint of the cluster (50,000 remote ones in the scale bench: ~50 ms a call).
-    if (this.services.size === 0 && this.views.length === 0) return;
-    const e = this.d.engine();
-    const pods: LbPod[] = [
-      ...e.listEndpoints().map((r) => r.spec),
-      ...e.remoteEndpoints().map((r) => ({ ...r.spec, ips: [r.spec.ip] })),
-    ];
-    const want = desiredLb([...this.services.values()], pods, [...this.slices.values()]);
+    const pods = this.d.engine().pods;
+    if (this.services.size === 0 && !this.model.pending && !this.kernel.needsFull) {
+      if (this.podCursor !== undefined) this.model.clearPods();
+      this.podCursor = undefined;
+      this.model.flush(); // what clearing the pods marked: services gone, nothing to write
+      return;
+    }
+    const changed = this.podCursor === undefined ? undefined : pods.since(this.podCursor);
+    const head = pods.head;
+    if (changed === undefined) {
+      // First sync with services (or the log no longer reaches back): every pod once.
+      this.model.clearPods();
+      for (const [k, p] of pods.all()) this.model.setPod(k, p);
+    } else for (const k of new Set(changed)) this.model.setPod(k, pods.get(k));
+    this.podCursor = head;
+    const changes = this.model.flush();
     const rev = this.revisions.desired;
+    if (changes.size === 0 && !this.kernel.needsFull) return this.revisions.realize(rev);
     try {
-      await this.kernel.apply(want.state);
-      this.views = want.views;
+      await this.kernel.update(changes);
       this.revisions.realize(rev);
     } catch (err) {
       this.revisions.fail(err);
@@ -193,7 +255,7 @@ export class LbController implements Controller {
   }
 
   list(): ServiceView[] {
-    return this.views;
+    return this.model.list();
   }
 
   /** Agent stop: the element writer's process ends; the kernel keeps the table. */

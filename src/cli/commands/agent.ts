@@ -7,6 +7,7 @@ import { runAgent } from "../../agent/run.js";
 import { MembraneError } from "../../errors.js";
 import type { CliContext } from "../context.js";
 import { applyAgentConfig } from "../agent-config.js";
+import { addLbFlags, lbFromFlags } from "./agent-lb.js";
 import { addClusterFlags, clusterFromFlags } from "./agent-cluster.js";
 import { addEncryptionFlags, encryptionFromFlags } from "./agent-encryption.js";
 
@@ -132,7 +133,7 @@ Examples:
       --cluster-cidr 10.200.0.0/16 --encryption wireguard --encryption-strict
 `,
     );
-  return addEncryptionFlags(addClusterFlags(cmd)).action(
+  return addLbFlags(addEncryptionFlags(addClusterFlags(cmd))).action(
     async (_o: Record<string, string | boolean | undefined>, self: Command) => {
       const cfg = self.getOptionValue("config") as string | undefined;
       if (cfg !== undefined) applyAgentConfig(self, cfg);
@@ -160,8 +161,14 @@ Examples:
         return listen === undefined ? {} : { listen };
       };
       const encryption = encryptionFromFlags(self);
+      const podCidrs = [str("podCidr"), str("podCidr6"), ...(str("clusterCidr") ?? "").split(",")];
+      const lb = lbFromFlags(
+        self,
+        podCidrs.filter((c): c is string => !!c),
+      );
       await runAgent({
         ...(encryption ? { encryption } : {}),
+        lb,
         stateDir: o["stateDir"] as string,
         socketPath: o["socket"] as string,
         ...(str("nodeNetns") ? { nodeNetns: str("nodeNetns") as string } : {}),

@@ -10,25 +10,45 @@ import { parseLbResources } from "../../lb/parse.js";
 import type { ServiceView } from "../../lb/types.js";
 import type { CliContext } from "../context.js";
 import { client, show, type ViewFormat } from "../agent-client.js";
+import { MembraneError } from "../../errors.js";
+import type { NodeRealized } from "../../cluster/realized.js";
+import { waitAndShow } from "./apply-cluster.js";
 
 export async function applyLb(
   ctx: CliContext,
-  o: { dryRun?: boolean; socket: string; output: ViewFormat },
+  o: {
+    dryRun?: boolean;
+    socket: string;
+    output: ViewFormat;
+    clusterStore?: string;
+    wait?: boolean;
+    timeout: string;
+  },
   text: string,
   file: string,
   method: "POST" | "DELETE",
 ): Promise<void> {
   const r = parseLbResources(text, file);
+  if (o.clusterStore !== undefined)
+    throw new MembraneError(
+      "CLI_USAGE",
+      "Cannot apply Services or EndpointSlices with --cluster-store: their addresses are allocated by an agent",
+      { hint: "Apply them through any node's agent (leave out --cluster-store): in cluster mode they reach every node; add --wait to wait for them." }, // prettier-ignore
+    );
   if (o.dryRun) {
     ctx.out(
       `${file}: ${r.services.length} services, ${r.slices.length} endpoint slices valid (dry run, nothing applied)\n`,
     );
     return;
   }
-  const rep = (await client(o).request(method, "/v1/lb/resources", { text, file })) as LbApplyReport;
+  const c = client(o);
+  const rep = (await c.request(method, "/v1/lb/resources", { text, file })) as LbApplyReport;
   show(ctx, o.output, rep, () =>
     rep.resources.map((x) => [`${x.kind === "Service" ? "service" : "endpointslice"}/${x.name}`, x.status]),
   );
+  const nodes = async (): Promise<NodeRealized[]> =>
+    ((await c.request("GET", "/v1/cluster/realized")) as { nodes: NodeRealized[] }).nodes;
+  if (o.wait) await waitAndShow(ctx, o.output, nodes, rep.clusterRevision, o.timeout);
 }
 
 export function serviceRows(vs: readonly ServiceView[]): string[][] {

@@ -1,0 +1,23 @@
+/** Service address flags of `membrane agent` (issue 16; parsed by src/lb/config.ts). */
+import type { Command } from "commander";
+import { parseLbFlags } from "../../lb/config.js";
+import type { LbConfig } from "../../lb/types.js";
+
+export function addLbFlags(cmd: Command): Command {
+  return cmd
+    .option("--service-cidr <cidr>", "IPv4 CIDR ClusterIPs are allocated from (Services without spec.clusterIP)", "10.96.0.0/16") // prettier-ignore
+    .option("--lb-pool <cidr>", "IPv4 CIDR LoadBalancer Services get their address from (absent: they stay <pending>)") // prettier-ignore
+    .option("--node-port-range <first-last>", "ports NodePort and LoadBalancer Services are allocated from", "30000-32767"); // prettier-ignore
+}
+
+/** LbConfig from the parsed command (flags and config file); errors name the flag. */
+export function lbFromFlags(cmd: Command, podCidrs: readonly string[]): LbConfig {
+  const o = cmd.opts<Record<string, string | boolean | undefined>>();
+  const s = (k: string): string | undefined => (typeof o[k] === "string" ? o[k] : undefined);
+  return parseLbFlags({
+    ...(s("serviceCidr") !== undefined ? { serviceCidr: s("serviceCidr") as string } : {}),
+    ...(s("lbPool") !== undefined ? { lbPool: s("lbPool") as string } : {}),
+    ...(s("nodePortRange") !== undefined ? { nodePortRange: s("nodePortRange") as string } : {}),
+    podCidrs,
+  });
+}

@@ -1,0 +1,66 @@
+/**
+ * The node's service address configuration from `membrane agent` flags (or its config file):
+ * --service-cidr, --lb-pool, --node-port-range -> LbConfig (types.ts). Pure; every error names
+ * the flag and what to give instead. The pod CIDRs are passed to refuse an overlap: a ClusterIP
+ * that is also a pod's address would be balanced away from the pod.
+ */
+import { MembraneError } from "../errors.js";
+import { containsPrefix, parsePrefix, prefixString, type Prefix } from "../labels/cidr.js";
+import { DEFAULT_LB_CONFIG, type LbConfig } from "./types.js";
+
+export interface LbFlags {
+  readonly serviceCidr?: string;
+  readonly lbPool?: string;
+  readonly nodePortRange?: string;
+  /** The node's (or the cluster's) pod CIDRs, to refuse an overlap. */
+  readonly podCidrs?: readonly string[];
+}
+
+function usage(flag: string, why: string, hint: string): MembraneError {
+  return new MembraneError("CLI_USAGE", `Cannot start the agent: ${flag} ${why}`, {
+    location: { path: flag },
+    hint,
+  });
+}
+
+function v4cidr(flag: string, text: string, example: string): Prefix {
+  const p = parsePrefix(text.trim());
+  if (!p || p.family !== 4 || !text.includes("/"))
+    throw usage(flag, `"${text}" is not an IPv4 CIDR`, `Give an IPv4 CIDR, e.g. ${flag} ${example}.`);
+  if (p.bits > 30)
+    throw usage(flag, `${text} holds no address to allocate (/${p.bits})`, `Give a prefix of /30 or shorter, e.g. ${flag} ${example}.`); // prettier-ignore
+  if (prefixString(p) !== text.trim())
+    throw usage(flag, `${text} has host bits set`, `Did you mean ${flag} ${prefixString(p)}?`);
+  return p;
+}
+
+const overlap = (a: Prefix, b: Prefix): boolean => containsPrefix(a, b) || containsPrefix(b, a);
+
+export function parseLbFlags(f: LbFlags): LbConfig {
+  const svc = v4cidr("--service-cidr", f.serviceCidr ?? DEFAULT_LB_CONFIG.serviceCidr, "10.96.0.0/16");
+  const pool = f.lbPool !== undefined ? v4cidr("--lb-pool", f.lbPool, "192.0.2.0/24") : undefined;
+  if (pool && overlap(svc, pool))
+    throw usage("--lb-pool", `${f.lbPool} overlaps --service-cidr ${prefixString(svc)}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
+  for (const pod of f.podCidrs ?? []) {
+    const p = parsePrefix(pod);
+    if (!p) continue;
+    if (overlap(svc, p))
+      throw usage("--service-cidr", `${prefixString(svc)} overlaps the pod CIDR ${pod}`, "Give services and pods separate ranges (e.g. --service-cidr 10.96.0.0/16)."); // prettier-ignore
+    if (pool && overlap(pool, p))
+      throw usage("--lb-pool", `${f.lbPool} overlaps the pod CIDR ${pod}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
+  }
+  let range = DEFAULT_LB_CONFIG.nodePortRange;
+  if (f.nodePortRange !== undefined) {
+    const m = /^(\d{1,5})-(\d{1,5})$/.exec(f.nodePortRange.trim());
+    const lo = Number(m?.[1]);
+    const hi = Number(m?.[2]);
+    if (!m || lo < 1 || hi > 65535 || lo > hi)
+      throw usage("--node-port-range", `"${f.nodePortRange}" is not a port range FIRST-LAST within 1-65535`, "Give it as Kubernetes does, e.g. --node-port-range 30000-32767."); // prettier-ignore
+    range = [lo, hi];
+  }
+  return {
+    serviceCidr: prefixString(svc),
+    ...(pool ? { loadBalancerPool: prefixString(pool) } : {}),
+    nodePortRange: range,
+  };
+}

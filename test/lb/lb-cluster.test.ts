@@ -1,0 +1,145 @@
+// Services in cluster mode (root, etcd): two real `membrane agent --cluster-store` processes
+// (src/lab/cluster.ts). A Service and an EndpointSlice applied through n1 reach n2 through etcd;
+// the ClusterIP (from the agents' --service-cidr) answers from a pod on either node with a backend
+// on n2, with real TCP; a NodePort on n1 answers a client outside the cluster from that backend
+// (masqueraded, so the reply returns through n1); a slice's change through n2 moves n1's backends; a delete through n2 empties
+// both nodes' tables.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { describe, test } from "node:test";
+import { promisify } from "node:util";
+import { skipWithoutEtcd } from "../../src/lab/etcd.js";
+import { startLabCluster, type LabCluster, type LabNode } from "../../src/lab/cluster.js";
+import { createEndpoint } from "../../src/lab/cluster-api.js";
+import type { ServiceView } from "../../src/lb/types.js";
+import type { LbApplyReport } from "../../src/agent/controllers/lb.js";
+import { waitRealized, type NodeRealized } from "../../src/cluster/realized.js";
+import { Probe } from "../../src/probe/probe.js";
+import { rootSkipReason } from "../datapath/harness.js";
+
+const skip = rootSkipReason() ?? skipWithoutEtcd();
+const run = promisify(execFile);
+
+const SERVICE = `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+`;
+
+const NODE_PORT = `apiVersion: v1
+kind: Service
+metadata: {name: webnp, namespace: default}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+`;
+
+const sliceService = (ip: string): string => `apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: default}
+spec:
+  ports: [{name: http, port: 81, targetPort: 8081}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: default, labels: {kubernetes.io/service-name: ext}}
+addressType: IPv4
+ports: [{name: http, port: 8081, protocol: TCP}]
+endpoints: [{addresses: ["${ip}"]}]
+`;
+
+const services = async (n: LabNode): Promise<ServiceView[]> =>
+  (await n.client.request("GET", "/v1/lb/services")) as ServiceView[];
+
+/** Polls `n`'s services until `ok` holds (a safety net of 30 s, not a measurement). */
+async function until(n: LabNode, what: string, ok: (s: ServiceView[]) => boolean): Promise<ServiceView[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const s = await services(n);
+    if (ok(s)) return s;
+    if (Date.now() > deadline)
+      throw new Error(`${n.name}: timed out waiting for ${what}: ${JSON.stringify(s)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe("services shared in cluster mode (root: etcd, two agent processes, real packets)", { skip }, () => {
+  test("applied on n1, balanced on n2 too; backends on the other node answer through the ClusterIP; changes and deletes through n2 reach n1", async () => {
+    const prefix = "hlb" + randomBytes(3).toString("hex").slice(0, 5);
+    let lab: LabCluster | undefined;
+    const probes: Probe[] = [];
+    try {
+      lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 5, agentArgs: ["--service-cidr", "10.97.0.0/16"] }); // prettier-ignore
+      const [n1, n2] = lab.nodes as [LabNode, LabNode];
+      const web = await createEndpoint(n2, "web", { app: "web" });
+      const client1 = await createEndpoint(n1, "client", { app: "client" });
+      const client2 = await createEndpoint(n2, "client2", { app: "client" });
+      const [srv, c1, c2] = [web, client1, client2].map((e) => Probe.start(e.netns)) as [Probe, Probe, Probe];
+      probes.push(srv, c1, c2);
+      await srv.listen("tcp", 8080);
+      await srv.listen("tcp", 8081);
+
+      const r = (await n1.client.request("POST", "/v1/lb/resources", { text: SERVICE, file: "web.yaml" })) as LbApplyReport; // prettier-ignore
+      assert.deepEqual(r.resources.map((x) => x.status), ["created"]); // prettier-ignore
+      // `apply --wait`: every node realized the write's revision, so n2 balances it already.
+      const realized = async (): Promise<NodeRealized[]> =>
+        ((await n1.client.request("GET", "/v1/cluster/realized")) as { nodes: NodeRealized[] }).nodes;
+      assert.equal(typeof r.clusterRevision, "number", "the answer carries the revision to wait for");
+      await waitRealized(realized, r.clusterRevision ?? 0, 30_000);
+      const backend = `${web.ipv4}:8080`;
+      const has = (s: ServiceView[]): boolean => s.some((v) => v.name === "web" && v.backends.some((b) => b.address === backend && b.state === "active")); // prettier-ignore
+      const on2 = await services(n2);
+      assert.ok(has(on2), "n2 balances the Service from n1 once it realized the revision");
+      // n1 learns n2's pod as a backend (a remote endpoint, through the cluster's ipcache).
+      const on1 = await until(n1, "n2's pod as a backend", has);
+      const vip = on1.find((v) => v.name === "web")?.clusterIP ?? "";
+      assert.match(vip, /^10\.97\./, "allocated from --service-cidr");
+      assert.equal(on2.find((v) => v.name === "web")?.clusterIP, vip, "the same ClusterIP on every node");
+
+      assert.equal(await c1.tcp(vip, 80, 3000), "ok", "a pod on n1 -> ClusterIP -> the backend on n2");
+      assert.equal(await c2.tcp(vip, 80, 3000), "ok", "a pod on n2 -> ClusterIP -> the backend on n2");
+
+      // NodePort on n1 from outside the cluster (an address on the underlay) to the backend on n2:
+      // masqueraded to n1's address, so the reply comes back through n1 (not straight from n2).
+      await n1.client.request("POST", "/v1/lb/resources", { text: NODE_PORT, file: "np.yaml" });
+      await until(n1, "the NodePort's backend", (s) => s.some((v) => v.name === "webnp" && v.backends.length === 1)); // prettier-ignore
+      const outside = `${prefix}-ul`; // the underlay's own namespace (the lab's, removed by stop())
+      await run("ip", ["-n", outside, "addr", "add", "172.31.0.200/24", "dev", "br0"]);
+      const out = Probe.start(outside);
+      probes.push(out);
+      assert.equal(
+        await out.tcp(n1.ip, 30080, 3000),
+        "ok",
+        "outside -> n1:30080 -> the backend on n2, and back",
+      );
+
+      // A selector-less Service and its slice, applied through n2, balanced on n1.
+      await n2.client.request("POST", "/v1/lb/resources", { text: sliceService(web.ipv4), file: "ext.yaml" });
+      const ext = await until(n1, "the slice's Service from n2", (s) => s.some((v) => v.name === "ext" && v.backends.length === 1)); // prettier-ignore
+      const extVip = ext.find((v) => v.name === "ext")?.clusterIP ?? "";
+      assert.equal(await c1.tcp(extVip, 81, 3000), "ok", "n1 -> the slice's ClusterIP -> the endpoint on n2");
+      // The slice changed through n2 (its endpoint not ready): n1 refuses at once (no ready backend).
+      await n2.client.request("POST", "/v1/lb/resources", {
+        text: sliceService(web.ipv4).replace(
+          `["${web.ipv4}"]}]`,
+          `["${web.ipv4}"], conditions: {ready: false}}]`,
+        ),
+        file: "ext.yaml",
+      });
+      await until(n1, "the slice's change from n2", (s) => s.some((v) => v.name === "ext" && v.backends[0]?.state === "not-ready")); // prettier-ignore
+      assert.equal(await c1.tcp(extVip, 81, 3000), "ECONNREFUSED", "no ready backend: refused at once on n1");
+
+      // Deleted through n2: gone from n1, and its address no longer answers.
+      await n2.client.request("DELETE", "/v1/lb/resources", { text: SERVICE, file: "web.yaml" });
+      await until(n1, "the delete from n2", (s) => !s.some((v) => v.name === "web"));
+      assert.notEqual(await c1.tcp(vip, 80, 600), "ok", "the deleted ClusterIP does not answer");
+    } finally {
+      for (const p of probes) p.stop();
+      await lab?.stop();
+    }
+  });
+});
