@@ -56,7 +56,7 @@ async function main(): Promise<void> {
         await sh(n.netns, ["ip", "route", "replace", cidr(ip), ...via, "proto", "211"]);
         await applyEncryptTable({
           netns: n.netns,
-          wgIf: wg,
+          tunnelIf: wg,
           ...(mode === "wireguard-strict" ? { strictCidrs: ["10.200.0.0/16"] } : {}),
           localCidrs: [cidr(n === n1 ? c.ipv4 : s.ipv4)],
           logGroup: 1,

@@ -2,15 +2,16 @@
  * Encryption in the agent's API:
  *
  *   GET /v1/encryption   mode, strict, interface, key age, each peer's endpoint and last handshake
+ *                        (ipsec: and its IKE state and CHILD_SAs: SPIs, algorithm, bytes, ages)
  *   GET /v1/status       + `encryption: {...}` (the same)
  *
  * Public keys only: the private key is never read here.
  */
 import type { Route } from "../agent/api/router.js";
 import { MembraneError } from "../errors.js";
-import type { WireGuardAgent } from "./wireguard.js";
+import type { EncryptionAgent } from "./mode.js";
 
-export function withEncryptionRoutes(routes: Route[], wg: WireGuardAgent | undefined): Route[] {
+export function withEncryptionRoutes(routes: Route[], wg: EncryptionAgent | undefined): Route[] {
   const withStatus = routes.map((r): Route => {
     if (!wg || r.kind === "stream" || r.method !== "GET" || r.path !== "/v1/status") return r;
     const base = r.handler;
@@ -33,7 +34,7 @@ export function withEncryptionRoutes(routes: Route[], wg: WireGuardAgent | undef
             "ENCRYPTION_INVALID",
             "Cannot show encryption: this agent does not encrypt",
             {
-              hint: "start the agent in cluster mode with --encryption wireguard",
+              hint: "start the agent in cluster mode with --encryption wireguard or --encryption ipsec",
             },
           );
         return wg.status();

@@ -1,12 +1,15 @@
 /**
  * Wiring of encryption for one agent: EncryptionOptions + the cluster session -> a started
- * WireGuardAgent (strict table, key, interface), or undefined when encryption is off.
+ * EncryptionAgent of the mode (WireGuardAgent or IpsecAgent: strict table, key, tunnel), or
+ * undefined when encryption is off.
  */
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import type { ClusterOptions, ClusterSession } from "../cluster/session.js";
 import type { EncryptionOptions } from "./options.js";
 import { WireGuardAgent } from "./wireguard.js";
+import { IpsecAgent } from "./ipsec/ipsec.js";
+import type { EncryptionAgent } from "./mode.js";
 
 export interface EncryptionStartOptions {
   readonly encryption?: EncryptionOptions;
@@ -21,7 +24,7 @@ export async function startEncryption(
   session: ClusterSession | undefined,
   localCidrs: readonly (string | undefined)[],
   logger: Logger,
-): Promise<WireGuardAgent | undefined> {
+): Promise<EncryptionAgent | undefined> {
   const e = o.encryption;
   if (!e) return undefined;
   if (!session || !o.cluster)
@@ -37,7 +40,7 @@ export async function startEncryption(
         { hint: "give the CIDR every node's pods are in, e.g. --encryption-strict-cidr 10.200.0.0/16" },
       );
   }
-  const wg = new WireGuardAgent({
+  const common = {
     node: o.cluster.node,
     ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}),
     stateDir: o.stateDir,
@@ -46,7 +49,14 @@ export async function startEncryption(
     localCidrs: localCidrs.filter((c): c is string => c !== undefined),
     logGroup: o.logGroup,
     logger,
-  });
-  await wg.start();
-  return wg;
+  };
+  let agent: EncryptionAgent;
+  if (e.mode === "ipsec") {
+    const nodeIp = o.cluster.nodeIp.ipv4;
+    if (nodeIp === undefined)
+      throw new MembraneError("ENCRYPTION_INVALID", "Cannot start IPsec: it needs an IPv4 --node-ip (IKE's address)"); // prettier-ignore
+    agent = new IpsecAgent({ ...common, nodeIp, ...(e.rekeySeconds !== undefined ? { rekeySeconds: e.rekeySeconds } : {}) }); // prettier-ignore
+  } else agent = new WireGuardAgent(common);
+  await agent.start();
+  return agent;
 }

@@ -22,7 +22,8 @@ import { ensureWgDevice, runWg, wgInterfaceName, type WgImpl } from "./device.js
 import { loadOrCreateNodeKey, type NodeKey } from "./keys.js";
 import { desiredPeers, parseWgDump, planPeers, type WgPeer, type WgPeerState } from "./peers.js";
 import { applyEncryptTable } from "./strict.js";
-import { containsPrefix, parseAddr, parsePrefix, type Prefix } from "../labels/cidr.js";
+import { parsePrefix, type Prefix } from "../labels/cidr.js";
+import { inPrefixes, type EncryptionAgent, type EncryptionStatus, type PeerStatus } from "./mode.js";
 
 export const DEFAULT_WG_PORT = 51871;
 
@@ -42,34 +43,10 @@ export interface WireGuardParams {
   readonly retryMs?: number;
 }
 
-export interface PeerStatus {
-  readonly node: string;
-  readonly publicKey: string;
-  readonly endpoint: string;
-  readonly allowedIps: readonly string[];
-  /** ISO time of the peer's key (from its registry entry). */
-  readonly keyCreatedAt?: string;
-  /** ISO time of the latest handshake; absent = none yet. */
-  readonly lastHandshake?: string;
-  readonly rxBytes: number;
-  readonly txBytes: number;
-}
+export type { EncryptionStatus, PeerStatus } from "./mode.js";
 
-export interface EncryptionStatus {
-  readonly mode: "wireguard";
-  readonly strict: boolean;
-  readonly strictCidrs?: readonly string[];
-  readonly interface: string;
-  readonly impl: WgImpl | "starting";
-  readonly port: number;
-  readonly publicKey: string;
-  readonly keyCreatedAt: string;
-  readonly keyAgeSeconds: number;
-  readonly peers: readonly PeerStatus[];
-  readonly lastError?: string;
-}
-
-export class WireGuardAgent {
+export class WireGuardAgent implements EncryptionAgent {
+  readonly mode = "wireguard" as const;
   readonly ifname: string;
   readonly port: number;
   private key: NodeKey | undefined;
@@ -98,7 +75,7 @@ export class WireGuardAgent {
   async start(): Promise<void> {
     await applyEncryptTable({
       ...(this.p.netns ? { netns: this.p.netns } : {}),
-      wgIf: this.ifname,
+      tunnelIf: this.ifname,
       ...(this.p.strictCidrs ? { strictCidrs: this.p.strictCidrs } : {}),
       localCidrs: this.p.localCidrs,
       logGroup: this.p.logGroup,
@@ -180,10 +157,7 @@ export class WireGuardAgent {
 
   /** Whether traffic with `ip` goes through the tunnel (a peer's allowed IPs hold it): flows' IP.encrypted. */
   encrypts(ip: string): boolean {
-    const a = parseAddr(ip);
-    if (!a) return false;
-    const host: Prefix = { family: a.family, addr: a.value, bits: a.family === 4 ? 32 : 128 };
-    return this.through.some((p) => containsPrefix(p, host));
+    return inPrefixes(this.through, ip);
   }
 
   /** Mode, key age and each peer's handshake (read from the interface). */

@@ -26,6 +26,7 @@ import { cleanupPrefix } from "../datapath/netns.js";
 import { startEtcd, type EtcdHandle } from "./etcd.js";
 import { Underlay } from "./underlay.js";
 import { stopWireguardIn } from "../encryption/device.js";
+import { charonRunDir, removeRunDir, stopCharonIn } from "../encryption/ipsec/charon.js";
 
 /** bin/membrane.js of this installation (dist/src/lab/cluster.js -> bin/membrane.js). */
 export const MEMBRANE_BIN = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
@@ -54,9 +55,11 @@ export interface LabClusterOptions {
    * reach the lab's store on loopback. Default off (faster: no certificates).
    */
   readonly tls?: boolean;
-  /** `--encryption wireguard` on every agent (strict: also `--encryption-strict`). */
-  readonly encryption?: "wireguard";
+  /** `--encryption wireguard|ipsec` on every agent (strict: also `--encryption-strict`). */
+  readonly encryption?: "wireguard" | "ipsec";
   readonly encryptionStrict?: boolean;
+  /** More agent flags (e.g. `--ipsec-rekey-seconds 20`). */
+  readonly agentArgs?: readonly string[];
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
 }
@@ -172,6 +175,8 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       await Promise.all(running.map((r) => stopAgent(r.proc).catch(() => undefined)));
       await etcd?.stop().catch(() => undefined);
       stopWireguardIn(`${o.prefix}-`); // the tunnels outlive their agents (encryption/device.ts)
+      stopCharonIn(`${o.prefix}-`); // so does charon (encryption/ipsec/charon.ts)
+      for (const r of running) removeRunDir(charonRunDir(r.node.netns, r.node.name, r.node.stateDir));
       await cleanupPrefix(o.prefix).catch(() => undefined); // the underlay, nodes and pods
       rmSync(dir, { recursive: true, force: true });
     })());
@@ -204,8 +209,14 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...["--cluster-lease-ttl", String(o.leaseTtl ?? 15), "--resync", "0"],
         ...["--log-level", o.logLevel ?? "warn"],
         ...(o.proxy ? [] : ["--no-proxy"]),
-        ...(o.encryption ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)] : []),
+        ...(o.encryption === "wireguard"
+          ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)]
+          : []),
+        ...(o.encryption === "ipsec"
+          ? ["--encryption", o.encryption, "--ipsec-port", String(51880 + 2 * i)]
+          : []),
         ...(o.encryptionStrict ? ["--encryption-strict"] : []),
+        ...(o.agentArgs ?? []),
       ];
       const { proc, logs } = spawnAgent(args);
       if (proc.pid === undefined)

@@ -186,7 +186,7 @@ describe("peers", () => {
 describe("strict mode table and flags", () => {
   test("the script replaces the table in one transaction and drops traffic to the strict CIDRs not leaving by the tunnel", () => {
     const s = encryptTableScript({
-      wgIf: "mwg0",
+      tunnelIf: "mwg0",
       strictCidrs: ["10.200.0.0/16"],
       localCidrs: ["10.200.1.0/24"],
       logGroup: 7,
@@ -197,9 +197,12 @@ describe("strict mode table and flags", () => {
       s,
       /oifname != "mwg0" ip daddr @strict4 ip daddr != @local4 counter log group 7 prefix "mbr:d:h0:out:enc" drop/,
     );
-    assert.doesNotMatch(encryptTableScript({ wgIf: "mwg0", localCidrs: [], logGroup: 7 }), /chain strict/);
+    assert.doesNotMatch(
+      encryptTableScript({ tunnelIf: "mwg0", localCidrs: [], logGroup: 7 }),
+      /chain strict/,
+    );
     assert.throws(
-      () => encryptTableScript({ wgIf: "w", strictCidrs: ["10.0.0.0/33"], localCidrs: [], logGroup: 1 }),
+      () => encryptTableScript({ tunnelIf: "w", strictCidrs: ["10.0.0.0/33"], localCidrs: [], logGroup: 1 }),
       /ENCRYPTION|strict-cidr/,
     );
   });
