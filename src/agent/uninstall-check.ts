@@ -10,7 +10,7 @@
  *
  * The agent writes into its state directory only `store/` (the embedded
  * store: store.log, store.lock, store.snap and its .tmp) — with etcd nothing
- * at all. Anything else in there means the directory is not (only) ours:
+ * at all — and, with --encryption, `wireguard/` or `ipsec/` (keys, log). Anything else in there means the directory is not (only) ours:
  * refuse and let the user look (the API socket may sit in there too). Nothing is followed through a symlink: the
  * directory itself must not be one, and entries are checked with lstat.
  */
@@ -23,6 +23,12 @@ import { parsePrefix } from "../labels/cidr.js";
 export const STORE_SUBDIR = "store";
 /** Files of the embedded store: store.log, store.lock, store.snap, store.snap.tmp. */
 const STORE_FILE_RE = /^store\.[a-z.]{1,16}$/;
+/** The subdirectories the agent writes and the files each may hold (encryption: keys and logs). */
+const OUR_SUBDIRS: ReadonlyMap<string, RegExp> = new Map([
+  [STORE_SUBDIR, STORE_FILE_RE],
+  ["wireguard", /^(private\.key(\.tmp)?|key\.json|wireguard-go\.log)$/],
+  ["ipsec", /^(node\.key(\.tmp)?|key\.json|charon\.log|run-dir)$/],
+]);
 /** Names `ip netns` accepts and we pass to `ip`: no "/", no leading "-" or ".". */
 const NETNS_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 /** nftables table names (identifiers) as the agent uses them. */
@@ -131,16 +137,19 @@ async function planStateDir(
       if (e.isDirectory()) dirs.push(path);
       continue;
     }
-    if (name !== STORE_SUBDIR || !e.isDirectory())
+    const fileRe = OUR_SUBDIRS.get(name);
+    if (fileRe === undefined || !e.isDirectory())
       throw refuse(
         `${JSON.stringify(path)} was not written by the agent: a state directory holds only ${STORE_SUBDIR}/ (the embedded store)`,
         NOT_OURS_HINT,
       );
     for (const inner of (await readdir(path)).sort()) {
       const f = join(path, inner);
-      if (!STORE_FILE_RE.test(inner) || !(await lstat(f)).isFile())
+      if (!fileRe.test(inner) || !(await lstat(f)).isFile())
         throw refuse(
-          `${JSON.stringify(f)} was not written by the agent: ${STORE_SUBDIR}/ holds only the store's regular files (store.log, store.lock, store.snap)`,
+          name === STORE_SUBDIR
+            ? `${JSON.stringify(f)} was not written by the agent: ${STORE_SUBDIR}/ holds only the store's regular files (store.log, store.lock, store.snap)`
+            : `${JSON.stringify(f)} was not written by the agent: ${name}/ holds only its keys and log`,
           NOT_OURS_HINT,
         );
       files.push(f);

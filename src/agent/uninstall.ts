@@ -24,6 +24,7 @@ import { MembraneError } from "../errors.js";
 import { addrString, parsePrefix } from "../labels/cidr.js";
 import { LOCK_FILE, lockIsLive } from "../store/lock.js";
 import { AgentClient } from "./client.js";
+import { removeEncryption } from "../encryption/uninstall.js";
 import { checkUninstall, type UninstallInputs } from "./uninstall-check.js";
 
 /** What uninstall removes: the agent's own options (checked whole first, uninstall-check.ts). */
@@ -114,6 +115,8 @@ export async function uninstall(p: UninstallParams): Promise<UninstallReport> {
       if (addr && (await inNode(p, ["ip", fam, "addr", "del", addr, "dev", "lo"])))
         removed.push(`address ${addr} on lo (${where})`);
     }
+    // --encryption: the strict table, the tunnel, charon (encryption/uninstall.ts).
+    removed.push(...(await removeEncryption(p.nodeNetns, p.stateDir)));
   }
   // Endpoint namespaces take their veth pairs (and so their routes) with them.
   for (const ns of await cleanupPrefix(p.netnsPrefix)) removed.push(`network namespace ${ns}`);

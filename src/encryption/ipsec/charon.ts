@@ -130,6 +130,7 @@ export async function ensureCharon(p: CharonParams): Promise<Charon> {
     await sleep(100);
     if (await answers(vici)) {
       writeFileSync(join(runDir, "pid"), String(child.pid ?? 0));
+      writeFileSync(join(logDir, "run-dir"), runDir + "\n", { mode: 0o600 }); // what uninstall stops
       return { vici, adopted: false, runDir, ...(child.pid ? { pid: child.pid } : {}) };
     }
   }
