@@ -1,8 +1,11 @@
-/** `membrane encryption status`: this node's WireGuard interface and every peer (mode, key age, last handshake). */
+/**
+ * `membrane encryption status`: this node's tunnel and every peer (mode, key age, last handshake);
+ * with IPsec also each peer's IKE state and CHILD_SAs (SPIs, algorithm, age, next rekey).
+ */
 import { Command } from "commander";
 import type { CliContext } from "../context.js";
 import { client, outputOption, show, socketOption, type ViewFormat } from "../agent-client.js";
-import type { EncryptionStatus } from "../../encryption/wireguard.js";
+import type { EncryptionStatus, PeerStatus } from "../../encryption/mode.js";
 
 /** Seconds as "42s", "7m", "3h", "2d". */
 export function age(seconds: number): string {
@@ -28,29 +31,50 @@ export function encryptionRows(s: EncryptionStatus, now = Date.now()): string[][
       "-",
       "-",
     ],
-    ...s.peers.map((p) => [
-      p.node,
-      s.mode,
-      p.endpoint,
-      p.allowedIps.join(",") || "-",
-      since(p.keyCreatedAt, now),
-      p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago`,
-      String(p.rxBytes),
-      String(p.txBytes),
+    ...s.peers.flatMap((p) => [
+      [
+        p.node,
+        p.ikeState !== undefined ? `${s.mode} (IKE ${p.ikeState})` : s.mode,
+        p.endpoint,
+        p.allowedIps.join(",") || "-",
+        since(p.keyCreatedAt, now),
+        p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago`,
+        String(p.rxBytes),
+        String(p.txBytes),
+      ],
+      ...saRows(p),
     ]),
   ];
 }
 
+/** IPsec: one row per CHILD_SA under its peer (two while a rekey overlaps). */
+function saRows(p: PeerStatus): string[][] {
+  return (p.sas ?? []).map((sa) => [
+    `  SA ${sa.spiIn}/${sa.spiOut}`,
+    `${sa.state} ${sa.encryption}`,
+    "-",
+    "-",
+    `up ${age(sa.installedSeconds)}`,
+    sa.rekeyInSeconds !== undefined ? `rekey in ${age(sa.rekeyInSeconds)}` : "-",
+    String(sa.bytesIn),
+    String(sa.bytesOut),
+  ]);
+}
+
 export function encryptionCommand(ctx: CliContext): Command {
-  const cmd = new Command("encryption").description("transparent encryption between nodes (WireGuard)");
+  const cmd = new Command("encryption").description(
+    "transparent encryption between nodes (WireGuard or IPsec)",
+  );
   cmd.addCommand(
     new Command("status")
-      .description("this node's WireGuard interface and each peer: mode, key age, last handshake, bytes")
+      .description(
+        "this node's tunnel and each peer: mode, key age, last handshake, bytes; IPsec: IKE state and each SA (SPIs, algorithm, age, next rekey)",
+      )
       .addOption(socketOption())
       .addOption(outputOption())
       .addHelpText(
         "after",
-        "\nNeeds an agent started with --encryption wireguard (cluster mode).\n\nExamples:\n  $ membrane encryption status\n  $ membrane encryption status -o json\n",
+        "\nNeeds an agent started with --encryption wireguard or --encryption ipsec (cluster mode).\nSPIs are shown as charon reports them (in/out); keys never are.\n\nExamples:\n  $ membrane encryption status\n  $ membrane encryption status -o json\n",
       )
       .action(async (o: { socket: string; output: ViewFormat }) => {
         const s = (await client(o).request("GET", "/v1/encryption")) as EncryptionStatus;
