@@ -74,7 +74,7 @@ describe("a peer's encryption record is untrusted input", () => {
   const key = generateWgKeyPair()[1];
   const cases: { name: string; enc: unknown; why?: RegExp }[] = [
     { name: "a valid key and port", enc: { type: "wireguard", publicKey: key, port: 51871 } },
-    { name: "another type", enc: { type: "ipsec", publicKey: key, port: 1 }, why: /encryption\.type/ },
+    { name: "another type", enc: { type: "openvpn", publicKey: key, port: 1 }, why: /encryption\.type/ },
     {
       name: "a key of 31 bytes",
       enc: { type: "wireguard", publicKey: Buffer.alloc(31).toString("base64"), port: 1 },
@@ -231,7 +231,7 @@ describe("strict mode table and flags", () => {
       cluster: false,
       err: /needs cluster mode/,
     },
-    { name: "an unknown mode", f: { encryption: "ipsec" }, cluster: true, err: /--encryption "ipsec"/ },
+    { name: "an unknown mode", f: { encryption: "esp" }, cluster: true, err: /--encryption "esp"/ },
     {
       name: "strict without encryption",
       f: { encryptionStrict: true },
