@@ -19,6 +19,7 @@ import { charonRunDir } from "../../src/encryption/ipsec/charon.js";
 import { ViciClient } from "../../src/encryption/ipsec/vici-client.js";
 import { connName } from "../../src/encryption/ipsec/conns.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
+import { cli } from "../cli/run-cli.js";
 import { Capture, sendUdp, UdpSink, UdpStream } from "./wg-traffic.js";
 import { generateKeyPairSync } from "node:crypto";
 
@@ -259,6 +260,27 @@ describe("IPsec transparent encryption between lab nodes (root)", { skip }, () =
       // ESP in UDP on the NAT-T port (tcpdump decodes it as ESP only on 4500: counted by port here).
       const esp = await runRaw(["tcpdump", "-nr", join(lab.dir, "underlay.pcap"), `udp port ${s1.port + 1}`]);
       assert.ok(esp.stdout.split("\n").length > 100, "the underlay carried ESP in UDP between the nodes");
+
+      // 7. `membrane uninstall` of n1 (agent stopped) removes what the mode made: the strict
+      //    table (gone already here, by hand), charon with its SAs and TUN, its runtime directory.
+      const runDir1 = charonRunDir(n1.netns, "n1", n1b.stateDir);
+      const charonPid = Number(readFileSync(join(runDir1, "pid"), "utf8"));
+      await lab.killNode("n1");
+      const u = cli("uninstall", "--node-netns", n1.netns, "--state-dir", n1b.stateDir, "--socket", n1b.socket, "--netns-prefix", `${n1.netns}-`, "--table", "membrane", "--pod-cidr", client.ipv4.replace(/\.\d+$/, ".0/24"), "-o", "json"); // prettier-ignore
+      assert.equal(u.code, 0, u.stderr);
+      const gone = (JSON.parse(u.stdout) as { removed: string[] }).removed;
+      assert.ok(
+        gone.some((x) => x.startsWith("charon (")),
+        u.stdout,
+      );
+      assert.ok(gone.includes(`charon runtime directory ${runDir1}`), u.stdout);
+      await until("charon to exit", async () => {
+        try {
+          return /^State:\s+Z/m.test(readFileSync(`/proc/${charonPid}/status`, "utf8")); // exited, not reaped yet
+        } catch {
+          return true;
+        }
+      }, 10_000); // prettier-ignore
     } finally {
       for (const s of sinks) s.stop();
       for (const v of vicis) v.close();
