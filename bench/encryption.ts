@@ -36,7 +36,7 @@ async function sh(netns: string, argv: string[]): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const prefix = "hwgb" + Math.random().toString(36).slice(2, 5);
+  const prefix = (enc === "ipsec" ? "hipb" : "hwgb") + Math.random().toString(36).slice(2, 5);
   const lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 30, encryption: enc });
   const load0 = loadavg();
   const server = spawn("true");
