@@ -87,13 +87,26 @@ export class IpsecAgent implements EncryptionAgent {
       logGroup: this.p.logGroup,
     });
     this.key = loadOrCreateIpsecKey(join(this.p.stateDir, "ipsec"));
+    await this.connect();
+  }
+
+  /**
+   * charon adopted or (re)started, the node key loaded into it. Also after charon died (a VICI
+   * failure in a pass): its TUN went with it, so the strict table dropped pod traffic to peers
+   * meanwhile (fail closed); the new charon gets the key and every connection again.
+   */
+  private async connect(): Promise<void> {
+    const key = this.key;
+    if (!key) return;
+    this.charon?.vici.close();
+    this.loaded.clear();
     this.charon = await ensureCharon({
       ...(this.p.netns ? { netns: this.p.netns } : {}),
       node: this.p.node,
       stateDir: this.p.stateDir,
       port: this.port,
     });
-    await this.charon.vici.request("load-key", { type: "ecdsa", data: this.key.privatePem });
+    await this.charon.vici.request("load-key", { type: "ecdsa", data: key.privatePem });
     if (this.charon.adopted) {
       const conns = await this.charon.vici.stream("list-conns", {}, "list-conn");
       for (const ev of conns.events) for (const name of Object.keys(ev)) this.loaded.set(name, "(adopted)");
@@ -185,6 +198,17 @@ export class IpsecAgent implements EncryptionAgent {
       this.lastError = e instanceof Error ? e.message : String(e);
       this.log.error({ err: this.lastError }, "IPsec reconcile failed; retrying");
       for (const k of this.loaded.keys()) this.loaded.set(k, "(unknown)");
+      if (
+        !this.stopped &&
+        (await c.vici.request("version").then(
+          () => false,
+          () => true,
+        ))
+      )
+        await this.connect().catch((e: unknown) => {
+          this.lastError = e instanceof Error ? e.message : String(e);
+          this.log.error({ err: this.lastError }, "charon cannot be restarted; retrying");
+        });
     }
   }
 
