@@ -1,19 +1,22 @@
 /**
  * `npm run bench -- encryption`: pod to pod between two lab nodes, side by side in one run:
- * plaintext (native routes), WireGuard, and WireGuard with strict mode, in rotating order per
- * round (root; iperf3 from Debian). Per window:
+ * plaintext (native routes), the mode (WireGuard, or IPsec with --mode=ipsec), and the mode with
+ * strict mode, in rotating order per round (root; iperf3 from Debian). Per window:
  *   - TCP throughput (iperf3, one stream);
  *   - request/response rate (bench/traffic.ts's Node ping-pong, 1-byte messages, TCP_NODELAY);
  *   - CPU per Gbit: CPU-seconds of both iperf3 ends (their own getrusage) plus both nodes'
- *     wireguard-go (/proc/<pid>/stat over the iperf3 run) per Gbit received. The kernel's own
+ *     tunnel processes (wireguard-go, or charon) (/proc/<pid>/stat over the iperf3 run) per Gbit received. The kernel's own
  *     softirq work outside these processes is not counted (on a shared machine it cannot be
  *     told apart from other users').
- * One lab with `--encryption wireguard`; the plaintext rounds swap the routes to the peer's pod
+ * One lab with `--encryption <mode>`; the plaintext rounds swap the routes to the peer's pod
  * CIDR to native ones by hand and back (the agents run with `--resync 0`, so nothing puts them
  * back meanwhile); strict mode is the encryption table with and without its strict chain. Prints
  * one JSON line with the medians, every window and the load average.
  *
- *   npm run bench -- encryption [--seconds=5] [--rounds=3]
+ * IPsec: charon's kernel-libipsec also routes each SA's selectors into ipsec0 through its own
+ * table 220 (rule 220, ahead of main); plaintext rounds take that rule away and put it back.
+ *
+ *   npm run bench -- encryption [--mode=wireguard|ipsec] [--seconds=5] [--rounds=3]
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync, statSync } from "node:fs";
@@ -23,7 +26,7 @@ import { runRaw } from "../src/datapath/exec.js";
 import { startLabCluster, type LabNode } from "../src/lab/cluster.js";
 import { createEndpoint, waitRemote } from "../src/lab/cluster-api.js";
 import { applyEncryptTable } from "../src/encryption/strict.js";
-import type { EncryptionStatus } from "../src/encryption/wireguard.js";
+import type { EncryptionStatus } from "../src/encryption/mode.js";
 import { median, r1 } from "./traffic-stats.js";
 
 const arg = (name: string, def: number): number => {
@@ -32,7 +35,8 @@ const arg = (name: string, def: number): number => {
 };
 const seconds = arg("seconds", 5);
 const rounds = arg("rounds", 3);
-const MODES = ["plaintext", "wireguard", "wireguard-strict"] as const;
+const enc = process.argv.includes("--mode=ipsec") ? "ipsec" : "wireguard";
+const MODES = ["plaintext", "encrypted", "encrypted-strict"] as const;
 type Mode = (typeof MODES)[number];
 const TRAFFIC = fileURLToPath(new URL("./traffic.js", import.meta.url));
 const TICK = 100; // USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s
@@ -43,13 +47,14 @@ async function sh(netns: string, argv: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** wireguard-go processes in the named namespaces. */
-function wireguardGoPids(netns: readonly string[]): number[] {
+/** The tunnel's processes (wireguard-go, or charon) in the named namespaces. */
+function tunnelPids(netns: readonly string[]): number[] {
   const inodes = new Set(netns.map((n) => statSync(`/run/netns/${n}`).ino));
   const out: number[] = [];
   for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
     try {
-      if (readFileSync(`/proc/${pid}/comm`, "utf8").trim() !== "wireguard-go") continue;
+      const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      if (comm !== "wireguard-go" && !comm.startsWith("charon")) continue;
       if (inodes.has(statSync(`/proc/${pid}/ns/net`).ino)) out.push(Number(pid));
     } catch {
       /* exited meanwhile */
@@ -97,8 +102,8 @@ async function udpBufErrors(netns: readonly string[]): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const prefix = "hwgb" + Math.random().toString(36).slice(2, 5);
-  const lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 30, encryption: "wireguard" });
+  const prefix = (enc === "ipsec" ? "hipb" : "hwgb") + Math.random().toString(36).slice(2, 5);
+  const lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 30, encryption: enc });
   const load0 = loadavg();
   const children: ChildProcess[] = [];
   try {
@@ -110,7 +115,7 @@ async function main(): Promise<void> {
     const st = new Map<LabNode, EncryptionStatus>();
     for (const n of [n1, n2])
       st.set(n, (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus);
-    const wgPids = wireguardGoPids([n1.netns, n2.netns]);
+    const wgPids = tunnelPids([n1.netns, n2.netns]);
     const cidr = (ip: string): string => ip.replace(/\.\d+$/, ".0/24");
     const setMode = async (mode: Mode): Promise<void> => {
       for (const [n, peer, ip] of [
@@ -120,10 +125,14 @@ async function main(): Promise<void> {
         const wg = (st.get(n) as EncryptionStatus).interface;
         const via = mode === "plaintext" ? ["via", peer.ip] : ["dev", wg];
         await sh(n.netns, ["ip", "route", "replace", cidr(ip), ...via, "proto", "211"]);
+        if (enc === "ipsec") {
+          await runRaw(["ip", "rule", "del", "pref", "220"], { netns: n.netns });
+          if (mode !== "plaintext") await sh(n.netns, ["ip", "rule", "add", "pref", "220", "table", "220"]);
+        }
         await applyEncryptTable({
           netns: n.netns,
-          wgIf: wg,
-          ...(mode === "wireguard-strict" ? { strictCidrs: ["10.200.0.0/16"] } : {}),
+          tunnelIf: wg,
+          ...(mode === "encrypted-strict" ? { strictCidrs: ["10.200.0.0/16"] } : {}),
           localCidrs: [cidr(n === n1 ? c.ipv4 : s.ipv4)],
           logGroup: 1,
         });
@@ -179,15 +188,17 @@ async function main(): Promise<void> {
         });
         const w = windows.at(-1) as Win;
         process.stderr.write(
-          `round ${round} ${mode}: ${w.gbps} Gbit/s (${w.retransmits} retransmits, ${w.udpBufDrops} UDP buffer drops), ${w.rrPerSec} rr/s, ${w.cpuSecPerGbit} CPU-s/Gbit (load ${w.load1m})\n`,
+          `round ${round} ${mode.replace("encrypted", enc)}: ${w.gbps} Gbit/s (${w.retransmits} retransmits, ${w.udpBufDrops} UDP buffer drops), ${w.rrPerSec} rr/s, ${w.cpuSecPerGbit} CPU-s/Gbit (load ${w.load1m})\n`,
         );
       }
     }
     const med = (m: Mode, f: (w: Win) => number): number =>
       median(windows.filter((w) => w.mode === m).map(f));
+    // Named as they ran: plaintext, wireguard|ipsec, wireguard-strict|ipsec-strict.
+    const label = (m: Mode): string => m.replace("encrypted", enc);
     const summary = Object.fromEntries(
       MODES.map((m) => [
-        m,
+        label(m),
         {
           gbps: med(m, (w) => w.gbps),
           rrPerSec: med(m, (w) => w.rrPerSec),
@@ -199,25 +210,26 @@ async function main(): Promise<void> {
     console.log(
       JSON.stringify({
         bench: "encryption",
+        mode: enc,
         impl: (st.get(n1) as EncryptionStatus).impl,
         seconds,
         rounds,
         median: summary,
         strictCostPct: {
           gbps: pct(
-            med("wireguard", (w) => w.gbps),
-            med("wireguard-strict", (w) => w.gbps),
+            med("encrypted", (w) => w.gbps),
+            med("encrypted-strict", (w) => w.gbps),
           ),
           rr: pct(
-            med("wireguard", (w) => w.rrPerSec),
-            med("wireguard-strict", (w) => w.rrPerSec),
+            med("encrypted", (w) => w.rrPerSec),
+            med("encrypted-strict", (w) => w.rrPerSec),
           ),
         },
         loadavg: {
           before: load0.map(r1),
           after: loadavg().map(r1),
         },
-        windows,
+        windows: windows.map((w) => ({ ...w, mode: label(w.mode) })),
       }),
     );
   } finally {

@@ -10,7 +10,7 @@
  *   npm run bench -- layout                              the layout measurement (only when named)
  *   npm run bench -- cluster --quick                     the cluster benchmark's smoke size
  *   npm run bench -- ui                                  the service map in chromium
- *   npm run bench -- encryption --seconds=5 --rounds=3   plaintext vs WireGuard vs +strict: Gbit/s, rr/s, CPU per Gbit
+ *   npm run bench -- encryption --seconds=5 --rounds=3 [--mode=ipsec]   plaintext vs WireGuard (or IPsec) vs +strict: Gbit/s, rr/s, CPU per Gbit
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -83,7 +83,7 @@ if (want("lb")) child("./lb.js", flags);
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);
 
-// Pod-to-pod TCP between two lab nodes: plaintext vs WireGuard vs WireGuard + strict mode (issue 13).
+// Pod-to-pod TCP between two lab nodes: plaintext vs WireGuard (or IPsec: --mode=ipsec) vs the same + strict mode (issue 13).
 if (only.includes("encryption")) child("./encryption.js", flags);
 
 // Three real nodes on etcd with 100 simulated nodes x 100 endpoints: propagation, etcd writes per

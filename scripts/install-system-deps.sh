@@ -33,10 +33,16 @@
 #   wireguard-go, wireguard-tools  transparent encryption (--encryption wireguard, issue 13): userspace WireGuard
 #                                  over TUN where the kernel has no WireGuard module (as here), and `wg`
 #   tcpdump                        the encryption tests capture the lab's underlay to prove no plaintext crosses it
+#   charon-systemd, strongswan-swanctl, libcharon-extra-plugins, libstrongswan-standard-plugins
+#                                  IPsec (--encryption ipsec, issue 13): strongSwan's charon driven over VICI (run
+#                                  by the agent without systemd, as nobody with CAP_NET_ADMIN); kernel-libipsec
+#                                  (extra plugins) does ESP in userspace where the kernel has no ESP (as here);
+#                                  the openssl plugin (standard plugins) gives AES-GCM and x25519; swanctl to debug
 set -euo pipefail
 PKGS=(nftables iproute2 iptables socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
   containernetworking-plugins podman bpftrace protobuf-compiler libprotobuf-dev gcc libc6-dev chromium
-  wireguard-go wireguard-tools tcpdump)
+  wireguard-go wireguard-tools tcpdump charon-systemd strongswan-swanctl libcharon-extra-plugins
+  libstrongswan-standard-plugins)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,6 +54,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # etcd-server starts a system service on install on some images; we never use it.
 systemctl stop etcd 2>/dev/null || true
+# charon-systemd enables strongswan.service; the agent runs its own charon per node, never the system one.
+systemctl disable --now strongswan 2>/dev/null || true
 # Likewise nginx (listens on :80 once installed): stop it only if this run installed it.
 if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
   systemctl disable --now nginx 2>/dev/null || true

@@ -28,7 +28,7 @@ import { nodeOfIp } from "../cluster/node-of-ip.js";
 import { VXLAN_PORT } from "../datapath/peer-routes.js";
 import type { EncryptionOptions } from "../encryption/options.js";
 import { startEncryption } from "../encryption/start.js";
-import type { WireGuardAgent } from "../encryption/wireguard.js";
+import type { EncryptionAgent } from "../encryption/mode.js";
 import { withEncryptionRoutes } from "../encryption/routes.js";
 
 export interface AgentOptions {
@@ -60,7 +60,7 @@ export interface AgentOptions {
   readonly spiffe?: AgentParams["spiffe"];
   /** Gateway API and Ingress (`--gateway`); absent = off. */
   readonly gateway?: AgentParams["gateway"];
-  /** Transparent encryption between nodes (`--encryption wireguard`, cluster mode); absent = off. */
+  /** Transparent encryption between nodes (`--encryption wireguard|ipsec`, cluster mode); absent = off. */
   readonly encryption?: EncryptionOptions;
   /** Services' address pools (`--service-cidr`, `--lb-pool`, `--node-port-range`); lb/types.ts defaults. */
   readonly lb?: AgentParams["lb"];
@@ -95,7 +95,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   const podCidr6 = cluster ? cluster.podCidrs.ipv6 : o.podCidr6;
   let ipcache: ClusterIpcache | undefined; // cluster mode, set once the agent started (below)
   // Cluster mode: flows name the node of a peer on another node (the owner of its pod CIDR).
-  const enc: { wg?: WireGuardAgent } = {}; // --encryption: started below, before the agent
+  const enc: { wg?: EncryptionAgent } = {}; // --encryption: started below, before the agent
   const observe =
     o.observe && cluster
       ? {
@@ -148,7 +148,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
               agent.status().controllers.find((c) => c.name === "endpoints")?.desired ?? 0,
             localStore: store,
             routing: { ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}), mode: o.cluster.tunnel },
-            ...(wg ? { encryptDevice: wg.ifname } : {}),
+            ...(wg ? { encryptDevice: wg.ifname, encryptMode: wg.mode } : {}),
           })
         : undefined;
     // Key rotations publish the node's record again (encryption/rotation.ts).

@@ -10,8 +10,9 @@
  *
  * The agent writes into its state directory only `store/` (the embedded
  * store: store.log, store.lock, store.snap and its .tmp) — with etcd nothing
- * at all — and, with --encryption wireguard, `wireguard/` (the node's key
- * pair, a rotation's next key, wireguard-go's log). Anything else in there means the directory is not (only) ours:
+ * at all — and, with --encryption, `wireguard/` (the node's key pair, a rotation's next key,
+ * wireguard-go's log) or `ipsec/` (the node's key, charon's log, its runtime directory's name).
+ * Anything else in there means the directory is not (only) ours:
  * refuse and let the user look (the API socket may sit in there too). Nothing is followed through a symlink: the
  * directory itself must not be one, and entries are checked with lstat.
  */
@@ -35,6 +36,13 @@ const AGENT_SUBDIRS: ReadonlyMap<string, { re: RegExp; what: string }> = new Map
     {
       re: /^(private\.key|next\.key|key\.json|wireguard-go\.log)(\.tmp)?$/,
       what: "the WireGuard key files (private.key, next.key, key.json) and wireguard-go.log",
+    },
+  ],
+  [
+    "ipsec",
+    {
+      re: /^(node\.key(\.tmp)?|key\.json|charon\.log|run-dir)$/,
+      what: "the IPsec node key (node.key, key.json), charon.log and run-dir",
     },
   ],
 ]);

@@ -116,8 +116,8 @@ export async function uninstall(p: UninstallParams): Promise<UninstallReport> {
       if (addr && (await inNode(p, ["ip", fam, "addr", "del", addr, "dev", "lo"])))
         removed.push(`address ${addr} on lo (${where})`);
     }
-    // --encryption wireguard: the tunnel, strict mode's table and node-to-node routing.
-    removed.push(...(await uninstallEncryption(p.nodeNetns, where)));
+    // --encryption: the tunnels, charon, strict mode's table and node-to-node routing (encryption/uninstall.ts).
+    removed.push(...(await uninstallEncryption(p.nodeNetns, where, p.stateDir)));
   }
   // Endpoint namespaces take their veth pairs (and so their routes) with them.
   for (const ns of await cleanupPrefix(p.netnsPrefix)) removed.push(`network namespace ${ns}`);

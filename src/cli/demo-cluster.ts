@@ -23,7 +23,7 @@ import type { FlowFilterSet } from "../observe/filter.js";
 import { Probe } from "../probe/probe.js";
 import { ATTEMPTS_L3L4, ATTEMPTS_OPEN, indent, preflight, STARWARS_L3L4, type Attempt } from "./demo.js";
 import { table } from "./format.js";
-import type { EncryptionStatus } from "../encryption/wireguard.js";
+import type { EncryptionStatus } from "../encryption/mode.js";
 import { encryptionRows } from "./commands/encryption.js";
 
 export const MAX_DEMO_NODES = 5;
@@ -49,7 +49,7 @@ export async function runClusterDemo(o: {
   readonly out: (s: string) => void;
   readonly nodes: number;
   /** `--encryption wireguard`: every agent encrypts pod traffic between nodes (strict mode on). */
-  readonly encryption?: "wireguard";
+  readonly encryption?: "wireguard" | "ipsec";
 }): Promise<number> {
   preflight();
   if (etcdBinary() === undefined) {
@@ -189,7 +189,7 @@ export async function runClusterDemo(o: {
     if (o.encryption) {
       const s = (await deathstar.node.client.request("GET", "/v1/encryption")) as EncryptionStatus;
       say(
-        `\nWireGuard on ${deathstar.node.name} (membrane encryption status): cross-node traffic above went through it\n`,
+        `\n${s.mode === "ipsec" ? "IPsec" : "WireGuard"} on ${deathstar.node.name} (membrane encryption status): cross-node traffic above went through it\n`,
       );
       say(indent(table(encryptionRows(s))) + "\n");
       const flowsEnc = flows.filter((f) => f.IP?.encrypted === true).length;

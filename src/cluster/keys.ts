@@ -98,7 +98,7 @@ export interface NodeRecordV1 {
   readonly startedAt: string;
   /** Where the agent serves Hubble's Observer API (what `membrane relay` connects to); absent when it does not. */
   readonly hubble?: NodeHubbleV1;
-  /** `--encryption wireguard`: what peers need to reach this node through its tunnel. */
+  /** `--encryption wireguard|ipsec`: what peers need to reach this node through its tunnel. */
   readonly encryption?: NodeEncryptionV1;
 }
 
@@ -112,10 +112,13 @@ export interface NodeHubbleV1 {
 
 /** A node's transparent-encryption endpoint (its public key; the private key never leaves the node). */
 export interface NodeEncryptionV1 {
-  readonly type: "wireguard";
-  /** base64 of the x25519 public key (WireGuard's form). */
+  readonly type: "wireguard" | "ipsec";
+  /**
+   * wireguard: base64 of the x25519 public key (WireGuard's form);
+   * ipsec: base64 of the SubjectPublicKeyInfo of the node's EC P-256 key (IKEv2 pins it).
+   */
   readonly publicKey: string;
-  /** UDP port the node's WireGuard interface listens on (at its underlay address). */
+  /** UDP port the node's WireGuard interface listens on, or its IKE port (ESP in UDP: port + 1). */
   readonly port: number;
   /** ISO time the key pair was made (key age in status). */
   readonly keyCreatedAt?: string;

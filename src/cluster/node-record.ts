@@ -9,6 +9,7 @@ import { isMembraneError } from "../errors.js";
 import { nodeLabelSet } from "../labels/node.js";
 import type { MirrorEntry } from "./mirror.js";
 import { isWgKey } from "../encryption/keys.js";
+import { isIpsecPublicKey } from "../encryption/ipsec/node-key.js";
 
 export interface PeerRecord {
   readonly record: NodeRecordV1;
@@ -78,13 +79,16 @@ function badLabels(labels: unknown): string | undefined {
 
 const MAX_NODE_LABELS = 64;
 
-/** The optional `encryption` of a record: a WireGuard public key and port (wireguard peers use them). */
+/** The optional `encryption` of a record: a WireGuard or IPsec public key and port (peers of that mode use them). */
 function badEncryption(e: unknown): string | undefined {
   if (e === undefined) return undefined;
   if (typeof e !== "object" || e === null || Array.isArray(e)) return " is not a map";
   const r = e as Record<string, unknown>;
-  if (r["type"] !== "wireguard") return ".type is not wireguard";
-  if (!isWgKey(r["publicKey"])) return ".publicKey is not a base64 32-byte key";
+  if (r["type"] === "ipsec") {
+    if (!isIpsecPublicKey(r["publicKey"]))
+      return ".publicKey is not a base64 SubjectPublicKeyInfo of an EC P-256 key";
+  } else if (r["type"] !== "wireguard") return ".type is not wireguard or ipsec";
+  else if (!isWgKey(r["publicKey"])) return ".publicKey is not a base64 32-byte key";
   const port = r["port"];
   if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535)
     return ".port is not a port (1-65535)";

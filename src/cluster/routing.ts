@@ -25,8 +25,10 @@ export interface ClusterRoutingParams {
   readonly view: NodeView;
   readonly routing: PeerRoutingConfig;
   readonly logger: Logger;
-  /** --encryption wireguard: the interface peers that publish a key are routed through. */
+  /** --encryption wireguard|ipsec: the interface peers that publish a key of the mode are routed through. */
   readonly encryptDevice?: string;
+  /** The mode whose records count (default wireguard). */
+  readonly encryptMode?: "wireguard" | "ipsec";
   /** Retry after a failed reconcile (default 5 s). */
   readonly retryMs?: number;
 }
@@ -84,7 +86,8 @@ export class ClusterRouting {
         (c) => !mine.some((m) => containsPrefix(m, c) || containsPrefix(c, m)),
       );
       const dev = this.p.encryptDevice;
-      const encrypted = dev !== undefined && r.record.encryption?.type === "wireguard";
+      const encrypted =
+        dev !== undefined && r.record.encryption?.type === (this.p.encryptMode ?? "wireguard");
       out.push({ name, ip, podCidrs: cidrs.map(prefixString), ...(encrypted ? { dev } : {}) });
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : 1));

@@ -27,8 +27,9 @@ export interface ClusterIpcacheDeps {
   readonly localStore?: Store;
   /** Route to peers (native or vxlan) in the node's namespace; absent = routes are someone else's job. */
   readonly routing?: Omit<PeerRoutingConfig, "localIp">;
-  /** --encryption wireguard: route peers that publish a WireGuard key through this interface. */
+  /** --encryption wireguard|ipsec: route peers that publish a key of that mode through this interface. */
   readonly encryptDevice?: string;
+  readonly encryptMode?: "wireguard" | "ipsec";
   /** The registry view, when another part already has one. */
   readonly view?: NodeView;
   readonly pollMs?: number;
@@ -61,6 +62,7 @@ export async function startClusterIpcache(
           routing: { ...d.routing, localIp },
           logger,
           ...(d.encryptDevice !== undefined ? { encryptDevice: d.encryptDevice } : {}),
+          ...(d.encryptMode !== undefined ? { encryptMode: d.encryptMode } : {}),
         })
       : undefined;
   const receiver = new IpcacheReceiver(ctx, view, d.agent, logger, d.localStore);

@@ -4,8 +4,8 @@
  *   peers [{name, ip, podCidrs}] --plan(actual)--> ip -batch / bridge -batch lines --> kernel
  *
  *   native: <peer pod CIDR> via <peer node address> proto 211
- *   encrypted (the peer publishes a WireGuard key, --encryption wireguard):
- *           <peer pod CIDR> dev <wg interface> proto 211
+ *   encrypted (the peer publishes a key of this node's --encryption mode):
+ *           <peer pod CIDR> dev <wg interface | ipsec0> proto 211
  *   vxlan:  one device (VNI, UDP 8472 as Cilium, MTU = underlay MTU - 50 (IPv6 underlay: 70),
  *           no learning, no multicast), and per peer:
  *             route  <peer pod CIDR> via <CIDR's network address> dev <vx> onlink proto 211

@@ -1,24 +1,30 @@
 /**
  * Encryption flags of `membrane agent` -> EncryptionOptions, with errors naming the flag.
  *
- *   --encryption disabled|wireguard   --encryption-strict   --encryption-strict-cidr CIDR[,CIDR]
- *   --wireguard-port 51871   --encryption-node-to-node   --encryption-key-rotation 24h
+ *   --encryption disabled|wireguard|ipsec   --encryption-strict   --encryption-strict-cidr CIDR[,CIDR]
+ *   --wireguard-port 51871   --encryption-node-to-node   --encryption-key-rotation 24h (wireguard)
+ *   --ipsec-port 51872 (IKE; ESP in UDP on port + 1)   --ipsec-rekey-seconds 3600
  */
 import { MembraneError } from "../errors.js";
 import { parsePrefix } from "../labels/cidr.js";
 import { DEFAULT_WG_PORT } from "./wireguard.js";
+import { DEFAULT_IKE_PORT } from "./ipsec/ipsec.js";
+import type { EncryptionMode } from "./mode.js";
 
 export interface EncryptionOptions {
-  readonly mode: "wireguard";
+  readonly mode: EncryptionMode;
   /** Drop traffic to the strict CIDRs that would leave unencrypted. */
   readonly strict: boolean;
   /** The strict CIDRs (default: the cluster CIDR). */
   readonly strictCidrs?: readonly string[];
+  /** The mode's UDP port (WireGuard's, or IKE's). */
   readonly port: number;
   /** The node's own traffic to peer nodes goes through the tunnel too. */
   readonly nodeToNode?: boolean;
   /** Rotate the node's key when it is this old (ms); absent = on request only. */
   readonly keyRotationMs?: number;
+  /** ipsec: CHILD_SA rekey time, seconds. */
+  readonly rekeySeconds?: number;
 }
 
 export interface EncryptionFlags {
@@ -28,6 +34,8 @@ export interface EncryptionFlags {
   readonly wireguardPort?: string;
   readonly encryptionNodeToNode?: boolean;
   readonly encryptionKeyRotation?: string;
+  readonly ipsecPort?: string;
+  readonly ipsecRekeySeconds?: string;
 }
 
 const UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -55,8 +63,10 @@ export function parseEncryptionFlags(
   clusterMode: boolean,
 ): EncryptionOptions | undefined {
   const mode = f.encryption ?? "disabled";
-  if (mode !== "disabled" && mode !== "wireguard")
-    throw bad("--encryption", mode, "is not disabled or wireguard");
+  if (mode !== "disabled" && mode !== "wireguard" && mode !== "ipsec")
+    throw bad("--encryption", mode, "is not disabled, wireguard or ipsec");
+  if (mode !== "ipsec" && (f.ipsecPort !== undefined || f.ipsecRekeySeconds !== undefined))
+    throw new MembraneError("ENCRYPTION_INVALID", "Cannot start the agent: --ipsec-port and --ipsec-rekey-seconds need --encryption ipsec"); // prettier-ignore
   if (mode === "disabled") {
     const needs = f.encryptionStrict
       ? "--encryption-strict"
@@ -70,20 +80,33 @@ export function parseEncryptionFlags(
     if (needs !== undefined)
       throw new MembraneError(
         "ENCRYPTION_INVALID",
-        `Cannot start the agent: ${needs} needs --encryption wireguard`,
+        `Cannot start the agent: ${needs} needs --encryption wireguard${needs === "--encryption-strict" || needs === "--encryption-strict-cidr" ? " or ipsec" : ""}`,
       );
     return undefined;
   }
+  if (mode === "ipsec" && (f.encryptionNodeToNode || f.encryptionKeyRotation !== undefined))
+    throw new MembraneError(
+      "ENCRYPTION_INVALID",
+      `Cannot start the agent: ${f.encryptionNodeToNode ? "--encryption-node-to-node" : "--encryption-key-rotation"} needs --encryption wireguard (IPsec encrypts pod traffic only, and rekeys its SAs by --ipsec-rekey-seconds)`,
+    );
   if (!clusterMode)
     throw new MembraneError(
       "ENCRYPTION_INVALID",
-      "Cannot start the agent: --encryption wireguard encrypts traffic between nodes and needs cluster mode",
+      `Cannot start the agent: --encryption ${mode} encrypts traffic between nodes and needs cluster mode`,
       { hint: "add --cluster-store etcd://HOST:PORT --node-name N --node-ip IP --cluster-cidr CIDR" },
     );
-  const portText = f.wireguardPort ?? String(DEFAULT_WG_PORT);
+  const portFlag = mode === "ipsec" ? "--ipsec-port" : "--wireguard-port";
+  const portText = (mode === "ipsec" ? f.ipsecPort : f.wireguardPort) ?? String(mode === "ipsec" ? DEFAULT_IKE_PORT : DEFAULT_WG_PORT); // prettier-ignore
   const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 1 || port > 65535)
-    throw bad("--wireguard-port", portText, "is not a port (1-65535)");
+  const top = mode === "ipsec" ? 65534 : 65535; // ipsec: ESP in UDP on port + 1
+  if (!/^\d+$/.test(portText) || port < 1 || port > top)
+    throw bad(portFlag, portText, `is not a port (1-${top})`);
+  let rekeySeconds: number | undefined;
+  if (f.ipsecRekeySeconds !== undefined) {
+    rekeySeconds = Number(f.ipsecRekeySeconds);
+    if (!/^\d+$/.test(f.ipsecRekeySeconds) || rekeySeconds < 10 || rekeySeconds > 86400)
+      throw bad("--ipsec-rekey-seconds", f.ipsecRekeySeconds, "is not a number of seconds (10-86400)");
+  }
   let strictCidrs: string[] | undefined;
   if (f.encryptionStrictCidr !== undefined) {
     if (!f.encryptionStrict)
@@ -112,11 +135,12 @@ export function parseEncryptionFlags(
     if (ms > 0) keyRotationMs = ms;
   }
   return {
-    mode: "wireguard",
+    mode,
     strict: f.encryptionStrict === true,
     ...(strictCidrs ? { strictCidrs } : {}),
     port,
     ...(f.encryptionNodeToNode ? { nodeToNode: true } : {}),
     ...(keyRotationMs !== undefined ? { keyRotationMs } : {}),
+    ...(rekeySeconds !== undefined ? { rekeySeconds } : {}),
   };
 }

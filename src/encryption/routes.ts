@@ -2,6 +2,7 @@
  * Encryption in the agent's API:
  *
  *   GET /v1/encryption   mode, strict, interface, key age, each peer's endpoint and last handshake
+ *                        (ipsec: and its IKE state and CHILD_SAs: SPIs, algorithm, bytes, ages)
  *   GET /v1/status       + `encryption: {...}` (the same)
  *   POST /v1/encryption/rotate-key   rotates this node's key (rotation.ts); answers when done
  *
@@ -9,9 +10,9 @@
  */
 import type { Route } from "../agent/api/router.js";
 import { MembraneError } from "../errors.js";
-import type { WireGuardAgent } from "./wireguard.js";
+import type { EncryptionAgent } from "./mode.js";
 
-export function withEncryptionRoutes(routes: Route[], wg: WireGuardAgent | undefined): Route[] {
+export function withEncryptionRoutes(routes: Route[], wg: EncryptionAgent | undefined): Route[] {
   const withStatus = routes.map((r): Route => {
     if (!wg || r.kind === "stream" || r.method !== "GET" || r.path !== "/v1/status") return r;
     const base = r.handler;
@@ -38,6 +39,12 @@ export function withEncryptionRoutes(routes: Route[], wg: WireGuardAgent | undef
       path: "/v1/encryption/rotate-key",
       handler: async () => {
         if (!wg) throw notEncrypting();
+        if (!wg.rotateKey)
+          throw new MembraneError(
+            "ENCRYPTION_INVALID",
+            `Cannot rotate the node key: --encryption ${wg.mode} has no key rotation of its own`,
+            { hint: "IPsec rekeys its SAs by --ipsec-rekey-seconds; see `membrane encryption status`" },
+          );
         return wg.rotateKey();
       },
     },
@@ -46,5 +53,5 @@ export function withEncryptionRoutes(routes: Route[], wg: WireGuardAgent | undef
 
 const notEncrypting = (): MembraneError =>
   new MembraneError("ENCRYPTION_INVALID", "Cannot show or change encryption: this agent does not encrypt", {
-    hint: "start the agent in cluster mode with --encryption wireguard",
+    hint: "start the agent in cluster mode with --encryption wireguard or --encryption ipsec",
   });

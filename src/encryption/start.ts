@@ -1,12 +1,15 @@
 /**
  * Wiring of encryption for one agent: EncryptionOptions + the cluster session -> a started
- * WireGuardAgent (strict table, key, interface), or undefined when encryption is off.
+ * EncryptionAgent of the mode (WireGuardAgent or IpsecAgent: strict table, key, tunnel), or
+ * undefined when encryption is off.
  */
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import type { ClusterOptions, ClusterSession } from "../cluster/session.js";
 import type { EncryptionOptions } from "./options.js";
 import { WireGuardAgent } from "./wireguard.js";
+import { IpsecAgent } from "./ipsec/ipsec.js";
+import type { EncryptionAgent } from "./mode.js";
 
 export interface EncryptionStartOptions {
   readonly encryption?: EncryptionOptions;
@@ -21,7 +24,7 @@ export async function startEncryption(
   session: ClusterSession | undefined,
   localCidrs: readonly (string | undefined)[],
   logger: Logger,
-): Promise<WireGuardAgent | undefined> {
+): Promise<EncryptionAgent | undefined> {
   const e = o.encryption;
   if (!e) return undefined;
   if (!session || !o.cluster)
@@ -43,18 +46,28 @@ export async function startEncryption(
       "ENCRYPTION_INVALID",
       "Cannot start the agent: --encryption-node-to-node needs --node-ip (the source of the node's traffic)",
     );
-  const wg = new WireGuardAgent({
+  const common = {
     node: o.cluster.node,
     ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}),
     stateDir: o.stateDir,
     port: e.port,
     ...(strictCidrs ? { strictCidrs } : {}),
     localCidrs: localCidrs.filter((c): c is string => c !== undefined),
-    ...(e.nodeToNode ? { nodeToNode: { selfIp: selfIp as string } } : {}),
-    ...(e.keyRotationMs !== undefined ? { keyRotationMs: e.keyRotationMs } : {}),
     logGroup: o.logGroup,
     logger,
-  });
-  await wg.start();
-  return wg;
+  };
+  let agent: EncryptionAgent;
+  if (e.mode === "ipsec") {
+    const nodeIp = o.cluster.nodeIp.ipv4;
+    if (nodeIp === undefined)
+      throw new MembraneError("ENCRYPTION_INVALID", "Cannot start IPsec: it needs an IPv4 --node-ip (IKE's address)"); // prettier-ignore
+    agent = new IpsecAgent({ ...common, nodeIp, ...(e.rekeySeconds !== undefined ? { rekeySeconds: e.rekeySeconds } : {}) }); // prettier-ignore
+  } else
+    agent = new WireGuardAgent({
+      ...common,
+      ...(e.nodeToNode ? { nodeToNode: { selfIp: selfIp as string } } : {}),
+      ...(e.keyRotationMs !== undefined ? { keyRotationMs: e.keyRotationMs } : {}),
+    });
+  await agent.start();
+  return agent;
 }

@@ -6,12 +6,25 @@
  *   WgPeer[] (desired) + `wg show dump` (live) + peers' registry entries ──buildStatus──▶ EncryptionStatus
  */
 import type { NodeRecordV1 } from "../cluster/keys.js";
-import type { WgImpl } from "./device.js";
 import type { WgPeer, WgPeerState } from "./peers.js";
+
+export type EncryptionMode = "wireguard" | "ipsec";
+
+/** One IPsec CHILD_SA of a peer (status). */
+export interface SaStatus {
+  readonly state: string;
+  readonly spiIn: string;
+  readonly spiOut: string;
+  readonly encryption: string;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly installedSeconds: number;
+  readonly rekeyInSeconds?: number;
+}
 
 export interface PeerStatus {
   readonly node: string;
-  /** `wireguard`, or `wireguard (next key)` for the entry of a peer's announced next key. */
+  /** `wireguard`, `wireguard (next key)` for the entry of a peer's announced next key, or `ipsec`. */
   readonly mode: string;
   /** Whether this node drops traffic to the peer's pods that would leave unencrypted. */
   readonly strict: boolean;
@@ -23,7 +36,7 @@ export interface PeerStatus {
   readonly keyCreatedAt?: string;
   /** `ok`: a handshake within WireGuard's 3 minutes (sessions rekey every 2); `stale`; `never`. */
   readonly handshake: "ok" | "stale" | "never";
-  /** ISO time of the latest handshake; absent = none yet. */
+  /** ISO time of the latest handshake (WireGuard) or of the IKE SA's establishment (IPsec); absent = none yet. */
   readonly lastHandshake?: string;
   /** An entry for the peer's announced next key (it is rotating; no allowed IPs yet). */
   readonly next?: true;
@@ -32,6 +45,10 @@ export interface PeerStatus {
   readonly allowedIps: readonly string[];
   readonly rxBytes: number;
   readonly txBytes: number;
+  /** IPsec: the IKE SA's state (ESTABLISHED, CONNECTING, ...; absent = none). */
+  readonly ikeState?: string;
+  /** IPsec: its CHILD_SAs (two while a rekey overlaps). */
+  readonly sas?: readonly SaStatus[];
 }
 
 export interface RotationStatus {
@@ -46,18 +63,20 @@ export interface RotationStatus {
 }
 
 export interface EncryptionStatus {
-  readonly mode: "wireguard";
+  readonly mode: EncryptionMode;
   readonly strict: boolean;
   readonly strictCidrs?: readonly string[];
   /** --encryption-node-to-node. */
   readonly nodeToNode: boolean;
   readonly interface: string;
-  readonly impl: WgImpl | "starting";
+  /** kernel | wireguard-go | kernel-libipsec | starting */
+  readonly impl: string;
   readonly port: number;
   readonly publicKey: string;
   readonly keyCreatedAt: string;
   readonly keyAgeSeconds: number;
-  readonly rotation: RotationStatus;
+  /** WireGuard's key rotation (rotation.ts); IPsec rekeys its SAs itself (see each peer's `sas`). */
+  readonly rotation?: RotationStatus;
   readonly peers: readonly PeerStatus[];
   readonly lastError?: string;
 }

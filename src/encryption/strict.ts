@@ -4,7 +4,7 @@
  *
  *   strict mode: packets to the strict CIDRs (default: the cluster CIDR) that
  *     are not for this node's own pods and leave through any interface but the
- *     WireGuard one are logged (a drop flow, reason UNENCRYPTED_TRAFFIC) and
+ *     tunnel's (WireGuard's, or IPsec's ipsec0) are logged (a drop flow, reason UNENCRYPTED_TRAFFIC) and
  *     dropped, in postrouting: forwarded pod traffic and the node's own alike.
  *   always: TCP SYNs into the tunnel get their MSS clamped to the route's MTU
  *     (pods keep a 1500 MTU; the tunnel carries 1420).
@@ -24,7 +24,8 @@ export const STRICT_DROP_PREFIX = "mbr:d:h0:out:enc";
 
 export interface EncryptTableConfig {
   readonly netns?: string;
-  readonly wgIf: string;
+  /** The tunnel interface (WireGuard's, or IPsec's TUN): the one way out for the strict CIDRs. */
+  readonly tunnelIf: string;
   /** Strict mode: the CIDRs traffic to must be encrypted; absent = strict mode off. */
   readonly strictCidrs?: readonly string[];
   /** This node's own pod CIDRs (never through the tunnel). */
@@ -59,7 +60,7 @@ const set = (name: string, type: string, elems: readonly string[]): string =>
 
 /** The whole table as one nft script (replaces the old table atomically). */
 export function encryptTableScript(c: EncryptTableConfig): string {
-  const wg = JSON.stringify(c.wgIf);
+  const wg = JSON.stringify(c.tunnelIf);
   const lines = [
     `table inet ${ENCRYPT_TABLE} {}`,
     `delete table inet ${ENCRYPT_TABLE}`,

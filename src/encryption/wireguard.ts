@@ -24,7 +24,8 @@ import { ensureWgDevice, runWg, wgInterfaceName, type WgImpl } from "./device.js
 import { loadOrCreateNodeKey, settlePendingKey, type NodeKey } from "./keys.js";
 import { desiredPeers, parseWgDump, planPeers, type WgPeer, type WgPeerState } from "./peers.js";
 import { applyEncryptTable } from "./strict.js";
-import { containsPrefix, parseAddr, parsePrefix, type Prefix } from "../labels/cidr.js";
+import { parseAddr, parsePrefix, type Prefix } from "../labels/cidr.js";
+import { inPrefixes, type EncryptionAgent } from "./mode.js";
 import { KeyRotation, type RotationResult } from "./rotation.js";
 import {
   ensureNodeRouting,
@@ -62,7 +63,8 @@ export interface WireGuardParams {
 
 export type { EncryptionStatus, PeerStatus, RotationStatus } from "./status.js";
 
-export class WireGuardAgent {
+export class WireGuardAgent implements EncryptionAgent {
+  readonly mode = "wireguard" as const;
   readonly ifname: string;
   readonly port: number;
   private key: NodeKey | undefined;
@@ -100,7 +102,7 @@ export class WireGuardAgent {
   private async applyTable(nodeIps: readonly string[]): Promise<void> {
     await applyEncryptTable({
       ...this.where(),
-      wgIf: this.ifname,
+      tunnelIf: this.ifname,
       ...(this.p.strictCidrs ? { strictCidrs: this.p.strictCidrs } : {}),
       localCidrs: this.p.localCidrs,
       logGroup: this.p.logGroup,
@@ -270,10 +272,7 @@ export class WireGuardAgent {
 
   /** Whether traffic with `ip` goes through the tunnel (a peer's allowed IPs hold it): flows' IP.encrypted. */
   encrypts(ip: string): boolean {
-    const a = parseAddr(ip);
-    if (!a) return false;
-    const host: Prefix = { family: a.family, addr: a.value, bits: a.family === 4 ? 32 : 128 };
-    return this.through.some((p) => containsPrefix(p, host));
+    return inPrefixes(this.through, ip);
   }
 
   /** Mode, key age and rotation, and each peer's handshake (read from the interface). */

@@ -26,6 +26,7 @@ import { cleanupPrefix } from "../datapath/netns.js";
 import { startEtcd, type EtcdHandle } from "./etcd.js";
 import { Underlay } from "./underlay.js";
 import { stopWireguardIn } from "../encryption/device.js";
+import { charonRunDir, removeRunDir, stopCharonIn } from "../encryption/ipsec/charon.js";
 
 /** bin/membrane.js of this installation (dist/src/lab/cluster.js -> bin/membrane.js). */
 export const MEMBRANE_BIN = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
@@ -54,14 +55,12 @@ export interface LabClusterOptions {
    * reach the lab's store on loopback. Default off (faster: no certificates).
    */
   readonly tls?: boolean;
-  /** `--encryption wireguard` on every agent (strict: also `--encryption-strict`). */
-  readonly encryption?: "wireguard";
+  /** `--encryption wireguard|ipsec` on every agent (strict: also `--encryption-strict`). */
+  readonly encryption?: "wireguard" | "ipsec";
   readonly encryptionStrict?: boolean;
-  /** More `membrane agent` flags for every node (e.g. `--encryption-node-to-node`). */
-  readonly agentArgs?: readonly string[];
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
-  /** More `membrane agent` flags for every node (e.g. ["--service-cidr", "10.97.0.0/16"]). */
+  /** More `membrane agent` flags for every node (e.g. ["--service-cidr", "10.97.0.0/16"], `--encryption-node-to-node`). */
   readonly agentArgs?: readonly string[];
 }
 
@@ -176,6 +175,8 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       await Promise.all(running.map((r) => stopAgent(r.proc).catch(() => undefined)));
       await etcd?.stop().catch(() => undefined);
       stopWireguardIn(`${o.prefix}-`); // the tunnels outlive their agents (encryption/device.ts)
+      stopCharonIn(`${o.prefix}-`); // so does charon (encryption/ipsec/charon.ts)
+      for (const r of running) removeRunDir(charonRunDir(r.node.netns, r.node.name, r.node.stateDir));
       await cleanupPrefix(o.prefix).catch(() => undefined); // the underlay, nodes and pods
       rmSync(dir, { recursive: true, force: true });
     })());
@@ -208,7 +209,12 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...["--cluster-lease-ttl", String(o.leaseTtl ?? 15), "--resync", "0"],
         ...["--log-level", o.logLevel ?? "warn"],
         ...(o.proxy ? [] : ["--no-proxy"]),
-        ...(o.encryption ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)] : []),
+        ...(o.encryption === "wireguard"
+          ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)]
+          : []),
+        ...(o.encryption === "ipsec"
+          ? ["--encryption", o.encryption, "--ipsec-port", String(51880 + 2 * i)]
+          : []),
         ...(o.encryptionStrict ? ["--encryption-strict"] : []),
         ...(o.agentArgs ?? []),
       ];

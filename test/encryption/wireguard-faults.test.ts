@@ -182,7 +182,7 @@ describe("WireGuard faults, key rotation and node-to-node (root)", { skip }, () 
       assert.deepEqual(after, before, "no TCP reset or abort in either pod");
       const a1 = await encryption(n1);
       assert.equal(a1.publicKey, r1.publicKey);
-      assert.equal(a1.rotation.rotations, 1);
+      assert.equal(a1.rotation?.rotations, 1);
       assert.ok(a1.peers[0]?.lastHandshake !== undefined && a1.peers[0].handshake === "ok");
       console.log(`# rotation of both keys under TCP: longest pause at the receiver ${gap} ms`);
 

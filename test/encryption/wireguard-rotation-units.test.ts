@@ -121,7 +121,7 @@ describe("peers of a rotating and a node-to-node node", () => {
 
   test("strict mode with node-to-node: only WireGuard's own UDP may reach a peer node in clear", () => {
     const s = encryptTableScript({
-      wgIf: "mwg0",
+      tunnelIf: "mwg0",
       strictCidrs: ["10.200.0.0/16"],
       localCidrs: ["10.200.0.0/24"],
       logGroup: 7,
@@ -133,7 +133,7 @@ describe("peers of a rotating and a node-to-node node", () => {
     const drop = s.indexOf(`oifname != "mwg0" ip daddr @nodes4 counter log group 7`);
     assert.ok(accept > 0 && drop > accept, s);
     assert.doesNotMatch(
-      encryptTableScript({ wgIf: "mwg0", strictCidrs: ["10.200.0.0/16"], localCidrs: [], logGroup: 7 }),
+      encryptTableScript({ tunnelIf: "mwg0", strictCidrs: ["10.200.0.0/16"], localCidrs: [], logGroup: 7 }),
       /nodes4/,
     );
   });

@@ -74,7 +74,7 @@ describe("a peer's encryption record is untrusted input", () => {
   const key = generateWgKeyPair()[1];
   const cases: { name: string; enc: unknown; why?: RegExp }[] = [
     { name: "a valid key and port", enc: { type: "wireguard", publicKey: key, port: 51871 } },
-    { name: "another type", enc: { type: "ipsec", publicKey: key, port: 1 }, why: /encryption\.type/ },
+    { name: "another type", enc: { type: "openvpn", publicKey: key, port: 1 }, why: /encryption\.type/ },
     {
       name: "a key of 31 bytes",
       enc: { type: "wireguard", publicKey: Buffer.alloc(31).toString("base64"), port: 1 },
@@ -206,7 +206,7 @@ describe("peers", () => {
 describe("strict mode table and flags", () => {
   test("the script replaces the table in one transaction and drops traffic to the strict CIDRs not leaving by the tunnel", () => {
     const s = encryptTableScript({
-      wgIf: "mwg0",
+      tunnelIf: "mwg0",
       strictCidrs: ["10.200.0.0/16"],
       localCidrs: ["10.200.1.0/24"],
       logGroup: 7,
@@ -217,9 +217,12 @@ describe("strict mode table and flags", () => {
       s,
       /oifname != "mwg0" ip daddr @strict4 ip daddr != @local4 counter log group 7 prefix "mbr:d:h0:out:enc" drop/,
     );
-    assert.doesNotMatch(encryptTableScript({ wgIf: "mwg0", localCidrs: [], logGroup: 7 }), /chain strict/);
+    assert.doesNotMatch(
+      encryptTableScript({ tunnelIf: "mwg0", localCidrs: [], logGroup: 7 }),
+      /chain strict/,
+    );
     assert.throws(
-      () => encryptTableScript({ wgIf: "w", strictCidrs: ["10.0.0.0/33"], localCidrs: [], logGroup: 1 }),
+      () => encryptTableScript({ tunnelIf: "w", strictCidrs: ["10.0.0.0/33"], localCidrs: [], logGroup: 1 }),
       /ENCRYPTION|strict-cidr/,
     );
   });
@@ -248,7 +251,7 @@ describe("strict mode table and flags", () => {
       cluster: false,
       err: /needs cluster mode/,
     },
-    { name: "an unknown mode", f: { encryption: "ipsec" }, cluster: true, err: /--encryption "ipsec"/ },
+    { name: "an unknown mode", f: { encryption: "esp" }, cluster: true, err: /--encryption "esp"/ },
     {
       name: "strict without encryption",
       f: { encryptionStrict: true },

@@ -7,9 +7,9 @@ export function addEncryptionFlags(cmd: Command): Command {
     .addOption(
       new Option(
         "--encryption <mode>",
-        "cluster mode: encrypt pod traffic between nodes (wireguard: kernel module where present, wireguard-go otherwise)",
+        "cluster mode: encrypt pod traffic between nodes (wireguard: kernel module where present, wireguard-go otherwise; ipsec: strongSwan's charon, IKEv2 with each node's key, ESP in userspace through kernel-libipsec)",
       )
-        .choices(["disabled", "wireguard"])
+        .choices(["disabled", "wireguard", "ipsec"])
         .default("disabled"),
     )
     .option(
@@ -20,7 +20,7 @@ export function addEncryptionFlags(cmd: Command): Command {
       "--encryption-strict-cidr <cidrs>",
       "the destinations strict mode covers (default: --cluster-cidr)",
     )
-    .option("--wireguard-port <port>", "UDP port of this node's WireGuard interface", "51871")
+    .option("--wireguard-port <port>", "UDP port of this node's WireGuard interface (default 51871)")
     .option(
       "--encryption-node-to-node",
       "also encrypt the node's own traffic to other nodes (their node addresses go through the tunnel)",
@@ -28,7 +28,9 @@ export function addEncryptionFlags(cmd: Command): Command {
     .option(
       "--encryption-key-rotation <duration>",
       "rotate this node's WireGuard key when it is this old, e.g. 24h, 7d (no connection resets; default: only `membrane encryption rotate-key`)",
-    );
+    )
+    .option("--ipsec-port <port>", "UDP port of this node's IKE (ESP in UDP on port + 1; default 51872)")
+    .option("--ipsec-rekey-seconds <n>", "IPsec: CHILD_SA rekey time in seconds (default 3600)");
 }
 
 /** EncryptionOptions from the parsed command; undefined when encryption is off. */
@@ -46,6 +48,10 @@ export function encryptionFromFlags(cmd: Command): EncryptionOptions | undefined
       ...(o["encryptionNodeToNode"] === true ? { encryptionNodeToNode: true } : {}),
       ...(s("encryptionKeyRotation") !== undefined
         ? { encryptionKeyRotation: s("encryptionKeyRotation") as string }
+        : {}),
+      ...(s("ipsecPort") !== undefined ? { ipsecPort: s("ipsecPort") as string } : {}),
+      ...(s("ipsecRekeySeconds") !== undefined
+        ? { ipsecRekeySeconds: s("ipsecRekeySeconds") as string }
         : {}),
     },
     s("clusterStore") !== undefined,

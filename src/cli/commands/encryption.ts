@@ -1,8 +1,11 @@
-/** `membrane encryption status`: this node's WireGuard interface and every peer (mode, key age, last handshake). */
+/**
+ * `membrane encryption status`: this node's tunnel and every peer (mode, key age, last handshake);
+ * with IPsec also each peer's IKE state and CHILD_SAs (SPIs, algorithm, age, next rekey).
+ */
 import { Command } from "commander";
 import type { CliContext } from "../context.js";
 import { client, outputOption, show, socketOption, type ViewFormat } from "../agent-client.js";
-import type { EncryptionStatus } from "../../encryption/wireguard.js";
+import type { EncryptionStatus, PeerStatus } from "../../encryption/mode.js";
 
 /** Seconds as "42s", "7m", "3h", "2d". */
 export function age(seconds: number): string {
@@ -16,7 +19,7 @@ const since = (iso: string | undefined, now: number): string =>
   iso === undefined ? "-" : age(Math.max(0, (now - Date.parse(iso)) / 1000));
 
 export function encryptionRows(s: EncryptionStatus, now = Date.now()): string[][] {
-  const rot = s.rotation;
+  const rot = s.rotation ?? { rotations: 0 };
   return [
     ["PEER", "MODE", "STRICT", "ENDPOINT", "ALLOWED IPS", "KEY AGE", "LAST HANDSHAKE", "RX", "TX"],
     [
@@ -30,18 +33,36 @@ export function encryptionRows(s: EncryptionStatus, now = Date.now()): string[][
       "-",
       "-",
     ],
-    ...s.peers.map((p) => [
-      p.node,
-      `${p.mode}${p.nodeToNode ? ", node-to-node" : ""}`,
-      p.strict ? "on" : "off",
-      p.endpoint,
-      p.allowedIps.join(",") || "-",
-      since(p.keyCreatedAt, now),
-      p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago (${p.handshake})`,
-      String(p.rxBytes),
-      String(p.txBytes),
+    ...s.peers.flatMap((p) => [
+      [
+        p.node,
+        `${p.ikeState !== undefined ? `${p.mode} (IKE ${p.ikeState})` : p.mode}${p.nodeToNode ? ", node-to-node" : ""}`,
+        p.strict ? "on" : "off",
+        p.endpoint,
+        p.allowedIps.join(",") || "-",
+        since(p.keyCreatedAt, now),
+        p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago (${p.handshake})`,
+        String(p.rxBytes),
+        String(p.txBytes),
+      ],
+      ...saRows(p),
     ]),
   ];
+}
+
+/** IPsec: one row per CHILD_SA under its peer (two while a rekey overlaps). */
+function saRows(p: PeerStatus): string[][] {
+  return (p.sas ?? []).map((sa) => [
+    `  SA ${sa.spiIn}/${sa.spiOut}`,
+    `${sa.state} ${sa.encryption}`,
+    "-",
+    "-",
+    "-",
+    `up ${age(sa.installedSeconds)}`,
+    sa.rekeyInSeconds !== undefined ? `rekey in ${age(sa.rekeyInSeconds)}` : "-",
+    String(sa.bytesIn),
+    String(sa.bytesOut),
+  ]);
 }
 
 /** `get status`: one line for this node's encryption, one per peer (mode, strict, key age, handshake). */
@@ -49,7 +70,7 @@ export function encryptionSummaryRows(s: EncryptionStatus, now = Date.now()): st
   return [
     [
       "encryption",
-      `${s.mode} (${s.impl}) on ${s.interface}, strict ${s.strict ? "on" : "off"}${s.nodeToNode ? ", node-to-node" : ""}, key age ${age(s.keyAgeSeconds)}${s.rotation.nextPublicKey ? ", rotating" : ""}${s.lastError ? `; last error: ${s.lastError}` : ""}`,
+      `${s.mode} (${s.impl}) on ${s.interface}, strict ${s.strict ? "on" : "off"}${s.nodeToNode ? ", node-to-node" : ""}, key age ${age(s.keyAgeSeconds)}${s.rotation?.nextPublicKey ? ", rotating" : ""}${s.lastError ? `; last error: ${s.lastError}` : ""}`,
     ],
     ...s.peers.map((p) => [
       `encryption peer ${p.node}`,
@@ -65,21 +86,25 @@ interface RotateAnswer {
 }
 
 export function encryptionCommand(ctx: CliContext): Command {
-  const cmd = new Command("encryption").description("transparent encryption between nodes (WireGuard)");
+  const cmd = new Command("encryption").description(
+    "transparent encryption between nodes (WireGuard or IPsec)",
+  );
   cmd.addCommand(
     new Command("status")
-      .description("this node's WireGuard interface and each peer: mode, key age, last handshake, bytes")
+      .description(
+        "this node's tunnel and each peer: mode, key age, last handshake, bytes; IPsec: IKE state and each SA (SPIs, algorithm, age, next rekey)",
+      )
       .addOption(socketOption())
       .addOption(outputOption())
       .addHelpText(
         "after",
-        "\nNeeds an agent started with --encryption wireguard (cluster mode).\n\nExamples:\n  $ membrane encryption status\n  $ membrane encryption status -o json\n",
+        "\nNeeds an agent started with --encryption wireguard or --encryption ipsec (cluster mode).\nSPIs are shown as charon reports them (in/out); keys never are.\n\nExamples:\n  $ membrane encryption status\n  $ membrane encryption status -o json\n",
       )
       .action(async (o: { socket: string; output: ViewFormat }) => {
         const s = (await client(o).request("GET", "/v1/encryption")) as EncryptionStatus;
         show(ctx, o.output, s, () => encryptionRows(s));
         if (o.output === "table" && s.lastError) ctx.out(`last error: ${s.lastError}\n`);
-        if (o.output === "table" && s.rotation.lastError)
+        if (o.output === "table" && s.rotation?.lastError)
           ctx.out(`last key rotation failed: ${s.rotation.lastError}\n`);
       }),
   );
