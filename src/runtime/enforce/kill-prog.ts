@@ -115,7 +115,9 @@ function bytesEqual(a: Asm, ptr: Reg, base: number, v: string, miss: string): vo
   while (i < b.length) {
     const left = b.length - i;
     if (left >= 8) {
-      a.ldx("DW", 1, ptr, base + i).ldImm64(2, b.readBigUInt64LE(i)).jmp("jne", 1, 2, miss);
+      a.ldx("DW", 1, ptr, base + i)
+        .ldImm64(2, b.readBigUInt64LE(i))
+        .jmp("jne", 1, 2, miss);
       i += 8;
     } else if (left >= 4) {
       a.ldx("W", 1, ptr, base + i).jmp32i("jne", 1, b.readInt32LE(i), miss);
@@ -166,7 +168,13 @@ function intOne(a: Asm, l: KillLayout, arg: number, wide: boolean, op: IntOp, v:
 }
 
 /** Any of `values` (tried in turn by `one(value, fail)`): on to the next instruction, else `miss`; negated: the reverse. */
-function anyOf<T>(a: Asm, values: readonly T[], negate: boolean, one: (v: T, fail: string) => void, miss: string): void {
+function anyOf<T>(
+  a: Asm,
+  values: readonly T[],
+  negate: boolean,
+  one: (v: T, fail: string) => void,
+  miss: string,
+): void {
   const ok = a.fresh("any_ok");
   for (const v of values) {
     const next = a.fresh("any_next");
@@ -225,8 +233,10 @@ function selector(
     a.ldx("DW", 1, 10, BITS);
     if (m.in) {
       const ok = a.fresh("bin_ok");
-      a.jmp32i("jset", 1, 2 ** m.bit | 0, ok).ja(miss).label(ok);
-    } else a.jmp32i("jset", 1, 2 ** m.bit | 0, miss);
+      a.jmp32i("jset", 1, (2 ** m.bit) | 0, ok)
+        .ja(miss)
+        .label(ok);
+    } else a.jmp32i("jset", 1, (2 ** m.bit) | 0, miss);
   }
   // Matched: this selector decides.
   if (s.rule === undefined) {
@@ -302,7 +312,10 @@ export function sysEnterProgram(spec: GuardSpec, l: KillLayout): Buffer {
     a.jmpi("jne", 8, g.nr, end);
     g.slots.forEach((arg, slot) => {
       a.ldx("DW", 3, 9, REGS_AT + (l.regs[arg] ?? 0));
-      a.mov64(1, 9).add64i(1, slot * PATH_READ).mov64i(2, PATH_READ).call(HELPER.probeReadUserStr);
+      a.mov64(1, 9)
+        .add64i(1, slot * PATH_READ)
+        .mov64i(2, PATH_READ)
+        .call(HELPER.probeReadUserStr);
       a.stx("DW", 10, LEN0 - 8 * slot, 0);
     });
     if (g.selectors.length === 0) throw new Error("internal: a group without selectors");
@@ -364,7 +377,9 @@ function execProgram(spec: GuardSpec, l: KillLayout): Buffer {
   spec.binaries.forEach((b, i) => {
     const no = a.fresh("bin_no");
     anyOf(a, b.values, false, (v, fail) => strOne(a, 0, b.prefix ? "Prefix" : "Equal", v, fail), no);
-    a.ldx("DW", 1, 10, BITS).or64i(1, 2 ** i | 0).stx("DW", 10, BITS, 1);
+    a.ldx("DW", 1, 10, BITS)
+      .or64i(1, (2 ** i) | 0)
+      .stx("DW", 10, BITS, 1);
     a.label(no);
   });
   a.call(HELPER.getCurrentPidTgid).rsh64i(0, 32).stx("W", 10, KEY, 0);

@@ -51,7 +51,8 @@ export function printable(b: Buffer): string {
   const s = end < 0 ? b : b.subarray(0, end);
   let out = "";
   for (const c of s)
-    out += c >= 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, "0")}`;
+    out +=
+      c >= 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, "0")}`;
   return out;
 }
 

@@ -92,7 +92,11 @@ export function nativeServes(probe: TracingProbe): boolean {
         if (m.kind === "string" || m.kind === "suffix") {
           if (p.kind !== "ustr") return false;
           strs.add(m.index);
-        } else if (m.kind !== "int" || p.kind !== "int" || !["Equal", "NotEqual", "GT", "LT", "Mask"].includes(m.operator))
+        } else if (
+          m.kind !== "int" ||
+          p.kind !== "int" ||
+          !["Equal", "NotEqual", "GT", "LT", "Mask"].includes(m.operator)
+        )
           return false;
       }
     return strs.size <= STR_SLOTS;
@@ -100,7 +104,10 @@ export function nativeServes(probe: TracingProbe): boolean {
 }
 
 /** Splits a policy's probes: those the guard serves, and the rest (bpftrace). */
-export function splitProbes(probes: readonly TracingProbe[]): { native: TracingProbe[]; other: TracingProbe[] } {
+export function splitProbes(probes: readonly TracingProbe[]): {
+  native: TracingProbe[];
+  other: TracingProbe[];
+} {
   const binaries = (p: TracingProbe): number => p.selectors.reduce((n, s) => n + s.matchBinaries.length, 0);
   const native: TracingProbe[] = [];
   const other: TracingProbe[] = [];
@@ -150,7 +157,8 @@ export function guardSpec(
       };
       const reportSlot = strArg === undefined ? undefined : slotOf(strArg);
       const selectors: GuardSelector[] = [];
-      const sels: (TracingSelector | undefined)[] = probe.selectors.length === 0 ? [undefined] : [...probe.selectors];
+      const sels: (TracingSelector | undefined)[] =
+        probe.selectors.length === 0 ? [undefined] : [...probe.selectors];
       for (const s of sels) {
         // A selector on an argument this attach point lacks never matches here (as the bpftrace path).
         if (s?.matchArgs.some((m) => !a.args.has(m.index))) continue;
@@ -174,16 +182,20 @@ export function guardSpec(
             strArg,
           });
         }
-        selectors.push(s === undefined ? postAll(rule) : selectorOf(s, rule, signal, arg, slotOf, guards, (b) => {
-          const key = `${b.operator.includes("Prefix") ? "p" : "e"}:${b.values.join("\0")}`;
-          let bit = bitOf.get(key);
-          if (bit === undefined) {
-            bit = binaries.length;
-            bitOf.set(key, bit);
-            binaries.push({ prefix: b.operator.includes("Prefix"), values: b.values });
-          }
-          return bit;
-        }));
+        selectors.push(
+          s === undefined
+            ? postAll(rule)
+            : selectorOf(s, rule, signal, arg, slotOf, guards, (b) => {
+                const key = `${b.operator.includes("Prefix") ? "p" : "e"}:${b.values.join("\0")}`;
+                let bit = bitOf.get(key);
+                if (bit === undefined) {
+                  bit = binaries.length;
+                  bitOf.set(key, bit);
+                  binaries.push({ prefix: b.operator.includes("Prefix"), values: b.values });
+                }
+                return bit;
+              }),
+        );
       }
       if (selectors.length > 0) groups.push({ nr: arg.nr, slots: slotArgs, reportSlot, selectors });
     }
@@ -192,7 +204,17 @@ export function guardSpec(
 }
 
 function postAll(rule: number | undefined): GuardSelector {
-  return { rule, strings: [], ints: [], pids: [], namespaces: [], caps: [], binaries: [], signal: undefined, post: true };
+  return {
+    rule,
+    strings: [],
+    ints: [],
+    pids: [],
+    namespaces: [],
+    caps: [],
+    binaries: [],
+    signal: undefined,
+    post: true,
+  };
 }
 
 function selectorOf(
@@ -207,7 +229,8 @@ function selectorOf(
   const strings: GuardSelector["strings"][number][] = [];
   const ints: GuardSelector["ints"][number][] = [];
   for (const m of s.matchArgs) {
-    if (m.kind === "string" || m.kind === "suffix") strings.push({ slot: slotOf(m.index), op: m.operator, values: m.values });
+    if (m.kind === "string" || m.kind === "suffix")
+      strings.push({ slot: slotOf(m.index), op: m.operator, values: m.values });
     else if (m.kind === "int") {
       const p = arg.pos.get(m.index);
       const op = m.operator as "Equal" | "NotEqual" | "GT" | "LT" | "Mask";
@@ -230,7 +253,10 @@ function selectorOf(
       in: c.operator === "In",
       mask: c.values.reduce((m, v) => m | (1n << BigInt(v)), 0n),
     })),
-    binaries: s.matchBinaries.map((b) => ({ bit: bit(b), in: b.operator === "In" || b.operator === "Prefix" })),
+    binaries: s.matchBinaries.map((b) => ({
+      bit: bit(b),
+      in: b.operator === "In" || b.operator === "Prefix",
+    })),
     signal,
     post: !s.actions.some((x) => x.action === "NoPost"),
   };

@@ -76,11 +76,13 @@ export class SyscallGuard {
     return this.child.pid;
   }
 
-  static async start(o: SyscallGuardOptions): Promise<SyscallGuard> {
+  /** Attaches the programs; undefined when the probes leave nothing to attach (Override only: fanotify's). */
+  static async start(o: SyscallGuardOptions): Promise<SyscallGuard | undefined> {
+    const { spec, rules } = guardSpec(o.probes, o.scope, o.guards);
+    if (spec.groups.length === 0) return undefined;
     const bin = o.binary ?? defaultSyscallGuardBinary();
     if (!existsSync(bin))
       throw failed(o.what, `the syscall guard ${bin} is missing (build it: npm run build, needs gcc)`);
-    const { spec, rules } = guardSpec(o.probes, o.scope, o.guards);
     let input: string;
     try {
       const layout = o.btf(killLayoutFrom);
@@ -93,7 +95,10 @@ export class SyscallGuard {
     const child = spawn(
       "setpriv",
       ["--pdeathsig", "KILL", "--bounding-set", CAPS, "--inh-caps=-all", "--no-new-privs", "--", bin],
-      { stdio: ["pipe", "pipe", "pipe"], env: { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin" } },
+      {
+        stdio: ["pipe", "pipe", "pipe"],
+        env: { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+      },
     );
     const g = new SyscallGuard(child);
     let lostSeen = 0;

@@ -12,14 +12,23 @@
  * key differs, that does not parse, or whose entries are out of range is
  * ignored and rewritten: the answer is always what the BTF says.
  *
- * The file lives in /run/membrane (tmpfs: a reboot, the only way to change
+ * The file lives in /run/membrane-btf (tmpfs: a reboot, the only way to change
  * kernels, empties it), directory 0700 and file 0600, written whole then
  * renamed. Only root can change it; a changed offset makes the programs read
  * the wrong kernel memory through bpf_probe_read (checked by the verifier:
  * wrong values, never a crash).
  */
 import { createHash } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { parseBtf, type BtfLookup, type FieldLayout } from "./btf.js";
 import { MembraneError } from "../../errors.js";
@@ -27,7 +36,7 @@ import { MembraneError } from "../../errors.js";
 export interface BtfCacheParams {
   readonly btfPath?: string;
   readonly notesPath?: string;
-  /** Where the cache file is kept (default /run/membrane); undefined or "" disables it. */
+  /** Where the cache file is kept (default /run/membrane-btf; "" disables it). */
   readonly cacheDir?: string;
 }
 
@@ -90,12 +99,18 @@ type Entries = Record<string, FieldLayout>;
 
 function readCache(file: string, key: string): Entries {
   try {
-    const o = JSON.parse(readFileSync(file, "utf8")) as { version?: unknown; key?: unknown; fields?: unknown };
-    if (o.version !== VERSION || o.key !== key || typeof o.fields !== "object" || o.fields === null) return {};
+    const o = JSON.parse(readFileSync(file, "utf8")) as {
+      version?: unknown;
+      key?: unknown;
+      fields?: unknown;
+    };
+    if (o.version !== VERSION || o.key !== key || typeof o.fields !== "object" || o.fields === null)
+      return {};
     const out: Entries = {};
     for (const [k, v] of Object.entries(o.fields as Record<string, unknown>)) {
       const f = v as { offset?: unknown; size?: unknown };
-      const ok = (x: unknown): x is number => Number.isInteger(x) && (x as number) >= 0 && (x as number) < 1 << 24;
+      const ok = (x: unknown): x is number =>
+        Number.isInteger(x) && (x as number) >= 0 && (x as number) < 1 << 24;
       if (!ok(f.offset) || !ok(f.size)) return {};
       out[k] = { offset: f.offset, size: f.size };
     }
@@ -108,7 +123,7 @@ function readCache(file: string, key: string): Entries {
 /** Runs `compute` on the kernel's struct offsets, from the cache when it holds every one asked for. */
 export function withBtf<T>(compute: (btf: BtfLookup) => T, p: BtfCacheParams = {}): T {
   const btfPath = p.btfPath ?? "/sys/kernel/btf/vmlinux";
-  const dir = p.cacheDir ?? "/run/membrane";
+  const dir = p.cacheDir ?? "/run/membrane-btf";
   let key = "";
   let cached: Entries = {};
   const file = dir === "" ? "" : join(dir, FILE);
@@ -145,7 +160,10 @@ export function withBtf<T>(compute: (btf: BtfLookup) => T, p: BtfCacheParams = {
   try {
     bytes = readFileSync(btfPath);
   } catch (e) {
-    throw new MembraneError("RUNTIME_BTF_INVALID", `Cannot read the kernel's BTF: ${btfPath}: ${(e as Error).message}`);
+    throw new MembraneError(
+      "RUNTIME_BTF_INVALID",
+      `Cannot read the kernel's BTF: ${btfPath}: ${(e as Error).message}`,
+    );
   }
   const btf = parseBtf(bytes);
   const seen: Entries = { ...cached };

@@ -41,7 +41,7 @@ const CAPS = "-all,+bpf,+perfmon";
 export interface NativeSourceParams extends ProcessSourceParams {
   readonly loader?: string;
   readonly btfPath?: string;
-  /** The BTF offsets cache's directory (default /run/membrane; "" disables it). */
+  /** The BTF offsets cache's directory (default /run/membrane-btf; "" disables it). */
   readonly btfCacheDir?: string;
   /** The ring buffer's size in bytes (a power of 2, 4 KiB..256 MiB; default 8 MiB, ~4,400 exec records). */
   readonly ringBytes?: number;
