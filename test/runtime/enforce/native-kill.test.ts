@@ -236,4 +236,3 @@ describe("syscall guard: Sigkill from our own sys_enter program (root)", { skip 
     );
   });
 });
-
