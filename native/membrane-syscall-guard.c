@@ -6,13 +6,15 @@
  * descriptor of this process, nothing is pinned) and reports the events they
  * write into a BPF ring buffer, until its stdin closes or its parent dies.
  *
- *   stdin:  "prog <raw tracepoint name> <hex instructions>\n"... "go\n"
+ *   stdin:  "prog <raw tracepoint name> <hex instructions>\n"... ["bin <tgid> <mask>\n"...] "go\n"
  *   stdout: "ready\n" | "error <stage> <errno> <text>\n" | "event <record as hex>\n" | "lost <total>\n"
  *
  * Maps (ld_imm64 BPF_PSEUDO_MAP_FD imm): 0 the ring buffer, 1 the lost
  * counter (array of one u64), 2 the per-CPU scratch (paths read from user
  * memory, the caller's registers), 3 the binaries of live processes (tgid ->
- * bit mask of the policy's matchBinaries that its exec matched).
+ * bit mask: the policy's binaries its exec matched, the followForks entries it
+ * descends from). "bin" lines seed it for processes that exist before the
+ * programs attach (the agent reads them from /proc), before any attach.
  *
  * The kill is bpf_send_signal, called by the program in the offending task's
  * own context at syscall entry: this loader never signals anybody, so it runs
@@ -90,7 +92,9 @@ int main(void) {
   static char line[MAX_LINE];
   static struct bpf_insn progs[MAX_PROGS][MAX_INSNS];
   static char names[MAX_PROGS][64];
-  int counts[MAX_PROGS], nprogs = 0, go = 0;
+  int counts[MAX_PROGS], nprogs = 0, go = 0, nseeds = 0;
+  static uint32_t seed_pid[BINARIES_MAX];
+  static uint64_t seed_mask[BINARIES_MAX];
   while (!go && fgets(line, sizeof(line), stdin)) {
     size_t len = strlen(line);
     if (len == 0 || line[len - 1] != '\n') fail("input", EINVAL, "line too long or unterminated");
@@ -106,6 +110,15 @@ int main(void) {
           fail("input", EINVAL, "bad tracepoint name");
       if ((counts[nprogs] = decode_insns(sp + 1, progs[nprogs], MAX_INSNS)) < 0) fail("input", EINVAL, "bad instructions");
       nprogs++;
+    } else if (strncmp(line, "bin ", 4) == 0) {
+      unsigned long pid = 0;
+      unsigned long long mask = 0;
+      char extra;
+      if (sscanf(line + 4, "%lu %llu%c", &pid, &mask, &extra) != 2 || pid == 0 || pid > 4194304 || mask == 0)
+        fail("input", EINVAL, "bad bin line");
+      if (nseeds >= BINARIES_MAX) fail("input", E2BIG, "too many bin lines");
+      seed_pid[nseeds] = (uint32_t)pid;
+      seed_mask[nseeds++] = mask;
     } else if (strcmp(line, "go") == 0) {
       go = 1;
     } else {
@@ -127,6 +140,15 @@ int main(void) {
       snprintf(stage, sizeof(stage), "load:%.63s", names[i]);
       fail(stage, -fds[i], log_tail(3, '|'));
     }
+  }
+  for (int i = 0; i < nseeds; i++) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof(a));
+    a.map_fd = (uint32_t)maps[3];
+    a.key = (uint64_t)(uintptr_t)&seed_pid[i];
+    a.value = (uint64_t)(uintptr_t)&seed_mask[i];
+    a.flags = BPF_ANY;
+    if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) != 0) fail("map:seed", errno, NULL);
   }
   struct ringbuf rb;
   if (ringbuf_map(maps[0], RINGBUF_SIZE, &rb) != 0) fail("mmap", errno, NULL);

@@ -48,9 +48,11 @@ export const PATH_READ = 4096;
 export const STR_SLOTS = 2;
 const REGS_AT = PATH_READ * STR_SLOTS;
 export const SCRATCH_SIZE = REGS_AT + 256;
-/** Bits of the binaries mask (one per matchBinaries entry of the policy). */
+/** Bits of a process's mask (one per matchBinaries/matchParentBinaries entry, one per followForks entry). */
 export const MAX_BINARIES = 32;
 const TS_COMPAT = 0x0002;
+/** Follows take the mask's bits from the top (binaries from the bottom). */
+export const followBit = (j: number): number => MAX_BINARIES - 1 - j;
 
 export type StrOp = "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix";
 export type IntOp = "Equal" | "NotEqual" | "GT" | "LT" | "Mask";
@@ -66,6 +68,10 @@ export interface GuardSelector {
   readonly caps: readonly { type: "Effective" | "Inheritable" | "Permitted"; in: boolean; mask: bigint }[];
   /** `bit`: the binaries entry; `in`: the process's binary must match it (In, Prefix) or must not. */
   readonly binaries: readonly { bit: number; in: boolean }[];
+  /** The same against the parent's (real_parent's) mask. */
+  readonly parentBinaries: readonly { bit: number; in: boolean }[];
+  /** `bit`: the follows entry (matchPIDs followForks); `in`: the process must descend from its PIDs or must not. */
+  readonly follows: readonly { bit: number; in: boolean }[];
   /** Sigkill (9) or Signal N. */
   readonly signal: number | undefined;
   readonly post: boolean;
@@ -89,6 +95,13 @@ export interface GuardSpec {
   readonly agentPid: number;
   /** The policy's matchBinaries entries: bit i set in a process's mask when its exec matched entry i. */
   readonly binaries: readonly { readonly prefix: boolean; readonly values: readonly string[] }[];
+  /**
+   * matchPIDs followForks entries: bit followBit(j) set for the listed processes (seeded at load by
+   * the loader) and inherited by every fork, kept across exec.
+   */
+  readonly follows: readonly { readonly pids: readonly number[] }[];
+  /** Whether some selector reads the parent's mask (matchParentBinaries). */
+  readonly parents: boolean;
 }
 
 // Stack slots.
@@ -100,6 +113,7 @@ const FLAGS = -56;
 const TGID = -64;
 const KEY = -72;
 const NETNS = -80;
+const PBITS = -88;
 
 /** `dst = *(size *)(src + off)` from kernel memory (0 when unreadable). Clobbers r1-r5. */
 function loadK(a: Asm, dst: Reg, src: Reg, off: number, size: 4 | 8 = 8): void {
@@ -229,15 +243,18 @@ function selector(
       a.jmp("jset", 1, 2, ok).ja(miss).label(ok);
     } else a.jmp("jset", 1, 2, miss);
   }
-  for (const m of s.binaries) {
-    a.ldx("DW", 1, 10, BITS);
+  const bits = (slot: number, m: { bit: number; in: boolean }): void => {
+    a.ldx("DW", 1, 10, slot);
     if (m.in) {
-      const ok = a.fresh("bin_ok");
+      const ok = a.fresh("bit_ok");
       a.jmp32i("jset", 1, (2 ** m.bit) | 0, ok)
         .ja(miss)
         .label(ok);
     } else a.jmp32i("jset", 1, (2 ** m.bit) | 0, miss);
-  }
+  };
+  for (const m of s.binaries) bits(BITS, m);
+  for (const m of s.follows) bits(BITS, m);
+  for (const m of s.parentBinaries) bits(PBITS, m);
   // Matched: this selector decides.
   if (s.rule === undefined) {
     a.ja(end);
@@ -301,7 +318,7 @@ export function sysEnterProgram(spec: GuardSpec, l: KillLayout): Buffer {
   a.jmp32i("jset", 1, TS_COMPAT, "out");
   prelude(a, spec, l);
   a.call(HELPER.getCurrentPidTgid).rsh64i(0, 32).stx("DW", 10, TGID, 0);
-  binaryBits(a, spec);
+  binaryBits(a, spec, l);
   // The scratch map: paths and the caller's registers.
   a.st("W", 10, KEY, 0).ldMap(1, 2).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
   a.jmpi("jeq", 0, 0, "out").mov64(9, 0);
@@ -349,31 +366,52 @@ function prelude(a: Asm, spec: GuardSpec, l: KillLayout): void {
   }
 }
 
-/** The caller's binaries mask (0 when unknown) onto the stack. Needs TGID. */
-function binaryBits(a: Asm, spec: GuardSpec): void {
-  a.st("DW", 10, BITS, 0);
-  if (spec.binaries.length === 0) return;
-  const none = a.fresh("nobits");
+const learns = (spec: GuardSpec): boolean => spec.binaries.length + spec.follows.length > 0;
+
+/** The masks of the caller and (when asked) of its parent onto the stack (0 when unknown). Needs TGID, TASK. */
+function binaryBits(a: Asm, spec: GuardSpec, l: KillLayout): void {
+  a.st("DW", 10, BITS, 0).st("DW", 10, PBITS, 0);
+  if (!learns(spec)) return;
+  const lookup = (slot: number): void => {
+    const none = a.fresh("nobits");
+    a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
+    a.jmpi("jeq", 0, 0, none).ldx("DW", 1, 0, 0).stx("DW", 10, slot, 1);
+    a.label(none);
+  };
   a.ldx("DW", 1, 10, TGID).stx("W", 10, KEY, 1);
-  a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
-  a.jmpi("jeq", 0, 0, none).ldx("DW", 1, 0, 0).stx("DW", 10, BITS, 1);
-  a.label(none);
+  lookup(BITS);
+  if (!spec.parents) return;
+  a.ldx("DW", 7, 10, TASK);
+  loadK(a, 7, 7, l.taskRealParent);
+  loadK(a, 7, 7, l.taskTgid, 4);
+  a.stx("W", 10, KEY, 7);
+  lookup(PBITS);
 }
 
 /**
  * sched_process_exec(p, old_pid, bprm): the new program's path (bprm->filename, as given to
- * execve) against every matchBinaries entry; the mask is stored for the process (or removed).
+ * execve) against every matchBinaries entry; the process's follow bits stay, its binary bits are
+ * the new program's; the mask is stored for the process (or removed when empty).
  */
 function execProgram(spec: GuardSpec, l: KillLayout): Buffer {
   const a = new Asm();
   a.mov64(6, 1).call(HELPER.getCurrentTask).stx("DW", 10, TASK, 0);
-  prelude(a, spec, l);
+  // Parents may live outside the selected endpoints: with matchParentBinaries every exec is learnt.
+  if (!spec.parents) prelude(a, spec, l);
   a.st("W", 10, KEY, 0).ldMap(1, 2).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
   a.jmpi("jeq", 0, 0, "out").mov64(9, 0);
   a.ldx("DW", 7, 6, 16);
   loadK(a, 3, 7, l.binprmFilename);
   a.mov64(1, 9).mov64i(2, PATH_READ).call(HELPER.probeReadKernelStr).stx("DW", 10, LEN0, 0);
   a.st("DW", 10, BITS, 0);
+  a.call(HELPER.getCurrentPidTgid).rsh64i(0, 32).stx("W", 10, KEY, 0);
+  const followMask = spec.follows.reduce((m, _, j) => m | (2 ** followBit(j)), 0) | 0;
+  if (followMask !== 0) {
+    const none = a.fresh("nofollow");
+    a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
+    a.jmpi("jeq", 0, 0, none).ldx("DW", 1, 0, 0).and32i(1, followMask).stx("DW", 10, BITS, 1);
+    a.label(none);
+  }
   spec.binaries.forEach((b, i) => {
     const no = a.fresh("bin_no");
     anyOf(a, b.values, false, (v, fail) => strOne(a, 0, b.prefix ? "Prefix" : "Equal", v, fail), no);
@@ -382,7 +420,6 @@ function execProgram(spec: GuardSpec, l: KillLayout): Buffer {
       .stx("DW", 10, BITS, 1);
     a.label(no);
   });
-  a.call(HELPER.getCurrentPidTgid).rsh64i(0, 32).stx("W", 10, KEY, 0);
   a.ldx("DW", 1, 10, BITS).jmpi("jeq", 1, 0, "del");
   a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).mov64(3, 10).add64i(3, BITS).mov64i(4, 0);
   a.call(HELPER.mapUpdateElem).ja("out");
@@ -391,7 +428,10 @@ function execProgram(spec: GuardSpec, l: KillLayout): Buffer {
   return a.encode();
 }
 
-/** sched_process_fork(parent, child): a new process inherits its parent's mask (a new thread shares it). */
+/**
+ * sched_process_fork(parent, child): a new process inherits its parent's mask (a new thread shares
+ * it); a parent without one leaves none for the child (a stale entry of a reused PID is removed).
+ */
 function forkProgram(l: KillLayout): Buffer {
   const a = new Asm();
   a.ldx("DW", 7, 1, 8);
@@ -400,10 +440,11 @@ function forkProgram(l: KillLayout): Buffer {
   a.jmp("jne", 8, 6, "out");
   a.call(HELPER.getCurrentPidTgid).rsh64i(0, 32).stx("W", 10, KEY, 0);
   a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
-  a.jmpi("jeq", 0, 0, "out").ldx("DW", 1, 0, 0).stx("DW", 10, BITS, 1);
   a.stx("W", 10, KEY, 6);
+  a.jmpi("jeq", 0, 0, "del").ldx("DW", 1, 0, 0).stx("DW", 10, BITS, 1);
   a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).mov64(3, 10).add64i(3, BITS).mov64i(4, 0);
-  a.call(HELPER.mapUpdateElem);
+  a.call(HELPER.mapUpdateElem).ja("out");
+  a.label("del").ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapDeleteElem);
   a.label("out").mov64i(0, 0).exit();
   return a.encode();
 }
@@ -423,14 +464,14 @@ function exitProgram(l: KillLayout): Buffer {
 
 /** The programs by raw tracepoint name: those that learn binaries first (attached before sys_enter reads them). */
 export function guardPrograms(spec: GuardSpec, l: KillLayout): { tracepoint: string; insns: Buffer }[] {
-  if (spec.binaries.length > MAX_BINARIES) throw new Error(`internal: more than ${MAX_BINARIES} binaries`);
-  const learn =
-    spec.binaries.length === 0
-      ? []
-      : [
-          { tracepoint: "sched_process_fork", insns: forkProgram(l) },
-          { tracepoint: "sched_process_exec", insns: execProgram(spec, l) },
-          { tracepoint: "sched_process_exit", insns: exitProgram(l) },
-        ];
+  if (spec.binaries.length + spec.follows.length > MAX_BINARIES)
+    throw new Error(`internal: more than ${MAX_BINARIES} binaries and follows`);
+  const learn = !learns(spec)
+    ? []
+    : [
+        { tracepoint: "sched_process_fork", insns: forkProgram(l) },
+        { tracepoint: "sched_process_exec", insns: execProgram(spec, l) },
+        { tracepoint: "sched_process_exit", insns: exitProgram(l) },
+      ];
   return [...learn, { tracepoint: "sys_enter", insns: sysEnterProgram(spec, l) }];
 }

@@ -163,6 +163,16 @@ export function startBpftrace(
   deliver: (e: RuntimePolicyEvent) => void,
   lostKernel: (n: number) => void,
 ): Promise<BpftraceProcess> {
+  // The syscall guard's own selectors: bpftrace has no process masks (a fallback must not drop them).
+  const guardOnly = policy.probes.flatMap((p) =>
+    p.selectors.filter((s) => s.matchParentBinaries.length > 0 || s.matchPIDs.some((x) => x.followForks)),
+  );
+  if (guardOnly[0] !== undefined)
+    throw new MembraneError(
+      "RUNTIME_ENFORCER_FAILED",
+      `Cannot load ${what}: ${guardOnly[0].path} uses matchParentBinaries or followForks, which only the syscall guard serves${r.fallback ? `, and it could not load: ${r.fallback}` : ""}`,
+      { hint: "build dist/bin/membrane-syscall-guard (npm run build), or remove those selectors" },
+    );
   const compiled = compileScript(policy, { netns }, c.guards);
   r.rules = compiled.rules;
   return BpftraceProcess.start({

@@ -11,8 +11,9 @@
  * the file hooks security_file_permission/security_file_open/fd_install,
  * security_bprm_check, and `syscalls` tracepoints), with any of matchArgs
  * (string Equal/NotEqual/Prefix/NotPrefix/Postfix/NotPostfix on path
- * arguments; integer Equal/NotEqual/GT/LT/Mask), matchBinaries, matchPIDs,
- * matchNamespaces, matchCapabilities and matchActions Post/NoPost/Sigkill/
+ * arguments; integer Equal/NotEqual/GT/LT/Mask), matchBinaries,
+ * matchParentBinaries, matchPIDs (followForks too), matchNamespaces,
+ * matchCapabilities and matchActions Post/NoPost/Sigkill/
  * Signal (Override selectors are fanotify's: they decide and post nothing).
  * Left to bpftrace: tracepoints other than syscalls (sched_process_exec,
  * capability:cap_capable, sock:inet_sock_set_state, raw_syscalls:sys_enter),
@@ -24,7 +25,7 @@ import type { AttachPoint, TracingPolicy, TracingProbe, TracingSelector } from "
 import { syscallArgs } from "../policy/syscalls.js";
 import type { PolicyEventArg, RuntimePolicyEvent } from "./events.js";
 import type { GuardGroup, GuardSelector, GuardSpec } from "./kill-prog.js";
-import { MAX_BINARIES, STR_SLOTS } from "./kill-prog.js";
+import { followBit, MAX_BINARIES, STR_SLOTS } from "./kill-prog.js";
 import type { KillRecord } from "./kill-record.js";
 import type { ScriptGuards } from "./script.js";
 import { syscallNumber } from "./syscall-numbers.js";
@@ -108,7 +109,16 @@ export function splitProbes(probes: readonly TracingProbe[]): {
   native: TracingProbe[];
   other: TracingProbe[];
 } {
-  const binaries = (p: TracingProbe): number => p.selectors.reduce((n, s) => n + s.matchBinaries.length, 0);
+  // Mask bits a probe may take: one per binaries entry (own or parent's), one per followForks entry.
+  const binaries = (p: TracingProbe): number =>
+    p.selectors.reduce(
+      (n, s) =>
+        n +
+        s.matchBinaries.length +
+        s.matchParentBinaries.length +
+        s.matchPIDs.filter((x) => x.followForks).length,
+      0,
+    );
   const native: TracingProbe[] = [];
   const other: TracingProbe[] = [];
   let bits = 0;
@@ -140,7 +150,12 @@ export function guardSpec(
   const rules: GuardRule[] = [];
   const groups: GuardGroup[] = [];
   const binaries: { prefix: boolean; values: readonly string[] }[] = [];
+  const follows: { pids: readonly number[] }[] = [];
   const bitOf = new Map<string, number>();
+  const follow = (pids: readonly number[]): number => {
+    follows.push({ pids });
+    return followBit(follows.length - 1);
+  };
   for (const probe of probes) {
     if (probe.selectors.length > 0 && probe.selectors.every(isOverride)) continue;
     for (const a of probe.attach) {
@@ -185,7 +200,7 @@ export function guardSpec(
         selectors.push(
           s === undefined
             ? postAll(rule)
-            : selectorOf(s, rule, signal, arg, slotOf, guards, (b) => {
+            : selectorOf(s, rule, signal, arg, slotOf, guards, follow, (b) => {
                 const key = `${b.operator.includes("Prefix") ? "p" : "e"}:${b.values.join("\0")}`;
                 let bit = bitOf.get(key);
                 if (bit === undefined) {
@@ -200,7 +215,8 @@ export function guardSpec(
       if (selectors.length > 0) groups.push({ nr: arg.nr, slots: slotArgs, reportSlot, selectors });
     }
   }
-  return { spec: { groups, scope, agentPid: guards.agentPid, binaries }, rules };
+  const parents = groups.some((g) => g.selectors.some((x) => x.parentBinaries.length > 0));
+  return { spec: { groups, scope, agentPid: guards.agentPid, binaries, follows, parents }, rules };
 }
 
 function postAll(rule: number | undefined): GuardSelector {
@@ -212,6 +228,8 @@ function postAll(rule: number | undefined): GuardSelector {
     namespaces: [],
     caps: [],
     binaries: [],
+    parentBinaries: [],
+    follows: [],
     signal: undefined,
     post: true,
   };
@@ -224,6 +242,7 @@ function selectorOf(
   arg: Arg,
   slotOf: (index: number) => number,
   guards: ScriptGuards,
+  follow: (pids: readonly number[]) => number,
   bit: (b: TracingSelector["matchBinaries"][number]) => number,
 ): GuardSelector {
   const strings: GuardSelector["strings"][number][] = [];
@@ -241,7 +260,12 @@ function selectorOf(
     rule,
     strings,
     ints,
-    pids: s.matchPIDs.map((p) => ({ in: p.operator === "In", values: p.values })),
+    pids: s.matchPIDs
+      .filter((p) => !p.followForks)
+      .map((p) => ({ in: p.operator === "In", values: p.values })),
+    follows: s.matchPIDs
+      .filter((p) => p.followForks)
+      .map((p) => ({ bit: follow(p.values), in: p.operator === "In" })),
     namespaces: s.matchNamespaces.map((n) => ({
       ns: n.namespace,
       in: n.operator === "In",
@@ -254,6 +278,10 @@ function selectorOf(
       mask: c.values.reduce((m, v) => m | (1n << BigInt(v)), 0n),
     })),
     binaries: s.matchBinaries.map((b) => ({
+      bit: bit(b),
+      in: b.operator === "In" || b.operator === "Prefix",
+    })),
+    parentBinaries: s.matchParentBinaries.map((b) => ({
       bit: bit(b),
       in: b.operator === "In" || b.operator === "Prefix",
     })),

@@ -32,6 +32,7 @@ import { guardPrograms } from "./kill-prog.js";
 import { decodeKillRecord } from "./kill-record.js";
 import { guardEvent, guardSpec } from "./native-rules.js";
 import type { ScriptGuards } from "./script.js";
+import { seedMasks } from "./seeds.js";
 
 /** dist/bin/membrane-syscall-guard, next to this module's compiled tree. */
 export function defaultSyscallGuardBinary(): string {
@@ -89,6 +90,7 @@ export class SyscallGuard {
       input = guardPrograms(spec, layout)
         .map((p) => `prog ${p.tracepoint} ${p.insns.toString("hex")}\n`)
         .join("");
+      for (const [pid, mask] of seedMasks(spec)) input += `bin ${pid} ${mask}\n`;
     } catch (e) {
       throw failed(o.what, e instanceof Error ? e.message : String(e), e);
     }

@@ -4,6 +4,7 @@
  * matches, and what the killed syscall still did (kill-prog.ts says it).
  */
 import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -211,6 +212,56 @@ describe("syscall guard: Sigkill from our own sys_enter program (root)", { skip 
       assert.equal(dropped.rc, 0, "without CAP_SYS_ADMIN");
       assert.equal((await catIn(a.name, "/etc/os-release")).rc, 0, "Post kills nothing");
       await until(() => events.some((e) => e.action === "KPROBE_ACTION_POST"), "the post event");
+    });
+  });
+
+  test("matchParentBinaries (cat under sh, not under ip) and followForks (descendants of a shell started before the policy)", async () => {
+    await withVictim(async ({ a, enf }) => {
+      // A shell that exists before the policy: followed through the /proc seed, its cat through fork and exec.
+      const holder = spawn(
+        "ip",
+        ["netns", "exec", a.name, "sh", "-c", 'read x; cat /etc/os-release >/dev/null; echo "rc=$?"'],
+        {
+          stdio: ["pipe", "pipe", "ignore"],
+        },
+      );
+      try {
+        await new Promise((r) => setTimeout(r, 300));
+        await enf.apply(
+          policy(
+            kprobe(
+              "parents",
+              `  - call: sys_openat
+    syscall: true
+    args: [{index: 1, type: string}]
+    selectors:
+    - matchArgs: [{index: 1, operator: Equal, values: [/etc/hostname]}]
+      matchParentBinaries: [{operator: In, values: [/usr/bin/sh]}]
+      matchActions: [{action: Sigkill}]
+    - matchArgs: [{index: 1, operator: Equal, values: [/etc/os-release]}]
+      matchPIDs: [{operator: In, followForks: true, values: [${holder.pid ?? 0}]}]
+      matchActions: [{action: Sigkill}]
+`,
+            ),
+          ),
+        );
+        assert.equal((await catIn(a.name, "/etc/hostname")).rc, 137, "cat's parent is /usr/bin/sh");
+        const direct = spawnSync("ip", ["netns", "exec", a.name, "cat", "/etc/hostname"]);
+        assert.equal(direct.status, 0, "cat exec'd by ip: its parent is not sh");
+        assert.equal(
+          (await catIn(a.name, "/etc/os-release")).rc,
+          0,
+          "a shell not descending from the followed PID",
+        );
+        let out = "";
+        holder.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+        const closed = new Promise((r) => holder.once("close", r));
+        holder.stdin.end("go\n");
+        await closed;
+        assert.equal(out, "rc=137\n", "the followed shell's child was killed");
+      } finally {
+        holder.kill("SIGKILL");
+      }
     });
   });
 
