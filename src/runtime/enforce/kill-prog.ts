@@ -37,135 +37,35 @@
  * Registers: r6 the context, r8 the syscall number, r9 the scratch map value
  * (paths in 4 KiB slots, then the caller's pt_regs); r7 the event record.
  */
-import type { NamespaceType } from "../policy/types.js";
-import { Asm, HELPER, type Reg } from "./bpf-asm.js";
+import { Asm, HELPER } from "./bpf-asm.js";
+import {
+  anyOf,
+  BITS,
+  FLAGS,
+  KEY,
+  LEN0,
+  loadK,
+  NETNS,
+  PBITS,
+  prelude,
+  strOne,
+  TASK,
+  TGID,
+} from "./kill-asm.js";
 import type { KillLayout } from "./kill-layout.js";
+import { binaryBits, learnPrograms } from "./kill-learn.js";
 import { EVENT_SIZE, REC, STR_MAX } from "./kill-record.js";
+import {
+  MAX_BINARIES,
+  PATH_READ,
+  REGS_AT,
+  type GuardGroup,
+  type GuardSelector,
+  type GuardSpec,
+  type IntOp,
+} from "./kill-spec.js";
 
-/** Bytes of a path read for matching (with its NUL); a slot of the scratch map each. */
-export const PATH_READ = 4096;
-/** String slots per probe (a probe compares at most this many distinct string arguments). */
-export const STR_SLOTS = 2;
-const REGS_AT = PATH_READ * STR_SLOTS;
-export const SCRATCH_SIZE = REGS_AT + 256;
-/** Bits of a process's mask (one per matchBinaries/matchParentBinaries entry, one per followForks entry). */
-export const MAX_BINARIES = 32;
 const TS_COMPAT = 0x0002;
-/** Follows take the mask's bits from the top (binaries from the bottom). */
-export const followBit = (j: number): number => MAX_BINARIES - 1 - j;
-
-export type StrOp = "Equal" | "NotEqual" | "Prefix" | "NotPrefix" | "Postfix" | "NotPostfix";
-export type IntOp = "Equal" | "NotEqual" | "GT" | "LT" | "Mask";
-
-export interface GuardSelector {
-  /** The event's rule id; undefined for an Override selector (served by fanotify: it decides, nothing here). */
-  readonly rule: number | undefined;
-  readonly strings: readonly { slot: number; op: StrOp; values: readonly string[] }[];
-  /** `arg`: the syscall argument (0-5); `wide`: a 64-bit argument (else its low 32 bits, signed). */
-  readonly ints: readonly { arg: number; wide: boolean; op: IntOp; values: readonly bigint[] }[];
-  readonly pids: readonly { in: boolean; values: readonly number[] }[];
-  readonly namespaces: readonly { ns: NamespaceType; in: boolean; values: readonly number[] }[];
-  readonly caps: readonly { type: "Effective" | "Inheritable" | "Permitted"; in: boolean; mask: bigint }[];
-  /** `bit`: the binaries entry; `in`: the process's binary must match it (In, Prefix) or must not. */
-  readonly binaries: readonly { bit: number; in: boolean }[];
-  /** The same against the parent's (real_parent's) mask. */
-  readonly parentBinaries: readonly { bit: number; in: boolean }[];
-  /** `bit`: the follows entry (matchPIDs followForks); `in`: the process must descend from its PIDs or must not. */
-  readonly follows: readonly { bit: number; in: boolean }[];
-  /** Sigkill (9) or Signal N. */
-  readonly signal: number | undefined;
-  readonly post: boolean;
-}
-
-export interface GuardGroup {
-  /** x86-64 syscall number. */
-  readonly nr: number;
-  /** The syscall argument read into each string slot. */
-  readonly slots: readonly number[];
-  /** The slot whose string events carry (the probe's first declared string argument). */
-  readonly reportSlot: number | undefined;
-  readonly selectors: readonly GuardSelector[];
-}
-
-export interface GuardSpec {
-  readonly groups: readonly GuardGroup[];
-  /** Network namespace inodes of the selected endpoints, or "node". */
-  readonly scope: readonly number[] | "node";
-  /** Never signalled: PID 1, the agent, and (node-wide) the agent's children. */
-  readonly agentPid: number;
-  /** The policy's matchBinaries entries: bit i set in a process's mask when its exec matched entry i. */
-  readonly binaries: readonly { readonly prefix: boolean; readonly values: readonly string[] }[];
-  /**
-   * matchPIDs followForks entries: bit followBit(j) set for the listed processes (seeded at load by
-   * the loader) and inherited by every fork, kept across exec.
-   */
-  readonly follows: readonly { readonly pids: readonly number[] }[];
-  /** Whether some selector reads the parent's mask (matchParentBinaries). */
-  readonly parents: boolean;
-}
-
-// Stack slots.
-const SLOT = -8;
-const TASK = -16;
-const BITS = -32;
-const LEN0 = -40; // LEN0 - 8 * slot
-const FLAGS = -56;
-const TGID = -64;
-const KEY = -72;
-const NETNS = -80;
-const PBITS = -88;
-
-/** `dst = *(size *)(src + off)` from kernel memory (0 when unreadable). Clobbers r1-r5. */
-function loadK(a: Asm, dst: Reg, src: Reg, off: number, size: 4 | 8 = 8): void {
-  a.mov64(3, src).add64i(3, off);
-  a.st("DW", 10, SLOT, 0).mov64(1, 10).add64i(1, SLOT).mov64i(2, size).call(HELPER.probeReadKernel);
-  a.ldx(size === 8 ? "DW" : "W", dst, 10, SLOT);
-}
-
-/** Jumps to `miss` unless the `v.length` bytes at ptr+base equal `v` (r1, r2 scratch). */
-function bytesEqual(a: Asm, ptr: Reg, base: number, v: string, miss: string): void {
-  const b = Buffer.from(v, "latin1");
-  let i = 0;
-  while (i < b.length) {
-    const left = b.length - i;
-    if (left >= 8) {
-      a.ldx("DW", 1, ptr, base + i)
-        .ldImm64(2, b.readBigUInt64LE(i))
-        .jmp("jne", 1, 2, miss);
-      i += 8;
-    } else if (left >= 4) {
-      a.ldx("W", 1, ptr, base + i).jmp32i("jne", 1, b.readInt32LE(i), miss);
-      i += 4;
-    } else if (left >= 2) {
-      a.ldx("H", 1, ptr, base + i).jmpi("jne", 1, b.readUInt16LE(i), miss);
-      i += 2;
-    } else {
-      a.ldx("B", 1, ptr, base + i).jmpi("jne", 1, b.readUInt8(i), miss);
-      i += 1;
-    }
-  }
-}
-
-/** Jumps to `miss` unless the string in `slot` (r9 + slot * PATH_READ, length at LEN0) matches `v` by `op` (positive form). */
-function strOne(a: Asm, slot: number, op: "Equal" | "Prefix" | "Postfix", v: string, miss: string): void {
-  const L = v.length;
-  a.ldx("DW", 1, 10, LEN0 - 8 * slot);
-  if (op === "Equal") {
-    a.jmpi("jne", 1, L + 1, miss);
-    bytesEqual(a, 9, slot * PATH_READ, v, miss);
-  } else if (op === "Prefix") {
-    a.jmpi("jslt", 1, L + 1, miss);
-    bytesEqual(a, 9, slot * PATH_READ, v, miss);
-  } else {
-    // The tail: bytes [len-1-L, len-1) of the slot, at a bounded variable offset.
-    a.jmpi("jslt", 1, L + 1, miss).add64i(1, -(L + 1));
-    a.jmpi("jgt", 1, PATH_READ - 1 - L, miss);
-    a.mov64(3, 9)
-      .add64i(3, slot * PATH_READ)
-      .add64(3, 1);
-    bytesEqual(a, 3, 0, v, miss);
-  }
-}
 
 /** Jumps to `miss` unless the syscall argument `arg` compares with `v` by `op`. */
 function intOne(a: Asm, l: KillLayout, arg: number, wide: boolean, op: IntOp, v: bigint, miss: string): void {
@@ -179,24 +79,6 @@ function intOne(a: Asm, l: KillLayout, arg: number, wide: boolean, op: IntOp, v:
   else if (fits32 && op !== "Mask") a.jmpi(jop, 1, imm, ok);
   else a.ldImm64(2, s64).jmp(jop, 1, 2, ok);
   a.ja(miss).label(ok);
-}
-
-/** Any of `values` (tried in turn by `one(value, fail)`): on to the next instruction, else `miss`; negated: the reverse. */
-function anyOf<T>(
-  a: Asm,
-  values: readonly T[],
-  negate: boolean,
-  one: (v: T, fail: string) => void,
-  miss: string,
-): void {
-  const ok = a.fresh("any_ok");
-  for (const v of values) {
-    const next = a.fresh("any_next");
-    one(v, next);
-    a.ja(negate ? miss : ok).label(next);
-  }
-  if (!negate) a.ja(miss);
-  a.label(ok);
 }
 
 function selector(
@@ -347,131 +229,10 @@ export function sysEnterProgram(spec: GuardSpec, l: KillLayout): Buffer {
   return a.encode();
 }
 
-/** The netns (for scope and events) onto the stack; out of scope: to "out". Needs TASK. */
-function prelude(a: Asm, spec: GuardSpec, l: KillLayout): void {
-  a.st("DW", 10, NETNS, 0);
-  const noNs = a.fresh("nons");
-  a.ldx("DW", 7, 10, TASK);
-  loadK(a, 7, 7, l.taskNsproxy);
-  a.jmpi("jeq", 7, 0, noNs);
-  loadK(a, 7, 7, l.ns.Net.ptr);
-  a.jmpi("jeq", 7, 0, noNs);
-  loadK(a, 7, 7, l.ns.Net.inum, 4);
-  a.stx("DW", 10, NETNS, 7);
-  a.label(noNs);
-  if (spec.scope !== "node") {
-    a.ldx("DW", 1, 10, NETNS);
-    for (const inode of spec.scope) a.jmp32i("jeq", 1, inode | 0, "inscope");
-    a.ja("out").label("inscope");
-  }
-}
-
-const learns = (spec: GuardSpec): boolean => spec.binaries.length + spec.follows.length > 0;
-
-/** The masks of the caller and (when asked) of its parent onto the stack (0 when unknown). Needs TGID, TASK. */
-function binaryBits(a: Asm, spec: GuardSpec, l: KillLayout): void {
-  a.st("DW", 10, BITS, 0).st("DW", 10, PBITS, 0);
-  if (!learns(spec)) return;
-  const lookup = (slot: number): void => {
-    const none = a.fresh("nobits");
-    a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
-    a.jmpi("jeq", 0, 0, none).ldx("DW", 1, 0, 0).stx("DW", 10, slot, 1);
-    a.label(none);
-  };
-  a.ldx("DW", 1, 10, TGID).stx("W", 10, KEY, 1);
-  lookup(BITS);
-  if (!spec.parents) return;
-  a.ldx("DW", 7, 10, TASK);
-  loadK(a, 7, 7, l.taskRealParent);
-  loadK(a, 7, 7, l.taskTgid, 4);
-  a.stx("W", 10, KEY, 7);
-  lookup(PBITS);
-}
-
-/**
- * sched_process_exec(p, old_pid, bprm): the new program's path (bprm->filename, as given to
- * execve) against every matchBinaries entry; the process's follow bits stay, its binary bits are
- * the new program's; the mask is stored for the process (or removed when empty).
- */
-function execProgram(spec: GuardSpec, l: KillLayout): Buffer {
-  const a = new Asm();
-  a.mov64(6, 1).call(HELPER.getCurrentTask).stx("DW", 10, TASK, 0);
-  // Parents may live outside the selected endpoints: with matchParentBinaries every exec is learnt.
-  if (!spec.parents) prelude(a, spec, l);
-  a.st("W", 10, KEY, 0).ldMap(1, 2).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
-  a.jmpi("jeq", 0, 0, "out").mov64(9, 0);
-  a.ldx("DW", 7, 6, 16);
-  loadK(a, 3, 7, l.binprmFilename);
-  a.mov64(1, 9).mov64i(2, PATH_READ).call(HELPER.probeReadKernelStr).stx("DW", 10, LEN0, 0);
-  a.st("DW", 10, BITS, 0);
-  a.call(HELPER.getCurrentPidTgid).rsh64i(0, 32).stx("W", 10, KEY, 0);
-  const followMask = spec.follows.reduce((m, _, j) => m | (2 ** followBit(j)), 0) | 0;
-  if (followMask !== 0) {
-    const none = a.fresh("nofollow");
-    a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
-    a.jmpi("jeq", 0, 0, none).ldx("DW", 1, 0, 0).and32i(1, followMask).stx("DW", 10, BITS, 1);
-    a.label(none);
-  }
-  spec.binaries.forEach((b, i) => {
-    const no = a.fresh("bin_no");
-    anyOf(a, b.values, false, (v, fail) => strOne(a, 0, b.prefix ? "Prefix" : "Equal", v, fail), no);
-    a.ldx("DW", 1, 10, BITS)
-      .or64i(1, (2 ** i) | 0)
-      .stx("DW", 10, BITS, 1);
-    a.label(no);
-  });
-  a.ldx("DW", 1, 10, BITS).jmpi("jeq", 1, 0, "del");
-  a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).mov64(3, 10).add64i(3, BITS).mov64i(4, 0);
-  a.call(HELPER.mapUpdateElem).ja("out");
-  a.label("del").ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapDeleteElem);
-  a.label("out").mov64i(0, 0).exit();
-  return a.encode();
-}
-
-/**
- * sched_process_fork(parent, child): a new process inherits its parent's mask (a new thread shares
- * it); a parent without one leaves none for the child (a stale entry of a reused PID is removed).
- */
-function forkProgram(l: KillLayout): Buffer {
-  const a = new Asm();
-  a.ldx("DW", 7, 1, 8);
-  loadK(a, 8, 7, l.taskPid, 4);
-  loadK(a, 6, 7, l.taskTgid, 4);
-  a.jmp("jne", 8, 6, "out");
-  a.call(HELPER.getCurrentPidTgid).rsh64i(0, 32).stx("W", 10, KEY, 0);
-  a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapLookupElem);
-  a.stx("W", 10, KEY, 6);
-  a.jmpi("jeq", 0, 0, "del").ldx("DW", 1, 0, 0).stx("DW", 10, BITS, 1);
-  a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).mov64(3, 10).add64i(3, BITS).mov64i(4, 0);
-  a.call(HELPER.mapUpdateElem).ja("out");
-  a.label("del").ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapDeleteElem);
-  a.label("out").mov64i(0, 0).exit();
-  return a.encode();
-}
-
-/** sched_process_exit(p, ...): the last thread of a process (signal->live reached 0) drops its mask. */
-function exitProgram(l: KillLayout): Buffer {
-  const a = new Asm();
-  a.call(HELPER.getCurrentTask).mov64(7, 0);
-  loadK(a, 7, 7, l.taskSignal);
-  loadK(a, 1, 7, l.signalLive, 4);
-  a.jmpi("jne", 1, 0, "out");
-  a.call(HELPER.getCurrentPidTgid).rsh64i(0, 32).stx("W", 10, KEY, 0);
-  a.ldMap(1, 3).mov64(2, 10).add64i(2, KEY).call(HELPER.mapDeleteElem);
-  a.label("out").mov64i(0, 0).exit();
-  return a.encode();
-}
-
 /** The programs by raw tracepoint name: those that learn binaries first (attached before sys_enter reads them). */
 export function guardPrograms(spec: GuardSpec, l: KillLayout): { tracepoint: string; insns: Buffer }[] {
   if (spec.binaries.length + spec.follows.length > MAX_BINARIES)
     throw new Error(`internal: more than ${MAX_BINARIES} binaries and follows`);
-  const learn = !learns(spec)
-    ? []
-    : [
-        { tracepoint: "sched_process_fork", insns: forkProgram(l) },
-        { tracepoint: "sched_process_exec", insns: execProgram(spec, l) },
-        { tracepoint: "sched_process_exit", insns: exitProgram(l) },
-      ];
+  const learn = learnPrograms(spec, l);
   return [...learn, { tracepoint: "sys_enter", insns: sysEnterProgram(spec, l) }];
 }

@@ -24,8 +24,8 @@
 import type { AttachPoint, TracingPolicy, TracingProbe, TracingSelector } from "../policy/types.js";
 import { syscallArgs } from "../policy/syscalls.js";
 import type { PolicyEventArg, RuntimePolicyEvent } from "./events.js";
-import type { GuardGroup, GuardSelector, GuardSpec } from "./kill-prog.js";
-import { followBit, MAX_BINARIES, STR_SLOTS } from "./kill-prog.js";
+import type { GuardGroup, GuardSelector, GuardSpec } from "./kill-spec.js";
+import { followBit, MAX_BINARIES, STR_SLOTS } from "./kill-spec.js";
 import type { KillRecord } from "./kill-record.js";
 import type { ScriptGuards } from "./script.js";
 import { syscallNumber } from "./syscall-numbers.js";

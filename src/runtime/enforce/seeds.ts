@@ -12,7 +12,7 @@
  * missed (its child gets no mask: not followed, its binary unknown).
  */
 import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { followBit, type GuardSpec } from "./kill-prog.js";
+import { followBit, type GuardSpec } from "./kill-spec.js";
 
 export function seedMasks(spec: GuardSpec, proc = "/proc"): Map<number, bigint> {
   const out = new Map<number, bigint>();
