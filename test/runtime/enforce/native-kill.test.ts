@@ -265,6 +265,43 @@ describe("syscall guard: Sigkill from our own sys_enter program (root)", { skip 
     });
   });
 
+  test("setuid and namespace-change events from a workload (Post): setresuid's ids and unshare's flags, nothing killed", async () => {
+    await withVictim(async ({ a, enf, events }) => {
+      await enf.apply(
+        policy(
+          kprobe(
+            "privileges",
+            `  - call: sys_setresuid
+    syscall: true
+    args: [{index: 0, type: int}, {index: 1, type: int}, {index: 2, type: int}]
+  - call: sys_unshare
+    syscall: true
+    args: [{index: 0, type: int}]
+`,
+          ),
+        ),
+      );
+      assert.equal((await shIn(a.name, "setpriv --reuid=65534 --regid=65534 --clear-groups true")).rc, 0);
+      assert.equal((await shIn(a.name, "unshare --uts true")).rc, 0);
+      // `ip netns exec` itself unshares its mount namespace (CLONE_NEWNS) in the endpoint: seen too.
+      const uts = String(0x04000000);
+      await until(
+        () => events.some((e) => e.functionName === "__x64_sys_unshare" && e.args[0]?.value === uts),
+        "unshare(CLONE_NEWUTS)",
+      );
+      const su = events.find((e) => e.functionName === "__x64_sys_setresuid");
+      assert.deepEqual(
+        su?.args.map((x) => x.value),
+        ["65534", "65534", "65534"],
+      );
+      assert.equal(su?.action, "KPROBE_ACTION_POST");
+      assert.ok(
+        events.every((e) => e.netnsInode === a.inode),
+        "only the selected endpoint's processes",
+      );
+    });
+  });
+
   test("a guard that cannot load hands its probes to bpftrace (auto) and says why; native alone refuses", async () => {
     await withVictim(
       async ({ a, enf }) => {
