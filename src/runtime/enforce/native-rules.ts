@@ -19,7 +19,8 @@
  * capability:cap_capable, sock:inet_sock_set_state, raw_syscalls:sys_enter),
  * node-wide tcp_connect and cap_capable kprobes (they are served from those),
  * selectors on a tracepoint's `__syscall_nr` field, more than two string
- * arguments in one probe, more than 32 matchBinaries entries in one policy.
+ * arguments in one probe, more than 32 mask bits in one policy (matchBinaries,
+ * matchParentBinaries and followForks entries).
  */
 import type { AttachPoint, TracingPolicy, TracingProbe, TracingSelector } from "../policy/types.js";
 import { syscallArgs } from "../policy/syscalls.js";
