@@ -1,9 +1,11 @@
 /*
- * What the BPF loaders share (membrane-connect-guard.c, membrane-exec-events.c):
+ * What the BPF loaders share (membrane-connect-guard.c, membrane-exec-events.c,
+ * membrane-syscall-guard.c):
  * the bpf(2) call, programs read as hex text from the agent (instructions made
  * by src/runtime/enforce/bpf-asm.ts), map creation, and a program load whose
- * map references are patched in (ld_imm64 with BPF_PSEUDO_MAP_FD, imm 0 = the
- * ring buffer, 1 = the lost-records counter) with the verifier's last words for
+ * map references are patched in (ld_imm64 with BPF_PSEUDO_MAP_FD, imm i = the
+ * loader's i-th map: 0 the ring buffer, 1 the lost-records counter, more per
+ * loader) with the verifier's last words for
  * the error, and the reading side of a BPF ring buffer. Everything is static inline: each loader is one translation unit
  * and uses what it needs.
  */
@@ -65,13 +67,13 @@ static inline const char *log_tail(int lines, char sub) {
   return *p ? p : "no verifier message";
 }
 
-/* Loads a GPL program after patching its map references; the fd, or -errno. */
-static inline int load_prog(enum bpf_prog_type type, enum bpf_attach_type expected, struct bpf_insn *insns, int n,
-                            int ringbuf, int lost) {
+/* Loads a GPL program after patching its map references (imm i = maps[i], i < nmaps); the fd, or -errno. */
+static inline int load_prog_maps(enum bpf_prog_type type, enum bpf_attach_type expected, struct bpf_insn *insns,
+                                 int n, const int *maps, int nmaps) {
   for (int i = 0; i < n; i++) {
     if (insns[i].code == (BPF_LD | BPF_DW | BPF_IMM) && insns[i].src_reg == BPF_PSEUDO_MAP_FD) {
-      if (insns[i].imm != 0 && insns[i].imm != 1) return -EINVAL;
-      insns[i].imm = insns[i].imm == 0 ? ringbuf : lost;
+      if (insns[i].imm < 0 || insns[i].imm >= nmaps) return -EINVAL;
+      insns[i].imm = maps[insns[i].imm];
     }
   }
   union bpf_attr a;
@@ -87,6 +89,13 @@ static inline int load_prog(enum bpf_prog_type type, enum bpf_attach_type expect
   verifier_log[0] = 0;
   int fd = sys_bpf(BPF_PROG_LOAD, &a);
   return fd < 0 ? -errno : fd;
+}
+
+/* Loads a GPL program whose map references are imm 0 (the ring buffer) and 1 (the lost counter). */
+static inline int load_prog(enum bpf_prog_type type, enum bpf_attach_type expected, struct bpf_insn *insns, int n,
+                            int ringbuf, int lost) {
+  int maps[2] = {ringbuf, lost};
+  return load_prog_maps(type, expected, insns, n, maps, 2);
 }
 
 /* A BPF ring buffer mapped for reading: the consumer page (ours to write), the producer page, the data. */

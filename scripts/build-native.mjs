@@ -8,6 +8,8 @@
 //   cgroup connect4/connect6 programs (src/runtime/enforce/connect-guard.ts);
 // - membrane-exec-events (native/membrane-exec-events.c): the loader of the native process event
 //   source's raw tracepoint programs (src/runtime/source/native.ts); without it, bpftrace is used;
+// - membrane-syscall-guard (native/membrane-syscall-guard.c): the loader of the runtime enforcer's
+//   Sigkill/Signal programs on syscall hooks (src/runtime/enforce/syscall-guard.ts); without it, bpftrace;
 // - membrane-netns (native/membrane-netns.c): the agent's namespace helper (src/datapath/netns-native.ts),
 //   which creates endpoint namespaces and links without a process per step;
 // - membrane-nfnl (native/membrane-nfnl.c): the set-element writer (src/datapath/nfnl/setelem.ts),
@@ -61,6 +63,12 @@ const programs = [
     src: "membrane-exec-events.c",
     extra: [],
     hint: "runtime events fall back to bpftrace without it (slower: ~0.8 ms CPU per exec)",
+  },
+  {
+    name: "membrane-syscall-guard",
+    src: "membrane-syscall-guard.c",
+    extra: [],
+    hint: "Sigkill/Signal on syscall hooks fall back to bpftrace without it",
   },
   {
     name: "membrane-fanotify",

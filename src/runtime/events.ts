@@ -176,4 +176,6 @@ export function eventTypeLabel(t: RuntimeEventType): string {
 export interface RuntimeSink {
   push(e: RuntimeEvent): void;
   processOf(pid: number): { process: TetragonProcess; parent?: TetragonProcess } | undefined;
+  /** TracingPolicy events lost before the agent read them (kernel) or over its rate budget (agent). */
+  policyLost?(lost: { readonly kernel: number; readonly agent: number }): void;
 }

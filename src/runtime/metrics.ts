@@ -3,6 +3,7 @@
  *   tetragon_events_total{type, namespace, workload, pod, binary}
  *   tetragon_policy_events_total{policy, hook, namespace, workload, pod, binary}
  *   tetragon_bpf_missed_events_total{msg_op, error}    events the kernel or the bounds dropped
+ *                                                      (msg_op "process": the event source; "kprobe": TracingPolicy events)
  *   tetragon_errors_total{type}                        lines of the source that could not be read
  */
 import { Counter, Registry } from "prom-client";
@@ -59,6 +60,12 @@ export class RuntimeMetrics {
     )[t];
     if (b?.policy_name)
       this.policyEvents.inc({ policy: b.policy_name, hook: b.function_name ?? b.event ?? t, ...where });
+  }
+
+  /** TracingPolicy events lost: the loader's ring buffer was full (kernel), or over the agent's budget. */
+  policyLost(lost: { readonly kernel: number; readonly agent: number }): void {
+    if (lost.kernel > 0) this.missed.inc({ msg_op: "kprobe", error: "overflow" }, lost.kernel);
+    if (lost.agent > 0) this.missed.inc({ msg_op: "kprobe", error: "rate_limit" }, lost.agent);
   }
 
   /** Dropped before becoming events: lost in the kernel, rate-limited, or unreadable. */

@@ -70,7 +70,10 @@ export function policyEventToRuntime(
 
 /** The sink the tracing-policies controller reports into when runtime events are on. */
 export function runtimeBridge(sink: RuntimeSink, nodeName: string): RuntimeEventSink {
-  return { onPolicyEvent: (e) => sink.push(policyEventToRuntime(e, sink, nodeName)) };
+  return {
+    onPolicyEvent: (e) => sink.push(policyEventToRuntime(e, sink, nodeName)),
+    onLost: (_policy, lost) => sink.policyLost?.(lost),
+  };
 }
 
 /**

@@ -170,6 +170,10 @@ export class RuntimeController implements Controller, RuntimeSink {
     this.file?.write(JSON.stringify(e) + "\n");
   }
 
+  policyLost(lost: { readonly kernel: number; readonly agent: number }): void {
+    this.metrics.policyLost(lost);
+  }
+
   processOf(pid: number): { process: TetragonProcess; parent?: TetragonProcess } | undefined {
     const e = this.cache.get(pid);
     if (!e) return undefined;

@@ -10,7 +10,7 @@ const SIZE = { W: 0x00, H: 0x08, B: 0x10, DW: 0x18 } as const;
 const MODE = { IMM: 0x00, MEM: 0x60, ATOMIC: 0xc0 };
 const SRC_K = 0x00;
 const SRC_X = 0x08;
-const ALU_OP = { add: 0x00, sub: 0x10, and: 0x50, rsh: 0x70, mov: 0xb0, end: 0xd0 } as const;
+const ALU_OP = { add: 0x00, sub: 0x10, or: 0x40, and: 0x50, rsh: 0x70, mov: 0xb0, end: 0xd0 } as const;
 const JMP_OP = {
   ja: 0x00,
   jeq: 0x10,
@@ -21,12 +21,13 @@ const JMP_OP = {
   call: 0x80,
   exit: 0x90,
   jset: 0x40,
+  jslt: 0xc0,
 } as const;
 const PSEUDO_MAP_FD = 1;
 
 export type Reg = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10;
 export type Size = keyof typeof SIZE;
-export type JmpOp = "jeq" | "jne" | "jsgt" | "jset" | "jgt" | "jge";
+export type JmpOp = "jeq" | "jne" | "jsgt" | "jslt" | "jset" | "jgt" | "jge";
 
 interface Insn {
   code: number;
@@ -71,6 +72,9 @@ export class Asm {
   and32i(dst: Reg, imm: number): this {
     return this.push(CLASS.ALU | ALU_OP.and | SRC_K, dst, 0, 0, imm);
   }
+  or64i(dst: Reg, imm: number): this {
+    return this.push(CLASS.ALU64 | ALU_OP.or | SRC_K, dst, 0, 0, imm);
+  }
   add64i(dst: Reg, imm: number): this {
     return this.push(CLASS.ALU64 | ALU_OP.add | SRC_K, dst, 0, 0, imm);
   }
@@ -100,8 +104,14 @@ export class Asm {
   atomicAdd64(dst: Reg, off: number, src: Reg): this {
     return this.push(CLASS.STX | MODE.ATOMIC | SIZE.DW, dst, src, off, 0 /* BPF_ADD */);
   }
-  /** A map reference: index 0 or 1, replaced by the loader with the map's fd (two instructions). */
-  ldMap(dst: Reg, index: 0 | 1): this {
+  /** A 64-bit constant (two instructions); `v` is taken modulo 2^64. */
+  ldImm64(dst: Reg, v: bigint): this {
+    const u = BigInt.asUintN(64, v);
+    this.push(CLASS.LD | SIZE.DW | MODE.IMM, dst, 0, 0, Number(u & 0xffffffffn));
+    return this.push(0, 0, 0, 0, Number(u >> 32n));
+  }
+  /** A map reference: the loader's map `index`, replaced by the loader with the map's fd (two instructions). */
+  ldMap(dst: Reg, index: 0 | 1 | 2 | 3): this {
     this.push(CLASS.LD | SIZE.DW | MODE.IMM, dst, PSEUDO_MAP_FD, 0, index);
     return this.push(0, 0, 0, 0, 0);
   }
@@ -153,13 +163,17 @@ export class Asm {
 
 export const HELPER = {
   mapLookupElem: 1,
+  mapUpdateElem: 2,
+  mapDeleteElem: 3,
   ktimeGetNs: 5,
   getCurrentPidTgid: 14,
   getCurrentUidGid: 15,
   getCurrentComm: 16,
   getCurrentCgroupId: 80,
   getCurrentTask: 35,
+  sendSignal: 109,
   probeReadUser: 112,
+  probeReadUserStr: 114,
   probeReadKernel: 113,
   probeReadKernelStr: 115,
   ringbufOutput: 130,

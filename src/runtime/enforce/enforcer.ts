@@ -1,48 +1,49 @@
 /**
- * The runtime enforcer: TracingPolicies in, one bpftrace program per policy
- * out, each scoped to the network namespaces of the endpoints its podSelector
- * selects.
+ * The runtime enforcer: TracingPolicies in, per policy one syscall guard
+ * (our own sys_enter program, syscall-guard.ts) for the probes it can serve
+ * (native-rules.ts) and one bpftrace program for the rest, each scoped to the
+ * network namespaces of the endpoints its podSelector selects.
  *
- *   apply(policy) --scope(endpoints)--> compileScript --> BpftraceProcess (READY) --> state "loaded"
+ *   apply(policy) --scope(endpoints)--> splitProbes --> SyscallGuard (ready) + BpftraceProcess (READY) --> "loaded"
  *   endpoints change --> programs whose scope changed are replaced, make-before-break
- *   remove(policy) / stop() --> bpftrace stopped: its programs are detached
+ *   remove(policy) / stop() --> loaders stopped: their programs are detached
+ *
+ * A syscall guard that cannot load (its binary missing, a kernel that
+ * refuses the program) hands its probes to bpftrace and says why in the
+ * status (`fallback`), unless `syscallGuard: "native"` asks for it alone.
  *
  * Connect hooks of a policy with a podSelector (tcp_connect,
  * security_socket_connect) are served instead by a connect guard: cgroup
  * connect4/connect6 programs on the selected endpoints' cgroups
  * (connect-guard.ts), which refuse the connect() before any packet leaves.
  *
- * All or nothing: a policy's probes are one bpftrace program, which attaches
- * every probe or exits, plus at most one connect guard, which attaches to
+ * All or nothing: a policy's probes are at most one syscall guard and one
+ * bpftrace program, each attaching every probe or exiting, plus at most one connect guard, which attaches to
  * every cgroup or exits, plus at most one fanotify responder (Override
  * selectors on file hooks, src/runtime/file/), started first; when one fails
  * the others are stopped. A replacement that fails leaves the previous
  * programs of that policy running (and the error is reported), a new policy
  * that fails leaves nothing attached.
  */
-import { statSync } from "node:fs";
-import type { LabelSet } from "../../labels/label.js";
 import { MembraneError } from "../../errors.js";
-import { policyKey, type NamespaceType, type TracingPolicy } from "../policy/types.js";
+import { policyKey, type TracingPolicy } from "../policy/types.js";
 import { startPolicyResponder } from "../file/policy-responder.js";
-import type { FileResponder } from "../file/responder.js";
-import { BpftraceProcess } from "./bpftrace.js";
-import { ConnectGuard } from "./connect-guard.js";
-import { connectEventToPolicy, connectProbes, connectRules } from "./connect-rules.js";
-import type { RuntimeEventSink, RuntimePolicyEvent } from "./events.js";
-import { toEvent } from "./output.js";
-import { compileScript, type CompiledRule, type ScriptGuards } from "./script.js";
+import { connectProbes } from "./connect-rules.js";
+import type { RuntimePolicyEvent } from "./events.js";
+import {
+  startBpftrace,
+  startConnectGuard,
+  startSyscallGuard,
+  type EnforcerEndpoint,
+  type EnforcerParams,
+  type LoadContext,
+  type Running,
+  type TracingPolicyState,
+} from "./loaders.js";
+import { splitProbes } from "./native-rules.js";
+import type { ScriptGuards } from "./script.js";
 
-export interface EnforcerEndpoint {
-  /** `namespace/name`. */
-  readonly key: string;
-  readonly labels: LabelSet;
-  readonly netnsInode: number;
-  /** The endpoint's cgroup v2 directory (src/datapath/endpoint-cgroup.ts), where connect hooks attach. */
-  readonly cgroup?: string;
-}
-
-export type TracingPolicyState = "loaded" | "idle" | "error";
+export type { EnforcerEndpoint, EnforcerParams, TracingPolicyState } from "./loaders.js";
 
 export interface TracingPolicyStatus {
   readonly kind: TracingPolicy["kind"];
@@ -58,48 +59,22 @@ export interface TracingPolicyStatus {
   /** Accesses denied (Override: fanotify FAN_DENY, or a refused connect()). */
   readonly denials: number;
   readonly lost: { kernel: number; agent: number };
-}
-
-export interface EnforcerParams {
-  readonly sink: RuntimeEventSink;
-  readonly agentPid?: number;
-  readonly hostNamespaces?: Partial<Record<NamespaceType, number>>;
-  /** Events delivered per policy per second; more are counted as lost (agent). */
-  readonly eventsPerSecond?: number;
-  readonly bpftrace?: string;
-  /** The fanotify responder binary (default dist/bin/membrane-fanotify). */
-  readonly fanotifyResponder?: string;
-  /** The connect guard binary (default: dist/bin/membrane-connect-guard). */
-  readonly connectGuard?: string;
-  readonly loadTimeoutMs?: number;
-}
-
-interface Running {
-  policy: TracingPolicy;
-  scopeKey: string;
-  endpoints: number;
-  proc: BpftraceProcess | undefined;
-  guard: ConnectGuard | undefined;
-  file: FileResponder | undefined;
-  rules: readonly CompiledRule[];
-  state: TracingPolicyState;
-  error: string | undefined;
-  events: number;
-  kills: number;
-  denials: number;
-  lostKernel: number;
-  lostAgent: number;
-  bucket: { second: number; used: number };
+  /** What serves the policy's probes: "syscall-guard", "bpftrace", "connect-guard", "fanotify". */
+  readonly programs: readonly string[];
+  /** Why the syscall guard's probes went to bpftrace instead (it could not load). */
+  readonly fallback: string | undefined;
 }
 
 export class RuntimeEnforcer {
   private readonly policies = new Map<string, Running>();
   private endpoints: readonly EnforcerEndpoint[] = [];
   private readonly guards: ScriptGuards;
+  private readonly ctx: LoadContext;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly p: EnforcerParams) {
     this.guards = { agentPid: p.agentPid ?? process.pid, hostNamespaces: p.hostNamespaces ?? {} };
+    this.ctx = { p, guards: this.guards };
   }
 
   /** Serialises changes: one load or replacement at a time. */
@@ -140,7 +115,7 @@ export class RuntimeEnforcer {
       const r = this.policies.get(key);
       if (!r) return false;
       this.policies.delete(key);
-      await Promise.all([r.proc?.stop(), r.guard?.stop(), r.file?.stop()]);
+      await Promise.all([r.proc?.stop(), r.sys?.stop(), r.guard?.stop(), r.file?.stop()]);
       return true;
     });
   }
@@ -155,7 +130,7 @@ export class RuntimeEnforcer {
           this.policies.set(key, await this.load(r.policy, r));
         } catch (e) {
           // The previous program (if any) keeps running; the status says why it was not replaced.
-          r.state = r.proc || r.guard || r.file ? r.state : "error";
+          r.state = r.proc || r.sys || r.guard || r.file ? r.state : "error";
           r.error = e instanceof Error ? e.message : String(e);
         }
       }
@@ -169,7 +144,12 @@ export class RuntimeEnforcer {
   async stop(): Promise<void> {
     await this.serial(async () => {
       await Promise.all(
-        [...this.policies.values()].flatMap((r) => [r.proc?.stop(), r.guard?.stop(), r.file?.stop()]),
+        [...this.policies.values()].flatMap((r) => [
+          r.proc?.stop(),
+          r.sys?.stop(),
+          r.guard?.stop(),
+          r.file?.stop(),
+        ]),
       );
       this.policies.clear();
     });
@@ -192,6 +172,13 @@ export class RuntimeEnforcer {
       kills: r.kills,
       denials: r.denials,
       lost: { kernel: r.lostKernel, agent: r.lostAgent },
+      programs: [
+        ...(r.sys ? ["syscall-guard"] : []),
+        ...(r.proc ? ["bpftrace"] : []),
+        ...(r.guard ? ["connect-guard"] : []),
+        ...(r.file ? ["fanotify"] : []),
+      ],
+      fallback: r.fallback,
     };
   }
 
@@ -202,6 +189,8 @@ export class RuntimeEnforcer {
       scopeKey: scope.key,
       endpoints: scope.count,
       proc: undefined,
+      sys: undefined,
+      fallback: undefined,
       guard: undefined,
       file: undefined,
       rules: [],
@@ -215,7 +204,7 @@ export class RuntimeEnforcer {
       bucket: { second: 0, used: 0 },
     };
     if (scope.netns !== "node" && scope.netns.length === 0) {
-      await Promise.all([old?.proc?.stop(), old?.guard?.stop(), old?.file?.stop()]);
+      await Promise.all([old?.proc?.stop(), old?.sys?.stop(), old?.guard?.stop(), old?.file?.stop()]);
       return r;
     }
     const what = `${policy.kind} ${policy.namespace ? policy.namespace + "/" : ""}${policy.name}`;
@@ -256,99 +245,57 @@ export class RuntimeEnforcer {
         },
       });
       if (cprobes.length > 0)
-        r.guard = await this.startGuard(policy, what, cprobes, scope.selected, r, deliver, lostKernel);
-      // A policy whose probes are all served by fanotify or connect guards needs no bpftrace program.
-      if (rest.probes.length > 0)
-        r.proc = await this.startBpftrace(rest, what, scope.netns, r, deliver, lostKernel);
+        r.guard = await startConnectGuard(
+          this.ctx,
+          policy,
+          what,
+          cprobes,
+          scope.selected,
+          r,
+          deliver,
+          lostKernel,
+        );
+      const split =
+        this.p.syscallGuard === "bpftrace" ? { native: [], other: rest.probes } : splitProbes(rest.probes);
+      const native = split.native;
+      let other = split.other;
+      if (native.length > 0) {
+        try {
+          r.sys = await startSyscallGuard(
+            this.ctx,
+            policy,
+            what,
+            native,
+            scope.netns,
+            r,
+            deliver,
+            lostKernel,
+          );
+        } catch (e) {
+          if (this.p.syscallGuard === "native") throw e;
+          r.fallback = e instanceof Error ? e.message : String(e);
+          other = [...native, ...other];
+        }
+      }
+      // A policy whose probes are all served by our own loaders needs no bpftrace program.
+      if (other.length > 0)
+        r.proc = await startBpftrace(
+          this.ctx,
+          { ...rest, probes: other },
+          what,
+          scope.netns,
+          r,
+          deliver,
+          lostKernel,
+        );
     } catch (e) {
-      await Promise.all([r.guard?.stop(), r.file?.stop()]); // all or nothing
+      await Promise.all([r.sys?.stop(), r.guard?.stop(), r.file?.stop()]); // all or nothing
       throw e;
     }
     r.state = "loaded";
     // Make-before-break: the replacement is attached before the previous programs detach.
-    await Promise.all([old?.proc?.stop(), old?.guard?.stop(), old?.file?.stop()]);
+    await Promise.all([old?.proc?.stop(), old?.sys?.stop(), old?.guard?.stop(), old?.file?.stop()]);
     return r;
-  }
-
-  private async startGuard(
-    policy: TracingPolicy,
-    what: string,
-    probes: TracingPolicy["probes"],
-    selected: readonly EnforcerEndpoint[],
-    r: Running,
-    deliver: (e: RuntimePolicyEvent) => void,
-    lostKernel: (n: number) => void,
-  ): Promise<ConnectGuard> {
-    const missing = selected.filter((e) => e.cgroup === undefined).map((e) => e.key);
-    if (missing.length > 0)
-      throw new MembraneError(
-        "RUNTIME_ENFORCER_FAILED",
-        `Cannot load ${what}: connect hooks need the endpoints' cgroups, and ${missing.slice(0, 5).join(", ")} ${missing.length === 1 ? "has" : "have"} none`,
-        {
-          hint: "endpoints created by membrane get a cgroup; a container attached through CNI runs in its runtime's cgroup",
-        },
-      );
-    const { rules, origins } = connectRules(probes);
-    const netnsOfCgroup = new Map<string, number>();
-    for (const e of selected) if (e.cgroup) netnsOfCgroup.set(String(statSync(e.cgroup).ino), e.netnsInode);
-    return ConnectGuard.start({
-      rules,
-      cgroups: [...new Set(selected.map((e) => e.cgroup ?? ""))],
-      what,
-      ...(this.p.connectGuard ? { binary: this.p.connectGuard } : {}),
-      ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
-      onEvent: (ce) => {
-        const e = connectEventToPolicy(ce, {
-          policyName: policy.name,
-          policyNamespace: policy.namespace,
-          origins,
-          netnsOfCgroup,
-          now: new Date(),
-        });
-        if (e) deliver(e);
-      },
-      onLost: lostKernel,
-      onExit: (why) => {
-        r.state = "error";
-        r.error = `${what}: ${why}`;
-        r.guard = undefined;
-      },
-    });
-  }
-
-  private startBpftrace(
-    policy: TracingPolicy,
-    what: string,
-    netns: number[] | "node",
-    r: Running,
-    deliver: (e: RuntimePolicyEvent) => void,
-    lostKernel: (n: number) => void,
-  ): Promise<BpftraceProcess> {
-    const compiled = compileScript(policy, { netns }, this.guards);
-    r.rules = compiled.rules;
-    return BpftraceProcess.start({
-      script: compiled.text,
-      what,
-      ...(this.p.bpftrace ? { bpftrace: this.p.bpftrace } : {}),
-      ...(this.p.loadTimeoutMs ? { loadTimeoutMs: this.p.loadTimeoutMs } : {}),
-      onEvent: (fields) => {
-        const now = new Date();
-        const e = toEvent(fields, {
-          policyName: policy.name,
-          policyNamespace: policy.namespace,
-          rules: r.rules,
-          now,
-        });
-        if (e) deliver(e);
-      },
-      onLost: lostKernel,
-      onExit: (why) => {
-        // Not through stop(): the programs are gone; say so (fail visible, not silent).
-        r.state = "error";
-        r.error = `${what}: ${why}`;
-        r.proc = undefined;
-      },
-    });
   }
 }
 

@@ -18,7 +18,13 @@ export interface ConnectProblem {
   readonly unsupported: boolean;
 }
 
-const PROCESS_SELECTORS = ["matchBinaries", "matchPIDs", "matchNamespaces", "matchCapabilities"] as const;
+const PROCESS_SELECTORS = [
+  "matchBinaries",
+  "matchParentBinaries",
+  "matchPIDs",
+  "matchNamespaces",
+  "matchCapabilities",
+] as const;
 
 export function connectProblems(p: TracingPolicy): ConnectProblem[] {
   const out: ConnectProblem[] = [];

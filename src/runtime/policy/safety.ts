@@ -32,6 +32,7 @@ function narrowed(s: TracingSelector): boolean {
   return (
     s.matchArgs.length > 0 ||
     s.matchBinaries.some((b) => b.operator === "In" || b.operator === "Prefix") ||
+    s.matchParentBinaries.some((b) => b.operator === "In" || b.operator === "Prefix") ||
     s.matchPIDs.some((p) => p.operator === "In") ||
     s.matchNamespaces.some((n) => n.operator === "In") ||
     s.matchCapabilities.some((c) => c.operator === "In")

@@ -26,6 +26,7 @@ import { CAPABILITIES, checkString, parseInteger } from "./values.js";
 export const SELECTOR_FIELDS = [
   "matchArgs",
   "matchBinaries",
+  "matchParentBinaries",
   "matchPIDs",
   "matchNamespaces",
   "matchCapabilities",
@@ -36,7 +37,6 @@ export const SELECTOR_FIELDS = [
   "matchReturnActions",
   "matchNamespaceChanges",
   "matchCapabilityChanges",
-  "matchParentBinaries",
   "label",
   "macros",
 ] as const;
@@ -49,7 +49,6 @@ const UNSUPPORTED_SELECTOR_FIELDS: Record<string, string> = {
     "matchReturnActions is not supported: Membrane attaches at syscall entry (return probes are not served)",
   matchNamespaceChanges: "matchNamespaceChanges is not supported yet (use a setns/unshare syscall kprobe)",
   matchCapabilityChanges: "matchCapabilityChanges is not supported yet (use a capset syscall kprobe)",
-  matchParentBinaries: "matchParentBinaries is not supported yet; use matchBinaries",
   label: "selector labels are not supported",
   macros: "selector macros are not supported",
 };
@@ -209,13 +208,12 @@ function readPids(v: Val): PidMatch | undefined {
     f.get("isNamespacePID")?.unsupported(
       "isNamespacePID is not supported: PIDs are matched in the node's PID namespace",
     );
-  if (f.get("followForks")?.bool() === true)
-    f.get("followForks")?.unsupported("followForks is not supported yet");
+  const followForks = f.get("followForks")?.bool() === true;
   const items = valuesOf(f.need("values"));
   const values = items.map((x) => x.int(0, 4194304, true));
   if (items.length === 0) return f.self.error("values must list at least one PID");
   if (operator === undefined || !values.every((x) => x !== undefined)) return undefined;
-  return { operator, values: values as number[] };
+  return { operator, values: values as number[], followForks };
 }
 
 function readNamespaces(v: Val): NamespaceMatch | undefined {
@@ -295,6 +293,7 @@ export function readSelectors(
       path: item.path,
       matchArgs: all("matchArgs", (v) => readMatchArg(v, tr, declared)),
       matchBinaries: all("matchBinaries", readBinaries),
+      matchParentBinaries: all("matchParentBinaries", readBinaries),
       matchPIDs: all("matchPIDs", readPids),
       matchNamespaces: all("matchNamespaces", readNamespaces),
       matchCapabilities: all("matchCapabilities", readCapabilities),
@@ -321,6 +320,34 @@ export function readSelectors(
         ok = false;
       }
     });
+  // matchParentBinaries and followForks are the syscall guard's (process masks learnt at exec and
+  // fork, runtime/enforce/kill-prog.ts): refused on hooks it does not serve.
+  const guardOnly = !tr.attach.every(
+    (a) => /^syscalls:sys_enter_/.test(a.tracepoint) && a.guard === undefined,
+  );
+  out.forEach((_, i) => {
+    const s = out[i] as TracingSelector;
+    const where = guardOnly
+      ? `${tr.functionName} is not served by the syscall guard`
+      : tr.fanotify && out.some(overrides)
+        ? "this probe's Override is served by the fanotify responder, which checks its selectors in order"
+        : undefined;
+    if (where === undefined) return;
+    if (s.matchParentBinaries.length > 0) {
+      fields[i]
+        ?.get("matchParentBinaries")
+        ?.unsupported(
+          `matchParentBinaries is served on syscall hooks by the syscall guard only, and ${where}`,
+        );
+      ok = false;
+    }
+    if (s.matchPIDs.some((p) => p.followForks)) {
+      fields[i]
+        ?.get("matchPIDs")
+        ?.unsupported(`followForks is served on syscall hooks by the syscall guard only, and ${where}`);
+      ok = false;
+    }
+  });
   if (list.kind !== "list") ok = false;
   return ok ? out : undefined;
 }

@@ -105,6 +105,12 @@ export interface BinaryMatch {
 export interface PidMatch {
   readonly operator: "In" | "NotIn";
   readonly values: readonly number[];
+  /**
+   * The listed processes and every process they fork (at any depth, across
+   * exec): served by the syscall guard only (runtime/enforce/native-rules.ts),
+   * refused where another loader would serve the probe.
+   */
+  readonly followForks: boolean;
 }
 
 export type NamespaceType = "Uts" | "Ipc" | "Mnt" | "Net" | "Time" | "Cgroup" | "User";
@@ -139,6 +145,8 @@ export interface TracingSelector {
   readonly path: string;
   readonly matchArgs: readonly ArgMatch[];
   readonly matchBinaries: readonly BinaryMatch[];
+  /** The binary of the process's parent (real_parent); served by the syscall guard only, as followForks. */
+  readonly matchParentBinaries: readonly BinaryMatch[];
   readonly matchPIDs: readonly PidMatch[];
   readonly matchNamespaces: readonly NamespaceMatch[];
   readonly matchCapabilities: readonly CapabilityMatch[];

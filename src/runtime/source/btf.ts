@@ -64,12 +64,20 @@ export interface FieldLayout {
   readonly size: number;
 }
 
+/** What the program generators ask of BTF: the parsed kernel BTF, or the offsets cache (btf-cache.ts). */
+export interface BtfLookup {
+  /** Byte offset and size of `path` (dot-separated, embedded members only) in struct `struct`. */
+  offsetOf(struct: string, path: string): FieldLayout;
+  /** sizeof(struct `struct`). */
+  structSize(struct: string): number;
+}
+
 const err = (why: string): MembraneError =>
   new MembraneError("RUNTIME_BTF_INVALID", `Cannot read the kernel's BTF: ${why}`, {
     hint: "the native event source needs /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); the bpftrace source is used instead",
   });
 
-export class Btf {
+export class Btf implements BtfLookup {
   private readonly byName = new Map<string, number>();
 
   constructor(
@@ -139,7 +147,12 @@ export class Btf {
     return undefined;
   }
 
-  /** Byte offset and size of `path` (dot-separated, embedded members only) in struct `struct`. */
+  structSize(struct: string): number {
+    const id = this.byName.get(struct);
+    if (id === undefined) throw err(`no struct ${struct}`);
+    return this.sizeOf(id);
+  }
+
   offsetOf(struct: string, path: string): FieldLayout {
     const id = this.byName.get(struct);
     if (id === undefined) throw err(`no struct ${struct}`);

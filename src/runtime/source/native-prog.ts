@@ -24,7 +24,7 @@
  * component count (-48).
  */
 import { Asm, HELPER, type Reg } from "../enforce/bpf-asm.js";
-import type { Btf } from "./btf.js";
+import type { BtfLookup } from "./btf.js";
 import {
   ARGS_MAX,
   CWD_DEPTH,
@@ -70,7 +70,7 @@ export interface Layout {
 }
 
 /** The layout of the running kernel (throws RUNTIME_BTF_INVALID when a field is missing). */
-export function layoutFrom(btf: Btf): Layout {
+export function layoutFrom(btf: BtfLookup): Layout {
   const o = (s: string, f: string): number => btf.offsetOf(s, f).offset;
   return {
     taskMm: o("task_struct", "mm"),

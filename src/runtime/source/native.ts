@@ -4,7 +4,7 @@
  * loader (native/membrane-exec-events.c, built by `npm run build`) that
  * forwards their ring-buffer records in binary frames (./native-record.ts).
  *
- *   kernelBtf -> layoutFrom -> nativePrograms --hex on stdin--> membrane-exec-events
+ *   withBtf (cached offsets, or the kernel BTF) -> layoutFrom -> nativePrograms --hex on stdin--> membrane-exec-events
  *        stdout frames --FrameReader--> Reorder --> onRecord(exec | fork | exit)
  *                        LOST (ring full) / malformed --> onDrop(reason, n)
  *
@@ -25,7 +25,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../../errors.js";
 import type { ProcessRecord } from "./assemble.js";
-import { kernelBtf } from "./btf.js";
+import { withBtf } from "./btf-cache.js";
 import { layoutFrom, nativePrograms } from "./native-prog.js";
 import { FrameReader } from "./native-record.js";
 import { Reorder } from "./reorder.js";
@@ -41,6 +41,8 @@ const CAPS = "-all,+bpf,+perfmon";
 export interface NativeSourceParams extends ProcessSourceParams {
   readonly loader?: string;
   readonly btfPath?: string;
+  /** The BTF offsets cache's directory (default /run/membrane-btf; "" disables it). */
+  readonly btfCacheDir?: string;
   /** The ring buffer's size in bytes (a power of 2, 4 KiB..256 MiB; default 8 MiB, ~4,400 exec records). */
   readonly ringBytes?: number;
 }
@@ -95,7 +97,13 @@ export class NativeSource implements ProcessSource {
   async start(): Promise<void> {
     const loader = this.p.loader ?? defaultLoaderBinary();
     if (!existsSync(loader)) throw this.failure(`${loader} is missing`);
-    const programs = nativePrograms(layoutFrom(kernelBtf(this.p.btfPath)));
+    // The offsets come from the cache when this kernel's were cached (btf-cache.ts): no 5.4 MB parse per start.
+    const programs = nativePrograms(
+      withBtf(layoutFrom, {
+        ...(this.p.btfPath !== undefined ? { btfPath: this.p.btfPath } : {}),
+        ...(this.p.btfCacheDir !== undefined ? { cacheDir: this.p.btfCacheDir } : {}),
+      }),
+    );
     const child = spawn(
       "setpriv",
       [`--bounding-set=${CAPS}`, "--inh-caps=-all", "--no-new-privs", "--", loader],

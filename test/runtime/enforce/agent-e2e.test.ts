@@ -23,7 +23,7 @@ function membrane(socket: string, ...args: string[]): Promise<{ code: number; ou
 
 describe("TracingPolicy through the agent (root)", { skip }, () => {
   test("apply kills cat /etc/shadow in the selected endpoint only; get lists it; hostile policies are refused whole; delete stops the kills", async () => {
-    const lab = await AgentLab.start("my8tp");
+    const lab = await AgentLab.start("hrttp");
     try {
       const sock = lab.options.socketPath;
       const victim = await lab.endpoint("victim", { app: "victim" });
@@ -81,7 +81,7 @@ describe("TracingPolicy through the agent (root)", { skip }, () => {
   });
 
   test("a Post-only policy through the agent produces an event and kills nothing", async () => {
-    const lab = await AgentLab.start("my8po");
+    const lab = await AgentLab.start("hrtpo");
     try {
       const ep = await lab.endpoint("watched", { app: "watched" });
       await lab.agent.tracing.apply(

@@ -230,11 +230,12 @@ spec:
     }
   });
 
-  test("a policy that fails to load leaves nothing attached (connect guard stopped when its bpftrace half fails)", async () => {
+  test("a policy that fails to load leaves nothing attached (connect guard stopped when its syscall-guard half fails)", async () => {
     const a = await Pod.add("f", { app: "client" });
     const enf = new RuntimeEnforcer({
       sink: collector().sink,
-      bpftrace: "/nonexistent/bpftrace",
+      syscallGuard: "native",
+      syscallGuardBinary: "/nonexistent/membrane-syscall-guard",
       loadTimeoutMs: 60_000,
     });
     try {

@@ -9,8 +9,8 @@ import { catIn, collector, Netns, policy, prefix, runtimeSkipReason, SHADOW_KILL
 
 const skip = runtimeSkipReason();
 
-function bpftraceChildren(): number[] {
-  const r = spawnSync("pgrep", ["-P", String(process.pid), "-x", "bpftrace"], { encoding: "utf8" });
+function children(name: "bpftrace" | "membrane-syscall-guard"): number[] {
+  const r = spawnSync("pgrep", ["-P", String(process.pid), "-f", name], { encoding: "utf8" });
   return r.stdout.split("\n").filter(Boolean).map(Number);
 }
 
@@ -88,7 +88,7 @@ spec:
     }
   });
 
-  test("deleting the policy: nothing is killed any more, and its bpftrace is gone", async () => {
+  test("deleting the policy: nothing is killed any more, and its loader is gone", async () => {
     const px = prefix();
     const a = Netns.add(`${px}-a`);
     const enf = new RuntimeEnforcer({ sink: collector().sink });
@@ -97,10 +97,12 @@ spec:
       const p = policy(SHADOW_KILL());
       await enf.apply(p);
       assert.equal((await catIn(a.name, "/etc/shadow")).rc, 137);
-      // setpriv, unshare and sh exec into bpftrace: one process, a direct child of the agent.
-      assert.equal(bpftraceChildren().length, 1);
+      // setpriv execs into the loader: one process, a direct child of the agent; no bpftrace.
+      assert.equal(children("membrane-syscall-guard").length, 1);
+      assert.equal(children("bpftrace").length, 0);
+      assert.deepEqual(enf.list()[0]?.programs, ["syscall-guard"]);
       assert.equal(await enf.remove(p), true);
-      assert.equal(bpftraceChildren().length, 0);
+      assert.equal(children("membrane-syscall-guard").length, 0);
       const r = await catIn(a.name, "/etc/shadow");
       assert.equal(r.rc, 0);
       assert.match(r.out, /^root:/);
@@ -161,14 +163,34 @@ spec:
     }
   });
 
-  test("bpftrace runs with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN only", async () => {
+  test("the syscall guard runs with CAP_BPF and CAP_PERFMON only, no new privileges", async () => {
     const px = prefix();
     const a = Netns.add(`${px}-a`);
     const enf = new RuntimeEnforcer({ sink: collector().sink });
     try {
       await enf.setEndpoints([a.endpoint({ app: "victim" })]);
       await enf.apply(policy(SHADOW_KILL()));
-      const mine = bpftraceChildren();
+      const mine = children("membrane-syscall-guard");
+      assert.equal(mine.length, 1);
+      const status = readFileSync(`/proc/${mine[0]}/status`, "utf8");
+      const eff = BigInt("0x" + (/CapEff:\s*([0-9a-f]+)/.exec(status)?.[1] ?? "0"));
+      assert.equal(eff, (1n << 38n) | (1n << 39n), `CapEff ${eff.toString(16)}`);
+      assert.match(status, /NoNewPrivs:\s*1/);
+    } finally {
+      await enf.stop();
+      a.del();
+    }
+  });
+
+  test("bpftrace (syscallGuard: bpftrace) runs with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN only", async () => {
+    const px = prefix();
+    const a = Netns.add(`${px}-a`);
+    const enf = new RuntimeEnforcer({ sink: collector().sink, syscallGuard: "bpftrace" });
+    try {
+      await enf.setEndpoints([a.endpoint({ app: "victim" })]);
+      await enf.apply(policy(SHADOW_KILL()));
+      assert.equal((await catIn(a.name, "/etc/shadow")).rc, 137, "the bpftrace path still kills");
+      const mine = children("bpftrace");
       assert.equal(mine.length, 1);
       const status = readFileSync(`/proc/${mine[0]}/status`, "utf8");
       const eff = BigInt("0x" + (/CapEff:\s*([0-9a-f]+)/.exec(status)?.[1] ?? "0"));

@@ -1,6 +1,6 @@
 /**
  * Helpers for enforcement tests: scratch network namespaces named
- * `my8<hex>-<tag>` (removed in `finally`), processes run in them, and
+ * `hrt<hex>-<tag>` (removed in `finally`), processes run in them, and
  * TracingPolicies from YAML.
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -21,7 +21,7 @@ export function runtimeSkipReason(): string | undefined {
 }
 
 export function prefix(): string {
-  return "my8" + randomBytes(3).toString("hex");
+  return "hrt" + randomBytes(3).toString("hex");
 }
 
 export class Netns {
@@ -108,3 +108,23 @@ spec:
     - matchArgs: [{index: 1, operator: Equal, values: [/etc/shadow]}]
       matchActions: [{action: Sigkill}]
 `;
+
+/**
+ * `sh -c SCRIPT` in a namespace, run by an outer shell that reports its exit
+ * status as a shell sees it (137: SIGKILL), even when the inner shell itself
+ * is the one killed (a redirection opens and writes from the shell).
+ */
+export function shIn(netns: string, script: string): Promise<{ out: string; rc: number }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn("ip", ["netns", "exec", netns, "sh", "-c", 'sh -c "$1"; echo "rc=$?"', "sh", script], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    c.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    c.once("error", reject);
+    c.once("close", () => {
+      const m = /rc=(\d+)\n?$/.exec(out);
+      resolve({ out: out.replace(/rc=\d+\n?$/, ""), rc: m ? Number(m[1]) : -1 });
+    });
+  });
+}

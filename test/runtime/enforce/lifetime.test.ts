@@ -13,38 +13,41 @@ const skip = runtimeSkipReason();
 const here = dirname(fileURLToPath(import.meta.url));
 
 describe("runtime enforcer lifetime and the translation table on this kernel (root)", { skip }, () => {
-  test("an agent killed with SIGKILL leaves no program that kills: bpftrace dies with it", async () => {
-    const a = Netns.add(`${prefix()}-a`);
-    const holder = spawn(process.execPath, [join(here, "holder.js"), String(a.inode)], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    try {
-      await new Promise<void>((resolve, reject) => {
-        let out = "";
-        holder.stdout.setEncoding("utf8").on("data", (d: string) => {
-          out += d;
-          if (out.includes("READY")) resolve();
-        });
-        holder.once("exit", (c) => reject(new Error(`holder exited ${String(c)}`)));
+  for (const mode of ["native", "bpftrace"] as const) {
+    const loader = mode === "native" ? "membrane-syscall-guard" : "bpftrace";
+    test(`an agent killed with SIGKILL leaves no program that kills: its ${loader} dies with it`, async () => {
+      const a = Netns.add(`${prefix()}-a`);
+      const holder = spawn(process.execPath, [join(here, "holder.js"), String(a.inode), mode], {
+        stdio: ["ignore", "pipe", "inherit"],
       });
-      const bt = spawnSync("pgrep", ["-P", String(holder.pid), "-x", "bpftrace"], { encoding: "utf8" })
-        .stdout.split("\n")
-        .filter(Boolean);
-      assert.equal(bt.length, 1, "one bpftrace, a child of the agent");
-      assert.equal((await catIn(a.name, "/etc/shadow")).rc, 137);
-      holder.kill("SIGKILL");
-      await until(
-        () => !existsSync(`/proc/${bt[0]}`) || /State:\s*Z/.test(safeRead(`/proc/${bt[0]}/status`)),
-        "bpftrace to die",
-      );
-      const r = await catIn(a.name, "/etc/shadow");
-      assert.equal(r.rc, 0, "nothing kills once the agent is gone");
-      assert.match(r.out, /^root:/);
-    } finally {
-      holder.kill("SIGKILL");
-      a.del();
-    }
-  });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          let out = "";
+          holder.stdout.setEncoding("utf8").on("data", (d: string) => {
+            out += d;
+            if (out.includes("READY")) resolve();
+          });
+          holder.once("exit", (c) => reject(new Error(`holder exited ${String(c)}`)));
+        });
+        const bt = spawnSync("pgrep", ["-P", String(holder.pid), "-f", loader], { encoding: "utf8" })
+          .stdout.split("\n")
+          .filter(Boolean);
+        assert.equal(bt.length, 1, `one ${loader}, a child of the agent`);
+        assert.equal((await catIn(a.name, "/etc/shadow")).rc, 137);
+        holder.kill("SIGKILL");
+        await until(
+          () => !existsSync(`/proc/${bt[0]}`) || /State:\s*Z/.test(safeRead(`/proc/${bt[0]}/status`)),
+          `${loader} to die`,
+        );
+        const r = await catIn(a.name, "/etc/shadow");
+        assert.equal(r.rc, 0, "nothing kills once the agent is gone");
+        assert.match(r.out, /^root:/);
+      } finally {
+        holder.kill("SIGKILL");
+        a.del();
+      }
+    });
+  }
 
   test("every policy fixture Membrane accepts also loads on this kernel (Post only, node-wide, then removed)", async () => {
     const enf = new RuntimeEnforcer({ sink: collector().sink });

@@ -205,6 +205,46 @@ export const FIXTURES: readonly Fixture[] = [
     want: [U, "spec.kprobes[0].selectors[0].matchNamespaces[0].namespace"],
   },
   {
+    name: "matchParentBinaries and matchPIDs followForks on a syscall hook (the syscall guard's)",
+    yaml: doc(
+      "fx-parents",
+      sysOpen(`    - matchParentBinaries: [{operator: In, values: [/usr/sbin/sshd]}]
+      matchPIDs: [{operator: NotIn, followForks: true, values: [1]}]
+`),
+    ),
+    want: "loads",
+  },
+  {
+    name: "matchParentBinaries on a hook the syscall guard does not serve (cap_capable)",
+    yaml: doc(
+      "fx-parents-cap",
+      `  kprobes:
+  - call: cap_capable
+    args: [{index: 2, type: int}]
+    selectors:
+    - matchParentBinaries: [{operator: In, values: [/usr/bin/sudo]}]
+`,
+    ),
+    want: [U, "spec.kprobes[0].selectors[0].matchParentBinaries"],
+  },
+  {
+    name: "followForks on a file hook whose Override the fanotify responder serves",
+    yaml: doc(
+      "fx-follow-override",
+      `  kprobes:
+  - call: security_file_open
+    args: [{index: 0, type: file}]
+    selectors:
+    - matchPIDs: [{operator: In, followForks: true, values: [4242]}]
+      matchArgs: [{index: 0, operator: Equal, values: [/etc/hostname]}]
+      matchActions: [{action: Post}]
+    - matchArgs: [{index: 0, operator: Equal, values: [/etc/shadow]}]
+      matchActions: [{action: Override, argError: -1}]
+`,
+    ),
+    want: [U, "spec.kprobes[0].selectors[0].matchPIDs"],
+  },
+  {
     name: "matchPIDs in the process's own pid namespace",
     yaml: doc(
       "fx-nspid",
