@@ -29,6 +29,7 @@ import { observerService } from "../src/observe/hubble/service.js";
 import type { FlowRecord } from "../src/observe/flow.js";
 import { FlowRing } from "../src/observe/ring.js";
 import { scanResponse, type RawResponse } from "../src/relay/raw.js";
+import { FLOW_CONTROL_WINDOW } from "../src/relay/peer.js";
 import { startRelay } from "../src/relay/relay.js";
 import { runFlowBench } from "./flows.js";
 import { benchFlow } from "./hubble-nodes.js";
@@ -89,7 +90,11 @@ function countFlows(
   signal?: AbortSignal,
 ): Promise<number> {
   const m = observerService().GetFlows;
-  const c = new Client(target, credentials.createInsecure(), { "grpc.max_receive_message_length": 64 << 20 });
+  // A receive window as grpc-go grows one (hubble observe): HTTP/2's 64 KiB would measure round trips.
+  const c = new Client(target, credentials.createInsecure(), {
+    "grpc.max_receive_message_length": 64 << 20,
+    "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
+  });
   return new Promise((resolve, reject) => {
     let n = 0;
     const call = c.makeServerStreamRequest(
@@ -268,6 +273,10 @@ async function main(): Promise<void> {
   const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
   if (only === "relay") {
     console.log(JSON.stringify(await relaySection(arg("nodes", 3), arg("rate", 20_000), arg("seconds", 10))));
+    return;
+  }
+  if (only === "grpc") {
+    console.log(JSON.stringify(await grpcSection()));
     return;
   }
   console.log(JSON.stringify(encodeSection()));

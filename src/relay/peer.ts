@@ -11,11 +11,13 @@ import { create, toJson, type Message } from "@bufbuild/protobuf";
 import {
   Client,
   credentials,
+  Metadata,
   type ChannelCredentials,
   type ClientReadableStream,
   type MethodDefinition,
 } from "@grpc/grpc-js";
 import { hubbleSchema } from "../observe/hubble/schema.js";
+import { RESUME_METADATA } from "../observe/hubble/server.js";
 import { observerService } from "../observe/hubble/service.js";
 import { scanResponse, type RawResponse } from "./raw.js";
 
@@ -39,6 +41,16 @@ export interface PeerTls {
 }
 
 export type Json = { [k: string]: unknown };
+
+/**
+ * The HTTP/2 receive window of the relay's connections to the agents (per stream and per
+ * connection). With HTTP/2's default 64 KiB an agent may send about 140 flows before it waits
+ * for the relay's WINDOW_UPDATE: one round trip between two processes per 140 flows, which on a
+ * loaded machine (each wake-up late by milliseconds) capped a node at a few thousand flows/s
+ * and let its ring lap the stream. grpc-go sizes its windows by bandwidth-delay estimates up to
+ * 16 MiB; a fixed 8 MiB (about 18,000 flows) covers a scheduling stall of a second at 20,000/s.
+ */
+export const FLOW_CONTROL_WINDOW = 8 << 20;
 
 /** GetFlows whose answers are kept as bytes (scanned for time and kind only). */
 function rawFlowsMethod(): MethodDefinition<Message, RawResponse> {
@@ -80,6 +92,7 @@ export class Peer {
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 1000,
       "grpc.max_receive_message_length": 64 << 20,
+      "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
       ...(tls?.serverName !== undefined ? { "grpc.ssl_target_name_override": tls.serverName } : {}),
     };
     this.client = new Client(address.target, creds, { ...options, "grpc.use_local_subchannel_pool": 1 });
@@ -112,10 +125,21 @@ export class Peer {
     return this.unary("GetNamespaces", timeoutMs);
   }
 
-  /** A GetFlows stream of this agent (the request as the client sent it, or adjusted). */
-  flows(request: Message): ClientReadableStream<RawResponse> {
+  /**
+   * A GetFlows stream of this agent (the request as the client sent it, or adjusted). `resumed`:
+   * it continues a broken stream at the request's `since`, and the agent counts the gap.
+   */
+  flows(request: Message, resumed = false): ClientReadableStream<RawResponse> {
     const m = this.flowsMethod;
-    return this.client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, request);
+    const md = new Metadata();
+    if (resumed) md.set(RESUME_METADATA, "1");
+    return this.client.makeServerStreamRequest(
+      m.path,
+      m.requestSerialize,
+      m.responseDeserialize,
+      request,
+      md,
+    );
   }
 
   close(): void {
