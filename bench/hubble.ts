@@ -30,7 +30,7 @@ import { observerService } from "../src/observe/hubble/service.js";
 import type { FlowRecord } from "../src/observe/flow.js";
 import { FlowRing } from "../src/observe/ring.js";
 import { scanResponse, type RawResponse } from "../src/relay/raw.js";
-import { FLOW_CONTROL_WINDOW } from "../src/relay/peer.js";
+import { FLOW_CONTROL_WINDOW } from "../src/observe/hubble/client.js";
 import { startRelay } from "../src/relay/relay.js";
 import { runFlowBench } from "./flows.js";
 import { benchFlow } from "./hubble-nodes.js";

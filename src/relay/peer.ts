@@ -16,6 +16,7 @@ import {
   type ClientReadableStream,
   type MethodDefinition,
 } from "@grpc/grpc-js";
+import { FLOW_CONTROL_WINDOW } from "../observe/hubble/client.js";
 import { hubbleSchema } from "../observe/hubble/schema.js";
 import { RESUME_METADATA } from "../observe/hubble/server.js";
 import { observerService } from "../observe/hubble/service.js";
@@ -41,16 +42,6 @@ export interface PeerTls {
 }
 
 export type Json = { [k: string]: unknown };
-
-/**
- * The HTTP/2 receive window of the relay's connections to the agents (per stream and per
- * connection). With HTTP/2's default 64 KiB an agent may send about 140 flows before it waits
- * for the relay's WINDOW_UPDATE: one round trip between two processes per 140 flows, which on a
- * loaded machine (each wake-up late by milliseconds) capped a node at a few thousand flows/s
- * and let its ring lap the stream. grpc-go sizes its windows by bandwidth-delay estimates up to
- * 16 MiB; a fixed 8 MiB (about 18,000 flows) covers a scheduling stall of a second at 20,000/s.
- */
-export const FLOW_CONTROL_WINDOW = 8 << 20;
 
 /** GetFlows whose answers are kept as bytes (scanned for time and kind only). */
 function rawFlowsMethod(): MethodDefinition<Message, RawResponse> {
