@@ -196,8 +196,9 @@ export class Agent {
       this.observerRef = new Observer({
         ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
         group: this.p.logGroup,
-        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp, this.p.observe.encryptedPeer), // prettier-ignore
+        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp, this.p.observe.encryptedPeer, (ip) => this.names.namesOf(ip)), // prettier-ignore
         nodeName: this.p.observe.nodeName,
+        nodeLabels: Object.entries(this.p.engine.nodeLabels ?? {}).map(([k, v]) => `${k}=${v}`).sort(), // prettier-ignore
         ringCapacity: this.p.observe.ringCapacity,
         logger: this.p.logger,
         ...(this.p.observe.metricsAddress ? { metricsAddress: this.p.observe.metricsAddress } : {}),

@@ -4,6 +4,7 @@
  */
 import type { Identity } from "../identity/allocator.js";
 import type { FlowLookup } from "../observe/index.js";
+import { matchTypeAt } from "../policy/decide.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { RuleOrigin } from "../policy/types.js";
 import type { EndpointsController } from "./controllers/endpoints.js";
@@ -15,6 +16,7 @@ export function flowLookup(
   ruleOrigins: ReadonlyMap<number, RuleOrigin>,
   nodeOfIp?: (ip: string) => string | undefined,
   encryptedPeer?: (ip: string) => boolean,
+  namesOfIp?: (ip: string) => readonly string[] | undefined,
 ): FlowLookup {
   const info = (rec: EndpointRecordV1) => {
     const ep = engine().getEndpoint(rec.namespace, rec.name);
@@ -41,6 +43,13 @@ export function flowLookup(
     ipIdentity: (ip) => engine().ipcache.lookup(ip).identity,
     ...(nodeOfIp ? { nodeOfIp } : {}),
     ...(encryptedPeer ? { encryptedPeer } : {}),
+    ...(namesOfIp ? { namesOfIp } : {}),
+    // Policy verdicts only (a connection's first packet): the endpoint's MapState, as the kernel's lookup.
+    matchTypeOf: (q) => {
+      const rec = endpoints.recordById(q.endpointId);
+      const dir = q.ingress ? "ingress" : "egress";
+      return rec && matchTypeAt(engine(), rec, dir, q.remoteIdentity, q.proto, q.port);
+    },
     ruleById: (id) => {
       const o = ruleOrigins.get(id);
       if (!o) return undefined;

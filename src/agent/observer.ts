@@ -31,6 +31,8 @@ export interface ObserverParams {
   readonly group: number;
   readonly lookup: FlowLookup;
   readonly nodeName: string;
+  /** Hubble's node_labels on every flow (`key=value`, sorted: the agent's --node-labels). */
+  readonly nodeLabels?: readonly string[];
   readonly ringCapacity: number;
   readonly logger: Logger;
   /** host:port for /metrics; absent = no metrics server. */
@@ -53,7 +55,11 @@ export class Observer {
 
   constructor(private readonly p: ObserverParams) {
     this.ring = new FlowRing({ capacity: p.ringCapacity, nodeName: p.nodeName });
-    this.enricher = new FlowEnricher({ lookup: p.lookup, nodeName: p.nodeName });
+    this.enricher = new FlowEnricher({
+      lookup: p.lookup,
+      nodeName: p.nodeName,
+      ...(p.nodeLabels !== undefined ? { nodeLabels: p.nodeLabels } : {}),
+    });
   }
 
   async start(): Promise<void> {
@@ -103,7 +109,7 @@ export class Observer {
 
   /** A flow for one of the proxy's L7 events. */
   pushL7(event: L7Event, addrs: L7Addrs): void {
-    const flow = l7Flow(event, addrs, this.p.lookup, this.p.nodeName);
+    const flow = l7Flow(event, addrs, this.p.lookup, this.p.nodeName, this.p.nodeLabels);
     this.ring.pushFlow(flow);
     this.metrics.observeFlow(flow);
     this.exporter?.write({ flow, node_name: this.p.nodeName, time: flow.time });

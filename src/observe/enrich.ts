@@ -34,6 +34,7 @@ import {
   POLICY_MATCH,
   type DropReasonName,
   type Endpoint,
+  l4Ports,
   type Flow,
   type PolicyMatchName,
   type PolicyRefJSON,
@@ -70,11 +71,32 @@ export interface FlowLookup {
   nodeOfIp?(ip: string): string | undefined;
   /** --encryption wireguard: traffic with this peer address goes through the node's tunnel. Optional. */
   encryptedPeer?(ip: string): boolean;
+  /** Names the DNS proxy learned for this address (Hubble's source_names / destination_names). Optional. */
+  namesOfIp?(ip: string): readonly string[] | undefined;
+  /**
+   * Hubble's policy_match_type of a policy verdict: which kind of entry of the endpoint's policy
+   * matched (L3-Only, L3-L4, L4-Only, all), looked up for the remote identity, protocol and port.
+   * Optional; undefined when unknown (then the rule's own matchType, else none).
+   */
+  matchTypeOf?(q: MatchQuery): PolicyMatchName | undefined;
+}
+
+/** What a policy verdict's match type is looked up by (FlowLookup.matchTypeOf). */
+export interface MatchQuery {
+  readonly endpointId: number;
+  readonly ingress: boolean;
+  readonly remoteIdentity: number;
+  /** IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, 132 SCTP). */
+  readonly proto: number;
+  /** Destination port; ICMP: the type. */
+  readonly port: number;
 }
 
 export interface FlowEnricherParams {
   lookup: FlowLookup;
   nodeName?: string;
+  /** The node's labels as Hubble's node_labels (`key=value`, sorted); absent = none. */
+  nodeLabels?: readonly string[];
 }
 
 export interface EnrichStats {
@@ -204,6 +226,7 @@ function dropReason(
 export class FlowEnricher {
   private readonly lookup: FlowLookup;
   private readonly nodeName: string | undefined;
+  private readonly nodeLabels: string[] | undefined;
   readonly stats: EnrichStats = { foreign: 0, undecodable: 0 };
   /** Parsed prefixes: a node has few (endpoints x directions x reasons); bounded anyway. */
   private readonly prefixes = new Map<string, FlowPrefix | undefined>();
@@ -211,6 +234,48 @@ export class FlowEnricher {
   constructor(params: FlowEnricherParams) {
     this.lookup = params.lookup;
     this.nodeName = params.nodeName;
+    this.nodeLabels = params.nodeLabels?.length ? [...params.nodeLabels] : undefined;
+  }
+
+  /** Hubble's policy_match_type of a policy verdict (see FlowLookup.matchTypeOf). */
+  private matchType(
+    me: Endpoint,
+    ingress: boolean,
+    peer: Endpoint,
+    l4: Flow["l4"],
+    rule: RuleInfo | undefined,
+  ): number {
+    const proto =
+      l4 === undefined
+        ? 0
+        : "TCP" in l4
+          ? 6
+          : "UDP" in l4
+            ? 17
+            : "SCTP" in l4
+              ? 132
+              : "ICMPv4" in l4
+                ? 1
+                : 58;
+    const port =
+      l4 === undefined
+        ? 0
+        : "ICMPv4" in l4
+          ? l4.ICMPv4.type
+          : "ICMPv6" in l4
+            ? l4.ICMPv6.type
+            : (l4Ports(l4)?.destination_port ?? 0);
+    const m =
+      me.ID !== undefined && me.ID !== 0 && proto !== 0
+        ? this.lookup.matchTypeOf?.({
+            endpointId: me.ID,
+            ingress,
+            remoteIdentity: peer.identity,
+            proto,
+            port,
+          })
+        : undefined;
+    return POLICY_MATCH[m ?? rule?.matchType ?? "none"];
   }
 
   private local(id: number): Endpoint {
@@ -318,6 +383,12 @@ export class FlowEnricher {
     flow.destination = ingress ? me : peer;
     flow.Type = "L3_L4";
     if (this.nodeName !== undefined) flow.node_name = this.nodeName;
+    if (pkt.ok && this.lookup.namesOfIp !== undefined) {
+      const src = this.lookup.namesOfIp(pkt.IP.source);
+      const dst = this.lookup.namesOfIp(pkt.IP.destination);
+      if (src !== undefined) flow.source_names = [...src];
+      if (dst !== undefined) flow.destination_names = [...dst];
+    }
     flow.event_type = isPolicy
       ? { type: EVENT_TYPE.policyVerdict }
       : { type: EVENT_TYPE.drop, sub_type: code };
@@ -325,7 +396,11 @@ export class FlowEnricher {
     // Hubble's auth_type: the rule that allowed it requires mutual authentication (ours: SPIFFE
     // SVIDs through the agent, which Cilium names SPIRE), or the drop is for want of one.
     if (pre.authenticated === true || r.kind === "auth") flow.auth_type = "SPIRE";
-    if (isPolicy) flow.policy_match_type = POLICY_MATCH[rule?.matchType ?? "none"];
+    if (this.nodeLabels !== undefined) flow.node_labels = this.nodeLabels;
+    // The kind of policy entry that decided (an allow, or a deny rule); default deny matched none.
+    if (isPolicy)
+      flow.policy_match_type =
+        r.kind === "rule" ? this.matchType(me, ingress, peer, flow.l4, rule) : POLICY_MATCH.none;
     // Policy verdicts are logged before conntrack knows the connection: always its first packet.
     if (r.kind !== "invalid") flow.is_reply = false;
     if (rule !== undefined) {

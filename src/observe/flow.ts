@@ -123,13 +123,22 @@ export interface HTTPRecord {
 export interface DNSRecord {
   query: string;
   ips?: string[];
+  /** Smallest TTL of the answer's address records (seconds). */
+  ttl?: number;
+  /** The CNAME targets the answer went through. */
+  cnames?: string[];
+  /** "proxy": the DNS proxy saw it (Hubble's observation_source). */
+  observation_source?: string;
   rcode?: number;
   qtypes?: string[];
+  /** Types of the answer section's records ("A", "AAAA", "CNAME", ...). */
+  rrtypes?: string[];
 }
 
 /** L7 Kafka record (Hubble's Kafka message); payloads are never recorded. */
 export interface KafkaRecord {
   error_code?: number;
+  api_version?: number;
   api_key?: string;
   correlation_id?: number;
   topic?: string;
@@ -158,6 +167,9 @@ export interface Flow {
   destination?: Endpoint;
   Type: FlowType;
   node_name?: string;
+  /** Names the DNS proxy learned for the source / destination address (Hubble: from the FQDN cache). */
+  source_names?: string[];
+  destination_names?: string[];
   l7?: Layer7;
   event_type: { type: number; sub_type?: number };
   traffic_direction: TrafficDirection;
@@ -173,6 +185,8 @@ export interface Flow {
   trace_context?: { parent: { trace_id: string } };
   /** Hubble's AuthType: set when the deciding rule requires mutual authentication. */
   auth_type?: "DISABLED" | "SPIRE" | "TEST_ALWAYS_FAIL";
+  /** The labels of the node that observed the flow (`key=value`, sorted; the agent's --node-labels). */
+  node_labels?: string[];
   /** Membrane: why it was dropped, in words ("denied by rule spec.ingressDeny[0] of default/p1"). */
   drop_reason_detail?: string;
   /** Membrane: the rule element that decided. */

@@ -50,6 +50,16 @@ function side(lookup: FlowLookup, address: string, identity: number): Endpoint {
   return labels === undefined ? { identity } : { identity, labels: labels as string[] };
 }
 
+/** Hubble's source_names / destination_names: what the DNS proxy learned for each address. */
+function names(lookup: FlowLookup, a: L7Addrs): Pick<Flow, "source_names" | "destination_names"> {
+  const src = a.src.address === "" ? undefined : lookup.namesOfIp?.(a.src.address);
+  const dst = a.dst.address === "" ? undefined : lookup.namesOfIp?.(a.dst.address);
+  return {
+    ...(src !== undefined ? { source_names: [...src] } : {}),
+    ...(dst !== undefined ? { destination_names: [...dst] } : {}),
+  };
+}
+
 function layer7(e: L7Event): { l7: Layer7; summary: string; reply: boolean } {
   const latency = e.latencyMs === undefined ? {} : { latency_ns: Math.round(e.latencyMs * 1e6) };
   switch (e.type) {
@@ -76,8 +86,13 @@ function layer7(e: L7Event): { l7: Layer7; summary: string; reply: boolean } {
       const dns = {
         query: e.query ?? "",
         ...(e.answers !== undefined ? { ips: [...e.answers] } : {}),
+        ...(e.ttl !== undefined ? { ttl: e.ttl } : {}),
+        ...(e.cnames?.length ? { cnames: [...e.cnames] } : {}),
+        // Every DNS flow comes from the DNS proxy (Hubble: "proxy"; Cilium's SDP would say "sdp").
+        observation_source: "proxy",
         ...(rcode !== undefined ? { rcode } : {}),
         ...(e.qtype !== undefined ? { qtypes: [e.qtype] } : {}),
+        ...(e.rrtypes?.length ? { rrtypes: [...e.rrtypes] } : {}),
       };
       const reply = e.rcode !== undefined && e.verdict === "forwarded";
       return {
@@ -89,6 +104,7 @@ function layer7(e: L7Event): { l7: Layer7; summary: string; reply: boolean } {
     case "kafka": {
       const api = e.apiKey === undefined ? undefined : (kafkaApiKeyName(e.apiKey) ?? String(e.apiKey));
       const kafka = {
+        ...(e.apiVersion !== undefined ? { api_version: e.apiVersion } : {}),
         ...(api !== undefined ? { api_key: api } : {}),
         ...(e.correlationId !== undefined ? { correlation_id: e.correlationId } : {}),
         ...(e.topics?.length ? { topic: e.topics.join(",") } : {}),
@@ -106,7 +122,13 @@ function layer7(e: L7Event): { l7: Layer7; summary: string; reply: boolean } {
 }
 
 /** One flow for one proxy event. */
-export function l7Flow(e: L7Event, request: L7Addrs, lookup: FlowLookup, nodeName?: string): Flow {
+export function l7Flow(
+  e: L7Event,
+  request: L7Addrs,
+  lookup: FlowLookup,
+  nodeName?: string,
+  nodeLabels?: readonly string[],
+): Flow {
   const { l7, summary, reply } = layer7(e);
   // A reply goes from the server to the client (Hubble swaps the sides of RESPONSE records).
   const addrs = reply ? { src: request.dst, dst: request.src } : request;
@@ -136,12 +158,14 @@ export function l7Flow(e: L7Event, request: L7Addrs, lookup: FlowLookup, nodeNam
     destination: side(lookup, addrs.dst.address, ids.dst),
     Type: "L7",
     ...(nodeName !== undefined ? { node_name: nodeName } : {}),
+    ...names(lookup, addrs),
     l7,
     event_type: { type: EVENT_TYPE.l7 },
     traffic_direction: e.direction === "ingress" ? "INGRESS" : "EGRESS",
     is_reply: reply,
     Summary: summary,
     ...(e.traceId !== undefined ? { trace_context: { parent: { trace_id: e.traceId } } } : {}),
+    ...(nodeLabels?.length ? { node_labels: [...nodeLabels] } : {}),
     ...(e.reason !== undefined && verdict !== "FORWARDED" ? { drop_reason_detail: e.reason } : {}),
   };
   return flow;

@@ -11,6 +11,14 @@
  * record in its stream saying how many records it missed, and continues from
  * the oldest one still held. Losses before the ring (the kernel's NFLOG
  * queue) come in as lost_events records through pushLost().
+ *
+ * A stream resumed from a time (the relay reopening a node's stream after a
+ * break: follow({since, resumed: true})) first gets a lost_events record for
+ * the records at or after `since` that were overwritten meanwhile: the ring
+ * keeps the time of what it overwrote (a checkpoint per millisecond, bounded),
+ * so a gap is counted, never silent. It may count a few records the reader
+ * already had (those sharing the last millisecond it saw); it never counts
+ * fewer than were lost.
  */
 import { isFlowRecord, type Flow, type FlowRecord, type LostEventSource } from "./flow.js";
 
@@ -34,7 +42,12 @@ export interface ReadOptions {
 export interface FollowOptions extends ReadOptions {
   /** Ends the iteration. */
   signal?: AbortSignal;
+  /** A reader resuming at `since`: what was overwritten at or after it comes first as lost_events. */
+  resumed?: boolean;
 }
+
+/** Checkpoints kept of overwritten records' times: one per distinct millisecond (about a minute at full rate). */
+const CHECKPOINTS = 65_536;
 
 export interface RingStats {
   capacity: number;
@@ -63,6 +76,10 @@ export class FlowRing {
   private lostUpstream = 0;
   private lostByFollowers = 0;
   private waiters: (() => void)[] = [];
+  /** Overwritten records: [ms, first seq with that ms], a ring of CHECKPOINTS (see lostSince). */
+  private readonly cpMs = new Float64Array(CHECKPOINTS);
+  private readonly cpSeq = new Float64Array(CHECKPOINTS);
+  private cpCount = 0;
 
   constructor(params: FlowRingParams) {
     if (!Number.isInteger(params.capacity) || params.capacity < 1)
@@ -74,6 +91,12 @@ export class FlowRing {
 
   private push(rec: FlowRecord, ms: number): void {
     const seq = ++this.seq;
+    const old = this.slots[seq % this.capacity];
+    if (old !== undefined && (this.cpCount === 0 || this.cpMs[(this.cpCount - 1) % CHECKPOINTS] !== old.ms)) {
+      this.cpMs[this.cpCount % CHECKPOINTS] = old.ms;
+      this.cpSeq[this.cpCount % CHECKPOINTS] = old.seq;
+      this.cpCount++;
+    }
     this.slots[seq % this.capacity] = { seq, ms, rec };
     if (this.waiters.length > 0) {
       const w = this.waiters;
@@ -121,6 +144,27 @@ export class FlowRing {
     };
   }
 
+  /**
+   * How many records with a time at or after `ms` were overwritten (every record, whatever a
+   * reader's filter: as a lapped follower's count). Past the checkpoints kept: every overwritten one.
+   */
+  lostSince(ms: number): number {
+    const oldest = this.oldest();
+    const first = Math.max(0, this.cpCount - CHECKPOINTS);
+    if (this.cpCount === 0) return 0;
+    // Times are pushed in (nearly) increasing order: the first checkpoint at or after ms, by bisection.
+    let lo = first;
+    let hi = this.cpCount;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((this.cpMs[mid % CHECKPOINTS] as number) < ms) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo === this.cpCount) return 0;
+    const fromSeq = lo === first && first > 0 ? 1 : (this.cpSeq[lo % CHECKPOINTS] as number);
+    return Math.max(0, oldest - fromSeq);
+  }
+
   /** Oldest seq still held. */
   private oldest(): number {
     return Math.max(1, this.seq - this.capacity + 1);
@@ -152,7 +196,9 @@ export class FlowRing {
    * `hubble observe --follow`), then every new matching record as it comes.
    */
   async *follow(o: FollowOptions = {}): AsyncGenerator<FlowRecord> {
-    const { number: _n, until: _u, signal, ...live } = o;
+    const { number: _n, until: _u, signal, resumed, ...live } = o;
+    // Counted with the backlog in the same turn: nothing is overwritten between the two.
+    const gap = resumed === true && o.since !== undefined ? this.lostSince(o.since) : 0;
     const first =
       o.number === undefined && o.since === undefined
         ? []
@@ -160,6 +206,14 @@ export class FlowRing {
     // Live records start after the backlog as it was taken: what is pushed while the consumer
     // reads the backlog follows it (or is counted lost if overwritten meanwhile), never skipped.
     let next = this.seq + 1;
+    if (gap > 0) {
+      this.lostByFollowers += gap;
+      const lost = { source: "HUBBLE_RING_BUFFER" as const, num_events_lost: gap };
+      const time = new Date(o.since as number).toISOString();
+      yield this.nodeName === undefined
+        ? { lost_events: lost, time }
+        : { lost_events: lost, node_name: this.nodeName, time };
+    }
     for (const s of first) yield s.rec;
     let wake: (() => void) | undefined;
     const onAbort = (): void => wake?.();

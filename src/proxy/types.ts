@@ -144,8 +144,15 @@ export interface L7Event {
   readonly qtype?: string;
   readonly answers?: readonly string[];
   readonly rcode?: string;
+  /** Smallest TTL of the answer's address records (seconds). */
+  readonly ttl?: number;
+  /** CNAME targets the answer went through. */
+  readonly cnames?: readonly string[];
+  /** Types of the answer's records (`A`, `CNAME`, ...). */
+  readonly rrtypes?: readonly string[];
   // kafka
   readonly apiKey?: number;
+  readonly apiVersion?: number;
   readonly topics?: readonly string[];
   readonly correlationId?: number;
   // tls

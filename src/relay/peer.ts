@@ -11,11 +11,14 @@ import { create, toJson, type Message } from "@bufbuild/protobuf";
 import {
   Client,
   credentials,
+  Metadata,
   type ChannelCredentials,
   type ClientReadableStream,
   type MethodDefinition,
 } from "@grpc/grpc-js";
+import { FLOW_CONTROL_WINDOW } from "../observe/hubble/client.js";
 import { hubbleSchema } from "../observe/hubble/schema.js";
+import { RESUME_METADATA } from "../observe/hubble/server.js";
 import { observerService } from "../observe/hubble/service.js";
 import { scanResponse, type RawResponse } from "./raw.js";
 
@@ -80,6 +83,7 @@ export class Peer {
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 1000,
       "grpc.max_receive_message_length": 64 << 20,
+      "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
       ...(tls?.serverName !== undefined ? { "grpc.ssl_target_name_override": tls.serverName } : {}),
     };
     this.client = new Client(address.target, creds, { ...options, "grpc.use_local_subchannel_pool": 1 });
@@ -112,10 +116,21 @@ export class Peer {
     return this.unary("GetNamespaces", timeoutMs);
   }
 
-  /** A GetFlows stream of this agent (the request as the client sent it, or adjusted). */
-  flows(request: Message): ClientReadableStream<RawResponse> {
+  /**
+   * A GetFlows stream of this agent (the request as the client sent it, or adjusted). `resumed`:
+   * it continues a broken stream at the request's `since`, and the agent counts the gap.
+   */
+  flows(request: Message, resumed = false): ClientReadableStream<RawResponse> {
     const m = this.flowsMethod;
-    return this.client.makeServerStreamRequest(m.path, m.requestSerialize, m.responseDeserialize, request);
+    const md = new Metadata();
+    if (resumed) md.set(RESUME_METADATA, "1");
+    return this.client.makeServerStreamRequest(
+      m.path,
+      m.requestSerialize,
+      m.responseDeserialize,
+      request,
+      md,
+    );
   }
 
   close(): void {

@@ -12,6 +12,7 @@
  */
 import { fromJson, type Message } from "@bufbuild/protobuf";
 import { Server, status, type sendUnaryData, type ServerUnaryCall } from "@grpc/grpc-js";
+import { batchWrites } from "../observe/hubble/batch-writes.js";
 import { MembraneError } from "../errors.js";
 import { observeRequestOf } from "../observe/hubble/request.js";
 import { hubbleSchema } from "../observe/hubble/schema.js";
@@ -100,6 +101,7 @@ export class RelayServer {
   }
 
   private async getFlows(call: RelayCall): Promise<void> {
+    batchWrites(call); // messages written in batches, not one per turn of the event loop
     let req;
     try {
       req = observeRequestOf(call.request); // the agents would refuse it too: say so once, here

@@ -1,7 +1,8 @@
 /**
- * `membrane ui`: the service map in a browser, for one host.
+ * `membrane ui`: the service map in a browser, for one host or, through the relay, the cluster.
  *
  *   agent (unix socket) --POST /v1/flows/follow (the ring's last N, then live)--> ServiceGraph
+ *   or a Hubble Observer API (`--server relay`: every node's flows merged) --GetFlows follow--> ServiceGraph
  *   browser --GET /             the page (page.ts; script and style served as files, strict CSP)
  *           --GET /api/graph?namespace=&verdict=   nodes and edges (graph.ts)
  *           --GET /api/edge?id=                    the edge's latest flows, the policies that decided,
@@ -17,12 +18,17 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { AgentClient } from "../agent/client.js";
+import { HubbleClient, type HubbleClientTls } from "../observe/hubble/client.js";
+import { recordFromHubble } from "../observe/hubble/json.js";
 import type { Flow, FlowRecord } from "../observe/index.js";
 import { ServiceGraph } from "./graph.js";
 import { PAGE_HTML, PAGE_SCRIPT, PAGE_STYLE } from "./page.js";
 
 export interface UiParams {
-  readonly agent: AgentClient;
+  /** The agent: its flows when no `hubble` is given, and "why was this dropped?" (optional with `hubble`). */
+  readonly agent?: AgentClient;
+  /** Read flows from a Hubble Observer API instead (the relay: the whole cluster). */
+  readonly hubble?: { readonly address: string; readonly tls?: HubbleClientTls };
   readonly host: string;
   readonly port: number;
   /** Flows of the ring read at start (the rest arrive live). */
@@ -48,23 +54,14 @@ export class UiServer {
 
   /** Starts following the agent's flows and serving; resolves with the page's address. */
   async start(): Promise<string> {
-    void this.p.agent
-      .stream(
-        "POST",
-        "/v1/flows/follow",
-        { filter: {}, follow: true, number: this.p.history },
-        (item) => {
-          const rec = item as FlowRecord;
-          if ("flow" in rec) this.graph.add(rec.flow);
-        },
-        this.stopper.signal,
-      )
-      .then(
-        () => (this.streamError = "the agent ended the flow stream"),
-        (e: unknown) => {
-          if (!this.stopper.signal.aborted) this.streamError = (e as Error).message;
-        },
-      );
+    void this.follow().then(
+      () => {
+        if (!this.stopper.signal.aborted) this.streamError = "the flow stream ended";
+      },
+      (e: unknown) => {
+        if (!this.stopper.signal.aborted) this.streamError = (e as Error).message;
+      },
+    );
     const server = createServer((req, res) => void this.handle(req, res));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
@@ -73,6 +70,29 @@ export class UiServer {
     });
     const a = server.address() as AddressInfo;
     return `http://${a.family === "IPv6" ? `[${a.address}]` : a.address}:${a.port}/`;
+  }
+
+  /** Follows the flows (the agent's ring, or the Observer API given) into the graph until stop(). */
+  private follow(): Promise<void> {
+    const add = (rec: FlowRecord | undefined): void => {
+      if (rec !== undefined && "flow" in rec) this.graph.add(rec.flow);
+    };
+    const h = this.p.hubble;
+    if (h !== undefined) {
+      const c = new HubbleClient(h.address, h.tls);
+      const req = { filter: {}, follow: true, number: this.p.history };
+      return c.getFlows(req, (j) => add(recordFromHubble(j)), this.stopper.signal).finally(() => c.close());
+    }
+    if (this.p.agent === undefined)
+      return Promise.reject(new Error("no flow source: give an agent or a server"));
+    const body = { filter: {}, follow: true, number: this.p.history };
+    return this.p.agent.stream(
+      "POST",
+      "/v1/flows/follow",
+      body,
+      (item) => add(item as FlowRecord),
+      this.stopper.signal,
+    );
   }
 
   async stop(): Promise<void> {
@@ -164,6 +184,10 @@ export class UiServer {
     const port =
       l4 && "TCP" in l4 ? l4.TCP.destination_port : l4 && "UDP" in l4 ? l4.UDP.destination_port : undefined;
     if (port !== undefined) allow["destination_port"] = [String(port)];
+    if (this.p.agent === undefined)
+      return [
+        "(no explanation here: the map reads the relay; run `membrane why` on the node that dropped it)",
+      ];
     try {
       const a = (await this.p.agent.request("POST", "/v1/why", { filter: { allowlist: [allow] } })) as {
         lines: string[];

@@ -229,6 +229,7 @@ describe("Kafka proxy: verdicts on real frames", () => {
           endpoint: "default/producer",
           direction: "egress",
           apiKey: 0,
+          apiVersion: 3,
           correlationId: 11,
           topics: ["orders"],
         },
@@ -1076,6 +1077,7 @@ describe("Kafka proxy: hostile input", () => {
         "endpoint",
         "direction",
         "apiKey",
+        "apiVersion",
         "topics",
         "correlationId",
       ];

@@ -64,6 +64,18 @@ export class NamesController implements Controller {
     return n;
   }
 
+  /**
+   * The names DNS answers gave for `ip` and not yet expired, sorted (Hubble's source_names /
+   * destination_names); undefined when none. Called per flow: one map lookup.
+   */
+  namesOf(ip: string): string[] | undefined {
+    const names = this.seen.get(ip);
+    if (names === undefined || names.size === 0) return undefined;
+    const now = this.now();
+    const out = [...names].filter(([, until]) => until > now).map(([n]) => n);
+    return out.length === 0 ? undefined : out.sort();
+  }
+
   /** A DNS answer the proxy let through; resolves once the kernel enforces its new addresses. */
   async answer(name: string, ips: readonly string[], ttl: number): Promise<void> {
     const key = nameKey(name);

@@ -26,7 +26,13 @@ export interface ServerFlags {
   tlsServerName?: string;
 }
 
-function tlsOf(o: ServerFlags): HubbleClientTls | undefined {
+/** The address of --server: "relay" is the relay's socket on this host (`membrane relay`'s default). */
+export function serverAddress(server: string): string {
+  return server === "relay" ? `unix:${DEFAULT_RELAY_SOCKET}` : server;
+}
+
+/** The TLS files of --tls-ca/--tls-cert/--tls-key/--tls-server-name, checked as a set. */
+export function tlsOf(o: Omit<ServerFlags, "server">): HubbleClientTls | undefined {
   if (o.tlsCa === undefined) {
     if (o.tlsCert !== undefined || o.tlsKey !== undefined)
       throw new MembraneError("CLI_USAGE", "Cannot use --tls-cert/--tls-key without --tls-ca", {
@@ -61,7 +67,7 @@ export async function observeFromServer(
   if (format === "table" && req.follow)
     throw new MembraneError("CLI_USAGE", "Cannot use -o table with --follow: use compact or json");
   // "relay": the relay's socket on this host (`membrane relay`'s default).
-  const address = o.server === "relay" ? `unix:${DEFAULT_RELAY_SOCKET}` : o.server;
+  const address = serverAddress(o.server);
   const client = new HubbleClient(address, tlsOf(o));
   const ac = new AbortController();
   const onSigint = (): void => ac.abort();

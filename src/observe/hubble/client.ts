@@ -23,6 +23,16 @@ export interface HubbleClientTls {
   readonly serverName?: string;
 }
 
+/**
+ * The HTTP/2 receive window of a GetFlows reader (the relay's connections to the agents, `membrane
+ * observe --server`), per stream and per connection. With HTTP/2's default 64 KiB an agent may send about 140 flows before it waits
+ * for the relay's WINDOW_UPDATE: one round trip between two processes per 140 flows, which on a
+ * loaded machine (each wake-up late by milliseconds) capped a node at a few thousand flows/s
+ * and let its ring lap the stream. grpc-go sizes its windows by bandwidth-delay estimates up to
+ * 16 MiB; a fixed 8 MiB (about 18,000 flows) covers a scheduling stall of a second at 20,000/s.
+ */
+export const FLOW_CONTROL_WINDOW = 8 << 20;
+
 function callFailed(addr: string, e: unknown): MembraneError {
   const details = (e as { details?: string }).details ?? (e as Error).message;
   return new MembraneError("HUBBLE_CALL_FAILED", `Cannot read flows from ${addr}: ${details}`, {
@@ -56,6 +66,7 @@ export class HubbleClient {
       );
     }
     this.client = new Client(address, creds, {
+      "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
       ...(tls?.serverName !== undefined ? { "grpc.ssl_target_name_override": tls.serverName } : {}),
     });
   }

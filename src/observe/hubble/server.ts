@@ -8,7 +8,8 @@
  *
  * A TCP listener without a certificate is refused: flows name every workload
  * and policy of the node. A stream writes only as fast as its client reads
- * (write backpressure); a lapped follower gets Hubble's lost_events record.
+ * (write backpressure); a lapped follower gets Hubble's lost_events record, and so does a
+ * resumed one (RESUME_METADATA) for what was overwritten during its break.
  */
 import { once } from "node:events";
 import { fromJson, toBinary, type Message } from "@bufbuild/protobuf";
@@ -19,6 +20,7 @@ import {
   type ServerUnaryCall,
   type ServerWritableStream,
 } from "@grpc/grpc-js";
+import { batchWrites } from "./batch-writes.js";
 import { MembraneError } from "../../errors.js";
 import { compileFilter } from "../filter.js";
 import type { FlowRecord } from "../flow.js";
@@ -54,6 +56,13 @@ type Json = Record<string, unknown>;
 
 /** Messages a GetFlows stream may queue before it waits for the client (about 0.5 MiB of flows). */
 export const MAX_QUEUED = 1024;
+
+/**
+ * gRPC metadata key of a GetFlows that resumes an earlier stream at `since` (the relay's, after
+ * a break): the stream then starts with a lost_events record for what the ring overwrote since.
+ * Hubble's clients never send it, so their streams are as Hubble's.
+ */
+export const RESUME_METADATA = "membrane-resume";
 
 function failServe(what: string, why: string, cause?: unknown): MembraneError {
   return new MembraneError("HUBBLE_SERVE_FAILED", `Cannot serve Hubble's Observer API on ${what}: ${why}`, {
@@ -149,6 +158,7 @@ export class HubbleServer {
   }
 
   private async getFlows(call: ServerWritableStream<Message, Uint8Array>): Promise<void> {
+    batchWrites(call); // messages written in batches, not one per turn of the event loop
     let req: HubbleFlowsRequest;
     try {
       req = observeRequestOf(call.request);
@@ -186,7 +196,15 @@ export class HubbleServer {
         call.end();
         return;
       }
-      const live = { ...window, signal: ac.signal, ...(req.number ? { number: req.number } : {}) };
+      // The relay reopening a node's stream from the last time it saw (RESUME_METADATA): the ring
+      // counts what it overwrote since then, so the break loses nothing uncounted.
+      const resumed = req.since !== undefined && call.metadata.get(RESUME_METADATA).length > 0;
+      const live = {
+        ...window,
+        signal: ac.signal,
+        ...(req.number ? { number: req.number } : {}),
+        ...(resumed ? { resumed } : {}),
+      };
       for await (const r of ring.follow(live)) {
         if (req.until !== undefined && Date.parse(r.time) > req.until) break;
         if (!(await send(r))) break;

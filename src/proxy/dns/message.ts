@@ -141,6 +141,10 @@ export type AnswerResult =
       readonly ips: readonly string[];
       /** Smallest TTL of the records used; 0 without addresses. */
       readonly ttl: number;
+      /** CNAME targets followed from the query name, in the order followed (Hubble's `cnames`). */
+      readonly cnames: readonly string[];
+      /** Types of the answer section's records, distinct, in order (Hubble's `rrtypes`). */
+      readonly rrtypes: readonly string[];
     }
   | { readonly ok: false; readonly reason: string };
 
@@ -168,12 +172,14 @@ export function readAnswer(buf: Buffer, q: Query): AnswerResult {
   }
   const rrs = walked.records;
   const names = new Set([q.name]);
+  const cnames: string[] = [];
   // Follow CNAMEs in any order, at most one step per record.
   for (let i = 0; i < rrs.length; i++) {
     let grew = false;
     for (const r of rrs) {
       if (r.type === 5 && r.target !== undefined && names.has(r.name) && !names.has(r.target)) {
         names.add(r.target);
+        cnames.push(r.target);
         grew = true;
       }
     }
@@ -187,7 +193,15 @@ export function readAnswer(buf: Buffer, q: Query): AnswerResult {
       ttl = Math.min(ttl, r.ttl);
     }
   }
-  return { ok: true, rcode: flags & 0xf, truncated: (flags & 0x0200) !== 0, ips, ttl: ips.length ? ttl : 0 };
+  return {
+    ok: true,
+    rcode: flags & 0xf,
+    truncated: (flags & 0x0200) !== 0,
+    ips,
+    ttl: ips.length ? ttl : 0,
+    cnames,
+    rrtypes: walked.types.map(qtypeName),
+  };
 }
 
 interface AnswerRecord {
@@ -205,9 +219,13 @@ interface AnswerRecord {
  * additional sections must end exactly at the end of the message. `simple`:
  * every record is an A, AAAA or CNAME this walk checked completely.
  */
-function walkRecords(buf: Buffer, start: number): { records: AnswerRecord[]; simple: boolean } | string {
+function walkRecords(
+  buf: Buffer,
+  start: number,
+): { records: AnswerRecord[]; types: number[]; simple: boolean } | string {
   const counts = [buf.readUInt16BE(6), buf.readUInt16BE(8), buf.readUInt16BE(10)];
   const out: AnswerRecord[] = [];
+  const types: number[] = [];
   let simple = true;
   let pos = start;
   for (let section = 0; section < 3; section++) {
@@ -227,6 +245,7 @@ function walkRecords(buf: Buffer, start: number): { records: AnswerRecord[]; sim
         if (!((type === 1 && rdlength === 4) || (type === 28 && rdlength === 16))) simple = false;
         continue;
       }
+      if (!types.includes(type)) types.push(type);
       if (type !== 1 && type !== 28 && type !== 5) simple = false;
       if (type === 1 || type === 28) {
         if (rdlength !== (type === 1 ? 4 : 16)) return `address record with rdlength ${rdlength}`;
@@ -241,7 +260,7 @@ function walkRecords(buf: Buffer, start: number): { records: AnswerRecord[]; sim
       }
     }
   }
-  return pos === buf.length ? { records: out, simple } : "trailing bytes after the message";
+  return pos === buf.length ? { records: out, types, simple } : "trailing bytes after the message";
 }
 
 /** A possibly compressed name: only backward pointers, at most 127 of them, 255 bytes. */

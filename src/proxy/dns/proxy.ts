@@ -356,6 +356,9 @@ export class DnsProxy {
         verdict: "forwarded",
         rcode: RCODE_NAMES[a.rcode] ?? `RCODE${a.rcode}`,
         answers: a.ips,
+        ...(a.ips.length > 0 ? { ttl: a.ttl } : {}),
+        ...(a.cnames.length > 0 ? { cnames: a.cnames } : {}),
+        ...(a.rrtypes.length > 0 ? { rrtypes: a.rrtypes } : {}),
       });
       reply(out);
     };

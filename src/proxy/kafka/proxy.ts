@@ -265,6 +265,7 @@ class KafkaConnection {
       ...(req
         ? {
             apiKey: req.apiKey,
+            apiVersion: req.apiVersion,
             correlationId: req.correlationId,
             ...(req.topics ? { topics: req.topics.map((t) => t.name) } : {}),
           }
