@@ -30,6 +30,7 @@ import type { EncryptionOptions } from "../encryption/options.js";
 import { startEncryption } from "../encryption/start.js";
 import type { WireGuardAgent } from "../encryption/wireguard.js";
 import { withEncryptionRoutes } from "../encryption/routes.js";
+import { AuthCluster, DEFAULT_AUTH_PORT } from "../auth/cluster.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -149,6 +150,20 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
           })
         : undefined;
     if (wg && ipcache) await wg.attach(ipcache.view);
+    // Mutual authentication across nodes: the handshake port, the peers' roots (auth/cluster.ts).
+    const auth = agent.spiffe?.auth;
+    if (auth && ipcache && cluster?.registry && o.cluster) {
+      const reg = cluster.registry;
+      await AuthCluster.attach({
+        manager: auth,
+        view: ipcache.view,
+        self: o.cluster.node,
+        port: o.spiffe?.authPort ?? DEFAULT_AUTH_PORT,
+        ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}),
+        logger: log,
+        publish: (a) => reg.publish({ ...reg.self(), auth: a }),
+      });
+    }
   } catch (e) {
     await wg?.stop().catch(() => undefined);
     await ipcache?.stop().catch(() => undefined);

@@ -110,6 +110,11 @@ export function agentCommand(ctx: CliContext): Command {
       "cluster.local",
     )
     .option("--svid-ttl <seconds>", "life of an X.509-SVID (rotated at half life)", "3600")
+    .option(
+      "--auth-port <port>",
+      "cluster mode with --spiffe: TCP port of cross-node mutual-authentication handshakes at --node-ip (only other nodes' addresses reach it)",
+      "4250",
+    )
     .addOption(
       new Option("--log-level <level>", "log level")
         .choices(["debug", "info", "warn", "error"])
@@ -226,6 +231,7 @@ Examples:
               spiffe: {
                 trustDomain: str("trustDomain") as string,
                 svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000,
+                authPort: int("authPort", "--auth-port", 1, 65535),
               },
             }
           : {}),
