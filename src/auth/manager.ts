@@ -249,11 +249,11 @@ export class AuthManager {
   /** Refuses reserved and revoked identities and an end of this node without an endpoint here. */
   checkIdentity(id: number, local: boolean): void {
     const refuse = (why: string): never => {
-      throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate identity ${id}: ${why}`);
+      throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate: identity ${id} ${why}`);
     };
-    if (id < FIRST_CLUSTER_IDENTITY) refuse("it is reserved: it has no SVID");
-    if (this.revoked.has(id)) refuse("it is revoked");
-    if (local && !this.p.localIdentities().has(id)) refuse("it has no endpoint on this node");
+    if (id < FIRST_CLUSTER_IDENTITY) refuse("is reserved: it has no SVID");
+    if (this.revoked.has(id)) refuse("is revoked");
+    if (local && !this.p.localIdentities().has(id)) refuse("has no endpoint on this node");
   }
 
   private async handshake(pair: Pair): Promise<boolean> {

@@ -57,6 +57,8 @@ export interface LabClusterOptions {
   /** `--encryption wireguard` on every agent (strict: also `--encryption-strict`). */
   readonly encryption?: "wireguard";
   readonly encryptionStrict?: boolean;
+  /** `--spiffe` on every agent (trust domain `lab.membrane`): SVIDs and mutual authentication across nodes. */
+  readonly spiffe?: boolean;
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
 }
@@ -206,6 +208,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...(o.proxy ? [] : ["--no-proxy"]),
         ...(o.encryption ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)] : []),
         ...(o.encryptionStrict ? ["--encryption-strict"] : []),
+        ...(o.spiffe ? ["--spiffe", "--trust-domain", "lab.membrane"] : []),
       ];
       const { proc, logs } = spawnAgent(args);
       if (proc.pid === undefined)

@@ -183,6 +183,9 @@ Examples:
         engine: {
           policyEnforcementMode: o["policyEnforcementMode"] as "default" | "always" | "never",
           allowLocalhost: o["allowLocalhost"] as "always" | "policy",
+          // --spiffe: rules with authentication: {mode: required} are accepted and enforced (they were
+          // refused as unsupported by an agent started from the command line).
+          ...(o["spiffe"] === true ? { meshAuth: true } : {}),
         },
         logLevel: o["logLevel"] as string,
         resyncMs: Number(o["resync"]) * 1000,
