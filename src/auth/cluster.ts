@@ -66,7 +66,10 @@ export class AuthCluster {
     this.published = k;
     await this.p.publish(auth).catch((e: unknown) => {
       this.published = "";
-      this.p.logger.error({ err: (e as Error).message }, "cannot publish this node's handshake port and roots");
+      this.p.logger.error(
+        { err: (e as Error).message },
+        "cannot publish this node's handshake port and roots",
+      );
     });
   }
 
@@ -109,7 +112,9 @@ export class AuthCluster {
 
 /** Where the ends of pairs live, from the registry view. */
 export function clusterNodes(self: string, s: NodeSnapshot): AuthNodes {
-  const table: (readonly [string, Prefix])[] = [...s.owned].flatMap(([n, ps]) => ps.map((p) => [n, p] as const));
+  const table: (readonly [string, Prefix])[] = [...s.owned].flatMap(([n, ps]) =>
+    ps.map((p) => [n, p] as const),
+  );
   return {
     self,
     nodeOf: (ip) => table.find(([, p]) => containsAddr(p, ip))?.[0],

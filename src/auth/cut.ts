@@ -35,7 +35,10 @@ export async function cutConnections(
   pairs: readonly CutPair[],
   d: { nodeNetns?: string; netnsOfIp: (ip: string) => string | undefined },
 ): Promise<CutResult> {
-  const sets = pairs.map((p) => ({ s: new Set([...p.srcIps].map(canon)), d: new Set([...p.dstIps].map(canon)) }));
+  const sets = pairs.map((p) => ({
+    s: new Set([...p.srcIps].map(canon)),
+    d: new Set([...p.dstIps].map(canon)),
+  }));
   const addresses = [...new Set(pairs.flatMap((p) => [...p.srcIps, ...p.dstIps]))];
   if (addresses.length === 0) return { connections: 0, socketsDestroyed: 0, entriesDeleted: 0, problems: [] };
   const ct = ConntrackChild.start(d.nodeNetns !== undefined ? { nodeNetns: d.nodeNetns } : {}, addresses);

@@ -139,7 +139,10 @@ export class AuthManager {
   async revoke(identity: number): Promise<number> {
     this.revoked.add(identity);
     const gone = [...this.pairs.values()].filter((x) => x.src === identity || x.dst === identity);
-    await this.removePairs(gone.map((pair) => ({ pair, why: `identity ${identity} is revoked` })), true);
+    await this.removePairs(
+      gone.map((pair) => ({ pair, why: `identity ${identity} is revoked` })),
+      true,
+    );
     return gone.length;
   }
 
@@ -192,8 +195,10 @@ export class AuthManager {
     for (const { pair, why } of gone) {
       // Addresses of the pair's identities, now and at the last pass (an endpoint relabelled or
       // deleted since still has its connections of the old pair).
-      for (const a of [...(ips.get(pair.src) ?? []), ...(this.lastIps.get(pair.src) ?? [])]) pair.srcIps.add(a);
-      for (const a of [...(ips.get(pair.dst) ?? []), ...(this.lastIps.get(pair.dst) ?? [])]) pair.dstIps.add(a);
+      for (const a of [...(ips.get(pair.src) ?? []), ...(this.lastIps.get(pair.src) ?? [])])
+        pair.srcIps.add(a);
+      for (const a of [...(ips.get(pair.dst) ?? []), ...(this.lastIps.get(pair.dst) ?? [])])
+        pair.dstIps.add(a);
       this.pairs.delete(pairKey(pair));
       this.removed.inc({ reason: why.replace(/[0-9]+/g, "N").slice(0, 60) });
       this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, why }, "authenticated pair removed"); // prettier-ignore
@@ -261,7 +266,9 @@ export class AuthManager {
     try {
       const self = this.nodes.self;
       const local = pair.srcNode === self && pair.dstNode === self;
-      const r = local ? await this.localPair(pair) : await this.remotePair(pair, pair.srcNode === self ? "s" : "d");
+      const r = local
+        ? await this.localPair(pair)
+        : await this.remotePair(pair, pair.srcNode === self ? "s" : "d");
       const ttlMs = r.notAfter.getTime() - this.now();
       if (ttlMs < 2000) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: an SVID expires within 2 s`); // prettier-ignore
       this.handshakes.inc({ result: "success" });

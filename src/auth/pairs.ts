@@ -56,7 +56,13 @@ const ANY = ["0.0.0.0/0", "::/0"] as const;
 
 /** One node: every address is this node's. */
 export function singleNode(self: string): AuthNodes {
-  return { self, nodeOf: () => self, netsOf: () => ANY, peerAddress: () => undefined, nodeAt: () => undefined };
+  return {
+    self,
+    nodeOf: () => self,
+    netsOf: () => ANY,
+    peerAddress: () => undefined,
+    nodeAt: () => undefined,
+  };
 }
 
 /** The kernel's elements as pairs (one line per source/destination pair and node pair). */
@@ -70,8 +76,10 @@ export function pairView(
   for (const e of entries) {
     const p = known.find((k) => k.src === e.src && k.dst === e.dst && k.srcNets.includes(e.srcNet) && k.dstNets.includes(e.dstNet)); // prettier-ignore
     const first = (net: string): string => net.slice(0, net.indexOf("/"));
-    const sn = p?.srcNode ?? (e.srcNet.endsWith("/0") ? nodes.self : nodes.nodeOf(first(e.srcNet)) ?? e.srcNet);
-    const dn = p?.dstNode ?? (e.dstNet.endsWith("/0") ? nodes.self : nodes.nodeOf(first(e.dstNet)) ?? e.dstNet);
+    const sn =
+      p?.srcNode ?? (e.srcNet.endsWith("/0") ? nodes.self : (nodes.nodeOf(first(e.srcNet)) ?? e.srcNet));
+    const dn =
+      p?.dstNode ?? (e.dstNet.endsWith("/0") ? nodes.self : (nodes.nodeOf(first(e.dstNet)) ?? e.dstNet));
     const k = `${e.src}.${e.dst}.${sn}.${dn}`;
     if (seen.has(k)) continue;
     const node = sn === nodes.self ? dn : sn;

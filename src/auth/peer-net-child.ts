@@ -13,7 +13,13 @@ import { connect, createServer, type Socket } from "node:net";
 
 const cfg = JSON.parse(process.argv[2] ?? "{}") as { port?: unknown };
 const port = cfg.port;
-if (process.send === undefined || typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535)
+if (
+  process.send === undefined ||
+  typeof port !== "number" ||
+  !Number.isInteger(port) ||
+  port < 1 ||
+  port > 65535
+)
   process.exit(2);
 
 const send = (m: Record<string, unknown>, handle?: Socket | ReturnType<typeof createServer>): void => {
@@ -32,7 +38,12 @@ server.listen({ port, host: "::", ipv6Only: false }, () => {
 });
 
 process.on("message", (m: { op?: string; id?: number; host?: string; port?: number; timeoutMs?: number }) => {
-  if (m.op !== "connect" || typeof m.id !== "number" || typeof m.host !== "string" || typeof m.port !== "number")
+  if (
+    m.op !== "connect" ||
+    typeof m.id !== "number" ||
+    typeof m.host !== "string" ||
+    typeof m.port !== "number"
+  )
     return;
   const id = m.id;
   const s = connect({ host: m.host, port: m.port });

@@ -70,7 +70,9 @@ function canonNet(n: string, what: string): { family: 4 | 6; text: string } {
 }
 
 /** The kernel elements of pairs: every (source CIDR, destination CIDR) of one family. */
-export function pairElements(pairs: readonly AuthPairKey[]): { set: "pairs4" | "pairs6"; elem: string; key: string }[] {
+export function pairElements(
+  pairs: readonly AuthPairKey[],
+): { set: "pairs4" | "pairs6"; elem: string; key: string }[] {
   const out: { set: "pairs4" | "pairs6"; elem: string; key: string }[] = [];
   for (const p of pairs) {
     checkId(p.src, "source");
@@ -211,7 +213,9 @@ export class AuthTable {
           const net = (x: unknown): string | undefined => {
             if (typeof x === "string") return x.includes("/") ? x : `${x}/${x.includes(":") ? 128 : 32}`;
             const p = (x as { prefix?: { addr?: unknown; len?: unknown } } | undefined)?.prefix;
-            return typeof p?.addr === "string" && typeof p.len === "number" ? `${p.addr}/${p.len}` : undefined;
+            return typeof p?.addr === "string" && typeof p.len === "number"
+              ? `${p.addr}/${p.len}`
+              : undefined;
           };
           const srcNet = net(sn);
           const dstNet = net(dn);

@@ -44,7 +44,13 @@ spec:
     toPorts: [{ports: [{port: "80", protocol: TCP}]}]
 ${auth ? "    authentication: {mode: required}\n" : ""}`;
 
-type PairRow = { source: number; destination: number; node: string; sourceNode: string; destinationNode: string };
+type PairRow = {
+  source: number;
+  destination: number;
+  node: string;
+  sourceNode: string;
+  destinationNode: string;
+};
 const pairs = async (n: LabNode): Promise<PairRow[]> =>
   ((await n.client.request("GET", "/v1/auth/pairs")) as { pairs: PairRow[] }).pairs;
 const handshakes = (n: LabNode): number => (n.logs().match(/"msg":"pair authenticated"/g) ?? []).length;
@@ -56,7 +62,12 @@ async function until(what: string, ok: () => Promise<boolean>, ms = 30_000): Pro
 }
 
 /** A TCP connection from `netns` kept open (a byte every 200 ms, echoed); `closed` once it ends. */
-function hold(netns: string, host: string, port: number): { echoes: () => number; closed: () => string | undefined; stop: () => void } { // prettier-ignore
+function hold(
+  netns: string,
+  host: string,
+  port: number,
+): { echoes: () => number; closed: () => string | undefined; stop: () => void } {
+  // prettier-ignore
   const js = `const s=require("net").connect(${port},"${host}");let t;s.on("connect",()=>{t=setInterval(()=>s.write("x"),200)});s.on("data",()=>process.stdout.write("e\\n"));const end=(w)=>{clearInterval(t);process.stdout.write("closed "+w+"\\n");process.exit(0)};s.on("error",(e)=>end(e.code));s.on("close",()=>end("close"));`; // prettier-ignore
   const p = spawn("ip", ["netns", "exec", netns, process.execPath, "-e", js], { stdio: ["ignore", "pipe", "ignore"] }); // prettier-ignore
   let out = "";
@@ -115,7 +126,9 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
 
       // 3. The handshake port, from a pod (not a node address): the kernel drops it, no answer.
       assert.equal(await op.tcp(n2.ip, 4250, 1500), "timeout");
-      const guard = await runRaw(["nft", "list", "chain", "inet", "membrane_auth", "guard_in"], { netns: n2.netns });
+      const guard = await runRaw(["nft", "list", "chain", "inet", "membrane_auth", "guard_in"], {
+        netns: n2.netns,
+      });
       assert.match(guard.stdout, /tcp dport 4250 ip saddr != @peers4 counter packets [1-9]/, guard.stdout);
 
       // 4. Revocation by policy: the rule no longer requires auth -> the pair leaves both kernels and
