@@ -64,11 +64,14 @@ export interface AuthManagerParams {
 }
 
 const FIRST_CLUSTER_IDENTITY = 256;
+/** How long a refused pair is refused without a new handshake. */
+const REFUSED_MS = 1000;
 const NOT_ATTACHED: AuthNodes = { self: "", nodeOf: () => undefined, netsOf: () => [], peerAddress: () => undefined, nodeAt: () => undefined }; // prettier-ignore
 
 export class AuthManager {
   readonly pairs = new Map<string, Pair>();
   private readonly inflight = new Map<string, Promise<boolean>>();
+  private readonly refused = new Map<string, { until: number; why: string }>();
   readonly revoked = new Set<number>();
   private readonly queue: AuthQueue;
   private readonly handshakes: Counter<"result">;
@@ -79,7 +82,8 @@ export class AuthManager {
   net: PeerNet | undefined;
   private timer: NodeJS.Timeout | undefined;
   private maintaining: Promise<void> = Promise.resolve();
-  private lastIps = new Map<number, Set<string>>();
+  private lastLive = new Set<number>();
+  private readonly history = new Map<number, Set<string>>();
   private unsubscribe: (() => void) | undefined;
   readonly now = Date.now;
 
@@ -147,6 +151,7 @@ export class AuthManager {
   }
 
   restore(identity: number): boolean {
+    this.refused.clear();
     return this.revoked.delete(identity);
   }
 
@@ -173,10 +178,21 @@ export class AuthManager {
 
   private async maintain(): Promise<void> {
     const ips = this.ipsByIdentity();
-    const facts = { live: new Set(ips.keys()), revoked: this.revoked, state: this.p.state(), bundle: this.p.provider.bundle(), trustDomain: this.p.provider.trustDomain, now: this.now() }; // prettier-ignore
+    // Cluster mode: nothing is judged before the cluster's nodes and endpoints are known (a
+    // restarted agent would otherwise find the remote identities missing and cut live pairs).
+    if (this.nodes === NOT_ATTACHED) return;
+    // An identity counts as gone only when two passes in a row miss it (a relabel or a resync in
+    // flight is not a deletion).
+    const live = new Set([...ips.keys(), ...this.lastLive]);
+    this.lastLive = new Set(ips.keys());
+    // Addresses each pair's identities had while the pair lived (an endpoint relabelled or deleted
+    // since still has its connections of the old pair).
+    const inPairs = new Set([...this.pairs.values()].flatMap((x) => [x.src, x.dst]));
+    for (const id of [...this.history.keys()]) if (!inPairs.has(id)) this.history.delete(id);
+    for (const id of inPairs) for (const a of ips.get(id) ?? []) this.history.set(id, (this.history.get(id) ?? new Set()).add(a)); // prettier-ignore
+    const facts = { live, revoked: this.revoked, state: this.p.state(), bundle: this.p.provider.bundle(), trustDomain: this.p.provider.trustDomain, now: this.now() }; // prettier-ignore
     const gone = judgePairs(this.pairs.values(), facts);
     if (gone.length > 0) await this.removePairs(gone, true, ips);
-    this.lastIps = ips;
     // Make before break: a pair whose SVID on this node rotated is authenticated again with the new one.
     for (const pair of [...this.pairs.values()]) {
       const stale = [...pair.serials].some(([id, serial]) => this.p.provider.current(id)?.serial !== serial);
@@ -193,11 +209,10 @@ export class AuthManager {
   ): Promise<void> {
     if (gone.length === 0) return;
     for (const { pair, why } of gone) {
-      // Addresses of the pair's identities, now and at the last pass (an endpoint relabelled or
-      // deleted since still has its connections of the old pair).
-      for (const a of [...(ips.get(pair.src) ?? []), ...(this.lastIps.get(pair.src) ?? [])])
+      // Addresses of the pair's identities, now and while the pair lived.
+      for (const a of [...(ips.get(pair.src) ?? []), ...(this.history.get(pair.src) ?? [])])
         pair.srcIps.add(a);
-      for (const a of [...(ips.get(pair.dst) ?? []), ...(this.lastIps.get(pair.dst) ?? [])])
+      for (const a of [...(ips.get(pair.dst) ?? []), ...(this.history.get(pair.dst) ?? [])])
         pair.dstIps.add(a);
       this.pairs.delete(pairKey(pair));
       this.removed.inc({ reason: why.replace(/[0-9]+/g, "N").slice(0, 60) });
@@ -235,9 +250,20 @@ export class AuthManager {
     if (srcNode === undefined || dstNode === undefined) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${src} -> ${dst}: no node of the cluster owns ${where}`); // prettier-ignore
     if (srcNode !== n.self && dstNode !== n.self) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${src} -> ${dst}: neither end is on this node`); // prettier-ignore
     const pair: Pair = { src, dst, srcNode, dstNode, srcNets: n.netsOf(srcNode), dstNets: n.netsOf(dstNode), expiresMs: 0, chains: [], serials: new Map(), srcIps: new Set([addrs.src]), dstIps: new Set([addrs.dst]) }; // prettier-ignore
-    const have = this.pairs.get(pairKey(pair));
+    const k = pairKey(pair);
+    const have = this.pairs.get(k);
     if (have && have.expiresMs > this.now() + 1000) return true;
-    return this.run(pair);
+    // A pair refused within the last REFUSED_MS is refused again at once: a flood of first
+    // packets (retransmits, many connections) costs a map lookup, not a handshake each.
+    const no = this.refused.get(k);
+    if (no && no.until > this.now()) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `${no.why} (refused again within ${REFUSED_MS} ms)`); // prettier-ignore
+    try {
+      return await this.run(pair);
+    } catch (e) {
+      if (this.refused.size > 4096) this.refused.clear();
+      this.refused.set(k, { until: this.now() + REFUSED_MS, why: (e as Error).message });
+      throw e;
+    }
   }
 
   /** One handshake per pair at a time (concurrent first packets share it). */
