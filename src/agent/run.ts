@@ -30,7 +30,7 @@ import type { EncryptionOptions } from "../encryption/options.js";
 import { startEncryption } from "../encryption/start.js";
 import type { WireGuardAgent } from "../encryption/wireguard.js";
 import { withEncryptionRoutes } from "../encryption/routes.js";
-import { AuthCluster, DEFAULT_AUTH_PORT } from "../auth/cluster.js";
+import { AuthCluster, authRecordOf, DEFAULT_AUTH_PORT } from "../auth/cluster.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -136,7 +136,8 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   if (wg) enc.wg = wg;
   try {
     await agent.start();
-    await cluster?.start(wg ? { encryption: wg.record() } : {});
+    const authRecord = agent.spiffe?.auth ? authRecordOf(agent.spiffe.provider, o.spiffe?.authPort ?? DEFAULT_AUTH_PORT) : undefined; // prettier-ignore
+    await cluster?.start({ ...(wg ? { encryption: wg.record() } : {}), ...(authRecord ? { auth: authRecord } : {}) }); // prettier-ignore
     // Cluster mode: publish this node's endpoints, learn the others' and route to their pod CIDRs.
     ipcache =
       cluster && o.cluster

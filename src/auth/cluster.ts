@@ -15,7 +15,8 @@
 import type { Logger } from "pino";
 import { X509Certificate } from "node:crypto";
 import { containsAddr, prefixString, type Prefix } from "../labels/cidr.js";
-import type { NodeRecordV1 } from "../cluster/keys.js";
+import type { NodeAuthV1, NodeRecordV1 } from "../cluster/keys.js";
+import type { SvidProvider } from "../spiffe/provider.js";
 import type { NodeSnapshot, NodeView } from "../cluster/node-view.js";
 import type { AuthManager } from "./manager.js";
 import type { AuthNodes } from "./pairs.js";
@@ -59,8 +60,7 @@ export class AuthCluster {
   }
 
   private async publishRoots(): Promise<void> {
-    const pr = this.p.manager.p.provider;
-    const auth = { port: this.p.port, trustDomain: pr.trustDomain, roots: pr.ownRoots().map((r) => r.toString("base64")) }; // prettier-ignore
+    const auth = authRecordOf(this.p.manager.p.provider, this.p.port);
     const k = JSON.stringify(auth);
     if (k === this.published) return;
     this.published = k;
@@ -108,6 +108,11 @@ export class AuthCluster {
       this.p.logger.error({ err: (e as Error).message }, "cannot guard the handshake port");
     });
   }
+}
+
+/** The `auth` of this node's record: handshake port, trust domain, root certificates. */
+export function authRecordOf(pr: SvidProvider, port: number): NodeAuthV1 {
+  return { port, trustDomain: pr.trustDomain, roots: pr.ownRoots().map((r) => r.toString("base64")) };
 }
 
 /** Where the ends of pairs live, from the registry view. */

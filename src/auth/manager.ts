@@ -83,6 +83,7 @@ export class AuthManager {
   private timer: NodeJS.Timeout | undefined;
   private maintaining: Promise<void> = Promise.resolve();
   private lastLive = new Set<number>();
+  private lastBundle: Buffer[] = [];
   private readonly history = new Map<number, Set<string>>();
   private unsubscribe: (() => void) | undefined;
   readonly now = Date.now;
@@ -190,7 +191,11 @@ export class AuthManager {
     const inPairs = new Set([...this.pairs.values()].flatMap((x) => [x.src, x.dst]));
     for (const id of [...this.history.keys()]) if (!inPairs.has(id)) this.history.delete(id);
     for (const id of inPairs) for (const a of ips.get(id) ?? []) this.history.set(id, (this.history.get(id) ?? new Set()).add(a)); // prettier-ignore
-    const facts = { live, revoked: this.revoked, state: this.p.state(), bundle: this.p.provider.bundle(), trustDomain: this.p.provider.trustDomain, now: this.now() }; // prettier-ignore
+    // Likewise a root counts as dropped from the bundle only when two passes in a row miss it.
+    const bundle = this.p.provider.bundle();
+    const both = [...new Map([...bundle, ...this.lastBundle].map((b) => [b.toString("base64"), b])).values()];
+    this.lastBundle = bundle;
+    const facts = { live, revoked: this.revoked, state: this.p.state(), bundle: both, trustDomain: this.p.provider.trustDomain, now: this.now() }; // prettier-ignore
     const gone = judgePairs(this.pairs.values(), facts);
     if (gone.length > 0) await this.removePairs(gone, true, ips);
     // Make before break: a pair whose SVID on this node rotated is authenticated again with the new one.

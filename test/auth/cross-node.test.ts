@@ -86,7 +86,8 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
     const held: ReturnType<typeof hold>[] = [];
     try {
       lab = await startLabCluster({ prefix: uniquePrefix("hau"), nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30 }); // prettier-ignore
-      const [n1, n2] = lab.nodes as [LabNode, LabNode];
+      const [n1a, n2] = lab.nodes as [LabNode, LabNode];
+      let n1 = n1a;
       const server = await createEndpoint(n2, "server", { app: "server" });
       const client = await createEndpoint(n1, "client", { app: "client" });
       const other = await createEndpoint(n1, "other", { app: "other" });
@@ -131,7 +132,49 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       });
       assert.match(guard.stdout, /tcp dport 4250 ip saddr != @peers4 counter packets [1-9]/, guard.stdout);
 
-      // 4. Revocation by policy: the rule no longer requires auth -> the pair leaves both kernels and
+      // 4. A flood of first packets of a refused pair (other is still revoked): 300 connections at
+      //    once. The queue is bounded and a refused pair is refused again without a handshake; the
+      //    authenticated pair's connections and the node's other traffic go on meanwhile.
+      const refusedBefore = (n1.logs().match(/refused a handshake from a peer node/g) ?? []).length;
+      const flood = spawn("ip", ["netns", "exec", other.netns, process.execPath, "-e", `const net=require("net");for(let i=0;i<300;i++){const s=net.connect(80,"${server.ipv4}");s.on("error",()=>{});setTimeout(()=>s.destroy(),4000)}setTimeout(()=>process.exit(0),4500)`], { stdio: "ignore" }); // prettier-ignore
+      const during = await Promise.all([cp.tcp(server.ipv4, 80, 3000), cp.tcp(server.ipv4, 80, 3000)]);
+      await new Promise((r) => flood.once("exit", r));
+      assert.deepEqual(during, ["ok", "ok"], "the authenticated pair is unaffected by the flood");
+      const attempts =
+        (n1.logs().match(/refused a handshake from a peer node/g) ?? []).length - refusedBefore;
+      assert.ok(
+        attempts < 30,
+        `300 first packets cost ${attempts} handshake attempts (refusals are remembered)`,
+      );
+      await n1.client.request("POST", "/v1/auth/restore", { identity: other.identity });
+      assert.equal(await op.tcp(server.ipv4, 80, HELD), "ok", "the queue still answers after the flood");
+
+      // 5. n1's agent killed (-9) and started again, a connection of the pair open throughout: the
+      //    pair stays in both kernels, the connection is never cut, nothing authenticates again.
+      const kept = hold(client.netns, server.ipv4, 80);
+      held.push(kept);
+      await until("the kept connection to echo", async () => kept.echoes() > 2);
+      const n1b = await lab.restart("n1");
+      n1 = n1b;
+      await until("n1 to adopt the pair", async () => row(await pairs(n1b)).join() === want.join());
+      await sleep(7000); // more than a judging pass after the cluster is attached
+      const echoes = kept.echoes();
+      await until(
+        "the kept connection to echo after the restart",
+        async () => kept.echoes() > echoes + 2,
+      ).catch((e: Error) => {
+        // prettier-ignore
+        const why = (n: LabNode): string => n.logs().split("\n").filter((l) => /pair|cut|auth/.test(l)).slice(-8).join("\n"); // prettier-ignore
+        throw new Error(
+          `${e.message}; closed: ${kept.closed()}; echoes ${kept.echoes()}\nn1:\n${why(n1b)}\nn2:\n${why(n2)}`,
+        );
+      });
+      assert.equal(kept.closed(), undefined, "the pair's connection survived the restart");
+      assert.equal(await cp.tcp(server.ipv4, 80, 3000), "ok");
+      assert.equal(handshakes(n1b), 0, "nothing re-authenticated after the restart");
+      kept.stop();
+
+      // 6. Revocation by policy: the rule no longer requires auth -> the pair leaves both kernels and
       //    its established connection is cut (within 30 s).
       const conn = hold(client.netns, server.ipv4, 80);
       held.push(conn);
@@ -141,7 +184,7 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       await until("the pair's connection to be cut", async () => conn.closed() !== undefined);
       assert.equal(await cp.tcp(server.ipv4, 80, 3000), "ok", "still allowed, now without authentication");
 
-      // 5. Revocation by identity: auth required again, then the client's only pod relabelled (its
+      // 7. Revocation by identity: auth required again, then the client's only pod relabelled (its
       //    old identity exists nowhere any more): the pair goes and its connection is cut.
       await applyAndWait(n1, policy(true), "auth.yaml");
       assert.equal(await cp.tcp(server.ipv4, 80, HELD), "ok");
