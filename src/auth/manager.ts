@@ -325,10 +325,13 @@ export class AuthManager {
     for (const id of [pair.src, pair.dst]) this.checkIdentity(id, true);
     const [a, b] = await Promise.all([this.p.provider.ensure(pair.src), this.p.provider.ensure(pair.dst)]);
     const creds = (s: X509Svid) => ({ chain: s.chain, key: () => s.privateKeyPkcs8() });
+    const bundle = this.p.provider.bundle();
+    const rev = this.p.provider.bundleRevision;
     const r = await localHandshake({
+      contexts: { client: this.contexts.get(a.serial, creds(a), bundle, rev), server: this.contexts.get(b.serial, creds(b), bundle, rev) }, // prettier-ignore
       client: { creds: creds(a), expectPeer: b.spiffeId },
       server: { creds: creds(b), expectPeer: a.spiffeId },
-      bundle: this.p.provider.bundle(),
+      bundle,
       trustDomain: this.p.provider.trustDomain,
       timeoutMs: this.p.handshakeTimeoutMs ?? 5000,
     });
