@@ -42,8 +42,12 @@ export const IDENTITY_MASK = 0x01ffffff;
  * clears the bit when the pair is authenticated; otherwise the first packet is queued to the
  * agent, whose verdict sets PKT_AUTH_OK on the packet after a successful handshake. The gate
  * drops a new connection still marked CT_AUTH_NEEDED whose packet lacks PKT_AUTH_OK.
+ * (CT_AUTH_NEEDED once shared 0x08000000 with CT_SERVICE: with a Service and --spiffe, every
+ * service connection looked like one waiting for authentication.)
  */
-export const CT_AUTH_NEEDED = 0x08000000;
+export const CT_AUTH_NEEDED = 0x04000000;
+/** The ct mark bits an auth verdict or the auth table keeps (every flag but CT_AUTH_NEEDED; no identity). */
+export const CT_KEEP_ON_AUTH = 0xfa000000;
 /** Packet mark bit set by the agent's queue verdict after a successful handshake. */
 export const PKT_AUTH_OK = 0x04000000;
 /** The NFQUEUE number of first packets waiting for a handshake. */

@@ -220,7 +220,8 @@ export class Agent {
     await this.endpoints.adopt(); // intact endpoints adopted (no process), missing ones created
     await this.cluster?.start(); // what other nodes applied meanwhile (listed, enforced, then watched)
     const identityOf = (ip: string): number => this.engine.ipcache.lookup(ip).identity;
-    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints(), { identityOf, registry }); // SVIDs, sockets, auth
+    const authDeps = { identityOf, registry, remoteEndpoints: () => this.remoteEndpoints.list(), state: () => this.enforcer.applied }; // prettier-ignore
+    this.spiffe = await startSpiffe(this.p, () => this.listEndpoints(), authDeps); // SVIDs, sockets, auth
     await this.gateways?.start(); // its namespace, the ingress address in the ipcache, the gateway process
     // The kernel is read in the background (once now: a restart adopted the table by its
     // stamp, then periodically); the work queue is used only to repair drift.

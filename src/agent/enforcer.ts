@@ -51,6 +51,8 @@ export class Enforcer {
   private snapshotVersion = 0;
   /** Hands back unchanged endpoints as the same objects, so the datapath skips them. */
   private readonly builder = new DesiredBuilder();
+  /** The state the kernel accepted last (mutual authentication judges its pairs on it). */
+  applied: DatapathState | undefined;
   /** Hands back the last snapshot's arrays when only host addresses changed. */
   private readonly snapshots = new ProxySnapshots();
 
@@ -82,6 +84,7 @@ export class Enforcer {
       const proxy = this.p.proxy();
       if (proxy) await proxy.supervisor.push(this.snapshots.build(engine, desired, ++this.snapshotVersion));
       const r = await this.p.reconciler.apply(desired);
+      this.applied = desired;
       // Connections established before a new redirect covers them would bypass the proxy: reset them.
       await this.p.bypass
         .afterApply(desired, (id) => this.p.endpoints.recordById(id)?.netns)

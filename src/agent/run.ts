@@ -30,6 +30,7 @@ import type { EncryptionOptions } from "../encryption/options.js";
 import { startEncryption } from "../encryption/start.js";
 import type { EncryptionAgent } from "../encryption/mode.js";
 import { withEncryptionRoutes } from "../encryption/routes.js";
+import { AuthCluster, authRecordOf, DEFAULT_AUTH_PORT } from "../auth/cluster.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -138,7 +139,8 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   if (wg) enc.wg = wg;
   try {
     await agent.start();
-    await cluster?.start(wg ? { encryption: wg.record() } : {});
+    const authRecord = agent.spiffe?.auth ? authRecordOf(agent.spiffe.provider, o.spiffe?.authPort ?? DEFAULT_AUTH_PORT) : undefined; // prettier-ignore
+    await cluster?.start({ ...(wg ? { encryption: wg.record() } : {}), ...(authRecord ? { auth: authRecord } : {}) }); // prettier-ignore
     // Cluster mode: publish this node's endpoints, learn the others' and route to their pod CIDRs.
     ipcache =
       cluster && o.cluster
@@ -155,6 +157,20 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     const reg = cluster?.registry;
     if (wg && ipcache)
       await wg.attach(ipcache.view, async (e) => reg?.publish({ ...reg.self(), encryption: e }));
+    // Mutual authentication across nodes: the handshake port, the peers' roots (auth/cluster.ts).
+    const auth = agent.spiffe?.auth;
+    if (auth && ipcache && cluster?.registry && o.cluster) {
+      const areg = cluster.registry;
+      await AuthCluster.attach({
+        manager: auth,
+        view: ipcache.view,
+        self: o.cluster.node,
+        port: o.spiffe?.authPort ?? DEFAULT_AUTH_PORT,
+        ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}),
+        logger: log,
+        publish: (a) => areg.publish({ ...areg.self(), auth: a }),
+      });
+    }
   } catch (e) {
     await wg?.stop().catch(() => undefined);
     await ipcache?.stop().catch(() => undefined);

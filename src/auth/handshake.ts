@@ -37,6 +37,8 @@ export interface HandshakeParams {
   readonly trustDomain: string;
   readonly timeoutMs: number;
   readonly now?: () => number;
+  /** Secure contexts already built for the two sides (peer-handshake.ts ContextCache): skips building them. */
+  readonly contexts?: { readonly client: tls.SecureContext; readonly server: tls.SecureContext };
 }
 
 export interface HandshakeResult {
@@ -134,7 +136,7 @@ export async function localHandshake(p: HandshakeParams): Promise<HandshakeResul
       };
       server = new tls.TLSSocket(sa, {
         isServer: true,
-        secureContext: tls.createSecureContext(context(p.server.creds, p.bundle)),
+        secureContext: p.contexts?.server ?? tls.createSecureContext(context(p.server.creds, p.bundle)),
         requestCert: true,
         rejectUnauthorized: true,
       });
@@ -148,7 +150,7 @@ export async function localHandshake(p: HandshakeParams): Promise<HandshakeResul
       server.on("error", (e) => reject(refused(`the server side failed: ${e.message}`)));
       client = tls.connect({
         socket: ca,
-        secureContext: tls.createSecureContext(context(p.client.creds, p.bundle)),
+        secureContext: p.contexts?.client ?? tls.createSecureContext(context(p.client.creds, p.bundle)),
         rejectUnauthorized: true,
         checkServerIdentity: () => undefined, // SVIDs name a SPIFFE ID, not a host: checkPeer checks it
       });

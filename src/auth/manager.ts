@@ -1,19 +1,23 @@
 /**
- * Mutual authentication on this node: the agent's answer to a first packet held in the queue.
+ * Mutual authentication on this node: the agent's answer to a first packet held in the queue,
+ * and the life of the pairs it authenticated.
  *
- *   kernel: new connection, rule requires auth, pair not in @pairs --NFQUEUE--> onPacket
+ *   kernel: new connection, rule requires auth, pair not in @pairs4/6 --NFQUEUE--> onPacket
  *     source identity = packet mark (pre_c set it), destination = ipcache[daddr]
- *     pair cached and valid?  yes: release (PKT_AUTH_OK)
- *     no: handshake (handshake.ts: TLS 1.3, SVIDs of both identities, each side checks the other)
- *         ok: release with PKT_AUTH_OK, add (src . dst) to @pairs until the earlier SVID expiry
+ *     nodes of saddr and daddr (pod CIDR owners): the pair is (src, dst, src node, dst node)
+ *     cached and valid?  yes: release (PKT_AUTH_OK)
+ *     both ends here: handshake.ts in-process (TLS 1.3, both SVIDs, each side checks the other)
+ *     one end on a peer node: peer-handshake.ts with that node's agent over TCP (its handshake port)
+ *         ok: release with PKT_AUTH_OK, add the pair to the kernel until the earlier SVID expiry
  *         refused / no answer in time: release without the bit; the gate drops it, logged 189
+ *   every MAINTAIN_MS and on a bundle or SVID change: judge.ts -> remove entries, cut.ts the
+ *   connections; a pair whose own SVID rotated is authenticated again (make before break)
  *
  * Released without the bit rather than NF_DROP: the drop is then the kernel's, with its NFLOG
  * flow (AUTH_REQUIRED), exactly as when the agent answers nothing in time. Identities below 256
- * (host, world, ...) never authenticate; nor does an identity with no endpoint on this node (its
- * SVID is its node's to present: the cross-node handshake is not built yet), nor a revoked one.
- * Entries live in the kernel (datapath/auth-table.ts) and outlive the agent; a starting agent
- * adopts them. Concurrent first packets of one pair share one handshake.
+ * (host, world, ...) never authenticate, nor a revoked one. Entries live in the kernel
+ * (datapath/auth-table.ts) and outlive the agent; a starting agent adopts them. Concurrent first
+ * packets of one pair share one handshake.
  */
 import { X509Certificate } from "node:crypto";
 import type { Logger } from "pino";
@@ -21,11 +25,20 @@ import { Counter, Histogram, type Registry } from "prom-client";
 import { IDENTITY_MASK, PKT_AUTH_OK, AUTH_QUEUE_NUM } from "../abi/marks.js";
 import type { QueuedPacket } from "../abi/nfqueue-wire.js";
 import type { AuthTable } from "../datapath/auth-table.js";
+import type { DatapathState } from "../datapath/types.js";
 import { MembraneError } from "../errors.js";
+import { identitySpiffeId } from "../spiffe/id.js";
 import type { SvidProvider, X509Svid } from "../spiffe/provider.js";
 import { localHandshake } from "./handshake.js";
 import { AuthQueue } from "./queue.js";
 import { packetAddresses } from "./packet.js";
+import { ContextCache, clientHandshake } from "./peer-handshake.js";
+import type { PeerNet } from "./peer-net.js";
+import { judgePairs } from "./judge.js";
+import { cutConnections } from "./cut.js";
+import { singleNode, type AuthNodes, type Pair, pairKey, pairView, type AuthPairView } from "./pairs.js";
+
+export type { AuthPairView } from "./pairs.js";
 
 export interface AuthManagerParams {
   readonly logger: Logger;
@@ -37,37 +50,46 @@ export interface AuthManagerParams {
   readonly identityOf: (ip: string) => number;
   /** Identities of this node's endpoints. */
   readonly localIdentities: () => ReadonlySet<number>;
+  /** Endpoints of every node (address, identity; the namespace of this node's). */
+  readonly endpoints: () => readonly { ip: string; identity: number; netns?: string }[];
+  /** The policy the kernel holds (the enforcer's last applied state). */
+  readonly state: () => DatapathState | undefined;
+  /** Cluster mode: no pair is made before the cluster's nodes are known (attach()). */
+  readonly cluster?: boolean;
   readonly registry?: Registry;
   /** Longest a first packet waits for a handshake (default 5 s: TCP retransmits the SYN at 1 s meanwhile, held too). */
   readonly handshakeTimeoutMs?: number;
+  /** How often pairs are judged (default 5 s: revocation within 30 s). */
+  readonly maintainMs?: number;
 }
 
-export interface AuthPairView {
-  readonly source: number;
-  readonly destination: number;
-  readonly node: string;
-  readonly expires: string;
-}
-
-interface Pair {
-  readonly src: number;
-  readonly dst: number;
-  expiresMs: number;
-}
-
-const key = (s: number, d: number): string => `${s}.${d}`;
 const FIRST_CLUSTER_IDENTITY = 256;
+/** How long a refused pair is refused without a new handshake. */
+const REFUSED_MS = 1000;
+const NOT_ATTACHED: AuthNodes = { self: "", nodeOf: () => undefined, netsOf: () => [], peerAddress: () => undefined, nodeAt: () => undefined }; // prettier-ignore
 
 export class AuthManager {
-  private readonly pairs = new Map<string, Pair>();
+  readonly pairs = new Map<string, Pair>();
   private readonly inflight = new Map<string, Promise<boolean>>();
-  private readonly revoked = new Set<number>();
+  private readonly refused = new Map<string, { until: number; why: string }>();
+  readonly revoked = new Set<number>();
   private readonly queue: AuthQueue;
   private readonly handshakes: Counter<"result">;
   private readonly latency: Histogram;
-  private readonly now = Date.now;
+  private readonly removed: Counter<"reason">;
+  readonly contexts = new ContextCache();
+  nodes: AuthNodes;
+  net: PeerNet | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private maintaining: Promise<void> = Promise.resolve();
+  private lastLive = new Set<number>();
+  private lastBundle: Buffer[] = [];
+  private readonly history = new Map<number, Set<string>>();
+  private unsubscribe: (() => void) | undefined;
+  readonly now = Date.now;
 
-  constructor(private readonly p: AuthManagerParams) {
+  constructor(readonly p: AuthManagerParams) {
+    this.nodes = p.cluster ? NOT_ATTACHED : singleNode(p.nodeName);
     this.queue = new AuthQueue({
       queue: AUTH_QUEUE_NUM,
       ...(p.netns !== undefined ? { netns: p.netns } : {}),
@@ -77,33 +99,34 @@ export class AuthManager {
     const registers = p.registry ? [p.registry] : [];
     this.handshakes = new Counter({ name: "membrane_auth_handshakes_total", help: "Mutual-authentication handshakes by result (success, failure, timeout)", labelNames: ["result"], registers }); // prettier-ignore
     this.latency = new Histogram({ name: "membrane_auth_handshake_duration_seconds", help: "Time from a held first packet to its verdict", buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2], registers }); // prettier-ignore
+    this.removed = new Counter({ name: "membrane_auth_pairs_revoked_total", help: "Authenticated pairs removed before their expiry, by reason", labelNames: ["reason"], registers }); // prettier-ignore
   }
 
   /** Installs the table and queue rule, adopts the kernel's pairs, and starts answering the queue. */
   async start(): Promise<void> {
     await this.p.table.install();
     for (const e of await this.p.table.list()) {
-      this.pairs.set(key(e.src, e.dst), { src: e.src, dst: e.dst, expiresMs: this.now() + e.expiresSeconds * 1000 }); // prettier-ignore
+      const pr: Pair = { src: e.src, dst: e.dst, srcNets: [e.srcNet], dstNets: [e.dstNet], expiresMs: this.now() + e.expiresSeconds * 1000, chains: [], serials: new Map(), srcIps: new Set(), dstIps: new Set() }; // prettier-ignore
+      this.pairs.set(pairKey(pr), pr);
     }
     if (this.pairs.size > 0) this.p.logger.info({ pairs: this.pairs.size }, "adopted authenticated pairs");
     await this.queue.start();
+    this.unsubscribe = this.p.provider.subscribe(() => this.maintainSoon());
+    this.timer = setInterval(() => this.maintainSoon(), this.p.maintainMs ?? 5000);
+    this.timer.unref();
   }
 
   async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.unsubscribe?.();
+    this.net?.close();
+    await this.maintaining;
     await this.queue.stop();
   }
 
   /** The authenticated pairs the kernel holds (expired ones are gone there too). */
   async list(): Promise<AuthPairView[]> {
-    const now = this.now();
-    return (await this.p.table.list())
-      .map((e) => ({
-        source: e.src,
-        destination: e.dst,
-        node: this.p.nodeName,
-        expires: new Date(now + e.expiresSeconds * 1000).toISOString(),
-      })) // prettier-ignore
-      .sort((a, b) => a.source - b.source || a.destination - b.destination);
+    return pairView(await this.p.table.list(), [...this.pairs.values()], this.nodes, this.now());
   }
 
   /** The identity's current X.509-SVID without its key: PEM chain and validity. */
@@ -121,20 +144,90 @@ export class AuthManager {
   async revoke(identity: number): Promise<number> {
     this.revoked.add(identity);
     const gone = [...this.pairs.values()].filter((x) => x.src === identity || x.dst === identity);
-    for (const k of (await this.p.table.list()).filter((e) => e.src === identity || e.dst === identity))
-      if (!gone.some((g) => g.src === k.src && g.dst === k.dst))
-        gone.push({ src: k.src, dst: k.dst, expiresMs: 0 });
-    for (const g of gone) this.pairs.delete(key(g.src, g.dst));
-    await this.p.table.remove(gone);
+    await this.removePairs(
+      gone.map((pair) => ({ pair, why: `identity ${identity} is revoked` })),
+      true,
+    );
     return gone.length;
   }
 
   restore(identity: number): boolean {
+    this.refused.clear();
     return this.revoked.delete(identity);
   }
 
   get revokedIdentities(): number[] {
     return [...this.revoked].sort((a, b) => a - b);
+  }
+
+  /** Judges the pairs soon (coalesced): a bundle or SVID change, the timer, a test. */
+  maintainSoon(): Promise<void> {
+    const run = (): Promise<void> => this.maintain().catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "judging the authenticated pairs failed")); // prettier-ignore
+    this.maintaining = this.maintaining.then(run, run);
+    return this.maintaining;
+  }
+
+  private ipsByIdentity(): Map<number, Set<string>> {
+    const m = new Map<number, Set<string>>();
+    for (const e of this.p.endpoints()) {
+      const s = m.get(e.identity) ?? new Set<string>();
+      s.add(e.ip);
+      m.set(e.identity, s);
+    }
+    return m;
+  }
+
+  private async maintain(): Promise<void> {
+    const ips = this.ipsByIdentity();
+    // Cluster mode: nothing is judged before the cluster's nodes and endpoints are known (a
+    // restarted agent would otherwise find the remote identities missing and cut live pairs).
+    if (this.nodes === NOT_ATTACHED) return;
+    // An identity counts as gone only when two passes in a row miss it (a relabel or a resync in
+    // flight is not a deletion).
+    const live = new Set([...ips.keys(), ...this.lastLive]);
+    this.lastLive = new Set(ips.keys());
+    // Addresses each pair's identities had while the pair lived (an endpoint relabelled or deleted
+    // since still has its connections of the old pair).
+    const inPairs = new Set([...this.pairs.values()].flatMap((x) => [x.src, x.dst]));
+    for (const id of [...this.history.keys()]) if (!inPairs.has(id)) this.history.delete(id);
+    for (const id of inPairs) for (const a of ips.get(id) ?? []) this.history.set(id, (this.history.get(id) ?? new Set()).add(a)); // prettier-ignore
+    // Likewise a root counts as dropped from the bundle only when two passes in a row miss it.
+    const bundle = this.p.provider.bundle();
+    const both = [...new Map([...bundle, ...this.lastBundle].map((b) => [b.toString("base64"), b])).values()];
+    this.lastBundle = bundle;
+    const facts = { live, revoked: this.revoked, state: this.p.state(), bundle: both, trustDomain: this.p.provider.trustDomain, now: this.now() }; // prettier-ignore
+    const gone = judgePairs(this.pairs.values(), facts);
+    if (gone.length > 0) await this.removePairs(gone, true, ips);
+    // Make before break: a pair whose SVID on this node rotated is authenticated again with the new one.
+    for (const pair of [...this.pairs.values()]) {
+      const stale = [...pair.serials].some(([id, serial]) => this.p.provider.current(id)?.serial !== serial);
+      if (!stale || pair.srcNode === undefined || pair.dstNode === undefined) continue;
+      const ok = await this.run(pair).catch(() => false);
+      if (!ok) await this.removePairs([{ pair, why: "its SVID rotated and the pair could not authenticate again" }], true); // prettier-ignore
+    }
+  }
+
+  private async removePairs(
+    gone: readonly { pair: Pair; why: string }[],
+    cut: boolean,
+    ips = this.ipsByIdentity(),
+  ): Promise<void> {
+    if (gone.length === 0) return;
+    for (const { pair, why } of gone) {
+      // Addresses of the pair's identities, now and while the pair lived.
+      for (const a of [...(ips.get(pair.src) ?? []), ...(this.history.get(pair.src) ?? [])])
+        pair.srcIps.add(a);
+      for (const a of [...(ips.get(pair.dst) ?? []), ...(this.history.get(pair.dst) ?? [])])
+        pair.dstIps.add(a);
+      this.pairs.delete(pairKey(pair));
+      this.removed.inc({ reason: why.replace(/[0-9]+/g, "N").slice(0, 60) });
+      this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, why }, "authenticated pair removed"); // prettier-ignore
+    }
+    await this.p.table.remove(gone.map((g) => g.pair));
+    if (!cut) return;
+    const byIp = new Map(this.p.endpoints().filter((e) => e.netns !== undefined).map((e) => [e.ip, e.netns as string])); // prettier-ignore
+    const r = await cutConnections(gone.map((g) => g.pair), { ...(this.p.netns !== undefined ? { nodeNetns: this.p.netns } : {}), netnsOfIp: (ip) => byIp.get(ip) }); // prettier-ignore
+    if (r.connections > 0 || r.problems.length > 0) this.p.logger.info(r, "cut the connections of pairs no longer authenticated"); // prettier-ignore
   }
 
   private async onPacket(pkt: QueuedPacket): Promise<void> {
@@ -155,52 +248,123 @@ export class AuthManager {
     if (!addrs) throw new MembraneError("AUTH_HANDSHAKE_FAILED", "Cannot authenticate: the queued packet is not IPv4 or IPv6"); // prettier-ignore
     const src = pkt.mark & IDENTITY_MASK;
     const dst = this.p.identityOf(addrs.dst);
-    const k = key(src, dst);
+    const n = this.nodes;
+    const srcNode = n.nodeOf(addrs.src);
+    const dstNode = n.nodeOf(addrs.dst);
+    const where = srcNode === undefined ? addrs.src : addrs.dst;
+    if (srcNode === undefined || dstNode === undefined) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${src} -> ${dst}: no node of the cluster owns ${where}`); // prettier-ignore
+    if (srcNode !== n.self && dstNode !== n.self) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${src} -> ${dst}: neither end is on this node`); // prettier-ignore
+    const pair: Pair = { src, dst, srcNode, dstNode, srcNets: n.netsOf(srcNode), dstNets: n.netsOf(dstNode), expiresMs: 0, chains: [], serials: new Map(), srcIps: new Set([addrs.src]), dstIps: new Set([addrs.dst]) }; // prettier-ignore
+    const k = pairKey(pair);
     const have = this.pairs.get(k);
     if (have && have.expiresMs > this.now() + 1000) return true;
+    // A pair refused within the last REFUSED_MS is refused again at once: a flood of first
+    // packets (retransmits, many connections) costs a map lookup, not a handshake each.
+    const no = this.refused.get(k);
+    if (no && no.until > this.now()) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `${no.why} (refused again within ${REFUSED_MS} ms)`); // prettier-ignore
+    try {
+      return await this.run(pair);
+    } catch (e) {
+      if (this.refused.size > 4096) this.refused.clear();
+      this.refused.set(k, { until: this.now() + REFUSED_MS, why: (e as Error).message });
+      throw e;
+    }
+  }
+
+  /** One handshake per pair at a time (concurrent first packets share it). */
+  private run(pair: Pair): Promise<boolean> {
+    const k = pairKey(pair);
     let run = this.inflight.get(k);
     if (!run) {
-      run = this.handshake(src, dst).finally(() => this.inflight.delete(k));
+      run = this.handshake(pair).finally(() => this.inflight.delete(k));
       this.inflight.set(k, run);
     }
     return run;
   }
 
-  private async handshake(src: number, dst: number): Promise<boolean> {
+  /** Refuses reserved and revoked identities and an end of this node without an endpoint here. */
+  checkIdentity(id: number, local: boolean): void {
     const refuse = (why: string): never => {
-      throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${src} -> ${dst}: ${why}`);
+      throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate: identity ${id} ${why}`);
     };
+    if (id < FIRST_CLUSTER_IDENTITY) refuse("is reserved: it has no SVID");
+    if (this.revoked.has(id)) refuse("is revoked");
+    if (local && !this.p.localIdentities().has(id)) refuse("has no endpoint on this node");
+  }
+
+  private async handshake(pair: Pair): Promise<boolean> {
+    const t0 = performance.now();
     try {
-      for (const id of [src, dst]) {
-        if (id < FIRST_CLUSTER_IDENTITY) refuse(`identity ${id} is reserved: it has no SVID`);
-        if (this.revoked.has(id)) refuse(`identity ${id} is revoked`);
-        if (!this.p.localIdentities().has(id)) refuse(`identity ${id} has no endpoint on this node (the cross-node handshake is not built)`); // prettier-ignore
-      }
-      const [a, b] = await Promise.all([this.p.provider.ensure(src), this.p.provider.ensure(dst)]);
-      const creds = (s: X509Svid) => ({ chain: s.chain, key: () => s.privateKeyPkcs8() });
-      const r = await localHandshake({
-        client: { creds: creds(a), expectPeer: b.spiffeId },
-        server: { creds: creds(b), expectPeer: a.spiffeId },
-        bundle: this.p.provider.bundle(),
-        trustDomain: this.p.provider.trustDomain,
-        timeoutMs: this.p.handshakeTimeoutMs ?? 5000,
-      });
+      const self = this.nodes.self;
+      const local = pair.srcNode === self && pair.dstNode === self;
+      const r = local
+        ? await this.localPair(pair)
+        : await this.remotePair(pair, pair.srcNode === self ? "s" : "d");
       const ttlMs = r.notAfter.getTime() - this.now();
-      if (ttlMs < 2000) refuse("an SVID expires within 2 s");
-      this.pairs.set(key(src, dst), { src, dst, expiresMs: this.now() + ttlMs });
+      if (ttlMs < 2000) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: an SVID expires within 2 s`); // prettier-ignore
       this.handshakes.inc({ result: "success" });
-      this.p.logger.info(
-        { source: src, destination: dst, ms: Math.round(r.ms * 10) / 10 },
-        "pair authenticated",
-      );
+      this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, ms: Math.round(performance.now() - t0) }, "pair authenticated"); // prettier-ignore
       // The held packet goes now; the kernel entry follows (later connections skip the queue).
-      void this.p.table
-        .add(src, dst, Math.floor(ttlMs / 1000))
-        .catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair")); // prettier-ignore
+      void this.record(pair, r.notAfter, r.chains).catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair")); // prettier-ignore
       return true;
     } catch (e) {
       this.handshakes.inc({ result: /within \d+ ms/.test((e as Error).message) ? "timeout" : "failure" });
       throw e;
     }
+  }
+
+  /** Keeps the pair and writes its kernel entry, until the earlier expiry. */
+  async record(pair: Pair, notAfter: Date, chains: Buffer[][]): Promise<void> {
+    pair.expiresMs = notAfter.getTime();
+    pair.chains = chains;
+    this.pairs.set(pairKey(pair), pair);
+    await this.p.table.add([pair], Math.floor((pair.expiresMs - this.now()) / 1000));
+  }
+
+  private async localPair(pair: Pair): Promise<{ notAfter: Date; chains: Buffer[][] }> {
+    for (const id of [pair.src, pair.dst]) this.checkIdentity(id, true);
+    const [a, b] = await Promise.all([this.p.provider.ensure(pair.src), this.p.provider.ensure(pair.dst)]);
+    const creds = (s: X509Svid) => ({ chain: s.chain, key: () => s.privateKeyPkcs8() });
+    const bundle = this.p.provider.bundle();
+    const rev = this.p.provider.bundleRevision;
+    const r = await localHandshake({
+      contexts: { client: this.contexts.get(a.serial, creds(a), bundle, rev), server: this.contexts.get(b.serial, creds(b), bundle, rev) }, // prettier-ignore
+      client: { creds: creds(a), expectPeer: b.spiffeId },
+      server: { creds: creds(b), expectPeer: a.spiffeId },
+      bundle,
+      trustDomain: this.p.provider.trustDomain,
+      timeoutMs: this.p.handshakeTimeoutMs ?? 5000,
+    });
+    pair.serials = new Map([[a.identity, a.serial], [b.identity, b.serial]]); // prettier-ignore
+    return { notAfter: r.notAfter, chains: [[...a.chain], [...b.chain]] };
+  }
+
+  /** This node holds the `mine` end ("s" source, "d" destination); the other end's node answers. */
+  private async remotePair(pair: Pair, mine: "s" | "d"): Promise<{ notAfter: Date; chains: Buffer[][] }> {
+    const [localId, remoteId] = mine === "s" ? [pair.src, pair.dst] : [pair.dst, pair.src];
+    const peer = (mine === "s" ? pair.dstNode : pair.srcNode) as string;
+    this.checkIdentity(localId, true);
+    this.checkIdentity(remoteId, false);
+    const addr = this.nodes.peerAddress(peer);
+    const net = this.net;
+    if (!addr || !net) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: node ${peer} publishes no handshake port`); // prettier-ignore
+    const svid = await this.p.provider.ensure(localId);
+    const timeoutMs = this.p.handshakeTimeoutMs ?? 5000;
+    const bundle = this.p.provider.bundle();
+    const socket = await net.connect(addr.host, addr.port, timeoutMs).catch((e: unknown) => {
+      throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: cannot reach node ${peer} at ${addr.host}:${addr.port}: ${(e as Error).message}`); // prettier-ignore
+    });
+    const r = await clientHandshake({
+      socket,
+      role: { src: pair.src, dst: pair.dst, serverSide: mine === "s" ? "d" : "s" },
+      context: this.contexts.get(svid.serial, { chain: svid.chain, key: () => svid.privateKeyPkcs8() }, bundle, this.p.provider.bundleRevision), // prettier-ignore
+      expectPeer: identitySpiffeId(this.p.provider.trustDomain, remoteId),
+      bundle,
+      trustDomain: this.p.provider.trustDomain,
+      timeoutMs,
+    });
+    pair.serials = new Map([[localId, svid.serial]]);
+    const notAfter = r.notAfter < svid.notAfter ? r.notAfter : svid.notAfter;
+    return { notAfter, chains: [r.chain] };
   }
 }

@@ -100,6 +100,17 @@ export interface NodeRecordV1 {
   readonly hubble?: NodeHubbleV1;
   /** `--encryption wireguard|ipsec`: what peers need to reach this node through its tunnel. */
   readonly encryption?: NodeEncryptionV1;
+  /** `--spiffe`: where this node's agent answers mutual-authentication handshakes, and its CA roots. */
+  readonly auth?: NodeAuthV1;
+}
+
+/** A node's side of cross-node mutual authentication (src/auth/cluster.ts); nothing secret. */
+export interface NodeAuthV1 {
+  /** TCP port of the handshake listener, at the node's underlay addresses. */
+  readonly port: number;
+  readonly trustDomain: string;
+  /** The node's SPIFFE CA root certificates, base64 DER (the other nodes trust them). */
+  readonly roots: readonly string[];
 }
 
 /** A node's Observer API: its unix socket (reachable on its host) and/or a TCP address (always with TLS). */

@@ -46,6 +46,8 @@ export function parseNodeRecord(key: string, e: MirrorEntry): PeerRecord | strin
   if (bad !== undefined) return `${key}: labels ${bad}`;
   const enc = badEncryption(r.encryption);
   if (enc !== undefined) return `${key}: encryption${enc}`;
+  const auth = badAuth(r.auth);
+  if (auth !== undefined) return `${key}: auth${auth}`;
   return { record: r, podCidrs, createRevision: e.createRevision };
 }
 
@@ -98,6 +100,24 @@ function badEncryption(e: unknown): string | undefined {
     return ".nextPublicKey is not a base64 32-byte key";
   if (r["nodeToNode"] !== undefined && typeof r["nodeToNode"] !== "boolean")
     return ".nodeToNode is not a boolean";
+  return undefined;
+}
+
+/** The optional `auth` of a record: the handshake port, trust domain and CA roots (base64 DER). */
+function badAuth(a: unknown): string | undefined {
+  if (a === undefined) return undefined;
+  if (typeof a !== "object" || a === null || Array.isArray(a)) return " is not a map";
+  const r = a as Record<string, unknown>;
+  const port = r["port"];
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535)
+    return ".port is not a port (1-65535)";
+  if (typeof r["trustDomain"] !== "string" || !/^[a-z0-9._-]{1,255}$/.test(r["trustDomain"]))
+    return ".trustDomain is not a trust domain";
+  const roots = r["roots"];
+  if (!Array.isArray(roots) || roots.length === 0 || roots.length > 8) return ".roots is not a list of 1-8 certificates"; // prettier-ignore
+  for (const [i, c] of roots.entries())
+    if (typeof c !== "string" || c.length > 16384 || !/^[A-Za-z0-9+/]+={0,2}$/.test(c))
+      return `.roots[${i}] is not base64 of at most 12 KiB`;
   return undefined;
 }
 

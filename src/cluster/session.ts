@@ -16,7 +16,7 @@ import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import { EtcdStore, type StoreLease } from "../store/etcd.js";
 import type { ClusterContext } from "./context.js";
-import type { NodeEncryptionV1, NodeRecordV1, PodCidrClaimV1 } from "./keys.js";
+import type { NodeAuthV1, NodeEncryptionV1, NodeRecordV1, PodCidrClaimV1 } from "./keys.js";
 import { PodCidrAllocator, type PodCidrConfig } from "./podcidr.js";
 import { NodeRegistry } from "./registry.js";
 import { takeOverLeasedKeys } from "./takeover.js";
@@ -151,7 +151,11 @@ export class ClusterSession {
   }
 
   /** Publishes this node's record and starts watching every node. */
-  async start(extra?: { bootId?: string; encryption?: NodeEncryptionV1 }): Promise<NodeRegistry> {
+  async start(extra?: {
+    bootId?: string;
+    encryption?: NodeEncryptionV1;
+    auth?: NodeAuthV1;
+  }): Promise<NodeRegistry> {
     const record: NodeRecordV1 = {
       v: 1,
       name: this.o.node,
@@ -162,6 +166,9 @@ export class ClusterSession {
       bootId: extra?.bootId ?? `${process.pid}-${Date.now().toString(36)}`,
       startedAt: new Date().toISOString(),
       ...(extra?.encryption ? { encryption: extra.encryption } : {}),
+      // --spiffe: in the first record already, so peers never see this node's roots go (a restart
+      // would otherwise drop them from every bundle for a moment and cut the pairs they signed).
+      ...(extra?.auth ? { auth: extra.auth } : {}),
     };
     const reg = new NodeRegistry(this.ctx, record);
     await reg.publish();

@@ -1,35 +1,59 @@
 /**
  * The kernel side of mutual authentication that the policy table does not hold: the table of
  * authenticated pairs (its own, `<table>_auth`, so that the Reconciler never touches entries
- * written here and they outlive the agent) and the NFQUEUE rule.
+ * written here and they outlive the agent), the guard of the handshake port, and the NFQUEUE rule.
  *
- *   forward/input -5   <table>_auth check_*: new, CT_AUTH_NEEDED, (src . dst) in @pairs -> need cleared
+ *   forward/input -5   <table>_auth check_*: new, CT_AUTH_NEEDED, (src . dst . saddr . daddr) in @pairs4/6 -> need cleared
  *   forward/input 0    iptables filter MEMBRANE-AUTH: new and still needed -> NFQUEUE AUTH_QUEUE_NUM
  *   forward/input 10   <table> auth_gate_* (compile-auth.ts): still needed, no PKT_AUTH_OK -> drop 189
+ *   input -6           <table>_auth guard_in (cluster): handshake port from a non-node address -> drop;
+ *                      new handshake connections over the rate bound -> drop
  *
  * The queue rule is an xtables target: nft here has no `queue` statement (CONFIG_NFT_QUEUE is
  * off, kernel-notes.md), but the queue itself is built in and iptables-nft reaches it through
  * nft_compat. No --queue-bypass: with no reader the kernel drops.
- * Pair keys: source identity . destination identity (`mark . mark`), each entry with a timeout
- * no later than the earlier expiry of the two SVIDs.
+ * Pair keys: source identity . destination identity . source node's pod CIDR . destination
+ * node's pod CIDR (an interval set: one element per CIDR pair of a family), so that a pair
+ * authenticated with node B's agent never lets the same identities through to or from node C.
+ * Each entry has a timeout no later than the earlier expiry of the two SVIDs.
  */
-import { CT_AUTH_NEEDED, AUTH_QUEUE_NUM, IDENTITY_MASK } from "../abi/marks.js";
+import { CT_AUTH_NEEDED, CT_KEEP_ON_AUTH, AUTH_QUEUE_NUM, IDENTITY_MASK } from "../abi/marks.js";
 import { MembraneError } from "../errors.js";
+import { parsePrefix, prefixString } from "../labels/cidr.js";
 import { nftApply, runRaw } from "./exec.js";
 import { hex } from "./policy-groups.js";
 
 export const AUTH_CHAIN = "MEMBRANE-AUTH";
 
+/** One authenticated pair as the kernel keys it: identities and the pod CIDRs of their nodes. */
+export interface AuthPairKey {
+  readonly src: number;
+  readonly dst: number;
+  /** Pod CIDRs of the source's node and of the destination's node (canonical prefixes). */
+  readonly srcNets: readonly string[];
+  readonly dstNets: readonly string[];
+}
+
+/** One kernel element: a single CIDR per side. */
 export interface AuthPairEntry {
   readonly src: number;
   readonly dst: number;
+  readonly srcNet: string;
+  readonly dstNet: string;
   /** Seconds left, as the kernel counts. */
   readonly expiresSeconds: number;
 }
 
-const checkRule = (): string =>
-  `ct state new ct mark & ${hex(CT_AUTH_NEEDED)} != 0 meta mark & ${hex(IDENTITY_MASK)} . ct mark & ${hex(IDENTITY_MASK)} @pairs ` +
-  `ct mark set ct mark and 0xf0000000`;
+const M = hex(IDENTITY_MASK);
+const checkRules = (): string[] =>
+  (["ip", "ip6"] as const).map(
+    (f) =>
+      `ct state new ct mark & ${hex(CT_AUTH_NEEDED)} != 0 meta mark & ${M} . ct mark & ${M} . ${f} saddr . ${f} daddr @pairs${f === "ip" ? 4 : 6} ` +
+      `ct mark set ct mark and ${hex(CT_KEEP_ON_AUTH)}`,
+  );
+
+/** Connections per second (new, any source) the handshake port accepts before the kernel drops. */
+export const HANDSHAKE_RATE = 200;
 
 function checkId(n: number, what: string): void {
   if (!Number.isInteger(n) || n <= 0 || n > IDENTITY_MASK)
@@ -37,6 +61,32 @@ function checkId(n: number, what: string): void {
       "AUTH_SETUP_FAILED",
       `Cannot write an auth pair: ${what} ${n} is not an identity`,
     );
+}
+
+function canonNet(n: string, what: string): { family: 4 | 6; text: string } {
+  const p = parsePrefix(n, true);
+  if (!p) throw new MembraneError("AUTH_SETUP_FAILED", `Cannot write an auth pair: ${what} ${JSON.stringify(n)} is not a prefix`); // prettier-ignore
+  return { family: p.family, text: prefixString(p) };
+}
+
+/** The kernel elements of pairs: every (source CIDR, destination CIDR) of one family. */
+export function pairElements(
+  pairs: readonly AuthPairKey[],
+): { set: "pairs4" | "pairs6"; elem: string; key: string }[] {
+  const out: { set: "pairs4" | "pairs6"; elem: string; key: string }[] = [];
+  for (const p of pairs) {
+    checkId(p.src, "source");
+    checkId(p.dst, "destination");
+    for (const sn of p.srcNets.map((n) => canonNet(n, "source network")))
+      for (const dn of p.dstNets.map((n) => canonNet(n, "destination network")))
+        if (sn.family === dn.family)
+          out.push({
+            set: sn.family === 4 ? "pairs4" : "pairs6",
+            elem: `${p.src} . ${p.dst} . ${sn.text} . ${dn.text}`,
+            key: `${p.src}.${p.dst}.${sn.text}.${dn.text}`,
+          });
+  }
+  return out;
 }
 
 export class AuthTable {
@@ -52,29 +102,68 @@ export class AuthTable {
     return this.netns === undefined ? {} : { netns: this.netns };
   }
 
-  /** Creates the table, set and chains (entries kept: a restarted agent adopts them), and the queue rules. */
+  /** Creates the table, sets and chains (entries kept: a restarted agent adopts them), and the queue rules. */
   async install(): Promise<void> {
     const t = `inet ${this.name}`;
     await nftApply(
       [
         `add table ${t}`,
-        `add set ${t} pairs { type mark . mark; flags timeout; }`,
+        `add set ${t} pairs4 { type mark . mark . ipv4_addr . ipv4_addr; flags interval, timeout; }`,
+        `add set ${t} pairs6 { type mark . mark . ipv6_addr . ipv6_addr; flags interval, timeout; }`,
         `add chain ${t} check_fwd { type filter hook forward priority -5; policy accept; }`,
         `add chain ${t} check_in { type filter hook input priority -5; policy accept; }`,
         `flush chain ${t} check_fwd`,
         `flush chain ${t} check_in`,
-        `add rule ${t} check_fwd ${checkRule()}`,
-        `add rule ${t} check_in ${checkRule()}`,
+        ...checkRules().flatMap((r) => [`add rule ${t} check_fwd ${r}`, `add rule ${t} check_in ${r}`]),
       ].join("\n") + "\n",
       this.opts(),
     );
+    // The set of a version that keyed pairs by identities only (no node): its entries no longer count.
+    await runRaw(this.argv(["nft", "delete", "set", "inet", this.name, "pairs"]), { timeoutMs: 30_000 }).catch(() => undefined); // prettier-ignore
     for (const bin of ["iptables", "ip6tables"]) await this.queueRules(bin);
+  }
+
+  /**
+   * The handshake port's guard (cluster mode): only the addresses of registered nodes reach
+   * `port`, and new connections to it beyond HANDSHAKE_RATE per second drop in the kernel.
+   * Replaces the peer addresses atomically.
+   */
+  async guard(port: number, peers: readonly string[]): Promise<void> {
+    const t = `inet ${this.name}`;
+    const v4 = peers.filter((a) => !a.includes(":"));
+    const v6 = peers.filter((a) => a.includes(":"));
+    await nftApply(
+      [
+        `add set ${t} peers4 { type ipv4_addr; }`,
+        `add set ${t} peers6 { type ipv6_addr; }`,
+        `add chain ${t} guard_in { type filter hook input priority -6; policy accept; }`,
+        `flush set ${t} peers4`,
+        `flush set ${t} peers6`,
+        ...(v4.length ? [`add element ${t} peers4 { ${v4.join(", ")} }`] : []),
+        ...(v6.length ? [`add element ${t} peers6 { ${v6.join(", ")} }`] : []),
+        `flush chain ${t} guard_in`,
+        `add rule ${t} guard_in tcp dport ${port} ip saddr != @peers4 counter drop`,
+        `add rule ${t} guard_in tcp dport ${port} ip6 saddr != @peers6 counter drop`,
+        `add rule ${t} guard_in tcp dport ${port} ct state new limit rate over ${HANDSHAKE_RATE}/second burst ${HANDSHAKE_RATE} packets counter drop`,
+      ].join("\n") + "\n",
+      this.opts(),
+    );
+  }
+
+  /** Packets the guard dropped so far (strangers, over the rate): from its counters. */
+  async guardDrops(): Promise<number> {
+    const r = await runRaw(this.argv(["nft", "-j", "list", "chain", "inet", this.name, "guard_in"]), { timeoutMs: 30_000 }); // prettier-ignore
+    if (r.status !== 0) return 0;
+    return [...r.stdout.matchAll(/"packets":\s*(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+  }
+
+  private argv(a: string[]): string[] {
+    return this.netns === undefined ? a : ["ip", "netns", "exec", this.netns, ...a];
   }
 
   private async queueRules(bin: string): Promise<void> {
     const ipt = async (args: string[], mayFail = false): Promise<boolean> => {
-      const argv = this.netns === undefined ? [bin, "-w", ...args] : ["ip", "netns", "exec", this.netns, bin, "-w", ...args]; // prettier-ignore
-      const r = await runRaw(argv, { timeoutMs: 30_000 }).catch((e: unknown) => ({ status: -1, stdout: "", stderr: String(e) })); // prettier-ignore
+      const r = await runRaw(this.argv([bin, "-w", ...args]), { timeoutMs: 30_000 }).catch((e: unknown) => ({ status: -1, stdout: "", stderr: String(e) })); // prettier-ignore
       if (r.status !== 0 && !mayFail)
         throw new MembraneError("AUTH_SETUP_FAILED", `Cannot install the authentication queue rule: ${bin} ${args.join(" ")}: ${r.stderr.trim()}`, { hint: "Install iptables (apt-get install iptables): the queue rule needs iptables-nft." }); // prettier-ignore
       return r.status === 0;
@@ -86,37 +175,53 @@ export class AuthTable {
       if (!(await ipt(["-C", hook, "-j", AUTH_CHAIN], true))) await ipt(["-I", hook, "1", "-j", AUTH_CHAIN]);
   }
 
-  /** Adds (or refreshes) the pair for `seconds`. */
-  async add(src: number, dst: number, seconds: number): Promise<void> {
-    checkId(src, "source");
-    checkId(dst, "destination");
+  /** Adds (or refreshes) the pairs for `seconds`, in one transaction. */
+  async add(pairs: readonly AuthPairKey[], seconds: number): Promise<void> {
+    const els = pairElements(pairs);
+    if (els.length === 0) return;
     const s = Math.max(1, Math.floor(seconds));
     const t = `inet ${this.name}`;
     // delete-then-add in one transaction: `add` keeps an existing element's old timeout.
-    await nftApply(`add element ${t} pairs { ${src} . ${dst} timeout 1s }\ndelete element ${t} pairs { ${src} . ${dst} }\nadd element ${t} pairs { ${src} . ${dst} timeout ${s}s }\n`, this.opts()); // prettier-ignore
-  }
-
-  /** Removes pairs (missing ones are no error). */
-  async remove(pairs: readonly { src: number; dst: number }[]): Promise<void> {
-    if (pairs.length === 0) return;
-    const t = `inet ${this.name}`;
-    const lines = pairs.flatMap((p) => [`add element ${t} pairs { ${p.src} . ${p.dst} timeout 1s }`, `delete element ${t} pairs { ${p.src} . ${p.dst} }`]); // prettier-ignore
+    const lines = els.flatMap((e) => [
+      `add element ${t} ${e.set} { ${e.elem} timeout 1s }`,
+      `delete element ${t} ${e.set} { ${e.elem} }`,
+      `add element ${t} ${e.set} { ${e.elem} timeout ${s}s }`,
+    ]);
     await nftApply(lines.join("\n") + "\n", this.opts());
   }
 
-  /** The pairs the kernel holds now. */
+  /** Removes pairs (missing ones are no error), in one transaction. */
+  async remove(pairs: readonly AuthPairKey[]): Promise<void> {
+    const els = pairElements(pairs);
+    if (els.length === 0) return;
+    const t = `inet ${this.name}`;
+    const lines = els.flatMap((e) => [`add element ${t} ${e.set} { ${e.elem} timeout 1s }`, `delete element ${t} ${e.set} { ${e.elem} }`]); // prettier-ignore
+    await nftApply(lines.join("\n") + "\n", this.opts());
+  }
+
+  /** The elements the kernel holds now. */
   async list(): Promise<AuthPairEntry[]> {
-    const argv = ["nft", "-j", "list", "set", "inet", this.name, "pairs"];
-    const r = await runRaw(this.netns === undefined ? argv : ["ip", "netns", "exec", this.netns, ...argv], { timeoutMs: 30_000 }); // prettier-ignore
-    if (r.status !== 0) return [];
-    const doc = JSON.parse(r.stdout) as { nftables?: { set?: { elem?: unknown[] } }[] };
     const out: AuthPairEntry[] = [];
-    for (const item of doc.nftables ?? []) {
-      for (const e of item.set?.elem ?? []) {
-        const el = (e as { elem?: { val?: { concat?: unknown[] }; expires?: number } }).elem;
-        const [src, dst] = el?.val?.concat ?? [];
-        if (typeof src === "number" && typeof dst === "number")
-          out.push({ src, dst, expiresSeconds: typeof el?.expires === "number" ? el.expires : 0 });
+    for (const set of ["pairs4", "pairs6"]) {
+      const r = await runRaw(this.argv(["nft", "-j", "list", "set", "inet", this.name, set]), { timeoutMs: 30_000 }); // prettier-ignore
+      if (r.status !== 0) continue;
+      const doc = JSON.parse(r.stdout) as { nftables?: { set?: { elem?: unknown[] } }[] };
+      for (const item of doc.nftables ?? []) {
+        for (const e of item.set?.elem ?? []) {
+          const el = (e as { elem?: { val?: { concat?: unknown[] }; expires?: number } }).elem;
+          const [src, dst, sn, dn] = el?.val?.concat ?? [];
+          const net = (x: unknown): string | undefined => {
+            if (typeof x === "string") return x.includes("/") ? x : `${x}/${x.includes(":") ? 128 : 32}`;
+            const p = (x as { prefix?: { addr?: unknown; len?: unknown } } | undefined)?.prefix;
+            return typeof p?.addr === "string" && typeof p.len === "number"
+              ? `${p.addr}/${p.len}`
+              : undefined;
+          };
+          const srcNet = net(sn);
+          const dstNet = net(dn);
+          if (typeof src === "number" && typeof dst === "number" && srcNet && dstNet)
+            out.push({ src, dst, srcNet, dstNet, expiresSeconds: typeof el?.expires === "number" ? el.expires : 0 }); // prettier-ignore
+        }
       }
     }
     return out;

@@ -41,6 +41,7 @@ import { compileSegments } from "./segments.js";
 import { invalid } from "./compile-error.js";
 import {
   CT_AUTH_NEEDED,
+  CT_KEEP_ON_AUTH,
   CT_REDIRECT_DNS,
   CT_REDIRECT_L7,
   IDENTITY_MASK,
@@ -184,7 +185,7 @@ export function compileGroup(
       return chainFor(`${base}_t${id}`, () => [
         ...(dir === "out"
           ? [`jump ${MARK_DST_CHAIN}`, `ct mark set meta mark and ${MASK} or ${hex(CT_AUTH_NEEDED)}`]
-          : [`ct mark set ct mark and 0xf0000000 or ${hex((CT_AUTH_NEEDED | self) >>> 0)}`]),
+          : [`ct mark set ct mark and ${hex(CT_KEEP_ON_AUTH)} or ${hex((CT_AUTH_NEEDED | self) >>> 0)}`]),
         withText(log(logPrefix(owner, dir, { kind: "authAllow", ruleId: id })), id),
       ]);
     }

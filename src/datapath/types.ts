@@ -113,6 +113,7 @@ export interface ProxyTarget {
 
 export {
   CT_AUTH_NEEDED,
+  CT_KEEP_ON_AUTH,
   CT_FROM_HOST,
   CT_PROXY_UPSTREAM,
   CT_REDIRECT_DNS,

@@ -58,6 +58,8 @@ export interface LabClusterOptions {
   /** `--encryption wireguard|ipsec` on every agent (strict: also `--encryption-strict`). */
   readonly encryption?: "wireguard" | "ipsec";
   readonly encryptionStrict?: boolean;
+  /** `--spiffe` on every agent (trust domain `lab.membrane`): SVIDs and mutual authentication across nodes. */
+  readonly spiffe?: boolean;
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
   /** More `membrane agent` flags for every node (e.g. ["--service-cidr", "10.97.0.0/16"], `--encryption-node-to-node`). */
@@ -216,6 +218,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
           ? ["--encryption", o.encryption, "--ipsec-port", String(51880 + 2 * i)]
           : []),
         ...(o.encryptionStrict ? ["--encryption-strict"] : []),
+        ...(o.spiffe ? ["--spiffe", "--trust-domain", "lab.membrane"] : []),
         ...(o.agentArgs ?? []),
       ];
       const { proc, logs } = spawnAgent(args);

@@ -27,7 +27,7 @@ import { startEtcd, type EtcdHandle } from "../lab/etcd.js";
 import { sh, Underlay } from "../lab/underlay.js";
 import type { Probe } from "../probe/probe.js";
 import type { Scenario } from "../policy/scenario/types.js";
-import { ScratchNode, sendObserved, type Observation } from "./datapath-node.js";
+import { AUTH_WAIT_MS, ScratchNode, sendObserved, type Observation } from "./datapath-node.js";
 import type { QueryPlan, Side } from "./datapath-plan.js";
 import type { ListenerRole } from "./datapath-plan-l7.js";
 import type { Placement } from "./datapath-placement.js";
@@ -186,11 +186,31 @@ export class ScratchCluster {
     const l = listenerFor(plan);
     if (l) await dst.listen(plan.to, l[0], plan.port ?? 0, l[1]);
     const path = { from: nodeName(this.nodes.indexOf(src)), to: nodeName(this.nodes.indexOf(dst)) };
-    if (src === dst) return { ...(await sendObserved(probe, plan, timeoutMs, [src])), path };
-    const before = await underlayTx(src.nodeNetns);
-    const seen = await sendObserved(probe, plan, timeoutMs, [src, dst]);
-    const after = await underlayTx(src.nodeNetns);
-    return { ...seen, path: { ...path, underlayPackets: after - before } };
+    // auth: false = the source identity's SVID withheld on every node (no pair can be made, whichever
+    // node holds the first packet); true = valid: a held first packet waits for the handshake.
+    const from = plan.from.kind === "endpoint" ? this.identityOfEndpoint(plan.from.key) : undefined;
+    const auths = plan.auth === false && from !== undefined ? this.agents.flatMap((a) => (a.spiffe?.auth ? [a.spiffe.auth] : [])) : []; // prettier-ignore
+    for (const a of auths) await a.revoke(from as number);
+    const wait = plan.auth === true ? Math.max(timeoutMs, AUTH_WAIT_MS) : timeoutMs;
+    try {
+      if (src === dst) return { ...(await sendObserved(probe, plan, wait, [src])), path };
+      const before = await underlayTx(src.nodeNetns);
+      const seen = await sendObserved(probe, plan, wait, [src, dst]);
+      const after = await underlayTx(src.nodeNetns);
+      return { ...seen, path: { ...path, underlayPackets: after - before } };
+    } finally {
+      for (const a of auths) a.restore(from as number);
+    }
+  }
+
+  /** The identity of a scenario endpoint (`namespace/name`) on its node, once created. */
+  private identityOfEndpoint(key: string): number | undefined {
+    const i = key.indexOf("/");
+    try {
+      return this.agentOf(this.nodeFor({ kind: "endpoint", key } as Side)).getEndpoint(key.slice(0, i), key.slice(i + 1)).identity; // prettier-ignore
+    } catch {
+      return undefined;
+    }
   }
 
   async destroy(): Promise<void> {

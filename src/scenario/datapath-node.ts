@@ -74,7 +74,7 @@ export interface QueryPath {
 
 const LOG_GROUP = 1;
 /** How long a connection whose first packet waits for a handshake may take (a loaded 2-core box). */
-const AUTH_WAIT_MS = 5000;
+export const AUTH_WAIT_MS = 5000;
 /** How long to wait for a drop or redirect log (NFLOG batches up to 50 ms). */
 const DROP_LOG_WAIT_MS = 150;
 /** How long to look for a redirect log the offline engine does not expect. */

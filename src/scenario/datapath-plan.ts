@@ -146,15 +146,10 @@ export function planQuery(q: ScenarioQuery, d: Decision, ctx: PlanContext): Quer
   // A query the scenario expects dropped at L3/L4 is dropped by the kernel before any
   // authentication could matter: it runs.
   const l4Drop = q.expect === "deny" && (q.how ?? d.how) === "drop";
-  // Mutual authentication runs for real on one node (auth: true = both SVIDs valid, the handshake
-  // succeeds; false/absent = the source's SVID is withheld, as a deleted SPIRE entry: no entry
-  // can be made). Across nodes the agents' handshake is not built yet.
+  // Mutual authentication runs for real, on one node and across nodes (auth: true = both SVIDs
+  // valid, the handshake succeeds; false/absent = the source's SVID is withheld, as a deleted
+  // SPIRE entry: no entry can be made).
   const authQuery = !l4Drop && (q.auth === true || d.how === "auth-required" || [d.egress, d.ingress].some(needsAuth)); // prettier-ignore
-  if (authQuery && ctx.nodes !== undefined) {
-    return {
-      skip: "needs mutual authentication across nodes, which the agents do not run yet (one node does)",
-    };
-  }
   const l7 = l7Part(q, d);
   if (l7 !== undefined && "skip" in l7) return l7;
   if (q.proto === "SCTP") return { skip: "SCTP: this kernel cannot open SCTP sockets" };

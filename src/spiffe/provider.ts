@@ -7,10 +7,10 @@
  *                                          v
  *                                   subscribe(): {kind:"svid", identity} | {kind:"bundle"}
  *
- * Single node: this agent issues (its CA root key in a 0600 file, ca-file.ts). Cluster (designed,
- * not built): every node that may issue keeps its own root key in its own file and publishes its
- * root certificate under `spiffe/roots/<node>` in the cluster store; the bundle is the union of
- * the published roots (nothing secret is ever in the store). A node that does not issue attests
+ * Single node: this agent issues (its CA root key in a 0600 file, ca-file.ts). Cluster: every node
+ * keeps its own root key in its own file and publishes its root certificates in its node record
+ * (`auth.roots`, auth/cluster.ts); the bundle is the union of the published roots (setPeerRoots;
+ * nothing secret is ever in the store). Designed, not built: a node that does not issue attests
  * to an issuer over mTLS with its etcd client certificate (CN = its node name, checked against the
  * node registry) or, before it has one, with a one-time join token; it sends a CSR per identity of
  * its endpoints and the issuer signs only identities the cluster store says exist.
@@ -73,6 +73,9 @@ export class SvidProvider {
   private chain: Promise<unknown> = Promise.resolve();
   private stopped = false;
   private failed = false;
+  private peerRoots: Buffer[] = [];
+  private peerKey = "";
+  private peerRev = 0;
   private readonly now: () => number;
 
   private constructor(
@@ -92,12 +95,36 @@ export class SvidProvider {
     return this.ca.trustDomain;
   }
 
+  /** The trust bundle: this node's roots and those other nodes of the cluster publish. */
   bundle(): Buffer[] {
+    return [...this.ca.bundle(), ...this.peerRoots];
+  }
+
+  /** This node's own roots (what it publishes to the other nodes). */
+  ownRoots(): Buffer[] {
     return this.ca.bundle();
   }
 
   get bundleRevision(): number {
-    return this.ca.bundleRevision;
+    return this.ca.bundleRevision * 1_000_000 + this.peerRev;
+  }
+
+  /**
+   * The roots other nodes of the cluster publish (auth/cluster.ts): trusted beside this node's.
+   * Listeners hear of a change (the Workload API's bundle stream, the pairs' re-check).
+   */
+  setPeerRoots(roots: readonly Buffer[]): void {
+    const own = new Set(this.ca.bundle().map((b) => b.toString("base64")));
+    const next = [...new Map(roots.map((r) => [r.toString("base64"), r])).entries()]
+      .filter(([k]) => !own.has(k))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([, r]) => r);
+    const key = next.map((r) => r.toString("base64")).join(",");
+    if (key === this.peerKey) return;
+    this.peerKey = key;
+    this.peerRoots = next;
+    this.peerRev++;
+    this.emit({ kind: "bundle" });
   }
 
   current(identity: number): X509Svid | undefined {

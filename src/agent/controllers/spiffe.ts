@@ -31,6 +31,8 @@ export interface SpiffeParams {
   readonly rootTtlMs?: number;
   /** Serve the Workload API in every endpoint (default true). */
   readonly workloadApi?: boolean;
+  /** Cluster mode: the TCP port of cross-node handshakes at the node's addresses (default 4250). */
+  readonly authPort?: number;
 }
 
 const SYNC_MS = 2000;

@@ -111,6 +111,11 @@ export function agentCommand(ctx: CliContext): Command {
       "cluster.local",
     )
     .option("--svid-ttl <seconds>", "life of an X.509-SVID (rotated at half life)", "3600")
+    .option(
+      "--auth-port <port>",
+      "cluster mode with --spiffe: TCP port of cross-node mutual-authentication handshakes at --node-ip (only other nodes' addresses reach it)",
+      "4250",
+    )
     .addOption(
       new Option("--log-level <level>", "log level")
         .choices(["debug", "info", "warn", "error"])
@@ -185,6 +190,9 @@ Examples:
         engine: {
           policyEnforcementMode: o["policyEnforcementMode"] as "default" | "always" | "never",
           allowLocalhost: o["allowLocalhost"] as "always" | "policy",
+          // --spiffe: rules with authentication: {mode: required} are accepted and enforced (they were
+          // refused as unsupported by an agent started from the command line).
+          ...(o["spiffe"] === true ? { meshAuth: true } : {}),
         },
         logLevel: o["logLevel"] as string,
         resyncMs: Number(o["resync"]) * 1000,
@@ -233,6 +241,7 @@ Examples:
               spiffe: {
                 trustDomain: str("trustDomain") as string,
                 svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000,
+                authPort: int("authPort", "--auth-port", 1, 65535),
               },
             }
           : {}),
