@@ -208,7 +208,7 @@ export class GatewaysController implements Controller {
         const st =
           r.kind === "Gateway"
             ? status.gateways.get(key)
-            : r.kind === "HTTPRoute"
+            : r.kind === "HTTPRoute" || r.kind === "GRPCRoute"
               ? status.routes.get(key)
               : r.kind === "GatewayClass"
                 ? status.gatewayClasses.get(key)
