@@ -12,6 +12,8 @@ export interface GatewayInputs {
   /** `namespace/name` -> ready endpoint addresses (a Service with none is still known). */
   readonly services: Readonly<Record<string, readonly string[]>>;
   readonly namespaceLabels: Readonly<Record<string, Readonly<Record<string, string>>>>;
+  /** `namespace/name` -> Service port -> its appProtocol (`kubernetes.io/h2c`, `grpc`: HTTP/2 to the backend). */
+  readonly appProtocols?: Readonly<Record<string, Readonly<Record<string, string>>>>;
   readonly addresses: readonly string[];
   /**
    * The agent's policy revision: when it changes, idle kept-alive backend
