@@ -37,11 +37,16 @@ export interface GatewayWorld {
   readonly hasService: (namespace: string, name: string) => boolean;
   readonly namespaceLabels: (namespace: string) => Readonly<Record<string, string>>;
   readonly certificateProblem: (namespace: string, name: string) => string | undefined;
-  /** The Service port's appProtocol (`kubernetes.io/h2c`, `grpc`, ...), when it has one. */
-  readonly appProtocol?: (namespace: string, name: string, port: number) => string | undefined;
+  /** What the Service says of a port: its appProtocol (`kubernetes.io/h2c`, `grpc`), a numeric targetPort. */
+  readonly servicePort?: (namespace: string, name: string, port: number) => ServicePortInfo | undefined;
   /** Addresses gateways can be served on; the first is the default (and the Ingress address). */
   readonly addresses: readonly string[];
   readonly now: string;
+}
+
+export interface ServicePortInfo {
+  readonly appProtocol?: string;
+  readonly targetPort?: number;
 }
 
 export interface CompiledGateways {
@@ -237,8 +242,10 @@ export function target(
   )
     return { ...base, invalid: "RefNotPermitted" };
   if (!w.hasService(namespace, b.name)) return { ...base, invalid: "BackendNotFound" };
-  const app = w.appProtocol?.(namespace, b.name, base.port);
-  return app === "kubernetes.io/h2c" || app === "grpc" ? { ...base, h2c: true } : base;
+  const info = w.servicePort?.(namespace, b.name, base.port);
+  const port = info?.targetPort !== undefined ? { port: info.targetPort } : {};
+  const app = info?.appProtocol;
+  return { ...base, ...port, ...(app === "kubernetes.io/h2c" || app === "grpc" ? { h2c: true } : {}) };
 }
 
 function buildTable(

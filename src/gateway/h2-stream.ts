@@ -123,7 +123,13 @@ function serveStream(
   const responseHeaders = mods.length > 0 ? (h: OutgoingHttpHeaders) => modifyResponse(h, mods) : undefined;
   const endStream = (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0;
   const done = (o: { status?: number; reason?: string }): void =>
-    event({ ...what, ...route, ...backend, status: o.status ?? 0, ...(o.reason ? { reason: o.reason } : {}) });
+    event({
+      ...what,
+      ...route,
+      ...backend,
+      status: o.status ?? 0,
+      ...(o.reason ? { reason: o.reason } : {}),
+    });
   if (b.h2c) {
     new H2Exchange({
       down: st,

@@ -9,7 +9,8 @@ export function worldOf(inputs: GatewayInputs, certs: GatewayCertificates, now: 
     hasService: (ns: string, name: string) => inputs.services[`${ns}/${name}`] !== undefined,
     namespaceLabels: (ns: string) => inputs.namespaceLabels[ns] ?? {},
     certificateProblem: (ns: string, name: string) => certs.problem(ns, name),
-    appProtocol: (ns: string, name: string, port: number) => inputs.appProtocols?.[`${ns}/${name}`]?.[String(port)],
+    servicePort: (ns: string, name: string, port: number) =>
+      inputs.servicePorts?.[`${ns}/${name}`]?.[String(port)],
     addresses: inputs.addresses,
     now,
   };

@@ -104,23 +104,24 @@ describe("GRPCRoute matching and precedence", () => {
     assert.equal(where(text, call("/x.Y/M")), "v2");
   });
 
-  test("a Service port with appProtocol kubernetes.io/h2c or grpc makes the backend h2c", () => {
+  test("a Service port with appProtocol kubernetes.io/h2c or grpc makes the backend h2c; targetPort is used", () => {
     const text = CLASS + gateway(HTTP_ALL) + grpcRoute("g", `  rules: [{backendRefs: [{name: v1, port: 9090}, {name: v2, port: 9090}]}]`); // prettier-ignore
     const t = compileGateways({
       resources: parseGatewayResources(text, "t.yaml"),
       hasService: () => true,
       namespaceLabels: () => ({}),
       certificateProblem: () => undefined,
-      appProtocol: (_ns, name, port) => (name === "v1" && port === 9090 ? "kubernetes.io/h2c" : undefined),
+      servicePort: (_ns, name, port) =>
+        name === "v1" && port === 9090 ? { appProtocol: "kubernetes.io/h2c", targetPort: 9443 } : undefined,
       addresses: ["10.0.0.1"],
       now: "now",
     }).table;
     const rule = t.ports[0]?.listeners[0]?.vhosts[0]?.grpcRules?.[0];
     assert.deepEqual(
-      rule?.backends.map((b) => [b.name, b.h2c ?? false]),
+      rule?.backends.map((b) => [b.name, b.h2c ?? false, b.port]),
       [
-        ["v1", true],
-        ["v2", false],
+        ["v1", true, 9443],
+        ["v2", false, 9090],
       ],
     );
   });

@@ -92,7 +92,7 @@ describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
     servers.push(await startGrpcServer(lab.ns.b1, "g1"), await startGrpcServer(lab.ns.b2, "g2"));
     runner = new GatewayRunner({ netns: lab.ns.gw, secretsDir: secrets, onEvent: (e) => events.push(e) });
     runner.start();
-    const h2c = { "9090": "kubernetes.io/h2c" };
+    const h2c = { "9090": { appProtocol: "kubernetes.io/h2c" } };
     const inputs: GatewayInputs = {
       resources: parseGatewayResources(YAML, "grpc.yaml"),
       services: {
@@ -101,7 +101,7 @@ describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
         "app/both": ["10.231.1.2", "10.231.2.2"],
         "app/v1": ["10.231.1.2"],
       },
-      appProtocols: { "app/g1": h2c, "app/g2": { "9090": "grpc" }, "app/both": h2c },
+      servicePorts: { "app/g1": h2c, "app/g2": { "9090": { appProtocol: "grpc" } }, "app/both": h2c },
       namespaceLabels: {},
       addresses: ["10.231.3.1"],
     };
