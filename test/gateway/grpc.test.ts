@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { GatewayEvent } from "../../src/gateway/exchange.js";
@@ -77,6 +78,25 @@ let head = {}, body = "";
 q.on("response", (h) => (head = h));
 q.on("data", (d) => (body += d));
 q.on("end", () => { console.log(JSON.stringify({ head, body })); s.close(); });`;
+
+/**
+ * HTTP/2 rapid reset (CVE-2023-44487): 5,000 streams opened and cancelled at once on one
+ * connection, then 300 more streams left open (above the 128 the gateway offers).
+ * Prints what the session saw.
+ */
+const H2_FLOOD = `
+const http2 = require("http2");
+const s = http2.connect(process.argv[1]);
+let goaway = null, refused = 0;
+s.on("goaway", (code) => (goaway = code));
+s.on("error", () => {});
+for (let i = 0; i < 5000 && !s.destroyed; i++) {
+  try { const q = s.request({ ":path": "/web/reset" }); q.on("error", () => {}); q.close(http2.constants.NGHTTP2_CANCEL); } catch { break; }
+}
+for (let i = 0; i < 300 && !s.destroyed; i++) {
+  try { const q = s.request({ ":path": "/web/open", ":method": "POST" }); q.on("error", () => refused++); } catch { break; }
+}
+setTimeout(() => { console.log(JSON.stringify({ goaway, refused })); process.exit(0); }, 1500);`;
 
 describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
   let lab: GatewayLab;
@@ -174,6 +194,27 @@ describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
         [0, "g2"],
         [0, "g2"],
       ],
+    );
+  });
+
+  test("a rapid-reset and stream flood on one connection: the gateway stays up, bounded, and serves others", (t) => {
+    const pid = runner.pid;
+    assert.ok(pid !== undefined);
+    const r = spawnSync(
+      "ip",
+      ["netns", "exec", lab.ns.cl, process.execPath, "-e", H2_FLOOD, `http://${GW}`],
+      { encoding: "utf8", timeout: 30_000 },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    t.diagnostic(`flooding session saw: ${r.stdout.trim()}`);
+    // The gateway process is the child of `ip netns exec` (same pid after exec).
+    const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    assert.ok(Number(rss) < 400 * 1024, `gateway RSS ${rss} kB after the flood`);
+    const after = grpcCalls(lab.ns.cl, GW, "/demo.Other/Ping", 2);
+    assert.deepEqual(
+      after.map((x) => x.code),
+      [0, 0],
+      `after the flood: ${r.stdout}`,
     );
   });
 
