@@ -57,7 +57,9 @@ export class GatewayServer {
     const local = p.localAddress !== undefined ? { localAddress: p.localAddress } : {};
     this.pool = new UpstreamPool(local);
     this.sessions = new H2Sessions(local);
-    this.agent = new http.Agent({ keepAlive: true, maxFreeSockets: 16 });
+    // Bounded: a client resetting streams as fast as it opens them (HTTP/2 rapid reset) queues
+    // requests here instead of opening a backend connection for each.
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16 });
   }
 
   /** Addresses and ports being served. */
