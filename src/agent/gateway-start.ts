@@ -88,6 +88,7 @@ function l7Of(e: GatewayEvent, endpoints: EndpointsController): L7Event {
   const ep = e.backend ? endpoints.list().find((x) => x.ipv4 === e.backend?.address) : undefined;
   return {
     type: "http",
+    ...(e.httpVersion !== undefined ? { httpVersion: e.httpVersion } : {}),
     verdict: e.status >= 500 || e.status === 400 ? "error" : "forwarded",
     srcIdentity: ID.world,
     dstIdentity: ep?.identity ?? ID.ingress,

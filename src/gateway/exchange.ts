@@ -32,6 +32,8 @@ export interface GatewayEvent {
   readonly backend?: { readonly service: string; readonly address: string; readonly port: number };
   readonly reason?: string;
   readonly latencyMs: number;
+  /** Absent: HTTP/1.1. */
+  readonly httpVersion?: "HTTP/2";
 }
 
 export interface ExchangeDeps {

@@ -58,7 +58,13 @@ export function serveH2Session(s: ServerHttp2Session, listener: string, deps: H2
     st.on("error", () => undefined);
     const started = performance.now();
     const event = (e: Partial<GatewayEvent> & { status: number }): void =>
-      deps.onEvent({ listener, client, latencyMs: +(performance.now() - started).toFixed(3), ...e });
+      deps.onEvent({
+        listener,
+        client,
+        httpVersion: "HTTP/2",
+        latencyMs: +(performance.now() - started).toFixed(3),
+        ...e,
+      });
     try {
       serveStream(st, flags, raw, deps, client.address, event);
     } catch (e) {
