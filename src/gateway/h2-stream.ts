@@ -13,6 +13,7 @@
  *                              h2c backend: H2Exchange on that endpoint's session
  *                              (trailers and grpc-status pass through)
  *                              HTTP/1.1 backend: h2-to-h1.ts
+ *                              RequestMirror: a copy to each mirror (h2-mirror.ts)
  */
 import type http from "node:http";
 import {
@@ -28,6 +29,7 @@ import { localReply } from "../proxy/http2/replies.js";
 import type { GatewayEvent } from "./exchange.js";
 import { modifyHeaders } from "./filters.js";
 import type { H2Sessions } from "./h2-sessions.js";
+import { mirrorStream } from "./h2-mirror.js";
 import { bridgeToHttp1 } from "./h2-to-h1.js";
 import { decide } from "./match.js";
 import type { HeaderModifier } from "./model.js";
@@ -128,6 +130,24 @@ function serveStream(
   const mods = d.responseHeaders;
   const responseHeaders = mods.length > 0 ? (h: OutgoingHttpHeaders) => modifyResponse(h, mods) : undefined;
   const endStream = (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+  for (const m of d.mirrors) {
+    const at = pickEndpoint(deps, m);
+    if (at === undefined) continue;
+    mirrorStream({
+      down: st,
+      endStream,
+      h2c: m.h2c === true,
+      address: at,
+      port: m.port,
+      method: req.method,
+      path: d.request.target,
+      authority,
+      headers: fwd,
+      sessions: deps.sessions,
+      agent: deps.agent,
+      ...(deps.localAddress !== undefined ? { localAddress: deps.localAddress } : {}),
+    });
+  }
   const done = (o: { status?: number; reason?: string }): void =>
     event({
       ...what,

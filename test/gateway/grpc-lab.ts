@@ -3,8 +3,9 @@
  * namespaces with @grpc/grpc-js (real HTTP/2, real gRPC framing), every
  * process in its own group (killGroup ends it).
  *
- *   server: /demo.Echo/{Echo,Weighted,Fail}, /demo.Other/Ping on port 9090;
- *           answers its name in the body, a response header and a trailer
+ *   server: /demo.Echo/{Echo,Weighted,Fail}, /demo.Other/Ping, /demo.Mirror/Call on port 9090;
+ *           answers its name in the body, a response header and a trailer;
+ *           /demo.Stats/Count answers how many calls of each path it took
  *   client: n unary calls of one method on ONE channel (one HTTP/2 connection)
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -18,7 +19,9 @@ const name = process.argv[2];
 const id = (x) => x;
 const m = (path) => ({ path, requestStream: false, responseStream: false,
   requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id });
+const calls = {};
 const ok = (call, cb) => {
+  calls[call.getPath()] = (calls[call.getPath()] || 0) + 1;
   const h = new grpc.Metadata(); h.set("x-backend", name); call.sendMetadata(h);
   const t = new grpc.Metadata(); t.set("x-trailer", "t-" + name);
   const seen = { backend: name, got: call.request.toString(), added: call.metadata.get("x-added").join(","),
@@ -32,6 +35,10 @@ server.addService({ Echo: m("/demo.Echo/Echo"), Weighted: m("/demo.Echo/Weighted
     cb({ code: grpc.status.FAILED_PRECONDITION, details: "refused by " + name, metadata: t }); },
 });
 server.addService({ Ping: m("/demo.Other/Ping") }, { Ping: ok });
+server.addService({ Call: m("/demo.Mirror/Call") }, { Call: ok });
+server.addService({ Count: m("/demo.Stats/Count") }, {
+  Count: (call, cb) => cb(null, Buffer.from(JSON.stringify({ backend: name, got: JSON.stringify(calls), added: "", xff: "" }))),
+});
 server.bindAsync("0.0.0.0:9090", grpc.ServerCredentials.createInsecure(), (e) => {
   if (e) { console.error(e.message); process.exit(1); }
   console.log("ready");
@@ -39,7 +46,7 @@ server.bindAsync("0.0.0.0:9090", grpc.ServerCredentials.createInsecure(), (e) =>
 
 const CLIENT = `
 const grpc = require(process.argv[1]);
-const [target, path, n, authority, caFile] = process.argv.slice(2);
+const [target, path, n, authority, caFile, meta] = process.argv.slice(2);
 const fs = require("fs");
 const creds = caFile ? grpc.credentials.createSsl(fs.readFileSync(caFile)) : grpc.credentials.createInsecure();
 const opts = {};
@@ -51,7 +58,9 @@ let i = 0;
 const one = () => {
   if (i++ >= Number(n)) { client.close(); console.log(JSON.stringify(out)); return; }
   let headers = {}, body, err;
-  const call = client.makeUnaryRequest(path, id, id, Buffer.from("hi " + i), new grpc.Metadata(),
+  const md = new grpc.Metadata();
+  for (const [k, v] of Object.entries(JSON.parse(meta || "{}"))) md.set(k, v);
+  const call = client.makeUnaryRequest(path, id, id, Buffer.from("hi " + i), md,
     { deadline: Date.now() + 10000 }, (e, r) => { err = e; body = r && r.toString(); });
   call.on("metadata", (md) => (headers = md.getMap()));
   call.on("status", (s) => {
@@ -87,9 +96,17 @@ export function grpcCalls(
   target: string,
   path: string,
   n = 1,
-  o: { authority?: string; caFile?: string } = {},
+  o: { authority?: string; caFile?: string; metadata?: Record<string, string> } = {},
 ): GrpcAnswer[] {
-  const args = [GRPC, target, path, String(n), o.authority ?? "", o.caFile ?? ""];
+  const args = [
+    GRPC,
+    target,
+    path,
+    String(n),
+    o.authority ?? "",
+    o.caFile ?? "",
+    JSON.stringify(o.metadata ?? {}),
+  ];
   const r = spawnSync("ip", ["netns", "exec", ns, process.execPath, "-e", CLIENT, ...args], {
     encoding: "utf8",
     timeout: 60_000,

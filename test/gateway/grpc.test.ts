@@ -55,6 +55,11 @@ spec:
     backendRefs: [{name: both, port: 9090}]
   - matches: [{method: {service: demo.Missing}}]
     backendRefs: [{name: nothere, port: 9090}]
+  - matches: [{method: {service: demo.Mirror}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: g1, port: 9090}}}]
+    backendRefs: [{name: g2, port: 9090}]
+  - matches: [{method: {service: demo.Stats}, headers: [{name: x-to, value: g1}]}]
+    backendRefs: [{name: g1, port: 9090}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -181,6 +186,25 @@ describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
   test("a missing backend Service: UNAVAILABLE (14); no route: UNIMPLEMENTED (12)", () => {
     assert.equal(grpcCalls(lab.ns.cl, GW, "/demo.Missing/X")[0]?.code, 14);
     assert.equal(grpcCalls(lab.ns.cl, GW, "/demo.Nope/X")[0]?.code, 12);
+  });
+
+  test("RequestMirror: the mirror backend gets a copy of each call, the client the main backend's answer", async () => {
+    const a = grpcCalls(lab.ns.cl, GW, "/demo.Mirror/Call", 3);
+    assert.deepEqual(
+      a.map((x) => x.body?.backend),
+      ["g2", "g2", "g2"],
+    );
+    const count = (): number => {
+      const [c] = grpcCalls(lab.ns.cl, GW, "/demo.Stats/Count", 1, { metadata: { "x-to": "g1" } });
+      assert.equal(c?.body?.backend, "g1");
+      return (JSON.parse(c?.body?.got ?? "{}") as Record<string, number>)["/demo.Mirror/Call"] ?? 0;
+    };
+    let n = count();
+    for (let i = 0; i < 20 && n < 3; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      n = count();
+    }
+    assert.equal(n, 3, "calls the mirror took");
   });
 
   test("HTTPS listener: ALPN h2 carries the gRPC calls", () => {
