@@ -131,6 +131,7 @@ export class GatewayServer {
         port: current,
         endpoints: this.p.endpoints,
         pool: this.pool,
+        sessions: this.sessions,
         onEvent,
         ...random,
       }).start();

@@ -70,6 +70,25 @@ const one = () => {
 };
 one();`;
 
+const H2_ECHO = `
+const name = process.argv[1];
+require("http2").createServer((q, s) => {
+  s.setHeader("x-backend", name);
+  s.end(JSON.stringify({ httpVersion: q.httpVersion, method: q.method, url: q.url, headers: q.headers }));
+}).listen(9091, "0.0.0.0", () => console.log("ready"));`;
+
+/** A plain HTTP/2 (h2c) server on port 9091 in `ns` answering what it got. */
+export function startH2Echo(ns: string, name: string): Promise<ChildProcess> {
+  const c = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", H2_ECHO, name], {
+    detached: true,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    c.stdout?.once("data", () => resolve(c));
+    c.once("exit", (code) => reject(new Error(`h2c echo ${name} exited ${code}`)));
+  });
+}
+
 export interface GrpcAnswer {
   code: number;
   details: string;

@@ -17,7 +17,7 @@ import type { GatewayEvent } from "../../src/gateway/exchange.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
-import { grpcCalls, startGrpcServer } from "./grpc-lab.js";
+import { grpcCalls, startGrpcServer, startH2Echo } from "./grpc-lab.js";
 import { GatewayLab, killGroup } from "./netns-lab.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
@@ -67,6 +67,10 @@ metadata: {name: web, namespace: app}
 spec:
   parentRefs: [{name: gw}]
   rules:
+  - matches: [{path: {type: PathPrefix, value: /h2}}]
+    filters:
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {add: [{name: x-added, value: r}]}}
+    backendRefs: [{name: h2echo, port: 9091}]
   - matches: [{path: {type: PathPrefix, value: /web}}]
     filters:
     - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-from-backend, value: changed}]}}
@@ -114,7 +118,11 @@ describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
   before(async () => {
     lab = await GatewayLab.start();
     secrets = lab.certificate("app", "good", "secure.example.com");
-    servers.push(await startGrpcServer(lab.ns.b1, "g1"), await startGrpcServer(lab.ns.b2, "g2"));
+    servers.push(
+      await startGrpcServer(lab.ns.b1, "g1"),
+      await startGrpcServer(lab.ns.b2, "g2"),
+      await startH2Echo(lab.ns.b1, "h2echo"),
+    );
     runner = new GatewayRunner({ netns: lab.ns.gw, secretsDir: secrets, onEvent: (e) => events.push(e) });
     runner.start();
     const h2c = { "9090": { appProtocol: "kubernetes.io/h2c" } };
@@ -125,8 +133,14 @@ describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
         "app/g2": ["10.231.2.2"],
         "app/both": ["10.231.1.2", "10.231.2.2"],
         "app/v1": ["10.231.1.2"],
+        "app/h2echo": ["10.231.1.2"],
       },
-      servicePorts: { "app/g1": h2c, "app/g2": { "9090": { appProtocol: "grpc" } }, "app/both": h2c },
+      servicePorts: {
+        "app/g1": h2c,
+        "app/g2": { "9090": { appProtocol: "grpc" } },
+        "app/both": h2c,
+        "app/h2echo": { "9091": { appProtocol: "kubernetes.io/h2c" } },
+      },
       namespaceLabels: {},
       addresses: ["10.231.3.1"],
     };
@@ -240,6 +254,24 @@ describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
       [0, 0],
       `after the flood: ${r.stdout}`,
     );
+  });
+
+  test("HTTP/1.1 clients to an h2c backend: forwarded over HTTP/2, answered as HTTP/1.1 on keep-alive", () => {
+    const a = lab.get(`http://${GW}/h2/x?q=1`, 3);
+    assert.equal(a.length, 3);
+    for (const x of a) {
+      assert.equal(x.status, 200, JSON.stringify(x));
+      assert.equal(x.headers?.["x-backend"], "h2echo");
+      assert.equal(x.headers?.["x-added"], "r");
+      const seen = JSON.parse(x.body ?? "{}") as {
+        httpVersion: string;
+        url: string;
+        headers: Record<string, string>;
+      };
+      assert.equal(seen.httpVersion, "2.0");
+      assert.equal(seen.url, "/h2/x?q=1");
+      assert.equal(seen.headers["x-forwarded-for"], "10.231.3.2");
+    }
   });
 
   test("an HTTP/2 client routed by an HTTPRoute to an HTTP/1.1 backend", () => {
