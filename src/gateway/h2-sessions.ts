@@ -48,9 +48,14 @@ export class H2Sessions {
     return s;
   }
 
-  /** Closes every session (a policy change: the next request connects anew and is judged). */
-  close(): void {
-    for (const s of this.open.values()) s.destroy();
+  /**
+   * Retires every session. Graceful (a policy change): streams in flight finish, the next
+   * request connects anew and is judged by the current policy. Otherwise (stop): destroyed.
+   */
+  close(graceful = false): void {
+    for (const s of this.open.values())
+      if (graceful) s.close();
+      else s.destroy();
     this.open.clear();
   }
 }

@@ -97,8 +97,9 @@ export class GatewayServer {
   /** Closes idle backend connections (new requests connect anew, judged by current policy). */
   dropIdle(): void {
     this.pool.close();
-    this.sessions.close();
-    this.agent.destroy();
+    this.sessions.close(true);
+    // Idle kept-alive sockets only: requests in flight on the others finish.
+    for (const list of Object.values(this.agent.freeSockets)) for (const s of list ?? []) s.destroy();
   }
 
   async stop(): Promise<void> {
