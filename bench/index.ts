@@ -11,6 +11,7 @@
  *   npm run bench -- cluster --quick                     the cluster benchmark's smoke size
  *   npm run bench -- ui                                  the service map in chromium
  *   npm run bench -- encryption --seconds=5 --rounds=3 [--mode=ipsec]   plaintext vs WireGuard (or IPsec) vs +strict: Gbit/s, rr/s, CPU per Gbit
+ *   npm run bench -- gateway                             the gateway vs nginx with the same routes
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -76,6 +77,9 @@ if (want("runtime-kill")) child("./runtime-kill.js", flags);
 
 // Mutual authentication: first connection of a new pair, later ones, a rule without auth (issue 12 item 8).
 if (want("auth")) child("./auth.js", flags);
+
+// The gateway vs nginx configured for the same routes: requests/s, added p50/p99 (issue 16 item 8).
+if (want("gateway")) child("./gateway.js", flags);
 
 // Services in the kernel: ClusterIP vs direct, one backend change among 10,000 services (issue 16 item 8).
 if (want("lb")) child("./lb.js", flags);

@@ -46,7 +46,14 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function config(dir: string, workers: 1 | "auto", port: number, upPort: number): string {
+/** The default server: every path to the upstream (the proxy benchmark). */
+export const PASS_ALL = `location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }`;
+
+function config(dir: string, workers: 1 | "auto", port: number, upPort: number, server: string): string {
   return `worker_processes ${workers};
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
@@ -67,11 +74,7 @@ http {
   }
   server {
     listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
+    ${server}
   }
 }
 `;
@@ -105,11 +108,13 @@ export async function startNginx(p: {
   version: string;
   workers: 1 | "auto";
   upstreamPort: number;
+  /** The server block's body after `listen` (locations; the upstream is `bench_upstream`). */
+  server?: string;
 }): Promise<Nginx> {
   const dir = mkdtempSync(join(tmpdir(), "membrane-bench-nginx-"));
   chmodSync(dir, 0o755); // workers run as an unprivileged user when we are root
   const port = await freePort();
-  writeFileSync(join(dir, "nginx.conf"), config(dir, p.workers, port, p.upstreamPort));
+  writeFileSync(join(dir, "nginx.conf"), config(dir, p.workers, port, p.upstreamPort, p.server ?? PASS_ALL));
   const child = spawn(p.bin, ["-c", join(dir, "nginx.conf"), "-p", dir, "-g", "daemon off;"], {
     stdio: ["ignore", "ignore", "inherit"],
   });

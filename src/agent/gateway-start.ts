@@ -15,6 +15,8 @@ import type { EndpointsController } from "./controllers/endpoints.js";
 import { GatewaysController } from "./controllers/gateways.js";
 import type { NamespacesController } from "./controllers/namespaces.js";
 import type { ServicesController } from "./controllers/services.js";
+import type { LbController } from "./controllers/lb.js";
+import type { GatewayBackendService } from "./controllers/gateways.js";
 import type { Ipam } from "./ipam.js";
 import type { Observer } from "./observer.js";
 
@@ -23,6 +25,7 @@ export const DEFAULT_GATEWAY_SECRETS_DIR = "/etc/membrane/secrets";
 export interface GatewayWiring {
   readonly ipam: Ipam;
   readonly services: ServicesController;
+  readonly lb?: LbController;
   readonly namespaces: NamespacesController;
   readonly endpoints: EndpointsController;
   readonly observer: () => Observer | undefined;
@@ -42,6 +45,7 @@ export function newGateways(
     nodeGateway: w.ipam.gateways().ipv4,
     address: async () => (await w.ipam.allocate("gateway/ingress")).ipv4,
     services: () => w.services.specs(),
+    ...(w.lb ? { lbServices: () => lbBackends(w.lb as LbController) } : {}),
     endpoints: () => w.endpoints.list(),
     namespaceLabels: () => w.namespaces.labels(),
     onEvent: (e, address) => {
@@ -55,11 +59,36 @@ export function newGateways(
   });
 }
 
+/**
+ * The `v1` Services as the gateway resolves backendRefs: the addresses of their
+ * active backends, and per port its appProtocol and numeric targetPort.
+ */
+function lbBackends(lb: LbController): Record<string, GatewayBackendService> {
+  const views = new Map(lb.list().map((v) => [`${v.namespace}/${v.name}`, v]));
+  const out: Record<string, GatewayBackendService> = {};
+  for (const s of lb.specs()) {
+    const key = `${s.namespace}/${s.name}`;
+    const active = (views.get(key)?.backends ?? []).filter((b) => b.state === "active");
+    const ports: Record<string, { appProtocol?: string; targetPort?: number }> = {};
+    for (const p of s.ports)
+      ports[String(p.port)] = {
+        ...(p.appProtocol !== undefined ? { appProtocol: p.appProtocol } : {}),
+        ...(typeof p.targetPort === "number" ? { targetPort: p.targetPort } : {}),
+      };
+    out[key] = {
+      addresses: [...new Set(active.map((b) => b.address.slice(0, b.address.lastIndexOf(":"))))],
+      ports,
+    };
+  }
+  return out;
+}
+
 /** A gateway request as an L7 flow: world -> backend, Hubble's HTTP fields. */
 function l7Of(e: GatewayEvent, endpoints: EndpointsController): L7Event {
   const ep = e.backend ? endpoints.list().find((x) => x.ipv4 === e.backend?.address) : undefined;
   return {
     type: "http",
+    ...(e.httpVersion !== undefined ? { httpVersion: e.httpVersion } : {}),
     verdict: e.status >= 500 || e.status === 400 ? "error" : "forwarded",
     srcIdentity: ID.world,
     dstIdentity: ep?.identity ?? ID.ingress,

@@ -3,7 +3,7 @@
  * namespace labels, certificate files) -> the RouteTable to serve and the
  * status of every object. Pure: no I/O, no clock (`now` is an input).
  *
- *   GatewayClass (controllerName ours) <- Gateway (listeners.ts) <- HTTPRoute parentRefs
+ *   GatewayClass (controllerName ours) <- Gateway (listeners.ts) <- HTTPRoute / GRPCRoute parentRefs
  *     attach: sectionName/port, allowedRoutes (namespaces, kinds), hostname intersection
  *     resolve: backendRefs (kind, ReferenceGrant, Service exists)
  *   Ingress (class membrane) -> ingress.ts routes on the internal ingress Gateway
@@ -19,10 +19,13 @@ import {
   type Gateway,
   type GatewayClass,
   type GatewayResource,
+  type GRPCRoute,
   type HTTPRoute,
   type Ingress,
   type ReferenceGrant,
+  type Route,
 } from "./model.js";
+import { compileGrpcRules, sortGrpcRules } from "./grpc-rules.js";
 import { intersectHostnames } from "./hostnames.js";
 import { refPermitted } from "./refs.js";
 import { compileRule, sortRules } from "./rules.js";
@@ -34,9 +37,16 @@ export interface GatewayWorld {
   readonly hasService: (namespace: string, name: string) => boolean;
   readonly namespaceLabels: (namespace: string) => Readonly<Record<string, string>>;
   readonly certificateProblem: (namespace: string, name: string) => string | undefined;
+  /** What the Service says of a port: its appProtocol (`kubernetes.io/h2c`, `grpc`), a numeric targetPort. */
+  readonly servicePort?: (namespace: string, name: string, port: number) => ServicePortInfo | undefined;
   /** Addresses gateways can be served on; the first is the default (and the Ingress address). */
   readonly addresses: readonly string[];
   readonly now: string;
+}
+
+export interface ServicePortInfo {
+  readonly appProtocol?: string;
+  readonly targetPort?: number;
 }
 
 export interface CompiledGateways {
@@ -76,8 +86,12 @@ export function compileGateways(w: GatewayWorld): CompiledGateways {
     certificateProblem: w.certificateProblem,
     now: w.now,
   });
-  const routes = [...(of("HTTPRoute") as HTTPRoute[]), ...ingresses.flatMap(ingressRoutes)].sort(olderFirst);
-  const attached = new Map<CheckedListener, { route: HTTPRoute; hostnames: string[] }[]>();
+  const routes: Route[] = [
+    ...(of("HTTPRoute") as HTTPRoute[]),
+    ...(of("GRPCRoute") as GRPCRoute[]),
+    ...ingresses.flatMap(ingressRoutes),
+  ].sort(olderFirst);
+  const attached = new Map<CheckedListener, { route: Route; hostnames: string[] }[]>();
   for (const route of routes) {
     const parents: RouteParentStatus[] = [];
     const resolved = resolveBackends(route, grants, w);
@@ -135,11 +149,11 @@ export function compileGateways(w: GatewayWorld): CompiledGateways {
 type Attach = { ok: true } | { ok: false; reason: string; message: string };
 
 function attach(
-  route: HTTPRoute,
-  ref: HTTPRoute["parentRefs"][number],
+  route: Route,
+  ref: Route["parentRefs"][number],
   listeners: readonly CheckedListener[],
   w: GatewayWorld,
-  attached: Map<CheckedListener, { route: HTTPRoute; hostnames: string[] }[]>,
+  attached: Map<CheckedListener, { route: Route; hostnames: string[] }[]>,
 ): Attach {
   const named = listeners.filter(
     (l) =>
@@ -177,9 +191,9 @@ function attach(
       };
 }
 
-function allows(l: CheckedListener, route: HTTPRoute, w: GatewayWorld): boolean {
+function allows(l: CheckedListener, route: Route, w: GatewayWorld): boolean {
   if (!l.conditions.some((c) => c.type === "Accepted" && c.status === "True")) return false;
-  if (l.supportedKinds.length === 0) return false;
+  if (!l.supportedKinds.some((k) => k.group === GATEWAY_GROUP && k.kind === route.kind)) return false;
   const ns = l.listener.namespaces;
   if (ns.from !== "Selector") return ns.from === "All" || route.meta.namespace === l.gateway.meta.namespace;
   const labels: Record<string, string> = {
@@ -194,7 +208,7 @@ interface Resolved {
 }
 
 /** The first backendRef problem of the route, as ResolvedRefs reports it. */
-function resolveBackends(route: HTTPRoute, grants: readonly ReferenceGrant[], w: GatewayWorld): Resolved {
+function resolveBackends(route: Route, grants: readonly ReferenceGrant[], w: GatewayWorld): Resolved {
   for (const rule of route.rules)
     for (const b of rule.backendRefs) {
       const t = target(route, b, 0, grants, w);
@@ -212,7 +226,7 @@ function problemText(t: BackendTarget, b: BackendObjectRef): string {
 }
 
 export function target(
-  route: HTTPRoute,
+  route: Route,
   b: BackendObjectRef,
   weight: number,
   grants: readonly ReferenceGrant[],
@@ -221,19 +235,22 @@ export function target(
   const namespace = b.namespace ?? route.meta.namespace;
   const base = { namespace, name: b.name, port: b.port ?? 0, weight };
   if (b.group !== "" || b.kind !== "Service") return { ...base, invalid: "InvalidKind" };
-  const from = { group: GATEWAY_GROUP, kind: "HTTPRoute", namespace: route.meta.namespace };
+  const from = { group: GATEWAY_GROUP, kind: route.kind, namespace: route.meta.namespace };
   if (
     !route.meta.namespace.startsWith("_") &&
     !refPermitted(grants, from, { group: "", kind: "Service", name: b.name, namespace })
   )
     return { ...base, invalid: "RefNotPermitted" };
   if (!w.hasService(namespace, b.name)) return { ...base, invalid: "BackendNotFound" };
-  return base;
+  const info = w.servicePort?.(namespace, b.name, base.port);
+  const port = info?.targetPort !== undefined ? { port: info.targetPort } : {};
+  const app = info?.appProtocol;
+  return { ...base, ...port, ...(app === "kubernetes.io/h2c" || app === "grpc" ? { h2c: true } : {}) };
 }
 
 function buildTable(
   listeners: readonly CheckedListener[],
-  attached: Map<CheckedListener, { route: HTTPRoute; hostnames: string[] }[]>,
+  attached: Map<CheckedListener, { route: Route; hostnames: string[] }[]>,
   grants: readonly ReferenceGrant[],
   w: GatewayWorld,
 ): RouteTable {
@@ -256,17 +273,29 @@ function buildTable(
     ports.set(key, port);
     const hostname = l.listener.hostname ?? "";
     for (const c of l.certificates) port.certificates.push({ hostname, ...c });
-    const byHost = new Map<string, CompiledRule[]>();
+    const byHost = new Map<string, { http: CompiledRule[]; grpc: CompiledRule[] }>();
     for (const { route, hostnames } of attached.get(l) ?? []) {
-      const rules = route.rules.flatMap((r, i) =>
-        compileRule(route, r, i, (b, weight) => target(route, b, weight, grants, w)),
-      );
-      for (const h of hostnames) byHost.set(h, [...(byHost.get(h) ?? []), ...rules]);
+      const resolve = (b: BackendObjectRef, weight: number): BackendTarget =>
+        target(route, b, weight, grants, w);
+      const grpc = route.kind === "GRPCRoute";
+      const rules =
+        route.kind === "GRPCRoute"
+          ? compileGrpcRules(route, resolve)
+          : route.rules.flatMap((r, i) => compileRule(route, r, i, resolve));
+      for (const h of hostnames) {
+        const v = byHost.get(h) ?? { http: [], grpc: [] };
+        (grpc ? v.grpc : v.http).push(...rules);
+        byHost.set(h, v);
+      }
     }
     port.listeners.push({
       id: `${l.gateway.meta.namespace}/${l.gateway.meta.name}/${l.listener.name}`,
       hostname,
-      vhosts: [...byHost].map(([h, rules]) => ({ hostname: h, rules: sortRules(rules) })),
+      vhosts: [...byHost].map(([h, v]) => ({
+        hostname: h,
+        rules: sortRules(v.http),
+        ...(v.grpc.length > 0 ? { grpcRules: sortGrpcRules(v.grpc) } : {}),
+      })),
     });
   }
   return { ports: [...ports.values()] };

@@ -6,7 +6,8 @@
  * answered in order (pipelined requests wait):
  *
  *   not found -> 404 | redirect -> 3xx Location | unresolved backend -> 500
- *   forward -> an endpoint of the backend Service, over a kept-alive connection;
+ *   forward -> an endpoint of the backend Service, over a kept-alive connection
+ *              (HTTP/2 on that endpoint's session when the Service port says h2c: h1-to-h2.ts);
  *              the response head rewritten (ResponseHeaderModifier, hop-by-hop
  *              fields), its body streamed as framed; a connect failure tries
  *              another endpoint once, then 503
@@ -16,11 +17,13 @@ import { performance } from "node:perf_hooks";
 import { ChunkedDecoder } from "../proxy/http/chunked.js";
 import { NOT_FORWARDED, parseRequestHead, type RequestHead } from "../proxy/http/request.js";
 import { parseResponseHead, ResponseReader } from "../proxy/http/response.js";
-import { modifyHeaders } from "./filters.js";
+import type { OutgoingRequest } from "./filters.js";
+import { forwardOverH2 } from "./h1-to-h2.js";
+import type { H2Sessions } from "./h2-sessions.js";
 import { decide, type RouteDecision } from "./match.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
-import type { UpstreamPool } from "./upstream.js";
+import { rewriteHead, type UpstreamPool } from "./upstream.js";
 
 export interface GatewayEvent {
   readonly listener: string;
@@ -32,6 +35,8 @@ export interface GatewayEvent {
   readonly backend?: { readonly service: string; readonly address: string; readonly port: number };
   readonly reason?: string;
   readonly latencyMs: number;
+  /** Absent: HTTP/1.1. */
+  readonly httpVersion?: "HTTP/2";
 }
 
 export interface ExchangeDeps {
@@ -44,6 +49,8 @@ export interface ExchangeDeps {
   readonly maxBody?: number;
   readonly maxHeadBytes?: number;
   readonly connectTimeoutMs?: number;
+  /** HTTP/2 sessions to h2c backends (absent: every backend gets HTTP/1.1). */
+  readonly sessions?: H2Sessions;
 }
 
 const REASONS: Record<number, string> = { 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" }; // prettier-ignore
@@ -200,7 +207,52 @@ export class GatewayExchange {
     if (body.length > 0 || head.framing.kind !== "none") lines.push(`content-length: ${body.length}`);
     const wire = Buffer.concat([Buffer.from(lines.join("\r\n") + "\r\n\r\n", "latin1"), body]);
     for (const m of d.mirrors) this.mirror(m, wire);
+    if (d.backend.h2c && this.deps.sessions) {
+      const extra = [{ name: "x-forwarded-for", value: xff ?? peer }, { name: "x-forwarded-proto", value: port.protocol === "HTTPS" ? "https" : "http" }]; // prettier-ignore
+      return this.forwardH2(d.backend, fwd, extra, body, head, d.responseHeaders, started, done);
+    }
     this.forward(d.backend, wire, head, d.responseHeaders, started, done, 0);
+  }
+
+  /** To an h2c backend (h1-to-h2.ts): the same answers as forward() on failure. */
+  private forwardH2(
+    b: BackendTarget,
+    fwd: OutgoingRequest,
+    extra: readonly { name: string; value: string }[],
+    body: Buffer,
+    head: RequestHead,
+    mods: readonly HeaderModifier[],
+    started: number,
+    done: (status: number, e?: Partial<GatewayEvent>) => void,
+  ): void {
+    const address = this.pickEndpoint(b, undefined);
+    const service = `${b.namespace}/${b.name}`;
+    if (!address || !this.deps.sessions) {
+      this.client.write(reply(503, head.close));
+      return done(503, { reason: `no endpoint of ${service}` });
+    }
+    const backend = { service, address, port: b.port };
+    forwardOverH2({
+      sessions: this.deps.sessions,
+      address,
+      port: b.port,
+      method: fwd.method,
+      target: fwd.target,
+      authority: fwd.host ?? head.host ?? "",
+      headers: [...fwd.headers.filter((h) => h.name.toLowerCase() !== "x-forwarded-for"), ...extra],
+      body,
+      mods,
+      close: head.close,
+      write: (x) => this.client.write(x),
+      done: (o) => {
+        if (o.failed === undefined) return done(o.status, { backend });
+        this.event(started, head, { status: o.status, reason: o.failed, backend });
+        this.busy = false;
+        if (o.headSent) return void this.client.destroy();
+        this.client.write(reply(502, true));
+        this.close();
+      },
+    });
   }
 
   private pickEndpoint(b: BackendTarget, avoid: string | undefined): string | undefined {
@@ -325,24 +377,4 @@ export class GatewayExchange {
     });
     up.write(wire);
   }
-}
-
-/** The backend's response head as the client gets it: hop-by-hop fields ours, ResponseHeaderModifiers applied. */
-export function rewriteHead(raw: Buffer, mods: readonly HeaderModifier[], keepAlive: boolean): Buffer {
-  const lines = raw
-    .toString("latin1")
-    .split("\r\n")
-    .filter((l) => l !== "");
-  const statusLine = (lines[0] ?? "HTTP/1.1 502 Bad Gateway").replace(/^HTTP\/1\.0/, "HTTP/1.1");
-  let fields = lines.slice(1).map((l) => {
-    const c = l.indexOf(":");
-    return { name: l.slice(0, c), value: l.slice(c + 1).trim() };
-  });
-  fields = fields.filter((f) => !["connection", "keep-alive"].includes(f.name.toLowerCase()));
-  for (const m of mods) fields = modifyHeaders(fields, m);
-  if (!keepAlive) fields.push({ name: "connection", value: "close" });
-  return Buffer.from(
-    [statusLine, ...fields.map((f) => `${f.name}: ${f.value}`)].join("\r\n") + "\r\n\r\n",
-    "latin1",
-  );
 }

@@ -42,7 +42,10 @@ export interface CheckedGateway {
   readonly conditions: readonly Condition[];
 }
 
-const ROUTE_KINDS = [{ group: GATEWAY_GROUP, kind: "HTTPRoute" }];
+const ROUTE_KINDS = [
+  { group: GATEWAY_GROUP, kind: "HTTPRoute" },
+  { group: GATEWAY_GROUP, kind: "GRPCRoute" },
+];
 
 export function checkGateways(inp: ListenerInput): CheckedGateway[] {
   const taken = new Map<string, { protocol: string; hostnames: Set<string> }>();
@@ -90,7 +93,7 @@ function checkListener(
   const supportedKinds =
     l.kinds.length === 0
       ? ROUTE_KINDS
-      : l.kinds.filter((k) => k.group === GATEWAY_GROUP && k.kind === "HTTPRoute");
+      : l.kinds.filter((k) => ROUTE_KINDS.some((r) => r.group === k.group && r.kind === k.kind));
   const base = { gateway: gw, listener: l, address, supportedKinds };
   if (l.protocol !== "HTTP" && l.protocol !== "HTTPS") {
     return {
@@ -116,7 +119,7 @@ function checkListener(
   if (supportedKinds.length < l.kinds.length) {
     refsOk = false;
     refReason = "InvalidRouteKinds";
-    refMessage = "only HTTPRoute can attach to an HTTP or HTTPS listener";
+    refMessage = "only HTTPRoute and GRPCRoute can attach to an HTTP or HTTPS listener";
   }
   const certificates: { namespace: string; name: string }[] = [];
   if (l.protocol === "HTTPS") {

@@ -3,7 +3,8 @@
  * an input):
  *
  *   port's listeners --most specific hostname--> listener --> virtual host
- *     --> first rule in precedence order whose match holds
+ *     --> first rule in precedence order whose match holds (a gRPC call: the
+ *         GRPCRoute rules, then the HTTPRoute rules)
  *         none: 404 | redirect: 3xx + Location | forward: a backend by weight
  *         (a backendRef that did not resolve, or every weight 0: 500)
  */
@@ -19,6 +20,8 @@ export interface GatewayRequest {
   readonly host: string | undefined;
   /** In order, names as received. */
   readonly headers: readonly { readonly name: string; readonly value: string }[];
+  /** A gRPC call (content-type application/grpc...): GRPCRoute rules first. */
+  readonly grpc?: boolean;
 }
 
 export type RouteDecision =
@@ -85,7 +88,8 @@ export function findRule(port: ServedPort, req: GatewayRequest): CompiledRule | 
   const vhost = bestMatch(listener.vhosts, (v) => v.hostname, host);
   if (!vhost) return undefined;
   const { path, query } = splitTarget(req.target);
-  return vhost.rules.find((r) => matchHolds(r.match, req, path, query));
+  const holds = (r: CompiledRule): boolean => matchHolds(r.match, req, path, query);
+  return (req.grpc ? vhost.grpcRules?.find(holds) : undefined) ?? vhost.rules.find(holds);
 }
 
 /** A backend by weight; undefined when every weight is 0 (or there is none). */

@@ -126,6 +126,36 @@ export interface HTTPRoute {
   readonly rules: readonly RouteRule[];
 }
 
+/** A GRPCRoute method match: `/service/method` of the request, Exact or RE2 on each part. */
+export interface GRPCMethodMatch {
+  readonly type: "Exact" | "RegularExpression";
+  readonly service?: string;
+  readonly method?: string;
+}
+
+export interface GRPCRouteMatch {
+  readonly method?: GRPCMethodMatch;
+  readonly headers: readonly StringMatch[];
+}
+
+export interface GRPCRouteRule {
+  readonly matches: readonly GRPCRouteMatch[];
+  /** RequestHeaderModifier, ResponseHeaderModifier, RequestMirror (the kinds GRPCRoute allows). */
+  readonly filters: readonly RouteFilter[];
+  readonly backendRefs: readonly BackendRef[];
+}
+
+export interface GRPCRoute {
+  readonly kind: "GRPCRoute";
+  readonly meta: Meta;
+  readonly parentRefs: readonly ParentRef[];
+  readonly hostnames: readonly string[];
+  readonly rules: readonly GRPCRouteRule[];
+}
+
+/** Either route kind, as attachment and status treat them alike. */
+export type Route = HTTPRoute | GRPCRoute;
+
 export interface ReferenceGrant {
   readonly kind: "ReferenceGrant";
   readonly meta: Meta;
@@ -154,12 +184,13 @@ export interface Ingress {
   readonly tls: readonly { readonly hosts: readonly string[]; readonly secretName: string }[];
 }
 
-export type GatewayResource = GatewayClass | Gateway | HTTPRoute | ReferenceGrant | Ingress;
+export type GatewayResource = GatewayClass | Gateway | HTTPRoute | GRPCRoute | ReferenceGrant | Ingress;
 
 export const GATEWAY_KINDS: readonly GatewayResource["kind"][] = [
   "GatewayClass",
   "Gateway",
   "HTTPRoute",
+  "GRPCRoute",
   "ReferenceGrant",
   "Ingress",
 ];

@@ -28,18 +28,23 @@ export function parseHttpRoute(meta: Meta, spec: Record<string, unknown>, f: Fie
   const parentRefs = f
     .arr(spec["parentRefs"], "spec.parentRefs")
     .map((v, i) => parentRef(v, `spec.parentRefs[${i}]`, f));
-  const hostnames = f.arr(spec["hostnames"], "spec.hostnames").map((v, i) => {
-    const h = f.str(v, `spec.hostnames[${i}]`, true) ?? "";
-    const why = h === "" ? undefined : hostnameProblem(h);
-    if (why) f.fail(`spec.hostnames[${i}]`, why);
-    return h;
-  });
+  const hostnames = routeHostnames(spec, f);
   const rawRules = f.arr(spec["rules"], "spec.rules");
   const rules = (rawRules.length === 0 ? [{}] : rawRules).map((v, i) => rule(v, `spec.rules[${i}]`, f));
   return { kind: "HTTPRoute", meta, parentRefs, hostnames, rules };
 }
 
-function parentRef(v: unknown, p: string, f: Fields): ParentRef {
+/** `spec.hostnames` of a route (HTTPRoute, GRPCRoute). */
+export function routeHostnames(spec: Record<string, unknown>, f: Fields): string[] {
+  return f.arr(spec["hostnames"], "spec.hostnames").map((v, i) => {
+    const h = f.str(v, `spec.hostnames[${i}]`, true) ?? "";
+    const why = h === "" ? undefined : hostnameProblem(h);
+    if (why) f.fail(`spec.hostnames[${i}]`, why);
+    return h;
+  });
+}
+
+export function parentRef(v: unknown, p: string, f: Fields): ParentRef {
   const o = f.obj(v, p);
   f.known(o, p, ["group", "kind", "name", "namespace", "sectionName", "port"]);
   const namespace = f.str(o?.["namespace"], join(p, "namespace"));
@@ -110,7 +115,7 @@ function match(v: unknown, p: string, f: Fields): RouteMatch {
   return { path: { type, value }, headers, queryParams, ...(method !== undefined ? { method } : {}) };
 }
 
-function stringMatch(v: unknown, p: string, f: Fields, header: boolean): StringMatch {
+export function stringMatch(v: unknown, p: string, f: Fields, header: boolean): StringMatch {
   const o = f.obj(v, p);
   f.known(o, p, ["type", "name", "value"]);
   const type =
@@ -123,7 +128,7 @@ function stringMatch(v: unknown, p: string, f: Fields, header: boolean): StringM
   return { type, name, value };
 }
 
-function regex(value: string, p: string, f: Fields): void {
+export function regex(value: string, p: string, f: Fields): void {
   try {
     RE2JS.compile(value);
   } catch (e) {
@@ -168,7 +173,7 @@ function pathModifier(v: unknown, p: string, f: Fields): PathModifier | undefine
   return { type, value };
 }
 
-function filter(v: unknown, p: string, f: Fields): RouteFilter | undefined {
+export function filter(v: unknown, p: string, f: Fields): RouteFilter | undefined {
   const o = f.obj(v, p);
   if (!o) return f.fail(p, "must be a mapping");
   const types = [
@@ -260,7 +265,7 @@ function objectRef(v: unknown, p: string, f: Fields): BackendObjectRef {
   };
 }
 
-function backendRef(v: unknown, p: string, f: Fields): BackendRef {
+export function backendRef(v: unknown, p: string, f: Fields): BackendRef {
   const o = f.obj(v, p) ?? {};
   f.known(o, p, ["group", "kind", "name", "namespace", "port", "weight", "filters"]);
   if (f.arr(o["filters"], join(p, "filters")).length > 0)

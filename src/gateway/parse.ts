@@ -1,5 +1,5 @@
 /**
- * YAML text -> GatewayClass / Gateway / HTTPRoute / ReferenceGrant / Ingress
+ * YAML text -> GatewayClass / Gateway / HTTPRoute / GRPCRoute / ReferenceGrant / Ingress
  * values, checked whole: any problem in any document refuses the file with
  * GATEWAY_INVALID naming file, document and field path.
  *
@@ -20,12 +20,13 @@ import {
   type Meta,
   type ReferenceGrant,
 } from "./model.js";
+import { parseGrpcRoute } from "./parse-grpc-route.js";
 import { parseHttpRoute } from "./parse-route.js";
 
 const GW_VERSIONS = [`${GATEWAY_GROUP}/v1`, `${GATEWAY_GROUP}/v1beta1`];
 
 export function isGatewayKind(kind: string): boolean {
-  return ["GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "Ingress"].includes(kind);
+  return ["GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant", "Ingress"].includes(kind);
 }
 
 /** Every document of `text`; throws GATEWAY_INVALID listing the problems (file, document, path). */
@@ -92,12 +93,14 @@ export function parseGatewayDoc(v: unknown, f: Fields): GatewayResource | undefi
       return parseGateway(meta, spec, f);
     case "HTTPRoute":
       return parseHttpRoute(meta, spec, f);
+    case "GRPCRoute":
+      return parseGrpcRoute(meta, spec, f);
     case "ReferenceGrant":
       return parseReferenceGrant(meta, spec, f);
     default:
       return f.fail(
         "kind",
-        `${kind} is not a kind Membrane's gateway takes (GatewayClass, Gateway, HTTPRoute, ReferenceGrant, Ingress)`,
+        `${kind} is not a kind Membrane's gateway takes (GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant, Ingress)`,
       );
   }
 }

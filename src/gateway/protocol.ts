@@ -5,6 +5,7 @@
  * compiles the same input for the status it shows).
  */
 import type { GatewayEvent } from "./exchange.js";
+import type { ServicePortInfo } from "./compile.js";
 import type { GatewayResource } from "./model.js";
 
 export interface GatewayInputs {
@@ -12,6 +13,12 @@ export interface GatewayInputs {
   /** `namespace/name` -> ready endpoint addresses (a Service with none is still known). */
   readonly services: Readonly<Record<string, readonly string[]>>;
   readonly namespaceLabels: Readonly<Record<string, Readonly<Record<string, string>>>>;
+  /**
+   * `namespace/name` -> Service port -> what the Service says of it: appProtocol
+   * (`kubernetes.io/h2c`, `grpc`: HTTP/2 to the backend), a numeric targetPort (the
+   * endpoints' port; absent: the Service port).
+   */
+  readonly servicePorts?: Readonly<Record<string, Readonly<Record<string, ServicePortInfo>>>>;
   readonly addresses: readonly string[];
   /**
    * The agent's policy revision: when it changes, idle kept-alive backend

@@ -6,13 +6,20 @@
  * their next request).
  *
  *   RouteTable --update--> net.Server | tls.Server (SNI: listener hostname, then
- *                          the certificate's own names, then the first) --> GatewayExchange
+ *                          the certificate's own names, then the first; ALPN h2, http/1.1)
+ *     first bytes the HTTP/2 preface (h2c prior knowledge) or ALPN h2 --> h2-stream.ts
+ *     otherwise                                                       --> GatewayExchange (HTTP/1.1)
  */
 import { X509Certificate } from "node:crypto";
+import http from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
 import { MembraneError } from "../errors.js";
+import { looksLikeHttp2 } from "../proxy/http2/preface.js";
 import { GatewayExchange, type GatewayEvent } from "./exchange.js";
+import { H2Sessions } from "./h2-sessions.js";
+import { H2_SETTINGS, serveH2Session } from "./h2-stream.js";
 import { hostMatches, requestHost } from "./hostnames.js";
 import type { RouteTable, ServedPort } from "./table.js";
 import { UpstreamPool } from "./upstream.js";
@@ -43,9 +50,16 @@ interface Open {
 export class GatewayServer {
   private readonly open = new Map<string, Open>();
   private readonly pool: UpstreamPool;
+  private readonly sessions: H2Sessions;
+  private readonly agent: http.Agent;
 
   constructor(private readonly p: GatewayServerParams) {
-    this.pool = new UpstreamPool(p.localAddress !== undefined ? { localAddress: p.localAddress } : {});
+    const local = p.localAddress !== undefined ? { localAddress: p.localAddress } : {};
+    this.pool = new UpstreamPool(local);
+    this.sessions = new H2Sessions(local);
+    // Bounded: a client resetting streams as fast as it opens them (HTTP/2 rapid reset) queues
+    // requests here instead of opening a backend connection for each.
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 16 });
   }
 
   /** Addresses and ports being served. */
@@ -83,26 +97,57 @@ export class GatewayServer {
   /** Closes idle backend connections (new requests connect anew, judged by current policy). */
   dropIdle(): void {
     this.pool.close();
+    this.sessions.close(true);
+    // Idle kept-alive sockets only: requests in flight on the others finish.
+    for (const list of Object.values(this.agent.freeSockets)) for (const s of list ?? []) s.destroy();
   }
 
   async stop(): Promise<void> {
     for (const o of this.open.values()) await closeServer(o);
     this.open.clear();
     this.pool.close();
+    this.sessions.close();
+    this.agent.destroy();
   }
 
   private makeServer(p: ServedPort, current: () => ServedPort, sockets: Set<net.Socket>): net.Server {
     const id = `${p.address}:${p.port}`;
-    const handle = (s: net.Socket): void => {
-      sockets.add(s);
-      s.once("close", () => sockets.delete(s));
+    const onEvent = this.p.onEvent ?? (() => undefined);
+    const random = this.p.random ? { random: this.p.random } : {};
+    // One HTTP/2 server per listener port: it never listens, it adopts the connections that speak h2.
+    const h2 = http2.createServer({ settings: H2_SETTINGS });
+    h2.on("session", (s: http2.ServerHttp2Session) =>
+      serveH2Session(s, id, {
+        port: current,
+        endpoints: this.p.endpoints,
+        sessions: this.sessions,
+        agent: this.agent,
+        onEvent,
+        ...(this.p.localAddress !== undefined ? { localAddress: this.p.localAddress } : {}),
+        ...random,
+      }),
+    );
+    const http1 = (s: net.Socket): void =>
       new GatewayExchange(s, id, {
         port: current,
         endpoints: this.p.endpoints,
         pool: this.pool,
-        onEvent: this.p.onEvent ?? (() => undefined),
-        ...(this.p.random ? { random: this.p.random } : {}),
+        sessions: this.sessions,
+        onEvent,
+        ...random,
       }).start();
+    const handle = (s: net.Socket): void => {
+      sockets.add(s);
+      s.once("close", () => sockets.delete(s));
+      if ((s as tls.TLSSocket).alpnProtocol === "h2") return void h2.emit("connection", s);
+      if (p.protocol === "HTTPS") return http1(s);
+      sniff(s, (head, isH2) => {
+        // Either side reads the socket itself: the bytes go back first.
+        s.unshift(head);
+        if (isH2) return void h2.emit("connection", s);
+        http1(s);
+        s.resume();
+      });
     };
     if (p.protocol === "HTTP") return net.createServer({ allowHalfOpen: false }, handle);
     const contexts = p.certificates.map((c) => {
@@ -132,12 +177,39 @@ export class GatewayServer {
         },
         secureContext: first.ctx,
         minVersion: "TLSv1.2",
+        ALPNProtocols: ["h2", "http/1.1"],
       },
       handle,
     );
     server.on("tlsClientError", () => undefined);
     return server;
   }
+}
+
+/** Reads until the first bytes tell h2c prior knowledge (the preface) from HTTP/1.x. */
+function sniff(s: net.Socket, then: (head: Buffer, h2: boolean) => void): void {
+  let head: Buffer = Buffer.alloc(0);
+  const timer = setTimeout(() => s.destroy(), 30_000);
+  const done = (): void => {
+    clearTimeout(timer);
+    s.off("data", onData);
+    s.off("end", onEnd);
+    s.pause();
+  };
+  const onEnd = (): void => {
+    done();
+    s.destroy();
+  };
+  const onData = (d: Buffer): void => {
+    head = head.length === 0 ? d : Buffer.concat([head, d]);
+    const v = looksLikeHttp2(head);
+    if (v === "need-more") return;
+    done();
+    then(head, v === "yes");
+  };
+  s.on("data", onData);
+  s.on("end", onEnd);
+  s.on("error", () => s.destroy());
 }
 
 function signature(p: ServedPort): string {

@@ -4,7 +4,7 @@
  *   ServedPort (address:port, HTTP|HTTPS, certificates by SNI)
  *     └ ServedListener (one Gateway listener: hostname or any)
  *         └ VirtualHost (a route hostname after intersection; "" = any)
- *             └ CompiledRule[] in the spec's precedence order
+ *             └ CompiledRule[] in the spec's precedence order (HTTPRoute; GRPCRoute apart)
  */
 import type { RE2JS } from "re2js";
 import type { RouteFilter } from "./model.js";
@@ -34,6 +34,11 @@ export interface BackendTarget {
   readonly port: number;
   readonly weight: number;
   readonly invalid?: "BackendNotFound" | "RefNotPermitted" | "InvalidKind";
+  /**
+   * The Service port's appProtocol says the backend speaks HTTP/2 (`kubernetes.io/h2c`, `grpc`):
+   * requests go to it over HTTP/2 with prior knowledge; otherwise over HTTP/1.1.
+   */
+  readonly h2c?: boolean;
 }
 
 export interface CompiledRule {
@@ -45,11 +50,16 @@ export interface CompiledRule {
   readonly backends: readonly BackendTarget[];
   /** Mirrors that resolved (a mirror that does not is skipped). */
   readonly mirrors: readonly BackendTarget[];
+  /** A GRPCRoute rule: its method match's service and method lengths (the spec's precedence). */
+  readonly grpc?: { readonly service: number; readonly method: number };
 }
 
 export interface VirtualHost {
   readonly hostname: string;
+  /** HTTPRoute (and Ingress) rules. */
   readonly rules: readonly CompiledRule[];
+  /** GRPCRoute rules: tried first for gRPC calls (content-type application/grpc), then `rules`. */
+  readonly grpcRules?: readonly CompiledRule[];
 }
 
 export interface ServedListener {

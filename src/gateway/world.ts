@@ -9,6 +9,8 @@ export function worldOf(inputs: GatewayInputs, certs: GatewayCertificates, now: 
     hasService: (ns: string, name: string) => inputs.services[`${ns}/${name}`] !== undefined,
     namespaceLabels: (ns: string) => inputs.namespaceLabels[ns] ?? {},
     certificateProblem: (ns: string, name: string) => certs.problem(ns, name),
+    servicePort: (ns: string, name: string, port: number) =>
+      inputs.servicePorts?.[`${ns}/${name}`]?.[String(port)],
     addresses: inputs.addresses,
     now,
   };

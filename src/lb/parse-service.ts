@@ -4,6 +4,10 @@ import { DNS_LABEL } from "./reader.js";
 import type { LbService, Protocol, ServicePortSpec } from "./types.js";
 
 export const ALGORITHM_ANNOTATION = "membrane.io/lb-algorithm";
+/** Cilium's annotation: the service's HTTP/2 and gRPC requests are balanced per request by the L7 proxy. */
+export const LB_L7_ANNOTATION = "service.cilium.io/lb-l7";
+/** appProtocol: an IANA service name or a prefixed name (`kubernetes.io/h2c`), as Kubernetes validates it. */
+const APP_PROTOCOL = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const SPEC_FIELDS = [
   "type",
   "selector",
@@ -44,6 +48,15 @@ function readPort(r: Reader, v: unknown, path: string, type: LbService["type"]):
       );
     else targetPort = tp;
   } else if (tp !== undefined) targetPort = r.int(tp, `${path}.targetPort`, 1, 65535);
+  let appProtocol: string | undefined;
+  if (o["appProtocol"] !== undefined) {
+    appProtocol = r.str(o["appProtocol"], `${path}.appProtocol`);
+    if (appProtocol !== undefined && !APP_PROTOCOL.test(appProtocol))
+      appProtocol = r.report(
+        `${path}.appProtocol`,
+        `"${appProtocol}" is not a protocol name (e.g. kubernetes.io/h2c, grpc)`,
+      );
+  }
   let nodePort: number | undefined;
   if (o["nodePort"] !== undefined) {
     if (type === "ClusterIP")
@@ -57,6 +70,7 @@ function readPort(r: Reader, v: unknown, path: string, type: LbService["type"]):
     port,
     targetPort,
     ...(nodePort !== undefined ? { nodePort } : {}),
+    ...(appProtocol !== undefined ? { appProtocol } : {}),
   };
 }
 
@@ -158,6 +172,9 @@ export function readService(
       `metadata.annotations["${ALGORITHM_ANNOTATION}"]`,
       `must be random or maglev, not "${algorithm}"`,
     );
+  const l7 = meta.annotations[LB_L7_ANNOTATION];
+  if (l7 !== undefined && l7 !== "enabled" && l7 !== "disabled")
+    r.report(`metadata.annotations["${LB_L7_ANNOTATION}"]`, `must be enabled or disabled, not "${l7}"`);
   if (type === undefined || type === "ExternalName" || ports.some((p) => p === undefined)) return undefined;
   return {
     namespace: meta.namespace,
@@ -169,5 +186,6 @@ export function readService(
     ports: ports as ServicePortSpec[],
     ...(aff === "ClientIP" ? { affinitySeconds: affinitySeconds ?? 10800 } : {}),
     algorithm: algorithm === "maglev" ? "maglev" : "random",
+    ...(l7 === "enabled" ? { lbL7: true } : {}),
   };
 }

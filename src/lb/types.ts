@@ -15,6 +15,8 @@ export interface ServicePortSpec {
   readonly targetPort: number | string;
   /** NodePort and LoadBalancer services; allocated when absent. */
   readonly nodePort?: number;
+  /** The application protocol (`kubernetes.io/h2c`, `grpc`, ...): the gateway speaks HTTP/2 to h2c and grpc. */
+  readonly appProtocol?: string;
 }
 
 export interface LbService {
@@ -33,6 +35,8 @@ export interface LbService {
   readonly loadBalancerIP?: string;
   /** `membrane.io/lb-algorithm: maglev`: consistent hashing instead of random. */
   readonly algorithm: "random" | "maglev";
+  /** `service.cilium.io/lb-l7: enabled`: HTTP/2 and gRPC balanced per request by the proxy. */
+  readonly lbL7?: boolean;
 }
 
 export interface SliceEndpoint {

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
+import { grpcCalls, startGrpcServer } from "./grpc-lab.js";
 import { httpGet, killGroup, startEcho } from "./netns-lab.js";
 
 const skip = rootSkipReason() ?? false;
@@ -47,6 +48,22 @@ spec:
     http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: v2, port: {number: 8080}}}}]}
 `;
 
+/** A v1 Service whose port speaks h2c, and a GRPCRoute to it on the same Gateway. */
+const GRPC = `apiVersion: v1
+kind: Service
+metadata: {name: grpc, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: grpc, port: 9090, appProtocol: kubernetes.io/h2c}]
+`;
+const GRPC_ROUTE = `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: default}
+spec:
+  parentRefs: [{name: web}]
+  rules: [{backendRefs: [{name: grpc, port: 9090}]}]
+`;
+
 const ALLOW_INGRESS = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: {name: web, namespace: default}
@@ -77,7 +94,7 @@ describe("agent gateway (root)", { skip }, () => {
         namespace: "default",
         labels: { app: "web", version: v },
       });
-      echoes.push(await startEcho(ep.netns, v));
+      echoes.push(await startEcho(ep.netns, v), await startGrpcServer(ep.netns, `web-${v}`));
       await lab.agent.upsertService({
         name: v,
         namespace: "default",
@@ -117,6 +134,18 @@ describe("agent gateway (root)", { skip }, () => {
       host: "shop.example.com",
     })[0];
     assert.equal(a?.headers?.["x-backend"], "v2", JSON.stringify(a));
+  });
+
+  test("a GRPCRoute to a v1 Service with appProtocol h2c: calls over HTTP/2, balanced per request", async () => {
+    await lab.agent.lb.apply(GRPC, "grpc-service.yaml");
+    await lab.agent.gateways?.apply(GRPC_ROUTE, "grpc-route.yaml");
+    const addr = `${lab.agent.gateways?.address ?? ""}:8000`;
+    const got = await waitFor(
+      () => grpcCalls(out, addr, "/demo.Other/Ping", 20),
+      (as) => as.every((a) => a.code === 0),
+    );
+    const names = new Set(got.map((a) => a.body?.backend));
+    assert.deepEqual([...names].sort(), ["web-v1", "web-v2"], JSON.stringify(got[0]));
   });
 
   test("backend policy: fromEntities [ingress] admits gateway traffic; a policy without it denies", async () => {

@@ -11,7 +11,7 @@
  */
 import { MembraneError } from "../../errors.js";
 import { GatewayCertificates } from "../../gateway/certs.js";
-import { compileGateways } from "../../gateway/compile.js";
+import { compileGateways, type ServicePortInfo } from "../../gateway/compile.js";
 import type { GatewayEvent } from "../../gateway/exchange.js";
 import { ensureIngressNetns } from "../../gateway/ingress-netns.js";
 import { worldOf } from "../../gateway/world.js";
@@ -33,9 +33,16 @@ export interface GatewaysDeps extends ControllerDeps {
   /** The gateway address (allocated once from the pod CIDR, stable across restarts). */
   readonly address: () => Promise<string>;
   readonly services: () => readonly ServiceSpec[];
+  /** `v1` Services (membrane apply): ready endpoint addresses and what each port says. */
+  readonly lbServices?: () => Readonly<Record<string, GatewayBackendService>>;
   readonly endpoints: () => readonly EndpointView[];
   readonly namespaceLabels: () => Record<string, Record<string, string>>;
   readonly onEvent?: (e: GatewayEvent, address: string) => void;
+}
+
+export interface GatewayBackendService {
+  readonly addresses: readonly string[];
+  readonly ports: Readonly<Record<string, ServicePortInfo>>;
 }
 
 export interface GatewayApplyReport {
@@ -134,9 +141,15 @@ export class GatewaysController implements Controller {
             .map((e) => e.ipv4)
         : [...(s.ips ?? [])];
     }
+    const servicePorts: Record<string, Record<string, ServicePortInfo>> = {};
+    for (const [key, s] of Object.entries(this.d.lbServices?.() ?? {})) {
+      services[key] = [...s.addresses];
+      servicePorts[key] = { ...s.ports };
+    }
     return {
       resources: [...this.known.values()],
       services,
+      servicePorts,
       namespaceLabels: this.d.namespaceLabels(),
       addresses: this.addr ? [this.addr] : [],
       policyRevision: this.d.engine().revision,
@@ -208,7 +221,7 @@ export class GatewaysController implements Controller {
         const st =
           r.kind === "Gateway"
             ? status.gateways.get(key)
-            : r.kind === "HTTPRoute"
+            : r.kind === "HTTPRoute" || r.kind === "GRPCRoute"
               ? status.routes.get(key)
               : r.kind === "GatewayClass"
                 ? status.gatewayClasses.get(key)

@@ -79,6 +79,11 @@ export class LbController implements Controller, SyncedResource {
     this.cfg = { ...DEFAULT_LB_CONFIG, ...d.config };
   }
 
+  /** The Services applied (allocated), for the gateway's backendRefs. */
+  specs(): LbService[] {
+    return [...this.services.values()];
+  }
+
   /** Any Service applied: the policy table holds the chains that judge service connections after DNAT. */
   hasServices(): boolean {
     return this.services.size > 0;

@@ -95,7 +95,7 @@ async function send(
 export function applyCommand(ctx: CliContext): Command {
   const cmd = new Command("apply")
     .description(
-      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, TracingPolicy / TracingPolicyNamespaced, v1 Service / discovery.k8s.io/v1 EndpointSlice, or Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) / Ingress YAML (rejected whole if any document is invalid)",
+      "apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / NetworkPolicy, TracingPolicy / TracingPolicyNamespaced, v1 Service / discovery.k8s.io/v1 EndpointSlice, or Gateway API (GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant) / Ingress YAML (rejected whole if any document is invalid)",
     )
     .requiredOption("-f, --filename <file>", "policy file, or - for standard input")
     .option("--dry-run", "only validate, locally; change nothing")

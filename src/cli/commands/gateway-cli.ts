@@ -1,7 +1,7 @@
 /**
  * The CLI side of Gateway API and Ingress resources:
  *
- *   membrane apply|delete -f FILE        a file of GatewayClass / Gateway / HTTPRoute /
+ *   membrane apply|delete -f FILE        a file of GatewayClass / Gateway / HTTPRoute / GRPCRoute /
  *                                        ReferenceGrant / Ingress documents -> /v1/gateway
  *   membrane get gateways,httproutes     each with its status conditions (-o yaml as Kubernetes shows it)
  */
@@ -42,6 +42,8 @@ const NAMES: Record<string, string> = {
   gtw: "Gateway",
   httproutes: "HTTPRoute",
   httproute: "HTTPRoute",
+  grpcroutes: "GRPCRoute",
+  grpcroute: "GRPCRoute",
   referencegrants: "ReferenceGrant",
   referencegrant: "ReferenceGrant",
   ingresses: "Ingress",
@@ -93,7 +95,7 @@ function conds(cs: unknown): string {
 function row(x: Res): string[] {
   const s = x.status;
   let text: string;
-  if (x.kind === "HTTPRoute")
+  if (x.kind === "HTTPRoute" || x.kind === "GRPCRoute")
     text = ((s["parents"] ?? []) as { parentRef: { name: string }; conditions: unknown }[])
       .map((p) => `${p.parentRef.name}: ${conds(p.conditions)}`)
       .join("; ");

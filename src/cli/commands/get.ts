@@ -35,7 +35,7 @@ export function getCommand(ctx: CliContext): Command {
     .addArgument(
       new Argument(
         "<what>",
-        `what to show: ${WHAT.join(", ")}, or Gateway API kinds, comma-separated (gatewayclasses, gateways, httproutes, referencegrants, ingresses)`,
+        `what to show: ${WHAT.join(", ")}, or Gateway API kinds, comma-separated (gatewayclasses, gateways, httproutes, grpcroutes, referencegrants, ingresses)`,
       ),
     )
     .addOption(socketOption())

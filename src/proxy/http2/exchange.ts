@@ -51,6 +51,8 @@ export interface ExchangeParams {
   readonly upstream: () => ClientHttp2Session;
   /** Called once, when the client stream has closed. */
   readonly done: (o: ExchangeOutcome) => void;
+  /** Rewrites the response head before it is sent on (the gateway's ResponseHeaderModifier). */
+  readonly responseHeaders?: (h: OutgoingHttpHeaders) => OutgoingHttpHeaders;
 }
 
 const FRAMING = "content-length disagrees with the DATA received";
@@ -174,7 +176,8 @@ export class H2Exchange {
   private onResponse(flags: number, raw: readonly string[]): void {
     const d = this.p.down;
     if (d.destroyed || d.headersSent) return;
-    const h = forwardableFields(raw);
+    const fields = forwardableFields(raw);
+    const h = this.p.responseHeaders ? this.p.responseHeaders(fields) : fields;
     this.status = Number(h[":status"]);
     const end = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     try {

@@ -1,0 +1,187 @@
+/**
+ * The gateway benchmark (issue 16 item 8): Membrane's Gateway API gateway
+ * against Debian's nginx configured for the same routes, same run, rounds
+ * interleaved, on loopback.
+ *
+ *   npm run bench -- gateway          node dist/bench/gateway.js [--rounds 5] [--seconds 2]
+ *
+ *   load.js (own process) --> direct:    upstream (this process)
+ *                         --> membrane:  gateway-server.js (own process, the proxy's node flags) --> upstream
+ *                         --> nginx1:    nginx, worker_processes 1, the same routes --> upstream
+ *                         --> nginxAuto: nginx, worker_processes auto
+ *
+ * Routes on both (gateway-server.ts has the HTTPRoute): host svc, /static and
+ * a header-matched /api rule to pass over, PathPrefix /api with a request
+ * header added and X-Forwarded-For/-Proto set. Phases as the proxy bench:
+ * "moderate" (open loop, 2,000 requests/s over 8 keep-alive connections) and
+ * "saturation" (closed loop, 16 connections). Each round runs every target
+ * once per phase in an order rotated per round; figures are medians over
+ * rounds, added latency is paired per round. The load average is recorded.
+ */
+import type { ChildProcess } from "node:child_process";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
+import type { LoadResult, LoadSpec } from "./load.js";
+import { findNginx, startNginx, type Nginx } from "./nginx.js";
+import { cpuSeconds, forkReady, Rpc, startUpstream, stopChild, type Closable } from "./proxy-procs.js";
+import { summarisePhase, type PhaseSamples, type Sample } from "./proxy-report.js";
+
+const MODERATE = { rate: 2000, connections: 8 } as const;
+const SATURATION = { connections: 16 } as const;
+const WARMUP_MS = 3000;
+
+/** nginx's server block for the routes of gateway-server.ts. */
+const NGINX_ROUTES = `server_name svc;
+    location /static/ { return 500; }
+    location /api {
+      if ($http_x_canary = "1") { return 500; }
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Gateway membrane;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }
+    location / { return 404; }`;
+
+interface Target {
+  readonly name: string;
+  readonly port: number;
+  readonly pids: () => number[];
+}
+
+type Phase = "moderate" | "saturation";
+
+function option(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  const eq = process.argv.find((a) => a.startsWith(`${name}=`));
+  const v = eq !== undefined ? Number(eq.slice(name.length + 1)) : i < 0 ? NaN : Number(process.argv[i + 1]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? 0 : (s[Math.floor((s.length - 1) / 2)] ?? 0);
+};
+
+export async function runGatewayBench(rounds: number, phaseMs: number): Promise<Record<string, unknown>> {
+  let upstream: Closable | undefined;
+  let gateway: ChildProcess | undefined;
+  let loader: ChildProcess | undefined;
+  const nginxes: Nginx[] = [];
+  const load0 = os.loadavg();
+  try {
+    upstream = await startUpstream();
+    const g = await forkReady<{ port: number }>(
+      "./gateway-server.js",
+      [String(upstream.port), String(await freePort())],
+      PROXY_NODE_FLAGS,
+    );
+    gateway = g.child;
+    const gwPid = g.child.pid ?? 0;
+    const l = await forkReady<unknown>("./load.js", []);
+    loader = l.child;
+    const rpc = new Rpc<LoadSpec, LoadResult>(l.child);
+    const targets: Target[] = [
+      { name: "direct", port: upstream.port, pids: () => [] },
+      { name: "membrane", port: g.ready.port, pids: () => [gwPid] },
+    ];
+    const nginx = findNginx();
+    if (nginx)
+      for (const [name, workers] of [
+        ["nginx1", 1],
+        ["nginxAuto", "auto"],
+      ] as const) {
+        const n = await startNginx({ ...nginx, workers, upstreamPort: upstream.port, server: NGINX_ROUTES });
+        nginxes.push(n);
+        targets.push({ name, port: n.port, pids: () => n.workerPids() });
+      }
+    const run = async (t: Target, phase: Phase, durationMs: number): Promise<Sample> => {
+      const pids = t.pids();
+      const cpu0 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      const up0 = process.cpuUsage();
+      const t0 = performance.now();
+      const shape = phase === "moderate" ? MODERATE : SATURATION;
+      const r = await rpc.call({ kind: "http", port: t.port, durationMs, ...shape });
+      const sec = (performance.now() - t0) / 1000;
+      const up = process.cpuUsage(up0);
+      const cpu1 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      return {
+        ...r,
+        proxyCpuPct: Math.round(((cpu1 - cpu0) / sec) * 100),
+        upstreamCpuPct: Math.round(((up.user + up.system) / 1e6 / sec) * 100),
+      };
+    };
+    for (const t of targets) await run(t, "saturation", WARMUP_MS);
+    const samples: Record<Phase, PhaseSamples> = { moderate: {}, saturation: {} };
+    for (let r = 0; r < rounds; r++)
+      for (const phase of ["moderate", "saturation"] as const)
+        for (const t of rotate(targets, r))
+          (samples[phase][t.name] ??= []).push(await run(t, phase, phaseMs));
+    const added = (name: string): number =>
+      median(
+        (samples.moderate[name] ?? []).map((s, i) => s.p99Ms - (samples.moderate["direct"]?.[i]?.p99Ms ?? 0)),
+      );
+    const ratio = (ng: string): number | null =>
+      samples.saturation[ng]
+        ? +median(
+            (samples.saturation["membrane"] ?? []).map((s, i) => s.perSecond / (samples.saturation[ng]?.[i]?.perSecond ?? 1)),
+          ).toFixed(3)
+        : null; // prettier-ignore
+    const gwAdded = +added("membrane").toFixed(3);
+    return {
+      bench: "gateway",
+      setup: {
+        rounds,
+        phaseMs,
+        cpus: os.cpus().length,
+        node: process.version,
+        loadAverage: { start: load0.map((x) => +x.toFixed(2)), end: os.loadavg().map((x) => +x.toFixed(2)) },
+        routes:
+          "host svc; /static and a header-matched /api passed over; PathPrefix /api + a request header + X-Forwarded-*",
+        nginx: nginx ? nginx.version : "not installed: run scripts/install-system-deps.sh",
+      },
+      targets: [
+        { name: "gateway added p99 at moderate load (ms)", target: "< 1", value: gwAdded, pass: gwAdded < 1 },
+        ...(["nginx1", "nginxAuto"] as const).map((ng) => {
+          const v = ratio(ng);
+          return {
+            name: `gateway requests/s at saturation / ${ng}`,
+            target: ">= 0.6",
+            value: v,
+            pass: v === null ? null : v >= 0.6,
+          };
+        }),
+      ],
+      moderate: summarisePhase(samples.moderate),
+      saturation: summarisePhase(samples.saturation),
+    };
+  } finally {
+    await Promise.all(nginxes.map((n) => n.stop()));
+    await stopChild(loader);
+    await stopChild(gateway);
+    await upstream?.close();
+  }
+}
+
+if (process.argv[1]?.endsWith("/gateway.js")) {
+  runGatewayBench(option("--rounds", 5), option("--seconds", 2) * 1000).then(
+    (r) => console.log(JSON.stringify(r)),
+    (e: unknown) => {
+      console.error(e);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,61 @@
+/**
+ * HTTP/2 cleartext sessions to backend endpoints (Service ports whose
+ * appProtocol is `kubernetes.io/h2c` or `grpc`): one session per endpoint,
+ * shared by every client stream the gateway sends there, opened from the
+ * gateway's source address (the `ingress` identity), replaced when it closes.
+ * Which endpoint takes a request is chosen per request by the caller, so
+ * one client connection's calls spread over every endpoint (per-request L7
+ * load balancing, not per connection).
+ *
+ *   get(addr, port) --open session of that endpoint | http2.connect (prior knowledge)--> ClientHttp2Session
+ */
+import http2, { type ClientHttp2Session } from "node:http2";
+import net from "node:net";
+
+export interface H2SessionsParams {
+  readonly localAddress?: string;
+  /** A session without any frame for this long is closed. */
+  readonly idleTimeoutMs?: number;
+}
+
+export class H2Sessions {
+  private readonly open = new Map<string, ClientHttp2Session>();
+
+  constructor(private readonly p: H2SessionsParams = {}) {}
+
+  get(address: string, port: number): ClientHttp2Session {
+    const key = `${address}|${port}`;
+    const cur = this.open.get(key);
+    if (cur && !cur.closed && !cur.destroyed) return cur;
+    const host = address.includes(":") ? `[${address}]` : address;
+    const s = http2.connect(`http://${host}:${port}`, {
+      createConnection: () => {
+        const c = net.connect({
+          host: address,
+          port,
+          ...(this.p.localAddress !== undefined ? { localAddress: this.p.localAddress } : {}),
+        });
+        c.setNoDelay(true);
+        return c;
+      },
+    });
+    s.on("error", () => undefined);
+    s.on("close", () => {
+      if (this.open.get(key) === s) this.open.delete(key);
+    });
+    s.setTimeout(this.p.idleTimeoutMs ?? 60_000, () => s.close());
+    this.open.set(key, s);
+    return s;
+  }
+
+  /**
+   * Retires every session. Graceful (a policy change): streams in flight finish, the next
+   * request connects anew and is judged by the current policy. Otherwise (stop): destroyed.
+   */
+  close(graceful = false): void {
+    for (const s of this.open.values())
+      if (graceful) s.close();
+      else s.destroy();
+    this.open.clear();
+  }
+}
