@@ -28,7 +28,7 @@ export const CT_SERVICE = 0x08000000;
  * not one of this node's pods, the LB table masquerades it to the node's address, so that the
  * reply comes back through this node (as kube-proxy with externalTrafficPolicy Cluster).
  */
-export const CT_NODEPORT = 0x04000000;
+export const CT_NODEPORT = 0x02000000; // not 0x04000000: that is CT_AUTH_NEEDED's (kept by CT_KEEP_ON_AUTH)
 
 /** The identity of addresses no ipcache prefix covers. */
 export const WORLD_IDENTITY = 2;
