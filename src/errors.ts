@@ -48,7 +48,8 @@ export const ERROR_CODES = {
   // cluster
   CLUSTER_INVALID: "A cluster-mode setting or cluster record is invalid",
   CLUSTER_UNAVAILABLE: "The cluster store cannot be reached or refused this node",
-  ENCRYPTION_FAILED: "Transparent encryption (the WireGuard device, its keys or peers) cannot be set up",
+  ENCRYPTION_FAILED:
+    "Transparent encryption (the WireGuard device, charon for IPsec, their keys or peers) cannot be set up",
   ENCRYPTION_INVALID: "An encryption setting or a peer's encryption record is invalid",
   CLUSTER_NOT_REALIZED: "Not every live node enforced a change within the time allowed",
   // k8s
