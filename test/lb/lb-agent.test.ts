@@ -86,6 +86,25 @@ describe("services through the agent (root: netns, nftables, real packets)", { s
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
+  /** The node's nftables tables, and the policy table's chains. */
+  const kernel = async (): Promise<{ tables: string[]; chains: string[] }> => {
+    const t = await runRaw(["nft", "list", "tables"], { netns: lab.node });
+    const c = await runRaw(["nft", "list", "table", "inet", lab.options.table as string], {
+      netns: lab.node,
+    });
+    return {
+      tables: t.stdout.split("\n").filter((l) => l.startsWith("table ")),
+      chains: [...c.stdout.matchAll(/^\s*chain (\S+) \{/gm)].map((m) => m[1] as string),
+    };
+  };
+
+  test("no Service, no cost: neither the LB table nor the policy chains of service connections", async () => {
+    const k = await kernel();
+    assert.ok(k.tables.includes(`table inet ${lab.options.table as string}`), k.tables.join(", "));
+    assert.ok(!k.tables.some((t) => t.endsWith("_lb")), k.tables.join(", "));
+    assert.ok(!k.chains.includes("lb_pre_c") && !k.chains.includes("lb_out_c"), k.chains.join(", "));
+  });
+
   test("membrane apply -f takes Services and an EndpointSlice; get services shows backends and their state", async () => {
     await writeFile(
       join(dir, "svc.yaml"),
@@ -167,5 +186,23 @@ describe("services through the agent (root: netns, nftables, real packets)", { s
     );
     assert.equal(JSON.stringify(lab.agent.lb.list()), was);
     assert.equal(await lab.ep("client").probe.tcp("10.96.0.50", 80, T), "ok");
+  });
+
+  test("with the last Service deleted, the LB table and the service chains go", async () => {
+    const during = await kernel();
+    assert.ok(
+      during.tables.includes(`table inet ${lab.options.table as string}_lb`),
+      during.tables.join(", "),
+    );
+    assert.ok(during.chains.includes("lb_pre_c") && during.chains.includes("lb_out_c"));
+    await lab.agent.lb.delete(SERVICES, "svc.yaml");
+    const k = await kernel();
+    assert.ok(!k.tables.some((t) => t.endsWith("_lb")), k.tables.join(", "));
+    assert.ok(!k.chains.includes("lb_pre_c") && !k.chains.includes("lb_out_c"), k.chains.join(", "));
+    assert.equal(
+      await lab.ep("client").probe.tcp(lab.ep("web1").ip, 8080, T),
+      "ok",
+      "pod to pod still allowed",
+    );
   });
 });

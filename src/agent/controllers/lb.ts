@@ -67,6 +67,8 @@ export class LbController implements Controller, SyncedResource {
   private readonly cfg: LbConfig;
   /** The desired state per service, recomputed where something changed (lb/model.ts). */
   private readonly model = new LbModel();
+  /** This process wrote the LB table (it exists): removed when the last Service goes. */
+  private tableWritten = false;
   /** Where sync() is in the engine's pod log (undefined: the model holds no pods). */
   private podCursor: number | undefined;
 
@@ -231,10 +233,25 @@ export class LbController implements Controller, SyncedResource {
    */
   async sync(): Promise<void> {
     const pods = this.d.engine().pods;
-    if (this.services.size === 0 && !this.model.pending && !this.kernel.needsFull) {
+    if (this.services.size === 0) {
       if (this.podCursor !== undefined) this.model.clearPods();
       this.podCursor = undefined;
       this.model.flush(); // what clearing the pods marked: services gone, nothing to write
+      // No Service: no LB table at all, since its base chains would see every packet for nothing
+      // (issue 10's throughput). The table this process wrote goes with the last Service.
+      if (this.tableWritten) {
+        const rev = this.revisions.desired;
+        try {
+          await this.kernel.destroy();
+          this.tableWritten = false;
+          this.revisions.realize(rev);
+        } catch (err) {
+          this.revisions.fail(err);
+          throw new MembraneError("NFT_APPLY_FAILED", `Cannot remove the services' table: ${String(err)}`, {
+            cause: err,
+          });
+        }
+      }
       return;
     }
     const changed = this.podCursor === undefined ? undefined : pods.since(this.podCursor);
@@ -250,6 +267,7 @@ export class LbController implements Controller, SyncedResource {
     if (changes.size === 0 && !this.kernel.needsFull) return this.revisions.realize(rev);
     try {
       await this.kernel.update(changes);
+      this.tableWritten = true;
       this.revisions.realize(rev);
     } catch (err) {
       this.revisions.fail(err);
