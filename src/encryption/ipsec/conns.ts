@@ -15,6 +15,7 @@ import { containsPrefix, parseAddr, prefixString } from "../../labels/cidr.js";
 import type { NodeSnapshot } from "../../cluster/node-view.js";
 import { publicPem } from "./node-key.js";
 import type { ViciMessage } from "./vici-wire.js";
+import type { SaStatus } from "../status.js";
 
 export const CHILD = "pods";
 export const IKE_PROPOSALS = ["aes256gcm16-prfsha256-x25519", "aes256gcm16-prfsha256-ecp256"];
@@ -104,16 +105,8 @@ export function connMessage(l: IpsecLocal, p: IpsecPeer): ViciMessage {
   };
 }
 
-/** One CHILD_SA as list-sas shows it (the fields status uses). */
-export interface ChildSaState {
-  readonly state: string;
-  readonly spiIn: string;
-  readonly spiOut: string;
-  readonly encryption: string;
-  readonly bytesIn: number;
-  readonly bytesOut: number;
-  readonly installedSeconds: number;
-  readonly rekeyInSeconds?: number;
+/** One CHILD_SA as list-sas shows it: what status shows (SaStatus), and its traffic selectors. */
+export interface ChildSaState extends SaStatus {
   readonly localTs: readonly string[];
   readonly remoteTs: readonly string[];
 }
