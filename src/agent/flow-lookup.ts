@@ -4,7 +4,7 @@
  */
 import type { Identity } from "../identity/allocator.js";
 import type { FlowLookup } from "../observe/index.js";
-import { matchTypeAt } from "../policy/decide.js";
+import { matchTypeAt } from "../policy/match-type.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { RuleOrigin } from "../policy/types.js";
 import type { EndpointsController } from "./controllers/endpoints.js";

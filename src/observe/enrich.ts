@@ -36,61 +36,14 @@ import {
   type Endpoint,
   l4Ports,
   type Flow,
-  type PolicyMatchName,
   type PolicyRefJSON,
 } from "./flow.js";
 import type { NflogEvent } from "./nflog-msg.js";
 import { decodePacket } from "./packet.js";
 
-export interface EndpointInfo {
-  readonly name: string;
-  readonly namespace: string;
-  /** `source:key=value` strings. */
-  readonly labels: readonly string[];
-  readonly identity: number;
-}
-
-export interface RuleInfo {
-  readonly policy: { readonly kind: string; readonly name: string; readonly namespace?: string };
-  /** Field path of the rule element, e.g. `spec.ingressDeny[0]`. */
-  readonly path: string;
-  readonly matchType?: PolicyMatchName;
-  /** Policy revision the rule came from. */
-  readonly revision?: number;
-}
-
-/** What the agent knows; every method may answer undefined (the thing is gone or unknown). */
-export interface FlowLookup {
-  endpointById(id: number): EndpointInfo | undefined;
-  identityById(id: number): { readonly labels: readonly string[] } | undefined;
-  ipIdentity(ip: string): number | undefined;
-  ruleById(id: number): RuleInfo | undefined;
-  /** A local endpoint holding this address (names the peer pod). Optional. */
-  endpointByIp?(ip: string): (EndpointInfo & { readonly id: number }) | undefined;
-  /** Cluster mode: the other node whose pods hold this address (src/cluster/node-of-ip.ts). Optional. */
-  nodeOfIp?(ip: string): string | undefined;
-  /** --encryption wireguard: traffic with this peer address goes through the node's tunnel. Optional. */
-  encryptedPeer?(ip: string): boolean;
-  /** Names the DNS proxy learned for this address (Hubble's source_names / destination_names). Optional. */
-  namesOfIp?(ip: string): readonly string[] | undefined;
-  /**
-   * Hubble's policy_match_type of a policy verdict: which kind of entry of the endpoint's policy
-   * matched (L3-Only, L3-L4, L4-Only, all), looked up for the remote identity, protocol and port.
-   * Optional; undefined when unknown (then the rule's own matchType, else none).
-   */
-  matchTypeOf?(q: MatchQuery): PolicyMatchName | undefined;
-}
-
-/** What a policy verdict's match type is looked up by (FlowLookup.matchTypeOf). */
-export interface MatchQuery {
-  readonly endpointId: number;
-  readonly ingress: boolean;
-  readonly remoteIdentity: number;
-  /** IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, 132 SCTP). */
-  readonly proto: number;
-  /** Destination port; ICMP: the type. */
-  readonly port: number;
-}
+// What the enricher asks the agent (flow-lookups.ts), re-exported for its users.
+import type { FlowLookup, RuleInfo } from "./flow-lookups.js";
+export type { EndpointInfo, FlowLookup, MatchQuery, RuleInfo } from "./flow-lookups.js";
 
 export interface FlowEnricherParams {
   lookup: FlowLookup;

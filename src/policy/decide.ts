@@ -15,6 +15,7 @@ import { prefixString } from "../labels/cidr.js";
 import { afterActions, l7Verdict } from "./decide-l7.js";
 import { actionText, type HeaderAction } from "./l7/http.js";
 import type { LookupResult, MapStateEntry } from "./mapstate.js";
+import { matchType } from "./match-type.js";
 import { peerSelects } from "./peer.js";
 import type { EndpointRecord, PolicyEngine, ResolvedPeer } from "./engine.js";
 import type { Decision, DenyHow, DirectionDecision, FlowQuery } from "./query.js";
@@ -204,38 +205,6 @@ function origins(entries: readonly MapStateEntry[]): RuleOrigin[] {
   const seen = new Map<string, RuleOrigin>();
   for (const e of entries) for (const o of e.derivedFrom) seen.set(originText(o), o);
   return [...seen.values()];
-}
-
-/**
- * Hubble's policy_match_type of a connection to/from an endpoint, as the kernel's lookup finds it:
- * the kind of the most specific entry of the endpoint's MapState matching (remote identity,
- * protocol, port); "none" when nothing matches; undefined for an endpoint the engine lacks.
- */
-export function matchTypeAt(
-  engine: PolicyEngine,
-  endpoint: { readonly namespace: string; readonly name: string },
-  direction: "ingress" | "egress",
-  remote: number,
-  proto: number,
-  port: number,
-): DirectionDecision["matchType"] | undefined {
-  if (!engine.getEndpoint(endpoint.namespace, endpoint.name)) return undefined;
-  const r = engine
-    .endpointPolicy(endpoint.namespace, endpoint.name)
-    [direction].mapState.lookup(remote, proto, port);
-  return r.verdict === "none" ? "none" : matchType(r.entries);
-}
-
-/** Hubble's policy_match_type of the entries a lookup matched: the most specific one's kind. */
-export function matchType(entries: readonly MapStateEntry[]): DirectionDecision["matchType"] {
-  const e = [...entries].sort((a, b) => specificity(b) - specificity(a))[0];
-  if (!e) return "none";
-  if (e.identity !== 0) return e.proto === 0 ? "L3-Only" : "L3-L4";
-  return e.proto === 0 ? "all" : "L4-Only";
-}
-
-function specificity(e: MapStateEntry): number {
-  return (e.identity !== 0 ? 2 : 0) + (e.proto !== 0 ? 1 : 0);
 }
 
 export function originText(o: RuleOrigin): string {

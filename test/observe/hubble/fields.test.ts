@@ -18,7 +18,7 @@ import { hubbleRecord } from "../../../src/observe/hubble/json.js";
 import { hubbleSchema } from "../../../src/observe/hubble/schema.js";
 import { l7Flow } from "../../../src/observe/l7flow.js";
 import { parsePolicies } from "../../../src/policy/api/index.js";
-import { matchTypeAt } from "../../../src/policy/decide.js";
+import { matchTypeAt } from "../../../src/policy/match-type.js";
 import { PolicyEngine } from "../../../src/policy/engine.js";
 import { parseQuery, readAnswer } from "../../../src/proxy/dns/message.js";
 import type { L7Event } from "../../../src/proxy/types.js";
