@@ -17,9 +17,8 @@
  * Feature detection is this load itself: a kernel that refuses the programs
  * makes the policy fail with the verifier's or the kernel's reason.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createInterface } from "node:readline";
+import { GuardLoader } from "./guard-loader.js";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../../errors.js";
 import { compileConnect, FLAG_DENY, FLAG_KILL, type ConnectRule } from "./connect-prog.js";
@@ -127,15 +126,10 @@ function failed(what: string, why: string, cause?: unknown): MembraneError {
 }
 
 export class ConnectGuard {
-  private stopping = false;
-  private readonly exited: Promise<void>;
-
-  private constructor(private readonly child: ChildProcess) {
-    this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
-  }
+  private constructor(private readonly loader: GuardLoader) {}
 
   get pid(): number | undefined {
-    return this.child.pid;
+    return this.loader.pid;
   }
 
   static async start(o: ConnectGuardOptions): Promise<ConnectGuard> {
@@ -150,61 +144,25 @@ export class ConnectGuard {
       "go\n";
     // Least privilege: the loader keeps only what it uses (checked on 6.18: without CAP_PERFMON the
     // verifier refuses the event helpers; CAP_NET_ADMIN attaches to cgroups; CAP_KILL for Sigkill).
-    const child = spawn(
-      "setpriv",
-      ["--pdeathsig", "KILL", "--bounding-set", CAPS, "--inh-caps=-all", "--no-new-privs", "--", bin],
-      {
-        stdio: ["pipe", "pipe", "pipe"],
-        env: { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+    const loader = await GuardLoader.start({
+      bin,
+      caps: CAPS,
+      input,
+      name: "the connect guard",
+      failed: (why, cause) => failed(o.what, why, cause),
+      onEventLine: (payload) => {
+        const l = parseGuardLine(`event ${payload}`);
+        if (l.kind === "event") o.onEvent(l.event);
       },
-    );
-    const g = new ConnectGuard(child);
-    let lostSeen = 0;
-    await new Promise<void>((resolve, reject) => {
-      let ready = false;
-      let error = "";
-      const timer = setTimeout(() => {
-        child.kill("SIGKILL");
-        reject(failed(o.what, `the connect guard did not attach within ${o.loadTimeoutMs ?? 30_000} ms`));
-      }, o.loadTimeoutMs ?? 30_000);
-      createInterface({ input: child.stdout!, crlfDelay: Infinity }).on("line", (line) => {
-        const l = parseGuardLine(line);
-        if (l.kind === "ready" && !ready) {
-          ready = true;
-          clearTimeout(timer);
-          resolve();
-        } else if (l.kind === "error") error = l.text;
-        else if (l.kind === "event") o.onEvent(l.event);
-        else if (l.kind === "lost" && l.total > lostSeen) {
-          o.onLost(l.total - lostSeen);
-          lostSeen = l.total;
-        }
-      });
-      child.stderr?.resume();
-      child.stdin?.on("error", () => undefined);
-      child.once("error", (e) => {
-        clearTimeout(timer);
-        reject(failed(o.what, `cannot run ${bin}: ${e.message}`, e));
-      });
-      child.once("exit", (code, signal) => {
-        clearTimeout(timer);
-        const why = `the connect guard exited (${signal ?? `code ${String(code)}`})${error ? `: ${error}` : ""}`;
-        if (!ready) reject(failed(o.what, why));
-        else if (!g.stopping) o.onExit(why);
-      });
-      // stdin stays open: its end is the loader's signal to detach and exit.
-      child.stdin?.write(input);
+      onLost: (n) => o.onLost(n),
+      onExit: (why) => o.onExit(why),
+      ...(o.loadTimeoutMs !== undefined ? { loadTimeoutMs: o.loadTimeoutMs } : {}),
     });
-    return g;
+    return new ConnectGuard(loader);
   }
 
   /** Detaches (the loader exits when its stdin closes); SIGKILL after a safety net. */
-  async stop(): Promise<void> {
-    this.stopping = true;
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.child.stdin?.end();
-    const t = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
-    await this.exited;
-    clearTimeout(t);
+  stop(): Promise<void> {
+    return this.loader.stop();
   }
 }

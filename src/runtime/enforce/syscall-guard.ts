@@ -19,9 +19,8 @@
  * agent's death kills it (PR_SET_PDEATHSIG): no program kills without an
  * agent to report it. A failure before "ready" leaves nothing attached.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createInterface } from "node:readline";
+import { GuardLoader } from "./guard-loader.js";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../../errors.js";
 import type { TracingPolicy, TracingProbe } from "../policy/types.js";
@@ -66,15 +65,10 @@ function failed(what: string, why: string, cause?: unknown): MembraneError {
 }
 
 export class SyscallGuard {
-  private stopping = false;
-  private readonly exited: Promise<void>;
-
-  private constructor(private readonly child: ChildProcess) {
-    this.exited = new Promise((resolve) => child.once("exit", () => resolve()));
-  }
+  private constructor(private readonly loader: GuardLoader) {}
 
   get pid(): number | undefined {
-    return this.child.pid;
+    return this.loader.pid;
   }
 
   /** Attaches the programs; undefined when the probes leave nothing to attach (Override only: fanotify's). */
@@ -94,65 +88,26 @@ export class SyscallGuard {
     } catch (e) {
       throw failed(o.what, e instanceof Error ? e.message : String(e), e);
     }
-    const child = spawn(
-      "setpriv",
-      ["--pdeathsig", "KILL", "--bounding-set", CAPS, "--inh-caps=-all", "--no-new-privs", "--", bin],
-      {
-        stdio: ["pipe", "pipe", "pipe"],
-        env: { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
+    const loader = await GuardLoader.start({
+      bin,
+      caps: CAPS,
+      input: `${input}go\n`,
+      name: "the syscall guard",
+      failed: (why, cause) => failed(o.what, why, cause),
+      onEventLine: (payload) => {
+        const r = decodeKillRecord(payload);
+        const e = r && guardEvent(r, rules, o.policy, new Date());
+        if (e) o.onEvent(e);
       },
-    );
-    const g = new SyscallGuard(child);
-    let lostSeen = 0;
-    await new Promise<void>((resolve, reject) => {
-      let ready = false;
-      let error = "";
-      const limit = o.loadTimeoutMs ?? 30_000;
-      const timer = setTimeout(() => {
-        child.kill("SIGKILL");
-        reject(failed(o.what, `the syscall guard did not attach within ${limit} ms`));
-      }, limit);
-      createInterface({ input: child.stdout!, crlfDelay: Infinity }).on("line", (line) => {
-        if (line === "ready" && !ready) {
-          ready = true;
-          clearTimeout(timer);
-          resolve();
-        } else if (line.startsWith("error ")) error = line.slice(6, 1006);
-        else if (line.startsWith("event ")) {
-          const r = decodeKillRecord(line.slice(6));
-          const e = r && guardEvent(r, rules, o.policy, new Date());
-          if (e) o.onEvent(e);
-        } else if (/^lost \d{1,20}$/.test(line)) {
-          const total = Number(line.slice(5));
-          if (total > lostSeen) o.onLost(total - lostSeen);
-          lostSeen = Math.max(lostSeen, total);
-        }
-      });
-      child.stderr?.resume();
-      child.stdin?.on("error", () => undefined);
-      child.once("error", (e) => {
-        clearTimeout(timer);
-        reject(failed(o.what, `cannot run ${bin}: ${e.message}`, e));
-      });
-      child.once("exit", (code, signal) => {
-        clearTimeout(timer);
-        const why = `the syscall guard exited (${signal ?? `code ${String(code)}`})${error ? `: ${error}` : ""}`;
-        if (!ready) reject(failed(o.what, why));
-        else if (!g.stopping) o.onExit(why);
-      });
-      // stdin stays open: its end is the loader's signal to detach and exit.
-      child.stdin?.write(`${input}go\n`);
+      onLost: (n) => o.onLost(n),
+      onExit: (why) => o.onExit(why),
+      ...(o.loadTimeoutMs !== undefined ? { loadTimeoutMs: o.loadTimeoutMs } : {}),
     });
-    return g;
+    return new SyscallGuard(loader);
   }
 
   /** Detaches (the loader exits when its stdin closes); SIGKILL after a safety net. */
-  async stop(): Promise<void> {
-    this.stopping = true;
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.child.stdin?.end();
-    const t = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
-    await this.exited;
-    clearTimeout(t);
+  stop(): Promise<void> {
+    return this.loader.stop();
   }
 }
