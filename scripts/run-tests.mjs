@@ -10,7 +10,7 @@
 // alone at the end; --record writes this run's durations there. Files in SERIAL run afterwards with the
 // machine to themselves.
 //
-// At the end: the slowest files, every failing file with its failing tests, the totals as
+// At the end: the slowest files, every failing file with its failing tests and what they said, the totals as
 // "tests: N passed, N failed, N skipped", and exit code 1 when any file failed (a failing test, a
 // cancelled one, a crash, or the per-file timeout MEMBRANE_TEST_FILE_TIMEOUT_S, default 900 s).
 // When a file's process ends, whatever it left running is killed and named in the summary: its process
@@ -185,6 +185,25 @@ function failingTests(out) {
   return [...names];
 }
 
+/**
+ * What the failing tests said: the spec reporter's closing "failing tests:" section (each failing
+ * test with its error), stack frames dropped, at most `max` lines. The summary repeats it so that
+ * a log cut to its tail still says why, not only what, failed.
+ */
+function failureReasons(out, max = 40) {
+  const at = out.lastIndexOf("\u2716 failing tests:");
+  if (at < 0) return [];
+  const lines = out
+    .slice(at)
+    .split("\n")
+    .slice(1)
+    .filter((l) => l.trim() !== "" && !/^\s+at /.test(l) && !/^\s*\^+\s*$/.test(l))
+    .map((l) => (l.length > 300 ? l.slice(0, 300) + " ..." : l));
+  return lines.length > max
+    ? [...lines.slice(0, max), `    ... (${lines.length - max} more lines above)`]
+    : lines;
+}
+
 function fmtS(s) {
   return s >= 60
     ? `${Math.floor(s / 60)} min ${(s % 60).toFixed(0).padStart(2, "0")} s`
@@ -273,6 +292,7 @@ async function main() {
           : `${r.counts.fail} failed, ${r.counts.cancelled} cancelled`;
       console.log(`${srcName(r.file)}: ${why}`);
       for (const t of failingTests(r.out).slice(0, 20)) console.log(`  \u2716 ${t}`);
+      for (const l of failureReasons(r.out)) console.log(`    | ${l}`);
     }
   }
   console.log(

@@ -13,6 +13,8 @@ import { until } from "../enforce/helpers.js";
 import { DENY_FILE, fanotifySkipReason, sh } from "./helpers.js";
 
 const skip = fanotifySkipReason();
+const json = (v: unknown): string =>
+  JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? String(x) : x));
 const ROOT = join(import.meta.dirname, "../../../..");
 
 function membrane(socket: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -37,21 +39,25 @@ describe("file-access denial through the agent (root)", { skip }, () => {
       assert.match(applied.out, /deny-shadow\s+loaded/);
 
       const cat = 'cat "$1"';
+      // What the agent says of its TracingPolicies, for a failure's message.
+      const status = (): string => json(lab.agent.tracing.list());
       const denied = await sh(victim.view.netns, cat, "/etc/shadow");
-      assert.deepEqual([denied.code, denied.out], [1, ""]);
+      assert.deepEqual([denied.code, denied.out.slice(0, 5)], [1, ""], `victim: ${denied.err} ${status()}`);
       assert.match(denied.err, /Operation not permitted/);
       assert.match((await sh(other.view.netns, cat, "/etc/shadow")).out, /^root:/);
       assert.match((await sh(undefined, cat, "/etc/shadow")).out, /^root:/);
 
       // An endpoint created after the policy is covered once its create returns.
       const late = await lab.endpoint("late", { app: "victim" });
-      assert.equal((await sh(late.view.netns, cat, "/etc/shadow")).code, 1);
+      const lateCat = await sh(late.view.netns, cat, "/etc/shadow");
+      assert.equal(lateCat.code, 1, `late: ${lateCat.out.slice(0, 5)} ${lateCat.err} ${status()}`);
 
-      await until(() => lab.agent.tracing.recent().length >= 2, "two denial events");
+      await until(() => lab.agent.tracing.recent().length >= 2, `two denial events (${status()})`);
       assert.ok(
         lab.agent.tracing
           .recent()
           .every((e) => e.policyName === "deny-shadow" && e.action === "KPROBE_ACTION_OVERRIDE"),
+        json(lab.agent.tracing.recent()).slice(0, 2000),
       );
       const got = await membrane(sock, "get", "tracingpolicies");
       assert.match(got.out, /deny-shadow\s+loaded\s+2\s+3\s+2\s+0\s+2\s/, got.out);
