@@ -42,6 +42,8 @@ import { txnAllOrNone } from "./store-txn.js";
 const RECENT = 256;
 /** How often the endpoint set is compared with what the programs select (only a change costs a reload). */
 const CHECK_MS = 2_000;
+/** The device of the namespace filesystem (nsfs), read once. */
+let nsfsDev: number | undefined;
 
 export interface TracingApplyReport {
   readonly policies: readonly TracingPolicyStatus[];
@@ -228,14 +230,20 @@ export class TracingPoliciesController {
   async endpointsChanged(force = false): Promise<void> {
     if (!force && this.applied.size === 0) return;
     const views = this.p.endpoints();
-    const key = views
-      .map((v) => `${v.namespace}/${v.name}@${v.netns}:${JSON.stringify(v.labels)}`)
+    // The key names what the enforcer is given, inodes included: an endpoint listed before its
+    // namespace exists (being created) is left out now and counted as a change once it is there.
+    // A key of the listing alone would cache that incomplete set, and the endpoint's own create
+    // would then find "no change" and hand it out uncovered.
+    const present = views.flatMap((v) => {
+      const ino = this.inode(v.netns);
+      return ino === undefined ? [] : [{ v, ino }];
+    });
+    const key = present
+      .map(({ v, ino }) => `${v.namespace}/${v.name}@${v.netns}#${ino}:${JSON.stringify(v.labels)}`)
       .join("\n");
     if (key === this.lastKey) return;
     const eps: EnforcerEndpoint[] = [];
-    for (const v of views) {
-      const ino = this.inode(v.netns);
-      if (ino === undefined) continue;
+    for (const { v, ino } of present) {
       const cgroup = ensureEndpointCgroup(v.netns);
       eps.push({
         key: `${v.namespace}/${v.name}`,
@@ -249,13 +257,19 @@ export class TracingPoliciesController {
     this.lastKey = key;
   }
 
+  /**
+   * The inode of an endpoint's network namespace, or undefined while it is not one yet: `ip netns
+   * add` creates the file under /run/netns before it bind-mounts the namespace on it, and the
+   * plain file's inode would name no namespace (the endpoint uncovered). Only an nsfs inode counts
+   * (same device as our own namespace's). Not cached: a name may come back as another namespace.
+   */
   private inode(netns: string): number | undefined {
-    const cached = this.inodes.get(netns);
-    if (cached !== undefined) return cached;
     try {
-      const ino = statSync(netns.startsWith("/") ? netns : `/run/netns/${netns}`).ino;
-      this.inodes.set(netns, ino);
-      return ino;
+      const st = statSync(netns.startsWith("/") ? netns : `/run/netns/${netns}`);
+      nsfsDev ??= statSync("/proc/self/ns/net").dev;
+      if (st.dev !== nsfsDev) return undefined;
+      this.inodes.set(netns, st.ino);
+      return st.ino;
     } catch {
       return undefined;
     }
