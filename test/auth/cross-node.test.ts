@@ -110,10 +110,18 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
 
       // 1. The first connection: held on n1 (egress), authenticated with n2's agent, released.
       assert.equal(await cp.tcp(server.ipv4, 80, HELD), "ok");
+      // The agent logs before it releases the packet, but its log reaches us through a pipe.
+      await until("n1's log of the handshake", async () => handshakes(n1) > 0).catch(() => undefined);
       assert.equal(handshakes(n1), 1, n1.logs().slice(-3000));
       assert.equal(handshakes(n2), 0, "n2 answered; its ingress check found the entry (no second handshake)");
       const row = (r: PairRow[]): string[] => r.map((p) => `${p.source}>${p.destination}@${p.sourceNode}>${p.destinationNode}`); // prettier-ignore
       const want = [`${client.identity}>${server.identity}@n1>n2`];
+      // The initiator releases the held packet first and writes its kernel entry right after
+      // (manager.ts); /v1/auth/pairs lists the kernel's entries: wait for the write, not a time.
+      await until(
+        "the pair in both kernels",
+        async () => (await pairs(n1)).length > 0 && (await pairs(n2)).length > 0,
+      );
       assert.deepEqual(row(await pairs(n1)), want);
       assert.deepEqual(row(await pairs(n2)), want);
       for (let i = 0; i < 3; i++) assert.equal(await cp.tcp(server.ipv4, 80, OK_WITHIN), "ok");
