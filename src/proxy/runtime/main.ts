@@ -133,7 +133,8 @@ async function main(): Promise<void> {
           identityOf: (a) => table.identityOf(a),
           sessions,
           connectUpstream: (h, p) => net.connect({ host: h, port: p }),
-          sink: sinkFor(remote, dst),
+          // The flow's server is the backend that answered the request (the ClusterIP when none did).
+          sink: (event) => send({ type: "l7", event, src: remote, dst: event.server ?? dst }),
         },
       );
     };
