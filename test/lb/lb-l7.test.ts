@@ -71,7 +71,11 @@ describe(
       await lab.endpoint("be2", { app: "echo", slot: "two" });
       await lab.endpoint("client", { app: "client" });
       await lab.endpoint("other", { app: "other" });
-      for (const b of ["be1", "be2"]) servers.push(await startGrpcServer(lab.ep(b).view.netns, b));
+      const started = await Promise.allSettled(
+        ["be1", "be2"].map((b) => startGrpcServer(lab.ep(b).view.netns, b)),
+      );
+      for (const r of started) if (r.status === "fulfilled") servers.push(r.value);
+      for (const r of started) if (r.status === "rejected") throw r.reason;
     });
     after(async () => {
       for (const s of servers) killGroup(s);
