@@ -119,7 +119,7 @@ export class Agent {
     const shared = p.cluster ? clusterResources.deps(deps, p.cluster) : deps; // their store: etcd
     this.namespaces = new NamespacesController(shared);
     this.services = new ServicesController(shared);
-    this.lb = new LbController({ ...shared, table: `${p.table}_lb`, localCidrs: [p.podCidr4], ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}) }); // prettier-ignore
+    this.lb = new LbController({ ...shared, table: `${p.table}_lb`, localCidrs: [p.podCidr4], ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}), ...(p.proxy ? { proxyPush: () => this.enforcer.pushProxy() } : {}) }); // prettier-ignore
     this.nodes = new NodesController(deps);
     this.remoteEndpoints = new RemoteEndpointsController(
       deps,
@@ -168,6 +168,7 @@ export class Agent {
       tunnelPort: p.tunnelPort,
       auth: p.spiffe !== undefined, // mutual authentication: rules requiring it are enforced (src/auth/)
       services: () => this.lb.hasServices(), // the policy chains of service connections (compile-lb-policy.ts)
+      lbL7: () => this.lb.l7Frontends(), // balanced per request by the proxy (proxy-lb.ts)
     });
   }
 

@@ -22,6 +22,7 @@ import type { EndpointsController } from "./controllers/endpoints.js";
 import type { IdentitiesController } from "./controllers/identities.js";
 import { DesiredBuilder } from "./desired.js";
 import type { Observer } from "./observer.js";
+import type { LbL7Frontend } from "./proxy-lb.js";
 import { ProxySnapshots } from "./proxy-snapshot.js";
 
 export interface EnforcerParams {
@@ -41,6 +42,8 @@ export interface EnforcerParams {
   readonly auth?: boolean;
   /** A Service exists (controllers/lb.ts): the policy chains of service connections are installed. */
   readonly services?: () => boolean;
+  /** The lb-l7 frontends (controllers/lb.ts): the proxy balances them per request. */
+  readonly lbL7?: () => readonly LbL7Frontend[];
 }
 
 export class Enforcer {
@@ -82,7 +85,7 @@ export class Enforcer {
       const origins = new Map<number, RuleOrigin>();
       const desired = this.desiredState(origins);
       const proxy = this.p.proxy();
-      if (proxy) await proxy.supervisor.push(this.snapshots.build(engine, desired, ++this.snapshotVersion));
+      if (proxy) await proxy.supervisor.push(this.snapshot(engine, desired));
       const r = await this.p.reconciler.apply(desired);
       this.applied = desired;
       // Connections established before a new redirect covers them would bypass the proxy: reset them.
@@ -113,6 +116,20 @@ export class Enforcer {
       for (const [c, rev] of included ?? snapshot()) if (rev > c.revisions.realized) c.revisions.fail(e);
       throw e;
     }
+  }
+
+  private snapshot(engine: PolicyEngine, state: DatapathState): ReturnType<ProxySnapshots["build"]> {
+    return this.snapshots.build(engine, state, ++this.snapshotVersion, this.p.lbL7?.() ?? []);
+  }
+
+  /**
+   * Hands the proxy the lb-l7 services as they are now, with the state the kernel holds
+   * (the LB controller, around a change of its lb-l7 frontends: the proxy knows a service
+   * before the kernel redirects to it, and until the kernel stops).
+   */
+  async pushProxy(): Promise<void> {
+    const proxy = this.p.proxy();
+    if (proxy && this.applied) await proxy.supervisor.push(this.snapshot(this.p.engine(), this.applied));
   }
 
   private resyncing = false;

@@ -3,6 +3,7 @@
  * local endpoint with their L7 rules, and the ipcache to name peers.
  *
  *   DatapathState (what the kernel redirects) + PolicyEngine (the L7 specs)
+ *   + the lb-l7 frontends (proxy-lb.ts: who may reach which backend)
  *     --buildProxySnapshot--> ProxyPush --ProxySupervisor.push--> proxy process
  *
  * The ipcache's exact addresses (`state.hosts`, tens of thousands in a
@@ -20,6 +21,8 @@ import type { DatapathEndpoint, DatapathState } from "../datapath/types.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { ProxyPush } from "../proxy/runtime/supervisor.js";
 import type { ProxyL7Entry } from "../proxy/runtime/table.js";
+import type { ProxyLbService } from "../proxy/lb/services.js";
+import { buildLbServices, type LbL7Frontend } from "./proxy-lb.js";
 
 export function buildProxySnapshot(engine: PolicyEngine, state: DatapathState, version: number): ProxyPush {
   const l7: ProxyL7Entry[] = [];
@@ -73,7 +76,20 @@ export class ProxySnapshots {
       }
     | undefined;
 
-  build(engine: PolicyEngine, state: DatapathState, version: number): ProxyPush {
+  build(
+    engine: PolicyEngine,
+    state: DatapathState,
+    version: number,
+    lbFrontends: readonly LbL7Frontend[] = [],
+  ): ProxyPush {
+    const push = this.buildL7(engine, state, version);
+    if (lbFrontends.length === 0) return push;
+    // Rebuilt at every enforce (lb-l7 services are few); the supervisor sends it only when it changed.
+    const lb: ProxyLbService[] = buildLbServices(engine, state.endpoints, lbFrontends);
+    return { ...push, lb };
+  }
+
+  private buildL7(engine: PolicyEngine, state: DatapathState, version: number): ProxyPush {
     const endpointRevision = engine.stats.endpointRevision;
     const l = this.last;
     // The same endpoint objects (DesiredBuilder) and no endpoint's computed policy (its L7 rules) changed.

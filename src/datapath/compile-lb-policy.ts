@@ -14,12 +14,18 @@
  * An L7 redirect decided here cannot happen any more (the one DNAT of the connection
  * went to the backend), so a connection a policy would hand to the proxy is dropped
  * (fail closed): L7 rules on traffic through a service address are not enforced yet.
+ *
+ * A connection to an lb-l7 frontend (`service.cilium.io/lb-l7: enabled`) carries CT_SERVICE and
+ * CT_REDIRECT_L7 from the LB table's classify (no policy chain can have set the redirect bit by
+ * then): it was DNATed to the proxy, which picks a backend per request and judges the client's
+ * egress and the backend's ingress for it (agent/proxy-lb.ts); it passes here.
  */
 import { hex } from "./policy-groups.js";
 import { CT_REDIRECT_DNS, CT_REDIRECT_L7, CT_SERVICE, type ProxyTarget } from "./types.js";
 
 const SVC = hex(CT_SERVICE);
 const REDIRECT = hex(CT_REDIRECT_L7 | CT_REDIRECT_DNS);
+const L7LB = hex((CT_SERVICE | CT_REDIRECT_L7) >>> 0);
 
 /** In pre_c and out_c, before the dispatch: the policy of a service connection waits for its DNAT. */
 export const SKIP_RULE = `ct state new ct mark & ${SVC} != 0 accept`;
@@ -37,12 +43,14 @@ export function lbPolicyChains(
 ): { name: string; base: string; rules: string[] }[] {
   const only = ["ct state != new accept", `ct mark & ${SVC} == 0 accept`];
   const failClosed = `ct mark & ${REDIRECT} != 0 drop`;
+  const l7lb = `ct mark & ${L7LB} == ${L7LB} accept`;
   return [
     {
       name: "lb_pre_c",
       base: "type filter hook prerouting priority -90; policy accept;",
       rules: [
         ...only,
+        l7lb,
         "iifname vmap @egress_ep",
         ...IDENTITY_OF_SOURCE,
         "ip daddr vmap @ingress_ep4",
@@ -55,6 +63,7 @@ export function lbPolicyChains(
       base: "type filter hook output priority -90; policy accept;",
       rules: [
         ...only,
+        l7lb,
         ...(proxy ? [`meta skgid ${proxy.gid} accept`] : []),
         `meta mark set ${host}`,
         "ip daddr vmap @ingress_ep4",

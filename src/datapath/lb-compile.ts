@@ -4,6 +4,9 @@
  *
  *   prerouting -160 / output -160 (before the policy hook, -150), new connections only:
  *     classify: frontend with no backend -> reject (TCP reset, else ICMP port unreachable)
+ *               lb-l7 frontend           -> ct mark |= CT_SERVICE | CT_REDIRECT_L7: no DNAT here; the
+ *                                           membrane table's nat chain sends it to the L7 proxy, which
+ *                                           picks a backend per HTTP/2 request (proxy/lb/)
  *               frontend                 -> ct mark |= CT_SERVICE (policy waits for the DNAT)
  *   prerouting dstnat / output -100 (nat), connections with CT_SERVICE:
  *     ip daddr . l4proto . th dport vmap @nat4      (NodePort: fib daddr local, l4proto . dport @npnat)
@@ -37,6 +40,7 @@
  *
  * IPv4 only for now (IPv6 frontends are refused by lb/).
  */
+import { CT_REDIRECT_L7 } from "../abi/marks.js";
 import { CT_NODEPORT, CT_SERVICE, type LbFrontend, type LbState } from "./lb-types.js";
 import { invalid } from "./compile-error.js";
 
@@ -53,6 +57,7 @@ const PROTO_NAME: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp" };
 const hex = (n: number): string => `0x${n.toString(16).padStart(8, "0")}`;
 const SVC = hex(CT_SERVICE);
 const NODEPORT = hex(CT_NODEPORT);
+const L7LB = hex((CT_SERVICE | CT_REDIRECT_L7) >>> 0);
 
 /** One map's or set's elements: key text -> value text ("" for a set). */
 export type LbElements = Map<string, Map<string, string>>;
@@ -66,6 +71,7 @@ export interface CompiledLb {
 /** The maps and sets, declared in this order (dependencies: none). */
 export const LB_SETS: readonly { name: string; decl: string }[] = [
   { name: "front4", decl: "type ipv4_addr . inet_proto . inet_service;" },
+  { name: "l7front4", decl: "type ipv4_addr . inet_proto . inet_service;" },
   { name: "empty4", decl: "type ipv4_addr . inet_proto . inet_service;" },
   { name: "nat4", decl: "type ipv4_addr . inet_proto . inet_service : verdict;" },
   { name: "be4", decl: "type ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service;" },
@@ -99,6 +105,7 @@ export function fixedChains(
       name: "classify",
       rules: [
         `${vip} @empty4 goto reject_c`,
+        `${vip} @l7front4 ct mark set ct mark or ${L7LB} return`,
         `${vip} @front4 ct mark set ct mark or ${SVC} return`,
         `${np} @npempty goto reject_c`,
         `${np} @npfront ct mark set ct mark or ${hex(CT_SERVICE | CT_NODEPORT)}`,
@@ -178,6 +185,8 @@ function check(f: LbFrontend, p: string): void {
   });
   if (f.slots && (f.slots.length !== MAGLEV_M || f.slots.some((b) => !(b >= 0 && b < f.backends.length))))
     throw invalid(`${p}.slots`, `must be ${MAGLEV_M} indexes into backends`);
+  if (f.l7 === true && (f.ip === undefined || f.proto !== 6))
+    throw invalid(`${p}.l7`, "per-request balancing needs a TCP frontend with an address");
   if (f.affinitySeconds !== undefined && !(Number.isInteger(f.affinitySeconds) && f.affinitySeconds > 0))
     throw invalid(`${p}.affinitySeconds`, `${f.affinitySeconds} is not a whole number of seconds above 0`);
 }
@@ -206,6 +215,8 @@ export function compileFrontend(
     elements.push([node ? "npempty" : "empty4", key, ""]);
     return { key, elements };
   }
+  // lb-l7: the proxy chooses the backend per request; the kernel only marks the connection.
+  if (f.l7 === true) return { key, elements: [["l7front4", key, ""]] };
   const slots = f.slots;
   const chain = choiceChain(f, slots !== undefined);
   elements.push([node ? "npnat" : "nat4", key, `goto ${chain.name}`]);

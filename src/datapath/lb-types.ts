@@ -30,6 +30,11 @@ export interface LbFrontend {
   affinitySeconds?: number;
   /** Maglev: slot -> index into backends (MAGLEV_M slots, lb/maglev.ts); absent: random. */
   slots?: number[];
+  /**
+   * `service.cilium.io/lb-l7: enabled` (TCP, with an address): the connection is not DNATed to a
+   * backend but redirected to the node's L7 proxy, which picks a backend per HTTP/2 request.
+   */
+  l7?: boolean;
 }
 
 export interface LbState {

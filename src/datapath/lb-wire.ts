@@ -16,6 +16,7 @@ type Field = "ipv4" | "proto" | "port" | "mark";
 
 const KEYS: Record<string, Field[]> = {
   front4: ["ipv4", "proto", "port"],
+  l7front4: ["ipv4", "proto", "port"],
   empty4: ["ipv4", "proto", "port"],
   nat4: ["ipv4", "proto", "port"],
   be4: ["ipv4", "proto", "port", "mark"],

@@ -19,7 +19,7 @@ import { NOT_FORWARDED, parseRequestHead, type RequestHead } from "../proxy/http
 import { parseResponseHead, ResponseReader } from "../proxy/http/response.js";
 import type { OutgoingRequest } from "./filters.js";
 import { forwardOverH2 } from "./h1-to-h2.js";
-import type { H2Sessions } from "./h2-sessions.js";
+import type { H2Sessions } from "../proxy/http2/sessions.js";
 import { decide, type RouteDecision } from "./match.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";

@@ -11,7 +11,7 @@
 import { STATUS_CODES } from "node:http";
 import type { OutgoingHttpHeaders } from "node:http2";
 import { modifyHeaders } from "./filters.js";
-import type { H2Sessions } from "./h2-sessions.js";
+import type { H2Sessions } from "../proxy/http2/sessions.js";
 import type { HeaderModifier } from "./model.js";
 
 const HOP = new Set([

@@ -11,7 +11,7 @@
 import http from "node:http";
 import { constants, type ServerHttp2Stream } from "node:http2";
 import type { Writable } from "node:stream";
-import type { H2Sessions } from "./h2-sessions.js";
+import type { H2Sessions } from "../proxy/http2/sessions.js";
 
 const MAX_BEHIND = 1024 * 1024;
 

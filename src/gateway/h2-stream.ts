@@ -28,7 +28,7 @@ import { onHeaderEvent, parseRequestHeaders } from "../proxy/http2/headers.js";
 import { localReply } from "../proxy/http2/replies.js";
 import type { GatewayEvent } from "./exchange.js";
 import { modifyHeaders } from "./filters.js";
-import type { H2Sessions } from "./h2-sessions.js";
+import type { H2Sessions } from "../proxy/http2/sessions.js";
 import { mirrorStream } from "./h2-mirror.js";
 import { bridgeToHttp1 } from "./h2-to-h1.js";
 import { decide } from "./match.js";

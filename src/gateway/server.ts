@@ -18,7 +18,7 @@ import tls from "node:tls";
 import { MembraneError } from "../errors.js";
 import { looksLikeHttp2 } from "../proxy/http2/preface.js";
 import { GatewayExchange, type GatewayEvent } from "./exchange.js";
-import { H2Sessions } from "./h2-sessions.js";
+import { H2Sessions } from "../proxy/http2/sessions.js";
 import { H2_SETTINGS, serveH2Session } from "./h2-stream.js";
 import { hostMatches, requestHost } from "./hostnames.js";
 import type { RouteTable, ServedPort } from "./table.js";

@@ -126,9 +126,11 @@ export function serviceDesired(
       backends: usable,
       ...(s.affinitySeconds !== undefined ? { affinitySeconds: s.affinitySeconds } : {}),
     };
-    const fronts: LbFrontend[] = [{ ip: s.clusterIP, port: p.port, ...common }];
+    // lb-l7: the addresses' TCP connections go to the proxy (per-request balancing); a NodePort stays in the kernel.
+    const l7 = s.lbL7 === true && p.protocol === "TCP" ? { l7: true } : {};
+    const fronts: LbFrontend[] = [{ ip: s.clusterIP, port: p.port, ...common, ...l7 }];
     if (p.nodePort !== undefined) fronts.push({ port: p.nodePort, ...common });
-    if (s.loadBalancerIP !== undefined) fronts.push({ ip: s.loadBalancerIP, port: p.port, ...common });
+    if (s.loadBalancerIP !== undefined) fronts.push({ ip: s.loadBalancerIP, port: p.port, ...common, ...l7 });
     const slots = s.algorithm === "maglev" && usable.length > 0 ? maglevTable(usable.map((b) => `${b.ip}:${b.port}`)) : undefined; // prettier-ignore
     for (const f of fronts) frontends.push(slots ? { ...f, slots } : f);
   }

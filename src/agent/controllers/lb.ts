@@ -32,6 +32,8 @@ import {
 import type { ServiceSpec } from "../../policy/query.js";
 import { readServiceRecord, readSliceRecord } from "../../lb/record.js";
 import type { SyncedResource } from "../../cluster/synced.js";
+import type { LbFrontend } from "../../datapath/lb-types.js";
+import type { LbL7Frontend } from "../proxy-lb.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 
 const SVC_KEY = "lb/services/";
@@ -54,6 +56,12 @@ export interface LbControllerParams extends ControllerDeps {
   readonly config?: Partial<LbConfig>;
   /** The node's IPv4 pod CIDRs (a NodePort connection to a pod elsewhere is masqueraded). */
   readonly localCidrs?: readonly string[];
+  /**
+   * The node runs the L7 proxy: lb-l7 services are balanced per request by it (without one,
+   * they stay in the kernel, balanced per connection). `proxyPush` hands the proxy the
+   * lb-l7 frontends (l7Frontends()) as they are now.
+   */
+  readonly proxyPush?: () => Promise<void>;
 }
 
 export class LbController implements Controller, SyncedResource {
@@ -71,6 +79,9 @@ export class LbController implements Controller, SyncedResource {
   private tableWritten = false;
   /** Where sync() is in the engine's pod log (undefined: the model holds no pods). */
   private podCursor: number | undefined;
+  /** The lb-l7 frontends by service (proxy-lb.ts), and what the proxy is handed (l7Frontends). */
+  private readonly l7 = new Map<string, LbFrontend[]>();
+  private l7List: readonly LbL7Frontend[] = [];
 
   constructor(private readonly d: LbControllerParams) {
     this.kernel = new LbTable({
@@ -84,6 +95,35 @@ export class LbController implements Controller, SyncedResource {
   /** The Services applied (allocated), for the gateway's backendRefs. */
   specs(): LbService[] {
     return [...this.services.values()];
+  }
+
+  /** The frontends the proxy balances per request (`service.cilium.io/lb-l7: enabled`). */
+  l7Frontends(): readonly LbL7Frontend[] {
+    return this.l7List;
+  }
+
+  private listL7(): LbL7Frontend[] {
+    return [...this.l7].flatMap(([service, fs]) => fs.map((frontend) => ({ service, frontend })));
+  }
+
+  /**
+   * Takes the lb-l7 frontends out of `changes` (the proxy balances them; without a proxy, they
+   * stay plain frontends); true when they changed.
+   */
+  private takeL7(changes: Map<string, LbFrontend[]>): boolean {
+    let changed = false;
+    for (const [key, fs] of changes) {
+      if (!this.d.proxyPush) {
+        changes.set(key, fs.map(({ l7: _l7, ...f }) => f)); // prettier-ignore
+        continue;
+      }
+      const mine = fs.filter((f) => f.l7 === true);
+      if (JSON.stringify(mine) === JSON.stringify(this.l7.get(key) ?? [])) continue;
+      changed = true;
+      if (mine.length > 0) this.l7.set(key, mine);
+      else this.l7.delete(key);
+    }
+    return changed;
   }
 
   /** Any Service applied: the policy table holds the chains that judge service connections after DNAT. */
@@ -237,6 +277,8 @@ export class LbController implements Controller, SyncedResource {
       if (this.podCursor !== undefined) this.model.clearPods();
       this.podCursor = undefined;
       this.model.flush(); // what clearing the pods marked: services gone, nothing to write
+      this.l7.clear();
+      this.l7List = [];
       // No Service: no LB table at all, since its base chains would see every packet for nothing
       // (issue 10's throughput). The table this process wrote goes with the last Service.
       if (this.tableWritten) {
@@ -265,8 +307,19 @@ export class LbController implements Controller, SyncedResource {
     const changes = this.model.flush();
     const rev = this.revisions.desired;
     if (changes.size === 0 && !this.kernel.needsFull) return this.revisions.realize(rev);
+    const was = this.l7List;
+    const l7Changed = this.takeL7(changes);
+    if (l7Changed && this.d.proxyPush) {
+      // Make before break: the proxy knows the old and new lb-l7 frontends while the kernel changes.
+      const now = this.listL7();
+      const keys = new Set(now.map((f) => `${f.frontend.ip}|${f.frontend.port}`));
+      this.l7List = [...now, ...was.filter((f) => !keys.has(`${f.frontend.ip}|${f.frontend.port}`))];
+      await this.d.proxyPush();
+      this.l7List = now;
+    }
     try {
       await this.kernel.update(changes);
+      if (l7Changed && this.d.proxyPush) await this.d.proxyPush();
       this.tableWritten = true;
       this.revisions.realize(rev);
     } catch (err) {

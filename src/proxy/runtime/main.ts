@@ -7,6 +7,7 @@
  *
  *   kernel DNAT (ct mark) --> TCP l7Port ----conntrack: original dst--> PolicyTable.identify
  *                                 --> dispatch by parser: HTTP/1.1 | HTTP/2 | Kafka | TLS SNI | TLS intercept
+ *                               original dst an lb-l7 service's frontend (CT_SERVICE) --> lb/balance.ts
  *                         --> UDP+TCP dnsPort --> DnsProxy (upstream = the query's original dst)
  *   agent --IPC snapshot--> PolicyTable (swapped whole; every request looks it up anew)
  *   agent --IPC hosts (full once, then deltas)--> HostMap (shared by every PolicyTable)
@@ -18,8 +19,11 @@
 import { fork } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
-import { CT_FROM_HOST } from "../../abi/marks.js";
+import { CT_FROM_HOST, CT_SERVICE } from "../../abi/marks.js";
+import { ID } from "../../identity/reserved.js";
 import { DnsProxy } from "../dns/proxy.js";
+import { H2Sessions } from "../http2/sessions.js";
+import { handleLbConnection } from "../lb/balance.js";
 import type { L7Event } from "../types.js";
 import { dispatchConnection } from "./dispatch.js";
 import { HostMap } from "./host-map.js";
@@ -85,6 +89,8 @@ async function main(): Promise<void> {
     (event: L7Event): void =>
       send({ type: "l7", event, src, dst });
 
+  // Upstream HTTP/2 sessions of lb-l7 services, one per backend, shared by every client connection.
+  const sessions = new H2Sessions();
   const servers: net.Server[] = [];
   const dns: DnsProxy[] = [];
   for (const host of [cfg.ipv4, cfg.ipv6]) {
@@ -94,6 +100,7 @@ async function main(): Promise<void> {
       const local = { address: plainAddress(sock.localAddress ?? ""), port: sock.localPort ?? 0 };
       const remote = { address: plainAddress(sock.remoteAddress ?? ""), port: sock.remotePort ?? 0 };
       void originalDst("tcp", local, remote).then((dst) => {
+        if (dst && (dst.mark & CT_SERVICE) !== 0) return balance(sock, remote, dst);
         const info = dst ? table.identify(remote, dst, 6, fromHost(dst)) : undefined;
         if (!dst || !info) {
           sock.resetAndDestroy();
@@ -107,6 +114,30 @@ async function main(): Promise<void> {
         });
       });
     });
+    /** A connection the LB table redirected (an lb-l7 frontend): balanced per request. */
+    const balance = (sock: net.Socket, remote: Addr, dst: Original): void => {
+      const { address, port } = dst;
+      if (!table.lb.frontend(address, port)) return void sock.resetAndDestroy(); // not (or no longer) ours
+      const host = fromHost(dst);
+      const srcIdentity = host ? ID.host : table.identityOf(remote.address);
+      handleLbConnection(
+        sock,
+        {
+          client: remote,
+          srcIdentity,
+          endpoint: host ? "" : (table.endpointByIp(remote.address)?.name ?? ""),
+        },
+        {
+          service: () => table.lb.frontend(address, port),
+          backends: (s) => table.lb.backendsFor(s, srcIdentity),
+          identityOf: (a) => table.identityOf(a),
+          sessions,
+          connectUpstream: (h, p) => net.connect({ host: h, port: p }),
+          // The flow's server is the backend that answered the request (the ClusterIP when none did).
+          sink: (event) => send({ type: "l7", event, src: remote, dst: event.server ?? dst }),
+        },
+      );
+    };
     await new Promise<void>((res, rej) => {
       server.once("error", rej);
       server.listen({ host, port: cfg.l7Port, ipv6Only: host.includes(":") }, () => res());

@@ -25,6 +25,7 @@ import type { L7Event } from "../types.js";
 import type { Addr, ProxySnapshot } from "./table.js";
 import { hostsDeltaFrom, hostsFullFrom, type HostsDelta, type HostsFull } from "./hosts-wire.js";
 import { addrFrom, dnsAnswerFrom, l7EventFrom } from "./validate.js";
+import { lbServicesFrom } from "../lb/services.js";
 
 export interface ProxyConfig {
   /** Node addresses the listeners bind (the DNAT targets). */
@@ -119,7 +120,8 @@ export function toProxy(m: unknown): ToProxy | undefined {
       typeof s.version === "number" &&
       Array.isArray(s.ipcache) &&
       Array.isArray(s.endpoints) &&
-      Array.isArray(s.l7)
+      Array.isArray(s.l7) &&
+      (s.lb === undefined || lbServicesFrom(s.lb) !== undefined)
     )
       return m as ToProxy;
   }

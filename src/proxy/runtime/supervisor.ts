@@ -61,7 +61,7 @@ interface HeldState {
   readonly child: ChildProcess;
   content?: string;
   /** The arrays whose content that is: the agent hands the same arrays when they did not change. */
-  sent?: Pick<ProxySnapshot, "ipcache" | "endpoints" | "l7">;
+  sent?: Pick<ProxySnapshot, "ipcache" | "endpoints" | "l7" | "lb">;
   hosts?: HeldHosts;
   /** A table (at a revision) the process refused as malformed, and why: not sent again. */
   refused?: { readonly table: HostTableView; readonly to: number; readonly error: string };
@@ -246,21 +246,21 @@ export class ProxySupervisor {
     // The process died meanwhile: its successor gets the latest snapshot when it starts.
     if (this.child !== c) return;
     // Most enforces change nothing else the proxy holds: skip the copy (the same process already has it).
-    const { version, ipcache, endpoints, l7 } = snapshot;
+    const { version, ipcache, endpoints, l7, lb } = snapshot;
     // The very arrays sent last (never changed in place: desired.ts, proxy-snapshot.ts): not even hashed.
     const sent = held.sent;
-    if (sent?.ipcache === ipcache && sent.endpoints === endpoints && sent.l7 === l7) return;
+    if (sent?.ipcache === ipcache && sent.endpoints === endpoints && sent.l7 === l7 && sent.lb === lb) return;
     const content = createHash("sha256")
-      .update(JSON.stringify([ipcache, endpoints, l7]))
+      .update(JSON.stringify([ipcache, endpoints, l7, lb ?? []]))
       .digest("hex");
     if (held.content !== content) {
       await this.await(this.acks, version, "the policy snapshot", () => {
         this.counts.snapshots++;
-        this.send({ type: "snapshot", snapshot: { version, ipcache, endpoints, l7 } });
+        this.send({ type: "snapshot", snapshot: { version, ipcache, endpoints, l7, ...(lb ? { lb } : {}) } });
       });
       held.content = content;
     }
-    held.sent = { ipcache, endpoints, l7 };
+    held.sent = { ipcache, endpoints, l7, ...(lb ? { lb } : {}) };
   }
 
   /** Brings the process's host table to `table`'s revision: nothing, a delta, or (refused, new process) the whole. */

@@ -20,6 +20,7 @@ import { flattenIpcache, type IdentityInterval } from "../../ipcache/intervals.j
 import { WORLD_IDENTITY } from "../../abi/marks.js";
 import { ID } from "../../identity/reserved.js";
 import type { L7Spec } from "../../policy/mapstate.js";
+import { LbServiceIndex, type ProxyLbService } from "../lb/services.js";
 import type { ConnectionInfo, L7Direction, L7LookupKey, L7LookupResult, L7PolicyLookup } from "../types.js";
 
 const HOST_IDENTITY = ID.host;
@@ -53,6 +54,8 @@ export interface ProxySnapshot {
   readonly ipcache: readonly { readonly prefix: string; readonly identity: number }[];
   readonly endpoints: readonly ProxyEndpoint[];
   readonly l7: readonly ProxyL7Entry[];
+  /** The lb-l7 services this node's proxy balances per request (absent: none). */
+  readonly lb?: readonly ProxyLbService[];
 }
 
 export interface Addr {
@@ -89,12 +92,15 @@ export class PolicyTable implements L7PolicyLookup {
   private readonly v6: IdentityInterval[];
   private readonly byIp = new Map<string, ProxyEndpoint>();
   private readonly entries = new Map<string, ProxyL7Entry[]>();
+  /** The lb-l7 services (proxy/lb/). */
+  readonly lb: LbServiceIndex;
 
   constructor(
     s: ProxySnapshot,
     private readonly hosts?: HostLookup,
   ) {
     this.version = s.version;
+    this.lb = new LbServiceIndex(s.lb ?? []);
     const flat = flattenIpcache(s.ipcache, WORLD_IDENTITY);
     this.v4 = flat.v4;
     this.v6 = flat.v6;

@@ -1,11 +1,12 @@
 /**
- * HTTP/2 cleartext sessions to backend endpoints (Service ports whose
- * appProtocol is `kubernetes.io/h2c` or `grpc`): one session per endpoint,
- * shared by every client stream the gateway sends there, opened from the
- * gateway's source address (the `ingress` identity), replaced when it closes.
- * Which endpoint takes a request is chosen per request by the caller, so
- * one client connection's calls spread over every endpoint (per-request L7
- * load balancing, not per connection).
+ * HTTP/2 cleartext sessions to backend endpoints: one session per endpoint,
+ * shared by every client stream sent there, opened from the caller's source
+ * address when one is set, replaced when it closes. Which endpoint takes a
+ * request is chosen per request by the caller, so one client connection's
+ * calls spread over every endpoint (per-request L7 load balancing, not per
+ * connection). Used by the gateway (Service ports whose appProtocol is
+ * `kubernetes.io/h2c` or `grpc`; source address: the `ingress` identity's)
+ * and by the node proxy's lb-l7 services (proxy/lb/).
  *
  *   get(addr, port) --open session of that endpoint | http2.connect (prior knowledge)--> ClientHttp2Session
  */
