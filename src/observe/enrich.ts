@@ -26,20 +26,20 @@
  * accepted); it is read here as verdict AUDIT.
  */
 import { randomUUID } from "node:crypto";
-import { parseLogPrefix, type Direction, type DropReason } from "../abi/log-prefix.js";
+import { parseLogPrefix, parseServicePrefix, type Direction, type DropReason } from "../abi/log-prefix.js";
 import { IDENTITY_MASK, WORLD_IDENTITY } from "../abi/marks.js";
 import {
   DROP_REASONS,
   EVENT_TYPE,
   POLICY_MATCH,
-  type DropReasonName,
   type Endpoint,
   l4Ports,
   type Flow,
-  type PolicyRefJSON,
 } from "./flow.js";
 import type { NflogEvent } from "./nflog-msg.js";
 import { decodePacket } from "./packet.js";
+import { dropReason, policyJSON } from "./flow-policy.js";
+import { ServiceTranslations } from "./service-xlate.js";
 
 // What the enricher asks the agent (flow-lookups.ts), re-exported for its users.
 import type { FlowLookup, RuleInfo } from "./flow-lookups.js";
@@ -103,78 +103,6 @@ export function isoTime(ms: number): string {
     : `${lastSecondIso}.${milli}${String(micros).padStart(3, "0")}Z`;
 }
 
-const policyJSONs = new WeakMap<RuleInfo, PolicyRefJSON>();
-
-/** The *_by entry of a rule; one object per RuleInfo (shared by its flows: read-only). */
-function policyJSON(r: RuleInfo): PolicyRefJSON {
-  const cached = policyJSONs.get(r);
-  if (cached !== undefined) return cached;
-  const p = r.policy;
-  const labels = [
-    `k8s:io.cilium.k8s.policy.derived-from=${p.kind}`,
-    `k8s:io.cilium.k8s.policy.name=${p.name}`,
-    ...(p.namespace === undefined ? [] : [`k8s:io.cilium.k8s.policy.namespace=${p.namespace}`]),
-  ];
-  const out: PolicyRefJSON = {
-    name: p.name,
-    ...(p.namespace === undefined ? {} : { namespace: p.namespace }),
-    kind: p.kind,
-    labels,
-    ...(r.revision === undefined ? {} : { revision: r.revision }),
-  };
-  policyJSONs.set(r, out);
-  return out;
-}
-
-const policyName = (r: RuleInfo): string =>
-  r.policy.namespace === undefined ? r.policy.name : `${r.policy.namespace}/${r.policy.name}`;
-
-/** Hubble's drop reason and Membrane's words for a drop prefix. */
-function dropReason(
-  r: DropReason,
-  rule: RuleInfo | undefined,
-  ingress: boolean,
-): { reason: Exclude<DropReasonName, "DROP_REASON_UNKNOWN">; detail: string } {
-  switch (r.kind) {
-    case "rule":
-      return {
-        reason: "POLICY_DENY",
-        detail:
-          rule !== undefined
-            ? `denied by ${policyName(rule)} ${rule.path}`
-            : r.ruleId === 0
-              ? "denied by a deny rule"
-              : `denied by deny rule #${r.ruleId} (no longer known to the agent)`,
-      };
-    case "default":
-      return {
-        reason: "POLICY_DENIED",
-        detail: `default deny: no ${ingress ? "ingress" : "egress"} policy allows it`,
-      };
-    case "spoof":
-      return {
-        reason: "INVALID_SOURCE_IP",
-        detail: "spoofed source: the source address is not the endpoint's own",
-      };
-    case "unencrypted":
-      return {
-        reason: "UNENCRYPTED_TRAFFIC",
-        detail: "strict encryption: traffic to another node's pod would have left unencrypted",
-      };
-    case "invalid":
-      return {
-        reason: "INVALID_PACKET_DROPPED",
-        detail: "invalid packet: conntrack state invalid (no connection it belongs to)",
-      };
-    case "auth":
-      return {
-        reason: "AUTH_REQUIRED",
-        detail:
-          "mutual authentication required: the pair has no authenticated entry and no handshake succeeded (see the agent's log for why)",
-      };
-  }
-}
-
 /** Turns NFLOG events into flows. Holds no state beyond counters. */
 export class FlowEnricher {
   private readonly lookup: FlowLookup;
@@ -183,6 +111,8 @@ export class FlowEnricher {
   readonly stats: EnrichStats = { foreign: 0, undecodable: 0 };
   /** Parsed prefixes: a node has few (endpoints x directions x reasons); bounded anyway. */
   private readonly prefixes = new Map<string, FlowPrefix | undefined>();
+  /** The frontends clients dialled, from the LB table's log (service-xlate.ts). */
+  private readonly dialled = new ServiceTranslations();
 
   constructor(params: FlowEnricherParams) {
     this.lookup = params.lookup;
@@ -276,6 +206,22 @@ export class FlowEnricher {
     return out;
   }
 
+  /**
+   * Hubble's source_service (the source is a frontend: a reply) and destination_service (the
+   * frontend the client dialled, from the LB table's log; else the destination is one).
+   */
+  private services(flow: Flow, proto: number, atMs: number): void {
+    const ports = l4Ports(flow.l4);
+    const ip = flow.IP;
+    const at = this.lookup.serviceAt;
+    if (ports === undefined || ip === undefined || at === undefined) return;
+    const src = at(ip.source, proto, ports.source_port);
+    if (src !== undefined) flow.source_service = src;
+    const d = this.dialled.dialled(ip.source, proto, ports.source_port, atMs);
+    const dst = d ? at(d.ip, d.proto, d.port, d.nodePort) : at(ip.destination, proto, ports.destination_port);
+    if (dst !== undefined) flow.destination_service = dst;
+  }
+
   /** The flow of one event; undefined when the prefix is not Membrane's. */
   enrich(ev: NflogEvent): Flow | undefined {
     let pre = this.prefixes.get(ev.prefix);
@@ -285,7 +231,10 @@ export class FlowEnricher {
       this.prefixes.set(ev.prefix, pre);
     }
     if (pre === undefined) {
-      this.stats.foreign++;
+      // The LB table's log of a new service connection: not a flow, the frontend its verdicts name.
+      const svc = parseServicePrefix(ev.prefix);
+      if (svc === undefined || !this.dialled.note(ev.packet, svc === "nodePort", ev.timestampMs))
+        this.stats.foreign++;
       return undefined;
     }
     const pkt = decodePacket(ev.packet);
@@ -345,6 +294,7 @@ export class FlowEnricher {
     flow.event_type = isPolicy
       ? { type: EVENT_TYPE.policyVerdict }
       : { type: EVENT_TYPE.drop, sub_type: code };
+    if (pkt.ok && this.lookup.serviceAt !== undefined) this.services(flow, pkt.proto, ev.timestampMs);
     flow.traffic_direction = ingress ? "INGRESS" : "EGRESS";
     // Hubble's auth_type: the rule that allowed it requires mutual authentication (ours: SPIFFE
     // SVIDs through the agent, which Cilium names SPIRE), or the drop is for want of one.

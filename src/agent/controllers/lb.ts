@@ -20,6 +20,7 @@
 import { MembraneError } from "../../errors.js";
 import { LbTable } from "../../datapath/lb-table.js";
 import { allocate, type InUse } from "../../lb/allocate.js";
+import { serviceFrontends, type ServiceFrontends } from "../../lb/frontends.js";
 import { LbModel } from "../../lb/model.js";
 import { parseLbResources } from "../../lb/parse.js";
 import {
@@ -54,6 +55,8 @@ export interface LbControllerParams extends ControllerDeps {
   readonly config?: Partial<LbConfig>;
   /** The node's IPv4 pod CIDRs (a NodePort connection to a pod elsewhere is masqueraded). */
   readonly localCidrs?: readonly string[];
+  /** The flow observer's NFLOG group: new service connections are logged before their DNAT. */
+  readonly logGroup?: number;
 }
 
 export class LbController implements Controller, SyncedResource {
@@ -71,12 +74,14 @@ export class LbController implements Controller, SyncedResource {
   private tableWritten = false;
   /** Where sync() is in the engine's pod log (undefined: the model holds no pods). */
   private podCursor: number | undefined;
+  private frontendsAt: { rev: number; index: ServiceFrontends } | undefined;
 
   constructor(private readonly d: LbControllerParams) {
     this.kernel = new LbTable({
       ...(d.nodeNetns !== undefined ? { netns: d.nodeNetns } : {}),
       table: d.table,
       ...(d.localCidrs ? { localCidrs: d.localCidrs } : {}),
+      ...(d.logGroup !== undefined ? { logGroup: d.logGroup } : {}),
     });
     this.cfg = { ...DEFAULT_LB_CONFIG, ...d.config };
   }
@@ -84,6 +89,14 @@ export class LbController implements Controller, SyncedResource {
   /** The Services applied (allocated), for the gateway's backendRefs. */
   specs(): LbService[] {
     return [...this.services.values()];
+  }
+
+  /** Which Service answers on an address (flows' source_service / destination_service), rebuilt per revision. */
+  frontends(): ServiceFrontends {
+    const rev = this.revisions.desired;
+    if (this.frontendsAt?.rev !== rev)
+      this.frontendsAt = { rev, index: serviceFrontends(this.services.values()) };
+    return this.frontendsAt.index;
   }
 
   /** Any Service applied: the policy table holds the chains that judge service connections after DNAT. */
