@@ -52,9 +52,11 @@ function message(i: number, ep: number, prefix: string, seq: number): Buffer {
 
 const LABELS = ["k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"];
 const NAMES = new Map([["10.1.0.3", ["api.example.com"]]]);
+// As the agent's (agent/flow-lookup.ts): an identity's label texts are rendered once and kept.
+const PEER_LABELS = Array.from({ length: 50 }, (_, i) => [`k8s:app=client${i}`]);
 const lookup: FlowLookup = {
   endpointById: (id) => ({ name: `web-${id}`, namespace: "default", labels: LABELS, identity: 2000 + id }),
-  identityById: (id) => ({ labels: [`k8s:app=client${id % 50}`] }),
+  identityById: (id) => ({ labels: PEER_LABELS[id % 50] as string[] }),
   ipIdentity: () => undefined,
   // As the agent's: a map lookup per address, a MapState lookup per policy verdict (cost stood in).
   namesOfIp: (ip) => NAMES.get(ip),

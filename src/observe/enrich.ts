@@ -35,10 +35,12 @@ import {
   type Endpoint,
   l4Ports,
   type Flow,
+  type PolicyRefJSON,
 } from "./flow.js";
 import type { NflogEvent } from "./nflog-msg.js";
 import { decodePacket } from "./packet.js";
-import { dropReason, policyJSON } from "./flow-policy.js";
+import { dropReason, RuleViews } from "./flow-policy.js";
+import { EndpointViews } from "./endpoint-views.js";
 import { ServiceTranslations } from "./service-xlate.js";
 
 // What the enricher asks the agent (flow-lookups.ts), re-exported for its users.
@@ -82,7 +84,10 @@ export function parseFlowPrefix(text: string): FlowPrefix | undefined {
 }
 
 /** The node itself, as Hubble names it (identity 1, reserved:host). */
-const hostEndpoint = (): Endpoint => ({ ID: 0, identity: 1, labels: ["reserved:host"] });
+const hostEndpoint = (node: string | undefined): Endpoint =>
+  node === undefined
+    ? { ID: 0, identity: 1, labels: ["reserved:host"] }
+    : { ID: 0, identity: 1, labels: ["reserved:host"], node_name: node };
 
 let lastSecond = NaN;
 let lastSecondIso = "";
@@ -103,6 +108,15 @@ export function isoTime(ms: number): string {
     : `${lastSecondIso}.${milli}${String(micros).padStart(3, "0")}Z`;
 }
 
+const POLICY_VERDICT_EVENT: Flow["event_type"] = Object.freeze({ type: EVENT_TYPE.policyVerdict });
+const DROP_EVENTS = new Map<number, Flow["event_type"]>();
+/** The event_type of a drop with this code: one frozen object per code. */
+function dropEventType(code: number): Flow["event_type"] {
+  let e = DROP_EVENTS.get(code);
+  if (e === undefined) DROP_EVENTS.set(code, (e = Object.freeze({ type: EVENT_TYPE.drop, sub_type: code })));
+  return e;
+}
+
 /** Turns NFLOG events into flows. Holds no state beyond counters. */
 export class FlowEnricher {
   private readonly lookup: FlowLookup;
@@ -113,6 +127,9 @@ export class FlowEnricher {
   private readonly prefixes = new Map<string, FlowPrefix | undefined>();
   /** The frontends clients dialled, from the LB table's log (service-xlate.ts). */
   private readonly dialled = new ServiceTranslations();
+  /** Per rule and per endpoint, what flows show of it, built once (flows share it: read-only). */
+  private readonly rules = new RuleViews();
+  private readonly endpoints = new EndpointViews();
 
   constructor(params: FlowEnricherParams) {
     this.lookup = params.lookup;
@@ -161,49 +178,42 @@ export class FlowEnricher {
     return POLICY_MATCH[m ?? rule?.matchType ?? "none"];
   }
 
+  /** Cluster mode: both sides name their node (a peer's from nodeOfIp). */
+  private get localNode(): string | undefined {
+    return this.lookup.nodeOfIp !== undefined ? this.nodeName : undefined;
+  }
+
+  private unknown(id: number): Endpoint {
+    const node = this.localNode;
+    return node === undefined ? { ID: id, identity: 0 } : { ID: id, identity: 0, node_name: node };
+  }
+
   private local(id: number): Endpoint {
     const ep = this.lookup.endpointById(id);
-    if (ep === undefined) return { ID: id, identity: 0 };
-    return {
-      ID: id,
-      identity: ep.identity,
-      namespace: ep.namespace,
-      labels: ep.labels as string[],
-      pod_name: ep.name,
-    };
+    if (ep === undefined) return this.unknown(id);
+    return this.endpoints.get(id, ep.identity, ep.namespace, ep.labels, ep.name, this.localNode);
   }
 
   /** The local endpoint holding `ip`; unknown (ID 0, identity 0) when none does. */
   private byAddress(ip: string | undefined): Endpoint {
     const ep = ip === undefined ? undefined : this.lookup.endpointByIp?.(ip);
-    if (ep === undefined) return { ID: 0, identity: 0 };
-    return {
-      ID: ep.id,
-      identity: ep.identity,
-      namespace: ep.namespace,
-      labels: ep.labels as string[],
-      pod_name: ep.name,
-    };
+    if (ep === undefined) return this.unknown(0);
+    return this.endpoints.get(ep.id, ep.identity, ep.namespace, ep.labels, ep.name, this.localNode);
   }
 
   private remote(ip: string | undefined, mark: number | undefined): Endpoint {
     const fromMark = mark === undefined ? 0 : mark & IDENTITY_MASK;
-    const byIp = ip === undefined ? undefined : this.lookup.ipIdentity(ip);
-    const identity = fromMark !== 0 ? fromMark : (byIp ?? WORLD_IDENTITY);
+    const identity =
+      fromMark !== 0
+        ? fromMark
+        : ((ip === undefined ? undefined : this.lookup.ipIdentity(ip)) ?? WORLD_IDENTITY);
     const ep = ip === undefined ? undefined : this.lookup.endpointByIp?.(ip);
+    // A local pod: its own labels, with the identity the packet carried.
     if (ep !== undefined)
-      return {
-        ID: ep.id,
-        identity,
-        namespace: ep.namespace,
-        labels: ep.labels as string[],
-        pod_name: ep.name,
-      };
+      return this.endpoints.get(ep.id, identity, ep.namespace, ep.labels, ep.name, this.localNode);
     const labels = this.lookup.identityById(identity)?.labels;
-    const out: Endpoint = labels === undefined ? { identity } : { identity, labels: labels as string[] };
     const node = ip === undefined ? undefined : this.lookup.nodeOfIp?.(ip);
-    if (node !== undefined) out.node_name = node;
-    return out;
+    return this.endpoints.peer(identity, labels, node);
   }
 
   /**
@@ -247,14 +257,13 @@ export class FlowEnricher {
       pre.endpointId !== undefined
         ? this.local(pre.endpointId)
         : pre.host
-          ? hostEndpoint()
+          ? hostEndpoint(this.localNode)
           : this.byAddress(pkt.ok ? (ingress ? pkt.IP.destination : pkt.IP.source) : undefined);
     const peer = this.remote(peerIp, ev.mark);
-    // Cluster mode: both sides name their node (the peer's from nodeOfIp, in remote()).
-    if (this.lookup.nodeOfIp !== undefined && this.nodeName !== undefined) me.node_name = this.nodeName;
 
     const r = pre.reason;
-    const rule = r.kind === "rule" && r.ruleId !== 0 ? this.lookup.ruleById(r.ruleId) : undefined;
+    const info = r.kind === "rule" && r.ruleId !== 0 ? this.lookup.ruleById(r.ruleId) : undefined;
+    const rule = info === undefined ? undefined : this.rules.get(r.kind === "rule" ? r.ruleId : 0, info);
     const isPolicy = r.kind === "rule" || r.kind === "default";
     const verdict = pre.redirected
       ? "REDIRECTED"
@@ -264,7 +273,7 @@ export class FlowEnricher {
           ? "AUDIT"
           : "DROPPED";
     const drop = pre.allowed ? undefined : dropReason(r, rule, ingress);
-    if (drop !== undefined && !pkt.ok) drop.detail += ` (packet undecodable: ${pkt.error})`;
+    const detail = drop === undefined ? undefined : pkt.ok ? drop.detail : `${drop.detail} (packet undecodable: ${pkt.error})`; // prettier-ignore
     const code = drop === undefined ? 0 : DROP_REASONS[drop.reason].code;
 
     // Built by assignment rather than spreads: this runs per packet and spreads cost
@@ -291,9 +300,7 @@ export class FlowEnricher {
       if (src !== undefined) flow.source_names = [...src];
       if (dst !== undefined) flow.destination_names = [...dst];
     }
-    flow.event_type = isPolicy
-      ? { type: EVENT_TYPE.policyVerdict }
-      : { type: EVENT_TYPE.drop, sub_type: code };
+    flow.event_type = isPolicy ? POLICY_VERDICT_EVENT : dropEventType(code);
     if (pkt.ok && this.lookup.serviceAt !== undefined) this.services(flow, pkt.proto, ev.timestampMs);
     flow.traffic_direction = ingress ? "INGRESS" : "EGRESS";
     // Hubble's auth_type: the rule that allowed it requires mutual authentication (ours: SPIFFE
@@ -303,11 +310,11 @@ export class FlowEnricher {
     // The kind of policy entry that decided (an allow, or a deny rule); default deny matched none.
     if (isPolicy)
       flow.policy_match_type =
-        r.kind === "rule" ? this.matchType(me, ingress, peer, flow.l4, rule) : POLICY_MATCH.none;
+        r.kind === "rule" ? this.matchType(me, ingress, peer, flow.l4, rule?.info) : POLICY_MATCH.none;
     // Policy verdicts are logged before conntrack knows the connection: always its first packet.
     if (r.kind !== "invalid") flow.is_reply = false;
     if (rule !== undefined) {
-      const by = [policyJSON(rule)];
+      const by = rule.by as PolicyRefJSON[];
       if (pre.allowed) {
         if (ingress) flow.ingress_allowed_by = by;
         else flow.egress_allowed_by = by;
@@ -315,15 +322,9 @@ export class FlowEnricher {
       else flow.egress_denied_by = by;
     }
     flow.Summary = pkt.ok ? pkt.summary : `invalid packet: ${pkt.error}`;
-    if (drop !== undefined)
-      flow.drop_reason_detail = pre.audit ? `audit, would be dropped: ${drop.detail}` : drop.detail;
-    if (rule !== undefined) {
-      const p = rule.policy;
-      flow.rule =
-        p.namespace === undefined
-          ? { kind: p.kind, name: p.name, path: rule.path }
-          : { kind: p.kind, name: p.name, namespace: p.namespace, path: rule.path };
-    }
+    if (detail !== undefined)
+      flow.drop_reason_detail = pre.audit ? `audit, would be dropped: ${detail}` : detail;
+    if (rule !== undefined) flow.rule = rule.rule;
     return flow;
   }
 }
