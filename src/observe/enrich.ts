@@ -40,6 +40,7 @@ import {
 import type { NflogEvent } from "./nflog-msg.js";
 import { decodePacket } from "./packet.js";
 import { dropReason, RuleViews } from "./flow-policy.js";
+import { newFlow } from "./flow-shell.js";
 import { EndpointViews } from "./endpoint-views.js";
 import { ServiceTranslations } from "./service-xlate.js";
 
@@ -278,7 +279,7 @@ export class FlowEnricher {
 
     // Built by assignment rather than spreads: this runs per packet and spreads cost
     // an allocation each. Property order follows Hubble's JSON.
-    const flow: Flow = { time: isoTime(ev.timestampMs), uuid: randomUUID(), verdict } as Flow;
+    const flow = newFlow(isoTime(ev.timestampMs), randomUUID(), verdict);
     if (verdict === "DROPPED" && drop !== undefined) {
       flow.drop_reason = code;
       flow.drop_reason_desc = drop.reason;

@@ -118,6 +118,8 @@ for (let i = 0; i < 512; i++) {
 }
 const flagSet = (byte13: number, byte12: number): { flags: TCPFlags; summary: string } =>
   FLAG_SETS[(byte13 & 0xff) | ((byte12 & 0x01) << 8)] as { flags: TCPFlags; summary: string };
+/** Shared flag object -> its summary (decoded flows carry the shared objects). */
+const SUMMARY_OF = new Map<TCPFlags, string>(FLAG_SETS.map((x) => [x.flags, x.summary]));
 
 /** Hubble's summary text of an L4 header. */
 export function summarize(l4: Layer4 | undefined, proto: number): string {
@@ -125,6 +127,8 @@ export function summarize(l4: Layer4 | undefined, proto: number): string {
   if ("TCP" in l4) {
     const f = l4.TCP.flags;
     if (f === undefined) return "TCP";
+    const shared = SUMMARY_OF.get(f);
+    if (shared !== undefined) return shared;
     let i = 0;
     for (const [name, bit] of TCP_FLAG_BITS) if (f[name] === true) i |= bit;
     if (f.NS === true) i |= 0x100;
