@@ -41,6 +41,7 @@ import type { NflogEvent } from "./nflog-msg.js";
 import { decodePacket } from "./packet.js";
 import { dropReason, RuleViews } from "./flow-policy.js";
 import { newFlow } from "./flow-shell.js";
+import { dropEventType } from "./drop-event.js";
 import { EndpointViews } from "./endpoint-views.js";
 import { ServiceTranslations } from "./service-xlate.js";
 
@@ -110,14 +111,6 @@ export function isoTime(ms: number): string {
 }
 
 const POLICY_VERDICT_EVENT: Flow["event_type"] = Object.freeze({ type: EVENT_TYPE.policyVerdict });
-const DROP_EVENTS = new Map<number, Flow["event_type"]>();
-/** The event_type of a drop with this code: one frozen object per code. */
-function dropEventType(code: number): Flow["event_type"] {
-  let e = DROP_EVENTS.get(code);
-  if (e === undefined) DROP_EVENTS.set(code, (e = Object.freeze({ type: EVENT_TYPE.drop, sub_type: code })));
-  return e;
-}
-
 /** Turns NFLOG events into flows. Holds no state beyond counters. */
 export class FlowEnricher {
   private readonly lookup: FlowLookup;
