@@ -7,7 +7,10 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { SERVICE_LOG_PREFIX } from "../../src/abi/log-prefix.js";
 import { FlowEnricher, type FlowLookup } from "../../src/observe/enrich.js";
+import { fromJson } from "@bufbuild/protobuf";
 import { compileFilter } from "../../src/observe/filter.js";
+import { observeRequestOf } from "../../src/observe/hubble/request.js";
+import { hubbleSchema } from "../../src/observe/hubble/schema.js";
 import { filterFromFlags } from "../../src/observe/flags.js";
 import type { Flow } from "../../src/observe/flow.js";
 import type { NflogEvent } from "../../src/observe/nflog-msg.js";
@@ -118,5 +121,15 @@ describe("flows name the Service the client dialled (Hubble's destination_servic
       [],
       "qualified by --namespace",
     );
+  });
+
+  test("Hubble's GetFlows carries the service filters (FlowFilter fields 16 and 17), not refused", () => {
+    const m = fromJson(hubbleSchema().GetFlowsRequest, {
+      whitelist: [{ destination_service: ["default/web"] }],
+      blacklist: [{ source_service: ["kube-system/"] }],
+    });
+    const req = observeRequestOf(m);
+    assert.deepEqual(req.filter.allowlist, [{ destination_service: ["default/web"] }]);
+    assert.deepEqual(req.filter.denylist, [{ source_service: ["kube-system/"] }]);
   });
 });
