@@ -119,3 +119,22 @@ export function parseLogPrefix(text: string):
     m[4] !== undefined ? { kind: "rule", ruleId: Number(m[4]) } : { kind: kinds[m[5] as keyof typeof kinds] };
   return { ...ownerOf(m[1] as string, m[2] as string), direction: m[3] as Direction, reason, allowed: false };
 }
+
+/**
+ * NFLOG prefixes of the LB table (datapath/lb-compile.ts): a new connection to a service
+ * frontend, logged before its DNAT so that the flow observer learns the address the client
+ * dialled (Hubble's destination_service). `c`: a ClusterIP or LoadBalancer address, `n`: a
+ * NodePort. Not a flow of its own: the policy verdicts of the same packet follow it.
+ */
+export const SERVICE_LOG_PREFIX = { frontend: "mbr:s:c", nodePort: "mbr:s:n" } as const;
+
+/** Reads a service prefix back: "frontend", "nodePort", or undefined when it is not one. */
+export function parseServicePrefix(text: string): "frontend" | "nodePort" | undefined {
+  if (!text.startsWith("mbr:s:")) return undefined;
+  const clean = text.replace(/\0.*$/s, "").trim();
+  return clean === SERVICE_LOG_PREFIX.frontend
+    ? "frontend"
+    : clean === SERVICE_LOG_PREFIX.nodePort
+      ? "nodePort"
+      : undefined;
+}

@@ -119,7 +119,7 @@ export class Agent {
     const shared = p.cluster ? clusterResources.deps(deps, p.cluster) : deps; // their store: etcd
     this.namespaces = new NamespacesController(shared);
     this.services = new ServicesController(shared);
-    this.lb = new LbController({ ...shared, table: `${p.table}_lb`, localCidrs: [p.podCidr4], ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}), ...(p.proxy ? { proxyPush: () => this.enforcer.pushProxy() } : {}) }); // prettier-ignore
+    this.lb = new LbController({ ...shared, table: `${p.table}_lb`, localCidrs: [p.podCidr4], ...(p.observe ? { logGroup: p.logGroup } : {}), ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}), ...(p.proxy ? { proxyPush: () => this.enforcer.pushProxy() } : {}) }); // prettier-ignore
     this.nodes = new NodesController(deps);
     this.remoteEndpoints = new RemoteEndpointsController(
       deps,
@@ -197,7 +197,7 @@ export class Agent {
       this.observerRef = new Observer({
         ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
         group: this.p.logGroup,
-        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp, this.p.observe.encryptedPeer, (ip) => this.names.namesOf(ip)), // prettier-ignore
+        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp, this.p.observe.encryptedPeer, (ip) => this.names.namesOf(ip), () => this.lb.frontends()), // prettier-ignore
         nodeName: this.p.observe.nodeName,
         nodeLabels: Object.entries(this.p.engine.nodeLabels ?? {}).map(([k, v]) => `${k}=${v}`).sort(), // prettier-ignore
         ringCapacity: this.p.observe.ringCapacity,

@@ -2,6 +2,7 @@
  * What flows need to name endpoints, identities and rules: called per flow
  * event, so map lookups only, label strings rendered once per identity.
  */
+import type { ServiceFrontends } from "../lb/frontends.js";
 import type { Identity } from "../identity/allocator.js";
 import type { FlowLookup } from "../observe/index.js";
 import { matchTypeAt } from "../policy/match-type.js";
@@ -17,6 +18,7 @@ export function flowLookup(
   nodeOfIp?: (ip: string) => string | undefined,
   encryptedPeer?: (ip: string) => boolean,
   namesOfIp?: (ip: string) => readonly string[] | undefined,
+  services?: () => ServiceFrontends,
 ): FlowLookup {
   const info = (rec: EndpointRecordV1) => {
     const ep = engine().getEndpoint(rec.namespace, rec.name);
@@ -44,6 +46,12 @@ export function flowLookup(
     ...(nodeOfIp ? { nodeOfIp } : {}),
     ...(encryptedPeer ? { encryptedPeer } : {}),
     ...(namesOfIp ? { namesOfIp } : {}),
+    ...(services
+      ? {
+          serviceAt: (ip: string, proto: number, port: number, nodePort?: boolean) =>
+            nodePort === true ? services().atNodePort(proto, port) : services().at(ip, proto, port),
+        }
+      : {}),
     // Policy verdicts only (a connection's first packet): the endpoint's MapState, as the kernel's lookup.
     matchTypeOf: (q) => {
       const rec = endpoints.recordById(q.endpointId);

@@ -41,6 +41,7 @@
  * IPv4 only for now (IPv6 frontends are refused by lb/).
  */
 import { CT_REDIRECT_L7 } from "../abi/marks.js";
+import { SERVICE_LOG_PREFIX } from "../abi/log-prefix.js";
 import { CT_NODEPORT, CT_SERVICE, type LbFrontend, type LbState } from "./lb-types.js";
 import { invalid } from "./compile-error.js";
 
@@ -89,11 +90,17 @@ const AFF_DECL =
 /**
  * The chains that never change (hooks and shared steps). `localCidrs`: the node's pod CIDRs (IPv4);
  * a NodePort connection to a backend outside them is masqueraded (none given: no masquerade).
+ * `logGroup`: the NFLOG group of the flow observer; a new connection to a frontend is logged there
+ * before its DNAT (`mbr:s:c` / `mbr:s:n`), so that its flows name the service the client dialled
+ * (Hubble's destination_service; the policy verdicts that follow see only the backend).
  */
 export function fixedChains(
   localCidrs: readonly string[] = [],
+  logGroup?: number,
 ): { name: string; base?: string; rules: string[] }[] {
   const remote = localCidrs.length ? `ip daddr != { ${localCidrs.join(", ")} } ` : "";
+  const log = (prefix: string): string =>
+    logGroup === undefined ? "" : ` log group ${logGroup} prefix "${prefix}"`;
   const vip = "ip daddr . meta l4proto . th dport";
   const np = "fib daddr type local meta l4proto . th dport";
   return [
@@ -105,10 +112,10 @@ export function fixedChains(
       name: "classify",
       rules: [
         `${vip} @empty4 goto reject_c`,
-        `${vip} @l7front4 ct mark set ct mark or ${L7LB} return`,
-        `${vip} @front4 ct mark set ct mark or ${SVC} return`,
+        `${vip} @l7front4 ct mark set ct mark or ${L7LB}${log(SERVICE_LOG_PREFIX.frontend)} return`,
+        `${vip} @front4 ct mark set ct mark or ${SVC}${log(SERVICE_LOG_PREFIX.frontend)} return`,
         `${np} @npempty goto reject_c`,
-        `${np} @npfront ct mark set ct mark or ${hex(CT_SERVICE | CT_NODEPORT)}`,
+        `${np} @npfront ct mark set ct mark or ${hex(CT_SERVICE | CT_NODEPORT)}${log(SERVICE_LOG_PREFIX.nodePort)}`,
       ],
     },
     {
@@ -268,12 +275,17 @@ function stableSlots(values: string[], was: ((slot: number) => string | undefine
 const elem = (k: string, v: string): string => (v === "" ? k : `${k} : ${v}`);
 
 /** The script that creates the table from nothing (an existing one is replaced whole). */
-export function lbTableScript(table: string, c: CompiledLb, localCidrs: readonly string[] = []): string {
+export function lbTableScript(
+  table: string,
+  c: CompiledLb,
+  localCidrs: readonly string[] = [],
+  logGroup?: number,
+): string {
   const out = [`table inet ${table} {}`, `delete table inet ${table}`, `table inet ${table} {`];
   for (const s of LB_SETS) out.push(`  ${s.decl.includes(":") ? "map" : "set"} ${s.name} { ${s.decl} }`);
   out.push(`  map ${AFFINITY_MAP} { ${AFF_DECL} }`);
   for (const [name, rules] of c.chains) out.push(`  chain ${name} {`, ...rules.map((r) => `    ${r}`), "  }");
-  for (const ch of fixedChains(localCidrs)) {
+  for (const ch of fixedChains(localCidrs, logGroup)) {
     out.push(`  chain ${ch.name} {`);
     if (ch.base) out.push(`    ${ch.base}`);
     out.push(...ch.rules.map((r) => `    ${r}`), "  }");

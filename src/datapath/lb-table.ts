@@ -32,6 +32,8 @@ export interface LbTableParams {
   table?: string;
   /** The node's IPv4 pod CIDRs: a NodePort connection to a backend elsewhere is masqueraded (lb-compile.ts). */
   localCidrs?: readonly string[];
+  /** The flow observer's NFLOG group: new service connections are logged before the DNAT (lb-compile.ts). */
+  logGroup?: number;
 }
 
 export interface LbApplyResult {
@@ -202,7 +204,7 @@ export class LbTable {
     this.wanted.clear();
     for (const [g, fronts] of all) this.wanted.set(g, fronts);
     const t0 = performance.now();
-    await nftApply(lbTableScript(this.table, whole, this.p.localCidrs), this.opts());
+    await nftApply(lbTableScript(this.table, whole, this.p.localCidrs, this.p.logGroup), this.opts());
     this.realized = r;
     let ops = 0;
     for (const m of whole.elements.values()) ops += m.size;

@@ -11,13 +11,25 @@
  */
 import { randomUUID } from "node:crypto";
 import { EVENT_TYPE, type Flow } from "./flow.js";
+import { newFlow } from "./flow-shell.js";
 
+const DROP_EVENTS = new Map<number, Flow["event_type"]>();
+
+/** The event_type of a drop with this code: one frozen object per code (shared by flows). */
+export function dropEventType(code: number): Flow["event_type"] {
+  let e = DROP_EVENTS.get(code);
+  if (e === undefined) DROP_EVENTS.set(code, (e = Object.freeze({ type: EVENT_TYPE.drop, sub_type: code })));
+  return e;
+}
+
+/** Copied field by field into a new flow (the same order; no object rest and spread per denial). */
 export function dropEventOf(f: Flow): Flow | undefined {
   if (f.event_type.type !== EVENT_TYPE.policyVerdict || f.verdict !== "DROPPED") return undefined;
-  const { policy_match_type: _m, ...rest } = f;
-  return {
-    ...rest,
-    uuid: randomUUID(),
-    event_type: { type: EVENT_TYPE.drop, sub_type: f.drop_reason ?? 0 },
-  };
+  const out = newFlow(f.time, randomUUID(), f.verdict) as unknown as Record<string, unknown>;
+  const src = f as unknown as Record<string, unknown>;
+  for (const k in src) {
+    if (k === "time" || k === "uuid" || k === "verdict" || k === "policy_match_type") continue;
+    out[k] = k === "event_type" ? dropEventType(f.drop_reason ?? 0) : src[k];
+  }
+  return out as unknown as Flow;
 }

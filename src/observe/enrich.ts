@@ -26,13 +26,12 @@
  * accepted); it is read here as verdict AUDIT.
  */
 import { randomUUID } from "node:crypto";
-import { parseLogPrefix, type Direction, type DropReason } from "../abi/log-prefix.js";
+import { parseLogPrefix, parseServicePrefix, type Direction, type DropReason } from "../abi/log-prefix.js";
 import { IDENTITY_MASK, WORLD_IDENTITY } from "../abi/marks.js";
 import {
   DROP_REASONS,
   EVENT_TYPE,
   POLICY_MATCH,
-  type DropReasonName,
   type Endpoint,
   l4Ports,
   type Flow,
@@ -40,6 +39,11 @@ import {
 } from "./flow.js";
 import type { NflogEvent } from "./nflog-msg.js";
 import { decodePacket } from "./packet.js";
+import { dropReason, RuleViews } from "./flow-policy.js";
+import { newFlow } from "./flow-shell.js";
+import { dropEventType } from "./drop-event.js";
+import { EndpointViews } from "./endpoint-views.js";
+import { ServiceTranslations } from "./service-xlate.js";
 
 // What the enricher asks the agent (flow-lookups.ts), re-exported for its users.
 import type { FlowLookup, RuleInfo } from "./flow-lookups.js";
@@ -82,7 +86,10 @@ export function parseFlowPrefix(text: string): FlowPrefix | undefined {
 }
 
 /** The node itself, as Hubble names it (identity 1, reserved:host). */
-const hostEndpoint = (): Endpoint => ({ ID: 0, identity: 1, labels: ["reserved:host"] });
+const hostEndpoint = (node: string | undefined): Endpoint =>
+  node === undefined
+    ? { ID: 0, identity: 1, labels: ["reserved:host"] }
+    : { ID: 0, identity: 1, labels: ["reserved:host"], node_name: node };
 
 let lastSecond = NaN;
 let lastSecondIso = "";
@@ -103,78 +110,7 @@ export function isoTime(ms: number): string {
     : `${lastSecondIso}.${milli}${String(micros).padStart(3, "0")}Z`;
 }
 
-const policyJSONs = new WeakMap<RuleInfo, PolicyRefJSON>();
-
-/** The *_by entry of a rule; one object per RuleInfo (shared by its flows: read-only). */
-function policyJSON(r: RuleInfo): PolicyRefJSON {
-  const cached = policyJSONs.get(r);
-  if (cached !== undefined) return cached;
-  const p = r.policy;
-  const labels = [
-    `k8s:io.cilium.k8s.policy.derived-from=${p.kind}`,
-    `k8s:io.cilium.k8s.policy.name=${p.name}`,
-    ...(p.namespace === undefined ? [] : [`k8s:io.cilium.k8s.policy.namespace=${p.namespace}`]),
-  ];
-  const out: PolicyRefJSON = {
-    name: p.name,
-    ...(p.namespace === undefined ? {} : { namespace: p.namespace }),
-    kind: p.kind,
-    labels,
-    ...(r.revision === undefined ? {} : { revision: r.revision }),
-  };
-  policyJSONs.set(r, out);
-  return out;
-}
-
-const policyName = (r: RuleInfo): string =>
-  r.policy.namespace === undefined ? r.policy.name : `${r.policy.namespace}/${r.policy.name}`;
-
-/** Hubble's drop reason and Membrane's words for a drop prefix. */
-function dropReason(
-  r: DropReason,
-  rule: RuleInfo | undefined,
-  ingress: boolean,
-): { reason: Exclude<DropReasonName, "DROP_REASON_UNKNOWN">; detail: string } {
-  switch (r.kind) {
-    case "rule":
-      return {
-        reason: "POLICY_DENY",
-        detail:
-          rule !== undefined
-            ? `denied by ${policyName(rule)} ${rule.path}`
-            : r.ruleId === 0
-              ? "denied by a deny rule"
-              : `denied by deny rule #${r.ruleId} (no longer known to the agent)`,
-      };
-    case "default":
-      return {
-        reason: "POLICY_DENIED",
-        detail: `default deny: no ${ingress ? "ingress" : "egress"} policy allows it`,
-      };
-    case "spoof":
-      return {
-        reason: "INVALID_SOURCE_IP",
-        detail: "spoofed source: the source address is not the endpoint's own",
-      };
-    case "unencrypted":
-      return {
-        reason: "UNENCRYPTED_TRAFFIC",
-        detail: "strict encryption: traffic to another node's pod would have left unencrypted",
-      };
-    case "invalid":
-      return {
-        reason: "INVALID_PACKET_DROPPED",
-        detail: "invalid packet: conntrack state invalid (no connection it belongs to)",
-      };
-    case "auth":
-      return {
-        reason: "AUTH_REQUIRED",
-        detail:
-          "mutual authentication required: the pair has no authenticated entry and no handshake succeeded (see the agent's log for why)",
-      };
-  }
-}
-
+const POLICY_VERDICT_EVENT: Flow["event_type"] = Object.freeze({ type: EVENT_TYPE.policyVerdict });
 /** Turns NFLOG events into flows. Holds no state beyond counters. */
 export class FlowEnricher {
   private readonly lookup: FlowLookup;
@@ -183,6 +119,11 @@ export class FlowEnricher {
   readonly stats: EnrichStats = { foreign: 0, undecodable: 0 };
   /** Parsed prefixes: a node has few (endpoints x directions x reasons); bounded anyway. */
   private readonly prefixes = new Map<string, FlowPrefix | undefined>();
+  /** The frontends clients dialled, from the LB table's log (service-xlate.ts). */
+  private readonly dialled = new ServiceTranslations();
+  /** Per rule and per endpoint, what flows show of it, built once (flows share it: read-only). */
+  private readonly rules = new RuleViews();
+  private readonly endpoints = new EndpointViews();
 
   constructor(params: FlowEnricherParams) {
     this.lookup = params.lookup;
@@ -231,49 +172,58 @@ export class FlowEnricher {
     return POLICY_MATCH[m ?? rule?.matchType ?? "none"];
   }
 
+  /** Cluster mode: both sides name their node (a peer's from nodeOfIp). */
+  private get localNode(): string | undefined {
+    return this.lookup.nodeOfIp !== undefined ? this.nodeName : undefined;
+  }
+
+  private unknown(id: number): Endpoint {
+    const node = this.localNode;
+    return node === undefined ? { ID: id, identity: 0 } : { ID: id, identity: 0, node_name: node };
+  }
+
   private local(id: number): Endpoint {
     const ep = this.lookup.endpointById(id);
-    if (ep === undefined) return { ID: id, identity: 0 };
-    return {
-      ID: id,
-      identity: ep.identity,
-      namespace: ep.namespace,
-      labels: ep.labels as string[],
-      pod_name: ep.name,
-    };
+    if (ep === undefined) return this.unknown(id);
+    return this.endpoints.get(id, ep.identity, ep.namespace, ep.labels, ep.name, this.localNode);
   }
 
   /** The local endpoint holding `ip`; unknown (ID 0, identity 0) when none does. */
   private byAddress(ip: string | undefined): Endpoint {
     const ep = ip === undefined ? undefined : this.lookup.endpointByIp?.(ip);
-    if (ep === undefined) return { ID: 0, identity: 0 };
-    return {
-      ID: ep.id,
-      identity: ep.identity,
-      namespace: ep.namespace,
-      labels: ep.labels as string[],
-      pod_name: ep.name,
-    };
+    if (ep === undefined) return this.unknown(0);
+    return this.endpoints.get(ep.id, ep.identity, ep.namespace, ep.labels, ep.name, this.localNode);
   }
 
   private remote(ip: string | undefined, mark: number | undefined): Endpoint {
     const fromMark = mark === undefined ? 0 : mark & IDENTITY_MASK;
-    const byIp = ip === undefined ? undefined : this.lookup.ipIdentity(ip);
-    const identity = fromMark !== 0 ? fromMark : (byIp ?? WORLD_IDENTITY);
+    const identity =
+      fromMark !== 0
+        ? fromMark
+        : ((ip === undefined ? undefined : this.lookup.ipIdentity(ip)) ?? WORLD_IDENTITY);
     const ep = ip === undefined ? undefined : this.lookup.endpointByIp?.(ip);
+    // A local pod: its own labels, with the identity the packet carried.
     if (ep !== undefined)
-      return {
-        ID: ep.id,
-        identity,
-        namespace: ep.namespace,
-        labels: ep.labels as string[],
-        pod_name: ep.name,
-      };
+      return this.endpoints.get(ep.id, identity, ep.namespace, ep.labels, ep.name, this.localNode);
     const labels = this.lookup.identityById(identity)?.labels;
-    const out: Endpoint = labels === undefined ? { identity } : { identity, labels: labels as string[] };
     const node = ip === undefined ? undefined : this.lookup.nodeOfIp?.(ip);
-    if (node !== undefined) out.node_name = node;
-    return out;
+    return this.endpoints.peer(identity, labels, node);
+  }
+
+  /**
+   * Hubble's source_service (the source is a frontend: a reply) and destination_service (the
+   * frontend the client dialled, from the LB table's log; else the destination is one).
+   */
+  private services(flow: Flow, proto: number, atMs: number): void {
+    const ports = l4Ports(flow.l4);
+    const ip = flow.IP;
+    const at = this.lookup.serviceAt;
+    if (ports === undefined || ip === undefined || at === undefined) return;
+    const src = at(ip.source, proto, ports.source_port);
+    if (src !== undefined) flow.source_service = src;
+    const d = this.dialled.dialled(ip.source, proto, ports.source_port, atMs);
+    const dst = d ? at(d.ip, d.proto, d.port, d.nodePort) : at(ip.destination, proto, ports.destination_port);
+    if (dst !== undefined) flow.destination_service = dst;
   }
 
   /** The flow of one event; undefined when the prefix is not Membrane's. */
@@ -285,7 +235,10 @@ export class FlowEnricher {
       this.prefixes.set(ev.prefix, pre);
     }
     if (pre === undefined) {
-      this.stats.foreign++;
+      // The LB table's log of a new service connection: not a flow, the frontend its verdicts name.
+      const svc = parseServicePrefix(ev.prefix);
+      if (svc === undefined || !this.dialled.note(ev.packet, svc === "nodePort", ev.timestampMs))
+        this.stats.foreign++;
       return undefined;
     }
     const pkt = decodePacket(ev.packet);
@@ -298,14 +251,13 @@ export class FlowEnricher {
       pre.endpointId !== undefined
         ? this.local(pre.endpointId)
         : pre.host
-          ? hostEndpoint()
+          ? hostEndpoint(this.localNode)
           : this.byAddress(pkt.ok ? (ingress ? pkt.IP.destination : pkt.IP.source) : undefined);
     const peer = this.remote(peerIp, ev.mark);
-    // Cluster mode: both sides name their node (the peer's from nodeOfIp, in remote()).
-    if (this.lookup.nodeOfIp !== undefined && this.nodeName !== undefined) me.node_name = this.nodeName;
 
     const r = pre.reason;
-    const rule = r.kind === "rule" && r.ruleId !== 0 ? this.lookup.ruleById(r.ruleId) : undefined;
+    const info = r.kind === "rule" && r.ruleId !== 0 ? this.lookup.ruleById(r.ruleId) : undefined;
+    const rule = info === undefined ? undefined : this.rules.get(r.kind === "rule" ? r.ruleId : 0, info);
     const isPolicy = r.kind === "rule" || r.kind === "default";
     const verdict = pre.redirected
       ? "REDIRECTED"
@@ -315,12 +267,12 @@ export class FlowEnricher {
           ? "AUDIT"
           : "DROPPED";
     const drop = pre.allowed ? undefined : dropReason(r, rule, ingress);
-    if (drop !== undefined && !pkt.ok) drop.detail += ` (packet undecodable: ${pkt.error})`;
+    const detail = drop === undefined ? undefined : pkt.ok ? drop.detail : `${drop.detail} (packet undecodable: ${pkt.error})`; // prettier-ignore
     const code = drop === undefined ? 0 : DROP_REASONS[drop.reason].code;
 
     // Built by assignment rather than spreads: this runs per packet and spreads cost
     // an allocation each. Property order follows Hubble's JSON.
-    const flow: Flow = { time: isoTime(ev.timestampMs), uuid: randomUUID(), verdict } as Flow;
+    const flow = newFlow(isoTime(ev.timestampMs), randomUUID(), verdict);
     if (verdict === "DROPPED" && drop !== undefined) {
       flow.drop_reason = code;
       flow.drop_reason_desc = drop.reason;
@@ -342,9 +294,8 @@ export class FlowEnricher {
       if (src !== undefined) flow.source_names = [...src];
       if (dst !== undefined) flow.destination_names = [...dst];
     }
-    flow.event_type = isPolicy
-      ? { type: EVENT_TYPE.policyVerdict }
-      : { type: EVENT_TYPE.drop, sub_type: code };
+    flow.event_type = isPolicy ? POLICY_VERDICT_EVENT : dropEventType(code);
+    if (pkt.ok && this.lookup.serviceAt !== undefined) this.services(flow, pkt.proto, ev.timestampMs);
     flow.traffic_direction = ingress ? "INGRESS" : "EGRESS";
     // Hubble's auth_type: the rule that allowed it requires mutual authentication (ours: SPIFFE
     // SVIDs through the agent, which Cilium names SPIRE), or the drop is for want of one.
@@ -353,11 +304,11 @@ export class FlowEnricher {
     // The kind of policy entry that decided (an allow, or a deny rule); default deny matched none.
     if (isPolicy)
       flow.policy_match_type =
-        r.kind === "rule" ? this.matchType(me, ingress, peer, flow.l4, rule) : POLICY_MATCH.none;
+        r.kind === "rule" ? this.matchType(me, ingress, peer, flow.l4, rule?.info) : POLICY_MATCH.none;
     // Policy verdicts are logged before conntrack knows the connection: always its first packet.
     if (r.kind !== "invalid") flow.is_reply = false;
     if (rule !== undefined) {
-      const by = [policyJSON(rule)];
+      const by = rule.by as PolicyRefJSON[];
       if (pre.allowed) {
         if (ingress) flow.ingress_allowed_by = by;
         else flow.egress_allowed_by = by;
@@ -365,15 +316,9 @@ export class FlowEnricher {
       else flow.egress_denied_by = by;
     }
     flow.Summary = pkt.ok ? pkt.summary : `invalid packet: ${pkt.error}`;
-    if (drop !== undefined)
-      flow.drop_reason_detail = pre.audit ? `audit, would be dropped: ${drop.detail}` : drop.detail;
-    if (rule !== undefined) {
-      const p = rule.policy;
-      flow.rule =
-        p.namespace === undefined
-          ? { kind: p.kind, name: p.name, path: rule.path }
-          : { kind: p.kind, name: p.name, namespace: p.namespace, path: rule.path };
-    }
+    if (detail !== undefined)
+      flow.drop_reason_detail = pre.audit ? `audit, would be dropped: ${detail}` : detail;
+    if (rule !== undefined) flow.rule = rule.rule;
     return flow;
   }
 }

@@ -46,6 +46,9 @@ export interface FlowFilter {
   /** `namespace/pod-name-prefix`, `namespace/` (whole namespace) or `pod-name-prefix` (any namespace). */
   source_pod?: string[];
   destination_pod?: string[];
+  /** The Service a side belongs to: `namespace/name-prefix`, `namespace/` or `name-prefix`, as pods. */
+  source_service?: string[];
+  destination_service?: string[];
   /** Label selector text (labelexpr.ts). */
   source_label?: string[];
   destination_label?: string[];
@@ -77,6 +80,8 @@ export const FLOW_FILTER_FIELDS: readonly (keyof FlowFilter)[] = [
   "destination_ip",
   "source_pod",
   "destination_pod",
+  "source_service",
+  "destination_service",
   "source_label",
   "destination_label",
   "source_identity",
@@ -143,13 +148,15 @@ function ipPred(values: string[], path: string, side: "source" | "destination"):
   };
 }
 
-function podPred(values: string[], side: "source" | "destination"): Pred {
+/** `namespace/name-prefix` patterns on a side's pod or (Hubble's --to-service) its Service. */
+function podPred(values: string[], side: "source" | "destination", service = false): Pred {
   const pats = values.map((v) => {
     const i = v.indexOf("/");
     return i < 0 ? { ns: undefined, pod: v } : { ns: v.slice(0, i), pod: v.slice(i + 1) };
   });
   return (f) => {
-    const ep = f[side];
+    const s = service ? f[`${side}_service`] : undefined;
+    const ep = service ? s && { namespace: s.namespace, pod_name: s.name } : f[side];
     if (ep === undefined) return false;
     return pats.some(
       (p) =>
@@ -278,6 +285,8 @@ export function compileOne(ff: FlowFilter, path: string): Pred {
   if (has(ff.destination_ip)) preds.push(ipPred(ff.destination_ip, `${path}.destination_ip`, "destination"));
   if (has(ff.source_pod)) preds.push(podPred(ff.source_pod, "source"));
   if (has(ff.destination_pod)) preds.push(podPred(ff.destination_pod, "destination"));
+  if (has(ff.source_service)) preds.push(podPred(ff.source_service, "source", true));
+  if (has(ff.destination_service)) preds.push(podPred(ff.destination_service, "destination", true));
   for (const side of ["source", "destination"] as const) {
     const vals = ff[`${side}_label`];
     if (has(vals)) {

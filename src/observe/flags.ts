@@ -30,6 +30,9 @@ export interface ObserveFlags {
   pod?: Many;
   fromPod?: Many;
   toPod?: Many;
+  service?: Many;
+  fromService?: Many;
+  toService?: Many;
   label?: Many;
   fromLabel?: Many;
   toLabel?: Many;
@@ -157,6 +160,9 @@ export function filterFromFlags(flags: ObserveFlags, now: number = Date.now()): 
   either("source_pod", "destination_pod", pods);
   both("source_pod", fromPods);
   both("destination_pod", toPods);
+  either("source_service", "destination_service", qualify(list(flags.service)));
+  both("source_service", qualify(list(flags.fromService)));
+  both("destination_service", qualify(list(flags.toService)));
 
   either("source_label", "destination_label", list(flags.label));
   both("source_label", list(flags.fromLabel));

@@ -2,7 +2,7 @@
  * What the flow enricher (enrich.ts) asks the agent about: endpoints, identities, rules, and the
  * optional lookups for Hubble's richer fields (peer pods, nodes, encryption, DNS names, match type).
  */
-import type { PolicyMatchName } from "./flow.js";
+import type { PolicyMatchName, ServiceRefJSON } from "./flow.js";
 
 export interface EndpointInfo {
   readonly name: string;
@@ -41,6 +41,11 @@ export interface FlowLookup {
    * Optional; undefined when unknown (then the rule's own matchType, else none).
    */
   matchTypeOf?(q: MatchQuery): PolicyMatchName | undefined;
+  /**
+   * The Service answering on a frontend (Hubble's source_service / destination_service): a ClusterIP
+   * or LoadBalancer address . protocol . port, or with `nodePort` a NodePort (any node address). Optional.
+   */
+  serviceAt?(ip: string, proto: number, port: number, nodePort?: boolean): ServiceRefJSON | undefined;
 }
 
 /** What a policy verdict's match type is looked up by (FlowLookup.matchTypeOf). */

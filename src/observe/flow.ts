@@ -112,6 +112,12 @@ export interface PolicyRefJSON {
   revision?: number;
 }
 
+/** Hubble's Service: the Kubernetes Service a side's address and port belong to. */
+export interface ServiceRefJSON {
+  readonly name: string;
+  readonly namespace: string;
+}
+
 /** L7 HTTP record; headers are deliberately absent (they may hold secrets). */
 export interface HTTPRecord {
   code?: number;
@@ -172,6 +178,10 @@ export interface Flow {
   destination_names?: string[];
   l7?: Layer7;
   event_type: { type: number; sub_type?: number };
+  /** The Service whose frontend the source address is (a reply from a ClusterIP). */
+  source_service?: ServiceRefJSON;
+  /** The Service the client dialled (its ClusterIP or NodePort, before the DNAT to a backend). */
+  destination_service?: ServiceRefJSON;
   traffic_direction: TrafficDirection;
   /** Hubble's numeric policy_match_type (see POLICY_MATCH). */
   policy_match_type?: number;

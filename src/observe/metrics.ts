@@ -17,7 +17,15 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { MembraneError } from "../errors.js";
-import { EVENT_TYPE, l4Ports, l4Protocol, POLICY_MATCH, type Flow, type LostEventSource } from "./flow.js";
+import {
+  EVENT_TYPE,
+  l4Ports,
+  l4Protocol,
+  POLICY_MATCH,
+  VERDICTS,
+  type Flow,
+  type LostEventSource,
+} from "./flow.js";
 
 export interface FlowMetricsParams {
   /** Registry to register on; a new one when absent. */
@@ -48,21 +56,58 @@ const DNS_RCODES: Readonly<Record<number, string>> = {
   5: "Query Refused",
 };
 
+type Leaf<L extends string> = { labels: Record<L, string>; n: number; reported: number };
+type Level = Map<string | number, unknown>;
+
+/**
+ * Counts by label values in nested maps, one level per label (the values are the flow's own
+ * strings and numbers: no key is built per flow); the Counter is told at collect time.
+ */
 class Tally<L extends string> {
-  private readonly counts = new Map<string, { labels: Record<L, string>; n: number; reported: number }>();
-  constructor(private readonly counter: Counter<L>) {}
-  inc(key: string, labels: () => Record<L, string>): void {
-    const e = this.counts.get(key);
-    if (e !== undefined) e.n++;
-    else this.counts.set(key, { labels: labels(), n: 1, reported: 0 });
+  private readonly root: Level = new Map();
+  constructor(
+    private readonly counter: Counter<L>,
+    private readonly names: readonly L[],
+  ) {}
+  /** One event with these label values, in labelNames order (unused trailing ones: ""). */
+  inc(a: string | number, b: string | number, c: string | number = "", d: string | number = ""): void {
+    let m = this.root;
+    const last = this.names.length - 1;
+    for (let i = 0; i < last; i++) {
+      const key = i === 0 ? a : i === 1 ? b : c;
+      let next = m.get(key) as Level | undefined;
+      if (next === undefined) m.set(key, (next = new Map()));
+      m = next;
+    }
+    const key = last === 0 ? a : last === 1 ? b : last === 2 ? c : d;
+    const e = m.get(key) as Leaf<L> | undefined;
+    if (e !== undefined) {
+      e.n++;
+      return;
+    }
+    const labels = {} as Record<L, string>;
+    const k = [a, b, c, d];
+    this.names.forEach((n, i) => (labels[n] = String(k[i])));
+    m.set(key, { labels, n: 1, reported: 0 });
   }
   flush(): void {
-    for (const e of this.counts.values()) {
-      if (e.n > e.reported) this.counter.inc(e.labels, e.n - e.reported);
-      e.reported = e.n;
-    }
+    const walk = (m: Level, depth: number): void => {
+      for (const v of m.values()) {
+        if (depth > 0) walk(v as Level, depth - 1);
+        else {
+          const e = v as Leaf<L>;
+          if (e.n > e.reported) this.counter.inc(e.labels, e.n - e.reported);
+          e.reported = e.n;
+        }
+      }
+    };
+    walk(this.root, this.names.length - 1);
   }
 }
+
+const LOWER: Readonly<Record<string, string>> = Object.fromEntries(
+  [...VERDICTS, "INGRESS", "EGRESS", "TRAFFIC_DIRECTION_UNKNOWN"].map((v) => [v, v.toLowerCase()]),
+);
 
 export class FlowMetrics {
   readonly registry: Registry;
@@ -88,7 +133,7 @@ export class FlowMetrics {
     // Each tallied counter flushes every tally at collect time (one scrape = one flush).
     const flushAll = (): void => tallies.forEach((t) => t.flush());
     const tally = <L extends string>(cfg: { name: string; help: string; labelNames: L[] }): Tally<L> => {
-      const t = new Tally<L>(new Counter<L>({ ...cfg, registers, collect: flushAll }));
+      const t = new Tally<L>(new Counter<L>({ ...cfg, registers, collect: flushAll }), cfg.labelNames);
       tallies.push(t as unknown as Tally<string>);
       return t;
     };
@@ -173,16 +218,16 @@ export class FlowMetrics {
     const type = TYPE_NAMES[et] ?? String(et);
     const subtype = et === EVENT_TYPE.l7 ? (f.l7?.http ? "HTTP" : f.l7?.dns ? "DNS" : "") : "";
     const verdict = f.verdict;
-    this.flows.inc(`${type}|${subtype}|${verdict}|${protocol}`, () => ({ type, subtype, verdict, protocol }));
+    this.flows.inc(type, subtype, verdict, protocol);
     if (verdict === "DROPPED") {
       const reason = f.drop_reason_desc ?? "DROP_REASON_UNKNOWN";
-      this.drops.inc(`${reason}|${protocol}`, () => ({ reason, protocol }));
+      this.drops.inc(reason, protocol);
     }
     if (et === EVENT_TYPE.policyVerdict) {
-      const direction = f.traffic_direction.toLowerCase();
+      const direction = LOWER[f.traffic_direction] ?? f.traffic_direction.toLowerCase();
       const match = MATCH_NAMES.get(f.policy_match_type ?? 0) ?? "none";
-      const action = verdict.toLowerCase();
-      this.verdicts.inc(`${direction}|${match}|${action}`, () => ({ direction, match, action }));
+      const action = LOWER[verdict] ?? verdict.toLowerCase();
+      this.verdicts.inc(direction, match, action);
     }
     const http = f.l7?.http;
     if (http !== undefined) {
@@ -190,12 +235,7 @@ export class FlowMetrics {
       const status = http.code === undefined ? "" : String(http.code);
       const reporter = f.traffic_direction === "INGRESS" ? "server" : "client";
       const proto = http.protocol ?? "";
-      this.httpRequests.inc(`${method}|${proto}|${status}|${reporter}`, () => ({
-        method,
-        protocol: proto,
-        status,
-        reporter,
-      }));
+      this.httpRequests.inc(method, proto, status, reporter);
       if (f.l7?.latency_ns !== undefined)
         this.httpDuration.observe({ method, reporter }, f.l7.latency_ns / 1e9);
     }
@@ -204,12 +244,12 @@ export class FlowMetrics {
       const rcode = DNS_RCODES[dns.rcode] ?? String(dns.rcode);
       const qtypes = (dns.qtypes ?? []).join(",");
       const ips = String(dns.ips?.length ?? 0);
-      this.dnsQueries.inc(`${rcode}|${qtypes}|${ips}`, () => ({ rcode, qtypes, ips_returned: ips }));
+      this.dnsQueries.inc(rcode, qtypes, ips);
     }
     const ports = l4Ports(f.l4);
     if (ports !== undefined && f.is_reply !== true) {
       const port = ports.destination_port;
-      this.ports.inc(`${protocol}|${port}`, () => ({ protocol, port: String(port) }));
+      this.ports.inc(protocol, port);
     }
   }
 

@@ -24,8 +24,24 @@ export type DecodedPacket =
 
 const bad = (error: string): DecodedPacket => ({ ok: false, error });
 
+/**
+ * Address texts by value: a node sees few addresses, and a flow that keeps its own copy of each
+ * (it lives in the ring) is garbage the collector copies. A direct-mapped cache of 16,384 slots
+ * (no Map, no hashing of a key object): a slot holds the last address that hashed there.
+ */
+const V4_SLOTS = 16384;
+const v4Keys = new Int32Array(V4_SLOTS);
+const v4Texts: (string | undefined)[] = new Array<string | undefined>(V4_SLOTS).fill(undefined);
+
 export function ipv4String(b: Uint8Array, o: number): string {
-  return `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+  const v = ((b[o] as number) << 24) | ((b[o + 1] as number) << 16) | ((b[o + 2] as number) << 8) | (b[o + 3] as number); // prettier-ignore
+  const i = Math.imul(v, 0x9e3779b1) >>> 18; // the top 14 bits of a multiplicative hash
+  const t = v4Texts[i];
+  if (t !== undefined && v4Keys[i] === v) return t;
+  const text = `${(v >>> 24) & 255}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
+  v4Keys[i] = v;
+  v4Texts[i] = text;
+  return text;
 }
 
 /** RFC 5952 text of the 16 bytes at `o` (longest run of >= 2 zero groups compressed). */
@@ -88,19 +104,35 @@ const ICMP6_TYPES: Readonly<Record<number, string>> = {
   136: "NeighborAdvertisement",
 };
 
-function tcpFlags(byte13: number, byte12: number): TCPFlags {
+/** The 512 flag combinations, each one frozen object (shared by every flow that has it) and its summary. */
+const FLAG_SETS: { flags: TCPFlags; summary: string }[] = [];
+for (let i = 0; i < 512; i++) {
   const f: TCPFlags = {};
-  for (const [name, bit] of TCP_FLAG_BITS) if (byte13 & bit) f[name] = true;
-  if (byte12 & 0x01) f.NS = true;
-  return f;
+  for (const [name, bit] of TCP_FLAG_BITS) if (i & bit) f[name] = true;
+  if (i & 0x100) f.NS = true;
+  const names = Object.keys(f);
+  FLAG_SETS.push({
+    flags: Object.freeze(f),
+    summary: names.length === 0 ? "TCP" : `TCP Flags: ${names.join(", ")}`,
+  });
 }
+const flagSet = (byte13: number, byte12: number): { flags: TCPFlags; summary: string } =>
+  FLAG_SETS[(byte13 & 0xff) | ((byte12 & 0x01) << 8)] as { flags: TCPFlags; summary: string };
+/** Shared flag object -> its summary (decoded flows carry the shared objects). */
+const SUMMARY_OF = new Map<TCPFlags, string>(FLAG_SETS.map((x) => [x.flags, x.summary]));
 
 /** Hubble's summary text of an L4 header. */
 export function summarize(l4: Layer4 | undefined, proto: number): string {
   if (l4 === undefined) return `IP protocol ${proto}`;
   if ("TCP" in l4) {
-    const names = Object.keys(l4.TCP.flags ?? {});
-    return names.length === 0 ? "TCP" : `TCP Flags: ${names.join(", ")}`;
+    const f = l4.TCP.flags;
+    if (f === undefined) return "TCP";
+    const shared = SUMMARY_OF.get(f);
+    if (shared !== undefined) return shared;
+    let i = 0;
+    for (const [name, bit] of TCP_FLAG_BITS) if (f[name] === true) i |= bit;
+    if (f.NS === true) i |= 0x100;
+    return (FLAG_SETS[i] as { summary: string }).summary;
   }
   if ("UDP" in l4) return "UDP";
   if ("SCTP" in l4) return "SCTP";
@@ -114,10 +146,15 @@ function decodeL4(b: Uint8Array, o: number, proto: number): Layer4 | undefined {
   switch (proto) {
     case 6: {
       if (left < 4) return undefined;
-      const ports = { source_port: u16(o), destination_port: u16(o + 2) };
       return left >= 14
-        ? { TCP: { ...ports, flags: tcpFlags(b[o + 13] ?? 0, b[o + 12] ?? 0) } }
-        : { TCP: ports };
+        ? {
+            TCP: {
+              source_port: u16(o),
+              destination_port: u16(o + 2),
+              flags: flagSet(b[o + 13] ?? 0, b[o + 12] ?? 0).flags,
+            },
+          }
+        : { TCP: { source_port: u16(o), destination_port: u16(o + 2) } };
     }
     case 17:
       return left < 4 ? undefined : { UDP: { source_port: u16(o), destination_port: u16(o + 2) } };

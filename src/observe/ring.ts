@@ -62,14 +62,15 @@ export interface RingStats {
   lostByFollowers: number;
 }
 
-interface Slot {
-  seq: number;
-  ms: number;
-  rec: FlowRecord;
-}
-
+/**
+ * Slots are three parallel arrays (seq, time, record) written in place: a slot object per
+ * push was garbage the collector copied for as long as the ring held it.
+ */
 export class FlowRing {
-  private readonly slots: (Slot | undefined)[];
+  /** seq of the record in each slot (0: empty). */
+  private readonly slotSeq: Float64Array;
+  private readonly slotMs: Float64Array;
+  private readonly slotRec: (FlowRecord | undefined)[];
   private readonly capacity: number;
   private readonly nodeName: string | undefined;
   private seq = 0;
@@ -85,19 +86,25 @@ export class FlowRing {
     if (!Number.isInteger(params.capacity) || params.capacity < 1)
       throw new RangeError(`FlowRing capacity must be a positive integer, got ${params.capacity}`);
     this.capacity = params.capacity;
-    this.slots = new Array<Slot | undefined>(params.capacity);
+    this.slotSeq = new Float64Array(params.capacity);
+    this.slotMs = new Float64Array(params.capacity);
+    this.slotRec = new Array<FlowRecord | undefined>(params.capacity).fill(undefined);
     this.nodeName = params.nodeName;
   }
 
   private push(rec: FlowRecord, ms: number): void {
     const seq = ++this.seq;
-    const old = this.slots[seq % this.capacity];
-    if (old !== undefined && (this.cpCount === 0 || this.cpMs[(this.cpCount - 1) % CHECKPOINTS] !== old.ms)) {
-      this.cpMs[this.cpCount % CHECKPOINTS] = old.ms;
-      this.cpSeq[this.cpCount % CHECKPOINTS] = old.seq;
+    const i = seq % this.capacity;
+    const oldSeq = this.slotSeq[i] as number;
+    const oldMs = this.slotMs[i] as number;
+    if (oldSeq !== 0 && (this.cpCount === 0 || this.cpMs[(this.cpCount - 1) % CHECKPOINTS] !== oldMs)) {
+      this.cpMs[this.cpCount % CHECKPOINTS] = oldMs;
+      this.cpSeq[this.cpCount % CHECKPOINTS] = oldSeq;
       this.cpCount++;
     }
-    this.slots[seq % this.capacity] = { seq, ms, rec };
+    this.slotSeq[i] = seq;
+    this.slotMs[i] = ms;
+    this.slotRec[i] = rec;
     if (this.waiters.length > 0) {
       const w = this.waiters;
       this.waiters = [];
@@ -170,23 +177,28 @@ export class FlowRing {
     return Math.max(1, this.seq - this.capacity + 1);
   }
 
-  private matches(s: Slot, o: ReadOptions): boolean {
-    if (o.since !== undefined && s.ms < o.since) return false;
-    if (o.until !== undefined && s.ms > o.until) return false;
-    return o.filter === undefined || !isFlowRecord(s.rec) || o.filter(s.rec.flow);
+  /** The record of seq `q` when the ring still holds it and it matches `o`. */
+  private matching(q: number, o: ReadOptions): FlowRecord | undefined {
+    const i = q % this.capacity;
+    const rec = this.slotRec[i];
+    if (rec === undefined || this.slotSeq[i] !== q) return undefined;
+    const ms = this.slotMs[i] as number;
+    if (o.since !== undefined && ms < o.since) return undefined;
+    if (o.until !== undefined && ms > o.until) return undefined;
+    return o.filter === undefined || !isFlowRecord(rec) || o.filter(rec.flow) ? rec : undefined;
   }
 
   /** The held records matching `o`, oldest first; with `number`, only the last N of them. */
   read(o: ReadOptions = {}): FlowRecord[] {
-    return this.backlog(o).map((s) => s.rec);
+    return this.backlog(o);
   }
 
-  private backlog(o: ReadOptions): Slot[] {
-    const out: Slot[] = [];
+  private backlog(o: ReadOptions): FlowRecord[] {
+    const out: FlowRecord[] = [];
     const want = o.number ?? Infinity;
     for (let q = this.seq; q >= this.oldest() && out.length < want; q--) {
-      const s = this.slots[q % this.capacity];
-      if (s !== undefined && s.seq === q && this.matches(s, o)) out.push(s);
+      const rec = this.matching(q, o);
+      if (rec !== undefined) out.push(rec);
     }
     return out.reverse();
   }
@@ -214,7 +226,7 @@ export class FlowRing {
         ? { lost_events: lost, time }
         : { lost_events: lost, node_name: this.nodeName, time };
     }
-    for (const s of first) yield s.rec;
+    for (const rec of first) yield rec;
     let wake: (() => void) | undefined;
     const onAbort = (): void => wake?.();
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -239,9 +251,9 @@ export class FlowRing {
             : { lost_events: lost, node_name: this.nodeName, time };
           continue;
         }
-        const s = this.slots[next % this.capacity];
+        const rec = this.matching(next, live);
         next++;
-        if (s !== undefined && this.matches(s, live)) yield s.rec;
+        if (rec !== undefined) yield rec;
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);

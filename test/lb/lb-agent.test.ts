@@ -1,8 +1,8 @@
 /**
  * Services through the agent, end to end (root: netns, nftables, real packets):
  * `membrane apply -f` of Service and EndpointSlice YAML, `membrane get services`,
- * balancing to the pods a selector picks, policy after the DNAT, toServices, and a
- * bad file refused whole with field paths.
+ * balancing to the pods a selector picks, policy after the DNAT, toServices, the flows'
+ * destination_service (Hubble's), and a bad file refused whole with field paths.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -15,6 +15,10 @@ import type { ServiceView } from "../../src/lb/types.js";
 import { AgentLab, rootSkipReason, T } from "../agent/e2e/harness.js";
 import { ROOT } from "../cli/run-cli.js";
 import { serviceRows } from "../../src/cli/commands/apply-lb.js";
+import { filterFromFlags } from "../../src/observe/flags.js";
+import { isFlowRecord, type Flow, type FlowRecord } from "../../src/observe/flow.js";
+import { formatJson } from "../../src/observe/printer.js";
+import { assertHubbleStrict, parseHubbleStrict } from "../observe/hubble/strict.js";
 
 const skip = rootSkipReason();
 
@@ -74,7 +78,7 @@ describe("services through the agent (root: netns, nftables, real packets)", { s
   };
 
   before(async () => {
-    lab = await AgentLab.start("hlb");
+    lab = await AgentLab.start("hlb", { observe: true }); // flows: destination_service
     dir = await mkdtemp(join(tmpdir(), "hlb-svc-"));
     await lab.endpoint("web1", { app: "web" }, { tcp: [8080] });
     await lab.endpoint("web2", { app: "web" }, { tcp: [8080] });
@@ -163,10 +167,38 @@ describe("services through the agent (root: netns, nftables, real packets)", { s
       assert.equal(await lab.ep("other").probe.tcp("10.96.0.50", 80, T), "timeout");
       // toServices (egress of client) selects the service's pods: another address stays denied.
       assert.equal(await lab.ep("client").probe.tcp(lab.ep("other").ip, 8080, T), "timeout");
+      serviceFlows();
     } finally {
       await lab.agent.deletePolicies(WEB_FROM_CLIENT + "---\n" + CLIENT_TO_WEB_SERVICE, "policies.yaml");
     }
   });
+
+  /**
+   * Hubble's destination_service: the flows of a connection to the ClusterIP name the Service (the
+   * LB table logs the frontend before the DNAT), the same client's flow to a pod address does not;
+   * --to-service selects them; Hubble's strict JSON parser takes them.
+   */
+  const serviceFlows = (): void => {
+    const all = (lab.agent.observer?.read(filterFromFlags({})) ?? []).filter(isFlowRecord).map((r) => r.flow);
+    const web = { name: "web", namespace: "default" };
+    const toWeb = (src: string, verdict: string): Flow[] =>
+      all.filter((f) => f.IP?.source === lab.ep(src).ip && f.verdict === verdict && f.IP.destination !== lab.ep("other").ip); // prettier-ignore
+    const allowed = toWeb("client", "FORWARDED");
+    const denied = toWeb("other", "DROPPED");
+    assert.ok(allowed.length > 0 && denied.length > 0, `flows through the ClusterIP: ${JSON.stringify(all)}`);
+    for (const f of [...allowed, ...denied]) {
+      assert.deepEqual(f.destination_service, web, JSON.stringify(f));
+      assert.ok([lab.ep("web1").ip, lab.ep("web2").ip].includes(f.IP?.destination ?? ""), "after the DNAT");
+    }
+    const direct = all.filter((f) => f.IP?.destination === lab.ep("other").ip);
+    assert.ok(direct.length > 0 && direct.every((f) => f.destination_service === undefined), JSON.stringify(direct)); // prettier-ignore
+    const selected = (lab.agent.observer?.read(filterFromFlags({ toService: ["default/we"] })) ?? []).filter(isFlowRecord); // prettier-ignore
+    assert.equal(selected.length, all.filter((f) => f.destination_service?.name === "web").length);
+    assert.equal(lab.agent.observer?.read(filterFromFlags({ toService: ["kube-system/web"] })).length, 0);
+    assert.ok(assertHubbleStrict(selected, "service flows") > 0);
+    const parsed = parseHubbleStrict(formatJson(selected[0] as FlowRecord));
+    assert.deepEqual((parsed["flow"] as Record<string, unknown>)["destination_service"], web);
+  };
 
   test("a bad file is refused whole with field paths, and nothing changes", async () => {
     const was = JSON.stringify(lab.agent.lb.list());

@@ -20,6 +20,7 @@
 import { MembraneError } from "../../errors.js";
 import { LbTable } from "../../datapath/lb-table.js";
 import { allocate, type InUse } from "../../lb/allocate.js";
+import { serviceFrontends, type ServiceFrontends } from "../../lb/frontends.js";
 import { LbModel } from "../../lb/model.js";
 import { parseLbResources } from "../../lb/parse.js";
 import {
@@ -62,6 +63,8 @@ export interface LbControllerParams extends ControllerDeps {
    * lb-l7 frontends (l7Frontends()) as they are now.
    */
   readonly proxyPush?: () => Promise<void>;
+  /** The flow observer's NFLOG group: new service connections are logged before their DNAT. */
+  readonly logGroup?: number;
 }
 
 export class LbController implements Controller, SyncedResource {
@@ -82,12 +85,14 @@ export class LbController implements Controller, SyncedResource {
   /** The lb-l7 frontends by service (proxy-lb.ts), and what the proxy is handed (l7Frontends). */
   private readonly l7 = new Map<string, LbFrontend[]>();
   private l7List: readonly LbL7Frontend[] = [];
+  private frontendsAt: { rev: number; index: ServiceFrontends } | undefined;
 
   constructor(private readonly d: LbControllerParams) {
     this.kernel = new LbTable({
       ...(d.nodeNetns !== undefined ? { netns: d.nodeNetns } : {}),
       table: d.table,
       ...(d.localCidrs ? { localCidrs: d.localCidrs } : {}),
+      ...(d.logGroup !== undefined ? { logGroup: d.logGroup } : {}),
     });
     this.cfg = { ...DEFAULT_LB_CONFIG, ...d.config };
   }
@@ -124,6 +129,14 @@ export class LbController implements Controller, SyncedResource {
       else this.l7.delete(key);
     }
     return changed;
+  }
+
+  /** Which Service answers on an address (flows' source_service / destination_service), rebuilt per revision. */
+  frontends(): ServiceFrontends {
+    const rev = this.revisions.desired;
+    if (this.frontendsAt?.rev !== rev)
+      this.frontendsAt = { rev, index: serviceFrontends(this.services.values()) };
+    return this.frontendsAt.index;
   }
 
   /** Any Service applied: the policy table holds the chains that judge service connections after DNAT. */

@@ -50,6 +50,9 @@ export function observeCommand(ctx: CliContext): Command {
     ["pod", "a pod, [namespace/]name (either side)"],
     ["from-pod", "source pod"],
     ["to-pod", "destination pod"],
+    ["service", "a Service, [namespace/]name (either side)"],
+    ["from-service", "source Service (replies from its ClusterIP)"],
+    ["to-service", "destination Service (the ClusterIP or NodePort the client dialled)"],
     ["label", "a label selector like app=web (either side)"],
     ["from-label", "source label selector"],
     ["to-label", "destination label selector"],
@@ -85,6 +88,7 @@ Examples:
   $ membrane observe --follow --pod default/deathstar
   $ membrane observe --last 100 -o json > flows.json
   $ membrane observe --input flows.json --to-pod deathstar --port 80
+  $ membrane observe --to-service default/web --verdict DROPPED
   $ membrane observe --server unix:/run/membrane/hubble.sock --verdict DROPPED
   $ membrane observe --server node1:4245 --tls-ca ca.pem --follow
   $ membrane observe --server relay --follow          (every node, through \`membrane relay\`)
