@@ -65,6 +65,8 @@ export interface AgentParams {
   readonly spiffe?: SpiffeParams;
   /** Cluster mode with `--tunnel vxlan`: the overlay's UDP port, never judged by the host firewall. */
   readonly tunnelPort?: number;
+  /** `--encryption mtls-tunnel`: the tunnel's group, whose marked connections carry a source identity (compile-tunnel.ts). */
+  readonly mtlsTunnelGid?: number;
   /** Gateway API and Ingress (`--gateway`, agent/gateway-start.ts); absent = off. */
   readonly gateway?: { readonly secretsDir?: string };
   /** Services in the kernel: service CIDR, LoadBalancer pool, NodePort range (lb/types.ts defaults). */

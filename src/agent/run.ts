@@ -27,8 +27,7 @@ import { startClusterIpcache, type ClusterIpcache } from "../cluster/start-ipcac
 import { nodeOfIp } from "../cluster/node-of-ip.js";
 import { VXLAN_PORT } from "../datapath/peer-routes.js";
 import type { EncryptionOptions } from "../encryption/options.js";
-import { startEncryption } from "../encryption/start.js";
-import type { WireGuardAgent } from "../encryption/wireguard.js";
+import { startEncryption, type EncryptionAgent } from "../encryption/start.js";
 import { withEncryptionRoutes } from "../encryption/routes.js";
 
 export interface AgentOptions {
@@ -93,7 +92,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   const podCidr6 = cluster ? cluster.podCidrs.ipv6 : o.podCidr6;
   let ipcache: ClusterIpcache | undefined; // cluster mode, set once the agent started (below)
   // Cluster mode: flows name the node of a peer on another node (the owner of its pod CIDR).
-  const enc: { wg?: WireGuardAgent } = {}; // --encryption: started below, before the agent
+  const enc: { wg?: EncryptionAgent } = {}; // --encryption: started below, before the agent
   const observe =
     o.observe && cluster
       ? {
@@ -114,6 +113,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     // Cluster mode: host policies select this node by its --node-labels.
     engine: cluster && o.cluster ? { ...o.engine, nodeLabels: o.cluster.labels } : o.engine,
     ...(o.cluster?.tunnel === "vxlan" ? { tunnelPort: VXLAN_PORT } : {}),
+    ...(o.encryption?.tunnel ? { mtlsTunnelGid: o.encryption.tunnel.gid } : {}),
     resyncMs: o.resyncMs,
     stateDir: o.stateDir,
     ...(observe ? { observe } : {}),
@@ -127,7 +127,15 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       : {}),
   });
   // Encryption: the strict drop and the tunnel before the agent's first rule (encryption/start.ts).
-  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log).catch(async (e: unknown) => {
+  // The mTLS tunnel asks which identity a local pod address has (the engine exists once the agent started).
+  const identityOf = (ip: string): number | undefined => {
+    try {
+      return agent.engine.ipcache.lookup(ip).identity;
+    } catch {
+      return undefined;
+    }
+  };
+  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log, { identityOf }).catch(async (e: unknown) => {
     await cluster?.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     throw e;
@@ -145,7 +153,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
               agent.status().controllers.find((c) => c.name === "endpoints")?.desired ?? 0,
             localStore: store,
             routing: { ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}), mode: o.cluster.tunnel },
-            ...(wg ? { encryptDevice: wg.ifname } : {}),
+            ...(wg && "ifname" in wg ? { encryptDevice: wg.ifname } : {}),
           })
         : undefined;
     if (wg && ipcache) await wg.attach(ipcache.view);

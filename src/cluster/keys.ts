@@ -110,14 +110,29 @@ export interface NodeHubbleV1 {
   readonly address?: string;
 }
 
-/** A node's transparent-encryption endpoint (its public key; the private key never leaves the node). */
-export interface NodeEncryptionV1 {
+/** A node's transparent-encryption endpoint (public material only; private keys never leave the node). */
+export type NodeEncryptionV1 = NodeWireGuardV1 | NodeMtlsTunnelV1;
+
+export interface NodeWireGuardV1 {
   readonly type: "wireguard";
   /** base64 of the x25519 public key (WireGuard's form). */
   readonly publicKey: string;
   /** UDP port the node's WireGuard interface listens on (at its underlay address). */
   readonly port: number;
   /** ISO time the key pair was made (key age in status). */
+  readonly keyCreatedAt?: string;
+}
+
+/**
+ * `--encryption mtls-tunnel`: where the node's tunnel listens (its underlay address, this TCP port)
+ * and the roots of its own CA (DER, base64): peers accept the SVIDs it presents only if they
+ * validate against these, so each node speaks only with what its own CA signed.
+ */
+export interface NodeMtlsTunnelV1 {
+  readonly type: "mtls-tunnel";
+  readonly port: number;
+  readonly roots: readonly string[];
+  /** ISO time the node's newest root was made (key age in status). */
   readonly keyCreatedAt?: string;
 }
 

@@ -8,9 +8,9 @@
  */
 import type { Route } from "../agent/api/router.js";
 import { MembraneError } from "../errors.js";
-import type { WireGuardAgent } from "./wireguard.js";
+import type { EncryptionAgent } from "./start.js";
 
-export function withEncryptionRoutes(routes: Route[], wg: WireGuardAgent | undefined): Route[] {
+export function withEncryptionRoutes(routes: Route[], wg: EncryptionAgent | undefined): Route[] {
   const withStatus = routes.map((r): Route => {
     if (!wg || r.kind === "stream" || r.method !== "GET" || r.path !== "/v1/status") return r;
     const base = r.handler;
@@ -33,7 +33,7 @@ export function withEncryptionRoutes(routes: Route[], wg: WireGuardAgent | undef
             "ENCRYPTION_INVALID",
             "Cannot show encryption: this agent does not encrypt",
             {
-              hint: "start the agent in cluster mode with --encryption wireguard",
+              hint: "start the agent in cluster mode with --encryption wireguard or mtls-tunnel",
             },
           );
         return wg.status();

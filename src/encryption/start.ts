@@ -1,12 +1,16 @@
 /**
  * Wiring of encryption for one agent: EncryptionOptions + the cluster session -> a started
- * WireGuardAgent (strict table, key, interface), or undefined when encryption is off.
+ * WireGuardAgent (strict table, key, interface) or MtlsTunnelAgent (strict table, redirect, CA,
+ * tunnel process), or undefined when encryption is off.
  */
 import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import type { ClusterOptions, ClusterSession } from "../cluster/session.js";
 import type { EncryptionOptions } from "./options.js";
 import { WireGuardAgent } from "./wireguard.js";
+import { MtlsTunnelAgent } from "./mtls/agent.js";
+
+export type EncryptionAgent = WireGuardAgent | MtlsTunnelAgent;
 
 export interface EncryptionStartOptions {
   readonly encryption?: EncryptionOptions;
@@ -16,19 +20,26 @@ export interface EncryptionStartOptions {
   readonly logGroup: number;
 }
 
+/** What the mTLS tunnel needs of the agent, known only once it runs. */
+export interface EncryptionHooks {
+  readonly identityOf: (ip: string) => number | undefined;
+}
+
 export async function startEncryption(
   o: EncryptionStartOptions,
   session: ClusterSession | undefined,
   localCidrs: readonly (string | undefined)[],
   logger: Logger,
-): Promise<WireGuardAgent | undefined> {
+  hooks: EncryptionHooks,
+): Promise<EncryptionAgent | undefined> {
   const e = o.encryption;
   if (!e) return undefined;
   if (!session || !o.cluster)
     throw new MembraneError("ENCRYPTION_INVALID", "Cannot start encryption: --encryption needs cluster mode");
   let strictCidrs: readonly string[] | undefined;
+  const cc = o.cluster.podCidrs.clusterCidr;
+  const clusterCidrs = [cc?.ipv4, cc?.ipv6].filter((c): c is string => c !== undefined);
   if (e.strict) {
-    const cc = o.cluster.podCidrs.clusterCidr;
     strictCidrs = e.strictCidrs ?? [cc?.ipv4, cc?.ipv6].filter((c): c is string => c !== undefined);
     if (strictCidrs.length === 0)
       throw new MembraneError(
@@ -37,13 +48,39 @@ export async function startEncryption(
         { hint: "give the CIDR every node's pods are in, e.g. --encryption-strict-cidr 10.200.0.0/16" },
       );
   }
+  const local = localCidrs.filter((c): c is string => c !== undefined);
+  if (e.mode === "mtls-tunnel") {
+    const nodeIp = o.cluster.nodeIp.ipv4;
+    if (!e.tunnel || nodeIp === undefined || !cc?.ipv4)
+      throw new MembraneError(
+        "ENCRYPTION_INVALID",
+        "Cannot start the agent: --encryption mtls-tunnel carries IPv4 pod traffic and needs an IPv4 --node-ip and --cluster-cidr",
+        { hint: "e.g. --node-ip 10.0.0.11 --cluster-cidr 10.200.0.0/16" },
+      );
+    const t = new MtlsTunnelAgent({
+      node: o.cluster.node,
+      ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}),
+      stateDir: o.stateDir,
+      port: e.port,
+      tunnel: e.tunnel,
+      nodeIp,
+      localCidrs: local,
+      clusterCidrs,
+      ...(strictCidrs ? { strictCidrs } : {}),
+      logGroup: o.logGroup,
+      logger,
+      identityOf: hooks.identityOf,
+    });
+    await t.start();
+    return t;
+  }
   const wg = new WireGuardAgent({
     node: o.cluster.node,
     ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}),
     stateDir: o.stateDir,
     port: e.port,
     ...(strictCidrs ? { strictCidrs } : {}),
-    localCidrs: localCidrs.filter((c): c is string => c !== undefined),
+    localCidrs: local,
     logGroup: o.logGroup,
     logger,
   });

@@ -54,8 +54,8 @@ export interface LabClusterOptions {
    * reach the lab's store on loopback. Default off (faster: no certificates).
    */
   readonly tls?: boolean;
-  /** `--encryption wireguard` on every agent (strict: also `--encryption-strict`). */
-  readonly encryption?: "wireguard";
+  /** `--encryption wireguard|mtls-tunnel` on every agent (strict: also `--encryption-strict`). */
+  readonly encryption?: "wireguard" | "mtls-tunnel";
   readonly encryptionStrict?: boolean;
   /** Aborts the start (Ctrl-C): what was made is removed, then the start rejects. */
   readonly signal?: AbortSignal;
@@ -204,7 +204,8 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...["--cluster-lease-ttl", String(o.leaseTtl ?? 15), "--resync", "0"],
         ...["--log-level", o.logLevel ?? "warn"],
         ...(o.proxy ? [] : ["--no-proxy"]),
-        ...(o.encryption ? ["--encryption", o.encryption, "--wireguard-port", String(51870 + i)] : []),
+        ...(o.encryption ? ["--encryption", o.encryption] : []),
+        ...(o.encryption === "wireguard" ? ["--wireguard-port", String(51870 + i)] : []),
         ...(o.encryptionStrict ? ["--encryption-strict"] : []),
       ];
       const { proc, logs } = spawnAgent(args);

@@ -7,9 +7,9 @@ export function addEncryptionFlags(cmd: Command): Command {
     .addOption(
       new Option(
         "--encryption <mode>",
-        "cluster mode: encrypt pod traffic between nodes (wireguard: kernel module where present, wireguard-go otherwise)",
+        "cluster mode: encrypt pod traffic between nodes (wireguard: kernel module where present, wireguard-go otherwise; mtls-tunnel: pods' TCP carried over TLS 1.3 with the source identity's SVID, HTTP/2 CONNECT as Istio's HBONE)",
       )
-        .choices(["disabled", "wireguard"])
+        .choices(["disabled", "wireguard", "mtls-tunnel"])
         .default("disabled"),
     )
     .option(
@@ -20,7 +20,19 @@ export function addEncryptionFlags(cmd: Command): Command {
       "--encryption-strict-cidr <cidrs>",
       "the destinations strict mode covers (default: --cluster-cidr)",
     )
-    .option("--wireguard-port <port>", "UDP port of this node's WireGuard interface", "51871");
+    .option("--wireguard-port <port>", "UDP port of this node's WireGuard interface", "51871")
+    .option("--mtls-tunnel-port <port>", "TCP port of this node's mTLS tunnel, on its --node-ip", "15008")
+    .option(
+      "--mtls-tunnel-redirect-port <port>",
+      "TCP port on the pod gateway address where pods' connections to other nodes are redirected",
+      "15006",
+    )
+    .option(
+      "--mtls-tunnel-gid <gid>",
+      "group the tunnel runs as; the kernel judges its marked connections with the source identity",
+      "1338",
+    )
+    .option("--mtls-tunnel-uid <uid>", "user the tunnel drops root for once its sockets are bound", "1338");
 }
 
 /** EncryptionOptions from the parsed command; undefined when encryption is off. */
@@ -35,6 +47,13 @@ export function encryptionFromFlags(cmd: Command): EncryptionOptions | undefined
         ? { encryptionStrictCidr: s("encryptionStrictCidr") as string }
         : {}),
       ...(s("wireguardPort") !== undefined ? { wireguardPort: s("wireguardPort") as string } : {}),
+      ...(s("mtlsTunnelPort") !== undefined ? { mtlsTunnelPort: s("mtlsTunnelPort") as string } : {}),
+      ...(s("mtlsTunnelRedirectPort") !== undefined
+        ? { mtlsTunnelRedirectPort: s("mtlsTunnelRedirectPort") as string }
+        : {}),
+      ...(s("mtlsTunnelGid") !== undefined ? { mtlsTunnelGid: s("mtlsTunnelGid") as string } : {}),
+      ...(s("mtlsTunnelUid") !== undefined ? { mtlsTunnelUid: s("mtlsTunnelUid") as string } : {}),
+      ...(s("trustDomain") !== undefined ? { trustDomain: s("trustDomain") as string } : {}),
     },
     s("clusterStore") !== undefined,
   );
