@@ -83,7 +83,11 @@ export class MtlsTunnelAgent {
     this.log = p.logger.child({ part: "mtls-tunnel" });
   }
 
-  /** Strict drop and redirect first, then the CA and the tunnel process. */
+  /**
+   * Strict drop and redirect first, then the CA (record() needs its roots). The process starts in
+   * attach(): it listens on the pod gateway address, which exists once the agent adopted the node.
+   * Until then, redirected connections find no listener and are reset (fail closed).
+   */
   async start(): Promise<void> {
     const gw = gateway4(this.p.localCidrs);
     await applyEncryptTable({
@@ -111,7 +115,6 @@ export class MtlsTunnelAgent {
       nodeCreds: () => this.issue(nodeSpiffeId(this.p.tunnel.trustDomain, this.p.node)),
       source: (ip) => this.source(ip),
     });
-    await this.sup.start();
     // Renew the node's SVID at half life (identity SVIDs renew when asked for past theirs).
     const every = Math.max(10_000, this.ca.svidTtlMs / 2);
     this.timer = setInterval(() => void this.renewNode(), every);
@@ -174,9 +177,12 @@ export class MtlsTunnelAgent {
     };
   }
 
-  /** Hands the tunnel the peers now and on every change of the node registry. */
-  attach(view: NodeView): Promise<void> {
+  /** Starts the tunnel process; hands it the peers now and on every change of the node registry. */
+  async attach(view: NodeView): Promise<void> {
     this.view = view;
+    this.peers = tunnelPeers(view, this.p.node);
+    this.sup?.setPeers(this.peers);
+    await this.sup?.start();
     const push = (): void => {
       const next = tunnelPeers(view, this.p.node);
       if (JSON.stringify(next) === JSON.stringify(this.peers)) return;
@@ -186,7 +192,6 @@ export class MtlsTunnelAgent {
     };
     view.onChange(push);
     push();
-    return Promise.resolve();
   }
 
   /** Flows' IP.encrypted: nothing is claimed per address (only pods' TCP is carried; flows lack the protocol here). */
