@@ -135,11 +135,13 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       return undefined;
     }
   };
-  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log, { identityOf }).catch(async (e: unknown) => {
-    await cluster?.close().catch(() => undefined);
-    await store.close().catch(() => undefined);
-    throw e;
-  });
+  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log, { identityOf }).catch(
+    async (e: unknown) => {
+      await cluster?.close().catch(() => undefined);
+      await store.close().catch(() => undefined);
+      throw e;
+    },
+  );
   if (wg) enc.wg = wg;
   try {
     await agent.start();

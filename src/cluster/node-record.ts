@@ -85,8 +85,11 @@ function badEncryption(e: unknown): string | undefined {
   const r = e as Record<string, unknown>;
   if (r["type"] === "mtls-tunnel") {
     const roots = r["roots"];
-    if (!Array.isArray(roots) || roots.length === 0 || roots.length > 8) return ".roots is not a list of 1-8 certificates";
-    const bad = roots.findIndex((x) => typeof x !== "string" || x.length > 8192 || !/^[A-Za-z0-9+/]+={0,2}$/.test(x));
+    if (!Array.isArray(roots) || roots.length === 0 || roots.length > 8)
+      return ".roots is not a list of 1-8 certificates";
+    const bad = roots.findIndex(
+      (x) => typeof x !== "string" || x.length > 8192 || !/^[A-Za-z0-9+/]+={0,2}$/.test(x),
+    );
     if (bad >= 0) return `.roots[${bad}] is not a base64 DER certificate (at most 8 KiB)`;
   } else if (r["type"] !== "wireguard") return ".type is not wireguard or mtls-tunnel";
   else if (!isWgKey(r["publicKey"])) return ".publicKey is not a base64 32-byte key";

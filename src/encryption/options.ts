@@ -50,7 +50,8 @@ export interface EncryptionFlags {
 
 function int(flag: string, text: string, min: number, max: number): number {
   const n = Number(text);
-  if (!/^\d+$/.test(text) || n < min || n > max) throw bad(flag, text, `is not a whole number in ${min}..${max}`);
+  if (!/^\d+$/.test(text) || n < min || n > max)
+    throw bad(flag, text, `is not a whole number in ${min}..${max}`);
   return n;
 }
 

@@ -27,7 +27,11 @@ export interface EncryptTableConfig {
   /** WireGuard: its interface (strict mode lets what leaves through it pass); absent: the mTLS tunnel. */
   readonly wgIf?: string;
   /** The mTLS tunnel: pods' TCP to other nodes' pods is DNATed to the tunnel's redirect listener. */
-  readonly tunnel?: { readonly redirect4: string; readonly port: number; readonly clusterCidrs: readonly string[] };
+  readonly tunnel?: {
+    readonly redirect4: string;
+    readonly port: number;
+    readonly clusterCidrs: readonly string[];
+  };
   /** Strict mode: the CIDRs traffic to must be encrypted; absent = strict mode off. */
   readonly strictCidrs?: readonly string[];
   /** This node's own pod CIDRs (never through the tunnel). */
@@ -99,7 +103,10 @@ export function encryptTableScript(c: EncryptTableConfig): string {
  * (the cluster CIDR, not this node's) is DNATed to the tunnel's listener, after the policy
  * chains (priority -150) judged the pod's egress on the real destination. IPv4 (the slice).
  */
-function tunnelRedirect(t: NonNullable<EncryptTableConfig["tunnel"]>, localCidrs: readonly string[]): string[] {
+function tunnelRedirect(
+  t: NonNullable<EncryptTableConfig["tunnel"]>,
+  localCidrs: readonly string[],
+): string[] {
   const cluster = split(t.clusterCidrs, "--cluster-cidr");
   const local = split(localCidrs, "the pod CIDR");
   if (cluster.v4.length === 0 || local.v4.length === 0) return [];

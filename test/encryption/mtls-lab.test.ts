@@ -155,7 +155,11 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
         assert.ok(r.status === undefined && r.reply === undefined, `${what} refused: ${JSON.stringify(r)}`);
       }
       const rb = await handPeer(lab.dir, n1.netns, to, await svid(own, `spiffe://cluster.local/identity/${b.identity}`), mark("b2")); // prettier-ignore
-      assert.notEqual(rb.status, 200, `identity B's certificate is refused by n2's policy: ${JSON.stringify(rb)}`);
+      assert.notEqual(
+        rb.status,
+        200,
+        `identity B's certificate is refused by n2's policy: ${JSON.stringify(rb)}`,
+      );
 
       // 3. Strict: UDP is not carried; to a remote pod it is dropped on n1 with a flow.
       const sink = await UdpSink.start(server.netns, 7001);
@@ -173,7 +177,8 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
       // 4. No secret in the API or the log: the CA's root key.
       const caKeys = (JSON.parse(readFileSync(join(n1.stateDir, "mtls-tunnel", "ca.json"), "utf8")) as { roots: { key: string }[] }).roots.map((r) => r.key); // prettier-ignore
       const api = JSON.stringify(await status(n1));
-      for (const k of caKeys) assert.ok(!api.includes(k) && !n1.logs().includes(k), "the CA key is never shown");
+      for (const k of caKeys)
+        assert.ok(!api.includes(k) && !n1.logs().includes(k), "the CA key is never shown");
 
       // 5. The control: without the strict table UDP leaks, and the capture sees it.
       const del = await runRaw(["nft", "delete", "table", "inet", "membrane_encrypt"], { netns: n1.netns });
@@ -188,7 +193,8 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
       cap = undefined;
       assert.ok(pcap.length > 1000, "the capture saw the tunnel's traffic");
       assert.ok(pcap.includes(mc), "the capture sees a plaintext marker (so it could fail)");
-      for (const m of [ma, mb, mu]) assert.ok(!pcap.includes(m), `marker ${m} never crossed the underlay in plaintext`);
+      for (const m of [ma, mb, mu])
+        assert.ok(!pcap.includes(m), `marker ${m} never crossed the underlay in plaintext`);
     } finally {
       for (const s of sinks) s.stop();
       for (const p of procs) if (p.pid !== undefined) try { process.kill(-p.pid, "SIGKILL"); } catch { /* gone */ } // prettier-ignore

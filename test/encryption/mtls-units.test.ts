@@ -25,7 +25,11 @@ describe("--encryption mtls-tunnel flags", () => {
   });
   const bad: { name: string; f: Record<string, string>; why: RegExp }[] = [
     { name: "a port of 0", f: { mtlsTunnelPort: "0" }, why: /--mtls-tunnel-port "0"/ },
-    { name: "a redirect port as text", f: { mtlsTunnelRedirectPort: "http" }, why: /--mtls-tunnel-redirect-port/ },
+    {
+      name: "a redirect port as text",
+      f: { mtlsTunnelRedirectPort: "http" },
+      why: /--mtls-tunnel-redirect-port/,
+    },
     { name: "the same port twice", f: { mtlsTunnelPort: "15006" }, why: /same port/ },
     { name: "group 0 (root's)", f: { mtlsTunnelGid: "0" }, why: /--mtls-tunnel-gid/ },
     { name: "an upper-case trust domain", f: { trustDomain: "Evil.Local" }, why: /--trust-domain/ },
@@ -86,7 +90,10 @@ describe("the encryption table of the mTLS tunnel", () => {
   });
   test("strict mode drops whatever still heads for a remote pod (no interface exception)", () => {
     const s = encryptTableScript({ ...base, strictCidrs: ["10.200.0.0/16"] });
-    assert.match(s, /\n {4}ip daddr @strict4 ip daddr != @local4 counter log group 1 prefix "mbr:d:h0:out:enc" drop/);
+    assert.match(
+      s,
+      /\n {4}ip daddr @strict4 ip daddr != @local4 counter log group 1 prefix "mbr:d:h0:out:enc" drop/,
+    );
   });
 });
 
@@ -104,7 +111,10 @@ describe("out_c keeps the tunnel's identity mark", () => {
     assert.equal(tunnelRules(undefined).length, 0);
   });
   test("a bad group is refused naming the field", () => {
-    assert.throws(() => tunnelRules(0), (e: unknown) => isMembraneError(e) && e.code === "DATAPATH_STATE_INVALID");
+    assert.throws(
+      () => tunnelRules(0),
+      (e: unknown) => isMembraneError(e) && e.code === "DATAPATH_STATE_INVALID",
+    );
   });
 });
 

@@ -147,7 +147,11 @@ export class MtlsTunnelAgent {
   /** The identity of a pod address of THIS node and its SVID; refuses any other address. */
   private async source(ip: string): Promise<{ identity: number; creds: WireCreds }> {
     const a = parseAddr(ip);
-    const host: Prefix | undefined = a && { family: a.family, addr: a.value, bits: a.family === 4 ? 32 : 128 };
+    const host: Prefix | undefined = a && {
+      family: a.family,
+      addr: a.value,
+      bits: a.family === 4 ? 32 : 128,
+    };
     if (!host || !this.local.some((c) => containsPrefix(c, host)))
       throw new Error(`${ip} is not a pod address of this node`);
     const identity = this.p.identityOf(ip);
@@ -168,7 +172,10 @@ export class MtlsTunnelAgent {
   record(): NodeMtlsTunnelV1 {
     if (!this.ca) throw new Error("MtlsTunnelAgent.record() before start()");
     const roots = this.ca.rootsView();
-    const newest = roots.map((r) => r.notAfter).sort().pop();
+    const newest = roots
+      .map((r) => r.notAfter)
+      .sort()
+      .pop();
     return {
       type: "mtls-tunnel",
       port: this.p.port,
@@ -220,7 +227,13 @@ export class MtlsTunnelAgent {
         return {
           node: p.node,
           endpoint: `${p.address}:${p.port}`,
-          sessions: 0, streamsTotal: 0, streamsOpen: 0, inboundAccepted: 0, inboundRefused: 0, bytesOut: 0, bytesIn: 0, // prettier-ignore
+          sessions: 0,
+          streamsTotal: 0,
+          streamsOpen: 0,
+          inboundAccepted: 0,
+          inboundRefused: 0,
+          bytesOut: 0,
+          bytesIn: 0, // prettier-ignore
           ...s,
           ...(kc ? { keyCreatedAt: kc } : {}),
         };
@@ -244,8 +257,16 @@ export function tunnelPeers(view: NodeView, self: string): TunnelPeer[] {
     const e = r.record.encryption;
     const ip = r.record.addresses.ipv4;
     if (name === self || e?.type !== "mtls-tunnel" || ip === undefined) continue;
-    const cidrs = (s.owned.get(name) ?? []).filter((c) => !mine.some((m) => containsPrefix(m, c) || containsPrefix(c, m)));
-    out.push({ node: name, address: ip, port: e.port, roots: [...e.roots], podCidrs: cidrs.map(prefixString).sort() });
+    const cidrs = (s.owned.get(name) ?? []).filter(
+      (c) => !mine.some((m) => containsPrefix(m, c) || containsPrefix(c, m)),
+    );
+    out.push({
+      node: name,
+      address: ip,
+      port: e.port,
+      roots: [...e.roots],
+      podCidrs: cidrs.map(prefixString).sort(),
+    });
   }
   return out.sort((a, b) => (a.node < b.node ? -1 : 1));
 }

@@ -76,7 +76,9 @@ export class TunnelClient {
     const { identity, creds } = await this.d.source(src);
     const session = await this.session(peer, identity, creds);
     const st = this.d.stats.of(peer.node, `${peer.address}:${peer.port}`);
-    const authority = dst.address.includes(":") ? `[${dst.address}]:${dst.port}` : `${dst.address}:${dst.port}`;
+    const authority = dst.address.includes(":")
+      ? `[${dst.address}]:${dst.port}`
+      : `${dst.address}:${dst.port}`;
     const stream = session.request({ ":method": "CONNECT", ":authority": authority }, { endStream: false });
     st.streamsTotal++;
     st.streamsOpen++;
@@ -90,10 +92,19 @@ export class TunnelClient {
       stream.once("error", reject);
       stream.once("close", () => reject(new Error(`${peer.node} closed the stream for ${authority}`)));
     });
-    splice(sock, stream, (n) => (st.bytesOut += n), (n) => (st.bytesIn += n));
+    splice(
+      sock,
+      stream,
+      (n) => (st.bytesOut += n),
+      (n) => (st.bytesIn += n),
+    );
   }
 
-  private async session(peer: TunnelPeer, identity: number, creds: WireCreds): Promise<http2.ClientHttp2Session> {
+  private async session(
+    peer: TunnelPeer,
+    identity: number,
+    creds: WireCreds,
+  ): Promise<http2.ClientHttp2Session> {
     const key = `${peer.node}|${identity}`;
     const have = this.sessions.get(key);
     if (have) {
@@ -154,7 +165,11 @@ export class TunnelClient {
   }
 
   close(): void {
-    for (const p of this.sessions.values()) void p.then((s) => s.s.close(), () => undefined);
+    for (const p of this.sessions.values())
+      void p.then(
+        (s) => s.s.close(),
+        () => undefined,
+      );
     this.sessions.clear();
   }
 }

@@ -20,7 +20,10 @@ export const nodeSpiffeId = (td: string, node: string): string => `spiffe://${td
 const pem = (der: Buffer): string => new X509Certificate(der).toString();
 
 /** cert, key and ca (PEM) of a TLS context. */
-export function tlsCreds(c: WireCreds, roots: readonly string[]): { cert: string; key: string; ca: string[] } {
+export function tlsCreds(
+  c: WireCreds,
+  roots: readonly string[],
+): { cert: string; key: string; ca: string[] } {
   const key = createPrivateKey({ key: Buffer.from(c.key, "base64"), format: "der", type: "pkcs8" });
   return {
     cert: c.chain.map((d) => pem(Buffer.from(d, "base64"))).join(""),

@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   let peers: readonly TunnelPeer[] = [];
   const sources = new Map<number, (m: Extract<ToTunnel, { type: "source" }>) => void>();
   let nextId = 1;
-  let server: TunnelServer | undefined;
+  const box: { server?: TunnelServer } = {}; // set once the broker and the node's SVID are there
   let nodeCreds: WireCreds | undefined;
   const inited = new Promise<WireCreds>((resolve) => {
     process.on("message", (m: ToTunnel) => {
@@ -43,11 +43,11 @@ async function main(): Promise<void> {
         resolve(m.node);
       } else if (m.type === "node-svid") {
         nodeCreds = m.node;
-        server?.setCreds(m.node, peers);
+        box.server?.setCreds(m.node, peers);
       } else if (m.type === "peers") {
         peers = m.peers;
         client.setPeers(peers);
-        server?.setPeers(peers);
+        box.server?.setPeers(peers);
       } else if (m.type === "source") {
         sources.get(m.id)?.(m);
         sources.delete(m.id);
@@ -65,7 +65,8 @@ async function main(): Promise<void> {
       const t = setTimeout(() => (sources.delete(id), reject(new Error("the agent did not answer"))), 5000);
       sources.set(id, (m) => {
         clearTimeout(t);
-        if (m.identity === undefined || !m.creds) return reject(new Error(m.error ?? `no identity for ${ip}`));
+        if (m.identity === undefined || !m.creds)
+          return reject(new Error(m.error ?? `no identity for ${ip}`));
         resolve({ identity: m.identity, creds: m.creds });
       });
       send({ type: "source?", id, ip });
@@ -74,7 +75,7 @@ async function main(): Promise<void> {
 
   const broker = await BrokerClient.start(() => fatal("the tunnel's broker exited"));
   const creds = await inited;
-  server = new TunnelServer(
+  const server = new TunnelServer(
     {
       trustDomain: cfg.trustDomain,
       localCidrs: cfg.localCidrs,
@@ -85,6 +86,7 @@ async function main(): Promise<void> {
     },
     nodeCreds ?? creds,
   );
+  box.server = server;
   server.setPeers(peers);
   await server.listen(cfg.listen.host, cfg.listen.port);
 

@@ -37,7 +37,10 @@ export interface ServerDeps {
 export class TunnelServer {
   private readonly server: http2.Http2SecureServer;
   private byAddress = new Map<string, TunnelPeer>();
-  private readonly identities = new WeakMap<http2.ServerHttp2Session, { identity: number; peer: TunnelPeer }>();
+  private readonly identities = new WeakMap<
+    http2.ServerHttp2Session,
+    { identity: number; peer: TunnelPeer }
+  >();
   private readonly local: Prefix[];
   private creds: WireCreds;
 
@@ -64,10 +67,23 @@ export class TunnelServer {
     });
   }
 
-  private context(peers: readonly TunnelPeer[]): { cert: string; key: string; ca: string[]; minVersion: "TLSv1.3"; maxVersion: "TLSv1.3" } {
+  private context(peers: readonly TunnelPeer[]): {
+    cert: string;
+    key: string;
+    ca: string[];
+    minVersion: "TLSv1.3";
+    maxVersion: "TLSv1.3";
+  } {
     // The union of the peers' roots (none yet: an empty list trusts nothing, not the system's CAs);
     // onSession then checks each client against the roots of the node it connects from.
-    return { ...tlsCreds(this.creds, peers.flatMap((p) => p.roots)), minVersion: "TLSv1.3", maxVersion: "TLSv1.3" };
+    return {
+      ...tlsCreds(
+        this.creds,
+        peers.flatMap((p) => p.roots),
+      ),
+      minVersion: "TLSv1.3",
+      maxVersion: "TLSv1.3",
+    };
   }
 
   listen(host: string, port: number): Promise<void> {
@@ -115,14 +131,18 @@ export class TunnelServer {
     stream.on("error", () => undefined);
     const who = this.identities.get(stream.session as http2.ServerHttp2Session);
     const answer = (status: number): void => {
-      if (!stream.headersSent && !stream.destroyed) stream.respond({ ":status": status }, { endStream: true });
+      if (!stream.headersSent && !stream.destroyed)
+        stream.respond({ ":status": status }, { endStream: true });
     };
     if (!who) return answer(403);
     const st = this.d.stats.of(who.peer.node, `${who.peer.address}:${who.peer.port}`);
     const dst = h[":method"] === "CONNECT" ? this.destination(h[":authority"]) : undefined;
     if (!dst) {
       st.inboundRefused++;
-      this.d.refused(who.peer.node, `not a CONNECT to a pod of this node: ${String(h[":authority"]).slice(0, 80)}`);
+      this.d.refused(
+        who.peer.node,
+        `not a CONNECT to a pod of this node: ${String(h[":authority"]).slice(0, 80)}`,
+      );
       return answer(403);
     }
     let sock: net.Socket;
@@ -146,7 +166,12 @@ export class TunnelServer {
     }
     st.inboundAccepted++;
     stream.respond({ ":status": 200 });
-    splice(sock, stream, (n) => (st.bytesIn += n), (n) => (st.bytesOut += n));
+    splice(
+      sock,
+      stream,
+      (n) => (st.bytesIn += n),
+      (n) => (st.bytesOut += n),
+    );
   }
 
   /** host:port of a CONNECT, only when host is an address in this node's pod CIDRs. */

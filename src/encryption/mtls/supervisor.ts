@@ -40,16 +40,21 @@ export class TunnelSupervisor {
     const script = fileURLToPath(new URL("./main.js", import.meta.url));
     const argv = [process.execPath, script, JSON.stringify(this.p.config)];
     const [cmd, ...args] = this.p.netns ? ["ip", "netns", "exec", this.p.netns, ...argv] : argv;
-    const child = spawn(cmd as string, args, { stdio: ["ignore", "inherit", "inherit", "ipc"], gid: this.p.gid });
+    const child = spawn(cmd as string, args, {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      gid: this.p.gid,
+    });
     this.child = child;
     const ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(failed("it did not report ready in 30 s")), 30_000);
       child.on("message", (raw: unknown) => {
         const m = fromTunnel(raw);
         if (!m) return this.p.logger.warn("malformed message from the tunnel dropped");
-        if (m.type === "ready") (clearTimeout(timer), resolve());
-        else if (m.type === "fatal") (clearTimeout(timer), reject(failed(m.message)));
-        else if (m.type === "source?") {
+        if (m.type === "ready" || m.type === "fatal") {
+          clearTimeout(timer);
+          if (m.type === "ready") resolve();
+          else reject(failed(m.message));
+        } else if (m.type === "source?") {
           this.p.source(m.ip).then(
             (r) => this.send({ type: "source", id: m.id, identity: r.identity, creds: r.creds }),
             (e: unknown) => this.send({ type: "source", id: m.id, error: (e as Error).message }),
@@ -62,7 +67,10 @@ export class TunnelSupervisor {
           this.p.logger.warn({ from: m.from, why: m.why }, "mTLS tunnel refused a connection");
         }
       });
-      child.once("exit", (code, signal) => (clearTimeout(timer), reject(failed(`it exited (${signal ?? code})`))));
+      child.once(
+        "exit",
+        (code, signal) => (clearTimeout(timer), reject(failed(`it exited (${signal ?? code})`))),
+      );
       child.once("error", (e) => (clearTimeout(timer), reject(failed(e.message))));
     });
     child.on("exit", (code, signal) => {

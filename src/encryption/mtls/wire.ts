@@ -95,9 +95,7 @@ export function fromTunnel(m: unknown): FromTunnel | undefined {
     case "fatal":
       return str(m["message"]) ? { type: "fatal", message: m["message"] } : undefined;
     case "source?":
-      return isInt(m["id"]) && str(m["ip"], 64)
-        ? { type: "source?", id: m["id"], ip: m["ip"] }
-        : undefined;
+      return isInt(m["id"]) && str(m["ip"], 64) ? { type: "source?", id: m["id"], ip: m["ip"] } : undefined;
     case "status":
       return isInt(m["id"]) && Array.isArray(m["peers"]) && m["peers"].length <= 10_000
         ? { type: "status", id: m["id"], peers: m["peers"].filter(isObj) as unknown as PeerStats[] }
