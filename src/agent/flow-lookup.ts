@@ -14,7 +14,7 @@ export function flowLookup(
   endpoints: EndpointsController,
   ruleOrigins: ReadonlyMap<number, RuleOrigin>,
   nodeOfIp?: (ip: string) => string | undefined,
-  encryptedPeer?: (ip: string) => boolean,
+  encryptedPeer?: (ip: string, tcp: boolean) => boolean,
 ): FlowLookup {
   const info = (rec: EndpointRecordV1) => {
     const ep = engine().getEndpoint(rec.namespace, rec.name);

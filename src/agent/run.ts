@@ -98,7 +98,9 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       ? {
           ...o.observe,
           nodeOfIp: nodeOfIp(() => ipcache?.view.snapshot),
-          ...(o.encryption ? { encryptedPeer: (ip: string) => enc.wg?.encrypts(ip) === true } : {}),
+          ...(o.encryption
+            ? { encryptedPeer: (ip: string, tcp: boolean) => enc.wg?.encrypts(ip, tcp) === true }
+            : {}),
         }
       : o.observe;
   const agent = new Agent({

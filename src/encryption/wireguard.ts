@@ -179,7 +179,7 @@ export class WireGuardAgent {
   }
 
   /** Whether traffic with `ip` goes through the tunnel (a peer's allowed IPs hold it): flows' IP.encrypted. */
-  encrypts(ip: string): boolean {
+  encrypts(ip: string, _tcp?: boolean): boolean {
     const a = parseAddr(ip);
     if (!a) return false;
     const host: Prefix = { family: a.family, addr: a.value, bits: a.family === 4 ? 32 : 128 };

@@ -3,7 +3,8 @@
 // the source identity's SVID, and the receiving node's kernel policy judges that identity (allowed A
 // passes, B is refused) although both arrive from the same tunnel address; hand-made peers are
 // refused for a client certificate of another trust domain, of a rogue root, of a node or of a
-// reserved identity, and accepted (the control) with an SVID of n1's own CA; UDP to a remote pod
+// reserved identity, and accepted (the control) with an SVID of n1's own CA; after a kill -9 and
+// restart of n1's agent the tunnel carries again (strict table kept); UDP to a remote pod
 // (not carried) is dropped by strict mode with a flow; a capture of the whole underlay never holds
 // a marker, and does hold one once the strict table is removed by hand (the capture can fail).
 import assert from "node:assert/strict";
@@ -161,7 +162,17 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
         `identity B's certificate is refused by n2's policy: ${JSON.stringify(rb)}`,
       );
 
-      // 3. Strict: UDP is not carried; to a remote pod it is dropped on n1 with a flow.
+      // 3. kill -9 n1's agent (its tunnel process follows it: fail closed) and start it again: the
+      //    strict table stayed, a new tunnel with the same CA carries A's connections again.
+      const n1b = await lab.restart("n1");
+      const mr = mark("restart");
+      await until("a -> server through n1's new tunnel", async () => (await tcpEcho(a.netns, server.ipv4, 8080, mr)).includes(mr), 30_000); // prettier-ignore
+      assert.deepEqual(
+        (await status(n1b)).peers.map((p) => p.node),
+        ["n2"],
+      );
+
+      // 4. Strict: UDP is not carried; to a remote pod it is dropped on n1 with a flow.
       const sink = await UdpSink.start(server.netns, 7001);
       sinks.push(sink);
       const mu = mark("udp");
@@ -169,18 +180,18 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
       await sleep(500);
       assert.ok(!sink.received().includes(mu), "strict mode dropped the plaintext UDP");
       await until("a drop flow UNENCRYPTED_TRAFFIC on n1", async () =>
-        (await readFlows(n1, { allowlist: [{ verdict: ["DROPPED"] }] })).some(
+        (await readFlows(n1b, { allowlist: [{ verdict: ["DROPPED"] }] })).some(
           (f) => f.drop_reason_desc === "UNENCRYPTED_TRAFFIC" && f.IP?.destination === server.ipv4,
         ),
       );
 
-      // 4. No secret in the API or the log: the CA's root key.
+      // 5. No secret in the API or the log: the CA's root key.
       const caKeys = (JSON.parse(readFileSync(join(n1.stateDir, "mtls-tunnel", "ca.json"), "utf8")) as { roots: { key: string }[] }).roots.map((r) => r.key); // prettier-ignore
       const api = JSON.stringify(await status(n1));
       for (const k of caKeys)
         assert.ok(!api.includes(k) && !n1.logs().includes(k), "the CA key is never shown");
 
-      // 5. The control: without the strict table UDP leaks, and the capture sees it.
+      // 6. The control: without the strict table UDP leaks, and the capture sees it.
       const del = await runRaw(["nft", "delete", "table", "inet", "membrane_encrypt"], { netns: n1.netns });
       assert.equal(del.status, 0, del.stderr);
       const mc = mark("plain");

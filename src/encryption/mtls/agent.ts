@@ -23,7 +23,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import type { NodeMtlsTunnelV1 } from "../../cluster/keys.js";
 import type { NodeView } from "../../cluster/node-view.js";
-import { addrString, containsPrefix, parseAddr, parsePrefix, prefixString, type Prefix } from "../../labels/cidr.js"; // prettier-ignore
+import { addrString, containsPrefix, hostPrefix, parseAddr, parsePrefix, prefixString, type Prefix } from "../../labels/cidr.js"; // prettier-ignore
 import { CaFile } from "../../spiffe/ca-file.js";
 import { SpiffeCa } from "../../spiffe/ca.js";
 import { exportPkcs8, newKeyPair } from "../../spiffe/certs.js";
@@ -201,9 +201,10 @@ export class MtlsTunnelAgent {
     push();
   }
 
-  /** Flows' IP.encrypted: nothing is claimed per address (only pods' TCP is carried; flows lack the protocol here). */
-  encrypts(_ip: string): boolean {
-    return false;
+  /** Flows' IP.encrypted: TCP to a tunnel peer's pod is carried (the redirect takes every such connection). */
+  encrypts(ip: string, tcp?: boolean): boolean {
+    const h = hostPrefix(ip);
+    return tcp === true && h !== undefined && this.peers.some((p) => p.podCidrs.some((c) => { const q = parsePrefix(c); return q !== undefined && containsPrefix(q, h); })); // prettier-ignore
   }
 
   async status(): Promise<MtlsTunnelStatus> {
