@@ -3,9 +3,11 @@
  * run: plaintext (native routes) and the mTLS node tunnel (TLS 1.3 + HTTP/2 CONNECT), interleaved
  * rounds (iperf3 from Debian, root). One lab with `--encryption mtls-tunnel`; the plaintext rounds
  * replace the encryption table with one without the redirect (the agents run with `--resync 0`),
- * the tunnel rounds put it back. Prints one JSON line with the medians, every round, the load.
+ * the tunnel rounds put it back. `--wireguard`: a second lab with `--encryption wireguard` runs
+ * beside it and its round is interleaved with the others (the issue's target: the tunnel at least
+ * matches wireguard-go here). Prints one JSON line with the medians, every round, the load.
  *
- *   npm run bench -- mtls-tunnel [--seconds=5] [--rounds=3]
+ *   npm run bench -- mtls-tunnel [--seconds=5] [--rounds=3] [--wireguard]
  */
 import { spawn } from "node:child_process";
 import { loadavg } from "node:os";
@@ -20,7 +22,8 @@ const arg = (name: string, def: number): number => {
 };
 const seconds = arg("seconds", 5);
 const rounds = arg("rounds", 3);
-type Mode = "plaintext" | "mtls-tunnel";
+type Mode = "plaintext" | "mtls-tunnel" | "wireguard";
+const withWg = process.argv.includes("--wireguard");
 
 async function sh(netns: string, argv: string[]): Promise<string> {
   const r = await runRaw(argv, { netns, timeoutMs: 120_000 });
@@ -31,8 +34,17 @@ async function sh(netns: string, argv: string[]): Promise<string> {
 async function main(): Promise<void> {
   const prefix = "hmtb" + Math.random().toString(36).slice(2, 5);
   const lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 30, encryption: "mtls-tunnel" });
+  const wgLab = withWg
+    ? await startLabCluster({ prefix: prefix + "w", nodes: 2, leaseTtl: 30, encryption: "wireguard" }).catch(
+        async (e: unknown) => {
+          await lab.stop();
+          throw e;
+        },
+      )
+    : undefined;
   const load0 = loadavg();
   let iperf: ReturnType<typeof spawn> | undefined;
+  let wgIperf: ReturnType<typeof spawn> | undefined;
   try {
     const [n1, n2] = lab.nodes as [LabNode, LabNode];
     const c = await createEndpoint(n1, "client", { app: "client" });
@@ -57,12 +69,23 @@ async function main(): Promise<void> {
       }
     };
     iperf = spawn("ip", ["netns", "exec", s.netns, "iperf3", "-s", "-p", "5201"], { stdio: "ignore", detached: true }); // prettier-ignore
+    let wgPods: { c: string; s: string } | undefined;
+    if (wgLab) {
+      const [w1, w2] = wgLab.nodes as [LabNode, LabNode];
+      const wc = await createEndpoint(w1, "client", { app: "client" });
+      const ws = await createEndpoint(w2, "server", { app: "server" });
+      await waitRemote(w1, [ws.ipv4]);
+      await waitRemote(w2, [wc.ipv4]);
+      wgIperf = spawn("ip", ["netns", "exec", ws.netns, "iperf3", "-s", "-p", "5201"], { stdio: "ignore", detached: true }); // prettier-ignore
+      wgPods = { c: wc.netns, s: ws.ipv4 };
+    }
     await new Promise((r) => setTimeout(r, 500));
     const results: { mode: Mode; round: number; gbps: number }[] = [];
     for (let round = 0; round < rounds; round++) {
-      for (const mode of ["plaintext", "mtls-tunnel"] as const) {
-        await table(mode);
-        const out = await sh(c.netns, ["iperf3", "-c", s.ipv4, "-p", "5201", "-t", String(seconds), "-J"]);
+      for (const mode of ["plaintext", "mtls-tunnel", ...(wgPods ? ["wireguard" as const] : [])] as const) {
+        if (mode !== "wireguard") await table(mode);
+        const [from, to] = mode === "wireguard" && wgPods ? [wgPods.c, wgPods.s] : [c.netns, s.ipv4];
+        const out = await sh(from, ["iperf3", "-c", to, "-p", "5201", "-t", String(seconds), "-J"]);
         const j = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
         results.push({ mode, round, gbps: Math.round(j.end.sum_received.bits_per_second / 1e7) / 100 });
         process.stderr.write(`round ${round} ${mode}: ${results.at(-1)?.gbps} Gbit/s\n`);
@@ -78,7 +101,11 @@ async function main(): Promise<void> {
         bench: "mtls-tunnel",
         seconds,
         rounds,
-        medianGbps: { plaintext: median("plaintext"), "mtls-tunnel": median("mtls-tunnel") },
+        medianGbps: {
+          plaintext: median("plaintext"),
+          "mtls-tunnel": median("mtls-tunnel"),
+          ...(wgPods ? { "wireguard-go": median("wireguard") } : {}),
+        },
         tunnelStreams: st.peers[0]?.streamsTotal ?? 0,
         loadavg: {
           before: load0.map((x) => Math.round(x * 10) / 10),
@@ -88,13 +115,15 @@ async function main(): Promise<void> {
       }),
     );
   } finally {
-    if (iperf?.pid !== undefined) {
+    for (const p of [iperf, wgIperf]) {
+      if (p?.pid === undefined) continue;
       try {
-        process.kill(-iperf.pid, "SIGKILL");
+        process.kill(-p.pid, "SIGKILL");
       } catch {
         /* gone */
       }
     }
+    await wgLab?.stop();
     await lab.stop();
   }
 }

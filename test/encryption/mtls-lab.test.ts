@@ -112,6 +112,15 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
           "  ingress:",
           "  - fromEndpoints: [{matchLabels: {app: a}}]",
           "    toPorts: [{ports: [{port: '8080', protocol: TCP}, {port: '7001', protocol: UDP}]}]",
+          "---",
+          "apiVersion: cilium.io/v2",
+          "kind: CiliumNetworkPolicy",
+          "metadata: {name: a-to-server, namespace: default}", // under policy: its allowed connections are flows
+          "spec:",
+          "  endpointSelector: {matchLabels: {app: a}}",
+          "  egress:",
+          "  - toEndpoints: [{matchLabels: {app: server}}]",
+          "    toPorts: [{ports: [{port: '8080', protocol: TCP}, {port: '7001', protocol: UDP}]}]",
         ].join("\n"),
         "server-from-a.yaml",
       );
@@ -170,6 +179,15 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
       assert.deepEqual(
         (await status(n1b)).peers.map((p) => p.node),
         ["n2"],
+      );
+      await until("a flow of a's TCP to the server with IP.encrypted on n1", async () =>
+        (await readFlows(n1b)).some(
+          (f) =>
+            f.IP?.destination === server.ipv4 &&
+            f.IP.encrypted === true &&
+            f.l4 !== undefined &&
+            "TCP" in f.l4,
+        ),
       );
 
       // 4. Strict: UDP is not carried; to a remote pod it is dropped on n1 with a flow.
