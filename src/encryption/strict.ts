@@ -6,8 +6,13 @@
  *     are not for this node's own pods and leave through any interface but the
  *     WireGuard one are logged (a drop flow, reason UNENCRYPTED_TRAFFIC) and
  *     dropped, in postrouting: forwarded pod traffic and the node's own alike.
- *   always: TCP SYNs into the tunnel get their MSS clamped to the route's MTU
+ *     (mTLS tunnel: no interface is exempt; the tunnel's own traffic goes to
+ *     peers' node addresses, outside the strict CIDRs.)
+ *   WireGuard: TCP SYNs into the tunnel get their MSS clamped to the route's MTU
  *     (pods keep a 1500 MTU; the tunnel carries 1420).
+ *   mTLS tunnel: new TCP connections from this node's pods to other nodes' pods
+ *     are DNATed to the tunnel's redirect listener (nat prerouting, after the
+ *     policy chains at -150 judged the pod's egress on the real destination).
  *
  * Applied before the tunnel exists and before the agent's first policy rule, in
  * one atomic transaction (the old table is replaced inside it: no moment without

@@ -10,6 +10,7 @@ import { parseNodeRecord } from "../../src/cluster/node-record.js";
 import { compile } from "../../src/datapath/compile.js";
 import { tunnelRules } from "../../src/datapath/compile-tunnel.js";
 import { isMembraneError } from "../../src/errors.js";
+import { tunnelRows } from "../../src/cli/commands/encryption.js";
 
 const flags = { encryption: "mtls-tunnel" } as const;
 
@@ -139,5 +140,33 @@ describe("messages from the tunnel process (untrusted)", () => {
       ip: "10.200.0.5",
     });
     assert.deepEqual(fromTunnel({ type: "ready" }), { type: "ready" });
+  });
+});
+
+describe("membrane encryption status (mtls-tunnel)", () => {
+  test("a row per peer: key age, last handshake, sessions, streams, inbound accepted/refused, bytes", () => {
+    const now = Date.parse("2026-01-01T01:00:00Z");
+    const rows = tunnelRows(
+      {
+        mode: "mtls-tunnel",
+        strict: true,
+        trustDomain: "cluster.local",
+        port: 15008,
+        redirectPort: 15006,
+        keyCreatedAt: "2026-01-01T00:00:00Z",
+        keyAgeSeconds: 3600,
+        peers: [
+          { node: "n2", endpoint: "172.31.0.3:15008", sessions: 2, streamsTotal: 7, streamsOpen: 1, inboundAccepted: 3, inboundRefused: 1, bytesOut: 10, bytesIn: 20, lastHandshake: "2026-01-01T00:59:00Z", keyCreatedAt: "2026-01-01T00:30:00Z" }, // prettier-ignore
+        ],
+      },
+      now,
+    );
+    assert.deepEqual(rows[1]?.slice(0, 4), [
+      "(this node)",
+      "mtls-tunnel, strict",
+      ":15008 (redirect :15006)",
+      "60m",
+    ]);
+    assert.deepEqual(rows[2], ["n2", "mtls-tunnel", "172.31.0.3:15008", "30m", "60s ago", "2", "1/7", "3/1", "20", "10"]); // prettier-ignore
   });
 });
