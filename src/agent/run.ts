@@ -137,7 +137,11 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       return undefined;
     }
   };
-  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log, { identityOf }).catch(
+  // ... and whether a peer node hosts an identity it presents (its pods, from the cluster's ipcache).
+  const nodeOf = nodeOfIp(() => ipcache?.view.snapshot);
+  const hosts = (node: string, identity: number): boolean =>
+    agent.remoteEndpoints.list().some((r) => r.identity === identity && nodeOf(r.ip) === node);
+  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log, { identityOf, hosts }).catch(
     async (e: unknown) => {
       await cluster?.close().catch(() => undefined);
       await store.close().catch(() => undefined);

@@ -23,6 +23,7 @@ export interface EncryptionStartOptions {
 /** What the mTLS tunnel needs of the agent, known only once it runs. */
 export interface EncryptionHooks {
   readonly identityOf: (ip: string) => number | undefined;
+  readonly hosts: (node: string, identity: number) => boolean;
 }
 
 export async function startEncryption(
@@ -70,6 +71,7 @@ export async function startEncryption(
       logGroup: o.logGroup,
       logger,
       identityOf: hooks.identityOf,
+      hosts: hooks.hosts,
     });
     await t.start();
     return t;

@@ -2,9 +2,9 @@
 // processes (root): pods' TCP to the other node's pods is carried over TLS 1.3 + HTTP/2 CONNECT with
 // the source identity's SVID, and the receiving node's kernel policy judges that identity (allowed A
 // passes, B is refused) although both arrive from the same tunnel address; hand-made peers are
-// refused for a client certificate of another trust domain, of a rogue root, of a node or of a
-// reserved identity, and accepted (the control) with an SVID of n1's own CA; after a kill -9 and
-// restart of n1's agent the tunnel carries again (strict table kept); UDP to a remote pod
+// refused for a client certificate of another trust domain, of a rogue root, of a node, of a
+// reserved identity or of an identity the presenting node hosts no endpoint of, and accepted (the
+// control) with an SVID of n1's own CA; after a kill -9 and restart of n1's agent the tunnel carries again (strict table kept); UDP to a remote pod
 // (not carried) is dropped by strict mode with a flow; a capture of the whole underlay never holds
 // a marker, and does hold one once the strict table is removed by hand (the capture can fail).
 import assert from "node:assert/strict";
@@ -160,6 +160,7 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
         ["a rogue root of the same trust domain", await svid(rogue, idA)],
         ["a node's SVID", await svid(own, "spiffe://cluster.local/node/n1")],
         ["a reserved identity (host)", await svid(own, "spiffe://cluster.local/identity/1")],
+        ["an identity n1 hosts no endpoint of (the server's, on n2)", await svid(own, `spiffe://cluster.local/identity/${server.identity}`)], // prettier-ignore
       ] as const) {
         const r = await handPeer(lab.dir, n1.netns, to, creds, mark("x"));
         assert.ok(r.status === undefined && r.reply === undefined, `${what} refused: ${JSON.stringify(r)}`);

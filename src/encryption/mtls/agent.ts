@@ -49,6 +49,8 @@ export interface MtlsTunnelParams {
   readonly logger: Logger;
   /** The identity the agent gives an address now (its engine's ipcache). */
   readonly identityOf: (ip: string) => number | undefined;
+  /** Whether `node` hosts an endpoint of `identity` (the cluster's remote endpoints). */
+  readonly hosts: (node: string, identity: number) => boolean;
   readonly connectTimeoutMs?: number;
 }
 
@@ -114,6 +116,7 @@ export class MtlsTunnelAgent {
       logger: this.log,
       nodeCreds: () => this.issue(nodeSpiffeId(this.p.tunnel.trustDomain, this.p.node)),
       source: (ip) => this.source(ip),
+      hosts: (node, identity) => this.p.hosts(node, identity),
     });
     // Renew the node's SVID at half life (identity SVIDs renew when asked for past theirs).
     const every = Math.max(10_000, this.ca.svidTtlMs / 2);

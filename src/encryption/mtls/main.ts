@@ -34,6 +34,15 @@ async function main(): Promise<void> {
   let peers: readonly TunnelPeer[] = [];
   const sources = new Map<number, (m: Extract<ToTunnel, { type: "source" }>) => void>();
   let nextId = 1;
+  const hostsAnswers = new Map<number, (ok: boolean) => void>();
+  /** Asks the agent whether `node` hosts `identity` (false when it does not answer in 5 s). */
+  const hosts = (node: string, identity: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const id = nextId++;
+      const t = setTimeout(() => (hostsAnswers.delete(id), resolve(false)), 5000);
+      hostsAnswers.set(id, (ok) => (clearTimeout(t), resolve(ok)));
+      send({ type: "hosts?", id, node, identity });
+    });
   const box: { server?: TunnelServer } = {}; // set once the broker and the node's SVID are there
   let nodeCreds: WireCreds | undefined;
   const inited = new Promise<WireCreds>((resolve) => {
@@ -51,6 +60,9 @@ async function main(): Promise<void> {
       } else if (m.type === "source") {
         sources.get(m.id)?.(m);
         sources.delete(m.id);
+      } else if (m.type === "hosts") {
+        hostsAnswers.get(m.id)?.(m.ok);
+        hostsAnswers.delete(m.id);
       } else if (m.type === "status") {
         send({ type: "status", id: m.id, peers: stats.view(new Set(peers.map((p) => p.node))) });
       }
@@ -83,6 +95,7 @@ async function main(): Promise<void> {
       stats,
       markedSocket: (f, mark) => broker.markedSocket(f, mark),
       refused: (from, why) => send({ type: "refused", from, why }),
+      hosts,
     },
     nodeCreds ?? creds,
   );

@@ -5,7 +5,8 @@
  * as coming from the identity the certificate names, never from an address.
  *
  *   peer tunnel --TLS (client cert: spiffe://<td>/identity/<n>, signed by THAT peer node's root)-->
- *     session: identity n (or refused: unknown peer, another trust domain, a node or reserved ID)
+ *     session: identity n (or refused: unknown peer, another trust domain, a node or reserved ID,
+ *              an identity with no endpoint on that peer node)
  *     stream CONNECT B:port (B in this node's pod CIDRs only) --broker: socket, SO_MARK n--> B
  *       kernel out_c: the tunnel group's marked packets -> B's ingress policy with identity n
  *     200 and bytes both ways | 403 (not ours) | 504 (no answer: dropped) | 502 (refused)
@@ -32,6 +33,8 @@ export interface ServerDeps {
   readonly stats: TunnelStats;
   readonly markedSocket: (family: 4 | 6, mark: number) => Promise<net.Socket>;
   readonly refused: (from: string, why: string) => void;
+  /** Whether the cluster says `node` hosts an endpoint of `identity`. */
+  readonly hosts: (node: string, identity: number) => Promise<boolean>;
 }
 
 export class TunnelServer {
@@ -39,7 +42,7 @@ export class TunnelServer {
   private byAddress = new Map<string, TunnelPeer>();
   private readonly identities = new WeakMap<
     http2.ServerHttp2Session,
-    { identity: number; peer: TunnelPeer }
+    Promise<{ identity: number; peer: TunnelPeer } | undefined>
   >();
   private readonly local: Prefix[];
   private creds: WireCreds;
@@ -121,7 +124,14 @@ export class TunnelServer {
     }
     if (identity < MIN_POD_IDENTITY || identity > MAX_POD_IDENTITY)
       return refuse(`identity ${identity} is not a workload's (reserved or local)`);
-    this.identities.set(s, { identity, peer });
+    // A node speaks only for identities it hosts (as WireGuard's allowed IPs: only its own pods),
+    // so a node whose CA is compromised cannot present the identities of other nodes' pods.
+    const who = this.d.hosts(peer.node, identity).then((ok) => {
+      if (ok) return { identity, peer };
+      refuse(`identity ${identity} has no endpoint on ${peer.node}`);
+      return undefined;
+    });
+    this.identities.set(s, who);
     this.d.stats.handshake(peer.node, `${peer.address}:${peer.port}`);
     s.setLocalWindowSize(4 * H2_WINDOW);
     s.on("error", () => undefined);
@@ -129,7 +139,7 @@ export class TunnelServer {
 
   private async onStream(stream: http2.ServerHttp2Stream, h: http2.IncomingHttpHeaders): Promise<void> {
     stream.on("error", () => undefined);
-    const who = this.identities.get(stream.session as http2.ServerHttp2Session);
+    const who = await this.identities.get(stream.session as http2.ServerHttp2Session);
     const answer = (status: number): void => {
       if (!stream.headersSent && !stream.destroyed)
         stream.respond({ ":status": status }, { endStream: true });

@@ -19,6 +19,8 @@ export interface TunnelSupervisorParams {
   readonly nodeCreds: () => Promise<WireCreds>;
   /** The identity of a local pod address and its SVID; rejects naming why not. */
   readonly source: (ip: string) => Promise<{ identity: number; creds: WireCreds }>;
+  /** Whether `node` hosts an endpoint of `identity` (the cluster's ipcache): a peer speaks only for its own pods. */
+  readonly hosts: (node: string, identity: number) => boolean;
 }
 
 export class TunnelSupervisor {
@@ -59,6 +61,17 @@ export class TunnelSupervisor {
             (r) => this.send({ type: "source", id: m.id, identity: r.identity, creds: r.creds }),
             (e: unknown) => this.send({ type: "source", id: m.id, error: (e as Error).message }),
           );
+        } else if (m.type === "hosts?") {
+          let ok = false;
+          try {
+            ok = this.p.hosts(m.node, m.identity);
+          } catch (e) {
+            this.p.logger.warn(
+              { err: (e as Error).message },
+              "mTLS tunnel: cannot tell which node hosts an identity",
+            );
+          }
+          this.send({ type: "hosts", id: m.id, ok });
         } else if (m.type === "status") {
           this.statuses.get(m.id)?.(m.peers);
           this.statuses.delete(m.id);

@@ -4,7 +4,7 @@
  * agent treats its messages as untrusted: a malformed one is dropped).
  *
  *   agent --init {node SVID} / peers / source {identity, SVID}--> tunnel
- *   agent <--ready / fatal / source? {pod address} / status / refused-- tunnel
+ *   agent <--ready / fatal / source? {pod address} / hosts? {node, identity} / status / refused-- tunnel
  *
  * Private keys travel only agent -> tunnel, over the process's own IPC pipe, never in argv,
  * logs or status.
@@ -55,7 +55,8 @@ export type ToTunnel =
       readonly creds?: WireCreds;
       readonly error?: string;
     }
-  | { readonly type: "status"; readonly id: number };
+  | { readonly type: "status"; readonly id: number }
+  | { readonly type: "hosts"; readonly id: number; readonly ok: boolean };
 
 export interface PeerStats {
   readonly node: string;
@@ -80,7 +81,8 @@ export type FromTunnel =
   | { readonly type: "fatal"; readonly message: string }
   | { readonly type: "source?"; readonly id: number; readonly ip: string }
   | { readonly type: "status"; readonly id: number; readonly peers: readonly PeerStats[] }
-  | { readonly type: "refused"; readonly from: string; readonly why: string };
+  | { readonly type: "refused"; readonly from: string; readonly why: string }
+  | { readonly type: "hosts?"; readonly id: number; readonly node: string; readonly identity: number };
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
@@ -99,6 +101,10 @@ export function fromTunnel(m: unknown): FromTunnel | undefined {
     case "status":
       return isInt(m["id"]) && Array.isArray(m["peers"]) && m["peers"].length <= 10_000
         ? { type: "status", id: m["id"], peers: m["peers"].filter(isObj) as unknown as PeerStats[] }
+        : undefined;
+    case "hosts?":
+      return isInt(m["id"]) && str(m["node"], 64) && isInt(m["identity"])
+        ? { type: "hosts?", id: m["id"], node: m["node"], identity: m["identity"] }
         : undefined;
     case "refused":
       return str(m["from"], 128) && str(m["why"], 1024)
