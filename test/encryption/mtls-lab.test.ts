@@ -147,6 +147,13 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
         return p2 !== undefined && p2.inboundAccepted >= 1 && p2.inboundRefused >= 1;
       });
 
+      // The process that parses the network's bytes runs as the tunnel user, without capabilities.
+      const pid = s1.pid as number;
+      const st = readFileSync(`/proc/${pid}/status`, "utf8");
+      assert.match(st, /\nUid:\s+1338\s+1338\s+1338\s+1338\n/, "the tunnel dropped root");
+      assert.match(st, /\nGid:\s+1338\s/, "the tunnel runs as its group");
+      assert.match(st, /\nCapEff:\s+0+\n/, "the tunnel holds no capability");
+
       // 2. Hand-made peers from n1's address (the address n2 knows as its peer n1).
       const to = { host: n2.ip, port: 15008, authority: `${server.ipv4}:8080` };
       const own = await SpiffeCa.open({ trustDomain: "cluster.local", file: new CaFile(join(n1.stateDir, "mtls-tunnel")) }); // prettier-ignore
