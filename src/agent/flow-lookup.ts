@@ -15,7 +15,7 @@ export function flowLookup(
   endpoints: EndpointsController,
   ruleOrigins: ReadonlyMap<number, RuleOrigin>,
   nodeOfIp?: (ip: string) => string | undefined,
-  encryptedPeer?: (ip: string) => boolean,
+  encryptedPeer?: (ip: string, tcp: boolean) => boolean,
   namesOfIp?: (ip: string) => readonly string[] | undefined,
 ): FlowLookup {
   const info = (rec: EndpointRecordV1) => {
