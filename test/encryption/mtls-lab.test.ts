@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, X509Certificate } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -86,7 +86,7 @@ async function svid(ca: SpiffeCa, id: string): Promise<{ cert: string; key: stri
 }
 
 describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
-  test("the receiving kernel judges the certificate's identity (A passes, B refused); foreign, rogue, node and reserved certificates refused; strict drops what is not carried; no marker on the underlay", async () => {
+  test("the receiving kernel judges the certificate's identity (A passes, B refused); foreign, rogue, node and reserved certificates refused; strict drops what is not carried; agent kill -9 (tunnel gone, fail closed, strict still drops) and peer restart; no marker on the underlay", async () => {
     const prefix = `m2t${randomBytes(2).toString("hex")}`;
     const mark = (tag: string): string => `MBRMARK-${tag}-${randomBytes(6).toString("hex")}`;
     let lab: LabCluster | undefined;
@@ -183,11 +183,29 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
         `identity B's certificate is refused by n2's policy: ${JSON.stringify(rb)}`,
       );
 
-      // 3. kill -9 n1's agent (its tunnel process follows it: fail closed) and start it again: the
-      //    strict table stayed, a new tunnel with the same CA carries A's connections again.
-      const n1b = await lab.restart("n1");
+      // 3. kill -9 n1's agent: its tunnel process follows it (the IPC channel closes), the table
+      //    stays. While it is down a's TCP to the server finds no listener at the redirect (reset,
+      //    never sent in clear) and strict mode drops a's UDP; then it starts again and a new tunnel
+      //    with the same CA carries A's connections again.
+      const sink = await UdpSink.start(server.netns, 7001);
+      sinks.push(sink);
+      await lab.killNode("n1");
+      await until("n1's tunnel process to exit with its agent", async () => !existsSync(`/proc/${pid}`));
+      const mdown = mark("down");
+      assert.equal(await tcpEcho(a.netns, server.ipv4, 8080, mdown), "", "no TCP while n1's tunnel is down");
+      const mdu = mark("downudp");
+      for (let i = 0; i < 3; i++) await sendUdp(a.netns, server.ipv4, 7001, mdu);
+      assert.equal(await sink.waitFor(mdu, 1000), false, "strict mode drops UDP while n1's agent is down");
+      const n1b = await lab.restartNode("n1");
       const mr = mark("restart");
       await until("a -> server through n1's new tunnel", async () => (await tcpEcho(a.netns, server.ipv4, 8080, mr)).includes(mr), 30_000); // prettier-ignore
+      // The peer restarts (kill -9 of n2's agent and its tunnel, then a new one): A's connections
+      // are carried again, by a new tunnel process on n2.
+      const pid2 = (await status(n2)).tunnel?.pid;
+      const n2b = await lab.restart("n2");
+      const mp = mark("peer");
+      await until("a -> server once n2's tunnel is back", async () => (await tcpEcho(a.netns, server.ipv4, 8080, mp)).includes(mp), 30_000); // prettier-ignore
+      assert.notEqual((await status(n2b)).tunnel?.pid, pid2, "n2 runs a new tunnel process");
       assert.deepEqual(
         (await status(n1b)).peers.map((p) => p.node),
         ["n2"],
@@ -203,8 +221,6 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
       );
 
       // 4. Strict: UDP is not carried; to a remote pod it is dropped on n1 with a flow.
-      const sink = await UdpSink.start(server.netns, 7001);
-      sinks.push(sink);
       const mu = mark("udp");
       for (let i = 0; i < 3; i++) await sendUdp(a.netns, server.ipv4, 7001, mu);
       await sleep(500);
@@ -234,7 +250,7 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
       cap = undefined;
       assert.ok(pcap.length > 1000, "the capture saw the tunnel's traffic");
       assert.ok(pcap.includes(mc), "the capture sees a plaintext marker (so it could fail)");
-      for (const m of [ma, mb, mu])
+      for (const m of [ma, mb, mu, mdown, mdu, mr, mp])
         assert.ok(!pcap.includes(m), `marker ${m} never crossed the underlay in plaintext`);
     } finally {
       for (const s of sinks) s.stop();
