@@ -23,6 +23,7 @@ import { CaFile } from "../../src/spiffe/ca-file.js";
 import { SpiffeCa } from "../../src/spiffe/ca.js";
 import { exportPkcs8, newKeyPair } from "../../src/spiffe/certs.js";
 import { rootSkipReason } from "../datapath/harness.js";
+import { cli } from "../cli/run-cli.js";
 import { Capture, sendUdp, UdpSink } from "./wg-traffic.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
@@ -86,7 +87,7 @@ async function svid(ca: SpiffeCa, id: string): Promise<{ cert: string; key: stri
 }
 
 describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
-  test("the receiving kernel judges the certificate's identity (A passes, B refused); foreign, rogue, node and reserved certificates refused; strict drops what is not carried; agent kill -9 (tunnel gone, fail closed, strict still drops) and peer restart; no marker on the underlay", async () => {
+  test("the receiving kernel judges the certificate's identity (A passes, B refused); foreign, rogue, node and reserved certificates refused; strict drops what is not carried; agent kill -9 (tunnel gone, fail closed, strict still drops) and peer restart; no marker on the underlay; uninstall removes the redirect", async () => {
     const prefix = `m2t${randomBytes(2).toString("hex")}`;
     const mark = (tag: string): string => `MBRMARK-${tag}-${randomBytes(6).toString("hex")}`;
     let lab: LabCluster | undefined;
@@ -252,6 +253,18 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
       assert.ok(pcap.includes(mc), "the capture sees a plaintext marker (so it could fail)");
       for (const m of [ma, mb, mu, mdown, mdu, mr, mp])
         assert.ok(!pcap.includes(m), `marker ${m} never crossed the underlay in plaintext`);
+
+      // 7. `membrane uninstall` of n2 (agent killed) removes the tunnel's redirect and strict table.
+      await lab.killNode("n2");
+      const u = cli("uninstall", "--node-netns", n2.netns, "--state-dir", n2b.stateDir, "--socket", n2b.socket, "--netns-prefix", `${n2.netns}-`, "--table", "membrane", "--pod-cidr", server.ipv4.replace(/\.\d+$/, ".0/24"), "-o", "json"); // prettier-ignore
+      assert.equal(u.code, 0, u.stderr);
+      const removed = (JSON.parse(u.stdout) as { removed: string[] }).removed;
+      assert.ok(
+        removed.some((x) => x.startsWith("nftables table inet membrane_encrypt")),
+        u.stdout,
+      );
+      const left = await runRaw(["nft", "list", "table", "inet", "membrane_encrypt"], { netns: n2.netns });
+      assert.notEqual(left.status, 0, "the tunnel's redirect and strict table are gone");
     } finally {
       for (const s of sinks) s.stop();
       for (const p of procs) if (p.pid !== undefined) try { process.kill(-p.pid, "SIGKILL"); } catch { /* gone */ } // prettier-ignore

@@ -103,7 +103,8 @@ async function main(): Promise<void> {
   server.setPeers(peers);
   await server.listen(cfg.listen.host, cfg.listen.port);
 
-  const redirect = net.createServer({ allowHalfOpen: true }, (sock) => {
+  // noDelay: a pod's small writes cross at once (request/response; ztunnel sets TCP_NODELAY too).
+  const redirect = net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
     sock.on("error", () => undefined);
     const local = { address: plain(sock.localAddress ?? ""), port: sock.localPort ?? 0 };
     const remote = { address: plain(sock.remoteAddress ?? ""), port: sock.remotePort ?? 0 };

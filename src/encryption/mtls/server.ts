@@ -60,6 +60,7 @@ export class TunnelServer {
       allowHTTP1: false,
       settings: H2_SETTINGS,
     });
+    this.server.on("secureConnection", (sock: TLSSocket) => sock.setNoDelay(true));
     this.server.on("session", (s) => this.onSession(s));
     this.server.on("stream", (stream, headers) => void this.onStream(stream, headers));
     this.server.on("tlsClientError", (e, sock) => {
@@ -163,6 +164,7 @@ export class TunnelServer {
       return answer(502);
     }
     sock.on("error", () => undefined);
+    sock.setNoDelay(true);
     const status = await new Promise<number>((resolve) => {
       const t = setTimeout(() => resolve(504), this.d.connectTimeoutMs);
       sock.once("connect", () => (clearTimeout(t), resolve(200)));
