@@ -10,7 +10,7 @@ import { parseNodeRecord } from "../../src/cluster/node-record.js";
 import { compile } from "../../src/datapath/compile.js";
 import { tunnelRules } from "../../src/datapath/compile-tunnel.js";
 import { isMembraneError } from "../../src/errors.js";
-import { tunnelRows } from "../../src/cli/commands/encryption.js";
+import { encryptionSummaryRows, tunnelRows } from "../../src/cli/commands/encryption.js";
 
 const flags = { encryption: "mtls-tunnel" } as const;
 
@@ -185,5 +185,31 @@ describe("membrane encryption status (mtls-tunnel)", () => {
       "60m",
     ]);
     assert.deepEqual(rows[2], ["n2", "mtls-tunnel", "172.31.0.3:15008", "30m", "60s ago", "2", "1/7", "3/1", "20", "10"]); // prettier-ignore
+  });
+  test("`get status` names the tunnel's ports, not an interface, and each peer's handshake", () => {
+    const now = Date.parse("2026-01-01T01:00:00Z");
+    const rows = encryptionSummaryRows(
+      {
+        mode: "mtls-tunnel",
+        strict: true,
+        nodeToNode: false,
+        interface: "",
+        impl: "hbone",
+        port: 15008,
+        publicKey: "sha256:00",
+        keyCreatedAt: "2026-01-01T00:00:00Z",
+        keyAgeSeconds: 3600,
+        tunnel: { trustDomain: "cluster.local", redirectPort: 15006 },
+        peers: [
+          { node: "n2", mode: "mtls-tunnel", strict: true, nodeToNode: false, handshake: "ok", publicKey: "sha256:01", allowedIps: [], endpoint: "172.31.0.3:15008", txBytes: 0, rxBytes: 0, lastHandshake: "2026-01-01T00:59:00Z" }, // prettier-ignore
+        ],
+      },
+      now,
+    );
+    assert.deepEqual(rows[0], [
+      "encryption",
+      "mtls-tunnel (hbone) :15008 (redirect :15006), strict on, key age 60m",
+    ]);
+    assert.match(rows[1]?.[1] ?? "", /^mtls-tunnel, strict on, key age -, last handshake 60s ago \(ok\)$/);
   });
 });
