@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- encryption`: pod to pod between two lab nodes, side by side in one run:
  * plaintext (native routes), the mode (WireGuard, or IPsec with --mode=ipsec), and the mode with
- * strict mode, in rotating order per round (root; iperf3 from Debian). Per window:
+ * strict mode, in rotating order per round (root; iperf3 from Debian). (--mode=mtls-tunnel:
+ * mtls-tunnel.ts, which bench/index.ts runs instead.) Per window:
  *   - TCP throughput (iperf3, one stream);
  *   - request/response rate (bench/traffic.ts's Node ping-pong, 1-byte messages, TCP_NODELAY);
  *   - CPU per Gbit: CPU-seconds of both iperf3 ends (their own getrusage) plus both nodes'
@@ -19,14 +20,13 @@
  *   npm run bench -- encryption [--mode=wireguard|ipsec] [--seconds=5] [--rounds=3]
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync, statSync } from "node:fs";
 import { loadavg } from "node:os";
-import { fileURLToPath } from "node:url";
 import { runRaw } from "../src/datapath/exec.js";
 import { startLabCluster, type LabNode } from "../src/lab/cluster.js";
 import { createEndpoint, waitRemote } from "../src/lab/cluster-api.js";
 import { applyEncryptTable } from "../src/encryption/strict.js";
 import type { EncryptionStatus } from "../src/encryption/mode.js";
+import { cpuSeconds, pidsIn, sh, TRAFFIC } from "./encryption-window.js";
 import { median, r1 } from "./traffic-stats.js";
 
 const arg = (name: string, def: number): number => {
@@ -38,45 +38,9 @@ const rounds = arg("rounds", 3);
 const enc = process.argv.includes("--mode=ipsec") ? "ipsec" : "wireguard";
 const MODES = ["plaintext", "encrypted", "encrypted-strict"] as const;
 type Mode = (typeof MODES)[number];
-const TRAFFIC = fileURLToPath(new URL("./traffic.js", import.meta.url));
-const TICK = 100; // USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s
-
-async function sh(netns: string, argv: string[]): Promise<string> {
-  const r = await runRaw(argv, { netns, timeoutMs: 120_000 });
-  if (r.status !== 0) throw new Error(`${argv.join(" ")} in ${netns}: ${r.stderr}`);
-  return r.stdout;
-}
-
 /** The tunnel's processes (wireguard-go, or charon) in the named namespaces. */
-function tunnelPids(netns: readonly string[]): number[] {
-  const inodes = new Set(netns.map((n) => statSync(`/run/netns/${n}`).ino));
-  const out: number[] = [];
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    try {
-      const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-      if (comm !== "wireguard-go" && !comm.startsWith("charon")) continue;
-      if (inodes.has(statSync(`/proc/${pid}/ns/net`).ino)) out.push(Number(pid));
-    } catch {
-      /* exited meanwhile */
-    }
-  }
-  return out;
-}
-
-/** CPU seconds (user + system) the processes used so far. */
-function cpuSeconds(pids: readonly number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
-      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-      ticks += Number(f[11]) + Number(f[12]);
-    } catch {
-      /* exited */
-    }
-  }
-  return ticks / TICK;
-}
+const tunnelPids = (netns: readonly string[]): number[] =>
+  pidsIn(netns, (c) => c === "wireguard-go" || c.startsWith("charon"));
 
 interface Win {
   mode: Mode;

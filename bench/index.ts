@@ -11,6 +11,7 @@
  *   npm run bench -- cluster --quick                     the cluster benchmark's smoke size
  *   npm run bench -- ui                                  the service map in chromium
  *   npm run bench -- encryption --seconds=5 --rounds=3 [--mode=ipsec]   plaintext vs WireGuard (or IPsec) vs +strict: Gbit/s, rr/s, CPU per Gbit
+ *   npm run bench -- encryption --mode=mtls-tunnel       plaintext vs the mTLS tunnel vs +strict vs wireguard-go, one run
  *   npm run bench -- gateway                             the gateway vs nginx with the same routes
  */
 import { spawnSync } from "node:child_process";
@@ -87,8 +88,11 @@ if (want("lb")) child("./lb.js", flags);
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);
 
-// Pod-to-pod TCP between two lab nodes: plaintext vs WireGuard (or IPsec: --mode=ipsec) vs the same + strict mode (issue 13).
-if (only.includes("encryption")) child("./encryption.js", flags);
+// Pod-to-pod TCP between two lab nodes: plaintext vs WireGuard (or IPsec: --mode=ipsec) vs the same + strict mode;
+// --mode=mtls-tunnel: plaintext vs the mTLS node tunnel vs the same + strict vs wireguard-go (issue 13 item 7).
+const mtls = flags.includes("--mode=mtls-tunnel");
+if (only.includes("encryption")) child(mtls ? "./mtls-tunnel.js" : "./encryption.js", flags);
+if (only.includes("mtls-tunnel") && !mtls) child("./mtls-tunnel.js", flags);
 
 // Three real nodes on etcd with 100 simulated nodes x 100 endpoints: propagation, etcd writes per
 // endpoint, agent memory and CPU, policy apply on every node (issue 11 item 11).

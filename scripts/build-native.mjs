@@ -13,7 +13,10 @@
 // - membrane-netns (native/membrane-netns.c): the agent's namespace helper (src/datapath/netns-native.ts),
 //   which creates endpoint namespaces and links without a process per step;
 // - membrane-nfnl (native/membrane-nfnl.c): the set-element writer (src/datapath/nfnl/setelem.ts),
-//   ready at once when the agent (re)starts (the Node writer, child.js, is the fallback).
+//   ready at once when the agent (re)starts (the Node writer, child.js, is the fallback);
+// - membrane-sockmark.node (native/membrane-sockmark.c): a Node-API addon, the mTLS node tunnel's
+//   broker makes sockets with SO_MARK = the source identity with it (src/encryption/mtls/broker.ts);
+//   headers from Debian's nodejs (/usr/include/node).
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -76,11 +79,20 @@ const programs = [
     extra: [],
     hint: "TracingPolicies with Override on file hooks need it",
   },
+  {
+    name: "membrane-sockmark.node",
+    src: "membrane-sockmark.c",
+    // A shared object loaded by Node (no -pie); its napi_* symbols resolve against the node binary.
+    shared: true,
+    extra: ["-shared", "-fPIC", `-I${join(dirname(dirname(process.execPath)), "include", "node")}`],
+    hint: "--encryption mtls-tunnel needs it; the headers come with Debian's nodejs",
+  },
 ];
 for (const p of programs) {
   const out = join(root, "dist", "bin", p.name);
   mkdirSync(dirname(out), { recursive: true });
-  const r = spawnSync(cc, [...flags, ...p.extra, "-o", `${out}.tmp`, join(root, "native", p.src)], {
+  const f = p.shared ? flags.filter((x) => x !== "-pie" && x !== "-fPIE") : flags;
+  const r = spawnSync(cc, [...f, ...p.extra, "-o", `${out}.tmp`, join(root, "native", p.src)], {
     stdio: "inherit",
   });
   if (r.error || r.status !== 0) {

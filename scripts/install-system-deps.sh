@@ -23,7 +23,9 @@
 #                                  and the connect guard (native/membrane-connect-guard.c, linux/bpf.h from
 #                                  linux-libc-dev, a dependency of libc6-dev): the loader of the cgroup
 #                                  connect4/6 programs of TracingPolicies (no clang or libbpf needed); and the
-#                                  loader of the native process event source (native/membrane-exec-events.c)
+#                                  loader of the native process event source (native/membrane-exec-events.c);
+#                                  and the mTLS tunnel's Node-API addon (native/membrane-sockmark.c, SO_MARK),
+#                                  against the headers Debian's nodejs ships in /usr/include/node
 #   chromium                       the service map's browser test and benchmark (driven by playwright-core,
 #                                  test/ui/, bench/ui.ts)
 #   protobuf-compiler              protoc, to build the descriptor sets of our .proto declarations (Hubble, SPIFFE,

@@ -34,6 +34,12 @@ export const CT_NODEPORT = 0x02000000; // not 0x04000000: that is CT_AUTH_NEEDED
 export const WORLD_IDENTITY = 2;
 /** Identities use the low 25 bits of the packet mark; the high 7 bits stay free (proxy marks). */
 export const IDENTITY_MASK = 0x01ffffff;
+/*
+ * The mTLS node tunnel (encryption/mtls/broker.ts) opens its connections to local pods with
+ * SO_MARK = the source identity a peer's certificate proved: IDENTITY_MASK bits only (the broker
+ * refuses any other value), never WG_FWMARK's or PKT_AUTH_OK's bit; datapath/compile-tunnel.ts
+ * judges them by that identity. The modes are exclusive, so WG_FWMARK never meets it.
+ */
 
 /**
  * Mutual authentication (src/auth/, datapath/compile-auth.ts). A new connection allowed by a

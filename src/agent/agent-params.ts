@@ -48,7 +48,7 @@ export interface AgentParams {
     /** Cluster mode: names the node of a peer on another node in flows (cluster/node-of-ip.ts). */
     readonly nodeOfIp?: (ip: string) => string | undefined;
     /** --encryption wireguard: whether traffic with this address goes through the tunnel (IP.encrypted). */
-    readonly encryptedPeer?: (ip: string) => boolean;
+    readonly encryptedPeer?: (ip: string, tcp: boolean) => boolean;
     readonly metricsAddress?: string;
     readonly export?: ObserverParams["export"];
   };
@@ -65,6 +65,8 @@ export interface AgentParams {
   readonly spiffe?: SpiffeParams;
   /** Cluster mode with `--tunnel vxlan`: the overlay's UDP port, never judged by the host firewall. */
   readonly tunnelPort?: number;
+  /** `--encryption mtls-tunnel`: the tunnel's group, whose marked connections carry a source identity (compile-tunnel.ts). */
+  readonly mtlsTunnelGid?: number;
   /** Gateway API and Ingress (`--gateway`, agent/gateway-start.ts); absent = off. */
   readonly gateway?: { readonly secretsDir?: string };
   /** Services in the kernel: service CIDR, LoadBalancer pool, NodePort range (lb/types.ts defaults). */

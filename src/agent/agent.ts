@@ -166,6 +166,7 @@ export class Agent {
           : undefined,
       observer: () => this.observerRef,
       tunnelPort: p.tunnelPort,
+      mtlsTunnelGid: p.mtlsTunnelGid,
       auth: p.spiffe !== undefined, // mutual authentication: rules requiring it are enforced (src/auth/)
       services: () => this.lb.hasServices(), // the policy chains of service connections (compile-lb-policy.ts)
       lbL7: () => this.lb.l7Frontends(), // balanced per request by the proxy (proxy-lb.ts)

@@ -38,6 +38,8 @@ export interface EnforcerParams {
   readonly observer: () => Observer | undefined;
   /** The VXLAN port (host firewall: never judged); undefined: native routing or one node. */
   readonly tunnelPort?: number | undefined;
+  /** `--encryption mtls-tunnel`: the tunnel process's group (datapath/compile-tunnel.ts). */
+  readonly mtlsTunnelGid?: number | undefined;
   /** Mutual authentication runs (--spiffe): rules requiring it compile to auth segments, not drops. */
   readonly auth?: boolean;
   /** A Service exists (controllers/lb.ts): the policy chains of service connections are installed. */
@@ -170,6 +172,7 @@ export class Enforcer {
       },
       origins,
     );
-    return this.p.services?.() === true ? { ...state, services: true } : state;
+    const tunnel = this.p.mtlsTunnelGid !== undefined ? { ...state, tunnelGid: this.p.mtlsTunnelGid } : state;
+    return this.p.services?.() === true ? { ...tunnel, services: true } : tunnel;
   }
 }

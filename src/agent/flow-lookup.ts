@@ -16,7 +16,7 @@ export function flowLookup(
   endpoints: EndpointsController,
   ruleOrigins: ReadonlyMap<number, RuleOrigin>,
   nodeOfIp?: (ip: string) => string | undefined,
-  encryptedPeer?: (ip: string) => boolean,
+  encryptedPeer?: (ip: string, tcp: boolean) => boolean,
   namesOfIp?: (ip: string) => readonly string[] | undefined,
   services?: () => ServiceFrontends,
 ): FlowLookup {

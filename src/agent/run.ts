@@ -102,7 +102,9 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       ? {
           ...o.observe,
           nodeOfIp: nodeOfIp(() => ipcache?.view.snapshot),
-          ...(o.encryption ? { encryptedPeer: (ip: string) => enc.wg?.encrypts(ip) === true } : {}),
+          ...(o.encryption
+            ? { encryptedPeer: (ip: string, tcp: boolean) => enc.wg?.encrypts(ip, tcp) === true }
+            : {}),
         }
       : o.observe;
   const agent = new Agent({
@@ -117,6 +119,7 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
     // Cluster mode: host policies select this node by its --node-labels.
     engine: cluster && o.cluster ? { ...o.engine, nodeLabels: o.cluster.labels } : o.engine,
     ...(o.cluster?.tunnel === "vxlan" ? { tunnelPort: VXLAN_PORT } : {}),
+    ...(o.encryption?.tunnel ? { mtlsTunnelGid: o.encryption.tunnel.gid } : {}),
     resyncMs: o.resyncMs,
     stateDir: o.stateDir,
     ...(observe ? { observe } : {}),
@@ -131,11 +134,25 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
       : {}),
   });
   // Encryption: the strict drop and the tunnel before the agent's first rule (encryption/start.ts).
-  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log).catch(async (e: unknown) => {
-    await cluster?.close().catch(() => undefined);
-    await store.close().catch(() => undefined);
-    throw e;
-  });
+  // The mTLS tunnel asks which identity a local pod address has (the engine exists once the agent started).
+  const identityOf = (ip: string): number | undefined => {
+    try {
+      return agent.engine.ipcache.lookup(ip).identity;
+    } catch {
+      return undefined;
+    }
+  };
+  // ... and whether a peer node hosts an identity it presents (its pods, from the cluster's ipcache).
+  const nodeOf = nodeOfIp(() => ipcache?.view.snapshot);
+  const hosts = (node: string, identity: number): boolean =>
+    agent.remoteEndpoints.list().some((r) => r.identity === identity && nodeOf(r.ip) === node);
+  const wg = await startEncryption(o, cluster, [podCidr4, podCidr6], log, { identityOf, hosts }).catch(
+    async (e: unknown) => {
+      await cluster?.close().catch(() => undefined);
+      await store.close().catch(() => undefined);
+      throw e;
+    },
+  );
   if (wg) enc.wg = wg;
   try {
     await agent.start();
@@ -150,7 +167,8 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
               agent.status().controllers.find((c) => c.name === "endpoints")?.desired ?? 0,
             localStore: store,
             routing: { ...(o.nodeNetns !== undefined ? { netns: o.nodeNetns } : {}), mode: o.cluster.tunnel },
-            ...(wg ? { encryptDevice: wg.ifname, encryptMode: wg.mode } : {}),
+            // The mTLS tunnel redirects in nftables; WireGuard and IPsec route peers' pods to a device.
+            ...(wg && wg.mode !== "mtls-tunnel" ? { encryptDevice: wg.ifname, encryptMode: wg.mode } : {}),
           })
         : undefined;
     // Key rotations publish the node's record again (encryption/rotation.ts).

@@ -25,7 +25,7 @@ import { parsePrefix } from "../labels/cidr.js";
 export const STORE_SUBDIR = "store";
 /** Files of the embedded store: store.log, store.lock, store.snap, store.snap.tmp. */
 const STORE_FILE_RE = /^store\.[a-z.]{1,16}$/;
-/** Subdirectories the agent writes and the regular files each may hold (encryption/keys.ts, device.ts). */
+/** Subdirectories the agent writes and the regular files each may hold (encryption/keys.ts, device.ts, mtls/agent.ts). */
 const AGENT_SUBDIRS: ReadonlyMap<string, { re: RegExp; what: string }> = new Map([
   [
     STORE_SUBDIR,
@@ -43,6 +43,13 @@ const AGENT_SUBDIRS: ReadonlyMap<string, { re: RegExp; what: string }> = new Map
     {
       re: /^(node\.key(\.tmp)?|key\.json|charon\.log|run-dir)$/,
       what: "the IPsec node key (node.key, key.json), charon.log and run-dir",
+    },
+  ],
+  [
+    "mtls-tunnel",
+    {
+      re: /^(ca\.json|\.ca\.json\.[0-9a-f]{12})$/,
+      what: "the mTLS tunnel's CA file (ca.json, spiffe/ca-file.ts)",
     },
   ],
 ]);

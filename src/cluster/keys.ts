@@ -121,8 +121,11 @@ export interface NodeHubbleV1 {
   readonly address?: string;
 }
 
-/** A node's transparent-encryption endpoint (its public key; the private key never leaves the node). */
-export interface NodeEncryptionV1 {
+/** A node's transparent-encryption endpoint (public material only; private keys never leave the node). */
+export type NodeEncryptionV1 = NodeTunnelKeyV1 | NodeMtlsTunnelV1;
+
+/** `--encryption wireguard|ipsec`: the node's public key (the private key never leaves the node). */
+export interface NodeTunnelKeyV1 {
   readonly type: "wireguard" | "ipsec";
   /**
    * wireguard: base64 of the x25519 public key (WireGuard's form);
@@ -141,6 +144,19 @@ export interface NodeEncryptionV1 {
   readonly nextPublicKey?: string;
   /** `--encryption-node-to-node`: this node sends its own (host) traffic to peers through the tunnel. */
   readonly nodeToNode?: boolean;
+}
+
+/**
+ * `--encryption mtls-tunnel`: where the node's tunnel listens (its underlay address, this TCP port)
+ * and the roots of its own CA (DER, base64): peers accept the SVIDs it presents only if they
+ * validate against these, so each node speaks only with what its own CA signed.
+ */
+export interface NodeMtlsTunnelV1 {
+  readonly type: "mtls-tunnel";
+  readonly port: number;
+  readonly roots: readonly string[];
+  /** ISO time the node's newest root was made (key age in status). */
+  readonly keyCreatedAt?: string;
 }
 
 /**

@@ -81,15 +81,23 @@ function badLabels(labels: unknown): string | undefined {
 
 const MAX_NODE_LABELS = 64;
 
-/** The optional `encryption` of a record: a WireGuard or IPsec public key and port (peers of that mode use them). */
+/** The optional `encryption` of a record: a WireGuard or IPsec public key, or the mTLS tunnel's roots, and a port. */
 function badEncryption(e: unknown): string | undefined {
   if (e === undefined) return undefined;
   if (typeof e !== "object" || e === null || Array.isArray(e)) return " is not a map";
   const r = e as Record<string, unknown>;
-  if (r["type"] === "ipsec") {
+  if (r["type"] === "mtls-tunnel") {
+    const roots = r["roots"];
+    if (!Array.isArray(roots) || roots.length === 0 || roots.length > 8)
+      return ".roots is not a list of 1-8 certificates";
+    const bad = roots.findIndex(
+      (x) => typeof x !== "string" || x.length > 8192 || !/^[A-Za-z0-9+/]+={0,2}$/.test(x),
+    );
+    if (bad >= 0) return `.roots[${bad}] is not a base64 DER certificate (at most 8 KiB)`;
+  } else if (r["type"] === "ipsec") {
     if (!isIpsecPublicKey(r["publicKey"]))
       return ".publicKey is not a base64 SubjectPublicKeyInfo of an EC P-256 key";
-  } else if (r["type"] !== "wireguard") return ".type is not wireguard or ipsec";
+  } else if (r["type"] !== "wireguard") return ".type is not wireguard, ipsec or mtls-tunnel";
   else if (!isWgKey(r["publicKey"])) return ".publicKey is not a base64 32-byte key";
   const port = r["port"];
   if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535)

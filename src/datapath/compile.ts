@@ -123,6 +123,7 @@ export interface CompileOptions {
 
 import { lbPolicyChains, SKIP_RULE } from "./compile-lb-policy.js";
 import { checkProxy, NAT_BASE, NAT_OUT_BASE, natRules } from "./compile-nat.js";
+import { tunnelRules } from "./compile-tunnel.js";
 
 export {
   auditPrefix,
@@ -284,6 +285,7 @@ export function compileAll(
               `ct state new ct mark set ct mark or ${hex(CT_FROM_HOST)}`,
             ]
           : []),
+        ...tunnelRules(state.tunnelGid),
         ...skip,
         `meta mark set ${host}`,
         "oifname vmap @ingress_ep",

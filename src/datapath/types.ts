@@ -84,6 +84,12 @@ export interface DatapathState {
    * the skip rule nor the two base chains, so no packet pays for services unused.
    */
   services?: boolean;
+  /**
+   * The mTLS node tunnel's group (`--encryption mtls-tunnel`): its connections to local endpoints
+   * carry the source identity a peer's certificate proved in their socket mark (SO_MARK), and are
+   * judged by the endpoint's ingress with that identity instead of host (compile.ts out_c).
+   */
+  tunnelGid?: number;
 }
 
 export interface HostFirewall {

@@ -1,5 +1,5 @@
 /**
- * What every encryption mode offers the agent (wireguard.ts, ipsec/ipsec.ts): the same wiring
+ * What every encryption mode offers the agent (wireguard.ts, ipsec/ipsec.ts, mtls/agent.ts): the same wiring
  * (start before the first rule, publish a record, follow the registry), the same flow bit and the
  * same status shape, so run.ts, the API and `membrane encryption status` do not care which runs.
  *
@@ -15,7 +15,7 @@ export type { EncryptionMode, EncryptionStatus, PeerStatus, SaStatus } from "./s
 
 export interface EncryptionAgent {
   readonly mode: EncryptionMode;
-  /** The tunnel interface peers' pod CIDRs are routed through. */
+  /** The tunnel interface peers' pod CIDRs are routed through ("" for the mTLS tunnel: a redirect, no interface). */
   readonly ifname: string;
   start(): Promise<void>;
   record(): NodeEncryptionV1;
@@ -23,8 +23,11 @@ export interface EncryptionAgent {
   attach(view: NodeView, publish?: (e: NodeEncryptionV1) => Promise<void>): Promise<void>;
   /** Rotates this node's key now (WireGuard, rotation.ts); absent: the mode rekeys by itself (IPsec). */
   rotateKey?(): Promise<unknown>;
-  /** Whether traffic with `ip` goes through the tunnel: flows' IP.encrypted. */
-  encrypts(ip: string): boolean;
+  /**
+   * Whether traffic with `ip` goes through the tunnel: flows' IP.encrypted. `tcp`: the flow is
+   * TCP (the mTLS tunnel carries TCP only; WireGuard and IPsec ignore it).
+   */
+  encrypts(ip: string, tcp?: boolean): boolean;
   status(): Promise<EncryptionStatus>;
   /** Stops reconciling; the tunnel and the strict table stay (the kernel keeps encrypting). */
   stop(): Promise<void>;

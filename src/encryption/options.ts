@@ -1,12 +1,15 @@
 /**
  * Encryption flags of `membrane agent` -> EncryptionOptions, with errors naming the flag.
  *
- *   --encryption disabled|wireguard|ipsec   --encryption-strict   --encryption-strict-cidr CIDR[,CIDR]
+ *   --encryption disabled|wireguard|ipsec|mtls-tunnel   --encryption-strict   --encryption-strict-cidr CIDR[,CIDR]
  *   --wireguard-port 51871   --encryption-node-to-node   --encryption-key-rotation 24h (wireguard)
  *   --ipsec-port 51872 (IKE; ESP in UDP on port + 1)   --ipsec-rekey-seconds 3600
+ *   --mtls-tunnel-port 15008 (HBONE's)   --mtls-tunnel-redirect-port 15006
+ *   --mtls-tunnel-gid 1338   --mtls-tunnel-uid 1338
  */
 import { MembraneError } from "../errors.js";
 import { parsePrefix } from "../labels/cidr.js";
+import { checkTrustDomain, DEFAULT_TRUST_DOMAIN } from "../spiffe/id.js";
 import { DEFAULT_WG_PORT } from "./wireguard.js";
 import { DEFAULT_IKE_PORT } from "./ipsec/ipsec.js";
 import type { EncryptionMode } from "./mode.js";
@@ -17,7 +20,7 @@ export interface EncryptionOptions {
   readonly strict: boolean;
   /** The strict CIDRs (default: the cluster CIDR). */
   readonly strictCidrs?: readonly string[];
-  /** The mode's UDP port (WireGuard's, or IKE's). */
+  /** The mode's port: WireGuard's UDP, IKE's UDP, or the mTLS tunnel's TCP. */
   readonly port: number;
   /** The node's own traffic to peer nodes goes through the tunnel too. */
   readonly nodeToNode?: boolean;
@@ -25,7 +28,22 @@ export interface EncryptionOptions {
   readonly keyRotationMs?: number;
   /** ipsec: CHILD_SA rekey time, seconds. */
   readonly rekeySeconds?: number;
+  /** mtls-tunnel only. */
+  readonly tunnel?: MtlsTunnelOptions;
 }
+
+export interface MtlsTunnelOptions {
+  /** Where the node's pods' redirected connections arrive (on the pod gateway address). */
+  readonly redirectPort: number;
+  /** The tunnel process's group (the kernel keeps the identity mark of its sockets) and user. */
+  readonly gid: number;
+  readonly uid: number;
+  readonly trustDomain: string;
+}
+
+export const DEFAULT_MTLS_PORT = 15008;
+export const DEFAULT_MTLS_REDIRECT_PORT = 15006;
+export const DEFAULT_MTLS_ID = 1338;
 
 export interface EncryptionFlags {
   readonly encryption?: string;
@@ -36,6 +54,18 @@ export interface EncryptionFlags {
   readonly encryptionKeyRotation?: string;
   readonly ipsecPort?: string;
   readonly ipsecRekeySeconds?: string;
+  readonly mtlsTunnelPort?: string;
+  readonly mtlsTunnelRedirectPort?: string;
+  readonly mtlsTunnelGid?: string;
+  readonly mtlsTunnelUid?: string;
+  readonly trustDomain?: string;
+}
+
+function int(flag: string, text: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max)
+    throw bad(flag, text, `is not a whole number in ${min}..${max}`);
+  return n;
 }
 
 const UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -57,16 +87,28 @@ const bad = (flag: string, value: string, why: string, hint?: string): MembraneE
     ...(hint ? { hint } : {}),
   });
 
+/** The first --mtls-tunnel-* flag given, if any. */
+function mtlsFlagGiven(f: EncryptionFlags): string | undefined {
+  if (f.mtlsTunnelPort !== undefined) return "--mtls-tunnel-port";
+  if (f.mtlsTunnelRedirectPort !== undefined) return "--mtls-tunnel-redirect-port";
+  if (f.mtlsTunnelGid !== undefined) return "--mtls-tunnel-gid";
+  if (f.mtlsTunnelUid !== undefined) return "--mtls-tunnel-uid";
+  return undefined;
+}
+
 /** undefined = encryption off. */
 export function parseEncryptionFlags(
   f: EncryptionFlags,
   clusterMode: boolean,
 ): EncryptionOptions | undefined {
   const mode = f.encryption ?? "disabled";
-  if (mode !== "disabled" && mode !== "wireguard" && mode !== "ipsec")
-    throw bad("--encryption", mode, "is not disabled, wireguard or ipsec");
+  if (mode !== "disabled" && mode !== "wireguard" && mode !== "ipsec" && mode !== "mtls-tunnel")
+    throw bad("--encryption", mode, "is not disabled, wireguard, ipsec or mtls-tunnel");
   if (mode !== "ipsec" && (f.ipsecPort !== undefined || f.ipsecRekeySeconds !== undefined))
     throw new MembraneError("ENCRYPTION_INVALID", "Cannot start the agent: --ipsec-port and --ipsec-rekey-seconds need --encryption ipsec"); // prettier-ignore
+  const mtlsFlag = mtlsFlagGiven(f);
+  if (mode !== "mtls-tunnel" && mtlsFlag !== undefined)
+    throw new MembraneError("ENCRYPTION_INVALID", `Cannot start the agent: ${mtlsFlag} needs --encryption mtls-tunnel`); // prettier-ignore
   if (mode === "disabled") {
     const needs = f.encryptionStrict
       ? "--encryption-strict"
@@ -80,7 +122,7 @@ export function parseEncryptionFlags(
     if (needs !== undefined)
       throw new MembraneError(
         "ENCRYPTION_INVALID",
-        `Cannot start the agent: ${needs} needs --encryption wireguard${needs === "--encryption-strict" || needs === "--encryption-strict-cidr" ? " or ipsec" : ""}`,
+        `Cannot start the agent: ${needs} needs --encryption wireguard${needs === "--encryption-strict" || needs === "--encryption-strict-cidr" ? ", ipsec or mtls-tunnel" : ""}`,
       );
     return undefined;
   }
@@ -89,18 +131,38 @@ export function parseEncryptionFlags(
       "ENCRYPTION_INVALID",
       `Cannot start the agent: ${f.encryptionNodeToNode ? "--encryption-node-to-node" : "--encryption-key-rotation"} needs --encryption wireguard (IPsec encrypts pod traffic only, and rekeys its SAs by --ipsec-rekey-seconds)`,
     );
+  if (mode === "mtls-tunnel" && (f.encryptionNodeToNode || f.encryptionKeyRotation !== undefined))
+    throw new MembraneError(
+      "ENCRYPTION_INVALID",
+      `Cannot start the agent: ${f.encryptionNodeToNode ? "--encryption-node-to-node" : "--encryption-key-rotation"} needs --encryption wireguard (the mTLS tunnel carries pod TCP only, and renews its SVIDs by itself)`,
+    );
   if (!clusterMode)
     throw new MembraneError(
       "ENCRYPTION_INVALID",
       `Cannot start the agent: --encryption ${mode} encrypts traffic between nodes and needs cluster mode`,
       { hint: "add --cluster-store etcd://HOST:PORT --node-name N --node-ip IP --cluster-cidr CIDR" },
     );
-  const portFlag = mode === "ipsec" ? "--ipsec-port" : "--wireguard-port";
-  const portText = (mode === "ipsec" ? f.ipsecPort : f.wireguardPort) ?? String(mode === "ipsec" ? DEFAULT_IKE_PORT : DEFAULT_WG_PORT); // prettier-ignore
+  const tunnel =
+    mode === "mtls-tunnel"
+      ? {
+          redirectPort: int("--mtls-tunnel-redirect-port", f.mtlsTunnelRedirectPort ?? String(DEFAULT_MTLS_REDIRECT_PORT), 1, 65535), // prettier-ignore
+          gid: int("--mtls-tunnel-gid", f.mtlsTunnelGid ?? String(DEFAULT_MTLS_ID), 1, 0xfffffffe),
+          uid: int("--mtls-tunnel-uid", f.mtlsTunnelUid ?? String(DEFAULT_MTLS_ID), 1, 0xfffffffe),
+          trustDomain: checkTrustDomain(f.trustDomain ?? DEFAULT_TRUST_DOMAIN),
+        }
+      : undefined;
+  const portFlag = mode === "ipsec" ? "--ipsec-port" : mode === "mtls-tunnel" ? "--mtls-tunnel-port" : "--wireguard-port"; // prettier-ignore
+  const portText =
+    (mode === "ipsec" ? f.ipsecPort : mode === "mtls-tunnel" ? f.mtlsTunnelPort : f.wireguardPort) ??
+    String(
+      mode === "ipsec" ? DEFAULT_IKE_PORT : mode === "mtls-tunnel" ? DEFAULT_MTLS_PORT : DEFAULT_WG_PORT,
+    );
   const port = Number(portText);
   const top = mode === "ipsec" ? 65534 : 65535; // ipsec: ESP in UDP on port + 1
   if (!/^\d+$/.test(portText) || port < 1 || port > top)
     throw bad(portFlag, portText, `is not a port (1-${top})`);
+  if (tunnel && tunnel.redirectPort === port)
+    throw bad("--mtls-tunnel-redirect-port", String(port), "is the same port as --mtls-tunnel-port");
   let rekeySeconds: number | undefined;
   if (f.ipsecRekeySeconds !== undefined) {
     rekeySeconds = Number(f.ipsecRekeySeconds);
@@ -142,5 +204,6 @@ export function parseEncryptionFlags(
     ...(f.encryptionNodeToNode ? { nodeToNode: true } : {}),
     ...(keyRotationMs !== undefined ? { keyRotationMs } : {}),
     ...(rekeySeconds !== undefined ? { rekeySeconds } : {}),
+    ...(tunnel ? { tunnel } : {}),
   };
 }

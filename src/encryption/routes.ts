@@ -43,7 +43,12 @@ export function withEncryptionRoutes(routes: Route[], wg: EncryptionAgent | unde
           throw new MembraneError(
             "ENCRYPTION_INVALID",
             `Cannot rotate the node key: --encryption ${wg.mode} has no key rotation of its own`,
-            { hint: "IPsec rekeys its SAs by --ipsec-rekey-seconds; see `membrane encryption status`" },
+            {
+              hint:
+                wg.mode === "ipsec"
+                  ? "IPsec rekeys its SAs by --ipsec-rekey-seconds; see `membrane encryption status`"
+                  : "the mTLS tunnel renews its SVIDs at half life by itself; see `membrane encryption status`",
+            },
           );
         return wg.rotateKey();
       },
@@ -53,5 +58,5 @@ export function withEncryptionRoutes(routes: Route[], wg: EncryptionAgent | unde
 
 const notEncrypting = (): MembraneError =>
   new MembraneError("ENCRYPTION_INVALID", "Cannot show or change encryption: this agent does not encrypt", {
-    hint: "start the agent in cluster mode with --encryption wireguard or --encryption ipsec",
+    hint: "start the agent in cluster mode with --encryption wireguard, ipsec or mtls-tunnel",
   });

@@ -1,14 +1,14 @@
 /**
  * What `membrane encryption status` (GET /v1/encryption, and `encryption` in GET /v1/status)
  * shows: this node's mode, strict mode, key age and rotation, and per peer its mode, key age,
- * last handshake and whether strict mode covers it. Public keys only.
+ * last handshake and whether strict mode covers it. Public keys (or root fingerprints) only.
  *
  *   WgPeer[] (desired) + `wg show dump` (live) + peers' registry entries ──buildStatus──▶ EncryptionStatus
  */
 import type { NodeRecordV1 } from "../cluster/keys.js";
 import type { WgPeer, WgPeerState } from "./peers.js";
 
-export type EncryptionMode = "wireguard" | "ipsec";
+export type EncryptionMode = "wireguard" | "ipsec" | "mtls-tunnel";
 
 /** One IPsec CHILD_SA of a peer (status). */
 export interface SaStatus {
@@ -49,6 +49,31 @@ export interface PeerStatus {
   readonly ikeState?: string;
   /** IPsec: its CHILD_SAs (two while a rekey overlaps). */
   readonly sas?: readonly SaStatus[];
+  /** mTLS tunnel: HTTP/2 sessions, streams and inbound connections with the peer. */
+  readonly tunnel?: TunnelPeerCounters;
+  /** mTLS tunnel: the last error talking to the peer. */
+  readonly lastError?: string;
+}
+
+/** The mTLS tunnel's counters of one peer (mtls/wire.ts PeerStats). */
+export interface TunnelPeerCounters {
+  /** Open HTTP/2 sessions to the peer (one per source identity). */
+  readonly sessions: number;
+  /** Streams (carried connections) opened to it, and open now. */
+  readonly streamsTotal: number;
+  readonly streamsOpen: number;
+  /** Connections the peer sent us, accepted and refused. */
+  readonly inboundAccepted: number;
+  readonly inboundRefused: number;
+}
+
+/** The mTLS tunnel's own process (mode "mtls-tunnel"). */
+export interface TunnelProcessStatus {
+  readonly trustDomain: string;
+  /** Where this node's pods' redirected connections arrive. */
+  readonly redirectPort: number;
+  /** The tunnel process, when it runs. */
+  readonly pid?: number;
 }
 
 export interface RotationStatus {
@@ -69,7 +94,7 @@ export interface EncryptionStatus {
   /** --encryption-node-to-node. */
   readonly nodeToNode: boolean;
   readonly interface: string;
-  /** kernel | wireguard-go | kernel-libipsec | starting */
+  /** kernel | wireguard-go | kernel-libipsec | hbone | starting */
   readonly impl: string;
   readonly port: number;
   readonly publicKey: string;
@@ -78,6 +103,8 @@ export interface EncryptionStatus {
   /** WireGuard's key rotation (rotation.ts); IPsec rekeys its SAs itself (see each peer's `sas`). */
   readonly rotation?: RotationStatus;
   readonly peers: readonly PeerStatus[];
+  /** mTLS tunnel: its process (publicKey is then the SHA-256 fingerprint of the node's newest CA root). */
+  readonly tunnel?: TunnelProcessStatus;
   readonly lastError?: string;
 }
 

@@ -55,8 +55,8 @@ export interface LabClusterOptions {
    * reach the lab's store on loopback. Default off (faster: no certificates).
    */
   readonly tls?: boolean;
-  /** `--encryption wireguard|ipsec` on every agent (strict: also `--encryption-strict`). */
-  readonly encryption?: "wireguard" | "ipsec";
+  /** `--encryption wireguard|ipsec|mtls-tunnel` on every agent (strict: also `--encryption-strict`). */
+  readonly encryption?: "wireguard" | "ipsec" | "mtls-tunnel";
   readonly encryptionStrict?: boolean;
   /** `--spiffe` on every agent (trust domain `lab.membrane`): SVIDs and mutual authentication across nodes. */
   readonly spiffe?: boolean;
@@ -217,6 +217,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...(o.encryption === "ipsec"
           ? ["--encryption", o.encryption, "--ipsec-port", String(51880 + 2 * i)]
           : []),
+        ...(o.encryption === "mtls-tunnel" ? ["--encryption", o.encryption] : []),
         ...(o.encryptionStrict ? ["--encryption-strict"] : []),
         ...(o.spiffe ? ["--spiffe", "--trust-domain", "lab.membrane"] : []),
         ...(o.agentArgs ?? []),

@@ -279,8 +279,14 @@ export class FlowEnricher {
     }
     if (pkt.ok) {
       flow.IP = pkt.IP;
-      // Through the tunnel: the peer is behind a WireGuard peer (never a strict drop: it did not go through).
-      if (peerIp !== undefined && r.kind !== "unencrypted" && this.lookup.encryptedPeer?.(peerIp) === true)
+      // Through the tunnel: the peer is behind a WireGuard peer, or (mTLS tunnel) TCP to a tunnel peer's pod
+      // (never a strict drop: it did not go through).
+      const tcp = pkt.l4 !== undefined && "TCP" in pkt.l4;
+      if (
+        peerIp !== undefined &&
+        r.kind !== "unencrypted" &&
+        this.lookup.encryptedPeer?.(peerIp, tcp) === true
+      )
         flow.IP.encrypted = true;
       if (pkt.l4 !== undefined) flow.l4 = pkt.l4;
     }

@@ -31,8 +31,11 @@ export interface FlowLookup {
   endpointByIp?(ip: string): (EndpointInfo & { readonly id: number }) | undefined;
   /** Cluster mode: the other node whose pods hold this address (src/cluster/node-of-ip.ts). Optional. */
   nodeOfIp?(ip: string): string | undefined;
-  /** --encryption wireguard: traffic with this peer address goes through the node's tunnel. Optional. */
-  encryptedPeer?(ip: string): boolean;
+  /**
+   * --encryption: traffic with this peer address goes through the node's tunnel (mtls-tunnel:
+   * TCP only, so `tcp` says whether the flow is TCP). Optional.
+   */
+  encryptedPeer?(ip: string, tcp: boolean): boolean;
   /** Names the DNS proxy learned for this address (Hubble's source_names / destination_names). Optional. */
   namesOfIp?(ip: string): readonly string[] | undefined;
   /**

@@ -152,7 +152,7 @@ describe("IPsec node key and record", () => {
     const rec = (e: unknown): string => JSON.stringify({ v: 1, name: "n2", addresses: { ipv4: "172.31.0.3" }, podCidrs: ["10.200.2.0/24"], labels: {}, routing: "native", bootId: "b", startedAt: "2026-01-01T00:00:00Z", encryption: e }); // prettier-ignore
     const parse = (e: unknown): unknown => parseNodeRecord("cluster/nodes/n2", { value: rec(e), createRevision: 1, modRevision: 1 } as never); // prettier-ignore
     assert.match(String(parse({ type: "ipsec", publicKey: rsa, port: 1 })), /encryption\.publicKey is not a base64 SubjectPublicKeyInfo/); // prettier-ignore
-    assert.match(String(parse({ type: "esp", publicKey: spki(), port: 1 })), /encryption\.type is not wireguard or ipsec/); // prettier-ignore
+    assert.match(String(parse({ type: "esp", publicKey: spki(), port: 1 })), /encryption\.type is not wireguard, ipsec or mtls-tunnel/); // prettier-ignore
     assert.equal(typeof parse({ type: "ipsec", publicKey: spki(), port: 51872 }), "object");
   });
 });
@@ -175,7 +175,7 @@ describe("charon's configuration and the IPsec flags", () => {
     { name: "a port that leaves no room for ESP in UDP", f: { encryption: "ipsec", ipsecPort: "65535" }, err: /--ipsec-port "65535" is not a port \(1-65534\)/ },
     { name: "a rekey too short", f: { encryption: "ipsec", ipsecRekeySeconds: "5" }, err: /--ipsec-rekey-seconds "5"/ },
     { name: "ipsec flags without ipsec", f: { encryption: "wireguard", ipsecPort: "5000" }, err: /need --encryption ipsec/ },
-    { name: "an unknown mode", f: { encryption: "esp" }, err: /is not disabled, wireguard or ipsec/ },
+    { name: "an unknown mode", f: { encryption: "esp" }, err: /is not disabled, wireguard, ipsec or mtls-tunnel/ },
   ]; // prettier-ignore
   for (const c of cases)
     test(`flags: ${c.name}`, () => {

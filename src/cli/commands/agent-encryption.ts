@@ -7,9 +7,9 @@ export function addEncryptionFlags(cmd: Command): Command {
     .addOption(
       new Option(
         "--encryption <mode>",
-        "cluster mode: encrypt pod traffic between nodes (wireguard: kernel module where present, wireguard-go otherwise; ipsec: strongSwan's charon, IKEv2 with each node's key, ESP in userspace through kernel-libipsec)",
+        "cluster mode: encrypt pod traffic between nodes (wireguard: kernel module where present, wireguard-go otherwise; ipsec: strongSwan's charon, IKEv2 with each node's key, ESP in userspace through kernel-libipsec; mtls-tunnel: pods' TCP carried over TLS 1.3 with the source identity's SVID, HTTP/2 CONNECT as Istio's HBONE)",
       )
-        .choices(["disabled", "wireguard", "ipsec"])
+        .choices(["disabled", "wireguard", "ipsec", "mtls-tunnel"])
         .default("disabled"),
     )
     .option(
@@ -30,7 +30,23 @@ export function addEncryptionFlags(cmd: Command): Command {
       "rotate this node's WireGuard key when it is this old, e.g. 24h, 7d (no connection resets; default: only `membrane encryption rotate-key`)",
     )
     .option("--ipsec-port <port>", "UDP port of this node's IKE (ESP in UDP on port + 1; default 51872)")
-    .option("--ipsec-rekey-seconds <n>", "IPsec: CHILD_SA rekey time in seconds (default 3600)");
+    .option("--ipsec-rekey-seconds <n>", "IPsec: CHILD_SA rekey time in seconds (default 3600)")
+    .option(
+      "--mtls-tunnel-port <port>",
+      "TCP port of this node's mTLS tunnel, on its --node-ip (default 15008)",
+    )
+    .option(
+      "--mtls-tunnel-redirect-port <port>",
+      "TCP port on the pod gateway address where pods' connections to other nodes are redirected (default 15006)",
+    )
+    .option(
+      "--mtls-tunnel-gid <gid>",
+      "group the mTLS tunnel runs as; the kernel judges its marked connections with the source identity (default 1338)",
+    )
+    .option(
+      "--mtls-tunnel-uid <uid>",
+      "user the mTLS tunnel drops root for once its sockets are bound (default 1338)",
+    );
 }
 
 /** EncryptionOptions from the parsed command; undefined when encryption is off. */
@@ -53,6 +69,13 @@ export function encryptionFromFlags(cmd: Command): EncryptionOptions | undefined
       ...(s("ipsecRekeySeconds") !== undefined
         ? { ipsecRekeySeconds: s("ipsecRekeySeconds") as string }
         : {}),
+      ...(s("mtlsTunnelPort") !== undefined ? { mtlsTunnelPort: s("mtlsTunnelPort") as string } : {}),
+      ...(s("mtlsTunnelRedirectPort") !== undefined
+        ? { mtlsTunnelRedirectPort: s("mtlsTunnelRedirectPort") as string }
+        : {}),
+      ...(s("mtlsTunnelGid") !== undefined ? { mtlsTunnelGid: s("mtlsTunnelGid") as string } : {}),
+      ...(s("mtlsTunnelUid") !== undefined ? { mtlsTunnelUid: s("mtlsTunnelUid") as string } : {}),
+      ...(s("trustDomain") !== undefined ? { trustDomain: s("trustDomain") as string } : {}),
     },
     s("clusterStore") !== undefined,
   );

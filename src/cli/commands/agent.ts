@@ -136,6 +136,8 @@ Examples:
       --cluster-cidr 10.200.0.0/16 --etcd-ca ca.pem --etcd-cert n1.pem --etcd-key n1-key.pem
   $ sudo membrane agent --cluster-store etcd://10.0.0.5:2379 --node-name n1 --node-ip 10.0.0.11 \\
       --cluster-cidr 10.200.0.0/16 --encryption wireguard --encryption-strict
+  $ sudo membrane agent --cluster-store etcd://10.0.0.5:2379 --node-name n1 --node-ip 10.0.0.11 \\
+      --cluster-cidr 10.200.0.0/16 --encryption mtls-tunnel --encryption-strict
 `,
     );
   return addLbFlags(addEncryptionFlags(addClusterFlags(cmd))).action(

@@ -1,6 +1,7 @@
 /**
  * `membrane encryption status`: this node's tunnel and every peer (mode, key age, last handshake);
- * with IPsec also each peer's IKE state and CHILD_SAs (SPIs, algorithm, age, next rekey).
+ * with IPsec also each peer's IKE state and CHILD_SAs (SPIs, algorithm, age, next rekey); with the
+ * mTLS tunnel its sessions, streams and refusals per peer.
  */
 import { Command } from "commander";
 import type { CliContext } from "../context.js";
@@ -67,14 +68,46 @@ function saRows(p: PeerStatus): string[][] {
 
 /** `get status`: one line for this node's encryption, one per peer (mode, strict, key age, handshake). */
 export function encryptionSummaryRows(s: EncryptionStatus, now = Date.now()): string[][] {
+  const where = s.tunnel ? `:${s.port} (redirect :${s.tunnel.redirectPort})` : `on ${s.interface}`;
   return [
     [
       "encryption",
-      `${s.mode} (${s.impl}) on ${s.interface}, strict ${s.strict ? "on" : "off"}${s.nodeToNode ? ", node-to-node" : ""}, key age ${age(s.keyAgeSeconds)}${s.rotation?.nextPublicKey ? ", rotating" : ""}${s.lastError ? `; last error: ${s.lastError}` : ""}`,
+      `${s.mode} (${s.impl}) ${where}, strict ${s.strict ? "on" : "off"}${s.nodeToNode ? ", node-to-node" : ""}, key age ${age(s.keyAgeSeconds)}${s.rotation?.nextPublicKey ? ", rotating" : ""}${s.lastError ? `; last error: ${s.lastError}` : ""}`,
     ],
     ...s.peers.map((p) => [
       `encryption peer ${p.node}`,
       `${p.mode}, strict ${p.strict ? "on" : "off"}, key age ${since(p.keyCreatedAt, now)}, last handshake ${p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago`} (${p.handshake})`,
+    ]),
+  ];
+}
+
+/** The mTLS tunnel: a row per peer with its sessions, streams and inbound accepted/refused. */
+export function tunnelRows(s: EncryptionStatus, now = Date.now()): string[][] {
+  return [
+    ["PEER", "MODE", "ENDPOINT", "KEY AGE", "LAST HANDSHAKE", "SESSIONS", "STREAMS (OPEN/TOTAL)", "IN OK/REFUSED", "RX", "TX"], // prettier-ignore
+    [
+      "(this node)",
+      `${s.mode}${s.strict ? ", strict" : ""}`,
+      `:${s.port}${s.tunnel ? ` (redirect :${s.tunnel.redirectPort})` : ""}`,
+      age(s.keyAgeSeconds),
+      "-",
+      "-",
+      "-",
+      "-",
+      "-",
+      "-",
+    ],
+    ...s.peers.map((p) => [
+      p.node,
+      p.mode,
+      p.endpoint,
+      since(p.keyCreatedAt, now),
+      p.lastHandshake === undefined ? "never" : `${since(p.lastHandshake, now)} ago`,
+      String(p.tunnel?.sessions ?? 0),
+      `${p.tunnel?.streamsOpen ?? 0}/${p.tunnel?.streamsTotal ?? 0}`,
+      `${p.tunnel?.inboundAccepted ?? 0}/${p.tunnel?.inboundRefused ?? 0}`,
+      String(p.rxBytes),
+      String(p.txBytes),
     ]),
   ];
 }
@@ -87,22 +120,22 @@ interface RotateAnswer {
 
 export function encryptionCommand(ctx: CliContext): Command {
   const cmd = new Command("encryption").description(
-    "transparent encryption between nodes (WireGuard or IPsec)",
+    "transparent encryption between nodes (WireGuard, IPsec or the mTLS tunnel)",
   );
   cmd.addCommand(
     new Command("status")
       .description(
-        "this node's tunnel and each peer: mode, key age, last handshake, bytes; IPsec: IKE state and each SA (SPIs, algorithm, age, next rekey)",
+        "this node's tunnel and each peer: mode, key age, last handshake, bytes; IPsec: IKE state and each SA (SPIs, algorithm, age, next rekey); mTLS tunnel: sessions, streams, refusals",
       )
       .addOption(socketOption())
       .addOption(outputOption())
       .addHelpText(
         "after",
-        "\nNeeds an agent started with --encryption wireguard or --encryption ipsec (cluster mode).\nSPIs are shown as charon reports them (in/out); keys never are.\n\nExamples:\n  $ membrane encryption status\n  $ membrane encryption status -o json\n",
+        "\nNeeds an agent started with --encryption wireguard, ipsec or mtls-tunnel (cluster mode).\nSPIs are shown as charon reports them (in/out); keys never are (mTLS tunnel: the root's fingerprint).\n\nExamples:\n  $ membrane encryption status\n  $ membrane encryption status -o json\n",
       )
       .action(async (o: { socket: string; output: ViewFormat }) => {
         const s = (await client(o).request("GET", "/v1/encryption")) as EncryptionStatus;
-        show(ctx, o.output, s, () => encryptionRows(s));
+        show(ctx, o.output, s, () => (s.mode === "mtls-tunnel" ? tunnelRows(s) : encryptionRows(s)));
         if (o.output === "table" && s.lastError) ctx.out(`last error: ${s.lastError}\n`);
         if (o.output === "table" && s.rotation?.lastError)
           ctx.out(`last key rotation failed: ${s.rotation.lastError}\n`);
