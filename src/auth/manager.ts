@@ -33,6 +33,7 @@ import { localHandshake } from "./handshake.js";
 import { AuthQueue } from "./queue.js";
 import { packetAddresses } from "./packet.js";
 import { ContextCache, clientHandshake } from "./peer-handshake.js";
+import { SvidValidationCache } from "../spiffe/validate-cache.js";
 import type { PeerNet } from "./peer-net.js";
 import { judgePairs } from "./judge.js";
 import { cutConnections } from "./cut.js";
@@ -78,6 +79,8 @@ export class AuthManager {
   private readonly latency: Histogram;
   private readonly removed: Counter<"reason">;
   readonly contexts = new ContextCache();
+  /** SVID validations remembered per exact chain and bundle (the first packet's path skips re-parsing). */
+  readonly verified = new SvidValidationCache();
   nodes: AuthNodes;
   net: PeerNet | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -195,7 +198,7 @@ export class AuthManager {
     const bundle = this.p.provider.bundle();
     const both = [...new Map([...bundle, ...this.lastBundle].map((b) => [b.toString("base64"), b])).values()];
     this.lastBundle = bundle;
-    const facts = { live, revoked: this.revoked, state: this.p.state(), bundle: both, trustDomain: this.p.provider.trustDomain, now: this.now() }; // prettier-ignore
+    const facts = { live, revoked: this.revoked, state: this.p.state(), bundle: both, trustDomain: this.p.provider.trustDomain, now: this.now(), cache: this.verified }; // prettier-ignore
     const gone = judgePairs(this.pairs.values(), facts);
     if (gone.length > 0) await this.removePairs(gone, true, ips);
     // Make before break: a pair whose SVID on this node rotated is authenticated again with the new one.
@@ -302,10 +305,15 @@ export class AuthManager {
         : await this.remotePair(pair, pair.srcNode === self ? "s" : "d");
       const ttlMs = r.notAfter.getTime() - this.now();
       if (ttlMs < 2000) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: an SVID expires within 2 s`); // prettier-ignore
+      // Revoked while the handshake ran: its answer is stale.
+      for (const id of [pair.src, pair.dst]) this.checkIdentity(id, false);
       this.handshakes.inc({ result: "success" });
       this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, ms: Math.round(performance.now() - t0) }, "pair authenticated"); // prettier-ignore
-      // The held packet goes now; the kernel entry follows (later connections skip the queue).
-      void this.record(pair, r.notAfter, r.chains).catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair")); // prettier-ignore
+      // The held packet goes now; the kernel entry follows (later connections skip the queue). The
+      // pair counts at once (packets queued meanwhile are released from the map), and the `nft`
+      // process starts only after this turn, so the verdict is not sent behind its spawn.
+      const kernel = this.remember(pair, r.notAfter, r.chains);
+      setImmediate(() => void kernel().catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair"))); // prettier-ignore
       return true;
     } catch (e) {
       this.handshakes.inc({ result: /within \d+ ms/.test((e as Error).message) ? "timeout" : "failure" });
@@ -315,10 +323,19 @@ export class AuthManager {
 
   /** Keeps the pair and writes its kernel entry, until the earlier expiry. */
   async record(pair: Pair, notAfter: Date, chains: Buffer[][]): Promise<void> {
+    await this.remember(pair, notAfter, chains)();
+  }
+
+  /** Keeps the pair now; the returned function writes its kernel entry (unless it went meanwhile). */
+  private remember(pair: Pair, notAfter: Date, chains: Buffer[][]): () => Promise<void> {
     pair.expiresMs = notAfter.getTime();
     pair.chains = chains;
-    this.pairs.set(pairKey(pair), pair);
-    await this.p.table.add([pair], Math.floor((pair.expiresMs - this.now()) / 1000));
+    const k = pairKey(pair);
+    this.pairs.set(k, pair);
+    return async () => {
+      if (this.pairs.get(k) !== pair) return; // revoked or replaced before the write
+      await this.p.table.add([pair], Math.floor((pair.expiresMs - this.now()) / 1000));
+    };
   }
 
   private async localPair(pair: Pair): Promise<{ notAfter: Date; chains: Buffer[][] }> {
@@ -334,6 +351,7 @@ export class AuthManager {
       bundle,
       trustDomain: this.p.provider.trustDomain,
       timeoutMs: this.p.handshakeTimeoutMs ?? 5000,
+      cache: this.verified,
     });
     pair.serials = new Map([[a.identity, a.serial], [b.identity, b.serial]]); // prettier-ignore
     return { notAfter: r.notAfter, chains: [[...a.chain], [...b.chain]] };
@@ -362,6 +380,7 @@ export class AuthManager {
       bundle,
       trustDomain: this.p.provider.trustDomain,
       timeoutMs,
+      cache: this.verified,
     });
     pair.serials = new Map([[localId, svid.serial]]);
     const notAfter = r.notAfter < svid.notAfter ? r.notAfter : svid.notAfter;
