@@ -10,12 +10,11 @@ export const pct = (xs: readonly number[], p: number): number => {
   return Math.round((s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN) * 100) / 100;
 };
 
-export const row = (xs: readonly number[]): { p50: number; p99: number; max: number; n: number } => ({
-  p50: pct(xs, 50),
-  p99: pct(xs, 99),
-  max: Math.round(Math.max(...xs) * 100) / 100,
-  n: xs.length,
-});
+/** Percentiles of the samples that are numbers (a failed connection is NaN, counted apart). */
+export const row = (all: readonly number[]): { p50: number; p99: number; max: number; n: number } => {
+  const xs = all.filter((x) => Number.isFinite(x));
+  return { p50: pct(xs, 50), p99: pct(xs, 99), max: Math.round(Math.max(...xs) * 100) / 100, n: xs.length };
+};
 
 /** TcpExt TCPSynRetrans of the namespace: SYNs the clients there sent again. */
 export async function synRetransmits(netns: readonly string[]): Promise<number> {
