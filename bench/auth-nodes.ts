@@ -146,6 +146,7 @@ async function main(): Promise<void> {
         burst: { pairs: BURST, rounds: BURST_ROUNDS, wallMs: walls.map((w) => Math.round(w)), connection: row(each), handshakesPerSecond: Math.round((BURST / best) * 1000 * 10) / 10 }, // prettier-ignore
         synRetransmits: { rounds: retransRounds, all: retransAll },
         failedConnections: failed,
+        n1Refused: [...new Set(n1.logs().split("\n").filter((l) => l.includes("refused a handshake")).map((l) => /"why":"([^"]*)"/.exec(l)?.[1] ?? l))].slice(0, 5), // prettier-ignore
         refusals: [...new Set(n2.logs().split("\n").filter((l) => l.includes("mutual authentication failed")).map((l) => /"err":"([^"]*)"/.exec(l)?.[1] ?? l))].slice(0, 5), // prettier-ignore
         loadavg: [load0, loadavg()[0]],
         targets: { "first added p99": "< 20 ms", synRetransmits: 0, later: "within noise of plain" },
