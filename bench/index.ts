@@ -13,6 +13,7 @@
  *   npm run bench -- encryption --seconds=5 --rounds=3 [--mode=ipsec]   plaintext vs WireGuard (or IPsec) vs +strict: Gbit/s, rr/s, CPU per Gbit
  *   npm run bench -- encryption --mode=mtls-tunnel       plaintext vs the mTLS tunnel vs +strict vs wireguard-go, one run
  *   npm run bench -- gateway                             the gateway vs nginx with the same routes
+ *   npm run bench -- auth [--nodes 2]                   mutual authentication: first/later connection vs no auth (one node, or across two)
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -76,7 +77,8 @@ if (want("runtime-events")) child("./runtime-events.js", flags);
 // Runtime enforcement: latency from the offending syscall to the kill, and the open-loop cost (issue 15).
 if (want("runtime-kill")) child("./runtime-kill.js", flags);
 
-// Mutual authentication: first connection of a new pair, later ones, a rule without auth (issue 12 item 8).
+// Mutual authentication: first connection of a new pair (held, prefilled), later ones, a rule without auth;
+// `auth --nodes 2` across two nodes of a lab cluster, with handshakes per second (issue 12 item 8).
 if (want("auth")) child("./auth.js", flags);
 
 // The gateway vs nginx configured for the same routes: requests/s, added p50/p99 (issue 16 item 8).

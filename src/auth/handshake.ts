@@ -16,6 +16,7 @@ import { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { MembraneError } from "../errors.js";
 import { validateX509Svid } from "../spiffe/validate.js";
+import type { SvidValidationCache } from "../spiffe/validate-cache.js";
 
 export interface TlsCreds {
   /** Leaf first, DER. */
@@ -39,6 +40,8 @@ export interface HandshakeParams {
   readonly now?: () => number;
   /** Secure contexts already built for the two sides (peer-handshake.ts ContextCache): skips building them. */
   readonly contexts?: { readonly client: tls.SecureContext; readonly server: tls.SecureContext };
+  /** Validations remembered across handshakes (spiffe/validate-cache.ts). */
+  readonly cache?: SvidValidationCache;
 }
 
 export interface HandshakeResult {
@@ -85,12 +88,13 @@ export function checkPeer(
   td: string,
   now: number,
   who: string,
+  cache?: SvidValidationCache,
 ): Date {
   const chain = peerChain(s);
   if (chain.length === 0) throw refused(`the ${who} presented no certificate`);
   let v;
   try {
-    v = validateX509Svid(chain, bundle, { trustDomain: td, now });
+    v = cache ? cache.validate(chain, bundle, { trustDomain: td, now }) : validateX509Svid(chain, bundle, { trustDomain: td, now }); // prettier-ignore
   } catch (e) {
     throw refused(`the ${who}'s certificate is refused: ${(e as Error).message}`);
   }
@@ -142,7 +146,17 @@ export async function localHandshake(p: HandshakeParams): Promise<HandshakeResul
       });
       server.on("secure", () => {
         try {
-          ok(checkPeer(server as tls.TLSSocket, p.server.expectPeer, p.bundle, p.trustDomain, now, "client"));
+          ok(
+            checkPeer(
+              server as tls.TLSSocket,
+              p.server.expectPeer,
+              p.bundle,
+              p.trustDomain,
+              now,
+              "client",
+              p.cache,
+            ),
+          );
         } catch (e) {
           reject(e as Error);
         }
@@ -156,7 +170,17 @@ export async function localHandshake(p: HandshakeParams): Promise<HandshakeResul
       });
       client.on("secureConnect", () => {
         try {
-          ok(checkPeer(client as tls.TLSSocket, p.client.expectPeer, p.bundle, p.trustDomain, now, "server"));
+          ok(
+            checkPeer(
+              client as tls.TLSSocket,
+              p.client.expectPeer,
+              p.bundle,
+              p.trustDomain,
+              now,
+              "server",
+              p.cache,
+            ),
+          );
         } catch (e) {
           reject(e as Error);
         }

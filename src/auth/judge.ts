@@ -12,6 +12,7 @@
  */
 import type { DatapathState, DirectionPolicy } from "../datapath/types.js";
 import { validateX509Svid } from "../spiffe/validate.js";
+import type { SvidValidationCache } from "../spiffe/validate-cache.js";
 
 export interface JudgedPair {
   readonly src: number;
@@ -29,6 +30,7 @@ export interface Facts {
   readonly bundle: readonly Buffer[];
   readonly trustDomain: string;
   readonly now: number;
+  readonly cache?: SvidValidationCache;
 }
 
 const needs = (pol: DirectionPolicy, peer: number): boolean =>
@@ -59,7 +61,9 @@ function judge(p: JudgedPair, f: Facts): string | undefined {
   if (f.state && !authRequired(f.state, p.src, p.dst)) return "the policy no longer requires authentication";
   for (const chain of p.chains) {
     try {
-      validateX509Svid([...chain], f.bundle, { trustDomain: f.trustDomain, now: f.now });
+      const o = { trustDomain: f.trustDomain, now: f.now };
+      if (f.cache) f.cache.validate(chain, f.bundle, o);
+      else validateX509Svid([...chain], f.bundle, o);
     } catch (e) {
       return `a certificate of the pair is no longer trusted: ${(e as Error).message}`;
     }

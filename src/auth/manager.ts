@@ -10,8 +10,11 @@
  *     one end on a peer node: peer-handshake.ts with that node's agent over TCP (its handshake port)
  *         ok: release with PKT_AUTH_OK, add the pair to the kernel until the earlier SVID expiry
  *         refused / no answer in time: release without the bit; the gate drops it, logged 189
+ *   (the handshake of a pair: pair-handshake.ts)
  *   every MAINTAIN_MS and on a bundle or SVID change: judge.ts -> remove entries, cut.ts the
  *   connections; a pair whose own SVID rotated is authenticated again (make before break)
+ *   prefill (on by the agent's default): local pairs the policy requires are authenticated at
+ *   policy time, before their first packet (prefill.ts)
  *
  * Released without the bit rather than NF_DROP: the drop is then the kernel's, with its NFLOG
  * flow (AUTH_REQUIRED), exactly as when the agent answers nothing in time. Identities below 256
@@ -27,14 +30,15 @@ import type { QueuedPacket } from "../abi/nfqueue-wire.js";
 import type { AuthTable } from "../datapath/auth-table.js";
 import type { DatapathState } from "../datapath/types.js";
 import { MembraneError } from "../errors.js";
-import { identitySpiffeId } from "../spiffe/id.js";
-import type { SvidProvider, X509Svid } from "../spiffe/provider.js";
-import { localHandshake } from "./handshake.js";
+import type { SvidProvider } from "../spiffe/provider.js";
 import { AuthQueue } from "./queue.js";
 import { packetAddresses } from "./packet.js";
-import { ContextCache, clientHandshake } from "./peer-handshake.js";
+import { ContextCache } from "./peer-handshake.js";
+import { localPair, remotePair } from "./pair-handshake.js";
+import { SvidValidationCache } from "../spiffe/validate-cache.js";
 import type { PeerNet } from "./peer-net.js";
 import { judgePairs } from "./judge.js";
+import { prefillLocalPairs } from "./prefill.js";
 import { cutConnections } from "./cut.js";
 import { singleNode, type AuthNodes, type Pair, pairKey, pairView, type AuthPairView } from "./pairs.js";
 
@@ -61,6 +65,8 @@ export interface AuthManagerParams {
   readonly handshakeTimeoutMs?: number;
   /** How often pairs are judged (default 5 s: revocation within 30 s). */
   readonly maintainMs?: number;
+  /** Authenticate local pairs the policy requires before their first packet (prefill.ts). */
+  readonly prefill?: boolean;
 }
 
 const FIRST_CLUSTER_IDENTITY = 256;
@@ -78,9 +84,13 @@ export class AuthManager {
   private readonly latency: Histogram;
   private readonly removed: Counter<"reason">;
   readonly contexts = new ContextCache();
+  /** SVID validations remembered per exact chain and bundle (the first packet's path skips re-parsing). */
+  readonly verified = new SvidValidationCache();
   nodes: AuthNodes;
   net: PeerNet | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private lastState: unknown;
   private maintaining: Promise<void> = Promise.resolve();
   private lastLive = new Set<number>();
   private lastBundle: Buffer[] = [];
@@ -114,10 +124,14 @@ export class AuthManager {
     this.unsubscribe = this.p.provider.subscribe(() => this.maintainSoon());
     this.timer = setInterval(() => this.maintainSoon(), this.p.maintainMs ?? 5000);
     this.timer.unref();
+    // A new policy state (an apply, an endpoint): local pairs are prefilled without waiting for the timer.
+    this.poll = setInterval(() => this.p.prefill && this.p.state() !== this.lastState && this.prefillSoon(), 250); // prettier-ignore
+    this.poll.unref();
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.poll) clearInterval(this.poll);
     this.unsubscribe?.();
     this.net?.close();
     await this.maintaining;
@@ -195,16 +209,28 @@ export class AuthManager {
     const bundle = this.p.provider.bundle();
     const both = [...new Map([...bundle, ...this.lastBundle].map((b) => [b.toString("base64"), b])).values()];
     this.lastBundle = bundle;
-    const facts = { live, revoked: this.revoked, state: this.p.state(), bundle: both, trustDomain: this.p.provider.trustDomain, now: this.now() }; // prettier-ignore
+    const facts = { live, revoked: this.revoked, state: this.p.state(), bundle: both, trustDomain: this.p.provider.trustDomain, now: this.now(), cache: this.verified }; // prettier-ignore
     const gone = judgePairs(this.pairs.values(), facts);
     if (gone.length > 0) await this.removePairs(gone, true, ips);
     // Make before break: a pair whose SVID on this node rotated is authenticated again with the new one.
     for (const pair of [...this.pairs.values()]) {
       const stale = [...pair.serials].some(([id, serial]) => this.p.provider.current(id)?.serial !== serial);
       if (!stale || pair.srcNode === undefined || pair.dstNode === undefined) continue;
-      const ok = await this.run(pair).catch(() => false);
+      const ok = await this.authenticatePair(pair).catch(() => false);
       if (!ok) await this.removePairs([{ pair, why: "its SVID rotated and the pair could not authenticate again" }], true); // prettier-ignore
     }
+    if (this.p.prefill) await prefillLocalPairs(this);
+  }
+
+  /** Prefills local pairs of a new policy state (in turn with the judging: never beside it). */
+  private prefillSoon(): void {
+    this.lastState = this.p.state();
+    const run = (): Promise<unknown> =>
+      this.nodes === NOT_ATTACHED ? Promise.resolve() : prefillLocalPairs(this);
+    this.maintaining = this.maintaining.then(run, run).then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   private async removePairs(
@@ -263,7 +289,7 @@ export class AuthManager {
     const no = this.refused.get(k);
     if (no && no.until > this.now()) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `${no.why} (refused again within ${REFUSED_MS} ms)`); // prettier-ignore
     try {
-      return await this.run(pair);
+      return await this.authenticatePair(pair);
     } catch (e) {
       if (this.refused.size > 4096) this.refused.clear();
       this.refused.set(k, { until: this.now() + REFUSED_MS, why: (e as Error).message });
@@ -272,7 +298,7 @@ export class AuthManager {
   }
 
   /** One handshake per pair at a time (concurrent first packets share it). */
-  private run(pair: Pair): Promise<boolean> {
+  authenticatePair(pair: Pair): Promise<boolean> {
     const k = pairKey(pair);
     let run = this.inflight.get(k);
     if (!run) {
@@ -298,14 +324,19 @@ export class AuthManager {
       const self = this.nodes.self;
       const local = pair.srcNode === self && pair.dstNode === self;
       const r = local
-        ? await this.localPair(pair)
-        : await this.remotePair(pair, pair.srcNode === self ? "s" : "d");
+        ? await localPair(this, pair)
+        : await remotePair(this, pair, pair.srcNode === self ? "s" : "d");
       const ttlMs = r.notAfter.getTime() - this.now();
       if (ttlMs < 2000) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: an SVID expires within 2 s`); // prettier-ignore
+      // Revoked while the handshake ran: its answer is stale.
+      for (const id of [pair.src, pair.dst]) this.checkIdentity(id, false);
       this.handshakes.inc({ result: "success" });
       this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, ms: Math.round(performance.now() - t0) }, "pair authenticated"); // prettier-ignore
-      // The held packet goes now; the kernel entry follows (later connections skip the queue).
-      void this.record(pair, r.notAfter, r.chains).catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair")); // prettier-ignore
+      // The held packet goes now; the kernel entry follows (later connections skip the queue). The
+      // pair counts at once (packets queued meanwhile are released from the map), and the `nft`
+      // process starts only after this turn, so the verdict is not sent behind its spawn.
+      const kernel = this.remember(pair, r.notAfter, r.chains);
+      setImmediate(() => void kernel().catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair"))); // prettier-ignore
       return true;
     } catch (e) {
       this.handshakes.inc({ result: /within \d+ ms/.test((e as Error).message) ? "timeout" : "failure" });
@@ -315,56 +346,18 @@ export class AuthManager {
 
   /** Keeps the pair and writes its kernel entry, until the earlier expiry. */
   async record(pair: Pair, notAfter: Date, chains: Buffer[][]): Promise<void> {
+    await this.remember(pair, notAfter, chains)();
+  }
+
+  /** Keeps the pair now; the returned function writes its kernel entry (unless it went meanwhile). */
+  private remember(pair: Pair, notAfter: Date, chains: Buffer[][]): () => Promise<void> {
     pair.expiresMs = notAfter.getTime();
     pair.chains = chains;
-    this.pairs.set(pairKey(pair), pair);
-    await this.p.table.add([pair], Math.floor((pair.expiresMs - this.now()) / 1000));
-  }
-
-  private async localPair(pair: Pair): Promise<{ notAfter: Date; chains: Buffer[][] }> {
-    for (const id of [pair.src, pair.dst]) this.checkIdentity(id, true);
-    const [a, b] = await Promise.all([this.p.provider.ensure(pair.src), this.p.provider.ensure(pair.dst)]);
-    const creds = (s: X509Svid) => ({ chain: s.chain, key: () => s.privateKeyPkcs8() });
-    const bundle = this.p.provider.bundle();
-    const rev = this.p.provider.bundleRevision;
-    const r = await localHandshake({
-      contexts: { client: this.contexts.get(a.serial, creds(a), bundle, rev), server: this.contexts.get(b.serial, creds(b), bundle, rev) }, // prettier-ignore
-      client: { creds: creds(a), expectPeer: b.spiffeId },
-      server: { creds: creds(b), expectPeer: a.spiffeId },
-      bundle,
-      trustDomain: this.p.provider.trustDomain,
-      timeoutMs: this.p.handshakeTimeoutMs ?? 5000,
-    });
-    pair.serials = new Map([[a.identity, a.serial], [b.identity, b.serial]]); // prettier-ignore
-    return { notAfter: r.notAfter, chains: [[...a.chain], [...b.chain]] };
-  }
-
-  /** This node holds the `mine` end ("s" source, "d" destination); the other end's node answers. */
-  private async remotePair(pair: Pair, mine: "s" | "d"): Promise<{ notAfter: Date; chains: Buffer[][] }> {
-    const [localId, remoteId] = mine === "s" ? [pair.src, pair.dst] : [pair.dst, pair.src];
-    const peer = (mine === "s" ? pair.dstNode : pair.srcNode) as string;
-    this.checkIdentity(localId, true);
-    this.checkIdentity(remoteId, false);
-    const addr = this.nodes.peerAddress(peer);
-    const net = this.net;
-    if (!addr || !net) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: node ${peer} publishes no handshake port`); // prettier-ignore
-    const svid = await this.p.provider.ensure(localId);
-    const timeoutMs = this.p.handshakeTimeoutMs ?? 5000;
-    const bundle = this.p.provider.bundle();
-    const socket = await net.connect(addr.host, addr.port, timeoutMs).catch((e: unknown) => {
-      throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: cannot reach node ${peer} at ${addr.host}:${addr.port}: ${(e as Error).message}`); // prettier-ignore
-    });
-    const r = await clientHandshake({
-      socket,
-      role: { src: pair.src, dst: pair.dst, serverSide: mine === "s" ? "d" : "s" },
-      context: this.contexts.get(svid.serial, { chain: svid.chain, key: () => svid.privateKeyPkcs8() }, bundle, this.p.provider.bundleRevision), // prettier-ignore
-      expectPeer: identitySpiffeId(this.p.provider.trustDomain, remoteId),
-      bundle,
-      trustDomain: this.p.provider.trustDomain,
-      timeoutMs,
-    });
-    pair.serials = new Map([[localId, svid.serial]]);
-    const notAfter = r.notAfter < svid.notAfter ? r.notAfter : svid.notAfter;
-    return { notAfter, chains: [r.chain] };
+    const k = pairKey(pair);
+    this.pairs.set(k, pair);
+    return async () => {
+      if (this.pairs.get(k) !== pair) return; // revoked or replaced before the write
+      await this.p.table.add([pair], Math.floor((pair.expiresMs - this.now()) / 1000));
+    };
   }
 }

@@ -19,6 +19,7 @@ import type { Socket } from "node:net";
 import * as tls from "node:tls";
 import { MembraneError } from "../errors.js";
 import { checkPeer, peerChain, type TlsCreds } from "./handshake.js";
+import type { SvidValidationCache } from "../spiffe/validate-cache.js";
 
 export const ACCEPTED = 0x01;
 
@@ -76,6 +77,7 @@ export interface ClientParams {
   readonly bundle: readonly Buffer[];
   readonly trustDomain: string;
   readonly timeoutMs: number;
+  readonly cache?: SvidValidationCache;
 }
 
 export interface PeerResult {
@@ -108,7 +110,15 @@ export function clientHandshake(p: ClientParams): Promise<PeerResult> {
     });
     c.on("secureConnect", () => {
       try {
-        const notAfter = checkPeer(c, p.expectPeer, p.bundle, p.trustDomain, Date.now(), "peer node");
+        const notAfter = checkPeer(
+          c,
+          p.expectPeer,
+          p.bundle,
+          p.trustDomain,
+          Date.now(),
+          "peer node",
+          p.cache,
+        );
         result = { notAfter, chain: peerChain(c) };
       } catch (e) {
         finish(e as Error);

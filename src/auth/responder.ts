@@ -71,7 +71,7 @@ export class Responder {
     const p = this.m.p.provider;
     const theirs = role.serverSide === "s" ? role.dst : role.src;
     const mine = role.serverSide === "s" ? role.src : role.dst;
-    const notAfter = checkPeer(peer, identitySpiffeId(p.trustDomain, theirs), p.bundle(), p.trustDomain, Date.now(), "client node"); // prettier-ignore
+    const notAfter = checkPeer(peer, identitySpiffeId(p.trustDomain, theirs), p.bundle(), p.trustDomain, Date.now(), "client node", this.m.verified); // prettier-ignore
     const self = this.m.nodes.self;
     const [srcNode, dstNode] = role.serverSide === "s" ? [self, client] : [client, self];
     const svid = p.current(mine);

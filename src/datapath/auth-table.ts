@@ -91,6 +91,12 @@ export function pairElements(
 
 export class AuthTable {
   readonly name: string;
+  /**
+   * Writes of pairs, applied one after the other in the order they were asked for: a handshake's
+   * add still under way must not land after a revocation's remove of the same pair (the revoked
+   * pair would come back into the kernel, unknown to the agent).
+   */
+  private writes: Promise<void> = Promise.resolve();
   constructor(
     table: string,
     private readonly netns: string | undefined,
@@ -187,7 +193,14 @@ export class AuthTable {
       `delete element ${t} ${e.set} { ${e.elem} }`,
       `add element ${t} ${e.set} { ${e.elem} timeout ${s}s }`,
     ]);
-    await nftApply(lines.join("\n") + "\n", this.opts());
+    await this.inOrder(lines);
+  }
+
+  private inOrder(lines: readonly string[]): Promise<void> {
+    const run = (): Promise<void> => nftApply(lines.join("\n") + "\n", this.opts());
+    const r = this.writes.then(run, run);
+    this.writes = r.catch(() => undefined);
+    return r;
   }
 
   /** Removes pairs (missing ones are no error), in one transaction. */
@@ -196,7 +209,7 @@ export class AuthTable {
     if (els.length === 0) return;
     const t = `inet ${this.name}`;
     const lines = els.flatMap((e) => [`add element ${t} ${e.set} { ${e.elem} timeout 1s }`, `delete element ${t} ${e.set} { ${e.elem} }`]); // prettier-ignore
-    await nftApply(lines.join("\n") + "\n", this.opts());
+    await this.inOrder(lines);
   }
 
   /** The elements the kernel holds now. */

@@ -148,10 +148,18 @@ export class SvidProvider {
     for (const id of [...this.svids.keys()]) if (!keep.has(id)) this.svids.delete(id);
   }
 
-  /** Replaces the identity's SVID now (a new key, a new certificate); listeners hear of it. */
-  async rotate(identity: number): Promise<X509Svid> {
-    this.svids.delete(identity);
-    return this.ensure(identity);
+  /**
+   * Replaces the identity's SVID now (a new key, a new certificate); listeners hear of it. The old
+   * one stays current until the new one is issued (a handshake or Workload API answer meanwhile
+   * gets the old, still valid SVID, not "no SVID").
+   */
+  rotate(identity: number): Promise<X509Svid> {
+    let p = this.pending.get(identity);
+    if (!p) {
+      p = this.issue(identity).finally(() => this.pending.delete(identity));
+      this.pending.set(identity, p);
+    }
+    return p;
   }
 
   /** Listens to SVID and bundle changes; returns the unsubscribe function. */

@@ -29,6 +29,8 @@ export interface ValidateOptions {
 export interface ValidSvid {
   readonly id: SpiffeId;
   readonly notAfter: Date;
+  /** The times between which every certificate of the validated path is valid (ms since epoch): the same answer holds for any `now` in it. */
+  readonly window: { readonly from: number; readonly until: number };
 }
 
 interface Parsed {
@@ -134,6 +136,7 @@ export function validateX509Svid(
   let cur = leaf;
   let below = 0; // intermediates between `cur` and the leaf: pathLenConstraint counts them
   const left = certs.slice(1);
+  const window = { from: leaf.p.notBefore.getTime(), until: leaf.p.notAfter.getTime() };
   for (let depth = 0; depth <= MAX_CHAIN; depth++) {
     // Names and signature only: OpenSSL's checkIssued also wants keyCertSign, which checkSigner names.
     const signedBy = (c: Parsed): boolean => cur.p.issuer === c.p.subject && verifies(cur.n, c.n);
@@ -145,7 +148,9 @@ export function validateX509Svid(
     checkTime(next, now, what);
     const pl = next.p.getExtension(x509.BasicConstraintsExtension)?.pathLength;
     if (pl !== undefined && below > pl) throw invalid(`${what} allows ${pl} intermediates below it, the chain has ${below}`); // prettier-ignore
-    if (root) return { id, notAfter: leaf.p.notAfter };
+    window.from = Math.max(window.from, next.p.notBefore.getTime());
+    window.until = Math.min(window.until, next.p.notAfter.getTime());
+    if (root) return { id, notAfter: leaf.p.notAfter, window };
     left.splice(left.indexOf(next), 1);
     cur = next;
     below++;

@@ -52,7 +52,8 @@ async function until(what: string, f: () => boolean | Promise<boolean>, ms = 10_
 
 describe("mutual authentication in the datapath (needs root)", { skip }, () => {
   test("first packet held and released; pair in auth list; revoked identity drops 189 with a flow; agent down refuses new pairs, keeps old ones; restart adopts", async () => {
-    const lab = await AgentLab.start("hauda", { spiffe: { trustDomain: "auth.test" }, observe: true, engine: { meshAuth: true } }); // prettier-ignore
+    // Prefill off: this file is about the held first packet (prefill.test.ts covers pairs authenticated ahead).
+    const lab = await AgentLab.start("hauda", { spiffe: { trustDomain: "auth.test", prefillLocalPairs: false }, observe: true, engine: { meshAuth: true } }); // prettier-ignore
     try {
       const server = await lab.endpoint("server", { app: "server" }, { tcp: [80] });
       const client = await lab.endpoint("client", { app: "client" });

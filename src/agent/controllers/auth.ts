@@ -30,6 +30,8 @@ export interface AuthAgentParams {
   readonly observe?: { readonly nodeName: string };
   /** Cluster mode: pairs wait for the cluster's nodes (auth/cluster.ts attaches them). */
   readonly cluster?: unknown;
+  /** Authenticate local pairs before their first packet (auth/prefill.ts). */
+  readonly prefill?: boolean;
 }
 
 export async function startAuth(
@@ -52,6 +54,7 @@ export async function startAuth(
     ],
     state: d.state ?? (() => undefined),
     cluster: p.cluster !== undefined,
+    prefill: p.prefill ?? false,
     ...(d.registry ? { registry: d.registry } : {}),
   });
   await auth.start();

@@ -33,6 +33,8 @@ export interface SpiffeParams {
   readonly workloadApi?: boolean;
   /** Cluster mode: the TCP port of cross-node handshakes at the node's addresses (default 4250). */
   readonly authPort?: number;
+  /** Authenticate pairs of two local endpoints at policy time, before their first packet (default true). */
+  readonly prefillLocalPairs?: boolean;
 }
 
 const SYNC_MS = 2000;
@@ -158,7 +160,7 @@ export async function startSpiffe(
   await c.sync();
   c.start();
   try {
-    if (auth) c.auth = await startAuth(p, provider, endpoints, auth);
+    if (auth) c.auth = await startAuth({ ...p, prefill: p.spiffe.prefillLocalPairs ?? true }, provider, endpoints, auth); // prettier-ignore
   } catch (e) {
     await c.stop(); // no half-started provider; rules requiring auth stay closed (the gate drops)
     throw e;
