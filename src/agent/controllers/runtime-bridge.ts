@@ -2,7 +2,7 @@
  * TracingPolicy events into the runtime export: the tracing-policies
  * controller's RuntimeEventSink (src/runtime/enforce/events.ts) feeding the
  * runtime controller's RuntimeSink (src/runtime/events.ts), so that a kill
- * is one more Tetragon JSON line (process_kprobe / process_tracepoint with
+ * is one more Tetragon JSON line (process_kprobe / process_tracepoint / process_uprobe with
  * policy_name and action) beside the exec and exit events, counted in
  * tetragon_policy_events_total. The process comes from the runtime's process
  * cache (its exec_id, pod and parent); a process the cache does not know
@@ -64,6 +64,10 @@ export function policyEventToRuntime(
   if (e.type === "process_tracepoint") {
     const [subsys = "", event = ""] = e.functionName.split(":");
     return { process_tracepoint: { ...common, subsys, event }, node_name: nodeName, time };
+  }
+  if (e.type === "process_uprobe") {
+    const { path = "", symbol = e.functionName } = e.uprobe ?? {};
+    return { process_uprobe: { ...common, path, symbol }, node_name: nodeName, time };
   }
   return { process_kprobe: { ...common, function_name: e.functionName }, node_name: nodeName, time };
 }

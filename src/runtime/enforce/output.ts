@@ -6,7 +6,8 @@
  * field or a line; trailing NUL padding is removed.
  */
 import { jsonObjectLine } from "../json-line.js";
-import type { PolicyEventArg, RuntimePolicyEvent } from "./events.js";
+import type { PolicyEventArg, PolicyEventType, RuntimePolicyEvent } from "./events.js";
+import type { TracingProbe } from "../policy/types.js";
 import type { CompiledRule } from "./script.js";
 
 export type OutputLine =
@@ -38,6 +39,12 @@ export function unpad(s: string): string {
   return i < 0 ? s : s.slice(0, i);
 }
 
+const EVENT_TYPE: Record<TracingProbe["hook"], PolicyEventType> = {
+  kprobe: "process_kprobe",
+  tracepoint: "process_tracepoint",
+  uprobe: "process_uprobe",
+};
+
 export interface EventContext {
   readonly policyName: string;
   readonly policyNamespace: string | undefined;
@@ -64,7 +71,8 @@ export function toEvent(fields: readonly string[], c: EventContext): RuntimePoli
     value: a.index === rule.strArg ? str : ints.get(a.index),
   }));
   return {
-    type: rule.probe.hook === "kprobe" ? "process_kprobe" : "process_tracepoint",
+    type: EVENT_TYPE[rule.probe.hook],
+    ...(rule.attach.uprobe ? { uprobe: { ...rule.attach.uprobe } } : {}),
     policyName: c.policyName,
     policyNamespace: c.policyNamespace,
     functionName: rule.probe.functionName,
