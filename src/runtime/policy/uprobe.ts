@@ -127,7 +127,8 @@ export function readUprobe(v: Val): TracingProbe[] {
   const path = pathVal?.str();
   const badPath = path === undefined ? undefined : checkUprobePath(path);
   if (badPath) pathVal?.error(badPath);
-  const symVal = f.need("symbols");
+  // offsets and addrs stand instead of symbols in Tetragon (refused above, once).
+  const symVal = f.has("offsets") || f.has("addrs") ? f.get("symbols") : f.need("symbols");
   const items = symVal?.list() ?? [];
   if (symVal?.kind === "list" && items.length === 0) symVal.error("symbols must name at least one function");
   const good: string[] = [];
