@@ -14,6 +14,8 @@ export type OutputLine =
   | { readonly kind: "ready" }
   | { readonly kind: "event"; readonly fields: readonly string[] }
   | { readonly kind: "lost"; readonly count: number }
+  /** bpftrace's count of the probes it attached (printed before BEGIN runs). */
+  | { readonly kind: "attached"; readonly count: number }
   | { readonly kind: "other" };
 
 /** Longest line read (bpftrace's own lines are far shorter); longer ones are ignored. */
@@ -26,6 +28,10 @@ export function parseLine(line: string): OutputLine {
   if (type === "lost_events") {
     const n = (data as { events?: unknown } | null)?.events;
     return { kind: "lost", count: typeof n === "number" && Number.isFinite(n) ? n : 0 };
+  }
+  if (type === "attached_probes") {
+    const n = (data as { probes?: unknown } | null)?.probes;
+    return typeof n === "number" && Number.isInteger(n) ? { kind: "attached", count: n } : { kind: "other" };
   }
   if (type !== "printf" || typeof data !== "string") return { kind: "other" };
   if (data === "READY\n") return { kind: "ready" };
