@@ -182,6 +182,16 @@ describe("TracingPolicy uprobes (pure)", () => {
     assert.match(s.text, /\(int64\)arg2/);
     assert.match(s.text, /if \(pid != 1 && pid != 4242\) \{ signal\(9\); \$k = 1; \}/);
     assert.doesNotMatch(s.text, /args->/);
+    // What bpftrace's attached_probes must say (2 uprobes, BEGIN, END): fewer is a load failure.
+    assert.equal(s.probes, 4);
+    assert.deepEqual(s.uprobes, [
+      "uprobe:/opt/app/bin/server:check_password",
+      "uprobe:/opt/app/bin/server:audit_login",
+    ]);
+    assert.deepEqual(parseLine('{"type": "attached_probes", "data": {"probes": 3}}'), {
+      kind: "attached",
+      count: 3,
+    });
   });
 
   test("a uprobe target that did not pass validation never reaches the program (defence in depth)", () => {
