@@ -208,7 +208,7 @@ describe("TracingPolicy uprobes (pure)", () => {
     }
   });
 
-  test("an event line becomes a process_uprobe with path, symbol and args, exported as Tetragon's JSON", () => {
+  test("an event line becomes a process_uprobe with path, symbol, args and pod, exported as Tetragon's JSON", () => {
     const p = one(KILL);
     const s = compileScript(p, { netns: [4026532001] }, guards);
     const line = parseLine(
@@ -229,7 +229,14 @@ describe("TracingPolicy uprobes (pure)", () => {
     assert.equal(e.type, "process_uprobe");
     assert.deepEqual(e.uprobe, { path: "/opt/app/bin/server", symbol: "check_password" });
     assert.equal(e.action, "KPROBE_ACTION_SIGKILL");
-    const out = policyEventToRuntime(e, { push: () => undefined, processOf: () => undefined }, "node-1");
+    // A process the cache does not know yet (its exec not read): the pod comes from its netns.
+    const pod = { namespace: "default", name: "web", pod_labels: { app: "web" }, workload: "web" };
+    const sink = {
+      push: () => undefined,
+      processOf: () => undefined,
+      podOf: (n: number) => (n === 4026532001 ? pod : undefined),
+    };
+    const out = policyEventToRuntime(e, sink, "node-1");
     assert.ok("process_uprobe" in out);
     const parsed = parseStrict(JSON.stringify(out));
     const u = parsed["process_uprobe"] as Record<string, unknown>;
@@ -238,5 +245,6 @@ describe("TracingPolicy uprobes (pure)", () => {
     assert.equal(u["action"], "KPROBE_ACTION_SIGKILL");
     assert.equal(u["message"], "login function called");
     assert.deepEqual(u["args"], [{ string_arg: "root", label: "user" }, { int_arg: 9 }]);
+    assert.deepEqual((u["process"] as Record<string, unknown>)["pod"], pod);
   });
 });
