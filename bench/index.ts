@@ -14,10 +14,30 @@
  *   npm run bench -- encryption --mode=mtls-tunnel       plaintext vs the mTLS tunnel vs +strict vs wireguard-go, one run
  *   npm run bench -- gateway                             the gateway vs nginx with the same routes
  *   npm run bench -- auth [--nodes 2]                   mutual authentication: first/later connection vs no auth (one node, or across two)
+ *   npm run bench -- runtime-kill [--kills=300 --rounds=3 --quick]   syscall -> kill latency (kernel view), open-loop cost
+ *   npm run bench -- runtime-events [--execs=2000 --rounds=3 --quick] exec-loop overhead, events/s with losses
+ *   npm run bench -- --help                              this list (runs nothing)
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
+/** The names this runner knows, for --help (each runs with `npm run bench -- NAME [options]`). */
+const NAMES =
+  "policy-core datapath flows proxy hubble layout scale runtime-events runtime-kill auth gateway lb cni encryption cluster ui";
+
+if (process.argv.includes("--help") || process.argv.includes("-h")) {
+  console.log(`Usage: npm run bench -- [NAME...] [--option=value...]
+
+Runs every benchmark (root for the kernel ones; hours in all), or only those named; one JSON line each.
+Names: ${NAMES}
+(layout and encryption run only when named). Options go to the named benchmarks, e.g.:
+  npm run bench -- runtime-kill --kills=300 --rounds=4     syscall -> kill latency, kernel view (p50/p99)
+  npm run bench -- runtime-events --execs=2000 --rounds=3  exec-loop overhead (< 5%), events/s (>= 50,000)
+  npm run bench -- scale --endpoints=250,1000 --quick
+Report the load average beside any figure: this machine is shared.`);
+  process.exit(0);
+}
 
 const here = (f: string): string => fileURLToPath(new URL(f, import.meta.url));
 const only = process.argv.slice(2).filter((a) => !a.startsWith("--"));

@@ -176,6 +176,11 @@ export function eventTypeLabel(t: RuntimeEventType): string {
 export interface RuntimeSink {
   push(e: RuntimeEvent): void;
   processOf(pid: number): { process: TetragonProcess; parent?: TetragonProcess } | undefined;
+  /**
+   * The pod of a network namespace inode (undefined: the host's), for an event whose process the
+   * cache does not know yet (its exec record not read when the policy's event came).
+   */
+  podOf?(netns: number): TetragonPod | undefined;
   /** TracingPolicy events lost before the agent read them (kernel) or over its rate budget (agent). */
   policyLost?(lost: { readonly kernel: number; readonly agent: number }): void;
 }

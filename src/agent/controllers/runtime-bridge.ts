@@ -2,15 +2,22 @@
  * TracingPolicy events into the runtime export: the tracing-policies
  * controller's RuntimeEventSink (src/runtime/enforce/events.ts) feeding the
  * runtime controller's RuntimeSink (src/runtime/events.ts), so that a kill
- * is one more Tetragon JSON line (process_kprobe / process_tracepoint with
+ * is one more Tetragon JSON line (process_kprobe / process_tracepoint / process_uprobe with
  * policy_name and action) beside the exec and exit events, counted in
  * tetragon_policy_events_total. The process comes from the runtime's process
  * cache (its exec_id, pod and parent); a process the cache does not know
  * (the runtime source is off, or it started and was killed between two
- * reads) is described from the event alone, with no exec_id.
+ * reads) is described from the event alone, with no exec_id, and the pod of
+ * its network namespace.
  */
 import type { RuntimePolicyEvent, RuntimeEventSink } from "../../runtime/enforce/events.js";
-import type { RuntimeEvent, RuntimeSink, TetragonArgument, TetragonProcess } from "../../runtime/events.js";
+import type {
+  RuntimeEvent,
+  RuntimeSink,
+  TetragonArgument,
+  TetragonPod,
+  TetragonProcess,
+} from "../../runtime/events.js";
 import { RuntimeController, type RuntimeControllerDeps, type RuntimeParams } from "./runtime.js";
 
 function argOf(a: RuntimePolicyEvent["args"][number]): TetragonArgument {
@@ -27,8 +34,9 @@ function argOf(a: RuntimePolicyEvent["args"][number]): TetragonArgument {
   return { ...label, string_arg: a.value };
 }
 
-function fallbackProcess(e: RuntimePolicyEvent): TetragonProcess {
+function fallbackProcess(e: RuntimePolicyEvent, pod: TetragonPod | undefined): TetragonProcess {
   return {
+    ...(pod ? { pod } : {}),
     exec_id: "",
     pid: e.pid,
     uid: e.uid,
@@ -49,7 +57,7 @@ export function policyEventToRuntime(
   nodeName: string,
 ): RuntimeEvent {
   const known = sink.processOf(e.pid);
-  const process = known?.process ?? fallbackProcess(e);
+  const process = known?.process ?? fallbackProcess(e, sink.podOf?.(e.netnsInode));
   const parent = known?.parent ? { parent: known.parent } : {};
   const common = {
     process,
@@ -64,6 +72,10 @@ export function policyEventToRuntime(
   if (e.type === "process_tracepoint") {
     const [subsys = "", event = ""] = e.functionName.split(":");
     return { process_tracepoint: { ...common, subsys, event }, node_name: nodeName, time };
+  }
+  if (e.type === "process_uprobe") {
+    const { path = "", symbol = e.functionName } = e.uprobe ?? {};
+    return { process_uprobe: { ...common, path, symbol }, node_name: nodeName, time };
   }
   return { process_kprobe: { ...common, function_name: e.functionName }, node_name: nodeName, time };
 }

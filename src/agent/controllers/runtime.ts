@@ -108,8 +108,8 @@ export class RuntimeController implements Controller, RuntimeSink {
     return { ...e, node_name: this.p.nodeName, time } as RuntimeEvent;
   }
 
-  /** The endpoint of a network namespace inode; undefined = the host. */
-  private podOf(netns: number): TetragonPod | undefined {
+  /** The endpoint of a network namespace inode; undefined = the host (RuntimeSink). */
+  podOf(netns: number): TetragonPod | undefined {
     const known = this.pods.get(netns);
     if (known) return known;
     for (const ep of this.d.endpoints()) {

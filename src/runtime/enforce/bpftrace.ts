@@ -50,6 +50,10 @@ export interface BpftraceOptions {
   /** Safety net only: a load that neither becomes ready nor fails by then is killed. */
   readonly loadTimeoutMs?: number;
   readonly bpftrace?: string;
+  /** The probes the script declares (script.ts): fewer attached is a load failure, not a partial policy. */
+  readonly expectProbes?: number;
+  /** The script's uprobes, named in that failure (the usual cause: a symbol its file does not have). */
+  readonly uprobes?: readonly string[];
 }
 
 const SHELL =
@@ -107,6 +111,7 @@ export class BpftraceProcess {
     try {
       await new Promise<void>((resolve, reject) => {
         let ready = false;
+        let attached: number | undefined;
         const timer = setTimeout(() => {
           child.kill("SIGKILL");
           reject(
@@ -119,7 +124,20 @@ export class BpftraceProcess {
         const rl = createInterface({ input: child.stdout!, crlfDelay: Infinity });
         rl.on("line", (line) => {
           const l = parseLine(line);
-          if (l.kind === "ready" && !ready) {
+          if (l.kind === "attached") attached = l.count;
+          else if (l.kind === "ready" && !ready && short(attached, o.expectProbes)) {
+            clearTimeout(timer);
+            child.kill("SIGKILL");
+            reject(
+              new MembraneError(
+                "RUNTIME_ENFORCER_FAILED",
+                `Cannot load ${o.what}: bpftrace attached ${String(attached)} of its ${String(o.expectProbes)} probes${o.uprobes?.length ? `; a uprobe's function is not in its file (bpftrace skips it without an error): check ${o.uprobes.join(", ")}` : ""}`,
+                {
+                  hint: "nothing of this policy stays attached; list a file's functions with: nm -D --defined-only FILE (or nm FILE)",
+                },
+              ),
+            );
+          } else if (l.kind === "ready" && !ready) {
             ready = true;
             clearTimeout(timer);
             resolve();
@@ -163,6 +181,11 @@ export class BpftraceProcess {
     await this.exited;
     clearTimeout(t);
   }
+}
+
+/** Whether bpftrace said it attached fewer probes than the script declares (unknown counts pass). */
+function short(attached: number | undefined, expected: number | undefined): boolean {
+  return attached !== undefined && expected !== undefined && attached < expected;
 }
 
 /** The error lines of bpftrace's stderr, without its RLIMIT_MEMLOCK notice. */

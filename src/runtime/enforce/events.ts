@@ -1,6 +1,6 @@
 /**
  * What the enforcer reports when a TracingPolicy matched: a record close to
- * Tetragon's `process_kprobe` / `process_tracepoint` export, handed to a
+ * Tetragon's `process_kprobe` / `process_tracepoint` / `process_uprobe` export, handed to a
  * RuntimeEventSink. The exporter (Tetragon JSON, metrics) lives elsewhere and
  * is wired at the agent; the enforcer only fills this record.
  *
@@ -8,7 +8,7 @@
  *                                lost/dropped counts --sink.onLost--------> metrics
  */
 
-export type PolicyEventType = "process_kprobe" | "process_tracepoint";
+export type PolicyEventType = "process_kprobe" | "process_tracepoint" | "process_uprobe";
 /** Tetragon's action names in exported events. */
 export type PolicyEventAction =
   | "KPROBE_ACTION_POST"
@@ -40,8 +40,10 @@ export interface RuntimePolicyEvent {
   readonly policyName: string;
   /** TracingPolicyNamespaced only. */
   readonly policyNamespace: string | undefined;
-  /** `__x64_sys_openat`, `security_file_permission`, `sched:sched_process_exec`. */
+  /** `__x64_sys_openat`, `security_file_permission`, `sched:sched_process_exec`; a uprobe's symbol. */
   readonly functionName: string;
+  /** process_uprobe: the file and function hooked (Tetragon's `path` and `symbol`). */
+  readonly uprobe?: { readonly path: string; readonly symbol: string };
   readonly action: PolicyEventAction;
   /** Signal sent for KPROBE_ACTION_SIGKILL (9) and KPROBE_ACTION_SIGNAL. */
   readonly signal: number | undefined;

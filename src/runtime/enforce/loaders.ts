@@ -177,6 +177,8 @@ export function startBpftrace(
   r.rules = compiled.rules;
   return BpftraceProcess.start({
     script: compiled.text,
+    expectProbes: compiled.probes,
+    uprobes: compiled.uprobes,
     what,
     ...(c.p.bpftrace ? { bpftrace: c.p.bpftrace } : {}),
     ...(c.p.loadTimeoutMs ? { loadTimeoutMs: c.p.loadTimeoutMs } : {}),

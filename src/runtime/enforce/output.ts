@@ -6,13 +6,16 @@
  * field or a line; trailing NUL padding is removed.
  */
 import { jsonObjectLine } from "../json-line.js";
-import type { PolicyEventArg, RuntimePolicyEvent } from "./events.js";
+import type { PolicyEventArg, PolicyEventType, RuntimePolicyEvent } from "./events.js";
+import type { TracingProbe } from "../policy/types.js";
 import type { CompiledRule } from "./script.js";
 
 export type OutputLine =
   | { readonly kind: "ready" }
   | { readonly kind: "event"; readonly fields: readonly string[] }
   | { readonly kind: "lost"; readonly count: number }
+  /** bpftrace's count of the probes it attached (printed before BEGIN runs). */
+  | { readonly kind: "attached"; readonly count: number }
   | { readonly kind: "other" };
 
 /** Longest line read (bpftrace's own lines are far shorter); longer ones are ignored. */
@@ -26,6 +29,10 @@ export function parseLine(line: string): OutputLine {
     const n = (data as { events?: unknown } | null)?.events;
     return { kind: "lost", count: typeof n === "number" && Number.isFinite(n) ? n : 0 };
   }
+  if (type === "attached_probes") {
+    const n = (data as { probes?: unknown } | null)?.probes;
+    return typeof n === "number" && Number.isInteger(n) ? { kind: "attached", count: n } : { kind: "other" };
+  }
   if (type !== "printf" || typeof data !== "string") return { kind: "other" };
   if (data === "READY\n") return { kind: "ready" };
   if (!data.startsWith("E\t")) return { kind: "other" };
@@ -37,6 +44,12 @@ export function unpad(s: string): string {
   const i = s.indexOf("\\x00");
   return i < 0 ? s : s.slice(0, i);
 }
+
+const EVENT_TYPE: Record<TracingProbe["hook"], PolicyEventType> = {
+  kprobe: "process_kprobe",
+  tracepoint: "process_tracepoint",
+  uprobe: "process_uprobe",
+};
 
 export interface EventContext {
   readonly policyName: string;
@@ -64,7 +77,8 @@ export function toEvent(fields: readonly string[], c: EventContext): RuntimePoli
     value: a.index === rule.strArg ? str : ints.get(a.index),
   }));
   return {
-    type: rule.probe.hook === "kprobe" ? "process_kprobe" : "process_tracepoint",
+    type: EVENT_TYPE[rule.probe.hook],
+    ...(rule.attach.uprobe ? { uprobe: { ...rule.attach.uprobe } } : {}),
     policyName: c.policyName,
     policyNamespace: c.policyNamespace,
     functionName: rule.probe.functionName,

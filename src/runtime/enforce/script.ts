@@ -19,7 +19,9 @@
  * kernel (a file created by open(O_CREAT), a mount done by mount(2), a
  * connection's SYN sent) do happen.
  */
+import { checkUprobePath, checkUprobeSymbol } from "../policy/uprobe.js";
 import type {
+  ArgSource,
   AttachPoint,
   TracingPolicy,
   TracingProbe,
@@ -67,6 +69,14 @@ export interface CompiledRule {
 export interface CompiledScript {
   readonly text: string;
   readonly rules: readonly CompiledRule[];
+  /**
+   * How many probes the text declares (BEGIN and END included), which is what bpftrace's
+   * `attached_probes` must say: bpftrace 0.17 skips a uprobe whose symbol is not in its file
+   * without an error, so a smaller count is a policy partly dead (bpftrace.ts refuses it).
+   */
+  readonly probes: number;
+  /** The uprobes among them (`uprobe:PATH:SYMBOL`), for that error. */
+  readonly uprobes: readonly string[];
 }
 
 function lit(s: string): string {
@@ -109,6 +119,25 @@ interface Ctx {
   readonly binaryMaps: Map<string, { name: string; cond: (v: string) => string }>;
 }
 
+/**
+ * How a program reads an argument source: a tracepoint's field (`args->filename`), or a uprobe's
+ * register (`arg0`; uprobe.ts makes the field name, never the policy text).
+ */
+function ref(a: AttachPoint, src: ArgSource): string {
+  if (a.uprobe === undefined) return `args->${src.field}`;
+  if (!/^arg[0-5]$/.test(src.field)) throw new Error(`internal: ${src.field} is not a uprobe register`);
+  return src.field;
+}
+
+/** The probe's bpftrace name; a uprobe's path and symbol are checked again here (injection). */
+function probeName(a: AttachPoint): string {
+  if (a.uprobe === undefined) return `tracepoint:${a.tracepoint}`;
+  const { path, symbol } = a.uprobe;
+  if (checkUprobePath(path) !== undefined || checkUprobeSymbol(symbol) !== undefined)
+    throw new Error(`internal: unchecked uprobe reached the script generator: ${path}:${symbol}`);
+  return `uprobe:${path}:${symbol}`;
+}
+
 function strVar(index: number): string {
   return `$s${index}`;
 }
@@ -143,7 +172,7 @@ function selectorCondition(s: TracingSelector, a: AttachPoint, ctx: Ctx): string
       const n = lenVar(m.index);
       // The tail: the last x.length bytes and the NUL, read from where they are (&& short-circuits).
       const one = (x: string): string =>
-        `(${n} >= ${x.length} && ${n} < ${SUFFIX_SCAN} && str(uptr((uint64)args->${src.field} + ${n} - ${x.length}), ${x.length + 1}) == ${lit(x)})`;
+        `(${n} >= ${x.length} && ${n} < ${SUFFIX_SCAN} && str(uptr((uint64)${ref(a, src)} + ${n} - ${x.length}), ${x.length + 1}) == ${lit(x)})`;
       const any = anyOf(m.values.map(one));
       parts.push(m.operator === "NotPostfix" ? `!${any}` : any);
     } else if (m.kind === "addr" || m.kind === "family") {
@@ -151,11 +180,7 @@ function selectorCondition(s: TracingSelector, a: AttachPoint, ctx: Ctx): string
       return "0";
     } else {
       const f =
-        src.kind === "sock"
-          ? m.operator.endsWith("SPort")
-            ? "args->sport"
-            : "args->dport"
-          : `args->${src.field}`;
+        src.kind === "sock" ? (m.operator.endsWith("SPort") ? "args->sport" : "args->dport") : ref(a, src);
       const one = (x: bigint): string => {
         switch (m.operator) {
           case "GT":
@@ -244,14 +269,16 @@ export function compileScript(p: TracingPolicy, scope: ScriptScope, guards: Scri
       const body: string[] = [];
       for (const i of [...strIdx].sort((x, y) => x - y)) {
         const src = a.args.get(i);
-        if (src) body.push(`  ${strVar(i)} = str(args->${src.field});`);
+        if (src) body.push(`  ${strVar(i)} = str(${ref(a, src)});`);
       }
       const lenIdx = new Set<number>();
       for (const s of probe.selectors)
         for (const m of s.matchArgs)
           if (m.kind === "suffix" && a.args.get(m.index)?.kind === "ustr") lenIdx.add(m.index);
       for (const i of [...lenIdx].sort((x, y) => x - y)) {
-        const f = `(uint64)args->${a.args.get(i)?.field ?? ""}`;
+        const src = a.args.get(i);
+        if (!src) continue;
+        const f = `(uint64)${ref(a, src)}`;
         const n = lenVar(i);
         body.push(
           `  ${n} = (uint64)0;`,
@@ -276,7 +303,8 @@ export function compileScript(p: TracingPolicy, scope: ScriptScope, guards: Scri
             "$k",
             ...intArgs.map((i) => {
               const src = a.args.get(i);
-              return src?.kind === "sock" ? "(int64)args->dport" : `(int64)args->${src?.field ?? ""}`;
+              if (!src) throw new Error(`internal: argument ${i} has no source`);
+              return src.kind === "sock" ? "(int64)args->dport" : `(int64)${ref(a, src)}`;
             }),
             "buf(comm, 16)",
           ];
@@ -323,11 +351,7 @@ export function compileScript(p: TracingPolicy, scope: ScriptScope, guards: Scri
         );
       });
       const preds = [scopePred, a.guard ? `(${a.guard})` : ""].filter((x) => x !== "");
-      blocks.push(
-        `tracepoint:${a.tracepoint}${preds.length ? ` /${preds.join(" && ")}/` : ""} {`,
-        ...body,
-        "}",
-      );
+      blocks.push(`${probeName(a)}${preds.length ? ` /${preds.join(" && ")}/` : ""} {`, ...body, "}");
     }
   }
 
@@ -359,6 +383,9 @@ export function compileScript(p: TracingPolicy, scope: ScriptScope, guards: Scri
     "}",
   ];
   if (nodeWide) end.splice(1, 1);
-  const text = ["// generated by membrane: do not edit", ...begin, ...head, ...blocks, ...end, ""].join("\n");
-  return { text, rules };
+  const lines = ["// generated by membrane: do not edit", ...begin, ...head, ...blocks, ...end, ""];
+  // Every probe starts a line at column 0 and ends it with "{" (bodies are indented).
+  const probes = lines.filter((l) => /^[A-Za-z].*\{$/.test(l)).length;
+  const uprobes = p.probes.flatMap((x) => x.attach.flatMap((a) => (a.uprobe ? [probeName(a)] : [])));
+  return { text: lines.join("\n"), rules, probes, uprobes: [...new Set(uprobes)] };
 }

@@ -34,11 +34,19 @@ export const MATCH_ACTIONS_FIELDS = [
 ] as const;
 const ACTION_OPTIONS_REFUSED = MATCH_ACTIONS_FIELDS.slice(3);
 
+const FD_ACTIONS: readonly string[] = ["FollowFD", "UnfollowFD", "CopyFD"];
+
+function fdActionGone(a: string): string {
+  return `${a} was deprecated by Tetragon in v1.4 and has since been removed from its TracingPolicy (its "fd" argument type resolves the path without an fd-to-path map kept from fd_install to close): match the file by its path where it is opened instead, with a kprobe on security_file_permission, security_file_open or fd_install (matchArgs Equal/Prefix/Postfix on the path) and Sigkill, or Override to deny the access (src/runtime/policy/translation.ts)`;
+}
+
 /** Tetragon actions refused here, with the reason. */
 const UNSUPPORTED_ACTIONS: Record<string, string> = {
-  FollowFD: "FollowFD is not supported: file hooks are served at open time, by path",
-  UnfollowFD: "UnfollowFD is not supported: file hooks are served at open time, by path",
-  CopyFD: "CopyFD is not supported",
+  // Tetragon deprecated these three in v1.4 and has removed them since (its `fd` argument type
+  // resolves the path on its own). Accepted here, they would be dead actions: refused, with the way.
+  FollowFD: fdActionGone("FollowFD"),
+  UnfollowFD: fdActionGone("UnfollowFD"),
+  CopyFD: fdActionGone("CopyFD"),
   GetUrl: "GetUrl is not supported (Membrane makes no requests on a policy's behalf)",
   DnsLookup: "DnsLookup is not supported (Membrane makes no requests on a policy's behalf)",
   TrackSock: "TrackSock is not supported",
@@ -50,6 +58,10 @@ const UNSUPPORTED_ACTIONS: Record<string, string> = {
 };
 
 export function readAction(v: Val, tr: Translation): Action | undefined {
+  // A removed fd action comes with its removed arguments (argFd, argName): the action is what to explain.
+  const early = v.peek("action");
+  const name = early?.kind === "string" ? early.str() : undefined;
+  if (name !== undefined && FD_ACTIONS.includes(name)) return early?.unsupported(fdActionGone(name));
   const f = v.map(MATCH_ACTIONS_FIELDS);
   if (!f) return undefined;
   const aVal = f.need("action");

@@ -7,7 +7,7 @@
  *   text --readDocuments--> docs --readPolicy--> TracingPolicy[]   (or one MembraneError)
  *
  * Codes: TRACING_POLICY_INVALID (wrong), TRACING_POLICY_UNSUPPORTED (valid
- * Tetragon that this kernel cannot serve: lsmhooks, uprobes, unmapped kernel
+ * Tetragon that this kernel cannot serve: lsmhooks, usdts, unmapped kernel
  * functions, Override, ...), TRACING_POLICY_UNSAFE (a kill not narrowed,
  * safety.ts).
  */
@@ -19,7 +19,8 @@ import { checkLabelName, checkSubdomain } from "../../policy/api/names.js";
 import { booleanAnnotation } from "../../policy/api/metadata.js";
 import { readDocuments } from "../../policy/api/yaml-doc.js";
 import { connectProblems } from "./connect.js";
-import { readSelectors } from "./selectors.js";
+import { readCommon } from "./probe.js";
+import { readUprobe } from "./uprobe.js";
 import { ALLOW_UNSAFE_KILL_ANNOTATION, safetyProblems } from "./safety.js";
 import { syscallName, knownSyscalls } from "./syscalls.js";
 import {
@@ -29,15 +30,16 @@ import {
   translateKernelFunction,
   translateSyscall,
   translateTracepoint,
-  typeFits,
 } from "./translation.js";
 import {
   TRACING_API_VERSION,
-  type ProbeArg,
   type TracingPolicy,
   type TracingPolicyKind,
   type TracingProbe,
 } from "./types.js";
+
+export { ARG_FIELDS } from "./probe.js";
+export { UPROBE_FIELDS } from "./uprobe.js";
 
 export const TRACING_KINDS: readonly TracingPolicyKind[] = ["TracingPolicy", "TracingPolicyNamespaced"];
 
@@ -56,9 +58,9 @@ export const METADATA_FIELDS = [
 export const SPEC_FIELDS = [
   "kprobes",
   "tracepoints",
+  "uprobes",
   "podSelector",
   // Tetragon fields refused with a reason:
-  "uprobes",
   "usdts",
   "lsmhooks",
   "fentries",
@@ -90,21 +92,8 @@ export const TRACEPOINT_FIELDS = [
   "tags",
   "raw",
 ] as const;
-export const ARG_FIELDS = [
-  "index",
-  "type",
-  "label",
-  "sizeArgIndex",
-  "returnCopy",
-  "maxData",
-  "resolve",
-  "btfType",
-  "btfTypeModule",
-  "source",
-] as const;
 
 const UNSUPPORTED_SPEC: Record<string, string> = {
-  uprobes: "uprobes are not supported yet by Membrane's enforcer",
   usdts: "usdts are not supported by Membrane's enforcer",
   lsmhooks:
     "lsmhooks need BPF LSM programs, which this kernel refuses (EPERM); use a kprobe from the translation table (security_file_open, security_bprm_check, ...)",
@@ -118,15 +107,6 @@ const UNSUPPORTED_SPEC: Record<string, string> = {
   containerSelector:
     "containerSelector is not supported: Membrane scopes policies to endpoints with podSelector",
 };
-
-const UNSUPPORTED_ARG: readonly string[] = [
-  "sizeArgIndex",
-  "maxData",
-  "resolve",
-  "btfType",
-  "btfTypeModule",
-  "source",
-];
 
 export function isTracingKind(k: string | undefined): k is TracingPolicyKind {
   return k !== undefined && (TRACING_KINDS as readonly string[]).includes(k);
@@ -219,12 +199,14 @@ function readPolicy(root: Val): TracingPolicy | undefined {
     const p = readTracepoint(t);
     if (p) probes.push(p);
   }
+  for (const u of spec.get("uprobes")?.list() ?? []) probes.push(...readUprobe(u));
   if (
     !spec.has("kprobes") &&
     !spec.has("tracepoints") &&
+    !spec.has("uprobes") &&
     spec.names().every((n) => !Object.hasOwn(UNSUPPORTED_SPEC, n))
   )
-    spec.self.error("spec must have kprobes or tracepoints");
+    spec.self.error("spec must have kprobes, tracepoints or uprobes");
   const psVal = spec.get("podSelector");
   let podSelector = psVal ? readSelector(psVal) : undefined;
   // A namespaced policy sees only its namespace's endpoints, whatever its podSelector says.
@@ -263,69 +245,6 @@ function readMeta(
   const allowUnsafeKill = booleanAnnotation(m, ALLOW_UNSAFE_KILL_ANNOTATION);
   if (name === undefined || badName) return undefined;
   return { name, namespace, allowUnsafeKill };
-}
-
-function readArgs(
-  f: Fields,
-  tr: Translation | undefined,
-): { args: ProbeArg[]; declared: Map<number, string> } {
-  const args: ProbeArg[] = [];
-  const declared = new Map<number, string>();
-  for (const a of f.get("args")?.list() ?? []) {
-    const af = a.map(ARG_FIELDS);
-    if (!af) continue;
-    for (const n of UNSUPPORTED_ARG)
-      if (af.has(n)) af.get(n)?.unsupported(`${n} is not supported by Membrane's enforcer`);
-    if (af.get("returnCopy")?.bool() === true)
-      af.get("returnCopy")?.unsupported("returnCopy is not supported");
-    const idxVal = af.need("index");
-    const index = idxVal?.int(0, 15);
-    const typeVal = af.need("type");
-    const type = typeVal?.str();
-    const label = af.get("label")?.str();
-    if (index === undefined || type === undefined) continue;
-    if (tr) {
-      const have = tr.argTypes.get(index);
-      if (have === undefined)
-        // Declared for reporting only: accepted, said aloud; a matchArgs on it is refused (selectors.ts).
-        idxVal?.warn(
-          `argument ${index} of ${tr.functionName} cannot be read on this kernel (readable: ${[...tr.argTypes.keys()].join(", ") || "none"}); events report it as absent`,
-        );
-      else if (!typeFits(type, have))
-        typeVal?.unsupported(
-          `type ${JSON.stringify(type)} cannot be read from argument ${index} of ${tr.functionName}, which is ${have === "string" ? "a string (path)" : have === "sock" ? "a socket" : have === "sockaddr" ? "a sockaddr" : "an integer"}`,
-        );
-    }
-    declared.set(index, type);
-    args.push({ index, type, label });
-  }
-  return { args, declared };
-}
-
-function readCommon(
-  v: Val,
-  f: Fields,
-  hook: "kprobe" | "tracepoint",
-  tr: Translation | undefined,
-): TracingProbe | undefined {
-  const { args, declared } = readArgs(f, tr);
-  const message = f.get("message")?.str();
-  const tags = f.get("tags")?.strings() ?? [];
-  const selVal = f.get("selectors");
-  const selectors = selVal && tr ? readSelectors(selVal, tr, declared) : [];
-  if (!tr || !selectors) return undefined;
-  return {
-    path: v.path,
-    hook,
-    functionName: tr.functionName,
-    attach: tr.attach,
-    ...(tr.connect ? { connect: tr.connect } : {}),
-    args,
-    selectors,
-    message,
-    tags,
-    ...(tr.fanotify ? { fanotify: tr.fanotify } : {}),
-  };
 }
 
 function readKprobe(v: Val): TracingProbe | undefined {

@@ -7,7 +7,7 @@
  *   YAML --parse.ts--> TracingPolicy { probes[ {hook, functionName, attach[], selectors[]} ] }
  *                          |  attach: tracepoints of this kernel (translation.ts)
  *                          v
- *                   runtime/enforce (bpftrace script per policy)
+ *                   runtime/enforce (syscall guard, bpftrace for the rest: uprobes among them)
  */
 import type { Selector } from "../../labels/selector.js";
 
@@ -34,6 +34,17 @@ export interface AttachPoint {
   readonly args: ReadonlyMap<number, ArgSource>;
   /** A fixed condition from Membrane's translation table (e.g. `args->newstate == 2`); never built from policy text. */
   readonly guard?: string;
+  /**
+   * A uprobe instead of a tracepoint (`tracepoint` then reads `uprobe:PATH:SYMBOL`, for messages):
+   * the function's entry in that file (checked by uprobe.ts: absolute path, plain symbol name);
+   * its args are the registers `arg0`..`arg5`.
+   */
+  readonly uprobe?: UprobeTarget;
+}
+
+export interface UprobeTarget {
+  readonly path: string;
+  readonly symbol: string;
 }
 
 export type StringOperator = "Equal" | "NotEqual" | "Prefix" | "NotPrefix";
@@ -163,9 +174,9 @@ export interface ProbeArg {
 
 export interface TracingProbe {
   readonly path: string;
-  /** How the user declared it: a kprobe (syscall or kernel function) or a tracepoint. */
-  readonly hook: "kprobe" | "tracepoint";
-  /** What events report as `function_name` (kprobes: `__x64_sys_openat`, `security_file_permission`) or `subsystem:event`. */
+  /** How the user declared it: a kprobe (syscall or kernel function), a tracepoint or a uprobe. */
+  readonly hook: "kprobe" | "tracepoint" | "uprobe";
+  /** What events report as `function_name` (kprobes: `__x64_sys_openat`, `security_file_permission`), `subsystem:event`, or a uprobe's symbol. */
   readonly functionName: string;
   readonly attach: readonly AttachPoint[];
   /** Set for connect hooks: on endpoints they are served by cgroup connect programs instead of `attach`. */

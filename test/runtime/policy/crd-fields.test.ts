@@ -13,6 +13,7 @@ import {
   METADATA_FIELDS,
   SPEC_FIELDS,
   TRACEPOINT_FIELDS,
+  UPROBE_FIELDS,
 } from "../../../src/runtime/policy/parse.js";
 import { MATCH_ACTIONS_FIELDS } from "../../../src/runtime/policy/actions.js";
 import {
@@ -34,6 +35,8 @@ const TETRAGON: Record<string, string> = {
   spec: "containerSelector enforcers fentries hostSelector kprobes lists loader lsmhooks nodeSelector options podSelector selectorsMacros tracepoints uprobes usdts",
   "kprobes[]": "args call data ignore message return returnArg returnArgAction selectors syscall tags",
   "tracepoints[]": "args event message raw selectors subsystem tags",
+  "uprobes[]":
+    "addrs args binaryDigests btfPath data ignore message offsets path refCtrOffsets return returnArg selectors symbols tags",
   "kprobes[].args[]": ARG,
   "tracepoints[].args[]": ARG,
   "selectors[]": SELECTOR,
@@ -51,6 +54,7 @@ const OURS: [string, readonly string[]][] = [
   ["spec", SPEC_FIELDS],
   ["kprobes[]", KPROBE_FIELDS],
   ["tracepoints[]", TRACEPOINT_FIELDS],
+  ["uprobes[]", UPROBE_FIELDS],
   ["kprobes[].args[]", ARG_FIELDS],
   ["tracepoints[].args[]", ARG_FIELDS],
   ["selectors[]", SELECTOR_FIELDS],

@@ -332,4 +332,85 @@ export const FIXTURES: readonly Fixture[] = [
     ),
     want: [U, "spec.kprobes[0].selectors[0].matchArgs[0].operator"],
   },
+  {
+    name: "uprobe on two functions of /bin/bash (readline, main)",
+    yaml: doc(
+      "fx-uprobe-bash",
+      `  uprobes:
+  - path: /bin/bash
+    symbols: [readline, main]
+`,
+    ),
+    want: "loads",
+  },
+  {
+    name: "uprobe on a libc function, only for one calling binary",
+    yaml: doc(
+      "fx-uprobe-malloc",
+      `  uprobes:
+  - path: /lib/x86_64-linux-gnu/libc.so.6
+    symbols: [malloc]
+    args: [{index: 0, type: size_t}]
+    selectors:
+    - matchBinaries:
+      - {operator: In, values: [/usr/bin/bash]}
+`,
+    ),
+    want: "loads",
+  },
+  {
+    name: "uprobe with matchPIDs followForks (the syscall guard's only)",
+    yaml: doc(
+      "fx-uprobe-pid",
+      `  uprobes:
+  - path: /bin/bash
+    symbols: [readline]
+    selectors:
+    - matchPIDs:
+      - {operator: In, followForks: true, values: [4242]}
+`,
+    ),
+    want: [U, "spec.uprobes[0].selectors[0].matchPIDs"],
+  },
+  {
+    name: "uprobe by offset instead of symbol",
+    yaml: doc(
+      "fx-uprobe-offset",
+      `  uprobes:
+  - path: /bin/bash
+    offsets: [4096]
+`,
+    ),
+    want: [U, "spec.uprobes[0].offsets"],
+  },
+  {
+    name: "uprobe return probe (uretprobe) with a returned string",
+    yaml: doc(
+      "fx-uprobe-return",
+      `  uprobes:
+  - path: /bin/bash
+    symbols: [readline]
+    return: true
+    returnArg: {index: 0, type: string}
+`,
+    ),
+    want: [U, "spec.uprobes[0].returnArg"],
+  },
+  {
+    name: "FollowFD / UnfollowFD (removed from Tetragon)",
+    yaml: doc(
+      "fx-followfd",
+      `  kprobes:
+  - call: fd_install
+    syscall: false
+    args: [{index: 0, type: int}, {index: 1, type: file}]
+    selectors:
+    - matchArgs:
+      - {index: 1, operator: Prefix, values: [/etc/passwd]}
+      matchActions:
+      - {action: FollowFD, argFd: 0, argName: 1}
+`,
+    ),
+    want: [U, "spec.kprobes[0].selectors[0].matchActions[0].action"],
+  },
 ];
