@@ -52,7 +52,8 @@ export function allocate(
   let clusterIP = s.clusterIP ?? (previous?.clusterIP !== "None" ? previous?.clusterIP : undefined);
   if (clusterIP !== undefined && clusterIP !== "None") {
     const h = holder(clusterIP);
-    if (h) throw refuse(s, "spec.clusterIP", `${clusterIP} is already the address of service ${h}`);
+    if (h)
+      throw refuse(s, "spec.clusterIP", `${clusterIP}: provided IP is already allocated (to service ${h})`);
   }
   if (clusterIP === undefined) {
     for (const ip of hostsOf(cfg.serviceCidr)) if (!used.ips.has(ip)) { clusterIP = ip; break; } // prettier-ignore
