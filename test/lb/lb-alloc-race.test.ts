@@ -51,7 +51,7 @@ interface Node {
   readonly dir: string;
 }
 
-async function node(etcd: EtcdHandle, name: string): Promise<Node> {
+async function node(etcd: EtcdHandle, name: string, serviceCidr = "10.98.0.0/24"): Promise<Node> {
   const dir = mkdtempSync(join(tmpdir(), `m2c-${name}-`));
   const local = await EmbeddedStore.open({ dir, logger });
   const kv = etcd.store({ prefix: "m2c/" });
@@ -69,7 +69,7 @@ async function node(etcd: EtcdHandle, name: string): Promise<Node> {
       return r;
     },
     table: `m2c_${name}_lb`,
-    config: { serviceCidr: "10.98.0.0/24" },
+    config: { serviceCidr, nodePortRange: [31000, 31099] },
   });
   return { lb, store, local, kv, dir };
 }
@@ -181,6 +181,19 @@ describe(
       assert.equal(now.services.find((s) => s.name === "explicit")?.clusterIP, free);
       assertDistinct(now.services);
       assert.equal(now.alloc.size, 2 * now.services.length);
+    });
+
+    test("a full pool is refused naming it, and nothing is written", async () => {
+      // A third node whose service CIDR holds one address (a /30 without its gateway and broadcast).
+      const n3 = await node(etcd as EtcdHandle, "n3", "10.98.1.0/30");
+      nodes.push(n3);
+      await n3.lb.apply(svc("only"), "only.yaml");
+      const was = await stored(n3.store);
+      await assert.rejects(
+        n3.lb.apply(svc("one-too-many"), "more.yaml"),
+        /spec\.clusterIP cannot be allocated: the service CIDR 10\.98\.1\.0\/30 \(--service-cidr\) is full/,
+      );
+      assert.deepEqual(await stored(n3.store), was);
     });
   },
 );
