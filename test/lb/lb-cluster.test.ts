@@ -123,14 +123,16 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
       const extVip = ext.find((v) => v.name === "ext")?.clusterIP ?? "";
       assert.equal(await c1.tcp(extVip, 81, 3000), "ok", "n1 -> the slice's ClusterIP -> the endpoint on n2");
       // The slice changed through n2 (its endpoint not ready): n1 refuses at once (no ready backend).
-      await n2.client.request("POST", "/v1/lb/resources", {
+      const notReady = (await n2.client.request("POST", "/v1/lb/resources", {
         text: sliceService(web.ipv4).replace(
           `["${web.ipv4}"]}]`,
           `["${web.ipv4}"], conditions: {ready: false}}]`,
         ),
         file: "ext.yaml",
-      });
+      })) as LbApplyReport;
       await until(n1, "the slice's change from n2", (s) => s.some((v) => v.name === "ext" && v.backends[0]?.state === "not-ready")); // prettier-ignore
+      // The view above changes before the kernel does: `apply --wait` (n1 realized the write) first.
+      await waitRealized(realized, notReady.clusterRevision ?? 0, 30_000);
       assert.equal(await c1.tcp(extVip, 81, 3000), "ECONNREFUSED", "no ready backend: refused at once on n1");
 
       // Deleted through n2: gone from n1, and its address no longer answers.
