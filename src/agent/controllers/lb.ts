@@ -4,9 +4,10 @@
  * `lb/slices/`, and the node's LB table kept equal to what they and the
  * endpoints (local and other nodes') ask for.
  *
- *   apply(text) --parse whole, allocate--> store --> engine.upsertService (toServices)
- *                                                --> LbModel (the changed services marked)
- *                                                --> enforce (policy) --> sync --> LbTable.update
+ *   apply(text) --parse whole--> allocate from the store, write with the reservations (lb-reserve.ts)
+ *               --> engine.upsertService (toServices)
+ *               --> LbModel (the changed services marked)
+ *               --> enforce (policy) --> sync --> LbTable.update
  *   every enforce --> sync: the pods changed since the last one (engine.pods' log) --> LbModel
  *                     --> only the services they touch recomputed --> their element delta, or nothing
  *
