@@ -84,7 +84,9 @@ async function stored(s: Store): Promise<{ services: LbService[]; alloc: Map<str
 function assertDistinct(services: readonly LbService[]): void {
   const ips = services.map((s) => s.clusterIP);
   assert.equal(new Set(ips).size, ips.length, `two services share a ClusterIP: ${ips.join(" ")}`);
-  const ports = services.flatMap((s) => s.ports.map((p) => p.nodePort));
+  const ports = services.flatMap((s) =>
+    s.ports.flatMap((p) => (p.nodePort === undefined ? [] : [p.nodePort])),
+  );
   assert.equal(new Set(ports).size, ports.length, `two services share a NodePort: ${ports.join(" ")}`);
 }
 
@@ -181,6 +183,18 @@ describe(
       assert.equal(now.services.find((s) => s.name === "explicit")?.clusterIP, free);
       assertDistinct(now.services);
       assert.equal(now.alloc.size, 2 * now.services.length);
+    });
+
+    test("two files of 70 Services each (more than one etcd transaction) applied at once from two nodes: all distinct", async () => {
+      const [n1, n2] = nodes as [Node, Node];
+      const file = (p: string): string =>
+        Array.from({ length: 70 }, (_, i) => svc(`${p}${i}`).replace("type: NodePort", "type: ClusterIP")).join("---\n"); // prettier-ignore
+      const [r1, r2] = await Promise.all([n1.lb.apply(file("bulk-a"), "a.yaml"), n2.lb.apply(file("bulk-b"), "b.yaml")]); // prettier-ignore
+      assert.ok([...r1.resources, ...r2.resources].every((r) => r.status === "created"));
+      const now = await stored(n1.store);
+      assert.equal(now.services.filter((s) => s.name.startsWith("bulk-")).length, 140);
+      assertDistinct(now.services);
+      assert.equal(now.alloc.size, now.services.reduce((n, s) => n + 1 + s.ports.filter((p) => p.nodePort).length, 0)); // prettier-ignore
     });
 
     test("a full pool is refused naming it, and nothing is written", async () => {
