@@ -7,6 +7,7 @@
  *   namespaces/<name>            ──▶ etcd  cluster/namespaces/<name>
  *   services/<ns>/<name>         ──▶ etcd  cluster/services/<ns>/<name>
  *   lb/{services,slices}/<ns>/<name> ──▶ etcd  cluster/lb/...   (Services in the kernel, controllers/lb.ts)
+ *   lb/alloc/{ip,node-port}/...      ──▶ etcd  cluster/lb/alloc/... (their reservations, lb/reservations.ts)
  *   anything else                ──▶ the node's embedded store
  *
  * The controllers are unchanged: they validate, write through this store

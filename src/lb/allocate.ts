@@ -52,12 +52,17 @@ export function allocate(
   let clusterIP = s.clusterIP ?? (previous?.clusterIP !== "None" ? previous?.clusterIP : undefined);
   if (clusterIP !== undefined && clusterIP !== "None") {
     const h = holder(clusterIP);
-    if (h) throw refuse(s, "spec.clusterIP", `${clusterIP} is already the address of service ${h}`);
+    if (h)
+      throw refuse(s, "spec.clusterIP", `${clusterIP}: provided IP is already allocated (to service ${h})`);
   }
   if (clusterIP === undefined) {
     for (const ip of hostsOf(cfg.serviceCidr)) if (!used.ips.has(ip)) { clusterIP = ip; break; } // prettier-ignore
     if (clusterIP === undefined)
-      throw refuse(s, "spec.clusterIP", `cannot be allocated: ${cfg.serviceCidr} is full`);
+      throw refuse(
+        s,
+        "spec.clusterIP",
+        `cannot be allocated: the service CIDR ${cfg.serviceCidr} (--service-cidr) is full`,
+      );
   }
   const taken = new Set<string>();
   const ports = s.ports.map((p, i) => {
@@ -77,7 +82,11 @@ export function allocate(
     if (nodePort === undefined) {
       for (let n = cfg.nodePortRange[0]; n <= cfg.nodePortRange[1]; n++) if (free(n)) { nodePort = n; break; } // prettier-ignore
       if (nodePort === undefined)
-        throw refuse(s, `spec.ports[${i}].nodePort`, "cannot be allocated: the node port range is full");
+        throw refuse(
+          s,
+          `spec.ports[${i}].nodePort`,
+          `cannot be allocated: the node port range ${cfg.nodePortRange.join("-")} (--node-port-range) is full for ${p.protocol}`,
+        );
     }
     taken.add(`${p.protocol}/${nodePort}`);
     return { ...p, nodePort };

@@ -123,15 +123,36 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
       const extVip = ext.find((v) => v.name === "ext")?.clusterIP ?? "";
       assert.equal(await c1.tcp(extVip, 81, 3000), "ok", "n1 -> the slice's ClusterIP -> the endpoint on n2");
       // The slice changed through n2 (its endpoint not ready): n1 refuses at once (no ready backend).
-      await n2.client.request("POST", "/v1/lb/resources", {
+      const notReady = (await n2.client.request("POST", "/v1/lb/resources", {
         text: sliceService(web.ipv4).replace(
           `["${web.ipv4}"]}]`,
           `["${web.ipv4}"], conditions: {ready: false}}]`,
         ),
         file: "ext.yaml",
-      });
+      })) as LbApplyReport;
       await until(n1, "the slice's change from n2", (s) => s.some((v) => v.name === "ext" && v.backends[0]?.state === "not-ready")); // prettier-ignore
+      // The view above changes before the kernel does: `apply --wait` (n1 realized the write) first.
+      await waitRealized(realized, notReady.clusterRevision ?? 0, 30_000);
       assert.equal(await c1.tcp(extVip, 81, 3000), "ECONNREFUSED", "no ready backend: refused at once on n1");
+
+      // Applied at the same moment through both agents: distinct addresses and ports on both nodes.
+      const np = (name: string): string => NODE_PORT.replace("name: webnp", `name: ${name}`).replace(", nodePort: 30080", ""); // prettier-ignore
+      const [ra, rb] = (await Promise.all([
+        n1.client.request("POST", "/v1/lb/resources", { text: np("race-a"), file: "a.yaml" }),
+        n2.client.request("POST", "/v1/lb/resources", { text: np("race-b"), file: "b.yaml" }),
+      ])) as [LbApplyReport, LbApplyReport];
+      await waitRealized(realized, Math.max(ra.clusterRevision ?? 0, rb.clusterRevision ?? 0), 30_000);
+      for (const n of [n1, n2]) {
+        const all = await services(n);
+        assert.equal(
+          new Set(all.map((v) => v.clusterIP)).size,
+          all.length,
+          `${n.name}: a ClusterIP given twice`,
+        );
+        const ports = all.flatMap((v) => v.ports.flatMap((p) => /:(\d+)\//.exec(p)?.[1] ?? [])); // "80:31000/TCP"
+        assert.equal(new Set(ports).size, ports.length, `${n.name}: a NodePort given twice`);
+        assert.ok(all.some((v) => v.name === "race-a") && all.some((v) => v.name === "race-b"));
+      }
 
       // Deleted through n2: gone from n1, and its address no longer answers.
       await n2.client.request("DELETE", "/v1/lb/resources", { text: SERVICE, file: "web.yaml" });

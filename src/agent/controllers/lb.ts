@@ -4,9 +4,10 @@
  * `lb/slices/`, and the node's LB table kept equal to what they and the
  * endpoints (local and other nodes') ask for.
  *
- *   apply(text) --parse whole, allocate--> store --> engine.upsertService (toServices)
- *                                                --> LbModel (the changed services marked)
- *                                                --> enforce (policy) --> sync --> LbTable.update
+ *   apply(text) --parse whole--> allocate from the store, write with the reservations (lb-reserve.ts)
+ *               --> engine.upsertService (toServices)
+ *               --> LbModel (the changed services marked)
+ *               --> enforce (policy) --> sync --> LbTable.update
  *   every enforce --> sync: the pods changed since the last one (engine.pods' log) --> LbModel
  *                     --> only the services they touch recomputed --> their element delta, or nothing
  *
@@ -19,7 +20,6 @@
  */
 import { MembraneError } from "../../errors.js";
 import { LbTable } from "../../datapath/lb-table.js";
-import { allocate, type InUse } from "../../lb/allocate.js";
 import { serviceFrontends, type ServiceFrontends } from "../../lb/frontends.js";
 import { LbModel } from "../../lb/model.js";
 import { parseLbResources } from "../../lb/parse.js";
@@ -36,8 +36,8 @@ import type { SyncedResource } from "../../cluster/synced.js";
 import type { LbFrontend } from "../../datapath/lb-types.js";
 import type { LbL7Frontend } from "../proxy-lb.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
+import { SVC_KEY, writeServices } from "./lb-reserve.js";
 
-const SVC_KEY = "lb/services/";
 const SLICE_KEY = "lb/slices/";
 
 export interface LbApplyReport {
@@ -217,40 +217,36 @@ export class LbController implements Controller, SyncedResource {
     const parsed = parseLbResources(text, file); // refused whole before anything runs
     return this.d.serial(async () => {
       const report: LbApplyReport = { resources: [] };
+      // Services: allocated from what the store holds and written with their reservations, in
+      // one transaction that another node's allocation of the same address cannot pass (lb-reserve.ts).
+      const written = await writeServices({ store: this.d.store, logger: this.d.logger, cfg: this.cfg, op, services: parsed.services }); // prettier-ignore
       const svcs = new Map<string, LbService | undefined>();
-      if (op === "apply") {
-        const used = this.inUse();
-        for (const s of parsed.services) {
-          const key = `${s.namespace}/${s.name}`;
-          const a = allocate(s, this.services.get(key), used, this.cfg);
-          (used.ips as Map<string, string>).set(a.clusterIP ?? "", key);
-          if (a.loadBalancerIP) (used.ips as Map<string, string>).set(a.loadBalancerIP, key);
-          for (const p of a.ports) if (p.nodePort) (used.nodePorts as Map<string, string>).set(`${p.protocol}/${p.nodePort}`, key); // prettier-ignore
-          svcs.set(key, a);
-        }
-      } else for (const s of parsed.services) svcs.set(`${s.namespace}/${s.name}`, undefined);
-      const slices = new Map(
-        parsed.slices.map((s) => [`${s.namespace}/${s.name}`, op === "apply" ? s : undefined]),
-      );
-      // Everything checked and allocated: persist, then take it.
-      for (const [kind, prefix, items, known] of [
-        ["Service", SVC_KEY, svcs, this.services],
-        ["EndpointSlice", SLICE_KEY, slices, this.slices],
-      ] as const) {
-        for (const [key, v] of items as Map<string, LbService | LbSlice | undefined>) {
-          const was = (known as Map<string, unknown>).get(key);
-          const status = v === undefined ? (was ? "deleted" : "unchanged") : !was ? "created" : JSON.stringify(was) === JSON.stringify(v) ? "unchanged" : "configured"; // prettier-ignore
-          report.resources.push({ kind, name: key, status });
-          if (status === "unchanged") continue;
-          if (v === undefined) await this.d.store.delete(prefix + key);
-          else await this.d.store.put(prefix + key, JSON.stringify(v));
-          if (v === undefined) (known as Map<string, unknown>).delete(key);
-          else (known as Map<string, unknown>).set(key, v);
-          if (kind === "Service") this.model.setService(key, v as LbService | undefined);
-          else this.model.setSlice(key, v as LbSlice | undefined);
-        }
+      let changed = false; // this node's view (it may have lagged what the store held)
+      for (const [key, r] of written) {
+        svcs.set(key, r.now);
+        report.resources.push({ kind: "Service", name: key, status: r.status });
+        if (JSON.stringify(this.services.get(key)) === JSON.stringify(r.now)) continue;
+        if (r.now) this.services.set(key, r.now);
+        else this.services.delete(key);
+        this.model.setService(key, r.now);
+        changed = true;
       }
-      if (report.resources.every((r) => r.status === "unchanged")) return report;
+      // Slices: written as given.
+      for (const sl of parsed.slices) {
+        const key = `${sl.namespace}/${sl.name}`;
+        const v = op === "apply" ? sl : undefined;
+        const was = this.slices.get(key);
+        const status = v === undefined ? (was ? "deleted" : "unchanged") : !was ? "created" : JSON.stringify(was) === JSON.stringify(v) ? "unchanged" : "configured"; // prettier-ignore
+        report.resources.push({ kind: "EndpointSlice", name: key, status });
+        if (status === "unchanged") continue;
+        if (v === undefined) await this.d.store.delete(SLICE_KEY + key);
+        else await this.d.store.put(SLICE_KEY + key, JSON.stringify(v));
+        if (v === undefined) this.slices.delete(key);
+        else this.slices.set(key, v);
+        this.model.setSlice(key, v);
+        changed = true;
+      }
+      if (!changed) return report;
       for (const [key, s] of svcs) {
         const [ns = "", name = ""] = key.split("/");
         if (s) this.d.engine().upsertService(this.policySpec(s));
@@ -266,17 +262,6 @@ export class LbController implements Controller, SyncedResource {
       await this.d.enforce(); // the policy first, then the LB table (sync, after every enforce)
       return report;
     });
-  }
-
-  private inUse(): InUse {
-    const ips = new Map<string, string>();
-    const nodePorts = new Map<string, string>();
-    for (const [key, s] of this.services) {
-      if (s.clusterIP && s.clusterIP !== "None") ips.set(s.clusterIP, key);
-      if (s.loadBalancerIP) ips.set(s.loadBalancerIP, key);
-      for (const p of s.ports) if (p.nodePort) nodePorts.set(`${p.protocol}/${p.nodePort}`, key);
-    }
-    return { ips, nodePorts };
   }
 
   /**

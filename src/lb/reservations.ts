@@ -1,0 +1,52 @@
+/**
+ * Cluster-wide reservations of what a Service was allocated, one store key each, so that two
+ * nodes allocating at once cannot hand out the same thing (as the Kubernetes apiserver's one
+ * allocator does):
+ *
+ *   lb/alloc/ip/<address>               -> "namespace/name"  (ClusterIP, LoadBalancer address)
+ *   lb/alloc/node-port/<protocol>/<n>   -> "namespace/name"
+ *
+ * A Service's record and its reservations are written in one store transaction whose compares
+ * say "this reservation does not exist yet" (agent/controllers/lb-reserve.ts); the node that
+ * loses the race reads again and takes the next free one. Pure: keys and the in-use view.
+ */
+import type { InUse } from "./allocate.js";
+import type { LbService } from "./types.js";
+
+/** Store prefix of the reservations (under `lb/`: cluster-wide in cluster mode, resource-store.ts). */
+export const ALLOC_KEY = "lb/alloc/";
+const IP_KEY = `${ALLOC_KEY}ip/`;
+const PORT_KEY = `${ALLOC_KEY}node-port/`;
+
+/** The reservation keys a Service (as allocated) holds. */
+export function reservationKeys(s: LbService): string[] {
+  const keys: string[] = [];
+  if (s.clusterIP !== undefined && s.clusterIP !== "None") keys.push(IP_KEY + s.clusterIP);
+  if (s.loadBalancerIP !== undefined && s.loadBalancerIP !== s.clusterIP)
+    keys.push(IP_KEY + s.loadBalancerIP);
+  for (const p of s.ports) if (p.nodePort !== undefined) keys.push(`${PORT_KEY}${p.protocol}/${p.nodePort}`);
+  return [...new Set(keys)];
+}
+
+/**
+ * What is taken: every reservation (key -> holder) and, for records written before reservations
+ * existed, what the stored services hold.
+ */
+export function inUseOf(services: Iterable<LbService>, reservations: Iterable<[string, string]>): InUse {
+  const ips = new Map<string, string>();
+  const nodePorts = new Map<string, string>();
+  const take = (key: string, holder: string): void => {
+    if (key.startsWith(IP_KEY)) ips.set(key.slice(IP_KEY.length), holder);
+    else if (key.startsWith(PORT_KEY)) nodePorts.set(key.slice(PORT_KEY.length), holder);
+  };
+  for (const s of services) for (const k of reservationKeys(s)) take(k, `${s.namespace}/${s.name}`);
+  for (const [k, holder] of reservations) take(k, holder);
+  return { ips, nodePorts };
+}
+
+/** Adds what `s` (as allocated) holds to `used` (the next service of the same file sees it taken). */
+export function markUsed(used: InUse, s: LbService): void {
+  const u = inUseOf([s], []);
+  for (const [k, v] of u.ips) (used.ips as Map<string, string>).set(k, v);
+  for (const [k, v] of u.nodePorts) (used.nodePorts as Map<string, string>).set(k, v);
+}
