@@ -203,7 +203,8 @@ export class Agent {
         nodeLabels: Object.entries(this.p.engine.nodeLabels ?? {}).map(([k, v]) => `${k}=${v}`).sort(), // prettier-ignore
         ringCapacity: this.p.observe.ringCapacity,
         logger: this.p.logger,
-        ...(this.p.observe.metricsAddress ? { metricsAddress: this.p.observe.metricsAddress } : {}), ...(this.p.observe.hubbleMetrics ? { hubbleMetrics: this.p.observe.hubbleMetrics } : {}), // prettier-ignore
+        ...(this.p.observe.metricsAddress ? { metricsAddress: this.p.observe.metricsAddress } : {}),
+        ...(this.p.observe.hubbleMetrics ? { hubbleMetrics: this.p.observe.hubbleMetrics } : {}), // prettier-ignore
         ...(this.p.observe.export ? { export: this.p.observe.export } : {}),
       });
       // Before the first enforce: drops from the very first packet are seen.

@@ -108,7 +108,10 @@ export class Observer {
         registry: this.metrics.registry,
       });
       const handlers = this.metrics.handlers.map((h) => h.name);
-      this.p.logger.info({ address: `${this.server.host}:${this.server.port}`, handlers }, "metrics listening");
+      this.p.logger.info(
+        { address: `${this.server.host}:${this.server.port}`, handlers },
+        "metrics listening",
+      );
     }
   }
 

@@ -50,7 +50,11 @@ const DNS_RCODES: Readonly<Record<number, string>> = {
 const DNS_HELP = "Number of DNS queries observed";
 
 function reporter(f: Flow): string {
-  return f.traffic_direction === "EGRESS" ? "client" : f.traffic_direction === "INGRESS" ? "server" : "unknown";
+  return f.traffic_direction === "EGRESS"
+    ? "client"
+    : f.traffic_direction === "INGRESS"
+      ? "server"
+      : "unknown";
 }
 
 /** A histogram's label object, the context labels first (as the label names). */
@@ -65,8 +69,20 @@ function dnsHandler(m: MetricFactory, ctx: MetricContext, spec: MetricHandlerSpe
   const ignoreAAAA = spec.options.has("ignoreaaaa");
   const names = ctx.names();
   const q = withQuery ? ["query"] : [];
-  const queries = m.tally("hubble_dns_queries_total", DNS_HELP, [...names, "rcode", "qtypes", "ips_returned", ...q]);
-  const responses = m.tally("hubble_dns_responses_total", DNS_HELP, [...names, "rcode", "qtypes", "ips_returned", ...q]);
+  const queries = m.tally("hubble_dns_queries_total", DNS_HELP, [
+    ...names,
+    "rcode",
+    "qtypes",
+    "ips_returned",
+    ...q,
+  ]);
+  const responses = m.tally("hubble_dns_responses_total", DNS_HELP, [
+    ...names,
+    "rcode",
+    "qtypes",
+    "ips_returned",
+    ...q,
+  ]);
   const types = m.tally("hubble_dns_response_types_total", DNS_HELP, [...names, "type", "qtypes", ...q]);
   return {
     observe(f) {
@@ -98,7 +114,9 @@ function httpHandler(m: MetricFactory, ctx: MetricContext, v2: boolean): MetricH
   const requests = m.tally(
     "hubble_http_requests_total",
     "Count of HTTP requests",
-    v2 ? [...names, "method", "protocol", "status", "reporter"] : [...names, "method", "protocol", "reporter"],
+    v2
+      ? [...names, "method", "protocol", "status", "reporter"]
+      : [...names, "method", "protocol", "reporter"],
   );
   const responses = v2
     ? undefined
@@ -109,11 +127,11 @@ function httpHandler(m: MetricFactory, ctx: MetricContext, v2: boolean): MetricH
         "status",
         "reporter",
       ]);
-  const duration = m.histogram("hubble_http_request_duration_seconds", "Quantiles of HTTP request duration in seconds", [
-    ...names,
-    "method",
-    "reporter",
-  ]);
+  const duration = m.histogram(
+    "hubble_http_request_duration_seconds",
+    "Quantiles of HTTP request duration in seconds",
+    [...names, "method", "reporter"],
+  );
   return {
     observe(f) {
       const http = f.l7?.http;

@@ -10,8 +10,8 @@
  *   icmp              hubble_icmp_total{family,type}
  *   flows-to-world    hubble_flows_to_world_total{protocol,verdict[,port]} (destination reserved:world)
  *
- * Context labels (metrics-context.ts) follow each handler's own labels. The L7
- * handlers (dns, http, httpV2, kafka) are in metric-handlers-l7.ts.
+ * Context labels (metrics-context.ts) follow each handler's own labels (drop's
+ * come first, as Hubble's drop handler puts them). The L7 handlers (dns, http, httpV2, kafka) are in metric-handlers-l7.ts.
  */
 import type { Histogram } from "prom-client";
 import { EVENT_TYPE, l4Ports, l4Protocol, POLICY_MATCH, type Flow } from "./flow.js";
@@ -81,7 +81,9 @@ function typeAndSubtype(f: Flow): [string, string] {
   }
 }
 
-const MATCH_NAMES = new Map<number, string>(Object.entries(POLICY_MATCH).map(([k, v]) => [v, k.toLowerCase()]));
+const MATCH_NAMES = new Map<number, string>(
+  Object.entries(POLICY_MATCH).map(([k, v]) => [v, k.toLowerCase()]),
+);
 const forwarded = (f: Flow): boolean => f.verdict === "FORWARDED" || f.verdict === "REDIRECTED";
 const WORLD = new Set(["reserved:world", "reserved:world-ipv4", "reserved:world-ipv6"]);
 
@@ -102,11 +104,12 @@ function flowHandler(m: MetricFactory, ctx: MetricContext): MetricHandler {
 }
 
 function dropHandler(m: MetricFactory, ctx: MetricContext): MetricHandler {
-  const t = m.tally("hubble_drop_total", "Number of drops", ["reason", "protocol", ...ctx.names()]);
+  // As Hubble's drop handler: the context labels first.
+  const t = m.tally("hubble_drop_total", "Number of drops", [...ctx.names(), "reason", "protocol"]);
   return {
     observe(f) {
       if (f.verdict !== "DROPPED") return;
-      t.inc([f.drop_reason_desc ?? "DROP_REASON_UNKNOWN", flowProtocol(f), ...ctx.values(f)]);
+      t.inc([...ctx.values(f), f.drop_reason_desc ?? "DROP_REASON_UNKNOWN", flowProtocol(f)]);
     },
   };
 }
@@ -172,7 +175,8 @@ function icmpHandler(m: MetricFactory, ctx: MetricContext): MetricHandler {
       const l4 = f.l4;
       if (l4 === undefined) return;
       if ("ICMPv4" in l4) t.inc(["IPv4", icmpv4TypeName(l4.ICMPv4.type, l4.ICMPv4.code), ...ctx.values(f)]);
-      else if ("ICMPv6" in l4) t.inc(["IPv6", icmpv6TypeName(l4.ICMPv6.type, l4.ICMPv6.code), ...ctx.values(f)]);
+      else if ("ICMPv6" in l4)
+        t.inc(["IPv6", icmpv6TypeName(l4.ICMPv6.type, l4.ICMPv6.code), ...ctx.values(f)]);
     },
   };
 }

@@ -33,7 +33,7 @@ export const METRIC_HANDLERS = [
 ] as const;
 export type MetricHandlerName = (typeof METRIC_HANDLERS)[number];
 
-/** Options of one handler beside the context options (lower case). */
+/** Options of one handler beside the context options (matched case-insensitively). */
 const HANDLER_OPTIONS: Readonly<Record<MetricHandlerName, readonly string[]>> = {
   flow: [],
   drop: [],
@@ -42,7 +42,7 @@ const HANDLER_OPTIONS: Readonly<Record<MetricHandlerName, readonly string[]>> = 
   tcp: [],
   icmp: [],
   "flows-to-world": ["any-drop", "port", "syn-only"],
-  dns: ["query", "ignoreaaaa"],
+  dns: ["query", "ignoreAAAA"],
   http: ["exemplars"],
   httpV2: ["exemplars"],
   kafka: [],
@@ -157,7 +157,7 @@ function parseItem(item: string, where: string): MetricHandlerSpec {
             `Labels: ${CONTEXT_LABELS.join(", ")} (several joined by ",").`,
           );
       context.labels = CONTEXT_LABELS.filter((l) => wanted.includes(l));
-    } else if (known.includes(key)) {
+    } else if (known.some((k) => k.toLowerCase() === key)) {
       options.set(key, value);
     } else {
       const own = known.length > 0 ? `${known.join(", ")}, ` : "";
@@ -177,7 +177,8 @@ function splitAtHandlers(s: string): string[] {
   for (const part of s.split(",")) {
     const head = part.split(":")[0] ?? "";
     const last = out.length - 1;
-    if (last >= 0 && !(METRIC_HANDLERS as readonly string[]).includes(head)) out[last] = `${out[last] ?? ""},${part}`;
+    if (last >= 0 && !(METRIC_HANDLERS as readonly string[]).includes(head))
+      out[last] = `${out[last] ?? ""},${part}`;
     else out.push(part);
   }
   return out;
@@ -197,7 +198,11 @@ export function parseMetricsList(values: readonly string[]): MetricHandlerSpec[]
   items.forEach((item, i) => {
     const spec = parseItem(item, `--hubble-metrics item ${i + 1} "${item}"`);
     if (out.some((s) => s.name === spec.name))
-      throw invalid(`--hubble-metrics item ${i + 1} "${item}"`, `handler ${spec.name} is enabled twice`, "Name each handler once.");
+      throw invalid(
+        `--hubble-metrics item ${i + 1} "${item}"`,
+        `handler ${spec.name} is enabled twice`,
+        "Name each handler once.",
+      );
     const other = spec.name === "http" ? "httpV2" : spec.name === "httpV2" ? "http" : undefined;
     if (other !== undefined && out.some((s) => s.name === other))
       throw invalid(
@@ -212,5 +217,9 @@ export function parseMetricsList(values: readonly string[]): MetricHandlerSpec[]
 
 /** Every handler with no options, httpV2 for HTTP: what the agent counts without --hubble-metrics. */
 export function defaultMetricsList(): MetricHandlerSpec[] {
-  return METRIC_HANDLERS.filter((h) => h !== "http").map((name) => ({ name, context: {}, options: new Map() }));
+  return METRIC_HANDLERS.filter((h) => h !== "http").map((name) => ({
+    name,
+    context: {},
+    options: new Map(),
+  }));
 }

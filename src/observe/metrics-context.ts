@@ -37,7 +37,7 @@ function withNamespace(ep: Endpoint | undefined, name: string): string {
 }
 
 function identifierValue(id: ContextIdentifier, f: Flow, source: boolean): string {
-  const ep = (source ? f.source : f.destination);
+  const ep = source ? f.source : f.destination;
   switch (id) {
     case "namespace":
       return ep?.namespace ?? "";
@@ -63,8 +63,8 @@ function identifierValue(id: ContextIdentifier, f: Flow, source: boolean): strin
 }
 
 function labelValue(label: ContextLabel, f: Flow, invert: boolean): string {
-  const src = (invert ? f.destination : f.source);
-  const dst = (invert ? f.source : f.destination);
+  const src = invert ? f.destination : f.source;
+  const dst = invert ? f.source : f.destination;
   const srcIp = invert ? f.IP?.destination : f.IP?.source;
   const dstIp = invert ? f.IP?.source : f.IP?.destination;
   switch (label) {
@@ -93,7 +93,9 @@ function labelValue(label: ContextLabel, f: Flow, invert: boolean): string {
     case "destination_app":
       return app(dst?.labels);
     case "traffic_direction":
-      return f.traffic_direction === "TRAFFIC_DIRECTION_UNKNOWN" ? "unknown" : f.traffic_direction.toLowerCase();
+      return f.traffic_direction === "TRAFFIC_DIRECTION_UNKNOWN"
+        ? "unknown"
+        : f.traffic_direction.toLowerCase();
   }
 }
 
@@ -115,7 +117,9 @@ export class MetricContext {
   constructor(private readonly c: ContextConfig) {
     this.labels = c.labels ?? [];
     this.hasSource = [c.source, c.sourceEgress, c.sourceIngress].some((l) => l !== undefined);
-    this.hasDestination = [c.destination, c.destinationEgress, c.destinationIngress].some((l) => l !== undefined);
+    this.hasDestination = [c.destination, c.destinationEgress, c.destinationIngress].some(
+      (l) => l !== undefined,
+    );
     this.empty = this.labels.length === 0 && !this.hasSource && !this.hasDestination;
   }
 

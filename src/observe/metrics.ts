@@ -52,12 +52,16 @@ export class FlowMetrics {
     const flushAll = (): void => tallies.forEach((t) => t.flush());
     const factory: MetricFactory = {
       tally: (name, help, labelNames) => {
-        const t = new Tally(new Counter({ name, help, labelNames: [...labelNames], registers, collect: flushAll }), labelNames);
+        const t = new Tally(
+          new Counter({ name, help, labelNames: [...labelNames], registers, collect: flushAll }),
+          labelNames,
+        );
         tallies.push(t);
         return t;
       },
       // Prometheus' default buckets, as Hubble's histograms.
-      histogram: (name, help, labelNames) => new Histogram({ name, help, labelNames: [...labelNames], registers }),
+      histogram: (name, help, labelNames) =>
+        new Histogram({ name, help, labelNames: [...labelNames], registers }),
     };
     this.handlers = params.handlers ?? defaultMetricsList();
     for (const spec of this.handlers) {

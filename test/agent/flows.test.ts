@@ -142,8 +142,8 @@ describe("flows through the agent (root)", { skip }, () => {
         // Metrics (--hubble-metrics with context options): exposition passes promtool and counts
         // the drops by pod and namespace, the allowed SYN, the allowed port (not the denied one).
         const text = await (await fetch(`http://${metricsAddress(agent)}/metrics`)).text();
-        assert.match(text, /^hubble_drop_total\{reason="POLICY_DENY",protocol="TCP",source="default\/web",destination="default"\} [1-9]/m); // prettier-ignore
-        assert.match(text, /^hubble_drop_total\{reason="POLICY_DENIED",protocol="TCP",source="default\/other",destination="default"\} [1-9]/m); // prettier-ignore
+        assert.match(text, /^hubble_drop_total\{source="default\/web",destination="default",reason="POLICY_DENY",protocol="TCP"\} [1-9]/m); // prettier-ignore
+        assert.match(text, /^hubble_drop_total\{source="default\/other",destination="default",reason="POLICY_DENIED",protocol="TCP"\} [1-9]/m); // prettier-ignore
         assert.match(text, /^hubble_flows_processed_total\{.*\} [1-9]/m);
         assert.match(text, /^hubble_tcp_flags_total\{flag="SYN",family="IPv4"\} [1-9]/m);
         assert.match(text, /^hubble_port_distribution_total\{protocol="TCP",port="80"\} [1-9]/m);

@@ -64,8 +64,14 @@ describe("metrics", () => {
       ])
         assert.ok(lines.includes(want), `missing: ${want}`);
       for (const [prefix, why] of [
-        ['hubble_port_distribution_total{protocol="TCP",port="43210"}', "replies are not counted as destination ports"],
-        ['hubble_port_distribution_total{protocol="TCP",port="80"}', "drops are not counted as destination ports"],
+        [
+          'hubble_port_distribution_total{protocol="TCP",port="43210"}',
+          "replies are not counted as destination ports",
+        ],
+        [
+          'hubble_port_distribution_total{protocol="TCP",port="80"}',
+          "drops are not counted as destination ports",
+        ],
         ['hubble_port_distribution_total{protocol="TCP",port="443"}', "audited flows are not forwarded ones"],
         ["hubble_flows_to_world_total{", "a non-policy drop to the world is counted only with any-drop"],
       ] as const)
