@@ -60,6 +60,7 @@ export const ERROR_CODES = {
   FLOW_FILTER_INVALID: "A flow filter or observe flag is invalid",
   FLOW_EXPORT_FAILED: "Flows could not be written to the export file",
   METRICS_SERVE_FAILED: "The metrics endpoint could not listen",
+  METRICS_CONFIG_INVALID: "A Hubble metrics handler or option (--hubble-metrics) is unknown or malformed",
   HUBBLE_SERVE_FAILED: "Hubble's Observer API (gRPC) could not listen",
   HUBBLE_CALL_FAILED: "A call to a Hubble Observer API failed or was refused",
   RELAY_SERVE_FAILED: "The relay's Observer API (gRPC) could not listen",

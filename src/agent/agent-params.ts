@@ -50,6 +50,8 @@ export interface AgentParams {
     /** --encryption wireguard: whether traffic with this address goes through the tunnel (IP.encrypted). */
     readonly encryptedPeer?: (ip: string, tcp: boolean) => boolean;
     readonly metricsAddress?: string;
+    /** Hubble metric handlers (`--hubble-metrics`); absent = every handler without options. */
+    readonly hubbleMetrics?: ObserverParams["hubbleMetrics"];
     readonly export?: ObserverParams["export"];
   };
   /**

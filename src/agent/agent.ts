@@ -204,6 +204,7 @@ export class Agent {
         ringCapacity: this.p.observe.ringCapacity,
         logger: this.p.logger,
         ...(this.p.observe.metricsAddress ? { metricsAddress: this.p.observe.metricsAddress } : {}),
+        ...(this.p.observe.hubbleMetrics ? { hubbleMetrics: this.p.observe.hubbleMetrics } : {}),
         ...(this.p.observe.export ? { export: this.p.observe.export } : {}),
       });
       // Before the first enforce: drops from the very first packet are seen.
@@ -329,10 +330,7 @@ export class Agent {
 
   // ---- endpoints (controllers/endpoints.ts) ---------------------------------
 
-  /**
-   * Creates an endpoint. `ipv4` / `ipv6` ask for exact addresses from the pod
-   * CIDRs (e.g. a scenario's addresses); without them IPAM picks.
-   */
+  /** Creates an endpoint; `ipv4`/`ipv6` ask for exact addresses of the pod CIDRs (else IPAM picks). */
   async createEndpointRequest(req: CreateEndpointRequest): Promise<EndpointView> {
     const v = await this.endpoints.create(req);
     await this.tracing.endpointsChanged(); // TracingPolicies selecting it attach before it is handed out

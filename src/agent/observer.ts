@@ -19,6 +19,7 @@ import {
   type FlowFilterSet,
   type FlowLookup,
   type FlowRecord,
+  type MetricHandlerSpec,
   type MetricsServer,
   type ObserveRequest,
 } from "../observe/index.js";
@@ -37,6 +38,8 @@ export interface ObserverParams {
   readonly logger: Logger;
   /** host:port for /metrics; absent = no metrics server. */
   readonly metricsAddress?: string;
+  /** Hubble metric handlers (--hubble-metrics, parsed); absent = every handler without options. */
+  readonly hubbleMetrics?: readonly MetricHandlerSpec[];
   readonly export?: {
     readonly path: string;
     readonly maxSizeBytes: number;
@@ -47,13 +50,14 @@ export interface ObserverParams {
 
 export class Observer {
   readonly ring: FlowRing;
-  readonly metrics = new FlowMetrics();
+  readonly metrics: FlowMetrics;
   private readonly enricher: FlowEnricher;
   private reader: NflogReader | undefined;
   private server: MetricsServer | undefined;
   private exporter: FlowExporter | undefined;
 
   constructor(private readonly p: ObserverParams) {
+    this.metrics = new FlowMetrics(p.hubbleMetrics !== undefined ? { handlers: p.hubbleMetrics } : {});
     this.ring = new FlowRing({ capacity: p.ringCapacity, nodeName: p.nodeName });
     this.enricher = new FlowEnricher({
       lookup: p.lookup,
@@ -103,7 +107,11 @@ export class Observer {
         port: Number(this.p.metricsAddress.slice(i + 1)),
         registry: this.metrics.registry,
       });
-      this.p.logger.info({ address: `${this.server.host}:${this.server.port}` }, "metrics listening");
+      const handlers = this.metrics.handlers.map((h) => h.name);
+      this.p.logger.info(
+        { address: `${this.server.host}:${this.server.port}`, handlers },
+        "metrics listening",
+      );
     }
   }
 

@@ -99,6 +99,8 @@ export interface Endpoint {
   /** `source:key=value`, sorted. */
   labels?: string[];
   pod_name?: string;
+  /** Hubble's workloads (the pod's owning controller: name and kind); the metrics' *_workload labels read the first. */
+  workloads?: { name: string; kind: string }[];
   /** Membrane, cluster mode: the node this side runs on (a peer's: the owner of its pod CIDR). */
   node_name?: string;
 }

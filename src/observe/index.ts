@@ -52,5 +52,12 @@ export {
   type OutputFormat,
 } from "./printer.js";
 export { FlowMetrics, serveMetrics, type MetricsServer } from "./metrics.js";
+export {
+  defaultMetricsList,
+  METRIC_HANDLERS,
+  parseMetricsList,
+  type MetricHandlerName,
+  type MetricHandlerSpec,
+} from "./metrics-config.js";
 export { FlowExporter, type FlowExporterParams, type ExportStats } from "./export.js";
 export { parseFlowLines, selectRecords } from "./input.js";

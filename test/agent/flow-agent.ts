@@ -10,6 +10,7 @@ import { join } from "node:path";
 import pino from "pino";
 import { startAgent, type RunningAgent } from "../../src/agent/run.js";
 import { cleanupPrefix } from "../../src/datapath/netns.js";
+import type { MetricHandlerSpec } from "../../src/observe/metrics-config.js";
 
 export interface FlowAgent {
   readonly running: RunningAgent;
@@ -21,7 +22,7 @@ export interface FlowAgent {
 export async function startFlowAgent(
   prefix: string,
   podCidr4: string,
-  extra: { metricsAddress?: string } = {},
+  extra: { metricsAddress?: string; hubbleMetrics?: readonly MetricHandlerSpec[] } = {},
 ): Promise<FlowAgent> {
   const dir = await mkdtemp(join(tmpdir(), `membrane-${prefix}-`));
   const socketPath = join(dir, "agent.sock");
@@ -47,6 +48,7 @@ export async function startFlowAgent(
           nodeName: "node-a",
           ringCapacity: 1024,
           ...(extra.metricsAddress ? { metricsAddress: extra.metricsAddress } : {}),
+          ...(extra.hubbleMetrics ? { hubbleMetrics: extra.hubbleMetrics } : {}),
         },
       },
       pino({ level: "error" }),

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import type { RunningAgent } from "../../src/agent/run.js";
 import { startFlowAgent } from "./flow-agent.js";
-import { filterFromFlags, isFlowRecord, type Flow } from "../../src/observe/index.js";
+import { filterFromFlags, isFlowRecord, parseMetricsList, type Flow } from "../../src/observe/index.js";
 import { Probe } from "../../src/probe/probe.js";
 import { assertHubbleStrict } from "../observe/hubble/strict.js";
 
@@ -40,9 +40,11 @@ const AUDIT_POLICY = POLICY.replace(
 async function withAgent(
   body: (agent: RunningAgent["agent"], probes: Probe[]) => Promise<void>,
   metricsAddress?: string,
+  hubbleMetrics?: string,
 ): Promise<void> {
   const fa = await startFlowAgent("mbf" + randomBytes(2).toString("hex"), "10.202.0.0/24", {
     ...(metricsAddress ? { metricsAddress } : {}),
+    ...(hubbleMetrics ? { hubbleMetrics: parseMetricsList([hubbleMetrics]) } : {}),
   });
   const probes: Probe[] = [];
   try {
@@ -137,15 +139,22 @@ describe("flows through the agent (root)", { skip }, () => {
           ["api-ingress"],
         );
 
-        // Metrics: exposition passes promtool and counts the drops.
+        // Metrics (--hubble-metrics with context options): exposition passes promtool and counts
+        // the drops by pod and namespace, the allowed SYN, the allowed port (not the denied one).
         const text = await (await fetch(`http://${metricsAddress(agent)}/metrics`)).text();
-        assert.match(text, /^hubble_drop_total\{.*\} [1-9]/m);
+        assert.match(text, /^hubble_drop_total\{source="default\/web",destination="default",reason="POLICY_DENY",protocol="TCP"\} [1-9]/m); // prettier-ignore
+        assert.match(text, /^hubble_drop_total\{source="default\/other",destination="default",reason="POLICY_DENIED",protocol="TCP"\} [1-9]/m); // prettier-ignore
         assert.match(text, /^hubble_flows_processed_total\{.*\} [1-9]/m);
+        assert.match(text, /^hubble_tcp_flags_total\{flag="SYN",family="IPv4"\} [1-9]/m);
+        assert.match(text, /^hubble_port_distribution_total\{protocol="TCP",port="80"\} [1-9]/m);
+        assert.doesNotMatch(text, /^hubble_port_distribution_total\{protocol="TCP",port="22"\}/m);
+        assert.match(text, /^hubble_policy_verdicts_total\{direction="ingress",match="[^"]+",action="forwarded",source_app="web",destination_app="api"\} [1-9]/m); // prettier-ignore
+        assert.doesNotMatch(text, /^hubble_icmp_total/m, "icmp is not enabled");
         if (spawnSync("sh", ["-c", "command -v promtool"]).status === 0) {
           const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
           assert.equal(r.status, 0, r.stdout + r.stderr);
         }
-      }, "127.0.0.1:0");
+      }, "127.0.0.1:0", "flow drop:sourceContext=pod;destinationContext=namespace tcp port-distribution policy:labelsContext=source_app,destination_app"); // prettier-ignore
     },
   );
 });

@@ -40,19 +40,22 @@ describe("metrics", () => {
       assert.equal(res.headers.get("access-control-allow-origin"), null);
       const lines = text.split("\n");
       for (const want of [
-        'hubble_flows_processed_total{type="PolicyVerdict",subtype="",verdict="DROPPED",protocol="TCP"} 2',
-        'hubble_flows_processed_total{type="L7",subtype="HTTP",verdict="FORWARDED",protocol="TCP"} 1',
-        'hubble_flows_processed_total{type="Drop",subtype="",verdict="DROPPED",protocol="ICMPv6"} 1',
+        'hubble_flows_processed_total{protocol="TCP",type="PolicyVerdict",subtype="",verdict="DROPPED"} 2',
+        'hubble_flows_processed_total{protocol="HTTP",type="L7",subtype="HTTP",verdict="FORWARDED"} 1',
+        'hubble_flows_processed_total{protocol="DNS",type="L7",subtype="DNS",verdict="FORWARDED"} 1',
+        'hubble_flows_processed_total{protocol="ICMPv6",type="Drop",subtype="",verdict="DROPPED"} 1',
         'hubble_drop_total{reason="POLICY_DENY",protocol="TCP"} 2',
         'hubble_drop_total{reason="INVALID_SOURCE_IP",protocol="ICMPv6"} 1',
         'hubble_policy_verdicts_total{direction="ingress",match="l3-l4",action="dropped"} 2',
         'hubble_policy_verdicts_total{direction="egress",match="l3-l4",action="forwarded"} 1',
         'hubble_policy_verdicts_total{direction="ingress",match="none",action="audit"} 1',
-        'hubble_port_distribution_total{protocol="TCP",port="80"} 2',
+        'hubble_policy_verdicts_total{direction="ingress",match="l7/http",action="forwarded"} 1',
         'hubble_http_requests_total{method="GET",protocol="HTTP/1.1",status="404",reporter="server"} 1',
         'hubble_dns_responses_total{rcode="Query Refused",qtypes="A",ips_returned="0"} 1',
+        'hubble_dns_queries_total{rcode="",qtypes="A",ips_returned="0"} 1',
         'hubble_port_distribution_total{protocol="UDP",port="53"} 1',
-        'hubble_lost_events_total{source="PERF_EVENT_RING_BUFFER"} 5',
+        'hubble_icmp_total{family="IPv6",type="EchoRequest"} 1',
+        'hubble_lost_events_total{source="perf_event_ring_buffer"} 5',
         "membrane_endpoints 3",
         "membrane_identities 7",
         "membrane_policy_revision 42",
@@ -60,10 +63,19 @@ describe("metrics", () => {
         "membrane_nft_transaction_duration_seconds_count 1",
       ])
         assert.ok(lines.includes(want), `missing: ${want}`);
-      assert.ok(
-        !lines.some((l) => l.startsWith('hubble_port_distribution_total{protocol="TCP",port="43210"}')),
-        "replies are not counted as destination ports",
-      );
+      for (const [prefix, why] of [
+        [
+          'hubble_port_distribution_total{protocol="TCP",port="43210"}',
+          "replies are not counted as destination ports",
+        ],
+        [
+          'hubble_port_distribution_total{protocol="TCP",port="80"}',
+          "drops are not counted as destination ports",
+        ],
+        ['hubble_port_distribution_total{protocol="TCP",port="443"}', "audited flows are not forwarded ones"],
+        ["hubble_flows_to_world_total{", "a non-policy drop to the world is counted only with any-drop"],
+      ] as const)
+        assert.ok(!lines.some((l) => l.startsWith(prefix)), why);
       assert.ok(!text.includes("process_cpu"), "no default metrics");
     } finally {
       await close();

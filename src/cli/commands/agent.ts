@@ -5,6 +5,7 @@ import { DEFAULT_SOCKET } from "../../agent/client.js";
 import { hubbleListenOf } from "../../agent/hubble.js";
 import { runAgent } from "../../agent/run.js";
 import { MembraneError } from "../../errors.js";
+import { parseMetricsList } from "../../observe/metrics-config.js";
 import type { CliContext } from "../context.js";
 import { applyAgentConfig } from "../agent-config.js";
 import { addLbFlags, lbFromFlags } from "./agent-lb.js";
@@ -50,6 +51,11 @@ export function agentCommand(ctx: CliContext): Command {
     )
     .option("--flow-buffer <n>", "flows kept in memory for `membrane observe`", "16384")
     .option("--metrics-address <host:port>", "serve Prometheus metrics on /metrics (e.g. 127.0.0.1:9962)")
+    .option(
+      "--hubble-metrics <list>",
+      'Hubble metric handlers and options, as Cilium\'s hubble.metrics.enabled (blank-separated, repeatable), e.g. "dns:query;ignoreAAAA tcp flow:sourceContext=namespace;destinationContext=pod httpV2:labelsContext=source_namespace,destination_namespace"; handlers: flow drop policy port-distribution tcp icmp flows-to-world dns http httpV2 kafka (default: all, no options)',
+      (v: string, prev: string | undefined) => (prev === undefined ? v : `${prev} ${v}`),
+    )
     .option(
       "--hubble-socket <path>",
       "Hubble's Observer API (gRPC) socket (default: hubble.sock beside --socket)",
@@ -216,6 +222,9 @@ Examples:
                 nodeName: str("nodeName") ?? hostname(),
                 ringCapacity: Number(str("flowBuffer")),
                 ...(str("metricsAddress") ? { metricsAddress: str("metricsAddress") as string } : {}),
+                ...(str("hubbleMetrics") !== undefined
+                  ? { hubbleMetrics: parseMetricsList([str("hubbleMetrics") as string]) }
+                  : {}),
                 ...(str("exportFile")
                   ? {
                       export: {
