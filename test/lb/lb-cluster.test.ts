@@ -155,8 +155,10 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
       }
 
       // Deleted through n2: gone from n1, and its address no longer answers.
-      await n2.client.request("DELETE", "/v1/lb/resources", { text: SERVICE, file: "web.yaml" });
+      const deleted = (await n2.client.request("DELETE", "/v1/lb/resources", { text: SERVICE, file: "web.yaml" })) as { clusterRevision?: number }; // prettier-ignore
       await until(n1, "the delete from n2", (s) => !s.some((v) => v.name === "web"));
+      // The view above changes before the kernel does: `apply --wait` (n1 realized the delete) first.
+      await waitRealized(realized, deleted.clusterRevision ?? 0, 30_000);
       assert.notEqual(await c1.tcp(vip, 80, 600), "ok", "the deleted ClusterIP does not answer");
     } finally {
       for (const p of probes) p.stop();
