@@ -24,7 +24,7 @@ import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { H2Exchange } from "../http2/exchange.js";
 import { onHeaderEvent, parseRequestHeaders } from "../http2/headers.js";
-import { looksLikeHttp2 } from "../http2/preface.js";
+import { sniffHttp2 } from "../http2/preface.js";
 import { localReply } from "../http2/replies.js";
 import type { H2Sessions } from "../http2/sessions.js";
 import { guardSink, type L7Event, type L7Sink } from "../types.js";
@@ -49,7 +49,6 @@ export interface LbDeps {
   readonly random?: () => number;
 }
 
-const SNIFF_TIMEOUT_MS = 10_000;
 const IDLE_MS = 60_000;
 const SETTINGS = { maxConcurrentStreams: 128, maxHeaderListSize: 64 * 1024 };
 const MAX_BUFFERED_BODY = 64 * 1024;
@@ -59,29 +58,11 @@ export function handleLbConnection(sock: Socket, conn: LbConnection, deps: LbDep
   const d = { ...deps, sink: guardSink(deps.sink) };
   sock.on("error", () => sock.destroy());
   sock.setNoDelay(true);
-  let head: Buffer = Buffer.alloc(0);
-  const timer = setTimeout(() => sock.destroy(), SNIFF_TIMEOUT_MS);
-  const done = (): void => {
-    clearTimeout(timer);
-    sock.off("data", onData);
-    sock.off("end", onEnd);
-    sock.pause();
-  };
-  const onEnd = (): void => {
-    done();
-    sock.destroy();
-  };
-  const onData = (c: Buffer): void => {
-    head = head.length === 0 ? c : Buffer.concat([head, c]);
-    const h2 = looksLikeHttp2(head);
-    if (h2 === "need-more") return;
-    done();
+  sniffHttp2(sock, (h2, head) => {
     sock.unshift(head);
-    if (h2 === "yes") return serveH2(sock, conn, d);
+    if (h2) return serveH2(sock, conn, d);
     pipeToOne(sock, conn, d);
-  };
-  sock.on("data", onData);
-  sock.on("end", onEnd);
+  });
 }
 
 function pick(

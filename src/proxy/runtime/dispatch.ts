@@ -9,7 +9,8 @@
  */
 import type { Socket } from "node:net";
 import { handleHttpConnection } from "../http/proxy.js";
-import { handleHttp2Connection, looksLikeHttp2 } from "../http2/proxy.js";
+import { handleHttp2Connection } from "../http2/proxy.js";
+import { sniffHttp2 } from "../http2/preface.js";
 import { handleKafkaConnection } from "../kafka/proxy.js";
 import { handleTlsInterceptConnection } from "../tls/intercept.js";
 import { stageTlsContext } from "../tls/policy.js";
@@ -32,7 +33,6 @@ export interface DispatchDeps {
 }
 
 /** Longest wait for a client's first bytes when the protocol must be sniffed. */
-const SNIFF_TIMEOUT_MS = 10_000;
 
 export function dispatchConnection(sock: Socket, info: ConnectionInfo, deps: DispatchDeps): void {
   const policy = deps.lookup.forConnection(lookupKey(info));
@@ -70,31 +70,13 @@ function sniffHttp(sock: Socket, info: ConnectionInfo, deps: DispatchDeps, polic
   if (term === "conflict") return failClosed(sock, info, deps, "two TLS contexts claim this port");
   if (term)
     return handleTlsInterceptConnection(sock, info, { ...deps, secrets: secretStore(deps.secretsDir) });
-  let head: Buffer = Buffer.alloc(0);
-  const timer = setTimeout(() => sock.destroy(), SNIFF_TIMEOUT_MS);
-  const done = (): void => {
-    clearTimeout(timer);
-    sock.off("data", onData);
-    sock.off("end", onEnd);
-    sock.pause();
-  };
-  const onEnd = (): void => {
-    done();
-    sock.destroy();
-  };
-  const onData = (d: Buffer): void => {
-    head = head.length === 0 ? d : Buffer.concat([head, d]);
-    const h2 = looksLikeHttp2(head);
-    if (h2 === "need-more") return;
-    done();
-    if (h2 === "yes") return handleHttp2Connection(sock, info, deps, head);
+  sniffHttp2(sock, (h2, head) => {
+    if (h2) return handleHttp2Connection(sock, info, deps, head);
     // HTTP/1.1 reads the socket itself: give the bytes back, then let it flow.
     sock.unshift(head);
     handleHttpConnection(sock, info, deps);
     sock.resume();
-  };
-  sock.on("data", onData);
-  sock.on("end", onEnd);
+  });
 }
 
 let secrets: TlsSecretStore | undefined;
