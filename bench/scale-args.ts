@@ -32,7 +32,7 @@ export const FULL: Settings = {
   creates: 20,
   restarts: 3,
   rounds: 8,
-  seconds: 3,
+  seconds: 5,
   capMs: 300_000,
   grow: 0,
   skip: new Set(),
@@ -59,6 +59,7 @@ const KNOWN = [
   "--creates=",
   "--restarts=",
   "--rounds=",
+  "--seconds=",
   "--grow=",
   "--pin=",
   "--prefix=",
@@ -67,9 +68,11 @@ const KNOWN = [
 
 export const SCALE_USAGE = `usage: node dist/bench/scale.js [--endpoints=250,1000] [--quick] [--cap-seconds=300]
          [--skip=apply,ipcache,create,traffic] [--applies=N] [--creates=N] [--restarts=N] [--rounds=N]
-         [--grow=N] [--pin=C,S|none] [--prefix=mbs] [--ipcache-check=ab]
+         [--seconds=N] [--grow=N] [--pin=C,S|none] [--prefix=mbs] [--ipcache-check=ab]
   Needs root. One JSON line per figure on stdout, progress on stderr.
-  --rounds=N   ABBA rounds of the traffic figures (default 8; more rounds, a steadier median)`;
+  --rounds=N   ABBA rounds of the traffic figures (default 8; more rounds, a steadier median)
+  --seconds=N  length of each traffic window (default 5, --quick 1; iperf3 omits its first second
+               from windows of 3 s or more: slow start is not the steady state)`;
 
 export function parseScaleArgs(argv: readonly string[]): {
   sizes: number[];
@@ -120,5 +123,9 @@ export function parseScaleArgs(argv: readonly string[]): {
   if (!Number.isInteger(rounds) || rounds < 0 || rounds > 100)
     throw new Error(`--rounds=${rounds}: give 1 to 100 (0: the default of the mode)`);
   if (rounds > 0) settings.rounds = rounds;
+  const seconds = Number(argv.find((a) => a.startsWith("--seconds="))?.slice("--seconds=".length) ?? 0);
+  if (!Number.isInteger(seconds) || seconds < 0 || seconds > 60)
+    throw new Error(`--seconds=${seconds}: give 1 to 60 (0: the default of the mode)`);
+  if (seconds > 0) settings.seconds = seconds;
   return { sizes, settings, stem };
 }

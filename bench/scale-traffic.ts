@@ -67,6 +67,10 @@ export async function scaleTraffic(p: ScaleTrafficParams): Promise<void> {
     pin: p.pin,
     conditions: ["none", "membrane"],
     setCondition,
+    // The agent idles at 30-60 ms of CPU per window (its flow reader, timers); now and then a
+    // periodic job or a collection takes 0.5-1.6 s of one window, in either condition (seen in
+    // quiet runs), which took that window's CPU from the traffic: such a window is taken again.
+    agentBusyMs: 250,
     // The agent's background work (its verification of the table after the restart above,
     // nft read-backs) is over before each window of either condition. That verification
     // may find the table the bench deleted and repair it (reload it): then set the

@@ -32,6 +32,8 @@ export interface Window {
   readonly agentCpuMs: number;
   /** 1-minute load average at the end of the window. */
   readonly load1m: number;
+  /** How many times the window was taken (traffic.ts: again when the agent was busy in it). */
+  readonly attempts?: number;
 }
 
 export function pct(xs: readonly number[], q: number): number {
