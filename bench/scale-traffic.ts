@@ -67,9 +67,12 @@ export async function scaleTraffic(p: ScaleTrafficParams): Promise<void> {
     pin: p.pin,
     conditions: ["none", "membrane"],
     setCondition,
-    // The agent idles at 30-60 ms of CPU per window (its flow reader, timers); now and then a
-    // periodic job or a collection takes 0.5-1.6 s of one window, in either condition (seen in
-    // quiet runs), which took that window's CPU from the traffic: such a window is taken again.
+    // The agent idles at 30-60 ms of CPU per window (its flow reader, timers). Deleting the table
+    // for "none" drops the agent's model of it (~225 MB at 250 endpoints); V8's memory reducer
+    // then collects it while the process is idle, i.e. during a "none" window: 1.2-1.7 s of CPU
+    // (`--trace-gc`: "Mark-Compact (reduce) 453.7 -> 227.9 MB, 335 ms + 1065 ms in 61 steps"),
+    // taken from the traffic. Such a window measured the condition switch, not the datapath: it
+    // is taken again (either condition; seen only in "none").
     agentBusyMs: 250,
     // The agent's background work (its verification of the table after the restart above,
     // nft read-backs) is over before each window of either condition. That verification
