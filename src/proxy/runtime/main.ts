@@ -21,6 +21,7 @@ import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { CT_FROM_HOST, CT_SERVICE } from "../../abi/marks.js";
 import { ID } from "../../identity/reserved.js";
+import { TimeoutQueue } from "../deadlines.js";
 import { DnsProxy } from "../dns/proxy.js";
 import { H2Sessions } from "../http2/sessions.js";
 import { handleLbConnection } from "../lb/balance.js";
@@ -51,6 +52,8 @@ async function main(): Promise<void> {
   };
   const pendingDns = new Map<number, (ok: boolean) => void>();
   let nextDns = 1;
+  // DnsProxy gives up after its answerTimeoutMs (SERVFAIL); an id is forgotten a little later. One timer for all.
+  const forgetDns = new TimeoutQueue(5000);
 
   const onMessage = (msg: ToProxy): void => {
     if (msg.type === "snapshot") {
@@ -154,11 +157,14 @@ async function main(): Promise<void> {
       onAnswer: (endpoint, name, ips, ttl) =>
         new Promise<void>((resolve, reject) => {
           const id = nextDns++;
-          pendingDns.set(id, (ok) => (ok ? resolve() : reject(new Error("the agent did not enforce"))));
+          const forget = forgetDns.add(() => pendingDns.delete(id));
+          pendingDns.set(id, (ok) => {
+            forget.cancel();
+            if (ok) resolve();
+            else reject(new Error("the agent did not enforce"));
+          });
           // RFC 2181 §8: a TTL with the top bit set means zero.
           send({ type: "dns-answer", id, endpoint, name, ips, ttl: ttl > 0x7fffffff ? 0 : ttl });
-          // DnsProxy gives up after its answerTimeoutMs (SERVFAIL); forget the id a little later.
-          setTimeout(() => pendingDns.delete(id), 5000).unref();
         }),
       sink: (e) => {
         const { client, server, ...event } = e;
@@ -204,6 +210,8 @@ async function startBroker(): Promise<Broker> {
   });
   const waiting = new Map<number, (a: Original | undefined) => void>();
   let next = 1;
+  // Every lookup's 2 s bound on one timer (deadlines.ts), not a timer per connection or query.
+  const deadlines = new TimeoutQueue(2000);
   await new Promise<void>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`conntrack broker exited (${code})`)));
     child.on(
@@ -235,12 +243,12 @@ async function startBroker(): Promise<Broker> {
     lookup: (proto, local, remote) =>
       new Promise((resolve) => {
         const id = next++;
-        const timer = setTimeout(() => {
+        const deadline = deadlines.add(() => {
           waiting.delete(id);
           resolve(undefined);
-        }, 2000);
+        });
         waiting.set(id, (a) => {
-          clearTimeout(timer);
+          deadline.cancel();
           resolve(a);
         });
         child.send({ id, proto, local, remote });
