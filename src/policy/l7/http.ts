@@ -110,20 +110,27 @@ interface CompiledHttpRule {
  * Compiles the rules. Throws POLICY_INVALID naming the rule and field when a
  * regex does not compile under RE2 (e.g. look-ahead, back-references).
  */
+const DENIED: HttpVerdict = Object.freeze({ allowed: false });
+
 export function compileHttpRules(rules: readonly HttpRule[]): HttpMatcher {
   const compiled = rules.map((r, i) => compileRule(r, i));
   const withActions = compiled.some((r) => r.actions.length > 0);
+  // Rules on method and path alone (the common case) never read the header fields: the
+  // lower-cased copy is made only when a rule needs it.
+  const withHeaders = withActions || compiled.some((r) => r.headers.length > 0 || r.host !== undefined);
+  const NO_HEADERS: ReadonlyMap<string, string> = new Map();
+  // Verdicts without actions are values: one frozen object each, not one per request.
+  const allowedBy = compiled.map((_, i): HttpVerdict => Object.freeze({ allowed: true, ruleIndex: i }));
   return {
     ruleCount: compiled.length,
     match(req: HttpRequestLike): HttpVerdict {
-      const headers = lowerHeaders(req.headers);
+      const headers = withHeaders ? lowerHeaders(req.headers) : NO_HEADERS;
       const host = req.host ?? headers.get("host");
       if (!withActions) {
         for (let i = 0; i < compiled.length; i++) {
-          if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers))
-            return { allowed: true, ruleIndex: i };
+          if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers)) return allowedBy[i] as HttpVerdict;
         }
-        return { allowed: false };
+        return DENIED;
       }
       let ruleIndex: number | undefined;
       const actions: HeaderAction[] = [];
@@ -251,6 +258,9 @@ function lowerHeaders(h: Readonly<Record<string, string>> | undefined): Map<stri
 export function normalizeHttpPath(target: string): string {
   const q = target.indexOf("?");
   const path = q >= 0 ? target.slice(0, q) : target;
+  // Nothing to decode and no dot segment (a segment "." or ".." starts the path or follows a "/"):
+  // the common path is already normal.
+  if (path.indexOf("%") < 0 && path.indexOf("/.") < 0 && path.charCodeAt(0) !== 0x2e) return target;
   const query = q >= 0 ? target.slice(q) : "";
   const decoded = path.replace(/%([0-9a-fA-F]{2})/g, (_m, hex: string) => {
     const c = String.fromCharCode(parseInt(hex, 16));

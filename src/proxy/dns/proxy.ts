@@ -54,7 +54,6 @@ import { exchangeTcp, type Upstream } from "./upstream.js";
 type Source = { readonly address: string; readonly port: number };
 /** The flow fields every event of one query carries. */
 type QueryEvent = Omit<L7Event, "verdict">;
-const noop = (): void => undefined;
 
 export interface DnsProxyLimits {
   readonly maxUdpQuery: number;
@@ -201,7 +200,9 @@ export class DnsProxy {
       this.inflight--;
       if (!reply || this.udp !== udp) return;
       try {
-        udp.send(reply, rinfo.port, rinfo.address, noop);
+        // No completion callback: Node then skips a call back into JS per datagram, and a failed
+        // send is dropped silently, as the callback did (the client retries).
+        udp.send(reply, rinfo.port, rinfo.address);
       } catch (e) {
         this.internalError("udp send", e);
       }
