@@ -32,6 +32,7 @@
  *   The caller forwards the headers as the actions left them.
  */
 import { RE2JS } from "re2js";
+import { compileExact, type ExactMatcher } from "./exact-match.js";
 import { MembraneError } from "../../errors.js";
 import type { HttpRule, MismatchAction } from "../types.js";
 
@@ -93,9 +94,9 @@ export function applyHeaderActions(
 }
 
 interface CompiledHttpRule {
-  readonly method?: RE2JS;
-  readonly path?: RE2JS;
-  readonly host?: RE2JS;
+  readonly method?: ExactMatcher;
+  readonly path?: ExactMatcher;
+  readonly host?: ExactMatcher;
   /** Lower-cased name, and the exact value when one is required. */
   readonly headers: readonly { readonly name: string; readonly value?: string }[];
   /** Header matches with a mismatch action: they never fail the rule. */
@@ -156,11 +157,11 @@ export function httpRegexProblem(pattern: string): string | undefined {
 }
 
 function compileRule(r: HttpRule, index: number): CompiledHttpRule {
-  const re = (field: "method" | "path" | "host"): RE2JS | undefined => {
+  const re = (field: "method" | "path" | "host"): ExactMatcher | undefined => {
     const p = r[field];
     if (p === undefined) return undefined;
     try {
-      return RE2JS.compile(p);
+      return compileExact(p);
     } catch (e) {
       throw new MembraneError(
         "POLICY_INVALID",

@@ -29,11 +29,40 @@ import type { L7Event } from "../types.js";
 import { dispatchConnection } from "./dispatch.js";
 import { HostMap } from "./host-map.js";
 import { hostsRefusal } from "./hosts-wire.js";
-import { toProxy, type FromProxy, type ProxyConfig, type ToProxy } from "./protocol.js";
+import {
+  MAX_L7_BATCH,
+  toProxy,
+  type FromProxy,
+  type L7Flow,
+  type ProxyConfig,
+  type ToProxy,
+} from "./protocol.js";
 import { PolicyTable, plainAddress, type Addr } from "./table.js";
 
 function send(m: FromProxy): void {
   if (process.send && process.connected) process.send(m);
+}
+
+/**
+ * L7 events go to the agent in batches: those of one turn of the event loop
+ * in one IPC message (flushed by setImmediate, or when MAX_L7_BATCH are
+ * queued), so a busy proxy pays one serialisation and one pipe write per
+ * batch instead of per request.
+ */
+let l7Queue: L7Flow[] = [];
+let l7Flush: NodeJS.Immediate | undefined;
+function sendL7(event: L7Event, src: Addr, dst: Addr): void {
+  l7Queue.push({ event, src, dst });
+  if (l7Queue.length >= MAX_L7_BATCH) flushL7();
+  else l7Flush ??= setImmediate(flushL7);
+}
+function flushL7(): void {
+  if (l7Flush) clearImmediate(l7Flush);
+  l7Flush = undefined;
+  const events = l7Queue;
+  l7Queue = [];
+  if (events.length === 1) send({ type: "l7", ...(events[0] as L7Flow) });
+  else if (events.length > 1) send({ type: "l7-batch", events });
 }
 
 function fatal(message: string): never {
@@ -90,7 +119,7 @@ async function main(): Promise<void> {
   const sinkFor =
     (src: Addr, dst: Addr) =>
     (event: L7Event): void =>
-      send({ type: "l7", event, src, dst });
+      sendL7(event, src, dst);
 
   // Upstream HTTP/2 sessions of lb-l7 services, one per backend, shared by every client connection.
   const sessions = new H2Sessions();
@@ -137,7 +166,7 @@ async function main(): Promise<void> {
           sessions,
           connectUpstream: (h, p) => net.connect({ host: h, port: p }),
           // The flow's server is the backend that answered the request (the ClusterIP when none did).
-          sink: (event) => send({ type: "l7", event, src: remote, dst: event.server ?? dst }),
+          sink: (event) => sendL7(event, remote, event.server ?? dst),
         },
       );
     };
@@ -169,7 +198,7 @@ async function main(): Promise<void> {
       sink: (e) => {
         const { client, server, ...event } = e;
         const none = { address: "", port: 0 };
-        send({ type: "l7", event, src: client ?? none, dst: server ?? none });
+        sendL7(event, client ?? none, server ?? none);
       },
     });
     await d.start();

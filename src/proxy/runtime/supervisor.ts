@@ -27,7 +27,7 @@ import type { HostTableView } from "../../ipcache/hosts.js";
 import type { L7Event } from "../types.js";
 import { planHosts, type HeldHosts } from "./hosts-sync.js";
 import { PROXY_NODE_FLAGS } from "./node-flags.js";
-import { fromProxy, type FromProxy, type ProxyConfig, type ToProxy } from "./protocol.js";
+import { fromProxy, type FromProxy, type L7Flow, type ProxyConfig, type ToProxy } from "./protocol.js";
 import type { Addr, ProxySnapshot } from "./table.js";
 
 /** What the agent pushes: a snapshot, and the ipcache's exact addresses (a live view, never copied whole). */
@@ -217,14 +217,8 @@ export class ProxySupervisor {
     } else if (m.type === "identity") {
       this.probes.get(m.id)?.(m.identity);
       this.probes.delete(m.id);
-    } else if (m.type === "l7") {
-      try {
-        this.p.onL7(m.event, m.src, m.dst);
-      } catch (e) {
-        // A flow consumer's failure loses the flow, never the agent.
-        this.p.logger.warn({ err: (e as Error).message }, "L7 event dropped");
-      }
-    } else if (m.type === "dns-answer") {
+    } else if (m.type === "l7") this.l7(m);
+    else if (m.type === "l7-batch") for (const f of m.events) this.l7(f); else if (m.type === "dns-answer") {
       this.p.onDnsAnswer(m.endpoint, m.name, m.ips, m.ttl).then(
         () => this.send({ type: "dns-done", id: m.id, ok: true }),
         (e: unknown) => {
@@ -232,6 +226,15 @@ export class ProxySupervisor {
           this.send({ type: "dns-done", id: m.id, ok: false });
         },
       );
+    }
+  }
+
+  private l7(f: L7Flow): void {
+    try {
+      this.p.onL7(f.event, f.src, f.dst);
+    } catch (e) {
+      // A flow consumer's failure loses the flow, never the agent.
+      this.p.logger.warn({ err: (e as Error).message }, "L7 event dropped");
     }
   }
 
