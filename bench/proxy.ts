@@ -75,7 +75,7 @@ export async function runProxyBench(
 ): Promise<Record<string, unknown>> {
   const rounds = opts.rounds ?? 5;
   const phaseMs = opts.phaseMs ?? 2000;
-  const workers = opts.workers ?? os.cpus().length;
+  const workerCount = opts.workers ?? os.cpus().length;
   let upstream: Closable | undefined;
   let resolver: Closable | undefined;
   let membrane: ChildProcess | undefined;
@@ -95,7 +95,7 @@ export async function runProxyBench(
     const membranePid = m.child.pid ?? 0;
     // Several workers, each its own process and ports (proxy/runtime/workers.ts).
     const pool: { child: ChildProcess; ready: ProxyServerPorts }[] = [];
-    for (let i = 0; workers > 1 && i < workers; i++) {
+    for (let i = 0; workerCount > 1 && i < workerCount; i++) {
       const w = await forkReady<ProxyServerPorts>(
         "./proxy-server.js",
         [String(upstream.port), String(resolver.port)],
@@ -215,8 +215,8 @@ export async function runProxyBench(
         processes:
           "load generator, Membrane's proxies, each nginx and the upstream+resolver are separate processes; nothing is pinned",
         membraneWorkers:
-          workers > 1
-            ? `${workers} proxy processes, the load's connections spread over them round robin`
+          workerCount > 1
+            ? `${workerCount} proxy processes, the load's connections spread over them round robin`
             : "skipped (--workers 1)",
         baseline: opts.baseline ? resolve(opts.baseline) : "none (--baseline DIST: another build's dist directory)",
         loadAverage: os.loadavg().map((x) => +x.toFixed(2)),
