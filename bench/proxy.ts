@@ -57,15 +57,17 @@ interface Target {
 type Phase = "moderate" | "saturation";
 const PHASES: readonly Phase[] = ["moderate", "saturation"];
 
-function option(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  const v = i < 0 ? NaN : Number(process.argv[i + 1]);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-}
-
+/** `--name value` or `--name=value` (the form `npm run bench -- proxy --name=value` passes). */
 function stringOption(name: string): string | undefined {
+  const eq = process.argv.find((a) => a.startsWith(`${name}=`));
+  if (eq !== undefined) return eq.slice(name.length + 1);
   const i = process.argv.indexOf(name);
   return i < 0 ? undefined : process.argv[i + 1];
+}
+
+function option(name: string, fallback: number): number {
+  const v = Number(stringOption(name) ?? NaN);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
 }
 
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
