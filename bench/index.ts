@@ -36,6 +36,7 @@ Names: ${NAMES}
   npm run bench -- runtime-kill --kills=300 --rounds=4     syscall -> kill latency, kernel view (p50/p99)
   npm run bench -- runtime-events --execs=2000 --rounds=3  exec-loop overhead (< 5%), events/s (>= 50,000)
   npm run bench -- scale --endpoints=250,1000 --quick
+  npm run bench -- proxy --rounds=5 --baseline=DIST        L7/DNS proxy vs nginx (and DIST: another build's dist)
 Report the load average beside any figure: this machine is shared.`);
   process.exit(0);
 }
