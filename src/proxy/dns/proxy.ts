@@ -196,7 +196,7 @@ export class DnsProxy {
       return;
     }
     this.inflight++;
-    this.answer(msg, { address: rinfo.address, port: rinfo.port }, "UDP", (reply) => {
+    this.answer(msg, rinfo, "UDP", (reply) => {
       this.inflight--;
       if (!reply || this.udp !== udp) return;
       try {
