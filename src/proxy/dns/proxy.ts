@@ -321,7 +321,8 @@ export class DnsProxy {
     this.pool.exchange(up, msg, q.id, (err, a) =>
       guard("upstream", () => {
         if (err || !a) return upstreamFailed(err);
-        if (!(readAnswer(a, q).ok && a.readUInt16BE(2) & 0x0200)) return answered(a, a);
+        // Not truncated (the common case): read once, in release(). Truncated and readable: TCP.
+        if (!(a.readUInt16BE(2) & 0x0200) || !readAnswer(a, q).ok) return answered(a, a);
         // Truncated: the whole answer over TCP. The client gets it if it fits
         // its buffer, else the truncated one (and retries over TCP).
         exchangeTcp(up, msg, t).then(
