@@ -125,14 +125,16 @@ export function compileHttpRules(rules: readonly HttpRule[]): HttpMatcher {
   return {
     ruleCount: compiled.length,
     match(req: HttpRequestLike): HttpVerdict {
-      const headers = withHeaders ? lowerHeaders(req.headers) : NO_HEADERS;
-      const host = req.host ?? headers.get("host");
       if (!withActions) {
+        const headers = withHeaders ? lowerHeaders(req.headers) : NO_HEADERS;
+        const host = req.host ?? headers.get("host");
         for (let i = 0; i < compiled.length; i++) {
           if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers)) return allowedBy[i] as HttpVerdict;
         }
         return DENIED;
       }
+      const headers = lowerHeaders(req.headers);
+      const host = req.host ?? headers.get("host");
       let ruleIndex: number | undefined;
       const actions: HeaderAction[] = [];
       compiled.forEach((r, i) => {
