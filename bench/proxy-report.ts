@@ -101,8 +101,17 @@ function dnsChecks(dns: { moderate: PhaseSamples; saturation: PhaseSamples }): T
       value: Math.round(qps),
       pass: qps >= 25000,
     });
-    const added = pairedMedian(dns.moderate[name] ?? [], dns.moderate["direct"] ?? [], (x, y) => x.p99Ms - y.p99Ms);
-    out.push({ name: `DNS added p99 at moderate load, ${name} minus direct (ms)`, target: "< 1", value: added, pass: added < 1 });
+    const added = pairedMedian(
+      dns.moderate[name] ?? [],
+      dns.moderate["direct"] ?? [],
+      (x, y) => x.p99Ms - y.p99Ms,
+    );
+    out.push({
+      name: `DNS added p99 at moderate load, ${name} minus direct (ms)`,
+      target: "< 1",
+      value: added,
+      pass: added < 1,
+    });
   }
   return out;
 }
@@ -133,7 +142,11 @@ export function checkTargets(
   dns: { moderate: PhaseSamples; saturation: PhaseSamples },
   nginxSkipped: boolean,
 ): TargetCheck[] {
-  const extra = [...dnsChecks(dns), ...baselineChecks("HTTP", http.saturation), ...baselineChecks("DNS", dns.saturation)];
+  const extra = [
+    ...dnsChecks(dns),
+    ...baselineChecks("HTTP", http.saturation),
+    ...baselineChecks("DNS", dns.saturation),
+  ];
   const direct = http.moderate["direct"] ?? [];
   const added = pairedMedian(http.moderate["membrane"] ?? [], direct, (x, y) => x.p99Ms - y.p99Ms);
   const checks: TargetCheck[] = [

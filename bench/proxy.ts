@@ -220,7 +220,9 @@ export async function runProxyBench(
           workerCount > 1
             ? `${workerCount} proxy processes, the load's connections spread over them round robin`
             : "skipped (--workers 1)",
-        baseline: opts.baseline ? resolve(opts.baseline) : "none (--baseline DIST: another build's dist directory)",
+        baseline: opts.baseline
+          ? resolve(opts.baseline)
+          : "none (--baseline DIST: another build's dist directory)",
         loadAverage: os.loadavg().map((x) => +x.toFixed(2)),
         fairComparison:
           "nginx1 (worker_processes 1): Membrane's proxy is one single-threaded Node process, so is one nginx worker. " +
@@ -255,7 +257,10 @@ const USAGE = `Usage: node dist/bench/proxy.js [--rounds N] [--seconds S] [--wor
   --baseline DIST  another build's dist directory (e.g. main's): its proxy-server.js runs as target "baseline"
 Prints one JSON line; report the load average beside any figure (it is in the output).`;
 
-if (process.argv[1]?.endsWith("/proxy.js") && (process.argv.includes("--help") || process.argv.includes("-h"))) {
+if (
+  process.argv[1]?.endsWith("/proxy.js") &&
+  (process.argv.includes("--help") || process.argv.includes("-h"))
+) {
   console.log(USAGE);
 } else if (process.argv[1]?.endsWith("/proxy.js")) {
   const baseline = stringOption("--baseline");

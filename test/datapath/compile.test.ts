@@ -577,7 +577,9 @@ describe("compile: redirects to the L7 proxy", () => {
     assert.ok(
       one.chains
         .find((c) => c.name === "nat_c")
-        ?.rules.includes("meta nfproto ipv4 ct mark & 0x80000000 != 0 meta l4proto tcp dnat ip to 10.200.0.1:15002"),
+        ?.rules.includes(
+          "meta nfproto ipv4 ct mark & 0x80000000 != 0 meta l4proto tcp dnat ip to 10.200.0.1:15002",
+        ),
     );
   });
   test("without an IPv6 listener, a redirected IPv6 connection is dropped, never passed unproxied", () => {

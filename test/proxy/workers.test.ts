@@ -41,6 +41,5 @@ describe("proxy workers: ports", () => {
       assert.throws(
         () => workerPorts({ l7Port: c.l7Port, dnsPort: c.dnsPort }, c.workers),
         (e: Error & { code?: string }) => e.code === "PROXY_FAILED" && c.message.test(e.message),
-      ),
-    );
+      ));
 });

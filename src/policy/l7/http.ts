@@ -129,7 +129,8 @@ export function compileHttpRules(rules: readonly HttpRule[]): HttpMatcher {
         const headers = withHeaders ? lowerHeaders(req.headers) : NO_HEADERS;
         const host = req.host ?? headers.get("host");
         for (let i = 0; i < compiled.length; i++) {
-          if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers)) return allowedBy[i] as HttpVerdict;
+          if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers))
+            return allowedBy[i] as HttpVerdict;
         }
         return DENIED;
       }

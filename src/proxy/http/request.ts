@@ -290,11 +290,11 @@ function checkTarget(t: string): string | { kind: "error"; reason: string } {
   // dot segment hidden behind parameters is ambiguous, so it is refused.
   if (path.includes(";"))
     for (const seg of path.split("/")) {
-    const semi = seg.indexOf(";");
-    if (semi < 0) continue;
-    const bare = seg.slice(0, semi).replace(/%2e/gi, ".");
-    if (bare === "." || bare === "..") return err("dot segment with path parameters");
-  }
+      const semi = seg.indexOf(";");
+      if (semi < 0) continue;
+      const bare = seg.slice(0, semi).replace(/%2e/gi, ".");
+      if (bare === "." || bare === "..") return err("dot segment with path parameters");
+    }
   return t;
 }
 

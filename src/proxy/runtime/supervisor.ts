@@ -218,7 +218,8 @@ export class ProxySupervisor {
       this.probes.get(m.id)?.(m.identity);
       this.probes.delete(m.id);
     } else if (m.type === "l7") this.l7(m);
-    else if (m.type === "l7-batch") for (const f of m.events) this.l7(f); else if (m.type === "dns-answer") {
+    else if (m.type === "l7-batch") for (const f of m.events) this.l7(f);
+    else if (m.type === "dns-answer") {
       this.p.onDnsAnswer(m.endpoint, m.name, m.ips, m.ttl).then(
         () => this.send({ type: "dns-done", id: m.id, ok: true }),
         (e: unknown) => {

@@ -72,7 +72,11 @@ export class ProxyWorkers {
     this.all = workerPorts(p.config, p.workers);
     this.live = new Array<boolean>(p.workers).fill(false);
     for (let i = 0; i < p.workers; i++) {
-      const config = { ...p.config, l7Port: this.all.l7Ports[i] as number, dnsPort: this.all.dnsPorts[i] as number };
+      const config = {
+        ...p.config,
+        l7Port: this.all.l7Ports[i] as number,
+        dnsPort: this.all.dnsPorts[i] as number,
+      };
       this.sups.push(
         new ProxySupervisor({
           ...p,

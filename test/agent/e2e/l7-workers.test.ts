@@ -131,7 +131,11 @@ describe("agent e2e: L7 proxy workers, one per core (root)", { skip: skip ?? fal
     assert.equal(lab.agent.proxyPids[1], second, "worker 1 was not touched");
     const after = [];
     for (let i = 0; i < 4; i++) after.push(await get("PUT", "/v1/exhaust-port"));
-    assert.deepEqual(after, ["403", "403", "403", "403"], "both workers, the restarted one too, hold the policy");
+    assert.deepEqual(
+      after,
+      ["403", "403", "403", "403"],
+      "both workers, the restarted one too, hold the policy",
+    );
     assert.deepEqual(await lab.agent.datapathDiff(), []);
   });
 });

@@ -90,12 +90,25 @@ describe("policy l7: fast full match of HTTP rule patterns", () => {
       const fast = compileExact(p);
       const inputs = [...INPUTS, ...Array.from({ length: 300 }, (_, i) => randomInput(i + 1))];
       for (const x of inputs) {
-        assert.equal(fast.testExact(x), re2.testExact(x), `pattern ${JSON.stringify(p)} on ${JSON.stringify(x.slice(0, 40))}`);
+        assert.equal(
+          fast.testExact(x),
+          re2.testExact(x),
+          `pattern ${JSON.stringify(p)} on ${JSON.stringify(x.slice(0, 40))}`,
+        );
       }
     }
   });
   test("patterns outside the linear-time subset (groups, alternation, two quantifiers, counted repetition, flags, anchors) stay with RE2", () => {
-    for (const p of ["GET|POST", "/(a|b)/c", "/a*b*", "/x{2,3}", "(?i)/admin", "^/anchored$", "/\\d+", "/[[:alpha:]]+"]) {
+    for (const p of [
+      "GET|POST",
+      "/(a|b)/c",
+      "/a*b*",
+      "/x{2,3}",
+      "(?i)/admin",
+      "^/anchored$",
+      "/\\d+",
+      "/[[:alpha:]]+",
+    ]) {
       assert.ok(compileExact(p) instanceof RE2JS, p);
     }
     for (const p of ["GET", "/api/items/[0-9]+", "/public/.*", "/x/[^/]+"]) {
