@@ -13,6 +13,7 @@
  *   npm run bench -- encryption --seconds=5 --rounds=3 [--mode=ipsec]   plaintext vs WireGuard (or IPsec) vs +strict: Gbit/s, rr/s, CPU per Gbit
  *   npm run bench -- encryption --mode=mtls-tunnel       plaintext vs the mTLS tunnel vs +strict vs wireguard-go, one run
  *   npm run bench -- gateway                             the gateway vs nginx with the same routes
+ *   npm run bench -- proxy --rounds=5 --baseline=DIST    L7/DNS proxy vs nginx, one worker and one per CPU, vs another build
  *   npm run bench -- auth [--nodes 2]                   mutual authentication: first/later connection vs no auth (one node, or across two)
  *   npm run bench -- runtime-kill [--kills=300 --rounds=3 --quick]   syscall -> kill latency (kernel view), open-loop cost
  *   npm run bench -- runtime-events [--execs=2000 --rounds=3 --quick] exec-loop overhead, events/s with losses
@@ -35,6 +36,7 @@ Names: ${NAMES}
   npm run bench -- runtime-kill --kills=300 --rounds=4     syscall -> kill latency, kernel view (p50/p99)
   npm run bench -- runtime-events --execs=2000 --rounds=3  exec-loop overhead (< 5%), events/s (>= 50,000)
   npm run bench -- scale --endpoints=250,1000 --quick
+  npm run bench -- proxy --rounds=5 --baseline=DIST        L7/DNS proxy vs nginx (and DIST: another build's dist)
 Report the load average beside any figure: this machine is shared.`);
   process.exit(0);
 }
@@ -81,7 +83,8 @@ for (const [name, file] of [
   // Hubble's Observer API and the relay: encoding, flows/s over gRPC, the relay's merge (issue 14).
   ["hubble", "./hubble.js"],
 ] as const) {
-  if (want(name) && existsSync(here(file))) child(file, []);
+  // The proxy bench takes options (--rounds=, --seconds=, --workers=, --baseline=).
+  if (want(name) && existsSync(here(file))) child(file, name === "proxy" ? flags : []);
 }
 
 // The measurement behind the datapath's layout (src/datapath/compile.ts): about 40 minutes, so only

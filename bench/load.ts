@@ -23,6 +23,8 @@ import { openChannel, type Channel, type ChannelKind } from "./load-channels.js"
 export interface LoadSpec {
   readonly kind: ChannelKind;
   readonly port: number;
+  /** Several listeners (one per proxy worker): connection i goes to ports[i % n], as the kernel's round robin would. */
+  readonly ports?: readonly number[];
   readonly connections: number;
   /** Requests per second for an open loop; absent: closed loop. */
   readonly rate?: number;
@@ -157,7 +159,9 @@ function openLoop(
 
 export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const channels = await Promise.all(
-    Array.from({ length: spec.connections }, (_, i) => openChannel(spec.kind, spec.port, i + 1)),
+    Array.from({ length: spec.connections }, (_, i) =>
+      openChannel(spec.kind, spec.ports?.[i % spec.ports.length] ?? spec.port, i + 1),
+    ),
   );
   const rec = new Recorder();
   const expiry = setInterval(() => {

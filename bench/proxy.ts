@@ -2,10 +2,14 @@
  * Benchmark of the L7 proxies on loopback: the same load sent straight to
  * the server, through Membrane's proxy and through nginx, side by side.
  *
- *   node dist/bench/proxy.js [--rounds 5] [--seconds 2]   -> one JSON line
+ *   node dist/bench/proxy.js [--rounds 5] [--seconds 2] [--workers N] [--baseline DIST]   -> one JSON line
  *
  *   load.js (own process) --> direct:    upstream (this process)
  *                         --> membrane:  proxy-server.js (own process) --> upstream
+ *                         --> membraneWorkers: N proxy-server.js processes (default N = CPUs; the load's
+ *                                      connections spread over their ports, as the kernel's numgen DNAT does)
+ *                         --> baseline:  DIST/bench/proxy-server.js, another build (e.g. main's), one process:
+ *                                      before/after in the same run
  *                         --> nginx1:    nginx, worker_processes 1      --> upstream (keepalive pool)
  *                         --> nginxAuto: nginx, worker_processes auto   --> upstream
  *   DNS likewise: direct to the resolver, and through Membrane's DNS proxy.
@@ -19,6 +23,7 @@
  */
 import type { ChildProcess } from "node:child_process";
 import os from "node:os";
+import { join, resolve } from "node:path";
 import type { LoadResult, LoadSpec } from "./load.js";
 import { findNginx, startNginx, type Nginx } from "./nginx.js";
 import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
@@ -44,6 +49,7 @@ interface Target {
   readonly name: string;
   readonly kind: LoadSpec["kind"];
   readonly port: number;
+  readonly ports?: readonly number[];
   /** Processes doing the proxying, for CPU accounting (none for direct). */
   readonly pids: () => number[];
 }
@@ -51,22 +57,31 @@ interface Target {
 type Phase = "moderate" | "saturation";
 const PHASES: readonly Phase[] = ["moderate", "saturation"];
 
-function option(name: string, fallback: number): number {
+/** `--name value` or `--name=value` (the form `npm run bench -- proxy --name=value` passes). */
+function stringOption(name: string): string | undefined {
+  const eq = process.argv.find((a) => a.startsWith(`${name}=`));
+  if (eq !== undefined) return eq.slice(name.length + 1);
   const i = process.argv.indexOf(name);
-  const v = i < 0 ? NaN : Number(process.argv[i + 1]);
+  return i < 0 ? undefined : process.argv[i + 1];
+}
+
+function option(name: string, fallback: number): number {
+  const v = Number(stringOption(name) ?? NaN);
   return Number.isFinite(v) && v > 0 ? v : fallback;
 }
 
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
 
 export async function runProxyBench(
-  opts: { rounds?: number; phaseMs?: number } = {},
+  opts: { rounds?: number; phaseMs?: number; workers?: number; baseline?: string } = {},
 ): Promise<Record<string, unknown>> {
   const rounds = opts.rounds ?? 5;
   const phaseMs = opts.phaseMs ?? 2000;
+  const workerCount = opts.workers ?? os.cpus().length;
   let upstream: Closable | undefined;
   let resolver: Closable | undefined;
   let membrane: ChildProcess | undefined;
+  const others: ChildProcess[] = [];
   let loader: ChildProcess | undefined;
   const nginxes: Nginx[] = [];
   try {
@@ -80,6 +95,49 @@ export async function runProxyBench(
     );
     membrane = m.child;
     const membranePid = m.child.pid ?? 0;
+    // Several workers, each its own process and ports (proxy/runtime/workers.ts).
+    const pool: { child: ChildProcess; ready: ProxyServerPorts }[] = [];
+    for (let i = 0; workerCount > 1 && i < workerCount; i++) {
+      const w = await forkReady<ProxyServerPorts>(
+        "./proxy-server.js",
+        [String(upstream.port), String(resolver.port)],
+        PROXY_NODE_FLAGS,
+      );
+      others.push(w.child);
+      pool.push(w);
+    }
+    // Another build's proxy (before/after in one run).
+    const base = opts.baseline
+      ? await forkReady<ProxyServerPorts>(
+          join(resolve(opts.baseline), "bench", "proxy-server.js"),
+          [String(upstream.port), String(resolver.port)],
+          PROXY_NODE_FLAGS,
+        )
+      : undefined;
+    if (base) others.push(base.child);
+    const poolTargets = (kind: LoadSpec["kind"]): Target[] =>
+      pool.length === 0
+        ? []
+        : [
+            {
+              name: "membraneWorkers",
+              kind,
+              port: 0,
+              ports: pool.map((w) => (kind === "http" ? w.ready.httpPort : w.ready.dnsPort)),
+              pids: () => pool.map((w) => w.child.pid ?? 0),
+            },
+          ];
+    const baseTargets = (kind: LoadSpec["kind"]): Target[] =>
+      base
+        ? [
+            {
+              name: "baseline",
+              kind,
+              port: kind === "http" ? base.ready.httpPort : base.ready.dnsPort,
+              pids: () => [base.child.pid ?? 0],
+            },
+          ]
+        : [];
     const l = await forkReady<unknown>("./load.js", []);
     loader = l.child;
     const rpc = new Rpc<LoadSpec, LoadResult>(l.child);
@@ -88,6 +146,8 @@ export async function runProxyBench(
     const http: Target[] = [
       { name: "direct", kind: "http", port: upstream.port, pids: () => [] },
       { name: "membrane", kind: "http", port: m.ready.httpPort, pids: () => [membranePid] },
+      ...baseTargets("http"),
+      ...poolTargets("http"),
     ];
     if (nginx) {
       for (const [name, workers] of [
@@ -102,6 +162,8 @@ export async function runProxyBench(
     const dns: Target[] = [
       { name: "direct", kind: "dns", port: resolver.port, pids: () => [] },
       { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => [membranePid] },
+      ...baseTargets("dns"),
+      ...poolTargets("dns"),
     ];
 
     const run = async (t: Target, phase: Phase, durationMs: number): Promise<Sample> => {
@@ -109,10 +171,8 @@ export async function runProxyBench(
       const cpu0 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
       const up0 = process.cpuUsage();
       const t0 = performance.now();
-      const spec: LoadSpec =
-        phase === "moderate"
-          ? { kind: t.kind, port: t.port, durationMs, ...MODERATE }
-          : { kind: t.kind, port: t.port, durationMs, ...SATURATION };
+      const where = { kind: t.kind, port: t.port, ...(t.ports ? { ports: t.ports } : {}), durationMs };
+      const spec: LoadSpec = phase === "moderate" ? { ...where, ...MODERATE } : { ...where, ...SATURATION };
       const r = await rpc.call(spec);
       const sec = (performance.now() - t0) / 1000;
       const up = process.cpuUsage(up0);
@@ -156,11 +216,20 @@ export async function runProxyBench(
         saturation: `closed loop, ${SATURATION.connections} keep-alive connections, one request in flight each`,
         processes:
           "load generator, Membrane's proxies, each nginx and the upstream+resolver are separate processes; nothing is pinned",
+        membraneWorkers:
+          workerCount > 1
+            ? `${workerCount} proxy processes, the load's connections spread over them round robin`
+            : "skipped (--workers 1)",
+        baseline: opts.baseline
+          ? resolve(opts.baseline)
+          : "none (--baseline DIST: another build's dist directory)",
+        loadAverage: os.loadavg().map((x) => +x.toFixed(2)),
         fairComparison:
           "nginx1 (worker_processes 1): Membrane's proxy is one single-threaded Node process, so is one nginx worker. " +
           "nginxAuto uses one worker per CPU and competes with the load generator and the upstream for the same CPUs.",
       },
-      targets: checkTargets(samples.http, nginx === undefined),
+      targets: checkTargets(samples.http, samples.dns, nginx === undefined),
+      loadAverageAtEnd: os.loadavg().map((x) => +x.toFixed(2)),
       http: {
         moderate: summarisePhase(samples.http.moderate),
         saturation: summarisePhase(samples.http.saturation),
@@ -175,13 +244,32 @@ export async function runProxyBench(
     await Promise.all(nginxes.map((n) => n.stop()));
     await stopChild(loader);
     await stopChild(membrane);
+    for (const c of others) await stopChild(c);
     await upstream?.close();
     await resolver?.close();
   }
 }
 
-if (process.argv[1]?.endsWith("/proxy.js")) {
-  runProxyBench({ rounds: option("--rounds", 5), phaseMs: option("--seconds", 2) * 1000 }).then(
+const USAGE = `Usage: node dist/bench/proxy.js [--rounds N] [--seconds S] [--workers N] [--baseline DIST]
+  --rounds N       rounds of every target and phase (default 5)
+  --seconds S      length of each run (default 2)
+  --workers N      proxy processes of the membraneWorkers target (default: CPUs; 1 skips it)
+  --baseline DIST  another build's dist directory (e.g. main's): its proxy-server.js runs as target "baseline"
+Prints one JSON line; report the load average beside any figure (it is in the output).`;
+
+if (
+  process.argv[1]?.endsWith("/proxy.js") &&
+  (process.argv.includes("--help") || process.argv.includes("-h"))
+) {
+  console.log(USAGE);
+} else if (process.argv[1]?.endsWith("/proxy.js")) {
+  const baseline = stringOption("--baseline");
+  runProxyBench({
+    rounds: option("--rounds", 5),
+    phaseMs: option("--seconds", 2) * 1000,
+    workers: option("--workers", os.cpus().length),
+    ...(baseline !== undefined ? { baseline } : {}),
+  }).then(
     (r) => console.log(JSON.stringify(r)),
     (e: unknown) => {
       console.error(e);

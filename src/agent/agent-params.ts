@@ -35,6 +35,8 @@ export interface AgentParams {
     readonly uid?: number;
     readonly l7Port: number;
     readonly dnsPort: number;
+    /** Proxy processes, one per core (proxy/runtime/workers.ts), on ports l7Port.. and dnsPort..; default 1. */
+    readonly workers?: number;
     readonly secretsDir?: string;
     /** Shortest life of a DNS-learned address, in seconds (Cilium's --tofqdns-min-ttl). Default 3600. */
     readonly dnsMinTtlSeconds?: number;

@@ -23,7 +23,7 @@ import { PolicyEngine } from "../policy/engine.js";
 import type { ServiceSpec } from "../policy/query.js";
 import type { PolicyRef, PolicyResource } from "../policy/types.js";
 import type { ProxyTarget } from "../datapath/types.js";
-import type { ProxySupervisor } from "../proxy/runtime/supervisor.js";
+import type { ProxyWorkers } from "../proxy/runtime/workers.js";
 import { startProxySupervisor } from "./proxy-start.js";
 import { controllerStatus, type Controller, type ControllerDeps } from "./controller.js";
 import {
@@ -66,8 +66,8 @@ export class Agent {
   private timer: NodeJS.Timeout | undefined;
   private observerRef: Observer | undefined;
   /** Set before the proxy starts, so that stop() stops a proxy whose start failed half-way. */
-  private proxyRef: ProxySupervisor | undefined;
-  private proxyTarget: ProxyTarget | undefined;
+  private proxyRef: ProxyWorkers | undefined;
+  private proxyTarget: (() => ProxyTarget) | undefined; // the live workers' ports
   private readonly enforcer: Enforcer;
   private readonly identitiesCtl: IdentitiesController;
   private readonly endpoints: EndpointsController;
@@ -93,6 +93,7 @@ export class Agent {
 
   /** The L7 proxy's process id, while it runs. */
   get proxyPid(): number | undefined { return this.proxyRef?.pid; } // prettier-ignore
+  get proxyPids(): (number | undefined)[] { return this.proxyRef?.pids ?? []; } // prettier-ignore
 
   /** Flows of this node (undefined when flow visibility is off). */
   get observer(): Observer | undefined { return this.observerRef; } // prettier-ignore
@@ -160,10 +161,7 @@ export class Agent {
       endpoints: this.endpoints,
       identities: this.identitiesCtl,
       controllers: () => this.controllers,
-      proxy: () =>
-        this.proxyRef && this.proxyTarget
-          ? { supervisor: this.proxyRef, target: this.proxyTarget }
-          : undefined,
+      proxy: () => (this.proxyRef && this.proxyTarget ? { supervisor: this.proxyRef, target: this.proxyTarget() } : undefined), // prettier-ignore
       observer: () => this.observerRef,
       tunnelPort: p.tunnelPort,
       mtlsTunnelGid: p.mtlsTunnelGid,
@@ -267,6 +265,8 @@ export class Agent {
     const { supervisor, target } = startProxySupervisor({ ...this.p, logger: this.p.logger }, cfg, gw, {
       onL7: (event, src, dst) => this.observerRef?.pushL7(event, { src, dst }),
       onDnsAnswer: (_endpoint, name, ips, ttl) => this.names.answer(name, ips, ttl),
+      // A worker died or came back: the redirect follows the live ones (fail closed meanwhile).
+      onChange: () => void this.queue.run(() => this.enforcer.enforce(), undefined, "follow the proxy workers").catch((e: unknown) => this.p.logger.error({ err: String(e) }, "the redirect to the proxy workers was not updated")), // prettier-ignore
     });
     this.proxyRef = supervisor;
     await supervisor.start();

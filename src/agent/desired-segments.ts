@@ -23,9 +23,14 @@ export interface BuildOptions {
   readonly tunnelPort?: number;
 }
 
-/** The options as text: segments built under other options are rebuilt. */
+/**
+ * The options as text: segments built under other options are rebuilt. The
+ * live proxy workers' ports are left out: segments name only which proxy
+ * takes them, and a worker's restart must not rebuild every endpoint.
+ */
 export function optionsKey(opts: BuildOptions): string {
-  return `${opts.proxy ? JSON.stringify(opts.proxy) : "-"}|${opts.authAvailable}|${opts.tunnelPort ?? "-"}`;
+  const proxy = opts.proxy && { ...opts.proxy, l7Ports: undefined, dnsPorts: undefined };
+  return `${proxy ? JSON.stringify(proxy) : "-"}|${opts.authAvailable}|${opts.tunnelPort ?? "-"}`;
 }
 
 /** A direction's flat segments and the rule elements they derive from. */

@@ -152,7 +152,8 @@ export class DesiredBuilder {
     if (last && changed && quiet && prefixRevision === last.prefixRevision) {
       fillOrigins(originsOut, last.origins, last.ids);
       this.last = { ...last, endpointRevision, list: endpoints };
-      return { ...last.state };
+      // The live proxy workers' ports are not in the options' key: always the current ones.
+      return opts.proxy ? { ...last.state, proxy: opts.proxy } : { ...last.state };
     }
     // Computed first, changed after: a failure (an endpoint the engine does not know) changes nothing.
     const fresh = [...todo.values()].map((ep) => {

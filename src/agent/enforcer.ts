@@ -16,7 +16,7 @@ import type { Reconciler } from "../datapath/reconcile.js";
 import type { DatapathState, ProxyTarget } from "../datapath/types.js";
 import type { PolicyEngine } from "../policy/engine.js";
 import type { RuleOrigin } from "../policy/types.js";
-import type { ProxySupervisor } from "../proxy/runtime/supervisor.js";
+import type { ProxyWorkers } from "../proxy/runtime/workers.js";
 import type { Controller, EnforceResult } from "./controller.js";
 import type { EndpointsController } from "./controllers/endpoints.js";
 import type { IdentitiesController } from "./controllers/identities.js";
@@ -34,7 +34,7 @@ export interface EnforcerParams {
   readonly identities: IdentitiesController;
   /** Every controller, for their revisions. */
   readonly controllers: () => readonly Controller[];
-  readonly proxy: () => { supervisor: ProxySupervisor; target: ProxyTarget } | undefined;
+  readonly proxy: () => { supervisor: ProxyWorkers; target: ProxyTarget } | undefined;
   readonly observer: () => Observer | undefined;
   /** The VXLAN port (host firewall: never judged); undefined: native routing or one node. */
   readonly tunnelPort?: number | undefined;

@@ -2,6 +2,15 @@
  * The proxy's part of the table (compile.ts): the DNAT of connections the
  * policy redirected (a ct mark bit set by a group's redirect chain), and the
  * checks of the proxy target the agent hands over.
+ *
+ * With several proxy workers (one per core, proxy/runtime/workers.ts) the
+ * DNAT spreads new connections over the ports of the workers running now:
+ *
+ *   dnat ip to 10.0.0.1:numgen inc mod 2 map { 0 : 15001, 1 : 15002 }
+ *
+ * conntrack keeps each connection on the port its first packet got. A worker
+ * that dies leaves the list at the next apply (until then its share of new
+ * connections is reset by the kernel: no listener; never forwarded unproxied).
  */
 import { parseAddr } from "../labels/cidr.js";
 import { invalid } from "./compile-error.js";
@@ -14,7 +23,7 @@ export const NAT_OUT_BASE = "type nat hook output priority -100; policy accept;"
 /** DNAT of redirected connections (the first packet only; conntrack does the rest). */
 export function natRules(p: ProxyTarget): string[] {
   const out: string[] = [];
-  const to = (fam: "ip" | "ip6", addr: string, port: number): string =>
+  const to = (fam: "ip" | "ip6", addr: string, port: string): string =>
     fam === "ip" ? `dnat ip to ${addr}:${port}` : `dnat ip6 to [${addr}]:${port}`;
   for (const [fam, addr] of [
     ["ip", p.ipv4],
@@ -27,8 +36,8 @@ export function natRules(p: ProxyTarget): string[] {
       continue;
     }
     out.push(
-      `meta nfproto ${nf} ct mark & ${hex(CT_REDIRECT_DNS)} != 0 meta l4proto { tcp, udp } ${to(fam, addr, p.dnsPort)}`,
-      `meta nfproto ${nf} ct mark & ${hex(CT_REDIRECT_L7)} != 0 meta l4proto tcp ${to(fam, addr, p.l7Port)}`,
+      `meta nfproto ${nf} ct mark & ${hex(CT_REDIRECT_DNS)} != 0 meta l4proto { tcp, udp } ${to(fam, addr, spread(dnsPorts(p)))}`,
+      `meta nfproto ${nf} ct mark & ${hex(CT_REDIRECT_L7)} != 0 meta l4proto tcp ${to(fam, addr, spread(l7Ports(p)))}`,
     );
   }
   // A redirect bit on anything else (e.g. UDP to the L7 proxy) is a contract breach: drop.
@@ -36,10 +45,36 @@ export function natRules(p: ProxyTarget): string[] {
   return out;
 }
 
+/** The most workers one DNAT spreads over (a map of this many elements in the rule). */
+export const MAX_PROXY_WORKERS = 256;
+
+const l7Ports = (p: ProxyTarget): readonly number[] =>
+  p.l7Ports && p.l7Ports.length > 0 ? p.l7Ports : [p.l7Port];
+const dnsPorts = (p: ProxyTarget): readonly number[] =>
+  p.dnsPorts && p.dnsPorts.length > 0 ? p.dnsPorts : [p.dnsPort];
+
+/** One port, or a round robin over several (each new connection the next one). */
+function spread(ports: readonly number[]): string {
+  if (ports.length === 1) return String(ports[0]);
+  return `numgen inc mod ${ports.length} map { ${ports.map((port, i) => `${i} : ${port}`).join(", ")} }`;
+}
+
 export function checkProxy(p: ProxyTarget): void {
   const port = (n: number): boolean => Number.isInteger(n) && n > 0 && n < 65536;
   if (!port(p.l7Port)) throw invalid("proxy.l7Port", `${p.l7Port} is not a port`);
   if (!port(p.dnsPort)) throw invalid("proxy.dnsPort", `${p.dnsPort} is not a port`);
+  for (const [field, ports] of [
+    ["proxy.l7Ports", p.l7Ports],
+    ["proxy.dnsPorts", p.dnsPorts],
+  ] as const) {
+    if (ports === undefined) continue;
+    if (ports.length > MAX_PROXY_WORKERS)
+      throw invalid(field, `${ports.length} ports (at most ${MAX_PROXY_WORKERS} workers)`);
+    ports.forEach((n, i) => {
+      if (!port(n)) throw invalid(`${field}[${i}]`, `${n} is not a port`);
+      if (ports.indexOf(n) !== i) throw invalid(`${field}[${i}]`, `${n} is listed twice`);
+    });
+  }
   if (!Number.isInteger(p.gid) || p.gid <= 0 || p.gid > 0xfffffffe)
     throw invalid("proxy.gid", `${p.gid} is not a group id above 0`);
   if (p.ipv4 !== undefined && parseAddr(p.ipv4)?.family !== 4)

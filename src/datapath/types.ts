@@ -113,6 +113,13 @@ export interface ProxyTarget {
   l7Port: number;
   /** UDP and TCP port of the DNS proxy. */
   dnsPort: number;
+  /**
+   * One proxy worker per core (proxy/runtime/workers.ts): the ports of the
+   * workers running now; the kernel spreads new connections over them
+   * (`numgen`). Absent: `l7Port` / `dnsPort` alone.
+   */
+  l7Ports?: readonly number[];
+  dnsPorts?: readonly number[];
   /** Group id of the proxy process (`meta skgid`). */
   gid: number;
 }

@@ -559,6 +559,29 @@ describe("compile: redirects to the L7 proxy", () => {
       "type nat hook prerouting priority dstnat; policy accept;",
     );
   });
+  test("several proxy workers: new connections are spread round robin over the live workers' ports", () => {
+    const w = compile(
+      { ...withRedirects(), proxy: { ...proxy, l7Ports: [15001, 15002], dnsPorts: [15053, 15054] } },
+      { table: "mt" },
+    );
+    const nat = w.chains.find((c) => c.name === "nat_c")?.rules ?? [];
+    assert.deepEqual(nat.slice(0, 2), [
+      "meta nfproto ipv4 ct mark & 0x40000000 != 0 meta l4proto { tcp, udp } dnat ip to 10.200.0.1:numgen inc mod 2 map { 0 : 15053, 1 : 15054 }",
+      "meta nfproto ipv4 ct mark & 0x80000000 != 0 meta l4proto tcp dnat ip to 10.200.0.1:numgen inc mod 2 map { 0 : 15001, 1 : 15002 }",
+    ]);
+    // One live worker left (the other restarts): the plain rule to its port alone.
+    const one = compile(
+      { ...withRedirects(), proxy: { ...proxy, l7Ports: [15002], dnsPorts: [15054] } },
+      { table: "mt" },
+    );
+    assert.ok(
+      one.chains
+        .find((c) => c.name === "nat_c")
+        ?.rules.includes(
+          "meta nfproto ipv4 ct mark & 0x80000000 != 0 meta l4proto tcp dnat ip to 10.200.0.1:15002",
+        ),
+    );
+  });
   test("without an IPv6 listener, a redirected IPv6 connection is dropped, never passed unproxied", () => {
     const v4only = compile(
       { ...withRedirects(), proxy: { ipv4: proxy.ipv4, l7Port: 15001, dnsPort: 15053, gid: 1337 } },
@@ -602,6 +625,16 @@ describe("compile: redirects to the L7 proxy", () => {
       name: "a proxy port out of range",
       state: () => ({ ...withRedirects(), proxy: { ...proxy, l7Port: 70000 } }),
       message: /Cannot compile proxy\.l7Port: 70000 is not a port/,
+    },
+    {
+      name: "a worker port out of range, naming its index",
+      state: () => ({ ...withRedirects(), proxy: { ...proxy, l7Ports: [15001, 0] } }),
+      message: /Cannot compile proxy\.l7Ports\[1\]: 0 is not a port/,
+    },
+    {
+      name: "a worker port listed twice",
+      state: () => ({ ...withRedirects(), proxy: { ...proxy, dnsPorts: [15053, 15053] } }),
+      message: /Cannot compile proxy\.dnsPorts\[1\]: 15053 is listed twice/,
     },
     {
       name: "group 0 (root) as the proxy group",

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { L7Spec } from "../../src/policy/mapstate.js";
-import { fromProxy, toProxy } from "../../src/proxy/runtime/protocol.js";
+import { fromProxy, MAX_L7_BATCH, toProxy } from "../../src/proxy/runtime/protocol.js";
 import { PolicyTable, plainAddress, type ProxySnapshot } from "../../src/proxy/runtime/table.js";
 import { lookupKey } from "../../src/proxy/types.js";
 
@@ -296,6 +296,25 @@ describe("IPC messages are shape-checked", () => {
     },
     { name: "dns-done with a string id", msg: { type: "dns-done", id: "1", ok: true }, ok: false },
   ];
+  test("a batch of L7 events: each rebuilt as a single one, a malformed one dropped alone; an over-long batch refused", () => {
+    const m = fromProxy({
+      type: "l7-batch",
+      events: [
+        { event: EVENT, src: ADDR, dst: ADDR },
+        { event: { ...EVENT, verdict: "allowed" }, src: ADDR, dst: ADDR },
+        "junk",
+        { event: { ...EVENT, injected: 1 }, src: ADDR, dst: ADDR },
+      ],
+    });
+    assert.ok(m && m.type === "l7-batch");
+    assert.deepEqual(m.events, [
+      { event: EVENT, src: ADDR, dst: ADDR },
+      { event: EVENT, src: ADDR, dst: ADDR },
+    ]);
+    const long = Array.from({ length: MAX_L7_BATCH + 1 }, () => ({ event: EVENT, src: ADDR, dst: ADDR }));
+    assert.equal(fromProxy({ type: "l7-batch", events: long }), undefined);
+    assert.equal(fromProxy({ type: "l7-batch", events: "x" }), undefined);
+  });
   test("an L7 event is rebuilt: malformed optional fields and unknown fields are dropped", () => {
     const m = fromProxy({
       type: "l7",

@@ -1,5 +1,5 @@
 /** `membrane agent`: run the node agent in the foreground. */
-import { hostname } from "node:os";
+import { availableParallelism, hostname } from "node:os";
 import { Command, Option } from "commander";
 import { DEFAULT_SOCKET } from "../../agent/client.js";
 import { hubbleListenOf } from "../../agent/hubble.js";
@@ -86,6 +86,11 @@ export function agentCommand(ctx: CliContext): Command {
       "--dns-proxy-port <port>",
       "UDP/TCP port of the DNS proxy on the node's gateway addresses",
       "15053",
+    )
+    .option(
+      "--proxy-workers <n>",
+      "L7/DNS proxy processes (auto: one per CPU): worker i listens on --proxy-port + i and --dns-proxy-port + i, and the kernel spreads new connections over the running ones",
+      "auto",
     )
     .option(
       "--proxy-gid <gid>",
@@ -211,6 +216,10 @@ Examples:
                 uid: int("proxyUid", "--proxy-uid", 1, 0xfffffffe),
                 l7Port: int("proxyPort", "--proxy-port", 1, 65535),
                 dnsPort: int("dnsProxyPort", "--dns-proxy-port", 1, 65535),
+                workers:
+                  str("proxyWorkers") === "auto"
+                    ? Math.min(256, availableParallelism())
+                    : int("proxyWorkers", "--proxy-workers", 1, 256),
                 secretsDir: str("tlsSecretsDir") as string,
                 dnsMinTtlSeconds: int("tofqdnsMinTtl", "--tofqdns-min-ttl", 0, 604800),
               },

@@ -32,6 +32,7 @@
  *   The caller forwards the headers as the actions left them.
  */
 import { RE2JS } from "re2js";
+import { compileExact, type ExactMatcher } from "./exact-match.js";
 import { MembraneError } from "../../errors.js";
 import type { HttpRule, MismatchAction } from "../types.js";
 
@@ -93,9 +94,9 @@ export function applyHeaderActions(
 }
 
 interface CompiledHttpRule {
-  readonly method?: RE2JS;
-  readonly path?: RE2JS;
-  readonly host?: RE2JS;
+  readonly method?: ExactMatcher;
+  readonly path?: ExactMatcher;
+  readonly host?: ExactMatcher;
   /** Lower-cased name, and the exact value when one is required. */
   readonly headers: readonly { readonly name: string; readonly value?: string }[];
   /** Header matches with a mismatch action: they never fail the rule. */
@@ -110,21 +111,31 @@ interface CompiledHttpRule {
  * Compiles the rules. Throws POLICY_INVALID naming the rule and field when a
  * regex does not compile under RE2 (e.g. look-ahead, back-references).
  */
+const DENIED: HttpVerdict = Object.freeze({ allowed: false });
+
 export function compileHttpRules(rules: readonly HttpRule[]): HttpMatcher {
   const compiled = rules.map((r, i) => compileRule(r, i));
   const withActions = compiled.some((r) => r.actions.length > 0);
+  // Rules on method and path alone (the common case) never read the header fields: the
+  // lower-cased copy is made only when a rule needs it.
+  const withHeaders = withActions || compiled.some((r) => r.headers.length > 0 || r.host !== undefined);
+  const NO_HEADERS: ReadonlyMap<string, string> = new Map();
+  // Verdicts without actions are values: one frozen object each, not one per request.
+  const allowedBy = compiled.map((_, i): HttpVerdict => Object.freeze({ allowed: true, ruleIndex: i }));
   return {
     ruleCount: compiled.length,
     match(req: HttpRequestLike): HttpVerdict {
-      const headers = lowerHeaders(req.headers);
-      const host = req.host ?? headers.get("host");
       if (!withActions) {
+        const headers = withHeaders ? lowerHeaders(req.headers) : NO_HEADERS;
+        const host = req.host ?? headers.get("host");
         for (let i = 0; i < compiled.length; i++) {
           if (ruleMatches(compiled[i] as CompiledHttpRule, req, host, headers))
-            return { allowed: true, ruleIndex: i };
+            return allowedBy[i] as HttpVerdict;
         }
-        return { allowed: false };
+        return DENIED;
       }
+      const headers = lowerHeaders(req.headers);
+      const host = req.host ?? headers.get("host");
       let ruleIndex: number | undefined;
       const actions: HeaderAction[] = [];
       compiled.forEach((r, i) => {
@@ -149,11 +160,11 @@ export function httpRegexProblem(pattern: string): string | undefined {
 }
 
 function compileRule(r: HttpRule, index: number): CompiledHttpRule {
-  const re = (field: "method" | "path" | "host"): RE2JS | undefined => {
+  const re = (field: "method" | "path" | "host"): ExactMatcher | undefined => {
     const p = r[field];
     if (p === undefined) return undefined;
     try {
-      return RE2JS.compile(p);
+      return compileExact(p);
     } catch (e) {
       throw new MembraneError(
         "POLICY_INVALID",
@@ -251,6 +262,9 @@ function lowerHeaders(h: Readonly<Record<string, string>> | undefined): Map<stri
 export function normalizeHttpPath(target: string): string {
   const q = target.indexOf("?");
   const path = q >= 0 ? target.slice(0, q) : target;
+  // Nothing to decode and no dot segment (a segment "." or ".." starts the path or follows a "/"):
+  // the common path is already normal.
+  if (path.indexOf("%") < 0 && path.indexOf("/.") < 0 && path.charCodeAt(0) !== 0x2e) return target;
   const query = q >= 0 ? target.slice(q) : "";
   const decoded = path.replace(/%([0-9a-fA-F]{2})/g, (_m, hex: string) => {
     const c = String.fromCharCode(parseInt(hex, 16));

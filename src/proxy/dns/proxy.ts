@@ -54,7 +54,6 @@ import { exchangeTcp, type Upstream } from "./upstream.js";
 type Source = { readonly address: string; readonly port: number };
 /** The flow fields every event of one query carries. */
 type QueryEvent = Omit<L7Event, "verdict">;
-const noop = (): void => undefined;
 
 export interface DnsProxyLimits {
   readonly maxUdpQuery: number;
@@ -197,11 +196,13 @@ export class DnsProxy {
       return;
     }
     this.inflight++;
-    this.answer(msg, { address: rinfo.address, port: rinfo.port }, "UDP", (reply) => {
+    this.answer(msg, rinfo, "UDP", (reply) => {
       this.inflight--;
       if (!reply || this.udp !== udp) return;
       try {
-        udp.send(reply, rinfo.port, rinfo.address, noop);
+        // No completion callback: Node then skips a call back into JS per datagram, and a failed
+        // send is dropped silently, as the callback did (the client retries).
+        udp.send(reply, rinfo.port, rinfo.address);
       } catch (e) {
         this.internalError("udp send", e);
       }
@@ -320,7 +321,8 @@ export class DnsProxy {
     this.pool.exchange(up, msg, q.id, (err, a) =>
       guard("upstream", () => {
         if (err || !a) return upstreamFailed(err);
-        if (!(readAnswer(a, q).ok && a.readUInt16BE(2) & 0x0200)) return answered(a, a);
+        // Not truncated (the common case): read once, in release(). Truncated and readable: TCP.
+        if (!(a.readUInt16BE(2) & 0x0200) || !readAnswer(a, q).ok) return answered(a, a);
         // Truncated: the whole answer over TCP. The client gets it if it fits
         // its buffer, else the truncated one (and retries over TCP).
         exchangeTcp(up, msg, t).then(

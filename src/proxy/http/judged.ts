@@ -11,18 +11,33 @@
  * judged view of the forwarded head is still read from that one list.
  */
 import { actionText, type HeaderAction, type HttpRequestLike } from "../../policy/l7/http.js";
+import type { L7Spec } from "../../policy/mapstate.js";
 import type { L7LookupResult } from "../types.js";
 import type { HeaderField, RequestHead } from "./request.js";
 import { judgeStages } from "./stages.js";
 
 /** Method, normalised path, Host and every forwarded field (repeated ones joined with ", ", RFC 9110 §5.3). */
 export function judgedRequest(head: RequestHead, path: string): HttpRequestLike {
+  // Built when first read: rules on method and path alone never read it (policy/l7/http.ts).
+  let headers: Record<string, string> | undefined;
+  const fields = head.headers;
+  return {
+    method: head.method,
+    path,
+    ...(head.host !== undefined ? { host: head.host } : {}),
+    get headers(): Record<string, string> {
+      return (headers ??= joinedFields(fields));
+    },
+  };
+}
+
+function joinedFields(fields: RequestHead["headers"]): Record<string, string> {
   const headers = Object.create(null) as Record<string, string>;
-  for (const h of head.headers) {
+  for (const h of fields) {
     const prev = headers[h.lower];
     headers[h.lower] = prev === undefined ? h.value : `${prev}, ${h.value}`;
   }
-  return { method: head.method, path, ...(head.host !== undefined ? { host: head.host } : {}), headers };
+  return headers;
 }
 
 /**
@@ -34,18 +49,30 @@ export function judgedRequest(head: RequestHead, path: string): HttpRequestLike 
  * would have been.
  */
 export function repeatedRuleHeader(head: RequestHead, policy: L7LookupResult): boolean {
-  const named = new Set<string>();
-  for (let s: L7LookupResult | undefined = policy; s; s = s.also) {
-    for (const r of s.spec.http) for (const h of r.headers) named.add(h.name.toLowerCase());
-  }
+  // One stage (the common case): its memoised set as is; several: their union.
+  let named = namedHeaders(policy.spec);
+  for (let s = policy.also; s; s = s.also) named = new Set([...named, ...namedHeaders(s.spec)]);
   if (named.size === 0) return false;
-  const seen = new Set<string>();
+  let seen: Set<string> | undefined;
   for (const h of head.headers) {
     if (!named.has(h.lower)) continue;
-    if (seen.has(h.lower)) return true;
-    seen.add(h.lower);
+    if (seen?.has(h.lower)) return true;
+    (seen ??= new Set()).add(h.lower);
   }
   return false;
+}
+
+// The header names a spec's rules name, per spec object (specs are immutable): a memo, not state.
+const named = new WeakMap<L7Spec, ReadonlySet<string>>();
+
+function namedHeaders(spec: L7Spec): ReadonlySet<string> {
+  let n = named.get(spec);
+  if (!n) {
+    const s = new Set<string>();
+    for (const r of spec.http) for (const h of r.headers) s.add(h.name.toLowerCase());
+    named.set(spec, (n = s));
+  }
+  return n;
 }
 
 export interface HeadVerdict {

@@ -280,18 +280,21 @@ function originForm(raw: string, host: string | undefined): string | { kind: "er
 
 function checkTarget(t: string): string | { kind: "error"; reason: string } {
   if (!t.startsWith("/")) return err("request target must start with '/'");
-  if (!TARGET_CHARS.test(t) || PCT.test(t)) return err("invalid character in the request target");
+  if (!TARGET_CHARS.test(t) || (t.includes("%") && PCT.test(t)))
+    return err("invalid character in the request target");
   const q = t.indexOf("?");
   const path = q < 0 ? t : t.slice(0, q);
-  if (/%(2f|5c|00)/i.test(path)) return err("encoded slash, backslash or NUL in the path");
+  if (path.includes("%") && /%(2f|5c|00)/i.test(path))
+    return err("encoded slash, backslash or NUL in the path");
   // `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty): a
   // dot segment hidden behind parameters is ambiguous, so it is refused.
-  for (const seg of path.split("/")) {
-    const semi = seg.indexOf(";");
-    if (semi < 0) continue;
-    const bare = seg.slice(0, semi).replace(/%2e/gi, ".");
-    if (bare === "." || bare === "..") return err("dot segment with path parameters");
-  }
+  if (path.includes(";"))
+    for (const seg of path.split("/")) {
+      const semi = seg.indexOf(";");
+      if (semi < 0) continue;
+      const bare = seg.slice(0, semi).replace(/%2e/gi, ".");
+      if (bare === "." || bare === "..") return err("dot segment with path parameters");
+    }
   return t;
 }
 

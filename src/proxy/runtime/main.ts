@@ -21,6 +21,7 @@ import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { CT_FROM_HOST, CT_SERVICE } from "../../abi/marks.js";
 import { ID } from "../../identity/reserved.js";
+import { TimeoutQueue } from "../deadlines.js";
 import { DnsProxy } from "../dns/proxy.js";
 import { H2Sessions } from "../http2/sessions.js";
 import { handleLbConnection } from "../lb/balance.js";
@@ -28,11 +29,40 @@ import type { L7Event } from "../types.js";
 import { dispatchConnection } from "./dispatch.js";
 import { HostMap } from "./host-map.js";
 import { hostsRefusal } from "./hosts-wire.js";
-import { toProxy, type FromProxy, type ProxyConfig, type ToProxy } from "./protocol.js";
+import {
+  MAX_L7_BATCH,
+  toProxy,
+  type FromProxy,
+  type L7Flow,
+  type ProxyConfig,
+  type ToProxy,
+} from "./protocol.js";
 import { PolicyTable, plainAddress, type Addr } from "./table.js";
 
 function send(m: FromProxy): void {
   if (process.send && process.connected) process.send(m);
+}
+
+/**
+ * L7 events go to the agent in batches: those of one turn of the event loop
+ * in one IPC message (flushed by setImmediate, or when MAX_L7_BATCH are
+ * queued), so a busy proxy pays one serialisation and one pipe write per
+ * batch instead of per request.
+ */
+let l7Queue: L7Flow[] = [];
+let l7Flush: NodeJS.Immediate | undefined;
+function sendL7(event: L7Event, src: Addr, dst: Addr): void {
+  l7Queue.push({ event, src, dst });
+  if (l7Queue.length >= MAX_L7_BATCH) flushL7();
+  else l7Flush ??= setImmediate(flushL7);
+}
+function flushL7(): void {
+  if (l7Flush) clearImmediate(l7Flush);
+  l7Flush = undefined;
+  const events = l7Queue;
+  l7Queue = [];
+  if (events.length === 1) send({ type: "l7", ...(events[0] as L7Flow) });
+  else if (events.length > 1) send({ type: "l7-batch", events });
 }
 
 function fatal(message: string): never {
@@ -51,6 +81,8 @@ async function main(): Promise<void> {
   };
   const pendingDns = new Map<number, (ok: boolean) => void>();
   let nextDns = 1;
+  // DnsProxy gives up after its answerTimeoutMs (SERVFAIL); an id is forgotten a little later. One timer for all.
+  const forgetDns = new TimeoutQueue(5000);
 
   const onMessage = (msg: ToProxy): void => {
     if (msg.type === "snapshot") {
@@ -87,7 +119,7 @@ async function main(): Promise<void> {
   const sinkFor =
     (src: Addr, dst: Addr) =>
     (event: L7Event): void =>
-      send({ type: "l7", event, src, dst });
+      sendL7(event, src, dst);
 
   // Upstream HTTP/2 sessions of lb-l7 services, one per backend, shared by every client connection.
   const sessions = new H2Sessions();
@@ -134,7 +166,7 @@ async function main(): Promise<void> {
           sessions,
           connectUpstream: (h, p) => net.connect({ host: h, port: p }),
           // The flow's server is the backend that answered the request (the ClusterIP when none did).
-          sink: (event) => send({ type: "l7", event, src: remote, dst: event.server ?? dst }),
+          sink: (event) => sendL7(event, remote, event.server ?? dst),
         },
       );
     };
@@ -154,16 +186,19 @@ async function main(): Promise<void> {
       onAnswer: (endpoint, name, ips, ttl) =>
         new Promise<void>((resolve, reject) => {
           const id = nextDns++;
-          pendingDns.set(id, (ok) => (ok ? resolve() : reject(new Error("the agent did not enforce"))));
+          const forget = forgetDns.add(() => pendingDns.delete(id));
+          pendingDns.set(id, (ok) => {
+            forget.cancel();
+            if (ok) resolve();
+            else reject(new Error("the agent did not enforce"));
+          });
           // RFC 2181 §8: a TTL with the top bit set means zero.
           send({ type: "dns-answer", id, endpoint, name, ips, ttl: ttl > 0x7fffffff ? 0 : ttl });
-          // DnsProxy gives up after its answerTimeoutMs (SERVFAIL); forget the id a little later.
-          setTimeout(() => pendingDns.delete(id), 5000).unref();
         }),
       sink: (e) => {
         const { client, server, ...event } = e;
         const none = { address: "", port: 0 };
-        send({ type: "l7", event, src: client ?? none, dst: server ?? none });
+        sendL7(event, client ?? none, server ?? none);
       },
     });
     await d.start();
@@ -204,6 +239,8 @@ async function startBroker(): Promise<Broker> {
   });
   const waiting = new Map<number, (a: Original | undefined) => void>();
   let next = 1;
+  // Every lookup's 2 s bound on one timer (deadlines.ts), not a timer per connection or query.
+  const deadlines = new TimeoutQueue(2000);
   await new Promise<void>((resolve, reject) => {
     child.once("exit", (code) => reject(new Error(`conntrack broker exited (${code})`)));
     child.on(
@@ -235,12 +272,12 @@ async function startBroker(): Promise<Broker> {
     lookup: (proto, local, remote) =>
       new Promise((resolve) => {
         const id = next++;
-        const timer = setTimeout(() => {
+        const deadline = deadlines.add(() => {
           waiting.delete(id);
           resolve(undefined);
-        }, 2000);
+        });
         waiting.set(id, (a) => {
-          clearTimeout(timer);
+          deadline.cancel();
           resolve(a);
         });
         child.send({ id, proto, local, remote });

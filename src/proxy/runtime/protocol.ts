@@ -5,6 +5,7 @@
  *                    {type: "hosts-full", to, part, ...}                 {type: "ack", version}
  *                    {type: "hosts", from, to, set, del}                 {type: "hosts-ack", to, ok, error?}
  *                    {type: "dns-done", id, ok}                          {type: "l7", event, src, dst}
+ *                                                                        {type: "l7-batch", events: [{event, src, dst}]}
  *                    {type: "identity-of", id, address}                  {type: "dns-answer", id, ...}
  *                                                                        {type: "identity", id, identity}
  *                                                                        {type: "fatal", message}
@@ -52,6 +53,8 @@ export type FromProxy =
   | { readonly type: "hosts-ack"; readonly to: number; readonly ok: boolean; readonly error?: string }
   | { readonly type: "identity"; readonly id: number; readonly identity: number }
   | { readonly type: "l7"; readonly event: L7Event; readonly src: Addr; readonly dst: Addr }
+  /** The events of one turn of the proxy's event loop in one message (one IPC write, not one per request). */
+  | { readonly type: "l7-batch"; readonly events: readonly L7Flow[] }
   | {
       readonly type: "dns-answer";
       readonly id: number;
@@ -61,6 +64,16 @@ export type FromProxy =
       readonly ttl: number;
     }
   | { readonly type: "fatal"; readonly message: string };
+
+/** One L7 event with the connection's ends. */
+export interface L7Flow {
+  readonly event: L7Event;
+  readonly src: Addr;
+  readonly dst: Addr;
+}
+
+/** The most events one batch carries (the proxy flushes before; a longer one is refused whole). */
+export const MAX_L7_BATCH = 512;
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
 const isInt = (v: unknown, max: number): v is number =>
@@ -89,6 +102,19 @@ export function fromProxy(m: unknown): FromProxy | undefined {
       const src = addrFrom(m.src);
       const dst = addrFrom(m.dst);
       return event && src && dst ? { type: "l7", event, src, dst } : undefined;
+    }
+    case "l7-batch": {
+      if (!Array.isArray(m.events) || m.events.length > MAX_L7_BATCH) return undefined;
+      // Each event is rebuilt as a single one would be; a malformed one is dropped, not the others.
+      const events: L7Flow[] = [];
+      for (const e of m.events as unknown[]) {
+        if (!isObj(e)) continue;
+        const event = l7EventFrom(e.event);
+        const src = addrFrom(e.src);
+        const dst = addrFrom(e.dst);
+        if (event && src && dst) events.push({ event, src, dst });
+      }
+      return { type: "l7-batch", events };
     }
     case "dns-answer": {
       const a = dnsAnswerFrom(m);

@@ -27,7 +27,7 @@ import type { HostTableView } from "../../ipcache/hosts.js";
 import type { L7Event } from "../types.js";
 import { planHosts, type HeldHosts } from "./hosts-sync.js";
 import { PROXY_NODE_FLAGS } from "./node-flags.js";
-import { fromProxy, type FromProxy, type ProxyConfig, type ToProxy } from "./protocol.js";
+import { fromProxy, type FromProxy, type L7Flow, type ProxyConfig, type ToProxy } from "./protocol.js";
 import type { Addr, ProxySnapshot } from "./table.js";
 
 /** What the agent pushes: a snapshot, and the ipcache's exact addresses (a live view, never copied whole). */
@@ -82,6 +82,11 @@ export interface ProxySupervisorParams {
     ttl: number,
   ) => Promise<void>;
   readonly startTimeoutMs?: number;
+  /**
+   * true: the process reported ready and holds the latest snapshot (the kernel may send it
+   * connections); false: it exited (a restart follows unless stopping).
+   */
+  readonly onRunning?: (running: boolean) => void;
 }
 
 export class ProxySupervisor {
@@ -96,6 +101,9 @@ export class ProxySupervisor {
   /** Pushes in order: the next starts when the previous is done. */
   private queue: Promise<void> = Promise.resolve();
   private held: HeldState | undefined;
+  /** The process that reported ready, and the one reported live (ready and holding the latest snapshot). */
+  private ready: ChildProcess | undefined;
+  private live: ChildProcess | undefined;
   private readonly counts: ProxyPushStats = {
     snapshots: 0,
     hostsFull: 0,
@@ -161,6 +169,8 @@ export class ProxySupervisor {
       for (const done of this.probes.values()) done(undefined);
       this.probes.clear();
       if (this.stopping) return;
+      if (this.live === child) this.p.onRunning?.(false);
+      this.live = undefined;
       this.p.logger.error({ code, signal }, "proxy process exited; restarting");
       const delay = Math.min(5000, 100 * 2 ** Math.min(this.restarts++, 6));
       setTimeout(() => void this.restart(), delay).unref();
@@ -173,7 +183,16 @@ export class ProxySupervisor {
       throw e;
     }
     this.restarts = 0;
+    this.ready = child;
     if (this.last) await this.push(this.last);
+    this.reportLive(child);
+  }
+
+  /** A ready process that holds the latest snapshot is reported once (a failed first push: at the next one). */
+  private reportLive(child: ChildProcess): void {
+    if (this.child !== child || this.ready !== child || this.live === child || this.stopping) return;
+    this.live = child;
+    this.p.onRunning?.(true);
   }
 
   private async restart(): Promise<void> {
@@ -198,14 +217,9 @@ export class ProxySupervisor {
     } else if (m.type === "identity") {
       this.probes.get(m.id)?.(m.identity);
       this.probes.delete(m.id);
-    } else if (m.type === "l7") {
-      try {
-        this.p.onL7(m.event, m.src, m.dst);
-      } catch (e) {
-        // A flow consumer's failure loses the flow, never the agent.
-        this.p.logger.warn({ err: (e as Error).message }, "L7 event dropped");
-      }
-    } else if (m.type === "dns-answer") {
+    } else if (m.type === "l7") this.l7(m);
+    else if (m.type === "l7-batch") for (const f of m.events) this.l7(f);
+    else if (m.type === "dns-answer") {
       this.p.onDnsAnswer(m.endpoint, m.name, m.ips, m.ttl).then(
         () => this.send({ type: "dns-done", id: m.id, ok: true }),
         (e: unknown) => {
@@ -213,6 +227,15 @@ export class ProxySupervisor {
           this.send({ type: "dns-done", id: m.id, ok: false });
         },
       );
+    }
+  }
+
+  private l7(f: L7Flow): void {
+    try {
+      this.p.onL7(f.event, f.src, f.dst);
+    } catch (e) {
+      // A flow consumer's failure loses the flow, never the agent.
+      this.p.logger.warn({ err: (e as Error).message }, "L7 event dropped");
     }
   }
 
@@ -249,7 +272,8 @@ export class ProxySupervisor {
     const { version, ipcache, endpoints, l7, lb } = snapshot;
     // The very arrays sent last (never changed in place: desired.ts, proxy-snapshot.ts): not even hashed.
     const sent = held.sent;
-    if (sent?.ipcache === ipcache && sent.endpoints === endpoints && sent.l7 === l7 && sent.lb === lb) return;
+    if (sent?.ipcache === ipcache && sent.endpoints === endpoints && sent.l7 === l7 && sent.lb === lb)
+      return this.reportLive(c);
     const content = createHash("sha256")
       .update(JSON.stringify([ipcache, endpoints, l7, lb ?? []]))
       .digest("hex");
@@ -261,6 +285,7 @@ export class ProxySupervisor {
       held.content = content;
     }
     held.sent = { ipcache, endpoints, l7, ...(lb ? { lb } : {}) };
+    this.reportLive(c);
   }
 
   /** Brings the process's host table to `table`'s revision: nothing, a delta, or (refused, new process) the whole. */

@@ -49,6 +49,8 @@ export interface LabOptions {
   readonly engine?: Partial<EngineConfig>;
   /** Run the L7 proxy (and flows, to see its events). */
   readonly proxy?: boolean;
+  /** Proxy processes (proxy/runtime/workers.ts); default 1. */
+  readonly proxyWorkers?: number;
   /** Watch a Kubernetes API (test/k8s: the recorded one). */
   readonly k8s?: AgentOptions["k8s"];
   /** Record runtime events (process exec/exit, src/runtime). */
@@ -117,6 +119,7 @@ export class AgentLab {
               uid: 1337,
               l7Port: 15001,
               dnsPort: 15053,
+              ...(o.proxyWorkers !== undefined ? { workers: o.proxyWorkers } : {}),
               dnsMinTtlSeconds: 2,
               dnsGcIntervalMs: 200,
             },
