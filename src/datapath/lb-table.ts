@@ -73,11 +73,15 @@ export class LbTable {
   private realized: Realized | undefined;
   /** Every group asked for (rewritten whole from here after a failure). */
   private readonly wanted = new Map<string, readonly LbFrontend[]>();
-  private readonly writer: SetElemWriter;
+  private writer: SetElemWriter;
 
   constructor(private readonly p: LbTableParams = {}) {
     this.table = p.table ?? "membrane_lb";
-    this.writer = new SetElemWriter(p.netns, undefined, { inProcess: p.writer !== "process" });
+    this.writer = this.newWriter();
+  }
+
+  private newWriter(): SetElemWriter {
+    return new SetElemWriter(this.p.netns, undefined, { inProcess: this.p.writer !== "process" });
   }
 
   private opts(): { netns?: string } {
@@ -228,7 +232,10 @@ export class LbTable {
   async destroy(): Promise<void> {
     this.realized = undefined;
     this.wanted.clear();
+    // A fresh (idle) writer: the table may be written again (a Service after the last one went),
+    // and a stopped writer refuses every delta.
     this.writer.stop();
+    this.writer = this.newWriter();
     await nftApply(`table inet ${this.table} {}\ndelete table inet ${this.table}\n`, this.opts());
   }
 }

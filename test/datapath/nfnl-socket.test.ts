@@ -127,6 +127,10 @@ describe("the in-process nfnetlink socket in a node namespace (root)", { skip: s
       assert.equal(again.mode, "full", "after a failure the table is written whole");
       const be = (await runRaw(["nft", "list", "map", "inet", "m3l_lb", "be4"], { netns: node.netns })).stdout;
       assert.match(be, /10\.96\.0\.1 \. tcp \. 80 \. 0x00000000 : 10\.1\.0\.3 \. 8080/);
+      // The table removed (the last Service went) and written again: its deltas still go through.
+      await lb.destroy();
+      assert.equal((await lb.apply({ frontends: [fr("10.1.0.4")] })).mode, "full");
+      assert.deepEqual((await lb.apply({ frontends: [fr("10.1.0.5")] })).mode, "delta");
     } finally {
       await lb.destroy();
     }
