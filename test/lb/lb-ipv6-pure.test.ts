@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { compileLb } from "../../src/datapath/lb-compile.js";
+import type { LbFrontend } from "../../src/datapath/lb-types.js";
 import { lbWireDelta } from "../../src/datapath/lb-wire.js";
 import { MembraneError } from "../../src/errors.js";
 import { allocate } from "../../src/lb/allocate.js";
@@ -100,11 +101,12 @@ describe("IPv6 and dual-stack services (pure)", () => {
     assert.deepEqual([...c.chains.keys()].sort(), ["pn1", "v6n1", "v6pa1t60"]);
     assert.match(c.chains.get("v6n1")?.[0] ?? "", /dnat ip6 to ip6 daddr \. meta l4proto \. th dport \. meta mark map @be6/);
     // Mixed families within one frontend, a non-canonical address: refused naming the field.
-    for (const [f, path] of [
+    const cases: [LbFrontend, string][] = [
       [{ ip: "fd00:96::2", proto: 6, port: 80, backends: [{ ip: "10.1.0.5", port: 8080 }] }, "backends[0].ip"],
       [{ ip: "fd00:96:0::2", proto: 6, port: 80, backends: [] }, ".ip"],
       [{ ip: "fd00:96::2", proto: 6, port: 80, backends: [], family: 6 }, ".family"],
-    ] as const)
+    ];
+    for (const [f, path] of cases)
       assert.throws(() => compileLb({ frontends: [f] }), (e: unknown) => e instanceof MembraneError && e.message.includes(path)); // prettier-ignore
   });
 
