@@ -139,7 +139,7 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
       assert.equal(loc.find((v) => v.name === "weblocal")?.externalTrafficPolicy, "Local");
       assert.equal(await out.open("local", n2.ip, 30081, 3000), "ok", "outside -> n2:30081 -> its own backend");
       const { stdout: peers } = await run("ip", ["netns", "exec", web.netns, "ss", "-Htn", "state", "established", "sport", "=", ":8080"]); // prettier-ignore
-      assert.match(peers, /172\.31\.0\.200:/, "the backend sees the outside client's address (not masqueraded)");
+      assert.match(peers, /172\.31\.0\.200\]?:/, "the backend sees the outside client's address (not masqueraded)");
       assert.equal(await out.tcp(n1.ip, 30081, 1000), "timeout", "n1 has no local backend: dropped, not forwarded");
       assert.equal(await c2.tcp(localVip, 80, 3000), "ok", "internalTrafficPolicy Local: n2's pod -> n2's backend");
       assert.equal(await c1.tcp(localVip, 80, 1000), "timeout", "internalTrafficPolicy Local: n1 has none, dropped");
