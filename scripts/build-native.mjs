@@ -93,7 +93,12 @@ const programs = [
     name: "membrane-nfnl-sock.node",
     src: "membrane-nfnl-sock.c",
     shared: true,
-    extra: ["-shared", "-fPIC", "-pthread", `-I${join(dirname(dirname(process.execPath)), "include", "node")}`],
+    extra: [
+      "-shared",
+      "-fPIC",
+      "-pthread",
+      `-I${join(dirname(dirname(process.execPath)), "include", "node")}`,
+    ],
     hint: "the LB table's element changes go through the membrane-nfnl writer process without it (two wake-ups per change)",
   },
 ];

@@ -58,7 +58,10 @@ export const AFFINITY_MAPS: readonly { name: string; decl: string }[] = [
 ];
 
 /** The names a family's frontend uses: with an address (ClusterIP, LoadBalancer) or a NodePort. */
-export function setsOf(family: 4 | 6, nodePort: boolean): {
+export function setsOf(
+  family: 4 | 6,
+  nodePort: boolean,
+): {
   front: string;
   empty: string;
   drop: string;
@@ -126,12 +129,18 @@ export function fixedChains(
     {
       name: "pre_c",
       base: "type filter hook prerouting priority -160; policy accept;",
-      rules: ["ct state new meta nfproto ipv4 jump classify", "ct state new meta nfproto ipv6 jump classify6"],
+      rules: [
+        "ct state new meta nfproto ipv4 jump classify",
+        "ct state new meta nfproto ipv6 jump classify6",
+      ],
     },
     {
       name: "out_c",
       base: "type filter hook output priority -160; policy accept;",
-      rules: ["ct state new meta nfproto ipv4 jump classify", "ct state new meta nfproto ipv6 jump classify6"],
+      rules: [
+        "ct state new meta nfproto ipv4 jump classify",
+        "ct state new meta nfproto ipv6 jump classify6",
+      ],
     },
     { name: "dnat_c", rules: dnat(4) },
     { name: "dnat6_c", rules: dnat(6) },
@@ -158,7 +167,11 @@ export function fixedChains(
  * The choice chain of a frontend: n<N> / a<N>t<T> (ClusterIP), pn<N> / pa<N>t<T> (NodePort), with
  * `mg` for N under Maglev; IPv6 ones carry a `v6` prefix.
  */
-export function choiceChain(f: LbFrontend, family: 4 | 6, maglev: boolean): { name: string; rules: string[] } {
+export function choiceChain(
+  f: LbFrontend,
+  family: 4 | 6,
+  maglev: boolean,
+): { name: string; rules: string[] } {
   const n = f.backends.length;
   const node = f.ip === undefined;
   const ip = family === 4 ? "ip" : "ip6";

@@ -107,7 +107,10 @@ function check(f: LbFrontend, p: string): void {
   if (!port(f.port)) throw invalid(`${p}.port`, `${f.port} is not a port`);
   f.backends.forEach((b, i) => {
     if (!sameFamily(b.ip))
-      throw invalid(`${p}.backends[${i}].ip`, `"${b.ip}" is not an IPv${family} address (the frontend's family)`);
+      throw invalid(
+        `${p}.backends[${i}].ip`,
+        `"${b.ip}" is not an IPv${family} address (the frontend's family)`,
+      );
     if (!port(b.port)) throw invalid(`${p}.backends[${i}].port`, `${b.port} is not a port`);
   });
   if (f.slots && (f.slots.length !== MAGLEV_M || f.slots.some((b) => !(b >= 0 && b < f.backends.length))))

@@ -120,7 +120,10 @@ export class LbTable {
     const prev = (set: string, key: string): string | undefined => {
       // The frontend key from the element key (lb-compile.ts frontendKey): IPv6 NodePorts carry "v6 . ".
       const np = set.startsWith("np");
-      const front = key.split(" . ").slice(0, np ? 2 : 3).join(" . ");
+      const front = key
+        .split(" . ")
+        .slice(0, np ? 2 : 3)
+        .join(" . ");
       const g = was.owner.get(np && set.endsWith("6") ? `v6 . ${front}` : front);
       const els = g === undefined ? undefined : was.groups.get(g);
       for (const f of els ?? []) for (const [s, k, v] of f.elements) if (s === set && k === key) return v;

@@ -50,7 +50,9 @@ function poolOf(cfg: LbConfig, f: IpFamily): string | undefined {
  */
 function familiesOf(s: LbService, previous: LbService | undefined, cfg: LbConfig): IpFamily[] {
   const primary = familyOfAddr(cfg.serviceCidr.split("/")[0] ?? "");
-  const given = (s.clusterIPs ?? (s.clusterIP !== undefined ? [s.clusterIP] : [])).filter((a) => a !== "None");
+  const given = (s.clusterIPs ?? (s.clusterIP !== undefined ? [s.clusterIP] : [])).filter(
+    (a) => a !== "None",
+  );
   const asked = s.ipFamilies ?? (given.length > 0 ? given.map(familyOfAddr) : previous?.ipFamilies);
   const first = asked?.[0] ?? primary;
   const other: IpFamily = first === "IPv4" ? "IPv6" : "IPv4";
@@ -136,7 +138,12 @@ export function allocate(
   });
   let loadBalancerIP = s.type === "LoadBalancer" ? previous?.loadBalancerIP : undefined;
   // The pool is IPv4 (--lb-pool): an IPv6-only LoadBalancer stays pending.
-  if (s.type === "LoadBalancer" && loadBalancerIP === undefined && cfg.loadBalancerPool !== undefined && !(families.length > 0 && !families.includes("IPv4"))) {
+  if (
+    s.type === "LoadBalancer" &&
+    loadBalancerIP === undefined &&
+    cfg.loadBalancerPool !== undefined &&
+    !(families.length > 0 && !families.includes("IPv4"))
+  ) {
     for (const ip of hostsOf(cfg.loadBalancerPool)) if (!used.ips.has(ip) && ip !== clusterIP) { loadBalancerIP = ip; break; } // prettier-ignore
   }
   if (loadBalancerIP !== undefined && parseAddr(loadBalancerIP)?.family !== 4) loadBalancerIP = undefined;

@@ -170,34 +170,35 @@ function familyFrontends(
   const all = every.filter((c) => c.ip.includes(":") === v6);
   const frontends: LbFrontend[] = [];
   const proto = LB_PROTO[p.protocol];
-    /** The frontend's common part from the candidates it may use (Local: the node's own). */
-    const pick = (from: Candidate[]): LbBackend[] => {
-      const ready = from.filter((c) => c.state === "active");
-      return (ready.length > 0 ? ready : from.filter((c) => c.state === "terminating")).map(
-        ({ ip, port }) => ({ ip, port }),
-      );
+  /** The frontend's common part from the candidates it may use (Local: the node's own). */
+  const pick = (from: Candidate[]): LbBackend[] => {
+    const ready = from.filter((c) => c.state === "active");
+    return (ready.length > 0 ? ready : from.filter((c) => c.state === "terminating")).map(({ ip, port }) => ({
+      ip,
+      port,
+    }));
+  };
+  const anywhere = pick(all).length > 0;
+  const common = (local: boolean): Omit<LbFrontend, "port"> => {
+    const usable = pick(local ? all.filter((c) => isLocal(c.ip)) : all);
+    const slots = s.algorithm === "maglev" && usable.length > 0 ? maglevTable(usable.map((b) => `${b.ip}:${b.port}`)) : undefined; // prettier-ignore
+    return {
+      proto,
+      backends: usable,
+      ...(s.affinitySeconds !== undefined ? { affinitySeconds: s.affinitySeconds } : {}),
+      ...(slots ? { slots } : {}),
+      // No backend here but some elsewhere: drop; none anywhere: refused at once (kube-proxy's two cases).
+      ...(local && usable.length === 0 && anywhere ? { noLocal: true } : {}),
     };
-    const anywhere = pick(all).length > 0;
-    const common = (local: boolean): Omit<LbFrontend, "port"> => {
-      const usable = pick(local ? all.filter((c) => isLocal(c.ip)) : all);
-      const slots = s.algorithm === "maglev" && usable.length > 0 ? maglevTable(usable.map((b) => `${b.ip}:${b.port}`)) : undefined; // prettier-ignore
-      return {
-        proto,
-        backends: usable,
-        ...(s.affinitySeconds !== undefined ? { affinitySeconds: s.affinitySeconds } : {}),
-        ...(slots ? { slots } : {}),
-        // No backend here but some elsewhere: drop; none anywhere: refused at once (kube-proxy's two cases).
-        ...(local && usable.length === 0 && anywhere ? { noLocal: true } : {}),
-      };
-    };
-    // lb-l7 (IPv4): the addresses' TCP connections go to the proxy (per-request balancing); a NodePort stays in the kernel.
-    const l7 = s.lbL7 === true && p.protocol === "TCP" && !v6 ? { l7: true } : {};
-    const cluster = common(false);
-    const internal = s.internalLocal === true ? common(true) : cluster;
-    const external = s.externalLocal === true ? common(true) : cluster;
-    frontends.push({ ip: cip, port: p.port, ...internal, ...l7 });
-    if (p.nodePort !== undefined) frontends.push({ port: p.nodePort, ...(v6 ? { family: 6 as const } : {}), ...external }); // prettier-ignore
-    if (s.loadBalancerIP !== undefined && s.loadBalancerIP.includes(":") === v6)
-      frontends.push({ ip: s.loadBalancerIP, port: p.port, ...external, ...l7 });
+  };
+  // lb-l7 (IPv4): the addresses' TCP connections go to the proxy (per-request balancing); a NodePort stays in the kernel.
+  const l7 = s.lbL7 === true && p.protocol === "TCP" && !v6 ? { l7: true } : {};
+  const cluster = common(false);
+  const internal = s.internalLocal === true ? common(true) : cluster;
+  const external = s.externalLocal === true ? common(true) : cluster;
+  frontends.push({ ip: cip, port: p.port, ...internal, ...l7 });
+  if (p.nodePort !== undefined) frontends.push({ port: p.nodePort, ...(v6 ? { family: 6 as const } : {}), ...external }); // prettier-ignore
+  if (s.loadBalancerIP !== undefined && s.loadBalancerIP.includes(":") === v6)
+    frontends.push({ ip: s.loadBalancerIP, port: p.port, ...external, ...l7 });
   return frontends;
 }

@@ -74,8 +74,6 @@ function readPort(r: Reader, v: unknown, path: string, type: LbService["type"]):
   };
 }
 
-const FAMILY: Record<string, 4 | 6> = { IPv4: 4, IPv6: 6 };
-
 /**
  * spec.clusterIP, clusterIPs, ipFamilies and ipFamilyPolicy, checked against one another as the
  * apiserver does; which families the service gets is decided at allocation (allocate.ts), where the
@@ -89,7 +87,11 @@ function readAddresses(
   const policy =
     spec["ipFamilyPolicy"] === undefined
       ? "SingleStack"
-      : r.str(spec["ipFamilyPolicy"], "spec.ipFamilyPolicy", ["SingleStack", "PreferDualStack", "RequireDualStack"]);
+      : r.str(spec["ipFamilyPolicy"], "spec.ipFamilyPolicy", [
+          "SingleStack",
+          "PreferDualStack",
+          "RequireDualStack",
+        ]);
   const families: IpFamily[] = [];
   (spec["ipFamilies"] === undefined ? [] : (r.list(spec["ipFamilies"], "spec.ipFamilies", 2) ?? [])).forEach(
     (f, i) => {
@@ -111,11 +113,19 @@ function readAddresses(
   const given = ips.length > 0 ? ips : one !== undefined ? [one] : [];
   if (given.includes("None")) {
     if (type !== "ClusterIP")
-      r.report("spec.clusterIP", `"None" (headless) is only for ClusterIP services, not ${type ?? "this type"}`);
+      r.report(
+        "spec.clusterIP",
+        `"None" (headless) is only for ClusterIP services, not ${type ?? "this type"}`,
+      );
     if (given.length > 1) r.report("spec.clusterIPs", `"None" must be the only address`);
   }
   const fam = (a: string): IpFamily => (a.includes(":") ? "IPv6" : "IPv4");
-  if (given.length === 2 && given[0] !== "None" && given[1] !== "None" && fam(given[0] as string) === fam(given[1] as string))
+  if (
+    given.length === 2 &&
+    given[0] !== "None" &&
+    given[1] !== "None" &&
+    fam(given[0] as string) === fam(given[1] as string)
+  )
     r.report("spec.clusterIPs", "must hold one address of each family (dual-stack)");
   if (policy === "SingleStack" && (given.length > 1 || families.length > 1))
     r.report("spec.ipFamilyPolicy", "must be PreferDualStack or RequireDualStack when two families or addresses are given"); // prettier-ignore

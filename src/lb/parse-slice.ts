@@ -50,7 +50,10 @@ export function readSlice(
     r.report(`metadata.labels["${SERVICE_NAME_LABEL}"]`, `"${service}" is not a service name`);
   r.str(doc["addressType"], "addressType", ["IPv4", "IPv6", "FQDN"]);
   if (doc["addressType"] === "FQDN")
-    r.report("addressType", "FQDN slices are not supported (kube-proxy ignores them too): give IPv4 or IPv6 addresses");
+    r.report(
+      "addressType",
+      "FQDN slices are not supported (kube-proxy ignores them too): give IPv4 or IPv6 addresses",
+    );
   const family = doc["addressType"] === "IPv6" ? 6 : 4;
   const rawPorts =
     doc["ports"] === undefined || doc["ports"] === null ? [] : (r.list(doc["ports"], "ports", 100) ?? []);

@@ -52,7 +52,13 @@ export function readServiceRecord(value: string, key: string): LbService {
   }
   if (s["clusterIPs"] !== undefined) {
     const ips = s["clusterIPs"];
-    if (!Array.isArray(ips) || ips.length !== 2 || ips.some((a) => typeof a !== "string" || !addr(a)) || ips[0] !== s["clusterIP"]) // prettier-ignore
+    if (
+      !Array.isArray(ips) ||
+      ips.length !== 2 ||
+      ips.some((a) => typeof a !== "string" || !addr(a)) ||
+      ips[0] !== s["clusterIP"]
+    )
+      // prettier-ignore
       fail("service.clusterIPs", "is not the clusterIP and an address of the other family");
   }
   if (s["ipFamilies"] !== undefined) {
@@ -60,7 +66,11 @@ export function readServiceRecord(value: string, key: string): LbService {
     if (!Array.isArray(f) || f.length < 1 || f.length > 2 || f.some((x) => x !== "IPv4" && x !== "IPv6"))
       fail("service.ipFamilies", "is not a list of IPv4 and IPv6");
   }
-  if (s["ipFamilyPolicy"] !== undefined && !["PreferDualStack", "RequireDualStack"].includes(s["ipFamilyPolicy"] as string)) // prettier-ignore
+  if (
+    s["ipFamilyPolicy"] !== undefined &&
+    !["PreferDualStack", "RequireDualStack"].includes(s["ipFamilyPolicy"] as string)
+  )
+    // prettier-ignore
     fail("service.ipFamilyPolicy", "is unknown");
   for (const f of ["lbL7", "externalLocal", "internalLocal"])
     if (s[f] !== undefined && s[f] !== true) fail(`service.${f}`, "is not true");

@@ -23,7 +23,11 @@ const key = (ip: number): Buffer => {
   b.writeUInt32BE(ip);
   return b;
 };
-const mark = (m: number): SetElemOps => ({ set: "h4", add: [{ key: key(0x0a000000 + m), value: m }], del: [] });
+const mark = (m: number): SetElemOps => ({
+  set: "h4",
+  add: [{ key: key(0x0a000000 + m), value: m }],
+  del: [],
+});
 
 /** An acknowledgement datagram: NLMSG_ERROR for `seq` with `errno` (0: done). */
 function ack(seq: number, errno: number): Buffer {
@@ -116,7 +120,12 @@ describe("the in-process nfnetlink socket in a node namespace (root)", { skip: s
   test("LB table: deltas through the socket; a refused delta makes the next write whole (fail closed)", async () => {
     const lb = new LbTable({ netns: node.netns, table: "m3l_lb" });
     try {
-      const fr = (ip: string) => ({ ip: "10.96.0.1", proto: 6 as const, port: 80, backends: [{ ip, port: 8080 }] });
+      const fr = (ip: string) => ({
+        ip: "10.96.0.1",
+        proto: 6 as const,
+        port: 80,
+        backends: [{ ip, port: 8080 }],
+      });
       assert.equal((await lb.apply({ frontends: [fr("10.1.0.1")] })).mode, "full");
       const d = await lb.apply({ frontends: [fr("10.1.0.2")] });
       assert.deepEqual([d.mode, d.writer], ["delta", "nfnl-socket"]);
@@ -125,7 +134,8 @@ describe("the in-process nfnetlink socket in a node namespace (root)", { skip: s
       await assert.rejects(lb.apply({ frontends: [fr("10.1.0.3")] }), /nfnetlink: ENOENT/);
       const again = await lb.apply({ frontends: [fr("10.1.0.3")] });
       assert.equal(again.mode, "full", "after a failure the table is written whole");
-      const be = (await runRaw(["nft", "list", "map", "inet", "m3l_lb", "be4"], { netns: node.netns })).stdout;
+      const be = (await runRaw(["nft", "list", "map", "inet", "m3l_lb", "be4"], { netns: node.netns }))
+        .stdout;
       assert.match(be, /10\.96\.0\.1 \. tcp \. 80 \. 0x00000000 : 10\.1\.0\.3 \. 8080/);
       // The table removed (the last Service went) and written again: its deltas still go through.
       await lb.destroy();

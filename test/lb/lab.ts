@@ -80,7 +80,11 @@ export class LbLab {
         new Host(node.netns, nodeProbe),
         eps,
         new Reconciler({ netns: node.netns, table: "membrane" }),
-        new LbTable({ netns: node.netns, table: "membrane_lb", localCidrs: ["10.201.0.0/24", "fd00:201::/64"] }),
+        new LbTable({
+          netns: node.netns,
+          table: "membrane_lb",
+          localCidrs: ["10.201.0.0/24", "fd00:201::/64"],
+        }),
       );
     } catch (e) {
       for (const p of probes) p.stop();

@@ -82,7 +82,11 @@ describe("services through the agent (root: netns, nftables, real packets)", { s
     lab = await AgentLab.start("hlb", {
       observe: true,
       podCidr6: "fd00:210::/64",
-      lb: { serviceCidr: "10.96.0.0/16", serviceCidrSecondary: "fd00:96::/112", nodePortRange: [30000, 32767] },
+      lb: {
+        serviceCidr: "10.96.0.0/16",
+        serviceCidrSecondary: "fd00:96::/112",
+        nodePortRange: [30000, 32767],
+      },
     });
     dir = await mkdtemp(join(tmpdir(), "hlb-svc-"));
     await lab.endpoint("web1", { app: "web" }, { tcp: [8080] });
@@ -223,7 +227,13 @@ spec:
     assert.match(six ?? "", /^fd00:96::/, "IPv6 first (ipFamilies), from the IPv6 service CIDR");
     assert.match(four ?? "", /^10\.96\./);
     const v6s = [lab.ep("web1").view.ipv6, lab.ep("web2").view.ipv6].map((a) => `[${a ?? ""}]:8080`);
-    assert.deepEqual(v?.backends.map((b) => b.address).filter((a) => a.startsWith("[")).sort(), v6s.sort());
+    assert.deepEqual(
+      v?.backends
+        .map((b) => b.address)
+        .filter((a) => a.startsWith("["))
+        .sort(),
+      v6s.sort(),
+    );
     const client = lab.ep("client").probe;
     const before1 = await lab.ep("web1").probe.count("tcp", 8080);
     const before2 = await lab.ep("web2").probe.count("tcp", 8080);
@@ -234,7 +244,10 @@ spec:
     assert.equal(got1 + got2, 16);
     assert.ok(got1 > 0 && got2 > 0, `both pods over IPv6 and IPv4: ${got1}/${got2}`);
     const rows = serviceRows(views).map((x) => x.join(" "));
-    assert.ok(rows.some((x) => x.includes(`web6 ClusterIP ${six},${four}`)), rows.join("\n"));
+    assert.ok(
+      rows.some((x) => x.includes(`web6 ClusterIP ${six},${four}`)),
+      rows.join("\n"),
+    );
     await lab.agent.lb.delete(dual, "dual.yaml");
   });
 

@@ -137,12 +137,32 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
       const loc = await until(n1, "the Local service's backend", (s) => s.some((v) => v.name === "weblocal" && v.backends.length === 1)); // prettier-ignore
       const localVip = loc.find((v) => v.name === "weblocal")?.clusterIP ?? "";
       assert.equal(loc.find((v) => v.name === "weblocal")?.externalTrafficPolicy, "Local");
-      assert.equal(await out.open("local", n2.ip, 30081, 3000), "ok", "outside -> n2:30081 -> its own backend");
+      assert.equal(
+        await out.open("local", n2.ip, 30081, 3000),
+        "ok",
+        "outside -> n2:30081 -> its own backend",
+      );
       const { stdout: peers } = await run("ip", ["netns", "exec", web.netns, "ss", "-Htn", "state", "established", "sport", "=", ":8080"]); // prettier-ignore
-      assert.match(peers, /172\.31\.0\.200\]?:/, "the backend sees the outside client's address (not masqueraded)");
-      assert.equal(await out.tcp(n1.ip, 30081, 1000), "timeout", "n1 has no local backend: dropped, not forwarded");
-      assert.equal(await c2.tcp(localVip, 80, 3000), "ok", "internalTrafficPolicy Local: n2's pod -> n2's backend");
-      assert.equal(await c1.tcp(localVip, 80, 1000), "timeout", "internalTrafficPolicy Local: n1 has none, dropped");
+      assert.match(
+        peers,
+        /172\.31\.0\.200\]?:/,
+        "the backend sees the outside client's address (not masqueraded)",
+      );
+      assert.equal(
+        await out.tcp(n1.ip, 30081, 1000),
+        "timeout",
+        "n1 has no local backend: dropped, not forwarded",
+      );
+      assert.equal(
+        await c2.tcp(localVip, 80, 3000),
+        "ok",
+        "internalTrafficPolicy Local: n2's pod -> n2's backend",
+      );
+      assert.equal(
+        await c1.tcp(localVip, 80, 1000),
+        "timeout",
+        "internalTrafficPolicy Local: n1 has none, dropped",
+      );
 
       // A selector-less Service and its slice, applied through n2, balanced on n1.
       await n2.client.request("POST", "/v1/lb/resources", { text: sliceService(web.ipv4), file: "ext.yaml" });

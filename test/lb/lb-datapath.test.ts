@@ -123,26 +123,43 @@ describe(
       await lab.lb.apply({ frontends });
       let was = await counts();
       for (let i = 0; i < 20; i++) assert.equal(await lab.ep("c").tcp(v6.ip, 80), "ok", "IPv6 ClusterIP");
-      for (let i = 0; i < 4; i++) assert.equal(await lab.ep("c").tcp("10.96.0.16", 80), "ok", "its IPv4 side");
+      for (let i = 0; i < 4; i++)
+        assert.equal(await lab.ep("c").tcp("10.96.0.16", 80), "ok", "its IPv4 side");
       let d = delta(was, await counts());
       assert.equal((d["b1"] ?? 0) + (d["b2"] ?? 0), 24);
       assert.ok((d["b1"] ?? 0) > 0 && (d["b2"] ?? 0) > 0, `both IPv6 backends: ${JSON.stringify(d)}`);
       was = await counts();
-      assert.equal(await lab.ep("out").tcp("fd00:201::1", 30086), "ok", "IPv6 NodePort on the node's address");
-      assert.equal(await lab.ep("out").tcp("10.201.0.1", 30086), "ECONNREFUSED", "no IPv4 side: nothing listens");
+      assert.equal(
+        await lab.ep("out").tcp("fd00:201::1", 30086),
+        "ok",
+        "IPv6 NodePort on the node's address",
+      );
+      assert.equal(
+        await lab.ep("out").tcp("10.201.0.1", 30086),
+        "ECONNREFUSED",
+        "no IPv4 side: nothing listens",
+      );
       assert.deepEqual(delta(was, await counts()), { b1: 0, b2: 0, b3: 1 });
       assert.equal(await lab.ep("c").tcp("fd00:96::11", 81), "ECONNREFUSED", "no backend: refused at once");
       // A backend change over IPv6 is an element delta written as netlink bytes (lb-wire.ts): read back.
       // b1 replaced by b3 (two backends still: no chain comes or goes, so no nft).
-      const r = await lab.lb.apply({ frontends: [{ ...v6, backends: be6("b3", "b2") }, ...frontends.slice(1)] });
+      const r = await lab.lb.apply({
+        frontends: [{ ...v6, backends: be6("b3", "b2") }, ...frontends.slice(1)],
+      });
       assert.deepEqual([r.mode, r.writer], ["delta", "nfnl-socket"]);
       const { stdout } = await runRaw(["nft", "list", "map", "inet", "membrane_lb", "be6"], { netns: lab.node.netns }); // prettier-ignore
-      assert.match(stdout, new RegExp(`fd00:96::10 \\. tcp \\. 80 \\. 0x00000000 : ${lab.ep("b3").ipv6} \\. 8080`));
+      assert.match(
+        stdout,
+        new RegExp(`fd00:96::10 \\. tcp \\. 80 \\. 0x00000000 : ${lab.ep("b3").ipv6} \\. 8080`),
+      );
       was = await counts();
       for (let i = 0; i < 12; i++) assert.equal(await lab.ep("c").tcp(v6.ip, 80), "ok");
       d = delta(was, await counts());
       assert.equal(d["b1"], 0, "the replaced backend gets no new connection");
-      assert.ok((d["b2"] ?? 0) > 0 && (d["b3"] ?? 0) > 0 && (d["b2"] ?? 0) + (d["b3"] ?? 0) === 12, JSON.stringify(d));
+      assert.ok(
+        (d["b2"] ?? 0) > 0 && (d["b3"] ?? 0) > 0 && (d["b2"] ?? 0) + (d["b3"] ?? 0) === 12,
+        JSON.stringify(d),
+      );
     });
 
     test("policy judges the backend after the DNAT: its ingress sees the client's identity", async () => {

@@ -59,8 +59,14 @@ describe("IPv6 and dual-stack services (pure)", () => {
   });
 
   test("refused with the field named: IPv6 on an IPv4-only cluster, RequireDualStack there, families and addresses that disagree", () => {
-    refusedAt(() => allocate(parse(svc("  ipFamilies: [IPv6]\n")), undefined, none, V4), "spec.ipFamilies[0]");
-    refusedAt(() => allocate(parse(svc('  clusterIP: "fd00:96::5"\n')), undefined, none, V4), "spec.clusterIP");
+    refusedAt(
+      () => allocate(parse(svc("  ipFamilies: [IPv6]\n")), undefined, none, V4),
+      "spec.ipFamilies[0]",
+    );
+    refusedAt(
+      () => allocate(parse(svc('  clusterIP: "fd00:96::5"\n')), undefined, none, V4),
+      "spec.clusterIP",
+    );
     refusedAt(() => allocate(parse(svc("  ipFamilyPolicy: RequireDualStack\n")), undefined, none, V4), "spec.ipFamilyPolicy"); // prettier-ignore
     refusedAt(() => parse(svc("  ipFamilies: [IPv4, IPv6]\n")), "spec.ipFamilyPolicy");
     refusedAt(() => parse(svc("  ipFamilyPolicy: PreferDualStack\n  clusterIPs: [10.96.0.5, 10.96.0.6]\n")), "spec.clusterIPs"); // prettier-ignore
@@ -83,7 +89,10 @@ describe("IPv6 and dual-stack services (pure)", () => {
         ["node6", s.ports[0]?.nodePort, ["fd00:1::5"]],
       ],
     );
-    assert.deepEqual(views[0]?.backends.map((b) => b.address), ["10.1.0.5:8080", "[fd00:1::5]:8080"]);
+    assert.deepEqual(
+      views[0]?.backends.map((b) => b.address),
+      ["10.1.0.5:8080", "[fd00:1::5]:8080"],
+    );
     assert.deepEqual(views[0]?.clusterIPs, ["10.96.0.2", "fd00:96::2"]);
   });
 
@@ -91,7 +100,13 @@ describe("IPv6 and dual-stack services (pure)", () => {
     const c = compileLb({
       frontends: [
         { ip: "fd00:96::2", proto: 6, port: 80, backends: [{ ip: "fd00:1::5", port: 8080 }] },
-        { proto: 6, port: 30080, family: 6, backends: [{ ip: "fd00:1::5", port: 8080 }], affinitySeconds: 60 },
+        {
+          proto: 6,
+          port: 30080,
+          family: 6,
+          backends: [{ ip: "fd00:1::5", port: 8080 }],
+          affinitySeconds: 60,
+        },
         { proto: 6, port: 30080, backends: [{ ip: "10.1.0.5", port: 8080 }] },
       ],
     });
@@ -99,10 +114,16 @@ describe("IPv6 and dual-stack services (pure)", () => {
     assert.equal(c.elements.get("npbe6")?.get("tcp . 30080 . 0"), "fd00:1::5 . 8080");
     assert.equal(c.elements.get("npbe")?.get("tcp . 30080 . 0"), "10.1.0.5 . 8080");
     assert.deepEqual([...c.chains.keys()].sort(), ["pn1", "v6n1", "v6pa1t60"]);
-    assert.match(c.chains.get("v6n1")?.[0] ?? "", /dnat ip6 to ip6 daddr \. meta l4proto \. th dport \. meta mark map @be6/);
+    assert.match(
+      c.chains.get("v6n1")?.[0] ?? "",
+      /dnat ip6 to ip6 daddr \. meta l4proto \. th dport \. meta mark map @be6/,
+    );
     // Mixed families within one frontend, a non-canonical address: refused naming the field.
     const cases: [LbFrontend, string][] = [
-      [{ ip: "fd00:96::2", proto: 6, port: 80, backends: [{ ip: "10.1.0.5", port: 8080 }] }, "backends[0].ip"],
+      [
+        { ip: "fd00:96::2", proto: 6, port: 80, backends: [{ ip: "10.1.0.5", port: 8080 }] },
+        "backends[0].ip",
+      ],
       [{ ip: "fd00:96:0::2", proto: 6, port: 80, backends: [] }, ".ip"],
       [{ ip: "fd00:96::2", proto: 6, port: 80, backends: [], family: 6 }, ".family"],
     ];
@@ -125,14 +146,24 @@ describe("IPv6 and dual-stack services (pure)", () => {
   });
 
   test("stored records: IPv6 addresses and dual-stack pairs read back; others refused naming the field", () => {
-    const rec = { namespace: "default", name: "web", labels: {}, type: "ClusterIP", algorithm: "random", ports: [] };
+    const rec = {
+      namespace: "default",
+      name: "web",
+      labels: {},
+      type: "ClusterIP",
+      algorithm: "random",
+      ports: [],
+    };
     const ok = { ...rec, clusterIP: "10.96.0.2", clusterIPs: ["10.96.0.2", "fd00:96::2"], ipFamilies: ["IPv4", "IPv6"], ipFamilyPolicy: "PreferDualStack" }; // prettier-ignore
     assert.deepEqual(readServiceRecord(JSON.stringify(ok), "default/web").clusterIPs, ok.clusterIPs);
     assert.throws(() => readServiceRecord(JSON.stringify({ ...ok, clusterIPs: ["fd00:96::2"] }), "default/web"), /service\.clusterIPs/); // prettier-ignore
     assert.throws(() => readServiceRecord(JSON.stringify({ ...rec, clusterIP: "fd00:96:0::2" }), "default/web"), /service\.clusterIP/); // prettier-ignore
     assert.throws(() => readServiceRecord(JSON.stringify({ ...ok, ipFamilies: ["IPv7"] }), "default/web"), /service\.ipFamilies/); // prettier-ignore
     const slice = { namespace: "default", name: "w-1", service: "web", ports: [], endpoints: [{ addresses: ["fd00:1::5"], ready: true, serving: true, terminating: false }] }; // prettier-ignore
-    assert.equal(readSliceRecord(JSON.stringify(slice), "default/w-1").endpoints[0]?.addresses[0], "fd00:1::5");
+    assert.equal(
+      readSliceRecord(JSON.stringify(slice), "default/w-1").endpoints[0]?.addresses[0],
+      "fd00:1::5",
+    );
   });
 
   test("EndpointSlices of addressType IPv6: addresses of that family only; FQDN refused", () => {

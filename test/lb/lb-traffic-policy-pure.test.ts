@@ -37,7 +37,10 @@ const allocated = (text: string): LbService => {
 
 describe("traffic policy Local (pure)", () => {
   test("Local is read from the YAML; Cluster (or nothing) leaves the service as it was", () => {
-    const s = parseLbResources(svc("  externalTrafficPolicy: Local\n  internalTrafficPolicy: Local\n"), "w.yaml");
+    const s = parseLbResources(
+      svc("  externalTrafficPolicy: Local\n  internalTrafficPolicy: Local\n"),
+      "w.yaml",
+    );
     assert.equal(s.services[0]?.externalLocal, true);
     assert.equal(s.services[0]?.internalLocal, true);
     const c = parseLbResources(svc("  externalTrafficPolicy: Cluster\n"), "w.yaml");
@@ -46,13 +49,15 @@ describe("traffic policy Local (pure)", () => {
 
   test("refused with the field named: externalTrafficPolicy on a ClusterIP service, an unknown value", () => {
     for (const [text, path] of [
-      [svc("  externalTrafficPolicy: Local\n", "ClusterIP").replace(", nodePort: 30080", ""), "spec.externalTrafficPolicy"],
+      [
+        svc("  externalTrafficPolicy: Local\n", "ClusterIP").replace(", nodePort: 30080", ""),
+        "spec.externalTrafficPolicy",
+      ],
       [svc("  internalTrafficPolicy: Nearest\n"), "spec.internalTrafficPolicy"],
     ] as const) {
       assert.throws(
         () => parseLbResources(text, "w.yaml"),
-        (e: unknown) =>
-          e instanceof MembraneError && e.issues.some((i) => i.path === `document 1: ${path}`),
+        (e: unknown) => e instanceof MembraneError && e.issues.some((i) => i.path === `document 1: ${path}`),
         path,
       );
     }
@@ -61,16 +66,28 @@ describe("traffic policy Local (pure)", () => {
   test("externalTrafficPolicy Local: NodePort and LoadBalancer address get the node's backends only; the ClusterIP all", () => {
     const s = allocated(svc("  externalTrafficPolicy: Local\n", "LoadBalancer"));
     const [cip, np, lb] = frontends(s, [pod("10.1.0.5"), pod("10.2.0.7")]);
-    assert.deepEqual(cip?.backends.map((b) => b.ip), ["10.1.0.5", "10.2.0.7"]);
-    assert.deepEqual(np?.backends.map((b) => b.ip), ["10.1.0.5"]);
-    assert.deepEqual(lb?.backends.map((b) => b.ip), ["10.1.0.5"]);
+    assert.deepEqual(
+      cip?.backends.map((b) => b.ip),
+      ["10.1.0.5", "10.2.0.7"],
+    );
+    assert.deepEqual(
+      np?.backends.map((b) => b.ip),
+      ["10.1.0.5"],
+    );
+    assert.deepEqual(
+      lb?.backends.map((b) => b.ip),
+      ["10.1.0.5"],
+    );
     assert.equal(np?.noLocal, undefined);
   });
 
   test("no backend on this node but one elsewhere: the external frontends drop (noLocal), the ClusterIP still balances", () => {
     const s = allocated(svc("  externalTrafficPolicy: Local\n"));
     const [cip, np] = frontends(s, [pod("10.2.0.7")]);
-    assert.deepEqual(cip?.backends.map((b) => b.ip), ["10.2.0.7"]);
+    assert.deepEqual(
+      cip?.backends.map((b) => b.ip),
+      ["10.2.0.7"],
+    );
     assert.deepEqual(np, { port: 30080, proto: 6, backends: [], noLocal: true });
     // No backend anywhere: refused at once (reject), as without the policy (kube-proxy's "has no endpoints").
     const [, none] = frontends(s, []);
@@ -79,10 +96,17 @@ describe("traffic policy Local (pure)", () => {
 
   test("internalTrafficPolicy Local: the ClusterIP gets the node's backends only; none: drop", () => {
     const s = allocated(svc("  internalTrafficPolicy: Local\n"));
-    assert.deepEqual(frontends(s, [pod("10.1.0.5"), pod("10.2.0.7")])[0]?.backends.map((b) => b.ip), ["10.1.0.5"]);
+    assert.deepEqual(
+      frontends(s, [pod("10.1.0.5"), pod("10.2.0.7")])[0]?.backends.map((b) => b.ip),
+      ["10.1.0.5"],
+    );
     const [cip, np] = frontends(s, [pod("10.2.0.7")]);
     assert.equal(cip?.noLocal, true);
-    assert.deepEqual(np?.backends.map((b) => b.ip), ["10.2.0.7"], "the NodePort stays Cluster");
+    assert.deepEqual(
+      np?.backends.map((b) => b.ip),
+      ["10.2.0.7"],
+      "the NodePort stays Cluster",
+    );
   });
 
   test("the kernel is told to drop, not reject: drop4 / npdrop, looked up before the reject sets", () => {
@@ -101,16 +125,28 @@ describe("traffic policy Local (pure)", () => {
     assert.ok(at("@drop4 drop") >= 0 && at("@drop4") < at("@empty4"));
     assert.ok(at("@npdrop drop") >= 0 && at("@npdrop") < at("@npempty"));
     assert.throws(() =>
-      compileLb({ frontends: [{ proto: 6, port: 1, backends: [{ ip: "10.1.0.1", port: 1 }], noLocal: true }] }),
+      compileLb({
+        frontends: [{ proto: 6, port: 1, backends: [{ ip: "10.1.0.1", port: 1 }], noLocal: true }],
+      }),
     );
   });
 
   test("a stored record with a policy that is not `true` is refused, naming the field", () => {
-    const rec = { namespace: "default", name: "web", labels: {}, type: "NodePort", algorithm: "random", ports: [] };
+    const rec = {
+      namespace: "default",
+      name: "web",
+      labels: {},
+      type: "NodePort",
+      algorithm: "random",
+      ports: [],
+    };
     assert.throws(
       () => readServiceRecord(JSON.stringify({ ...rec, externalLocal: "yes" }), "default/web"),
       /service\.externalLocal/,
     );
-    assert.equal(readServiceRecord(JSON.stringify({ ...rec, internalLocal: true }), "default/web").internalLocal, true);
+    assert.equal(
+      readServiceRecord(JSON.stringify({ ...rec, internalLocal: true }), "default/web").internalLocal,
+      true,
+    );
   });
 });

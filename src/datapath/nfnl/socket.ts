@@ -76,8 +76,7 @@ export function checkAnswers(
   for (const d of datagrams) {
     for (const [seq, errno] of parseAcks(d)) {
       if (seq < first || seq > last) continue;
-      if (errno !== 0)
-        return { ok: false, errno, why: ERRNO[errno] ?? `errno ${errno}` };
+      if (errno !== 0) return { ok: false, errno, why: ERRNO[errno] ?? `errno ${errno}` };
       waiting.delete(seq);
     }
   }
