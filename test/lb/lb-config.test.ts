@@ -25,7 +25,7 @@ describe("agent flags for the service address pools", () => {
       name: "not a CIDR",
       flags: { serviceCidr: "10.96.0.0" },
       flag: "--service-cidr",
-      says: /not an IPv4 CIDR/,
+      says: /not an IPv4 or IPv6 CIDR/,
     },
     { name: "two service CIDRs of one family", flags: { serviceCidr: "10.96.0.0/16,10.97.0.0/16" }, flag: "--service-cidr", says: /two CIDRs of one family/ }, // prettier-ignore
     { name: "three service CIDRs", flags: { serviceCidr: "10.96.0.0/16,fd00::/108,fd01::/108" }, flag: "--service-cidr", says: /more than two/ }, // prettier-ignore
