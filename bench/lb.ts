@@ -7,7 +7,8 @@
  *    per second (a connect/close loop). Both conditions run with the policy table (open) and
  *    the LB table loaded; only the address the client dials differs.
  * 2. Cost of changing one backend among N services x 10 backends, the agent's incremental
- *    way against computing the whole state (side by side); and of draining one backend (10 -> 9).
+ *    way (through the agent's own nfnetlink socket, and through the writer process as before)
+ *    against computing the whole state (side by side); and of draining one backend (10 -> 9).
  *
  * One JSON line per figure. Everything runs in scratch namespaces with the prefix hlbb + random.
  */
@@ -210,6 +211,8 @@ async function backendChange(
     podCidr4: "10.222.0.0/24",
   });
   const inc = new LbTable({ netns: node.netns, table: "membrane_lb" });
+  // The same deltas through the writer process (membrane-nfnl), the way before the in-process socket.
+  const proc = new LbTable({ netns: node.netns, table: "hlbb_proc", writer: "process" });
   const whole = new LbTable({ netns: node.netns, table: "hlbb_whole" });
   const model = new LbModel();
   const all = Array.from({ length: services }, (_, i) => benchService(i, 0));
@@ -218,8 +221,10 @@ async function backendChange(
     model.setSlice(`b/${slice.name}`, slice);
   }
   let t0 = performance.now();
-  const full = await inc.update(model.flush());
+  const first = model.flush();
+  const full = await inc.update(first);
   const loadMs = performance.now() - t0;
+  await proc.update(first);
   await whole.apply(
     desiredLb(
       all.map((x) => x.svc),
@@ -233,8 +238,11 @@ async function backendChange(
     throw new Error("the table was not loaded");
   const one: number[] = [];
   const kernel: number[] = [];
+  const viaProc: number[] = [];
+  const kernelProc: number[] = [];
   const old: number[] = [];
   let writer = "";
+  let writerProc = "";
   const slices = all.map((x) => x.slice);
   for (let i = 1; i <= changes; i++) {
     // The one slice that changes: endpoint 0 of service 0 gets another address (one backend replaced).
@@ -243,12 +251,26 @@ async function backendChange(
     await gc(); // the whole way leaves ~GBs of garbage: its collection is not the next change's cost
     t0 = performance.now();
     model.setSlice(`b/${changed.name}`, changed);
-    const r = await inc.update(model.flush());
-    one.push(performance.now() - t0);
-    kernel.push(r.kernelMs);
-    writer = r.writer ?? "";
-    if (r.mode !== "delta" || r.ops !== 2)
-      throw new Error(`expected a 2-element delta, got ${r.mode} ${r.ops}`);
+    const changes = model.flush();
+    const nodeMs = performance.now() - t0;
+    // The same change through both writers, in alternating order (the socket first in odd rounds).
+    for (const way of i % 2 === 1 ? ["socket", "process"] : ["process", "socket"]) {
+      await gc();
+      t0 = performance.now();
+      const r = await (way === "socket" ? inc : proc).update(changes);
+      const ms = nodeMs + performance.now() - t0;
+      if (r.mode !== "delta" || r.ops !== 2)
+        throw new Error(`${way}: expected a 2-element delta, got ${r.mode} ${r.ops}`);
+      if (way === "socket") {
+        one.push(ms);
+        kernel.push(r.kernelMs);
+        writer = r.writer ?? "";
+      } else {
+        viaProc.push(ms);
+        kernelProc.push(r.kernelMs);
+        writerProc = r.writer ?? "";
+      }
+    }
     if (!withWhole) continue;
     await gc();
     t0 = performance.now();
@@ -271,6 +293,7 @@ async function backendChange(
   const d = await inc.update(model.flush());
   const drainMs = performance.now() - t0;
   inc.stop();
+  proc.stop();
   whole.stop();
   out({
     figure: "backend-change",
@@ -284,12 +307,16 @@ async function backendChange(
     nodeSideMsMedian: Math.round(median(one.map((x, i) => x - (kernel[i] ?? 0))) * 1000) / 1000,
     kernelWriteMs: kernel.map(r1),
     writer,
+    writerProcessMsMedian: r1(median(viaProc)),
+    writerProcessMs: viaProc.map(r1),
+    writerProcessKernelWriteMsMedian: r1(median(kernelProc)),
+    writerProcess: writerProc,
     wholeStateMsMedian: r1(median(old)),
     wholeStateMs: old.map(r1),
     ratioWholeToIncremental: r1(median(old) / Math.max(median(one), 0.001)),
     drainOneBackendMs: r1(drainMs),
     drainOps: d.ops,
-    how: "incremental = LbModel.setSlice + flush (the one service recomputed) + LbTable.update (its element delta, one nf_tables batch); whole = desiredLb over every service + LbTable.apply (compile and diff all); interleaved, one run",
+    how: "incremental = LbModel.setSlice + flush (the one service recomputed) + LbTable.update (its element delta, one nf_tables batch through the agent's own nfnetlink socket); writerProcess = the same delta through the membrane-nfnl writer process (the way before); whole = desiredLb over every service + LbTable.apply (compile and diff all); interleaved, one run",
     load1m: r1(loadavg()[0] ?? 0),
   });
 }

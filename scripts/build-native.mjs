@@ -16,7 +16,9 @@
 //   ready at once when the agent (re)starts (the Node writer, child.js, is the fallback);
 // - membrane-sockmark.node (native/membrane-sockmark.c): a Node-API addon, the mTLS node tunnel's
 //   broker makes sockets with SO_MARK = the source identity with it (src/encryption/mtls/broker.ts);
-//   headers from Debian's nodejs (/usr/include/node).
+//   headers from Debian's nodejs (/usr/include/node);
+// - membrane-nfnl-sock.node (native/membrane-nfnl-sock.c): a Node-API addon, the agent's own nfnetlink
+//   socket in a node namespace (src/datapath/nfnl/socket.ts): a batch written and answered in one call.
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -86,6 +88,18 @@ const programs = [
     shared: true,
     extra: ["-shared", "-fPIC", `-I${join(dirname(dirname(process.execPath)), "include", "node")}`],
     hint: "--encryption mtls-tunnel needs it; the headers come with Debian's nodejs",
+  },
+  {
+    name: "membrane-nfnl-sock.node",
+    src: "membrane-nfnl-sock.c",
+    shared: true,
+    extra: [
+      "-shared",
+      "-fPIC",
+      "-pthread",
+      `-I${join(dirname(dirname(process.execPath)), "include", "node")}`,
+    ],
+    hint: "the LB table's element changes go through the membrane-nfnl writer process without it (two wake-ups per change)",
   },
 ];
 for (const p of programs) {

@@ -120,7 +120,7 @@ export class Agent {
     const shared = p.cluster ? clusterResources.deps(deps, p.cluster) : deps; // their store: etcd
     this.namespaces = new NamespacesController(shared);
     this.services = new ServicesController(shared);
-    this.lb = new LbController({ ...shared, table: `${p.table}_lb`, localCidrs: [p.podCidr4], ...(p.observe ? { logGroup: p.logGroup } : {}), ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}), ...(p.proxy ? { proxyPush: () => this.enforcer.pushProxy() } : {}) }); // prettier-ignore
+    this.lb = new LbController({ ...shared, table: `${p.table}_lb`, localCidrs: [p.podCidr4, ...(p.podCidr6 ? [p.podCidr6] : [])], ...(p.observe ? { logGroup: p.logGroup } : {}), ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}), ...(p.lb ? { config: p.lb } : {}), ...(p.proxy ? { proxyPush: () => this.enforcer.pushProxy() } : {}) }); // prettier-ignore
     this.nodes = new NodesController(deps);
     this.remoteEndpoints = new RemoteEndpointsController(
       deps,

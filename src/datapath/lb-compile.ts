@@ -4,6 +4,7 @@
  *
  *   prerouting -160 / output -160 (before the policy hook, -150), new connections only:
  *     classify: frontend with no backend -> reject (TCP reset, else ICMP port unreachable)
+ *               traffic policy Local, no backend on this node -> drop (kube-proxy's "no local endpoints")
  *               lb-l7 frontend           -> ct mark |= CT_SERVICE | CT_REDIRECT_L7: no DNAT here; the
  *                                           membrane table's nat chain sends it to the L7 proxy, which
  *                                           picks a backend per HTTP/2 request (proxy/lb/)
@@ -38,27 +39,40 @@
  * The price is M elements per frontend (M = 251: 2.5 M elements at 10,000 services),
  * hence an option (the `membrane.io/lb-algorithm: maglev` annotation on the Service), not the default.
  *
- * IPv4 only for now (IPv6 frontends are refused by lb/).
+ * IPv6: the same, with the family's own sets and chains (lb-chains.ts); a dual-stack service is
+ * one frontend per family. lb-l7 stays IPv4.
  */
-import { CT_REDIRECT_L7 } from "../abi/marks.js";
-import { SERVICE_LOG_PREFIX } from "../abi/log-prefix.js";
-import { CT_NODEPORT, CT_SERVICE, type LbFrontend, type LbState } from "./lb-types.js";
+import { addrString, parseAddr } from "../labels/cidr.js";
+import { AFFINITY_MAPS, choiceChain, fixedChains, LB_SETS, MAGLEV_M, setsOf } from "./lb-chains.js";
+import type { LbFrontend, LbState } from "./lb-types.js";
 import { invalid } from "./compile-error.js";
+
+export { AFFINITY_MAPS, fixedChains, LB_SETS, MAGLEV_M } from "./lb-chains.js";
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 /** Dotted-quad IPv4 (a regular expression: this runs for every backend of every service). */
 export const isIpv4 = (s: string): boolean => IPV4.test(s);
+/**
+ * An IPv6 address in its one canonical text (RFC 5952, as lb/ writes it): element keys are compared
+ * as text, so "fd00:0::1" and "fd00::1" must not both occur. No zone, no IPv4-mapped form.
+ */
+export function isIpv6(s: string): boolean {
+  if (!s.includes(":") || s.includes(".") || s.includes("%")) return false;
+  const a = parseAddr(s);
+  return a !== undefined && a.family === 6 && addrString(6, a.value) === s;
+}
 
-/** The Maglev table size (prime, >> backends per service). */
-export const MAGLEV_M = 251;
-/** The fixed jhash seed: the same on every node, so nodes agree on a flow's backend. */
-const MAGLEV_SEED = "0x4d454d42";
+/** The canonical text of an address (IPv6: RFC 5952), or undefined when it is not one. */
+export function canonicalAddr(s: string): string | undefined {
+  const a = parseAddr(s);
+  return a && addrString(a.family, a.value);
+}
+
+/** The address family of a frontend: its address's, or `family` for a NodePort (absent: 4). */
+export const familyOf = (f: Pick<LbFrontend, "ip" | "family">): 4 | 6 =>
+  f.ip !== undefined ? (isIpv4(f.ip) ? 4 : 6) : (f.family ?? 4);
 
 const PROTO_NAME: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp" };
-const hex = (n: number): string => `0x${n.toString(16).padStart(8, "0")}`;
-const SVC = hex(CT_SERVICE);
-const NODEPORT = hex(CT_NODEPORT);
-const L7LB = hex((CT_SERVICE | CT_REDIRECT_L7) >>> 0);
 
 /** One map's or set's elements: key text -> value text ("" for a set). */
 export type LbElements = Map<string, Map<string, string>>;
@@ -69,131 +83,42 @@ export interface CompiledLb {
   elements: LbElements;
 }
 
-/** The maps and sets, declared in this order (dependencies: none). */
-export const LB_SETS: readonly { name: string; decl: string }[] = [
-  { name: "front4", decl: "type ipv4_addr . inet_proto . inet_service;" },
-  { name: "l7front4", decl: "type ipv4_addr . inet_proto . inet_service;" },
-  { name: "empty4", decl: "type ipv4_addr . inet_proto . inet_service;" },
-  { name: "nat4", decl: "type ipv4_addr . inet_proto . inet_service : verdict;" },
-  { name: "be4", decl: "type ipv4_addr . inet_proto . inet_service . mark : ipv4_addr . inet_service;" },
-  { name: "npfront", decl: "type inet_proto . inet_service;" },
-  { name: "npempty", decl: "type inet_proto . inet_service;" },
-  { name: "npnat", decl: "type inet_proto . inet_service : verdict;" },
-  { name: "npbe", decl: "type inet_proto . inet_service . mark : ipv4_addr . inet_service;" },
-];
-
-/** The client -> backend memory of affinity services (written by the packet path). */
-export const AFFINITY_MAP = "aff4";
-const AFF_DECL =
-  "type ipv4_addr . ipv4_addr . inet_proto . inet_service : mark; flags dynamic,timeout; size 262144;";
-
-/**
- * The chains that never change (hooks and shared steps). `localCidrs`: the node's pod CIDRs (IPv4);
- * a NodePort connection to a backend outside them is masqueraded (none given: no masquerade).
- * `logGroup`: the NFLOG group of the flow observer; a new connection to a frontend is logged there
- * before its DNAT (`mbr:s:c` / `mbr:s:n`), so that its flows name the service the client dialled
- * (Hubble's destination_service; the policy verdicts that follow see only the backend).
- */
-export function fixedChains(
-  localCidrs: readonly string[] = [],
-  logGroup?: number,
-): { name: string; base?: string; rules: string[] }[] {
-  const remote = localCidrs.length ? `ip daddr != { ${localCidrs.join(", ")} } ` : "";
-  const log = (prefix: string): string =>
-    logGroup === undefined ? "" : ` log group ${logGroup} prefix "${prefix}"`;
-  const vip = "ip daddr . meta l4proto . th dport";
-  const np = "fib daddr type local meta l4proto . th dport";
-  return [
-    {
-      name: "reject_c",
-      rules: ["meta l4proto tcp reject with tcp reset", "reject"],
-    },
-    {
-      name: "classify",
-      rules: [
-        `${vip} @empty4 goto reject_c`,
-        `${vip} @l7front4 ct mark set ct mark or ${L7LB}${log(SERVICE_LOG_PREFIX.frontend)} return`,
-        `${vip} @front4 ct mark set ct mark or ${SVC}${log(SERVICE_LOG_PREFIX.frontend)} return`,
-        `${np} @npempty goto reject_c`,
-        `${np} @npfront ct mark set ct mark or ${hex(CT_SERVICE | CT_NODEPORT)}${log(SERVICE_LOG_PREFIX.nodePort)}`,
-      ],
-    },
-    {
-      name: "pre_c",
-      base: "type filter hook prerouting priority -160; policy accept;",
-      rules: ["ct state new meta nfproto ipv4 jump classify"],
-    },
-    {
-      name: "out_c",
-      base: "type filter hook output priority -160; policy accept;",
-      rules: ["ct state new meta nfproto ipv4 jump classify"],
-    },
-    {
-      name: "dnat_c",
-      rules: [`ct mark & ${SVC} == 0 return`, `${vip} vmap @nat4`, `${np} vmap @npnat`],
-    },
-    {
-      name: "nat_c",
-      base: "type nat hook prerouting priority dstnat; policy accept;",
-      rules: ["meta nfproto ipv4 jump dnat_c"],
-    },
-    {
-      name: "nat_out_c",
-      base: "type nat hook output priority -100; policy accept;",
-      rules: ["meta nfproto ipv4 jump dnat_c"],
-    },
-    {
-      // NodePort to another node's pod: the reply must come back through this node (its conntrack).
-      name: "snat_c",
-      base: "type nat hook postrouting priority srcnat; policy accept;",
-      rules: remote ? [`meta nfproto ipv4 ct mark & ${NODEPORT} == ${NODEPORT} ${remote}masquerade`] : [],
-    },
-  ];
-}
-
-/** The choice chain of a frontend: n<N> / a<N>t<T> (ClusterIP), pn<N> / pa<N>t<T> (NodePort), mg (Maglev). */
-function choiceChain(f: LbFrontend, maglev: boolean): { name: string; rules: string[] } {
-  const n = f.backends.length;
-  const node = f.ip === undefined;
-  const key = node ? "meta l4proto . th dport" : "ip daddr . meta l4proto . th dport";
-  const dnat = `dnat ip to ${key} . meta mark map ${node ? "@npbe" : "@be4"}`;
-  const pick = maglev
-    ? `jhash ip saddr . th sport . ip daddr . th dport mod ${MAGLEV_M} seed ${MAGLEV_SEED}`
-    : `numgen random mod ${n}`;
-  const p = node ? "p" : "";
-  const count = maglev ? "mg" : String(n);
-  const t = f.affinitySeconds;
-  if (t === undefined) return { name: `${p}n${count}`, rules: [`meta mark set ${pick} ${dnat}`] };
-  const client = "ip saddr . ip daddr . meta l4proto . th dport";
-  const remember = `update @aff4 { ${client} timeout ${t}s : meta mark }`;
-  return {
-    name: `${p}a${count}t${t}`,
-    rules: [
-      `meta mark set ${client} map @aff4 ${remember} ${dnat}`,
-      `meta mark set ${pick} ${remember} ${dnat}`,
-    ],
-  };
-}
-
-export function frontendKey(f: Pick<LbFrontend, "ip" | "proto" | "port">): string {
+/** The key of a frontend's elements in its family's sets: "10.96.0.1 . tcp . 80", "tcp . 30080". */
+export function elementKey(f: Pick<LbFrontend, "ip" | "proto" | "port">): string {
   const p = PROTO_NAME[f.proto] ?? String(f.proto);
   return f.ip === undefined ? `${p} . ${f.port}` : `${f.ip} . ${p} . ${f.port}`;
 }
 
+/** Which frontend it is, across families: the element key, "v6 . " before an IPv6 NodePort's. */
+export function frontendKey(f: Pick<LbFrontend, "ip" | "proto" | "port" | "family">): string {
+  return f.ip === undefined && f.family === 6 ? `v6 . ${elementKey(f)}` : elementKey(f);
+}
+
 /** Checks a frontend; `p` names it in errors ("frontends[3]"). */
 function check(f: LbFrontend, p: string): void {
-  if (f.ip !== undefined && !isIpv4(f.ip)) throw invalid(`${p}.ip`, `"${f.ip}" is not an IPv4 address`);
+  if (f.ip !== undefined && !isIpv4(f.ip) && !isIpv6(f.ip))
+    throw invalid(`${p}.ip`, `"${f.ip}" is not an IPv4 or IPv6 address`);
+  if (f.family !== undefined && (f.ip !== undefined || (f.family !== 4 && f.family !== 6)))
+    throw invalid(`${p}.family`, "is only for a NodePort (no address), 4 or 6");
+  const family = familyOf(f);
+  const sameFamily = family === 4 ? isIpv4 : isIpv6;
   if (PROTO_NAME[f.proto] === undefined) throw invalid(`${p}.proto`, `${f.proto} is not TCP, UDP or SCTP`);
   const port = (n: number): boolean => Number.isInteger(n) && n > 0 && n < 65536;
   if (!port(f.port)) throw invalid(`${p}.port`, `${f.port} is not a port`);
   f.backends.forEach((b, i) => {
-    if (!isIpv4(b.ip)) throw invalid(`${p}.backends[${i}].ip`, `"${b.ip}" is not an IPv4 address`);
+    if (!sameFamily(b.ip))
+      throw invalid(
+        `${p}.backends[${i}].ip`,
+        `"${b.ip}" is not an IPv${family} address (the frontend's family)`,
+      );
     if (!port(b.port)) throw invalid(`${p}.backends[${i}].port`, `${b.port} is not a port`);
   });
   if (f.slots && (f.slots.length !== MAGLEV_M || f.slots.some((b) => !(b >= 0 && b < f.backends.length))))
     throw invalid(`${p}.slots`, `must be ${MAGLEV_M} indexes into backends`);
-  if (f.l7 === true && (f.ip === undefined || f.proto !== 6))
-    throw invalid(`${p}.l7`, "per-request balancing needs a TCP frontend with an address");
+  if (f.noLocal === true && f.backends.length > 0)
+    throw invalid(`${p}.noLocal`, "is only for a frontend without a backend on this node");
+  if (f.l7 === true && (f.ip === undefined || f.proto !== 6 || family !== 4))
+    throw invalid(`${p}.l7`, "per-request balancing needs a TCP frontend with an IPv4 address");
   if (f.affinitySeconds !== undefined && !(Number.isInteger(f.affinitySeconds) && f.affinitySeconds > 0))
     throw invalid(`${p}.affinitySeconds`, `${f.affinitySeconds} is not a whole number of seconds above 0`);
 }
@@ -216,22 +141,25 @@ export function compileFrontend(
 ): CompiledFrontend {
   check(f, p);
   const key = frontendKey(f);
+  const ek = elementKey(f);
   const node = f.ip === undefined;
-  const elements: [string, string, string][] = [[node ? "npfront" : "front4", key, ""]];
+  const family = familyOf(f);
+  const sets = setsOf(family, node);
+  const elements: [string, string, string][] = [[sets.front, ek, ""]];
   if (f.backends.length === 0) {
-    elements.push([node ? "npempty" : "empty4", key, ""]);
+    elements.push([f.noLocal === true ? sets.drop : sets.empty, ek, ""]);
     return { key, elements };
   }
   // lb-l7: the proxy chooses the backend per request; the kernel only marks the connection.
-  if (f.l7 === true) return { key, elements: [["l7front4", key, ""]] };
+  if (f.l7 === true) return { key, elements: [["l7front4", ek, ""]] };
   const slots = f.slots;
-  const chain = choiceChain(f, slots !== undefined);
-  elements.push([node ? "npnat" : "nat4", key, `goto ${chain.name}`]);
-  const be = node ? "npbe" : "be4";
+  const chain = choiceChain(f, family, slots !== undefined);
+  elements.push([sets.nat, ek, `goto ${chain.name}`]);
+  const be = sets.be;
   const values = f.backends.map((b) => `${b.ip} . ${b.port}`);
-  const was = previous && ((s: number): string | undefined => previous(be, `${key} . ${s}`));
+  const was = previous && ((s: number): string | undefined => previous(be, `${ek} . ${s}`));
   const order = slots ? slots.map((b) => values[b] as string) : stableSlots(values, was);
-  order.forEach((v, slot) => elements.push([be, `${key} . ${slot}`, v]));
+  order.forEach((v, slot) => elements.push([be, `${ek} . ${slot}`, v]));
   return { key, chain, elements };
 }
 
@@ -283,7 +211,7 @@ export function lbTableScript(
 ): string {
   const out = [`table inet ${table} {}`, `delete table inet ${table}`, `table inet ${table} {`];
   for (const s of LB_SETS) out.push(`  ${s.decl.includes(":") ? "map" : "set"} ${s.name} { ${s.decl} }`);
-  out.push(`  map ${AFFINITY_MAP} { ${AFF_DECL} }`);
+  for (const a of AFFINITY_MAPS) out.push(`  map ${a.name} { ${a.decl} }`);
   for (const [name, rules] of c.chains) out.push(`  chain ${name} {`, ...rules.map((r) => `    ${r}`), "  }");
   for (const ch of fixedChains(localCidrs, logGroup)) {
     out.push(`  chain ${ch.name} {`);

@@ -3,7 +3,9 @@
  * by namespace/name); the table keeps each group's compiled elements, so a change costs what
  * the changed groups hold, not what the table holds. The first write (and any write after a
  * failure) writes the table whole; every later one writes the element delta of the changed
- * groups, in one transaction (one nf_tables batch, or `nft` when a chain comes or goes).
+ * groups, in one transaction (one nf_tables batch, or `nft` when a chain comes or goes). The batch
+ * goes through the agent's own nfnetlink socket in the node namespace (nfnl/socket.ts: answered
+ * within the call, no process to wake), or the writer process when the addon is not built.
  *
  *   LbTable.update({group -> frontends}) --compileFrontend (changed groups only)-->
  *       element delta vs realized --nfnl batch | nft -f--> kernel
@@ -34,6 +36,11 @@ export interface LbTableParams {
   localCidrs?: readonly string[];
   /** The flow observer's NFLOG group: new service connections are logged before the DNAT (lb-compile.ts). */
   logGroup?: number;
+  /**
+   * How element deltas reach the kernel: "socket" (default), the agent's own nfnetlink socket in the
+   * namespace (nfnl/socket.ts), falling back to "process", the writer process (nfnl/setelem.ts).
+   */
+  writer?: "socket" | "process";
 }
 
 export interface LbApplyResult {
@@ -42,8 +49,11 @@ export interface LbApplyResult {
   ops: number;
   /** Milliseconds spent writing to the kernel (the rest is compiling and diffing in Node). */
   kernelMs: number;
-  /** "nfnl": one nf_tables batch of elements; "nft": through the nft binary. */
-  writer?: "nfnl" | "nft";
+  /**
+   * "nfnl-socket": one nf_tables batch through the agent's own socket; "nfnl": through the writer
+   * process; "nft": through the nft binary.
+   */
+  writer?: "nfnl-socket" | "nfnl" | "nft";
 }
 
 /** A group's frontends, compiled; and the chains with how many frontends go to each. */
@@ -63,11 +73,15 @@ export class LbTable {
   private realized: Realized | undefined;
   /** Every group asked for (rewritten whole from here after a failure). */
   private readonly wanted = new Map<string, readonly LbFrontend[]>();
-  private readonly writer: SetElemWriter;
+  private writer: SetElemWriter;
 
   constructor(private readonly p: LbTableParams = {}) {
     this.table = p.table ?? "membrane_lb";
-    this.writer = new SetElemWriter(p.netns);
+    this.writer = this.newWriter();
+  }
+
+  private newWriter(): SetElemWriter {
+    return new SetElemWriter(this.p.netns, undefined, { inProcess: this.p.writer !== "process" });
   }
 
   private opts(): { netns?: string } {
@@ -104,12 +118,13 @@ export class LbTable {
     const was = this.realized;
     if (!was) return this.writeWhole(changes);
     const prev = (set: string, key: string): string | undefined => {
-      const g = was.owner.get(
-        key
-          .split(" . ")
-          .slice(0, set.startsWith("np") ? 2 : 3)
-          .join(" . "),
-      );
+      // The frontend key from the element key (lb-compile.ts frontendKey): IPv6 NodePorts carry "v6 . ".
+      const np = set.startsWith("np");
+      const front = key
+        .split(" . ")
+        .slice(0, np ? 2 : 3)
+        .join(" . ");
+      const g = was.owner.get(np && set.endsWith("6") ? `v6 . ${front}` : front);
       const els = g === undefined ? undefined : was.groups.get(g);
       for (const f of els ?? []) for (const [s, k, v] of f.elements) if (s === set && k === key) return v;
       return undefined;
@@ -160,7 +175,7 @@ export class LbTable {
       return { mode: "none", ops: 0, kernelMs: 0 };
     }
     const t0 = performance.now();
-    let writer: "nfnl" | "nft" = "nft";
+    let writer: NonNullable<LbApplyResult["writer"]> = "nft";
     try {
       // Elements only (no new or removed chain): one nf_tables batch, without nft.
       const sameChains =
@@ -169,7 +184,7 @@ export class LbTable {
       const wire = sameChains ? lbWireDelta(before.elements, after.elements) : undefined;
       if (wire) {
         await this.writer.apply(this.table, wire);
-        writer = "nfnl";
+        writer = this.writer.via === "socket" ? "nfnl-socket" : "nfnl";
       } else await nftApply(d.script, this.opts());
     } catch (e) {
       // Unknown kernel state: the next update writes the table whole (from `wanted`).
@@ -220,7 +235,10 @@ export class LbTable {
   async destroy(): Promise<void> {
     this.realized = undefined;
     this.wanted.clear();
+    // A fresh (idle) writer: the table may be written again (a Service after the last one went),
+    // and a stopped writer refuses every delta.
     this.writer.stop();
+    this.writer = this.newWriter();
     await nftApply(`table inet ${this.table} {}\ndelete table inet ${this.table}\n`, this.opts());
   }
 }

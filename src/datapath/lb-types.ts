@@ -17,8 +17,10 @@ export interface LbBackend {
 
 /** One address . protocol . port a service answers on, and where its new connections go. */
 export interface LbFrontend {
-  /** A ClusterIP or LoadBalancer address (IPv4). Absent: a NodePort, on every local address of the node. */
+  /** A ClusterIP or LoadBalancer address (IPv4 or IPv6). Absent: a NodePort, on every local address of the node. */
   ip?: string;
+  /** A NodePort's address family (absent: 4); its backends are of that family. */
+  family?: 4 | 6;
   proto: LbProto;
   port: number;
   /**
@@ -30,6 +32,11 @@ export interface LbFrontend {
   affinitySeconds?: number;
   /** Maglev: slot -> index into backends (MAGLEV_M slots, lb/maglev.ts); absent: random. */
   slots?: number[];
+  /**
+   * Traffic policy Local and no backend on this node: new connections are dropped (as kube-proxy's
+   * "has no local endpoints"), not rejected; `backends` is empty.
+   */
+  noLocal?: boolean;
   /**
    * `service.cilium.io/lb-l7: enabled` (TCP, with an address): the connection is not DNATed to a
    * backend but redirected to the node's L7 proxy, which picks a backend per HTTP/2 request.

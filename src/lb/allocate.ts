@@ -5,8 +5,8 @@
  * refused with the field that asks for it. Pure: the caller passes what is in use.
  */
 import { MembraneError } from "../errors.js";
-import { parseAddr, parsePrefix } from "../labels/cidr.js";
-import type { LbConfig, LbService } from "./types.js";
+import { addrString, familyWidth, parseAddr, parsePrefix } from "../labels/cidr.js";
+import type { IpFamily, LbConfig, LbService } from "./types.js";
 
 export interface InUse {
   /** Address -> "namespace/name" of the service holding it (ClusterIPs and LoadBalancer addresses). */
@@ -28,14 +28,48 @@ function refuse(s: LbService, path: string, why: string): MembraneError {
 
 function* hostsOf(cidr: string): Generator<string> {
   const c = parsePrefix(cidr);
-  if (!c || c.family !== 4)
-    throw new MembraneError("CONFIG_INVALID", `Cannot allocate from "${cidr}": not an IPv4 CIDR`);
-  const size = 2n ** BigInt(32 - c.bits);
-  // Skip the network address (and the first host, the CIDR's gateway by habit), and the broadcast.
-  for (let i = 2n; i < size - 1n && i < 1_000_000n; i++) {
-    const v = Number(c.addr + i);
-    yield [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join(".");
-  }
+  if (!c) throw new MembraneError("CONFIG_INVALID", `Cannot allocate from "${cidr}": not a CIDR`);
+  const size = 2n ** BigInt(familyWidth(c.family) - c.bits);
+  // Skip the network address (and the first host, the CIDR's gateway by habit), and the last.
+  for (let i = 2n; i < size - 1n && i < 1_000_000n; i++) yield addrString(c.family, c.addr + i);
+}
+
+const familyOfAddr = (ip: string): IpFamily => (ip.includes(":") ? "IPv6" : "IPv4");
+
+/** The node's service CIDR of a family, if it has one. */
+function poolOf(cfg: LbConfig, f: IpFamily): string | undefined {
+  return [cfg.serviceCidr, cfg.serviceCidrSecondary].find(
+    (c) => c !== undefined && familyOfAddr(c.split("/")[0] ?? "") === f,
+  );
+}
+
+/**
+ * The families a service gets, primary first, as the apiserver decides them: SingleStack, the one
+ * asked (ipFamilies, or the given address's) or the cluster's primary; PreferDualStack, both when
+ * the cluster has both; RequireDualStack, both or refused.
+ */
+function familiesOf(s: LbService, previous: LbService | undefined, cfg: LbConfig): IpFamily[] {
+  const primary = familyOfAddr(cfg.serviceCidr.split("/")[0] ?? "");
+  const given = (s.clusterIPs ?? (s.clusterIP !== undefined ? [s.clusterIP] : [])).filter(
+    (a) => a !== "None",
+  );
+  const asked = s.ipFamilies ?? (given.length > 0 ? given.map(familyOfAddr) : previous?.ipFamilies);
+  const first = asked?.[0] ?? primary;
+  const other: IpFamily = first === "IPv4" ? "IPv6" : "IPv4";
+  const hasBoth = cfg.serviceCidrSecondary !== undefined;
+  const fams: IpFamily[] =
+    s.ipFamilyPolicy === undefined
+      ? [first]
+      : s.ipFamilyPolicy === "RequireDualStack" || hasBoth
+        ? [first, asked?.[1] ?? other]
+        : [first];
+  if (s.ipFamilyPolicy === "RequireDualStack" && !hasBoth)
+    throw refuse(s, "spec.ipFamilyPolicy", "RequireDualStack: the cluster has one service CIDR (--service-cidr); give it one of each family, e.g. --service-cidr 10.96.0.0/16,fd00:96::/112"); // prettier-ignore
+  fams.forEach((f, i) => {
+    if (poolOf(cfg, f) === undefined)
+      throw refuse(s, s.ipFamilies ? `spec.ipFamilies[${i}]` : "spec.clusterIP", `${f}: the cluster has no ${f} service CIDR (--service-cidr ${cfg.serviceCidr}${cfg.serviceCidrSecondary ? `,${cfg.serviceCidrSecondary}` : ""})`); // prettier-ignore
+  });
+  return fams;
 }
 
 export function allocate(
@@ -49,21 +83,32 @@ export function allocate(
     const h = used.ips.get(ip);
     return h === me ? undefined : h;
   };
-  let clusterIP = s.clusterIP ?? (previous?.clusterIP !== "None" ? previous?.clusterIP : undefined);
-  if (clusterIP !== undefined && clusterIP !== "None") {
-    const h = holder(clusterIP);
-    if (h)
-      throw refuse(s, "spec.clusterIP", `${clusterIP}: provided IP is already allocated (to service ${h})`);
+  let clusterIPs: string[] = [];
+  if (s.clusterIP === "None") clusterIPs = ["None"];
+  else {
+    const fams = familiesOf(s, previous, cfg);
+    const given = s.clusterIPs ?? (s.clusterIP !== undefined ? [s.clusterIP] : []);
+    const before = previous?.clusterIPs ?? (previous?.clusterIP !== undefined && previous.clusterIP !== "None" ? [previous.clusterIP] : []); // prettier-ignore
+    fams.forEach((f, i) => {
+      const path = s.clusterIPs ? `spec.clusterIPs[${i}]` : "spec.clusterIP";
+      let ip = given.find((a) => familyOfAddr(a) === f) ?? before.find((a) => familyOfAddr(a) === f);
+      if (ip !== undefined) {
+        const h = holder(ip);
+        if (h) throw refuse(s, path, `${ip}: provided IP is already allocated (to service ${h})`);
+      } else {
+        const pool = poolOf(cfg, f) as string;
+        for (const a of hostsOf(pool)) if (!used.ips.has(a) && !clusterIPs.includes(a)) { ip = a; break; } // prettier-ignore
+        if (ip === undefined)
+          throw refuse(s, path, `cannot be allocated: the service CIDR ${pool} (--service-cidr) is full`);
+      }
+      clusterIPs.push(ip);
+    });
   }
-  if (clusterIP === undefined) {
-    for (const ip of hostsOf(cfg.serviceCidr)) if (!used.ips.has(ip)) { clusterIP = ip; break; } // prettier-ignore
-    if (clusterIP === undefined)
-      throw refuse(
-        s,
-        "spec.clusterIP",
-        `cannot be allocated: the service CIDR ${cfg.serviceCidr} (--service-cidr) is full`,
-      );
-  }
+  const clusterIP = clusterIPs[0] as string;
+  const families = clusterIP === "None" ? [] : clusterIPs.map(familyOfAddr);
+  const dual = clusterIPs.length === 2 ? { clusterIPs } : {};
+  // IPv4 alone is what a record without ipFamilies means (every record written before IPv6).
+  const famField = families.length === 1 && families[0] === "IPv4" ? {} : families.length ? { ipFamilies: families } : {}; // prettier-ignore
   const taken = new Set<string>();
   const ports = s.ports.map((p, i) => {
     if (s.type === "ClusterIP") return p;
@@ -92,9 +137,16 @@ export function allocate(
     return { ...p, nodePort };
   });
   let loadBalancerIP = s.type === "LoadBalancer" ? previous?.loadBalancerIP : undefined;
-  if (s.type === "LoadBalancer" && loadBalancerIP === undefined && cfg.loadBalancerPool !== undefined) {
+  // The pool is IPv4 (--lb-pool): an IPv6-only LoadBalancer stays pending.
+  if (
+    s.type === "LoadBalancer" &&
+    loadBalancerIP === undefined &&
+    cfg.loadBalancerPool !== undefined &&
+    !(families.length > 0 && !families.includes("IPv4"))
+  ) {
     for (const ip of hostsOf(cfg.loadBalancerPool)) if (!used.ips.has(ip) && ip !== clusterIP) { loadBalancerIP = ip; break; } // prettier-ignore
   }
   if (loadBalancerIP !== undefined && parseAddr(loadBalancerIP)?.family !== 4) loadBalancerIP = undefined;
-  return { ...s, clusterIP, ports, ...(loadBalancerIP !== undefined ? { loadBalancerIP } : {}) };
+  const { clusterIPs: _c, ipFamilies: _f, ...rest } = s;
+  return { ...rest, clusterIP, ...dual, ...famField, ports, ...(loadBalancerIP !== undefined ? { loadBalancerIP } : {}) }; // prettier-ignore
 }

@@ -23,29 +23,46 @@ function usage(flag: string, why: string, hint: string): MembraneError {
   });
 }
 
-function v4cidr(flag: string, text: string, example: string): Prefix {
+function cidr(flag: string, text: string, example: string, v6 = false): Prefix {
   const p = parsePrefix(text.trim());
-  if (!p || p.family !== 4 || !text.includes("/"))
-    throw usage(flag, `"${text}" is not an IPv4 CIDR`, `Give an IPv4 CIDR, e.g. ${flag} ${example}.`);
-  if (p.bits > 30)
-    throw usage(flag, `${text} holds no address to allocate (/${p.bits})`, `Give a prefix of /30 or shorter, e.g. ${flag} ${example}.`); // prettier-ignore
+  if (!p || (p.family !== 4 && !v6) || !text.includes("/"))
+    throw usage(flag, `"${text}" is not an IPv4${v6 ? " or IPv6" : ""} CIDR`, `Give ${v6 ? "a" : "an IPv4"} CIDR, e.g. ${flag} ${example}.`); // prettier-ignore
+  const max = p.family === 4 ? 30 : 126;
+  if (p.bits > max)
+    throw usage(flag, `${text} holds no address to allocate (/${p.bits})`, `Give a prefix of /${max} or shorter, e.g. ${flag} ${example}.`); // prettier-ignore
   if (prefixString(p) !== text.trim())
     throw usage(flag, `${text} has host bits set`, `Did you mean ${flag} ${prefixString(p)}?`);
   return p;
+}
+const v4cidr = (flag: string, text: string, example: string): Prefix => cidr(flag, text, example);
+
+/** --service-cidr: one CIDR, or one of each family (kube-apiserver's --service-cluster-ip-range form). */
+function serviceCidrs(text: string): Prefix[] {
+  const parts = text.split(",").map((t) => t.trim());
+  const example = "10.96.0.0/16,fd00:96::/112";
+  if (parts.length > 2)
+    throw usage("--service-cidr", `"${text}" has more than two CIDRs`, `Give one, or one of each family, e.g. --service-cidr ${example}.`); // prettier-ignore
+  const ps = parts.map((t) => cidr("--service-cidr", t, example, true));
+  if (ps.length === 2 && ps[0]?.family === ps[1]?.family)
+    throw usage("--service-cidr", `"${text}" has two CIDRs of one family`, `Give one of each family (dual-stack), e.g. --service-cidr ${example}.`); // prettier-ignore
+  return ps;
 }
 
 const overlap = (a: Prefix, b: Prefix): boolean => containsPrefix(a, b) || containsPrefix(b, a);
 
 export function parseLbFlags(f: LbFlags): LbConfig {
-  const svc = v4cidr("--service-cidr", f.serviceCidr ?? DEFAULT_LB_CONFIG.serviceCidr, "10.96.0.0/16");
+  const svcs = serviceCidrs(f.serviceCidr ?? DEFAULT_LB_CONFIG.serviceCidr);
+  const [svc, second] = svcs as [Prefix, Prefix | undefined];
   const pool = f.lbPool !== undefined ? v4cidr("--lb-pool", f.lbPool, "192.0.2.0/24") : undefined;
-  if (pool && overlap(svc, pool))
-    throw usage("--lb-pool", `${f.lbPool} overlaps --service-cidr ${prefixString(svc)}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
+  for (const s of svcs)
+    if (pool && overlap(s, pool))
+      throw usage("--lb-pool", `${f.lbPool} overlaps --service-cidr ${prefixString(s)}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
   for (const pod of f.podCidrs ?? []) {
     const p = parsePrefix(pod);
     if (!p) continue;
-    if (overlap(svc, p))
-      throw usage("--service-cidr", `${prefixString(svc)} overlaps the pod CIDR ${pod}`, "Give services and pods separate ranges (e.g. --service-cidr 10.96.0.0/16)."); // prettier-ignore
+    for (const s of svcs)
+      if (overlap(s, p))
+        throw usage("--service-cidr", `${prefixString(s)} overlaps the pod CIDR ${pod}`, "Give services and pods separate ranges (e.g. --service-cidr 10.96.0.0/16)."); // prettier-ignore
     if (pool && overlap(pool, p))
       throw usage("--lb-pool", `${f.lbPool} overlaps the pod CIDR ${pod}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
   }
@@ -60,6 +77,7 @@ export function parseLbFlags(f: LbFlags): LbConfig {
   }
   return {
     serviceCidr: prefixString(svc),
+    ...(second ? { serviceCidrSecondary: prefixString(second) } : {}),
     ...(pool ? { loadBalancerPool: prefixString(pool) } : {}),
     nodePortRange: range,
   };

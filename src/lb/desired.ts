@@ -9,9 +9,16 @@
  * conditions) take none while a ready one exists; when none is ready, the serving
  * terminating ones do (kube-proxy's fallback, KEP-1669); with neither, the service
  * refuses new connections at once.
+ *
+ * Traffic policy Local (externalTrafficPolicy for the NodePorts and the LoadBalancer address,
+ * internalTrafficPolicy for the ClusterIP): only the backends `isLocal` says run on this node
+ * (the same ready/terminating choice among them); with none there but some elsewhere, the frontend
+ * drops new connections (kube-proxy's "has no local endpoints"); with none anywhere it refuses them. The client's address is kept:
+ * the NodePort masquerade (datapath/lb-compile.ts) applies to backends outside the node only.
  */
 import { LB_PROTO, type LbBackend, type LbFrontend, type LbState } from "../datapath/lb-types.js";
-import { parseAddr } from "../labels/cidr.js";
+import { canonicalAddr } from "../datapath/lb-compile.js";
+import { containsAddr, parsePrefix, type Prefix } from "../labels/cidr.js";
 import { maglevTable } from "./maglev.js";
 import type { BackendState, LbService, LbSlice, ServicePortSpec, ServiceView } from "./types.js";
 
@@ -33,6 +40,12 @@ export interface LbDesired {
 
 interface Candidate extends LbBackend {
   state: BackendState;
+}
+
+/** A test of "this backend runs on this node": its address is in one of the node's pod CIDRs. */
+export function inCidrs(cidrs: readonly string[]): (ip: string) => boolean {
+  const ps = cidrs.map((c) => parsePrefix(c)).filter((p): p is Prefix => p !== undefined);
+  return (ip) => ps.some((p) => containsAddr(p, ip));
 }
 
 export function selects(
@@ -63,7 +76,10 @@ function candidates(
           ? p.targetPort
           : pod.namedPorts?.find((n) => n.name === p.targetPort && n.protocol === p.protocol)?.port;
       if (port === undefined) continue; // the pod has no port of that name: not a backend
-      for (const ip of pod.ips) if (parseAddr(ip)?.family === 4) add({ ip, port, state: "active" });
+      for (const raw of pod.ips) {
+        const ip = canonicalAddr(raw);
+        if (ip !== undefined) add({ ip, port, state: "active" });
+      }
     }
   } else {
     for (const sl of slices) {
@@ -86,13 +102,14 @@ export function desiredLb(
   services: readonly LbService[],
   pods: readonly LbPod[],
   slices: readonly LbSlice[],
+  isLocal?: (ip: string) => boolean,
 ): LbDesired {
   const frontends: LbFrontend[] = [];
   const views: ServiceView[] = [];
   for (const s of [...services].sort((a, b) =>
     `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`),
   )) {
-    const one = serviceDesired(s, pods, slices);
+    const one = serviceDesired(s, pods, slices, isLocal);
     frontends.push(...one.frontends);
     views.push(one.view);
   }
@@ -107,42 +124,81 @@ export function serviceDesired(
   s: LbService,
   pods: Iterable<LbPod>,
   slices: Iterable<LbSlice>,
+  isLocal: (ip: string) => boolean = () => false,
 ): { frontends: LbFrontend[]; view: ServiceView } {
   const frontends: LbFrontend[] = [];
   const podList = [...pods];
   const sliceList = [...slices];
   const seen = new Map<string, Candidate>();
+  const cips = s.clusterIP === undefined || s.clusterIP === "None" ? [] : (s.clusterIPs ?? [s.clusterIP]);
+  // A service's backends are of its families only (headless: as given); an IPv4 service ignores pods' IPv6.
+  const v6s = new Set(cips.map((ip) => ip.includes(":")));
   for (const p of s.ports) {
-    const all = candidates(s, p, podList, sliceList);
-    for (const c of all) seen.set(`${c.ip}:${c.port}`, c);
-    if (s.clusterIP === undefined || s.clusterIP === "None") continue;
-    const ready = all.filter((c) => c.state === "active");
-    const usable = (ready.length > 0 ? ready : all.filter((c) => c.state === "terminating")).map(
-      ({ ip, port }) => ({ ip, port }),
-    );
-    const proto = LB_PROTO[p.protocol];
-    const common = {
-      proto,
-      backends: usable,
-      ...(s.affinitySeconds !== undefined ? { affinitySeconds: s.affinitySeconds } : {}),
-    };
-    // lb-l7: the addresses' TCP connections go to the proxy (per-request balancing); a NodePort stays in the kernel.
-    const l7 = s.lbL7 === true && p.protocol === "TCP" ? { l7: true } : {};
-    const fronts: LbFrontend[] = [{ ip: s.clusterIP, port: p.port, ...common, ...l7 }];
-    if (p.nodePort !== undefined) fronts.push({ port: p.nodePort, ...common });
-    if (s.loadBalancerIP !== undefined) fronts.push({ ip: s.loadBalancerIP, port: p.port, ...common, ...l7 });
-    const slots = s.algorithm === "maglev" && usable.length > 0 ? maglevTable(usable.map((b) => `${b.ip}:${b.port}`)) : undefined; // prettier-ignore
-    for (const f of fronts) frontends.push(slots ? { ...f, slots } : f);
+    const every = candidates(s, p, podList, sliceList).filter((c) => cips.length === 0 || v6s.has(c.ip.includes(":"))); // prettier-ignore
+    for (const c of every) seen.set(hostPort(c), c);
+    // One set of frontends per family the service has (dual-stack: two), each with its family's backends.
+    for (const cip of cips) frontends.push(...familyFrontends(s, p, cip, every, isLocal));
   }
   const view: ServiceView = {
     namespace: s.namespace,
     name: s.name,
     type: s.type,
     clusterIP: s.clusterIP ?? "",
+    ...(s.clusterIPs ? { clusterIPs: s.clusterIPs } : {}),
     ...(s.type === "LoadBalancer" ? { externalIP: s.loadBalancerIP ?? "<pending>" } : {}),
     ports: s.ports.map((p) => `${p.port}${p.nodePort !== undefined ? `:${p.nodePort}` : ""}/${p.protocol}`),
     affinity: s.affinitySeconds !== undefined ? `ClientIP (${s.affinitySeconds}s)` : "None",
-    backends: [...seen.values()].map((c) => ({ address: `${c.ip}:${c.port}`, state: c.state })),
+    ...(s.externalLocal === true ? { externalTrafficPolicy: "Local" as const } : {}),
+    ...(s.internalLocal === true ? { internalTrafficPolicy: "Local" as const } : {}),
+    backends: [...seen.values()].map((c) => ({ address: hostPort(c), state: c.state })),
   };
   return { frontends, view };
+}
+
+/** "10.0.0.1:80", "[fd00::1]:80". */
+const hostPort = (b: LbBackend): string => (b.ip.includes(":") ? `[${b.ip}]:${b.port}` : `${b.ip}:${b.port}`);
+
+/** A port's frontends in the family of `cip`: its ClusterIP, NodePort and LoadBalancer address. */
+function familyFrontends(
+  s: LbService,
+  p: ServicePortSpec,
+  cip: string,
+  every: Candidate[],
+  isLocal: (ip: string) => boolean,
+): LbFrontend[] {
+  const v6 = cip.includes(":");
+  const all = every.filter((c) => c.ip.includes(":") === v6);
+  const frontends: LbFrontend[] = [];
+  const proto = LB_PROTO[p.protocol];
+  /** The frontend's common part from the candidates it may use (Local: the node's own). */
+  const pick = (from: Candidate[]): LbBackend[] => {
+    const ready = from.filter((c) => c.state === "active");
+    return (ready.length > 0 ? ready : from.filter((c) => c.state === "terminating")).map(({ ip, port }) => ({
+      ip,
+      port,
+    }));
+  };
+  const anywhere = pick(all).length > 0;
+  const common = (local: boolean): Omit<LbFrontend, "port"> => {
+    const usable = pick(local ? all.filter((c) => isLocal(c.ip)) : all);
+    const slots = s.algorithm === "maglev" && usable.length > 0 ? maglevTable(usable.map((b) => `${b.ip}:${b.port}`)) : undefined; // prettier-ignore
+    return {
+      proto,
+      backends: usable,
+      ...(s.affinitySeconds !== undefined ? { affinitySeconds: s.affinitySeconds } : {}),
+      ...(slots ? { slots } : {}),
+      // No backend here but some elsewhere: drop; none anywhere: refused at once (kube-proxy's two cases).
+      ...(local && usable.length === 0 && anywhere ? { noLocal: true } : {}),
+    };
+  };
+  // lb-l7 (IPv4): the addresses' TCP connections go to the proxy (per-request balancing); a NodePort stays in the kernel.
+  const l7 = s.lbL7 === true && p.protocol === "TCP" && !v6 ? { l7: true } : {};
+  const cluster = common(false);
+  const internal = s.internalLocal === true ? common(true) : cluster;
+  const external = s.externalLocal === true ? common(true) : cluster;
+  frontends.push({ ip: cip, port: p.port, ...internal, ...l7 });
+  if (p.nodePort !== undefined) frontends.push({ port: p.nodePort, ...(v6 ? { family: 6 as const } : {}), ...external }); // prettier-ignore
+  if (s.loadBalancerIP !== undefined && s.loadBalancerIP.includes(":") === v6)
+    frontends.push({ ip: s.loadBalancerIP, port: p.port, ...external, ...l7 });
+  return frontends;
 }

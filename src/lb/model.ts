@@ -51,6 +51,9 @@ export class LbModel {
   private readonly dirty = new Set<string>();
   private readonly views = new Map<string, ServiceView>();
 
+  /** `isLocal`: the backends on this node (traffic policy Local; desired.ts inCidrs). */
+  constructor(private readonly isLocal: (ip: string) => boolean = () => false) {}
+
   get size(): number {
     return this.services.size;
   }
@@ -142,7 +145,7 @@ export class LbModel {
       const slices = s.selector
         ? []
         : [...(this.slicesOf.get(key) ?? [])].map((k) => this.slices.get(k) as LbSlice);
-      const d = serviceDesired(s, s.selector ? this.candidatePods(s) : [], slices);
+      const d = serviceDesired(s, s.selector ? this.candidatePods(s) : [], slices, this.isLocal);
       this.views.set(key, d.view);
       out.set(key, d.frontends);
     }

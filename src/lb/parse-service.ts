@@ -1,7 +1,7 @@
 /** A `v1` Service document -> LbService (parse.ts), every problem with its field path. */
 import type { Reader } from "./reader.js";
 import { DNS_LABEL } from "./reader.js";
-import type { LbService, Protocol, ServicePortSpec } from "./types.js";
+import type { IpFamily, LbService, Protocol, ServicePortSpec } from "./types.js";
 
 export const ALGORITHM_ANNOTATION = "membrane.io/lb-algorithm";
 /** Cilium's annotation: the service's HTTP/2 and gRPC requests are balanced per request by the L7 proxy. */
@@ -74,6 +74,74 @@ function readPort(r: Reader, v: unknown, path: string, type: LbService["type"]):
   };
 }
 
+/**
+ * spec.clusterIP, clusterIPs, ipFamilies and ipFamilyPolicy, checked against one another as the
+ * apiserver does; which families the service gets is decided at allocation (allocate.ts), where the
+ * node's service CIDRs are known.
+ */
+function readAddresses(
+  r: Reader,
+  spec: Record<string, unknown>,
+  type: string | undefined,
+): Pick<LbService, "clusterIP" | "clusterIPs" | "ipFamilies" | "ipFamilyPolicy"> {
+  const policy =
+    spec["ipFamilyPolicy"] === undefined
+      ? "SingleStack"
+      : r.str(spec["ipFamilyPolicy"], "spec.ipFamilyPolicy", [
+          "SingleStack",
+          "PreferDualStack",
+          "RequireDualStack",
+        ]);
+  const families: IpFamily[] = [];
+  (spec["ipFamilies"] === undefined ? [] : (r.list(spec["ipFamilies"], "spec.ipFamilies", 2) ?? [])).forEach(
+    (f, i) => {
+      const v = r.str(f, `spec.ipFamilies[${i}]`, ["IPv4", "IPv6"]) as IpFamily | undefined;
+      if (v !== undefined && families.includes(v)) r.report(`spec.ipFamilies[${i}]`, `repeats ${v}`);
+      else if (v !== undefined) families.push(v);
+    },
+  );
+  const ip = (v: unknown, path: string): string | undefined => (v === "None" ? "None" : r.ip(v, path));
+  const one = spec["clusterIP"] === undefined || spec["clusterIP"] === "" ? undefined : ip(spec["clusterIP"], "spec.clusterIP"); // prettier-ignore
+  const ips: string[] = [];
+  if (spec["clusterIPs"] !== undefined)
+    (r.list(spec["clusterIPs"], "spec.clusterIPs", 2) ?? []).forEach((v, i) => {
+      const a = ip(v, `spec.clusterIPs[${i}]`);
+      if (a !== undefined) ips.push(a);
+    });
+  if (one !== undefined && ips[0] !== undefined && ips[0] !== one)
+    r.report("spec.clusterIPs[0]", `must equal spec.clusterIP (${one})`);
+  const given = ips.length > 0 ? ips : one !== undefined ? [one] : [];
+  if (given.includes("None")) {
+    if (type !== "ClusterIP")
+      r.report(
+        "spec.clusterIP",
+        `"None" (headless) is only for ClusterIP services, not ${type ?? "this type"}`,
+      );
+    if (given.length > 1) r.report("spec.clusterIPs", `"None" must be the only address`);
+  }
+  const fam = (a: string): IpFamily => (a.includes(":") ? "IPv6" : "IPv4");
+  if (
+    given.length === 2 &&
+    given[0] !== "None" &&
+    given[1] !== "None" &&
+    fam(given[0] as string) === fam(given[1] as string)
+  )
+    r.report("spec.clusterIPs", "must hold one address of each family (dual-stack)");
+  if (policy === "SingleStack" && (given.length > 1 || families.length > 1))
+    r.report("spec.ipFamilyPolicy", "must be PreferDualStack or RequireDualStack when two families or addresses are given"); // prettier-ignore
+  given.forEach((a, i) => {
+    const f = families[i];
+    if (a !== "None" && f !== undefined && fam(a) !== f)
+      r.report(`spec.ipFamilies[${i}]`, `is ${f} but spec.clusterIPs[${i}] (${a}) is ${fam(a)}`);
+  });
+  return {
+    ...(given[0] !== undefined ? { clusterIP: given[0] } : {}),
+    ...(given.length === 2 ? { clusterIPs: given } : {}),
+    ...(families.length > 0 ? { ipFamilies: families } : {}),
+    ...(policy === "PreferDualStack" || policy === "RequireDualStack" ? { ipFamilyPolicy: policy } : {}),
+  };
+}
+
 /** The spec of a Service named `ns/name` (metadata read by parse.ts). */
 export function readService(
   r: Reader,
@@ -95,31 +163,15 @@ export function readService(
   if (type === "ExternalName")
     r.report("spec.type", "ExternalName is not supported (it is DNS only, nothing is balanced)");
   const selector = spec["selector"] === undefined ? undefined : r.strMap(spec["selector"], "spec.selector");
-  let clusterIP: string | undefined;
-  if (spec["clusterIP"] !== undefined && spec["clusterIP"] !== "") {
-    clusterIP = spec["clusterIP"] === "None" ? "None" : r.ipv4(spec["clusterIP"], "spec.clusterIP");
-    if (clusterIP === "None" && type !== "ClusterIP")
-      r.report("spec.clusterIP", `"None" (headless) is only for ClusterIP services, not ${type}`);
-  }
-  if (spec["clusterIPs"] !== undefined) {
-    const ips = r.list(spec["clusterIPs"], "spec.clusterIPs", 2);
-    if (ips && ips.length > 1)
-      r.report("spec.clusterIPs", "has more than one address: dual-stack services are not supported yet");
-    if (ips?.[0] !== undefined && clusterIP !== undefined && ips[0] !== clusterIP)
-      r.report("spec.clusterIPs[0]", `must equal spec.clusterIP (${clusterIP})`);
-    if (ips?.[0] !== undefined && clusterIP === undefined)
-      clusterIP = ips[0] === "None" ? "None" : r.ipv4(ips[0], "spec.clusterIPs[0]");
-  }
-  if (spec["ipFamilies"] !== undefined) {
-    (r.list(spec["ipFamilies"], "spec.ipFamilies", 2) ?? []).forEach((f, i) =>
-      r.str(f, `spec.ipFamilies[${i}]`, ["IPv4"]),
-    );
-  }
-  if (spec["ipFamilyPolicy"] !== undefined)
-    r.str(spec["ipFamilyPolicy"], "spec.ipFamilyPolicy", ["SingleStack", "PreferDualStack"]);
+  const addresses = readAddresses(r, spec, type);
+  const clusterIP = addresses.clusterIP;
+  const local: Record<string, boolean> = {};
   for (const f of ["externalTrafficPolicy", "internalTrafficPolicy"])
-    if (spec[f] !== undefined && r.str(spec[f], `spec.${f}`, ["Cluster", "Local"]) === "Local")
-      r.report(`spec.${f}`, `Local is not supported yet (use Cluster)`);
+    if (spec[f] !== undefined) local[f] = r.str(spec[f], `spec.${f}`, ["Cluster", "Local"]) === "Local";
+  // As the apiserver: only a service reachable from outside has an external traffic policy (Cluster,
+  // the default, is let through: it changes nothing).
+  if (local["externalTrafficPolicy"] === true && type !== "NodePort" && type !== "LoadBalancer")
+    r.report("spec.externalTrafficPolicy", `may only be set on NodePort and LoadBalancer services, not ${type ?? "this type"}`); // prettier-ignore
   if (spec["publishNotReadyAddresses"] !== undefined)
     r.bool(spec["publishNotReadyAddresses"], "spec.publishNotReadyAddresses");
   if (spec["allocateLoadBalancerNodePorts"] !== undefined)
@@ -183,9 +235,14 @@ export function readService(
     type,
     ...(selector !== undefined ? { selector } : {}),
     ...(clusterIP !== undefined ? { clusterIP } : {}),
+    ...(addresses.clusterIPs ? { clusterIPs: addresses.clusterIPs } : {}),
+    ...(addresses.ipFamilies ? { ipFamilies: addresses.ipFamilies } : {}),
+    ...(addresses.ipFamilyPolicy ? { ipFamilyPolicy: addresses.ipFamilyPolicy } : {}),
     ports: ports as ServicePortSpec[],
     ...(aff === "ClientIP" ? { affinitySeconds: affinitySeconds ?? 10800 } : {}),
     algorithm: algorithm === "maglev" ? "maglev" : "random",
     ...(l7 === "enabled" ? { lbL7: true } : {}),
+    ...(local["externalTrafficPolicy"] === true ? { externalLocal: true } : {}),
+    ...(local["internalTrafficPolicy"] === true ? { internalLocal: true } : {}),
   };
 }

@@ -6,7 +6,7 @@ import type { LbSlice, Protocol, SliceEndpoint } from "./types.js";
 export const SERVICE_NAME_LABEL = "kubernetes.io/service-name";
 const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
 
-function readEndpoint(r: Reader, v: unknown, path: string): SliceEndpoint | undefined {
+function readEndpoint(r: Reader, v: unknown, path: string, family: 4 | 6): SliceEndpoint | undefined {
   const o = r.map(v, path, [
     "addresses",
     "conditions",
@@ -20,7 +20,7 @@ function readEndpoint(r: Reader, v: unknown, path: string): SliceEndpoint | unde
   if (!o) return undefined;
   const raw = r.list(o["addresses"], `${path}.addresses`, 100) ?? [];
   if (raw.length === 0) r.report(`${path}.addresses`, "must hold at least one address");
-  const addresses = raw.map((a, i) => r.ipv4(a, `${path}.addresses[${i}]`));
+  const addresses = raw.map((a, i) => r.ip(a, `${path}.addresses[${i}]`, family));
   const c =
     o["conditions"] === undefined
       ? {}
@@ -49,8 +49,12 @@ export function readSlice(
   else if (!DNS_LABEL.test(service))
     r.report(`metadata.labels["${SERVICE_NAME_LABEL}"]`, `"${service}" is not a service name`);
   r.str(doc["addressType"], "addressType", ["IPv4", "IPv6", "FQDN"]);
-  if (doc["addressType"] === "IPv6" || doc["addressType"] === "FQDN")
-    r.report("addressType", `${String(doc["addressType"])} slices are not supported yet (IPv4 only)`);
+  if (doc["addressType"] === "FQDN")
+    r.report(
+      "addressType",
+      "FQDN slices are not supported (kube-proxy ignores them too): give IPv4 or IPv6 addresses",
+    );
+  const family = doc["addressType"] === "IPv6" ? 6 : 4;
   const rawPorts =
     doc["ports"] === undefined || doc["ports"] === null ? [] : (r.list(doc["ports"], "ports", 100) ?? []);
   const ports = rawPorts.map((p, i) => {
@@ -72,7 +76,7 @@ export function readSlice(
     doc["endpoints"] === undefined || doc["endpoints"] === null
       ? []
       : (r.list(doc["endpoints"], "endpoints", 1000) ?? []);
-  const endpoints = rawEps.map((e, i) => readEndpoint(r, e, `endpoints[${i}]`));
+  const endpoints = rawEps.map((e, i) => readEndpoint(r, e, `endpoints[${i}]`, family));
   if (service === undefined || ports.some((p) => !p) || endpoints.some((e) => !e)) return undefined;
   return {
     namespace: meta.namespace,

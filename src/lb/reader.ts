@@ -3,7 +3,7 @@
  * with its document and field path, so a file is judged whole in one pass.
  */
 import type { Issue } from "../errors.js";
-import { parseAddr } from "../labels/cidr.js";
+import { addrString, parseAddr } from "../labels/cidr.js";
 
 export class Reader {
   readonly problems: Issue[] = [];
@@ -57,9 +57,18 @@ export class Reader {
   ipv4(v: unknown, path: string): string | undefined {
     const s = this.str(v, path);
     if (s === undefined) return undefined;
-    if (parseAddr(s)?.family !== 4)
-      return this.report(path, `"${s}" is not an IPv4 address (IPv6 services are not supported yet)`);
+    if (parseAddr(s)?.family !== 4) return this.report(path, `"${s}" is not an IPv4 address`);
     return s;
+  }
+
+  /** An IPv4 or IPv6 address (`family`: only that one), in its canonical text (IPv6: RFC 5952). */
+  ip(v: unknown, path: string, family?: 4 | 6): string | undefined {
+    const s = this.str(v, path);
+    if (s === undefined) return undefined;
+    const a = s.includes("%") ? undefined : parseAddr(s);
+    if (!a || (family !== undefined && a.family !== family))
+      return this.report(path, `"${s}" is not an ${family === undefined ? "IP" : `IPv${family}`} address`);
+    return addrString(a.family, a.value);
   }
 
   strMap(v: unknown, path: string): Record<string, string> | undefined {

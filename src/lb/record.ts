@@ -4,7 +4,7 @@
  * it. Checked field by field before it reaches the model or the kernel: a record that does not
  * decode is refused with the field that is wrong (the caller logs it and skips it). Pure.
  */
-import { isIpv4 } from "../datapath/lb-compile.js";
+import { isIpv4, isIpv6 } from "../datapath/lb-compile.js";
 import type { LbService, LbSlice } from "./types.js";
 
 type Obj = Record<string, unknown>;
@@ -33,6 +33,8 @@ function strings(v: unknown, path: string): void {
 }
 
 const PROTOCOLS = ["TCP", "UDP", "SCTP"];
+/** An address as lb/ writes it (IPv6 in its canonical text, which the datapath requires). */
+const addr = (s: string): boolean => isIpv4(s) || isIpv6(s);
 
 /** The record under `lb/services/<key>` (key "namespace/name"); throws naming the bad field. */
 export function readServiceRecord(value: string, key: string): LbService {
@@ -45,9 +47,33 @@ export function readServiceRecord(value: string, key: string): LbService {
   if (s["selector"] !== undefined) strings(s["selector"], "service.selector");
   for (const f of ["clusterIP", "loadBalancerIP"]) {
     const ip = s[f];
-    if (ip !== undefined && !(typeof ip === "string" && (isIpv4(ip) || (f === "clusterIP" && ip === "None"))))
-      fail(`service.${f}`, "is not an IPv4 address");
+    if (ip !== undefined && !(typeof ip === "string" && (addr(ip) || (f === "clusterIP" && ip === "None"))))
+      fail(`service.${f}`, "is not an IP address");
   }
+  if (s["clusterIPs"] !== undefined) {
+    const ips = s["clusterIPs"];
+    if (
+      !Array.isArray(ips) ||
+      ips.length !== 2 ||
+      ips.some((a) => typeof a !== "string" || !addr(a)) ||
+      ips[0] !== s["clusterIP"]
+    )
+      // prettier-ignore
+      fail("service.clusterIPs", "is not the clusterIP and an address of the other family");
+  }
+  if (s["ipFamilies"] !== undefined) {
+    const f = s["ipFamilies"];
+    if (!Array.isArray(f) || f.length < 1 || f.length > 2 || f.some((x) => x !== "IPv4" && x !== "IPv6"))
+      fail("service.ipFamilies", "is not a list of IPv4 and IPv6");
+  }
+  if (
+    s["ipFamilyPolicy"] !== undefined &&
+    !["PreferDualStack", "RequireDualStack"].includes(s["ipFamilyPolicy"] as string)
+  )
+    // prettier-ignore
+    fail("service.ipFamilyPolicy", "is unknown");
+  for (const f of ["lbL7", "externalLocal", "internalLocal"])
+    if (s[f] !== undefined && s[f] !== true) fail(`service.${f}`, "is not true");
   const aff = s["affinitySeconds"];
   if (aff !== undefined && !(Number.isInteger(aff) && (aff as number) > 0)) fail("service.affinitySeconds", "is not a whole number above 0"); // prettier-ignore
   if (!Array.isArray(s["ports"])) fail("service.ports", "is not a list");
@@ -80,8 +106,8 @@ export function readSliceRecord(value: string, key: string): LbSlice {
     for (const b of ["ready", "serving", "terminating"])
       if (typeof q[b] !== "boolean") fail(`slice.endpoints[${i}].${b}`, "is not true or false");
     const a = q["addresses"];
-    if (!Array.isArray(a) || a.some((x) => typeof x !== "string" || !isIpv4(x)))
-      fail(`slice.endpoints[${i}].addresses`, "is not a list of IPv4 addresses");
+    if (!Array.isArray(a) || a.some((x) => typeof x !== "string" || !addr(x)))
+      fail(`slice.endpoints[${i}].addresses`, "is not a list of IP addresses");
   });
   return s as unknown as LbSlice;
 }

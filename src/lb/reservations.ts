@@ -21,7 +21,8 @@ const PORT_KEY = `${ALLOC_KEY}node-port/`;
 /** The reservation keys a Service (as allocated) holds. */
 export function reservationKeys(s: LbService): string[] {
   const keys: string[] = [];
-  if (s.clusterIP !== undefined && s.clusterIP !== "None") keys.push(IP_KEY + s.clusterIP);
+  for (const ip of s.clusterIPs ?? [s.clusterIP])
+    if (ip !== undefined && ip !== "None") keys.push(IP_KEY + ip);
   if (s.loadBalancerIP !== undefined && s.loadBalancerIP !== s.clusterIP)
     keys.push(IP_KEY + s.loadBalancerIP);
   for (const p of s.ports) if (p.nodePort !== undefined) keys.push(`${PORT_KEY}${p.protocol}/${p.nodePort}`);

@@ -5,6 +5,7 @@
  */
 
 export type Protocol = "TCP" | "UDP" | "SCTP";
+export type IpFamily = "IPv4" | "IPv6";
 
 export interface ServicePortSpec {
   /** Required when the service has more than one port. */
@@ -26,8 +27,17 @@ export interface LbService {
   readonly type: "ClusterIP" | "NodePort" | "LoadBalancer";
   /** Absent: backends come from EndpointSlices labelled kubernetes.io/service-name. */
   readonly selector?: Readonly<Record<string, string>>;
-  /** Allocated when absent; "None": headless (no address, nothing balanced). */
+  /** Allocated when absent; "None": headless (no address, nothing balanced). The primary family's. */
   readonly clusterIP?: string;
+  /** Dual-stack: both ClusterIPs, the primary (clusterIP) first; absent: clusterIP alone. */
+  readonly clusterIPs?: readonly string[];
+  /**
+   * spec.ipFamilies as asked (parse) and as allocated (allocate.ts: the families the service has,
+   * primary first). Absent: IPv4 only (every record written before IPv6 services).
+   */
+  readonly ipFamilies?: readonly IpFamily[];
+  /** spec.ipFamilyPolicy; absent: SingleStack. */
+  readonly ipFamilyPolicy?: "PreferDualStack" | "RequireDualStack";
   readonly ports: readonly ServicePortSpec[];
   /** sessionAffinity ClientIP: seconds (sessionAffinityConfig.clientIP.timeoutSeconds, default 10800). */
   readonly affinitySeconds?: number;
@@ -37,6 +47,14 @@ export interface LbService {
   readonly algorithm: "random" | "maglev";
   /** `service.cilium.io/lb-l7: enabled`: HTTP/2 and gRPC balanced per request by the proxy. */
   readonly lbL7?: boolean;
+  /**
+   * `externalTrafficPolicy: Local` (NodePort and LoadBalancer): a node sends what arrives on its
+   * NodePorts and LoadBalancer addresses to its own backends only, with the client's address kept;
+   * a node without one drops (kube-proxy's "has no local endpoints"). Absent: Cluster.
+   */
+  readonly externalLocal?: boolean;
+  /** `internalTrafficPolicy: Local`: the ClusterIP goes to the node's own backends only (none: drop). */
+  readonly internalLocal?: boolean;
 }
 
 export interface SliceEndpoint {
@@ -60,8 +78,10 @@ export interface LbSlice {
 
 /** The node's service address configuration. */
 export interface LbConfig {
-  /** ClusterIPs are allocated from here (IPv4 CIDR). Default 10.96.0.0/16. */
+  /** ClusterIPs are allocated from here (the primary family's CIDR, IPv4 or IPv6). Default 10.96.0.0/16. */
   readonly serviceCidr: string;
+  /** Dual-stack clusters: the other family's CIDR (`--service-cidr 10.96.0.0/16,fd00:96::/112`). */
+  readonly serviceCidrSecondary?: string;
   /** LoadBalancer addresses are allocated from here; absent = they stay pending. */
   readonly loadBalancerPool?: string;
   /** NodePorts are allocated from here (inclusive). Default 30000-32767. */
@@ -76,9 +96,14 @@ export interface ServiceView {
   readonly name: string;
   readonly type: LbService["type"];
   readonly clusterIP: string;
+  /** Dual-stack: both, primary first. */
+  readonly clusterIPs?: readonly string[];
   readonly externalIP?: string;
   readonly ports: string[];
   readonly affinity: string;
+  /** Shown when Local (absent: Cluster). */
+  readonly externalTrafficPolicy?: "Local";
+  readonly internalTrafficPolicy?: "Local";
   readonly backends: { readonly address: string; readonly state: BackendState }[];
 }
 

@@ -16,6 +16,7 @@ export interface LbLabEndpoint extends Host {
   readonly id: number;
   readonly identity: number;
   readonly ipv4: string;
+  readonly ipv6: string;
   readonly hostIfname: string;
   readonly name: string;
 }
@@ -53,6 +54,7 @@ export class LbLab {
       await Promise.all(
         specs.map(async (s) => {
           const ipv4 = `10.201.0.${10 + s.id}`;
+          const ipv6 = `fd00:201::${(10 + s.id).toString(16)}`;
           const hostIfname = `${prefix}h${s.id}`;
           const info = await createEndpoint({
             node,
@@ -60,7 +62,7 @@ export class LbLab {
             netns: `${prefix}-ep-${s.name}`,
             hostIfname,
             ipv4,
-            ipv6: `fd00:201::${(10 + s.id).toString(16)}`,
+            ipv6,
           });
           const probe = Probe.start(info.netns);
           probes.push(probe);
@@ -68,7 +70,7 @@ export class LbLab {
           const host = new Host(info.netns, probe);
           eps.set(
             s.name,
-            Object.assign(host, { id: s.id, identity: s.identity, ipv4, hostIfname, name: s.name }),
+            Object.assign(host, { id: s.id, identity: s.identity, ipv4, ipv6, hostIfname, name: s.name }),
           );
         }),
       );
@@ -78,7 +80,11 @@ export class LbLab {
         new Host(node.netns, nodeProbe),
         eps,
         new Reconciler({ netns: node.netns, table: "membrane" }),
-        new LbTable({ netns: node.netns, table: "membrane_lb" }),
+        new LbTable({
+          netns: node.netns,
+          table: "membrane_lb",
+          localCidrs: ["10.201.0.0/24", "fd00:201::/64"],
+        }),
       );
     } catch (e) {
       for (const p of probes) p.stop();
@@ -103,6 +109,7 @@ export class LbLab {
       name: e.name,
       hostIfname: e.hostIfname,
       ipv4: e.ipv4,
+      ipv6: e.ipv6,
       identity: e.identity,
       ingress: policies[e.name]?.ingress ?? OPEN,
       egress: policies[e.name]?.egress ?? OPEN,
@@ -111,7 +118,10 @@ export class LbLab {
       hostIdentity: 1,
       rules: [{ id: 1, text: "lb-test rule" }],
       services: true, // this lab always translates (compile-lb-policy.ts)
-      ipcache: eps.map((e) => ({ prefix: `${e.ipv4}/32`, identity: e.identity })),
+      ipcache: eps.flatMap((e) => [
+        { prefix: `${e.ipv4}/32`, identity: e.identity },
+        { prefix: `${e.ipv6}/128`, identity: e.identity },
+      ]),
       endpoints,
     };
   }

@@ -78,7 +78,16 @@ describe("services through the agent (root: netns, nftables, real packets)", { s
   };
 
   before(async () => {
-    lab = await AgentLab.start("hlb", { observe: true }); // flows: destination_service
+    // Dual-stack pods and service CIDRs (the IPv6 test below); flows: destination_service.
+    lab = await AgentLab.start("hlb", {
+      observe: true,
+      podCidr6: "fd00:210::/64",
+      lb: {
+        serviceCidr: "10.96.0.0/16",
+        serviceCidrSecondary: "fd00:96::/112",
+        nodePortRange: [30000, 32767],
+      },
+    });
     dir = await mkdtemp(join(tmpdir(), "hlb-svc-"));
     await lab.endpoint("web1", { app: "web" }, { tcp: [8080] });
     await lab.endpoint("web2", { app: "web" }, { tcp: [8080] });
@@ -199,6 +208,48 @@ describe("services through the agent (root: netns, nftables, real packets)", { s
     const parsed = parseHubbleStrict(formatJson(selected[0] as FlowRecord));
     assert.deepEqual((parsed["flow"] as Record<string, unknown>)["destination_service"], web);
   };
+
+  test("dual-stack: a RequireDualStack Service gets a ClusterIP of each family; the pods answer on both", async () => {
+    const dual = `apiVersion: v1
+kind: Service
+metadata: {name: web6, namespace: default}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv6, IPv4]
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+`;
+    // Through the agent's API directly (the CLI path is the test above; a CLI start costs seconds here).
+    await lab.agent.lb.apply(dual, "dual.yaml");
+    const views = lab.agent.lb.list();
+    const v = views.find((x) => x.name === "web6");
+    const [six, four] = v?.clusterIPs ?? [];
+    assert.match(six ?? "", /^fd00:96::/, "IPv6 first (ipFamilies), from the IPv6 service CIDR");
+    assert.match(four ?? "", /^10\.96\./);
+    const v6s = [lab.ep("web1").view.ipv6, lab.ep("web2").view.ipv6].map((a) => `[${a ?? ""}]:8080`);
+    assert.deepEqual(
+      v?.backends
+        .map((b) => b.address)
+        .filter((a) => a.startsWith("["))
+        .sort(),
+      v6s.sort(),
+    );
+    const client = lab.ep("client").probe;
+    const before1 = await lab.ep("web1").probe.count("tcp", 8080);
+    const before2 = await lab.ep("web2").probe.count("tcp", 8080);
+    for (let i = 0; i < 12; i++) assert.equal(await client.tcp(six ?? "", 80, T), "ok", "IPv6 ClusterIP");
+    for (let i = 0; i < 4; i++) assert.equal(await client.tcp(four ?? "", 80, T), "ok", "IPv4 ClusterIP");
+    const got1 = (await lab.ep("web1").probe.count("tcp", 8080)) - before1;
+    const got2 = (await lab.ep("web2").probe.count("tcp", 8080)) - before2;
+    assert.equal(got1 + got2, 16);
+    assert.ok(got1 > 0 && got2 > 0, `both pods over IPv6 and IPv4: ${got1}/${got2}`);
+    const rows = serviceRows(views).map((x) => x.join(" "));
+    assert.ok(
+      rows.some((x) => x.includes(`web6 ClusterIP ${six},${four}`)),
+      rows.join("\n"),
+    );
+    await lab.agent.lb.delete(dual, "dual.yaml");
+  });
 
   test("a bad file is refused whole with field paths, and nothing changes", async () => {
     const was = JSON.stringify(lab.agent.lb.list());

@@ -2,7 +2,8 @@
 // (src/lab/cluster.ts). A Service and an EndpointSlice applied through n1 reach n2 through etcd;
 // the ClusterIP (from the agents' --service-cidr) answers from a pod on either node with a backend
 // on n2, with real TCP; a NodePort on n1 answers a client outside the cluster from that backend
-// (masqueraded, so the reply returns through n1); a slice's change through n2 moves n1's backends; a delete through n2 empties
+// (masqueraded, so the reply returns through n1); with traffic policy Local only the node's own
+// backends, the client's address kept, and a node without one drops; a slice's change through n2 moves n1's backends; a delete through n2 empties
 // both nodes' tables.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -36,6 +37,18 @@ spec:
   type: NodePort
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+`;
+
+// externalTrafficPolicy Local on its NodePort, internalTrafficPolicy Local on its ClusterIP.
+const LOCAL = `apiVersion: v1
+kind: Service
+metadata: {name: weblocal, namespace: default}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  internalTrafficPolicy: Local
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30081}]
 `;
 
 const sliceService = (ip: string): string => `apiVersion: v1
@@ -115,6 +128,40 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
         await out.tcp(n1.ip, 30080, 3000),
         "ok",
         "outside -> n1:30080 -> the backend on n2, and back",
+      );
+
+      // Traffic policy Local (kube-proxy's): only the receiving node's own backends, the client's
+      // address kept; a node without one drops (no reset, no masquerade to another node).
+      const rl = (await n1.client.request("POST", "/v1/lb/resources", { text: LOCAL, file: "local.yaml" })) as LbApplyReport; // prettier-ignore
+      await waitRealized(realized, rl.clusterRevision ?? 0, 30_000);
+      const loc = await until(n1, "the Local service's backend", (s) => s.some((v) => v.name === "weblocal" && v.backends.length === 1)); // prettier-ignore
+      const localVip = loc.find((v) => v.name === "weblocal")?.clusterIP ?? "";
+      assert.equal(loc.find((v) => v.name === "weblocal")?.externalTrafficPolicy, "Local");
+      assert.equal(
+        await out.open("local", n2.ip, 30081, 3000),
+        "ok",
+        "outside -> n2:30081 -> its own backend",
+      );
+      const { stdout: peers } = await run("ip", ["netns", "exec", web.netns, "ss", "-Htn", "state", "established", "sport", "=", ":8080"]); // prettier-ignore
+      assert.match(
+        peers,
+        /172\.31\.0\.200\]?:/,
+        "the backend sees the outside client's address (not masqueraded)",
+      );
+      assert.equal(
+        await out.tcp(n1.ip, 30081, 1000),
+        "timeout",
+        "n1 has no local backend: dropped, not forwarded",
+      );
+      assert.equal(
+        await c2.tcp(localVip, 80, 3000),
+        "ok",
+        "internalTrafficPolicy Local: n2's pod -> n2's backend",
+      );
+      assert.equal(
+        await c1.tcp(localVip, 80, 1000),
+        "timeout",
+        "internalTrafficPolicy Local: n1 has none, dropped",
       );
 
       // A selector-less Service and its slice, applied through n2, balanced on n1.

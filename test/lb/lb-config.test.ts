@@ -25,9 +25,12 @@ describe("agent flags for the service address pools", () => {
       name: "not a CIDR",
       flags: { serviceCidr: "10.96.0.0" },
       flag: "--service-cidr",
-      says: /not an IPv4 CIDR/,
+      says: /not an IPv4 or IPv6 CIDR/,
     },
-    { name: "IPv6 service CIDR", flags: { serviceCidr: "fd00::/108" }, flag: "--service-cidr", says: /not an IPv4 CIDR/ }, // prettier-ignore
+    { name: "two service CIDRs of one family", flags: { serviceCidr: "10.96.0.0/16,10.97.0.0/16" }, flag: "--service-cidr", says: /two CIDRs of one family/ }, // prettier-ignore
+    { name: "three service CIDRs", flags: { serviceCidr: "10.96.0.0/16,fd00::/108,fd01::/108" }, flag: "--service-cidr", says: /more than two/ }, // prettier-ignore
+    { name: "IPv6 service CIDR with no address", flags: { serviceCidr: "fd00::/127" }, flag: "--service-cidr", says: /holds no address/ }, // prettier-ignore
+    { name: "IPv6 LoadBalancer pool", flags: { lbPool: "fd00:1::/120" }, flag: "--lb-pool", says: /not an IPv4 CIDR/ }, // prettier-ignore
     { name: "host bits set", flags: { serviceCidr: "10.96.0.1/16" }, flag: "--service-cidr", says: /did you mean|host bits/i }, // prettier-ignore
     {
       name: "too small to allocate",

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { LbFrontend } from "../../src/datapath/lb-types.js";
 import type { PolicySegment } from "../../src/datapath/types.js";
+import { runRaw } from "../../src/datapath/exec.js";
 import { rootSkipReason } from "../datapath/harness.js";
 import { LbLab } from "./lab.js";
 
@@ -107,6 +108,58 @@ describe(
       const was = await counts();
       assert.equal(await lab.ep("out").tcp("10.201.0.1", 30080), "ok");
       assert.deepEqual(delta(was, await counts()), { b1: 0, b2: 0, b3: 1 });
+    });
+
+    test("IPv6: a ClusterIP and a NodePort over IPv6 reach IPv6 backends; dual-stack answers on both; none ready refuses", async () => {
+      const be6 = (...names: string[]): LbFrontend["backends"] =>
+        names.map((n) => ({ ip: lab.ep(n).ipv6, port: PORT }));
+      const v6 = { ip: "fd00:96::10", proto: TCP as 6, port: 80 };
+      const frontends: LbFrontend[] = [
+        { ...v6, backends: be6("b1", "b2") },
+        { ip: "10.96.0.16", proto: TCP, port: 80, backends: be("b1", "b2") }, // the same service's IPv4 side
+        { proto: TCP, port: 30086, family: 6, backends: be6("b3") },
+        { ip: "fd00:96::11", proto: TCP, port: 81, backends: [] },
+      ];
+      await lab.lb.apply({ frontends });
+      let was = await counts();
+      for (let i = 0; i < 20; i++) assert.equal(await lab.ep("c").tcp(v6.ip, 80), "ok", "IPv6 ClusterIP");
+      for (let i = 0; i < 4; i++)
+        assert.equal(await lab.ep("c").tcp("10.96.0.16", 80), "ok", "its IPv4 side");
+      let d = delta(was, await counts());
+      assert.equal((d["b1"] ?? 0) + (d["b2"] ?? 0), 24);
+      assert.ok((d["b1"] ?? 0) > 0 && (d["b2"] ?? 0) > 0, `both IPv6 backends: ${JSON.stringify(d)}`);
+      was = await counts();
+      assert.equal(
+        await lab.ep("out").tcp("fd00:201::1", 30086),
+        "ok",
+        "IPv6 NodePort on the node's address",
+      );
+      assert.equal(
+        await lab.ep("out").tcp("10.201.0.1", 30086),
+        "ECONNREFUSED",
+        "no IPv4 side: nothing listens",
+      );
+      assert.deepEqual(delta(was, await counts()), { b1: 0, b2: 0, b3: 1 });
+      assert.equal(await lab.ep("c").tcp("fd00:96::11", 81), "ECONNREFUSED", "no backend: refused at once");
+      // A backend change over IPv6 is an element delta written as netlink bytes (lb-wire.ts): read back.
+      // b1 replaced by b3 (two backends still: no chain comes or goes, so no nft).
+      const r = await lab.lb.apply({
+        frontends: [{ ...v6, backends: be6("b3", "b2") }, ...frontends.slice(1)],
+      });
+      assert.deepEqual([r.mode, r.writer], ["delta", "nfnl-socket"]);
+      const { stdout } = await runRaw(["nft", "list", "map", "inet", "membrane_lb", "be6"], { netns: lab.node.netns }); // prettier-ignore
+      assert.match(
+        stdout,
+        new RegExp(`fd00:96::10 \\. tcp \\. 80 \\. 0x00000000 : ${lab.ep("b3").ipv6} \\. 8080`),
+      );
+      was = await counts();
+      for (let i = 0; i < 12; i++) assert.equal(await lab.ep("c").tcp(v6.ip, 80), "ok");
+      d = delta(was, await counts());
+      assert.equal(d["b1"], 0, "the replaced backend gets no new connection");
+      assert.ok(
+        (d["b2"] ?? 0) > 0 && (d["b3"] ?? 0) > 0 && (d["b2"] ?? 0) + (d["b3"] ?? 0) === 12,
+        JSON.stringify(d),
+      );
     });
 
     test("policy judges the backend after the DNAT: its ingress sees the client's identity", async () => {

@@ -36,7 +36,7 @@ describe("services in the kernel: pure parts", () => {
   });
 
   test("hostile and wrong input: every problem named with its document and field path", () => {
-    const bad = `apiVersion: v2\nkind: Service\nmetadata: {name: Web_1}\nspec: {ports: [{port: "x"}], clusterIP: "fd00::1"}\n---\n[1, 2]\n---\nkind: Secret\n`;
+    const bad = `apiVersion: v2\nkind: Service\nmetadata: {name: Web_1}\nspec: {ports: [{port: "x"}], clusterIP: "fd00::zz"}\n---\n[1, 2]\n---\nkind: Secret\n`;
     assert.throws(
       () => parseLbResources(bad, "bad.yaml"),
       (e: unknown) => {

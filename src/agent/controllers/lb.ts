@@ -22,6 +22,7 @@ import { MembraneError } from "../../errors.js";
 import { LbTable } from "../../datapath/lb-table.js";
 import { serviceFrontends, type ServiceFrontends } from "../../lb/frontends.js";
 import { LbModel } from "../../lb/model.js";
+import { inCidrs } from "../../lb/desired.js";
 import { parseLbResources } from "../../lb/parse.js";
 import {
   DEFAULT_LB_CONFIG,
@@ -77,7 +78,7 @@ export class LbController implements Controller, SyncedResource {
   private readonly kernel: LbTable;
   private readonly cfg: LbConfig;
   /** The desired state per service, recomputed where something changed (lb/model.ts). */
-  private readonly model = new LbModel();
+  private readonly model: LbModel;
   /** This process wrote the LB table (it exists): removed when the last Service goes. */
   private tableWritten = false;
   /** Where sync() is in the engine's pod log (undefined: the model holds no pods). */
@@ -95,6 +96,7 @@ export class LbController implements Controller, SyncedResource {
       ...(d.logGroup !== undefined ? { logGroup: d.logGroup } : {}),
     });
     this.cfg = { ...DEFAULT_LB_CONFIG, ...d.config };
+    this.model = new LbModel(inCidrs(d.localCidrs ?? []));
   }
 
   /** The Services applied (allocated), for the gateway's backendRefs. */

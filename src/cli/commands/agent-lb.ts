@@ -5,7 +5,7 @@ import type { LbConfig } from "../../lb/types.js";
 
 export function addLbFlags(cmd: Command): Command {
   return cmd
-    .option("--service-cidr <cidr>", "IPv4 CIDR ClusterIPs are allocated from (Services without spec.clusterIP)", "10.96.0.0/16") // prettier-ignore
+    .option("--service-cidr <cidr>", "CIDR ClusterIPs are allocated from (Services without spec.clusterIP); IPv4, IPv6, or one of each for dual-stack, e.g. 10.96.0.0/16,fd00:96::/112 (the first is the primary family)", "10.96.0.0/16") // prettier-ignore
     .option("--lb-pool <cidr>", "IPv4 CIDR LoadBalancer Services get their address from (absent: they stay <pending>)") // prettier-ignore
     .option("--node-port-range <first-last>", "ports NodePort and LoadBalancer Services are allocated from", "30000-32767"); // prettier-ignore
 }

@@ -58,7 +58,7 @@ export function serviceRows(vs: readonly ServiceView[]): string[][] {
       v.namespace,
       v.name,
       v.type,
-      v.clusterIP || "None",
+      v.clusterIPs?.join(",") ?? (v.clusterIP || "None"),
       v.externalIP ?? "<none>",
       v.ports.join(","),
       v.affinity,

@@ -11,7 +11,8 @@
  * the child belongs to the node's. The child is native/membrane-nfnl.c (dist/bin/membrane-nfnl,
  * ready in about a millisecond: the first change after an agent restart waited for a Node
  * writer to boot, 50-300 ms here), or child.js (same frames, same answers) without the build's
- * native programs. Why not `nft`: see abi/nft-setelem-wire.ts
+ * native programs. With `inProcess` (the LB table), no process at all: the agent's own socket in the
+ * namespace (socket.ts), when the addon is built. Why not `nft`: see abi/nft-setelem-wire.ts
  * (its cost grows with the table, ours with the change). A refused batch, a
  * dead child or no answer within the timeout is an error: the caller falls
  * back to planning against the kernel with `nft` (fail safe, never half-applied:
@@ -25,6 +26,7 @@ import { routeAnswers, type ChildAnswer } from "../child-answers.js";
 import { inNetns } from "../rtnl.js";
 import { setElemBatch, type SetElemOps } from "../../abi/nft-setelem-wire.js";
 import { frameBatch, type NfMsg } from "../../abi/nft-object-wire.js";
+import { nfnlSocketAvailable, NfnlSocket } from "./socket.js";
 
 /** One map's element changes, encoded (encode.ts). */
 export type ElementOps = SetElemOps;
@@ -46,16 +48,34 @@ export function writerCommand(): string[] {
   return [process.execPath, fileURLToPath(new URL("./child.js", import.meta.url))];
 }
 
+export interface SetElemWriterOptions {
+  /**
+   * Write through the agent's own nfnetlink socket in the namespace (socket.ts: no process, no
+   * wake-ups) when the addon is built and the socket opens; else through the writer process.
+   */
+  readonly inProcess?: boolean;
+}
+
 export class SetElemWriter {
   private child: ChildProcess | undefined;
   private nextId = 1;
   private readonly waiters = new Map<number, (r: ChildAnswer) => void>();
   private stopped = false;
+  /** The in-process socket (options.inProcess), until it cannot be opened. */
+  private sock: NfnlSocket | undefined;
 
   constructor(
     private readonly netns: string | undefined,
     private readonly timeoutMs = 10_000,
-  ) {}
+    opts: SetElemWriterOptions = {},
+  ) {
+    if (opts.inProcess === true && nfnlSocketAvailable()) this.sock = new NfnlSocket(netns);
+  }
+
+  /** "socket": the agent's own nfnetlink socket; "process": the writer process. */
+  get via(): "socket" | "process" {
+    return this.sock ? "socket" : "process";
+  }
 
   private spawnChild(): ChildProcess {
     // nsenter (inNetns): the network namespace only; `ip netns exec` also copies the mount namespace.
@@ -82,6 +102,8 @@ export class SetElemWriter {
    * first change does not wait for a Node process to boot (0.3-4 s on a loaded 2-core machine).
    */
   warm(): void {
+    if (this.sock?.open()) return;
+    this.sock = undefined;
     if (!this.stopped) this.child ??= this.spawnChild();
   }
 
@@ -104,6 +126,8 @@ export class SetElemWriter {
     } catch (e) {
       throw fail((e as Error).message);
     }
+    if (this.sock && !this.sock.open()) this.sock = undefined; // cannot open here: the process writes
+    if (this.sock) return this.sock.send(batch);
     const req = { id: this.nextId };
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     // The frame child.ts reads: length of what follows, id, the batch.
@@ -137,6 +161,7 @@ export class SetElemWriter {
 
   stop(): void {
     this.stopped = true;
+    this.sock?.close();
     this.child?.stdin?.end();
     this.child?.kill("SIGTERM");
     this.child = undefined;

@@ -63,6 +63,8 @@ export interface LabOptions {
   readonly gateway?: boolean;
   /** Flows without the proxy (test/auth). */
   readonly observe?: boolean;
+  /** Services' address pools (test/lb: a dual-stack --service-cidr). */
+  readonly lb?: AgentOptions["lb"];
 }
 
 export interface LabEndpoint {
@@ -104,6 +106,7 @@ export class AgentLab {
       logLevel: "info",
       resyncMs: 0,
       ...(o.k8s ? { k8s: o.k8s } : {}),
+      ...(o.lb ? { lb: o.lb } : {}),
       ...(o.runtime ? { runtime: { nodeName: prefix } } : {}),
       ...(o.cluster ? { cluster: o.cluster } : {}),
       ...(o.spiffe ? { spiffe: o.spiffe } : {}),
