@@ -85,10 +85,12 @@ export class RuntimeLab {
   readonly loops: string;
   readonly netns: string;
   readonly exportPath: string;
-  readonly registry = new Registry();
+  /** The metrics of the pipeline started last (a new registry per start: names register once). */
+  registry = new Registry();
   tracing: TracingPoliciesController | undefined;
   runtime: RuntimeController | undefined;
   private readonly view: EndpointView;
+  private log: ReturnType<typeof pino.destination> | undefined;
 
   constructor(tag: string, app: string) {
     this.dir = mkdtempSync(join(tmpdir(), `m3r-${tag}-`));
@@ -125,10 +127,9 @@ export class RuntimeLab {
    * process event source, the agent's log at info into a file of the temp dir), and applies `policy`.
    */
   async start(policy: string | undefined, events = true): Promise<void> {
-    const logger = pino(
-      { level: "info", base: { component: "agent" } },
-      pino.destination({ dest: join(this.dir, "agent.log"), sync: true }),
-    );
+    this.registry = new Registry();
+    this.log = pino.destination({ dest: join(this.dir, "agent.log"), sync: true });
+    const logger = pino({ level: "info", base: { component: "agent" } }, this.log);
     const endpoints = (): EndpointView[] => [this.view];
     this.tracing = new TracingPoliciesController({ logger, endpoints });
     const params = { nodeName: "bench-node", source: "native" as const, exportPath: this.exportPath };
@@ -142,6 +143,8 @@ export class RuntimeLab {
     await this.runtime?.stop();
     this.tracing = undefined;
     this.runtime = undefined;
+    this.log?.end();
+    this.log = undefined;
   }
 
   /** Stops the pipeline, deletes the namespace, its cgroup (made by the tracing controller) and the temp dir. */

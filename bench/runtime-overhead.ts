@@ -15,17 +15,30 @@
  * time. Plus the agent's CPU per process event (its cost, not the workload's).
  *
  * One JSON line (`bench: "runtime-overhead"`) with the load average. Needs root and gcc.
- *   node dist/bench/runtime-overhead.js [--rounds=7] [--execs=1000] [--opens=200000]
+ *   node dist/bench/runtime-overhead.js [--rounds=7] [--execs=1000] [--opens=200000] [--quick]
  */
 import { childrenNamed, load, median, procCpuS, r3, RuntimeLab, sleep } from "./runtime-agent.js";
+
+// --help and unknown options answer before anything is created (no namespace, no program).
+const USAGE = "usage: node dist/bench/runtime-overhead.js [--rounds=7] [--execs=1000] [--opens=200000] [--quick]";
+if (process.argv.includes("--help") || process.argv.includes("-h")) {
+  console.log(USAGE);
+  process.exit(0);
+}
+for (const a of process.argv.slice(2))
+  if (a !== "--quick" && !/^--(rounds|execs|opens)=[\d.,]+$/.test(a)) {
+    console.error(`runtime-overhead: unknown or malformed option ${a}\n${USAGE}`);
+    process.exit(2);
+  }
 
 const arg = (name: string, dflt: number): number => {
   const a = process.argv.find((x) => x.startsWith(`--${name}=`));
   return a ? Number(a.split("=")[1]) : dflt;
 };
-const ROUNDS = arg("rounds", 7);
-const EXECS = arg("execs", 1000);
-const OPENS = arg("opens", 200_000);
+const quick = process.argv.includes("--quick");
+const ROUNDS = arg("rounds", quick ? 3 : 7);
+const EXECS = arg("execs", quick ? 300 : 1000);
+const OPENS = arg("opens", quick ? 50_000 : 200_000);
 
 const POLICY = `apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy

@@ -17,15 +17,28 @@
  *
  * One JSON line (`bench: "runtime-rate"`) with the load average. Needs root and gcc. Profile the agent
  * side with `node --cpu-prof --cpu-prof-dir=/tmp/m3r-prof dist/bench/runtime-rate.js`.
- *   node dist/bench/runtime-rate.js [--rates=25000,50000,75000,0] [--seconds=5] [--procs=2]
+ *   node dist/bench/runtime-rate.js [--rates=25000,50000,75000,0] [--seconds=5] [--procs=2] [--quick]
  */
 import { statSync, truncateSync } from "node:fs";
 import { childrenNamed, load, procCpuS, r3, RuntimeLab, sleep } from "./runtime-agent.js";
 
+// --help and unknown options answer before anything is created (no namespace, no program).
+const USAGE = "usage: node dist/bench/runtime-rate.js [--rates=25000,50000,75000,0] [--seconds=5] [--procs=2] [--quick]";
+if (process.argv.includes("--help") || process.argv.includes("-h")) {
+  console.log(USAGE);
+  process.exit(0);
+}
+for (const a of process.argv.slice(2))
+  if (a !== "--quick" && !/^--(rates|seconds|procs)=[\d.,]+$/.test(a)) {
+    console.error(`runtime-rate: unknown or malformed option ${a}\n${USAGE}`);
+    process.exit(2);
+  }
+
 const arg = (name: string, dflt: string): string =>
   process.argv.find((x) => x.startsWith(`--${name}=`))?.split("=")[1] ?? dflt;
-const RATES = arg("rates", "25000,50000,75000,0").split(",").map(Number);
-const SECONDS = Number(arg("seconds", "5"));
+const quick = process.argv.includes("--quick");
+const RATES = arg("rates", quick ? "50000,0" : "25000,50000,75000,0").split(",").map(Number);
+const SECONDS = Number(arg("seconds", quick ? "2" : "5"));
 const PROCS = Number(arg("procs", "2"));
 const POLICY_NAME = "bench-flood";
 
