@@ -20,7 +20,8 @@
 import { childrenNamed, load, median, procCpuS, r3, RuntimeLab, sleep } from "./runtime-agent.js";
 
 // --help and unknown options answer before anything is created (no namespace, no program).
-const USAGE = "usage: node dist/bench/runtime-overhead.js [--rounds=7] [--execs=1000] [--opens=200000] [--quick]";
+const USAGE =
+  "usage: node dist/bench/runtime-overhead.js [--rounds=7] [--execs=1000] [--opens=200000] [--quick]";
 if (process.argv.includes("--help") || process.argv.includes("-h")) {
   console.log(USAGE);
   process.exit(0);

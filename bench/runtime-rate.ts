@@ -23,7 +23,8 @@ import { statSync, truncateSync } from "node:fs";
 import { childrenNamed, load, procCpuS, r3, RuntimeLab, sleep } from "./runtime-agent.js";
 
 // --help and unknown options answer before anything is created (no namespace, no program).
-const USAGE = "usage: node dist/bench/runtime-rate.js [--rates=25000,50000,75000,0] [--seconds=5] [--procs=2] [--quick]";
+const USAGE =
+  "usage: node dist/bench/runtime-rate.js [--rates=25000,50000,75000,0] [--seconds=5] [--procs=2] [--quick]";
 if (process.argv.includes("--help") || process.argv.includes("-h")) {
   console.log(USAGE);
   process.exit(0);
@@ -37,7 +38,9 @@ for (const a of process.argv.slice(2))
 const arg = (name: string, dflt: string): string =>
   process.argv.find((x) => x.startsWith(`--${name}=`))?.split("=")[1] ?? dflt;
 const quick = process.argv.includes("--quick");
-const RATES = arg("rates", quick ? "50000,0" : "25000,50000,75000,0").split(",").map(Number);
+const RATES = arg("rates", quick ? "50000,0" : "25000,50000,75000,0")
+  .split(",")
+  .map(Number);
 const SECONDS = Number(arg("seconds", quick ? "2" : "5"));
 const PROCS = Number(arg("procs", "2"));
 const POLICY_NAME = "bench-flood";
@@ -91,7 +94,7 @@ async function step(lab: RuntimeLab, rate: number, path: string): Promise<Record
   let last = await exported(lab);
   let lastAt = process.hrtime.bigint();
   let seen = last + lost(lab).kernel + lost(lab).agent;
-  for (let quiet = 0; quiet < 5 && Number(process.hrtime.bigint() - tEnd) < 60e9; ) {
+  for (let quiet = 0; quiet < 5 && Number(process.hrtime.bigint() - tEnd) < 60e9;) {
     await sleep(100);
     const now = await exported(lab);
     const all = now + lost(lab).kernel + lost(lab).agent;
