@@ -278,8 +278,8 @@ export class TracingPoliciesController {
   private event(e: RuntimePolicyEvent): void {
     this.recentEvents.push(e);
     if (this.recentEvents.length > RECENT) this.recentEvents.shift();
-    // A kill or a signal is logged; Post events are the export's (bench/runtime-rate.ts: at 50,000/s
-    // one log line each cost more than the rest of the pipeline), logged at debug.
+    // A kill or a signal is logged; Post events are the export's, logged at debug: at info a flood of
+    // them was as many synchronous log writes (the agent logs to stderr, one write(2) per line).
     const level = e.action === "KPROBE_ACTION_POST" ? "debug" : "info";
     if (this.p.logger.isLevelEnabled(level)) {
       const ep = this.p.endpoints().find((v) => this.inodes.get(v.netns) === e.netnsInode);
