@@ -17,6 +17,8 @@
  *   npm run bench -- auth [--nodes 2]                   mutual authentication: first/later connection vs no auth (one node, or across two)
  *   npm run bench -- runtime-kill [--kills=300 --rounds=3 --quick]   syscall -> kill latency (kernel view), open-loop cost
  *   npm run bench -- runtime-events [--execs=2000 --rounds=3 --quick] exec-loop overhead, events/s with losses
+ *   npm run bench -- runtime-rate [--rates=25000,50000,75000,0 --seconds=5 --procs=2]  policy events/s through the agent's pipeline
+ *   npm run bench -- runtime-overhead [--rounds=7 --execs=1000 --opens=200000]  exec/open loop: off vs events vs + a policy
  *   npm run bench -- --help                              this list (runs nothing)
  */
 import { spawnSync } from "node:child_process";
@@ -25,7 +27,7 @@ import { fileURLToPath } from "node:url";
 
 /** The names this runner knows, for --help (each runs with `npm run bench -- NAME [options]`). */
 const NAMES =
-  "policy-core datapath flows proxy hubble layout scale runtime-events runtime-kill auth gateway lb cni encryption cluster ui";
+  "policy-core datapath flows proxy hubble layout scale runtime-events runtime-kill runtime-rate runtime-overhead auth gateway lb cni encryption cluster ui";
 
 if (process.argv.includes("--help") || process.argv.includes("-h")) {
   console.log(`Usage: npm run bench -- [NAME...] [--option=value...]
@@ -35,6 +37,8 @@ Names: ${NAMES}
 (layout and encryption run only when named). Options go to the named benchmarks, e.g.:
   npm run bench -- runtime-kill --kills=300 --rounds=4     syscall -> kill latency, kernel view (p50/p99)
   npm run bench -- runtime-events --execs=2000 --rounds=3  exec-loop overhead (< 5%), events/s (>= 50,000)
+  npm run bench -- runtime-rate --seconds=5                TracingPolicy events/s through the agent's pipeline, losses
+  npm run bench -- runtime-overhead --rounds=7             exec/open loop CPU: off vs events vs + a policy (pair ratios)
   npm run bench -- scale --endpoints=250,1000 --quick
   npm run bench -- proxy --rounds=5 --baseline=DIST        L7/DNS proxy vs nginx (and DIST: another build's dist)
 Report the load average beside any figure: this machine is shared.`);
@@ -99,6 +103,12 @@ if (want("runtime-events")) child("./runtime-events.js", flags);
 
 // Runtime enforcement: latency from the offending syscall to the kill, and the open-loop cost (issue 15).
 if (want("runtime-kill")) child("./runtime-kill.js", flags);
+
+// TracingPolicy events/s through the agent's pipeline, loss counted in the kernel (issue 15 item 7).
+if (want("runtime-rate")) child("./runtime-rate.js", flags);
+
+// The workload's CPU per exec / open with runtime events and a kill policy, median of pair ratios (issue 15).
+if (want("runtime-overhead")) child("./runtime-overhead.js", flags);
 
 // Mutual authentication: first connection of a new pair (held, prefilled), later ones, a rule without auth;
 // `auth --nodes 2` across two nodes of a lab cluster, with handshakes per second (issue 12 item 8).

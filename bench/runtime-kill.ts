@@ -110,14 +110,19 @@ function victims(bin: string, netns: string, n: number): { ns: number; sig: numb
  * scheduled in between): the openat's sys_enter (t0); signal_generate of SIGKILL to it (the kill
  * path's program sent it: guard or bpftrace); signal_deliver of SIGKILL in it (the task dequeues
  * the signal on its way back to user space: from here it never runs user code again); and
- * sched_process_exit. One line per victim: "K exit generate deliver" in ns after t0 (0: not seen).
+ * sched_process_exit. Beside them, the time the victim spent runnable but off the CPU between t0
+ * and the delivery (from a sched_switch away from it while runnable, prev_state 0 or 0x100 when
+ * preempted, until it runs again): the wait for a CPU that load adds, which the kill path does not
+ * control. One line per victim: "K exit generate deliver waited" in ns after t0 (0: not seen).
  */
 const TRACER = `tracepoint:syscalls:sys_enter_openat /comm == "kill-latency" && str(args->filename) == "/etc/shadow"/ { @t[pid] = nsecs; }
 tracepoint:signal:signal_generate /args->sig == 9 && @t[args->pid]/ { @g[args->pid] = nsecs - @t[args->pid]; }
 tracepoint:signal:signal_deliver /args->sig == 9 && @t[pid]/ { @d[pid] = nsecs - @t[pid]; }
-tracepoint:sched:sched_process_exit /@t[pid]/ { printf("K %d %d %d\\n", nsecs - @t[pid], @g[pid], @d[pid]); delete(@t[pid]); delete(@g[pid]); delete(@d[pid]); }
+tracepoint:sched:sched_switch /@t[args->prev_pid] && !@d[args->prev_pid] && (args->prev_state & 255) == 0/ { @off[args->prev_pid] = nsecs; }
+tracepoint:sched:sched_switch /@off[args->next_pid]/ { @w[args->next_pid] += nsecs - @off[args->next_pid]; delete(@off[args->next_pid]); }
+tracepoint:sched:sched_process_exit /@t[pid]/ { printf("K %d %d %d %d\\n", nsecs - @t[pid], @g[pid], @d[pid], @w[pid]); delete(@t[pid]); delete(@g[pid]); delete(@d[pid]); delete(@w[pid]); delete(@off[pid]); }
 BEGIN { printf("READY\\n"); }
-END { clear(@t); clear(@g); clear(@d); }`;
+END { clear(@t); clear(@g); clear(@d); clear(@w); clear(@off); }`;
 
 interface KernelSample {
   /** openat entry -> the process's exit. */
@@ -126,6 +131,8 @@ interface KernelSample {
   readonly generateNs: number;
   /** openat entry -> SIGKILL delivered (dequeued) in it (0: not seen). */
   readonly deliverNs: number;
+  /** Of that, runnable but waiting for a CPU (preempted), ns. */
+  readonly waitedNs: number;
 }
 
 /** The kernel's view of each kill: openat entry to the process's exit (ns), from a second bpftrace. */
@@ -139,8 +146,14 @@ async function kernelTracer(): Promise<{ samples: KernelSample[]; stop: () => Pr
   await new Promise<void>((resolve, reject) => {
     createInterface({ input: c.stdout }).on("line", (l) => {
       if (l === "READY") resolve();
-      const m = /^K (\d+) (\d+) (\d+)$/.exec(l);
-      if (m) samples.push({ exitNs: Number(m[1]), generateNs: Number(m[2]), deliverNs: Number(m[3]) });
+      const m = /^K (\d+) (\d+) (\d+) (\d+)$/.exec(l);
+      if (m)
+        samples.push({
+          exitNs: Number(m[1]),
+          generateNs: Number(m[2]),
+          deliverNs: Number(m[3]),
+          waitedNs: Number(m[4]),
+        });
     });
     c.once("exit", (code) => reject(new Error(`bpftrace tracer exited ${String(code)}`)));
   });
@@ -226,6 +239,14 @@ async function main(): Promise<void> {
         kernelOpenToExit: { samples: kernel[m].length, ...summary(kernel[m].map((k) => k.exitNs)) },
         kernelOpenToSignalSent: seen(kernel[m].map((k) => k.generateNs)),
         kernelOpenToSignalDelivered: seen(kernel[m].map((k) => k.deliverNs)),
+        // The same less the victim's wait for a CPU: what the kill path itself takes.
+        kernelOpenToSignalDeliveredOnCpu: seen(
+          kernel[m].filter((k) => k.deliverNs > 0).map((k) => Math.max(1, k.deliverNs - k.waitedNs)),
+        ),
+        waitedForCpu: {
+          victims: kernel[m].filter((k) => k.waitedNs > 0).length,
+          ...summary(kernel[m].map((k) => k.waitedNs)),
+        },
       };
     };
     console.log(

@@ -278,18 +278,23 @@ export class TracingPoliciesController {
   private event(e: RuntimePolicyEvent): void {
     this.recentEvents.push(e);
     if (this.recentEvents.length > RECENT) this.recentEvents.shift();
-    const ep = this.p.endpoints().find((v) => this.inodes.get(v.netns) === e.netnsInode);
-    this.p.logger.info(
-      {
-        policy: e.policyName,
-        action: e.action,
-        function: e.functionName,
-        pid: e.pid,
-        comm: e.comm,
-        endpoint: ep ? `${ep.namespace}/${ep.name}` : undefined,
-      },
-      "runtime policy matched",
-    );
+    // A kill or a signal is logged; Post events are the export's, logged at debug: at info a flood of
+    // them was as many synchronous log writes (the agent logs to stderr, one write(2) per line).
+    const level = e.action === "KPROBE_ACTION_POST" ? "debug" : "info";
+    if (this.p.logger.isLevelEnabled(level)) {
+      const ep = this.p.endpoints().find((v) => this.inodes.get(v.netns) === e.netnsInode);
+      this.p.logger[level](
+        {
+          policy: e.policyName,
+          action: e.action,
+          function: e.functionName,
+          pid: e.pid,
+          comm: e.comm,
+          endpoint: ep ? `${ep.namespace}/${ep.name}` : undefined,
+        },
+        "runtime policy matched",
+      );
+    }
     this.sink?.onPolicyEvent(e);
   }
 

@@ -45,6 +45,14 @@ import type { ScriptGuards } from "./script.js";
 
 export type { EnforcerEndpoint, EnforcerParams, TracingPolicyState } from "./loaders.js";
 
+/**
+ * Events delivered per policy per second before the rest is counted as lost (agent). It only cuts a
+ * runaway policy: set above what the pipeline carries (bench/runtime-rate.ts), so that a flood is
+ * lost where it must be (the kernel's ring buffer, counted) and not thrown away by a budget below
+ * the pipeline's rate. Tetragon has no default budget (a Post action's optional rateLimit only).
+ */
+export const DEFAULT_EVENTS_PER_SECOND = 100_000;
+
 export interface TracingPolicyStatus {
   readonly kind: TracingPolicy["kind"];
   readonly name: string;
@@ -208,7 +216,7 @@ export class RuntimeEnforcer {
       return r;
     }
     const what = `${policy.kind} ${policy.namespace ? policy.namespace + "/" : ""}${policy.name}`;
-    const limit = this.p.eventsPerSecond ?? 10_000;
+    const limit = this.p.eventsPerSecond ?? DEFAULT_EVENTS_PER_SECOND;
     const deliver = (e: RuntimePolicyEvent): void => {
       const sec = Math.floor(e.time.getTime() / 1000);
       if (r.bucket.second !== sec) r.bucket = { second: sec, used: 0 };

@@ -4,6 +4,7 @@
  *
  *   stdin:  <input> (the loader attaches once it has read "go"; stdin's end = detach and exit)
  *   stdout: ready | error <text> | lost <total> | event <fields>   (event lines go to onEventLine)
+ *           or, with `records`, the same as binary frames (guard-frames.ts; records go to records.on)
  *
  * start() resolves at "ready" and rejects (the loader killed) on an early exit, a spawn error or
  * the safety-net timeout; after "ready" an exit not asked for is onExit. The loader dies with the
@@ -12,6 +13,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import type { MembraneError } from "../../errors.js";
+import { GuardFrameReader } from "./guard-frames.js";
 
 export interface GuardLoaderOptions {
   readonly bin: string;
@@ -24,6 +26,8 @@ export interface GuardLoaderOptions {
   /** The error of a failed load (the caller's code and hint). */
   readonly failed: (why: string, cause?: unknown) => MembraneError;
   onEventLine(payload: string): void;
+  /** The loader writes binary frames of fixed-size records (membrane-syscall-guard) instead of lines. */
+  readonly records?: { readonly size: number; on(record: Buffer): void };
   onLost(count: number): void;
   onExit(reason: string): void;
   readonly loadTimeoutMs?: number;
@@ -60,19 +64,41 @@ export class GuardLoader {
         child.kill("SIGKILL");
         reject(o.failed(`${o.name} did not attach within ${limit} ms`));
       }, limit);
-      createInterface({ input: child.stdout!, crlfDelay: Infinity }).on("line", (line) => {
-        if (line === "ready" && !ready) {
-          ready = true;
-          clearTimeout(timer);
-          resolve();
-        } else if (line.startsWith("error ")) error = line.slice(6, 1006);
-        else if (line.startsWith("event ")) o.onEventLine(line.slice(6));
-        else if (/^lost \d{1,20}$/.test(line)) {
-          const total = Number(line.slice(5));
-          if (total > lostSeen) o.onLost(total - lostSeen);
-          lostSeen = Math.max(lostSeen, total);
-        }
-      });
+      const markReady = (): void => {
+        if (ready) return;
+        ready = true;
+        clearTimeout(timer);
+        resolve();
+      };
+      const lost = (total: number): void => {
+        if (total > lostSeen) o.onLost(total - lostSeen);
+        lostSeen = Math.max(lostSeen, total);
+      };
+      const rec = o.records;
+      if (rec) {
+        const frames = new GuardFrameReader(rec.size);
+        child.stdout!.on("data", (chunk: Buffer) => {
+          for (const f of frames.push(chunk)) {
+            if (f.kind === "ready") markReady();
+            else if (f.kind === "error") error = f.text;
+            else if (f.kind === "lost") lost(f.total);
+            else if (f.kind === "records")
+              for (let i = 0; i < f.count; i++) rec.on(f.records.subarray(i * rec.size, (i + 1) * rec.size));
+            else {
+              // Our own loader lost its framing: nothing it says can be trusted any more; it is stopped
+              // (its programs detach) and the exit is reported.
+              error = `unreadable output: ${f.why}`;
+              child.kill("SIGKILL");
+            }
+          }
+        });
+      } else
+        createInterface({ input: child.stdout!, crlfDelay: Infinity }).on("line", (line) => {
+          if (line === "ready") markReady();
+          else if (line.startsWith("error ")) error = line.slice(6, 1006);
+          else if (line.startsWith("event ")) o.onEventLine(line.slice(6));
+          else if (/^lost \d{1,20}$/.test(line)) lost(Number(line.slice(5)));
+        });
       child.stderr?.resume();
       child.stdin?.on("error", () => undefined);
       child.once("error", (e) => {

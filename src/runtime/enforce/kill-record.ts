@@ -1,6 +1,6 @@
 /**
  * The syscall guard's event record (written by kill-prog.ts's programs,
- * forwarded as hex by native/membrane-syscall-guard.c): layout and decoding.
+ * forwarded in binary frames by native/membrane-syscall-guard.c): layout and decoding.
  * Pure; the bytes come from the kernel but are checked as if hostile (size,
  * hex, string bounds).
  *
@@ -49,6 +49,9 @@ export interface KillRecord {
 export function printable(b: Buffer): string {
   const end = b.indexOf(0);
   const s = end < 0 ? b : b.subarray(0, end);
+  let clean = true;
+  for (const c of s) if (c < 0x20 || c >= 0x7f || c === 0x5c) clean = false;
+  if (clean) return s.toString("latin1");
   let out = "";
   for (const c of s)
     out +=
@@ -59,7 +62,12 @@ export function printable(b: Buffer): string {
 /** A record from its hex text; undefined when it is not one. */
 export function decodeKillRecord(hex: string): KillRecord | undefined {
   if (hex.length !== EVENT_SIZE * 2 || !/^[0-9a-f]+$/.test(hex)) return undefined;
-  const b = Buffer.from(hex, "hex");
+  return decodeKillRecordBytes(Buffer.from(hex, "hex"));
+}
+
+/** A record from its bytes (the loader's binary frames); undefined when it is not one. */
+export function decodeKillRecordBytes(b: Buffer): KillRecord | undefined {
+  if (b.length !== EVENT_SIZE) return undefined;
   const strLen = b.readInt32LE(REC.strLen);
   const args: bigint[] = [];
   for (let i = 0; i < 6; i++) args.push(b.readBigUInt64LE(REC.args + 8 * i));

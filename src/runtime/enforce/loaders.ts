@@ -35,7 +35,7 @@ export interface EnforcerParams {
   readonly sink: RuntimeEventSink;
   readonly agentPid?: number;
   readonly hostNamespaces?: Partial<Record<NamespaceType, number>>;
-  /** Events delivered per policy per second; more are counted as lost (agent). */
+  /** Events delivered per policy per second; more are counted as lost (agent). Default: enforcer.ts DEFAULT_EVENTS_PER_SECOND. */
   readonly eventsPerSecond?: number;
   readonly bpftrace?: string;
   /** The fanotify responder binary (default dist/bin/membrane-fanotify). */

@@ -6,12 +6,13 @@
  * which).
  *
  *   probes + scope --guardSpec--> GuardSpec --guardPrograms(kernel offsets)--> hex --stdin--> loader
- *   stdout: ready | error | event <hex> | lost --decodeKillRecord--> guardEvent --> RuntimePolicyEvent
+ *   stdout frames: READY | ERROR | RECORDS | LOST --decodeKillRecordBytes--> guardEvent --> RuntimePolicyEvent
  *
  * Why our own programs rather than bpftrace: no compile per load (bpftrace
  * took about a second per policy, more under load), no CAP_SYS_ADMIN (the
  * loader keeps CAP_BPF + CAP_PERFMON), paths compared up to 4,095 bytes
- * (bpftrace's 512-byte stack held 80), and binary records instead of JSON.
+ * (bpftrace's 512-byte stack held 80), and binary records instead of JSON
+(read in frames, guard-frames.ts).
  * The kill itself is the same bpf_send_signal, in the offending task's
  * context at syscall entry (kill-prog.ts says what the syscall still does).
  *
@@ -28,7 +29,7 @@ import type { BtfLookup } from "../source/btf.js";
 import type { RuntimePolicyEvent } from "./events.js";
 import { killLayoutFrom } from "./kill-layout.js";
 import { guardPrograms } from "./kill-prog.js";
-import { decodeKillRecord } from "./kill-record.js";
+import { decodeKillRecordBytes, EVENT_SIZE } from "./kill-record.js";
 import { guardEvent, guardSpec } from "./native-rules.js";
 import type { ScriptGuards } from "./script.js";
 import { seedMasks } from "./seeds.js";
@@ -94,10 +95,14 @@ export class SyscallGuard {
       input: `${input}go\n`,
       name: "the syscall guard",
       failed: (why, cause) => failed(o.what, why, cause),
-      onEventLine: (payload) => {
-        const r = decodeKillRecord(payload);
-        const e = r && guardEvent(r, rules, o.policy, new Date());
-        if (e) o.onEvent(e);
+      onEventLine: () => undefined,
+      records: {
+        size: EVENT_SIZE,
+        on: (bytes) => {
+          const r = decodeKillRecordBytes(bytes);
+          const e = r && guardEvent(r, rules, o.policy, new Date());
+          if (e) o.onEvent(e);
+        },
       },
       onLost: (n) => o.onLost(n),
       onExit: (why) => o.onExit(why),
