@@ -22,6 +22,8 @@ import type { AuthManager } from "./manager.js";
 import type { AuthNodes } from "./pairs.js";
 import { openPeerNet } from "./peer-net.js";
 import { Responder } from "./responder.js";
+import { NodeCredential } from "./node-cert.js";
+import { PeerChannels } from "./channel.js";
 
 /** Cilium's mutual-authentication port. */
 export const DEFAULT_AUTH_PORT = 4250;
@@ -42,8 +44,14 @@ export class AuthCluster {
   private guardKey = "";
   private published = "";
 
+  readonly channels: PeerChannels;
+
   private constructor(private readonly p: AuthClusterParams) {
-    this.responder = new Responder(p.manager);
+    const m = p.manager;
+    const credential = new NodeCredential(m.p.provider, p.self);
+    this.channels = new PeerChannels({ nodes: () => m.nodes, net: () => m.net, credential, trustDomain: m.p.provider.trustDomain, cache: m.verified, keys: m.keys, logger: p.logger }); // prettier-ignore
+    this.responder = new Responder(m, credential, this.channels.served);
+    m.channels = this.channels;
   }
 
   static async attach(p: AuthClusterParams): Promise<AuthCluster> {
@@ -54,7 +62,13 @@ export class AuthCluster {
     c.onSnapshot(p.view.snapshot);
     p.view.onChange((s) => c.onSnapshot(s));
     await c.publishRoots();
-    p.manager.p.provider.subscribe((e) => void (e.kind === "bundle" && c.publishRoots()));
+    p.manager.p.provider.subscribe((e) => {
+      if (e.kind !== "bundle") return;
+      void c.publishRoots();
+      // Pooled connections were opened under the old bundle: open them again under the new one.
+      c.channels.closeAll();
+      c.warm();
+    });
     await c.updateGuard(p.view.snapshot);
     return c;
   }
@@ -75,23 +89,20 @@ export class AuthCluster {
 
   private onSnapshot(s: NodeSnapshot): void {
     const m = this.p.manager;
-    m.nodes = clusterNodes(this.p.self, s);
-    const td = m.p.provider.trustDomain;
-    const roots: Buffer[] = [];
-    for (const [name, r] of s.records) {
-      const a = r.record.auth;
-      if (name === this.p.self || !a || a.trustDomain !== td) continue;
-      for (const b of a.roots) {
-        const der = Buffer.from(b, "base64");
-        try {
-          if (new X509Certificate(der).ca) roots.push(der);
-        } catch {
-          this.p.logger.warn({ node: name }, "ignored a root in a node record: not a certificate");
-        }
-      }
-    }
+    m.nodes = clusterNodes(this.p.self, s, m.p.provider.trustDomain);
+    // Roots that are not CA certificates are left out (recordRoots): never trusted.
+    const roots = [...s.records.keys()].flatMap((name) => m.nodes.rootsOf(name));
     m.p.provider.setPeerRoots(roots);
     void this.updateGuard(s);
+    this.warm();
+  }
+
+  /** Opens the pooled connections to peer nodes that publish a handshake port (pair requests then skip a handshake). */
+  warm(): void {
+    const m = this.p.manager;
+    if (m.transport !== "channel" || !m.net) return;
+    const peers = [...this.p.view.snapshot.records.keys()].filter((n) => n !== this.p.self && m.nodes.peerAddress(n)); // prettier-ignore
+    this.channels.warm(peers);
   }
 
   private async updateGuard(s: NodeSnapshot): Promise<void> {
@@ -115,8 +126,25 @@ export function authRecordOf(pr: SvidProvider, port: number): NodeAuthV1 {
   return { port, trustDomain: pr.trustDomain, roots: pr.ownRoots().map((r) => r.toString("base64")) };
 }
 
+/** The CA roots of a node record of trust domain `td` (public certificates; anything else is left out). */
+function recordRoots(r: NodeRecordV1 | undefined, td: string): Buffer[] {
+  const a = r?.auth;
+  if (!a || a.trustDomain !== td) return [];
+  const out: Buffer[] = [];
+  for (const b of a.roots) {
+    const der = Buffer.from(b, "base64");
+    try {
+      if (new X509Certificate(der).ca) out.push(der);
+    } catch {
+      // not a certificate: never trusted
+    }
+  }
+  return out;
+}
+
 /** Where the ends of pairs live, from the registry view. */
-export function clusterNodes(self: string, s: NodeSnapshot): AuthNodes {
+export function clusterNodes(self: string, s: NodeSnapshot, td = ""): AuthNodes {
+  const roots = new Map([...s.records].map(([n, r]) => [n, recordRoots(r.record, td)]));
   const table: (readonly [string, Prefix])[] = [...s.owned].flatMap(([n, ps]) =>
     ps.map((p) => [n, p] as const),
   );
@@ -132,5 +160,6 @@ export function clusterNodes(self: string, s: NodeSnapshot): AuthNodes {
     nodeAt: (ip) =>
       [...s.records.values()].find((r) => r.record.addresses.ipv4 === ip || r.record.addresses.ipv6 === ip)
         ?.record.name,
+    rootsOf: (node) => (node === self ? [] : (roots.get(node) ?? [])),
   };
 }
