@@ -113,6 +113,7 @@ class Channel {
       const t = setTimeout(() => {
         this.waiting.delete(req.id);
         reject(refused(`node ${this.peer} gave no answer within ${timeoutMs} ms`));
+        this.close(); // a peer that answers nothing is taken for dead: the next pair opens a new connection
       }, timeoutMs);
       this.waiting.set(req.id, (a) => {
         clearTimeout(t);
@@ -142,17 +143,19 @@ export class PeerChannels {
 
   /** Authenticates this node's end (`svid`) of a pair with `peer`'s agent; resolves with its end's notAfter and chain. */
   async authenticate(peer: string, r: { src: number; dst: number; side: "s" | "d" }, svid: X509Svid, expect: string, timeoutMs: number, ph?: Phases): Promise<ChannelResult> { // prettier-ignore
-    const first = await this.channel(peer, timeoutMs);
-    if (ph) ph.reused = first.reused;
-    ph?.mark("connected");
-    try {
-      return await this.ask(first.ch, r, svid, expect, timeoutMs, ph);
-    } catch (e) {
-      // A connection found dead on use (the peer agent restarted): once more on a new one.
-      if (!first.reused || !first.ch.closed) throw e;
-      this.stats.retries++;
-      const again = await this.channel(peer, timeoutMs);
-      return this.ask(again.ch, r, svid, expect, timeoutMs, ph);
+    const end = Date.now() + timeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      const { ch, reused } = await this.channel(peer, Math.max(1, end - Date.now()));
+      if (ph) ph.reused = reused;
+      ph?.mark("connected");
+      try {
+        return await this.ask(ch, r, svid, expect, Math.max(1, end - Date.now()), ph);
+      } catch (e) {
+        // The connection ended under the request (the peer agent restarted, the bundle changed):
+        // once more on a new one. An answer "no" leaves the connection open and is final.
+        if (attempt > 1 || !ch.closed || end - Date.now() < 50) throw e;
+        this.stats.retries++;
+      }
     }
   }
 
@@ -217,6 +220,8 @@ export class PeerChannels {
       throw refused(`cannot reach node ${peer} at ${addr.host}:${addr.port}: ${(e as Error).message}`);
     });
     this.stats.connects++;
+    sock.setKeepAlive(true, 5000);
+    sock.setNoDelay(true);
     const s = tls.connect({
       socket: sock,
       secureContext: own.ctx,

@@ -7,6 +7,8 @@
  *          is not revoked or reserved -> its SVID's context
  *   client chain -> validated, names the other end's identity -> entry in this node's kernel if
  *          its own policy requires authentication of the pair -> ACCEPTED
+ *   SNI node.auth.membrane: a pooled connection (channel.ts); this node's certificate, then
+ *          channel-server.ts answers pair requests on it for as long as it lives
  *
  * Every refusal closes the connection and is counted; none carries a key or certificate.
  */
@@ -55,6 +57,7 @@ export class Responder {
       return;
     }
     this.active++;
+    sock.setNoDelay(true);
     let counted = true;
     const release = (): void => void (counted && ((counted = false), this.active--));
     sock.once("close", release);
