@@ -41,6 +41,8 @@ const PHASES: readonly Phase[] = ["start", "connected", "answered", "validated",
  */
 export function phaseRows(ps: readonly PairProfile[]): Record<string, unknown> {
   const out: Record<string, unknown> = { n: ps.length, reused: ps.filter((p) => p.reused).length };
+  const lag = ps.map((p) => p.readLagMs).filter((x) => Number.isFinite(x) && x > 0);
+  if (lag.length > 0) out["readLag"] = { p50: pct(lag, 50), p99: pct(lag, 99) };
   for (const ph of PHASES) {
     const xs = ps.map((p) => p.ms[ph]).filter((x): x is number => x !== undefined);
     if (xs.length > 0) out[ph] = { p50: pct(xs, 50), p99: pct(xs, 99) };

@@ -139,7 +139,25 @@ export class PeerChannels {
   /** What this node's responder served on pooled connections of peers (responder.ts counts). */
   readonly served = { channels: 0, requests: 0, accepted: 0, refused: 0 };
 
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+
   constructor(private readonly d: ChannelDeps) {}
+
+  /** Opens missing connections to `peers()` now and every `everyMs` (one that failed is tried again). */
+  startWarming(peers: () => readonly string[], everyMs = 5000): void {
+    const run = (): void => this.warm(peers());
+    run();
+    this.timer = setInterval(run, everyMs);
+    this.timer.unref();
+  }
+
+  /** Closes every connection; no new one is opened. */
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.closeAll();
+  }
 
   /** Authenticates this node's end (`svid`) of a pair with `peer`'s agent; resolves with its end's notAfter and chain. */
   async authenticate(peer: string, r: { src: number; dst: number; side: "s" | "d" }, svid: X509Svid, expect: string, timeoutMs: number, ph?: Phases): Promise<ChannelResult> { // prettier-ignore
@@ -184,6 +202,7 @@ export class PeerChannels {
 
   /** Opens the connections to `peers` that are not open (in the background; failures wait for the next use). */
   warm(peers: readonly string[]): void {
+    if (this.stopped) return;
     for (const p of peers)
       if (!this.open.has(p) && !this.connecting.has(p))
         this.channel(p, 5000).catch((e: unknown) => this.d.logger.debug({ node: p, err: (e as Error).message }, "cannot open a pooled connection yet")); // prettier-ignore
@@ -212,6 +231,7 @@ export class PeerChannels {
   }
 
   private async connect(peer: string, timeoutMs: number): Promise<Channel> {
+    if (this.stopped) throw refused("mutual authentication is stopping");
     const addr = this.d.nodes().peerAddress(peer);
     const net = this.d.net();
     if (!addr || !net) throw refused(`node ${peer} publishes no handshake port`);

@@ -7,6 +7,8 @@
  *     pod CIDRs owned -> which node a pair's end lives on (AuthNodes)
  *     underlay addresses -> the handshake port's guard (datapath/auth-table.ts) and who a client is
  *   openPeerNet(port, node netns) -> Responder (answers) + connect (asks)
+ *   PeerChannels: one pooled TLS connection to each peer node's agent, opened when the node
+ *     appears (node certificates, node-cert.ts); closed and opened again when the bundle changes
  *
  * A root certificate is public: nothing secret is published. Each node issues the SVIDs of its
  * own endpoints' identities with its own root; what a peer's certificate proves is that a node
@@ -67,9 +69,10 @@ export class AuthCluster {
       void c.publishRoots();
       // Pooled connections were opened under the old bundle: open them again under the new one.
       c.channels.closeAll();
-      c.warm();
+      c.channels.warm(c.peers());
     });
     await c.updateGuard(p.view.snapshot);
+    c.channels.startWarming(() => c.peers());
     return c;
   }
 
@@ -94,15 +97,14 @@ export class AuthCluster {
     const roots = [...s.records.keys()].flatMap((name) => m.nodes.rootsOf(name));
     m.p.provider.setPeerRoots(roots);
     void this.updateGuard(s);
-    this.warm();
+    this.channels.warm(this.peers());
   }
 
-  /** Opens the pooled connections to peer nodes that publish a handshake port (pair requests then skip a handshake). */
-  warm(): void {
+  /** Peer nodes that publish a handshake port: their pooled connections are opened ahead. */
+  private peers(): string[] {
     const m = this.p.manager;
-    if (m.transport !== "channel" || !m.net) return;
-    const peers = [...this.p.view.snapshot.records.keys()].filter((n) => n !== this.p.self && m.nodes.peerAddress(n)); // prettier-ignore
-    this.channels.warm(peers);
+    if (m.transport !== "channel" || !m.net) return [];
+    return [...this.p.view.snapshot.records.keys()].filter((n) => n !== this.p.self && m.nodes.peerAddress(n)); // prettier-ignore
   }
 
   private async updateGuard(s: NodeSnapshot): Promise<void> {

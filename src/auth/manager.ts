@@ -6,8 +6,9 @@
  *     source identity = packet mark (pre_c set it), destination = ipcache[daddr]
  *     nodes of saddr and daddr (pod CIDR owners): the pair is (src, dst, src node, dst node)
  *     cached and valid?  yes: release (PKT_AUTH_OK)
- *     both ends here: handshake.ts in-process (TLS 1.3, both SVIDs, each side checks the other)
- *     one end on a peer node: peer-handshake.ts with that node's agent over TCP (its handshake port)
+ *     both ends here: both SVIDs validated, each key proven by a signature, in-process
+ *     one end on a peer node: one request on the pooled TLS connection to that node's agent
+ *       (channel.ts); transport "per-pair": a TLS 1.3 handshake per pair (handshake.ts, peer-handshake.ts)
  *         ok: release with PKT_AUTH_OK, add the pair to the kernel until the earlier SVID expiry
  *         refused / no answer in time: release without the bit; the gate drops it, logged 189
  *   (the handshake of a pair: pair-handshake.ts)
@@ -18,7 +19,8 @@
  *
  * Released without the bit rather than NF_DROP: the drop is then the kernel's, with its NFLOG
  * flow (AUTH_REQUIRED), exactly as when the agent answers nothing in time. Identities below 256
- * (host, world, ...) never authenticate, nor a revoked one. Entries live in the kernel
+ * (host, world, ...) never authenticate, nor a revoked one. Each held packet's path is timed
+ * (timing.ts: the "authentication profile" log line). Entries live in the kernel
  * (datapath/auth-table.ts) and outlive the agent; a starting agent adopts them. Concurrent first
  * packets of one pair share one handshake.
  */
@@ -124,7 +126,7 @@ export class AuthManager {
     this.queue = new AuthQueue({
       queue: AUTH_QUEUE_NUM,
       ...(p.netns !== undefined ? { netns: p.netns } : {}),
-      onPacket: (pkt) => void this.onPacket(pkt),
+      onPacket: (pkt, lagMs) => void this.onPacket(pkt, lagMs),
       onError: (e) => p.logger.error({ err: e.message }, "the authentication queue reader failed: new pairs are refused"), // prettier-ignore
     });
     const registers = p.registry ? [p.registry] : [];
@@ -154,6 +156,7 @@ export class AuthManager {
     if (this.timer) clearInterval(this.timer);
     if (this.poll) clearInterval(this.poll);
     this.unsubscribe?.();
+    this.channels?.stop();
     this.net?.close();
     await this.maintaining;
     await this.queue.stop();
@@ -277,9 +280,9 @@ export class AuthManager {
     if (r.connections > 0 || r.problems.length > 0) this.p.logger.info(r, "cut the connections of pairs no longer authenticated"); // prettier-ignore
   }
 
-  private async onPacket(pkt: QueuedPacket): Promise<void> {
+  private async onPacket(pkt: QueuedPacket, lagMs: number): Promise<void> {
     const t0 = performance.now();
-    const ph = new Phases();
+    const ph = new Phases(lagMs);
     let ok = false;
     try {
       ok = await this.authenticate(pkt, ph);

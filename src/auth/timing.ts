@@ -2,13 +2,13 @@
  * Where the time of a held first packet goes (issue 12 item 8's profile): marks taken along the
  * path, kept for the last pairs and logged once the pair's kernel entry is written.
  *
- *   queued (the agent reads the packet) -> start (its handshake begins) -> connected (a pooled
+ *   [readLag: the queue reader receives it -> the agent reads it] queued (the agent reads the packet) -> start (its handshake begins) -> connected (a pooled
  *   connection ready, or a TCP + TLS connection made) -> answered (the peer's proof back) ->
  *   validated -> released (verdict sent) -> kernel (entry written)
  *
  * Each mark is milliseconds since `queued` (since `start` for a pair with no held packet: a
- * prefill or a rotation). The time from the kernel queuing the packet to the agent reading it is
- * not seen here: the client's connect time minus `released` bounds it.
+ * prefill or a rotation). Not seen here: the kernel queuing the packet to the reader's receive,
+ * and the verdict's way back (agent -> reader -> kernel); the client's connect time bounds them.
  */
 import type { Logger } from "pino";
 
@@ -16,6 +16,8 @@ export type Phase = "start" | "connected" | "answered" | "validated" | "released
 
 export class Phases {
   private readonly t0 = performance.now();
+  /** From the queue reader receiving the packet to the agent reading it (ms; 0 without a packet). */
+  constructor(readonly readLagMs = 0) {}
   readonly marks: Partial<Record<Phase, number>> = {};
   /** How the pair was authenticated: channel (pooled connection), tls (a connection per pair), local. */
   via = "";
@@ -32,6 +34,7 @@ export interface PairProfile {
   readonly destination: number;
   readonly via: string;
   readonly reused: boolean;
+  readonly readLagMs: number;
   readonly ms: Partial<Record<Phase, number>>;
 }
 
@@ -43,7 +46,7 @@ export class Profiles {
   constructor(private readonly logger: Logger) {}
 
   done(source: number, destination: number, ph: Phases): void {
-    const p: PairProfile = { source, destination, via: ph.via, reused: ph.reused, ms: { ...ph.marks } };
+    const p: PairProfile = { source, destination, via: ph.via, reused: ph.reused, readLagMs: Math.round(ph.readLagMs * 100) / 100, ms: { ...ph.marks } }; // prettier-ignore
     this.recent.push(p);
     if (this.recent.length > KEEP) this.recent.splice(0, this.recent.length - KEEP);
     this.logger.info({ ...p, ms: undefined, phases: p.ms }, "authentication profile");
