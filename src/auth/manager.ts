@@ -363,7 +363,7 @@ export class AuthManager {
       // pair counts at once (packets queued meanwhile are released from the map), and the `nft`
       // process starts only after this turn, so the verdict is not sent behind its spawn.
       const kernel = this.remember(pair, r.notAfter, r.chains);
-      const write = (): Promise<void> => kernel().then(() => (ph.mark("kernel"), this.profiles.done(pair.src, pair.dst, ph))); // prettier-ignore
+      const write = (): Promise<void> => kernel().then(() => this.profiles.done(pair.src, pair.dst, ph));
       setImmediate(() => void write().catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair"))); // prettier-ignore
       return true;
     } catch (e) {

@@ -45,8 +45,9 @@ export class NodeCredential {
     const now = Date.now();
     const c = this.cur;
     if (c && now < c.renewAt && c.bundleRev === this.provider.bundleRevision) return c;
-    this.pending ??= this.issue().finally(() => (this.pending = undefined));
-    return this.pending;
+    return (this.pending ??= this.issue().finally(() => {
+      this.pending = undefined;
+    }));
   }
 
   private async issue(): Promise<Issued> {

@@ -59,7 +59,11 @@ export class Responder {
     this.active++;
     sock.setNoDelay(true);
     let counted = true;
-    const release = (): void => void (counted && ((counted = false), this.active--));
+    const release = (): void => {
+      if (!counted) return;
+      counted = false;
+      this.active--;
+    };
     sock.once("close", release);
     sock.on("error", () => undefined);
     const cred = this.credential;

@@ -45,7 +45,9 @@ export class Profiles {
   readonly recent: PairProfile[] = [];
   constructor(private readonly logger: Logger) {}
 
+  /** The pair's kernel entry is written: its profile is complete. */
   done(source: number, destination: number, ph: Phases): void {
+    ph.mark("kernel");
     const p: PairProfile = { source, destination, via: ph.via, reused: ph.reused, readLagMs: Math.round(ph.readLagMs * 100) / 100, ms: { ...ph.marks } }; // prettier-ignore
     this.recent.push(p);
     if (this.recent.length > KEEP) this.recent.splice(0, this.recent.length - KEEP);
