@@ -21,7 +21,7 @@ import type { AuthManager } from "./manager.js";
 import { peerChain } from "./handshake.js";
 import { checkNodeChain } from "./node-cert.js";
 import { encodeFrame, FrameReader, parseRequest, type PairRequest } from "./channel-wire.js";
-import { EXPORTER_BYTES, EXPORTER_LABEL, signResponse, verifyRequest } from "./pair-proof.js";
+import { exporterOf, signResponse, verifyRequest } from "./pair-proof.js";
 import type { Pair } from "./pairs.js";
 
 const MAX_INFLIGHT = 64;
@@ -52,7 +52,7 @@ export function serveChannel(
     return;
   }
   stats.channels++;
-  const exporter = s.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL);
+  const exporter = exporterOf(s);
   const reader = new FrameReader();
   let lastId = 0;
   let inflight = 0;

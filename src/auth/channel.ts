@@ -28,8 +28,7 @@ import { peerChain } from "./handshake.js";
 import { checkNodeChain, type NodeCredential } from "./node-cert.js";
 import { encodeFrame, FrameReader, parseAnswer, type PairAnswer } from "./channel-wire.js";
 import {
-  EXPORTER_BYTES,
-  EXPORTER_LABEL,
+  exporterOf,
   signRequest,
   verifyResponse,
   type PairClaim,
@@ -263,7 +262,7 @@ export class PeerChannels {
         try {
           const nodes = this.d.nodes();
           const peerNa = checkNodeChain(peerChain(s), peer, nodes.rootsOf(peer), this.d.trustDomain, this.d.cache); // prettier-ignore
-          const exporter = s.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL);
+          const exporter = exporterOf(s);
           s.removeAllListeners("error");
           const c: Channel = new Channel(peer, addr.host, s, exporter, Math.min(peerNa, own.notAfter) - Date.now(), () => this.open.get(peer) === c && this.open.delete(peer)); // prettier-ignore
           resolve(c);

@@ -16,6 +16,7 @@
  * identity expected; the signature is checked with the validated leaf's key.
  */
 import { createHash, createPrivateKey, sign, verify, X509Certificate, type KeyObject } from "node:crypto";
+import type { TLSSocket } from "node:tls";
 import { MembraneError } from "../errors.js";
 
 export const EXPORTER_LABEL = "EXPORTER-membrane-auth-pair-v1";
@@ -29,6 +30,11 @@ export interface PairClaim {
   readonly side: "s" | "d";
   /** base64 of 32 random bytes, chosen by the initiator. */
   readonly nonce: string;
+}
+
+/** The connection's keying material for proofs (both ends of one TLS session get the same bytes). */
+export function exporterOf(s: TLSSocket): Buffer {
+  return s.exportKeyingMaterial(EXPORTER_BYTES, EXPORTER_LABEL, Buffer.alloc(0));
 }
 
 const refused = (why: string): MembraneError =>
