@@ -141,7 +141,7 @@ export interface ServerParams {
   readonly accept: (role: PairRole, peer: tls.TLSSocket) => Promise<void>;
   readonly timeoutMs: number;
   readonly onRefused: (why: string) => void;
-  /** A pooled connection (SNI `channelSni`): this node's certificate, then the connection is handed over. */
+  /** A pooled connection (SNI `channel.sni`): this node's certificate, then the connection is handed over (channel-server.ts). */
   readonly channel?: {
     readonly sni: string;
     readonly context: () => Promise<tls.SecureContext>;

@@ -97,7 +97,8 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
       await sp.listen("tcp", 80);
 
       // 1. Two new pairs: n2 holds each first SYN; each is ONE request on the connection n2 keeps to n1.
-      await until("n2's pooled connection to n1", async () => (await peers(n2)).peers.some((p) => p.node === "n1")); // prettier-ignore
+      // n2 opens it when n1 appears; n1 counts it once n2's node certificate passed.
+      await until("n2's pooled connection to n1", async () => (await peers(n2)).peers.some((p) => p.node === "n1") && ((await peers(n1)).served?.channels ?? 0) > 0); // prettier-ignore
       assert.equal(await ap.tcp(server.ipv4, 80, OK_WITHIN), "ok");
       assert.equal(await bp.tcp(server.ipv4, 80, OK_WITHIN), "ok");
       const p2 = await peers(n2);
