@@ -97,6 +97,8 @@ export class AuthTable {
    * pair would come back into the kernel, unknown to the agent).
    */
   private writes: Promise<void> = Promise.resolve();
+  /** `nft` transactions of pair writes run so far. */
+  readonly stats = { transactions: 0 };
   /** The transaction not started yet, which new writes join. */
   private batch: { lines: string[]; done: Promise<void> } | undefined;
   constructor(
@@ -211,6 +213,7 @@ export class AuthTable {
     const b: { lines: string[]; done: Promise<void> } = { lines: [...lines], done: Promise.resolve() };
     const run = (): Promise<void> => {
       if (this.batch === b) this.batch = undefined; // later writes start the next batch
+      this.stats.transactions++;
       return nftApply(b.lines.join("\n") + "\n", this.opts());
     };
     this.batch = b;
