@@ -41,7 +41,7 @@ export function encodeFrame(m: PairRequest | PairAnswer): Buffer {
 
 /** Splits a byte stream into frame bodies; throws on a frame over MAX_FRAME. */
 export class FrameReader {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   push(chunk: Buffer): Buffer[] {
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     const out: Buffer[] = [];
