@@ -146,7 +146,9 @@ async function main(): Promise<void> {
     const walls = { channel: [] as number[], "per-pair": [] as number[] };
     const each = { channel: [] as number[], "per-pair": [] as number[] };
     for (let r = 0; r < BURST_ROUNDS; r++) {
-      for (const mode of r % 2 === 0 ? (["channel", "per-pair"] as const) : (["per-pair", "channel"] as const)) {
+      for (const mode of r % 2 === 0
+        ? (["channel", "per-pair"] as const)
+        : (["per-pair", "channel"] as const)) {
         await fresh(burst.map((b) => b.identity));
         await transport(mode);
         const t = performance.now();

@@ -117,7 +117,12 @@ async function answer(
   if (v.id.uri !== want) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate the pair: the client node presented ${v.id.uri}, not ${want}`); // prettier-ignore
   verifyRequest(r.chain[0] as Buffer, exporter, r, r.sig);
   const svid = await p.ensure(mine);
-  const sig = signResponse(m.keys.get(svid.serial, () => svid.privateKeyPkcs8()), exporter, r, r.sig);
+  const sig = signResponse(
+    m.keys.get(svid.serial, () => svid.privateKeyPkcs8()),
+    exporter,
+    r,
+    r.sig,
+  );
   const notAfter = v.notAfter < svid.notAfter ? v.notAfter : svid.notAfter;
   return {
     answer: { t: "ok", id: r.id, chain: [...svid.chain], sig },

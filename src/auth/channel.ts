@@ -27,13 +27,7 @@ import type { SvidValidationCache } from "../spiffe/validate-cache.js";
 import { peerChain } from "./handshake.js";
 import { checkNodeChain, type NodeCredential } from "./node-cert.js";
 import { encodeFrame, FrameReader, parseAnswer, type PairAnswer } from "./channel-wire.js";
-import {
-  exporterOf,
-  signRequest,
-  verifyResponse,
-  type PairClaim,
-  type SigningKeys,
-} from "./pair-proof.js";
+import { exporterOf, signRequest, verifyResponse, type PairClaim, type SigningKeys } from "./pair-proof.js";
 import type { Phases } from "./timing.js";
 
 /** The server name of a pooled connection (a per-pair handshake names its pair instead). */
@@ -159,7 +153,15 @@ export class PeerChannels {
   }
 
   /** Authenticates this node's end (`svid`) of a pair with `peer`'s agent; resolves with its end's notAfter and chain. */
-  async authenticate(peer: string, r: { src: number; dst: number; side: "s" | "d" }, svid: X509Svid, expect: string, timeoutMs: number, ph?: Phases): Promise<ChannelResult> { // prettier-ignore
+  async authenticate(
+    peer: string,
+    r: { src: number; dst: number; side: "s" | "d" },
+    svid: X509Svid,
+    expect: string,
+    timeoutMs: number,
+    ph?: Phases,
+  ): Promise<ChannelResult> {
+    // prettier-ignore
     const end = Date.now() + timeoutMs;
     for (let attempt = 1; ; attempt++) {
       const { ch, reused } = await this.channel(peer, Math.max(1, end - Date.now()));
@@ -176,9 +178,21 @@ export class PeerChannels {
     }
   }
 
-  private async ask(ch: Channel, r: { src: number; dst: number; side: "s" | "d" }, svid: X509Svid, expect: string, timeoutMs: number, ph?: Phases): Promise<ChannelResult> { // prettier-ignore
+  private async ask(
+    ch: Channel,
+    r: { src: number; dst: number; side: "s" | "d" },
+    svid: X509Svid,
+    expect: string,
+    timeoutMs: number,
+    ph?: Phases,
+  ): Promise<ChannelResult> {
+    // prettier-ignore
     const claim = ch.claim(r.src, r.dst, r.side);
-    const sig = signRequest(this.d.keys.get(svid.serial, () => svid.privateKeyPkcs8()), ch.exporter, claim);
+    const sig = signRequest(
+      this.d.keys.get(svid.serial, () => svid.privateKeyPkcs8()),
+      ch.exporter,
+      claim,
+    );
     this.stats.requests++;
     const a = await ch.call({ t: "pair", ...claim, chain: [...svid.chain], sig }, timeoutMs);
     ph?.mark("answered");

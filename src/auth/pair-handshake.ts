@@ -44,14 +44,28 @@ function localProof(m: AuthManager, a: X509Svid, b: X509Svid): Date {
   }
   const binding = randomBytes(32);
   const claim = { id: 1, src: a.identity, dst: b.identity, side: "d" as const, nonce: randomBytes(32).toString("base64") }; // prettier-ignore
-  const sig = signRequest(m.keys.get(a.serial, () => a.privateKeyPkcs8()), binding, claim);
+  const sig = signRequest(
+    m.keys.get(a.serial, () => a.privateKeyPkcs8()),
+    binding,
+    claim,
+  );
   verifyRequest(a.chain[0] as Buffer, binding, claim, sig);
-  const rsig = signResponse(m.keys.get(b.serial, () => b.privateKeyPkcs8()), binding, claim, sig);
+  const rsig = signResponse(
+    m.keys.get(b.serial, () => b.privateKeyPkcs8()),
+    binding,
+    claim,
+    sig,
+  );
   verifyResponse(b.chain[0] as Buffer, binding, claim, sig, rsig);
   return notAfter;
 }
 
-export async function localPair(m: AuthManager, pair: Pair, ph?: Phases): Promise<{ notAfter: Date; chains: Buffer[][] }> { // prettier-ignore
+export async function localPair(
+  m: AuthManager,
+  pair: Pair,
+  ph?: Phases,
+): Promise<{ notAfter: Date; chains: Buffer[][] }> {
+  // prettier-ignore
   for (const id of [pair.src, pair.dst]) m.checkIdentity(id, true);
   const [a, b] = await Promise.all([m.p.provider.ensure(pair.src), m.p.provider.ensure(pair.dst)]);
   ph?.mark("connected");

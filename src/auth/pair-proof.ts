@@ -84,6 +84,12 @@ export function verifyRequest(leaf: Buffer, exporter: Buffer, c: PairClaim, sig:
 }
 
 /** Throws unless `sig` is the response's signature by the key of `leaf` (already validated). */
-export function verifyResponse(leaf: Buffer, exporter: Buffer, c: PairClaim, reqSig: Buffer, sig: Buffer): void {
+export function verifyResponse(
+  leaf: Buffer,
+  exporter: Buffer,
+  c: PairClaim,
+  reqSig: Buffer,
+  sig: Buffer,
+): void {
   check(leaf, transcript("response", exporter, c, reqSig), sig, "responder");
 }

@@ -56,10 +56,18 @@ describe("pooled connection messages (hostile input)", () => {
     { name: "an identity over 2^25", o: { ...plain, src: 0x02000000 }, why: /src is not a whole number/ },
     { name: "an identity as a string", o: { ...plain, dst: "301" }, why: /dst is not a whole number/ },
     { name: "a side other than s/d", o: { ...plain, side: "x" }, why: /side is not/ },
-    { name: "a short nonce", o: { ...plain, nonce: Buffer.alloc(8).toString("base64") }, why: /nonce is shorter/ },
+    {
+      name: "a short nonce",
+      o: { ...plain, nonce: Buffer.alloc(8).toString("base64") },
+      why: /nonce is shorter/,
+    },
     { name: "a nonce that is not base64", o: { ...plain, nonce: "!!!!" }, why: /nonce is not base64/ },
     { name: "an empty chain", o: { ...plain, chain: [] }, why: /chain is not a list/ },
-    { name: "nine certificates", o: { ...plain, chain: Array(9).fill("bGVhZg==") }, why: /chain is not a list/ },
+    {
+      name: "nine certificates",
+      o: { ...plain, chain: Array(9).fill("bGVhZg==") },
+      why: /chain is not a list/,
+    },
     { name: "a certificate over 16 KiB", o: { ...plain, chain: [Buffer.alloc(16 * 1024 + 3).toString("base64")] }, why: /chain\[0\] is empty or over/ }, // prettier-ignore
     { name: "a chain entry not a string", o: { ...plain, chain: [{}] }, why: /chain\[0\] is not base64/ },
     { name: "no signature", o: { ...plain, sig: undefined }, why: /sig is not base64/ },

@@ -59,7 +59,10 @@ async function until(what: string, ok: () => Promise<boolean>, ms = 30_000): Pro
 }
 
 /** A TCP connection from `netns` kept open (a byte every 200 ms, echoed); `closed` once it ends. */
-function hold(netns: string, host: string): { echoes: () => number; closed: () => boolean; stop: () => void } {
+function hold(
+  netns: string,
+  host: string,
+): { echoes: () => number; closed: () => boolean; stop: () => void } {
   const js = `const s=require("net").connect(80,"${host}");let t;s.on("connect",()=>{t=setInterval(()=>s.write("x"),200)});s.on("data",()=>process.stdout.write("e\\n"));const end=()=>{clearInterval(t);process.stdout.write("closed\\n");process.exit(0)};s.on("error",end);s.on("close",end);`; // prettier-ignore
   const p = spawn("ip", ["netns", "exec", netns, process.execPath, "-e", js], { stdio: ["ignore", "pipe", "ignore"] }); // prettier-ignore
   let out = "";
@@ -133,7 +136,10 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
       await n2.client.request("POST", "/v1/auth/rotate", { identity: server.identity });
       await until("a's pair to leave n2", async () => !(await pairs(n2)).some((p) => p.source === a.identity)); // prettier-ignore
       await until("a's open connection to be cut", async () => conn.closed());
-      assert.ok((await pairs(n2)).some((p) => p.source === b.identity), "b's pair stays");
+      assert.ok(
+        (await pairs(n2)).some((p) => p.source === b.identity),
+        "b's pair stays",
+      );
       assert.notEqual(await ap.tcp(server.ipv4, 80, 2000), "ok", "a's new connection is refused");
       await n1.client.request("POST", "/v1/auth/restore", { identity: a.identity });
 
@@ -148,7 +154,8 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
       // 4. Strangers. A namespace on the underlay with an address no node has: the kernel's guard
       //    drops its connection to the handshake port (no answer at all).
       const x = `${prefix}-x`;
-      const sh = (args: string[]): void => void spawnSync(args[0] as string, args.slice(1), { stdio: "ignore" });
+      const sh = (args: string[]): void =>
+        void spawnSync(args[0] as string, args.slice(1), { stdio: "ignore" });
       sh(["ip", "netns", "add", x]);
       sh(["ip", "-n", `${prefix}-ul`, "link", "add", `${prefix}x`, "type", "veth", "peer", "name", "ul0", "netns", x]); // prettier-ignore
       sh(["ip", "-n", `${prefix}-ul`, "link", "set", `${prefix}x`, "master", "br0", "up"]);
@@ -169,7 +176,11 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
       const served = (await peers(n2)).served?.accepted ?? 0;
       const forged = forgedClient(n1.netns, n2.ip, dir);
       assert.notEqual(forged.split(" ")[0], "answered", forged);
-      assert.equal((await peers(n2)).served?.accepted ?? 0, served, "nothing was served to the forged client");
+      assert.equal(
+        (await peers(n2)).served?.accepted ?? 0,
+        served,
+        "nothing was served to the forged client",
+      );
     } finally {
       for (const h of held) h.stop();
       for (const p of probes) p.stop();

@@ -84,7 +84,9 @@ export function authCommand(ctx: CliContext): Command {
       ctx.out(`identity ${id}: new SVID serial ${r.rotated.serial}, valid until ${r.rotated.notAfter}\n`);
     });
   const peers = new Command("peers")
-    .description("pooled authentication connections to the agents of peer nodes (cluster mode), and requests on them")
+    .description(
+      "pooled authentication connections to the agents of peer nodes (cluster mode), and requests on them",
+    )
     .addOption(outputOption())
     .addOption(socketOption())
     .action(async (o: { socket: string; output: ViewFormat }) => {
