@@ -83,6 +83,9 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
     const probes: Probe[] = [];
     const held: ReturnType<typeof hold>[] = [];
     const dir = mkdtempSync(join(tmpdir(), "m3a-forged-"));
+    const t0 = Date.now();
+    const step = (what: string): void =>
+      void process.stderr.write(`pooled: ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
     try {
       const prefix = uniquePrefix("m3a");
       lab = await startLabCluster({ prefix, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30 });
@@ -99,6 +102,7 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
       probes.push(sp, ap, bp);
       await sp.listen("tcp", 80);
 
+      step("lab ready");
       // 1. Two new pairs: n2 holds each first SYN; each is ONE request on the connection n2 keeps to n1.
       // n2 opens it when n1 appears; n1 counts it once n2's node certificate passed.
       await until("n2's pooled connection to n1", async () => (await peers(n2)).peers.some((p) => p.node === "n1") && ((await peers(n1)).served?.channels ?? 0) > 0); // prettier-ignore
@@ -115,6 +119,7 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
       await until("n2's log of a pair authenticated via the channel", async () => viaChannel());
       await until("both pairs in n2's kernel", async () => (await pairs(n2)).length === 2);
 
+      step("step 1 done");
       // 2. A rotation of the server's SVID on n2: the pairs authenticate again over the same
       //    connection; a's open connection flows on.
       const conn = hold(a.netns, server.ipv4);
@@ -143,6 +148,7 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
       assert.notEqual(await ap.tcp(server.ipv4, 80, 2000), "ok", "a's new connection is refused");
       await n1.client.request("POST", "/v1/auth/restore", { identity: a.identity });
 
+      step("step 2 done");
       // 3. n1's agent killed and started again: n2's next new pair goes over a new connection.
       const connects = (await peers(n2)).client?.connects ?? 0;
       await lab.restart("n1");
@@ -151,6 +157,7 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
       assert.equal(await bp.tcp(server.ipv4, 80, OK_WITHIN), "ok", n2.logs().slice(-2000));
       assert.ok(((await peers(n2)).client?.connects ?? 0) > connects, JSON.stringify(await peers(n2)));
 
+      step("step 3 done");
       // 4. Strangers. A namespace on the underlay with an address no node has: the kernel's guard
       //    drops its connection to the handshake port (no answer at all).
       const x = `${prefix}-x`;
@@ -181,11 +188,13 @@ describe("pooled authentication connections across nodes (root, etcd)", { skip }
         served,
         "nothing was served to the forged client",
       );
+      step("step 4 done");
     } finally {
       for (const h of held) h.stop();
       for (const p of probes) p.stop();
       await lab?.stop();
       rmSync(dir, { recursive: true, force: true });
+      step("stopped");
     }
   });
 });
