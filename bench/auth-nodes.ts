@@ -21,7 +21,7 @@
  * Each sample is a TCP connect + echo round trip through the probe in the client's namespace.
  * `synRetransmits` counts SYNs the clients sent again (a first packet held past 1 s, or dropped):
  * the target is 0. One JSON line with p50/p99/max (ms), n2's pooled connection counters and the load.
- *   MEMBRANE_AUTH_BENCH_ROUNDS (default 30), MEMBRANE_AUTH_BENCH_BURST (default 12)
+ *   MEMBRANE_AUTH_BENCH_ROUNDS (default 30), MEMBRANE_AUTH_BENCH_BURST (default 12), MEMBRANE_AUTH_BENCH_BURST_ROUNDS (default 4)
  */
 import { loadavg } from "node:os";
 import { randomBytes } from "node:crypto";
@@ -33,7 +33,7 @@ import type { PairProfile } from "../src/auth/timing.js";
 
 const ROUNDS = Number(process.env["MEMBRANE_AUTH_BENCH_ROUNDS"] ?? 30);
 const BURST = Number(process.env["MEMBRANE_AUTH_BENCH_BURST"] ?? 12);
-const BURST_ROUNDS = 4;
+const BURST_ROUNDS = Number(process.env["MEMBRANE_AUTH_BENCH_BURST_ROUNDS"] ?? 4);
 
 const POLICY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -142,6 +142,8 @@ async function main(): Promise<void> {
     }
     await transport("channel");
     const retransRounds = (await synRetransmits(ns)) - retrans0;
+    // The rounds' figures now (the burst below takes minutes on a loaded machine).
+    log(`rounds: ${JSON.stringify({ first: row(s.first), firstTls: row(s.firstTls), later: row(s.later), plain: row(s.plain), profile: { first: phaseRows(profiles.first), firstTls: phaseRows(profiles.firstTls) }, load: loadavg()[0] })}`); // prettier-ignore
     log(`burst: ${BURST} new pairs at once, ${BURST_ROUNDS} times`);
     const walls = { channel: [] as number[], "per-pair": [] as number[] };
     const each = { channel: [] as number[], "per-pair": [] as number[] };
