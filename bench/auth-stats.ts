@@ -4,6 +4,7 @@
  * 1 s retransmission timer, or dropped, shows there: "no packet lost" is this count staying 0).
  */
 import { runRaw } from "../src/datapath/exec.js";
+import type { PairProfile, Phase } from "../src/auth/timing.js";
 
 export const pct = (xs: readonly number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -31,3 +32,20 @@ export async function synRetransmits(netns: readonly string[]): Promise<number> 
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+const PHASES: readonly Phase[] = ["start", "connected", "answered", "validated", "released", "kernel"];
+
+/**
+ * p50/p99 of each phase of the held packets' profiles (ms since the agent read the packet), and
+ * how many used a pooled connection already open.
+ */
+export function phaseRows(ps: readonly PairProfile[]): Record<string, unknown> {
+  const out: Record<string, unknown> = { n: ps.length, reused: ps.filter((p) => p.reused).length };
+  const lag = ps.map((p) => p.readLagMs).filter((x) => Number.isFinite(x) && x > 0);
+  if (lag.length > 0) out["readLag"] = { p50: pct(lag, 50), p99: pct(lag, 99) };
+  for (const ph of PHASES) {
+    const xs = ps.map((p) => p.ms[ph]).filter((x): x is number => x !== undefined);
+    if (xs.length > 0) out[ph] = { p50: pct(xs, 50), p99: pct(xs, 99) };
+  }
+  return out;
+}

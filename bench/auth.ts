@@ -2,20 +2,25 @@
  * `npm run bench -- auth` (root): the latency mutual authentication adds to a connection, side by
  * side in one run, interleaved rounds, on one node (issue 12 item 8):
  *   first    a connection of a pair that is not authenticated yet (its pair removed before each
- *            round with `auth revoke` + `restore`): the first SYN is held for the handshake
+ *            round with `auth revoke` + `restore`): the first SYN is held for the pair's proof
+ *            (transport "channel": both SVIDs validated, each key proven by a signature)
+ *   firstTls the same with transport "per-pair" (an in-process TLS 1.3 handshake: the old path)
  *   later    a connection of an authenticated pair (the kernel entry: no queue)
  *   plain    a connection under a rule without authentication
  *   prefilled  the first connection of a new pair authenticated ahead (auth/prefill.ts, the agent's
  *            default for local pairs): its kernel entry is there before the first SYN
  * Each sample is a TCP connect + echo round trip through the probe in the client's namespace;
  * the probe's own overhead is the same in all three. One JSON line with p50/p99 (ms), the SYNs the
- * clients sent again (a held first packet released after 1 s, or dropped; target 0) and the load.
+ * clients sent again (a held first packet released after 1 s, or dropped; target 0), the load,
+ * and the profile of the held packets (auth/timing.ts: ms from the agent reading the packet to
+ * each phase; `gap` = the client's added time the agent does not see: the queue's hops).
  *   `npm run bench -- auth --nodes 2`: the same across two nodes of a lab cluster (auth-nodes.ts),
  *   with handshakes per second.
  */
 import { loadavg } from "node:os";
 import { AgentLab } from "../test/agent/e2e/harness.js";
-import { pct, row, sleep, synRetransmits } from "./auth-stats.js";
+import { pct, phaseRows, row, sleep, synRetransmits } from "./auth-stats.js";
+import type { PairProfile } from "../src/auth/timing.js";
 import { prefillLocalPairs } from "../src/auth/prefill.js";
 
 async function until(ok: () => Promise<boolean>): Promise<void> {
@@ -41,7 +46,7 @@ spec:
 async function main(): Promise<void> {
   const load0 = loadavg()[0];
   // Prefill off: "first" is the held first packet; "prefilled" runs the agent's prefill pass itself.
-  const lab = await AgentLab.start("m2a", { spiffe: { trustDomain: "bench.test", prefillLocalPairs: false }, engine: { meshAuth: true } }); // prettier-ignore
+  const lab = await AgentLab.start("m3a", { spiffe: { trustDomain: "bench.test", prefillLocalPairs: false }, engine: { meshAuth: true } }); // prettier-ignore
   try {
     const server = await lab.endpoint("server", { app: "server" }, { tcp: [80] });
     const authed = await lab.endpoint("authed", { app: "authed" });
@@ -58,17 +63,29 @@ async function main(): Promise<void> {
     await time(plain); // warm-up: the probes and the handshake's code paths
     await time(authed);
     const retrans0 = await synRetransmits([authed.view.netns, plain.view.netns]);
-    const s = { first: [] as number[], later: [] as number[], plain: [] as number[], prefilled: [] as number[] }; // prettier-ignore
+    const s = { first: [] as number[], firstTls: [] as number[], later: [] as number[], plain: [] as number[], prefilled: [] as number[] }; // prettier-ignore
+    const profiles: Record<"first" | "firstTls", PairProfile[]> = { first: [], firstTls: [] };
     for (let i = 0; i < ROUNDS; i++) {
-      await auth.revoke(authed.view.identity); // the pair leaves the kernel and the agent
-      auth.restore(authed.view.identity);
       const order =
-        i % 2 === 0 ? (["first", "later", "plain"] as const) : (["plain", "first", "later"] as const);
+        i % 2 === 0
+          ? (["first", "later", "plain", "firstTls"] as const)
+          : (["plain", "firstTls", "first", "later"] as const);
       for (const k of order) {
+        if (k === "first" || k === "firstTls") {
+          await auth.revoke(authed.view.identity); // the pair leaves the kernel and the agent
+          auth.restore(authed.view.identity);
+          auth.transport = k === "first" ? "channel" : "per-pair";
+        }
         // "later": once the pair's kernel entry is written (it follows the released first packet).
         if (k === "later") await until(async () => (await auth.list()).length > 0);
         s[k].push(await time(k === "plain" ? plain : authed));
+        if (k === "first" || k === "firstTls") {
+          await until(async () => (await auth.list()).length > 0); // its profile ends with the kernel entry
+          const p = auth.profiles.recent.at(-1);
+          if (p) profiles[k].push(p);
+        }
       }
+      auth.transport = "channel";
       // The same new pair authenticated ahead (what the agent does when a policy or endpoint appears).
       await auth.revoke(authed.view.identity);
       auth.restore(authed.view.identity);
@@ -82,11 +99,15 @@ async function main(): Promise<void> {
         bench: "auth",
         unit: "ms (TCP connect + echo through the probe)",
         first: row(s.first),
+        firstTls: row(s.firstTls),
+        profile: { first: phaseRows(profiles.first), firstTls: phaseRows(profiles.firstTls) }, // prettier-ignore
         prefilled: row(s.prefilled),
         later: row(s.later),
         plain: row(s.plain),
         addedFirstP50: Math.round((pct(s.first, 50) - pct(s.plain, 50)) * 100) / 100,
         addedFirstP99: Math.round((pct(s.first, 99) - pct(s.plain, 99)) * 100) / 100,
+        addedFirstTlsP50: Math.round((pct(s.firstTls, 50) - pct(s.plain, 50)) * 100) / 100,
+        addedFirstTlsP99: Math.round((pct(s.firstTls, 99) - pct(s.plain, 99)) * 100) / 100,
         addedLaterP50: Math.round((pct(s.later, 50) - pct(s.plain, 50)) * 100) / 100,
         synRetransmits: retrans,
         loadavg: [load0, loadavg()[0]],

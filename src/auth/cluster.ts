@@ -7,6 +7,8 @@
  *     pod CIDRs owned -> which node a pair's end lives on (AuthNodes)
  *     underlay addresses -> the handshake port's guard (datapath/auth-table.ts) and who a client is
  *   openPeerNet(port, node netns) -> Responder (answers) + connect (asks)
+ *   PeerChannels: one pooled TLS connection to each peer node's agent, opened when the node
+ *     appears (node certificates, node-cert.ts); closed and opened again when the bundle changes
  *
  * A root certificate is public: nothing secret is published. Each node issues the SVIDs of its
  * own endpoints' identities with its own root; what a peer's certificate proves is that a node
@@ -22,6 +24,8 @@ import type { AuthManager } from "./manager.js";
 import type { AuthNodes } from "./pairs.js";
 import { openPeerNet } from "./peer-net.js";
 import { Responder } from "./responder.js";
+import { NodeCredential } from "./node-cert.js";
+import { PeerChannels } from "./channel.js";
 
 /** Cilium's mutual-authentication port. */
 export const DEFAULT_AUTH_PORT = 4250;
@@ -42,8 +46,14 @@ export class AuthCluster {
   private guardKey = "";
   private published = "";
 
+  readonly channels: PeerChannels;
+
   private constructor(private readonly p: AuthClusterParams) {
-    this.responder = new Responder(p.manager);
+    const m = p.manager;
+    const credential = new NodeCredential(m.p.provider, p.self);
+    this.channels = new PeerChannels({ nodes: () => m.nodes, net: () => m.net, credential, trustDomain: m.p.provider.trustDomain, cache: m.verified, keys: m.keys, logger: p.logger }); // prettier-ignore
+    this.responder = new Responder(m, credential, this.channels.served);
+    m.channels = this.channels;
   }
 
   static async attach(p: AuthClusterParams): Promise<AuthCluster> {
@@ -54,8 +64,15 @@ export class AuthCluster {
     c.onSnapshot(p.view.snapshot);
     p.view.onChange((s) => c.onSnapshot(s));
     await c.publishRoots();
-    p.manager.p.provider.subscribe((e) => void (e.kind === "bundle" && c.publishRoots()));
+    p.manager.p.provider.subscribe((e) => {
+      if (e.kind !== "bundle") return;
+      void c.publishRoots();
+      // Pooled connections were opened under the old bundle: open them again under the new one.
+      c.channels.closeAll();
+      c.channels.warm(c.peers());
+    });
     await c.updateGuard(p.view.snapshot);
+    c.channels.startWarming(() => c.peers());
     return c;
   }
 
@@ -75,23 +92,19 @@ export class AuthCluster {
 
   private onSnapshot(s: NodeSnapshot): void {
     const m = this.p.manager;
-    m.nodes = clusterNodes(this.p.self, s);
-    const td = m.p.provider.trustDomain;
-    const roots: Buffer[] = [];
-    for (const [name, r] of s.records) {
-      const a = r.record.auth;
-      if (name === this.p.self || !a || a.trustDomain !== td) continue;
-      for (const b of a.roots) {
-        const der = Buffer.from(b, "base64");
-        try {
-          if (new X509Certificate(der).ca) roots.push(der);
-        } catch {
-          this.p.logger.warn({ node: name }, "ignored a root in a node record: not a certificate");
-        }
-      }
-    }
+    m.nodes = clusterNodes(this.p.self, s, m.p.provider.trustDomain);
+    // Roots that are not CA certificates are left out (recordRoots): never trusted.
+    const roots = [...s.records.keys()].flatMap((name) => m.nodes.rootsOf(name));
     m.p.provider.setPeerRoots(roots);
     void this.updateGuard(s);
+    this.channels.warm(this.peers());
+  }
+
+  /** Peer nodes that publish a handshake port: their pooled connections are opened ahead. */
+  private peers(): string[] {
+    const m = this.p.manager;
+    if (m.transport !== "channel" || !m.net) return [];
+    return [...this.p.view.snapshot.records.keys()].filter((n) => n !== this.p.self && m.nodes.peerAddress(n)); // prettier-ignore
   }
 
   private async updateGuard(s: NodeSnapshot): Promise<void> {
@@ -115,8 +128,25 @@ export function authRecordOf(pr: SvidProvider, port: number): NodeAuthV1 {
   return { port, trustDomain: pr.trustDomain, roots: pr.ownRoots().map((r) => r.toString("base64")) };
 }
 
+/** The CA roots of a node record of trust domain `td` (public certificates; anything else is left out). */
+function recordRoots(r: NodeRecordV1 | undefined, td: string): Buffer[] {
+  const a = r?.auth;
+  if (!a || a.trustDomain !== td) return [];
+  const out: Buffer[] = [];
+  for (const b of a.roots) {
+    const der = Buffer.from(b, "base64");
+    try {
+      if (new X509Certificate(der).ca) out.push(der);
+    } catch {
+      // not a certificate: never trusted
+    }
+  }
+  return out;
+}
+
 /** Where the ends of pairs live, from the registry view. */
-export function clusterNodes(self: string, s: NodeSnapshot): AuthNodes {
+export function clusterNodes(self: string, s: NodeSnapshot, td = ""): AuthNodes {
+  const roots = new Map([...s.records].map(([n, r]) => [n, recordRoots(r.record, td)]));
   const table: (readonly [string, Prefix])[] = [...s.owned].flatMap(([n, ps]) =>
     ps.map((p) => [n, p] as const),
   );
@@ -132,5 +162,6 @@ export function clusterNodes(self: string, s: NodeSnapshot): AuthNodes {
     nodeAt: (ip) =>
       [...s.records.values()].find((r) => r.record.addresses.ipv4 === ip || r.record.addresses.ipv6 === ip)
         ?.record.name,
+    rootsOf: (node) => (node === self ? [] : (roots.get(node) ?? [])),
   };
 }

@@ -6,8 +6,9 @@
  *     source identity = packet mark (pre_c set it), destination = ipcache[daddr]
  *     nodes of saddr and daddr (pod CIDR owners): the pair is (src, dst, src node, dst node)
  *     cached and valid?  yes: release (PKT_AUTH_OK)
- *     both ends here: handshake.ts in-process (TLS 1.3, both SVIDs, each side checks the other)
- *     one end on a peer node: peer-handshake.ts with that node's agent over TCP (its handshake port)
+ *     both ends here: both SVIDs validated, each key proven by a signature, in-process
+ *     one end on a peer node: one request on the pooled TLS connection to that node's agent
+ *       (channel.ts); transport "per-pair": a TLS 1.3 handshake per pair (handshake.ts, peer-handshake.ts)
  *         ok: release with PKT_AUTH_OK, add the pair to the kernel until the earlier SVID expiry
  *         refused / no answer in time: release without the bit; the gate drops it, logged 189
  *   (the handshake of a pair: pair-handshake.ts)
@@ -18,7 +19,8 @@
  *
  * Released without the bit rather than NF_DROP: the drop is then the kernel's, with its NFLOG
  * flow (AUTH_REQUIRED), exactly as when the agent answers nothing in time. Identities below 256
- * (host, world, ...) never authenticate, nor a revoked one. Entries live in the kernel
+ * (host, world, ...) never authenticate, nor a revoked one. Each held packet's path is timed
+ * (timing.ts: the "authentication profile" log line). Entries live in the kernel
  * (datapath/auth-table.ts) and outlive the agent; a starting agent adopts them. Concurrent first
  * packets of one pair share one handshake.
  */
@@ -40,6 +42,9 @@ import type { PeerNet } from "./peer-net.js";
 import { judgePairs } from "./judge.js";
 import { prefillLocalPairs } from "./prefill.js";
 import { cutConnections } from "./cut.js";
+import { Phases, Profiles } from "./timing.js";
+import { SigningKeys } from "./pair-proof.js";
+import type { PeerChannels } from "./channel.js";
 import { singleNode, type AuthNodes, type Pair, pairKey, pairView, type AuthPairView } from "./pairs.js";
 
 export type { AuthPairView } from "./pairs.js";
@@ -67,12 +72,21 @@ export interface AuthManagerParams {
   readonly maintainMs?: number;
   /** Authenticate local pairs the policy requires before their first packet (prefill.ts). */
   readonly prefill?: boolean;
+  /** How a pair authenticates (default channel; see AuthTransport). */
+  readonly transport?: AuthTransport;
 }
+
+/**
+ * channel: a request on the pooled connection to the peer node's agent (channel.ts), and for two
+ * local ends the same proof in-process (pair-handshake.ts); per-pair: a TCP connection and a TLS
+ * 1.3 handshake per pair (peer-handshake.ts), in-process TLS for local pairs (handshake.ts).
+ */
+export type AuthTransport = "channel" | "per-pair";
 
 const FIRST_CLUSTER_IDENTITY = 256;
 /** How long a refused pair is refused without a new handshake. */
 const REFUSED_MS = 1000;
-const NOT_ATTACHED: AuthNodes = { self: "", nodeOf: () => undefined, netsOf: () => [], peerAddress: () => undefined, nodeAt: () => undefined }; // prettier-ignore
+const NOT_ATTACHED: AuthNodes = { self: "", nodeOf: () => undefined, netsOf: () => [], peerAddress: () => undefined, nodeAt: () => undefined, rootsOf: () => [] }; // prettier-ignore
 
 export class AuthManager {
   readonly pairs = new Map<string, Pair>();
@@ -86,8 +100,15 @@ export class AuthManager {
   readonly contexts = new ContextCache();
   /** SVID validations remembered per exact chain and bundle (the first packet's path skips re-parsing). */
   readonly verified = new SvidValidationCache();
+  /** SVID private keys as signing objects (pair-proof.ts). */
+  readonly keys = new SigningKeys();
+  /** Where the time of the last pairs went (timing.ts). */
+  readonly profiles: Profiles;
+  transport: AuthTransport;
   nodes: AuthNodes;
   net: PeerNet | undefined;
+  /** Pooled connections to peer nodes (cluster mode, auth/cluster.ts). */
+  channels: PeerChannels | undefined;
   private timer: NodeJS.Timeout | undefined;
   private poll: NodeJS.Timeout | undefined;
   private lastState: unknown;
@@ -100,10 +121,12 @@ export class AuthManager {
 
   constructor(readonly p: AuthManagerParams) {
     this.nodes = p.cluster ? NOT_ATTACHED : singleNode(p.nodeName);
+    this.transport = p.transport ?? "channel";
+    this.profiles = new Profiles(p.logger);
     this.queue = new AuthQueue({
       queue: AUTH_QUEUE_NUM,
       ...(p.netns !== undefined ? { netns: p.netns } : {}),
-      onPacket: (pkt) => void this.onPacket(pkt),
+      onPacket: (pkt, lagMs) => void this.onPacket(pkt, lagMs),
       onError: (e) => p.logger.error({ err: e.message }, "the authentication queue reader failed: new pairs are refused"), // prettier-ignore
     });
     const registers = p.registry ? [p.registry] : [];
@@ -133,6 +156,7 @@ export class AuthManager {
     if (this.timer) clearInterval(this.timer);
     if (this.poll) clearInterval(this.poll);
     this.unsubscribe?.();
+    this.channels?.stop();
     this.net?.close();
     await this.maintaining;
     await this.queue.stop();
@@ -256,20 +280,22 @@ export class AuthManager {
     if (r.connections > 0 || r.problems.length > 0) this.p.logger.info(r, "cut the connections of pairs no longer authenticated"); // prettier-ignore
   }
 
-  private async onPacket(pkt: QueuedPacket): Promise<void> {
+  private async onPacket(pkt: QueuedPacket, lagMs: number): Promise<void> {
     const t0 = performance.now();
+    const ph = new Phases(lagMs);
     let ok = false;
     try {
-      ok = await this.authenticate(pkt);
+      ok = await this.authenticate(pkt, ph);
     } catch (e) {
       this.p.logger.warn({ err: (e as Error).message }, "mutual authentication failed: the packet drops (AUTH_REQUIRED)"); // prettier-ignore
     }
     this.latency.observe((performance.now() - t0) / 1000);
     // Without the bit the gate drops the packet and logs it (189).
     this.queue.verdict(pkt, true, ok ? (pkt.mark | PKT_AUTH_OK) >>> 0 : pkt.mark & ~PKT_AUTH_OK);
+    ph.mark("released");
   }
 
-  private async authenticate(pkt: QueuedPacket): Promise<boolean> {
+  private async authenticate(pkt: QueuedPacket, ph: Phases): Promise<boolean> {
     const addrs = packetAddresses(pkt.payload);
     if (!addrs) throw new MembraneError("AUTH_HANDSHAKE_FAILED", "Cannot authenticate: the queued packet is not IPv4 or IPv6"); // prettier-ignore
     const src = pkt.mark & IDENTITY_MASK;
@@ -289,7 +315,7 @@ export class AuthManager {
     const no = this.refused.get(k);
     if (no && no.until > this.now()) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `${no.why} (refused again within ${REFUSED_MS} ms)`); // prettier-ignore
     try {
-      return await this.authenticatePair(pair);
+      return await this.authenticatePair(pair, ph);
     } catch (e) {
       if (this.refused.size > 4096) this.refused.clear();
       this.refused.set(k, { until: this.now() + REFUSED_MS, why: (e as Error).message });
@@ -298,11 +324,11 @@ export class AuthManager {
   }
 
   /** One handshake per pair at a time (concurrent first packets share it). */
-  authenticatePair(pair: Pair): Promise<boolean> {
+  authenticatePair(pair: Pair, ph = new Phases()): Promise<boolean> {
     const k = pairKey(pair);
     let run = this.inflight.get(k);
     if (!run) {
-      run = this.handshake(pair).finally(() => this.inflight.delete(k));
+      run = this.handshake(pair, ph).finally(() => this.inflight.delete(k));
       this.inflight.set(k, run);
     }
     return run;
@@ -318,25 +344,27 @@ export class AuthManager {
     if (local && !this.p.localIdentities().has(id)) refuse("has no endpoint on this node");
   }
 
-  private async handshake(pair: Pair): Promise<boolean> {
+  private async handshake(pair: Pair, ph: Phases): Promise<boolean> {
     const t0 = performance.now();
+    ph.mark("start");
     try {
       const self = this.nodes.self;
       const local = pair.srcNode === self && pair.dstNode === self;
       const r = local
-        ? await localPair(this, pair)
-        : await remotePair(this, pair, pair.srcNode === self ? "s" : "d");
+        ? await localPair(this, pair, ph)
+        : await remotePair(this, pair, pair.srcNode === self ? "s" : "d", ph);
       const ttlMs = r.notAfter.getTime() - this.now();
       if (ttlMs < 2000) throw new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate ${pair.src} -> ${pair.dst}: an SVID expires within 2 s`); // prettier-ignore
       // Revoked while the handshake ran: its answer is stale.
       for (const id of [pair.src, pair.dst]) this.checkIdentity(id, false);
       this.handshakes.inc({ result: "success" });
-      this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, ms: Math.round(performance.now() - t0) }, "pair authenticated"); // prettier-ignore
+      this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, via: ph.via, ms: Math.round(performance.now() - t0) }, "pair authenticated"); // prettier-ignore
       // The held packet goes now; the kernel entry follows (later connections skip the queue). The
       // pair counts at once (packets queued meanwhile are released from the map), and the `nft`
       // process starts only after this turn, so the verdict is not sent behind its spawn.
       const kernel = this.remember(pair, r.notAfter, r.chains);
-      setImmediate(() => void kernel().catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair"))); // prettier-ignore
+      const write = (): Promise<void> => kernel().then(() => this.profiles.done(pair.src, pair.dst, ph));
+      setImmediate(() => void write().catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair"))); // prettier-ignore
       return true;
     } catch (e) {
       this.handshakes.inc({ result: /within \d+ ms/.test((e as Error).message) ? "timeout" : "failure" });

@@ -4,7 +4,7 @@
  * agent's own namespace): it binds the queue over NETLINK_NETFILTER and passes datagrams both
  * ways, parsing nothing but the acks of its own config requests.
  *
- *   kernel --datagram--> stdout frame (observe/frames.ts: kind 1 datagram, kind 2 status JSON)
+ *   kernel --datagram--> stdout frame (observe/frames.ts: kind 1 receive time + datagram, kind 2 status JSON)
  *   stdin: u32le length + one verdict message (abi/nfqueue-wire.ts) --> kernel
  *
  * It exits when its stdin closes (the agent went away): the queue is then unbound and the kernel
@@ -43,7 +43,10 @@ function main(): void {
       }
       if (p.packets.length === 0) return;
     }
-    process.stdout.write(encodeFrame(FRAME_DATAGRAM, msg));
+    // As the NFLOG child's frames: the receive time first (the agent's profile of a held packet).
+    const at = Buffer.alloc(8);
+    at.writeDoubleLE(performance.timeOrigin + performance.now(), 0);
+    process.stdout.write(encodeFrame(FRAME_DATAGRAM, Buffer.concat([at, msg])));
   });
   sock.on("error", (err: ErrnoException) => status({ overflow: err.code, message: err.message }));
   const sendAll = (i: number): void => {

@@ -19,6 +19,8 @@ export interface AuthNodes {
   peerAddress(node: string): { host: string; port: number } | undefined;
   /** The node whose underlay address is `ip` (a handshake's client). */
   nodeAt(ip: string): string | undefined;
+  /** The root certificates a peer node publishes (what its node certificate and SVIDs must chain to). */
+  rootsOf(node: string): readonly Buffer[];
 }
 
 export interface Pair {
@@ -62,6 +64,7 @@ export function singleNode(self: string): AuthNodes {
     netsOf: () => ANY,
     peerAddress: () => undefined,
     nodeAt: () => undefined,
+    rootsOf: () => [],
   };
 }
 

@@ -141,6 +141,12 @@ export interface ServerParams {
   readonly accept: (role: PairRole, peer: tls.TLSSocket) => Promise<void>;
   readonly timeoutMs: number;
   readonly onRefused: (why: string) => void;
+  /** A pooled connection (SNI `channel.sni`): this node's certificate, then the connection is handed over (channel-server.ts). */
+  readonly channel?: {
+    readonly sni: string;
+    readonly context: () => Promise<tls.SecureContext>;
+    readonly onSecure: (s: tls.TLSSocket) => void;
+  };
 }
 
 const NO_CERT = (): tls.SecureContext => tls.createSecureContext({ minVersion: "TLSv1.3" });
@@ -148,6 +154,7 @@ const NO_CERT = (): tls.SecureContext => tls.createSecureContext({ minVersion: "
 /** The responder's side of one connection; never throws (a refusal closes the connection). */
 export function serverHandshake(p: ServerParams): void {
   let role: PairRole | undefined;
+  let pooled = false;
   const timer = setTimeout(() => fail("no handshake within the bound"), p.timeoutMs);
   const s = new tls.TLSSocket(p.socket, {
     isServer: true,
@@ -155,6 +162,13 @@ export function serverHandshake(p: ServerParams): void {
     requestCert: true,
     rejectUnauthorized: true,
     SNICallback: (name, cb) => {
+      if (p.channel && name === p.channel.sni) {
+        pooled = true;
+        return void p.channel.context().then(
+          (ctx) => cb(null, ctx),
+          (e: unknown) => cb(e as Error, undefined),
+        );
+      }
       role = parseSni(name);
       if (!role) return cb(new Error(`the server name ${JSON.stringify(name.slice(0, 80))} names no pair`), undefined); // prettier-ignore
       p.contextFor(role).then(
@@ -174,6 +188,11 @@ export function serverHandshake(p: ServerParams): void {
   }
   s.on("error", (e) => fail(e.message));
   s.on("secure", () => {
+    if (pooled && p.channel) {
+      clearTimeout(timer);
+      failed = true; // from now on the pooled connection's own handlers judge it
+      return p.channel.onSecure(s);
+    }
     if (!role) return fail("no server name");
     p.accept(role, s).then(
       () => {

@@ -3,7 +3,7 @@
  * process in the node's namespace (nfqueue-child.ts), hands each queued packet to `onPacket`,
  * and sends verdicts back.
  *
- *   kernel queue AUTH_QUEUE_NUM --child--> frames --parseQueue--> onPacket(p)
+ *   kernel queue AUTH_QUEUE_NUM --child--> frames (receive time + datagram) --parseQueue--> onPacket(p, lag)
  *   verdict(p, accept, mark) --child stdin--> kernel (NF_ACCEPT with the mark | NF_DROP)
  *
  * The queue is bounded (maxLen) and binds without fail-open: a full queue, or no reader,
@@ -20,7 +20,8 @@ export interface AuthQueueParams {
   /** The node's namespace; undefined = the agent's own. */
   readonly netns?: string;
   readonly maxLen?: number;
-  readonly onPacket: (p: QueuedPacket) => void;
+  /** `lagMs`: from the reader receiving the packet to the agent reading it. */
+  readonly onPacket: (p: QueuedPacket, lagMs: number) => void;
   readonly onError: (e: Error) => void;
 }
 
@@ -72,12 +73,14 @@ export class AuthQueue {
           return;
         }
         for (const f of frames) {
-          if (f.kind === FRAME_DATAGRAM) {
-            const q = parseQueue(f.body);
+          if (f.kind === FRAME_DATAGRAM && f.body.length >= 8) {
+            // The reader's receive time (ms since epoch), then the datagram.
+            const lagMs = performance.timeOrigin + performance.now() - f.body.readDoubleLE(0);
+            const q = parseQueue(f.body.subarray(8));
             this.stats.invalid += q.invalid;
             for (const pkt of q.packets) {
               this.stats.packets++;
-              this.p.onPacket(pkt);
+              this.p.onPacket(pkt, lagMs);
             }
           } else if (f.kind === FRAME_STATUS) {
             const s = JSON.parse(f.body.toString()) as { ready?: boolean; error?: string; overflow?: string };

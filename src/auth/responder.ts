@@ -7,6 +7,8 @@
  *          is not revoked or reserved -> its SVID's context
  *   client chain -> validated, names the other end's identity -> entry in this node's kernel if
  *          its own policy requires authentication of the pair -> ACCEPTED
+ *   SNI node.auth.membrane: a pooled connection (channel.ts); this node's certificate, then
+ *          channel-server.ts answers pair requests on it for as long as it lives
  *
  * Every refusal closes the connection and is counted; none carries a key or certificate.
  */
@@ -19,16 +21,27 @@ import type { AuthManager } from "./manager.js";
 import { checkPeer, peerChain as peerChainOf } from "./handshake.js";
 import { serverHandshake, type PairRole } from "./peer-handshake.js";
 import type { Pair } from "./pairs.js";
+import { CHANNEL_SNI } from "./channel.js";
+import { serveChannel, type ChannelServerStats } from "./channel-server.js";
+import type { NodeCredential } from "./node-cert.js";
 
 /** Handshakes answered at once; more connections are closed at once (a flood costs an accept). */
 export const MAX_CONCURRENT = 32;
 const HANDSHAKE_BOUND_MS = 5000;
+/** Pooled connections one peer node may hold open here at once. */
+const MAX_CHANNELS_PER_NODE = 4;
 
 export class Responder {
   private active = 0;
   readonly stats = { accepted: 0, refused: 0, strangers: 0, busy: 0 };
+  private readonly channelsOf = new Map<string, number>();
 
-  constructor(private readonly m: AuthManager) {}
+  constructor(
+    private readonly m: AuthManager,
+    private readonly credential?: NodeCredential,
+    /** Pooled connections served (channel-server.ts). */
+    readonly pooled: ChannelServerStats = { channels: 0, requests: 0, accepted: 0, refused: 0 },
+  ) {}
 
   onConnection(sock: Socket): void {
     const from = (sock.remoteAddress ?? "").replace(/^::ffff:/, "");
@@ -44,9 +57,35 @@ export class Responder {
       return;
     }
     this.active++;
-    sock.once("close", () => this.active--);
+    sock.setNoDelay(true);
+    let counted = true;
+    const release = (): void => {
+      if (!counted) return;
+      counted = false;
+      this.active--;
+    };
+    sock.once("close", release);
     sock.on("error", () => undefined);
+    const cred = this.credential;
     serverHandshake({
+      ...(cred
+        ? {
+            channel: {
+              sni: CHANNEL_SNI,
+              context: async () => (await cred.context()).ctx,
+              onSecure: (s) => {
+                // A pooled connection lives long: it leaves the count of handshakes under way,
+                // and each node may hold a few at once.
+                release();
+                const n = this.channelsOf.get(client) ?? 0;
+                if (n >= MAX_CHANNELS_PER_NODE) return void s.destroy();
+                this.channelsOf.set(client, n + 1);
+                s.once("close", () => this.channelsOf.set(client, (this.channelsOf.get(client) ?? 1) - 1));
+                serveChannel(this.m, s, client, from, this.pooled);
+              },
+            },
+          }
+        : {}),
       socket: sock,
       timeoutMs: HANDSHAKE_BOUND_MS,
       contextFor: (role) => this.contextFor(role),

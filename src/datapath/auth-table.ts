@@ -97,6 +97,10 @@ export class AuthTable {
    * pair would come back into the kernel, unknown to the agent).
    */
   private writes: Promise<void> = Promise.resolve();
+  /** `nft` transactions of pair writes run so far. */
+  readonly stats = { transactions: 0 };
+  /** The transaction not started yet, which new writes join. */
+  private batch: { lines: string[]; done: Promise<void> } | undefined;
   constructor(
     table: string,
     private readonly netns: string | undefined,
@@ -196,11 +200,26 @@ export class AuthTable {
     await this.inOrder(lines);
   }
 
+  /**
+   * Writes that arrive while another runs join the next transaction (in call order): a burst of
+   * new pairs costs one `nft` process per batch, not one per pair.
+   */
   private inOrder(lines: readonly string[]): Promise<void> {
-    const run = (): Promise<void> => nftApply(lines.join("\n") + "\n", this.opts());
-    const r = this.writes.then(run, run);
-    this.writes = r.catch(() => undefined);
-    return r;
+    const open = this.batch;
+    if (open) {
+      open.lines.push(...lines);
+      return open.done;
+    }
+    const b: { lines: string[]; done: Promise<void> } = { lines: [...lines], done: Promise.resolve() };
+    const run = (): Promise<void> => {
+      if (this.batch === b) this.batch = undefined; // later writes start the next batch
+      this.stats.transactions++;
+      return nftApply(b.lines.join("\n") + "\n", this.opts());
+    };
+    this.batch = b;
+    b.done = this.writes.then(run, run);
+    this.writes = b.done.catch(() => undefined);
+    return b.done;
   }
 
   /** Removes pairs (missing ones are no error), in one transaction. */

@@ -1,17 +1,30 @@
 // Mutual authentication across nodes, for real (root, etcd): two `membrane agent --spiffe` processes
 // of a lab cluster (src/lab), a client pod on n1 and a server pod on n2, policies whose rules
 // require authentication, real TCP connections.
-//  - the first connection of the pair is held on n1, authenticated with n2's agent over the
-//    handshake port (TLS 1.3, each side its own pod's SVID) and released; both kernels hold the
-//    pair (n1: egress rule, n2: ingress rule) after ONE handshake; later connections skip the queue;
+//  - the first connection of the pair is held on n1, authenticated with n2's agent by ONE request
+//    on the TLS 1.3 connection n1 keeps to n2's agent (each side proves its own pod's SVID key) and
+//    released; both kernels hold the pair (n1: egress rule, n2: ingress rule); later connections
+//    skip the queue;
+//  - an SVID rotated on n1 authenticates the pair again over the same pooled connection; with the
+//    peer's end revoked on n2, the next rotation is refused and n1 removes the pair;
+//  - strangers: an underlay address no node has gets no answer on the handshake port; from n1's
+//    address, a node certificate of n1 signed by a CA nobody trusts gets no pooled connection;
+//  - n1's agent restarted: a new pooled connection carries the next new pair;
 //  - a pair the peer refuses (its end's SVID withheld on n1) drops on n2 with 189 and a flow;
 //  - the handshake port: a pod's connection to it never gets an answer (the kernel's guard);
 //  - revocation: the policy no longer requiring auth removes the pair on both nodes and cuts the
 //    pair's established connection; an identity that no longer exists (its only pod relabelled)
 //    likewise; no private key in any log or API answer.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
+import { SpiffeCa } from "../../src/spiffe/ca.js";
+import { exportPkcs8, newKeyPair } from "../../src/spiffe/certs.js";
+import { nodeSpiffeId } from "../../src/auth/node-cert.js";
+import { pings } from "../../src/lab/underlay.js";
 import { skipWithoutEtcd } from "../../src/lab/etcd.js";
 import { startLabCluster, type LabCluster, type LabNode } from "../../src/lab/cluster.js";
 import { applyAndWait, createEndpoint, readFlows, waitRemote } from "../../src/lab/cluster-api.js";
@@ -56,6 +69,20 @@ type PairRow = {
 };
 const pairs = async (n: LabNode): Promise<PairRow[]> =>
   ((await n.client.request("GET", "/v1/auth/pairs")) as { pairs: PairRow[] }).pairs;
+interface Peers {
+  peers: { node: string; since: string; requests: number }[];
+  served: { channels: number; requests: number; accepted: number; refused: number } | null;
+}
+const peers = async (n: LabNode): Promise<Peers> => (await n.client.request("GET", "/v1/auth/peers")) as Peers; // prettier-ignore
+const channelTo = async (n: LabNode, to: string): Promise<Peers["peers"][number] | undefined> => (await peers(n)).peers.find((p) => p.node === to); // prettier-ignore
+
+/** A TLS client in `netns` offering a pooled connection with the key and certificate in `dir`, sending one pair request: what came back. */
+function forgedClient(netns: string, host: string, dir: string): string {
+  const js = `const tls=require("tls"),fs=require("fs");const s=tls.connect({host:"${host}",port:4250,servername:"node.auth.membrane",key:fs.readFileSync("${dir}/key.pem"),cert:fs.readFileSync("${dir}/cert.pem"),rejectUnauthorized:false,minVersion:"TLSv1.3"});let out="silent";s.on("secureConnect",()=>{const b=Buffer.from(JSON.stringify({t:"pair",id:1,src:300,dst:301,side:"d",nonce:Buffer.alloc(32,1).toString("base64"),chain:[s.getCertificate().raw.toString("base64")],sig:"AAAA"}));const h=Buffer.alloc(4);h.writeUInt32BE(b.length);s.write(Buffer.concat([h,b]))});s.on("data",()=>{out="answered"});s.on("error",(e)=>{if(out==="silent")out="refused "+(e.code||e.message)});s.on("close",()=>{if(out==="silent")out="closed"});setTimeout(()=>{console.log(out);process.exit(0)},2000);`; // prettier-ignore
+  const r = spawnSync("ip", ["netns", "exec", netns, process.execPath, "-e", js], { encoding: "utf8", timeout: 15_000 }); // prettier-ignore
+  return `${r.stdout.trim()} ${r.stderr.trim()}`.trim();
+}
+
 const handshakes = (n: LabNode): number => (n.logs().match(/"msg":"pair authenticated"/g) ?? []).length;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -87,8 +114,10 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
     let lab: LabCluster | undefined;
     const probes: Probe[] = [];
     const held: ReturnType<typeof hold>[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "membrane-forged-"));
+    const prefix = uniquePrefix("hau");
     try {
-      lab = await startLabCluster({ prefix: uniquePrefix("hau"), nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30 }); // prettier-ignore
+      lab = await startLabCluster({ prefix, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30 }); // prettier-ignore
       const [n1a, n2] = lab.nodes as [LabNode, LabNode];
       let n1 = n1a;
       const server = await createEndpoint(n2, "server", { app: "server" });
@@ -126,6 +155,53 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       assert.deepEqual(row(await pairs(n2)), want);
       for (let i = 0; i < 3; i++) assert.equal(await cp.tcp(server.ipv4, 80, OK_WITHIN), "ok");
       assert.equal(handshakes(n1) + handshakes(n2), 1, "later connections skip the queue on both nodes");
+      //    That handshake was one request on n1's pooled connection to n2 (opened when n2 appeared).
+      const ch = await channelTo(n1, "n2");
+      assert.equal(ch?.requests, 1, JSON.stringify(await peers(n1)));
+      assert.equal((await peers(n2)).served?.accepted, 1, JSON.stringify(await peers(n2)));
+
+      // 1b. The client's SVID rotated on n1: the pair authenticates again over the same connection.
+      await n1.client.request("POST", "/v1/auth/rotate", { identity: client.identity });
+      await until("the pair authenticated again", async () => (await channelTo(n1, "n2"))?.requests === 2); // prettier-ignore
+      assert.equal((await channelTo(n1, "n2"))?.since, ch?.since, "the same pooled connection");
+      assert.deepEqual(row(await pairs(n1)), want);
+      //     The server's end revoked on n2: n1's next rotation is refused and n1 removes the pair.
+      await n2.client.request("POST", "/v1/auth/revoke", { identity: server.identity });
+      await n1.client.request("POST", "/v1/auth/rotate", { identity: client.identity });
+      await until("n1 to remove the pair", async () => (await pairs(n1)).length === 0);
+      await n2.client.request("POST", "/v1/auth/restore", { identity: server.identity });
+      assert.equal(await cp.tcp(server.ipv4, 80, HELD), "ok", "authenticated again on its next first packet");
+      await until("the pair in both kernels again", async () => (await pairs(n1)).length > 0 && (await pairs(n2)).length > 0); // prettier-ignore
+
+      // 1c. Strangers. An underlay address no node has: the guard drops its handshake connection.
+      const x = `${prefix}-x`;
+      const sh = (args: string[]): void =>
+        void spawnSync(args[0] as string, args.slice(1), { stdio: "ignore" });
+      sh(["ip", "netns", "add", x]);
+      sh(["ip", "-n", `${prefix}-ul`, "link", "add", `${prefix}x`, "type", "veth", "peer", "name", "ul0", "netns", x]); // prettier-ignore
+      sh(["ip", "-n", `${prefix}-ul`, "link", "set", `${prefix}x`, "master", "br0", "up"]);
+      sh(["ip", "-n", x, "addr", "add", "172.31.0.99/24", "dev", "ul0"]);
+      sh(["ip", "-n", x, "link", "set", "ul0", "up"]);
+      assert.ok(await pings(x, n1.ip), "the stranger is on the underlay");
+      const xp = Probe.start(x);
+      probes.push(xp);
+      assert.equal(await xp.tcp(n2.ip, 4250, 1500), "timeout", "the guard drops a stranger's handshake");
+      //     From n1's own address (past the guard): a well-formed node certificate naming n1, signed
+      //     by a CA n1 does not publish: no pooled connection, no answer to its pair request.
+      const ca = await SpiffeCa.open({ trustDomain: "lab.membrane" });
+      const keys = await newKeyPair();
+      const forged = await ca.sign(nodeSpiffeId("lab.membrane", "n1"), keys.publicKey);
+      const pem = (d: Buffer, l: string): string => `-----BEGIN ${l}-----\n${d.toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END ${l}-----\n`; // prettier-ignore
+      writeFileSync(join(dir, "key.pem"), pem(await exportPkcs8(keys.privateKey), "PRIVATE KEY"));
+      writeFileSync(join(dir, "cert.pem"), pem(forged.chain[0] as Buffer, "CERTIFICATE"));
+      const served = (await peers(n2)).served?.accepted ?? 0;
+      const got = forgedClient(n1.netns, n2.ip, dir);
+      assert.notEqual(got.split(" ")[0], "answered", got);
+      assert.equal(
+        (await peers(n2)).served?.accepted ?? 0,
+        served,
+        "nothing was served to the forged client",
+      );
 
       // 2. A pair the peer node refuses: other's SVID withheld on n1 (its node); n2 holds the
       //    first packet (ingress), n1 refuses to present other's SVID: drop 189 with a flow on n2.
@@ -187,6 +263,7 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       assert.equal(await cp.tcp(server.ipv4, 80, OK_WITHIN), "ok");
       assert.equal(handshakes(n1b), 0, "nothing re-authenticated after the restart");
       kept.stop();
+      await until("n1's new pooled connection to n2", async () => (await channelTo(n1b, "n2")) !== undefined); // prettier-ignore
 
       // 6. Revocation by policy: the rule no longer requires auth -> the pair leaves both kernels and
       //    its established connection is cut (within 30 s).
@@ -207,6 +284,10 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       //    old identity exists nowhere any more): the pair goes and its connection is cut.
       await applyAndWait(n1, policy(true), "auth.yaml");
       assert.equal(await cp.tcp(server.ipv4, 80, HELD), "ok");
+      assert.ok(
+        ((await channelTo(n1, "n2"))?.requests ?? 0) >= 1,
+        "over the restarted agent's pooled connection",
+      );
       await until("the pair again", async () => (await pairs(n1)).length === 1);
       const conn2 = hold(client.netns, server.ipv4, 80);
       held.push(conn2);
@@ -224,6 +305,7 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       for (const h of held) h.stop();
       for (const p of probes) p.stop();
       await lab?.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

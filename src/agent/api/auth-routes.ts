@@ -4,6 +4,9 @@
  *   POST /v1/auth/svid    {identity}    the identity's X.509-SVID: certificates (PEM), SPIFFE ID, validity
  *   POST /v1/auth/revoke  {identity}    withhold its SVID from handshakes, remove its pairs
  *   POST /v1/auth/restore {identity}    undo a revoke
+ *   POST /v1/auth/rotate  {identity}    issue the identity's SVID again now (its pairs authenticate again)
+ *   GET  /v1/auth/peers                 pooled connections to peer nodes' agents, and their counters
+ *   POST /v1/auth/transport {mode}      channel (pooled connections, the default) | per-pair (a TLS handshake each)
  */
 import { MembraneError } from "../../errors.js";
 import type { AuthManager } from "../../auth/manager.js";
@@ -54,6 +57,37 @@ export function authRoutes(auth: () => AuthManager | undefined): Route[] {
       method: "POST",
       path: "/v1/auth/restore",
       handler: (req) => ({ restored: a().restore(identityOf(req)) }),
+    },
+    {
+      method: "POST",
+      path: "/v1/auth/rotate",
+      handler: async (req) => {
+        const m = a();
+        const id = identityOf(req);
+        if (!m.p.provider.current(id)) throw new MembraneError("AUTH_SVID_NOT_FOUND", `Cannot rotate the SVID of identity ${id}: this node holds none`, { hint: "SVIDs exist for identities of this node's endpoints (membrane get identities)" }); // prettier-ignore
+        const s = await m.p.provider.rotate(id);
+        await m.maintainSoon();
+        return { rotated: s.toJSON() };
+      },
+    },
+    {
+      method: "GET",
+      path: "/v1/auth/peers",
+      handler: () => {
+        const c = a().channels;
+        return { transport: a().transport, peers: c?.view() ?? [], client: c?.stats ?? null, served: c?.served ?? null }; // prettier-ignore
+      },
+    },
+    {
+      method: "POST",
+      path: "/v1/auth/transport",
+      handler: (req) => {
+        const mode = fields(req, { mode: "required" })["mode"];
+        if (mode !== "channel" && mode !== "per-pair")
+          throw new MembraneError("API_REQUEST_INVALID", `Cannot read the request: mode must be "channel" or "per-pair", not ${JSON.stringify(mode)}`, { location: { path: "mode" } }); // prettier-ignore
+        a().transport = mode;
+        return { transport: mode };
+      },
     },
   ];
 }

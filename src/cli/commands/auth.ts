@@ -4,6 +4,8 @@
  *   auth svid IDENTITY     the identity's X.509-SVID (certificates only, never the key)
  *   auth revoke IDENTITY   withhold its SVID from handshakes and remove its pairs
  *   auth restore IDENTITY  undo a revoke
+ *   auth rotate IDENTITY   issue the identity's SVID again now (its pairs authenticate again)
+ *   auth peers             pooled connections to peer nodes' agents and their counters
  */
 import { Command, Option } from "commander";
 import { MembraneError } from "../../errors.js";
@@ -13,6 +15,13 @@ import { client, outputOption, show, socketOption, type ViewFormat } from "../ag
 interface PairsAnswer {
   pairs: { source: number; destination: number; node: string; expires: string }[];
   revoked: number[];
+}
+
+interface PeersAnswer {
+  transport: string;
+  peers: { node: string; host: string; since: string; requests: number }[];
+  client: unknown;
+  served: unknown;
 }
 
 function identityArg(v: string): number {
@@ -66,6 +75,28 @@ export function authCommand(ctx: CliContext): Command {
       await client(o).request("POST", "/v1/auth/restore", { identity: identityArg(id) });
       ctx.out(`identity ${id} restored\n`);
     });
+  const rotate = new Command("rotate")
+    .argument("<identity>", "numeric identity of an endpoint of this node")
+    .description("issue the identity's SVID again now (a new key); its pairs authenticate again with it")
+    .addOption(socketOption())
+    .action(async (id: string, o: { socket: string }) => {
+      const r = (await client(o).request("POST", "/v1/auth/rotate", { identity: identityArg(id) })) as { rotated: { serial: string; notAfter: string } }; // prettier-ignore
+      ctx.out(`identity ${id}: new SVID serial ${r.rotated.serial}, valid until ${r.rotated.notAfter}\n`);
+    });
+  const peers = new Command("peers")
+    .description(
+      "pooled authentication connections to the agents of peer nodes (cluster mode), and requests on them",
+    )
+    .addOption(outputOption())
+    .addOption(socketOption())
+    .action(async (o: { socket: string; output: ViewFormat }) => {
+      const r = (await client(o).request("GET", "/v1/auth/peers")) as PeersAnswer;
+      show(ctx, o.output, r, () => [
+        ["NODE", "ADDRESS", "OPEN SINCE", "REQUESTS"],
+        ...r.peers.map((p) => [p.node, p.host, p.since, String(p.requests)]),
+      ]);
+      if (o.output === "table") ctx.out(`transport: ${r.transport}; asked: ${JSON.stringify(r.client)}; answered: ${JSON.stringify(r.served)}\n`); // prettier-ignore
+    });
   return new Command("auth")
     .description(
       "mutual authentication (SPIFFE SVIDs, agent started with --spiffe): pairs, SVIDs, revocation",
@@ -74,18 +105,23 @@ export function authCommand(ctx: CliContext): Command {
     .addCommand(svid)
     .addCommand(revoke)
     .addCommand(restore)
+    .addCommand(rotate)
+    .addCommand(peers)
     .addHelpText(
       "after",
       `
 A rule with authentication: {mode: required} lets a new connection through once the
 (source, destination) identity pair is authenticated: the agent holds the first packet,
-runs a TLS 1.3 handshake with both identities' SVIDs and releases it; otherwise it drops
-with reason AUTH_REQUIRED (189) (membrane observe --verdict DROPPED).
+has each end prove it holds its identity's SVID key (across nodes: one request on the TLS
+1.3 connection it keeps to the peer node's agent, see auth peers) and releases it;
+otherwise it drops with reason AUTH_REQUIRED (189) (membrane observe --verdict DROPPED).
 
 Examples:
   $ membrane auth list
   $ membrane auth list -o json
   $ membrane auth svid 256
+  $ membrane auth rotate 256
+  $ membrane auth peers
 `,
     );
 }
