@@ -33,6 +33,7 @@ import {
   stopChild,
   type Closable,
 } from "./proxy-procs.js";
+import { benchArgs, int, num } from "./cli.js";
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
 const SATURATION = { connections: 16 } as const;
@@ -50,12 +51,6 @@ interface Target {
 
 type Phase = "moderate" | "saturation";
 const PHASES: readonly Phase[] = ["moderate", "saturation"];
-
-function option(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  const v = i < 0 ? NaN : Number(process.argv[i + 1]);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-}
 
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
 
@@ -181,7 +176,18 @@ export async function runProxyBench(
 }
 
 if (process.argv[1]?.endsWith("/proxy.js")) {
-  runProxyBench({ rounds: option("--rounds", 5), phaseMs: option("--seconds", 2) * 1000 }).then(
+  const { flags } = benchArgs({
+    script: "proxy",
+    runner: "proxy",
+    measures: "The L7 proxies on loopback: the same load straight to the server, through Membrane's HTTP and DNS proxies, and through nginx, side by side, rounds rotated: requests/s and added latency at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line.", // prettier-ignore
+    root: false,
+    notes: ["Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped."],
+    flags: {
+      rounds: int({ help: "rounds (each runs every target once per phase)", min: 1, max: 100, default: 5 }),
+      seconds: num({ help: "seconds per phase and target", min: 0.1, max: 600, default: 2 }),
+    },
+  });
+  runProxyBench({ rounds: flags.rounds, phaseMs: flags.seconds * 1000 }).then(
     (r) => console.log(JSON.stringify(r)),
     (e: unknown) => {
       console.error(e);

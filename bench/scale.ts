@@ -42,7 +42,8 @@ import {
   REMOTES,
   seedEndpoints,
 } from "./scale-world.js";
-import { parseScaleArgs, SCALE_USAGE, type Settings } from "./scale-args.js";
+import { benchArgs } from "./cli.js";
+import { scaleSettings, SCALE_SPEC, type Settings } from "./scale-args.js";
 import { createPhases, mainThreadCpuMs, withLoopDelay, writerCpuMs } from "./scale-cpu.js";
 import { scaleIpcache } from "./scale-ipcache.js";
 import { firstApplies } from "./scale-restarts.js";
@@ -333,12 +334,10 @@ async function scaleAt(prefix: string, n: number, s: Settings): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  if (argv.includes("--help") || argv.includes("-h")) return void console.log(SCALE_USAGE);
+  const { sizes, settings, stem } = scaleSettings(benchArgs(SCALE_SPEC).flags);
   if (process.getuid?.() !== 0) return out({ skipped: "needs root (network namespaces, nftables)" });
   for (const bin of ["ip", "nft"])
     if (!has(bin)) return out({ skipped: `needs ${bin} (apt-get install iproute2 nftables)` });
-  const { sizes, settings, stem } = parseScaleArgs(argv);
   const prefix = stem + randomBytes(3).toString("hex");
   const onSignal = (): void =>
     void cleanupPrefix(`${prefix}-`)
@@ -354,7 +353,7 @@ async function main(): Promise<void> {
 }
 
 await main().catch((e: unknown) => {
-  // A bad flag: its message names it (scale-args.ts); no stack trace for a usage error.
-  process.stderr.write(`scale: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exitCode = 2;
+  // Flags were checked before anything was made (bench/cli.ts, exit 2); this is a failure of the run.
+  process.stderr.write(`scale: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exitCode = 1;
 });

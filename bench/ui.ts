@@ -12,6 +12,7 @@ import { chromium } from "playwright-core";
 import { AgentClient } from "../src/agent/client.js";
 import type { Flow } from "../src/observe/index.js";
 import { UiServer } from "../src/ui/server.js";
+import { benchArgs } from "./cli.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 
@@ -40,6 +41,14 @@ function flow(i: number, from: number, to: number, port: number, dropped: boolea
 }
 
 async function main(): Promise<void> {
+  benchArgs({
+    script: "ui",
+    runner: "ui",
+    measures: "The service map in Debian's chromium: time from navigation to the first drawn graph of 500 workloads in 10 namespaces and 2,000 edges, the draw itself, and a redraw after 500 more flows. JSON lines. Target: first render < 1 s.", // prettier-ignore
+    root: false,
+    notes: ["Needs /usr/bin/chromium (scripts/install-system-deps.sh)."],
+    flags: {},
+  });
   if (!existsSync(CHROMIUM)) throw new Error("needs Debian's chromium (scripts/install-system-deps.sh)");
   const ui = new UiServer({
     agent: new AgentClient({ socketPath: "/nonexistent/agent.sock" }),

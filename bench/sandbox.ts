@@ -1,0 +1,50 @@
+/**
+ * Node's permission model as a sandbox for asking a benchmark script about itself (`--help`,
+ * `--help-json`): the script may read files (to load its modules) but cannot start a process,
+ * load a native addon, start a worker or write a file, so it cannot create a network namespace,
+ * an nftables table or anything else even if it ignored the question and started measuring (it
+ * fails with ERR_ACCESS_DENIED instead). `npm run bench` asks its benchmarks for their flags this
+ * way, and test/bench/cli.test.ts runs every script's --help in it.
+ */
+import { spawn } from "node:child_process";
+
+/** Node's flags for the sandbox: `--permission` where it is stable (Node 22.13+), else the experimental one. */
+export function sandboxFlags(): string[] {
+  const on = process.allowedNodeEnvironmentFlags.has("--permission") ? "--permission" : "--experimental-permission";
+  return [on, "--allow-fs-read=*"];
+}
+
+export interface Answer {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs `node <sandbox> script ...args` and collects what it printed. `timeoutMs` is a safety net for
+ * a script that hangs (it is then killed; code null), not a measurement.
+ */
+export function askSandboxed(
+  script: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; allowChildren?: boolean } = {},
+): Promise<Answer> {
+  // --no-warnings: the permission model's "experimental" warning is not the script's answer.
+  const flags = ["--no-warnings", ...sandboxFlags(), ...(opts.allowChildren === true ? ["--allow-child-process"] : [])];
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [...flags, script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const t = setTimeout(() => p.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
+    p.on("error", (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+    p.on("close", (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
