@@ -188,16 +188,15 @@ function read<F extends FlagMap>(
   argv: readonly string[],
   withArgs: boolean,
 ): { flags: FlagValues<F>; args: string[] } {
-  const options = Object.fromEntries(Object.entries(spec.flags).map(([n, f]) => [n, { type: f.kind }]));
+  const flags: FlagMap = spec.flags;
+  const options = Object.fromEntries(Object.entries(flags).map(([n, f]) => [n, { type: f.kind }]));
   const { tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
-  const values: Record<string, unknown> = Object.fromEntries(
-    Object.entries(spec.flags).map(([n, f]) => [n, f.initial]),
-  );
+  const values: Record<string, unknown> = Object.fromEntries(Object.entries(flags).map(([n, f]) => [n, f.initial]));
   const args: string[] = [];
   for (const t of tokens) {
     if (t.kind === "positional") args.push(t.value);
     if (t.kind !== "option") continue;
-    const f = Object.hasOwn(spec.flags, t.name) ? spec.flags[t.name] : undefined;
+    const f = Object.hasOwn(flags, t.name) ? flags[t.name] : undefined;
     if (f === undefined) throw bad(spec, t.rawName, `${t.rawName} is not one of its flags`);
     if (f.kind === "boolean") {
       if (t.value !== undefined) throw bad(spec, t.rawName, `${t.rawName} takes no value (give ${t.rawName} alone)`);

@@ -21,7 +21,7 @@ import { isMembraneError } from "../src/errors.js";
 import type { BenchDeclaration } from "./cli.js";
 import { RUNNERS, type RunnerEntry } from "./registry.js";
 import { route, selected, type Step } from "./route.js";
-import { askSandboxed } from "./sandbox.js";
+import { askSandboxed, sandboxFlags } from "./sandbox.js";
 
 const here = (script: string): string => fileURLToPath(new URL(`./${script}.js`, import.meta.url));
 
@@ -73,8 +73,12 @@ async function checkValues(steps: readonly Step[]): Promise<void> {
   }
 }
 
+/** Run in the sandbox itself (a test), the runner starts its benchmarks in it too: they cannot create anything. */
+const sandboxed = (process as { permission?: unknown }).permission !== undefined;
+
 function child(script: string, args: readonly string[]): void {
-  const r = spawnSync(process.execPath, ["--expose-gc", here(script), ...args], {
+  const node = [...(sandboxed ? sandboxFlags() : []), "--expose-gc"];
+  const r = spawnSync(process.execPath, [...node, here(script), ...args], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
   });

@@ -10,8 +10,8 @@
 // process, load an addon or write a file, so a script that ignored --help and started measuring
 // fails with ERR_ACCESS_DENIED (checked) instead of creating namespaces, tables or children. The
 // first test shows the sandbox does stop `ip netns add`. Then every bench command shown in the
-// README, in the scripts' own doc comments and in `npm run bench -- --help` names a script that
-// exists and only flags that script declares.
+// README, in the scripts' doc comments, in `npm run bench -- --help` and in each script's --help
+// names a script that exists and only flags that script declares.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -129,6 +129,14 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
     assert.deepEqual(bad.map((c) => c.file), [], bad.map((c) => `${c.file}: ${show(c.help)}`).join("\n\n"));
   });
 
+  test("npm run bench refuses a bad value before it runs anything: the script checks what is routed to it", async () => {
+    // Sandboxed, the runner starts its benchmarks sandboxed too: were the check broken, the run fails harmlessly.
+    const a = await askSandboxed(join(DIST, "index.js"), ["runtime-kill", "--kills=abc"], { allowChildren: true });
+    assert.equal(a.code, 2, show(a));
+    assert.match(a.stderr, /Cannot run runtime-kill: --kills=abc: give a whole number from 1 to/, show(a));
+    assert.equal(a.stdout, "", "no benchmark ran");
+  });
+
   test("no script reads its flags but through bench/cli.ts (so --help is complete)", () => {
     // process.argv[1] is which file runs (the guard of a script that is also imported); index.js routes.
     const bad = scripts()
@@ -137,16 +145,15 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
     assert.deepEqual(bad, []);
   });
 
-  test("every bench command shown (README, the scripts' doc comments, npm run bench --help) exists with declared flags", () => {
+  test("every bench command shown (README, doc comments, every --help) names a script that exists, with declared flags", () => {
     const flagsOf = new Map<string, Set<string>>();
     for (const c of checked.filter((x) => x.main)) {
       const synopsis = [...c.help.stdout.matchAll(/\[--([a-z][\w-]*)/g)].map((m) => m[1] as string);
       flagsOf.set(c.file.replace(/\.js$/, ""), new Set([...synopsis, "help", "help-json"]));
     }
-    const index = checked.find((c) => c.file === "index.js")?.help.stdout ?? "";
     const texts: [string, string][] = [
       ["README.md", readFileSync(README, "utf8")],
-      ["npm run bench -- --help", index],
+      ...checked.filter((c) => c.main).map((c): [string, string] => [`${c.file} --help`, c.help.stdout]),
       ...readdirSync(SRC)
         .filter((f) => f.endsWith(".ts"))
         .map((f): [string, string] => [`bench/${f}`, readFileSync(join(SRC, f), "utf8")]),
