@@ -103,11 +103,11 @@ export function num(o: Common & { min: number; max: number; default: number; val
 }
 
 /** One of a few words; without a default, undefined when not given. */
-export function choice<C extends string>(o: Common & { choices: readonly C[]; default: C }): Flag<C>;
-export function choice<C extends string>(
+export function choice<const C extends string>(o: Common & { choices: readonly C[]; default: C }): Flag<C>;
+export function choice<const C extends string>(
   o: Common & { choices: readonly C[]; shown: string },
 ): Flag<C | undefined>;
-export function choice<C extends string>(
+export function choice<const C extends string>(
   o: Common & { choices: readonly C[]; default?: C; shown?: string },
 ): Flag<C | undefined> {
   return {

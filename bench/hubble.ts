@@ -298,7 +298,7 @@ const SPEC = {
   script: "hubble",
   runner: "hubble",
   measures: "Hubble's Observer API and the relay: the per-flow cost of encoding (direct writer vs reflective), flows/s over gRPC from an agent's Observer API, simulated nodes through the relay's merge (arrived, counted lost, unaccounted), and the flow pipeline. One JSON line per section.", // prettier-ignore
-  root: false,
+  root: false as const,
   flags: {
     seconds: int({ help: "seconds the relay's simulated nodes push", min: 1, max: 3600, default: 10 }),
     rate: int({ help: "flows/s per simulated node", min: 1, max: 10_000_000, default: 20_000 }),

@@ -1,7 +1,7 @@
 /**
  * Node's permission model as a sandbox for asking a benchmark script about itself (`--help`,
- * `--help-json`): the script may read files (to load its modules) but cannot start a process,
- * load a native addon, start a worker or write a file, so it cannot create a network namespace,
+ * `--help-json`): the script may read files and load addons (to load its modules) but cannot start
+ * a process, start a worker or write a file, so it cannot create a network namespace,
  * an nftables table or anything else even if it ignored the question and started measuring (it
  * fails with ERR_ACCESS_DENIED instead). `npm run bench` asks its benchmarks for their flags this
  * way, and test/bench/cli.test.ts runs every script's --help in it.
@@ -11,7 +11,9 @@ import { spawn } from "node:child_process";
 /** Node's flags for the sandbox: `--permission` where it is stable (Node 22.13+), else the experimental one. */
 export function sandboxFlags(): string[] {
   const on = process.allowedNodeEnvironmentFlags.has("--permission") ? "--permission" : "--experimental-permission";
-  return [on, "--allow-fs-read=*"];
+  // Addons are allowed: the netlink package loads its raw-socket addon when imported. A netlink socket
+  // reaches only the caller's own namespace, and no namespace is made without a process (`ip netns add`).
+  return [on, "--allow-fs-read=*", "--allow-addons"];
 }
 
 export interface Answer {

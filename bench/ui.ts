@@ -8,7 +8,6 @@
  */
 import { existsSync } from "node:fs";
 import { loadavg } from "node:os";
-import { chromium } from "playwright-core";
 import { AgentClient } from "../src/agent/client.js";
 import type { Flow } from "../src/observe/index.js";
 import { UiServer } from "../src/ui/server.js";
@@ -64,6 +63,8 @@ async function main(): Promise<void> {
     const to = (from * 7 + 1 + Math.floor(i / workloads)) % workloads;
     ui.graph.add(flow(i, from, to, 80 + (i % 3), i % 4 === 0));
   }
+  // Loaded once the command line is read: --help answers without playwright's modules.
+  const { chromium } = await import("playwright-core");
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--no-sandbox", "--disable-gpu"],

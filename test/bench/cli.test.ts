@@ -4,7 +4,8 @@
 //   a script with a main (its top level reads the command line or calls main):
 //     --help            exit 0, a usage naming its own `node dist/bench/<script>.js` line
 //     --m3b-bogus-flag  exit 2, the error names the flag and the valid ones
-//   any other module: run on its own it does nothing (no output, exit 0): nothing at import time
+//   every other module, all imported by one process: nothing printed, nothing started, no exit
+//   (a main this test failed to see would show here)
 //
 // Each runs in Node's permission model (bench/sandbox.ts): it may read files but not start a
 // process, load an addon or write a file, so a script that ignored --help and started measuring
@@ -18,8 +19,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { runner } from "../../bench/registry.js";
+import { selected } from "../../bench/route.js";
 import { askSandboxed, type Answer } from "../../bench/sandbox.js";
 
 const DIST = fileURLToPath(new URL("../../bench/", import.meta.url));
@@ -59,24 +61,37 @@ const show = (a: Answer): string => `exit ${a.code}\n--- stdout\n${a.stdout.slic
 
 interface Checked {
   readonly file: string;
-  readonly main: boolean;
   readonly help: Answer;
-  readonly bogus?: Answer;
+  readonly bogus: Answer;
 }
+
+const IMPORTED_ALL = "m3b: every module imported";
 
 describe("every benchmark script's command line (run in the sandbox, no root needed)", () => {
   let checked: Checked[] = [];
+  let libraries: string[] = [];
+  let imported: Answer | undefined;
   before(async () => {
+    const all = scripts();
+    const mains = all.filter((f) => hasMain(readFileSync(join(DIST, f), "utf8")));
+    libraries = all.filter((f) => !mains.includes(f));
     // The runner itself asks its benchmarks for their flags: it may start (sandboxed) children.
     const opts = (file: string) => ({ allowChildren: file === "index.js", timeoutMs: 120_000 });
-    checked = await pool(scripts(), 3, async (file): Promise<Checked> => {
-      const main = hasMain(readFileSync(join(DIST, file), "utf8"));
+    checked = await pool(mains, 3, async (file): Promise<Checked> => {
       const help = await askSandboxed(join(DIST, file), ["--help"], opts(file));
-      if (!main) return { file, main, help };
       // index.js with a name: otherwise it asks every benchmark for its flags before refusing.
       const bogus = await askSandboxed(join(DIST, file), [...(file === "index.js" ? ["flows"] : []), BOGUS], opts(file));
-      return { file, main, help, bogus };
+      return { file, help, bogus };
     });
+    const dir = mkdtempSync(join(tmpdir(), "m3b-cli-"));
+    try {
+      const driver = join(dir, "import-all.mjs");
+      const urls = libraries.map((f) => pathToFileURL(join(DIST, f)).href);
+      writeFileSync(driver, `for (const u of ${JSON.stringify(urls)}) await import(u);\nconsole.log(${JSON.stringify(IMPORTED_ALL)});\n`); // prettier-ignore
+      imported = await askSandboxed(driver, [BOGUS]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("the sandbox stops a script that would create a namespace (the checks below can fail)", async (t) => {
@@ -98,16 +113,14 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
   });
 
   test("the directory holds the scripts this test expects to find (the listing works)", () => {
-    const mains = checked.filter((c) => c.main).map((c) => c.file);
+    const mains = checked.map((c) => c.file);
     for (const f of ["index.js", "scale.js", "runtime-kill.js", "policy-core.js", "traffic.js", "load.js"])
       assert.ok(mains.includes(f), `${f} found with a main among: ${mains.join(" ")}`);
-    assert.ok(checked.some((c) => c.file === "traffic-stats.js" && !c.main), "helper modules found too");
+    assert.ok(libraries.includes("traffic-stats.js") && libraries.includes("cli.js"), libraries.join(" "));
   });
 
   test("--help: exit 0 and a usage with the script's own command line, nothing started", () => {
-    const bad = checked
-      .filter((c) => c.main)
-      .filter((c) => {
+    const bad = checked.filter((c) => {
         const own = c.file === "index.js" ? /npm run bench --/ : new RegExp(`node dist/bench/${c.file.replace(".", "\\.")}`);
         return c.help.code !== 0 || !/usage/i.test(c.help.stdout) || !own.test(c.help.stdout) || DENIED.test(c.help.stderr);
       });
@@ -115,18 +128,19 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
   });
 
   test(`a bogus flag (${BOGUS}): exit 2, the error names it and the valid flags, nothing started`, () => {
-    const bad = checked
-      .filter((c) => c.bogus !== undefined)
-      .filter((c) => {
-        const a = c.bogus as Answer;
+    const bad = checked.filter((c) => {
+        const a = c.bogus;
         return a.code !== 2 || !a.stderr.includes(BOGUS) || !/(its|their) flags: /.test(a.stderr) || DENIED.test(a.stderr);
       });
-    assert.deepEqual(bad.map((c) => c.file), [], bad.map((c) => `${c.file}: ${show(c.bogus as Answer)}`).join("\n\n"));
+    assert.deepEqual(bad.map((c) => c.file), [], bad.map((c) => `${c.file}: ${show(c.bogus)}`).join("\n\n"));
   });
 
-  test("a module without a main does nothing when run (no output, exit 0)", () => {
-    const bad = checked.filter((c) => !c.main && (c.help.code !== 0 || c.help.stdout !== "" || DENIED.test(c.help.stderr)));
-    assert.deepEqual(bad.map((c) => c.file), [], bad.map((c) => `${c.file}: ${show(c.help)}`).join("\n\n"));
+  test("the modules without a main, imported, do nothing: no output, nothing started, no exit", () => {
+    const a = imported as Answer;
+    assert.ok(libraries.length > 20, libraries.join(" "));
+    assert.equal(a.code, 0, show(a));
+    assert.equal(a.stdout, `${IMPORTED_ALL}\n`, show(a));
+    assert.doesNotMatch(a.stderr, DENIED, show(a));
   });
 
   test("npm run bench refuses a bad value before it runs anything: the script checks what is routed to it", async () => {
@@ -147,13 +161,13 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
 
   test("every bench command shown (README, doc comments, every --help) names a script that exists, with declared flags", () => {
     const flagsOf = new Map<string, Set<string>>();
-    for (const c of checked.filter((x) => x.main)) {
+    for (const c of checked) {
       const synopsis = [...c.help.stdout.matchAll(/\[--([a-z][\w-]*)/g)].map((m) => m[1] as string);
       flagsOf.set(c.file.replace(/\.js$/, ""), new Set([...synopsis, "help", "help-json"]));
     }
     const texts: [string, string][] = [
       ["README.md", readFileSync(README, "utf8")],
-      ...checked.filter((c) => c.main).map((c): [string, string] => [`${c.file} --help`, c.help.stdout]),
+      ...checked.map((c): [string, string] => [`${c.file} --help`, c.help.stdout]),
       ...readdirSync(SRC)
         .filter((f) => f.endsWith(".ts"))
         .map((f): [string, string] => [`bench/${f}`, readFileSync(join(SRC, f), "utf8")]),
@@ -164,19 +178,21 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
       for (const line of body.split("\n")) {
         const cmd = /npm run bench -- ([a-z][\w-]*)?(.*)|dist\/bench\/([\w-]+)\.js(.*)/.exec(line);
         if (cmd === null) continue;
-        const script = cmd[3] ?? (cmd[1] === undefined ? "index" : runner(cmd[1])?.script);
-        const rest = (cmd[3] !== undefined ? cmd[4] : cmd[2]) ?? "";
-        if (script === undefined) {
+        const rest = ((cmd[3] !== undefined ? cmd[4] : cmd[2]) ?? "").split(/->|#|`/)[0] ?? "";
+        if (cmd[1] !== undefined && runner(cmd[1]) === undefined) {
           problems.push(`${where}: ${line.trim()}: no benchmark is named ${cmd[1]}`);
           continue;
         }
+        // What npm run bench runs for it (encryption --mode=mtls-tunnel: the mtls-tunnel script).
+        const script =
+          cmd[3] ?? (cmd[1] === undefined ? "index" : selected([cmd[1], ...rest.split(/\s+/)])[0]?.script ?? "");
         commands++;
         const declared = script === "index" ? new Set(["help"]) : flagsOf.get(script);
         if (declared === undefined) {
           problems.push(`${where}: ${line.trim()}: dist/bench/${script}.js does not exist or has no main`);
           continue;
         }
-        const named = [...(rest.split(/->|#|`/)[0] ?? "").matchAll(/(?:^|[\s[])--([a-z][\w-]*)/g)].map((m) => m[1] as string); // prettier-ignore
+        const named = [...rest.matchAll(/(?:^|[\s[])--([a-z][\w-]*)/g)].map((m) => m[1] as string);
         for (const f of named)
           if (!declared.has(f)) problems.push(`${where}: ${line.trim()}: ${script}.js does not declare --${f}`);
       }
