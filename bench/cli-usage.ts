@@ -62,7 +62,10 @@ export function usageText(u: Usage, flags: FlagMap, args: ArgsSpec | undefined):
     `${f.help} (default: ${f.shown})`,
   ]);
   rows.push(["-h, --help", "print this usage and exit; runs and creates nothing"]);
-  rows.push(["--help-json", "print the flags as JSON and exit, once any other flags given are valid (npm run bench asks this way)"]);
+  rows.push([
+    "--help-json",
+    "print the flags as JSON and exit, once any other flags given are valid (npm run bench asks this way)",
+  ]);
   lines.push("", "Flags (--flag=value or --flag value):", ...table(rows));
   const env = Object.entries(u.env ?? {});
   if (env.length > 0) lines.push("", "Environment:", ...table(env));

@@ -33,7 +33,9 @@ export interface Flag<T> {
 
 /** A script's flags by name (`T` appears only in outputs: a Flag<number> is a Flag<unknown>). */
 export type FlagMap = Readonly<Record<string, Flag<unknown>>>;
-export type FlagValues<F extends FlagMap> = { readonly [K in keyof F]: F[K] extends Flag<infer T> ? T : never };
+export type FlagValues<F extends FlagMap> = {
+  readonly [K in keyof F]: F[K] extends Flag<infer T> ? T : never;
+};
 
 /** Positional arguments, for the scripts that take them (policy-core's sizes, a child's ports). */
 export interface ArgsSpec {
@@ -96,7 +98,8 @@ export function num(o: Common & { min: number; max: number; default: number; val
     initial: o.default,
     parse: (raw) => {
       const n = raw.trim() === "" ? NaN : Number(raw);
-      if (!Number.isFinite(n) || n < o.min || n > o.max) throw new Error(`give a number from ${o.min} to ${o.max}`);
+      if (!Number.isFinite(n) || n < o.min || n > o.max)
+        throw new Error(`give a number from ${o.min} to ${o.max}`);
       return n;
     },
   };
@@ -125,7 +128,9 @@ export function choice<const C extends string>(
 }
 
 /** A string matching `pattern` (`what` says what it must be: "2-6 lower-case letters and digits"). */
-export function text(o: Common & { value: string; default: string; pattern: RegExp; what: string }): Flag<string>;
+export function text(
+  o: Common & { value: string; default: string; pattern: RegExp; what: string },
+): Flag<string>;
 export function text(
   o: Common & { value: string; shown: string; pattern: RegExp; what: string },
 ): Flag<string | undefined>;
@@ -146,7 +151,9 @@ export function text(
 }
 
 /** Any other value: `parse` converts it or throws saying what to give. */
-export function custom<T>(o: Common & { value: string; default: T; shown: string; parse: (raw: string) => T }): Flag<T> {
+export function custom<T>(
+  o: Common & { value: string; default: T; shown: string; parse: (raw: string) => T },
+): Flag<T> {
   return { kind: "string", help: o.help, value: o.value, shown: o.shown, initial: o.default, parse: o.parse };
 }
 
@@ -177,7 +184,11 @@ export function parseBench<F extends FlagMap>(spec: BenchSpec<F>, argv: readonly
   if (before.includes("--help") || before.includes("-h")) return { kind: "help" };
   // --help-json checks the other flags first: `npm run bench` asks with the flags it routes.
   if (before.includes("--help-json")) {
-    read(spec, argv.filter((a, i) => a !== "--help-json" || (end >= 0 && i > end)), false);
+    read(
+      spec,
+      argv.filter((a, i) => a !== "--help-json" || (end >= 0 && i > end)),
+      false,
+    );
     return { kind: "help-json" };
   }
   return { kind: "run", ...read(spec, argv, true) };
@@ -190,8 +201,16 @@ function read<F extends FlagMap>(
 ): { flags: FlagValues<F>; args: string[] } {
   const flags: FlagMap = spec.flags;
   const options = Object.fromEntries(Object.entries(flags).map(([n, f]) => [n, { type: f.kind }]));
-  const { tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
-  const values: Record<string, unknown> = Object.fromEntries(Object.entries(flags).map(([n, f]) => [n, f.initial]));
+  const { tokens } = parseArgs({
+    args: [...argv],
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const values: Record<string, unknown> = Object.fromEntries(
+    Object.entries(flags).map(([n, f]) => [n, f.initial]),
+  );
   const args: string[] = [];
   for (const t of tokens) {
     if (t.kind === "positional") args.push(t.value);
@@ -199,7 +218,8 @@ function read<F extends FlagMap>(
     const f = Object.hasOwn(flags, t.name) ? flags[t.name] : undefined;
     if (f === undefined) throw bad(spec, t.rawName, `${t.rawName} is not one of its flags`);
     if (f.kind === "boolean") {
-      if (t.value !== undefined) throw bad(spec, t.rawName, `${t.rawName} takes no value (give ${t.rawName} alone)`);
+      if (t.value !== undefined)
+        throw bad(spec, t.rawName, `${t.rawName} takes no value (give ${t.rawName} alone)`);
       values[t.name] = true;
       continue;
     }
@@ -228,7 +248,12 @@ export function declaration(spec: BenchSpec<FlagMap>): BenchDeclaration {
   return {
     script: spec.script,
     root: spec.root,
-    flags: Object.entries(spec.flags).map(([name, f]) => ({ name, kind: f.kind, value: f.value, default: f.shown })),
+    flags: Object.entries(spec.flags).map(([name, f]) => ({
+      name,
+      kind: f.kind,
+      value: f.value,
+      default: f.shown,
+    })),
     ...(spec.args === undefined ? {} : { args: spec.args.usage }),
   };
 }

@@ -290,7 +290,9 @@ const SPEC = {
     min: 0,
     max: 2,
     check: (a: readonly string[]) =>
-      a.every((x) => x === "traffic" || x === "agent") ? undefined : `${a.join(" ")}: name traffic and/or agent`,
+      a.every((x) => x === "traffic" || x === "agent")
+        ? undefined
+        : `${a.join(" ")}: name traffic and/or agent`,
   },
   flags: {
     rounds: int({ help: "ABBA rounds of the traffic figures", min: 1, max: 20, default: 4 }),

@@ -153,5 +153,7 @@ if (process.argv[1]?.endsWith("flows.js")) {
     },
     flags: {},
   });
-  runFlowBench(args[0] === undefined ? undefined : Number(args[0])).then((r) => console.log(JSON.stringify(r)));
+  runFlowBench(args[0] === undefined ? undefined : Number(args[0])).then((r) =>
+    console.log(JSON.stringify(r)),
+  );
 }

@@ -176,7 +176,9 @@ if (process.argv[1]?.endsWith("/gateway.js")) {
     runner: "gateway",
     measures: "Membrane's Gateway API gateway vs nginx configured for the same routes, on loopback, same run, rounds interleaved: requests/s and added p50/p99 at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line, with the load.", // prettier-ignore
     root: false,
-    notes: ["Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped."],
+    notes: [
+      "Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped.",
+    ],
     flags: {
       rounds: int({ help: "rounds (each runs every target once per phase)", min: 1, max: 100, default: 5 }),
       seconds: num({ help: "seconds per phase and target", min: 0.1, max: 600, default: 2 }),

@@ -303,7 +303,11 @@ const SPEC = {
     seconds: int({ help: "seconds the relay's simulated nodes push", min: 1, max: 3600, default: 10 }),
     rate: int({ help: "flows/s per simulated node", min: 1, max: 10_000_000, default: 20_000 }),
     nodes: int({ help: "simulated nodes behind the relay", min: 1, max: 100, default: 3 }),
-    only: choice({ help: "one section only", choices: ["relay", "grpc", "pipeline"], shown: "every section" }),
+    only: choice({
+      help: "one section only",
+      choices: ["relay", "grpc", "pipeline"],
+      shown: "every section",
+    }),
   },
 };
 

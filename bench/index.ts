@@ -56,7 +56,9 @@ async function declarations(entries: readonly RunnerEntry[]): Promise<Map<string
     try {
       out.set(e.script, JSON.parse(a.stdout) as BenchDeclaration);
     } catch {
-      stop(`Cannot run the benchmarks: dist/bench/${e.script}.js did not declare its flags (exit ${a.code})\n${a.stderr}`);
+      stop(
+        `Cannot run the benchmarks: dist/bench/${e.script}.js did not declare its flags (exit ${a.code})\n${a.stderr}`,
+      );
     }
   };
   // Two at a time: each is a node process loading its script's modules.

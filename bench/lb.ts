@@ -53,7 +53,10 @@ const SPEC = {
 };
 
 /** Child modes: a server that closes each connection; a client that opens them one after another. */
-async function childMode(flags: { "conn-server": boolean; "conn-client": boolean }, args: readonly string[]): Promise<boolean> {
+async function childMode(
+  flags: { "conn-server": boolean; "conn-client": boolean },
+  args: readonly string[],
+): Promise<boolean> {
   if (flags["conn-server"]) {
     net.createServer((s) => s.end()).listen(CONN_PORT, () => console.log("ready"));
     return true;

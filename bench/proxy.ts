@@ -181,7 +181,9 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
     runner: "proxy",
     measures: "The L7 proxies on loopback: the same load straight to the server, through Membrane's HTTP and DNS proxies, and through nginx, side by side, rounds rotated: requests/s and added latency at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line.", // prettier-ignore
     root: false,
-    notes: ["Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped."],
+    notes: [
+      "Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped.",
+    ],
     flags: {
       rounds: int({ help: "rounds (each runs every target once per phase)", min: 1, max: 100, default: 5 }),
       seconds: num({ help: "seconds per phase and target", min: 0.1, max: 600, default: 2 }),

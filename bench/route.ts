@@ -31,7 +31,9 @@ export function selected(argv: readonly string[]): RunnerEntry[] {
   const words = argv.filter((a) => !a.startsWith("-"));
   const named = RUNNERS.filter((r) => words.includes(r.name));
   const list = named.length > 0 ? named : RUNNERS.filter((r) => r.onlyWhenNamed !== true);
-  const mtls = argv.some((a, i) => a === "--mode=mtls-tunnel" || (a === "--mode" && argv[i + 1] === "mtls-tunnel"));
+  const mtls = argv.some(
+    (a, i) => a === "--mode=mtls-tunnel" || (a === "--mode" && argv[i + 1] === "mtls-tunnel"),
+  );
   if (!mtls) return list;
   const swapped = list.map((r) => (r.name === "encryption" ? (runner("mtls-tunnel") ?? r) : r));
   return swapped.filter((r, i) => swapped.indexOf(r) === i);
@@ -51,16 +53,26 @@ export function route(
   for (const e of entries)
     for (const f of decl.get(e.script)?.flags ?? []) {
       if ((kinds.get(f.name) ?? f.kind) !== f.kind)
-        throw usage(`--${f.name}`, `--${f.name} is a switch for one benchmark and takes a value for another: name one`);
+        throw usage(
+          `--${f.name}`,
+          `--${f.name} is a switch for one benchmark and takes a value for another: name one`,
+        );
       kinds.set(f.name, f.kind);
     }
   const options = Object.fromEntries([...kinds].map(([n, k]) => [n, { type: k }]));
-  const { tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
+  const { tokens } = parseArgs({
+    args: [...argv],
+    options,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
   const per = new Map<string, string[]>(entries.map((e) => [e.script, []]));
   const names = entries.map((e) => e.name).join(", ");
   for (const t of tokens) {
     if (t.kind === "positional") {
-      if (runner(t.value) === undefined) throw usage(t.value, `${t.value} is not a benchmark (names: ${NAMES})`);
+      if (runner(t.value) === undefined)
+        throw usage(t.value, `${t.value} is not a benchmark (names: ${NAMES})`);
       continue;
     }
     if (t.kind !== "option") continue;
@@ -71,10 +83,14 @@ export function route(
     }
     if (kind === "boolean" && t.value !== undefined)
       throw usage(t.rawName, `${t.rawName} takes no value (give ${t.rawName} alone)`);
-    if (kind === "string" && (t.value === undefined || (t.inlineValue === false && /^-(?![\d.])/.test(t.value))))
+    if (
+      kind === "string" &&
+      (t.value === undefined || (t.inlineValue === false && /^-(?![\d.])/.test(t.value)))
+    )
       throw usage(t.rawName, `${t.rawName} needs a value (${t.rawName}=...)`);
     const arg = t.value === undefined ? `--${t.name}` : `--${t.name}=${t.value}`;
-    for (const e of entries) if (decl.get(e.script)?.flags.some((f) => f.name === t.name)) per.get(e.script)?.push(arg);
+    for (const e of entries)
+      if (decl.get(e.script)?.flags.some((f) => f.name === t.name)) per.get(e.script)?.push(arg);
   }
   return entries.map((entry) => ({ entry, flags: per.get(entry.script) ?? [] }));
 }

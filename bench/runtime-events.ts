@@ -33,7 +33,12 @@ const { flags } = benchArgs({
   flags: {
     execs: int({ help: "execs per overhead loop", min: 1, max: 1_000_000, shown: "2000; 500 with --quick" }),
     rounds: int({ help: "interleaved rounds", min: 1, max: 100, shown: "3; 2 with --quick" }),
-    forks: int({ help: "forks per storm process", min: 1, max: 10_000_000, shown: "50000; 10000 with --quick" }),
+    forks: int({
+      help: "forks per storm process",
+      min: 1,
+      max: 10_000_000,
+      shown: "50000; 10000 with --quick",
+    }),
     storms: int({ help: "fork-storm processes at once", min: 1, max: 64, default: 2 }),
     quick: flag("the smaller sizes (a smoke run)"),
   },

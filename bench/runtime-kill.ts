@@ -44,9 +44,19 @@ const { flags } = benchArgs({
   root: "BPF programs, an endpoint's namespace; needs bpftrace and gcc",
   flags: {
     kills: int({ help: "kills per mode and round", min: 1, max: 100_000, shown: "300; 100 with --quick" }),
-    opens: int({ help: "opens per overhead window", min: 1, max: 10_000_000, shown: "200000; 50000 with --quick" }),
+    opens: int({
+      help: "opens per overhead window",
+      min: 1,
+      max: 10_000_000,
+      shown: "200000; 50000 with --quick",
+    }),
     rounds: int({ help: "interleaved rounds", min: 1, max: 100, shown: "3; 2 with --quick" }),
-    forks: int({ help: "forks of the storm for the rate", min: 1, max: 10_000_000, shown: "20000; 5000 with --quick" }),
+    forks: int({
+      help: "forks of the storm for the rate",
+      min: 1,
+      max: 10_000_000,
+      shown: "20000; 5000 with --quick",
+    }),
     quick: flag("the smaller sizes (a smoke run)"),
   },
 });

@@ -10,7 +10,9 @@ import { spawn } from "node:child_process";
 
 /** Node's flags for the sandbox: `--permission` where it is stable (Node 22.13+), else the experimental one. */
 export function sandboxFlags(): string[] {
-  const on = process.allowedNodeEnvironmentFlags.has("--permission") ? "--permission" : "--experimental-permission";
+  const on = process.allowedNodeEnvironmentFlags.has("--permission")
+    ? "--permission"
+    : "--experimental-permission";
   // Addons are allowed: the netlink package loads its raw-socket addon when imported. A netlink socket
   // reaches only the caller's own namespace, and no namespace is made without a process (`ip netns add`).
   return [on, "--allow-fs-read=*", "--allow-addons"];
@@ -32,7 +34,11 @@ export function askSandboxed(
   opts: { timeoutMs?: number; allowChildren?: boolean } = {},
 ): Promise<Answer> {
   // --no-warnings: the permission model's "experimental" warning is not the script's answer.
-  const flags = ["--no-warnings", ...sandboxFlags(), ...(opts.allowChildren === true ? ["--allow-child-process"] : [])];
+  const flags = [
+    "--no-warnings",
+    ...sandboxFlags(),
+    ...(opts.allowChildren === true ? ["--allow-child-process"] : []),
+  ];
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [...flags, script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";

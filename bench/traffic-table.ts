@@ -47,7 +47,6 @@ interface Variant {
   };
 }
 
-
 const CLIENT_ID = 300;
 const SERVER_ID = 301;
 const seg = (identity: number, port: number, ruleId = 1): PolicySegment => ({

@@ -5,7 +5,17 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { isMembraneError } from "../../src/errors.js";
-import { choice, custom, declaration, flag, int, num, parseBench, text, type BenchDeclaration } from "../../bench/cli.js";
+import {
+  choice,
+  custom,
+  declaration,
+  flag,
+  int,
+  num,
+  parseBench,
+  text,
+  type BenchDeclaration,
+} from "../../bench/cli.js";
 import { usageText } from "../../bench/cli-usage.js";
 import { RUNNERS, runner } from "../../bench/registry.js";
 import { route, selected } from "../../bench/route.js";
@@ -21,8 +31,20 @@ const SPEC = {
     kills: int({ help: "kills per round", min: 1, max: 1000, shown: "300; 100 with --quick" }),
     seconds: num({ help: "seconds per window", min: 0.5, max: 60, default: 2 }),
     mode: choice({ help: "the mode", choices: ["wireguard", "ipsec"], default: "wireguard" }),
-    prefix: text({ help: "stem", value: "STEM", default: "mbb", pattern: /^[a-z][a-z0-9]{1,5}$/, what: "2-6 letters" }),
-    sizes: custom({ help: "sizes", value: "N,N", default: [1], shown: "1", parse: (v) => v.split(",").map(Number) }),
+    prefix: text({
+      help: "stem",
+      value: "STEM",
+      default: "mbb",
+      pattern: /^[a-z][a-z0-9]{1,5}$/,
+      what: "2-6 letters",
+    }),
+    sizes: custom({
+      help: "sizes",
+      value: "N,N",
+      default: [1],
+      shown: "1",
+      parse: (v) => v.split(",").map(Number),
+    }),
     quick: flag("smaller"),
     "no-whole": flag("leave the whole state out"),
   },
@@ -62,14 +84,29 @@ describe("parseBench: a declared command line", () => {
     { name: "a misspelt flag (--round=3 would have run the default)", argv: ["--round=3"], path: "--round", says: /--round is not one of its flags/ }, // prettier-ignore
     { name: "a short flag not declared", argv: ["-q"], path: "-q", says: /-q is not one of its flags/ },
     { name: "a value out of range", argv: ["--rounds=0"], path: "--rounds", says: /--rounds=0: give a whole number from 1 to 100/ }, // prettier-ignore
-    { name: "not a number", argv: ["--rounds=3x"], path: "--rounds", says: /--rounds=3x: give a whole number/ },
+    {
+      name: "not a number",
+      argv: ["--rounds=3x"],
+      path: "--rounds",
+      says: /--rounds=3x: give a whole number/,
+    },
     { name: "a fraction for a whole number", argv: ["--rounds=2.5"], path: "--rounds", says: /whole number/ },
     { name: "an empty number", argv: ["--seconds="], path: "--seconds", says: /--seconds=: give a number from 0.5 to 60/ }, // prettier-ignore
     { name: "a word not among the choices", argv: ["--mode=mtls"], path: "--mode", says: /give one of wireguard, ipsec/ }, // prettier-ignore
-    { name: "a value that breaks the pattern", argv: ["--prefix=../x"], path: "--prefix", says: /give 2-6 letters/ },
+    {
+      name: "a value that breaks the pattern",
+      argv: ["--prefix=../x"],
+      path: "--prefix",
+      says: /give 2-6 letters/,
+    },
     { name: "a missing value at the end", argv: ["--rounds"], path: "--rounds", says: /--rounds needs a value \(--rounds=N\)/ }, // prettier-ignore
     { name: "a flag where the value should be", argv: ["--rounds", "--quick"], path: "--rounds", says: /needs a value/ }, // prettier-ignore
-    { name: "a value given to a switch", argv: ["--quick=yes"], path: "--quick", says: /--quick takes no value/ },
+    {
+      name: "a value given to a switch",
+      argv: ["--quick=yes"],
+      path: "--quick",
+      says: /--quick takes no value/,
+    },
     { name: "a stray word (rounds=3 without the dashes)", argv: ["rounds=3"], path: "rounds=3", says: /takes no arguments/ }, // prettier-ignore
   ];
   for (const c of bad)
@@ -78,14 +115,21 @@ describe("parseBench: a declared command line", () => {
       assert.equal(r.path, c.path);
       assert.match(r.text, c.says);
       assert.match(r.text, /^Cannot run demo: /);
-      assert.match(r.text, /its flags: --rounds, --kills, --seconds, --mode, --prefix, --sizes, --quick, --no-whole/);
+      assert.match(
+        r.text,
+        /its flags: --rounds, --kills, --seconds, --mode, --prefix, --sizes, --quick, --no-whole/,
+      );
       assert.match(r.text, /node dist\/bench\/demo\.js --help/);
     });
 
   test("--help and -h win over anything else, even a bad flag", () => {
     assert.equal(parseBench(SPEC, ["--round=3", "--help"]).kind, "help");
     assert.equal(parseBench(SPEC, ["-h"]).kind, "help");
-    assert.throws(() => parseBench(SPEC, ["--", "--help"]), /takes no arguments/, "after --, --help is an argument");
+    assert.throws(
+      () => parseBench(SPEC, ["--", "--help"]),
+      /takes no arguments/,
+      "after --, --help is an argument",
+    );
   });
 
   test("--help-json answers only once the other flags are valid (how npm run bench checks values)", () => {
@@ -119,7 +163,10 @@ describe("the usage and the declaration", () => {
     assert.match(u, /\(default: 300; 100 with --quick\)/);
     assert.match(u, /-h, --help +print this usage and exit; runs and creates nothing/);
     assert.match(u, /DEMO_ROUNDS +rounds \(default 3\)/);
-    assert.ok(u.split("\n").every((l) => l.length <= 100 || !l.includes(" ")), "lines wrap at 100");
+    assert.ok(
+      u.split("\n").every((l) => l.length <= 100 || !l.includes(" ")),
+      "lines wrap at 100",
+    );
   });
   test("a script without root says so", () => {
     assert.match(usageText({ ...SPEC, root: false }, {}, undefined), /Needs root: no/);
@@ -163,12 +210,19 @@ describe("npm run bench: each benchmark gets only the flags it declares", () => 
   });
   test("no name: every benchmark not run only when named", () => {
     const names = selected([]).map((r) => r.name);
-    assert.ok(names.includes("scale") && !names.includes("layout") && !names.includes("encryption"), names.join());
+    assert.ok(
+      names.includes("scale") && !names.includes("layout") && !names.includes("encryption"),
+      names.join(),
+    );
   });
   const refused = [
     { name: "a flag no named benchmark takes", argv: ["flows", "--rounds=3"], says: /--rounds is not a flag of flows \(their flags: none\)/ }, // prettier-ignore
     { name: "a misspelt flag", argv: ["scale", "--round=3"], says: /--round is not a flag of scale \(their flags: --quick, --rounds, --endpoints\)/ }, // prettier-ignore
-    { name: "a misspelt name", argv: ["scal", "--quick"], says: /scal is not a benchmark \(names: policy-core, / },
+    {
+      name: "a misspelt name",
+      argv: ["scal", "--quick"],
+      says: /scal is not a benchmark \(names: policy-core, /,
+    },
     { name: "a value given to a switch", argv: ["scale", "--quick=1"], says: /--quick takes no value/ },
     { name: "a missing value", argv: ["runtime-kill", "--kills"], says: /--kills needs a value/ },
   ];

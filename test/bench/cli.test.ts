@@ -80,7 +80,11 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
     checked = await pool(mains, 3, async (file): Promise<Checked> => {
       const help = await askSandboxed(join(DIST, file), ["--help"], opts(file));
       // index.js with a name: otherwise it asks every benchmark for its flags before refusing.
-      const bogus = await askSandboxed(join(DIST, file), [...(file === "index.js" ? ["flows"] : []), BOGUS], opts(file));
+      const bogus = await askSandboxed(
+        join(DIST, file),
+        [...(file === "index.js" ? ["flows"] : []), BOGUS],
+        opts(file),
+      );
       return { file, help, bogus };
     });
     const dir = mkdtempSync(join(tmpdir(), "m3b-cli-"));
@@ -121,18 +125,39 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
 
   test("--help: exit 0 and a usage with the script's own command line, nothing started", () => {
     const bad = checked.filter((c) => {
-        const own = c.file === "index.js" ? /npm run bench --/ : new RegExp(`node dist/bench/${c.file.replace(".", "\\.")}`);
-        return c.help.code !== 0 || !/usage/i.test(c.help.stdout) || !own.test(c.help.stdout) || DENIED.test(c.help.stderr);
-      });
-    assert.deepEqual(bad.map((c) => c.file), [], bad.map((c) => `${c.file}: ${show(c.help)}`).join("\n\n"));
+      const own =
+        c.file === "index.js"
+          ? /npm run bench --/
+          : new RegExp(`node dist/bench/${c.file.replace(".", "\\.")}`);
+      return (
+        c.help.code !== 0 ||
+        !/usage/i.test(c.help.stdout) ||
+        !own.test(c.help.stdout) ||
+        DENIED.test(c.help.stderr)
+      );
+    });
+    assert.deepEqual(
+      bad.map((c) => c.file),
+      [],
+      bad.map((c) => `${c.file}: ${show(c.help)}`).join("\n\n"),
+    );
   });
 
   test(`a bogus flag (${BOGUS}): exit 2, the error names it and the valid flags, nothing started`, () => {
     const bad = checked.filter((c) => {
-        const a = c.bogus;
-        return a.code !== 2 || !a.stderr.includes(BOGUS) || !/(its|their) flags: /.test(a.stderr) || DENIED.test(a.stderr);
-      });
-    assert.deepEqual(bad.map((c) => c.file), [], bad.map((c) => `${c.file}: ${show(c.bogus)}`).join("\n\n"));
+      const a = c.bogus;
+      return (
+        a.code !== 2 ||
+        !a.stderr.includes(BOGUS) ||
+        !/(its|their) flags: /.test(a.stderr) ||
+        DENIED.test(a.stderr)
+      );
+    });
+    assert.deepEqual(
+      bad.map((c) => c.file),
+      [],
+      bad.map((c) => `${c.file}: ${show(c.bogus)}`).join("\n\n"),
+    );
   });
 
   test("the modules without a main, imported, do nothing: no output, nothing started, no exit", () => {
@@ -145,7 +170,9 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
 
   test("npm run bench refuses a bad value before it runs anything: the script checks what is routed to it", async () => {
     // Sandboxed, the runner starts its benchmarks sandboxed too: were the check broken, the run fails harmlessly.
-    const a = await askSandboxed(join(DIST, "index.js"), ["runtime-kill", "--kills=abc"], { allowChildren: true });
+    const a = await askSandboxed(join(DIST, "index.js"), ["runtime-kill", "--kills=abc"], {
+      allowChildren: true,
+    });
     assert.equal(a.code, 2, show(a));
     assert.match(a.stderr, /Cannot run runtime-kill: --kills=abc: give a whole number from 1 to/, show(a));
     assert.equal(a.stdout, "", "no benchmark ran");
@@ -185,7 +212,8 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
         }
         // What npm run bench runs for it (encryption --mode=mtls-tunnel: the mtls-tunnel script).
         const script =
-          cmd[3] ?? (cmd[1] === undefined ? "index" : selected([cmd[1], ...rest.split(/\s+/)])[0]?.script ?? "");
+          cmd[3] ??
+          (cmd[1] === undefined ? "index" : (selected([cmd[1], ...rest.split(/\s+/)])[0]?.script ?? ""));
         commands++;
         const declared = script === "index" ? new Set(["help"]) : flagsOf.get(script);
         if (declared === undefined) {
@@ -194,10 +222,10 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
         }
         const named = [...rest.matchAll(/(?:^|[\s[])--([a-z][\w-]*)/g)].map((m) => m[1] as string);
         for (const f of named)
-          if (!declared.has(f)) problems.push(`${where}: ${line.trim()}: ${script}.js does not declare --${f}`);
+          if (!declared.has(f))
+            problems.push(`${where}: ${line.trim()}: ${script}.js does not declare --${f}`);
       }
     assert.ok(commands > 40, `found ${commands} bench commands`);
     assert.deepEqual(problems, []);
   });
-
 });
