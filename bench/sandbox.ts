@@ -25,7 +25,7 @@ export interface Answer {
 }
 
 /**
- * Runs `node <sandbox> script ...args` and collects what it printed. `timeoutMs` is a safety net for
+ * Runs `node script ...args` in the sandbox (NODE_OPTIONS) and collects what it printed. `timeoutMs` is a safety net for
  * a script that hangs (it is then killed; code null), not a measurement.
  */
 export function askSandboxed(
@@ -33,14 +33,21 @@ export function askSandboxed(
   args: readonly string[],
   opts: { timeoutMs?: number; allowChildren?: boolean } = {},
 ): Promise<Answer> {
-  // --no-warnings: the permission model's "experimental" warning is not the script's answer.
-  const flags = [
-    "--no-warnings",
-    ...sandboxFlags(),
-    ...(opts.allowChildren === true ? ["--allow-child-process"] : []),
-  ];
+  // The sandbox goes in NODE_OPTIONS too, so every node process the script starts (when it may:
+  // the runner asking its benchmarks) is sandboxed whatever the script does; only the script
+  // itself gets --allow-child-process. --no-warnings: the permission model's "experimental"
+  // warning is not the script's answer.
+  const inherited = process.env["NODE_OPTIONS"] ?? "";
+  const env = {
+    ...process.env,
+    NODE_OPTIONS: [inherited, "--no-warnings", ...sandboxFlags()].join(" ").trim(),
+  };
+  const flags = opts.allowChildren === true ? ["--allow-child-process"] : [];
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [...flags, script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, [...flags, script, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env,
+    });
     let stdout = "";
     let stderr = "";
     p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));

@@ -169,9 +169,10 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
   });
 
   test("npm run bench refuses a bad value before it runs anything: the script checks what is routed to it", async () => {
-    // Sandboxed, the runner starts its benchmarks sandboxed too: were the check broken, the run fails harmlessly.
+    // Every node process under the sandboxed runner is sandboxed too: were the check broken, the run fails harmlessly.
     const a = await askSandboxed(join(DIST, "index.js"), ["runtime-kill", "--kills=abc"], {
       allowChildren: true,
+      timeoutMs: 120_000,
     });
     assert.equal(a.code, 2, show(a));
     assert.match(a.stderr, /Cannot run runtime-kill: --kills=abc: give a whole number from 1 to/, show(a));
