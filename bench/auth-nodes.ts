@@ -28,8 +28,9 @@ import { randomBytes } from "node:crypto";
 import { startLabCluster, type LabCluster, type LabNode } from "../src/lab/cluster.js";
 import { applyAndWait, createEndpoint, waitRemote } from "../src/lab/cluster-api.js";
 import { Probe } from "../src/probe/probe.js";
-import { phaseRows, row, sleep, synRetransmits } from "./auth-stats.js";
 import type { PairProfile } from "../src/auth/timing.js";
+import { phaseRows, row, sleep, synRetransmits } from "./auth-stats.js";
+import { benchArgs, int } from "./cli.js";
 
 const ROUNDS = Number(process.env["MEMBRANE_AUTH_BENCH_ROUNDS"] ?? 30);
 const BURST = Number(process.env["MEMBRANE_AUTH_BENCH_BURST"] ?? 12);
@@ -71,6 +72,14 @@ async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  benchArgs({
+    script: "auth-nodes",
+    runner: "auth --nodes 2",
+    measures: "The latency mutual authentication adds to a connection across two nodes of a lab cluster: first/later/plain connections, interleaved, and a burst of new pairs (handshakes/s). One JSON line with p50/p99/max (ms), the handshakes and the load.", // prettier-ignore
+    root: "a lab cluster: etcd, an underlay, two agents in namespaces",
+    env: { MEMBRANE_AUTH_BENCH_ROUNDS: "rounds (default 30)", MEMBRANE_AUTH_BENCH_BURST: "new pairs at once (default 12)" }, // prettier-ignore
+    flags: { nodes: int({ help: "nodes (only 2; auth.js passes it on)", min: 2, max: 2, default: 2 }) },
+  });
   const load0 = loadavg()[0];
   const log = (s: string): void => void process.stderr.write(`auth --nodes 2: ${s}\n`);
   let lab: LabCluster | undefined;

@@ -22,6 +22,7 @@ import { AgentLab } from "../test/agent/e2e/harness.js";
 import { pct, phaseRows, row, sleep, synRetransmits } from "./auth-stats.js";
 import type { PairProfile } from "../src/auth/timing.js";
 import { prefillLocalPairs } from "../src/auth/prefill.js";
+import { benchArgs, int } from "./cli.js";
 
 async function until(ok: () => Promise<boolean>): Promise<void> {
   for (const end = Date.now() + 30_000; !(await ok()); await sleep(20))
@@ -119,6 +120,13 @@ async function main(): Promise<void> {
   }
 }
 
-const nodes = process.argv.find((a) => a.startsWith("--nodes"));
-if (nodes !== undefined && nodes !== "--nodes=1") await import("./auth-nodes.js");
+const { flags } = benchArgs({
+  script: "auth",
+  runner: "auth",
+  measures: "The latency mutual authentication adds to a connection, side by side, interleaved: the first connection of a new pair (held), a later one, a prefilled one, one under a rule without authentication. One JSON line with p50/p99 (ms), SYN retransmits and the load.", // prettier-ignore
+  root: "an agent with endpoints in namespaces, nftables, the auth queue; --nodes 2 also needs etcd",
+  env: { MEMBRANE_AUTH_BENCH_ROUNDS: "rounds (default 40 on one node, 30 on two)", MEMBRANE_AUTH_BENCH_BURST: "new pairs at once on two nodes (default 12)" }, // prettier-ignore
+  flags: { nodes: int({ help: "1: one node; 2: across two nodes of a lab cluster (auth-nodes.js)", min: 1, max: 2, default: 1 }) }, // prettier-ignore
+});
+if (flags.nodes === 2) await import("./auth-nodes.js");
 else await main();

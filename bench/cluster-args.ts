@@ -1,4 +1,5 @@
-/** Options of `npm run bench -- cluster` (bench/cluster.ts). */
+/** Options of `npm run bench -- cluster` (bench/cluster.ts): the sizes, FULL or --quick, and their flags. */
+import { flag, int, text, type FlagValues } from "./cli.js";
 
 export interface ClusterSettings {
   readonly simNodes: number;
@@ -37,46 +38,36 @@ const QUICK: ClusterSettings = {
   idleSeconds: 1,
 };
 
-export function parseClusterArgs(argv: readonly string[]): ClusterSettings {
-  let s: ClusterSettings = argv.includes("--quick") ? { ...QUICK } : { ...FULL };
-  const num = (v: string, flag: string, max: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0 || n > max) throw new Error(`${flag}: give an integer 0..${max}`);
-    return n;
+/** The flags of `npm run bench -- cluster`; absent ones take the mode's setting (FULL, or QUICK with --quick). */
+export const CLUSTER_SPEC = {
+  script: "cluster",
+  runner: "cluster",
+  measures: "Three real agents on etcd with simulated nodes x endpoints registered: ingest, propagation (create on A -> enforced on B), etcd writes per endpoint, agent memory and CPU, policy apply on every node. One JSON line per figure, with its target and the load.", // prettier-ignore
+  root: "node namespaces on an underlay, nftables; needs etcd",
+  flags: {
+    quick: flag("the CI smoke size: 10 x 20 simulated endpoints, a few samples"),
+    "sim-nodes": int({ help: "simulated nodes", min: 0, max: 100, shown: `${FULL.simNodes}; ${QUICK.simNodes} with --quick` }), // prettier-ignore
+    "sim-endpoints": int({ help: "endpoints per simulated node", min: 0, max: 250, shown: `${FULL.simEndpoints}; ${QUICK.simEndpoints} with --quick` }), // prettier-ignore
+    "label-sets": int({ help: "label sets of the simulated endpoints", min: 0, max: 10_000, shown: `${FULL.labelSets}; ${QUICK.labelSets} with --quick` }), // prettier-ignore
+    creates: int({ help: "creates timed for propagation", min: 0, max: 1000, shown: `${FULL.creates}; ${QUICK.creates} with --quick` }), // prettier-ignore
+    "new-label-creates": int({ help: "creates with a label set of their own", min: 0, max: 1000, shown: `${FULL.newLabelCreates}; ${QUICK.newLabelCreates} with --quick` }), // prettier-ignore
+    applies: int({ help: "policy applies timed", min: 0, max: 1000, shown: `${FULL.applies}; ${QUICK.applies} with --quick` }), // prettier-ignore
+    "idle-seconds": int({ help: "window of the idle agent CPU", min: 0, max: 600, shown: `${FULL.idleSeconds}; ${QUICK.idleSeconds} with --quick` }), // prettier-ignore
+    prefix: text({ help: "stem of the scratch namespaces", value: "STEM", default: FULL.stem, pattern: /^[a-z][a-z0-9]{1,5}$/, what: "2-6 lower-case letters and digits, a letter first" }), // prettier-ignore
+  },
+} as const;
+
+/** The settings of a run from its flags (bench/cli.ts checked each value against its range). */
+export function clusterSettings(f: FlagValues<typeof CLUSTER_SPEC.flags>): ClusterSettings {
+  const s = f.quick ? QUICK : FULL;
+  return {
+    simNodes: f["sim-nodes"] ?? s.simNodes,
+    simEndpoints: f["sim-endpoints"] ?? s.simEndpoints,
+    labelSets: Math.max(1, f["label-sets"] ?? s.labelSets),
+    creates: f.creates ?? s.creates,
+    newLabelCreates: f["new-label-creates"] ?? s.newLabelCreates,
+    applies: f.applies ?? s.applies,
+    idleSeconds: f["idle-seconds"] ?? s.idleSeconds,
+    stem: f.prefix,
   };
-  for (const a of argv) {
-    const [k, v = ""] = a.split("=", 2) as [string, string?];
-    switch (k) {
-      case "--quick":
-        break;
-      case "--sim-nodes":
-        s = { ...s, simNodes: num(v, k, 100) };
-        break;
-      case "--sim-endpoints":
-        s = { ...s, simEndpoints: num(v, k, 250) };
-        break;
-      case "--label-sets":
-        s = { ...s, labelSets: Math.max(1, num(v, k, 10_000)) };
-        break;
-      case "--creates":
-        s = { ...s, creates: num(v, k, 1000) };
-        break;
-      case "--new-label-creates":
-        s = { ...s, newLabelCreates: num(v, k, 1000) };
-        break;
-      case "--applies":
-        s = { ...s, applies: num(v, k, 1000) };
-        break;
-      case "--idle-seconds":
-        s = { ...s, idleSeconds: num(v, k, 600) };
-        break;
-      case "--prefix":
-        if (!/^[a-z][a-z0-9]{1,5}$/.test(v)) throw new Error("--prefix: 2-6 lower-case letters and digits");
-        s = { ...s, stem: v };
-        break;
-      default:
-        throw new Error(`unknown option ${a}`);
-    }
-  }
-  return s;
 }

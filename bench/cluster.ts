@@ -25,7 +25,8 @@ import { loadavg } from "node:os";
 import { Probe } from "../src/probe/probe.js";
 import type { EtcdStore, StoreLease } from "../src/store/etcd.js";
 import { applyText, applyPolicy, PROBE_POLICY, RealizedWatch } from "./cluster-apply.js";
-import { parseClusterArgs, type ClusterSettings } from "./cluster-args.js";
+import { CLUSTER_SPEC, clusterSettings, type ClusterSettings } from "./cluster-args.js";
+import { benchArgs } from "./cli.js";
 import { etcdWrites, writesPer } from "./cluster-etcd.js";
 import { untilKernel } from "./cluster-kernel.js";
 import { cpuMs, rssMiB, startClusterLab, type ClusterLab } from "./cluster-lab.js";
@@ -255,17 +256,10 @@ async function run(lab: ClusterLab, kv: EtcdStore, s: ClusterSettings): Promise<
 }
 
 async function main(): Promise<void> {
+  const s: ClusterSettings = clusterSettings(benchArgs(CLUSTER_SPEC).flags);
   if (process.getuid?.() !== 0) return out({ skipped: "needs root (network namespaces, nftables)" });
   for (const bin of ["ip", "nft", "etcd"])
     if (!has(bin)) return out({ skipped: `needs ${bin} (scripts/install-system-deps.sh)` });
-  let s: ClusterSettings;
-  try {
-    s = parseClusterArgs(process.argv.slice(2));
-  } catch (e) {
-    out({ figure: "error", error: (e as Error).message, ok: false });
-    process.exitCode = 2;
-    return;
-  }
   const prefix = s.stem + randomBytes(3).toString("hex");
   let lab: ClusterLab | undefined;
   let kv: EtcdStore | undefined;

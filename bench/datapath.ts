@@ -19,7 +19,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
-import { startAgent, type AgentOptions } from "../src/agent/run.js";
+import type { AgentOptions } from "../src/agent/run.js";
 import { createEndpoint, createNode } from "../src/datapath/endpoint.js";
 import { runRaw } from "../src/datapath/exec.js";
 import { cleanupPrefix } from "../src/datapath/netns.js";
@@ -27,6 +27,7 @@ import { Reconciler } from "../src/datapath/reconcile.js";
 import type { DatapathState, PolicySegment } from "../src/datapath/types.js";
 import { Probe } from "../src/probe/probe.js";
 import { EmbeddedStore } from "../src/store/embedded.js";
+import { benchArgs, custom, int, text } from "./cli.js";
 import { seedEndpoints } from "./scale-world.js";
 import {
   abTraffic,
@@ -40,6 +41,10 @@ import {
   trafficFigures,
   type Pin,
 } from "./traffic.js";
+
+/** The agent's modules load once the command line is read: --help answers without them (~2 s of CPU). */
+const startAgent: typeof import("../src/agent/run.js").startAgent = async (...a) =>
+  (await import("../src/agent/run.js")).startAgent(...a);
 
 const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "datapath", ...o }));
 // ---- part 1: traffic with and without Membrane -------------------------------------------
@@ -274,19 +279,37 @@ async function agentLatency(prefix: string, applies: number, capMs: number): Pro
 
 // ---- main ----------------------------------------------------------------------------------
 
+const SPEC = {
+  script: "datapath",
+  runner: "datapath",
+  measures: "What Membrane's nftables table costs traffic (TCP throughput and request/response rate, no table vs 10,000 identities, ABBA rounds, paired ratios), and policy apply -> enforced latency through the agent at 100 and 1,000 endpoints. One JSON line per figure.", // prettier-ignore
+  root: "scratch namespaces and nftables tables; needs iperf3",
+  args: {
+    usage: "[traffic|agent ...]",
+    help: "only these parts (default: both)",
+    min: 0,
+    max: 2,
+    check: (a: readonly string[]) =>
+      a.every((x) => x === "traffic" || x === "agent")
+        ? undefined
+        : `${a.join(" ")}: name traffic and/or agent`,
+  },
+  flags: {
+    rounds: int({ help: "ABBA rounds of the traffic figures", min: 1, max: 20, default: 4 }),
+    seconds: int({ help: "seconds per traffic window", min: 1, max: 30, default: 5 }),
+    pin: custom({ help: "CPUs of the traffic client and server, or none", value: "C,S|none", default: undefined as string | undefined, shown: "the bench's own choice", parse: (v) => (parsePin(v), v) }), // prettier-ignore
+    prefix: text({ help: "stem of the scratch namespaces", value: "STEM", default: "mbb", pattern: /^[a-z][a-z0-9]{1,5}$/, what: "2-6 lower-case letters and digits, a letter first" }), // prettier-ignore
+  },
+};
+
 async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
+  const { flags, args: only } = benchArgs(SPEC);
   if (process.getuid?.() !== 0) return out({ skipped: "needs root (network namespaces, nftables)" });
   for (const bin of ["ip", "nft"])
     if (!has(bin)) return out({ skipped: `needs ${bin} (apt-get install iproute2 nftables)` });
-  const prefixArg = argv.find((a) => a.startsWith("--prefix="))?.slice("--prefix=".length);
-  if (prefixArg !== undefined && !/^[a-z][a-z0-9]{1,5}$/.test(prefixArg))
-    throw new Error(`--prefix=${prefixArg}: give 2-6 lower-case letters and digits, a letter first`);
-  const prefix = (prefixArg ?? "mbb") + randomBytes(2).toString("hex");
-  const pin = parsePin(argv.find((a) => a.startsWith("--pin="))?.slice("--pin=".length));
-  const only = argv.filter((a) => !a.startsWith("--"));
-  const rounds = Number(argv.find((a) => a.startsWith("--rounds="))?.slice(9) ?? 4);
-  const seconds = Number(argv.find((a) => a.startsWith("--seconds="))?.slice(10) ?? 5);
+  const prefix = flags.prefix + randomBytes(2).toString("hex");
+  const pin = parsePin(flags.pin);
+  const { rounds, seconds } = flags;
   const onSignal = (): void => void cleanupPrefix(`${prefix}-`).finally(() => process.exit(130));
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);

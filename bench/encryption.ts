@@ -28,14 +28,23 @@ import { applyEncryptTable } from "../src/encryption/strict.js";
 import type { EncryptionStatus } from "../src/encryption/mode.js";
 import { cpuSeconds, pidsIn, sh, TRAFFIC } from "./encryption-window.js";
 import { median, r1 } from "./traffic-stats.js";
+import { benchArgs, choice, int } from "./cli.js";
 
-const arg = (name: string, def: number): number => {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a ? Number(a.split("=")[1]) : def;
-};
-const seconds = arg("seconds", 5);
-const rounds = arg("rounds", 3);
-const enc = process.argv.includes("--mode=ipsec") ? "ipsec" : "wireguard";
+const { flags } = benchArgs({
+  script: "encryption",
+  runner: "encryption",
+  measures: "Pod to pod between two lab nodes, side by side in rotating order: plaintext, the mode, the mode with strict mode. TCP Gbit/s (iperf3), request/response rate, CPU per Gbit. One JSON line with the medians, every window and the load.", // prettier-ignore
+  root: "a two-node lab: namespaces, nftables, the tunnel; needs iperf3",
+  notes: ["--mode=mtls-tunnel is another script: node dist/bench/mtls-tunnel.js (npm run bench -- encryption --mode=mtls-tunnel runs it)."], // prettier-ignore
+  flags: {
+    mode: choice({ help: "the encryption measured", choices: ["wireguard", "ipsec"], default: "wireguard" }),
+    seconds: int({ help: "seconds per window (iperf3 -t)", min: 1, max: 600, default: 5 }),
+    rounds: int({ help: "rounds (each runs every mode once)", min: 1, max: 100, default: 3 }),
+  },
+});
+const seconds = flags.seconds;
+const rounds = flags.rounds;
+const enc = flags.mode;
 const MODES = ["plaintext", "encrypted", "encrypted-strict"] as const;
 type Mode = (typeof MODES)[number];
 /** The tunnel's processes (wireguard-go, or charon) in the named namespaces. */

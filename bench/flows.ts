@@ -20,6 +20,7 @@ import { compileFilter } from "../src/observe/filter.js";
 import { FlowMetrics } from "../src/observe/metrics.js";
 import { NFULNL_MSG_PACKET, parseNetlink } from "../src/observe/nflog-msg.js";
 import { FlowRing } from "../src/observe/ring.js";
+import { benchArgs } from "./cli.js";
 
 function attr(type: number, value: Buffer): Buffer {
   const b = Buffer.alloc((4 + value.length + 3) & ~3);
@@ -135,7 +136,24 @@ export async function runFlowBench(
 }
 
 if (process.argv[1]?.endsWith("flows.js")) {
-  runFlowBench(process.argv[2] === undefined ? undefined : Number(process.argv[2])).then((r) =>
+  const { args } = benchArgs({
+    script: "flows",
+    runner: "flows",
+    measures: "The flow pipeline without the kernel: synthetic NFLOG datagrams through netlink parsing, decoding, enrichment, the filter, the ring and the metrics; events/s wall and per CPU-second. One JSON line.", // prettier-ignore
+    root: false,
+    args: {
+      usage: "[events]",
+      help: "how many flow events (default 200000)",
+      min: 0,
+      max: 1,
+      check: (a) =>
+        a.length === 0 || (/^\d+$/.test(a[0] ?? "") && Number(a[0]) > 0)
+          ? undefined
+          : `${a[0]}: give the events as a positive whole number`,
+    },
+    flags: {},
+  });
+  runFlowBench(args[0] === undefined ? undefined : Number(args[0])).then((r) =>
     console.log(JSON.stringify(r)),
   );
 }

@@ -14,6 +14,7 @@
 import { compileGateways } from "../src/gateway/compile.js";
 import { parseGatewayResources } from "../src/gateway/parse.js";
 import { GatewayServer } from "../src/gateway/server.js";
+import { benchArgs, forkedOnly } from "./cli.js";
 
 export function routesYaml(listenPort: number): string {
   return `apiVersion: gateway.networking.k8s.io/v1
@@ -68,5 +69,13 @@ async function main(upstreamPort: number, listenPort: number): Promise<void> {
 }
 
 if (process.argv[1]?.endsWith("/gateway-server.js")) {
-  void main(Number(process.argv[2]), Number(process.argv[3]));
+  const { args } = benchArgs({
+    script: "gateway-server",
+    measures: "Not a benchmark of its own: the gateway benchmark's system under test (gateway.js forks it with an IPC channel). Serves the bench's routes on 127.0.0.1:<listenPort> to the upstream and sends {port} once it listens.", // prettier-ignore
+    root: false,
+    args: { usage: "<upstreamPort> <listenPort>", help: "the upstream's port and the port to serve", min: 2, max: 2, check: (a) => (a.every((p) => /^\d+$/.test(p) && Number(p) >= 0 && Number(p) <= 65535) ? undefined : `${a.join(" ")}: give two port numbers (0-65535)`) }, // prettier-ignore
+    flags: {},
+  });
+  forkedOnly("gateway-server.js", "gateway.js");
+  void main(Number(args[0]), Number(args[1]));
 }

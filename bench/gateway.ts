@@ -27,6 +27,7 @@ import type { LoadResult, LoadSpec } from "./load.js";
 import { findNginx, startNginx, type Nginx } from "./nginx.js";
 import { cpuSeconds, forkReady, Rpc, startUpstream, stopChild, type Closable } from "./proxy-procs.js";
 import { summarisePhase, type PhaseSamples, type Sample } from "./proxy-report.js";
+import { benchArgs, int, num } from "./cli.js";
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
 const SATURATION = { connections: 16 } as const;
@@ -54,13 +55,6 @@ interface Target {
 }
 
 type Phase = "moderate" | "saturation";
-
-function option(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  const eq = process.argv.find((a) => a.startsWith(`${name}=`));
-  const v = eq !== undefined ? Number(eq.slice(name.length + 1)) : i < 0 ? NaN : Number(process.argv[i + 1]);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-}
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -177,7 +171,20 @@ export async function runGatewayBench(rounds: number, phaseMs: number): Promise<
 }
 
 if (process.argv[1]?.endsWith("/gateway.js")) {
-  runGatewayBench(option("--rounds", 5), option("--seconds", 2) * 1000).then(
+  const { flags } = benchArgs({
+    script: "gateway",
+    runner: "gateway",
+    measures: "Membrane's Gateway API gateway vs nginx configured for the same routes, on loopback, same run, rounds interleaved: requests/s and added p50/p99 at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line, with the load.", // prettier-ignore
+    root: false,
+    notes: [
+      "Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped.",
+    ],
+    flags: {
+      rounds: int({ help: "rounds (each runs every target once per phase)", min: 1, max: 100, default: 5 }),
+      seconds: num({ help: "seconds per phase and target", min: 0.1, max: 600, default: 2 }),
+    },
+  });
+  runGatewayBench(flags.rounds, flags.seconds * 1000).then(
     (r) => console.log(JSON.stringify(r)),
     (e: unknown) => {
       console.error(e);

@@ -12,6 +12,7 @@ import { createInterface } from "node:readline";
 import { HubbleServer } from "../src/observe/hubble/server.js";
 import { FlowRing } from "../src/observe/ring.js";
 import type { Flow } from "../src/observe/flow.js";
+import { benchArgs } from "./cli.js";
 
 export function benchFlow(ms: number, node: string, i: number): Flow {
   return {
@@ -46,14 +47,23 @@ export function benchFlow(ms: number, node: string, i: number): Flow {
 }
 
 async function main(): Promise<void> {
-  const [dir, nodesArg, rateArg, secondsArg] = process.argv.slice(2);
+  const { args } = benchArgs({
+    script: "hubble-nodes",
+    measures: "Not a benchmark of its own: the simulated nodes of the relay benchmark (hubble.js runs it). NODES rings, each served by the agent's HubbleServer on a unix socket in DIR, filled at RATE flows/s per node for SECONDS once \"go\" arrives on standard input; then one JSON line of what each node pushed. Exits when standard input closes.", // prettier-ignore
+    root: false,
+    args: {
+      usage: "DIR NODES RATE SECONDS",
+      help: "the sockets' directory, nodes, flows/s per node, seconds",
+      min: 4,
+      max: 4,
+      check: (a) => (a.slice(1).every((x) => Number(x) > 0) ? undefined : `${a.slice(1).join(" ")}: give positive NODES RATE SECONDS`), // prettier-ignore
+    },
+    flags: {},
+  });
+  const [dir = "", nodesArg, rateArg, secondsArg] = args;
   const nodes = Number(nodesArg);
   const rate = Number(rateArg);
   const seconds = Number(secondsArg);
-  if (dir === undefined || !(nodes > 0) || !(rate > 0) || !(seconds > 0)) {
-    console.error("usage: hubble-nodes.js DIR NODES RATE SECONDS");
-    process.exit(2);
-  }
   const rings: FlowRing[] = [];
   const servers: HubbleServer[] = [];
   for (let i = 1; i <= nodes; i++) {

@@ -34,11 +34,8 @@ import { FLOW_CONTROL_WINDOW } from "../src/observe/hubble/client.js";
 import { startRelay } from "../src/relay/relay.js";
 import { runFlowBench } from "./flows.js";
 import { benchFlow } from "./hubble-nodes.js";
+import { benchArgs, choice, int } from "./cli.js";
 
-const arg = (name: string, def: number): number => {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a === undefined ? def : Number(a.slice(name.length + 3));
-};
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const load = (): number => +(loadavg()[0] ?? 0).toFixed(2);
 
@@ -297,10 +294,29 @@ async function pipelineSection(): Promise<Record<string, unknown>> {
   };
 }
 
+const SPEC = {
+  script: "hubble",
+  runner: "hubble",
+  measures: "Hubble's Observer API and the relay: the per-flow cost of encoding (direct writer vs reflective), flows/s over gRPC from an agent's Observer API, simulated nodes through the relay's merge (arrived, counted lost, unaccounted), and the flow pipeline. One JSON line per section.", // prettier-ignore
+  root: false as const,
+  flags: {
+    seconds: int({ help: "seconds the relay's simulated nodes push", min: 1, max: 3600, default: 10 }),
+    rate: int({ help: "flows/s per simulated node", min: 1, max: 10_000_000, default: 20_000 }),
+    nodes: int({ help: "simulated nodes behind the relay", min: 1, max: 100, default: 3 }),
+    only: choice({
+      help: "one section only",
+      choices: ["relay", "grpc", "pipeline"],
+      shown: "every section",
+    }),
+  },
+};
+
 async function main(): Promise<void> {
-  const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7);
+  const { flags } = benchArgs(SPEC);
+  const only = flags.only;
+  const relay = (): ReturnType<typeof relaySection> => relaySection(flags.nodes, flags.rate, flags.seconds);
   if (only === "relay") {
-    console.log(JSON.stringify(await relaySection(arg("nodes", 3), arg("rate", 20_000), arg("seconds", 10))));
+    console.log(JSON.stringify(await relay()));
     return;
   }
   if (only === "pipeline") {
@@ -313,7 +329,7 @@ async function main(): Promise<void> {
   }
   console.log(JSON.stringify(encodeSection()));
   console.log(JSON.stringify(await grpcSection()));
-  console.log(JSON.stringify(await relaySection(arg("nodes", 3), arg("rate", 20_000), arg("seconds", 10))));
+  console.log(JSON.stringify(await relay()));
   console.log(JSON.stringify(await pipelineSection()));
 }
 

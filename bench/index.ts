@@ -1,58 +1,86 @@
 /**
- * `npm run bench`: every benchmark, one JSON line each.
+ * `npm run bench`: every benchmark, one JSON line each (or the named ones).
  *
- * The policy-core runs each size in its own process so that peak memory is
- * that configuration's alone. Benchmarks of the kernel path need root and
- * compare with and without Membrane side by side in the same run.
+ *   argv --selected (route.ts)--> benchmarks --their flags (each script's --help-json, asked in
+ *   the sandbox: sandbox.ts)--> route: each gets only the flags it declares --> the scripts check
+ *   the values (--help-json with the flags, in the sandbox) --> run one after another
  *
- *   npm run bench                                        every benchmark
- *   npm run bench -- scale --endpoints=250,1000 --quick  one, with its options
- *   npm run bench -- layout                              the layout measurement (only when named)
- *   npm run bench -- cluster --quick                     the cluster benchmark's smoke size
- *   npm run bench -- ui                                  the service map in chromium
- *   npm run bench -- encryption --seconds=5 --rounds=3 [--mode=ipsec]   plaintext vs WireGuard (or IPsec) vs +strict: Gbit/s, rr/s, CPU per Gbit
- *   npm run bench -- encryption --mode=mtls-tunnel       plaintext vs the mTLS tunnel vs +strict vs wireguard-go, one run
- *   npm run bench -- gateway                             the gateway vs nginx with the same routes
- *   npm run bench -- proxy --rounds=5 --baseline=DIST    L7/DNS proxy vs nginx, one worker and one per CPU, vs another build
- *   npm run bench -- auth [--nodes 2]                   mutual authentication: first/later connection vs no auth (one node, or across two)
- *   npm run bench -- runtime-kill [--kills=300 --rounds=3 --quick]   syscall -> kill latency (kernel view), open-loop cost
- *   npm run bench -- runtime-events [--execs=2000 --rounds=3 --quick] exec-loop overhead, events/s with losses
- *   npm run bench -- runtime-rate [--rates=25000,50000,75000,0 --seconds=5 --procs=2]  policy events/s through the agent's pipeline
- *   npm run bench -- runtime-overhead [--rounds=7 --execs=1000 --opens=200000]  exec/open loop: off vs events vs + a policy
- *   npm run bench -- --help                              this list (runs nothing)
+ * A flag no named benchmark declares, a word that names none, or a value a script refuses stops
+ * the run before anything is measured or created (exit 2). The policy-core runs each size in its
+ * own process so that peak memory is that configuration's alone. Benchmarks of the kernel path
+ * need root and compare with and without Membrane side by side in the same run.
+ *
+ *   npm run bench                                        every benchmark (hours)
+ *   npm run bench -- scale --endpoints=250,1000 --quick  one, with its flags
+ *   npm run bench -- --help                              the list (runs nothing)
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { isMembraneError } from "../src/errors.js";
+import type { BenchDeclaration } from "./cli.js";
+import { RUNNERS, type RunnerEntry } from "./registry.js";
+import { route, selected, type Step } from "./route.js";
+import { askSandboxed, sandboxFlags } from "./sandbox.js";
 
-/** The names this runner knows, for --help (each runs with `npm run bench -- NAME [options]`). */
-const NAMES =
-  "policy-core datapath flows proxy hubble layout scale runtime-events runtime-kill runtime-rate runtime-overhead auth gateway lb cni encryption cluster ui";
+const here = (script: string): string => fileURLToPath(new URL(`./${script}.js`, import.meta.url));
 
-if (process.argv.includes("--help") || process.argv.includes("-h")) {
-  console.log(`Usage: npm run bench -- [NAME...] [--option=value...]
+function help(): string {
+  const w = Math.max(...RUNNERS.map((r) => r.name.length)) + 2;
+  return `usage: npm run bench -- [NAME...] [--<flag>=<value>...]    (or: node dist/bench/index.js ...)
 
-Runs every benchmark (root for the kernel ones; hours in all), or only those named; one JSON line each.
-Names: ${NAMES}
-(layout and encryption run only when named). Options go to the named benchmarks, e.g.:
-  npm run bench -- runtime-kill --kills=300 --rounds=4     syscall -> kill latency, kernel view (p50/p99)
-  npm run bench -- runtime-events --execs=2000 --rounds=3  exec-loop overhead (< 5%), events/s (>= 50,000)
-  npm run bench -- runtime-rate --seconds=5                TracingPolicy events/s through the agent's pipeline, losses
-  npm run bench -- runtime-overhead --rounds=7             exec/open loop CPU: off vs events vs + a policy (pair ratios)
-  npm run bench -- scale --endpoints=250,1000 --quick
-  npm run bench -- proxy --rounds=5 --baseline=DIST        L7/DNS proxy vs nginx (and DIST: another build's dist)
-Report the load average beside any figure: this machine is shared.`);
-  process.exit(0);
+Runs every benchmark (root for the kernel ones; hours in all), or only the named ones; JSON lines on
+stdout. Each benchmark gets only the flags its script declares; a flag none of the named ones takes,
+or a bad value, stops the run before anything starts (exit 2).
+Benchmarks (* only when named):
+${RUNNERS.map((r) => `  ${(r.name + (r.onlyWhenNamed ? "*" : "")).padEnd(w)}${r.about}`).join("\n")}
+Examples:
+${RUNNERS.map((r) => `  npm run bench -- ${r.example}`).join("\n")}
+Each benchmark's flags, defaults and needs: node dist/bench/<script>.js --help (e.g. dist/bench/scale.js).
+Flags:
+  -h, --help   print this list and exit; runs and creates nothing
+Report the load average beside any figure: this machine is shared.
+`;
 }
 
-const here = (f: string): string => fileURLToPath(new URL(f, import.meta.url));
-const only = process.argv.slice(2).filter((a) => !a.startsWith("--"));
-/** Options (`--endpoints=250`, `--quick`) go to the benchmarks that take them (scale). */
-const flags = process.argv.slice(2).filter((a) => a.startsWith("--"));
-const want = (name: string): boolean => only.length === 0 || only.includes(name);
+function stop(message: string): never {
+  process.stderr.write(`${message}\n`);
+  process.exit(2);
+}
 
-function child(script: string, args: string[]): void {
-  const r = spawnSync(process.execPath, ["--expose-gc", here(script), ...args], {
+/** The flags of each benchmark's script, asked in the sandbox (it cannot create anything). */
+async function declarations(entries: readonly RunnerEntry[]): Promise<Map<string, BenchDeclaration>> {
+  const out = new Map<string, BenchDeclaration>();
+  const ask = async (e: RunnerEntry): Promise<void> => {
+    const a = await askSandboxed(here(e.script), ["--help-json"]);
+    try {
+      out.set(e.script, JSON.parse(a.stdout) as BenchDeclaration);
+    } catch {
+      stop(
+        `Cannot run the benchmarks: dist/bench/${e.script}.js did not declare its flags (exit ${a.code})\n${a.stderr}`,
+      );
+    }
+  };
+  // Two at a time: each is a node process loading its script's modules.
+  for (let i = 0; i < entries.length; i += 2) await Promise.all(entries.slice(i, i + 2).map(ask));
+  return out;
+}
+
+/** Each script checks the values it was given (--help-json with them: exit 2 names a bad one). */
+async function checkValues(steps: readonly Step[]): Promise<void> {
+  for (const s of steps) {
+    if (s.flags.length === 0) continue;
+    const a = await askSandboxed(here(s.entry.script), ["--help-json", ...s.flags]);
+    if (a.code !== 0) stop(a.stderr.trimEnd());
+  }
+}
+
+/** Run in the sandbox itself (a test), the runner starts its benchmarks in it too: they cannot create anything. */
+const sandboxed = (process as { permission?: unknown }).permission !== undefined;
+
+function child(script: string, args: readonly string[]): void {
+  const node = [...(sandboxed ? sandboxFlags() : []), "--expose-gc"];
+  const r = spawnSync(process.execPath, [...node, here(script), ...args], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -63,15 +91,18 @@ function child(script: string, args: string[]): void {
   process.stdout.write(r.stdout);
 }
 
-if (want("policy-core")) {
+function run(s: Step): void {
+  if (s.entry.name !== "policy-core") {
+    if (existsSync(here(s.entry.script))) child(s.entry.script, s.flags);
+    return;
+  }
   for (const [eps, pols] of [
     [1000, 100],
     [1000, 1000],
     [10000, 100],
     [10000, 1000],
-  ] as const) {
-    child("./policy-core.js", [String(eps), String(pols)]);
-  }
+  ] as const)
+    child("policy-core", [...s.flags, String(eps), String(pols)]);
   console.log(
     JSON.stringify({
       bench: "policy-core",
@@ -80,58 +111,24 @@ if (want("policy-core")) {
   );
 }
 
-for (const [name, file] of [
-  ["datapath", "./datapath.js"],
-  ["flows", "./flows.js"],
-  ["proxy", "./proxy.js"],
-  // Hubble's Observer API and the relay: encoding, flows/s over gRPC, the relay's merge (issue 14).
-  ["hubble", "./hubble.js"],
-] as const) {
-  // The proxy bench takes options (--rounds=, --seconds=, --workers=, --baseline=).
-  if (want(name) && existsSync(here(file))) child(file, name === "proxy" ? flags : []);
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(help());
+    return;
+  }
+  const entries = selected(argv);
+  // Only a command line with flags needs the declarations (a word that names nothing is refused without).
+  const decl = argv.some((a) => a.startsWith("-")) ? await declarations(entries) : new Map();
+  let steps: Step[];
+  try {
+    steps = route(argv, entries, decl);
+  } catch (e) {
+    if (!isMembraneError(e)) throw e;
+    stop(e.describe());
+  }
+  await checkValues(steps);
+  for (const s of steps) run(s);
 }
 
-// The measurement behind the datapath's layout (src/datapath/compile.ts): about 40 minutes, so only
-// when named: `npm run bench -- layout`.
-if (only.includes("layout")) child("./layout.js", flags);
-
-// The agent at cluster scale: 250 and 1,000 endpoints, 50,000 remote addresses (issue 10 item 6).
-if (want("scale")) child("./scale.js", flags);
-
-// Runtime events: exec-loop overhead of the process event source, records/s and losses (issue 15).
-if (want("runtime-events")) child("./runtime-events.js", flags);
-
-// Runtime enforcement: latency from the offending syscall to the kill, and the open-loop cost (issue 15).
-if (want("runtime-kill")) child("./runtime-kill.js", flags);
-
-// TracingPolicy events/s through the agent's pipeline, loss counted in the kernel (issue 15 item 7).
-if (want("runtime-rate")) child("./runtime-rate.js", flags);
-
-// The workload's CPU per exec / open with runtime events and a kill policy, median of pair ratios (issue 15).
-if (want("runtime-overhead")) child("./runtime-overhead.js", flags);
-
-// Mutual authentication: first connection of a new pair (held, prefilled), later ones, a rule without auth;
-// `auth --nodes 2` across two nodes of a lab cluster, with handshakes per second (issue 12 item 8).
-if (want("auth")) child("./auth.js", flags);
-
-// The gateway vs nginx configured for the same routes: requests/s, added p50/p99 (issue 16 item 8).
-if (want("gateway")) child("./gateway.js", flags);
-
-// Services in the kernel: ClusterIP vs direct, one backend change among 10,000 services (issue 16 item 8).
-if (want("lb")) child("./lb.js", flags);
-
-// membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
-if (want("cni")) child("./cni.js", flags);
-
-// Pod-to-pod TCP between two lab nodes: plaintext vs WireGuard (or IPsec: --mode=ipsec) vs the same + strict mode;
-// --mode=mtls-tunnel: plaintext vs the mTLS node tunnel vs the same + strict vs wireguard-go (issue 13 item 7).
-const mtls = flags.includes("--mode=mtls-tunnel");
-if (only.includes("encryption")) child(mtls ? "./mtls-tunnel.js" : "./encryption.js", flags);
-if (only.includes("mtls-tunnel") && !mtls) child("./mtls-tunnel.js", flags);
-
-// Three real nodes on etcd with 100 simulated nodes x 100 endpoints: propagation, etcd writes per
-// endpoint, agent memory and CPU, policy apply on every node (issue 11 item 11).
-if (want("cluster")) child("./cluster.js", flags);
-
-// The service map in chromium: first render of 500 workloads / 2,000 edges, live update (issue 14 item 7).
-if (want("ui")) child("./ui.js", flags);
+await main();

@@ -5,7 +5,7 @@
  *
  *   node dist/bench/layout.js [--rounds 3] [--endpoints 1000] [--pods 50000] [--flows 30000]
  *                             [--samples FILE: every sample appended as it is measured] [--lookup-only]
- *   npm run bench layout
+ *   npm run bench -- layout
  *
  * Candidates (bench/layout-nft.ts): policy maps A (per endpoint, 4 per
  * direction, today), A2 (per endpoint, only the non-empty ones), B (shared,
@@ -42,16 +42,25 @@ import {
   trafficSkipReason,
   type TrafficLab,
 } from "./layout-traffic.js";
+import { benchArgs, flag, int, text } from "./cli.js";
 
 const TABLE = "mbl";
 const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "layout", ...o }));
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i >= 0 ? Number(process.argv[i + 1]) : dflt;
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} needs a positive integer`);
-  return v;
-}
+const { flags } = benchArgs({
+  script: "layout",
+  runner: "layout",
+  measures: "Which nftables layout costs what at 1,000 endpoints and 50,000 ipcache entries: per candidate (policy maps A, A2, B; ipcache flat or hash) full load, one-element updates, removing an endpoint, read-backs, and new flows/s through the node, conditions alternating within each round (~40 min). One JSON line per figure, a table on stderr.", // prettier-ignore
+  root: "a scratch node namespace and nftables tables built directly",
+  flags: {
+    rounds: int({ help: "rounds (each runs every candidate)", min: 1, max: 100, default: 3 }),
+    endpoints: int({ help: "endpoints", min: 1, max: 100_000, default: 1000 }),
+    pods: int({ help: "remote pods in the ipcache", min: 1, max: 1_000_000, default: 50_000 }),
+    flows: int({ help: "new flows per traffic sample", min: 1, max: 10_000_000, default: 30_000 }),
+    samples: text({ help: "append every sample to FILE as it is measured", value: "FILE", shown: "none", pattern: /^[^\0]+$/, what: "a file name" }), // prettier-ignore
+    "lookup-only": flag("load each candidate and measure the packet path only (no updates, no read-backs)"),
+  },
+});
 
 const CANDIDATES: Candidate[] = [
   { name: "A", policy: "A", ipcache: "flat" },
@@ -65,11 +74,8 @@ const CANDIDATES: Candidate[] = [
 const samples = new Map<string, Map<string, number[]>>();
 const units = new Map<string, string>();
 /** --lookup-only: load each candidate and measure the packet path only (no updates, no read-backs). */
-const lookupOnly = process.argv.includes("--lookup-only");
-const samplesFile = ((): string | undefined => {
-  const i = process.argv.indexOf("--samples");
-  return i >= 0 ? process.argv[i + 1] : undefined;
-})();
+const lookupOnly = flags["lookup-only"];
+const samplesFile = flags.samples;
 function record(cond: string, figure: string, value: number, unit = "ms"): void {
   // Every sample as it comes (--samples FILE): a long run that is stopped keeps what it measured.
   if (samplesFile)
@@ -211,9 +217,8 @@ async function main(): Promise<void> {
     out({ skipped: "needs root (network namespaces, nftables)" });
     return;
   }
-  const rounds = arg("rounds", 3);
-  const flows = arg("flows", 30_000);
-  const w = makeWorkload(arg("endpoints", 1000), arg("pods", 50_000));
+  const { rounds, flows } = flags;
+  const w = makeWorkload(flags.endpoints, flags.pods);
   const prefix = "mbl" + randomBytes(3).toString("hex");
   const cleanup = (): Promise<string[]> => cleanupPrefix(prefix);
   process.on("SIGINT", () => {

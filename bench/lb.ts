@@ -1,6 +1,7 @@
 /**
  * Services in the kernel (needs root; outside CI):
  * `npm run bench -- lb [--rounds=4] [--seconds=5] [--services=10000] [--changes=10] [--change-only] [--no-whole]`
+ * (`node dist/bench/lb.js --help`: every flag with its default)
  *
  * 1. ClusterIP vs direct to the backend, side by side in one run (ABBA rounds, paired ratios):
  *    TCP throughput (iperf3), request/response rate on one connection, and new connections
@@ -26,20 +27,43 @@ import { desiredLb } from "../src/lb/desired.js";
 import { LbModel } from "../src/lb/model.js";
 import type { LbService, LbSlice } from "../src/lb/types.js";
 import { abTraffic, IPERF_PORT, median, parsePin, RR_PORT, r1, trafficFigures } from "./traffic.js";
+import { benchArgs, flag, int } from "./cli.js";
 
 const out = (o: Record<string, unknown>): void => console.log(JSON.stringify({ bench: "lb", ...o }));
 const self = fileURLToPath(import.meta.url);
 const VIP = "10.96.0.100";
 const CONN_PORT = 5400;
 
+const SPEC = {
+  script: "lb",
+  runner: "lb",
+  measures: "Services in the kernel: ClusterIP vs direct to the backend, side by side (ABBA rounds, paired ratios: TCP throughput, request/response rate, new connections/s); and the cost of changing one backend among N services x 10 backends, incremental vs the whole state, and of draining one. One JSON line per figure.", // prettier-ignore
+  root: "scratch namespaces (hlbb<hex>) and nftables tables; needs iperf3",
+  notes: ["Internal modes (run by the bench itself in a namespace): --conn-server; --conn-client HOST MS."],
+  args: { usage: "[HOST MS]", help: "with --conn-client only", min: 0, max: 2 },
+  flags: {
+    rounds: int({ help: "ABBA rounds of the ClusterIP figures", min: 1, max: 100, default: 4 }),
+    seconds: int({ help: "seconds per traffic window", min: 1, max: 600, default: 5 }),
+    services: int({ help: "services for the backend-change figure", min: 1, max: 100_000, default: 10_000 }),
+    changes: int({ help: "backend changes timed", min: 1, max: 10_000, default: 10 }),
+    "change-only": flag("only the backend-change figure (no traffic)"),
+    "no-whole": flag("leave out computing the whole state beside the incremental change"),
+    "conn-server": flag("internal: a server that closes each connection"),
+    "conn-client": flag("internal: open connections to HOST one after another for MS ms, print the rate"),
+  },
+};
+
 /** Child modes: a server that closes each connection; a client that opens them one after another. */
-async function childMode(argv: string[]): Promise<boolean> {
-  if (argv[0] === "--conn-server") {
+async function childMode(
+  flags: { "conn-server": boolean; "conn-client": boolean },
+  args: readonly string[],
+): Promise<boolean> {
+  if (flags["conn-server"]) {
     net.createServer((s) => s.end()).listen(CONN_PORT, () => console.log("ready"));
     return true;
   }
-  if (argv[0] === "--conn-client") {
-    const [host = "", ms = "3000"] = argv.slice(1);
+  if (flags["conn-client"]) {
+    const [host = "", ms = "3000"] = args;
     const end = Date.now() + Number(ms);
     let n = 0;
     while (Date.now() < end) {
@@ -322,18 +346,12 @@ async function backendChange(
 }
 
 async function main(): Promise<void> {
-  if (await childMode(process.argv.slice(2))) return;
-  const arg = (k: string, d: number): number =>
-    Number(process.argv.find((a) => a.startsWith(`--${k}=`))?.split("=")[1] ?? d);
+  const { flags, args } = benchArgs(SPEC);
+  if (await childMode(flags, args)) return;
   const prefix = "hlbb" + randomBytes(2).toString("hex");
   try {
-    if (!process.argv.includes("--change-only")) await clusterIp(prefix, arg("rounds", 4), arg("seconds", 5));
-    await backendChange(
-      prefix,
-      arg("services", 10000),
-      arg("changes", 10),
-      !process.argv.includes("--no-whole"),
-    );
+    if (!flags["change-only"]) await clusterIp(prefix, flags.rounds, flags.seconds);
+    await backendChange(prefix, flags.services, flags.changes, !flags["no-whole"]);
   } finally {
     await cleanupPrefix(prefix + "-");
   }

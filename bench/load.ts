@@ -18,6 +18,7 @@
  *           MAX_CATCH_UP_MS while it was descheduled are skipped (counted),
  *           not sent as one burst.
  */
+import { benchArgs, forkedOnly } from "./cli.js";
 import { openChannel, type Channel, type ChannelKind } from "./load-channels.js";
 
 export interface LoadSpec {
@@ -211,4 +212,13 @@ function serve(): void {
   process.send?.({ ready: true });
 }
 
-if (process.argv[1]?.endsWith("/load.js")) serve();
+if (process.argv[1]?.endsWith("/load.js")) {
+  benchArgs({
+    script: "load",
+    measures: "Not a benchmark of its own: the proxy and gateway benchmarks' load generator, forked by them with an IPC channel; answers each load request with its result.", // prettier-ignore
+    root: false,
+    flags: {},
+  });
+  forkedOnly("load.js", "proxy.js or gateway.js");
+  serve();
+}

@@ -21,14 +21,24 @@ import { applyEncryptTable } from "../src/encryption/strict.js";
 import type { EncryptionStatus } from "../src/encryption/mode.js";
 import { measure, pidsIn, TRAFFIC, type Measured } from "./encryption-window.js";
 import { median, r1 } from "./traffic-stats.js";
+import { benchArgs, choice, flag, int } from "./cli.js";
 
-const arg = (name: string, def: number): number => {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a ? Number(a.split("=")[1]) : def;
-};
-const seconds = arg("seconds", 5);
-const rounds = arg("rounds", 3);
-const withWg = !process.argv.includes("--no-wireguard");
+const { flags } = benchArgs({
+  script: "mtls-tunnel",
+  runner: "mtls-tunnel",
+  measures: "Pod to pod between two lab nodes, side by side in rotating order: plaintext, the mTLS node tunnel, the tunnel with strict mode, wireguard-go (a second lab). TCP Gbit/s, request/response rate, CPU per Gbit. One JSON line with the medians, every window and the load.", // prettier-ignore
+  root: "two-node labs: namespaces, nftables, the tunnels; needs iperf3",
+  notes: ["Also: npm run bench -- encryption --mode=mtls-tunnel."],
+  flags: {
+    mode: choice({ help: "the only mode of this script (so that encryption's --mode may be passed on)", choices: ["mtls-tunnel"], default: "mtls-tunnel" }), // prettier-ignore
+    seconds: int({ help: "seconds per window (iperf3 -t)", min: 1, max: 600, default: 5 }),
+    rounds: int({ help: "rounds (each runs every mode once)", min: 1, max: 100, default: 3 }),
+    "no-wireguard": flag("leave wireguard-go out (no second lab)"),
+  },
+});
+const seconds = flags.seconds;
+const rounds = flags.rounds;
+const withWg = !flags["no-wireguard"];
 type Mode = "plaintext" | "mtls-tunnel" | "mtls-tunnel-strict" | "wireguard-go";
 type Win = Measured & { mode: Mode; round: number };
 

@@ -13,6 +13,7 @@ import { Selector } from "../src/labels/selector.js";
 import { parsePrefix } from "../src/labels/cidr.js";
 import { PolicyEngine } from "../src/policy/engine.js";
 import type { PolicyResource, Rule, RuleElement } from "../src/policy/types.js";
+import { benchArgs } from "./cli.js";
 
 const NS_KEY = "io.kubernetes.pod.namespace";
 
@@ -163,7 +164,20 @@ export function run(endpoints: number, policies: number) {
   };
 }
 
-if (process.argv[1]?.endsWith("policy-core.js") && process.argv.length >= 4) {
-  const r = run(Number(process.argv[2]), Number(process.argv[3]));
-  console.log(JSON.stringify(r));
+if (process.argv[1]?.endsWith("policy-core.js")) {
+  const { args } = benchArgs({
+    script: "policy-core",
+    runner: "policy-core",
+    measures: "The policy core: full resolution of a cluster-shaped world of N endpoints x P policies, then the incremental cost of one label change and one added policy (p50/p99), with peak RSS. One JSON line. npm run bench runs 1,000-10,000 x 100-1,000, each size in its own process.", // prettier-ignore
+    root: false,
+    args: {
+      usage: "<endpoints> <policies>",
+      help: "the world's size",
+      min: 2,
+      max: 2,
+      check: (a) => (a.every((x) => /^\d+$/.test(x) && Number(x) > 0) ? undefined : `${a.join(" ")}: give two positive whole numbers`), // prettier-ignore
+    },
+    flags: {},
+  });
+  console.log(JSON.stringify(run(Number(args[0]), Number(args[1]))));
 }

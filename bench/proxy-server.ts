@@ -15,6 +15,7 @@ import type { AddressInfo } from "node:net";
 import { DnsProxy } from "../src/proxy/dns/proxy.js";
 import { handleHttpConnection } from "../src/proxy/http/proxy.js";
 import type { ConnectionInfo, L7LookupResult } from "../src/proxy/types.js";
+import { benchArgs, forkedOnly } from "./cli.js";
 
 export interface ProxyServerPorts {
   readonly httpPort: number;
@@ -72,5 +73,13 @@ async function main(upPort: number, resolverPort: number): Promise<void> {
 }
 
 if (process.argv[1]?.endsWith("/proxy-server.js")) {
-  void main(Number(process.argv[2]), Number(process.argv[3]));
+  const { args } = benchArgs({
+    script: "proxy-server",
+    measures: "Not a benchmark of its own: the proxy benchmark's system under test (proxy.js forks it with an IPC channel). Membrane's HTTP and DNS proxies on 127.0.0.1 in front of the given upstream and resolver; sends {httpPort, dnsPort} once both listen.", // prettier-ignore
+    root: false,
+    args: { usage: "<httpUpstreamPort> <resolverPort>", help: "the HTTP upstream's port and the DNS resolver's", min: 2, max: 2, check: (a) => (a.every((p) => /^\d+$/.test(p) && Number(p) >= 0 && Number(p) <= 65535) ? undefined : `${a.join(" ")}: give two port numbers (0-65535)`) }, // prettier-ignore
+    flags: {},
+  });
+  forkedOnly("proxy-server.js", "proxy.js");
+  void main(Number(args[0]), Number(args[1]));
 }

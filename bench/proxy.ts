@@ -38,6 +38,7 @@ import {
   stopChild,
   type Closable,
 } from "./proxy-procs.js";
+import { benchArgs, int, num, text } from "./cli.js";
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
 const SATURATION = { connections: 16 } as const;
@@ -56,19 +57,6 @@ interface Target {
 
 type Phase = "moderate" | "saturation";
 const PHASES: readonly Phase[] = ["moderate", "saturation"];
-
-/** `--name value` or `--name=value` (the form `npm run bench -- proxy --name=value` passes). */
-function stringOption(name: string): string | undefined {
-  const eq = process.argv.find((a) => a.startsWith(`${name}=`));
-  if (eq !== undefined) return eq.slice(name.length + 1);
-  const i = process.argv.indexOf(name);
-  return i < 0 ? undefined : process.argv[i + 1];
-}
-
-function option(name: string, fallback: number): number {
-  const v = Number(stringOption(name) ?? NaN);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-}
 
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
 
@@ -250,25 +238,27 @@ export async function runProxyBench(
   }
 }
 
-const USAGE = `Usage: node dist/bench/proxy.js [--rounds N] [--seconds S] [--workers N] [--baseline DIST]
-  --rounds N       rounds of every target and phase (default 5)
-  --seconds S      length of each run (default 2)
-  --workers N      proxy processes of the membraneWorkers target (default: CPUs; 1 skips it)
-  --baseline DIST  another build's dist directory (e.g. main's): its proxy-server.js runs as target "baseline"
-Prints one JSON line; report the load average beside any figure (it is in the output).`;
-
-if (
-  process.argv[1]?.endsWith("/proxy.js") &&
-  (process.argv.includes("--help") || process.argv.includes("-h"))
-) {
-  console.log(USAGE);
-} else if (process.argv[1]?.endsWith("/proxy.js")) {
-  const baseline = stringOption("--baseline");
+if (process.argv[1]?.endsWith("/proxy.js")) {
+  const { flags } = benchArgs({
+    script: "proxy",
+    runner: "proxy",
+    measures: "The L7 proxies on loopback: the same load straight to the server, through Membrane's HTTP and DNS proxies, and through nginx, side by side, rounds rotated: requests/s and added latency at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line.", // prettier-ignore
+    root: false,
+    notes: [
+      "Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped.",
+    ],
+    flags: {
+      rounds: int({ help: "rounds (each runs every target once per phase)", min: 1, max: 100, default: 5 }),
+      seconds: num({ help: "seconds per phase and target", min: 0.1, max: 600, default: 2 }),
+      workers: int({ help: "proxy processes of the membraneWorkers target (1 skips it)", min: 1, max: 64, default: os.cpus().length }), // prettier-ignore
+      baseline: text({ help: "another build's dist directory (e.g. main's): its proxy-server.js runs as target \"baseline\"", value: "DIST", shown: "none", pattern: /^.+$/, what: "a directory" }), // prettier-ignore
+    },
+  });
   runProxyBench({
-    rounds: option("--rounds", 5),
-    phaseMs: option("--seconds", 2) * 1000,
-    workers: option("--workers", os.cpus().length),
-    ...(baseline !== undefined ? { baseline } : {}),
+    rounds: flags.rounds,
+    phaseMs: flags.seconds * 1000,
+    workers: flags.workers,
+    ...(flags.baseline !== undefined ? { baseline: flags.baseline } : {}),
   }).then(
     (r) => console.log(JSON.stringify(r)),
     (e: unknown) => {

@@ -23,16 +23,31 @@ import { fileURLToPath } from "node:url";
 import { BpftraceSource } from "../src/runtime/source/bpftrace.js";
 import { NativeSource } from "../src/runtime/source/native.js";
 import type { ProcessSource } from "../src/runtime/source/source.js";
+import { benchArgs, flag, int } from "./cli.js";
 
-const arg = (name: string, dflt: number): number => {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a ? Number(a.split("=")[1]) : dflt;
-};
-const quick = process.argv.includes("--quick");
-const EXECS = arg("execs", quick ? 500 : 2000);
-const ROUNDS = arg("rounds", quick ? 2 : 3);
-const FORKS = arg("forks", quick ? 10_000 : 50_000);
-const STORMS = arg("storms", 2);
+const { flags } = benchArgs({
+  script: "runtime-events",
+  runner: "runtime-events",
+  measures: "The process event sources (native, bpftrace) side by side: the CPU an exec loop costs with each, and records/s with losses over a fork storm. One JSON line, with the load average.", // prettier-ignore
+  root: "BPF programs; needs bpftrace and gcc",
+  flags: {
+    execs: int({ help: "execs per overhead loop", min: 1, max: 1_000_000, shown: "2000; 500 with --quick" }),
+    rounds: int({ help: "interleaved rounds", min: 1, max: 100, shown: "3; 2 with --quick" }),
+    forks: int({
+      help: "forks per storm process",
+      min: 1,
+      max: 10_000_000,
+      shown: "50000; 10000 with --quick",
+    }),
+    storms: int({ help: "fork-storm processes at once", min: 1, max: 64, default: 2 }),
+    quick: flag("the smaller sizes (a smoke run)"),
+  },
+});
+const quick = flags.quick;
+const EXECS = flags.execs ?? (quick ? 500 : 2000);
+const ROUNDS = flags.rounds ?? (quick ? 2 : 3);
+const FORKS = flags.forks ?? (quick ? 10_000 : 50_000);
+const STORMS = flags.storms;
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 const STORM_SRC = fileURLToPath(new URL("../../bench/native/fork-storm.c", import.meta.url));
 

@@ -35,16 +35,36 @@ import { RuntimeEnforcer } from "../src/runtime/enforce/enforcer.js";
 import { NativeSource } from "../src/runtime/source/native.js";
 import { parseTracingPolicies } from "../src/runtime/policy/parse.js";
 import type { TracingPolicy } from "../src/runtime/policy/types.js";
+import { benchArgs, flag, int } from "./cli.js";
 
-const arg = (name: string, dflt: number): number => {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a ? Number(a.split("=")[1]) : dflt;
-};
-const quick = process.argv.includes("--quick");
-const KILLS = arg("kills", quick ? 100 : 300);
-const OPENS = arg("opens", quick ? 50_000 : 200_000);
-const ROUNDS = arg("rounds", quick ? 2 : 3);
-const FORKS = arg("forks", quick ? 5_000 : 20_000);
+const { flags } = benchArgs({
+  script: "runtime-kill",
+  runner: "runtime-kill",
+  measures: "Syscall -> kill latency (the kernel's view and a waiter's), the open-loop cost and the event source's rate with a kill policy, and the start costs: the syscall guard vs bpftrace, rounds interleaved. JSON lines on stdout, with the load average.", // prettier-ignore
+  root: "BPF programs, an endpoint's namespace; needs bpftrace and gcc",
+  flags: {
+    kills: int({ help: "kills per mode and round", min: 1, max: 100_000, shown: "300; 100 with --quick" }),
+    opens: int({
+      help: "opens per overhead window",
+      min: 1,
+      max: 10_000_000,
+      shown: "200000; 50000 with --quick",
+    }),
+    rounds: int({ help: "interleaved rounds", min: 1, max: 100, shown: "3; 2 with --quick" }),
+    forks: int({
+      help: "forks of the storm for the rate",
+      min: 1,
+      max: 10_000_000,
+      shown: "20000; 5000 with --quick",
+    }),
+    quick: flag("the smaller sizes (a smoke run)"),
+  },
+});
+const quick = flags.quick;
+const KILLS = flags.kills ?? (quick ? 100 : 300);
+const OPENS = flags.opens ?? (quick ? 50_000 : 200_000);
+const ROUNDS = flags.rounds ?? (quick ? 2 : 3);
+const FORKS = flags.forks ?? (quick ? 5_000 : 20_000);
 const STORM_SRC = fileURLToPath(new URL("../../bench/native/fork-storm.c", import.meta.url));
 type Mode = "guard" | "bpftrace";
 const MODES: readonly Mode[] = ["guard", "bpftrace"];

@@ -17,29 +17,25 @@
  * One JSON line (`bench: "runtime-overhead"`) with the load average. Needs root and gcc.
  *   node dist/bench/runtime-overhead.js [--rounds=7] [--execs=1000] [--opens=200000] [--quick]
  */
+import { benchArgs, flag, int } from "./cli.js";
 import { childrenNamed, load, median, procCpuS, r3, RuntimeLab, sleep } from "./runtime-agent.js";
 
-// --help and unknown options answer before anything is created (no namespace, no program).
-const USAGE =
-  "usage: node dist/bench/runtime-overhead.js [--rounds=7] [--execs=1000] [--opens=200000] [--quick]";
-if (process.argv.includes("--help") || process.argv.includes("-h")) {
-  console.log(USAGE);
-  process.exit(0);
-}
-for (const a of process.argv.slice(2))
-  if (a !== "--quick" && !/^--(rounds|execs|opens)=[\d.,]+$/.test(a)) {
-    console.error(`runtime-overhead: unknown or malformed option ${a}\n${USAGE}`);
-    process.exit(2);
-  }
-
-const arg = (name: string, dflt: number): number => {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a ? Number(a.split("=")[1]) : dflt;
-};
-const quick = process.argv.includes("--quick");
-const ROUNDS = arg("rounds", quick ? 3 : 7);
-const EXECS = arg("execs", quick ? 300 : 1000);
-const OPENS = arg("opens", quick ? 50_000 : 200_000);
+const { flags } = benchArgs({
+  script: "runtime-overhead",
+  runner: "runtime-overhead",
+  measures: "What runtime security costs the workload: an exec loop and an open loop in an endpoint, off vs runtime events vs events + a kill policy, each on-mode next to its own off in alternating order; figure = median of the pair ratios of CPU per operation, plus the agent's CPU per event. One JSON line with the load average.", // prettier-ignore
+  root: "BPF programs and an endpoint's namespace; needs gcc",
+  flags: {
+    rounds: int({ help: "rounds (pairs per on-mode and loop)", min: 1, max: 100, shown: "7; 3 with --quick" }),
+    execs: int({ help: "execs per exec-loop window", min: 1, max: 1_000_000, shown: "1000; 300 with --quick" }),
+    opens: int({ help: "opens per open-loop window", min: 1, max: 100_000_000, shown: "200000; 50000 with --quick" }), // prettier-ignore
+    quick: flag("the smaller sizes (a smoke run)"),
+  },
+});
+const quick = flags.quick;
+const ROUNDS = flags.rounds ?? (quick ? 3 : 7);
+const EXECS = flags.execs ?? (quick ? 300 : 1000);
+const OPENS = flags.opens ?? (quick ? 50_000 : 200_000);
 
 const POLICY = `apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy

@@ -20,29 +20,46 @@
  *   node dist/bench/runtime-rate.js [--rates=25000,50000,75000,0] [--seconds=5] [--procs=2] [--quick]
  */
 import { statSync, truncateSync } from "node:fs";
+import { benchArgs, custom, flag, int } from "./cli.js";
 import { childrenNamed, load, procCpuS, r3, RuntimeLab, sleep } from "./runtime-agent.js";
 
-// --help and unknown options answer before anything is created (no namespace, no program).
-const USAGE =
-  "usage: node dist/bench/runtime-rate.js [--rates=25000,50000,75000,0] [--seconds=5] [--procs=2] [--quick]";
-if (process.argv.includes("--help") || process.argv.includes("-h")) {
-  console.log(USAGE);
-  process.exit(0);
-}
-for (const a of process.argv.slice(2))
-  if (a !== "--quick" && !/^--(rates|seconds|procs)=[\d.,]+$/.test(a)) {
-    console.error(`runtime-rate: unknown or malformed option ${a}\n${USAGE}`);
-    process.exit(2);
-  }
-
-const arg = (name: string, dflt: string): string =>
-  process.argv.find((x) => x.startsWith(`--${name}=`))?.split("=")[1] ?? dflt;
-const quick = process.argv.includes("--quick");
-const RATES = arg("rates", quick ? "50000,0" : "25000,50000,75000,0")
-  .split(",")
-  .map(Number);
-const SECONDS = Number(arg("seconds", quick ? "2" : "5"));
-const PROCS = Number(arg("procs", "2"));
+const { flags } = benchArgs({
+  script: "runtime-rate",
+  runner: "runtime-rate",
+  measures: "TracingPolicy events per second through the agent's own pipeline (ring buffer -> loader -> decode -> Tetragon JSON + metrics), at paced offered rates and unpaced, with the loss counted in the kernel and at the agent's budget, and the agent's CPU per event. One JSON line with the load average.", // prettier-ignore
+  root: "BPF programs and an endpoint's namespace; needs gcc",
+  flags: {
+    rates: custom({
+      help: "offered rates, total events/s (0: as fast as the workload goes)",
+      value: "N,N",
+      default: undefined as readonly number[] | undefined,
+      shown: "25000,50000,75000,0; 50000,0 with --quick",
+      parse: (v) => {
+        const xs = v.split(",").map((x) => (/^\d+$/.test(x) ? Number(x) : NaN));
+        if (xs.some((x) => !Number.isSafeInteger(x) || x > 10_000_000))
+          throw new Error("give whole rates from 0 to 10000000, separated by commas");
+        return xs;
+      },
+    }),
+    seconds: custom({
+      help: "flood time per rate, seconds",
+      value: "S",
+      default: undefined as number | undefined,
+      shown: "5; 2 with --quick",
+      parse: (v) => {
+        const x = /^\d+(\.\d+)?$/.test(v) ? Number(v) : NaN;
+        if (!(x >= 0.5 && x <= 600)) throw new Error("give seconds from 0.5 to 600");
+        return x;
+      },
+    }),
+    procs: int({ help: "workload processes", min: 1, max: 64, default: 2 }),
+    quick: flag("the smaller sizes (a smoke run)"),
+  },
+});
+const quick = flags.quick;
+const RATES = [...(flags.rates ?? (quick ? [50_000, 0] : [25_000, 50_000, 75_000, 0]))];
+const SECONDS = flags.seconds ?? (quick ? 2 : 5);
+const PROCS = flags.procs;
 const POLICY_NAME = "bench-flood";
 
 const policy = (prefix: string): string => `apiVersion: cilium.io/v1alpha1

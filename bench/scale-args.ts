@@ -1,9 +1,10 @@
 /**
  * The scale bench's command line (scale.ts): sizes, FULL or --quick settings,
  * and the flags that take one figure apart (--skip, --applies, --creates,
- * --cap-seconds, --grow, --pin, --prefix). A bad flag stops the bench before
- * anything is made, naming the flag.
+ * --cap-seconds, --grow, --pin, --prefix), declared for bench/cli.ts. A bad flag
+ * stops the bench before anything is made, naming the flag.
  */
+import { choice, custom, flag, int, text, type FlagValues } from "./cli.js";
 import { parsePin, type Pin } from "./traffic.js";
 
 export interface Settings {
@@ -49,83 +50,73 @@ export const QUICK: Settings = {
   skip: new Set(),
 };
 
-/** The flags this bench knows (a misspelt flag would otherwise be ignored and the run taken with defaults). */
-const KNOWN = [
-  "--endpoints=",
-  "--quick",
-  "--cap-seconds=",
-  "--skip=",
-  "--applies=",
-  "--creates=",
-  "--restarts=",
-  "--rounds=",
-  "--seconds=",
-  "--grow=",
-  "--pin=",
-  "--prefix=",
-  "--ipcache-check=",
-];
+const SKIPPABLE = ["apply", "ipcache", "create", "traffic"] as const;
 
-export const SCALE_USAGE = `usage: node dist/bench/scale.js [--endpoints=250,1000] [--quick] [--cap-seconds=300]
-         [--skip=apply,ipcache,create,traffic] [--applies=N] [--creates=N] [--restarts=N] [--rounds=N]
-         [--seconds=N] [--grow=N] [--pin=C,S|none] [--prefix=mbs] [--ipcache-check=ab]
-  Needs root. One JSON line per figure on stdout, progress on stderr.
-  --rounds=N   ABBA rounds of the traffic figures (default 8; more rounds, a steadier median)
-  --seconds=N  length of each traffic window (default 5, --quick 1; iperf3 omits its first second
-               from windows of 3 s or more: slow start is not the steady state)`;
+/** The flags of `node dist/bench/scale.js`; each value is checked here, before anything is made. */
+export const SCALE_SPEC = {
+  script: "scale",
+  runner: "scale",
+  measures: "The agent at cluster scale: a node with 250 or 1,000 local endpoints, 50,000 remote ipcache entries and 10,000 identities: cold start, restart, policy apply, ipcache change, endpoint create, and traffic (no table vs Membrane, ABBA rounds). One JSON line per figure with its target, ok and the load; progress on stderr.", // prettier-ignore
+  root: "scratch namespaces (<prefix><hex>) and nftables",
+  notes: ["To profile one figure: node --cpu-prof dist/bench/scale.js --skip=... (the others left out)."],
+  flags: {
+    endpoints: custom({
+      help: "sizes, one run each",
+      value: "N,N",
+      default: [250, 1000] as readonly number[],
+      shown: "250,1000",
+      parse: (v) => {
+        const sizes = v.split(",").map((x) => (/^\d+$/.test(x) ? Number(x) : NaN));
+        if (sizes.some((x) => !Number.isInteger(x) || x < 1 || x > 2000))
+          throw new Error("give sizes from 1 to 2000, separated by commas");
+        return sizes;
+      },
+    }),
+    quick: flag("fewer samples and shorter windows (QUICK)"),
+    "cap-seconds": int({ help: "stop sampling a latency figure after this long (each line says how many samples)", min: 1, max: 86_400, shown: `${FULL.capMs / 1000}; ${QUICK.capMs / 1000} with --quick` }), // prettier-ignore
+    skip: custom({
+      help: "figures left out",
+      value: SKIPPABLE.join(","),
+      default: [] as readonly string[],
+      shown: "none",
+      parse: (v) => {
+        const names = v.split(",");
+        const bad = names.filter((x) => !(SKIPPABLE as readonly string[]).includes(x));
+        if (bad.length > 0) throw new Error(`${bad.join(",")} unknown (${SKIPPABLE.join(", ")})`);
+        return names;
+      },
+    }),
+    applies: int({ help: "policy applies timed", min: 1, max: 1000, shown: `${FULL.applies}; ${QUICK.applies} with --quick` }), // prettier-ignore
+    creates: int({ help: "endpoint creates timed (0: the mode's)", min: 0, max: 1000, shown: `${FULL.creates}; ${QUICK.creates} with --quick` }), // prettier-ignore
+    restarts: int({ help: "more agent restarts, each followed by one timed apply", min: 0, max: 100, shown: `${FULL.restarts}; ${QUICK.restarts} with --quick` }), // prettier-ignore
+    rounds: int({ help: "ABBA rounds of the traffic figures; more rounds, a steadier median (0: the mode's)", min: 0, max: 100, shown: `${FULL.rounds}; ${QUICK.rounds} with --quick` }), // prettier-ignore
+    seconds: int({ help: "length of each traffic window; iperf3 omits its first second from windows of 3 s or more (slow start is not the steady state)", min: 1, max: 60, shown: `${FULL.seconds}; ${QUICK.seconds} with --quick` }), // prettier-ignore
+    grow: int({ help: "reach the size in steps of N endpoints (0: seed all, then one cold start)", min: 0, max: 2000, default: 0 }), // prettier-ignore
+    pin: custom({ help: "CPUs of the traffic client and server, or none", value: "C,S|none", default: undefined as string | undefined, shown: "the bench's own choice", parse: (v) => (parsePin(v), v) }), // prettier-ignore
+    prefix: text({ help: "stem of the scratch namespaces (several runs side by side)", value: "STEM", default: "mbs", pattern: /^[a-z][a-z0-9]{1,5}$/, what: "2-6 lower-case letters and digits, a letter first" }), // prettier-ignore
+    "ipcache-check": choice({ help: "the ipcache figure A/B, background check running vs not", choices: ["ab"], shown: "off" }), // prettier-ignore
+  },
+} as const;
 
-export function parseScaleArgs(argv: readonly string[]): {
+/** The sizes, settings and namespace stem of a run, from its checked flags. */
+export function scaleSettings(f: FlagValues<typeof SCALE_SPEC.flags>): {
   sizes: number[];
   settings: Settings;
   stem: string;
 } {
-  const unknown = argv.filter((a) => !KNOWN.some((k) => (k.endsWith("=") ? a.startsWith(k) : a === k)));
-  if (unknown.length > 0) throw new Error(`${unknown.join(" ")}: unknown\n${SCALE_USAGE}`);
-  const sizesArg = argv.find((a) => a.startsWith("--endpoints="))?.slice("--endpoints=".length) ?? "250,1000";
-  const sizes = sizesArg.split(",").map(Number);
-  if (sizes.some((x) => !Number.isInteger(x) || x < 1 || x > 2000))
-    throw new Error(`--endpoints=${sizesArg}: give sizes from 1 to 2000, separated by commas`);
-  const cap = argv.find((a) => a.startsWith("--cap-seconds="))?.slice("--cap-seconds=".length);
-  const base = argv.includes("--quick") ? QUICK : FULL;
-  const grow = Number(argv.find((a) => a.startsWith("--grow="))?.slice("--grow=".length) ?? 0);
-  const appliesArg = argv.find((a) => a.startsWith("--applies="))?.slice("--applies=".length);
-  const appliesN = appliesArg === undefined ? base.applies : Number(appliesArg);
-  if (!Number.isInteger(appliesN) || appliesN < 1 || appliesN > 1000)
-    throw new Error(`--applies=${appliesArg}: give a whole number from 1 to 1000`);
-  const skip = argv.find((a) => a.startsWith("--skip="))?.slice("--skip=".length);
-  const names = skip === undefined ? [] : skip.split(",");
-  const bad = names.filter((x) => !["apply", "ipcache", "create", "traffic"].includes(x));
-  if (bad.length > 0)
-    throw new Error(`--skip=${skip}: ${bad.join(",")} unknown (apply, ipcache, create, traffic)`);
-  const settings: { -readonly [K in keyof Settings]: Settings[K] } = {
+  const base = f.quick ? QUICK : FULL;
+  const settings: Settings = {
     ...base,
-    skip: new Set(names),
-    applies: appliesN,
-    ...(cap !== undefined && Number(cap) > 0 ? { capMs: Number(cap) * 1000 } : {}),
-    ...(Number.isInteger(grow) && grow > 0 ? { grow } : {}),
-    pin: parsePin(argv.find((a) => a.startsWith("--pin="))?.slice("--pin=".length)),
+    skip: new Set(f.skip),
+    applies: f.applies ?? base.applies,
+    ...(f["cap-seconds"] === undefined ? {} : { capMs: f["cap-seconds"] * 1000 }),
+    ...(f.grow > 0 ? { grow: f.grow } : {}),
+    pin: parsePin(f.pin),
+    ...(f["ipcache-check"] === "ab" ? { ipcacheCheck: "ab" as const } : {}),
+    ...(f.creates !== undefined && f.creates > 0 ? { creates: f.creates } : {}),
+    ...(f.restarts !== undefined ? { restarts: f.restarts } : {}),
+    ...(f.rounds !== undefined && f.rounds > 0 ? { rounds: f.rounds } : {}),
+    ...(f.seconds !== undefined ? { seconds: f.seconds } : {}),
   };
-  const check = argv.find((a) => a.startsWith("--ipcache-check="))?.slice("--ipcache-check=".length);
-  if (check !== undefined && check !== "ab") throw new Error(`--ipcache-check=${check}: only "ab" is known`);
-  if (check === "ab") settings.ipcacheCheck = "ab";
-  const stem = argv.find((a) => a.startsWith("--prefix="))?.slice("--prefix=".length) ?? "mbs";
-  if (!/^[a-z][a-z0-9]{1,5}$/.test(stem))
-    throw new Error(`--prefix=${stem}: give 2-6 lower-case letters and digits, a letter first`);
-  const creates = Number(argv.find((a) => a.startsWith("--creates="))?.slice("--creates=".length) ?? 0);
-  if (!Number.isInteger(creates) || creates < 0 || creates > 1000)
-    throw new Error(`--creates=${creates}: give 1 to 1000 (0: the default of the mode)`);
-  if (creates > 0) settings.creates = creates;
-  const restarts = Number(argv.find((a) => a.startsWith("--restarts="))?.slice("--restarts=".length) ?? -1);
-  if (restarts !== -1 && (!Number.isInteger(restarts) || restarts < 0 || restarts > 100))
-    throw new Error(`--restarts=${restarts}: give 0 to 100`);
-  if (restarts >= 0) settings.restarts = restarts;
-  const rounds = Number(argv.find((a) => a.startsWith("--rounds="))?.slice("--rounds=".length) ?? 0);
-  if (!Number.isInteger(rounds) || rounds < 0 || rounds > 100)
-    throw new Error(`--rounds=${rounds}: give 1 to 100 (0: the default of the mode)`);
-  if (rounds > 0) settings.rounds = rounds;
-  const seconds = Number(argv.find((a) => a.startsWith("--seconds="))?.slice("--seconds=".length) ?? 0);
-  if (!Number.isInteger(seconds) || seconds < 0 || seconds > 60)
-    throw new Error(`--seconds=${seconds}: give 1 to 60 (0: the default of the mode)`);
-  if (seconds > 0) settings.seconds = seconds;
-  return { sizes, settings, stem };
+  return { sizes: [...f.endpoints], settings, stem: f.prefix };
 }

@@ -23,6 +23,7 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
+import { benchArgs, choice, int } from "./cli.js";
 import {
   compileEndpoint,
   type EndpointContext,
@@ -165,13 +166,19 @@ function cpuOf(pid: number): { ns: number; user: number; system: number } {
 }
 
 async function main(): Promise<void> {
-  const argv = process.argv.slice(2);
-  const arg = (name: string, d: number): number =>
-    Number(argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? d);
-  const n = arg("endpoints", 1000);
-  const rounds = arg("rounds", 20);
-  // --only=hash|interval: one layout (to profile its writer with perf).
-  const only = argv.find((a) => a.startsWith("--only="))?.slice("--only=".length);
+  const { flags } = benchArgs({
+    script: "scale-layout",
+    measures: "The kernel's cost of the scale bench's policy apply per map layout (interval, hash, grouped): 1,000 endpoints, then the db port toggled on the db endpoints, one nfnetlink batch per table, A/B interleaved; the writer process's CPU per toggle. One JSON line per layout.", // prettier-ignore
+    root: "a scratch node namespace (mx1<hex>-node) and nftables tables",
+    flags: {
+      endpoints: int({ help: "endpoints", min: 1, max: 100_000, default: 1000 }),
+      rounds: int({ help: "toggles per layout", min: 1, max: 10_000, default: 20 }),
+      only: choice({ help: "one layout (to profile its writer with perf)", choices: ["hash", "interval", "grouped"], shown: "all three" }), // prettier-ignore
+    },
+  });
+  const n = flags.endpoints;
+  const rounds = flags.rounds;
+  const only = flags.only;
   const prefix = "mx1" + randomBytes(3).toString("hex");
   const node = await createNode({ netns: `${prefix}-node` });
   const state: DatapathState = { hostIdentity: 1, ipcache: [], endpoints: [], rules: [] };

@@ -35,6 +35,7 @@ import type { DatapathEndpoint, DatapathState, PolicySegment } from "../src/data
 import type { CompiledTable } from "../src/datapath/model.js";
 import { median, r1 } from "./traffic-stats.js";
 import { IPERF_PORT } from "./traffic.js";
+import { benchArgs, custom, int, text } from "./cli.js";
 
 type Compile = (s: DatapathState, o: { table: string }) => CompiledTable;
 interface Variant {
@@ -45,9 +46,6 @@ interface Variant {
     stop(): void;
   };
 }
-
-const arg = (name: string): string | undefined =>
-  process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 
 const CLIENT_ID = 300;
 const SERVER_ID = 301;
@@ -117,12 +115,24 @@ const detachScript = (t: CompiledTable): string =>
   BASE.map((c) => `delete chain inet ${t.name} ${c}`).join("\n") + "\n";
 
 async function main(): Promise<void> {
-  const sizes = (arg("sizes") ?? "250,1000").split(",").map(Number);
-  const rounds = Number(arg("rounds") ?? 6);
-  const seconds = Number(arg("seconds") ?? 3);
-  const perfDir = arg("perf");
+  const { flags } = benchArgs({
+    script: "traffic-table",
+    measures: "What a bigger table costs an established TCP stream: several Membrane tables loaded side by side in one node namespace, one attached at a time, iperf3 through it in rotating order; CPU seconds per GB of both ends, Gbit/s, ratios against the first table. One JSON line per window, then one per condition.", // prettier-ignore
+    root: "a scratch node namespace, endpoints and nftables tables; needs iperf3 (perf for --perf)",
+    flags: {
+      sizes: custom({ help: "table sizes (endpoints)", value: "N,N", default: "250,1000", shown: "250,1000", parse: (v) => { if (!/^\d+(,\d+)*$/.test(v) || v.split(",").some((x) => Number(x) < 2)) throw new Error("give sizes of at least 2, separated by commas"); return v; } }), // prettier-ignore
+      old: text({ help: "also the compiler of the build at DIR (e.g. a copy of dist/ from before a change)", value: "DIR", shown: "none", pattern: /^[^\0]+$/, what: "a directory" }), // prettier-ignore
+      rounds: int({ help: "rounds (each runs every condition)", min: 1, max: 100, default: 6 }),
+      seconds: int({ help: "seconds per window (iperf3 -t)", min: 1, max: 600, default: 3 }),
+      nice: int({ help: "both iperf3 ends under nice -n N (e.g. -10: less noise on a shared machine)", min: -20, max: 19, shown: "none" }), // prettier-ignore
+      perf: text({ help: "perf record -a of every window into DIR/<cond>-r<round>.data", value: "DIR", shown: "none", pattern: /^[^\0]+$/, what: "a directory" }), // prettier-ignore
+    },
+  });
+  const sizes = flags.sizes.split(",").map(Number);
+  const { rounds, seconds } = flags;
+  const perfDir = flags.perf;
   // A higher priority for both ends (e.g. --nice=-10) when other work shares the CPUs.
-  const nice = arg("nice");
+  const nice = flags.nice === undefined ? undefined : String(flags.nice);
   const niced = nice === undefined ? [] : ["nice", "-n", nice];
   const variants: Variant[] = [
     {
@@ -131,7 +141,7 @@ async function main(): Promise<void> {
       Reconciler: (await import("../src/datapath/reconcile.js")).Reconciler,
     },
   ];
-  const old = arg("old");
+  const old = flags.old;
   if (old !== undefined)
     variants.push({
       name: "old",

@@ -14,6 +14,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import net from "node:net";
 import { availableParallelism, loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
+import { benchArgs, flag } from "./cli.js";
 import { runRaw } from "../src/datapath/exec.js";
 import { median, pairRatios, r1, ratioSummary, roundOrder, spreadPct, type Window } from "./traffic-stats.js";
 
@@ -348,7 +349,20 @@ export function trafficFigures(
 }
 
 if (process.argv[1] === self) {
-  const argv = process.argv.slice(2);
-  if (argv[0] === "--rr-server") rrServer();
-  else if (argv[0] === "--rr-client") rrClient(argv[1] ?? "", Number(argv[2] ?? 5000));
+  const { flags, args } = benchArgs({
+    script: "traffic",
+    measures: "Not a benchmark of its own: the request/response ping-pong the traffic figures use (datapath, scale, lb, encryption), run by them inside endpoint namespaces. --rr-server serves 1-byte messages; --rr-client HOST MS sends them for MS ms and prints one JSON line.", // prettier-ignore
+    root: false,
+    args: { usage: "[HOST MS]", help: "with --rr-client: the server's address and how long", min: 0, max: 2 },
+    flags: {
+      "rr-server": flag("serve the ping-pong"),
+      "rr-client": flag("run the ping-pong against HOST for MS ms"),
+    },
+  });
+  if (flags["rr-server"]) rrServer();
+  else if (flags["rr-client"]) rrClient(args[0] ?? "", Number(args[1] ?? 5000));
+  else {
+    process.stderr.write("Cannot run traffic: give --rr-server or --rr-client HOST MS (see --help)\n");
+    process.exit(2);
+  }
 }

@@ -8,10 +8,10 @@
  */
 import { existsSync } from "node:fs";
 import { loadavg } from "node:os";
-import { chromium } from "playwright-core";
 import { AgentClient } from "../src/agent/client.js";
 import type { Flow } from "../src/observe/index.js";
 import { UiServer } from "../src/ui/server.js";
+import { benchArgs } from "./cli.js";
 
 const CHROMIUM = "/usr/bin/chromium";
 
@@ -40,6 +40,14 @@ function flow(i: number, from: number, to: number, port: number, dropped: boolea
 }
 
 async function main(): Promise<void> {
+  benchArgs({
+    script: "ui",
+    runner: "ui",
+    measures: "The service map in Debian's chromium: time from navigation to the first drawn graph of 500 workloads in 10 namespaces and 2,000 edges, the draw itself, and a redraw after 500 more flows. JSON lines. Target: first render < 1 s.", // prettier-ignore
+    root: false,
+    notes: ["Needs /usr/bin/chromium (scripts/install-system-deps.sh)."],
+    flags: {},
+  });
   if (!existsSync(CHROMIUM)) throw new Error("needs Debian's chromium (scripts/install-system-deps.sh)");
   const ui = new UiServer({
     agent: new AgentClient({ socketPath: "/nonexistent/agent.sock" }),
@@ -55,6 +63,8 @@ async function main(): Promise<void> {
     const to = (from * 7 + 1 + Math.floor(i / workloads)) % workloads;
     ui.graph.add(flow(i, from, to, 80 + (i % 3), i % 4 === 0));
   }
+  // Loaded once the command line is read: --help answers without playwright's modules.
+  const { chromium } = await import("playwright-core");
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--no-sandbox", "--disable-gpu"],
