@@ -10,8 +10,9 @@
  *   npm run bench -- layout                              the layout measurement (only when named)
  *   npm run bench -- cluster --quick                     the cluster benchmark's smoke size
  *   npm run bench -- ui                                  the service map in chromium
- *   npm run bench -- encryption --seconds=5 --rounds=3 [--mode=ipsec]   plaintext vs WireGuard (or IPsec) vs +strict: Gbit/s, rr/s, CPU per Gbit
- *   npm run bench -- encryption --mode=mtls-tunnel       plaintext vs the mTLS tunnel vs +strict vs wireguard-go, one run
+ *   npm run bench -- encryption --seconds=5 --rounds=3   plaintext vs WireGuard vs IPsec vs the mTLS tunnel, each +strict, one run
+ *   npm run bench -- encryption --mode=ipsec              plaintext vs one mode (or a list: --mode=wireguard,mtls-tunnel)
+ *   npm run bench -- encryption-rekey                     key rotation under iperf3 (WireGuard, IPsec): stall, bytes, resets
  *   npm run bench -- gateway                             the gateway vs nginx with the same routes
  *   npm run bench -- auth [--nodes 2]                   mutual authentication: first/later connection vs no auth (one node, or across two)
  *   npm run bench -- runtime-kill [--kills=300 --rounds=3 --quick]   syscall -> kill latency (kernel view), open-loop cost
@@ -24,14 +25,14 @@ import { fileURLToPath } from "node:url";
 
 /** The names this runner knows, for --help (each runs with `npm run bench -- NAME [options]`). */
 const NAMES =
-  "policy-core datapath flows proxy hubble layout scale runtime-events runtime-kill auth gateway lb cni encryption cluster ui";
+  "policy-core datapath flows proxy hubble layout scale runtime-events runtime-kill auth gateway lb cni encryption encryption-rekey mtls-tunnel cluster ui";
 
 if (process.argv.includes("--help") || process.argv.includes("-h")) {
   console.log(`Usage: npm run bench -- [NAME...] [--option=value...]
 
 Runs every benchmark (root for the kernel ones; hours in all), or only those named; one JSON line each.
 Names: ${NAMES}
-(layout and encryption run only when named). Options go to the named benchmarks, e.g.:
+(layout, encryption, encryption-rekey and mtls-tunnel run only when named). Options go to the named benchmarks, e.g.:
   npm run bench -- runtime-kill --kills=300 --rounds=4     syscall -> kill latency, kernel view (p50/p99)
   npm run bench -- runtime-events --execs=2000 --rounds=3  exec-loop overhead (< 5%), events/s (>= 50,000)
   npm run bench -- scale --endpoints=250,1000 --quick
@@ -110,11 +111,13 @@ if (want("lb")) child("./lb.js", flags);
 // membrane-cni ADD/DEL, direct and through podman, with 100 endpoints (issue 17 item 6).
 if (want("cni")) child("./cni.js", flags);
 
-// Pod-to-pod TCP between two lab nodes: plaintext vs WireGuard (or IPsec: --mode=ipsec) vs the same + strict mode;
-// --mode=mtls-tunnel: plaintext vs the mTLS node tunnel vs the same + strict vs wireguard-go (issue 13 item 7).
-const mtls = flags.includes("--mode=mtls-tunnel");
-if (only.includes("encryption")) child(mtls ? "./mtls-tunnel.js" : "./encryption.js", flags);
-if (only.includes("mtls-tunnel") && !mtls) child("./mtls-tunnel.js", flags);
+// Pod-to-pod TCP between two lab nodes: plaintext vs WireGuard vs IPsec vs the mTLS node tunnel, each with and
+// without strict mode, in one run (--mode= narrows it; issue 13 item 7). `mtls-tunnel`: the tunnel vs wireguard-go.
+if (only.includes("encryption")) child("./encryption.js", flags);
+if (only.includes("mtls-tunnel"))
+  child("./encryption.js", [...flags.filter((f) => !f.startsWith("--mode=")), "--mode=mtls-tunnel,wireguard"]);
+// Key rotation under a running iperf3, WireGuard and IPsec: the stall, bytes, retransmits, resets (issue 13).
+if (only.includes("encryption-rekey")) child("./encryption-rekey.js", flags);
 
 // Three real nodes on etcd with 100 simulated nodes x 100 endpoints: propagation, etcd writes per
 // endpoint, agent memory and CPU, policy apply on every node (issue 11 item 11).
