@@ -28,6 +28,13 @@ import { encryptionRows } from "./commands/encryption.js";
 
 export const MAX_DEMO_NODES = 5;
 
+export type DemoEncryption = "wireguard" | "ipsec" | "mtls-tunnel";
+const MODE_NAMES: Readonly<Record<DemoEncryption, string>> = {
+  wireguard: "WireGuard",
+  ipsec: "IPsec",
+  "mtls-tunnel": "The mTLS node tunnel",
+};
+
 const SHIPS = [
   { name: "deathstar", labels: { org: "empire", class: "deathstar" }, node: 0 },
   { name: "tiefighter", labels: { org: "empire", class: "tiefighter" }, node: 1 },
@@ -48,8 +55,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function runClusterDemo(o: {
   readonly out: (s: string) => void;
   readonly nodes: number;
-  /** `--encryption wireguard`: every agent encrypts pod traffic between nodes (strict mode on). */
-  readonly encryption?: "wireguard" | "ipsec";
+  /** `--encryption wireguard|ipsec|mtls-tunnel`: every agent encrypts pod traffic between nodes (strict mode on). */
+  readonly encryption?: DemoEncryption;
 }): Promise<number> {
   preflight();
   if (etcdBinary() === undefined) {
@@ -189,11 +196,15 @@ export async function runClusterDemo(o: {
     if (o.encryption) {
       const s = (await deathstar.node.client.request("GET", "/v1/encryption")) as EncryptionStatus;
       say(
-        `\n${s.mode === "ipsec" ? "IPsec" : "WireGuard"} on ${deathstar.node.name} (membrane encryption status): cross-node traffic above went through it\n`,
+        `\n${MODE_NAMES[o.encryption]} on ${deathstar.node.name} (membrane encryption status): cross-node traffic above went through it\n`,
       );
       say(indent(table(encryptionRows(s))) + "\n");
-      const flowsEnc = flows.filter((f) => f.IP?.encrypted === true).length;
-      say(`  ${flowsEnc} of ${flows.length} flows above carry IP.encrypted: true\n\n`);
+      // Both ends' view: the receiving node's flows above, and the sending nodes' flows to the
+      // deathstar (the mTLS tunnel delivers from its own socket on the receiving node).
+      const sent = await sendingFlows(deathstar, [...ships.values()]);
+      const all = [...flows, ...sent];
+      const flowsEnc = all.filter((f) => f.IP?.encrypted === true).length;
+      say(`  ${flowsEnc} of ${all.length} cross-node flows (both ends) carry IP.encrypted: true\n\n`);
     }
     say(
       mismatches === 0
@@ -236,6 +247,14 @@ async function receivingFlows(node: LabNode, ships: readonly Ship[]): Promise<Fl
     flows = await readFlows(node, filter);
   }
   return flows;
+}
+
+/** The flows the other ships' nodes logged for their connections to `to` (egress side). */
+async function sendingFlows(to: Ship, ships: readonly Ship[]): Promise<Flow[]> {
+  const out: Flow[] = [];
+  for (const n of new Set(ships.filter((s) => s.node !== to.node).map((s) => s.node)))
+    out.push(...(await readFlows(n, { allowlist: [{ destination_ip: [to.ip] }] })));
+  return out;
 }
 
 /** `membrane policy why` for the last drop from `ip` on `node`. */
