@@ -106,7 +106,10 @@ async function round(l: ModeLab, i: number, seconds: number, children: ChildProc
 }
 
 async function main(): Promise<void> {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) return console.log(USAGE);
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    console.log(USAGE);
+    return;
+  }
   const modes = (argOf("mode") ?? "wireguard,ipsec").split(",");
   if (modes.some((m) => m !== "wireguard" && m !== "ipsec"))
     throw new Error(`--mode=${argOf("mode")}: give wireguard, ipsec or both (the mTLS tunnel renews its SVIDs by itself)`); // prettier-ignore
@@ -136,7 +139,16 @@ async function main(): Promise<void> {
     process.stderr.write(
       "\n" +
         table([
-          ["MODE", "ROUND", "CONNECTION", "LONGEST STALL", "SLOWEST 100MS", "MEDIAN", "RETRANSMITS", "LOAD 1M"],
+          [
+            "MODE",
+            "ROUND",
+            "CONNECTION",
+            "LONGEST STALL",
+            "SLOWEST 100MS",
+            "MEDIAN",
+            "RETRANSMITS",
+            "LOAD 1M",
+          ],
           ...out.map((r) => [r.mode, String(r.round), r.lived ? "lived" : `lost (${r.error ?? `${r.resets} resets`})`, `${r.longestStallMs} ms`, `${r.slowestMbps} Mbit/s`, `${r.medianMbps} Mbit/s`, String(r.retransmits), String(r.load1m)]), // prettier-ignore
         ]).join("\n") +
         "\n",

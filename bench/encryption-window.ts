@@ -100,7 +100,16 @@ interface IperfJson {
 export async function measure(t: WindowTarget, seconds: number): Promise<Measured> {
   const t0 = cpuSeconds(t.tunnelPids);
   const udp0 = await udpBufErrors(t.nodeNetns);
-  const out = await sh(t.clientNetns, ["iperf3", "-c", t.serverIp, "-p", "5201", "-t", String(seconds), "-J"]);
+  const out = await sh(t.clientNetns, [
+    "iperf3",
+    "-c",
+    t.serverIp,
+    "-p",
+    "5201",
+    "-t",
+    String(seconds),
+    "-J",
+  ]);
   const tunnelCpuSec = cpuSeconds(t.tunnelPids) - t0;
   const udpBufDrops = (await udpBufErrors(t.nodeNetns)) - udp0;
   const j = JSON.parse(out) as IperfJson;

@@ -10,9 +10,10 @@
  *
  * One two-node lab per mode (encryption-labs.ts: same shape, own namespaces), all started before the
  * first window and running throughout; plaintext is measured in the first mode's lab with its
- * routes (or redirect) taken out by hand. Prints a table (standard error, for people) and one JSON
- * line (standard output, for machines): medians per condition, strict mode's cost against the same
- * mode without it, the mTLS tunnel against wireguard-go, every window, the load average.
+ * routes (or redirect) taken out by hand. Prints JSON lines (standard output, for machines): one per
+ * window as it ends, then one with the medians per condition, strict mode's cost against the same
+ * mode without it, the mTLS tunnel against wireguard-go, every window and the load average; and a
+ * table (standard error, for people).
  *
  *   npm run bench -- encryption [--mode=all|wireguard,ipsec,mtls-tunnel] [--seconds=5] [--rounds=3] [--no-strict]
  */
@@ -27,7 +28,7 @@ const USAGE = `Usage: npm run bench -- encryption [--mode=all|MODE[,MODE...]] [-
 
 Pod-to-pod TCP between two lab nodes (root): plaintext and each MODE (wireguard, ipsec, mtls-tunnel;
 default all), each with and without strict mode, in rotating order per round, one two-node lab per mode.
-Prints a table on standard error and one JSON line on standard output. Report the load average beside
+Prints a table on standard error and JSON lines on standard output (one per window, then the summary). Report the load average beside
 any figure: this machine is shared.`;
 
 interface Condition {
@@ -37,8 +38,14 @@ interface Condition {
 }
 type Win = Measured & { cond: string; round: number };
 
-function options(argv: readonly string[]): { modes: Tunnel[]; seconds: number; rounds: number; strict: boolean } {
-  const arg = (name: string): string | undefined => argv.find((x) => x.startsWith(`--${name}=`))?.split("=")[1];
+function options(argv: readonly string[]): {
+  modes: Tunnel[];
+  seconds: number;
+  rounds: number;
+  strict: boolean;
+} {
+  const arg = (name: string): string | undefined =>
+    argv.find((x) => x.startsWith(`--${name}=`))?.split("=")[1];
   const num = (name: string, def: number, min: number, max: number): number => {
     const t = arg(name);
     const n = Number(t ?? def);
@@ -59,7 +66,10 @@ function options(argv: readonly string[]): { modes: Tunnel[]; seconds: number; r
 }
 
 async function main(): Promise<void> {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) return console.log(USAGE);
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    console.log(USAGE);
+    return;
+  }
   const o = options(process.argv.slice(2));
   const run = Math.random().toString(36).slice(2, 5);
   const children: ChildProcess[] = [];
@@ -87,6 +97,7 @@ async function main(): Promise<void> {
         await c.lab.set(c.state);
         const m = await measure(c.lab.target, o.seconds);
         windows.push({ cond: c.name, round, ...m });
+        console.log(JSON.stringify({ bench: "encryption", window: windows.at(-1) }));
         say(
           `round ${round} ${c.name}: ${m.gbps} Gbit/s (${m.retransmits} retransmits, ${m.udpBufDrops} UDP buffer drops), ${m.rrPerSec} rr/s, ${m.cpuSecPerGbit} CPU-s/Gbit (load ${m.load1m})`,
         );
@@ -112,8 +123,14 @@ async function main(): Promise<void> {
           labs.map((l) => [
             l.mode,
             {
-              gbps: pct(med(l.mode, (w) => w.gbps), med(`${l.mode}-strict`, (w) => w.gbps)),
-              rr: pct(med(l.mode, (w) => w.rrPerSec), med(`${l.mode}-strict`, (w) => w.rrPerSec)),
+              gbps: pct(
+                med(l.mode, (w) => w.gbps),
+                med(`${l.mode}-strict`, (w) => w.gbps),
+              ),
+              rr: pct(
+                med(l.mode, (w) => w.rrPerSec),
+                med(`${l.mode}-strict`, (w) => w.rrPerSec),
+              ),
             },
           ]),
         )
@@ -122,12 +139,19 @@ async function main(): Promise<void> {
     const rows = [
       ["CONDITION", "GBIT/S", "RR/S", "CPU-S/GBIT", "STRICT COST (GBIT/S, RR/S)", "LOAD 1M"],
       ...conds.map((c) => {
-        const s = summary[c.name] as { gbps: number; rrPerSec: number; cpuSecPerGbit: number; load1m: number };
+        const s = summary[c.name] as {
+          gbps: number;
+          rrPerSec: number;
+          cpuSecPerGbit: number;
+          load1m: number;
+        };
         const cost = c.state === "strict" ? strictCostPct?.[c.lab.mode] : undefined;
         return [c.name, String(s.gbps), String(s.rrPerSec), String(s.cpuSecPerGbit), cost ? `${cost.gbps}%, ${cost.rr}%` : "", String(s.load1m)]; // prettier-ignore
       }),
     ];
-    say(`\nmedians of ${o.rounds} rounds of ${o.seconds} s windows (strict cost: 1 - strict/without, per mode)`);
+    say(
+      `\nmedians of ${o.rounds} rounds of ${o.seconds} s windows (strict cost: 1 - strict/without, per mode)`,
+    );
     say(table(rows).join("\n"));
     console.log(
       JSON.stringify({

@@ -126,7 +126,10 @@ export function parseEncryptionFlags(
           ? "wireguard or ipsec"
           : "wireguard";
     if (needs !== undefined)
-      throw new MembraneError("ENCRYPTION_INVALID", `Cannot start the agent: ${needs} needs --encryption ${modes}`);
+      throw new MembraneError(
+        "ENCRYPTION_INVALID",
+        `Cannot start the agent: ${needs} needs --encryption ${modes}`,
+      );
     return undefined;
   }
   if (mode === "ipsec" && f.encryptionNodeToNode)

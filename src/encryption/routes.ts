@@ -43,7 +43,9 @@ export function withEncryptionRoutes(routes: Route[], wg: EncryptionAgent | unde
           throw new MembraneError(
             "ENCRYPTION_INVALID",
             `Cannot rotate the node key: --encryption ${wg.mode} has no key rotation of its own`,
-            { hint: "the mTLS tunnel renews its SVIDs at half life by itself; see `membrane encryption status`" },
+            {
+              hint: "the mTLS tunnel renews its SVIDs at half life by itself; see `membrane encryption status`",
+            },
           );
         return wg.rotateKey();
       },

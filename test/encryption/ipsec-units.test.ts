@@ -10,7 +10,7 @@ import { describe, test } from "node:test";
 import { decodeMessage, decodePacket, encodePacket, PacketSplitter, PacketType, ViciWireError } from "../../src/encryption/ipsec/vici-wire.js"; // prettier-ignore
 import { connMessage, desiredIpsecPeers, isUp, parseListSas } from "../../src/encryption/ipsec/conns.js";
 import { commitNextIpsecKey, discardNextIpsecKey, isIpsecPublicKey, loadOrCreateIpsecKey, prepareNextIpsecKey } from "../../src/encryption/ipsec/node-key.js"; // prettier-ignore
-import { viciKeyId } from "../../src/encryption/ipsec/rekey-auth.js";
+import { viciKeyIds } from "../../src/encryption/ipsec/rekey-auth.js";
 import { charonRunDir, strongswanConf } from "../../src/encryption/ipsec/charon.js";
 import { parseEncryptionFlags } from "../../src/encryption/options.js";
 import { parseNodeRecord } from "../../src/cluster/node-record.js";
@@ -173,8 +173,12 @@ describe("IPsec key rotation (pure parts)", () => {
     }
   });
 
-  test("charon's key id is the SHA-1 of the SubjectPublicKeyInfo (what unload-key takes)", () => {
-    assert.match(viciKeyId(spki()), /^[0-9a-f]{40}$/);
+  test("charon's key ids: SHA-1 of the SubjectPublicKeyInfo and of the bare EC point (65 bytes, 0x04 first)", () => {
+    const k = spki();
+    const ids = viciKeyIds(k);
+    assert.equal(ids.length, 2);
+    for (const id of ids) assert.match(id, /^[0-9a-f]{40}$/);
+    assert.equal(Buffer.from(k, "base64").subarray(-65)[0], 4, "the point is uncompressed");
   });
 
   test("flags: --encryption-key-rotation is taken with ipsec; node-to-node is not", () => {
@@ -208,7 +212,10 @@ describe("IPsec node key and record", () => {
     assert.match(String(parse({ type: "ipsec", publicKey: rsa, port: 1 })), /encryption\.publicKey is not a base64 SubjectPublicKeyInfo/); // prettier-ignore
     assert.match(String(parse({ type: "esp", publicKey: spki(), port: 1 })), /encryption\.type is not wireguard, ipsec or mtls-tunnel/); // prettier-ignore
     assert.equal(typeof parse({ type: "ipsec", publicKey: spki(), port: 51872 }), "object");
-    assert.equal(typeof parse({ type: "ipsec", publicKey: spki(), port: 51872, nextPublicKey: spki() }), "object");
+    assert.equal(
+      typeof parse({ type: "ipsec", publicKey: spki(), port: 51872, nextPublicKey: spki() }),
+      "object",
+    );
     assert.match(String(parse({ type: "ipsec", publicKey: spki(), port: 1, nextPublicKey: rsa })), /encryption\.nextPublicKey is not a base64 SubjectPublicKeyInfo/); // prettier-ignore
   });
 });

@@ -59,40 +59,38 @@ Examples:
   $ sudo membrane demo --gateway
 `,
     )
-    .action(
-      async (o: { keep?: boolean; nodes: string; gateway?: boolean; encryption?: DemoEncryption }) => {
-        if (o.gateway) {
-          if ((await runGatewayDemo({ out: ctx.out })) > 0) ctx.exitCode = 1;
-          return;
-        }
-        const nodes = parseNodes(o.nodes);
-        const keep = o.keep === true;
-        if (keep && nodes > 1) {
-          throw new MembraneError(
-            "CLI_USAGE",
-            "Cannot keep the demo of several nodes: --keep works with one node only",
-            {
-              hint: "its agents and etcd are child processes of the demo; for a cluster to look around in, start agents with --cluster-store (README: Many nodes)",
-            },
-          );
-        }
-        if (o.encryption && nodes === 1)
-          throw new MembraneError(
-            "CLI_USAGE",
-            "Cannot encrypt the demo of one node: --encryption needs --nodes 2 or more",
-            {
-              hint: "encryption protects traffic between nodes: sudo membrane demo --nodes 3 --encryption wireguard",
-            },
-          );
-        const mismatches =
-          nodes === 1
-            ? await runDemo({ out: ctx.out, keep })
-            : await runClusterDemo({
-                out: ctx.out,
-                nodes,
-                ...(o.encryption ? { encryption: o.encryption } : {}),
-              });
-        if (mismatches > 0) ctx.exitCode = 1;
-      },
-    );
+    .action(async (o: { keep?: boolean; nodes: string; gateway?: boolean; encryption?: DemoEncryption }) => {
+      if (o.gateway) {
+        if ((await runGatewayDemo({ out: ctx.out })) > 0) ctx.exitCode = 1;
+        return;
+      }
+      const nodes = parseNodes(o.nodes);
+      const keep = o.keep === true;
+      if (keep && nodes > 1) {
+        throw new MembraneError(
+          "CLI_USAGE",
+          "Cannot keep the demo of several nodes: --keep works with one node only",
+          {
+            hint: "its agents and etcd are child processes of the demo; for a cluster to look around in, start agents with --cluster-store (README: Many nodes)",
+          },
+        );
+      }
+      if (o.encryption && nodes === 1)
+        throw new MembraneError(
+          "CLI_USAGE",
+          "Cannot encrypt the demo of one node: --encryption needs --nodes 2 or more",
+          {
+            hint: "encryption protects traffic between nodes: sudo membrane demo --nodes 3 --encryption wireguard",
+          },
+        );
+      const mismatches =
+        nodes === 1
+          ? await runDemo({ out: ctx.out, keep })
+          : await runClusterDemo({
+              out: ctx.out,
+              nodes,
+              ...(o.encryption ? { encryption: o.encryption } : {}),
+            });
+      if (mismatches > 0) ctx.exitCode = 1;
+    });
 }

@@ -174,9 +174,13 @@ export class IpsecAgent implements EncryptionAgent {
   /** Rotates this node's key now (rekey-auth.ts); refused before attach (no way to tell the peers). */
   async rotateKey(): Promise<RotationResult> {
     if (!this.rotation || !this.publishCb)
-      throw new MembraneError("ENCRYPTION_FAILED", "Cannot rotate the IPsec key: the agent is still starting", {
-        hint: "wait for `membrane status` to answer, then run it again",
-      });
+      throw new MembraneError(
+        "ENCRYPTION_FAILED",
+        "Cannot rotate the IPsec key: the agent is still starting",
+        {
+          hint: "wait for `membrane status` to answer, then run it again",
+        },
+      );
     return this.rotation.rotate();
   }
 

@@ -24,7 +24,12 @@ import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import { KeyRotation } from "../rotation.js";
 import { CHILD, parseListSas, type IkeSaState } from "./conns.js";
-import { commitNextIpsecKey, discardNextIpsecKey, prepareNextIpsecKey, type IpsecNodeKey } from "./node-key.js";
+import {
+  commitNextIpsecKey,
+  discardNextIpsecKey,
+  prepareNextIpsecKey,
+  type IpsecNodeKey,
+} from "./node-key.js";
 import type { ViciClient } from "./vici-client.js";
 
 export interface IpsecRotationParams {
@@ -44,9 +49,27 @@ export interface IpsecRotationParams {
   readonly reauthMs?: number;
 }
 
-/** strongSwan's id of a key (`unload-key`): the SHA-1 of its SubjectPublicKeyInfo, hex. */
-export const viciKeyId = (spkiBase64: string): string =>
-  createHash("sha1").update(Buffer.from(spkiBase64, "base64")).digest("hex");
+/**
+ * The ids strongSwan may know a P-256 key by (`get-keys`, `unload-key`), hex: the SHA-1 of its
+ * SubjectPublicKeyInfo, and of the bare EC point (the SPKI's last 65 bytes).
+ */
+export const viciKeyIds = (spkiBase64: string): string[] => {
+  const der = Buffer.from(spkiBase64, "base64");
+  return [der, der.subarray(-65)].map((b) => createHash("sha1").update(b).digest("hex"));
+};
+
+/** charon forgets the private key of `spkiBase64` (whichever id it lists it under). */
+async function unloadKey(vici: ViciClient, spkiBase64: string): Promise<void> {
+  let last: unknown;
+  for (const id of viciKeyIds(spkiBase64))
+    try {
+      await vici.request("unload-key", { id });
+      return;
+    } catch (e) {
+      last = e;
+    }
+  throw last;
+}
 
 export function ipsecKeyRotation(p: IpsecRotationParams, current: IpsecNodeKey): KeyRotation<IpsecNodeKey> {
   const log = p.logger;
@@ -71,11 +94,14 @@ export function ipsecKeyRotation(p: IpsecRotationParams, current: IpsecNodeKey):
         const kept: string[] = [];
         for (const conn of p.conns())
           if (!(await reauthenticate(vici, conn, p.reauthMs ?? 20_000, log))) kept.push(conn);
-        await vici.request("unload-key", { id: viciKeyId(old.publicKey) }).catch((e: Error) => {
+        await unloadKey(vici, old.publicKey).catch((e: Error) => {
           log.warn({ err: e.message }, "charon kept the old IPsec key");
         });
         if (kept.length > 0)
-          log.warn({ conns: kept }, "IPsec key rotated; these peers kept their SAs made under the old key (no answer under the new one)");
+          log.warn(
+            { conns: kept },
+            "IPsec key rotated; these peers kept their SAs made under the old key (no answer under the new one)",
+          );
       },
     },
     current,
@@ -95,8 +121,15 @@ async function sasOf(vici: ViciClient, conn: string): Promise<IkeSaState[]> {
  * then the older IKE SAs of `conn` closed; false when the new one was not up within `ms` (the old
  * ones are left as they are).
  */
-export async function reauthenticate(vici: ViciClient, conn: string, ms: number, log: Logger): Promise<boolean> {
-  const before = new Set((await sasOf(vici, conn)).flatMap((s) => (s.uniqueId !== undefined ? [s.uniqueId] : [])));
+export async function reauthenticate(
+  vici: ViciClient,
+  conn: string,
+  ms: number,
+  log: Logger,
+): Promise<boolean> {
+  const before = new Set(
+    (await sasOf(vici, conn)).flatMap((s) => (s.uniqueId !== undefined ? [s.uniqueId] : [])),
+  );
   const fresh = (s: IkeSaState): boolean => s.uniqueId !== undefined && !before.has(s.uniqueId);
   let asked = 0;
   for (const end = Date.now() + ms; Date.now() < end; await sleep(200)) {
