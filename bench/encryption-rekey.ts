@@ -4,7 +4,7 @@
  * from a pod on n1 to a pod on n2 (`--seconds` long, 100 ms intervals) while n1 and then n2 rotate
  * their keys (`POST /v1/encryption/rotate-key`, as `membrane encryption rotate-key`). Figures per
  * round: whether the connection lived (iperf3 ended without error, no TCP reset or abort counted in
- * either pod), the longest stall (consecutive intervals under 10% of the median rate), the slowest
+ * either pod while the stream ran), the longest stall (consecutive intervals under 10% of the median rate), the slowest
  * interval, retransmits, bytes sent vs received, and the rotations' times within the stream.
  * One JSON line with every round and the load average; a table on standard error.
  *
@@ -77,6 +77,10 @@ async function round(l: ModeLab, i: number, seconds: number, children: ChildProc
     await n.client.request("POST", "/v1/encryption/rotate-key");
     rotations.push({ node: n.name, askedAt, doneAt: at() });
   }
+  // Resets counted while the stream runs, up to a second before its end (iperf3's own teardown
+  // sends some: a receiver closing with data unread).
+  await Promise.race([done, sleep(t0 + (seconds - 1) * 1000 - Date.now())]);
+  const rst = (await resets(ns[0] as string)) + (await resets(ns[1] as string)) - rst0;
   const code = await done;
   const j = JSON.parse(out || "{}") as IperfOut;
   const rates = (j.intervals ?? []).map((x) => x.sum.bits_per_second / 1e6);
@@ -87,7 +91,6 @@ async function round(l: ModeLab, i: number, seconds: number, children: ChildProc
     run = x.sum.bits_per_second / 1e6 < med / 10 ? run + (x.sum.end - x.sum.start) * 1000 : 0;
     stall = Math.max(stall, run);
   }
-  const rst = (await resets(ns[0] as string)) + (await resets(ns[1] as string)) - rst0;
   return {
     mode: l.mode,
     round: i,

@@ -147,7 +147,13 @@ export async function runClusterDemo(o: {
       const others = [...ships.values()].filter((x) => x.node !== s.node).map((x) => x.ip);
       await waitRemote(s.node, others);
     }
-    say("  every node knows the pods of the others (cluster ipcache in etcd)\n\n");
+    say("  every node knows the pods of the others (cluster ipcache in etcd)\n");
+    if (o.encryption) {
+      // The first connection of a pair may wait for its SA or tunnel session: not a verdict.
+      for (const a of ATTEMPTS_OPEN) await warm(ships.get(a.from) as Ship, ships.get(a.to) as Ship, a.port);
+      say("  the encrypted paths between the nodes carry traffic (their first connections went through)\n");
+    }
+    say("\n");
 
     const attempt = async (title: string, list: readonly Attempt[]): Promise<void> => {
       say(title + "\n");
@@ -186,7 +192,7 @@ export async function runClusterDemo(o: {
     );
     const xwing = ships.get("xwing") as Ship;
     say(`Why was xwing's connection dropped? (membrane policy why, on ${deathstar.node.name})\n`);
-    say(indent(await why(deathstar.node, xwing.ip)) + "\n\n");
+    say(indent(await why(deathstar.node, xwing)) + "\n\n");
     let inSync = 0;
     for (const n of nodes) {
       const d = (await n.client.request("GET", "/v1/datapath/diff")) as { diff: unknown[] };
@@ -236,10 +242,26 @@ function appliedText(r: ApplyReport): string {
   return `stored in etcd at revision ${r.clusterRevision ?? "?"}`;
 }
 
-/** The policy verdicts `node` logged for connections from the ships (the kernel's log is asynchronous). */
+/** Connects `from` -> `to` until it goes through (safety net 30 s). */
+async function warm(from: Ship, to: Ship, port: number): Promise<void> {
+  for (const end = Date.now() + 30_000; Date.now() < end; await sleep(200))
+    if ((await from.probe.tcp(to.ip, port, 3000)) === "ok") return;
+}
+
+/**
+ * The policy verdicts `node` logged for connections from the ships (the kernel's log is
+ * asynchronous): by their addresses, or (the mTLS tunnel delivers from the node's own pod gateway
+ * address, marked with the identity its certificate proved) by their identities.
+ */
 async function receivingFlows(node: LabNode, ships: readonly Ship[]): Promise<Flow[]> {
-  const ips = ships.filter((s) => s.node !== node).map((s) => s.ip);
-  const filter: FlowFilterSet = { allowlist: [{ source_ip: ips, verdict: ["FORWARDED", "DROPPED"] }] };
+  const remote = ships.filter((s) => s.node !== node);
+  const verdict: ("FORWARDED" | "DROPPED")[] = ["FORWARDED", "DROPPED"];
+  const filter: FlowFilterSet = {
+    allowlist: [
+      { source_ip: remote.map((s) => s.ip), verdict },
+      { source_identity: remote.map((s) => s.identity), verdict },
+    ],
+  };
   const deadline = Date.now() + 5_000; // a safety net: the log arrives in milliseconds
   let flows = await readFlows(node, filter);
   while (flows.filter((f) => f.verdict === "DROPPED").length < 2 && Date.now() < deadline) {
@@ -257,11 +279,11 @@ async function sendingFlows(to: Ship, ships: readonly Ship[]): Promise<Flow[]> {
   return out;
 }
 
-/** `membrane policy why` for the last drop from `ip` on `node`. */
-async function why(node: LabNode, ip: string): Promise<string[]> {
+/** `membrane policy why` for the last drop from `ship` on `node` (by its address or its identity). */
+async function why(node: LabNode, ship: Ship): Promise<string[]> {
   try {
     const r = (await node.client.request("POST", "/v1/why", {
-      filter: { allowlist: [{ source_ip: [ip] }] },
+      filter: { allowlist: [{ source_ip: [ship.ip] }, { source_identity: [ship.identity] }] },
     })) as { lines: string[]; proposal?: string };
     return [
       ...r.lines,
