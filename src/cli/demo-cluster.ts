@@ -150,7 +150,9 @@ export async function runClusterDemo(o: {
     say("  every node knows the pods of the others (cluster ipcache in etcd)\n");
     if (o.encryption) {
       // The first connection of a pair may wait for its SA or tunnel session: not a verdict.
-      for (const a of ATTEMPTS_OPEN) await warm(ships.get(a.from) as Ship, ships.get(a.to) as Ship, a.port);
+      const pairs = new Set([...ATTEMPTS_OPEN, ...ATTEMPTS_L3L4].map((a) => `${a.from}>${a.to}`));
+      for (const [from, to] of [...pairs].map((p) => p.split(">")))
+        await warm(ships.get(from as string) as Ship, ships.get(to as string) as Ship, 80);
       say("  the encrypted paths between the nodes carry traffic (their first connections went through)\n");
     }
     say("\n");
