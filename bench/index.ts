@@ -115,7 +115,10 @@ if (want("cni")) child("./cni.js", flags);
 // without strict mode, in one run (--mode= narrows it; issue 13 item 7). `mtls-tunnel`: the tunnel vs wireguard-go.
 if (only.includes("encryption")) child("./encryption.js", flags);
 if (only.includes("mtls-tunnel"))
-  child("./encryption.js", [...flags.filter((f) => !f.startsWith("--mode=")), "--mode=mtls-tunnel,wireguard"]);
+  child("./encryption.js", [
+    ...flags.filter((f) => !f.startsWith("--mode=")),
+    "--mode=mtls-tunnel,wireguard",
+  ]);
 // Key rotation under a running iperf3, WireGuard and IPsec: the stall, bytes, retransmits, resets (issue 13).
 if (only.includes("encryption-rekey")) child("./encryption-rekey.js", flags);
 
