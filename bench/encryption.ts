@@ -1,213 +1,178 @@
 /**
- * `npm run bench -- encryption`: pod to pod between two lab nodes, side by side in one run:
- * plaintext (native routes), the mode (WireGuard, or IPsec with --mode=ipsec), and the mode with
- * strict mode, in rotating order per round (root; iperf3 from Debian). (--mode=mtls-tunnel:
- * mtls-tunnel.ts, which bench/index.ts runs instead.) Per window:
- *   - TCP throughput (iperf3, one stream);
- *   - request/response rate (bench/traffic.ts's Node ping-pong, 1-byte messages, TCP_NODELAY);
- *   - CPU per Gbit: CPU-seconds of both iperf3 ends (their own getrusage) plus both nodes'
- *     tunnel processes (wireguard-go, or charon) (/proc/<pid>/stat over the iperf3 run) per Gbit received. The kernel's own
- *     softirq work outside these processes is not counted (on a shared machine it cannot be
- *     told apart from other users').
- * One lab with `--encryption <mode>`; the plaintext rounds swap the routes to the peer's pod
- * CIDR to native ones by hand and back (the agents run with `--resync 0`, so nothing puts them
- * back meanwhile); strict mode is the encryption table with and without its strict chain. Prints
- * one JSON line with the medians, every window and the load average.
+ * `npm run bench -- encryption`: pod-to-pod TCP between two lab nodes, every mode side by side in
+ * ONE run (root; iperf3, wireguard-go, strongSwan from Debian): plaintext, WireGuard, IPsec and the
+ * mTLS node tunnel, each also with strict mode, in rotating order per round (each condition runs
+ * early, middle and late once per cycle), so that the machine's drifting load touches all alike.
  *
- * IPsec: charon's kernel-libipsec also routes each SA's selectors into ipsec0 through its own
- * table 220 (rule 220, ahead of main); plaintext rounds take that rule away and put it back.
+ *   conditions: plaintext | wireguard, wireguard-strict | ipsec, ipsec-strict | mtls-tunnel, mtls-tunnel-strict
+ *   per window (encryption-window.ts): TCP Gbit/s (iperf3), request/response rate (1-byte ping-pong),
+ *     CPU-s per Gbit (both iperf3 ends + the tunnel's processes), UDP buffer drops, load average
  *
- *   npm run bench -- encryption [--mode=wireguard|ipsec] [--seconds=5] [--rounds=3]
+ * One two-node lab per mode (encryption-labs.ts: same shape, own namespaces), all started before the
+ * first window and running throughout; plaintext is measured in the first mode's lab with its
+ * routes (or redirect) taken out by hand. Prints JSON lines (standard output, for machines): one per
+ * window as it ends, then one with the medians per condition, strict mode's cost against the same
+ * mode without it, the mTLS tunnel against wireguard-go, every window and the load average; and a
+ * table (standard error, for people).
+ *
+ *   npm run bench -- encryption [--mode=all|wireguard,ipsec,mtls-tunnel] [--seconds=5] [--rounds=3] [--no-strict]
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess } from "node:child_process";
 import { loadavg } from "node:os";
-import { runRaw } from "../src/datapath/exec.js";
-import { startLabCluster, type LabNode } from "../src/lab/cluster.js";
-import { createEndpoint, waitRemote } from "../src/lab/cluster-api.js";
-import { applyEncryptTable } from "../src/encryption/strict.js";
-import type { EncryptionStatus } from "../src/encryption/mode.js";
-import { cpuSeconds, pidsIn, sh, TRAFFIC } from "./encryption-window.js";
+import { table } from "../src/cli/format.js";
+import { measure, type Measured } from "./encryption-window.js";
+import { startModeLab, TUNNELS, type LabState, type ModeLab, type Tunnel } from "./encryption-labs.js";
 import { median, r1 } from "./traffic-stats.js";
-import { benchArgs, choice, int } from "./cli.js";
+import { benchArgs, custom, flag, int } from "./cli.js";
 
-const { flags } = benchArgs({
+/** The flags of `node dist/bench/encryption.js` (bench/cli.ts), checked before any lab is made. */
+const SPEC = {
   script: "encryption",
   runner: "encryption",
-  measures: "Pod to pod between two lab nodes, side by side in rotating order: plaintext, the mode, the mode with strict mode. TCP Gbit/s (iperf3), request/response rate, CPU per Gbit. One JSON line with the medians, every window and the load.", // prettier-ignore
-  root: "a two-node lab: namespaces, nftables, the tunnel; needs iperf3",
-  notes: ["--mode=mtls-tunnel is another script: node dist/bench/mtls-tunnel.js (npm run bench -- encryption --mode=mtls-tunnel runs it)."], // prettier-ignore
+  measures: "Pod to pod between two lab nodes, every mode side by side in one run, rotating order per round: plaintext, WireGuard, IPsec and the mTLS node tunnel, each also with strict mode. TCP Gbit/s (iperf3), request/response rate, CPU-s per Gbit, UDP buffer drops, the load average. JSON lines (one per window, then the summary) on stdout, a table on stderr.", // prettier-ignore
+  root: "one two-node lab per mode: namespaces, nftables, the tunnels; needs iperf3, wireguard-go, strongSwan",
   flags: {
-    mode: choice({ help: "the encryption measured", choices: ["wireguard", "ipsec"], default: "wireguard" }),
-    seconds: int({ help: "seconds per window (iperf3 -t)", min: 1, max: 600, default: 5 }),
-    rounds: int({ help: "rounds (each runs every mode once)", min: 1, max: 100, default: 3 }),
+    mode: custom({
+      help: `all, or a comma-separated list of ${TUNNELS.join(", ")}`,
+      value: "all|MODE[,MODE...]",
+      default: [...TUNNELS] as readonly Tunnel[],
+      shown: "all",
+      parse: (m) => {
+        const modes = m === "all" ? [...TUNNELS] : m.split(",");
+        const bad = modes.find((x) => !(TUNNELS as readonly string[]).includes(x));
+        if (bad !== undefined || modes.length === 0)
+          throw new Error(`give all, or a comma-separated list of ${TUNNELS.join(", ")}`);
+        return [...new Set(modes)] as Tunnel[];
+      },
+    }),
+    seconds: int({ help: "seconds per window (iperf3 -t)", min: 1, max: 120, default: 5 }),
+    rounds: int({ help: "rounds (each runs every condition once)", min: 1, max: 50, default: 3 }),
+    "no-strict": flag("leave out the strict-mode conditions"),
   },
-});
-const seconds = flags.seconds;
-const rounds = flags.rounds;
-const enc = flags.mode;
-const MODES = ["plaintext", "encrypted", "encrypted-strict"] as const;
-type Mode = (typeof MODES)[number];
-/** The tunnel's processes (wireguard-go, or charon) in the named namespaces. */
-const tunnelPids = (netns: readonly string[]): number[] =>
-  pidsIn(netns, (c) => c === "wireguard-go" || c.startsWith("charon"));
+} as const;
 
-interface Win {
-  mode: Mode;
-  round: number;
-  gbps: number;
-  retransmits: number;
-  rrPerSec: number;
-  cpuSecPerGbit: number;
-  wgCpuSec: number;
-  /** UDP datagrams the nodes dropped for a full socket buffer (wireguard-go not reading fast enough). */
-  udpBufDrops: number;
-  load1m: number;
+interface Condition {
+  readonly name: string;
+  readonly lab: ModeLab;
+  readonly state: LabState;
 }
-
-/** UdpRcvbufErrors + UdpSndbufErrors of the namespaces (nstat, absolute). */
-async function udpBufErrors(netns: readonly string[]): Promise<number> {
-  let n = 0;
-  for (const ns of netns) {
-    const r = await runRaw(["nstat", "-asz", "UdpRcvbufErrors", "UdpSndbufErrors"], { netns: ns });
-    for (const line of r.stdout.split("\n")) n += Number(line.trim().split(/\s+/)[1] ?? 0) || 0;
-  }
-  return n;
-}
+type Win = Measured & { cond: string; round: number };
 
 async function main(): Promise<void> {
-  const prefix = (enc === "ipsec" ? "hipb" : "hwgb") + Math.random().toString(36).slice(2, 5);
-  const lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 30, encryption: enc });
-  const load0 = loadavg();
+  const { flags } = benchArgs(SPEC);
+  const o = {
+    modes: [...flags.mode],
+    seconds: flags.seconds,
+    rounds: flags.rounds,
+    strict: !flags["no-strict"],
+  };
+  const run = Math.random().toString(36).slice(2, 5);
   const children: ChildProcess[] = [];
+  const labs: ModeLab[] = [];
+  const load0 = loadavg();
+  const say = (s: string): boolean => process.stderr.write(s + "\n");
   try {
-    const [n1, n2] = lab.nodes as [LabNode, LabNode];
-    const c = await createEndpoint(n1, "client", { app: "client" });
-    const s = await createEndpoint(n2, "server", { app: "server" });
-    await waitRemote(n1, [s.ipv4]);
-    await waitRemote(n2, [c.ipv4]);
-    const st = new Map<LabNode, EncryptionStatus>();
-    for (const n of [n1, n2])
-      st.set(n, (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus);
-    const wgPids = tunnelPids([n1.netns, n2.netns]);
-    const cidr = (ip: string): string => ip.replace(/\.\d+$/, ".0/24");
-    const setMode = async (mode: Mode): Promise<void> => {
-      for (const [n, peer, ip] of [
-        [n1, n2, s.ipv4],
-        [n2, n1, c.ipv4],
-      ] as const) {
-        const wg = (st.get(n) as EncryptionStatus).interface;
-        const via = mode === "plaintext" ? ["via", peer.ip] : ["dev", wg];
-        await sh(n.netns, ["ip", "route", "replace", cidr(ip), ...via, "proto", "211"]);
-        if (enc === "ipsec") {
-          await runRaw(["ip", "rule", "del", "pref", "220"], { netns: n.netns });
-          if (mode !== "plaintext") await sh(n.netns, ["ip", "rule", "add", "pref", "220", "table", "220"]);
-        }
-        await applyEncryptTable({
-          netns: n.netns,
-          tunnelIf: wg,
-          ...(mode === "encrypted-strict" ? { strictCidrs: ["10.200.0.0/16"] } : {}),
-          localCidrs: [cidr(n === n1 ? c.ipv4 : s.ipv4)],
-          logGroup: 1,
-        });
-      }
-    };
-    const spawnIn = (netns: string, argv: string[]): ChildProcess => {
-      const p = spawn("ip", ["netns", "exec", netns, ...argv], { stdio: ["ignore", "pipe", "ignore"] });
-      children.push(p);
-      return p;
-    };
-    spawnIn(s.netns, ["iperf3", "-s", "-p", "5201"]);
-    const rr = spawnIn(s.netns, [process.execPath, TRAFFIC, "--rr-server"]);
-    let rrOut = "";
-    rr.stdout?.on("data", (d: Buffer) => (rrOut += d.toString()));
-    for (let i = 0; i < 100 && !rrOut.includes("ready"); i++) await new Promise((r) => setTimeout(r, 50));
+    for (const mode of o.modes) {
+      say(`starting the ${mode} lab (two nodes) ...`);
+      labs.push(await startModeLab(mode, `m3e${mode[0]}${run}`, children));
+    }
+    const first = labs[0] as ModeLab;
+    const conds: Condition[] = [
+      { name: "plaintext", lab: first, state: "plaintext" },
+      ...labs.flatMap((l): Condition[] => [
+        { name: l.mode, lab: l, state: "encrypted" },
+        ...(o.strict ? [{ name: `${l.mode}-strict`, lab: l, state: "strict" as const }] : []),
+      ]),
+    ];
     const windows: Win[] = [];
-    for (let round = 0; round < rounds; round++) {
-      // Rotating order (ABC, BCA, CAB): each mode runs first, middle and last once per three rounds.
-      const order = MODES.map((_, i) => MODES[(i + round) % MODES.length] as Mode);
-      for (const mode of order) {
-        await setMode(mode);
-        const wg0 = cpuSeconds(wgPids);
-        const udp0 = await udpBufErrors([n1.netns, n2.netns]);
-        const out = await sh(c.netns, ["iperf3", "-c", s.ipv4, "-p", "5201", "-t", String(seconds), "-J"]);
-        const wgCpuSec = cpuSeconds(wgPids) - wg0;
-        const udpBufDrops = (await udpBufErrors([n1.netns, n2.netns])) - udp0;
-        const j = JSON.parse(out) as {
-          end: {
-            sum_received: { bits_per_second: number; bytes: number; seconds: number };
-            sum_sent: { retransmits?: number };
-            cpu_utilization_percent: { host_total: number; remote_total: number };
-          };
-        };
-        const sum = j.end.sum_received;
-        const cpu = j.end.cpu_utilization_percent;
-        const endsCpuSec = ((cpu.host_total + cpu.remote_total) / 100) * sum.seconds;
-        const gbits = (sum.bytes * 8) / 1e9;
-        const rrRun = await sh(c.netns, [
-          ...[process.execPath, TRAFFIC, "--rr-client", s.ipv4, String(seconds * 1000)],
-        ]);
-        const rrJ = JSON.parse(rrRun.trim()) as { perSec?: number; error?: string };
-        if (rrJ.perSec === undefined) throw new Error(`rr client: ${rrJ.error ?? rrRun}`);
-        windows.push({
-          mode,
-          round,
-          gbps: Math.round(sum.bits_per_second / 1e7) / 100,
-          retransmits: j.end.sum_sent.retransmits ?? 0,
-          rrPerSec: Math.round(rrJ.perSec),
-          cpuSecPerGbit: Math.round(((endsCpuSec + wgCpuSec) / gbits) * 1000) / 1000,
-          wgCpuSec: r1(wgCpuSec),
-          udpBufDrops,
-          load1m: r1(loadavg()[0] ?? 0),
-        });
-        const w = windows.at(-1) as Win;
-        process.stderr.write(
-          `round ${round} ${mode.replace("encrypted", enc)}: ${w.gbps} Gbit/s (${w.retransmits} retransmits, ${w.udpBufDrops} UDP buffer drops), ${w.rrPerSec} rr/s, ${w.cpuSecPerGbit} CPU-s/Gbit (load ${w.load1m})\n`,
+    for (let round = 0; round < o.rounds; round++) {
+      // Rotating order: each condition runs in every position once per conds.length rounds.
+      const order = conds.map((_, i) => conds[(i + round) % conds.length] as Condition);
+      for (const c of order) {
+        await c.lab.set(c.state);
+        const m = await measure(c.lab.target, o.seconds);
+        windows.push({ cond: c.name, round, ...m });
+        console.log(JSON.stringify({ bench: "encryption", window: windows.at(-1) }));
+        say(
+          `round ${round} ${c.name}: ${m.gbps} Gbit/s (${m.retransmits} retransmits, ${m.udpBufDrops} UDP buffer drops), ${m.rrPerSec} rr/s, ${m.cpuSecPerGbit} CPU-s/Gbit (load ${m.load1m})`,
         );
       }
     }
-    const med = (m: Mode, f: (w: Win) => number): number =>
-      median(windows.filter((w) => w.mode === m).map(f));
-    // Named as they ran: plaintext, wireguard|ipsec, wireguard-strict|ipsec-strict.
-    const label = (m: Mode): string => m.replace("encrypted", enc);
+    for (const l of labs) await l.set("encrypted"); // as the agents made it (they are stopped next)
+    const med = (cond: string, f: (w: Win) => number): number =>
+      median(windows.filter((w) => w.cond === cond).map(f));
+    const pct = (a: number, b: number): number => Math.round((1 - b / a) * 1000) / 10;
     const summary = Object.fromEntries(
-      MODES.map((m) => [
-        label(m),
+      conds.map((c) => [
+        c.name,
         {
-          gbps: med(m, (w) => w.gbps),
-          rrPerSec: med(m, (w) => w.rrPerSec),
-          cpuSecPerGbit: med(m, (w) => w.cpuSecPerGbit),
+          gbps: med(c.name, (w) => w.gbps),
+          rrPerSec: med(c.name, (w) => w.rrPerSec),
+          cpuSecPerGbit: med(c.name, (w) => w.cpuSecPerGbit),
+          load1m: med(c.name, (w) => w.load1m),
         },
       ]),
     );
-    const pct = (a: number, b: number): number => Math.round((1 - b / a) * 1000) / 10;
+    const strictCostPct = o.strict
+      ? Object.fromEntries(
+          labs.map((l) => [
+            l.mode,
+            {
+              gbps: pct(
+                med(l.mode, (w) => w.gbps),
+                med(`${l.mode}-strict`, (w) => w.gbps),
+              ),
+              rr: pct(
+                med(l.mode, (w) => w.rrPerSec),
+                med(`${l.mode}-strict`, (w) => w.rrPerSec),
+              ),
+            },
+          ]),
+        )
+      : undefined;
+    const both = o.modes.includes("mtls-tunnel") && o.modes.includes("wireguard");
+    const rows = [
+      ["CONDITION", "GBIT/S", "RR/S", "CPU-S/GBIT", "STRICT COST (GBIT/S, RR/S)", "LOAD 1M"],
+      ...conds.map((c) => {
+        const s = summary[c.name] as {
+          gbps: number;
+          rrPerSec: number;
+          cpuSecPerGbit: number;
+          load1m: number;
+        };
+        const cost = c.state === "strict" ? strictCostPct?.[c.lab.mode] : undefined;
+        return [c.name, String(s.gbps), String(s.rrPerSec), String(s.cpuSecPerGbit), cost ? `${cost.gbps}%, ${cost.rr}%` : "", String(s.load1m)]; // prettier-ignore
+      }),
+    ];
+    say(
+      `\nmedians of ${o.rounds} rounds of ${o.seconds} s windows (strict cost: 1 - strict/without, per mode)`,
+    );
+    say(table(rows).join("\n"));
     console.log(
       JSON.stringify({
         bench: "encryption",
-        mode: enc,
-        impl: (st.get(n1) as EncryptionStatus).impl,
-        seconds,
-        rounds,
+        modes: o.modes,
+        impl: Object.fromEntries(labs.map((l) => [l.mode, l.status.impl])),
+        seconds: o.seconds,
+        rounds: o.rounds,
         median: summary,
-        strictCostPct: {
-          gbps: pct(
-            med("encrypted", (w) => w.gbps),
-            med("encrypted-strict", (w) => w.gbps),
-          ),
-          rr: pct(
-            med("encrypted", (w) => w.rrPerSec),
-            med("encrypted-strict", (w) => w.rrPerSec),
-          ),
-        },
-        loadavg: {
-          before: load0.map(r1),
-          after: loadavg().map(r1),
-        },
-        windows: windows.map((w) => ({ ...w, mode: label(w.mode) })),
+        ...(strictCostPct ? { strictCostPct } : {}),
+        ...(both
+          ? { mtlsVsWireguard: Math.round((med("mtls-tunnel", (w) => w.gbps) / med("wireguard", (w) => w.gbps)) * 100) / 100 } // prettier-ignore
+          : {}),
+        loadavg: { before: load0.map(r1), after: loadavg().map(r1) },
+        windows,
       }),
     );
   } finally {
-    for (const p of children) p.kill("SIGKILL");
-    await lab.stop();
+    for (const p of children)
+      if (p.pid !== undefined)
+        try {
+          process.kill(-p.pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+    for (const l of labs.reverse()) await l.lab.stop();
   }
 }
 

@@ -31,8 +31,8 @@ export const RUNNERS: readonly RunnerEntry[] = [
   { name: "gateway", script: "gateway", about: "the gateway vs nginx with the same routes", example: "gateway --rounds 5" },
   { name: "lb", script: "lb", about: "services in the kernel: ClusterIP vs direct, one backend change among 10,000 (root)", example: "lb --rounds=4 --services=10000" },
   { name: "cni", script: "cni", about: "membrane-cni ADD/DEL, direct and through podman (root)", example: "cni --quick" },
-  { name: "encryption", script: "encryption", about: "plaintext vs WireGuard (or IPsec) vs +strict between two lab nodes (root)", example: "encryption --seconds=5 --rounds=3 --mode=ipsec", onlyWhenNamed: true },
-  { name: "mtls-tunnel", script: "mtls-tunnel", about: "plaintext vs the mTLS node tunnel vs +strict vs wireguard-go (root; also encryption --mode=mtls-tunnel)", example: "encryption --mode=mtls-tunnel", onlyWhenNamed: true },
+  { name: "encryption", script: "encryption", about: "plaintext vs WireGuard vs IPsec vs the mTLS tunnel, each +strict, in one run between two lab nodes (root)", example: "encryption --seconds=5 --rounds=3 --mode=all", onlyWhenNamed: true },
+  { name: "encryption-rekey", script: "encryption-rekey", about: "key rotation of both nodes under a running iperf3: stall, resets, retransmits (root)", example: "encryption-rekey --seconds=30 --rounds=2", onlyWhenNamed: true },
   { name: "cluster", script: "cluster", about: "three real agents + simulated nodes in etcd (root, etcd)", example: "cluster --quick" },
   { name: "ui", script: "ui", about: "the service map in chromium: first render of 500 workloads", example: "ui" },
 ]; // prettier-ignore

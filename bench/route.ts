@@ -26,17 +26,11 @@ function usage(path: string, why: string): MembraneError {
   });
 }
 
-/** The benchmarks argv asks for; `encryption --mode=mtls-tunnel` is the mtls-tunnel script. */
+/** The benchmarks argv asks for. */
 export function selected(argv: readonly string[]): RunnerEntry[] {
   const words = argv.filter((a) => !a.startsWith("-"));
   const named = RUNNERS.filter((r) => words.includes(r.name));
-  const list = named.length > 0 ? named : RUNNERS.filter((r) => r.onlyWhenNamed !== true);
-  const mtls = argv.some(
-    (a, i) => a === "--mode=mtls-tunnel" || (a === "--mode" && argv[i + 1] === "mtls-tunnel"),
-  );
-  if (!mtls) return list;
-  const swapped = list.map((r) => (r.name === "encryption" ? (runner("mtls-tunnel") ?? r) : r));
-  return swapped.filter((r, i) => swapped.indexOf(r) === i);
+  return named.length > 0 ? named : RUNNERS.filter((r) => r.onlyWhenNamed !== true);
 }
 
 /**

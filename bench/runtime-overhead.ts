@@ -26,8 +26,18 @@ const { flags } = benchArgs({
   measures: "What runtime security costs the workload: an exec loop and an open loop in an endpoint, off vs runtime events vs events + a kill policy, each on-mode next to its own off in alternating order; figure = median of the pair ratios of CPU per operation, plus the agent's CPU per event. One JSON line with the load average.", // prettier-ignore
   root: "BPF programs and an endpoint's namespace; needs gcc",
   flags: {
-    rounds: int({ help: "rounds (pairs per on-mode and loop)", min: 1, max: 100, shown: "7; 3 with --quick" }),
-    execs: int({ help: "execs per exec-loop window", min: 1, max: 1_000_000, shown: "1000; 300 with --quick" }),
+    rounds: int({
+      help: "rounds (pairs per on-mode and loop)",
+      min: 1,
+      max: 100,
+      shown: "7; 3 with --quick",
+    }),
+    execs: int({
+      help: "execs per exec-loop window",
+      min: 1,
+      max: 1_000_000,
+      shown: "1000; 300 with --quick",
+    }),
     opens: int({ help: "opens per open-loop window", min: 1, max: 100_000_000, shown: "200000; 50000 with --quick" }), // prettier-ignore
     quick: flag("the smaller sizes (a smoke run)"),
   },

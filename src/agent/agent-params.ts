@@ -50,7 +50,7 @@ export interface AgentParams {
     /** Cluster mode: names the node of a peer on another node in flows (cluster/node-of-ip.ts). */
     readonly nodeOfIp?: (ip: string) => string | undefined;
     /** --encryption wireguard: whether traffic with this address goes through the tunnel (IP.encrypted). */
-    readonly encryptedPeer?: (ip: string, tcp: boolean) => boolean;
+    readonly encryptedPeer?: (ip: string, tcp: boolean, identity: number) => boolean;
     readonly metricsAddress?: string;
     /** Hubble metric handlers (`--hubble-metrics`); absent = every handler without options. */
     readonly hubbleMetrics?: ObserverParams["hubbleMetrics"];

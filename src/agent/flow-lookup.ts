@@ -16,7 +16,7 @@ export function flowLookup(
   endpoints: EndpointsController,
   ruleOrigins: ReadonlyMap<number, RuleOrigin>,
   nodeOfIp?: (ip: string) => string | undefined,
-  encryptedPeer?: (ip: string, tcp: boolean) => boolean,
+  encryptedPeer?: (ip: string, tcp: boolean, identity: number) => boolean,
   namesOfIp?: (ip: string) => readonly string[] | undefined,
   services?: () => ServiceFrontends,
 ): FlowLookup {

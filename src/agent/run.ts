@@ -103,7 +103,10 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
           ...o.observe,
           nodeOfIp: nodeOfIp(() => ipcache?.view.snapshot),
           ...(o.encryption
-            ? { encryptedPeer: (ip: string, tcp: boolean) => enc.wg?.encrypts(ip, tcp) === true }
+            ? {
+                encryptedPeer: (ip: string, tcp: boolean, id: number) =>
+                  enc.wg?.encrypts(ip, tcp, id) === true,
+              }
             : {}),
         }
       : o.observe;

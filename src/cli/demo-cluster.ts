@@ -28,6 +28,13 @@ import { encryptionRows } from "./commands/encryption.js";
 
 export const MAX_DEMO_NODES = 5;
 
+export type DemoEncryption = "wireguard" | "ipsec" | "mtls-tunnel";
+const MODE_NAMES: Readonly<Record<DemoEncryption, string>> = {
+  wireguard: "WireGuard",
+  ipsec: "IPsec",
+  "mtls-tunnel": "The mTLS node tunnel",
+};
+
 const SHIPS = [
   { name: "deathstar", labels: { org: "empire", class: "deathstar" }, node: 0 },
   { name: "tiefighter", labels: { org: "empire", class: "tiefighter" }, node: 1 },
@@ -48,8 +55,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function runClusterDemo(o: {
   readonly out: (s: string) => void;
   readonly nodes: number;
-  /** `--encryption wireguard`: every agent encrypts pod traffic between nodes (strict mode on). */
-  readonly encryption?: "wireguard" | "ipsec";
+  /** `--encryption wireguard|ipsec|mtls-tunnel`: every agent encrypts pod traffic between nodes (strict mode on). */
+  readonly encryption?: DemoEncryption;
 }): Promise<number> {
   preflight();
   if (etcdBinary() === undefined) {
@@ -140,7 +147,15 @@ export async function runClusterDemo(o: {
       const others = [...ships.values()].filter((x) => x.node !== s.node).map((x) => x.ip);
       await waitRemote(s.node, others);
     }
-    say("  every node knows the pods of the others (cluster ipcache in etcd)\n\n");
+    say("  every node knows the pods of the others (cluster ipcache in etcd)\n");
+    if (o.encryption) {
+      // The first connection of a pair may wait for its SA or tunnel session: not a verdict.
+      const pairs = new Set([...ATTEMPTS_OPEN, ...ATTEMPTS_L3L4].map((a) => `${a.from}>${a.to}`));
+      for (const [from, to] of [...pairs].map((p) => p.split(">")))
+        await warm(ships.get(from as string) as Ship, ships.get(to as string) as Ship, 80);
+      say("  the encrypted paths between the nodes carry traffic (their first connections went through)\n");
+    }
+    say("\n");
 
     const attempt = async (title: string, list: readonly Attempt[]): Promise<void> => {
       say(title + "\n");
@@ -179,7 +194,7 @@ export async function runClusterDemo(o: {
     );
     const xwing = ships.get("xwing") as Ship;
     say(`Why was xwing's connection dropped? (membrane policy why, on ${deathstar.node.name})\n`);
-    say(indent(await why(deathstar.node, xwing.ip)) + "\n\n");
+    say(indent(await why(deathstar.node, xwing)) + "\n\n");
     let inSync = 0;
     for (const n of nodes) {
       const d = (await n.client.request("GET", "/v1/datapath/diff")) as { diff: unknown[] };
@@ -189,11 +204,15 @@ export async function runClusterDemo(o: {
     if (o.encryption) {
       const s = (await deathstar.node.client.request("GET", "/v1/encryption")) as EncryptionStatus;
       say(
-        `\n${s.mode === "ipsec" ? "IPsec" : "WireGuard"} on ${deathstar.node.name} (membrane encryption status): cross-node traffic above went through it\n`,
+        `\n${MODE_NAMES[o.encryption]} on ${deathstar.node.name} (membrane encryption status): cross-node traffic above went through it\n`,
       );
       say(indent(table(encryptionRows(s))) + "\n");
-      const flowsEnc = flows.filter((f) => f.IP?.encrypted === true).length;
-      say(`  ${flowsEnc} of ${flows.length} flows above carry IP.encrypted: true\n\n`);
+      // Both ends' view: the receiving node's flows above, and the sending nodes' flows to the
+      // deathstar (the mTLS tunnel delivers from its own socket on the receiving node).
+      const sent = await sendingFlows(deathstar, [...ships.values()]);
+      const all = [...flows, ...sent];
+      const flowsEnc = all.filter((f) => f.IP?.encrypted === true).length;
+      say(`  ${flowsEnc} of ${all.length} cross-node flows (both ends) carry IP.encrypted: true\n\n`);
     }
     say(
       mismatches === 0
@@ -225,10 +244,26 @@ function appliedText(r: ApplyReport): string {
   return `stored in etcd at revision ${r.clusterRevision ?? "?"}`;
 }
 
-/** The policy verdicts `node` logged for connections from the ships (the kernel's log is asynchronous). */
+/** Connects `from` -> `to` until it goes through (safety net 30 s). */
+async function warm(from: Ship, to: Ship, port: number): Promise<void> {
+  for (const end = Date.now() + 30_000; Date.now() < end; await sleep(200))
+    if ((await from.probe.tcp(to.ip, port, 3000)) === "ok") return;
+}
+
+/**
+ * The policy verdicts `node` logged for connections from the ships (the kernel's log is
+ * asynchronous): by their addresses, or (the mTLS tunnel delivers from the node's own pod gateway
+ * address, marked with the identity its certificate proved) by their identities.
+ */
 async function receivingFlows(node: LabNode, ships: readonly Ship[]): Promise<Flow[]> {
-  const ips = ships.filter((s) => s.node !== node).map((s) => s.ip);
-  const filter: FlowFilterSet = { allowlist: [{ source_ip: ips, verdict: ["FORWARDED", "DROPPED"] }] };
+  const remote = ships.filter((s) => s.node !== node);
+  const verdict: ("FORWARDED" | "DROPPED")[] = ["FORWARDED", "DROPPED"];
+  const filter: FlowFilterSet = {
+    allowlist: [
+      { source_ip: remote.map((s) => s.ip), verdict },
+      { source_identity: remote.map((s) => s.identity), verdict },
+    ],
+  };
   const deadline = Date.now() + 5_000; // a safety net: the log arrives in milliseconds
   let flows = await readFlows(node, filter);
   while (flows.filter((f) => f.verdict === "DROPPED").length < 2 && Date.now() < deadline) {
@@ -238,11 +273,19 @@ async function receivingFlows(node: LabNode, ships: readonly Ship[]): Promise<Fl
   return flows;
 }
 
-/** `membrane policy why` for the last drop from `ip` on `node`. */
-async function why(node: LabNode, ip: string): Promise<string[]> {
+/** The flows the other ships' nodes logged for their connections to `to` (egress side). */
+async function sendingFlows(to: Ship, ships: readonly Ship[]): Promise<Flow[]> {
+  const out: Flow[] = [];
+  for (const n of new Set(ships.filter((s) => s.node !== to.node).map((s) => s.node)))
+    out.push(...(await readFlows(n, { allowlist: [{ destination_ip: [to.ip] }] })));
+  return out;
+}
+
+/** `membrane policy why` for the last drop from `ship` on `node` (by its address or its identity). */
+async function why(node: LabNode, ship: Ship): Promise<string[]> {
   try {
     const r = (await node.client.request("POST", "/v1/why", {
-      filter: { allowlist: [{ source_ip: [ip] }] },
+      filter: { allowlist: [{ source_ip: [ship.ip] }, { source_identity: [ship.identity] }] },
     })) as { lines: string[]; proposal?: string };
     return [
       ...r.lines,

@@ -137,9 +137,10 @@ export interface NodeTunnelKeyV1 {
   /** ISO time the key pair was made (key age in status). */
   readonly keyCreatedAt?: string;
   /**
-   * During a key rotation (encryption/rotation.ts): the key this node switches to next. Peers
-   * add it as a second peer without allowed IPs, so the handshake under the new key is answered
-   * the moment the node switches.
+   * During a key rotation (encryption/rotation.ts): the key this node switches to next, in the
+   * form of publicKey. WireGuard peers add it as a second peer without allowed IPs, so the
+   * handshake under the new key is answered the moment the node switches; IPsec peers pin it
+   * beside publicKey, so the node's new IKE SA under it is accepted.
    */
   readonly nextPublicKey?: string;
   /** `--encryption-node-to-node`: this node sends its own (host) traffic to peers through the tunnel. */

@@ -104,7 +104,10 @@ function badEncryption(e: unknown): string | undefined {
     return ".port is not a port (1-65535)";
   if (r["keyCreatedAt"] !== undefined && typeof r["keyCreatedAt"] !== "string")
     return ".keyCreatedAt is not a string";
-  if (r["nextPublicKey"] !== undefined && !isWgKey(r["nextPublicKey"]))
+  const next = r["nextPublicKey"];
+  if (next !== undefined && r["type"] === "ipsec" && !isIpsecPublicKey(next))
+    return ".nextPublicKey is not a base64 SubjectPublicKeyInfo of an EC P-256 key";
+  if (next !== undefined && r["type"] !== "ipsec" && !isWgKey(next))
     return ".nextPublicKey is not a base64 32-byte key";
   if (r["nodeToNode"] !== undefined && typeof r["nodeToNode"] !== "boolean")
     return ".nodeToNode is not a boolean";

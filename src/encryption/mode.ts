@@ -25,9 +25,10 @@ export interface EncryptionAgent {
   rotateKey?(): Promise<unknown>;
   /**
    * Whether traffic with `ip` goes through the tunnel: flows' IP.encrypted. `tcp`: the flow is
-   * TCP (the mTLS tunnel carries TCP only; WireGuard and IPsec ignore it).
+   * TCP (the mTLS tunnel carries TCP only; WireGuard and IPsec ignore it); `identity`: the peer's
+   * (the mTLS tunnel delivers from the node's own pod gateway address under the source's identity).
    */
-  encrypts(ip: string, tcp?: boolean): boolean;
+  encrypts(ip: string, tcp?: boolean, identity?: number): boolean;
   status(): Promise<EncryptionStatus>;
   /** Stops reconciling; the tunnel and the strict table stay (the kernel keeps encrypting). */
   stop(): Promise<void>;

@@ -2,7 +2,7 @@
  * Encryption flags of `membrane agent` -> EncryptionOptions, with errors naming the flag.
  *
  *   --encryption disabled|wireguard|ipsec|mtls-tunnel   --encryption-strict   --encryption-strict-cidr CIDR[,CIDR]
- *   --wireguard-port 51871   --encryption-node-to-node   --encryption-key-rotation 24h (wireguard)
+ *   --wireguard-port 51871   --encryption-node-to-node   --encryption-key-rotation 24h (wireguard, ipsec)
  *   --ipsec-port 51872 (IKE; ESP in UDP on port + 1)   --ipsec-rekey-seconds 3600
  *   --mtls-tunnel-port 15008 (HBONE's)   --mtls-tunnel-redirect-port 15006
  *   --mtls-tunnel-gid 1338   --mtls-tunnel-uid 1338
@@ -119,22 +119,28 @@ export function parseEncryptionFlags(
           : f.encryptionKeyRotation !== undefined
             ? "--encryption-key-rotation"
             : undefined;
+    const modes =
+      needs === "--encryption-strict" || needs === "--encryption-strict-cidr"
+        ? "wireguard, ipsec or mtls-tunnel"
+        : needs === "--encryption-key-rotation"
+          ? "wireguard or ipsec"
+          : "wireguard";
     if (needs !== undefined)
       throw new MembraneError(
         "ENCRYPTION_INVALID",
-        `Cannot start the agent: ${needs} needs --encryption wireguard${needs === "--encryption-strict" || needs === "--encryption-strict-cidr" ? ", ipsec or mtls-tunnel" : ""}`,
+        `Cannot start the agent: ${needs} needs --encryption ${modes}`,
       );
     return undefined;
   }
-  if (mode === "ipsec" && (f.encryptionNodeToNode || f.encryptionKeyRotation !== undefined))
+  if (mode === "ipsec" && f.encryptionNodeToNode)
     throw new MembraneError(
       "ENCRYPTION_INVALID",
-      `Cannot start the agent: ${f.encryptionNodeToNode ? "--encryption-node-to-node" : "--encryption-key-rotation"} needs --encryption wireguard (IPsec encrypts pod traffic only, and rekeys its SAs by --ipsec-rekey-seconds)`,
+      "Cannot start the agent: --encryption-node-to-node needs --encryption wireguard (IPsec encrypts pod traffic only)",
     );
   if (mode === "mtls-tunnel" && (f.encryptionNodeToNode || f.encryptionKeyRotation !== undefined))
     throw new MembraneError(
       "ENCRYPTION_INVALID",
-      `Cannot start the agent: ${f.encryptionNodeToNode ? "--encryption-node-to-node" : "--encryption-key-rotation"} needs --encryption wireguard (the mTLS tunnel carries pod TCP only, and renews its SVIDs by itself)`,
+      `Cannot start the agent: ${f.encryptionNodeToNode ? "--encryption-node-to-node needs --encryption wireguard" : "--encryption-key-rotation needs --encryption wireguard or ipsec"} (the mTLS tunnel carries pod TCP only, and renews its SVIDs by itself)`,
     );
   if (!clusterMode)
     throw new MembraneError(

@@ -1,6 +1,7 @@
 /**
- * WireGuard key rotation without resetting connections (`membrane encryption rotate-key`,
- * `--encryption-key-rotation 24h`).
+ * Node key rotation without resetting connections (`membrane encryption rotate-key`,
+ * `--encryption-key-rotation 24h`): the four steps below, for WireGuard's interface key here and,
+ * with their own key files and switch, for IPsec's IKE key (ipsec/rekey-auth.ts).
  *
  * WireGuard has one static key per interface, and on a receiving node each allowed IP belongs
  * to exactly one peer (one public key). So the old and the new key of a node cannot both be
@@ -34,12 +35,36 @@ import type { Logger } from "pino";
 import type { NodeKey } from "./keys.js";
 import { commitNextKey, discardNextKey, prepareNextKey } from "./keys.js";
 
-export interface KeyRotationParams {
-  /** The key directory (<state-dir>/wireguard). */
-  readonly dir: string;
+/** What a rotation needs of a key: its public half and when it was made. */
+export interface RotatingKey {
+  readonly publicKey: string;
+  readonly createdAt: string;
+}
+
+/** The key files of a mode: step 1 makes the next key, step 4 commits it, a failed rotation discards it. */
+export interface KeyFiles<K extends RotatingKey> {
+  prepare(): K;
+  commit(next: K): K;
+  discard(): void;
+}
+
+/** WireGuard's key files in `dir` (keys.ts). */
+export const wireguardKeyFiles = (dir: string): KeyFiles<NodeKey> => ({
+  prepare: () => prepareNextKey(dir),
+  commit: (next) => commitNextKey(dir, next),
+  discard: () => discardNextKey(dir),
+});
+
+export interface KeyRotationParams<K extends RotatingKey = NodeKey> {
+  /** WireGuard's key directory (<state-dir>/wireguard), when `keys` is not given. */
+  readonly dir?: string;
+  /** The mode's key files (default: WireGuard's in `dir`). */
+  readonly keys?: KeyFiles<K>;
+  /** The mode's name in logs (default WireGuard). */
+  readonly label?: string;
   readonly logger: Logger;
-  /** Puts `key` on the interface (`wg set <if> private-key FILE`). */
-  readonly switchTo: (key: NodeKey) => Promise<void>;
+  /** Puts `key` in use (WireGuard: `wg set <if> private-key FILE`; IPsec: charon signs with it, SAs made again). */
+  readonly switchTo: (key: K) => Promise<void>;
   /** Publishes this node's record again (record() reads current and next). */
   readonly publish: () => Promise<void>;
   /** Rotate when the key is this old (ms); absent or 0 = only on request. */
@@ -57,23 +82,31 @@ export interface RotationResult {
 /** setTimeout's limit (~24.8 days): longer waits are re-armed. */
 const MAX_TIMER = 2 ** 31 - 1;
 
-export class KeyRotation {
+export class KeyRotation<K extends RotatingKey = NodeKey> {
   private running: Promise<RotationResult> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Ends step 2's wait early (stop()). */
   private wake: (() => void) | undefined;
   /** The announced key while a rotation is between steps 1 and 4. */
-  next: NodeKey | undefined;
+  next: K | undefined;
   /** Rotations done since start, and the last one's error. */
   rotations = 0;
   lastError: string | undefined;
 
+  private readonly keys: KeyFiles<K>;
+  private readonly label: string;
+
   constructor(
-    private readonly p: KeyRotationParams,
+    private readonly p: KeyRotationParams<K>,
     /** The key in use (changes at step 4). */
-    public current: NodeKey,
-  ) {}
+    public current: K,
+  ) {
+    if (p.keys) this.keys = p.keys;
+    else if (p.dir !== undefined) this.keys = wireguardKeyFiles(p.dir) as unknown as KeyFiles<K>;
+    else throw new Error("KeyRotation needs dir or keys");
+    this.label = p.label ?? "WireGuard";
+  }
 
   /** When the periodic rotation is due next (ISO), absent when it is off. */
   nextAt(): string | undefined {
@@ -114,9 +147,9 @@ export class KeyRotation {
     let switched = false;
     try {
       // 1. announce
-      this.next = prepareNextKey(this.p.dir);
+      this.next = this.keys.prepare();
       await this.p.publish();
-      log.info({ next: this.next.publicKey }, "WireGuard key rotation: next key announced");
+      log.info({ next: this.next.publicKey }, `${this.label} key rotation: next key announced`);
       // 2. wait for the peers to learn it
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.p.announceMs ?? 5000);
@@ -135,15 +168,15 @@ export class KeyRotation {
       const next = this.next;
       this.next = undefined;
       try {
-        this.current = commitNextKey(this.p.dir, next);
+        this.current = this.keys.commit(next);
       } catch (e) {
         this.current = next;
-        log.error({ err: (e as Error).message }, "cannot rename the next WireGuard key over the old one");
+        log.error({ err: (e as Error).message }, `cannot rename the next ${this.label} key over the old one`);
       }
       await this.p.publish();
       this.rotations++;
       this.lastError = undefined;
-      log.info({ publicKey: this.current.publicKey }, "WireGuard key rotated");
+      log.info({ publicKey: this.current.publicKey }, `${this.label} key rotated`);
       return {
         previousPublicKey: before.publicKey,
         publicKey: this.current.publicKey,
@@ -151,10 +184,10 @@ export class KeyRotation {
       };
     } catch (e) {
       this.lastError = e instanceof Error ? e.message : String(e);
-      log.error({ err: this.lastError, switched }, "WireGuard key rotation failed");
+      log.error({ err: this.lastError, switched }, `${this.label} key rotation failed`);
       if (!switched && this.next) {
         // Not switched: the old key stays; withdraw the announcement.
-        discardNextKey(this.p.dir);
+        this.keys.discard();
         this.next = undefined;
         await this.p.publish().catch(() => undefined);
       }

@@ -44,10 +44,7 @@ export function withEncryptionRoutes(routes: Route[], wg: EncryptionAgent | unde
             "ENCRYPTION_INVALID",
             `Cannot rotate the node key: --encryption ${wg.mode} has no key rotation of its own`,
             {
-              hint:
-                wg.mode === "ipsec"
-                  ? "IPsec rekeys its SAs by --ipsec-rekey-seconds; see `membrane encryption status`"
-                  : "the mTLS tunnel renews its SVIDs at half life by itself; see `membrane encryption status`",
+              hint: "the mTLS tunnel renews its SVIDs at half life by itself; see `membrane encryption status`",
             },
           );
         return wg.rotateKey();

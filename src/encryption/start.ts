@@ -97,7 +97,12 @@ export async function startEncryption(
     const nodeIp = o.cluster.nodeIp.ipv4;
     if (nodeIp === undefined)
       throw new MembraneError("ENCRYPTION_INVALID", "Cannot start IPsec: it needs an IPv4 --node-ip (IKE's address)"); // prettier-ignore
-    agent = new IpsecAgent({ ...common, nodeIp, ...(e.rekeySeconds !== undefined ? { rekeySeconds: e.rekeySeconds } : {}) }); // prettier-ignore
+    agent = new IpsecAgent({
+      ...common,
+      nodeIp,
+      ...(e.rekeySeconds !== undefined ? { rekeySeconds: e.rekeySeconds } : {}),
+      ...(e.keyRotationMs !== undefined ? { keyRotationMs: e.keyRotationMs } : {}),
+    });
   } else
     agent = new WireGuardAgent({
       ...common,

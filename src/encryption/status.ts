@@ -40,6 +40,8 @@ export interface PeerStatus {
   readonly lastHandshake?: string;
   /** An entry for the peer's announced next key (it is rotating; no allowed IPs yet). */
   readonly next?: true;
+  /** IPsec: the peer's announced next key, pinned beside publicKey while it rotates. */
+  readonly nextPublicKey?: string;
   readonly publicKey: string;
   readonly endpoint: string;
   readonly allowedIps: readonly string[];
@@ -100,7 +102,7 @@ export interface EncryptionStatus {
   readonly publicKey: string;
   readonly keyCreatedAt: string;
   readonly keyAgeSeconds: number;
-  /** WireGuard's key rotation (rotation.ts); IPsec rekeys its SAs itself (see each peer's `sas`). */
+  /** The node key's rotation (rotation.ts; IPsec: rekey-auth.ts; its SAs rekey by themselves, see each peer's `sas`). */
   readonly rotation?: RotationStatus;
   readonly peers: readonly PeerStatus[];
   /** mTLS tunnel: its process (publicKey is then the SHA-256 fingerprint of the node's newest CA root). */

@@ -285,7 +285,7 @@ export class FlowEnricher {
       if (
         peerIp !== undefined &&
         r.kind !== "unencrypted" &&
-        this.lookup.encryptedPeer?.(peerIp, tcp) === true
+        this.lookup.encryptedPeer?.(peerIp, tcp, peer.identity) === true
       )
         flow.IP.encrypted = true;
       if (pkt.l4 !== undefined) flow.l4 = pkt.l4;

@@ -35,7 +35,7 @@ export interface FlowLookup {
    * --encryption: traffic with this peer address goes through the node's tunnel (mtls-tunnel:
    * TCP only, so `tcp` says whether the flow is TCP). Optional.
    */
-  encryptedPeer?(ip: string, tcp: boolean): boolean;
+  encryptedPeer?(ip: string, tcp: boolean, identity: number): boolean;
   /** Names the DNS proxy learned for this address (Hubble's source_names / destination_names). Optional. */
   namesOfIp?(ip: string): readonly string[] | undefined;
   /**

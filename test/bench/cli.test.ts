@@ -211,7 +211,7 @@ describe("every benchmark script's command line (run in the sandbox, no root nee
           problems.push(`${where}: ${line.trim()}: no benchmark is named ${cmd[1]}`);
           continue;
         }
-        // What npm run bench runs for it (encryption --mode=mtls-tunnel: the mtls-tunnel script).
+        // What npm run bench runs for it.
         const script =
           cmd[3] ??
           (cmd[1] === undefined ? "index" : (selected([cmd[1], ...rest.split(/\s+/)])[0]?.script ?? ""));

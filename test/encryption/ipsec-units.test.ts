@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { decodeMessage, decodePacket, encodePacket, PacketSplitter, PacketType, ViciWireError } from "../../src/encryption/ipsec/vici-wire.js"; // prettier-ignore
 import { connMessage, desiredIpsecPeers, isUp, parseListSas } from "../../src/encryption/ipsec/conns.js";
-import { isIpsecPublicKey, loadOrCreateIpsecKey } from "../../src/encryption/ipsec/node-key.js";
+import { commitNextIpsecKey, discardNextIpsecKey, isIpsecPublicKey, loadOrCreateIpsecKey, prepareNextIpsecKey } from "../../src/encryption/ipsec/node-key.js"; // prettier-ignore
+import { viciKeyIds } from "../../src/encryption/ipsec/rekey-auth.js";
 import { charonRunDir, strongswanConf } from "../../src/encryption/ipsec/charon.js";
 import { parseEncryptionFlags } from "../../src/encryption/options.js";
 import { parseNodeRecord } from "../../src/cluster/node-record.js";
@@ -130,6 +131,63 @@ describe("IPsec connections", () => {
   });
 });
 
+describe("IPsec key rotation (pure parts)", () => {
+  test("a peer's announced next key is pinned beside its current one; without it only the current one", () => {
+    const [k1, next, k2] = [spki(), spki(), spki()];
+    const s = snapshot({
+      n1: { ip: "172.31.0.2", cidr: "10.200.1.0/24", enc: { type: "ipsec", publicKey: k1, port: 51872, nextPublicKey: next } }, // prettier-ignore
+      n2: { ip: "172.31.0.3", cidr: "10.200.2.0/24", enc: { type: "ipsec", publicKey: k2, port: 51874 } },
+    });
+    const [p1] = desiredIpsecPeers(s, "n2");
+    assert.equal(p1?.nextPublicKey, next);
+    const local = { node: "n2", ip: "172.31.0.3", publicKey: k2, cidrs: ["10.200.2.0/24"], rekeySeconds: 60, dpdSeconds: 5 }; // prettier-ignore
+    const pins = (peer: typeof p1): string[] => ((connMessage(local, peer!)["membrane-n1"] as unknown as { remote: { pubkeys: string[] } }).remote.pubkeys); // prettier-ignore
+    assert.equal(pins(p1).length, 2);
+    assert.notEqual(pins(p1)[0], pins(p1)[1]);
+    const { nextPublicKey: _, ...done } = p1!;
+    assert.equal(pins(done).length, 1, "after the rotation: the one key");
+    // The initiator's child starts nothing by itself either: a replaced connection keeps its SAs.
+    const [p2] = desiredIpsecPeers(s, "n1");
+    assert.equal(p2?.initiator, true);
+    const child = (connMessage({ ...local, node: "n1" }, p2!)["membrane-n2"] as unknown as { children: { pods: { start_action: string } } }).children.pods; // prettier-ignore
+    assert.equal(child.start_action, "none");
+  });
+
+  test("next.key: made 0600 beside node.key, committed over it (key.json follows), or discarded", () => {
+    const dir = mkdtempSync(join(tmpdir(), "m3e-keys-"));
+    try {
+      const d = join(dir, "ipsec");
+      const k = loadOrCreateIpsecKey(d);
+      const next = prepareNextIpsecKey(d);
+      assert.equal(statSync(join(d, "next.key")).mode & 0o777, 0o600);
+      assert.deepEqual(loadOrCreateIpsecKey(d), k, "node.key untouched by the announcement");
+      assert.equal(commitNextIpsecKey(d, next).publicKey, next.publicKey);
+      assert.equal(loadOrCreateIpsecKey(d).publicKey, next.publicKey);
+      assert.equal(JSON.parse(readFileSync(join(d, "key.json"), "utf8")).publicKey, next.publicKey);
+      assert.equal(discardNextIpsecKey(d), false, "nothing left to discard");
+      prepareNextIpsecKey(d);
+      assert.equal(discardNextIpsecKey(d), true);
+      assert.equal(loadOrCreateIpsecKey(d).publicKey, next.publicKey);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("charon's key ids: SHA-1 of the SubjectPublicKeyInfo and of the bare EC point (65 bytes, 0x04 first)", () => {
+    const k = spki();
+    const ids = viciKeyIds(k);
+    assert.equal(ids.length, 2);
+    for (const id of ids) assert.match(id, /^[0-9a-f]{40}$/);
+    assert.equal(Buffer.from(k, "base64").subarray(-65)[0], 4, "the point is uncompressed");
+  });
+
+  test("flags: --encryption-key-rotation is taken with ipsec; node-to-node is not", () => {
+    assert.equal(parseEncryptionFlags({ encryption: "ipsec", encryptionKeyRotation: "24h" }, true)?.keyRotationMs, 86_400_000); // prettier-ignore
+    assert.throws(() => parseEncryptionFlags({ encryption: "ipsec", encryptionNodeToNode: true }, true), /--encryption-node-to-node needs --encryption wireguard/); // prettier-ignore
+    assert.throws(() => parseEncryptionFlags({ encryptionKeyRotation: "24h" }, true), /--encryption-key-rotation needs --encryption wireguard or ipsec/); // prettier-ignore
+  });
+});
+
 describe("IPsec node key and record", () => {
   test("the private key is 0600 PEM, reloaded unchanged, and only its public half is in key.json", () => {
     const dir = mkdtempSync(join(tmpdir(), "hip-keys-"));
@@ -154,6 +212,11 @@ describe("IPsec node key and record", () => {
     assert.match(String(parse({ type: "ipsec", publicKey: rsa, port: 1 })), /encryption\.publicKey is not a base64 SubjectPublicKeyInfo/); // prettier-ignore
     assert.match(String(parse({ type: "esp", publicKey: spki(), port: 1 })), /encryption\.type is not wireguard, ipsec or mtls-tunnel/); // prettier-ignore
     assert.equal(typeof parse({ type: "ipsec", publicKey: spki(), port: 51872 }), "object");
+    assert.equal(
+      typeof parse({ type: "ipsec", publicKey: spki(), port: 51872, nextPublicKey: spki() }),
+      "object",
+    );
+    assert.match(String(parse({ type: "ipsec", publicKey: spki(), port: 1, nextPublicKey: rsa })), /encryption\.nextPublicKey is not a base64 SubjectPublicKeyInfo/); // prettier-ignore
   });
 });
 

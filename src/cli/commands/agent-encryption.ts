@@ -27,7 +27,7 @@ export function addEncryptionFlags(cmd: Command): Command {
     )
     .option(
       "--encryption-key-rotation <duration>",
-      "rotate this node's WireGuard key when it is this old, e.g. 24h, 7d (no connection resets; default: only `membrane encryption rotate-key`)",
+      "rotate this node's WireGuard or IPsec key when it is this old, e.g. 24h, 7d (no connection resets; default: only `membrane encryption rotate-key`)",
     )
     .option("--ipsec-port <port>", "UDP port of this node's IKE (ESP in UDP on port + 1; default 51872)")
     .option("--ipsec-rekey-seconds <n>", "IPsec: CHILD_SA rekey time in seconds (default 3600)")

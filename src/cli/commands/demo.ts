@@ -2,7 +2,7 @@
 import { Command, Option } from "commander";
 import { runDemo } from "../demo.js";
 import { runGatewayDemo } from "../demo-gateway.js";
-import { MAX_DEMO_NODES, runClusterDemo } from "../demo-cluster.js";
+import { MAX_DEMO_NODES, runClusterDemo, type DemoEncryption } from "../demo-cluster.js";
 import type { CliContext } from "../context.js";
 import { MembraneError } from "../../errors.js";
 
@@ -29,8 +29,8 @@ export function demoCommand(ctx: CliContext): Command {
     .addOption(
       new Option(
         "--encryption <mode>",
-        "with --nodes: encrypt pod traffic between nodes, strict mode on (wireguard: needs wireguard-go or the kernel module; ipsec: needs strongSwan's charon-systemd and kernel-libipsec)",
-      ).choices(["wireguard", "ipsec"]),
+        "with --nodes: encrypt pod traffic between nodes, strict mode on (wireguard: needs wireguard-go or the kernel module; ipsec: needs strongSwan's charon-systemd and kernel-libipsec; mtls-tunnel: pod TCP in TLS 1.3 between the nodes' tunnels, each connection under its source's SVID)",
+      ).choices(["wireguard", "ipsec", "mtls-tunnel"]),
     )
     .option("--keep", "keep the namespaces afterwards, to look around (one node only)")
     .option(
@@ -54,44 +54,43 @@ Examples:
   $ sudo membrane demo
   $ sudo membrane demo --nodes 3
   $ sudo membrane demo --nodes 3 --encryption wireguard
-  $ sudo membrane demo --nodes 2 --encryption ipsec
+  $ sudo membrane demo --nodes 3 --encryption ipsec
+  $ sudo membrane demo --nodes 3 --encryption mtls-tunnel
   $ sudo membrane demo --gateway
 `,
     )
-    .action(
-      async (o: { keep?: boolean; nodes: string; gateway?: boolean; encryption?: "wireguard" | "ipsec" }) => {
-        if (o.gateway) {
-          if ((await runGatewayDemo({ out: ctx.out })) > 0) ctx.exitCode = 1;
-          return;
-        }
-        const nodes = parseNodes(o.nodes);
-        const keep = o.keep === true;
-        if (keep && nodes > 1) {
-          throw new MembraneError(
-            "CLI_USAGE",
-            "Cannot keep the demo of several nodes: --keep works with one node only",
-            {
-              hint: "its agents and etcd are child processes of the demo; for a cluster to look around in, start agents with --cluster-store (README: Many nodes)",
-            },
-          );
-        }
-        if (o.encryption && nodes === 1)
-          throw new MembraneError(
-            "CLI_USAGE",
-            "Cannot encrypt the demo of one node: --encryption needs --nodes 2 or more",
-            {
-              hint: "encryption protects traffic between nodes: sudo membrane demo --nodes 3 --encryption wireguard",
-            },
-          );
-        const mismatches =
-          nodes === 1
-            ? await runDemo({ out: ctx.out, keep })
-            : await runClusterDemo({
-                out: ctx.out,
-                nodes,
-                ...(o.encryption ? { encryption: o.encryption } : {}),
-              });
-        if (mismatches > 0) ctx.exitCode = 1;
-      },
-    );
+    .action(async (o: { keep?: boolean; nodes: string; gateway?: boolean; encryption?: DemoEncryption }) => {
+      if (o.gateway) {
+        if ((await runGatewayDemo({ out: ctx.out })) > 0) ctx.exitCode = 1;
+        return;
+      }
+      const nodes = parseNodes(o.nodes);
+      const keep = o.keep === true;
+      if (keep && nodes > 1) {
+        throw new MembraneError(
+          "CLI_USAGE",
+          "Cannot keep the demo of several nodes: --keep works with one node only",
+          {
+            hint: "its agents and etcd are child processes of the demo; for a cluster to look around in, start agents with --cluster-store (README: Many nodes)",
+          },
+        );
+      }
+      if (o.encryption && nodes === 1)
+        throw new MembraneError(
+          "CLI_USAGE",
+          "Cannot encrypt the demo of one node: --encryption needs --nodes 2 or more",
+          {
+            hint: "encryption protects traffic between nodes: sudo membrane demo --nodes 3 --encryption wireguard",
+          },
+        );
+      const mismatches =
+        nodes === 1
+          ? await runDemo({ out: ctx.out, keep })
+          : await runClusterDemo({
+              out: ctx.out,
+              nodes,
+              ...(o.encryption ? { encryption: o.encryption } : {}),
+            });
+      if (mismatches > 0) ctx.exitCode = 1;
+    });
 }

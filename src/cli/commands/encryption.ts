@@ -144,13 +144,13 @@ export function encryptionCommand(ctx: CliContext): Command {
   cmd.addCommand(
     new Command("rotate-key")
       .description(
-        "give this node a new WireGuard key without resetting connections: announce it to the peers, switch, publish (~5 s)",
+        "give this node a new WireGuard or IPsec key without resetting connections: announce it to the peers, switch, publish (~5 s)",
       )
       .addOption(socketOption())
       .addOption(outputOption())
       .addHelpText(
         "after",
-        "\nPeers learn the new public key through the cluster store. Periodic rotation: the agent's\n--encryption-key-rotation 24h.\n\nExamples:\n  $ membrane encryption rotate-key\n  $ membrane encryption rotate-key -o json\n",
+        "\nPeers learn the new public key through the cluster store. IPsec: the node's IKE SAs are made\nagain under the new key before the old ones close. Periodic rotation: the agent's\n--encryption-key-rotation 24h.\n\nExamples:\n  $ membrane encryption rotate-key\n  $ membrane encryption rotate-key -o json\n",
       )
       .action(async (o: { socket: string; output: ViewFormat }) => {
         const r = (await client(o).request("POST", "/v1/encryption/rotate-key")) as RotateAnswer;

@@ -10,6 +10,14 @@
  * selectors are CIDRs the registry says the peer owns: a peer cannot get an SA (and so cannot
  * send through the tunnel) for addresses outside them, which closes native routing's underlay
  * spoofing gap as WireGuard's allowed IPs do.
+ *
+ * A peer rotating its key (rekey-auth.ts) publishes its next key beside the current one: the
+ * connection pins both (strongSwan accepts a peer that signs with any one of `pubkeys`), so the
+ * peer's new IKE SA under the next key is accepted while the old SAs live on.
+ *
+ * Children start with `start_action: none`: strongSwan closes the SAs of a connection it replaces
+ * when the old one had a start action, and connections are replaced whenever a pinned key
+ * changes. The agent initiates what is down itself (ipsec.ts), so nothing needs the start action.
  */
 import { containsPrefix, parseAddr, prefixString } from "../../labels/cidr.js";
 import type { NodeSnapshot } from "../../cluster/node-view.js";
@@ -27,6 +35,8 @@ export interface IpsecPeer {
   readonly port: number;
   /** base64 SPKI of the peer's key (from its record). */
   readonly publicKey: string;
+  /** During the peer's key rotation: its announced next key (pinned beside publicKey). */
+  readonly nextPublicKey?: string;
   readonly keyCreatedAt?: string;
   /** The peer's pod CIDRs (its traffic selectors). */
   readonly remoteCidrs: readonly string[];
@@ -66,6 +76,9 @@ export function desiredIpsecPeers(s: NodeSnapshot, self: string, family: 4 | 6 =
       ip,
       port: e.port,
       publicKey: e.publicKey,
+      ...(e.nextPublicKey !== undefined && e.nextPublicKey !== e.publicKey && !seen.has(e.nextPublicKey)
+        ? { nextPublicKey: e.nextPublicKey }
+        : {}),
       ...(e.keyCreatedAt ? { keyCreatedAt: e.keyCreatedAt } : {}),
       remoteCidrs: cidrs.map(prefixString).sort(),
       initiator: self < name,
@@ -88,7 +101,11 @@ export function connMessage(l: IpsecLocal, p: IpsecPeer): ViciMessage {
       dpd_delay: `${l.dpdSeconds}s`,
       rekey_time: `${l.rekeySeconds * 4}s`,
       local: { auth: "pubkey", id: l.node, pubkeys: [publicPem(l.publicKey)] },
-      remote: { auth: "pubkey", id: p.node, pubkeys: [publicPem(p.publicKey)] },
+      remote: {
+        auth: "pubkey",
+        id: p.node,
+        pubkeys: [p.publicKey, ...(p.nextPublicKey !== undefined ? [p.nextPublicKey] : [])].map(publicPem),
+      },
       children: {
         [CHILD]: {
           mode: "tunnel",
@@ -96,7 +113,7 @@ export function connMessage(l: IpsecLocal, p: IpsecPeer): ViciMessage {
           remote_ts: [...p.remoteCidrs],
           esp_proposals: ESP_PROPOSALS,
           rekey_time: `${l.rekeySeconds}s`,
-          start_action: p.initiator ? "start" : "none",
+          start_action: "none", // see the top: ipsec.ts initiates
           dpd_action: p.initiator ? "restart" : "clear",
           close_action: "none",
         },
@@ -113,6 +130,8 @@ export interface ChildSaState extends SaStatus {
 
 export interface IkeSaState {
   readonly conn: string;
+  /** charon's unique id of the IKE SA (what `terminate` takes as ike-id). */
+  readonly uniqueId?: string;
   readonly state: string;
   readonly remoteHost?: string;
   readonly initiator: boolean;
@@ -152,6 +171,7 @@ export function parseListSas(events: readonly ViciMessage[]): IkeSaState[] {
         }
       out.push({
         conn,
+        ...(typeof ike["uniqueid"] === "string" ? { uniqueId: ike["uniqueid"] } : {}),
         state: typeof ike["state"] === "string" ? ike["state"] : "",
         ...(typeof ike["remote-host"] === "string" ? { remoteHost: ike["remote-host"] } : {}),
         initiator: ike["initiator"] === "yes",

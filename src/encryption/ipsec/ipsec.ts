@@ -8,13 +8,15 @@
  *   attach(view): NodeView ──▶ desiredIpsecPeers ──▶ load-conn / unload-conn (only what changed)
  *                 every pass: list-sas ──▶ initiate what is down (initiator first; the other after a grace)
  *   routes:   peers' pod CIDRs ──dev ipsec0──▶ (cluster/routing.ts)
+ *   rotateKey(): announce next key ──▶ wait ──▶ new IKE SAs under it, old ones closed ──▶ publish (rekey-auth.ts)
  *
  *   pod A (n1) ─▶ n1 netns ─route dev ipsec0─▶ charon (ESP) ═UDP port+1═▶ n2 charon ─▶ pod B (n2)
  *               strict: daddr in cluster CIDR, not local, oif != ipsec0 ──▶ log + drop
  *
  * Rekeying is charon's (make-before-break: the new CHILD_SA is installed before the old one is
- * deleted, so no packet waits for keys). The private key goes to charon over its VICI socket
- * only; status shows SPIs, algorithms, bytes and ages, never keys.
+ * deleted, so no packet waits for keys); the node key (IKE's authentication) rotates on request or
+ * by age, make-before-break too (rekey-auth.ts). The private key goes to charon over its VICI
+ * socket only; status shows SPIs, algorithms, bytes and ages, never keys.
  */
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -26,7 +28,10 @@ import { applyEncryptTable } from "../strict.js";
 import { inPrefixes, type EncryptionAgent, type EncryptionStatus, type PeerStatus } from "../mode.js";
 import { ensureCharon, IPSEC_TUN, type Charon } from "./charon.js";
 import { CHILD, connMessage, connName, desiredIpsecPeers, isUp, parseListSas, type IkeSaState, type IpsecPeer } from "./conns.js"; // prettier-ignore
-import { loadOrCreateIpsecKey, type IpsecNodeKey } from "./node-key.js";
+import { discardNextIpsecKey, loadOrCreateIpsecKey, type IpsecNodeKey } from "./node-key.js";
+import { ipsecKeyRotation } from "./rekey-auth.js";
+import type { KeyRotation, RotationResult } from "../rotation.js";
+import { MembraneError } from "../../errors.js";
 
 export const DEFAULT_IKE_PORT = 51872;
 
@@ -45,6 +50,10 @@ export interface IpsecParams {
   readonly rekeySeconds?: number;
   /** How often SAs are checked and what is down initiated (default 3 s). */
   readonly checkMs?: number;
+  /** --encryption-key-rotation: rotate the node key when it is this old (ms); absent = on request only. */
+  readonly keyRotationMs?: number;
+  /** A rotation's announce wait (ms, rotation.ts; default 5000). */
+  readonly rotationAnnounceMs?: number;
 }
 
 /** A responder initiates itself when no SA came from the initiator for this long. */
@@ -54,7 +63,12 @@ export class IpsecAgent implements EncryptionAgent {
   readonly mode = "ipsec" as const;
   readonly ifname = IPSEC_TUN;
   readonly port: number;
+  /** The key this node publishes. */
   private key: IpsecNodeKey | undefined;
+  /** The key its connections sign with: the published one, or during a rotation's switch the next one. */
+  private signing: IpsecNodeKey | undefined;
+  private rotation: KeyRotation<IpsecNodeKey> | undefined;
+  private publishCb: ((e: NodeEncryptionV1) => Promise<void>) | undefined;
   private charon: Charon | undefined;
   private view: NodeView | undefined;
   private stopped = false;
@@ -86,8 +100,39 @@ export class IpsecAgent implements EncryptionAgent {
       localCidrs: this.p.localCidrs,
       logGroup: this.p.logGroup,
     });
-    this.key = loadOrCreateIpsecKey(join(this.p.stateDir, "ipsec"));
+    const dir = join(this.p.stateDir, "ipsec");
+    // A rotation cut short by a crash: the published key stays (node-key.ts discardNextIpsecKey).
+    if (discardNextIpsecKey(dir)) this.log.warn("IPsec key rotation was cut short: the node key stays");
+    this.key = this.signing = loadOrCreateIpsecKey(dir);
     await this.connect();
+    this.rotation = ipsecKeyRotation(
+      {
+        dir,
+        logger: this.log,
+        vici: () => this.charon?.vici,
+        useKey: (k) => this.useKey(k),
+        conns: () => this.peers.map((x) => connName(x.node)),
+        publish: async () => {
+          if (this.rotation) this.key = this.signing = this.rotation.current;
+          await this.publishCb?.(this.record());
+        },
+        ...(this.p.keyRotationMs !== undefined ? { everyMs: this.p.keyRotationMs } : {}),
+        ...(this.p.rotationAnnounceMs !== undefined ? { announceMs: this.p.rotationAnnounceMs } : {}),
+      },
+      this.key,
+    );
+  }
+
+  /** Connections sign with `k` from now on (a reconcile pass reloads them); back to the old key if charon refused. */
+  private async useKey(k: IpsecNodeKey): Promise<void> {
+    const old = this.signing;
+    this.signing = k;
+    await this.passes.run();
+    if (this.lastError === undefined) return;
+    const err = this.lastError;
+    this.signing = old;
+    await this.passes.run();
+    throw new Error(`charon did not take the connections under the new key: ${err}`);
   }
 
   /**
@@ -96,7 +141,7 @@ export class IpsecAgent implements EncryptionAgent {
    * meanwhile (fail closed); the new charon gets the key and every connection again.
    */
   private async connect(): Promise<void> {
-    const key = this.key;
+    const key = this.signing;
     if (!key) return;
     this.charon?.vici.close();
     this.loaded.clear();
@@ -116,16 +161,33 @@ export class IpsecAgent implements EncryptionAgent {
 
   record(): NodeEncryptionV1 {
     if (!this.key) throw new Error("IpsecAgent.record() before start()");
+    const next = this.rotation?.next;
     return {
       type: "ipsec",
       publicKey: this.key.publicKey,
       port: this.port,
       keyCreatedAt: this.key.createdAt,
+      ...(next ? { nextPublicKey: next.publicKey } : {}),
     };
   }
 
-  async attach(view: NodeView): Promise<void> {
+  /** Rotates this node's key now (rekey-auth.ts); refused before attach (no way to tell the peers). */
+  async rotateKey(): Promise<RotationResult> {
+    if (!this.rotation || !this.publishCb)
+      throw new MembraneError(
+        "ENCRYPTION_FAILED",
+        "Cannot rotate the IPsec key: the agent is still starting",
+        {
+          hint: "wait for `membrane status` to answer, then run it again",
+        },
+      );
+    return this.rotation.rotate();
+  }
+
+  async attach(view: NodeView, publish?: (e: NodeEncryptionV1) => Promise<void>): Promise<void> {
     this.view = view;
+    this.publishCb = publish;
+    if (publish) this.rotation?.start();
     view.onChange(() => void this.passes.run());
     await this.passes.run();
     const tick = (): void => {
@@ -146,7 +208,7 @@ export class IpsecAgent implements EncryptionAgent {
 
   private async reconcileOnce(): Promise<void> {
     const c = this.charon;
-    const key = this.key;
+    const key = this.signing;
     if (!c || !key) return;
     const peers = this.desired();
     try {
@@ -242,6 +304,7 @@ export class IpsecAgent implements EncryptionAgent {
       keyCreatedAt: created,
       keyAgeSeconds: Math.max(0, Math.round((now - Date.parse(created)) / 1000)),
       nodeToNode: false,
+      rotation: this.rotationStatus(),
       peers: this.peers.map((p): PeerStatus => {
         const mine = sas.filter((s) => s.conn === connName(p.node));
         const ike = mine.find((s) => s.state === "ESTABLISHED") ?? mine[0];
@@ -254,6 +317,7 @@ export class IpsecAgent implements EncryptionAgent {
           handshake: ike?.state === "ESTABLISHED" ? "ok" : ike ? "stale" : "never",
           ...(p.keyCreatedAt ? { keyAgeSeconds: Math.max(0, Math.round((now - Date.parse(p.keyCreatedAt)) / 1000)) } : {}), // prettier-ignore
           publicKey: p.publicKey,
+          ...(p.nextPublicKey !== undefined ? { nextPublicKey: p.nextPublicKey } : {}),
           endpoint: `${p.ip}:${p.port}`,
           allowedIps: p.remoteCidrs,
           ...(p.keyCreatedAt ? { keyCreatedAt: p.keyCreatedAt } : {}),
@@ -279,10 +343,24 @@ export class IpsecAgent implements EncryptionAgent {
     };
   }
 
+  private rotationStatus(): NonNullable<EncryptionStatus["rotation"]> {
+    const r = this.rotation;
+    const nextAt = r?.nextAt();
+    const every = this.p.keyRotationMs;
+    return {
+      ...(every ? { intervalSeconds: Math.round(every / 1000) } : {}),
+      ...(nextAt ? { nextAt } : {}),
+      ...(r?.next ? { nextPublicKey: r.next.publicKey } : {}),
+      rotations: r?.rotations ?? 0,
+      ...(r?.lastError ? { lastError: r.lastError } : {}),
+    };
+  }
+
   /** Stops reconciling; charon, its SAs and the strict table stay. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    await this.rotation?.stop();
     await this.passes.running;
     this.charon?.vici.close();
   }

@@ -5,6 +5,7 @@
  *
  *   <state-dir>/ipsec/node.key    0600, PKCS#8 PEM: the private key (handed only to charon, over VICI)
  *   <state-dir>/ipsec/key.json    0600, {publicKey, createdAt}
+ *   <state-dir>/ipsec/next.key    0600, during a rotation only (rekey-auth.ts): the announced next key
  *
  * Why not a cluster PSK: every node holding it could authenticate as any other node, and it is one
  * more secret to hand to every node. Why not a node certificate from the SPIFFE CA: the CA is per
@@ -12,7 +13,7 @@
  * lets a node speak only as itself, and needs nothing but the registry peers already trust.
  */
 import { createPublicKey, generateKeyPairSync, createPrivateKey, type KeyObject } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MembraneError } from "../../errors.js";
 
@@ -89,14 +90,45 @@ export function loadOrCreateIpsecKey(dir: string): IpsecNodeKey {
 
 /** A new pair in `dir` (replacing the old one). */
 export function rotateIpsecKey(dir: string): IpsecNodeKey {
+  const k = newPair(join(dir, "node.key"));
+  writeFileSync(join(dir, "key.json"), JSON.stringify({ publicKey: k.publicKey, createdAt: k.createdAt }) + "\n", { mode: 0o600 }); // prettier-ignore
+  return k;
+}
+
+/** A fresh pair whose private key is written (0600, atomically) to `file`. */
+function newPair(file: string): IpsecNodeKey {
   const { privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
   const privatePem = privateKey.export({ format: "pem", type: "pkcs8" }).toString();
-  const publicKey = spkiOf(privateKey);
-  const createdAt = new Date().toISOString();
-  const file = join(dir, "node.key");
   writeFileSync(`${file}.tmp`, privatePem, { mode: 0o600 });
   chmodSync(`${file}.tmp`, 0o600);
   renameSync(`${file}.tmp`, file);
-  writeFileSync(join(dir, "key.json"), JSON.stringify({ publicKey, createdAt }) + "\n", { mode: 0o600 });
-  return { privatePem, publicKey, createdAt };
+  return { privatePem, publicKey: spkiOf(privateKey), createdAt: new Date().toISOString() };
+}
+
+const NEXT = "next.key";
+
+/** A rotation's next pair (next.key); node.key is untouched. */
+export function prepareNextIpsecKey(dir: string): IpsecNodeKey {
+  return newPair(join(dir, NEXT));
+}
+
+/** The next pair becomes the node's: next.key renamed over node.key, then key.json. */
+export function commitNextIpsecKey(dir: string, next: IpsecNodeKey): IpsecNodeKey {
+  renameSync(join(dir, NEXT), join(dir, "node.key"));
+  writeFileSync(join(dir, "key.json"), JSON.stringify({ publicKey: next.publicKey, createdAt: next.createdAt }) + "\n", { mode: 0o600 }); // prettier-ignore
+  return next;
+}
+
+/**
+ * Removes a next key that was not committed (a rotation that failed, or one an agent crash cut
+ * short: the next start keeps node.key, publishes it, and peers pin it again; SAs made under the
+ * next key stay up until they are made again, which needs no key but the one the record names).
+ */
+export function discardNextIpsecKey(dir: string): boolean {
+  try {
+    rmSync(join(dir, NEXT));
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -196,8 +196,19 @@ export class MtlsTunnelAgent implements EncryptionAgent {
     push();
   }
 
-  /** Flows' IP.encrypted: TCP to a tunnel peer's pod is carried (the redirect takes every such connection). */
-  encrypts(ip: string, tcp?: boolean): boolean {
+  /**
+   * Flows' IP.encrypted: TCP to a tunnel peer's pod is carried (the redirect takes every such
+   * connection); on the receiving side, TCP from the pod gateway address (where the tunnel delivers
+   * from) under a pod identity came through the tunnel (only its marked sockets carry one).
+   */
+  encrypts(ip: string, tcp?: boolean, identity?: number): boolean {
+    if (
+      tcp === true &&
+      identity !== undefined &&
+      identity >= MIN_POD_IDENTITY &&
+      ip === gateway4(this.p.localCidrs)
+    )
+      return true;
     const h = hostPrefix(ip);
     return tcp === true && h !== undefined && this.peers.some((p) => p.podCidrs.some((c) => { const q = parsePrefix(c); return q !== undefined && containsPrefix(q, h); })); // prettier-ignore
   }
