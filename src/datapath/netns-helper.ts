@@ -54,35 +54,38 @@ class NetnsHelper {
   private child: ChildProcess | undefined;
   private nonce = "";
   private nextId = 1;
-  private readonly waiters = new Map<number, Waiter>();
+  /** The current shell's waiters (each shell its own: a closed shell's exit fails only its requests). */
+  private waiters = new Map<number, Waiter>();
 
   private start(): ChildProcess {
     this.nonce = `membrane-done-${randomBytes(8).toString("hex")}`;
     // Its own process group: the safety net kills the shell and what it runs.
     const c = spawn("sh", ["-s"], { stdio: ["pipe", "pipe", "pipe"], detached: true });
+    const waiters = new Map<number, Waiter>();
+    this.waiters = waiters;
     c.stdin?.on("error", () => undefined);
     c.on("error", () => undefined);
     const nonce = this.nonce;
     createInterface({ input: c.stdout! }).on("line", (line) => {
       const m = line.startsWith(nonce) ? /^\S+ (\d+) (\d+)$/.exec(line) : null;
-      const first = this.waiters.keys().next();
-      const w = first.done ? undefined : this.waiters.get(first.value);
+      const first = waiters.keys().next();
+      const w = first.done ? undefined : waiters.get(first.value);
       if (m === null) {
         if (w && w.out.length < 2000) w.out += line + "\n";
         return;
       }
       const id = Number(m[1]);
-      const waiter = this.waiters.get(id);
+      const waiter = waiters.get(id);
       if (!waiter) return;
-      this.waiters.delete(id);
+      waiters.delete(id);
       waiter.resolve({ status: Number(m[2]), output: waiter.out.trim().slice(0, 2000) });
-      if (this.waiters.size === 0) this.hold(c, false);
+      if (waiters.size === 0) this.hold(c, false);
     });
     c.stderr?.on("data", () => undefined); // the scripts send theirs to stdout; the shell's own is dropped
     c.on("exit", (code, signal) => {
       if (this.child === c) this.child = undefined;
-      for (const [id, w] of this.waiters) {
-        this.waiters.delete(id);
+      for (const [id, w] of waiters) {
+        waiters.delete(id);
         w.resolve({ status: 128, output: `${w.out}the namespace helper shell exited (${code ?? signal})` });
       }
     });
@@ -102,6 +105,7 @@ class NetnsHelper {
   /** Runs `script` (checked by the caller) in the shell; its status and output. */
   run(script: string): Promise<HelperResult> {
     const c = (this.child ??= this.start());
+    const waiters = this.waiters; // c's
     const id = this.nextId++;
     this.hold(c, true);
     return new Promise<HelperResult>((resolve) => {
@@ -110,7 +114,7 @@ class NetnsHelper {
         resolve({ status: 124, output: `no answer within ${TIMEOUT_MS} ms` });
       }, TIMEOUT_MS);
       timer.unref();
-      this.waiters.set(id, {
+      waiters.set(id, {
         out: "",
         resolve: (r) => {
           clearTimeout(timer);

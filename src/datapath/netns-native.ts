@@ -46,10 +46,16 @@ interface Answer {
 class NativeHelper {
   private child: ChildProcess | undefined;
   private nextId = 1;
-  private readonly waiters = new Map<number, (a: Answer) => void>();
+  /**
+   * The waiters of the current helper. Each helper has its own map: a helper let go (close())
+   * exits later, and its exit must fail only its own requests, not those already sent to the next.
+   */
+  private waiters = new Map<number, (a: Answer) => void>();
 
   private start(): ChildProcess {
     const c = spawn(BINARY, [], { stdio: ["pipe", "pipe", "pipe"] });
+    const waiters = new Map<number, (a: Answer) => void>();
+    this.waiters = waiters;
     c.stdin?.on("error", () => undefined);
     c.on("error", () => undefined);
     const err: string[] = [];
@@ -57,16 +63,16 @@ class NativeHelper {
     createInterface({ input: c.stdout! }).on("line", (line) => {
       const m = /^(\d+) (ok|err)(?: (.*))?$/.exec(line);
       if (m === null) return;
-      const w = this.waiters.get(Number(m[1]));
+      const w = waiters.get(Number(m[1]));
       if (!w) return;
-      this.waiters.delete(Number(m[1]));
-      if (this.waiters.size === 0) this.hold(c, false);
+      waiters.delete(Number(m[1]));
+      if (waiters.size === 0) this.hold(c, false);
       w({ ok: m[2] === "ok", error: (m[3] ?? "").slice(0, 2000) });
     });
     c.on("exit", (code, signal) => {
       if (this.child === c) this.child = undefined;
-      for (const [id, w] of this.waiters) {
-        this.waiters.delete(id);
+      for (const [id, w] of waiters) {
+        waiters.delete(id);
         w({ ok: false, error: `the namespace helper exited (${code ?? signal}) ${err.join("").trim()}` });
       }
     });
@@ -85,17 +91,18 @@ class NativeHelper {
 
   run(words: readonly string[]): Promise<Answer> {
     const c = (this.child ??= this.start());
+    const waiters = this.waiters; // c's
     const id = this.nextId++;
     this.hold(c, true);
     return new Promise<Answer>((resolve) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(id);
+        waiters.delete(id);
         if (this.child === c) this.child = undefined;
         c.kill("SIGKILL");
         resolve({ ok: false, error: `no answer within ${TIMEOUT_MS} ms` });
       }, TIMEOUT_MS);
       timer.unref();
-      this.waiters.set(id, (a) => {
+      waiters.set(id, (a) => {
         clearTimeout(timer);
         resolve(a);
       });

@@ -33,7 +33,8 @@ type Answer = ChildAnswer;
 class NodeLinksChild {
   private child: ChildProcess | undefined;
   private nextId = 1;
-  private readonly waiters = new Map<number, (a: Answer) => void>();
+  /** The current child's waiters (each child its own: a closed child's exit fails only its requests). */
+  private waiters = new Map<number, (a: Answer) => void>();
   private idle: NodeJS.Timeout | undefined;
 
   constructor(private readonly netns: string) {}
@@ -46,11 +47,13 @@ class NodeLinksChild {
     const err: string[] = [];
     c.stderr?.on("data", (b: Buffer) => void (err.join("").length < 2000 && err.push(b.toString())));
     this.hold(c, false);
-    routeAnswers(c.stdout!, this.waiters);
+    const waiters = new Map<number, (a: Answer) => void>();
+    this.waiters = waiters;
+    routeAnswers(c.stdout!, waiters);
     c.on("exit", (code) => {
       if (this.child === c) this.child = undefined;
-      for (const [id, w] of this.waiters) {
-        this.waiters.delete(id);
+      for (const [id, w] of waiters) {
+        waiters.delete(id);
         w({ ok: false, error: `the node's rtnetlink process exited (${code}): ${err.join("").trim()}` });
       }
     });
@@ -83,19 +86,20 @@ class NodeLinksChild {
   async apply(ops: readonly LinkOp[]): Promise<Answer> {
     this.warm();
     const c = this.child as ChildProcess;
+    const waiters = this.waiters; // c's
     const id = this.nextId++;
     this.hold(c, true);
     return new Promise<Answer>((resolve) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(id);
-        if (this.waiters.size === 0) this.hold(c, false);
+        waiters.delete(id);
+        if (waiters.size === 0) this.hold(c, false);
         c.kill("SIGKILL");
         resolve({ ok: false, error: `no answer within ${TIMEOUT_MS} ms` });
       }, TIMEOUT_MS);
       timer.unref();
-      this.waiters.set(id, (a) => {
+      waiters.set(id, (a) => {
         clearTimeout(timer);
-        if (this.waiters.size === 0) this.hold(c, false);
+        if (waiters.size === 0) this.hold(c, false);
         this.touch();
         resolve(a);
       });

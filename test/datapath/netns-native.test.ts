@@ -14,7 +14,7 @@ import { describe, test } from "node:test";
 import { createEndpoint, createNode, type EndpointParams } from "../../src/datapath/endpoint.js";
 import { ip, run, runRaw } from "../../src/datapath/exec.js";
 import { cleanupPrefix, listNetns } from "../../src/datapath/netns.js";
-import { closeNetnsHelper } from "../../src/datapath/netns-helper.js";
+import { batchIn, closeNetnsHelper } from "../../src/datapath/netns-helper.js";
 import {
   closeNativeNetns,
   nativeAddNetns,
@@ -225,6 +225,29 @@ describe("native namespace helper (root)", { skip: skip ?? false }, () => {
       await nativeApply(a, ops, "300 routes"); // 1,502 words: one request would be refused
       const routes = (await ip(["route", "show"], a)).split("\n").filter((l) => l.startsWith("10.212."));
       assert.equal(routes.length, 300);
+    } finally {
+      await cleanupPrefix(prefix + "-");
+    }
+  });
+
+  test("a request sent right after the helpers are let go is answered by the next one, not failed by the old one's exit", async () => {
+    // The old helper exits (status 0) after its stdin closes, which can come after the next
+    // request went to the new helper: its exit failed every waiter, the new one's too ("the
+    // namespace helper exited (0)": seen in CI under load after an agent restart).
+    const prefix = uniquePrefix("crc");
+    const a = `${prefix}-a`;
+    try {
+      await nativeAddNetns(a, "endpoint a");
+      for (let i = 0; i < 5; i++) {
+        closeNativeNetns();
+        await nativeApply(a, [{ op: "up", ifname: "lo" }], `lo up after close ${i}`);
+        closeNetnsHelper();
+        const r = await batchIn(a, ["link set lo up"], `lo up through the shell after close ${i}`).then(
+          () => "ok",
+          (e: unknown) => String(e),
+        );
+        assert.equal(r, "ok");
+      }
     } finally {
       await cleanupPrefix(prefix + "-");
     }

@@ -59,7 +59,8 @@ export interface SetElemWriterOptions {
 export class SetElemWriter {
   private child: ChildProcess | undefined;
   private nextId = 1;
-  private readonly waiters = new Map<number, (r: ChildAnswer) => void>();
+  /** The current writer's waiters (each writer its own: an old writer's exit fails only its requests). */
+  private waiters = new Map<number, (r: ChildAnswer) => void>();
   private stopped = false;
   /** The in-process socket (options.inProcess), until it cannot be opened. */
   private sock: NfnlSocket | undefined;
@@ -83,14 +84,16 @@ export class SetElemWriter {
     const c = spawn(argv[0] as string, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
     c.stdin?.on("error", () => undefined);
     c.stderr?.resume();
+    const waiters = new Map<number, (r: ChildAnswer) => void>();
+    this.waiters = waiters;
     // The writer never keeps the agent (or a test) alive: it exits when its stdin closes.
     c.unref();
     for (const s of [c.stdin, c.stdout, c.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
-    routeAnswers(c.stdout as NodeJS.ReadableStream, this.waiters);
+    routeAnswers(c.stdout as NodeJS.ReadableStream, waiters);
     c.on("exit", () => {
       if (this.child === c) this.child = undefined;
-      for (const [id, w] of this.waiters) {
-        this.waiters.delete(id);
+      for (const [id, w] of waiters) {
+        waiters.delete(id);
         w({ ok: false, error: "the set-element writer exited" });
       }
     });
@@ -136,13 +139,14 @@ export class SetElemWriter {
     head.writeUInt32LE(req.id, 4);
     this.child ??= this.spawnChild();
     const c = this.child;
+    const waiters = this.waiters; // c's
     const r = await new Promise<{ ok: boolean; error?: string; errno?: number }>((resolve) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(req.id);
+        waiters.delete(req.id);
         c.kill("SIGKILL");
         resolve({ ok: false, error: `no answer within ${this.timeoutMs} ms` });
       }, this.timeoutMs);
-      this.waiters.set(req.id, (x) => {
+      waiters.set(req.id, (x) => {
         clearTimeout(timer);
         resolve(x);
       });
