@@ -23,6 +23,7 @@
  * with the load average. Needs root, bpftrace, gcc.
  *   node dist/bench/runtime-kill.js [--kills=300] [--opens=200000] [--rounds=3] [--forks=20000] [--quick]
  */
+import { shadowKillPolicy } from "../src/cli/demo-runtime.js";
 import { spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import { randomBytes } from "node:crypto";
@@ -70,19 +71,7 @@ type Mode = "guard" | "bpftrace";
 const MODES: readonly Mode[] = ["guard", "bpftrace"];
 const SOURCE = fileURLToPath(new URL("../../bench/native/kill-latency.c", import.meta.url));
 
-const POLICY = `apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata: {name: bench-no-shadow}
-spec:
-  podSelector: {matchLabels: {app: victim}}
-  kprobes:
-  - call: sys_openat
-    syscall: true
-    args: [{index: 1, type: string}]
-    selectors:
-    - matchArgs: [{index: 1, operator: Equal, values: [/etc/shadow]}]
-      matchActions: [{action: Sigkill}]
-`;
+const POLICY = shadowKillPolicy("bench-no-shadow", "app: victim");
 
 const load = (): number[] => loadavg().map((x) => Math.round(x * 100) / 100);
 const ms = (ns: number): number => Math.round(ns / 1e3) / 1e3;

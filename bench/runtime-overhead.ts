@@ -17,6 +17,7 @@
  * One JSON line (`bench: "runtime-overhead"`) with the load average. Needs root and gcc.
  *   node dist/bench/runtime-overhead.js [--rounds=7] [--execs=1000] [--opens=200000] [--quick]
  */
+import { shadowKillPolicy } from "../src/cli/demo-runtime.js";
 import { benchArgs, flag, int } from "./cli.js";
 import { childrenNamed, load, median, procCpuS, r3, RuntimeLab, sleep } from "./runtime-agent.js";
 
@@ -47,19 +48,7 @@ const ROUNDS = flags.rounds ?? (quick ? 3 : 7);
 const EXECS = flags.execs ?? (quick ? 300 : 1000);
 const OPENS = flags.opens ?? (quick ? 50_000 : 200_000);
 
-const POLICY = `apiVersion: cilium.io/v1alpha1
-kind: TracingPolicy
-metadata: {name: bench-no-shadow}
-spec:
-  podSelector: {matchLabels: {app: loop}}
-  kprobes:
-  - call: sys_openat
-    syscall: true
-    args: [{index: 1, type: string}]
-    selectors:
-    - matchArgs: [{index: 1, operator: Equal, values: [/etc/shadow]}]
-      matchActions: [{action: Sigkill}]
-`;
+const POLICY = shadowKillPolicy("bench-no-shadow", "app: loop");
 
 type Mode = "off" | "events" | "policy";
 type Loop = "exec" | "open";

@@ -9,11 +9,17 @@ import { spawn, spawnSync } from "node:child_process";
 import type { Agent } from "../agent/agent.js";
 import { table } from "./format.js";
 
-export const SHADOW_POLICY = `apiVersion: cilium.io/v1alpha1
+/**
+ * A TracingPolicy that kills a process of the pods `label` selects ("key: value") when it opens
+ * /etc/shadow: the demo's runtime step, and the kill benchmarks' (bench/runtime-kill.ts,
+ * runtime-overhead.ts).
+ */
+export function shadowKillPolicy(name: string, label: string): string {
+  return `apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
-metadata: {name: deathstar-no-shadow}
+metadata: {name: ${name}}
 spec:
-  podSelector: {matchLabels: {class: deathstar}}
+  podSelector: {matchLabels: {${label}}}
   kprobes:
   - call: sys_openat
     syscall: true
@@ -22,6 +28,9 @@ spec:
     - matchArgs: [{index: 1, operator: Equal, values: [/etc/shadow]}]
       matchActions: [{action: Sigkill}]
 `;
+}
+
+export const SHADOW_POLICY = shadowKillPolicy("deathstar-no-shadow", "class: deathstar");
 
 function catShadow(netns: string): Promise<{ rc: number; lines: number }> {
   return new Promise((resolve) => {
