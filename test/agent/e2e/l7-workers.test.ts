@@ -50,13 +50,21 @@ describe("agent e2e: L7 proxy workers, one per core (root)", { skip: skip ?? fal
     return text.split("\n").find((l) => l.includes("meta l4proto tcp dnat ip to")) ?? "";
   };
   /**
-   * Connections the proxy workers served, by their listening port: the proxy closes first after a
-   * request marked `Connection: close`, so its side of each stays in TIME-WAIT for a minute.
+   * Connections the proxy workers served, by their listening port: the node's conntrack entries of
+   * connections to deathstar's :80 whose reply comes from a worker's port (the DNAT). An entry outlives
+   * its sockets (TIME_WAIT, 120 s) whichever side closed first; counting TIME-WAIT sockets did not
+   * (CI: when the client closed first, the proxy's side left no TIME-WAIT socket).
    */
   const servedByPort = async (): Promise<{ n: Map<number, number>; text: string }> => {
-    const text = await lab.sh(lab.node, ["ss", "-Htan", "state", "time-wait"]);
+    const text = await lab.sh(lab.node, ["cat", "/proc/net/nf_conntrack"]);
     const n = new Map<number, number>();
-    for (const m of text.matchAll(/:(1500[12])\s/g)) n.set(Number(m[1]), (n.get(Number(m[1])) ?? 0) + 1);
+    const dnat = new RegExp(
+      `dst=${ds().replaceAll(".", "\\.")} sport=\\d+ dport=80 .*src=\\S+ dst=\\S+ sport=(1500[12]) `,
+    );
+    for (const line of text.split("\n")) {
+      const m = dnat.exec(line);
+      if (m) n.set(Number(m[1]), (n.get(Number(m[1])) ?? 0) + 1);
+    }
     return { n, text };
   };
 
@@ -95,7 +103,7 @@ describe("agent e2e: L7 proxy workers, one per core (root)", { skip: skip ?? fal
   test("new connections are spread over the workers", async () => {
     for (let i = 0; i < 4; i++) assert.equal(await get("POST", "/v1/request-landing"), "200");
     const { n, text } = await servedByPort();
-    assert.ok((n.get(15001) ?? 0) >= 2 && (n.get(15002) ?? 0) >= 2, `${JSON.stringify([...n])}\n${text}`);
+    assert.ok((n.get(15001) ?? 0) >= 4 && (n.get(15002) ?? 0) >= 4, `${JSON.stringify([...n])}\n${text}`);
   });
 
   test("a killed worker leaves the redirect: nothing reaches its port meanwhile, and it comes back restarted", async () => {
