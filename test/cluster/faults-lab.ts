@@ -15,19 +15,8 @@ import { uniquePrefix } from "../datapath/harness.js";
 
 export { SERVER_FROM_CLIENT, T };
 
-/** Polls `f` until it holds; returns the milliseconds it took. Throws after `boundMs` (a bound to check, or a safety net). */
-export async function until(
-  what: string,
-  f: () => boolean | Promise<boolean>,
-  boundMs = 30_000,
-): Promise<number> {
-  const t0 = Date.now();
-  for (;;) {
-    if (await f()) return Date.now() - t0;
-    if (Date.now() - t0 > boundMs) throw new Error(`not within ${boundMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** The shared wait (a safety net of 30 s by default; what it returns goes in report lines, never in assertions). */
+export { until } from "../support/until.js";
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -18,6 +18,7 @@ import { describe, test } from "node:test";
 import { rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/harness.js";
 import { CniLab } from "./harness.js";
 import { Podman } from "./podman.js";
+import { until } from "../support/until.js";
 
 const skip =
   rootSkipReason() ??
@@ -26,15 +27,6 @@ const skip =
     : existsSync("/usr/lib/cni/bridge")
       ? undefined
       : "needs containernetworking-plugins");
-
-/** Polls `f` until it returns true (a safety net, not a duration under test). */
-async function until(f: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await f()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`never: ${what}`);
-}
 
 describe("podman with membrane-cni (root)", { skip: skip ?? false }, () => {
   test("podman run on a Membrane network: an endpoint with the CNI_ARGS identity, reached by the client and refused to the other; podman stop removes it", async () => {
@@ -67,7 +59,7 @@ describe("podman with membrane-cni (root)", { skip: skip ?? false }, () => {
       }[];
       const ip = inspected[0]?.NetworkSettings.Networks[net]?.IPAddress ?? "";
       assert.equal(ip, ep.ipv4);
-      await until(async () => (await lab.ep("client").probe.tcp(ip, 80, T)) === "ok", "the server listens");
+      await until("the server listens", async () => (await lab.ep("client").probe.tcp(ip, 80, T)) === "ok");
       assert.equal(await lab.ep("other").probe.tcp(ip, 80, T), "timeout", "other -> container refused");
 
       await podman.run(["stop", "-t", "0", id]);

@@ -17,6 +17,7 @@ import { WATCHED } from "../../src/k8s/resources.js";
 import { k8sStatus } from "../../src/k8s/status.js";
 import { LineReader, WATCH_LINE_MAX_BYTES } from "../../src/k8s/watch-stream.js";
 import { RecordedApi } from "./recorded-api.js";
+import { until } from "../support/until.js";
 
 const CNP = "/apis/cilium.io/v2/ciliumnetworkpolicies";
 const resource = WATCHED.find((r) => r.resource === "ciliumnetworkpolicies")!;
@@ -24,15 +25,6 @@ const cnp = (name: string, app = "a"): KObject => ({
   metadata: { name, namespace: "default" },
   spec: { endpointSelector: { matchLabels: { app } } },
 });
-
-/** Waits for `cond` (a safety-net timeout only). */
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 interface Rig {
   readonly api: RecordedApi;
@@ -91,13 +83,13 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
       async ({ api, held, refl }) => {
         await refl.synced;
         assert.deepEqual([...held], ["one"]);
-        await until(() => api.openWatches(CNP) === 1, "the watch");
+        await until("the watch", () => api.openWatches(CNP) === 1);
         const w = api.requests.find((r) => r.watch);
         assert.equal(w?.resourceVersion, String(refl.stats.resourceVersion));
         assert.ok(api.requests.every((r) => r.authorization === "Bearer s3cret"));
         api.put(CNP, cnp("two"));
         api.remove(CNP, "default", "one");
-        await until(() => held.has("two") && !held.has("one"), "ADDED two, DELETED one");
+        await until("ADDED two, DELETED one", () => held.has("two") && !held.has("one"));
       },
       (api) => api.put(CNP, cnp("one")),
     );
@@ -106,12 +98,12 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
   test("a BOOKMARK moves the resourceVersion: the next watch starts from it", async () => {
     await withRig({ goneAs: "event" }, async ({ api, refl }) => {
       await refl.synced;
-      await until(() => api.openWatches(CNP) === 1, "the watch");
+      await until("the watch", () => api.openWatches(CNP) === 1);
       api.put("/api/v1/pods", { metadata: { name: "p", namespace: "default" } }); // moves the global version
       const rv = api.bookmark(CNP);
-      await until(() => refl.stats.bookmarks === 1, "the bookmark");
+      await until("the bookmark", () => refl.stats.bookmarks === 1);
       api.dropStreams();
-      await until(() => api.requests.filter((r) => r.watch).length >= 2, "a second watch");
+      await until("a second watch", () => api.requests.filter((r) => r.watch).length >= 2);
       assert.equal(api.requests.filter((r) => r.watch).at(-1)?.resourceVersion, String(rv));
       assert.equal(refl.stats.lists, 1, "no relist: the stream was only cut");
     });
@@ -123,7 +115,7 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
         { goneAs },
         async ({ api, held, refl, events }) => {
           await refl.synced;
-          await until(() => api.openWatches(CNP) === 1, "the watch");
+          await until("the watch", () => api.openWatches(CNP) === 1);
           // Meanwhile (in history the watcher never sees): "one" goes, "three" comes.
           api.silently(CNP, (objs) => {
             objs.delete("default/one");
@@ -135,7 +127,7 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
           api.compact();
           if (goneAs === "event") api.expireWatches();
           else api.dropStreams();
-          await until(() => refl.stats.lists === 2, "the relist");
+          await until("the relist", () => refl.stats.lists === 2);
           assert.deepEqual([...held].sort(), ["three", "two"]);
           assert.equal(refl.stats.gone, 1);
           assert.equal(events.filter((e) => e.type === "replace").length, 2);
@@ -173,11 +165,11 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
       async ({ api, held, refl }) => {
         await refl.synced;
         assert.equal(refl.stats.failures, 3, "three refused lists, each followed by a backoff");
-        await until(() => api.openWatches(CNP) === 1, "the watch");
+        await until("the watch", () => api.openWatches(CNP) === 1);
         api.refuse(2);
         api.dropStreams();
         api.put(CNP, cnp("later"));
-        await until(() => held.has("later"), "the event after reconnecting");
+        await until("the event after reconnecting", () => held.has("later"));
         assert.ok(refl.stats.failures >= 5, `failures ${refl.stats.failures}`);
         assert.equal(refl.stats.lists, 1, "reconnected from its resourceVersion, no relist");
       },
@@ -190,9 +182,9 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
       { goneAs: "event" },
       async ({ api, held, refl, events }) => {
         await refl.synced;
-        await until(() => api.openWatches(CNP) === 1, "the watch");
+        await until("the watch", () => api.openWatches(CNP) === 1);
         refl.relist();
-        await until(() => refl.stats.lists === 2, "the second list");
+        await until("the second list", () => refl.stats.lists === 2);
         assert.deepEqual([...held], ["one"]);
         assert.equal(events.filter((e) => e.type === "replace").length, 2);
       },
@@ -215,15 +207,15 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
       { goneAs: "event" },
       async ({ api, held, refl }) => {
         await refl.synced;
-        await until(() => api.openWatches(CNP) === 1, "the watch");
+        await until("the watch", () => api.openWatches(CNP) === 1);
         const sent = 4 * WATCH_LINE_MAX_BYTES;
         const [r] = await api.endlessLine(CNP, sent);
         assert.equal(r?.closedByClient, true, "the client closed the stream");
         assert.ok((r?.written ?? sent) < sent, `cut after ${r?.written} of ${sent} bytes`);
-        await until(() => refl.stats.failures >= 1, "the failure counted");
+        await until("the failure counted", () => refl.stats.failures >= 1);
         assert.match(refl.stats.lastError?.message ?? "", /line is longer than 16777216 bytes/);
         api.put(CNP, cnp("after"));
-        await until(() => held.has("after"), "the event after reconnecting");
+        await until("the event after reconnecting", () => held.has("after"));
         assert.equal(refl.stats.lists, 1, "reconnected from its resourceVersion");
       },
       (api) => api.put(CNP, cnp("one")),
@@ -258,17 +250,17 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
       { goneAs: "event", token: "old" },
       async ({ api, held, refl, kube }) => {
         await refl.synced;
-        await until(() => api.openWatches(CNP) === 1, "the watch");
+        await until("the watch", () => api.openWatches(CNP) === 1);
         api.acceptToken("new");
         await rotate("new");
         api.dropStreams();
         api.put(CNP, cnp("two"));
-        await until(() => held.has("two"), "the event with the rotated token");
+        await until("the event with the rotated token", () => held.has("two"));
         assert.equal(api.requests.at(-1)?.authorization, "Bearer new");
         // The server stops accepting the token before the file changes: 401, shown, retried with backoff.
         api.acceptToken("newer");
         api.dropStreams();
-        await until(() => /HTTP 401/.test(refl.stats.lastError?.message ?? ""), "the refused request");
+        await until("the refused request", () => /HTTP 401/.test(refl.stats.lastError?.message ?? ""));
         const st = k8sStatus({ ciliumnetworkpolicies: refl.stats }, kube.credentialsStatus());
         assert.equal(st.state, "failing");
         assert.deepEqual(st.failing, ["ciliumnetworkpolicies"]);
@@ -277,7 +269,7 @@ describe("Kubernetes reflector (recorded Kubernetes API, no apiserver)", () => {
         assert.ok(!JSON.stringify(st).includes("newer") && !JSON.stringify(st).includes('"new"'), "no token");
         await rotate("newer");
         api.put(CNP, cnp("three"));
-        await until(() => held.has("three"), "the event once the file holds the new token");
+        await until("the event once the file holds the new token", () => held.has("three"));
         assert.equal(k8sStatus({ c: refl.stats }, kube.credentialsStatus()).state, "ok");
         assert.ok((kube.credentialsStatus().reloads ?? 0) >= 2);
       },

@@ -13,21 +13,13 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { AgentLab, rootSkipReason, T } from "../agent/e2e/harness.js";
 import { RecordedApi } from "./recorded-api.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason();
 const CNP = "/apis/cilium.io/v2/ciliumnetworkpolicies";
 const KNP = "/apis/networking.k8s.io/v1/networkpolicies";
 const NS = "/api/v1/namespaces";
 const PODS = "/api/v1/pods";
-
-/** Waits for `cond` (a safety-net timeout only, never a measured duration). */
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const serverFrom = (name: string, from: Record<string, string>): Record<string, unknown> => ({
   metadata: {
@@ -90,24 +82,24 @@ describe(
     test("a CiliumNetworkPolicy added through the watch is enforced on real packets; deleted, it is not", async () => {
       assert.equal(await tcp("other", "server"), "ok");
       api.put(CNP, serverFrom("server-from-client", { app: "client" }));
-      await until(has("CiliumNetworkPolicy/default/server-from-client"), "the policy");
+      await until("the policy", has("CiliumNetworkPolicy/default/server-from-client"));
       assert.equal(await tcp("client", "server"), "ok");
       assert.equal(await tcp("other", "server"), "timeout");
       api.remove(CNP, "default", "server-from-client");
-      await until(none, "the delete");
+      await until("the delete", none);
       assert.equal(await tcp("other", "server"), "ok");
       assert.deepEqual(await lab.agent.datapathDiff(), []);
     });
 
     test("a Namespace's labels from the watch reach namespace selectors", async () => {
       api.put(CNP, serverFrom("server-from-blue", { "k8s:io.cilium.k8s.namespace.labels.team": "blue" }));
-      await until(has("CiliumNetworkPolicy/default/server-from-blue"), "the policy");
+      await until("the policy", has("CiliumNetworkPolicy/default/server-from-blue"));
       assert.equal(await tcp("devpod", "server"), "timeout", "dev is team red");
       api.put(NS, { metadata: { name: "dev", labels: { team: "blue" } } });
-      await until(async () => (await tcp("devpod", "server")) === "ok", "dev relabelled blue lets devpod in");
+      await until("dev relabelled blue lets devpod in", async () => (await tcp("devpod", "server")) === "ok");
       assert.equal(await tcp("other", "server"), "timeout");
       api.remove(CNP, "default", "server-from-blue");
-      await until(none, "the delete");
+      await until("the delete", none);
     });
 
     test("an object that fails validation is skipped with a log line naming it; the rest continues", async () => {
@@ -121,7 +113,7 @@ describe(
           ingress: [{ from: [{ podSelector: { matchLabels: { app: "client" } } }] }],
         },
       });
-      await until(has("NetworkPolicy/default/server-knp"), "the good NetworkPolicy");
+      await until("the good NetworkPolicy", has("NetworkPolicy/default/server-knp"));
       const line = lab.logs.find((l) => l["kind"] === "CiliumNetworkPolicy" && l["name"] === "bad");
       assert.ok(line, "a log line for the bad object");
       assert.equal(line["namespace"], "default");
@@ -140,8 +132,8 @@ describe(
       api.compact();
       api.expireWatches();
       await until(
-        () => !policies().includes("NetworkPolicy/default/server-knp") && enforced(),
         "the relist to remove it",
+        () => !policies().includes("NetworkPolicy/default/server-knp") && enforced(),
       );
       assert.equal(api.requests.filter((r) => r.path === KNP && !r.watch).length, lists + 1);
       assert.equal(await tcp("other", "server"), "ok");
@@ -153,12 +145,12 @@ describe(
       api.refuse(3);
       api.dropStreams();
       api.put(CNP, serverFrom("after-drop", { app: "client" }));
-      await until(has("CiliumNetworkPolicy/default/after-drop"), "the policy after reconnecting, enforced");
+      await until("the policy after reconnecting, enforced", has("CiliumNetworkPolicy/default/after-drop"));
       assert.ok(failures() > before, "the refused attempts were counted and backed off");
       assert.equal(await tcp("other", "server"), "timeout");
       assert.ok(api.requests.every((r) => r.authorization === "Bearer t0k3n"));
       api.remove(CNP, "default", "after-drop");
-      await until(none, "the delete");
+      await until("the delete", none);
     });
 
     test("pods: labels of this node's pods reach their endpoints; other nodes' pods become remote endpoints", async () => {
@@ -177,19 +169,19 @@ describe(
         status: { phase: "Running", podIPs: [{ ip: "10.99.0.5" }] },
       });
       await until(
-        () => lab.agent.getEndpoint("default", "other").labels["app"] === "client",
         "the pod's labels",
+        () => lab.agent.getEndpoint("default", "other").labels["app"] === "client",
       );
       assert.deepEqual(lab.agent.getEndpoint("default", "other").labels, { app: "client" });
-      await until(() => lab.agent.remoteEndpoints.list().some((r) => r.ip === "10.99.0.5"), "the remote pod");
+      await until("the remote pod", () => lab.agent.remoteEndpoints.list().some((r) => r.ip === "10.99.0.5"));
       const far = lab.agent.remoteEndpoints.list().find((r) => r.ip === "10.99.0.5");
       assert.deepEqual(far?.labels, { app: "client" });
       assert.equal(far?.serviceAccount, "web");
       assert.equal(lab.running?.k8s?.podLabels("default", "other")?.["app"], "client");
       api.remove(PODS, "default", "far");
       await until(
-        () => !lab.agent.remoteEndpoints.list().some((r) => r.ip === "10.99.0.5"),
         "the remote pod gone",
+        () => !lab.agent.remoteEndpoints.list().some((r) => r.ip === "10.99.0.5"),
       );
     });
     test("nodes and the API server's EndpointSlice reach the ipcache as remote-node and kube-apiserver", async () => {
@@ -218,8 +210,8 @@ describe(
         endpoints: [{ addresses: ["10.97.0.1"], conditions: { ready: true } }],
       });
       await until(
-        () => ipc("10.98.0.2") === 6 && ipc("10.97.0.1") === 7,
         "remote-node (6) and kube-apiserver (7)",
+        () => ipc("10.98.0.2") === 6 && ipc("10.97.0.1") === 7,
       ).catch((e: unknown) => {
         throw new Error(
           `${String(e)}; ipcache ${JSON.stringify(lab.agent.ipcache().filter((x) => /^10\.9[78]/.test(x.prefix)))}`,

@@ -17,21 +17,13 @@ import pino from "pino";
 import { EmbeddedStore } from "../../src/store/embedded.js";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
 import { RecordedApi } from "./recorded-api.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason();
 const PODS = "/api/v1/pods";
 const NODES = "/api/v1/nodes";
 const SVC = "/api/v1/services";
 const SLICES = "/apis/discovery.k8s.io/v1/endpointslices";
-
-/** Waits for `cond` (a safety-net timeout only, never a measured duration). */
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const pod = (name: string, node: string, ip: string, app = "client"): Record<string, unknown> => ({
   metadata: { name, namespace: "default", labels: { app } },
@@ -115,19 +107,20 @@ describe(
       api.put(PODS, pod("far", "node-b", "10.99.0.5"));
       api.put(PODS, pod("mover", "node-b", "10.99.0.6"));
       await until(
+        "the service, the node and the remote pods in the ipcache",
         () =>
           ipc("10.96.0.10")?.startsWith("cidr:") === true &&
           ipc("10.98.0.2") === "node:6" &&
           ipc("10.99.0.5")?.startsWith("endpoint:") === true &&
           ipc("10.99.0.6") !== undefined &&
           enforced(),
-        "the service, the node and the remote pods in the ipcache",
       );
       removeService(api, "svc-a");
       api.remove(NODES, "", "node-b");
       api.remove(PODS, "default", "far");
       api.put(PODS, pod("mover", "node-b", "10.99.0.16")); // a new address: the old one goes
       await until(
+        `the deletes (ipcache ${JSON.stringify(lab.agent.ipcache().filter((e) => e.prefix.startsWith("10.9")))})`,
         () =>
           ipc("10.96.0.10") === undefined &&
           ipc("10.98.0.2") === undefined &&
@@ -135,13 +128,12 @@ describe(
           ipc("10.99.0.6") === undefined &&
           ipc("10.99.0.16") !== undefined &&
           enforced(),
-        `the deletes (ipcache ${JSON.stringify(lab.agent.ipcache().filter((e) => e.prefix.startsWith("10.9")))})`,
       );
       api.remove(PODS, "default", "mover");
       api.put(PODS, pod("mover", "node-a", "10.99.0.16")); // the same pod name, now on this node
       await until(
-        () => ipc("10.99.0.16") === undefined && enforced(),
         "a pod of this node is no remote endpoint",
+        () => ipc("10.99.0.16") === undefined && enforced(),
       );
       assert.deepEqual(await lab.agent.datapathDiff(), []);
       await lab.stopAgent();
@@ -170,11 +162,11 @@ describe(
       ]);
       await lab.agent.upsertService({ name: "mine", namespace: "default", ports: [], ips: ["10.96.0.99"] });
       await until(
+        "everything in the ipcache",
         () =>
           ["10.96.0.11", "10.96.0.12", "10.98.0.3", "10.98.0.4"].every((ip) => ipc(ip) !== undefined) &&
           ["10.99.0.7", "10.99.0.8", "10.99.0.9", "10.99.0.10"].every((ip) => ipc(ip) !== undefined) &&
           enforced(),
-        "everything in the ipcache",
       );
 
       await lab.stopAgent();
@@ -188,7 +180,7 @@ describe(
       api.put(PODS, pod("homed", "node-a", "10.99.0.10"));
       await lab.startAgent();
       await lab.running?.k8s?.synced();
-      await until(enforced, "the first lists enforced");
+      await until("the first lists enforced", enforced);
 
       assert.equal(ipc("10.96.0.11"), undefined, "the Service deleted while down is gone");
       assert.equal(ipc("10.98.0.3"), undefined, "the Node deleted while down is gone");

@@ -13,18 +13,10 @@ import { after, before, describe, test } from "node:test";
 import { AgentClient } from "../../src/agent/client.js";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
 import { RecordedApi } from "./recorded-api.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason();
 const CNP = "/apis/cilium.io/v2/ciliumnetworkpolicies";
-
-/** Waits for `cond` (a safety-net timeout only, never a measured duration). */
-async function until(cond: () => Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe(
   "Kubernetes watcher state in the agent's status (recorded Kubernetes API, no apiserver) (root)",
@@ -71,7 +63,7 @@ describe(
       assert.equal((await k8s())["state"], "ok");
       api.acceptToken("second"); // the old token expired
       api.dropStreams();
-      await until(async () => (await k8s())["state"] === "failing", "the failing state");
+      await until("the failing state", async () => (await k8s())["state"] === "failing", 30_000);
       const st = await k8s();
       assert.match(JSON.stringify(st["lastError"]), /HTTP 401/);
       assert.ok(!JSON.stringify(st).includes("first"), "the token is not shown");
@@ -81,10 +73,11 @@ describe(
         spec: { endpointSelector: { matchLabels: { app: "x" } }, ingress: [{}] },
       });
       await until(
-        async () => lab.agent.listPolicies().some((p) => p.name === "after-rotation"),
         "the policy after the rotation",
+        async () => lab.agent.listPolicies().some((p) => p.name === "after-rotation"),
+        30_000,
       );
-      await until(async () => (await k8s())["state"] !== "failing", "the state no longer failing");
+      await until("the state no longer failing", async () => (await k8s())["state"] !== "failing", 30_000);
       assert.ok(api.requests.at(-1)?.authorization === "Bearer second");
     });
   },

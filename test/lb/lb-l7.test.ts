@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { runRaw } from "../../src/datapath/exec.js";
-import { filterFromFlags } from "../../src/observe/index.js";
+import type { Flow } from "../../src/observe/flow.js";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
 import { grpcCalls, startGrpcServer, type GrpcAnswer } from "../gateway/grpc-lab.js";
 import { killGroup } from "../gateway/netns-lab.js";
@@ -102,15 +102,17 @@ describe(
         `both backends: ${JSON.stringify([...got])}`,
       );
       // Each call is an L7 flow naming the backend that answered it.
-      await new Promise((r) => setTimeout(r, 300));
-      const seen = (lab.agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? []).flatMap((r) =>
-        "flow" in r
-          ? [
-              `${r.flow.verdict} ${r.flow.l7?.http?.method} ${r.flow.l7?.http?.url} ${r.flow.source?.pod_name} -> ${r.flow.destination?.pod_name}`,
-            ]
-          : [],
-      );
       const url = `http://${VIP}:9090/demo.Echo/Echo`;
+      const line = (f: Flow): string =>
+        `${f.verdict} ${f.l7?.http?.method} ${f.l7?.http?.url} ${f.source?.pod_name} -> ${f.destination?.pod_name}`;
+      const want = ["be1", "be2"].map((b) => `FORWARDED POST ${url} ${b} -> client`);
+      const seen = (
+        await lab.flowsWhen(
+          { type: ["l7"] },
+          (fs) => want.every((w) => fs.some((f) => line(f) === w)),
+          "an L7 flow from each backend",
+        )
+      ).map(line);
       for (const b of ["be1", "be2"])
         assert.ok(seen.includes(`FORWARDED POST ${url} ${b} -> client`), `a flow from ${b}: ${seen.slice(0, 4).join(" | ")}`); // prettier-ignore
     });

@@ -18,6 +18,7 @@ import { MEMBRANE_BIN, startLabCluster, type LabCluster } from "../../src/lab/cl
 import { applyAndWait, createEndpoint, waitRemote } from "../../src/lab/cluster-api.js";
 import { Probe } from "../../src/probe/probe.js";
 import { rootSkipReason } from "../datapath/harness.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -31,24 +32,6 @@ spec:
   - fromEndpoints: [{matchLabels: {app: client}}]
     toPorts: [{ports: [{port: "80", protocol: TCP}]}]
 `;
-
-async function until(
-  what: string,
-  ok: () => boolean | Promise<boolean>,
-  ms = 30_000,
-  detail: () => string = () => "",
-): Promise<void> {
-  const deadline = Date.now() + ms; // a safety net, not a measurement
-  for (;;) {
-    try {
-      if (await ok()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} ${detail()}`);
-    await sleep(50);
-  }
-}
 
 const flowOf = (j: JsonObject): JsonObject | undefined => j["flow"] as JsonObject | undefined;
 const statusIs = (j: JsonObject, state: string, node: string): boolean => {
@@ -89,6 +72,7 @@ describe("membrane relay over a lab cluster (root)", { skip }, () => {
       await until(
         "the relay connected to both agents",
         async () => (await c.serverStatus())["num_connected_nodes"] === 2,
+        { ms: 30_000, retryErrors: true },
       );
 
       const [s1, c1, s2, c2] = [
@@ -108,7 +92,7 @@ describe("membrane relay over a lab cluster (root)", { skip }, () => {
       const got: JsonObject[] = [];
       const followStart = Date.now();
       stream = c.getFlows({ filter: {}, follow: true }, (j) => got.push(j), ac.signal);
-      await until("the stream's first node_status", () => got.length > 0);
+      await until("the stream's first node_status", () => got.length > 0, { ms: 30_000, retryErrors: true });
       for (let k = 0; k < 3; k++) {
         assert.equal(await pc1!.tcp(s2.ipv4, 80, 2000), "ok", "c1 (n1) -> s2 (n2):80");
         assert.equal(await pc2!.tcp(s1.ipv4, 80, 2000), "ok", "c2 (n2) -> s1 (n1):80");
@@ -118,11 +102,16 @@ describe("membrane relay over a lab cluster (root)", { skip }, () => {
       await until(
         "flows of both nodes through the relay",
         () => nodesSeen().has("n1") && nodesSeen().has("n2"),
-        30_000,
-        () => `${JSON.stringify(got).slice(0, 3000)}\nrelay: ${relayErr.slice(-3000)}`,
+        {
+          ms: 30_000,
+          detail: () => `${JSON.stringify(got).slice(0, 3000)}\nrelay: ${relayErr.slice(-3000)}`,
+          retryErrors: true,
+        },
       );
-      await until("n2's drop through the relay", () =>
-        got.some((j) => flowOf(j)?.["verdict"] === "DROPPED" && j["node_name"] === "n2"),
+      await until(
+        "n2's drop through the relay",
+        () => got.some((j) => flowOf(j)?.["verdict"] === "DROPPED" && j["node_name"] === "n2"),
+        { ms: 30_000, retryErrors: true },
       );
 
       // A filter goes to the agents: only drops come back.
@@ -149,8 +138,10 @@ describe("membrane relay over a lab cluster (root)", { skip }, () => {
 
       // n1 dies: unavailable in the stream and in ServerStatus; restarted, it is back with new flows.
       await lab.killNode("n1");
-      await until("n1 unavailable in the stream", () =>
-        got.some((j) => statusIs(j, "NODE_UNAVAILABLE", "n1")),
+      await until(
+        "n1 unavailable in the stream",
+        () => got.some((j) => statusIs(j, "NODE_UNAVAILABLE", "n1")),
+        { ms: 30_000, retryErrors: true },
       );
       const st = await c.serverStatus();
       assert.equal(st["num_unavailable_nodes"], 1);
@@ -160,13 +151,17 @@ describe("membrane relay over a lab cluster (root)", { skip }, () => {
       await until(
         "n1 connected again in the stream",
         () => got.some((j) => statusIs(j, "NODE_CONNECTED", "n1")),
-        60_000,
+        { ms: 60_000, retryErrors: true },
       );
       const back = got.length;
-      await until("a flow of the restarted n1", async () => {
-        await pc2!.tcp(s1.ipv4, 80, 1000);
-        return got.slice(back).some((j) => flowOf(j) !== undefined && j["node_name"] === "n1");
-      });
+      await until(
+        "a flow of the restarted n1",
+        async () => {
+          await pc2!.tcp(s1.ipv4, 80, 1000);
+          return got.slice(back).some((j) => flowOf(j) !== undefined && j["node_name"] === "n1");
+        },
+        { ms: 30_000, retryErrors: true },
+      );
 
       // `membrane observe --server` reads the relay.
       const cli = spawnSync(

@@ -15,16 +15,9 @@ import type { JsonObject } from "../../src/observe/hubble/json.js";
 import { FlowRing } from "../../src/observe/ring.js";
 import { startRelay, type RunningRelay } from "../../src/relay/relay.js";
 import { fakeNodes, flowAt, type FakeNodes } from "./harness.js";
+import { until } from "../support/until.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, ok: () => boolean): Promise<void> {
-  const deadline = Date.now() + 20_000; // a safety net, not a measurement
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 describe("the ring counts what a resumed reader missed", () => {
   test("follow({since, resumed}) starts with lost_events for what was overwritten at or after since", async () => {

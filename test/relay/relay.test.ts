@@ -13,16 +13,9 @@ import type { JsonObject } from "../../src/observe/hubble/json.js";
 import type { ObserveRequest } from "../../src/observe/flags.js";
 import { startRelay, type RunningRelay } from "../../src/relay/relay.js";
 import { fakeNodes, flowAt, type FakeNodes } from "./harness.js";
+import { until } from "../support/until.js";
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, ok: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 15_000; // a safety net, not a measurement
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 const flowOf = (j: JsonObject): JsonObject | undefined => j["flow"] as JsonObject | undefined;
 const statusOf = (j: JsonObject): { state_change: string; node_names: string[] } | undefined =>

@@ -22,9 +22,12 @@ import type { EndpointView } from "../../../src/agent/agent.js";
 import { startAgent, type AgentOptions, type RunningAgent } from "../../../src/agent/run.js";
 import { runRaw } from "../../../src/datapath/exec.js";
 import { cleanupPrefix } from "../../../src/datapath/netns.js";
+import type { Flow } from "../../../src/observe/flow.js";
+import { filterFromFlags, type ObserveFlags } from "../../../src/observe/index.js";
 import type { EngineConfig } from "../../../src/policy/query.js";
 import { Probe } from "../../../src/probe/probe.js";
 import { rootSkipReason, uniquePrefix } from "../../datapath/harness.js";
+import { until } from "../../support/until.js";
 
 export { rootSkipReason };
 
@@ -203,6 +206,25 @@ export class AgentLab {
     const e = this.endpoints.get(name);
     if (!e) throw new Error(`no endpoint ${name}`);
     return e;
+  }
+
+  /**
+   * The agent's flows matching `flags` once `ok` holds for them. Flows reach the observer after the packet or
+   * request they describe (NFLOG, the proxy's events over IPC, batched per turn): read right after the traffic,
+   * the newest may not be there yet. The bound is a safety net; giving up says what was seen.
+   */
+  async flowsWhen(flags: ObserveFlags, ok: (flows: Flow[]) => boolean, what: string): Promise<Flow[]> {
+    const read = (): Flow[] =>
+      (this.agent.observer?.read(filterFromFlags(flags)) ?? []).flatMap((r) => ("flow" in r ? [r.flow] : []));
+    let flows: Flow[] = [];
+    await until(what, () => ok((flows = read())), {
+      detail: () =>
+        flows
+          .slice(-8)
+          .map((f) => JSON.stringify(f).slice(0, 400))
+          .join("\n"),
+    });
+    return flows;
   }
 
   /** A probe in any namespace of this lab (stopped by destroy()). */

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { AgentLab, rootSkipReason } from "./harness.js";
+import { until } from "../../support/until.js";
 
 const skip = rootSkipReason();
 
@@ -29,15 +30,6 @@ spec:
         - method: POST
           path: /v1/request-landing
 `;
-
-/** Polls `cond` every 50 ms; a safety net of `ms`, never a measure. */
-async function until(cond: () => Promise<boolean> | boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`gave up waiting: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe("agent e2e: L7 proxy workers, one per core (root)", { skip: skip ?? false }, () => {
   let lab: AgentLab;
@@ -121,7 +113,7 @@ describe("agent e2e: L7 proxy workers, one per core (root)", { skip: skip ?? fal
       );
     }
     assert.ok(squatted, "the dead worker's port was taken over");
-    await until(async () => !(await tcpRedirect()).includes("15001"), "the redirect without the dead worker");
+    await until("the redirect without the dead worker", async () => !(await tcpRedirect()).includes("15001"));
     assert.match(await tcpRedirect(), /dnat ip to [0-9.]+:15002\s*$/);
     // Every connection reaches the live worker, which enforces (the stranger would echo the request back).
     for (let i = 0; i < 3; i++) {
@@ -130,8 +122,8 @@ describe("agent e2e: L7 proxy workers, one per core (root)", { skip: skip ?? fal
     }
     squatter.stop();
     await until(
-      async () => (await tcpRedirect()).includes("numgen inc mod 2"),
       "the restarted worker back in the redirect",
+      async () => (await tcpRedirect()).includes("numgen inc mod 2"),
       30_000,
     );
     const restarted = lab.agent.proxyPids[0];

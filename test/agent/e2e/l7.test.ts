@@ -17,6 +17,7 @@ import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { flowQuery } from "../../../src/agent/routes.js";
 import { filterFromFlags } from "../../../src/observe/index.js";
+import type { Flow } from "../../../src/observe/flow.js";
 import { explainDrop } from "../../../src/policy/why.js";
 import { assertHubbleStrict } from "../../observe/hubble/strict.js";
 import type { Probe } from "../../../src/probe/probe.js";
@@ -190,16 +191,20 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
   });
 
   test("the proxy's verdicts are L7 flows with method, URL and status; the kernel logs the redirect", async () => {
-    await new Promise((r) => setTimeout(r, 300));
-    const l7 = (lab.agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? []).flatMap((r) =>
-      "flow" in r ? [r.flow] : [],
-    );
     // As Hubble: a forwarded request's answer is a RESPONSE from the server (is_reply, sides
     // swapped); a denied request is a REQUEST from the client.
-    const seen = l7.map(
-      (f) =>
-        `${f.verdict} ${f.l7?.type} ${f.l7?.http?.method} ${f.l7?.http?.code} ${f.source?.pod_name} -> ${f.destination?.pod_name} reply=${f.is_reply}`,
+    const line = (f: Flow): string =>
+      `${f.verdict} ${f.l7?.type} ${f.l7?.http?.method} ${f.l7?.http?.code} ${f.source?.pod_name} -> ${f.destination?.pod_name} reply=${f.is_reply}`;
+    const want = [
+      "FORWARDED RESPONSE POST 200 deathstar -> tiefighter reply=true",
+      "DROPPED REQUEST PUT 403 tiefighter -> deathstar reply=false",
+    ];
+    const l7 = await lab.flowsWhen(
+      { type: ["l7"] },
+      (fs) => want.every((w) => fs.some((f) => line(f) === w)),
+      "the L7 flows of the requests above",
     );
+    const seen = l7.map(line);
     assert.ok(
       seen.includes("FORWARDED RESPONSE POST 200 deathstar -> tiefighter reply=true"),
       seen.join("\n"),
@@ -210,9 +215,12 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
   });
 
   test("`policy why` on a 403: the connection was allowed, the HTTP rules refused this request, and the rule to add", async () => {
-    const drops = (
-      lab.agent.observer?.read(filterFromFlags({ verdict: ["DROPPED"], type: ["l7"] })) ?? []
-    ).flatMap((r) => ("flow" in r ? [r.flow] : []));
+    const isGet = (f: Flow | undefined): boolean => f?.l7?.http?.method === "GET";
+    const drops = await lab.flowsWhen(
+      { verdict: ["DROPPED"], type: ["l7"] },
+      (fs) => isGet(fs[fs.length - 1]),
+      "the L7 drop of GET /v1/request-landing",
+    );
     const flow = drops[drops.length - 1];
     assert.ok(flow);
     const q = flowQuery(flow);
@@ -281,6 +289,9 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
 
   test("the node's own connections are redirected too: an ingress L7 rule for host is enforced, not bypassed", async () => {
     await lab.agent.applyPolicies(HOST_L7, "host.yaml");
+    const adminBefore = (await lab.flowsWhen({ type: ["l7"] }, () => true, "flows")).filter((f) =>
+      f.l7?.http?.url?.endsWith("/admin"),
+    ).length;
     const node = lab.probeIn(lab.node);
     assert.deepEqual(
       [
@@ -289,10 +300,12 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       ],
       ["200", "403"],
     );
-    const seen = (lab.agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? []).flatMap((r) =>
-      "flow" in r && r.flow.l7?.http?.url?.endsWith("/admin") ? [r.flow.source?.identity] : [],
+    // This request's flow is the one more /admin flow than before it (earlier tests' may name other sources).
+    const admin = (fs: Flow[]): Flow[] => fs.filter((f) => f.l7?.http?.url?.endsWith("/admin") === true);
+    const seen = admin(
+      await lab.flowsWhen({ type: ["l7"] }, (fs) => admin(fs).length > adminBefore, "the flow of GET /admin"),
     );
-    assert.equal(seen[seen.length - 1], 1, "the proxy names the node as host (identity 1)");
+    assert.equal(seen[seen.length - 1]?.source?.identity, 1, "the proxy names the node as host (identity 1)");
     await lab.agent.deletePolicies(HOST_L7, "host.yaml");
   });
 
@@ -310,16 +323,22 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       "resolved, but toFQDNs does not name it",
     );
     assert.equal(await lab.ep("tiefighter").probe.tcp("198.51.100.7", 80, T), "ok", "no policy selects it");
-    const dns = (lab.agent.observer?.read(filterFromFlags({ protocol: ["dns"] })) ?? []).flatMap((r) =>
-      "flow" in r
-        ? [
-            // An answer goes from the server to the client (is_reply): name the client and the server.
-            r.flow.is_reply === true
-              ? `${r.flow.verdict} ${r.flow.l7?.dns?.query} from ${r.flow.destination?.pod_name} to ${r.flow.IP?.source}:${"UDP" in (r.flow.l4 ?? {}) ? "udp" : "tcp"} (answer)`
-              : `${r.flow.verdict} ${r.flow.l7?.dns?.query} from ${r.flow.source?.pod_name} to ${r.flow.IP?.destination}:${"UDP" in (r.flow.l4 ?? {}) ? "udp" : "tcp"}`,
-          ]
-        : [],
-    );
+    // An answer goes from the server to the client (is_reply): name the client and the server.
+    const line = (f: Flow): string =>
+      f.is_reply === true
+        ? `${f.verdict} ${f.l7?.dns?.query} from ${f.destination?.pod_name} to ${f.IP?.source}:${"UDP" in (f.l4 ?? {}) ? "udp" : "tcp"} (answer)`
+        : `${f.verdict} ${f.l7?.dns?.query} from ${f.source?.pod_name} to ${f.IP?.destination}:${"UDP" in (f.l4 ?? {}) ? "udp" : "tcp"}`;
+    const wantDns = [
+      "DROPPED blocked.test. from client to 192.0.2.10:udp",
+      "FORWARDED allowed.example.com. from client to 192.0.2.10:udp (answer)",
+    ];
+    const dns = (
+      await lab.flowsWhen(
+        { protocol: ["dns"] },
+        (fs) => wantDns.every((w) => fs.some((f) => line(f) === w)),
+        "the DNS flows of the lookups above",
+      )
+    ).map(line);
     assert.ok(dns.includes("DROPPED blocked.test. from client to 192.0.2.10:udp"), dns.join("\n"));
     assert.ok(
       dns.includes("FORWARDED allowed.example.com. from client to 192.0.2.10:udp (answer)"),
