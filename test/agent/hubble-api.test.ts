@@ -24,6 +24,7 @@ import { isFlowRecord } from "../../src/observe/index.js";
 import { Probe } from "../../src/probe/probe.js";
 import { uniquePrefix } from "../datapath/harness.js";
 import { assertHubbleStrict, parseHubbleStrict } from "../observe/hubble/strict.js";
+import { until } from "../support/until.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces, nftables, NFLOG)" : undefined;
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -195,13 +196,17 @@ describe("Hubble's Observer API on the agent (root)", { skip }, () => {
           follow: true,
           whitelist: [{ source_pod: ["default/web"], destination_port: ["80"] }],
         });
-        const first = new Promise<Obj>((resolve, reject) => {
-          stream.on("data", (d: Obj) => resolve(d));
-          stream.on("error", reject);
+        let got: Obj | undefined;
+        let failed: unknown;
+        stream.on("data", (d: Obj) => (got ??= d));
+        stream.on("error", (e: unknown) => (failed ??= e));
+        // The subscription may start after a first connection (load): connect until one is followed.
+        await until("a flow of web -> api:80 on the followed stream", async () => {
+          if (failed !== undefined) throw failed;
+          if (got === undefined) assert.equal(await pWeb.tcp(api.ipv4, 80), "ok");
+          return got !== undefined;
         });
-        await new Promise((r) => setTimeout(r, 200));
-        assert.equal(await pWeb.tcp(api.ipv4, 80), "ok");
-        const live = flowOf(await first);
+        const live = flowOf(got as Obj);
         assert.equal(dport(live), 80);
         assert.equal(live["verdict"], "FORWARDED");
         stream.cancel();
