@@ -13,18 +13,10 @@ import { readRealized, waitRealized } from "../../src/cluster/realized.js";
 import { MembraneError } from "../../src/errors.js";
 import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/harness.js";
 import { clusterNode, clusterOpts } from "./cluster-node.js";
+import { until } from "../support/until.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
-
-/** Polls until `f` holds (a safety-net deadline, not a measured duration). */
-async function until(what: string, f: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe("cluster: resources in etcd, realized revisions (root, etcd)", { skip }, () => {
   let etcd: EtcdHandle;
@@ -191,6 +183,12 @@ describe("cluster: resources in etcd, realized revisions (root, etcd)", { skip }
       });
       labs.push(a);
       const r = await a.agent.applyPolicies(SERVER_FROM_CLIENT.replace("name: server", "name: w"), "w.yaml");
+      // rs-f's agent realizes it (not timed: under load that can take longer than the wait below).
+      await until("rs-f realized the revision", async () =>
+        (await readRealized(na.kv)).some(
+          (n) => n.node === "rs-f" && n.realizedRevision >= (r.clusterRevision ?? 0),
+        ),
+      );
       const err = await waitRealized(() => readRealized(na.kv), r.clusterRevision ?? 0, 300).then(
         () => undefined,
         (e: unknown) => e,
