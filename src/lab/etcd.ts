@@ -57,16 +57,25 @@ function ephemeralRange(): [number, number] {
  * the check and the server's bind, or while the server is stopped for a restart (seen: a restarted
  * etcd failed with "address already in use" while other test files ran). Falls back to any port.
  */
-export async function freePort(): Promise<number> {
+export async function freePort(taken: Set<number> = new Set()): Promise<number> {
   const [lo, hi] = ephemeralRange();
   const [from, to] = lo - 1 >= 20_000 ? [10_000, lo - 1] : [hi + 1, 65_535];
   for (let i = 0; to > from && i < 50; i++) {
-    const port = await tryBind(from + Math.floor(Math.random() * (to - from + 1)));
-    if (port !== undefined) return port;
+    const pick = from + Math.floor(Math.random() * (to - from + 1));
+    if (taken.has(pick)) continue;
+    const port = await tryBind(pick);
+    if (port !== undefined) return take(taken, port);
   }
-  const any = await tryBind(0);
-  if (any === undefined) throw new Error("no free port on 127.0.0.1");
-  return any;
+  for (let i = 0; i < 50; i++) {
+    const any = await tryBind(0);
+    if (any !== undefined && !taken.has(any)) return take(taken, any);
+  }
+  throw new Error("no free port on 127.0.0.1");
+}
+
+function take(taken: Set<number>, port: number): number {
+  taken.add(port);
+  return port;
 }
 
 export interface EtcdTls {
@@ -324,12 +333,15 @@ async function startMembers(n: number, opts: EtcdOptions): Promise<EtcdHandle[]>
     rootTls = makeClientCert(dataDir, "root");
   }
   const members: Member[] = [];
+  // Each port free when picked, and none picked twice: nothing is bound between the picks (CI: two members
+  // got the same peer port, and etcd refused the "duplicate url").
+  const taken = new Set<number>();
   for (let i = 0; i < n; i++) {
     // Ports are picked on the host's loopback; inside a fresh namespace they are free too.
     members.push({
       name: `m${i}`,
-      clientUrl: `${scheme}://${host}:${await freePort()}`,
-      peerUrl: `http://${host}:${await freePort()}`,
+      clientUrl: `${scheme}://${host}:${await freePort(taken)}`,
+      peerUrl: `http://${host}:${await freePort(taken)}`,
     });
   }
   const initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(",");

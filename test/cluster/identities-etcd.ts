@@ -21,8 +21,9 @@ export class TestEtcd {
 
   async start(): Promise<void> {
     if (this.endpoint === "") {
-      this.endpoint = `http://127.0.0.1:${await freePort()}`;
-      this.peerUrl = `http://127.0.0.1:${await freePort()}`;
+      const taken = new Set<number>(); // two different ports
+      this.endpoint = `http://127.0.0.1:${await freePort(taken)}`;
+      this.peerUrl = `http://127.0.0.1:${await freePort(taken)}`;
     }
     const proc = spawn(
       etcdBinary() ?? "etcd",

@@ -33,8 +33,9 @@ describe(
 
     before(async () => {
       dataDir = mkdtempSync(join(tmpdir(), "membrane-etcd-"));
-      const client = await freePort();
-      const peer = await freePort();
+      const taken = new Set<number>(); // two different ports
+      const client = await freePort(taken);
+      const peer = await freePort(taken);
       endpoint = `http://127.0.0.1:${client}`;
       const peerUrl = `http://127.0.0.1:${peer}`;
       proc = spawn(
