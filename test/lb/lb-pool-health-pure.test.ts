@@ -10,7 +10,7 @@ import { MembraneError } from "../../src/errors.js";
 import { allocate } from "../../src/lb/allocate.js";
 import { parseLbFlags } from "../../src/lb/config.js";
 import { desiredLb } from "../../src/lb/desired.js";
-import { healthAnswer } from "../../src/lb/health-server.js";
+import { healthAnswer, isHealthSync } from "../../src/lb/health-answer.js";
 import { parseLbResources } from "../../src/lb/parse.js";
 import { readServiceRecord } from "../../src/lb/record.js";
 import { inUseOf, reservationKeys } from "../../src/lb/reservations.js";
@@ -147,5 +147,9 @@ describe("healthCheckNodePort (pure)", () => {
     });
     assert.equal(healthAnswer({ ...c, localEndpoints: 0 }, true).status, 503);
     assert.equal(healthAnswer(c, false).status, 503);
+    // What the unprivileged process accepts over its IPC channel: well-formed syncs only.
+    assert.equal(isHealthSync({ type: "sync", seq: 1, healthy: true, checks: [c] }), true);
+    for (const bad of [null, { type: "sync", seq: 1, healthy: true, checks: [{ ...c, port: 0 }] }, { type: "sync", seq: 1, healthy: "yes", checks: [] }, { type: "sync", seq: 1, healthy: true, checks: [{ ...c, localEndpoints: -1 }] }]) // prettier-ignore
+      assert.equal(isHealthSync(bad), false, JSON.stringify(bad));
   });
 });

@@ -38,7 +38,8 @@ import type { LbFrontend } from "../../datapath/lb-types.js";
 import type { LbL7Frontend } from "../proxy-lb.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 import { SVC_KEY, writeServices } from "./lb-reserve.js";
-import { HealthServers, type HealthCheck } from "../../lb/health-server.js";
+import { HealthServers } from "../../lb/health-server.js";
+import type { HealthCheck } from "../../lb/health-answer.js";
 
 const SLICE_KEY = "lb/slices/";
 
@@ -353,7 +354,7 @@ export class LbController implements Controller, SyncedResource {
       if (l7Changed && this.d.proxyPush) await this.d.proxyPush();
       this.tableWritten = true;
       this.revisions.realize(rev);
-      if (this.withHealth.size > 0 || this.health.ports().size > 0) await this.health.sync(this.healthChecks(), true); // prettier-ignore
+      if (this.withHealth.size > 0 || this.health.ports > 0) await this.health.sync(this.healthChecks(), true); // prettier-ignore
     } catch (err) {
       this.revisions.fail(err);
       // The table is not as desired: the health checks say so (503), an outside balancer moves away.
