@@ -1,8 +1,8 @@
 /**
- * The health check process (started by health-server.ts as `nsenter --net=<node netns>
- * --setuid 65534 --setgid 65534 node health-child.js`, or forked as that user when the agent
- * runs in the node's namespace): serves every Service's healthCheckNodePort in the node's
- * namespace without root, and answers as the agent last said.
+ * The health check process (started by health-server.ts as `nsenter --net=<node netns> node
+ * health-child.js UID GID`, or forked when the agent runs in the node's namespace; it drops to
+ * UID/GID, nobody by default, before anything else): serves every Service's healthCheckNodePort
+ * in the node's namespace without root, and answers as the agent last said.
  *
  *   agent --IPC {sync, checks, healthy}--> ports opened / closed, answers updated
  *         <--IPC {synced, failed}--------
@@ -94,6 +94,16 @@ async function sync(m: HealthSync): Promise<HealthSynced> {
 }
 
 if (process.send === undefined) process.exit(2);
+// Least privilege: started as root (only to enter the node's namespace; the code is loaded), it
+// becomes the unprivileged user before it reads a byte from outside: no capability, no groups.
+const [uid, gid] = process.argv.slice(2).map(Number) as [number, number];
+if (process.getuid?.() === 0) {
+  if (!Number.isInteger(uid) || !Number.isInteger(gid) || uid === 0) process.exit(2);
+  process.setgroups?.([gid]);
+  process.setgid?.(gid);
+  process.setuid?.(uid);
+  if (process.getuid?.() !== uid || process.getgid?.() !== gid) process.exit(3);
+}
 // One sync at a time, in order: a later one sees what the earlier one opened.
 let chain: Promise<void> = Promise.resolve();
 process.on("message", (m: unknown) => {

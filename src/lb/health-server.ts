@@ -4,8 +4,8 @@
  * tells an outside load balancer whether to send the Service's traffic here.
  *
  *   sync([{namespace, name, port, localEndpoints}], healthy)
- *     --IPC--> the health check process (health-child.ts) in the node's namespace, as nobody
- *              (nsenter --net --setuid 65534 --setgid 65534; started at the first check, again
+ *     --IPC--> the health check process (health-child.ts) in the node's namespace (nsenter
+ *              --net), which becomes nobody before it serves (started at the first check, again
  *              after it died) --> ports opened / closed, answers updated
  *     any request on a port --> 200 when the node has local ready backends and its services'
  *              table is in place, else 503, with kube-proxy's JSON (health-answer.ts)
@@ -96,18 +96,16 @@ export class HealthServers {
     const main = fileURLToPath(new URL("./health-child.js", import.meta.url));
     const uid = String(this.p.uid ?? 65534);
     const gid = String(this.p.gid ?? 65534);
+    // The child drops to uid/gid itself once its code is loaded (the checkout may not be readable by them).
     const cp =
       this.p.netns !== undefined
-        ? fork(main, [], {
+        ? fork(main, [uid, gid], {
             execPath: "nsenter",
-            execArgv: [`--net=${netnsFile(this.p.netns)}`, `--setgid=${gid}`, `--setuid=${uid}`, "--", process.execPath], // prettier-ignore
+            execArgv: [`--net=${netnsFile(this.p.netns)}`, "--", process.execPath],
             stdio: ["ignore", "ignore", "inherit", "ipc"],
             env: { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
           })
-        : fork(main, [], {
-            stdio: ["ignore", "ignore", "inherit", "ipc"],
-            ...(process.getuid?.() === 0 ? { uid: Number(uid), gid: Number(gid) } : {}),
-          });
+        : fork(main, [uid, gid], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
     return new Promise<ChildProcess>((resolve, reject) => {
       const t = setTimeout(() => {
         cp.kill("SIGKILL");

@@ -6,6 +6,7 @@
  * gets an address from each --lb-pool and its IPv6 one carries connections to the pod.
  */
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import type { ServiceView } from "../../src/lb/types.js";
 import { AgentLab, rootSkipReason, T } from "../agent/e2e/harness.js";
@@ -90,6 +91,13 @@ describe("healthCheckNodePort and an IPv6 LoadBalancer address (root: netns, rea
     assert.equal((JSON.parse(gone.body ?? "") as { localEndpoints: number }).localEndpoints, 0);
     await lab.agent.labelEndpoint("default", "web1", { app: "web" }, true);
     assert.equal((await get(`http://192.0.2.1:${port}/healthz`)).status, 200, "any path, as kube-proxy");
+    // Least privilege: the process listening on the port (it parses outside bytes) is nobody.
+    const ss = await lab.sh(lab.node, ["ss", "-Hltnp", `sport = :${port}`]);
+    const pid = /pid=(\d+)/.exec(ss)?.[1];
+    assert.ok(pid !== undefined, ss);
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
+    assert.match(status, /^CapEff:\s+0+$/m);
   });
 
   test("a dual-stack LoadBalancer gets one address of each pool; its IPv6 address reaches the pod", async () => {

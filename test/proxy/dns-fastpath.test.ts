@@ -65,14 +65,14 @@ describe("DNS fast paths agree with the long way", () => {
     }
   });
 
-  test("20000 mutated EDNS queries: whatever is accepted, dns-packet decodes whole with the same UDP size", () => {
+  test("4000 mutated EDNS queries: whatever is accepted, dns-packet decodes whole with the same UDP size", () => {
     const rnd = prng(7);
     const seeds = [
       queryWith("a.example.com", 1, opt(1232, [[10, Buffer.alloc(8, 3)]])),
       queryWith("b.example.com", 1, opt(4096, [])),
     ];
     let accepted = 0;
-    for (let i = 0; i < 20000; i++) {
+    for (let i = 0; i < 4000; i++) {
       const m = Buffer.from(seeds[i % 2] as Buffer);
       for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) m[Math.floor(rnd() * m.length)] = Math.floor(rnd() * 256); // prettier-ignore
       const cut = rnd() < 0.2 ? m.subarray(0, Math.floor(rnd() * m.length)) : m;
@@ -85,7 +85,7 @@ describe("DNS fast paths agree with the long way", () => {
       const size = o ? Math.min(4096, Math.max(512, o.udpPayloadSize ?? 512)) : 512;
       assert.equal(r.query.udpSize, size, cut.toString("hex"));
     }
-    assert.ok(accepted > 1000, `only ${accepted} accepted: the mutations say little`);
+    assert.ok(accepted > 200, `only ${accepted} accepted: the mutations say little`);
   });
 
   const ask = (name: string, qtype = 1): Query => {

@@ -59,12 +59,12 @@ export function parseQuery(buf: Buffer): QueryResult {
   if (flags & 0x8000) return { kind: "drop", reason: "a response, not a query" };
   const opcode = (flags >> 11) & 0xf;
   const rd = (flags & 0x0100) !== 0;
-  const partial: PartialQuery = { id, opcode, rd };
-  const formerr = (reason: string, p: PartialQuery = partial): QueryResult => ({
+  // The partial query is built on the error paths only.
+  const formerr = (reason: string, question?: Buffer): QueryResult => ({
     kind: "reply",
     rcode: RCODE.FORMERR,
     reason,
-    partial: p,
+    partial: question ? { id, opcode, rd, question } : { id, opcode, rd },
   });
   const qdcount = buf.readUInt16BE(4);
   if (qdcount !== 1) return formerr(`qdcount ${qdcount} (exactly one question is accepted)`);
@@ -88,8 +88,8 @@ export function parseQuery(buf: Buffer): QueryResult {
   if (pos + 4 > buf.length) return formerr("question type/class missing");
   const qtype = buf.readUInt16BE(pos);
   const question = Buffer.from(buf.subarray(12, pos + 4));
-  const withQ: PartialQuery = { ...partial, question };
-  if (opcode !== 0) return { kind: "reply", rcode: RCODE.NOTIMP, reason: `opcode ${opcode}`, partial: withQ };
+  if (opcode !== 0)
+    return { kind: "reply", rcode: RCODE.NOTIMP, reason: `opcode ${opcode}`, partial: { id, opcode, rd, question } }; // prettier-ignore
   let udpSize = 512;
   // A question and nothing else (no records counted, no byte after it): the
   // hand-read question above is the whole message, there is nothing left to
@@ -101,12 +101,12 @@ export function parseQuery(buf: Buffer): QueryResult {
   else if (!bare)
     try {
       const p = dnsPacket.decode(buf);
-      if (dnsPacket.decode.bytes !== buf.length) return formerr("trailing bytes after the message", withQ);
+      if (dnsPacket.decode.bytes !== buf.length) return formerr("trailing bytes after the message", question);
       for (const a of p.additionals ?? []) {
         if (a.type === "OPT") udpSize = Math.min(4096, Math.max(512, a.udpPayloadSize ?? 512));
       }
     } catch (e) {
-      return formerr(`malformed message: ${e instanceof Error ? e.message : "undecodable"}`, withQ);
+      return formerr(`malformed message: ${e instanceof Error ? e.message : "undecodable"}`, question);
     }
   const name = labels.length === 0 ? "." : labels.join(".") + ".";
   return { kind: "ok", query: { id, opcode, rd, name, qtype, question, udpSize } };
