@@ -57,6 +57,9 @@ describe("DNS fast paths agree with the long way", () => {
       ["rdlength past the end", cat(opt(1232, []).subarray(0, 9), [0, 50], [1, 2])],
       ["option longer than the rdata", cat([0], u16(41), u16(1232), [0, 0, 0, 0], u16(4), u16(10), u16(9))],
       ["bytes after the OPT record", cat(opt(1232, []), [0])],
+      // Options dns-packet reads further: left to it, which refuses a 1-byte keep-alive or key tag at the end.
+      ["keep-alive option of 1 byte", opt(1232, [[11, Buffer.from([5])]])],
+      ["key tag option of 1 byte", opt(1232, [[14, Buffer.from([5])]])],
     ];
     for (const [name, extra] of bad) {
       const r = parseQuery(queryWith("api.example.com", 1, extra));
@@ -119,11 +122,13 @@ describe("DNS fast paths agree with the long way", () => {
     assert.ok(want.ok && want.ips.length === 2, JSON.stringify(want));
     assert.deepEqual(readAnswer(answer(q, question, short), q), want);
     assert.deepEqual(readAnswer(answer(q, upper, short), q), want, "the question echoed in another case");
-    // Labels before the pointer: "alias." + the question's name.
-    const prefixed = [rr(cat([5], Buffer.from("alias"), PTR), 5, PTR), rr(PTR, 1, Buffer.from([10, 0, 0, 9]))];
-    const viaAlias = readAnswer(answer(q, question, prefixed), q);
+    // Labels before the pointer: "alias." + the question's name, another name than the query's.
+    const alias = cat([5], Buffer.from("alias"), PTR);
+    const other = readAnswer(answer(q, question, [rr(alias, 1, Buffer.from([10, 0, 0, 9]))]), q);
+    assert.deepEqual(other.ok ? other.ips : ["not ok"], [], "an address of alias.www.example.com is not the query's");
+    const viaAlias = readAnswer(answer(q, question, [rr(PTR, 5, alias), rr(alias, 1, Buffer.from([10, 0, 0, 9]))]), q); // prettier-ignore
     assert.ok(viaAlias.ok);
-    assert.deepEqual(viaAlias.ok ? viaAlias.ips : [], ["10.0.0.9"]);
+    assert.deepEqual(viaAlias.ok ? [viaAlias.ips, viaAlias.cnames] : [], [["10.0.0.9"], ["alias.www.example.com."]]);
     // Over 255 bytes once the question's name is added: refused as the written-out name would be.
     const big = cat(...Array.from({ length: 4 }, () => cat([60], Buffer.alloc(60, 0x61))), PTR);
     const tooLong = readAnswer(answer(q, question, [rr(big, 1, Buffer.from([10, 0, 0, 1]))]), q);
