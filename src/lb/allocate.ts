@@ -138,7 +138,8 @@ export function allocate(
     return { ...p, nodePort };
   });
   const healthCheckNodePort = healthPort(s, previous, used, cfg, taken, me);
-  const lbIPs = s.type === "LoadBalancer" ? loadBalancerIPs(s, previous, used, cfg, families, clusterIPs) : [];
+  const lbIPs =
+    s.type === "LoadBalancer" ? loadBalancerIPs(s, previous, used, cfg, families, clusterIPs) : [];
   const { clusterIPs: _c, ipFamilies: _f, loadBalancerIPs: _l, healthCheckNodePort: _h, ...rest } = s;
   return {
     ...rest,

@@ -151,7 +151,10 @@ export function serviceDesired(
     ...(s.externalLocal === true ? { externalTrafficPolicy: "Local" as const } : {}),
     ...(s.internalLocal === true ? { internalTrafficPolicy: "Local" as const } : {}),
     ...(s.healthCheckNodePort !== undefined
-      ? { healthCheckNodePort: s.healthCheckNodePort, localEndpoints: localReady(seen.values(), cips[0], isLocal) }
+      ? {
+          healthCheckNodePort: s.healthCheckNodePort,
+          localEndpoints: localReady(seen.values(), cips[0], isLocal),
+        }
       : {}),
     backends: [...seen.values()].map((c) => ({ address: hostPort(c), state: c.state })),
   };
@@ -166,7 +169,11 @@ export const lbAddresses = (s: LbService): readonly string[] =>
  * What the health check node port reports (kube-proxy's localEndpoints): this node's ready
  * backends, distinct addresses of the service's primary family (a dual-stack pod counts once).
  */
-function localReady(cs: Iterable<Candidate>, primary: string | undefined, isLocal: (ip: string) => boolean): number {
+function localReady(
+  cs: Iterable<Candidate>,
+  primary: string | undefined,
+  isLocal: (ip: string) => boolean,
+): number {
   const v6 = primary?.includes(":") ?? false;
   const ips = new Set<string>();
   for (const c of cs) if (c.state === "active" && c.ip.includes(":") === v6 && isLocal(c.ip)) ips.add(c.ip);

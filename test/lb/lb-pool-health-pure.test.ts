@@ -149,7 +149,13 @@ describe("healthCheckNodePort (pure)", () => {
     assert.equal(healthAnswer(c, false).status, 503);
     // What the unprivileged process accepts over its IPC channel: well-formed syncs only.
     assert.equal(isHealthSync({ type: "sync", seq: 1, healthy: true, checks: [c] }), true);
-    for (const bad of [null, { type: "sync", seq: 1, healthy: true, checks: [{ ...c, port: 0 }] }, { type: "sync", seq: 1, healthy: "yes", checks: [] }, { type: "sync", seq: 1, healthy: true, checks: [{ ...c, localEndpoints: -1 }] }]) // prettier-ignore
+    for (const bad of [
+      null,
+      { type: "sync", seq: 1, healthy: true, checks: [{ ...c, port: 0 }] },
+      { type: "sync", seq: 1, healthy: "yes", checks: [] },
+      { type: "sync", seq: 1, healthy: true, checks: [{ ...c, localEndpoints: -1 }] },
+    ])
+      // prettier-ignore
       assert.equal(isHealthSync(bad), false, JSON.stringify(bad));
   });
 });

@@ -40,14 +40,22 @@ describe("DNS fast paths agree with the long way", () => {
       [1232, []],
       [4096, [[10, Buffer.alloc(8, 7)]]],
       [65535, [[12, Buffer.alloc(0)]]],
-      [0, [[10, Buffer.alloc(24, 1)], [12, Buffer.alloc(100)]]],
+      [
+        0,
+        [
+          [10, Buffer.alloc(24, 1)],
+          [12, Buffer.alloc(100)],
+        ],
+      ],
       [1400, [[8, Buffer.from([0, 1, 24, 0, 192, 0, 2])]]], // client subnet: dns-packet's reading
     ];
     for (const [size, options] of cases) {
       const m = queryWith("api.example.com", 1, opt(size, options));
       const r = parseQuery(m);
       assert.equal(r.kind, "ok", JSON.stringify(r));
-      const ref = dnsPacket.decode(m).additionals?.find((x) => x.type === "OPT") as { udpPayloadSize: number };
+      const ref = dnsPacket.decode(m).additionals?.find((x) => x.type === "OPT") as {
+        udpPayloadSize: number;
+      };
       assert.equal(r.kind === "ok" ? r.query.udpSize : 0, Math.min(4096, Math.max(512, ref.udpPayloadSize)));
     }
   });
@@ -125,10 +133,17 @@ describe("DNS fast paths agree with the long way", () => {
     // Labels before the pointer: "alias." + the question's name, another name than the query's.
     const alias = cat([5], Buffer.from("alias"), PTR);
     const other = readAnswer(answer(q, question, [rr(alias, 1, Buffer.from([10, 0, 0, 9]))]), q);
-    assert.deepEqual(other.ok ? other.ips : ["not ok"], [], "an address of alias.www.example.com is not the query's");
+    assert.deepEqual(
+      other.ok ? other.ips : ["not ok"],
+      [],
+      "an address of alias.www.example.com is not the query's",
+    );
     const viaAlias = readAnswer(answer(q, question, [rr(PTR, 5, alias), rr(alias, 1, Buffer.from([10, 0, 0, 9]))]), q); // prettier-ignore
     assert.ok(viaAlias.ok);
-    assert.deepEqual(viaAlias.ok ? [viaAlias.ips, viaAlias.cnames] : [], [["10.0.0.9"], ["alias.www.example.com."]]);
+    assert.deepEqual(viaAlias.ok ? [viaAlias.ips, viaAlias.cnames] : [], [
+      ["10.0.0.9"],
+      ["alias.www.example.com."],
+    ]);
     // Over 255 bytes once the question's name is added: refused as the written-out name would be.
     const big = cat(...Array.from({ length: 4 }, () => cat([60], Buffer.alloc(60, 0x61))), PTR);
     const tooLong = readAnswer(answer(q, question, [rr(big, 1, Buffer.from([10, 0, 0, 1]))]), q);

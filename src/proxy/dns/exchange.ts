@@ -169,9 +169,11 @@ export class DnsExchange {
       return this.end(buildReply(q, RCODE.REFUSED));
     }
     if (this.proto === "TCP") return this.viaTcp(undefined);
-    this.c.pool().exchange(this.upstreamOf(info), this.msg, q.id, (err, a) =>
-      this.step("upstream", () => this.fromUdp(err, a)),
-    );
+    this.c
+      .pool()
+      .exchange(this.upstreamOf(info), this.msg, q.id, (err, a) =>
+        this.step("upstream", () => this.fromUdp(err, a)),
+      );
   }
 
   private upstreamOf(info: ConnectionInfo): Upstream {
@@ -222,9 +224,9 @@ export class DnsExchange {
     this.first = first;
     this.answer = a;
     if (a.ips.length === 0) return this.deliver();
-    this.deadline = this.c.answerDeadlines().add(() =>
-      this.agentFailed(`not done within ${this.c.answerTimeoutMs} ms`),
-    );
+    this.deadline = this.c
+      .answerDeadlines()
+      .add(() => this.agentFailed(`not done within ${this.c.answerTimeoutMs} ms`));
     this.c.onAnswer((this.info as ConnectionInfo).endpoint, q.name, a.ips, a.ttl).then(
       () =>
         this.step("answer", () => {

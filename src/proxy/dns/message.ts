@@ -123,7 +123,7 @@ function plainOpt(buf: Buffer, at: number): number | undefined {
   if (buf[at] !== 0 || buf.readUInt16BE(at + 1) !== 41) return undefined;
   const end = at + 11 + buf.readUInt16BE(at + 9);
   if (end !== buf.length) return undefined;
-  for (let o = at + 11; o < end; ) {
+  for (let o = at + 11; o < end;) {
     if (o + 4 > end) return undefined;
     const code = buf.readUInt16BE(o);
     if (code === 8 || code === 11 || code === 14) return undefined;
