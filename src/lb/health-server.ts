@@ -27,6 +27,8 @@ export interface HealthServersParams {
   readonly gid?: number;
 }
 
+/** A sync that failed is not tried again unchanged before this (each enforce calls sync). */
+const RETRY_MS = 10_000;
 const START_TIMEOUT_MS = 15_000; // a safety net: nsenter + node start in well under a second
 
 /** The namespace file of `netns` (a name under /run/netns, or a path). */
@@ -39,6 +41,7 @@ export class HealthServers {
   private readonly waiting = new Map<number, (m: HealthSynced | undefined) => void>();
   private lastPorts = 0;
   private lastSaid: string | undefined;
+  private failed: { readonly said: string; readonly at: number } | undefined;
   private stopped = false;
 
   constructor(private readonly p: HealthServersParams = {}) {}
@@ -58,12 +61,15 @@ export class HealthServers {
     // Every enforce calls this: what the process already serves is not sent again.
     const said = JSON.stringify([checks, healthy]);
     if (this.child !== undefined && said === this.lastSaid) return;
+    // The same request failed a moment ago (port taken, no nsenter): not retried on every enforce.
+    if (said === this.failed?.said && Date.now() - this.failed.at < RETRY_MS) return;
     this.lastPorts = checks.length;
     let child: ChildProcess;
     try {
       child = this.child ?? (await (this.starting ??= this.start()));
     } catch (e) {
       for (const c of checks) this.p.onError?.(c, e instanceof Error ? e.message : String(e));
+      this.failed = { said, at: Date.now() };
       return;
     }
     const seq = ++this.seq;
@@ -78,6 +84,7 @@ export class HealthServers {
     else for (const f of answer.failed) this.p.onError?.(f.check, f.why);
     // A failed port is tried again at the next sync.
     this.lastSaid = answer && answer.failed.length === 0 ? said : undefined;
+    this.failed = this.lastSaid === undefined ? { said, at: Date.now() } : undefined;
   }
 
   /** Agent stop: the process ends, its ports close. */
