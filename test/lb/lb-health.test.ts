@@ -94,6 +94,11 @@ describe(
       assert.equal((JSON.parse(gone.body ?? "") as { localEndpoints: number }).localEndpoints, 0);
       await lab.agent.labelEndpoint("default", "web1", { app: "web" }, true);
       assert.equal((await get(`http://192.0.2.1:${port}/healthz`)).status, 200, "any path, as kube-proxy");
+      // Both families on the one port: an IPv6 probe (here from the node itself) gets the same answer.
+      const six = JSON.parse(
+        await lab.sh(lab.node, [process.execPath, "-e", GET, `http://[::1]:${port}/`]),
+      ) as Got;
+      assert.equal(six.status, 200, JSON.stringify(six));
       // Least privilege: the process listening on the port (it parses outside bytes) is nobody.
       const ss = await lab.sh(lab.node, ["ss", "-Hltnp", `sport = :${port}`]);
       const pid = /pid=(\d+)/.exec(ss)?.[1];
