@@ -1,6 +1,7 @@
 /**
  * Addresses and ports a Service did not name: its ClusterIP (service CIDR), its
- * NodePorts (node port range) and, for a LoadBalancer, an address from the pool.
+ * NodePorts (node port range) and, for a LoadBalancer, an address of each of its families from
+ * that family's pool (--lb-pool) and, with externalTrafficPolicy Local, its healthCheckNodePort.
  * A service applied again keeps what it was given; what another service holds is
  * refused with the field that asks for it. Pure: the caller passes what is in use.
  */
@@ -136,17 +137,87 @@ export function allocate(
     taken.add(`${p.protocol}/${nodePort}`);
     return { ...p, nodePort };
   });
-  let loadBalancerIP = s.type === "LoadBalancer" ? previous?.loadBalancerIP : undefined;
-  // The pool is IPv4 (--lb-pool): an IPv6-only LoadBalancer stays pending.
-  if (
-    s.type === "LoadBalancer" &&
-    loadBalancerIP === undefined &&
-    cfg.loadBalancerPool !== undefined &&
-    !(families.length > 0 && !families.includes("IPv4"))
-  ) {
-    for (const ip of hostsOf(cfg.loadBalancerPool)) if (!used.ips.has(ip) && ip !== clusterIP) { loadBalancerIP = ip; break; } // prettier-ignore
+  const healthCheckNodePort = healthPort(s, previous, used, cfg, taken, me);
+  const lbIPs =
+    s.type === "LoadBalancer" ? loadBalancerIPs(s, previous, used, cfg, families, clusterIPs) : [];
+  const { clusterIPs: _c, ipFamilies: _f, loadBalancerIPs: _l, healthCheckNodePort: _h, ...rest } = s;
+  return {
+    ...rest,
+    clusterIP,
+    ...dual,
+    ...famField,
+    ports,
+    ...(lbIPs[0] !== undefined ? { loadBalancerIP: lbIPs[0] } : {}),
+    ...(lbIPs.length === 2 ? { loadBalancerIPs: lbIPs } : {}),
+    ...(healthCheckNodePort !== undefined ? { healthCheckNodePort } : {}),
+  };
+}
+
+/** The LoadBalancer pool of a family (--lb-pool), if the node has one. */
+function lbPoolOf(cfg: LbConfig, f: IpFamily): string | undefined {
+  return [cfg.loadBalancerPool, cfg.loadBalancerPoolSecondary].find(
+    (c) => c !== undefined && familyOfAddr(c.split("/")[0] ?? "") === f,
+  );
+}
+
+/**
+ * A LoadBalancer's addresses: one per family the service has (primary first) from that family's
+ * pool, the ones it held before kept. A family without a pool gets none (its address stays
+ * pending, as a cloud without IPv6 load balancers would leave it); none at all: "<pending>".
+ */
+function loadBalancerIPs(
+  s: LbService,
+  previous: LbService | undefined,
+  used: InUse,
+  cfg: LbConfig,
+  families: readonly IpFamily[],
+  clusterIPs: readonly string[],
+): string[] {
+  const before = previous?.loadBalancerIPs ?? (previous?.loadBalancerIP !== undefined ? [previous.loadBalancerIP] : []); // prettier-ignore
+  const out: string[] = [];
+  for (const f of families.length > 0 ? families : (["IPv4"] as const)) {
+    const pool = lbPoolOf(cfg, f);
+    const kept = before.find((a) => familyOfAddr(a) === f);
+    // The record is this service's own (read back from the store): keep what it held, pool or not.
+    if (kept !== undefined && parseAddr(kept) !== undefined) {
+      out.push(kept);
+      continue;
+    }
+    if (pool === undefined) continue;
+    for (const ip of hostsOf(pool))
+      if (!used.ips.has(ip) && !clusterIPs.includes(ip) && !out.includes(ip)) {
+        out.push(ip);
+        break;
+      }
   }
-  if (loadBalancerIP !== undefined && parseAddr(loadBalancerIP)?.family !== 4) loadBalancerIP = undefined;
-  const { clusterIPs: _c, ipFamilies: _f, ...rest } = s;
-  return { ...rest, clusterIP, ...dual, ...famField, ports, ...(loadBalancerIP !== undefined ? { loadBalancerIP } : {}) }; // prettier-ignore
+  return out;
+}
+
+/**
+ * spec.healthCheckNodePort of a LoadBalancer with externalTrafficPolicy Local, as the apiserver
+ * does: the one given, else the one held before, else the first free TCP port of the node port
+ * range; it shares that range (and its reservations) with the NodePorts. Other services: none.
+ */
+function healthPort(
+  s: LbService,
+  previous: LbService | undefined,
+  used: InUse,
+  cfg: LbConfig,
+  taken: Set<string>,
+  me: string,
+): number | undefined {
+  if (s.type !== "LoadBalancer" || s.externalLocal !== true) return undefined;
+  const path = "spec.healthCheckNodePort";
+  const free = (n: number): boolean => {
+    const h = used.nodePorts.get(`TCP/${n}`);
+    return (h === undefined || h === me) && !taken.has(`TCP/${n}`);
+  };
+  const want = s.healthCheckNodePort ?? previous?.healthCheckNodePort;
+  if (want !== undefined) {
+    if (!free(want))
+      throw refuse(s, path, `TCP/${want} is already used by ${taken.has(`TCP/${want}`) ? "a nodePort of this service" : `service ${used.nodePorts.get(`TCP/${want}`) ?? me}`}`); // prettier-ignore
+    return want;
+  }
+  for (let n = cfg.nodePortRange[0]; n <= cfg.nodePortRange[1]; n++) if (free(n)) return n;
+  throw refuse(s, path, `cannot be allocated: the node port range ${cfg.nodePortRange.join("-")} (--node-port-range) is full for TCP`); // prettier-ignore
 }

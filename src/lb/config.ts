@@ -34,37 +34,42 @@ function cidr(flag: string, text: string, example: string, v6 = false): Prefix {
     throw usage(flag, `${text} has host bits set`, `Did you mean ${flag} ${prefixString(p)}?`);
   return p;
 }
-const v4cidr = (flag: string, text: string, example: string): Prefix => cidr(flag, text, example);
 
-/** --service-cidr: one CIDR, or one of each family (kube-apiserver's --service-cluster-ip-range form). */
-function serviceCidrs(text: string): Prefix[] {
+/**
+ * --service-cidr and --lb-pool: one CIDR, or one of each family (kube-apiserver's
+ * --service-cluster-ip-range form).
+ */
+function familyCidrs(flag: string, text: string, example: string): Prefix[] {
   const parts = text.split(",").map((t) => t.trim());
-  const example = "10.96.0.0/16,fd00:96::/112";
   if (parts.length > 2)
-    throw usage("--service-cidr", `"${text}" has more than two CIDRs`, `Give one, or one of each family, e.g. --service-cidr ${example}.`); // prettier-ignore
-  const ps = parts.map((t) => cidr("--service-cidr", t, example, true));
+    throw usage(flag, `"${text}" has more than two CIDRs`, `Give one, or one of each family, e.g. ${flag} ${example}.`); // prettier-ignore
+  const ps = parts.map((t) => cidr(flag, t, example, true));
   if (ps.length === 2 && ps[0]?.family === ps[1]?.family)
-    throw usage("--service-cidr", `"${text}" has two CIDRs of one family`, `Give one of each family (dual-stack), e.g. --service-cidr ${example}.`); // prettier-ignore
+    throw usage(flag, `"${text}" has two CIDRs of one family`, `Give one of each family (dual-stack), e.g. ${flag} ${example}.`); // prettier-ignore
   return ps;
 }
+const serviceCidrs = (text: string): Prefix[] => familyCidrs("--service-cidr", text, "10.96.0.0/16,fd00:96::/112"); // prettier-ignore
 
 const overlap = (a: Prefix, b: Prefix): boolean => containsPrefix(a, b) || containsPrefix(b, a);
 
 export function parseLbFlags(f: LbFlags): LbConfig {
   const svcs = serviceCidrs(f.serviceCidr ?? DEFAULT_LB_CONFIG.serviceCidr);
   const [svc, second] = svcs as [Prefix, Prefix | undefined];
-  const pool = f.lbPool !== undefined ? v4cidr("--lb-pool", f.lbPool, "192.0.2.0/24") : undefined;
+  const pools = f.lbPool !== undefined ? familyCidrs("--lb-pool", f.lbPool, "192.0.2.0/24,2001:db8:5::/112") : []; // prettier-ignore
+  const [pool, pool2] = pools as [Prefix | undefined, Prefix | undefined];
   for (const s of svcs)
-    if (pool && overlap(s, pool))
-      throw usage("--lb-pool", `${f.lbPool} overlaps --service-cidr ${prefixString(s)}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
+    for (const p of pools)
+      if (overlap(s, p))
+        throw usage("--lb-pool", `${prefixString(p)} overlaps --service-cidr ${prefixString(s)}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
   for (const pod of f.podCidrs ?? []) {
     const p = parsePrefix(pod);
     if (!p) continue;
     for (const s of svcs)
       if (overlap(s, p))
         throw usage("--service-cidr", `${prefixString(s)} overlaps the pod CIDR ${pod}`, "Give services and pods separate ranges (e.g. --service-cidr 10.96.0.0/16)."); // prettier-ignore
-    if (pool && overlap(pool, p))
-      throw usage("--lb-pool", `${f.lbPool} overlaps the pod CIDR ${pod}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
+    for (const q of pools)
+      if (overlap(q, p))
+        throw usage("--lb-pool", `${prefixString(q)} overlaps the pod CIDR ${pod}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
   }
   let range = DEFAULT_LB_CONFIG.nodePortRange;
   if (f.nodePortRange !== undefined) {
@@ -79,6 +84,7 @@ export function parseLbFlags(f: LbFlags): LbConfig {
     serviceCidr: prefixString(svc),
     ...(second ? { serviceCidrSecondary: prefixString(second) } : {}),
     ...(pool ? { loadBalancerPool: prefixString(pool) } : {}),
+    ...(pool2 ? { loadBalancerPoolSecondary: prefixString(pool2) } : {}),
     nodePortRange: range,
   };
 }

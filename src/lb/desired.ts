@@ -145,14 +145,39 @@ export function serviceDesired(
     type: s.type,
     clusterIP: s.clusterIP ?? "",
     ...(s.clusterIPs ? { clusterIPs: s.clusterIPs } : {}),
-    ...(s.type === "LoadBalancer" ? { externalIP: s.loadBalancerIP ?? "<pending>" } : {}),
+    ...(s.type === "LoadBalancer" ? { externalIP: lbAddresses(s).join(",") || "<pending>" } : {}),
     ports: s.ports.map((p) => `${p.port}${p.nodePort !== undefined ? `:${p.nodePort}` : ""}/${p.protocol}`),
     affinity: s.affinitySeconds !== undefined ? `ClientIP (${s.affinitySeconds}s)` : "None",
     ...(s.externalLocal === true ? { externalTrafficPolicy: "Local" as const } : {}),
     ...(s.internalLocal === true ? { internalTrafficPolicy: "Local" as const } : {}),
+    ...(s.healthCheckNodePort !== undefined
+      ? {
+          healthCheckNodePort: s.healthCheckNodePort,
+          localEndpoints: localReady(seen.values(), cips[0], isLocal),
+        }
+      : {}),
     backends: [...seen.values()].map((c) => ({ address: hostPort(c), state: c.state })),
   };
   return { frontends, view };
+}
+
+/** A LoadBalancer's addresses (dual-stack: both, primary first). */
+export const lbAddresses = (s: LbService): readonly string[] =>
+  s.loadBalancerIPs ?? (s.loadBalancerIP !== undefined ? [s.loadBalancerIP] : []);
+
+/**
+ * What the health check node port reports (kube-proxy's localEndpoints): this node's ready
+ * backends, distinct addresses of the service's primary family (a dual-stack pod counts once).
+ */
+function localReady(
+  cs: Iterable<Candidate>,
+  primary: string | undefined,
+  isLocal: (ip: string) => boolean,
+): number {
+  const v6 = primary?.includes(":") ?? false;
+  const ips = new Set<string>();
+  for (const c of cs) if (c.state === "active" && c.ip.includes(":") === v6 && isLocal(c.ip)) ips.add(c.ip);
+  return ips.size;
 }
 
 /** "10.0.0.1:80", "[fd00::1]:80". */
@@ -198,7 +223,7 @@ function familyFrontends(
   const external = s.externalLocal === true ? common(true) : cluster;
   frontends.push({ ip: cip, port: p.port, ...internal, ...l7 });
   if (p.nodePort !== undefined) frontends.push({ port: p.nodePort, ...(v6 ? { family: 6 as const } : {}), ...external }); // prettier-ignore
-  if (s.loadBalancerIP !== undefined && s.loadBalancerIP.includes(":") === v6)
-    frontends.push({ ip: s.loadBalancerIP, port: p.port, ...external, ...l7 });
+  for (const ip of lbAddresses(s))
+    if (ip.includes(":") === v6) frontends.push({ ip, port: p.port, ...external, ...l7 });
   return frontends;
 }

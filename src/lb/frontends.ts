@@ -29,7 +29,7 @@ export function serviceFrontends(services: Iterable<LbService>): ServiceFrontend
   const nodePorts = new Map<number, ServiceRef>();
   for (const s of services) {
     const ref: ServiceRef = { name: s.name, namespace: s.namespace };
-    const ips = [...(s.clusterIPs ?? [s.clusterIP]), s.loadBalancerIP].filter((ip): ip is string => !!ip && ip !== "None"); // prettier-ignore
+    const ips = [...(s.clusterIPs ?? [s.clusterIP]), ...(s.loadBalancerIPs ?? [s.loadBalancerIP])].filter((ip): ip is string => !!ip && ip !== "None"); // prettier-ignore
     for (const p of s.ports) {
       const k = key(LB_PROTO[p.protocol], p.port);
       for (const ip of ips) {

@@ -154,6 +154,11 @@ export class LbModel {
   }
 
   /** Every service's frontends as last flushed (tests, and a whole rewrite). */
+  /** One service's view as of the last flush. */
+  view(key: string): ServiceView | undefined {
+    return this.views.get(key);
+  }
+
   list(): ServiceView[] {
     return [...this.views.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, v]) => v);
   }

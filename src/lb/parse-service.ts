@@ -23,6 +23,7 @@ const SPEC_FIELDS = [
   "loadBalancerClass",
   "allocateLoadBalancerNodePorts",
   "publishNotReadyAddresses",
+  "healthCheckNodePort",
 ];
 const PROTOCOLS: readonly Protocol[] = ["TCP", "UDP", "SCTP"];
 
@@ -172,6 +173,12 @@ export function readService(
   // the default, is let through: it changes nothing).
   if (local["externalTrafficPolicy"] === true && type !== "NodePort" && type !== "LoadBalancer")
     r.report("spec.externalTrafficPolicy", `may only be set on NodePort and LoadBalancer services, not ${type ?? "this type"}`); // prettier-ignore
+  let healthCheckNodePort: number | undefined;
+  if (spec["healthCheckNodePort"] !== undefined) {
+    if (type !== "LoadBalancer" || local["externalTrafficPolicy"] !== true)
+      r.report("spec.healthCheckNodePort", "may only be set when spec.type is LoadBalancer and spec.externalTrafficPolicy is Local"); // prettier-ignore
+    else healthCheckNodePort = r.int(spec["healthCheckNodePort"], "spec.healthCheckNodePort", 1, 65535);
+  }
   if (spec["publishNotReadyAddresses"] !== undefined)
     r.bool(spec["publishNotReadyAddresses"], "spec.publishNotReadyAddresses");
   if (spec["allocateLoadBalancerNodePorts"] !== undefined)
@@ -244,5 +251,6 @@ export function readService(
     ...(l7 === "enabled" ? { lbL7: true } : {}),
     ...(local["externalTrafficPolicy"] === true ? { externalLocal: true } : {}),
     ...(local["internalTrafficPolicy"] === true ? { internalLocal: true } : {}),
+    ...(healthCheckNodePort !== undefined ? { healthCheckNodePort } : {}),
   };
 }

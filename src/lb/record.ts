@@ -61,6 +61,19 @@ export function readServiceRecord(value: string, key: string): LbService {
       // prettier-ignore
       fail("service.clusterIPs", "is not the clusterIP and an address of the other family");
   }
+  if (s["loadBalancerIPs"] !== undefined) {
+    const ips = s["loadBalancerIPs"];
+    if (
+      !Array.isArray(ips) ||
+      ips.length !== 2 ||
+      ips.some((a) => typeof a !== "string" || !addr(a)) ||
+      ips[0] !== s["loadBalancerIP"] ||
+      String(ips[0]).includes(":") === String(ips[1]).includes(":")
+    )
+      // prettier-ignore
+      fail("service.loadBalancerIPs", "is not the loadBalancerIP and an address of the other family");
+  }
+  if (s["healthCheckNodePort"] !== undefined) port(s["healthCheckNodePort"], "service.healthCheckNodePort");
   if (s["ipFamilies"] !== undefined) {
     const f = s["ipFamilies"];
     if (!Array.isArray(f) || f.length < 1 || f.length > 2 || f.some((x) => x !== "IPv4" && x !== "IPv6"))

@@ -3,8 +3,8 @@
  * nodes allocating at once cannot hand out the same thing (as the Kubernetes apiserver's one
  * allocator does):
  *
- *   lb/alloc/ip/<address>               -> "namespace/name"  (ClusterIP, LoadBalancer address)
- *   lb/alloc/node-port/<protocol>/<n>   -> "namespace/name"
+ *   lb/alloc/ip/<address>               -> "namespace/name"  (ClusterIPs, LoadBalancer addresses)
+ *   lb/alloc/node-port/<protocol>/<n>   -> "namespace/name"  (NodePorts, healthCheckNodePort as TCP)
  *
  * A Service's record and its reservations are written in one store transaction whose compares
  * say "this reservation does not exist yet" (agent/controllers/lb-reserve.ts); the node that
@@ -23,9 +23,11 @@ export function reservationKeys(s: LbService): string[] {
   const keys: string[] = [];
   for (const ip of s.clusterIPs ?? [s.clusterIP])
     if (ip !== undefined && ip !== "None") keys.push(IP_KEY + ip);
-  if (s.loadBalancerIP !== undefined && s.loadBalancerIP !== s.clusterIP)
-    keys.push(IP_KEY + s.loadBalancerIP);
+  for (const ip of s.loadBalancerIPs ?? (s.loadBalancerIP !== undefined ? [s.loadBalancerIP] : []))
+    if (ip !== s.clusterIP) keys.push(IP_KEY + ip);
   for (const p of s.ports) if (p.nodePort !== undefined) keys.push(`${PORT_KEY}${p.protocol}/${p.nodePort}`);
+  // The health check's port comes from the same range as the NodePorts (TCP).
+  if (s.healthCheckNodePort !== undefined) keys.push(`${PORT_KEY}TCP/${s.healthCheckNodePort}`);
   return [...new Set(keys)];
 }
 

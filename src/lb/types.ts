@@ -41,8 +41,16 @@ export interface LbService {
   readonly ports: readonly ServicePortSpec[];
   /** sessionAffinity ClientIP: seconds (sessionAffinityConfig.clientIP.timeoutSeconds, default 10800). */
   readonly affinitySeconds?: number;
-  /** LoadBalancer: the address from the configured pool (allocated). */
+  /** LoadBalancer: the address from the configured pool (allocated), of the primary family. */
   readonly loadBalancerIP?: string;
+  /** Dual-stack LoadBalancer with a pool of each family: both addresses, loadBalancerIP first. */
+  readonly loadBalancerIPs?: readonly string[];
+  /**
+   * LoadBalancer with externalTrafficPolicy Local: the node port on which each node answers
+   * whether it has local ready backends (kube-proxy's health check; allocated from the node port
+   * range unless given).
+   */
+  readonly healthCheckNodePort?: number;
   /** `membrane.io/lb-algorithm: maglev`: consistent hashing instead of random. */
   readonly algorithm: "random" | "maglev";
   /** `service.cilium.io/lb-l7: enabled`: HTTP/2 and gRPC balanced per request by the proxy. */
@@ -82,8 +90,10 @@ export interface LbConfig {
   readonly serviceCidr: string;
   /** Dual-stack clusters: the other family's CIDR (`--service-cidr 10.96.0.0/16,fd00:96::/112`). */
   readonly serviceCidrSecondary?: string;
-  /** LoadBalancer addresses are allocated from here; absent = they stay pending. */
+  /** LoadBalancer addresses are allocated from here (IPv4 or IPv6); absent = they stay pending. */
   readonly loadBalancerPool?: string;
+  /** The other family's LoadBalancer pool (`--lb-pool 192.0.2.0/24,2001:db8:5::/112`). */
+  readonly loadBalancerPoolSecondary?: string;
   /** NodePorts are allocated from here (inclusive). Default 30000-32767. */
   readonly nodePortRange: readonly [number, number];
 }
@@ -104,6 +114,10 @@ export interface ServiceView {
   /** Shown when Local (absent: Cluster). */
   readonly externalTrafficPolicy?: "Local";
   readonly internalTrafficPolicy?: "Local";
+  /** LoadBalancer + externalTrafficPolicy Local: the health check's node port. */
+  readonly healthCheckNodePort?: number;
+  /** With healthCheckNodePort: this node's ready backends (distinct addresses of the primary family). */
+  readonly localEndpoints?: number;
   readonly backends: { readonly address: string; readonly state: BackendState }[];
 }
 

@@ -18,6 +18,10 @@ describe("agent flags for the service address pools", () => {
       parseLbFlags({ serviceCidr: "10.97.0.0/20", lbPool: "192.0.2.0/28", nodePortRange: "31000-31010" }),
       { serviceCidr: "10.97.0.0/20", loadBalancerPool: "192.0.2.0/28", nodePortRange: [31000, 31010] },
     );
+    assert.deepEqual(parseLbFlags({ lbPool: "2001:db8:5::/112" }).loadBalancerPool, "2001:db8:5::/112");
+    const dual = parseLbFlags({ lbPool: "2001:db8:5::/112, 192.0.2.0/24" });
+    assert.equal(dual.loadBalancerPool, "2001:db8:5::/112");
+    assert.equal(dual.loadBalancerPoolSecondary, "192.0.2.0/24");
   });
 
   const refused: { name: string; flags: Parameters<typeof parseLbFlags>[0]; flag: string; says: RegExp }[] = [
@@ -30,7 +34,10 @@ describe("agent flags for the service address pools", () => {
     { name: "two service CIDRs of one family", flags: { serviceCidr: "10.96.0.0/16,10.97.0.0/16" }, flag: "--service-cidr", says: /two CIDRs of one family/ }, // prettier-ignore
     { name: "three service CIDRs", flags: { serviceCidr: "10.96.0.0/16,fd00::/108,fd01::/108" }, flag: "--service-cidr", says: /more than two/ }, // prettier-ignore
     { name: "IPv6 service CIDR with no address", flags: { serviceCidr: "fd00::/127" }, flag: "--service-cidr", says: /holds no address/ }, // prettier-ignore
-    { name: "IPv6 LoadBalancer pool", flags: { lbPool: "fd00:1::/120" }, flag: "--lb-pool", says: /not an IPv4 CIDR/ }, // prettier-ignore
+    { name: "LoadBalancer pool not a CIDR", flags: { lbPool: "fd00:1::" }, flag: "--lb-pool", says: /not an IPv4 or IPv6 CIDR/ }, // prettier-ignore
+    { name: "two LoadBalancer pools of one family", flags: { lbPool: "fd00:1::/120,fd00:2::/120" }, flag: "--lb-pool", says: /two CIDRs of one family/ }, // prettier-ignore
+    { name: "three LoadBalancer pools", flags: { lbPool: "192.0.2.0/24,fd00:1::/120,fd00:2::/120" }, flag: "--lb-pool", says: /more than two/ }, // prettier-ignore
+    { name: "IPv6 pool inside the IPv6 service CIDR", flags: { serviceCidr: "10.96.0.0/16,fd00:96::/64", lbPool: "192.0.2.0/24,fd00:96::/112" }, flag: "--lb-pool", says: /fd00:96::\/112 overlaps --service-cidr fd00:96::\/64/ }, // prettier-ignore
     { name: "host bits set", flags: { serviceCidr: "10.96.0.1/16" }, flag: "--service-cidr", says: /did you mean|host bits/i }, // prettier-ignore
     {
       name: "too small to allocate",

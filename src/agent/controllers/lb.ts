@@ -38,6 +38,8 @@ import type { LbFrontend } from "../../datapath/lb-types.js";
 import type { LbL7Frontend } from "../proxy-lb.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 import { SVC_KEY, writeServices } from "./lb-reserve.js";
+import { HealthServers } from "../../lb/health-server.js";
+import type { HealthCheck } from "../../lb/health-answer.js";
 
 const SLICE_KEY = "lb/slices/";
 
@@ -87,8 +89,16 @@ export class LbController implements Controller, SyncedResource {
   private readonly l7 = new Map<string, LbFrontend[]>();
   private l7List: readonly LbL7Frontend[] = [];
   private frontendsAt: { rev: number; index: ServiceFrontends } | undefined;
+  /** kube-proxy's health check servers (healthCheckNodePort), and the services that have one. */
+  private readonly health: HealthServers;
+  private readonly withHealth = new Set<string>();
 
   constructor(private readonly d: LbControllerParams) {
+    this.health = new HealthServers({
+      ...(d.nodeNetns !== undefined ? { netns: d.nodeNetns } : {}),
+      onError: (c, why) =>
+        d.logger.warn({ service: `${c.namespace}/${c.name}`, port: c.port, err: why }, "cannot serve the health check node port; tried again at the next change"), // prettier-ignore
+    });
     this.kernel = new LbTable({
       ...(d.nodeNetns !== undefined ? { netns: d.nodeNetns } : {}),
       table: d.table,
@@ -172,6 +182,7 @@ export class LbController implements Controller, SyncedResource {
     if (JSON.stringify(was) === JSON.stringify(now)) return false;
     if (now === undefined) known.delete(id);
     else known.set(id, now);
+    if (svc) this.trackHealth(id, now as LbService | undefined);
     const [ns = "", name = ""] = id.split("/");
     if (svc) {
       this.model.setService(id, now as LbService | undefined);
@@ -191,6 +202,22 @@ export class LbController implements Controller, SyncedResource {
 
   syncedKeys(): string[] {
     return [...[...this.services.keys()].map((k) => SVC_KEY + k), ...[...this.slices.keys()].map((k) => SLICE_KEY + k)]; // prettier-ignore
+  }
+
+  private trackHealth(key: string, s: LbService | undefined): void {
+    if (s?.healthCheckNodePort !== undefined) this.withHealth.add(key);
+    else this.withHealth.delete(key);
+  }
+
+  /** What the health check ports answer now (lb/health-server.ts). */
+  private healthChecks(): HealthCheck[] {
+    const out: HealthCheck[] = [];
+    for (const key of this.withHealth) {
+      const v = this.model.view(key);
+      if (v?.healthCheckNodePort !== undefined)
+        out.push({ namespace: v.namespace, name: v.name, port: v.healthCheckNodePort, localEndpoints: v.localEndpoints ?? 0 }); // prettier-ignore
+    }
+    return out;
   }
 
   /** toServices sees a Service as a selector (its pods) or its slices' addresses. */
@@ -230,6 +257,7 @@ export class LbController implements Controller, SyncedResource {
         if (JSON.stringify(this.services.get(key)) === JSON.stringify(r.now)) continue;
         if (r.now) this.services.set(key, r.now);
         else this.services.delete(key);
+        this.trackHealth(key, r.now);
         this.model.setService(key, r.now);
         changed = true;
       }
@@ -279,6 +307,7 @@ export class LbController implements Controller, SyncedResource {
       this.model.flush(); // what clearing the pods marked: services gone, nothing to write
       this.l7.clear();
       this.l7List = [];
+      await this.health.sync([], true);
       // No Service: no LB table at all, since its base chains would see every packet for nothing
       // (issue 10's throughput). The table this process wrote goes with the last Service.
       if (this.tableWritten) {
@@ -306,7 +335,10 @@ export class LbController implements Controller, SyncedResource {
     this.podCursor = head;
     const changes = this.model.flush();
     const rev = this.revisions.desired;
-    if (changes.size === 0 && !this.kernel.needsFull) return this.revisions.realize(rev);
+    if (changes.size === 0 && !this.kernel.needsFull) {
+      if (this.withHealth.size > 0) await this.health.sync(this.healthChecks(), true);
+      return this.revisions.realize(rev);
+    }
     const was = this.l7List;
     const l7Changed = this.takeL7(changes);
     if (l7Changed && this.d.proxyPush) {
@@ -322,8 +354,11 @@ export class LbController implements Controller, SyncedResource {
       if (l7Changed && this.d.proxyPush) await this.d.proxyPush();
       this.tableWritten = true;
       this.revisions.realize(rev);
+      if (this.withHealth.size > 0 || this.health.ports > 0) await this.health.sync(this.healthChecks(), true); // prettier-ignore
     } catch (err) {
       this.revisions.fail(err);
+      // The table is not as desired: the health checks say so (503), an outside balancer moves away.
+      await this.health.sync(this.healthChecks(), false);
       throw new MembraneError("NFT_APPLY_FAILED", `Cannot program the services' table: ${String(err)}`, {
         cause: err,
       });
@@ -334,8 +369,9 @@ export class LbController implements Controller, SyncedResource {
     return this.model.list();
   }
 
-  /** Agent stop: the element writer's process ends; the kernel keeps the table. */
+  /** Agent stop: the element writer's process ends; the kernel keeps the table; health checks stop answering. */
   stop(): void {
+    this.health.stop();
     this.kernel.stop();
   }
 

@@ -60,7 +60,7 @@ export function serviceRows(vs: readonly ServiceView[]): string[][] {
       v.type,
       v.clusterIPs?.join(",") ?? (v.clusterIP || "None"),
       v.externalIP ?? "<none>",
-      v.ports.join(","),
+      v.ports.join(",") + (v.healthCheckNodePort !== undefined ? ` (health ${v.healthCheckNodePort}/TCP: ${v.localEndpoints ?? 0} local)` : ""), // prettier-ignore
       v.affinity,
       v.backends.map((b) => (b.state === "active" ? b.address : `${b.address} (${b.state})`)).join(",") ||
         "<none>",

@@ -59,12 +59,12 @@ export function parseQuery(buf: Buffer): QueryResult {
   if (flags & 0x8000) return { kind: "drop", reason: "a response, not a query" };
   const opcode = (flags >> 11) & 0xf;
   const rd = (flags & 0x0100) !== 0;
-  const partial: PartialQuery = { id, opcode, rd };
-  const formerr = (reason: string, p: PartialQuery = partial): QueryResult => ({
+  // The partial query is built on the error paths only.
+  const formerr = (reason: string, question?: Buffer): QueryResult => ({
     kind: "reply",
     rcode: RCODE.FORMERR,
     reason,
-    partial: p,
+    partial: question ? { id, opcode, rd, question } : { id, opcode, rd },
   });
   const qdcount = buf.readUInt16BE(4);
   if (qdcount !== 1) return formerr(`qdcount ${qdcount} (exactly one question is accepted)`);
@@ -88,25 +88,49 @@ export function parseQuery(buf: Buffer): QueryResult {
   if (pos + 4 > buf.length) return formerr("question type/class missing");
   const qtype = buf.readUInt16BE(pos);
   const question = Buffer.from(buf.subarray(12, pos + 4));
-  const withQ: PartialQuery = { ...partial, question };
-  if (opcode !== 0) return { kind: "reply", rcode: RCODE.NOTIMP, reason: `opcode ${opcode}`, partial: withQ };
+  if (opcode !== 0)
+    return { kind: "reply", rcode: RCODE.NOTIMP, reason: `opcode ${opcode}`, partial: { id, opcode, rd, question } }; // prettier-ignore
   let udpSize = 512;
   // A question and nothing else (no records counted, no byte after it): the
   // hand-read question above is the whole message, there is nothing left to
   // decode. Anything else is decoded whole.
   const bare = pos + 4 === buf.length && buf.readUInt32BE(6) === 0 && buf.readUInt16BE(10) === 0;
-  if (!bare)
+  // A question and one plain EDNS OPT record (what most stub resolvers send): read here too.
+  const opt = bare ? undefined : plainOpt(buf, pos + 4);
+  if (opt !== undefined) udpSize = Math.min(4096, Math.max(512, opt));
+  else if (!bare)
     try {
       const p = dnsPacket.decode(buf);
-      if (dnsPacket.decode.bytes !== buf.length) return formerr("trailing bytes after the message", withQ);
+      if (dnsPacket.decode.bytes !== buf.length) return formerr("trailing bytes after the message", question);
       for (const a of p.additionals ?? []) {
         if (a.type === "OPT") udpSize = Math.min(4096, Math.max(512, a.udpPayloadSize ?? 512));
       }
     } catch (e) {
-      return formerr(`malformed message: ${e instanceof Error ? e.message : "undecodable"}`, withQ);
+      return formerr(`malformed message: ${e instanceof Error ? e.message : "undecodable"}`, question);
     }
   const name = labels.length === 0 ? "." : labels.join(".") + ".";
   return { kind: "ok", query: { id, opcode, rd, name, qtype, question, udpSize } };
+}
+
+/**
+ * The UDP payload size of a message whose only record after the question (at `at`) is an OPT
+ * record: root owner, type 41, options walked to exactly the end of the message, none of the
+ * kinds dns-packet reads further (client subnet, keep-alive, key tag), so that what is read here
+ * is what dns-packet would accept. undefined: anything else (decoded whole).
+ */
+function plainOpt(buf: Buffer, at: number): number | undefined {
+  if (buf.readUInt32BE(6) !== 0 || buf.readUInt16BE(10) !== 1 || at + 11 > buf.length) return undefined;
+  if (buf[at] !== 0 || buf.readUInt16BE(at + 1) !== 41) return undefined;
+  const end = at + 11 + buf.readUInt16BE(at + 9);
+  if (end !== buf.length) return undefined;
+  for (let o = at + 11; o < end;) {
+    if (o + 4 > end) return undefined;
+    const code = buf.readUInt16BE(o);
+    if (code === 8 || code === 11 || code === 14) return undefined;
+    o += 4 + buf.readUInt16BE(o + 2);
+    if (o > end) return undefined;
+  }
+  return buf.readUInt16BE(at + 3);
 }
 
 /** RFC 4343 presentation of a label, ASCII lower-cased; anything unusual escaped. */
@@ -159,7 +183,7 @@ export function readAnswer(buf: Buffer, q: Query): AnswerResult {
     return { ok: false, reason: "answer is for another question" };
   }
   // The records are walked by rdlength (dns-packet ignores rdlength for A/AAAA).
-  const walked = walkRecords(buf, qEnd);
+  const walked = walkRecords(buf, qEnd, q);
   if (typeof walked === "string") return { ok: false, reason: `malformed answer: ${walked}` };
   // A message of A, AAAA and CNAME records only is checked whole by the walk
   // (names, rdata, exact end); any other type's rdata is left to dns-packet.
@@ -222,6 +246,7 @@ interface AnswerRecord {
 function walkRecords(
   buf: Buffer,
   start: number,
+  q: Query,
 ): { records: AnswerRecord[]; types: number[]; simple: boolean } | string {
   const counts = [buf.readUInt16BE(6), buf.readUInt16BE(8), buf.readUInt16BE(10)];
   const out: AnswerRecord[] = [];
@@ -230,7 +255,7 @@ function walkRecords(
   let pos = start;
   for (let section = 0; section < 3; section++) {
     for (let i = 0; i < (counts[section] as number); i++) {
-      const n = readName(buf, pos);
+      const n = readName(buf, pos, q);
       if (typeof n === "string") return n;
       pos = n.next;
       if (pos + 10 > buf.length) return "record header runs past the end";
@@ -249,11 +274,10 @@ function walkRecords(
       if (type !== 1 && type !== 28 && type !== 5) simple = false;
       if (type === 1 || type === 28) {
         if (rdlength !== (type === 1 ? 4 : 16)) return `address record with rdlength ${rdlength}`;
-        const b = buf.subarray(rd, pos);
-        const ip = type === 1 ? [...b].join(".") : ipv6(b);
+        const ip = type === 1 ? `${buf[rd]}.${buf[rd + 1]}.${buf[rd + 2]}.${buf[rd + 3]}` : ipv6(buf.subarray(rd, pos)); // prettier-ignore
         out.push({ name: n.name, type, ttl, ip });
       } else if (type === 5) {
-        const t = readName(buf, rd);
+        const t = readName(buf, rd, q);
         if (typeof t === "string") return t;
         if (t.next !== pos) return "CNAME rdata length differs from its name";
         out.push({ name: n.name, type, ttl, target: t.name });
@@ -263,8 +287,12 @@ function walkRecords(
   return pos === buf.length ? { records: out, types, simple } : "trailing bytes after the message";
 }
 
-/** A possibly compressed name: only backward pointers, at most 127 of them, 255 bytes. */
-function readName(buf: Buffer, start: number): { name: string; next: number } | string {
+/**
+ * A possibly compressed name: only backward pointers, at most 127 of them, 255 bytes. A pointer
+ * to offset 12 is the question's name, which readAnswer checked equal to the query's (letters'
+ * case aside): its presentation is `q.name`, not decoded again.
+ */
+function readName(buf: Buffer, start: number, q: Query): { name: string; next: number } | string {
   const labels: string[] = [];
   let pos = start;
   let next = -1;
@@ -281,6 +309,12 @@ function readName(buf: Buffer, start: number): { name: string; next: number } | 
       const to = ((len & 0x3f) << 8) | (buf[pos + 1] as number);
       if (to >= pos || ++hops > 127) return "compression pointer loop or forward pointer";
       if (next < 0) next = pos + 2;
+      if (to === 12) {
+        total += q.question.length - 5; // the question's name: its wire length less the root byte counted
+        if (total > MAX_NAME) return "name too long or past the end";
+        const name = labels.length === 0 ? q.name : labels.join(".") + (q.name === "." ? "." : "." + q.name);
+        return { name, next };
+      }
       pos = to;
       continue;
     }
@@ -313,8 +347,9 @@ function ipv6(b: Buffer): string {
 }
 
 function sameQuestion(a: Buffer, b: Buffer): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
+  if (a.length !== b.length || a.readUInt32BE(a.length - 4) !== b.readUInt32BE(b.length - 4)) return false;
+  // The name: type and class above are compared exactly.
+  for (let i = 0; i < a.length - 4; i++) {
     const x = a[i] as number;
     const y = b[i] as number;
     // Resolvers may echo the name's letters in another case (0x20 randomisation); nothing else may differ.

@@ -16,44 +16,38 @@
  * programs the kernel, so the client can never connect to an address before
  * policy knows it. Hostile input never throws out of here: short or
  * non-query packets are dropped, malformed queries get FORMERR, malformed
- * answers SERVFAIL; each is counted in `stats`. A query is a chain of
- * callbacks (no promise or timer of its own): upstream and onAnswer
- * deadlines each share one timer (deadlines.ts).
+ * answers SERVFAIL; each is counted in `stats`. A query is one object
+ * (exchange.ts) whose methods are its steps, with no promise or timer of its
+ * own: upstream and onAnswer deadlines each share one timer (deadlines.ts);
+ * the DNS rules' verdict per (policy, name) is remembered (verdicts.ts).
  */
 import dgram from "node:dgram";
+import { lookup as dnsLookup } from "node:dns";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import { compileDnsRules } from "../../policy/l7/fqdn.js";
-import type { L7Spec } from "../../policy/mapstate.js";
-import {
-  guardSink,
-  l7Admits,
-  l7Parser,
-  lookupKey,
-  type ConnectionInfo,
-  type L7Event,
-  type L7PolicyLookup,
-  type L7Proto,
-  type L7Sink,
-} from "../types.js";
+import { guardSink, type ConnectionInfo, type L7PolicyLookup, type L7Proto, type L7Sink } from "../types.js";
 import { TimeoutQueue } from "../deadlines.js";
-import {
-  buildReply,
-  parseQuery,
-  qtypeName,
-  RCODE,
-  RCODE_NAMES,
-  readAnswer,
-  truncatedCopy,
-  type Query,
-} from "./message.js";
+import { DnsExchange, type ExchangeContext, type Reply, type Source } from "./exchange.js";
 import { serveTcpQueries } from "./tcp.js";
 import { UdpUpstreamPool } from "./udp-pool.js";
-import { exchangeTcp, type Upstream } from "./upstream.js";
+import type { Upstream } from "./upstream.js";
+import { DnsVerdicts } from "./verdicts.js";
 
-type Source = { readonly address: string; readonly port: number };
-/** The flow fields every event of one query carries. */
-type QueryEvent = Omit<L7Event, "verdict">;
+/**
+ * The listening socket's address lookup: replies go to the address a query came from, always an
+ * IP, so it is used as it is. dgram's default (dns.lookup) answers an IP on the next tick: a
+ * deferred call and a closure per reply for nothing. A name (only ever the listen host) still
+ * goes through dns.lookup.
+ */
+const literalLookup = (
+  address: string,
+  family: unknown,
+  cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
+): void => {
+  const f = net.isIP(address);
+  if (f !== 0) cb(null, address, f);
+  else dnsLookup(address, family === 6 ? 6 : 4, cb);
+};
 
 export interface DnsProxyLimits {
   readonly maxUdpQuery: number;
@@ -123,13 +117,16 @@ export class DnsProxy {
   lastInternalError: string | undefined;
   private readonly limits: DnsProxyLimits;
   private readonly sink: L7Sink;
-  private readonly matchers = new WeakMap<L7Spec, (name: string) => boolean>();
+  private readonly verdicts = new DnsVerdicts();
   private udp: dgram.Socket | undefined;
   private tcp: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
   private inflight = 0;
   private pool: UdpUpstreamPool;
   private answerDeadlines: TimeoutQueue;
+
+  /** What each query's DnsExchange uses: the proxy's parts (pool and deadlines read live: stop() renews them). */
+  private readonly context: ExchangeContext;
 
   constructor(private readonly params: DnsProxyParams) {
     this.limits = { ...DEFAULT_DNS_LIMITS, ...params.limits };
@@ -138,6 +135,20 @@ export class DnsProxy {
     this.answerDeadlines = new TimeoutQueue(this.limits.answerTimeoutMs, (e) =>
       this.internalError("deadline", e),
     );
+    this.context = {
+      stats: this.stats,
+      upstreamTimeoutMs: this.limits.upstreamTimeoutMs,
+      answerTimeoutMs: this.limits.answerTimeoutMs,
+      upstream: params.upstream,
+      lookup: params.lookup,
+      identify: params.identify,
+      onAnswer: params.onAnswer,
+      sink: this.sink,
+      verdicts: this.verdicts,
+      pool: () => this.pool,
+      answerDeadlines: () => this.answerDeadlines,
+      internalError: (where, e) => this.internalError(where, e),
+    };
   }
 
   private newPool(): UdpUpstreamPool {
@@ -149,7 +160,7 @@ export class DnsProxy {
 
   async start(): Promise<{ udpPort: number; tcpPort: number }> {
     const host = this.params.listen?.host ?? "127.0.0.1";
-    const udp = dgram.createSocket(net.isIPv6(host) ? "udp6" : "udp4");
+    const udp = dgram.createSocket({ type: net.isIPv6(host) ? "udp6" : "udp4", lookup: literalLookup });
     this.udp = udp;
     udp.on("message", (m, rinfo) => this.onDatagram(udp, m, rinfo));
     udp.on("error", (e) => this.internalError("udp socket", e));
@@ -220,177 +231,13 @@ export class DnsProxy {
     );
   }
 
-  /**
-   * Calls `reply` exactly once: the reply for one query, or undefined to stay
-   * silent. Callbacks all the way (no promise, no timer per query): the
-   * upstream's answers and the onAnswer deadlines share one timer each.
-   */
-  private answer(msg: Buffer, src: Source, proto: L7Proto, reply: (b: Buffer | undefined) => void): void {
-    let done = false;
-    const once = (b: Buffer | undefined): void => {
-      if (done) return;
-      done = true;
-      reply(b);
-    };
-    const guard = (where: string, f: () => void): void => {
-      try {
-        f();
-      } catch (e) {
-        this.internalError(where, e);
-        once(undefined);
-      }
-    };
-    guard("answer", () => {
-      this.stats.queries++;
-      const info = this.params.identify(src, proto);
-      if (!(info instanceof Promise)) return this.judge(msg, src, proto, info, once, guard);
-      info.then(
-        (i) => guard("answer", () => this.judge(msg, src, proto, i, once, guard)),
-        (e: unknown) =>
-          guard("identify", () => {
-            throw e;
-          }),
-      );
-    });
+  /** Calls `reply` exactly once: the reply for one query, or undefined to stay silent (exchange.ts). */
+  private answer(msg: Buffer, src: Source, proto: L7Proto, reply: Reply): void {
+    new DnsExchange(this.context, msg, src, proto, reply).run();
   }
 
   private internalError(where: string, e: unknown): void {
     this.stats.internalErrors++;
     this.lastInternalError = `${where}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`;
-  }
-
-  private judge(
-    msg: Buffer,
-    src: Source,
-    proto: L7Proto,
-    info: ConnectionInfo | undefined,
-    reply: (b: Buffer | undefined) => void,
-    guard: (where: string, f: () => void) => void,
-  ): void {
-    const base = {
-      type: "dns" as const,
-      srcIdentity: info?.srcIdentity ?? 0,
-      dstIdentity: info?.dstIdentity ?? 0,
-      endpoint: info?.endpoint ?? "",
-      direction: info?.direction ?? ("egress" as const),
-      client: { address: src.address, port: src.port },
-      transport: proto,
-      ...(info ? { server: { address: info.originalDst.host, port: info.originalDst.port } } : {}),
-    };
-    const r = parseQuery(msg);
-    if (r.kind === "drop") {
-      this.stats.dropped++;
-      return reply(undefined);
-    }
-    if (r.kind === "reply") {
-      this.stats.formerr++;
-      this.sink({ ...base, verdict: "error", rcode: RCODE_NAMES[r.rcode] ?? "", reason: r.reason });
-      return reply(buildReply(r.partial, r.rcode));
-    }
-    const q = r.query;
-    const ev: QueryEvent = { ...base, query: q.name, qtype: qtypeName(q.qtype) };
-    const policy = info ? this.params.lookup.forConnection(lookupKey(info)) : undefined;
-    if (!info || !policy || !l7Parser(policy, "dns")) {
-      this.stats.refused++;
-      this.sink({ ...ev, verdict: "error", rcode: "REFUSED", reason: "no DNS policy for this client" });
-      return reply(buildReply(q, RCODE.REFUSED));
-    }
-    if (!l7Admits(policy, (spec) => this.matcher(spec)(q.name))) {
-      this.stats.refused++;
-      this.sink({ ...ev, verdict: "denied", rcode: "REFUSED", reason: "no DNS rule matched" });
-      return reply(buildReply(q, RCODE.REFUSED));
-    }
-    const servfail = (reason: string): void => {
-      this.stats.servfail++;
-      this.sink({ ...ev, verdict: "error", rcode: "SERVFAIL", reason });
-      reply(buildReply(q, RCODE.SERVFAIL));
-    };
-    const upstreamFailed = (e: unknown): void => {
-      this.stats.upstreamErrors++;
-      servfail(`upstream: ${e instanceof Error ? e.message : "failed"}`);
-    };
-    const up = this.params.upstream ?? { host: info.originalDst.host, port: info.originalDst.port };
-    const t = this.limits.upstreamTimeoutMs;
-    const answered = (first: Buffer, full: Buffer): void =>
-      guard("answer", () => this.release(q, info, ev, first, full, proto, reply, servfail, guard));
-    const tcpFailed = (e: unknown): void => guard("upstream", () => upstreamFailed(e));
-    if (proto === "TCP") {
-      exchangeTcp(up, msg, t).then((a) => answered(a, a), tcpFailed);
-      return;
-    }
-    this.pool.exchange(up, msg, q.id, (err, a) =>
-      guard("upstream", () => {
-        if (err || !a) return upstreamFailed(err);
-        // Not truncated (the common case): read once, in release(). Truncated and readable: TCP.
-        if (!(a.readUInt16BE(2) & 0x0200) || !readAnswer(a, q).ok) return answered(a, a);
-        // Truncated: the whole answer over TCP. The client gets it if it fits
-        // its buffer, else the truncated one (and retries over TCP).
-        exchangeTcp(up, msg, t).then(
-          (full) => answered(full.length <= q.udpSize ? full : a, full),
-          tcpFailed,
-        );
-      }),
-    );
-  }
-
-  /** Checks the answer, tells the agent its addresses, and only then replies (SERVFAIL if the agent fails or is late). */
-  private release(
-    q: Query,
-    info: ConnectionInfo,
-    ev: QueryEvent,
-    first: Buffer,
-    full: Buffer,
-    proto: L7Proto,
-    reply: (b: Buffer | undefined) => void,
-    servfail: (reason: string) => void,
-    guard: (where: string, f: () => void) => void,
-  ): void {
-    const a = readAnswer(full, q);
-    if (!a.ok || (first !== full && !readAnswer(first, q).ok)) {
-      this.stats.badAnswers++;
-      return servfail(a.ok ? "bad truncated answer" : a.reason);
-    }
-    const deliver = (): void => {
-      const out = proto === "UDP" && first.length > q.udpSize ? truncatedCopy(q, first) : first;
-      this.stats.forwarded++;
-      this.sink({
-        ...ev,
-        verdict: "forwarded",
-        rcode: RCODE_NAMES[a.rcode] ?? `RCODE${a.rcode}`,
-        answers: a.ips,
-        ...(a.ips.length > 0 ? { ttl: a.ttl } : {}),
-        ...(a.cnames.length > 0 ? { cnames: a.cnames } : {}),
-        ...(a.rrtypes.length > 0 ? { rrtypes: a.rrtypes } : {}),
-      });
-      reply(out);
-    };
-    if (a.ips.length === 0) return deliver();
-    let settled = false;
-    const failed = (why: string): void => {
-      if (settled) return;
-      settled = true;
-      deadline.cancel();
-      this.stats.onAnswerFailures++;
-      servfail(`policy update: ${why}`);
-    };
-    const deadline = this.answerDeadlines.add(() =>
-      failed(`not done within ${this.limits.answerTimeoutMs} ms`),
-    );
-    this.params.onAnswer(info.endpoint, q.name, a.ips, a.ttl).then(
-      () =>
-        guard("answer", () => {
-          if (settled) return;
-          settled = true;
-          deadline.cancel();
-          deliver();
-        }),
-      (e: unknown) => guard("answer", () => failed(e instanceof Error ? e.message : "failed")),
-    );
-  }
-
-  private matcher(spec: L7Spec): (name: string) => boolean {
-    let m = this.matchers.get(spec);
-    if (!m) this.matchers.set(spec, (m = compileDnsRules(spec.dns)));
-    return m;
   }
 }
