@@ -282,6 +282,11 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
   test("the node's own connections are redirected too: an ingress L7 rule for host is enforced, not bypassed", async () => {
     await lab.agent.applyPolicies(HOST_L7, "host.yaml");
     const node = lab.probeIn(lab.node);
+    const admin = (): (number | undefined)[] =>
+      (lab.agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? []).flatMap((r) =>
+        "flow" in r && r.flow.l7?.http?.url?.endsWith("/admin") ? [r.flow.source?.identity] : [],
+      );
+    const earlier = admin().length; // other tests' /admin flows
     assert.deepEqual(
       [
         await node.http(ds(), 80, { method: "GET", path: "/healthz" }, 1500),
@@ -289,9 +294,11 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       ],
       ["200", "403"],
     );
-    const seen = (lab.agent.observer?.read(filterFromFlags({ type: ["l7"] })) ?? []).flatMap((r) =>
-      "flow" in r && r.flow.l7?.http?.url?.endsWith("/admin") ? [r.flow.source?.identity] : [],
-    );
+    // The proxy's flow travels over IPC beside its answer: wait for it (a condition, not a moment).
+    for (const end = Date.now() + 10_000; admin().length === earlier && Date.now() < end;)
+      await new Promise((r) => setTimeout(r, 20));
+    const seen = admin();
+    assert.equal(seen.length, earlier + 1, "one L7 flow for the /admin request");
     assert.equal(seen[seen.length - 1], 1, "the proxy names the node as host (identity 1)");
     await lab.agent.deletePolicies(HOST_L7, "host.yaml");
   });
