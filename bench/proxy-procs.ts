@@ -83,10 +83,12 @@ export async function forkReady<T>(
   script: string,
   args: string[],
   execArgv: readonly string[] = [],
+  env: Readonly<Record<string, string>> = {},
 ): Promise<{ child: ChildProcess; ready: T }> {
   const child = fork(fileURLToPath(new URL(script, import.meta.url)), args, {
     stdio: ["ignore", "ignore", "inherit", "ipc"],
     execArgv: [...execArgv],
+    env: { ...process.env, ...env },
   });
   const ready = await new Promise<T>((res, rej) => {
     child.once("message", (m) => res(m as T));

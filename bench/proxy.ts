@@ -6,6 +6,8 @@
  *
  *   load.js (own process) --> direct:    upstream (this process)
  *                         --> membrane:  proxy-server.js (own process) --> upstream
+ *                         --> membraneStream: the same with MEMBRANE_PROXY_IO=stream (HTTP only): its
+ *                                      sockets through Node's streams instead of the native addon
  *                         --> membraneWorkers: N proxy-server.js processes (default N = CPUs; the load's
  *                                      connections spread over their ports, as the kernel's numgen DNAT does)
  *                         --> baseline:  DIST/bench/proxy-server.js, another build (e.g. main's), one process:
@@ -83,6 +85,14 @@ export async function runProxyBench(
     );
     membrane = m.child;
     const membranePid = m.child.pid ?? 0;
+    // The same build with the HTTP proxy's sockets on Node's streams (src/proxy/http/native-io.ts).
+    const streams = await forkReady<ProxyServerPorts>(
+      "./proxy-server.js",
+      [String(upstream.port), String(resolver.port)],
+      PROXY_NODE_FLAGS,
+      { MEMBRANE_PROXY_IO: "stream" },
+    );
+    others.push(streams.child);
     // Several workers, each its own process and ports (proxy/runtime/workers.ts).
     const pool: { child: ChildProcess; ready: ProxyServerPorts }[] = [];
     for (let i = 0; workerCount > 1 && i < workerCount; i++) {
@@ -134,6 +144,12 @@ export async function runProxyBench(
     const http: Target[] = [
       { name: "direct", kind: "http", port: upstream.port, pids: () => [] },
       { name: "membrane", kind: "http", port: m.ready.httpPort, pids: () => [membranePid] },
+      {
+        name: "membraneStream",
+        kind: "http",
+        port: streams.ready.httpPort,
+        pids: () => [streams.child.pid ?? 0],
+      },
       ...baseTargets("http"),
       ...poolTargets("http"),
     ];

@@ -18,7 +18,9 @@
 //   broker makes sockets with SO_MARK = the source identity with it (src/encryption/mtls/broker.ts);
 //   headers from Debian's nodejs (/usr/include/node);
 // - membrane-nfnl-sock.node (native/membrane-nfnl-sock.c): a Node-API addon, the agent's own nfnetlink
-//   socket in a node namespace (src/datapath/nfnl/socket.ts): a batch written and answered in one call.
+//   socket in a node namespace (src/datapath/nfnl/socket.ts): a batch written and answered in one call;
+// - membrane-proxy-io.node (native/membrane-proxy-io.c): a Node-API addon, the HTTP/1.1 proxy's socket
+//   reads and writes without Node's streams (src/proxy/http/native-io.ts); without it, net.Socket.
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -100,6 +102,13 @@ const programs = [
       `-I${join(dirname(dirname(process.execPath)), "include", "node")}`,
     ],
     hint: "the LB table's element changes go through the membrane-nfnl writer process without it (two wake-ups per change)",
+  },
+  {
+    name: "membrane-proxy-io.node",
+    src: "membrane-proxy-io.c",
+    shared: true,
+    extra: ["-shared", "-fPIC", `-I${join(dirname(dirname(process.execPath)), "include", "node")}`],
+    hint: "the HTTP proxy then moves its bytes through Node's streams (slower per request)",
   },
 ];
 for (const p of programs) {

@@ -82,7 +82,7 @@ describe("f7 HTTP proxy: header mismatch actions", () => {
         until: countResponses(1),
       });
       assert.deepEqual([...statuses(r1.text), ...statuses(r2.text)], [403, 403]);
-      assert.equal(h.upstreamBytes(), 0);
+      assert.equal(await h.upstreamBytes(), 0);
     } finally {
       await h.close();
     }

@@ -26,7 +26,7 @@ describe("HTTP proxy: a Connection header cannot change the request after it was
       const r = await rawExchange(h.port, req, { until: countResponses(1) });
       assert.deepEqual(statuses(r.text), [400]);
       assert.equal(h.upstreamConnections(), 0);
-      assert.equal(h.upstreamBytes(), 0);
+      assert.equal(await h.upstreamBytes(), 0);
       assert.equal(h.events[0]?.status, 400);
       assert.match(h.events[0]?.reason ?? "", /Connection header names a field that is not hop-by-hop/);
     } finally {
@@ -56,7 +56,7 @@ describe("HTTP proxy: a Connection header cannot change the request after it was
         const req = `${base}${c.extra ?? ""}Connection: ${c.connection}\r\n\r\n`;
         const r = await rawExchange(h.port, req, { until: countResponses(1) });
         assert.deepEqual(statuses(r.text), [400]);
-        assert.equal(h.upstreamBytes(), 0);
+        assert.equal(await h.upstreamBytes(), 0);
       } finally {
         await h.close();
       }

@@ -6,6 +6,7 @@ import http from "node:http";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { handleHttpConnection, type HttpProxyLimits } from "../../src/proxy/http/proxy.js";
+import { sniffHttp2 } from "../../src/proxy/http2/preface.js";
 import type { ConnectionInfo, L7Event, L7LookupResult, L7PolicyLookup } from "../../src/proxy/types.js";
 import type { HttpRule } from "../../src/policy/types.js";
 import type { HttpRequestLike } from "../../src/policy/l7/http.js";
@@ -36,8 +37,11 @@ export interface Harness {
    * a distinct request the policy judged and allowed. Also run by close().
    */
   assertUpstreamSawWhatWasJudged(): void;
-  /** Bytes the proxy wrote towards upstream, over all upstream connections. */
-  upstreamBytes(): number;
+  /**
+   * Bytes upstream received, over all its connections, once every byte already sent has been
+   * read (counted at upstream: the proxy may write natively, past net.Socket#write).
+   */
+  upstreamBytes(): Promise<number>;
   upstreamConnections(): number;
   setPolicy(p: L7LookupResult | undefined): void;
   close(): Promise<void>;
@@ -47,6 +51,10 @@ export async function startHarness(params: {
   rules?: HttpRule[];
   allowAll?: boolean;
   limits?: Partial<HttpProxyLimits>;
+  /** The proxy's socket I/O (default: native when the addon is built). */
+  io?: "native" | "stream";
+  /** As the proxy process does (dispatch.ts): first bytes read to tell HTTP/2, given back, then HTTP/1.1. */
+  sniff?: boolean;
   /** Replace the node:http upstream by a raw TCP one. */
   rawUpstream?: (s: net.Socket) => void;
   upstreamPort?: number;
@@ -58,6 +66,7 @@ export async function startHarness(params: {
   const judged: HttpRequestLike[] = [];
   let bytes = 0;
   let conns = 0;
+  const upSockets = new Set<net.Socket>();
   let policy: L7LookupResult | undefined = {
     spec: httpSpec(params.rules ?? [{ path: "/public/.*", headers: [] }]),
     allowAll: params.allowAll ?? false,
@@ -81,6 +90,13 @@ export async function startHarness(params: {
           res.end(req.method === "HEAD" ? undefined : out);
         });
       });
+  upstream.on("connection", (s: net.Socket) => {
+    upSockets.add(s);
+    s.on("close", () => {
+      bytes += s.bytesRead;
+      upSockets.delete(s);
+    });
+  });
   await new Promise<void>((r) => upstream.listen(params.upstreamPort ?? 0, "127.0.0.1", r));
   const upstreamPort = (upstream.address() as AddressInfo).port;
   const lookup: L7PolicyLookup = { forConnection: () => policy };
@@ -93,21 +109,22 @@ export async function startHarness(params: {
       originalDst: { host: "127.0.0.1", port: params.dstPort ?? upstreamPort },
       proto: "TCP",
     };
-    handleHttpConnection(sock, info, {
-      lookup,
-      sink: (e) => events.push(e),
-      onJudged: (j) => judged.push(j),
-      ...(params.limits ? { limits: params.limits } : {}),
-      connectUpstream: (host, port) => {
-        conns++;
-        const s = net.connect(port, host);
-        const write = s.write.bind(s) as (b: Buffer) => boolean;
-        s.write = ((b: Buffer) => {
-          bytes += b.length;
-          return write(b);
-        }) as typeof s.write;
-        return s;
-      },
+    const handle = (): void =>
+      handleHttpConnection(sock, info, {
+        lookup,
+        sink: (e) => events.push(e),
+        onJudged: (j) => judged.push(j),
+        ...(params.limits ? { limits: params.limits } : {}),
+        ...(params.io ? { io: params.io } : {}),
+        connectUpstream: (host, port) => {
+          conns++;
+          return net.connect(port, host);
+        },
+      });
+    if (!params.sniff) return handle();
+    sniffHttp2(sock, (_h2, head) => {
+      sock.unshift(head);
+      handle();
     });
   });
   await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
@@ -119,7 +136,13 @@ export async function startHarness(params: {
     events,
     judged,
     assertUpstreamSawWhatWasJudged: () => assertSameView(seen, judged),
-    upstreamBytes: () => bytes,
+    upstreamBytes: async () => {
+      // Loopback delivers a write at once: two turns of the loop and upstream has read it.
+      for (let i = 0; i < 2; i++) await new Promise((r) => setImmediate(r));
+      let n = bytes;
+      for (const s of upSockets) n += s.bytesRead;
+      return n;
+    },
     upstreamConnections: () => conns,
     setPolicy: (p) => (policy = p),
     close: async () => {

@@ -34,7 +34,7 @@ describe("HTTP proxy: verdicts", () => {
     try {
       const r = await rawExchange(h.port, get("/admin"), { until: (t) => t.length >= FORBIDDEN.length });
       assert.equal(r.text, FORBIDDEN);
-      assert.equal(h.upstreamBytes(), 0);
+      assert.equal(await h.upstreamBytes(), 0);
       assert.equal(h.upstreamConnections(), 0);
       assert.equal(h.events[0]?.verdict, "denied");
       assert.equal(h.events[0]?.status, 403);
@@ -126,7 +126,7 @@ describe("HTTP proxy: verdicts", () => {
       const r = await rawExchange(h.port, get("/public/a"));
       assert.equal(r.text, "");
       assert.equal(r.closed, true);
-      assert.equal(h.upstreamBytes(), 0);
+      assert.equal(await h.upstreamBytes(), 0);
       assert.equal(h.events[0]?.verdict, "error");
     } finally {
       await h.close();
@@ -140,7 +140,7 @@ describe("HTTP proxy: verdicts", () => {
       const r = await rawExchange(h.port, get("/public/a"));
       assert.equal(r.text, "");
       assert.equal(r.closed, true);
-      assert.equal(h.upstreamBytes(), 0);
+      assert.equal(await h.upstreamBytes(), 0);
       assert.match(h.events[0]?.reason ?? "", /internal error: Cannot compile HTTP path regex/);
       h.setPolicy({ spec: httpSpec([{ path: "/public/.*", headers: [] }]), allowAll: false });
       const ok = await rawExchange(h.port, get("/public/a"), { until: countResponses(1) });

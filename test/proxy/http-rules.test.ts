@@ -57,7 +57,7 @@ describe("HTTP proxy: the path judged is the path forwarded", () => {
             h.seen.map((s) => s.url),
             [c.upstreamSees],
           );
-        else assert.equal(h.upstreamBytes(), 0);
+        else assert.equal(await h.upstreamBytes(), 0);
       } finally {
         await h.close();
       }

@@ -225,7 +225,7 @@ describe("HTTP proxy: ambiguous framing is refused before a byte reaches upstrea
         const r = await rawExchange(h.port, c.req);
         assert.equal(r.text, BAD_REQUEST);
         assert.equal(r.closed, true);
-        assert.equal(h.upstreamBytes(), 0, "bytes reached upstream");
+        assert.equal(await h.upstreamBytes(), 0, "bytes reached upstream");
         assert.equal(h.seen.length, 0);
         assert.equal(h.events.length, 1);
         assert.equal(h.events[0]?.status, 400);
@@ -242,7 +242,7 @@ describe("HTTP proxy: ambiguous framing is refused before a byte reaches upstrea
       const smuggle = `POST /public/a HTTP/1.1\r\n${H}Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\n${H}\r\n`;
       const r = await rawExchange(h.port, smuggle);
       assert.equal(r.text, BAD_REQUEST);
-      assert.equal(h.upstreamBytes(), 0);
+      assert.equal(await h.upstreamBytes(), 0);
     } finally {
       await h.close();
     }

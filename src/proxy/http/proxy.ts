@@ -16,69 +16,34 @@
  * connection). Policy is looked up per request: a change applies to live
  * keep-alive connections. No policy => reset (fail closed).
  *
- * The caller's server should use `allowHalfOpen: true`, so that a client
- * which half-closes after its request still receives the response.
+ * Sockets are read and written through ByteConn (conn.ts): plain TCP through
+ * the native addon when built (native-io.ts: no Node streams per request),
+ * TLS and the rest through Node's streams; the parsing and judging are the
+ * same. The caller's server should use `allowHalfOpen: true`, so that a
+ * client which half-closes after its request still receives the response.
  */
 import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import { normalizeHttpPath, type HttpRequestLike } from "../../policy/l7/http.js";
-import {
-  guardSink,
-  policyFor,
-  type ConnectionInfo,
-  type L7LookupResult,
-  type L7Event,
-  type L7PolicyLookup,
-  type L7Sink,
-} from "../types.js";
+import { normalizeHttpPath } from "../../policy/l7/http.js";
+import { guardSink, policyFor, type ConnectionInfo, type L7LookupResult, type L7Event } from "../types.js";
 import { ChunkedDecoder, encodeChunk, LAST_CHUNK } from "./chunked.js";
+import { streamConn, type ByteConn, type ConnEvents } from "./conn.js";
+import { DEFAULT_HTTP_LIMITS, type HttpProxyDeps, type HttpProxyLimits } from "./deps.js";
 import { actionTexts, judgeHead, repeatedRuleHeader } from "./judged.js";
+import { nativeClient, nativeUpstream, proxyIo } from "./native-io.js";
 import { badGateway, badRequest, forbidden } from "./replies.js";
-import {
-  DEFAULT_MAX_HEAD_BYTES,
-  DEFAULT_MAX_HEADERS,
-  parseRequestHead,
-  serializeRequest,
-} from "./request.js";
-import type { RequestHead } from "./request.js";
+import { parseRequestHead, serializeRequest, type RequestHead } from "./request.js";
 import { ResponseReader } from "./response.js";
 import { traceOf } from "./trace-context.js";
 
-export interface HttpProxyLimits {
-  readonly maxHeadBytes: number;
-  readonly maxHeaders: number;
-  /** Body bytes held back (not sent upstream) until the request's framing is verified. */
-  readonly maxBufferedBody: number;
-  /** Body bytes of a denied request read and discarded before the connection is closed instead. */
-  readonly maxDiscardBody: number;
-  /** Unparsed client bytes held while a response is pending, before the client is paused. */
-  readonly maxPendingBytes: number;
-  readonly idleTimeoutMs: number;
-}
+export { DEFAULT_HTTP_LIMITS, type HttpProxyDeps, type HttpProxyLimits } from "./deps.js";
 
-export const DEFAULT_HTTP_LIMITS: HttpProxyLimits = {
-  maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
-  maxHeaders: DEFAULT_MAX_HEADERS,
-  maxBufferedBody: 64 * 1024,
-  maxDiscardBody: 1024 * 1024,
-  maxPendingBytes: 1024 * 1024,
-  idleTimeoutMs: 60_000,
-};
-
-export interface HttpProxyDeps {
-  readonly lookup: L7PolicyLookup;
-  readonly connectUpstream: (host: string, port: number) => Socket;
-  readonly sink: L7Sink;
-  readonly limits?: Partial<HttpProxyLimits>;
-  /** Scheme shown in flows' URLs: "https" when the proxy terminated the client's TLS. Default "http". */
-  readonly scheme?: "http" | "https";
-  /** Sees each allowed request exactly as the rules judged it (the differential tests compare it with upstream's view). */
-  readonly onJudged?: (judged: HttpRequestLike) => void;
-}
-
-/** Takes over `client`; returns at once, the connection lives on its events. */
+/**
+ * Takes over `client` (paused or flowing: bytes it already buffered, e.g. an unshifted sniffed
+ * head, come first); returns at once, the connection lives on its events.
+ */
 export function handleHttpConnection(client: Socket, info: ConnectionInfo, deps: HttpProxyDeps): void {
-  new HttpConnection(client, info, { ...deps, sink: guardSink(deps.sink) }).start();
+  new HttpConnection(info, { ...deps, sink: guardSink(deps.sink) }).start(client);
 }
 
 interface Exchange {
@@ -104,35 +69,42 @@ class HttpConnection {
   private readonly limits: HttpProxyLimits;
   private inBuf: Buffer = Buffer.alloc(0);
   private ex: Exchange | undefined;
-  private upstream: Socket | undefined;
+  private client!: ByteConn;
+  private upstream: ByteConn | undefined;
   private closed = false;
   private clientEnded = false;
 
   constructor(
-    private readonly client: Socket,
     private readonly info: ConnectionInfo,
     private readonly deps: HttpProxyDeps,
   ) {
     this.limits = { ...DEFAULT_HTTP_LIMITS, ...deps.limits };
   }
 
-  start(): void {
-    const c = this.client;
-    c.on("error", () => this.destroy());
-    c.on("close", () => this.destroy());
+  start(sock: Socket): void {
+    const ev: ConnEvents = {
+      data: (d) => this.onClientData(d),
+      end: () => {
+        this.clientEnded = true;
+        // A request whose body never completes cannot be answered.
+        if (!this.ex || !this.ex.bodyDone) this.finish();
+      },
+      gone: () => this.destroy(),
+    };
+    sock.setNoDelay(true);
+    const io = proxyIo(this.deps.io);
+    const native = io ? nativeClient(sock, ev, io) : undefined;
+    this.client = native?.conn ?? streamConn(sock, ev);
     if (this.policy() === undefined) return this.reset("no L7 policy for this connection");
-    c.setTimeout(this.limits.idleTimeoutMs, () => this.destroy());
-    c.setNoDelay(true);
-    c.on("data", (d: Buffer) => {
-      if (this.closed) return;
-      this.inBuf = this.inBuf.length === 0 ? d : Buffer.concat([this.inBuf, d]);
-      this.guarded(() => this.process());
-    });
-    c.on("end", () => {
-      this.clientEnded = true;
-      // A request whose body never completes cannot be answered.
-      if (!this.ex || !this.ex.bodyDone) this.finish();
-    });
+    this.client.idle(this.limits.idleTimeoutMs, () => this.destroy());
+    if (native?.buffered) this.onClientData(native.buffered);
+    if (!native) sock.resume();
+  }
+
+  private onClientData(d: Buffer): void {
+    if (this.closed) return;
+    this.inBuf = this.inBuf.length === 0 ? d : Buffer.concat([this.inBuf, d]);
+    this.guarded(() => this.process());
   }
 
   /** A bug or a policy that does not compile resets this connection, never the process (fail closed). */
@@ -270,26 +242,31 @@ class HttpConnection {
     if (!up || b.length === 0) return;
     if (!up.write(b)) {
       this.client.pause();
-      up.once("drain", () => this.client.resume());
+      up.onceDrain(() => this.client.resume());
     }
   }
 
+  /** The upstream connection (kept alive across requests); a new one once the last is gone. */
   private ensureUpstream(): void {
-    if (this.upstream && !this.upstream.destroyed) return;
+    if (this.upstream) return;
     const { host, port } = this.info.originalDst;
-    const up = this.deps.connectUpstream(host, port);
-    this.upstream = up;
-    up.setTimeout(this.limits.idleTimeoutMs, () => up.destroy());
-    up.setNoDelay(true);
-    up.on("data", (d: Buffer) => this.guarded(() => this.onUpstreamData(up, d)));
-    up.on("end", () => this.onUpstreamGone(up));
-    up.on("error", () => this.onUpstreamGone(up));
-    up.on("close", () => this.onUpstreamGone(up));
+    const sock = this.deps.connectUpstream(host, port);
+    sock.setNoDelay(true);
+    // The events name the connection they came from: a late event of a replaced one is ignored.
+    let up: ByteConn | undefined;
+    const ev: ConnEvents = {
+      data: (d) => this.guarded(() => this.onUpstreamData(up, d)),
+      end: () => this.onUpstreamGone(up),
+      gone: () => this.onUpstreamGone(up),
+    };
+    const io = proxyIo(this.deps.io);
+    this.upstream = up = (io ? nativeUpstream(sock, ev, io) : undefined) ?? streamConn(sock, ev);
+    up.idle(this.limits.idleTimeoutMs, ev.gone);
   }
 
-  private onUpstreamData(up: Socket, d: Buffer): void {
+  private onUpstreamData(up: ByteConn | undefined, d: Buffer): void {
     const ex = this.ex;
-    if (this.closed || up !== this.upstream) return;
+    if (this.closed || up === undefined || up !== this.upstream) return;
     if (!ex || !ex.committed) return this.destroy(); // bytes nobody asked for
     const r = ex.reader.push(d);
     if ("error" in r) return this.upstreamFailed(ex, r.error);
@@ -298,13 +275,13 @@ class HttpConnection {
     const out = r.forward.length === 1 ? (r.forward[0] as Buffer) : Buffer.concat(r.forward);
     if (out.length > 0 && !this.client.write(out)) {
       up.pause();
-      this.client.once("drain", () => up.resume());
+      this.client.onceDrain(() => up.resume());
     }
     if (r.done) this.responseDone(ex, r.status ?? 0, r.close || r.extra > 0);
   }
 
-  private onUpstreamGone(up: Socket): void {
-    if (up !== this.upstream) return;
+  private onUpstreamGone(up: ByteConn | undefined): void {
+    if (up === undefined || up !== this.upstream) return;
     this.upstream = undefined;
     up.destroy();
     const ex = this.ex;
@@ -365,23 +342,14 @@ class HttpConnection {
     if (this.closed) return;
     this.closed = true;
     this.upstream?.destroy();
-    this.client.end();
-    this.client.resume();
-    const t = setTimeout(() => this.client.destroy(), 2000);
-    t.unref();
-    this.client.once("close", () => clearTimeout(t));
+    this.client.endAndLinger(2000);
   }
 
   private reset(reason: string): void {
     this.deps.sink(this.event(this.ex, { verdict: "error", reason }));
     this.closed = true;
     this.upstream?.destroy();
-    try {
-      this.client.resetAndDestroy();
-    } catch {
-      // Not a TCP handle (e.g. a TLSSocket of an intercepted connection): close it plainly.
-      this.client.destroy();
-    }
+    this.client.reset();
   }
 
   private destroy(): void {

@@ -72,10 +72,10 @@ function sniffHttp(sock: Socket, info: ConnectionInfo, deps: DispatchDeps, polic
     return handleTlsInterceptConnection(sock, info, { ...deps, secrets: secretStore(deps.secretsDir) });
   sniffHttp2(sock, (h2, head) => {
     if (h2) return handleHttp2Connection(sock, info, deps, head);
-    // HTTP/1.1 reads the socket itself: give the bytes back, then let it flow.
+    // HTTP/1.1 reads the socket itself: give the bytes back; it takes them first (and resumes a
+    // stream itself: a socket it reads natively must not be resumed, or Node would read it too).
     sock.unshift(head);
     handleHttpConnection(sock, info, deps);
-    sock.resume();
   });
 }
 

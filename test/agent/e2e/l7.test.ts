@@ -306,6 +306,7 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     const seen = admin(
       await lab.flowsWhen({ type: ["l7"] }, (fs) => admin(fs).length > adminBefore, "the flow of GET /admin"),
     );
+    assert.equal(seen.length, adminBefore + 1, "one L7 flow for the /admin request");
     assert.equal(seen[seen.length - 1]?.source?.identity, 1, "the proxy names the node as host (identity 1)");
     await lab.agent.deletePolicies(HOST_L7, "host.yaml");
   });
