@@ -67,8 +67,9 @@ const profileOf = (line: string): PairProfile | undefined => {
     return undefined;
   }
 };
-const pairsOn = async (n: LabNode): Promise<number> =>
-  ((await n.client.request("GET", "/v1/auth/pairs")) as { pairs: unknown[] }).pairs.length;
+/** n2's kernel entries of `source`'s pairs (the burst's pairs may be there too: prefill passes). */
+const pairsOn = async (n: LabNode, source: number): Promise<number> =>
+  ((await n.client.request("GET", "/v1/auth/pairs")) as { pairs: { source: number }[] }).pairs.filter((p) => p.source === source).length; // prettier-ignore
 async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
   for (const end = Date.now() + 30_000; !(await ok()); await sleep(20))
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -140,8 +141,11 @@ async function main(): Promise<void> {
       for (const k of order) {
         if (k === "prefilled") {
           await fresh([authed.identity]);
+          const passes = async (): Promise<number> => ((await n2.client.request("GET", "/v1/auth/peers")) as { prefill?: { passes: number } }).prefill?.passes ?? 0; // prettier-ignore
+          const p0 = await passes();
           await prefill(true); // n2 authenticates the pair with n1's agent now, before any packet
-          await until("the prefilled pair on n2", async () => (await pairsOn(n2)) > 0);
+          await until("the prefilled pair on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
+          await until("n2's prefill pass to end", async () => (await passes()) > p0);
           await prefill(false);
           s.prefilled.push(await time(authed));
           continue;
@@ -151,7 +155,7 @@ async function main(): Promise<void> {
           await transport(k === "first" ? "channel" : "per-pair");
         }
         // "later": once the pair's kernel entry is written (it follows the released first packet).
-        if (k === "later") await until("the pair's kernel entry on n2", async () => (await pairsOn(n2)) > 0);
+        if (k === "later") await until("the pair's kernel entry on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
         const before = lastProfileLine(n2);
         s[k].push(await time(k === "plain" ? plain : authed));
         if (k === "first" || k === "firstTls") {

@@ -50,12 +50,12 @@ describe("auth pair elements as netlink bytes (pure)", () => {
 });
 
 describe("auth table writes (root)", { skip }, () => {
-  test("bursts land in call order, through the socket and through nft", async () => {
+  test("bursts land in call order (through the socket; nft writes the same: the next test)", async () => {
     const prefix = uniquePrefix("m4a");
     const ns = `${prefix}-t`;
     try {
       await createNetns(ns);
-      for (const writer of ["socket", "nft"] as const) {
+      for (const writer of ["socket"] as const) {
         const t = new AuthTable(`m4a${writer}`, ns);
         t.writer = writer;
         await t.install();
@@ -120,7 +120,9 @@ describe("auth table writes (root)", { skip }, () => {
       assert.equal(viaSocket.stats.fallbacks, 0, viaSocket.stats.lastFallback);
       // The IPv6 set gone: a batch with an IPv4 and an IPv6 element is refused whole (the IPv4 one
       // is not written either), then nft is tried (and refused too): the write fails, nothing lands.
-      await runRaw(["nft", "delete", "set", "inet", "m4aelem_auth", "pairs6"], { netns: ns });
+      const t = "inet m4aelem_auth";
+      const gone = await runRaw(["nft", `flush chain ${t} check_fwd; flush chain ${t} check_in; delete set ${t} pairs6`], { netns: ns }); // prettier-ignore
+      assert.equal(gone.status, 0, gone.stderr);
       await assert.rejects(viaSocket.add([pair(310, 311, ["10.1.0.0/24", "fd00:1::/64"], ["10.2.0.0/24", "fd00:2::/64"])], 30)); // prettier-ignore
       assert.equal(viaSocket.stats.fallbacks, 1);
       assert.match(viaSocket.stats.lastFallback, /ENOENT/);

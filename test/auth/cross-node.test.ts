@@ -318,6 +318,7 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       const has = async (n: LabNode, src: number): Promise<boolean> => (await pairs(n)).some((p) => p.source === src && p.destination === server.identity); // prettier-ignore
       const queued0 = [await queuedPackets(n1), await queuedPackets(n2)];
       const hs0 = handshakes(n1) + handshakes(n2);
+      await assert.rejects(n1.client.request("POST", "/v1/auth/prefill", { remote: "yes" }), /remote must be true or false/); // prettier-ignore
       for (const n of [n1, n2]) await n.client.request("POST", "/v1/auth/prefill", { remote: true });
       await until("the new identity's pair on both nodes, ahead", async () => (await has(n1, c2)) && (await has(n2, c2))); // prettier-ignore
       await until("other's pair on n2, ahead", async () => has(n2, other.identity));
