@@ -155,7 +155,8 @@ async function main(): Promise<void> {
           await transport(k === "first" ? "channel" : "per-pair");
         }
         // "later": once the pair's kernel entry is written (it follows the released first packet).
-        if (k === "later") await until("the pair's kernel entry on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
+        if (k === "later")
+          await until("the pair's kernel entry on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
         const before = lastProfileLine(n2);
         s[k].push(await time(k === "plain" ? plain : authed));
         if (k === "first" || k === "firstTls") {

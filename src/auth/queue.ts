@@ -49,7 +49,9 @@ export class AuthQueue {
   constructor(private readonly p: AuthQueueParams) {}
 
   /** Binds the queue: with the agent's own socket unless `prefer` is "process" or it cannot. */
-  async start(prefer: "socket" | "process" = process.env["MEMBRANE_AUTH_QUEUE"] === "process" ? "process" : "socket"): Promise<void> {
+  async start(
+    prefer: "socket" | "process" = process.env["MEMBRANE_AUTH_QUEUE"] === "process" ? "process" : "socket",
+  ): Promise<void> {
     this.stopping = false;
     if (prefer === "socket") {
       const cfg = { queue: this.p.queue, netns: this.p.netns, copyRange: 128, maxLen: this.p.maxLen ?? 256 };

@@ -307,7 +307,9 @@ function nftLines(table: string, writes: readonly AuthWrite[]): string[] {
     w.elements.flatMap((e) => [
       `add element ${t} ${e.set} { ${text(e.key)} timeout 1s }`,
       `delete element ${t} ${e.set} { ${text(e.key)} }`,
-      ...(w.kind === "add" ? [`add element ${t} ${e.set} { ${text(e.key)} timeout ${w.seconds ?? 1}s }`] : []),
+      ...(w.kind === "add"
+        ? [`add element ${t} ${e.set} { ${text(e.key)} timeout ${w.seconds ?? 1}s }`]
+        : []),
     ]),
   );
 }

@@ -58,7 +58,10 @@ function addrBytes(p: Prefix, last: boolean, out: Buffer, o: number): number {
 /** Key and key end of one element (throws AUTH_SETUP_FAILED on an identity or prefix out of shape). */
 export function authElement(set: "pairs4" | "pairs6", k: AuthElementKey): { key: Buffer; keyEnd: Buffer } {
   const family = set === "pairs4" ? 4 : 6;
-  for (const [what, id] of [["source", k.src], ["destination", k.dst]] as const)
+  for (const [what, id] of [
+    ["source", k.src],
+    ["destination", k.dst],
+  ] as const)
     if (!Number.isInteger(id) || id <= 0 || id > IDENTITY_MASK) throw bad(`${what} ${id} is not an identity`);
   const sn = parsePrefix(k.srcNet);
   const dn = parsePrefix(k.dstNet);
@@ -84,7 +87,8 @@ export function authWriteMessages(table: string, writes: readonly AuthWrite[]): 
     for (const set of ["pairs4", "pairs6"] as const) {
       const keys = w.elements.filter((e) => e.set === set).map((e) => authElement(set, e.key));
       if (keys.length === 0) continue;
-      const withTimeout = (ms: number): WireElement[] => keys.map((k) => ({ ...k, set: true, timeoutMs: ms }));
+      const withTimeout = (ms: number): WireElement[] =>
+        keys.map((k) => ({ ...k, set: true, timeoutMs: ms }));
       out.push(...elementMessages(table, set, "add", withTimeout(1000)));
       out.push(...elementMessages(table, set, "del", keys));
       if (w.kind === "add") out.push(...elementMessages(table, set, "add", withTimeout((w.seconds as number) * 1000))); // prettier-ignore

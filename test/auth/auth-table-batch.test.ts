@@ -44,7 +44,10 @@ describe("auth pair elements as netlink bytes (pure)", () => {
       [() => authWriteMessages("membrane_auth", [{ kind: "add", seconds: 0.5, elements: [{ set: "pairs4", key: { src: 300, dst: 301, srcNet: "10.1.0.0/24", dstNet: "10.2.0.0/24" } }] }]), /lifetime 0.5/], // prettier-ignore
     ] as const;
     for (const [f, why] of bad) {
-      assert.throws(f, (e: Error & { code?: string }) => e.code === "AUTH_SETUP_FAILED" && why.test(e.message));
+      assert.throws(
+        f,
+        (e: Error & { code?: string }) => e.code === "AUTH_SETUP_FAILED" && why.test(e.message),
+      );
     }
   });
 });

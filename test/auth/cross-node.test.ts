@@ -326,7 +326,9 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       assert.equal(await cp.tcp(server.ipv4, 80, OK_WITHIN), "ok");
       assert.equal(await op.tcp(server.ipv4, 80, OK_WITHIN), "ok");
       assert.deepEqual([await queuedPackets(n1), await queuedPackets(n2)], queued0, "no packet was held on either node"); // prettier-ignore
-      const pre = (await peers(n1)) as Peers & { prefill?: { remote: boolean; done: number; passes: number } };
+      const pre = (await peers(n1)) as Peers & {
+        prefill?: { remote: boolean; done: number; passes: number };
+      };
       assert.ok(pre.prefill?.remote === true && pre.prefill.done >= 1, JSON.stringify(pre.prefill));
       //    Revocation is unchanged: revoked on n1, the pair goes there and a pass does not bring it back.
       await n1.client.request("POST", "/v1/auth/revoke", { identity: c2 });

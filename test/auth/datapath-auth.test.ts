@@ -92,7 +92,11 @@ describe("mutual authentication in the datapath (needs root)", { skip }, () => {
       auth().restore(client.view.identity);
       await auth().queue.restart("process");
       assert.equal(auth().queue.via, "process");
-      assert.equal(await client.probe.tcp(server.ip, 80, HELD), "ok", "held and released by the reader process");
+      assert.equal(
+        await client.probe.tcp(server.ip, 80, HELD),
+        "ok",
+        "held and released by the reader process",
+      );
       assert.equal(handshakes(), 2);
       await auth().queue.restart("socket");
       assert.equal(auth().queue.via, "socket");
