@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   let lab: LabCluster | undefined;
   const probes: Probe[] = [];
   try {
-    lab = await startLabCluster({ prefix: `m3ab${randomBytes(2).toString("hex")}`, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, log, agentArgs: ["--auth-prefill", "local"] }); // prettier-ignore
+    lab = await startLabCluster({ prefix: `m4ab${randomBytes(2).toString("hex")}`, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, log, agentArgs: ["--auth-prefill", "local"] }); // prettier-ignore
     const [n1, n2] = lab.nodes as [LabNode, LabNode];
     const server = await createEndpoint(n2, "server", { app: "server" });
     const authed = await createEndpoint(n1, "authed", { app: "authed" });
@@ -141,6 +141,7 @@ async function main(): Promise<void> {
       for (const k of order) {
         if (k === "prefilled") {
           await fresh([authed.identity]);
+          await transport("channel"); // the prefill asks over the pooled connection
           const passes = async (): Promise<number> => ((await n2.client.request("GET", "/v1/auth/peers")) as { prefill?: { passes: number } }).prefill?.passes ?? 0; // prettier-ignore
           const p0 = await passes();
           await prefill(true); // n2 authenticates the pair with n1's agent now, before any packet

@@ -316,6 +316,10 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       const c2 = ((await n1.client.request("GET", "/v1/endpoints/default/client")) as { identity: number }).identity; // prettier-ignore
       assert.ok(Number.isInteger(c2) && c2 !== client.identity, `the relabelled client's identity ${c2}`);
       const has = async (n: LabNode, src: number): Promise<boolean> => (await pairs(n)).some((p) => p.source === src && p.destination === server.identity); // prettier-ignore
+      // other's pair (authenticated on its first packet in part 4) leaves n2: n2 must make it again.
+      await n2.client.request("POST", "/v1/auth/revoke", { identity: other.identity });
+      await n2.client.request("POST", "/v1/auth/restore", { identity: other.identity });
+      assert.equal(await has(n2, other.identity), false);
       const queued0 = [await queuedPackets(n1), await queuedPackets(n2)];
       const hs0 = handshakes(n1) + handshakes(n2);
       await assert.rejects(n1.client.request("POST", "/v1/auth/prefill", { remote: "yes" }), /remote must be true or false/); // prettier-ignore
