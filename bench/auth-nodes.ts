@@ -12,6 +12,9 @@
  *            agent, auth/channel.ts), and releases it
  *   firstTls the same with transport "per-pair" (a TCP connection and TLS 1.3 handshake per pair:
  *            the old path), interleaved with `first`
+ *   prefilled  the same new pair authenticated ahead of its first packet (n2's cross-node prefill,
+ *            auth/prefill-remote.ts, turned on for that round only: POST /v1/auth/prefill): the
+ *            agents run with --auth-prefill local so that `first` is a held first packet
  *   later    a connection of the authenticated pair (the kernel entry: no queue)
  *   plain    a connection under a rule without authentication
  *   burst    K new pairs at once (K client identities): handshakes per second = K / the wall time
@@ -64,8 +67,9 @@ const profileOf = (line: string): PairProfile | undefined => {
     return undefined;
   }
 };
-const pairsOn = async (n: LabNode): Promise<number> =>
-  ((await n.client.request("GET", "/v1/auth/pairs")) as { pairs: unknown[] }).pairs.length;
+/** n2's kernel entries of `source`'s pairs (the burst's pairs may be there too: prefill passes). */
+const pairsOn = async (n: LabNode, source: number): Promise<number> =>
+  ((await n.client.request("GET", "/v1/auth/pairs")) as { pairs: { source: number }[] }).pairs.filter((p) => p.source === source).length; // prettier-ignore
 async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
   for (const end = Date.now() + 30_000; !(await ok()); await sleep(20))
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -85,7 +89,7 @@ async function main(): Promise<void> {
   let lab: LabCluster | undefined;
   const probes: Probe[] = [];
   try {
-    lab = await startLabCluster({ prefix: `m3ab${randomBytes(2).toString("hex")}`, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, log }); // prettier-ignore
+    lab = await startLabCluster({ prefix: `m4ab${randomBytes(2).toString("hex")}`, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, log, agentArgs: ["--auth-prefill", "local"] }); // prettier-ignore
     const [n1, n2] = lab.nodes as [LabNode, LabNode];
     const server = await createEndpoint(n2, "server", { app: "server" });
     const authed = await createEndpoint(n1, "authed", { app: "authed" });
@@ -125,21 +129,35 @@ async function main(): Promise<void> {
     log(`lab ready; ${ROUNDS} rounds`);
     const ns = clients.map((c) => c.netns);
     const retrans0 = await synRetransmits(ns);
-    const s = { first: [] as number[], firstTls: [] as number[], later: [] as number[], plain: [] as number[] }; // prettier-ignore
+    const s = { first: [] as number[], firstTls: [] as number[], prefilled: [] as number[], later: [] as number[], plain: [] as number[] }; // prettier-ignore
+    const prefill = (remote: boolean): Promise<unknown> => n2.client.request("POST", "/v1/auth/prefill", { remote }); // prettier-ignore
     const profiles: Record<"first" | "firstTls", PairProfile[]> = { first: [], firstTls: [] };
     const transport = (mode: string): Promise<unknown> => n2.client.request("POST", "/v1/auth/transport", { mode }); // prettier-ignore
     for (let i = 0; i < ROUNDS; i++) {
       const order =
         i % 2 === 0
-          ? (["first", "later", "plain", "firstTls"] as const)
-          : (["plain", "firstTls", "first", "later"] as const);
+          ? (["first", "later", "plain", "prefilled", "firstTls"] as const)
+          : (["plain", "firstTls", "prefilled", "first", "later"] as const);
       for (const k of order) {
+        if (k === "prefilled") {
+          await fresh([authed.identity]);
+          await transport("channel"); // the prefill asks over the pooled connection
+          const passes = async (): Promise<number> => ((await n2.client.request("GET", "/v1/auth/peers")) as { prefill?: { passes: number } }).prefill?.passes ?? 0; // prettier-ignore
+          const p0 = await passes();
+          await prefill(true); // n2 authenticates the pair with n1's agent now, before any packet
+          await until("the prefilled pair on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
+          await until("n2's prefill pass to end", async () => (await passes()) > p0);
+          await prefill(false);
+          s.prefilled.push(await time(authed));
+          continue;
+        }
         if (k === "first" || k === "firstTls") {
           await fresh([authed.identity]);
           await transport(k === "first" ? "channel" : "per-pair");
         }
         // "later": once the pair's kernel entry is written (it follows the released first packet).
-        if (k === "later") await until("the pair's kernel entry on n2", async () => (await pairsOn(n2)) > 0);
+        if (k === "later")
+          await until("the pair's kernel entry on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
         const before = lastProfileLine(n2);
         s[k].push(await time(k === "plain" ? plain : authed));
         if (k === "first" || k === "firstTls") {
@@ -178,8 +196,11 @@ async function main(): Promise<void> {
         first: row(s.first),
         firstTls: row(s.firstTls),
         profile: { first: phaseRows(profiles.first), firstTls: phaseRows(profiles.firstTls) },
+        prefilled: row(s.prefilled),
         later: row(s.later),
         plain: row(s.plain),
+        addedPrefilledP50: Math.round((row(s.prefilled).p50 - row(s.plain).p50) * 100) / 100,
+        addedPrefilledP99: Math.round((row(s.prefilled).p99 - row(s.plain).p99) * 100) / 100,
         addedFirstP50: Math.round((row(s.first).p50 - row(s.plain).p50) * 100) / 100,
         addedFirstP99: Math.round((row(s.first).p99 - row(s.plain).p99) * 100) / 100,
         addedFirstTlsP50: Math.round((row(s.firstTls).p50 - row(s.plain).p50) * 100) / 100,

@@ -4,6 +4,11 @@
  *   first    a connection of a pair that is not authenticated yet (its pair removed before each
  *            round with `auth revoke` + `restore`): the first SYN is held for the pair's proof
  *            (transport "channel": both SVIDs validated, each key proven by a signature)
+ *            (the queue read by the agent's own socket, the kernel entry written through its own
+ *            nfnetlink socket: auth/nfqueue-socket.ts, datapath/auth-wire.ts)
+ *   firstNft the same with the kernel entry written by an `nft` process (session 13's writer)
+ *   firstOld session 13's whole path: the queue read by a reader process (auth/nfqueue-child.ts,
+ *            warmed after each switch) and the entry written by `nft`
  *   firstTls the same with transport "per-pair" (an in-process TLS 1.3 handshake: the old path)
  *   later    a connection of an authenticated pair (the kernel entry: no queue)
  *   plain    a connection under a rule without authentication
@@ -47,7 +52,7 @@ spec:
 async function main(): Promise<void> {
   const load0 = loadavg()[0];
   // Prefill off: "first" is the held first packet; "prefilled" runs the agent's prefill pass itself.
-  const lab = await AgentLab.start("m3a", { spiffe: { trustDomain: "bench.test", prefillLocalPairs: false }, engine: { meshAuth: true } }); // prettier-ignore
+  const lab = await AgentLab.start("m4a", { spiffe: { trustDomain: "bench.test", prefillLocalPairs: false }, engine: { meshAuth: true } }); // prettier-ignore
   try {
     const server = await lab.endpoint("server", { app: "server" }, { tcp: [80] });
     const authed = await lab.endpoint("authed", { app: "authed" });
@@ -64,29 +69,49 @@ async function main(): Promise<void> {
     await time(plain); // warm-up: the probes and the handshake's code paths
     await time(authed);
     const retrans0 = await synRetransmits([authed.view.netns, plain.view.netns]);
-    const s = { first: [] as number[], firstTls: [] as number[], later: [] as number[], plain: [] as number[], prefilled: [] as number[] }; // prettier-ignore
-    const profiles: Record<"first" | "firstTls", PairProfile[]> = { first: [], firstTls: [] };
+    const s = { first: [] as number[], firstNft: [] as number[], firstOld: [] as number[], firstTls: [] as number[], later: [] as number[], plain: [] as number[], prefilled: [] as number[] }; // prettier-ignore
+    type Held = "first" | "firstNft" | "firstOld" | "firstTls";
+    const profiles: Record<Held, PairProfile[]> = { first: [], firstNft: [], firstOld: [], firstTls: [] };
+    const writer = auth.p.table.writer;
+    const reader = auth.queue.via;
+    const held = (k: string): k is Held => k.startsWith("first");
+    const fresh = async (): Promise<void> => {
+      await auth.revoke(authed.view.identity); // the pair leaves the kernel and the agent
+      auth.restore(authed.view.identity);
+    };
+    /** The path of a held packet: the queue's reader, the kernel writer, the transport. */
+    const setup = async (k: Held | "later" | "plain" | "prefilled"): Promise<void> => {
+      const want = k === "firstOld" ? "process" : reader;
+      if (auth.queue.via !== want) {
+        await auth.queue.restart(want);
+        if (want === "process") {
+          // A reader process just started is cold (session 13's ran for the agent's life): warm it.
+          await fresh();
+          await time(authed);
+          await until(async () => (await auth.list()).length > 0);
+        }
+      }
+      auth.p.table.writer = k === "firstNft" || k === "firstOld" ? "nft" : writer;
+      auth.transport = k === "firstTls" ? "per-pair" : "channel";
+    };
     for (let i = 0; i < ROUNDS; i++) {
       const order =
         i % 2 === 0
-          ? (["first", "later", "plain", "firstTls"] as const)
-          : (["plain", "firstTls", "first", "later"] as const);
+          ? (["first", "later", "plain", "firstOld", "firstNft", "firstTls"] as const)
+          : (["plain", "firstTls", "firstNft", "firstOld", "first", "later"] as const);
       for (const k of order) {
-        if (k === "first" || k === "firstTls") {
-          await auth.revoke(authed.view.identity); // the pair leaves the kernel and the agent
-          auth.restore(authed.view.identity);
-          auth.transport = k === "first" ? "channel" : "per-pair";
-        }
+        await setup(k);
+        if (held(k)) await fresh();
         // "later": once the pair's kernel entry is written (it follows the released first packet).
         if (k === "later") await until(async () => (await auth.list()).length > 0);
         s[k].push(await time(k === "plain" ? plain : authed));
-        if (k === "first" || k === "firstTls") {
+        if (held(k)) {
           await until(async () => (await auth.list()).length > 0); // its profile ends with the kernel entry
           const p = auth.profiles.recent.at(-1);
           if (p) profiles[k].push(p);
         }
       }
-      auth.transport = "channel";
+      await setup("prefilled");
       // The same new pair authenticated ahead (what the agent does when a policy or endpoint appears).
       await auth.revoke(authed.view.identity);
       auth.restore(authed.view.identity);
@@ -100,13 +125,20 @@ async function main(): Promise<void> {
         bench: "auth",
         unit: "ms (TCP connect + echo through the probe)",
         first: row(s.first),
+        firstNft: row(s.firstNft),
+        firstOld: row(s.firstOld),
         firstTls: row(s.firstTls),
-        profile: { first: phaseRows(profiles.first), firstTls: phaseRows(profiles.firstTls) }, // prettier-ignore
+        io: { reader, writer, whyProcess: auth.queue.whyProcess, tableStats: auth.p.table.stats },
+        profile: { first: phaseRows(profiles.first), firstNft: phaseRows(profiles.firstNft), firstOld: phaseRows(profiles.firstOld), firstTls: phaseRows(profiles.firstTls) }, // prettier-ignore
         prefilled: row(s.prefilled),
         later: row(s.later),
         plain: row(s.plain),
         addedFirstP50: Math.round((pct(s.first, 50) - pct(s.plain, 50)) * 100) / 100,
         addedFirstP99: Math.round((pct(s.first, 99) - pct(s.plain, 99)) * 100) / 100,
+        addedFirstNftP50: Math.round((pct(s.firstNft, 50) - pct(s.plain, 50)) * 100) / 100,
+        addedFirstNftP99: Math.round((pct(s.firstNft, 99) - pct(s.plain, 99)) * 100) / 100,
+        addedFirstOldP50: Math.round((pct(s.firstOld, 50) - pct(s.plain, 50)) * 100) / 100,
+        addedFirstOldP99: Math.round((pct(s.firstOld, 99) - pct(s.plain, 99)) * 100) / 100,
         addedFirstTlsP50: Math.round((pct(s.firstTls, 50) - pct(s.plain, 50)) * 100) / 100,
         addedFirstTlsP99: Math.round((pct(s.firstTls, 99) - pct(s.plain, 99)) * 100) / 100,
         addedLaterP50: Math.round((pct(s.later, 50) - pct(s.plain, 50)) * 100) / 100,
@@ -123,7 +155,7 @@ async function main(): Promise<void> {
 const { flags } = benchArgs({
   script: "auth",
   runner: "auth",
-  measures: "The latency mutual authentication adds to a connection, side by side, interleaved: the first connection of a new pair (held), a later one, a prefilled one, one under a rule without authentication. One JSON line with p50/p99 (ms), SYN retransmits and the load.", // prettier-ignore
+  measures: "The latency mutual authentication adds to a connection, side by side, interleaved: the first connection of a new pair (held; with the agent's own queue and table sockets, with an nft writer, with session 13's reader process and nft writer, with a TLS handshake per pair), a later one, a prefilled one, one under a rule without authentication. One JSON line with p50/p99 (ms), SYN retransmits and the load.", // prettier-ignore
   root: "an agent with endpoints in namespaces, nftables, the auth queue; --nodes 2 also needs etcd",
   env: { MEMBRANE_AUTH_BENCH_ROUNDS: "rounds (default 40 on one node, 30 on two)", MEMBRANE_AUTH_BENCH_BURST: "new pairs at once on two nodes (default 12)" }, // prettier-ignore
   flags: { nodes: int({ help: "1: one node; 2: across two nodes of a lab cluster (auth-nodes.js)", min: 1, max: 2, default: 1 }) }, // prettier-ignore

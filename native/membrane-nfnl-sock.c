@@ -9,6 +9,12 @@
  *   batch(fd, bytes) -> Buffer[]   sends one batch to the kernel and returns the datagrams the kernel
  *                                  queued for us meanwhile (its acknowledgements)
  *   close(fd)
+ *   inNetns(netnsPath, fn) -> fn()  runs fn with the CALLING thread (the agent's main thread) in that
+ *                                  namespace and puts it back before returning, even when fn throws:
+ *                                  a socket fn makes (the NFQUEUE reader's, src/auth/nfqueue-socket.ts)
+ *                                  stays in the namespace and is polled by the agent's own event loop.
+ *                                  If the thread cannot go back, the process aborts (a main thread
+ *                                  left in a node namespace would make every later socket there).
  *
  * Why synchronous: the kernel handles a batch sent to nfnetlink inside sendmsg() (nfnetlink_rcv_batch:
  * every message, the commit, the acknowledgements, before sendmsg returns), so the answers are queued
@@ -222,11 +228,54 @@ static napi_value nl_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value nl_in_netns(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_valuetype t0, t1;
+  char path[512];
+  size_t n = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
+      napi_typeof(env, argv[0], &t0) != napi_ok || t0 != napi_string ||
+      napi_typeof(env, argv[1], &t1) != napi_ok || t1 != napi_function ||
+      napi_get_value_string_utf8(env, argv[0], path, sizeof path, &n) != napi_ok || n == 0 ||
+      n >= sizeof path - 1 || path[0] != '/') {
+    napi_throw_type_error(env, "NFNL_SOCKET_USAGE", "inNetns(netnsPath: absolute string, fn: function)");
+    return NULL;
+  }
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) return fail(env, "open the agent's own namespace", errno);
+  int ns = open(path, O_RDONLY | O_CLOEXEC);
+  if (ns < 0) {
+    int e = errno;
+    close(self);
+    return fail(env, "open the namespace", e);
+  }
+  if (setns(ns, CLONE_NEWNET) != 0) {
+    int e = errno;
+    close(ns);
+    close(self);
+    return fail(env, "setns", e);
+  }
+  close(ns);
+  napi_value global, result = NULL;
+  napi_status st = napi_get_global(env, &global);
+  if (st == napi_ok) st = napi_call_function(env, global, argv[1], 0, NULL, &result);
+  int back = setns(self, CLONE_NEWNET);
+  int e = errno;
+  close(self);
+  if (back != 0) {
+    fprintf(stderr, "membrane-nfnl-sock: cannot return to the agent's namespace: %s\n", strerror(e));
+    abort();
+  }
+  if (st != napi_ok) return NULL; /* fn threw: the exception propagates */
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"open", nl_open}, {"batch", nl_batch}, {"close", nl_close}};
+  } fns[] = {{"open", nl_open}, {"batch", nl_batch}, {"close", nl_close}, {"inNetns", nl_in_netns}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

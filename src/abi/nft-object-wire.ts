@@ -300,7 +300,14 @@ function element(e: WireElement, withData: boolean): Buffer {
     key(1 /* NFTA_SET_ELEM_KEY */, e.key),
     ...(e.keyEnd ? [key(10 /* _KEY_END */, e.keyEnd)] : []),
   ];
-  if (withData) {
+  if (e.timeoutMs !== undefined) {
+    // NFTA_SET_ELEM_TIMEOUT: milliseconds, u64 big-endian (the kernel rounds to jiffies).
+    if (!Number.isSafeInteger(e.timeoutMs) || e.timeoutMs <= 0) throw new Error("bad element timeout");
+    const t = Buffer.alloc(8);
+    t.writeBigUInt64BE(BigInt(e.timeoutMs), 0);
+    parts.push(attr(4 /* NFTA_SET_ELEM_TIMEOUT */, t));
+  }
+  if (withData && !(e.set && e.verdict === undefined && e.value === undefined)) {
     if (e.verdict) {
       const code = Buffer.alloc(4);
       code.writeInt32BE(e.verdict.code, 0);

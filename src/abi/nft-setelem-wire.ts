@@ -60,6 +60,11 @@ export interface WireElement {
   readonly data?: Uint8Array;
   /** none: an element of a set (no value). */
   readonly set?: true;
+  /**
+   * The element's timeout in milliseconds (sets with `flags timeout`): NFTA_SET_ELEM_TIMEOUT.
+   * Written by nft-object-wire.ts elementMessages only (setElemBatch refuses it).
+   */
+  readonly timeoutMs?: number;
 }
 
 export interface SetElemOps {
@@ -78,6 +83,7 @@ const cstrLen = (s: string): number => s.length + 1;
 
 /** Size of one element's LIST_ELEM attribute (padded), without writing it. */
 function elementSize(e: WireElement, withData: boolean): number {
+  if (e.timeoutMs !== undefined) throw new Error("setElemBatch writes no element timeouts");
   let n = 4 + 8 + pad4(e.key.length); // LIST_ELEM { KEY { VALUE k } }
   if (e.keyEnd) n += 8 + pad4(e.keyEnd.length);
   if (!withData) return n;

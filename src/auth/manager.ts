@@ -15,7 +15,8 @@
  *   every MAINTAIN_MS and on a bundle or SVID change: judge.ts -> remove entries, cut.ts the
  *   connections; a pair whose own SVID rotated is authenticated again (make before break)
  *   prefill (on by the agent's default): local pairs the policy requires are authenticated at
- *   policy time, before their first packet (prefill.ts)
+ *   policy time, before their first packet (prefill.ts); cross-node ones over the pooled
+ *   connection when the peer's endpoints are known (prefill-remote.ts, bounded, rate-limited)
  *
  * Released without the bit rather than NF_DROP: the drop is then the kernel's, with its NFLOG
  * flow (AUTH_REQUIRED), exactly as when the agent answers nothing in time. Identities below 256
@@ -41,6 +42,7 @@ import { SvidValidationCache } from "../spiffe/validate-cache.js";
 import type { PeerNet } from "./peer-net.js";
 import { judgePairs } from "./judge.js";
 import { prefillLocalPairs } from "./prefill.js";
+import { RemotePrefill } from "./prefill-remote.js";
 import { cutConnections } from "./cut.js";
 import { Phases, Profiles } from "./timing.js";
 import { SigningKeys } from "./pair-proof.js";
@@ -93,7 +95,8 @@ export class AuthManager {
   private readonly inflight = new Map<string, Promise<boolean>>();
   private readonly refused = new Map<string, { until: number; why: string }>();
   readonly revoked = new Set<number>();
-  private readonly queue: AuthQueue;
+  /** The NFQUEUE of held first packets (queue.ts). */
+  readonly queue: AuthQueue;
   private readonly handshakes: Counter<"result">;
   private readonly latency: Histogram;
   private readonly removed: Counter<"reason">;
@@ -107,6 +110,8 @@ export class AuthManager {
   transport: AuthTransport;
   nodes: AuthNodes;
   net: PeerNet | undefined;
+  /** Cross-node pairs authenticated ahead of their first packet (prefill-remote.ts). */
+  readonly remotePrefill = new RemotePrefill();
   /** Pooled connections to peer nodes (cluster mode, auth/cluster.ts). */
   channels: PeerChannels | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -148,7 +153,8 @@ export class AuthManager {
     this.timer = setInterval(() => this.maintainSoon(), this.p.maintainMs ?? 5000);
     this.timer.unref();
     // A new policy state (an apply, an endpoint): local pairs are prefilled without waiting for the timer.
-    this.poll = setInterval(() => this.p.prefill && this.p.state() !== this.lastState && this.prefillSoon(), 250); // prettier-ignore
+    // Cross-node pairs also when peers' endpoints move (prefill-remote.ts: checked once a second).
+    this.poll = setInterval(() => this.p.prefill && (this.p.state() !== this.lastState ? this.prefillSoon() : this.remotePrefill.tick(this)), 250); // prettier-ignore
     this.poll.unref();
   }
 
@@ -160,6 +166,7 @@ export class AuthManager {
     this.net?.close();
     await this.maintaining;
     await this.queue.stop();
+    this.p.table.close();
   }
 
   /** The authenticated pairs the kernel holds (expired ones are gone there too). */
@@ -182,10 +189,7 @@ export class AuthManager {
   async revoke(identity: number): Promise<number> {
     this.revoked.add(identity);
     const gone = [...this.pairs.values()].filter((x) => x.src === identity || x.dst === identity);
-    await this.removePairs(
-      gone.map((pair) => ({ pair, why: `identity ${identity} is revoked` })),
-      true,
-    );
+    await this.removePairs(gone.map((pair) => ({ pair, why: `identity ${identity} is revoked` })), true); // prettier-ignore
     return gone.length;
   }
 
@@ -244,11 +248,13 @@ export class AuthManager {
       if (!ok) await this.removePairs([{ pair, why: "its SVID rotated and the pair could not authenticate again" }], true); // prettier-ignore
     }
     if (this.p.prefill) await prefillLocalPairs(this);
+    if (this.p.prefill) this.remotePrefill.kick(this); // beside the judging, never in its way
   }
 
   /** Prefills local pairs of a new policy state (in turn with the judging: never beside it). */
   private prefillSoon(): void {
     this.lastState = this.p.state();
+    if (this.nodes !== NOT_ATTACHED) this.remotePrefill.kick(this);
     const run = (): Promise<unknown> =>
       this.nodes === NOT_ATTACHED ? Promise.resolve() : prefillLocalPairs(this);
     this.maintaining = this.maintaining.then(run, run).then(
@@ -359,9 +365,8 @@ export class AuthManager {
       for (const id of [pair.src, pair.dst]) this.checkIdentity(id, false);
       this.handshakes.inc({ result: "success" });
       this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, via: ph.via, ms: Math.round(performance.now() - t0) }, "pair authenticated"); // prettier-ignore
-      // The held packet goes now; the kernel entry follows (later connections skip the queue). The
-      // pair counts at once (packets queued meanwhile are released from the map), and the `nft`
-      // process starts only after this turn, so the verdict is not sent behind its spawn.
+      // The held packet goes now; the kernel entry follows right after this turn (the agent's own
+      // netlink socket: auth-table.ts). The pair counts at once (packets queued meanwhile go too).
       const kernel = this.remember(pair, r.notAfter, r.chains);
       const write = (): Promise<void> => kernel().then(() => this.profiles.done(pair.src, pair.dst, ph));
       setImmediate(() => void write().catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair"))); // prettier-ignore

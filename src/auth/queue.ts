@@ -1,7 +1,8 @@
 /**
- * The agent's side of the NFQUEUE of first packets waiting for a handshake: starts the reader
- * process in the node's namespace (nfqueue-child.ts), hands each queued packet to `onPacket`,
- * and sends verdicts back.
+ * The agent's side of the NFQUEUE of first packets waiting for a handshake: reads the queue with
+ * its own socket in the node's namespace (nfqueue-socket.ts: one wake-up per held packet) when
+ * the addon is built, else starts the reader process there (nfqueue-child.ts); hands each queued
+ * packet to `onPacket`, and sends verdicts back. `MEMBRANE_AUTH_QUEUE=process` forces the process.
  *
  *   kernel queue AUTH_QUEUE_NUM --child--> frames (receive time + datagram) --parseQueue--> onPacket(p, lag)
  *   verdict(p, accept, mark) --child stdin--> kernel (NF_ACCEPT with the mark | NF_DROP)
@@ -14,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { MembraneError } from "../errors.js";
 import { FrameDecoder, FRAME_DATAGRAM, FRAME_STATUS } from "../observe/frames.js";
 import { NF_ACCEPT, NF_DROP, parseQueue, verdictMessage, type QueuedPacket } from "../abi/nfqueue-wire.js";
+import { NfqueueSocket } from "./nfqueue-socket.js";
 
 export interface AuthQueueParams {
   readonly queue: number;
@@ -38,9 +40,52 @@ export class AuthQueue {
   /** Queued packets seen, verdicts sent, malformed datagrams. */
   readonly stats = { packets: 0, verdicts: 0, invalid: 0, overflows: 0 };
 
+  /** The agent's own queue socket (nfqueue-socket.ts), when it reads the queue. */
+  private sock: NfqueueSocket | undefined;
+  /** Who reads the queue: the agent's own socket, or the reader process; why not the socket. */
+  via: "socket" | "process" = "process";
+  whyProcess = "";
+
   constructor(private readonly p: AuthQueueParams) {}
 
-  start(): Promise<void> {
+  /** Binds the queue: with the agent's own socket unless `prefer` is "process" or it cannot. */
+  async start(
+    prefer: "socket" | "process" = process.env["MEMBRANE_AUTH_QUEUE"] === "process" ? "process" : "socket",
+  ): Promise<void> {
+    this.stopping = false;
+    if (prefer === "socket") {
+      const cfg = { queue: this.p.queue, netns: this.p.netns, copyRange: 128, maxLen: this.p.maxLen ?? 256 };
+      const s = new NfqueueSocket({
+        ...cfg,
+        onPacket: (pkt) => {
+          this.stats.packets++;
+          this.p.onPacket(pkt, 0);
+        },
+        onInvalid: (n) => (this.stats.invalid += n),
+        onOverflow: () => this.stats.overflows++,
+        onError: (why) => !this.stopping && this.p.onError(failed(why)),
+      });
+      try {
+        await s.start();
+        this.sock = s;
+        this.via = "socket";
+        return;
+      } catch (e) {
+        s.close();
+        this.whyProcess = (e as Error).message;
+      }
+    } else this.whyProcess = "asked for";
+    this.via = "process";
+    return this.startChild();
+  }
+
+  /** Rebinds the queue with the other reader (bench/auth.ts compares them; packets queued meanwhile drop). */
+  async restart(prefer: "socket" | "process"): Promise<void> {
+    await this.stop();
+    await this.start(prefer);
+  }
+
+  private startChild(): Promise<void> {
     const script = fileURLToPath(new URL("./nfqueue-child.js", import.meta.url));
     const cfg = JSON.stringify({ queue: this.p.queue, copyRange: 128, maxLen: this.p.maxLen ?? 256 });
     const argv =
@@ -97,9 +142,15 @@ export class AuthQueue {
 
   /** Releases the packet (with `mark` on it) or drops it. */
   verdict(pkt: QueuedPacket, accept: boolean, mark?: number): void {
-    const c = this.child;
-    if (!c || this.stopping) return; // the kernel drops what no reader answers once we are gone
+    if (this.stopping) return; // the kernel drops what no reader answers once we are gone
     const msg = verdictMessage(pkt.queue, this.seq++, pkt.id, accept ? NF_ACCEPT : NF_DROP, mark);
+    if (this.sock) {
+      this.sock.send(msg);
+      this.stats.verdicts++;
+      return;
+    }
+    const c = this.child;
+    if (!c) return;
     const h = Buffer.alloc(4);
     h.writeUInt32LE(msg.length, 0);
     c.stdin.write(Buffer.concat([h, msg]));
@@ -108,6 +159,8 @@ export class AuthQueue {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.sock?.close();
+    this.sock = undefined;
     const c = this.child;
     this.child = undefined;
     if (!c || c.exitCode !== null) return;

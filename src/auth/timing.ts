@@ -2,7 +2,8 @@
  * Where the time of a held first packet goes (issue 12 item 8's profile): marks taken along the
  * path, kept for the last pairs and logged once the pair's kernel entry is written.
  *
- *   [readLag: the queue reader receives it -> the agent reads it] queued (the agent reads the packet) -> start (its handshake begins) -> connected (a pooled
+ *   [readLag: the reader process receives it -> the agent reads it; 0 when the agent reads the
+ *   queue with its own socket (nfqueue-socket.ts)] queued (the agent reads the packet) -> start (its handshake begins) -> connected (a pooled
  *   connection ready, or a TCP + TLS connection made) -> answered (the peer's proof back) ->
  *   validated -> released (verdict sent) -> kernel (entry written)
  *

@@ -16,11 +16,17 @@
  * node's pod CIDR (an interval set: one element per CIDR pair of a family), so that a pair
  * authenticated with node B's agent never lets the same identities through to or from node C.
  * Each entry has a timeout no later than the earlier expiry of the two SVIDs.
+ * Pair writes go through the agent's own nfnetlink socket in the node namespace (auth-wire.ts,
+ * nfnl/socket.ts: no process, done within the call), and with `nft` when the addon is not built,
+ * the socket cannot open or the kernel refuses the batch (nothing half written: a batch is whole).
  */
 import { CT_AUTH_NEEDED, CT_KEEP_ON_AUTH, AUTH_QUEUE_NUM, IDENTITY_MASK } from "../abi/marks.js";
 import { MembraneError } from "../errors.js";
 import { parsePrefix, prefixString } from "../labels/cidr.js";
 import { nftApply, runRaw } from "./exec.js";
+import { frameBatch } from "../abi/nft-object-wire.js";
+import { authWriteMessages, type AuthElementKey, type AuthWrite } from "./auth-wire.js";
+import { nfnlSocketAvailable, NfnlSocket } from "./nfnl/socket.js";
 import { hex } from "./policy-groups.js";
 
 export const AUTH_CHAIN = "MEMBRANE-AUTH";
@@ -69,11 +75,17 @@ function canonNet(n: string, what: string): { family: 4 | 6; text: string } {
   return { family: p.family, text: prefixString(p) };
 }
 
+/** One kernel element: its set, its nft text, a key for maps, its parts (auth-wire.ts). */
+export interface PairElement {
+  readonly set: "pairs4" | "pairs6";
+  readonly elem: string;
+  readonly key: string;
+  readonly parts: AuthElementKey;
+}
+
 /** The kernel elements of pairs: every (source CIDR, destination CIDR) of one family. */
-export function pairElements(
-  pairs: readonly AuthPairKey[],
-): { set: "pairs4" | "pairs6"; elem: string; key: string }[] {
-  const out: { set: "pairs4" | "pairs6"; elem: string; key: string }[] = [];
+export function pairElements(pairs: readonly AuthPairKey[]): PairElement[] {
+  const out: PairElement[] = [];
   for (const p of pairs) {
     checkId(p.src, "source");
     checkId(p.dst, "destination");
@@ -84,6 +96,7 @@ export function pairElements(
             set: sn.family === 4 ? "pairs4" : "pairs6",
             elem: `${p.src} . ${p.dst} . ${sn.text} . ${dn.text}`,
             key: `${p.src}.${p.dst}.${sn.text}.${dn.text}`,
+            parts: { src: p.src, dst: p.dst, srcNet: sn.text, dstNet: dn.text },
           });
   }
   return out;
@@ -97,15 +110,34 @@ export class AuthTable {
    * pair would come back into the kernel, unknown to the agent).
    */
   private writes: Promise<void> = Promise.resolve();
-  /** `nft` transactions of pair writes run so far. */
-  readonly stats = { transactions: 0 };
+  /**
+   * Transactions of pair writes run so far: through the agent's own nfnetlink socket, through
+   * `nft`, and socket batches the kernel refused (then written with `nft`); the last refusal.
+   */
+  readonly stats = { transactions: 0, socket: 0, nft: 0, fallbacks: 0, lastFallback: "" };
   /** The transaction not started yet, which new writes join. */
-  private batch: { lines: string[]; done: Promise<void> } | undefined;
+  private batch: { writes: AuthWrite[]; done: Promise<void> } | undefined;
+  /** The agent's own socket in the node namespace (auth-wire.ts), when the addon is built. */
+  private sock: NfnlSocket | undefined;
+  /**
+   * How pair writes reach the kernel: "socket" (the default when the addon is built; `nft` when a
+   * batch is refused or the socket cannot open) or "nft" (a process per transaction: the old path,
+   * kept for comparison, bench/auth.ts).
+   */
+  writer: "socket" | "nft";
   constructor(
     table: string,
     private readonly netns: string | undefined,
   ) {
     this.name = `${table}_auth`;
+    if (nfnlSocketAvailable()) this.sock = new NfnlSocket(netns);
+    this.writer = this.sock ? "socket" : "nft";
+  }
+
+  /** Closes the socket (writes after this go through `nft`). */
+  close(): void {
+    this.sock?.close();
+    this.sock = undefined;
   }
 
   private opts(): { netns?: string } {
@@ -189,32 +221,31 @@ export class AuthTable {
   async add(pairs: readonly AuthPairKey[], seconds: number): Promise<void> {
     const els = pairElements(pairs);
     if (els.length === 0) return;
-    const s = Math.max(1, Math.floor(seconds));
-    const t = `inet ${this.name}`;
-    // delete-then-add in one transaction: `add` keeps an existing element's old timeout.
-    const lines = els.flatMap((e) => [
-      `add element ${t} ${e.set} { ${e.elem} timeout 1s }`,
-      `delete element ${t} ${e.set} { ${e.elem} }`,
-      `add element ${t} ${e.set} { ${e.elem} timeout ${s}s }`,
-    ]);
-    await this.inOrder(lines);
+    await this.inOrder({ kind: "add", elements: els.map((e) => ({ set: e.set, key: e.parts })), seconds: Math.max(1, Math.floor(seconds)) }); // prettier-ignore
+  }
+
+  /** Removes pairs (missing ones are no error), in one transaction. */
+  async remove(pairs: readonly AuthPairKey[]): Promise<void> {
+    const els = pairElements(pairs);
+    if (els.length === 0) return;
+    await this.inOrder({ kind: "remove", elements: els.map((e) => ({ set: e.set, key: e.parts })) });
   }
 
   /**
-   * Writes that arrive while another runs join the next transaction (in call order): a burst of
-   * new pairs costs one `nft` process per batch, not one per pair.
+   * Writes that arrive while another runs join the next transaction (in call order). No timer:
+   * the first write starts at once (a microtask), and through the socket it is done in that turn.
    */
-  private inOrder(lines: readonly string[]): Promise<void> {
+  private inOrder(w: AuthWrite): Promise<void> {
     const open = this.batch;
     if (open) {
-      open.lines.push(...lines);
+      open.writes.push(w);
       return open.done;
     }
-    const b: { lines: string[]; done: Promise<void> } = { lines: [...lines], done: Promise.resolve() };
+    const b: { writes: AuthWrite[]; done: Promise<void> } = { writes: [w], done: Promise.resolve() };
     const run = (): Promise<void> => {
       if (this.batch === b) this.batch = undefined; // later writes start the next batch
       this.stats.transactions++;
-      return nftApply(b.lines.join("\n") + "\n", this.opts());
+      return this.apply(b.writes);
     };
     this.batch = b;
     b.done = this.writes.then(run, run);
@@ -222,13 +253,21 @@ export class AuthTable {
     return b.done;
   }
 
-  /** Removes pairs (missing ones are no error), in one transaction. */
-  async remove(pairs: readonly AuthPairKey[]): Promise<void> {
-    const els = pairElements(pairs);
-    if (els.length === 0) return;
-    const t = `inet ${this.name}`;
-    const lines = els.flatMap((e) => [`add element ${t} ${e.set} { ${e.elem} timeout 1s }`, `delete element ${t} ${e.set} { ${e.elem} }`]); // prettier-ignore
-    await this.inOrder(lines);
+  /** One transaction: through the socket when it can, else (or when the kernel refuses it) with nft. */
+  private async apply(writes: readonly AuthWrite[]): Promise<void> {
+    if (this.writer === "socket" && this.sock?.open()) {
+      try {
+        this.sock.send(frameBatch(authWriteMessages(this.name, writes), 0).bytes);
+        this.stats.socket++;
+        return;
+      } catch (e) {
+        // The kernel applies a batch whole or not at all: nft writes the same from scratch.
+        this.stats.fallbacks++;
+        this.stats.lastFallback = (e as Error).message;
+      }
+    }
+    this.stats.nft++;
+    await nftApply(nftLines(this.name, writes).join("\n") + "\n", this.opts());
   }
 
   /** The elements the kernel holds now. */
@@ -258,4 +297,19 @@ export class AuthTable {
     }
     return out;
   }
+}
+
+/** The same writes as nft text (delete-then-add: `add` keeps an existing element's old timeout). */
+function nftLines(table: string, writes: readonly AuthWrite[]): string[] {
+  const t = `inet ${table}`;
+  const text = (k: AuthElementKey): string => `${k.src} . ${k.dst} . ${k.srcNet} . ${k.dstNet}`;
+  return writes.flatMap((w) =>
+    w.elements.flatMap((e) => [
+      `add element ${t} ${e.set} { ${text(e.key)} timeout 1s }`,
+      `delete element ${t} ${e.set} { ${text(e.key)} }`,
+      ...(w.kind === "add"
+        ? [`add element ${t} ${e.set} { ${text(e.key)} timeout ${w.seconds ?? 1}s }`]
+        : []),
+    ]),
+  );
 }

@@ -14,7 +14,10 @@
 //  - the handshake port: a pod's connection to it never gets an answer (the kernel's guard);
 //  - revocation: the policy no longer requiring auth removes the pair on both nodes and cuts the
 //    pair's established connection; an identity that no longer exists (its only pod relabelled)
-//    likewise; no private key in any log or API answer.
+//    likewise;
+//  - cross-node prefill (turned on through the API): pairs the policies name are authenticated
+//    over the pooled connections before any packet; their connections queue nothing; a revoked
+//    end is not authenticated ahead; no private key in any log or API answer.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -83,6 +86,13 @@ function forgedClient(netns: string, host: string, dir: string): string {
   return `${r.stdout.trim()} ${r.stderr.trim()}`.trim();
 }
 
+/** Packets the node's NFQUEUE rule has sent to the agent so far (iptables counter of MEMBRANE-AUTH). */
+async function queuedPackets(n: LabNode): Promise<number> {
+  const r = await runRaw(["iptables", "-w", "-L", "MEMBRANE-AUTH", "-n", "-v", "-x"], { netns: n.netns });
+  const m = /^\s*(\d+)\s+\d+\s+NFQUEUE/m.exec(r.stdout);
+  assert.ok(m, r.stdout + r.stderr);
+  return Number(m[1]);
+}
 const handshakes = (n: LabNode): number => (n.logs().match(/"msg":"pair authenticated"/g) ?? []).length;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -117,7 +127,9 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
     const dir = mkdtempSync(join(tmpdir(), "membrane-forged-"));
     const prefix = uniquePrefix("hau");
     try {
-      lab = await startLabCluster({ prefix, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30 }); // prettier-ignore
+      // --auth-prefill local: cross-node pairs on their held first packet (parts 1-7); part 8 turns
+      // the cross-node prefill on (the agents' default) through the API.
+      lab = await startLabCluster({ prefix, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, agentArgs: ["--auth-prefill", "local"] }); // prettier-ignore
       const [n1a, n2] = lab.nodes as [LabNode, LabNode];
       let n1 = n1a;
       const server = await createEndpoint(n2, "server", { app: "server" });
@@ -295,6 +307,44 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       await n1.client.request("PATCH", "/v1/endpoints/default/client/labels", { labels: { v: "2" } });
       await until("the old identity's pair to go", async () => !(await pairs(n1)).some((p) => p.source === client.identity)); // prettier-ignore
       await until("its connection to be cut", async () => conn2.closed() !== undefined);
+
+      // 8. Cross-node pairs authenticated ahead of their first packet: the cross-node prefill on
+      //    (the default of `membrane agent`): the relabelled client's new identity and `other`
+      //    (n2's ingress rules) get their pairs over the pooled connections with no packet sent;
+      //    the connections then pass without queueing a packet on either node. A revoked end is
+      //    never authenticated ahead; restored, it is.
+      const c2 = ((await n1.client.request("GET", "/v1/endpoints/default/client")) as { identity: number }).identity; // prettier-ignore
+      assert.ok(Number.isInteger(c2) && c2 !== client.identity, `the relabelled client's identity ${c2}`);
+      const has = async (n: LabNode, src: number): Promise<boolean> => (await pairs(n)).some((p) => p.source === src && p.destination === server.identity); // prettier-ignore
+      // other's pair (authenticated on its first packet in part 4) leaves n2: n2 must make it again.
+      await n2.client.request("POST", "/v1/auth/revoke", { identity: other.identity });
+      await n2.client.request("POST", "/v1/auth/restore", { identity: other.identity });
+      assert.equal(await has(n2, other.identity), false);
+      const queued0 = [await queuedPackets(n1), await queuedPackets(n2)];
+      const hs0 = handshakes(n1) + handshakes(n2);
+      await assert.rejects(n1.client.request("POST", "/v1/auth/prefill", { remote: "yes" }), /remote must be true or false/); // prettier-ignore
+      for (const n of [n1, n2]) await n.client.request("POST", "/v1/auth/prefill", { remote: true });
+      await until("the new identity's pair on both nodes, ahead", async () => (await has(n1, c2)) && (await has(n2, c2))); // prettier-ignore
+      await until("other's pair on n2, ahead", async () => has(n2, other.identity));
+      assert.ok(handshakes(n1) + handshakes(n2) > hs0, "authenticated by the agents");
+      assert.equal(await cp.tcp(server.ipv4, 80, OK_WITHIN), "ok");
+      assert.equal(await op.tcp(server.ipv4, 80, OK_WITHIN), "ok");
+      assert.deepEqual([await queuedPackets(n1), await queuedPackets(n2)], queued0, "no packet was held on either node"); // prettier-ignore
+      const pre = (await peers(n1)) as Peers & {
+        prefill?: { remote: boolean; done: number; passes: number };
+      };
+      assert.ok(pre.prefill?.remote === true && pre.prefill.done >= 1, JSON.stringify(pre.prefill));
+      //    Revocation is unchanged: revoked on n1, the pair goes there and a pass does not bring it back.
+      await n1.client.request("POST", "/v1/auth/revoke", { identity: c2 });
+      assert.equal(await has(n1, c2), false);
+      const passes = async (): Promise<number> => ((await peers(n1)) as typeof pre).prefill?.passes ?? 0; // prettier-ignore
+      const p0 = await passes();
+      await n1.client.request("POST", "/v1/auth/prefill", { remote: true }); // a pass now
+      await until("a cross-node prefill pass on n1", async () => (await passes()) > p0);
+      assert.equal(await has(n1, c2), false, "a revoked identity is not authenticated ahead");
+      await n1.client.request("POST", "/v1/auth/restore", { identity: c2 });
+      await n1.client.request("POST", "/v1/auth/prefill", { remote: true });
+      await until("the restored identity's pair on n1, ahead", async () => has(n1, c2));
 
       // No private key in any log or answer.
       for (const n of [n1, n2]) {

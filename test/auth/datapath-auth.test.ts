@@ -84,6 +84,24 @@ describe("mutual authentication in the datapath (needs root)", { skip }, () => {
       // Later connections of the pair: the kernel entry, no handshake.
       for (let i = 0; i < 3; i++) assert.equal(await client.probe.tcp(server.ip, 80, T), "ok");
       assert.equal(handshakes(), 1);
+      // The queue is read by the agent's own socket in the node namespace (one wake-up per held
+      // packet); the reader process (the fallback without the addon) holds and releases alike.
+      assert.equal(auth().queue.via, "socket", auth().queue.whyProcess);
+      assert.equal(auth().p.table.writer, "socket");
+      await auth().revoke(client.view.identity);
+      auth().restore(client.view.identity);
+      await auth().queue.restart("process");
+      assert.equal(auth().queue.via, "process");
+      assert.equal(
+        await client.probe.tcp(server.ip, 80, HELD),
+        "ok",
+        "held and released by the reader process",
+      );
+      assert.equal(handshakes(), 2);
+      await auth().queue.restart("socket");
+      assert.equal(auth().queue.via, "socket");
+      await until("the pair's entry again", async () => (await auth().list()).length === 1);
+      assert.equal(auth().p.table.stats.fallbacks, 0, auth().p.table.stats.lastFallback);
 
       // A revoked identity (its SVID withheld, as a deleted SPIRE entry): drop 189 and a flow.
       await auth().revoke(other.view.identity);

@@ -7,6 +7,7 @@
  *   POST /v1/auth/rotate  {identity}    issue the identity's SVID again now (its pairs authenticate again)
  *   GET  /v1/auth/peers                 pooled connections to peer nodes' agents, and their counters
  *   POST /v1/auth/transport {mode}      channel (pooled connections, the default) | per-pair (a TLS handshake each)
+ *   POST /v1/auth/prefill {remote}      cross-node pairs authenticated ahead (true) or on their first packet only
  */
 import { MembraneError } from "../../errors.js";
 import type { AuthManager } from "../../auth/manager.js";
@@ -75,7 +76,8 @@ export function authRoutes(auth: () => AuthManager | undefined): Route[] {
       path: "/v1/auth/peers",
       handler: () => {
         const c = a().channels;
-        return { transport: a().transport, peers: c?.view() ?? [], client: c?.stats ?? null, served: c?.served ?? null }; // prettier-ignore
+        const pre = a().remotePrefill;
+        return { transport: a().transport, peers: c?.view() ?? [], client: c?.stats ?? null, served: c?.served ?? null, prefill: { remote: pre.enabled, ...pre.stats } }; // prettier-ignore
       },
     },
     {
@@ -87,6 +89,19 @@ export function authRoutes(auth: () => AuthManager | undefined): Route[] {
           throw new MembraneError("API_REQUEST_INVALID", `Cannot read the request: mode must be "channel" or "per-pair", not ${JSON.stringify(mode)}`, { location: { path: "mode" } }); // prettier-ignore
         a().transport = mode;
         return { transport: mode };
+      },
+    },
+    {
+      method: "POST",
+      path: "/v1/auth/prefill",
+      handler: (req) => {
+        const remote = fields(req, { remote: "required" })["remote"];
+        if (typeof remote !== "boolean")
+          throw new MembraneError("API_REQUEST_INVALID", `Cannot read the request: remote must be true or false, not ${JSON.stringify(remote)}`, { location: { path: "remote" } }); // prettier-ignore
+        const m = a();
+        m.remotePrefill.enabled = remote;
+        if (remote && m.p.prefill) m.remotePrefill.kick(m);
+        return { remote, ...m.remotePrefill.stats };
       },
     },
   ];

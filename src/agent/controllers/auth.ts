@@ -32,6 +32,8 @@ export interface AuthAgentParams {
   readonly cluster?: unknown;
   /** Authenticate local pairs before their first packet (auth/prefill.ts). */
   readonly prefill?: boolean;
+  /** With prefill: cross-node pairs too (auth/prefill-remote.ts; default true). */
+  readonly prefillRemote?: boolean;
 }
 
 export async function startAuth(
@@ -57,6 +59,7 @@ export async function startAuth(
     prefill: p.prefill ?? false,
     ...(d.registry ? { registry: d.registry } : {}),
   });
+  auth.remotePrefill.enabled = p.prefillRemote ?? true;
   await auth.start();
   return auth;
 }

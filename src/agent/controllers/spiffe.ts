@@ -35,6 +35,8 @@ export interface SpiffeParams {
   readonly authPort?: number;
   /** Authenticate pairs of two local endpoints at policy time, before their first packet (default true). */
   readonly prefillLocalPairs?: boolean;
+  /** Also cross-node pairs, over the pooled connection to the peer's agent (default true; needs prefillLocalPairs). */
+  readonly prefillRemotePairs?: boolean;
 }
 
 const SYNC_MS = 2000;
@@ -160,7 +162,7 @@ export async function startSpiffe(
   await c.sync();
   c.start();
   try {
-    if (auth) c.auth = await startAuth({ ...p, prefill: p.spiffe.prefillLocalPairs ?? true }, provider, endpoints, auth); // prettier-ignore
+    if (auth) c.auth = await startAuth({ ...p, prefill: p.spiffe.prefillLocalPairs ?? true, prefillRemote: p.spiffe.prefillRemotePairs ?? true }, provider, endpoints, auth); // prettier-ignore
   } catch (e) {
     await c.stop(); // no half-started provider; rules requiring auth stay closed (the gate drops)
     throw e;

@@ -128,6 +128,14 @@ export function agentCommand(ctx: CliContext): Command {
       "4250",
     )
     .addOption(
+      new Option(
+        "--auth-prefill <scope>",
+        "with --spiffe: pairs a rule requiring authentication names are authenticated before their first packet: all (local pairs, and cross-node pairs over the pooled connection to the peer's agent), local (two local endpoints only), none (every pair on its held first packet)",
+      )
+        .choices(["all", "local", "none"])
+        .default("all"),
+    )
+    .addOption(
       new Option("--log-level <level>", "log level")
         .choices(["debug", "info", "warn", "error"])
         .default("info"),
@@ -262,6 +270,8 @@ Examples:
                 trustDomain: str("trustDomain") as string,
                 svidTtlMs: int("svidTtl", "--svid-ttl", 60, 86400) * 1000,
                 authPort: int("authPort", "--auth-port", 1, 65535),
+                prefillLocalPairs: str("authPrefill") !== "none",
+                prefillRemotePairs: (str("authPrefill") ?? "all") === "all",
               },
             }
           : {}),

@@ -28,6 +28,7 @@ interface Addon {
   open(netnsPath: string | null): number;
   batch(fd: number, bytes: Buffer): Buffer[];
   close(fd: number): void;
+  inNetns(netnsPath: string, fn: () => unknown): unknown;
 }
 
 /** dist/bin/membrane-nfnl-sock.node (scripts/build-native.mjs). */
@@ -50,6 +51,21 @@ function addon(): Addon | null {
 /** True when the in-process socket can be used (the addon is built); `MEMBRANE_NFNL_WRITER=process` says no. */
 export function nfnlSocketAvailable(): boolean {
   return process.env["MEMBRANE_NFNL_WRITER"] !== "process" && addon() !== null;
+}
+
+/**
+ * Runs `fn` with the agent's main thread in the node namespace `netns` (the agent's own when
+ * undefined); the addon puts the thread back before returning, even when `fn` throws. A socket
+ * `fn` makes belongs to that namespace and is polled by the agent's event loop (the NFQUEUE
+ * reader, auth/nfqueue-socket.ts). Throws when the addon is not built or the namespace cannot be
+ * entered (the caller then uses a process in the namespace).
+ */
+export function inNodeNetns<T>(netns: string | undefined, fn: () => T): T {
+  if (netns === undefined) return fn();
+  const a = addon();
+  if (!a || process.env["MEMBRANE_NFNL_WRITER"] === "process")
+    throw fail("the addon dist/bin/membrane-nfnl-sock.node is not built");
+  return a.inNetns(netnsPath(netns), fn) as T;
 }
 
 const ERRNO: Record<number, string> = {
