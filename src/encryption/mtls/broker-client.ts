@@ -73,10 +73,17 @@ export class BrokerClient {
       : undefined;
   }
 
-  /** A new unconnected TCP socket whose packets carry `mark` (the source identity). */
-  async markedSocket(family: 4 | 6, mark: number): Promise<net.Socket> {
+  /**
+   * A new unconnected TCP socket whose packets carry `mark` (the source identity), already bound
+   * to its local `port` (any address: the route picks the source when it connects).
+   */
+  async markedSocket(family: 4 | 6, mark: number): Promise<{ sock: net.Socket; port: number }> {
     const { a, h } = await this.ask({ op: "sock", family, mark });
     if (!h) throw new Error(`no marked socket: ${a.error ?? "none sent"}`);
-    return h;
+    if (typeof a.port !== "number" || !Number.isInteger(a.port) || a.port < 1 || a.port > 65535) {
+      h.destroy();
+      throw new Error("no marked socket: the broker gave no local port");
+    }
+    return { sock: h, port: a.port };
   }
 }

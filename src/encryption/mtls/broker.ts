@@ -5,12 +5,16 @@
  *   tunnel (unprivileged, parses TLS and HTTP/2 from the network)
  *     --IPC {id, op: "ct", local, remote}--> original destination of a redirected connection (ctnetlink)
  *     --IPC {id, op: "sock", family, mark}--> a new unconnected TCP socket with SO_MARK = mark,
- *                                              sent back as a handle; the tunnel connects it
+ *                                              bound to port 0 (the kernel picks its local port
+ *                                              now), sent back as a handle with that port; the
+ *                                              tunnel tells the agent which connection the port
+ *                                              will carry (flows name the source pod), then connects
  *
  * The mark is the source identity the receiving node's kernel judges (datapath out_c keeps the
  * mark of the tunnel group's sockets): only identity values are accepted (1..IDENTITY_MASK),
  * never the high bits other parts of the datapath give meaning to. Anything else is refused.
  */
+import { closeSync } from "node:fs";
 import { createRequire } from "node:module";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
@@ -18,7 +22,8 @@ import { IDENTITY_MASK } from "../../abi/marks.js";
 import { ConntrackClient } from "../../proxy/conntrack/client.js";
 
 interface Addon {
-  markedSocket(family: 4 | 6, mark: number): number;
+  markedSocket(family: 4 | 6, mark: number, bind?: boolean): number;
+  localPort(fd: number): number;
 }
 
 const ADDON = fileURLToPath(new URL("../../../bin/membrane-sockmark.node", import.meta.url));
@@ -74,8 +79,16 @@ async function main(): Promise<void> {
     if (!req) return reply({ id: -1, error: "malformed request" });
     if (req.op === "sock") {
       try {
-        const sock = new net.Socket({ fd: addon.markedSocket(req.family, req.mark) });
-        reply({ id: req.id }, sock);
+        const fd = addon.markedSocket(req.family, req.mark, true);
+        let port: number;
+        try {
+          port = addon.localPort(fd);
+        } catch (e) {
+          closeSync(fd);
+          throw e;
+        }
+        const sock = new net.Socket({ fd });
+        reply({ id: req.id, port }, sock);
       } catch (e) {
         reply({ id: req.id, error: e instanceof Error ? e.message : String(e) });
       }
