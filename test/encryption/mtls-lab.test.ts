@@ -36,9 +36,9 @@ async function status(n: LabNode): Promise<EncryptionStatus> {
   return (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus;
 }
 
-async function until(what: string, ok: () => Promise<boolean>, ms = 20_000): Promise<void> {
+async function until(what: string | (() => string), ok: () => Promise<boolean>, ms = 20_000): Promise<void> {
   for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (await ok()) return;
-  assert.fail(`timed out waiting for ${what}`);
+  assert.fail(`timed out waiting for ${typeof what === "string" ? what : what()}`);
 }
 
 /** `socat` TCP echo server in a pod namespace (own process group). */
@@ -147,12 +147,29 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
         JSON.stringify(s1),
       );
       assert.equal(p1?.handshake, "ok", JSON.stringify(p1));
-      assert.ok((p1?.tunnel?.sessions ?? 0) >= 2, `one session per source identity: ${JSON.stringify(p1)}`);
+      assert.ok(
+        (p1?.tunnel?.sessions ?? 0) >= 2,
+        `one session per source identity: ${JSON.stringify(p1)} ${[n1, n2]
+          .map((n) =>
+            n
+              .logs()
+              .split("\n")
+              .filter((l) => /tunnel|refus/i.test(l))
+              .slice(-15)
+              .join("\n"),
+          )
+          .join("\n----\n")}`,
+      );
       // n2's tunnel tried B's connection and its kernel never answered (dropped: 504 after 5 s).
-      await until("n2 to count B's stream refused", async () => {
-        const p2 = (await status(n2)).peers.find((p) => p.node === "n1");
-        return p2?.tunnel !== undefined && p2.tunnel.inboundAccepted >= 1 && p2.tunnel.inboundRefused >= 1;
-      });
+      let dbg = "";
+      await until(
+        () => `n2 to count B's stream refused ${dbg} ${n2.logs().slice(-4000)}`,
+        async () => {
+          dbg = JSON.stringify(await status(n2));
+          const p2 = (await status(n2)).peers.find((p) => p.node === "n1");
+          return p2?.tunnel !== undefined && p2.tunnel.inboundAccepted >= 1 && p2.tunnel.inboundRefused >= 1;
+        },
+      );
 
       // The receiving side names the source pod, not the pod gateway the tunnel delivers from:
       // n2's flows carry A's (B's) address, the certificate's identity and node n1, and

@@ -22,6 +22,7 @@ import { containsPrefix, parseAddr, parsePrefix, type Prefix } from "../../label
 import { splice, H2_SETTINGS, H2_WINDOW } from "./client.js";
 import { sourceIdentity, tlsCreds } from "./creds.js";
 import type { TunnelStats } from "./stats.js";
+import type { MarkedSocket } from "./broker-client.js";
 import type { TunnelOrigin, TunnelPeer, WireCreds } from "./wire.js";
 
 /** Cluster identities only: reserved ones (host, remote-node, ...) and local CIDR/FQDN ones are never a pod's. */
@@ -33,8 +34,8 @@ export interface ServerDeps {
   readonly localCidrs: readonly string[];
   readonly connectTimeoutMs: number;
   readonly stats: TunnelStats;
-  /** A socket with SO_MARK = `mark`, bound to its local `port`, not connected yet. */
-  readonly markedSocket: (family: 4 | 6, mark: number) => Promise<{ sock: net.Socket; port: number }>;
+  /** A socket with SO_MARK = `mark`, bound to its local `port`; take() it and connect it at once. */
+  readonly markedSocket: (family: 4 | 6, mark: number) => Promise<MarkedSocket>;
   /** Tells the agent which connection a local port is about to carry; resolves once it knows. */
   readonly origin?: (o: TunnelOrigin) => Promise<void>;
   readonly refused: (from: string, why: string) => void;
@@ -161,19 +162,24 @@ export class TunnelServer {
       );
       return answer(403);
     }
-    let m: { sock: net.Socket; port: number } | undefined;
+    let sock: net.Socket;
     try {
-      m = await this.d.markedSocket(dst.family, who.identity);
+      const m = await this.d.markedSocket(dst.family, who.identity);
       const source = forwardedFor(h["forwarded"], who.peer.podCidrs);
       if (source !== undefined && this.d.origin)
         await this.d.origin({ port: m.port, destination: dst.address, destinationPort: dst.port, source, identity: who.identity }); // prettier-ignore
+      sock = await m.take();
     } catch (e) {
-      m?.sock.destroy();
       this.d.refused(who.peer.node, (e as Error).message);
       return answer(502);
     }
-    const sock = m.sock;
     sock.on("error", () => undefined);
+    // Fail closed: connect() on a destroyed net.Socket would open a new socket without the mark
+    // (judged as the host). Never connect one; this turn of the event loop it cannot be destroyed.
+    if (sock.destroyed) {
+      this.d.refused(who.peer.node, "the marked socket was closed before it connected");
+      return answer(502);
+    }
     sock.setNoDelay(true);
     const status = await new Promise<number>((resolve) => {
       const t = setTimeout(() => resolve(504), this.d.connectTimeoutMs);
