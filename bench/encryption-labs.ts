@@ -8,7 +8,10 @@
  *              (ipsec: and charon's rule 220 taken away); mtls-tunnel: the encryption table
  *              without its redirect. Nothing puts them back meanwhile (--resync 0).
  *   encrypted  as the agents made it: routes into the tunnel (or the redirect), no strict chain
- *   strict     the same + the strict chain (what `--encryption-strict` adds)
+ *   strict     the same + the strict chain (what `--encryption-strict` adds); with `copies` N > 1
+ *              (the paired bench's direct measure) the chain also holds N - 1 copies of each of
+ *              its lookups that never drop (same matches, ending in a counter), and a first rule
+ *              counting every packet the chain sees: N lookups' cost, and how many packets paid it
  *
  * Every lab has the same shape (same underlay, addresses and pod CIDRs, in its own namespaces),
  * so windows of different labs compare like windows of one.
@@ -16,7 +19,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { startLabCluster, type LabCluster, type LabNode } from "../src/lab/cluster.js";
 import { createEndpoint, waitRemote } from "../src/lab/cluster-api.js";
-import { applyEncryptTable } from "../src/encryption/strict.js";
+import { encryptTableScript, ENCRYPT_TABLE, type EncryptTableConfig } from "../src/encryption/strict.js";
+import { nftApply } from "../src/datapath/exec.js";
 import type { EncryptionStatus } from "../src/encryption/mode.js";
 import { runRaw } from "../src/datapath/exec.js";
 import { pidsIn, sh, TRAFFIC, type WindowTarget } from "./encryption-window.js";
@@ -36,8 +40,26 @@ export interface ModeLab {
   readonly serverNetns: string;
   /** n1's encryption status when the lab was ready (impl, interface). */
   readonly status: EncryptionStatus;
-  /** Puts the lab's datapath in `state` (both nodes). */
-  set(state: LabState): Promise<void>;
+  /** Puts the lab's datapath in `state` (both nodes); `copies`: see the top of this file. */
+  set(state: LabState, copies?: number): Promise<void>;
+  /** Packets the strict chain's counting rule saw (both nodes; 0 unless set with copies > 1). */
+  strictPackets(): Promise<number>;
+}
+
+/** The encryption table's script, the strict chain's lookups repeated `copies` times (never dropping). */
+export function strictScript(c: EncryptTableConfig, copies: number): string {
+  const lines = encryptTableScript(c).split("\n");
+  if (copies <= 1) return lines.join("\n");
+  const start = lines.indexOf("  chain strict {");
+  const drops = lines.filter((l, i) => i > start && /@strict[46] .* drop$/.test(l));
+  const dummies = drops.map((l) => l.replace(/ counter log .* drop$/, " counter"));
+  const at = start + 2; // after the chain's type line
+  const extra = ["    counter", ...Array.from({ length: copies - 1 }, () => dummies).flat()];
+  return [...lines.slice(0, at), ...extra, ...lines.slice(at)].join("\n");
+}
+
+async function applyTable(c: EncryptTableConfig & { netns: string }, copies: number): Promise<void> {
+  await nftApply(strictScript(c, copies), { netns: c.netns });
 }
 
 const cidr = (ip: string): string => ip.replace(/\.\d+$/, ".0/24");
@@ -83,19 +105,22 @@ async function ready(mode: Tunnel, lab: LabCluster, children: ChildProcess[]): P
     [n1, n2, client.ipv4, server.ipv4],
     [n2, n1, server.ipv4, client.ipv4],
   ] as const;
-  const set = async (state: LabState): Promise<void> => {
+  const set = async (state: LabState, copies = 1): Promise<void> => {
+    const k = state === "strict" ? copies : 1;
     for (const [n, peer, localIp, peerIp] of sides) {
       const strict = state === "strict" ? { strictCidrs: [CLUSTER_CIDR] } : {};
       if (mode === "mtls-tunnel") {
-        await applyEncryptTable({
-          netns: n.netns,
-          ...(state !== "plaintext"
-            ? { tunnel: { redirect4: gateway(localIp), port: 15006, clusterCidrs: [CLUSTER_CIDR] } }
-            : {}),
-          ...strict,
-          localCidrs: [cidr(localIp)],
-          logGroup: 1,
-        });
+        const tunnel = { redirect4: gateway(localIp), port: 15006, clusterCidrs: [CLUSTER_CIDR] };
+        await applyTable(
+          {
+            netns: n.netns,
+            ...(state !== "plaintext" ? { tunnel } : {}),
+            ...strict,
+            localCidrs: [cidr(localIp)],
+            logGroup: 1,
+          },
+          k,
+        );
         continue;
       }
       const dev = (st.get(n) as EncryptionStatus).interface;
@@ -106,12 +131,23 @@ async function ready(mode: Tunnel, lab: LabCluster, children: ChildProcess[]): P
         await runRaw(["ip", "rule", "del", "pref", "220"], { netns: n.netns });
         if (state !== "plaintext") await sh(n.netns, ["ip", "rule", "add", "pref", "220", "table", "220"]);
       }
-      await applyEncryptTable({ netns: n.netns, tunnelIf: dev, ...strict, localCidrs: [cidr(localIp)], logGroup: 1 }); // prettier-ignore
+      await applyTable({ netns: n.netns, tunnelIf: dev, ...strict, localCidrs: [cidr(localIp)], logGroup: 1 }, k); // prettier-ignore
     }
+  };
+  const strictPackets = async (): Promise<number> => {
+    let n = 0;
+    for (const ns of netns) {
+      const r = await runRaw(["nft", "list", "chain", "inet", ENCRYPT_TABLE, "strict"], { netns: ns });
+      // The counting rule is the chain's first: a bare `counter`.
+      const m = /\n\s*counter packets (\d+) bytes \d+\n/.exec(r.stdout);
+      n += Number(m?.[1] ?? 0);
+    }
+    return n;
   };
   return {
     mode,
     lab,
+    strictPackets,
     target: { clientNetns: client.netns, serverIp: server.ipv4, tunnelPids, nodeNetns: netns },
     serverNetns: server.netns,
     status: st.get(n1) as EncryptionStatus,

@@ -76,6 +76,8 @@ export interface Measured {
   /** UDP datagrams the nodes dropped for a full socket buffer during the iperf3 run. */
   udpBufDrops: number;
   load1m: number;
+  /** What `count` (measure's third argument) grew by during the iperf3 run. */
+  counted?: number;
 }
 
 export interface WindowTarget {
@@ -96,8 +98,16 @@ interface IperfJson {
   };
 }
 
-/** iperf3 then the ping-pong from the client pod to the server pod, `seconds` each. */
-export async function measure(t: WindowTarget, seconds: number): Promise<Measured> {
+/**
+ * iperf3 then the ping-pong from the client pod to the server pod, `seconds` each; `count` (a
+ * kernel counter, say) is read around the iperf3 run.
+ */
+export async function measure(
+  t: WindowTarget,
+  seconds: number,
+  count?: () => Promise<number>,
+): Promise<Measured> {
+  const c0 = count ? await count() : 0;
   const t0 = cpuSeconds(t.tunnelPids);
   const udp0 = await udpBufErrors(t.nodeNetns);
   const out = await sh(t.clientNetns, [
@@ -111,6 +121,7 @@ export async function measure(t: WindowTarget, seconds: number): Promise<Measure
     "-J",
   ]);
   const tunnelCpuSec = cpuSeconds(t.tunnelPids) - t0;
+  const counted = count ? (await count()) - c0 : undefined;
   const udpBufDrops = (await udpBufErrors(t.nodeNetns)) - udp0;
   const j = JSON.parse(out) as IperfJson;
   const sum = j.end.sum_received;
@@ -121,12 +132,13 @@ export async function measure(t: WindowTarget, seconds: number): Promise<Measure
   const rr = JSON.parse(rrRun.trim()) as { perSec?: number; error?: string };
   if (rr.perSec === undefined) throw new Error(`rr client: ${rr.error ?? rrRun}`);
   return {
-    gbps: Math.round(sum.bits_per_second / 1e7) / 100,
+    gbps: Math.round(sum.bits_per_second / 1e6) / 1000, // 3 decimals: WireGuard here is ~0.25 (pair ratios)
     retransmits: j.end.sum_sent.retransmits ?? 0,
     rrPerSec: Math.round(rr.perSec),
     cpuSecPerGbit: Math.round(((endsCpuSec + tunnelCpuSec) / gbits) * 1000) / 1000,
     tunnelCpuSec: r1(tunnelCpuSec),
     udpBufDrops,
     load1m: r1(loadavg()[0] ?? 0),
+    ...(counted !== undefined ? { counted } : {}),
   };
 }

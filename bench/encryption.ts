@@ -16,6 +16,8 @@
  * table (standard error, for people).
  *
  *   npm run bench -- encryption [--mode=all|wireguard,ipsec,mtls-tunnel] [--seconds=5] [--rounds=3] [--no-strict]
+ *   npm run bench -- encryption --paired [--rounds=10] [--strict-copies=100]   strict mode's cost,
+ *     paired: strict vs not in adjacent windows of the same lab, ABBA (encryption-paired.ts)
  */
 import { type ChildProcess } from "node:child_process";
 import { loadavg } from "node:os";
@@ -23,6 +25,7 @@ import { table } from "../src/cli/format.js";
 import { measure, type Measured } from "./encryption-window.js";
 import { startModeLab, TUNNELS, type LabState, type ModeLab, type Tunnel } from "./encryption-labs.js";
 import { median, r1 } from "./traffic-stats.js";
+import { runPaired } from "./encryption-paired.js";
 import { benchArgs, custom, flag, int } from "./cli.js";
 
 /** The flags of `node dist/bench/encryption.js` (bench/cli.ts), checked before any lab is made. */
@@ -48,6 +51,15 @@ const SPEC = {
     seconds: int({ help: "seconds per window (iperf3 -t)", min: 1, max: 120, default: 5 }),
     rounds: int({ help: "rounds (each runs every condition once)", min: 1, max: 50, default: 3 }),
     "no-strict": flag("leave out the strict-mode conditions"),
+    paired: flag(
+      "strict mode's cost only: strict vs not in adjacent windows of the same lab, ABBA rounds, median of the pair ratios, per encrypted mode (no plaintext)",
+    ),
+    "strict-copies": int({
+      help: "with --paired: also a condition whose strict chain repeats each lookup N times (one lookup's cost = its cost / N)",
+      min: 1,
+      max: 2000,
+      default: 1,
+    }),
   },
 } as const;
 
@@ -74,7 +86,13 @@ async function main(): Promise<void> {
   try {
     for (const mode of o.modes) {
       say(`starting the ${mode} lab (two nodes) ...`);
-      labs.push(await startModeLab(mode, `m3e${mode[0]}${run}`, children));
+      labs.push(await startModeLab(mode, `m4e${mode[0]}${run}`, children));
+    }
+    if (flags.paired) {
+      const copies = flags["strict-copies"];
+      const paired = await runPaired(labs, { seconds: o.seconds, rounds: o.rounds, copies }, measure, say);
+      console.log(JSON.stringify({ bench: "encryption", paired: true, modes: o.modes, seconds: o.seconds, rounds: o.rounds, strictCopies: copies, ...paired, loadavg: { before: load0.map(r1), after: loadavg().map(r1) } })); // prettier-ignore
+      return;
     }
     const first = labs[0] as ModeLab;
     const conds: Condition[] = [

@@ -50,18 +50,20 @@ export function roundOrder<T>(conditions: readonly T[], round: number): T[] {
 }
 
 /** Ratios b/a of each round where both conditions have the value (`higherIsBetter` false: a/b). */
-export function pairRatios(
-  windows: readonly Window[],
+export function pairRatios<W extends { readonly round: number; readonly cond: string } = Window>(
+  windows: readonly W[],
   a: string,
   b: string,
-  value: (w: Window) => number | undefined,
+  value: (w: W) => number | undefined,
   higherIsBetter = true,
 ): number[] {
   const rounds = [...new Set(windows.map((w) => w.round))].sort((x, y) => x - y);
   const out: number[] = [];
   for (const r of rounds) {
-    const va = value(windows.find((w) => w.round === r && w.cond === a) ?? ({} as Window));
-    const vb = value(windows.find((w) => w.round === r && w.cond === b) ?? ({} as Window));
+    const wa = windows.find((w) => w.round === r && w.cond === a);
+    const wb = windows.find((w) => w.round === r && w.cond === b);
+    const va = wa === undefined ? undefined : value(wa);
+    const vb = wb === undefined ? undefined : value(wb);
     if (va === undefined || vb === undefined || !(va > 0) || !(vb > 0)) continue;
     out.push(higherIsBetter ? vb / va : va / vb);
   }

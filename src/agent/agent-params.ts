@@ -4,6 +4,7 @@ import type { ClusterIdentities } from "../cluster/identities.js";
 import type { EngineConfig } from "../policy/query.js";
 import type { Store } from "../store/store.js";
 import type { ObserverParams } from "./observer.js";
+import type { FlowLookup } from "../observe/flow-lookups.js";
 import type { RuntimeParams } from "./controllers/runtime.js";
 import type { ClusterContext } from "../cluster/context.js";
 import type { SpiffeParams } from "./controllers/spiffe.js";
@@ -51,6 +52,8 @@ export interface AgentParams {
     readonly nodeOfIp?: (ip: string) => string | undefined;
     /** --encryption wireguard: whether traffic with this address goes through the tunnel (IP.encrypted). */
     readonly encryptedPeer?: (ip: string, tcp: boolean, identity: number) => boolean;
+    /** --encryption mtls-tunnel: the source pod of a connection the tunnel delivered (FlowLookup.tunnelOrigin). */
+    readonly tunnelOrigin?: FlowLookup["tunnelOrigin"];
     readonly metricsAddress?: string;
     /** Hubble metric handlers (`--hubble-metrics`); absent = every handler without options. */
     readonly hubbleMetrics?: ObserverParams["hubbleMetrics"];

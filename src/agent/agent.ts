@@ -196,7 +196,7 @@ export class Agent {
       this.observerRef = new Observer({
         ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
         group: this.p.logGroup,
-        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp, this.p.observe.encryptedPeer, (ip) => this.names.namesOf(ip), () => this.lb.frontends()), // prettier-ignore
+        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp, this.p.observe.encryptedPeer, (ip) => this.names.namesOf(ip), () => this.lb.frontends(), this.p.observe.tunnelOrigin), // prettier-ignore
         nodeName: this.p.observe.nodeName,
         nodeLabels: Object.entries(this.p.engine.nodeLabels ?? {}).map(([k, v]) => `${k}=${v}`).sort(), // prettier-ignore
         ringCapacity: this.p.observe.ringCapacity,

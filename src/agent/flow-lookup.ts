@@ -19,6 +19,7 @@ export function flowLookup(
   encryptedPeer?: (ip: string, tcp: boolean, identity: number) => boolean,
   namesOfIp?: (ip: string) => readonly string[] | undefined,
   services?: () => ServiceFrontends,
+  tunnelOrigin?: FlowLookup["tunnelOrigin"],
 ): FlowLookup {
   const info = (rec: EndpointRecordV1) => {
     const ep = engine().getEndpoint(rec.namespace, rec.name);
@@ -46,6 +47,7 @@ export function flowLookup(
     ...(nodeOfIp ? { nodeOfIp } : {}),
     ...(encryptedPeer ? { encryptedPeer } : {}),
     ...(namesOfIp ? { namesOfIp } : {}),
+    ...(tunnelOrigin ? { tunnelOrigin } : {}),
     ...(services
       ? {
           serviceAt: (ip: string, proto: number, port: number, nodePort?: boolean) =>

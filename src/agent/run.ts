@@ -106,6 +106,8 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
             ? {
                 encryptedPeer: (ip: string, tcp: boolean, id: number) =>
                   enc.wg?.encrypts(ip, tcp, id) === true,
+                tunnelOrigin: (dst: string, dport: number, sport: number) =>
+                  enc.wg?.originOf?.(dst, dport, sport),
               }
             : {}),
         }

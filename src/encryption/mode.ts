@@ -29,6 +29,15 @@ export interface EncryptionAgent {
    * (the mTLS tunnel delivers from the node's own pod gateway address under the source's identity).
    */
   encrypts(ip: string, tcp?: boolean, identity?: number): boolean;
+  /**
+   * The mTLS tunnel's receiving side: the source pod (address, identity) of the connection its
+   * tunnel opened from local `port` to `destination`:`destinationPort`, so flows name it.
+   */
+  originOf?(
+    destination: string,
+    destinationPort: number,
+    port: number,
+  ): { readonly ip: string; readonly identity: number } | undefined;
   status(): Promise<EncryptionStatus>;
   /** Stops reconciling; the tunnel and the strict table stay (the kernel keeps encrypting). */
   stop(): Promise<void>;

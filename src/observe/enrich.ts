@@ -17,6 +17,10 @@
  *
  * The host firewall's log (`mbr:d:h0:in:def`) names the node itself (identity 1).
  *
+ * The mTLS tunnel's deliveries (from the pod gateway, marked with the source's identity) name
+ * the source pod the agent learned for the tunnel's local port (FlowLookup.tunnelOrigin): its
+ * address becomes IP.source, as the packet had left that pod.
+ *
  * An allowed new connection (`mbr:a:e12:in:r3`, logged by the datapath as a
  * policy verdict) -> FORWARDED with *_allowed_by and `rule`; one handed to
  * the L7 proxy (`mbr:p:e12:in:r3`) -> REDIRECTED, likewise.
@@ -38,7 +42,7 @@ import {
   type PolicyRefJSON,
 } from "./flow.js";
 import type { NflogEvent } from "./nflog-msg.js";
-import { decodePacket } from "./packet.js";
+import { decodePacket, type DecodedPacket } from "./packet.js";
 import { dropReason, RuleViews } from "./flow-policy.js";
 import { newFlow } from "./flow-shell.js";
 import { dropEventType } from "./drop-event.js";
@@ -226,6 +230,23 @@ export class FlowEnricher {
     if (dst !== undefined) flow.destination_service = dst;
   }
 
+  /**
+   * --encryption mtls-tunnel, receiving side: the source pod of a TCP connection the node's tunnel
+   * opened to a local pod, when the agent knows it and it holds the identity the packet's mark
+   * carries (the certificate's, which policy judged).
+   */
+  private tunnelOrigin(
+    pkt: Extract<DecodedPacket, { ok: true }>,
+    mark: number | undefined,
+  ): { ip: string } | undefined {
+    const id = mark === undefined ? 0 : mark & IDENTITY_MASK;
+    const l4 = pkt.l4;
+    if (id === 0 || this.lookup.tunnelOrigin === undefined || l4 === undefined || !("TCP" in l4))
+      return undefined;
+    const o = this.lookup.tunnelOrigin(pkt.IP.destination, l4.TCP.destination_port, l4.TCP.source_port);
+    return o !== undefined && o.identity === id ? o : undefined;
+  }
+
   /** The flow of one event; undefined when the prefix is not Membrane's. */
   enrich(ev: NflogEvent): Flow | undefined {
     let pre = this.prefixes.get(ev.prefix);
@@ -244,7 +265,9 @@ export class FlowEnricher {
     const pkt = decodePacket(ev.packet);
     if (!pkt.ok) this.stats.undecodable++;
     const ingress = pre.direction === "in";
-    const peerIp = pkt.ok ? (ingress ? pkt.IP.source : pkt.IP.destination) : undefined;
+    // The mTLS tunnel delivers from the pod gateway under the source's identity: name the source pod.
+    const origin = ingress && pkt.ok ? this.tunnelOrigin(pkt, ev.mark) : undefined;
+    const peerIp = origin?.ip ?? (pkt.ok ? (ingress ? pkt.IP.source : pkt.IP.destination) : undefined);
     // A group's log (shared policy chains) names no endpoint: it is the packet's own address,
     // the source on egress (checked against the endpoint's by its chain), the destination on ingress.
     const me =
@@ -278,7 +301,7 @@ export class FlowEnricher {
       flow.drop_reason_desc = drop.reason;
     }
     if (pkt.ok) {
-      flow.IP = pkt.IP;
+      flow.IP = origin === undefined ? pkt.IP : { ...pkt.IP, source: origin.ip };
       // Through the tunnel: the peer is behind a WireGuard peer, or (mTLS tunnel) TCP to a tunnel peer's pod
       // (never a strict drop: it did not go through).
       const tcp = pkt.l4 !== undefined && "TCP" in pkt.l4;

@@ -36,6 +36,16 @@ export interface FlowLookup {
    * TCP only, so `tcp` says whether the flow is TCP). Optional.
    */
   encryptedPeer?(ip: string, tcp: boolean, identity: number): boolean;
+  /**
+   * --encryption mtls-tunnel, receiving side: the source pod of a TCP connection the node's tunnel
+   * opened from local port `sourcePort` to a local pod (the tunnel connects from the pod gateway
+   * under the source's identity; the peer named the pod and the agent checked it). Optional.
+   */
+  tunnelOrigin?(
+    destination: string,
+    destinationPort: number,
+    sourcePort: number,
+  ): { readonly ip: string; readonly identity: number } | undefined;
   /** Names the DNS proxy learned for this address (Hubble's source_names / destination_names). Optional. */
   namesOfIp?(ip: string): readonly string[] | undefined;
   /**

@@ -18,7 +18,7 @@ import type { EncryptionStatus } from "../../src/encryption/mode.js";
 import { charonRunDir } from "../../src/encryption/ipsec/charon.js";
 import { ViciClient } from "../../src/encryption/ipsec/vici-client.js";
 import { connName } from "../../src/encryption/ipsec/conns.js";
-import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
+import { rootSkipReason } from "../datapath/harness.js";
 import { cli } from "../cli/run-cli.js";
 import { Capture, sendUdp, UdpSink, UdpStream } from "./wg-traffic.js";
 import { generateKeyPairSync } from "node:crypto";
@@ -66,9 +66,15 @@ function received(sink: UdpSink, mark: string): number {
   ).size;
 }
 
+/** Runs `argv` in `netns`; fails the test naming it when it fails. */
+async function sh(netns: string, argv: string[]): Promise<void> {
+  const r = await runRaw(argv, { netns });
+  assert.equal(r.status, 0, `${argv.join(" ")} in ${netns}: ${r.stderr}`);
+}
+
 describe("IPsec transparent encryption between lab nodes (root)", { skip }, () => {
   test("markers never cross the underlay in plaintext (through a rekey and kill -9); SAs only for the peer's pod CIDR; a wrong key gets nothing through; strict mode drops a plaintext route with a flow", async () => {
-    const prefix = uniquePrefix("hip");
+    const prefix = `m4e${randomBytes(2).toString("hex")}i`;
     const mark = (tag: string): string => `MBRMARK-${tag}-${randomBytes(6).toString("hex")}`;
     let lab: LabCluster | undefined;
     let cap: Capture | undefined;
@@ -237,20 +243,22 @@ describe("IPsec transparent encryption between lab nodes (root)", { skip }, () =
       }
       assert.ok(sink.received().includes(r), "traffic flows again with the pinned key");
 
-      // 5. Strict mode: a plaintext route to n2's pods -> dropped in n1's kernel, with a flow.
-      //    charon's kernel-libipsec also routes each SA's selectors into ipsec0 (table 220, rule
-      //    220, ahead of main): that rule goes too.
+      // 5. Strict mode: a plaintext route to n2's server pod -> dropped in n1's kernel, with a flow.
+      //    The plaintext path is one nothing else manages: a host route of protocol static (the
+      //    agent reconciles only its protocol-211 routes to n2's pod CIDR, and puts ipsec0 back
+      //    whenever n2's record changes, as after its restart above: replacing that route raced
+      //    with it) looked up by a rule ahead of charon's table 220 (its SAs' routes into ipsec0).
       const b = mark("strict");
+      const host = `${server.ipv4}/32`;
       const plaintext = async (): Promise<void> => {
-        await runRaw(["ip", "rule", "del", "pref", "220"], { netns: n1.netns }); // charon re-adds its routes on every rekey, not the rule
-        await runRaw(["ip", "route", "replace", n2Cidr, "via", n2.ip, "proto", "211"], { netns: n1.netns });
+        await sh(n1.netns, ["ip", "route", "replace", host, "via", n2.ip, "proto", "static"]);
+        await runRaw(["ip", "rule", "del", "pref", "100"], { netns: n1.netns }); // absent the first time
+        await sh(n1.netns, ["ip", "rule", "add", "pref", "100", "to", host, "lookup", "main"]);
       };
-      for (let i = 0; i < 3; i++) {
-        await plaintext();
-        const via = (await runRaw(["ip", "route", "get", server.ipv4], { netns: n1.netns })).stdout;
-        assert.match(via, new RegExp(`via ${n2.ip.replace(/\./g, "\\.")}`), via);
-        await sendUdp(client.netns, server.ipv4, 7001, b);
-      }
+      await plaintext();
+      const via = (await runRaw(["ip", "route", "get", server.ipv4], { netns: n1.netns })).stdout;
+      assert.match(via, new RegExp(`via ${n2.ip.replace(/\./g, "\\.")}`), via);
+      for (let i = 0; i < 3; i++) await sendUdp(client.netns, server.ipv4, 7001, b);
       await sleep(500);
       assert.ok(!sink.received().includes(b), "strict mode dropped the plaintext packets");
       await until("a drop flow UNENCRYPTED_TRAFFIC on n1", async () =>
@@ -269,6 +277,8 @@ describe("IPsec transparent encryption between lab nodes (root)", { skip }, () =
         await sink.waitFor(c, 1000);
       }
       assert.ok(sink.received().includes(c), "the plaintext route delivers once strict mode is gone");
+      await sh(n1.netns, ["ip", "rule", "del", "pref", "100"]);
+      await sh(n1.netns, ["ip", "route", "del", host, "proto", "static"]);
       void n2b;
 
       const pcap = await cap.stop();

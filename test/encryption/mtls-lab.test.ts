@@ -4,7 +4,8 @@
 // passes, B is refused) although both arrive from the same tunnel address; hand-made peers are
 // refused for a client certificate of another trust domain, of a rogue root, of a node, of a
 // reserved identity or of an identity the presenting node hosts no endpoint of, and accepted (the
-// control) with an SVID of n1's own CA; after a kill -9 and restart of n1's agent the tunnel carries again (strict table kept); UDP to a remote pod
+// control) with an SVID of n1's own CA; n2's flows and `policy why` name the source pod (A's or B's
+// address, identity and node), not the pod gateway the tunnel delivers from; after a kill -9 and restart of n1's agent the tunnel carries again (strict table kept); UDP to a remote pod
 // (not carried) is dropped by strict mode with a flow; a capture of the whole underlay never holds
 // a marker, and does hold one once the strict table is removed by hand (the capture can fail).
 import assert from "node:assert/strict";
@@ -19,6 +20,7 @@ import { skipWithoutEtcd } from "../../src/lab/etcd.js";
 import { startLabCluster, type LabCluster, type LabNode } from "../../src/lab/cluster.js";
 import { applyAndWait, createEndpoint, readFlows, waitRemote } from "../../src/lab/cluster-api.js";
 import type { EncryptionStatus } from "../../src/encryption/mode.js";
+import type { Flow } from "../../src/observe/flow.js";
 import { CaFile } from "../../src/spiffe/ca-file.js";
 import { SpiffeCa } from "../../src/spiffe/ca.js";
 import { exportPkcs8, newKeyPair } from "../../src/spiffe/certs.js";
@@ -34,9 +36,9 @@ async function status(n: LabNode): Promise<EncryptionStatus> {
   return (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus;
 }
 
-async function until(what: string, ok: () => Promise<boolean>, ms = 20_000): Promise<void> {
+async function until(what: string | (() => string), ok: () => Promise<boolean>, ms = 20_000): Promise<void> {
   for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (await ok()) return;
-  assert.fail(`timed out waiting for ${what}`);
+  assert.fail(`timed out waiting for ${typeof what === "string" ? what : what()}`);
 }
 
 /** `socat` TCP echo server in a pod namespace (own process group). */
@@ -88,7 +90,7 @@ async function svid(ca: SpiffeCa, id: string): Promise<{ cert: string; key: stri
 
 describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
   test("the receiving kernel judges the certificate's identity (A passes, B refused); foreign, rogue, node and reserved certificates refused; strict drops what is not carried; agent kill -9 (tunnel gone, fail closed, strict still drops) and peer restart; no marker on the underlay; uninstall removes the redirect", async () => {
-    const prefix = `m2t${randomBytes(2).toString("hex")}`;
+    const prefix = `m4e${randomBytes(2).toString("hex")}`;
     const mark = (tag: string): string => `MBRMARK-${tag}-${randomBytes(6).toString("hex")}`;
     let lab: LabCluster | undefined;
     let cap: Capture | undefined;
@@ -145,12 +147,53 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
         JSON.stringify(s1),
       );
       assert.equal(p1?.handshake, "ok", JSON.stringify(p1));
-      assert.ok((p1?.tunnel?.sessions ?? 0) >= 2, `one session per source identity: ${JSON.stringify(p1)}`);
+      assert.ok(
+        (p1?.tunnel?.sessions ?? 0) >= 2,
+        `one session per source identity: ${JSON.stringify(p1)} ${[n1, n2]
+          .map((n) =>
+            n
+              .logs()
+              .split("\n")
+              .filter((l) => /tunnel|refus/i.test(l))
+              .slice(-15)
+              .join("\n"),
+          )
+          .join("\n----\n")}`,
+      );
       // n2's tunnel tried B's connection and its kernel never answered (dropped: 504 after 5 s).
-      await until("n2 to count B's stream refused", async () => {
-        const p2 = (await status(n2)).peers.find((p) => p.node === "n1");
-        return p2?.tunnel !== undefined && p2.tunnel.inboundAccepted >= 1 && p2.tunnel.inboundRefused >= 1;
-      });
+      let dbg = "";
+      await until(
+        () => `n2 to count B's stream refused ${dbg} ${n2.logs().slice(-4000)}`,
+        async () => {
+          dbg = JSON.stringify(await status(n2));
+          const p2 = (await status(n2)).peers.find((p) => p.node === "n1");
+          return p2?.tunnel !== undefined && p2.tunnel.inboundAccepted >= 1 && p2.tunnel.inboundRefused >= 1;
+        },
+      );
+
+      // The receiving side names the source pod, not the pod gateway the tunnel delivers from:
+      // n2's flows carry A's (B's) address, the certificate's identity and node n1, and
+      // `membrane policy why` on n2 explains B's drop as from B and proposes allowing B's labels.
+      const gw2 = server.ipv4.replace(/\.\d+$/, ".1");
+      const fromPod = (f: Flow, ep: { ipv4: string; identity: number }): boolean =>
+        f.IP?.source === ep.ipv4 &&
+        f.IP.destination === server.ipv4 &&
+        f.IP.encrypted === true &&
+        f.source?.identity === ep.identity &&
+        f.source.node_name === "n1";
+      await until("n2's flow of A's connection naming A", async () =>
+        (await readFlows(n2, { allowlist: [{ verdict: ["FORWARDED"] }] })).some((f) => fromPod(f, a)),
+      );
+      await until("n2's drop flow of B's connection naming B", async () =>
+        (await readFlows(n2, { allowlist: [{ verdict: ["DROPPED"] }] })).some((f) => fromPod(f, b)),
+      );
+      const why = cli("policy", "why", "--to-pod", "default/server", "--socket", n2.socket, "-o", "json");
+      assert.equal(why.code, 0, why.stderr);
+      const wa = JSON.parse(why.stdout) as { query: { from: unknown }; lines: string[]; proposal?: string; verified?: boolean }; // prettier-ignore
+      assert.deepEqual(wa.query.from, { kind: "ip", ip: b.ipv4 }, why.stdout);
+      assert.ok(wa.lines[0]?.includes(b.ipv4) && !why.stdout.includes(gw2), why.stdout);
+      assert.match(wa.proposal ?? "", /app: b\b/, why.stdout);
+      assert.equal(wa.verified, true, why.stdout);
 
       // The process that parses the network's bytes runs as the tunnel user, without capabilities.
       const pid = s1.tunnel?.pid as number;

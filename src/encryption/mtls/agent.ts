@@ -34,6 +34,7 @@ import { applyEncryptTable } from "../strict.js";
 import type { EncryptionAgent } from "../mode.js";
 import type { EncryptionStatus, PeerStatus } from "../status.js";
 import { nodeSpiffeId } from "./creds.js";
+import { TunnelOrigins, type Origin } from "./origins.js";
 import { TunnelSupervisor } from "./supervisor.js";
 import type { TunnelPeer, WireCreds } from "./wire.js";
 
@@ -69,12 +70,15 @@ export class MtlsTunnelAgent implements EncryptionAgent {
   private peers: TunnelPeer[] = [];
   private readonly svids = new Map<number, Promise<WireCreds>>();
   private readonly local: Prefix[];
+  /** Where the connections this node's tunnel carries to its pods come from (flows). */
+  private readonly origins: TunnelOrigins;
   private timer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
 
   constructor(private readonly p: MtlsTunnelParams) {
     this.local = p.localCidrs.map((c) => parsePrefix(c)).filter((c): c is Prefix => c !== undefined);
     this.log = p.logger.child({ part: "mtls-tunnel" });
+    this.origins = new TunnelOrigins({ identityOf: p.identityOf, local: this.local });
   }
 
   /**
@@ -109,6 +113,10 @@ export class MtlsTunnelAgent implements EncryptionAgent {
       nodeCreds: () => this.issue(nodeSpiffeId(this.p.tunnel.trustDomain, this.p.node)),
       source: (ip) => this.source(ip),
       hosts: (node, identity) => this.p.hosts(node, identity),
+      origin: (o) => {
+        if (!this.origins.note(o))
+          this.log.warn({ source: o.source, identity: o.identity }, "mTLS tunnel: a peer named a source pod that does not hold the certificate's identity"); // prettier-ignore
+      },
     });
     // Renew the node's SVID at half life (identity SVIDs renew when asked for past theirs).
     const every = Math.max(10_000, this.ca.svidTtlMs / 2);
@@ -211,6 +219,11 @@ export class MtlsTunnelAgent implements EncryptionAgent {
       return true;
     const h = hostPrefix(ip);
     return tcp === true && h !== undefined && this.peers.some((p) => p.podCidrs.some((c) => { const q = parsePrefix(c); return q !== undefined && containsPrefix(q, h); })); // prettier-ignore
+  }
+
+  /** The source pod of the connection the tunnel opened from local `port` to a pod here (flows). */
+  originOf(destination: string, destinationPort: number, port: number): Origin | undefined {
+    return this.origins.find(destination, destinationPort, port);
   }
 
   /**

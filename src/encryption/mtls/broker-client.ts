@@ -18,6 +18,12 @@ interface Answer {
   readonly error?: string;
 }
 
+/** A marked socket the broker holds, bound to `port`; take() hands it over, unconnected. */
+export interface MarkedSocket {
+  readonly port: number;
+  take(): Promise<net.Socket>;
+}
+
 export class BrokerClient {
   private next = 1;
   private readonly waiting = new Map<number, (a: Answer, h?: net.Socket) => void>();
@@ -73,10 +79,23 @@ export class BrokerClient {
       : undefined;
   }
 
-  /** A new unconnected TCP socket whose packets carry `mark` (the source identity). */
-  async markedSocket(family: 4 | 6, mark: number): Promise<net.Socket> {
-    const { a, h } = await this.ask({ op: "sock", family, mark });
-    if (!h) throw new Error(`no marked socket: ${a.error ?? "none sent"}`);
-    return h;
+  /**
+   * A new TCP socket whose packets carry `mark` (the source identity), bound to its local `port`
+   * (any address: the route picks the source when it connects), held by the broker until `take`
+   * hands it over; connect it in the same turn of the event loop (see broker.ts).
+   */
+  async markedSocket(family: 4 | 6, mark: number): Promise<MarkedSocket> {
+    const { a } = await this.ask({ op: "sock", family, mark });
+    const port = a.port;
+    if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535)
+      throw new Error(`no marked socket: ${a.error ?? "the broker gave no local port"}`);
+    return {
+      port,
+      take: async () => {
+        const { a: t, h } = await this.ask({ op: "take", port });
+        if (!h) throw new Error(`no marked socket: ${t.error ?? "none sent"}`);
+        return h;
+      },
+    };
   }
 }

@@ -79,7 +79,13 @@ export class TunnelClient {
     const authority = dst.address.includes(":")
       ? `[${dst.address}]:${dst.port}`
       : `${dst.address}:${dst.port}`;
-    const stream = session.request({ ":method": "CONNECT", ":authority": authority }, { endStream: false });
+    // The source pod's address, as HBONE's `Forwarded: for=` (RFC 7239): the receiving node names
+    // it in flows once it checked it against the identity the certificate proved (never policy).
+    const forwarded = `for=${src.includes(":") ? `"[${src}]"` : src}`;
+    const stream = session.request(
+      { ":method": "CONNECT", ":authority": authority, forwarded },
+      { endStream: false },
+    );
     st.streamsTotal++;
     st.streamsOpen++;
     stream.once("close", () => st.streamsOpen--);

@@ -6,14 +6,14 @@
  *
  *   pods --kernel DNAT--> redirect listener (gateway:15006) --client.ts--> peers (HBONE, TLS 1.3)
  *   peers --> tunnel listener (node address:15008) --server.ts--> local pods (SO_MARK = identity)
- *   agent <--IPC (wire.ts)--> SVIDs, peers, source identities, status
+ *   agent <--IPC (wire.ts)--> SVIDs, peers, source identities, status, carried connections' origins
  */
 import net from "node:net";
 import { BrokerClient } from "./broker-client.js";
 import { TunnelClient } from "./client.js";
 import { TunnelServer } from "./server.js";
 import { TunnelStats } from "./stats.js";
-import type { FromTunnel, ToTunnel, TunnelConfig, TunnelPeer, WireCreds } from "./wire.js";
+import type { FromTunnel, ToTunnel, TunnelConfig, TunnelOrigin, TunnelPeer, WireCreds } from "./wire.js";
 
 function send(m: FromTunnel): void {
   if (process.send && process.connected) process.send(m);
@@ -43,6 +43,15 @@ async function main(): Promise<void> {
       hostsAnswers.set(id, (ok) => (clearTimeout(t), resolve(ok)));
       send({ type: "hosts?", id, node, identity });
     });
+  const originAnswers = new Map<number, () => void>();
+  /** Tells the agent which connection a local port will carry; waits for it (at most 1 s). */
+  const origin = (o: TunnelOrigin): Promise<void> =>
+    new Promise((resolve) => {
+      const id = nextId++;
+      const t = setTimeout(() => (originAnswers.delete(id), resolve()), 1000);
+      originAnswers.set(id, () => (clearTimeout(t), resolve()));
+      send({ type: "origin?", id, ...o });
+    });
   const box: { server?: TunnelServer } = {}; // set once the broker and the node's SVID are there
   let nodeCreds: WireCreds | undefined;
   const inited = new Promise<WireCreds>((resolve) => {
@@ -60,6 +69,9 @@ async function main(): Promise<void> {
       } else if (m.type === "source") {
         sources.get(m.id)?.(m);
         sources.delete(m.id);
+      } else if (m.type === "origin") {
+        originAnswers.get(m.id)?.();
+        originAnswers.delete(m.id);
       } else if (m.type === "hosts") {
         hostsAnswers.get(m.id)?.(m.ok);
         hostsAnswers.delete(m.id);
@@ -96,6 +108,7 @@ async function main(): Promise<void> {
       markedSocket: (f, mark) => broker.markedSocket(f, mark),
       refused: (from, why) => send({ type: "refused", from, why }),
       hosts,
+      origin,
     },
     nodeCreds ?? creds,
   );

@@ -8,6 +8,8 @@
  *     session: identity n (or refused: unknown peer, another trust domain, a node or reserved ID,
  *              an identity with no endpoint on that peer node)
  *     stream CONNECT B:port (B in this node's pod CIDRs only) --broker: socket, SO_MARK n--> B
+ *       (forwarded: for=A, A in that peer's pod CIDRs: the agent is told first which local port
+ *        carries A's connection, so that flows name A; a claim it checks, never used by policy)
  *       kernel out_c: the tunnel group's marked packets -> B's ingress policy with identity n
  *     200 and bytes both ways | 403 (not ours) | 504 (no answer: dropped) | 502 (refused)
  *
@@ -20,7 +22,8 @@ import { containsPrefix, parseAddr, parsePrefix, type Prefix } from "../../label
 import { splice, H2_SETTINGS, H2_WINDOW } from "./client.js";
 import { sourceIdentity, tlsCreds } from "./creds.js";
 import type { TunnelStats } from "./stats.js";
-import type { TunnelPeer, WireCreds } from "./wire.js";
+import type { MarkedSocket } from "./broker-client.js";
+import type { TunnelOrigin, TunnelPeer, WireCreds } from "./wire.js";
 
 /** Cluster identities only: reserved ones (host, remote-node, ...) and local CIDR/FQDN ones are never a pod's. */
 const MIN_POD_IDENTITY = 256;
@@ -31,7 +34,10 @@ export interface ServerDeps {
   readonly localCidrs: readonly string[];
   readonly connectTimeoutMs: number;
   readonly stats: TunnelStats;
-  readonly markedSocket: (family: 4 | 6, mark: number) => Promise<net.Socket>;
+  /** A socket with SO_MARK = `mark`, bound to its local `port`; take() it and connect it at once. */
+  readonly markedSocket: (family: 4 | 6, mark: number) => Promise<MarkedSocket>;
+  /** Tells the agent which connection a local port is about to carry; resolves once it knows. */
+  readonly origin?: (o: TunnelOrigin) => Promise<void>;
   readonly refused: (from: string, why: string) => void;
   /** Whether the cluster says `node` hosts an endpoint of `identity`. */
   readonly hosts: (node: string, identity: number) => Promise<boolean>;
@@ -158,12 +164,22 @@ export class TunnelServer {
     }
     let sock: net.Socket;
     try {
-      sock = await this.d.markedSocket(dst.family, who.identity);
+      const m = await this.d.markedSocket(dst.family, who.identity);
+      const source = forwardedFor(h["forwarded"], who.peer.podCidrs);
+      if (source !== undefined && this.d.origin)
+        await this.d.origin({ port: m.port, destination: dst.address, destinationPort: dst.port, source, identity: who.identity }); // prettier-ignore
+      sock = await m.take();
     } catch (e) {
       this.d.refused(who.peer.node, (e as Error).message);
       return answer(502);
     }
     sock.on("error", () => undefined);
+    // Fail closed: connect() on a destroyed net.Socket would open a new socket without the mark
+    // (judged as the host). Never connect one; this turn of the event loop it cannot be destroyed.
+    if (sock.destroyed) {
+      this.d.refused(who.peer.node, "the marked socket was closed before it connected");
+      return answer(502);
+    }
     sock.setNoDelay(true);
     const status = await new Promise<number>((resolve) => {
       const t = setTimeout(() => resolve(504), this.d.connectTimeoutMs);
@@ -201,4 +217,23 @@ export class TunnelServer {
   close(): Promise<void> {
     return new Promise((r) => this.server.close(() => r()));
   }
+}
+
+/**
+ * The source pod a peer names in its CONNECT (`forwarded: for=A`, RFC 7239's form, one element):
+ * A only when it is a plain address inside the pod CIDRs of the peer the session came from;
+ * anything else (absent, a list, an obfuscated or foreign name) is no claim at all.
+ */
+export function forwardedFor(v: unknown, peerCidrs: readonly string[]): string | undefined {
+  if (typeof v !== "string" || v.length > 80) return undefined;
+  const m = /^for=(?:"\[([0-9a-fA-F:.]+)\]"|([0-9.]+))$/i.exec(v.trim());
+  const ip = m?.[1] ?? m?.[2];
+  const a = ip !== undefined ? parseAddr(ip) : undefined;
+  if (!a || ip === undefined) return undefined;
+  const host: Prefix = { family: a.family, addr: a.value, bits: a.family === 4 ? 32 : 128 };
+  const inPeer = peerCidrs.some((c) => {
+    const p = parsePrefix(c);
+    return p !== undefined && containsPrefix(p, host);
+  });
+  return inPeer ? ip : undefined;
 }

@@ -1,14 +1,14 @@
 /**
  * Agent side of the tunnel process: starts it in the node's namespace as the tunnel group, hands
  * it this node's SVID and the peers, answers its questions (which identity is this pod address,
- * and that identity's SVID), and restarts it when it dies (meanwhile redirected connections find
+ * and that identity's SVID), notes where the connections it carries come from, and restarts it when it dies (meanwhile redirected connections find
  * no listener and are reset: fail closed).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { MembraneError } from "../../errors.js";
-import { fromTunnel, type PeerStats, type ToTunnel, type TunnelConfig, type TunnelPeer, type WireCreds } from "./wire.js"; // prettier-ignore
+import { fromTunnel, type PeerStats, type ToTunnel, type TunnelConfig, type TunnelOrigin, type TunnelPeer, type WireCreds } from "./wire.js"; // prettier-ignore
 
 export interface TunnelSupervisorParams {
   readonly netns?: string;
@@ -21,6 +21,8 @@ export interface TunnelSupervisorParams {
   readonly source: (ip: string) => Promise<{ identity: number; creds: WireCreds }>;
   /** Whether `node` hosts an endpoint of `identity` (the cluster's ipcache): a peer speaks only for its own pods. */
   readonly hosts: (node: string, identity: number) => boolean;
+  /** A connection the tunnel is about to carry to a local pod (a claim: origins.ts checks it). */
+  readonly origin?: (o: TunnelOrigin) => void;
 }
 
 export class TunnelSupervisor {
@@ -72,6 +74,10 @@ export class TunnelSupervisor {
             );
           }
           this.send({ type: "hosts", id: m.id, ok });
+        } else if (m.type === "origin?") {
+          const { type: _t, id, ...o } = m;
+          this.p.origin?.(o);
+          this.send({ type: "origin", id });
         } else if (m.type === "status") {
           this.statuses.get(m.id)?.(m.peers);
           this.statuses.delete(m.id);

@@ -5,6 +5,8 @@
  *
  *   agent --init {node SVID} / peers / source {identity, SVID}--> tunnel
  *   agent <--ready / fatal / source? {pod address} / hosts? {node, identity} / status / refused-- tunnel
+ *   agent <--origin? {local port, destination, source pod, identity}-- tunnel (before it connects
+ *         a carried connection to a local pod; answered by origin {id}: flows name the source pod)
  *
  * Private keys travel only agent -> tunnel, over the process's own IPC pipe, never in argv,
  * logs or status.
@@ -56,7 +58,21 @@ export type ToTunnel =
       readonly error?: string;
     }
   | { readonly type: "status"; readonly id: number }
-  | { readonly type: "hosts"; readonly id: number; readonly ok: boolean };
+  | { readonly type: "hosts"; readonly id: number; readonly ok: boolean }
+  | { readonly type: "origin"; readonly id: number };
+
+/**
+ * A connection the tunnel is about to open to a local pod for a peer: from local `port` (any
+ * address) to `destination`:`destinationPort`, marked with `identity` (the certificate's), for a
+ * connection the peer says `source` opened (its CONNECT's `forwarded: for=`). A claim to check.
+ */
+export interface TunnelOrigin {
+  readonly port: number;
+  readonly destination: string;
+  readonly destinationPort: number;
+  readonly source: string;
+  readonly identity: number;
+}
 
 export interface PeerStats {
   readonly node: string;
@@ -82,7 +98,8 @@ export type FromTunnel =
   | { readonly type: "source?"; readonly id: number; readonly ip: string }
   | { readonly type: "status"; readonly id: number; readonly peers: readonly PeerStats[] }
   | { readonly type: "refused"; readonly from: string; readonly why: string }
-  | { readonly type: "hosts?"; readonly id: number; readonly node: string; readonly identity: number };
+  | { readonly type: "hosts?"; readonly id: number; readonly node: string; readonly identity: number }
+  | ({ readonly type: "origin?"; readonly id: number } & TunnelOrigin);
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null;
 const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
@@ -106,6 +123,27 @@ export function fromTunnel(m: unknown): FromTunnel | undefined {
       return isInt(m["id"]) && str(m["node"], 64) && isInt(m["identity"])
         ? { type: "hosts?", id: m["id"], node: m["node"], identity: m["identity"] }
         : undefined;
+    case "origin?": {
+      const port = (v: unknown): v is number => isInt(v) && v >= 1 && v <= 65535;
+      const ok =
+        isInt(m["id"]) &&
+        port(m["port"]) &&
+        port(m["destinationPort"]) &&
+        str(m["destination"], 64) &&
+        str(m["source"], 64) &&
+        isInt(m["identity"]);
+      return ok
+        ? {
+            type: "origin?",
+            id: m["id"] as number,
+            port: m["port"] as number,
+            destination: m["destination"] as string,
+            destinationPort: m["destinationPort"] as number,
+            source: m["source"] as string,
+            identity: m["identity"] as number,
+          }
+        : undefined;
+    }
     case "refused":
       return str(m["from"], 128) && str(m["why"], 1024)
         ? { type: "refused", from: m["from"], why: m["why"] }
