@@ -25,6 +25,10 @@ export interface CacheEntry {
   readonly netns: number;
   readonly startBoottime: bigint;
   readonly process: TetragonProcess;
+  /** The image this one's exec replaced (one level): events from before the exec name it. */
+  readonly previous?: CacheEntry;
+  /** When it exited (entries among the exited). */
+  readonly exitKtime?: bigint;
 }
 
 export interface ProcessCacheParams {
@@ -43,6 +47,13 @@ export function joinArguments(argv: readonly string[]): string {
     .join(" ");
 }
 
+/** An entry without its own previous image (the chain stays one level deep). */
+function oneLevel(e: CacheEntry): CacheEntry {
+  if (!e.previous) return e;
+  const { previous: _dropped, ...rest } = e;
+  return rest;
+}
+
 export class ProcessCache {
   private readonly live = new Map<number, CacheEntry>();
   private readonly exited = new Map<number, CacheEntry>();
@@ -56,6 +67,18 @@ export class ProcessCache {
 
   get(pid: number): CacheEntry | undefined {
     return this.live.get(pid) ?? this.exited.get(pid);
+  }
+
+  /**
+   * The image `pid` ran at monotonic time `ktime` (0: whatever it is now): the entry, or the one
+   * its exec replaced when `ktime` came before that exec; undefined when the cache knows no process
+   * of that pid alive then (not read yet, or an earlier holder of the pid that had exited).
+   */
+  at(pid: number, ktime: bigint): CacheEntry | undefined {
+    const e = this.get(pid);
+    if (!e || ktime === 0n) return e;
+    if (e.ktime <= ktime) return e.exitKtime === undefined || ktime <= e.exitKtime ? e : undefined;
+    return e.previous && e.previous.ktime <= ktime ? e.previous : undefined;
   }
 
   private put(e: CacheEntry): void {
@@ -76,6 +99,7 @@ export class ProcessCache {
 
   exec(r: ExecRecord): ProcessExec {
     const parent = this.get(r.ppid);
+    const before = this.live.get(r.pid);
     const flags = ["execve"];
     if (r.argsTruncated) flags.push("truncArgs");
     if (!r.cwdComplete) flags.push("errorCWD");
@@ -99,6 +123,7 @@ export class ProcessCache {
       netns: r.netns,
       startBoottime: r.startBoottime,
       process,
+      ...(before ? { previous: oneLevel(before) } : {}),
     });
     return { process, ...(parent ? { parent: parent.process } : {}) };
   }
@@ -122,7 +147,7 @@ export class ProcessCache {
     const e = this.live.get(pid);
     if (!e) return undefined;
     this.live.delete(pid);
-    this.exited.set(pid, e);
+    this.exited.set(pid, { ...e, exitKtime: ktime });
     if (this.exited.size > EXITED_KEEP) {
       const oldest = this.exited.keys().next().value;
       if (oldest !== undefined) this.exited.delete(oldest);

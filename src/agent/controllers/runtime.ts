@@ -5,7 +5,8 @@
  *   process event source (native ring buffer, or bpftrace where it cannot load: source/select.ts)
  *        --exec/fork/exit--> ProcessCache (+ /proc scan at start)
  *        --process_exec / process_exit--> RuntimeRing (API, CLI) + RuntimeMetrics + JSON lines file
- *   policy sensors (src/runtime/policy, enforce) --push(event)--> the same ring, metrics and file
+ *   policy sensors (src/runtime/policy, enforce) --pushPolicy(event)--> the same ring, metrics and file
+ *        (an event whose process is not known yet waits in the event cache: runtime/event-cache.ts)
  *
  * Attribution: a process belongs to the endpoint whose network namespace
  * (inode of /proc/<pid>/ns/net, read in the kernel at exec) is the endpoint's;
@@ -19,12 +20,24 @@ import { Revisions, type Controller } from "../controller.js";
 import type { EndpointView } from "./endpoint-record.js";
 import { startProcessSource, type SelectParams, type SourcePreference } from "../../runtime/source/select.js";
 import type { ProcessSource } from "../../runtime/source/source.js";
+import type { ProcessRecord } from "../../runtime/source/assemble.js";
 import { bootTimeNs } from "../../runtime/exec-id.js";
 import { ProcessCache } from "../../runtime/process-cache.js";
 import { scanProc } from "../../runtime/proc-scan.js";
 import { RuntimeMetrics } from "../../runtime/metrics.js";
 import { RuntimeRing, type RuntimeQuery } from "../../runtime/ring.js";
-import type { RuntimeEvent, RuntimeSink, TetragonPod, TetragonProcess } from "../../runtime/events.js";
+import type {
+  ProcessExec,
+  ProcessExit,
+  RuntimeEvent,
+  RuntimeSink,
+  TetragonPod,
+  TetragonProcess,
+} from "../../runtime/events.js";
+import { exportLine } from "../../runtime/export-line.js";
+import type { RuntimePolicyEvent } from "../../runtime/enforce/events.js";
+import { EventCache } from "../../runtime/event-cache.js";
+import { policyEventToRuntime } from "../../runtime/policy-event.js";
 
 /** Bytes of export lines gathered before a write (a flood's turn of the event loop: ~250 events). */
 const CHUNK = 256 * 1024;
@@ -38,6 +51,8 @@ export interface RuntimeParams {
   readonly maxEventsPerSecond?: number;
   /** Which process event source: "auto" tries the native one, then bpftrace (default). */
   readonly source?: SourcePreference;
+  /** How long a policy event waits for its process before it goes out without (default 1,000 ms). */
+  readonly eventCacheAgeMs?: number;
 }
 
 export interface RuntimeControllerDeps {
@@ -52,6 +67,11 @@ export class RuntimeController implements Controller, RuntimeSink {
   readonly ring: RuntimeRing;
   readonly metrics: RuntimeMetrics;
   readonly cache: ProcessCache;
+  /** Policy events whose process was not known yet when they came (Tetragon's eventcache). */
+  readonly held: EventCache<RuntimePolicyEvent>;
+  /** Process records were read up to this monotonic time (their own ktime, or the source's mark). */
+  private watermark = 0n;
+  private retryQueued = false;
   private readonly sourceParams: SelectParams;
   private running: ProcessSource | undefined;
   /** Why the native source did not start, when bpftrace runs instead. */
@@ -73,6 +93,21 @@ export class RuntimeController implements Controller, RuntimeSink {
     this.ring = new RuntimeRing(p.ringCapacity ?? 16_384);
     this.metrics = new RuntimeMetrics(d.registry);
     this.cache = new ProcessCache({ nodeName: p.nodeName, bootNs: this.bootNs, podOf: (n) => this.podOf(n) });
+    this.held = new EventCache<RuntimePolicyEvent>({
+      ...(p.eventCacheAgeMs !== undefined ? { maxAgeMs: p.eventCacheAgeMs } : {}),
+      // A fork read before its exec would name the parent's binary: a clone waits until the records
+      // were read past the event (its exec, if any, then came); any other known image goes out at once.
+      known: (pid, ktime) => {
+        const e = this.cache.at(pid, ktime);
+        return e !== undefined && (e.process.flags !== "clone" || this.watermark >= ktime);
+      },
+      ready: (pid, ktime) => this.watermark >= ktime && this.cache.at(pid, ktime) !== undefined,
+      release: (e, found) => {
+        const out = policyEventToRuntime(e, this, p.nodeName);
+        if (!found) this.metrics.processInfoMissing(e.type);
+        this.push(out);
+      },
+    });
     this.sourceParams = {
       ...(p.source !== undefined ? { prefer: p.source } : {}),
       onFallback: (why) => {
@@ -80,11 +115,10 @@ export class RuntimeController implements Controller, RuntimeSink {
         d.logger.warn({ err: why }, "runtime events: the native source cannot load here; using bpftrace");
       },
       ...(p.maxEventsPerSecond !== undefined ? { maxEventsPerSecond: p.maxEventsPerSecond } : {}),
-      onRecord: (r) => {
-        if (r.kind === "fork") return this.cache.fork(r.pid, r.ppid, r.ktime);
-        if (r.kind === "exec") return this.push(this.event({ process_exec: this.cache.exec(r) }, r.ktime));
-        const exit = this.cache.exit(r.pid, r.code, r.ktime);
-        if (exit) this.push(this.event({ process_exit: exit }, r.ktime));
+      onRecord: (r) => this.record(r),
+      onMark: (ktime) => {
+        if (ktime > this.watermark) this.watermark = ktime;
+        if (this.held.size > 0) this.queueRetry();
       },
       onDrop: (reason, n) => this.metrics.drop(reason, n),
       onExit: (why) => {
@@ -104,14 +138,10 @@ export class RuntimeController implements Controller, RuntimeSink {
     return this.running;
   }
 
-  private event(e: { process_exec: unknown } | { process_exit: unknown }, ktime: bigint): RuntimeEvent {
-    const ns = this.bootNs + ktime;
-    const time =
-      new Date(Number(ns / 1_000_000n)).toISOString().slice(0, 19) +
-      "." +
-      (ns % 1_000_000_000n).toString().padStart(9, "0") +
-      "Z";
-    return { ...e, node_name: this.p.nodeName, time } as RuntimeEvent;
+  /** The event with the node's name and its time (the exec's start_time, the exit's time: already made). */
+  private event(e: { process_exec: ProcessExec } | { process_exit: ProcessExit }): RuntimeEvent {
+    const time = "process_exec" in e ? e.process_exec.process.start_time : e.process_exit.time;
+    return { ...e, node_name: this.p.nodeName, time };
   }
 
   /** The endpoint of a network namespace inode; undefined = the host (RuntimeSink). */
@@ -160,6 +190,7 @@ export class RuntimeController implements Controller, RuntimeSink {
 
   async stop(): Promise<void> {
     await this.running?.stop();
+    this.held.drain();
     this.flush();
     await new Promise<void>((r) => (this.file ? this.file.end(r) : r()));
   }
@@ -177,7 +208,7 @@ export class RuntimeController implements Controller, RuntimeSink {
     if (!this.file) return;
     // Encoded into one buffer and written once per turn (bench/runtime-rate.ts: a stream write per
     // event took a tenth of the pipeline's CPU; joining the lines into one string first, four times that).
-    const line = JSON.stringify(e) + "\n";
+    const line = exportLine(e); // each process's JSON made once (runtime/export-line.ts)
     if (this.used + 3 * line.length > CHUNK) this.flush();
     if (3 * line.length > CHUNK) this.file.write(line);
     else {
@@ -193,12 +224,42 @@ export class RuntimeController implements Controller, RuntimeSink {
     this.used = 0;
   }
 
+  /** A process record of the event source: the cache, then process_exec / process_exit out. */
+  record(r: ProcessRecord): void {
+    if (r.ktime > this.watermark) this.watermark = r.ktime;
+    if (this.held.size > 0) this.queueRetry();
+    if (r.kind === "fork") return this.cache.fork(r.pid, r.ppid, r.ktime);
+    if (r.kind === "exec") return this.push(this.event({ process_exec: this.cache.exec(r) }));
+    const exit = this.cache.exit(r.pid, r.code, r.ktime);
+    if (exit) this.push(this.event({ process_exit: exit }));
+  }
+
+  /** A TracingPolicy event: out now when its process is known, else held until it is (RuntimeSink). */
+  pushPolicy(e: RuntimePolicyEvent): void {
+    const before = this.held.accesses;
+    this.held.offer(e.pid, e.ktimeNs, e);
+    if (this.held.accesses !== before) {
+      this.metrics.eventCacheAccess();
+      this.running?.requestMark?.(); // the source says when it has read past now (one frame, not a poll)
+    }
+  }
+
+  /** One retry after the records of a frame were applied (not one per record). */
+  private queueRetry(): void {
+    if (this.retryQueued) return;
+    this.retryQueued = true;
+    queueMicrotask(() => {
+      this.retryQueued = false;
+      this.held.retry();
+    });
+  }
+
   policyLost(lost: { readonly kernel: number; readonly agent: number }): void {
     this.metrics.policyLost(lost);
   }
 
-  processOf(pid: number): { process: TetragonProcess; parent?: TetragonProcess } | undefined {
-    const e = this.cache.get(pid);
+  processOf(pid: number, ktime = 0n): { process: TetragonProcess; parent?: TetragonProcess } | undefined {
+    const e = this.cache.at(pid, ktime);
     if (!e) return undefined;
     const parent = this.cache.get(e.ppid);
     return { process: e.process, ...(parent ? { parent: parent.process } : {}) };
@@ -219,6 +280,9 @@ export class RuntimeController implements Controller, RuntimeSink {
       malformed: s?.counts.malformed ?? 0,
       lost: s?.counts.lost ?? 0,
       rateLimited: s?.counts.rateLimited ?? 0,
+      // policy events held until their process was known, and those that went out without it
+      eventCacheHeld: this.held.accesses,
+      eventCacheMissed: this.held.missed,
       // 1 once the source is known to run (bpftrace: its start's canary exec was seen; native: attached).
       canarySeen: s?.canarySeen ? 1 : 0,
     };

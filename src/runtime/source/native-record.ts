@@ -57,7 +57,7 @@ export const OFF = {
 } as const;
 export const EXEC_SIZE = OFF.cwd + CWD_AREA;
 
-export const FRAME = { READY: 1, ERROR: 2, RECORDS: 3, LOST: 4 } as const;
+export const FRAME = { READY: 1, ERROR: 2, RECORDS: 3, LOST: 4, MARK: 5 } as const;
 /** Largest frame the loader writes (its batch buffer). */
 export const MAX_FRAME = 256 * 1024;
 
@@ -65,6 +65,8 @@ export type Frame =
   | { kind: "ready" }
   | { kind: "error"; text: string }
   | { kind: "lost"; total: bigint }
+  /** The loader read the ring buffer at this monotonic time: every record reserved before is in an earlier frame. */
+  | { kind: "mark"; ktime: bigint }
   | { kind: "records"; records: ProcessRecord[]; malformed: number }
   | { kind: "malformed"; why: string };
 
@@ -149,6 +151,7 @@ export class FrameReader {
       if (type === FRAME.READY && len === 0) out.push({ kind: "ready" });
       else if (type === FRAME.ERROR) out.push({ kind: "error", text: p.toString("utf8").slice(0, 1000) });
       else if (type === FRAME.LOST && len === 8) out.push({ kind: "lost", total: p.readBigUInt64LE(0) });
+      else if (type === FRAME.MARK && len === 8) out.push({ kind: "mark", ktime: p.readBigUInt64LE(0) });
       else if (type === FRAME.RECORDS) out.push({ kind: "records", ...decodeRecords(p) });
       else return this.fail(out, `unknown frame type ${type} of ${len} bytes`);
     }
