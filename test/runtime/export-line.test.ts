@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { RuntimeEvent } from "../../src/runtime/events.js";
+import { IsoClock, ktimeToIso } from "../../src/runtime/exec-id.js";
 import { exportLine } from "../../src/runtime/export-line.js";
 import { ProcessCache } from "../../src/runtime/process-cache.js";
 import type { ExecRecord } from "../../src/runtime/source/assemble.js";
@@ -62,4 +63,21 @@ test("exec (with and without a parent), exit (status, signal, exited parent) and
     for (const e of events) assert.equal(exportLine(e), JSON.stringify(e) + "\n");
   assert.ok(events.some((e) => "process_exit" in e && e.process_exit.signal === "SIGKILL"));
   assert.ok(events.some((e) => "process_exit" in e && e.process_exit.status === 3));
+});
+
+test("IsoClock gives ktimeToIso's text for every ktime (second boundaries, carries, huge values)", () => {
+  const boot = 1_764_892_799_999_999_999n;
+  const clock = new IsoClock(boot);
+  const ks: bigint[] = [
+    0n,
+    1n,
+    999_999_999n,
+    1_000_000_000n,
+    1_000_000_001n,
+    9_007_199_254_740_991n,
+    9_007_199_254_740_993n,
+  ];
+  for (let i = 0; i < 2000; i++) ks.push(BigInt(Math.floor(Math.random() * 2 ** 47)));
+  for (let i = 0; i < 200; i++) ks.push(46_000_000_000_000n + BigInt(i) * 7_777_777n); // a stream within seconds
+  for (const k of ks) assert.equal(clock.iso(k), ktimeToIso(k, boot), `ktime ${k}`);
 });

@@ -76,7 +76,7 @@ const cstr = (b: Buffer, at: number, max: number): string => {
 };
 
 /** One exec record's fields (the buffer holds at least EXEC_SIZE bytes from `at`). */
-export function decodeExec(b: Buffer, at: number): ExecRecord {
+export function decodeExec(b: Buffer, at: number): { kind: "exec" } & ExecRecord {
   const argBytes = b.readBigUInt64LE(at + OFF.argBytes);
   const argLen = Math.min(b.readUInt32LE(at + OFF.argLen), ARGS_MAX);
   const argOk = b.readInt32LE(at + OFF.argErr) === 0;
@@ -95,6 +95,7 @@ export function decodeExec(b: Buffer, at: number): ExecRecord {
   }
   const components = b.readUInt32LE(at + OFF.cwdComponents);
   return {
+    kind: "exec",
     pid: b.readUInt32LE(at + OFF.pid),
     ppid: b.readUInt32LE(at + OFF.ppidOrCode),
     uid: b.readUInt32LE(at + OFF.uid),
@@ -122,7 +123,7 @@ export function decodeRecords(p: Buffer): { records: ProcessRecord[]; malformed:
     const pid = p.readUInt32LE(at + OFF.pid);
     const ktime = p.readBigUInt64LE(at + OFF.ktime);
     const x = p.readUInt32LE(at + OFF.ppidOrCode);
-    if (kind === KIND_EXEC) records.push({ kind: "exec", ...decodeExec(p, at) });
+    if (kind === KIND_EXEC) records.push(decodeExec(p, at));
     else if (kind === KIND_FORK) records.push({ kind: "fork", pid, ppid: x, ktime });
     else records.push({ kind: "exit", pid, code: x, ktime });
     at += size;
