@@ -41,6 +41,14 @@ import { policyEventToRuntime } from "../../runtime/policy-event.js";
 
 /** Bytes of export lines gathered before a write (a flood's turn of the event loop: ~250 events). */
 const CHUNK = 256 * 1024;
+/**
+ * Export lines are written once this many bytes wait (at the end of the turn), else at most
+ * FLUSH_MS after the first: at an exec loop's pace a write per turn of the event loop woke a
+ * worker thread and then this thread again for every frame of the loader (a tenth of the agent's
+ * CPU per process event on a loaded machine, bench/runtime-overhead.ts).
+ */
+const FLUSH_AT = 64 * 1024;
+const FLUSH_MS = 100;
 
 export interface RuntimeParams {
   readonly nodeName: string;
@@ -84,6 +92,8 @@ export class RuntimeController implements Controller, RuntimeSink {
   private used = 0;
   /** Chunks whose write completed, to fill again. */
   private readonly spare: Buffer[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private flushSoon = false;
   private readonly bootNs = bootTimeNs();
   /** The device of namespace files (nsfs): a path bound to a namespace has it. */
   private readonly nsfsDev = statSync("/proc/self/ns/net").dev;
@@ -217,12 +227,19 @@ export class RuntimeController implements Controller, RuntimeSink {
     if (this.used + 3 * line.length > CHUNK) this.flush();
     if (3 * line.length > CHUNK) this.file.write(line);
     else {
-      if (this.used === 0) setImmediate(() => this.flush());
+      if (this.used === 0) this.flushTimer ??= setTimeout(() => this.flush(), FLUSH_MS).unref();
       this.used += this.chunk.write(line, this.used);
+      if (this.used >= FLUSH_AT && !this.flushSoon) {
+        this.flushSoon = true;
+        setImmediate(() => this.flush());
+      }
     }
   }
 
   private flush(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    this.flushSoon = false;
     if (this.used === 0) return;
     const full = this.chunk;
     // The stream holds the written bytes until they are on disk; the buffer comes back afterwards
