@@ -185,6 +185,13 @@ describe("runtime controller: policy events wait for their process (no kernel)",
     assert.deepEqual(k, { pid: 4242, exec_id: exec.process_exec.process.exec_id, binary: "/usr/bin/cat" });
     assert.notEqual(k?.exec_id, "");
 
+    // A worker forked long before its event that never exec'd: out at once, as its clone.
+    onRecord({ kind: "fork", pid: 6161, ppid: 4242, ktime: 450n });
+    rt.pushPolicy(policyEvent(6161, 450n + 2_000_000_000n));
+    const worker = kprobes(rt).find((p) => p.pid === 6161);
+    assert.equal(worker?.binary, "/usr/bin/cat", "the clone of its parent");
+    assert.notEqual(worker?.exec_id, "");
+
     // A pid whose records never come: out at stop (or its age) without exec_id, and counted.
     rt.pushPolicy(policyEvent(5151, 500n));
     await rt.stop();

@@ -49,6 +49,8 @@ const CHUNK = 256 * 1024;
  */
 const FLUSH_AT = 64 * 1024;
 const FLUSH_MS = 100;
+/** A clone this old when its process makes an event is taken as it is (see the event cache's `known`). */
+const CLONE_SETTLE_NS = 1_000_000_000n;
 
 export interface RuntimeParams {
   readonly nodeName: string;
@@ -107,11 +109,15 @@ export class RuntimeController implements Controller, RuntimeSink {
     this.cache = new ProcessCache({ nodeName: p.nodeName, bootNs: this.bootNs, podOf: (n) => this.podOf(n) });
     this.held = new EventCache<RuntimePolicyEvent>({
       ...(p.eventCacheAgeMs !== undefined ? { maxAgeMs: p.eventCacheAgeMs } : {}),
-      // A fork read before its exec would name the parent's binary: a clone waits until the records
-      // were read past the event (its exec, if any, then came); any other known image goes out at once.
+      // A fork read before its exec would name the parent's binary: a young clone (forked under
+      // CLONE_SETTLE_NS before the event) waits until the records were read past the event (its
+      // exec, if any, then came); any other known image goes out at once. A worker forked long ago
+      // that never exec'd is not held for every event it makes.
       known: (pid, ktime) => {
         const e = this.cache.at(pid, ktime);
-        return e !== undefined && (e.process.flags !== "clone" || this.watermark >= ktime);
+        if (e === undefined) return false;
+        if (e.process.flags !== "clone" || this.watermark >= ktime) return true;
+        return ktime - e.ktime >= CLONE_SETTLE_NS;
       },
       ready: (pid, ktime) => this.watermark >= ktime && this.cache.at(pid, ktime) !== undefined,
       release: (e, found) => {
