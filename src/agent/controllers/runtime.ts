@@ -26,13 +26,14 @@ import { ProcessCache } from "../../runtime/process-cache.js";
 import { scanProc } from "../../runtime/proc-scan.js";
 import { RuntimeMetrics } from "../../runtime/metrics.js";
 import { RuntimeRing, type RuntimeQuery } from "../../runtime/ring.js";
-import type {
-  ProcessExec,
-  ProcessExit,
-  RuntimeEvent,
-  RuntimeSink,
-  TetragonPod,
-  TetragonProcess,
+import {
+  eventProcess,
+  type ProcessExec,
+  type ProcessExit,
+  type RuntimeEvent,
+  type RuntimeSink,
+  type TetragonPod,
+  type TetragonProcess,
 } from "../../runtime/events.js";
 import { exportLine } from "../../runtime/export-line.js";
 import type { RuntimePolicyEvent } from "../../runtime/enforce/events.js";
@@ -50,7 +51,7 @@ const CHUNK = 256 * 1024;
 const FLUSH_AT = 64 * 1024;
 const FLUSH_MS = 100;
 /** A clone this old when its process makes an event is taken as it is (see the event cache's `known`). */
-const CLONE_SETTLE_NS = 1_000_000_000n;
+const CLONE_SETTLE_NS = 100_000_000n;
 
 export interface RuntimeParams {
   readonly nodeName: string;
@@ -82,6 +83,8 @@ export class RuntimeController implements Controller, RuntimeSink {
   /** Process records were read up to this monotonic time (their own ktime, or the source's mark). */
   private watermark = 0n;
   private retryQueued = false;
+  /** Policy events that went out without their process (no exec_id). */
+  private withoutProcess = 0;
   private readonly sourceParams: SelectParams;
   private running: ProcessSource | undefined;
   /** Why the native source did not start, when bpftrace runs instead. */
@@ -110,7 +113,7 @@ export class RuntimeController implements Controller, RuntimeSink {
     this.held = new EventCache<RuntimePolicyEvent>({
       ...(p.eventCacheAgeMs !== undefined ? { maxAgeMs: p.eventCacheAgeMs } : {}),
       // A fork read before its exec would name the parent's binary: a young clone (forked under
-      // CLONE_SETTLE_NS before the event) waits until the records were read past the event (its
+      // CLONE_SETTLE_NS before the event: a shell's fork and exec are well under 1 ms apart) waits until the records were read past the event (its
       // exec, if any, then came); any other known image goes out at once. A worker forked long ago
       // that never exec'd is not held for every event it makes.
       known: (pid, ktime) => {
@@ -120,9 +123,14 @@ export class RuntimeController implements Controller, RuntimeSink {
         return ktime - e.ktime >= CLONE_SETTLE_NS;
       },
       ready: (pid, ktime) => this.watermark >= ktime && this.cache.at(pid, ktime) !== undefined,
+      // Out of time or room, an event still goes with what the cache knows (a young clone's own
+      // identity); only one whose process is unknown goes without exec_id, and is counted.
       release: (e, found) => {
         const out = policyEventToRuntime(e, this, p.nodeName);
-        if (!found) this.metrics.processInfoMissing(e.type);
+        if (!found && eventProcess(out).exec_id === "") {
+          this.withoutProcess++;
+          this.metrics.processInfoMissing(e.type);
+        }
         this.push(out);
       },
     });
@@ -315,7 +323,7 @@ export class RuntimeController implements Controller, RuntimeSink {
       rateLimited: s?.counts.rateLimited ?? 0,
       // policy events held until their process was known, and those that went out without it
       eventCacheHeld: this.held.accesses,
-      eventCacheMissed: this.held.missed,
+      eventCacheMissed: this.withoutProcess,
       // 1 once the source is known to run (bpftrace: its start's canary exec was seen; native: attached).
       canarySeen: s?.canarySeen ? 1 : 0,
     };
