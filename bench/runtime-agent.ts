@@ -3,7 +3,7 @@
  * pipeline, wired as src/agent/agent.ts wires it (TracingPoliciesController + startRuntime: syscall
  * guard -> decode -> enrich from the process cache -> Tetragon JSON lines file, metrics, ring), one
  * endpoint namespace named with the bench's prefix, the workloads of bench/native/rt-loops.c, and
- * CPU readings of the helper processes. Everything made here carries the `m3r` prefix and is removed
+ * CPU readings of the helper processes. Everything made here carries the `m4r` prefix and is removed
  * by `close()`.
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -93,10 +93,10 @@ export class RuntimeLab {
   private log: ReturnType<typeof pino.destination> | undefined;
 
   constructor(tag: string, app: string) {
-    this.dir = mkdtempSync(join(tmpdir(), `m3r-${tag}-`));
+    this.dir = mkdtempSync(join(tmpdir(), `m4r-${tag}-`));
     this.loops = join(this.dir, "rt-loops");
     this.exportPath = join(this.dir, "tetragon.jsonl");
-    this.netns = `m3r${tag}${randomBytes(3).toString("hex")}`;
+    this.netns = `m4r${tag}${randomBytes(3).toString("hex")}`;
     const cc = spawnSync("gcc", ["-O2", "-Wall", "-o", this.loops, LOOPS_SRC], { encoding: "utf8" });
     if (cc.status !== 0) throw new Error(`gcc: ${cc.stderr}`);
     const ip = spawnSync("ip", ["netns", "add", this.netns], { encoding: "utf8" });

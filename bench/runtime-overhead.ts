@@ -59,6 +59,8 @@ interface Measured {
   readonly wallNs: number;
   /** The agent's CPU (this process and the event loader) per process event; NaN when off. */
   readonly agentUsPerEvent: number;
+  /** Of which the event loader's (membrane-exec-events). */
+  readonly loaderUsPerEvent: number;
 }
 
 async function measure(lab: RuntimeLab, mode: Mode, loop: Loop): Promise<Measured> {
@@ -75,9 +77,15 @@ async function measure(lab: RuntimeLab, mode: Mode, loop: Loop): Promise<Measure
     if (mode !== "off") await sleep(300); // the loader's last batch (it coalesces 10 ms)
     const c = process.cpuUsage(c0);
     const events = (lab.runtime?.ring.written ?? 0) - w0;
-    const agentS = (c.user + c.system) / 1e6 + procCpuS(loader) - l0;
+    const loaderS = procCpuS(loader) - l0;
+    const agentS = (c.user + c.system) / 1e6 + loaderS;
     const n = loop === "exec" ? EXECS : OPENS;
-    return { cpuNs: cpuNs / n, wallNs: wallNs / n, agentUsPerEvent: (agentS / events) * 1e6 };
+    return {
+      cpuNs: cpuNs / n,
+      wallNs: wallNs / n,
+      agentUsPerEvent: (agentS / events) * 1e6,
+      loaderUsPerEvent: (loaderS / events) * 1e6,
+    };
   } finally {
     await lab.stop();
   }
@@ -96,6 +104,7 @@ async function main(): Promise<void> {
       const wall: Record<Mode, number[]> = { off: [], events: [], policy: [] };
       const ratios: Record<Exclude<Mode, "off">, number[]> = { events: [], policy: [] };
       const agentUs: number[] = [];
+      const loaderUs: number[] = [];
       for (let r = 0; r < ROUNDS; r++)
         for (const m of ON) {
           process.stderr.write(`round ${r + 1}/${ROUNDS}: ${loop} loop, off vs ${m}\n`);
@@ -105,7 +114,10 @@ async function main(): Promise<void> {
             cpu[k].push(Math.round(x.cpuNs));
             wall[k].push(Math.round(x.wallNs));
             pair[k] = x.cpuNs;
-            if (k === "events" && loop === "exec") agentUs.push(x.agentUsPerEvent);
+            if (k === "events" && loop === "exec") {
+              agentUs.push(x.agentUsPerEvent);
+              loaderUs.push(x.loaderUsPerEvent);
+            }
           }
           ratios[m].push((pair[m] ?? NaN) / (pair.off ?? NaN));
         }
@@ -118,7 +130,12 @@ async function main(): Promise<void> {
           events: r3((median(ratios.events) - 1) * 100),
           policy: r3((median(ratios.policy) - 1) * 100),
         },
-        ...(loop === "exec" ? { agentCpuUsPerProcessEvent: r3(median(agentUs)) } : {}),
+        ...(loop === "exec"
+          ? {
+              agentCpuUsPerProcessEvent: r3(median(agentUs)),
+              loaderCpuUsPerProcessEvent: r3(median(loaderUs)),
+            }
+          : {}),
       };
     }
     console.log(

@@ -13,10 +13,12 @@
  *             agent's per-policy budget; `unaccounted` = opens - exported - lost (0 when every event is
  *             either exported or counted). Sustained rate = exported / (flood time + the tail until
  *             the last event was exported); the agent's and the loader's CPU per event (robust to load:
- *             1e6 / agentCpuUsPerEvent is the pipeline's ceiling on one core).
+ *             1e6 / agentCpuUsPerEvent is the pipeline's ceiling on one core); `heldForProcess`: events
+ *             that waited for their process's records (the event cache), `withoutExecId`: those that
+ *             went out without (the flood's processes start before it: both stay near 0).
  *
  * One JSON line (`bench: "runtime-rate"`) with the load average. Needs root and gcc. Profile the agent
- * side with `node --cpu-prof --cpu-prof-dir=/tmp/m3r-prof dist/bench/runtime-rate.js`.
+ * side with `node --cpu-prof --cpu-prof-dir=/tmp/m4r-prof dist/bench/runtime-rate.js`.
  *   node dist/bench/runtime-rate.js [--rates=25000,50000,75000,0] [--seconds=5] [--procs=2] [--quick]
  */
 import { statSync, truncateSync } from "node:fs";
@@ -94,6 +96,7 @@ async function step(lab: RuntimeLab, rate: number, path: string): Promise<Record
   const loader = childrenNamed("membrane-syscall-guard")[0];
   const e0 = await exported(lab);
   const l0 = lost(lab);
+  const cache0 = eventCache(lab);
   const agent0 = process.cpuUsage();
   const loader0 = procCpuS(loader);
   const loadBefore = load();
@@ -131,6 +134,7 @@ async function step(lab: RuntimeLab, rate: number, path: string): Promise<Record
   const lostKernel = l1.kernel - l0.kernel;
   const lostAgent = l1.agent - l0.agent;
   const windowS = Number(lastAt - t0) / 1e9 || floodS;
+  const cache1 = eventCache(lab);
   return {
     offeredRate: rate === 0 ? "unpaced" : rate,
     opens,
@@ -141,6 +145,9 @@ async function step(lab: RuntimeLab, rate: number, path: string): Promise<Record
     lostKernel,
     lostAgent,
     unaccounted: opens - got - lostKernel - lostAgent,
+    // exported events that waited for their process's records, and those that went without exec_id
+    heldForProcess: cache1.held - cache0.held,
+    withoutExecId: cache1.missed - cache0.missed,
     tailS: r3(tailS),
     sustainedPerS: Math.round(got / Math.max(floodS, windowS)),
     keptUp: lostKernel === 0 && lostAgent === 0 && tailS < 1,
@@ -150,6 +157,12 @@ async function step(lab: RuntimeLab, rate: number, path: string): Promise<Record
     agentCeilingPerCoreS: Math.round(got / Math.max(1e-9, agentCpuS)),
     loadavg: { before: loadBefore, after: load() },
   };
+}
+
+/** The runtime controller's event cache counts (src/runtime/event-cache.ts). */
+function eventCache(lab: RuntimeLab): { held: number; missed: number } {
+  const s = lab.runtime?.status() ?? {};
+  return { held: Number(s["eventCacheHeld"] ?? 0), missed: Number(s["eventCacheMissed"] ?? 0) };
 }
 
 async function main(): Promise<void> {

@@ -10,6 +10,9 @@
  *   stdout: frames `u32 type, u32 length, payload` (host byte order):
  *           1 READY (empty) | 2 ERROR "<stage> <errno> <text>" | 3 RECORDS (records back to back)
  *           | 4 LOST (u64: ring-buffer reserve failures, summed over CPUs, sent when it changes)
+ *           | 5 MARK (u64: CLOCK_MONOTONIC ns, the clock of bpf_ktime_get_ns, read before a drain of the ring)
+ *   stdin after "go": any bytes ask for one MARK after the next drain (the agent holds a policy event
+ *   until the records written before it were read); EOF detaches.
  *
  * Map references in the programs (ld_imm64, BPF_PSEUDO_MAP_FD): imm 0 is the
  * ring buffer, imm 1 the per-CPU lost counter (array of one u64).
@@ -25,6 +28,7 @@
 #include <errno.h>
 #include <linux/bpf.h>
 #include "membrane-bpf.h"
+#include "membrane-rb-loader.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -49,44 +53,9 @@
 #define SMALL_SIZE 32
 #define EXEC_SIZE 1872
 #define MAX_CPUS 1024
-
-enum { F_READY = 1, F_ERROR = 2, F_RECORDS = 3, F_LOST = 4 };
-
-static void write_all(const void *p, size_t n) {
-  const char *c = p;
-  while (n > 0) {
-    ssize_t w = write(1, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) exit(0); /* the reader is gone: detach by exiting */
-    c += w;
-    n -= (size_t)w;
-  }
-}
-
-static void frame(uint32_t type, const void *payload, uint32_t len) {
-  uint32_t h[2] = {type, len};
-  write_all(h, sizeof(h));
-  if (len) write_all(payload, len);
-}
-
-static void fail(const char *stage, int err, const char *text) {
-  char msg[1024];
-  int n = snprintf(msg, sizeof(msg), "%s %d %s", stage, err, text ? text : strerror(err));
-  frame(F_ERROR, msg, (uint32_t)(n < 0 ? 0 : n >= (int)sizeof(msg) ? (int)sizeof(msg) - 1 : n));
-  exit(1);
-}
-
-static int load(struct bpf_insn *insns, int n, int ringbuf, int lost) {
-  return load_prog(BPF_PROG_TYPE_RAW_TRACEPOINT, 0, insns, n, ringbuf, lost);
-}
-
-static int attach(int prog, const char *name) {
-  union bpf_attr a;
-  memset(&a, 0, sizeof(a));
-  a.raw_tracepoint.name = (uint64_t)(uintptr_t)name;
-  a.raw_tracepoint.prog_fd = (uint32_t)prog;
-  return sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &a);
-}
+/* 50 ms: a process event reaches the agent within it; a policy event waiting for its process's records
+ * asks for them at once (MARK). Fewer wakeups: each costs the loader and the agent more than its records. */
+#define COALESCE_MS 50
 
 static int ncpus;
 
@@ -152,15 +121,8 @@ int main(void) {
     if (len == 0 || line[len - 1] != '\n') fail("input", EINVAL, "line too long or unterminated");
     line[len - 1] = 0;
     if (strncmp(line, "prog ", 5) == 0) {
-      char *sp = strchr(line + 5, ' ');
-      if (!sp || sp - (line + 5) >= 64 || sp == line + 5) fail("input", EINVAL, "bad prog line");
       if (nprogs >= MAX_PROGS) fail("input", E2BIG, "too many programs");
-      memcpy(names[nprogs], line + 5, (size_t)(sp - (line + 5)));
-      names[nprogs][sp - (line + 5)] = 0;
-      for (char *c = names[nprogs]; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
-          fail("input", EINVAL, "bad tracepoint name");
-      if ((counts[nprogs] = decode_insns(sp + 1, progs[nprogs], MAX_INSNS)) < 0) fail("input", EINVAL, "bad instructions");
+      counts[nprogs] = parse_prog_line(line + 5, names[nprogs], progs[nprogs], MAX_INSNS);
       nprogs++;
     } else if (strncmp(line, "ring ", 5) == 0) {
       char *end = NULL;
@@ -181,27 +143,16 @@ int main(void) {
   int lost = map_create(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1);
   if (lost < 0) fail("map", errno, NULL);
   int fds[MAX_PROGS];
-  for (int i = 0; i < nprogs; i++) {
-    fds[i] = load(progs[i], counts[i], ringbuf, lost);
-    if (fds[i] < 0) {
-      char stage[160];
-      snprintf(stage, sizeof(stage), "load:%.63s", names[i]);
-      fail(stage, -fds[i], log_tail(3, '|'));
-    }
-  }
+  int maps[2] = {ringbuf, lost};
+  load_raw_tps(&progs[0][0], MAX_INSNS, counts, names, nprogs, fds, maps, 2);
   struct ringbuf rb;
   if (ringbuf_map(ringbuf, ring_size, &rb) != 0) fail("mmap", errno, NULL);
   /* Attach last, all of them or none (an error exits and closes what was attached). */
-  for (int i = 0; i < nprogs; i++) {
-    if (attach(fds[i], names[i]) < 0) {
-      char stage[160];
-      snprintf(stage, sizeof(stage), "attach:%.63s", names[i]);
-      fail(stage, errno, NULL);
-    }
-  }
+  attach_raw_tps(fds, names, nprogs);
   frame(F_READY, NULL, 0);
 
   uint64_t lost_seen = 0;
+  int want_mark = 0;
   struct pollfd pfd[2] = {{.fd = ringbuf, .events = POLLIN}, {.fd = 0, .events = POLLIN}};
   for (;;) {
     int r = poll(pfd, 2, 1000);
@@ -209,17 +160,29 @@ int main(void) {
     if (pfd[1].revents) {
       char buf[256];
       if (read(0, buf, sizeof(buf)) <= 0) return 0; /* stdin closed: detach by exiting */
+      want_mark = 1;
     }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
     ringbuf_drain(&rb, take);
     flush();
+    if (want_mark) {
+      /* Every record reserved before `now` was drained above, unless its program was still writing
+       * it (the drain stops there); then that task's later events come after `now` too, so the
+       * agent holding one of them still waits for the next drain. */
+      uint64_t mark = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+      frame(F_MARK, &mark, sizeof(mark));
+      want_mark = 0;
+    }
     uint64_t l = read_lost(lost);
     if (l != lost_seen) {
       lost_seen = l;
       frame(F_LOST, &l, sizeof(l));
     }
-    /* Coalesce: records of the next 10 ms go out in one frame (fewer wakeups of the loader and the
-     * agent: at an exec loop's rate one frame per record cost ~100 us of CPU per record, batched ~3). */
-    struct timespec ts = {0, 10 * 1000 * 1000};
-    nanosleep(&ts, NULL);
+    /* Coalesce: records of the next COALESCE_MS go out in one frame (fewer wakeups of this loader
+     * and of the agent: at an exec loop's rate one frame per record cost ~100 us of CPU per record).
+     * A MARK request (or stdin's end) cuts the wait short: the agent holds a policy event meanwhile. */
+    struct pollfd in = {.fd = 0, .events = POLLIN};
+    poll(&in, 1, COALESCE_MS);
   }
 }

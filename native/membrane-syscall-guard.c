@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <linux/bpf.h>
 #include "membrane-bpf.h"
+#include "membrane-rb-loader.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -50,40 +51,6 @@
 #define EVENT_SIZE 368
 #define SCRATCH_SIZE 8448
 #define BINARIES_MAX 65536
-
-enum { F_READY = 1, F_ERROR = 2, F_RECORDS = 3, F_LOST = 4 };
-
-static void write_all(const void *p, size_t n) {
-  const char *c = p;
-  while (n > 0) {
-    ssize_t w = write(1, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) exit(0); /* the reader is gone: detach by exiting */
-    c += w;
-    n -= (size_t)w;
-  }
-}
-
-static void frame(uint32_t type, const void *payload, uint32_t len) {
-  uint32_t h[2] = {type, len};
-  write_all(h, sizeof(h));
-  if (len) write_all(payload, len);
-}
-
-static void fail(const char *stage, int err, const char *text) {
-  char msg[1024];
-  int n = snprintf(msg, sizeof(msg), "%s %d %s", stage, err, text ? text : strerror(err));
-  frame(F_ERROR, msg, (uint32_t)(n < 0 ? 0 : n >= (int)sizeof(msg) ? (int)sizeof(msg) - 1 : n));
-  exit(1);
-}
-
-static int attach(int prog, const char *name) {
-  union bpf_attr a;
-  memset(&a, 0, sizeof(a));
-  a.raw_tracepoint.name = (uint64_t)(uintptr_t)name;
-  a.raw_tracepoint.prog_fd = (uint32_t)prog;
-  return sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &a);
-}
 
 static uint64_t read_lost(int lost) {
   union bpf_attr a;
@@ -130,15 +97,8 @@ int main(void) {
     if (len == 0 || line[len - 1] != '\n') fail("input", EINVAL, "line too long or unterminated");
     line[len - 1] = 0;
     if (strncmp(line, "prog ", 5) == 0) {
-      char *sp = strchr(line + 5, ' ');
-      if (!sp || sp - (line + 5) >= 64 || sp == line + 5) fail("input", EINVAL, "bad prog line");
       if (nprogs >= MAX_PROGS) fail("input", E2BIG, "too many programs");
-      memcpy(names[nprogs], line + 5, (size_t)(sp - (line + 5)));
-      names[nprogs][sp - (line + 5)] = 0;
-      for (char *c = names[nprogs]; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
-          fail("input", EINVAL, "bad tracepoint name");
-      if ((counts[nprogs] = decode_insns(sp + 1, progs[nprogs], MAX_INSNS)) < 0) fail("input", EINVAL, "bad instructions");
+      counts[nprogs] = parse_prog_line(line + 5, names[nprogs], progs[nprogs], MAX_INSNS);
       nprogs++;
     } else if (strncmp(line, "bin ", 4) == 0) {
       unsigned long pid = 0;
@@ -163,14 +123,7 @@ int main(void) {
   if ((maps[2] = map_create(BPF_MAP_TYPE_PERCPU_ARRAY, 4, SCRATCH_SIZE, 1)) < 0) fail("map:scratch", errno, NULL);
   if ((maps[3] = map_create(BPF_MAP_TYPE_HASH, 4, 8, BINARIES_MAX)) < 0) fail("map:binaries", errno, NULL);
   int fds[MAX_PROGS];
-  for (int i = 0; i < nprogs; i++) {
-    fds[i] = load_prog_maps(BPF_PROG_TYPE_RAW_TRACEPOINT, 0, progs[i], counts[i], maps, 4);
-    if (fds[i] < 0) {
-      char stage[160];
-      snprintf(stage, sizeof(stage), "load:%.63s", names[i]);
-      fail(stage, -fds[i], log_tail(3, '|'));
-    }
-  }
+  load_raw_tps(&progs[0][0], MAX_INSNS, counts, names, nprogs, fds, maps, 4);
   for (int i = 0; i < nseeds; i++) {
     union bpf_attr a;
     memset(&a, 0, sizeof(a));
@@ -184,13 +137,7 @@ int main(void) {
   if (ringbuf_map(maps[0], RINGBUF_SIZE, &rb) != 0) fail("mmap", errno, NULL);
   /* The programs that learn binaries (exec/fork/exit) come first in the input: attached before the
    * sys_enter program that reads what they learn. Attach all of them or none (an error exits). */
-  for (int i = 0; i < nprogs; i++) {
-    if (attach(fds[i], names[i]) < 0) {
-      char stage[160];
-      snprintf(stage, sizeof(stage), "attach:%.63s", names[i]);
-      fail(stage, errno, NULL);
-    }
-  }
+  attach_raw_tps(fds, names, nprogs);
   frame(F_READY, NULL, 0);
 
   uint64_t lost_seen = 0;

@@ -12,6 +12,8 @@
  * and are handed to the same exporter through RuntimeSink.
  */
 
+import type { RuntimePolicyEvent } from "./enforce/events.js";
+
 /** Tetragon's Pod, for a process inside an endpoint. */
 export interface TetragonPod {
   readonly namespace: string;
@@ -175,7 +177,13 @@ export function eventTypeLabel(t: RuntimeEventType): string {
  */
 export interface RuntimeSink {
   push(e: RuntimeEvent): void;
-  processOf(pid: number): { process: TetragonProcess; parent?: TetragonProcess } | undefined;
+  /**
+   * A policy sensor's event, turned into its RuntimeEvent once its process is known (held a while
+   * when it is not yet: ../runtime/event-cache.ts); absent: the caller builds and pushes it at once.
+   */
+  pushPolicy?(e: RuntimePolicyEvent): void;
+  /** The process `pid` is, or was at monotonic time `ktime` when given (its image before a later exec). */
+  processOf(pid: number, ktime?: bigint): { process: TetragonProcess; parent?: TetragonProcess } | undefined;
   /**
    * The pod of a network namespace inode (undefined: the host's), for an event whose process the
    * cache does not know yet (its exec record not read when the policy's event came).

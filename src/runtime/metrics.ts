@@ -5,6 +5,9 @@
  *   tetragon_bpf_missed_events_total{msg_op, error}    events the kernel or the bounds dropped
  *                                                      (msg_op "process": the event source; "kprobe": TracingPolicy events)
  *   tetragon_errors_total{type}                        lines of the source that could not be read
+ *   tetragon_event_cache_accesses_total                policy events held until their process was known
+ *   tetragon_event_cache_process_info_errors_total{event_type}
+ *                                                      held events that went out without it (no exec_id)
  */
 import { Counter, Registry } from "prom-client";
 import { eventProcess, eventType, eventTypeLabel, type RuntimeEvent } from "./events.js";
@@ -40,6 +43,8 @@ export class RuntimeMetrics {
   private readonly policyTally = new Tally<PolicyLabel>();
   private readonly missed: Counter<"msg_op" | "error">;
   private readonly errors: Counter<"type">;
+  private readonly cacheAccesses: Counter;
+  private readonly processInfoErrors: Counter<"event_type">;
 
   constructor(registry?: Registry) {
     this.registry = registry ?? new Registry();
@@ -70,6 +75,27 @@ export class RuntimeMetrics {
       labelNames: ["type"],
       registers,
     });
+    this.cacheAccesses = new Counter({
+      name: "tetragon_event_cache_accesses_total",
+      help: "Policy events held until the process cache knew their process.",
+      registers,
+    });
+    this.processInfoErrors = new Counter({
+      name: "tetragon_event_cache_process_info_errors_total",
+      help: "Held policy events that went out without their process (no exec_id), by event type.",
+      labelNames: ["event_type"],
+      registers,
+    });
+  }
+
+  /** A policy event held in the event cache (its process not known yet). */
+  eventCacheAccess(): void {
+    this.cacheAccesses.inc();
+  }
+
+  /** A held event went out without its process (no exec_id): its type, as PROCESS_KPROBE. */
+  processInfoMissing(type: string): void {
+    this.processInfoErrors.inc({ event_type: type.toUpperCase() });
   }
 
   observe(e: RuntimeEvent): void {

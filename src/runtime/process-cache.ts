@@ -12,7 +12,7 @@
  * Bounded: at most `capacity` live entries (the oldest evicted, counted) and
  * EXITED_KEEP exited ones.
  */
-import { execId, exitStatus, ktimeToIso } from "./exec-id.js";
+import { execId, exitStatus, IsoClock } from "./exec-id.js";
 import type { ExecRecord } from "./source/assemble.js";
 import type { ProcessExec, ProcessExit, TetragonPod, TetragonProcess } from "./events.js";
 
@@ -25,6 +25,10 @@ export interface CacheEntry {
   readonly netns: number;
   readonly startBoottime: bigint;
   readonly process: TetragonProcess;
+  /** The image this one's exec replaced (one level): events from before the exec name it. */
+  readonly previous?: CacheEntry;
+  /** When it exited (set once, as the entry moves among the exited). */
+  exitKtime?: bigint;
 }
 
 export interface ProcessCacheParams {
@@ -43,12 +47,24 @@ export function joinArguments(argv: readonly string[]): string {
     .join(" ");
 }
 
+/** An entry without its own previous image (the chain stays one level deep). */
+function oneLevel(e: CacheEntry): CacheEntry {
+  if (!e.previous) return e;
+  const { previous: _dropped, ...rest } = e;
+  return rest;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
 export class ProcessCache {
   private readonly live = new Map<number, CacheEntry>();
   private readonly exited = new Map<number, CacheEntry>();
+  private readonly clock: IsoClock;
   evicted = 0;
 
-  constructor(private readonly p: ProcessCacheParams) {}
+  constructor(private readonly p: ProcessCacheParams) {
+    this.clock = new IsoClock(p.bootNs);
+  }
 
   get size(): number {
     return this.live.size;
@@ -56,6 +72,18 @@ export class ProcessCache {
 
   get(pid: number): CacheEntry | undefined {
     return this.live.get(pid) ?? this.exited.get(pid);
+  }
+
+  /**
+   * The image `pid` ran at monotonic time `ktime` (0: whatever it is now): the entry, or the one
+   * its exec replaced when `ktime` came before that exec; undefined when the cache knows no process
+   * of that pid alive then (not read yet, or an earlier holder of the pid that had exited).
+   */
+  at(pid: number, ktime: bigint): CacheEntry | undefined {
+    const e = this.get(pid);
+    if (!e || ktime === 0n) return e;
+    if (e.ktime <= ktime) return e.exitKtime === undefined || ktime <= e.exitKtime ? e : undefined;
+    return e.previous && e.previous.ktime <= ktime ? e.previous : undefined;
   }
 
   private put(e: CacheEntry): void {
@@ -74,46 +102,68 @@ export class ProcessCache {
     return pod ? { ...base, pod } : base;
   }
 
+  /**
+   * A process of an exec or fork record, its keys always in this order (the export's), built as
+   * one literal: spreading a parent's twelve fields per fork was a fifth of this cache's time.
+   */
+  private make(
+    pid: number,
+    ktime: bigint,
+    netns: number,
+    f: Pick<TetragonProcess, "uid" | "cwd" | "binary" | "arguments" | "auid">,
+    flags: string,
+    parentExecId: string | undefined,
+  ): TetragonProcess {
+    const p: Mutable<TetragonProcess> = {
+      exec_id: execId(this.p.nodeName, ktime, pid),
+      pid,
+      uid: f.uid,
+      cwd: f.cwd,
+      binary: f.binary,
+      arguments: f.arguments,
+      flags,
+      start_time: this.clock.iso(ktime),
+      auid: f.auid,
+    };
+    if (parentExecId !== undefined) p.parent_exec_id = parentExecId;
+    const pod = this.p.podOf(netns);
+    if (pod) p.pod = pod;
+    return p;
+  }
+
   exec(r: ExecRecord): ProcessExec {
     const parent = this.get(r.ppid);
-    const flags = ["execve"];
-    if (r.argsTruncated) flags.push("truncArgs");
-    if (!r.cwdComplete) flags.push("errorCWD");
-    else if (r.cwd === "/") flags.push("rootcwd");
-    const process = this.withPod(r.netns, {
-      exec_id: execId(this.p.nodeName, r.ktime, r.pid),
-      pid: r.pid,
-      uid: r.uid,
-      cwd: r.cwd,
-      binary: r.binary,
-      arguments: joinArguments(r.argv),
-      flags: flags.join(" "),
-      start_time: ktimeToIso(r.ktime, this.p.bootNs),
-      auid: r.auid,
-      ...(parent ? { parent_exec_id: parent.process.exec_id } : {}),
-    });
-    this.put({
+    const before = this.live.get(r.pid);
+    let flags = "execve";
+    if (r.argsTruncated) flags += " truncArgs";
+    if (!r.cwdComplete) flags += " errorCWD";
+    else if (r.cwd === "/") flags += " rootcwd";
+    const process = this.make(
+      r.pid,
+      r.ktime,
+      r.netns,
+      { uid: r.uid, cwd: r.cwd, binary: r.binary, arguments: joinArguments(r.argv), auid: r.auid },
+      flags,
+      parent?.process.exec_id,
+    );
+    const entry: CacheEntry = {
       pid: r.pid,
       ppid: r.ppid,
       ktime: r.ktime,
       netns: r.netns,
       startBoottime: r.startBoottime,
       process,
-    });
-    return { process, ...(parent ? { parent: parent.process } : {}) };
+    };
+    if (before) (entry as Mutable<CacheEntry>).previous = oneLevel(before);
+    this.put(entry);
+    return parent ? { process, parent: parent.process } : { process };
   }
 
   fork(pid: number, ppid: number, ktime: bigint): void {
     const parent = this.get(ppid);
     if (!parent) return; // an exec or the scan will name it
-    const process = this.withPod(parent.netns, {
-      ...parent.process,
-      exec_id: execId(this.p.nodeName, ktime, pid),
-      pid,
-      flags: "clone",
-      start_time: ktimeToIso(ktime, this.p.bootNs),
-      parent_exec_id: parent.process.exec_id,
-    });
+    const pp = parent.process;
+    const process = this.make(pid, ktime, parent.netns, pp, "clone", pp.exec_id);
     this.put({ pid, ppid, ktime, netns: parent.netns, startBoottime: ktime, process });
   }
 
@@ -122,6 +172,7 @@ export class ProcessCache {
     const e = this.live.get(pid);
     if (!e) return undefined;
     this.live.delete(pid);
+    e.exitKtime = ktime;
     this.exited.set(pid, e);
     if (this.exited.size > EXITED_KEEP) {
       const oldest = this.exited.keys().next().value;
@@ -129,13 +180,15 @@ export class ProcessCache {
     }
     const parent = this.get(e.ppid);
     const s = exitStatus(code);
-    return {
-      process: e.process,
-      ...(parent ? { parent: parent.process } : {}),
-      ...(s.signal !== undefined ? { signal: s.signal } : {}),
-      status: s.status,
-      time: ktimeToIso(ktime, this.p.bootNs),
-    };
+    const time = this.clock.iso(ktime);
+    // literals in the export's key order: process, parent, signal, status, time
+    if (s.signal !== undefined)
+      return parent
+        ? { process: e.process, parent: parent.process, signal: s.signal, status: s.status, time }
+        : { process: e.process, signal: s.signal, status: s.status, time };
+    return parent
+      ? { process: e.process, parent: parent.process, status: s.status, time }
+      : { process: e.process, status: s.status, time };
   }
 
   /** An entry from the /proc scan, unless an event made one already. */

@@ -57,7 +57,7 @@ export const OFF = {
 } as const;
 export const EXEC_SIZE = OFF.cwd + CWD_AREA;
 
-export const FRAME = { READY: 1, ERROR: 2, RECORDS: 3, LOST: 4 } as const;
+export const FRAME = { READY: 1, ERROR: 2, RECORDS: 3, LOST: 4, MARK: 5 } as const;
 /** Largest frame the loader writes (its batch buffer). */
 export const MAX_FRAME = 256 * 1024;
 
@@ -65,6 +65,8 @@ export type Frame =
   | { kind: "ready" }
   | { kind: "error"; text: string }
   | { kind: "lost"; total: bigint }
+  /** The loader read the ring buffer at this monotonic time: every record reserved before is in an earlier frame. */
+  | { kind: "mark"; ktime: bigint }
   | { kind: "records"; records: ProcessRecord[]; malformed: number }
   | { kind: "malformed"; why: string };
 
@@ -74,7 +76,7 @@ const cstr = (b: Buffer, at: number, max: number): string => {
 };
 
 /** One exec record's fields (the buffer holds at least EXEC_SIZE bytes from `at`). */
-export function decodeExec(b: Buffer, at: number): ExecRecord {
+export function decodeExec(b: Buffer, at: number): { kind: "exec" } & ExecRecord {
   const argBytes = b.readBigUInt64LE(at + OFF.argBytes);
   const argLen = Math.min(b.readUInt32LE(at + OFF.argLen), ARGS_MAX);
   const argOk = b.readInt32LE(at + OFF.argErr) === 0;
@@ -93,6 +95,7 @@ export function decodeExec(b: Buffer, at: number): ExecRecord {
   }
   const components = b.readUInt32LE(at + OFF.cwdComponents);
   return {
+    kind: "exec",
     pid: b.readUInt32LE(at + OFF.pid),
     ppid: b.readUInt32LE(at + OFF.ppidOrCode),
     uid: b.readUInt32LE(at + OFF.uid),
@@ -120,7 +123,7 @@ export function decodeRecords(p: Buffer): { records: ProcessRecord[]; malformed:
     const pid = p.readUInt32LE(at + OFF.pid);
     const ktime = p.readBigUInt64LE(at + OFF.ktime);
     const x = p.readUInt32LE(at + OFF.ppidOrCode);
-    if (kind === KIND_EXEC) records.push({ kind: "exec", ...decodeExec(p, at) });
+    if (kind === KIND_EXEC) records.push(decodeExec(p, at));
     else if (kind === KIND_FORK) records.push({ kind: "fork", pid, ppid: x, ktime });
     else records.push({ kind: "exit", pid, code: x, ktime });
     at += size;
@@ -149,6 +152,7 @@ export class FrameReader {
       if (type === FRAME.READY && len === 0) out.push({ kind: "ready" });
       else if (type === FRAME.ERROR) out.push({ kind: "error", text: p.toString("utf8").slice(0, 1000) });
       else if (type === FRAME.LOST && len === 8) out.push({ kind: "lost", total: p.readBigUInt64LE(0) });
+      else if (type === FRAME.MARK && len === 8) out.push({ kind: "mark", ktime: p.readBigUInt64LE(0) });
       else if (type === FRAME.RECORDS) out.push({ kind: "records", ...decodeRecords(p) });
       else return this.fail(out, `unknown frame type ${type} of ${len} bytes`);
     }

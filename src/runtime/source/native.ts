@@ -5,8 +5,16 @@
  * forwards their ring-buffer records in binary frames (./native-record.ts).
  *
  *   withBtf (cached offsets, or the kernel BTF) -> layoutFrom -> nativePrograms --hex on stdin--> membrane-exec-events
- *        stdout frames --FrameReader--> Reorder --> onRecord(exec | fork | exit)
+ *        stdout frames --FrameReader--> onRecord(exec | fork | exit), in the ring buffer's order
  *                        LOST (ring full) / malformed --> onDrop(reason, n)
+ *                        MARK (asked for on stdin: requestMark) --> onMark(ktime)
+ *
+ * No reordering (bpftrace's source needs ./reorder.ts, one perf buffer per
+ * CPU): the BPF ring buffer is one for every CPU and hands records out in the
+ * order they were reserved, and a process's fork is reserved before it runs,
+ * its exec before its later events, its exit after them. Records reach the
+ * cache as soon as the loader reads them (it did hold every record 50 ms,
+ * which made policy events of new processes wait or go without exec_id).
  *
  * Why: the bpftrace source prints text that is parsed as JSON (700-868 us of
  * CPU per exec, far from 50,000 events/s); here the kernel writes fixed-size
@@ -28,7 +36,6 @@ import type { ProcessRecord } from "./assemble.js";
 import { withBtf } from "./btf-cache.js";
 import { layoutFrom, nativePrograms } from "./native-prog.js";
 import { FrameReader } from "./native-record.js";
-import { Reorder } from "./reorder.js";
 import { RateLimit, type ProcessSource, type ProcessSourceParams } from "./source.js";
 
 /** dist/bin/membrane-exec-events, next to this module's compiled tree. */
@@ -50,15 +57,21 @@ export interface NativeSourceParams extends ProcessSourceParams {
 export class NativeSource implements ProcessSource {
   readonly kind = "native";
   private child: ChildProcess | undefined;
-  private readonly reorder: Reorder;
   private readonly limit: RateLimit;
   private stopping = false;
+  private markAsked = false;
   private lostSeen = 0n;
   readonly counts = { records: 0, frames: 0, malformed: 0, lost: 0, rateLimited: 0 };
 
   constructor(private readonly p: NativeSourceParams) {
     this.limit = new RateLimit(p.maxEventsPerSecond ?? 0);
-    this.reorder = new Reorder((r) => this.record(r));
+  }
+
+  /** One MARK frame after the loader's next read of the ring (one byte on its stdin; one outstanding). */
+  requestMark(): void {
+    if (this.markAsked || !this.child?.stdin?.writable) return;
+    this.markAsked = true;
+    this.child.stdin.write("m");
   }
 
   get pid(): number | undefined {
@@ -153,11 +166,15 @@ export class NativeSource implements ProcessSource {
             case "records":
               this.counts.frames++;
               this.counts.records += f.records.length;
-              for (const r of f.records) this.reorder.push(r);
+              for (const r of f.records) this.record(r);
               if (f.malformed > 0) {
                 this.counts.malformed += f.malformed;
                 this.p.onDrop("malformed", f.malformed);
               }
+              break;
+            case "mark":
+              this.markAsked = false;
+              this.p.onMark?.(f.ktime);
               break;
             case "malformed":
               // The stream lost its framing: nothing after this can be trusted; the source stops.
@@ -192,6 +209,5 @@ export class NativeSource implements ProcessSource {
         setTimeout(() => c.kill("SIGKILL"), 5000).unref();
       });
     }
-    this.reorder.stop();
   }
 }

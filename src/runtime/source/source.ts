@@ -11,6 +11,8 @@ export type DropReason = "lost" | "malformed" | "orphan" | "rate_limit";
 export interface ProcessSourceParams {
   readonly onRecord: (r: ProcessRecord) => void;
   readonly onDrop: (reason: DropReason, n: number) => void;
+  /** Every record the kernel wrote before this monotonic time has been passed on (answers requestMark). */
+  readonly onMark?: (ktime: bigint) => void;
   readonly onExit?: (why: string) => void;
   /** Records per second passed on; beyond, dropped and counted (0 = no limit). */
   readonly maxEventsPerSecond?: number;
@@ -31,6 +33,8 @@ export interface ProcessSource {
   readonly counts: { readonly lost: number; readonly malformed: number; readonly rateLimited: number };
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Asks for one onMark after the source's next read of the kernel's buffer (native only). */
+  requestMark?(): void;
 }
 
 /** At most `max` takes per wall-clock second (0 = no limit). */

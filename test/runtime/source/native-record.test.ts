@@ -74,6 +74,7 @@ describe("native event records and frames (hostile input)", () => {
         ]),
       ),
       frame(FRAME.LOST, Buffer.from([3, 0, 0, 0, 0, 0, 0, 0])),
+      frame(FRAME.MARK, Buffer.from([0, 1, 0, 0, 0, 0, 0, 0])),
     ]);
     for (const step of [1, 7, 1000, stream.length]) {
       const r = new FrameReader();
@@ -81,7 +82,7 @@ describe("native event records and frames (hostile input)", () => {
       for (let i = 0; i < stream.length; i += step) frames.push(...r.push(stream.subarray(i, i + step)));
       assert.deepEqual(
         frames.map((f) => f.kind),
-        ["ready", "records", "lost"],
+        ["ready", "records", "lost", "mark"],
       );
       const recs = frames[1]?.kind === "records" ? frames[1].records : [];
       assert.deepEqual(recs[0], { kind: "fork", pid: 43, ppid: 42, ktime: 5n });
@@ -94,6 +95,7 @@ describe("native event records and frames (hostile input)", () => {
       assert.equal(e.argsTruncated, false);
       assert.deepEqual(recs[2], { kind: "exit", pid: 43, code: 9, ktime: 9n });
       assert.equal(frames[2]?.kind === "lost" && frames[2].total, 3n);
+      assert.equal(frames[3]?.kind === "mark" && frames[3].ktime, 256n);
     }
   });
 
@@ -137,6 +139,12 @@ describe("native event records and frames (hostile input)", () => {
     assert.deepEqual(
       r2.push(frame(77, Buffer.alloc(4))).map((f) => f.kind),
       ["malformed"],
+    );
+    const r3 = new FrameReader();
+    assert.deepEqual(
+      r3.push(frame(FRAME.MARK, Buffer.alloc(4))).map((f) => f.kind),
+      ["malformed"],
+      "a MARK of the wrong length",
     );
   });
 
