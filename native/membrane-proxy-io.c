@@ -196,29 +196,22 @@ static watch_t *io_args(napi_env env, napi_callback_info info, char **at, size_t
   return w;
 }
 
-static napi_value op_read(napi_env env, napi_callback_info info) {
+/* One read or one send of the handle's fd into/from the given bytes: the count, or -errno. */
+static napi_value io_once(napi_env env, napi_callback_info info, int sending) {
   char *at;
   size_t len;
   watch_t *w = io_args(env, info, &at, &len);
   if (w == NULL) return NULL;
   if (w->closed) return num(env, -EBADF);
   ssize_t r;
-  do r = read(w->fd, at, len);
+  do r = sending ? send(w->fd, at, len, MSG_NOSIGNAL | MSG_DONTWAIT) : read(w->fd, at, len);
   while (r < 0 && errno == EINTR);
   return num(env, r < 0 ? -errno : r);
 }
 
-static napi_value op_write(napi_env env, napi_callback_info info) {
-  char *at;
-  size_t len;
-  watch_t *w = io_args(env, info, &at, &len);
-  if (w == NULL) return NULL;
-  if (w->closed) return num(env, -EBADF);
-  ssize_t r;
-  do r = send(w->fd, at, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (r < 0 && errno == EINTR);
-  return num(env, r < 0 ? -errno : r);
-}
+static napi_value op_read(napi_env env, napi_callback_info info) { return io_once(env, info, 0); }
+
+static napi_value op_write(napi_env env, napi_callback_info info) { return io_once(env, info, 1); }
 
 static napi_value op_shutdown(napi_env env, napi_callback_info info) {
   size_t argc = 1;

@@ -41,19 +41,23 @@ import type { DnsVerdicts } from "./verdicts.js";
 export type Source = { readonly address: string; readonly port: number };
 export type Reply = (b: Buffer | undefined) => void;
 
+/** What the DNS proxy counts (its `stats`); a query adds to all but `internalErrors`, which only the proxy counts. */
+export interface DnsProxyStats {
+  queries: number;
+  forwarded: number;
+  refused: number;
+  formerr: number;
+  dropped: number;
+  servfail: number;
+  badAnswers: number;
+  upstreamErrors: number;
+  onAnswerFailures: number;
+  internalErrors: number;
+}
+
 /** The proxy's parts a query uses (proxy.ts). */
 export interface ExchangeContext {
-  readonly stats: {
-    queries: number;
-    forwarded: number;
-    refused: number;
-    formerr: number;
-    dropped: number;
-    servfail: number;
-    badAnswers: number;
-    upstreamErrors: number;
-    onAnswerFailures: number;
-  };
+  readonly stats: DnsProxyStats;
   readonly upstreamTimeoutMs: number;
   readonly answerTimeoutMs: number;
   readonly upstream: Upstream | undefined;

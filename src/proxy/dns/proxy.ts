@@ -27,7 +27,13 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { guardSink, type ConnectionInfo, type L7PolicyLookup, type L7Proto, type L7Sink } from "../types.js";
 import { TimeoutQueue } from "../deadlines.js";
-import { DnsExchange, type ExchangeContext, type Reply, type Source } from "./exchange.js";
+import {
+  DnsExchange,
+  type DnsProxyStats,
+  type ExchangeContext,
+  type Reply,
+  type Source,
+} from "./exchange.js";
 import { serveTcpQueries } from "./tcp.js";
 import { UdpUpstreamPool } from "./udp-pool.js";
 import type { Upstream } from "./upstream.js";
@@ -87,18 +93,7 @@ export interface DnsProxyParams {
   readonly limits?: Partial<DnsProxyLimits>;
 }
 
-export interface DnsProxyStats {
-  queries: number;
-  forwarded: number;
-  refused: number;
-  formerr: number;
-  dropped: number;
-  servfail: number;
-  badAnswers: number;
-  upstreamErrors: number;
-  onAnswerFailures: number;
-  internalErrors: number;
-}
+export type { DnsProxyStats };
 
 export class DnsProxy {
   readonly stats: DnsProxyStats = {
