@@ -16,6 +16,7 @@ import { AgentLab, rootSkipReason, T } from "../agent/e2e/harness.js";
 import { uniquePrefix } from "../datapath/harness.js";
 import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
 import { Underlay } from "../../src/lab/underlay.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 
@@ -37,14 +38,6 @@ spec:
   - toNodes: [{matchLabels: {role: web}}]
     toPorts: [{ports: [{port: "22", protocol: TCP}]}]
 `;
-
-async function until(what: string, f: () => boolean): Promise<void> {
-  const deadline = Date.now() + 30_000; // a safety net, not a measurement
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe("host firewall on two nodes, one etcd (root)", { skip }, () => {
   test("a CCNP for role=db nodes allows TCP 22 from role=web nodes only; egress host rules; removal reopens", async () => {

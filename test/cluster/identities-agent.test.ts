@@ -16,16 +16,9 @@ import type { EtcdStore, StoreLease } from "../../src/store/etcd.js";
 import { EmbeddedStore } from "../../src/store/embedded.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
 import { aliveReport, etcdBinary, silent, TestEtcd } from "./identities-etcd.js";
+import { until } from "../support/until.js";
 
 const T = 600; // probe timeout for "dropped"
-
-async function until(what: string, f: () => Promise<boolean> | boolean): Promise<void> {
-  const deadline = Date.now() + 60_000; // a safety net, not a measure
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 /** One node: an agent on its own node namespace, its embedded store, a lease in the shared etcd. */
 class TestNode {

@@ -7,6 +7,7 @@ import { ClusterIdentities } from "../../src/cluster/identities.js";
 import { labelsText } from "../../src/cluster/identity-claims.js";
 import type { EtcdStore, StoreLease } from "../../src/store/etcd.js";
 import { etcdBinary, silent, TestEtcd } from "./identities-etcd.js";
+import { until } from "../support/until.js";
 
 interface TestNode {
   readonly name: string;
@@ -18,14 +19,6 @@ interface TestNode {
 }
 
 const LABELS = (i: number): string[] => [`k8s:app=app${i}`, "k8s:io.kubernetes.pod.namespace=default"];
-
-async function until(what: string, f: () => Promise<boolean> | boolean): Promise<void> {
-  const deadline = Date.now() + 30_000; // a safety net, not a measure
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Retries `f` until it succeeds: after an etcd restart the client's circuit breaker refuses calls for a while. */
 async function retrying<T>(f: () => Promise<T>): Promise<T> {

@@ -11,6 +11,7 @@ import { startClusterIpcache } from "../../src/cluster/start-ipcache.js";
 import type { RemoteEndpointSpec } from "../../src/policy/query.js";
 import type { TxnOp } from "../../src/store/store.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
+import { until } from "../support/until.js";
 
 class Sink {
   readonly remote = new Map<string, RemoteEndpointSpec>();
@@ -30,14 +31,6 @@ class Sink {
     await new Promise((r) => setTimeout(r, 5));
   };
   deleteNodeAddress = async (): Promise<void> => undefined;
-}
-
-async function until(what: string, f: () => boolean): Promise<void> {
-  const deadline = Date.now() + 30_000; // a safety net, not a measurement
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe("cluster ipcache with many nodes registering", { skip: skipWithoutEtcd() }, () => {

@@ -12,6 +12,7 @@ import { startClusterIpcache, type ClusterIpcache } from "../../src/cluster/star
 import type { RemoteEndpointSpec } from "../../src/policy/query.js";
 import type { EtcdStore, StoreLease } from "../../src/store/etcd.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
+import { until } from "../support/until.js";
 
 const logs: Record<string, unknown>[] = [];
 const logger = pino(
@@ -38,14 +39,6 @@ class FakeAgent {
   listEndpoints = (): LocalEndpoint[] => this.endpoints;
   setNodeAddress = async (ip: string, kind: string): Promise<void> => void this.nodeAddrs.set(ip, kind);
   deleteNodeAddress = async (ip: string): Promise<void> => void this.nodeAddrs.delete(ip);
-}
-
-async function until(what: string, f: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 20_000; // a safety net, not a measurement
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 interface TestNode {

@@ -4,14 +4,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { skipWithoutEtcd, startEtcd, startEtcdCluster, type EtcdHandle } from "../../src/lab/etcd.js";
-
-async function until(f: () => Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 30_000; // safety net only
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { until } from "../support/until.js";
 
 describe("etcd leases (cluster mode)", { skip: skipWithoutEtcd() }, () => {
   let etcd: EtcdHandle;
@@ -44,7 +37,7 @@ describe("etcd leases (cluster mode)", { skip: skipWithoutEtcd() }, () => {
       await s.txn({ compare: [], ops: [{ type: "put", key: "k", value: "v", lease: lease.id }] });
       lease.release();
       assert.equal((await s.get("k"))?.value, "v", "still there right after release");
-      await until(async () => (await s.get("k")) === undefined, "the key to expire with its lease");
+      await until("the key to expire with its lease", async () => (await s.get("k")) === undefined);
     } finally {
       await s.close();
     }
@@ -66,7 +59,7 @@ describe("etcd leases (cluster mode)", { skip: skipWithoutEtcd() }, () => {
       const probe = await s.grantLease(2, () => undefined);
       await s.txn({ compare: [], ops: [{ type: "put", key: "probe", value: "x", lease: probe.id }] });
       probe.release();
-      await until(async () => (await s.get("probe")) === undefined, "the probe lease to expire");
+      await until("the probe lease to expire", async () => (await s.get("probe")) === undefined);
       assert.equal((await s.get("leased"))?.value, "v", "keep-alives kept the key");
       await lease.revoke();
       assert.equal(await s.get("leased"), undefined);
@@ -114,10 +107,10 @@ describe("etcd harness: a 3-member cluster", { skip: skipWithoutEtcd() }, () => 
     const sc = c.store({ prefix: "t-3/" });
     try {
       await sa.put("k", "1");
-      await until(async () => (await sc.get("k"))?.value === "1", "member c to see the write");
+      await until("member c to see the write", async () => (await sc.get("k"))?.value === "1");
       await b.stop();
       await sa.put("k", "2");
-      await until(async () => (await sc.get("k"))?.value === "2", "a write with 2 of 3 members");
+      await until("a write with 2 of 3 members", async () => (await sc.get("k"))?.value === "2");
     } finally {
       await sa.close();
       await sc.close();

@@ -6,14 +6,7 @@ import { pino } from "pino";
 import { PrefixMirror } from "../../src/cluster/mirror.js";
 import type { Store, WatchOptions } from "../../src/store/store.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
-
-async function until(what: string, f: () => boolean): Promise<void> {
-  const deadline = Date.now() + 20_000; // a safety net, not a measurement
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { until } from "../support/until.js";
 
 describe("PrefixMirror against etcd", { skip: skipWithoutEtcd() }, () => {
   let etcd: EtcdHandle;

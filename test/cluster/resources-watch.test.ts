@@ -14,6 +14,7 @@ import type { SyncedResource } from "../../src/cluster/synced.js";
 import type { EtcdStore } from "../../src/store/etcd.js";
 import type { WatchOptions } from "../../src/store/store.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
+import { until } from "../support/until.js";
 
 class MapResource implements SyncedResource {
   readonly prefix = "policies/";
@@ -26,14 +27,6 @@ class MapResource implements SyncedResource {
   }
   syncedKeys(): string[] {
     return [...this.view.keys()];
-  }
-}
-
-async function until(what: string, f: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 20_000; // safety net only
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 

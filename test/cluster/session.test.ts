@@ -8,16 +8,9 @@ import { MembraneError } from "../../src/errors.js";
 import { ClusterSession, type ClusterOptions } from "../../src/cluster/session.js";
 import type { NodeChange } from "../../src/cluster/registry.js";
 import { freePort, skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
+import { until } from "../support/until.js";
 
 const logger = pino({ level: "silent" });
-
-async function until(f: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + 30_000; // safety net only
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe("cluster session and node registry", { skip: skipWithoutEtcd() }, () => {
   let etcd: EtcdHandle;
@@ -49,7 +42,7 @@ describe("cluster session and node registry", { skip: skipWithoutEtcd() }, () =>
       const changes: NodeChange[] = [];
       ra.on((c) => changes.push(c));
       const rb = await b.start();
-      await until(() => ra.alive("bb") && rb.alive("a"), "both nodes in both registries");
+      await until("both nodes in both registries", () => ra.alive("bb") && rb.alive("a"));
       const seen = ra.nodes().get("bb");
       assert.equal(seen?.routing, "vxlan");
       assert.deepEqual(seen?.addresses, { ipv4: "192.0.2.2" });
@@ -59,7 +52,7 @@ describe("cluster session and node registry", { skip: skipWithoutEtcd() }, () =>
       assert.ok(changes.some((c) => c.type === "upsert" && c.name === "bb"));
       // b stops without revoking: its record lives until the TTL, then leaves a's registry.
       await b.close();
-      await until(() => !ra.alive("bb"), "b to leave a's registry after its lease expired");
+      await until("b to leave a's registry after its lease expired", () => !ra.alive("bb"));
       assert.ok(changes.some((c) => c.type === "delete" && c.name === "bb"));
       assert.ok(ra.alive("a"), "a's own lease is kept alive");
       const st = a.status();
@@ -92,11 +85,11 @@ describe("cluster session and node registry", { skip: skipWithoutEtcd() }, () =>
       } finally {
         c.close();
       }
-      await until(async () => renewed.length === 1, "the lease to be re-granted");
+      await until("the lease to be re-granted", async () => renewed.length === 1);
       assert.notEqual(a.ctx.lease.id, first);
       await until(
-        async () => (await raw.get("cluster/nodes/a")) !== undefined,
         "the node record to be put again",
+        async () => (await raw.get("cluster/nodes/a")) !== undefined,
       );
       const st = a.status();
       assert.equal(st.lease.state, "held");

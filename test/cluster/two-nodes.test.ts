@@ -16,16 +16,9 @@ import { AgentLab, rootSkipReason, SERVER_FROM_CLIENT, T } from "../agent/e2e/ha
 import { uniquePrefix } from "../datapath/harness.js";
 import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
 import { Underlay } from "../../src/lab/underlay.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
-
-async function until(what: string, f: () => boolean): Promise<void> {
-  const deadline = Date.now() + 30_000; // a safety net, not a measurement
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 for (const mode of ["native", "vxlan"] as const) {
   describe(`two nodes, one etcd (${mode}, root)`, { skip }, () => {

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { PolicySegment } from "../../src/datapath/types.js";
 import { Lab, rootSkipReason } from "./harness.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason();
 const A = 1001;
@@ -29,15 +30,6 @@ const allow = (identity: number, proto: number): PolicySegment => ({
 /** A GRE header (no flags, protocol type IPv4) and a few bytes; an ESP SPI, sequence number and bytes. */
 const GRE_PACKET = Buffer.from([0, 0, 0x08, 0x00, 1, 2, 3, 4]);
 const ESP_PACKET = Buffer.from([0, 0, 0x10, 0x01, 0, 0, 0, 1, 9, 9, 9, 9]);
-
-async function until(what: string, check: () => Promise<boolean>): Promise<void> {
-  // A safety net only: the loop ends as soon as the packet is counted.
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  assert.fail(`${what} never arrived`);
-}
 
 describe(
   "f7 extended IP protocols in the datapath (root: netns, nftables, raw GRE/ESP packets)",

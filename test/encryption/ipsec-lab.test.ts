@@ -22,6 +22,7 @@ import { rootSkipReason } from "../datapath/harness.js";
 import { cli } from "../cli/run-cli.js";
 import { Capture, sendUdp, UdpSink, UdpStream } from "./wg-traffic.js";
 import { generateKeyPairSync } from "node:crypto";
+import { until } from "../support/until.js";
 
 const missing = [
   "/usr/sbin/charon-systemd",
@@ -47,11 +48,6 @@ const REKEY = 10;
 
 async function encryption(n: LabNode): Promise<EncryptionStatus> {
   return (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus;
-}
-
-async function until(what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(200)) if (await ok()) return;
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 const up = async (n: LabNode): Promise<boolean> =>

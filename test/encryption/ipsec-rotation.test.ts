@@ -24,6 +24,7 @@ import { connName, parseListSas } from "../../src/encryption/ipsec/conns.js";
 import { viciKeyIds } from "../../src/encryption/ipsec/rekey-auth.js";
 import { rootSkipReason } from "../datapath/harness.js";
 import { Capture, sendUdp, TcpSink, TcpStream, tcpResetCounters, UdpSink } from "./wg-traffic.js";
+import { until } from "../support/until.js";
 
 const missing = [
   "/usr/sbin/charon-systemd",
@@ -46,11 +47,6 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 async function encryption(n: LabNode): Promise<EncryptionStatus> {
   return (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus;
-}
-
-async function until(what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(200)) if (await ok()) return;
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 const up = async (n: LabNode): Promise<boolean> =>

@@ -27,6 +27,7 @@ import { exportPkcs8, newKeyPair } from "../../src/spiffe/certs.js";
 import { rootSkipReason } from "../datapath/harness.js";
 import { cli } from "../cli/run-cli.js";
 import { Capture, sendUdp, UdpSink } from "./wg-traffic.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -34,11 +35,6 @@ const CLIENT = fileURLToPath(new URL("./mtls-client.js", import.meta.url));
 
 async function status(n: LabNode): Promise<EncryptionStatus> {
   return (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus;
-}
-
-async function until(what: string | (() => string), ok: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (await ok()) return;
-  assert.fail(`timed out waiting for ${typeof what === "string" ? what : what()}`);
 }
 
 /** `socat` TCP echo server in a pod namespace (own process group). */
@@ -163,12 +159,13 @@ describe("mTLS node tunnel between lab nodes (root)", { skip }, () => {
       // n2's tunnel tried B's connection and its kernel never answered (dropped: 504 after 5 s).
       let dbg = "";
       await until(
-        () => `n2 to count B's stream refused ${dbg} ${n2.logs().slice(-4000)}`,
+        "n2 to count B's stream refused",
         async () => {
           dbg = JSON.stringify(await status(n2));
           const p2 = (await status(n2)).peers.find((p) => p.node === "n1");
           return p2?.tunnel !== undefined && p2.tunnel.inboundAccepted >= 1 && p2.tunnel.inboundRefused >= 1;
         },
+        { detail: () => `${dbg} ${n2.logs().slice(-4000)}` },
       );
 
       // The receiving side names the source pod, not the pod gateway the tunnel delivers from:

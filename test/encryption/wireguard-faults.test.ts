@@ -24,6 +24,7 @@ import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
 import { statusRows } from "../../src/cli/commands/get.js";
 import { uninstall } from "../../src/agent/uninstall.js";
 import { Capture, sendUdp, TcpSink, TcpStream, tcpResetCounters, UdpSink } from "./wg-traffic.js";
+import { until } from "../support/until.js";
 
 const missing = (bin: string): boolean =>
   (process.env["PATH"] ?? "").split(":").every((d) => {
@@ -46,11 +47,6 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 async function encryption(n: LabNode): Promise<EncryptionStatus> {
   return (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus;
-}
-
-async function until(what: string, ok: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (await ok()) return;
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 /** Sends `m` (UDP) until the sink has it or `tries` are spent; true when it arrived. */

@@ -16,6 +16,7 @@ import { createEndpoint, readFlows, waitRemote } from "../../src/lab/cluster-api
 import type { EncryptionStatus } from "../../src/encryption/wireguard.js";
 import { rootSkipReason, uniquePrefix } from "../datapath/harness.js";
 import { Capture, sendUdp, UdpSink, UdpStream } from "./wg-traffic.js";
+import { until } from "../support/until.js";
 
 const skip =
   rootSkipReason() ??
@@ -40,11 +41,6 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 async function encryption(n: LabNode): Promise<EncryptionStatus> {
   return (await n.client.request("GET", "/v1/encryption")) as EncryptionStatus;
-}
-
-async function until(what: string, ok: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(100)) if (await ok()) return;
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 describe("WireGuard transparent encryption between lab nodes (root)", { skip }, () => {

@@ -118,7 +118,7 @@ describe("proxy host table: a full table once, then deltas (needs root)", { skip
         set: [["10.9.9.9", 777]],
         del: [],
       });
-      await until(async () => (await sup.identityOf("10.9.9.9")) === 777, "the diverging delta applied");
+      await until("the diverging delta applied", async () => (await sup.identityOf("10.9.9.9")) === 777);
 
       hosts.set("10.1.0.8", 301);
       await sup.push(snap(hosts));
@@ -200,8 +200,8 @@ describe("proxy host table: a full table once, then deltas (needs root)", { skip
       assert.ok(pid);
       process.kill(pid, "SIGKILL");
       await until(
-        () => sup.running && sup.pid !== pid && sup.stats.snapshots === 2,
         "the restarted process's table and snapshot",
+        () => sup.running && sup.pid !== pid && sup.stats.snapshots === 2,
       );
       assert.deepEqual([sup.stats.hostsFull, sup.stats.hostEntries], [2, 200]);
       assert.equal(await sup.identityOf(ipOf(42)), 1042);

@@ -35,15 +35,5 @@ export async function withSupervisor(
   }
 }
 
-/** Polls `cond` every 20 ms; a safety net of `ms`, never a measure. */
-export async function until(
-  cond: () => boolean | Promise<boolean>,
-  what: string,
-  ms = 20_000,
-): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`gave up waiting: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** The shared wait (a named safety net, never a measure). */
+export { until } from "../support/until.js";

@@ -84,13 +84,13 @@ spec:
         // One new cat per path: fork (by sh), exec, then at once the watched open.
         const r = await shIn(ns.name, `i=0; while [ $i -lt ${N} ]; do cat ${dir}$i 2>/dev/null; i=$((i+1)); done; echo done`); // prettier-ignore
         assert.equal(r.out.trim(), "done");
-        await until(() => seen() >= N, `the guard's ${N} events`);
+        await until(`the guard's ${N} events`, () => seen() >= N);
         assert.deepEqual(kprobes(), [], "no event went out before its process was known");
         assert.ok(Number(rt.status()["eventCacheHeld"]) >= N, "every one was held");
       } finally {
         source.pauseReading(false);
       }
-      await until(() => kprobes().length >= N, `${N} process_kprobe events`);
+      await until(`${N} process_kprobe events`, () => kprobes().length >= N);
       const execs = new Map<number, ProcessExec>();
       for (const e of rt.read({}))
         if ("process_exec" in e && e.process_exec.process.binary.endsWith("/cat"))

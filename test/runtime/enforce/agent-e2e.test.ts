@@ -44,7 +44,7 @@ describe("TracingPolicy through the agent (root)", { skip }, () => {
       const late = await lab.endpoint("late", { app: "victim" });
       assert.equal((await catIn(late.view.netns, "/etc/shadow")).rc, 137);
 
-      await until(() => lab.agent.tracing.recent().length >= 2, "kill events");
+      await until("kill events", () => lab.agent.tracing.recent().length >= 2);
       assert.ok(
         lab.agent.tracing
           .recent()
@@ -100,9 +100,8 @@ spec:
       );
       const r = await catIn(ep.view.netns, "/etc/hostname");
       assert.equal(r.rc, 0);
-      await until(
-        () => lab.agent.tracing.recent().some((e) => e.args[0]?.value === "/usr/bin/cat"),
-        "the exec event",
+      await until("the exec event", () =>
+        lab.agent.tracing.recent().some((e) => e.args[0]?.value === "/usr/bin/cat"),
       );
       const e = lab.agent.tracing.recent().find((x) => x.args[0]?.value === "/usr/bin/cat");
       assert.equal(e?.action, "KPROBE_ACTION_POST");

@@ -79,7 +79,7 @@ describe("connection denial through the agent (root)", { skip }, () => {
       assert.equal(await exec("client", 8081), "errno 1");
       assert.equal(await exec("client", 8080), "connected");
       assert.equal(await exec("other", 8081), "connected", "an unselected endpoint");
-      await until(() => lab.agent.tracing.recent().length >= 1, "the refusal event");
+      await until("the refusal event", () => lab.agent.tracing.recent().length >= 1);
       const e = lab.agent.tracing.recent()[0];
       assert.ok(e);
       const stub = { processOf: () => undefined } as unknown as RuntimeSink;

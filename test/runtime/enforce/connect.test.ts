@@ -52,7 +52,7 @@ class Pod {
   }
   static async add(tag: string, labels: Record<string, string>): Promise<Pod> {
     const p = new Pod(`cn${randomBytes(3).toString("hex")}-${tag}`, labels);
-    await until(() => p.accepted.includes("up"), "the listener");
+    await until("the listener", () => p.accepted.includes("up"));
     return p;
   }
   get endpoint(): EnforcerEndpoint {
@@ -141,7 +141,7 @@ describe("connection denial per workload: cgroup connect4/6 (root)", { skip }, (
         "connected",
         "a process outside the endpoint's cgroup is not covered",
       );
-      await until(() => c.events.length >= 1, "the refusal event");
+      await until("the refusal event", () => c.events.length >= 1);
       const e = c.events[0];
       assert.equal(e?.type, "process_kprobe");
       assert.equal(e?.functionName, "tcp_connect");
@@ -185,7 +185,7 @@ describe("connection denial per workload: cgroup connect4/6 (root)", { skip }, (
       const r = await a.connect(8081, false, "127.0.0.1", true);
       assert.equal(r.signal, "SIGKILL");
       assert.notEqual(r.out, "connected"); // what it printed before the kill landed varies
-      await until(() => c.events.length >= 1, "the kill event");
+      await until("the kill event", () => c.events.length >= 1);
       assert.equal(c.events[0]?.action, "KPROBE_ACTION_SIGKILL");
       assert.equal(c.events[0]?.signal, 9);
       assert.doesNotMatch(a.accepted, /8081/, "no connection reached the listener");
@@ -256,7 +256,7 @@ spec:
         (e: Error & { code?: string }) => e.code === "RUNTIME_ENFORCER_FAILED",
       );
       assert.equal((await a.connect(8081)).out, "connected", "the connect guard half was detached");
-      await until(() => guards().length <= before, "the guard process to exit");
+      await until("the guard process to exit", () => guards().length <= before);
       // An endpoint without a cgroup: named error, nothing attached.
       const { key, labels, netnsInode } = a.endpoint;
       const bare: EnforcerEndpoint = { key, labels, netnsInode };
@@ -296,8 +296,8 @@ spec:
       assert.equal((await a.connect(8081)).out, "errno 1");
       holder.kill("SIGKILL");
       await until(
-        () => !existsSync(`/proc/${g[0]}`) || /State:\s*Z/.test(read(`/proc/${g[0]}/status`)),
         "the guard to die",
+        () => !existsSync(`/proc/${g[0]}`) || /State:\s*Z/.test(read(`/proc/${g[0]}/status`)),
       );
       assert.equal((await a.connect(8081)).out, "connected", "its links went with it");
     } finally {

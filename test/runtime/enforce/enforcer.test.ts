@@ -33,7 +33,7 @@ describe("runtime enforcer: Sigkill from the kernel (root)", { skip }, () => {
       assert.match(other.out, /^root:/);
       const host = await catIn(undefined, "/etc/shadow");
       assert.equal(host.rc, 0);
-      await until(() => events.length > 0, "the kill event");
+      await until("the kill event", () => events.length > 0);
       const e = events[0];
       assert.equal(e?.policyName, "no-shadow");
       assert.equal(e?.action, "KPROBE_ACTION_SIGKILL");
@@ -77,7 +77,7 @@ spec:
       assert.equal(r.rc, 0);
       assert.match(r.out, /^root:/);
       assert.equal((await catIn(a.name, "/etc/hostname")).rc, 0);
-      await until(() => events.length > 0, "the post event");
+      await until("the post event", () => events.length > 0);
       // One event per open of /etc/shadow (openat), none for /etc/hostname (NoPost).
       assert.ok(events.every((e) => e.action === "KPROBE_ACTION_POST" && e.args[0]?.value === "/etc/shadow"));
       assert.equal(events[0]?.functionName, "security_file_permission");

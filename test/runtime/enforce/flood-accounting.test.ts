@@ -64,7 +64,7 @@ spec:
           const s = enf.list()[0];
           return { events: s?.events ?? 0, kernel: s?.lost.kernel ?? 0, agent: s?.lost.agent ?? 0 };
         };
-        await until(() => status().events + status().kernel === OPENS, "every open read or counted lost");
+        await until("every open read or counted lost", () => status().events + status().kernel === OPENS);
         const s = status();
         assert.equal(events.length + s.agent, s.events, "read = delivered + over the budget");
         assert.ok(s.agent > 0, "the budget cut the flood (1,000/s against a shell loop)");

@@ -86,14 +86,8 @@ export function collector(): {
   return { events, sink: { onPolicyEvent: (e) => events.push(e) } };
 }
 
-/** Polls `f` until it is true; the timeout is a safety net, not an assertion about speed. */
-export async function until(f: () => boolean, what: string, safetyMs = 20_000): Promise<void> {
-  const end = Date.now() + safetyMs;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** The shared wait (a named safety net, never a measure). */
+export { until } from "../../support/until.js";
 
 export const SHADOW_KILL = (extra = ""): string => `apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy

@@ -36,8 +36,8 @@ describe("runtime enforcer lifetime and the translation table on this kernel (ro
         assert.equal((await catIn(a.name, "/etc/shadow")).rc, 137);
         holder.kill("SIGKILL");
         await until(
-          () => !existsSync(`/proc/${bt[0]}`) || /State:\s*Z/.test(safeRead(`/proc/${bt[0]}/status`)),
           `${loader} to die`,
+          () => !existsSync(`/proc/${bt[0]}`) || /State:\s*Z/.test(safeRead(`/proc/${bt[0]}/status`)),
         );
         const r = await catIn(a.name, "/etc/shadow");
         assert.equal(r.rc, 0, "nothing kills once the agent is gone");

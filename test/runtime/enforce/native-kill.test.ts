@@ -69,7 +69,7 @@ describe("syscall guard: Sigkill from our own sys_enter program (root)", { skip 
       assert.equal((await catIn(b.name, "/etc/shadow")).rc, 0, "an unselected endpoint");
       assert.equal((await catIn(undefined, "/etc/shadow")).rc, 0, "the host");
       assert.equal((await catIn(a.name, "/etc/hostname")).rc, 0, "another file");
-      await until(() => events.length > 0, "the kill event");
+      await until("the kill event", () => events.length > 0);
       assert.equal(events.length, 1);
       const e = events[0];
       assert.equal(e?.action, "KPROBE_ACTION_SIGKILL");
@@ -167,7 +167,7 @@ describe("syscall guard: Sigkill from our own sys_enter program (root)", { skip 
         0,
         "a read open under the prefix passes",
       );
-      await until(() => events.length >= 3, "three events");
+      await until("three events", () => events.length >= 3);
       const sig = events.find((e) => e.action === "KPROBE_ACTION_SIGNAL");
       assert.equal(sig?.signal, 10);
       assert.equal(sig?.args[0]?.value, `${dir}/w`);
@@ -211,7 +211,7 @@ describe("syscall guard: Sigkill from our own sys_enter program (root)", { skip 
       );
       assert.equal(dropped.rc, 0, "without CAP_SYS_ADMIN");
       assert.equal((await catIn(a.name, "/etc/os-release")).rc, 0, "Post kills nothing");
-      await until(() => events.some((e) => e.action === "KPROBE_ACTION_POST"), "the post event");
+      await until("the post event", () => events.some((e) => e.action === "KPROBE_ACTION_POST"));
     });
   });
 
@@ -285,9 +285,8 @@ describe("syscall guard: Sigkill from our own sys_enter program (root)", { skip 
       assert.equal((await shIn(a.name, "unshare --uts true")).rc, 0);
       // `ip netns exec` itself unshares its mount namespace (CLONE_NEWNS) in the endpoint: seen too.
       const uts = String(0x04000000);
-      await until(
-        () => events.some((e) => e.functionName === "__x64_sys_unshare" && e.args[0]?.value === uts),
-        "unshare(CLONE_NEWUTS)",
+      await until("unshare(CLONE_NEWUTS)", () =>
+        events.some((e) => e.functionName === "__x64_sys_unshare" && e.args[0]?.value === uts),
       );
       const su = events.find((e) => e.functionName === "__x64_sys_setresuid");
       assert.deepEqual(

@@ -45,10 +45,8 @@ describe("runtime enforcer: Postfix on a path (root)", { skip }, () => {
 
       await enf.apply(policy(SUFFIX("NotPostfix", "/shadow", "Post")));
       await catIn(ns.name, "/etc/hostname");
-      await until(
-        () =>
-          events.some((e) => e.policyName === "suffix-notpostfix" && e.args[0]?.value === "/etc/hostname"),
-        "the NotPostfix event for /etc/hostname",
+      await until("the NotPostfix event for /etc/hostname", () =>
+        events.some((e) => e.policyName === "suffix-notpostfix" && e.args[0]?.value === "/etc/hostname"),
       );
       const killed = events.filter((e) => e.policyName === "suffix-postfix").map((e) => e.args[0]?.value);
       assert.ok(killed.includes("/etc/shadow") && killed.includes("/etc/../etc/./shadow"), String(killed));

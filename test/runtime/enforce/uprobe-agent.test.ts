@@ -91,7 +91,7 @@ describe("TracingPolicy uprobes through the agent (root)", { skip }, () => {
       );
       const pid = c.pid ?? -1;
       let exec: ProcessExec | undefined;
-      await until(() => {
+      await until(`the exec event of ${word}`, () => {
         for (const e of events())
           if (
             "process_exec" in e &&
@@ -100,7 +100,7 @@ describe("TracingPolicy uprobes through the agent (root)", { skip }, () => {
           )
             exec = e.process_exec;
         return exec !== undefined;
-      }, `the exec event of ${word}`);
+      });
       c.stdin.end("go\n");
       const [code, signal] = await closed;
       assert.ok(exec);
@@ -122,7 +122,7 @@ describe("TracingPolicy uprobes through the agent (root)", { skip }, () => {
 
       const v = await run(victim.view.netns, "hello", join(dir, "victim"));
       assert.deepEqual([v.code, v.out], [0, "called 47\n"]);
-      await until(() => uprobesOf(v.pid).length > 0, "the process_uprobe event");
+      await until("the process_uprobe event", () => uprobesOf(v.pid).length > 0);
       const line = events().find((e) => "process_uprobe" in e && e.process_uprobe.process.pid === v.pid);
       const u = parseStrict(JSON.stringify(line))["process_uprobe"] as Record<string, unknown>;
       assert.equal(u["path"], bin);
@@ -147,7 +147,7 @@ describe("TracingPolicy uprobes through the agent (root)", { skip }, () => {
       assert.deepEqual([k.signal, k.out], ["SIGKILL", ""]);
       assert.equal(existsSync(join(dir, "killed")), false, "the function's body never ran");
       assert.equal(readFileSync(join(dir, "victim"), "utf8"), "hello");
-      await until(() => uprobesOf(k.pid).length > 0, "the kill event");
+      await until("the kill event", () => uprobesOf(k.pid).length > 0);
       assert.equal(uprobesOf(k.pid)[0]?.action, "KPROBE_ACTION_SIGKILL");
 
       // A symbol the file does not have: refused when loading, nothing of that policy attached.

@@ -52,7 +52,7 @@ describe("file-access denial through the agent (root)", { skip }, () => {
       const lateCat = await sh(late.view.netns, cat, "/etc/shadow");
       assert.equal(lateCat.code, 1, `late: ${lateCat.out.slice(0, 5)} ${lateCat.err} ${status()}`);
 
-      await until(() => lab.agent.tracing.recent().length >= 2, `two denial events (${status()})`);
+      await until(`two denial events (${status()})`, () => lab.agent.tracing.recent().length >= 2);
       assert.ok(
         lab.agent.tracing
           .recent()

@@ -44,7 +44,7 @@ describe("runtime enforcer: file access denied through fanotify (root)", { skip 
       const viaLink = await sh(a.name, CAT, `${s.dir}-l/alias`);
       assert.equal(viaLink.code, 1, "a hard link to the denied file is denied too");
       assert.equal(viaLink.out, "");
-      await until(() => events.length >= 2, "two denial events");
+      await until("two denial events", () => events.length >= 2);
       const e = events[0];
       assert.equal(e?.policyName, "deny-secret");
       assert.equal(e?.functionName, "security_file_permission");
@@ -95,7 +95,7 @@ describe("runtime enforcer: file access denied through fanotify (root)", { skip 
       await enf.setEndpoints([a.endpoint({ app: "victim" })]);
       // Opened before the policy, read after it (waiting on a FIFO outside the marked directory).
       const early = sh(a.name, 'exec 3< "$1"; : > "$3"; read x < "$2"; cat <&3', s.secret, fifo, marker);
-      await until(() => existsSync(marker), "the early reader to open the file");
+      await until("the early reader to open the file", () => existsSync(marker));
       const st = await enf.apply(policy(DENY_FILE("security_file_permission", "Equal", [s.secret])));
       assert.equal(st.state, "loaded", st.error);
       // The host opens (allowed: not selected), the endpoint's cat reads the inherited fd.
@@ -130,7 +130,7 @@ describe("runtime enforcer: file access denied through fanotify (root)", { skip 
       assert.match(r.err, /Operation not permitted/);
       assert.match((await sh(undefined, CAT, "/etc/shadow")).out, /^root:/);
       assert.equal((await sh(a.name, CAT, "/etc/hostname")).code, 0, "other files of /etc are readable");
-      await until(() => events.length > 0, "the denial event");
+      await until("the denial event", () => events.length > 0);
       assert.equal(events[0]?.args[0]?.value, "/etc/shadow");
     } finally {
       await enf.stop();
@@ -150,7 +150,7 @@ describe("runtime enforcer: file access denied through fanotify (root)", { skip 
       const [pid] = respondersOf(process.pid);
       assert.ok(pid, "one responder, a child of the agent");
       process.kill(pid, "SIGKILL");
-      await until(() => enf.list()[0]?.state === "error", "the policy to report the responder's end");
+      await until("the policy to report the responder's end", () => enf.list()[0]?.state === "error");
       assert.match(enf.list()[0]?.error ?? "", /fanotify responder exited \(SIGKILL\)/);
       assert.equal((await sh(undefined, CAT, s.secret)).out, "s3cret\n");
       assert.equal((await sh(a.name, CAT, s.secret)).out, "s3cret\n", "nothing is denied once it is gone");
@@ -184,7 +184,7 @@ describe("runtime enforcer: file access denied through fanotify (root)", { skip 
       const long = await sh(a.name, walk, s.dir, "d".repeat(200));
       assert.deepEqual([long.code, long.out], [1, ""], "a path too long to name is denied (fail closed)");
       assert.equal((await sh(undefined, walk, s.dir, "d".repeat(200))).out, "deep\n", "the host reads it");
-      await until(() => events.length >= 3, "three denial events");
+      await until("three denial events", () => events.length >= 3);
       const paths = events.map((e) => e.args[0]?.value);
       assert.deepEqual(paths.slice(0, 2), [`${s.dir}/a\\x0ab`, `${s.dir}/\\xff\\xfe`]);
       assert.equal(paths[2], undefined, "no path for the unnameable one");

@@ -34,8 +34,8 @@ describe("fanotify responder lifetime (root)", { skip }, () => {
       assert.equal((await sh(a.name, 'cat "$1"', `${dir}/secret`)).code, 1);
       holder.kill("SIGKILL");
       await until(
-        () => !existsSync(`/proc/${pid}`) || /State:\s*Z/.test(safeRead(`/proc/${pid}/status`)),
         "the responder to die",
+        () => !existsSync(`/proc/${pid}`) || /State:\s*Z/.test(safeRead(`/proc/${pid}/status`)),
       );
       const r = await sh(a.name, 'cat "$1"', `${dir}/secret`);
       assert.deepEqual([r.code, r.out], [0, "s3cret\n"], "nothing denies once the agent is gone");

@@ -33,8 +33,8 @@ describe("process event source start (root, bpftrace)", { skip }, () => {
       await src.start();
       await run(["/bin/true", marker]);
       await until(
-        () => records.some((r) => r.kind === "exec" && r.argv[1] === marker),
         "the exec of the first process after start",
+        () => records.some((r) => r.kind === "exec" && r.argv[1] === marker),
         60_000,
       );
       assert.equal(src.canarySeen, true);

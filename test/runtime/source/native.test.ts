@@ -12,16 +12,9 @@ import { isMembraneError } from "../../../src/errors.js";
 import type { ProcessRecord } from "../../../src/runtime/source/assemble.js";
 import { NativeSource } from "../../../src/runtime/source/native.js";
 import { startProcessSource } from "../../../src/runtime/source/select.js";
+import { until } from "../../support/until.js";
 
 const skip = process.getuid?.() === 0 ? undefined : "needs root (BPF)";
-
-async function until(what: string, ok: () => boolean): Promise<void> {
-  const deadline = Date.now() + 20_000; // a safety net, never a timing assertion
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`not seen: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function status(pid: number): string {
   try {
