@@ -9,6 +9,7 @@ import { createEndpoint, createNode } from "../../src/datapath/endpoint.js";
 import { EMPTY_NETNS, readNetnsState, readNetnsStates } from "../../src/datapath/endpoint-state.js";
 import { cleanupPrefix, createNetns } from "../../src/datapath/netns.js";
 import { rootSkipReason, uniquePrefix } from "./harness.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason();
 
@@ -40,6 +41,14 @@ describe("namespace state read in bulk (root)", { skip: skip ?? false }, () => {
         `${prefix}-node`,
         `${prefix}-gone`,
       ];
+      // The kernel gives each link that comes up its own IPv6 link-local address (and a fe80::/64
+      // route) a moment later: wait until every link has it, so both reads see the settled state.
+      const settled = async (n: string): Promise<boolean> =>
+        [...(await readNetnsState(n)).links].every(
+          ([name, l]) =>
+            name === "lo" || !l.up || [...l.addrs].some((a) => a.startsWith("fe80:") && a !== "fe80::1/64"),
+        );
+      for (const n of names) await until(`${n}'s links to have their link-local addresses`, () => settled(n));
       const bulk = await readNetnsStates(names);
       assert.deepEqual([...bulk.keys()].sort(), [...names].sort());
       for (const n of names) assert.deepEqual(bulk.get(n), await readNetnsState(n), n);
