@@ -88,11 +88,27 @@ describe("HubbleServer", () => {
         },
         ac.signal,
       );
-      await new Promise((r) => setTimeout(r, 100));
-      ring.pushFlow({ ...SAMPLES.deny!, time: "2030-01-01T00:00:00.000Z" });
-      await done;
-      c.close();
-      assert.deepEqual(seen, [Date.parse("2030-01-01T00:00:00.000Z")]);
+      // The stream takes new flows from when the server has subscribed it, which a loaded machine
+      // may delay: push until one arrives (a safety net of 30 s ends the call, and the check fails).
+      const pusher = setInterval(
+        () => ring.pushFlow({ ...SAMPLES.deny!, time: "2030-01-01T00:00:00.000Z" }),
+        100,
+      );
+      const safety = setTimeout(() => ac.abort(), 30_000);
+      try {
+        await done;
+      } finally {
+        clearInterval(pusher);
+        clearTimeout(safety);
+        c.close();
+      }
+      const pushed = Date.parse("2030-01-01T00:00:00.000Z");
+      assert.ok(seen.length > 0, "a pushed flow was streamed");
+      assert.deepEqual(
+        seen,
+        seen.map(() => pushed),
+        "only flows pushed after the call (the ring's own DROPPED flow is older)",
+      );
     }));
 
   test("a filter field Hubble has and this server does not evaluate (source_fqdn) is refused, not ignored", () =>
