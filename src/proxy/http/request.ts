@@ -285,19 +285,21 @@ function lowerName(name: string): string {
   return l;
 }
 
-/** The parts of a complete request line, or what is wrong with it. */
+/** The parts of a complete request line, or what is wrong with it (as `line.split(" ")` would find). */
 function requestLine(line: string): [string, string, "HTTP/1.0" | "HTTP/1.1"] | string {
   if (line === "") return "empty line before the request line";
-  const parts = line.split(" ");
-  if (parts.length === 2 && TOKEN.test(parts[0] as string)) {
+  const sp1 = line.indexOf(" ");
+  const sp2 = sp1 < 0 ? -1 : line.indexOf(" ", sp1 + 1);
+  if (sp1 >= 0 && sp2 < 0 && TOKEN.test(line.slice(0, sp1))) {
     return "request line without an HTTP version (HTTP/0.9 is not supported)";
   }
-  if (parts.length !== 3) return "request line is not 'method SP target SP version'";
-  const [method, target, version] = parts as [string, string, string];
+  if (sp2 < 0 || line.indexOf(" ", sp2 + 1) >= 0) return "request line is not 'method SP target SP version'";
+  const method = line.slice(0, sp1);
+  const version = line.slice(sp2 + 1);
   if (!TOKEN.test(method)) return "invalid method";
   if (version !== "HTTP/1.1" && version !== "HTTP/1.0") return "unsupported HTTP version";
   if (method === "CONNECT") return "CONNECT is not supported";
-  return [method, target, version];
+  return [method, line.slice(sp1 + 1, sp2), version];
 }
 
 function err(reason: string): { kind: "error"; reason: string } {

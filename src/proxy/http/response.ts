@@ -43,7 +43,9 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
   const minor = statusLine(buf, statusEnd);
   if (minor < 0) return fail("invalid status line");
   const status = (buf[9] as number) * 100 + (buf[10] as number) * 10 + (buf[11] as number) - 0x30 * 111;
-  let cl: string[] | undefined;
+  // Content-Length: how many, and the value (-1: not 1-15 digits).
+  let cls = 0;
+  let clValue = -1;
   let te: string[] | undefined;
   let conn: string[] | undefined;
   for (let at = statusEnd + 2; at < end + 2 && statusEnd < end;) {
@@ -58,8 +60,9 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
     if (colon === at || colon === eol) return fail("malformed response header line");
     // Only three names matter for framing: compare lengths before the names.
     const n = colon - at;
-    if (n === 14 && sameName(buf, at, CONTENT_LENGTH)) (cl ??= []).push(fieldValue(buf, colon, eol));
-    else if (n === 17 && sameName(buf, at, TRANSFER_ENCODING))
+    if (n === 14 && sameName(buf, at, CONTENT_LENGTH)) {
+      if (cls++ === 0) clValue = lengthValue(buf, colon, eol);
+    } else if (n === 17 && sameName(buf, at, TRANSFER_ENCODING))
       (te ??= []).push(fieldValue(buf, colon, eol).toLowerCase());
     else if (n === 10 && sameName(buf, at, CONNECTION))
       (conn ??= []).push(
@@ -73,17 +76,16 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
   const interim = status >= 100 && status < 200;
   const keepAlive = minor === 1 ? !conn?.includes("close") : (conn?.includes("keep-alive") ?? false);
   const noBody = interim || status === 204 || status === 304 || method === "HEAD";
-  if (te && cl) return fail("both Content-Length and Transfer-Encoding in the response");
-  if (cl && cl.length > 1) return fail("more than one Content-Length in the response");
+  if (te && cls > 0) return fail("both Content-Length and Transfer-Encoding in the response");
+  if (cls > 1) return fail("more than one Content-Length in the response");
   let framing: ResponseFraming;
   if (noBody) framing = NO_BODY;
   else if (te) {
     const codings = te.join(",").split(/[ \t]*,[ \t]*/);
     framing = codings[codings.length - 1] === "chunked" ? CHUNKED : UNTIL_CLOSE;
-  } else if (cl) {
-    const v = cl[0] as string;
-    if (!/^[0-9]{1,15}$/.test(v)) return fail("invalid Content-Length in the response");
-    const length = Number(v);
+  } else if (cls > 0) {
+    if (clValue < 0) return fail("invalid Content-Length in the response");
+    const length = clValue;
     framing = length === 0 ? NO_BODY : { kind: "length", length };
   } else framing = UNTIL_CLOSE;
   const close = !interim && (!keepAlive || framing.kind === "close");
@@ -121,6 +123,27 @@ const HTTP_1 = Buffer.from("HTTP/1.", "latin1");
 function sameName(buf: Buffer, at: number, name: Buffer): boolean {
   for (let i = 0; i < name.length; i++) if (((buf[at + i] as number) | 0x20) !== name[i]) return false;
   return true;
+}
+
+/**
+ * A Content-Length value: 1-15 digits between optional SP/HTAB, read from the bytes; anything
+ * else is read as a string, trimmed as String#trim does, and must then be 1-15 digits; -1 if not.
+ */
+function lengthValue(buf: Buffer, colon: number, eol: number): number {
+  let a = colon + 1;
+  let b = eol;
+  while (a < b && (buf[a] === 0x20 || buf[a] === 0x09)) a++;
+  while (b > a && (buf[b - 1] === 0x20 || buf[b - 1] === 0x09)) b--;
+  let v = 0;
+  for (let i = a; i < b; i++) {
+    const d = buf[i] as number;
+    if (d < 0x30 || d > 0x39) {
+      const s = fieldValue(buf, colon, eol);
+      return /^[0-9]{1,15}$/.test(s) ? Number(s) : -1;
+    }
+    v = v * 10 + d - 0x30;
+  }
+  return b > a && b - a <= 15 ? v : -1;
 }
 
 /** The field's value, trimmed as String#trim does. */
