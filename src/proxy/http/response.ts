@@ -241,7 +241,9 @@ export class ResponseReader {
         pos = buf.length;
       }
     }
-    if (pos > runStart) forward.push(buf.subarray(runStart, pos));
+    // The whole read (the common response): the buffer itself, not a view of it.
+    if (pos > runStart)
+      forward.push(runStart === 0 && pos === buf.length ? buf : buf.subarray(runStart, pos));
     return {
       forward,
       status: this.status,
