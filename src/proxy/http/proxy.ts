@@ -4,7 +4,9 @@
  *
  *   client bytes --parseRequestHead (strict)--> lookup --judgedRequest, compileHttpRules.match--> 403 | forward
  *   forward: serializeRequest(normalised path) [+ body, re-chunked] --> upstream
- *   (judgedRequest and serializeRequest read the same parsed field list: what is judged is what is sent)
+ *   (judgedRequest and serializeRequest read the same parsed field list: what is judged is what is sent;
+ *   a head no action or normalisation changed, whose bytes are exactly that serialisation
+ *   (parseRequestHead's `verbatim`), is sent as read, without writing it again)
  *   upstream bytes --ResponseReader (framing only)--> client, L7Event to the sink
  *
  * Requests are served one at a time in arrival order (pipelined requests
