@@ -12,6 +12,8 @@
  *                                      connections spread over their ports, as the kernel's numgen DNAT does)
  *                         --> baseline:  DIST/bench/proxy-server.js, another build (e.g. main's), one process:
  *                                      before/after in the same run
+ *                         --> membraneFlags: this build's proxy-server.js with extra Node/V8 flags (--node-flags),
+ *                                      to judge a flag (e.g. --single-threaded-gc) against "membrane" in one run
  *                         --> nginx1:    nginx, worker_processes 1      --> upstream (keepalive pool)
  *                         --> nginxAuto: nginx, worker_processes auto   --> upstream
  *   DNS likewise: direct to the resolver, and through Membrane's DNS proxy.
@@ -63,7 +65,13 @@ const PHASES: readonly Phase[] = ["moderate", "saturation"];
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
 
 export async function runProxyBench(
-  opts: { rounds?: number; phaseMs?: number; workers?: number; baseline?: string } = {},
+  opts: {
+    rounds?: number;
+    phaseMs?: number;
+    workers?: number;
+    baseline?: string;
+    nodeFlags?: readonly string[];
+  } = {},
 ): Promise<Record<string, unknown>> {
   const rounds = opts.rounds ?? 5;
   const phaseMs = opts.phaseMs ?? 2000;
@@ -113,6 +121,27 @@ export async function runProxyBench(
         )
       : undefined;
     if (base) others.push(base.child);
+    // The same build with extra Node/V8 flags (a flag judged side by side with "membrane").
+    const flagged =
+      opts.nodeFlags && opts.nodeFlags.length > 0
+        ? await forkReady<ProxyServerPorts>(
+            "./proxy-server.js",
+            [String(upstream.port), String(resolver.port)],
+            [...PROXY_NODE_FLAGS, ...opts.nodeFlags],
+          )
+        : undefined;
+    if (flagged) others.push(flagged.child);
+    const flaggedTargets = (kind: LoadSpec["kind"]): Target[] =>
+      flagged
+        ? [
+            {
+              name: "membraneFlags",
+              kind,
+              port: kind === "http" ? flagged.ready.httpPort : flagged.ready.dnsPort,
+              pids: () => [flagged.child.pid ?? 0],
+            },
+          ]
+        : [];
     const poolTargets = (kind: LoadSpec["kind"]): Target[] =>
       pool.length === 0
         ? []
@@ -151,6 +180,7 @@ export async function runProxyBench(
         pids: () => [streams.child.pid ?? 0],
       },
       ...baseTargets("http"),
+      ...flaggedTargets("http"),
       ...poolTargets("http"),
     ];
     if (nginx) {
@@ -167,6 +197,7 @@ export async function runProxyBench(
       { name: "direct", kind: "dns", port: resolver.port, pids: () => [] },
       { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => [membranePid] },
       ...baseTargets("dns"),
+      ...flaggedTargets("dns"),
       ...poolTargets("dns"),
     ];
 
@@ -227,6 +258,9 @@ export async function runProxyBench(
         baseline: opts.baseline
           ? resolve(opts.baseline)
           : "none (--baseline DIST: another build's dist directory)",
+        membraneFlags: flagged
+          ? [...PROXY_NODE_FLAGS, ...(opts.nodeFlags ?? [])].join(" ")
+          : "skipped (--node-flags FLAGS: extra Node/V8 flags for a second copy of this build's proxy)",
         loadAverage: os.loadavg().map((x) => +x.toFixed(2)),
         fairComparison:
           "nginx1 (worker_processes 1): Membrane's proxy is one single-threaded Node process, so is one nginx worker. " +
@@ -268,6 +302,7 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
       seconds: num({ help: "seconds per phase and target", min: 0.1, max: 600, default: 2 }),
       workers: int({ help: "proxy processes of the membraneWorkers target (1 skips it)", min: 1, max: 64, default: os.cpus().length }), // prettier-ignore
       baseline: text({ help: "another build's dist directory (e.g. main's): its proxy-server.js runs as target \"baseline\"", value: "DIST", shown: "none", pattern: /^.+$/, what: "a directory" }), // prettier-ignore
+      "node-flags": text({ help: "extra Node/V8 flags, comma-separated, for target \"membraneFlags\" (this build's proxy with the proxy process's flags plus these), e.g. --single-threaded-gc,--min-semi-space-size=16", value: "FLAGS", shown: "none", pattern: /^--[a-z0-9-]+(=[A-Za-z0-9.]+)?(,--[a-z0-9-]+(=[A-Za-z0-9.]+)?)*$/, what: "flags such as --single-threaded-gc,--min-semi-space-size=16 (comma-separated, each starting with --)" }), // prettier-ignore
     },
   });
   runProxyBench({
@@ -275,6 +310,7 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
     phaseMs: flags.seconds * 1000,
     workers: flags.workers,
     ...(flags.baseline !== undefined ? { baseline: flags.baseline } : {}),
+    ...(flags["node-flags"] !== undefined ? { nodeFlags: flags["node-flags"].split(",") } : {}),
   }).then(
     (r) => console.log(JSON.stringify(r)),
     (e: unknown) => {

@@ -14,21 +14,35 @@ import { actionText, type HeaderAction, type HttpRequestLike } from "../../polic
 import type { L7Spec } from "../../policy/mapstate.js";
 import type { L7LookupResult } from "../types.js";
 import type { HeaderField, RequestHead } from "./request.js";
-import { judgeStages } from "./stages.js";
+import { judgeStages, type StagesVerdict } from "./stages.js";
 
 /** Method, normalised path, Host and every forwarded field (repeated ones joined with ", ", RFC 9110 §5.3). */
 export function judgedRequest(head: RequestHead, path: string): HttpRequestLike {
-  // Built when first read: rules on method and path alone never read it (policy/l7/http.ts).
-  let headers: Record<string, string> | undefined;
-  const fields = head.headers;
-  return {
-    method: head.method,
-    path,
-    ...(head.host !== undefined ? { host: head.host } : {}),
-    get headers(): Record<string, string> {
-      return (headers ??= joinedFields(fields));
-    },
-  };
+  return new JudgedView(head, path);
+}
+
+/**
+ * The judged view; its header record is built when first read: rules on method and path alone
+ * never read it (policy/l7/http.ts). A class, so that the common request costs one small object.
+ */
+class JudgedView implements HttpRequestLike {
+  readonly method: string;
+  readonly host?: string;
+  private joined: Record<string, string> | undefined;
+  private readonly fields: RequestHead["headers"];
+
+  constructor(
+    head: RequestHead,
+    readonly path: string,
+  ) {
+    this.method = head.method;
+    this.fields = head.headers;
+    if (head.host !== undefined) this.host = head.host;
+  }
+
+  get headers(): Record<string, string> {
+    return (this.joined ??= joinedFields(this.fields));
+  }
 }
 
 function joinedFields(fields: RequestHead["headers"]): Record<string, string> {
@@ -75,16 +89,11 @@ function namedHeaders(spec: L7Spec): ReadonlySet<string> {
   return n;
 }
 
-export interface HeadVerdict {
-  readonly allowed: boolean;
-  readonly rule: number | undefined;
-  /** The head to forward: the client's, changed by the mismatch actions of every stage. */
-  readonly head: RequestHead;
-  /** The judged view of `head` (what a later look at the forwarded request sees). */
-  readonly judged: HttpRequestLike;
-  /** Every action taken, stage by stage. */
-  readonly actions: readonly HeaderAction[];
-}
+/**
+ * `req`: the head to forward, the client's changed by the mismatch actions of every stage;
+ * `judged`: the judged view of it (what a later look at the forwarded request sees).
+ */
+export type HeadVerdict = StagesVerdict<RequestHead>;
 
 /**
  * Every stage must admit the request, each judging the field list as the
@@ -92,13 +101,12 @@ export interface HeadVerdict {
  * do not compile (the caller fails closed).
  */
 export function judgeHead(policy: L7LookupResult, head: RequestHead, path: string): HeadVerdict {
-  const v = judgeStages(
+  return judgeStages(
     policy,
     head,
     (h) => judgedRequest(h, path),
     (h, actions) => ({ ...h, headers: editFields(h.headers, actions) }),
   );
-  return { allowed: v.allowed, rule: v.rule, head: v.req, judged: v.judged, actions: v.actions };
 }
 
 /**

@@ -4,7 +4,9 @@
  *
  *   client bytes --parseRequestHead (strict)--> lookup --judgedRequest, compileHttpRules.match--> 403 | forward
  *   forward: serializeRequest(normalised path) [+ body, re-chunked] --> upstream
- *   (judgedRequest and serializeRequest read the same parsed field list: what is judged is what is sent)
+ *   (judgedRequest and serializeRequest read the same parsed field list: what is judged is what is sent;
+ *   a head no action or normalisation changed, whose bytes are exactly that serialisation
+ *   (parseRequestHead's `verbatim`), is sent as read, without writing it again)
  *   upstream bytes --ResponseReader (framing only)--> client, L7Event to the sink
  *
  * Requests are served one at a time in arrival order (pipelined requests
@@ -25,7 +27,16 @@
 import type { Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { normalizeHttpPath } from "../../policy/l7/http.js";
-import { guardSink, policyFor, type ConnectionInfo, type L7LookupResult, type L7Event } from "../types.js";
+import {
+  guardSink,
+  l7Parser,
+  lookupKey,
+  type ConnectionInfo,
+  type L7Event,
+  type L7LookupKey,
+  type L7LookupResult,
+  type L7Verdict,
+} from "../types.js";
 import { ChunkedDecoder, encodeChunk, LAST_CHUNK } from "./chunked.js";
 import { streamConn, type ByteConn, type ConnEvents } from "./conn.js";
 import { DEFAULT_HTTP_LIMITS, type HttpProxyDeps, type HttpProxyLimits } from "./deps.js";
@@ -34,7 +45,7 @@ import { nativeClient, nativeUpstream, proxyIo } from "./native-io.js";
 import { badGateway, badRequest, forbidden } from "./replies.js";
 import { parseRequestHead, serializeRequest, type RequestHead } from "./request.js";
 import { ResponseReader } from "./response.js";
-import { traceOf } from "./trace-context.js";
+import { traceIdOfFields } from "./trace-context.js";
 
 export { DEFAULT_HTTP_LIMITS, type HttpProxyDeps, type HttpProxyLimits } from "./deps.js";
 
@@ -65,9 +76,15 @@ interface Exchange {
   reader: ResponseReader;
 }
 
+const EMPTY = Buffer.alloc(0);
+const NO_TEXTS: readonly string[] = Object.freeze([]);
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
 class HttpConnection {
   private readonly limits: HttpProxyLimits;
-  private inBuf: Buffer = Buffer.alloc(0);
+  /** The policy lookup's key: the connection's, asked again for every request. */
+  private readonly key: L7LookupKey;
+  private inBuf: Buffer = EMPTY;
   private ex: Exchange | undefined;
   private client!: ByteConn;
   private upstream: ByteConn | undefined;
@@ -79,6 +96,7 @@ class HttpConnection {
     private readonly deps: HttpProxyDeps,
   ) {
     this.limits = { ...DEFAULT_HTTP_LIMITS, ...deps.limits };
+    this.key = lookupKey(info);
   }
 
   start(sock: Socket): void {
@@ -116,8 +134,15 @@ class HttpConnection {
     }
   }
 
+  /** As policyFor (types.ts), with the connection's key made once. */
   private policy(): L7LookupResult | undefined {
-    return policyFor(this.deps.lookup, this.info, "http");
+    let p: L7LookupResult | undefined;
+    try {
+      p = this.deps.lookup.forConnection(this.key);
+    } catch {
+      return undefined;
+    }
+    return p && l7Parser(p, "http") ? p : undefined;
   }
 
   private process(): void {
@@ -135,8 +160,10 @@ class HttpConnection {
       const r = parseRequestHead(this.inBuf, this.limits);
       if (r.kind === "incomplete") return this.idle();
       if (r.kind === "error") return this.badRequest(r.reason, undefined);
-      this.inBuf = this.inBuf.subarray(r.length);
-      this.begin(r.head);
+      // The head's bytes as read, when they are exactly what serializeRequest would write.
+      const raw = r.verbatim ? this.inBuf.subarray(0, r.length) : undefined;
+      this.inBuf = r.length === this.inBuf.length ? EMPTY : this.inBuf.subarray(r.length);
+      this.begin(r.head, raw);
     }
   }
 
@@ -145,7 +172,7 @@ class HttpConnection {
     if (this.clientEnded) this.finish();
   }
 
-  private begin(received: RequestHead): void {
+  private begin(received: RequestHead, raw: Buffer | undefined): void {
     const policy = this.policy();
     if (!policy) return this.reset("no L7 policy for this connection");
     const path = normalizeHttpPath(received.target);
@@ -154,17 +181,19 @@ class HttpConnection {
     }
     // The rules judge the very field list serializeRequest forwards (judged.ts),
     // as the header mismatch actions of each stage leave it.
-    const { allowed, rule, head, judged, actions } = judgeHead(policy, received, path);
+    const { allowed, rule, req: head, judged, actions } = judgeHead(policy, received, path);
     if (allowed) this.deps.onJudged?.(judged);
     const f = head.framing;
+    // Unchanged (no action edited it, the path needed no normalising): forwarded as received, no copy.
+    const unchanged = raw !== undefined && head === received && path === received.target;
     const ex: Exchange = {
       head,
-      actions: allowed ? actionTexts(actions) : [],
+      actions: allowed && actions.length > 0 ? actionTexts(actions) : NO_TEXTS,
       path,
       allowed,
       rule,
       started: performance.now(),
-      held: [serializeRequest(head, path)],
+      held: [unchanged ? raw : serializeRequest(head, path)],
       heldBytes: 0,
       committed: false,
       bodyLeft: f.kind === "length" ? f.length : 0,
@@ -176,7 +205,7 @@ class HttpConnection {
     this.ex = ex;
     if (!allowed) {
       const close = head.close || head.expectContinue;
-      this.emit(ex, { verdict: "denied", status: 403, reason: "no HTTP rule matched" });
+      this.emit(ex, "denied", 403, "no HTTP rule matched");
       this.client.write(forbidden(close));
       if (close) return this.finish();
       if (ex.bodyDone) this.ex = undefined;
@@ -291,18 +320,16 @@ class HttpConnection {
   }
 
   private upstreamFailed(ex: Exchange, reason: string): void {
-    this.emit(ex, { verdict: "error", status: 502, reason });
+    this.emit(ex, "error", 502, reason);
     if (!ex.reader.started) this.client.write(badGateway());
     this.finish();
   }
 
   private responseDone(ex: Exchange, status: number, upstreamClose: boolean): void {
-    this.emit(ex, {
-      verdict: "forwarded",
-      status,
-      ...(ex.rule !== undefined ? { rule: ex.rule } : {}),
-      ...(ex.actions.length > 0 ? { headerActions: ex.actions } : {}),
-    });
+    const e = this.event(ex, "forwarded", status, undefined, true);
+    if (ex.rule !== undefined) e.rule = ex.rule;
+    if (ex.actions.length > 0) e.headerActions = ex.actions;
+    this.deps.sink(e);
     this.ex = undefined;
     if (upstreamClose || ex.head.close || !ex.bodyDone) return this.finish();
     this.client.resume();
@@ -310,31 +337,43 @@ class HttpConnection {
   }
 
   private badRequest(reason: string, ex: Exchange | undefined): void {
-    this.deps.sink(this.event(ex, { verdict: "error", status: 400, reason }));
+    this.deps.sink(this.event(ex, "error", 400, reason, false));
     if (ex?.committed) this.upstream?.destroy();
     this.client.write(badRequest());
     this.finish();
   }
 
-  private emit(ex: Exchange, e: Partial<L7Event>): void {
-    this.deps.sink(this.event(ex, { latencyMs: +(performance.now() - ex.started).toFixed(3), ...e }));
+  private emit(ex: Exchange, verdict: L7Verdict, status: number, reason: string): void {
+    this.deps.sink(this.event(ex, verdict, status, reason, true));
   }
 
-  private event(ex: Exchange | undefined, e: Partial<L7Event>): L7Event {
+  /** The flow event, built field by field (one object per request). */
+  private event(
+    ex: Exchange | undefined,
+    verdict: L7Verdict,
+    status: number | undefined,
+    reason: string | undefined,
+    timed: boolean,
+  ): Mutable<L7Event> {
     const i = this.info;
-    return {
+    const e: Mutable<L7Event> = {
       type: "http",
-      verdict: "error",
+      verdict,
       srcIdentity: i.srcIdentity,
       dstIdentity: i.dstIdentity,
       endpoint: i.endpoint,
       direction: i.direction,
-      ...(ex
-        ? { method: ex.head.method, url: `${this.deps.scheme ?? "http"}://${ex.head.host ?? ""}${ex.path}` }
-        : {}),
-      ...(ex ? traceOf(ex.head.headers) : {}),
-      ...e,
     };
+    if (ex) {
+      e.method = ex.head.method;
+      e.url = `${this.deps.scheme ?? "http"}://${ex.head.host ?? ""}${ex.path}`;
+      const traceId = traceIdOfFields(ex.head.headers);
+      if (traceId !== undefined) e.traceId = traceId;
+      if (timed) e.latencyMs = Math.round((performance.now() - ex.started) * 1000) / 1000;
+    }
+    if (status !== undefined) e.status = status;
+    if (reason !== undefined) e.reason = reason;
+    return e;
   }
 
   /** Ends the client side after what was written, then lingers briefly so the peer reads it. */
@@ -346,7 +385,7 @@ class HttpConnection {
   }
 
   private reset(reason: string): void {
-    this.deps.sink(this.event(this.ex, { verdict: "error", reason }));
+    this.deps.sink(this.event(this.ex, "error", undefined, reason, false));
     this.closed = true;
     this.upstream?.destroy();
     this.client.reset();

@@ -53,7 +53,17 @@ export interface RequestHead {
 export type HeadResult =
   | { readonly kind: "incomplete" }
   | { readonly kind: "error"; readonly reason: string }
-  | { readonly kind: "ok"; readonly head: RequestHead; readonly length: number };
+  | {
+      readonly kind: "ok";
+      readonly head: RequestHead;
+      readonly length: number;
+      /**
+       * The head's bytes, `[0, length)`, are exactly what `serializeRequest(head, head.target)`
+       * writes: every field line `name: value` (one space, no trailing OWS), nothing left out or
+       * added, origin-form target. A caller that changes neither path nor fields may forward them.
+       */
+      readonly verbatim: boolean;
+    };
 
 export interface HeadLimits {
   readonly maxHeadBytes: number;
@@ -113,9 +123,12 @@ const CONNECTION_TOKENS: ReadonlySet<string> = new Set([
 /**
  * Parses the head at the start of `buf`. Bare LF and NUL are found as soon as
  * they arrive (no need to wait for the end of a head that never comes).
+ *
+ * Per request this runs once: one latin1 string of the head, read by offsets
+ * (no array of lines), and field names lower-cased through a small cache.
  */
 export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
-  const end = buf.indexOf("\r\n\r\n", 0, "latin1");
+  const end = buf.indexOf(HEAD_END);
   const scanTo = end < 0 ? buf.length : end + 4;
   for (let i = 0; i < scanTo; i++) {
     const c = buf[i];
@@ -127,80 +140,112 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
     // The request line is checked as soon as it is complete: an HTTP/0.9
     // request (`GET /` and CRLF) has no head to wait for, so it must be
     // refused now, not when the idle timeout ends the connection.
-    const eol = buf.indexOf("\r\n", 0, "latin1");
+    const eol = buf.indexOf(CRLF);
     if (eol === 0) return err("empty line before the request line");
     if (eol > 0) {
-      const bad = requestLineProblem(buf.toString("latin1", 0, eol));
-      if (bad) return err(bad);
+      const bad = requestLine(buf.toString("latin1", 0, eol));
+      if (typeof bad === "string") return err(bad);
     }
     return buf.length > limits.maxHeadBytes ? err("request head too large") : { kind: "incomplete" };
   }
   if (end + 4 > limits.maxHeadBytes) return err("request head too large");
-  const lines = buf.toString("latin1", 0, end).split("\r\n");
-  const requestLine = lines[0] as string;
-  if (requestLine === "") return err("empty line before the request line");
-  if (lines.length - 1 > limits.maxHeaders) return err("too many header fields");
+  const s = buf.toString("latin1", 0, end);
+  const firstEol = s.indexOf("\r\n");
+  const lineEnd = firstEol < 0 ? s.length : firstEol;
+  if (lineEnd === 0) return err("empty line before the request line");
+  let fieldLines = 0;
+  for (let i = firstEol; i >= 0; i = s.indexOf("\r\n", i + 2)) fieldLines++;
+  if (fieldLines > limits.maxHeaders) return err("too many header fields");
 
-  const lineProblem = requestLineProblem(requestLine);
-  if (lineProblem) return err(lineProblem);
-  const [method, rawTarget, version] = requestLine.split(" ") as [string, string, "HTTP/1.0" | "HTTP/1.1"];
+  const parts = requestLine(s.slice(0, lineEnd));
+  if (typeof parts === "string") return err(parts);
+  const [method, rawTarget, version] = parts;
 
   const headers: HeaderField[] = [];
   // The fields framing and connection handling look at, collected in the same pass.
-  const special: Record<Special, HeaderField[]> = {
-    host: [],
-    "content-length": [],
-    "transfer-encoding": [],
-    connection: [],
-    expect: [],
-  };
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i] as string;
-    const first = line.charCodeAt(0);
+  let host: HeaderField | undefined;
+  let hosts = 0;
+  let cl: HeaderField[] | undefined;
+  let te: HeaderField[] | undefined;
+  let connection: HeaderField[] | undefined;
+  let expect: HeaderField[] | undefined;
+  let dropped = false;
+  // Every line is `name: value` with one space and no trailing OWS: serializeRequest writes the same bytes.
+  let canonical = true;
+  for (let at = lineEnd + 2; at < s.length + 2 && firstEol >= 0;) {
+    const next = s.indexOf("\r\n", at);
+    const eol = next < 0 ? s.length : next;
+    const first = s.charCodeAt(at);
     if (first === 0x20 || first === 0x09) return err("obsolete line folding");
-    const colon = line.indexOf(":");
-    if (colon <= 0) return err("header line without a name and colon");
-    const name = line.slice(0, colon);
+    const colon = s.indexOf(":", at);
+    if (colon <= at || colon >= eol) return err("header line without a name and colon");
+    const name = s.slice(at, colon);
     if (!TOKEN.test(name))
       return err("invalid header name (space before the colon or a non-token character)");
-    const value = trimSpTab(line, colon + 1);
+    let a = colon + 1;
+    let b = eol;
+    while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
+    while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
+    if (a !== colon + 2 || b !== eol || s.charCodeAt(colon + 1) !== 0x20) canonical = false;
+    const value = s.slice(a, b);
     if (!FIELD_VALUE.test(value)) return err("control character in a header value");
-    const h: HeaderField = { name, lower: name.toLowerCase(), value };
+    const h: HeaderField = { name, lower: lowerName(name), value };
     headers.push(h);
-    if (isSpecial(h.lower)) special[h.lower].push(h);
+    switch (h.lower) {
+      case "host":
+        hosts++;
+        host ??= h;
+        break;
+      case "content-length":
+        (cl ??= []).push(h);
+        break;
+      case "transfer-encoding":
+        (te ??= []).push(h);
+        break;
+      case "connection":
+        (connection ??= []).push(h);
+        break;
+      case "expect":
+        (expect ??= []).push(h);
+        break;
+    }
+    if (!dropped && NOT_FORWARDED.has(h.lower)) dropped = true;
+    at = eol + 2;
   }
 
-  const hosts = special.host;
-  if (hosts.length > 1) return err("more than one Host header");
-  const host = hosts[0]?.value;
-  if (host !== undefined && !HOST_VALUE.test(host)) return err("invalid Host header");
-  if (host === undefined && version === "HTTP/1.1") return err("HTTP/1.1 request without Host");
+  if (hosts > 1) return err("more than one Host header");
+  const hostValue = host?.value;
+  if (hostValue !== undefined && !HOST_VALUE.test(hostValue)) return err("invalid Host header");
+  if (hostValue === undefined && version === "HTTP/1.1") return err("HTTP/1.1 request without Host");
 
-  const target = originForm(rawTarget, host);
+  const target = originForm(rawTarget, hostValue);
   if (typeof target !== "string") return target;
 
-  const framing = bodyFraming(special["content-length"], special["transfer-encoding"], version);
+  const framing = bodyFraming(cl ?? NONE, te ?? NONE, version);
   if ("reason" in framing) return framing;
 
-  const connTokens = special.connection
-    .flatMap((h) => h.value.toLowerCase().split(/[ \t]*,[ \t]*/))
-    .filter((t) => t !== "");
-  if (connTokens.some((t) => !CONNECTION_TOKENS.has(t))) {
-    return err(
-      "Connection header names a field that is not hop-by-hop " +
-        `(accepted: ${[...CONNECTION_TOKENS].join(", ")})`,
-    );
+  let close = version === "HTTP/1.0";
+  if (connection) {
+    const connTokens = connection
+      .flatMap((h) => h.value.toLowerCase().split(/[ \t]*,[ \t]*/))
+      .filter((t) => t !== "");
+    if (connTokens.some((t) => !CONNECTION_TOKENS.has(t))) {
+      return err(
+        "Connection header names a field that is not hop-by-hop " +
+          `(accepted: ${[...CONNECTION_TOKENS].join(", ")})`,
+      );
+    }
+    close = connTokens.includes("close") || (version === "HTTP/1.0" && !connTokens.includes("keep-alive"));
   }
-  const close =
-    connTokens.includes("close") || (version === "HTTP/1.0" && !connTokens.includes("keep-alive"));
-  const expect = special.expect;
-  if (expect.length > 1 || (expect[0] && expect[0].value.toLowerCase() !== "100-continue")) {
+  if (expect && (expect.length > 1 || (expect[0] as HeaderField).value.toLowerCase() !== "100-continue")) {
     return err("unsupported Expect header");
   }
-  const forwarded = headers.filter((h) => !NOT_FORWARDED.has(h.lower));
+  // The client's array itself when nothing is left out (the common request).
+  const forwarded = dropped ? headers.filter((h) => !NOT_FORWARDED.has(h.lower)) : headers;
   const ours = (name: string, value: string): void => {
     forwarded.push({ name, lower: name.toLowerCase(), value });
   };
+  const added = framing.kind !== "none" || close || version === "HTTP/1.0";
   if (framing.kind === "length") ours("Content-Length", String(framing.length));
   if (framing.kind === "chunked") ours("Transfer-Encoding", "chunked");
   if (close) ours("Connection", "close");
@@ -209,53 +254,52 @@ export function parseRequestHead(buf: Buffer, limits: HeadLimits): HeadResult {
     method,
     target,
     version,
-    host: forwarded.find((h) => h.lower === "host")?.value,
+    // Host is never left out (NOT_FORWARDED): the forwarded field is the one received.
+    host: hostValue,
     headers: forwarded,
     framing,
     close,
-    expectContinue: expect.length === 1,
+    expectContinue: expect !== undefined,
   };
-  return { kind: "ok", head, length: end + 4 };
+  const verbatim = canonical && !dropped && !added && target === rawTarget;
+  return { kind: "ok", head, length: end + 4, verbatim };
 }
 
-type Special = "host" | "content-length" | "transfer-encoding" | "connection" | "expect";
+const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
+const CRLF = Buffer.from("\r\n", "latin1");
+const NONE: readonly HeaderField[] = [];
 
-/** A switch, not `in`: a field named `constructor` or `__proto__` must not reach the prototype. */
-function isSpecial(lower: string): lower is Special {
-  switch (lower) {
-    case "host":
-    case "content-length":
-    case "transfer-encoding":
-    case "connection":
-    case "expect":
-      return true;
-    default:
-      return false;
+/**
+ * Lower-case field names of the names seen before (`Host`, `User-Agent`, ...), so that the
+ * common request makes no new string for them; bounded (a client choosing names cannot grow it).
+ */
+const LOWER = new Map<string, string>();
+const LOWER_MAX = 512;
+
+function lowerName(name: string): string {
+  let l = LOWER.get(name);
+  if (l === undefined) {
+    l = name.toLowerCase();
+    if (LOWER.size < LOWER_MAX) LOWER.set(name, l);
   }
+  return l;
 }
 
-/** `line` from `from`, without leading and trailing SP / HTAB (RFC 9112 §5: OWS around the value). */
-function trimSpTab(line: string, from: number): string {
-  let a = from;
-  let b = line.length;
-  while (a < b && (line.charCodeAt(a) === 0x20 || line.charCodeAt(a) === 0x09)) a++;
-  while (b > a && (line.charCodeAt(b - 1) === 0x20 || line.charCodeAt(b - 1) === 0x09)) b--;
-  return line.slice(a, b);
-}
-
-/** What is wrong with a complete request line, if anything. */
-function requestLineProblem(line: string): string | undefined {
-  if (line === "") return undefined; // a leading empty line: reported by the caller
-  const parts = line.split(" ");
-  if (parts.length === 2 && TOKEN.test(parts[0] as string)) {
+/** The parts of a complete request line, or what is wrong with it (as `line.split(" ")` would find). */
+function requestLine(line: string): [string, string, "HTTP/1.0" | "HTTP/1.1"] | string {
+  if (line === "") return "empty line before the request line";
+  const sp1 = line.indexOf(" ");
+  const sp2 = sp1 < 0 ? -1 : line.indexOf(" ", sp1 + 1);
+  if (sp1 >= 0 && sp2 < 0 && TOKEN.test(line.slice(0, sp1))) {
     return "request line without an HTTP version (HTTP/0.9 is not supported)";
   }
-  if (parts.length !== 3) return "request line is not 'method SP target SP version'";
-  const [method, , version] = parts as [string, string, string];
+  if (sp2 < 0 || line.indexOf(" ", sp2 + 1) >= 0) return "request line is not 'method SP target SP version'";
+  const method = line.slice(0, sp1);
+  const version = line.slice(sp2 + 1);
   if (!TOKEN.test(method)) return "invalid method";
   if (version !== "HTTP/1.1" && version !== "HTTP/1.0") return "unsupported HTTP version";
   if (method === "CONNECT") return "CONNECT is not supported";
-  return undefined;
+  return [method, line.slice(sp1 + 1, sp2), version];
 }
 
 function err(reason: string): { kind: "error"; reason: string } {

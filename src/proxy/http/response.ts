@@ -26,7 +26,7 @@ export type ResponseHeadResult =
   | { readonly kind: "ok"; readonly head: ResponseHead; readonly length: number };
 
 export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: number): ResponseHeadResult {
-  const end = buf.indexOf("\r\n\r\n", 0, "latin1");
+  const end = buf.indexOf(HEAD_END);
   if (end < 0) {
     return buf.length > maxHeadBytes ? fail("response head too large") : { kind: "incomplete" };
   }
@@ -37,67 +37,118 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
     if (c === 0x0a && (i === 0 || buf[i - 1] !== 0x0d)) return fail("bare LF or CR in the response head");
     if (c === 0x0d && buf[i + 1] !== 0x0a) return fail("bare LF or CR in the response head");
   }
-  const lines = buf.toString("latin1", 0, end).split("\r\n");
-  const m = /^HTTP\/1\.([01]) ([0-9]{3})(?: .*)?$/.exec(lines[0] as string);
-  if (!m) return fail("invalid status line");
-  const minor = m[1] as string;
-  const status = Number(m[2]);
-  const cl: string[] = [];
-  const te: string[] = [];
-  const conn: string[] = [];
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i] as string;
-    const colon = line.indexOf(":");
-    if (colon <= 0 || hasSpaceOrTab(line, colon)) return fail("malformed response header line");
-    // Only three names matter for framing: compare lengths before lower-casing.
-    if (colon !== 14 && colon !== 17 && colon !== 10) continue;
-    const name = line.slice(0, colon).toLowerCase();
-    if (name === "content-length") cl.push(line.slice(colon + 1).trim());
-    else if (name === "transfer-encoding")
-      te.push(
-        line
-          .slice(colon + 1)
-          .trim()
-          .toLowerCase(),
-      );
-    else if (name === "connection")
-      conn.push(
-        ...line
-          .slice(colon + 1)
-          .trim()
+  // Read in place: only the status line and three field names matter, no string of the head.
+  const firstEol = buf.indexOf(CRLF);
+  const statusEnd = firstEol < 0 || firstEol > end ? end : firstEol;
+  const minor = statusLine(buf, statusEnd);
+  if (minor < 0) return fail("invalid status line");
+  const status = (buf[9] as number) * 100 + (buf[10] as number) * 10 + (buf[11] as number) - 0x30 * 111;
+  // Content-Length: how many, and the value (-1: not 1-15 digits).
+  let cls = 0;
+  let clValue = -1;
+  let te: string[] | undefined;
+  let conn: string[] | undefined;
+  for (let at = statusEnd + 2; at < end + 2 && statusEnd < end;) {
+    let eol = buf.indexOf(CRLF, at);
+    if (eol < 0 || eol > end) eol = end;
+    // The name: up to the first colon, no space or tab in it (leading whitespace included).
+    let colon = at;
+    while (colon < eol && buf[colon] !== 0x3a) {
+      if (buf[colon] === 0x20 || buf[colon] === 0x09) return fail("malformed response header line");
+      colon++;
+    }
+    if (colon === at || colon === eol) return fail("malformed response header line");
+    // Only three names matter for framing: compare lengths before the names.
+    const n = colon - at;
+    if (n === 14 && sameName(buf, at, CONTENT_LENGTH)) {
+      if (cls++ === 0) clValue = lengthValue(buf, colon, eol);
+    } else if (n === 17 && sameName(buf, at, TRANSFER_ENCODING))
+      (te ??= []).push(fieldValue(buf, colon, eol).toLowerCase());
+    else if (n === 10 && sameName(buf, at, CONNECTION))
+      (conn ??= []).push(
+        ...fieldValue(buf, colon, eol)
           .toLowerCase()
           .split(/[ \t]*,[ \t]*/),
       );
+    at = eol + 2;
   }
   if (status === 101) return fail("protocol upgrade is not supported");
   const interim = status >= 100 && status < 200;
-  const keepAlive = minor === "1" ? !conn.includes("close") : conn.includes("keep-alive");
+  const keepAlive = minor === 1 ? !conn?.includes("close") : (conn?.includes("keep-alive") ?? false);
   const noBody = interim || status === 204 || status === 304 || method === "HEAD";
-  if (te.length > 0 && cl.length > 0)
-    return fail("both Content-Length and Transfer-Encoding in the response");
-  if (cl.length > 1) return fail("more than one Content-Length in the response");
+  if (te && cls > 0) return fail("both Content-Length and Transfer-Encoding in the response");
+  if (cls > 1) return fail("more than one Content-Length in the response");
   let framing: ResponseFraming;
-  if (noBody) framing = { kind: "none" };
-  else if (te.length > 0) {
+  if (noBody) framing = NO_BODY;
+  else if (te) {
     const codings = te.join(",").split(/[ \t]*,[ \t]*/);
-    framing = codings[codings.length - 1] === "chunked" ? { kind: "chunked" } : { kind: "close" };
-  } else if (cl.length === 1) {
-    const v = cl[0] as string;
-    if (!/^[0-9]{1,15}$/.test(v)) return fail("invalid Content-Length in the response");
-    const length = Number(v);
-    framing = length === 0 ? { kind: "none" } : { kind: "length", length };
-  } else framing = { kind: "close" };
+    framing = codings[codings.length - 1] === "chunked" ? CHUNKED : UNTIL_CLOSE;
+  } else if (cls > 0) {
+    if (clValue < 0) return fail("invalid Content-Length in the response");
+    const length = clValue;
+    framing = length === 0 ? NO_BODY : { kind: "length", length };
+  } else framing = UNTIL_CLOSE;
   const close = !interim && (!keepAlive || framing.kind === "close");
   return { kind: "ok", head: { status, interim, framing, close }, length: end + 4 };
 }
 
-/** A space or tab in the field name (`line[0, colon)`), leading whitespace included. */
-function hasSpaceOrTab(line: string, colon: number): boolean {
-  for (let i = 0; i < colon; i++) {
-    const c = line.charCodeAt(i);
-    if (c === 0x20 || c === 0x09) return true;
+const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
+const CRLF = Buffer.from("\r\n", "latin1");
+const CONTENT_LENGTH = Buffer.from("content-length", "latin1");
+const TRANSFER_ENCODING = Buffer.from("transfer-encoding", "latin1");
+const CONNECTION = Buffer.from("connection", "latin1");
+const NO_BODY: ResponseFraming = Object.freeze({ kind: "none" });
+const CHUNKED: ResponseFraming = Object.freeze({ kind: "chunked" });
+const UNTIL_CLOSE: ResponseFraming = Object.freeze({ kind: "close" });
+
+/**
+ * `HTTP/1.<0|1> <3 digits>` then the end or a space and a reason (no CR, LF or NUL there: the
+ * caller checked the head): the minor version, or -1.
+ */
+function statusLine(buf: Buffer, len: number): number {
+  if (len < 12 || (len > 12 && buf[12] !== 0x20)) return -1;
+  for (let i = 0; i < 7; i++) if (buf[i] !== HTTP_1[i]) return -1;
+  const minor = buf[7];
+  if ((minor !== 0x30 && minor !== 0x31) || buf[8] !== 0x20) return -1;
+  for (let i = 9; i < 12; i++) {
+    const d = buf[i] as number;
+    if (d < 0x30 || d > 0x39) return -1;
   }
-  return false;
+  return minor - 0x30;
+}
+
+const HTTP_1 = Buffer.from("HTTP/1.", "latin1");
+
+/** `buf[at, at + name.length)` equals `name` (lower-case letters and `-`), ASCII case-insensitively. */
+function sameName(buf: Buffer, at: number, name: Buffer): boolean {
+  for (let i = 0; i < name.length; i++) if (((buf[at + i] as number) | 0x20) !== name[i]) return false;
+  return true;
+}
+
+/**
+ * A Content-Length value: 1-15 digits between optional SP/HTAB, read from the bytes; anything
+ * else is read as a string, trimmed as String#trim does, and must then be 1-15 digits; -1 if not.
+ */
+function lengthValue(buf: Buffer, colon: number, eol: number): number {
+  let a = colon + 1;
+  let b = eol;
+  while (a < b && (buf[a] === 0x20 || buf[a] === 0x09)) a++;
+  while (b > a && (buf[b - 1] === 0x20 || buf[b - 1] === 0x09)) b--;
+  let v = 0;
+  for (let i = a; i < b; i++) {
+    const d = buf[i] as number;
+    if (d < 0x30 || d > 0x39) {
+      const s = fieldValue(buf, colon, eol);
+      return /^[0-9]{1,15}$/.test(s) ? Number(s) : -1;
+    }
+    v = v * 10 + d - 0x30;
+  }
+  return b > a && b - a <= 15 ? v : -1;
+}
+
+/** The field's value, trimmed as String#trim does. */
+function fieldValue(buf: Buffer, colon: number, eol: number): string {
+  return buf.toString("latin1", colon + 1, eol).trim();
 }
 
 function fail(reason: string): { kind: "error"; reason: string } {
@@ -117,11 +168,13 @@ export type ReadResult =
       readonly extra: number;
     };
 
+const EMPTY = Buffer.alloc(0);
+
 /** Follows one response (its 1xx heads, final head and body) through the upstream bytes. */
 export class ResponseReader {
-  private head: Buffer = Buffer.alloc(0);
+  private head: Buffer = EMPTY;
   private phase: "head" | "body" | "done" = "head";
-  private framing: ResponseFraming = { kind: "none" };
+  private framing: ResponseFraming = NO_BODY;
   private remaining = 0;
   private chunked: ChunkedDecoder | undefined;
   private status: number | undefined;
@@ -159,7 +212,7 @@ export class ResponseReader {
           if (pos > runStart) forward.push(buf.subarray(runStart, pos));
           forward.push(all.subarray(0, r.length));
           runStart = pos + r.length - stashed;
-          this.head = Buffer.alloc(0);
+          this.head = EMPTY;
         }
         pos += r.length - stashed;
         if (r.head.interim) continue;
@@ -188,7 +241,9 @@ export class ResponseReader {
         pos = buf.length;
       }
     }
-    if (pos > runStart) forward.push(buf.subarray(runStart, pos));
+    // The whole read (the common response): the buffer itself, not a view of it.
+    if (pos > runStart)
+      forward.push(runStart === 0 && pos === buf.length ? buf : buf.subarray(runStart, pos));
     return {
       forward,
       status: this.status,
