@@ -20,6 +20,10 @@
  * (exchange.ts) whose methods are its steps, with no promise or timer of its
  * own: upstream and onAnswer deadlines each share one timer (deadlines.ts);
  * the DNS rules' verdict per (policy, name) is remembered (verdicts.ts).
+ * UDP sockets (the listener and the upstream pool's) go through the native
+ * addon when it is built (native-io.ts: the datagrams that are ready read
+ * with one recvmmsg, those of one turn sent with one sendmmsg), else through
+ * dgram (`io: "dgram"`, `MEMBRANE_PROXY_IO=stream`); listener.ts holds both.
  */
 import net from "node:net";
 import type { AddressInfo } from "node:net";
@@ -157,11 +161,18 @@ export class DnsProxy {
       },
     );
     const tcp = net.createServer((s) => this.onTcp(s));
+    try {
+      await new Promise<void>((res, rej) => {
+        tcp.once("error", rej);
+        tcp.listen(this.params.listen?.tcpPort ?? 0, host, () => res());
+      });
+    } catch (e) {
+      // Not half started: the UDP listener goes too (its port free for the next try).
+      await this.udp.close();
+      this.udp = undefined;
+      throw e;
+    }
     this.tcp = tcp;
-    await new Promise<void>((res, rej) => {
-      tcp.once("error", rej);
-      tcp.listen(this.params.listen?.tcpPort ?? 0, host, () => res());
-    });
     return this.ports();
   }
 
