@@ -234,6 +234,55 @@ describe("DNS proxy: native UDP path", () => {
     }
   });
 
+  test("the addon refuses ranges outside its buffers and bad records (DNS_IO_USAGE), never touching memory past them", () => {
+    const io = dnsIo();
+    assert.ok(io);
+    const h = io.bind("127.0.0.1", 0, () => undefined);
+    assert.ok(typeof h === "object");
+    try {
+      const rec = (xs: number[]): Int32Array => {
+        const m = new Int32Array(io.REC);
+        m.set(xs);
+        return m;
+      };
+      const usage = { code: "DNS_IO_USAGE" };
+      const buf = Buffer.alloc(64);
+      assert.throws(
+        () => io.send(h, buf, 1, rec([60, 8, 4, 53, 0x0100007f])),
+        usage,
+        "offset + length past the end",
+      );
+      assert.throws(() => io.send(h, buf, 1, rec([-1, 8, 4, 53, 0x0100007f])), usage, "negative offset");
+      assert.throws(() => io.send(h, buf, 1, rec([0, 8, 5, 53, 0x0100007f])), usage, "family 5");
+      assert.throws(() => io.send(h, buf, 1, rec([0, 8, 4, 70000, 0x0100007f])), usage, "port 70000");
+      assert.throws(
+        () => io.send(h, buf, 2, rec([0, 8, 4, 53, 0x0100007f])),
+        usage,
+        "more records than meta holds",
+      );
+      assert.throws(() => io.send(h, buf, 65, new Int32Array(io.REC * 65)), usage, "past MAX_BATCH");
+      assert.throws(
+        () => io.recv(h, buf, 64, new Int32Array(io.REC * 2), 2),
+        usage,
+        "2 slots of 64 in 64 bytes",
+      );
+      assert.throws(() => io.recv(h, buf, 32, new Int32Array(io.REC), 2), usage, "2 records in meta of 1");
+      assert.throws(
+        () => io.recv(h, buf, 32, new Uint32Array(io.REC * 2) as unknown as Int32Array, 2),
+        usage,
+      );
+      assert.equal(io.recv(h, buf, 32, new Int32Array(io.REC * 2), 2), io.EAGAIN, "nothing to read yet");
+      assert.equal(
+        io.bind("not-an-address", 0, () => undefined),
+        -22,
+        "EINVAL: names are dgram's",
+      );
+    } finally {
+      io.close(h);
+    }
+    assert.equal(io.recv(h, Buffer.alloc(64), 32, new Int32Array(io.REC * 2), 2), -9, "EBADF once closed");
+  });
+
   test("IPv6 addresses print as inet_ntop and Node print them (RFC 5952)", () => {
     const cases: [string, string][] = [
       ["00000000000000000000000000000001", "::1"],

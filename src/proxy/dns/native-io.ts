@@ -160,7 +160,7 @@ export class NativeUdp {
     private readonly ev: NativeUdpEvents,
   ) {}
 
-  /** A listener on host:port (port 0: any), or undefined when the addon cannot (the caller uses dgram). */
+  /** A listener on host:port (port 0: any), or the Error why not (the caller then uses dgram). */
   static bind(
     io: DnsIoAddon,
     host: string,
@@ -171,7 +171,7 @@ export class NativeUdp {
     return NativeUdp.open(io, "bind", host, port, maxLen, ev);
   }
 
-  /** A socket connected to host:port (a fresh random source port). */
+  /** A socket connected to host:port (a fresh random source port), or the Error why not. */
   static connect(
     io: DnsIoAddon,
     host: string,
@@ -272,7 +272,13 @@ export class NativeUdp {
         }
         const msg = Buffer.allocUnsafe(len);
         buf.copy(msg, 0, i * SLOT, i * SLOT + len);
-        this.ev.message(msg, peerOf(meta, bytes, r));
+        try {
+          this.ev.message(msg, peerOf(meta, bytes, r));
+        } catch (e) {
+          // A bug behind this socket, never the bytes (the parsers return reasons): reported, and the
+          // next datagram is read; thrown on, it would end the process from inside the addon's callback.
+          this.ev.error(e instanceof Error ? e : new Error(String(e)));
+        }
       }
       if (n < BATCH) return;
     }
