@@ -141,12 +141,11 @@ export function checkTargets(
   http: { moderate: PhaseSamples; saturation: PhaseSamples },
   dns: { moderate: PhaseSamples; saturation: PhaseSamples },
   nginxSkipped: boolean,
+  only: "all" | "http" | "dns" = "all",
 ): TargetCheck[] {
-  const extra = [
-    ...dnsChecks(dns),
-    ...baselineChecks("HTTP", http.saturation),
-    ...baselineChecks("DNS", dns.saturation),
-  ];
+  const dnsOnly = [...dnsChecks(dns), ...baselineChecks("DNS", dns.saturation)];
+  if (only === "dns") return dnsOnly;
+  const extra = [...baselineChecks("HTTP", http.saturation), ...(only === "http" ? [] : dnsOnly)];
   const direct = http.moderate["direct"] ?? [];
   const added = pairedMedian(http.moderate["membrane"] ?? [], direct, (x, y) => x.p99Ms - y.p99Ms);
   const checks: TargetCheck[] = [

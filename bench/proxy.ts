@@ -2,12 +2,12 @@
  * Benchmark of the L7 proxies on loopback: the same load sent straight to
  * the server, through Membrane's proxy and through nginx, side by side.
  *
- *   node dist/bench/proxy.js [--rounds 5] [--seconds 2] [--workers N] [--baseline DIST]   -> one JSON line
+ *   node dist/bench/proxy.js [--rounds 5] [--seconds 2] [--workers N] [--baseline DIST] [--only dns]   -> one JSON line
  *
  *   load.js (own process) --> direct:    upstream (this process)
  *                         --> membrane:  proxy-server.js (own process) --> upstream
- *                         --> membraneStream: the same with MEMBRANE_PROXY_IO=stream (HTTP only): its
- *                                      sockets through Node's streams instead of the native addon
+ *                         --> membraneStream: the same with MEMBRANE_PROXY_IO=stream: its sockets
+ *                                      through Node's streams / dgram instead of the native addons
  *                         --> membraneWorkers: N proxy-server.js processes (default N = CPUs; the load's
  *                                      connections spread over their ports, as the kernel's numgen DNAT does)
  *                         --> baseline:  DIST/bench/proxy-server.js, another build (e.g. main's), one process:
@@ -42,7 +42,7 @@ import {
   stopChild,
   type Closable,
 } from "./proxy-procs.js";
-import { benchArgs, int, num, text } from "./cli.js";
+import { benchArgs, choice, int, num, text } from "./cli.js";
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
 const SATURATION = { connections: 16 } as const;
@@ -60,6 +60,8 @@ interface Target {
 }
 
 type Phase = "moderate" | "saturation";
+/** Which proxies to measure: both, or one of them (a DNS-only run skips nginx and the HTTP targets). */
+type Only = "all" | "http" | "dns";
 const PHASES: readonly Phase[] = ["moderate", "saturation"];
 
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
@@ -71,9 +73,11 @@ export async function runProxyBench(
     workers?: number;
     baseline?: string;
     nodeFlags?: readonly string[];
+    only?: Only;
   } = {},
 ): Promise<Record<string, unknown>> {
   const rounds = opts.rounds ?? 5;
+  const only = opts.only ?? "all";
   const phaseMs = opts.phaseMs ?? 2000;
   const workerCount = opts.workers ?? os.cpus().length;
   let upstream: Closable | undefined;
@@ -169,7 +173,7 @@ export async function runProxyBench(
     loader = l.child;
     const rpc = new Rpc<LoadSpec, LoadResult>(l.child);
 
-    const nginx = findNginx();
+    const nginx = only === "dns" ? undefined : findNginx();
     const http: Target[] = [
       { name: "direct", kind: "http", port: upstream.port, pids: () => [] },
       { name: "membrane", kind: "http", port: m.ready.httpPort, pids: () => [membranePid] },
@@ -196,10 +200,19 @@ export async function runProxyBench(
     const dns: Target[] = [
       { name: "direct", kind: "dns", port: resolver.port, pids: () => [] },
       { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => [membranePid] },
+      // The same build with the DNS proxy's listener on Node's dgram socket (src/proxy/dns/native-io.ts).
+      {
+        name: "membraneStream",
+        kind: "dns",
+        port: streams.ready.dnsPort,
+        pids: () => [streams.child.pid ?? 0],
+      },
       ...baseTargets("dns"),
       ...flaggedTargets("dns"),
       ...poolTargets("dns"),
     ];
+    if (only === "dns") http.length = 0;
+    if (only === "http") dns.length = 0;
 
     const run = async (t: Target, phase: Phase, durationMs: number): Promise<Sample> => {
       const pids = t.pids();
@@ -266,7 +279,7 @@ export async function runProxyBench(
           "nginx1 (worker_processes 1): Membrane's proxy is one single-threaded Node process, so is one nginx worker. " +
           "nginxAuto uses one worker per CPU and competes with the load generator and the upstream for the same CPUs.",
       },
-      targets: checkTargets(samples.http, samples.dns, nginx === undefined),
+      targets: checkTargets(samples.http, samples.dns, nginx === undefined, only),
       loadAverageAtEnd: os.loadavg().map((x) => +x.toFixed(2)),
       http: {
         moderate: summarisePhase(samples.http.moderate),
@@ -303,12 +316,14 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
       workers: int({ help: "proxy processes of the membraneWorkers target (1 skips it)", min: 1, max: 64, default: os.cpus().length }), // prettier-ignore
       baseline: text({ help: "another build's dist directory (e.g. main's): its proxy-server.js runs as target \"baseline\"", value: "DIST", shown: "none", pattern: /^.+$/, what: "a directory" }), // prettier-ignore
       "node-flags": text({ help: "extra Node/V8 flags, comma-separated, for target \"membraneFlags\" (this build's proxy with the proxy process's flags plus these), e.g. --single-threaded-gc,--min-semi-space-size=16", value: "FLAGS", shown: "none", pattern: /^--[a-z0-9-]+(=[A-Za-z0-9.]+)?(,--[a-z0-9-]+(=[A-Za-z0-9.]+)?)*$/, what: "flags such as --single-threaded-gc,--min-semi-space-size=16 (comma-separated, each starting with --)" }), // prettier-ignore
+      only: choice({ help: "measure only the HTTP or only the DNS proxy (dns: no nginx, no HTTP targets)", choices: ["all", "http", "dns"], default: "all" }), // prettier-ignore
     },
   });
   runProxyBench({
     rounds: flags.rounds,
     phaseMs: flags.seconds * 1000,
     workers: flags.workers,
+    only: flags.only,
     ...(flags.baseline !== undefined ? { baseline: flags.baseline } : {}),
     ...(flags["node-flags"] !== undefined ? { nodeFlags: flags["node-flags"].split(",") } : {}),
   }).then(

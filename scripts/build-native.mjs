@@ -20,7 +20,9 @@
 // - membrane-nfnl-sock.node (native/membrane-nfnl-sock.c): a Node-API addon, the agent's own nfnetlink
 //   socket in a node namespace (src/datapath/nfnl/socket.ts): a batch written and answered in one call;
 // - membrane-proxy-io.node (native/membrane-proxy-io.c): a Node-API addon, the HTTP/1.1 proxy's socket
-//   reads and writes without Node's streams (src/proxy/http/native-io.ts); without it, net.Socket.
+//   reads and writes without Node's streams (src/proxy/http/native-io.ts); without it, net.Socket;
+// - membrane-dns-io.node (native/membrane-dns-io.c): a Node-API addon, the DNS proxy's UDP sockets
+//   read with recvmmsg and written with sendmmsg (src/proxy/dns/native-io.ts); without it, dgram.
 import { spawnSync } from "node:child_process";
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -109,6 +111,13 @@ const programs = [
     shared: true,
     extra: ["-shared", "-fPIC", `-I${join(dirname(dirname(process.execPath)), "include", "node")}`],
     hint: "the HTTP proxy then moves its bytes through Node's streams (slower per request)",
+  },
+  {
+    name: "membrane-dns-io.node",
+    src: "membrane-dns-io.c",
+    shared: true,
+    extra: ["-shared", "-fPIC", `-I${join(dirname(dirname(process.execPath)), "include", "node")}`],
+    hint: "the DNS proxy then uses Node's dgram sockets (a system call per datagram)",
   },
 ];
 for (const p of programs) {

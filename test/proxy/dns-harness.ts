@@ -127,6 +127,8 @@ export async function startDns(params: {
   onAnswer?: (name: string) => Promise<void>;
   identify?: boolean;
   limits?: Partial<DnsProxyLimits>;
+  /** The proxy's UDP path (DnsProxyParams.io); default: native when built. */
+  io?: "native" | "dgram";
 }): Promise<DnsHarness> {
   const upstream = await startUpstream(params.answer);
   const events: L7Event[] = [];
@@ -161,6 +163,7 @@ export async function startDns(params: {
     },
     sink: (e) => events.push(e),
     limits: { upstreamTimeoutMs: 300, answerTimeoutMs: 300, ...params.limits },
+    ...(params.io !== undefined ? { io: params.io } : {}),
   });
   const { udpPort, tcpPort } = await proxy.start();
   return {
@@ -177,6 +180,9 @@ export async function startDns(params: {
     },
   };
 }
+
+/** Both UDP paths of the proxy: the tests that take `io` run once on each. */
+export const IO_PATHS = ["native", "dgram"] as const;
 
 export function query(
   name: string,

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { TimeoutQueue } from "../../src/proxy/deadlines.js";
 import { UdpUpstreamPool } from "../../src/proxy/dns/udp-pool.js";
-import { query } from "./dns-harness.js";
+import { IO_PATHS, query } from "./dns-harness.js";
 
 interface Seen {
   readonly id: number;
@@ -39,90 +39,92 @@ function ask(pool: UdpUpstreamPool, port: number, id: number): Promise<Buffer> {
   );
 }
 
-describe("DNS upstream pool (real UDP sockets)", () => {
-  test("each query leaves with a fresh random id; the answer comes back with the client's id", async () => {
-    const r = await resolver();
-    const pool = new UdpUpstreamPool({ timeoutMs: 2000 });
-    try {
-      const answers = await Promise.all([1, 1, 2, 3].map((id) => ask(pool, r.port, id)));
-      assert.deepEqual(
-        answers.map((a) => a.readUInt16BE(0)),
-        [1, 1, 2, 3],
-      );
-      // Two clients both using id 1 never share a wire id (an answer cannot go to the wrong one).
-      assert.equal(new Set(r.seen.map((s) => s.id)).size, 4);
-      assert.ok(!r.seen.every((s) => s.id <= 3), "wire ids are random, not the clients'");
-      assert.equal(new Set(r.seen.map((s) => s.port)).size, 1, "one socket carried them");
-    } finally {
-      pool.close();
-      await r.close();
-    }
-  });
-
-  test("a socket carries queriesPerSocket queries, then a new source port takes over; the old one closes", async () => {
-    const r = await resolver();
-    const pool = new UdpUpstreamPool({ timeoutMs: 2000, queriesPerSocket: 3, maxIdleSockets: 1 });
-    try {
-      for (let i = 0; i < 7; i++) await ask(pool, r.port, i);
-      const ports = r.seen.map((s) => s.port);
-      assert.equal(new Set(ports.slice(0, 3)).size, 1);
-      assert.equal(new Set(ports.slice(3, 6)).size, 1);
-      assert.notEqual(ports[0], ports[3]);
-      assert.notEqual(ports[3], ports[6]);
-      assert.equal(pool.sockets.size, 1, "retired sockets are closed once their answers are in");
-    } finally {
-      pool.close();
-      await r.close();
-    }
-  });
-
-  test("answers with an unknown id, without QR, or late are ignored; silence times out", async () => {
-    const r = await resolver((q, reply) => {
-      const wrong = echo(q);
-      wrong.writeUInt16BE((q.readUInt16BE(0) + 1) & 0xffff, 0);
-      reply(wrong); // another id: must not settle this query
-      reply(Buffer.from(q)); // the right id but not a response
+for (const io of IO_PATHS) {
+  describe(`DNS upstream pool (real UDP sockets, ${io})`, () => {
+    test("each query leaves with a fresh random id; the answer comes back with the client's id", async () => {
+      const r = await resolver();
+      const pool = new UdpUpstreamPool({ io, timeoutMs: 2000 });
+      try {
+        const answers = await Promise.all([1, 1, 2, 3].map((id) => ask(pool, r.port, id)));
+        assert.deepEqual(
+          answers.map((a) => a.readUInt16BE(0)),
+          [1, 1, 2, 3],
+        );
+        // Two clients both using id 1 never share a wire id (an answer cannot go to the wrong one).
+        assert.equal(new Set(r.seen.map((s) => s.id)).size, 4);
+        assert.ok(!r.seen.every((s) => s.id <= 3), "wire ids are random, not the clients'");
+        assert.equal(new Set(r.seen.map((s) => s.port)).size, 1, "one socket carried them");
+      } finally {
+        pool.close();
+        await r.close();
+      }
     });
-    const pool = new UdpUpstreamPool({ timeoutMs: 150 });
-    try {
-      await assert.rejects(ask(pool, r.port, 9), /upstream timed out/);
-      assert.equal(pool.sockets.size, 1, "a current socket stays open for the next query");
-    } finally {
-      pool.close();
-      await r.close();
-    }
-  });
 
-  test("a forged answer from another address never reaches the socket (it is connected)", async () => {
-    const r = await resolver(() => undefined);
-    const forger = dgram.createSocket("udp4");
-    await new Promise<void>((res) => forger.bind(0, "127.0.0.1", res));
-    const pool = new UdpUpstreamPool({ timeoutMs: 300 });
-    try {
-      const p = ask(pool, r.port, 5);
-      while (r.seen.length === 0) await new Promise((res) => setTimeout(res, 5));
-      const { id, port } = r.seen[0] as Seen;
-      const forged = echo(query("a.example.com", { id }));
-      await new Promise((res) => forger.send(forged, port, "127.0.0.1", res));
-      await assert.rejects(p, /upstream timed out/);
-    } finally {
-      pool.close();
-      forger.close();
-      await r.close();
-    }
-  });
+    test("a socket carries queriesPerSocket queries, then a new source port takes over; the old one closes", async () => {
+      const r = await resolver();
+      const pool = new UdpUpstreamPool({ io, timeoutMs: 2000, queriesPerSocket: 3, maxIdleSockets: 1 });
+      try {
+        for (let i = 0; i < 7; i++) await ask(pool, r.port, i);
+        const ports = r.seen.map((s) => s.port);
+        assert.equal(new Set(ports.slice(0, 3)).size, 1);
+        assert.equal(new Set(ports.slice(3, 6)).size, 1);
+        assert.notEqual(ports[0], ports[3]);
+        assert.notEqual(ports[3], ports[6]);
+        assert.equal(pool.sockets.size, 1, "retired sockets are closed once their answers are in");
+      } finally {
+        pool.close();
+        await r.close();
+      }
+    });
 
-  test("close() fails what is outstanding and later queries at once", async () => {
-    const r = await resolver(() => undefined);
-    const pool = new UdpUpstreamPool({ timeoutMs: 5000 });
-    const p = ask(pool, r.port, 1);
-    pool.close();
-    await assert.rejects(p, /stopping/);
-    await assert.rejects(ask(pool, r.port, 2), /stopping/);
-    assert.equal(pool.sockets.size, 0);
-    await r.close();
+    test("answers with an unknown id, without QR, or late are ignored; silence times out", async () => {
+      const r = await resolver((q, reply) => {
+        const wrong = echo(q);
+        wrong.writeUInt16BE((q.readUInt16BE(0) + 1) & 0xffff, 0);
+        reply(wrong); // another id: must not settle this query
+        reply(Buffer.from(q)); // the right id but not a response
+      });
+      const pool = new UdpUpstreamPool({ io, timeoutMs: 150 });
+      try {
+        await assert.rejects(ask(pool, r.port, 9), /upstream timed out/);
+        assert.equal(pool.sockets.size, 1, "a current socket stays open for the next query");
+      } finally {
+        pool.close();
+        await r.close();
+      }
+    });
+
+    test("a forged answer from another address never reaches the socket (it is connected)", async () => {
+      const r = await resolver(() => undefined);
+      const forger = dgram.createSocket("udp4");
+      await new Promise<void>((res) => forger.bind(0, "127.0.0.1", res));
+      const pool = new UdpUpstreamPool({ io, timeoutMs: 300 });
+      try {
+        const p = ask(pool, r.port, 5);
+        while (r.seen.length === 0) await new Promise((res) => setTimeout(res, 5));
+        const { id, port } = r.seen[0] as Seen;
+        const forged = echo(query("a.example.com", { id }));
+        await new Promise((res) => forger.send(forged, port, "127.0.0.1", res));
+        await assert.rejects(p, /upstream timed out/);
+      } finally {
+        pool.close();
+        forger.close();
+        await r.close();
+      }
+    });
+
+    test("close() fails what is outstanding and later queries at once", async () => {
+      const r = await resolver(() => undefined);
+      const pool = new UdpUpstreamPool({ io, timeoutMs: 5000 });
+      const p = ask(pool, r.port, 1);
+      pool.close();
+      await assert.rejects(p, /stopping/);
+      await assert.rejects(ask(pool, r.port, 2), /stopping/);
+      assert.equal(pool.sockets.size, 0);
+      await r.close();
+    });
   });
-});
+}
 
 describe("TimeoutQueue: many deadlines on one timer", () => {
   test("fires each live entry once, not before its time, in order; cancelled ones never", async () => {

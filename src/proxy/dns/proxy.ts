@@ -20,9 +20,11 @@
  * (exchange.ts) whose methods are its steps, with no promise or timer of its
  * own: upstream and onAnswer deadlines each share one timer (deadlines.ts);
  * the DNS rules' verdict per (policy, name) is remembered (verdicts.ts).
+ * UDP sockets (the listener and the upstream pool's) go through the native
+ * addon when it is built (native-io.ts: the datagrams that are ready read
+ * with one recvmmsg, those of one turn sent with one sendmmsg), else through
+ * dgram (`io: "dgram"`, `MEMBRANE_PROXY_IO=stream`); listener.ts holds both.
  */
-import dgram from "node:dgram";
-import { lookup as dnsLookup } from "node:dns";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { guardSink, type ConnectionInfo, type L7PolicyLookup, type L7Proto, type L7Sink } from "../types.js";
@@ -34,26 +36,11 @@ import {
   type Reply,
   type Source,
 } from "./exchange.js";
+import { listenUdp, type UdpListener } from "./listener.js";
 import { serveTcpQueries } from "./tcp.js";
 import { UdpUpstreamPool } from "./udp-pool.js";
 import type { Upstream } from "./upstream.js";
 import { DnsVerdicts } from "./verdicts.js";
-
-/**
- * The listening socket's address lookup: replies go to the address a query came from, always an
- * IP, so it is used as it is. dgram's default (dns.lookup) answers an IP on the next tick: a
- * deferred call and a closure per reply for nothing. A name (only ever the listen host) still
- * goes through dns.lookup.
- */
-const literalLookup = (
-  address: string,
-  family: unknown,
-  cb: (err: NodeJS.ErrnoException | null, address: string, family: number) => void,
-): void => {
-  const f = net.isIP(address);
-  if (f !== 0) cb(null, address, f);
-  else dnsLookup(address, family === 6 ? 6 : 4, cb);
-};
 
 export interface DnsProxyLimits {
   readonly maxUdpQuery: number;
@@ -91,6 +78,12 @@ export interface DnsProxyParams {
   readonly onAnswer: (endpoint: string, name: string, ips: readonly string[], ttl: number) => Promise<void>;
   readonly sink: L7Sink;
   readonly limits?: Partial<DnsProxyLimits>;
+  /**
+   * The UDP sockets' path (listener and upstream): "native" (recvmmsg/sendmmsg, native-io.ts;
+   * the default when the addon is built) or "dgram"; default from `MEMBRANE_PROXY_IO`
+   * ("stream": dgram).
+   */
+  readonly io?: "native" | "dgram";
 }
 
 export type { DnsProxyStats };
@@ -113,7 +106,7 @@ export class DnsProxy {
   private readonly limits: DnsProxyLimits;
   private readonly sink: L7Sink;
   private readonly verdicts = new DnsVerdicts();
-  private udp: dgram.Socket | undefined;
+  private udp: UdpListener | undefined;
   private tcp: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
   private inflight = 0;
@@ -149,32 +142,43 @@ export class DnsProxy {
   private newPool(): UdpUpstreamPool {
     return new UdpUpstreamPool({
       timeoutMs: this.limits.upstreamTimeoutMs,
+      ...(this.params.io !== undefined ? { io: this.params.io } : {}),
       onSocketError: (e) => this.internalError("upstream socket", e),
     });
   }
 
   async start(): Promise<{ udpPort: number; tcpPort: number }> {
     const host = this.params.listen?.host ?? "127.0.0.1";
-    const udp = dgram.createSocket({ type: net.isIPv6(host) ? "udp6" : "udp4", lookup: literalLookup });
-    this.udp = udp;
-    udp.on("message", (m, rinfo) => this.onDatagram(udp, m, rinfo));
-    udp.on("error", (e) => this.internalError("udp socket", e));
-    await new Promise<void>((res, rej) => {
-      udp.once("error", rej);
-      udp.bind(this.params.listen?.udpPort ?? 0, host, () => res());
-    });
+    this.udp = await listenUdp(
+      host,
+      this.params.listen?.udpPort ?? 0,
+      this.limits.maxUdpQuery,
+      this.params.io,
+      {
+        message: (m, src) => this.onDatagram(m, src),
+        oversized: () => this.stats.dropped++,
+        error: (where, e) => this.internalError(where, e),
+      },
+    );
     const tcp = net.createServer((s) => this.onTcp(s));
+    try {
+      await new Promise<void>((res, rej) => {
+        tcp.once("error", rej);
+        tcp.listen(this.params.listen?.tcpPort ?? 0, host, () => res());
+      });
+    } catch (e) {
+      // Not half started: the UDP listener goes too (its port free for the next try).
+      await this.udp.close();
+      this.udp = undefined;
+      throw e;
+    }
     this.tcp = tcp;
-    await new Promise<void>((res, rej) => {
-      tcp.once("error", rej);
-      tcp.listen(this.params.listen?.tcpPort ?? 0, host, () => res());
-    });
     return this.ports();
   }
 
   ports(): { udpPort: number; tcpPort: number } {
     return {
-      udpPort: this.udp ? this.udp.address().port : 0,
+      udpPort: this.udp ? this.udp.port() : 0,
       tcpPort: this.tcp ? (this.tcp.address() as AddressInfo).port : 0,
     };
   }
@@ -192,26 +196,26 @@ export class DnsProxy {
     const tcp = this.tcp;
     this.udp = undefined;
     this.tcp = undefined;
-    if (udp) await new Promise<void>((r) => udp.close(() => r()));
+    if (udp) await udp.close();
     if (tcp) await new Promise<void>((r) => tcp.close(() => r()));
   }
 
-  private onDatagram(udp: dgram.Socket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    if (msg.length > this.limits.maxUdpQuery || this.inflight >= this.limits.maxInflight) {
+  /** The UDP path in use ("native" or "dgram"), once started: for tests and diagnostics. */
+  get udpPath(): "native" | "dgram" | undefined {
+    return this.udp?.path;
+  }
+
+  /** A datagram no longer than maxUdpQuery (the listener drops longer ones: `oversized`). */
+  private onDatagram(msg: Buffer, src: Source): void {
+    const udp = this.udp;
+    if (!udp || this.inflight >= this.limits.maxInflight) {
       this.stats.dropped++;
       return;
     }
     this.inflight++;
-    this.answer(msg, rinfo, "UDP", (reply) => {
+    this.answer(msg, src, "UDP", (reply) => {
       this.inflight--;
-      if (!reply || this.udp !== udp) return;
-      try {
-        // No completion callback: Node then skips a call back into JS per datagram, and a failed
-        // send is dropped silently, as the callback did (the client retries).
-        udp.send(reply, rinfo.port, rinfo.address);
-      } catch (e) {
-        this.internalError("udp send", e);
-      }
+      if (reply && this.udp === udp) udp.reply(reply, src);
     });
   }
 

@@ -23,6 +23,7 @@ import { randomFillSync } from "node:crypto";
 import dgram from "node:dgram";
 import net from "node:net";
 import { TimeoutQueue, type Deadline } from "../deadlines.js";
+import { dnsIo, NativeUdp } from "./native-io.js";
 import type { Upstream } from "./upstream.js";
 
 /** Exactly once per exchange: the answer (id set back to the client's), or why there is none. */
@@ -36,6 +37,14 @@ export interface UdpPoolParams {
   readonly maxIdleSockets?: number;
   /** Socket errors (for stats): the affected queries fail with an Error as well. */
   readonly onSocketError?: (e: Error) => void;
+  /** The sockets' path: native (recvmmsg/sendmmsg, native-io.ts) when the addon is built, else dgram. */
+  readonly io?: "native" | "dgram";
+}
+
+/** What the pool needs of a socket connected to one upstream (dgram's or native-io's). */
+interface ConnectedUdp {
+  send(b: Buffer): void;
+  close(): void;
 }
 
 interface Pending {
@@ -52,10 +61,9 @@ class PoolSocket {
   used = 0;
   closed = false;
 
-  constructor(
-    readonly key: string,
-    readonly sock: dgram.Socket,
-  ) {}
+  sock: ConnectedUdp | undefined;
+
+  constructor(readonly key: string) {}
 }
 
 export class UdpUpstreamPool {
@@ -103,10 +111,28 @@ export class UdpUpstreamPool {
     const key = `${up.host}|${up.port}`;
     const have = this.current.get(key);
     if (have && !have.closed) return have;
-    const sock = dgram.createSocket(net.isIPv6(up.host) ? "udp6" : "udp4");
-    const s = new PoolSocket(key, sock);
+    const s = new PoolSocket(key);
     this.current.set(key, s);
     this.sockets.add(s);
+    const io = dnsIo(this.params.io);
+    if (io && net.isIP(up.host) !== 0) {
+      // Connected at once (a fresh random source port): nothing waits for connect().
+      const n = NativeUdp.connect(io, up.host, up.port, 65535, {
+        message: (m) => this.onMessage(s, m),
+        error: (e) => {
+          this.params.onSocketError?.(e);
+          this.fail(s, e);
+        },
+      });
+      if (n instanceof NativeUdp) {
+        s.sock = n;
+        s.queued = undefined;
+        return s;
+      }
+      // Not connected (no route, say): dgram tries the same and reports it as a socket error.
+    }
+    const sock = dgram.createSocket(net.isIPv6(up.host) ? "udp6" : "udp4");
+    s.sock = sock;
     sock.on("message", (m) => this.onMessage(s, m));
     sock.on("error", (e) => {
       this.params.onSocketError?.(e);
@@ -126,7 +152,7 @@ export class UdpUpstreamPool {
       // No callback: a send error arrives as the socket's 'error' event (the
       // socket's queries fail, a new socket takes over), and Node skips a
       // completion callback per datagram.
-      s.sock.send(b);
+      s.sock?.send(b);
     } catch (e) {
       this.settle(s, s.pending.get(b.readUInt16BE(0)), e instanceof Error ? e : new Error(String(e)));
     }
@@ -171,7 +197,7 @@ export class UdpUpstreamPool {
     this.sockets.delete(s);
     if (this.current.get(s.key) === s) this.current.delete(s.key);
     try {
-      s.sock.close();
+      s.sock?.close();
     } catch {
       // already closed by an error
     }
