@@ -274,7 +274,7 @@ static napi_value op_recv(napi_env env, napi_callback_info info) {
   io_args_t o;
   if (!io_args(env, info, &o, 5)) return usage(env, "recv(handle, buffer, slot, meta: Int32Array, max)");
   int64_t slot = o.a, max = o.b;
-  if (slot <= 0 || max <= 0 || max > MAX_BATCH || (uint64_t)(slot * max) > o.blen ||
+  if (slot <= 0 || (uint64_t)slot > o.blen || max <= 0 || max > MAX_BATCH || (uint64_t)(slot * max) > o.blen ||
       (uint64_t)(max * REC) > o.mlen)
     return usage(env, "recv: max (1..64) slots of `slot` bytes must fit the buffer, max records the meta");
   if (o.w->closed) return num(env, -EBADF);
