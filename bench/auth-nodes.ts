@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   let lab: LabCluster | undefined;
   const probes: Probe[] = [];
   try {
-    lab = await startLabCluster({ prefix: `m4ab${randomBytes(2).toString("hex")}`, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, log, agentArgs: ["--auth-prefill", "local"] }); // prettier-ignore
+    lab = await startLabCluster({ prefix: `m5ab${randomBytes(2).toString("hex")}`, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, log, agentArgs: ["--auth-prefill", "local"] }); // prettier-ignore
     const [n1, n2] = lab.nodes as [LabNode, LabNode];
     const server = await createEndpoint(n2, "server", { app: "server" });
     const authed = await createEndpoint(n1, "authed", { app: "authed" });

@@ -52,7 +52,7 @@ spec:
 async function main(): Promise<void> {
   const load0 = loadavg()[0];
   // Prefill off: "first" is the held first packet; "prefilled" runs the agent's prefill pass itself.
-  const lab = await AgentLab.start("m4a", { spiffe: { trustDomain: "bench.test", prefillLocalPairs: false }, engine: { meshAuth: true } }); // prettier-ignore
+  const lab = await AgentLab.start("m5a", { spiffe: { trustDomain: "bench.test", prefillLocalPairs: false }, engine: { meshAuth: true } }); // prettier-ignore
   try {
     const server = await lab.endpoint("server", { app: "server" }, { tcp: [80] });
     const authed = await lab.endpoint("authed", { app: "authed" });
