@@ -6,25 +6,30 @@
  *   n1: clients authed, plain, burst-0..K-1 ----underlay----> n2: server (TCP 80)
  *   n2's ingress rules: from authed and burst-* with authentication required, from plain without
  *
- *   first    a connection of a pair that is not authenticated yet (the pair revoked and restored on
- *            n2 before each round): n2 holds the first SYN, runs the TLS 1.3 handshake with n1's
- *            agent (transport "channel": one request on the pooled connection n2 keeps to n1's
- *            agent, auth/channel.ts), and releases it
+ *   first    the first connection of a pair that is not authenticated yet: PAIRS pairs a round
+ *            (clients burst-0..PAIRS-1, their pairs revoked and restored on n2 before the round, each
+ *            connection alone): n2 holds the first SYN, asks n1's agent on the pooled connection
+ *            (auth/channel.ts, protocol v2: a proof once per connection and SVID), and releases it
+ *   firstEach  the same with protocol v1 (every pair signed by both ends: the path before), in
+ *            blocks of BLOCK rounds alternating with `first` (a switch opens a new connection: the
+ *            first pair of each SVID on it is signed in v2 too, and counted in `first`)
  *   firstTls the same with transport "per-pair" (a TCP connection and TLS 1.3 handshake per pair:
- *            the old path), interleaved with `first`
- *   prefilled  the same new pair authenticated ahead of its first packet (n2's cross-node prefill,
- *            auth/prefill-remote.ts, turned on for that round only: POST /v1/auth/prefill): the
+ *            the oldest path), one a round
+ *   prefilled  a new pair authenticated ahead of its first packet (n2's cross-node prefill,
+ *            auth/prefill-remote.ts, turned on for that sample only: POST /v1/auth/prefill): the
  *            agents run with --auth-prefill local so that `first` is a held first packet
- *   later    a connection of the authenticated pair (the kernel entry: no queue)
- *   plain    a connection under a rule without authentication
+ *   later    a connection of an authenticated pair (the kernel entry: no queue), PAIRS a round
+ *   plain    a connection under a rule without authentication, one beside each `first`
  *   burst    K new pairs at once (K client identities): handshakes per second = K / the wall time
  *            until every connection answered, for each transport in turn
- *   profile  n2's "authentication profile" log lines (auth/timing.ts): ms from reading the held
- *            packet to each phase
+ *   profile  n2's "authentication profile" log lines (auth/timing.ts: ms from reading the held
+ *            packet to each phase) and n1's "authentication answer profile" lines (channel-server.ts:
+ *            ms from reading the request to its chain checked, its proof checked, the answer written)
  * Each sample is a TCP connect + echo round trip through the probe in the client's namespace.
  * `synRetransmits` counts SYNs the clients sent again (a first packet held past 1 s, or dropped):
  * the target is 0. One JSON line with p50/p99/max (ms), n2's pooled connection counters and the load.
- *   MEMBRANE_AUTH_BENCH_ROUNDS (default 30), MEMBRANE_AUTH_BENCH_BURST (default 12), MEMBRANE_AUTH_BENCH_BURST_ROUNDS (default 4)
+ *   MEMBRANE_AUTH_BENCH_ROUNDS (default 30), MEMBRANE_AUTH_BENCH_PAIRS (new pairs a round, default 8, at most BURST),
+ *   MEMBRANE_AUTH_BENCH_BURST (default 12), MEMBRANE_AUTH_BENCH_BURST_ROUNDS (default 4)
  */
 import { loadavg } from "node:os";
 import { randomBytes } from "node:crypto";
@@ -32,12 +37,15 @@ import { startLabCluster, type LabCluster, type LabNode } from "../src/lab/clust
 import { applyAndWait, createEndpoint, waitRemote } from "../src/lab/cluster-api.js";
 import { Probe } from "../src/probe/probe.js";
 import type { PairProfile } from "../src/auth/timing.js";
-import { phaseRows, row, sleep, synRetransmits } from "./auth-stats.js";
+import { pct, phaseRows, row, sleep, synRetransmits } from "./auth-stats.js";
 import { benchArgs, int } from "./cli.js";
 
 const ROUNDS = Number(process.env["MEMBRANE_AUTH_BENCH_ROUNDS"] ?? 30);
 const BURST = Number(process.env["MEMBRANE_AUTH_BENCH_BURST"] ?? 12);
 const BURST_ROUNDS = Number(process.env["MEMBRANE_AUTH_BENCH_BURST_ROUNDS"] ?? 4);
+const PAIRS = Math.min(BURST, Number(process.env["MEMBRANE_AUTH_BENCH_PAIRS"] ?? 8));
+/** Rounds in a row with one proof mode (a switch reconnects). */
+const BLOCK = 5;
 
 const POLICY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -52,13 +60,35 @@ spec:
     toPorts: [{ports: [{port: "80", protocol: TCP}]}]
 `;
 
-/** n2's last "authentication profile" log line (pino JSON; the kept log is bounded: compare lines, not counts). */
-const lastProfileLine = (n: LabNode): string =>
+/** A node's last log line with `msg` (pino JSON; the kept log is bounded: compare lines, not counts). */
+const lastLine = (n: LabNode, msg: string): string =>
   n
     .logs()
     .split("\n")
-    .filter((l) => l.includes('"msg":"authentication profile"'))
+    .filter((l) => l.includes(`"msg":"${msg}"`))
     .at(-1) ?? "";
+const lastProfileLine = (n: LabNode): string => lastLine(n, "authentication profile");
+const lastAnswerLine = (n: LabNode): string => lastLine(n, "authentication answer profile");
+/** n1's answer profile: ms from reading the request to each step, and which proofs were signed. */
+interface AnswerProfile {
+  readonly phases: Record<string, number>;
+  readonly proof: { request: string; answer: string };
+}
+const answerOf = (line: string): AnswerProfile | undefined => {
+  try {
+    return JSON.parse(line) as AnswerProfile;
+  } catch {
+    return undefined;
+  }
+};
+const answerRows = (ps: readonly AnswerProfile[]): Record<string, unknown> => {
+  const out: Record<string, unknown> = { n: ps.length, signedRequests: ps.filter((p) => p.proof.request === "signed").length, signedAnswers: ps.filter((p) => p.proof.answer === "signed").length }; // prettier-ignore
+  for (const k of ["checked", "verified", "written", "turn"]) {
+    const xs = ps.map((p) => p.phases[k]).filter((x): x is number => typeof x === "number");
+    if (xs.length > 0) out[k] = { p50: pct(xs, 50), p99: pct(xs, 99) };
+  }
+  return out;
+};
 const profileOf = (line: string): PairProfile | undefined => {
   try {
     const o = JSON.parse(line) as PairProfile & { phases: PairProfile["ms"] };
@@ -79,9 +109,9 @@ async function main(): Promise<void> {
   benchArgs({
     script: "auth-nodes",
     runner: "auth --nodes 2",
-    measures: "The latency mutual authentication adds to a connection across two nodes of a lab cluster: first/later/plain connections, interleaved, and a burst of new pairs (handshakes/s). One JSON line with p50/p99/max (ms), the handshakes and the load.", // prettier-ignore
+    measures: "The latency mutual authentication adds to a connection across two nodes of a lab cluster: first (held; proof once per SVID, and every pair signed, in alternating blocks)/later/plain connections, interleaved, with both agents' per-step profiles, and a burst of new pairs (handshakes/s). One JSON line with p50/p99/max and sample counts (ms), the handshakes and the load.", // prettier-ignore
     root: "a lab cluster: etcd, an underlay, two agents in namespaces",
-    env: { MEMBRANE_AUTH_BENCH_ROUNDS: "rounds (default 30)", MEMBRANE_AUTH_BENCH_BURST: "new pairs at once (default 12)" }, // prettier-ignore
+    env: { MEMBRANE_AUTH_BENCH_ROUNDS: "rounds (default 30)", MEMBRANE_AUTH_BENCH_PAIRS: "new pairs a round, each connected alone (default 8: 30 rounds give 120 held first connections in each protocol)", MEMBRANE_AUTH_BENCH_BURST: "new pairs at once (default 12)", MEMBRANE_AUTH_BENCH_BURST_ROUNDS: "burst rounds (default 4)" }, // prettier-ignore
     flags: { nodes: int({ help: "nodes (only 2; auth.js passes it on)", min: 2, max: 2, default: 2 }) },
   });
   const load0 = loadavg()[0];
@@ -89,7 +119,7 @@ async function main(): Promise<void> {
   let lab: LabCluster | undefined;
   const probes: Probe[] = [];
   try {
-    lab = await startLabCluster({ prefix: `m4ab${randomBytes(2).toString("hex")}`, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, log, agentArgs: ["--auth-prefill", "local"] }); // prettier-ignore
+    lab = await startLabCluster({ prefix: `m5ab${randomBytes(2).toString("hex")}`, nodes: 2, spiffe: true, logLevel: "info", leaseTtl: 30, log, agentArgs: ["--auth-prefill", "local"] }); // prettier-ignore
     const [n1, n2] = lab.nodes as [LabNode, LabNode];
     const server = await createEndpoint(n2, "server", { app: "server" });
     const authed = await createEndpoint(n1, "authed", { app: "authed" });
@@ -129,48 +159,64 @@ async function main(): Promise<void> {
     log(`lab ready; ${ROUNDS} rounds`);
     const ns = clients.map((c) => c.netns);
     const retrans0 = await synRetransmits(ns);
-    const s = { first: [] as number[], firstTls: [] as number[], prefilled: [] as number[], later: [] as number[], plain: [] as number[] }; // prettier-ignore
+    const s = { first: [] as number[], firstEach: [] as number[], firstTls: [] as number[], prefilled: [] as number[], later: [] as number[], plain: [] as number[] }; // prettier-ignore
     const prefill = (remote: boolean): Promise<unknown> => n2.client.request("POST", "/v1/auth/prefill", { remote }); // prettier-ignore
-    const profiles: Record<"first" | "firstTls", PairProfile[]> = { first: [], firstTls: [] };
-    const transport = (mode: string): Promise<unknown> => n2.client.request("POST", "/v1/auth/transport", { mode }); // prettier-ignore
+    type Held = "first" | "firstEach" | "firstTls";
+    const profiles: Record<Held, PairProfile[]> = { first: [], firstEach: [], firstTls: [] };
+    const answers: Record<"first" | "firstEach", AnswerProfile[]> = { first: [], firstEach: [] };
+    const transport = (mode: string, proof = "once"): Promise<unknown> => n2.client.request("POST", "/v1/auth/transport", { mode, proof }); // prettier-ignore
+    const peers = async (): Promise<{ peers: { protocol?: string }[] }> => (await n2.client.request("GET", "/v1/auth/peers")) as { peers: { protocol?: string }[] }; // prettier-ignore
+    const pairsNow = burst.slice(0, PAIRS);
+    /** One held first connection of `c` (its pair fresh), with n2's profile and n1's answer profile. */
+    const held = async (k: Held, c: (typeof clients)[number]): Promise<void> => {
+      const before = lastProfileLine(n2);
+      const answered = lastAnswerLine(n1);
+      s[k].push(await time(c));
+      await until("n2's profile of the pair", async () => lastProfileLine(n2) !== before);
+      const p = profileOf(lastProfileLine(n2));
+      if (p) profiles[k].push(p);
+      if (k === "firstTls") return;
+      await until("n1's answer profile", async () => lastAnswerLine(n1) !== answered);
+      const a = answerOf(lastAnswerLine(n1));
+      if (a) answers[k].push(a);
+    };
     for (let i = 0; i < ROUNDS; i++) {
-      const order =
-        i % 2 === 0
-          ? (["first", "later", "plain", "prefilled", "firstTls"] as const)
-          : (["plain", "firstTls", "prefilled", "first", "later"] as const);
-      for (const k of order) {
-        if (k === "prefilled") {
-          await fresh([authed.identity]);
-          await transport("channel"); // the prefill asks over the pooled connection
-          const passes = async (): Promise<number> => ((await n2.client.request("GET", "/v1/auth/peers")) as { prefill?: { passes: number } }).prefill?.passes ?? 0; // prettier-ignore
-          const p0 = await passes();
-          await prefill(true); // n2 authenticates the pair with n1's agent now, before any packet
-          await until("the prefilled pair on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
-          await until("n2's prefill pass to end", async () => (await passes()) > p0);
-          await prefill(false);
-          s.prefilled.push(await time(authed));
-          continue;
-        }
-        if (k === "first" || k === "firstTls") {
-          await fresh([authed.identity]);
-          await transport(k === "first" ? "channel" : "per-pair");
-        }
-        // "later": once the pair's kernel entry is written (it follows the released first packet).
-        if (k === "later")
-          await until("the pair's kernel entry on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
-        const before = lastProfileLine(n2);
-        s[k].push(await time(k === "plain" ? plain : authed));
-        if (k === "first" || k === "firstTls") {
-          await until("n2's profile of the pair", async () => lastProfileLine(n2) !== before);
-          const p = profileOf(lastProfileLine(n2));
-          if (p) profiles[k].push(p);
-        }
+      const proof = Math.floor(i / BLOCK) % 2 === 0 ? "once" : "each";
+      const k = proof === "once" ? "first" : "firstEach";
+      await transport("channel", proof);
+      const want = proof === "once" ? "v2" : "v1";
+      await until(`n2's pooled connection of protocol ${want}`, async () => (await peers()).peers.some((p) => p.protocol === want)); // prettier-ignore
+      // PAIRS new pairs, one connection at a time, each beside a connection without authentication.
+      await fresh(pairsNow.map((c) => c.identity));
+      for (const [j, c] of pairsNow.entries()) {
+        if ((i + j) % 2 === 0) await held(k, c);
+        s.plain.push(await time(plain));
+        if ((i + j) % 2 === 1) await held(k, c);
       }
+      // "later": once each pair's kernel entry is written (it follows the released first packet).
+      for (const c of pairsNow) {
+        await until("the pair's kernel entry on n2", async () => (await pairsOn(n2, c.identity)) > 0);
+        s.later.push(await time(c));
+      }
+      // The same new pair authenticated ahead (what the agent does when a peer's endpoint appears).
+      await fresh([authed.identity]);
+      const passes = async (): Promise<number> => ((await n2.client.request("GET", "/v1/auth/peers")) as { prefill?: { passes: number } }).prefill?.passes ?? 0; // prettier-ignore
+      const p0 = await passes();
+      await prefill(true); // n2 authenticates the pair with n1's agent now, before any packet
+      await until("the prefilled pair on n2", async () => (await pairsOn(n2, authed.identity)) > 0);
+      await until("n2's prefill pass to end", async () => (await passes()) > p0);
+      await prefill(false);
+      s.prefilled.push(await time(authed));
+      // A TLS handshake per pair (the oldest path), one a round.
+      await fresh([authed.identity]);
+      await transport("per-pair", proof);
+      await held("firstTls", authed);
+      if ((i + 1) % 10 === 0) log(`round ${i + 1}/${ROUNDS}: first ${JSON.stringify(row(s.first))}, load ${loadavg()[0]}`); // prettier-ignore
     }
     await transport("channel");
     const retransRounds = (await synRetransmits(ns)) - retrans0;
     // The rounds' figures now (the burst below takes minutes on a loaded machine).
-    log(`rounds: ${JSON.stringify({ first: row(s.first), firstTls: row(s.firstTls), later: row(s.later), plain: row(s.plain), profile: { first: phaseRows(profiles.first), firstTls: phaseRows(profiles.firstTls) }, load: loadavg()[0] })}`); // prettier-ignore
+    log(`rounds: ${JSON.stringify({ first: row(s.first), firstEach: row(s.firstEach), firstTls: row(s.firstTls), later: row(s.later), plain: row(s.plain), load: loadavg()[0] })}`); // prettier-ignore
     log(`burst: ${BURST} new pairs at once, ${BURST_ROUNDS} times`);
     const walls = { channel: [] as number[], "per-pair": [] as number[] };
     const each = { channel: [] as number[], "per-pair": [] as number[] };
@@ -193,9 +239,12 @@ async function main(): Promise<void> {
         bench: "auth",
         nodes: 2,
         unit: "ms (TCP connect + echo through the probe, client on n1, server on n2)",
+        pairsPerRound: PAIRS,
         first: row(s.first),
+        firstEach: row(s.firstEach),
         firstTls: row(s.firstTls),
-        profile: { first: phaseRows(profiles.first), firstTls: phaseRows(profiles.firstTls) },
+        profile: { first: phaseRows(profiles.first), firstEach: phaseRows(profiles.firstEach), firstTls: phaseRows(profiles.firstTls) }, // prettier-ignore
+        answerProfile: { first: answerRows(answers.first), firstEach: answerRows(answers.firstEach) },
         prefilled: row(s.prefilled),
         later: row(s.later),
         plain: row(s.plain),
@@ -203,6 +252,8 @@ async function main(): Promise<void> {
         addedPrefilledP99: Math.round((row(s.prefilled).p99 - row(s.plain).p99) * 100) / 100,
         addedFirstP50: Math.round((row(s.first).p50 - row(s.plain).p50) * 100) / 100,
         addedFirstP99: Math.round((row(s.first).p99 - row(s.plain).p99) * 100) / 100,
+        addedFirstEachP50: Math.round((row(s.firstEach).p50 - row(s.plain).p50) * 100) / 100,
+        addedFirstEachP99: Math.round((row(s.firstEach).p99 - row(s.plain).p99) * 100) / 100,
         addedFirstTlsP50: Math.round((row(s.firstTls).p50 - row(s.plain).p50) * 100) / 100,
         addedFirstTlsP99: Math.round((row(s.firstTls).p99 - row(s.plain).p99) * 100) / 100,
         addedLaterP50: Math.round((row(s.later).p50 - row(s.plain).p50) * 100) / 100,

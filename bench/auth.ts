@@ -52,7 +52,7 @@ spec:
 async function main(): Promise<void> {
   const load0 = loadavg()[0];
   // Prefill off: "first" is the held first packet; "prefilled" runs the agent's prefill pass itself.
-  const lab = await AgentLab.start("m4a", { spiffe: { trustDomain: "bench.test", prefillLocalPairs: false }, engine: { meshAuth: true } }); // prettier-ignore
+  const lab = await AgentLab.start("m5a", { spiffe: { trustDomain: "bench.test", prefillLocalPairs: false }, engine: { meshAuth: true } }); // prettier-ignore
   try {
     const server = await lab.endpoint("server", { app: "server" }, { tcp: [80] });
     const authed = await lab.endpoint("authed", { app: "authed" });
@@ -157,7 +157,7 @@ const { flags } = benchArgs({
   runner: "auth",
   measures: "The latency mutual authentication adds to a connection, side by side, interleaved: the first connection of a new pair (held; with the agent's own queue and table sockets, with an nft writer, with session 13's reader process and nft writer, with a TLS handshake per pair), a later one, a prefilled one, one under a rule without authentication. One JSON line with p50/p99 (ms), SYN retransmits and the load.", // prettier-ignore
   root: "an agent with endpoints in namespaces, nftables, the auth queue; --nodes 2 also needs etcd",
-  env: { MEMBRANE_AUTH_BENCH_ROUNDS: "rounds (default 40 on one node, 30 on two)", MEMBRANE_AUTH_BENCH_BURST: "new pairs at once on two nodes (default 12)" }, // prettier-ignore
+  env: { MEMBRANE_AUTH_BENCH_ROUNDS: "rounds (default 40 on one node, 30 on two)", MEMBRANE_AUTH_BENCH_PAIRS: "new pairs a round on two nodes (default 8)", MEMBRANE_AUTH_BENCH_BURST: "new pairs at once on two nodes (default 12)", MEMBRANE_AUTH_BENCH_BURST_ROUNDS: "burst rounds on two nodes (default 4)" }, // prettier-ignore
   flags: { nodes: int({ help: "1: one node; 2: across two nodes of a lab cluster (auth-nodes.js)", min: 1, max: 2, default: 1 }) }, // prettier-ignore
 });
 if (flags.nodes === 2) await import("./auth-nodes.js");

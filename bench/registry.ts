@@ -28,6 +28,7 @@ export const RUNNERS: readonly RunnerEntry[] = [
   { name: "runtime-rate", script: "runtime-rate", about: "TracingPolicy events/s through the agent's pipeline, losses counted in the kernel (root)", example: "runtime-rate --rates=25000,50000,75000,0 --seconds=5" },
   { name: "runtime-overhead", script: "runtime-overhead", about: "exec/open loop CPU per operation: off vs events vs + a policy, pair ratios (root)", example: "runtime-overhead --rounds=7" },
   { name: "auth", script: "auth", about: "mutual authentication: first/later connection vs no auth, one node or two (root)", example: "auth --nodes 2" },
+  { name: "auth-cpu", script: "auth-cpu", about: "CPU per cross-node pair in the pooled connection's messages: session 14's path vs protocol v1 vs v2", example: "auth-cpu --rounds=10" },
   { name: "gateway", script: "gateway", about: "the gateway vs nginx with the same routes", example: "gateway --rounds 5" },
   { name: "lb", script: "lb", about: "services in the kernel: ClusterIP vs direct, one backend change among 10,000 (root)", example: "lb --rounds=4 --services=10000" },
   { name: "cni", script: "cni", about: "membrane-cni ADD/DEL, direct and through podman (root)", example: "cni --quick" },

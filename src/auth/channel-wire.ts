@@ -3,8 +3,10 @@
  * big-endian length, then one JSON object. Parsed as hostile input: bounded frames, every field
  * checked, anything else ends the connection.
  *
- *   initiator -> responder  {t:"pair", id, src, dst, side, nonce, chain:[base64 DER], sig}
- *   responder -> initiator  {t:"ok", id, chain, sig} | {t:"no", id, why}
+ *   initiator -> responder  {t:"pair", id, src, dst, side, nonce, chain:[base64 DER], sig?}
+ *   responder -> initiator  {t:"ok", id, chain, sig?} | {t:"no", id, why}
+ * `sig` is left out only where protocol v2 allows it (pair-proof.ts: the leaf's key was proven on
+ * the connection already); whether that holds is the connection's judgement, not the parser's.
  */
 import { MembraneError } from "../errors.js";
 import type { PairClaim } from "./pair-proof.js";
@@ -17,11 +19,12 @@ const MAX_WHY = 300;
 export interface PairRequest extends PairClaim {
   readonly t: "pair";
   readonly chain: readonly Buffer[];
-  readonly sig: Buffer;
+  /** Absent: the leaf's key was proven earlier on this connection (protocol v2). */
+  readonly sig?: Buffer;
 }
 
 export type PairAnswer =
-  | { readonly t: "ok"; readonly id: number; readonly chain: readonly Buffer[]; readonly sig: Buffer }
+  | { readonly t: "ok"; readonly id: number; readonly chain: readonly Buffer[]; readonly sig?: Buffer }
   | { readonly t: "no"; readonly id: number; readonly why: string };
 
 const bad = (why: string): MembraneError =>
@@ -31,7 +34,7 @@ export function encodeFrame(m: PairRequest | PairAnswer): Buffer {
   const plain =
     m.t === "no"
       ? m
-      : { ...m, chain: m.chain.map((c) => c.toString("base64")), sig: m.sig.toString("base64") };
+      : { ...m, chain: m.chain.map((c) => c.toString("base64")), sig: m.sig?.toString("base64") };
   const body = Buffer.from(JSON.stringify(plain));
   if (body.length > MAX_FRAME) throw bad(`a frame of ${body.length} bytes is over ${MAX_FRAME}`);
   const h = Buffer.alloc(4);
@@ -98,7 +101,8 @@ export function parseRequest(body: Buffer): PairRequest {
   if (side !== "s" && side !== "d") throw bad('side is not "s" or "d"');
   const nonce = b64(o["nonce"], "nonce", 64).toString("base64");
   if (Buffer.from(nonce, "base64").length < 16) throw bad("nonce is shorter than 16 bytes");
-  return { t: "pair", id: int(o, "id", 2 ** 52), src: int(o, "src", 0x01ffffff), dst: int(o, "dst", 0x01ffffff), side, nonce, chain: chainOf(o["chain"]), sig: b64(o["sig"], "sig", 512) }; // prettier-ignore
+  const r: PairRequest = { t: "pair", id: int(o, "id", 2 ** 52), src: int(o, "src", 0x01ffffff), dst: int(o, "dst", 0x01ffffff), side, nonce, chain: chainOf(o["chain"]) }; // prettier-ignore
+  return o["sig"] === undefined ? r : { ...r, sig: b64(o["sig"], "sig", 512) };
 }
 
 export function parseAnswer(body: Buffer): PairAnswer {
@@ -111,5 +115,6 @@ export function parseAnswer(body: Buffer): PairAnswer {
   }
   if (o["t"] !== "ok") throw bad('not an answer ("ok" or "no")');
   keys(o, ["t", "id", "chain", "sig"]);
-  return { t: "ok", id, chain: chainOf(o["chain"]), sig: b64(o["sig"], "sig", 512) };
+  const a = { t: "ok" as const, id, chain: chainOf(o["chain"]) };
+  return o["sig"] === undefined ? a : { ...a, sig: b64(o["sig"], "sig", 512) };
 }

@@ -27,7 +27,7 @@ import type { SvidValidationCache } from "../spiffe/validate-cache.js";
 import { peerChain } from "./handshake.js";
 import { checkNodeChain, type NodeCredential } from "./node-cert.js";
 import { encodeFrame, FrameReader, parseAnswer, type PairAnswer } from "./channel-wire.js";
-import { exporterOf, signRequest, verifyResponse, type PairClaim, type SigningKeys } from "./pair-proof.js";
+import { CHANNEL_ALPN, exporterOf, Possession, signRequest, verifyResponse, type PairClaim, type SigningKeys } from "./pair-proof.js"; // prettier-ignore
 import type { Phases } from "./timing.js";
 
 /** The server name of a pooled connection (a per-pair handshake names its pair instead). */
@@ -54,6 +54,12 @@ class Channel {
   closed = false;
   readonly since = Date.now();
   requests = 0;
+  /** Protocol v2 (ALPN): proofs once per (connection, SVID), pair-proof.ts. */
+  readonly v2: boolean;
+  /** Our leaves whose proof the peer accepted (an "ok" to a signed request): sent unsigned since. */
+  readonly shown = new Possession();
+  /** The peer's leaves whose proof we verified: accepted unsigned since. */
+  readonly proven = new Possession();
 
   constructor(
     readonly peer: string,
@@ -63,6 +69,7 @@ class Channel {
     lifeMs: number,
     onClose: () => void,
   ) {
+    this.v2 = s.alpnProtocol === CHANNEL_ALPN;
     const reader = new FrameReader();
     const end = (why: string): void => {
       if (this.closed) return;
@@ -128,17 +135,29 @@ export interface ChannelResult {
 export class PeerChannels {
   private readonly open = new Map<string, Channel>();
   private readonly connecting = new Map<string, Promise<Channel>>();
-  readonly stats = { connects: 0, requests: 0, failures: 0, retries: 0 };
+  readonly stats = { connects: 0, requests: 0, unsigned: 0, failures: 0, retries: 0 };
   /** What this node's responder served on pooled connections of peers (responder.ts counts). */
-  readonly served = { channels: 0, requests: 0, accepted: 0, refused: 0 };
+  readonly served = { channels: 0, requests: 0, unsigned: 0, accepted: 0, refused: 0 };
 
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
+  private warmed: () => readonly string[] = () => [];
+  /** Offer protocol v2 (a proof once per connection and SVID); off: v1, every pair signed (a comparison). */
+  proofOnce = true;
 
   constructor(private readonly d: ChannelDeps) {}
 
+  /** Switches the protocol new connections offer; the open ones are closed and opened again. */
+  setProofOnce(on: boolean): void {
+    if (on === this.proofOnce) return;
+    this.proofOnce = on;
+    this.closeAll();
+    this.warm(this.warmed());
+  }
+
   /** Opens missing connections to `peers()` now and every `everyMs` (one that failed is tried again). */
   startWarming(peers: () => readonly string[], everyMs = 5000): void {
+    this.warmed = peers;
     const run = (): void => this.warm(peers());
     run();
     this.timer = setInterval(run, everyMs);
@@ -188,13 +207,13 @@ export class PeerChannels {
   ): Promise<ChannelResult> {
     // prettier-ignore
     const claim = ch.claim(r.src, r.dst, r.side);
-    const sig = signRequest(
-      this.d.keys.get(svid.serial, () => svid.privateKeyPkcs8()),
-      ch.exporter,
-      claim,
-    );
+    const leaf = svid.chain[0] as Buffer;
+    // Protocol v2: our leaf's key proven on this connection already (pair-proof.ts) -> no signature.
+    const sig = ch.v2 && ch.shown.has(leaf) ? undefined : signRequest(this.d.keys.get(svid.serial, () => svid.privateKeyPkcs8()), ch.exporter, claim); // prettier-ignore
     this.stats.requests++;
-    const a = await ch.call({ t: "pair", ...claim, chain: [...svid.chain], sig }, timeoutMs);
+    if (sig === undefined) this.stats.unsigned++;
+    const req = { t: "pair" as const, ...claim, chain: [...svid.chain] };
+    const a = await ch.call(sig ? { ...req, sig } : req, timeoutMs);
     ph?.mark("answered");
     if (a.t === "no") {
       this.stats.failures++;
@@ -207,8 +226,18 @@ export class PeerChannels {
     } catch (e) {
       throw refused(`node ${ch.peer}'s certificate is refused: ${(e as Error).message}`);
     }
+    const theirs = a.chain[0] as Buffer;
+    if (a.sig) {
+      verifyResponse(v.leafKey, ch.exporter, claim, sig, a.sig);
+      if (ch.v2) ch.proven.add(theirs);
+    } else if (!ch.v2 || !ch.proven.has(theirs)) {
+      // Only an SVID proven on this connection may be presented without a signature: the peer
+      // broke the protocol (or we refused its proof): a new connection starts with no proofs.
+      ch.close();
+      throw refused(`node ${ch.peer} presented an SVID without a proof of its key on this connection`);
+    }
     if (v.id.uri !== expect) throw refused(`node ${ch.peer} presented ${v.id.uri}, not ${expect}`);
-    verifyResponse(a.chain[0] as Buffer, ch.exporter, claim, sig, a.sig);
+    if (sig && ch.v2) ch.shown.add(leaf); // an "ok" to a signed request: the peer verified it
     ph?.mark("validated");
     return { notAfter: v.notAfter, chain: [...a.chain] };
   }
@@ -226,8 +255,8 @@ export class PeerChannels {
     for (const c of [...this.open.values()]) c.close();
   }
 
-  view(): { node: string; host: string; since: string; requests: number }[] {
-    return [...this.open.values()].map((c) => ({ node: c.peer, host: c.host, since: new Date(c.since).toISOString(), requests: c.requests })); // prettier-ignore
+  view(): { node: string; host: string; since: string; requests: number; protocol: "v1" | "v2" }[] {
+    return [...this.open.values()].map((c) => ({ node: c.peer, host: c.host, since: new Date(c.since).toISOString(), requests: c.requests, protocol: c.v2 ? "v2" : "v1" })); // prettier-ignore
   }
 
   private async channel(peer: string, timeoutMs: number): Promise<{ ch: Channel; reused: boolean }> {
@@ -259,6 +288,7 @@ export class PeerChannels {
       socket: sock,
       secureContext: own.ctx,
       servername: CHANNEL_SNI,
+      ...(this.proofOnce ? { ALPNProtocols: [CHANNEL_ALPN] } : {}), // a v1 peer ignores it: every message is then signed
       rejectUnauthorized: true,
       minVersion: "TLSv1.3",
       checkServerIdentity: () => undefined, // a node certificate names a SPIFFE ID: checkNodeChain checks it

@@ -364,11 +364,11 @@ export class AuthManager {
       // Revoked while the handshake ran: its answer is stale.
       for (const id of [pair.src, pair.dst]) this.checkIdentity(id, false);
       this.handshakes.inc({ result: "success" });
-      this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, via: ph.via, ms: Math.round(performance.now() - t0) }, "pair authenticated"); // prettier-ignore
-      // The held packet goes now; the kernel entry follows right after this turn (the agent's own
-      // netlink socket: auth-table.ts). The pair counts at once (packets queued meanwhile go too).
+      const ms = Math.round(performance.now() - t0);
+      // The held packet goes now; the kernel entry and the log lines follow right after this turn
+      // (the agent's own netlink socket: auth-table.ts). The pair counts at once (packets queued meanwhile go too).
       const kernel = this.remember(pair, r.notAfter, r.chains);
-      const write = (): Promise<void> => kernel().then(() => this.profiles.done(pair.src, pair.dst, ph));
+      const write = async (): Promise<void> => { this.p.logger.info({ source: pair.src, destination: pair.dst, srcNode: pair.srcNode, dstNode: pair.dstNode, via: ph.via, ms }, "pair authenticated"); await kernel(); this.profiles.done(pair.src, pair.dst, ph); }; // prettier-ignore
       setImmediate(() => void write().catch((e: unknown) => this.p.logger.error({ err: (e as Error).message }, "cannot write the authenticated pair"))); // prettier-ignore
       return true;
     } catch (e) {

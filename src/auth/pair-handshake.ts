@@ -4,8 +4,8 @@
  *
  *   transport "channel" (the default):
  *     both ends on this node: both SVIDs validated against the bundle, each key proven by a
- *       signature (pair-proof.ts) in-process: the same agent holds both, a TLS handshake with
- *       itself would prove nothing more
+ *       signature (pair-proof.ts) in-process, once per SVID: the same agent holds both, a TLS
+ *       handshake with itself would prove nothing more
  *     one end on a peer node: a request on the pooled connection to its agent (channel.ts)
  *   transport "per-pair":
  *     both ends on this node: handshake.ts in-process (TLS 1.3 over a duplex pair, both SVIDs)
@@ -13,7 +13,7 @@
  *   -> the earlier notAfter of the SVIDs involved, and the chains presented (re-checked when the
  *      bundle changes); the SVID serials of this node used (a rotation authenticates again)
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes, type KeyObject } from "node:crypto";
 import { identitySpiffeId } from "../spiffe/id.js";
 import type { X509Svid } from "../spiffe/provider.js";
 import { MembraneError } from "../errors.js";
@@ -27,11 +27,16 @@ import { signRequest, signResponse, verifyRequest, verifyResponse } from "./pair
 const refused = (why: string): MembraneError =>
   new MembraneError("AUTH_HANDSHAKE_FAILED", `Cannot authenticate the pair: ${why}`);
 
-/** Both ends here: each SVID validated against the bundle and its key proven by a fresh signature. */
+/**
+ * Both ends here: each SVID validated against the bundle and its key proven by a signature, once
+ * per SVID (serial): the same agent holds both keys, and a serial's key and certificate never
+ * change (a rotation is a new serial, proven again), so a second proof would show nothing new.
+ */
 function localProof(m: AuthManager, a: X509Svid, b: X509Svid): Date {
   const bundle = m.p.provider.bundle();
   const o = { trustDomain: m.p.provider.trustDomain, now: Date.now() };
   let notAfter = new Date(8.64e15);
+  const keys: KeyObject[] = [];
   for (const s of [a, b]) {
     let v;
     try {
@@ -41,7 +46,9 @@ function localProof(m: AuthManager, a: X509Svid, b: X509Svid): Date {
     }
     if (v.id.uri !== s.spiffeId) throw refused(`the SVID of identity ${s.identity} names ${v.id.uri}`);
     if (v.notAfter < notAfter) notAfter = v.notAfter;
+    keys.push(v.leafKey);
   }
+  if (m.keys.proven.has(a.serial) && m.keys.proven.has(b.serial)) return notAfter;
   const binding = randomBytes(32);
   const claim = { id: 1, src: a.identity, dst: b.identity, side: "d" as const, nonce: randomBytes(32).toString("base64") }; // prettier-ignore
   const sig = signRequest(
@@ -49,14 +56,15 @@ function localProof(m: AuthManager, a: X509Svid, b: X509Svid): Date {
     binding,
     claim,
   );
-  verifyRequest(a.chain[0] as Buffer, binding, claim, sig);
+  verifyRequest(keys[0] as KeyObject, binding, claim, sig);
   const rsig = signResponse(
     m.keys.get(b.serial, () => b.privateKeyPkcs8()),
     binding,
     claim,
     sig,
   );
-  verifyResponse(b.chain[0] as Buffer, binding, claim, sig, rsig);
+  verifyResponse(keys[1] as KeyObject, binding, claim, sig, rsig);
+  m.keys.proven.add(a.serial).add(b.serial);
   return notAfter;
 }
 

@@ -20,6 +20,7 @@ import * as tls from "node:tls";
 import { MembraneError } from "../errors.js";
 import { checkPeer, peerChain, type TlsCreds } from "./handshake.js";
 import type { SvidValidationCache } from "../spiffe/validate-cache.js";
+import { CHANNEL_ALPN } from "./pair-proof.js";
 
 export const ACCEPTED = 0x01;
 
@@ -161,6 +162,8 @@ export function serverHandshake(p: ServerParams): void {
     secureContext: NO_CERT(),
     requestCert: true,
     rejectUnauthorized: true,
+    // Pooled connections' protocol v2 (pair-proof.ts); a client that offers none gets none (v1).
+    ALPNProtocols: [CHANNEL_ALPN],
     SNICallback: (name, cb) => {
       if (p.channel && name === p.channel.sni) {
         pooled = true;

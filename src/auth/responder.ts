@@ -40,7 +40,7 @@ export class Responder {
     private readonly m: AuthManager,
     private readonly credential?: NodeCredential,
     /** Pooled connections served (channel-server.ts). */
-    readonly pooled: ChannelServerStats = { channels: 0, requests: 0, accepted: 0, refused: 0 },
+    readonly pooled: ChannelServerStats = { channels: 0, requests: 0, unsigned: 0, accepted: 0, refused: 0 },
   ) {}
 
   onConnection(sock: Socket): void {

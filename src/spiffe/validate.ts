@@ -11,7 +11,7 @@
  * without a path, valid now, signature checked, path length constraints kept. Bounded: at most
  * MAX_CHAIN certificates of at most MAX_CERT_BYTES each. Pure (the time is a parameter).
  */
-import { X509Certificate as NodeCert } from "node:crypto";
+import { X509Certificate as NodeCert, type KeyObject } from "node:crypto";
 import * as x509 from "./x509.js";
 import { MembraneError } from "../errors.js";
 import { parseSpiffeId, type SpiffeId } from "./id.js";
@@ -31,6 +31,8 @@ export interface ValidSvid {
   readonly notAfter: Date;
   /** The times between which every certificate of the validated path is valid (ms since epoch): the same answer holds for any `now` in it. */
   readonly window: { readonly from: number; readonly until: number };
+  /** The leaf's public key, parsed once with the chain (a proof of possession is checked with it). */
+  readonly leafKey: KeyObject;
 }
 
 interface Parsed {
@@ -150,7 +152,7 @@ export function validateX509Svid(
     if (pl !== undefined && below > pl) throw invalid(`${what} allows ${pl} intermediates below it, the chain has ${below}`); // prettier-ignore
     window.from = Math.max(window.from, next.p.notBefore.getTime());
     window.until = Math.min(window.until, next.p.notAfter.getTime());
-    if (root) return { id, notAfter: leaf.p.notAfter, window };
+    if (root) return { id, notAfter: leaf.p.notAfter, window, leafKey: leaf.n.publicKey };
     left.splice(left.indexOf(next), 1);
     cur = next;
     below++;

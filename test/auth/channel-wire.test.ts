@@ -2,7 +2,7 @@
 // (auth/pair-proof.ts): a proof verifies only on the connection (exporter), claim and key it was
 // made for.
 import assert from "node:assert/strict";
-import { randomBytes, X509Certificate } from "node:crypto";
+import { randomBytes, X509Certificate, type KeyObject } from "node:crypto";
 import { describe, test } from "node:test";
 import {
   encodeFrame,
@@ -12,7 +12,7 @@ import {
   parseRequest,
   type PairRequest,
 } from "../../src/auth/channel-wire.js";
-import { signRequest, signResponse, SigningKeys, verifyRequest, verifyResponse } from "../../src/auth/pair-proof.js"; // prettier-ignore
+import { MAX_PROVEN, Possession, signRequest, signResponse, SigningKeys, verifyRequest, verifyResponse } from "../../src/auth/pair-proof.js"; // prettier-ignore
 import { SpiffeCa } from "../../src/spiffe/ca.js";
 import { exportPkcs8, newKeyPair } from "../../src/spiffe/certs.js";
 
@@ -22,6 +22,15 @@ const body = (o: unknown): Buffer => Buffer.from(JSON.stringify(o));
 const plain = { t: "pair", id: 1, src: 300, dst: 301, side: "d", nonce, chain: ["bGVhZg=="], sig: "c2ln" };
 
 describe("pooled connection messages (hostile input)", () => {
+  test("a request and an answer without a signature (protocol v2) parse without one", () => {
+    const { sig: _sig, ...unsigned } = req;
+    const r = parseRequest(new FrameReader().push(encodeFrame(unsigned))[0] as Buffer);
+    assert.deepEqual(r, unsigned);
+    assert.equal("sig" in r, false);
+    const a = parseAnswer(body({ t: "ok", id: 3, chain: ["bGVhZg=="] }));
+    assert.deepEqual(a, { t: "ok", id: 3, chain: [Buffer.from("leaf")] });
+  });
+
   test("a request and both answers survive encoding, split across chunks at every byte", () => {
     const all = Buffer.concat([
       encodeFrame(req),
@@ -70,7 +79,8 @@ describe("pooled connection messages (hostile input)", () => {
     },
     { name: "a certificate over 16 KiB", o: { ...plain, chain: [Buffer.alloc(16 * 1024 + 3).toString("base64")] }, why: /chain\[0\] is empty or over/ }, // prettier-ignore
     { name: "a chain entry not a string", o: { ...plain, chain: [{}] }, why: /chain\[0\] is not base64/ },
-    { name: "no signature", o: { ...plain, sig: undefined }, why: /sig is not base64/ },
+    { name: "a signature that is not base64", o: { ...plain, sig: "!!!" }, why: /sig is not base64/ },
+    { name: "an empty signature", o: { ...plain, sig: "" }, why: /sig is not base64/ },
   ];
   for (const c of badRequests)
     test(`a request with ${c.name} is refused naming it`, () => {
@@ -90,30 +100,67 @@ describe("pooled connection messages (hostile input)", () => {
 describe("the per-pair proof", () => {
   test("verifies only with the key, connection, claim and request it was made for", async () => {
     const ca = await SpiffeCa.open({ trustDomain: "proof.test" });
-    const svid = async (id: number): Promise<{ leaf: Buffer; key: () => Buffer; serial: string }> => {
+    const svid = async (
+      id: number,
+    ): Promise<{ leaf: Buffer; pub: KeyObject; key: () => Buffer; serial: string }> => {
       const k = await newKeyPair();
       const { chain, leaf } = await ca.sign(`spiffe://proof.test/identity/${id}`, k.publicKey);
       const der = await exportPkcs8(k.privateKey);
-      return { leaf: chain[0] as Buffer, key: () => der, serial: leaf.serialNumber };
+      return { leaf: chain[0] as Buffer, pub: new X509Certificate(chain[0] as Buffer).publicKey, key: () => der, serial: leaf.serialNumber }; // prettier-ignore
     };
     const [a, b] = [await svid(300), await svid(301)];
     const keys = new SigningKeys();
     const exporter = randomBytes(32);
     const claim = { id: 1, src: 300, dst: 301, side: "d" as const, nonce };
     const sig = signRequest(keys.get(a.serial, a.key), exporter, claim);
-    verifyRequest(a.leaf, exporter, claim, sig);
+    verifyRequest(a.pub, exporter, claim, sig);
     const no = /proof of its SVID key does not verify/;
-    assert.throws(() => verifyRequest(b.leaf, exporter, claim, sig), no, "another identity's certificate");
-    assert.throws(() => verifyRequest(a.leaf, randomBytes(32), claim, sig), no, "replayed on another connection"); // prettier-ignore
-    assert.throws(() => verifyRequest(a.leaf, exporter, { ...claim, id: 2 }, sig), no, "another request id");
-    assert.throws(() => verifyRequest(a.leaf, exporter, { ...claim, dst: 302 }, sig), no, "another pair");
-    assert.throws(() => verifyRequest(a.leaf, exporter, { ...claim, side: "s" }, sig), no, "the other end");
-    assert.throws(() => verifyRequest(a.leaf, exporter, claim, Buffer.from("garbage")), no);
+    assert.throws(() => verifyRequest(b.pub, exporter, claim, sig), no, "another identity's certificate");
+    assert.throws(() => verifyRequest(a.pub, randomBytes(32), claim, sig), no, "replayed on another connection"); // prettier-ignore
+    assert.throws(() => verifyRequest(a.pub, exporter, { ...claim, id: 2 }, sig), no, "another request id");
+    assert.throws(() => verifyRequest(a.pub, exporter, { ...claim, dst: 302 }, sig), no, "another pair");
+    assert.throws(() => verifyRequest(a.pub, exporter, { ...claim, side: "s" }, sig), no, "the other end");
+    assert.throws(() => verifyRequest(a.pub, exporter, claim, Buffer.from("garbage")), no);
     const rsig = signResponse(keys.get(b.serial, b.key), exporter, claim, sig);
-    verifyResponse(b.leaf, exporter, claim, sig, rsig);
-    assert.throws(() => verifyResponse(b.leaf, exporter, claim, Buffer.from("other request"), rsig), no, "bound to the request"); // prettier-ignore
-    assert.throws(() => verifyResponse(a.leaf, exporter, claim, sig, rsig), no);
-    assert.throws(() => verifyRequest(a.leaf, exporter, claim, rsig), no, "a response is not a request");
+    verifyResponse(b.pub, exporter, claim, sig, rsig);
+    assert.throws(() => verifyResponse(b.pub, exporter, claim, Buffer.from("other request"), rsig), no, "bound to the request"); // prettier-ignore
+    assert.throws(() => verifyResponse(a.pub, exporter, claim, sig, rsig), no);
+    assert.throws(() => verifyRequest(a.pub, exporter, claim, rsig), no, "a response is not a request");
     assert.ok(new X509Certificate(a.leaf).publicKey);
+  });
+
+  test("an answer to an unsigned request (v2) is bound to that: it verifies only as such", async () => {
+    const ca = await SpiffeCa.open({ trustDomain: "proof.test" });
+    const k = await newKeyPair();
+    const { chain, leaf } = await ca.sign("spiffe://proof.test/identity/301", k.publicKey);
+    const der = await exportPkcs8(k.privateKey);
+    const key = new SigningKeys().get(leaf.serialNumber, () => der);
+    const pub = new X509Certificate(chain[0] as Buffer).publicKey;
+    const exporter = randomBytes(32);
+    const claim = { id: 7, src: 300, dst: 301, side: "d" as const, nonce };
+    const rsig = signResponse(key, exporter, claim, undefined);
+    verifyResponse(pub, exporter, claim, undefined, rsig);
+    const no = /proof of its SVID key does not verify/;
+    assert.throws(() => verifyResponse(pub, exporter, claim, Buffer.from("a request signature"), rsig), no);
+    assert.throws(() => verifyResponse(pub, exporter, { ...claim, id: 8 }, undefined, rsig), no, "another request"); // prettier-ignore
+    assert.throws(
+      () => verifyResponse(pub, randomBytes(32), claim, undefined, rsig),
+      no,
+      "another connection",
+    );
+  });
+
+  test("proven leaves are remembered by their exact bytes, and no more than MAX_PROVEN", () => {
+    const p = new Possession();
+    const leaf = randomBytes(500);
+    assert.equal(p.has(leaf), false);
+    assert.equal(p.add(leaf), true);
+    assert.equal(p.has(Buffer.from(leaf)), true, "the same bytes");
+    const other = Buffer.from(leaf);
+    other[499] = (other[499] ?? 0) ^ 1;
+    assert.equal(p.has(other), false, "one bit differs");
+    for (let i = p.size; i < MAX_PROVEN; i++) p.add(randomBytes(8));
+    assert.equal(p.add(other), false, "past the bound nothing is remembered: that side signs again");
+    assert.equal(p.has(other), false);
   });
 });

@@ -73,8 +73,8 @@ type PairRow = {
 const pairs = async (n: LabNode): Promise<PairRow[]> =>
   ((await n.client.request("GET", "/v1/auth/pairs")) as { pairs: PairRow[] }).pairs;
 interface Peers {
-  peers: { node: string; since: string; requests: number }[];
-  served: { channels: number; requests: number; accepted: number; refused: number } | null;
+  peers: { node: string; since: string; requests: number; protocol?: string }[];
+  served: { channels: number; requests: number; unsigned: number; accepted: number; refused: number } | null;
 }
 const peers = async (n: LabNode): Promise<Peers> => (await n.client.request("GET", "/v1/auth/peers")) as Peers; // prettier-ignore
 const channelTo = async (n: LabNode, to: string): Promise<Peers["peers"][number] | undefined> => (await peers(n)).peers.find((p) => p.node === to); // prettier-ignore
@@ -184,6 +184,19 @@ describe("mutual authentication across nodes (root, etcd)", { skip }, () => {
       await n2.client.request("POST", "/v1/auth/restore", { identity: server.identity });
       assert.equal(await cp.tcp(server.ipv4, 80, HELD), "ok", "authenticated again on its next first packet");
       await until("the pair in both kernels again", async () => (await pairs(n1)).length > 0 && (await pairs(n2)).length > 0); // prettier-ignore
+      //     Protocol v2 (pair-proof.ts): each end proves its SVID's key once per pooled connection.
+      //     The rotations' requests carried new client leaves (signed); n2's answers after the first
+      //     went unsigned (its leaf proven by it). The client's pair removed on n1 and its next first
+      //     packet: the same leaves on both sides, neither signed; n2 counts one unsigned request.
+      assert.equal((await channelTo(n1, "n2"))?.protocol, "v2");
+      await n1.client.request("POST", "/v1/auth/revoke", { identity: client.identity });
+      await n1.client.request("POST", "/v1/auth/restore", { identity: client.identity });
+      assert.equal(await cp.tcp(server.ipv4, 80, HELD), "ok", "authenticated with proofs made before");
+      const answerProofs = (): unknown[] => n2.logs().split("\n").filter((l) => l.includes('"msg":"authentication answer profile"')).map((l) => (JSON.parse(l) as { proof: unknown }).proof); // prettier-ignore
+      await until("n2's answer profiles", async () => answerProofs().length >= 4);
+      const [signed, proven] = ["signed", "proven"];
+      assert.deepEqual(answerProofs(), [{ request: signed, answer: signed }, { request: signed, answer: proven }, { request: signed, answer: proven }, { request: proven, answer: proven }]); // prettier-ignore
+      assert.equal((await peers(n2)).served?.unsigned, 1, JSON.stringify(await peers(n2)));
 
       // 1c. Strangers. An underlay address no node has: the guard drops its handshake connection.
       const x = `${prefix}-x`;

@@ -6,7 +6,8 @@
  *   POST /v1/auth/restore {identity}    undo a revoke
  *   POST /v1/auth/rotate  {identity}    issue the identity's SVID again now (its pairs authenticate again)
  *   GET  /v1/auth/peers                 pooled connections to peer nodes' agents, and their counters
- *   POST /v1/auth/transport {mode}      channel (pooled connections, the default) | per-pair (a TLS handshake each)
+ *   POST /v1/auth/transport {mode, proof?}  channel (pooled connections, the default) | per-pair (a TLS handshake each);
+ *                                       proof: once (per connection and SVID, the default) | each (every pair signed: protocol v1)
  *   POST /v1/auth/prefill {remote}      cross-node pairs authenticated ahead (true) or on their first packet only
  */
 import { MembraneError } from "../../errors.js";
@@ -77,18 +78,23 @@ export function authRoutes(auth: () => AuthManager | undefined): Route[] {
       handler: () => {
         const c = a().channels;
         const pre = a().remotePrefill;
-        return { transport: a().transport, peers: c?.view() ?? [], client: c?.stats ?? null, served: c?.served ?? null, prefill: { remote: pre.enabled, ...pre.stats } }; // prettier-ignore
+        return { transport: a().transport, proof: c?.proofOnce === false ? "each" : "once", peers: c?.view() ?? [], client: c?.stats ?? null, served: c?.served ?? null, prefill: { remote: pre.enabled, ...pre.stats } }; // prettier-ignore
       },
     },
     {
       method: "POST",
       path: "/v1/auth/transport",
       handler: (req) => {
-        const mode = fields(req, { mode: "required" })["mode"];
+        const b = fields(req, { mode: "required", proof: "optional" });
+        const mode = b["mode"];
+        const proof = b["proof"] ?? "once";
         if (mode !== "channel" && mode !== "per-pair")
           throw new MembraneError("API_REQUEST_INVALID", `Cannot read the request: mode must be "channel" or "per-pair", not ${JSON.stringify(mode)}`, { location: { path: "mode" } }); // prettier-ignore
+        if (proof !== "once" && proof !== "each")
+          throw new MembraneError("API_REQUEST_INVALID", `Cannot read the request: proof must be "once" or "each", not ${JSON.stringify(proof)}`, { location: { path: "proof" } }); // prettier-ignore
         a().transport = mode;
-        return { transport: mode };
+        a().channels?.setProofOnce(proof === "once");
+        return { transport: mode, proof };
       },
     },
     {

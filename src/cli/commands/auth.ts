@@ -19,7 +19,7 @@ interface PairsAnswer {
 
 interface PeersAnswer {
   transport: string;
-  peers: { node: string; host: string; since: string; requests: number }[];
+  peers: { node: string; host: string; since: string; requests: number; protocol?: string }[];
   client: unknown;
   served: unknown;
 }
@@ -92,8 +92,8 @@ export function authCommand(ctx: CliContext): Command {
     .action(async (o: { socket: string; output: ViewFormat }) => {
       const r = (await client(o).request("GET", "/v1/auth/peers")) as PeersAnswer;
       show(ctx, o.output, r, () => [
-        ["NODE", "ADDRESS", "OPEN SINCE", "REQUESTS"],
-        ...r.peers.map((p) => [p.node, p.host, p.since, String(p.requests)]),
+        ["NODE", "ADDRESS", "OPEN SINCE", "REQUESTS", "PROTOCOL"],
+        ...r.peers.map((p) => [p.node, p.host, p.since, String(p.requests), p.protocol ?? "v1"]),
       ]);
       if (o.output === "table") ctx.out(`transport: ${r.transport}; asked: ${JSON.stringify(r.client)}; answered: ${JSON.stringify(r.served)}\n`); // prettier-ignore
     });
