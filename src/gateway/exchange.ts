@@ -55,7 +55,13 @@ export interface ExchangeDeps {
 
 const REASONS: Record<number, string> = { 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" }; // prettier-ignore
 
-export function reply(status: number, close: boolean, extra: readonly string[] = []): Buffer {
+/** A response of the gateway's own; `headOnly` (a HEAD request): the same head, no body. */
+export function reply(
+  status: number,
+  close: boolean,
+  extra: readonly string[] = [],
+  headOnly = false,
+): Buffer {
   const body = `${REASONS[status] ?? "Error"}\n`;
   const lines = [
     `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}`,
@@ -64,7 +70,7 @@ export function reply(status: number, close: boolean, extra: readonly string[] =
     `content-length: ${body.length}`,
   ];
   if (close) lines.push("connection: close");
-  return Buffer.from(lines.join("\r\n") + "\r\n\r\n" + body, "latin1");
+  return Buffer.from(lines.join("\r\n") + "\r\n\r\n" + (headOnly ? "" : body), "latin1");
 }
 
 export class GatewayExchange {
@@ -186,15 +192,15 @@ export class GatewayExchange {
       this.next();
     };
     if (d.kind === "not-found") {
-      this.client.write(reply(404, head.close));
+      this.client.write(reply(404, head.close, [], head.method === "HEAD"));
       return done(404, { reason: "no route matched" });
     }
     if (d.kind === "redirect") {
-      this.client.write(reply(d.status, head.close, [`location: ${d.location}`]));
+      this.client.write(reply(d.status, head.close, [`location: ${d.location}`], head.method === "HEAD"));
       return done(d.status);
     }
     if (d.kind === "error") {
-      this.client.write(reply(500, head.close));
+      this.client.write(reply(500, head.close, [], head.method === "HEAD"));
       return done(500, { reason: d.reason });
     }
     const fwd = d.request;

@@ -1,0 +1,323 @@
+/**
+ * The lab the Gateway API conformance replays run in (root): the conformance
+ * suite's world rebuilt with real namespaces and processes, every name
+ * carrying the `m5c` prefix.
+ *
+ *   <p>-cl 10.232.3.2 --- 10.232.3.1 <p>-gw (the gateway process) 10.232.1.1 --- <p>-be
+ *                                                                              10.232.1.11 infra-backend-v1
+ *                                                                              10.232.1.12 infra-backend-v2
+ *                                                                              10.232.1.13 infra-backend-v3
+ *                                                                              10.232.1.21 app-backend-v1
+ *                                                                              10.232.1.22 app-backend-v2
+ *                                                                              10.232.1.31 web-backend
+ *
+ * One echo process serves every "pod": it tells them apart by the address the
+ * connection came in on and answers with the request it saw as JSON (path with
+ * query, host, method, headers, namespace, pod), as the suite's echo server
+ * does; `X-Echo-Set-Header: Name:value,...` makes it add response fields, and
+ * each request is logged (pod, method, target) for the mirror cases.
+ * destroy() kills what it started (process group) and deletes the namespaces.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { GatewayCertificates } from "../../src/gateway/certs.js";
+import { compileGateways } from "../../src/gateway/compile.js";
+import { parseGatewayResources } from "../../src/gateway/parse.js";
+import type { GatewayInputs } from "../../src/gateway/protocol.js";
+import { GatewayRunner } from "../../src/gateway/runner.js";
+import type { Condition, StatusSet } from "../../src/gateway/status.js";
+import { worldOf } from "../../src/gateway/world.js";
+import { killGroup } from "./netns-lab.js";
+
+export const INFRA = "gateway-conformance-infra";
+export const APP = "gateway-conformance-app-backend";
+export const WEB = "gateway-conformance-web-backend";
+
+/** Service -> pod address (one ready endpoint each). */
+const PODS: Record<string, string> = {
+  [`${INFRA}/infra-backend-v1`]: "10.232.1.11",
+  [`${INFRA}/infra-backend-v2`]: "10.232.1.12",
+  [`${INFRA}/infra-backend-v3`]: "10.232.1.13",
+  [`${APP}/app-backend-v1`]: "10.232.1.21",
+  [`${APP}/app-backend-v2`]: "10.232.1.22",
+  [`${WEB}/web-backend`]: "10.232.1.31",
+};
+
+export const GW_ADDRESS = "10.232.3.1";
+
+/** Our rendering of the suite's shared objects: the class, its Gateways (HTTP on 80 thrice, allowedRoutes Same/All/Selector). */
+export const BASE = `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: membrane}
+spec: {controllerName: membrane.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace, namespace: ${INFRA}}
+spec:
+  gatewayClassName: membrane
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: all-namespaces, namespace: ${INFRA}}
+spec:
+  gatewayClassName: membrane
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: backend-namespaces, namespace: ${INFRA}}
+spec:
+  gatewayClassName: membrane
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {gateway-conformance: backend}}
+`;
+
+const ECHO = `
+const [log, map] = process.argv.slice(1);
+const pods = JSON.parse(map);
+const fs = require("fs");
+require("http").createServer((q, s) => {
+  q.on("data", () => undefined);
+  q.on("end", () => {
+    const pod = pods[q.socket.localAddress] || { namespace: "?", pod: "?" };
+    fs.appendFileSync(log, pod.pod + " " + q.method + " " + q.url + "\\n");
+    const set = q.headers["x-echo-set-header"];
+    if (set) for (const kv of String(set).split(",")) {
+      const i = kv.indexOf(":");
+      if (i > 0) s.setHeader(kv.slice(0, i), kv.slice(i + 1));
+    }
+    const headers = {};
+    for (let i = 0; i < q.rawHeaders.length; i += 2) {
+      const k = q.rawHeaders[i];
+      headers[k] = headers[k] ? headers[k] + "," + q.rawHeaders[i + 1] : q.rawHeaders[i + 1];
+    }
+    s.setHeader("content-type", "application/json");
+    s.end(JSON.stringify({ path: q.url, host: q.headers.host || "", method: q.method, headers, namespace: pod.namespace, pod: pod.pod }));
+  });
+}).listen(8080, "0.0.0.0", () => console.log("ready"));`;
+
+const CLIENT = `
+const reqs = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const one = (r) => new Promise((done) => {
+  const lib = r.tls ? require("https") : require("http");
+  const headers = { ...(r.host ? { host: r.host } : {}), ...(r.headers || {}) };
+  const q = lib.request({ host: r.address, port: r.port, method: r.method || "GET", path: r.path, headers, agent: false,
+    ...(r.tls ? { rejectUnauthorized: false, servername: r.tls } : {}) }, (s) => {
+    let b = ""; s.on("data", (d) => (b += d));
+    s.on("end", () => done({ status: s.statusCode, headers: s.headers, body: b }));
+  });
+  q.on("error", (e) => done({ status: 0, error: e.code || e.message }));
+  q.setTimeout(15000, () => q.destroy(new Error("timeout")));
+  q.end();
+});
+(async () => {
+  const out = [];
+  for (let i = 0; i < reqs.length; i += 8) out.push(...(await Promise.all(reqs.slice(i, i + 8).map(one))));
+  console.log(JSON.stringify(out));
+})();`;
+
+export interface Req {
+  readonly path: string;
+  readonly host?: string;
+  readonly method?: string;
+  readonly headers?: Record<string, string>;
+  /** Gateway port (default 80). */
+  readonly port?: number;
+  /** HTTPS with this SNI name. */
+  readonly tls?: string;
+}
+
+export interface Seen {
+  readonly path: string;
+  readonly host: string;
+  readonly method: string;
+  readonly headers: Record<string, string>;
+  readonly namespace: string;
+  readonly pod: string;
+}
+
+export interface Res {
+  readonly status: number;
+  readonly headers: Record<string, string>;
+  readonly body: string;
+  readonly error?: string;
+  /** What the backend saw (a 200 from an echo pod). */
+  readonly seen?: Seen;
+}
+
+export class ConformanceLab {
+  readonly prefix = "m5c" + randomBytes(2).toString("hex");
+  readonly dir = mkdtempSync(join(tmpdir(), "m5c-"));
+  readonly ns = { gw: `${this.prefix}-gw`, be: `${this.prefix}-be`, cl: `${this.prefix}-cl` };
+  private readonly children: ChildProcess[] = [];
+  private runner: GatewayRunner | undefined;
+  private resources: GatewayInputs["resources"] = [];
+  readonly secrets = join(this.dir, "secrets");
+  private readonly log = join(this.dir, "echo.log");
+
+  static async start(): Promise<ConformanceLab> {
+    const lab = new ConformanceLab();
+    try {
+      lab.build();
+      await lab.echo();
+      lab.runner = new GatewayRunner({ netns: lab.ns.gw, secretsDir: lab.secrets });
+      lab.runner.start();
+    } catch (e) {
+      await lab.destroy();
+      throw e;
+    }
+    return lab;
+  }
+
+  private ip(args: string[]): void {
+    const r = spawnSync("ip", args, { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr}`);
+  }
+
+  private build(): void {
+    mkdirSync(this.secrets, { recursive: true });
+    for (const n of Object.values(this.ns)) this.ip(["netns", "add", n]);
+    this.ip(["-n", this.ns.gw, "link", "set", "lo", "up"]);
+    const peers: [string, number][] = [
+      [this.ns.be, 1],
+      [this.ns.cl, 3],
+    ];
+    for (const [ns, i] of peers) {
+      this.ip([
+        "-n",
+        this.ns.gw,
+        "link",
+        "add",
+        `v${i}`,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns,
+      ]);
+      this.ip(["-n", this.ns.gw, "addr", "add", `10.232.${i}.1/24`, "dev", `v${i}`]);
+      this.ip(["-n", this.ns.gw, "link", "set", `v${i}`, "up"]);
+      this.ip(["-n", ns, "addr", "add", `10.232.${i}.2/24`, "dev", "eth0"]);
+      this.ip(["-n", ns, "link", "set", "lo", "up"]);
+      this.ip(["-n", ns, "link", "set", "eth0", "up"]);
+      this.ip(["-n", ns, "route", "add", "default", "via", `10.232.${i}.1`]);
+    }
+    for (const a of Object.values(PODS)) this.ip(["-n", this.ns.be, "addr", "add", `${a}/24`, "dev", "eth0"]);
+  }
+
+  private async echo(): Promise<void> {
+    const pods: Record<string, { namespace: string; pod: string }> = {};
+    for (const [svc, a] of Object.entries(PODS)) {
+      const [namespace, name] = svc.split("/") as [string, string];
+      pods[a] = { namespace, pod: `${name}-7c9f-${a.split(".")[3]}` };
+    }
+    const c = spawn(
+      "ip",
+      ["netns", "exec", this.ns.be, process.execPath, "-e", ECHO, this.log, JSON.stringify(pods)],
+      { detached: true, stdio: ["ignore", "pipe", "inherit"] },
+    );
+    this.children.push(c);
+    await new Promise<void>((resolve, reject) => {
+      c.stdout?.once("data", () => resolve());
+      c.once("exit", (code) => reject(new Error(`echo exited ${code}`)));
+    });
+  }
+
+  /** A self-signed certificate for `hosts` as Secret `ns/name` (tls.crt, tls.key). */
+  certificate(ns: string, name: string, hosts: string[]): void {
+    const d = join(this.secrets, ns, name);
+    mkdirSync(d, { recursive: true });
+    const san = hosts.map((h) => `DNS:${h}`).join(",");
+    const r = spawnSync(
+      "openssl",
+      ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", `/CN=${hosts[0] ?? "x"}`, "-addext", `subjectAltName=${san}`,
+        "-keyout", join(d, "tls.key"), "-out", join(d, "tls.crt")], // prettier-ignore
+      { encoding: "utf8" },
+    );
+    if (r.status !== 0) throw new Error(`openssl: ${r.stderr}`);
+  }
+
+  inputs(): GatewayInputs {
+    const services: Record<string, string[]> = {};
+    for (const [k, a] of Object.entries(PODS)) services[k] = [a];
+    return {
+      resources: this.resources,
+      services,
+      namespaceLabels: {
+        [INFRA]: { "gateway-conformance": "infra" },
+        [APP]: { "gateway-conformance": "backend" },
+        [WEB]: { "gateway-conformance": "backend" },
+      },
+      addresses: [GW_ADDRESS],
+    };
+  }
+
+  /** Replaces the resources with BASE + `yaml` and waits until the gateway process serves them. */
+  async apply(yaml: string): Promise<void> {
+    this.resources = parseGatewayResources(`${BASE}---\n${yaml}`, "conformance.yaml");
+    const r = await (this.runner as GatewayRunner).push(this.inputs());
+    if (r.error !== undefined) throw new Error(`gateway: ${r.error}`);
+  }
+
+  /** The status `membrane get ... -o yaml` shows (the function the agent's list() calls). */
+  status(): StatusSet {
+    return compileGateways(worldOf(this.inputs(), new GatewayCertificates(this.secrets), "now")).status;
+  }
+
+  /** The conditions of route `ns/name` for its parent Gateway `gw` (in INFRA). */
+  routeConditions(route: string, gw: string): readonly Condition[] | undefined {
+    const st = this.status().routes.get(`HTTPRoute/${route}`);
+    return st?.parents.find((p) => p.parentRef.name === gw)?.conditions;
+  }
+
+  /** Requests from the client namespace, to the gateway address. */
+  send(reqs: readonly Req[]): Res[] {
+    const wire = reqs.map((r) => ({ ...r, address: GW_ADDRESS, port: r.port ?? (r.tls ? 443 : 80) }));
+    const r = spawnSync("ip", ["netns", "exec", this.ns.cl, process.execPath, "-e", CLIENT], {
+      input: JSON.stringify(wire),
+      encoding: "utf8",
+      timeout: 90_000,
+    });
+    if (r.status !== 0) throw new Error(`client: ${r.stderr}`);
+    return (JSON.parse(r.stdout) as Res[]).map((x) => {
+      if (x.status !== 200) return x;
+      try {
+        return { ...x, seen: JSON.parse(x.body) as Seen };
+      } catch {
+        return x;
+      }
+    });
+  }
+
+  /** Log lines `pod method target` of every request the echo pods answered. */
+  echoLog(): string[] {
+    try {
+      return readFileSync(this.log, "utf8").split("\n").filter(Boolean);
+    } catch {
+      return [];
+    }
+  }
+
+  async destroy(): Promise<void> {
+    await this.runner?.stop();
+    for (const c of this.children) killGroup(c);
+    for (const n of Object.values(this.ns)) spawnSync("ip", ["netns", "del", n]);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
