@@ -34,6 +34,19 @@ ${body}
 
 const be = (name: string, port = 8080): string => `{name: ${name}, port: ${port}}`;
 
+/** A Gateway of class membrane in the infra namespace with these listener lines. */
+function gatewayYaml(name: string, listeners: string[]): string {
+  return `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ${name}, namespace: ${INFRA}}
+spec:
+  gatewayClassName: membrane
+  listeners:
+${listeners.join("\n")}
+`;
+}
+
 describe("Gateway API conformance: request matching (root)", { skip }, () => {
   let lab: ConformanceLab;
   before(async () => {
@@ -296,6 +309,163 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
       { req: { path: "/match/prefix/one/any" }, want: to(V2) },
       { req: { path: "/match/prefix/any" }, want: to(V1) },
       { req: { path: "/match/any" }, want: to(V3) },
+    ]);
+  });
+
+  test("HTTPRouteHostnameIntersection: a route serves where its hostnames and the listener's intersect", async () => {
+    const GW = "httproute-hostname-intersection";
+    const listener = (n: number, host: string) =>
+      `  - {name: listener-${n}, port: 80, protocol: HTTP, hostname: "${host}", allowedRoutes: {namespaces: {from: Same}}}`;
+    const r = (name: string, hosts: string, prefix: string, b: string, parent = GW) =>
+      route(
+        name,
+        `  hostnames: [${hosts}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: ${prefix}}}]\n    backendRefs: [${be(b)}]`,
+        parent,
+        `, namespace: ${INFRA}`,
+      );
+    await lab.apply(
+      gatewayYaml(GW, [
+        listener(1, "very.specific.com"),
+        listener(2, "*.wildcard.io"),
+        listener(3, "*.anotherwildcard.io"),
+      ]) +
+        gatewayYaml(`${GW}-all`, [`  - {name: listener-1, port: 80, protocol: HTTP}`]) +
+        r(
+          "specific-host-matches-listener-specific-host",
+          `non.matching.com, "*.nonmatchingwildcard.io", very.specific.com`,
+          "/s1",
+          V1,
+        ) +
+        r(
+          "specific-host-matches-listener-wildcard-host",
+          "non.matching.com, wildcard.io, foo.wildcard.io, bar.wildcard.io, foo.bar.wildcard.io",
+          "/s2",
+          V2,
+        ) +
+        r("wildcard-host-matches-listener-specific-host", `non.matching.com, "*.specific.com"`, "/s3", V3) +
+        r("wildcard-host-matches-listener-wildcard-host", `"*.anotherwildcard.io"`, "/s4", V1) +
+        r("no-intersecting-hosts", "specific.but.wrong.com, wildcard.io", "/s5", V2) +
+        r(`${GW}-all`, "first.com, sub.first.com, second.com, sub.second.com", "/", V2, `${GW}-all`),
+    );
+    for (const n of [
+      "specific-host-matches-listener-specific-host",
+      "specific-host-matches-listener-wildcard-host",
+      "wildcard-host-matches-listener-specific-host",
+      "wildcard-host-matches-listener-wildcard-host",
+    ])
+      // prettier-ignore
+      accepted(n, GW);
+    accepted(`${GW}-all`, `${GW}-all`);
+    const none = lab.routeConditions(`${INFRA}/no-intersecting-hosts`, GW);
+    assert.equal(cond(none, "Accepted"), "False/NoMatchingListenerHostname");
+    const gw = lab.status().gateways.get(`Gateway/${INFRA}/${GW}`);
+    assert.deepEqual(
+      gw?.listeners.map((l) => [l.name, l.attachedRoutes, cond(l.conditions, "Programmed")]),
+      [
+        ["listener-1", 2, "True/Programmed"],
+        ["listener-2", 1, "True/Programmed"],
+        ["listener-3", 1, "True/Programmed"],
+      ],
+    );
+    const at = (host: string, path: string) => ({ host, path });
+    replay([
+      { req: at("very.specific.com", "/s1"), want: to(V1) },
+      { req: at("very.specific.com:1234", "/s1"), want: to(V1) },
+      { req: at("non.matching.com", "/s1"), want: NOT_FOUND },
+      { req: at("foo.nonmatchingwildcard.io", "/s1"), want: NOT_FOUND },
+      { req: at("foo.wildcard.io", "/s1"), want: NOT_FOUND },
+      { req: at("very.specific.com", "/non-matching-prefix"), want: NOT_FOUND },
+      { req: at("foo.wildcard.io", "/s2"), want: to(V2) },
+      { req: at("bar.wildcard.io", "/s2"), want: to(V2) },
+      { req: at("foo.bar.wildcard.io", "/s2"), want: to(V2) },
+      { req: at("non.matching.com", "/s2"), want: NOT_FOUND },
+      { req: at("wildcard.io", "/s2"), want: NOT_FOUND },
+      { req: at("very.specific.com", "/s2"), want: NOT_FOUND },
+      { req: at("foo.wildcard.io", "/non-matching-prefix"), want: NOT_FOUND },
+      { req: at("very.specific.com", "/s3"), want: to(V3) },
+      { req: at("non.matching.com", "/s3"), want: NOT_FOUND },
+      { req: at("foo.specific.com", "/s3"), want: NOT_FOUND },
+      { req: at("foo.wildcard.io", "/s3"), want: NOT_FOUND },
+      { req: at("foo.anotherwildcard.io", "/s4"), want: to(V1) },
+      { req: at("bar.anotherwildcard.io", "/s4"), want: to(V1) },
+      { req: at("foo.bar.anotherwildcard.io", "/s4"), want: to(V1) },
+      { req: at("anotherwildcard.io", "/s4"), want: NOT_FOUND },
+      { req: at("foo.wildcard.io", "/s4"), want: NOT_FOUND },
+      { req: at("very.specific.com", "/s4"), want: NOT_FOUND },
+      { req: at("specific.but.wrong.com", "/s5"), want: NOT_FOUND },
+      { req: at("wildcard.io", "/s5"), want: NOT_FOUND },
+      { req: at("first.com", "/"), want: to(V2) },
+      { req: at("sub.second.com", "/"), want: to(V2) },
+    ]);
+  });
+
+  test("HTTPRouteListenerHostnameMatching: the most specific listener hostname takes the request", async () => {
+    const GW = "httproute-listener-hostname-matching";
+    const hosts = ["bar.com", "foo.bar.com", "*.bar.com", "*.foo.com"];
+    const ref = (n: number) => `{name: ${GW}, namespace: ${INFRA}, sectionName: listener-${n}}`;
+    const r = (name: string, refs: string, b: string) => `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ${name}, namespace: ${INFRA}}
+spec:
+  parentRefs: [${refs}]
+  rules: [{backendRefs: [${be(b)}]}]
+`;
+    await lab.apply(
+      gatewayYaml(
+        GW,
+        hosts.map((h, i) => `  - {name: listener-${i + 1}, port: 80, protocol: HTTP, hostname: "${h}"}`),
+      ) +
+        r("backend-v1", ref(1), V1) +
+        r("backend-v2", ref(2), V2) +
+        r("backend-v3", `${ref(3)}, ${ref(4)}`, V3),
+    );
+    for (const n of ["backend-v1", "backend-v2", "backend-v3"]) accepted(n, GW);
+    const at = (host: string) => ({ host, path: "/" });
+    replay([
+      { req: at("bar.com"), want: to(V1) },
+      { req: at("foo.bar.com"), want: to(V2) },
+      { req: at("baz.bar.com"), want: to(V3) },
+      { req: at("boo.bar.com"), want: to(V3) },
+      { req: at("multiple.prefixes.bar.com"), want: to(V3) },
+      { req: at("multiple.prefixes.foo.com"), want: to(V3) },
+      { req: at("foo.com"), want: NOT_FOUND },
+      { req: at("no.matching.host"), want: NOT_FOUND },
+    ]);
+  });
+
+  test("HTTPRouteListenerPortMatching: parentRef port picks the listeners of that port", async () => {
+    const GW = "httproute-listener-port-matching";
+    const ls: [number, string][] = [
+      [80, "foo.com"],
+      [8080, "foo.com"],
+      [8080, "bar.com"],
+      [8090, "foo.com"],
+      [8090, "bar.com"],
+    ];
+    const r = (name: string, ref: string, b: string) =>
+      route(name, `  rules: [{backendRefs: [${be(b)}]}]`, GW, ref);
+    await lab.apply(
+      gatewayYaml(
+        GW,
+        ls.map(([p, h], i) => `  - {name: listener-${i + 1}, port: ${p}, protocol: HTTP, hostname: ${h}}`),
+      ) +
+        r("backend-v1", `, namespace: ${INFRA}, port: 80`, V1) +
+        r("backend-v2", `, namespace: ${INFRA}, port: 8080`, V2) +
+        r("backend-v3", `, namespace: ${INFRA}, port: 8090, sectionName: listener-4`, V3),
+    );
+    for (const n of ["backend-v1", "backend-v2", "backend-v3"]) accepted(n, GW);
+    const at = (host: string, port: number) => ({
+      host: port === 80 ? host : `${host}:${port}`,
+      path: "/",
+      port,
+    });
+    replay([
+      { req: at("foo.com", 80), want: to(V1) },
+      { req: at("foo.com", 8080), want: to(V2) },
+      { req: at("bar.com", 8080), want: to(V2) },
+      { req: at("foo.com", 8090), want: to(V3) },
+      { req: at("bar.com", 8090), want: NOT_FOUND },
     ]);
   });
 });
