@@ -9,7 +9,7 @@
  *         (a backendRef that did not resolve, or every weight 0: 500)
  */
 import { bestMatch, requestHost } from "./hostnames.js";
-import { applyRequestFilters, splitTarget, type OutgoingRequest } from "./filters.js";
+import { applyRequestFilters, modifyHeaders, splitTarget, type OutgoingRequest } from "./filters.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, CompiledMatch, CompiledRule, CompiledStringMatch, ServedPort } from "./table.js";
 
@@ -133,12 +133,20 @@ export function decide(
       status: 500,
       reason: `backendRef ${backend.namespace}/${backend.name}: ${backend.invalid}`,
     };
+  const own = backend.filters ?? [];
+  const request = own.reduce(
+    (r, f) =>
+      f.type === "RequestHeaderModifier" ? { ...r, headers: modifyHeaders(r.headers, f.modifier) } : r,
+    out.request,
+  );
   return {
     kind: "forward",
     rule,
     backend,
-    request: out.request,
-    responseHeaders: rule.filters.flatMap((f) => (f.type === "ResponseHeaderModifier" ? [f.modifier] : [])),
+    request,
+    responseHeaders: [...rule.filters, ...own].flatMap((f) =>
+      f.type === "ResponseHeaderModifier" ? [f.modifier] : [],
+    ),
     mirrors: rule.mirrors,
   };
 }

@@ -110,6 +110,8 @@ export type RouteFilter =
 
 export interface BackendRef extends BackendObjectRef {
   readonly weight: number;
+  /** Filters applied only when this backend is picked (RequestHeaderModifier, ResponseHeaderModifier). */
+  readonly filters?: readonly RouteFilter[];
 }
 
 export interface RouteRule {

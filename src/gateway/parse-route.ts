@@ -268,8 +268,17 @@ function objectRef(v: unknown, p: string, f: Fields): BackendObjectRef {
 export function backendRef(v: unknown, p: string, f: Fields): BackendRef {
   const o = f.obj(v, p) ?? {};
   f.known(o, p, ["group", "kind", "name", "namespace", "port", "weight", "filters"]);
-  if (f.arr(o["filters"], join(p, "filters")).length > 0)
-    f.fail(join(p, "filters"), "per-backend filters are not supported yet");
+  const filters = f
+    .arr(o["filters"], join(p, "filters"))
+    .map((x, i) => filter(x, `${p}.filters[${i}]`, f))
+    .filter((x): x is RouteFilter => x !== undefined);
+  filters.forEach((x, i) => {
+    if (x.type !== "RequestHeaderModifier" && x.type !== "ResponseHeaderModifier")
+      f.fail(
+        `${p}.filters[${i}].type`,
+        `${x.type} is not supported on a backendRef (RequestHeaderModifier, ResponseHeaderModifier are)`,
+      );
+  });
   const weight = f.int(o["weight"], join(p, "weight"), 0, 1_000_000) ?? 1;
-  return { ...objectRef(o, p, f), weight };
+  return { ...objectRef(o, p, f), weight, ...(filters.length > 0 ? { filters } : {}) };
 }

@@ -25,7 +25,10 @@ export function compileRule(
   ruleIndex: number,
   resolve: (b: BackendObjectRef, weight: number) => BackendTarget,
 ): CompiledRule[] {
-  const backends = rule.backendRefs.map((b) => resolve(b, b.weight));
+  const backends = rule.backendRefs.map((b) => {
+    const t = resolve(b, b.weight);
+    return b.filters ? { ...t, filters: b.filters } : t;
+  });
   const mirrors = rule.filters
     .flatMap((f) => (f.type === "RequestMirror" ? [resolve(f.backendRef, 1)] : []))
     .filter((t) => !t.invalid);

@@ -34,6 +34,8 @@ export interface BackendTarget {
   readonly port: number;
   readonly weight: number;
   readonly invalid?: "BackendNotFound" | "RefNotPermitted" | "InvalidKind";
+  /** The backendRef's own header modifiers, applied after the rule's when this backend is picked. */
+  readonly filters?: readonly RouteFilter[];
   /**
    * The Service port's appProtocol says the backend speaks HTTP/2 (`kubernetes.io/h2c`, `grpc`):
    * requests go to it over HTTP/2 with prior knowledge; otherwise over HTTP/1.1.

@@ -74,7 +74,11 @@ describe("Gateway API conformance: filters (root)", { skip }, () => {
   const replay = (cases: Case[]): void => judge(cases, lab.send(cases.map((c) => c.req)));
   const accepted = (name: string, gw = "same-namespace"): void => {
     const cs = lab.routeConditions(`${INFRA}/${name}`, gw);
-    assert.equal(`${cond(cs, "Accepted")} ${cond(cs, "ResolvedRefs")}`, "True/Accepted True/ResolvedRefs", name);
+    assert.equal(
+      `${cond(cs, "Accepted")} ${cond(cs, "ResolvedRefs")}`,
+      "True/Accepted True/ResolvedRefs",
+      name,
+    );
   };
 
   test("HTTPRoute303/307/308Redirect, RedirectHostAndStatus, RedirectPath, RedirectPort, RedirectScheme", async () => {
@@ -102,7 +106,12 @@ describe("Gateway API conformance: filters (root)", { skip }, () => {
       ]), // prettier-ignore
     );
     accepted("redirects");
-    const go = (path: string, status: number, redirect: Case["want"]["redirect"] = {}, method?: string): Case => ({
+    const go = (
+      path: string,
+      status: number,
+      redirect: Case["want"]["redirect"] = {},
+      method?: string,
+    ): Case => ({
       req: { path, ...(method ? { method } : {}) },
       want: { status, redirect },
     });
@@ -284,7 +293,12 @@ spec:
     accepted("response-header-modifier");
     const echo = (path: string, set: Record<string, string>, req: Record<string, string> = {}) => ({
       path,
-      headers: { ...req, "X-Echo-Set-Header": Object.entries(set).map(([k, v]) => `${k}:${v}`).join(",") },
+      headers: {
+        ...req,
+        "X-Echo-Set-Header": Object.entries(set)
+          .map(([k, v]) => `${k}:${v}`)
+          .join(","),
+      },
     });
     const o = "Some-Other-Header";
     replay([
@@ -314,7 +328,11 @@ spec:
         rule("/mirror", [mirror(V2)], [V1]),
         rule("/mirror-and-modify-headers", [reqMod(MOD), mirror(V2)], [V1]),
         rule("/multi-mirror", [mirror(V2), mirror("infra-backend-v3")], [V1]),
-        rule("/multi-mirror-and-modify-request-headers", [reqMod(MOD), mirror(V2), mirror("infra-backend-v3")], [V1]),
+        rule(
+          "/multi-mirror-and-modify-request-headers",
+          [reqMod(MOD), mirror(V2), mirror("infra-backend-v3")],
+          [V1],
+        ),
       ]),
     );
     accepted("request-mirror");
@@ -335,10 +353,44 @@ spec:
       ["infra-backend-v3", paths[3]],
     ];
     const missing = () =>
-      want.filter(([pod, p]) => !lab.echoLog().some((l) => l.startsWith(`${pod}-`) && l.endsWith(` GET ${p}`)));
+      want.filter(
+        ([pod, p]) => !lab.echoLog().some((l) => l.startsWith(`${pod}-`) && l.endsWith(` GET ${p}`)),
+      );
     await until("every mirror backend logged its copy", () => missing().length === 0, {
       ms: 20_000,
       detail: () => JSON.stringify(missing()),
     });
+  });
+
+  test("HTTPRouteBackendRequestHeaderModifier and ...BackendWeights: a backendRef's own modifiers, only when it is picked", async () => {
+    const withMod = (b: string, fields: string, weight = 1) =>
+      `{name: ${b}, port: 8080, weight: ${weight}, filters: [${reqMod(fields)}]}`;
+    await lab.apply(
+      route("request-header-modifier", [
+        `  - matches: [{path: {type: PathPrefix, value: /set}}]\n    backendRefs: [${withMod(V1, `set: ${pairs([["X-Header-Set", "set-overwrites-values"]])}`)}]`,
+        `  - matches: [{path: {type: PathPrefix, value: /add}}]\n    backendRefs: [${withMod(V1, `add: ${pairs([["X-Header-Add", "add-appends-values"]])}`)}]`,
+        `  - matches: [{path: {type: PathPrefix, value: /remove}}]\n    backendRefs: [${withMod(V1, "remove: [X-Header-Remove]")}]`,
+      ]) +
+        route("request-header-modifier-backend-weights", [
+          `  - matches: [{path: {type: PathPrefix, value: /weights}}]\n    backendRefs: [${withMod(V1, `set: ${pairs([["Backend", V1]])}`, 10)}, ${withMod(V2, `set: ${pairs([["Backend", V2]])}`, 10)}]`,
+        ]),
+    ); // prettier-ignore
+    accepted("request-header-modifier");
+    accepted("request-header-modifier-backend-weights");
+    const o = "Some-Other-Header";
+    replay([
+      { req: { path: "/set", headers: { [o]: "val", "X-Header-Set": "some-other-value" } }, want: to(V1, { headers: { [o]: "val", "X-Header-Set": "set-overwrites-values" } }) },
+      { req: { path: "/add", headers: { "X-Header-Add": "some-other-value" } }, want: to(V1, { headers: { "X-Header-Add": "some-other-value,add-appends-values" } }) },
+      { req: { path: "/remove", headers: { "X-Header-Remove": "val" } }, want: to(V1, { absent: ["X-Header-Remove"] }) },
+    ]); // prettier-ignore
+    const answers = lab.send(Array.from({ length: 60 }, () => ({ path: "/weights" })));
+    const wrong = answers.filter(
+      (a) => !a.seen || !a.seen.pod.startsWith(`${a.seen.headers["Backend"] ?? "?"}-`),
+    );
+    assert.deepEqual(
+      wrong.map((a) => a.seen ?? a.status),
+      [],
+    );
+    assert.equal(new Set(answers.map((a) => a.seen?.headers["Backend"])).size, 2, "both backends picked");
   });
 });
