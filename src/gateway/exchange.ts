@@ -13,6 +13,7 @@
  *              another endpoint once, then 503
  */
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { performance } from "node:perf_hooks";
 import { ChunkedDecoder } from "../proxy/http/chunked.js";
 import { NOT_FORWARDED, parseRequestHead, type RequestHead } from "../proxy/http/request.js";
@@ -53,7 +54,7 @@ export interface ExchangeDeps {
   readonly sessions?: H2Sessions;
 }
 
-const REASONS: Record<number, string> = { 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" }; // prettier-ignore
+const REASONS: Record<number, string> = { 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 421: "Misdirected Request", 413: "Content Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" }; // prettier-ignore
 
 /** A response of the gateway's own; `headOnly` (a HEAD request): the same head, no body. */
 export function reply(
@@ -112,6 +113,13 @@ export class GatewayExchange {
     this.closed = true;
     this.client.end();
     setTimeout(() => this.client.destroy(), 2000).unref();
+  }
+
+  /** The TLS server name of an HTTPS connection ("" without SNI); nothing for plain HTTP. */
+  private sni(): { sni?: string } {
+    const c = this.client as Partial<TLSSocket>;
+    if (c.encrypted !== true) return {};
+    return { sni: typeof c.servername === "string" ? c.servername : "" };
   }
 
   private clientInfo(): { address: string; port: number } {
@@ -181,16 +189,20 @@ export class GatewayExchange {
       .map((h) => ({ name: h.name, value: h.value }));
     const d: RouteDecision = decide(
       port,
-      { method: head.method, target: head.target, host: head.host, headers },
+      { method: head.method, target: head.target, host: head.host, headers, ...this.sni() },
       this.deps.random,
     );
-    const route = d.kind === "not-found" ? undefined : d.rule.route;
+    const route = d.kind === "not-found" || d.kind === "misdirected" ? undefined : d.rule.route;
     const done = (status: number, e: Partial<GatewayEvent> = {}): void => {
       this.event(started, head, { status, ...(route ? { route } : {}), ...e });
       this.busy = false;
       if (head.close || this.mustClose) return this.close();
       this.next();
     };
+    if (d.kind === "misdirected") {
+      this.client.write(reply(421, head.close, [], head.method === "HEAD"));
+      return done(421, { reason: "the TLS server name chose another listener than the Host" });
+    }
     if (d.kind === "not-found") {
       this.client.write(reply(404, head.close, [], head.method === "HEAD"));
       return done(404, { reason: "no route matched" });

@@ -106,6 +106,7 @@ function serveStream(
     deps.random,
   );
   if (d.kind === "not-found") return reply(404, "no route matched");
+  if (d.kind === "misdirected") return reply(421, "the TLS server name chose another listener");
   const route = { route: d.rule.route };
   if (d.kind === "redirect") {
     st.respond({ ":status": d.status, location: d.location }, { endStream: true });

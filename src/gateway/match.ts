@@ -2,6 +2,7 @@
  * One request -> what the gateway does with it (pure; the random source is
  * an input):
  *
+ *   HTTPS: the listener the server name picks is not the one the Host picks: 421
  *   port's listeners --most specific hostname--> listener --> virtual host
  *     --> first rule in precedence order whose match holds (a gRPC call: the
  *         GRPCRoute rules, then the HTTPRoute rules)
@@ -22,10 +23,13 @@ export interface GatewayRequest {
   readonly headers: readonly { readonly name: string; readonly value: string }[];
   /** A gRPC call (content-type application/grpc...): GRPCRoute rules first. */
   readonly grpc?: boolean;
+  /** HTTPS: the TLS server name the client sent ("" when none). */
+  readonly sni?: string;
 }
 
 export type RouteDecision =
   | { readonly kind: "not-found" }
+  | { readonly kind: "misdirected" }
   | {
       readonly kind: "redirect";
       readonly rule: CompiledRule;
@@ -80,6 +84,16 @@ export function matchHolds(m: CompiledMatch, req: GatewayRequest, path: string, 
   return true;
 }
 
+/**
+ * HTTPS: the listener the TLS server name chose is not the one the Host
+ * chooses (a connection reused for another name): 421, as the spec says.
+ */
+export function misdirected(port: ServedPort, req: GatewayRequest): boolean {
+  if (req.sni === undefined || port.protocol !== "HTTPS") return false;
+  const byName = bestMatch(port.listeners, (l) => l.hostname, requestHost(req.sni));
+  return byName !== bestMatch(port.listeners, (l) => l.hostname, requestHost(req.host));
+}
+
 /** The rule that takes the request on this port, if any. */
 export function findRule(port: ServedPort, req: GatewayRequest): CompiledRule | undefined {
   const host = requestHost(req.host);
@@ -113,6 +127,7 @@ export function decide(
   req: GatewayRequest,
   random: () => number = Math.random,
 ): RouteDecision {
+  if (misdirected(port, req)) return { kind: "misdirected" };
   const rule = findRule(port, req);
   if (!rule) return { kind: "not-found" };
   const scheme = port.protocol === "HTTPS" ? "https" : "http";

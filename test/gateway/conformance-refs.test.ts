@@ -262,4 +262,57 @@ ${[listener("https"), listener("https-with-hostname", "second-example.org"), lis
       { req: tls("second-example.org"), want: to(V2) },
     ]);
   });
+
+  test("HTTPRouteHTTPSListenerDetectMisdirectedRequests: a Host another listener than the server name's is 421", async () => {
+    const gw = "same-namespace-with-https-listener";
+    const listener = (name: string, host?: string) =>
+      `  - {name: ${name}, port: 443, protocol: HTTPS${host ? `, hostname: "${host}"` : ""}, tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}}`;
+    const r = (n: number, section: string, b: string, hosts = "") =>
+      route(
+        INFRA,
+        `https-listener-detect-misdirected-requests-test-${n}`,
+        `{name: ${gw}, sectionName: ${section}}`,
+        `  - matches: [{path: {type: PathPrefix, value: /detect-misdirected-requests}}]\n    backendRefs: [{name: ${b}, port: 8080}]`,
+        hosts,
+      );
+    await lab.apply(
+      `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ${gw}, namespace: ${INFRA}}
+spec:
+  gatewayClassName: membrane
+  listeners:
+${[listener("https"), listener("https-with-hostname", "second-example.org"), listener("https-with-wildcard-hostname", "*.wildcard.org"), listener("https-with-hostname-matching-wildcard", "fourth-example.wildcard.org")].join("\n")}
+` +
+        r(1, "https", V1, "  hostnames: [example.org]\n") +
+        r(2, "https-with-hostname", V2) +
+        r(3, "https-with-wildcard-hostname", V3) +
+        r(4, "https-with-hostname-matching-wildcard", V1),
+    ); // prettier-ignore
+    for (const n of [1, 2, 3, 4])
+      assert.equal(conds(`${INFRA}/https-listener-detect-misdirected-requests-test-${n}`, gw), OK);
+    const c = (sni: string, host: string, want: Case["want"]): Case => ({
+      req: { path: "/detect-misdirected-requests", tls: sni, host },
+      want,
+    });
+    const MIS = { status: 421 };
+    replay([
+      c("example.org", "example.org", to(V1)),
+      c("example.org", "second-example.org", MIS),
+      c("example.org", "unknown-example.org", { status: 404 }),
+      c("second-example.org", "second-example.org", to(V2)),
+      c("second-example.org", "example.org", MIS),
+      c("second-example.org", "unknown-example.org", MIS),
+      c("third-example.wildcard.org", "third-example.wildcard.org", to(V3)),
+      c("third-example.wildcard.org", "fith-example.wildcard.org", to(V3)),
+      c("third-example.wildcard.org", "fourth-example.wildcard.org", MIS),
+      c("third-example.wildcard.org", "second-example.org", MIS),
+      c("third-example.wildcard.org", "unknown-example.org", MIS),
+      c("fourth-example.wildcard.org", "fourth-example.wildcard.org", to(V1)),
+      c("fourth-example.wildcard.org", "fith-example.wildcard.org", MIS),
+      c("unknown-example.org", "example.org", to(V1)),
+      c("unknown-example.org", "unknown-example.org", { status: 404 }),
+    ]); // prettier-ignore
+  });
 });
