@@ -162,6 +162,6 @@ export function decide(
     responseHeaders: [...rule.filters, ...own].flatMap((f) =>
       f.type === "ResponseHeaderModifier" ? [f.modifier] : [],
     ),
-    mirrors: rule.mirrors,
+    mirrors: rule.mirrors.filter((m) => m.fraction === undefined || random() < m.fraction),
   };
 }

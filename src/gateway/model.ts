@@ -106,7 +106,12 @@ export type RouteFilter =
       readonly statusCode: number;
     }
   | { readonly type: "URLRewrite"; readonly hostname?: string; readonly path?: PathModifier }
-  | { readonly type: "RequestMirror"; readonly backendRef: BackendObjectRef };
+  | {
+      readonly type: "RequestMirror";
+      readonly backendRef: BackendObjectRef;
+      /** Share of requests mirrored, 0..1 (percent or fraction); absent: all. */
+      readonly fraction?: number;
+    };
 
 export interface BackendRef extends BackendObjectRef {
   readonly weight: number;

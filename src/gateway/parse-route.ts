@@ -241,11 +241,30 @@ export function filter(v: unknown, p: string, f: Fields): RouteFilter | undefine
       const q = join(p, "requestMirror");
       const r = f.obj(o["requestMirror"], q) ?? {};
       f.known(r, q, ["backendRef", "percent", "fraction"]);
-      return { type, backendRef: objectRef(r["backendRef"], join(q, "backendRef"), f) };
+      const share = mirrorShare(r, q, f);
+      return {
+        type,
+        backendRef: objectRef(r["backendRef"], join(q, "backendRef"), f),
+        ...(share !== undefined ? { fraction: share } : {}),
+      };
     }
     default:
       return undefined;
   }
+}
+
+/** `percent` (0-100) or `fraction` {numerator, denominator (default 100)} of a RequestMirror, as 0..1. */
+function mirrorShare(r: Record<string, unknown>, q: string, f: Fields): number | undefined {
+  const percent = f.int(r["percent"], join(q, "percent"), 0, 100);
+  const fo = f.obj(r["fraction"], join(q, "fraction"));
+  if (percent !== undefined && fo) f.fail(q, "percent and fraction cannot be used together");
+  if (percent !== undefined) return percent / 100;
+  if (!fo) return undefined;
+  f.known(fo, join(q, "fraction"), ["numerator", "denominator"]);
+  const num = f.int(fo["numerator"], join(q, "fraction.numerator"), 0, 1_000_000, true) ?? 0;
+  const den = f.int(fo["denominator"], join(q, "fraction.denominator"), 1, 1_000_000) ?? 100;
+  if (num > den) f.fail(join(q, "fraction.numerator"), "must not exceed the denominator");
+  return Math.min(num / den, 1);
 }
 
 function objectRef(v: unknown, p: string, f: Fields): BackendObjectRef {

@@ -30,7 +30,11 @@ export function compileRule(
     return b.filters ? { ...t, filters: b.filters } : t;
   });
   const mirrors = rule.filters
-    .flatMap((f) => (f.type === "RequestMirror" ? [resolve(f.backendRef, 1)] : []))
+    .flatMap((f) =>
+      f.type === "RequestMirror"
+        ? [{ ...resolve(f.backendRef, 1), ...(f.fraction !== undefined ? { fraction: f.fraction } : {}) }]
+        : [],
+    )
     .filter((t) => !t.invalid);
   return rule.matches.map((m, matchIndex): Ordered => ({
     route: `${route.meta.namespace}/${route.meta.name}`,

@@ -34,6 +34,8 @@ export interface BackendTarget {
   readonly port: number;
   readonly weight: number;
   readonly invalid?: "BackendNotFound" | "RefNotPermitted" | "InvalidKind";
+  /** A mirror: the share of requests it gets (absent: all). */
+  readonly fraction?: number;
   /** The backendRef's own header modifiers, applied after the rule's when this backend is picked. */
   readonly filters?: readonly RouteFilter[];
   /**

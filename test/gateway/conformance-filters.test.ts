@@ -393,4 +393,40 @@ spec:
     );
     assert.equal(new Set(answers.map((a) => a.seen?.headers["Backend"])).size, 2, "both backends picked");
   });
+
+  test("HTTPRouteRequestPercentageMirror: percent and fraction mirror about that share of the requests", async () => {
+    const share = (fields: string) =>
+      `{type: RequestMirror, requestMirror: {backendRef: {name: ${V2}, port: 8080}, ${fields}}}`;
+    await lab.apply(
+      route("request-percentage-mirror", [
+        rule("/percent-mirror", [share("percent: 20")], [V1]),
+        rule("/percent-mirror-fraction", [share("fraction: {numerator: 25, denominator: 50}")], [V1]),
+      ]),
+    ); // prettier-ignore
+    accepted("request-percentage-mirror");
+    const id = `p${Date.now().toString(36)}`;
+    const reqs = (path: string) => Array.from({ length: 200 }, (_, i) => ({ path: `${path}?id=${id}-${i}` }));
+    const answers = lab.send([...reqs("/percent-mirror"), ...reqs("/percent-mirror-fraction")]);
+    assert.deepEqual(
+      answers.filter((a) => a.seen?.pod.startsWith(V1) !== true).map((a) => a.status),
+      [],
+    );
+    const mirrored = (path: string) =>
+      lab.echoLog().filter((l) => l.startsWith(`${V2}-`) && l.includes(` GET ${path}?id=${id}-`)).length;
+    // Binomial(200, p): 0.2 has a standard deviation of 5.7 requests, 0.5 of 7.1; the bounds are 4+ of them.
+    await until(
+      "the mirrored shares arrive",
+      () => mirrored("/percent-mirror") >= 15 && mirrored("/percent-mirror-fraction") >= 70,
+      {
+        ms: 20_000,
+        detail: () =>
+          `${mirrored("/percent-mirror")} and ${mirrored("/percent-mirror-fraction")} of 200 mirrored`,
+      },
+    );
+    assert.ok(mirrored("/percent-mirror") <= 65, `${mirrored("/percent-mirror")} of 200 mirrored at 20%`);
+    assert.ok(
+      mirrored("/percent-mirror-fraction") <= 130,
+      `${mirrored("/percent-mirror-fraction")} of 200 at 25/50`,
+    );
+  });
 });
