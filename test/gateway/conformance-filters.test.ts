@@ -71,7 +71,8 @@ describe("Gateway API conformance: filters (root)", { skip }, () => {
     await lab?.destroy();
   });
 
-  const replay = (cases: Case[]): void => judge(cases, lab.send(cases.map((c) => c.req)));
+  const replay = async (cases: Case[]): Promise<void> =>
+    judge(cases, await lab.send(cases.map((c) => c.req)));
   const accepted = (name: string, gw = "same-namespace"): void => {
     const cs = lab.routeConditions(`${INFRA}/${name}`, gw);
     assert.equal(
@@ -116,7 +117,7 @@ describe("Gateway API conformance: filters (root)", { skip }, () => {
       want: { status, redirect },
     });
     const ORG = "example.org";
-    replay([
+    await replay([
       go("/see-other", 303, {}, "POST"),
       go("/temporary", 307),
       go("/permanent", 308),
@@ -190,7 +191,7 @@ spec:
       req: { path, port, ...(port === 443 ? { tls: ORG, host: ORG } : {}) },
       want: { status: 302, redirect: { scheme, host: ORG, ...(rport ? { port: rport } : {}) } },
     });
-    replay([
+    await replay([
       on(80, "/scheme-nil-and-port-nil", "http"),
       on(80, "/scheme-nil-and-port-80", "http"),
       on(80, "/scheme-nil-and-port-8080", "http", "8080"),
@@ -228,7 +229,7 @@ spec:
     accepted("rewrite-path");
     const RW = "rewrite.example";
     const sent = { ...MOD_SENT, "X-Header-Set": "set-val" };
-    replay([
+    await replay([
       { req: { host: RW, path: "/one" }, want: to(V1, { host: "one.example.org" }) },
       { req: { host: RW, path: "/two" }, want: to(V2, { host: "example.org" }) },
       {
@@ -262,7 +263,7 @@ spec:
     );
     accepted("request-header-modifier");
     const o = "Some-Other-Header";
-    replay([
+    await replay([
       { req: { path: "/set", headers: { [o]: "val" } }, want: to(V1, { headers: { [o]: "val", "X-Header-Set": "set-overwrites-values" } }) },
       { req: { path: "/set", headers: { [o]: "val", "X-Header-Set": "some-other-value" } }, want: to(V1, { headers: { [o]: "val", "X-Header-Set": "set-overwrites-values" } }) },
       { req: { path: "/add", headers: { [o]: "val" } }, want: to(V1, { headers: { [o]: "val", "X-Header-Add": "add-appends-values" } }) },
@@ -301,7 +302,7 @@ spec:
       },
     });
     const o = "Some-Other-Header";
-    replay([
+    await replay([
       { req: echo("/set", { [o]: "val" }), want: to(V1, { responseHeaders: { [o]: "val", "X-Header-Set": "set-overwrites-values" } }) },
       { req: echo("/set", { [o]: "val", "X-Header-Set": "some-other-value" }), want: to(V1, { responseHeaders: { [o]: "val", "X-Header-Set": "set-overwrites-values" } }) },
       { req: echo("/add", { [o]: "val" }), want: to(V1, { responseHeaders: { [o]: "val", "X-Header-Add": "add-appends-values" } }) },
@@ -338,7 +339,7 @@ spec:
     accepted("request-mirror");
     const id = Date.now().toString(36);
     const paths = ["/mirror", "/mirror-and-modify-headers", "/multi-mirror", "/multi-mirror-and-modify-request-headers"].map((p) => `${p}?request-id=${id}`); // prettier-ignore
-    replay([
+    await replay([
       { req: { path: paths[0] as string }, want: to(V1) },
       { req: { path: paths[1] as string, headers: MOD_SENT }, want: to(V1, MOD_SEEN) },
       { req: { path: paths[2] as string }, want: to(V1) },
@@ -378,12 +379,12 @@ spec:
     accepted("request-header-modifier");
     accepted("request-header-modifier-backend-weights");
     const o = "Some-Other-Header";
-    replay([
+    await replay([
       { req: { path: "/set", headers: { [o]: "val", "X-Header-Set": "some-other-value" } }, want: to(V1, { headers: { [o]: "val", "X-Header-Set": "set-overwrites-values" } }) },
       { req: { path: "/add", headers: { "X-Header-Add": "some-other-value" } }, want: to(V1, { headers: { "X-Header-Add": "some-other-value,add-appends-values" } }) },
       { req: { path: "/remove", headers: { "X-Header-Remove": "val" } }, want: to(V1, { absent: ["X-Header-Remove"] }) },
     ]); // prettier-ignore
-    const answers = lab.send(Array.from({ length: 60 }, () => ({ path: "/weights" })));
+    const answers = await lab.send(Array.from({ length: 60 }, () => ({ path: "/weights" })));
     const wrong = answers.filter(
       (a) => !a.seen || !a.seen.pod.startsWith(`${a.seen.headers["Backend"] ?? "?"}-`),
     );
@@ -406,7 +407,7 @@ spec:
     accepted("request-percentage-mirror");
     const id = `p${Date.now().toString(36)}`;
     const reqs = (path: string) => Array.from({ length: 200 }, (_, i) => ({ path: `${path}?id=${id}-${i}` }));
-    const answers = lab.send([...reqs("/percent-mirror"), ...reqs("/percent-mirror-fraction")]);
+    const answers = await lab.send([...reqs("/percent-mirror"), ...reqs("/percent-mirror-fraction")]);
     assert.deepEqual(
       answers.filter((a) => a.seen?.pod.startsWith(V1) !== true).map((a) => a.status),
       [],

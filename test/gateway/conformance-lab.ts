@@ -22,6 +22,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { GatewayCertificates } from "../../src/gateway/certs.js";
 import { compileGateways } from "../../src/gateway/compile.js";
@@ -110,7 +111,6 @@ require("http").createServer((q, s) => {
 }).listen(8080, "0.0.0.0", () => console.log("ready"));`;
 
 const CLIENT = `
-const reqs = JSON.parse(require("fs").readFileSync(0, "utf8"));
 const one = (r) => new Promise((done) => {
   const lib = r.tls ? require("https") : require("http");
   const headers = { ...(r.host ? { host: r.host } : {}), ...(r.headers || {}) };
@@ -123,11 +123,18 @@ const one = (r) => new Promise((done) => {
   q.setTimeout(15000, () => q.destroy(new Error("timeout")));
   q.end();
 });
-(async () => {
-  const out = [];
-  for (let i = 0; i < reqs.length; i += 8) out.push(...(await Promise.all(reqs.slice(i, i + 8).map(one))));
-  console.log(JSON.stringify(out));
-})();`;
+// One batch per input line (a JSON list of requests), answered by one output line, in order.
+let chain = Promise.resolve();
+require("readline").createInterface({ input: process.stdin }).on("line", (line) => {
+  const reqs = JSON.parse(line);
+  chain = chain.then(async () => {
+    const out = [];
+    for (let i = 0; i < reqs.length; i += 8) out.push(...(await Promise.all(reqs.slice(i, i + 8).map(one))));
+    process.stdout.write(JSON.stringify(out) + "\\n");
+  });
+});
+process.stdin.on("end", () => chain.then(() => process.exit(0)));
+console.log("ready");`;
 
 export interface Req {
   readonly path: string;
@@ -164,6 +171,8 @@ export class ConformanceLab {
   readonly ns = { gw: `${this.prefix}-gw`, be: `${this.prefix}-be`, cl: `${this.prefix}-cl` };
   private readonly children: ChildProcess[] = [];
   private runner: GatewayRunner | undefined;
+  private client: ChildProcess | undefined;
+  private readonly answers: ((line: string) => void)[] = [];
   private resources: GatewayInputs["resources"] = [];
   readonly secrets = join(this.dir, "secrets");
   private readonly log = join(this.dir, "echo.log");
@@ -173,6 +182,7 @@ export class ConformanceLab {
     try {
       lab.build();
       await lab.echo();
+      await lab.startClient();
       lab.runner = new GatewayRunner({ netns: lab.ns.gw, secretsDir: lab.secrets });
       lab.runner.start();
     } catch (e) {
@@ -238,6 +248,25 @@ export class ConformanceLab {
     });
   }
 
+  /** The client process in the client namespace: batches of requests in, answers out, one line each. */
+  private async startClient(): Promise<void> {
+    const c = spawn("ip", ["netns", "exec", this.ns.cl, process.execPath, "-e", CLIENT], {
+      detached: true,
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    this.children.push(c);
+    this.client = c;
+    const lines = createInterface({ input: c.stdout as NodeJS.ReadableStream });
+    await new Promise<void>((resolve, reject) => {
+      lines.once("line", () => resolve());
+      c.once("exit", (code) => reject(new Error(`client exited ${code}`)));
+    });
+    lines.on("line", (l) => this.answers.shift()?.(l));
+    c.once("exit", (code) => {
+      for (const a of this.answers.splice(0)) a(JSON.stringify({ exited: code }));
+    });
+  }
+
   /** A self-signed certificate for `hosts` as Secret `ns/name` (tls.crt, tls.key). */
   certificate(ns: string, name: string, hosts: string[]): void {
     const d = join(this.secrets, ns, name);
@@ -286,16 +315,16 @@ export class ConformanceLab {
     return st?.parents.find((p) => p.parentRef.name === gw)?.conditions;
   }
 
-  /** Requests from the client namespace, to the gateway address. */
-  send(reqs: readonly Req[]): Res[] {
+  /** Requests from the client namespace, to the gateway address (in order, 8 at a time). */
+  async send(reqs: readonly Req[]): Promise<Res[]> {
     const wire = reqs.map((r) => ({ ...r, address: GW_ADDRESS, port: r.port ?? (r.tls ? 443 : 80) }));
-    const r = spawnSync("ip", ["netns", "exec", this.ns.cl, process.execPath, "-e", CLIENT], {
-      input: JSON.stringify(wire),
-      encoding: "utf8",
-      timeout: 90_000,
+    const line = await new Promise<string>((resolve) => {
+      this.answers.push(resolve);
+      this.client?.stdin?.write(JSON.stringify(wire) + "\n");
     });
-    if (r.status !== 0) throw new Error(`client: ${r.stderr}`);
-    return (JSON.parse(r.stdout) as Res[]).map((x) => {
+    const got = JSON.parse(line) as Res[] | { exited: number };
+    if (!Array.isArray(got)) throw new Error(`the client process exited (${got.exited})`);
+    return got.map((x) => {
       if (x.status !== 200) return x;
       try {
         return { ...x, seen: JSON.parse(x.body) as Seen };
@@ -315,6 +344,7 @@ export class ConformanceLab {
   }
 
   async destroy(): Promise<void> {
+    this.client?.stdin?.end();
     await this.runner?.stop();
     for (const c of this.children) killGroup(c);
     for (const n of Object.values(this.ns)) spawnSync("ip", ["netns", "del", n]);

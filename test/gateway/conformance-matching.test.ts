@@ -56,8 +56,8 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
     await lab?.destroy();
   });
 
-  function replay(cases: Case[]): void {
-    judge(cases, lab.send(cases.map((c) => c.req)));
+  async function replay(cases: Case[]): Promise<void> {
+    judge(cases, await lab.send(cases.map((c) => c.req)));
   }
 
   function accepted(routeName: string, gw = "same-namespace"): void {
@@ -82,7 +82,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
     assert.equal(cond(gw?.conditions, "Programmed"), "True/Programmed");
     assert.equal(gw?.listeners[0]?.attachedRoutes, 1);
     assert.equal(cond(gw?.listeners[0]?.conditions, "Programmed"), "True/Programmed");
-    replay([
+    await replay([
       { req: { path: "/" }, want: to(V1) },
       { req: { path: "/example" }, want: to(V1) },
       { req: { path: "/", headers: { Version: "one" } }, want: to(V1) },
@@ -114,7 +114,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
     );
     accepted("matching-part1");
     accepted("matching-part2");
-    replay([
+    await replay([
       { req: { host: "example.com", path: "/" }, want: to(V1) },
       { req: { host: "example.com", path: "/example" }, want: to(V1) },
       { req: { host: "example.net", path: "/example" }, want: to(V1) },
@@ -138,7 +138,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
       ),
     );
     accepted("exact-matching");
-    replay([
+    await replay([
       { req: { path: "/one" }, want: to(V1) },
       { req: { path: "/two" }, want: to(V2) },
       { req: { path: "/" }, want: NOT_FOUND },
@@ -167,7 +167,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
     );
     accepted("header-matching");
     const h = (headers: Record<string, string>) => ({ path: "/", headers });
-    replay([
+    await replay([
       { req: h({ Version: "one" }), want: to(V1) },
       { req: h({ Version: "two" }), want: to(V2) },
       { req: h({ Version: "two", Color: "orange" }), want: to(V1) },
@@ -213,7 +213,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
       ),
     );
     accepted("query-param-matching");
-    replay([
+    await replay([
       { req: { path: "/?animal=whale" }, want: to(V1) },
       { req: { path: "/?animal=dolphin" }, want: to(V2) },
       { req: { path: "/?animal=dolphin&color=blue" }, want: to(V3) },
@@ -269,7 +269,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
       path,
       ...(headers ? { headers } : {}),
     });
-    replay([
+    await replay([
       { req: m("POST", "/"), want: to(V1, { method: "POST" }) },
       { req: m("GET", "/"), want: to(V2) },
       { req: m("HEAD", "/"), want: NOT_FOUND },
@@ -302,7 +302,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
       ),
     );
     accepted("path-matching-order");
-    replay([
+    await replay([
       { req: { path: "/match/exact/one" }, want: to(V3) },
       { req: { path: "/match/exact" }, want: to(V2) },
       { req: { path: "/match" }, want: to(V1) },
@@ -368,7 +368,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
       ],
     );
     const at = (host: string, path: string) => ({ host, path });
-    replay([
+    await replay([
       { req: at("very.specific.com", "/s1"), want: to(V1) },
       { req: at("very.specific.com:1234", "/s1"), want: to(V1) },
       { req: at("non.matching.com", "/s1"), want: NOT_FOUND },
@@ -422,7 +422,7 @@ spec:
     );
     for (const n of ["backend-v1", "backend-v2", "backend-v3"]) accepted(n, GW);
     const at = (host: string) => ({ host, path: "/" });
-    replay([
+    await replay([
       { req: at("bar.com"), want: to(V1) },
       { req: at("foo.bar.com"), want: to(V2) },
       { req: at("baz.bar.com"), want: to(V3) },
@@ -460,7 +460,7 @@ spec:
       path: "/",
       port,
     });
-    replay([
+    await replay([
       { req: at("foo.com", 80), want: to(V1) },
       { req: at("foo.com", 8080), want: to(V2) },
       { req: at("bar.com", 8080), want: to(V2) },
