@@ -28,6 +28,7 @@ import { onHeaderEvent, parseRequestHeaders } from "../proxy/http2/headers.js";
 import { localReply } from "../proxy/http2/replies.js";
 import type { GatewayEvent } from "./exchange.js";
 import { modifyHeaders } from "./filters.js";
+import type { TLSSocket } from "node:tls";
 import type { H2Sessions } from "../proxy/http2/sessions.js";
 import { mirrorStream } from "./h2-mirror.js";
 import { bridgeToHttp1 } from "./h2-to-h1.js";
@@ -102,7 +103,7 @@ function serveStream(
   const headers = Object.entries(req.headers).map(([name, value]) => ({ name, value }));
   const d = decide(
     port,
-    { method: req.method, target: req.path, host: req.authority, headers, grpc: req.grpc },
+    { method: req.method, target: req.path, host: req.authority, headers, grpc: req.grpc, ...serverName(st) },
     deps.random,
   );
   if (d.kind === "not-found") return reply(404, "no route matched");
@@ -206,4 +207,11 @@ function modifyResponse(h: OutgoingHttpHeaders, mods: readonly HeaderModifier[])
     out[k] = out[k] === undefined ? f.value : `${String(out[k])}, ${f.value}`;
   }
   return out;
+}
+
+/** The TLS server name of the stream's connection (HTTPS; "" without SNI), for the 421 check. */
+function serverName(st: ServerHttp2Stream): { sni?: string } {
+  const sock = st.session?.socket as Partial<TLSSocket> | undefined;
+  if (sock?.encrypted !== true) return {};
+  return { sni: typeof sock.servername === "string" ? sock.servername : "" };
 }
