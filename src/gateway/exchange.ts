@@ -10,7 +10,7 @@
  *              (HTTP/2 on that endpoint's session when the Service port says h2c: h1-to-h2.ts);
  *              the response head rewritten (ResponseHeaderModifier, hop-by-hop
  *              fields), its body streamed as framed; a connect failure tries
- *              another endpoint once, then 503
+ *              another endpoint once, then 503; the rule's timeouts exceeded -> 504 (timeouts.ts)
  */
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
@@ -22,9 +22,11 @@ import type { OutgoingRequest } from "./filters.js";
 import { forwardOverH2 } from "./h1-to-h2.js";
 import type { H2Sessions } from "../proxy/http2/sessions.js";
 import { decide, type RouteDecision } from "./match.js";
-import type { HeaderModifier } from "./model.js";
+import type { HeaderModifier, RuleTimeouts } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
 import { rewriteHead, type UpstreamPool } from "./upstream.js";
+import { attemptLimitMs } from "./timeouts.js";
+import { reply } from "./reply.js";
 
 export interface GatewayEvent {
   readonly listener: string;
@@ -54,26 +56,6 @@ export interface ExchangeDeps {
   readonly sessions?: H2Sessions;
 }
 
-const REASONS: Record<number, string> = { 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 421: "Misdirected Request", 413: "Content Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" }; // prettier-ignore
-
-/** A response of the gateway's own; `headOnly` (a HEAD request): the same head, no body. */
-export function reply(
-  status: number,
-  close: boolean,
-  extra: readonly string[] = [],
-  headOnly = false,
-): Buffer {
-  const body = `${REASONS[status] ?? "Error"}\n`;
-  const lines = [
-    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}`,
-    ...extra,
-    "content-type: text/plain",
-    `content-length: ${body.length}`,
-  ];
-  if (close) lines.push("connection: close");
-  return Buffer.from(lines.join("\r\n") + "\r\n\r\n" + (headOnly ? "" : body), "latin1");
-}
-
 export class GatewayExchange {
   private buf: Buffer = Buffer.alloc(0);
   private busy = false;
@@ -82,6 +64,8 @@ export class GatewayExchange {
   private closed = false;
   private readonly maxBody: number;
   private readonly maxHead: number;
+  /** The current request's rule timeouts and its request deadline (performance.now() time). */
+  private limits: { t?: RuleTimeouts; deadline?: number } = {};
 
   constructor(
     private readonly client: Socket,
@@ -216,6 +200,8 @@ export class GatewayExchange {
       return done(500, { reason: d.reason });
     }
     const fwd = d.request;
+    const t = d.rule.timeouts;
+    this.limits = { ...(t ? { t } : {}), ...(t?.requestMs ? { deadline: started + t.requestMs } : {}) };
     const lines = [`${fwd.method} ${fwd.target} HTTP/1.1`];
     for (const h of fwd.headers) lines.push(`${h.name}: ${h.value}`);
     const xff = headers.find((h) => h.name.toLowerCase() === "x-forwarded-for")?.value;
@@ -323,10 +309,13 @@ export class GatewayExchange {
     if (reused) clearTimeout(timer);
     else up.once("connect", () => clearTimeout(timer));
     up.setTimeout(60_000, () => up.destroy(new Error("backend idle for 60 s")));
+    const limit = attemptLimitMs(this.limits.t, this.limits.deadline, performance.now());
+    const cut = limit === undefined ? undefined : setTimeout(() => expired(), limit);
     const finish = (reuse: boolean): void => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
+      clearTimeout(cut);
       if (reuse) this.deps.pool.release(addr, b.port, up);
       else up.destroy();
     };
@@ -343,6 +332,15 @@ export class GatewayExchange {
         return this.close();
       }
       this.event(started, head, { status: 502, reason: why, backend });
+      this.client.destroy();
+    };
+    // A route timeout: the backend connection is closed (never pooled half read); 504 if no head was sent yet.
+    const expired = (): void => {
+      if (finished) return;
+      finish(false);
+      const reason = "the route's timeouts were exceeded";
+      if (!headDone) return void (this.client.write(reply(504, head.close)), done(504, { reason, backend }));
+      this.event(started, head, { status, reason, backend });
       this.client.destroy();
     };
     up.on("error", (e) => failed(e.message));

@@ -6,6 +6,7 @@
  */
 import { RE2JS } from "re2js";
 import { Fields, HEADER_NAME, hostnameProblem, join } from "./fields.js";
+import { ruleTimeouts } from "./timeouts.js";
 import {
   GATEWAY_GROUP,
   type BackendObjectRef,
@@ -85,7 +86,13 @@ function rule(v: unknown, p: string, f: Fields): RouteRule {
   );
   if (prefixOnly && matches.some((m) => m.path.type !== "PathPrefix"))
     f.fail(join(p, "filters"), "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match");
-  return { matches, filters: defined, backendRefs };
+  if (o["retry"] !== undefined)
+    f.fail(
+      join(p, "retry"),
+      "retries are not supported by this gateway (remove the field; a request is tried once)",
+    );
+  const timeouts = ruleTimeouts(o["timeouts"], join(p, "timeouts"), f);
+  return { matches, filters: defined, backendRefs, ...(timeouts ? { timeouts } : {}) };
 }
 
 function match(v: unknown, p: string, f: Fields): RouteMatch {

@@ -45,6 +45,7 @@ export function compileRule(
     filters: rule.filters,
     backends,
     mirrors,
+    ...(rule.timeouts ? { timeouts: rule.timeouts } : {}),
   }));
 }
 

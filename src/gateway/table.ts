@@ -7,7 +7,7 @@
  *             └ CompiledRule[] in the spec's precedence order (HTTPRoute; GRPCRoute apart)
  */
 import type { RE2JS } from "re2js";
-import type { RouteFilter } from "./model.js";
+import type { RouteFilter, RuleTimeouts } from "./model.js";
 
 export interface CompiledStringMatch {
   readonly name: string;
@@ -56,6 +56,8 @@ export interface CompiledRule {
   readonly mirrors: readonly BackendTarget[];
   /** A GRPCRoute rule: its method match's service and method lengths (the spec's precedence). */
   readonly grpc?: { readonly service: number; readonly method: number };
+  /** The HTTPRoute rule's `timeouts` (timeouts.ts). */
+  readonly timeouts?: RuleTimeouts;
 }
 
 export interface VirtualHost {
