@@ -14,7 +14,8 @@
  * One echo process serves every "pod": it tells them apart by the address the
  * connection came in on and answers with the request it saw as JSON (path with
  * query, host, method, headers, namespace, pod), as the suite's echo server
- * does; `X-Echo-Set-Header: Name:value,...` makes it add response fields, and
+ * does; `X-Echo-Set-Header: Name:value,...` makes it add response fields,
+ * `?delay=3s` (or 500ms) makes it wait that long before answering, and
  * each request is logged (pod, method, target) for the mirror cases.
  * destroy() kills what it started (process group) and deletes the namespaces.
  */
@@ -92,7 +93,10 @@ const pods = JSON.parse(map);
 const fs = require("fs");
 require("http").createServer((q, s) => {
   q.on("data", () => undefined);
-  q.on("end", () => {
+  // "?delay=3s" (or 500ms): the answer waits that long, as the suite's echo server does.
+  const d = /[?&]delay=([0-9.]+)(ms|s|m)(&|$)/.exec(q.url);
+  const wait = d ? Number(d[1]) * { ms: 1, s: 1000, m: 60000 }[d[2]] : 0;
+  q.on("end", () => setTimeout(() => {
     const pod = pods[q.socket.localAddress] || { namespace: "?", pod: "?" };
     fs.appendFileSync(log, pod.pod + " " + q.method + " " + q.url + "\\n");
     const set = q.headers["x-echo-set-header"];
@@ -107,7 +111,7 @@ require("http").createServer((q, s) => {
     }
     s.setHeader("content-type", "application/json");
     s.end(JSON.stringify({ path: q.url, host: q.headers.host || "", method: q.method, headers, namespace: pod.namespace, pod: pod.pod }));
-  });
+  }, wait));
 }).listen(8080, "0.0.0.0", () => console.log("ready"));`;
 
 const CLIENT = `
