@@ -33,6 +33,7 @@ import type { H2Sessions } from "../proxy/http2/sessions.js";
 import { mirrorStream } from "./h2-mirror.js";
 import { bridgeToHttp1 } from "./h2-to-h1.js";
 import { decide } from "./match.js";
+import { attemptLimitMs } from "./timeouts.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
 
@@ -171,6 +172,13 @@ function serveStream(
     }).start();
     return;
   }
+  // The route's timeouts from here (the stream's body, if any, still arriving counts in).
+  const t = d.rule.timeouts;
+  const limitMs = attemptLimitMs(
+    t,
+    t?.requestMs ? performance.now() + t.requestMs : undefined,
+    performance.now(),
+  );
   bridgeToHttp1({
     down: st,
     method: req.method,
@@ -184,6 +192,7 @@ function serveStream(
     agent: deps.agent,
     ...(deps.localAddress !== undefined ? { localAddress: deps.localAddress } : {}),
     ...(responseHeaders ? { responseHeaders } : {}),
+    ...(limitMs !== undefined ? { limitMs } : {}),
     done,
   });
 }

@@ -96,7 +96,8 @@ require("http").createServer((q, s) => {
   // "?delay=3s" (or 500ms): the answer waits that long, as the suite's echo server does.
   const d = /[?&]delay=([0-9.]+)(ms|s|m)(&|$)/.exec(q.url);
   const wait = d ? Number(d[1]) * { ms: 1, s: 1000, m: 60000 }[d[2]] : 0;
-  q.on("end", () => setTimeout(() => {
+  const later = (f) => (wait > 0 ? setTimeout(f, wait) : f());
+  q.on("end", () => later(() => {
     const pod = pods[q.socket.localAddress] || { namespace: "?", pod: "?" };
     fs.appendFileSync(log, pod.pod + " " + q.method + " " + q.url + "\\n");
     const set = q.headers["x-echo-set-header"];
@@ -111,7 +112,7 @@ require("http").createServer((q, s) => {
     }
     s.setHeader("content-type", "application/json");
     s.end(JSON.stringify({ path: q.url, host: q.headers.host || "", method: q.method, headers, namespace: pod.namespace, pod: pod.pod }));
-  }, wait));
+  }));
 }).listen(8080, "0.0.0.0", () => console.log("ready"));`;
 
 const CLIENT = `
