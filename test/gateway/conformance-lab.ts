@@ -116,7 +116,19 @@ require("http").createServer((q, s) => {
 }).listen(8080, "0.0.0.0", () => console.log("ready"));`;
 
 const CLIENT = `
-const one = (r) => new Promise((done) => {
+// HTTP/2 with prior knowledge (h2c), one session per request.
+const h2 = (r) => new Promise((done) => {
+  const c = require("http2").connect("http://" + r.address + ":" + r.port);
+  c.on("error", (e) => done({ status: 0, error: e.code || e.message }));
+  const q = c.request({ ":method": r.method || "GET", ":path": r.path, ":authority": r.host || r.address, ...(r.headers || {}) });
+  let status = 0, headers = {}, b = "";
+  q.on("response", (h) => { status = h[":status"]; headers = h; });
+  q.on("data", (d) => (b += d));
+  q.on("close", () => { c.close(); done(status ? { status, headers, body: b } : { status: 0, error: "stream " + q.rstCode }); });
+  q.setTimeout(15000, () => q.close());
+  q.end();
+});
+const one = (r) => r.h2 ? h2(r) : new Promise((done) => {
   const lib = r.tls ? require("https") : require("http");
   const headers = { ...(r.host ? { host: r.host } : {}), ...(r.headers || {}) };
   const q = lib.request({ host: r.address, port: r.port, method: r.method || "GET", path: r.path, headers, agent: false,
@@ -150,6 +162,8 @@ export interface Req {
   readonly port?: number;
   /** HTTPS with this SNI name. */
   readonly tls?: string;
+  /** HTTP/2 with prior knowledge (plain HTTP listeners only). */
+  readonly h2?: boolean;
 }
 
 export interface Seen {

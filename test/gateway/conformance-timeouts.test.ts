@@ -72,6 +72,26 @@ describe("Gateway API conformance: timeouts (root)", { skip }, () => {
     );
   });
 
+  test("the same over HTTP/2 (h2c prior knowledge) to the HTTP/1.1 backend", async () => {
+    const got = await lab.send([
+      { path: "/request-timeout?delay=3s", h2: true },
+      { path: "/request-timeout", h2: true },
+      { path: "/backend-timeout?delay=3s", h2: true },
+      { path: "/backend-timeout", h2: true },
+      { path: "/no-timeout?delay=1s", h2: true },
+    ]);
+    assert.deepEqual(
+      got.map((r) => [r.status, r.seen?.path]),
+      [
+        [504, undefined],
+        [200, "/request-timeout"],
+        [504, undefined],
+        [200, "/backend-timeout"],
+        [200, "/no-timeout?delay=1s"],
+      ],
+    );
+  });
+
   test("a backend connection cut by a timeout is not reused: the next request gets its own answer", async () => {
     for (let i = 0; i < 3; i++) {
       const [late] = await lab.send([{ path: `/backend-timeout?delay=3s&i=${i}` }]);
