@@ -30,7 +30,7 @@ import { intersectHostnames } from "./hostnames.js";
 import { refPermitted } from "./refs.js";
 import { compileRule, sortRules } from "./rules.js";
 import { conditionMaker, type RouteParentStatus, type StatusSet } from "./status.js";
-import type { BackendTarget, CompiledRule, RouteTable, ServedPort } from "./table.js";
+import type { BackendTarget, CompiledRule, RouteTable, ServedPort, VirtualHost } from "./table.js";
 
 export interface GatewayWorld {
   readonly resources: readonly GatewayResource[];
@@ -288,17 +288,37 @@ function buildTable(
         byHost.set(h, v);
       }
     }
-    port.listeners.push({
-      id: `${l.gateway.meta.namespace}/${l.gateway.meta.name}/${l.listener.name}`,
-      hostname,
-      vhosts: [...byHost].map(([h, v]) => ({
-        hostname: h,
-        rules: sortRules(v.http),
-        ...(v.grpc.length > 0 ? { grpcRules: sortGrpcRules(v.grpc) } : {}),
-      })),
-    });
+    // Another Gateway's HTTP listener with this hostname on this port (listeners.ts): one listener, its
+    // routes' rules ordered together.
+    const same = port.listeners.find((x) => x.hostname === hostname);
+    const id = `${l.gateway.meta.namespace}/${l.gateway.meta.name}/${l.listener.name}`;
+    const vhosts = same ? mergeVhosts(same.vhosts, byHost) : vhostsOf(byHost);
+    if (same) port.listeners[port.listeners.indexOf(same)] = { ...same, vhosts };
+    else port.listeners.push({ id, hostname, vhosts });
   }
   return { ports: [...ports.values()] };
+}
+
+type RulesByHost = Map<string, { http: CompiledRule[]; grpc: CompiledRule[] }>;
+
+function vhostsOf(byHost: RulesByHost): VirtualHost[] {
+  return [...byHost].map(([h, v]) => ({
+    hostname: h,
+    rules: sortRules(v.http),
+    ...(v.grpc.length > 0 ? { grpcRules: sortGrpcRules(v.grpc) } : {}),
+  }));
+}
+
+function mergeVhosts(old: readonly VirtualHost[], byHost: RulesByHost): VirtualHost[] {
+  const all: RulesByHost = new Map();
+  for (const v of old) all.set(v.hostname, { http: [...v.rules], grpc: [...(v.grpcRules ?? [])] });
+  for (const [h, v] of byHost) {
+    const into = all.get(h) ?? { http: [], grpc: [] };
+    into.http.push(...v.http);
+    into.grpc.push(...v.grpc);
+    all.set(h, into);
+  }
+  return vhostsOf(all);
 }
 
 /** The internal Gateway the Ingresses share (ingress.ts): port 80, and 443 per TLS secret. */

@@ -10,9 +10,10 @@
  *              (HTTP/2 on that endpoint's session when the Service port says h2c: h1-to-h2.ts);
  *              the response head rewritten (ResponseHeaderModifier, hop-by-hop
  *              fields), its body streamed as framed; a connect failure tries
- *              another endpoint once, then 503
+ *              another endpoint once, then 503; the rule's timeouts exceeded -> 504 (timeouts.ts)
  */
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { performance } from "node:perf_hooks";
 import { ChunkedDecoder } from "../proxy/http/chunked.js";
 import { NOT_FORWARDED, parseRequestHead, type RequestHead } from "../proxy/http/request.js";
@@ -21,9 +22,11 @@ import type { OutgoingRequest } from "./filters.js";
 import { forwardOverH2 } from "./h1-to-h2.js";
 import type { H2Sessions } from "../proxy/http2/sessions.js";
 import { decide, type RouteDecision } from "./match.js";
-import type { HeaderModifier } from "./model.js";
+import type { HeaderModifier, RuleTimeouts } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
 import { rewriteHead, type UpstreamPool } from "./upstream.js";
+import { attemptLimitMs } from "./timeouts.js";
+import { reply } from "./reply.js";
 
 export interface GatewayEvent {
   readonly listener: string;
@@ -53,20 +56,6 @@ export interface ExchangeDeps {
   readonly sessions?: H2Sessions;
 }
 
-const REASONS: Record<number, string> = { 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" }; // prettier-ignore
-
-export function reply(status: number, close: boolean, extra: readonly string[] = []): Buffer {
-  const body = `${REASONS[status] ?? "Error"}\n`;
-  const lines = [
-    `HTTP/1.1 ${status} ${REASONS[status] ?? "Error"}`,
-    ...extra,
-    "content-type: text/plain",
-    `content-length: ${body.length}`,
-  ];
-  if (close) lines.push("connection: close");
-  return Buffer.from(lines.join("\r\n") + "\r\n\r\n" + body, "latin1");
-}
-
 export class GatewayExchange {
   private buf: Buffer = Buffer.alloc(0);
   private busy = false;
@@ -75,6 +64,8 @@ export class GatewayExchange {
   private closed = false;
   private readonly maxBody: number;
   private readonly maxHead: number;
+  /** The current request's rule timeouts and its request deadline (performance.now() time). */
+  private limits: { t?: RuleTimeouts; deadline?: number } = {};
 
   constructor(
     private readonly client: Socket,
@@ -106,6 +97,13 @@ export class GatewayExchange {
     this.closed = true;
     this.client.end();
     setTimeout(() => this.client.destroy(), 2000).unref();
+  }
+
+  /** The TLS server name of an HTTPS connection ("" without SNI); nothing for plain HTTP. */
+  private sni(): { sni?: string } {
+    const c = this.client as Partial<TLSSocket>;
+    if (c.encrypted !== true) return {};
+    return { sni: typeof c.servername === "string" ? c.servername : "" };
   }
 
   private clientInfo(): { address: string; port: number } {
@@ -175,29 +173,35 @@ export class GatewayExchange {
       .map((h) => ({ name: h.name, value: h.value }));
     const d: RouteDecision = decide(
       port,
-      { method: head.method, target: head.target, host: head.host, headers },
+      { method: head.method, target: head.target, host: head.host, headers, ...this.sni() },
       this.deps.random,
     );
-    const route = d.kind === "not-found" ? undefined : d.rule.route;
+    const route = d.kind === "not-found" || d.kind === "misdirected" ? undefined : d.rule.route;
     const done = (status: number, e: Partial<GatewayEvent> = {}): void => {
       this.event(started, head, { status, ...(route ? { route } : {}), ...e });
       this.busy = false;
       if (head.close || this.mustClose) return this.close();
       this.next();
     };
+    if (d.kind === "misdirected") {
+      this.client.write(reply(421, head.close, [], head.method === "HEAD"));
+      return done(421, { reason: "the TLS server name chose another listener than the Host" });
+    }
     if (d.kind === "not-found") {
-      this.client.write(reply(404, head.close));
+      this.client.write(reply(404, head.close, [], head.method === "HEAD"));
       return done(404, { reason: "no route matched" });
     }
     if (d.kind === "redirect") {
-      this.client.write(reply(d.status, head.close, [`location: ${d.location}`]));
+      this.client.write(reply(d.status, head.close, [`location: ${d.location}`], head.method === "HEAD"));
       return done(d.status);
     }
     if (d.kind === "error") {
-      this.client.write(reply(500, head.close));
+      this.client.write(reply(500, head.close, [], head.method === "HEAD"));
       return done(500, { reason: d.reason });
     }
     const fwd = d.request;
+    const t = d.rule.timeouts;
+    this.limits = { ...(t ? { t } : {}), ...(t?.requestMs ? { deadline: started + t.requestMs } : {}) };
     const lines = [`${fwd.method} ${fwd.target} HTTP/1.1`];
     for (const h of fwd.headers) lines.push(`${h.name}: ${h.value}`);
     const xff = headers.find((h) => h.name.toLowerCase() === "x-forwarded-for")?.value;
@@ -305,10 +309,13 @@ export class GatewayExchange {
     if (reused) clearTimeout(timer);
     else up.once("connect", () => clearTimeout(timer));
     up.setTimeout(60_000, () => up.destroy(new Error("backend idle for 60 s")));
+    const limit = attemptLimitMs(this.limits.t, this.limits.deadline, performance.now());
+    const cut = limit === undefined ? undefined : setTimeout(() => expired(), limit);
     const finish = (reuse: boolean): void => {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
+      clearTimeout(cut);
       if (reuse) this.deps.pool.release(addr, b.port, up);
       else up.destroy();
     };
@@ -325,6 +332,15 @@ export class GatewayExchange {
         return this.close();
       }
       this.event(started, head, { status: 502, reason: why, backend });
+      this.client.destroy();
+    };
+    // A route timeout: the backend connection is closed (never pooled half read); 504 if no head was sent yet.
+    const expired = (): void => {
+      if (finished) return;
+      finish(false);
+      const reason = "the route's timeouts were exceeded";
+      if (!headDone) return void (this.client.write(reply(504, head.close)), done(504, { reason, backend }));
+      this.event(started, head, { status, reason, backend });
       this.client.destroy();
     };
     up.on("error", (e) => failed(e.message));

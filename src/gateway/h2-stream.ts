@@ -28,10 +28,12 @@ import { onHeaderEvent, parseRequestHeaders } from "../proxy/http2/headers.js";
 import { localReply } from "../proxy/http2/replies.js";
 import type { GatewayEvent } from "./exchange.js";
 import { modifyHeaders } from "./filters.js";
+import type { TLSSocket } from "node:tls";
 import type { H2Sessions } from "../proxy/http2/sessions.js";
 import { mirrorStream } from "./h2-mirror.js";
 import { bridgeToHttp1 } from "./h2-to-h1.js";
 import { decide } from "./match.js";
+import { attemptLimitMs } from "./timeouts.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
 
@@ -102,10 +104,11 @@ function serveStream(
   const headers = Object.entries(req.headers).map(([name, value]) => ({ name, value }));
   const d = decide(
     port,
-    { method: req.method, target: req.path, host: req.authority, headers, grpc: req.grpc },
+    { method: req.method, target: req.path, host: req.authority, headers, grpc: req.grpc, ...serverName(st) },
     deps.random,
   );
   if (d.kind === "not-found") return reply(404, "no route matched");
+  if (d.kind === "misdirected") return reply(421, "the TLS server name chose another listener");
   const route = { route: d.rule.route };
   if (d.kind === "redirect") {
     st.respond({ ":status": d.status, location: d.location }, { endStream: true });
@@ -169,6 +172,13 @@ function serveStream(
     }).start();
     return;
   }
+  // The route's timeouts from here (the stream's body, if any, still arriving counts in).
+  const t = d.rule.timeouts;
+  const limitMs = attemptLimitMs(
+    t,
+    t?.requestMs ? performance.now() + t.requestMs : undefined,
+    performance.now(),
+  );
   bridgeToHttp1({
     down: st,
     method: req.method,
@@ -182,6 +192,7 @@ function serveStream(
     agent: deps.agent,
     ...(deps.localAddress !== undefined ? { localAddress: deps.localAddress } : {}),
     ...(responseHeaders ? { responseHeaders } : {}),
+    ...(limitMs !== undefined ? { limitMs } : {}),
     done,
   });
 }
@@ -205,4 +216,11 @@ function modifyResponse(h: OutgoingHttpHeaders, mods: readonly HeaderModifier[])
     out[k] = out[k] === undefined ? f.value : `${String(out[k])}, ${f.value}`;
   }
   return out;
+}
+
+/** The TLS server name of the stream's connection (HTTPS; "" without SNI), for the 421 check. */
+function serverName(st: ServerHttp2Stream): { sni?: string } {
+  const sock = st.session?.socket as Partial<TLSSocket> | undefined;
+  if (sock?.encrypted !== true) return {};
+  return { sni: typeof sock.servername === "string" ? sock.servername : "" };
 }

@@ -5,7 +5,8 @@
  * response head comes back as HTTP/2 fields (connection-specific ones
  * dropped, the route's ResponseHeaderModifier applied), its body streamed
  * with backpressure both ways. A backend failure before the head: 502; after
- * it: the stream is reset.
+ * it: the stream is reset. The route's timeouts (`limitMs`) exceeded: 504
+ * before the head, a reset after it, and the backend connection closed.
  */
 import http from "node:http";
 import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
@@ -27,6 +28,8 @@ export interface H1BridgeParams {
   readonly agent: http.Agent;
   readonly localAddress?: string;
   readonly responseHeaders?: (h: OutgoingHttpHeaders) => OutgoingHttpHeaders;
+  /** The route's timeouts for this request (timeouts.ts); absent: none. */
+  readonly limitMs?: number;
   /** Once, when the client stream closed. */
   readonly done: (o: { status: number; reason?: string }) => void;
 }
@@ -48,11 +51,20 @@ export function bridgeToHttp1(p: H1BridgeParams): void {
     ...(p.localAddress !== undefined ? { localAddress: p.localAddress } : {}),
   });
   up.setTimeout(60_000, () => up.destroy(new Error("backend idle for 60 s")));
+  let expired = false;
+  const cut =
+    p.limitMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          expired = true;
+          up.destroy(new Error("the route's timeouts were exceeded"));
+        }, p.limitMs);
   up.on("error", (e) => {
     reason = `backend: ${e.message}`;
     if (!down.headersSent) {
-      status = 502;
-      localReply(down, { grpc: p.grpc, head: p.method === "HEAD", status: 502, body: BAD_GATEWAY_BODY });
+      status = expired ? 504 : 502;
+      const body = expired ? "Gateway Timeout\r\n" : BAD_GATEWAY_BODY;
+      localReply(down, { grpc: p.grpc, head: p.method === "HEAD", status, body });
     } else if (!down.destroyed) down.close(constants.NGHTTP2_INTERNAL_ERROR);
   });
   up.on("response", (res) => {
@@ -87,6 +99,7 @@ export function bridgeToHttp1(p: H1BridgeParams): void {
     down.on("end", () => up.end());
   }
   down.on("close", () => {
+    clearTimeout(cut);
     if (!up.destroyed && status === 0) up.destroy();
     p.done({ status, ...(reason !== undefined ? { reason } : {}) });
   });

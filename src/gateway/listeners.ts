@@ -5,7 +5,8 @@
  *   address usable? protocol HTTP/HTTPS? certificates resolved (kind Secret,
  *   ReferenceGrant across namespaces, files present and well-formed)?
  *   same port and address as an earlier listener: same protocol and a
- *   distinct hostname share it, otherwise Conflicted (the older Gateway keeps it)
+ *   distinct hostname share it (or, for HTTP, the same hostname on another
+ *   Gateway: served together), otherwise Conflicted (the older keeps it)
  *
  * Listener conditions: Accepted, ResolvedRefs, Programmed, Conflicted; a
  * listener is served only when all say so.
@@ -48,7 +49,7 @@ const ROUTE_KINDS = [
 ];
 
 export function checkGateways(inp: ListenerInput): CheckedGateway[] {
-  const taken = new Map<string, { protocol: string; hostnames: Set<string> }>();
+  const taken = new Map<string, { protocol: string; hostnames: Map<string, Set<string>> }>();
   return [...inp.gateways].sort(olderFirst).map((gw) => {
     const cond = conditionMaker(gw.meta.generation, inp.now);
     const wanted = gw.addresses.map((a) => a.value);
@@ -86,7 +87,7 @@ function checkListener(
   gw: Gateway,
   l: Listener,
   address: string,
-  taken: Map<string, { protocol: string; hostnames: Set<string> }>,
+  taken: Map<string, { protocol: string; hostnames: Map<string, Set<string>> }>,
 ): CheckedListener {
   const cond = conditionMaker(gw.meta.generation, inp.now);
   const out: Condition[] = [];
@@ -159,9 +160,14 @@ function checkListener(
   const key = `${address}:${l.port}`;
   const host = l.hostname ?? "";
   const prior = taken.get(key);
+  const gwKey = `${gw.meta.namespace}/${gw.meta.name}`;
+  // Gateways share the node's address: HTTP listeners of different Gateways with the same hostname
+  // are served together (their routes ordered as one set), as separate load balancers would serve
+  // them; within one Gateway, or for HTTPS (whose certificate would be ambiguous), it is a conflict.
+  const holders = prior?.hostnames.get(host);
   let conflict: string | undefined;
   if (prior && prior.protocol !== l.protocol) conflict = "ProtocolConflict";
-  else if (prior && prior.hostnames.has(host)) conflict = "HostnameConflict";
+  else if (holders && (holders.has(gwKey) || l.protocol === "HTTPS")) conflict = "HostnameConflict";
   out.push(
     conflict
       ? cond(
@@ -179,8 +185,8 @@ function checkListener(
       : cond("Programmed", false, "Invalid", conflict ? "listener conflicts with another" : refMessage),
   );
   if (served) {
-    const entry = prior ?? { protocol: l.protocol, hostnames: new Set<string>() };
-    entry.hostnames.add(host);
+    const entry = prior ?? { protocol: l.protocol, hostnames: new Map<string, Set<string>>() };
+    entry.hostnames.set(host, (entry.hostnames.get(host) ?? new Set<string>()).add(gwKey));
     taken.set(key, entry);
   }
   return { ...base, served, certificates, conditions: out };

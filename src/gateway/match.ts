@@ -2,6 +2,7 @@
  * One request -> what the gateway does with it (pure; the random source is
  * an input):
  *
+ *   HTTPS: the listener the server name picks is not the one the Host picks: 421
  *   port's listeners --most specific hostname--> listener --> virtual host
  *     --> first rule in precedence order whose match holds (a gRPC call: the
  *         GRPCRoute rules, then the HTTPRoute rules)
@@ -9,7 +10,7 @@
  *         (a backendRef that did not resolve, or every weight 0: 500)
  */
 import { bestMatch, requestHost } from "./hostnames.js";
-import { applyRequestFilters, splitTarget, type OutgoingRequest } from "./filters.js";
+import { applyRequestFilters, modifyHeaders, splitTarget, type OutgoingRequest } from "./filters.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, CompiledMatch, CompiledRule, CompiledStringMatch, ServedPort } from "./table.js";
 
@@ -22,10 +23,13 @@ export interface GatewayRequest {
   readonly headers: readonly { readonly name: string; readonly value: string }[];
   /** A gRPC call (content-type application/grpc...): GRPCRoute rules first. */
   readonly grpc?: boolean;
+  /** HTTPS: the TLS server name the client sent ("" when none). */
+  readonly sni?: string;
 }
 
 export type RouteDecision =
   | { readonly kind: "not-found" }
+  | { readonly kind: "misdirected" }
   | {
       readonly kind: "redirect";
       readonly rule: CompiledRule;
@@ -80,6 +84,16 @@ export function matchHolds(m: CompiledMatch, req: GatewayRequest, path: string, 
   return true;
 }
 
+/**
+ * HTTPS: the listener the TLS server name chose is not the one the Host
+ * chooses (a connection reused for another name): 421, as the spec says.
+ */
+export function misdirected(port: ServedPort, req: GatewayRequest): boolean {
+  if (req.sni === undefined || port.protocol !== "HTTPS") return false;
+  const byName = bestMatch(port.listeners, (l) => l.hostname, requestHost(req.sni));
+  return byName !== bestMatch(port.listeners, (l) => l.hostname, requestHost(req.host));
+}
+
 /** The rule that takes the request on this port, if any. */
 export function findRule(port: ServedPort, req: GatewayRequest): CompiledRule | undefined {
   const host = requestHost(req.host);
@@ -113,6 +127,7 @@ export function decide(
   req: GatewayRequest,
   random: () => number = Math.random,
 ): RouteDecision {
+  if (misdirected(port, req)) return { kind: "misdirected" };
   const rule = findRule(port, req);
   if (!rule) return { kind: "not-found" };
   const scheme = port.protocol === "HTTPS" ? "https" : "http";
@@ -133,12 +148,20 @@ export function decide(
       status: 500,
       reason: `backendRef ${backend.namespace}/${backend.name}: ${backend.invalid}`,
     };
+  const own = backend.filters ?? [];
+  const request = own.reduce(
+    (r, f) =>
+      f.type === "RequestHeaderModifier" ? { ...r, headers: modifyHeaders(r.headers, f.modifier) } : r,
+    out.request,
+  );
   return {
     kind: "forward",
     rule,
     backend,
-    request: out.request,
-    responseHeaders: rule.filters.flatMap((f) => (f.type === "ResponseHeaderModifier" ? [f.modifier] : [])),
-    mirrors: rule.mirrors,
+    request,
+    responseHeaders: [...rule.filters, ...own].flatMap((f) =>
+      f.type === "ResponseHeaderModifier" ? [f.modifier] : [],
+    ),
+    mirrors: rule.mirrors.filter((m) => m.fraction === undefined || random() < m.fraction),
   };
 }

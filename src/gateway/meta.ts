@@ -18,3 +18,17 @@ export function parseMeta(v: unknown, f: Fields, namespaced: boolean): Meta | un
   if (name === undefined) return undefined;
   return { name, namespace, generation, ...(creationTimestamp !== undefined ? { creationTimestamp } : {}) };
 }
+
+/**
+ * The generation a re-applied resource gets, as the API server keeps
+ * `metadata.generation`: unchanged when the resource is the same but for it,
+ * else one more than the stored one (or the file's own, when higher). Status
+ * conditions carry it as observedGeneration.
+ */
+export function nextGeneration<T extends { readonly meta: Meta }>(next: T, old: T | undefined): T {
+  if (!old) return next;
+  const bare = (r: T): string => JSON.stringify({ ...r, meta: { ...r.meta, generation: 0 } });
+  const generation =
+    bare(next) === bare(old) ? old.meta.generation : Math.max(next.meta.generation, old.meta.generation + 1);
+  return { ...next, meta: { ...next.meta, generation } };
+}

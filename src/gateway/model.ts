@@ -3,7 +3,6 @@
  * edge, parse.ts / ingress.ts), and the route model the matcher and the
  * gateway server work on (compile.ts).
  */
-
 export const GATEWAY_GROUP = "gateway.networking.k8s.io";
 /** The GatewayClass `spec.controllerName` Membrane implements. */
 export const CONTROLLER_NAME = "membrane.io/gateway-controller";
@@ -106,16 +105,31 @@ export type RouteFilter =
       readonly statusCode: number;
     }
   | { readonly type: "URLRewrite"; readonly hostname?: string; readonly path?: PathModifier }
-  | { readonly type: "RequestMirror"; readonly backendRef: BackendObjectRef };
+  | {
+      readonly type: "RequestMirror";
+      readonly backendRef: BackendObjectRef;
+      /** Share of requests mirrored, 0..1 (percent or fraction); absent: all. */
+      readonly fraction?: number;
+    };
 
 export interface BackendRef extends BackendObjectRef {
   readonly weight: number;
+  /** Filters applied only when this backend is picked (RequestHeaderModifier, ResponseHeaderModifier). */
+  readonly filters?: readonly RouteFilter[];
+}
+
+/** An HTTPRoute rule's `timeouts` in milliseconds (timeouts.ts); absent or 0: no limit. */
+export interface RuleTimeouts {
+  readonly requestMs?: number;
+  readonly backendRequestMs?: number;
 }
 
 export interface RouteRule {
   readonly matches: readonly RouteMatch[];
   readonly filters: readonly RouteFilter[];
   readonly backendRefs: readonly BackendRef[];
+  /** `timeouts` (timeouts.ts); absent: no limit of the route's. */
+  readonly timeouts?: RuleTimeouts;
 }
 
 export interface HTTPRoute {

@@ -6,6 +6,7 @@
  */
 import { RE2JS } from "re2js";
 import { Fields, HEADER_NAME, hostnameProblem, join } from "./fields.js";
+import { ruleTimeouts } from "./timeouts.js";
 import {
   GATEWAY_GROUP,
   type BackendObjectRef,
@@ -85,7 +86,13 @@ function rule(v: unknown, p: string, f: Fields): RouteRule {
   );
   if (prefixOnly && matches.some((m) => m.path.type !== "PathPrefix"))
     f.fail(join(p, "filters"), "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match");
-  return { matches, filters: defined, backendRefs };
+  if (o["retry"] !== undefined)
+    f.fail(
+      join(p, "retry"),
+      "retries are not supported by this gateway (remove the field; a request is tried once)",
+    );
+  const timeouts = ruleTimeouts(o["timeouts"], join(p, "timeouts"), f);
+  return { matches, filters: defined, backendRefs, ...(timeouts ? { timeouts } : {}) };
 }
 
 function match(v: unknown, p: string, f: Fields): RouteMatch {
@@ -241,11 +248,30 @@ export function filter(v: unknown, p: string, f: Fields): RouteFilter | undefine
       const q = join(p, "requestMirror");
       const r = f.obj(o["requestMirror"], q) ?? {};
       f.known(r, q, ["backendRef", "percent", "fraction"]);
-      return { type, backendRef: objectRef(r["backendRef"], join(q, "backendRef"), f) };
+      const share = mirrorShare(r, q, f);
+      return {
+        type,
+        backendRef: objectRef(r["backendRef"], join(q, "backendRef"), f),
+        ...(share !== undefined ? { fraction: share } : {}),
+      };
     }
     default:
       return undefined;
   }
+}
+
+/** `percent` (0-100) or `fraction` {numerator, denominator (default 100)} of a RequestMirror, as 0..1. */
+function mirrorShare(r: Record<string, unknown>, q: string, f: Fields): number | undefined {
+  const percent = f.int(r["percent"], join(q, "percent"), 0, 100);
+  const fo = f.obj(r["fraction"], join(q, "fraction"));
+  if (percent !== undefined && fo) f.fail(q, "percent and fraction cannot be used together");
+  if (percent !== undefined) return percent / 100;
+  if (!fo) return undefined;
+  f.known(fo, join(q, "fraction"), ["numerator", "denominator"]);
+  const num = f.int(fo["numerator"], join(q, "fraction.numerator"), 0, 1_000_000, true) ?? 0;
+  const den = f.int(fo["denominator"], join(q, "fraction.denominator"), 1, 1_000_000) ?? 100;
+  if (num > den) f.fail(join(q, "fraction.numerator"), "must not exceed the denominator");
+  return Math.min(num / den, 1);
 }
 
 function objectRef(v: unknown, p: string, f: Fields): BackendObjectRef {
@@ -268,8 +294,17 @@ function objectRef(v: unknown, p: string, f: Fields): BackendObjectRef {
 export function backendRef(v: unknown, p: string, f: Fields): BackendRef {
   const o = f.obj(v, p) ?? {};
   f.known(o, p, ["group", "kind", "name", "namespace", "port", "weight", "filters"]);
-  if (f.arr(o["filters"], join(p, "filters")).length > 0)
-    f.fail(join(p, "filters"), "per-backend filters are not supported yet");
+  const filters = f
+    .arr(o["filters"], join(p, "filters"))
+    .map((x, i) => filter(x, `${p}.filters[${i}]`, f))
+    .filter((x): x is RouteFilter => x !== undefined);
+  filters.forEach((x, i) => {
+    if (x.type !== "RequestHeaderModifier" && x.type !== "ResponseHeaderModifier")
+      f.fail(
+        `${p}.filters[${i}].type`,
+        `${x.type} is not supported on a backendRef (RequestHeaderModifier, ResponseHeaderModifier are)`,
+      );
+  });
   const weight = f.int(o["weight"], join(p, "weight"), 0, 1_000_000) ?? 1;
-  return { ...objectRef(o, p, f), weight };
+  return { ...objectRef(o, p, f), weight, ...(filters.length > 0 ? { filters } : {}) };
 }

@@ -156,8 +156,16 @@ function parseListener(v: unknown, path: string, f: Fields): Listener | undefine
   const protocol = f.str(o["protocol"], join(path, "protocol"), true);
   const tls = f.obj(o["tls"], join(path, "tls"));
   f.known(tls, join(path, "tls"), ["mode", "certificateRefs", "options", "frontendValidation"]);
-  if (tls && tls["mode"] !== undefined && tls["mode"] !== "Terminate")
-    f.fail(join(path, "tls.mode"), `only Terminate is supported, not ${JSON.stringify(tls["mode"])}`);
+  // Passthrough is valid on a TLS listener (which Membrane does not serve: UnsupportedProtocol in its
+  // status), not on HTTPS, as the API's validation says.
+  const mode = f.oneOf(
+    tls?.["mode"],
+    join(path, "tls.mode"),
+    ["Terminate", "Passthrough"] as const,
+    "Terminate",
+  );
+  if (mode === "Passthrough" && protocol === "HTTPS")
+    f.fail(join(path, "tls.mode"), "must be Terminate on an HTTPS listener");
   const certificateRefs = f.arr(tls?.["certificateRefs"], join(path, "tls.certificateRefs")).map((c, i) => {
     const p = join(path, `tls.certificateRefs[${i}]`);
     const r = f.obj(c, p);

@@ -25,9 +25,16 @@ export function compileRule(
   ruleIndex: number,
   resolve: (b: BackendObjectRef, weight: number) => BackendTarget,
 ): CompiledRule[] {
-  const backends = rule.backendRefs.map((b) => resolve(b, b.weight));
+  const backends = rule.backendRefs.map((b) => {
+    const t = resolve(b, b.weight);
+    return b.filters ? { ...t, filters: b.filters } : t;
+  });
   const mirrors = rule.filters
-    .flatMap((f) => (f.type === "RequestMirror" ? [resolve(f.backendRef, 1)] : []))
+    .flatMap((f) =>
+      f.type === "RequestMirror"
+        ? [{ ...resolve(f.backendRef, 1), ...(f.fraction !== undefined ? { fraction: f.fraction } : {}) }]
+        : [],
+    )
     .filter((t) => !t.invalid);
   return rule.matches.map((m, matchIndex): Ordered => ({
     route: `${route.meta.namespace}/${route.meta.name}`,
@@ -38,6 +45,7 @@ export function compileRule(
     filters: rule.filters,
     backends,
     mirrors,
+    ...(rule.timeouts ? { timeouts: rule.timeouts } : {}),
   }));
 }
 

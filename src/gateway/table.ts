@@ -7,7 +7,7 @@
  *             └ CompiledRule[] in the spec's precedence order (HTTPRoute; GRPCRoute apart)
  */
 import type { RE2JS } from "re2js";
-import type { RouteFilter } from "./model.js";
+import type { RouteFilter, RuleTimeouts } from "./model.js";
 
 export interface CompiledStringMatch {
   readonly name: string;
@@ -34,6 +34,10 @@ export interface BackendTarget {
   readonly port: number;
   readonly weight: number;
   readonly invalid?: "BackendNotFound" | "RefNotPermitted" | "InvalidKind";
+  /** A mirror: the share of requests it gets (absent: all). */
+  readonly fraction?: number;
+  /** The backendRef's own header modifiers, applied after the rule's when this backend is picked. */
+  readonly filters?: readonly RouteFilter[];
   /**
    * The Service port's appProtocol says the backend speaks HTTP/2 (`kubernetes.io/h2c`, `grpc`):
    * requests go to it over HTTP/2 with prior knowledge; otherwise over HTTP/1.1.
@@ -52,6 +56,8 @@ export interface CompiledRule {
   readonly mirrors: readonly BackendTarget[];
   /** A GRPCRoute rule: its method match's service and method lengths (the spec's precedence). */
   readonly grpc?: { readonly service: number; readonly method: number };
+  /** The HTTPRoute rule's `timeouts` (timeouts.ts). */
+  readonly timeouts?: RuleTimeouts;
 }
 
 export interface VirtualHost {

@@ -24,7 +24,9 @@ const backendOf = (d: RouteDecision): string =>
       ? "404"
       : d.kind === "error"
         ? "500"
-        : `${d.status} ${d.location}`;
+        : d.kind === "misdirected"
+          ? "421"
+          : `${d.status} ${d.location}`;
 
 describe("gateway matcher: which rule takes a request", () => {
   const matching = portOf(

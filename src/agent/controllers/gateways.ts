@@ -15,6 +15,7 @@ import { compileGateways, type ServicePortInfo } from "../../gateway/compile.js"
 import type { GatewayEvent } from "../../gateway/exchange.js";
 import { ensureIngressNetns } from "../../gateway/ingress-netns.js";
 import { worldOf } from "../../gateway/world.js";
+import { nextGeneration } from "../../gateway/meta.js";
 import { resourceKey, type GatewayResource } from "../../gateway/model.js";
 import { parseGatewayResources } from "../../gateway/parse.js";
 import type { GatewayInputs } from "../../gateway/protocol.js";
@@ -176,10 +177,11 @@ export class GatewaysController implements Controller {
     return this.d.serial(async () => {
       const resources = parseGatewayResources(text, file);
       const out: GatewayApplyReport["resources"][number][] = [];
-      for (const r of resources) {
-        const key = resourceKey(r);
-        const value = JSON.stringify(r);
+      for (const given of resources) {
+        const key = resourceKey(given);
         const old = this.known.get(key);
+        const r = nextGeneration(given, old);
+        const value = JSON.stringify(r);
         const row = {
           kind: r.kind,
           ...(r.kind === "GatewayClass" ? {} : { namespace: r.meta.namespace }),
