@@ -272,9 +272,10 @@ export class GatewayExchange {
     const { socket } = this.deps.pool.acquire(addr, b.port);
     socket.on("error", () => socket.destroy());
     socket.setTimeout(10_000, () => socket.destroy());
-    socket.on("data", () => undefined);
+    // The copy's answer is not wanted, but the connection stays open until it starts: a half-close
+    // right after the write made servers that answer a turn later drop the mirrored request.
+    socket.once("data", () => socket.destroy());
     socket.write(wire);
-    socket.end();
   }
 
   private forward(
