@@ -37,6 +37,11 @@ export interface GatewayServerParams {
   readonly onEvent?: (e: GatewayEvent) => void;
   /** Source address of upstream connections (the ingress identity's address). */
   readonly localAddress?: string;
+  /**
+   * "stream": HTTP/1.1 sockets on Node's streams even when the native socket I/O add-on is
+   * built (default: MEMBRANE_PROXY_IO, as the proxy). TLS and HTTP/2 always use streams.
+   */
+  readonly io?: "native" | "stream";
   readonly random?: () => number;
 }
 
@@ -55,7 +60,7 @@ export class GatewayServer {
 
   constructor(private readonly p: GatewayServerParams) {
     const local = p.localAddress !== undefined ? { localAddress: p.localAddress } : {};
-    this.pool = new UpstreamPool(local);
+    this.pool = new UpstreamPool({ ...local, ...(p.io ? { io: p.io } : {}) });
     this.sessions = new H2Sessions(local);
     // Bounded: a client resetting streams as fast as it opens them (HTTP/2 rapid reset) queues
     // requests here instead of opening a backend connection for each.
@@ -135,6 +140,7 @@ export class GatewayServer {
         sessions: this.sessions,
         onEvent,
         ...random,
+        ...(this.p.io ? { io: this.p.io } : {}),
       }).start();
     const handle = (s: net.Socket): void => {
       sockets.add(s);
@@ -142,11 +148,11 @@ export class GatewayServer {
       if ((s as tls.TLSSocket).alpnProtocol === "h2") return void h2.emit("connection", s);
       if (p.protocol === "HTTPS") return http1(s);
       sniff(s, (head, isH2) => {
-        // Either side reads the socket itself: the bytes go back first.
+        // Either side reads the socket itself: the bytes go back first (GatewayExchange takes
+        // the paused socket, and its fd when the native add-on is there, resuming it otherwise).
         s.unshift(head);
         if (isH2) return void h2.emit("connection", s);
         http1(s);
-        s.resume();
       });
     };
     if (p.protocol === "HTTP") return net.createServer({ allowHalfOpen: false }, handle);
