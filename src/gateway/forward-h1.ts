@@ -54,11 +54,16 @@ export function forwardH1(x: ForwardH1, addr: string, attempt: number): void {
   let quiet = 0;
   // A backend that does not answer the SYN (dropped by its policy, gone): 503 after the connect timeout.
   let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    up.destroy("connect timeout");
-  }, x.connectTimeoutMs);
-  up.whenConnected(() => clearTimeout(timer));
+  // Only while connecting: a kept-alive connection costs no timer per request.
+  let timer: NodeJS.Timeout | undefined;
+  if (!up.connected) {
+    const t = setTimeout(() => {
+      timedOut = true;
+      up.destroy("connect timeout");
+    }, x.connectTimeoutMs);
+    timer = t;
+    up.whenConnected(() => clearTimeout(t));
+  }
   const finish = (reuse: boolean): void => {
     if (finished) return;
     finished = true;
@@ -66,8 +71,7 @@ export function forwardH1(x: ForwardH1, addr: string, attempt: number): void {
     if (reuse) {
       up.conn.resume(); // paused for a slow client on its last read: the pool's reader must see it
       x.pool.release(addr, x.port, up);
-    }
-    else up.destroy();
+    } else up.destroy();
   };
   const complete = (): void => x.outcome({ kind: "done", status, address: addr });
   const failed = (why: string): void => {
@@ -78,7 +82,12 @@ export function forwardH1(x: ForwardH1, addr: string, attempt: number): void {
       const next = x.pick(reused ? undefined : addr);
       if (next !== undefined) return forwardH1(x, next, 1);
     }
-    x.outcome({ kind: headDone ? "cut" : "unsent", status: headDone ? 502 : 503, address: addr, reason: why });
+    x.outcome({
+      kind: headDone ? "cut" : "unsent",
+      status: headDone ? 502 : 503,
+      address: addr,
+      reason: why,
+    });
   };
   const send = (out: Buffer): void => {
     if (out.length > 0 && !x.client.write(out)) {

@@ -155,7 +155,8 @@ export class GatewayServer {
         http1(s);
       });
     };
-    if (p.protocol === "HTTP") return net.createServer({ allowHalfOpen: false }, handle);
+    // Half-open allowed: a client that sends its last request and its FIN together still gets the answer.
+    if (p.protocol === "HTTP") return net.createServer({ allowHalfOpen: true }, handle);
     const contexts = p.certificates.map((c) => {
       const pair = this.p.keyPair(c.namespace, c.name);
       if (!pair)
