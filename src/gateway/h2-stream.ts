@@ -34,6 +34,7 @@ import { bridgeToHttp1 } from "./h2-to-h1.js";
 import { decide } from "./match.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
+import { sourcesOf } from "./source.js";
 
 export interface H2GatewayDeps {
   readonly port: () => ServedPort | undefined;
@@ -42,6 +43,7 @@ export interface H2GatewayDeps {
   readonly agent: http.Agent;
   readonly onEvent: (e: GatewayEvent) => void;
   readonly localAddress?: string;
+  readonly localAddress6?: string;
   readonly random?: () => number;
 }
 
@@ -145,7 +147,7 @@ function serveStream(
       headers: fwd,
       sessions: deps.sessions,
       agent: deps.agent,
-      ...(deps.localAddress !== undefined ? { localAddress: deps.localAddress } : {}),
+      ...sourcesOf(deps),
     });
   }
   const done = (o: { status?: number; reason?: string }): void =>
@@ -180,7 +182,7 @@ function serveStream(
     address,
     port: b.port,
     agent: deps.agent,
-    ...(deps.localAddress !== undefined ? { localAddress: deps.localAddress } : {}),
+    ...sourcesOf(deps),
     ...(responseHeaders ? { responseHeaders } : {}),
     done,
   });

@@ -23,6 +23,7 @@ import { H2_SETTINGS, serveH2Session } from "./h2-stream.js";
 import { hostMatches, requestHost } from "./hostnames.js";
 import type { RouteTable, ServedPort } from "./table.js";
 import { UpstreamPool } from "./upstream.js";
+import { sourcesOf } from "./source.js";
 
 export interface KeyPair {
   readonly cert: string;
@@ -37,6 +38,8 @@ export interface GatewayServerParams {
   readonly onEvent?: (e: GatewayEvent) => void;
   /** Source address of upstream connections (the ingress identity's address). */
   readonly localAddress?: string;
+  /** Source address of upstream IPv6 connections (the ingress identity's IPv6 address). */
+  readonly localAddress6?: string;
   /**
    * "stream": HTTP/1.1 sockets on Node's streams even when the native socket I/O add-on is
    * built (default: MEMBRANE_PROXY_IO, as the proxy). TLS and HTTP/2 always use streams.
@@ -59,7 +62,7 @@ export class GatewayServer {
   private readonly agent: http.Agent;
 
   constructor(private readonly p: GatewayServerParams) {
-    const local = p.localAddress !== undefined ? { localAddress: p.localAddress } : {};
+    const local = sourcesOf(p);
     this.pool = new UpstreamPool({ ...local, ...(p.io ? { io: p.io } : {}) });
     this.sessions = new H2Sessions(local);
     // Bounded: a client resetting streams as fast as it opens them (HTTP/2 rapid reset) queues
@@ -128,7 +131,7 @@ export class GatewayServer {
         sessions: this.sessions,
         agent: this.agent,
         onEvent,
-        ...(this.p.localAddress !== undefined ? { localAddress: this.p.localAddress } : {}),
+        ...sourcesOf(this.p),
         ...random,
       }),
     );

@@ -13,12 +13,15 @@
 import net from "node:net";
 import { proxyIo } from "../proxy/http/native-io.js";
 import { modifyHeaders } from "./filters.js";
+import { sourceFor } from "./source.js";
 import type { HeaderModifier } from "./model.js";
 import { UpstreamConn } from "./upstream-conn.js";
 
 export interface UpstreamPoolParams {
-  /** Source address of upstream connections (undefined: the kernel picks). */
+  /** Source address of upstream IPv4 connections (undefined: the kernel picks). */
   readonly localAddress?: string;
+  /** Source address of upstream IPv6 connections (source.ts). */
+  readonly localAddress6?: string;
   /** Idle connections kept per endpoint. */
   readonly maxIdlePerEndpoint?: number;
   readonly idleTimeoutMs?: number;
@@ -47,7 +50,7 @@ export class UpstreamPool {
     const socket = net.connect({
       host: address,
       port,
-      ...(this.p.localAddress ? { localAddress: this.p.localAddress } : {}),
+      ...sourceFor(address, this.p),
     });
     socket.setNoDelay(true);
     return { up: new UpstreamConn(socket, proxyIo(this.p.io), this.idleMs), reused: false };
