@@ -173,7 +173,14 @@ describe("agent gateway over IPv6 (root, dual stack)", { skip }, () => {
 
   test("backend policy over IPv6: fromEntities [ingress] admits the gateway, the outside's IPv6 address is dropped", async () => {
     // Without a policy the outside reaches the backend straight over IPv6: the path exists.
-    assert.equal(curl(out, `http://[${web6}]:8080/`, 10), "200");
+    await until(
+      "the outside reaches the backend straight over IPv6",
+      () => curl(out, `http://[${web6}]:8080/`, 5) === "200",
+      {
+        ms: 30_000,
+        every: 200,
+      },
+    );
     await lab.agent.applyPolicies(ALLOW_INGRESS, "allow.yaml");
     await lab.agent.gateways?.refresh();
     const via = httpGet(out, `http://[${v6}]:8000/y`, 3);
