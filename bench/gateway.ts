@@ -7,6 +7,8 @@
  *
  *   load.js (own process) --> direct:    upstream (this process)
  *                         --> membrane:  gateway-server.js (own process, the proxy's node flags) --> upstream
+ *                         --> membraneStream: the same with MEMBRANE_PROXY_IO=stream (Node's streams
+ *                                             instead of the native socket I/O add-on: the before/after)
  *                         --> nginx1:    nginx, worker_processes 1, the same routes --> upstream
  *                         --> nginxAuto: nginx, worker_processes auto
  *
@@ -17,6 +19,8 @@
  * "saturation" (closed loop, 16 connections). Each round runs every target
  * once per phase in an order rotated per round; figures are medians over
  * rounds, added latency is paired per round. The load average is recorded.
+ * Requests per CPU-second (the gateway's or nginx workers' CPU) are the figure
+ * least moved by the other load on the machine.
  */
 import type { ChildProcess } from "node:child_process";
 import net from "node:net";
@@ -64,6 +68,12 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** Requests per CPU-second of the process under test (0 when it used none: one sample is never zero CPU). */
+function perCpuSecond(s: Sample | undefined): number {
+  if (!s || !s.proxyCpuPct) return 0;
+  return s.perSecond / (s.proxyCpuPct / 100);
+}
+
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -73,6 +83,7 @@ const median = (xs: number[]): number => {
 export async function runGatewayBench(rounds: number, phaseMs: number): Promise<Record<string, unknown>> {
   let upstream: Closable | undefined;
   let gateway: ChildProcess | undefined;
+  let gatewayStream: ChildProcess | undefined;
   let loader: ChildProcess | undefined;
   const nginxes: Nginx[] = [];
   const load0 = os.loadavg();
@@ -85,12 +96,21 @@ export async function runGatewayBench(rounds: number, phaseMs: number): Promise<
     );
     gateway = g.child;
     const gwPid = g.child.pid ?? 0;
+    const gs = await forkReady<{ port: number }>(
+      "./gateway-server.js",
+      [String(upstream.port), String(await freePort())],
+      PROXY_NODE_FLAGS,
+      { MEMBRANE_PROXY_IO: "stream" },
+    );
+    gatewayStream = gs.child;
+    const gsPid = gs.child.pid ?? 0;
     const l = await forkReady<unknown>("./load.js", []);
     loader = l.child;
     const rpc = new Rpc<LoadSpec, LoadResult>(l.child);
     const targets: Target[] = [
       { name: "direct", port: upstream.port, pids: () => [] },
       { name: "membrane", port: g.ready.port, pids: () => [gwPid] },
+      { name: "membraneStream", port: gs.ready.port, pids: () => [gsPid] },
     ];
     const nginx = findNginx();
     if (nginx)
@@ -135,6 +155,13 @@ export async function runGatewayBench(rounds: number, phaseMs: number): Promise<
           ).toFixed(3)
         : null; // prettier-ignore
     const gwAdded = +added("membrane").toFixed(3);
+    // Paired per round, saturation phase: requests per CPU-second of a / of b.
+    const perCpu = (a: string, b: string): number | null =>
+      samples.saturation[b]
+        ? +median(
+            (samples.saturation[a] ?? []).map((s, i) => perCpuSecond(s) / perCpuSecond(samples.saturation[b]?.[i])),
+          ).toFixed(3)
+        : null; // prettier-ignore
     return {
       bench: "gateway",
       setup: {
@@ -159,6 +186,11 @@ export async function runGatewayBench(rounds: number, phaseMs: number): Promise<
           };
         }),
       ],
+      perCpuSecond: {
+        "membrane / nginx1": perCpu("membrane", "nginx1"),
+        "membrane / membraneStream": perCpu("membrane", "membraneStream"),
+        "membraneStream / nginx1": perCpu("membraneStream", "nginx1"),
+      },
       moderate: summarisePhase(samples.moderate),
       saturation: summarisePhase(samples.saturation),
     };
@@ -166,6 +198,7 @@ export async function runGatewayBench(rounds: number, phaseMs: number): Promise<
     await Promise.all(nginxes.map((n) => n.stop()));
     await stopChild(loader);
     await stopChild(gateway);
+    await stopChild(gatewayStream);
     await upstream?.close();
   }
 }

@@ -43,7 +43,7 @@ export function newGateways(
     netns: p.netnsPrefix.endsWith("-") ? `${p.netnsPrefix}gateway` : `${p.netnsPrefix}-gateway`,
     ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}),
     nodeGateway: w.ipam.gateways().ipv4,
-    address: async () => (await w.ipam.allocate("gateway/ingress")).ipv4,
+    address: () => w.ipam.allocate("gateway/ingress"),
     services: () => w.services.specs(),
     ...(w.lb ? { lbServices: () => lbBackends(w.lb as LbController) } : {}),
     endpoints: () => w.endpoints.list(),
@@ -75,17 +75,29 @@ function lbBackends(lb: LbController): Record<string, GatewayBackendService> {
         ...(p.appProtocol !== undefined ? { appProtocol: p.appProtocol } : {}),
         ...(typeof p.targetPort === "number" ? { targetPort: p.targetPort } : {}),
       };
-    out[key] = {
-      addresses: [...new Set(active.map((b) => b.address.slice(0, b.address.lastIndexOf(":"))))],
-      ports,
-    };
+    const ips = active.map((b) => b.address.slice(0, b.address.lastIndexOf(":")).replace(/^\[|\]$/g, ""));
+    out[key] = { addresses: [...new Set(ips.filter(ofFamilies(s.ipFamilies, ips)))], ports };
   }
   return out;
 }
 
+/**
+ * Which backend addresses of a Service the gateway uses: an IPv6 or dual-stack Service's
+ * IPv6 ones, an IPv4 Service's IPv4 ones; the other family when the Service has none of its own.
+ */
+function ofFamilies(
+  families: readonly string[] | undefined,
+  all: readonly string[],
+): (ip: string) => boolean {
+  const want6 = families?.includes("IPv6") ?? false;
+  const has = all.some((ip) => ip.includes(":") === want6);
+  return (ip) => ip.includes(":") === (has ? want6 : !want6);
+}
+
 /** A gateway request as an L7 flow: world -> backend, Hubble's HTTP fields. */
 function l7Of(e: GatewayEvent, endpoints: EndpointsController): L7Event {
-  const ep = e.backend ? endpoints.list().find((x) => x.ipv4 === e.backend?.address) : undefined;
+  const at = e.backend?.address;
+  const ep = at !== undefined ? endpoints.list().find((x) => x.ipv4 === at || x.ipv6 === at) : undefined;
   return {
     type: "http",
     ...(e.httpVersion !== undefined ? { httpVersion: e.httpVersion } : {}),

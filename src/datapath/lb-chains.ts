@@ -3,7 +3,7 @@
  * that never change, and the choice chain a frontend's verdict goes to. Pure.
  *
  *   IPv4: front4 l7front4 empty4 drop4 nat4 be4 aff4, NodePorts npfront npempty npdrop npnat npbe
- *   IPv6: front6 empty6 drop6 nat6 be6 aff6,          NodePorts npfront6 npempty6 npdrop6 npnat6 npbe6
+ *   IPv6: front6 l7front6 empty6 drop6 nat6 be6 aff6, NodePorts npfront6 npempty6 npdrop6 npnat6 npbe6
  *
  * A family's packets only meet its own sets: `ip daddr` / `ip6 daddr` imply their family in an inet
  * table, and the NodePort lookups (no address in the key) are guarded by `meta nfproto`.
@@ -40,6 +40,7 @@ export const LB_SETS: readonly { name: string; decl: string }[] = [
   { name: "npnat", decl: `type ${NP} : verdict;` },
   { name: "npbe", decl: `type ${NP} . mark : ipv4_addr . inet_service;` },
   { name: "front6", decl: `type ${V6};` },
+  { name: "l7front6", decl: `type ${V6};` },
   { name: "empty6", decl: `type ${V6};` },
   { name: "drop6", decl: `type ${V6};` },
   { name: "nat6", decl: `type ${V6} : verdict;` },
@@ -97,9 +98,7 @@ export function fixedChains(
     return [
       `${vip} @${s.drop} drop`,
       `${vip} @${s.empty} goto reject_c`,
-      ...(family === 4
-        ? [`${vip} @l7front4 ct mark set ct mark or ${L7LB}${log(SERVICE_LOG_PREFIX.frontend)} return`]
-        : []),
+      `${vip} @l7front${family} ct mark set ct mark or ${L7LB}${log(SERVICE_LOG_PREFIX.frontend)} return`,
       `${vip} @${s.front} ct mark set ct mark or ${SVC}${log(SERVICE_LOG_PREFIX.frontend)} return`,
       `${nf} @${n.drop} drop`,
       `${nf} @${n.empty} goto reject_c`,

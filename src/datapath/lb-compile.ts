@@ -40,7 +40,7 @@
  * hence an option (the `membrane.io/lb-algorithm: maglev` annotation on the Service), not the default.
  *
  * IPv6: the same, with the family's own sets and chains (lb-chains.ts); a dual-stack service is
- * one frontend per family. lb-l7 stays IPv4.
+ * one frontend per family; an lb-l7 frontend of either family is marked in l7front4/l7front6.
  */
 import { addrString, parseAddr } from "../labels/cidr.js";
 import { AFFINITY_MAPS, choiceChain, fixedChains, LB_SETS, MAGLEV_M, setsOf } from "./lb-chains.js";
@@ -117,8 +117,8 @@ function check(f: LbFrontend, p: string): void {
     throw invalid(`${p}.slots`, `must be ${MAGLEV_M} indexes into backends`);
   if (f.noLocal === true && f.backends.length > 0)
     throw invalid(`${p}.noLocal`, "is only for a frontend without a backend on this node");
-  if (f.l7 === true && (f.ip === undefined || f.proto !== 6 || family !== 4))
-    throw invalid(`${p}.l7`, "per-request balancing needs a TCP frontend with an IPv4 address");
+  if (f.l7 === true && (f.ip === undefined || f.proto !== 6))
+    throw invalid(`${p}.l7`, "per-request balancing needs a TCP frontend with an address");
   if (f.affinitySeconds !== undefined && !(Number.isInteger(f.affinitySeconds) && f.affinitySeconds > 0))
     throw invalid(`${p}.affinitySeconds`, `${f.affinitySeconds} is not a whole number of seconds above 0`);
 }
@@ -151,7 +151,7 @@ export function compileFrontend(
     return { key, elements };
   }
   // lb-l7: the proxy chooses the backend per request; the kernel only marks the connection.
-  if (f.l7 === true) return { key, elements: [["l7front4", ek, ""]] };
+  if (f.l7 === true) return { key, elements: [[`l7front${family}`, ek, ""]] };
   const slots = f.slots;
   const chain = choiceChain(f, family, slots !== undefined);
   elements.push([sets.nat, ek, `goto ${chain.name}`]);

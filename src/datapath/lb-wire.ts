@@ -21,6 +21,7 @@ const NP: Field[] = ["proto", "port"];
 const KEYS: Record<string, Field[]> = {
   front4: V4,
   l7front4: V4,
+  l7front6: V6,
   empty4: V4,
   drop4: V4,
   nat4: V4,

@@ -31,6 +31,7 @@ import { refPermitted } from "./refs.js";
 import { compileRule, sortRules } from "./rules.js";
 import { conditionMaker, type RouteParentStatus, type StatusSet } from "./status.js";
 import type { BackendTarget, CompiledRule, RouteTable, ServedPort, VirtualHost } from "./table.js";
+import { servedAddresses } from "./dual-stack.js";
 
 export interface GatewayWorld {
   readonly resources: readonly GatewayResource[];
@@ -121,7 +122,7 @@ export function compileGateways(w: GatewayWorld): CompiledGateways {
   for (const g of checked) {
     if (g.gateway === ingressGw) continue;
     status.gateways.set(resourceKey(g.gateway), {
-      addresses: g.address ? [{ type: "IPAddress", value: g.address }] : [],
+      addresses: servedAddresses(g, w.addresses).map((value) => ({ type: "IPAddress", value })),
       conditions: g.conditions,
       listeners: g.listeners.map((l) => ({
         name: l.listener.name,
@@ -133,7 +134,11 @@ export function compileGateways(w: GatewayWorld): CompiledGateways {
   }
   for (const i of ingresses)
     status.ingresses.set(resourceKey(i), {
-      loadBalancer: { ingress: w.addresses[0] ? [{ ip: w.addresses[0] }] : [] },
+      loadBalancer: {
+        ingress: servedAddresses({ gateway: { addresses: [] }, address: w.addresses[0] }, w.addresses).map(
+          (ip) => ({ ip }),
+        ),
+      },
     });
   return {
     table: buildTable(
@@ -261,10 +266,31 @@ function buildTable(
       certificates: ServedPort["certificates"][number][];
     }
   >();
-  for (const l of listeners.filter((x) => x.served)) {
-    const key = `${l.address}:${l.listener.port}`;
+  // Checked addresses first; a default Gateway's other-family address (dual-stack.ts) only where no
+  // listener of another protocol or of the same hostname holds that address and port.
+  const on = listeners.filter((x) => x.served);
+  const served = [
+    ...on.map((l) => ({ l, address: l.address })),
+    ...on.flatMap((l) =>
+      servedAddresses(l, w.addresses)
+        .slice(1)
+        .map((address) => ({ l, address, extra: true })),
+    ),
+  ].filter(
+    (x) =>
+      !("extra" in x) ||
+      !on.some(
+        (o) =>
+          o.address === x.address &&
+          o.listener.port === x.l.listener.port &&
+          (o.listener.protocol !== x.l.listener.protocol ||
+            (o.listener.hostname ?? "") === (x.l.listener.hostname ?? "")),
+      ),
+  );
+  for (const { l, address } of served) {
+    const key = `${address}:${l.listener.port}`;
     const port = ports.get(key) ?? {
-      address: l.address,
+      address,
       port: l.listener.port,
       protocol: l.listener.protocol as "HTTP" | "HTTPS",
       listeners: [],

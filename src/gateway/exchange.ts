@@ -11,20 +11,27 @@
  *              the response head rewritten (ResponseHeaderModifier, hop-by-hop
  *              fields), its body streamed as framed; a connect failure tries
  *              another endpoint once, then 503; the rule's timeouts exceeded -> 504 (timeouts.ts)
+ *
+ * Both ends are ByteConns (src/proxy/http/conn.ts): a plain TCP client and the
+ * backend connections are read and written through the native socket I/O add-on
+ * when it is built (as the HTTP proxy; its fail-closed rules apply), TLS clients
+ * and builds without it through Node's streams.
  */
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { performance } from "node:perf_hooks";
 import { ChunkedDecoder } from "../proxy/http/chunked.js";
+import { streamConn, type ByteConn, type ConnEvents } from "../proxy/http/conn.js";
+import { nativeClient, proxyIo } from "../proxy/http/native-io.js";
 import { NOT_FORWARDED, parseRequestHead, type RequestHead } from "../proxy/http/request.js";
-import { parseResponseHead, ResponseReader } from "../proxy/http/response.js";
 import type { OutgoingRequest } from "./filters.js";
 import { forwardOverH2 } from "./h1-to-h2.js";
 import type { H2Sessions } from "../proxy/http2/sessions.js";
 import { decide, type RouteDecision } from "./match.js";
 import type { HeaderModifier, RuleTimeouts } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
-import { rewriteHead, type UpstreamPool } from "./upstream.js";
+import { forwardH1, mirrorH1 } from "./forward-h1.js";
+import type { UpstreamPool } from "./upstream.js";
 import { attemptLimitMs } from "./timeouts.js";
 import { reply } from "./reply.js";
 
@@ -54,6 +61,8 @@ export interface ExchangeDeps {
   readonly connectTimeoutMs?: number;
   /** HTTP/2 sessions to h2c backends (absent: every backend gets HTTP/1.1). */
   readonly sessions?: H2Sessions;
+  /** "stream": the client socket on Node's streams even when the native add-on is built. */
+  readonly io?: "native" | "stream";
 }
 
 export class GatewayExchange {
@@ -62,10 +71,14 @@ export class GatewayExchange {
   /** The current response is close-delimited (or said close): the client connection ends after it. */
   private mustClose = false;
   private closed = false;
+  /** The client sent its FIN: the connection ends once what it sent is answered. */
+  private ended = false;
   private readonly maxBody: number;
   private readonly maxHead: number;
   /** The current request's rule timeouts and its request deadline (performance.now() time). */
   private limits: { t?: RuleTimeouts; deadline?: number } = {};
+  private conn!: ByteConn;
+  private peer = { address: "", port: 0 };
 
   constructor(
     private readonly client: Socket,
@@ -76,27 +89,40 @@ export class GatewayExchange {
     this.maxHead = deps.maxHeadBytes ?? 64 * 1024;
   }
 
+  /** Takes the client socket (paused, any sniffed bytes unshifted into it) and serves it. */
   start(): void {
     const c = this.client;
     c.setNoDelay(true);
-    c.setTimeout(60_000, () => this.close());
-    c.on("error", () => this.close());
-    c.on("close", () => (this.closed = true));
-    c.on("data", (d: Buffer) => {
-      this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
-      if (this.buf.length > this.maxHead + this.maxBody + 65536) c.pause();
-      this.next();
-    });
-    c.on("end", () => {
-      if (!this.busy) this.close();
-    });
+    this.peer = { address: c.remoteAddress ?? "", port: c.remotePort ?? 0 };
+    const ev: ConnEvents = {
+      data: (d) => this.onData(d),
+      end: () => {
+        this.ended = true;
+        if (!this.busy) this.close();
+      },
+      gone: () => void (this.closed = true),
+    };
+    const io = proxyIo(this.deps.io);
+    const native = io ? nativeClient(c, ev, io) : undefined;
+    this.conn = native?.conn ?? streamConn(c, ev);
+    // The server closing its sockets (listener removed, gateway stopped) must close the taken fd too.
+    if (native) c.once("close", () => this.conn.destroy());
+    this.conn.idle(60_000, () => this.close());
+    if (native?.buffered) this.onData(native.buffered);
+    if (!native) c.resume();
+  }
+
+  private onData(d: Buffer): void {
+    if (this.closed) return; // lingering after our FIN: dropped
+    this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d]);
+    if (this.buf.length > this.maxHead + this.maxBody + 65536) this.conn.pause();
+    this.next();
   }
 
   private close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.client.end();
-    setTimeout(() => this.client.destroy(), 2000).unref();
+    this.conn.endAndLinger(2000);
   }
 
   /** The TLS server name of an HTTPS connection ("" without SNI); nothing for plain HTTP. */
@@ -107,7 +133,7 @@ export class GatewayExchange {
   }
 
   private clientInfo(): { address: string; port: number } {
-    return { address: this.client.remoteAddress ?? "", port: this.client.remotePort ?? 0 };
+    return this.peer;
   }
 
   /** Reads the next complete request (head and body) and serves it. */
@@ -123,7 +149,7 @@ export class GatewayExchange {
       return this.fail(body.status, started, r.head, body.error);
     this.buf = this.buf.subarray(r.length + body.consumed);
     this.busy = true;
-    this.client.resume();
+    this.conn.resume();
     this.serve(r.head, body.data, started);
   }
 
@@ -147,7 +173,7 @@ export class GatewayExchange {
 
   private fail(status: number, started: number, head: RequestHead | undefined, reason: string): void {
     this.event(started, head, { status, reason });
-    this.client.write(reply(status, true));
+    this.conn.write(reply(status, true));
     this.close();
   }
 
@@ -182,21 +208,22 @@ export class GatewayExchange {
       this.busy = false;
       if (head.close || this.mustClose) return this.close();
       this.next();
+      if (this.ended && !this.busy) this.close();
     };
     if (d.kind === "misdirected") {
-      this.client.write(reply(421, head.close, [], head.method === "HEAD"));
+      this.conn.write(reply(421, head.close, [], head.method === "HEAD"));
       return done(421, { reason: "the TLS server name chose another listener than the Host" });
     }
     if (d.kind === "not-found") {
-      this.client.write(reply(404, head.close, [], head.method === "HEAD"));
+      this.conn.write(reply(404, head.close, [], head.method === "HEAD"));
       return done(404, { reason: "no route matched" });
     }
     if (d.kind === "redirect") {
-      this.client.write(reply(d.status, head.close, [`location: ${d.location}`], head.method === "HEAD"));
+      this.conn.write(reply(d.status, head.close, [`location: ${d.location}`], head.method === "HEAD"));
       return done(d.status);
     }
     if (d.kind === "error") {
-      this.client.write(reply(500, head.close, [], head.method === "HEAD"));
+      this.conn.write(reply(500, head.close, [], head.method === "HEAD"));
       return done(500, { reason: d.reason });
     }
     const fwd = d.request;
@@ -205,7 +232,7 @@ export class GatewayExchange {
     const lines = [`${fwd.method} ${fwd.target} HTTP/1.1`];
     for (const h of fwd.headers) lines.push(`${h.name}: ${h.value}`);
     const xff = headers.find((h) => h.name.toLowerCase() === "x-forwarded-for")?.value;
-    const peer = this.client.remoteAddress ?? "";
+    const peer = this.peer.address;
     if (!xff) lines.push(`x-forwarded-for: ${peer}`);
     lines.push(`x-forwarded-proto: ${port.protocol === "HTTPS" ? "https" : "http"}`);
     if (body.length > 0 || head.framing.kind !== "none") lines.push(`content-length: ${body.length}`);
@@ -215,7 +242,7 @@ export class GatewayExchange {
       const extra = [{ name: "x-forwarded-for", value: xff ?? peer }, { name: "x-forwarded-proto", value: port.protocol === "HTTPS" ? "https" : "http" }]; // prettier-ignore
       return this.forwardH2(d.backend, fwd, extra, body, head, d.responseHeaders, started, done);
     }
-    this.forward(d.backend, wire, head, d.responseHeaders, started, done, 0);
+    this.forward(d.backend, wire, head, d.responseHeaders, started, done);
   }
 
   /** To an h2c backend (h1-to-h2.ts): the same answers as forward() on failure. */
@@ -232,7 +259,7 @@ export class GatewayExchange {
     const address = this.pickEndpoint(b, undefined);
     const service = `${b.namespace}/${b.name}`;
     if (!address || !this.deps.sessions) {
-      this.client.write(reply(503, head.close));
+      this.conn.write(reply(503, head.close));
       return done(503, { reason: `no endpoint of ${service}` });
     }
     const backend = { service, address, port: b.port };
@@ -247,13 +274,13 @@ export class GatewayExchange {
       body,
       mods,
       close: head.close,
-      write: (x) => this.client.write(x),
+      write: (x) => this.conn.write(x),
       done: (o) => {
         if (o.failed === undefined) return done(o.status, { backend });
         this.event(started, head, { status: o.status, reason: o.failed, backend });
         this.busy = false;
-        if (o.headSent) return void this.client.destroy();
-        this.client.write(reply(502, true));
+        if (o.headSent) return void this.conn.destroy();
+        this.conn.write(reply(502, true));
         this.close();
       },
     });
@@ -268,14 +295,7 @@ export class GatewayExchange {
 
   private mirror(b: BackendTarget, wire: Buffer): void {
     const addr = this.pickEndpoint(b, undefined);
-    if (!addr) return;
-    const { socket } = this.deps.pool.acquire(addr, b.port);
-    socket.on("error", () => socket.destroy());
-    socket.setTimeout(10_000, () => socket.destroy());
-    // The copy's answer is not wanted, but the connection stays open until it starts: a half-close
-    // right after the write made servers that answer a turn later drop the mirrored request.
-    socket.once("data", () => socket.destroy());
-    socket.write(wire);
+    if (addr) mirrorH1(this.deps.pool, addr, b.port, wire);
   }
 
   private forward(
@@ -285,113 +305,42 @@ export class GatewayExchange {
     mods: readonly HeaderModifier[],
     started: number,
     done: (status: number, e?: Partial<GatewayEvent>) => void,
-    attempt: number,
-    avoid?: string,
   ): void {
-    const addr = this.pickEndpoint(b, avoid);
     const service = `${b.namespace}/${b.name}`;
+    const addr = this.pickEndpoint(b, undefined);
     if (!addr) {
-      this.client.write(reply(503, head.close));
+      this.conn.write(reply(503, head.close));
       return done(503, { reason: `no endpoint of ${service}` });
     }
-    const backend = { service, address: addr, port: b.port };
-    const { socket: up, reused } = this.deps.pool.acquire(addr, b.port);
-    const reader = new ResponseReader(head.method, this.maxHead);
-    let pending: Buffer = Buffer.alloc(0);
-    let headDone = false;
-    let status = 0;
-    let finished = false;
-    // A backend that does not answer the SYN (dropped by its policy, gone): 503 after the connect timeout.
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      up.destroy(new Error("connect timeout"));
-    }, this.deps.connectTimeoutMs ?? 5000);
-    if (reused) clearTimeout(timer);
-    else up.once("connect", () => clearTimeout(timer));
-    up.setTimeout(60_000, () => up.destroy(new Error("backend idle for 60 s")));
-    const limit = attemptLimitMs(this.limits.t, this.limits.deadline, performance.now());
-    const cut = limit === undefined ? undefined : setTimeout(() => expired(), limit);
-    const finish = (reuse: boolean): void => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      clearTimeout(cut);
-      if (reuse) this.deps.pool.release(addr, b.port, up);
-      else up.destroy();
-    };
-    const failed = (why: string): void => {
-      if (finished) return;
-      finish(false);
-      // Nothing reached the client yet: another endpoint (or a fresh connection) once.
-      if (!headDone && attempt === 0 && !timedOut && !this.closed)
-        return this.forward(b, wire, head, mods, started, done, 1, reused ? undefined : addr);
-      if (!headDone) {
-        this.client.write(reply(503, true));
-        this.event(started, head, { status: 503, reason: why, backend });
-        this.busy = false;
-        return this.close();
-      }
-      this.event(started, head, { status: 502, reason: why, backend });
-      this.client.destroy();
-    };
-    // A route timeout: the backend connection is closed (never pooled half read); 504 if no head was sent yet.
-    const expired = (): void => {
-      if (finished) return;
-      finish(false);
-      const reason = "the route's timeouts were exceeded";
-      if (!headDone) return void (this.client.write(reply(504, head.close)), done(504, { reason, backend }));
-      this.event(started, head, { status, reason, backend });
-      this.client.destroy();
-    };
-    up.on("error", (e) => failed(e.message));
-    up.on("close", () => {
-      if (finished) return;
-      if (headDone && reader.endOfInput()) {
-        finish(false);
-        done(status, { backend });
-        return;
-      }
-      failed("upstream closed before the response ended");
-    });
-    up.on("data", (d: Buffer) => {
-      if (finished) return;
-      let out: Buffer[];
-      if (!headDone) {
-        pending = pending.length === 0 ? d : Buffer.concat([pending, d]);
-        for (;;) {
-          const r = parseResponseHead(pending, head.method, this.maxHead);
-          if (r.kind === "incomplete") return;
-          if (r.kind === "error") return failed(r.reason);
-          if (r.head.interim) {
-            pending = pending.subarray(r.length);
-            continue;
-          }
-          headDone = true;
-          status = r.head.status;
-          const res = reader.push(pending);
-          if ("error" in res) return failed(res.error);
-          const keepClient = !head.close && r.head.framing.kind !== "close";
-          if (!keepClient) this.mustClose = true;
-          // What the reader passes on starts with this head (as one piece or the start of one): the rest is body.
-          const body = Buffer.concat(res.forward).subarray(r.length);
-          out = [rewriteHead(pending.subarray(0, r.length), mods, keepClient), body];
-          this.client.write(Buffer.concat(out));
-          if (res.done) {
-            finish(!res.close && res.extra === 0);
-            done(status, { backend });
-          }
-          return;
-        }
-      }
-      const res = reader.push(d);
-      if ("error" in res) return failed(res.error);
-      for (const piece of res.forward) this.client.write(piece);
-      if (res.done) {
-        finish(!res.close && res.extra === 0);
-        done(status, { backend });
-      }
-    });
-    up.write(wire);
+    forwardH1(
+      {
+        pool: this.deps.pool,
+        client: this.conn,
+        port: b.port,
+        method: head.method,
+        close: head.close,
+        wire,
+        mods,
+        maxHead: this.maxHead,
+        connectTimeoutMs: this.deps.connectTimeoutMs ?? 5000,
+        limitMs: () => attemptLimitMs(this.limits.t, this.limits.deadline, performance.now()),
+        pick: (avoid) => this.pickEndpoint(b, avoid),
+        clientClosed: () => this.closed,
+        mustClose: () => void (this.mustClose = true),
+        outcome: (o) => {
+          const backend = { service, address: o.address, port: b.port };
+          if (o.kind === "done") return done(o.status, { backend });
+          // A route timeout before the head: 504, and the client connection goes on.
+          if (o.kind === "expired") return void (this.conn.write(reply(504, head.close)), done(504, { reason: o.reason ?? "", backend })); // prettier-ignore
+          this.event(started, head, { status: o.status, backend, ...(o.reason !== undefined ? { reason: o.reason } : {}) }); // prettier-ignore
+          this.busy = false;
+          if (o.kind === "cut") return this.conn.destroy();
+          this.conn.write(reply(503, true));
+          this.close();
+        },
+      },
+      addr,
+      0,
+    );
   }
 }

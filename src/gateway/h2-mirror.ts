@@ -12,6 +12,7 @@ import http from "node:http";
 import { constants, type ServerHttp2Stream } from "node:http2";
 import type { Writable } from "node:stream";
 import type { H2Sessions } from "../proxy/http2/sessions.js";
+import { sourceFor } from "./source.js";
 
 const MAX_BEHIND = 1024 * 1024;
 
@@ -29,6 +30,7 @@ export interface MirrorParams {
   readonly sessions: H2Sessions;
   readonly agent: http.Agent;
   readonly localAddress?: string;
+  readonly localAddress6?: string;
 }
 
 export function mirrorStream(p: MirrorParams): void {
@@ -54,7 +56,7 @@ export function mirrorStream(p: MirrorParams): void {
       headers,
       agent: p.agent,
       setHost: false,
-      ...(p.localAddress !== undefined ? { localAddress: p.localAddress } : {}),
+      ...sourceFor(p.address, p),
     });
     q.on("response", (res) => res.resume());
     q.on("error", () => undefined);

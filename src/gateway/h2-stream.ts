@@ -36,6 +36,7 @@ import { decide } from "./match.js";
 import { attemptLimitMs } from "./timeouts.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
+import { sourcesOf } from "./source.js";
 
 export interface H2GatewayDeps {
   readonly port: () => ServedPort | undefined;
@@ -44,6 +45,7 @@ export interface H2GatewayDeps {
   readonly agent: http.Agent;
   readonly onEvent: (e: GatewayEvent) => void;
   readonly localAddress?: string;
+  readonly localAddress6?: string;
   readonly random?: () => number;
 }
 
@@ -148,7 +150,7 @@ function serveStream(
       headers: fwd,
       sessions: deps.sessions,
       agent: deps.agent,
-      ...(deps.localAddress !== undefined ? { localAddress: deps.localAddress } : {}),
+      ...sourcesOf(deps),
     });
   }
   const done = (o: { status?: number; reason?: string }): void =>
@@ -190,7 +192,7 @@ function serveStream(
     address,
     port: b.port,
     agent: deps.agent,
-    ...(deps.localAddress !== undefined ? { localAddress: deps.localAddress } : {}),
+    ...sourcesOf(deps),
     ...(responseHeaders ? { responseHeaders } : {}),
     ...(limitMs !== undefined ? { limitMs } : {}),
     done,

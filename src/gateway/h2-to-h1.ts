@@ -11,6 +11,7 @@
 import http from "node:http";
 import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { BAD_GATEWAY_BODY, localReply } from "../proxy/http2/replies.js";
+import { sourceFor } from "./source.js";
 
 const HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
 
@@ -27,6 +28,7 @@ export interface H1BridgeParams {
   readonly port: number;
   readonly agent: http.Agent;
   readonly localAddress?: string;
+  readonly localAddress6?: string;
   readonly responseHeaders?: (h: OutgoingHttpHeaders) => OutgoingHttpHeaders;
   /** The route's timeouts for this request (timeouts.ts); absent: none. */
   readonly limitMs?: number;
@@ -48,7 +50,7 @@ export function bridgeToHttp1(p: H1BridgeParams): void {
     headers,
     agent: p.agent,
     setHost: false,
-    ...(p.localAddress !== undefined ? { localAddress: p.localAddress } : {}),
+    ...sourceFor(p.address, p),
   });
   up.setTimeout(60_000, () => up.destroy(new Error("backend idle for 60 s")));
   let expired = false;

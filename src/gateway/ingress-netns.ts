@@ -8,8 +8,12 @@
  *   node: <hostIf> (no address), route <address>/32 dev <hostIf>     gateway netns: eth0 <address>/32
  *                                                                     10.200.0.1 dev eth0 scope link
  *                                                                     default via 10.200.0.1
+ * Dual stack (address6), as an endpoint's IPv6:
+ *   node: <hostIf> fe80::1/64, route <address6>/128 dev <hostIf>     gateway netns: eth0 <address6>/128 (no DAD)
+ *                                                                     default via fe80::1 dev eth0
  * Idempotent: an existing namespace and veth are reused (routes replaced).
  */
+import { HOST_LINK_LOCAL } from "../datapath/endpoint.js";
 import { ip, runRaw } from "../datapath/exec.js";
 
 export interface IngressNetnsParams {
@@ -19,6 +23,8 @@ export interface IngressNetnsParams {
   /** Node side of the veth (<= 15 characters). */
   readonly hostIf: string;
   readonly address: string;
+  /** The IPv6 gateway address (dual stack). */
+  readonly address6?: string;
   /** The node's pod gateway address (on its lo), the gateway namespace's next hop. */
   readonly nodeGateway: string;
 }
@@ -39,4 +45,9 @@ export async function ensureIngressNetns(p: IngressNetnsParams): Promise<void> {
   await ip(["link", "set", "eth0", "up"], p.netns);
   await ip(["route", "replace", p.nodeGateway, "dev", "eth0", "scope", "link"], p.netns);
   await ip(["route", "replace", "default", "via", p.nodeGateway, "dev", "eth0"], p.netns);
+  if (p.address6 === undefined) return;
+  await ip(["-6", "addr", "replace", `${HOST_LINK_LOCAL}/64`, "dev", p.hostIf, "nodad"], p.nodeNetns);
+  await ip(["-6", "route", "replace", `${p.address6}/128`, "dev", p.hostIf], p.nodeNetns);
+  await ip(["-6", "addr", "replace", `${p.address6}/128`, "dev", "eth0", "nodad"], p.netns);
+  await ip(["-6", "route", "replace", "default", "via", HOST_LINK_LOCAL, "dev", "eth0"], p.netns);
 }

@@ -12,6 +12,7 @@ import { compileGateways } from "./compile.js";
 import { worldOf } from "./world.js";
 import type { FromGateway, GatewayInputs, GatewayProcessConfig, ToGateway } from "./protocol.js";
 import { GatewayServer } from "./server.js";
+import { sourcesOf } from "./source.js";
 
 function send(m: FromGateway): void {
   if (process.send && process.connected) process.send(m);
@@ -25,7 +26,7 @@ function main(): void {
     endpoints: (ns, name) => inputs.services[`${ns}/${name}`] ?? [],
     keyPair: (ns, name) => certs.keyPair(ns, name),
     onEvent: (event) => send({ type: "event", event }),
-    ...(cfg.localAddress !== undefined ? { localAddress: cfg.localAddress } : {}),
+    ...sourcesOf(cfg),
   });
   let chain = Promise.resolve();
   process.on("message", (m: ToGateway) => {

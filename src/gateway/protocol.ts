@@ -43,4 +43,6 @@ export interface GatewayProcessConfig {
   readonly secretsDir: string;
   /** Source address of upstream connections. */
   readonly localAddress?: string;
+  /** Source address of upstream IPv6 connections. */
+  readonly localAddress6?: string;
 }

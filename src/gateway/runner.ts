@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { MembraneError } from "../errors.js";
 import type { GatewayEvent } from "./exchange.js";
 import type { FromGateway, GatewayInputs, GatewayProcessConfig } from "./protocol.js";
+import { sourcesOf } from "./source.js";
 
 export interface GatewayRunnerParams extends GatewayProcessConfig {
   readonly netns?: string;
@@ -32,7 +33,7 @@ export class GatewayRunner {
     const main = fileURLToPath(new URL("./main.js", import.meta.url));
     const cfg: GatewayProcessConfig = {
       secretsDir: this.p.secretsDir,
-      ...(this.p.localAddress !== undefined ? { localAddress: this.p.localAddress } : {}),
+      ...sourcesOf(this.p),
     };
     const argv = [process.execPath, main, JSON.stringify(cfg)];
     const [cmd, ...args] = this.p.netns ? ["ip", "netns", "exec", this.p.netns, ...argv] : argv;

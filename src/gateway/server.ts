@@ -23,6 +23,7 @@ import { H2_SETTINGS, serveH2Session } from "./h2-stream.js";
 import { hostMatches, requestHost } from "./hostnames.js";
 import type { RouteTable, ServedPort } from "./table.js";
 import { UpstreamPool } from "./upstream.js";
+import { sourcesOf } from "./source.js";
 
 export interface KeyPair {
   readonly cert: string;
@@ -37,6 +38,13 @@ export interface GatewayServerParams {
   readonly onEvent?: (e: GatewayEvent) => void;
   /** Source address of upstream connections (the ingress identity's address). */
   readonly localAddress?: string;
+  /** Source address of upstream IPv6 connections (the ingress identity's IPv6 address). */
+  readonly localAddress6?: string;
+  /**
+   * "stream": HTTP/1.1 sockets on Node's streams even when the native socket I/O add-on is
+   * built (default: MEMBRANE_PROXY_IO, as the proxy). TLS and HTTP/2 always use streams.
+   */
+  readonly io?: "native" | "stream";
   readonly random?: () => number;
 }
 
@@ -54,8 +62,8 @@ export class GatewayServer {
   private readonly agent: http.Agent;
 
   constructor(private readonly p: GatewayServerParams) {
-    const local = p.localAddress !== undefined ? { localAddress: p.localAddress } : {};
-    this.pool = new UpstreamPool(local);
+    const local = sourcesOf(p);
+    this.pool = new UpstreamPool({ ...local, ...(p.io ? { io: p.io } : {}) });
     this.sessions = new H2Sessions(local);
     // Bounded: a client resetting streams as fast as it opens them (HTTP/2 rapid reset) queues
     // requests here instead of opening a backend connection for each.
@@ -123,7 +131,7 @@ export class GatewayServer {
         sessions: this.sessions,
         agent: this.agent,
         onEvent,
-        ...(this.p.localAddress !== undefined ? { localAddress: this.p.localAddress } : {}),
+        ...sourcesOf(this.p),
         ...random,
       }),
     );
@@ -135,6 +143,7 @@ export class GatewayServer {
         sessions: this.sessions,
         onEvent,
         ...random,
+        ...(this.p.io ? { io: this.p.io } : {}),
       }).start();
     const handle = (s: net.Socket): void => {
       sockets.add(s);
@@ -142,14 +151,15 @@ export class GatewayServer {
       if ((s as tls.TLSSocket).alpnProtocol === "h2") return void h2.emit("connection", s);
       if (p.protocol === "HTTPS") return http1(s);
       sniff(s, (head, isH2) => {
-        // Either side reads the socket itself: the bytes go back first.
+        // Either side reads the socket itself: the bytes go back first (GatewayExchange takes
+        // the paused socket, and its fd when the native add-on is there, resuming it otherwise).
         s.unshift(head);
         if (isH2) return void h2.emit("connection", s);
         http1(s);
-        s.resume();
       });
     };
-    if (p.protocol === "HTTP") return net.createServer({ allowHalfOpen: false }, handle);
+    // Half-open allowed: a client that sends its last request and its FIN together still gets the answer.
+    if (p.protocol === "HTTP") return net.createServer({ allowHalfOpen: true }, handle);
     const contexts = p.certificates.map((c) => {
       const pair = this.p.keyPair(c.namespace, c.name);
       if (!pair)

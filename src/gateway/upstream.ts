@@ -2,25 +2,35 @@
  * Connections to backend endpoints, kept alive between requests (HTTP/1.1)
  * and bound to the gateway's source address when one is set (the address
  * the ipcache gives the reserved `ingress` identity, so that the backends'
- * ingress policy judges gateway traffic as coming from `ingress`).
+ * ingress policy judges gateway traffic as coming from `ingress`). Plain TCP,
+ * read and written through the native socket I/O add-on when it is there
+ * (upstream-conn.ts), else Node's streams.
  *
- *   acquire(addr, port) --idle socket of that endpoint | net.connect--> Socket
- *   release(socket)     --reusable: back to the idle list (capped), else destroyed
+ *   acquire(addr, port) --idle connection of that endpoint | net.connect--> UpstreamConn
+ *   release(conn)       --reusable: back to the idle list (capped), else destroyed;
+ *                         an idle one that reads a byte, a FIN or an error is dropped
  */
 import net from "node:net";
+import { proxyIo } from "../proxy/http/native-io.js";
 import { modifyHeaders } from "./filters.js";
+import { sourceFor } from "./source.js";
 import type { HeaderModifier } from "./model.js";
+import { UpstreamConn } from "./upstream-conn.js";
 
 export interface UpstreamPoolParams {
-  /** Source address of upstream connections (undefined: the kernel picks). */
+  /** Source address of upstream IPv4 connections (undefined: the kernel picks). */
   readonly localAddress?: string;
+  /** Source address of upstream IPv6 connections (source.ts). */
+  readonly localAddress6?: string;
   /** Idle connections kept per endpoint. */
   readonly maxIdlePerEndpoint?: number;
   readonly idleTimeoutMs?: number;
+  /** "stream": Node's streams even when the native add-on is built (default: MEMBRANE_PROXY_IO). */
+  readonly io?: "native" | "stream";
 }
 
 export class UpstreamPool {
-  private readonly idle = new Map<string, net.Socket[]>();
+  private readonly idle = new Map<string, UpstreamConn[]>();
   private readonly maxIdle: number;
   private readonly idleMs: number;
 
@@ -29,52 +39,41 @@ export class UpstreamPool {
     this.idleMs = p.idleTimeoutMs ?? 30_000;
   }
 
-  /** A pooled socket (reused: true) or a new connection. */
-  acquire(address: string, port: number): { socket: net.Socket; reused: boolean } {
+  /** A pooled connection (reused: true) or a new one (writes wait until it is connected). */
+  acquire(address: string, port: number): { up: UpstreamConn; reused: boolean } {
     const key = `${address}|${port}`;
     const list = this.idle.get(key);
     while (list && list.length > 0) {
-      const s = list.pop() as net.Socket;
-      s.removeAllListeners("close")
-        .removeAllListeners("error")
-        .removeAllListeners("data")
-        .removeAllListeners("end");
-      s.setTimeout(0);
-      if (!s.destroyed && s.readyState === "open") return { socket: s, reused: true };
-      s.destroy();
+      const up = list.pop() as UpstreamConn;
+      if (!up.dead) return { up, reused: true };
     }
     const socket = net.connect({
       host: address,
       port,
-      ...(this.p.localAddress ? { localAddress: this.p.localAddress } : {}),
+      ...sourceFor(address, this.p),
     });
     socket.setNoDelay(true);
-    return { socket, reused: false };
+    return { up: new UpstreamConn(socket, proxyIo(this.p.io), this.idleMs), reused: false };
   }
 
-  release(address: string, port: number, s: net.Socket): void {
+  release(address: string, port: number, up: UpstreamConn): void {
     const key = `${address}|${port}`;
-    s.removeAllListeners("data")
-      .removeAllListeners("end")
-      .removeAllListeners("error")
-      .removeAllListeners("close");
-    s.removeAllListeners("timeout");
     const list = this.idle.get(key) ?? [];
-    if (s.destroyed || list.length >= this.maxIdle) return void s.destroy();
+    if (up.dead || list.length >= this.maxIdle) return void up.destroy();
     const drop = (): void => {
-      const i = list.indexOf(s);
+      const i = list.indexOf(up);
       if (i >= 0) list.splice(i, 1);
-      s.destroy();
+      up.destroy();
     };
-    s.on("close", drop).on("error", drop).on("end", drop).on("data", drop);
-    s.setTimeout(this.idleMs, drop);
-    list.push(s);
+    // Nothing is asked of an idle connection: any byte, FIN, error or quiet period ends it.
+    up.use({ data: drop, end: drop, gone: drop, idle: drop });
+    list.push(up);
     this.idle.set(key, list);
   }
 
   /** Closes every idle connection. */
   close(): void {
-    for (const list of this.idle.values()) for (const s of list) s.destroy();
+    for (const list of this.idle.values()) for (const up of list) up.destroy();
     this.idle.clear();
   }
 }

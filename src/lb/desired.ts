@@ -216,8 +216,8 @@ function familyFrontends(
       ...(local && usable.length === 0 && anywhere ? { noLocal: true } : {}),
     };
   };
-  // lb-l7 (IPv4): the addresses' TCP connections go to the proxy (per-request balancing); a NodePort stays in the kernel.
-  const l7 = s.lbL7 === true && p.protocol === "TCP" && !v6 ? { l7: true } : {};
+  // lb-l7 (either family): the addresses' TCP connections go to the proxy (per-request balancing); a NodePort stays in the kernel.
+  const l7 = s.lbL7 === true && p.protocol === "TCP" ? { l7: true } : {};
   const cluster = common(false);
   const internal = s.internalLocal === true ? common(true) : cluster;
   const external = s.externalLocal === true ? common(true) : cluster;

@@ -39,7 +39,7 @@ server.addService({ Call: m("/demo.Mirror/Call") }, { Call: ok });
 server.addService({ Count: m("/demo.Stats/Count") }, {
   Count: (call, cb) => cb(null, Buffer.from(JSON.stringify({ backend: name, got: JSON.stringify(calls), added: "", xff: "" }))),
 });
-server.bindAsync("0.0.0.0:9090", grpc.ServerCredentials.createInsecure(), (e) => {
+server.bindAsync(process.argv[3] || "0.0.0.0:9090", grpc.ServerCredentials.createInsecure(), (e) => {
   if (e) { console.error(e.message); process.exit(1); }
   console.log("ready");
 });`;
@@ -97,9 +97,9 @@ export interface GrpcAnswer {
   body?: { backend: string; got: string; added: string; xff: string };
 }
 
-/** A gRPC server named `name` on port 9090 in `ns`. */
-export function startGrpcServer(ns: string, name: string): Promise<ChildProcess> {
-  const c = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", SERVER, GRPC, name], {
+/** A gRPC server named `name` on port 9090 in `ns` (IPv4 only unless `bind` says, e.g. "[::]:9090"). */
+export function startGrpcServer(ns: string, name: string, bind = "0.0.0.0:9090"): Promise<ChildProcess> {
+  const c = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", SERVER, GRPC, name, bind], {
     detached: true,
     stdio: ["ignore", "pipe", "inherit"],
   });

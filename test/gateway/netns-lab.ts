@@ -7,6 +7,9 @@
  *
  *   cl 10.231.3.2 --- 10.231.3.1 gw 10.231.1.1 --- 10.231.1.2 b1
  *                                   10.231.2.1 --- 10.231.2.2 b2
+ *
+ * With `ipv6`, every link is dual-stack (fd00:231:<i>::1/64 on the gateway's side,
+ * ::2 on the other, no duplicate address detection) and the backends listen on both.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -16,6 +19,7 @@ import { join } from "node:path";
 
 const ECHO = `
 const name = process.argv[1];
+const host = process.argv[2] || "0.0.0.0";
 require("http").createServer((q, s) => {
   let n = 0; q.on("data", (d) => (n += d.length));
   q.on("end", () => {
@@ -23,7 +27,7 @@ require("http").createServer((q, s) => {
     s.setHeader("x-from-backend", "orig");
     s.end(JSON.stringify({ backend: name, method: q.method, url: q.url, headers: q.headers, body: n, peer: q.socket.remoteAddress }));
   });
-}).listen(8080, "0.0.0.0", () => console.log("ready"));`;
+}).listen(8080, host, () => console.log("ready"));`;
 
 const CLIENT = `
 const [url, n, hdrs, insecureHost] = process.argv.slice(1);
@@ -50,9 +54,9 @@ export interface Answer {
   error?: string;
 }
 
-/** An HTTP echo server on port 8080 in `ns` (its own process group: kill -pid). */
-export function startEcho(ns: string, name: string): Promise<ChildProcess> {
-  const c = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", ECHO, name], {
+/** An HTTP echo server on port 8080 in `ns` (its own process group: kill -pid); IPv4 unless `host` says ("::"). */
+export function startEcho(ns: string, name: string, host = "0.0.0.0"): Promise<ChildProcess> {
+  const c = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", ECHO, name, host], {
     detached: true,
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -112,8 +116,10 @@ export class GatewayLab {
     cl: `${this.prefix}-cl`,
   };
 
-  static async start(): Promise<GatewayLab> {
-    const lab = new GatewayLab();
+  private constructor(private readonly ipv6: boolean) {}
+
+  static async start(o: { ipv6?: boolean } = {}): Promise<GatewayLab> {
+    const lab = new GatewayLab(o.ipv6 === true);
     try {
       lab.build();
       await Promise.all([lab.echo("b1", lab.ns.b1), lab.echo("b2", lab.ns.b2)]);
@@ -158,11 +164,15 @@ export class GatewayLab {
       this.ip(["-n", ns, "link", "set", "lo", "up"]);
       this.ip(["-n", ns, "link", "set", "eth0", "up"]);
       this.ip(["-n", ns, "route", "add", "default", "via", `10.231.${i}.1`]);
+      if (!this.ipv6) continue;
+      this.ip(["-n", this.ns.gw, "addr", "add", `fd00:231:${i}::1/64`, "dev", `v${i}`, "nodad"]);
+      this.ip(["-n", ns, "addr", "add", `fd00:231:${i}::2/64`, "dev", "eth0", "nodad"]);
+      this.ip(["-n", ns, "-6", "route", "add", "default", "via", `fd00:231:${i}::1`]);
     }
   }
 
   private async echo(name: string, ns: string): Promise<void> {
-    this.children.push(await startEcho(ns, name));
+    this.children.push(await startEcho(ns, name, this.ipv6 ? "::" : "0.0.0.0"));
   }
 
   /** `n` requests on one keep-alive connection from the client namespace. */

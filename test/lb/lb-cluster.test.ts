@@ -4,7 +4,9 @@
 // on n2, with real TCP; a NodePort on n1 answers a client outside the cluster from that backend
 // (masqueraded, so the reply returns through n1); with traffic policy Local only the node's own
 // backends, the client's address kept, and a node without one drops; a slice's change through n2 moves n1's backends; a delete through n2 empties
-// both nodes' tables.
+// both nodes' tables. Dual-stack (pod and service CIDRs of both families, VXLAN between the
+// nodes): a RequireDualStack Service applied through n1 has the same two ClusterIPs on both nodes,
+// and its IPv6 one reaches the backend on n2 from a pod on n1 (over the tunnel) and on n2.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -26,6 +28,16 @@ const SERVICE = `apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
 spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+`;
+
+const DUAL = `apiVersion: v1
+kind: Service
+metadata: {name: web6, namespace: default}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv6, IPv4]
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080}]
 `;
@@ -86,7 +98,8 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
     let lab: LabCluster | undefined;
     const probes: Probe[] = [];
     try {
-      lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 5, agentArgs: ["--service-cidr", "10.97.0.0/16"] }); // prettier-ignore
+      // Dual-stack: IPv6 pod CIDRs need a tunnel over the IPv4 underlay (native routing skips them: peer-routes.ts).
+      lab = await startLabCluster({ prefix, nodes: 2, leaseTtl: 5, tunnel: "vxlan", clusterCidr: "10.200.0.0/16,fd00:200::/104", agentArgs: ["--service-cidr", "10.97.0.0/16,fd00:97::/112"] }); // prettier-ignore
       const [n1, n2] = lab.nodes as [LabNode, LabNode];
       const web = await createEndpoint(n2, "web", { app: "web" });
       const client1 = await createEndpoint(n1, "client", { app: "client" });
@@ -200,6 +213,40 @@ describe("services shared in cluster mode (root: etcd, two agent processes, real
         assert.equal(new Set(ports).size, ports.length, `${n.name}: a NodePort given twice`);
         assert.ok(all.some((v) => v.name === "race-a") && all.some((v) => v.name === "race-b"));
       }
+
+      // Dual-stack, IPv6 first: applied through n1, the same two ClusterIPs on both nodes; the IPv6 one
+      // reaches the backend on n2 from n1's pod (over the tunnel) and from n2's.
+      assert.match(web.ipv6 ?? "", /^fd00:200:/, "the pods are dual-stack");
+      const dual = (await n1.client.request("POST", "/v1/lb/resources", { text: DUAL, file: "web6.yaml" })) as LbApplyReport; // prettier-ignore
+      await waitRealized(realized, dual.clusterRevision ?? 0, 30_000);
+      const both = (s: ServiceView[]): boolean => (s.find((v) => v.name === "web6")?.backends.length ?? 0) >= 2; // prettier-ignore
+      const d1 = (await until(n1, "web6 with its backend in both families", both)).find(
+        (v) => v.name === "web6",
+      );
+      const d2 = (await until(n2, "web6 with its backend in both families", both)).find(
+        (v) => v.name === "web6",
+      );
+      const [six, four] = d1?.clusterIPs ?? [];
+      assert.match(six ?? "", /^fd00:97::/, JSON.stringify(d1));
+      assert.match(four ?? "", /^10\.97\./, JSON.stringify(d1));
+      assert.deepEqual(d2?.clusterIPs, d1?.clusterIPs, "the same ClusterIPs on both nodes");
+      const seen0 = await srv.count("tcp", 8080);
+      assert.equal(
+        await c1.tcp(six ?? "", 80, 3000),
+        "ok",
+        "a pod on n1 -> IPv6 ClusterIP -> the backend on n2",
+      );
+      assert.equal(
+        await c2.tcp(six ?? "", 80, 3000),
+        "ok",
+        "a pod on n2 -> IPv6 ClusterIP -> the backend on n2",
+      );
+      assert.equal(
+        await c1.tcp(four ?? "", 80, 3000),
+        "ok",
+        "a pod on n1 -> IPv4 ClusterIP -> the backend on n2",
+      );
+      assert.equal((await srv.count("tcp", 8080)) - seen0, 3, "the backend on n2 took all three");
 
       // Deleted through n2: gone from n1, and its address no longer answers.
       const deleted = (await n2.client.request("DELETE", "/v1/lb/resources", { text: SERVICE, file: "web.yaml" })) as { clusterRevision?: number }; // prettier-ignore

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import type { ServiceView } from "../../src/lb/types.js";
-import { AgentLab, rootSkipReason, T } from "../agent/e2e/harness.js";
+import { AgentLab, OUTSIDE6, rootSkipReason, T } from "../agent/e2e/harness.js";
 
 const skip = rootSkipReason();
 
@@ -108,7 +108,8 @@ describe(
       assert.match(status, /^CapEff:\s+0+$/m);
     });
 
-    test("a dual-stack LoadBalancer gets one address of each pool; its IPv6 address reaches the pod", async () => {
+    test("a dual-stack LoadBalancer gets one address of each pool; its IPv6 address reaches the pod from a pod and from outside the node", async () => {
+      // prettier-ignore
       const v = view();
       const [four, six] = (v?.externalIP ?? "").split(",");
       assert.match(four ?? "", /^198\.18\.0\./, JSON.stringify(v));
@@ -118,6 +119,17 @@ describe(
         assert.equal(await lab.ep("client").probe.tcp(six ?? "", 80, T), "ok", "IPv6");
       assert.equal(await lab.ep("client").probe.tcp(four ?? "", 80, T), "ok", "IPv4");
       assert.equal((await lab.ep("web1").probe.count("tcp", 8080)) - before1, 4);
+      // From outside the node (the uplink namespace, over IPv6): to the pod, the client's address kept
+      // (externalTrafficPolicy: Local), the answer back through the node.
+      const outside = lab.probeIn(out);
+      const before2 = await lab.ep("web1").probe.count("tcp", 8080);
+      for (let i = 0; i < 3; i++)
+        assert.equal(await outside.tcp(six ?? "", 80, T), "ok", "IPv6 from outside");
+      assert.equal(await outside.tcp(four ?? "", 80, T), "ok", "IPv4 from outside");
+      assert.equal((await lab.ep("web1").probe.count("tcp", 8080)) - before2, 4);
+      assert.equal(await outside.open("six", six ?? "", 80, T), "ok", "a connection held open from outside");
+      const peers = await lab.sh(lab.ep("web1").view.netns, ["ss", "-Htn", "state", "established", "sport", "=", ":8080"]); // prettier-ignore
+      assert.match(peers, new RegExp(`\\[${OUTSIDE6.outside}\\]:\\d+`), `the pod saw the outside client's IPv6 address: ${peers}`); // prettier-ignore
     });
 
     test("the health check port closes with the Service", async () => {

@@ -55,6 +55,31 @@ describe("lb-l7: pure parts", () => {
     assert.ok(d !== undefined, "the delta is writable by nfnl");
   });
 
+  test("IPv6: a dual-stack lb-l7 Service marks both ClusterIPs for the proxy, each in its family's set; classify6 checks l7front6 before front6", () => {
+    const s = {
+      ...parseLbResources(svc("enabled"), "s").services[0]!,
+      clusterIP: "10.96.0.9",
+      clusterIPs: ["10.96.0.9", "fd00:96::9"],
+      ipFamilies: ["IPv4", "IPv6"] as ("IPv4" | "IPv6")[],
+    };
+    const pod = { ...POD, ips: ["10.0.0.1", "fd00:10::1"] };
+    const fs = desiredLb([s], [pod], []).state.frontends;
+    const l7 = fs.filter((f) => f.l7 === true).map((f) => `${f.ip}:${f.port}/${f.proto}`);
+    assert.deepEqual(l7.sort(), ["10.96.0.9:9090/6", "fd00:96::9:9090/6"]);
+    const c = compileLb({ frontends: fs });
+    assert.deepEqual([...(c.elements.get("l7front6")?.keys() ?? [])], ["fd00:96::9 . tcp . 9090"]);
+    assert.ok(![...(c.elements.get("nat6")?.keys() ?? [])].some((k) => k.includes("9090")));
+    const classify6 = fixedChains().find((ch) => ch.name === "classify6")?.rules ?? [];
+    const at = (x: string): number => classify6.findIndex((r) => r.includes(x));
+    assert.match(
+      classify6[at("@l7front6")] ?? "",
+      /^ip6 daddr .* @l7front6 ct mark set ct mark or 0x88000000 return$/,
+    );
+    assert.ok(at("@empty6") < at("@l7front6") && at("@l7front6") < at("@front6"));
+    const d = lbWireDelta(compileLb({ frontends: [] }).elements, c.elements);
+    assert.ok(d !== undefined, "the delta is writable by nfnl");
+  });
+
   test("lb-l7 on a NodePort or a UDP frontend is refused, naming the field", () => {
     for (const f of [
       { proto: 6 as const, port: 30090, backends: [{ ip: "10.0.0.1", port: 9090 }], l7: true },

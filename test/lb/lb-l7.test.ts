@@ -4,7 +4,8 @@
  * calls on ONE connection to the ClusterIP are balanced per request; without the
  * annotation the kernel balances per connection (all calls on one backend); a backend
  * whose ingress policy denies the client gets none of its calls; the annotation removed,
- * the kernel DNATs again.
+ * the kernel DNATs again. IPv6: an lb-l7 Service with an IPv6 ClusterIP, balanced per
+ * request to the backends' IPv6 addresses (the pods are dual-stack).
  */
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
@@ -17,6 +18,7 @@ import { killGroup } from "../gateway/netns-lab.js";
 
 const skip = rootSkipReason();
 const VIP = "10.96.0.61";
+const VIP6 = "fd00:96::61";
 
 const service = (annotated: boolean): string => `apiVersion: v1
 kind: Service
@@ -25,6 +27,20 @@ metadata:
   namespace: default
 ${annotated ? "  annotations: {service.cilium.io/lb-l7: enabled}\n" : ""}spec:
   clusterIP: ${VIP}
+  selector: {app: echo}
+  ports: [{name: grpc, port: 9090, targetPort: 9090, appProtocol: grpc}]
+`;
+
+const SERVICE6 = `apiVersion: v1
+kind: Service
+metadata:
+  name: echo6
+  namespace: default
+  annotations: {service.cilium.io/lb-l7: enabled}
+spec:
+  ipFamilies: [IPv6]
+  ipFamilyPolicy: SingleStack
+  clusterIP: ${VIP6}
   selector: {app: echo}
   ports: [{name: grpc, port: 9090, targetPort: 9090, appProtocol: grpc}]
 `;
@@ -66,13 +82,21 @@ describe(
       ).stdout;
 
     before(async () => {
-      lab = await AgentLab.start("m2l", { proxy: true });
+      lab = await AgentLab.start("m2l", {
+        proxy: true,
+        podCidr6: "fd00:261::/64",
+        lb: {
+          serviceCidr: "10.96.0.0/16",
+          serviceCidrSecondary: "fd00:96::/112",
+          nodePortRange: [30000, 32767],
+        },
+      });
       await lab.endpoint("be1", { app: "echo", slot: "one" });
       await lab.endpoint("be2", { app: "echo", slot: "two" });
       await lab.endpoint("client", { app: "client" });
       await lab.endpoint("other", { app: "other" });
       const started = await Promise.allSettled(
-        ["be1", "be2"].map((b) => startGrpcServer(lab.ep(b).view.netns, b)),
+        ["be1", "be2"].map((b) => startGrpcServer(lab.ep(b).view.netns, b, "[::]:9090")),
       );
       for (const r of started) if (r.status === "fulfilled") servers.push(r.value);
       for (const r of started) if (r.status === "rejected") throw r.reason;
@@ -126,6 +150,33 @@ describe(
         assert.ok((other.get("be2") ?? 0) > 0, `other reaches be2: ${JSON.stringify([...other])}`);
       } finally {
         await lab.agent.deletePolicies(BE2_NOT_FROM_CLIENT, "be2.yaml");
+      }
+    });
+
+    test("IPv6: an lb-l7 Service with an IPv6 ClusterIP: 40 calls on one connection spread over both backends' IPv6 addresses", async () => {
+      // prettier-ignore
+      await lab.agent.lb.apply(SERVICE6, "svc6.yaml");
+      try {
+        assert.match(await lbTable(), new RegExp(`l7front6 \\{[^}]*elements = \\{ ${VIP6} \\. tcp \\. 9090`));
+        const got = backends(grpcCalls(lab.ep("client").view.netns, `[${VIP6}]:9090`, "/demo.Echo/Echo", 40));
+        assert.equal((got.get("be1") ?? 0) + (got.get("be2") ?? 0), 40);
+        assert.ok((got.get("be1") ?? 0) > 0 && (got.get("be2") ?? 0) > 0, `both backends: ${JSON.stringify([...got])}`); // prettier-ignore
+        // The proxy's flows name the backend that answered, at its IPv6 address.
+        const v6 = new Map(["be1", "be2"].map((b) => [lab.ep(b).view.ipv6 ?? "?", b]));
+        const answered = (fs: Flow[]): Set<string> =>
+          new Set(
+            fs
+              .filter((f) => f.l7?.http?.url?.includes(VIP6) === true && f.verdict === "FORWARDED")
+              .map((f) => v6.get(f.IP?.source ?? "") ?? ""),
+          );
+        const seen = await lab.flowsWhen(
+          { type: ["l7"] },
+          (fs) => answered(fs).has("be1") && answered(fs).has("be2"),
+          "an L7 flow from each backend's IPv6 address",
+        );
+        assert.ok(answered(seen).has("be1") && answered(seen).has("be2"));
+      } finally {
+        await lab.agent.lb.delete(SERVICE6, "svc6.yaml");
       }
     });
 

@@ -2,7 +2,10 @@
  * Gateway API and Ingress resources (src/gateway): stored under
  * `gateway/<Kind>/<namespace>/<name>`, compiled for their status, and served
  * by the gateway process in its own namespace (src/gateway/ingress-netns.ts),
- * whose address the ipcache maps to the reserved `ingress` identity.
+ * whose address the ipcache maps to the reserved `ingress` identity (both
+ * addresses on a dual-stack node: the gateway reaches each backend from the
+ * address of the backend's family, and a Gateway without spec.addresses is
+ * served on both, IPv4 first in its status).
  *
  *   apply -f (parse whole, store) --> inputs (resources, services -> endpoint
  *   addresses, namespace labels, the gateway address) --> GatewayRunner.push
@@ -31,8 +34,8 @@ export interface GatewaysDeps extends ControllerDeps {
   readonly netns: string;
   readonly nodeNetns?: string;
   readonly nodeGateway: string;
-  /** The gateway address (allocated once from the pod CIDR, stable across restarts). */
-  readonly address: () => Promise<string>;
+  /** The gateway addresses (allocated once from the pod CIDRs, stable across restarts; IPv6 on dual stack). */
+  readonly address: () => Promise<{ readonly ipv4: string; readonly ipv6?: string }>;
   readonly services: () => readonly ServiceSpec[];
   /** `v1` Services (membrane apply): ready endpoint addresses and what each port says. */
   readonly lbServices?: () => Readonly<Record<string, GatewayBackendService>>;
@@ -61,6 +64,7 @@ export class GatewaysController implements Controller {
   private readonly known = new Map<string, GatewayResource>();
   private runner: GatewayRunner | undefined;
   private addr: string | undefined;
+  private addr6: string | undefined;
   private lastPushed = "";
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
@@ -87,23 +91,28 @@ export class GatewaysController implements Controller {
   /** Sets up the gateway namespace and address (identity ingress), starts the gateway process. */
   async start(): Promise<void> {
     await this.restore();
-    const address = await this.d.address();
+    const { ipv4: address, ipv6: address6 } = await this.d.address();
     this.addr = address;
+    this.addr6 = address6;
+    const v6 = address6 !== undefined ? { address6 } : {};
     await ensureIngressNetns({
       netns: this.d.netns,
       ...(this.d.nodeNetns !== undefined ? { nodeNetns: this.d.nodeNetns } : {}),
       hostIf: "mbrgw0",
       address,
+      ...v6,
       nodeGateway: this.d.nodeGateway,
     });
     await this.d.serial(async () => {
       this.d.engine().setNodeAddress(address, "ingress");
+      if (address6 !== undefined) this.d.engine().setNodeAddress(address6, "ingress");
       await this.d.enforce();
     });
     this.runner = new GatewayRunner({
       netns: this.d.netns,
       secretsDir: this.d.secretsDir,
       localAddress: address,
+      ...(address6 !== undefined ? { localAddress6: address6 } : {}),
       onEvent: (e) => this.d.onEvent?.(e, address),
       onExit: (code) => {
         if (!this.stopping)
@@ -129,6 +138,11 @@ export class GatewaysController implements Controller {
     return this.addr;
   }
 
+  /** The gateway's IPv6 address (dual stack). */
+  get address6(): string | undefined {
+    return this.addr6;
+  }
+
   private inputs(): GatewayInputs {
     const eps = this.d.endpoints();
     const services: Record<string, string[]> = {};
@@ -139,7 +153,8 @@ export class GatewaysController implements Controller {
             .filter(
               (e) => e.namespace === s.namespace && Object.entries(sel).every(([k, v]) => e.labels[k] === v),
             )
-            .map((e) => e.ipv4)
+            .map((e) => e.ipv4 || e.ipv6 || "")
+            .filter((a) => a !== "")
         : [...(s.ips ?? [])];
     }
     const servicePorts: Record<string, Record<string, ServicePortInfo>> = {};
@@ -152,7 +167,7 @@ export class GatewaysController implements Controller {
       services,
       servicePorts,
       namespaceLabels: this.d.namespaceLabels(),
-      addresses: this.addr ? [this.addr] : [],
+      addresses: [this.addr, this.addr6].filter((a): a is string => a !== undefined),
       policyRevision: this.d.engine().revision,
     };
   }

@@ -15,6 +15,8 @@ import net from "node:net";
 
 export interface H2SessionsParams {
   readonly localAddress?: string;
+  /** Source address of IPv6 sessions (an IPv6 endpoint without it: localAddress, which fails: closed). */
+  readonly localAddress6?: string;
   /** A session without any frame for this long is closed. */
   readonly idleTimeoutMs?: number;
 }
@@ -29,12 +31,13 @@ export class H2Sessions {
     const cur = this.open.get(key);
     if (cur && !cur.closed && !cur.destroyed) return cur;
     const host = address.includes(":") ? `[${address}]` : address;
+    const local = (address.includes(":") ? this.p.localAddress6 : undefined) ?? this.p.localAddress;
     const s = http2.connect(`http://${host}:${port}`, {
       createConnection: () => {
         const c = net.connect({
           host: address,
           port,
-          ...(this.p.localAddress !== undefined ? { localAddress: this.p.localAddress } : {}),
+          ...(local !== undefined ? { localAddress: local } : {}),
         });
         c.setNoDelay(true);
         return c;

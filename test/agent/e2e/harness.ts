@@ -45,6 +45,9 @@ spec:
     toPorts: [{ports: [{port: "80", protocol: TCP}]}]
 `;
 
+/** The outside namespace's IPv6 link (outsideNamespace): the node's end and the outside's. */
+export const OUTSIDE6 = { node: "2001:db8:ff::1", outside: "2001:db8:ff::10" } as const;
+
 export interface LabOptions {
   readonly podCidr4?: string;
   /** Dual stack: the IPv6 pod CIDR. */
@@ -261,6 +264,7 @@ export class AgentLab {
    * An "outside" namespace `<prefix>-out` wired to the node like an uplink:
    *   node out0 192.0.2.1/24 <── veth ──> eth0 192.0.2.10/24 + `extra` addresses
    *   node route 198.51.100.0/24 via 192.0.2.10; outside default route via the node.
+   *   IPv6 too: node out0 2001:db8:ff::1/64 <──> eth0 2001:db8:ff::10/64 (OUTSIDE6), default via the node.
    * Returns its name.
    */
   async outsideNamespace(extra: readonly string[]): Promise<string> {
@@ -288,6 +292,10 @@ export class AgentLab {
     await this.ip(["-n", out, "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
     for (const a of extra) await this.ip(["-n", out, "addr", "add", a, "dev", "eth0"]);
     await this.ip(["-n", out, "route", "add", "default", "via", "192.0.2.1"]);
+    // IPv6 too (documentation prefix; no duplicate address detection: usable at once).
+    await this.ip(["-n", this.node, "addr", "add", `${OUTSIDE6.node}/64`, "dev", "out0", "nodad"]);
+    await this.ip(["-n", out, "addr", "add", `${OUTSIDE6.outside}/64`, "dev", "eth0", "nodad"]);
+    await this.ip(["-n", out, "-6", "route", "add", "default", "via", OUTSIDE6.node]);
     return out;
   }
 
