@@ -41,85 +41,8 @@
 #define REC 12      /* int32s per datagram record */
 #define MAX_BATCH 64
 
-typedef struct {
-  uv_poll_t poll;
-  napi_env env;
-  napi_ref callback;
-  napi_async_context context;
-  int fd;
-  int closed;
-  /* Owners of this memory: the poll handle (until its close callback) and the JS external. */
-  int owners;
-} watch_t;
-
-static void release(watch_t *w) {
-  if (--w->owners == 0) free(w);
-}
-
-static void on_closed(uv_handle_t *h) { release((watch_t *)h->data); }
-
-static void on_poll(uv_poll_t *p, int status, int events) {
-  watch_t *w = (watch_t *)p->data;
-  if (w->closed) return;
-  napi_env env = w->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, recv, arg, result;
-  if (napi_get_reference_value(env, w->callback, &cb) == napi_ok && cb != NULL &&
-      napi_get_global(env, &recv) == napi_ok &&
-      napi_create_int32(env, status < 0 ? status : events, &arg) == napi_ok) {
-    if (napi_make_callback(env, w->context, recv, cb, 1, &arg, &result) == napi_pending_exception) {
-      napi_value err;
-      if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
-    }
-  }
-  napi_close_handle_scope(env, scope);
-}
-
-/* The poll first (it unregisters the fd from epoll at once), then the fd. */
-static void shut_io(watch_t *w) {
-  if (w->closed) return;
-  w->closed = 1;
-  uv_close((uv_handle_t *)&w->poll, on_closed);
-  close(w->fd);
-  w->fd = -1;
-}
-
-static void shut(watch_t *w) {
-  if (w->closed) return;
-  napi_delete_reference(w->env, w->callback);
-  napi_async_destroy(w->env, w->context);
-  shut_io(w);
-}
-
-/* An external collected while open means the environment is being torn down (the callback's
- * reference keeps it alive until close()): only the fd and the poll are released. */
-static void finalize(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  watch_t *w = (watch_t *)data;
-  shut_io(w);
-  release(w);
-}
-
-static napi_value num(napi_env env, int64_t v) {
-  napi_value out;
-  napi_create_int64(env, v, &out);
-  return out;
-}
-
-static napi_value usage(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "DNS_IO_USAGE", msg);
-  return NULL;
-}
-
-static watch_t *handle_of(napi_env env, napi_value v) {
-  void *p = NULL;
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external) return NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
-  return (watch_t *)p;
-}
+#define WATCH_USAGE_CODE "DNS_IO_USAGE"
+#include "membrane-napi-watch.h"
 
 /* An IPv4 or IPv6 literal and a port into a socket address; 0, or -EINVAL for anything else. */
 static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len) {
