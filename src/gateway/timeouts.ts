@@ -52,7 +52,10 @@ export function ruleTimeouts(v: unknown, p: string, f: Fields): RuleTimeouts | u
   };
 }
 
-/** The time one backend attempt may take now: the tighter of both limits (undefined: none). */
+/** setTimeout's longest delay: a longer one fires at once (Node clamps it to 1 ms). 99999h is a valid duration. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The time one backend attempt may take now: the tighter of both limits (undefined: none), at most MAX_TIMER_MS. */
 export function attemptLimitMs(
   t: RuleTimeouts | undefined,
   deadline: number | undefined,
@@ -60,6 +63,6 @@ export function attemptLimitMs(
 ): number | undefined {
   const left = deadline === undefined ? undefined : Math.max(1, deadline - now);
   const per = t?.backendRequestMs ? t.backendRequestMs : undefined;
-  if (left === undefined) return per;
-  return per === undefined ? left : Math.min(per, left);
+  const limit = left === undefined ? per : per === undefined ? left : Math.min(per, left);
+  return limit === undefined ? undefined : Math.min(limit, MAX_TIMER_MS);
 }

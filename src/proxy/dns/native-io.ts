@@ -209,7 +209,9 @@ export class NativeUdp {
   /** Queues one datagram (to `to`, or to the connected peer); all of this turn's leave together. */
   send(b: Buffer, to?: Peer): void {
     if (this.h === undefined) return;
-    if (this.outbox.length >= MAX_OUTBOX) {
+    // No UDP datagram is longer; flush() copies each into a 256 KiB arena and the add-on refuses a
+    // record past it (a throw in a microtask): such a buffer is dropped here, counted.
+    if (this.outbox.length >= MAX_OUTBOX || b.length > 65_535) {
       dnsIoStats.sendDropped++;
       return;
     }
