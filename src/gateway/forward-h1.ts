@@ -167,17 +167,21 @@ export function forwardH1(x: ForwardH1, addr: string, attempt: number): void {
   up.conn.write(x.wire);
 }
 
+/** How long a mirror copy's connection may wait for the copy's answer (as before: a bound on open copies). */
+const MIRROR_LINGER_MS = 10_000;
+
 /**
- * A RequestMirror copy: sent on a connection of its own, closed once the copy's answer starts (or when idle).
- * No half-close right after the write: servers that answer a turn later dropped the mirrored request.
+ * A RequestMirror copy: sent on a connection of its own, closed once the copy's answer starts, or after
+ * MIRROR_LINGER_MS. No half-close right after the write: servers that answer a turn later dropped the copy.
  */
 export function mirrorH1(pool: UpstreamPool, addr: string, port: number, wire: Buffer): void {
   const { up } = pool.acquire(addr, port);
-  up.use({
-    data: () => up.destroy(),
-    end: () => up.destroy(),
-    gone: () => undefined,
-    idle: () => up.destroy(),
-  });
+  const linger = setTimeout(() => up.destroy("mirror copy unanswered"), MIRROR_LINGER_MS);
+  linger.unref();
+  const done = (): void => {
+    clearTimeout(linger);
+    up.destroy();
+  };
+  up.use({ data: done, end: done, gone: () => clearTimeout(linger), idle: done });
   up.conn.write(wire);
 }
