@@ -130,7 +130,9 @@ export function readCertFields(b: Uint8Array): CertFields {
   };
   const seen = new Set<string>();
   for (const e of ext ? children(b, expect(children(b, ext)[0], 0x30, "extensions")) : []) {
-    const [id, second, third] = children(b, expect(e, 0x30, "an extension"));
+    const parts = children(b, expect(e, 0x30, "an extension"));
+    const [id, second, third] = parts;
+    if (parts.length !== (second?.tag === 0x01 ? 3 : 2)) throw bad("an extension of other than {extnID, critical?, extnValue}"); // prettier-ignore
     const name = oid(b, expect(id, 0x06, "an extension's OID"));
     if (seen.has(name)) throw bad(`extension ${name} appears twice`);
     seen.add(name);
