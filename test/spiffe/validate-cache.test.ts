@@ -49,5 +49,9 @@ describe("SvidValidationCache", () => {
     for (const l of leaves) assert.match(c.validate([l.der], [root.der], { trustDomain: TD }).id.path, /^\/identity\/30[0-2]$/); // prettier-ignore
     assert.deepEqual(c.stats, { hits: 0, misses: 3 });
     assert.equal(c.parsedRoots, 1, "three misses, the root parsed once");
+    // Without prepare: the first miss parses the root and keeps it for the next ones.
+    const d = new SvidValidationCache();
+    for (const l of leaves) d.validate([l.der], [root.der], { trustDomain: TD });
+    assert.deepEqual([d.stats.misses, d.parsedRoots], [3, 1]);
   });
 });
