@@ -1,0 +1,75 @@
+/**
+ * The proxy's side of the conntrack broker (ctbroker.ts): forks it while
+ * this process is still root and asks it for original destinations.
+ *
+ *   lookup(proto, local, remote) --IPC {id, proto, local, remote}--> broker --ctnetlink--> kernel
+ *        <--------------------------- {id, address?, port?, mark?} ---
+ *
+ * Every lookup is bounded (2 s, on one timer: deadlines.ts); no answer is
+ * no destination, and the caller fails closed. Without the broker no
+ * connection can be placed: `onExit` (the proxy exits, the agent restarts it).
+ */
+import { fork } from "node:child_process";
+import { TimeoutQueue } from "../deadlines.js";
+import type { Addr } from "./table.js";
+
+/** An original destination, with the connection's mark (CT_FROM_HOST: the node itself is the client). */
+export interface Original extends Addr {
+  readonly mark: number;
+}
+
+export interface Broker {
+  lookup(proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Original | undefined>;
+}
+
+interface BrokerAnswer {
+  ready?: boolean;
+  fatal?: string;
+  id?: number;
+  address?: string;
+  port?: number;
+  mark?: number;
+}
+
+/** Forks `script` (the broker: ctbroker.js; the proxy benchmark's stand-in) and waits for it to be ready. */
+export async function startBroker(script: string, onExit: () => void): Promise<Broker> {
+  const child = fork(script, [], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+  const waiting = new Map<number, (a: Original | undefined) => void>();
+  let next = 1;
+  // Every lookup's 2 s bound on one timer (deadlines.ts), not a timer per connection or query.
+  const deadlines = new TimeoutQueue(2000);
+  await new Promise<void>((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`conntrack broker exited (${code})`)));
+    const answer = (m: BrokerAnswer): void => {
+      if (typeof m.id !== "number") return;
+      const done = waiting.get(m.id);
+      waiting.delete(m.id);
+      done?.(
+        typeof m.address === "string" && typeof m.port === "number"
+          ? { address: m.address, port: m.port, mark: typeof m.mark === "number" ? m.mark : 0 }
+          : undefined,
+      );
+    };
+    child.on("message", (m: BrokerAnswer) => {
+      if (m.ready) return resolve();
+      if (m.fatal !== undefined) return reject(new Error(`conntrack broker: ${m.fatal}`));
+      answer(m);
+    });
+  });
+  child.on("exit", onExit);
+  return {
+    lookup: (proto, local, remote) =>
+      new Promise((resolve) => {
+        const id = next++;
+        const deadline = deadlines.add(() => {
+          waiting.delete(id);
+          resolve(undefined);
+        });
+        waiting.set(id, (a) => {
+          deadline.cancel();
+          resolve(a);
+        });
+        child.send({ id, proto, local, remote });
+      }),
+  };
+}
