@@ -73,7 +73,7 @@ async function main(upPort: number, resolverPort: number): Promise<void> {
   });
   process.on("message", (m: unknown) => {
     const msg = toProxy(m);
-    if (msg?.type === "dns-done") answers.done(msg.id, msg.ok);
+    if (msg?.type === "dns-done") answers.done(msg.id, msg.ok, msg.until);
   });
   const dnsLocal = { address: "127.0.0.1", port: 0 };
   const dns = new DnsProxy({

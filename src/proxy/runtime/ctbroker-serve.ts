@@ -2,8 +2,11 @@
  * The conntrack broker's IPC side (ctbroker.ts holds its lookups): requests
  * from the proxy process in, answers out, nothing else accepted.
  *
- *   proxy --IPC {id, proto, local, remote}--> parse (any other shape: {id: -1, error}) --> lookup
- *         <--IPC {id, address?, port?, mark?} | {id, error}--
+ *   proxy --IPC {id, proto, local, remote} | {batch: [...]}--> parse (any other shape: {id: -1, error}) --> lookup
+ *         <--IPC {id, address?, port?, mark?} | {id, error} | {batch: [...]}--
+ *
+ * Answers that are ready in the same turn leave in one message (flushed by
+ * a microtask): one pipe write per turn, not per lookup.
  *
  * The asker is unprivileged and may be compromised: work is bounded
  * (MAX_OUTSTANDING lookups at once, more are refused at once), and an
@@ -39,6 +42,8 @@ function parse(m: unknown): BrokerRequest | undefined {
 }
 
 const MAX_OUTSTANDING = 4096;
+/** The most lookups (and answers) one message carries; a longer batch is refused whole. */
+export const MAX_BROKER_BATCH = 256;
 
 /**
  * Answers the proxy if it is still there. A send on a closed channel throws
@@ -60,7 +65,16 @@ export function replyToProxy(m: object): void {
 /** Serves the proxy's lookups with `lookup` until the proxy disconnects (then exits 0); reports ready. */
 export function serveBroker(lookup: OriginalLookup): void {
   let outstanding = 0;
-  const answer = replyToProxy;
+  let out: object[] = [];
+  const flush = (): void => {
+    const o = out;
+    out = [];
+    if (o.length === 1) replyToProxy(o[0] as object);
+    else for (let i = 0; i < o.length; i += MAX_BROKER_BATCH) replyToProxy({ batch: o.slice(i, i + MAX_BROKER_BATCH) }); // prettier-ignore
+  };
+  const answer = (m: object): void => {
+    if (out.push(m) === 1) queueMicrotask(flush);
+  };
   const one = (m: unknown): void => {
     const req = parse(m);
     if (!req) return answer({ id: -1, error: "malformed request" });
@@ -74,7 +88,12 @@ export function serveBroker(lookup: OriginalLookup): void {
         (e: unknown) => answer({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
       );
   };
-  process.on("message", one);
+  process.on("message", (m: unknown) => {
+    const batch = typeof m === "object" && m !== null ? (m as { batch?: unknown }).batch : undefined;
+    if (batch === undefined) return one(m);
+    if (!Array.isArray(batch) || batch.length > MAX_BROKER_BATCH) return answer({ id: -1, error: "malformed request" }); // prettier-ignore
+    for (const r of batch) one(r);
+  });
   process.on("disconnect", () => process.exit(0));
   replyToProxy({ ready: true });
 }

@@ -92,7 +92,10 @@ async function main(): Promise<void> {
       if (r) send({ type: "hosts-ack", ...r });
     } else if (msg.type === "identity-of") {
       send({ type: "identity", id: msg.id, identity: table.identityOf(msg.address) });
-    } else answers.done(msg.id, msg.ok);
+    } else if (msg.type === "dns-forget") {
+      answers.forgetPairs(msg.pairs);
+      send({ type: "dns-forgot", id: msg.id });
+    } else answers.done(msg.id, msg.ok, msg.until);
   };
   process.on("message", (m: unknown) => {
     const msg = toProxy(m);
