@@ -13,6 +13,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
+import { fromProxy } from "../src/proxy/runtime/protocol.js";
 
 const RESPONSE = Buffer.from(
   'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}',
@@ -95,6 +96,23 @@ export async function forkReady<T>(
     child.once("exit", (code) => rej(new Error(`Cannot start ${script}: it exited with code ${code}`)));
   });
   return { child, ready };
+}
+
+/** The agent's default minimum life of a DNS-learned address (agent/controllers/names.ts), in ms. */
+const DNS_MIN_TTL_MS = 3600_000;
+
+/**
+ * This process as the agent of a forked proxy-server.js: each message is checked as the agent
+ * checks it (protocol.ts fromProxy); a `dns-answer` is answered `dns-done` at once, holding its
+ * addresses for the default minimum TTL, as the agent answers an answer whose addresses it already
+ * enforces (the bench's name always resolves to the same address); `dns-seen` is read and dropped.
+ */
+export function actAsAgent(child: ChildProcess): void {
+  child.on("message", (raw: unknown) => {
+    const m = fromProxy(raw);
+    if (m?.type === "dns-answer" && child.connected)
+      child.send({ type: "dns-done", id: m.id, ok: true, until: Date.now() + DNS_MIN_TTL_MS });
+  });
 }
 
 /** Sends requests to a forked child and matches the replies by id. */

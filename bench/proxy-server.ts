@@ -8,12 +8,21 @@
  * HTTP: handleHttpConnection with a rule that allows the bench's request
  * (GET /api/items/[0-9]+), so every request is parsed, matched and
  * re-serialised. DNS: DnsProxy with a matchPattern rule admitting the
- * bench's name. Flow events go to a sink that drops them.
+ * bench's name, on the product's per-query path: the query's source asked of a
+ * conntrack broker over IPC (a stand-in answering without the kernel:
+ * proxy-ctbroker.ts), the answer's addresses sent to the agent (here: the
+ * bench process, answering as the agent does for addresses it already
+ * enforces, proxy-procs.ts actAsAgent) and released on its `dns-done`.
+ * Flow events go to a sink that drops them.
  */
 import net from "node:net";
 import type { AddressInfo } from "node:net";
+import { fileURLToPath } from "node:url";
 import { DnsProxy } from "../src/proxy/dns/proxy.js";
 import { handleHttpConnection } from "../src/proxy/http/proxy.js";
+import { startBroker } from "../src/proxy/runtime/broker-client.js";
+import { AgentAnswers } from "../src/proxy/runtime/dns-answers.js";
+import { toProxy, type FromProxy } from "../src/proxy/runtime/protocol.js";
 import type { ConnectionInfo, L7LookupResult } from "../src/proxy/types.js";
 import { benchArgs, forkedOnly } from "./cli.js";
 
@@ -56,14 +65,29 @@ async function main(upPort: number, resolverPort: number): Promise<void> {
     }),
   );
   await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+  const broker = await startBroker(fileURLToPath(new URL("./proxy-ctbroker.js", import.meta.url)), () =>
+    process.exit(1),
+  );
+  const answers = new AgentAnswers((m: FromProxy) => {
+    if (process.connected) process.send?.(m);
+  });
+  process.on("message", (m: unknown) => {
+    const msg = toProxy(m);
+    if (msg?.type === "dns-done") answers.done(msg.id, msg.ok, msg.until);
+  });
+  const dnsLocal = { address: "127.0.0.1", port: 0 };
   const dns = new DnsProxy({
     upstream: { host: "127.0.0.1", port: resolverPort },
     lookup: { forConnection: () => DNS_POLICY },
-    identify: () => info(53, "UDP"),
-    onAnswer: () => Promise.resolve(),
+    identify: async (src, proto) => {
+      const dst = await broker.lookup(proto === "UDP" ? "udp" : "tcp", dnsLocal, src);
+      return dst ? info(dst.port, proto) : undefined;
+    },
+    onAnswer: (endpoint, name, ips, ttl) => answers.onAnswer(endpoint, name, ips, ttl),
     sink: () => undefined,
   });
   const { udpPort } = await dns.start();
+  dnsLocal.port = udpPort;
   const ports: ProxyServerPorts = { httpPort: (http.address() as AddressInfo).port, dnsPort: udpPort };
   process.send?.(ports);
   process.on("disconnect", () => {

@@ -34,6 +34,8 @@ import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
 import { checkTargets, summarisePhase, type PhaseSamples, type Sample } from "./proxy-report.js";
 import type { ProxyServerPorts } from "./proxy-server.js";
 import {
+  actAsAgent,
+  childPids,
   cpuSeconds,
   forkReady,
   Rpc,
@@ -63,6 +65,9 @@ type Phase = "moderate" | "saturation";
 /** Which proxies to measure: both, or one of them (a DNS-only run skips nginx and the HTTP targets). */
 type Only = "all" | "http" | "dns";
 const PHASES: readonly Phase[] = ["moderate", "saturation"];
+
+/** A proxy-server's process and its conntrack broker's (the product's proxy forks one too): both are the proxy's CPU. */
+const withBroker = (pid: number): number[] => [pid, ...childPids(pid)];
 
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length] as T);
 
@@ -96,6 +101,7 @@ export async function runProxyBench(
       PROXY_NODE_FLAGS,
     );
     membrane = m.child;
+    actAsAgent(m.child);
     const membranePid = m.child.pid ?? 0;
     // The same build with the HTTP proxy's sockets on Node's streams (src/proxy/http/native-io.ts).
     const streams = await forkReady<ProxyServerPorts>(
@@ -105,6 +111,7 @@ export async function runProxyBench(
       { MEMBRANE_PROXY_IO: "stream" },
     );
     others.push(streams.child);
+    actAsAgent(streams.child);
     // Several workers, each its own process and ports (proxy/runtime/workers.ts).
     const pool: { child: ChildProcess; ready: ProxyServerPorts }[] = [];
     for (let i = 0; workerCount > 1 && i < workerCount; i++) {
@@ -114,6 +121,7 @@ export async function runProxyBench(
         PROXY_NODE_FLAGS,
       );
       others.push(w.child);
+      actAsAgent(w.child);
       pool.push(w);
     }
     // Another build's proxy (before/after in one run).
@@ -124,7 +132,10 @@ export async function runProxyBench(
           PROXY_NODE_FLAGS,
         )
       : undefined;
-    if (base) others.push(base.child);
+    if (base) {
+      others.push(base.child);
+      actAsAgent(base.child);
+    }
     // The same build with extra Node/V8 flags (a flag judged side by side with "membrane").
     const flagged =
       opts.nodeFlags && opts.nodeFlags.length > 0
@@ -134,7 +145,10 @@ export async function runProxyBench(
             [...PROXY_NODE_FLAGS, ...opts.nodeFlags],
           )
         : undefined;
-    if (flagged) others.push(flagged.child);
+    if (flagged) {
+      others.push(flagged.child);
+      actAsAgent(flagged.child);
+    }
     const flaggedTargets = (kind: LoadSpec["kind"]): Target[] =>
       flagged
         ? [
@@ -142,7 +156,7 @@ export async function runProxyBench(
               name: "membraneFlags",
               kind,
               port: kind === "http" ? flagged.ready.httpPort : flagged.ready.dnsPort,
-              pids: () => [flagged.child.pid ?? 0],
+              pids: () => withBroker(flagged.child.pid ?? 0),
             },
           ]
         : [];
@@ -155,7 +169,7 @@ export async function runProxyBench(
               kind,
               port: 0,
               ports: pool.map((w) => (kind === "http" ? w.ready.httpPort : w.ready.dnsPort)),
-              pids: () => pool.map((w) => w.child.pid ?? 0),
+              pids: () => pool.flatMap((w) => withBroker(w.child.pid ?? 0)),
             },
           ];
     const baseTargets = (kind: LoadSpec["kind"]): Target[] =>
@@ -165,7 +179,7 @@ export async function runProxyBench(
               name: "baseline",
               kind,
               port: kind === "http" ? base.ready.httpPort : base.ready.dnsPort,
-              pids: () => [base.child.pid ?? 0],
+              pids: () => withBroker(base.child.pid ?? 0),
             },
           ]
         : [];
@@ -176,12 +190,12 @@ export async function runProxyBench(
     const nginx = only === "dns" ? undefined : findNginx();
     const http: Target[] = [
       { name: "direct", kind: "http", port: upstream.port, pids: () => [] },
-      { name: "membrane", kind: "http", port: m.ready.httpPort, pids: () => [membranePid] },
+      { name: "membrane", kind: "http", port: m.ready.httpPort, pids: () => withBroker(membranePid) },
       {
         name: "membraneStream",
         kind: "http",
         port: streams.ready.httpPort,
-        pids: () => [streams.child.pid ?? 0],
+        pids: () => withBroker(streams.child.pid ?? 0),
       },
       ...baseTargets("http"),
       ...flaggedTargets("http"),
@@ -199,13 +213,13 @@ export async function runProxyBench(
     }
     const dns: Target[] = [
       { name: "direct", kind: "dns", port: resolver.port, pids: () => [] },
-      { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => [membranePid] },
+      { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => withBroker(membranePid) },
       // The same build with the DNS proxy's listener on Node's dgram socket (src/proxy/dns/native-io.ts).
       {
         name: "membraneStream",
         kind: "dns",
         port: streams.ready.dnsPort,
-        pids: () => [streams.child.pid ?? 0],
+        pids: () => withBroker(streams.child.pid ?? 0),
       },
       ...baseTargets("dns"),
       ...flaggedTargets("dns"),

@@ -145,10 +145,11 @@ export class Agent {
     this.policies = new PoliciesController({ ...shared, kernelBehind });
     const synced = [this.namespaces, this.services, this.policies, this.lb];
     this.cluster = p.cluster && clusterResources.watch({ ...shared, kernelBehind }, p.cluster, synced);
-    this.names = new NamesController(
-      deps,
-      p.proxy?.dnsMinTtlSeconds !== undefined ? { minTtlSeconds: p.proxy.dnsMinTtlSeconds } : {},
-    );
+    this.names = new NamesController(deps, {
+      ...(p.proxy?.dnsMinTtlSeconds !== undefined ? { minTtlSeconds: p.proxy.dnsMinTtlSeconds } : {}),
+      // The proxy workers withdraw what they release without asking before the kernel changes.
+      dropping: (pairs) => this.proxyRef?.forgetDns(pairs) ?? Promise.resolve(),
+    });
     const ctls: Controller[] = [this.identitiesCtl, this.namespaces, this.services, this.lb, this.nodes];
     this.controllers = [...ctls, this.endpoints, this.remoteEndpoints, this.policies, this.names];
     this.gateways = newGateways(p, deps, { ipam: this.ipam, services: this.services, lb: this.lb, namespaces: this.namespaces, endpoints: this.endpoints, observer: () => this.observerRef }); // prettier-ignore
@@ -265,6 +266,7 @@ export class Agent {
     const { supervisor, target } = startProxySupervisor({ ...this.p, logger: this.p.logger }, cfg, gw, {
       onL7: (event, src, dst) => this.observerRef?.pushL7(event, { src, dst }),
       onDnsAnswer: (_endpoint, name, ips, ttl) => this.names.answer(name, ips, ttl),
+      dnsHeldUntil: (name, ips) => this.names.heldUntil(name, ips),
       // A worker died or came back: the redirect follows the live ones (fail closed meanwhile).
       onChange: () => void this.queue.run(() => this.enforcer.enforce(), undefined, "follow the proxy workers").catch((e: unknown) => this.p.logger.error({ err: String(e) }, "the redirect to the proxy workers was not updated")), // prettier-ignore
     });

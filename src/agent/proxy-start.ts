@@ -16,7 +16,7 @@ export function startProxySupervisor(
   p: Pick<AgentParams, "nodeNetns" | "podCidr6"> & { logger: Logger },
   cfg: NonNullable<AgentParams["proxy"]>,
   gw: { ipv4: string; ipv6?: string },
-  hooks: Pick<ProxySupervisorParams, "onL7" | "onDnsAnswer"> & { onChange: () => void },
+  hooks: Pick<ProxySupervisorParams, "onL7" | "onDnsAnswer" | "dnsHeldUntil"> & { onChange: () => void },
 ): { supervisor: ProxyWorkers; target: () => ProxyTarget } {
   const ipv6 = gw.ipv6 && p.podCidr6 ? gw.ipv6 : undefined;
   const supervisor = new ProxyWorkers({

@@ -13,6 +13,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 import { rootSkipReason } from "./supervisor-harness.js";
+import { until } from "../support/until.js";
 
 const skip = rootSkipReason();
 const BROKER = fileURLToPath(new URL("../../src/proxy/runtime/ctbroker.js", import.meta.url));
@@ -55,6 +56,47 @@ test(
         { code: 0, signal: null },
         `round ${round}: ${r.stderr}`,
       );
+    }
+  },
+);
+
+test(
+  "the conntrack broker answers a batch of lookups, each on its own; a malformed one alone, an over-long batch refused",
+  { skip },
+  async () => {
+    const child = spawn("unshare", ["--net", process.execPath, BROKER], {
+      stdio: ["ignore", "ignore", "pipe", "ipc"],
+    });
+    try {
+      const answers: { id?: number; error?: string; address?: string }[] = [];
+      const ready = new Promise<void>((r) =>
+        child.on("message", (m: { ready?: boolean; batch?: unknown[] }) => {
+          if (m.ready === true) return r();
+          answers.push(...((Array.isArray(m.batch) ? m.batch : [m]) as typeof answers));
+        }),
+      );
+      await ready;
+      const req = (id: number) => ({
+        id,
+        proto: "udp",
+        local: { address: "10.0.0.1", port: 53 },
+        remote: { address: "10.0.0.2", port: 1024 + id },
+      });
+      child.send({ batch: [req(1), { id: 2, proto: "icmp" }, req(3)] });
+      child.send({ batch: Array.from({ length: 257 }, (_, i) => req(10 + i)) });
+      await until("the broker's answers", () => answers.length >= 4);
+      // No conntrack entry in this namespace: each lookup answered without an address.
+      assert.deepEqual(
+        answers
+          .map(
+            (a) =>
+              `${a.id}${a.error !== undefined ? ` ${a.error}` : ""}${a.address !== undefined ? " addr" : ""}`,
+          )
+          .sort(),
+        ["-1 malformed request", "-1 malformed request", "1", "3"],
+      );
+    } finally {
+      child.kill("SIGKILL");
     }
   },
 );

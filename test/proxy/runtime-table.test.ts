@@ -295,7 +295,41 @@ describe("IPC messages are shape-checked", () => {
       ok: false,
     },
     { name: "dns-done with a string id", msg: { type: "dns-done", id: "1", ok: true }, ok: false },
+    { name: "dns-done with until", msg: { type: "dns-done", id: 1, ok: true, until: 1e12 }, ok: true },
+    {
+      name: "dns-done with a fractional until",
+      msg: { type: "dns-done", id: 1, ok: true, until: 1.5 },
+      ok: false,
+    },
+    {
+      name: "dns-done with a string until",
+      msg: { type: "dns-done", id: 1, ok: true, until: "9" },
+      ok: false,
+    },
+    {
+      name: "dns-forget of pairs",
+      msg: { type: "dns-forget", id: 1, pairs: [{ name: "x", ip: "1.2.3.4" }] },
+      ok: true,
+    },
+    { name: "dns-forget of everything", msg: { type: "dns-forget", id: 1 }, ok: true },
+    { name: "dns-forget without an id", msg: { type: "dns-forget", pairs: [] }, ok: false },
+    { name: "dns-forget with pairs not a list", msg: { type: "dns-forget", id: 1, pairs: "x" }, ok: false },
+    { name: "dns-forgot", msg: { type: "dns-forgot", id: 1 }, from: true, ok: true },
+    { name: "dns-forgot without an id", msg: { type: "dns-forgot" }, from: true, ok: false },
+    { name: "dns-seen of 257 answers", msg: { type: "dns-seen", answers: Array(257).fill({ endpoint: "a/b", name: "x", ips: [], ttl: 1 }) }, from: true, ok: false }, // prettier-ignore
   ];
+  test("dns-seen: each answer rebuilt as a dns-answer would be, a malformed one dropped alone", () => {
+    const good = { endpoint: "a/b", name: "x.", ips: ["1.2.3.4"], ttl: 5 };
+    const m = fromProxy({
+      type: "dns-seen",
+      answers: [good, { ...good, ips: [1] }, { ...good, extra: "y" }],
+    });
+    assert.deepEqual(m, { type: "dns-seen", answers: [good, good] });
+  });
+  test("dns-forget with a pair it cannot read withdraws everything (never keeps what the agent withdrew)", () => {
+    const m = toProxy({ type: "dns-forget", id: 4, pairs: [{ name: "x", ip: "1.2.3.4" }, { name: 5 }] });
+    assert.deepEqual(m, { type: "dns-forget", id: 4 });
+  });
   test("a batch of L7 events: each rebuilt as a single one, a malformed one dropped alone; an over-long batch refused", () => {
     const m = fromProxy({
       type: "l7-batch",

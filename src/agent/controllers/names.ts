@@ -2,7 +2,9 @@
  * DNS-learned names: addresses the DNS proxy saw in answers get FQDN
  * identities (toFQDNs), and the kernel enforces them before the proxy
  * releases the answer. Each (name, address) lives for max(TTL, minimum TTL);
- * an answer already known only extends that, without touching the kernel.
+ * an answer already known only extends that, without touching the kernel
+ * (the proxy learns how long, heldUntil, and releases repeats without asking;
+ * before an address leaves the kernel it withdraws that: `dropping`).
  * Expired ones are forgotten periodically: new connections to them are then
  * denied until resolved again. Not persisted (a restarted agent learns again).
  */
@@ -18,6 +20,12 @@ export interface NamesParams {
   readonly minTtlSeconds?: number;
   /** The clock (ms since the epoch); tests pass their own. */
   readonly now?: () => number;
+  /**
+   * Called before (name, ip) pairs leave the kernel, after they stopped counting as held
+   * (heldUntil): the proxy withdraws them from the answers it releases without asking. A failure
+   * is logged and the pairs go anyway (a proxy that does not answer releases nothing).
+   */
+  readonly dropping?: (pairs: readonly { name: string; ip: string }[]) => Promise<void>;
 }
 
 interface Pending {
@@ -76,6 +84,18 @@ export class NamesController implements Controller {
     return out.length === 0 ? undefined : out.sort();
   }
 
+  /**
+   * Until when (ms since the epoch) every (name, ip) of `ips` stays in the kernel unless an answer
+   * extends it; undefined when one of them is not held. The proxy releases repeats of the answer
+   * without asking while this lasts (proxy/runtime/dns-answers.ts).
+   */
+  heldUntil(name: string, ips: readonly string[]): number | undefined {
+    const key = nameKey(name);
+    let until = Infinity;
+    for (const ip of ips) until = Math.min(until, this.seen.get(ip)?.get(key) ?? -Infinity);
+    return ips.length > 0 && until > -Infinity ? until : undefined;
+  }
+
   /** A DNS answer the proxy let through; resolves once the kernel enforces its new addresses. */
   async answer(name: string, ips: readonly string[], ttl: number): Promise<void> {
     const key = nameKey(name);
@@ -111,7 +131,7 @@ export class NamesController implements Controller {
   forget(name: string, ips: readonly string[]): Promise<void> {
     const key = nameKey(name);
     return this.d.serial(async () => {
-      for (const ip of ips) this.drop(ip, key, name);
+      await this.dropAll(ips.map((ip): [string, string, string] => [ip, key, name]));
       this.revisions.bump();
       await this.d.enforce();
     });
@@ -124,21 +144,35 @@ export class NamesController implements Controller {
       for (const [name, until] of names) if (until <= this.now()) gone.push([ip, name]);
     if (gone.length === 0) return;
     await this.d.serial(async () => {
-      for (const [ip, name] of gone) {
-        // Extended by an answer while this waited for its turn: kept.
-        if ((this.seen.get(ip)?.get(name) ?? Infinity) > this.now()) continue;
-        this.drop(ip, name, name);
-      }
+      // Extended by an answer while this waited for its turn: kept.
+      const still = gone.filter(([ip, name]) => (this.seen.get(ip)?.get(name) ?? Infinity) <= this.now());
+      await this.dropAll(still.map(([ip, name]): [string, string, string] => [ip, name, name]));
       this.revisions.bump();
       await this.d.enforce();
     });
   }
 
-  private drop(ip: string, key: string, name: string): void {
-    const names = this.seen.get(ip);
-    names?.delete(key);
-    if (names?.size === 0) this.seen.delete(ip);
-    this.d.engine().forgetDns(name, ip);
+  /**
+   * Takes [ip, key, name] out: first from what counts as held (no dns-done grants them from here
+   * on), then from the proxy's held answers (`dropping`, acknowledged), and only then from policy,
+   * so the proxy never releases an answer for an address the kernel no longer has.
+   */
+  private async dropAll(gone: readonly [string, string, string][]): Promise<void> {
+    for (const [ip, key] of gone) {
+      const names = this.seen.get(ip);
+      names?.delete(key);
+      if (names?.size === 0) this.seen.delete(ip);
+    }
+    if (gone.length > 0 && this.p.dropping)
+      await this.p
+        .dropping(gone.map(([ip, key]) => ({ name: key, ip })))
+        .catch((e: unknown) =>
+          this.d.logger.warn(
+            { err: e instanceof Error ? e.message : String(e) },
+            "the proxy did not withdraw DNS names",
+          ),
+        );
+    for (const [ip, , name] of gone) this.d.engine().forgetDns(name, ip);
   }
 }
 

@@ -8,6 +8,7 @@
  *                        v
  *        upstream (UDP pool; TCP for TCP and on truncation) --> release --readAnswer-->
  *        onAnswer (the agent programs the kernel) --> deliver | SERVFAIL (failed or late)
+ *                 \--nothing to wait for (the agent already enforces them)--> deliver
  *
  * `reply` is called exactly once: the reply bytes, or undefined to stay
  * silent. Whatever a step throws is an internal error (counted) and ends the
@@ -63,7 +64,7 @@ export interface ExchangeContext {
   readonly upstream: Upstream | undefined;
   readonly lookup: L7PolicyLookup;
   readonly identify: (src: Source, proto: L7Proto) => ConnectionInfo | undefined | Promise<ConnectionInfo | undefined>; // prettier-ignore
-  readonly onAnswer: (endpoint: string, name: string, ips: readonly string[], ttl: number) => Promise<void>;
+  readonly onAnswer: (endpoint: string, name: string, ips: readonly string[], ttl: number) => Promise<void> | undefined; // prettier-ignore
   readonly sink: L7Sink;
   readonly verdicts: DnsVerdicts;
   /** The current pool and deadline queue (stop() replaces them). */
@@ -228,10 +229,13 @@ export class DnsExchange {
     this.first = first;
     this.answer = a;
     if (a.ips.length === 0) return this.deliver();
+    const enforced = this.c.onAnswer((this.info as ConnectionInfo).endpoint, q.name, a.ips, a.ttl);
+    // Nothing to wait for: the agent already enforces every address (runtime/dns-answers.ts).
+    if (enforced === undefined) return this.deliver();
     this.deadline = this.c
       .answerDeadlines()
       .add(() => this.agentFailed(`not done within ${this.c.answerTimeoutMs} ms`));
-    this.c.onAnswer((this.info as ConnectionInfo).endpoint, q.name, a.ips, a.ttl).then(
+    enforced.then(
       () =>
         this.step("answer", () => {
           if (this.settled) return;

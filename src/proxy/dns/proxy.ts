@@ -14,7 +14,8 @@
  *
  * The answer is held until `onAnswer` resolved: that is where the agent
  * programs the kernel, so the client can never connect to an address before
- * policy knows it. Hostile input never throws out of here: short or
+ * policy knows it (an answer whose addresses the agent already enforces goes
+ * at once: `onAnswer` returns undefined). Hostile input never throws out of here: short or
  * non-query packets are dropped, malformed queries get FORMERR, malformed
  * answers SERVFAIL; each is counted in `stats`. A query is one object
  * (exchange.ts) whose methods are its steps, with no promise or timer of its
@@ -75,7 +76,11 @@ export interface DnsProxyParams {
     src: { address: string; port: number },
     proto: L7Proto,
   ) => ConnectionInfo | undefined | Promise<ConnectionInfo | undefined>;
-  readonly onAnswer: (endpoint: string, name: string, ips: readonly string[], ttl: number) => Promise<void>;
+  /**
+   * Tells the agent an answer's addresses: the promise settles once the kernel enforces them (the
+   * answer is held until then); undefined: it already does, the answer goes at once.
+   */
+  readonly onAnswer: (endpoint: string, name: string, ips: readonly string[], ttl: number) => Promise<void> | undefined; // prettier-ignore
   readonly sink: L7Sink;
   readonly limits?: Partial<DnsProxyLimits>;
   /**

@@ -16,17 +16,17 @@
  * Fail closed everywhere: no conntrack entry, no policy for the connection,
  * no agent answer for a DNS reply => reset / SERVFAIL.
  */
-import { fork } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { CT_FROM_HOST, CT_SERVICE } from "../../abi/marks.js";
 import { ID } from "../../identity/reserved.js";
-import { TimeoutQueue } from "../deadlines.js";
 import { DnsProxy } from "../dns/proxy.js";
 import { H2Sessions } from "../http2/sessions.js";
 import { handleLbConnection } from "../lb/balance.js";
 import type { L7Event } from "../types.js";
+import { startBroker, type Original } from "./broker-client.js";
 import { dispatchConnection } from "./dispatch.js";
+import { AgentAnswers } from "./dns-answers.js";
 import { HostMap } from "./host-map.js";
 import { hostsRefusal } from "./hosts-wire.js";
 import {
@@ -79,10 +79,7 @@ async function main(): Promise<void> {
   const lookup = {
     forConnection: (k: Parameters<PolicyTable["forConnection"]>[0]) => table.forConnection(k),
   };
-  const pendingDns = new Map<number, (ok: boolean) => void>();
-  let nextDns = 1;
-  // DnsProxy gives up after its answerTimeoutMs (SERVFAIL); an id is forgotten a little later. One timer for all.
-  const forgetDns = new TimeoutQueue(5000);
+  const answers = new AgentAnswers(send);
 
   const onMessage = (msg: ToProxy): void => {
     if (msg.type === "snapshot") {
@@ -95,10 +92,10 @@ async function main(): Promise<void> {
       if (r) send({ type: "hosts-ack", ...r });
     } else if (msg.type === "identity-of") {
       send({ type: "identity", id: msg.id, identity: table.identityOf(msg.address) });
-    } else {
-      pendingDns.get(msg.id)?.(msg.ok);
-      pendingDns.delete(msg.id);
-    }
+    } else if (msg.type === "dns-forget") {
+      answers.forgetPairs(msg.pairs);
+      send({ type: "dns-forgot", id: msg.id });
+    } else answers.done(msg.id, msg.ok, msg.until);
   };
   process.on("message", (m: unknown) => {
     const msg = toProxy(m);
@@ -113,7 +110,10 @@ async function main(): Promise<void> {
   // The agent is gone: so is the reason to run.
   process.on("disconnect", () => process.exit(0));
 
-  const ct = await startBroker();
+  // Forked while this process is still root (ctnetlink needs CAP_NET_ADMIN); it leaves with us.
+  const ct = await startBroker(fileURLToPath(new URL("./ctbroker.js", import.meta.url)), () =>
+    fatal("the conntrack broker exited"),
+  );
   const originalDst = (proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Original | undefined> =>
     ct.lookup(proto, local, remote);
   const sinkFor =
@@ -183,18 +183,7 @@ async function main(): Promise<void> {
         const dst = await originalDst(proto === "UDP" ? "udp" : "tcp", local, src);
         return dst ? table.identify(src, dst, proto === "UDP" ? 17 : 6, fromHost(dst)) : undefined;
       },
-      onAnswer: (endpoint, name, ips, ttl) =>
-        new Promise<void>((resolve, reject) => {
-          const id = nextDns++;
-          const forget = forgetDns.add(() => pendingDns.delete(id));
-          pendingDns.set(id, (ok) => {
-            forget.cancel();
-            if (ok) resolve();
-            else reject(new Error("the agent did not enforce"));
-          });
-          // RFC 2181 §8: a TTL with the top bit set means zero.
-          send({ type: "dns-answer", id, endpoint, name, ips, ttl: ttl > 0x7fffffff ? 0 : ttl });
-        }),
+      onAnswer: (endpoint, name, ips, ttl) => answers.onAnswer(endpoint, name, ips, ttl),
       sink: (e) => {
         const { client, server, ...event } = e;
         const none = { address: "", port: 0 };
@@ -222,67 +211,6 @@ function dropPrivileges(cfg: ProxyConfig): void {
   if (process.getuid?.() !== cfg.uid) fatal(`could not drop root to uid ${cfg.uid}`);
 }
 
-/** An original destination, with the connection's mark (CT_FROM_HOST: the node itself is the client). */
-interface Original extends Addr {
-  readonly mark: number;
-}
 const fromHost = (o: Original): boolean => (o.mark & CT_FROM_HOST) !== 0;
-
-interface Broker {
-  lookup(proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Original | undefined>;
-}
-
-/** Forks the privileged conntrack broker (ctbroker.ts) while this process is still root. */
-async function startBroker(): Promise<Broker> {
-  const child = fork(fileURLToPath(new URL("./ctbroker.js", import.meta.url)), [], {
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
-  const waiting = new Map<number, (a: Original | undefined) => void>();
-  let next = 1;
-  // Every lookup's 2 s bound on one timer (deadlines.ts), not a timer per connection or query.
-  const deadlines = new TimeoutQueue(2000);
-  await new Promise<void>((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`conntrack broker exited (${code})`)));
-    child.on(
-      "message",
-      (m: {
-        ready?: boolean;
-        fatal?: string;
-        id?: number;
-        address?: string;
-        port?: number;
-        mark?: number;
-      }) => {
-        if (m.ready) return resolve();
-        if (m.fatal !== undefined) return reject(new Error(`conntrack broker: ${m.fatal}`));
-        if (typeof m.id !== "number") return;
-        const done = waiting.get(m.id);
-        waiting.delete(m.id);
-        done?.(
-          typeof m.address === "string" && typeof m.port === "number"
-            ? { address: m.address, port: m.port, mark: typeof m.mark === "number" ? m.mark : 0 }
-            : undefined,
-        );
-      },
-    );
-  });
-  // Without the broker no connection can be placed: exit, the agent restarts the proxy.
-  child.on("exit", () => fatal("the conntrack broker exited"));
-  return {
-    lookup: (proto, local, remote) =>
-      new Promise((resolve) => {
-        const id = next++;
-        const deadline = deadlines.add(() => {
-          waiting.delete(id);
-          resolve(undefined);
-        });
-        waiting.set(id, (a) => {
-          deadline.cancel();
-          resolve(a);
-        });
-        child.send({ id, proto, local, remote });
-      }),
-  };
-}
 
 main().catch((e: unknown) => fatal(e instanceof Error ? e.message : String(e)));

@@ -4,9 +4,11 @@
  *   agent -> proxy   {type: "snapshot", snapshot}        proxy -> agent  {type: "ready", ports}
  *                    {type: "hosts-full", to, part, ...}                 {type: "ack", version}
  *                    {type: "hosts", from, to, set, del}                 {type: "hosts-ack", to, ok, error?}
- *                    {type: "dns-done", id, ok}                          {type: "l7", event, src, dst}
- *                                                                        {type: "l7-batch", events: [{event, src, dst}]}
+ *                    {type: "dns-done", id, ok, until?}                  {type: "l7", event, src, dst}
+ *                    {type: "dns-forget", id, pairs?}                    {type: "l7-batch", events: [{event, src, dst}]}
  *                    {type: "identity-of", id, address}                  {type: "dns-answer", id, ...}
+ *                                                                        {type: "dns-seen", answers: [...]}
+ *                                                                        {type: "dns-forgot", id}
  *                                                                        {type: "identity", id, identity}
  *                                                                        {type: "fatal", message}
  *
@@ -17,7 +19,10 @@
  *
  * A DNS answer is held by the proxy until the agent says `dns-done`: by then
  * the answer's addresses are in the kernel's ipcache (toFQDNs works on the
- * client's first connection). Both sides check the shape of what they
+ * client's first connection). `until` says how long the agent holds every
+ * address of that answer: a later answer within it is released at once and
+ * told in passing (`dns-seen`); `dns-forget` withdraws that before the agent
+ * takes addresses out of the kernel (dns-answers.ts). Both sides check the shape of what they
  * receive; a malformed message is dropped, never trusted. The agent side
  * rebuilds what the (unprivileged) proxy sends from known, bounded fields
  * (validate.ts).
@@ -42,7 +47,9 @@ export interface ProxyConfig {
 
 export type ToProxy =
   | { readonly type: "snapshot"; readonly snapshot: ProxySnapshot }
-  | { readonly type: "dns-done"; readonly id: number; readonly ok: boolean }
+  | { readonly type: "dns-done"; readonly id: number; readonly ok: boolean; readonly until?: number }
+  /** These (name, ip) pairs (absent: all) are no longer held; answered with dns-forgot. */
+  | { readonly type: "dns-forget"; readonly id: number; readonly pairs?: readonly DnsForgetPair[] }
   | HostsDelta
   | HostsFull
   | { readonly type: "identity-of"; readonly id: number; readonly address: string };
@@ -63,7 +70,28 @@ export type FromProxy =
       readonly ips: readonly string[];
       readonly ttl: number;
     }
+  /** Answers released because the agent held their addresses: it extends their life as for dns-answer. */
+  | { readonly type: "dns-seen"; readonly answers: readonly DnsSeen[] }
+  | { readonly type: "dns-forgot"; readonly id: number }
   | { readonly type: "fatal"; readonly message: string };
+
+export interface DnsSeen {
+  readonly endpoint: string;
+  readonly name: string;
+  readonly ips: readonly string[];
+  readonly ttl: number;
+}
+
+export interface DnsForgetPair {
+  readonly name: string;
+  readonly ip: string;
+}
+
+/** The most answers one dns-seen carries (a longer one is refused whole). */
+export const MAX_SEEN = 256;
+
+/** The most pairs one dns-forget carries (the agent sends "all" past it). */
+export const MAX_FORGET_PAIRS = 4096;
 
 /** One L7 event with the connection's ends. */
 export interface L7Flow {
@@ -120,6 +148,18 @@ export function fromProxy(m: unknown): FromProxy | undefined {
       const a = dnsAnswerFrom(m);
       return a ? { type: "dns-answer", ...a } : undefined;
     }
+    case "dns-seen": {
+      if (!Array.isArray(m.answers) || m.answers.length > MAX_SEEN) return undefined;
+      // Each answer rebuilt as a dns-answer would be; a malformed one is dropped, not the others.
+      const answers: DnsSeen[] = [];
+      for (const a of m.answers as unknown[]) {
+        const r = isObj(a) ? dnsAnswerFrom({ ...a, id: 0 }) : undefined;
+        if (r) answers.push({ endpoint: r.endpoint, name: r.name, ips: r.ips, ttl: r.ttl });
+      }
+      return { type: "dns-seen", answers };
+    }
+    case "dns-forgot":
+      return isInt(m.id, Number.MAX_SAFE_INTEGER) ? { type: "dns-forgot", id: m.id } : undefined;
     case "fatal":
       return typeof m.message === "string" ? { type: "fatal", message: m.message.slice(0, 1000) } : undefined;
     default:
@@ -130,10 +170,21 @@ export function fromProxy(m: unknown): FromProxy | undefined {
 /** The message if it has the shape of one the agent sends; else undefined. */
 export function toProxy(m: unknown): ToProxy | undefined {
   if (!isObj(m)) return undefined;
-  if (m.type === "dns-done")
-    return typeof m.id === "number" && typeof m.ok === "boolean"
-      ? { type: "dns-done", id: m.id, ok: m.ok }
-      : undefined;
+  if (m.type === "dns-done") {
+    if (typeof m.id !== "number" || typeof m.ok !== "boolean") return undefined;
+    if (m.until === undefined) return { type: "dns-done", id: m.id, ok: m.ok };
+    return isInt(m.until, Number.MAX_SAFE_INTEGER) ? { type: "dns-done", id: m.id, ok: m.ok, until: m.until } : undefined; // prettier-ignore
+  }
+  if (m.type === "dns-forget") {
+    if (!isInt(m.id, Number.MAX_SAFE_INTEGER)) return undefined;
+    if (m.pairs === undefined) return { type: "dns-forget", id: m.id };
+    if (!Array.isArray(m.pairs) || m.pairs.length > MAX_FORGET_PAIRS) return undefined;
+    const pairs = (m.pairs as unknown[]).filter(
+      (p): p is DnsForgetPair => isObj(p) && typeof p.name === "string" && typeof p.ip === "string",
+    );
+    // A pair we cannot read: forget everything rather than keep what the agent withdrew.
+    return pairs.length === m.pairs.length ? { type: "dns-forget", id: m.id, pairs } : { type: "dns-forget", id: m.id }; // prettier-ignore
+  }
   if (m.type === "hosts") return hostsDeltaFrom(m);
   if (m.type === "hosts-full") return hostsFullFrom(m);
   if (m.type === "identity-of")

@@ -27,7 +27,15 @@ import type { HostTableView } from "../../ipcache/hosts.js";
 import type { L7Event } from "../types.js";
 import { planHosts, type HeldHosts } from "./hosts-sync.js";
 import { PROXY_NODE_FLAGS } from "./node-flags.js";
-import { fromProxy, type FromProxy, type L7Flow, type ProxyConfig, type ToProxy } from "./protocol.js";
+import {
+  fromProxy,
+  type DnsForgetPair,
+  type FromProxy,
+  type L7Flow,
+  type ProxyConfig,
+  type ToProxy,
+} from "./protocol.js";
+import { DnsRelay, type DnsRelayParams } from "./supervisor-dns.js";
 import type { Addr, ProxySnapshot } from "./table.js";
 
 /** What the agent pushes: a snapshot, and the ipcache's exact addresses (a live view, never copied whole). */
@@ -75,12 +83,8 @@ export interface ProxySupervisorParams {
   readonly logger: Logger;
   readonly onL7: (event: L7Event, src: Addr, dst: Addr) => void;
   /** Puts the answer's addresses into policy and the kernel; resolves when they are enforced. */
-  readonly onDnsAnswer: (
-    endpoint: string,
-    name: string,
-    ips: readonly string[],
-    ttl: number,
-  ) => Promise<void>;
+  readonly onDnsAnswer: DnsRelayParams["onDnsAnswer"];
+  readonly dnsHeldUntil?: NonNullable<DnsRelayParams["dnsHeldUntil"]>;
   readonly startTimeoutMs?: number;
   /**
    * true: the process reported ready and holds the latest snapshot (the kernel may send it
@@ -113,7 +117,11 @@ export class ProxySupervisor {
     hostMessages: 0,
   };
 
-  constructor(private readonly p: ProxySupervisorParams) {}
+  private readonly dns: DnsRelay;
+
+  constructor(private readonly p: ProxySupervisorParams) {
+    this.dns = new DnsRelay(p, (m) => this.send(m));
+  }
 
   get running(): boolean {
     return this.child !== undefined;
@@ -168,6 +176,7 @@ export class ProxySupervisor {
       this.hostAcks.clear();
       for (const done of this.probes.values()) done(undefined);
       this.probes.clear();
+      this.dns.gone();
       if (this.stopping) return;
       if (this.live === child) this.p.onRunning?.(false);
       this.live = undefined;
@@ -219,15 +228,8 @@ export class ProxySupervisor {
       this.probes.delete(m.id);
     } else if (m.type === "l7") this.l7(m);
     else if (m.type === "l7-batch") for (const f of m.events) this.l7(f);
-    else if (m.type === "dns-answer") {
-      this.p.onDnsAnswer(m.endpoint, m.name, m.ips, m.ttl).then(
-        () => this.send({ type: "dns-done", id: m.id, ok: true }),
-        (e: unknown) => {
-          this.p.logger.warn({ name: m.name, err: (e as Error).message }, "DNS answer not enforced");
-          this.send({ type: "dns-done", id: m.id, ok: false });
-        },
-      );
-    }
+    else if (m.type === "dns-answer" || m.type === "dns-seen" || m.type === "dns-forgot")
+      this.dns.onMessage(m);
   }
 
   private l7(f: L7Flow): void {
@@ -349,6 +351,11 @@ export class ProxySupervisor {
     if (!this.child?.connected) return undefined;
     const id = this.nextProbe++;
     return this.await(this.probes, id, "a lookup", () => this.send({ type: "identity-of", id, address }));
+  }
+
+  /** Withdraws (name, ip) pairs from the process's held DNS answers; resolves at once when it is not running. */
+  forgetDns(pairs: readonly DnsForgetPair[]): Promise<void> {
+    return this.child?.connected ? this.dns.forget(pairs) : Promise.resolve();
   }
 
   async stop(): Promise<void> {

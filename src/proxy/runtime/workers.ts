@@ -22,7 +22,7 @@
  */
 import type { Logger } from "pino";
 import { MembraneError } from "../../errors.js";
-import type { ProxyConfig } from "./protocol.js";
+import type { DnsForgetPair, ProxyConfig } from "./protocol.js";
 import {
   ProxySupervisor,
   type ProxyPush,
@@ -140,6 +140,11 @@ export class ProxyWorkers {
   /** Every worker holds `snapshot` when this resolves (a stopped one gets it when it starts). */
   async push(snapshot: ProxyPush): Promise<void> {
     await Promise.all(this.sups.map((s) => s.push(snapshot)));
+  }
+
+  /** Every running worker has withdrawn these pairs from its held DNS answers (supervisor.ts forgetDns). */
+  async forgetDns(pairs: readonly DnsForgetPair[]): Promise<void> {
+    await Promise.all(this.sups.map((s) => s.forgetDns(pairs)));
   }
 
   /** The identity the first running worker gives an address (they all hold the same tables). */

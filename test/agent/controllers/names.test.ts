@@ -8,11 +8,13 @@ import { describe, test } from "node:test";
 import { NamesController } from "../../../src/agent/controllers/names.js";
 import { testDeps } from "./fake-deps.js";
 
-function setup(minTtlSeconds = 60) {
+type Pairs = readonly { name: string; ip: string }[];
+
+function setup(minTtlSeconds = 60, dropping?: (pairs: Pairs) => Promise<void>) {
   const d = testDeps();
   let now = 1_000_000;
-  const names = new NamesController(d, { minTtlSeconds, now: () => now });
-  return { d, names, advance: (ms: number) => (now += ms) };
+  const names = new NamesController(d, { minTtlSeconds, now: () => now, ...(dropping ? { dropping } : {}) });
+  return { d, names, advance: (ms: number) => (now += ms), now: () => now };
 }
 
 describe("names controller", () => {
@@ -80,6 +82,59 @@ describe("names controller", () => {
     await names.forget("A.example.com.", ["198.51.100.7"]);
     assert.equal(names.size, 1);
     assert.equal(names.revisions.desired, 3);
+  });
+
+  test("heldUntil: the earliest expiry of the answer's pairs; undefined when one is not held", async () => {
+    const { names, advance, now } = setup(60);
+    await names.answer("api.example.com", ["198.51.100.7"], 0);
+    advance(10_000);
+    await names.answer("api.example.com", ["198.51.100.8"], 0);
+    assert.equal(names.heldUntil("API.example.com.", ["198.51.100.7", "198.51.100.8"]), now() + 50_000);
+    assert.equal(names.heldUntil("api.example.com", ["198.51.100.7", "198.51.100.9"]), undefined);
+    assert.equal(names.heldUntil("other.example.com", ["198.51.100.7"]), undefined);
+    assert.equal(names.heldUntil("api.example.com", []), undefined);
+  });
+
+  // The proxy releases answers it holds without asking (proxy/runtime/dns-answers.ts): it must have
+  // withdrawn a pair before the kernel loses it, and no dns-done may grant it again meanwhile.
+  for (const [what, run] of [
+    ["forget", (n: NamesController) => n.forget("api.example.com", ["198.51.100.7"])],
+    ["expiry", (n: NamesController) => n.expire()],
+  ] as const) {
+    test(`${what}: the proxy withdraws the pair after it stopped counting as held and before the kernel changes`, async () => {
+      const seenByHook: unknown[] = [];
+      const s = setup(60, (pairs) => {
+        seenByHook.push({
+          pairs,
+          held: s.names.heldUntil("api.example.com", ["198.51.100.7"]),
+          enforces: s.d.enforces,
+          policyRevision: s.d.engineRef.revision,
+        });
+        return Promise.resolve();
+      });
+      const names = s.names;
+      await names.answer("api.example.com", ["198.51.100.7"], 0);
+      s.advance(60_000);
+      const policyRevision = s.d.engineRef.revision;
+      await run(names);
+      assert.deepEqual(seenByHook, [
+        {
+          pairs: [{ name: "api.example.com", ip: "198.51.100.7" }],
+          held: undefined,
+          enforces: 1,
+          policyRevision,
+        },
+      ]);
+      assert.notEqual(s.d.engineRef.revision, policyRevision, "then policy forgot it");
+      assert.equal(s.d.enforces, 2, "then the kernel");
+    });
+  }
+
+  test("a proxy that does not withdraw (the hook fails): the pair leaves the kernel anyway", async () => {
+    const { d, names } = setup(60, () => Promise.reject(new Error("no answer")));
+    await names.answer("api.example.com", ["198.51.100.7"], 30);
+    await names.forget("api.example.com", ["198.51.100.7"]);
+    assert.deepEqual([names.size, d.enforces], [0, 2]);
   });
 
   test("when the enforce fails, nothing is recorded as learned and the caller sees the error", async () => {

@@ -123,6 +123,23 @@ egress:
 `,
 );
 
+const FQDN_HELD = cnp(
+  "fqdn-held",
+  `
+endpointSelector: {matchLabels: {app: client}}
+egress:
+- toCIDR: [192.0.2.10/32]
+  toPorts:
+  - ports: [{port: "53", protocol: UDP}]
+    rules:
+      dns:
+      - matchPattern: "*.example.com"
+- toFQDNs: [{matchName: held.example.com}]
+  toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+`,
+);
+
 describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
   let lab: AgentLab;
   let outside: Probe;
@@ -142,7 +159,7 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     }
     await lab.ep("deathstar").probe.listenHttp(80);
     await lab.ep("deathstar").probe.listenHttp2(50051);
-    await lab.outsideNamespace(["198.51.100.7/32", "198.51.100.8/32"]);
+    await lab.outsideNamespace(["198.51.100.7/32", "198.51.100.8/32", "198.51.100.9/32"]);
     outside = lab.probeIn(out());
     await outside.listen("tcp", 80);
     dnsmasq = spawn(
@@ -161,6 +178,8 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
         ...["--listen-address=192.0.2.10", "--port=53", "--user=root", "--pid-file="],
         ...["--address=/allowed.example.com/198.51.100.7", "--address=/other.example.com/198.51.100.8"],
         "--address=/blocked.test/198.51.100.7",
+        // A TTL past the proxy's margin (an hour): repeats of this answer are released from what the agent holds.
+        "--host-record=held.example.com,198.51.100.9,3600",
       ],
       { stdio: "ignore" },
     );
@@ -353,6 +372,30 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     assert.equal(await client.dns("192.0.2.10", "allowed.example.com"), "NOERROR 198.51.100.7");
     assert.equal(await client.tcp("198.51.100.7", 80, T), "ok", "resolved again");
     await lab.agent.deletePolicies(FQDN, "fqdn.yaml");
+  });
+
+  test("toFQDNs: a repeat of a held answer goes without the round trip; a name the agent forgot is enforced again before its answer", async () => {
+    await lab.agent.applyPolicies(FQDN_HELD, "fqdn-held.yaml");
+    try {
+      const client = lab.ep("client").probe;
+      assert.equal(await client.dns("192.0.2.10", "held.example.com"), "NOERROR 198.51.100.9");
+      assert.equal(await client.tcp("198.51.100.9", 80, T), "ok", "the first connection after the answer");
+      // The agent holds it for the hour: the proxy releases this one at once.
+      assert.equal(await client.dns("192.0.2.10", "held.example.com"), "NOERROR 198.51.100.9");
+      assert.equal(await client.tcp("198.51.100.9", 80, T), "ok");
+      // Forgotten (as if expired): out of the kernel, and withdrawn from the proxy before that.
+      const learned = (): boolean => lab.agent.ipcache().some((e) => e.prefix.startsWith("198.51.100.9/"));
+      await lab.agent.forgetDnsAnswer("held.example.com", ["198.51.100.9"]);
+      assert.equal(learned(), false, "forgotten");
+      assert.equal(await client.tcp("198.51.100.9", 80, T), "timeout", "forgotten");
+      // Released from a stale cache, this answer would reach the client before the agent learned the
+      // address again (only the dns-seen notice, a moment later, would teach it).
+      assert.equal(await client.dns("192.0.2.10", "held.example.com"), "NOERROR 198.51.100.9");
+      assert.equal(learned(), true, "enforced before the answer");
+      assert.equal(await client.tcp("198.51.100.9", 80, T), "ok", "resolved again");
+    } finally {
+      await lab.agent.deletePolicies(FQDN_HELD, "fqdn-held.yaml");
+    }
   });
 
   test("a burst of DNS answers for new names is enforced in a few batched transactions, not one each", async () => {
