@@ -4,12 +4,16 @@
  * `<netnsPrefix>-gateway`, its address is allocated once from the pod CIDR
  * (IPAM owner `gateway/ingress`), and each request it serves becomes an L7
  * flow (source: the client, destination: the backend endpoint; the request
- * leaves the gateway with the `ingress` identity).
+ * leaves the gateway with the `ingress` identity). With a LoadBalancer pool
+ * (--lb-pool), each Gateway naming no address gets its own from it
+ * (gateway-addresses.ts); without one, they share the gateway address.
  */
 import { ID } from "../identity/reserved.js";
 import type { L7Event } from "../proxy/types.js";
 import type { GatewayEvent } from "../gateway/exchange.js";
+import type { Store } from "../store/store.js";
 import type { AgentParams } from "./agent-params.js";
+import { GatewayAddresses } from "./gateway-addresses.js";
 import type { ControllerDeps } from "./controller.js";
 import type { EndpointsController } from "./controllers/endpoints.js";
 import { GatewaysController } from "./controllers/gateways.js";
@@ -29,6 +33,8 @@ export interface GatewayWiring {
   readonly namespaces: NamespacesController;
   readonly endpoints: EndpointsController;
   readonly observer: () => Observer | undefined;
+  /** Where the Services' reservations are (the cluster's store in cluster mode): the Gateways' own addresses too. */
+  readonly reservations: Store;
 }
 
 export function newGateways(
@@ -37,10 +43,16 @@ export function newGateways(
   w: GatewayWiring,
 ): GatewaysController | undefined {
   if (!p.gateway) return undefined;
+  const netns = p.netnsPrefix.endsWith("-") ? `${p.netnsPrefix}gateway` : `${p.netnsPrefix}-gateway`;
+  const pool = {
+    ...(p.lb?.loadBalancerPool !== undefined ? { loadBalancerPool: p.lb.loadBalancerPool } : {}),
+    ...(p.lb?.loadBalancerPoolSecondary !== undefined ? { loadBalancerPoolSecondary: p.lb.loadBalancerPoolSecondary } : {}), // prettier-ignore
+  };
   return new GatewaysController({
     ...deps,
     secretsDir: p.gateway.secretsDir ?? p.proxy?.secretsDir ?? DEFAULT_GATEWAY_SECRETS_DIR,
-    netns: p.netnsPrefix.endsWith("-") ? `${p.netnsPrefix}gateway` : `${p.netnsPrefix}-gateway`,
+    netns,
+    own: new GatewayAddresses({ store: w.reservations, logger: deps.logger, netns, pool }),
     ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}),
     nodeGateway: w.ipam.gateways().ipv4,
     address: () => w.ipam.allocate("gateway/ingress"),

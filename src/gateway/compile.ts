@@ -42,6 +42,8 @@ export interface GatewayWorld {
   readonly servicePort?: (namespace: string, name: string, port: number) => ServicePortInfo | undefined;
   /** Addresses gateways can be served on; the first is the default (and the Ingress address). */
   readonly addresses: readonly string[];
+  /** `namespace/name` -> a Gateway's own addresses (protocol.ts GatewayInputs.gatewayAddresses). */
+  readonly gatewayAddresses?: Readonly<Record<string, readonly string[]>>;
   readonly now: string;
 }
 
@@ -84,6 +86,7 @@ export function compileGateways(w: GatewayWorld): CompiledGateways {
     gateways: ingressGw ? [...gateways, ingressGw] : gateways,
     grants: ingressGw ? [...grants, ...ingressGrants(ingresses)] : grants,
     addresses: w.addresses,
+    ...(w.gatewayAddresses ? { own: w.gatewayAddresses } : {}),
     certificateProblem: w.certificateProblem,
     now: w.now,
   });

@@ -10,6 +10,11 @@
  *
  * Listener conditions: Accepted, ResolvedRefs, Programmed, Conflicted; a
  * listener is served only when all say so.
+ *
+ * A Gateway's address: the one its spec.addresses names (one the node
+ * serves gateways on), else its own from the agent (`own`: the LoadBalancer
+ * pool; none free: Programmed False, AddressNotAssigned), else the node's
+ * default gateway address, shared with every other such Gateway.
  */
 import { GATEWAY_GROUP, type Gateway, type Listener, type ReferenceGrant } from "./model.js";
 import { refPermitted } from "./refs.js";
@@ -20,6 +25,8 @@ export interface ListenerInput {
   readonly grants: readonly ReferenceGrant[];
   /** Addresses this node can serve gateways on; the first is the default. */
   readonly addresses: readonly string[];
+  /** `namespace/name` -> the Gateway's own addresses (it names none); empty: none could be given. */
+  readonly own?: Readonly<Record<string, readonly string[]>>;
   /** Why the secret's tls.crt/tls.key cannot be used; undefined when they can. */
   readonly certificateProblem: (namespace: string, name: string) => string | undefined;
   readonly now: string;
@@ -30,6 +37,8 @@ export interface CheckedListener {
   readonly gateway: Gateway;
   readonly listener: Listener;
   readonly address: string;
+  /** The Gateway's own addresses (listeners.ts header), primary first; absent: it has none. */
+  readonly own?: readonly string[];
   readonly served: boolean;
   readonly certificates: readonly { readonly namespace: string; readonly name: string }[];
   readonly supportedKinds: readonly { readonly group: string; readonly kind: string }[];
@@ -39,6 +48,7 @@ export interface CheckedListener {
 export interface CheckedGateway {
   readonly gateway: Gateway;
   readonly address: string | undefined;
+  readonly own?: readonly string[];
   readonly listeners: readonly CheckedListener[];
   readonly conditions: readonly Condition[];
 }
@@ -53,29 +63,42 @@ export function checkGateways(inp: ListenerInput): CheckedGateway[] {
   return [...inp.gateways].sort(olderFirst).map((gw) => {
     const cond = conditionMaker(gw.meta.generation, inp.now);
     const wanted = gw.addresses.map((a) => a.value);
-    const address = wanted.length === 0 ? inp.addresses[0] : wanted.find((a) => inp.addresses.includes(a));
+    const own = wanted.length === 0 ? inp.own?.[`${gw.meta.namespace}/${gw.meta.name}`] : undefined;
+    const address =
+      own !== undefined
+        ? own[0]
+        : wanted.length === 0
+          ? inp.addresses[0]
+          : wanted.find((a) => inp.addresses.includes(a));
     const badAddress = wanted.find((a) => !inp.addresses.includes(a));
-    const listeners = gw.listeners.map((l) => checkListener(inp, gw, l, address ?? "", taken));
+    const mine = own !== undefined && own.length > 0 ? { own } : {};
+    const listeners = gw.listeners.map((l) => ({
+      ...checkListener(inp, gw, l, address ?? "", taken),
+      ...mine,
+    }));
     const anyServed = listeners.some((l) => l.served);
     const conditions: Condition[] = [
       listeners.some((l) => l.conditions.some((c) => c.type === "Accepted" && c.status === "True"))
         ? cond("Accepted", true, "Accepted", "Gateway accepted by Membrane")
         : cond("Accepted", false, "ListenersNotValid", "no listener is valid"),
-      badAddress !== undefined || address === undefined
-        ? cond(
-            "Programmed",
-            false,
-            "AddressNotUsable",
-            `address ${badAddress ?? "(none)"} is not one this node serves gateways on (${inp.addresses.join(", ") || "none configured"})`,
-          )
-        : anyServed
-          ? cond("Programmed", true, "Programmed", `served on ${address}`)
-          : cond("Programmed", false, "Invalid", "no listener could be programmed"),
+      own !== undefined && own.length === 0
+        ? cond("Programmed", false, "AddressNotAssigned", "no address of the LoadBalancer pool (--lb-pool) is free for this Gateway") // prettier-ignore
+        : badAddress !== undefined || address === undefined
+          ? cond(
+              "Programmed",
+              false,
+              "AddressNotUsable",
+              `address ${badAddress ?? "(none)"} is not one this node serves gateways on (${inp.addresses.join(", ") || "none configured"})`,
+            )
+          : anyServed
+            ? cond("Programmed", true, "Programmed", `served on ${address}`)
+            : cond("Programmed", false, "Invalid", "no listener could be programmed"),
     ];
     const usable = badAddress === undefined && address !== undefined;
     return {
       gateway: gw,
       address: usable ? address : undefined,
+      ...mine,
       listeners: usable ? listeners : listeners.map((l) => ({ ...l, served: false })),
       conditions,
     };

@@ -21,6 +21,13 @@ export interface GatewayInputs {
   readonly servicePorts?: Readonly<Record<string, Readonly<Record<string, ServicePortInfo>>>>;
   readonly addresses: readonly string[];
   /**
+   * `namespace/name` -> the addresses the agent gave that Gateway of its own (it names none in
+   * spec.addresses): one per family from the LoadBalancer pool, as Cilium's LB-IPAM gives the
+   * Gateway's LoadBalancer Service. Empty: the pool is full (not programmed). A Gateway not
+   * listed is served on the node's gateway address (`addresses`), shared with the others.
+   */
+  readonly gatewayAddresses?: Readonly<Record<string, readonly string[]>>;
+  /**
    * The agent's policy revision: when it changes, idle kept-alive backend
    * connections are closed, so that a tightened backend policy applies to
    * the next request (conntrack lets established connections live on).

@@ -17,6 +17,9 @@
  * does; `X-Echo-Set-Header: Name:value,...` makes it add response fields,
  * `?delay=3s` (or 500ms) makes it wait that long before answering, and
  * each request is logged (pod, method, target) for the mirror cases.
+ * apply() may give Gateways addresses of their own (10.232.4.x on the
+ * gateway namespace), as the agent does from its LoadBalancer pool
+ * (agent/gateway-addresses.ts); a request may name the address it goes to.
  * destroy() kills what it started (process group) and deletes the namespaces.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -164,6 +167,8 @@ export interface Req {
   readonly tls?: string;
   /** HTTP/2 with prior knowledge (plain HTTP listeners only). */
   readonly h2?: boolean;
+  /** The address it goes to (default GW_ADDRESS): a Gateway's own. */
+  readonly address?: string;
 }
 
 export interface Seen {
@@ -193,6 +198,8 @@ export class ConformanceLab {
   private client: ChildProcess | undefined;
   private readonly answers: ((line: string) => void)[] = [];
   private resources: GatewayInputs["resources"] = [];
+  /** `namespace/name` -> the Gateway's own addresses (apply's `own`). */
+  private owned: Record<string, string[]> = {};
   readonly secrets = join(this.dir, "secrets");
   private readonly log = join(this.dir, "echo.log");
 
@@ -313,11 +320,18 @@ export class ConformanceLab {
         [WEB]: { "gateway-conformance": "backend" },
       },
       addresses: [GW_ADDRESS],
+      ...(Object.keys(this.owned).length > 0 ? { gatewayAddresses: this.owned } : {}),
     };
   }
 
-  /** Replaces the resources with BASE + `yaml` and waits until the gateway process serves them. */
-  async apply(yaml: string): Promise<void> {
+  /**
+   * Replaces the resources with BASE + `yaml` and waits until the gateway process serves them;
+   * `own`: Gateway name (in INFRA) -> an address of its own (10.232.4.x), as the agent gives one.
+   */
+  async apply(yaml: string, own: Record<string, string> = {}): Promise<void> {
+    for (const a of Object.values(own))
+      this.ip(["-n", this.ns.gw, "addr", "replace", `${a}/32`, "dev", "lo"]);
+    this.owned = Object.fromEntries(Object.entries(own).map(([g, a]) => [`${INFRA}/${g}`, [a]]));
     this.resources = parseGatewayResources(`${BASE}---\n${yaml}`, "conformance.yaml");
     const r = await (this.runner as GatewayRunner).push(this.inputs());
     if (r.error !== undefined) throw new Error(`gateway: ${r.error}`);
@@ -336,7 +350,11 @@ export class ConformanceLab {
 
   /** Requests from the client namespace, to the gateway address (in order, 8 at a time). */
   async send(reqs: readonly Req[]): Promise<Res[]> {
-    const wire = reqs.map((r) => ({ ...r, address: GW_ADDRESS, port: r.port ?? (r.tls ? 443 : 80) }));
+    const wire = reqs.map((r) => ({
+      ...r,
+      address: r.address ?? GW_ADDRESS,
+      port: r.port ?? (r.tls ? 443 : 80),
+    }));
     const line = await new Promise<string>((resolve) => {
       this.answers.push(resolve);
       this.client?.stdin?.write(JSON.stringify(wire) + "\n");
