@@ -11,7 +11,8 @@
  *                                                                              10.232.1.22 app-backend-v2
  *                                                                              10.232.1.31 web-backend
  *
- * One echo process serves every "pod": it tells them apart by the address the
+ * One echo process serves every "pod" (HTTP/1.1 on 8080, h2c on 3001: each
+ * Service's port 8081, appProtocol kubernetes.io/h2c, as in the suite): it tells them apart by the address the
  * connection came in on and answers with the request it saw as JSON (path with
  * query, host, method, headers, namespace, pod), as the suite's echo server
  * does; `X-Echo-Set-Header: Name:value,...` makes it add response fields,
@@ -29,7 +30,7 @@ import { tmpdir } from "node:os";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { GatewayCertificates } from "../../src/gateway/certs.js";
-import { compileGateways } from "../../src/gateway/compile.js";
+import { compileGateways, type ServicePortInfo } from "../../src/gateway/compile.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
@@ -94,13 +95,24 @@ const ECHO = `
 const [log, map] = process.argv.slice(1);
 const pods = JSON.parse(map);
 const fs = require("fs");
-require("http").createServer((q, s) => {
+// HTTP/1.1 on 8080; h2c (prior knowledge) on 3001, the suite's appProtocol kubernetes.io/h2c port.
+// An h2c request logs "<pod> h2-conn <the gateway's port> <target>" as it arrives (which backend
+// connection carried it), and "<pod> RESET <target> <code>" when its stream ends unanswered.
+const handle = (h2) => (q, s) => {
+  if (h2) {
+    const pod = pods[q.socket.localAddress] || { pod: "?" };
+    fs.appendFileSync(log, pod.pod + " h2-conn " + q.socket.remotePort + " " + q.url + "\\n");
+    q.stream.on("close", () => {
+      if (!s.writableEnded) fs.appendFileSync(log, pod.pod + " RESET " + q.url + " " + q.stream.rstCode + "\\n");
+    });
+  }
   q.on("data", () => undefined);
   // "?delay=3s" (or 500ms): the answer waits that long, as the suite's echo server does.
   const d = /[?&]delay=([0-9.]+)(ms|s|m)(&|$)/.exec(q.url);
   const wait = d ? Number(d[1]) * { ms: 1, s: 1000, m: 60000 }[d[2]] : 0;
   const later = (f) => (wait > 0 ? setTimeout(f, wait) : f());
   q.on("end", () => later(() => {
+    if (h2 && q.stream.destroyed) return;
     const pod = pods[q.socket.localAddress] || { namespace: "?", pod: "?" };
     fs.appendFileSync(log, pod.pod + " " + q.method + " " + q.url + "\\n");
     const set = q.headers["x-echo-set-header"];
@@ -114,9 +126,11 @@ require("http").createServer((q, s) => {
       headers[k] = headers[k] ? headers[k] + "," + q.rawHeaders[i + 1] : q.rawHeaders[i + 1];
     }
     s.setHeader("content-type", "application/json");
-    s.end(JSON.stringify({ path: q.url, host: q.headers.host || "", method: q.method, headers, namespace: pod.namespace, pod: pod.pod }));
+    s.end(JSON.stringify({ path: q.url, host: q.headers.host || q.headers[":authority"] || "", method: q.method, headers, namespace: pod.namespace, pod: pod.pod }));
   }));
-}).listen(8080, "0.0.0.0", () => console.log("ready"));`;
+};
+require("http2").createServer(handle(true)).listen(3001, "0.0.0.0", () =>
+  require("http").createServer(handle(false)).listen(8080, "0.0.0.0", () => console.log("ready")));`;
 
 const CLIENT = `
 // HTTP/2 with prior knowledge (h2c), one session per request.
@@ -310,10 +324,16 @@ export class ConformanceLab {
 
   inputs(): GatewayInputs {
     const services: Record<string, string[]> = {};
-    for (const [k, a] of Object.entries(PODS)) services[k] = [a];
+    // As the suite's Services: port 8080 HTTP/1.1, 8081 appProtocol kubernetes.io/h2c to 3001.
+    const servicePorts: Record<string, Record<string, ServicePortInfo>> = {};
+    for (const [k, a] of Object.entries(PODS)) {
+      services[k] = [a];
+      servicePorts[k] = { "8081": { appProtocol: "kubernetes.io/h2c", targetPort: 3001 } };
+    }
     return {
       resources: this.resources,
       services,
+      servicePorts,
       namespaceLabels: {
         [INFRA]: { "gateway-conformance": "infra" },
         [APP]: { "gateway-conformance": "backend" },
