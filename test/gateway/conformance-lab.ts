@@ -92,10 +92,11 @@ spec:
 `;
 
 const ECHO = `
-const [log, map] = process.argv.slice(1);
+const [log, map, port] = process.argv.slice(1);
 const pods = JSON.parse(map);
 const fs = require("fs");
-// HTTP/1.1 on 8080; h2c (prior knowledge) on 3001, the suite's appProtocol kubernetes.io/h2c port.
+// HTTP/1.1 on \`port\` (8080 here, 3000 in the suite); h2c (prior knowledge) on 3001, the
+// suite's appProtocol kubernetes.io/h2c port.
 // An h2c request logs "<pod> h2-conn <the gateway's port> <target>" as it arrives (which backend
 // connection carried it), and "<pod> RESET <target> <code>" when its stream ends unanswered.
 const handle = (h2) => (q, s) => {
@@ -126,11 +127,36 @@ const handle = (h2) => (q, s) => {
       headers[k] = headers[k] ? headers[k] + "," + q.rawHeaders[i + 1] : q.rawHeaders[i + 1];
     }
     s.setHeader("content-type", "application/json");
-    s.end(JSON.stringify({ path: q.url, host: q.headers.host || q.headers[":authority"] || "", method: q.method, headers, namespace: pod.namespace, pod: pod.pod }));
+    s.end(JSON.stringify({ path: q.url, host: q.headers.host || q.headers[":authority"] || "", method: q.method, protocol: "HTTP/" + q.httpVersion, headers, namespace: pod.namespace, pod: pod.pod }));
   }));
 };
 require("http2").createServer(handle(true)).listen(3001, "0.0.0.0", () =>
-  require("http").createServer(handle(false)).listen(8080, "0.0.0.0", () => console.log("ready")));`;
+  require("http").createServer(handle(false)).listen(Number(port), "0.0.0.0", () => console.log("ready")));`;
+
+/**
+ * The echo pods in namespace `ns` (detached: killGroup ends it): `pods` says which pod each local
+ * address is; HTTP/1.1 on `port`, h2c on 3001; every request logged to `log`.
+ */
+export async function startEchoPods(
+  ns: string,
+  log: string,
+  pods: Record<string, { namespace: string; pod: string }>,
+  port = 8080,
+): Promise<ChildProcess> {
+  const c = spawn(
+    "ip",
+    ["netns", "exec", ns, process.execPath, "-e", ECHO, log, JSON.stringify(pods), String(port)],
+    {
+      detached: true,
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  await new Promise<void>((resolve, reject) => {
+    c.stdout?.once("data", () => resolve());
+    c.once("exit", (code) => reject(new Error(`echo exited ${code}`)));
+  });
+  return c;
+}
 
 const CLIENT = `
 // HTTP/2 with prior knowledge (h2c), one session per request.
@@ -189,6 +215,8 @@ export interface Seen {
   readonly path: string;
   readonly host: string;
   readonly method: string;
+  /** "HTTP/1.1", "HTTP/2.0": how the request reached the pod. */
+  readonly protocol: string;
   readonly headers: Record<string, string>;
   readonly namespace: string;
   readonly pod: string;
@@ -276,16 +304,7 @@ export class ConformanceLab {
       const [namespace, name] = svc.split("/") as [string, string];
       pods[a] = { namespace, pod: `${name}-7c9f-${a.split(".")[3]}` };
     }
-    const c = spawn(
-      "ip",
-      ["netns", "exec", this.ns.be, process.execPath, "-e", ECHO, this.log, JSON.stringify(pods)],
-      { detached: true, stdio: ["ignore", "pipe", "inherit"] },
-    );
-    this.children.push(c);
-    await new Promise<void>((resolve, reject) => {
-      c.stdout?.once("data", () => resolve());
-      c.once("exit", (code) => reject(new Error(`echo exited ${code}`)));
-    });
+    this.children.push(await startEchoPods(this.ns.be, this.log, pods));
   }
 
   /** The client process in the client namespace: batches of requests in, answers out, one line each. */
