@@ -10,6 +10,7 @@
  *                                                                              10.232.1.21 app-backend-v1
  *                                                                              10.232.1.22 app-backend-v2
  *                                                                              10.232.1.31 web-backend
+ *                                                                              10.232.1.4x grpc-infra-backend-vx
  *
  * One echo process serves every "pod" (HTTP/1.1 on 8080, h2c on 3001: each
  * Service's port 8081, appProtocol kubernetes.io/h2c, as in the suite): it tells them apart by the address the
@@ -36,6 +37,7 @@ import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
 import type { Condition, StatusSet } from "../../src/gateway/status.js";
 import { worldOf } from "../../src/gateway/world.js";
+import { grpcCalls, startGrpcServer, type GrpcAnswer } from "./grpc-lab.js";
 import { killGroup } from "./netns-lab.js";
 
 export const INFRA = "gateway-conformance-infra";
@@ -50,6 +52,10 @@ const PODS: Record<string, string> = {
   [`${APP}/app-backend-v1`]: "10.232.1.21",
   [`${APP}/app-backend-v2`]: "10.232.1.22",
   [`${WEB}/web-backend`]: "10.232.1.31",
+  // gRPC pods (startGrpc(): the suite's GrpcEcho on 3000; their Services' port 8080 is h2c).
+  [`${INFRA}/grpc-infra-backend-v1`]: "10.232.1.41",
+  [`${INFRA}/grpc-infra-backend-v2`]: "10.232.1.42",
+  [`${INFRA}/grpc-infra-backend-v3`]: "10.232.1.43",
 };
 
 export const GW_ADDRESS = "10.232.3.1";
@@ -345,9 +351,12 @@ export class ConformanceLab {
     const services: Record<string, string[]> = {};
     // As the suite's Services: port 8080 HTTP/1.1, 8081 appProtocol kubernetes.io/h2c to 3001.
     const servicePorts: Record<string, Record<string, ServicePortInfo>> = {};
+    // The gRPC ones: port 8080, appProtocol kubernetes.io/h2c, to 3000.
     for (const [k, a] of Object.entries(PODS)) {
       services[k] = [a];
-      servicePorts[k] = { "8081": { appProtocol: "kubernetes.io/h2c", targetPort: 3001 } };
+      servicePorts[k] = k.startsWith(`${INFRA}/grpc-`)
+        ? { "8080": { appProtocol: "kubernetes.io/h2c", targetPort: 3000 } }
+        : { "8081": { appProtocol: "kubernetes.io/h2c", targetPort: 3001 } };
     }
     return {
       resources: this.resources,
@@ -408,6 +417,25 @@ export class ConformanceLab {
         return x;
       }
     });
+  }
+
+  /** The gRPC pods: the suite's GrpcEcho service on <pod address>:3000, each named as its pod. */
+  async startGrpc(): Promise<void> {
+    for (const [svc, a] of Object.entries(PODS)) {
+      const name = svc.split("/")[1] ?? "";
+      if (name.startsWith("grpc-"))
+        this.children.push(await startGrpcServer(this.ns.be, `${name}-7c9f-${a.split(".")[3]}`, `${a}:3000`));
+    }
+  }
+
+  /** `n` unary gRPC calls of `method` on one channel from the client namespace, to the gateway (port 80). */
+  grpc(
+    method: string,
+    n = 1,
+    o: { authority?: string; metadata?: Record<string, string>; address?: string } = {},
+  ): GrpcAnswer[] {
+    const { address, ...rest } = o;
+    return grpcCalls(this.ns.cl, `${address ?? GW_ADDRESS}:80`, method, n, rest);
   }
 
   /** Log lines `pod method target` of every request the echo pods answered. */
