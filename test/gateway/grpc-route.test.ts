@@ -167,6 +167,7 @@ describe("GRPCRoute parsing", () => {
     ["a filter GRPCRoute does not have", `[{filters: [{type: URLRewrite, urlRewrite: {hostname: a.com}}]}]`, /rules\[0\]\.filters\[0\]\.type: must be one of RequestHeaderModifier, ResponseHeaderModifier, RequestMirror/],
     ["an unknown field in a match", `[{matches: [{path: {value: /x}}]}]`, /rules\[0\]\.matches\[0\]\.path: unknown field/],
     ["a backendRef without its port", `[{backendRefs: [{name: v1}]}]`, /rules\[0\]\.backendRefs\[0\]\.port: is required/],
+    ["a backendRef's RequestRedirect (HTTPRoute's alone)", `[{backendRefs: [{name: v1, port: 80, filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]}]}]`, /backendRefs\[0\]\.filters\[0\]\.type: RequestRedirect is not supported on a backendRef \(RequestHeaderModifier, ResponseHeaderModifier are\)/],
   ]; // prettier-ignore
   for (const [name, rules, want] of bad)
     test(`refused with the field named: ${name}`, () => {
