@@ -269,27 +269,18 @@ function buildTable(
       certificates: ServedPort["certificates"][number][];
     }
   >();
-  // Checked addresses first; a default Gateway's other-family address (dual-stack.ts) only where no
-  // listener of another protocol or of the same hostname holds that address and port.
+  // Checked addresses first; a Gateway's second address (dual-stack.ts) where the listener did not
+  // yield it to another (listeners.ts).
   const on = listeners.filter((x) => x.served);
   const served = [
     ...on.map((l) => ({ l, address: l.address })),
     ...on.flatMap((l) =>
       servedAddresses(l, w.addresses)
         .slice(1)
-        .map((address) => ({ l, address, extra: true })),
+        .filter((address) => !(l.yielded ?? []).includes(address))
+        .map((address) => ({ l, address })),
     ),
-  ].filter(
-    (x) =>
-      !("extra" in x) ||
-      !on.some(
-        (o) =>
-          o.address === x.address &&
-          o.listener.port === x.l.listener.port &&
-          (o.listener.protocol !== x.l.listener.protocol ||
-            (o.listener.hostname ?? "") === (x.l.listener.hostname ?? "")),
-      ),
-  );
+  ];
   for (const { l, address } of served) {
     const key = `${address}:${l.listener.port}`;
     const port = ports.get(key) ?? {

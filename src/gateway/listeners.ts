@@ -15,8 +15,15 @@
  * serves gateways on), else its own from the agent (`own`: the LoadBalancer
  * pool; none free: Programmed False, AddressNotAssigned), else the node's
  * default gateway address, shared with every other such Gateway.
+ *
+ * On a dual-stack node, a Gateway on the node's default addresses is served
+ * on the other family's too (dual-stack.ts); a listener gives its port up on
+ * that second address where a served listener holds it with another
+ * protocol or the same hostname (a Gateway naming that address), and says so:
+ * Conflicted True, served on the first address alone (`yielded`).
  */
 import { GATEWAY_GROUP, type Gateway, type Listener, type ReferenceGrant } from "./model.js";
+import { servedAddresses } from "./dual-stack.js";
 import { refPermitted } from "./refs.js";
 import { conditionMaker, type Condition } from "./status.js";
 
@@ -40,6 +47,8 @@ export interface CheckedListener {
   /** The Gateway's own addresses (listeners.ts header), primary first; absent: it has none. */
   readonly own?: readonly string[];
   readonly served: boolean;
+  /** Its Gateway's second address, where another listener holds this port (header): not served there. */
+  readonly yielded?: readonly string[];
   readonly certificates: readonly { readonly namespace: string; readonly name: string }[];
   readonly supportedKinds: readonly { readonly group: string; readonly kind: string }[];
   readonly conditions: readonly Condition[];
@@ -60,7 +69,7 @@ const ROUTE_KINDS = [
 
 export function checkGateways(inp: ListenerInput): CheckedGateway[] {
   const taken = new Map<string, { protocol: string; hostnames: Map<string, Set<string>> }>();
-  return [...inp.gateways].sort(olderFirst).map((gw) => {
+  const checked = [...inp.gateways].sort(olderFirst).map((gw) => {
     const cond = conditionMaker(gw.meta.generation, inp.now);
     const wanted = gw.addresses.map((a) => a.value);
     const own = wanted.length === 0 ? inp.own?.[`${gw.meta.namespace}/${gw.meta.name}`] : undefined;
@@ -103,6 +112,41 @@ export function checkGateways(inp: ListenerInput): CheckedGateway[] {
       conditions,
     };
   });
+  return yieldSecondAddresses(checked, inp);
+}
+
+/** The ports listeners give up on their Gateway's second address (header), said as Conflicted. */
+function yieldSecondAddresses(gws: CheckedGateway[], inp: ListenerInput): CheckedGateway[] {
+  const on = gws.flatMap((g) => g.listeners).filter((l) => l.served);
+  const holder = (l: CheckedListener, a: string): CheckedListener | undefined =>
+    on.find(
+      (o) =>
+        o.address === a &&
+        o.listener.port === l.listener.port &&
+        (o.listener.protocol !== l.listener.protocol ||
+          (o.listener.hostname ?? "") === (l.listener.hostname ?? "")),
+    );
+  const mark = (l: CheckedListener): CheckedListener => {
+    if (!l.served) return l;
+    const lost = servedAddresses(l, inp.addresses)
+      .slice(1)
+      .flatMap((a) => {
+        const h = holder(l, a);
+        return h ? [{ a, h }] : [];
+      });
+    const first = lost[0];
+    if (first === undefined) return l;
+    const reason =
+      first.h.listener.protocol !== l.listener.protocol ? "ProtocolConflict" : "HostnameConflict";
+    const by = `${first.h.gateway.meta.namespace}/${first.h.gateway.meta.name}/${first.h.listener.name}`;
+    const c = conditionMaker(l.gateway.meta.generation, inp.now)("Conflicted", true, reason, `port ${l.listener.port} on ${lost.map((x) => x.a).join(", ")} is held by listener ${by}: served on ${l.address} alone`); // prettier-ignore
+    return {
+      ...l,
+      yielded: lost.map((x) => x.a),
+      conditions: l.conditions.map((x) => (x.type === "Conflicted" ? c : x)),
+    };
+  };
+  return gws.map((g) => ({ ...g, listeners: g.listeners.map(mark) }));
 }
 
 function checkListener(

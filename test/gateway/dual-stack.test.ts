@@ -60,6 +60,15 @@ ${gw("plain", "2026-01-01T00:00:00Z", "HTTP")}${gw("tls", "2026-01-02T00:00:00Z"
       c.status.gateways.get(`Gateway/infra/${name}`)?.addresses.map((a) => a.value);
     assert.deepEqual(addresses("plain"), NODE);
     assert.deepEqual(addresses("tls"), ["fd00::9"]);
+    // The port given up on the IPv6 address is said on the listener, not silently dropped.
+    const listener = (name: string) =>
+      c.status.gateways.get(`Gateway/infra/${name}`)?.listeners[0]?.conditions;
+    const conflicted = listener("plain")?.find((x) => x.type === "Conflicted");
+    assert.equal(`${conflicted?.status}/${conflicted?.reason}`, "True/ProtocolConflict");
+    assert.match(conflicted?.message ?? "", /443 on fd00::9 .*infra\/tls\/l.*served on 10\.0\.0\.9 alone/);
+    const programmed = listener("plain")?.find((x) => x.type === "Programmed");
+    assert.equal(`${programmed?.status}/${programmed?.reason}`, "True/Programmed");
+    assert.equal(listener("tls")?.find((x) => x.type === "Conflicted")?.status, "False");
   });
 
   test("Gateways given addresses of their own (the LoadBalancer pool): each served on its own; a full pool: AddressNotAssigned", () => {
