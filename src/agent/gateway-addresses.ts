@@ -75,7 +75,6 @@ export class GatewayAddresses {
     if (!this.enabled) return [];
     const lacking = want.filter((k) => (this.held.get(k)?.length ?? 0) < this.families.length);
     if (lacking.length === 0) return [];
-    const added: string[] = [];
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const kvs = (await this.d.store.list(IP_KEY)).kvs;
       const used = inUseOf(
@@ -93,18 +92,17 @@ export class GatewayAddresses {
           puts.push({ key: IP_KEY + ip, gw, ip });
         }
       }
-      if (puts.length === 0) return added;
+      if (puts.length === 0) return [];
       const r = await this.d.store.txn({
         compare: puts.map((p) => ({ key: p.key, modRevision: 0 })),
         ops: puts.map((p) => ({ type: "put" as const, key: p.key, value: this.holderPrefix + p.gw })),
       });
       if (!r.succeeded) continue; // another node (or a Service) took one first: read again
       for (const p of puts) this.held.set(p.gw, [...(this.held.get(p.gw) ?? []), p.ip]);
-      added.push(...puts.map((p) => p.ip));
-      return added;
+      return puts.map((p) => p.ip);
     }
     this.d.logger.error({ gateways: lacking }, "cannot reserve gateway addresses: the store kept changing");
-    return added;
+    return [];
   }
 
   /** Releases what Gateways no longer wanted hold (after the push that stopped serving them); returns those addresses. */

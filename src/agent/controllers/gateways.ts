@@ -77,6 +77,8 @@ export class GatewaysController implements Controller {
   private stopping = false;
   /** One sync at a time: reservations, the namespace's addresses and the push stay in order. */
   private syncing: Promise<void> = Promise.resolve();
+  /** The Gateways' own addresses the gateway namespace holds (a failed `ip` is tried again next sync). */
+  private readonly onNamespace = new Set<string>();
   private readonly certs: GatewayCertificates;
 
   constructor(private readonly d: GatewaysDeps) {
@@ -110,10 +112,8 @@ export class GatewaysController implements Controller {
       ...v6,
       nodeGateway: this.d.nodeGateway,
     });
-    // What this node's Gateways held before a restart stays theirs, and on the namespace.
+    // What this node's Gateways held before a restart stays theirs (put on the namespace by the first sync).
     await this.d.own?.load();
-    const held = Object.values(this.d.own?.assigned(gatewaysWithoutAddress([...this.known.values()])) ?? {});
-    await setGatewayAddresses(this.link(), held.flat(), []);
     await this.d.serial(async () => {
       this.d.engine().setNodeAddress(address, "ingress");
       if (address6 !== undefined) this.d.engine().setNodeAddress(address6, "ingress");
@@ -210,8 +210,13 @@ export class GatewaysController implements Controller {
     const want = gatewaysWithoutAddress([...this.known.values()]);
     // Make before break: a new Gateway's address is reserved and on the namespace before the
     // process is told to listen on it; a gone Gateway's is released once the process stopped.
-    const added = (await this.d.own?.reserve(want)) ?? [];
-    if (added.length > 0) await setGatewayAddresses(this.link(), added, []);
+    await this.d.own?.reserve(want);
+    const held = Object.values(this.d.own?.assigned(want) ?? {}).flat();
+    const add = held.filter((a) => !this.onNamespace.has(a));
+    if (add.length > 0) {
+      await setGatewayAddresses(this.link(), add, []);
+      for (const a of add) this.onNamespace.add(a);
+    }
     const inputs = this.inputs();
     const text = JSON.stringify(inputs);
     if (always || text !== this.lastPushed) {
@@ -220,7 +225,10 @@ export class GatewaysController implements Controller {
       if (r.error) this.d.logger.error({ err: r.error }, "gateway listeners not all served");
     }
     const released = (await this.d.own?.release(want)) ?? [];
-    if (released.length > 0) await setGatewayAddresses(this.link(), [], released);
+    if (released.length > 0) {
+      await setGatewayAddresses(this.link(), [], released);
+      for (const a of released) this.onNamespace.delete(a);
+    }
   }
 
   apply(text: string, file: string, del = false): Promise<GatewayApplyReport> {
