@@ -230,6 +230,8 @@ function problemText(t: BackendTarget, b: BackendObjectRef): string {
     return `${b.group === "" ? "core" : b.group}/${b.kind} ${b.name} is not a Service`;
   if (t.invalid === "RefNotPermitted")
     return `no ReferenceGrant in ${t.namespace} lets this route use Service ${t.name}`;
+  if (t.invalid === "UnsupportedProtocol")
+    return `Service ${t.namespace}/${t.name} port ${t.port}: appProtocol ${t.appProtocol ?? ""} (WebSocket) is not supported by this gateway`; // prettier-ignore
   return `Service ${t.namespace}/${t.name} not found`;
 }
 
@@ -253,6 +255,9 @@ export function target(
   const info = w.servicePort?.(namespace, b.name, base.port);
   const port = info?.targetPort !== undefined ? { port: info.targetPort } : {};
   const app = info?.appProtocol;
+  // WebSocket backends (the Gateway API's kubernetes.io/ws, wss) are not served: refused as the spec says.
+  if (app === "kubernetes.io/ws" || app === "kubernetes.io/wss")
+    return { ...base, invalid: "UnsupportedProtocol", appProtocol: app };
   return { ...base, ...port, ...(app === "kubernetes.io/h2c" || app === "grpc" ? { h2c: true } : {}) };
 }
 

@@ -127,6 +127,31 @@ describe("GRPCRoute matching and precedence", () => {
   });
 });
 
+describe("a backendRef to a WebSocket Service port (appProtocol kubernetes.io/ws, wss: not supported)", () => {
+  test("ResolvedRefs False UnsupportedProtocol naming the port and its appProtocol; a request to it is 500", () => {
+    const text =
+      CLASS + gateway(HTTP_ALL) + route("ws", `  rules: [{backendRefs: [{name: ws, port: 8080}]}]`);
+    const c = compileGateways({
+      resources: parseGatewayResources(text, "t.yaml"),
+      hasService: () => true,
+      namespaceLabels: () => ({}),
+      certificateProblem: () => undefined,
+      servicePort: () => ({ appProtocol: "kubernetes.io/ws" }),
+      addresses: ["10.0.0.1"],
+      now: "now",
+    });
+    const rr = c.status.routes
+      .get("HTTPRoute/infra/ws")
+      ?.parents[0]?.conditions.find((x) => x.type === "ResolvedRefs");
+    assert.equal(`${rr?.status}/${rr?.reason}`, "False/UnsupportedProtocol");
+    assert.match(rr?.message ?? "", /Service infra\/ws port 8080: appProtocol kubernetes\.io\/ws/);
+    const port = c.table.ports[0];
+    assert.ok(port);
+    const d = decide(port, call("/x", {}, false), () => 0);
+    assert.equal(d.kind === "error" ? d.status : d.kind, 500);
+  });
+});
+
 describe("GRPCRoute status", () => {
   const status = (text: string, type: string): string => {
     const c = compileYaml(text)
