@@ -249,7 +249,7 @@ function checkListener(
   out.push(
     served
       ? cond("Programmed", true, "Programmed", `serving ${l.protocol} on ${address}:${l.port}`)
-      : cond("Programmed", false, "Invalid", conflict ? "listener conflicts with another" : refMessage),
+      : cond("Programmed", false, "Invalid", conflict ? "listener conflicts with another" : address === "" ? "the Gateway has no address to serve it on" : refMessage), // prettier-ignore
   );
   if (served) {
     const entry = prior ?? { protocol: l.protocol, hostnames: new Map<string, Set<string>>() };

@@ -135,7 +135,20 @@ export class GatewaysController implements Controller {
     });
     this.runner.start();
     await this.sync(true);
-    this.timer = setInterval(() => void this.sync(false).catch(() => undefined), 1000);
+    // A failing sync (the store, an `ip` command) is tried again each second; said once until it changes.
+    let lastErr = "";
+    this.timer = setInterval(
+      () =>
+        void this.sync(false).then(
+          () => (lastErr = ""),
+          (e: unknown) => {
+            const err = e instanceof Error ? e.message : String(e);
+            if (err !== lastErr) this.d.logger.error({ err }, "gateway not synced; tried again each second");
+            lastErr = err;
+          },
+        ),
+      1000,
+    );
     this.timer.unref();
   }
 
