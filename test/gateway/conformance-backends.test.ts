@@ -23,7 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
-import { ConformanceLab, INFRA, startEchoPods, type Seen } from "./conformance-lab.js";
+import { BASE, ConformanceLab, INFRA, startEchoPods, type Seen } from "./conformance-lab.js";
 import { judge, to } from "./conformance-check.js";
 import { httpGet, killGroup } from "./netns-lab.js";
 
@@ -61,18 +61,8 @@ spec:
   });
 });
 
-const MANIFEST = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: same-namespace, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}]
----
+/** The suite's shared class and Gateways (the lab's BASE), and its ServiceTypes route (+ the h2c port). */
+const MANIFEST = `${BASE}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: service-types, namespace: ${INFRA}}
