@@ -38,7 +38,7 @@ export interface GatewayWorld {
   readonly hasService: (namespace: string, name: string) => boolean;
   readonly namespaceLabels: (namespace: string) => Readonly<Record<string, string>>;
   readonly certificateProblem: (namespace: string, name: string) => string | undefined;
-  /** What the Service says of a port: its appProtocol (`kubernetes.io/h2c`, `grpc`), a numeric targetPort. */
+  /** What the Service says of a port: its appProtocol (`kubernetes.io/h2c`, `grpc`), the endpoints' port (targetPort). */
   readonly servicePort?: (namespace: string, name: string, port: number) => ServicePortInfo | undefined;
   /** Addresses gateways can be served on; the first is the default (and the Ingress address). */
   readonly addresses: readonly string[];

@@ -15,8 +15,8 @@ export interface GatewayInputs {
   readonly namespaceLabels: Readonly<Record<string, Readonly<Record<string, string>>>>;
   /**
    * `namespace/name` -> Service port -> what the Service says of it: appProtocol
-   * (`kubernetes.io/h2c`, `grpc`: HTTP/2 to the backend), a numeric targetPort (the
-   * endpoints' port; absent: the Service port).
+   * (`kubernetes.io/h2c`, `grpc`: HTTP/2 to the backend), the port its endpoints serve it on
+   * (as targetPort: a named one resolved on the pods, a hand-written EndpointSlice's; absent: the Service port).
    */
   readonly servicePorts?: Readonly<Record<string, Readonly<Record<string, ServicePortInfo>>>>;
   readonly addresses: readonly string[];

@@ -13,6 +13,9 @@
  *   reaches infra-backend-v1's pod on its targetPort (3000). The suite's
  *   BackendProtocolH2C Service port (8081, h2c, targetPort 3001) through
  *   the agent too.
+ * - Not the suite's: the gateway dials the port the endpoints serve the
+ *   Service port on (a named targetPort resolved on the pod; a hand-written
+ *   EndpointSlice's port where it differs from targetPort), as kube-proxy does.
  *
  * The cases are written here in our words from the suite's contract.
  */
@@ -77,6 +80,10 @@ spec:
     backendRefs: [{name: headless-manual-endpointslices, port: 8080}]
   - matches: [{path: {type: Exact, value: /h2c}}]
     backendRefs: [{name: ${V1}, port: 8081}]
+  - matches: [{path: {type: Exact, value: /named-target-port}}]
+    backendRefs: [{name: named-target-port, port: 8080}]
+  - matches: [{path: {type: Exact, value: /slice-port}}]
+    backendRefs: [{name: slice-port, port: 8080}]
 `;
 
 /** The suite's Services (its infra-backend-v1 with the h2c port) and hand-written slices to the pod at `ip`. */
@@ -116,7 +123,24 @@ spec:
     svc("headless", `  clusterIP: None\n  selector: {app: ${V1}}\n`) +
     svc("headless-manual-endpointslices", "  clusterIP: None\n") +
     slice("headless-manual-endpointslices", "IPv4", [ip]) +
-    slice("headless-manual-endpointslices", "IPv6", [])
+    slice("headless-manual-endpointslices", "IPv6", []) +
+    // Not the suite's: the endpoints' port is the pod's named port (targetPort http -> 3000), and
+    // a hand-written slice's port (3000) where the Service says targetPort 8080 (as kube-proxy, the slice wins).
+    `---
+apiVersion: v1
+kind: Service
+metadata: {name: named-target-port, namespace: ${INFRA}}
+spec:
+  selector: {app: ${V1}}
+  ports: [{name: first-port, protocol: TCP, port: 8080, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: slice-port, namespace: ${INFRA}}
+spec:
+  ports: [{name: first-port, protocol: TCP, port: 8080, targetPort: 8080}]
+` +
+    slice("slice-port", "IPv4", [ip])
   );
 }
 
@@ -132,6 +156,7 @@ describe("Gateway API conformance: HTTPRouteServiceTypes through the agent (root
       name: `${V1}-pod`,
       namespace: INFRA,
       labels: { app: V1 },
+      ports: [{ name: "http", port: 3000, protocol: "TCP" }],
     });
     echo = await startEchoPods(
       ep.netns,
@@ -167,12 +192,14 @@ describe("Gateway API conformance: HTTPRouteServiceTypes through the agent (root
       const s = JSON.parse(a.body ?? "{}") as Seen;
       return `${s.pod} ${s.path} ${s.protocol}`;
     };
-    const paths = ["/manual-endpointslices", "/headless", "/headless-manual-endpointslices", "/h2c"];
+    const paths = ["/manual-endpointslices", "/headless", "/headless-manual-endpointslices", "/h2c", "/named-target-port", "/slice-port"]; // prettier-ignore
     assert.deepEqual(paths.map(seen), [
       `${V1}-pod /manual-endpointslices HTTP/1.1`,
       `${V1}-pod /headless HTTP/1.1`,
       `${V1}-pod /headless-manual-endpointslices HTTP/1.1`,
       `${V1}-pod /h2c HTTP/2.0`,
+      `${V1}-pod /named-target-port HTTP/1.1`,
+      `${V1}-pod /slice-port HTTP/1.1`,
     ]);
   });
 });
