@@ -19,6 +19,9 @@
  *            auth/prefill-remote.ts, turned on for that sample only: POST /v1/auth/prefill): the
  *            agents run with --auth-prefill local so that `first` is a held first packet
  *   later    a connection of an authenticated pair (the kernel entry: no queue), PAIRS a round
+ *   laterPlain  a connection without authentication beside each `later` (alternating which goes
+ *            first), after the same wait: `addedLaterP50` compares with these, not with `plain`
+ *            (measured beside the held connections, after other work of the agents and the bench)
  *   plain    a connection under a rule without authentication, one beside each `first`
  *   burst    K new pairs at once (K client identities): handshakes per second = K / the wall time
  *            until every connection answered, for each transport in turn
@@ -31,6 +34,7 @@
  *   MEMBRANE_AUTH_BENCH_ROUNDS (default 30), MEMBRANE_AUTH_BENCH_PAIRS (new pairs a round, default 8, at most BURST),
  *   MEMBRANE_AUTH_BENCH_BURST (default 12), MEMBRANE_AUTH_BENCH_BURST_ROUNDS (default 4)
  */
+import { appendFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { randomBytes } from "node:crypto";
 import { startLabCluster, type LabCluster, type LabNode } from "../src/lab/cluster.js";
@@ -100,6 +104,29 @@ const profileOf = (line: string): PairProfile | undefined => {
 /** n2's kernel entries of `source`'s pairs (the burst's pairs may be there too: prefill passes). */
 const pairsOn = async (n: LabNode, source: number): Promise<number> =>
   ((await n.client.request("GET", "/v1/auth/pairs")) as { pairs: { source: number }[] }).pairs.filter((p) => p.source === source).length; // prettier-ignore
+/** One held first connection with both agents' profiles of it. */
+interface Sample {
+  readonly k: string;
+  readonly round: number;
+  readonly client: string;
+  readonly ms: number;
+  readonly profile?: PairProfile;
+  readonly answer?: AnswerProfile;
+}
+/**
+ * Which samples pay the tail: the slowest few with what n2's profile says of them (cache misses,
+ * a signed answer, its loop's busy and GC time), and the samples with and without a validation
+ * miss apart. MEMBRANE_AUTH_BENCH_SAMPLES=<file> writes every sample as a JSON line.
+ */
+function tailOf(all: readonly Sample[], k: string): Record<string, unknown> {
+  const xs = all.filter((x) => x.k === k);
+  const file = process.env["MEMBRANE_AUTH_BENCH_SAMPLES"];
+  if (file) appendFileSync(file, xs.map((x) => JSON.stringify(x) + "\n").join(""));
+  const slim = (x: Sample): Record<string, unknown> => ({ ms: x.ms, round: x.round, misses: x.profile?.misses, signed: x.profile?.signed, busyMs: x.profile?.busyMs, gcMs: x.profile?.gcMs, phases: x.profile?.ms, answer: x.answer?.phases }); // prettier-ignore
+  const missed = xs.filter((x) => (x.profile?.misses ?? 0) > 0).map((x) => x.ms);
+  const hit = xs.filter((x) => x.profile?.misses === 0).map((x) => x.ms);
+  return { slowest: [...xs].sort((a, b) => b.ms - a.ms).slice(0, 4).map(slim), missed: row(missed), hit: row(hit) }; // prettier-ignore
+}
 async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
   for (const end = Date.now() + 30_000; !(await ok()); await sleep(20))
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -156,22 +183,30 @@ async function main(): Promise<void> {
       ok = (await (probe.get(authed) as Probe).tcp(server.ipv4, 80, 3000)) === "ok";
     }
     await time(plain);
+    // Each client's probe warmed on its own loopback: the first connection a probe makes pays its
+    // own cold code (10+ ms), which is not authentication; nothing reaches n2, the pairs stay new.
+    for (const [c, p] of probe) {
+      await p.listen("tcp", 81);
+      for (let k = 0; k < 3; k++) if ((await p.tcp("127.0.0.1", 81, 3000)) !== "ok") log(`cannot warm ${c.name}'s probe`); // prettier-ignore
+    }
     log(`lab ready; ${ROUNDS} rounds`);
     const ns = clients.map((c) => c.netns);
     const retrans0 = await synRetransmits(ns);
-    const s = { first: [] as number[], firstEach: [] as number[], firstTls: [] as number[], prefilled: [] as number[], later: [] as number[], plain: [] as number[] }; // prettier-ignore
+    const s = { first: [] as number[], firstEach: [] as number[], firstTls: [] as number[], prefilled: [] as number[], later: [] as number[], laterPlain: [] as number[], plain: [] as number[] }; // prettier-ignore
     const prefill = (remote: boolean): Promise<unknown> => n2.client.request("POST", "/v1/auth/prefill", { remote }); // prettier-ignore
     type Held = "first" | "firstEach" | "firstTls";
     const profiles: Record<Held, PairProfile[]> = { first: [], firstEach: [], firstTls: [] };
     const answers: Record<"first" | "firstEach", AnswerProfile[]> = { first: [], firstEach: [] };
+    const samples: Sample[] = [];
     const transport = (mode: string, proof = "once"): Promise<unknown> => n2.client.request("POST", "/v1/auth/transport", { mode, proof }); // prettier-ignore
     const peers = async (): Promise<{ peers: { protocol?: string }[] }> => (await n2.client.request("GET", "/v1/auth/peers")) as { peers: { protocol?: string }[] }; // prettier-ignore
     const pairsNow = burst.slice(0, PAIRS);
     /** One held first connection of `c` (its pair fresh), with n2's profile and n1's answer profile. */
-    const held = async (k: Held, c: (typeof clients)[number]): Promise<void> => {
+    const held = async (k: Held, c: (typeof clients)[number], round: number): Promise<void> => {
       const before = lastProfileLine(n2);
       const answered = lastAnswerLine(n1);
-      s[k].push(await time(c));
+      const ms = await time(c);
+      s[k].push(ms);
       await until("n2's profile of the pair", async () => lastProfileLine(n2) !== before);
       const p = profileOf(lastProfileLine(n2));
       if (p) profiles[k].push(p);
@@ -179,6 +214,7 @@ async function main(): Promise<void> {
       await until("n1's answer profile", async () => lastAnswerLine(n1) !== answered);
       const a = answerOf(lastAnswerLine(n1));
       if (a) answers[k].push(a);
+      samples.push({ k, round, client: c.name, ms: Math.round(ms * 100) / 100, ...(p ? { profile: p } : {}), ...(a ? { answer: a } : {}) }); // prettier-ignore
     };
     for (let i = 0; i < ROUNDS; i++) {
       const proof = Math.floor(i / BLOCK) % 2 === 0 ? "once" : "each";
@@ -189,14 +225,16 @@ async function main(): Promise<void> {
       // PAIRS new pairs, one connection at a time, each beside a connection without authentication.
       await fresh(pairsNow.map((c) => c.identity));
       for (const [j, c] of pairsNow.entries()) {
-        if ((i + j) % 2 === 0) await held(k, c);
+        if ((i + j) % 2 === 0) await held(k, c, i);
         s.plain.push(await time(plain));
-        if ((i + j) % 2 === 1) await held(k, c);
+        if ((i + j) % 2 === 1) await held(k, c, i);
       }
       // "later": once each pair's kernel entry is written (it follows the released first packet).
-      for (const c of pairsNow) {
+      for (const [j, c] of pairsNow.entries()) {
         await until("the pair's kernel entry on n2", async () => (await pairsOn(n2, c.identity)) > 0);
+        if ((i + j) % 2 === 1) s.laterPlain.push(await time(plain));
         s.later.push(await time(c));
+        if ((i + j) % 2 === 0) s.laterPlain.push(await time(plain));
       }
       // The same new pair authenticated ahead (what the agent does when a peer's endpoint appears).
       await fresh([authed.identity]);
@@ -210,13 +248,13 @@ async function main(): Promise<void> {
       // A TLS handshake per pair (the oldest path), one a round.
       await fresh([authed.identity]);
       await transport("per-pair", proof);
-      await held("firstTls", authed);
+      await held("firstTls", authed, i);
       if ((i + 1) % 10 === 0) log(`round ${i + 1}/${ROUNDS}: first ${JSON.stringify(row(s.first))}, load ${loadavg()[0]}`); // prettier-ignore
     }
     await transport("channel");
     const retransRounds = (await synRetransmits(ns)) - retrans0;
     // The rounds' figures now (the burst below takes minutes on a loaded machine).
-    log(`rounds: ${JSON.stringify({ first: row(s.first), firstEach: row(s.firstEach), firstTls: row(s.firstTls), later: row(s.later), plain: row(s.plain), load: loadavg()[0] })}`); // prettier-ignore
+    log(`rounds: ${JSON.stringify({ first: row(s.first), firstEach: row(s.firstEach), firstTls: row(s.firstTls), later: row(s.later), laterPlain: row(s.laterPlain), plain: row(s.plain), load: loadavg()[0] })}`); // prettier-ignore
     log(`burst: ${BURST} new pairs at once, ${BURST_ROUNDS} times`);
     const walls = { channel: [] as number[], "per-pair": [] as number[] };
     const each = { channel: [] as number[], "per-pair": [] as number[] };
@@ -247,6 +285,7 @@ async function main(): Promise<void> {
         answerProfile: { first: answerRows(answers.first), firstEach: answerRows(answers.firstEach) },
         prefilled: row(s.prefilled),
         later: row(s.later),
+        laterPlain: row(s.laterPlain),
         plain: row(s.plain),
         addedPrefilledP50: Math.round((row(s.prefilled).p50 - row(s.plain).p50) * 100) / 100,
         addedPrefilledP99: Math.round((row(s.prefilled).p99 - row(s.plain).p99) * 100) / 100,
@@ -256,10 +295,12 @@ async function main(): Promise<void> {
         addedFirstEachP99: Math.round((row(s.firstEach).p99 - row(s.plain).p99) * 100) / 100,
         addedFirstTlsP50: Math.round((row(s.firstTls).p50 - row(s.plain).p50) * 100) / 100,
         addedFirstTlsP99: Math.round((row(s.firstTls).p99 - row(s.plain).p99) * 100) / 100,
-        addedLaterP50: Math.round((row(s.later).p50 - row(s.plain).p50) * 100) / 100,
+        addedLaterP50: Math.round((row(s.later).p50 - row(s.laterPlain).p50) * 100) / 100,
+        addedLaterP50VsPlain: Math.round((row(s.later).p50 - row(s.plain).p50) * 100) / 100,
         burst: { pairs: BURST, rounds: BURST_ROUNDS, channel: burstRow("channel"), perPair: burstRow("per-pair") }, // prettier-ignore
         pooled: await n2.client.request("GET", "/v1/auth/peers"),
         synRetransmits: { rounds: retransRounds, all: retransAll },
+        tail: { first: tailOf(samples, "first"), firstEach: tailOf(samples, "firstEach") },
         failedConnections: failed,
         n1Refused: [...new Set(n1.logs().split("\n").filter((l) => l.includes("refused a handshake")).map((l) => /"why":"([^"]*)"/.exec(l)?.[1] ?? l))].slice(0, 5), // prettier-ignore
         refusals: [...new Set(n2.logs().split("\n").filter((l) => l.includes("mutual authentication failed")).map((l) => /"err":"([^"]*)"/.exec(l)?.[1] ?? l))].slice(0, 5), // prettier-ignore

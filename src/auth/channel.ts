@@ -221,12 +221,16 @@ export class PeerChannels {
     }
     const roots = this.d.nodes().rootsOf(ch.peer);
     let v;
+    const missed = this.d.cache.stats.misses;
     try {
       v = this.d.cache.validate(a.chain, roots, { trustDomain: this.d.trustDomain, now: Date.now() });
     } catch (e) {
       throw refused(`node ${ch.peer}'s certificate is refused: ${(e as Error).message}`);
+    } finally {
+      if (ph) ph.misses += this.d.cache.stats.misses - missed;
     }
     const theirs = a.chain[0] as Buffer;
+    if (ph) ph.signed = a.sig !== undefined;
     if (a.sig) {
       verifyResponse(v.leafKey, ch.exporter, claim, sig, a.sig);
       if (ch.v2) ch.proven.add(theirs);

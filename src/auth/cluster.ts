@@ -95,6 +95,8 @@ export class AuthCluster {
     m.nodes = clusterNodes(this.p.self, s, m.p.provider.trustDomain);
     // Roots that are not CA certificates are left out (recordRoots): never trusted.
     const roots = [...s.records.keys()].flatMap((name) => m.nodes.rootsOf(name));
+    // Parsed now, once: a pair's validation then parses only the chain its peer presents.
+    m.verified.prepare(roots);
     m.p.provider.setPeerRoots(roots);
     void this.updateGuard(s);
     this.channels.warm(this.peers());

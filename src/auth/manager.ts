@@ -166,6 +166,7 @@ export class AuthManager {
     this.net?.close();
     await this.maintaining;
     await this.queue.stop();
+    this.profiles.stop();
     this.p.table.close();
   }
 

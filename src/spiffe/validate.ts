@@ -10,11 +10,16 @@
  * empty, within its validity. Signing certificates: CA with keyCertSign, their SPIFFE ID (if any)
  * without a path, valid now, signature checked, path length constraints kept. Bounded: at most
  * MAX_CHAIN certificates of at most MAX_CERT_BYTES each. Pure (the time is a parameter).
+ *
+ * Parsing, the bulk of the cost: the leaf by OpenSSL (signature, key, names) and its judged fields
+ * straight from its DER (cert-fields.ts); signing certificates with @peculiar/x509 too, the
+ * bundle's roots once per exact bytes when the caller keeps a ParsedRoots (validate-cache.ts).
  */
 import { X509Certificate as NodeCert, type KeyObject } from "node:crypto";
 import * as x509 from "./x509.js";
 import { MembraneError } from "../errors.js";
 import { parseSpiffeId, type SpiffeId } from "./id.js";
+import { readCertFields, type CertFields } from "./cert-fields.js";
 
 export const MAX_CHAIN = 8;
 export const MAX_CERT_BYTES = 16 * 1024;
@@ -35,21 +40,53 @@ export interface ValidSvid {
   readonly leafKey: KeyObject;
 }
 
-interface Parsed {
+/** One certificate parsed by both libraries; its public key made on first use and kept. */
+export interface ParsedCert {
   readonly p: x509.X509Certificate;
   readonly n: NodeCert;
+  readonly key: () => KeyObject;
 }
 
 function invalid(why: string): MembraneError {
   return new MembraneError("SPIFFE_SVID_INVALID", `Cannot accept the X.509-SVID: ${why}`);
 }
 
-function parse(der: Uint8Array, what: string): Parsed {
+function parse(der: Uint8Array, what: string): ParsedCert {
   if (der.length === 0 || der.length > MAX_CERT_BYTES) throw invalid(`${what} is empty or larger than ${MAX_CERT_BYTES} bytes`); // prettier-ignore
   try {
-    return { p: new x509.X509Certificate(der), n: new NodeCert(der) };
+    const n = new NodeCert(der);
+    let key: KeyObject | undefined;
+    return { p: new x509.X509Certificate(der), n, key: () => (key ??= n.publicKey) };
   } catch {
     throw invalid(`${what} is not a DER X.509 certificate`);
+  }
+}
+
+const MAX_PARSED_ROOTS = 256;
+
+/**
+ * The bundle's roots parsed once per exact DER bytes, not at every validation: parsing a
+ * certificate and decoding its extensions is most of a validation's cost (milliseconds each on a
+ * busy node), and a bundle's roots are the same across thousands of validations. A parsed
+ * certificate is a pure function of its bytes; every check that depends on the time or on the
+ * chain (validity, signatures, path length) is still made at each validation. Failures are not
+ * kept (each names its own error again). Bounded: past MAX_PARSED_ROOTS it starts over.
+ */
+export class ParsedRoots {
+  private readonly m = new Map<string, ParsedCert>();
+
+  get(der: Uint8Array, what: string): ParsedCert {
+    const k = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64");
+    const have = this.m.get(k);
+    if (have) return have;
+    const c = parse(der, what);
+    if (this.m.size >= MAX_PARSED_ROOTS) this.m.clear();
+    this.m.set(k, c);
+    return c;
+  }
+
+  get size(): number {
+    return this.m.size;
   }
 }
 
@@ -59,14 +96,28 @@ function uriSans(c: x509.X509Certificate): { uris: string[]; critical: boolean }
   return { uris, critical: san?.critical ?? false };
 }
 
-function checkTime(c: Parsed, now: number, what: string): void {
-  if (c.p.notBefore.getTime() > now) throw invalid(`${what} is not valid yet (notBefore ${c.p.notBefore.toISOString()})`); // prettier-ignore
-  if (c.p.notAfter.getTime() < now)
-    throw invalid(`${what} has expired (notAfter ${c.p.notAfter.toISOString()})`);
+function checkTime(c: { notBefore: Date; notAfter: Date }, now: number, what: string): void {
+  if (c.notBefore.getTime() > now) throw invalid(`${what} is not valid yet (notBefore ${c.notBefore.toISOString()})`); // prettier-ignore
+  if (c.notAfter.getTime() < now) throw invalid(`${what} has expired (notAfter ${c.notAfter.toISOString()})`);
 }
 
-function checkLeaf(leaf: Parsed, o: ValidateOptions): SpiffeId {
-  const { uris, critical } = uriSans(leaf.p);
+/** The leaf: OpenSSL's parse (signature, key, names) and its fields read from the DER (cert-fields.ts). */
+interface ParsedLeaf {
+  readonly n: NodeCert;
+  readonly f: CertFields;
+}
+
+function parseLeaf(der: Uint8Array): ParsedLeaf {
+  if (der.length === 0 || der.length > MAX_CERT_BYTES) throw invalid(`the leaf is empty or larger than ${MAX_CERT_BYTES} bytes`); // prettier-ignore
+  try {
+    return { n: new NodeCert(der), f: readCertFields(der) };
+  } catch (e) {
+    throw invalid(`the leaf is not a DER X.509 certificate (${(e as Error).message})`);
+  }
+}
+
+function checkLeaf(leaf: CertFields, o: ValidateOptions): SpiffeId {
+  const uris = leaf.san?.uris ?? [];
   if (uris.length !== 1) throw invalid(`the leaf has ${uris.length} URI SANs (exactly one is required)`);
   let id: SpiffeId;
   try {
@@ -77,29 +128,24 @@ function checkLeaf(leaf: Parsed, o: ValidateOptions): SpiffeId {
   if (id.trustDomain !== o.trustDomain) throw invalid(`the leaf is of trust domain ${id.trustDomain}, not ${o.trustDomain}`); // prettier-ignore
   if (id.path === "")
     throw invalid("the leaf's SPIFFE ID has no path (a trust domain's ID names no workload)");
-  if (leaf.p.subject === "" && !critical)
+  if (leaf.subjectEmpty && !leaf.san?.critical)
     throw invalid("the leaf has an empty subject and a non-critical SAN extension");
-  const bc = leaf.p.getExtension(x509.BasicConstraintsExtension);
-  if (bc?.ca) throw invalid("the leaf is a CA certificate (basicConstraints cA=true)");
-  const ku = leaf.p.getExtension(x509.KeyUsagesExtension);
+  if (leaf.basicConstraints?.ca) throw invalid("the leaf is a CA certificate (basicConstraints cA=true)");
+  const ku = leaf.keyUsage;
   if (!ku) throw invalid("the leaf has no key usage extension");
   if (!ku.critical) throw invalid("the leaf's key usage extension is not critical");
-  if (!(ku.usages & x509.KeyUsageFlags.digitalSignature))
-    throw invalid("the leaf's key usage lacks digitalSignature");
-  if (ku.usages & (x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign)) {
-    throw invalid("the leaf's key usage has keyCertSign or cRLSign");
-  }
-  const eku = leaf.p.getExtension(x509.ExtendedKeyUsageExtension);
+  if (!ku.digitalSignature) throw invalid("the leaf's key usage lacks digitalSignature");
+  if (ku.keyCertSign || ku.cRLSign) throw invalid("the leaf's key usage has keyCertSign or cRLSign");
+  const eku = leaf.extKeyUsage;
   if (eku) {
-    const u = eku.usages.map(String);
-    if (!u.includes(x509.ExtendedKeyUsage.serverAuth) || !u.includes(x509.ExtendedKeyUsage.clientAuth)) {
+    if (!eku.includes(x509.ExtendedKeyUsage.serverAuth) || !eku.includes(x509.ExtendedKeyUsage.clientAuth)) {
       throw invalid("the leaf's extended key usage lacks serverAuth or clientAuth");
     }
   }
   return id;
 }
 
-function checkSigner(c: Parsed, what: string): void {
+function checkSigner(c: ParsedCert, what: string): void {
   const bc = c.p.getExtension(x509.BasicConstraintsExtension);
   if (!bc?.ca) throw invalid(`${what} is not a CA certificate (basicConstraints cA is not true)`);
   const ku = c.p.getExtension(x509.KeyUsagesExtension);
@@ -118,41 +164,46 @@ function checkSigner(c: Parsed, what: string): void {
   }
 }
 
-/** Validates `chain` (leaf first) against `bundle`; returns the leaf's SPIFFE ID or throws SPIFFE_SVID_INVALID. */
+/**
+ * Validates `chain` (leaf first) against `bundle`; returns the leaf's SPIFFE ID or throws
+ * SPIFFE_SVID_INVALID. `roots`: the bundle's certificates parsed ahead (SvidValidationCache).
+ */
 export function validateX509Svid(
   chain: readonly Uint8Array[],
   bundle: readonly Uint8Array[],
   o: ValidateOptions,
+  roots?: ParsedRoots,
 ): ValidSvid {
   const now = o.now ?? Date.now();
   if (chain.length === 0) throw invalid("the chain is empty");
   if (chain.length > MAX_CHAIN) throw invalid(`the chain has more than ${MAX_CHAIN} certificates`);
   if (bundle.length === 0 || bundle.length > MAX_BUNDLE) throw invalid(`the bundle has 0 or more than ${MAX_BUNDLE} roots`); // prettier-ignore
-  const certs = chain.map((d, i) => parse(d, i === 0 ? "the leaf" : `chain[${i}]`));
-  const roots = bundle.map((d, i) => parse(d, `bundle[${i}]`));
-  const leaf = certs[0] as Parsed;
-  const id = checkLeaf(leaf, o);
-  checkTime(leaf, now, "the leaf");
+  const leaf = parseLeaf(chain[0] as Uint8Array);
+  const certs = chain.slice(1).map((d, i) => parse(d, `chain[${i + 1}]`));
+  const anchors = bundle.map((d, i) => (roots ? roots.get(d, `bundle[${i}]`) : parse(d, `bundle[${i}]`)));
+  const id = checkLeaf(leaf.f, o);
+  checkTime(leaf.f, now, "the leaf");
   // Walk up: each step finds the certificate that issued the current one, among the chain's
-  // intermediates (each used once) or the bundle's roots, where the walk ends.
-  let cur = leaf;
+  // intermediates (each used once) or the bundle's roots, where the walk ends. Names are compared
+  // as OpenSSL prints them (the leaf is parsed by OpenSSL only).
+  let cur: { readonly n: NodeCert } = leaf;
   let below = 0; // intermediates between `cur` and the leaf: pathLenConstraint counts them
-  const left = certs.slice(1);
-  const window = { from: leaf.p.notBefore.getTime(), until: leaf.p.notAfter.getTime() };
+  const left = [...certs];
+  const window = { from: leaf.f.notBefore.getTime(), until: leaf.f.notAfter.getTime() };
   for (let depth = 0; depth <= MAX_CHAIN; depth++) {
     // Names and signature only: OpenSSL's checkIssued also wants keyCertSign, which checkSigner names.
-    const signedBy = (c: Parsed): boolean => cur.p.issuer === c.p.subject && verifies(cur.n, c.n);
-    const root = roots.find(signedBy);
+    const signedBy = (c: ParsedCert): boolean => cur.n.issuer === c.n.subject && verifies(cur.n, c);
+    const root = anchors.find(signedBy);
     const next = root ?? left.find(signedBy);
     if (!next) throw invalid(depth === 0 ? "the leaf is not signed by a root of the bundle" : `chain[${depth}] is not signed by a root of the bundle`); // prettier-ignore
     const what = root ? "the bundle's root" : `intermediate ${next.p.subject}`;
     checkSigner(next, what);
-    checkTime(next, now, what);
+    checkTime(next.p, now, what);
     const pl = next.p.getExtension(x509.BasicConstraintsExtension)?.pathLength;
     if (pl !== undefined && below > pl) throw invalid(`${what} allows ${pl} intermediates below it, the chain has ${below}`); // prettier-ignore
     window.from = Math.max(window.from, next.p.notBefore.getTime());
     window.until = Math.min(window.until, next.p.notAfter.getTime());
-    if (root) return { id, notAfter: leaf.p.notAfter, window, leafKey: leaf.n.publicKey };
+    if (root) return { id, notAfter: leaf.f.notAfter, window, leafKey: leaf.n.publicKey };
     left.splice(left.indexOf(next), 1);
     cur = next;
     below++;
@@ -160,9 +211,9 @@ export function validateX509Svid(
   throw invalid("the chain is too long");
 }
 
-function verifies(c: NodeCert, by: NodeCert): boolean {
+function verifies(c: NodeCert, by: ParsedCert): boolean {
   try {
-    return c.verify(by.publicKey);
+    return c.verify(by.key());
   } catch {
     return false; // a key OpenSSL cannot use for this signature
   }

@@ -37,4 +37,21 @@ describe("SvidValidationCache", () => {
     assert.throws(() => v([root.der], now - H / 2), /not valid yet/);
     assert.equal(c.stats.hits, 1, "no refused case was answered from the cache");
   });
+
+  test("a miss parses the presented chain only: the bundle's roots are parsed once, ahead with prepare", async () => {
+    const root = await rootOf(TD);
+    const leaves = await Promise.all(
+      [300, 301, 302].map((n) => mk(goodLeaf(root, `spiffe://${TD}/identity/${n}`))),
+    );
+    const c = new SvidValidationCache();
+    c.prepare([root.der, Buffer.from("not a certificate")]);
+    assert.equal(c.parsedRoots, 1, "the root parsed ahead; what is not a certificate is not kept");
+    for (const l of leaves) assert.match(c.validate([l.der], [root.der], { trustDomain: TD }).id.path, /^\/identity\/30[0-2]$/); // prettier-ignore
+    assert.deepEqual(c.stats, { hits: 0, misses: 3 });
+    assert.equal(c.parsedRoots, 1, "three misses, the root parsed once");
+    // Without prepare: the first miss parses the root and keeps it for the next ones.
+    const d = new SvidValidationCache();
+    for (const l of leaves) d.validate([l.der], [root.der], { trustDomain: TD });
+    assert.deepEqual([d.stats.misses, d.parsedRoots], [3, 1]);
+  });
 });

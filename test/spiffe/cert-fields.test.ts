@@ -1,0 +1,106 @@
+/**
+ * The leaf's fields read straight from DER (cert-fields.ts) are exactly what @peculiar/x509 (the
+ * reference, which the validator used for the leaf before) reads from the same certificate, over a
+ * table of certificates varying every field the SVID rules judge; malformed DER is refused, never
+ * half read; and a leaf with any byte changed is never accepted by the validator.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import * as x509 from "../../src/spiffe/x509.js";
+import { readCertFields, type CertFields } from "../../src/spiffe/cert-fields.js";
+import { validateX509Svid } from "../../src/spiffe/validate.js";
+import { SIGN_ALG } from "../../src/spiffe/certs.js";
+import { EKU, KU, goodLeaf, mk, rootOf, type CertSpec } from "./certs-fixture.js";
+
+const TD = "td.test";
+const H = 3_600_000;
+
+/** What the validator used to read with @peculiar/x509. */
+function reference(der: Buffer): CertFields {
+  const c = new x509.X509Certificate(der);
+  const san = c.getExtension(x509.SubjectAlternativeNameExtension);
+  const bc = c.getExtension(x509.BasicConstraintsExtension);
+  const ku = c.getExtension(x509.KeyUsagesExtension);
+  const eku = c.getExtension(x509.ExtendedKeyUsageExtension);
+  return {
+    notBefore: c.notBefore,
+    notAfter: c.notAfter,
+    subjectEmpty: c.subject === "",
+    ...(san ? { san: { critical: san.critical, uris: san.names.items.filter((n) => n.type === "url").map((n) => n.value) } } : {}), // prettier-ignore
+    ...(bc ? { basicConstraints: { critical: bc.critical, ca: bc.ca } } : {}),
+    ...(ku ? { keyUsage: { critical: ku.critical, digitalSignature: (ku.usages & KU.digitalSignature) !== 0, keyCertSign: (ku.usages & KU.keyCertSign) !== 0, cRLSign: (ku.usages & KU.cRLSign) !== 0 } } : {}), // prettier-ignore
+    ...(eku ? { extKeyUsage: [...eku.usages].map(String) } : {}),
+  };
+}
+
+describe("readCertFields", () => {
+  test("reads what @peculiar/x509 reads, field by field", async () => {
+    const root = await rootOf(TD);
+    const leaf = goodLeaf(root);
+    const specs: { name: string; spec: CertSpec }[] = [
+      { name: "a good leaf", spec: leaf },
+      { name: "a root", spec: { ca: true, pathLen: 0, ku: KU.keyCertSign | KU.cRLSign, uris: [`spiffe://${TD}`], subject: "CN=r" } }, // prettier-ignore
+      { name: "no extensions but a SAN", spec: { uris: [`spiffe://${TD}/a`] } },
+      { name: "no extensions at all", spec: {} },
+      { name: "two URI SANs", spec: { ...leaf, uris: [`spiffe://${TD}/a`, `spiffe://${TD}/b`] } },
+      { name: "a critical SAN, empty subject", spec: { ...leaf, subject: "", sanCritical: true } },
+      { name: "an empty subject, non-critical SAN", spec: { ...leaf, subject: "" } },
+      { name: "a CA leaf", spec: { ...leaf, ca: true } },
+      { name: "basicConstraints without cA", spec: { ...leaf, ca: false } },
+      { name: "no basicConstraints", spec: { ...leaf, ca: undefined } },
+      { name: "no key usage", spec: { ...leaf, ku: undefined } },
+      { name: "a non-critical key usage", spec: { ...leaf, kuCritical: false } },
+      { name: "keyEncipherment only", spec: { ...leaf, ku: KU.keyEncipherment } },
+      { name: "digitalSignature + keyCertSign", spec: { ...leaf, ku: KU.digitalSignature | KU.keyCertSign } },
+      { name: "digitalSignature + cRLSign", spec: { ...leaf, ku: KU.digitalSignature | KU.cRLSign } },
+      { name: "every key usage bit", spec: { ...leaf, ku: 0x1ff } },
+      {
+        name: "decipherOnly (the second byte)",
+        spec: { ...leaf, ku: KU.digitalSignature | KU.decipherOnly },
+      },
+      { name: "an EKU of serverAuth only", spec: { ...leaf, eku: [EKU.serverAuth] } },
+      { name: "an EKU with other purposes", spec: { ...leaf, eku: [EKU.codeSigning, EKU.clientAuth, EKU.serverAuth, "1.2.840.113549.1.1.1"] } }, // prettier-ignore
+      { name: "validity past 2049 (GeneralizedTime)", spec: { ...leaf, notBefore: new Date(Date.UTC(2049, 11, 31, 23, 59, 59)), notAfter: new Date(Date.UTC(2060, 0, 1)) } }, // prettier-ignore
+      { name: "validity before 2000", spec: { ...leaf, notBefore: new Date(Date.UTC(1999, 5, 1)), notAfter: new Date(Date.now() + H) } }, // prettier-ignore
+    ];
+    for (const { name, spec } of specs) {
+      const der = (await mk(spec)).der;
+      assert.deepEqual(readCertFields(der), reference(der), name);
+    }
+  });
+
+  test("refuses malformed DER: every truncation, trailing bytes, an indefinite length, a repeated extension", async () => {
+    const der = (await mk(goodLeaf(await rootOf(TD)))).der;
+    for (let n = 0; n < der.length; n++) assert.throws(() => readCertFields(der.subarray(0, n)), Error, `cut at ${n}`); // prettier-ignore
+    assert.throws(
+      () => readCertFields(Buffer.concat([der, Buffer.from([0])])),
+      /bytes after the certificate/,
+    );
+    const indefinite = Buffer.from(der);
+    indefinite[1] = 0x80;
+    assert.throws(() => readCertFields(indefinite), /indefinite/);
+    const twice = await mk({ ...goodLeaf(await rootOf(TD)), ku: undefined });
+    const dup = await x509.X509CertificateGenerator.create({
+      subject: "O=test",
+      issuer: "O=test",
+      notBefore: new Date(Date.now() - H),
+      notAfter: new Date(Date.now() + H),
+      publicKey: twice.keys.publicKey,
+      signingKey: twice.keys.privateKey,
+      signingAlgorithm: SIGN_ALG,
+      extensions: [new x509.KeyUsagesExtension(KU.digitalSignature, true), new x509.KeyUsagesExtension(KU.keyCertSign, true)], // prettier-ignore
+    });
+    assert.throws(() => readCertFields(Buffer.from(dup.rawData)), /appears twice/);
+  });
+
+  test("a leaf with any one byte changed is never accepted", async () => {
+    const root = await rootOf(TD);
+    const der = (await mk(goodLeaf(root))).der;
+    assert.equal(validateX509Svid([der], [root.der], { trustDomain: TD }).id.path, "/identity/300");
+    for (let i = 0; i < der.length; i++) {
+      const bent = Buffer.from(der);
+      bent[i] = (bent[i] as number) ^ (1 << (i % 8));
+      assert.throws(() => validateX509Svid([bent], [root.der], { trustDomain: TD }), /Cannot accept the X\.509-SVID/, `byte ${i}`); // prettier-ignore
+    }
+  });
+});
