@@ -152,7 +152,7 @@ export class Agent {
     });
     const ctls: Controller[] = [this.identitiesCtl, this.namespaces, this.services, this.lb, this.nodes];
     this.controllers = [...ctls, this.endpoints, this.remoteEndpoints, this.policies, this.names];
-    this.gateways = newGateways(p, deps, { ipam: this.ipam, services: this.services, lb: this.lb, namespaces: this.namespaces, endpoints: this.endpoints, observer: () => this.observerRef }); // prettier-ignore
+    this.gateways = newGateways(p, deps, { ipam: this.ipam, services: this.services, lb: this.lb, namespaces: this.namespaces, endpoints: this.endpoints, observer: () => this.observerRef, reservations: shared.store }); // prettier-ignore
     this.tracing = new TracingPoliciesController({ logger: p.logger, endpoints: () => this.listEndpoints(), store: p.store }); // prettier-ignore
     this.enforcer = new Enforcer({
       logger: p.logger,

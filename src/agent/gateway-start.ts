@@ -4,12 +4,18 @@
  * `<netnsPrefix>-gateway`, its address is allocated once from the pod CIDR
  * (IPAM owner `gateway/ingress`), and each request it serves becomes an L7
  * flow (source: the client, destination: the backend endpoint; the request
- * leaves the gateway with the `ingress` identity).
+ * leaves the gateway with the `ingress` identity). With a LoadBalancer pool
+ * (--lb-pool), each Gateway naming no address gets its own from it
+ * (gateway-addresses.ts); without one, they share the gateway address.
  */
 import { ID } from "../identity/reserved.js";
 import type { L7Event } from "../proxy/types.js";
+import type { LbBackend } from "../datapath/lb-types.js";
+import type { ServicePortInfo } from "../gateway/compile.js";
 import type { GatewayEvent } from "../gateway/exchange.js";
+import type { Store } from "../store/store.js";
 import type { AgentParams } from "./agent-params.js";
+import { GatewayAddresses } from "./gateway-addresses.js";
 import type { ControllerDeps } from "./controller.js";
 import type { EndpointsController } from "./controllers/endpoints.js";
 import { GatewaysController } from "./controllers/gateways.js";
@@ -29,6 +35,8 @@ export interface GatewayWiring {
   readonly namespaces: NamespacesController;
   readonly endpoints: EndpointsController;
   readonly observer: () => Observer | undefined;
+  /** Where the Services' reservations are (the cluster's store in cluster mode): the Gateways' own addresses too. */
+  readonly reservations: Store;
 }
 
 export function newGateways(
@@ -37,10 +45,16 @@ export function newGateways(
   w: GatewayWiring,
 ): GatewaysController | undefined {
   if (!p.gateway) return undefined;
+  const netns = p.netnsPrefix.endsWith("-") ? `${p.netnsPrefix}gateway` : `${p.netnsPrefix}-gateway`;
+  const pool = {
+    ...(p.lb?.loadBalancerPool !== undefined ? { loadBalancerPool: p.lb.loadBalancerPool } : {}),
+    ...(p.lb?.loadBalancerPoolSecondary !== undefined ? { loadBalancerPoolSecondary: p.lb.loadBalancerPoolSecondary } : {}), // prettier-ignore
+  };
   return new GatewaysController({
     ...deps,
     secretsDir: p.gateway.secretsDir ?? p.proxy?.secretsDir ?? DEFAULT_GATEWAY_SECRETS_DIR,
-    netns: p.netnsPrefix.endsWith("-") ? `${p.netnsPrefix}gateway` : `${p.netnsPrefix}-gateway`,
+    netns,
+    own: new GatewayAddresses({ store: w.reservations, logger: deps.logger, netns, pool }),
     ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}),
     nodeGateway: w.ipam.gateways().ipv4,
     address: () => w.ipam.allocate("gateway/ingress"),
@@ -61,7 +75,9 @@ export function newGateways(
 
 /**
  * The `v1` Services as the gateway resolves backendRefs: the addresses of their
- * active backends, and per port its appProtocol and numeric targetPort.
+ * active backends, and per port its appProtocol and the port its endpoints serve it on
+ * (lb/desired.ts activePortBackends: a named targetPort as the pod names it, a hand-written
+ * EndpointSlice's port), as kube-proxy dials them.
  */
 function lbBackends(lb: LbController): Record<string, GatewayBackendService> {
   const views = new Map(lb.list().map((v) => [`${v.namespace}/${v.name}`, v]));
@@ -69,16 +85,36 @@ function lbBackends(lb: LbController): Record<string, GatewayBackendService> {
   for (const s of lb.specs()) {
     const key = `${s.namespace}/${s.name}`;
     const active = (views.get(key)?.backends ?? []).filter((b) => b.state === "active");
-    const ports: Record<string, { appProtocol?: string; targetPort?: number }> = {};
-    for (const p of s.ports)
+    const ips = active.map((b) => b.address.slice(0, b.address.lastIndexOf(":")).replace(/^\[|\]$/g, ""));
+    const used = ofFamilies(s.ipFamilies, ips);
+    const byPort = lb.portBackends(key);
+    const ports: Record<string, ServicePortInfo> = {};
+    for (const p of s.ports) {
+      const target = endpointPort((byPort?.get(p.port) ?? []).filter((b) => used(b.ip))) ?? p.targetPort;
       ports[String(p.port)] = {
         ...(p.appProtocol !== undefined ? { appProtocol: p.appProtocol } : {}),
-        ...(typeof p.targetPort === "number" ? { targetPort: p.targetPort } : {}),
+        ...(typeof target === "number" ? { targetPort: target } : {}),
       };
-    const ips = active.map((b) => b.address.slice(0, b.address.lastIndexOf(":")).replace(/^\[|\]$/g, ""));
-    out[key] = { addresses: [...new Set(ips.filter(ofFamilies(s.ipFamilies, ips)))], ports };
+    }
+    out[key] = { addresses: [...new Set(ips.filter(used))], ports };
   }
   return out;
+}
+
+/**
+ * The one port the gateway dials a Service port's endpoints on. The gateway keeps one port per
+ * Service port, so endpoints that serve it on different ports (pods naming the targetPort with
+ * different numbers) are dialled on the most common one (ties: the lowest). None: undefined.
+ */
+function endpointPort(backends: readonly LbBackend[]): number | undefined {
+  const count = new Map<number, number>();
+  for (const b of backends) count.set(b.port, (count.get(b.port) ?? 0) + 1);
+  let best: number | undefined;
+  for (const [port, n] of count) {
+    const m = best === undefined ? 0 : (count.get(best) ?? 0);
+    if (n > m || (n === m && port < (best ?? port))) best = port;
+  }
+  return best;
 }
 
 /**

@@ -38,10 +38,12 @@ export interface GatewayWorld {
   readonly hasService: (namespace: string, name: string) => boolean;
   readonly namespaceLabels: (namespace: string) => Readonly<Record<string, string>>;
   readonly certificateProblem: (namespace: string, name: string) => string | undefined;
-  /** What the Service says of a port: its appProtocol (`kubernetes.io/h2c`, `grpc`), a numeric targetPort. */
+  /** What the Service says of a port: its appProtocol (`kubernetes.io/h2c`, `grpc`), the endpoints' port (targetPort). */
   readonly servicePort?: (namespace: string, name: string, port: number) => ServicePortInfo | undefined;
   /** Addresses gateways can be served on; the first is the default (and the Ingress address). */
   readonly addresses: readonly string[];
+  /** `namespace/name` -> a Gateway's own addresses (protocol.ts GatewayInputs.gatewayAddresses). */
+  readonly gatewayAddresses?: Readonly<Record<string, readonly string[]>>;
   readonly now: string;
 }
 
@@ -84,6 +86,7 @@ export function compileGateways(w: GatewayWorld): CompiledGateways {
     gateways: ingressGw ? [...gateways, ingressGw] : gateways,
     grants: ingressGw ? [...grants, ...ingressGrants(ingresses)] : grants,
     addresses: w.addresses,
+    ...(w.gatewayAddresses ? { own: w.gatewayAddresses } : {}),
     certificateProblem: w.certificateProblem,
     now: w.now,
   });
@@ -227,6 +230,8 @@ function problemText(t: BackendTarget, b: BackendObjectRef): string {
     return `${b.group === "" ? "core" : b.group}/${b.kind} ${b.name} is not a Service`;
   if (t.invalid === "RefNotPermitted")
     return `no ReferenceGrant in ${t.namespace} lets this route use Service ${t.name}`;
+  if (t.invalid === "UnsupportedProtocol")
+    return `Service ${t.namespace}/${t.name} port ${t.port}: appProtocol ${t.appProtocol ?? ""} (WebSocket) is not supported by this gateway`; // prettier-ignore
   return `Service ${t.namespace}/${t.name} not found`;
 }
 
@@ -250,6 +255,9 @@ export function target(
   const info = w.servicePort?.(namespace, b.name, base.port);
   const port = info?.targetPort !== undefined ? { port: info.targetPort } : {};
   const app = info?.appProtocol;
+  // WebSocket backends (the Gateway API's kubernetes.io/ws, wss) are not served: refused as the spec says.
+  if (app === "kubernetes.io/ws" || app === "kubernetes.io/wss")
+    return { ...base, invalid: "UnsupportedProtocol", appProtocol: app };
   return { ...base, ...port, ...(app === "kubernetes.io/h2c" || app === "grpc" ? { h2c: true } : {}) };
 }
 
@@ -266,27 +274,18 @@ function buildTable(
       certificates: ServedPort["certificates"][number][];
     }
   >();
-  // Checked addresses first; a default Gateway's other-family address (dual-stack.ts) only where no
-  // listener of another protocol or of the same hostname holds that address and port.
+  // Checked addresses first; a Gateway's second address (dual-stack.ts) where the listener did not
+  // yield it to another (listeners.ts).
   const on = listeners.filter((x) => x.served);
   const served = [
     ...on.map((l) => ({ l, address: l.address })),
     ...on.flatMap((l) =>
       servedAddresses(l, w.addresses)
         .slice(1)
-        .map((address) => ({ l, address, extra: true })),
+        .filter((address) => !(l.yielded ?? []).includes(address))
+        .map((address) => ({ l, address })),
     ),
-  ].filter(
-    (x) =>
-      !("extra" in x) ||
-      !on.some(
-        (o) =>
-          o.address === x.address &&
-          o.listener.port === x.l.listener.port &&
-          (o.listener.protocol !== x.l.listener.protocol ||
-            (o.listener.hostname ?? "") === (x.l.listener.hostname ?? "")),
-      ),
-  );
+  ];
   for (const { l, address } of served) {
     const key = `${address}:${l.listener.port}`;
     const port = ports.get(key) ?? {

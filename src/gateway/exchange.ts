@@ -274,9 +274,12 @@ export class GatewayExchange {
       body,
       mods,
       close: head.close,
+      ...this.limitNow(),
       write: (x) => this.conn.write(x),
       done: (o) => {
         if (o.failed === undefined) return done(o.status, { backend });
+        // A route timeout before the head: 504, and the client connection goes on (as forward-h1.ts).
+        if (o.expired === true && !o.headSent) return void (this.conn.write(reply(504, head.close)), done(504, { reason: o.failed, backend })); // prettier-ignore
         this.event(started, head, { status: o.status, reason: o.failed, backend });
         this.busy = false;
         if (o.headSent) return void this.conn.destroy();
@@ -284,6 +287,12 @@ export class GatewayExchange {
         this.close();
       },
     });
+  }
+
+  /** `{limitMs}` of this attempt from the request's route timeouts (timeouts.ts), `{}` when none. */
+  private limitNow(): { limitMs?: number } {
+    const ms = attemptLimitMs(this.limits.t, this.limits.deadline, performance.now());
+    return ms !== undefined ? { limitMs: ms } : {};
   }
 
   private pickEndpoint(b: BackendTarget, avoid: string | undefined): string | undefined {

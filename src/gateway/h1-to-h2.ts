@@ -4,12 +4,15 @@
  * that endpoint's HTTP/2 session, and the answer written back as HTTP/1.1:
  * the head with connection-specific fields dropped and the route's
  * ResponseHeaderModifier applied, the body as the backend's content-length
- * says or chunked. A backend failure before the head: 502.
+ * says or chunked. A backend failure before the head: 502. The route's
+ * timeouts exceeded (`limitMs`): the backend's stream is reset (CANCEL; the
+ * session and its other streams go on) and the caller answers 504, or cuts
+ * the client connection when the head was already sent.
  *
  *   exchange --head fields + body--> session.request --response, DATA--> HTTP/1.1 bytes --> client
  */
 import { STATUS_CODES } from "node:http";
-import type { OutgoingHttpHeaders } from "node:http2";
+import { constants, type OutgoingHttpHeaders } from "node:http2";
 import { modifyHeaders } from "./filters.js";
 import type { H2Sessions } from "../proxy/http2/sessions.js";
 import type { HeaderModifier } from "./model.js";
@@ -36,12 +39,14 @@ export interface H1ToH2Params {
   readonly mods: readonly HeaderModifier[];
   /** The client connection ends after this response. */
   readonly close: boolean;
+  /** The route's timeouts for this attempt, ms from now (timeouts.ts); absent: none. */
+  readonly limitMs?: number;
   readonly write: (b: Buffer) => void;
   /**
    * Once. `failed`: the exchange broke; `headSent` says whether the client already has a
-   * head (then its connection must be cut, else the caller answers 502).
+   * head (then its connection must be cut, else the caller answers 502, or 504 when `expired`).
    */
-  readonly done: (o: { status: number; failed?: string; headSent: boolean }) => void;
+  readonly done: (o: { status: number; failed?: string; headSent: boolean; expired?: boolean }) => void;
 }
 
 export function forwardOverH2(p: H1ToH2Params): void {
@@ -60,13 +65,16 @@ export function forwardOverH2(p: H1ToH2Params): void {
   let status = 0;
   let chunked = false;
   let finished = false;
-  const finish = (failed?: string): void => {
+  let timer: NodeJS.Timeout | undefined;
+  const finish = (failed?: string, expired = false): void => {
     if (finished) return;
     finished = true;
+    clearTimeout(timer);
     p.done({
-      status: status === 0 ? 502 : status,
+      status: expired && status === 0 ? 504 : status === 0 ? 502 : status,
       headSent: status !== 0,
       ...(failed !== undefined ? { failed } : {}),
+      ...(expired ? { expired } : {}),
     });
   };
   let s;
@@ -77,6 +85,14 @@ export function forwardOverH2(p: H1ToH2Params): void {
   }
   if (p.body.length > 0) s.end(p.body);
   s.setTimeout(60_000, () => s.close());
+  if (p.limitMs !== undefined) {
+    const stream = s;
+    timer = setTimeout(() => {
+      // Finished first: the stream's close (RST_STREAM CANCEL to the backend) then changes nothing.
+      finish("the route's timeouts were exceeded", true);
+      stream.close(constants.NGHTTP2_CANCEL);
+    }, p.limitMs);
+  }
   s.on("error", () => undefined);
   s.on("response", (h) => {
     status = Number(h[":status"]);

@@ -161,6 +161,14 @@ function serveStream(
       status: o.status ?? 0,
       ...(o.reason ? { reason: o.reason } : {}),
     });
+  // The route's timeouts from here (the stream's body, if any, still arriving counts in).
+  const t = d.rule.timeouts;
+  const limitMs = attemptLimitMs(
+    t,
+    t?.requestMs ? performance.now() + t.requestMs : undefined,
+    performance.now(),
+  );
+  const limit = limitMs !== undefined ? { limitMs } : {};
   if (b.h2c) {
     new H2Exchange({
       down: st,
@@ -171,16 +179,10 @@ function serveStream(
       upstream: () => deps.sessions.get(address, b.port),
       done,
       ...(responseHeaders ? { responseHeaders } : {}),
+      ...limit,
     }).start();
     return;
   }
-  // The route's timeouts from here (the stream's body, if any, still arriving counts in).
-  const t = d.rule.timeouts;
-  const limitMs = attemptLimitMs(
-    t,
-    t?.requestMs ? performance.now() + t.requestMs : undefined,
-    performance.now(),
-  );
   bridgeToHttp1({
     down: st,
     method: req.method,
@@ -194,7 +196,7 @@ function serveStream(
     agent: deps.agent,
     ...sourcesOf(deps),
     ...(responseHeaders ? { responseHeaders } : {}),
-    ...(limitMs !== undefined ? { limitMs } : {}),
+    ...limit,
     done,
   });
 }

@@ -51,3 +51,26 @@ export async function ensureIngressNetns(p: IngressNetnsParams): Promise<void> {
   await ip(["-6", "addr", "replace", `${p.address6}/128`, "dev", "eth0", "nodad"], p.netns);
   await ip(["-6", "route", "replace", "default", "via", HOST_LINK_LOCAL, "dev", "eth0"], p.netns);
 }
+
+/**
+ * Gateways' own addresses (agent/gateway-addresses.ts) on the gateway namespace's eth0, each
+ * routed to it from the node (/32, /128 without DAD), so the process can listen on them and
+ * outside clients reach them through the node; `remove`d ones (Gateways gone) taken away.
+ */
+export async function setGatewayAddresses(
+  p: Pick<IngressNetnsParams, "netns" | "nodeNetns" | "hostIf">,
+  add: readonly string[],
+  remove: readonly string[],
+): Promise<void> {
+  const plen = (a: string): string => (a.includes(":") ? "128" : "32");
+  for (const a of add) {
+    const v6 = a.includes(":") ? ["nodad"] : [];
+    await ip(["addr", "replace", `${a}/${plen(a)}`, "dev", "eth0", ...v6], p.netns);
+    await ip(["route", "replace", `${a}/${plen(a)}`, "dev", p.hostIf], p.nodeNetns);
+  }
+  for (const a of remove) {
+    // Already gone (a namespace made anew): nothing to undo.
+    await runRaw(["ip", ...(p.nodeNetns ? ["-n", p.nodeNetns] : []), "route", "del", `${a}/${plen(a)}`, "dev", p.hostIf]); // prettier-ignore
+    await runRaw(["ip", "-n", p.netns, "addr", "del", `${a}/${plen(a)}`, "dev", "eth0"]);
+  }
+}

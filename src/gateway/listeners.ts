@@ -10,8 +10,20 @@
  *
  * Listener conditions: Accepted, ResolvedRefs, Programmed, Conflicted; a
  * listener is served only when all say so.
+ *
+ * A Gateway's address: the one its spec.addresses names (one the node
+ * serves gateways on), else its own from the agent (`own`: the LoadBalancer
+ * pool; none free: Programmed False, AddressNotAssigned), else the node's
+ * default gateway address, shared with every other such Gateway.
+ *
+ * On a dual-stack node, a Gateway on the node's default addresses is served
+ * on the other family's too (dual-stack.ts); a listener gives its port up on
+ * that second address where a served listener holds it with another
+ * protocol or the same hostname (a Gateway naming that address), and says so:
+ * Conflicted True, served on the first address alone (`yielded`).
  */
 import { GATEWAY_GROUP, type Gateway, type Listener, type ReferenceGrant } from "./model.js";
+import { servedAddresses } from "./dual-stack.js";
 import { refPermitted } from "./refs.js";
 import { conditionMaker, type Condition } from "./status.js";
 
@@ -20,6 +32,8 @@ export interface ListenerInput {
   readonly grants: readonly ReferenceGrant[];
   /** Addresses this node can serve gateways on; the first is the default. */
   readonly addresses: readonly string[];
+  /** `namespace/name` -> the Gateway's own addresses (it names none); empty: none could be given. */
+  readonly own?: Readonly<Record<string, readonly string[]>>;
   /** Why the secret's tls.crt/tls.key cannot be used; undefined when they can. */
   readonly certificateProblem: (namespace: string, name: string) => string | undefined;
   readonly now: string;
@@ -30,7 +44,11 @@ export interface CheckedListener {
   readonly gateway: Gateway;
   readonly listener: Listener;
   readonly address: string;
+  /** The Gateway's own addresses (listeners.ts header), primary first; absent: it has none. */
+  readonly own?: readonly string[];
   readonly served: boolean;
+  /** Its Gateway's second address, where another listener holds this port (header): not served there. */
+  readonly yielded?: readonly string[];
   readonly certificates: readonly { readonly namespace: string; readonly name: string }[];
   readonly supportedKinds: readonly { readonly group: string; readonly kind: string }[];
   readonly conditions: readonly Condition[];
@@ -39,6 +57,7 @@ export interface CheckedListener {
 export interface CheckedGateway {
   readonly gateway: Gateway;
   readonly address: string | undefined;
+  readonly own?: readonly string[];
   readonly listeners: readonly CheckedListener[];
   readonly conditions: readonly Condition[];
 }
@@ -50,36 +69,84 @@ const ROUTE_KINDS = [
 
 export function checkGateways(inp: ListenerInput): CheckedGateway[] {
   const taken = new Map<string, { protocol: string; hostnames: Map<string, Set<string>> }>();
-  return [...inp.gateways].sort(olderFirst).map((gw) => {
+  const checked = [...inp.gateways].sort(olderFirst).map((gw) => {
     const cond = conditionMaker(gw.meta.generation, inp.now);
     const wanted = gw.addresses.map((a) => a.value);
-    const address = wanted.length === 0 ? inp.addresses[0] : wanted.find((a) => inp.addresses.includes(a));
+    const own = wanted.length === 0 ? inp.own?.[`${gw.meta.namespace}/${gw.meta.name}`] : undefined;
+    const address =
+      own !== undefined
+        ? own[0]
+        : wanted.length === 0
+          ? inp.addresses[0]
+          : wanted.find((a) => inp.addresses.includes(a));
     const badAddress = wanted.find((a) => !inp.addresses.includes(a));
-    const listeners = gw.listeners.map((l) => checkListener(inp, gw, l, address ?? "", taken));
+    const mine = own !== undefined && own.length > 0 ? { own } : {};
+    const listeners = gw.listeners.map((l) => ({
+      ...checkListener(inp, gw, l, address ?? "", taken),
+      ...mine,
+    }));
     const anyServed = listeners.some((l) => l.served);
     const conditions: Condition[] = [
       listeners.some((l) => l.conditions.some((c) => c.type === "Accepted" && c.status === "True"))
         ? cond("Accepted", true, "Accepted", "Gateway accepted by Membrane")
         : cond("Accepted", false, "ListenersNotValid", "no listener is valid"),
-      badAddress !== undefined || address === undefined
-        ? cond(
-            "Programmed",
-            false,
-            "AddressNotUsable",
-            `address ${badAddress ?? "(none)"} is not one this node serves gateways on (${inp.addresses.join(", ") || "none configured"})`,
-          )
-        : anyServed
-          ? cond("Programmed", true, "Programmed", `served on ${address}`)
-          : cond("Programmed", false, "Invalid", "no listener could be programmed"),
+      own !== undefined && own.length === 0
+        ? cond("Programmed", false, "AddressNotAssigned", "no address of the LoadBalancer pool (--lb-pool) is free for this Gateway") // prettier-ignore
+        : badAddress !== undefined || address === undefined
+          ? cond(
+              "Programmed",
+              false,
+              "AddressNotUsable",
+              `address ${badAddress ?? "(none)"} is not one this node serves gateways on (${inp.addresses.join(", ") || "none configured"})`,
+            )
+          : anyServed
+            ? cond("Programmed", true, "Programmed", `served on ${address}`)
+            : cond("Programmed", false, "Invalid", "no listener could be programmed"),
     ];
     const usable = badAddress === undefined && address !== undefined;
     return {
       gateway: gw,
       address: usable ? address : undefined,
+      ...mine,
       listeners: usable ? listeners : listeners.map((l) => ({ ...l, served: false })),
       conditions,
     };
   });
+  return yieldSecondAddresses(checked, inp);
+}
+
+/** The ports listeners give up on their Gateway's second address (header), said as Conflicted. */
+function yieldSecondAddresses(gws: CheckedGateway[], inp: ListenerInput): CheckedGateway[] {
+  const on = gws.flatMap((g) => g.listeners).filter((l) => l.served);
+  const holder = (l: CheckedListener, a: string): CheckedListener | undefined =>
+    on.find(
+      (o) =>
+        o.address === a &&
+        o.listener.port === l.listener.port &&
+        (o.listener.protocol !== l.listener.protocol ||
+          (o.listener.hostname ?? "") === (l.listener.hostname ?? "")),
+    );
+  const mark = (l: CheckedListener): CheckedListener => {
+    if (!l.served) return l;
+    const lost = servedAddresses(l, inp.addresses)
+      .slice(1)
+      .flatMap((a) => {
+        const h = holder(l, a);
+        return h ? [{ a, h }] : [];
+      });
+    const first = lost[0];
+    if (first === undefined) return l;
+    const reason =
+      first.h.listener.protocol !== l.listener.protocol ? "ProtocolConflict" : "HostnameConflict";
+    const by = `${first.h.gateway.meta.namespace}/${first.h.gateway.meta.name}/${first.h.listener.name}`;
+    const c = conditionMaker(l.gateway.meta.generation, inp.now)("Conflicted", true, reason, `port ${l.listener.port} on ${lost.map((x) => x.a).join(", ")} is held by listener ${by}: served on ${l.address} alone`); // prettier-ignore
+    return {
+      ...l,
+      yielded: lost.map((x) => x.a),
+      conditions: l.conditions.map((x) => (x.type === "Conflicted" ? c : x)),
+    };
+  };
+  return gws.map((g) => ({ ...g, listeners: g.listeners.map(mark) }));
 }
 
 function checkListener(
@@ -182,7 +249,7 @@ function checkListener(
   out.push(
     served
       ? cond("Programmed", true, "Programmed", `serving ${l.protocol} on ${address}:${l.port}`)
-      : cond("Programmed", false, "Invalid", conflict ? "listener conflicts with another" : refMessage),
+      : cond("Programmed", false, "Invalid", conflict ? "listener conflicts with another" : address === "" ? "the Gateway has no address to serve it on" : refMessage), // prettier-ignore
   );
   if (served) {
     const entry = prior ?? { protocol: l.protocol, hostnames: new Map<string, Set<string>>() };

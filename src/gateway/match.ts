@@ -7,10 +7,11 @@
  *     --> first rule in precedence order whose match holds (a gRPC call: the
  *         GRPCRoute rules, then the HTTPRoute rules)
  *         none: 404 | redirect: 3xx + Location | forward: a backend by weight
- *         (a backendRef that did not resolve, or every weight 0: 500)
+ *         (a backendRef that did not resolve, or every weight 0: 500), then
+ *         that backendRef's own filters (its RequestRedirect: 3xx instead)
  */
 import { bestMatch, requestHost } from "./hostnames.js";
-import { applyRequestFilters, modifyHeaders, splitTarget, type OutgoingRequest } from "./filters.js";
+import { applyRequestFilters, splitTarget, type OutgoingRequest } from "./filters.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, CompiledMatch, CompiledRule, CompiledStringMatch, ServedPort } from "./table.js";
 
@@ -148,12 +149,21 @@ export function decide(
       status: 500,
       reason: `backendRef ${backend.namespace}/${backend.name}: ${backend.invalid}`,
     };
+  // The picked backendRef's own filters, on the request as the rule's filters left it (with the
+  // rule's match, for ReplacePrefixMatch): header modifiers, a URLRewrite, or a RequestRedirect
+  // that answers instead of forwarding.
   const own = backend.filters ?? [];
-  const request = own.reduce(
-    (r, f) =>
-      f.type === "RequestHeaderModifier" ? { ...r, headers: modifyHeaders(r.headers, f.modifier) } : r,
-    out.request,
-  );
+  const mine =
+    own.length === 0
+      ? out
+      : applyRequestFilters(
+          { ...rule, filters: own },
+          { ...req, ...out.request },
+          { scheme, port: port.port },
+        );
+  if (mine.kind === "redirect")
+    return { kind: "redirect", rule, status: mine.status, location: mine.location };
+  const request = mine.request;
   return {
     kind: "forward",
     rule,

@@ -2,7 +2,9 @@
  * HTTPRoute spec -> HTTPRoute value (parentRefs, hostnames, rules with
  * matches, filters and weighted backendRefs), defaults as the spec sets them:
  * no match = PathPrefix `/`, a backendRef's weight 1, its kind Service,
- * a redirect's status 302.
+ * a redirect's status 302. A backendRef may carry filters of its own:
+ * header modifiers, RequestRedirect, URLRewrite (a GRPCRoute's: the header
+ * modifiers alone), checked as a rule's are.
  */
 import { RE2JS } from "re2js";
 import { Fields, HEADER_NAME, hostnameProblem, join } from "./fields.js";
@@ -61,6 +63,27 @@ export function parentRef(v: unknown, p: string, f: Fields): ParentRef {
   };
 }
 
+/** The filters an HTTPRoute backendRef may have (a GRPCRoute's: the header modifiers alone). */
+const BACKEND_FILTERS = ["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"];
+
+/** One filter list (a rule's, a backendRef's) as the spec allows it; `at` names the list. */
+function checkFilterSet(
+  defined: readonly RouteFilter[],
+  at: string,
+  matches: readonly RouteMatch[],
+  f: Fields,
+): void {
+  if (defined.some((x) => x.type === "RequestRedirect") && defined.some((x) => x.type === "URLRewrite"))
+    f.fail(at, "RequestRedirect and URLRewrite cannot be used together");
+  for (const t of ["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"])
+    if (defined.filter((x) => x.type === t).length > 1) f.fail(at, `${t} may appear only once`);
+  const prefixOnly = defined.some(
+    (x) => (x.type === "URLRewrite" || x.type === "RequestRedirect") && x.path?.type === "ReplacePrefixMatch",
+  );
+  if (prefixOnly && matches.some((m) => m.path.type !== "PathPrefix"))
+    f.fail(at, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match");
+}
+
 function rule(v: unknown, p: string, f: Fields): RouteRule {
   const o = f.obj(v, p) ?? {};
   f.known(o, p, ["name", "matches", "filters", "backendRefs", "timeouts", "retry", "sessionPersistence"]);
@@ -71,21 +94,15 @@ function rule(v: unknown, p: string, f: Fields): RouteRule {
   const filters = f.arr(o["filters"], join(p, "filters")).map((x, i) => filter(x, `${p}.filters[${i}]`, f));
   const backendRefs = f
     .arr(o["backendRefs"], join(p, "backendRefs"))
-    .map((x, i) => backendRef(x, `${p}.backendRefs[${i}]`, f));
+    .map((x, i) => backendRef(x, `${p}.backendRefs[${i}]`, f, BACKEND_FILTERS));
   const defined = filters.filter((x): x is RouteFilter => x !== undefined);
   const redirect = defined.some((x) => x.type === "RequestRedirect");
-  if (redirect && defined.some((x) => x.type === "URLRewrite"))
-    f.fail(join(p, "filters"), "RequestRedirect and URLRewrite cannot be used together");
   if (redirect && backendRefs.length > 0)
     f.fail(join(p, "backendRefs"), "must be empty with a RequestRedirect filter");
-  for (const t of ["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"])
-    if (defined.filter((x) => x.type === t).length > 1)
-      f.fail(join(p, "filters"), `${t} may appear only once`);
-  const prefixOnly = defined.some(
-    (x) => (x.type === "URLRewrite" || x.type === "RequestRedirect") && x.path?.type === "ReplacePrefixMatch",
+  checkFilterSet(defined, join(p, "filters"), matches, f);
+  backendRefs.forEach((b, i) =>
+    checkFilterSet(b.filters ?? [], `${p}.backendRefs[${i}].filters`, matches, f),
   );
-  if (prefixOnly && matches.some((m) => m.path.type !== "PathPrefix"))
-    f.fail(join(p, "filters"), "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match");
   if (o["retry"] !== undefined)
     f.fail(
       join(p, "retry"),
@@ -291,7 +308,12 @@ function objectRef(v: unknown, p: string, f: Fields): BackendObjectRef {
   };
 }
 
-export function backendRef(v: unknown, p: string, f: Fields): BackendRef {
+export function backendRef(
+  v: unknown,
+  p: string,
+  f: Fields,
+  allowed: readonly string[] = ["RequestHeaderModifier", "ResponseHeaderModifier"],
+): BackendRef {
   const o = f.obj(v, p) ?? {};
   f.known(o, p, ["group", "kind", "name", "namespace", "port", "weight", "filters"]);
   const filters = f
@@ -299,10 +321,10 @@ export function backendRef(v: unknown, p: string, f: Fields): BackendRef {
     .map((x, i) => filter(x, `${p}.filters[${i}]`, f))
     .filter((x): x is RouteFilter => x !== undefined);
   filters.forEach((x, i) => {
-    if (x.type !== "RequestHeaderModifier" && x.type !== "ResponseHeaderModifier")
+    if (!allowed.includes(x.type))
       f.fail(
         `${p}.filters[${i}].type`,
-        `${x.type} is not supported on a backendRef (RequestHeaderModifier, ResponseHeaderModifier are)`,
+        `${x.type} is not supported on a backendRef (${allowed.join(", ")} are)`,
       );
   });
   const weight = f.int(o["weight"], join(p, "weight"), 0, 1_000_000) ?? 1;

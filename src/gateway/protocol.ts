@@ -15,11 +15,18 @@ export interface GatewayInputs {
   readonly namespaceLabels: Readonly<Record<string, Readonly<Record<string, string>>>>;
   /**
    * `namespace/name` -> Service port -> what the Service says of it: appProtocol
-   * (`kubernetes.io/h2c`, `grpc`: HTTP/2 to the backend), a numeric targetPort (the
-   * endpoints' port; absent: the Service port).
+   * (`kubernetes.io/h2c`, `grpc`: HTTP/2 to the backend), the port its endpoints serve it on
+   * (as targetPort: a named one resolved on the pods, a hand-written EndpointSlice's; absent: the Service port).
    */
   readonly servicePorts?: Readonly<Record<string, Readonly<Record<string, ServicePortInfo>>>>;
   readonly addresses: readonly string[];
+  /**
+   * `namespace/name` -> the addresses the agent gave that Gateway of its own (it names none in
+   * spec.addresses): one per family from the LoadBalancer pool, as Cilium's LB-IPAM gives the
+   * Gateway's LoadBalancer Service. Empty: the pool is full (not programmed). A Gateway not
+   * listed is served on the node's gateway address (`addresses`), shared with the others.
+   */
+  readonly gatewayAddresses?: Readonly<Record<string, readonly string[]>>;
   /**
    * The agent's policy revision: when it changes, idle kept-alive backend
    * connections are closed, so that a tightened backend policy applies to

@@ -1,6 +1,6 @@
 /**
  * Starts and feeds the gateway process (main.ts), in a network namespace
- * when one is named (`ip netns exec NS node main.js CONFIG`), in its own
+ * when one is named (`ip netns exec NS node FLAGS main.js CONFIG`), in its own
  * process group so that stop() ends it and nothing it started survives.
  *
  *   push(inputs) --IPC config v--> process --applied v (serving, error)--> the promise of push
@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../errors.js";
+import { PROXY_NODE_FLAGS } from "../proxy/runtime/node-flags.js";
 import type { GatewayEvent } from "./exchange.js";
 import type { FromGateway, GatewayInputs, GatewayProcessConfig } from "./protocol.js";
 import { sourcesOf } from "./source.js";
@@ -35,7 +36,9 @@ export class GatewayRunner {
       secretsDir: this.p.secretsDir,
       ...sourcesOf(this.p),
     };
-    const argv = [process.execPath, main, JSON.stringify(cfg)];
+    // The proxy's V8 flags (young generation 8-32 MB): the gateway makes the same short-lived
+    // garbage per request; without them it scavenged ~8x as often at 2,000 req/s after a quiet spell.
+    const argv = [process.execPath, ...PROXY_NODE_FLAGS, main, JSON.stringify(cfg)];
     const [cmd, ...args] = this.p.netns ? ["ip", "netns", "exec", this.p.netns, ...argv] : argv;
     const child = spawn(cmd as string, args, {
       stdio: ["ignore", "inherit", "inherit", "ipc"],

@@ -33,7 +33,9 @@ export interface BackendTarget {
   readonly name: string;
   readonly port: number;
   readonly weight: number;
-  readonly invalid?: "BackendNotFound" | "RefNotPermitted" | "InvalidKind";
+  readonly invalid?: "BackendNotFound" | "RefNotPermitted" | "InvalidKind" | "UnsupportedProtocol";
+  /** With UnsupportedProtocol: the Service port's appProtocol. */
+  readonly appProtocol?: string;
   /** A mirror: the share of requests it gets (absent: all). */
   readonly fraction?: number;
   /** The backendRef's own header modifiers, applied after the rule's when this backend is picked. */

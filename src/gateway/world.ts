@@ -12,6 +12,7 @@ export function worldOf(inputs: GatewayInputs, certs: GatewayCertificates, now: 
     servicePort: (ns: string, name: string, port: number) =>
       inputs.servicePorts?.[`${ns}/${name}`]?.[String(port)],
     addresses: inputs.addresses,
+    ...(inputs.gatewayAddresses ? { gatewayAddresses: inputs.gatewayAddresses } : {}),
     now,
   };
 }

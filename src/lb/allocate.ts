@@ -35,6 +35,9 @@ function* hostsOf(cidr: string): Generator<string> {
   for (let i = 2n; i < size - 1n && i < 1_000_000n; i++) yield addrString(c.family, c.addr + i);
 }
 
+/** The LoadBalancer pools of a config (--lb-pool). */
+export type LbPools = Pick<LbConfig, "loadBalancerPool" | "loadBalancerPoolSecondary">;
+
 const familyOfAddr = (ip: string): IpFamily => (ip.includes(":") ? "IPv6" : "IPv4");
 
 /** The node's service CIDR of a family, if it has one. */
@@ -154,10 +157,22 @@ export function allocate(
 }
 
 /** The LoadBalancer pool of a family (--lb-pool), if the node has one. */
-function lbPoolOf(cfg: LbConfig, f: IpFamily): string | undefined {
+function lbPoolOf(cfg: LbPools, f: IpFamily): string | undefined {
   return [cfg.loadBalancerPool, cfg.loadBalancerPoolSecondary].find(
     (c) => c !== undefined && familyOfAddr(c.split("/")[0] ?? "") === f,
   );
+}
+
+/**
+ * The first address of a family's LoadBalancer pool that `used` does not hold; undefined without
+ * a pool of that family, or when it is full. A Gateway's own address (agent/gateway-addresses.ts)
+ * comes from here, reserved like a Service's (reservations.ts), so neither takes the other's.
+ */
+export function freeLoadBalancerIP(cfg: LbPools, f: IpFamily, used: InUse): string | undefined {
+  const pool = lbPoolOf(cfg, f);
+  if (pool === undefined) return undefined;
+  for (const ip of hostsOf(pool)) if (!used.ips.has(ip)) return ip;
+  return undefined;
 }
 
 /**

@@ -96,6 +96,31 @@ function candidates(
   return [...out.values()].sort((a, b) => (a.ip === b.ip ? a.port - b.port : a.ip < b.ip ? -1 : 1));
 }
 
+/**
+ * Per Service port, the endpoints that take new connections and the port each serves it on
+ * (a named targetPort as the pod names it, a selectorless Service's EndpointSlice port):
+ * what the gateway dials, as kube-proxy does. Of the service's families only, as its frontends.
+ */
+export function activePortBackends(
+  s: LbService,
+  pods: Iterable<LbPod>,
+  slices: Iterable<LbSlice>,
+): Map<number, LbBackend[]> {
+  const podList = [...pods];
+  const sliceList = [...slices];
+  const cips = s.clusterIP === undefined || s.clusterIP === "None" ? [] : (s.clusterIPs ?? [s.clusterIP]);
+  const v6s = new Set(cips.map((ip) => ip.includes(":")));
+  const out = new Map<number, LbBackend[]>();
+  for (const p of s.ports)
+    out.set(
+      p.port,
+      candidates(s, p, podList, sliceList)
+        .filter((c) => c.state === "active" && (cips.length === 0 || v6s.has(c.ip.includes(":"))))
+        .map(({ ip, port }) => ({ ip, port })),
+    );
+  return out;
+}
+
 const rank = (s: BackendState): number => ({ active: 0, terminating: 1, "not-ready": 2 })[s];
 
 export function desiredLb(

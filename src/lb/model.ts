@@ -10,8 +10,8 @@
  * their selector: a pod they select carries it); slices by the service they name. A pod change
  * marks the services that select it before or after; a slice change marks its service.
  */
-import type { LbFrontend } from "../datapath/lb-types.js";
-import { selects, serviceDesired, type LbPod } from "./desired.js";
+import type { LbBackend, LbFrontend } from "../datapath/lb-types.js";
+import { activePortBackends, selects, serviceDesired, type LbPod } from "./desired.js";
 import type { LbService, LbSlice, ServiceView } from "./types.js";
 
 const pair = (ns: string, k: string, v: string): string => `${ns}\u0000${k}=${v}`;
@@ -153,7 +153,16 @@ export class LbModel {
     return out;
   }
 
-  /** Every service's frontends as last flushed (tests, and a whole rewrite). */
+  /** Per Service port, its active endpoints and the port each serves it on (desired.ts activePortBackends). */
+  portBackends(key: string): Map<number, LbBackend[]> | undefined {
+    const s = this.services.get(key);
+    if (!s) return undefined;
+    const slices = s.selector
+      ? []
+      : [...(this.slicesOf.get(key) ?? [])].map((k) => this.slices.get(k) as LbSlice);
+    return activePortBackends(s, s.selector ? this.candidatePods(s) : [], slices);
+  }
+
   /** One service's view as of the last flush. */
   view(key: string): ServiceView | undefined {
     return this.views.get(key);

@@ -15,7 +15,8 @@ import type { LbService } from "./types.js";
 
 /** Store prefix of the reservations (under `lb/`: cluster-wide in cluster mode, resource-store.ts). */
 export const ALLOC_KEY = "lb/alloc/";
-const IP_KEY = `${ALLOC_KEY}ip/`;
+/** A reserved address: `lb/alloc/ip/<address>` -> its holder. */
+export const IP_KEY = `${ALLOC_KEY}ip/`;
 const PORT_KEY = `${ALLOC_KEY}node-port/`;
 
 /** The reservation keys a Service (as allocated) holds. */

@@ -6,8 +6,9 @@
  * scheme and listener say, on HTTP 80, HTTP 8080 and HTTPS 443 listeners),
  * URLRewrite (hostname, path), RequestHeaderModifier and
  * ResponseHeaderModifier (set, add, remove, names in any case), RequestMirror
- * to one and to two backends. The cases are written here in our words from
- * the suite's contract.
+ * to one and to two backends, and a backendRef's own filters (header
+ * modifiers, RequestRedirect, URLRewrite). The cases are written here in our
+ * words from the suite's contract.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -393,6 +394,29 @@ spec:
       [],
     );
     assert.equal(new Set(answers.map((a) => a.seen?.headers["Backend"])).size, 2, "both backends picked");
+  });
+
+  test("HTTPRouteBackendRequestRedirect and HTTPRouteBackendURLRewrite: a backendRef's own RequestRedirect and URLRewrite", async () => {
+    const own = (prefix: string, f: string) =>
+      `  - matches: [{path: {type: PathPrefix, value: ${prefix}}}]\n    backendRefs: [{name: ${V1}, port: 8080, filters: [${f}]}]`;
+    await lab.apply(
+      route("backend-request-redirect", [
+        own("/full", redirect("path: {type: ReplaceFullPath, replaceFullPath: /redirected-full}")),
+        own("/prefix", redirect("path: {type: ReplacePrefixMatch, replacePrefixMatch: /redirected-prefix}")),
+      ]) +
+        route("backend-url-rewrite", [
+          own("/rw-full", rewrite("path: {type: ReplaceFullPath, replaceFullPath: /rewritten-full}")),
+          own("/rw-prefix", rewrite("path: {type: ReplacePrefixMatch, replacePrefixMatch: /rewritten-prefix}")),
+        ]),
+    ); // prettier-ignore
+    accepted("backend-request-redirect");
+    accepted("backend-url-rewrite");
+    await replay([
+      { req: { path: "/full/original" }, want: { status: 302, redirect: { path: "/redirected-full" } } },
+      { req: { path: "/prefix/original" }, want: { status: 302, redirect: { path: "/redirected-prefix/original" } } },
+      { req: { path: "/rw-full/one" }, want: to(V1, { path: "/rewritten-full" }) },
+      { req: { path: "/rw-prefix/one?x=1" }, want: to(V1, { path: "/rewritten-prefix/one?x=1" }) },
+    ]); // prettier-ignore
   });
 
   test("HTTPRouteRequestPercentageMirror: percent and fraction mirror about that share of the requests", async () => {

@@ -10,13 +10,18 @@
  *                                                                              10.232.1.21 app-backend-v1
  *                                                                              10.232.1.22 app-backend-v2
  *                                                                              10.232.1.31 web-backend
+ *                                                                              10.232.1.4x grpc-infra-backend-vx
  *
- * One echo process serves every "pod": it tells them apart by the address the
+ * One echo process serves every "pod" (HTTP/1.1 on 8080, h2c on 3001: each
+ * Service's port 8081, appProtocol kubernetes.io/h2c, as in the suite): it tells them apart by the address the
  * connection came in on and answers with the request it saw as JSON (path with
  * query, host, method, headers, namespace, pod), as the suite's echo server
  * does; `X-Echo-Set-Header: Name:value,...` makes it add response fields,
  * `?delay=3s` (or 500ms) makes it wait that long before answering, and
  * each request is logged (pod, method, target) for the mirror cases.
+ * apply() may give Gateways addresses of their own (10.232.4.x on the
+ * gateway namespace), as the agent does from its LoadBalancer pool
+ * (agent/gateway-addresses.ts); a request may name the address it goes to.
  * destroy() kills what it started (process group) and deletes the namespaces.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -26,12 +31,13 @@ import { tmpdir } from "node:os";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { GatewayCertificates } from "../../src/gateway/certs.js";
-import { compileGateways } from "../../src/gateway/compile.js";
+import { compileGateways, type ServicePortInfo } from "../../src/gateway/compile.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
 import type { Condition, StatusSet } from "../../src/gateway/status.js";
 import { worldOf } from "../../src/gateway/world.js";
+import { grpcCalls, startGrpcServer, type GrpcAnswer } from "./grpc-lab.js";
 import { killGroup } from "./netns-lab.js";
 
 export const INFRA = "gateway-conformance-infra";
@@ -46,6 +52,10 @@ const PODS: Record<string, string> = {
   [`${APP}/app-backend-v1`]: "10.232.1.21",
   [`${APP}/app-backend-v2`]: "10.232.1.22",
   [`${WEB}/web-backend`]: "10.232.1.31",
+  // gRPC pods (startGrpc(): the suite's GrpcEcho on 3000; their Services' port 8080 is h2c).
+  [`${INFRA}/grpc-infra-backend-v1`]: "10.232.1.41",
+  [`${INFRA}/grpc-infra-backend-v2`]: "10.232.1.42",
+  [`${INFRA}/grpc-infra-backend-v3`]: "10.232.1.43",
 };
 
 export const GW_ADDRESS = "10.232.3.1";
@@ -88,16 +98,28 @@ spec:
 `;
 
 const ECHO = `
-const [log, map] = process.argv.slice(1);
+const [log, map, port] = process.argv.slice(1);
 const pods = JSON.parse(map);
 const fs = require("fs");
-require("http").createServer((q, s) => {
+// HTTP/1.1 on \`port\` (8080 here, 3000 in the suite); h2c (prior knowledge) on 3001, the
+// suite's appProtocol kubernetes.io/h2c port.
+// An h2c request logs "<pod> h2-conn <the gateway's port> <target>" as it arrives (which backend
+// connection carried it), and "<pod> RESET <target> <code>" when its stream ends unanswered.
+const handle = (h2) => (q, s) => {
+  if (h2) {
+    const pod = pods[q.socket.localAddress] || { pod: "?" };
+    fs.appendFileSync(log, pod.pod + " h2-conn " + q.socket.remotePort + " " + q.url + "\\n");
+    q.stream.on("close", () => {
+      if (!s.writableEnded) fs.appendFileSync(log, pod.pod + " RESET " + q.url + " " + q.stream.rstCode + "\\n");
+    });
+  }
   q.on("data", () => undefined);
   // "?delay=3s" (or 500ms): the answer waits that long, as the suite's echo server does.
   const d = /[?&]delay=([0-9.]+)(ms|s|m)(&|$)/.exec(q.url);
   const wait = d ? Number(d[1]) * { ms: 1, s: 1000, m: 60000 }[d[2]] : 0;
   const later = (f) => (wait > 0 ? setTimeout(f, wait) : f());
   q.on("end", () => later(() => {
+    if (h2 && q.stream.destroyed) return;
     const pod = pods[q.socket.localAddress] || { namespace: "?", pod: "?" };
     fs.appendFileSync(log, pod.pod + " " + q.method + " " + q.url + "\\n");
     const set = q.headers["x-echo-set-header"];
@@ -111,9 +133,36 @@ require("http").createServer((q, s) => {
       headers[k] = headers[k] ? headers[k] + "," + q.rawHeaders[i + 1] : q.rawHeaders[i + 1];
     }
     s.setHeader("content-type", "application/json");
-    s.end(JSON.stringify({ path: q.url, host: q.headers.host || "", method: q.method, headers, namespace: pod.namespace, pod: pod.pod }));
+    s.end(JSON.stringify({ path: q.url, host: q.headers.host || q.headers[":authority"] || "", method: q.method, protocol: "HTTP/" + q.httpVersion, headers, namespace: pod.namespace, pod: pod.pod }));
   }));
-}).listen(8080, "0.0.0.0", () => console.log("ready"));`;
+};
+require("http2").createServer(handle(true)).listen(3001, "0.0.0.0", () =>
+  require("http").createServer(handle(false)).listen(Number(port), "0.0.0.0", () => console.log("ready")));`;
+
+/**
+ * The echo pods in namespace `ns` (detached: killGroup ends it): `pods` says which pod each local
+ * address is; HTTP/1.1 on `port`, h2c on 3001; every request logged to `log`.
+ */
+export async function startEchoPods(
+  ns: string,
+  log: string,
+  pods: Record<string, { namespace: string; pod: string }>,
+  port = 8080,
+): Promise<ChildProcess> {
+  const c = spawn(
+    "ip",
+    ["netns", "exec", ns, process.execPath, "-e", ECHO, log, JSON.stringify(pods), String(port)],
+    {
+      detached: true,
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  await new Promise<void>((resolve, reject) => {
+    c.stdout?.once("data", () => resolve());
+    c.once("exit", (code) => reject(new Error(`echo exited ${code}`)));
+  });
+  return c;
+}
 
 const CLIENT = `
 // HTTP/2 with prior knowledge (h2c), one session per request.
@@ -164,12 +213,16 @@ export interface Req {
   readonly tls?: string;
   /** HTTP/2 with prior knowledge (plain HTTP listeners only). */
   readonly h2?: boolean;
+  /** The address it goes to (default GW_ADDRESS): a Gateway's own. */
+  readonly address?: string;
 }
 
 export interface Seen {
   readonly path: string;
   readonly host: string;
   readonly method: string;
+  /** "HTTP/1.1", "HTTP/2.0": how the request reached the pod. */
+  readonly protocol: string;
   readonly headers: Record<string, string>;
   readonly namespace: string;
   readonly pod: string;
@@ -193,6 +246,8 @@ export class ConformanceLab {
   private client: ChildProcess | undefined;
   private readonly answers: ((line: string) => void)[] = [];
   private resources: GatewayInputs["resources"] = [];
+  /** `namespace/name` -> the Gateway's own addresses (apply's `own`). */
+  private owned: Record<string, string[]> = {};
   readonly secrets = join(this.dir, "secrets");
   private readonly log = join(this.dir, "echo.log");
 
@@ -255,16 +310,7 @@ export class ConformanceLab {
       const [namespace, name] = svc.split("/") as [string, string];
       pods[a] = { namespace, pod: `${name}-7c9f-${a.split(".")[3]}` };
     }
-    const c = spawn(
-      "ip",
-      ["netns", "exec", this.ns.be, process.execPath, "-e", ECHO, this.log, JSON.stringify(pods)],
-      { detached: true, stdio: ["ignore", "pipe", "inherit"] },
-    );
-    this.children.push(c);
-    await new Promise<void>((resolve, reject) => {
-      c.stdout?.once("data", () => resolve());
-      c.once("exit", (code) => reject(new Error(`echo exited ${code}`)));
-    });
+    this.children.push(await startEchoPods(this.ns.be, this.log, pods));
   }
 
   /** The client process in the client namespace: batches of requests in, answers out, one line each. */
@@ -303,21 +349,37 @@ export class ConformanceLab {
 
   inputs(): GatewayInputs {
     const services: Record<string, string[]> = {};
-    for (const [k, a] of Object.entries(PODS)) services[k] = [a];
+    // As the suite's Services: port 8080 HTTP/1.1, 8081 appProtocol kubernetes.io/h2c to 3001.
+    const servicePorts: Record<string, Record<string, ServicePortInfo>> = {};
+    // The gRPC ones: port 8080, appProtocol kubernetes.io/h2c, to 3000.
+    for (const [k, a] of Object.entries(PODS)) {
+      services[k] = [a];
+      servicePorts[k] = k.startsWith(`${INFRA}/grpc-`)
+        ? { "8080": { appProtocol: "kubernetes.io/h2c", targetPort: 3000 } }
+        : { "8081": { appProtocol: "kubernetes.io/h2c", targetPort: 3001 } };
+    }
     return {
       resources: this.resources,
       services,
+      servicePorts,
       namespaceLabels: {
         [INFRA]: { "gateway-conformance": "infra" },
         [APP]: { "gateway-conformance": "backend" },
         [WEB]: { "gateway-conformance": "backend" },
       },
       addresses: [GW_ADDRESS],
+      ...(Object.keys(this.owned).length > 0 ? { gatewayAddresses: this.owned } : {}),
     };
   }
 
-  /** Replaces the resources with BASE + `yaml` and waits until the gateway process serves them. */
-  async apply(yaml: string): Promise<void> {
+  /**
+   * Replaces the resources with BASE + `yaml` and waits until the gateway process serves them;
+   * `own`: Gateway name (in INFRA) -> an address of its own (10.232.4.x), as the agent gives one.
+   */
+  async apply(yaml: string, own: Record<string, string> = {}): Promise<void> {
+    for (const a of Object.values(own))
+      this.ip(["-n", this.ns.gw, "addr", "replace", `${a}/32`, "dev", "lo"]);
+    this.owned = Object.fromEntries(Object.entries(own).map(([g, a]) => [`${INFRA}/${g}`, [a]]));
     this.resources = parseGatewayResources(`${BASE}---\n${yaml}`, "conformance.yaml");
     const r = await (this.runner as GatewayRunner).push(this.inputs());
     if (r.error !== undefined) throw new Error(`gateway: ${r.error}`);
@@ -336,7 +398,11 @@ export class ConformanceLab {
 
   /** Requests from the client namespace, to the gateway address (in order, 8 at a time). */
   async send(reqs: readonly Req[]): Promise<Res[]> {
-    const wire = reqs.map((r) => ({ ...r, address: GW_ADDRESS, port: r.port ?? (r.tls ? 443 : 80) }));
+    const wire = reqs.map((r) => ({
+      ...r,
+      address: r.address ?? GW_ADDRESS,
+      port: r.port ?? (r.tls ? 443 : 80),
+    }));
     const line = await new Promise<string>((resolve) => {
       this.answers.push(resolve);
       this.client?.stdin?.write(JSON.stringify(wire) + "\n");
@@ -351,6 +417,25 @@ export class ConformanceLab {
         return x;
       }
     });
+  }
+
+  /** The gRPC pods: the suite's GrpcEcho service on <pod address>:3000, each named as its pod. */
+  async startGrpc(): Promise<void> {
+    for (const [svc, a] of Object.entries(PODS)) {
+      const name = svc.split("/")[1] ?? "";
+      if (name.startsWith("grpc-"))
+        this.children.push(await startGrpcServer(this.ns.be, `${name}-7c9f-${a.split(".")[3]}`, `${a}:3000`));
+    }
+  }
+
+  /** `n` unary gRPC calls of `method` on one channel from the client namespace, to the gateway (port 80). */
+  grpc(
+    method: string,
+    n = 1,
+    o: { authority?: string; metadata?: Record<string, string>; address?: string } = {},
+  ): GrpcAnswer[] {
+    const { address, ...rest } = o;
+    return grpcCalls(this.ns.cl, `${address ?? GW_ADDRESS}:80`, method, n, rest);
   }
 
   /** Log lines `pod method target` of every request the echo pods answered. */

@@ -7,8 +7,9 @@
  * with the ResolvedRefs reason, parentRefs naming no listener (port,
  * sectionName) or a disallowed kind or namespace (Accepted False with the
  * reason, no attached routes), rules without backendRefs (500), weights
- * (70/30/0), named rules, a route on two Gateways, and an HTTPS listener's
- * hostnames. The cases are written here in our words from the suite's contract.
+ * (70/30/0), named rules, a route on two Gateways (MultipleGateways: each on
+ * its own address), and an HTTPS listener's hostnames. The cases are written
+ * here in our words from the suite's contract.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -74,7 +75,7 @@ describe("Gateway API conformance: references, attachment and status (root)", { 
       .gateways.get(`Gateway/${INFRA}/${gw}`)
       ?.listeners.map((l) => l.attachedRoutes);
 
-  test("HTTPRouteCrossNamespace, HTTPRouteReferenceGrant (then withdrawn), NamedRule, MultipleGateways' shared route", async () => {
+  test("HTTPRouteCrossNamespace, HTTPRouteReferenceGrant (then withdrawn), NamedRule, a route on two Gateways sharing an address", async () => {
     const toWeb = `    backendRefs: [{name: web-backend, namespace: ${WEB}, port: 8080}]`;
     const withGrant = (g: boolean) =>
       route(WEB, "cross-namespace", `{name: backend-namespaces, namespace: ${INFRA}}`, `  - backendRefs: [{name: web-backend, port: 8080}]`) +
@@ -102,6 +103,40 @@ describe("Gateway API conformance: references, attachment and status (root)", { 
     await replay([
       { req: { path: "/grant" }, want: { status: 500 } },
       { req: { path: "/" }, want: web },
+    ]);
+  });
+
+  test("HTTPRouteMultipleGateways: each Gateway on its own address; the shared route on both, a dedicated route on each", async () => {
+    const own = { "same-namespace": "10.232.4.1", "all-namespaces": "10.232.4.2" };
+    await lab.apply(
+      route(INFRA, "multiple-gateways-shared-route", `${SAME}, {name: all-namespaces}`, `  - matches: [{path: {type: PathPrefix, value: /shared}}]\n    backendRefs: [{name: ${V1}, port: 8080}]`) +
+        route(INFRA, "same-namespace-dedicated-route", SAME, `  - matches: [{path: {type: PathPrefix, value: /}}]\n    backendRefs: [{name: ${V2}, port: 8080}]`) +
+        route(INFRA, "all-namespaces-dedicated-route", "{name: all-namespaces}", `  - matches: [{path: {type: PathPrefix, value: /}}]\n    backendRefs: [{name: ${V3}, port: 8080}]`),
+      own,
+    ); // prettier-ignore
+    for (const [r, gw] of [
+      ["multiple-gateways-shared-route", "same-namespace"],
+      ["multiple-gateways-shared-route", "all-namespaces"],
+      ["same-namespace-dedicated-route", "same-namespace"],
+      ["all-namespaces-dedicated-route", "all-namespaces"],
+    ])
+      // prettier-ignore
+      assert.equal(conds(`${INFRA}/${r}`, gw), OK, `${r} on ${gw}`);
+    // As the suite does: each Gateway's address is read from its status.
+    const at = (gw: string): string => {
+      const a = lab
+        .status()
+        .gateways.get(`Gateway/${INFRA}/${gw}`)
+        ?.addresses.map((x) => x.value);
+      assert.deepEqual(a, [own[gw as keyof typeof own]]);
+      return a?.[0] ?? "";
+    };
+    const [a, b] = [at("same-namespace"), at("all-namespaces")];
+    await replay([
+      { req: { path: "/shared", address: a }, want: to(V1) },
+      { req: { path: "/", address: a }, want: to(V2) },
+      { req: { path: "/shared", address: b }, want: to(V1) },
+      { req: { path: "/", address: b }, want: to(V3) },
     ]);
   });
 

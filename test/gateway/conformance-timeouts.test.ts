@@ -6,6 +6,8 @@
  * margin (a 3 s answer against a 500 ms limit), never a duration. Also: the
  * backend connection a timeout cut is not reused half read, and the field
  * checks at apply (duration format, backendRequest <= request, retry refused).
+ * Toward an h2c backend (appProtocol kubernetes.io/h2c) too: 504, the stream
+ * reset toward the backend, the backend connection kept for what follows.
  * The cases are written here in our words from the suite's contract.
  */
 import assert from "node:assert/strict";
@@ -13,10 +15,11 @@ import { after, before, describe, test } from "node:test";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import { ConformanceLab, INFRA } from "./conformance-lab.js";
 import { cond } from "./conformance-check.js";
+import { until } from "../support/until.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
 
-function route(name: string, prefix: string, timeouts: string): string {
+function route(name: string, prefix: string, timeouts: string, port = 8080): string {
   return `---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -25,7 +28,7 @@ spec:
   parentRefs: [{name: same-namespace}]
   rules:
   - matches: [{path: {type: PathPrefix, value: ${prefix}}}]
-${timeouts === "" ? "" : `    timeouts: {${timeouts}}\n`}    backendRefs: [{name: infra-backend-v1, port: 8080}]
+${timeouts === "" ? "" : `    timeouts: {${timeouts}}\n`}    backendRefs: [{name: infra-backend-v1, port: ${port}}]
 `;
 }
 
@@ -37,7 +40,10 @@ describe("Gateway API conformance: timeouts (root)", { skip }, () => {
       route("request-timeout", "/request-timeout", "request: 500ms") +
         route("backend-request-timeout", "/backend-timeout", "request: 10s, backendRequest: 500ms") +
         route("disabled-timeout", "/disabled-timeout", "request: 0s") +
-        route("no-timeout", "/no-timeout", ""),
+        route("no-timeout", "/no-timeout", "") +
+        // Port 8081: appProtocol kubernetes.io/h2c (HTTP/2 to the backend).
+        route("h2c-request-timeout", "/h2c-request-timeout", "request: 500ms", 8081) +
+        route("h2c-backend-timeout", "/h2c-backend-timeout", "request: 10s, backendRequest: 500ms", 8081),
     );
   });
   after(async () => {
@@ -90,6 +96,36 @@ describe("Gateway API conformance: timeouts (root)", { skip }, () => {
         [200, "/no-timeout?delay=1s"],
       ],
     );
+  });
+
+  test("toward an h2c backend, from HTTP/1.1 and HTTP/2 clients: 504 past the limit, the backend's stream reset, its connection kept", async () => {
+    const paths = ["/h2c-request-timeout", "/h2c-backend-timeout"];
+    const reqs = [false, true].flatMap((h2) =>
+      paths.flatMap((p) => [
+        { path: `${p}?delay=3s&h2=${h2}`, h2 },
+        { path: `${p}?h2=${h2}`, h2 },
+      ]),
+    );
+    const got = await lab.send(reqs);
+    assert.deepEqual(
+      got.map((r) => [r.status, r.seen?.path]),
+      reqs.map((q) => (q.path.includes("delay") ? [504, undefined] : [200, q.path])),
+    );
+    // Each late request's stream was reset toward the backend (the echo pod saw it end unanswered) ...
+    const late = reqs.filter((q) => q.path.includes("delay")).map((q) => q.path);
+    await until("the backend saw each late stream reset", () =>
+      late.every((p) => lab.echoLog().some((l) => l.includes(` RESET ${p} `))),
+    );
+    // ... while the gateway's HTTP/2 connection to it stayed: every request, late or not, came on one.
+    const conns = new Set(
+      lab
+        .echoLog()
+        .filter((l) => / h2-conn \d+ \/h2c-/.test(l))
+        .map((l) => l.split(" ")[2]),
+    );
+    assert.equal(conns.size, 1, [...conns].join(", "));
+    const [after] = await lab.send([{ path: "/h2c-backend-timeout?after=1" }]);
+    assert.equal(after?.seen?.path, "/h2c-backend-timeout?after=1");
   });
 
   test("a backend connection cut by a timeout is not reused: the next request gets its own answer", async () => {

@@ -60,6 +60,71 @@ ${gw("plain", "2026-01-01T00:00:00Z", "HTTP")}${gw("tls", "2026-01-02T00:00:00Z"
       c.status.gateways.get(`Gateway/infra/${name}`)?.addresses.map((a) => a.value);
     assert.deepEqual(addresses("plain"), NODE);
     assert.deepEqual(addresses("tls"), ["fd00::9"]);
+    // The port given up on the IPv6 address is said on the listener, not silently dropped.
+    const listener = (name: string) =>
+      c.status.gateways.get(`Gateway/infra/${name}`)?.listeners[0]?.conditions;
+    const conflicted = listener("plain")?.find((x) => x.type === "Conflicted");
+    assert.equal(`${conflicted?.status}/${conflicted?.reason}`, "True/ProtocolConflict");
+    assert.match(conflicted?.message ?? "", /443 on fd00::9 .*infra\/tls\/l.*served on 10\.0\.0\.9 alone/);
+    const programmed = listener("plain")?.find((x) => x.type === "Programmed");
+    assert.equal(`${programmed?.status}/${programmed?.reason}`, "True/Programmed");
+    assert.equal(listener("tls")?.find((x) => x.type === "Conflicted")?.status, "False");
+  });
+
+  test("Gateways given addresses of their own (the LoadBalancer pool): each served on its own; a full pool: AddressNotAssigned", () => {
+    const gw = (name: string): string => `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ${name}, namespace: infra}
+spec:
+  gatewayClassName: membrane
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`;
+    const text = `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: membrane}
+spec: {controllerName: membrane.io/gateway-controller}
+${gw("a")}${gw("b")}${gw("full")}${gw("shared")}`;
+    const c = compileGateways({
+      resources: parseGatewayResources(text, "test.yaml"),
+      hasService: () => true,
+      namespaceLabels: () => ({}),
+      certificateProblem: () => undefined,
+      addresses: NODE,
+      gatewayAddresses: {
+        "infra/a": ["198.18.0.2", "2001:db8:5::2"],
+        "infra/b": ["198.18.0.3"],
+        "infra/full": [],
+      },
+      now: "2026-01-01T00:00:00Z",
+    });
+    const ports = c.table.ports.map(
+      (p) => `${p.address} ${p.port} ${p.listeners.map((l) => l.id).join(",")}`,
+    );
+    assert.deepEqual(ports.sort(), [
+      "10.0.0.9 80 infra/shared/http",
+      "198.18.0.2 80 infra/a/http",
+      "198.18.0.3 80 infra/b/http",
+      "2001:db8:5::2 80 infra/a/http",
+      "fd00::9 80 infra/shared/http",
+    ]);
+    const st = (name: string) => c.status.gateways.get(`Gateway/infra/${name}`);
+    assert.deepEqual(
+      st("a")?.addresses.map((a) => a.value),
+      ["198.18.0.2", "2001:db8:5::2"],
+    );
+    assert.deepEqual(
+      st("b")?.addresses.map((a) => a.value),
+      ["198.18.0.3"],
+    );
+    assert.deepEqual(
+      st("shared")?.addresses.map((a) => a.value),
+      NODE,
+    );
+    assert.deepEqual(st("full")?.addresses, []);
+    const programmed = st("full")?.conditions.find((x) => x.type === "Programmed");
+    assert.equal(`${programmed?.status}/${programmed?.reason}`, "False/AddressNotAssigned");
+    assert.match(programmed?.message ?? "", /--lb-pool/);
   });
 
   test("source per family; a family without its own address gets the other's (the connect fails: closed)", () => {

@@ -3,8 +3,10 @@
  * namespaces with @grpc/grpc-js (real HTTP/2, real gRPC framing), every
  * process in its own group (killGroup ends it).
  *
- *   server: /demo.Echo/{Echo,Weighted,Fail}, /demo.Other/Ping, /demo.Mirror/Call on port 9090;
- *           answers its name in the body, a response header and a trailer;
+ *   server: /demo.Echo/{Echo,Weighted,Fail}, /demo.Other/Ping, /demo.Mirror/Call on port 9090,
+ *           and the conformance suite's gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/
+ *           {Echo,EchoTwo,EchoThree}; answers its name in the body (with the method and
+ *           the request metadata it saw), a response header and a trailer;
  *           /demo.Stats/Count answers how many calls of each path it took
  *   client: n unary calls of one method on ONE channel (one HTTP/2 connection)
  */
@@ -25,7 +27,7 @@ const ok = (call, cb) => {
   const h = new grpc.Metadata(); h.set("x-backend", name); call.sendMetadata(h);
   const t = new grpc.Metadata(); t.set("x-trailer", "t-" + name);
   const seen = { backend: name, got: call.request.toString(), added: call.metadata.get("x-added").join(","),
-    xff: call.metadata.get("x-forwarded-for").join(",") };
+    xff: call.metadata.get("x-forwarded-for").join(","), method: call.getPath(), metadata: call.metadata.toJSON() };
   cb(null, Buffer.from(JSON.stringify(seen)), t);
 };
 const server = new grpc.Server();
@@ -35,6 +37,9 @@ server.addService({ Echo: m("/demo.Echo/Echo"), Weighted: m("/demo.Echo/Weighted
     cb({ code: grpc.status.FAILED_PRECONDITION, details: "refused by " + name, metadata: t }); },
 });
 server.addService({ Ping: m("/demo.Other/Ping") }, { Ping: ok });
+const SUITE = "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/";
+server.addService({ Echo: m(SUITE + "Echo"), EchoTwo: m(SUITE + "EchoTwo"), EchoThree: m(SUITE + "EchoThree") },
+  { Echo: ok, EchoTwo: ok, EchoThree: ok });
 server.addService({ Call: m("/demo.Mirror/Call") }, { Call: ok });
 server.addService({ Count: m("/demo.Stats/Count") }, {
   Count: (call, cb) => cb(null, Buffer.from(JSON.stringify({ backend: name, got: JSON.stringify(calls), added: "", xff: "" }))),
@@ -94,7 +99,16 @@ export interface GrpcAnswer {
   details: string;
   headers: Record<string, string>;
   trailers: Record<string, string>;
-  body?: { backend: string; got: string; added: string; xff: string };
+  body?: {
+    backend: string;
+    got: string;
+    added: string;
+    xff: string;
+    /** The full method the server was called with. */
+    method?: string;
+    /** The request metadata it saw (name -> values). */
+    metadata?: Record<string, string[]>;
+  };
 }
 
 /** A gRPC server named `name` on port 9090 in `ns` (IPv4 only unless `bind` says, e.g. "[::]:9090"). */

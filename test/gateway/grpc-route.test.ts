@@ -127,6 +127,31 @@ describe("GRPCRoute matching and precedence", () => {
   });
 });
 
+describe("a backendRef to a WebSocket Service port (appProtocol kubernetes.io/ws, wss: not supported)", () => {
+  test("ResolvedRefs False UnsupportedProtocol naming the port and its appProtocol; a request to it is 500", () => {
+    const text =
+      CLASS + gateway(HTTP_ALL) + route("ws", `  rules: [{backendRefs: [{name: ws, port: 8080}]}]`);
+    const c = compileGateways({
+      resources: parseGatewayResources(text, "t.yaml"),
+      hasService: () => true,
+      namespaceLabels: () => ({}),
+      certificateProblem: () => undefined,
+      servicePort: () => ({ appProtocol: "kubernetes.io/ws" }),
+      addresses: ["10.0.0.1"],
+      now: "now",
+    });
+    const rr = c.status.routes
+      .get("HTTPRoute/infra/ws")
+      ?.parents[0]?.conditions.find((x) => x.type === "ResolvedRefs");
+    assert.equal(`${rr?.status}/${rr?.reason}`, "False/UnsupportedProtocol");
+    assert.match(rr?.message ?? "", /Service infra\/ws port 8080: appProtocol kubernetes\.io\/ws/);
+    const port = c.table.ports[0];
+    assert.ok(port);
+    const d = decide(port, call("/x", {}, false), () => 0);
+    assert.equal(d.kind === "error" ? d.status : d.kind, 500);
+  });
+});
+
 describe("GRPCRoute status", () => {
   const status = (text: string, type: string): string => {
     const c = compileYaml(text)
@@ -167,6 +192,7 @@ describe("GRPCRoute parsing", () => {
     ["a filter GRPCRoute does not have", `[{filters: [{type: URLRewrite, urlRewrite: {hostname: a.com}}]}]`, /rules\[0\]\.filters\[0\]\.type: must be one of RequestHeaderModifier, ResponseHeaderModifier, RequestMirror/],
     ["an unknown field in a match", `[{matches: [{path: {value: /x}}]}]`, /rules\[0\]\.matches\[0\]\.path: unknown field/],
     ["a backendRef without its port", `[{backendRefs: [{name: v1}]}]`, /rules\[0\]\.backendRefs\[0\]\.port: is required/],
+    ["a backendRef's RequestRedirect (HTTPRoute's alone)", `[{backendRefs: [{name: v1, port: 80, filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]}]}]`, /backendRefs\[0\]\.filters\[0\]\.type: RequestRedirect is not supported on a backendRef \(RequestHeaderModifier, ResponseHeaderModifier are\)/],
   ]; // prettier-ignore
   for (const [name, rules, want] of bad)
     test(`refused with the field named: ${name}`, () => {

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { GatewayCertificates } from "../../src/gateway/certs.js";
@@ -17,6 +17,7 @@ import { worldOf } from "../../src/gateway/world.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
+import { PROXY_NODE_FLAGS } from "../../src/proxy/runtime/node-flags.js";
 import { GatewayLab } from "./netns-lab.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
@@ -112,6 +113,13 @@ describe("gateway process in namespaces (root)", { skip }, () => {
       addresses: ["10.231.3.1"],
     };
   }
+
+  test("the gateway process runs with the proxy's V8 flags (the benchmark's gateway does)", () => {
+    // `ip netns exec` execs node in place: the runner's child is the gateway process itself.
+    const argv = readFileSync(`/proc/${runner.pid ?? 0}/cmdline`, "utf8").split("\0");
+    assert.ok(argv[0]?.endsWith("node"), argv.join(" "));
+    for (const f of PROXY_NODE_FLAGS) assert.ok(argv.includes(f), `${f} missing: ${argv.join(" ")}`);
+  });
 
   test("weighted backendRefs split requests 80/20 (within a tolerance) over keep-alive", () => {
     const answers = lab.get(`${GW}/split`, 300);

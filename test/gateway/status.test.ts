@@ -242,6 +242,22 @@ spec:
       /ReplacePrefixMatch needs every match/,
     ],
     [
+      "a backendRef's RequestRedirect and URLRewrite together",
+      route(
+        "r",
+        "  rules: [{backendRefs: [{name: v1, port: 80, filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}, {type: URLRewrite, urlRewrite: {hostname: x.example}}]}]}]",
+      ),
+      /backendRefs\[0\]\.filters: RequestRedirect and URLRewrite cannot be used together/,
+    ],
+    [
+      "a backendRef's ReplacePrefixMatch on an Exact match",
+      route(
+        "r",
+        "  rules: [{matches: [{path: {type: Exact, value: /a}}], backendRefs: [{name: v1, port: 80, filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}]}]",
+      ),
+      /backendRefs\[0\]\.filters: ReplacePrefixMatch needs every match/,
+    ],
+    [
       "a redirect status code the spec does not allow",
       route("r", "  rules: [{filters: [{type: RequestRedirect, requestRedirect: {statusCode: 300}}]}]"),
       /statusCode: must be 301, 302, 303, 307 or 308/,

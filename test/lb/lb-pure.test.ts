@@ -5,7 +5,7 @@ import { compileLb, lbDelta, MAGLEV_M } from "../../src/datapath/lb-compile.js";
 import { lbWireDelta } from "../../src/datapath/lb-wire.js";
 import { MembraneError } from "../../src/errors.js";
 import { allocate } from "../../src/lb/allocate.js";
-import { desiredLb } from "../../src/lb/desired.js";
+import { activePortBackends, desiredLb } from "../../src/lb/desired.js";
 import { maglevTable } from "../../src/lb/maglev.js";
 import { parseLbResources } from "../../src/lb/parse.js";
 import { DEFAULT_LB_CONFIG } from "../../src/lb/types.js";
@@ -113,6 +113,53 @@ describe("services in the kernel: pure parts", () => {
       2,
       "the terminating fallback",
     );
+  });
+
+  test("per Service port, the active endpoints and the port each serves it on (the gateway dials these)", () => {
+    const two = `apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}, {name: admin, port: 81, targetPort: 9000}]
+`;
+    const s = { ...parseLbResources(two, "w").services[0]!, clusterIP: "10.96.0.9" };
+    const pod = (ip: string, http: number | undefined, ready = true) => ({
+      namespace: "default",
+      labels: ready ? { app: "web" } : { app: "other" },
+      ips: [ip, "fd00::1"],
+      ...(http !== undefined ? { namedPorts: [{ name: "http", port: http, protocol: "TCP" }] } : {}),
+    });
+    const got = activePortBackends(s, [pod("10.0.0.1", 3000), pod("10.0.0.2", 3001), pod("10.0.0.3", undefined), pod("10.0.0.4", 3000, false)], []); // prettier-ignore
+    assert.deepEqual(Object.fromEntries(got), {
+      // The pod without a port named http is no backend of port 80; the IPv6 addresses are not of an IPv4 Service.
+      80: [
+        { ip: "10.0.0.1", port: 3000 },
+        { ip: "10.0.0.2", port: 3001 },
+      ],
+      81: [
+        { ip: "10.0.0.1", port: 9000 },
+        { ip: "10.0.0.2", port: 9000 },
+        { ip: "10.0.0.3", port: 9000 },
+      ],
+    });
+    // A selectorless headless Service: the slice's port, whatever targetPort says; not ready: none.
+    const { selector: _sel, ...rest } = s;
+    const plain = { ...rest, clusterIP: "None" };
+    const slice = {
+      namespace: "default",
+      name: "web-1",
+      service: "web",
+      ports: [{ name: "http", port: 8443, protocol: "TCP" as const }],
+      endpoints: [
+        { addresses: ["10.0.1.1"], ready: true, serving: true, terminating: false },
+        { addresses: ["10.0.1.2"], ready: false, serving: false, terminating: false },
+      ],
+    };
+    assert.deepEqual(Object.fromEntries(activePortBackends(plain, [], [slice])), {
+      80: [{ ip: "10.0.1.1", port: 8443 }],
+      81: [],
+    });
   });
 
   test("slots are stable: a leaving backend's slot takes another, the others keep theirs (one element delta)", () => {

@@ -5,18 +5,22 @@
  * whose address the ipcache maps to the reserved `ingress` identity (both
  * addresses on a dual-stack node: the gateway reaches each backend from the
  * address of the backend's family, and a Gateway without spec.addresses is
- * served on both, IPv4 first in its status).
+ * served on both, IPv4 first in its status). With a LoadBalancer pool each
+ * Gateway naming no address gets its own (agent/gateway-addresses.ts).
  *
  *   apply -f (parse whole, store) --> inputs (resources, services -> endpoint
  *   addresses, namespace labels, the gateway address) --> GatewayRunner.push
  *   services and endpoints change --> the inputs are compared every second and
  *   pushed again when they differ
+ *   Gateways' own addresses: reserved and put on the namespace before the push,
+ *   released after the push that stops serving them
  */
 import { MembraneError } from "../../errors.js";
 import { GatewayCertificates } from "../../gateway/certs.js";
 import { compileGateways, type ServicePortInfo } from "../../gateway/compile.js";
 import type { GatewayEvent } from "../../gateway/exchange.js";
-import { ensureIngressNetns } from "../../gateway/ingress-netns.js";
+import { gatewaysWithoutAddress } from "../../gateway/dual-stack.js";
+import { ensureIngressNetns, setGatewayAddresses } from "../../gateway/ingress-netns.js";
 import { worldOf } from "../../gateway/world.js";
 import { nextGeneration } from "../../gateway/meta.js";
 import { resourceKey, type GatewayResource } from "../../gateway/model.js";
@@ -25,6 +29,7 @@ import type { GatewayInputs } from "../../gateway/protocol.js";
 import { GatewayRunner } from "../../gateway/runner.js";
 import type { ServiceSpec } from "../../policy/query.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
+import type { GatewayAddresses } from "../gateway-addresses.js";
 import type { EndpointView } from "./endpoint-record.js";
 
 export const GATEWAY_KEY = "gateway/";
@@ -42,6 +47,8 @@ export interface GatewaysDeps extends ControllerDeps {
   readonly endpoints: () => readonly EndpointView[];
   readonly namespaceLabels: () => Record<string, Record<string, string>>;
   readonly onEvent?: (e: GatewayEvent, address: string) => void;
+  /** Each Gateway's own address from the LoadBalancer pool (absent: all share the node's). */
+  readonly own?: GatewayAddresses;
 }
 
 export interface GatewayBackendService {
@@ -68,6 +75,10 @@ export class GatewaysController implements Controller {
   private lastPushed = "";
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** One sync at a time: reservations, the namespace's addresses and the push stay in order. */
+  private syncing: Promise<void> = Promise.resolve();
+  /** The Gateways' own addresses the gateway namespace holds (a failed `ip` is tried again next sync). */
+  private readonly onNamespace = new Set<string>();
   private readonly certs: GatewayCertificates;
 
   constructor(private readonly d: GatewaysDeps) {
@@ -96,13 +107,13 @@ export class GatewaysController implements Controller {
     this.addr6 = address6;
     const v6 = address6 !== undefined ? { address6 } : {};
     await ensureIngressNetns({
-      netns: this.d.netns,
-      ...(this.d.nodeNetns !== undefined ? { nodeNetns: this.d.nodeNetns } : {}),
-      hostIf: "mbrgw0",
+      ...this.link(),
       address,
       ...v6,
       nodeGateway: this.d.nodeGateway,
     });
+    // What this node's Gateways held before a restart stays theirs (put on the namespace by the first sync).
+    await this.d.own?.load();
     await this.d.serial(async () => {
       this.d.engine().setNodeAddress(address, "ingress");
       if (address6 !== undefined) this.d.engine().setNodeAddress(address6, "ingress");
@@ -124,7 +135,20 @@ export class GatewaysController implements Controller {
     });
     this.runner.start();
     await this.sync(true);
-    this.timer = setInterval(() => void this.sync(false).catch(() => undefined), 1000);
+    // A failing sync (the store, an `ip` command) is tried again each second; said once until it changes.
+    let lastErr = "";
+    this.timer = setInterval(
+      () =>
+        void this.sync(false).then(
+          () => (lastErr = ""),
+          (e: unknown) => {
+            const err = e instanceof Error ? e.message : String(e);
+            if (err !== lastErr) this.d.logger.error({ err }, "gateway not synced; tried again each second");
+            lastErr = err;
+          },
+        ),
+      1000,
+    );
     this.timer.unref();
   }
 
@@ -132,6 +156,14 @@ export class GatewaysController implements Controller {
     this.stopping = true;
     if (this.timer) clearInterval(this.timer);
     await this.runner?.stop();
+  }
+
+  private link(): { netns: string; nodeNetns?: string; hostIf: string } {
+    return {
+      netns: this.d.netns,
+      ...(this.d.nodeNetns !== undefined ? { nodeNetns: this.d.nodeNetns } : {}),
+      hostIf: "mbrgw0",
+    };
   }
 
   get address(): string | undefined {
@@ -162,8 +194,10 @@ export class GatewaysController implements Controller {
       services[key] = [...s.addresses];
       servicePorts[key] = { ...s.ports };
     }
+    const own = this.d.own?.assigned(gatewaysWithoutAddress([...this.known.values()]));
     return {
       resources: [...this.known.values()],
+      ...(own ? { gatewayAddresses: own } : {}),
       services,
       servicePorts,
       namespaceLabels: this.d.namespaceLabels(),
@@ -178,14 +212,36 @@ export class GatewaysController implements Controller {
   }
 
   /** Pushes the inputs when they changed (or always); logs what the process could not serve. */
-  private async sync(always: boolean): Promise<void> {
+  private sync(always: boolean): Promise<void> {
+    const next = this.syncing.then(() => this.syncNow(always));
+    this.syncing = next.catch(() => undefined);
+    return next;
+  }
+
+  private async syncNow(always: boolean): Promise<void> {
     if (!this.runner) return;
+    const want = gatewaysWithoutAddress([...this.known.values()]);
+    // Make before break: a new Gateway's address is reserved and on the namespace before the
+    // process is told to listen on it; a gone Gateway's is released once the process stopped.
+    await this.d.own?.reserve(want);
+    const held = Object.values(this.d.own?.assigned(want) ?? {}).flat();
+    const add = held.filter((a) => !this.onNamespace.has(a));
+    if (add.length > 0) {
+      await setGatewayAddresses(this.link(), add, []);
+      for (const a of add) this.onNamespace.add(a);
+    }
     const inputs = this.inputs();
     const text = JSON.stringify(inputs);
-    if (!always && text === this.lastPushed) return;
-    this.lastPushed = text;
-    const r = await this.runner.push(inputs);
-    if (r.error) this.d.logger.error({ err: r.error }, "gateway listeners not all served");
+    if (always || text !== this.lastPushed) {
+      this.lastPushed = text;
+      const r = await this.runner.push(inputs);
+      if (r.error) this.d.logger.error({ err: r.error }, "gateway listeners not all served");
+    }
+    const released = (await this.d.own?.release(want)) ?? [];
+    if (released.length > 0) {
+      await setGatewayAddresses(this.link(), [], released);
+      for (const a of released) this.onNamespace.delete(a);
+    }
   }
 
   apply(text: string, file: string, del = false): Promise<GatewayApplyReport> {

@@ -34,7 +34,7 @@ import {
 import type { ServiceSpec } from "../../policy/query.js";
 import { readServiceRecord, readSliceRecord } from "../../lb/record.js";
 import type { SyncedResource } from "../../cluster/synced.js";
-import type { LbFrontend } from "../../datapath/lb-types.js";
+import type { LbBackend, LbFrontend } from "../../datapath/lb-types.js";
 import type { LbL7Frontend } from "../proxy-lb.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
 import { SVC_KEY, writeServices } from "./lb-reserve.js";
@@ -367,6 +367,11 @@ export class LbController implements Controller, SyncedResource {
 
   list(): ServiceView[] {
     return this.model.list();
+  }
+
+  /** Per Service port of `namespace/name`, its active endpoints and the port each serves it on (the gateway's). */
+  portBackends(key: string): Map<number, LbBackend[]> | undefined {
+    return this.model.portBackends(key);
   }
 
   /** Agent stop: the element writer's process ends; the kernel keeps the table; health checks stop answering. */

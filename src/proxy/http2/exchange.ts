@@ -13,6 +13,11 @@
  * request end). Requests without content-length are streamed at once (gRPC
  * streaming calls need it); END_STREAM delimits them, there is nothing to
  * disagree with.
+ *
+ * A time limit (`limitMs`, the gateway's route timeouts) passed before the
+ * response ended: the upstream stream is cancelled (RST_STREAM CANCEL; its
+ * session goes on), and the client gets 504 when no head was sent yet, a
+ * reset stream (CANCEL) after it.
  */
 import {
   constants,
@@ -53,7 +58,11 @@ export interface ExchangeParams {
   readonly done: (o: ExchangeOutcome) => void;
   /** Rewrites the response head before it is sent on (the gateway's ResponseHeaderModifier). */
   readonly responseHeaders?: (h: OutgoingHttpHeaders) => OutgoingHttpHeaders;
+  /** The time the exchange may take, ms from start() (the gateway's route timeouts); absent: none. */
+  readonly limitMs?: number;
 }
+
+const EXPIRED = "the route's timeouts were exceeded";
 
 const FRAMING = "content-length disagrees with the DATA received";
 
@@ -70,6 +79,7 @@ export class H2Exchange {
   private upstreamBroken = false;
   private failure: { reason: string; status?: number } | undefined;
   private finished = false;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly p: ExchangeParams) {}
 
@@ -82,6 +92,7 @@ export class H2Exchange {
       if (!d.destroyed) d.sendTrailers(this.resTrailers ?? {});
     });
     d.on("close", () => this.onDownClose());
+    if (this.p.limitMs !== undefined) this.timer = setTimeout(() => this.expire(), this.p.limitMs);
     const cl = this.p.req.contentLength;
     if (this.p.endStream) {
       if (cl !== undefined && cl !== 0) return this.framingError();
@@ -234,9 +245,22 @@ export class H2Exchange {
     this.p.down.close(NGHTTP2_PROTOCOL_ERROR);
   }
 
+  private expire(): void {
+    if (this.finished || this.responseEnded || this.failure) return;
+    const d = this.p.down;
+    this.held = [];
+    this.failure = { reason: EXPIRED, status: d.headersSent ? (this.status ?? 504) : 504 };
+    this.up?.close(NGHTTP2_CANCEL);
+    if (d.headersSent) return void d.close(NGHTTP2_CANCEL);
+    const { req } = this.p;
+    localReply(d, { grpc: req.grpc, head: req.method === "HEAD", status: 504, body: "Gateway Timeout\r\n" });
+    d.resume();
+  }
+
   private onDownClose(): void {
     if (this.finished) return;
     this.finished = true;
+    clearTimeout(this.timer);
     const d = this.p.down;
     const code = d.rstCode ?? NGHTTP2_NO_ERROR;
     const up = this.up;

@@ -1,6 +1,7 @@
 /**
- * Node/V8 options of the proxy process (the supervisor starts it with them;
- * the proxy and gateway benchmarks start their servers the same way).
+ * Node/V8 options of the proxy process (the supervisor starts it with them)
+ * and of the gateway process (gateway/runner.ts); the proxy and gateway
+ * benchmarks start their servers the same way.
  *
  * A larger young generation: every request leaves a few KB of short-lived
  * objects (parsed heads, events, buffers), and with V8's default semi-space
