@@ -75,6 +75,16 @@ describe("readCertFields", () => {
     assert.throws(() => readCertFields(Buffer.from(dup.rawData)), /appears twice/);
   });
 
+  test("refuses a keyUsage BIT STRING with unused bits set (@peculiar/x509 masks them: the readers would disagree)", async () => {
+    const der = (await mk(goodLeaf(await rootOf(TD)))).der;
+    const at = der.indexOf(Buffer.from([0x03, 0x02, 0x07, 0x80])); // digitalSignature, 7 unused bits
+    assert.ok(at > 0);
+    const bent = Buffer.from(der);
+    bent[at + 3] = 0x86; // keyCertSign and cRLSign in the unused bits
+    assert.equal(reference(bent).keyUsage?.keyCertSign, false);
+    assert.throws(() => readCertFields(bent), /unused bits set/);
+  });
+
   test("refuses an OID whose first subidentifier takes more than one byte (arc 2 with a second arc of 48 or more)", async () => {
     // 2.999.1 encodes its first subidentifier 1079 as 0x88 0x37: read byte by byte it would come
     // out as another OID (2.56.55.1), so the reader refuses it rather than mis-split its arcs.
