@@ -25,7 +25,6 @@
  * (datapath/auth-table.ts) and outlive the agent; a starting agent adopts them. Concurrent first
  * packets of one pair share one handshake.
  */
-import { X509Certificate } from "node:crypto";
 import type { Logger } from "pino";
 import { Counter, Histogram, type Registry } from "prom-client";
 import { IDENTITY_MASK, PKT_AUTH_OK, AUTH_QUEUE_NUM } from "../abi/marks.js";
@@ -47,7 +46,7 @@ import { cutConnections } from "./cut.js";
 import { Phases, Profiles } from "./timing.js";
 import { SigningKeys } from "./pair-proof.js";
 import type { PeerChannels } from "./channel.js";
-import { singleNode, type AuthNodes, type Pair, pairKey, pairView, type AuthPairView } from "./pairs.js";
+import { ipsByIdentity, singleNode, type AuthNodes, type Pair, pairKey, pairView, type AuthPairView } from "./pairs.js"; // prettier-ignore
 
 export type { AuthPairView } from "./pairs.js";
 
@@ -179,8 +178,7 @@ export class AuthManager {
   svid(identity: number): Record<string, unknown> | undefined {
     const s = this.p.provider.current(identity);
     if (!s) return undefined;
-    const pem = s.chain.map((d) => new X509Certificate(d).toString()).join("");
-    return { ...s.toJSON(), revoked: this.revoked.has(identity), certificates: pem };
+    return { ...s.toJSON(), revoked: this.revoked.has(identity), certificates: s.pem() };
   }
 
   /**
@@ -210,18 +208,8 @@ export class AuthManager {
     return this.maintaining;
   }
 
-  private ipsByIdentity(): Map<number, Set<string>> {
-    const m = new Map<number, Set<string>>();
-    for (const e of this.p.endpoints()) {
-      const s = m.get(e.identity) ?? new Set<string>();
-      s.add(e.ip);
-      m.set(e.identity, s);
-    }
-    return m;
-  }
-
   private async maintain(): Promise<void> {
-    const ips = this.ipsByIdentity();
+    const ips = ipsByIdentity(this.p.endpoints());
     // Cluster mode: nothing is judged before the cluster's nodes and endpoints are known (a
     // restarted agent would otherwise find the remote identities missing and cut live pairs).
     if (this.nodes === NOT_ATTACHED) return;
@@ -267,7 +255,7 @@ export class AuthManager {
   private async removePairs(
     gone: readonly { pair: Pair; why: string }[],
     cut: boolean,
-    ips = this.ipsByIdentity(),
+    ips = ipsByIdentity(this.p.endpoints()),
   ): Promise<void> {
     if (gone.length === 0) return;
     for (const { pair, why } of gone) {

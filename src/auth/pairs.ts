@@ -90,3 +90,16 @@ export function pairView(
   }
   return [...seen.values()].sort((a, b) => a.source - b.source || a.destination - b.destination || a.node.localeCompare(b.node)); // prettier-ignore
 }
+
+/** The addresses of each identity's endpoints on this node. */
+export function ipsByIdentity(
+  endpoints: readonly { ip: string; identity: number }[],
+): Map<number, Set<string>> {
+  const m = new Map<number, Set<string>>();
+  for (const e of endpoints) {
+    const s = m.get(e.identity) ?? new Set<string>();
+    s.add(e.ip);
+    m.set(e.identity, s);
+  }
+  return m;
+}

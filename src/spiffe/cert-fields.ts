@@ -71,6 +71,9 @@ function expect(t: Tlv | undefined, tag: number, what: string): Tlv {
 function oid(b: Uint8Array, t: Tlv): string {
   if (t.end === t.start) throw bad("an empty OID");
   const first = b[t.start] as number;
+  // The first subidentifier packs two arcs (40 * x + y); one of 128 or more (arc 2, y >= 48)
+  // takes several bytes, which the split below would misread. No certificate we judge has one.
+  if (first & 0x80) throw bad("an OID whose first subidentifier takes more than one byte");
   const out = [Math.min(2, Math.floor(first / 40)), first - 40 * Math.min(2, Math.floor(first / 40))];
   let v = 0;
   for (let i = t.start + 1; i < t.end; i++) {
@@ -157,8 +160,13 @@ export function readCertFields(b: Uint8Array): CertFields {
       out.basicConstraints = { critical, ca: ca?.tag === 0x01 ? bool(b, ca) : false };
     } else if (name === KEY_USAGE) {
       const bits = expect(inner(), 0x03, "keyUsage");
-      if (bits.end === bits.start || (b[bits.start] as number) > 7)
+      const unused = b[bits.start] ?? 8;
+      if (unused > 7 || (bits.end - bits.start === 1 && unused !== 0))
         throw bad("a malformed keyUsage BIT STRING");
+      // DER leaves the unused bits zero; a reader that masks them and one that does not would see
+      // different usages in the same bytes (keyCertSign and cRLSign can sit there), so refuse.
+      if (((b[bits.end - 1] as number) & ((1 << unused) - 1)) !== 0)
+        throw bad("a keyUsage BIT STRING with unused bits set (not DER)");
       const first = bits.end - bits.start > 1 ? (b[bits.start + 1] as number) : 0;
       // Bit 0 is the first byte's high bit: digitalSignature (0), keyCertSign (5), cRLSign (6).
       out.keyUsage = { critical, digitalSignature: (first & 0x80) !== 0, keyCertSign: (first & 0x04) !== 0, cRLSign: (first & 0x02) !== 0 }; // prettier-ignore

@@ -19,6 +19,7 @@
  * API of an endpoint of that identity (and, next, the handshake); X509Svid leaves it out of
  * JSON.stringify and util.inspect.
  */
+import { X509Certificate } from "node:crypto";
 import { inspect } from "node:util";
 import type { Logger } from "pino";
 import { exportPkcs8, newKeyPair } from "./certs.js";
@@ -45,6 +46,10 @@ export class X509Svid {
   /** The private key, PKCS#8 DER: for the workload of this identity only. */
   privateKeyPkcs8(): Buffer {
     return this.#key;
+  }
+  /** The chain's certificates as PEM (public: no key). */
+  pem(): string {
+    return this.chain.map((d) => new X509Certificate(d).toString()).join("");
   }
   toJSON(): Record<string, unknown> {
     const { identity, spiffeId, serial } = this;

@@ -7,31 +7,13 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import * as x509 from "../../src/spiffe/x509.js";
-import { readCertFields, type CertFields } from "../../src/spiffe/cert-fields.js";
+import { readCertFields } from "../../src/spiffe/cert-fields.js";
 import { validateX509Svid } from "../../src/spiffe/validate.js";
 import { SIGN_ALG } from "../../src/spiffe/certs.js";
-import { EKU, KU, goodLeaf, mk, rootOf, type CertSpec } from "./certs-fixture.js";
+import { EKU, KU, goodLeaf, mk, reference, rootOf, type CertSpec } from "./certs-fixture.js";
 
 const TD = "td.test";
 const H = 3_600_000;
-
-/** What the validator used to read with @peculiar/x509. */
-function reference(der: Buffer): CertFields {
-  const c = new x509.X509Certificate(der);
-  const san = c.getExtension(x509.SubjectAlternativeNameExtension);
-  const bc = c.getExtension(x509.BasicConstraintsExtension);
-  const ku = c.getExtension(x509.KeyUsagesExtension);
-  const eku = c.getExtension(x509.ExtendedKeyUsageExtension);
-  return {
-    notBefore: c.notBefore,
-    notAfter: c.notAfter,
-    subjectEmpty: c.subject === "",
-    ...(san ? { san: { critical: san.critical, uris: san.names.items.filter((n) => n.type === "url").map((n) => n.value) } } : {}), // prettier-ignore
-    ...(bc ? { basicConstraints: { critical: bc.critical, ca: bc.ca } } : {}),
-    ...(ku ? { keyUsage: { critical: ku.critical, digitalSignature: (ku.usages & KU.digitalSignature) !== 0, keyCertSign: (ku.usages & KU.keyCertSign) !== 0, cRLSign: (ku.usages & KU.cRLSign) !== 0 } } : {}), // prettier-ignore
-    ...(eku ? { extKeyUsage: [...eku.usages].map(String) } : {}),
-  };
-}
 
 describe("readCertFields", () => {
   test("reads what @peculiar/x509 reads, field by field", async () => {
@@ -91,6 +73,24 @@ describe("readCertFields", () => {
       extensions: [new x509.KeyUsagesExtension(KU.digitalSignature, true), new x509.KeyUsagesExtension(KU.keyCertSign, true)], // prettier-ignore
     });
     assert.throws(() => readCertFields(Buffer.from(dup.rawData)), /appears twice/);
+  });
+
+  test("refuses a keyUsage BIT STRING with unused bits set (@peculiar/x509 masks them: the readers would disagree)", async () => {
+    const der = (await mk(goodLeaf(await rootOf(TD)))).der;
+    const at = der.indexOf(Buffer.from([0x03, 0x02, 0x07, 0x80])); // digitalSignature, 7 unused bits
+    assert.ok(at > 0);
+    const bent = Buffer.from(der);
+    bent[at + 3] = 0x86; // keyCertSign and cRLSign in the unused bits
+    assert.equal(reference(bent).keyUsage?.keyCertSign, false);
+    assert.throws(() => readCertFields(bent), /unused bits set/);
+  });
+
+  test("refuses an OID whose first subidentifier takes more than one byte (arc 2 with a second arc of 48 or more)", async () => {
+    // 2.999.1 encodes its first subidentifier 1079 as 0x88 0x37: read byte by byte it would come
+    // out as another OID (2.56.55.1), so the reader refuses it rather than mis-split its arcs.
+    const der = (await mk({ ...goodLeaf(await rootOf(TD)), eku: [EKU.serverAuth, EKU.clientAuth, "2.999.1"] })).der; // prettier-ignore
+    assert.deepEqual(reference(der).extKeyUsage, [EKU.serverAuth, EKU.clientAuth, "2.999.1"]);
+    assert.throws(() => readCertFields(der), /OID whose first subidentifier takes more than one byte/);
   });
 
   test("a leaf with any one byte changed is never accepted", async () => {

@@ -2,6 +2,7 @@
 import { webcrypto } from "node:crypto";
 import * as x509 from "../../src/spiffe/x509.js";
 import { newKeyPair, SIGN_ALG, type KeyPair } from "../../src/spiffe/certs.js";
+import type { CertFields } from "../../src/spiffe/cert-fields.js";
 
 export interface CertSpec {
   readonly ca?: boolean | undefined; // undefined: no basicConstraints
@@ -65,4 +66,22 @@ export async function rootOf(td: string, o: Partial<CertSpec> = {}): Promise<Iss
 
 export function goodLeaf(issuer: Issued, id = "spiffe://td.test/identity/300"): CertSpec {
   return { ca: false, ku: KU.digitalSignature, eku: [EKU.serverAuth, EKU.clientAuth], uris: [id], issuer };
+}
+
+/** What the validator used to read with @peculiar/x509. */
+export function reference(der: Buffer): CertFields {
+  const c = new x509.X509Certificate(der);
+  const san = c.getExtension(x509.SubjectAlternativeNameExtension);
+  const bc = c.getExtension(x509.BasicConstraintsExtension);
+  const ku = c.getExtension(x509.KeyUsagesExtension);
+  const eku = c.getExtension(x509.ExtendedKeyUsageExtension);
+  return {
+    notBefore: c.notBefore,
+    notAfter: c.notAfter,
+    subjectEmpty: c.subject === "",
+    ...(san ? { san: { critical: san.critical, uris: san.names.items.filter((n) => n.type === "url").map((n) => n.value) } } : {}), // prettier-ignore
+    ...(bc ? { basicConstraints: { critical: bc.critical, ca: bc.ca } } : {}),
+    ...(ku ? { keyUsage: { critical: ku.critical, digitalSignature: (ku.usages & KU.digitalSignature) !== 0, keyCertSign: (ku.usages & KU.keyCertSign) !== 0, cRLSign: (ku.usages & KU.cRLSign) !== 0 } } : {}), // prettier-ignore
+    ...(eku ? { extKeyUsage: [...eku.usages].map(String) } : {}),
+  };
 }
