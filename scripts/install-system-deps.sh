@@ -62,3 +62,10 @@ systemctl disable --now strongswan 2>/dev/null || true
 if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
   systemctl disable --now nginx 2>/dev/null || true
 fi
+# charon's kernel-libipsec opens /dev/net/tun as nobody (CAP_NET_ADMIN only). udev's default rule
+# (50-udev-default.rules: KERNEL=="tun", MODE="0666") makes the node 0666 on a normal Debian host; a
+# machine without udev keeps the kernel's 0600. Opening it grants nothing alone: creating or
+# attaching a TUN device still needs CAP_NET_ADMIN. The agent refuses to start IPsec without it.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  chmod 0666 /dev/net/tun
+fi

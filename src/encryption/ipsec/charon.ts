@@ -89,6 +89,31 @@ async function answers(vici: ViciClient): Promise<boolean> {
   }
 }
 
+/**
+ * charon runs as nobody with CAP_NET_ADMIN alone, and its kernel-libipsec opens /dev/net/tun: without
+ * access it starts, loads no IPsec backend and never installs an SA (fail closed, but silently). So
+ * the node must be open to nobody, as udev's default rule makes it (0666; opening it grants nothing
+ * alone: creating or attaching a TUN device needs CAP_NET_ADMIN). Throws naming the fix otherwise.
+ */
+export function checkTunForCharon(path = "/dev/net/tun"): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new MembraneError("ENCRYPTION_FAILED", `Cannot start charon: ${path} does not exist`, {
+      hint: "IPsec here runs in userspace (kernel-libipsec) on a TUN device: load the tun module",
+    });
+  }
+  const m = st.mode & 0o777;
+  const open = (m & 0o006) === 0o006 || (st.uid === NOBODY && (m & 0o600) === 0o600) || (st.gid === NOBODY && (m & 0o060) === 0o060); // prettier-ignore
+  if (!open)
+    throw new MembraneError(
+      "ENCRYPTION_FAILED",
+      `Cannot start charon: it runs as nobody and ${path} (mode ${m.toString(8).padStart(4, "0")}, uid ${st.uid}) does not let it open the device`,
+      { hint: `chmod 0666 ${path}, as udev's default rule sets it (scripts/install-system-deps.sh does it on machines without udev)` }, // prettier-ignore
+    );
+}
+
 /** Makes a charon run for this node and answer VICI. */
 export async function ensureCharon(p: CharonParams): Promise<Charon> {
   const runDir = charonRunDir(p.netns, p.node, p.stateDir);
@@ -99,6 +124,7 @@ export async function ensureCharon(p: CharonParams): Promise<Charon> {
   rmSync(runDir, { recursive: true, force: true });
   mkdirSync(runDir, { mode: 0o700 });
   const root = process.getuid?.() === 0;
+  if (root) checkTunForCharon();
   if (root) chownSync(runDir, NOBODY, NOBODY);
   const conf = join(runDir, "strongswan.conf");
   writeFileSync(conf, strongswanConf(runDir, p.port, p.logLevel), { mode: 0o600 });
