@@ -157,13 +157,11 @@ describe("connection denial per workload: cgroup connect4/6 (root)", { skip }, (
       assert.equal(e?.comm, "python3");
       assert.equal(c.events.length, 1, "only the refused connect is reported");
       // Accepted: the 8080 of a, the 8081 of b (other pod), the 8081 from outside the cgroup. Never a's refused 8081.
-      assert.deepEqual(
-        a.accepted
-          .split("\n")
-          .filter((l) => /^\d+$/.test(l))
-          .sort(),
-        ["8080", "8081"],
-      );
+      // A client's connect completes in the kernel's backlog before the listener accepts and prints:
+      // wait for the two lines the accepted connections owe, then compare exactly.
+      const ports = (): string[] => a.accepted.split("\n").filter((l) => /^\d+$/.test(l));
+      await until("the listener printing both accepted connections", () => ports().length >= 2);
+      assert.deepEqual(ports().sort(), ["8080", "8081"]);
       assert.ok(await enf.remove(policy(DENY_8081("{action: Override}"))));
       assert.equal((await a.connect(8081)).out, "connected", "deleting the policy detaches its programs");
     } finally {
