@@ -74,6 +74,8 @@ export class GatewayAddresses {
   private readonly held = new Map<string, string[]>();
   private readonly families: IpFamily[];
   private lease: StoreLease | undefined;
+  /** load() read what is held on the current lease (cluster mode: reserve() reads again until it has). */
+  private loaded = false;
   /** The needs a full pool could not meet, and the revision it was read at: not read again until a change after it. */
   private waiting: { readonly needs: string; readonly revision: number } | undefined;
   private unwatch: Unsubscribe | undefined;
@@ -121,11 +123,13 @@ export class GatewayAddresses {
     this.held.clear();
     this.waiting = undefined;
     const c = this.d.cluster;
-    let lease: StoreLease | undefined;
-    if (c) {
-      lease = await c.grantLease(c.leaseTtlSeconds ?? LEASE_TTL_S, (err) => this.lost(lease, err));
+    if (c && this.lease === undefined) {
+      const lease: StoreLease = await c.grantLease(c.leaseTtlSeconds ?? LEASE_TTL_S, (err) =>
+        this.lost(lease, err),
+      );
       this.lease = lease;
     }
+    const lease = this.lease;
     for (const kv of (await this.d.store.list(IP_KEY)).kvs) {
       if (!kv.value.startsWith(this.holderPrefix)) continue;
       if (lease) {
@@ -138,12 +142,14 @@ export class GatewayAddresses {
       const gw = kv.value.slice(this.holderPrefix.length);
       this.held.set(gw, [...(this.held.get(gw) ?? []), kv.key.slice(IP_KEY.length)]);
     }
+    this.loaded = true;
   }
 
   /** etcd ended the lease: its reservations are gone, nothing held is ours any more (reserve() starts over). */
-  private lost(lease: StoreLease | undefined, err: Error): void {
-    if (lease === undefined || this.lease !== lease) return;
+  private lost(lease: StoreLease, err: Error): void {
+    if (this.lease !== lease) return;
     this.lease = undefined;
+    this.loaded = false;
     this.held.clear();
     this.d.logger.warn({ err: err.message }, "the gateway addresses' lease ended: reserving them anew");
   }
@@ -158,7 +164,7 @@ export class GatewayAddresses {
   /** Reserves an address of each pool family a wanted Gateway lacks; returns the addresses newly held. */
   async reserve(want: readonly string[]): Promise<string[]> {
     if (!this.enabled) return [];
-    if (this.d.cluster && this.lease === undefined) await this.load(); // the lease ended: a new one
+    if (this.d.cluster && !this.loaded) await this.load(); // the lease ended (a new one), or a read failed
     if (this.fenced) return []; // cut off from etcd: nothing new either, until it answers
     const lacking = want.filter((k) => (this.held.get(k)?.length ?? 0) < this.families.length);
     if (lacking.length === 0) return [];

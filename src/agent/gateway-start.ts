@@ -78,7 +78,14 @@ export function newGateways(
 function ownCluster(p: AgentParams): { cluster?: GatewayAddressesCluster } {
   const c = p.cluster;
   if (c === undefined) return {};
-  return { cluster: { node: c.node, grantLease: (ttl, onLost) => c.kv.grantLease(ttl, onLost) } };
+  const ttl = p.gateway?.addressLeaseTtlSeconds;
+  return {
+    cluster: {
+      node: c.node,
+      grantLease: (t, onLost) => c.kv.grantLease(t, onLost),
+      ...(ttl !== undefined ? { leaseTtlSeconds: ttl } : {}),
+    },
+  };
 }
 
 /**

@@ -5,13 +5,13 @@
 // to another node, and does not get them back; a restart under the same name keeps them past the
 // old lease; nodes naming their gateway namespaces alike never take each other's reservations.
 import assert from "node:assert/strict";
-import { createServer, connect, type Server, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
 import { GatewayAddresses } from "../../src/agent/gateway-addresses.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 import { EtcdStore } from "../../src/store/etcd.js";
 import type { Store } from "../../src/store/store.js";
+import { tcpRelay } from "../support/tcp-relay.js";
 import { until } from "../support/until.js";
 
 const logger = pino({ level: "silent" });
@@ -48,45 +48,6 @@ function counting(s: Store): { store: Store; lists: () => number } {
     close: () => s.close(),
   };
   return { store, lists: () => lists };
-}
-
-/** A TCP relay to etcd that can be cut (connections reset, new ones closed at once): a partition of one node. */
-async function relay(
-  to: string,
-): Promise<{ endpoint: string; cut(): void; heal(): void; close(): Promise<void> }> {
-  const target = new URL(to);
-  const open = new Set<Socket>();
-  let down = false;
-  const srv: Server = createServer((c) => {
-    if (down) return void c.destroy();
-    const up = connect(Number(target.port), target.hostname);
-    for (const s of [c, up]) {
-      open.add(s);
-      s.on("error", () => undefined);
-      s.on("close", () => {
-        open.delete(s);
-        c.destroy();
-        up.destroy();
-      });
-    }
-    c.pipe(up).pipe(c);
-  });
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const a = srv.address();
-  const port = a !== null && typeof a === "object" ? a.port : 0;
-  return {
-    endpoint: `http://127.0.0.1:${port}`,
-    cut: () => {
-      down = true;
-      for (const s of open) s.destroy();
-    },
-    heal: () => (down = false),
-    close: () => {
-      down = true;
-      for (const s of open) s.destroy();
-      return new Promise((r) => srv.close(() => r()));
-    },
-  };
 }
 
 describe(
@@ -147,7 +108,7 @@ describe(
 
     test("cut off from etcd, a node stops serving its address before etcd can give it away, and does not get it back", async () => {
       await clear();
-      const r = await relay(etcd.endpoint);
+      const r = await tcpRelay(etcd.endpoint);
       const s1 = new EtcdStore({ endpoints: [r.endpoint], logger, prefix: PREFIX, dialTimeoutMs: 1000 });
       stores.push(s1);
       const n1 = node(s1, "n1", 3);

@@ -224,9 +224,12 @@ export class GatewaysController implements Controller {
   private async syncNow(always: boolean): Promise<void> {
     if (!this.runner) return;
     const want = gatewaysWithoutAddress([...this.known.values()]);
+    // A store error (cut off from etcd) is said after the rest: what is served and on the namespace
+    // still follows what is held now, in particular a fenced node's addresses go (gateway-addresses.ts).
+    let storeErr: unknown;
     // Make before break: a new Gateway's address is reserved and on the namespace before the
     // process is told to listen on it; a gone Gateway's is released once the process stopped.
-    await this.d.own?.reserve(want);
+    await this.d.own?.reserve(want).catch((e: unknown) => (storeErr ??= e));
     const held = Object.values(this.d.own?.assigned(want) ?? {}).flat();
     const add = held.filter((a) => !this.onNamespace.has(a));
     if (add.length > 0) {
@@ -241,13 +244,14 @@ export class GatewaysController implements Controller {
       if (r.error) this.d.logger.error({ err: r.error }, "gateway listeners not all served");
     }
     // Released, and those no longer ours to serve (cut off from etcd, its lease ended: own.fenced).
-    await this.d.own?.release(want);
+    await this.d.own?.release(want).catch((e: unknown) => (storeErr ??= e));
     const now = new Set(Object.values(this.d.own?.assigned(want) ?? {}).flat());
     const drop = [...this.onNamespace].filter((a) => !now.has(a));
     if (drop.length > 0) {
       await setGatewayAddresses(this.link(), [], drop);
       for (const a of drop) this.onNamespace.delete(a);
     }
+    if (storeErr !== undefined) throw storeErr;
   }
 
   apply(text: string, file: string, del = false): Promise<GatewayApplyReport> {
