@@ -75,7 +75,7 @@ describe(
 
     test("a node gone for good: its address goes back to the pool, and a Gateway waiting elsewhere wakes and takes it", async () => {
       await clear();
-      const n1 = node(store(), "n1", 2);
+      const n1 = node(store(), "n1", 3);
       const s2 = store();
       const c2 = counting(s2);
       const n2 = new GatewayAddresses({
@@ -83,7 +83,7 @@ describe(
         logger,
         netns: "m17-n2-gateway",
         pool: POOL,
-        cluster: { node: "n2", grantLease: (t, onLost) => s2.grantLease(t, onLost), leaseTtlSeconds: 2 },
+        cluster: { node: "n2", grantLease: (t, onLost) => s2.grantLease(t, onLost), leaseTtlSeconds: 10 },
       });
       let woke = 0;
       n2.onChange(() => woke++);
@@ -111,8 +111,8 @@ describe(
       const r = await tcpRelay(etcd.endpoint);
       const s1 = new EtcdStore({ endpoints: [r.endpoint], logger, prefix: PREFIX, dialTimeoutMs: 1000 });
       stores.push(s1);
-      const n1 = node(s1, "n1", 3);
-      const n2 = node(store(), "n2", 3);
+      const n1 = node(s1, "n1", 4);
+      const n2 = node(store(), "n2", 10);
       let n1AtWake: Record<string, string[]> | undefined;
       n2.onChange(() => (n1AtWake ??= n1.assigned(["infra/a"])));
       try {
@@ -150,7 +150,7 @@ describe(
       await first.load();
       await first.reserve(["infra/a"]);
       await first.stop(); // released, not revoked: as an agent killed and started again
-      const again = node(store(), "n1", 2);
+      const again = node(store(), "n1", 10);
       try {
         await again.load();
         await sleep(5000); // past the first run's lease (2 s)

@@ -46,7 +46,7 @@ test(
     try {
       lab = await AgentLab.prepare("m17gc", {
         podCidr4: "10.212.0.0/24",
-        gateway: { addressLeaseTtlSeconds: 3 },
+        gateway: { addressLeaseTtlSeconds: 6 },
         lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: POOL, nodePortRange: [30000, 32767] },
         cluster: {
           endpoints: [relay.endpoint],
