@@ -10,7 +10,7 @@ import { pino } from "pino";
 import { GatewayAddresses } from "../../src/agent/gateway-addresses.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 import { EtcdStore } from "../../src/store/etcd.js";
-import type { Store } from "../../src/store/store.js";
+import { countingLists } from "../support/counting-store.js";
 import { tcpRelay } from "../support/tcp-relay.js";
 import { until } from "../support/until.js";
 
@@ -29,25 +29,6 @@ function node(store: EtcdStore, name: string, ttl: number, netns = `m17-${name}-
     pool: POOL,
     cluster: { node: name, grantLease: (t, onLost) => store.grantLease(t, onLost), leaseTtlSeconds: ttl },
   });
-}
-
-/** The store, counting its reads of the reservations. */
-function counting(s: Store): { store: Store; lists: () => number } {
-  let lists = 0;
-  const store: Store = {
-    get: (k) => s.get(k),
-    list: (p) => {
-      lists++;
-      return s.list(p);
-    },
-    put: (k, v) => s.put(k, v),
-    delete: (k) => s.delete(k),
-    txn: (r) => s.txn(r),
-    watch: (p, rev, cb, o) => s.watch(p, rev, cb, o),
-    revision: () => s.revision(),
-    close: () => s.close(),
-  };
-  return { store, lists: () => lists };
 }
 
 describe(
@@ -77,7 +58,7 @@ describe(
       await clear();
       const n1 = node(store(), "n1", 3);
       const s2 = store();
-      const c2 = counting(s2);
+      const c2 = countingLists(s2);
       const n2 = new GatewayAddresses({
         store: c2.store,
         logger,

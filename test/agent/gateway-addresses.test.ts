@@ -14,7 +14,7 @@ import { test } from "node:test";
 import { pino } from "pino";
 import { GatewayAddresses } from "../../src/agent/gateway-addresses.js";
 import { EmbeddedStore } from "../../src/store/embedded.js";
-import type { Store } from "../../src/store/store.js";
+import { countingLists } from "../support/counting-store.js";
 import { until } from "../support/until.js";
 
 const logger = pino({ level: "silent" });
@@ -86,25 +86,15 @@ test("no pool: nothing is reserved and no Gateway has an address of its own", as
 
 test("a full pool is read again only after a reservation changes, which calls onChange", async () => {
   await withStore(async (store) => {
-    let lists = 0;
-    const counted: Store = {
-      get: (k) => store.get(k),
-      list: (p) => (lists++, store.list(p)),
-      put: (k, v) => store.put(k, v),
-      delete: (k) => store.delete(k),
-      txn: (r) => store.txn(r),
-      watch: (p, rev, cb, o) => store.watch(p, rev, cb, o),
-      revision: () => store.revision(),
-      close: () => store.close(),
-    };
-    const own = new GatewayAddresses({ store: counted, logger, netns: "n1-gateway", pool: { loadBalancerPool: "192.0.2.0/30" } }); // prettier-ignore
+    const counted = countingLists(store);
+    const own = new GatewayAddresses({ store: counted.store, logger, netns: "n1-gateway", pool: { loadBalancerPool: "192.0.2.0/30" } }); // prettier-ignore
     let woke = 0;
     own.onChange(() => woke++);
     await store.put("lb/alloc/ip/192.0.2.2", "default/web"); // the one address, a Service's
     assert.deepEqual(await own.reserve(["ns/gw"]), []);
-    const read = lists;
+    const read = counted.lists();
     assert.deepEqual(await own.reserve(["ns/gw"]), []);
-    assert.equal(lists, read, "not read again while nothing changed");
+    assert.equal(counted.lists(), read, "not read again while nothing changed");
     assert.equal(woke, 0);
     await store.delete("lb/alloc/ip/192.0.2.2"); // the Service is deleted
     await until("the watch says the reservations changed", () => woke === 1);

@@ -11,7 +11,7 @@
  * before any lookup.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 import { rootSkipReason } from "./supervisor-harness.js";
@@ -63,22 +63,30 @@ test(
   },
 );
 
+/** The broker in a namespace of its own, ready; every answer it sends, single or batched, in `answers`. */
+async function startBroker(): Promise<{
+  child: ChildProcess;
+  answers: { id?: number; error?: string; address?: string }[];
+}> {
+  const child = spawn("unshare", ["--net", process.execPath, BROKER], {
+    stdio: ["ignore", "ignore", "pipe", "ipc"],
+  });
+  const answers: { id?: number; error?: string; address?: string }[] = [];
+  await new Promise<void>((r) =>
+    child.on("message", (m: { ready?: boolean; batch?: unknown[] }) => {
+      if (m.ready === true) return r();
+      answers.push(...((Array.isArray(m.batch) ? m.batch : [m]) as typeof answers));
+    }),
+  );
+  return { child, answers };
+}
+
 test(
   "the conntrack broker answers a batch of lookups, each on its own; a malformed one alone, an over-long batch refused",
   { skip },
   async () => {
-    const child = spawn("unshare", ["--net", process.execPath, BROKER], {
-      stdio: ["ignore", "ignore", "pipe", "ipc"],
-    });
+    const { child, answers } = await startBroker();
     try {
-      const answers: { id?: number; error?: string; address?: string }[] = [];
-      const ready = new Promise<void>((r) =>
-        child.on("message", (m: { ready?: boolean; batch?: unknown[] }) => {
-          if (m.ready === true) return r();
-          answers.push(...((Array.isArray(m.batch) ? m.batch : [m]) as typeof answers));
-        }),
-      );
-      await ready;
       const req = (id: number) => ({
         id,
         proto: "udp",
@@ -108,18 +116,8 @@ test(
   "the conntrack broker refuses every hostile address or port (local or remote) and still answers a good lookup",
   { skip },
   async () => {
-    const child = spawn("unshare", ["--net", process.execPath, BROKER], {
-      stdio: ["ignore", "ignore", "pipe", "ipc"],
-    });
+    const { child, answers } = await startBroker();
     try {
-      const answers: { id?: number; error?: string }[] = [];
-      const ready = new Promise<void>((r) =>
-        child.on("message", (m: { ready?: boolean; batch?: unknown[] }) => {
-          if (m.ready === true) return r();
-          answers.push(...((Array.isArray(m.batch) ? m.batch : [m]) as typeof answers));
-        }),
-      );
-      await ready;
       const good = { address: "10.0.0.1", port: 53 };
       HOSTILE_ADDR_PORTS.forEach((h, i) => {
         child.send({ id: 2 * i, proto: "udp", local: h.value, remote: good });
