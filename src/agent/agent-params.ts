@@ -75,7 +75,11 @@ export interface AgentParams {
   /** `--encryption mtls-tunnel`: the tunnel's group, whose marked connections carry a source identity (compile-tunnel.ts). */
   readonly mtlsTunnelGid?: number;
   /** Gateway API and Ingress (`--gateway`, agent/gateway-start.ts); absent = off. */
-  readonly gateway?: { readonly secretsDir?: string };
+  readonly gateway?: {
+    readonly secretsDir?: string;
+    /** Cluster mode: the TTL of the Gateways' address reservations (gateway-addresses.ts LEASE_TTL_S; tests: seconds). */
+    readonly addressLeaseTtlSeconds?: number;
+  };
   /** Services in the kernel: service CIDR, LoadBalancer pool, NodePort range (lb/types.ts defaults). */
   readonly lb?: Partial<LbConfig>;
 }

@@ -10,20 +10,53 @@
  *   Gateways without an address --reserve (txn: key absent; lost: read again)--> held
  *     --> the gateway namespace holds them (ingress-netns.ts) --> pushed to the process
  *   Gateways gone --> released after the push that stops serving them (make before break)
+ *   pool full --> wait: no reading until the watch on the reservations sees a change (onChange)
  *
- * The reservation's holder is `gateway <gateway netns> <namespace>/<name>`: Gateways are
- * per node, the gateway namespace's name is unique per node. Without a pool nothing is
- * held and every Gateway is served on the node's gateway address, shared (listeners.ts).
- * A pool with no free address: the Gateway gets none (Programmed False, AddressNotAssigned).
+ * The reservation's holder is `gateway <gateway netns> <namespace>/<name>` on one host, and
+ * `gateway <node> <gateway netns> <namespace>/<name>` in cluster mode (every node may name its
+ * gateway namespace alike). Without a pool nothing is held and every Gateway is served on the
+ * node's gateway address, shared (listeners.ts). A pool with no free address: the Gateway gets
+ * none (Programmed False, AddressNotAssigned).
+ *
+ * A node removed for good (cluster mode). Gateways are the node's own resources (its state
+ * directory), so their reservations must not outlive the node, yet a node restarted under its name
+ * keeps them. They are put on a lease of their own (LEASE_TTL_S, longer than the node's): when the
+ * node is gone for that long, etcd deletes them and the pool is whole again; a restarted agent puts
+ * them on its new lease at start (load). Why a lease and not a collection by the other nodes: the
+ * deletion is etcd's, atomic with the lease's end, and needs no other node alive nor allowed to
+ * delete another node's keys. Why not the node's own lease (15 s): a node cut off from etcd must
+ * stop serving the addresses before etcd may give them away (below), and a longer lease lets it
+ * ride out short etcd troubles instead (as Kubernetes waits 300 s before evicting from an
+ * unreachable node).
+ *
+ * Two live Gateways never share an address, also across a network partition: etcd gives an
+ * address again only once its reservation is gone, and a holder that could not renew its lease
+ * stops serving (assigned() gives [], `fenced`) a keep-alive period before etcd can end the lease
+ * (StoreLease.confirmedUntil), so the address leaves its gateway namespace before another node
+ * can hold it. When etcd answers again, a lease still alive means the reservations are intact
+ * (served again); a lease etcd ended means they are gone: a new lease, and the Gateways reserve
+ * anew like new ones.
  */
 import type { Logger } from "pino";
 import { freeLoadBalancerIP, type LbPools } from "../lb/allocate.js";
 import { inUseOf, IP_KEY } from "../lb/reservations.js";
 import type { IpFamily } from "../lb/types.js";
-import type { Store } from "../store/store.js";
+import type { StoreLease } from "../store/etcd-lease.js";
+import type { Store, Unsubscribe } from "../store/store.js";
 
 /** Rounds of read-reserve before giving up (each lost only to another node's write). */
 const ATTEMPTS = 10;
+/** The reservations' lease in cluster mode: how long a node may be gone before its Gateways' addresses go back to the pool. */
+export const LEASE_TTL_S = 300;
+
+export interface GatewayAddressesCluster {
+  /** This node's name: part of the holder. */
+  readonly node: string;
+  /** Grants a lease kept alive in the background (EtcdStore.grantLease). */
+  readonly grantLease: (ttlSeconds: number, onLost: (err: Error) => void) => Promise<StoreLease>;
+  /** Default LEASE_TTL_S (tests use a few seconds). */
+  readonly leaseTtlSeconds?: number;
+}
 
 export interface GatewayAddressesParams {
   /** The store the Services' reservations live in (the cluster's in cluster mode). */
@@ -32,12 +65,21 @@ export interface GatewayAddressesParams {
   /** The gateway namespace's name (unique per node): part of the holder. */
   readonly netns: string;
   readonly pool: LbPools;
+  /** Cluster mode: reservations are the node's, on a lease (see the header). */
+  readonly cluster?: GatewayAddressesCluster;
 }
 
 export class GatewayAddresses {
   /** Gateway `namespace/name` -> the addresses reserved for it, pool order. */
   private readonly held = new Map<string, string[]>();
   private readonly families: IpFamily[];
+  private lease: StoreLease | undefined;
+  /** load() read what is held on the current lease (cluster mode: reserve() reads again until it has). */
+  private loaded = false;
+  /** The needs a full pool could not meet, and the revision it was read at: not read again until a change after it. */
+  private waiting: { readonly needs: string; readonly revision: number } | undefined;
+  private unwatch: Unsubscribe | undefined;
+  private changed: (() => void) | undefined;
 
   constructor(private readonly d: GatewayAddressesParams) {
     const pools = [d.pool.loadBalancerPool, d.pool.loadBalancerPoolSecondary];
@@ -50,33 +92,86 @@ export class GatewayAddresses {
   }
 
   private get holderPrefix(): string {
-    return `gateway ${this.d.netns} `;
+    const c = this.d.cluster;
+    return c ? `gateway ${c.node} ${this.d.netns} ` : `gateway ${this.d.netns} `;
   }
 
-  /** Reads what this node's Gateways hold (at start: they keep their addresses across restarts). */
+  /**
+   * Cluster mode: the lease may have ended at etcd, or will within a keep-alive period (cut off
+   * from etcd, or lost): nothing held may be served. Never on one host.
+   */
+  get fenced(): boolean {
+    if (!this.enabled || !this.d.cluster) return false;
+    const l = this.lease;
+    if (l === undefined) return true;
+    // Written so that a time that is not a number fences (NaN compares false).
+    return !(performance.now() < l.confirmedUntil() - (l.ttlSeconds * 1000) / 3);
+  }
+
+  /** Calls `f` when the reservations change while a Gateway waits for a full pool (then reserve() reads again). */
+  onChange(f: () => void): void {
+    this.changed = f;
+  }
+
+  /**
+   * Reads what this node's Gateways hold (at start: they keep their addresses across restarts).
+   * Cluster mode: first a lease of their own, and each reservation still as the last run left it
+   * is put on it (the last run's lease ends unrenewed); one changed meanwhile is not ours to keep.
+   */
   async load(): Promise<void> {
     if (!this.enabled) return;
     this.held.clear();
+    this.waiting = undefined;
+    const c = this.d.cluster;
+    if (c && this.lease === undefined) {
+      const lease: StoreLease = await c.grantLease(c.leaseTtlSeconds ?? LEASE_TTL_S, (err) =>
+        this.lost(lease, err),
+      );
+      this.lease = lease;
+    }
+    const lease = this.lease;
     for (const kv of (await this.d.store.list(IP_KEY)).kvs) {
       if (!kv.value.startsWith(this.holderPrefix)) continue;
+      if (lease) {
+        const r = await this.d.store.txn({
+          compare: [{ key: kv.key, modRevision: kv.modRevision }],
+          ops: [{ type: "put", key: kv.key, value: kv.value, lease: lease.id }],
+        });
+        if (!r.succeeded) continue;
+      }
       const gw = kv.value.slice(this.holderPrefix.length);
       this.held.set(gw, [...(this.held.get(gw) ?? []), kv.key.slice(IP_KEY.length)]);
     }
+    this.loaded = true;
   }
 
-  /** Each wanted Gateway's addresses as held now ([] when none could be given); undefined without a pool. */
+  /** etcd ended the lease: its reservations are gone, nothing held is ours any more (reserve() starts over). */
+  private lost(lease: StoreLease, err: Error): void {
+    if (this.lease !== lease) return;
+    this.lease = undefined;
+    this.loaded = false;
+    this.held.clear();
+    this.d.logger.warn({ err: err.message }, "the gateway addresses' lease ended: reserving them anew");
+  }
+
+  /** Each wanted Gateway's addresses as held now ([] when none could be given, or fenced); undefined without a pool. */
   assigned(want: readonly string[]): Record<string, string[]> | undefined {
     if (!this.enabled) return undefined;
-    return Object.fromEntries(want.map((k) => [k, [...(this.held.get(k) ?? [])]]));
+    const fenced = this.fenced;
+    return Object.fromEntries(want.map((k) => [k, fenced ? [] : [...(this.held.get(k) ?? [])]]));
   }
 
   /** Reserves an address of each pool family a wanted Gateway lacks; returns the addresses newly held. */
   async reserve(want: readonly string[]): Promise<string[]> {
     if (!this.enabled) return [];
+    if (this.d.cluster && !this.loaded) await this.load(); // the lease ended (a new one), or a read failed
+    if (this.fenced) return []; // cut off from etcd: nothing new either, until it answers
     const lacking = want.filter((k) => (this.held.get(k)?.length ?? 0) < this.families.length);
     if (lacking.length === 0) return [];
+    const needs = JSON.stringify(lacking.map((k) => [k, this.held.get(k) ?? []]));
+    if (this.waiting?.needs === needs && this.unwatch) return []; // the pool is as full as last read
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      const kvs = (await this.d.store.list(IP_KEY)).kvs;
+      const { kvs, revision } = await this.d.store.list(IP_KEY);
       const used = inUseOf(
         [],
         kvs.map((kv) => [kv.key, kv.value]),
@@ -92,10 +187,19 @@ export class GatewayAddresses {
           puts.push({ key: IP_KEY + ip, gw, ip });
         }
       }
-      if (puts.length === 0) return [];
+      if (puts.length === 0) {
+        await this.wait(needs, revision);
+        return [];
+      }
+      const lease = this.lease?.id;
       const r = await this.d.store.txn({
         compare: puts.map((p) => ({ key: p.key, modRevision: 0 })),
-        ops: puts.map((p) => ({ type: "put" as const, key: p.key, value: this.holderPrefix + p.gw })),
+        ops: puts.map((p) => ({
+          type: "put" as const,
+          key: p.key,
+          value: this.holderPrefix + p.gw,
+          ...(lease !== undefined ? { lease } : {}),
+        })),
       });
       if (!r.succeeded) continue; // another node (or a Service) took one first: read again
       for (const p of puts) this.held.set(p.gw, [...(this.held.get(p.gw) ?? []), p.ip]);
@@ -103,6 +207,31 @@ export class GatewayAddresses {
     }
     this.d.logger.error({ gateways: lacking }, "cannot reserve gateway addresses: the store kept changing");
     return [];
+  }
+
+  /**
+   * The pool cannot meet `needs` as read at `revision`: reserve() skips reading until a change
+   * after that revision (a watch from revision + 1 misses none), which also calls onChange.
+   */
+  private async wait(needs: string, revision: number): Promise<void> {
+    this.waiting = { needs, revision };
+    if (this.unwatch) return; // watching since an earlier revision: every later change comes too
+    this.unwatch = await this.d.store.watch(
+      IP_KEY,
+      revision + 1,
+      (ev) => {
+        if (this.waiting === undefined || ev.revision <= this.waiting.revision) return;
+        this.waiting = undefined;
+        this.changed?.();
+      },
+      {
+        // The watch is over: read on each reserve() again, and watch anew at the next full pool.
+        onError: () => {
+          this.unwatch = undefined;
+          this.waiting = undefined;
+        },
+      },
+    );
   }
 
   /** Releases what Gateways no longer wanted hold (after the push that stopped serving them); returns those addresses. */
@@ -124,5 +253,13 @@ export class GatewayAddresses {
       this.held.delete(gw);
     }
     return out;
+  }
+
+  /** Stops watching and keeping the lease alive, without ending it: a restart within its TTL keeps every address. */
+  async stop(): Promise<void> {
+    const u = this.unwatch;
+    this.unwatch = undefined;
+    await u?.().catch(() => undefined);
+    this.lease?.release();
   }
 }

@@ -6,7 +6,8 @@
  * flow (source: the client, destination: the backend endpoint; the request
  * leaves the gateway with the `ingress` identity). With a LoadBalancer pool
  * (--lb-pool), each Gateway naming no address gets its own from it
- * (gateway-addresses.ts); without one, they share the gateway address.
+ * (gateway-addresses.ts; in cluster mode on a lease, so that a node removed for good does not
+ * keep them); without one, they share the gateway address.
  */
 import { ID } from "../identity/reserved.js";
 import type { L7Event } from "../proxy/types.js";
@@ -15,7 +16,7 @@ import type { ServicePortInfo } from "../gateway/compile.js";
 import type { GatewayEvent } from "../gateway/exchange.js";
 import type { Store } from "../store/store.js";
 import type { AgentParams } from "./agent-params.js";
-import { GatewayAddresses } from "./gateway-addresses.js";
+import { GatewayAddresses, type GatewayAddressesCluster } from "./gateway-addresses.js";
 import type { ControllerDeps } from "./controller.js";
 import type { EndpointsController } from "./controllers/endpoints.js";
 import { GatewaysController } from "./controllers/gateways.js";
@@ -54,7 +55,7 @@ export function newGateways(
     ...deps,
     secretsDir: p.gateway.secretsDir ?? p.proxy?.secretsDir ?? DEFAULT_GATEWAY_SECRETS_DIR,
     netns,
-    own: new GatewayAddresses({ store: w.reservations, logger: deps.logger, netns, pool }),
+    own: new GatewayAddresses({ store: w.reservations, logger: deps.logger, netns, pool, ...ownCluster(p) }),
     ...(p.nodeNetns !== undefined ? { nodeNetns: p.nodeNetns } : {}),
     nodeGateway: w.ipam.gateways().ipv4,
     address: () => w.ipam.allocate("gateway/ingress"),
@@ -71,6 +72,20 @@ export function newGateways(
         });
     },
   });
+}
+
+/** Cluster mode: the Gateways' reservations name this node and live on a lease (gateway-addresses.ts). */
+function ownCluster(p: AgentParams): { cluster?: GatewayAddressesCluster } {
+  const c = p.cluster;
+  if (c === undefined) return {};
+  const ttl = p.gateway?.addressLeaseTtlSeconds;
+  return {
+    cluster: {
+      node: c.node,
+      grantLease: (t, onLost) => c.kv.grantLease(t, onLost),
+      ...(ttl !== undefined ? { leaseTtlSeconds: ttl } : {}),
+    },
+  };
 }
 
 /**

@@ -32,6 +32,7 @@
  * rotation keeps whichever key the interface holds (keys.ts settlePendingKey).
  */
 import type { Logger } from "pino";
+import { MembraneError } from "../errors.js";
 import type { NodeKey } from "./keys.js";
 import { commitNextKey, discardNextKey, prepareNextKey } from "./keys.js";
 
@@ -86,6 +87,7 @@ export class KeyRotation<K extends RotatingKey = NodeKey> {
   private running: Promise<RotationResult> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private started = false;
   /** Ends step 2's wait early (stop()). */
   private wake: (() => void) | undefined;
   /** The announced key while a rotation is between steps 1 and 4. */
@@ -116,7 +118,13 @@ export class KeyRotation<K extends RotatingKey = NodeKey> {
 
   /** Arms the periodic rotation (key age survives restarts: it counts from the key's createdAt). */
   start(): void {
+    this.started = true;
     this.arm();
+  }
+
+  /** start() was called: the agent attached and can publish, so the peers can be told of a new key. */
+  get armed(): boolean {
+    return this.started;
   }
 
   private arm(): void {
@@ -201,4 +209,22 @@ export class KeyRotation<K extends RotatingKey = NodeKey> {
     this.wake?.();
     await this.running?.catch(() => undefined);
   }
+}
+
+/**
+ * A rotation asked for now (`membrane encryption rotate-key`), the same for WireGuard and IPsec:
+ * refused until the rotation was started at attach, since before that the peers cannot be told of
+ * the new key (and `rotation` is undefined before the agent's start).
+ */
+export function rotateOnRequest<K extends RotatingKey>(
+  rotation: KeyRotation<K> | undefined,
+  label: string,
+): Promise<RotationResult> {
+  if (!rotation?.armed)
+    return Promise.reject(
+      new MembraneError("ENCRYPTION_FAILED", `Cannot rotate the ${label} key: the agent is still starting`, {
+        hint: "wait for `membrane status` to answer, then run it again",
+      }),
+    );
+  return rotation.rotate();
 }

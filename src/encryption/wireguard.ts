@@ -26,7 +26,7 @@ import { desiredPeers, parseWgDump, planPeers, type WgPeer, type WgPeerState } f
 import { applyEncryptTable } from "./strict.js";
 import { parseAddr, parsePrefix, type Prefix } from "../labels/cidr.js";
 import { inPrefixes, type EncryptionAgent } from "./mode.js";
-import { KeyRotation, type RotationResult } from "./rotation.js";
+import { KeyRotation, rotateOnRequest, type RotationResult } from "./rotation.js";
 import {
   ensureNodeRouting,
   NODE_ROUTE_TABLE,
@@ -35,7 +35,6 @@ import {
 } from "./node-routes.js";
 import { buildStatus, type EncryptionStatus } from "./status.js";
 import { runRaw } from "../datapath/exec.js";
-import { MembraneError } from "../errors.js";
 
 export const DEFAULT_WG_PORT = 51871;
 
@@ -203,16 +202,8 @@ export class WireGuardAgent implements EncryptionAgent {
   }
 
   /** Rotates this node's key now (rotation.ts); refused before attach (no way to tell the peers). */
-  async rotateKey(): Promise<RotationResult> {
-    if (!this.rotation || !this.publishCb)
-      throw new MembraneError(
-        "ENCRYPTION_FAILED",
-        "Cannot rotate the WireGuard key: the agent is still starting",
-        {
-          hint: "wait for `membrane status` to answer, then run it again",
-        },
-      );
-    return this.rotation.rotate();
+  rotateKey(): Promise<RotationResult> {
+    return rotateOnRequest(this.rotation, "WireGuard");
   }
 
   private desired(): WgPeer[] {

@@ -31,6 +31,13 @@ export interface StoreLease {
   revoke(): Promise<void>;
   /** Stops the keep-alives without revoking (the keys live until the TTL runs out). */
   release(): void;
+  /**
+   * Until when (performance.now(), ms) etcd certainly still holds the lease: the send time of the
+   * grant or of the last keep-alive etcd answered alive, plus the TTL it answered. etcd counts
+   * that TTL from when it received the request, later, so it cannot expire the lease before this
+   * time (a holder cut off from etcd uses it to stop using what the lease guards first).
+   */
+  confirmedUntil(): number;
 }
 
 /** One keep-alive round trip; resolves with the TTL etcd answered ("0": the lease is gone). */
@@ -67,7 +74,10 @@ export async function grantKeptLease(
   ttlSeconds: number,
   onLost: (err: Error) => void,
 ): Promise<StoreLease> {
-  const { ID: id } = await client.leaseClient.leaseGrant({ TTL: ttlSeconds });
+  const asked = performance.now();
+  const { ID: id, TTL: granted } = await client.leaseClient.leaseGrant({ TTL: ttlSeconds });
+  // A TTL that does not read as a number confirms nothing (the holder is then cut off at once).
+  let until = asked + (Number(granted) > 0 ? Number(granted) * 1000 : 0);
   const every = Math.max(500, (ttlSeconds * 1000) / 3);
   // After a keep-alive that got no answer, the next one goes sooner: when the member this
   // client used stops, the lease lives on the others only for about one TTL after their new
@@ -88,7 +98,9 @@ export async function grantKeptLease(
   const tick = async (): Promise<void> => {
     if (stopped) return;
     try {
+      const sent = performance.now();
       const ttl = await keepAliveOnce(client, id, every);
+      if (Number(ttl) > 0) until = Math.max(until, sent + Number(ttl) * 1000);
       if (ttl === "0" && !stopped) {
         stop();
         onLost(new Error(`etcd says lease ${id} is gone (expired or revoked)`));
@@ -110,5 +122,6 @@ export async function grantKeptLease(
       });
     },
     release: stop,
+    confirmedUntil: () => until,
   };
 }

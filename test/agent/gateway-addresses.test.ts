@@ -3,7 +3,8 @@
  * on the embedded store: one per pool family; what a Service or another node's
  * Gateway holds is skipped; a full pool leaves a Gateway without one until an
  * address is released; what this node's Gateways hold survives a restart;
- * a release deletes only a reservation still ours; no pool, nothing held.
+ * a release deletes only a reservation still ours; no pool, nothing held; a full pool is not
+ * read again until the watch on the reservations sees a change.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -13,6 +14,8 @@ import { test } from "node:test";
 import { pino } from "pino";
 import { GatewayAddresses } from "../../src/agent/gateway-addresses.js";
 import { EmbeddedStore } from "../../src/store/embedded.js";
+import { countingLists } from "../support/counting-store.js";
+import { until } from "../support/until.js";
 
 const logger = pino({ level: "silent" });
 
@@ -78,5 +81,24 @@ test("no pool: nothing is reserved and no Gateway has an address of its own", as
     assert.deepEqual(await own.reserve(["infra/a"]), []);
     assert.equal(own.assigned(["infra/a"]), undefined);
     assert.deepEqual((await store.list("lb/")).kvs, []);
+  });
+});
+
+test("a full pool is read again only after a reservation changes, which calls onChange", async () => {
+  await withStore(async (store) => {
+    const counted = countingLists(store);
+    const own = new GatewayAddresses({ store: counted.store, logger, netns: "n1-gateway", pool: { loadBalancerPool: "192.0.2.0/30" } }); // prettier-ignore
+    let woke = 0;
+    own.onChange(() => woke++);
+    await store.put("lb/alloc/ip/192.0.2.2", "default/web"); // the one address, a Service's
+    assert.deepEqual(await own.reserve(["ns/gw"]), []);
+    const read = counted.lists();
+    assert.deepEqual(await own.reserve(["ns/gw"]), []);
+    assert.equal(counted.lists(), read, "not read again while nothing changed");
+    assert.equal(woke, 0);
+    await store.delete("lb/alloc/ip/192.0.2.2"); // the Service is deleted
+    await until("the watch says the reservations changed", () => woke === 1);
+    assert.deepEqual(await own.reserve(["ns/gw"]), ["192.0.2.2"]);
+    await own.stop();
   });
 });

@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { until } from "../support/until.js";
-import { ConformanceLab, INFRA } from "./conformance-lab.js";
+import { ConformanceLab, gatewayYaml, INFRA } from "./conformance-lab.js";
 import { cond, judge, to, type Case } from "./conformance-check.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
@@ -146,22 +146,8 @@ describe("Gateway API conformance: filters (root)", { skip }, () => {
     const gw8080 = "same-namespace-with-http-listener-on-8080";
     const gwTls = "same-namespace-with-https-listener";
     await lab.apply(
-      `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${gw8080}, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${gwTls}, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}}
-` +
+      gatewayYaml(gw8080, ["{name: http, port: 8080, protocol: HTTP}"]) +
+        gatewayYaml(gwTls, ["{name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}}"]) +
         route("http-route-for-listener-on-port-80", [
           rule("/scheme-nil-and-port-nil", [redirect(h)]),
           rule("/scheme-nil-and-port-80", [redirect(`port: 80, ${h}`)]),

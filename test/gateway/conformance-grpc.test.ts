@@ -16,7 +16,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { ConformanceLab, INFRA } from "./conformance-lab.js";
+import { ConformanceLab, gatewayYaml, INFRA } from "./conformance-lab.js";
 import type { GrpcAnswer } from "./grpc-lab.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
@@ -150,19 +150,11 @@ describe("Gateway API conformance: GRPCRoute (root)", { skip }, () => {
   test("GRPCRouteListenerHostnameMatching: a Gateway's four listeners by hostname, on its own address", async () => {
     const gw = "grpcroute-listener-hostname-matching";
     const listener = (n: number, host: string): string =>
-      `  - {name: listener-${n}, port: 80, protocol: HTTP, hostname: "${host}", allowedRoutes: {namespaces: {from: Same}}}`;
+      `{name: listener-${n}, port: 80, protocol: HTTP, hostname: "${host}", allowedRoutes: {namespaces: {from: Same}}}`;
     const parent = (n: number): string => `{name: ${gw}, namespace: ${INFRA}, sectionName: listener-${n}}`;
     const own = "10.232.4.3";
     await lab.apply(
-      `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${gw}, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-${[listener(1, "bar.com"), listener(2, "foo.bar.com"), listener(3, "*.bar.com"), listener(4, "*.foo.com")].join("\n")}
-` +
+      gatewayYaml(gw, [listener(1, "bar.com"), listener(2, "foo.bar.com"), listener(3, "*.bar.com"), listener(4, "*.foo.com")]) +
         grpcRoute("backend-v1", `  parentRefs: [${parent(1)}]\n  rules: [{backendRefs: [${toRef(V1)}]}]\n`) +
         grpcRoute("backend-v2", `  parentRefs: [${parent(2)}]\n  rules: [{backendRefs: [${toRef(V2)}]}]\n`) +
         grpcRoute("backend-v3", `  parentRefs: [${parent(3)}, ${parent(4)}]\n  rules: [{backendRefs: [${toRef(V3)}]}]\n`),

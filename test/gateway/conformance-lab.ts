@@ -60,42 +60,38 @@ const PODS: Record<string, string> = {
 
 export const GW_ADDRESS = "10.232.3.1";
 
+/**
+ * A Gateway of class membrane in the infra namespace, each listener one flow-style map, as a
+ * document of a multi-document file (it starts with `---`).
+ */
+export function gatewayYaml(name: string, listeners: readonly string[]): string {
+  return `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ${name}, namespace: ${INFRA}}
+spec:
+  gatewayClassName: membrane
+  listeners:
+${listeners.map((l) => `  - ${l}`).join("\n")}
+`;
+}
+
 /** Our rendering of the suite's shared objects: the class, its Gateways (HTTP on 80 thrice, allowedRoutes Same/All/Selector). */
-export const BASE = `apiVersion: gateway.networking.k8s.io/v1
+export const BASE =
+  `apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: membrane}
 spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: same-namespace, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: all-namespaces, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: backend-namespaces, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-  - name: http
-    port: 80
-    protocol: HTTP
-    allowedRoutes:
-      namespaces:
-        from: Selector
-        selector: {matchLabels: {gateway-conformance: backend}}
-`;
+` +
+  gatewayYaml("same-namespace", [
+    "{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}",
+  ]) +
+  gatewayYaml("all-namespaces", [
+    "{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
+  ]) +
+  gatewayYaml("backend-namespaces", [
+    "{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway-conformance: backend}}}}}",
+  ]);
 
 const ECHO = `
 const [log, map, port] = process.argv.slice(1);

@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { ConformanceLab, INFRA } from "./conformance-lab.js";
+import { ConformanceLab, gatewayYaml, INFRA } from "./conformance-lab.js";
 import { cond, judge, to, type Case } from "./conformance-check.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
@@ -33,19 +33,6 @@ ${body}
 }
 
 const be = (name: string, port = 8080): string => `{name: ${name}, port: ${port}}`;
-
-/** A Gateway of class membrane in the infra namespace with these listener lines. */
-function gatewayYaml(name: string, listeners: string[]): string {
-  return `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${name}, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-${listeners.join("\n")}
-`;
-}
 
 describe("Gateway API conformance: request matching (root)", { skip }, () => {
   let lab: ConformanceLab;
@@ -315,7 +302,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
   test("HTTPRouteHostnameIntersection: a route serves where its hostnames and the listener's intersect", async () => {
     const GW = "httproute-hostname-intersection";
     const listener = (n: number, host: string) =>
-      `  - {name: listener-${n}, port: 80, protocol: HTTP, hostname: "${host}", allowedRoutes: {namespaces: {from: Same}}}`;
+      `{name: listener-${n}, port: 80, protocol: HTTP, hostname: "${host}", allowedRoutes: {namespaces: {from: Same}}}`;
     const r = (name: string, hosts: string, prefix: string, b: string, parent = GW) =>
       route(
         name,
@@ -329,7 +316,7 @@ describe("Gateway API conformance: request matching (root)", { skip }, () => {
         listener(2, "*.wildcard.io"),
         listener(3, "*.anotherwildcard.io"),
       ]) +
-        gatewayYaml(`${GW}-all`, [`  - {name: listener-1, port: 80, protocol: HTTP}`]) +
+        gatewayYaml(`${GW}-all`, [`{name: listener-1, port: 80, protocol: HTTP}`]) +
         r(
           "specific-host-matches-listener-specific-host",
           `non.matching.com, "*.nonmatchingwildcard.io", very.specific.com`,
@@ -414,7 +401,7 @@ spec:
     await lab.apply(
       gatewayYaml(
         GW,
-        hosts.map((h, i) => `  - {name: listener-${i + 1}, port: 80, protocol: HTTP, hostname: "${h}"}`),
+        hosts.map((h, i) => `{name: listener-${i + 1}, port: 80, protocol: HTTP, hostname: "${h}"}`),
       ) +
         r("backend-v1", ref(1), V1) +
         r("backend-v2", ref(2), V2) +
@@ -448,7 +435,7 @@ spec:
     await lab.apply(
       gatewayYaml(
         GW,
-        ls.map(([p, h], i) => `  - {name: listener-${i + 1}, port: ${p}, protocol: HTTP, hostname: ${h}}`),
+        ls.map(([p, h], i) => `{name: listener-${i + 1}, port: ${p}, protocol: HTTP, hostname: ${h}}`),
       ) +
         r("backend-v1", `, namespace: ${INFRA}, port: 80`, V1) +
         r("backend-v2", `, namespace: ${INFRA}, port: 8080`, V2) +

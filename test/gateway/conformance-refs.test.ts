@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { APP, ConformanceLab, INFRA, WEB } from "./conformance-lab.js";
+import { APP, ConformanceLab, gatewayYaml, INFRA, WEB } from "./conformance-lab.js";
 import { cond, judge, to, type Case } from "./conformance-check.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
@@ -47,6 +47,16 @@ spec:
 
 const ROUTE_FROM_INFRA = `{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ${INFRA}}`;
 const SAME = "{name: same-namespace}";
+
+/** The four HTTPS listeners of the suite's same-namespace-with-https-listener Gateway (two tests use it). */
+const httpsListener = (name: string, host?: string): string =>
+  `{name: ${name}, port: 443, protocol: HTTPS${host ? `, hostname: "${host}"` : ""}, tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}}`;
+const HTTPS_LISTENERS = [
+  httpsListener("https"),
+  httpsListener("https-with-hostname", "second-example.org"),
+  httpsListener("https-with-wildcard-hostname", "*.wildcard.org"),
+  httpsListener("https-with-hostname-matching-wildcard", "fourth-example.wildcard.org"),
+];
 
 describe("Gateway API conformance: references, attachment and status (root)", { skip }, () => {
   let lab: ConformanceLab;
@@ -215,22 +225,8 @@ describe("Gateway API conformance: references, attachment and status (root)", { 
     const b = `  - backendRefs: [{name: ${V1}, port: 8080}]`;
     const gwOne = "gateway-with-one-not-matching-port-and-section-name-route";
     await lab.apply(
-      `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${gwOne}, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}], namespaces: {from: All}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: tlsroutes-only, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}}
-` +
+      gatewayYaml(gwOne, ["{name: http, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}], namespaces: {from: All}}}"]) +
+        gatewayYaml("tlsroutes-only", ["{name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}}"]) +
         route(WEB, "invalid-cross-namespace-parent-ref", `{name: same-namespace, namespace: ${INFRA}}`, `  - backendRefs: [{name: web-backend, port: 8080}]`) +
         route(INFRA, "httproute-listener-not-matching-route-port", `{name: same-namespace, namespace: ${INFRA}, port: 81}`, b) +
         route(INFRA, "httproute-listener-not-matching-section-name", `{name: same-namespace, namespace: ${INFRA}, port: 80, sectionName: http1}`, b) +
@@ -273,18 +269,8 @@ spec:
   });
 
   test("HTTPRouteHTTPSListener: routes by listener hostname behind TLS; an unknown name is 404", async () => {
-    const listener = (name: string, host?: string) =>
-      `  - {name: ${name}, port: 443, protocol: HTTPS${host ? `, hostname: "${host}"` : ""}, tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}}`;
     await lab.apply(
-      `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: same-namespace-with-https-listener, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-${[listener("https"), listener("https-with-hostname", "second-example.org"), listener("https-with-wildcard-hostname", "*.wildcard.org"), listener("https-with-hostname-matching-wildcard", "fourth-example.wildcard.org")].join("\n")}
-` +
+      gatewayYaml("same-namespace-with-https-listener", HTTPS_LISTENERS) +
         route(INFRA, "httproute-https-test", "{name: same-namespace-with-https-listener}", `  - backendRefs: [{name: ${V1}, port: 8080}]`, "  hostnames: [example.org]\n") +
         route(INFRA, "httproute-https-test-no-hostname", "{name: same-namespace-with-https-listener, sectionName: https-with-hostname}", `  - backendRefs: [{name: ${V2}, port: 8080}]`),
     ); // prettier-ignore
@@ -301,8 +287,6 @@ ${[listener("https"), listener("https-with-hostname", "second-example.org"), lis
 
   test("HTTPRouteHTTPSListenerDetectMisdirectedRequests: a Host another listener than the server name's is 421", async () => {
     const gw = "same-namespace-with-https-listener";
-    const listener = (name: string, host?: string) =>
-      `  - {name: ${name}, port: 443, protocol: HTTPS${host ? `, hostname: "${host}"` : ""}, tls: {certificateRefs: [{name: tls-validity-checks-certificate}]}}`;
     const r = (n: number, section: string, b: string, hosts = "") =>
       route(
         INFRA,
@@ -312,15 +296,7 @@ ${[listener("https"), listener("https-with-hostname", "second-example.org"), lis
         hosts,
       );
     await lab.apply(
-      `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${gw}, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-${[listener("https"), listener("https-with-hostname", "second-example.org"), listener("https-with-wildcard-hostname", "*.wildcard.org"), listener("https-with-hostname-matching-wildcard", "fourth-example.wildcard.org")].join("\n")}
-` +
+      gatewayYaml(gw, HTTPS_LISTENERS) +
         r(1, "https", V1, "  hostnames: [example.org]\n") +
         r(2, "https-with-hostname", V2) +
         r(3, "https-with-wildcard-hostname", V3) +

@@ -7,13 +7,16 @@
  * throwing an instance of 'Napi::Error'"), seen in CI when the agent gave
  * up on a slow proxy start. The broker runs in a network namespace of its
  * own (`unshare --net`): its lookups never read the machine's conntrack.
+ * A request whose address or port is not one (abi/addr-port.ts) is refused
+ * before any lookup.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 import { rootSkipReason } from "./supervisor-harness.js";
 import { until } from "../support/until.js";
+import { HOSTILE_ADDR_PORTS } from "../abi/hostile-addr-ports.js";
 
 const skip = rootSkipReason();
 const BROKER = fileURLToPath(new URL("../../src/proxy/runtime/ctbroker.js", import.meta.url));
@@ -60,22 +63,30 @@ test(
   },
 );
 
+/** The broker in a namespace of its own, ready; every answer it sends, single or batched, in `answers`. */
+async function startBroker(): Promise<{
+  child: ChildProcess;
+  answers: { id?: number; error?: string; address?: string }[];
+}> {
+  const child = spawn("unshare", ["--net", process.execPath, BROKER], {
+    stdio: ["ignore", "ignore", "pipe", "ipc"],
+  });
+  const answers: { id?: number; error?: string; address?: string }[] = [];
+  await new Promise<void>((r) =>
+    child.on("message", (m: { ready?: boolean; batch?: unknown[] }) => {
+      if (m.ready === true) return r();
+      answers.push(...((Array.isArray(m.batch) ? m.batch : [m]) as typeof answers));
+    }),
+  );
+  return { child, answers };
+}
+
 test(
   "the conntrack broker answers a batch of lookups, each on its own; a malformed one alone, an over-long batch refused",
   { skip },
   async () => {
-    const child = spawn("unshare", ["--net", process.execPath, BROKER], {
-      stdio: ["ignore", "ignore", "pipe", "ipc"],
-    });
+    const { child, answers } = await startBroker();
     try {
-      const answers: { id?: number; error?: string; address?: string }[] = [];
-      const ready = new Promise<void>((r) =>
-        child.on("message", (m: { ready?: boolean; batch?: unknown[] }) => {
-          if (m.ready === true) return r();
-          answers.push(...((Array.isArray(m.batch) ? m.batch : [m]) as typeof answers));
-        }),
-      );
-      await ready;
       const req = (id: number) => ({
         id,
         proto: "udp",
@@ -94,6 +105,30 @@ test(
           )
           .sort(),
         ["-1 malformed request", "-1 malformed request", "1", "3"],
+      );
+    } finally {
+      child.kill("SIGKILL");
+    }
+  },
+);
+
+test(
+  "the conntrack broker refuses every hostile address or port (local or remote) and still answers a good lookup",
+  { skip },
+  async () => {
+    const { child, answers } = await startBroker();
+    try {
+      const good = { address: "10.0.0.1", port: 53 };
+      HOSTILE_ADDR_PORTS.forEach((h, i) => {
+        child.send({ id: 2 * i, proto: "udp", local: h.value, remote: good });
+        child.send({ id: 2 * i + 1, proto: "udp", local: good, remote: h.value });
+      });
+      child.send({ id: 9999, proto: "udp", local: good, remote: { address: "10.0.0.2", port: 1024 } });
+      const owed = 2 * HOSTILE_ADDR_PORTS.length + 1;
+      await until("the broker's answers", () => answers.length >= owed);
+      assert.deepEqual(
+        answers.map((a) => `${a.id} ${a.error ?? "looked up"}`).sort(),
+        [...Array<string>(owed - 1).fill("-1 malformed request"), "9999 looked up"].sort(),
       );
     } finally {
       child.kill("SIGKILL");

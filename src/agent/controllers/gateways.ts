@@ -13,7 +13,8 @@
  *   services and endpoints change --> the inputs are compared every second and
  *   pushed again when they differ
  *   Gateways' own addresses: reserved and put on the namespace before the push,
- *   released after the push that stops serving them
+ *   released after the push that stops serving them; taken off the namespace too when they are no
+ *   longer this node's to serve (cut off from etcd in cluster mode: GatewayAddresses.fenced)
  */
 import { MembraneError } from "../../errors.js";
 import { GatewayCertificates } from "../../gateway/certs.js";
@@ -114,6 +115,7 @@ export class GatewaysController implements Controller {
     });
     // What this node's Gateways held before a restart stays theirs (put on the namespace by the first sync).
     await this.d.own?.load();
+    this.d.own?.onChange(() => void this.refresh().catch(() => undefined)); // a full pool freed: try at once
     await this.d.serial(async () => {
       this.d.engine().setNodeAddress(address, "ingress");
       if (address6 !== undefined) this.d.engine().setNodeAddress(address6, "ingress");
@@ -156,6 +158,7 @@ export class GatewaysController implements Controller {
     this.stopping = true;
     if (this.timer) clearInterval(this.timer);
     await this.runner?.stop();
+    await this.d.own?.stop();
   }
 
   private link(): { netns: string; nodeNetns?: string; hostIf: string } {
@@ -221,9 +224,12 @@ export class GatewaysController implements Controller {
   private async syncNow(always: boolean): Promise<void> {
     if (!this.runner) return;
     const want = gatewaysWithoutAddress([...this.known.values()]);
+    // A store error (cut off from etcd) is said after the rest: what is served and on the namespace
+    // still follows what is held now, in particular a fenced node's addresses go (gateway-addresses.ts).
+    let storeErr: unknown;
     // Make before break: a new Gateway's address is reserved and on the namespace before the
     // process is told to listen on it; a gone Gateway's is released once the process stopped.
-    await this.d.own?.reserve(want);
+    await this.d.own?.reserve(want).catch((e: unknown) => (storeErr ??= e));
     const held = Object.values(this.d.own?.assigned(want) ?? {}).flat();
     const add = held.filter((a) => !this.onNamespace.has(a));
     if (add.length > 0) {
@@ -237,11 +243,15 @@ export class GatewaysController implements Controller {
       const r = await this.runner.push(inputs);
       if (r.error) this.d.logger.error({ err: r.error }, "gateway listeners not all served");
     }
-    const released = (await this.d.own?.release(want)) ?? [];
-    if (released.length > 0) {
-      await setGatewayAddresses(this.link(), [], released);
-      for (const a of released) this.onNamespace.delete(a);
+    // Released, and those no longer ours to serve (cut off from etcd, its lease ended: own.fenced).
+    await this.d.own?.release(want).catch((e: unknown) => (storeErr ??= e));
+    const now = new Set(Object.values(this.d.own?.assigned(want) ?? {}).flat());
+    const drop = [...this.onNamespace].filter((a) => !now.has(a));
+    if (drop.length > 0) {
+      await setGatewayAddresses(this.link(), [], drop);
+      for (const a of drop) this.onNamespace.delete(a);
     }
+    if (storeErr !== undefined) throw storeErr;
   }
 
   apply(text: string, file: string, del = false): Promise<GatewayApplyReport> {

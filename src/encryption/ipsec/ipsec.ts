@@ -30,8 +30,7 @@ import { ensureCharon, IPSEC_TUN, type Charon } from "./charon.js";
 import { CHILD, connMessage, connName, desiredIpsecPeers, isUp, parseListSas, type IkeSaState, type IpsecPeer } from "./conns.js"; // prettier-ignore
 import { discardNextIpsecKey, loadOrCreateIpsecKey, type IpsecNodeKey } from "./node-key.js";
 import { ipsecKeyRotation } from "./rekey-auth.js";
-import type { KeyRotation, RotationResult } from "../rotation.js";
-import { MembraneError } from "../../errors.js";
+import { rotateOnRequest, type KeyRotation, type RotationResult } from "../rotation.js";
 
 export const DEFAULT_IKE_PORT = 51872;
 
@@ -172,16 +171,8 @@ export class IpsecAgent implements EncryptionAgent {
   }
 
   /** Rotates this node's key now (rekey-auth.ts); refused before attach (no way to tell the peers). */
-  async rotateKey(): Promise<RotationResult> {
-    if (!this.rotation || !this.publishCb)
-      throw new MembraneError(
-        "ENCRYPTION_FAILED",
-        "Cannot rotate the IPsec key: the agent is still starting",
-        {
-          hint: "wait for `membrane status` to answer, then run it again",
-        },
-      );
-    return this.rotation.rotate();
+  rotateKey(): Promise<RotationResult> {
+    return rotateOnRequest(this.rotation, "IPsec");
   }
 
   async attach(view: NodeView, publish?: (e: NodeEncryptionV1) => Promise<void>): Promise<void> {

@@ -24,6 +24,7 @@ import { closeSync } from "node:fs";
 import { createRequire } from "node:module";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
+import { isAddrPort } from "../../abi/addr-port.js";
 import { IDENTITY_MASK } from "../../abi/marks.js";
 import { ConntrackClient } from "../../proxy/conntrack/client.js";
 
@@ -39,11 +40,8 @@ type Req =
   | { id: number; op: "sock"; family: 4 | 6; mark: number }
   | { id: number; op: "take"; port: number };
 
-const isAddr = (v: unknown): v is { address: string; port: number } =>
-  typeof v === "object" &&
-  v !== null &&
-  typeof (v as { address?: unknown }).address === "string" &&
-  typeof (v as { port?: unknown }).port === "number";
+/** A real address and port, and nothing else: the tunnel sends exactly these two (abi/addr-port.ts). */
+const isAddr = (v: unknown): v is { address: string; port: number } => isAddrPort(v, true);
 
 function parse(m: unknown): Req | undefined {
   if (typeof m !== "object" || m === null) return undefined;

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
 import { MembraneError } from "../../errors.js";
 import { fromTunnel, type PeerStats, type ToTunnel, type TunnelConfig, type TunnelOrigin, type TunnelPeer, type WireCreds } from "./wire.js"; // prettier-ignore
+import { stopChild } from "../../proxy/runtime/stop-child.js";
 
 export interface TunnelSupervisorParams {
   readonly netns?: string;
@@ -155,12 +156,7 @@ export class TunnelSupervisor {
     this.stopping = true;
     const c = this.child;
     this.child = undefined;
-    if (!c) return;
-    const exited = new Promise<void>((r) => c.once("exit", () => r()));
-    c.kill("SIGTERM");
-    const t = setTimeout(() => c.kill("SIGKILL"), 2000);
-    await exited;
-    clearTimeout(t);
+    if (c) await stopChild(c);
   }
 }
 

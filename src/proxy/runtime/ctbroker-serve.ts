@@ -14,6 +14,8 @@
  * Apart from the broker so that the proxy benchmark's stand-in broker
  * (bench/proxy-ctbroker.ts) serves the same protocol with the same code.
  */
+import { isAddrPort } from "../../abi/addr-port.js";
+
 export interface BrokerRequest {
   readonly id: number;
   readonly proto: "tcp" | "udp";
@@ -27,11 +29,8 @@ export type OriginalLookup = (
   remote: BrokerRequest["remote"],
 ) => Promise<{ address: string; port: number; mark?: number } | undefined>;
 
-const isAddr = (v: unknown): v is { address: string; port: number } =>
-  typeof v === "object" &&
-  v !== null &&
-  typeof (v as { address?: unknown }).address === "string" &&
-  typeof (v as { port?: unknown }).port === "number";
+/** A real address and port (abi/addr-port.ts); the DNS path sends a datagram's rinfo, extra keys and all. */
+const isAddr = (v: unknown): v is { address: string; port: number } => isAddrPort(v);
 
 function parse(m: unknown): BrokerRequest | undefined {
   if (typeof m !== "object" || m === null) return undefined;

@@ -37,6 +37,7 @@ import {
 } from "./protocol.js";
 import { DnsRelay, type DnsRelayParams } from "./supervisor-dns.js";
 import type { Addr, ProxySnapshot } from "./table.js";
+import { stopChild } from "./stop-child.js";
 
 /** What the agent pushes: a snapshot, and the ipcache's exact addresses (a live view, never copied whole). */
 export interface ProxyPush extends ProxySnapshot {
@@ -362,12 +363,7 @@ export class ProxySupervisor {
     this.stopping = true;
     const c = this.child;
     this.child = undefined;
-    if (!c) return;
-    const exited = new Promise<void>((r) => c.once("exit", () => r()));
-    c.kill("SIGTERM");
-    const t = setTimeout(() => c.kill("SIGKILL"), 2000);
-    await exited;
-    clearTimeout(t);
+    if (c) await stopChild(c);
   }
 }
 

@@ -23,18 +23,11 @@ import tls from "node:tls";
 import { MembraneError } from "../../errors.js";
 import type { TlsContext } from "../../policy/types.js";
 import { handleHttpConnection, type HttpProxyDeps } from "../http/proxy.js";
-import {
-  guardSink,
-  l7Parser,
-  lookupKey,
-  type ConnectionInfo,
-  type L7Event,
-  type L7LookupResult,
-} from "../types.js";
+import { l7Parser, lookupKey, type ConnectionInfo, type L7Event, type L7LookupResult } from "../types.js";
 import { sniAdmitted, stageTlsContext } from "./policy.js";
 import { DEFAULT_HELLO_LIMITS, readClientHello, resetSocket, type HelloLimits } from "./readhello.js";
 import type { LoadedTlsContext, TlsSecretStore } from "./secrets.js";
-import { tlsEvent } from "./sni.js";
+import { tlsFlows } from "./sni.js";
 
 export interface TlsInterceptLimits extends HelloLimits {
   /** Time for the client's TLS handshake after its ClientHello. */
@@ -66,14 +59,8 @@ export function handleTlsInterceptConnection(
   deps: TlsInterceptDeps,
   head?: Buffer,
 ): void {
-  const sink = guardSink(deps.sink);
+  const { emit, refuse } = tlsFlows(client, info, deps.sink);
   const limits: TlsInterceptLimits = { ...DEFAULT_TLS_INTERCEPT_LIMITS, ...deps.tlsLimits };
-  const emit = (e: Pick<L7Event, "verdict"> & Partial<L7Event>): void => sink(tlsEvent(info, e));
-  const refuse = (e: Pick<L7Event, "verdict"> & Partial<L7Event>): void => {
-    emit(e);
-    resetSocket(client);
-  };
-  client.on("error", () => client.destroy());
 
   const early = contexts(policyFor(deps, info));
   if (typeof early === "string") return refuse({ verdict: "error", reason: early });

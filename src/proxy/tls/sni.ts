@@ -56,14 +56,8 @@ export function handleTlsSniConnection(
   deps: TlsSniDeps,
   head?: Buffer,
 ): void {
-  const sink = guardSink(deps.sink);
+  const { emit, refuse } = tlsFlows(client, info, deps.sink);
   const limits: TlsSniLimits = { ...DEFAULT_TLS_SNI_LIMITS, ...deps.limits };
-  const emit = (e: Pick<L7Event, "verdict"> & Partial<L7Event>): void => sink(tlsEvent(info, e));
-  const refuse = (e: Pick<L7Event, "verdict"> & Partial<L7Event>): void => {
-    emit(e);
-    resetSocket(client);
-  };
-  client.on("error", () => client.destroy());
 
   if (!policyFor(deps.lookup, info))
     return refuse({ verdict: "error", reason: "no TLS policy for this connection" });
@@ -103,7 +97,30 @@ function policyFor(lookup: L7PolicyLookup, info: ConnectionInfo): L7LookupResult
   }
 }
 
-export function tlsEvent(info: ConnectionInfo, e: Pick<L7Event, "verdict"> & Partial<L7Event>): L7Event {
+/**
+ * What every TLS handler (SNI, interception) starts a connection with: its flows go to `sink`
+ * (guarded: a throwing sink cannot break the connection), a refusal is a flow and a reset, and a
+ * socket error ends the client.
+ */
+export function tlsFlows(
+  client: Socket,
+  info: ConnectionInfo,
+  to: L7Sink,
+): { emit: (e: TlsFlow) => void; refuse: (e: TlsFlow) => void } {
+  const sink = guardSink(to);
+  const emit = (e: TlsFlow): void => sink(tlsEvent(info, e));
+  const refuse = (e: TlsFlow): void => {
+    emit(e);
+    resetSocket(client);
+  };
+  client.on("error", () => client.destroy());
+  return { emit, refuse };
+}
+
+/** A TLS flow's own fields (tlsEvent adds the connection's). */
+type TlsFlow = Pick<L7Event, "verdict"> & Partial<L7Event>;
+
+export function tlsEvent(info: ConnectionInfo, e: TlsFlow): L7Event {
   return {
     type: "tls",
     srcIdentity: info.srcIdentity,

@@ -65,8 +65,8 @@ export interface LabOptions {
   readonly cluster?: AgentOptions["cluster"];
   /** The SPIFFE provider and Workload API (test/spiffe). */
   readonly spiffe?: AgentOptions["spiffe"];
-  /** Gateway API and Ingress (test/gateway), with flows; secrets in `<dir>/secrets`. */
-  readonly gateway?: boolean;
+  /** Gateway API and Ingress (test/gateway), with flows; secrets in `<dir>/secrets`; an object: these settings too. */
+  readonly gateway?: boolean | { readonly addressLeaseTtlSeconds?: number };
   /** Flows without the proxy (test/auth). */
   readonly observe?: boolean;
   /** Services' address pools (test/lb: a dual-stack --service-cidr). */
@@ -117,7 +117,13 @@ export class AgentLab {
       ...(o.cluster ? { cluster: o.cluster } : {}),
       ...(o.spiffe ? { spiffe: o.spiffe } : {}),
       ...(o.gateway
-        ? { gateway: { secretsDir: join(dir, "secrets") }, observe: { nodeName: prefix, ringCapacity: 4096 } }
+        ? {
+            gateway: {
+              secretsDir: join(dir, "secrets"),
+              ...(typeof o.gateway === "object" ? o.gateway : {}),
+            },
+            observe: { nodeName: prefix, ringCapacity: 4096 },
+          }
         : {}),
       ...(o.observe && !o.proxy && !o.gateway ? { observe: { nodeName: prefix, ringCapacity: 4096 } } : {}),
       ...(o.proxy

@@ -106,9 +106,11 @@ ingress:
 `,
 );
 
-const FQDN = cnp(
-  "fqdn",
-  `
+/** DNS to the test's server through the proxy (*.example.com), and port 80 to what `matchName` resolves to. */
+const fqdnPolicy = (name: string, matchName: string): string =>
+  cnp(
+    name,
+    `
 endpointSelector: {matchLabels: {app: client}}
 egress:
 - toCIDR: [192.0.2.10/32]
@@ -117,28 +119,14 @@ egress:
     rules:
       dns:
       - matchPattern: "*.example.com"
-- toFQDNs: [{matchName: allowed.example.com}]
+- toFQDNs: [{matchName: ${matchName}}]
   toPorts:
   - ports: [{port: "80", protocol: TCP}]
 `,
-);
+  );
 
-const FQDN_HELD = cnp(
-  "fqdn-held",
-  `
-endpointSelector: {matchLabels: {app: client}}
-egress:
-- toCIDR: [192.0.2.10/32]
-  toPorts:
-  - ports: [{port: "53", protocol: UDP}]
-    rules:
-      dns:
-      - matchPattern: "*.example.com"
-- toFQDNs: [{matchName: held.example.com}]
-  toPorts:
-  - ports: [{port: "80", protocol: TCP}]
-`,
-);
+const FQDN = fqdnPolicy("fqdn", "allowed.example.com");
+const FQDN_HELD = fqdnPolicy("fqdn-held", "held.example.com");
 
 describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
   let lab: AgentLab;

@@ -1,0 +1,93 @@
+/**
+ * A Gateway's own address through an agent in cluster mode (root, etcd): the agent reaches etcd
+ * through a relay the test cuts, as a network partition of that node. Cut off for longer than
+ * its reservations' lease allows, the node takes the address off its gateway namespace (and the
+ * Gateway says AddressNotAssigned) before etcd can give it to another node; when etcd answers
+ * again, the Gateway is served on an address of the pool again (gateway-addresses.ts).
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { test } from "node:test";
+import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
+import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
+import { tcpRelay } from "../support/tcp-relay.js";
+import { until } from "../support/until.js";
+
+const skip = rootSkipReason() ?? skipWithoutEtcd();
+const POOL = "198.18.9.0/30"; // one address to give: .2
+const GATEWAY = `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: membrane}
+spec: {controllerName: membrane.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  gatewayClassName: membrane
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`;
+
+/** The IPv4 addresses on a namespace's interfaces. */
+function addresses(netns: string): string[] {
+  const r = spawnSync("ip", ["-n", netns, "-j", "-4", "addr", "show"], { encoding: "utf8" });
+  if (r.status !== 0) return [];
+  const links = JSON.parse(r.stdout) as { addr_info?: { local?: string }[] }[];
+  return links.flatMap((l) => (l.addr_info ?? []).map((a) => a.local ?? ""));
+}
+
+test(
+  "cut off from etcd, the node takes its Gateway's address off before etcd can give it away; served again after",
+  { skip },
+  async () => {
+    const etcd = await startEtcd();
+    const relay = await tcpRelay(etcd.endpoint);
+    let lab: AgentLab | undefined;
+    try {
+      lab = await AgentLab.prepare("m17gc", {
+        podCidr4: "10.212.0.0/24",
+        gateway: { addressLeaseTtlSeconds: 6 },
+        lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: POOL, nodePortRange: [30000, 32767] },
+        cluster: {
+          endpoints: [relay.endpoint],
+          node: "m17-n1",
+          nodeIp: {},
+          labels: {},
+          podCidrs: { configured: { ipv4: "10.212.0.0/24" } },
+          leaseTtlSeconds: 4,
+          tunnel: "native",
+          prefix: "m17-gwc/",
+        },
+      });
+      await lab.startAgent();
+      const agent = lab.agent;
+      const gwns = `${lab.prefix}-gateway`;
+      const status = (): string => {
+        const r = agent.gateways?.list(["Gateway"]).find((x) => x.name === "web");
+        const st = r?.status as { addresses?: { value: string }[]; conditions?: { type: string; status: string; reason: string }[] }; // prettier-ignore
+        const p = st?.conditions?.find((c) => c.type === "Programmed");
+        return `${(st?.addresses ?? []).map((a) => a.value).join(",")} ${p?.status}/${p?.reason}`;
+      };
+      await agent.gateways?.apply(GATEWAY, "web.yaml");
+      assert.equal(status(), "198.18.9.2 True/Programmed");
+      assert.ok(addresses(gwns).includes("198.18.9.2"), addresses(gwns).join(","));
+
+      relay.cut();
+      await until("the address leaves the gateway namespace", () => !addresses(gwns).includes("198.18.9.2"), {
+        detail: () => `${addresses(gwns).join(",")}; ${status()}`,
+      });
+      assert.match(status(), / False\/AddressNotAssigned$/);
+
+      relay.heal();
+      await until("served again once etcd answers", () => addresses(gwns).includes("198.18.9.2"), {
+        ms: 60_000,
+        detail: () => `${addresses(gwns).join(",")}; ${status()}`,
+      });
+      assert.equal(status(), "198.18.9.2 True/Programmed");
+    } finally {
+      await lab?.destroy();
+      await relay.close();
+      await etcd.stop();
+    }
+  },
+);
