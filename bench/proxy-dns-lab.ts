@@ -7,6 +7,9 @@
  *     10.99.0.2  the load's source for "membrane"  --nat output: ct mark |= CT_REDIRECT_DNS,
  *                                                    natRules (compile-nat.ts): DNAT to 10.99.0.1:15053
  *     10.99.0.3  the load's source for "direct"    --not redirected--> resolver 10.99.0.53:53
+ *     10.99.0.4  the load's source for "membraneAsk" --DNAT to 10.99.0.1:15054: a second proxy, whose
+ *                datagrams get no ct id (no mark rule for its port), so every query asks the
+ *                broker: the product's path before the cache, side by side in the same run
  *     10.99.0.1:15053  Membrane's DNS proxy (proxy-dns-node.js proxy), the real ctbroker.js
  *                      --its upstream: the original destination, 10.99.0.53:53 (never redirected:
  *                        its source is not 10.99.0.2)
@@ -31,6 +34,8 @@ import { actAsAgent, childPids, Rpc, stopChild } from "./proxy-procs.js";
 const PROXY = "10.99.0.1";
 const CLIENT = "10.99.0.2";
 const DIRECT = "10.99.0.3";
+const ASK = "10.99.0.4";
+const ASK_PORT = 15054;
 const RESOLVER = "10.99.0.53";
 const PROXY_PORT = 15053;
 
@@ -84,6 +89,8 @@ function table(netns: string): string {
     `table inet ${netns} {`,
     `  chain nat_out { ${NAT_OUT_BASE}`,
     `    ip saddr ${CLIENT} udp dport 53 ct mark set ct mark or ${CT_REDIRECT_DNS}`,
+    // The second proxy's load: DNATed to its port alone, before the rules of the first.
+    `    ip saddr ${ASK} udp dport 53 ct mark set ct mark or ${CT_REDIRECT_DNS} dnat ip to ${PROXY}:${ASK_PORT}`,
     ...natRules(proxy).map((r) => `    ${r}`),
     "  }",
     `  chain dns_id { ${DNS_ID_BASE}`,
@@ -103,7 +110,7 @@ export async function startDnsLab(prefix: string): Promise<DnsLab> {
     spawnSync("ip", ["netns", "del", netns]);
   };
   try {
-    for (const a of [PROXY, CLIENT, DIRECT, RESOLVER]) sh(["ip", "-n", netns, "addr", "add", `${a}/32`, "dev", "lo"]); // prettier-ignore
+    for (const a of [PROXY, CLIENT, DIRECT, ASK, RESOLVER]) sh(["ip", "-n", netns, "addr", "add", `${a}/32`, "dev", "lo"]); // prettier-ignore
     sh(["ip", "-n", netns, "link", "set", "lo", "up"]);
     sh(["ip", "netns", "exec", netns, "nft", "-f", "-"], table(netns));
     const resolver = await spawnReady<{ port: number }>(netns, "./proxy-dns-node.js", ["resolver", RESOLVER]);
@@ -116,12 +123,22 @@ export async function startDnsLab(prefix: string): Promise<DnsLab> {
     );
     children.push(proxy.child);
     actAsAgent(proxy.child);
+    const ask = await spawnReady<{ port: number }>(
+      netns,
+      "./proxy-dns-node.js",
+      ["proxy", PROXY, String(ASK_PORT)],
+      PROXY_NODE_FLAGS,
+    );
+    children.push(ask.child);
+    actAsAgent(ask.child);
     const load = await spawnReady<unknown>(netns, "./load.js", []);
     children.push(load.child);
-    const proxyPids = (): number[] => [proxy.child.pid ?? 0, ...childPids(proxy.child.pid ?? 0)];
+    // A proxy's CPU and its broker's.
+    const pids = (c: ChildProcess) => (): number[] => [c.pid ?? 0, ...childPids(c.pid ?? 0)];
     const targets = (fresh: boolean): LabTarget[] => [
       { name: "direct", dns: { host: RESOLVER, bind: DIRECT, fresh }, pids: () => [] },
-      { name: "membrane", dns: { host: RESOLVER, bind: CLIENT, fresh }, pids: proxyPids },
+      { name: "membrane", dns: { host: RESOLVER, bind: CLIENT, fresh }, pids: pids(proxy.child) },
+      { name: "membraneAsk", dns: { host: RESOLVER, bind: ASK, fresh }, pids: pids(ask.child) },
     ];
     return {
       netns,

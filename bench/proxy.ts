@@ -325,7 +325,7 @@ export async function runProxyBench(
           ? [...PROXY_NODE_FLAGS, ...(opts.nodeFlags ?? [])].join(" ")
           : "skipped (--node-flags FLAGS: extra Node/V8 flags for a second copy of this build's proxy)",
         dns: lab
-          ? `in network namespace ${lab.netns}: the load's queries DNATed to the proxy (nat output), ct id marked on input, the real conntrack broker; direct from another source address to the same resolver; "dns": a socket per channel, reused; "dnsFresh": a new socket (source port, conntrack entry) per query. membraneStream, baseline, membraneFlags and membraneWorkers are not run for DNS here`
+          ? `in network namespace ${lab.netns}: the load's queries DNATed to the proxy (nat output), ct id marked on input, the real conntrack broker; "membraneAsk": a second proxy whose datagrams carry no ct id (every query asks the broker: the path before the cache); direct from another source address to the same resolver; "dns": a socket per channel, reused; "dnsFresh": a new socket (source port, conntrack entry) per query. membraneStream, baseline, membraneFlags and membraneWorkers are not run for DNS here`
           : "on loopback in this namespace (not root): the proxy asks a stand-in conntrack broker that answers without the kernel",
         loadAverage: os.loadavg().map((x) => +x.toFixed(2)),
         fairComparison:
