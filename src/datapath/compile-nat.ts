@@ -59,19 +59,26 @@ export function natRules(p: ProxyTarget): string[] {
 export const DNS_ID_PRIORITY = 100;
 export const DNS_ID_BASE = `type filter hook input priority ${DNS_ID_PRIORITY}; policy accept;`;
 
-/** The DNS proxy's redirected UDP datagrams carry their conntrack entry's id in the packet mark. */
+/**
+ * The DNS proxy's redirected UDP datagrams carry their conntrack entry's id in the packet mark;
+ * any other datagram to its port carries 0 (pre_c and out_c leave an identity in the mark, which
+ * the proxy must never take for an id).
+ */
 export function dnsIdRules(p: ProxyTarget): string[] {
   const ports = dnsPorts(p);
   const dport = ports.length === 1 ? String(ports[0]) : `{ ${ports.join(", ")} }`;
   const out: string[] = [];
-  if (p.ipv4 !== undefined)
+  for (const [fam, addr] of [
+    ["ip", p.ipv4],
+    ["ip6", p.ipv6],
+  ] as const) {
+    if (addr === undefined) continue;
+    const to = `${fam} daddr ${addr} udp dport ${dport}`;
     out.push(
-      `ip daddr ${p.ipv4} udp dport ${dport} ct mark & ${hex(CT_REDIRECT_DNS)} != 0 meta mark set ct id`,
+      `${to} ct mark & ${hex(CT_REDIRECT_DNS)} != 0 meta mark set ct id`,
+      `${to} ct mark & ${hex(CT_REDIRECT_DNS)} == 0 meta mark set 0`,
     );
-  if (p.ipv6 !== undefined)
-    out.push(
-      `ip6 daddr ${p.ipv6} udp dport ${dport} ct mark & ${hex(CT_REDIRECT_DNS)} != 0 meta mark set ct id`,
-    );
+  }
   return out;
 }
 

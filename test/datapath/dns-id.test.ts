@@ -29,13 +29,17 @@ describe("dns_id_c: the ct id of datagrams redirected to the DNS proxy", () => {
     assert.equal(c?.base, `type filter hook input priority ${DNS_ID_PRIORITY}; policy accept;`);
     assert.deepEqual(c?.rules, [
       "ip daddr 10.200.0.1 udp dport 15053 ct mark & 0x40000000 != 0 meta mark set ct id",
+      // Not redirected (sent to the proxy's address itself): no id, and no identity left in the mark.
+      "ip daddr 10.200.0.1 udp dport 15053 ct mark & 0x40000000 == 0 meta mark set 0",
       "ip6 daddr fd00:200::1 udp dport 15053 ct mark & 0x40000000 != 0 meta mark set ct id",
+      "ip6 daddr fd00:200::1 udp dport 15053 ct mark & 0x40000000 == 0 meta mark set 0",
     ]);
   });
   test("several workers: every live worker's port; one family only: that family's rule", () => {
     const t = compile(state({ proxy: { ipv4: proxy.ipv4, l7Port: 15001, dnsPort: 15053, dnsPorts: [15053, 15054], gid: 1337 } }), { table: "mt" }); // prettier-ignore
     assert.deepEqual(t.chains.find((x) => x.name === "dns_id_c")?.rules, [
       "ip daddr 10.200.0.1 udp dport { 15053, 15054 } ct mark & 0x40000000 != 0 meta mark set ct id",
+      "ip daddr 10.200.0.1 udp dport { 15053, 15054 } ct mark & 0x40000000 == 0 meta mark set 0",
     ]);
   });
   test("no proxy: no chain", () => {

@@ -32,9 +32,17 @@ const NODE_SCRIPT = fileURLToPath(new URL("./fixtures/dns-ct-node.js", import.me
 const PORT = 15053;
 const PROXY: ProxyTarget = { ipv4: "10.77.0.1", l7Port: 15001, dnsPort: PORT, gid: 4242 };
 
-/** The table: the client's DNS queries get the redirect bit and the datapath's DNAT; the mark rule when asked. */
+/**
+ * The table: the client's DNS queries get the redirect bit and the datapath's DNAT; the mark rule
+ * when asked. Every packet the namespace sends first gets mark 1, as the node's out_c sets its
+ * own packets to the host identity: a mark that must never be read as a conntrack id.
+ */
 function rules(ns: string, markRule: boolean): string {
   return `table inet ${ns} {
+  chain identity {
+    type filter hook output priority -150; policy accept;
+    meta mark set 1
+  }
   chain out {
     ${NAT_OUT_BASE}
     ip saddr 10.77.0.2 udp dport 53 ct mark set ct mark or ${CT_REDIRECT_DNS}
@@ -83,8 +91,8 @@ describe("the DNS proxy's conntrack answers, tied to the datagram's ct id", { sk
     const r = run(true);
     assert.equal(r.noPacketMarks, null);
     assert.equal(r.deleted, 1, "the first entry was deleted");
-    const [first, again, replaced, b] = r.steps;
-    assert.ok(first && again && replaced && b, JSON.stringify(r));
+    const [first, again, replaced, b, direct] = r.steps;
+    assert.ok(first && again && replaced && b && direct, JSON.stringify(r));
     // Through the real DNAT: the original destination .53 was found and it answered.
     assert.deepEqual([first.rcode, first.address, first.lookups, first.hits], [NOERROR, "10.0.0.53", 1, 0]);
     assert.notEqual(first.mark, 0, "the datagram carries its conntrack id");
@@ -96,17 +104,20 @@ describe("the DNS proxy's conntrack answers, tied to the datagram's ct id", { sk
     assert.deepEqual([replaced.rcode, replaced.lookups], [REFUSED, 2], JSON.stringify(replaced));
     // And what .54 admits is forwarded to .54 (its answer), from the cache of the new entry.
     assert.deepEqual([b.rcode, b.address, b.lookups, b.hits], [NOERROR, "10.0.0.54", 2, 2]);
+    // Sent to the proxy itself (no redirect): the identity the output hook left in the mark is cleared.
+    assert.equal(direct.mark, 0);
   });
 
-  test("without the mark rule: no datagram carries an id, and every query asks the broker", () => {
+  test("without the mark rule: no datagram carries an id (the identity in the mark never matches one), and every query asks the broker", () => {
     const r = run(false);
     assert.deepEqual(
       r.steps.map((s) => [s.rcode, s.address ?? "-", s.lookups, s.hits, s.mark]),
       [
-        [NOERROR, "10.0.0.53", 1, 0, 0],
-        [NOERROR, "10.0.0.53", 2, 0, 0],
-        [REFUSED, "-", 3, 0, 0],
-        [NOERROR, "10.0.0.54", 4, 0, 0],
+        [NOERROR, "10.0.0.53", 1, 0, 1],
+        [NOERROR, "10.0.0.53", 2, 0, 1],
+        [REFUSED, "-", 3, 0, 1],
+        [NOERROR, "10.0.0.54", 4, 0, 1],
+        [REFUSED, "-", 5, 0, 1],
       ],
     );
   });
