@@ -39,11 +39,15 @@ const ASK_PORT = 15054;
 const RESOLVER = "10.99.0.53";
 const PROXY_PORT = 15053;
 
-/** A DNS target of the lab: how the load reaches it and whose CPU is the proxy's and the resolver's. */
+/** A DNS target of the lab (proxy.ts's Target): how the load reaches it, whose CPU is the proxy's and the resolver's. */
 export interface LabTarget {
   readonly name: string;
+  readonly kind: "dns";
+  readonly port: number;
   readonly dns: NonNullable<LoadSpec["dns"]>;
   readonly pids: () => number[];
+  readonly load: Rpc<LoadSpec, LoadResult>;
+  readonly upstreamPids: () => number[];
 }
 
 export interface DnsLab {
@@ -135,14 +139,16 @@ export async function startDnsLab(prefix: string): Promise<DnsLab> {
     children.push(load.child);
     // A proxy's CPU and its broker's.
     const pids = (c: ChildProcess) => (): number[] => [c.pid ?? 0, ...childPids(c.pid ?? 0)];
+    const rpc = new Rpc<LoadSpec, LoadResult>(load.child);
+    const at = { kind: "dns", port: 53, load: rpc, upstreamPids: () => [resolver.child.pid ?? 0] } as const;
     const targets = (fresh: boolean): LabTarget[] => [
-      { name: "direct", dns: { host: RESOLVER, bind: DIRECT, fresh }, pids: () => [] },
-      { name: "membrane", dns: { host: RESOLVER, bind: CLIENT, fresh }, pids: pids(proxy.child) },
-      { name: "membraneAsk", dns: { host: RESOLVER, bind: ASK, fresh }, pids: pids(ask.child) },
+      { ...at, name: "direct", dns: { host: RESOLVER, bind: DIRECT, fresh }, pids: () => [] },
+      { ...at, name: "membrane", dns: { host: RESOLVER, bind: CLIENT, fresh }, pids: pids(proxy.child) },
+      { ...at, name: "membraneAsk", dns: { host: RESOLVER, bind: ASK, fresh }, pids: pids(ask.child) },
     ];
     return {
       netns,
-      load: new Rpc<LoadSpec, LoadResult>(load.child),
+      load: rpc,
       resolverPid: resolver.child.pid ?? 0,
       reused: targets(false),
       fresh: targets(true),

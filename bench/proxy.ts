@@ -51,7 +51,7 @@ import {
   type Closable,
 } from "./proxy-procs.js";
 import { benchArgs, choice, int, num, text } from "./cli.js";
-import { startDnsLab, type DnsLab, type LabTarget } from "./proxy-dns-lab.js";
+import { startDnsLab, type DnsLab } from "./proxy-dns-lab.js";
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
 const SATURATION = { connections: 16 } as const;
@@ -227,18 +227,9 @@ export async function runProxyBench(
     }
     // As root: the DNS targets in their namespace, on the product's datapath (proxy-dns-lab.ts).
     if (only !== "http" && process.getuid?.() === 0) lab = await startDnsLab(opts.netnsPrefix ?? "mbrpx");
-    const labTargets = (ts: readonly LabTarget[]): Target[] =>
-      ts.map((t) => ({
-        name: t.name,
-        kind: "dns",
-        port: 53,
-        pids: t.pids,
-        dns: t.dns,
-        ...(lab ? { load: lab.load, upstreamPids: () => [lab?.resolverPid ?? 0] } : {}),
-      }));
-    const dnsFresh: Target[] = lab ? labTargets(lab.fresh) : [];
+    const dnsFresh: Target[] = lab ? [...lab.fresh] : [];
     const dns: Target[] = lab
-      ? labTargets(lab.reused)
+      ? [...lab.reused]
       : [
           { name: "direct", kind: "dns", port: resolver.port, pids: () => [] },
           { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => withBroker(membranePid) },
