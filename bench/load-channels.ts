@@ -8,6 +8,13 @@
  *                Content-Length (the bench's upstream always sends one).
  *   DnsChannel:  connected UDP socket, A query for api.example.com, reply
  *                matched by DNS id; a lost reply times out.
+ *   FreshDnsChannel: the same query from a new socket (a new source port) each
+ *                time, closed when its answer came: what Go's and musl's
+ *                resolvers do; each query is a new conntrack entry.
+ *
+ * Where to: 127.0.0.1:port by default; `to.host` another address and
+ * `to.bind` the local address the sockets bind (the proxy bench's network
+ * namespace tells the load to redirect from the direct load by it).
  */
 import dgram from "node:dgram";
 import net from "node:net";
@@ -140,9 +147,76 @@ class DnsChannel implements Channel {
   }
 }
 
+/** A DNS query at a time, each from a socket of its own (a fresh source port). */
+class FreshDnsChannel implements Channel {
+  usable = true;
+  private readonly query = dnsQuery();
+  private id: number;
+  private done: Done | undefined;
+  private sock: dgram.Socket | undefined;
+  private sentAt = 0;
+
+  constructor(
+    private readonly to: DnsTarget,
+    seed: number,
+  ) {
+    this.id = (seed * 4099) & 0xffff;
+  }
+
+  send(done: Done): void {
+    this.id = (this.id + 1) & 0xffff;
+    const id = this.id;
+    this.query.writeUInt16BE(id, 0);
+    this.done = done;
+    this.sentAt = performance.now();
+    const sock = dgram.createSocket("udp4");
+    this.sock = sock;
+    sock.on("message", (m: Buffer) => {
+      if (m.length < 12 || m.readUInt16BE(0) !== id || this.sock !== sock) return;
+      this.finish((m[3] ?? 0xff) & 0x0f ? false : true);
+    });
+    sock.on("error", () => undefined);
+    // dgram queues the send until the bind is done.
+    sock.bind({ address: this.to.bind ?? "0.0.0.0", port: 0 });
+    sock.send(this.query, this.to.port, this.to.host ?? "127.0.0.1");
+  }
+
+  expire(before: number): void {
+    if (this.done && this.sentAt < before) this.finish(false);
+  }
+
+  close(): void {
+    this.usable = false;
+    this.finish(false);
+  }
+
+  private finish(ok: boolean): void {
+    this.sock?.close();
+    this.sock = undefined;
+    const done = this.done;
+    this.done = undefined;
+    done?.(ok);
+  }
+}
+
 export type ChannelKind = "http" | "dns";
 
-export async function openChannel(kind: ChannelKind, port: number, seed: number): Promise<Channel> {
+/** Where DNS queries go; see the file comment. */
+export interface DnsTarget {
+  readonly port: number;
+  readonly host?: string;
+  readonly bind?: string;
+  /** A new socket per query (FreshDnsChannel). */
+  readonly fresh?: boolean;
+}
+
+export async function openChannel(
+  kind: ChannelKind,
+  port: number,
+  seed: number,
+  to: Omit<DnsTarget, "port"> = {},
+): Promise<Channel> {
+  if (kind === "dns" && to.fresh === true) return new FreshDnsChannel({ ...to, port }, seed);
   if (kind === "http") {
     const sock = net.connect(port, "127.0.0.1");
     await new Promise<void>((res, rej) => {
@@ -152,9 +226,16 @@ export async function openChannel(kind: ChannelKind, port: number, seed: number)
     return new HttpChannel(sock);
   }
   const sock = dgram.createSocket("udp4");
+  if (to.bind !== undefined) {
+    const bind = to.bind;
+    await new Promise<void>((res, rej) => {
+      sock.once("error", rej);
+      sock.bind({ address: bind, port: 0 }, res);
+    });
+  }
   await new Promise<void>((res, rej) => {
     sock.once("error", rej);
-    sock.connect(port, "127.0.0.1", res);
+    sock.connect(port, to.host ?? "127.0.0.1", res);
   });
   return new DnsChannel(sock, seed);
 }

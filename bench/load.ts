@@ -19,7 +19,7 @@
  *           not sent as one burst.
  */
 import { benchArgs, forkedOnly } from "./cli.js";
-import { openChannel, type Channel, type ChannelKind } from "./load-channels.js";
+import { openChannel, type Channel, type ChannelKind, type DnsTarget } from "./load-channels.js";
 
 export interface LoadSpec {
   readonly kind: ChannelKind;
@@ -30,6 +30,8 @@ export interface LoadSpec {
   /** Requests per second for an open loop; absent: closed loop. */
   readonly rate?: number;
   readonly durationMs: number;
+  /** DNS: another address than 127.0.0.1, the local address to bind, a new socket per query (load-channels.ts). */
+  readonly dns?: Omit<DnsTarget, "port">;
 }
 
 export interface LoadResult {
@@ -161,7 +163,7 @@ function openLoop(
 export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const channels = await Promise.all(
     Array.from({ length: spec.connections }, (_, i) =>
-      openChannel(spec.kind, spec.ports?.[i % spec.ports.length] ?? spec.port, i + 1),
+      openChannel(spec.kind, spec.ports?.[i % spec.ports.length] ?? spec.port, i + 1, spec.dns),
     ),
   );
   const rec = new Recorder();

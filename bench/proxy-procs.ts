@@ -66,7 +66,8 @@ function questionEnd(q: Buffer): number {
 
 const ANSWER = Buffer.from([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, 0, 1]);
 
-export async function startResolver(): Promise<Closable> {
+/** The resolver on host:port (default 127.0.0.1, a random port). */
+export async function startResolver(host = "127.0.0.1", port = 0): Promise<Closable> {
   const sock = dgram.createSocket("udp4");
   sock.on("message", (q, rinfo) => {
     if (q.length < 17) return;
@@ -75,7 +76,7 @@ export async function startResolver(): Promise<Closable> {
     const head = Buffer.from([q[0] ?? 0, q[1] ?? 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
     sock.send([head, q.subarray(12, qEnd), ANSWER], rinfo.port, rinfo.address);
   });
-  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", r));
+  await new Promise<void>((r) => sock.bind(port, host, r));
   return { port: sock.address().port, close: () => new Promise((r) => sock.close(() => r())) };
 }
 

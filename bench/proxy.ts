@@ -16,7 +16,13 @@
  *                                      to judge a flag (e.g. --single-threaded-gc) against "membrane" in one run
  *                         --> nginx1:    nginx, worker_processes 1      --> upstream (keepalive pool)
  *                         --> nginxAuto: nginx, worker_processes auto   --> upstream
- *   DNS likewise: direct to the resolver, and through Membrane's DNS proxy.
+ *   DNS likewise: direct to the resolver, and through Membrane's DNS proxy. As root, the DNS
+ *   targets run in a network namespace of their own with the product's datapath shape and the
+ *   real conntrack broker (proxy-dns-lab.ts: DNAT, ct id mark, ctnetlink), each load twice: a
+ *   socket per channel, reused ("dns"), and a new socket per query ("dnsFresh": a new conntrack
+ *   entry each, the proxy's miss path). Without root: on loopback, the proxy asking a stand-in
+ *   broker (proxy-ctbroker.ts) that answers without the kernel, plus the stream, baseline, flags
+ *   and workers variants.
  *
  * Each round runs every target once per phase, back to back, in an order
  * rotated per round (A/B/C, B/C/A, ...); figures are medians over rounds.
@@ -45,6 +51,7 @@ import {
   type Closable,
 } from "./proxy-procs.js";
 import { benchArgs, choice, int, num, text } from "./cli.js";
+import { startDnsLab, type DnsLab } from "./proxy-dns-lab.js";
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
 const SATURATION = { connections: 16 } as const;
@@ -59,6 +66,10 @@ interface Target {
   readonly ports?: readonly number[];
   /** Processes doing the proxying, for CPU accounting (none for direct). */
   readonly pids: () => number[];
+  /** DNS in the lab (proxy-dns-lab.ts): where the load sends from and to, its generator, the resolver's process. */
+  readonly dns?: LoadSpec["dns"];
+  readonly load?: Rpc<LoadSpec, LoadResult>;
+  readonly upstreamPids?: () => number[];
 }
 
 type Phase = "moderate" | "saturation";
@@ -79,6 +90,8 @@ export async function runProxyBench(
     baseline?: string;
     nodeFlags?: readonly string[];
     only?: Only;
+    /** Name prefix of the DNS lab's network namespace (root only). */
+    netnsPrefix?: string;
   } = {},
 ): Promise<Record<string, unknown>> {
   const rounds = opts.rounds ?? 5;
@@ -91,6 +104,7 @@ export async function runProxyBench(
   const others: ChildProcess[] = [];
   let loader: ChildProcess | undefined;
   const nginxes: Nginx[] = [];
+  let lab: DnsLab | undefined;
   try {
     upstream = await startUpstream();
     resolver = await startResolver();
@@ -211,20 +225,25 @@ export async function runProxyBench(
         http.push({ name, kind: "http", port: n.port, pids: () => n.workerPids() });
       }
     }
-    const dns: Target[] = [
-      { name: "direct", kind: "dns", port: resolver.port, pids: () => [] },
-      { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => withBroker(membranePid) },
-      // The same build with the DNS proxy's listener on Node's dgram socket (src/proxy/dns/native-io.ts).
-      {
-        name: "membraneStream",
-        kind: "dns",
-        port: streams.ready.dnsPort,
-        pids: () => withBroker(streams.child.pid ?? 0),
-      },
-      ...baseTargets("dns"),
-      ...flaggedTargets("dns"),
-      ...poolTargets("dns"),
-    ];
+    // As root: the DNS targets in their namespace, on the product's datapath (proxy-dns-lab.ts).
+    if (only !== "http" && process.getuid?.() === 0) lab = await startDnsLab(opts.netnsPrefix ?? "mbrpx");
+    const dnsFresh: Target[] = lab ? [...lab.fresh] : [];
+    const dns: Target[] = lab
+      ? [...lab.reused]
+      : [
+          { name: "direct", kind: "dns", port: resolver.port, pids: () => [] },
+          { name: "membrane", kind: "dns", port: m.ready.dnsPort, pids: () => withBroker(membranePid) },
+          // The same build with the DNS proxy's listener on Node's dgram socket (src/proxy/dns/native-io.ts).
+          {
+            name: "membraneStream",
+            kind: "dns",
+            port: streams.ready.dnsPort,
+            pids: () => withBroker(streams.child.pid ?? 0),
+          },
+          ...baseTargets("dns"),
+          ...flaggedTargets("dns"),
+          ...poolTargets("dns"),
+        ];
     if (only === "dns") http.length = 0;
     if (only === "http") dns.length = 0;
 
@@ -233,30 +252,38 @@ export async function runProxyBench(
       const cpu0 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
       const up0 = process.cpuUsage();
       const t0 = performance.now();
-      const where = { kind: t.kind, port: t.port, ...(t.ports ? { ports: t.ports } : {}), durationMs };
+      const upPids = t.upstreamPids?.() ?? [];
+      const upCpu0 = upPids.reduce((s, p) => s + cpuSeconds(p), 0);
+      const where = { kind: t.kind, port: t.port, ...(t.ports ? { ports: t.ports } : {}), ...(t.dns ? { dns: t.dns } : {}), durationMs }; // prettier-ignore
       const spec: LoadSpec = phase === "moderate" ? { ...where, ...MODERATE } : { ...where, ...SATURATION };
-      const r = await rpc.call(spec);
+      const r = await (t.load ?? rpc).call(spec);
       const sec = (performance.now() - t0) / 1000;
       const up = process.cpuUsage(up0);
       const cpu1 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      // The lab's resolver is a process of its own; otherwise the upstreams are this process.
+      const upSec = t.upstreamPids
+        ? upPids.reduce((s, p) => s + cpuSeconds(p), 0) - upCpu0
+        : (up.user + up.system) / 1e6;
       return {
         ...r,
         proxyCpuPct: Math.round(((cpu1 - cpu0) / sec) * 100),
-        upstreamCpuPct: Math.round(((up.user + up.system) / 1e6 / sec) * 100),
+        upstreamCpuPct: Math.round((upSec / sec) * 100),
       };
     };
 
     // Warm-up (JIT, connection pools): one closed-loop run per target, not recorded.
-    for (const t of [...http, ...dns]) await run(t, "saturation", WARMUP_MS);
+    for (const t of [...http, ...dns, ...dnsFresh]) await run(t, "saturation", WARMUP_MS);
 
     const samples = {
       http: { moderate: {} as PhaseSamples, saturation: {} as PhaseSamples },
       dns: { moderate: {} as PhaseSamples, saturation: {} as PhaseSamples },
+      dnsFresh: { moderate: {} as PhaseSamples, saturation: {} as PhaseSamples },
     };
     for (let r = 0; r < rounds; r++) {
       for (const [proto, targets] of [
         ["http", http],
         ["dns", dns],
+        ["dnsFresh", dnsFresh],
       ] as const) {
         for (const phase of PHASES) {
           for (const t of rotate(targets, r)) {
@@ -288,6 +315,9 @@ export async function runProxyBench(
         membraneFlags: flagged
           ? [...PROXY_NODE_FLAGS, ...(opts.nodeFlags ?? [])].join(" ")
           : "skipped (--node-flags FLAGS: extra Node/V8 flags for a second copy of this build's proxy)",
+        dns: lab
+          ? `in network namespace ${lab.netns}: the load's queries DNATed to the proxy (nat output), ct id marked on input, the real conntrack broker; "membraneAsk": a second proxy whose datagrams carry no ct id (every query asks the broker: the path before the cache); direct from another source address to the same resolver; "dns": a socket per channel, reused; "dnsFresh": a new socket (source port, conntrack entry) per query. membraneStream, baseline, membraneFlags and membraneWorkers are not run for DNS here`
+          : "on loopback in this namespace (not root): the proxy asks a stand-in conntrack broker that answers without the kernel",
         loadAverage: os.loadavg().map((x) => +x.toFixed(2)),
         fairComparison:
           "nginx1 (worker_processes 1): Membrane's proxy is one single-threaded Node process, so is one nginx worker. " +
@@ -304,6 +334,14 @@ export async function runProxyBench(
         moderate: summarisePhase(samples.dns.moderate),
         saturation: summarisePhase(samples.dns.saturation),
       },
+      ...(lab
+        ? {
+            dnsFresh: {
+              moderate: summarisePhase(samples.dnsFresh.moderate),
+              saturation: summarisePhase(samples.dnsFresh.saturation),
+            },
+          }
+        : {}),
     };
   } finally {
     await Promise.all(nginxes.map((n) => n.stop()));
@@ -312,6 +350,7 @@ export async function runProxyBench(
     for (const c of others) await stopChild(c);
     await upstream?.close();
     await resolver?.close();
+    await lab?.close();
   }
 }
 
@@ -323,6 +362,7 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
     root: false,
     notes: [
       "Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped.",
+      "As root, the DNS targets run in a network namespace of their own (--netns-prefix) with the product's DNAT, ct id mark and conntrack broker, also with a new socket per query (dnsFresh); without root, on loopback with a stand-in broker.", // prettier-ignore
     ],
     flags: {
       rounds: int({ help: "rounds (each runs every target once per phase)", min: 1, max: 100, default: 5 }),
@@ -330,6 +370,7 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
       workers: int({ help: "proxy processes of the membraneWorkers target (1 skips it)", min: 1, max: 64, default: os.cpus().length }), // prettier-ignore
       baseline: text({ help: "another build's dist directory (e.g. main's): its proxy-server.js runs as target \"baseline\"", value: "DIST", shown: "none", pattern: /^.+$/, what: "a directory" }), // prettier-ignore
       "node-flags": text({ help: "extra Node/V8 flags, comma-separated, for target \"membraneFlags\" (this build's proxy with the proxy process's flags plus these), e.g. --single-threaded-gc,--min-semi-space-size=16", value: "FLAGS", shown: "none", pattern: /^--[a-z0-9-]+(=[A-Za-z0-9.]+)?(,--[a-z0-9-]+(=[A-Za-z0-9.]+)?)*$/, what: "flags such as --single-threaded-gc,--min-semi-space-size=16 (comma-separated, each starting with --)" }), // prettier-ignore
+      "netns-prefix": text({ help: "name prefix of the DNS targets' network namespace (as root)", value: "PREFIX", shown: "mbrpx", pattern: /^[a-z][a-z0-9]{0,7}$/, what: "1-8 lowercase letters and digits, starting with a letter" }), // prettier-ignore
       only: choice({ help: "measure only the HTTP or only the DNS proxy (dns: no nginx, no HTTP targets)", choices: ["all", "http", "dns"], default: "all" }), // prettier-ignore
     },
   });
@@ -339,6 +380,7 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
     workers: flags.workers,
     only: flags.only,
     ...(flags.baseline !== undefined ? { baseline: flags.baseline } : {}),
+    ...(flags["netns-prefix"] !== undefined ? { netnsPrefix: flags["netns-prefix"] } : {}),
     ...(flags["node-flags"] !== undefined ? { nodeFlags: flags["node-flags"].split(",") } : {}),
   }).then(
     (r) => console.log(JSON.stringify(r)),

@@ -6,12 +6,14 @@
  *   connect(host, port, onEvent) -> handle | -errno  an upstream socket: socket + connect (a fresh
  *                                                    random source port; only that peer reaches it)
  *   localPort(h) -> port | -errno
+ *   rcvmark(h) -> 0 | -errno  SO_RCVMARK (Linux 5.19+): each datagram's packet mark comes with it
  *   interest(h, mask)        1 readable, 2 writable, 0 neither (the poll is stopped)
  *   onEvent(events | -errno) called through napi_make_callback (ticks and microtasks run after)
  *   recv(h, buf, slot, meta, max) -> n | -errno
  *       one recvmmsg of up to `max` datagrams: datagram i in buf[i*slot ..], its record in meta
  *       (Int32Array, REC ints each): length, truncated (1: longer than slot), family (4/6), port,
- *       the address's 16 bytes as they came (network order), the IPv6 scope id
+ *       the address's 16 bytes as they came (network order), the IPv6 scope id, the packet mark
+ *       (SOL_SOCKET/SO_MARK control message, with rcvmark; 0 when absent)
  *   send(h, buf, count, meta) -> n sent | -errno
  *       one sendmmsg of `count` datagrams: record i = offset, length, family (0: the connected
  *       peer), port, address bytes, scope id; n < count: the first n left, the rest did not
@@ -40,6 +42,10 @@
 
 #define REC 12      /* int32s per datagram record */
 #define MAX_BATCH 64
+
+#ifndef SO_RCVMARK
+#define SO_RCVMARK 75 /* include/uapi/asm-generic/socket.h, Linux 5.19 */
+#endif
 
 #define WATCH_USAGE_CODE "DNS_IO_USAGE"
 #include "membrane-napi-watch.h"
@@ -145,6 +151,20 @@ static napi_value op_local_port(napi_env env, napi_callback_info info) {
   return num(env, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
 }
 
+/*
+ * The datapath sets each datagram redirected to the DNS proxy's port to its conntrack entry's id
+ * (`meta mark set ct id`, datapath/compile-nat.ts); with SO_RCVMARK the mark comes with the
+ * datagram, so the proxy can tell two flows of the same source port apart (dns-origins.ts).
+ */
+static napi_value op_rcvmark(napi_env env, napi_callback_info info) {
+  watch_t *w = one_handle(env, info, "rcvmark(handle)");
+  if (w == NULL) return NULL;
+  if (w->closed) return num(env, -EBADF);
+  int one = 1;
+  if (setsockopt(w->fd, SOL_SOCKET, SO_RCVMARK, &one, sizeof one) != 0) return num(env, -errno);
+  return num(env, 0);
+}
+
 static napi_value op_interest(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -204,6 +224,11 @@ static napi_value op_recv(napi_env env, napi_callback_info info) {
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   struct sockaddr_storage from[MAX_BATCH];
+  /* Room for the SO_MARK control message (only sent with rcvmark); aligned as cmsghdr needs. */
+  union {
+    char buf[CMSG_SPACE(sizeof(uint32_t))];
+    struct cmsghdr align;
+  } control[MAX_BATCH];
   memset(msgs, 0, sizeof(msgs[0]) * (size_t)max);
   for (int64_t i = 0; i < max; i++) {
     iov[i].iov_base = o.buf + i * slot;
@@ -212,6 +237,8 @@ static napi_value op_recv(napi_env env, napi_callback_info info) {
     msgs[i].msg_hdr.msg_namelen = sizeof from[i];
     msgs[i].msg_hdr.msg_iov = &iov[i];
     msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_control = control[i].buf;
+    msgs[i].msg_hdr.msg_controllen = sizeof control[i].buf;
   }
   int r;
   do r = recvmmsg(o.w->fd, msgs, (unsigned)max, MSG_DONTWAIT, NULL);
@@ -234,6 +261,18 @@ static napi_value op_recv(napi_env env, napi_callback_info info) {
       m[3] = ntohs(s->sin6_port);
       memcpy(&m[4], &s->sin6_addr, 16);
       m[8] = (int32_t)s->sin6_scope_id;
+    }
+    /* The packet mark, when the kernel sent it whole (MSG_CTRUNC: not trusted, left 0). */
+    if (!(msgs[i].msg_hdr.msg_flags & MSG_CTRUNC)) {
+      struct msghdr *h = &msgs[i].msg_hdr;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_MARK &&
+            c->cmsg_len == CMSG_LEN(sizeof(uint32_t))) {
+          uint32_t mark;
+          memcpy(&mark, CMSG_DATA(c), sizeof mark);
+          m[9] = (int32_t)mark;
+        }
+      }
     }
   }
   return num(env, r);
@@ -298,7 +337,7 @@ NAPI_MODULE_INIT() {
     const char *name;
     napi_callback fn;
   } ops[] = {{"bind", op_bind},   {"connect", op_connect}, {"localPort", op_local_port},
-             {"interest", op_interest}, {"recv", op_recv}, {"send", op_send},
+             {"rcvmark", op_rcvmark}, {"interest", op_interest}, {"recv", op_recv}, {"send", op_send},
              {"close", op_close}};
   for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
     napi_value fn;

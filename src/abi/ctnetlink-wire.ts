@@ -6,7 +6,7 @@
  * datapath's conntrack dump and delete (ctnetlink/dump.ts).
  *
  *   tupleRequest(type, flags, seq, tupleAttr, tuple) --> {ok, message} | {ok: false, reason}
- *   bytes of one IPCTNL_MSG_CT_NEW --parseEntryBody--> {original, mark?} | reason
+ *   bytes of one IPCTNL_MSG_CT_NEW --parseEntryBody--> {original, mark?, id?} | reason
  *
  * Netlink and attribute headers are host byte order (little-endian on every
  * platform we run on); ctnetlink attribute values are big-endian. Constants
@@ -17,7 +17,10 @@
  * its enclosing message or attribute, it descends only the three fixed levels
  * it needs (so no recursion to exhaust), and it never throws.
  */
+import { endianness } from "node:os";
 import { addressBytes, addressText } from "./ctnetlink-address.js";
+
+const HOST_LE = endianness() === "LE";
 
 export const NETLINK_NETFILTER = 12;
 export const AF_INET = 2;
@@ -42,7 +45,7 @@ export const NLA_F_NESTED = 0x8000;
 const NLA_TYPE_MASK = 0x3fff;
 
 /** enum ctattr_type */
-export const CTA = { tupleOrig: 1, tupleReply: 2, mark: 8, markMask: 21 } as const;
+export const CTA = { tupleOrig: 1, tupleReply: 2, mark: 8, id: 12, markMask: 21 } as const;
 /** enum ctattr_tuple */
 export const CTA_TUPLE = { ip: 1, proto: 2 } as const;
 /** enum ctattr_ip */
@@ -247,10 +250,12 @@ function parseTuple(b: Buffer, start: number, end: number, family: 4 | 6): Tuple
     return "CTA_TUPLE_ORIG lacks a source or destination port";
   return { family, proto, src, srcPort, dst, dstPort };
 }
-/** What one IPCTNL_MSG_CT_NEW says: the original tuple, and the ct mark when the kernel sent one. */
+/** What one IPCTNL_MSG_CT_NEW says: the original tuple, and the ct mark and id when the kernel sent them. */
 export interface EntryBody {
   original: Tuple;
   mark?: number;
+  /** CTA_ID: the entry's id, as nft's `ct id` reads it (a keyed hash of the entry; the proxy's DNS cache). */
+  id?: number;
 }
 
 /** Parses the body (nfgenmsg + attributes) of one IPCTNL_MSG_CT_NEW in [start, end); a reason when malformed. */
@@ -262,6 +267,7 @@ export function parseEntryBody(b: Buffer, start: number, end: number): EntryBody
   const family = fam === AF_INET ? 4 : 6;
   let original: Tuple | undefined;
   let mark: number | undefined;
+  let id: number | undefined;
   const why = walk(b, start + NFGEN_HDRLEN, end, "IPCTNL_MSG_CT_NEW", (type, v, vend) => {
     if (type === CTA.tupleOrig) {
       if (original) return "CTA_TUPLE_ORIG appears twice";
@@ -272,12 +278,21 @@ export function parseEntryBody(b: Buffer, start: number, end: number): EntryBody
       if (vend - v !== 4) return `CTA_MARK has ${vend - v} bytes, not 4`;
       if (mark !== undefined) return "CTA_MARK appears twice";
       mark = b.readUInt32BE(v);
+    } else if (type === CTA.id) {
+      if (vend - v !== 4) return `CTA_ID has ${vend - v} bytes, not 4`;
+      if (id !== undefined) return "CTA_ID appears twice";
+      // Unlike every other value here, host byte order: the kernel puts nf_ct_get_id()'s u32
+      // as it is (`(__force __be32)`, ctnetlink_dump_id). Read so, it equals nft's `ct id`.
+      id = HOST_LE ? b.readUInt32LE(v) : b.readUInt32BE(v);
     }
     return undefined;
   });
   if (why !== undefined) return why;
   if (!original) return "IPCTNL_MSG_CT_NEW lacks CTA_TUPLE_ORIG";
-  return mark === undefined ? { original } : { original, mark };
+  const e: EntryBody = { original };
+  if (mark !== undefined) e.mark = mark;
+  if (id !== undefined) e.id = id;
+  return e;
 }
 
 /** One netlink message of a ctnetlink answer, read as far as the netlink layer goes. */

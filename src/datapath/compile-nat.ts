@@ -11,6 +11,16 @@
  * conntrack keeps each connection on the port its first packet got. A worker
  * that dies leaves the list at the next apply (until then its share of new
  * connections is reset by the kernel: no listener; never forwarded unproxied).
+ *
+ * dns_id_c (hook input, priority 100): each UDP datagram redirected to the DNS
+ * proxy gets its conntrack entry's id as packet mark (`meta mark set ct id`),
+ * which the proxy reads with SO_RCVMARK, so that it can reuse conntrack's
+ * answer for later datagrams of the same entry (proxy/runtime/dns-origins.ts).
+ * Set after every reader of the packet mark on the way in: routing and ip rules
+ * ran before the input hook; the input chains that read the mark (the auth gate,
+ * priority 10; the host firewall, 0, which sets it itself; the auth table's
+ * check_in, -5) come earlier, so a ct id can never pass for PKT_AUTH_OK or an
+ * identity. Nothing after it but the socket reads it.
  */
 import { parseAddr } from "../labels/cidr.js";
 import { invalid } from "./compile-error.js";
@@ -42,6 +52,33 @@ export function natRules(p: ProxyTarget): string[] {
   }
   // A redirect bit on anything else (e.g. UDP to the L7 proxy) is a contract breach: drop.
   out.push(`ct mark & ${hex(CT_REDIRECT_L7 | CT_REDIRECT_DNS)} != 0 drop`);
+  return out;
+}
+
+/** After every input chain that reads the packet mark (see above; test/datapath/dns-id.test.ts checks). */
+export const DNS_ID_PRIORITY = 100;
+export const DNS_ID_BASE = `type filter hook input priority ${DNS_ID_PRIORITY}; policy accept;`;
+
+/**
+ * The DNS proxy's redirected UDP datagrams carry their conntrack entry's id in the packet mark;
+ * any other datagram to its port carries 0 (pre_c and out_c leave an identity in the mark, which
+ * the proxy must never take for an id).
+ */
+export function dnsIdRules(p: ProxyTarget): string[] {
+  const ports = dnsPorts(p);
+  const dport = ports.length === 1 ? String(ports[0]) : `{ ${ports.join(", ")} }`;
+  const out: string[] = [];
+  for (const [fam, addr] of [
+    ["ip", p.ipv4],
+    ["ip6", p.ipv6],
+  ] as const) {
+    if (addr === undefined) continue;
+    const to = `${fam} daddr ${addr} udp dport ${dport}`;
+    out.push(
+      `${to} ct mark & ${hex(CT_REDIRECT_DNS)} != 0 meta mark set ct id`,
+      `${to} ct mark & ${hex(CT_REDIRECT_DNS)} == 0 meta mark set 0`,
+    );
+  }
   return out;
 }
 

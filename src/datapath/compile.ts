@@ -37,6 +37,8 @@
  *     connection whose ct mark has a redirect bit is DNATed to the node's proxy (L7
  *     port, or the DNS port); the node's own connections carry CT_FROM_HOST, so the
  *     proxy names their client `host`.
+ *   dns_id_c (hook input, priority 100): a datagram redirected to the DNS proxy gets its
+ *     conntrack entry's id as packet mark (compile-nat.ts).
  *
  * Both ends of a connection are decided in prerouting, before DNAT: the
  * client's egress and the server's ingress, so a redirect happens only when
@@ -122,7 +124,7 @@ export interface CompileOptions {
 }
 
 import { lbPolicyChains, SKIP_RULE } from "./compile-lb-policy.js";
-import { checkProxy, NAT_BASE, NAT_OUT_BASE, natRules } from "./compile-nat.js";
+import { checkProxy, DNS_ID_BASE, dnsIdRules, NAT_BASE, NAT_OUT_BASE, natRules } from "./compile-nat.js";
 import { tunnelRules } from "./compile-tunnel.js";
 
 export {
@@ -307,6 +309,8 @@ export function compileAll(
       base: NAT_OUT_BASE,
       rules: [`meta skgid ${proxy.gid} return`, ...natRules(proxy)],
     });
+    // Redirected DNS datagrams carry their conntrack id to the proxy (compile-nat.ts).
+    chains.push({ name: "dns_id_c", base: DNS_ID_BASE, rules: dnsIdRules(proxy) });
   }
   for (const c of chains) frozenChain(c);
   const table: CompiledTable = { family: "inet", name: opts.table ?? "membrane", maps, chains };

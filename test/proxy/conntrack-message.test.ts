@@ -198,8 +198,13 @@ const tcp = (src: string, srcPort: number, dst: string, dstPort: number, family:
   dst,
   dstPort,
 });
-const entry = (seq: number, original: ReturnType<typeof tcp>, mark?: number): Reply =>
-  mark === undefined ? { kind: "entry", seq, original } : { kind: "entry", seq, original, mark };
+const entry = (seq: number, original: ReturnType<typeof tcp>, mark?: number, id?: number): Reply => ({
+  kind: "entry",
+  seq,
+  original,
+  ...(mark !== undefined ? { mark } : {}),
+  ...(id !== undefined ? { id } : {}),
+});
 const invalid = (reason: string, seq?: number): Reply =>
   seq === undefined ? { kind: "invalid", reason } : { kind: "invalid", seq, reason };
 
@@ -207,12 +212,13 @@ const ANSWERS: { name: string; bytes: Buffer; want: Reply[] }[] = [
   {
     name: "the kernel's IPv4 answer gives the original destination 10.9.9.9:80 and mark 0",
     bytes: REAL_V4,
-    want: [entry(7, tcp("10.77.0.1", 58442, "10.9.9.9", 80), 0)],
+    // CTA_ID eb5e896e: the kernel writes it in host byte order (this little-endian machine's), as nft's `ct id` reads it.
+    want: [entry(7, tcp("10.77.0.1", 58442, "10.9.9.9", 80), 0, 0x6e895eeb)],
   },
   {
     name: "the kernel's IPv6 answer gives the original destination fd99::9 port 80",
     bytes: REAL_V6,
-    want: [entry(7, tcp("fd77::1", 34752, "fd99::9", 80, 6), 0)],
+    want: [entry(7, tcp("fd77::1", 34752, "fd99::9", 80, 6), 0, 0x6bf3c045)],
   },
   {
     name: "ENOENT answers errno 2 (no such entry)",
@@ -430,6 +436,16 @@ const HOSTILE: { name: string; bytes: Buffer; want: Reply[] }[] = [
     name: "a 2-byte protocol number is refused",
     bytes: ctNew(2, 2, nest(1, tupleIp4("1.1.1.1", "2.2.2.2"), nest(2, nla(1, [0, 6])))),
     want: [invalid("CTA_PROTO_NUM has 2 bytes, not 1", 2)],
+  },
+  {
+    name: "a CTA_ID given twice is refused",
+    bytes: entry4(nla(12, be32(1)), nla(12, be32(2))),
+    want: [invalid("CTA_ID appears twice", 9)],
+  },
+  {
+    name: "a 2-byte CTA_ID is refused",
+    bytes: entry4(nla(12, [0, 1])),
+    want: [invalid("CTA_ID has 2 bytes, not 4", 9)],
   },
   {
     name: "an 8-byte mark is refused",

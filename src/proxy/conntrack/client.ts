@@ -44,11 +44,13 @@ export interface SocketAddress {
   port: number;
 }
 
-/** Where the client meant to go, and the conntrack mark when the entry has one. */
+/** Where the client meant to go, and the conntrack mark and id when the kernel sent them. */
 export interface OriginalDst {
   address: string;
   port: number;
   mark?: number;
+  /** The entry's id (CTA_ID, nft's `ct id`): the proxy's DNS cache ties datagrams to it. */
+  ctId?: number;
 }
 
 interface Lookup {
@@ -259,6 +261,7 @@ export class ConntrackClient {
       } else if (this.settle(l)) {
         const dst: OriginalDst = { address: r.original.dst, port: r.original.dstPort };
         if (r.mark !== undefined) dst.mark = r.mark;
+        if (r.id !== undefined) dst.ctId = r.id;
         l.resolve(dst);
       }
     }

@@ -4,7 +4,7 @@
  * back. Pure; no sockets here (client.ts owns the socket).
  *
  *   buildGetRequest(seq, replyTuple) --> {ok, message} | {ok: false, reason}
- *   datagram --parseReplies--> [{kind: "entry", seq, original, mark?} | {kind: "error", seq, errno}
+ *   datagram --parseReplies--> [{kind: "entry", seq, original, mark?, id?} | {kind: "error", seq, errno}
  *                               | {kind: "invalid", seq?, reason}]
  *
  * For a DNATed connection the reply tuple is (proxy's local addr:port -> client
@@ -38,8 +38,14 @@ export {
 } from "../../abi/ctnetlink-wire.js";
 
 export type Reply =
-  /** IPCTNL_MSG_CT_NEW: the entry, its original tuple and its mark when the kernel sent one. */
-  | { readonly kind: "entry"; readonly seq: number; readonly original: Tuple; readonly mark?: number }
+  /** IPCTNL_MSG_CT_NEW: the entry, its original tuple, and its mark and id when the kernel sent them. */
+  | {
+      readonly kind: "entry";
+      readonly seq: number;
+      readonly original: Tuple;
+      readonly mark?: number;
+      readonly id?: number;
+    }
   /** NLMSG_ERROR: errno as a positive number (2 ENOENT: no such entry); 0 is a plain ACK. */
   | { readonly kind: "error"; readonly seq: number; readonly errno: number }
   /** Malformed or unexpected; `seq` when the netlink header itself was readable. */

@@ -39,7 +39,11 @@ import type { UdpUpstreamPool } from "./udp-pool.js";
 import { exchangeTcp, type Upstream } from "./upstream.js";
 import type { DnsVerdicts } from "./verdicts.js";
 
-export type Source = { readonly address: string; readonly port: number };
+/**
+ * Where a query came from; `mark` is the datagram's packet mark when the listener reads it (the
+ * native UDP path: the datapath puts the conntrack entry's id there; runtime/dns-origins.ts).
+ */
+export type Source = { readonly address: string; readonly port: number; readonly mark?: number };
 export type Reply = (b: Buffer | undefined) => void;
 
 /** What the DNS proxy counts (its `stats`); a query adds to all but `internalErrors`, which only the proxy counts. */

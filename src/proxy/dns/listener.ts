@@ -20,6 +20,11 @@ import { dnsIo, NativeUdp, Peer } from "./native-io.js";
 
 export interface UdpListener {
   readonly path: "native" | "dgram";
+  /**
+   * Why datagrams come without their packet mark (`src.mark` stays undefined: dgram cannot read it,
+   * or the kernel refused SO_RCVMARK); undefined when they come with it.
+   */
+  readonly noMarks: string | undefined;
   port(): number;
   /** Sends `b` to `to` (the src a message came with); a failed send is dropped (the client retries). */
   reply(b: Buffer, to: Source): void;
@@ -63,8 +68,10 @@ export async function listenUdp(
       error: (e) => ev.error("udp socket", e),
     });
     if (u instanceof NativeUdp) {
+      const marks = u.receiveMarks();
       return {
         path: "native",
+        noMarks: marks?.message,
         port: () => u.localPort(),
         reply: (b, to) => {
           if (to instanceof Peer) u.send(b, to);
@@ -87,6 +94,7 @@ export async function listenUdp(
   let open = true;
   return {
     path: "dgram",
+    noMarks: "the dgram socket cannot read packet marks",
     port: () => (open ? udp.address().port : 0),
     reply: (b, to) => {
       if (!open) return;

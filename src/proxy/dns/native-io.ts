@@ -33,6 +33,8 @@ export interface DnsIoAddon {
   bind(host: string, port: number, onEvent: (events: number) => void): Handle | number;
   connect(host: string, port: number, onEvent: (events: number) => void): Handle | number;
   localPort(h: Handle): number;
+  /** SO_RCVMARK on the socket: 0, or -errno (a kernel before 5.19: every datagram's mark stays 0). */
+  rcvmark(h: Handle): number;
   interest(h: Handle, mask: number): number;
   recv(h: Handle, buf: Buffer, slot: number, meta: Int32Array, max: number): number;
   send(h: Handle, buf: Buffer, count: number, meta: Int32Array): number;
@@ -70,6 +72,11 @@ export class Peer {
     readonly w2: number,
     readonly w3: number,
     readonly scope: number,
+    /**
+     * The datagram's packet mark (SO_RCVMARK; 0 without it): the datapath sets a datagram
+     * redirected to the DNS proxy to its conntrack entry's id (runtime/dns-origins.ts).
+     */
+    readonly mark: number,
   ) {}
 }
 
@@ -204,6 +211,13 @@ export class NativeUdp {
 
   localPort(): number {
     return this.h === undefined ? 0 : Math.max(0, this.io.localPort(this.h));
+  }
+
+  /** Each datagram's packet mark from now on comes in its Peer (SO_RCVMARK); the Error why not. */
+  receiveMarks(): Error | undefined {
+    if (this.h === undefined) return errnoError("setsockopt", -9);
+    const r = this.io.rcvmark(this.h);
+    return r === 0 ? undefined : errnoError("setsockopt(SO_RCVMARK)", r);
   }
 
   /** Queues one datagram (to `to`, or to the connected peer); all of this turn's leave together. */
@@ -341,6 +355,7 @@ export class NativeUdp {
 function peerOf(meta: Int32Array, bytes: Uint8Array, r: number): Peer {
   const port = meta[r + 3] as number;
   const w0 = meta[r + 4] as number;
+  const mark = (meta[r + 9] as number) >>> 0;
   if (meta[r + 2] === 4) {
     const key = meta[r + 4] as number;
     let name = v4Names.get(key);
@@ -348,8 +363,8 @@ function peerOf(meta: Int32Array, bytes: Uint8Array, r: number): Peer {
       if (v4Names.size >= 1024) v4Names.clear();
       v4Names.set(key, (name = v4(bytes, (r + 4) * 4)));
     }
-    return new Peer(name, port, 4, w0, 0, 0, 0, 0);
+    return new Peer(name, port, 4, w0, 0, 0, 0, 0, mark);
   }
   const [w1, w2, w3, scope] = [meta[r + 5] ?? 0, meta[r + 6] ?? 0, meta[r + 7] ?? 0, meta[r + 8] ?? 0];
-  return new Peer(ipv6Text(bytes, (r + 4) * 4), port, 6, w0, w1, w2, w3, scope);
+  return new Peer(ipv6Text(bytes, (r + 4) * 4), port, 6, w0, w1, w2, w3, scope, mark);
 }

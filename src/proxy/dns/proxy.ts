@@ -73,7 +73,7 @@ export interface DnsProxyParams {
   readonly lookup: L7PolicyLookup;
   /** Who sent a query (from the kernel redirect: conntrack); undefined => REFUSED. */
   readonly identify: (
-    src: { address: string; port: number },
+    src: Source,
     proto: L7Proto,
   ) => ConnectionInfo | undefined | Promise<ConnectionInfo | undefined>;
   /**
@@ -203,6 +203,14 @@ export class DnsProxy {
     this.tcp = undefined;
     if (udp) await udp.close();
     if (tcp) await new Promise<void>((r) => tcp.close(() => r()));
+  }
+
+  /**
+   * Once started: why UDP queries come without their packet mark (so every one asks conntrack), or
+   * undefined when they carry it (see listener.ts).
+   */
+  get noPacketMarks(): string | undefined {
+    return this.udp?.noMarks;
   }
 
   /** The UDP path in use ("native" or "dgram"), once started: for tests and diagnostics. */

@@ -3,7 +3,7 @@
  * this process is still root and asks it for original destinations.
  *
  *   lookup(proto, local, remote) --IPC {id, proto, local, remote}--> broker --ctnetlink--> kernel
- *        <--------------------------- {id, address?, port?, mark?} ---
+ *        <--------------------------- {id, address?, port?, mark?, ctId?} ---
  *
  * The lookups of one turn (the datagrams of one recvmmsg, say) go in one
  * message, {batch: [...]}, flushed by a microtask; the broker answers those
@@ -30,10 +30,14 @@ const BROKER_NODE_FLAGS = ["--min-semi-space-size=8", "--max-semi-space-size=8"]
 /** An original destination, with the connection's mark (CT_FROM_HOST: the node itself is the client). */
 export interface Original extends Addr {
   readonly mark: number;
+  /** The conntrack entry's id (nft's `ct id`; 0: unknown): what dns-origins.ts ties datagrams to. */
+  readonly ctId: number;
 }
 
 export interface Broker {
   lookup(proto: "tcp" | "udp", local: Addr, remote: Addr): Promise<Original | undefined>;
+  /** Lets the broker go (it exits when its channel closes) without calling `onExit`: tests, the bench. */
+  close(): void;
 }
 
 interface BrokerAnswer {
@@ -43,6 +47,23 @@ interface BrokerAnswer {
   address?: string;
   port?: number;
   mark?: number;
+  ctId?: unknown;
+}
+
+const isU32 = (v: unknown): v is number =>
+  Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff;
+
+/**
+ * The answer's destination, or undefined (no entry, or an answer that is not well formed: fail
+ * closed). An id that is not a 32-bit unsigned integer refuses the whole answer: a cache keyed by
+ * it must never hold a value no packet mark can carry. An absent id (a broker of an earlier
+ * version) is 0, which is never cached.
+ */
+function originalOf(m: BrokerAnswer): Original | undefined {
+  if (typeof m.address !== "string" || typeof m.port !== "number") return undefined;
+  const ctId = m.ctId === undefined ? 0 : m.ctId;
+  if (!isU32(ctId)) return undefined;
+  return { address: m.address, port: m.port, mark: typeof m.mark === "number" ? m.mark : 0, ctId };
 }
 
 /** Forks `script` (the broker: ctbroker.js; the proxy benchmark's stand-in) and waits for it to be ready. */
@@ -61,11 +82,7 @@ export async function startBroker(script: string, onExit: () => void): Promise<B
       if (typeof m.id !== "number") return;
       const done = waiting.get(m.id);
       waiting.delete(m.id);
-      done?.(
-        typeof m.address === "string" && typeof m.port === "number"
-          ? { address: m.address, port: m.port, mark: typeof m.mark === "number" ? m.mark : 0 }
-          : undefined,
-      );
+      done?.(originalOf(m));
     };
     child.on("message", (m: BrokerAnswer & { batch?: unknown }) => {
       if (m.ready) return resolve();
@@ -84,6 +101,10 @@ export async function startBroker(script: string, onExit: () => void): Promise<B
     else for (let i = 0; i < q.length; i += MAX_BROKER_BATCH) child.send({ batch: q.slice(i, i + MAX_BROKER_BATCH) }); // prettier-ignore
   };
   return {
+    close: () => {
+      child.off("exit", onExit);
+      if (child.connected) child.disconnect();
+    },
     lookup: (proto, local, remote) =>
       new Promise((resolve) => {
         const id = next++;

@@ -3,7 +3,10 @@
  * from the proxy process in, answers out, nothing else accepted.
  *
  *   proxy --IPC {id, proto, local, remote} | {batch: [...]}--> parse (any other shape: {id: -1, error}) --> lookup
- *         <--IPC {id, address?, port?, mark?} | {id, error} | {batch: [...]}--
+ *         <--IPC {id, address?, port?, mark?, ctId?} | {id, error} | {batch: [...]}--
+ *
+ * ctId is the conntrack entry's id (CTA_ID, 0 when the kernel sent none): the proxy caches a UDP
+ * source's answer only for datagrams whose packet mark carries that id (runtime/dns-origins.ts).
  *
  * Answers that are ready in the same turn leave in one message (flushed by
  * a microtask): one pipe write per turn, not per lookup.
@@ -27,7 +30,7 @@ export type OriginalLookup = (
   proto: "tcp" | "udp",
   local: BrokerRequest["local"],
   remote: BrokerRequest["remote"],
-) => Promise<{ address: string; port: number; mark?: number } | undefined>;
+) => Promise<{ address: string; port: number; mark?: number; ctId?: number } | undefined>;
 
 /** A real address and port (abi/addr-port.ts); the DNS path sends a datagram's rinfo, extra keys and all. */
 const isAddr = (v: unknown): v is { address: string; port: number } => isAddrPort(v);
@@ -83,7 +86,11 @@ export function serveBroker(lookup: OriginalLookup): void {
       .finally(() => outstanding--)
       .then(
         (r) =>
-          answer(r ? { id: req.id, address: r.address, port: r.port, mark: r.mark ?? 0 } : { id: req.id }),
+          answer(
+            r
+              ? { id: req.id, address: r.address, port: r.port, mark: r.mark ?? 0, ctId: r.ctId ?? 0 }
+              : { id: req.id },
+          ),
         (e: unknown) => answer({ id: req.id, error: e instanceof Error ? e.message : String(e) }),
       );
   };

@@ -4,7 +4,7 @@
  *
  *   proxy process (unprivileged: parses hostile bytes) --IPC {id, proto, local, remote}-->
  *     ctbroker (root, forked before the proxy drops root; node netns) --ctnetlink--> kernel
- *   <--IPC {id, address?, port?, error?}--
+ *   <--IPC {id, address?, port?, mark?, ctId?, error?}--
  *
  * It does nothing else and accepts nothing else: a request of any other
  * shape is answered with an error (ctbroker-serve.ts). When the proxy goes

@@ -27,6 +27,7 @@ import type { L7Event } from "../types.js";
 import { startBroker, type Original } from "./broker-client.js";
 import { dispatchConnection } from "./dispatch.js";
 import { AgentAnswers } from "./dns-answers.js";
+import { DnsOrigins } from "./dns-origins.js";
 import { HostMap } from "./host-map.js";
 import { hostsRefusal } from "./hosts-wire.js";
 import {
@@ -125,6 +126,7 @@ async function main(): Promise<void> {
   const sessions = new H2Sessions();
   const servers: net.Server[] = [];
   const dns: DnsProxy[] = [];
+  let saidNoMarks = false;
   for (const host of [cfg.ipv4, cfg.ipv6]) {
     if (host === undefined) continue;
     const server = net.createServer({ allowHalfOpen: true }, (sock) => {
@@ -175,13 +177,17 @@ async function main(): Promise<void> {
       server.listen({ host, port: cfg.l7Port, ipv6Only: host.includes(":") }, () => res());
     });
     servers.push(server);
+    // Conntrack's answers for UDP sources, reused while the datagrams' ct id matches (dns-origins.ts).
+    const origins = new DnsOrigins(ct, { address: host, port: cfg.dnsPort });
     const d = new DnsProxy({
       listen: { host, udpPort: cfg.dnsPort, tcpPort: cfg.dnsPort },
       lookup,
-      identify: async (src, proto) => {
-        const local = { address: host, port: cfg.dnsPort };
-        const dst = await originalDst(proto === "UDP" ? "udp" : "tcp", local, src);
-        return dst ? table.identify(src, dst, proto === "UDP" ? 17 : 6, fromHost(dst)) : undefined;
+      identify: (src, proto) => {
+        // The verdict from the table of the moment, whether conntrack's facts were cached or asked.
+        const judge = (dst: Original | undefined) =>
+          dst ? table.identify(src, dst, proto === "UDP" ? 17 : 6, fromHost(dst)) : undefined;
+        const dst = origins.of(src, proto);
+        return dst instanceof Promise ? dst.then(judge) : judge(dst);
       },
       onAnswer: (endpoint, name, ips, ttl) => answers.onAnswer(endpoint, name, ips, ttl),
       sink: (e) => {
@@ -192,6 +198,12 @@ async function main(): Promise<void> {
     });
     await d.start();
     dns.push(d);
+    if (d.noPacketMarks !== undefined && !saidNoMarks) {
+      saidNoMarks = true;
+      process.stderr.write(
+        `membrane proxy: DNS queries over UDP carry no conntrack id (${d.noPacketMarks}): every query asks the conntrack broker\n`,
+      );
+    }
   }
   dropPrivileges(cfg);
   send({ type: "ready" });
