@@ -12,9 +12,7 @@
  */
 import net from "node:net";
 import { proxyIo } from "../proxy/http/native-io.js";
-import { modifyHeaders } from "./filters.js";
 import { sourceFor } from "./source.js";
-import type { HeaderModifier } from "./model.js";
 import { UpstreamConn } from "./upstream-conn.js";
 
 export interface UpstreamPoolParams {
@@ -76,24 +74,4 @@ export class UpstreamPool {
     for (const list of this.idle.values()) for (const up of list) up.destroy();
     this.idle.clear();
   }
-}
-
-/** The backend's response head as the client gets it: hop-by-hop fields ours, ResponseHeaderModifiers applied. */
-export function rewriteHead(raw: Buffer, mods: readonly HeaderModifier[], keepAlive: boolean): Buffer {
-  const lines = raw
-    .toString("latin1")
-    .split("\r\n")
-    .filter((l) => l !== "");
-  const statusLine = (lines[0] ?? "HTTP/1.1 502 Bad Gateway").replace(/^HTTP\/1\.0/, "HTTP/1.1");
-  let fields = lines.slice(1).map((l) => {
-    const c = l.indexOf(":");
-    return { name: l.slice(0, c), value: l.slice(c + 1).trim() };
-  });
-  fields = fields.filter((f) => !["connection", "keep-alive"].includes(f.name.toLowerCase()));
-  for (const m of mods) fields = modifyHeaders(fields, m);
-  if (!keepAlive) fields.push({ name: "connection", value: "close" });
-  return Buffer.from(
-    [statusLine, ...fields.map((f) => `${f.name}: ${f.value}`)].join("\r\n") + "\r\n\r\n",
-    "latin1",
-  );
 }
