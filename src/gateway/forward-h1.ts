@@ -3,7 +3,8 @@
  * (upstream.ts), its response streamed back to the client as framed by the backend:
  *
  *   wire --UpstreamConn (kept alive)--> endpoint
- *   endpoint --ResponseReader: head rewritten (ResponseHeaderModifier, hop-by-hop), body as framed--> client
+ *   endpoint --head parsed once, rewritten (response-head.ts), body as framed (response-body.ts)--> client
+ *     (the common response: head and body as read, one uncopied write)
  *     complete: connection back to the pool (unless it must close) | close-delimited: the backend's FIN ends it
  *     connect failure / closed before the head: another endpoint (or a fresh connection) once, then 503
  *     failure after the head: 502 event, the client connection destroyed (it cannot be told otherwise)
@@ -11,8 +12,9 @@
  * Backpressure: a client that does not read pauses the backend connection until it drains.
  */
 import type { ByteConn } from "../proxy/http/conn.js";
-import { parseResponseHead, ResponseReader, type ReadResult } from "../proxy/http/response.js";
+import { parseResponseHead } from "../proxy/http/response.js";
 import type { HeaderModifier } from "./model.js";
+import { ResponseBody } from "./response-body.js";
 import { rewriteHead } from "./response-head.js";
 import type { UpstreamPool } from "./upstream.js";
 import type { UpstreamConn, UpstreamHandler } from "./upstream-conn.js";
@@ -68,10 +70,12 @@ export function forwardH1(x: ForwardH1, addr: string, attempt: number): void {
 
 /** One attempt on one backend connection; it is that connection's handler until it finishes. */
 class Attempt implements UpstreamHandler {
-  private readonly reader: ResponseReader;
+  /** The response's body, once its head is read. */
+  private body: ResponseBody | undefined;
   private pending: Buffer = EMPTY;
-  private headDone = false;
   private status = 0;
+  /** The backend's connection is not reusable after this response (its head said so). */
+  private close = false;
   private finished = false;
   private quiet = 0;
   /** A backend that does not answer the SYN (dropped by its policy, gone): 503 after the connect timeout. */
@@ -86,9 +90,7 @@ class Attempt implements UpstreamHandler {
     private readonly attempt: number,
     private readonly up: UpstreamConn,
     private readonly reused: boolean,
-  ) {
-    this.reader = new ResponseReader(x.method, x.maxHead);
-  }
+  ) {}
 
   start(): void {
     const up = this.up;
@@ -109,7 +111,7 @@ class Attempt implements UpstreamHandler {
   data(d: Buffer): void {
     if (this.finished) return;
     this.quiet = 0;
-    if (this.headDone) return this.body(this.reader.push(d));
+    if (this.body) return this.forward(d, 0, this.body.take(d, 0), undefined);
     this.pending = this.pending.length === 0 ? d : Buffer.concat([this.pending, d]);
     for (;;) {
       const r = parseResponseHead(this.pending, this.x.method, this.x.maxHead);
@@ -119,23 +121,36 @@ class Attempt implements UpstreamHandler {
         this.pending = this.pending.subarray(r.length);
         continue;
       }
-      this.headDone = true;
+      const read = this.pending;
+      this.pending = EMPTY;
       this.status = r.head.status;
-      const res = this.reader.push(this.pending);
-      if ("error" in res) return this.failed(res.error);
+      this.close = r.head.close;
+      this.body = new ResponseBody(r.head.framing);
+      const n = this.body.take(read, r.length);
+      if (typeof n !== "number") return this.failed(n.error);
       const keepClient = !this.x.close && r.head.framing.kind !== "close";
       if (!keepClient) this.x.owner.mustClose();
-      // What the reader passes on starts with this head (as one piece or the start of one): the rest is body.
-      const read = res.forward.length === 1 ? (res.forward[0] as Buffer) : Buffer.concat(res.forward);
       const raw = read.subarray(0, r.length);
-      const h = rewriteHead(raw, this.x.mods, keepClient);
-      // One write for head and body: split writes would meet Nagle and delayed ACKs. A head
-      // the rewrite leaves as it is goes out with its body as read, uncopied.
-      this.send(
-        h === raw ? read : read.length === r.length ? h : Buffer.concat([h, read.subarray(r.length)]),
-      );
-      return this.ended(res.done, res.close, res.extra);
+      const head = rewriteHead(raw, this.x.mods, keepClient);
+      return this.forward(read, r.length, n, head === raw ? undefined : head);
     }
+  }
+
+  /**
+   * Sends the response's bytes in this read on: `read[0, at)` is its head (`head` instead, when
+   * the rewrite changed it), then `n` bytes of body. Then its end, if it came.
+   */
+  private forward(read: Buffer, at: number, n: number | { readonly error: string }, head?: Buffer): void {
+    if (typeof n !== "number") return this.failed(n.error);
+    const end = at + n;
+    // One write for head and body: split writes would meet Nagle and delayed ACKs. A head the
+    // rewrite left as it is goes out with its body as read, uncopied.
+    if (!head) this.send(end === read.length ? read : read.subarray(0, end));
+    else this.send(n === 0 ? head : Buffer.concat([head, read.subarray(at, end)]));
+    const body = this.body as ResponseBody;
+    if (!body.done) return;
+    this.finish(!this.close && end === read.length);
+    this.complete();
   }
 
   end(): void {
@@ -149,18 +164,6 @@ class Attempt implements UpstreamHandler {
   /** Two quiet periods of the pool's idle time (60 s by default) in flight: the backend is stuck. */
   idle(): void {
     if (++this.quiet >= 2) this.up.destroy("backend idle for 60 s");
-  }
-
-  private body(res: ReadResult): void {
-    if ("error" in res) return this.failed(res.error);
-    this.send(res.forward.length === 1 ? (res.forward[0] as Buffer) : Buffer.concat(res.forward));
-    this.ended(res.done, res.close, res.extra);
-  }
-
-  private ended(done: boolean, close: boolean, extra: number): void {
-    if (!done) return;
-    this.finish(!close && extra === 0);
-    this.complete();
   }
 
   private send(out: Buffer): void {
@@ -191,11 +194,11 @@ class Attempt implements UpstreamHandler {
     this.finish(false);
     const x = this.x;
     // Nothing reached the client yet: another endpoint (or a fresh connection) once.
-    if (!this.headDone && this.attempt === 0 && !this.timedOut && !x.owner.clientClosed()) {
+    if (this.body === undefined && this.attempt === 0 && !this.timedOut && !x.owner.clientClosed()) {
       const next = x.owner.pick(this.reused ? undefined : this.addr);
       if (next !== undefined) return forwardH1(x, next, 1);
     }
-    const headDone = this.headDone;
+    const headDone = this.body !== undefined;
     x.owner.outcome({
       kind: headDone ? "cut" : "unsent",
       status: headDone ? 502 : 503,
@@ -209,13 +212,13 @@ class Attempt implements UpstreamHandler {
     if (this.finished) return;
     this.finish(false);
     const reason = "the route's timeouts were exceeded";
-    const headDone = this.headDone;
+    const headDone = this.body !== undefined;
     this.x.owner.outcome({ kind: headDone ? "cut" : "expired", status: headDone ? this.status : 504, address: this.addr, reason }); // prettier-ignore
   }
 
   private upstreamEnded(why: string): void {
     if (this.finished) return;
-    if (this.headDone && this.reader.endOfInput()) {
+    if (this.body?.endOfInput()) {
       this.finish(false);
       return this.complete();
     }
