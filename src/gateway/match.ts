@@ -112,8 +112,21 @@ export function findRule(port: ServedPort, req: GatewayRequest): CompiledRule | 
   const vhost = virtualHost(port, req.host);
   if (!vhost) return undefined;
   const { path, query } = splitTarget(req.target);
-  const holds = (r: CompiledRule): boolean => matchHolds(r.match, req, path, query);
-  return (req.grpc ? vhost.grpcRules?.find(holds) : undefined) ?? vhost.rules.find(holds);
+  if (req.grpc && vhost.grpcRules) {
+    const g = firstHolding(vhost.grpcRules, req, path, query);
+    if (g) return g;
+  }
+  return firstHolding(vhost.rules, req, path, query);
+}
+
+function firstHolding(
+  rules: readonly CompiledRule[],
+  req: GatewayRequest,
+  path: string,
+  query: string,
+): CompiledRule | undefined {
+  for (const r of rules) if (matchHolds(r.match, req, path, query)) return r;
+  return undefined;
 }
 
 /**
@@ -148,7 +161,8 @@ export function pickBackend(
   backends: readonly BackendTarget[],
   random: () => number,
 ): BackendTarget | undefined {
-  const total = backends.reduce((s, b) => s + b.weight, 0);
+  let total = 0;
+  for (const b of backends) total += b.weight;
   if (total <= 0) return undefined;
   let x = random() * total;
   for (const b of backends) {
