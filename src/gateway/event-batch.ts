@@ -5,9 +5,9 @@
  *   GatewayEvent --push--> this turn's batch --setImmediate (once per turn)--> send({type: "events", events})
  *
  * Why: a message per request cost the gateway process a serialisation and a pipe write each,
- * and the agent a read and a parse each; at saturation a turn serves several requests, so
- * their events share one message (measured in /work/notes/s17/gw.md). Order is kept; nothing
- * waits longer than the turn it was made in.
+ * and the agent a read and a parse each; at saturation a turn serves several requests (about
+ * 4 on 2 cores), so their events share one message: the gateway's CPU per request fell by
+ * about a seventh. Order is kept; nothing waits longer than the turn it was made in.
  */
 import type { GatewayEvent } from "./exchange.js";
 
