@@ -23,17 +23,18 @@ import { performance } from "node:perf_hooks";
 import { ChunkedDecoder } from "../proxy/http/chunked.js";
 import { streamConn, type ByteConn, type ConnEvents } from "../proxy/http/conn.js";
 import { nativeClient, proxyIo } from "../proxy/http/native-io.js";
-import { NOT_FORWARDED, parseRequestHead, type RequestHead } from "../proxy/http/request.js";
+import { parseRequestHead, type RequestHead } from "../proxy/http/request.js";
 import type { OutgoingRequest } from "./filters.js";
 import { forwardOverH2 } from "./h1-to-h2.js";
 import type { H2Sessions } from "../proxy/http2/sessions.js";
-import { decide, type RouteDecision } from "./match.js";
+import { decide, type GatewayRequest, type RouteDecision } from "./match.js";
 import type { HeaderModifier, RuleTimeouts } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
-import { forwardH1, mirrorH1 } from "./forward-h1.js";
+import { forwardH1, mirrorH1, type ForwardOutcome, type H1Owner } from "./forward-h1.js";
 import type { UpstreamPool } from "./upstream.js";
 import { attemptLimitMs } from "./timeouts.js";
 import { reply } from "./reply.js";
+import { forwardedFields, requestWire } from "./request-wire.js";
 
 export interface GatewayEvent {
   readonly listener: string;
@@ -75,10 +76,24 @@ export class GatewayExchange {
   private ended = false;
   private readonly maxBody: number;
   private readonly maxHead: number;
-  /** The current request's rule timeouts and its request deadline (performance.now() time). */
-  private limits: { t?: RuleTimeouts; deadline?: number } = {};
+  /** The request being served (one at a time: pipelined ones wait in `buf`). */
+  private head: RequestHead | undefined;
+  private started = 0;
+  private route: string | undefined;
+  private backend: BackendTarget | undefined;
+  /** Its rule's timeouts and its request deadline (performance.now() time). */
+  private timeouts: RuleTimeouts | undefined;
+  private deadline: number | undefined;
   private conn!: ByteConn;
   private peer = { address: "", port: 0 };
+  /** What forward-h1.ts asks of the request in flight: made once per connection, not per request. */
+  private readonly owner: H1Owner = {
+    limitMs: () => attemptLimitMs(this.timeouts, this.deadline, performance.now()),
+    pick: (avoid) => (this.backend ? this.pickEndpoint(this.backend, avoid) : undefined),
+    clientClosed: () => this.closed,
+    mustClose: () => void (this.mustClose = true),
+    outcome: (o) => this.forwarded(o),
+  };
 
   constructor(
     private readonly client: Socket,
@@ -125,15 +140,11 @@ export class GatewayExchange {
     this.conn.endAndLinger(2000);
   }
 
-  /** The TLS server name of an HTTPS connection ("" without SNI); nothing for plain HTTP. */
-  private sni(): { sni?: string } {
+  /** The TLS server name of an HTTPS connection ("" without SNI); undefined for plain HTTP. */
+  private sni(): string | undefined {
     const c = this.client as Partial<TLSSocket>;
-    if (c.encrypted !== true) return {};
-    return { sni: typeof c.servername === "string" ? c.servername : "" };
-  }
-
-  private clientInfo(): { address: string; port: number } {
-    return this.peer;
+    if (c.encrypted !== true) return undefined;
+    return typeof c.servername === "string" ? c.servername : "";
   }
 
   /** Reads the next complete request (head and body) and serves it. */
@@ -143,22 +154,26 @@ export class GatewayExchange {
     const r = parseRequestHead(this.buf, { maxHeadBytes: this.maxHead, maxHeaders: 100 });
     if (r.kind === "incomplete") return;
     if (r.kind === "error") return this.fail(400, started, undefined, r.reason);
-    const body = this.readBody(r.head, this.buf.subarray(r.length));
+    const body = this.readBody(r.head, this.buf, r.length);
     if (body === "incomplete") return;
     if (typeof body === "object" && "error" in body)
       return this.fail(body.status, started, r.head, body.error);
-    this.buf = this.buf.subarray(r.length + body.consumed);
+    const used = r.length + body.consumed;
+    this.buf = used === this.buf.length ? EMPTY : this.buf.subarray(used);
     this.busy = true;
     this.conn.resume();
     this.serve(r.head, body.data, started);
   }
 
+  /** The body of `head` in `buf` from `at` on. */
   private readBody(
     head: RequestHead,
-    rest: Buffer,
+    buf: Buffer,
+    at: number,
   ): "incomplete" | { data: Buffer; consumed: number } | { error: string; status: number } {
     const f = head.framing;
-    if (f.kind === "none") return { data: Buffer.alloc(0), consumed: 0 };
+    if (f.kind === "none") return NO_BODY;
+    const rest = buf.subarray(at);
     if (f.kind === "length") {
       if (f.length > this.maxBody) return { error: "request body too large", status: 413 };
       return rest.length < f.length ? "incomplete" : { data: rest.subarray(0, f.length), consumed: f.length };
@@ -172,7 +187,7 @@ export class GatewayExchange {
   }
 
   private fail(status: number, started: number, head: RequestHead | undefined, reason: string): void {
-    this.event(started, head, { status, reason });
+    this.event(started, head, status, undefined, reason, undefined);
     this.conn.write(reply(status, true));
     this.close();
   }
@@ -180,69 +195,78 @@ export class GatewayExchange {
   private event(
     started: number,
     head: RequestHead | undefined,
-    e: Partial<GatewayEvent> & { status: number },
+    status: number,
+    route: string | undefined,
+    reason: string | undefined,
+    backend: GatewayEvent["backend"],
   ): void {
-    this.deps.onEvent({
-      listener: this.listener,
-      client: this.clientInfo(),
-      ...(head ? { method: head.method, url: `${head.host ?? ""}${head.target}` } : {}),
-      latencyMs: +(performance.now() - started).toFixed(3),
-      ...e,
-    });
+    // Built field by field, in one order: one object shape for every event.
+    const e: Writable<GatewayEvent> = { listener: this.listener, client: this.peer, status, latencyMs: 0 };
+    if (head) {
+      e.method = head.method;
+      e.url = `${head.host ?? ""}${head.target}`;
+    }
+    e.latencyMs = Math.round((performance.now() - started) * 1000) / 1000;
+    if (route !== undefined) e.route = route;
+    if (backend) e.backend = backend;
+    if (reason !== undefined) e.reason = reason;
+    this.deps.onEvent(e);
+  }
+
+  /** The request in flight is answered (`status`): its event, then the next request or the end. */
+  private answered(status: number, reason?: string, backend?: GatewayEvent["backend"]): void {
+    const head = this.head as RequestHead;
+    this.event(this.started, head, status, this.route, reason, backend);
+    this.busy = false;
+    this.head = this.backend = undefined;
+    if (head.close || this.mustClose) return this.close();
+    this.next();
+    if (this.ended && !this.busy) this.close();
+  }
+
+  /** An answer of the gateway's own to the request in flight. */
+  private answer(status: number, reason?: string, extra: readonly string[] = []): void {
+    const head = this.head as RequestHead;
+    this.conn.write(reply(status, head.close, extra, head.method === "HEAD"));
+    this.answered(status, reason);
   }
 
   private serve(head: RequestHead, body: Buffer, started: number): void {
     const port = this.deps.port();
     if (!port) return this.fail(503, started, head, "listener no longer served");
-    const headers = head.headers
-      .filter((h) => !NOT_FORWARDED.has(h.lower))
-      .map((h) => ({ name: h.name, value: h.value }));
-    const d: RouteDecision = decide(
-      port,
-      { method: head.method, target: head.target, host: head.host, headers, ...this.sni() },
-      this.deps.random,
-    );
-    const route = d.kind === "not-found" || d.kind === "misdirected" ? undefined : d.rule.route;
-    const done = (status: number, e: Partial<GatewayEvent> = {}): void => {
-      this.event(started, head, { status, ...(route ? { route } : {}), ...e });
-      this.busy = false;
-      if (head.close || this.mustClose) return this.close();
-      this.next();
-      if (this.ended && !this.busy) this.close();
+    const headers = forwardedFields(head.headers);
+    const req: Writable<GatewayRequest> = {
+      method: head.method,
+      target: head.target,
+      host: head.host,
+      headers,
     };
-    if (d.kind === "misdirected") {
-      this.conn.write(reply(421, head.close, [], head.method === "HEAD"));
-      return done(421, { reason: "the TLS server name chose another listener than the Host" });
-    }
-    if (d.kind === "not-found") {
-      this.conn.write(reply(404, head.close, [], head.method === "HEAD"));
-      return done(404, { reason: "no route matched" });
-    }
-    if (d.kind === "redirect") {
-      this.conn.write(reply(d.status, head.close, [`location: ${d.location}`], head.method === "HEAD"));
-      return done(d.status);
-    }
-    if (d.kind === "error") {
-      this.conn.write(reply(500, head.close, [], head.method === "HEAD"));
-      return done(500, { reason: d.reason });
-    }
+    const sni = this.sni();
+    if (sni !== undefined) req.sni = sni;
+    const d: RouteDecision = decide(port, req, this.deps.random);
+    this.head = head;
+    this.started = started;
+    this.route = d.kind === "not-found" || d.kind === "misdirected" ? undefined : d.rule.route;
+    if (d.kind === "misdirected")
+      return this.answer(421, "the TLS server name chose another listener than the Host");
+    if (d.kind === "not-found") return this.answer(404, "no route matched");
+    if (d.kind === "redirect") return this.answer(d.status, undefined, [`location: ${d.location}`]);
+    if (d.kind === "error") return this.answer(500, d.reason);
     const fwd = d.request;
     const t = d.rule.timeouts;
-    this.limits = { ...(t ? { t } : {}), ...(t?.requestMs ? { deadline: started + t.requestMs } : {}) };
-    const lines = [`${fwd.method} ${fwd.target} HTTP/1.1`];
-    for (const h of fwd.headers) lines.push(`${h.name}: ${h.value}`);
-    const xff = headers.find((h) => h.name.toLowerCase() === "x-forwarded-for")?.value;
+    this.timeouts = t;
+    this.deadline = t?.requestMs ? started + t.requestMs : undefined;
+    const xff = headers.find((h) => h.lower === "x-forwarded-for")?.value;
+    const proto = port.protocol === "HTTPS" ? "https" : "http";
     const peer = this.peer.address;
-    if (!xff) lines.push(`x-forwarded-for: ${peer}`);
-    lines.push(`x-forwarded-proto: ${port.protocol === "HTTPS" ? "https" : "http"}`);
-    if (body.length > 0 || head.framing.kind !== "none") lines.push(`content-length: ${body.length}`);
-    const wire = Buffer.concat([Buffer.from(lines.join("\r\n") + "\r\n\r\n", "latin1"), body]);
+    const framed = head.framing.kind !== "none";
+    const wire = requestWire({ request: fwd, forwardedFor: xff, peer, proto, body, framed });
     for (const m of d.mirrors) this.mirror(m, wire);
     if (d.backend.h2c && this.deps.sessions) {
-      const extra = [{ name: "x-forwarded-for", value: xff ?? peer }, { name: "x-forwarded-proto", value: port.protocol === "HTTPS" ? "https" : "http" }]; // prettier-ignore
-      return this.forwardH2(d.backend, fwd, extra, body, head, d.responseHeaders, started, done);
+      const extra = [{ name: "x-forwarded-for", value: xff ?? peer }, { name: "x-forwarded-proto", value: proto }]; // prettier-ignore
+      return this.forwardH2(d.backend, fwd, extra, body, head, d.responseHeaders);
     }
-    this.forward(d.backend, wire, head, d.responseHeaders, started, done);
+    this.forward(d.backend, wire, head, d.responseHeaders);
   }
 
   /** To an h2c backend (h1-to-h2.ts): the same answers as forward() on failure. */
@@ -253,16 +277,15 @@ export class GatewayExchange {
     body: Buffer,
     head: RequestHead,
     mods: readonly HeaderModifier[],
-    started: number,
-    done: (status: number, e?: Partial<GatewayEvent>) => void,
   ): void {
     const address = this.pickEndpoint(b, undefined);
     const service = `${b.namespace}/${b.name}`;
     if (!address || !this.deps.sessions) {
       this.conn.write(reply(503, head.close));
-      return done(503, { reason: `no endpoint of ${service}` });
+      return this.answered(503, `no endpoint of ${service}`);
     }
     const backend = { service, address, port: b.port };
+    const limitMs = this.owner.limitMs();
     forwardOverH2({
       sessions: this.deps.sessions,
       address,
@@ -274,25 +297,19 @@ export class GatewayExchange {
       body,
       mods,
       close: head.close,
-      ...this.limitNow(),
+      ...(limitMs !== undefined ? { limitMs } : {}),
       write: (x) => this.conn.write(x),
       done: (o) => {
-        if (o.failed === undefined) return done(o.status, { backend });
+        if (o.failed === undefined) return this.answered(o.status, undefined, backend);
         // A route timeout before the head: 504, and the client connection goes on (as forward-h1.ts).
-        if (o.expired === true && !o.headSent) return void (this.conn.write(reply(504, head.close)), done(504, { reason: o.failed, backend })); // prettier-ignore
-        this.event(started, head, { status: o.status, reason: o.failed, backend });
+        if (o.expired === true && !o.headSent) return void (this.conn.write(reply(504, head.close)), this.answered(504, o.failed, backend)); // prettier-ignore
+        this.event(this.started, head, o.status, undefined, o.failed, backend);
         this.busy = false;
         if (o.headSent) return void this.conn.destroy();
         this.conn.write(reply(502, true));
         this.close();
       },
     });
-  }
-
-  /** `{limitMs}` of this attempt from the request's route timeouts (timeouts.ts), `{}` when none. */
-  private limitNow(): { limitMs?: number } {
-    const ms = attemptLimitMs(this.limits.t, this.limits.deadline, performance.now());
-    return ms !== undefined ? { limitMs: ms } : {};
   }
 
   private pickEndpoint(b: BackendTarget, avoid: string | undefined): string | undefined {
@@ -307,20 +324,13 @@ export class GatewayExchange {
     if (addr) mirrorH1(this.deps.pool, addr, b.port, wire);
   }
 
-  private forward(
-    b: BackendTarget,
-    wire: Buffer,
-    head: RequestHead,
-    mods: readonly HeaderModifier[],
-    started: number,
-    done: (status: number, e?: Partial<GatewayEvent>) => void,
-  ): void {
-    const service = `${b.namespace}/${b.name}`;
+  private forward(b: BackendTarget, wire: Buffer, head: RequestHead, mods: readonly HeaderModifier[]): void {
     const addr = this.pickEndpoint(b, undefined);
     if (!addr) {
       this.conn.write(reply(503, head.close));
-      return done(503, { reason: `no endpoint of ${service}` });
+      return this.answered(503, `no endpoint of ${b.namespace}/${b.name}`);
     }
+    this.backend = b;
     forwardH1(
       {
         pool: this.deps.pool,
@@ -332,24 +342,33 @@ export class GatewayExchange {
         mods,
         maxHead: this.maxHead,
         connectTimeoutMs: this.deps.connectTimeoutMs ?? 5000,
-        limitMs: () => attemptLimitMs(this.limits.t, this.limits.deadline, performance.now()),
-        pick: (avoid) => this.pickEndpoint(b, avoid),
-        clientClosed: () => this.closed,
-        mustClose: () => void (this.mustClose = true),
-        outcome: (o) => {
-          const backend = { service, address: o.address, port: b.port };
-          if (o.kind === "done") return done(o.status, { backend });
-          // A route timeout before the head: 504, and the client connection goes on.
-          if (o.kind === "expired") return void (this.conn.write(reply(504, head.close)), done(504, { reason: o.reason ?? "", backend })); // prettier-ignore
-          this.event(started, head, { status: o.status, backend, ...(o.reason !== undefined ? { reason: o.reason } : {}) }); // prettier-ignore
-          this.busy = false;
-          if (o.kind === "cut") return this.conn.destroy();
-          this.conn.write(reply(503, true));
-          this.close();
-        },
+        owner: this.owner,
       },
       addr,
       0,
     );
   }
+
+  /** forward-h1.ts's outcome for the request in flight. */
+  private forwarded(o: ForwardOutcome): void {
+    const b = this.backend as BackendTarget;
+    const head = this.head as RequestHead;
+    const backend = { service: `${b.namespace}/${b.name}`, address: o.address, port: b.port };
+    if (o.kind === "done") return this.answered(o.status, undefined, backend);
+    // A route timeout before the head: 504, and the client connection goes on.
+    if (o.kind === "expired") {
+      this.conn.write(reply(504, head.close));
+      return this.answered(504, o.reason ?? "", backend);
+    }
+    this.event(this.started, head, o.status, undefined, o.reason, backend);
+    this.busy = false;
+    if (o.kind === "cut") return this.conn.destroy();
+    this.conn.write(reply(503, true));
+    this.close();
+  }
 }
+
+type Writable<T> = { -readonly [K in keyof T]: T[K] };
+
+const EMPTY = Buffer.alloc(0);
+const NO_BODY = { data: EMPTY, consumed: 0 } as const;

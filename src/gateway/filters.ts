@@ -24,28 +24,32 @@ export type FilterOutcome =
   | { readonly kind: "forward"; readonly request: OutgoingRequest }
   | { readonly kind: "redirect"; readonly status: number; readonly location: string };
 
-type Field = { readonly name: string; readonly value: string };
+/** A field; `lower`, when the parser gave it (src/proxy/http/request.ts), is the name in lower case. */
+type Field = { readonly name: string; readonly value: string; readonly lower?: string };
+
+const lowerOf = (h: Field): string => h.lower ?? h.name.toLowerCase();
 
 export function modifyHeaders(headers: readonly Field[], m: HeaderModifier): Field[] {
   let out = [...headers];
   for (const s of m.set) {
     const k = s.name.toLowerCase();
-    const at = out.findIndex((h) => h.name.toLowerCase() === k);
-    out = out.filter((h) => h.name.toLowerCase() !== k);
+    const at = out.findIndex((h) => lowerOf(h) === k);
+    out = out.filter((h) => lowerOf(h) !== k);
     out.splice(at < 0 ? out.length : at, 0, { name: s.name, value: s.value });
   }
   for (const a of m.add) {
     const k = a.name.toLowerCase();
-    const at = out.findIndex((h) => h.name.toLowerCase() === k);
+    const at = out.findIndex((h) => lowerOf(h) === k);
     if (at < 0) out.push({ name: a.name, value: a.value });
     else {
-      const joined = out.filter((h) => h.name.toLowerCase() === k).map((h) => h.value);
-      out = out.filter((h, i) => i === at || h.name.toLowerCase() !== k);
+      const joined = out.filter((h) => lowerOf(h) === k).map((h) => h.value);
+      out = out.filter((h, i) => i === at || lowerOf(h) !== k);
       out[at] = { name: (out[at] as Field).name, value: [...joined, a.value].join(",") };
     }
   }
+  if (m.remove.length === 0) return out;
   const gone = new Set(m.remove.map((r) => r.toLowerCase()));
-  return out.filter((h) => !gone.has(h.name.toLowerCase()));
+  return out.filter((h) => !gone.has(lowerOf(h)));
 }
 
 /** The path after a path modifier; `prefix` is the matched PathPrefix (no trailing slash). */
@@ -70,7 +74,8 @@ export function applyRequestFilters(
   req: GatewayRequest,
   listener: { readonly scheme: "http" | "https"; readonly port: number },
 ): FilterOutcome {
-  let headers: Field[] = req.headers.map((h) => ({ name: h.name, value: h.value }));
+  // The request's own list until a filter changes it (modifyHeaders makes a new one).
+  let headers: readonly Field[] = req.headers;
   const split = splitTarget(req.target);
   const query = split.query;
   let path = split.path;
@@ -92,14 +97,15 @@ export function applyRequestFilters(
     }
   }
   if (host !== req.host && host !== undefined) {
-    const at = headers.findIndex((h) => h.name.toLowerCase() === "host");
-    if (at >= 0) headers[at] = { name: (headers[at] as Field).name, value: host };
-    else headers.unshift({ name: "Host", value: host });
+    const copy = [...headers];
+    const at = copy.findIndex((h) => lowerOf(h) === "host");
+    if (at >= 0) copy[at] = { name: (copy[at] as Field).name, value: host };
+    else copy.unshift({ name: "Host", value: host });
+    headers = copy;
   }
-  return {
-    kind: "forward",
-    request: { method: req.method, target: query !== "" ? `${path}?${query}` : path, host, headers },
-  };
+  // The target as received when its path is (a "?" with nothing after it is dropped, as ever).
+  const target = query === "" ? path : path === split.path ? req.target : `${path}?${query}`;
+  return { kind: "forward", request: { method: req.method, target, host, headers } };
 }
 
 function bareHost(h: string): string {

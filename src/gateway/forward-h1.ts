@@ -3,7 +3,8 @@
  * (upstream.ts), its response streamed back to the client as framed by the backend:
  *
  *   wire --UpstreamConn (kept alive)--> endpoint
- *   endpoint --ResponseReader: head rewritten (ResponseHeaderModifier, hop-by-hop), body as framed--> client
+ *   endpoint --head parsed once, rewritten (response-head.ts), body as framed (response-body.ts)--> client
+ *     (the common response: head and body as read, one uncopied write)
  *     complete: connection back to the pool (unless it must close) | close-delimited: the backend's FIN ends it
  *     connect failure / closed before the head: another endpoint (or a fresh connection) once, then 503
  *     failure after the head: 502 event, the client connection destroyed (it cannot be told otherwise)
@@ -11,9 +12,12 @@
  * Backpressure: a client that does not read pauses the backend connection until it drains.
  */
 import type { ByteConn } from "../proxy/http/conn.js";
-import { parseResponseHead, ResponseReader } from "../proxy/http/response.js";
+import { parseResponseHead } from "../proxy/http/response.js";
 import type { HeaderModifier } from "./model.js";
-import { rewriteHead, type UpstreamPool } from "./upstream.js";
+import { ResponseBody } from "./response-body.js";
+import { rewriteHead } from "./response-head.js";
+import type { UpstreamPool } from "./upstream.js";
+import type { UpstreamConn, UpstreamHandler } from "./upstream-conn.js";
 
 export interface ForwardOutcome {
   /**
@@ -24,6 +28,22 @@ export interface ForwardOutcome {
   readonly status: number;
   readonly address: string;
   readonly reason?: string;
+}
+
+/**
+ * The request's side of the attempts (the exchange, one request at a time): made once per client
+ * connection, so that a request costs no callbacks of its own.
+ */
+export interface H1Owner {
+  /** This attempt's limit from the route's timeouts (timeouts.ts), ms from now; undefined: none. */
+  limitMs(): number | undefined;
+  /** An endpoint address, avoiding `avoid` when there is another; undefined: none left. */
+  pick(avoid: string | undefined): string | undefined;
+  /** The client connection is gone (no retry for it). */
+  clientClosed(): boolean;
+  /** The response ends the client connection (close-delimited, or the client asked). */
+  mustClose(): void;
+  outcome(o: ForwardOutcome): void;
 }
 
 export interface ForwardH1 {
@@ -37,134 +57,173 @@ export interface ForwardH1 {
   readonly mods: readonly HeaderModifier[];
   readonly maxHead: number;
   readonly connectTimeoutMs: number;
-  /** This attempt's limit from the route's timeouts (timeouts.ts), ms from now; undefined: none. */
-  readonly limitMs?: () => number | undefined;
-  /** An endpoint address, avoiding `avoid` when there is another; undefined: none left. */
-  readonly pick: (avoid: string | undefined) => string | undefined;
-  /** The client connection is gone (no retry for it). */
-  readonly clientClosed: () => boolean;
-  /** The response ends the client connection (close-delimited, or the client asked). */
-  readonly mustClose: () => void;
-  readonly outcome: (o: ForwardOutcome) => void;
+  readonly owner: H1Owner;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 /** Forwards `x.wire` to an endpoint `addr` (attempt 0: may retry once elsewhere). */
 export function forwardH1(x: ForwardH1, addr: string, attempt: number): void {
   const { up, reused } = x.pool.acquire(addr, x.port);
-  const reader = new ResponseReader(x.method, x.maxHead);
-  let pending: Buffer = Buffer.alloc(0);
-  let headDone = false;
-  let status = 0;
-  let finished = false;
-  let quiet = 0;
-  // A backend that does not answer the SYN (dropped by its policy, gone): 503 after the connect timeout.
-  let timedOut = false;
-  // Only while connecting: a kept-alive connection costs no timer per request.
-  let timer: NodeJS.Timeout | undefined;
-  if (!up.connected) {
-    const t = setTimeout(() => {
-      timedOut = true;
-      up.destroy("connect timeout");
-    }, x.connectTimeoutMs);
-    timer = t;
-    up.whenConnected(() => clearTimeout(t));
+  new Attempt(x, addr, attempt, up, reused).start();
+}
+
+/** One attempt on one backend connection; it is that connection's handler until it finishes. */
+class Attempt implements UpstreamHandler {
+  /** The response's body, once its head is read. */
+  private body: ResponseBody | undefined;
+  private pending: Buffer = EMPTY;
+  private status = 0;
+  /** The backend's connection is not reusable after this response (its head said so). */
+  private close = false;
+  private finished = false;
+  private quiet = 0;
+  /** A backend that does not answer the SYN (dropped by its policy, gone): 503 after the connect timeout. */
+  private timedOut = false;
+  /** Only while connecting: a kept-alive connection costs no timer per request. */
+  private timer: NodeJS.Timeout | undefined;
+  private cut: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly x: ForwardH1,
+    private readonly addr: string,
+    private readonly attempt: number,
+    private readonly up: UpstreamConn,
+    private readonly reused: boolean,
+  ) {}
+
+  start(): void {
+    const up = this.up;
+    if (!up.connected) {
+      const t = setTimeout(() => {
+        this.timedOut = true;
+        up.destroy("connect timeout");
+      }, this.x.connectTimeoutMs);
+      this.timer = t;
+      up.whenConnected(() => clearTimeout(t));
+    }
+    const limit = this.x.owner.limitMs();
+    if (limit !== undefined) this.cut = setTimeout(() => this.expired(), limit);
+    up.use(this);
+    up.conn.write(this.x.wire);
   }
-  const limit = x.limitMs?.();
-  const cut = limit === undefined ? undefined : setTimeout(() => expired(), limit);
-  const finish = (reuse: boolean): void => {
-    if (finished) return;
-    finished = true;
-    clearTimeout(timer);
-    clearTimeout(cut);
+
+  data(d: Buffer): void {
+    if (this.finished) return;
+    this.quiet = 0;
+    if (this.body) return this.forward(d, 0, this.body.take(d, 0), undefined);
+    this.pending = this.pending.length === 0 ? d : Buffer.concat([this.pending, d]);
+    for (;;) {
+      const r = parseResponseHead(this.pending, this.x.method, this.x.maxHead);
+      if (r.kind === "incomplete") return;
+      if (r.kind === "error") return this.failed(r.reason);
+      if (r.head.interim) {
+        this.pending = this.pending.subarray(r.length);
+        continue;
+      }
+      const read = this.pending;
+      this.pending = EMPTY;
+      this.status = r.head.status;
+      this.close = r.head.close;
+      this.body = new ResponseBody(r.head.framing);
+      const n = this.body.take(read, r.length);
+      if (typeof n !== "number") return this.failed(n.error);
+      const keepClient = !this.x.close && r.head.framing.kind !== "close";
+      if (!keepClient) this.x.owner.mustClose();
+      const raw = read.subarray(0, r.length);
+      const head = rewriteHead(raw, this.x.mods, keepClient);
+      return this.forward(read, r.length, n, head === raw ? undefined : head);
+    }
+  }
+
+  /**
+   * Sends the response's bytes in this read on: `read[0, at)` is its head (`head` instead, when
+   * the rewrite changed it), then `n` bytes of body. Then its end, if it came.
+   */
+  private forward(read: Buffer, at: number, n: number | { readonly error: string }, head?: Buffer): void {
+    if (typeof n !== "number") return this.failed(n.error);
+    const end = at + n;
+    // One write for head and body: split writes would meet Nagle and delayed ACKs. A head the
+    // rewrite left as it is goes out with its body as read, uncopied.
+    if (!head) this.send(end === read.length ? read : read.subarray(0, end));
+    else this.send(n === 0 ? head : Buffer.concat([head, read.subarray(at, end)]));
+    const body = this.body as ResponseBody;
+    if (!body.done) return;
+    this.finish(!this.close && end === read.length);
+    this.complete();
+  }
+
+  end(): void {
+    this.upstreamEnded("upstream closed before the response ended");
+  }
+
+  gone(why: string): void {
+    this.upstreamEnded(why);
+  }
+
+  /** Two quiet periods of the pool's idle time (60 s by default) in flight: the backend is stuck. */
+  idle(): void {
+    if (++this.quiet >= 2) this.up.destroy("backend idle for 60 s");
+  }
+
+  private send(out: Buffer): void {
+    if (out.length > 0 && !this.x.client.write(out)) {
+      const conn = this.up.conn;
+      conn.pause();
+      this.x.client.onceDrain(() => conn.resume());
+    }
+  }
+
+  private finish(reuse: boolean): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.cut);
     if (reuse) {
-      up.conn.resume(); // paused for a slow client on its last read: the pool's reader must see it
-      x.pool.release(addr, x.port, up);
-    } else up.destroy();
-  };
-  const complete = (): void => x.outcome({ kind: "done", status, address: addr });
-  const failed = (why: string): void => {
-    if (finished) return;
-    finish(false);
+      this.up.conn.resume(); // paused for a slow client on its last read: the pool's reader must see it
+      this.x.pool.release(this.addr, this.x.port, this.up);
+    } else this.up.destroy();
+  }
+
+  private complete(): void {
+    this.x.owner.outcome({ kind: "done", status: this.status, address: this.addr });
+  }
+
+  private failed(why: string): void {
+    if (this.finished) return;
+    this.finish(false);
+    const x = this.x;
     // Nothing reached the client yet: another endpoint (or a fresh connection) once.
-    if (!headDone && attempt === 0 && !timedOut && !x.clientClosed()) {
-      const next = x.pick(reused ? undefined : addr);
+    if (this.body === undefined && this.attempt === 0 && !this.timedOut && !x.owner.clientClosed()) {
+      const next = x.owner.pick(this.reused ? undefined : this.addr);
       if (next !== undefined) return forwardH1(x, next, 1);
     }
-    x.outcome({
+    const headDone = this.body !== undefined;
+    x.owner.outcome({
       kind: headDone ? "cut" : "unsent",
       status: headDone ? 502 : 503,
-      address: addr,
+      address: this.addr,
       reason: why,
     });
-  };
-  // A route timeout: the backend connection is closed (never pooled half read); 504 if no head was sent yet.
-  const expired = (): void => {
-    if (finished) return;
-    finish(false);
+  }
+
+  /** A route timeout: the backend connection is closed (never pooled half read); 504 if no head was sent yet. */
+  private expired(): void {
+    if (this.finished) return;
+    this.finish(false);
     const reason = "the route's timeouts were exceeded";
-    x.outcome({ kind: headDone ? "cut" : "expired", status: headDone ? status : 504, address: addr, reason });
-  };
-  const send = (out: Buffer): void => {
-    if (out.length > 0 && !x.client.write(out)) {
-      up.conn.pause();
-      x.client.onceDrain(() => up.conn.resume());
+    const headDone = this.body !== undefined;
+    this.x.owner.outcome({ kind: headDone ? "cut" : "expired", status: headDone ? this.status : 504, address: this.addr, reason }); // prettier-ignore
+  }
+
+  private upstreamEnded(why: string): void {
+    if (this.finished) return;
+    if (this.body?.endOfInput()) {
+      this.finish(false);
+      return this.complete();
     }
-  };
-  const onData = (d: Buffer): void => {
-    if (finished) return;
-    quiet = 0;
-    if (!headDone) {
-      pending = pending.length === 0 ? d : Buffer.concat([pending, d]);
-      for (;;) {
-        const r = parseResponseHead(pending, x.method, x.maxHead);
-        if (r.kind === "incomplete") return;
-        if (r.kind === "error") return failed(r.reason);
-        if (r.head.interim) {
-          pending = pending.subarray(r.length);
-          continue;
-        }
-        headDone = true;
-        status = r.head.status;
-        const res = reader.push(pending);
-        if ("error" in res) return failed(res.error);
-        const keepClient = !x.close && r.head.framing.kind !== "close";
-        if (!keepClient) x.mustClose();
-        // What the reader passes on starts with this head (as one piece or the start of one): the rest is body.
-        const body = (res.forward.length === 1 ? (res.forward[0] as Buffer) : Buffer.concat(res.forward)).subarray(r.length); // prettier-ignore
-        const h = rewriteHead(pending.subarray(0, r.length), x.mods, keepClient);
-        // One write for head and body: split writes would meet Nagle and delayed ACKs.
-        send(body.length === 0 ? h : Buffer.concat([h, body]));
-        if (res.done) {
-          finish(!res.close && res.extra === 0);
-          complete();
-        }
-        return;
-      }
-    }
-    const res = reader.push(d);
-    if ("error" in res) return failed(res.error);
-    send(res.forward.length === 1 ? (res.forward[0] as Buffer) : Buffer.concat(res.forward));
-    if (res.done) {
-      finish(!res.close && res.extra === 0);
-      complete();
-    }
-  };
-  const onEnd = (why: string): void => {
-    if (finished) return;
-    if (headDone && reader.endOfInput()) {
-      finish(false);
-      return complete();
-    }
-    failed(why);
-  };
-  up.use({
-    data: onData,
-    end: () => onEnd("upstream closed before the response ended"),
-    gone: (why) => onEnd(why),
-    // Two quiet periods of the pool's idle time (60 s by default) in flight: the backend is stuck.
-    idle: () => void (++quiet >= 2 && up.destroy("backend idle for 60 s")),
-  });
-  up.conn.write(x.wire);
+    this.failed(why);
+  }
 }
 
 /** How long a mirror copy's connection may wait for the copy's answer (as before: a bound on open copies). */

@@ -5,9 +5,10 @@
  * `ingress` identity).
  *
  *   agent --IPC config (resources, services, labels, addresses)--> compileGateways --> GatewayServer.update
- *   requests --> GatewayEvent --IPC--> agent (flows)
+ *   requests --> GatewayEvent --one IPC message per loop turn (event-batch.ts)--> agent (flows)
  */
 import { GatewayCertificates } from "./certs.js";
+import { batchEvents } from "./event-batch.js";
 import { compileGateways } from "./compile.js";
 import { worldOf } from "./world.js";
 import type { FromGateway, GatewayInputs, GatewayProcessConfig, ToGateway } from "./protocol.js";
@@ -25,7 +26,7 @@ function main(): void {
   const server = new GatewayServer({
     endpoints: (ns, name) => inputs.services[`${ns}/${name}`] ?? [],
     keyPair: (ns, name) => certs.keyPair(ns, name),
-    onEvent: (event) => send({ type: "event", event }),
+    onEvent: batchEvents((events) => send({ type: "events", events })),
     ...sourcesOf(cfg),
   });
   let chain = Promise.resolve();

@@ -12,16 +12,23 @@
  */
 import { bestMatch, requestHost } from "./hostnames.js";
 import { applyRequestFilters, splitTarget, type OutgoingRequest } from "./filters.js";
-import type { HeaderModifier } from "./model.js";
-import type { BackendTarget, CompiledMatch, CompiledRule, CompiledStringMatch, ServedPort } from "./table.js";
+import type { HeaderModifier, RouteFilter } from "./model.js";
+import type {
+  BackendTarget,
+  CompiledMatch,
+  CompiledRule,
+  CompiledStringMatch,
+  ServedPort,
+  VirtualHost,
+} from "./table.js";
 
 export interface GatewayRequest {
   readonly method: string;
   /** Origin-form target: path and query. */
   readonly target: string;
   readonly host: string | undefined;
-  /** In order, names as received. */
-  readonly headers: readonly { readonly name: string; readonly value: string }[];
+  /** In order, names as received; `lower` (when the parser gave it) is the name in lower case. */
+  readonly headers: readonly { readonly name: string; readonly value: string; readonly lower?: string }[];
   /** A gRPC call (content-type application/grpc...): GRPCRoute rules first. */
   readonly grpc?: boolean;
   /** HTTPS: the TLS server name the client sent ("" when none). */
@@ -73,16 +80,21 @@ function valueMatches(m: CompiledStringMatch, v: string | undefined): boolean {
 export function matchHolds(m: CompiledMatch, req: GatewayRequest, path: string, query: string): boolean {
   if (m.method !== undefined && m.method !== req.method) return false;
   if (m.pathType === "Exact" && path !== m.path) return false;
-  if (m.pathType === "PathPrefix" && m.path !== "" && path !== m.path && !path.startsWith(m.path + "/"))
+  if (m.pathType === "PathPrefix" && m.path !== "" && path !== m.path && !underPrefix(path, m.path))
     return false;
   if (m.pathType === "RegularExpression" && !(m.pathRegex?.matches(path) ?? false)) return false;
   for (const h of m.headers) {
     // The first field of that name (a repeated header is judged by its first value).
-    const v = req.headers.find((x) => x.name.toLowerCase() === h.key)?.value;
+    const v = req.headers.find((x) => (x.lower ?? x.name.toLowerCase()) === h.key)?.value;
     if (!valueMatches(h, v)) return false;
   }
   for (const q of m.queryParams) if (!valueMatches(q, queryValue(query, q.key))) return false;
   return true;
+}
+
+/** `path` starts with `prefix` + "/" (without making that string). */
+function underPrefix(path: string, prefix: string): boolean {
+  return path.length > prefix.length && path.charCodeAt(prefix.length) === 0x2f && path.startsWith(prefix);
 }
 
 /**
@@ -97,22 +109,60 @@ export function misdirected(port: ServedPort, req: GatewayRequest): boolean {
 
 /** The rule that takes the request on this port, if any. */
 export function findRule(port: ServedPort, req: GatewayRequest): CompiledRule | undefined {
-  const host = requestHost(req.host);
-  const listener = bestMatch(port.listeners, (l) => l.hostname, host);
-  if (!listener) return undefined;
-  const vhost = bestMatch(listener.vhosts, (v) => v.hostname, host);
+  const vhost = virtualHost(port, req.host);
   if (!vhost) return undefined;
   const { path, query } = splitTarget(req.target);
-  const holds = (r: CompiledRule): boolean => matchHolds(r.match, req, path, query);
-  return (req.grpc ? vhost.grpcRules?.find(holds) : undefined) ?? vhost.rules.find(holds);
+  if (req.grpc && vhost.grpcRules) {
+    const g = firstHolding(vhost.grpcRules, req, path, query);
+    if (g) return g;
+  }
+  return firstHolding(vhost.rules, req, path, query);
 }
+
+function firstHolding(
+  rules: readonly CompiledRule[],
+  req: GatewayRequest,
+  path: string,
+  query: string,
+): CompiledRule | undefined {
+  for (const r of rules) if (matchHolds(r.match, req, path, query)) return r;
+  return undefined;
+}
+
+/**
+ * The virtual host a Host header picks on a port: its listener by the most specific hostname,
+ * then the listener's most specific route hostname. Remembered per port (a RouteTable is never
+ * changed, only replaced) and per Host value as received, up to HOSTS_REMEMBERED of them: the
+ * common request then costs one map lookup instead of the walk and the lower-casing.
+ */
+function virtualHost(port: ServedPort, rawHost: string | undefined): VirtualHost | undefined {
+  let known = HOSTS.get(port);
+  if (!known) HOSTS.set(port, (known = new Map()));
+  const key = rawHost ?? "";
+  const hit = known.get(key);
+  if (hit !== undefined) return hit ?? undefined;
+  const host = requestHost(rawHost);
+  const listener = bestMatch(port.listeners, (l) => l.hostname, host);
+  const vhost = listener ? bestMatch(listener.vhosts, (v) => v.hostname, host) : undefined;
+  // A client choosing Host values cannot grow it without bound: names only (a DNS name and a
+  // port fit in 260), and once full it starts again.
+  if (key.length > HOST_KEY_MAX) return vhost;
+  if (known.size >= HOSTS_REMEMBERED) known.clear();
+  known.set(key, vhost ?? null);
+  return vhost;
+}
+
+const HOSTS = new WeakMap<ServedPort, Map<string, VirtualHost | null>>();
+const HOSTS_REMEMBERED = 1024;
+const HOST_KEY_MAX = 260;
 
 /** A backend by weight; undefined when every weight is 0 (or there is none). */
 export function pickBackend(
   backends: readonly BackendTarget[],
   random: () => number,
 ): BackendTarget | undefined {
-  const total = backends.reduce((s, b) => s + b.weight, 0);
+  let total = 0;
+  for (const b of backends) total += b.weight;
   if (total <= 0) return undefined;
   let x = random() * total;
   for (const b of backends) {
@@ -169,9 +219,26 @@ export function decide(
     rule,
     backend,
     request,
-    responseHeaders: [...rule.filters, ...own].flatMap((f) =>
-      f.type === "ResponseHeaderModifier" ? [f.modifier] : [],
-    ),
-    mirrors: rule.mirrors.filter((m) => m.fraction === undefined || random() < m.fraction),
+    responseHeaders:
+      own.length === 0 ? ruleResponseHeaders(rule) : responseModifiers([...rule.filters, ...own]),
+    mirrors:
+      rule.mirrors.length === 0
+        ? NO_MIRRORS
+        : rule.mirrors.filter((m) => m.fraction === undefined || random() < m.fraction),
   };
 }
+
+const NO_MIRRORS: readonly BackendTarget[] = [];
+
+function responseModifiers(filters: readonly RouteFilter[]): HeaderModifier[] {
+  return filters.flatMap((f) => (f.type === "ResponseHeaderModifier" ? [f.modifier] : []));
+}
+
+/** A rule's ResponseHeaderModifiers, found once per rule (rules are never changed). */
+function ruleResponseHeaders(rule: CompiledRule): readonly HeaderModifier[] {
+  let mods = RESPONSE_MODS.get(rule);
+  if (!mods) RESPONSE_MODS.set(rule, (mods = responseModifiers(rule.filters)));
+  return mods;
+}
+
+const RESPONSE_MODS = new WeakMap<CompiledRule, readonly HeaderModifier[]>();

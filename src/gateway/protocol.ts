@@ -44,7 +44,8 @@ export type FromGateway =
       readonly serving: readonly string[];
       readonly error?: string;
     }
-  | { readonly type: "event"; readonly event: GatewayEvent };
+  /** The requests served since the last message, in order (event-batch.ts). */
+  | { readonly type: "events"; readonly events: readonly GatewayEvent[] };
 
 export interface GatewayProcessConfig {
   readonly secretsDir: string;

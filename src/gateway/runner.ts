@@ -46,7 +46,7 @@ export class GatewayRunner {
     });
     this.child = child;
     child.on("message", (m: FromGateway) => {
-      if (m.type === "event") this.p.onEvent?.(m.event);
+      if (m.type === "events") for (const e of m.events) this.p.onEvent?.(e);
       else if (m.type === "applied") {
         this.waiting.get(m.version)?.(m);
         this.waiting.delete(m.version);

@@ -12,10 +12,8 @@
  */
 import net from "node:net";
 import { proxyIo } from "../proxy/http/native-io.js";
-import { modifyHeaders } from "./filters.js";
 import { sourceFor } from "./source.js";
-import type { HeaderModifier } from "./model.js";
-import { UpstreamConn } from "./upstream-conn.js";
+import { UpstreamConn, type UpstreamHandler } from "./upstream-conn.js";
 
 export interface UpstreamPoolParams {
   /** Source address of upstream IPv4 connections (undefined: the kernel picks). */
@@ -30,7 +28,8 @@ export interface UpstreamPoolParams {
 }
 
 export class UpstreamPool {
-  private readonly idle = new Map<string, UpstreamConn[]>();
+  /** Idle connections by endpoint address, then port (no key string to make and hash per request). */
+  private readonly idle = new Map<string, Map<number, UpstreamConn[]>>();
   private readonly maxIdle: number;
   private readonly idleMs: number;
 
@@ -41,8 +40,7 @@ export class UpstreamPool {
 
   /** A pooled connection (reused: true) or a new one (writes wait until it is connected). */
   acquire(address: string, port: number): { up: UpstreamConn; reused: boolean } {
-    const key = `${address}|${port}`;
-    const list = this.idle.get(key);
+    const list = this.idle.get(address)?.get(port);
     while (list && list.length > 0) {
       const up = list.pop() as UpstreamConn;
       if (!up.dead) return { up, reused: true };
@@ -57,43 +55,50 @@ export class UpstreamPool {
   }
 
   release(address: string, port: number, up: UpstreamConn): void {
-    const key = `${address}|${port}`;
-    const list = this.idle.get(key) ?? [];
+    let ports = this.idle.get(address);
+    if (!ports) this.idle.set(address, (ports = new Map()));
+    let list = ports.get(port);
+    if (!list) ports.set(port, (list = []));
     if (up.dead || list.length >= this.maxIdle) return void up.destroy();
-    const drop = (): void => {
-      const i = list.indexOf(up);
-      if (i >= 0) list.splice(i, 1);
-      up.destroy();
-    };
     // Nothing is asked of an idle connection: any byte, FIN, error or quiet period ends it.
-    up.use({ data: drop, end: drop, gone: drop, idle: drop });
+    up.use(new Parked(list, up));
     list.push(up);
-    this.idle.set(key, list);
   }
 
   /** Closes every idle connection. */
   close(): void {
-    for (const list of this.idle.values()) for (const up of list) up.destroy();
+    for (const ports of this.idle.values())
+      for (const list of ports.values()) for (const up of list) up.destroy();
     this.idle.clear();
   }
 }
 
-/** The backend's response head as the client gets it: hop-by-hop fields ours, ResponseHeaderModifiers applied. */
-export function rewriteHead(raw: Buffer, mods: readonly HeaderModifier[], keepAlive: boolean): Buffer {
-  const lines = raw
-    .toString("latin1")
-    .split("\r\n")
-    .filter((l) => l !== "");
-  const statusLine = (lines[0] ?? "HTTP/1.1 502 Bad Gateway").replace(/^HTTP\/1\.0/, "HTTP/1.1");
-  let fields = lines.slice(1).map((l) => {
-    const c = l.indexOf(":");
-    return { name: l.slice(0, c), value: l.slice(c + 1).trim() };
-  });
-  fields = fields.filter((f) => !["connection", "keep-alive"].includes(f.name.toLowerCase()));
-  for (const m of mods) fields = modifyHeaders(fields, m);
-  if (!keepAlive) fields.push({ name: "connection", value: "close" });
-  return Buffer.from(
-    [statusLine, ...fields.map((f) => `${f.name}: ${f.value}`)].join("\r\n") + "\r\n\r\n",
-    "latin1",
-  );
+/** An idle connection's handler: whatever happens to it ends it, and takes it out of its list. */
+class Parked implements UpstreamHandler {
+  constructor(
+    private readonly list: UpstreamConn[],
+    private readonly up: UpstreamConn,
+  ) {}
+
+  data(): void {
+    this.drop();
+  }
+
+  end(): void {
+    this.drop();
+  }
+
+  gone(): void {
+    this.drop();
+  }
+
+  idle(): void {
+    this.drop();
+  }
+
+  private drop(): void {
+    const i = this.list.indexOf(this.up);
+    if (i >= 0) this.list.splice(i, 1);
+    this.up.destroy();
+  }
 }
