@@ -36,8 +36,15 @@
  * can hold it. When etcd answers again, a lease still alive means the reservations are intact
  * (served again); a lease etcd ended means they are gone: a new lease, and the Gateways reserve
  * anew like new ones.
+ *
+ * Least privilege (`membrane cluster etcd-setup`): a node's etcd role may not write the Services'
+ * reservations (cluster/lb/), and granting it would let the node take or delete Services'
+ * addresses. Such a node gets no address for its Gateways: the refusal is said in the error, the
+ * agent's log and each Gateway's status (`refused`, AddressNotAssigned), naming what to do.
  */
 import type { Logger } from "pino";
+import { nodeUser } from "../cluster/etcd-setup.js";
+import { MembraneError } from "../errors.js";
 import { freeLoadBalancerIP, type LbPools } from "../lb/allocate.js";
 import { inUseOf, IP_KEY } from "../lb/reservations.js";
 import type { IpFamily } from "../lb/types.js";
@@ -54,6 +61,8 @@ export interface GatewayAddressesCluster {
   readonly node: string;
   /** Grants a lease kept alive in the background (EtcdStore.grantLease). */
   readonly grantLease: (ttlSeconds: number, onLost: (err: Error) => void) => Promise<StoreLease>;
+  /** The etcd store's key prefix (default "membrane/"): to name the reservations' keys in a refusal. */
+  readonly storePrefix?: string;
   /** Default LEASE_TTL_S (tests use a few seconds). */
   readonly leaseTtlSeconds?: number;
 }
@@ -80,6 +89,8 @@ export class GatewayAddresses {
   private waiting: { readonly needs: string; readonly revision: number } | undefined;
   private unwatch: Unsubscribe | undefined;
   private changed: (() => void) | undefined;
+  /** The store refused this node the reservations (permission denied): why, for the Gateways' status. */
+  private refusedBy: string | undefined;
 
   constructor(private readonly d: GatewayAddressesParams) {
     const pools = [d.pool.loadBalancerPool, d.pool.loadBalancerPoolSecondary];
@@ -106,6 +117,11 @@ export class GatewayAddresses {
     if (l === undefined) return true;
     // Written so that a time that is not a number fences (NaN compares false).
     return !(performance.now() < l.confirmedUntil() - (l.ttlSeconds * 1000) / 3);
+  }
+
+  /** Why no address can be reserved when the store refuses it (least privilege); undefined otherwise. */
+  get refused(): string | undefined {
+    return this.refusedBy;
   }
 
   /** Calls `f` when the reservations change while a Gateway waits for a full pool (then reserve() reads again). */
@@ -192,21 +208,54 @@ export class GatewayAddresses {
         return [];
       }
       const lease = this.lease?.id;
-      const r = await this.d.store.txn({
-        compare: puts.map((p) => ({ key: p.key, modRevision: 0 })),
-        ops: puts.map((p) => ({
-          type: "put" as const,
-          key: p.key,
-          value: this.holderPrefix + p.gw,
-          ...(lease !== undefined ? { lease } : {}),
-        })),
-      });
+      const r = await this.d.store
+        .txn({
+          compare: puts.map((p) => ({ key: p.key, modRevision: 0 })),
+          ops: puts.map((p) => ({
+            type: "put" as const,
+            key: p.key,
+            value: this.holderPrefix + p.gw,
+            ...(lease !== undefined ? { lease } : {}),
+          })),
+        })
+        .catch((e: unknown) => {
+          throw this.refusal(e, lacking);
+        });
+      this.refusedBy = undefined; // granted since (reserve() tries at each sync)
       if (!r.succeeded) continue; // another node (or a Service) took one first: read again
       for (const p of puts) this.held.set(p.gw, [...(this.held.get(p.gw) ?? []), p.ip]);
       return puts.map((p) => p.ip);
     }
     this.d.logger.error({ gateways: lacking }, "cannot reserve gateway addresses: the store kept changing");
     return [];
+  }
+
+  /**
+   * A store error as thrown; a permission denied (the node's etcd role lacks the reservations'
+   * prefix) becomes an error that names the prefix and what to do, kept for the status (`refused`).
+   */
+  private refusal(e: unknown, gateways: readonly string[]): unknown {
+    let denied = false;
+    for (let c: unknown = e; c instanceof Error && !denied; c = c.cause)
+      denied = /permission denied/i.test(c.message);
+    if (!denied) return e;
+    const role = this.d.cluster ? nodeUser(this.d.cluster.node) : "this node's";
+    // The reservations' keys in etcd (cluster mode: resource-store.ts puts lb/ under cluster/).
+    const keys = `${this.d.cluster?.storePrefix ?? "membrane/"}cluster/${IP_KEY}`;
+    this.refusedBy =
+      `the cluster store refused this node a LoadBalancer pool address: etcd role ${role} may not write ` +
+      `${keys} (the least-privilege roles of \`membrane cluster etcd-setup\` do not grant it); ` +
+      `name the node's gateway address in spec.addresses, or run the agent without --lb-pool`;
+    return new MembraneError(
+      "CLUSTER_UNAVAILABLE",
+      `Cannot reserve an address of the LoadBalancer pool for Gateway(s) ${gateways.join(", ")}: ${this.refusedBy}`,
+      {
+        cause: e,
+        hint:
+          `or grant it (this also lets the node take and delete Services' addresses): etcdctl role ` +
+          `grant-permission --prefix ${role} readwrite ${keys}`,
+      },
+    );
   }
 
   /**

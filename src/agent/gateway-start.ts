@@ -82,6 +82,7 @@ function ownCluster(p: AgentParams): { cluster?: GatewayAddressesCluster } {
   return {
     cluster: {
       node: c.node,
+      storePrefix: c.kv.prefix,
       grantLease: (t, onLost) => c.kv.grantLease(t, onLost),
       ...(ttl !== undefined ? { leaseTtlSeconds: ttl } : {}),
     },

@@ -44,6 +44,8 @@ export interface GatewayWorld {
   readonly addresses: readonly string[];
   /** `namespace/name` -> a Gateway's own addresses (protocol.ts GatewayInputs.gatewayAddresses). */
   readonly gatewayAddresses?: Readonly<Record<string, readonly string[]>>;
+  /** Why none could be reserved, when the store refused it (protocol.ts GatewayInputs.gatewayAddressesRefused). */
+  readonly gatewayAddressesRefused?: string;
   readonly now: string;
 }
 
@@ -87,6 +89,7 @@ export function compileGateways(w: GatewayWorld): CompiledGateways {
     grants: ingressGw ? [...grants, ...ingressGrants(ingresses)] : grants,
     addresses: w.addresses,
     ...(w.gatewayAddresses ? { own: w.gatewayAddresses } : {}),
+    ...(w.gatewayAddressesRefused ? { ownRefused: w.gatewayAddressesRefused } : {}),
     certificateProblem: w.certificateProblem,
     now: w.now,
   });

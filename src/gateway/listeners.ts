@@ -34,6 +34,8 @@ export interface ListenerInput {
   readonly addresses: readonly string[];
   /** `namespace/name` -> the Gateway's own addresses (it names none); empty: none could be given. */
   readonly own?: Readonly<Record<string, readonly string[]>>;
+  /** Why `own` is empty when the pool is not full: the store refused the reservation (the status says it). */
+  readonly ownRefused?: string;
   /** Why the secret's tls.crt/tls.key cannot be used; undefined when they can. */
   readonly certificateProblem: (namespace: string, name: string) => string | undefined;
   readonly now: string;
@@ -91,7 +93,7 @@ export function checkGateways(inp: ListenerInput): CheckedGateway[] {
         ? cond("Accepted", true, "Accepted", "Gateway accepted by Membrane")
         : cond("Accepted", false, "ListenersNotValid", "no listener is valid"),
       own !== undefined && own.length === 0
-        ? cond("Programmed", false, "AddressNotAssigned", "no address of the LoadBalancer pool (--lb-pool) is free for this Gateway") // prettier-ignore
+        ? cond("Programmed", false, "AddressNotAssigned", inp.ownRefused ?? "no address of the LoadBalancer pool (--lb-pool) is free for this Gateway") // prettier-ignore
         : badAddress !== undefined || address === undefined
           ? cond(
               "Programmed",

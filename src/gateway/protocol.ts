@@ -28,6 +28,11 @@ export interface GatewayInputs {
    */
   readonly gatewayAddresses?: Readonly<Record<string, readonly string[]>>;
   /**
+   * Why those addresses are empty when it is not a full pool: the cluster store refuses this node
+   * the reservations (least privilege, agent/gateway-addresses.ts). Said in the Gateway's status.
+   */
+  readonly gatewayAddressesRefused?: string;
+  /**
    * The agent's policy revision: when it changes, idle kept-alive backend
    * connections are closed, so that a tightened backend policy applies to
    * the next request (conntrack lets established connections live on).

@@ -13,6 +13,7 @@ export function worldOf(inputs: GatewayInputs, certs: GatewayCertificates, now: 
       inputs.servicePorts?.[`${ns}/${name}`]?.[String(port)],
     addresses: inputs.addresses,
     ...(inputs.gatewayAddresses ? { gatewayAddresses: inputs.gatewayAddresses } : {}),
+    ...(inputs.gatewayAddressesRefused ? { gatewayAddressesRefused: inputs.gatewayAddressesRefused } : {}),
     now,
   };
 }

@@ -63,6 +63,11 @@ export class EtcdStore implements Store {
   private readonly watchers = new Set<() => Promise<void>>();
   private readonly leases = new Set<StoreLease>();
 
+  /** The prefix every key lives under (etcd's keys are this + the store's key). */
+  get prefix(): string {
+    return this.ns;
+  }
+
   constructor(private readonly p: EtcdStoreParams) {
     this.ns = p.prefix ?? "membrane/";
     this.client = new Etcd3({

@@ -8,6 +8,9 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { test } from "node:test";
+import { Etcd3 } from "etcd3";
+import { etcdSetup } from "../../src/cluster/etcd-setup.js";
+import { MembraneError } from "../../src/errors.js";
 import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
 import { tcpRelay } from "../support/tcp-relay.js";
@@ -87,6 +90,63 @@ test(
     } finally {
       await lab?.destroy();
       await relay.close();
+      await etcd.stop();
+    }
+  },
+);
+
+test(
+  "least privilege (etcd auth on, the node's role of etcd-setup): the Gateway's status and the apply error name the refused permission and what to do",
+  { skip },
+  async () => {
+    const etcd = await startEtcd();
+    let lab: AgentLab | undefined;
+    try {
+      const root = new Etcd3({ hosts: [etcd.endpoint] });
+      try {
+        await etcdSetup(root, {
+          nodes: [{ name: "m17-n2", password: "pw-n2" }],
+          enableAuth: { rootPassword: "pw-root" },
+          prefix: "m17-gwlp/",
+        });
+      } finally {
+        root.close();
+      }
+      lab = await AgentLab.prepare("m17gp", {
+        podCidr4: "10.213.0.0/24",
+        gateway: true,
+        lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: POOL, nodePortRange: [30000, 32767] },
+        cluster: {
+          endpoints: [etcd.endpoint],
+          node: "m17-n2",
+          nodeIp: {},
+          labels: {},
+          auth: { username: "membrane-node-m17-n2", password: "pw-n2" },
+          podCidrs: { configured: { ipv4: "10.213.0.0/24" } },
+          leaseTtlSeconds: 4,
+          tunnel: "native",
+          prefix: "m17-gwlp/",
+        },
+      });
+      await lab.startAgent();
+      const agent = lab.agent;
+      const refusal = /etcd role membrane-node-m17-n2 may not write m17-gwlp\/cluster\/lb\/alloc\/ip\//;
+      const err = await agent.gateways?.apply(GATEWAY, "web.yaml").then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const r = agent.gateways?.list(["Gateway"]).find((x) => x.name === "web");
+      const st = r?.status as { addresses?: unknown[]; conditions?: { type: string; status: string; reason: string; message: string }[] }; // prettier-ignore
+      const p = st?.conditions?.find((c) => c.type === "Programmed");
+      assert.ok(err instanceof MembraneError, `refused, not ${String(err)}; ${JSON.stringify(st)}`);
+      assert.match(err.message, refusal);
+      assert.match(err.hint ?? "", /etcdctl role grant-permission --prefix membrane-node-m17-n2 readwrite m17-gwlp\/cluster\/lb\/alloc\/ip\//); // prettier-ignore
+      assert.equal(`${p?.status}/${p?.reason}`, "False/AddressNotAssigned");
+      assert.match(p?.message ?? "", refusal);
+      assert.match(p?.message ?? "", /spec\.addresses.*--lb-pool/);
+      assert.ok(!addresses(`${lab.prefix}-gateway`).includes("198.18.9.2"));
+    } finally {
+      await lab?.destroy();
       await etcd.stop();
     }
   },

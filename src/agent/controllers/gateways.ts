@@ -145,7 +145,13 @@ export class GatewaysController implements Controller {
           () => (lastErr = ""),
           (e: unknown) => {
             const err = e instanceof Error ? e.message : String(e);
-            if (err !== lastErr) this.d.logger.error({ err }, "gateway not synced; tried again each second");
+            // The hint says what to do (e.g. the grant a refused reservation needs, gateway-addresses.ts).
+            const hint = e instanceof MembraneError ? e.hint : undefined;
+            if (err !== lastErr)
+              this.d.logger.error(
+                { err, ...(hint ? { hint } : {}) },
+                "gateway not synced; tried again each second",
+              );
             lastErr = err;
           },
         ),
@@ -201,6 +207,7 @@ export class GatewaysController implements Controller {
     return {
       resources: [...this.known.values()],
       ...(own ? { gatewayAddresses: own } : {}),
+      ...(this.d.own?.refused !== undefined ? { gatewayAddressesRefused: this.d.own.refused } : {}),
       services,
       servicePorts,
       namespaceLabels: this.d.namespaceLabels(),
@@ -285,9 +292,11 @@ export class GatewaysController implements Controller {
       }
       this.revisions.bump();
       await this.sync(true).catch((e: unknown) => {
+        const hint = e instanceof MembraneError ? e.hint : undefined;
         throw new MembraneError(
           "API_FAILED",
           `Cannot program the gateway: ${e instanceof Error ? e.message : String(e)}`,
+          hint !== undefined ? { hint } : {},
         );
       });
       return { resources: out };
