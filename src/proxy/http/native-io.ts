@@ -5,12 +5,19 @@
  *
  *   net.Socket (plain TCP) --takeOver: stop its reading, take what it buffered, its fd-->
  *     addon.open(fd) --readable--> read(2) into one shared buffer --copy (small) / hand off (large)--> ConnEvents.data
- *     write(b) --send(2)--> all written | the rest queued, writable watched, the reader paused (onceDrain)
+ *     write(b) --queued until the end of the loop turn (one microtask for every connection)-->
+ *       send(2) --> all written | the rest queued, writable watched, the writer's reader paused (onceDrain)
  *
  * Why (issue 16 item 7): per request the proxy does two reads and two writes; through
  * net.Socket each runs Readable/Writable bookkeeping, a WriteWrap, a socket-timer refresh and
  * a nextTick, which profiled as most of the proxy's JavaScript time. Here each is one Node-API
  * call around the system call. The bytes still go through the same parser and judge.
+ *
+ * Writes wait for the end of the loop turn (the add-on delivers a turn's events together, and the
+ * microtask runs after the last of them): every read of the turn is handled before the first
+ * send(2), which on loopback runs the peer's TCP stack and wakes it (the peer then often took
+ * the CPU mid-turn). Per connection the bytes keep their order; a destroy, reset or FIN comes
+ * after what the turn accepted, as when each write was sent at once; nothing waits past its turn.
  *
  * Fail closed: an fd that cannot be taken leaves the socket to Node's streams (streamConn);
  * bytes Node reads after the takeover (someone resumed it) destroy the connection instead of
@@ -63,6 +70,20 @@ const READ_SIZE = 64 * 1024;
 const COPY_BELOW = 16 * 1024;
 let shared: Buffer | undefined;
 
+/**
+ * Connections holding writes of this loop turn, sent by endOfTurn in one microtask. Process-wide
+ * as the loop is: one turn, one list.
+ */
+let turnConns: NativeConn[] = [];
+let turnQueued = false;
+
+function endOfTurn(): void {
+  turnQueued = false;
+  const cs = turnConns;
+  turnConns = [];
+  for (const c of cs) c.sendTurn();
+}
+
 /** Node's internal TCP handle, as much as the takeover needs (net.Socket#_handle). */
 interface TcpHandle {
   fd?: unknown;
@@ -92,7 +113,9 @@ export function takeOver(sock: Socket): { fd: number; buffered: Buffer[] } | und
 /** A socket's fd read and written through the addon (see the file's comment). */
 export class NativeConn implements ByteConn {
   private h: Handle | undefined;
+  /** Bytes not yet sent, in order: this turn's writes (inTurn) or what a full socket left (writable watched). */
   private queue: Buffer[] = [];
+  private inTurn = false;
   private mask = 0;
   private paused = false;
   private eof = false;
@@ -129,23 +152,33 @@ export class NativeConn implements ByteConn {
     return true;
   }
 
+  /**
+   * Queues `b` for the end of this loop turn: true. False while the socket is not connected yet
+   * or a full socket holds earlier bytes (then onceDrain). A socket that fills up at the end of
+   * the turn answers false to the next write: at most one more read's bytes wait here.
+   */
   write(b: Buffer): boolean {
     if (this.dead || this.ending || b.length === 0) return true;
     this.lastActive = performance.now();
-    if (this.h === undefined || this.queue.length > 0) {
-      this.queue.push(b);
-      return false;
+    const blocked = this.h === undefined || (this.queue.length > 0 && !this.inTurn);
+    this.queue.push(b);
+    if (blocked) return false;
+    if (!this.inTurn) {
+      this.inTurn = true;
+      turnConns.push(this);
+      if (!turnQueued) {
+        turnQueued = true;
+        queueMicrotask(endOfTurn);
+      }
     }
-    const n = this.io.write(this.h, b, 0, b.length);
-    if (n === b.length) return true;
-    if (n < 0 && n !== this.io.EAGAIN) {
-      process.nextTick(() => this.destroy()); // as a stream's 'error': after the caller's turn
-      return true;
-    }
-    nativeIoStats.partialWrites++;
-    this.queue.push(n > 0 ? b.subarray(n) : b);
-    this.update();
-    return false;
+    return true;
+  }
+
+  /** The end of the loop turn (endOfTurn): this turn's writes go out. */
+  sendTurn(): void {
+    if (!this.inTurn) return;
+    this.inTurn = false;
+    if (!this.dead) this.flush();
   }
 
   onceDrain(f: () => void): void {
@@ -182,6 +215,7 @@ export class NativeConn implements ByteConn {
 
   destroy(): void {
     if (this.dead) return;
+    this.sendNow();
     this.dead = true;
     this.closeFd();
     this.owner.destroy();
@@ -190,6 +224,7 @@ export class NativeConn implements ByteConn {
 
   reset(): void {
     if (this.dead) return;
+    this.sendNow();
     this.dead = true;
     this.closeFd(); // ours first: the owner's close is then the last one, and its zero linger sends the RST
     try {
@@ -198,6 +233,17 @@ export class NativeConn implements ByteConn {
       this.owner.destroy();
     }
     process.nextTick(this.ev.gone);
+  }
+
+  /**
+   * Before a close: what this turn accepted goes to the kernel now, as far as it takes it
+   * without waiting (as when each write was sent at once); a full socket's backlog does not.
+   */
+  private sendNow(): void {
+    const h = this.h;
+    if (!this.inTurn || h === undefined) return;
+    this.inTurn = false;
+    for (const b of this.queue) if (this.io.write(h, b, 0, b.length) !== b.length) return;
   }
 
   private closeFd(): void {
@@ -221,10 +267,14 @@ export class NativeConn implements ByteConn {
     this.timers.push(t);
   }
 
-  /** Asks the poll for what is wanted now: reading unless paused or ended, writing while a queue waits. */
+  /**
+   * Asks the poll for what is wanted now: reading unless paused or ended, writing while a full
+   * socket's queue waits (this turn's writes are sent at its end, without asking).
+   */
   private update(): void {
     if (this.h === undefined || this.dead) return;
-    const want = (this.paused || this.eof ? 0 : READABLE) | (this.queue.length > 0 ? WRITABLE : 0);
+    const blocked = this.queue.length > 0 && !this.inTurn;
+    const want = (this.paused || this.eof ? 0 : READABLE) | (blocked ? WRITABLE : 0);
     if (want === this.mask) return;
     this.mask = want;
     if (this.io.interest(this.h, want) !== 0) this.destroy();
@@ -263,7 +313,7 @@ export class NativeConn implements ByteConn {
   /** Writes what waits; when all is out, our FIN if asked for, and the drain callbacks. */
   private flush(): void {
     const h = this.h;
-    if (h === undefined) return;
+    if (h === undefined || this.inTurn) return; // this turn's writes: at its end (sendTurn)
     while (this.queue.length > 0) {
       const b = this.queue[0] as Buffer;
       const n = this.io.write(h, b, 0, b.length);
@@ -272,6 +322,7 @@ export class NativeConn implements ByteConn {
         continue;
       }
       if (n < 0 && n !== this.io.EAGAIN) return this.destroy();
+      nativeIoStats.partialWrites++;
       if (n > 0) this.queue[0] = b.subarray(n);
       return this.update();
     }
