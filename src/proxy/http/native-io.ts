@@ -65,6 +65,13 @@ export const nativeIoStats = { taken: 0, partialWrites: 0 };
 
 const READABLE = 1;
 const WRITABLE = 2;
+/** NativeConn's flags (its `state`). */
+const IN_TURN = 1;
+const PAUSED = 2;
+const EOF = 4;
+const ENDING = 8;
+const FIN_SENT = 16;
+const DEAD = 32;
 const READ_SIZE = 64 * 1024;
 /** Reads up to this size are copied out of the shared buffer; larger ones take it (a new one is made). */
 const COPY_BELOW = 16 * 1024;
@@ -117,13 +124,16 @@ export class NativeConn implements ByteConn {
   private h: Handle | undefined;
   /** Bytes not yet sent, in order: this turn's writes (inTurn) or what a full socket left (writable watched). */
   private queue: Buffer[] = [];
-  private inTurn = false;
+  /**
+   * The connection's flags (IN_TURN, PAUSED, EOF, ENDING, FIN_SENT, DEAD) in one number. Why
+   * not six booleans: V8 takes a field no object has changed yet for a constant and optimises
+   * the code that reads it on that ground; the first connection to end (EOF, FIN, close) then
+   * threw away the optimised code of the whole request path at once (trace-deopt: ten functions,
+   * "code dependencies"), which then ran unoptimised until recompiled. IN_TURN changes on every
+   * request, so this field is never taken for a constant.
+   */
+  private state = 0;
   private mask = 0;
-  private paused = false;
-  private eof = false;
-  private ending = false;
-  private finSent = false;
-  private dead = false;
   private drainers: (() => void)[] = [];
   private lastActive = performance.now();
   private idleMs = 0;
@@ -139,7 +149,7 @@ export class NativeConn implements ByteConn {
 
   /** Starts on `fd` (the owner's); false when the addon could not take it (the conn is destroyed). */
   open(fd: number): boolean {
-    if (this.dead) return false;
+    if (this.has(DEAD)) return false;
     const h = this.io.open(fd, (e) => this.onEvent(e));
     if (typeof h === "number") {
       this.destroy();
@@ -160,13 +170,13 @@ export class NativeConn implements ByteConn {
    * the turn answers false to the next write: at most one more read's bytes wait here.
    */
   write(b: Buffer): boolean {
-    if (this.dead || this.ending || b.length === 0) return true;
+    if (this.has(DEAD | ENDING) || b.length === 0) return true;
     this.lastActive = performance.now();
-    const blocked = this.h === undefined || (this.queue.length > 0 && !this.inTurn);
+    const blocked = this.h === undefined || (this.queue.length > 0 && !this.has(IN_TURN));
     this.queue.push(b);
     if (blocked) return false;
-    if (!this.inTurn) {
-      this.inTurn = true;
+    if (!this.has(IN_TURN)) {
+      this.state |= IN_TURN;
       turnConns.push(this);
       if (!turnQueued) {
         turnQueued = true;
@@ -178,9 +188,9 @@ export class NativeConn implements ByteConn {
 
   /** The end of the loop turn (endOfTurn): this turn's writes go out. */
   sendTurn(): void {
-    if (!this.inTurn) return;
-    this.inTurn = false;
-    if (!this.dead) this.flush();
+    if (!this.has(IN_TURN)) return;
+    this.state &= ~IN_TURN;
+    if (!this.has(DEAD)) this.flush();
   }
 
   onceDrain(f: () => void): void {
@@ -189,12 +199,12 @@ export class NativeConn implements ByteConn {
   }
 
   pause(): void {
-    this.paused = true;
+    this.state |= PAUSED;
     this.update();
   }
 
   resume(): void {
-    this.paused = false;
+    this.state &= ~PAUSED;
     this.update();
   }
 
@@ -205,9 +215,9 @@ export class NativeConn implements ByteConn {
   }
 
   endAndLinger(lingerMs: number): void {
-    if (this.dead || this.ending) return;
-    this.ending = true;
-    this.paused = false;
+    if (this.has(DEAD | ENDING)) return;
+    this.state |= ENDING;
+    this.state &= ~PAUSED;
     if (this.queue.length === 0) this.sendFin();
     else this.update();
     const t = setTimeout(() => this.destroy(), lingerMs);
@@ -216,18 +226,18 @@ export class NativeConn implements ByteConn {
   }
 
   destroy(): void {
-    if (this.dead) return;
+    if (this.has(DEAD)) return;
     this.sendNow();
-    this.dead = true;
+    this.state |= DEAD;
     this.closeFd();
     this.owner.destroy();
     process.nextTick(this.ev.gone);
   }
 
   reset(): void {
-    if (this.dead) return;
+    if (this.has(DEAD)) return;
     this.sendNow();
-    this.dead = true;
+    this.state |= DEAD;
     this.closeFd(); // ours first: the owner's close is then the last one, and its zero linger sends the RST
     try {
       this.owner.resetAndDestroy();
@@ -243,15 +253,16 @@ export class NativeConn implements ByteConn {
    */
   private sendNow(): void {
     const h = this.h;
-    if (!this.inTurn || h === undefined) return;
-    this.inTurn = false;
+    if (!this.has(IN_TURN) || h === undefined) return;
+    this.state &= ~IN_TURN;
     for (const b of this.queue) if (this.io.write(h, b, 0, b.length) !== b.length) return;
   }
 
   private closeFd(): void {
     for (const t of this.timers) clearTimeout(t);
-    this.timers = [];
-    this.queue = [];
+    // Emptied in place, not replaced: see `state` (a field first changed at a close).
+    this.timers.length = 0;
+    this.queue.length = 0;
     this.drainers = [];
     if (this.h !== undefined) this.io.close(this.h);
     this.h = undefined;
@@ -259,8 +270,9 @@ export class NativeConn implements ByteConn {
 
   private armIdle(ms: number): void {
     const t = setTimeout(() => {
-      this.timers = this.timers.filter((x) => x !== t);
-      if (this.dead) return;
+      const i = this.timers.indexOf(t);
+      if (i >= 0) this.timers.splice(i, 1);
+      if (this.has(DEAD)) return;
       const quiet = performance.now() - this.lastActive;
       if (quiet >= this.idleMs) this.onIdle?.();
       else this.armIdle(this.idleMs - quiet);
@@ -269,25 +281,30 @@ export class NativeConn implements ByteConn {
     this.timers.push(t);
   }
 
+  /** Any of the flags `f` set. */
+  private has(f: number): boolean {
+    return (this.state & f) !== 0;
+  }
+
   /**
    * Asks the poll for what is wanted now: reading unless paused or ended, writing while a full
    * socket's queue waits (this turn's writes are sent at its end, without asking).
    */
   private update(): void {
-    if (this.h === undefined || this.dead) return;
-    const blocked = this.queue.length > 0 && !this.inTurn;
-    const want = (this.paused || this.eof ? 0 : READABLE) | (blocked ? WRITABLE : 0);
+    if (this.h === undefined || this.has(DEAD)) return;
+    const blocked = this.queue.length > 0 && !this.has(IN_TURN);
+    const want = (this.has(PAUSED | EOF) ? 0 : READABLE) | (blocked ? WRITABLE : 0);
     if (want === this.mask) return;
     this.mask = want;
     if (this.io.interest(this.h, want) !== 0) this.destroy();
   }
 
   private onEvent(events: number): void {
-    if (this.dead) return;
+    if (this.has(DEAD)) return;
     if (events < 0) return this.destroy();
     this.lastActive = performance.now();
     if ((events & WRITABLE) !== 0) this.flush();
-    if ((events & READABLE) !== 0 && !this.dead && !this.paused && !this.eof) this.readOnce();
+    if ((events & READABLE) !== 0 && !this.has(DEAD | PAUSED | EOF)) this.readOnce();
   }
 
   private readOnce(): void {
@@ -305,9 +322,9 @@ export class NativeConn implements ByteConn {
       }
       this.ev.data(d);
     } else if (n === 0) {
-      this.eof = true;
+      this.state |= EOF;
       this.update();
-      if (this.finSent) return this.destroy(); // both FINs: done
+      if (this.has(FIN_SENT)) return this.destroy(); // both FINs: done
       this.ev.end();
     } else if (n !== this.io.EAGAIN) this.destroy();
   }
@@ -315,7 +332,7 @@ export class NativeConn implements ByteConn {
   /** Writes what waits; when all is out, our FIN if asked for, and the drain callbacks. */
   private flush(): void {
     const h = this.h;
-    if (h === undefined || this.inTurn) return; // this turn's writes: at its end (sendTurn)
+    if (h === undefined || this.has(IN_TURN)) return; // this turn's writes: at its end (sendTurn)
     while (this.queue.length > 0) {
       const b = this.queue[0] as Buffer;
       const n = this.io.write(h, b, 0, b.length);
@@ -329,16 +346,16 @@ export class NativeConn implements ByteConn {
       return this.update();
     }
     this.update();
-    if (this.ending && !this.finSent) this.sendFin();
+    if (this.has(ENDING) && !this.has(FIN_SENT)) this.sendFin();
     const d = this.drainers;
     this.drainers = [];
     for (const f of d) f();
   }
 
   private sendFin(): void {
-    this.finSent = true;
+    this.state |= FIN_SENT;
     if (this.h === undefined) return; // never connected: nothing to end
-    if (this.io.shutdown(this.h) !== 0 || this.eof) this.destroy();
+    if (this.io.shutdown(this.h) !== 0 || this.has(EOF)) this.destroy();
     else this.update();
   }
 }
