@@ -20,7 +20,11 @@ export interface ConnEvents {
 }
 
 export interface ByteConn {
-  /** Writes `b` (not to be changed afterwards); false when part of it waits: see `onceDrain`. */
+  /**
+   * Writes `b` (not to be changed afterwards), in order with earlier writes; false: stop
+   * feeding it until `onceDrain` (a Node stream's highWaterMark, or the native conn's full
+   * socket). Written bytes go out before a later end, destroy or reset.
+   */
   write(b: Buffer): boolean;
   /** `f` once every queued byte is written. */
   onceDrain(f: () => void): void;

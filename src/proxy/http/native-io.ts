@@ -5,12 +5,19 @@
  *
  *   net.Socket (plain TCP) --takeOver: stop its reading, take what it buffered, its fd-->
  *     addon.open(fd) --readable--> read(2) into one shared buffer --copy (small) / hand off (large)--> ConnEvents.data
- *     write(b) --send(2)--> all written | the rest queued, writable watched, the reader paused (onceDrain)
+ *     write(b) --queued until the end of the loop turn (one microtask for every connection)-->
+ *       send(2) --> all written | the rest queued, writable watched, the writer's reader paused (onceDrain)
  *
  * Why (issue 16 item 7): per request the proxy does two reads and two writes; through
  * net.Socket each runs Readable/Writable bookkeeping, a WriteWrap, a socket-timer refresh and
  * a nextTick, which profiled as most of the proxy's JavaScript time. Here each is one Node-API
  * call around the system call. The bytes still go through the same parser and judge.
+ *
+ * Writes wait for the end of the loop turn (the add-on delivers a turn's events together, and the
+ * microtask runs after the last of them): every read of the turn is handled before the first
+ * send(2), which on loopback runs the peer's TCP stack and wakes it (the peer then often took
+ * the CPU mid-turn). Per connection the bytes keep their order; a destroy, reset or FIN comes
+ * after what the turn accepted, as when each write was sent at once; nothing waits past its turn.
  *
  * Fail closed: an fd that cannot be taken leaves the socket to Node's streams (streamConn);
  * bytes Node reads after the takeover (someone resumed it) destroy the connection instead of
@@ -58,10 +65,33 @@ export const nativeIoStats = { taken: 0, partialWrites: 0 };
 
 const READABLE = 1;
 const WRITABLE = 2;
+/** NativeConn's flags (its `state`). */
+const IN_TURN = 1;
+const PAUSED = 2;
+const EOF = 4;
+const ENDING = 8;
+const FIN_SENT = 16;
+const DEAD = 32;
 const READ_SIZE = 64 * 1024;
 /** Reads up to this size are copied out of the shared buffer; larger ones take it (a new one is made). */
 const COPY_BELOW = 16 * 1024;
 let shared: Buffer | undefined;
+
+/**
+ * Connections holding writes of this loop turn, sent by endOfTurn in one microtask. Process-wide
+ * as the loop is: one turn, one list.
+ */
+let turnConns: NativeConn[] = [];
+let turnQueued = false;
+/** A settled promise's then(): a microtask without queueMicrotask's AsyncResource per call (~300 bytes). */
+const SETTLED = Promise.resolve();
+
+function endOfTurn(): void {
+  turnQueued = false;
+  const cs = turnConns;
+  turnConns = [];
+  for (const c of cs) c.sendTurn();
+}
 
 /** Node's internal TCP handle, as much as the takeover needs (net.Socket#_handle). */
 interface TcpHandle {
@@ -92,13 +122,18 @@ export function takeOver(sock: Socket): { fd: number; buffered: Buffer[] } | und
 /** A socket's fd read and written through the addon (see the file's comment). */
 export class NativeConn implements ByteConn {
   private h: Handle | undefined;
+  /** Bytes not yet sent, in order: this turn's writes (inTurn) or what a full socket left (writable watched). */
   private queue: Buffer[] = [];
+  /**
+   * The connection's flags (IN_TURN, PAUSED, EOF, ENDING, FIN_SENT, DEAD) in one number. Why
+   * not six booleans: V8 takes a field no object has changed yet for a constant and optimises
+   * the code that reads it on that ground; the first connection to end (EOF, FIN, close) then
+   * threw away the optimised code of the whole request path at once (trace-deopt: ten functions,
+   * "code dependencies"), which then ran unoptimised until recompiled. IN_TURN changes on every
+   * request, so this field is never taken for a constant.
+   */
+  private state = 0;
   private mask = 0;
-  private paused = false;
-  private eof = false;
-  private ending = false;
-  private finSent = false;
-  private dead = false;
   private drainers: (() => void)[] = [];
   private lastActive = performance.now();
   private idleMs = 0;
@@ -114,7 +149,7 @@ export class NativeConn implements ByteConn {
 
   /** Starts on `fd` (the owner's); false when the addon could not take it (the conn is destroyed). */
   open(fd: number): boolean {
-    if (this.dead) return false;
+    if (this.has(DEAD)) return false;
     const h = this.io.open(fd, (e) => this.onEvent(e));
     if (typeof h === "number") {
       this.destroy();
@@ -129,23 +164,33 @@ export class NativeConn implements ByteConn {
     return true;
   }
 
+  /**
+   * Queues `b` for the end of this loop turn: true. False while the socket is not connected yet
+   * or a full socket holds earlier bytes (then onceDrain). A socket that fills up at the end of
+   * the turn answers false to the next write: at most one more read's bytes wait here.
+   */
   write(b: Buffer): boolean {
-    if (this.dead || this.ending || b.length === 0) return true;
+    if (this.has(DEAD | ENDING) || b.length === 0) return true;
     this.lastActive = performance.now();
-    if (this.h === undefined || this.queue.length > 0) {
-      this.queue.push(b);
-      return false;
+    const blocked = this.h === undefined || (this.queue.length > 0 && !this.has(IN_TURN));
+    this.queue.push(b);
+    if (blocked) return false;
+    if (!this.has(IN_TURN)) {
+      this.state |= IN_TURN;
+      turnConns.push(this);
+      if (!turnQueued) {
+        turnQueued = true;
+        void SETTLED.then(endOfTurn);
+      }
     }
-    const n = this.io.write(this.h, b, 0, b.length);
-    if (n === b.length) return true;
-    if (n < 0 && n !== this.io.EAGAIN) {
-      process.nextTick(() => this.destroy()); // as a stream's 'error': after the caller's turn
-      return true;
-    }
-    nativeIoStats.partialWrites++;
-    this.queue.push(n > 0 ? b.subarray(n) : b);
-    this.update();
-    return false;
+    return true;
+  }
+
+  /** The end of the loop turn (endOfTurn): this turn's writes go out. */
+  sendTurn(): void {
+    if (!this.has(IN_TURN)) return;
+    this.state &= ~IN_TURN;
+    if (!this.has(DEAD)) this.flush();
   }
 
   onceDrain(f: () => void): void {
@@ -154,12 +199,12 @@ export class NativeConn implements ByteConn {
   }
 
   pause(): void {
-    this.paused = true;
+    this.state |= PAUSED;
     this.update();
   }
 
   resume(): void {
-    this.paused = false;
+    this.state &= ~PAUSED;
     this.update();
   }
 
@@ -170,9 +215,9 @@ export class NativeConn implements ByteConn {
   }
 
   endAndLinger(lingerMs: number): void {
-    if (this.dead || this.ending) return;
-    this.ending = true;
-    this.paused = false;
+    if (this.has(DEAD | ENDING)) return;
+    this.state |= ENDING;
+    this.state &= ~PAUSED;
     if (this.queue.length === 0) this.sendFin();
     else this.update();
     const t = setTimeout(() => this.destroy(), lingerMs);
@@ -181,16 +226,18 @@ export class NativeConn implements ByteConn {
   }
 
   destroy(): void {
-    if (this.dead) return;
-    this.dead = true;
+    if (this.has(DEAD)) return;
+    this.sendNow();
+    this.state |= DEAD;
     this.closeFd();
     this.owner.destroy();
     process.nextTick(this.ev.gone);
   }
 
   reset(): void {
-    if (this.dead) return;
-    this.dead = true;
+    if (this.has(DEAD)) return;
+    this.sendNow();
+    this.state |= DEAD;
     this.closeFd(); // ours first: the owner's close is then the last one, and its zero linger sends the RST
     try {
       this.owner.resetAndDestroy();
@@ -200,10 +247,22 @@ export class NativeConn implements ByteConn {
     process.nextTick(this.ev.gone);
   }
 
+  /**
+   * Before a close: what this turn accepted goes to the kernel now, as far as it takes it
+   * without waiting (as when each write was sent at once); a full socket's backlog does not.
+   */
+  private sendNow(): void {
+    const h = this.h;
+    if (!this.has(IN_TURN) || h === undefined) return;
+    this.state &= ~IN_TURN;
+    for (const b of this.queue) if (this.io.write(h, b, 0, b.length) !== b.length) return;
+  }
+
   private closeFd(): void {
     for (const t of this.timers) clearTimeout(t);
-    this.timers = [];
-    this.queue = [];
+    // Emptied in place, not replaced: see `state` (a field first changed at a close).
+    this.timers.length = 0;
+    this.queue.length = 0;
     this.drainers = [];
     if (this.h !== undefined) this.io.close(this.h);
     this.h = undefined;
@@ -211,8 +270,9 @@ export class NativeConn implements ByteConn {
 
   private armIdle(ms: number): void {
     const t = setTimeout(() => {
-      this.timers = this.timers.filter((x) => x !== t);
-      if (this.dead) return;
+      const i = this.timers.indexOf(t);
+      if (i >= 0) this.timers.splice(i, 1);
+      if (this.has(DEAD)) return;
       const quiet = performance.now() - this.lastActive;
       if (quiet >= this.idleMs) this.onIdle?.();
       else this.armIdle(this.idleMs - quiet);
@@ -221,21 +281,30 @@ export class NativeConn implements ByteConn {
     this.timers.push(t);
   }
 
-  /** Asks the poll for what is wanted now: reading unless paused or ended, writing while a queue waits. */
+  /** Any of the flags `f` set. */
+  private has(f: number): boolean {
+    return (this.state & f) !== 0;
+  }
+
+  /**
+   * Asks the poll for what is wanted now: reading unless paused or ended, writing while a full
+   * socket's queue waits (this turn's writes are sent at its end, without asking).
+   */
   private update(): void {
-    if (this.h === undefined || this.dead) return;
-    const want = (this.paused || this.eof ? 0 : READABLE) | (this.queue.length > 0 ? WRITABLE : 0);
+    if (this.h === undefined || this.has(DEAD)) return;
+    const blocked = this.queue.length > 0 && !this.has(IN_TURN);
+    const want = (this.has(PAUSED | EOF) ? 0 : READABLE) | (blocked ? WRITABLE : 0);
     if (want === this.mask) return;
     this.mask = want;
     if (this.io.interest(this.h, want) !== 0) this.destroy();
   }
 
   private onEvent(events: number): void {
-    if (this.dead) return;
+    if (this.has(DEAD)) return;
     if (events < 0) return this.destroy();
     this.lastActive = performance.now();
     if ((events & WRITABLE) !== 0) this.flush();
-    if ((events & READABLE) !== 0 && !this.dead && !this.paused && !this.eof) this.readOnce();
+    if ((events & READABLE) !== 0 && !this.has(DEAD | PAUSED | EOF)) this.readOnce();
   }
 
   private readOnce(): void {
@@ -253,9 +322,9 @@ export class NativeConn implements ByteConn {
       }
       this.ev.data(d);
     } else if (n === 0) {
-      this.eof = true;
+      this.state |= EOF;
       this.update();
-      if (this.finSent) return this.destroy(); // both FINs: done
+      if (this.has(FIN_SENT)) return this.destroy(); // both FINs: done
       this.ev.end();
     } else if (n !== this.io.EAGAIN) this.destroy();
   }
@@ -263,7 +332,7 @@ export class NativeConn implements ByteConn {
   /** Writes what waits; when all is out, our FIN if asked for, and the drain callbacks. */
   private flush(): void {
     const h = this.h;
-    if (h === undefined) return;
+    if (h === undefined || this.has(IN_TURN)) return; // this turn's writes: at its end (sendTurn)
     while (this.queue.length > 0) {
       const b = this.queue[0] as Buffer;
       const n = this.io.write(h, b, 0, b.length);
@@ -272,20 +341,21 @@ export class NativeConn implements ByteConn {
         continue;
       }
       if (n < 0 && n !== this.io.EAGAIN) return this.destroy();
+      nativeIoStats.partialWrites++;
       if (n > 0) this.queue[0] = b.subarray(n);
       return this.update();
     }
     this.update();
-    if (this.ending && !this.finSent) this.sendFin();
+    if (this.has(ENDING) && !this.has(FIN_SENT)) this.sendFin();
     const d = this.drainers;
     this.drainers = [];
     for (const f of d) f();
   }
 
   private sendFin(): void {
-    this.finSent = true;
+    this.state |= FIN_SENT;
     if (this.h === undefined) return; // never connected: nothing to end
-    if (this.io.shutdown(this.h) !== 0 || this.eof) this.destroy();
+    if (this.io.shutdown(this.h) !== 0 || this.has(EOF)) this.destroy();
     else this.update();
   }
 }

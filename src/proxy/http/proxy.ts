@@ -40,6 +40,7 @@ import {
 import { ChunkedDecoder, encodeChunk, LAST_CHUNK } from "./chunked.js";
 import { streamConn, type ByteConn, type ConnEvents } from "./conn.js";
 import { DEFAULT_HTTP_LIMITS, type HttpProxyDeps, type HttpProxyLimits } from "./deps.js";
+import type { Exchange } from "./exchange.js";
 import { actionTexts, judgeHead, repeatedRuleHeader } from "./judged.js";
 import { nativeClient, nativeUpstream, proxyIo } from "./native-io.js";
 import { badGateway, badRequest, forbidden } from "./replies.js";
@@ -57,25 +58,6 @@ export function handleHttpConnection(client: Socket, info: ConnectionInfo, deps:
   new HttpConnection(info, { ...deps, sink: guardSink(deps.sink) }).start(client);
 }
 
-interface Exchange {
-  readonly head: RequestHead;
-  /** Header mismatch actions taken (flow text). */
-  readonly actions: readonly string[];
-  readonly path: string;
-  readonly allowed: boolean;
-  readonly rule: number | undefined;
-  readonly started: number;
-  /** Head and body pieces not yet sent (until committed). */
-  held: Buffer[];
-  heldBytes: number;
-  committed: boolean;
-  bodyLeft: number;
-  chunked: ChunkedDecoder | undefined;
-  bodyDone: boolean;
-  discarded: number;
-  reader: ResponseReader;
-}
-
 const EMPTY = Buffer.alloc(0);
 const NO_TEXTS: readonly string[] = Object.freeze([]);
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -88,8 +70,12 @@ class HttpConnection {
   private ex: Exchange | undefined;
   private client!: ByteConn;
   private upstream: ByteConn | undefined;
-  private closed = false;
-  private clientEnded = false;
+  /**
+   * Both true until start(): before it there is no client. Written on every connection, so V8
+   * does not take them for constants and drop the optimised request path at the first close.
+   */
+  private closed = true;
+  private clientEnded = true;
 
   constructor(
     private readonly info: ConnectionInfo,
@@ -100,6 +86,7 @@ class HttpConnection {
   }
 
   start(sock: Socket): void {
+    this.closed = this.clientEnded = false;
     const ev: ConnEvents = {
       data: (d) => this.onClientData(d),
       end: () => {

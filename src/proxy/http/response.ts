@@ -7,7 +7,7 @@
  *   bytes, request method --parseResponseHead--> incomplete | error | {status, framing, close}
  */
 import { ChunkedDecoder } from "./chunked.js";
-import type { BodyFraming } from "./request.js";
+import { BARE_CR, BARE_LF, headEnd, NUL, type BodyFraming } from "./request.js";
 
 export type ResponseFraming = BodyFraming | { readonly kind: "close" };
 
@@ -26,20 +26,16 @@ export type ResponseHeadResult =
   | { readonly kind: "ok"; readonly head: ResponseHead; readonly length: number };
 
 export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: number): ResponseHeadResult {
-  const end = buf.indexOf(HEAD_END);
+  const end = headEnd(buf);
+  if (end === NUL) return fail("NUL in the response head");
+  if (end === BARE_LF || end === BARE_CR) return fail("bare LF or CR in the response head");
   if (end < 0) {
     return buf.length > maxHeadBytes ? fail("response head too large") : { kind: "incomplete" };
   }
   if (end + 4 > maxHeadBytes) return fail("response head too large");
-  for (let i = 0; i < end; i++) {
-    const c = buf[i];
-    if (c === 0) return fail("NUL in the response head");
-    if (c === 0x0a && (i === 0 || buf[i - 1] !== 0x0d)) return fail("bare LF or CR in the response head");
-    if (c === 0x0d && buf[i + 1] !== 0x0a) return fail("bare LF or CR in the response head");
-  }
   // Read in place: only the status line and three field names matter, no string of the head.
-  const firstEol = buf.indexOf(CRLF);
-  const statusEnd = firstEol < 0 || firstEol > end ? end : firstEol;
+  // Every CR before `end` starts a CRLF (headEnd checked), so a line ends at the next CR.
+  const statusEnd = lineEnd(buf, 0, end);
   const minor = statusLine(buf, statusEnd);
   if (minor < 0) return fail("invalid status line");
   const status = (buf[9] as number) * 100 + (buf[10] as number) * 10 + (buf[11] as number) - 0x30 * 111;
@@ -49,8 +45,7 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
   let te: string[] | undefined;
   let conn: string[] | undefined;
   for (let at = statusEnd + 2; at < end + 2 && statusEnd < end;) {
-    let eol = buf.indexOf(CRLF, at);
-    if (eol < 0 || eol > end) eol = end;
+    const eol = lineEnd(buf, at, end);
     // The name: up to the first colon, no space or tab in it (leading whitespace included).
     let colon = at;
     while (colon < eol && buf[colon] !== 0x3a) {
@@ -92,8 +87,13 @@ export function parseResponseHead(buf: Buffer, method: string, maxHeadBytes: num
   return { kind: "ok", head: { status, interim, framing, close }, length: end + 4 };
 }
 
-const HEAD_END = Buffer.from("\r\n\r\n", "latin1");
-const CRLF = Buffer.from("\r\n", "latin1");
+/** The first CR in `buf[from, end)`, or `end`. */
+function lineEnd(buf: Buffer, from: number, end: number): number {
+  let i = from;
+  while (i < end && buf[i] !== 0x0d) i++;
+  return i;
+}
+
 const CONTENT_LENGTH = Buffer.from("content-length", "latin1");
 const TRANSFER_ENCODING = Buffer.from("transfer-encoding", "latin1");
 const CONNECTION = Buffer.from("connection", "latin1");

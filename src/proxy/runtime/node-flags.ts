@@ -18,6 +18,11 @@
  * quiet seconds the HTTP proxy ran a scavenge every ~130 ms (37 per 10,000
  * requests, pauses 0.15-1.7 ms, median 0.3), enough requests caught behind
  * one to show in the p99. With 8 MB as the least: 5 per 10,000 (`--trace-gc`),
- * for ~6-11 MB more resident memory (16 MB cost ~25 MB for no fewer).
+ * for ~6-11 MB more resident memory.
+ *
+ * 16 MB, not 8: at 2,000 requests/s after ten quiet seconds, 2.6 scavenges per 10,000
+ * requests instead of 5.6 (`--trace-gc`, session 17; each pause 0.3-3 ms holds the ~8
+ * requests in flight, a sizeable part of the 1% that sets the p99), for 92 MB resident
+ * instead of 77. The figure last session ("16 MB: no fewer") did not reproduce.
  */
-export const PROXY_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=32", "--min-semi-space-size=8"];
+export const PROXY_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=32", "--min-semi-space-size=16"];
