@@ -180,4 +180,21 @@ describe("DNS fast paths agree with the long way", () => {
     assert.equal(v.admits(policy([{ matchPattern: "*" }], { also: p2 }), "api.example.com."), false);
     assert.equal(v.admits(policy([], { allowAll: true }), "anything.org."), true);
   });
+  test("a name's presentation: letters lowercased, plain labels as read, any other byte escaped as \\DDD", () => {
+    const labels = (...ls: (string | number[])[]): Buffer =>
+      cat(...ls.map((l) => (typeof l === "string" ? Buffer.from(l, "latin1") : Buffer.from(l))).map((l) => cat([l.length], l)), [0]); // prettier-ignore
+    const cases: { name: string; wire: Buffer; want: string }[] = [
+      { name: "plain labels", wire: labels("a_b-9", "example", "com"), want: "a_b-9.example.com." },
+      { name: "upper case", wire: labels("WwW", "Example", "COM"), want: "www.example.com." },
+      { name: "a dot inside a label", wire: labels([0x61, 0x2e, 0x62], "com"), want: "a\\046b.com." },
+      { name: "space, NUL and 0xff", wire: labels([0x20, 0x00, 0xff], "X"), want: "\\032\\000\\255.x." },
+      { name: "upper case after a plain run", wire: labels("abcD"), want: "abcd." },
+      { name: "the root", wire: Buffer.from([0]), want: "." },
+    ];
+    for (const c of cases) {
+      const r = parseQuery(cat([0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0], c.wire, [0, 1, 0, 1]));
+      assert.equal(r.kind, "ok", c.name);
+      assert.equal((r as { query: Query }).query.name, c.want, c.name);
+    }
+  });
 });

@@ -82,7 +82,7 @@ export function parseQuery(buf: Buffer): QueryResult {
     total += len + 1;
     if (total > MAX_NAME) return formerr("question name longer than 255 bytes");
     if (pos + 1 + len > buf.length) return formerr("question label runs past the end");
-    labels.push(presentLabel(buf.subarray(pos + 1, pos + 1 + len)));
+    labels.push(presentLabel(buf, pos + 1, pos + 1 + len));
     pos += 1 + len;
   }
   if (pos + 4 > buf.length) return formerr("question type/class missing");
@@ -134,16 +134,24 @@ function plainOpt(buf: Buffer, at: number): number | undefined {
 }
 
 /** RFC 4343 presentation of a label, ASCII lower-cased; anything unusual escaped. */
-function presentLabel(b: Buffer): string {
+function presentLabel(buf: Buffer, start: number, end: number): string {
+  // Almost every label is lowercase letters, digits, '-' and '_': one flat string read at once (no
+  // view, no string built a character at a time). Any other byte: the character-wise form below.
+  let i = start;
+  while (i < end && isPlain(buf[i] as number)) i++;
+  if (i === end) return buf.toString("latin1", start, end);
   let s = "";
-  for (const c of b) {
-    if ((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f)
-      s += String.fromCharCode(c);
+  for (let j = start; j < end; j++) {
+    const c = buf[j] as number;
+    if (isPlain(c)) s += String.fromCharCode(c);
     else if (c >= 0x41 && c <= 0x5a) s += String.fromCharCode(c + 32);
     else s += "\\" + String(c).padStart(3, "0");
   }
   return s;
 }
+
+const isPlain = (c: number): boolean =>
+  (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f;
 
 /** A reply carrying only the header and the question of `q`. */
 export function buildReply(q: PartialQuery, rcode: number): Buffer {
@@ -321,7 +329,7 @@ function readName(buf: Buffer, start: number, q: Query): { name: string; next: n
     if (len & 0xc0) return "reserved label type";
     total += len + 1;
     if (total > MAX_NAME || pos + 1 + len > buf.length) return "name too long or past the end";
-    labels.push(presentLabel(buf.subarray(pos + 1, pos + 1 + len)));
+    labels.push(presentLabel(buf, pos + 1, pos + 1 + len));
     pos += 1 + len;
   }
   return { name: labels.length === 0 ? "." : labels.join(".") + ".", next };

@@ -75,6 +75,10 @@ export class UdpUpstreamPool {
   private ids = new Uint16Array(0);
   private nextId = 0;
   private closed = false;
+  /** The socket the last query used and its upstream (checked still current before reuse). */
+  private last: PoolSocket | undefined;
+  private lastHost = "";
+  private lastPort = -1;
   /** Sockets open now (current, idle and retiring ones with answers outstanding): for tests. */
   readonly sockets = new Set<PoolSocket>();
 
@@ -108,10 +112,14 @@ export class UdpUpstreamPool {
   }
 
   private socketFor(up: Upstream): PoolSocket {
+    // Most queries go where the last one went (one resolver): its socket without building the key.
+    const last = this.last;
+    if (last && up.port === this.lastPort && up.host === this.lastHost && !last.closed && this.current.get(last.key) === last) return last; // prettier-ignore
     const key = `${up.host}|${up.port}`;
     const have = this.current.get(key);
-    if (have && !have.closed) return have;
+    if (have && !have.closed) return this.remember(up, have);
     const s = new PoolSocket(key);
+    this.remember(up, s);
     this.current.set(key, s);
     this.sockets.add(s);
     const io = dnsIo(this.params.io);
@@ -143,6 +151,13 @@ export class UdpUpstreamPool {
       s.queued = undefined;
       for (const b of q) this.send(s, b);
     });
+    return s;
+  }
+
+  private remember(up: Upstream, s: PoolSocket): PoolSocket {
+    this.last = s;
+    this.lastHost = up.host;
+    this.lastPort = up.port;
     return s;
   }
 

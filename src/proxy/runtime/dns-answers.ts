@@ -36,7 +36,11 @@ export const SEEN_FLUSH_MS = 250;
 const MAX_HELD_NAMES = 4096;
 
 /** The agent's key of a name (agent/controllers/names.ts): case and the trailing dot do not matter. */
-export const dnsNameKey = (name: string): string => name.toLowerCase().replace(/\.$/, "");
+export const dnsNameKey = (name: string): string => {
+  // Per answer: endsWith and slice, not a regular expression's replace (the same result).
+  const lower = name.toLowerCase();
+  return lower.endsWith(".") ? lower.slice(0, -1) : lower;
+};
 
 interface Pending {
   readonly name: string;
@@ -152,7 +156,8 @@ export class AgentAnswers {
 
   /** Repeats of one answer within SEEN_FLUSH_MS go as one, with the longest TTL (the agent keeps the longest life). */
   private noteSeen(key: string, a: DnsSeen): void {
-    const k = `${key} ${a.ips.join(" ")}`;
+    // One address (most answers): no join.
+    const k = a.ips.length === 1 ? `${key} ${a.ips[0]}` : `${key} ${a.ips.join(" ")}`;
     const had = this.seen.get(k);
     if (had === undefined || had.ttl < a.ttl) this.seen.set(k, a);
     if (this.seenTimer === undefined) {
