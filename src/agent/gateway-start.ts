@@ -146,10 +146,13 @@ function ofFamilies(
   return (ip) => ip.includes(":") === (has ? want6 : !want6);
 }
 
-/** A gateway request as an L7 flow: world -> backend, Hubble's HTTP fields. */
-function l7Of(e: GatewayEvent, endpoints: EndpointsController): L7Event {
+/** A gateway request as an L7 flow: world -> backend, Hubble's HTTP fields. Exported for its test. */
+export function l7Of(e: GatewayEvent, endpoints: Pick<EndpointsController, "recordByIp" | "view">): L7Event {
   const at = e.backend?.address;
-  const ep = at !== undefined ? endpoints.list().find((x) => x.ipv4 === at || x.ipv6 === at) : undefined;
+  // One event per request: the endpoint by its address from the controller's index, and only that
+  // one endpoint's view (list() built the view of every endpoint, each asking the policy engine).
+  const rec = at !== undefined ? endpoints.recordByIp(at) : undefined;
+  const ep = rec ? endpoints.view(rec) : undefined;
   return {
     type: "http",
     ...(e.httpVersion !== undefined ? { httpVersion: e.httpVersion } : {}),
