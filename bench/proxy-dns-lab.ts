@@ -119,22 +119,15 @@ export async function startDnsLab(prefix: string): Promise<DnsLab> {
     sh(["ip", "netns", "exec", netns, "nft", "-f", "-"], table(netns));
     const resolver = await spawnReady<{ port: number }>(netns, "./proxy-dns-node.js", ["resolver", RESOLVER]);
     children.push(resolver.child);
-    const proxy = await spawnReady<{ port: number }>(
-      netns,
-      "./proxy-dns-node.js",
-      ["proxy", PROXY, String(PROXY_PORT)],
-      PROXY_NODE_FLAGS,
-    );
-    children.push(proxy.child);
-    actAsAgent(proxy.child);
-    const ask = await spawnReady<{ port: number }>(
-      netns,
-      "./proxy-dns-node.js",
-      ["proxy", PROXY, String(ASK_PORT)],
-      PROXY_NODE_FLAGS,
-    );
-    children.push(ask.child);
-    actAsAgent(ask.child);
+    // The proxy under test, and the same proxy on a port the mark rule leaves out (every query asks).
+    const startProxy = async (port: number): Promise<ChildProcess> => {
+      const p = await spawnReady<{ port: number }>(netns, "./proxy-dns-node.js", ["proxy", PROXY, String(port)], PROXY_NODE_FLAGS); // prettier-ignore
+      children.push(p.child);
+      actAsAgent(p.child);
+      return p.child;
+    };
+    const proxy = { child: await startProxy(PROXY_PORT) };
+    const ask = { child: await startProxy(ASK_PORT) };
     const load = await spawnReady<unknown>(netns, "./load.js", []);
     children.push(load.child);
     // A proxy's CPU and its broker's.

@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { MembraneError } from "../errors.js";
 import { PROXY_NODE_FLAGS } from "../proxy/runtime/node-flags.js";
+import { MAX_GATEWAY_EVENTS } from "./event-batch.js";
 import type { GatewayEvent } from "./exchange.js";
 import type { FromGateway, GatewayInputs, GatewayProcessConfig } from "./protocol.js";
 import { sourcesOf } from "./source.js";
@@ -46,8 +47,11 @@ export class GatewayRunner {
     });
     this.child = child;
     child.on("message", (m: FromGateway) => {
-      if (m.type === "events") for (const e of m.events) this.p.onEvent?.(e);
-      else if (m.type === "applied") {
+      if (m.type === "events") {
+        // One turn's events (event-batch.ts): a message over the bound is not the gateway's own.
+        if (!Array.isArray(m.events) || m.events.length > MAX_GATEWAY_EVENTS) return;
+        for (const e of m.events) this.p.onEvent?.(e);
+      } else if (m.type === "applied") {
         this.waiting.get(m.version)?.(m);
         this.waiting.delete(m.version);
       }

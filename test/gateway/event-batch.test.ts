@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { setImmediate as turn } from "node:timers/promises";
-import { batchEvents } from "../../src/gateway/event-batch.js";
+import { batchEvents, MAX_GATEWAY_EVENTS } from "../../src/gateway/event-batch.js";
 import type { GatewayEvent } from "../../src/gateway/exchange.js";
 
 const ev = (status: number): GatewayEvent => ({
@@ -43,6 +43,21 @@ describe("gateway events: one message per loop turn", () => {
     assert.deepEqual(
       got,
       Array.from({ length: 1000 }, (_, i) => i),
+    );
+  });
+
+  test("a burst in one turn goes in messages of at most MAX_GATEWAY_EVENTS (the runner refuses longer), in order", async () => {
+    const sent: number[][] = [];
+    const push = batchEvents((events) => sent.push(events.map((e) => e.status)));
+    for (let i = 0; i < 1200; i++) push(ev(i));
+    await turn();
+    assert.deepEqual(
+      sent.map((m) => m.length),
+      [MAX_GATEWAY_EVENTS, MAX_GATEWAY_EVENTS, 1200 - 2 * MAX_GATEWAY_EVENTS],
+    );
+    assert.deepEqual(
+      sent.flat(),
+      Array.from({ length: 1200 }, (_, i) => i),
     );
   });
 });

@@ -23,6 +23,7 @@ import { ID } from "../../identity/reserved.js";
 import { DnsProxy } from "../dns/proxy.js";
 import { H2Sessions } from "../http2/sessions.js";
 import { handleLbConnection } from "../lb/balance.js";
+import { batchPerTurn } from "../turn-batch.js";
 import type { L7Event } from "../types.js";
 import { startBroker, type Original } from "./broker-client.js";
 import { dispatchConnection } from "./dispatch.js";
@@ -45,25 +46,16 @@ function send(m: FromProxy): void {
 }
 
 /**
- * L7 events go to the agent in batches: those of one turn of the event loop
- * in one IPC message (flushed by setImmediate, or when MAX_L7_BATCH are
- * queued), so a busy proxy pays one serialisation and one pipe write per
- * batch instead of per request.
+ * L7 events go to the agent in batches (turn-batch.ts): those of one turn of the event loop in
+ * one IPC message, at most MAX_L7_BATCH, so a busy proxy pays one serialisation and one pipe
+ * write per batch instead of per request.
  */
-let l7Queue: L7Flow[] = [];
-let l7Flush: NodeJS.Immediate | undefined;
-function sendL7(event: L7Event, src: Addr, dst: Addr): void {
-  l7Queue.push({ event, src, dst });
-  if (l7Queue.length >= MAX_L7_BATCH) flushL7();
-  else l7Flush ??= setImmediate(flushL7);
-}
-function flushL7(): void {
-  if (l7Flush) clearImmediate(l7Flush);
-  l7Flush = undefined;
-  const events = l7Queue;
-  l7Queue = [];
+const queueL7 = batchPerTurn<L7Flow>((events) => {
   if (events.length === 1) send({ type: "l7", ...(events[0] as L7Flow) });
-  else if (events.length > 1) send({ type: "l7-batch", events });
+  else send({ type: "l7-batch", events });
+}, MAX_L7_BATCH);
+function sendL7(event: L7Event, src: Addr, dst: Addr): void {
+  queueL7({ event, src, dst });
 }
 
 function fatal(message: string): never {
