@@ -53,17 +53,30 @@ const MAX_NAME = 512;
 /** Listeners the gateway serves (addresses x ports); an applied message naming more is refused. */
 const MAX_SERVING = 4096;
 
+/**
+ * The client as the gateway read it from its socket: an address and port, or "" when the socket
+ * had none to give (reset before the gateway asked: exchange.ts, h2-stream.ts). Bytes the client
+ * sent before its reset are still served, so that request is still a flow, not a refused event.
+ */
+function clientFrom(v: unknown): { address: string; port: number } | undefined {
+  if (isAddrPort(v)) return { address: v.address, port: v.port };
+  return isObj(v) && v.address === "" && int(v.port, 0, 65535) ? { address: "", port: v.port } : undefined;
+}
+
 /** One event rebuilt from its known fields, or the first check it fails. */
 export function gatewayEventFrom(v: unknown): GatewayEvent | GatewayDrop {
   if (!isObj(v)) return "event";
   if (!text(v.listener, MAX_LISTENER)) return "listener";
-  if (!isAddrPort(v.client)) return "client";
-  // The statuses the gateway answers or relays: HTTP's three digits.
-  if (!int(v.status, 100, 599)) return "status";
+  const client = clientFrom(v.client);
+  if (!client) return "client";
+  // Three digits as a backend may send them (the proxy's response parser takes any: a backend
+  // answering 999 must not hide its requests from the flows), or 0: the client left before any
+  // answer (h2-to-h1.ts).
+  if (!int(v.status, 0, 999)) return "status";
   if (!isLatency(v.latencyMs)) return "latency";
   const e: Writable<GatewayEvent> = {
     listener: v.listener,
-    client: { address: v.client.address, port: v.client.port },
+    client,
     status: v.status,
     latencyMs: v.latencyMs,
   };
