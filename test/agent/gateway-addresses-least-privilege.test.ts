@@ -17,21 +17,11 @@ import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { worldOf } from "../../src/gateway/world.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
+import { CLASS, gatewayYaml } from "../gateway/fixtures.js";
 
 const logger = pino({ level: "silent" });
 const GW = "infra/m17-lp";
-const RESOURCES = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: m17-lp, namespace: infra}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-`;
+const RESOURCES = CLASS + gatewayYaml("m17-lp", ["{name: http, port: 80, protocol: HTTP}"]);
 
 /** The Programmed condition of the Gateway, from the inputs the agent sends, compiled as the gateway process does. */
 function programmed(own: GatewayAddresses): string {
