@@ -19,17 +19,9 @@ import { statusRows } from "../../src/cli/commands/get.js";
 import { GatewayInbox } from "../../src/gateway/from-gateway.js";
 import { serveMetrics } from "../../src/observe/metrics.js";
 import { fromProxy, type ProxyDrop } from "../../src/proxy/runtime/protocol.js";
+import { L7_FLOW as FLOW } from "../proxy/fixtures/l7-flow.js";
 import { overIpc } from "../support/over-ipc.js";
 
-const EVENT = {
-  type: "http",
-  verdict: "forwarded",
-  direction: "ingress",
-  srcIdentity: 300,
-  dstIdentity: 301,
-  endpoint: "default/web",
-};
-const FLOW = { event: EVENT, src: { address: "10.200.0.5", port: 40000 }, dst: { address: "10.200.0.6", port: 80 } }; // prettier-ignore
 const GATEWAY_EVENT = { listener: "10.0.0.1:80", client: { address: "192.0.2.7", port: 40000 }, status: 200, latencyMs: 1 }; // prettier-ignore
 
 /** The value of each membrane_ipc_dropped_total series, by `process reason`. */

@@ -18,21 +18,8 @@ import { IpcDrops } from "../../src/abi/ipc-drops.js";
 import { fromProxy, MAX_L7_BATCH, type FromProxy, type ProxyDrop } from "../../src/proxy/runtime/protocol.js";
 import { HOSTILE_ADDR_PORTS } from "../abi/hostile-addr-ports.js";
 import { overIpc } from "../support/over-ipc.js";
+import { L7_DST as DST, L7_EVENT as EVENT, L7_FLOW as FLOW, L7_SRC as SRC } from "./fixtures/l7-flow.js";
 
-const EVENT = {
-  type: "http",
-  verdict: "forwarded",
-  direction: "ingress",
-  srcIdentity: 300,
-  dstIdentity: 301,
-  endpoint: "default/web",
-  method: "GET",
-  url: "web/index.html",
-  status: 200,
-};
-const SRC = { address: "10.200.0.5", port: 40000 };
-const DST = { address: "10.200.0.6", port: 80 };
-const FLOW = { event: EVENT, src: SRC, dst: DST };
 const ANSWER = { endpoint: "default/client", name: "allowed.example.com.", ips: ["198.51.100.7", "2001:db8::7"], ttl: 30 }; // prettier-ignore
 
 /** What a DNS answer's list of addresses must refuse. */
