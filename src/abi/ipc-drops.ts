@@ -13,9 +13,9 @@ import type { Logger } from "pino";
 export class IpcDrops<R extends string = string> {
   private readonly counts = new Map<R, number>();
 
-  /** `process`: the sender as the log names it ("proxy", "gateway"). */
+  /** `sender`: the process as the log names it ("proxy", "gateway"). */
   constructor(
-    private readonly process: string,
+    private readonly sender: string,
     private readonly logger?: Pick<Logger, "warn">,
   ) {}
 
@@ -25,7 +25,7 @@ export class IpcDrops<R extends string = string> {
     if (n === 1)
       this.logger?.warn(
         { reason: why },
-        `malformed message or event from the ${this.process} process dropped (said once per reason)`,
+        `malformed message or event from the ${this.sender} process dropped (said once per reason)`,
       );
   }
 
