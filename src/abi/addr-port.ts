@@ -1,10 +1,12 @@
 /**
- * An address and port as the brokers accept them from the unprivileged processes that ask them
- * (proxy/runtime/ctbroker-serve.ts, encryption/mtls/broker.ts): the asker parses traffic from the
- * network and may be compromised, so a request is checked before the root process acts on it.
- * One guard for both, so that they cannot drift apart.
+ * An address and port as the root processes accept them from the unprivileged ones: the brokers'
+ * requests (proxy/runtime/ctbroker-serve.ts, encryption/mtls/broker.ts) and what the agent reads
+ * from the proxy and the gateway (proxy/runtime/validate.ts, gateway/from-gateway.ts). The sender
+ * parses traffic from the network and may be compromised, so what it sends is checked before a
+ * root process acts on it. One guard for all, so that they cannot drift apart.
  *
- *   {address, port} from IPC --isAddrPort--> a lookup (ctnetlink)   anything else: refused
+ *   {address, port} from IPC --isAddrPort--> a lookup (ctnetlink), a flow   anything else: refused
+ *   an address from IPC (a DNS answer's) --isAddress--> policy (toFQDNs)
  */
 import { isIP } from "node:net";
 
@@ -16,9 +18,14 @@ export interface AddrPort {
 /** The longest textual IP address (IPv6 with an IPv4 tail, 45 characters): longer is refused unparsed. */
 const MAX_ADDRESS = 45;
 
+/** `v` is an IPv4 or IPv6 address as a socket prints it: no zone (conntrack has none), no spaces. */
+export function isAddress(v: unknown): v is string {
+  return typeof v === "string" && v.length <= MAX_ADDRESS && !v.includes("%") && isIP(v) !== 0;
+}
+
 /**
- * `v` is `{address, port}` of its own (inherited keys do not count): an IPv4 or IPv6 address as a
- * socket prints it (no zone: conntrack has none, and no spaces) and an integer port 0-65535.
+ * `v` is `{address, port}` of its own (inherited keys do not count): an address (isAddress) and an
+ * integer port 0-65535.
  * `exact`: no other key either (for askers that send exactly these two; the proxy's DNS path
  * passes the datagram's rinfo, which also has family and size).
  */
@@ -28,13 +35,6 @@ export function isAddrPort(v: unknown, exact = false): v is AddrPort {
   if (exact && Object.keys(v).length !== 2) return false;
   const { address, port } = v as { address: unknown; port: unknown };
   return (
-    typeof address === "string" &&
-    address.length <= MAX_ADDRESS &&
-    !address.includes("%") &&
-    isIP(address) !== 0 &&
-    typeof port === "number" &&
-    Number.isInteger(port) &&
-    port >= 0 &&
-    port <= 65535
+    isAddress(address) && typeof port === "number" && Number.isInteger(port) && port >= 0 && port <= 65535
   );
 }

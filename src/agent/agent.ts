@@ -46,7 +46,8 @@ import { Enforcer } from "./enforcer.js";
 import { flowLookup } from "./flow-lookup.js";
 import { identitiesView, ipcacheView, type IdentityView, type IpcacheView } from "./views.js";
 import { Ipam } from "./ipam.js";
-import { Observer } from "./observer.js";
+import { agentObserver, type Observer } from "./observer.js";
+import { ipcDropsStatus, registerIpcDrops, type IpcDropSources } from "./ipc-drops.js";
 import { WorkQueue } from "./work-queue.js";
 import { TracingPoliciesController } from "./controllers/tracing-policies.js";
 import type { AgentParams } from "./agent-params.js";
@@ -90,6 +91,8 @@ export class Agent {
   readonly cluster: ClusterResources | undefined;
   /** Every controller, in restore order (namespaces, services and nodes before the endpoints they describe). */
   private readonly controllers: readonly Controller[];
+  /** What the agent dropped as malformed from its proxy and gateway processes (status and metrics). */
+  private readonly ipcDrops: IpcDropSources = { proxy: () => this.proxyRef?.dropped, gateway: () => this.gateways?.dropped }; // prettier-ignore
 
   /** The L7 proxy's process id, while it runs. */
   get proxyPid(): number | undefined { return this.proxyRef?.pid; } // prettier-ignore
@@ -194,22 +197,13 @@ export class Agent {
     });
     for (const c of this.controllers) await c.restore?.();
     if (this.p.observe) {
-      this.observerRef = new Observer({
-        ...(this.p.nodeNetns !== undefined ? { netns: this.p.nodeNetns } : {}),
-        group: this.p.logGroup,
-        lookup: flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, this.p.observe.nodeOfIp, this.p.observe.encryptedPeer, (ip) => this.names.namesOf(ip), () => this.lb.frontends(), this.p.observe.tunnelOrigin), // prettier-ignore
-        nodeName: this.p.observe.nodeName,
-        nodeLabels: Object.entries(this.p.engine.nodeLabels ?? {}).map(([k, v]) => `${k}=${v}`).sort(), // prettier-ignore
-        ringCapacity: this.p.observe.ringCapacity,
-        logger: this.p.logger,
-        ...(this.p.observe.metricsAddress ? { metricsAddress: this.p.observe.metricsAddress } : {}),
-        ...(this.p.observe.hubbleMetrics ? { hubbleMetrics: this.p.observe.hubbleMetrics } : {}),
-        ...(this.p.observe.export ? { export: this.p.observe.export } : {}),
-      });
+      const o = this.p.observe;
+      this.observerRef = agentObserver(this.p, o, flowLookup(() => this.engine, this.endpoints, this.enforcer.ruleOrigins, o.nodeOfIp, o.encryptedPeer, (ip) => this.names.namesOf(ip), () => this.lb.frontends(), o.tunnelOrigin)); // prettier-ignore
       // Before the first enforce: drops from the very first packet are seen.
       await this.observerRef.start();
     }
     const registry = this.observerRef?.metrics.registry;
+    if (registry) registerIpcDrops(registry, this.ipcDrops); // what the proxy and gateway sent malformed
     const rdeps = { logger: this.p.logger, endpoints: () => this.endpoints.list(), registry };
     this.runtime = await startRuntime(this.p.runtime, rdeps, this.tracing); // controllers/runtime-bridge.ts
     if (this.p.proxy) await this.startProxy(this.p.proxy, gw);
@@ -395,6 +389,7 @@ export class Agent {
       lastApply: this.enforcer.lastApply,
       controllers: controllerStatus(this.controllers),
       ...(this.spiffe ? { spiffe: this.spiffe.view() } : {}), // certificates and roots, never a key
+      ...ipcDropsStatus(this.ipcDrops),
     };
   }
 }

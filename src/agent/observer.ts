@@ -26,6 +26,7 @@ import {
 import { dropEventOf } from "../observe/drop-event.js";
 import { l7Flow, type L7Addrs } from "../observe/l7flow.js";
 import type { L7Event } from "../proxy/types.js";
+import type { AgentParams } from "./agent-params.js";
 
 export interface ObserverParams {
   readonly netns?: string;
@@ -153,4 +154,24 @@ export class Observer {
       signal,
     });
   }
+}
+
+/** The agent's observer from `membrane agent`'s flow options (`observe`) and the node's facts. */
+export function agentObserver(
+  p: Pick<AgentParams, "nodeNetns" | "logGroup" | "logger" | "engine">,
+  o: NonNullable<AgentParams["observe"]>,
+  lookup: FlowLookup,
+): Observer {
+  return new Observer({
+    ...(p.nodeNetns !== undefined ? { netns: p.nodeNetns } : {}),
+    group: p.logGroup,
+    lookup,
+    nodeName: o.nodeName,
+    nodeLabels: Object.entries(p.engine.nodeLabels ?? {}).map(([k, v]) => `${k}=${v}`).sort(), // prettier-ignore
+    ringCapacity: o.ringCapacity,
+    logger: p.logger,
+    ...(o.metricsAddress ? { metricsAddress: o.metricsAddress } : {}),
+    ...(o.hubbleMetrics ? { hubbleMetrics: o.hubbleMetrics } : {}),
+    ...(o.export ? { export: o.export } : {}),
+  });
 }

@@ -12,11 +12,12 @@
  *
  * A bad event is dropped alone, not its batch (fromProxy's habit for `l7-batch`); a batch that is
  * not an array or is longer than the gateway ever sends (MAX_GATEWAY_EVENTS) is refused whole.
- * Each reason is logged once, as a fixed word: nothing the gateway sent is echoed.
+ * Each reason is a fixed word, logged once (abi/ipc-drops.ts): nothing the gateway sent is echoed.
  */
 import type { Logger } from "pino";
 import { isAddrPort } from "../abi/addr-port.js";
-import { int, isLatency, isObj, MAX_TEXT, text } from "../proxy/runtime/validate.js";
+import { IpcDrops } from "../abi/ipc-drops.js";
+import { addrFrom, int, isLatency, isObj, MAX_TEXT, text } from "../proxy/runtime/validate.js";
 import { MAX_GATEWAY_EVENTS } from "./event-batch.js";
 import type { GatewayEvent } from "./exchange.js";
 
@@ -53,21 +54,13 @@ const MAX_NAME = 512;
 /** Listeners the gateway serves (addresses x ports); an applied message naming more is refused. */
 const MAX_SERVING = 4096;
 
-/**
- * The client as the gateway read it from its socket: an address and port, or "" when the socket
- * had none to give (reset before the gateway asked: exchange.ts, h2-stream.ts). Bytes the client
- * sent before its reset are still served, so that request is still a flow, not a refused event.
- */
-function clientFrom(v: unknown): { address: string; port: number } | undefined {
-  if (isAddrPort(v)) return { address: v.address, port: v.port };
-  return isObj(v) && v.address === "" && int(v.port, 0, 65535) ? { address: "", port: v.port } : undefined;
-}
-
 /** One event rebuilt from its known fields, or the first check it fails. */
 export function gatewayEventFrom(v: unknown): GatewayEvent | GatewayDrop {
   if (!isObj(v)) return "event";
   if (!text(v.listener, MAX_LISTENER)) return "listener";
-  const client = clientFrom(v.client);
+  // As the gateway read it from its socket: "" when it had none to give (reset before it asked:
+  // exchange.ts, h2-stream.ts); bytes sent before the reset are still served, so still a flow.
+  const client = addrFrom(v.client);
   if (!client) return "client";
   // Three digits as a backend may send them (the proxy's response parser takes any: a backend
   // answering 999 must not hide its requests from the flows), or 0: the client left before any
@@ -126,13 +119,15 @@ export interface GatewayInboxParams {
 
 /** The agent's side of the gateway's IPC channel: each message checked before anything uses it. */
 export class GatewayInbox {
-  private readonly drops = new Map<GatewayDrop, number>();
+  private readonly drops: IpcDrops<GatewayDrop>;
 
-  constructor(private readonly p: GatewayInboxParams) {}
+  constructor(private readonly p: GatewayInboxParams) {
+    this.drops = new IpcDrops("gateway", p.logger);
+  }
 
   /** What was dropped, by reason. */
   get dropped(): Readonly<Partial<Record<GatewayDrop, number>>> {
-    return Object.fromEntries(this.drops);
+    return this.drops.view();
   }
 
   receive(m: unknown): void {
@@ -152,9 +147,6 @@ export class GatewayInbox {
   }
 
   private drop(why: GatewayDrop): void {
-    const n = (this.drops.get(why) ?? 0) + 1;
-    this.drops.set(why, n);
-    if (n === 1)
-      this.p.logger?.warn({ reason: why }, "malformed message or event from the gateway process dropped (said once per reason)"); // prettier-ignore
+    this.drops.add(why);
   }
 }

@@ -117,6 +117,8 @@ describe("agent gateway (root)", { skip }, () => {
     const n = got.filter((a) => a.headers?.["x-backend"] === "v1").length;
     assert.ok(n > 12 && n < 48, `v1 took ${n} of 60`);
     assert.equal(httpGet(out, `${url}/gone`)[0]?.status, 500);
+    // The gateway's events of these requests were read, and none was dropped (agent/ipc-drops.ts).
+    assert.deepEqual(lab.agent.status().ipcDropped, { gateway: {} });
   });
 
   test("an Ingress of class membrane routes by host on port 80", () => {

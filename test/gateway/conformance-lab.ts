@@ -39,7 +39,7 @@ import type { Condition, StatusSet } from "../../src/gateway/status.js";
 import { worldOf } from "../../src/gateway/world.js";
 import { CLASS, gatewayYaml as gatewayIn } from "./fixtures.js";
 import { grpcCalls, startGrpcServer, type GrpcAnswer } from "./grpc-lab.js";
-import { killGroup } from "./netns-lab.js";
+import { buildStar, ip, killGroup } from "./netns-lab.js";
 
 export const INFRA = "gateway-conformance-infra";
 export const APP = "gateway-conformance-app-backend";
@@ -248,42 +248,10 @@ export class ConformanceLab {
     return lab;
   }
 
-  private ip(args: string[]): void {
-    const r = spawnSync("ip", args, { encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr}`);
-  }
-
   private build(): void {
     mkdirSync(this.secrets, { recursive: true });
-    for (const n of Object.values(this.ns)) this.ip(["netns", "add", n]);
-    this.ip(["-n", this.ns.gw, "link", "set", "lo", "up"]);
-    const peers: [string, number][] = [
-      [this.ns.be, 1],
-      [this.ns.cl, 3],
-    ];
-    for (const [ns, i] of peers) {
-      this.ip([
-        "-n",
-        this.ns.gw,
-        "link",
-        "add",
-        `v${i}`,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        ns,
-      ]);
-      this.ip(["-n", this.ns.gw, "addr", "add", `10.232.${i}.1/24`, "dev", `v${i}`]);
-      this.ip(["-n", this.ns.gw, "link", "set", `v${i}`, "up"]);
-      this.ip(["-n", ns, "addr", "add", `10.232.${i}.2/24`, "dev", "eth0"]);
-      this.ip(["-n", ns, "link", "set", "lo", "up"]);
-      this.ip(["-n", ns, "link", "set", "eth0", "up"]);
-      this.ip(["-n", ns, "route", "add", "default", "via", `10.232.${i}.1`]);
-    }
-    for (const a of Object.values(PODS)) this.ip(["-n", this.ns.be, "addr", "add", `${a}/24`, "dev", "eth0"]);
+    buildStar(this.ns.gw, [[this.ns.be, 1], [this.ns.cl, 3]], 232); // prettier-ignore
+    for (const a of Object.values(PODS)) ip(["-n", this.ns.be, "addr", "add", `${a}/24`, "dev", "eth0"]);
   }
 
   private async echo(): Promise<void> {
@@ -359,8 +327,7 @@ export class ConformanceLab {
    * `own`: Gateway name (in INFRA) -> an address of its own (10.232.4.x), as the agent gives one.
    */
   async apply(yaml: string, own: Record<string, string> = {}): Promise<void> {
-    for (const a of Object.values(own))
-      this.ip(["-n", this.ns.gw, "addr", "replace", `${a}/32`, "dev", "lo"]);
+    for (const a of Object.values(own)) ip(["-n", this.ns.gw, "addr", "replace", `${a}/32`, "dev", "lo"]);
     this.owned = Object.fromEntries(Object.entries(own).map(([g, a]) => [`${INFRA}/${g}`, [a]]));
     this.resources = parseGatewayResources(`${BASE}---\n${yaml}`, "conformance.yaml");
     const r = await (this.runner as GatewayRunner).push(this.inputs());

@@ -5,12 +5,12 @@
  * it, a good event passes rebuilt, and each reason is logged once without the bytes that were sent.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { describe, test } from "node:test";
 import type { Logger } from "pino";
 import { MAX_GATEWAY_EVENTS } from "../../src/gateway/event-batch.js";
 import type { GatewayEvent } from "../../src/gateway/exchange.js";
 import { GatewayInbox, type GatewayApplied, type GatewayDrop } from "../../src/gateway/from-gateway.js";
+import { overIpc } from "../support/over-ipc.js";
 
 const good = {
   listener: "10.0.0.1:80",
@@ -67,28 +67,6 @@ const hostileMessages: { name: string; message: unknown; why: GatewayDrop }[] = 
   { name: "applied serving non-text", message: { type: "applied", version: 1, serving: [{}] }, why: "applied" }, // prettier-ignore
 ];
 
-/** Sends `messages` from a real child process over its IPC channel; resolves once the inbox read them all. */
-async function overIpc(inbox: (m: unknown) => void, messages: unknown[]): Promise<void> {
-  // The last message says the others were read (IPC keeps order).
-  const end = { type: "applied", version: 999_999, serving: [] };
-  const script = `for (const m of JSON.parse(process.argv[1])) process.send(m); process.disconnect();`;
-  const child = spawn(process.execPath, ["-e", script, JSON.stringify([...messages, end])], {
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      child.on("message", (m: unknown) => {
-        const a = m as { type?: unknown; version?: unknown };
-        inbox(m);
-        if (a.type === "applied" && a.version === end.version) resolve();
-      });
-      child.once("exit", (code) => reject(new Error(`the sender exited (${code}) before the last message`)));
-    });
-  } finally {
-    child.kill("SIGKILL");
-  }
-}
-
 function newInbox(): {
   inbox: GatewayInbox;
   events: GatewayEvent[];
@@ -104,7 +82,7 @@ function newInbox(): {
       "warn"
     >,
     onEvent: (e) => events.push(e),
-    onApplied: (a) => void (a.version !== 999_999 && applied.push(a)),
+    onApplied: (a) => void applied.push(a),
   });
   return { inbox, events, applied, logged };
 }

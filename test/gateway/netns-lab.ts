@@ -105,6 +105,36 @@ export function httpGet(
   return JSON.parse(r.stdout) as Answer[];
 }
 
+/** `ip ARGS`; a failure throws with ip's own words. */
+export function ip(args: string[]): void {
+  const r = spawnSync("ip", args, { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr}`);
+}
+
+/**
+ * A gateway lab's namespaces (this file's GatewayLab, conformance-lab.ts): `gw` and each peer,
+ * a veth from `gw`'s `v<i>` to the peer's `eth0`, the peer at 10.<net>.<i>.2/24 with its default
+ * route via 10.<net>.<i>.1 on `gw` (with `ipv6` also fd00:<net>:<i>::2/64 via ::1, no duplicate
+ * address detection). The caller deletes the namespaces.
+ */
+export function buildStar(gw: string, peers: readonly [string, number][], net: number, ipv6 = false): void {
+  for (const n of [gw, ...peers.map(([ns]) => ns)]) ip(["netns", "add", n]);
+  ip(["-n", gw, "link", "set", "lo", "up"]);
+  for (const [ns, i] of peers) {
+    ip(["-n", gw, "link", "add", `v${i}`, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+    ip(["-n", gw, "addr", "add", `10.${net}.${i}.1/24`, "dev", `v${i}`]);
+    ip(["-n", gw, "link", "set", `v${i}`, "up"]);
+    ip(["-n", ns, "addr", "add", `10.${net}.${i}.2/24`, "dev", "eth0"]);
+    ip(["-n", ns, "link", "set", "lo", "up"]);
+    ip(["-n", ns, "link", "set", "eth0", "up"]);
+    ip(["-n", ns, "route", "add", "default", "via", `10.${net}.${i}.1`]);
+    if (!ipv6) continue;
+    ip(["-n", gw, "addr", "add", `fd00:${net}:${i}::1/64`, "dev", `v${i}`, "nodad"]);
+    ip(["-n", ns, "addr", "add", `fd00:${net}:${i}::2/64`, "dev", "eth0", "nodad"]);
+    ip(["-n", ns, "-6", "route", "add", "default", "via", `fd00:${net}:${i}::1`]);
+  }
+}
+
 export class GatewayLab {
   readonly prefix = "hgw" + randomBytes(3).toString("hex").slice(0, 5);
   readonly dir = mkdtempSync(join(tmpdir(), "hgw-"));
@@ -130,45 +160,9 @@ export class GatewayLab {
     return lab;
   }
 
-  private ip(args: string[]): void {
-    const r = spawnSync("ip", args, { encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr}`);
-  }
-
   private build(): void {
-    for (const n of Object.values(this.ns)) this.ip(["netns", "add", n]);
-    this.ip(["-n", this.ns.gw, "link", "set", "lo", "up"]);
-    const peers: [string, number][] = [
-      [this.ns.b1, 1],
-      [this.ns.b2, 2],
-      [this.ns.cl, 3],
-    ];
-    for (const [ns, i] of peers) {
-      this.ip([
-        "-n",
-        this.ns.gw,
-        "link",
-        "add",
-        `v${i}`,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        ns,
-      ]);
-      this.ip(["-n", this.ns.gw, "addr", "add", `10.231.${i}.1/24`, "dev", `v${i}`]);
-      this.ip(["-n", this.ns.gw, "link", "set", `v${i}`, "up"]);
-      this.ip(["-n", ns, "addr", "add", `10.231.${i}.2/24`, "dev", "eth0"]);
-      this.ip(["-n", ns, "link", "set", "lo", "up"]);
-      this.ip(["-n", ns, "link", "set", "eth0", "up"]);
-      this.ip(["-n", ns, "route", "add", "default", "via", `10.231.${i}.1`]);
-      if (!this.ipv6) continue;
-      this.ip(["-n", this.ns.gw, "addr", "add", `fd00:231:${i}::1/64`, "dev", `v${i}`, "nodad"]);
-      this.ip(["-n", ns, "addr", "add", `fd00:231:${i}::2/64`, "dev", "eth0", "nodad"]);
-      this.ip(["-n", ns, "-6", "route", "add", "default", "via", `fd00:231:${i}::1`]);
-    }
+    const { gw, b1, b2, cl } = this.ns;
+    buildStar(gw, [[b1, 1], [b2, 2], [cl, 3]], 231, this.ipv6); // prettier-ignore
   }
 
   private async echo(name: string, ns: string): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * The Grafana dashboard we ship (deploy/grafana/membrane.json) queries only what the agent
  * exports: every metric name in its PromQL is registered by the agent's metric registries
- * (flows and runtime, started here), every label it groups or filters by is one of that
+ * (flows, runtime and the IPC drops, started here), every label it groups or filters by is one of that
  * metric's labels (or Prometheus' own `instance`/`job`, `le` of a histogram's buckets), and
  * every legend names a grouped label. The checker itself is shown to catch a renamed metric,
  * an unknown label and a legend of a label that is not grouped.
@@ -11,6 +11,7 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Registry } from "prom-client";
+import { registerIpcDrops } from "../../src/agent/ipc-drops.js";
 import { FlowMetrics } from "../../src/observe/metrics.js";
 import { RuntimeMetrics } from "../../src/runtime/metrics.js";
 
@@ -27,6 +28,7 @@ async function exported(): Promise<Map<string, Exported>> {
   const registry = new Registry();
   new FlowMetrics({ registry });
   new RuntimeMetrics(registry);
+  registerIpcDrops(registry, { proxy: () => undefined, gateway: () => undefined });
   const out = new Map<string, Exported>();
   for (const m of await registry.getMetricsAsJSON()) {
     const single = registry.getSingleMetric(m.name) as unknown as { labelNames?: string[] };

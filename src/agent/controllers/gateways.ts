@@ -27,6 +27,7 @@ import { nextGeneration } from "../../gateway/meta.js";
 import { resourceKey, type GatewayResource } from "../../gateway/model.js";
 import { parseGatewayResources } from "../../gateway/parse.js";
 import type { GatewayInputs } from "../../gateway/protocol.js";
+import type { GatewayDrop } from "../../gateway/from-gateway.js";
 import { GatewayRunner } from "../../gateway/runner.js";
 import type { ServiceSpec } from "../../policy/query.js";
 import { Revisions, type Controller, type ControllerDeps } from "../controller.js";
@@ -159,6 +160,11 @@ export class GatewaysController implements Controller {
       1000,
     );
     this.timer.unref();
+  }
+
+  /** What the agent dropped from the gateway process as malformed, by reason (gateway/from-gateway.ts). */
+  get dropped(): Readonly<Partial<Record<GatewayDrop, number>>> {
+    return this.runner?.dropped ?? {};
   }
 
   async stop(): Promise<void> {

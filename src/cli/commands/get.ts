@@ -118,8 +118,21 @@ export function statusRows(s: Row): string[][] {
         ? clusterRows(v)
         : k === "encryption" && typeof v === "object" && v !== null
           ? encryptionSummaryRows(v as EncryptionStatus)
-          : [[k, k === "lastApply" ? applyText(v) : valueText(v)]],
+          : k === "ipcDropped"
+            ? ipcDroppedRows(v)
+            : [[k, k === "lastApply" ? applyText(v) : valueText(v)]],
   );
+}
+
+/** `dropped from proxy   none` or `3 (address 2, l7 event 1)`: malformed IPC (agent/ipc-drops.ts). */
+function ipcDroppedRows(v: unknown): string[][] {
+  const byProcess = (typeof v === "object" && v !== null ? v : {}) as Row;
+  return Object.entries(byProcess).map(([process, counts]) => {
+    const c = Object.entries((typeof counts === "object" && counts !== null ? counts : {}) as Row);
+    const total = c.reduce((n, [, x]) => n + Number(x), 0);
+    const each = c.map(([reason, x]) => `${reason} ${String(x)}`).join(", ");
+    return [`dropped from ${process}`, total === 0 ? "none" : `${total} (${each})`];
+  });
 }
 
 /** Cluster mode: `node <name>   realized revision 41` per live node (cluster/realized.ts), or why not known. */

@@ -107,16 +107,47 @@ const isObj = (v: unknown): v is Record<string, unknown> => typeof v === "object
 const isInt = (v: unknown, max: number): v is number =>
   typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= max;
 
-/** The message rebuilt from what the proxy sent, if well-formed; else undefined. */
-export function fromProxy(m: unknown): FromProxy | undefined {
-  if (!isObj(m)) return undefined;
+/**
+ * Why the agent dropped what the proxy sent: a fixed word per check, the counters' keys (what
+ * `membrane get status` and /metrics show; the gateway's are in gateway/from-gateway.ts). Nothing
+ * the proxy sent is ever part of a reason.
+ */
+export type ProxyDrop = "message" | "l7 batch" | "l7 event" | "address" | "dns answer";
+
+/**
+ * The message rebuilt from what the proxy sent, if well-formed; else undefined. `drop` is told
+ * each thing dropped: the whole message, or one event or answer of a batch (the rest is kept).
+ */
+export function fromProxy(
+  m: unknown,
+  drop: (why: ProxyDrop) => void = () => undefined,
+): FromProxy | undefined {
+  const r = rebuild(m, drop);
+  if (typeof r !== "string") return r;
+  drop(r);
+  return undefined;
+}
+
+/** One event with the connection's ends, or why not (an L7 event rebuilt by validate.ts; ends by addrFrom). */
+function flowFrom(e: unknown): L7Flow | ProxyDrop {
+  if (!isObj(e)) return "l7 event";
+  const event = l7EventFrom(e.event);
+  if (!event) return "l7 event";
+  const src = addrFrom(e.src);
+  const dst = addrFrom(e.dst);
+  return src && dst ? { event, src, dst } : "address";
+}
+
+/** fromProxy's work: the message, or why it is dropped whole (`drop` hears of the parts of a batch). */
+function rebuild(m: unknown, drop: (why: ProxyDrop) => void): FromProxy | ProxyDrop {
+  if (!isObj(m)) return "message";
   switch (m.type) {
     case "ready":
       return { type: "ready" };
     case "ack":
-      return typeof m.version === "number" ? { type: "ack", version: m.version } : undefined;
+      return typeof m.version === "number" ? { type: "ack", version: m.version } : "message";
     case "hosts-ack":
-      if (!isInt(m.to, Number.MAX_SAFE_INTEGER) || typeof m.ok !== "boolean") return undefined;
+      if (!isInt(m.to, Number.MAX_SAFE_INTEGER) || typeof m.ok !== "boolean") return "message";
       // Why the proxy refused the content (hosts-wire.ts): shown in the agent's log, so bounded.
       return typeof m.error === "string" && !m.ok
         ? { type: "hosts-ack", to: m.to, ok: false, error: m.error.slice(0, 300) }
@@ -124,46 +155,43 @@ export function fromProxy(m: unknown): FromProxy | undefined {
     case "identity":
       return isInt(m.id, Number.MAX_SAFE_INTEGER) && isInt(m.identity, 0xffffffff)
         ? { type: "identity", id: m.id, identity: m.identity }
-        : undefined;
+        : "message";
     case "l7": {
-      const event = l7EventFrom(m.event);
-      const src = addrFrom(m.src);
-      const dst = addrFrom(m.dst);
-      return event && src && dst ? { type: "l7", event, src, dst } : undefined;
+      const f = flowFrom(m);
+      return typeof f === "string" ? f : { type: "l7", ...f };
     }
     case "l7-batch": {
-      if (!Array.isArray(m.events) || m.events.length > MAX_L7_BATCH) return undefined;
+      if (!Array.isArray(m.events) || m.events.length > MAX_L7_BATCH) return "l7 batch";
       // Each event is rebuilt as a single one would be; a malformed one is dropped, not the others.
       const events: L7Flow[] = [];
       for (const e of m.events as unknown[]) {
-        if (!isObj(e)) continue;
-        const event = l7EventFrom(e.event);
-        const src = addrFrom(e.src);
-        const dst = addrFrom(e.dst);
-        if (event && src && dst) events.push({ event, src, dst });
+        const f = flowFrom(e);
+        if (typeof f === "string") drop(f);
+        else events.push(f);
       }
       return { type: "l7-batch", events };
     }
     case "dns-answer": {
       const a = dnsAnswerFrom(m);
-      return a ? { type: "dns-answer", ...a } : undefined;
+      return a ? { type: "dns-answer", ...a } : "dns answer";
     }
     case "dns-seen": {
-      if (!Array.isArray(m.answers) || m.answers.length > MAX_SEEN) return undefined;
+      if (!Array.isArray(m.answers) || m.answers.length > MAX_SEEN) return "message";
       // Each answer rebuilt as a dns-answer would be; a malformed one is dropped, not the others.
       const answers: DnsSeen[] = [];
       for (const a of m.answers as unknown[]) {
         const r = isObj(a) ? dnsAnswerFrom({ ...a, id: 0 }) : undefined;
         if (r) answers.push({ endpoint: r.endpoint, name: r.name, ips: r.ips, ttl: r.ttl });
+        else drop("dns answer");
       }
       return { type: "dns-seen", answers };
     }
     case "dns-forgot":
-      return isInt(m.id, Number.MAX_SAFE_INTEGER) ? { type: "dns-forgot", id: m.id } : undefined;
+      return isInt(m.id, Number.MAX_SAFE_INTEGER) ? { type: "dns-forgot", id: m.id } : "message";
     case "fatal":
-      return typeof m.message === "string" ? { type: "fatal", message: m.message.slice(0, 1000) } : undefined;
+      return typeof m.message === "string" ? { type: "fatal", message: m.message.slice(0, 1000) } : "message";
     default:
-      return undefined;
+      return "message";
   }
 }
 

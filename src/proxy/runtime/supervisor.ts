@@ -22,6 +22,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
+import { IpcDrops } from "../../abi/ipc-drops.js";
 import { MembraneError } from "../../errors.js";
 import type { HostTableView } from "../../ipcache/hosts.js";
 import type { L7Event } from "../types.js";
@@ -33,6 +34,7 @@ import {
   type FromProxy,
   type L7Flow,
   type ProxyConfig,
+  type ProxyDrop,
   type ToProxy,
 } from "./protocol.js";
 import { DnsRelay, type DnsRelayParams } from "./supervisor-dns.js";
@@ -92,6 +94,8 @@ export interface ProxySupervisorParams {
    * connections); false: it exited (a restart follows unless stopping).
    */
   readonly onRunning?: (running: boolean) => void;
+  /** Where what the process sent malformed is counted (ProxyWorkers: one for all workers); its own when absent. */
+  readonly drops?: IpcDrops<ProxyDrop>;
 }
 
 export class ProxySupervisor {
@@ -119,9 +123,16 @@ export class ProxySupervisor {
   };
 
   private readonly dns: DnsRelay;
+  private readonly drops: IpcDrops<ProxyDrop>;
 
   constructor(private readonly p: ProxySupervisorParams) {
     this.dns = new DnsRelay(p, (m) => this.send(m));
+    this.drops = p.drops ?? new IpcDrops("proxy", p.logger);
+  }
+
+  /** What the process sent that was dropped as malformed, by reason (protocol.ts fromProxy). */
+  get dropped(): Readonly<Partial<Record<ProxyDrop, number>>> {
+    return this.drops.view();
   }
 
   get running(): boolean {
@@ -148,8 +159,8 @@ export class ProxySupervisor {
         this.p.startTimeoutMs ?? 30_000,
       );
       child.on("message", (raw: unknown) => {
-        const m = fromProxy(raw);
-        if (!m) return this.p.logger.warn("malformed message from the proxy dropped");
+        const m = fromProxy(raw, (why) => this.drops.add(why));
+        if (!m) return;
         if (m.type === "ready") {
           clearTimeout(timer);
           resolve();

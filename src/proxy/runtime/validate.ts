@@ -6,6 +6,7 @@
  * (unknown fields dropped), never cast. The gateway process's events
  * (gateway/from-gateway.ts) are checked with the same pieces.
  */
+import { isAddress, isAddrPort } from "../../abi/addr-port.js";
 import type { L7Event } from "../types.js";
 import type { Addr } from "./table.js";
 
@@ -22,11 +23,18 @@ export const int = (v: unknown, lo: number, hi: number): v is number =>
 export const isLatency = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v) && v >= 0;
 const textList = (v: unknown, max = MAX_TEXT): v is string[] =>
   Array.isArray(v) && v.length <= MAX_LIST && v.every((x) => text(x, max));
+const addressList = (v: unknown): v is string[] => Array.isArray(v) && v.length <= MAX_LIST && v.every(isAddress); // prettier-ignore
 
-/** An address and port; undefined when malformed. */
+/**
+ * One end of a connection as the process read it from its socket: an address and port (the
+ * shared guard, abi/addr-port.ts), or the address "" when it had none to give: a socket reset
+ * before the process asked (`remoteAddress ?? ""`: proxy/runtime/main.ts, the gateway's exchange.ts
+ * and h2-stream.ts) or a DNS event without its ends (main.ts). Bytes sent before a reset are still
+ * judged, so that request is still a flow (l7flow.ts shows no IP for ""). Undefined when malformed.
+ */
 export function addrFrom(v: unknown): Addr | undefined {
-  if (!isObj(v) || !text(v.address, 64) || !int(v.port, 0, 65535)) return undefined;
-  return { address: v.address, port: v.port };
+  if (isAddrPort(v)) return { address: v.address, port: v.port };
+  return isObj(v) && v.address === "" && int(v.port, 0, 65535) ? { address: "", port: v.port } : undefined;
 }
 
 const TYPES = new Set(["http", "dns", "kafka", "tls"]);
@@ -57,8 +65,13 @@ export function l7EventFrom(v: unknown): L7Event | undefined {
   for (const k of ["rule", "status", "apiKey", "correlationId"] as const) {
     if (int(v[k], -0x80000000, 0xffffffff)) out[k] = v[k];
   }
+  if (int(v.apiVersion, 0, 0x7fff)) out.apiVersion = v.apiVersion; // Kafka's int16, never negative (kafka/request.ts)
   if (isLatency(v.latencyMs)) out.latencyMs = v.latencyMs;
-  if (textList(v.answers, 64)) out.answers = [...v.answers];
+  // A DNS answer's addresses (Hubble's dns.ips): addresses only, as the proxy's parser prints them.
+  if (addressList(v.answers)) out.answers = [...v.answers];
+  if (int(v.ttl, 0, 0x7fffffff)) out.ttl = v.ttl;
+  if (textList(v.cnames, 255)) out.cnames = [...v.cnames];
+  if (textList(v.rrtypes, 16)) out.rrtypes = [...v.rrtypes]; // "A", "AAAA", "TYPE65280"...
   if (textList(v.topics, 255)) out.topics = [...v.topics];
   // headerMatches mismatch actions the proxy applied (policy text, never the client's values).
   if (textList(v.headerActions, 512)) out.headerActions = [...v.headerActions];
@@ -76,10 +89,16 @@ export interface DnsAnswerMsg {
   readonly ttl: number;
 }
 
-/** A DNS answer to enforce; bounded: a name of at most 255, at most 256 addresses, a finite TTL. */
+/**
+ * A DNS answer to enforce; bounded: a name of at most 255, at most 256 addresses, a finite TTL.
+ * Each of `ips` must be an address (the proxy prints them from A/AAAA records, dns/message.ts):
+ * they become FQDN identities in policy and the kernel. One that is not refuses the answer whole:
+ * the proxy then holds it until its deadline and answers SERVFAIL (fail closed), never half of it.
+ * `endpoint` (namespace/name) and `name` (the DNS name) are names, not addresses.
+ */
 export function dnsAnswerFrom(v: Obj): DnsAnswerMsg | undefined {
   if (!int(v.id, 0, Number.MAX_SAFE_INTEGER) || !text(v.endpoint, 512) || !text(v.name, 255))
     return undefined;
-  if (!textList(v.ips, 45) || !int(v.ttl, 0, 0x7fffffff)) return undefined;
+  if (!addressList(v.ips) || !int(v.ttl, 0, 0x7fffffff)) return undefined;
   return { id: v.id, endpoint: v.endpoint, name: v.name, ips: [...v.ips], ttl: v.ttl };
 }

@@ -21,8 +21,9 @@
  * all ports (the kernel resets what is redirected, as with one process).
  */
 import type { Logger } from "pino";
+import { IpcDrops } from "../../abi/ipc-drops.js";
 import { MembraneError } from "../../errors.js";
-import type { DnsForgetPair, ProxyConfig } from "./protocol.js";
+import type { DnsForgetPair, ProxyConfig, ProxyDrop } from "./protocol.js";
 import {
   ProxySupervisor,
   type ProxyPush,
@@ -36,7 +37,10 @@ export interface WorkerPorts {
   readonly dnsPorts: readonly number[];
 }
 
-export interface ProxyWorkersParams extends Omit<ProxySupervisorParams, "onRunning" | "config" | "logger"> {
+export interface ProxyWorkersParams extends Omit<
+  ProxySupervisorParams,
+  "onRunning" | "config" | "logger" | "drops"
+> {
   readonly config: ProxyConfig;
   readonly logger: Logger;
   /** Processes; each gets the next ports after `config.l7Port` / `config.dnsPort`. */
@@ -67,8 +71,11 @@ export class ProxyWorkers {
   private readonly live: boolean[];
   private readonly all: WorkerPorts;
   private started = false;
+  /** What any worker sent malformed, by reason: one count for the node's proxy. */
+  private readonly drops: IpcDrops<ProxyDrop>;
 
   constructor(private readonly p: ProxyWorkersParams) {
+    this.drops = new IpcDrops("proxy", p.logger);
     this.all = workerPorts(p.config, p.workers);
     this.live = new Array<boolean>(p.workers).fill(false);
     for (let i = 0; i < p.workers; i++) {
@@ -83,6 +90,7 @@ export class ProxyWorkers {
           config,
           logger: p.workers > 1 ? p.logger.child({ proxyWorker: i }) : p.logger,
           onRunning: (running) => this.onRunning(i, running),
+          drops: this.drops,
         }),
       );
     }
@@ -118,6 +126,11 @@ export class ProxyWorkers {
   /** Every running worker's process id, by worker index (undefined: not running now). */
   get pids(): (number | undefined)[] {
     return this.sups.map((s) => s.pid);
+  }
+
+  /** What the workers sent that was dropped as malformed, by reason (protocol.ts fromProxy). */
+  get dropped(): Readonly<Partial<Record<ProxyDrop, number>>> {
+    return this.drops.view();
   }
 
   /** What pushes sent, summed over the workers. */

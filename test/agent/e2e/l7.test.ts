@@ -353,6 +353,13 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       dns.includes("FORWARDED allowed.example.com. from client to 192.0.2.10:udp (answer)"),
       dns.join("\n"),
     );
+    // The answer's details cross from the proxy into the flow (validate.ts l7EventFrom keeps them).
+    const answer = (await lab.flowsWhen({ protocol: ["dns"] }, () => true, "the DNS flows")).find(
+      (f) => f.is_reply === true && f.l7?.dns?.query === "allowed.example.com.",
+    );
+    assert.deepEqual(answer?.l7?.dns?.ips, ["198.51.100.7"]);
+    assert.deepEqual(answer?.l7?.dns?.rrtypes, ["A"]);
+    assert.equal(answer?.l7?.dns?.ttl, 0, "dnsmasq's TTL");
     // dnsmasq answers with TTL 0: the address lives for the minimum TTL (2 s here), then new
     // connections are denied until the name is resolved again.
     await new Promise((r) => setTimeout(r, 2600));
@@ -435,6 +442,14 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
       "403",
       "the restarted proxy has the policy",
     );
+  });
+
+  test("nothing the proxy sent was dropped: status says so per process, /metrics has the counter", async () => {
+    assert.deepEqual(lab.agent.status().ipcDropped, { proxy: {} }, "no gateway on this node");
+    const text = await lab.agent.observer?.metrics.registry.getSingleMetricAsString(
+      "membrane_ipc_dropped_total",
+    );
+    assert.match(text ?? "", /^# TYPE membrane_ipc_dropped_total counter$/m);
   });
 
   test("every flow these tests produced (HTTP, gRPC, DNS, kernel verdicts, drops) is a line Hubble's strict parser accepts", () => {
