@@ -65,6 +65,27 @@ describe("held DNS answers (proxy side)", () => {
     ]);
   });
 
+  test("repeats are told once per (name, address): a new name with the same address, or a new address, is its own", async () => {
+    const s = setup();
+    for (const name of ["a.example.com", "b.example.com"])
+      await s.learn(name, ["198.51.100.7", "198.51.100.8"], s.now() + HOUR);
+    const held: [string, string][] = [
+      ["a.example.com", "198.51.100.7"],
+      ["b.example.com", "198.51.100.7"],
+      ["A.example.com.", "198.51.100.7"],
+      ["a.example.com", "198.51.100.8"],
+      ["b.example.com", "198.51.100.7"],
+    ];
+    for (const [name, ip] of held) assert.equal(s.asks(name, [ip]), false, `${name} ${ip}: held`);
+    const before = s.sent.length;
+    await new Promise((r) => setTimeout(r, SEEN_FLUSH_MS + 100));
+    const told = s.sent.slice(before).flatMap((m) => (m.type === "dns-seen" ? m.answers : []));
+    assert.deepEqual(
+      told.map((a) => `${a.name} ${a.ips.join(",")}`),
+      ["a.example.com 198.51.100.7", "b.example.com 198.51.100.7", "a.example.com 198.51.100.8"],
+    );
+  });
+
   test("an address of the answer the agent does not hold: asked", async () => {
     const s = setup();
     await s.learn("api.example.com", ["198.51.100.7"], s.now() + HOUR);

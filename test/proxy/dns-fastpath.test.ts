@@ -197,4 +197,25 @@ describe("DNS fast paths agree with the long way", () => {
       assert.equal((r as { query: Query }).query.name, c.want, c.name);
     }
   });
+
+  test("a name asked again is the name of those bytes: the same bytes as the query before or not", () => {
+    const nameOf = (name: string): string => {
+      const r = parseQuery(queryWith(name, 0, Buffer.alloc(0)));
+      assert.equal(r.kind, "ok", name);
+      return (r as { query: Query }).query.name;
+    };
+    // Equal wire lengths, each differing from the one before in one byte (a letter's case too).
+    const asked: [string, string][] = [
+      ["api.example.com", "api.example.com."],
+      ["api.example.com", "api.example.com."],
+      ["apx.example.com", "apx.example.com."],
+      ["API.example.com", "api.example.com."],
+      ["api.example.con", "api.example.con."],
+      ["api.example.com", "api.example.com."],
+      ["a\\x.example.com", "a\\092x.example.com."],
+      ["ab.cexample.com", "ab.cexample.com."],
+      ["api.example.com", "api.example.com."],
+    ];
+    for (const [wire, want] of asked) assert.equal(nameOf(wire), want, wire);
+  });
 });

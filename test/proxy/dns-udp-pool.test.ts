@@ -60,6 +60,28 @@ for (const io of IO_PATHS) {
       }
     });
 
+    test("the client's query buffer is never written: the wire id goes out in the copy sent", async () => {
+      const r = await resolver();
+      const pool = new UdpUpstreamPool({ io, timeoutMs: 2000 });
+      try {
+        const q = query("a.example.com", { id: 7 });
+        const before = Buffer.from(q);
+        const wire: Buffer[] = [];
+        r.sock.on("message", (m) => wire.push(m));
+        const a = await new Promise<Buffer>((res, rej) =>
+          pool.exchange({ host: "127.0.0.1", port: r.port }, q, 7, (e, b) => (e ? rej(e) : res(b as Buffer))),
+        );
+        assert.deepEqual(q, before, "the client's bytes, id 7 included, as they came");
+        assert.equal(wire.length, 1);
+        assert.notEqual(wire[0]?.readUInt16BE(0), 7, "the resolver saw the wire id");
+        assert.deepEqual(wire[0]?.subarray(2), q.subarray(2), "and otherwise the client's bytes");
+        assert.equal(a.readUInt16BE(0), 7, "the answer carries the client's id again");
+      } finally {
+        pool.close();
+        await r.close();
+      }
+    });
+
     test("a socket carries queriesPerSocket queries, then a new source port takes over; the old one closes", async () => {
       const r = await resolver();
       const pool = new UdpUpstreamPool({ io, timeoutMs: 2000, queriesPerSocket: 3, maxIdleSockets: 1 });

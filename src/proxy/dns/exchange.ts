@@ -186,7 +186,7 @@ export class DnsExchange {
   }
 
   private upstreamOf(info: ConnectionInfo): Upstream {
-    return this.c.upstream ?? { host: info.originalDst.host, port: info.originalDst.port };
+    return this.c.upstream ?? info.originalDst;
   }
 
   private fromUdp(err: Error | undefined, a: Buffer | undefined): void {

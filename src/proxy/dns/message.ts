@@ -14,6 +14,7 @@
  * and never an exception escaping into the proxy.
  */
 import dnsPacket from "dns-packet";
+import { ipv4Text, MAX_NAME, presentLabel, questionName } from "./names.js";
 
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 export const RCODE_NAMES = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"];
@@ -50,8 +51,6 @@ export interface PartialQuery {
   readonly question?: Buffer;
 }
 
-const MAX_NAME = 255;
-
 export function parseQuery(buf: Buffer): QueryResult {
   if (buf.length < 12) return { kind: "drop", reason: "shorter than a DNS header" };
   const id = buf.readUInt16BE(0);
@@ -68,7 +67,7 @@ export function parseQuery(buf: Buffer): QueryResult {
   });
   const qdcount = buf.readUInt16BE(4);
   if (qdcount !== 1) return formerr(`qdcount ${qdcount} (exactly one question is accepted)`);
-  const labels: string[] = [];
+  // The name's labels are checked first, then presented (or taken from the last query's: same bytes).
   let pos = 12;
   let total = 1;
   for (;;) {
@@ -82,7 +81,6 @@ export function parseQuery(buf: Buffer): QueryResult {
     total += len + 1;
     if (total > MAX_NAME) return formerr("question name longer than 255 bytes");
     if (pos + 1 + len > buf.length) return formerr("question label runs past the end");
-    labels.push(presentLabel(buf, pos + 1, pos + 1 + len));
     pos += 1 + len;
   }
   if (pos + 4 > buf.length) return formerr("question type/class missing");
@@ -108,8 +106,7 @@ export function parseQuery(buf: Buffer): QueryResult {
     } catch (e) {
       return formerr(`malformed message: ${e instanceof Error ? e.message : "undecodable"}`, question);
     }
-  const name = labels.length === 0 ? "." : labels.join(".") + ".";
-  return { kind: "ok", query: { id, opcode, rd, name, qtype, question, udpSize } };
+  return { kind: "ok", query: { id, opcode, rd, name: questionName(buf, pos), qtype, question, udpSize } };
 }
 
 /**
@@ -132,26 +129,6 @@ function plainOpt(buf: Buffer, at: number): number | undefined {
   }
   return buf.readUInt16BE(at + 3);
 }
-
-/** RFC 4343 presentation of a label, ASCII lower-cased; anything unusual escaped. */
-function presentLabel(buf: Buffer, start: number, end: number): string {
-  // Almost every label is lowercase letters, digits, '-' and '_': one flat string read at once (no
-  // view, no string built a character at a time). Any other byte: the character-wise form below.
-  let i = start;
-  while (i < end && isPlain(buf[i] as number)) i++;
-  if (i === end) return buf.toString("latin1", start, end);
-  let s = "";
-  for (let j = start; j < end; j++) {
-    const c = buf[j] as number;
-    if (isPlain(c)) s += String.fromCharCode(c);
-    else if (c >= 0x41 && c <= 0x5a) s += String.fromCharCode(c + 32);
-    else s += "\\" + String(c).padStart(3, "0");
-  }
-  return s;
-}
-
-const isPlain = (c: number): boolean =>
-  (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f;
 
 /** A reply carrying only the header and the question of `q`. */
 export function buildReply(q: PartialQuery, rcode: number): Buffer {
@@ -187,7 +164,7 @@ export function readAnswer(buf: Buffer, q: Query): AnswerResult {
   const flags = buf.readUInt16BE(2);
   if (!(flags & 0x8000)) return { ok: false, reason: "not a response" };
   const qEnd = 12 + q.question.length;
-  if (buf.readUInt16BE(4) !== 1 || buf.length < qEnd || !sameQuestion(buf.subarray(12, qEnd), q.question)) {
+  if (buf.readUInt16BE(4) !== 1 || buf.length < qEnd || !sameQuestion(buf, 12, q.question)) {
     return { ok: false, reason: "answer is for another question" };
   }
   // The records are walked by rdlength (dns-packet ignores rdlength for A/AAAA).
@@ -203,10 +180,12 @@ export function readAnswer(buf: Buffer, q: Query): AnswerResult {
     }
   }
   const rrs = walked.records;
-  const names = new Set([q.name]);
+  // The names whose addresses count: the query's, and the CNAME targets followed from it (a set
+  // only when the answer has a CNAME: most have none).
+  const names = walked.cname ? new Set([q.name]) : undefined;
   const cnames: string[] = [];
   // Follow CNAMEs in any order, at most one step per record.
-  for (let i = 0; i < rrs.length; i++) {
+  for (let i = 0; names !== undefined && i < rrs.length; i++) {
     let grew = false;
     for (const r of rrs) {
       if (r.type === 5 && r.target !== undefined && names.has(r.name) && !names.has(r.target)) {
@@ -220,7 +199,7 @@ export function readAnswer(buf: Buffer, q: Query): AnswerResult {
   const ips: string[] = [];
   let ttl = Infinity;
   for (const r of rrs) {
-    if (r.ip !== undefined && names.has(r.name)) {
+    if (r.ip !== undefined && (names === undefined ? r.name === q.name : names.has(r.name))) {
       ips.push(r.ip);
       ttl = Math.min(ttl, r.ttl);
     }
@@ -255,7 +234,7 @@ function walkRecords(
   buf: Buffer,
   start: number,
   q: Query,
-): { records: AnswerRecord[]; types: number[]; simple: boolean } | string {
+): { records: AnswerRecord[]; types: number[]; simple: boolean; cname: boolean } | string {
   const counts = [buf.readUInt16BE(6), buf.readUInt16BE(8), buf.readUInt16BE(10)];
   const out: AnswerRecord[] = [];
   const types: number[] = [];
@@ -282,7 +261,7 @@ function walkRecords(
       if (type !== 1 && type !== 28 && type !== 5) simple = false;
       if (type === 1 || type === 28) {
         if (rdlength !== (type === 1 ? 4 : 16)) return `address record with rdlength ${rdlength}`;
-        const ip = type === 1 ? `${buf[rd]}.${buf[rd + 1]}.${buf[rd + 2]}.${buf[rd + 3]}` : ipv6(buf.subarray(rd, pos)); // prettier-ignore
+        const ip = type === 1 ? ipv4Text(buf.readUInt32BE(rd)) : ipv6(buf.subarray(rd, pos));
         out.push({ name: n.name, type, ttl, ip });
       } else if (type === 5) {
         const t = readName(buf, rd, q);
@@ -292,7 +271,7 @@ function walkRecords(
       }
     }
   }
-  return pos === buf.length ? { records: out, types, simple } : "trailing bytes after the message";
+  return pos === buf.length ? { records: out, types, simple, cname: types.includes(5) } : "trailing bytes after the message"; // prettier-ignore
 }
 
 /**
@@ -354,11 +333,13 @@ function ipv6(b: Buffer): string {
   return groups.slice(0, best).join(":") + "::" + groups.slice(best + bestLen).join(":");
 }
 
-function sameQuestion(a: Buffer, b: Buffer): boolean {
-  if (a.length !== b.length || a.readUInt32BE(a.length - 4) !== b.readUInt32BE(b.length - 4)) return false;
+/** The question in `buf` at `at` is `b` (the caller checked that b.length bytes are there). */
+function sameQuestion(buf: Buffer, at: number, b: Buffer): boolean {
+  const n = b.length;
+  if (buf.readUInt32BE(at + n - 4) !== b.readUInt32BE(n - 4)) return false;
   // The name: type and class above are compared exactly.
-  for (let i = 0; i < a.length - 4; i++) {
-    const x = a[i] as number;
+  for (let i = 0; i < n - 4; i++) {
+    const x = buf[at + i] as number;
     const y = b[i] as number;
     // Resolvers may echo the name's letters in another case (0x20 randomisation); nothing else may differ.
     if (x !== y && !(isLetter(x) && isLetter(y) && (x | 0x20) === (y | 0x20))) return false;

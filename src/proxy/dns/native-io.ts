@@ -149,6 +149,8 @@ export interface NativeUdpEvents {
 interface Out {
   readonly b: Buffer;
   readonly to: Peer | undefined;
+  /** A DNS id written over the first two bytes of the copy sent (b unchanged), or -1. */
+  readonly id: number;
 }
 
 const errnoError = (op: string, n: number): Error =>
@@ -220,8 +222,11 @@ export class NativeUdp {
     return r === 0 ? undefined : errnoError("setsockopt(SO_RCVMARK)", r);
   }
 
-  /** Queues one datagram (to `to`, or to the connected peer); all of this turn's leave together. */
-  send(b: Buffer, to?: Peer): void {
+  /**
+   * Queues one datagram (to `to`, or to the connected peer); all of this turn's leave together.
+   * `id` (0..65535): sent with it as its first two bytes (a DNS id), `b` itself unchanged.
+   */
+  send(b: Buffer, to?: Peer, id = -1): void {
     if (this.h === undefined) return;
     // No UDP datagram is longer; flush() copies each into a 256 KiB arena and the add-on refuses a
     // record past it (a throw in a microtask): such a buffer is dropped here, counted.
@@ -229,7 +234,11 @@ export class NativeUdp {
       dnsIoStats.sendDropped++;
       return;
     }
-    this.outbox.push({ b, to });
+    if (id >= 0 && b.length < 2) {
+      dnsIoStats.sendDropped++;
+      return;
+    }
+    this.outbox.push({ b, to, id });
     if (!this.flushQueued && !this.waiting) {
       this.flushQueued = true;
       queueMicrotask(() => this.flush());
@@ -315,6 +324,7 @@ export class NativeUdp {
       for (const o of this.outbox) {
         if (count === max || (count > 0 && used + o.b.length > out.length)) break;
         o.b.copy(out, used);
+        if (o.id >= 0) out.writeUInt16BE(o.id, used);
         const r = count * rec;
         meta[r] = used;
         meta[r + 1] = o.b.length;

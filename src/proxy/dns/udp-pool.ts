@@ -62,6 +62,8 @@ class PoolSocket {
   closed = false;
 
   sock: ConnectedUdp | undefined;
+  /** The same socket when it is the add-on's: it can send the client's bytes under the wire id. */
+  native: NativeUdp | undefined;
 
   constructor(readonly key: string) {}
 }
@@ -99,7 +101,10 @@ export class UdpUpstreamPool {
     const p: Pending = { wireId, clientId, done, deadline: undefined };
     s.pending.set(wireId, p);
     p.deadline = this.deadlines.add(() => this.settle(s, p, new Error("upstream timed out")));
-    const out = Buffer.from(msg); // the client's buffer keeps the client's id
+    // The client's buffer keeps the client's id: the add-on's socket writes the wire id into the
+    // copy it sends anyway (no buffer of our own per query); dgram gets a copy.
+    if (s.native) return s.native.send(msg, undefined, wireId);
+    const out = Buffer.from(msg);
     out.writeUInt16BE(wireId, 0);
     if (s.queued) s.queued.push(out);
     else this.send(s, out);
@@ -134,6 +139,7 @@ export class UdpUpstreamPool {
       });
       if (n instanceof NativeUdp) {
         s.sock = n;
+        s.native = n;
         s.queued = undefined;
         return s;
       }

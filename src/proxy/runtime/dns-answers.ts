@@ -76,10 +76,10 @@ export class AgentAnswers {
   onAnswer(endpoint: string, name: string, ips: readonly string[], ttl: number): Promise<void> | undefined {
     // RFC 2181 §8: a TTL with the top bit set means zero.
     const t = ttl > 0x7fffffff ? 0 : ttl;
-    const key = dnsNameKey(name);
+    const key = this.keyOf(name);
     if (this.held(key, ips)) {
       this.stats.held++;
-      this.noteSeen(key, { endpoint, name, ips, ttl: t });
+      this.noteSeen(key, endpoint, name, ips, t);
       return undefined;
     }
     this.stats.asked++;
@@ -154,16 +154,44 @@ export class AgentAnswers {
     for (const ip of ips) known.set(ip, until);
   }
 
+  /**
+   * The last name's key, and the last one-address answer's key in `seen`: most answers repeat the
+   * one before, and the same strings again are found in the maps by identity (hashed once) where
+   * new ones would be built, hashed and compared each time.
+   */
+  private lastName = "";
+  private lastKey = "";
+  private lastSeenName = "";
+  private lastSeenIp = "";
+  private lastSeenKey = "";
+
+  private keyOf(name: string): string {
+    if (name !== this.lastName) {
+      this.lastKey = dnsNameKey(name);
+      this.lastName = name;
+    }
+    return this.lastKey;
+  }
+
   /** Repeats of one answer within SEEN_FLUSH_MS go as one, with the longest TTL (the agent keeps the longest life). */
-  private noteSeen(key: string, a: DnsSeen): void {
-    // One address (most answers): no join.
-    const k = a.ips.length === 1 ? `${key} ${a.ips[0]}` : `${key} ${a.ips.join(" ")}`;
+  private noteSeen(key: string, endpoint: string, name: string, ips: readonly string[], ttl: number): void {
+    const k = ips.length === 1 ? this.seenKey(key, ips[0] as string) : `${key} ${ips.join(" ")}`;
     const had = this.seen.get(k);
-    if (had === undefined || had.ttl < a.ttl) this.seen.set(k, a);
+    if (had === undefined || had.ttl < ttl) this.seen.set(k, { endpoint, name, ips, ttl });
     if (this.seenTimer === undefined) {
       this.seenTimer = setTimeout(() => this.flushSeen(), SEEN_FLUSH_MS);
       this.seenTimer.unref();
     }
+  }
+
+  /** `seen`'s key of a one-address answer (no join): the same string as last time when both repeat. */
+  private seenKey(key: string, ip: string): string {
+    if (key !== this.lastSeenName || ip !== this.lastSeenIp || this.lastSeenKey === "") {
+      this.lastSeenKey = `${key} ${ip}`;
+      this.lastSeenName = key;
+      this.lastSeenIp = ip;
+    }
+    return this.lastSeenKey;
   }
 
   private flushSeen(): void {
