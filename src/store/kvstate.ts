@@ -145,7 +145,19 @@ export class Staging {
   }
 
   holds(compare: readonly TxnCompare[]): boolean {
-    return compare.every((c) => (this.get(c.key)?.modRevision ?? 0) === c.modRevision);
+    return compare.every((c) =>
+      c.prefix === undefined
+        ? (this.get(c.key)?.modRevision ?? 0) === c.modRevision
+        : this.newestUnder(c.prefix) <= c.unchangedSince,
+    );
+  }
+
+  /** The highest modRevision of a key under `prefix` (0: none); a scan, as the embedded store holds few keys. */
+  private newestUnder(prefix: string): number {
+    let newest = 0;
+    for (const k of new Set([...this.base.kvs.keys(), ...this.overlay.keys()]))
+      if (k.startsWith(prefix)) newest = Math.max(newest, this.get(k)?.modRevision ?? 0);
+    return newest;
   }
 
   /** Stages ops as one revision; returns the change, or undefined if it changes nothing. */

@@ -9,6 +9,7 @@ import { fileFamily } from "./file-family.js";
 import { impactOptions, showImpact, type ImpactFlags } from "./apply-impact.js";
 import { applyGateway } from "./gateway-cli.js";
 import { applyLb } from "./apply-lb.js";
+import type { LbAllocFlags } from "./apply-lb-cluster.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -43,7 +44,7 @@ function report(ctx: CliContext, format: ViewFormat, r: ApplyReport): void {
   );
 }
 
-interface ClusterFlags extends ClusterStoreOptions {
+interface ClusterFlags extends ClusterStoreOptions, LbAllocFlags {
   wait?: boolean;
   timeout: string;
 }
@@ -60,6 +61,18 @@ function clusterOptions(c: Command): Command {
     .option("--etcd-key <file>", "with --cluster-store: client key")
     .option("--etcd-username <user>", "with --cluster-store: etcd user (e.g. membrane-admin)")
     .option("--etcd-password-file <file>", "with --cluster-store: file holding that user's password")
+    .option(
+      "--service-cidr <cidrs>",
+      "with --cluster-store, for Services: ClusterIPs from here (the agents' --service-cidr)",
+    ) // prettier-ignore
+    .option(
+      "--lb-pool <cidrs>",
+      "with --cluster-store, for Services: LoadBalancer addresses from here (the agents' --lb-pool)",
+    ) // prettier-ignore
+    .option(
+      "--node-port-range <first-last>",
+      "with --cluster-store, for Services: NodePorts from here (the agents' --node-port-range)",
+    ) // prettier-ignore
     .option("--wait", "cluster mode: return once every live node has enforced the change")
     .option("--timeout <duration>", "with --wait: how long to wait (e.g. 30s, 2m)", "30s");
 }
@@ -104,7 +117,7 @@ export function applyCommand(ctx: CliContext): Command {
   for (const opt of impactOptions()) cmd.addOption(opt);
   cmd.addHelpText(
     "after",
-    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n  $ membrane apply -f examples/services/clusterip.yaml\n",
+    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n  $ membrane apply -f examples/services/clusterip.yaml\n  $ membrane apply -f examples/services/loadbalancer.yaml --cluster-store etcd://10.0.0.5:2379 --etcd-username membrane-admin --etcd-password-file membrane-admin.password --lb-pool 192.0.2.0/24\n",
   );
   return clusterOptions(cmd).action(
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {

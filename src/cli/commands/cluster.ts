@@ -30,7 +30,10 @@ export function clusterCommand(ctx: CliContext): Command {
       )
       .requiredOption("--cluster-store <urls>", "etcd client URLs (etcd://HOST:PORT[,...])")
       .option("--node <name...>", "create role and user membrane-node-<name> for these nodes")
-      .option("--admin", `create role and user ${ADMIN_USER} (writes policies, namespaces, services)`)
+      .option(
+        "--admin",
+        `create role and user ${ADMIN_USER} (writes policies, namespaces, Services with their addresses, EndpointSlices)`,
+      )
       .requiredOption(
         "--out-dir <dir>",
         "write each new user's generated password to <dir>/<user>.password (mode 0600)",
@@ -49,7 +52,11 @@ export function clusterCommand(ctx: CliContext): Command {
         `
 With TLS client certificates (etcd --client-cert-auth), a node's certificate CN must be its user name,
 membrane-node-<name>. The node role reads membrane/ and writes only cluster/nodes/<name>,
-cluster/podcidrs/<name>, cluster/status/<name>, cluster/identities/<name>/ and cluster/ipcache/<name>/.
+cluster/podcidrs/<name>, cluster/status/<name>, cluster/identities/<name>/, cluster/ipcache/<name>/ and
+cluster/lb/gateways/<name>/ (its Gateways' own addresses). The admin role writes cluster/policies/,
+cluster/namespaces/, cluster/services/ and cluster/lb/services/, lb/slices/, lb/alloc/: Services and
+EndpointSlices are applied with it (membrane apply -f examples/services/loadbalancer.yaml --cluster-store ... --etcd-username
+${ADMIN_USER} --etcd-password-file ${ADMIN_USER}.password --lb-pool ...), never by a node.
 
 Example:
   $ membrane cluster etcd-setup --cluster-store etcd://10.0.0.5:2379 --node n1 n2 --admin \\
