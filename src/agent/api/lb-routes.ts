@@ -40,7 +40,7 @@ export function lbRoutes(lb: () => LbController, cluster: () => ClusterResources
 }
 
 /** etcd's "permission denied" (the node's role may not write cluster/lb/) said with what to do instead. */
-async function adminOnly(p: Promise<LbApplyReport>): Promise<LbApplyReport> {
+export async function adminOnly(p: Promise<LbApplyReport>): Promise<LbApplyReport> {
   try {
     return await p;
   } catch (e) {

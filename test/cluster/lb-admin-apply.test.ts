@@ -1,0 +1,114 @@
+// Services in cluster mode under least privilege (real etcd with auth on, the roles of the real
+// etcdSetup): `membrane apply -f --cluster-store` with the admin's password file allocates and
+// writes a LoadBalancer Service, its reservations and its EndpointSlice, skipping an address a
+// node's Gateway holds; a node's credentials are refused and write nothing; a file refused whole
+// (an address another Service holds) leaves its slices as they were; delete removes the Service
+// and its reservations.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { test } from "node:test";
+import { Etcd3 } from "etcd3";
+import { etcdSetup } from "../../src/cluster/etcd-setup.js";
+import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
+
+const FILE = `apiVersion: v1
+kind: Service
+metadata: {name: web-lb, namespace: default}
+spec:
+  type: LoadBalancer
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-lb-1, namespace: default, labels: {kubernetes.io/service-name: web-lb}}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints: [{addresses: ["10.0.0.5"]}]
+`;
+
+test(
+  "membrane apply --cluster-store as membrane-admin: a LoadBalancer Service with its addresses and slice; a node is refused",
+  { skip: skipWithoutEtcd() },
+  async () => {
+    const etcd = await startEtcd();
+    const dir = mkdtempSync(join(tmpdir(), "e18-lb-admin-"));
+    const r = new Etcd3({ hosts: [etcd.endpoint] });
+    try {
+      await etcdSetup(r, {
+        nodes: [{ name: "n1", password: "pw-n1" }],
+        admin: { password: "pw-adm" },
+        enableAuth: { rootPassword: "pw-root" },
+      });
+    } finally {
+      r.close();
+    }
+    const adm = etcd.store({ auth: { username: "membrane-admin", password: "pw-adm" } });
+    const n1 = etcd.store({ auth: { username: "membrane-node-n1", password: "pw-n1" } });
+    try {
+      writeFileSync(join(dir, "admin.password"), "pw-adm\n", { mode: 0o600 });
+      writeFileSync(join(dir, "n1.password"), "pw-n1\n", { mode: 0o600 });
+      writeFileSync(join(dir, "lb.yaml"), FILE);
+      const bin = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
+      const url = etcd.endpoint.replace("http://", "etcd://");
+      const membrane = (...args: string[]): ReturnType<typeof spawnSync> =>
+        spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", timeout: 60_000 });
+      const as = (user: string, pw: string, op = "apply", file = "lb.yaml"): ReturnType<typeof spawnSync> =>
+      membrane(op, "-f", join(dir, file), "--cluster-store", url, "--etcd-username", user, "--etcd-password-file", join(dir, pw), "--lb-pool", "192.0.2.0/29"); // prettier-ignore
+
+      // Node n1's Gateway holds the pool's first address.
+      await n1.put("cluster/lb/gateways/n1/192.0.2.2", "gateway n1 e18-n1-gateway infra/gw");
+      const before = await adm.revision();
+      const denied = as("membrane-node-n1", "n1.password");
+      assert.notEqual(denied.status, 0);
+      assert.match(String(denied.stderr), /permission denied/i);
+      assert.equal(await adm.revision(), before, "nothing written");
+
+      const ok = as("membrane-admin", "admin.password");
+      assert.equal(ok.status, 0, String(ok.stderr));
+      assert.match(String(ok.stdout), /service\/default\/web-lb\s+created/);
+      assert.match(String(ok.stdout), /endpointslice\/default\/web-lb-1\s+created/);
+      const svc = JSON.parse((await adm.get("cluster/lb/services/default/web-lb"))?.value ?? "{}") as {
+        loadBalancerIPs?: string[];
+        loadBalancerIP?: string;
+        clusterIP?: string;
+        ports?: { nodePort?: number }[];
+      };
+      const lb = svc.loadBalancerIPs?.[0] ?? svc.loadBalancerIP;
+      assert.equal(lb, "192.0.2.3", "the Gateway's address skipped");
+      assert.equal((await adm.get(`cluster/lb/alloc/ip/${lb}`))?.value, "default/web-lb");
+      assert.equal((await adm.get(`cluster/lb/alloc/ip/${svc.clusterIP}`))?.value, "default/web-lb");
+      assert.equal((await adm.get(`cluster/lb/alloc/node-port/TCP/${svc.ports?.[0]?.nodePort}`))?.value, "default/web-lb"); // prettier-ignore
+      assert.ok(await adm.get("cluster/lb/slices/default/web-lb-1"));
+      const again = as("membrane-admin", "admin.password");
+      assert.match(String(again.stdout), /service\/default\/web-lb\s+unchanged/);
+
+      // Refused whole: another Service asks for web-lb's ClusterIP; its slice is not written.
+      writeFileSync(join(dir, "clash.yaml"), FILE.replaceAll("web-lb", "clash").replace("type: LoadBalancer", `clusterIP: ${svc.clusterIP}`)); // prettier-ignore
+      const clash = as("membrane-admin", "admin.password", "apply", "clash.yaml");
+      assert.notEqual(clash.status, 0);
+      assert.match(
+        String(clash.stderr),
+        /spec\.clusterIP .*already allocated \(to service default\/web-lb\)/,
+      );
+      assert.equal(await adm.get("cluster/lb/slices/default/clash-1"), undefined, "the slice put back");
+
+      const del = as("membrane-admin", "admin.password", "delete");
+      assert.equal(del.status, 0, String(del.stderr));
+      assert.deepEqual((await adm.list("cluster/lb/alloc/")).kvs, [], "its reservations released");
+      assert.equal(await adm.get("cluster/lb/slices/default/web-lb-1"), undefined);
+
+      const usage = membrane("apply", "-f", join(dir, "lb.yaml"), "--lb-pool", "192.0.2.0/29");
+      assert.notEqual(usage.status, 0);
+      assert.match(String(usage.stderr), /Cannot use --lb-pool without --cluster-store/);
+    } finally {
+      await adm.close();
+      await n1.close();
+      rmSync(dir, { recursive: true, force: true });
+      await etcd.stop();
+    }
+  },
+);
