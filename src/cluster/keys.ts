@@ -13,10 +13,13 @@
  *   cluster/policies/...             PolicyRecordV2        persistent   written by `membrane apply` (admin role)
  *   cluster/namespaces/<name>        (namespaces.ts)       persistent   written by `membrane apply` (admin role)
  *   cluster/services/<ns>/<name>     (services.ts)         persistent   written by `membrane apply` (admin role)
+ *   cluster/lb/services/, lb/slices/ (lb/record.ts)        persistent   Services in the kernel, EndpointSlices (admin role)
+ *   cluster/lb/alloc/{ip,node-port}/ "namespace/name"      persistent   their addresses and ports (admin role, lb/reservations.ts)
+ *   cluster/lb/gateways/<node>/<ip>  "gateway <node> ..."  own lease    the node's Gateways' own addresses (300 s lease)
  *
  * Ownership and least privilege: a node writes only keys that carry its own
  * name (`nodes/<node>`, `podcidrs/<node>`, `identities/<node>/`,
- * `ipcache/<node>/`, `status/<node>`), and reads everything under `cluster/`.
+ * `ipcache/<node>/`, `status/<node>`, `lb/gateways/<node>/`), and reads everything under `cluster/`.
  * etcd roles can grant exactly that (a key, or a prefix ending in `/`), so a
  * node's credentials cannot overwrite another node's endpoints or claims.
  *
