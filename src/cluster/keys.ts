@@ -35,6 +35,7 @@
  * number or a CIDR away from a node that claimed it first.
  */
 import { MembraneError } from "../errors.js";
+import type { LbConfig } from "../lb/types.js";
 
 export const CLUSTER = "cluster/";
 
@@ -105,6 +106,11 @@ export interface NodeRecordV1 {
   readonly encryption?: NodeEncryptionV1;
   /** `--spiffe`: where this node's agent answers mutual-authentication handshakes, and its CA roots. */
   readonly auth?: NodeAuthV1;
+  /**
+   * The service ranges the agent runs with (--service-cidr, --lb-pool, --node-port-range): what
+   * `membrane apply --cluster-store` allocates Services from when not given them. Nodes ignore it.
+   */
+  readonly lb?: LbConfig;
 }
 
 /** A node's side of cross-node mutual authentication (src/auth/cluster.ts); nothing secret. */

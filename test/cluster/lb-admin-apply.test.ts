@@ -1,9 +1,10 @@
 // Services in cluster mode under least privilege (real etcd with auth on, the roles of the real
 // etcdSetup): `membrane apply -f --cluster-store` with the admin's password file allocates and
-// writes a LoadBalancer Service, its reservations and its EndpointSlice, skipping an address a
-// node's Gateway holds; a node's credentials are refused and write nothing; a file refused whole
-// (an address another Service holds) leaves its slices as they were; delete removes the Service
-// and its reservations.
+// writes a LoadBalancer Service, its reservations and its EndpointSlice, from the ranges the live
+// nodes publish in their records, skipping an address a node's Gateway holds; a node's credentials
+// are refused and write nothing; a file refused whole (an address another Service holds) leaves its
+// slices as they were; nodes publishing different ranges, or none, are refused unless the flags
+// say the ranges; delete removes the Service and its reservations.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -39,7 +40,10 @@ test(
     const r = new Etcd3({ hosts: [etcd.endpoint] });
     try {
       await etcdSetup(r, {
-        nodes: [{ name: "n1", password: "pw-n1" }],
+        nodes: [
+          { name: "n1", password: "pw-n1" },
+          { name: "n2", password: "pw-n2" },
+        ],
         admin: { password: "pw-adm" },
         enableAuth: { rootPassword: "pw-root" },
       });
@@ -48,6 +52,10 @@ test(
     }
     const adm = etcd.store({ auth: { username: "membrane-admin", password: "pw-adm" } });
     const n1 = etcd.store({ auth: { username: "membrane-node-n1", password: "pw-n1" } });
+    const n2 = etcd.store({ auth: { username: "membrane-node-n2", password: "pw-n2" } });
+    /** A node's record as its agent publishes it, with the service ranges it runs with. */
+    const publish = (kv: typeof n1, node: string, pool: string): Promise<number> =>
+      kv.put(`cluster/nodes/${node}`, JSON.stringify({ v: 1, name: node, addresses: {}, podCidrs: [], labels: {}, routing: "native", bootId: "b", startedAt: "2026-01-01T00:00:00Z", lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: pool, nodePortRange: [30000, 32767] } })); // prettier-ignore
     try {
       writeFileSync(join(dir, "admin.password"), "pw-adm\n", { mode: 0o600 });
       writeFileSync(join(dir, "n1.password"), "pw-n1\n", { mode: 0o600 });
@@ -56,17 +64,22 @@ test(
       const url = etcd.endpoint.replace("http://", "etcd://");
       const membrane = (...args: string[]): ReturnType<typeof spawnSync> =>
         spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", timeout: 60_000 });
-      const as = (user: string, pw: string, op = "apply", file = "lb.yaml"): ReturnType<typeof spawnSync> =>
-      membrane(op, "-f", join(dir, file), "--cluster-store", url, "--etcd-username", user, "--etcd-password-file", join(dir, pw), "--lb-pool", "192.0.2.0/29"); // prettier-ignore
+      const as = (user: string, pw: string, op = "apply", file = "lb.yaml", ...flags: string[]): ReturnType<typeof spawnSync> => // prettier-ignore
+        membrane(op, "-f", join(dir, file), "--cluster-store", url, "--etcd-username", user, "--etcd-password-file", join(dir, pw), ...flags); // prettier-ignore
 
       // Node n1's Gateway holds the pool's first address.
       await n1.put("cluster/lb/gateways/n1/192.0.2.2", "gateway n1 e18-n1-gateway infra/gw");
       const before = await adm.revision();
-      const denied = as("membrane-node-n1", "n1.password");
+      const denied = as("membrane-node-n1", "n1.password", "apply", "lb.yaml", "--lb-pool", "192.0.2.0/29");
       assert.notEqual(denied.status, 0);
       assert.match(String(denied.stderr), /permission denied/i);
       assert.equal(await adm.revision(), before, "nothing written");
+      const unknown = as("membrane-admin", "admin.password");
+      assert.notEqual(unknown.status, 0);
+      assert.match(String(unknown.stderr), /no live node publishes the service ranges/);
+      assert.equal(await adm.revision(), before, "nothing written");
 
+      await publish(n1, "n1", "192.0.2.0/29"); // allocated from n1's ranges
       const ok = as("membrane-admin", "admin.password");
       assert.equal(ok.status, 0, String(ok.stderr));
       assert.match(String(ok.stdout), /service\/default\/web-lb\s+created/);
@@ -96,7 +109,11 @@ test(
       );
       assert.equal(await adm.get("cluster/lb/slices/default/clash-1"), undefined, "the slice put back");
 
-      const del = as("membrane-admin", "admin.password", "delete");
+      await publish(n2, "n2", "198.51.100.0/24");
+      const differ = as("membrane-admin", "admin.password");
+      assert.notEqual(differ.status, 0);
+      assert.match(String(differ.stderr), /different service ranges \(n1: .*--lb-pool 192\.0\.2\.0\/29.*; n2: .*--lb-pool 198\.51\.100\.0\/24/); // prettier-ignore
+      const del = as("membrane-admin", "admin.password", "delete", "lb.yaml", "--lb-pool", "192.0.2.0/29"); // the flags win
       assert.equal(del.status, 0, String(del.stderr));
       assert.deepEqual((await adm.list("cluster/lb/alloc/")).kvs, [], "its reservations released");
       assert.equal(await adm.get("cluster/lb/slices/default/web-lb-1"), undefined);
@@ -107,6 +124,7 @@ test(
     } finally {
       await adm.close();
       await n1.close();
+      await n2.close();
       rmSync(dir, { recursive: true, force: true });
       await etcd.stop();
     }

@@ -4,8 +4,9 @@
  * its reservations' lease allows, the node takes the address off its gateway namespace (and the
  * Gateway says AddressNotAssigned) before etcd can give it to another node; when etcd answers
  * again, the Gateway is served on an address of the pool again (gateway-addresses.ts). Under the
- * least-privilege roles the Gateway gets its address (under the node's own key) and the node
- * refuses a Service with the command that applies it as the cluster's admin.
+ * least-privilege roles the Gateway gets its address (under the node's own key), the node's record
+ * says its service ranges, and the node refuses a Service with the command that applies it as the
+ * cluster's admin.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -151,6 +152,8 @@ test(
           (await kv.get("cluster/lb/gateways/e18-n2/198.18.9.2"))?.value ?? "",
           /^gateway e18-n2 /,
         );
+        const rec = JSON.parse((await kv.get("cluster/nodes/e18-n2"))?.value ?? "{}") as { lb?: { loadBalancerPool?: string } }; // prettier-ignore
+        assert.equal(rec.lb?.loadBalancerPool, POOL, "the node publishes the ranges it allocates from");
         const rev = await kv.revision();
         const svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n"; // prettier-ignore
         const err = await adminOnly(agent.lb.apply(svc, "svc.yaml")).then(

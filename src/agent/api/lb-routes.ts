@@ -50,7 +50,7 @@ export async function adminOnly(p: Promise<LbApplyReport>): Promise<LbApplyRepor
       "Cannot apply Services or EndpointSlices through this node: the cluster store lets no node write them (least-privilege roles of `membrane cluster etcd-setup`); nothing was changed",
       {
         cause: e,
-        hint: `apply them as the cluster's admin, straight to etcd: membrane apply -f FILE --cluster-store etcd://HOST:PORT --etcd-username ${ADMIN_USER} --etcd-password-file ${ADMIN_USER}.password --lb-pool <the agents' --lb-pool>`,
+        hint: `apply them as the cluster's admin, straight to etcd: membrane apply -f FILE --cluster-store etcd://HOST:PORT --etcd-username ${ADMIN_USER} --etcd-password-file ${ADMIN_USER}.password`,
       },
     );
   }

@@ -9,18 +9,22 @@
  *        --> Services --allocate + reserve (agent/controllers/lb-reserve.ts, the agent's own code)--> cluster/lb/
  *        a refusal (an address another holds, the store) --> the slices put back: nothing changed
  *
- * The ranges come from --service-cidr, --lb-pool and --node-port-range (the agent's flags, and its
- * defaults): this command is the allocator, so it is given them, as kube-apiserver is given
- * --service-cluster-ip-range. Give the values the agents run with: a Gateway's address comes from
- * the agent's --lb-pool, and an address outside it is still held once (the reservations are shared).
+ * The ranges: those the live agents run with, which each publishes in its node record (`lb`), so
+ * that Services, Gateways and every node's tables agree without saying them twice; nodes that
+ * disagree (or none publishing: no agent up, or older agents) are refused, naming them. Or, as
+ * kube-apiserver is given --service-cluster-ip-range, the flags --service-cidr, --lb-pool and
+ * --node-port-range (the agent's, with its defaults), which then win: the allocator is this command.
  */
 import { pino } from "pino";
 import type { LbApplyReport } from "../../agent/controllers/lb.js";
 import { SVC_KEY, writeServices } from "../../agent/controllers/lb-reserve.js";
 import { txnAllOrNone } from "../../agent/controllers/store-txn.js";
+import { CLUSTER_KEYS } from "../../cluster/keys.js";
 import { ClusterResourceStore } from "../../cluster/resource-store.js";
+import { MembraneError } from "../../errors.js";
 import { parseLbFlags, type LbFlags } from "../../lb/config.js";
 import type { LbResources } from "../../lb/parse.js";
+import type { LbConfig } from "../../lb/types.js";
 import type { EtcdStore } from "../../store/etcd.js";
 import type { TxnOp } from "../../store/store.js";
 
@@ -36,7 +40,7 @@ export async function applyLbToCluster(
   op: "apply" | "delete",
   flags: LbAllocFlags,
 ): Promise<LbApplyReport> {
-  const cfg = parseLbFlags({ ...flags, doing: "apply Services to the cluster store" });
+  const cfg = await rangesOf(kv, flags);
   const store = new ClusterResourceStore(kv, kv); // lb/... -> cluster/lb/..., lastWrite kept
   const logger = pino({ level: "silent" });
   const resources: LbApplyReport["resources"] = [];
@@ -74,4 +78,69 @@ export async function applyLbToCluster(
     held = Math.max(held, (await store.get(key))?.modRevision ?? 0);
   }
   return { resources, clusterRevision: held };
+}
+
+const DOING = "apply Services to the cluster store";
+
+/** A family's range and the other family's, as one flag's value ("a" or "a,b"); undefined without `a`. */
+const pair = (a: string | undefined, b: string | undefined): string | undefined =>
+  a === undefined ? undefined : b === undefined ? a : `${a},${b}`;
+
+/** `cfg` as the agent's flags. */
+function flagsOf(cfg: LbConfig): string {
+  const pool = pair(cfg.loadBalancerPool, cfg.loadBalancerPoolSecondary);
+  return `--service-cidr ${pair(cfg.serviceCidr, cfg.serviceCidrSecondary)}${pool ? ` --lb-pool ${pool}` : ""} --node-port-range ${cfg.nodePortRange.join("-")}`; // prettier-ignore
+}
+
+/** The ranges to allocate from: the flags when given, else the ones every live node publishes (header). */
+async function rangesOf(kv: EtcdStore, flags: LbAllocFlags): Promise<LbConfig> {
+  if (flags.serviceCidr !== undefined || flags.lbPool !== undefined || flags.nodePortRange !== undefined)
+    return parseLbFlags({ ...flags, doing: DOING });
+  const byRanges = new Map<string, string[]>(); // the ranges as flags -> the nodes running with them
+  const seen: LbConfig[] = [];
+  for (const rec of (await kv.list(CLUSTER_KEYS.nodes)).kvs) {
+    const node = rec.key.slice(CLUSTER_KEYS.nodes.length);
+    const cfg = publishedRanges(rec.value, node);
+    if (cfg === undefined) continue;
+    const f = flagsOf(cfg);
+    if (!byRanges.has(f)) seen.push(cfg);
+    byRanges.set(f, [...(byRanges.get(f) ?? []), node]);
+  }
+  const hint =
+    "give the ranges to allocate from, as the agents' flags: --service-cidr, --lb-pool, --node-port-range";
+  if (byRanges.size > 1)
+    throw new MembraneError(
+      "CLUSTER_INVALID",
+      `Cannot ${DOING}: the nodes run with different service ranges (${[...byRanges].map(([f, ns]) => `${ns.join(", ")}: ${f}`).join("; ")})`,
+      { hint: `${hint} (and start the agents with the same ones)` },
+    );
+  const cfg = seen[0];
+  if (cfg === undefined)
+    throw new MembraneError(
+      "CLI_USAGE",
+      `Cannot ${DOING}: no live node publishes the service ranges it runs with (no agent is up, or they are older than this command)`,
+      { hint },
+    );
+  return cfg;
+}
+
+/** A node record's `lb` (untrusted: read through the agent's own flag checks), undefined without one. */
+function publishedRanges(value: string, node: string): LbConfig | undefined {
+  let lb: unknown;
+  try {
+    lb = (JSON.parse(value) as { lb?: unknown }).lb;
+  } catch {
+    return undefined; // not a record: not a node that says anything
+  }
+  if (lb === undefined) return undefined;
+  const o = (typeof lb === "object" && lb !== null ? lb : {}) as Record<string, unknown>;
+  const str = (k: string): string | undefined => (typeof o[k] === "string" ? o[k] : undefined);
+  const range = o["nodePortRange"];
+  const pool = pair(str("loadBalancerPool"), str("loadBalancerPoolSecondary"));
+  return parseLbFlags({
+    serviceCidr: pair(str("serviceCidr"), str("serviceCidrSecondary")) ?? "",
+    ...(pool !== undefined ? { lbPool: pool } : {}),
+    nodePortRange: Array.isArray(range) ? range.join("-") : "",
+    doing: `use the service ranges node ${node} publishes (cluster/nodes/${node}, lb)`,
+  });
 }

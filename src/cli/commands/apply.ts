@@ -63,15 +63,15 @@ function clusterOptions(c: Command): Command {
     .option("--etcd-password-file <file>", "with --cluster-store: file holding that user's password")
     .option(
       "--service-cidr <cidrs>",
-      "with --cluster-store, for Services: ClusterIPs from here (the agents' --service-cidr)",
+      "with --cluster-store, for Services: ClusterIPs from here (default: the ranges the live agents publish)",
     ) // prettier-ignore
     .option(
       "--lb-pool <cidrs>",
-      "with --cluster-store, for Services: LoadBalancer addresses from here (the agents' --lb-pool)",
+      "with --cluster-store, for Services: LoadBalancer addresses from here (default: as the agents' --lb-pool)",
     ) // prettier-ignore
     .option(
       "--node-port-range <first-last>",
-      "with --cluster-store, for Services: NodePorts from here (the agents' --node-port-range)",
+      "with --cluster-store, for Services: NodePorts from here (default: as the agents' --node-port-range)",
     ) // prettier-ignore
     .option("--wait", "cluster mode: return once every live node has enforced the change")
     .option("--timeout <duration>", "with --wait: how long to wait (e.g. 30s, 2m)", "30s");
@@ -117,7 +117,7 @@ export function applyCommand(ctx: CliContext): Command {
   for (const opt of impactOptions()) cmd.addOption(opt);
   cmd.addHelpText(
     "after",
-    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n  $ membrane apply -f examples/services/clusterip.yaml\n  $ membrane apply -f examples/services/loadbalancer.yaml --cluster-store etcd://10.0.0.5:2379 --etcd-username membrane-admin --etcd-password-file membrane-admin.password --lb-pool 192.0.2.0/24\n",
+    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n  $ membrane apply -f examples/services/clusterip.yaml\n  $ membrane apply -f examples/services/loadbalancer.yaml --cluster-store etcd://10.0.0.5:2379 --etcd-username membrane-admin --etcd-password-file membrane-admin.password\n",
   );
   return clusterOptions(cmd).action(
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {

@@ -56,7 +56,8 @@ cluster/podcidrs/<name>, cluster/status/<name>, cluster/identities/<name>/, clus
 cluster/lb/gateways/<name>/ (its Gateways' own addresses). The admin role writes cluster/policies/,
 cluster/namespaces/, cluster/services/ and cluster/lb/services/, lb/slices/, lb/alloc/: Services and
 EndpointSlices are applied with it (membrane apply -f examples/services/loadbalancer.yaml --cluster-store ... --etcd-username
-${ADMIN_USER} --etcd-password-file ${ADMIN_USER}.password --lb-pool ...), never by a node.
+${ADMIN_USER} --etcd-password-file ${ADMIN_USER}.password: allocated from the ranges the agents
+publish), never by a node.
 
 Example:
   $ membrane cluster etcd-setup --cluster-store etcd://10.0.0.5:2379 --node n1 n2 --admin \\
