@@ -6,7 +6,7 @@
  * again, the Gateway is served on an address of the pool again (gateway-addresses.ts). Under the
  * least-privilege roles the Gateway gets its address (under the node's own key), the node's record
  * says its service ranges, and the node refuses a Service with the command that applies it as the
- * cluster's admin.
+ * cluster's admin; applied so, it gets the next address of those ranges and the node takes it.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -14,6 +14,8 @@ import { test } from "node:test";
 import { Etcd3 } from "etcd3";
 import { etcdSetup } from "../../src/cluster/etcd-setup.js";
 import { adminOnly } from "../../src/agent/api/lb-routes.js";
+import { applyLbToCluster } from "../../src/cli/commands/apply-lb-cluster.js";
+import { parseLbResources } from "../../src/lb/parse.js";
 import { MembraneError } from "../../src/errors.js";
 import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
@@ -22,6 +24,7 @@ import { until } from "../support/until.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 const POOL = "198.18.9.0/30"; // one address to give: .2
+const POOL8 = "198.18.9.0/29"; // .2 to .6
 const GATEWAY = `apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: membrane}
@@ -100,7 +103,7 @@ test(
 );
 
 test(
-  "least privilege (etcd auth on, the node's role of etcd-setup): the Gateway is served on a pool address held under the node's own key; a Service applied through the node is refused with the admin's command",
+  "least privilege (etcd auth on, the roles of etcd-setup): the Gateway is served on a pool address held under the node's own key; a Service through the node is refused with the admin's command, and as the admin gets the next address, which the node takes",
   { skip },
   async () => {
     const etcd = await startEtcd();
@@ -110,6 +113,7 @@ test(
       try {
         await etcdSetup(root, {
           nodes: [{ name: "e18-n2", password: "pw-n2" }],
+          admin: { password: "pw-adm" },
           enableAuth: { rootPassword: "pw-root" },
           prefix: "e18-gwlp/",
         });
@@ -119,7 +123,7 @@ test(
       lab = await AgentLab.prepare("e18gp", {
         podCidr4: "10.213.0.0/24",
         gateway: true,
-        lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: POOL, nodePortRange: [30000, 32767] },
+        lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: POOL8, nodePortRange: [30000, 32767] },
         cluster: {
           endpoints: [etcd.endpoint],
           node: "e18-n2",
@@ -153,7 +157,7 @@ test(
           /^gateway e18-n2 /,
         );
         const rec = JSON.parse((await kv.get("cluster/nodes/e18-n2"))?.value ?? "{}") as { lb?: { loadBalancerPool?: string } }; // prettier-ignore
-        assert.equal(rec.lb?.loadBalancerPool, POOL, "the node publishes the ranges it allocates from");
+        assert.equal(rec.lb?.loadBalancerPool, POOL8, "the node publishes the ranges it allocates from");
         const rev = await kv.revision();
         const svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n"; // prettier-ignore
         const err = await adminOnly(agent.lb.apply(svc, "svc.yaml")).then(
@@ -164,6 +168,24 @@ test(
         assert.match(err.message, /lets no node write them.*nothing was changed/);
         assert.match(err.hint ?? "", /membrane apply -f FILE --cluster-store \S+ --etcd-username membrane-admin --etcd-password-file/); // prettier-ignore
         assert.equal(await kv.revision(), rev, "nothing written");
+        // As the admin (membrane apply --cluster-store), from the ranges the node publishes: the
+        // Gateway's address skipped; the node, reading with its own role, takes the Service.
+        const adm = etcd.store({
+          prefix: "e18-gwlp/",
+          auth: { username: "membrane-admin", password: "pw-adm" },
+        });
+        try {
+          await applyLbToCluster(adm, parseLbResources(svc, "svc.yaml"), "apply", {});
+        } finally {
+          await adm.close();
+        }
+        await until(
+          "the node takes the admin's Service",
+          () => agent.lb.list().some((v) => v.name === "web" && v.externalIP === "198.18.9.3"),
+          {
+            detail: () => JSON.stringify(agent.lb.list()),
+          },
+        );
       } finally {
         await kv.close();
       }
