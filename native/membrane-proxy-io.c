@@ -102,6 +102,15 @@ static void on_check(uv_check_t *c) {
   napi_handle_scope hs;
   napi_callback_scope cs;
   napi_value resource, recv;
+  /* If a scope cannot be opened, this turn's events are not delivered (!ok below). That is safe
+   * because it cannot happen while the process serves: Node's napi_open_handle_scope and
+   * napi_open_callback_scope fail only for a null env or result pointer (src/js_native_api_v8.cc,
+   * src/node_api.cc check nothing else, not even a stopping environment), napi_get_global does not
+   * fail, and the resource is held by a strong reference (turn_new). The one state in which a
+   * callback is not run is the environment's teardown (can_call_into_js false: napi_call_function
+   * then returns an error and calls nothing). Only the proxy's and the gateway's main threads load
+   * this add-on (no worker thread does), so that is the process exiting, and the kernel then
+   * closes every descriptor, the client's and the backend's: no connection stays open unjudged. */
   int scoped = napi_open_handle_scope(env, &hs) == napi_ok;
   int ok = scoped && napi_get_reference_value(env, t->resource, &resource) == napi_ok &&
            napi_get_global(env, &recv) == napi_ok &&

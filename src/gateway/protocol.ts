@@ -49,7 +49,7 @@ export type FromGateway =
       readonly serving: readonly string[];
       readonly error?: string;
     }
-  /** The requests served since the last message, in order (event-batch.ts). */
+  /** The requests served since the last message, in order (event-batch.ts); the agent checks each (from-gateway.ts). */
   | { readonly type: "events"; readonly events: readonly GatewayEvent[] };
 
 export interface GatewayProcessConfig {

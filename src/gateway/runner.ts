@@ -4,28 +4,47 @@
  * process group so that stop() ends it and nothing it started survives.
  *
  *   push(inputs) --IPC config v--> process --applied v (serving, error)--> the promise of push
+ *                                  process --events--> onEvent   (each message checked: from-gateway.ts)
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import type { Logger } from "pino";
 import { MembraneError } from "../errors.js";
 import { PROXY_NODE_FLAGS } from "../proxy/runtime/node-flags.js";
-import { MAX_GATEWAY_EVENTS } from "./event-batch.js";
 import type { GatewayEvent } from "./exchange.js";
-import type { FromGateway, GatewayInputs, GatewayProcessConfig } from "./protocol.js";
+import { GatewayInbox, type GatewayApplied, type GatewayDrop } from "./from-gateway.js";
+import type { GatewayInputs, GatewayProcessConfig } from "./protocol.js";
 import { sourcesOf } from "./source.js";
 
 export interface GatewayRunnerParams extends GatewayProcessConfig {
   readonly netns?: string;
   readonly onEvent?: (e: GatewayEvent) => void;
   readonly onExit?: (code: number | null) => void;
+  /** Where a malformed message or event from the process is said (once per reason). */
+  readonly logger?: Pick<Logger, "warn">;
 }
 
 export class GatewayRunner {
   private child: ChildProcess | undefined;
   private version = 0;
-  private readonly waiting = new Map<number, (m: Extract<FromGateway, { type: "applied" }>) => void>();
+  private readonly waiting = new Map<number, (m: GatewayApplied) => void>();
+  private readonly inbox: GatewayInbox;
 
-  constructor(private readonly p: GatewayRunnerParams) {}
+  constructor(private readonly p: GatewayRunnerParams) {
+    this.inbox = new GatewayInbox({
+      ...(p.logger ? { logger: p.logger } : {}),
+      ...(p.onEvent ? { onEvent: p.onEvent } : {}),
+      onApplied: (m) => {
+        this.waiting.get(m.version)?.(m);
+        this.waiting.delete(m.version);
+      },
+    });
+  }
+
+  /** Messages and events from the process dropped as malformed, by reason. */
+  get dropped(): Readonly<Partial<Record<GatewayDrop, number>>> {
+    return this.inbox.dropped;
+  }
 
   get pid(): number | undefined {
     return this.child?.pid;
@@ -46,16 +65,7 @@ export class GatewayRunner {
       detached: true,
     });
     this.child = child;
-    child.on("message", (m: FromGateway) => {
-      if (m.type === "events") {
-        // One turn's events (event-batch.ts): a message over the bound is not the gateway's own.
-        if (!Array.isArray(m.events) || m.events.length > MAX_GATEWAY_EVENTS) return;
-        for (const e of m.events) this.p.onEvent?.(e);
-      } else if (m.type === "applied") {
-        this.waiting.get(m.version)?.(m);
-        this.waiting.delete(m.version);
-      }
-    });
+    child.on("message", (m: unknown) => this.inbox.receive(m));
     child.on("exit", (code) => {
       this.child = undefined;
       for (const w of this.waiting.values())

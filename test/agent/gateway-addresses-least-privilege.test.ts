@@ -13,11 +13,17 @@ import { GatewayAddresses } from "../../src/agent/gateway-addresses.js";
 import { etcdSetup } from "../../src/cluster/etcd-setup.js";
 import { ClusterResourceStore } from "../../src/cluster/resource-store.js";
 import { MembraneError } from "../../src/errors.js";
+import { GatewayCertificates } from "../../src/gateway/certs.js";
+import { compileGateways } from "../../src/gateway/compile.js";
+import { parseGatewayResources } from "../../src/gateway/parse.js";
+import type { GatewayInputs } from "../../src/gateway/protocol.js";
+import { worldOf } from "../../src/gateway/world.js";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
 import { parseLbResources } from "../../src/lb/parse.js";
 import type { LbConfig } from "../../src/lb/types.js";
 import type { EtcdStore } from "../../src/store/etcd.js";
 import type { Store } from "../../src/store/store.js";
+import { CLASS, gatewayYaml } from "../gateway/fixtures.js";
 
 const logger = pino({ level: "silent" });
 // A /29 gives five addresses, .2 to .6 (lb/allocate.ts skips the network, the first host and the last).
@@ -25,6 +31,26 @@ const POOL = "192.0.2.0/29";
 const CFG: LbConfig = { serviceCidr: "10.96.0.0/16", loadBalancerPool: POOL, nodePortRange: [30000, 32767] };
 const lbService = (name: string): string =>
   `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: default}\nspec:\n  type: LoadBalancer\n  selector: {app: ${name}}\n  ports: [{port: 80}]\n`;
+
+const GW = "infra/e18-lp";
+const RESOURCES = CLASS + gatewayYaml("e18-lp", ["{name: http, port: 80, protocol: HTTP}"]);
+
+/** The Programmed condition of GW, from the inputs the agent sends, compiled as the gateway process does. */
+function programmed(own: GatewayAddresses): string {
+  const refused = own.refused;
+  const inputs: GatewayInputs = {
+    resources: parseGatewayResources(RESOURCES, "test.yaml"),
+    services: {},
+    namespaceLabels: {},
+    addresses: ["10.0.0.9"],
+    gatewayAddresses: own.assigned([GW]) ?? {},
+    ...(refused !== undefined ? { gatewayAddressesRefused: refused } : {}),
+  };
+  const certs = new GatewayCertificates("/nonexistent/e18-certs"); // no TLS listener reads it
+  const c = compileGateways(worldOf(inputs, certs, "2026-01-01T00:00:00Z"));
+  const p = c.status.gateways.get(`Gateway/${GW}`)?.conditions.find((x) => x.type === "Programmed");
+  return `${p?.status}/${p?.reason}: ${p?.message}`;
+}
 
 /** `s`, whose first transaction first lets `hook` run (another writer between its read and its write). */
 function raced(s: Store, hook: () => Promise<unknown>): Store {
@@ -217,7 +243,7 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
     const n3 = gateways("n3", kv);
     try {
       const rev = await kv.revision();
-      const err = await n3.reserve(["infra/c"]).then(
+      const err = await n3.reserve([GW]).then(
         () => undefined,
         (e: unknown) => e,
       );
@@ -225,9 +251,13 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
       assert.equal(err.code, "CLUSTER_UNAVAILABLE");
       assert.match(
         err.message,
-        /infra\/c: .*etcd role membrane-node-n3 may not write membrane\/cluster\/lb\/gateways\/n3\//,
+        /infra\/e18-lp: .*etcd role membrane-node-n3 may not write membrane\/cluster\/lb\/gateways\/n3\//,
       );
       assert.match(n3.refused ?? "", /spec\.addresses.*--lb-pool/);
+      const status = programmed(n3);
+      assert.match(status, /^False\/AddressNotAssigned: /);
+      assert.match(status, /membrane-node-n3 may not write membrane\/cluster\/lb\/gateways\/n3\//);
+      assert.doesNotMatch(status, /is free/, "not said to be a full pool");
       assert.equal(await kv.revision(), rev, "nothing written");
       const m = /grant-permission --prefix (\S+) readwrite (\S+)$/.exec(err.hint ?? "");
       assert.ok(m, `a grant command in the hint: ${err.hint}`);
@@ -237,8 +267,9 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
       } finally {
         g.close();
       }
-      assert.deepEqual(await n3.reserve(["infra/c"]), ["192.0.2.2"]);
+      assert.deepEqual(await n3.reserve([GW]), ["192.0.2.2"]);
       assert.equal(n3.refused, undefined);
+      assert.match(programmed(n3), /^True\/Programmed: served on 192\.0\.2\.2/);
     } finally {
       await n3.stop();
     }

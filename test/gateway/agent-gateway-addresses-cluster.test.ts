@@ -21,22 +21,13 @@ import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
 import { tcpRelay } from "../support/tcp-relay.js";
 import { until } from "../support/until.js";
+import { CLASS, gatewayYaml } from "./fixtures.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 const POOL = "198.18.9.0/30"; // one address to give: .2
 const POOL8 = "198.18.9.0/29"; // .2 to .6
-const GATEWAY = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: default}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-`;
+const GATEWAY =
+  CLASS + gatewayYaml("web", ["{name: http, port: 80, protocol: HTTP}"], { namespace: "default" });
 
 /** The IPv4 addresses on a namespace's interfaces. */
 function addresses(netns: string): string[] {

@@ -13,19 +13,20 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
+import { CLASS, gatewayYaml } from "./fixtures.js";
 import { httpGet, killGroup, startEcho } from "./netns-lab.js";
 
 const skip = rootSkipReason() ?? false;
 const POOL = "198.18.7.0/29";
 
-const gateway = (name: string, from: string): string => `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${name}, namespace: default}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: ${from}}}}]
-`;
+const gateway = (name: string, from: string): string =>
+  gatewayYaml(
+    name,
+    [`{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: ${from}}}}`],
+    {
+      namespace: "default",
+    },
+  );
 const route = (name: string, parents: string, path: string, backend: string): string => `---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -34,11 +35,7 @@ spec:
   parentRefs: [${parents}]
   rules: [{matches: [{path: {type: PathPrefix, value: ${path}}}], backendRefs: [{name: ${backend}, port: 8080}]}]
 `;
-const MULTIPLE = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
-${gateway("same-namespace", "Same")}${gateway("all-namespaces", "All")}${route("multiple-gateways-shared-route", "{name: same-namespace}, {name: all-namespaces}", "/shared", "infra-backend-v1")}${route("same-namespace-dedicated-route", "{name: same-namespace}", "/", "infra-backend-v2")}${route("all-namespaces-dedicated-route", "{name: all-namespaces}", "/", "infra-backend-v3")}`; // prettier-ignore
+const MULTIPLE = `${CLASS}${gateway("same-namespace", "Same")}${gateway("all-namespaces", "All")}${route("multiple-gateways-shared-route", "{name: same-namespace}, {name: all-namespaces}", "/shared", "infra-backend-v1")}${route("same-namespace-dedicated-route", "{name: same-namespace}", "/", "infra-backend-v2")}${route("all-namespaces-dedicated-route", "{name: all-namespaces}", "/", "infra-backend-v3")}`; // prettier-ignore
 
 const LB = `apiVersion: v1
 kind: Service

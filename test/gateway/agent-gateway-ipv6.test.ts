@@ -13,22 +13,12 @@ import { spawnSync, type ChildProcess } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import { AgentLab, OUTSIDE6, rootSkipReason } from "../agent/e2e/harness.js";
 import { until } from "../support/until.js";
+import { CLASS, gatewayYaml } from "./fixtures.js";
 import { httpGet, killGroup, startEcho, type Answer } from "./netns-lab.js";
 
 const skip = rootSkipReason() ?? false;
 
-const GATEWAY = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: default}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: 8000, protocol: HTTP}]
----
+const GATEWAY = `${CLASS}${gatewayYaml("web", ["{name: http, port: 8000, protocol: HTTP}"], { namespace: "default" })}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: default}

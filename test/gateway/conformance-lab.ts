@@ -37,6 +37,7 @@ import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
 import type { Condition, StatusSet } from "../../src/gateway/status.js";
 import { worldOf } from "../../src/gateway/world.js";
+import { CLASS, gatewayYaml as gatewayIn } from "./fixtures.js";
 import { grpcCalls, startGrpcServer, type GrpcAnswer } from "./grpc-lab.js";
 import { killGroup } from "./netns-lab.js";
 
@@ -60,29 +61,14 @@ const PODS: Record<string, string> = {
 
 export const GW_ADDRESS = "10.232.3.1";
 
-/**
- * A Gateway of class membrane in the infra namespace, each listener one flow-style map, as a
- * document of a multi-document file (it starts with `---`).
- */
+/** A Gateway of class membrane in the suite's infra namespace (fixtures.ts gatewayYaml). */
 export function gatewayYaml(name: string, listeners: readonly string[]): string {
-  return `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${name}, namespace: ${INFRA}}
-spec:
-  gatewayClassName: membrane
-  listeners:
-${listeners.map((l) => `  - ${l}`).join("\n")}
-`;
+  return gatewayIn(name, listeners, { namespace: INFRA });
 }
 
 /** Our rendering of the suite's shared objects: the class, its Gateways (HTTP on 80 thrice, allowedRoutes Same/All/Selector). */
 export const BASE =
-  `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
-` +
+  CLASS +
   gatewayYaml("same-namespace", [
     "{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}",
   ]) +

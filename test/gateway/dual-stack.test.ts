@@ -8,6 +8,7 @@ import { compileGateways } from "../../src/gateway/compile.js";
 import { servedAddresses } from "../../src/gateway/dual-stack.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import { sourceFor } from "../../src/gateway/source.js";
+import { CLASS, gatewayYaml } from "./fixtures.js";
 
 const NODE = ["10.0.0.9", "fd00::9"];
 const asks = (...addresses: string[]): { addresses: { value: string }[] } => ({
@@ -36,11 +37,7 @@ spec:
   ${addr ? `addresses: [{type: IPAddress, value: "${addr}"}]` : ""}
   listeners: [{name: l, port: 443, protocol: ${protocol}${protocol === "HTTPS" ? ", tls: {certificateRefs: [{name: c}]}" : ""}}]
 `;
-    const text = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
-${gw("plain", "2026-01-01T00:00:00Z", "HTTP")}${gw("tls", "2026-01-02T00:00:00Z", "HTTPS", "fd00::9")}`;
+    const text = `${CLASS}${gw("plain", "2026-01-01T00:00:00Z", "HTTP")}${gw("tls", "2026-01-02T00:00:00Z", "HTTPS", "fd00::9")}`;
     const c = compileGateways({
       resources: parseGatewayResources(text, "test.yaml"),
       hasService: () => true,
@@ -72,19 +69,8 @@ ${gw("plain", "2026-01-01T00:00:00Z", "HTTP")}${gw("tls", "2026-01-02T00:00:00Z"
   });
 
   test("Gateways given addresses of their own (the LoadBalancer pool): each served on its own; a full pool: AddressNotAssigned", () => {
-    const gw = (name: string): string => `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ${name}, namespace: infra}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-`;
-    const text = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
-${gw("a")}${gw("b")}${gw("full")}${gw("shared")}`;
+    const gw = (name: string): string => gatewayYaml(name, ["{name: http, port: 80, protocol: HTTP}"]);
+    const text = `${CLASS}${gw("a")}${gw("b")}${gw("full")}${gw("shared")}`;
     const c = compileGateways({
       resources: parseGatewayResources(text, "test.yaml"),
       hasService: () => true,

@@ -22,6 +22,27 @@ ${listeners}
 ${extra}`;
 }
 
+/**
+ * A Gateway of class membrane (CLASS), each listener one flow-style map, as a document of a
+ * multi-document file (it starts with `---`). `namespace`: infra unless said; `spec`: more lines
+ * of its spec (e.g. `addresses: [...]`).
+ */
+export function gatewayYaml(
+  name: string,
+  listeners: readonly string[],
+  o: { readonly namespace?: string; readonly spec?: readonly string[] } = {},
+): string {
+  return `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ${name}, namespace: ${o.namespace ?? "infra"}}
+spec:
+  gatewayClassName: membrane
+${(o.spec ?? []).map((l) => `  ${l}\n`).join("")}  listeners:
+${listeners.map((l) => `  - ${l}`).join("\n")}
+`;
+}
+
 export const HTTP_ALL = `  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}`;
 
 export interface WorldOpts {

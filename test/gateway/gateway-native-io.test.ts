@@ -16,6 +16,7 @@ import { parseGatewayResources } from "../../src/gateway/parse.js";
 import { GatewayServer } from "../../src/gateway/server.js";
 import { nativeIoStats, proxyIo } from "../../src/proxy/http/native-io.js";
 import { until } from "../support/until.js";
+import { CLASS, gatewayYaml } from "./fixtures.js";
 
 const BIG = 12 * 1024 * 1024;
 const bigBody = Buffer.alloc(BIG, "membrane-gateway-");
@@ -75,18 +76,9 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-const yaml = (listen: number): string => `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: t}
-spec:
-  gatewayClassName: membrane
-  listeners: [{name: http, port: ${listen}, protocol: HTTP}]
----
+const yaml = (
+  listen: number,
+): string => `${CLASS}${gatewayYaml("gw", [`{name: http, port: ${listen}, protocol: HTTP}`], { namespace: "t" })}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: r, namespace: t}

@@ -17,25 +17,20 @@ import type { GatewayEvent } from "../../src/gateway/exchange.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
+import { CLASS, gatewayYaml } from "./fixtures.js";
 import { grpcCalls, startGrpcServer, startH2Echo } from "./grpc-lab.js";
 import { GatewayLab, killGroup } from "./netns-lab.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
 
-const YAML = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: app}
-spec:
-  gatewayClassName: membrane
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
-  - {name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: good}]}}
----
+const YAML = `${CLASS}${gatewayYaml(
+  "gw",
+  [
+    "{name: http, port: 80, protocol: HTTP}",
+    "{name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: good}]}}",
+  ],
+  { namespace: "app" },
+)}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: echo, namespace: app}

@@ -10,6 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
+import { CLASS, gatewayYaml } from "./fixtures.js";
 import { GatewayLab } from "./netns-lab.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
@@ -17,27 +18,14 @@ const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : fals
 const GW6 = "fd00:231:3::1";
 const GW4 = "10.231.3.1";
 
-const YAML = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw6, namespace: app}
-spec:
-  gatewayClassName: membrane
-  addresses: [{type: IPAddress, value: "${GW6}"}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw4, namespace: app}
-spec:
-  gatewayClassName: membrane
-  addresses: [{type: IPAddress, value: "${GW4}"}]
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
+/** A Gateway in app on its own address, HTTP on 80. */
+const gw = (name: string, address: string): string =>
+  gatewayYaml(name, ["{name: http, port: 80, protocol: HTTP}"], {
+    namespace: "app",
+    spec: [`addresses: [{type: IPAddress, value: "${address}"}]`],
+  });
+
+const YAML = `${CLASS}${gw("gw6", GW6)}${gw("gw4", GW4)}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: six, namespace: app}

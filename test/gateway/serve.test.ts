@@ -18,36 +18,21 @@ import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
 import { PROXY_NODE_FLAGS } from "../../src/proxy/runtime/node-flags.js";
+import { CLASS, gatewayYaml } from "./fixtures.js";
 import { GatewayLab } from "./netns-lab.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
 
-const YAML = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: membrane}
-spec: {controllerName: membrane.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: app}
-spec:
-  gatewayClassName: membrane
-  listeners:
-  - {name: http, port: 80, protocol: HTTP}
-  - name: https
-    port: 443
-    protocol: HTTPS
-    hostname: secure.example.com
-    tls: {certificateRefs: [{name: good}]}
-  - name: missing-cert
-    port: 8443
-    protocol: HTTPS
-    tls: {certificateRefs: [{name: nothere}]}
-  - name: bad-cert
-    port: 9443
-    protocol: HTTPS
-    tls: {certificateRefs: [{name: bad}]}
----
+const YAML = `${CLASS}${gatewayYaml(
+  "gw",
+  [
+    "{name: http, port: 80, protocol: HTTP}",
+    "{name: https, port: 443, protocol: HTTPS, hostname: secure.example.com, tls: {certificateRefs: [{name: good}]}}",
+    "{name: missing-cert, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: nothere}]}}",
+    "{name: bad-cert, port: 9443, protocol: HTTPS, tls: {certificateRefs: [{name: bad}]}}",
+  ],
+  { namespace: "app" },
+)}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: app}

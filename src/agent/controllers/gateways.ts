@@ -127,6 +127,7 @@ export class GatewaysController implements Controller {
       localAddress: address,
       ...(address6 !== undefined ? { localAddress6: address6 } : {}),
       onEvent: (e) => this.d.onEvent?.(e, address),
+      logger: this.d.logger,
       onExit: (code) => {
         if (!this.stopping)
           this.d.logger.error(

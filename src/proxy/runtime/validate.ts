@@ -3,19 +3,23 @@
  * bytes and runs without root; the agent runs as root: a compromised proxy
  * must not be able to crash the agent or smuggle fields into flows. Every
  * message is rebuilt from known fields with their types and bounds checked
- * (unknown fields dropped), never cast.
+ * (unknown fields dropped), never cast. The gateway process's events
+ * (gateway/from-gateway.ts) are checked with the same pieces.
  */
 import type { L7Event } from "../types.js";
 import type { Addr } from "./table.js";
 
-const MAX_TEXT = 4096;
+/** The longest free text kept in an event (a method, URL, reason...). */
+export const MAX_TEXT = 4096;
 const MAX_LIST = 256;
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
-const text = (v: unknown, max = MAX_TEXT): v is string => typeof v === "string" && v.length <= max;
-const int = (v: unknown, lo: number, hi: number): v is number =>
+export type Obj = Record<string, unknown>;
+export const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+export const text = (v: unknown, max = MAX_TEXT): v is string => typeof v === "string" && v.length <= max;
+export const int = (v: unknown, lo: number, hi: number): v is number =>
   typeof v === "number" && Number.isInteger(v) && v >= lo && v <= hi;
+/** A request's latency in milliseconds: finite and not negative. */
+export const isLatency = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v) && v >= 0;
 const textList = (v: unknown, max = MAX_TEXT): v is string[] =>
   Array.isArray(v) && v.length <= MAX_LIST && v.every((x) => text(x, max));
 
@@ -53,8 +57,7 @@ export function l7EventFrom(v: unknown): L7Event | undefined {
   for (const k of ["rule", "status", "apiKey", "correlationId"] as const) {
     if (int(v[k], -0x80000000, 0xffffffff)) out[k] = v[k];
   }
-  if (typeof v.latencyMs === "number" && Number.isFinite(v.latencyMs) && v.latencyMs >= 0)
-    out.latencyMs = v.latencyMs;
+  if (isLatency(v.latencyMs)) out.latencyMs = v.latencyMs;
   if (textList(v.answers, 64)) out.answers = [...v.answers];
   if (textList(v.topics, 255)) out.topics = [...v.topics];
   // headerMatches mismatch actions the proxy applied (policy text, never the client's values).
