@@ -14,7 +14,7 @@
  *
  * Services (LoadBalancer, NodePort, ClusterIP) are the cluster's, as Kubernetes' apiserver and
  * Cilium's LB-IPAM allocate them: `membrane apply --cluster-store` with the admin's credentials
- * writes them and reserves their addresses (cli/commands/apply-lb.ts); no node may, so a node can
+ * writes them and reserves their addresses (cli/commands/apply-lb-cluster.ts); no node may, so a node can
  * neither take nor delete a Service's address. A node reserves its Gateways' addresses under its
  * own keys, unique against the Services' and other nodes' by the compares of its transaction
  * (lb/reservations.ts).

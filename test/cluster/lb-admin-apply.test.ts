@@ -121,6 +121,20 @@ test(
       const usage = membrane("apply", "-f", join(dir, "lb.yaml"), "--lb-pool", "192.0.2.0/29");
       assert.notEqual(usage.status, 0);
       assert.match(String(usage.stderr), /Cannot use --lb-pool without --cluster-store/);
+      writeFileSync(join(dir, "p.yaml"), "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: default}\nspec:\n  endpointSelector: {}\n  ingress: [{}]\n"); // prettier-ignore
+      const policy = as(
+        "membrane-admin",
+        "admin.password",
+        "apply",
+        "p.yaml",
+        "--node-port-range",
+        "30000-30100",
+      );
+      assert.notEqual(policy.status, 0);
+      assert.match(
+        String(policy.stderr),
+        /Cannot use --node-port-range with this file: it gives the ranges of Services/,
+      );
     } finally {
       await adm.close();
       await n1.close();

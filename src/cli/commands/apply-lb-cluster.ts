@@ -33,6 +33,12 @@ const SLICE_KEY = "lb/slices/";
 /** `--service-cidr`, `--lb-pool`, `--node-port-range` of `membrane apply --cluster-store`. */
 export type LbAllocFlags = Pick<LbFlags, "serviceCidr" | "lbPool" | "nodePortRange">;
 
+/** The first of --service-cidr, --lb-pool, --node-port-range given (as written), or undefined. */
+export function givenLbFlag(o: LbAllocFlags): string | undefined {
+  const k = (["serviceCidr", "lbPool", "nodePortRange"] as const).find((f) => o[f] !== undefined);
+  return k && `--${k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())}`;
+}
+
 /** Writes (or deletes) the file's Services and EndpointSlices in the cluster's etcd, all or none. */
 export async function applyLbToCluster(
   kv: EtcdStore,

@@ -14,7 +14,7 @@ import { client, show, type ViewFormat } from "../agent-client.js";
 import { MembraneError } from "../../errors.js";
 import type { NodeRealized } from "../../cluster/realized.js";
 import { openClusterStore, readRealized, waitAndShow, type ClusterStoreOptions } from "./apply-cluster.js";
-import { applyLbToCluster, type LbAllocFlags } from "./apply-lb-cluster.js";
+import { applyLbToCluster, givenLbFlag, type LbAllocFlags } from "./apply-lb-cluster.js";
 
 export async function applyLb(
   ctx: CliContext,
@@ -31,11 +31,11 @@ export async function applyLb(
   method: "POST" | "DELETE",
 ): Promise<void> {
   const r = parseLbResources(text, file);
-  const given = (["serviceCidr", "lbPool", "nodePortRange"] as const).find((k) => o[k] !== undefined);
+  const given = givenLbFlag(o);
   if (given !== undefined && o.clusterStore === undefined)
     throw new MembraneError(
       "CLI_USAGE",
-      `Cannot use --${given.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())} without --cluster-store: an agent allocates from its own flags`,
+      `Cannot use ${given} without --cluster-store: an agent allocates from its own flags`,
     );
   if (o.dryRun) {
     ctx.out(

@@ -9,7 +9,7 @@ import { fileFamily } from "./file-family.js";
 import { impactOptions, showImpact, type ImpactFlags } from "./apply-impact.js";
 import { applyGateway } from "./gateway-cli.js";
 import { applyLb } from "./apply-lb.js";
-import type { LbAllocFlags } from "./apply-lb-cluster.js";
+import { givenLbFlag, type LbAllocFlags } from "./apply-lb-cluster.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -64,17 +64,27 @@ function clusterOptions(c: Command): Command {
     .option(
       "--service-cidr <cidrs>",
       "with --cluster-store, for Services: ClusterIPs from here (default: the ranges the live agents publish)",
-    ) // prettier-ignore
+    )
     .option(
       "--lb-pool <cidrs>",
       "with --cluster-store, for Services: LoadBalancer addresses from here (default: as the agents' --lb-pool)",
-    ) // prettier-ignore
+    )
     .option(
       "--node-port-range <first-last>",
       "with --cluster-store, for Services: NodePorts from here (default: as the agents' --node-port-range)",
-    ) // prettier-ignore
+    )
     .option("--wait", "cluster mode: return once every live node has enforced the change")
     .option("--timeout <duration>", "with --wait: how long to wait (e.g. 30s, 2m)", "30s");
+}
+
+/** The Services' ranges with another file are refused, not ignored. */
+function servicesOnly(o: LbAllocFlags, family: ReturnType<typeof fileFamily>): void {
+  const given = givenLbFlag(o);
+  if (given !== undefined && family !== "lb")
+    throw new MembraneError(
+      "CLI_USAGE",
+      `Cannot use ${given} with this file: it gives the ranges of Services (v1 Service and EndpointSlice files)`,
+    );
 }
 
 /** Sends the policies to the cluster's etcd or to the agent; with --wait, waits for every node. */
@@ -123,6 +133,7 @@ export function applyCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       const family = fileFamily(text, name);
+      servicesOnly(o, family);
       if (family === "tracing") return applyTracing(ctx, o, text, name, "POST");
       if (family === "gateway") return applyGateway(ctx, o, text, name, "POST");
       if (family === "lb") return applyLb(ctx, o, text, name, "POST"); // Service, EndpointSlice
@@ -150,6 +161,7 @@ export function deleteCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       const family = fileFamily(text, name);
+      servicesOnly(o, family);
       if (family === "tracing") return applyTracing(ctx, o, text, name, "DELETE");
       if (family === "gateway") return applyGateway(ctx, o, text, name, "DELETE");
       if (family === "lb") return applyLb(ctx, o, text, name, "DELETE");
