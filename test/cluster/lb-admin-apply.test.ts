@@ -72,7 +72,8 @@ test(
       const before = await adm.revision();
       const denied = as("membrane-node-n1", "n1.password", "apply", "lb.yaml", "--lb-pool", "192.0.2.0/29");
       assert.notEqual(denied.status, 0);
-      assert.match(String(denied.stderr), /permission denied/i);
+      assert.match(String(denied.stderr), /as membrane-node-n1: etcd says permission denied on membrane\/cluster\/lb\/services\/.*only membrane-admin may write them/); // prettier-ignore
+      assert.match(String(denied.stderr), /etcdctl role grant-permission --prefix membrane-admin readwrite membrane\/cluster\/lb\/alloc\//); // prettier-ignore
       assert.equal(await adm.revision(), before, "nothing written");
       const unknown = as("membrane-admin", "admin.password");
       assert.notEqual(unknown.status, 0);

@@ -11,6 +11,7 @@ import { parseLbResources } from "../../lb/parse.js";
 import type { ServiceView } from "../../lb/types.js";
 import type { CliContext } from "../context.js";
 import { client, show, type ViewFormat } from "../agent-client.js";
+import { ADMIN_USER, deniedByRole } from "../../cluster/etcd-setup.js";
 import { MembraneError } from "../../errors.js";
 import type { NodeRealized } from "../../cluster/realized.js";
 import { openClusterStore, readRealized, waitAndShow, type ClusterStoreOptions } from "./apply-cluster.js";
@@ -51,7 +52,11 @@ export async function applyLb(
     // As the cluster's admin, straight to etcd (the least-privilege roles let no node write Services).
     const kv = openClusterStore(o);
     try {
-      const rep = await applyLbToCluster(kv, r, method === "POST" ? "apply" : "delete", o);
+      const rep = await applyLbToCluster(kv, r, method === "POST" ? "apply" : "delete", o).catch(
+        (e: unknown) => {
+          throw deniedByRole(e) ? notAdmin(e, o.etcdUsername, kv.prefix) : e;
+        },
+      );
       show_(rep);
       if (o.wait) await waitAndShow(ctx, o.output, () => readRealized(kv), rep.clusterRevision, o.timeout);
     } finally {
@@ -65,6 +70,16 @@ export async function applyLb(
   const nodes = async (): Promise<NodeRealized[]> =>
     ((await c.request("GET", "/v1/cluster/realized")) as { nodes: NodeRealized[] }).nodes;
   if (o.wait) await waitAndShow(ctx, o.output, nodes, rep.clusterRevision, o.timeout);
+}
+
+/** etcd refused the write: said with who may write Services, and the grant an older admin role lacks. */
+function notAdmin(e: unknown, user: string | undefined, prefix: string): MembraneError {
+  const keys = ["lb/services/", "lb/slices/", "lb/alloc/"].map((k) => `${prefix}cluster/${k}`);
+  return new MembraneError(
+    "CLUSTER_UNAVAILABLE",
+    `Cannot apply Services to the cluster store as ${user ?? "this client"}: etcd says permission denied on ${keys.join(", ")} (only ${ADMIN_USER} may write them; a role made by an older \`membrane cluster etcd-setup\` lacks them); nothing was changed`,
+    { cause: e, hint: `use --etcd-username ${ADMIN_USER}, or grant its role with etcd's root credentials: ${keys.map((k) => `etcdctl role grant-permission --prefix ${ADMIN_USER} readwrite ${k}`).join("; ")}` }, // prettier-ignore
+  );
 }
 
 export function serviceRows(vs: readonly ServiceView[]): string[][] {
