@@ -55,9 +55,11 @@ membrane-node-<name>. The node role reads membrane/ and writes only cluster/node
 cluster/podcidrs/<name>, cluster/status/<name>, cluster/identities/<name>/, cluster/ipcache/<name>/ and
 cluster/lb/gateways/<name>/ (its Gateways' own addresses). The admin role writes cluster/policies/,
 cluster/namespaces/, cluster/services/ and cluster/lb/services/, lb/slices/, lb/alloc/: Services and
-EndpointSlices are applied with it (membrane apply -f examples/services/loadbalancer.yaml --cluster-store ... --etcd-username
-${ADMIN_USER} --etcd-password-file ${ADMIN_USER}.password: allocated from the ranges the agents
-publish), never by a node.
+EndpointSlices are applied with it, never by a node, from the service ranges the agents publish:
+  $ membrane apply -f examples/services/loadbalancer.yaml --cluster-store etcd://10.0.0.5:2379 \\
+      --etcd-username ${ADMIN_USER} --etcd-password-file /root/membrane-etcd/${ADMIN_USER}.password
+Roles made by an older etcd-setup lack the cluster/lb/ grants: add them with etcdctl role
+grant-permission (the errors say which), as running etcd-setup again for a user sets a new password.
 
 Example:
   $ membrane cluster etcd-setup --cluster-store etcd://10.0.0.5:2379 --node n1 n2 --admin \\
