@@ -152,11 +152,15 @@ export class Staging {
     );
   }
 
-  /** The highest modRevision of a key under `prefix` (0: none); a scan, as the embedded store holds few keys. */
+  /**
+   * The highest modRevision of a key under `prefix` (0: none), as staged. A scan of the keys: the
+   * embedded store is one host's, and a prefix compare is rare (a Service's new address).
+   */
   private newestUnder(prefix: string): number {
     let newest = 0;
-    for (const k of new Set([...this.base.kvs.keys(), ...this.overlay.keys()]))
-      if (k.startsWith(prefix)) newest = Math.max(newest, this.get(k)?.modRevision ?? 0);
+    for (const [k, kv] of this.base.kvs)
+      if (k.startsWith(prefix) && !this.overlay.has(k)) newest = Math.max(newest, kv.modRevision);
+    for (const [k, kv] of this.overlay) if (kv !== null && k.startsWith(prefix)) newest = Math.max(newest, kv.modRevision); // prettier-ignore
     return newest;
   }
 

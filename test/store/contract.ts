@@ -188,6 +188,21 @@ export function storeContract(backend: string, open: StoreFactory): void {
         );
       }));
 
+    test("concurrent reservations of one address under two nodes' keys, each comparing the prefix: exactly one wins", () =>
+      withStore(open, async (s) => {
+        const since = (await s.list("gw/")).revision;
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            s.txn({
+              compare: [{ prefix: "gw/", unchangedSince: since }],
+              ops: [{ type: "put", key: `gw/n${i}/10.0.0.1`, value: `n${i}` }],
+            }),
+          ),
+        );
+        assert.equal(results.filter((r) => r.succeeded).length, 1);
+        assert.equal((await s.list("gw/")).kvs.length, 1);
+      }));
+
     test("concurrent create-if-absent txns on one key: exactly one wins", () =>
       withStore(open, async (s) => {
         const results = await Promise.all(
