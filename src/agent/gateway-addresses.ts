@@ -2,10 +2,13 @@
  * Each Gateway's own address, as Cilium gives it one: there each Gateway gets
  * a LoadBalancer Service whose address LB-IPAM assigns; here a Gateway of ours
  * that names no address in spec.addresses gets one address of each family of
- * the agent's LoadBalancer pool (--lb-pool), the same pool and the same
- * reservations as the Services' LoadBalancer addresses (lb/reservations.ts:
- * `lb/alloc/ip/<address>`, cluster-wide in cluster mode), so a Service never
- * gets a Gateway's address nor a Gateway a Service's.
+ * the agent's LoadBalancer pool (--lb-pool), the same pool as the Services'
+ * LoadBalancer addresses, reserved so that a Service never gets a Gateway's
+ * address nor a Gateway a Service's (lb/reservations.ts): on one host under the
+ * Services' own key `lb/alloc/ip/<address>`; in cluster mode under the node's
+ * own key `lb/gateways/<node>/<address>` (its etcd role writes only there), in a
+ * transaction that compares `lb/alloc/ip/<address>` absent and nothing under
+ * `lb/gateways/` written since the read, so two nodes never hold one address.
  *
  *   Gateways without an address --reserve (txn: key absent; lost: read again)--> held
  *     --> the gateway namespace holds them (ingress-netns.ts) --> pushed to the process
@@ -37,19 +40,24 @@
  * (served again); a lease etcd ended means they are gone: a new lease, and the Gateways reserve
  * anew like new ones.
  *
- * Least privilege (`membrane cluster etcd-setup`): a node's etcd role may not write the Services'
- * reservations (cluster/lb/), and granting it would let the node take or delete Services'
- * addresses. Such a node gets no address for its Gateways: the refusal is said in the error, the
- * agent's log and each Gateway's status (`refused`, AddressNotAssigned), naming what to do.
+ * Least privilege (`membrane cluster etcd-setup`): a node's role writes `lb/gateways/<node>/` and
+ * nothing else of lb/, so it can neither take nor delete a Service's or another node's reservation.
+ * A role made before it had that grant is refused: said in the error, the agent's log and each
+ * Gateway's status (`refused`, AddressNotAssigned), with the grant that fixes it.
+ *
+ * Upgrade: agents before this one reserved in cluster mode under `lb/alloc/ip/` (holder
+ * `gateway <node> ...`). load() moves this node's to its own keys in one transaction (the Gateway
+ * keeps its address). A role that may not delete them (auth turned on since) leaves them: the
+ * Gateway gets a new address and the log line gives the one command that frees the old one.
  */
 import type { Logger } from "pino";
-import { nodeUser } from "../cluster/etcd-setup.js";
+import { ADMIN_USER, deniedByRole, nodeUser } from "../cluster/etcd-setup.js";
 import { MembraneError } from "../errors.js";
 import { freeLoadBalancerIP, type LbPools } from "../lb/allocate.js";
-import { inUseOf, IP_KEY } from "../lb/reservations.js";
+import { GATEWAY_KEY, gatewayHolds, gatewayNodePrefix, inUseOf, IP_KEY } from "../lb/reservations.js";
 import type { IpFamily } from "../lb/types.js";
 import type { StoreLease } from "../store/etcd-lease.js";
-import type { Store, Unsubscribe } from "../store/store.js";
+import type { Store, TxnCompare, Unsubscribe } from "../store/store.js";
 
 /** Rounds of read-reserve before giving up (each lost only to another node's write). */
 const ATTEMPTS = 10;
@@ -107,6 +115,12 @@ export class GatewayAddresses {
     return c ? `gateway ${c.node} ${this.d.netns} ` : `gateway ${this.d.netns} `;
   }
 
+  /** Where this node's reservations live: its own prefix in cluster mode, the Services' keys on one host. */
+  private get ownPrefix(): string {
+    const c = this.d.cluster;
+    return c ? gatewayNodePrefix(c.node) : IP_KEY;
+  }
+
   /**
    * Cluster mode: the lease may have ended at etcd, or will within a keep-alive period (cut off
    * from etcd, or lost): nothing held may be served. Never on one host.
@@ -146,7 +160,7 @@ export class GatewayAddresses {
       this.lease = lease;
     }
     const lease = this.lease;
-    for (const kv of (await this.d.store.list(IP_KEY)).kvs) {
+    for (const kv of (await this.d.store.list(this.ownPrefix)).kvs) {
       if (!kv.value.startsWith(this.holderPrefix)) continue;
       if (lease) {
         const r = await this.d.store.txn({
@@ -155,10 +169,48 @@ export class GatewayAddresses {
         });
         if (!r.succeeded) continue;
       }
-      const gw = kv.value.slice(this.holderPrefix.length);
-      this.held.set(gw, [...(this.held.get(gw) ?? []), kv.key.slice(IP_KEY.length)]);
+      this.hold(kv.value.slice(this.holderPrefix.length), kv.key.slice(this.ownPrefix.length));
     }
+    if (lease && c) await this.moveOld(lease.id, c.node);
     this.loaded = true;
+  }
+
+  private hold(gw: string, ip: string): void {
+    this.held.set(gw, [...(this.held.get(gw) ?? []), ip]);
+  }
+
+  /**
+   * The upgrade (header): this node's reservations under `lb/alloc/ip/` by an older agent, each
+   * moved to `lb/gateways/<node>/` on the lease (or only deleted when the Gateway holds that family
+   * already), as read: one changed meanwhile is not ours. Refused (the role may not delete them):
+   * left, and said with the command that frees them.
+   */
+  private async moveOld(lease: string, node: string): Promise<void> {
+    for (const kv of (await this.d.store.list(IP_KEY)).kvs) {
+      if (!kv.value.startsWith(this.holderPrefix)) continue;
+      const gw = kv.value.slice(this.holderPrefix.length);
+      const ip = kv.key.slice(IP_KEY.length);
+      const to = this.ownPrefix + ip;
+      const has = (this.held.get(gw) ?? []).some((a) => a.includes(":") === ip.includes(":"));
+      const r = await this.d.store
+        .txn({
+          compare: [
+            { key: kv.key, modRevision: kv.modRevision },
+            ...(has ? [] : [{ key: to, modRevision: 0 }]),
+          ],
+          ops: [{ type: "delete", key: kv.key }, ...(has ? [] : [{ type: "put" as const, key: to, value: kv.value, lease }])], // prettier-ignore
+        })
+        .catch((e: unknown) => {
+          if (!deniedByRole(e)) throw e;
+          const key = `${this.d.cluster?.storePrefix ?? "membrane/"}cluster/${kv.key}`;
+          this.d.logger.error(
+            { gateway: gw, address: ip },
+            `cannot move gateway address ${ip}, reserved by an older agent under ${key}, to this node's keys: etcd role ${nodeUser(node)} may not delete it; the Gateway gets another address; free this one with: etcdctl --user ${ADMIN_USER} del ${key}`,
+          );
+          return undefined;
+        });
+      if (r?.succeeded && !has) this.hold(gw, ip);
+    }
   }
 
   /** etcd ended the lease: its reservations are gone, nothing held is ours any more (reserve() starts over). */
@@ -188,10 +240,10 @@ export class GatewayAddresses {
     if (this.waiting?.needs === needs && this.unwatch) return []; // the pool is as full as last read
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const { kvs, revision } = await this.d.store.list(IP_KEY);
-      const used = inUseOf(
-        [],
-        kvs.map((kv) => [kv.key, kv.value]),
-      );
+      // Cluster mode: every node's Gateways too, and a compare that fails if one reserved since.
+      const gws = this.d.cluster ? await this.d.store.list(GATEWAY_KEY) : undefined;
+      const used = inUseOf([], [...kvs.map((kv): [string, string] => [kv.key, kv.value]), ...gatewayHolds(gws?.kvs ?? [])]); // prettier-ignore
+      const unchanged: TxnCompare[] = gws ? [{ prefix: GATEWAY_KEY, unchangedSince: gws.revision }] : [];
       const puts: { key: string; gw: string; ip: string }[] = [];
       for (const gw of lacking) {
         const has = this.held.get(gw) ?? [];
@@ -200,7 +252,7 @@ export class GatewayAddresses {
           const ip = freeLoadBalancerIP(this.d.pool, f, used);
           if (ip === undefined) continue; // that family's pool is full: the Gateway goes without it
           (used.ips as Map<string, string>).set(ip, gw);
-          puts.push({ key: IP_KEY + ip, gw, ip });
+          puts.push({ key: this.ownPrefix + ip, gw, ip });
         }
       }
       if (puts.length === 0) {
@@ -210,7 +262,8 @@ export class GatewayAddresses {
       const lease = this.lease?.id;
       const r = await this.d.store
         .txn({
-          compare: puts.map((p) => ({ key: p.key, modRevision: 0 })),
+          // No Service holds it (on one host that key is the reservation itself), no Gateway since the read.
+          compare: [...puts.map((p) => ({ key: IP_KEY + p.ip, modRevision: 0 })), ...unchanged],
           ops: puts.map((p) => ({
             type: "put" as const,
             key: p.key,
@@ -235,25 +288,20 @@ export class GatewayAddresses {
    * prefix) becomes an error that names the prefix and what to do, kept for the status (`refused`).
    */
   private refusal(e: unknown, gateways: readonly string[]): unknown {
-    let denied = false;
-    for (let c: unknown = e; c instanceof Error && !denied; c = c.cause)
-      denied = /permission denied/i.test(c.message);
-    if (!denied) return e;
+    if (!deniedByRole(e)) return e;
     const role = this.d.cluster ? nodeUser(this.d.cluster.node) : "this node's";
     // The reservations' keys in etcd (cluster mode: resource-store.ts puts lb/ under cluster/).
-    const keys = `${this.d.cluster?.storePrefix ?? "membrane/"}cluster/${IP_KEY}`;
+    const keys = `${this.d.cluster?.storePrefix ?? "membrane/"}cluster/${this.ownPrefix}`;
     this.refusedBy =
       `the cluster store refused this node a LoadBalancer pool address: etcd role ${role} may not write ` +
-      `${keys} (the least-privilege roles of \`membrane cluster etcd-setup\` do not grant it); ` +
-      `name the node's gateway address in spec.addresses, or run the agent without --lb-pool`;
+      `${keys} (roles made by \`membrane cluster etcd-setup\` before it granted this node's gateway keys lack it); ` +
+      `grant it (the hint says how), name the node's gateway address in spec.addresses, or run the agent without --lb-pool`;
     return new MembraneError(
       "CLUSTER_UNAVAILABLE",
       `Cannot reserve an address of the LoadBalancer pool for Gateway(s) ${gateways.join(", ")}: ${this.refusedBy}`,
       {
         cause: e,
-        hint:
-          `or grant it (this also lets the node take and delete Services' addresses): etcdctl role ` +
-          `grant-permission --prefix ${role} readwrite ${keys}`,
+        hint: `with etcd's root credentials (the node's own keys only): etcdctl role grant-permission --prefix ${role} readwrite ${keys}`,
       },
     );
   }
@@ -266,9 +314,10 @@ export class GatewayAddresses {
     this.waiting = { needs, revision };
     if (this.unwatch) return; // watching since an earlier revision: every later change comes too
     this.unwatch = await this.d.store.watch(
-      IP_KEY,
+      "lb/", // the Services' reservations and (cluster mode) the Gateways'
       revision + 1,
       (ev) => {
+        if (!ev.key.startsWith(IP_KEY) && !ev.key.startsWith(GATEWAY_KEY)) return;
         if (this.waiting === undefined || ev.revision <= this.waiting.revision) return;
         this.waiting = undefined;
         this.changed?.();
@@ -291,7 +340,7 @@ export class GatewayAddresses {
     for (const [gw, ips] of gone) {
       for (const ip of ips) {
         // Only a reservation still ours: never delete what another holder has taken since.
-        const kv = await this.d.store.get(IP_KEY + ip);
+        const kv = await this.d.store.get(this.ownPrefix + ip);
         if (kv?.value === this.holderPrefix + gw)
           await this.d.store.txn({
             compare: [{ key: kv.key, modRevision: kv.modRevision }],

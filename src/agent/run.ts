@@ -31,6 +31,7 @@ import { startEncryption } from "../encryption/start.js";
 import type { EncryptionAgent } from "../encryption/mode.js";
 import { withEncryptionRoutes } from "../encryption/routes.js";
 import { AuthCluster, authRecordOf, DEFAULT_AUTH_PORT } from "../auth/cluster.js";
+import { DEFAULT_LB_CONFIG } from "../lb/types.js";
 
 export interface AgentOptions {
   readonly stateDir: string;
@@ -162,7 +163,9 @@ export async function startAgent(o: AgentOptions, logger?: Logger): Promise<Runn
   try {
     await agent.start();
     const authRecord = agent.spiffe?.auth ? authRecordOf(agent.spiffe.provider, o.spiffe?.authPort ?? DEFAULT_AUTH_PORT) : undefined; // prettier-ignore
-    await cluster?.start({ ...(wg ? { encryption: wg.record() } : {}), ...(authRecord ? { auth: authRecord } : {}) }); // prettier-ignore
+    // The node's service ranges in its record: what `membrane apply --cluster-store` allocates Services from.
+    const lb = { ...DEFAULT_LB_CONFIG, ...o.lb };
+    await cluster?.start({ ...(wg ? { encryption: wg.record() } : {}), ...(authRecord ? { auth: authRecord } : {}), lb }); // prettier-ignore
     // Cluster mode: publish this node's endpoints, learn the others' and route to their pod CIDRs.
     ipcache =
       cluster && o.cluster

@@ -5,9 +5,19 @@
  *   role membrane-node-<node>   read      membrane/                 (everything, as readers need)
  *                               readwrite membrane/cluster/nodes/<node>, podcidrs/<node>, status/<node>
  *                               readwrite membrane/cluster/identities/<node>/, ipcache/<node>/  (prefixes)
+ *                               readwrite membrane/cluster/lb/gateways/<node>/  (its Gateways' own addresses)
  *   role membrane-admin         read      membrane/
  *                               readwrite membrane/cluster/policies/, namespaces/, services/
+ *                               readwrite membrane/cluster/lb/services/, lb/slices/, lb/alloc/
+ *                                         (Services, EndpointSlices and their addresses and ports)
  *   user = role name (with TLS client certificates, the certificate's CN must be the user name)
+ *
+ * Services (LoadBalancer, NodePort, ClusterIP) are the cluster's, as Kubernetes' apiserver and
+ * Cilium's LB-IPAM allocate them: `membrane apply --cluster-store` with the admin's credentials
+ * writes them and reserves their addresses (cli/commands/apply-lb-cluster.ts); no node may, so a node can
+ * neither take nor delete a Service's address. A node reserves its Gateways' addresses under its
+ * own keys, unique against the Services' and other nodes' by the compares of its transaction
+ * (lb/reservations.ts).
  *
  * Run with etcd's root credentials; idempotent (existing roles and users are
  * completed, not duplicated). `enableAuth` creates the root user first when
@@ -15,10 +25,27 @@
  */
 import { Etcd3, Range } from "etcd3";
 import { MembraneError } from "../errors.js";
-import { CLUSTER_KEYS, identitiesPrefix, ipcachePrefix, nodeKey, podCidrKey, statusKey } from "./keys.js";
+import { ALLOC_KEY, gatewayNodePrefix } from "../lb/reservations.js";
+import {
+  CLUSTER,
+  CLUSTER_KEYS,
+  identitiesPrefix,
+  ipcachePrefix,
+  nodeKey,
+  podCidrKey,
+  statusKey,
+  validateNodeName,
+} from "./keys.js";
 
 export const nodeUser = (node: string): string => `membrane-node-${node}`;
 export const ADMIN_USER = "membrane-admin";
+
+/** An error caused by etcd's "permission denied": the user's role lacks a grant for what it wrote. */
+export function deniedByRole(e: unknown): boolean {
+  for (let c: unknown = e; c instanceof Error; c = c.cause)
+    if (/permission denied/i.test(c.message)) return true;
+  return false;
+}
 
 interface Grant {
   readonly permission: "Read" | "Write" | "Readwrite";
@@ -33,20 +60,27 @@ export function nodeGrants(node: string, prefix = "membrane/"): Grant[] {
       permission: "Readwrite",
       range: new Range(prefix + k),
     })),
-    ...[identitiesPrefix(node), ipcachePrefix(node)].map((p): Grant => ({
-      permission: "Readwrite",
-      range: Range.prefix(prefix + p),
-    })),
+    ...[identitiesPrefix(node), ipcachePrefix(node), CLUSTER + gatewayNodePrefix(validateNodeName(node))].map(
+      (p): Grant => ({
+        permission: "Readwrite",
+        range: Range.prefix(prefix + p),
+      }),
+    ),
   ];
 }
+
+/** The Services' keys (cluster mode: controllers/lb.ts, lb-reserve.ts under cluster/), the admin's alone. */
+const ADMIN_LB = ["lb/services/", "lb/slices/", ALLOC_KEY].map((k) => CLUSTER + k);
 
 export function adminGrants(prefix = "membrane/"): Grant[] {
   return [
     { permission: "Read", range: Range.prefix(prefix) },
-    ...[CLUSTER_KEYS.policies, CLUSTER_KEYS.namespaces, CLUSTER_KEYS.services].map((p): Grant => ({
-      permission: "Readwrite",
-      range: Range.prefix(prefix + p),
-    })),
+    ...[CLUSTER_KEYS.policies, CLUSTER_KEYS.namespaces, CLUSTER_KEYS.services, ...ADMIN_LB].map(
+      (p): Grant => ({
+        permission: "Readwrite",
+        range: Range.prefix(prefix + p),
+      }),
+    ),
   ];
 }
 

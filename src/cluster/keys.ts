@@ -13,10 +13,13 @@
  *   cluster/policies/...             PolicyRecordV2        persistent   written by `membrane apply` (admin role)
  *   cluster/namespaces/<name>        (namespaces.ts)       persistent   written by `membrane apply` (admin role)
  *   cluster/services/<ns>/<name>     (services.ts)         persistent   written by `membrane apply` (admin role)
+ *   cluster/lb/services/, lb/slices/ (lb/record.ts)        persistent   Services in the kernel, EndpointSlices (admin role)
+ *   cluster/lb/alloc/{ip,node-port}/ "namespace/name"      persistent   their addresses and ports (admin role, lb/reservations.ts)
+ *   cluster/lb/gateways/<node>/<ip>  "gateway <node> ..."  own lease    the node's Gateways' own addresses (300 s lease)
  *
  * Ownership and least privilege: a node writes only keys that carry its own
  * name (`nodes/<node>`, `podcidrs/<node>`, `identities/<node>/`,
- * `ipcache/<node>/`, `status/<node>`), and reads everything under `cluster/`.
+ * `ipcache/<node>/`, `status/<node>`, `lb/gateways/<node>/`), and reads everything under `cluster/`.
  * etcd roles can grant exactly that (a key, or a prefix ending in `/`), so a
  * node's credentials cannot overwrite another node's endpoints or claims.
  *
@@ -32,6 +35,7 @@
  * number or a CIDR away from a node that claimed it first.
  */
 import { MembraneError } from "../errors.js";
+import type { LbConfig } from "../lb/types.js";
 
 export const CLUSTER = "cluster/";
 
@@ -102,6 +106,11 @@ export interface NodeRecordV1 {
   readonly encryption?: NodeEncryptionV1;
   /** `--spiffe`: where this node's agent answers mutual-authentication handshakes, and its CA roots. */
   readonly auth?: NodeAuthV1;
+  /**
+   * The service ranges the agent runs with (--service-cidr, --lb-pool, --node-port-range): what
+   * `membrane apply --cluster-store` allocates Services from when not given them. Nodes ignore it.
+   */
+  readonly lb?: LbConfig;
 }
 
 /** A node's side of cross-node mutual authentication (src/auth/cluster.ts); nothing secret. */

@@ -17,14 +17,15 @@
  * for every node to realize it.
  */
 import { MembraneError } from "../errors.js";
-import type {
-  KeyValue,
-  Store,
-  TxnRequest,
-  TxnResult,
-  Unsubscribe,
-  WatchEvent,
-  WatchOptions,
+import {
+  compareKey,
+  type KeyValue,
+  type Store,
+  type TxnRequest,
+  type TxnResult,
+  type Unsubscribe,
+  type WatchEvent,
+  type WatchOptions,
 } from "../store/store.js";
 import { CLUSTER } from "./keys.js";
 
@@ -93,12 +94,14 @@ export class ClusterResourceStore implements Store {
   }
 
   async txn(req: TxnRequest): Promise<TxnResult> {
-    const keys = [...req.compare.map((c) => c.key), ...req.ops.map((o) => o.key)];
+    const keys = [...req.compare.map(compareKey), ...req.ops.map((o) => o.key)];
     const cluster = keys.filter(isClusterResourceKey).length;
     if (cluster === 0) return this.local.txn(req);
     if (cluster !== keys.length) throw mixed("run a transaction");
     const res = await this.kv.txn({
-      compare: req.compare.map((c) => ({ ...c, key: CLUSTER + c.key })),
+      compare: req.compare.map((c) =>
+        c.prefix !== undefined ? { ...c, prefix: CLUSTER + c.prefix } : { ...c, key: CLUSTER + c.key },
+      ),
       ops: req.ops.map((o) => ({ ...o, key: CLUSTER + o.key })),
     });
     if (res.succeeded) this.wrote(res.revision);

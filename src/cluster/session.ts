@@ -20,6 +20,7 @@ import type { NodeAuthV1, NodeEncryptionV1, NodeRecordV1, PodCidrClaimV1 } from 
 import { PodCidrAllocator, type PodCidrConfig } from "./podcidr.js";
 import { NodeRegistry } from "./registry.js";
 import { takeOverLeasedKeys } from "./takeover.js";
+import type { LbConfig } from "../lb/types.js";
 
 export interface ClusterOptions {
   /** Client URLs (http:// or https://), parsed from --cluster-store (options.ts). */
@@ -155,6 +156,7 @@ export class ClusterSession {
     bootId?: string;
     encryption?: NodeEncryptionV1;
     auth?: NodeAuthV1;
+    lb?: LbConfig;
   }): Promise<NodeRegistry> {
     const record: NodeRecordV1 = {
       v: 1,
@@ -169,6 +171,7 @@ export class ClusterSession {
       // --spiffe: in the first record already, so peers never see this node's roots go (a restart
       // would otherwise drop them from every bundle for a moment and cut the pairs they signed).
       ...(extra?.auth ? { auth: extra.auth } : {}),
+      ...(extra?.lb ? { lb: extra.lb } : {}),
     };
     const reg = new NodeRegistry(this.ctx, record);
     await reg.publish();

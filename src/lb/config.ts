@@ -14,24 +14,26 @@ export interface LbFlags {
   readonly nodePortRange?: string;
   /** The node's (or the cluster's) pod CIDRs, to refuse an overlap. */
   readonly podCidrs?: readonly string[];
+  /** What the flags are given for, in errors ("Cannot <doing>: ..."); default "start the agent". */
+  readonly doing?: string;
 }
 
-function usage(flag: string, why: string, hint: string): MembraneError {
-  return new MembraneError("CLI_USAGE", `Cannot start the agent: ${flag} ${why}`, {
+function usage(d: string, flag: string, why: string, hint: string): MembraneError {
+  return new MembraneError("CLI_USAGE", `Cannot ${d}: ${flag} ${why}`, {
     location: { path: flag },
     hint,
   });
 }
 
-function cidr(flag: string, text: string, example: string, v6 = false): Prefix {
+function cidr(d: string, flag: string, text: string, example: string, v6 = false): Prefix {
   const p = parsePrefix(text.trim());
   if (!p || (p.family !== 4 && !v6) || !text.includes("/"))
-    throw usage(flag, `"${text}" is not an IPv4${v6 ? " or IPv6" : ""} CIDR`, `Give ${v6 ? "a" : "an IPv4"} CIDR, e.g. ${flag} ${example}.`); // prettier-ignore
+    throw usage(d, flag, `"${text}" is not an IPv4${v6 ? " or IPv6" : ""} CIDR`, `Give ${v6 ? "a" : "an IPv4"} CIDR, e.g. ${flag} ${example}.`); // prettier-ignore
   const max = p.family === 4 ? 30 : 126;
   if (p.bits > max)
-    throw usage(flag, `${text} holds no address to allocate (/${p.bits})`, `Give a prefix of /${max} or shorter, e.g. ${flag} ${example}.`); // prettier-ignore
+    throw usage(d, flag, `${text} holds no address to allocate (/${p.bits})`, `Give a prefix of /${max} or shorter, e.g. ${flag} ${example}.`); // prettier-ignore
   if (prefixString(p) !== text.trim())
-    throw usage(flag, `${text} has host bits set`, `Did you mean ${flag} ${prefixString(p)}?`);
+    throw usage(d, flag, `${text} has host bits set`, `Did you mean ${flag} ${prefixString(p)}?`);
   return p;
 }
 
@@ -39,37 +41,38 @@ function cidr(flag: string, text: string, example: string, v6 = false): Prefix {
  * --service-cidr and --lb-pool: one CIDR, or one of each family (kube-apiserver's
  * --service-cluster-ip-range form).
  */
-function familyCidrs(flag: string, text: string, example: string): Prefix[] {
+function familyCidrs(d: string, flag: string, text: string, example: string): Prefix[] {
   const parts = text.split(",").map((t) => t.trim());
   if (parts.length > 2)
-    throw usage(flag, `"${text}" has more than two CIDRs`, `Give one, or one of each family, e.g. ${flag} ${example}.`); // prettier-ignore
-  const ps = parts.map((t) => cidr(flag, t, example, true));
+    throw usage(d, flag, `"${text}" has more than two CIDRs`, `Give one, or one of each family, e.g. ${flag} ${example}.`); // prettier-ignore
+  const ps = parts.map((t) => cidr(d, flag, t, example, true));
   if (ps.length === 2 && ps[0]?.family === ps[1]?.family)
-    throw usage(flag, `"${text}" has two CIDRs of one family`, `Give one of each family (dual-stack), e.g. ${flag} ${example}.`); // prettier-ignore
+    throw usage(d, flag, `"${text}" has two CIDRs of one family`, `Give one of each family (dual-stack), e.g. ${flag} ${example}.`); // prettier-ignore
   return ps;
 }
-const serviceCidrs = (text: string): Prefix[] => familyCidrs("--service-cidr", text, "10.96.0.0/16,fd00:96::/112"); // prettier-ignore
+const serviceCidrs = (d: string, text: string): Prefix[] => familyCidrs(d, "--service-cidr", text, "10.96.0.0/16,fd00:96::/112"); // prettier-ignore
 
 const overlap = (a: Prefix, b: Prefix): boolean => containsPrefix(a, b) || containsPrefix(b, a);
 
 export function parseLbFlags(f: LbFlags): LbConfig {
-  const svcs = serviceCidrs(f.serviceCidr ?? DEFAULT_LB_CONFIG.serviceCidr);
+  const d = f.doing ?? "start the agent";
+  const svcs = serviceCidrs(d, f.serviceCidr ?? DEFAULT_LB_CONFIG.serviceCidr);
   const [svc, second] = svcs as [Prefix, Prefix | undefined];
-  const pools = f.lbPool !== undefined ? familyCidrs("--lb-pool", f.lbPool, "192.0.2.0/24,2001:db8:5::/112") : []; // prettier-ignore
+  const pools = f.lbPool !== undefined ? familyCidrs(d, "--lb-pool", f.lbPool, "192.0.2.0/24,2001:db8:5::/112") : []; // prettier-ignore
   const [pool, pool2] = pools as [Prefix | undefined, Prefix | undefined];
   for (const s of svcs)
     for (const p of pools)
       if (overlap(s, p))
-        throw usage("--lb-pool", `${prefixString(p)} overlaps --service-cidr ${prefixString(s)}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
+        throw usage(d, "--lb-pool", `${prefixString(p)} overlaps --service-cidr ${prefixString(s)}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
   for (const pod of f.podCidrs ?? []) {
     const p = parsePrefix(pod);
     if (!p) continue;
     for (const s of svcs)
       if (overlap(s, p))
-        throw usage("--service-cidr", `${prefixString(s)} overlaps the pod CIDR ${pod}`, "Give services and pods separate ranges (e.g. --service-cidr 10.96.0.0/16)."); // prettier-ignore
+        throw usage(d, "--service-cidr", `${prefixString(s)} overlaps the pod CIDR ${pod}`, "Give services and pods separate ranges (e.g. --service-cidr 10.96.0.0/16)."); // prettier-ignore
     for (const q of pools)
       if (overlap(q, p))
-        throw usage("--lb-pool", `${prefixString(q)} overlaps the pod CIDR ${pod}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
+        throw usage(d, "--lb-pool", `${prefixString(q)} overlaps the pod CIDR ${pod}`, "Give LoadBalancer addresses a range of their own."); // prettier-ignore
   }
   let range = DEFAULT_LB_CONFIG.nodePortRange;
   if (f.nodePortRange !== undefined) {
@@ -77,7 +80,7 @@ export function parseLbFlags(f: LbFlags): LbConfig {
     const lo = Number(m?.[1]);
     const hi = Number(m?.[2]);
     if (!m || lo < 1 || hi > 65535 || lo > hi)
-      throw usage("--node-port-range", `"${f.nodePortRange}" is not a port range FIRST-LAST within 1-65535`, "Give it as Kubernetes does, e.g. --node-port-range 30000-32767."); // prettier-ignore
+      throw usage(d, "--node-port-range", `"${f.nodePortRange}" is not a port range FIRST-LAST within 1-65535`, "Give it as Kubernetes does, e.g. --node-port-range 30000-32767."); // prettier-ignore
     range = [lo, hi];
   }
   return {

@@ -177,9 +177,13 @@ export class EtcdStore implements Store {
       const r = await this.client.kv.txn({
         // modRevision 0 means "absent": compare the create revision, which is 0 only for a missing key.
         compare: req.compare.map((c) =>
-          c.modRevision === 0
-            ? { key: this.k(c.key), target: "Create", result: "Equal", create_revision: 0 }
-            : { key: this.k(c.key), target: "Mod", result: "Equal", mod_revision: c.modRevision },
+          c.prefix !== undefined
+            ? // Over a range etcd holds a compare when it holds for every key there (and, for a
+              // range without keys, for a key of revision 0): "modRevision < since + 1" for all.
+              { key: this.k(c.prefix), range_end: prefixEnd(this.k(c.prefix)), target: "Mod", result: "Less", mod_revision: c.unchangedSince + 1 } // prettier-ignore
+            : c.modRevision === 0
+              ? { key: this.k(c.key), target: "Create", result: "Equal", create_revision: 0 }
+              : { key: this.k(c.key), target: "Mod", result: "Equal", mod_revision: c.modRevision },
         ),
         success,
         failure: [],

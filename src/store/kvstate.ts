@@ -145,7 +145,23 @@ export class Staging {
   }
 
   holds(compare: readonly TxnCompare[]): boolean {
-    return compare.every((c) => (this.get(c.key)?.modRevision ?? 0) === c.modRevision);
+    return compare.every((c) =>
+      c.prefix === undefined
+        ? (this.get(c.key)?.modRevision ?? 0) === c.modRevision
+        : this.newestUnder(c.prefix) <= c.unchangedSince,
+    );
+  }
+
+  /**
+   * The highest modRevision of a key under `prefix` (0: none), as staged. A scan of the keys: the
+   * embedded store is one host's, and a prefix compare is rare (a Service's new address).
+   */
+  private newestUnder(prefix: string): number {
+    let newest = 0;
+    for (const [k, kv] of this.base.kvs)
+      if (k.startsWith(prefix) && !this.overlay.has(k)) newest = Math.max(newest, kv.modRevision);
+    for (const [k, kv] of this.overlay) if (kv !== null && k.startsWith(prefix)) newest = Math.max(newest, kv.modRevision); // prettier-ignore
+    return newest;
   }
 
   /** Stages ops as one revision; returns the change, or undefined if it changes nothing. */

@@ -35,11 +35,33 @@ export interface WatchEvent {
   readonly revision: number;
 }
 
+/** A compare of a transaction: on one key, or on every key under a prefix. */
+export type TxnCompare = KeyCompare | PrefixCompare;
+
 /** Holds when `key`'s modRevision equals `modRevision`; 0 means "the key does not exist". */
-export interface TxnCompare {
+export interface KeyCompare {
   readonly key: string;
   readonly modRevision: number;
+  readonly prefix?: undefined;
+  readonly unchangedSince?: undefined;
 }
+
+/**
+ * Holds when no key under `prefix` was written after revision `unchangedSince` (every key there
+ * has a modRevision <= it; a prefix without keys holds). With the revision a list() of the prefix
+ * was read at, it says "nobody added or changed a key there since I read it": what keeps a
+ * reservation unique against writers whose keys the caller may only read (etcd checks a compare
+ * against read permission only). A delete since does not fail it.
+ */
+export interface PrefixCompare {
+  readonly prefix: string;
+  readonly unchangedSince: number;
+  readonly key?: undefined;
+  readonly modRevision?: undefined;
+}
+
+/** The key, or the prefix, a compare looks at. */
+export const compareKey = (c: TxnCompare): string => (c.prefix !== undefined ? c.prefix : c.key);
 
 export type TxnOp =
   | {

@@ -3,7 +3,7 @@
  * things with the same words (etcd's own limits are the model).
  */
 import { MembraneError } from "../errors.js";
-import type { TxnRequest } from "./store.js";
+import { compareKey, type TxnRequest } from "./store.js";
 
 export function validateKey(key: string): void {
   if (typeof key !== "string" || key === "") {
@@ -29,5 +29,12 @@ export function validateTxn(req: TxnRequest): void {
     }
     seen.add(op.key);
   }
-  for (const c of req.compare) validateKey(c.key);
+  for (const c of req.compare) {
+    validateKey(compareKey(c));
+    if (c.prefix !== undefined && !(Number.isSafeInteger(c.unchangedSince) && c.unchangedSince >= 0))
+      throw new MembraneError(
+        "STORE_FAILED",
+        `Cannot run a store transaction: the compare on prefix ${JSON.stringify(c.prefix)} needs a revision (a whole number >= 0)`,
+      );
+  }
 }

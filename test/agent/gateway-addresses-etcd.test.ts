@@ -3,7 +3,8 @@
 // pool when that lease ends; a Gateway waiting for a full pool wakes on the change (a watch, no
 // reading meanwhile); a node cut off from etcd stops serving its addresses before etcd can give them
 // to another node, and does not get them back; a restart under the same name keeps them past the
-// old lease; nodes naming their gateway namespaces alike never take each other's reservations.
+// old lease; nodes naming their gateway namespaces alike never take each other's reservations. Each
+// node's reservations live under its own key, lb/gateways/<node>/<address>.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
@@ -18,7 +19,8 @@ const logger = pino({ level: "silent" });
 const PREFIX = "m17-gwaddr/";
 // A /30 has one address to give (lb/allocate.ts skips the network, the first host and the last).
 const POOL = { loadBalancerPool: "192.0.2.0/30" };
-const KEY = "lb/alloc/ip/192.0.2.2";
+/** A node's reservation of the pool's address (lb/reservations.ts: under the node's own prefix). */
+const key = (node: string): string => `lb/gateways/${node}/192.0.2.2`;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function node(store: EtcdStore, name: string, ttl: number, netns = `m17-${name}-gateway`): GatewayAddresses {
@@ -80,7 +82,7 @@ describe(
         await n1.stop(); // its agent is gone (kill -9): no keep-alive, nothing deleted by it
         await until("the waiting Gateway is woken by the end of n1's lease", () => woke > 0, 30_000);
         assert.deepEqual(await n2.reserve(["infra/b"]), ["192.0.2.2"]);
-        assert.equal((await store().get(KEY))?.value, "gateway n2 m17-n2-gateway infra/b");
+        assert.equal((await store().get(key("n2")))?.value, "gateway n2 m17-n2-gateway infra/b");
       } finally {
         await n1.stop();
         await n2.stop();
@@ -117,7 +119,7 @@ describe(
           return !n1.fenced;
         });
         assert.deepEqual(n1.assigned(["infra/a"]), { "infra/a": [] });
-        assert.equal((await store().get(KEY))?.value, "gateway n2 m17-n2-gateway infra/b");
+        assert.equal((await store().get(key("n2")))?.value, "gateway n2 m17-n2-gateway infra/b");
       } finally {
         await n1.stop();
         await n2.stop();
@@ -135,7 +137,7 @@ describe(
       try {
         await again.load();
         await sleep(5000); // past the first run's lease (2 s)
-        assert.equal((await store().get(KEY))?.value, "gateway n1 m17-n1-gateway infra/a");
+        assert.equal((await store().get(key("n1")))?.value, "gateway n1 m17-n1-gateway infra/a");
         assert.deepEqual(again.assigned(["infra/a"]), { "infra/a": ["192.0.2.2"] });
       } finally {
         await again.stop();
@@ -152,7 +154,7 @@ describe(
         await n1.load(); // a restart of n1: it reads what its own Gateways hold
         assert.deepEqual(n1.assigned(["infra/a"]), { "infra/a": [] });
         assert.deepEqual(await n1.release([]), []);
-        assert.equal((await store().get(KEY))?.value, "gateway n2 m17-gateway infra/a");
+        assert.equal((await store().get(key("n2")))?.value, "gateway n2 m17-gateway infra/a");
       } finally {
         await n1.stop();
         await n2.stop();

@@ -3,13 +3,19 @@
  * through a relay the test cuts, as a network partition of that node. Cut off for longer than
  * its reservations' lease allows, the node takes the address off its gateway namespace (and the
  * Gateway says AddressNotAssigned) before etcd can give it to another node; when etcd answers
- * again, the Gateway is served on an address of the pool again (gateway-addresses.ts).
+ * again, the Gateway is served on an address of the pool again (gateway-addresses.ts). Under the
+ * least-privilege roles the Gateway gets its address (under the node's own key), the node's record
+ * says its service ranges, and the node refuses a Service with the command that applies it as the
+ * cluster's admin; applied so, it gets the next address of those ranges and the node takes it.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { test } from "node:test";
 import { Etcd3 } from "etcd3";
 import { etcdSetup } from "../../src/cluster/etcd-setup.js";
+import { adminOnly } from "../../src/agent/api/lb-routes.js";
+import { applyLbToCluster } from "../../src/cli/commands/apply-lb-cluster.js";
+import { parseLbResources } from "../../src/lb/parse.js";
 import { MembraneError } from "../../src/errors.js";
 import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
@@ -19,6 +25,7 @@ import { CLASS, gatewayYaml } from "./fixtures.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
 const POOL = "198.18.9.0/30"; // one address to give: .2
+const POOL8 = "198.18.9.0/29"; // .2 to .6
 const GATEWAY =
   CLASS + gatewayYaml("web", ["{name: http, port: 80, protocol: HTTP}"], { namespace: "default" });
 
@@ -87,7 +94,7 @@ test(
 );
 
 test(
-  "least privilege (etcd auth on, the node's role of etcd-setup): the Gateway's status and the apply error name the refused permission and what to do",
+  "least privilege (etcd auth on, the roles of etcd-setup): the Gateway is served on a pool address held under the node's own key; a Service through the node is refused with the admin's command, and as the admin gets the next address, which the node takes",
   { skip },
   async () => {
     const etcd = await startEtcd();
@@ -96,46 +103,83 @@ test(
       const root = new Etcd3({ hosts: [etcd.endpoint] });
       try {
         await etcdSetup(root, {
-          nodes: [{ name: "m17-n2", password: "pw-n2" }],
+          nodes: [{ name: "e18-n2", password: "pw-n2" }],
+          admin: { password: "pw-adm" },
           enableAuth: { rootPassword: "pw-root" },
-          prefix: "m17-gwlp/",
+          prefix: "e18-gwlp/",
         });
       } finally {
         root.close();
       }
-      lab = await AgentLab.prepare("m17gp", {
+      lab = await AgentLab.prepare("e18gp", {
         podCidr4: "10.213.0.0/24",
         gateway: true,
-        lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: POOL, nodePortRange: [30000, 32767] },
+        lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: POOL8, nodePortRange: [30000, 32767] },
         cluster: {
           endpoints: [etcd.endpoint],
-          node: "m17-n2",
+          node: "e18-n2",
           nodeIp: {},
           labels: {},
-          auth: { username: "membrane-node-m17-n2", password: "pw-n2" },
+          auth: { username: "membrane-node-e18-n2", password: "pw-n2" },
           podCidrs: { configured: { ipv4: "10.213.0.0/24" } },
           leaseTtlSeconds: 4,
           tunnel: "native",
-          prefix: "m17-gwlp/",
+          prefix: "e18-gwlp/",
         },
       });
       await lab.startAgent();
       const agent = lab.agent;
-      const refusal = /etcd role membrane-node-m17-n2 may not write m17-gwlp\/cluster\/lb\/alloc\/ip\//;
-      const err = await agent.gateways?.apply(GATEWAY, "web.yaml").then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      await agent.gateways?.apply(GATEWAY, "web.yaml");
       const r = agent.gateways?.list(["Gateway"]).find((x) => x.name === "web");
-      const st = r?.status as { addresses?: unknown[]; conditions?: { type: string; status: string; reason: string; message: string }[] }; // prettier-ignore
+      const st = r?.status as { addresses?: { value: string }[]; conditions?: { type: string; status: string; reason: string }[] }; // prettier-ignore
       const p = st?.conditions?.find((c) => c.type === "Programmed");
-      assert.ok(err instanceof MembraneError, `refused, not ${String(err)}; ${JSON.stringify(st)}`);
-      assert.match(err.message, refusal);
-      assert.match(err.hint ?? "", /etcdctl role grant-permission --prefix membrane-node-m17-n2 readwrite m17-gwlp\/cluster\/lb\/alloc\/ip\//); // prettier-ignore
-      assert.equal(`${p?.status}/${p?.reason}`, "False/AddressNotAssigned");
-      assert.match(p?.message ?? "", refusal);
-      assert.match(p?.message ?? "", /spec\.addresses.*--lb-pool/);
-      assert.ok(!addresses(`${lab.prefix}-gateway`).includes("198.18.9.2"));
+      assert.equal(
+        `${st?.addresses?.map((a) => a.value).join(",")} ${p?.status}/${p?.reason}`,
+        "198.18.9.2 True/Programmed",
+      );
+      assert.ok(addresses(`${lab.prefix}-gateway`).includes("198.18.9.2"));
+      const kv = etcd.store({
+        prefix: "e18-gwlp/",
+        auth: { username: "membrane-node-e18-n2", password: "pw-n2" },
+      });
+      try {
+        assert.match(
+          (await kv.get("cluster/lb/gateways/e18-n2/198.18.9.2"))?.value ?? "",
+          /^gateway e18-n2 /,
+        );
+        const rec = JSON.parse((await kv.get("cluster/nodes/e18-n2"))?.value ?? "{}") as { lb?: { loadBalancerPool?: string } }; // prettier-ignore
+        assert.equal(rec.lb?.loadBalancerPool, POOL8, "the node publishes the ranges it allocates from");
+        const rev = await kv.revision();
+        const svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n"; // prettier-ignore
+        const err = await adminOnly(agent.lb.apply(svc, "svc.yaml")).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        assert.ok(err instanceof MembraneError, `refused, not ${String(err)}`);
+        assert.match(err.message, /lets no node write them.*nothing was changed/);
+        assert.match(err.hint ?? "", /membrane apply -f FILE --cluster-store \S+ --etcd-username membrane-admin --etcd-password-file/); // prettier-ignore
+        assert.equal(await kv.revision(), rev, "nothing written");
+        // As the admin (membrane apply --cluster-store), from the ranges the node publishes: the
+        // Gateway's address skipped; the node, reading with its own role, takes the Service.
+        const adm = etcd.store({
+          prefix: "e18-gwlp/",
+          auth: { username: "membrane-admin", password: "pw-adm" },
+        });
+        try {
+          await applyLbToCluster(adm, parseLbResources(svc, "svc.yaml"), "apply", {});
+        } finally {
+          await adm.close();
+        }
+        await until(
+          "the node takes the admin's Service",
+          () => agent.lb.list().some((v) => v.name === "web" && v.externalIP === "198.18.9.3"),
+          {
+            detail: () => JSON.stringify(agent.lb.list()),
+          },
+        );
+      } finally {
+        await kv.close();
+      }
     } finally {
       await lab?.destroy();
       await etcd.stop();

@@ -155,6 +155,54 @@ export function storeContract(backend: string, open: StoreFactory): void {
         assert.equal((await s.get("ip"))?.value, "pod-a");
       }));
 
+    test("txn compare on a prefix holds while nothing under it was written since the revision (empty prefix too; a delete does not fail it)", () =>
+      withStore(open, async (s) => {
+        const put = (key: string) => [{ type: "put" as const, key, value: "x" }];
+        const since = (await s.list("gw/")).revision;
+        const unchanged = [{ prefix: "gw/", unchangedSince: since }];
+        assert.equal(
+          (await s.txn({ compare: unchanged, ops: put("other") })).succeeded,
+          true,
+          "empty prefix",
+        );
+        await s.put("gwx", "not under gw/");
+        assert.equal(
+          (await s.txn({ compare: unchanged, ops: put("other2") })).succeeded,
+          true,
+          "gwx is not under gw/",
+        );
+        await s.put("gw/n2/10.0.0.1", "n2");
+        assert.equal((await s.txn({ compare: unchanged, ops: put("gw/n1/10.0.0.1") })).succeeded, false, "written since"); // prettier-ignore
+        assert.equal(await s.get("gw/n1/10.0.0.1"), undefined);
+        const read = (await s.list("gw/")).revision;
+        await s.delete("gw/n2/10.0.0.1");
+        assert.equal((await s.txn({ compare: [{ prefix: "gw/", unchangedSince: read }], ops: put("gw/n1/10.0.0.1") })).succeeded, true, "a delete since"); // prettier-ignore
+        // With a key compare in the same transaction: both must hold.
+        const now = (await s.list("gw/")).revision;
+        const both = { compare: [{ prefix: "gw/", unchangedSince: now }, { key: "ip/10.0.0.2", modRevision: 0 }], ops: put("gw/n1/10.0.0.2") }; // prettier-ignore
+        await s.put("ip/10.0.0.2", "svc");
+        assert.equal((await s.txn(both)).succeeded, false, "the key compare fails");
+        await assert.rejects(
+          s.txn({ compare: [{ prefix: "gw/", unchangedSince: -1 }], ops: put("y") }),
+          /compare on prefix "gw\/" needs a revision/,
+        );
+      }));
+
+    test("concurrent reservations of one address under two nodes' keys, each comparing the prefix: exactly one wins", () =>
+      withStore(open, async (s) => {
+        const since = (await s.list("gw/")).revision;
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            s.txn({
+              compare: [{ prefix: "gw/", unchangedSince: since }],
+              ops: [{ type: "put", key: `gw/n${i}/10.0.0.1`, value: `n${i}` }],
+            }),
+          ),
+        );
+        assert.equal(results.filter((r) => r.succeeded).length, 1);
+        assert.equal((await s.list("gw/")).kvs.length, 1);
+      }));
+
     test("concurrent create-if-absent txns on one key: exactly one wins", () =>
       withStore(open, async (s) => {
         const results = await Promise.all(

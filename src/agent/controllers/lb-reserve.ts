@@ -1,8 +1,9 @@
 /**
  * Services written with their reservations (lb/reservations.ts), atomically across the cluster:
  *
- *   read the store (lb/services/, lb/alloc/) ──allocate every Service of the file from it──▶
- *   txn( compare: each new reservation absent, each kept one and each record unchanged since read;
+ *   read the store (lb/services/, lb/alloc/, lb/gateways/) ──allocate every Service of the file from it──▶
+ *   txn( compare: each new reservation absent, each kept one and each record unchanged since read,
+ *                 nothing under lb/gateways/ written since read (when it takes a new address);
  *        ops: the records, the new reservations, the released ones deleted )
  *        ──a compare failed (another node wrote first)──▶ read again, allocate again (bounded)
  *
@@ -14,7 +15,15 @@ import type { Logger } from "pino";
 import { MembraneError } from "../../errors.js";
 import { allocate } from "../../lb/allocate.js";
 import { readServiceRecord } from "../../lb/record.js";
-import { ALLOC_KEY, inUseOf, markUsed, reservationKeys } from "../../lb/reservations.js";
+import {
+  ALLOC_KEY,
+  GATEWAY_KEY,
+  gatewayHolds,
+  inUseOf,
+  IP_KEY,
+  markUsed,
+  reservationKeys,
+} from "../../lb/reservations.js";
 import type { LbConfig, LbService } from "../../lb/types.js";
 import type { Store, TxnCompare, TxnOp } from "../../store/store.js";
 import { STORE_TXN_OPS } from "./identities.js";
@@ -37,6 +46,10 @@ interface Seen {
 interface View {
   readonly services: Map<string, Seen & { readonly svc: LbService }>;
   readonly alloc: Map<string, Seen>;
+  /** The Gateways' addresses (cluster mode, lb/reservations.ts) as `[lb/alloc/ip/<address>, holder]`. */
+  readonly gateways: [string, string][];
+  /** The revision lb/gateways/ was read at: a Gateway's reservation after it fails the transaction. */
+  readonly gatewaysRevision: number;
 }
 
 interface Plan {
@@ -62,7 +75,8 @@ async function readView(store: Store, logger: Logger): Promise<View> {
   }
   const alloc = new Map<string, Seen>();
   for (const kv of (await store.list(ALLOC_KEY)).kvs) alloc.set(kv.key, kv);
-  return { services, alloc };
+  const gw = await store.list(GATEWAY_KEY);
+  return { services, alloc, gateways: gatewayHolds(gw.kvs), gatewaysRevision: gw.revision };
 }
 
 /** The compares and ops that make the store hold `next` for `id` (undefined: delete). */
@@ -82,6 +96,9 @@ function plan(id: string, next: LbService | undefined, view: View): Plan {
       compare.push({ key: k, modRevision: held.modRevision });
       ops.push({ type: "delete", key: k });
     }
+  // A new address: no Gateway may have taken it since the read (their keys are apart, per node).
+  if (ops.some((op) => op.type === "put" && op.key.startsWith(IP_KEY)))
+    compare.push({ prefix: GATEWAY_KEY, unchangedSince: view.gatewaysRevision });
   const value = next && JSON.stringify(next);
   if (value !== prev?.value)
     ops.push(value === undefined ? { type: "delete", key } : { type: "put", key, value });
@@ -125,7 +142,7 @@ export async function writeServices(w: WriteServices): Promise<Map<string, Servi
   try {
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       const view = await readView(w.store, w.logger);
-      const used = inUseOf([...view.services.values()].map((v) => v.svc), [...view.alloc].map(([k, v]) => [k, v.value])); // prettier-ignore
+      const used = inUseOf([...view.services.values()].map((v) => v.svc), [...[...view.alloc].map(([k, v]): [string, string] => [k, v.value]), ...view.gateways]); // prettier-ignore
       const plans: Plan[] = [];
       for (const s of w.services) {
         const id = `${s.namespace}/${s.name}`;
@@ -137,7 +154,7 @@ export async function writeServices(w: WriteServices): Promise<Map<string, Servi
       let lost = false;
       for (const c of chunks(plans)) {
         const ops = c.flatMap((p) => p.ops);
-        const compare = c.flatMap((p) => p.compare);
+        const compare = c.flatMap((p) => p.compare).filter((x, i, all) => x.prefix === undefined || all.findIndex((y) => y.prefix === x.prefix) === i); // prettier-ignore
         if (ops.length > 0 && !(await w.store.txn({ compare, ops })).succeeded) {
           lost = true; // another node wrote one of these keys since the read: read again
           break;

@@ -9,6 +9,7 @@ import { fileFamily } from "./file-family.js";
 import { impactOptions, showImpact, type ImpactFlags } from "./apply-impact.js";
 import { applyGateway } from "./gateway-cli.js";
 import { applyLb } from "./apply-lb.js";
+import { givenLbFlag, type LbAllocFlags } from "./apply-lb-cluster.js";
 import type { CliContext } from "../context.js";
 import { client, outputOption, readInput, show, socketOption, type ViewFormat } from "../agent-client.js";
 import {
@@ -43,7 +44,7 @@ function report(ctx: CliContext, format: ViewFormat, r: ApplyReport): void {
   );
 }
 
-interface ClusterFlags extends ClusterStoreOptions {
+interface ClusterFlags extends ClusterStoreOptions, LbAllocFlags {
   wait?: boolean;
   timeout: string;
 }
@@ -60,8 +61,30 @@ function clusterOptions(c: Command): Command {
     .option("--etcd-key <file>", "with --cluster-store: client key")
     .option("--etcd-username <user>", "with --cluster-store: etcd user (e.g. membrane-admin)")
     .option("--etcd-password-file <file>", "with --cluster-store: file holding that user's password")
+    .option(
+      "--service-cidr <cidrs>",
+      "with --cluster-store, for Services: ClusterIPs from here (default: the ranges the live agents publish)",
+    )
+    .option(
+      "--lb-pool <cidrs>",
+      "with --cluster-store, for Services: LoadBalancer addresses from here (default: as the agents' --lb-pool)",
+    )
+    .option(
+      "--node-port-range <first-last>",
+      "with --cluster-store, for Services: NodePorts from here (default: as the agents' --node-port-range)",
+    )
     .option("--wait", "cluster mode: return once every live node has enforced the change")
     .option("--timeout <duration>", "with --wait: how long to wait (e.g. 30s, 2m)", "30s");
+}
+
+/** The Services' ranges with another file are refused, not ignored. */
+function servicesOnly(o: LbAllocFlags, family: ReturnType<typeof fileFamily>): void {
+  const given = givenLbFlag(o);
+  if (given !== undefined && family !== "lb")
+    throw new MembraneError(
+      "CLI_USAGE",
+      `Cannot use ${given} with this file: it gives the ranges of Services (v1 Service and EndpointSlice files)`,
+    );
 }
 
 /** Sends the policies to the cluster's etcd or to the agent; with --wait, waits for every node. */
@@ -104,12 +127,13 @@ export function applyCommand(ctx: CliContext): Command {
   for (const opt of impactOptions()) cmd.addOption(opt);
   cmd.addHelpText(
     "after",
-    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n  $ membrane apply -f examples/services/clusterip.yaml\n",
+    "\nExamples:\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml\n  $ membrane apply --dry-run --impact -f examples/policies/sw-l3-l4.yaml --since 1h   # what would it break?\n  $ cat examples/policies/sw-l7.yaml | membrane apply -f -\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --wait --timeout 30s\n  $ membrane apply -f examples/policies/sw-l3-l4.yaml --cluster-store etcd://10.0.0.5:2379 --wait\n  $ membrane apply -f examples/services/clusterip.yaml\n  $ membrane apply -f examples/services/loadbalancer.yaml --cluster-store etcd://10.0.0.5:2379 --etcd-username membrane-admin --etcd-password-file membrane-admin.password\n",
   );
   return clusterOptions(cmd).action(
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       const family = fileFamily(text, name);
+      servicesOnly(o, family);
       if (family === "tracing") return applyTracing(ctx, o, text, name, "POST");
       if (family === "gateway") return applyGateway(ctx, o, text, name, "POST");
       if (family === "lb") return applyLb(ctx, o, text, name, "POST"); // Service, EndpointSlice
@@ -137,6 +161,7 @@ export function deleteCommand(ctx: CliContext): Command {
     async (o: ClusterFlags & ImpactFlags & { filename: string; dryRun?: boolean }) => {
       const { text, name } = readInput(o.filename);
       const family = fileFamily(text, name);
+      servicesOnly(o, family);
       if (family === "tracing") return applyTracing(ctx, o, text, name, "DELETE");
       if (family === "gateway") return applyGateway(ctx, o, text, name, "DELETE");
       if (family === "lb") return applyLb(ctx, o, text, name, "DELETE");

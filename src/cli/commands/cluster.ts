@@ -30,7 +30,10 @@ export function clusterCommand(ctx: CliContext): Command {
       )
       .requiredOption("--cluster-store <urls>", "etcd client URLs (etcd://HOST:PORT[,...])")
       .option("--node <name...>", "create role and user membrane-node-<name> for these nodes")
-      .option("--admin", `create role and user ${ADMIN_USER} (writes policies, namespaces, services)`)
+      .option(
+        "--admin",
+        `create role and user ${ADMIN_USER} (writes policies, namespaces, Services with their addresses, EndpointSlices)`,
+      )
       .requiredOption(
         "--out-dir <dir>",
         "write each new user's generated password to <dir>/<user>.password (mode 0600)",
@@ -49,7 +52,14 @@ export function clusterCommand(ctx: CliContext): Command {
         `
 With TLS client certificates (etcd --client-cert-auth), a node's certificate CN must be its user name,
 membrane-node-<name>. The node role reads membrane/ and writes only cluster/nodes/<name>,
-cluster/podcidrs/<name>, cluster/status/<name>, cluster/identities/<name>/ and cluster/ipcache/<name>/.
+cluster/podcidrs/<name>, cluster/status/<name>, cluster/identities/<name>/, cluster/ipcache/<name>/ and
+cluster/lb/gateways/<name>/ (its Gateways' own addresses). The admin role writes cluster/policies/,
+cluster/namespaces/, cluster/services/ and cluster/lb/services/, lb/slices/, lb/alloc/: Services and
+EndpointSlices are applied with it, never by a node, from the service ranges the agents publish:
+  $ membrane apply -f examples/services/loadbalancer.yaml --cluster-store etcd://10.0.0.5:2379 \\
+      --etcd-username ${ADMIN_USER} --etcd-password-file /root/membrane-etcd/${ADMIN_USER}.password
+Roles made by an older etcd-setup lack the cluster/lb/ grants: add them with etcdctl role
+grant-permission (the errors say which), as running etcd-setup again for a user sets a new password.
 
 Example:
   $ membrane cluster etcd-setup --cluster-store etcd://10.0.0.5:2379 --node n1 n2 --admin \\
