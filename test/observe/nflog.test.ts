@@ -9,13 +9,14 @@ import { after, before, describe, test } from "node:test";
 import { FlowEnricher } from "../../src/observe/enrich.js";
 import { NflogReader, readNflogInNetns, type NflogEvent } from "../../src/observe/nflog.js";
 import { LOOKUP } from "./fixtures.js";
+import { rootWith } from "../support/skip.js";
 
 function skipReason(): string | undefined {
-  if (process.getuid?.() !== 0) return "needs root (network namespaces, nftables, NFLOG)";
-  for (const bin of ["ip", "nft", "ping"])
-    if (spawnSync("sh", ["-c", `command -v ${bin}`]).status !== 0)
-      return `needs ${bin} (apt-get install nftables iproute2 iputils-ping)`;
-  return undefined;
+  return rootWith(
+    "network namespaces, nftables, NFLOG",
+    ["ip", "nft", "ping"],
+    "nftables iproute2 iputils-ping",
+  );
 }
 
 const skip = skipReason();

@@ -22,13 +22,10 @@ import { describe, test } from "node:test";
 import type { OriginalDst } from "../../src/proxy/conntrack/client.js";
 import type { NodeReport, Seen } from "./fixtures/conntrack-node.js";
 import type { Dialled, Target } from "./fixtures/conntrack-client.js";
+import { rootWith } from "../support/skip.js";
 
 function skipReason(): string | undefined {
-  if (process.getuid?.() !== 0) return "needs root (network namespaces, nftables, ctnetlink)";
-  for (const bin of ["ip", "nft"])
-    if (spawnSync("sh", ["-c", `command -v ${bin}`]).status !== 0)
-      return `needs ${bin} (apt-get install nftables iproute2)`;
-  return undefined;
+  return rootWith("network namespaces, nftables, ctnetlink", ["ip", "nft"], "nftables iproute2");
 }
 
 const skip = skipReason();

@@ -19,13 +19,10 @@ import { CT_REDIRECT_DNS } from "../../src/abi/marks.js";
 import { DNS_ID_BASE, dnsIdRules, natRules, NAT_OUT_BASE } from "../../src/datapath/compile-nat.js";
 import type { ProxyTarget } from "../../src/datapath/types.js";
 import type { DnsCtAddresses, DnsCtReport } from "./fixtures/dns-ct-node.js";
+import { rootWith } from "../support/skip.js";
 
 function skipReason(): string | undefined {
-  if (process.getuid?.() !== 0) return "needs root (network namespaces, nftables, ctnetlink)";
-  for (const bin of ["ip", "nft"])
-    if (spawnSync("sh", ["-c", `command -v ${bin}`]).status !== 0)
-      return `needs ${bin} (apt-get install nftables iproute2)`;
-  return undefined;
+  return rootWith("network namespaces, nftables, ctnetlink", ["ip", "nft"], "nftables iproute2");
 }
 
 const skip = skipReason();

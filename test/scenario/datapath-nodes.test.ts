@@ -15,15 +15,12 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { DatapathScenarioResult } from "../../src/scenario/datapath.js";
 import { skipWithoutEtcd } from "../../src/lab/etcd.js";
+import { rootWith } from "../support/skip.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 function skipReason(): string | false {
-  if (process.getuid?.() !== 0) return "needs root (network namespaces, nftables)";
-  for (const bin of ["ip", "nft", "ping"]) {
-    if (spawnSync("sh", ["-c", `command -v ${bin}`]).status !== 0) return `needs ${bin}`;
-  }
-  return skipWithoutEtcd();
+  return rootWith("network namespaces, nftables", ["ip", "nft", "ping"]) ?? skipWithoutEtcd();
 }
 const skip = skipReason();
 

@@ -11,15 +11,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { rootWith } from "../support/skip.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
 function skipReason(): string | undefined {
-  if (process.getuid?.() !== 0) return "needs root (network namespaces, nftables)";
-  for (const bin of ["ip", "nft", "ping"]) {
-    if (spawnSync("sh", ["-c", `command -v ${bin}`]).status !== 0) return `needs ${bin}`;
-  }
-  return undefined;
+  return rootWith("network namespaces, nftables", ["ip", "nft", "ping"]);
 }
 const skip = skipReason();
 
