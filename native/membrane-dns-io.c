@@ -108,22 +108,7 @@ static napi_value open_socket(napi_env env, napi_callback_info info, int connect
     free(w);
     return num(env, r);
   }
-  w->poll.data = w;
-  w->env = env;
-  w->fd = fd;
-  w->owners = 2;
-  napi_value resource, name, ext;
-  napi_create_object(env, &resource);
-  napi_create_string_utf8(env, "membrane.dns-io", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[2], 1, &w->callback) != napi_ok ||
-      napi_async_init(env, resource, name, &w->context) != napi_ok ||
-      napi_create_external(env, w, finalize, NULL, &ext) != napi_ok) {
-    w->owners = 1; /* no external: only the poll handle owns it */
-    if (w->callback != NULL) napi_delete_reference(env, w->callback);
-    shut_io(w);
-    return usage(env, "out of memory");
-  }
-  return ext;
+  return watch_external(env, w, fd, argv[2], "membrane.dns-io", "out of memory");
 }
 
 static napi_value op_bind(napi_env env, napi_callback_info info) { return open_socket(env, info, 0); }

@@ -102,4 +102,28 @@ static watch_t *handle_of(napi_env env, napi_value v) {
   return (watch_t *)p;
 }
 
+/* A watch whose poll was just initialised on `fd`, handed to JavaScript: owned by the poll and the
+ * returned external together, `callback` referenced, its async context named `resource`. If any
+ * of that fails the watch is shut (poll and fd closed, memory freed by the poll's close) and a
+ * usage error `oom` thrown: NULL returned. Both add-ons open their watches this one way. */
+static napi_value watch_external(napi_env env, watch_t *w, int fd, napi_value callback,
+                                 const char *resource, const char *oom) {
+  w->poll.data = w;
+  w->env = env;
+  w->fd = fd;
+  w->owners = 2;
+  napi_value res, name, ext;
+  napi_create_object(env, &res);
+  napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, callback, 1, &w->callback) != napi_ok ||
+      napi_async_init(env, res, name, &w->context) != napi_ok ||
+      napi_create_external(env, w, finalize, NULL, &ext) != napi_ok) {
+    w->owners = 1; /* no external: only the poll handle owns it */
+    if (w->callback != NULL) napi_delete_reference(env, w->callback);
+    shut_io(w);
+    return usage(env, oom);
+  }
+  return ext;
+}
+
 #endif

@@ -208,22 +208,7 @@ static napi_value op_open(napi_env env, napi_callback_info info) {
     return num(env, r);
   }
   pw->turn = turn;
-  w->poll.data = w;
-  w->env = env;
-  w->fd = dup_fd;
-  w->owners = 2;
-  napi_value resource, name, ext;
-  napi_create_object(env, &resource);
-  napi_create_string_utf8(env, "membrane.proxy-io", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[1], 1, &w->callback) != napi_ok ||
-      napi_async_init(env, resource, name, &w->context) != napi_ok ||
-      napi_create_external(env, w, finalize, NULL, &ext) != napi_ok) {
-    w->owners = 1; /* no external: only the poll handle owns it */
-    if (w->callback != NULL) napi_delete_reference(env, w->callback);
-    shut_io(w);
-    return usage(env, "open: out of memory");
-  }
-  return ext;
+  return watch_external(env, w, dup_fd, argv[1], "membrane.proxy-io", "open: out of memory");
 }
 
 static napi_value op_interest(napi_env env, napi_callback_info info) {
