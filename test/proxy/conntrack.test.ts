@@ -19,7 +19,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, test } from "node:test";
-import type { OriginalDst } from "../../src/proxy/conntrack/client.js";
+import { MAX_SEND_BATCH, type OriginalDst } from "../../src/proxy/conntrack/client.js";
 import type { NodeReport, Seen } from "./fixtures/conntrack-node.js";
 import type { Dialled, Target } from "./fixtures/conntrack-client.js";
 import { rootWith } from "../support/skip.js";
@@ -226,6 +226,31 @@ describe("ConntrackClient against the kernel's conntrack (root)", { skip: skip ?
         () => {
           assert.equal(report.concurrent.lookups, 25 * dialled.length);
           assert.deepEqual(report.concurrent.mismatches, []);
+        },
+      );
+      await t.test(
+        "600 lookups and 600 of tuples without an entry, all at once, room for 1024: sent in sendmsg batches of at most MAX_SEND_BATCH, each answered for its own connection, the others undefined",
+        () => {
+          const { lookups, mismatches, stats, unknownAnswers } = report.batched;
+          assert.equal(lookups, 50 * dialled.length);
+          assert.deepEqual(mismatches, []);
+          assert.deepEqual(unknownAnswers, ["null"]);
+          // The open() probe went alone; every other batch holds many requests, none more than the bound.
+          assert.equal(stats.requests, 1 + 2 * lookups);
+          assert.equal(stats.largestBatch, MAX_SEND_BATCH);
+          assert.ok(MAX_SEND_BATCH <= 256, "the bound stays well under the kernel's 1024 iovecs");
+          // Batched while waiting for room too (a sendmsg per request would be 1201).
+          assert.ok(stats.sendmsgs * 8 < stats.requests, JSON.stringify(stats));
+        },
+      );
+      await t.test(
+        "without CAP_NET_ADMIN every lookup of a batch fails with EPERM, not only the first the kernel answers",
+        () => {
+          const q = "CONNTRACK_FAILED: Cannot look up the original destination of tcp";
+          assert.deepEqual(
+            report.unprivileged,
+            [1, 2, 3, 4, 5].map((p) => `${q} 10.77.0.2:${p} -> 10.77.0.1:15001: the kernel answered EPERM`),
+          );
         },
       );
       await t.test("bad arguments and a closed client reject with CONNTRACK_FAILED", () => {

@@ -105,6 +105,18 @@ function run(markRule: boolean, family: Family): DnsCtReport {
 const NOERROR = 0;
 const REFUSED = 5;
 
+/**
+ * The fresh sockets (a new conntrack entry each, so a broker lookup each, batched on the way to the
+ * broker and to the kernel): each answered by the server it was sent to, the ones sent to the proxy
+ * itself refused, none mixed up; and no answer came from a cache.
+ */
+const FRESH = 48; // fixtures/dns-ct-node.ts FRESH (not imported: the fixture runs when loaded)
+function assertFresh(r: DnsCtReport): void {
+  assert.deepEqual(r.fresh.wrong, []);
+  assert.equal(r.fresh.sent, FRESH);
+  assert.equal(r.fresh.lookups, FRESH);
+}
+
 describe("the DNS proxy's conntrack answers, tied to the datagram's ct id", { skip }, () => {
   for (const family of [4, 6] as const) {
     test(`IPv${family}, with the mark rule: a repeat from the same socket skips the broker; after the entry is replaced, the new server's rules judge and it answers`, () => {
@@ -126,6 +138,7 @@ describe("the DNS proxy's conntrack answers, tied to the datagram's ct id", { sk
       assert.deepEqual([b.rcode, b.address, b.lookups, b.hits], [NOERROR, "10.0.0.54", 2, 2]);
       // Sent to the proxy itself (no redirect): the identity the output hook left in the mark is cleared.
       assert.equal(direct.mark, 0);
+      assertFresh(r);
     });
 
     test(`IPv${family}, without the mark rule: no datagram carries an id (the identity in the mark never matches one), and every query asks the broker`, () => {
@@ -140,6 +153,7 @@ describe("the DNS proxy's conntrack answers, tied to the datagram's ct id", { sk
           [REFUSED, "-", 5, 0, 1],
         ],
       );
+      assertFresh(r);
     });
   }
 });

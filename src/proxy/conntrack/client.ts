@@ -21,13 +21,22 @@
  * One netlink socket serves any number of concurrent lookups, matched by the
  * netlink sequence number; at most `maxInFlight` are on the wire at once (the
  * kernel drops replies that overflow our receive buffer) and each gives up
- * after `timeoutMs`. The socket lives in the namespace of the process that
- * opened it; ctnetlink needs CAP_NET_ADMIN there.
+ * after `timeoutMs` (one timer for all: deadlines.ts). The socket lives in the
+ * namespace of the process that opened it; ctnetlink needs CAP_NET_ADMIN there.
+ *
+ * The lookups of one turn (the conntrack broker's: one message from the proxy
+ * with the datagrams of one recvmmsg) leave in one sendmsg, their GET requests
+ * side by side (at most MAX_SEND_BATCH). The kernel runs each in turn
+ * (nfnetlink_rcv -> netlink_rcv_skb) and answers each on its own, matched by
+ * seq as before: one syscall and one completion callback per batch, not per
+ * lookup. One thing is per batch in the kernel: the CAP_NET_ADMIN check, whose
+ * EPERM answers only the first message, so an EPERM fails the whole batch.
  */
 import { constants as osConstants } from "node:os";
 import { RawNetlinkSocket, type ErrnoException, type MessageInfo } from "netlink";
 import { MembraneError } from "../../errors.js";
 import { addressBytes } from "../../abi/ctnetlink-address.js";
+import { TimeoutQueue, type Deadline } from "../deadlines.js";
 import { buildGetRequest, IPPROTO_TCP, IPPROTO_UDP, NETLINK_NETFILTER, parseReplies } from "./message.js";
 
 export interface ConntrackClientOptions {
@@ -53,16 +62,27 @@ export interface OriginalDst {
   ctId?: number;
 }
 
+/** Room for one answer from the kernel (see open). */
+const ANSWER_BUFFER_BYTES = 8192;
+
+/** The most GET requests one sendmsg carries (an iovec each; the kernel allows 1024). */
+export const MAX_SEND_BATCH = 256;
+
 interface Lookup {
   readonly seq: number;
   readonly proto: number;
   readonly message: Buffer;
-  readonly what: string;
+  /** What was asked, for an error's message: built only when one is thrown. */
+  readonly ask: readonly [proto: "tcp" | "udp", local: SocketAddress, remote: SocketAddress];
   readonly resolve: (v: OriginalDst | undefined) => void;
   readonly reject: (e: MembraneError) => void;
-  timer: NodeJS.Timeout | undefined;
-  sent: boolean;
+  deadline: Deadline | undefined;
+  /** The lookups that went out in the same sendmsg as this one (itself included); undefined: still queued. */
+  batch: Lookup[] | undefined;
 }
+
+const what = (proto: string, local: SocketAddress, remote: SocketAddress): string =>
+  `the original destination of ${proto} ${hostPort(remote)} -> ${hostPort(local)}`;
 
 const ENOENT = 2;
 const EPERM = 1;
@@ -95,12 +115,16 @@ function argumentProblem(local: SocketAddress, remote: SocketAddress): string | 
 }
 
 export class ConntrackClient {
+  /** Requests sent, the sendmsg calls that carried them, the most one carried (tests, diagnostics). */
+  readonly stats = { requests: 0, sendmsgs: 0, largestBatch: 0 };
   private readonly sock: RawNetlinkSocket;
   private readonly timeoutMs: number;
   private readonly maxInFlight: number;
   private readonly pending = new Map<number, Lookup>();
   private readonly queue: Lookup[] = [];
+  private readonly deadlines: TimeoutQueue;
   private inFlight = 0;
+  private flushQueued = false;
   private seq: number;
   /** Set when the socket is gone: why every later lookup fails. */
   private dead: string | undefined;
@@ -109,6 +133,7 @@ export class ConntrackClient {
     this.sock = p.sock;
     this.timeoutMs = p.timeoutMs;
     this.maxInFlight = p.maxInFlight;
+    this.deadlines = new TimeoutQueue(p.timeoutMs);
     this.seq = (Math.random() * 0xffffffff) >>> 0;
     this.sock.on("message", (msg, info) => this.onMessage(msg, info));
     this.sock.on("truncatedMessage", (msg, info) => this.onMessage(msg, info));
@@ -126,6 +151,11 @@ export class ConntrackClient {
       sock = new RawNetlinkSocket(NETLINK_NETFILTER, {
         recvBufferSize: opts.recvBufferBytes ?? 1 << 20,
         sendBufferSize: 1 << 18,
+        // One recvmsg per answer instead of a peek for its size and then the read. A GET's answer
+        // is built in an skb of NLMSG_DEFAULT_SIZE (under a page: ctnetlink_get_conntrack), so it
+        // always fits; one that did not would come truncated and fail its lookup (parseReplies).
+        messagePeeking: false,
+        msgBufferSize: ANSWER_BUFFER_BYTES,
       });
     } catch (e) {
       throw new MembraneError("CONNTRACK_FAILED", `Cannot open a ctnetlink socket: ${(e as Error).message}`, {
@@ -133,7 +163,7 @@ export class ConntrackClient {
         hint: "Membrane needs a Linux kernel with nf_conntrack_netlink and the netlink npm package's prebuilt binding",
       });
     }
-    // The socket alone never keeps the process alive; pending lookups do (their timers).
+    // The socket alone never keeps the process alive; pending lookups do (it is ref'd while any are).
     sock.unref();
     const client = new ConntrackClient({
       sock,
@@ -159,16 +189,17 @@ export class ConntrackClient {
     local: SocketAddress,
     remote: SocketAddress,
   ): Promise<OriginalDst | undefined> {
-    const what = `the original destination of ${proto} ${hostPort(remote)} -> ${hostPort(local)}`;
     if (this.dead !== undefined)
       return Promise.reject(
-        new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what}: ${this.dead}`, {
+        new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what(proto, local, remote)}: ${this.dead}`, {
           hint: "open a new ConntrackClient",
         }),
       );
     const bad = argumentProblem(local, remote);
     if (bad !== undefined)
-      return Promise.reject(new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what}: ${bad}`));
+      return Promise.reject(
+        new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what(proto, local, remote)}: ${bad}`),
+      );
     const seq = this.nextSeq();
     const protoNum = proto === "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
     const req = buildGetRequest(seq, {
@@ -179,25 +210,27 @@ export class ConntrackClient {
       dstPort: remote.port,
     });
     if (!req.ok)
-      return Promise.reject(new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what}: ${req.reason}`));
+      return Promise.reject(
+        new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what(proto, local, remote)}: ${req.reason}`),
+      );
     return new Promise((resolve, reject) => {
       const l: Lookup = {
         seq,
         proto: protoNum,
         message: req.message,
-        what,
+        ask: [proto, local, remote],
         resolve,
         reject,
-        timer: undefined,
-        sent: false,
+        deadline: undefined,
+        batch: undefined,
       };
-      l.timer = setTimeout(
-        () => this.fail(l, `the kernel did not answer within ${this.timeoutMs} ms`),
-        this.timeoutMs,
+      l.deadline = this.deadlines.add(() =>
+        this.fail(l, `the kernel did not answer within ${this.timeoutMs} ms`),
       );
+      if (this.pending.size === 0) this.sock.ref();
       this.pending.set(seq, l);
-      if (this.inFlight < this.maxInFlight) this.send(l);
-      else this.queue.push(l);
+      this.queue.push(l);
+      this.flushSoon();
     });
   }
 
@@ -212,25 +245,53 @@ export class ConntrackClient {
     return this.seq;
   }
 
-  private send(l: Lookup): void {
-    l.sent = true;
-    this.inFlight++;
-    this.sock.send(l.message, {}, (err?: ErrnoException) => {
-      if (err) this.fail(l, `sending the request failed: ${err.message}`, err);
-    });
+  /**
+   * Sends the queued lookups together (see the top): new ones at the end of this task (a
+   * microtask), those waiting for room once this turn's answers have made it (setImmediate: the
+   * answers come one callback each, with microtasks run after each; a microtask would send one
+   * request per answer).
+   */
+  private flushSoon(refill = false): void {
+    if (this.flushQueued || this.queue.length === 0 || this.inFlight >= this.maxInFlight) return;
+    this.flushQueued = true;
+    if (refill) setImmediate(this.flush);
+    else queueMicrotask(this.flush);
   }
 
-  /** Removes `l` from the books and lets the next queued lookup onto the wire. */
+  private readonly flush = (): void => {
+    this.flushQueued = false;
+    if (this.dead !== undefined) return;
+    const room = Math.min(this.maxInFlight - this.inFlight, MAX_SEND_BATCH);
+    const batch: Lookup[] = [];
+    while (batch.length < room) {
+      const l = this.queue.shift();
+      if (!l) break;
+      if (this.pending.get(l.seq) === l) batch.push(l); // else timed out while queued
+    }
+    if (batch.length === 0) return;
+    for (const l of batch) l.batch = batch;
+    this.inFlight += batch.length;
+    this.stats.requests += batch.length;
+    this.stats.sendmsgs++;
+    this.stats.largestBatch = Math.max(this.stats.largestBatch, batch.length);
+    this.sock.send(
+      batch.map((l) => l.message),
+      {},
+      (err?: ErrnoException) => {
+        if (err) for (const l of batch) this.fail(l, `sending the request failed: ${err.message}`, err);
+      },
+    );
+    this.flushSoon(); // more than MAX_SEND_BATCH waited and there is room: the next batch now
+  };
+
+  /** Removes `l` from the books and lets queued lookups onto the wire. */
   private settle(l: Lookup): boolean {
     if (this.pending.get(l.seq) !== l) return false;
     this.pending.delete(l.seq);
-    clearTimeout(l.timer);
-    if (l.sent) this.inFlight--;
-    while (this.inFlight < this.maxInFlight && this.dead === undefined) {
-      const next = this.queue.shift();
-      if (!next) break;
-      if (this.pending.get(next.seq) === next) this.send(next);
-    }
+    if (this.pending.size === 0) this.sock.unref();
+    l.deadline?.cancel();
+    if (l.batch) this.inFlight--;
+    if (this.dead === undefined) this.flushSoon(true);
     return true;
   }
 
@@ -239,7 +300,7 @@ export class ConntrackClient {
     const opts: { cause?: unknown; hint?: string } = {};
     if (cause !== undefined) opts.cause = cause;
     if (hint !== undefined) opts.hint = hint;
-    l.reject(new MembraneError("CONNTRACK_FAILED", `Cannot look up ${l.what}: ${why}`, opts));
+    l.reject(new MembraneError("CONNTRACK_FAILED", `Cannot look up ${what(...l.ask)}: ${why}`, opts));
   }
 
   private onMessage(msg: Buffer, info: MessageInfo): void {
@@ -247,14 +308,16 @@ export class ConntrackClient {
     for (const r of parseReplies(msg)) {
       if (r.seq === undefined) continue;
       const l = this.pending.get(r.seq);
-      if (!l || !l.sent) continue;
+      if (!l || !l.batch) continue;
       if (r.kind === "invalid") this.fail(l, `the kernel's answer is malformed: ${r.reason}`);
       else if (r.kind === "error") {
         if (r.errno === ENOENT) {
           if (this.settle(l)) l.resolve(undefined);
+        } else if (r.errno === EPERM) {
+          // The kernel checked the whole sendmsg once and answered only its first request.
+          for (const b of l.batch) this.fail(b, "the kernel answered EPERM", undefined, HINT_PERM);
         } else {
-          const hint = r.errno === EPERM ? HINT_PERM : undefined;
-          this.fail(l, `the kernel answered ${errnoName(r.errno)}`, undefined, hint);
+          this.fail(l, `the kernel answered ${errnoName(r.errno)}`);
         }
       } else if (r.original.proto !== l.proto) {
         this.fail(l, `the kernel answered with an entry of protocol ${r.original.proto}`);
@@ -271,7 +334,7 @@ export class ConntrackClient {
     if (err.code === "ENOBUFS") {
       // Our receive buffer overflowed: some answers are lost, we cannot tell which.
       for (const l of [...this.pending.values()])
-        if (l.sent) this.fail(l, "answers were lost (ENOBUFS: the socket's receive buffer overflowed)", err);
+        if (l.batch) this.fail(l, "answers were lost (ENOBUFS: the socket's receive buffer overflowed)", err);
       return;
     }
     this.die(`the netlink socket failed: ${err.message}`, err);
@@ -281,6 +344,7 @@ export class ConntrackClient {
     this.dead = why;
     this.queue.length = 0;
     for (const l of [...this.pending.values()]) this.fail(l, why, cause);
+    this.deadlines.stop();
     try {
       this.sock.close();
     } catch {
