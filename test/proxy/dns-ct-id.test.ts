@@ -123,8 +123,8 @@ describe("the DNS proxy's conntrack answers, tied to the datagram's ct id", { sk
       const r = run(true, family);
       assert.equal(r.noPacketMarks, null);
       assert.equal(r.deleted, 1, "the first entry was deleted");
-      const [first, again, replaced, b, direct] = r.steps;
-      assert.ok(first && again && replaced && b && direct, JSON.stringify(r));
+      const [first, again, replaced, b, direct, self] = r.steps;
+      assert.ok(first && again && replaced && b && direct && self, JSON.stringify(r));
       // Through the real DNAT: the original destination .53 was found and it answered.
       assert.deepEqual([first.rcode, first.address, first.lookups, first.hits], [NOERROR, "10.0.0.53", 1, 0]);
       assert.notEqual(first.mark, 0, "the datagram carries its conntrack id");
@@ -138,6 +138,8 @@ describe("the DNS proxy's conntrack answers, tied to the datagram's ct id", { sk
       assert.deepEqual([b.rcode, b.address, b.lookups, b.hits], [NOERROR, "10.0.0.54", 2, 2]);
       // Sent to the proxy itself (no redirect): the identity the output hook left in the mark is cleared.
       assert.equal(direct.mark, 0);
+      // Admitted by the rules, still sent to the proxy itself: refused, one broker lookup, no loop.
+      assert.deepEqual([self.rcode, self.lookups, self.mark], [REFUSED, 4, 0], JSON.stringify(self));
       assertFresh(r);
     });
 
@@ -151,6 +153,7 @@ describe("the DNS proxy's conntrack answers, tied to the datagram's ct id", { sk
           [REFUSED, "-", 3, 0, 1],
           [NOERROR, "10.0.0.54", 4, 0, 1],
           [REFUSED, "-", 5, 0, 1],
+          [REFUSED, "-", 6, 0, 1],
         ],
       );
       assertFresh(r);

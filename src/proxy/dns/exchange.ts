@@ -71,6 +71,8 @@ export interface ExchangeContext {
   readonly onAnswer: (endpoint: string, name: string, ips: readonly string[], ttl: number) => Promise<void> | undefined; // prettier-ignore
   readonly sink: L7Sink;
   readonly verdicts: DnsVerdicts;
+  /** Whether an address and port is this proxy's own listener (a query there was not redirected). */
+  isListener(host: string, port: number): boolean;
   /** The current pool and deadline queue (stop() replaces them). */
   pool(): UdpUpstreamPool;
   answerDeadlines(): TimeoutQueue;
@@ -166,6 +168,18 @@ export class DnsExchange {
     }
     const q = r.query;
     this.q = q;
+    // Sent to the proxy's own address, not redirected to it: its original destination is the
+    // proxy, so forwarding it there would loop (each turn one more conntrack lookup) until the
+    // upstream deadline. The proxy serves only queries the datapath redirected.
+    if (
+      info &&
+      this.c.upstream === undefined &&
+      this.c.isListener(info.originalDst.host, info.originalDst.port)
+    ) {
+      this.c.stats.refused++;
+      this.c.sink(this.event("error", "REFUSED", "sent to the DNS proxy itself, not redirected to it"));
+      return this.end(buildReply(q, RCODE.REFUSED));
+    }
     const policy = info ? this.c.lookup.forConnection(lookupKey(info)) : undefined;
     if (!info || !policy || !l7Parser(policy, "dns")) {
       this.c.stats.refused++;

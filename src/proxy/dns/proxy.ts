@@ -117,6 +117,8 @@ export class DnsProxy {
   private inflight = 0;
   private pool: UdpUpstreamPool;
   private answerDeadlines: TimeoutQueue;
+  /** The listeners' address and ports while started (isListener). */
+  private self: { host: string; udpPort: number; tcpPort: number } | undefined;
 
   /** What each query's DnsExchange uses: the proxy's parts (pool and deadlines read live: stop() renews them). */
   private readonly context: ExchangeContext;
@@ -138,6 +140,7 @@ export class DnsProxy {
       onAnswer: params.onAnswer,
       sink: this.sink,
       verdicts: this.verdicts,
+      isListener: (host, port) => this.isListener(host, port),
       pool: () => this.pool,
       answerDeadlines: () => this.answerDeadlines,
       internalError: (where, e) => this.internalError(where, e),
@@ -178,7 +181,19 @@ export class DnsProxy {
       throw e;
     }
     this.tcp = tcp;
+    this.self = { host, ...this.ports() };
     return this.ports();
+  }
+
+  /**
+   * This proxy's own address and port (either listener's; read once in start(), not per query).
+   * Listening on every address (0.0.0.0, ::), any address with its port counts: the kernel would
+   * deliver a query there to this proxy.
+   */
+  private isListener(host: string, port: number): boolean {
+    const self = this.self;
+    if (self === undefined || (port !== self.udpPort && port !== self.tcpPort)) return false;
+    return self.host === "0.0.0.0" || self.host === "::" || host === self.host;
   }
 
   ports(): { udpPort: number; tcpPort: number } {
