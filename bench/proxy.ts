@@ -16,6 +16,7 @@
  *                                      to judge a flag (e.g. --single-threaded-gc) against "membrane" in one run
  *                         --> nginx1:    nginx, worker_processes 1      --> upstream (keepalive pool)
  *                         --> nginxAuto: nginx, worker_processes auto   --> upstream
+ *                         --> dnsdist:   (DNS, in the lab) dnsdist, one listener, no cache --> resolver
  *   DNS likewise: direct to the resolver, and through Membrane's DNS proxy. As root, the DNS
  *   targets run in a network namespace of their own with the product's datapath shape and the
  *   real conntrack broker (proxy-dns-lab.ts: DNAT, ct id mark, ctnetlink), each load twice: a
@@ -37,6 +38,8 @@ import { join, resolve } from "node:path";
 import type { LoadResult, LoadSpec } from "./load.js";
 import { findNginx, startNginx, type Nginx } from "./nginx.js";
 import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
+import { DNSDIST_SKIPPED, findDnsdist } from "./proxy-dnsdist.js";
+import { describeSetup } from "./proxy-setup.js";
 import { checkTargets, summarisePhase, type PhaseSamples, type Sample } from "./proxy-report.js";
 import type { ProxyServerPorts } from "./proxy-server.js";
 import {
@@ -225,8 +228,16 @@ export async function runProxyBench(
         http.push({ name, kind: "http", port: n.port, pids: () => n.workerPids() });
       }
     }
-    // As root: the DNS targets in their namespace, on the product's datapath (proxy-dns-lab.ts).
-    if (only !== "http" && process.getuid?.() === 0) lab = await startDnsLab(opts.netnsPrefix ?? "mbrpx");
+    // As root: the DNS targets in their namespace, on the product's datapath (proxy-dns-lab.ts),
+    // with dnsdist beside them when it is installed (the reference, as nginx is for HTTP).
+    const inLab = only !== "http" && process.getuid?.() === 0;
+    const dnsdist = inLab ? findDnsdist() : undefined;
+    if (inLab) lab = await startDnsLab(opts.netnsPrefix ?? "mbrpx", dnsdist);
+    const dnsdistSkipped = !inLab
+      ? "dnsdist runs in the DNS lab only (as root)"
+      : dnsdist
+        ? undefined
+        : DNSDIST_SKIPPED;
     const dnsFresh: Target[] = lab ? [...lab.fresh] : [];
     const dns: Target[] = lab
       ? [...lab.reused]
@@ -296,40 +307,31 @@ export async function runProxyBench(
 
     return {
       bench: "proxy",
-      setup: {
+      setup: describeSetup({
         rounds,
         phaseMs,
-        cpus: os.cpus().length,
-        node: process.version,
-        moderate: `open loop, ${MODERATE.rate} requests/s over ${MODERATE.connections} keep-alive connections, one request in flight each`,
-        saturation: `closed loop, ${SATURATION.connections} keep-alive connections, one request in flight each`,
-        processes:
-          "load generator, Membrane's proxies, each nginx and the upstream+resolver are separate processes; nothing is pinned",
-        membraneWorkers:
-          workerCount > 1
-            ? `${workerCount} proxy processes, the load's connections spread over them round robin`
-            : "skipped (--workers 1)",
-        baseline: opts.baseline
-          ? resolve(opts.baseline)
-          : "none (--baseline DIST: another build's dist directory)",
-        membraneFlags: flagged
-          ? [...PROXY_NODE_FLAGS, ...(opts.nodeFlags ?? [])].join(" ")
-          : "skipped (--node-flags FLAGS: extra Node/V8 flags for a second copy of this build's proxy)",
-        dns: lab
-          ? `in network namespace ${lab.netns}: the load's queries DNATed to the proxy (nat output), ct id marked on input, the real conntrack broker; "membraneAsk": a second proxy whose datagrams carry no ct id (every query asks the broker: the path before the cache); direct from another source address to the same resolver; "dns": a socket per channel, reused; "dnsFresh": a new socket (source port, conntrack entry) per query. membraneStream, baseline, membraneFlags and membraneWorkers are not run for DNS here`
-          : "on loopback in this namespace (not root): the proxy asks a stand-in conntrack broker that answers without the kernel",
-        loadAverage: os.loadavg().map((x) => +x.toFixed(2)),
-        fairComparison:
-          "nginx1 (worker_processes 1): Membrane's proxy is one single-threaded Node process, so is one nginx worker. " +
-          "nginxAuto uses one worker per CPU and competes with the load generator and the upstream for the same CPUs.",
-      },
-      targets: checkTargets(samples.http, samples.dns, nginx === undefined, only),
+        moderate: MODERATE,
+        saturation: SATURATION,
+        workerCount,
+        ...(opts.baseline ? { baseline: opts.baseline } : {}),
+        ...(flagged ? { nodeFlags: opts.nodeFlags ?? [] } : {}),
+        ...(lab ? { lab: { netns: lab.netns, dnsdist: lab.dnsdist !== undefined } } : {}),
+      }),
+      targets: checkTargets(samples.http, samples.dns, nginx === undefined, only, dnsdistSkipped),
       loadAverageAtEnd: os.loadavg().map((x) => +x.toFixed(2)),
       http: {
         moderate: summarisePhase(samples.http.moderate),
         saturation: summarisePhase(samples.http.saturation),
       },
       nginx: nginx ? { version: nginx.version, upstreamKeepalive: 64 } : { skipped: NGINX_SKIPPED },
+      ...(only === "http"
+        ? {}
+        : {
+            // Per thread over the whole run (warm-up included): which of its threads did the work.
+            dnsdist: lab?.dnsdist
+              ? { version: lab.dnsdist.version, threadCpuSeconds: lab.dnsdist.threadCpu() }
+              : { skipped: dnsdistSkipped },
+          }),
       dns: {
         moderate: summarisePhase(samples.dns.moderate),
         saturation: summarisePhase(samples.dns.saturation),
@@ -358,10 +360,11 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
   const { flags } = benchArgs({
     script: "proxy",
     runner: "proxy",
-    measures: "The L7 proxies on loopback: the same load straight to the server, through Membrane's HTTP and DNS proxies, and through nginx, side by side, rounds rotated: requests/s and added latency at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line.", // prettier-ignore
+    measures: "The L7 proxies on loopback: the same load straight to the server, through Membrane's HTTP and DNS proxies, and through nginx and dnsdist, side by side, rounds rotated: requests/s and added latency at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line.", // prettier-ignore
     root: false,
     notes: [
-      "Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped.",
+      "Needs Debian's nginx and dnsdist (scripts/install-system-deps.sh); without one, its targets are skipped.",
+      "As root, dnsdist (one listener, no cache) runs beside Membrane's DNS proxy in the lab: the reference DNS proxy.", // prettier-ignore
       "As root, the DNS targets run in a network namespace of their own (--netns-prefix) with the product's DNAT, ct id mark and conntrack broker, also with a new socket per query (dnsFresh); without root, on loopback with a stand-in broker.", // prettier-ignore
     ],
     flags: {
