@@ -33,6 +33,7 @@ import { CT_REDIRECT_DNS } from "../src/abi/marks.js";
 import { DNS_ID_BASE, dnsIdRules, NAT_OUT_BASE, natRules } from "../src/datapath/compile-nat.js";
 import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
 import type { LoadResult, LoadSpec } from "./load.js";
+import { dnsperfLoad, type LoadRunner } from "./load-dnsperf.js";
 import { startDnsdist, type Dnsdist, type DnsdistBinary } from "./proxy-dnsdist.js";
 import { actAsAgent, childPids, Rpc, stopChild } from "./proxy-procs.js";
 
@@ -55,7 +56,7 @@ export interface LabTarget {
   readonly port: number;
   readonly dns: NonNullable<LoadSpec["dns"]>;
   readonly pids: () => number[];
-  readonly load: Rpc<LoadSpec, LoadResult>;
+  readonly load: LoadRunner;
   readonly upstreamPids: () => number[];
 }
 
@@ -121,14 +122,21 @@ function table(netns: string, withDnsdist: boolean): string {
 
 /**
  * Builds the namespace and starts the resolver, the proxy and a load generator in it; dnsdist too
- * when its binary is given (proxy-dnsdist.ts findDnsdist).
+ * when its binary is given (proxy-dnsdist.ts findDnsdist). With `dnsperf` (its binary), the targets'
+ * load is dnsperf's (load-dnsperf.ts) instead of load.ts's, and there are no "fresh" targets.
  */
-export async function startDnsLab(prefix: string, dnsdistBinary?: DnsdistBinary): Promise<DnsLab> {
+export async function startDnsLab(
+  prefix: string,
+  opts: { readonly dnsdist?: DnsdistBinary; readonly dnsperf?: string } = {},
+): Promise<DnsLab> {
+  const dnsdistBinary = opts.dnsdist;
   const netns = `${prefix}${randomBytes(3).toString("hex")}`;
   sh(["ip", "netns", "add", netns]);
   const children: ChildProcess[] = [];
   let dnsdist: Dnsdist | undefined;
+  const dnsperf = opts.dnsperf !== undefined ? dnsperfLoad(opts.dnsperf, netns) : undefined;
   const close = async (): Promise<void> => {
+    dnsperf?.close();
     await dnsdist?.stop();
     for (const c of children.reverse()) await stopChild(c);
     spawnSync("ip", ["netns", "del", netns]);
@@ -174,7 +182,7 @@ export async function startDnsLab(prefix: string, dnsdistBinary?: DnsdistBinary)
     const pids = (c: ChildProcess) => (): number[] => [c.pid ?? 0, ...childPids(c.pid ?? 0)];
     const ref = (d: Dnsdist) => (): number[] => [d.pid];
     const rpc = new Rpc<LoadSpec, LoadResult>(load.child);
-    const at = { kind: "dns", port: 53, load: rpc, upstreamPids: () => [resolver.child.pid ?? 0] } as const;
+    const at = { kind: "dns", port: 53, load: dnsperf ?? rpc, upstreamPids: () => [resolver.child.pid ?? 0] } as const; // prettier-ignore
     const targets = (fresh: boolean): LabTarget[] => [
       { ...at, name: "direct", dns: { host: RESOLVER, bind: DIRECT, fresh }, pids: () => [] },
       { ...at, name: "membrane", dns: { host: RESOLVER, bind: CLIENT, fresh }, pids: pids(proxy.child) },
@@ -186,7 +194,8 @@ export async function startDnsLab(prefix: string, dnsdistBinary?: DnsdistBinary)
       load: rpc,
       resolverPid: resolver.child.pid ?? 0,
       reused: targets(false),
-      fresh: targets(true),
+      // dnsperf keeps its sockets: no new socket per query.
+      fresh: dnsperf ? [] : targets(true),
       ...(dnsdist ? { dnsdist } : {}),
       close,
     };

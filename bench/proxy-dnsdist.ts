@@ -97,7 +97,7 @@ export interface Dnsdist {
   readonly pid: number;
   readonly version: string;
   /** CPU seconds per thread name so far (dnsdist names its threads: udpClie, respond, ...). */
-  threadCpu(): Record<string, number>;
+  threadCpu(): Record<string, ThreadCpu>;
   stop(): Promise<void>;
 }
 
@@ -132,8 +132,14 @@ function bound(pid: number, where: string): boolean {
   }
 }
 
-function threadCpu(pid: number): Record<string, number> {
-  const out: Record<string, number> = {};
+export interface ThreadCpu {
+  readonly user: number;
+  readonly system: number;
+}
+
+/** CPU seconds, user and system (the kernel's work for it: its datagrams), per thread name of `pid`. */
+function threadCpu(pid: number): Record<string, ThreadCpu> {
+  const out: Record<string, ThreadCpu> = {};
   let tasks: string[] = [];
   try {
     tasks = readdirSync(`/proc/${pid}/task`);
@@ -145,8 +151,12 @@ function threadCpu(pid: number): Record<string, number> {
       const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      // utime + stime in clock ticks (USER_HZ, 100 on Linux)
-      out[name] = +((out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / 100).toFixed(2);
+      // utime and stime in clock ticks (USER_HZ: 100 on Linux)
+      const was = out[name] ?? { user: 0, system: 0 };
+      out[name] = {
+        user: +(was.user + Number(f[11]) / 100).toFixed(2),
+        system: +(was.system + Number(f[12]) / 100).toFixed(2),
+      };
     } catch {
       // the thread ended while we looked
     }

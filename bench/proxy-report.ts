@@ -10,6 +10,10 @@ import type { LoadResult } from "./load.js";
 export interface Sample extends LoadResult {
   /** CPU of the proxy under test (Membrane's process, or nginx's workers), % of one core. */
   readonly proxyCpuPct: number;
+  /** The part of proxyCpuPct spent in the kernel (where the proxies measure it: proxy.ts). */
+  readonly proxySystemCpuPct?: number;
+  /** CPU time the hypervisor took during the sample, % of all CPUs (proxy.ts). */
+  readonly stealPct?: number;
   /** CPU of the bench's main process (upstream server and resolver), % of one core. */
   readonly upstreamCpuPct: number;
 }
@@ -70,9 +74,15 @@ export function summarisePhase(phase: PhaseSamples, baseline = "direct"): Record
       proxyCpuPct: Math.round(pick((s) => s.proxyCpuPct)),
       upstreamCpuPct: Math.round(pick((s) => s.upstreamCpuPct)),
       loadgenCpuPct: Math.round(pick((s) => s.loadgenCpuPct)),
+      ...(samples.every((s) => s.stealPct !== undefined)
+        ? { stealPctRounds: samples.map((s) => s.stealPct ?? 0) }
+        : {}),
       // CPU per request of each process, µs (median over rounds): where a request's cost goes.
       cpuUsPerRequest: {
         ...(target === baseline ? {} : { proxy: round3(pick((s) => perRequestUs(s.proxyCpuPct, s))) }),
+        ...(target === baseline || samples.some((s) => s.proxySystemCpuPct === undefined)
+          ? {}
+          : { proxyKernel: round3(pick((s) => perRequestUs(s.proxySystemCpuPct ?? 0, s))) }),
         upstream: round3(pick((s) => perRequestUs(s.upstreamCpuPct, s))),
         loadgen: round3(pick((s) => perRequestUs(s.loadgenCpuPct, s))),
       },

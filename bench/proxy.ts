@@ -39,21 +39,24 @@ import type { LoadResult, LoadSpec } from "./load.js";
 import { findNginx, startNginx, type Nginx } from "./nginx.js";
 import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
 import { DNSDIST_SKIPPED, findDnsdist } from "./proxy-dnsdist.js";
-import { describeSetup } from "./proxy-setup.js";
+import { needDnsperf, type LoadRunner } from "./load-dnsperf.js";
+import { describeSetup, PROXY_CLI } from "./proxy-setup.js";
 import { checkTargets, summarisePhase, type PhaseSamples, type Sample } from "./proxy-report.js";
 import type { ProxyServerPorts } from "./proxy-server.js";
 import {
   actAsAgent,
   childPids,
   cpuSeconds,
+  cpuSystemSeconds,
   forkReady,
+  stealSeconds,
   Rpc,
   startResolver,
   startUpstream,
   stopChild,
   type Closable,
 } from "./proxy-procs.js";
-import { benchArgs, choice, int, num, text } from "./cli.js";
+import { benchArgs } from "./cli.js";
 import { startDnsLab, type DnsLab } from "./proxy-dns-lab.js";
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
@@ -71,7 +74,7 @@ interface Target {
   readonly pids: () => number[];
   /** DNS in the lab (proxy-dns-lab.ts): where the load sends from and to, its generator, the resolver's process. */
   readonly dns?: LoadSpec["dns"];
-  readonly load?: Rpc<LoadSpec, LoadResult>;
+  readonly load?: LoadRunner;
   readonly upstreamPids?: () => number[];
 }
 
@@ -95,12 +98,16 @@ export async function runProxyBench(
     only?: Only;
     /** Name prefix of the DNS lab's network namespace (root only). */
     netnsPrefix?: string;
+    /** The DNS lab's load generator: load.ts (default) or dnsperf (load-dnsperf.ts). */
+    dnsLoad?: "node" | "dnsperf";
   } = {},
 ): Promise<Record<string, unknown>> {
   const rounds = opts.rounds ?? 5;
   const only = opts.only ?? "all";
   const phaseMs = opts.phaseMs ?? 2000;
   const workerCount = opts.workers ?? os.cpus().length;
+  const inLab = only !== "http" && process.getuid?.() === 0;
+  const dnsperf = opts.dnsLoad === "dnsperf" ? needDnsperf(inLab) : undefined;
   let upstream: Closable | undefined;
   let resolver: Closable | undefined;
   let membrane: ChildProcess | undefined;
@@ -230,9 +237,8 @@ export async function runProxyBench(
     }
     // As root: the DNS targets in their namespace, on the product's datapath (proxy-dns-lab.ts),
     // with dnsdist beside them when it is installed (the reference, as nginx is for HTTP).
-    const inLab = only !== "http" && process.getuid?.() === 0;
     const dnsdist = inLab ? findDnsdist() : undefined;
-    if (inLab) lab = await startDnsLab(opts.netnsPrefix ?? "mbrpx", dnsdist);
+    if (inLab) lab = await startDnsLab(opts.netnsPrefix ?? "mbrpx", { ...(dnsdist ? { dnsdist } : {}), ...(dnsperf ? { dnsperf: dnsperf.bin } : {}) }); // prettier-ignore
     const dnsdistSkipped = !inLab
       ? "dnsdist runs in the DNS lab only (as root)"
       : dnsdist
@@ -261,6 +267,8 @@ export async function runProxyBench(
     const run = async (t: Target, phase: Phase, durationMs: number): Promise<Sample> => {
       const pids = t.pids();
       const cpu0 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      const sys0 = pids.reduce((s, p) => s + cpuSystemSeconds(p), 0);
+      const steal0 = stealSeconds();
       const up0 = process.cpuUsage();
       const t0 = performance.now();
       const upPids = t.upstreamPids?.() ?? [];
@@ -271,6 +279,8 @@ export async function runProxyBench(
       const sec = (performance.now() - t0) / 1000;
       const up = process.cpuUsage(up0);
       const cpu1 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      const sys1 = pids.reduce((s, p) => s + cpuSystemSeconds(p), 0);
+      const stolen = stealSeconds() - steal0;
       // The lab's resolver is a process of its own; otherwise the upstreams are this process.
       const upSec = t.upstreamPids
         ? upPids.reduce((s, p) => s + cpuSeconds(p), 0) - upCpu0
@@ -278,6 +288,8 @@ export async function runProxyBench(
       return {
         ...r,
         proxyCpuPct: Math.round(((cpu1 - cpu0) / sec) * 100),
+        proxySystemCpuPct: Math.round(((sys1 - sys0) / sec) * 100),
+        stealPct: Math.round((stolen / sec / os.cpus().length) * 100),
         upstreamCpuPct: Math.round((upSec / sec) * 100),
       };
     };
@@ -316,6 +328,7 @@ export async function runProxyBench(
         ...(opts.baseline ? { baseline: opts.baseline } : {}),
         ...(flagged ? { nodeFlags: opts.nodeFlags ?? [] } : {}),
         ...(lab ? { lab: { netns: lab.netns, dnsdist: lab.dnsdist !== undefined } } : {}),
+        ...(dnsperf ? { dnsperf: dnsperf.version } : {}),
       }),
       targets: checkTargets(samples.http, samples.dns, nginx === undefined, only, dnsdistSkipped),
       loadAverageAtEnd: os.loadavg().map((x) => +x.toFixed(2)),
@@ -323,15 +336,13 @@ export async function runProxyBench(
         moderate: summarisePhase(samples.http.moderate),
         saturation: summarisePhase(samples.http.saturation),
       },
-      nginx: nginx ? { version: nginx.version, upstreamKeepalive: 64 } : { skipped: NGINX_SKIPPED },
-      ...(only === "http"
-        ? {}
-        : {
-            // Per thread over the whole run (warm-up included): which of its threads did the work.
-            dnsdist: lab?.dnsdist
-              ? { version: lab.dnsdist.version, threadCpuSeconds: lab.dnsdist.threadCpu() }
-              : { skipped: dnsdistSkipped },
-          }),
+      nginx: nginx
+        ? { version: nginx.version, upstreamKeepalive: 64 }
+        : { skipped: only === "dns" ? "--only=dns" : NGINX_SKIPPED },
+      // Per thread over the whole run (warm-up included): which of its threads did the work.
+      dnsdist: lab?.dnsdist
+        ? { version: lab.dnsdist.version, threadCpuSeconds: lab.dnsdist.threadCpu() }
+        : { skipped: only === "http" ? "--only=http" : dnsdistSkipped },
       dns: {
         moderate: summarisePhase(samples.dns.moderate),
         saturation: summarisePhase(samples.dns.saturation),
@@ -357,26 +368,7 @@ export async function runProxyBench(
 }
 
 if (process.argv[1]?.endsWith("/proxy.js")) {
-  const { flags } = benchArgs({
-    script: "proxy",
-    runner: "proxy",
-    measures: "The L7 proxies on loopback: the same load straight to the server, through Membrane's HTTP and DNS proxies, and through nginx and dnsdist, side by side, rounds rotated: requests/s and added latency at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line.", // prettier-ignore
-    root: false,
-    notes: [
-      "Needs Debian's nginx and dnsdist (scripts/install-system-deps.sh); without one, its targets are skipped.",
-      "As root, dnsdist (one listener, no cache) runs beside Membrane's DNS proxy in the lab: the reference DNS proxy.", // prettier-ignore
-      "As root, the DNS targets run in a network namespace of their own (--netns-prefix) with the product's DNAT, ct id mark and conntrack broker, also with a new socket per query (dnsFresh); without root, on loopback with a stand-in broker.", // prettier-ignore
-    ],
-    flags: {
-      rounds: int({ help: "rounds (each runs every target once per phase)", min: 1, max: 100, default: 5 }),
-      seconds: num({ help: "seconds per phase and target", min: 0.1, max: 600, default: 2 }),
-      workers: int({ help: "proxy processes of the membraneWorkers target (1 skips it)", min: 1, max: 64, default: os.cpus().length }), // prettier-ignore
-      baseline: text({ help: "another build's dist directory (e.g. main's): its proxy-server.js runs as target \"baseline\"", value: "DIST", shown: "none", pattern: /^.+$/, what: "a directory" }), // prettier-ignore
-      "node-flags": text({ help: "extra Node/V8 flags, comma-separated, for target \"membraneFlags\" (this build's proxy with the proxy process's flags plus these), e.g. --single-threaded-gc,--min-semi-space-size=16", value: "FLAGS", shown: "none", pattern: /^--[a-z0-9-]+(=[A-Za-z0-9.]+)?(,--[a-z0-9-]+(=[A-Za-z0-9.]+)?)*$/, what: "flags such as --single-threaded-gc,--min-semi-space-size=16 (comma-separated, each starting with --)" }), // prettier-ignore
-      "netns-prefix": text({ help: "name prefix of the DNS targets' network namespace (as root)", value: "PREFIX", shown: "mbrpx", pattern: /^[a-z][a-z0-9]{0,7}$/, what: "1-8 lowercase letters and digits, starting with a letter" }), // prettier-ignore
-      only: choice({ help: "measure only the HTTP or only the DNS proxy (dns: no nginx, no HTTP targets)", choices: ["all", "http", "dns"], default: "all" }), // prettier-ignore
-    },
-  });
+  const { flags } = benchArgs(PROXY_CLI);
   runProxyBench({
     rounds: flags.rounds,
     phaseMs: flags.seconds * 1000,
@@ -384,6 +376,7 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
     only: flags.only,
     ...(flags.baseline !== undefined ? { baseline: flags.baseline } : {}),
     ...(flags["netns-prefix"] !== undefined ? { netnsPrefix: flags["netns-prefix"] } : {}),
+    dnsLoad: flags["dns-load"],
     ...(flags["node-flags"] !== undefined ? { nodeFlags: flags["node-flags"].split(",") } : {}),
   }).then(
     (r) => console.log(JSON.stringify(r)),

@@ -10,6 +10,7 @@
 #                                  the bench starts its own instance, never the system service
 #   dnsdist                        reference DNS proxy in the same benchmark's DNS lab (bench/proxy-dnsdist.ts);
 #                                  likewise its own instance and config, never the system service
+#   dnsperf                        the same benchmark's other DNS load generator (--dns-load dnsperf)
 #   dnsmasq-base                   the upstream DNS resolver of the toFQDNs tests and `policy test --datapath`
 #                                  (the binary only: no system service)
 #   openssl                        throwaway certificates of the TLS proxy tests
@@ -43,7 +44,7 @@
 #                                  (extra plugins) does ESP in userspace where the kernel has no ESP (as here);
 #                                  the openssl plugin (standard plugins) gives AES-GCM and x25519; swanctl to debug
 set -euo pipefail
-PKGS=(nftables iproute2 iptables socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsdist dnsmasq-base openssl
+PKGS=(nftables iproute2 iptables socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsdist dnsperf dnsmasq-base openssl
   containernetworking-plugins podman bpftrace protobuf-compiler libprotobuf-dev gcc libc6-dev chromium
   wireguard-go wireguard-tools tcpdump charon-systemd strongswan-swanctl libcharon-extra-plugins
   libstrongswan-standard-plugins)

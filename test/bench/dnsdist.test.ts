@@ -162,7 +162,7 @@ describe("bench: dnsdist, the proxy benchmark's reference DNS proxy", () => {
         assert.deepEqual(resolver.asked, ["api.example.com", "api.example.com", "api.example.com"]);
         const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${d.pid}/status`, "utf8"))?.[1];
         if (process.getuid?.() === 0) assert.notEqual(uid, "0", "dropped root after binding");
-        assert.ok((d.threadCpu()["dnsdist/udpClie"] ?? -1) >= 0, "its UDP thread is found by name");
+        assert.ok((d.threadCpu()["dnsdist/udpClie"]?.user ?? -1) >= 0, "its UDP thread is found by name");
       } finally {
         await d.stop();
         resolver.close();
@@ -203,7 +203,9 @@ describe("bench: dnsdist, the proxy benchmark's reference DNS proxy", () => {
     { skip: rootWith("the lab's network namespace", ["ip", "nft"]) ?? noDnsdist },
     async () => {
       // prettier-ignore
-      const lab = await startDnsLab("r19t", findDnsdist());
+      const dnsdist = findDnsdist();
+      assert.ok(dnsdist);
+      const lab = await startDnsLab("r19t", { dnsdist });
       try {
         assert.deepEqual(
           lab.reused.map((t) => t.name),
