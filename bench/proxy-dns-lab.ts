@@ -14,6 +14,10 @@
  *                      --its upstream: the original destination, 10.99.0.53:53 (never redirected:
  *                        its source is not 10.99.0.2)
  *     input: dnsIdRules (compile-nat.ts): the redirected datagrams' mark = ct id
+ *     10.99.0.5  the load's source for "dnsdist" (when installed: proxy-dnsdist.ts) --nat output:
+ *                DNAT to 10.99.0.6:15055, dnsdist, which forwards to 10.99.0.53:53 from 10.99.0.6:
+ *                the same path as "membrane" (the load's datagrams pay conntrack's DNAT both ways,
+ *                the proxy's upstream ones a plain conntrack entry), but no ct id and no broker
  *   load.js, the resolver and the proxy run in it (`ip netns exec`, IPC over the inherited channel).
  *
  * Both targets send to the same address and port (10.99.0.53:53) from the same generator; only
@@ -29,6 +33,8 @@ import { CT_REDIRECT_DNS } from "../src/abi/marks.js";
 import { DNS_ID_BASE, dnsIdRules, NAT_OUT_BASE, natRules } from "../src/datapath/compile-nat.js";
 import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
 import type { LoadResult, LoadSpec } from "./load.js";
+import { dnsperfLoad, type LoadRunner } from "./load-dnsperf.js";
+import { startDnsdist, type Dnsdist, type DnsdistBinary } from "./proxy-dnsdist.js";
 import { actAsAgent, childPids, Rpc, stopChild } from "./proxy-procs.js";
 
 const PROXY = "10.99.0.1";
@@ -38,6 +44,10 @@ const ASK = "10.99.0.4";
 const ASK_PORT = 15054;
 const RESOLVER = "10.99.0.53";
 const PROXY_PORT = 15053;
+const DNSDIST_CLIENT = "10.99.0.5";
+const DNSDIST = "10.99.0.6";
+/** Above 1024: dnsdist needs no privilege to bind it (the load still sends to port 53: the DNAT). */
+const DNSDIST_PORT = 15055;
 
 /** A DNS target of the lab (proxy.ts's Target): how the load reaches it, whose CPU is the proxy's and the resolver's. */
 export interface LabTarget {
@@ -46,7 +56,7 @@ export interface LabTarget {
   readonly port: number;
   readonly dns: NonNullable<LoadSpec["dns"]>;
   readonly pids: () => number[];
-  readonly load: Rpc<LoadSpec, LoadResult>;
+  readonly load: LoadRunner;
   readonly upstreamPids: () => number[];
 }
 
@@ -58,6 +68,8 @@ export interface DnsLab {
   /** The same targets twice: sockets reused ("reused") and a new socket per query ("fresh"). */
   readonly reused: readonly LabTarget[];
   readonly fresh: readonly LabTarget[];
+  /** The reference proxy, when its binary was given. */
+  readonly dnsdist?: Dnsdist;
   close(): Promise<void>;
 }
 
@@ -87,7 +99,7 @@ async function spawnReady<T>(
   return { child, ready };
 }
 
-function table(netns: string): string {
+function table(netns: string, withDnsdist: boolean): string {
   const proxy = { ipv4: PROXY, l7Port: 15001, dnsPort: PROXY_PORT, gid: 4242 };
   return [
     `table inet ${netns} {`,
@@ -95,6 +107,10 @@ function table(netns: string): string {
     `    ip saddr ${CLIENT} udp dport 53 ct mark set ct mark or ${CT_REDIRECT_DNS}`,
     // The second proxy's load: DNATed to its port alone, before the rules of the first.
     `    ip saddr ${ASK} udp dport 53 ct mark set ct mark or ${CT_REDIRECT_DNS} dnat ip to ${PROXY}:${ASK_PORT}`,
+    // dnsdist's load: a plain DNAT (no ct mark: not Membrane's redirect, no ct id).
+    ...(withDnsdist
+      ? [`    ip saddr ${DNSDIST_CLIENT} udp dport 53 dnat ip to ${DNSDIST}:${DNSDIST_PORT}`]
+      : []),
     ...natRules(proxy).map((r) => `    ${r}`),
     "  }",
     `  chain dns_id { ${DNS_ID_BASE}`,
@@ -104,19 +120,39 @@ function table(netns: string): string {
   ].join("\n");
 }
 
-/** Builds the namespace and starts the resolver, the proxy and a load generator in it. */
-export async function startDnsLab(prefix: string): Promise<DnsLab> {
+/**
+ * Builds the namespace and starts the resolver, the proxy and a load generator in it; dnsdist too
+ * when its binary is given (proxy-dnsdist.ts findDnsdist). With `dnsperf` (its binary), the targets'
+ * load is dnsperf's (load-dnsperf.ts) instead of load.ts's, and there are no "fresh" targets.
+ */
+export async function startDnsLab(
+  prefix: string,
+  opts: { readonly dnsdist?: DnsdistBinary; readonly dnsperf?: string } = {},
+): Promise<DnsLab> {
+  const dnsdistBinary = opts.dnsdist;
   const netns = `${prefix}${randomBytes(3).toString("hex")}`;
   sh(["ip", "netns", "add", netns]);
   const children: ChildProcess[] = [];
+  let dnsdist: Dnsdist | undefined;
+  const dnsperf = opts.dnsperf !== undefined ? dnsperfLoad(opts.dnsperf, netns) : undefined;
   const close = async (): Promise<void> => {
+    dnsperf?.close();
+    await dnsdist?.stop();
     for (const c of children.reverse()) await stopChild(c);
     spawnSync("ip", ["netns", "del", netns]);
   };
   try {
-    for (const a of [PROXY, CLIENT, DIRECT, ASK, RESOLVER]) sh(["ip", "-n", netns, "addr", "add", `${a}/32`, "dev", "lo"]); // prettier-ignore
+    const addresses = [
+      PROXY,
+      CLIENT,
+      DIRECT,
+      ASK,
+      RESOLVER,
+      ...(dnsdistBinary ? [DNSDIST_CLIENT, DNSDIST] : []),
+    ];
+    for (const a of addresses) sh(["ip", "-n", netns, "addr", "add", `${a}/32`, "dev", "lo"]);
     sh(["ip", "-n", netns, "link", "set", "lo", "up"]);
-    sh(["ip", "netns", "exec", netns, "nft", "-f", "-"], table(netns));
+    sh(["ip", "netns", "exec", netns, "nft", "-f", "-"], table(netns, dnsdistBinary !== undefined));
     const resolver = await spawnReady<{ port: number }>(netns, "./proxy-dns-node.js", ["resolver", RESOLVER]);
     children.push(resolver.child);
     // The proxy under test, and the same proxy on a port the mark rule leaves out (every query asks).
@@ -128,23 +164,39 @@ export async function startDnsLab(prefix: string): Promise<DnsLab> {
     };
     const proxy = { child: await startProxy(PROXY_PORT) };
     const ask = { child: await startProxy(ASK_PORT) };
+    dnsdist = dnsdistBinary
+      ? await startDnsdist({
+          binary: dnsdistBinary,
+          netns,
+          config: {
+            listen: { host: DNSDIST, port: DNSDIST_PORT },
+            upstream: { host: RESOLVER, port: 53 },
+            source: DNSDIST,
+            client: DNSDIST_CLIENT,
+          },
+        })
+      : undefined;
     const load = await spawnReady<unknown>(netns, "./load.js", []);
     children.push(load.child);
     // A proxy's CPU and its broker's.
     const pids = (c: ChildProcess) => (): number[] => [c.pid ?? 0, ...childPids(c.pid ?? 0)];
+    const ref = (d: Dnsdist) => (): number[] => [d.pid];
     const rpc = new Rpc<LoadSpec, LoadResult>(load.child);
-    const at = { kind: "dns", port: 53, load: rpc, upstreamPids: () => [resolver.child.pid ?? 0] } as const;
+    const at = { kind: "dns", port: 53, load: dnsperf ?? rpc, upstreamPids: () => [resolver.child.pid ?? 0] } as const; // prettier-ignore
     const targets = (fresh: boolean): LabTarget[] => [
       { ...at, name: "direct", dns: { host: RESOLVER, bind: DIRECT, fresh }, pids: () => [] },
       { ...at, name: "membrane", dns: { host: RESOLVER, bind: CLIENT, fresh }, pids: pids(proxy.child) },
       { ...at, name: "membraneAsk", dns: { host: RESOLVER, bind: ASK, fresh }, pids: pids(ask.child) },
+      ...(dnsdist ? [{ ...at, name: "dnsdist", dns: { host: RESOLVER, bind: DNSDIST_CLIENT, fresh }, pids: ref(dnsdist) }] : []), // prettier-ignore
     ];
     return {
       netns,
       load: rpc,
       resolverPid: resolver.child.pid ?? 0,
       reused: targets(false),
-      fresh: targets(true),
+      // dnsperf keeps its sockets: no new socket per query.
+      fresh: dnsperf ? [] : targets(true),
+      ...(dnsdist ? { dnsdist } : {}),
       close,
     };
   } catch (e) {

@@ -164,6 +164,27 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/** The part of cpuSeconds spent in the kernel (system time): a proxy's datagrams and wakeups. */
+export function cpuSystemSeconds(pid: number): number {
+  clockTicks ??= Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[12]) / clockTicks;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU seconds the hypervisor took from this machine so far (steal, all CPUs): on a shared VM a
+ * sample with steal ran on less machine than its neighbours did.
+ */
+export function stealSeconds(): number {
+  clockTicks ??= Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  const cpu = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? "";
+  return Number(cpu.trim().split(/\s+/)[8] ?? 0) / clockTicks;
+}
+
 /** Direct children of `ppid` (nginx's workers of its master). */
 export function childPids(ppid: number): number[] {
   const out: number[] = [];

@@ -10,6 +10,10 @@ import type { LoadResult } from "./load.js";
 export interface Sample extends LoadResult {
   /** CPU of the proxy under test (Membrane's process, or nginx's workers), % of one core. */
   readonly proxyCpuPct: number;
+  /** The part of proxyCpuPct spent in the kernel (where the proxies measure it: proxy.ts). */
+  readonly proxySystemCpuPct?: number;
+  /** CPU time the hypervisor took during the sample, % of all CPUs (proxy.ts). */
+  readonly stealPct?: number;
   /** CPU of the bench's main process (upstream server and resolver), % of one core. */
   readonly upstreamCpuPct: number;
 }
@@ -32,6 +36,10 @@ const round3 = (x: number): number => +x.toFixed(3);
  * core the neighbours leave it).
  */
 const perCpuSecond = (s: Sample): number => (s.proxyCpuPct > 0 ? s.perSecond / (s.proxyCpuPct / 100) : 0);
+
+/** A process's CPU (% of one core during the sample) per request of the sample, in µs. */
+const perRequestUs = (cpuPct: number, s: Sample): number =>
+  s.perSecond > 0 ? (cpuPct / 100 / s.perSecond) * 1e6 : 0;
 
 /** Median over rounds of f(target's sample, direct's sample) for the rounds both have. */
 function pairedMedian(
@@ -66,6 +74,18 @@ export function summarisePhase(phase: PhaseSamples, baseline = "direct"): Record
       proxyCpuPct: Math.round(pick((s) => s.proxyCpuPct)),
       upstreamCpuPct: Math.round(pick((s) => s.upstreamCpuPct)),
       loadgenCpuPct: Math.round(pick((s) => s.loadgenCpuPct)),
+      ...(samples.every((s) => s.stealPct !== undefined)
+        ? { stealPctRounds: samples.map((s) => s.stealPct ?? 0) }
+        : {}),
+      // CPU per request of each process, µs (median over rounds): where a request's cost goes.
+      cpuUsPerRequest: {
+        ...(target === baseline ? {} : { proxy: round3(pick((s) => perRequestUs(s.proxyCpuPct, s))) }),
+        ...(target === baseline || samples.some((s) => s.proxySystemCpuPct === undefined)
+          ? {}
+          : { proxyKernel: round3(pick((s) => perRequestUs(s.proxySystemCpuPct ?? 0, s))) }),
+        upstream: round3(pick((s) => perRequestUs(s.upstreamCpuPct, s))),
+        loadgen: round3(pick((s) => perRequestUs(s.loadgenCpuPct, s))),
+      },
     };
     if (target === baseline) delete row["proxyCpuPct"];
     else {
@@ -89,7 +109,10 @@ export interface TargetCheck {
 }
 
 /** Issue 16 item 7's DNS targets: >= 25k queries/s at saturation, added p99 < 1 ms at moderate load. */
-function dnsChecks(dns: { moderate: PhaseSamples; saturation: PhaseSamples }): TargetCheck[] {
+function dnsChecks(
+  dns: { moderate: PhaseSamples; saturation: PhaseSamples },
+  dnsdistSkipped: string | undefined,
+): TargetCheck[] {
   const out: TargetCheck[] = [];
   for (const name of ["membrane", "membraneWorkers"]) {
     const sat = dns.saturation[name];
@@ -113,7 +136,37 @@ function dnsChecks(dns: { moderate: PhaseSamples; saturation: PhaseSamples }): T
       pass: added < 1,
     });
   }
-  return out;
+  return [...out, ...dnsdistChecks(dns, dnsdistSkipped)];
+}
+
+const REFERENCE = "dnsdist, the reference DNS proxy: informational (whether a proxy reaches the target on this machine and bench)"; // prettier-ignore
+
+/** Membrane's DNS proxy beside dnsdist's on the same load, path and resolver (proxy-dnsdist.ts). */
+function dnsdistChecks(
+  dns: { moderate: PhaseSamples; saturation: PhaseSamples },
+  skipped: string | undefined,
+): TargetCheck[] {
+  const sat = dns.saturation;
+  const ref = sat["dnsdist"];
+  if (!ref) {
+    const note = skipped ?? "dnsdist did not run";
+    return [{ name: "DNS queries/s at saturation, membrane / dnsdist", target: "informational", value: null, pass: null, note }]; // prettier-ignore
+  }
+  const ratio = (a: string, b: string, f: (s: Sample) => number): number =>
+    pairedMedian(sat[a] ?? [], sat[b] ?? [], (x, y) => (f(y) > 0 ? f(x) / f(y) : 0));
+  const qps = (s: Sample): number => s.perSecond;
+  const info = (name: string, value: number): TargetCheck => ({ name, target: "informational", value, pass: null }); // prettier-ignore
+  return [
+    { ...info("DNS queries/s at saturation, dnsdist", Math.round(median(ref.map(qps)))), target: ">= 25000 (issue 16's target for Membrane, here for reference)", note: REFERENCE }, // prettier-ignore
+    info("DNS queries/s at saturation, membrane / dnsdist", ratio("membrane", "dnsdist", qps)),
+    info("DNS queries/s at saturation, membrane / direct", ratio("membrane", "direct", qps)),
+    info("DNS queries/s at saturation, dnsdist / direct", ratio("dnsdist", "direct", qps)),
+    info("DNS queries per proxy CPU-second at saturation, membrane / dnsdist", ratio("membrane", "dnsdist", perCpuSecond)), // prettier-ignore
+    info(
+      "DNS added p99 at moderate load, dnsdist minus direct (ms)",
+      pairedMedian(dns.moderate["dnsdist"] ?? [], dns.moderate["direct"] ?? [], (x, y) => x.p99Ms - y.p99Ms),
+    ),
+  ];
 }
 
 /** This build against the baseline build (--baseline), same run: per CPU-second and requests/s. */
@@ -142,8 +195,10 @@ export function checkTargets(
   dns: { moderate: PhaseSamples; saturation: PhaseSamples },
   nginxSkipped: boolean,
   only: "all" | "http" | "dns" = "all",
+  /** Why dnsdist did not run (not installed, not root), if it did not. */
+  dnsdistSkipped?: string,
 ): TargetCheck[] {
-  const dnsOnly = [...dnsChecks(dns), ...baselineChecks("DNS", dns.saturation)];
+  const dnsOnly = [...dnsChecks(dns, dnsdistSkipped), ...baselineChecks("DNS", dns.saturation)];
   if (only === "dns") return dnsOnly;
   const extra = [...baselineChecks("HTTP", http.saturation), ...(only === "http" ? [] : dnsOnly)];
   const direct = http.moderate["direct"] ?? [];

@@ -16,6 +16,7 @@
  *                                      to judge a flag (e.g. --single-threaded-gc) against "membrane" in one run
  *                         --> nginx1:    nginx, worker_processes 1      --> upstream (keepalive pool)
  *                         --> nginxAuto: nginx, worker_processes auto   --> upstream
+ *                         --> dnsdist:   (DNS, in the lab) dnsdist, one listener, no cache --> resolver
  *   DNS likewise: direct to the resolver, and through Membrane's DNS proxy. As root, the DNS
  *   targets run in a network namespace of their own with the product's datapath shape and the
  *   real conntrack broker (proxy-dns-lab.ts: DNAT, ct id mark, ctnetlink), each load twice: a
@@ -37,20 +38,25 @@ import { join, resolve } from "node:path";
 import type { LoadResult, LoadSpec } from "./load.js";
 import { findNginx, startNginx, type Nginx } from "./nginx.js";
 import { PROXY_NODE_FLAGS } from "../src/proxy/runtime/node-flags.js";
+import { DNSDIST_SKIPPED, findDnsdist } from "./proxy-dnsdist.js";
+import { needDnsperf, type LoadRunner } from "./load-dnsperf.js";
+import { describeSetup, PROXY_CLI } from "./proxy-setup.js";
 import { checkTargets, summarisePhase, type PhaseSamples, type Sample } from "./proxy-report.js";
 import type { ProxyServerPorts } from "./proxy-server.js";
 import {
   actAsAgent,
   childPids,
   cpuSeconds,
+  cpuSystemSeconds,
   forkReady,
+  stealSeconds,
   Rpc,
   startResolver,
   startUpstream,
   stopChild,
   type Closable,
 } from "./proxy-procs.js";
-import { benchArgs, choice, int, num, text } from "./cli.js";
+import { benchArgs } from "./cli.js";
 import { startDnsLab, type DnsLab } from "./proxy-dns-lab.js";
 
 const MODERATE = { rate: 2000, connections: 8 } as const;
@@ -68,7 +74,7 @@ interface Target {
   readonly pids: () => number[];
   /** DNS in the lab (proxy-dns-lab.ts): where the load sends from and to, its generator, the resolver's process. */
   readonly dns?: LoadSpec["dns"];
-  readonly load?: Rpc<LoadSpec, LoadResult>;
+  readonly load?: LoadRunner;
   readonly upstreamPids?: () => number[];
 }
 
@@ -92,12 +98,16 @@ export async function runProxyBench(
     only?: Only;
     /** Name prefix of the DNS lab's network namespace (root only). */
     netnsPrefix?: string;
+    /** The DNS lab's load generator: load.ts (default) or dnsperf (load-dnsperf.ts). */
+    dnsLoad?: "node" | "dnsperf";
   } = {},
 ): Promise<Record<string, unknown>> {
   const rounds = opts.rounds ?? 5;
   const only = opts.only ?? "all";
   const phaseMs = opts.phaseMs ?? 2000;
   const workerCount = opts.workers ?? os.cpus().length;
+  const inLab = only !== "http" && process.getuid?.() === 0;
+  const dnsperf = opts.dnsLoad === "dnsperf" ? needDnsperf(inLab) : undefined;
   let upstream: Closable | undefined;
   let resolver: Closable | undefined;
   let membrane: ChildProcess | undefined;
@@ -225,8 +235,15 @@ export async function runProxyBench(
         http.push({ name, kind: "http", port: n.port, pids: () => n.workerPids() });
       }
     }
-    // As root: the DNS targets in their namespace, on the product's datapath (proxy-dns-lab.ts).
-    if (only !== "http" && process.getuid?.() === 0) lab = await startDnsLab(opts.netnsPrefix ?? "mbrpx");
+    // As root: the DNS targets in their namespace, on the product's datapath (proxy-dns-lab.ts),
+    // with dnsdist beside them when it is installed (the reference, as nginx is for HTTP).
+    const dnsdist = inLab ? findDnsdist() : undefined;
+    if (inLab) lab = await startDnsLab(opts.netnsPrefix ?? "mbrpx", { ...(dnsdist ? { dnsdist } : {}), ...(dnsperf ? { dnsperf: dnsperf.bin } : {}) }); // prettier-ignore
+    const dnsdistSkipped = !inLab
+      ? "dnsdist runs in the DNS lab only (as root)"
+      : dnsdist
+        ? undefined
+        : DNSDIST_SKIPPED;
     const dnsFresh: Target[] = lab ? [...lab.fresh] : [];
     const dns: Target[] = lab
       ? [...lab.reused]
@@ -250,6 +267,8 @@ export async function runProxyBench(
     const run = async (t: Target, phase: Phase, durationMs: number): Promise<Sample> => {
       const pids = t.pids();
       const cpu0 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      const sys0 = pids.reduce((s, p) => s + cpuSystemSeconds(p), 0);
+      const steal0 = stealSeconds();
       const up0 = process.cpuUsage();
       const t0 = performance.now();
       const upPids = t.upstreamPids?.() ?? [];
@@ -260,6 +279,8 @@ export async function runProxyBench(
       const sec = (performance.now() - t0) / 1000;
       const up = process.cpuUsage(up0);
       const cpu1 = pids.reduce((s, p) => s + cpuSeconds(p), 0);
+      const sys1 = pids.reduce((s, p) => s + cpuSystemSeconds(p), 0);
+      const stolen = stealSeconds() - steal0;
       // The lab's resolver is a process of its own; otherwise the upstreams are this process.
       const upSec = t.upstreamPids
         ? upPids.reduce((s, p) => s + cpuSeconds(p), 0) - upCpu0
@@ -267,6 +288,8 @@ export async function runProxyBench(
       return {
         ...r,
         proxyCpuPct: Math.round(((cpu1 - cpu0) / sec) * 100),
+        proxySystemCpuPct: Math.round(((sys1 - sys0) / sec) * 100),
+        stealPct: Math.round((stolen / sec / os.cpus().length) * 100),
         upstreamCpuPct: Math.round((upSec / sec) * 100),
       };
     };
@@ -296,40 +319,30 @@ export async function runProxyBench(
 
     return {
       bench: "proxy",
-      setup: {
+      setup: describeSetup({
         rounds,
         phaseMs,
-        cpus: os.cpus().length,
-        node: process.version,
-        moderate: `open loop, ${MODERATE.rate} requests/s over ${MODERATE.connections} keep-alive connections, one request in flight each`,
-        saturation: `closed loop, ${SATURATION.connections} keep-alive connections, one request in flight each`,
-        processes:
-          "load generator, Membrane's proxies, each nginx and the upstream+resolver are separate processes; nothing is pinned",
-        membraneWorkers:
-          workerCount > 1
-            ? `${workerCount} proxy processes, the load's connections spread over them round robin`
-            : "skipped (--workers 1)",
-        baseline: opts.baseline
-          ? resolve(opts.baseline)
-          : "none (--baseline DIST: another build's dist directory)",
-        membraneFlags: flagged
-          ? [...PROXY_NODE_FLAGS, ...(opts.nodeFlags ?? [])].join(" ")
-          : "skipped (--node-flags FLAGS: extra Node/V8 flags for a second copy of this build's proxy)",
-        dns: lab
-          ? `in network namespace ${lab.netns}: the load's queries DNATed to the proxy (nat output), ct id marked on input, the real conntrack broker; "membraneAsk": a second proxy whose datagrams carry no ct id (every query asks the broker: the path before the cache); direct from another source address to the same resolver; "dns": a socket per channel, reused; "dnsFresh": a new socket (source port, conntrack entry) per query. membraneStream, baseline, membraneFlags and membraneWorkers are not run for DNS here`
-          : "on loopback in this namespace (not root): the proxy asks a stand-in conntrack broker that answers without the kernel",
-        loadAverage: os.loadavg().map((x) => +x.toFixed(2)),
-        fairComparison:
-          "nginx1 (worker_processes 1): Membrane's proxy is one single-threaded Node process, so is one nginx worker. " +
-          "nginxAuto uses one worker per CPU and competes with the load generator and the upstream for the same CPUs.",
-      },
-      targets: checkTargets(samples.http, samples.dns, nginx === undefined, only),
+        moderate: MODERATE,
+        saturation: SATURATION,
+        workerCount,
+        ...(opts.baseline ? { baseline: opts.baseline } : {}),
+        ...(flagged ? { nodeFlags: opts.nodeFlags ?? [] } : {}),
+        ...(lab ? { lab: { netns: lab.netns, dnsdist: lab.dnsdist !== undefined } } : {}),
+        ...(dnsperf ? { dnsperf: dnsperf.version } : {}),
+      }),
+      targets: checkTargets(samples.http, samples.dns, nginx === undefined, only, dnsdistSkipped),
       loadAverageAtEnd: os.loadavg().map((x) => +x.toFixed(2)),
       http: {
         moderate: summarisePhase(samples.http.moderate),
         saturation: summarisePhase(samples.http.saturation),
       },
-      nginx: nginx ? { version: nginx.version, upstreamKeepalive: 64 } : { skipped: NGINX_SKIPPED },
+      nginx: nginx
+        ? { version: nginx.version, upstreamKeepalive: 64 }
+        : { skipped: only === "dns" ? "--only=dns" : NGINX_SKIPPED },
+      // Per thread over the whole run (warm-up included): which of its threads did the work.
+      dnsdist: lab?.dnsdist
+        ? { version: lab.dnsdist.version, threadCpuSeconds: lab.dnsdist.threadCpu() }
+        : { skipped: only === "http" ? "--only=http" : dnsdistSkipped },
       dns: {
         moderate: summarisePhase(samples.dns.moderate),
         saturation: summarisePhase(samples.dns.saturation),
@@ -355,25 +368,7 @@ export async function runProxyBench(
 }
 
 if (process.argv[1]?.endsWith("/proxy.js")) {
-  const { flags } = benchArgs({
-    script: "proxy",
-    runner: "proxy",
-    measures: "The L7 proxies on loopback: the same load straight to the server, through Membrane's HTTP and DNS proxies, and through nginx, side by side, rounds rotated: requests/s and added latency at a moderate open-loop rate and at saturation, with each process's CPU. One JSON line.", // prettier-ignore
-    root: false,
-    notes: [
-      "Needs Debian's nginx (scripts/install-system-deps.sh); without it, the nginx targets are skipped.",
-      "As root, the DNS targets run in a network namespace of their own (--netns-prefix) with the product's DNAT, ct id mark and conntrack broker, also with a new socket per query (dnsFresh); without root, on loopback with a stand-in broker.", // prettier-ignore
-    ],
-    flags: {
-      rounds: int({ help: "rounds (each runs every target once per phase)", min: 1, max: 100, default: 5 }),
-      seconds: num({ help: "seconds per phase and target", min: 0.1, max: 600, default: 2 }),
-      workers: int({ help: "proxy processes of the membraneWorkers target (1 skips it)", min: 1, max: 64, default: os.cpus().length }), // prettier-ignore
-      baseline: text({ help: "another build's dist directory (e.g. main's): its proxy-server.js runs as target \"baseline\"", value: "DIST", shown: "none", pattern: /^.+$/, what: "a directory" }), // prettier-ignore
-      "node-flags": text({ help: "extra Node/V8 flags, comma-separated, for target \"membraneFlags\" (this build's proxy with the proxy process's flags plus these), e.g. --single-threaded-gc,--min-semi-space-size=16", value: "FLAGS", shown: "none", pattern: /^--[a-z0-9-]+(=[A-Za-z0-9.]+)?(,--[a-z0-9-]+(=[A-Za-z0-9.]+)?)*$/, what: "flags such as --single-threaded-gc,--min-semi-space-size=16 (comma-separated, each starting with --)" }), // prettier-ignore
-      "netns-prefix": text({ help: "name prefix of the DNS targets' network namespace (as root)", value: "PREFIX", shown: "mbrpx", pattern: /^[a-z][a-z0-9]{0,7}$/, what: "1-8 lowercase letters and digits, starting with a letter" }), // prettier-ignore
-      only: choice({ help: "measure only the HTTP or only the DNS proxy (dns: no nginx, no HTTP targets)", choices: ["all", "http", "dns"], default: "all" }), // prettier-ignore
-    },
-  });
+  const { flags } = benchArgs(PROXY_CLI);
   runProxyBench({
     rounds: flags.rounds,
     phaseMs: flags.seconds * 1000,
@@ -381,6 +376,7 @@ if (process.argv[1]?.endsWith("/proxy.js")) {
     only: flags.only,
     ...(flags.baseline !== undefined ? { baseline: flags.baseline } : {}),
     ...(flags["netns-prefix"] !== undefined ? { netnsPrefix: flags["netns-prefix"] } : {}),
+    dnsLoad: flags["dns-load"],
     ...(flags["node-flags"] !== undefined ? { nodeFlags: flags["node-flags"].split(",") } : {}),
   }).then(
     (r) => console.log(JSON.stringify(r)),

@@ -19,7 +19,7 @@ export const RUNNERS: readonly RunnerEntry[] = [
   { name: "policy-core", script: "policy-core", about: "full resolution and incremental cost, 1,000-10,000 endpoints x 100-1,000 policies", example: "policy-core" },
   { name: "datapath", script: "datapath", about: "what the nftables table costs traffic; policy apply -> enforced (root)", example: "datapath --rounds=4 --seconds=5" },
   { name: "flows", script: "flows", about: "the flow pipeline without the kernel: decode, enrich, filter, ring, metrics", example: "flows" },
-  { name: "proxy", script: "proxy", about: "the L7 proxies vs direct vs nginx on loopback", example: "proxy --rounds 5 --seconds 2 --workers 2" },
+  { name: "proxy", script: "proxy", about: "the L7 proxies vs direct vs nginx (HTTP) and dnsdist (DNS, root)", example: "proxy --rounds 5 --seconds 2 --workers 2" },
   { name: "hubble", script: "hubble", about: "Hubble's Observer API and the relay: encoding, flows/s over gRPC, the merge", example: "hubble --only=relay --seconds=10" },
   { name: "layout", script: "layout", about: "nftables layouts compared at 1,000 endpoints (root, ~40 min)", example: "layout --rounds 3", onlyWhenNamed: true },
   { name: "scale", script: "scale", about: "the agent at 250 and 1,000 endpoints, 50,000 remote addresses (root)", example: "scale --endpoints=250,1000 --quick" },

@@ -8,6 +8,9 @@
 #   prometheus                     promtool, to check the metrics exposition in tests
 #   nginx-light                    reference reverse proxy in the proxy benchmark (bench/nginx.ts);
 #                                  the bench starts its own instance, never the system service
+#   dnsdist                        reference DNS proxy in the same benchmark's DNS lab (bench/proxy-dnsdist.ts);
+#                                  likewise its own instance and config, never the system service
+#   dnsperf                        the same benchmark's other DNS load generator (--dns-load dnsperf)
 #   dnsmasq-base                   the upstream DNS resolver of the toFQDNs tests and `policy test --datapath`
 #                                  (the binary only: no system service)
 #   openssl                        throwaway certificates of the TLS proxy tests
@@ -41,7 +44,7 @@
 #                                  (extra plugins) does ESP in userspace where the kernel has no ESP (as here);
 #                                  the openssl plugin (standard plugins) gives AES-GCM and x25519; swanctl to debug
 set -euo pipefail
-PKGS=(nftables iproute2 iptables socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsmasq-base openssl
+PKGS=(nftables iproute2 iptables socat iputils-ping etcd-server prometheus iperf3 nginx-light dnsdist dnsperf dnsmasq-base openssl
   containernetworking-plugins podman bpftrace protobuf-compiler libprotobuf-dev gcc libc6-dev chromium
   wireguard-go wireguard-tools tcpdump charon-systemd strongswan-swanctl libcharon-extra-plugins
   libstrongswan-standard-plugins)
@@ -61,6 +64,10 @@ systemctl disable --now strongswan 2>/dev/null || true
 # Likewise nginx (listens on :80 once installed): stop it only if this run installed it.
 if [[ " ${missing[*]} " == *" nginx-light "* ]]; then
   systemctl disable --now nginx 2>/dev/null || true
+fi
+# And dnsdist (its service listens on 127.0.0.1:53 and ::1:53 once installed).
+if [[ " ${missing[*]} " == *" dnsdist "* ]]; then
+  systemctl disable --now dnsdist 2>/dev/null || true
 fi
 # charon's kernel-libipsec opens /dev/net/tun as nobody (CAP_NET_ADMIN only). udev's default rule
 # (50-udev-default.rules: KERNEL=="tun", MODE="0666") makes the node 0666 on a normal Debian host; a
