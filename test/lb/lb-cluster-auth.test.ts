@@ -19,7 +19,7 @@ import { createEndpoint } from "../../src/lab/cluster-api.js";
 import type { ServiceView } from "../../src/lb/types.js";
 import { rootSkipReason } from "../datapath/harness.js";
 import { CLASS, gatewayYaml } from "../gateway/fixtures.js";
-import { httpGet, killGroup, startEcho } from "../gateway/netns-lab.js";
+import { httpGet, killGroup, startEcho, type Answer } from "../gateway/netns-lab.js";
 import { until } from "../support/until.js";
 
 const skip = rootSkipReason() ?? skipWithoutEtcd();
@@ -135,23 +135,22 @@ test(
       assert.match(lb, /^198\.18\.20\.[2-6]$/, "a LoadBalancer address of the pool");
       assert.notEqual(lb, gwAddress, "not the Gateway's");
 
+      /** The first 200 an outside client gets from `url` (polled: the nodes apply what they read meanwhile). */
+      const ok200 = (what: string, url: string): Promise<Answer> => {
+        let last: Answer | undefined;
+        return valueOf(what, () => {
+          last = httpGet(outside, url)[0];
+          return last?.status === 200 ? last : undefined;
+        }, () => JSON.stringify(last)); // prettier-ignore
+      };
       // Real TCP from outside the cluster to the LoadBalancer address, through n1, to the pod on n2.
-      let last: unknown;
-      const viaLb = await valueOf("the LoadBalancer address answers from the backend", () => {
-        const a = httpGet(outside, `http://${lb}/via-lb`)[0];
-        last = a;
-        return a?.status === 200 ? a : undefined;
-      }, () => JSON.stringify(last)); // prettier-ignore
+      const viaLb = await ok200("the LoadBalancer address answers from the backend", `http://${lb}/via-lb`);
       assert.equal(viaLb.headers?.["x-backend"], "web-on-n2");
       // The backend saw n1's address: masqueraded, so that the reply came back through n1's DNAT.
       assert.equal((JSON.parse(viaLb.body ?? "{}") as { peer?: string }).peer, n1.ip);
       // The Gateway's address answers HTTP: the route to the same Service (once n1's gateway has its
       // backends), the backend on n2.
-      const viaGw = await valueOf("the Gateway's address answers from the backend", () => {
-        const a = httpGet(outside, `http://${gwAddress}/via-gateway`)[0];
-        last = a;
-        return a?.status === 200 ? a : undefined;
-      }, () => JSON.stringify(last)); // prettier-ignore
+      const viaGw = await ok200("the Gateway's address answers from the backend", `http://${gwAddress}/via-gateway`); // prettier-ignore
       assert.equal(viaGw.headers?.["x-backend"], "web-on-n2");
       assert.equal((JSON.parse(viaGw.body ?? "{}") as { url?: string }).url, "/via-gateway");
     } finally {
