@@ -8,7 +8,7 @@
 // agent writes no mirror there and is not refused for it.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Etcd3 } from "etcd3";
+import { Etcd3, Range } from "etcd3";
 import { pino } from "pino";
 import { GatewayAddresses } from "../../src/agent/gateway-addresses.js";
 import { ClusterResourceStore } from "../../src/cluster/resource-store.js";
@@ -132,7 +132,7 @@ test(
 );
 
 test(
-  "least privilege (etcd auth on): an older agent cannot write lb/alloc/ at all; a new agent reserves without a mirror and is not refused",
+  "least privilege (etcd auth on): an older agent cannot write lb/alloc/ at all; a new agent reserves without a mirror and is not refused; a role granted lb/alloc/ip/ by hand (session 17's hint) gets the mirror",
   { skip },
   async () => {
     const ae = await startAuthEtcd({ nodes: ["n1", "n2"] });
@@ -165,6 +165,23 @@ test(
       assert.equal(txns - before, 1, "no transaction tried with the mirror again");
       assert.deepEqual(await n1.release(["infra/b"]), ["192.0.2.2"]);
       assert.equal(await store.get("lb/gateways/n1/192.0.2.2"), undefined);
+
+      // A role granted lb/alloc/ip/ by hand, as session 17's refusal told operators to: an older agent
+      // of that node may write there, and so may the new one, which then mirrors.
+      const r = ae.root();
+      try {
+        await r.role("membrane-node-n2").grant({ permission: "Readwrite", range: Range.prefix("membrane/cluster/lb/alloc/ip/") }); // prettier-ignore
+      } finally {
+        r.close();
+      }
+      const n2new = node(ae.node("n2"), "n2");
+      try {
+        assert.deepEqual(await n2new.reserve(["infra/b"]), ["192.0.2.2"]);
+        assert.equal((await store.get(`${OLD}192.0.2.2`))?.value, "gateway n2 e19-n2-gateway infra/b");
+        assert.equal(await oldReserve(n2, "192.0.2.2", "gateway n2 e19-n2-gateway infra/x"), false, "an older agent of n2 sees it taken"); // prettier-ignore
+      } finally {
+        await n2new.stop();
+      }
     } finally {
       await n1.stop();
       await ae.stop();

@@ -61,7 +61,17 @@ async function valueOf<T>(
   // prettier-ignore
   let v: T | undefined;
   let seen = "";
-  await until(what, async () => (v = await f()) !== undefined || ((seen = await detail()), false), { ms, detail: () => seen }); // prettier-ignore
+  // An error counts as "not yet" (an agent busy applying a change may drop a request); the last one is said.
+  const poll = async (): Promise<boolean> => {
+    try {
+      if ((v = await f()) !== undefined) return true;
+      seen = await detail();
+    } catch (e) {
+      seen = String(e);
+    }
+    return false;
+  };
+  await until(what, poll, { ms, detail: () => seen });
   return v as T;
 }
 
@@ -153,6 +163,10 @@ test(
       const viaGw = await ok200("the Gateway's address answers from the backend", `http://${gwAddress}/via-gateway`); // prettier-ignore
       assert.equal(viaGw.headers?.["x-backend"], "web-on-n2");
       assert.equal((JSON.parse(viaGw.body ?? "{}") as { url?: string }).url, "/via-gateway");
+    } catch (e) {
+      // The agents' own words with the failure (the lab's directory goes with stop()).
+      for (const n of lab?.nodes ?? []) console.error(`--- ${n.name}'s agent:\n${n.logs().split("\n").slice(-30).join("\n")}`); // prettier-ignore
+      throw e;
     } finally {
       if (echo) killGroup(echo);
       await lab?.stop();
