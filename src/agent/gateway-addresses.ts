@@ -49,15 +49,18 @@
  * `gateway <node> ...`). load() moves this node's to its own keys in one transaction (the Gateway
  * keeps its address). A role that may not delete them (auth turned on since) leaves them: the
  * Gateway gets a new address and the log line gives the one command that frees the old one.
+ * While older agents may still run (no etcd auth), each reservation is also written where they look
+ * (the mirror, gateway-legacy.ts), so they see the address taken; a moved one stays there as its mirror.
  */
 import type { Logger } from "pino";
 import { ADMIN_USER, deniedByRole, nodeUser } from "../cluster/etcd-setup.js";
 import { MembraneError } from "../errors.js";
 import { freeLoadBalancerIP, type LbPools } from "../lb/allocate.js";
+import { LegacyMirror } from "./gateway-legacy.js";
 import { GATEWAY_KEY, gatewayHolds, gatewayNodePrefix, inUseOf, IP_KEY } from "../lb/reservations.js";
 import type { IpFamily } from "../lb/types.js";
 import type { StoreLease } from "../store/etcd-lease.js";
-import type { Store, TxnCompare, Unsubscribe } from "../store/store.js";
+import type { Store, TxnCompare, TxnOp, TxnRequest, Unsubscribe } from "../store/store.js";
 
 /** Rounds of read-reserve before giving up (each lost only to another node's write). */
 const ATTEMPTS = 10;
@@ -99,8 +102,11 @@ export class GatewayAddresses {
   private changed: (() => void) | undefined;
   /** The store refused this node the reservations (permission denied): why, for the Gateways' status. */
   private refusedBy: string | undefined;
+  /** Cluster mode: each reservation mirrored where agents before session 18 look (gateway-legacy.ts). */
+  private readonly legacy: LegacyMirror | undefined;
 
   constructor(private readonly d: GatewayAddressesParams) {
+    this.legacy = d.cluster ? new LegacyMirror(d.store, d.logger) : undefined;
     const pools = [d.pool.loadBalancerPool, d.pool.loadBalancerPoolSecondary];
     this.families = pools.flatMap((p) => (p === undefined ? [] : [p.includes(":") ? "IPv6" : "IPv4"]));
   }
@@ -168,6 +174,14 @@ export class GatewayAddresses {
           ops: [{ type: "put", key: kv.key, value: kv.value, lease: lease.id }],
         });
         if (!r.succeeded) continue;
+        if (
+          this.legacy &&
+          !(await this.legacy.keep(kv.key.slice(this.ownPrefix.length), kv.value, lease.id))
+        ) {
+          // Held by an older agent too: one holder per address, and that one cannot see ours.
+          await this.d.store.txn({ compare: [{ key: kv.key, modRevision: r.revision }], ops: [{ type: "delete", key: kv.key }] }); // prettier-ignore
+          continue;
+        }
       }
       this.hold(kv.value.slice(this.holderPrefix.length), kv.key.slice(this.ownPrefix.length));
     }
@@ -191,14 +205,17 @@ export class GatewayAddresses {
       const gw = kv.value.slice(this.holderPrefix.length);
       const ip = kv.key.slice(IP_KEY.length);
       const to = this.ownPrefix + ip;
+      if (this.held.get(gw)?.includes(ip)) continue; // the mirror of a reservation of ours (load kept it)
       const has = (this.held.get(gw) ?? []).some((a) => a.includes(":") === ip.includes(":"));
+      // Moved: kept where it is as the mirror, on the lease, while older agents may read it (header).
+      const old: TxnOp = has || this.legacy?.off !== false ? { type: "delete", key: kv.key } : { type: "put", key: kv.key, value: kv.value, lease }; // prettier-ignore
       const r = await this.d.store
         .txn({
           compare: [
             { key: kv.key, modRevision: kv.modRevision },
             ...(has ? [] : [{ key: to, modRevision: 0 }]),
           ],
-          ops: [{ type: "delete", key: kv.key }, ...(has ? [] : [{ type: "put" as const, key: to, value: kv.value, lease }])], // prettier-ignore
+          ops: [old, ...(has ? [] : [{ type: "put" as const, key: to, value: kv.value, lease }])],
         })
         .catch((e: unknown) => {
           if (!deniedByRole(e)) throw e;
@@ -260,20 +277,17 @@ export class GatewayAddresses {
         return [];
       }
       const lease = this.lease?.id;
-      const r = await this.d.store
-        .txn({
-          // No Service holds it (on one host that key is the reservation itself), no Gateway since the read.
-          compare: [...puts.map((p) => ({ key: IP_KEY + p.ip, modRevision: 0 })), ...unchanged],
-          ops: puts.map((p) => ({
-            type: "put" as const,
-            key: p.key,
-            value: this.holderPrefix + p.gw,
-            ...(lease !== undefined ? { lease } : {}),
-          })),
-        })
-        .catch((e: unknown) => {
-          throw this.refusal(e, lacking);
-        });
+      const put = (key: string, gw: string): TxnOp => ({ type: "put", key, value: this.holderPrefix + gw, ...(lease !== undefined ? { lease } : {}) }); // prettier-ignore
+      // No Service holds it (on one host that key is the reservation itself), no Gateway since the read.
+      const compare = [...puts.map((p) => ({ key: IP_KEY + p.ip, modRevision: 0 })), ...unchanged];
+      const ops = puts.map((p) => put(p.key, p.gw));
+      const r = await (
+        this.legacy
+          ? this.legacy.txn({ compare, ops }, { compare: [], ops: puts.map((p) => put(IP_KEY + p.ip, p.gw)) })
+          : this.d.store.txn({ compare, ops })
+      ).catch((e: unknown) => {
+        throw this.refusal(e, lacking);
+      });
       this.refusedBy = undefined; // granted since (reserve() tries at each sync)
       if (!r.succeeded) continue; // another node (or a Service) took one first: read again
       for (const p of puts) this.held.set(p.gw, [...(this.held.get(p.gw) ?? []), p.ip]);
@@ -340,12 +354,15 @@ export class GatewayAddresses {
     for (const [gw, ips] of gone) {
       for (const ip of ips) {
         // Only a reservation still ours: never delete what another holder has taken since.
-        const kv = await this.d.store.get(this.ownPrefix + ip);
-        if (kv?.value === this.holderPrefix + gw)
-          await this.d.store.txn({
-            compare: [{ key: kv.key, modRevision: kv.modRevision }],
-            ops: [{ type: "delete", key: kv.key }],
-          });
+        const ours = async (key: string): Promise<TxnRequest> => {
+          const kv = await this.d.store.get(key);
+          return kv?.value === this.holderPrefix + gw
+            ? { compare: [{ key, modRevision: kv.modRevision }], ops: [{ type: "delete", key }] }
+            : { compare: [], ops: [] };
+        };
+        const own = await ours(this.ownPrefix + ip);
+        if (this.legacy && !this.legacy.off) await this.legacy.txn(own, await ours(IP_KEY + ip));
+        else if (own.ops.length > 0) await this.d.store.txn(own);
         out.push(ip);
       }
       this.held.delete(gw);

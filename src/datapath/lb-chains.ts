@@ -2,8 +2,12 @@
  * The LB table's declarations (lb-compile.ts): its maps and sets per address family, the chains
  * that never change, and the choice chain a frontend's verdict goes to. Pure.
  *
- *   IPv4: front4 l7front4 empty4 drop4 nat4 be4 aff4, NodePorts npfront npempty npdrop npnat npbe
- *   IPv6: front6 l7front6 empty6 drop6 nat6 be6 aff6, NodePorts npfront6 npempty6 npdrop6 npnat6 npbe6
+ *   IPv4: front4 l7front4 ext4 empty4 drop4 nat4 be4 aff4, NodePorts npfront npempty npdrop npnat npbe
+ *   IPv6: front6 l7front6 ext6 empty6 drop6 nat6 be6 aff6, NodePorts npfront6 npempty6 npdrop6 npnat6 npbe6
+ *
+ * ext4/ext6: the LoadBalancer addresses (with a backend, not lb-l7), which clients outside the
+ * cluster reach through any node: marked as a NodePort (CT_NODEPORT, masqueraded when the backend is
+ * on another node) unless the client is one of this node's pods, whose address policy needs.
  *
  * A family's packets only meet its own sets: `ip daddr` / `ip6 daddr` imply their family in an inet
  * table, and the NodePort lookups (no address in the key) are guarded by `meta nfproto`.
@@ -30,6 +34,7 @@ const NP = "inet_proto . inet_service";
 export const LB_SETS: readonly { name: string; decl: string }[] = [
   { name: "front4", decl: `type ${V4};` },
   { name: "l7front4", decl: `type ${V4};` },
+  { name: "ext4", decl: `type ${V4};` },
   { name: "empty4", decl: `type ${V4};` },
   { name: "drop4", decl: `type ${V4};` },
   { name: "nat4", decl: `type ${V4} : verdict;` },
@@ -41,6 +46,7 @@ export const LB_SETS: readonly { name: string; decl: string }[] = [
   { name: "npbe", decl: `type ${NP} . mark : ipv4_addr . inet_service;` },
   { name: "front6", decl: `type ${V6};` },
   { name: "l7front6", decl: `type ${V6};` },
+  { name: "ext6", decl: `type ${V6};` },
   { name: "empty6", decl: `type ${V6};` },
   { name: "drop6", decl: `type ${V6};` },
   { name: "nat6", decl: `type ${V6} : verdict;` },
@@ -77,7 +83,10 @@ export function setsOf(
 
 /**
  * The chains that never change (hooks and shared steps). `localCidrs`: the node's pod CIDRs (either
- * family); a NodePort connection to a backend outside them is masqueraded (none given: no masquerade).
+ * family); a NodePort connection to a backend outside them is masqueraded (none given: no masquerade),
+ * and so is a LoadBalancer address's from a client outside them (kube-proxy's externalTrafficPolicy
+ * Cluster: without it, the backend's node answers the outside client straight, un-DNATed, and the
+ * connection never opens).
  * `logGroup`: the NFLOG group of the flow observer; a new connection to a frontend is logged there
  * before its DNAT (`mbr:s:c` / `mbr:s:n`), so that its flows name the service the client dialled
  * (Hubble's destination_service; the policy verdicts that follow see only the backend).
@@ -95,10 +104,14 @@ export function fixedChains(
     const s = setsOf(family, false);
     const n = setsOf(family, true);
     const nf = `meta nfproto ipv${family} ${np}`;
+    const mine = localCidrs.filter((c) => c.includes(":") === (family === 6));
+    // Not from this node's pods: those keep their address (the backend's policy judges their identity).
+    const ext = mine.length === 0 ? [] : [`${ip} saddr != { ${mine.join(", ")} } ${vip} @ext${family} ct mark set ct mark or ${hex(CT_SERVICE | CT_NODEPORT)}${log(SERVICE_LOG_PREFIX.frontend)} return`]; // prettier-ignore
     return [
       `${vip} @${s.drop} drop`,
       `${vip} @${s.empty} goto reject_c`,
       `${vip} @l7front${family} ct mark set ct mark or ${L7LB}${log(SERVICE_LOG_PREFIX.frontend)} return`,
+      ...ext,
       `${vip} @${s.front} ct mark set ct mark or ${SVC}${log(SERVICE_LOG_PREFIX.frontend)} return`,
       `${nf} @${n.drop} drop`,
       `${nf} @${n.empty} goto reject_c`,

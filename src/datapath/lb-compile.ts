@@ -15,6 +15,7 @@
  *       -> goto a<N>t<T> (sessionAffinity ClientIP, timeout T):
  *                        mark = @aff4[client . daddr . l4proto . dport] (the client's slot), refreshed,
  *                        else a random slot, remembered for T seconds; then the same DNAT
+ *               LoadBalancer address (ext4), client not this node's pod -> CT_SERVICE | CT_NODEPORT
  *   postrouting srcnat: a NodePort connection (CT_NODEPORT) to a backend outside the node's pod
  *     CIDRs is masqueraded to the node's address, so that the reply comes back through this node.
  *   The membrane table then judges the connection on its backend (compile-lb-policy.ts).
@@ -117,6 +118,8 @@ function check(f: LbFrontend, p: string): void {
     throw invalid(`${p}.slots`, `must be ${MAGLEV_M} indexes into backends`);
   if (f.noLocal === true && f.backends.length > 0)
     throw invalid(`${p}.noLocal`, "is only for a frontend without a backend on this node");
+  if (f.external === true && f.ip === undefined)
+    throw invalid(`${p}.external`, "is only for a LoadBalancer address (a NodePort is external already)");
   if (f.l7 === true && (f.ip === undefined || f.proto !== 6))
     throw invalid(`${p}.l7`, "per-request balancing needs a TCP frontend with an address");
   if (f.affinitySeconds !== undefined && !(Number.isInteger(f.affinitySeconds) && f.affinitySeconds > 0))
@@ -155,6 +158,7 @@ export function compileFrontend(
   const slots = f.slots;
   const chain = choiceChain(f, family, slots !== undefined);
   elements.push([sets.nat, ek, `goto ${chain.name}`]);
+  if (f.external === true) elements.push([`ext${family}`, ek, ""]);
   const be = sets.be;
   const values = f.backends.map((b) => `${b.ip} . ${b.port}`);
   const was = previous && ((s: number): string | undefined => previous(be, `${ek} . ${s}`));

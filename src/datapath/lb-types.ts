@@ -42,6 +42,12 @@ export interface LbFrontend {
    * backend but redirected to the node's L7 proxy, which picks a backend per HTTP/2 request.
    */
   l7?: boolean;
+  /**
+   * A LoadBalancer address: clients outside the cluster reach it through any node. A new connection
+   * to it from anything but this node's pods is masqueraded when its backend is elsewhere (as a
+   * NodePort's), so that the reply comes back through this node and its DNAT is undone.
+   */
+  external?: boolean;
 }
 
 export interface LbState {

@@ -22,6 +22,8 @@ const KEYS: Record<string, Field[]> = {
   front4: V4,
   l7front4: V4,
   l7front6: V6,
+  ext4: V4,
+  ext6: V6,
   empty4: V4,
   drop4: V4,
   nat4: V4,

@@ -24,6 +24,7 @@ import { AgentClient } from "../agent/client.js";
 import { MembraneError } from "../errors.js";
 import { cleanupPrefix } from "../datapath/netns.js";
 import { startEtcd, type EtcdHandle } from "./etcd.js";
+import { setupLabEtcdAuth, type LabEtcdAuth } from "./etcd-auth.js";
 import { Underlay } from "./underlay.js";
 import { stopWireguardIn } from "../encryption/device.js";
 import { charonRunDir, removeRunDir, stopCharonIn } from "../encryption/ipsec/charon.js";
@@ -55,6 +56,11 @@ export interface LabClusterOptions {
    * reach the lab's store on loopback. Default off (faster: no certificates).
    */
   readonly tls?: boolean;
+  /**
+   * etcd under least privilege (lab/etcd-auth.ts): the roles of `membrane cluster etcd-setup`, auth
+   * on, each agent with its own node's credentials; `auth` holds the admin's. Not with `tls`.
+   */
+  readonly etcdAuth?: boolean;
   /** `--encryption wireguard|ipsec|mtls-tunnel` on every agent (strict: also `--encryption-strict`). */
   readonly encryption?: "wireguard" | "ipsec" | "mtls-tunnel";
   readonly encryptionStrict?: boolean;
@@ -88,6 +94,8 @@ export interface LabCluster {
   readonly etcdEndpoint: string;
   readonly clusterStore: string;
   readonly etcd: EtcdHandle;
+  /** With etcdAuth: the users' credentials (the admin's for `membrane apply --cluster-store`). */
+  readonly auth?: LabEtcdAuth;
   readonly nodes: readonly LabNode[];
   readonly dir: string;
   /**
@@ -162,6 +170,10 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 9) {
     throw new MembraneError("CONFIG_INVALID", `Cannot start a lab cluster: nodes ${o.nodes} is not 1..9`);
   }
+  if (o.etcdAuth && o.tls) {
+    // With client certificates etcd may take the certificate's name as the user: one cert per user would be needed.
+    throw new MembraneError("CONFIG_INVALID", "Cannot start a lab cluster: etcdAuth does not go with tls (give one)"); // prettier-ignore
+  }
   const log = o.log ?? ((): void => undefined);
   const check = (): void => {
     if (o.signal?.aborted)
@@ -192,6 +204,9 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       ? ["--etcd-ca", tls.caFile, "--etcd-cert", tls.certFile, "--etcd-key", tls.keyFile]
       : [];
     log(`etcd ready on ${etcd.endpoint}${tls ? " (TLS, client certificates required)" : ""}`);
+    const names = Array.from({ length: o.nodes }, (_, i) => `n${i + 1}`);
+    const auth = o.etcdAuth ? await setupLabEtcdAuth(etcd.endpoint, names, join(dir, "etcd-users")) : undefined; // prettier-ignore
+    if (auth) log(`etcd: authentication on, one user per node and ${auth.admin.username}`);
     const underlay = await Underlay.create(o.prefix);
     for (let i = 1; i <= o.nodes; i++) {
       check();
@@ -207,6 +222,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
         ...["--state-dir", stateDir, "--socket", socket],
         ...["--node-netns", netns, "--netns-prefix", `${netns}-`, "--table", "membrane"],
         ...["--cluster-store", clusterStore, ...tlsArgs, "--node-name", name, "--node-ip", n.ip],
+        ...(auth?.agentArgs(name) ?? []),
         ...["--cluster-cidr", o.clusterCidr ?? "10.200.0.0/16", "--tunnel", o.tunnel ?? "native"],
         ...["--cluster-lease-ttl", String(o.leaseTtl ?? 15), "--resync", "0"],
         ...["--log-level", o.logLevel ?? "warn"],
@@ -309,6 +325,7 @@ export async function startLabCluster(o: LabClusterOptions): Promise<LabCluster>
       etcdEndpoint: etcd.endpoint,
       clusterStore,
       etcd,
+      ...(auth ? { auth } : {}),
       nodes,
       dir,
       stop,

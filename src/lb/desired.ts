@@ -249,6 +249,6 @@ function familyFrontends(
   frontends.push({ ip: cip, port: p.port, ...internal, ...l7 });
   if (p.nodePort !== undefined) frontends.push({ port: p.nodePort, ...(v6 ? { family: 6 as const } : {}), ...external }); // prettier-ignore
   for (const ip of lbAddresses(s))
-    if (ip.includes(":") === v6) frontends.push({ ip, port: p.port, ...external, ...l7 });
+    if (ip.includes(":") === v6) frontends.push({ ip, port: p.port, ...external, ...l7, external: true });
   return frontends;
 }

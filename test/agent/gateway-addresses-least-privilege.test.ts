@@ -6,11 +6,10 @@
 // Service's (etcd refuses it); a role made before the gateway grant is refused with the grant to run.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Etcd3, Range } from "etcd3";
+import { Range } from "etcd3";
 import { pino } from "pino";
 import { writeServices } from "../../src/agent/controllers/lb-reserve.js";
 import { GatewayAddresses } from "../../src/agent/gateway-addresses.js";
-import { etcdSetup } from "../../src/cluster/etcd-setup.js";
 import { ClusterResourceStore } from "../../src/cluster/resource-store.js";
 import { MembraneError } from "../../src/errors.js";
 import { GatewayCertificates } from "../../src/gateway/certs.js";
@@ -18,12 +17,13 @@ import { compileGateways } from "../../src/gateway/compile.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { worldOf } from "../../src/gateway/world.js";
-import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
+import { skipWithoutEtcd } from "../../src/lab/etcd.js";
 import { parseLbResources } from "../../src/lb/parse.js";
 import type { LbConfig } from "../../src/lb/types.js";
 import type { EtcdStore } from "../../src/store/etcd.js";
 import type { Store } from "../../src/store/store.js";
 import { CLASS, gatewayYaml } from "../gateway/fixtures.js";
+import { startAuthEtcd, type AuthEtcd } from "../support/etcd-auth.js";
 
 const logger = pino({ level: "silent" });
 // A /29 gives five addresses, .2 to .6 (lb/allocate.ts skips the network, the first host and the last).
@@ -74,14 +74,7 @@ function raced(s: Store, hook: () => Promise<unknown>): Store {
 }
 
 describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: skipWithoutEtcd() }, () => {
-  let etcd: EtcdHandle;
-  const open: EtcdStore[] = [];
-  const as = (user: string, password: string): EtcdStore => {
-    const s = etcd.store({ auth: { username: user, password } });
-    open.push(s);
-    return s;
-  };
-  const root = (): Etcd3 => new Etcd3({ hosts: [etcd.endpoint], auth: { username: "root", password: "pw-root" } }); // prettier-ignore
+  let ae: AuthEtcd;
   /** A node's GatewayAddresses as the agent makes it in cluster mode (lb/ keys in etcd under cluster/). */
   const gateways = (
     node: string,
@@ -98,7 +91,7 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
       cluster: { node, storePrefix: kv.prefix, grantLease: (t, l) => kv.grantLease(t, l), leaseTtlSeconds: 30 },
     });
   const admin = (): Store => {
-    const kv = as("membrane-admin", "pw-adm");
+    const kv = ae.admin();
     return new ClusterResourceStore(kv, kv);
   };
   const apply = async (store: Store, name: string): Promise<string | undefined> => {
@@ -109,7 +102,7 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
     );
   };
   const clear = async (): Promise<void> => {
-    const r = root();
+    const r = ae.root();
     try {
       await r.delete().prefix("membrane/cluster/lb/");
     } finally {
@@ -118,28 +111,17 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
   };
 
   before(async () => {
-    etcd = await startEtcd();
-    const r = new Etcd3({ hosts: [etcd.endpoint] });
-    try {
-      await etcdSetup(r, {
-        nodes: ["n1", "n2", "n3"].map((name) => ({ name, password: `pw-${name}` })),
-        admin: { password: "pw-adm" },
-        enableAuth: { rootPassword: "pw-root" },
-      });
-    } finally {
-      r.close();
-    }
+    ae = await startAuthEtcd({ nodes: ["n1", "n2", "n3"] });
   });
   after(async () => {
-    for (const s of open) await s.close().catch(() => undefined);
-    await etcd?.stop();
+    await ae?.stop();
   });
 
   test("two nodes' Gateways get different addresses under their own keys, and a Service none of theirs", async () => {
     await clear();
-    const kv1 = as("membrane-node-n1", "pw-n1");
+    const kv1 = ae.node("n1");
     const n1 = gateways("n1", kv1);
-    const n2 = gateways("n2", as("membrane-node-n2", "pw-n2"));
+    const n2 = gateways("n2", ae.node("n2"));
     try {
       assert.deepEqual(await n1.reserve(["infra/a"]), ["192.0.2.2"]);
       assert.deepEqual(await n2.reserve(["infra/b"]), ["192.0.2.3"]);
@@ -162,12 +144,10 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
 
   test("racing for one address: the second writer's transaction fails and it takes another (Gateway/Gateway, Service/Gateway, Gateway/Service)", async () => {
     await clear();
-    const n2 = gateways("n2", as("membrane-node-n2", "pw-n2"));
+    const n2 = gateways("n2", ae.node("n2"));
     // n1 read .2 as free; n2 takes .2 before n1 writes.
-    const n1 = gateways("n1", as("membrane-node-n1", "pw-n1"), (s) =>
-      raced(s, () => n2.reserve(["infra/b"])),
-    );
-    const n3 = gateways("n3", as("membrane-node-n3", "pw-n3"));
+    const n1 = gateways("n1", ae.node("n1"), (s) => raced(s, () => n2.reserve(["infra/b"])));
+    const n3 = gateways("n3", ae.node("n3"));
     try {
       assert.deepEqual(await n1.reserve(["infra/a"]), ["192.0.2.3"]);
       assert.deepEqual(n2.assigned(["infra/b"]), { "infra/b": ["192.0.2.2"] });
@@ -182,14 +162,14 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
       assert.deepEqual(n3.assigned(["infra/c"]), { "infra/c": ["192.0.2.4"] });
       // n3 read .6 as free; a Service takes .6 before n3 writes: the pool is then full for it. (Another
       // gateway namespace: its load() has nothing to put on its lease, so its first write is the reservation.)
-      const n3b = gateways("n3", as("membrane-node-n3", "pw-n3"), (s) => raced(s, () => apply(admin(), "api")), "e18-n3-other"); // prettier-ignore
+      const n3b = gateways("n3", ae.node("n3"), (s) => raced(s, () => apply(admin(), "api")), "e18-n3-other"); // prettier-ignore
       try {
         assert.deepEqual(await n3b.reserve(["infra/d"]), []);
       } finally {
         await n3b.stop();
       }
       const held = new Map<string, string>();
-      for (const kv of (await as("membrane-admin", "pw-adm").list("cluster/lb/")).kvs) {
+      for (const kv of (await ae.admin().list("cluster/lb/")).kvs) {
         const ip = /\/(192\.0\.2\.\d+)$/.exec(kv.key)?.[1];
         if (ip === undefined || kv.key.includes("/lb/services/")) continue;
         assert.equal(held.get(ip), undefined, `${ip} held twice: ${held.get(ip)} and ${kv.key}`);
@@ -205,8 +185,8 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
 
   test("a node can neither overwrite nor delete another node's reservation or a Service's: etcd refuses it", async () => {
     await clear();
-    const kv1 = as("membrane-node-n1", "pw-n1");
-    const n2 = gateways("n2", as("membrane-node-n2", "pw-n2"));
+    const kv1 = ae.node("n1");
+    const n2 = gateways("n2", ae.node("n2"));
     try {
       assert.deepEqual(await n2.reserve(["infra/b"]), ["192.0.2.2"]);
       assert.equal(await apply(admin(), "web"), "192.0.2.3");
@@ -220,10 +200,7 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
       await denied(kv1.put("cluster/lb/alloc/ip/192.0.2.5", "default/x"), "reserve as a Service");
       await denied(kv1.put("cluster/lb/services/default/web", "{}"), "rewrite a Service");
       await denied(kv1.put("cluster/lb/gateways/n10/192.0.2.5", "x"), "a node whose name starts with n1");
-      await denied(
-        as("membrane-admin", "pw-adm").put("cluster/lb/gateways/n1/192.0.2.5", "x"),
-        "the admin, a node's",
-      );
+      await denied(ae.admin().put("cluster/lb/gateways/n1/192.0.2.5", "x"), "the admin, a node's");
       assert.equal(await kv1.revision(), rev, "nothing changed");
       await kv1.put("cluster/lb/gateways/n1/192.0.2.6", "gateway n1 x infra/own"); // its own: allowed
     } finally {
@@ -233,13 +210,13 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
 
   test("a role made before the gateway grant: the refusal names the role, its prefix and the grant; granted as the hint says, the address is reserved", async () => {
     await clear();
-    const r = root();
+    const r = ae.root();
     try {
       await r.role("membrane-node-n3").revoke({ permission: "Readwrite", range: Range.prefix("membrane/cluster/lb/gateways/n3/") }); // prettier-ignore
     } finally {
       r.close();
     }
-    const kv = as("membrane-node-n3", "pw-n3");
+    const kv = ae.node("n3");
     const n3 = gateways("n3", kv);
     try {
       const rev = await kv.revision();
@@ -261,7 +238,7 @@ describe("LoadBalancer addresses under least privilege (etcd auth on)", { skip: 
       assert.equal(await kv.revision(), rev, "nothing written");
       const m = /grant-permission --prefix (\S+) readwrite (\S+)$/.exec(err.hint ?? "");
       assert.ok(m, `a grant command in the hint: ${err.hint}`);
-      const g = root();
+      const g = ae.root();
       try {
         await g.role(m[1] ?? "").grant({ permission: "Readwrite", range: Range.prefix(m[2] ?? "") });
       } finally {

@@ -12,9 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
-import { Etcd3 } from "etcd3";
-import { etcdSetup } from "../../src/cluster/etcd-setup.js";
-import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
+import { skipWithoutEtcd } from "../../src/lab/etcd.js";
+import { ADMIN_PASSWORD, nodePassword, startAuthEtcd } from "../support/etcd-auth.js";
 
 const FILE = `apiVersion: v1
 kind: Service
@@ -35,30 +34,18 @@ test(
   "membrane apply --cluster-store as membrane-admin: a LoadBalancer Service with its addresses and slice; a node is refused",
   { skip: skipWithoutEtcd() },
   async () => {
-    const etcd = await startEtcd();
+    const ae = await startAuthEtcd({ nodes: ["n1", "n2"] });
+    const etcd = ae.etcd;
     const dir = mkdtempSync(join(tmpdir(), "e18-lb-admin-"));
-    const r = new Etcd3({ hosts: [etcd.endpoint] });
-    try {
-      await etcdSetup(r, {
-        nodes: [
-          { name: "n1", password: "pw-n1" },
-          { name: "n2", password: "pw-n2" },
-        ],
-        admin: { password: "pw-adm" },
-        enableAuth: { rootPassword: "pw-root" },
-      });
-    } finally {
-      r.close();
-    }
-    const adm = etcd.store({ auth: { username: "membrane-admin", password: "pw-adm" } });
-    const n1 = etcd.store({ auth: { username: "membrane-node-n1", password: "pw-n1" } });
-    const n2 = etcd.store({ auth: { username: "membrane-node-n2", password: "pw-n2" } });
+    const adm = ae.admin();
+    const n1 = ae.node("n1");
+    const n2 = ae.node("n2");
     /** A node's record as its agent publishes it, with the service ranges it runs with. */
     const publish = (kv: typeof n1, node: string, pool: string): Promise<number> =>
       kv.put(`cluster/nodes/${node}`, JSON.stringify({ v: 1, name: node, addresses: {}, podCidrs: [], labels: {}, routing: "native", bootId: "b", startedAt: "2026-01-01T00:00:00Z", lb: { serviceCidr: "10.96.0.0/16", loadBalancerPool: pool, nodePortRange: [30000, 32767] } })); // prettier-ignore
     try {
-      writeFileSync(join(dir, "admin.password"), "pw-adm\n", { mode: 0o600 });
-      writeFileSync(join(dir, "n1.password"), "pw-n1\n", { mode: 0o600 });
+      writeFileSync(join(dir, "admin.password"), `${ADMIN_PASSWORD}\n`, { mode: 0o600 });
+      writeFileSync(join(dir, "n1.password"), `${nodePassword("n1")}\n`, { mode: 0o600 });
       writeFileSync(join(dir, "lb.yaml"), FILE);
       const bin = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
       const url = etcd.endpoint.replace("http://", "etcd://");
@@ -137,11 +124,8 @@ test(
         /Cannot use --node-port-range with this file: it gives the ranges of Services/,
       );
     } finally {
-      await adm.close();
-      await n1.close();
-      await n2.close();
       rmSync(dir, { recursive: true, force: true });
-      await etcd.stop();
+      await ae.stop();
     }
   },
 );

@@ -4,9 +4,7 @@
 // the admin writes policies and nothing of a node's.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { Etcd3 } from "etcd3";
 import { pino } from "pino";
-import { etcdSetup } from "../../src/cluster/etcd-setup.js";
 import { ClusterSession } from "../../src/cluster/session.js";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
@@ -14,36 +12,26 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { skipWithoutEtcd, startEtcd, type EtcdHandle } from "../../src/lab/etcd.js";
+import { ADMIN_AUTH, ADMIN_PASSWORD, startAuthEtcd, type AuthEtcd } from "../support/etcd-auth.js";
 
 const logger = pino({ level: "silent" });
 
 describe("least privilege in the cluster store", { skip: skipWithoutEtcd() }, () => {
+  let ae: AuthEtcd;
   let etcd: EtcdHandle;
   before(async () => {
-    etcd = await startEtcd();
-    const root = new Etcd3({ hosts: [etcd.endpoint] });
-    try {
-      const done = await etcdSetup(root, {
-        nodes: [
-          { name: "a", password: "pw-a" },
-          { name: "b", password: "pw-b" },
-        ],
-        admin: { password: "pw-admin" },
-        enableAuth: { rootPassword: "pw-root" },
-      });
-      assert.deepEqual(done, [
-        "membrane-node-a",
-        "membrane-node-b",
-        "membrane-admin",
-        "root",
-        "auth enabled",
-      ]);
-    } finally {
-      root.close();
-    }
+    ae = await startAuthEtcd({ nodes: ["a", "b"] });
+    etcd = ae.etcd;
+    assert.deepEqual(ae.done, [
+      "membrane-node-a",
+      "membrane-node-b",
+      "membrane-admin",
+      "root",
+      "auth enabled",
+    ]);
   });
   after(async () => {
-    await etcd.stop();
+    await ae?.stop();
   });
 
   const denied = async (p: Promise<unknown>, what: string): Promise<void> => {
@@ -107,7 +95,7 @@ describe("least privilege in the cluster store", { skip: skipWithoutEtcd() }, ()
   });
 
   it("the admin writes policies but no node's keys", async () => {
-    const adm = etcd.store({ auth: { username: "membrane-admin", password: "pw-admin" } });
+    const adm = etcd.store({ auth: ADMIN_AUTH });
     try {
       await adm.put("cluster/policies/default/p", "{}");
       await adm.put("cluster/namespaces/default", "{}");
@@ -124,7 +112,7 @@ describe("least privilege in the cluster store", { skip: skipWithoutEtcd() }, ()
     try {
       const bin = fileURLToPath(new URL("../../../bin/membrane.js", import.meta.url));
       const url = etcd.endpoint.replace("http://", "etcd://");
-      writeFileSync(join(dir, "admin.password"), "pw-admin\n", { mode: 0o600 });
+      writeFileSync(join(dir, "admin.password"), `${ADMIN_PASSWORD}\n`, { mode: 0o600 });
       writeFileSync(join(dir, "a.password"), "pw-a\n", { mode: 0o600 });
       writeFileSync(
         join(dir, "p.yaml"),
@@ -147,7 +135,7 @@ describe("least privilege in the cluster store", { skip: skipWithoutEtcd() }, ()
           ],
           { encoding: "utf8", timeout: 60_000 },
         );
-      const adm = etcd.store({ auth: { username: "membrane-admin", password: "pw-admin" } });
+      const adm = etcd.store({ auth: ADMIN_AUTH });
       try {
         const before = await adm.revision();
         const denied = apply("membrane-node-a", join(dir, "a.password"));

@@ -11,14 +11,13 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { test } from "node:test";
-import { Etcd3 } from "etcd3";
-import { etcdSetup } from "../../src/cluster/etcd-setup.js";
 import { adminOnly } from "../../src/agent/api/lb-routes.js";
 import { applyLbToCluster } from "../../src/cli/commands/apply-lb-cluster.js";
 import { parseLbResources } from "../../src/lb/parse.js";
 import { MembraneError } from "../../src/errors.js";
 import { skipWithoutEtcd, startEtcd } from "../../src/lab/etcd.js";
 import { AgentLab, rootSkipReason } from "../agent/e2e/harness.js";
+import { nodeAuth, startAuthEtcd } from "../support/etcd-auth.js";
 import { tcpRelay } from "../support/tcp-relay.js";
 import { until } from "../support/until.js";
 import { CLASS, gatewayYaml } from "./fixtures.js";
@@ -97,20 +96,10 @@ test(
   "least privilege (etcd auth on, the roles of etcd-setup): the Gateway is served on a pool address held under the node's own key; a Service through the node is refused with the admin's command, and as the admin gets the next address, which the node takes",
   { skip },
   async () => {
-    const etcd = await startEtcd();
+    const ae = await startAuthEtcd({ nodes: ["e18-n2"], prefix: "e18-gwlp/" });
+    const etcd = ae.etcd;
     let lab: AgentLab | undefined;
     try {
-      const root = new Etcd3({ hosts: [etcd.endpoint] });
-      try {
-        await etcdSetup(root, {
-          nodes: [{ name: "e18-n2", password: "pw-n2" }],
-          admin: { password: "pw-adm" },
-          enableAuth: { rootPassword: "pw-root" },
-          prefix: "e18-gwlp/",
-        });
-      } finally {
-        root.close();
-      }
       lab = await AgentLab.prepare("e18gp", {
         podCidr4: "10.213.0.0/24",
         gateway: true,
@@ -120,7 +109,7 @@ test(
           node: "e18-n2",
           nodeIp: {},
           labels: {},
-          auth: { username: "membrane-node-e18-n2", password: "pw-n2" },
+          auth: nodeAuth("e18-n2"),
           podCidrs: { configured: { ipv4: "10.213.0.0/24" } },
           leaseTtlSeconds: 4,
           tunnel: "native",
@@ -138,51 +127,33 @@ test(
         "198.18.9.2 True/Programmed",
       );
       assert.ok(addresses(`${lab.prefix}-gateway`).includes("198.18.9.2"));
-      const kv = etcd.store({
-        prefix: "e18-gwlp/",
-        auth: { username: "membrane-node-e18-n2", password: "pw-n2" },
-      });
-      try {
-        assert.match(
-          (await kv.get("cluster/lb/gateways/e18-n2/198.18.9.2"))?.value ?? "",
-          /^gateway e18-n2 /,
-        );
-        const rec = JSON.parse((await kv.get("cluster/nodes/e18-n2"))?.value ?? "{}") as { lb?: { loadBalancerPool?: string } }; // prettier-ignore
-        assert.equal(rec.lb?.loadBalancerPool, POOL8, "the node publishes the ranges it allocates from");
-        const rev = await kv.revision();
-        const svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n"; // prettier-ignore
-        const err = await adminOnly(agent.lb.apply(svc, "svc.yaml")).then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-        assert.ok(err instanceof MembraneError, `refused, not ${String(err)}`);
-        assert.match(err.message, /lets no node write them.*nothing was changed/);
-        assert.match(err.hint ?? "", /membrane apply -f FILE --cluster-store \S+ --etcd-username membrane-admin --etcd-password-file/); // prettier-ignore
-        assert.equal(await kv.revision(), rev, "nothing written");
-        // As the admin (membrane apply --cluster-store), from the ranges the node publishes: the
-        // Gateway's address skipped; the node, reading with its own role, takes the Service.
-        const adm = etcd.store({
-          prefix: "e18-gwlp/",
-          auth: { username: "membrane-admin", password: "pw-adm" },
-        });
-        try {
-          await applyLbToCluster(adm, parseLbResources(svc, "svc.yaml"), "apply", {});
-        } finally {
-          await adm.close();
-        }
-        await until(
-          "the node takes the admin's Service",
-          () => agent.lb.list().some((v) => v.name === "web" && v.externalIP === "198.18.9.3"),
-          {
-            detail: () => JSON.stringify(agent.lb.list()),
-          },
-        );
-      } finally {
-        await kv.close();
-      }
+      const kv = ae.node("e18-n2");
+      assert.match((await kv.get("cluster/lb/gateways/e18-n2/198.18.9.2"))?.value ?? "", /^gateway e18-n2 /);
+      const rec = JSON.parse((await kv.get("cluster/nodes/e18-n2"))?.value ?? "{}") as { lb?: { loadBalancerPool?: string } }; // prettier-ignore
+      assert.equal(rec.lb?.loadBalancerPool, POOL8, "the node publishes the ranges it allocates from");
+      const rev = await kv.revision();
+      const svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n"; // prettier-ignore
+      const err = await adminOnly(agent.lb.apply(svc, "svc.yaml")).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof MembraneError, `refused, not ${String(err)}`);
+      assert.match(err.message, /lets no node write them.*nothing was changed/);
+      assert.match(err.hint ?? "", /membrane apply -f FILE --cluster-store \S+ --etcd-username membrane-admin --etcd-password-file/); // prettier-ignore
+      assert.equal(await kv.revision(), rev, "nothing written");
+      // As the admin (membrane apply --cluster-store), from the ranges the node publishes: the
+      // Gateway's address skipped; the node, reading with its own role, takes the Service.
+      await applyLbToCluster(ae.admin(), parseLbResources(svc, "svc.yaml"), "apply", {});
+      await until(
+        "the node takes the admin's Service",
+        () => agent.lb.list().some((v) => v.name === "web" && v.externalIP === "198.18.9.3"),
+        {
+          detail: () => JSON.stringify(agent.lb.list()),
+        },
+      );
     } finally {
       await lab?.destroy();
-      await etcd.stop();
+      await ae.stop();
     }
   },
 );

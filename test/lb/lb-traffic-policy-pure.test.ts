@@ -131,6 +131,32 @@ describe("traffic policy Local (pure)", () => {
     );
   });
 
+  test("externalTrafficPolicy Cluster: a LoadBalancer address from a client outside this node's pods is masqueraded like a NodePort; from its pods, not", () => {
+    const [cip, , lb] = frontends(allocated(svc("", "LoadBalancer")), [pod("10.2.0.7")]);
+    assert.equal(lb?.external, true, "the LoadBalancer address is external");
+    assert.equal(cip?.external, undefined, "the ClusterIP is not");
+    const c = compileLb({ frontends: [cip, lb].filter((f): f is LbFrontend => f !== undefined) });
+    assert.deepEqual([...(c.elements.get("ext4")?.keys() ?? [])], ["192.0.2.10 . tcp . 80"]);
+    const rules = fixedChains(["10.1.0.0/24"]).find((ch) => ch.name === "classify")?.rules ?? [];
+    const ext = rules.findIndex((r) => r.includes("@ext4"));
+    assert.match(rules[ext] ?? "", /^ip saddr != \{ 10\.1\.0\.0\/24 \} ip daddr .* @ext4 ct mark set ct mark or 0x0a000000 .*return$/); // prettier-ignore
+    assert.ok(ext < rules.findIndex((r) => r.includes("@front4")), "looked up before the plain frontends");
+    const snat = fixedChains(["10.1.0.0/24"]).find((ch) => ch.name === "snat_c")?.rules ?? [];
+    assert.match(
+      snat.join("\n"),
+      /ct mark & 0x02000000 == 0x02000000 ip daddr != \{ 10\.1\.0\.0\/24 \} masquerade/,
+    );
+    // No backend: nothing to masquerade (refused at once); without this node's CIDRs, no rule.
+    assert.equal(
+      compileLb({ frontends: [{ ...(lb as LbFrontend), backends: [] }] }).elements.get("ext4")?.size,
+      0,
+    );
+    assert.ok(
+      !(fixedChains().find((ch) => ch.name === "classify")?.rules ?? []).some((r) => r.includes("@ext4")),
+    );
+    assert.throws(() => compileLb({ frontends: [{ proto: 6, port: 30080, backends: [], external: true }] }), /\.external/); // prettier-ignore
+  });
+
   test("a stored record with a policy that is not `true` is refused, naming the field", () => {
     const rec = {
       namespace: "default",
