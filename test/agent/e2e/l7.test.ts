@@ -318,6 +318,40 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     await lab.agent.deletePolicies(HOST_L7, "host.yaml");
   });
 
+  test("a connection sent straight to the proxy's own port, with L7 rules that admit it, is reset and not forwarded to the proxy again", async () => {
+    // The node's address and the proxy's port, allowed with an HTTP rule: the kernel redirects it to
+    // the proxy, whose original destination is the proxy itself. Forwarding it would connect to the
+    // proxy again (a loop); it is refused at once with a flow that says why.
+    const SELF = cnp(
+      "to-proxy",
+      `
+endpointSelector: {matchLabels: {app: client}}
+egress:
+- toEntities: [host]
+  toPorts:
+  - ports: [{port: "15001", protocol: TCP}]
+    rules:
+      http:
+      - method: GET
+        path: /.*
+`,
+    );
+    await lab.agent.applyPolicies(SELF, "self.yaml");
+    try {
+      const why = "sent to the L7 proxy itself, not redirected to it";
+      const selfFlows = (fs: Flow[]): Flow[] => fs.filter((f) => f.drop_reason_detail === why);
+      const r = await lab.ep("client").probe.http("10.212.0.1", 15001, { method: "GET", path: "/x" }, 1500);
+      assert.notEqual(r, "200");
+      const seen = selfFlows(
+        await lab.flowsWhen({ type: ["l7"] }, (fs) => selfFlows(fs).length > 0, "the refusal"),
+      );
+      // One refusal: the client's connection, never a second hop by the proxy to itself.
+      assert.equal(seen.length, 1, JSON.stringify(seen));
+    } finally {
+      await lab.agent.deletePolicies(SELF, "self.yaml");
+    }
+  });
+
   test("toFQDNs: only a name the client resolved through the DNS proxy is reachable, from the first connection", async () => {
     await lab.agent.applyPolicies(FQDN, "fqdn.yaml");
     const client = lab.ep("client").probe;
