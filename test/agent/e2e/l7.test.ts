@@ -319,15 +319,15 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
   });
 
   test("a connection sent straight to the proxy's own port, with L7 rules that admit it, is reset and not forwarded to the proxy again", async () => {
-    // The node's address and the proxy's port, allowed with an HTTP rule: the kernel redirects it to
-    // the proxy, whose original destination is the proxy itself. Forwarding it would connect to the
-    // proxy again (a loop); it is refused at once with a flow that says why.
+    // The node's address and the proxy's port, allowed with an HTTP rule (any peer): it reaches the
+    // proxy, whose original destination (conntrack) is the proxy itself. Forwarding it would connect
+    // to the proxy again (a loop); it is refused at once with a flow that says why.
     const SELF = cnp(
       "to-proxy",
       `
 endpointSelector: {matchLabels: {app: client}}
 egress:
-- toEntities: [host]
+- toEntities: [all]
   toPorts:
   - ports: [{port: "15001", protocol: TCP}]
     rules:
@@ -340,8 +340,12 @@ egress:
     try {
       const why = "sent to the L7 proxy itself, not redirected to it";
       const selfFlows = (fs: Flow[]): Flow[] => fs.filter((f) => f.drop_reason_detail === why);
-      const r = await lab.ep("client").probe.http("10.212.0.1", 15001, { method: "GET", path: "/x" }, 1500);
-      assert.notEqual(r, "200");
+      const r = await lab
+        .ep("client")
+        .probe.http("10.212.0.1", 15001, { method: "GET", path: "/selfloop" }, 1500);
+      // Reset at once. Without the check the proxy admitted the request and forwarded it to
+      // itself: a second connection, refused there (the node has no L7 entry), so a 502.
+      assert.equal(r, "ECONNRESET");
       const seen = selfFlows(
         await lab.flowsWhen({ type: ["l7"] }, (fs) => selfFlows(fs).length > 0, "the refusal"),
       );
