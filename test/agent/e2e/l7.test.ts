@@ -340,17 +340,19 @@ egress:
     try {
       const why = "sent to the L7 proxy itself, not redirected to it";
       const selfFlows = (fs: Flow[]): Flow[] => fs.filter((f) => f.drop_reason_detail === why);
-      const r = await lab
-        .ep("client")
-        .probe.http("10.212.0.1", 15001, { method: "GET", path: "/selfloop" }, 1500);
+      // The node's IPv4 and IPv6 gateway addresses, where the proxy listens.
+      const r = [
+        await lab.ep("client").probe.http("10.212.0.1", 15001, { method: "GET", path: "/selfloop" }, 1500),
+        await lab.ep("client").probe.http("fd00:212::1", 15001, { method: "GET", path: "/selfloop" }, 1500),
+      ];
       // Reset at once. Without the check the proxy admitted the request and forwarded it to
       // itself: a second connection, refused there (the node has no L7 entry), so a 502.
-      assert.equal(r, "ECONNRESET");
+      assert.deepEqual(r, ["ECONNRESET", "ECONNRESET"]);
       const seen = selfFlows(
-        await lab.flowsWhen({ type: ["l7"] }, (fs) => selfFlows(fs).length > 0, "the refusal"),
+        await lab.flowsWhen({ type: ["l7"] }, (fs) => selfFlows(fs).length > 1, "the refusals"),
       );
-      // One refusal: the client's connection, never a second hop by the proxy to itself.
-      assert.equal(seen.length, 1, JSON.stringify(seen));
+      // One refusal each: the client's connection, never a second hop by the proxy to itself.
+      assert.equal(seen.length, 2, JSON.stringify(seen));
     } finally {
       await lab.agent.deletePolicies(SELF, "self.yaml");
     }
