@@ -114,6 +114,37 @@ async function main(): Promise<void> {
     (event: L7Event): void =>
       sendL7(event, src, dst);
 
+  /**
+   * A connection whose original destination is one of this proxy's own listeners was not
+   * redirected here: it was sent to the proxy itself (or by the proxy itself, forwarding such a
+   * one). Forwarding it would open a connection to the proxy again, each turn one more (an
+   * amplification loop), whatever path admitted it (allowAll, L7 rules on that port, a frontend or
+   * backend that is the node's own address). It is refused at once: the check is a compare against
+   * the configured addresses and ports, no syscall. A listener on every address (0.0.0.0, ::) is
+   * reached on any address with its port.
+   */
+  const selfPorts = new Set([cfg.l7Port, cfg.dnsPort]);
+  const selfHosts = new Set([cfg.ipv4, cfg.ipv6].flatMap((h) => (h === undefined ? [] : [plainAddress(h)])));
+  const anyHost = selfHosts.has("0.0.0.0") || selfHosts.has("::");
+  const isSelf = (dst: Original): boolean =>
+    selfPorts.has(dst.port) && (anyHost || selfHosts.has(plainAddress(dst.address)));
+  const refuseSelf = (sock: net.Socket, remote: Addr, dst: Original): void => {
+    sendL7(
+      {
+        type: "http",
+        verdict: "error",
+        srcIdentity: fromHost(dst) ? ID.host : table.identityOf(remote.address),
+        dstIdentity: ID.host,
+        endpoint: "",
+        direction: "egress",
+        reason: "sent to the L7 proxy itself, not redirected to it",
+      },
+      remote,
+      dst,
+    );
+    sock.resetAndDestroy();
+  };
+
   // Upstream HTTP/2 sessions of lb-l7 services, one per backend, shared by every client connection.
   const sessions = new H2Sessions();
   const servers: net.Server[] = [];
@@ -126,6 +157,7 @@ async function main(): Promise<void> {
       const local = { address: plainAddress(sock.localAddress ?? ""), port: sock.localPort ?? 0 };
       const remote = { address: plainAddress(sock.remoteAddress ?? ""), port: sock.remotePort ?? 0 };
       void originalDst("tcp", local, remote).then((dst) => {
+        if (dst && isSelf(dst)) return refuseSelf(sock, remote, dst);
         if (dst && (dst.mark & CT_SERVICE) !== 0) return balance(sock, remote, dst);
         const info = dst ? table.identify(remote, dst, 6, fromHost(dst)) : undefined;
         if (!dst || !info) {

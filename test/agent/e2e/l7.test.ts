@@ -318,6 +318,46 @@ describe("agent e2e: L7 proxy (root)", { skip: skip ?? false }, () => {
     await lab.agent.deletePolicies(HOST_L7, "host.yaml");
   });
 
+  test("a connection sent straight to the proxy's own port, with L7 rules that admit it, is reset and not forwarded to the proxy again", async () => {
+    // The node's address and the proxy's port, allowed with an HTTP rule (any peer): it reaches the
+    // proxy, whose original destination (conntrack) is the proxy itself. Forwarding it would connect
+    // to the proxy again (a loop); it is refused at once with a flow that says why.
+    const SELF = cnp(
+      "to-proxy",
+      `
+endpointSelector: {matchLabels: {app: client}}
+egress:
+- toEntities: [all]
+  toPorts:
+  - ports: [{port: "15001", protocol: TCP}]
+    rules:
+      http:
+      - method: GET
+        path: /.*
+`,
+    );
+    await lab.agent.applyPolicies(SELF, "self.yaml");
+    try {
+      const why = "sent to the L7 proxy itself, not redirected to it";
+      const selfFlows = (fs: Flow[]): Flow[] => fs.filter((f) => f.drop_reason_detail === why);
+      // The node's IPv4 and IPv6 gateway addresses, where the proxy listens.
+      const r = [
+        await lab.ep("client").probe.http("10.212.0.1", 15001, { method: "GET", path: "/selfloop" }, 1500),
+        await lab.ep("client").probe.http("fd00:212::1", 15001, { method: "GET", path: "/selfloop" }, 1500),
+      ];
+      // Reset at once. Without the check the proxy admitted the request and forwarded it to
+      // itself: a second connection, refused there (the node has no L7 entry), so a 502.
+      assert.deepEqual(r, ["ECONNRESET", "ECONNRESET"]);
+      const seen = selfFlows(
+        await lab.flowsWhen({ type: ["l7"] }, (fs) => selfFlows(fs).length > 1, "the refusals"),
+      );
+      // One refusal each: the client's connection, never a second hop by the proxy to itself.
+      assert.equal(seen.length, 2, JSON.stringify(seen));
+    } finally {
+      await lab.agent.deletePolicies(SELF, "self.yaml");
+    }
+  });
+
   test("toFQDNs: only a name the client resolved through the DNS proxy is reachable, from the first connection", async () => {
     await lab.agent.applyPolicies(FQDN, "fqdn.yaml");
     const client = lab.ep("client").probe;
