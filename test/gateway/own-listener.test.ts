@@ -113,11 +113,17 @@ describe("a backend endpoint that is the gateway's own listener (root)", { skip 
     assert.match(seen[0]?.reason ?? "", /gateway's own listener/);
   });
 
-  test("a backend with another endpoint: that one, never the gateway's alt listener", () => {
+  test("a backend with another endpoint: that one, never the gateway's alt listener", async () => {
     const answers = lab.get(`${GW}/mixed`, 20);
     assert.deepEqual(
       answers.map((a) => `${a.status} ${a.headers?.["x-backend"] ?? a.error ?? ""}`),
       Array.from({ length: 20 }, () => "200 b1"),
+    );
+    // One request each, to b1 (a hop through the alt listener would be a request of its own there).
+    const seen = await eventsOf("/mixed");
+    assert.deepEqual(
+      seen.map((e) => `${e.listener} ${e.backend?.address ?? ""}`),
+      Array.from({ length: 20 }, () => "10.231.3.1:80 10.231.1.2"),
     );
   });
 
