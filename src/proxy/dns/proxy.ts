@@ -37,6 +37,7 @@ import {
   type Reply,
   type Source,
 } from "./exchange.js";
+import { ownListeners, type OwnListener } from "../own-listeners.js";
 import { listenUdp, type UdpListener } from "./listener.js";
 import { serveTcpQueries } from "./tcp.js";
 import { UdpUpstreamPool } from "./udp-pool.js";
@@ -117,8 +118,8 @@ export class DnsProxy {
   private inflight = 0;
   private pool: UdpUpstreamPool;
   private answerDeadlines: TimeoutQueue;
-  /** The listeners' address and ports while started (isListener). */
-  private self: { host: string; udpPort: number; tcpPort: number } | undefined;
+  /** Whether an address and port is this proxy's own listener (read once in start(), not per query). */
+  private isListener: OwnListener = () => false;
 
   /** What each query's DnsExchange uses: the proxy's parts (pool and deadlines read live: stop() renews them). */
   private readonly context: ExchangeContext;
@@ -181,19 +182,9 @@ export class DnsProxy {
       throw e;
     }
     this.tcp = tcp;
-    this.self = { host, ...this.ports() };
+    const { udpPort, tcpPort } = this.ports();
+    this.isListener = ownListeners([host], [udpPort, tcpPort]);
     return this.ports();
-  }
-
-  /**
-   * This proxy's own address and port (either listener's; read once in start(), not per query).
-   * Listening on every address (0.0.0.0, ::), any address with its port counts: the kernel would
-   * deliver a query there to this proxy.
-   */
-  private isListener(host: string, port: number): boolean {
-    const self = this.self;
-    if (self === undefined || (port !== self.udpPort && port !== self.tcpPort)) return false;
-    return self.host === "0.0.0.0" || self.host === "::" || host === self.host;
   }
 
   ports(): { udpPort: number; tcpPort: number } {

@@ -23,6 +23,7 @@ import { ID } from "../../identity/reserved.js";
 import { DnsProxy } from "../dns/proxy.js";
 import { H2Sessions } from "../http2/sessions.js";
 import { handleLbConnection } from "../lb/balance.js";
+import { ownListeners } from "../own-listeners.js";
 import { batchPerTurn } from "../turn-batch.js";
 import type { L7Event } from "../types.js";
 import { startBroker, type Original } from "./broker-client.js";
@@ -123,11 +124,11 @@ async function main(): Promise<void> {
    * the configured addresses and ports, no syscall. A listener on every address (0.0.0.0, ::) is
    * reached on any address with its port.
    */
-  const selfPorts = new Set([cfg.l7Port, cfg.dnsPort]);
-  const selfHosts = new Set([cfg.ipv4, cfg.ipv6].flatMap((h) => (h === undefined ? [] : [plainAddress(h)])));
-  const anyHost = selfHosts.has("0.0.0.0") || selfHosts.has("::");
-  const isSelf = (dst: Original): boolean =>
-    selfPorts.has(dst.port) && (anyHost || selfHosts.has(plainAddress(dst.address)));
+  const own = ownListeners(
+    [cfg.ipv4, cfg.ipv6].flatMap((h) => (h === undefined ? [] : [h])),
+    [cfg.l7Port, cfg.dnsPort],
+  );
+  const isSelf = (dst: Original): boolean => own(dst.address, dst.port);
   const refuseSelf = (sock: net.Socket, remote: Addr, dst: Original): void => {
     sendL7(
       {
