@@ -6,17 +6,18 @@
  * endpoint of the backend is picked, and when there is none the request gets the 500 of a backend
  * the gateway cannot use (the Gateway API's answer for an invalid backendRef).
  *
- *   table update --set(ports)--> per listener port: its addresses (a wildcard one: every local address)
+ *   table update --set(ports)--> per listener port: the proxies' ownListeners predicate of its addresses
  *   request --pickEndpoint(endpoints, port)--> address | NO_ENDPOINT (503) | OWN_LISTENER (500)
  *
- * The per-request check is a compare against what was known at the last table update, no syscall:
- * a BlockList says whether an address is one of them (IPv4-mapped and differently spelled IPv6
- * addresses match too), its answer kept per address string (the BlockList takes ~2 us a call, a
- * Map lookup some ns; the memo holds at most the endpoint addresses seen, and each update starts
- * it anew, as the endpoints come with the table).
+ * The predicate is the proxies' (src/proxy/own-listeners.ts: IPv4-mapped addresses are IPv4), one
+ * per port, as the gateway's listeners are address:port pairs. The gateway listens on its own
+ * addresses, never on a wildcard. An endpoint's IPv6 address is compared in its canonical spelling
+ * (a tenant may write fd00:0::1 for fd00::1), and each answer is kept per address string: the
+ * check is a Map lookup per request, no syscall. The memo holds at most the endpoint addresses
+ * seen and starts anew at each table update (the endpoints come with it).
  */
 import net from "node:net";
-import { networkInterfaces } from "node:os";
+import { ownListeners, type OwnListener } from "../proxy/own-listeners.js";
 
 /** No endpoint to pick (none ready, or only the one a retry avoids). */
 export const NO_ENDPOINT = { refused: "none" } as const;
@@ -24,11 +25,8 @@ export const NO_ENDPOINT = { refused: "none" } as const;
 export const OWN_LISTENER = { refused: "self" } as const;
 export type EndpointPick = string | typeof NO_ENDPOINT | typeof OWN_LISTENER;
 
-/** Destinations that reach a local listener whatever address it is bound to. */
-const UNSPECIFIED = ["0.0.0.0", "::"];
-
 interface PortListeners {
-  readonly list: net.BlockList;
+  readonly own: OwnListener;
   readonly memo: Map<string, boolean>;
 }
 
@@ -37,24 +35,11 @@ export class OwnListeners {
 
   /** The listeners being served (at each table update, never per request). */
   set(ports: readonly { readonly address: string; readonly port: number }[]): void {
-    const next = new Map<number, PortListeners>();
-    let local: string[] | undefined;
-    for (const p of ports) {
-      let list = next.get(p.port)?.list;
-      if (!list) {
-        list = new net.BlockList();
-        for (const a of UNSPECIFIED) add(list, a);
-        next.set(p.port, { list, memo: new Map() });
-      }
-      if (!UNSPECIFIED.includes(p.address)) {
-        add(list, p.address);
-        continue;
-      }
-      // A wildcard listener (an IPv6 one takes IPv4 too) is reached on every address of this namespace.
-      for (const a of (local ??= localAddresses())) add(list, a);
-      list.addSubnet("127.0.0.0", 8, "ipv4");
-    }
-    this.byPort = next;
+    const hosts = new Map<number, string[]>();
+    for (const p of ports) hosts.set(p.port, [...(hosts.get(p.port) ?? []), p.address]);
+    this.byPort = new Map(
+      [...hosts].map(([port, h]) => [port, { own: ownListeners(h.map(canonical), [port]), memo: new Map() }]),
+    );
   }
 
   /** `address`:`port` is one of the gateway's own listeners. */
@@ -63,7 +48,7 @@ export class OwnListeners {
     if (at === undefined) return false;
     let own = at.memo.get(address);
     if (own === undefined) {
-      own = at.list.check(address, net.isIPv6(address) ? "ipv6" : "ipv4");
+      own = at.own(canonical(address), port);
       at.memo.set(address, own);
     }
     return own;
@@ -96,13 +81,12 @@ export function ownListenerReason(service: string, port: number): string {
   return `every endpoint of ${service} on port ${port} is the gateway's own listener: refused, not proxied to itself`;
 }
 
-function add(list: net.BlockList, address: string): void {
-  const family = net.isIP(address);
-  if (family !== 0) list.addAddress(address, family === 6 ? "ipv6" : "ipv4");
-}
-
-function localAddresses(): string[] {
-  return Object.values(networkInterfaces()).flatMap((l) =>
-    (l ?? []).map((i) => i.address.split("%")[0] ?? ""),
-  );
+/** An IPv6 address in its canonical spelling (lower case, zeros compressed); others as they are. */
+function canonical(address: string): string {
+  if (!net.isIPv6(address)) return address;
+  try {
+    return new net.SocketAddress({ address, family: "ipv6" }).address;
+  } catch {
+    return address; // one Node does not take (a zone, say): compared as written
+  }
 }
