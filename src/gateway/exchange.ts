@@ -6,6 +6,7 @@
  * answered in order (pipelined requests wait):
  *
  *   not found -> 404 | redirect -> 3xx Location | unresolved backend -> 500
+ *   a backend whose endpoints are all the gateway's own listeners -> 500 (own-listeners.ts)
  *   forward -> an endpoint of the backend Service, over a kept-alive connection
  *              (HTTP/2 on that endpoint's session when the Service port says h2c: h1-to-h2.ts);
  *              the response head rewritten (ResponseHeaderModifier, hop-by-hop
@@ -34,6 +35,13 @@ import { forwardH1, mirrorH1, type ForwardOutcome, type H1Owner } from "./forwar
 import type { UpstreamPool } from "./upstream.js";
 import { attemptLimitMs } from "./timeouts.js";
 import { reply } from "./reply.js";
+import {
+  NO_ENDPOINT,
+  ownListenerReason,
+  pickEndpoint,
+  type EndpointPick,
+  type OwnListeners,
+} from "./own-listeners.js";
 import { forwardedFields, requestWire } from "./request-wire.js";
 
 export interface GatewayEvent {
@@ -55,6 +63,8 @@ export interface ExchangeDeps {
   /** Endpoint addresses of a Service's backends (ready ones). */
   readonly endpoints: (namespace: string, name: string) => readonly string[];
   readonly pool: UpstreamPool;
+  /** Never a backend endpoint (own-listeners.ts). */
+  readonly own: OwnListeners;
   readonly onEvent: (e: GatewayEvent) => void;
   readonly random?: () => number;
   readonly maxBody?: number;
@@ -89,7 +99,10 @@ export class GatewayExchange {
   /** What forward-h1.ts asks of the request in flight: made once per connection, not per request. */
   private readonly owner: H1Owner = {
     limitMs: () => attemptLimitMs(this.timeouts, this.deadline, performance.now()),
-    pick: (avoid) => (this.backend ? this.pickEndpoint(this.backend, avoid) : undefined),
+    pick: (avoid) => {
+      const p = this.backend ? this.pickEndpoint(this.backend, avoid) : NO_ENDPOINT;
+      return typeof p === "string" ? p : undefined;
+    },
     clientClosed: () => this.closed,
     mustClose: () => void (this.mustClose = true),
     outcome: (o) => this.forwarded(o),
@@ -280,7 +293,8 @@ export class GatewayExchange {
   ): void {
     const address = this.pickEndpoint(b, undefined);
     const service = `${b.namespace}/${b.name}`;
-    if (!address || !this.deps.sessions) {
+    if (typeof address !== "string" && address !== NO_ENDPOINT) return this.answer(500, ownListenerReason(service, b.port)); // prettier-ignore
+    if (typeof address !== "string" || !this.deps.sessions) {
       this.conn.write(reply(503, head.close));
       return this.answered(503, `no endpoint of ${service}`);
     }
@@ -312,21 +326,21 @@ export class GatewayExchange {
     });
   }
 
-  private pickEndpoint(b: BackendTarget, avoid: string | undefined): string | undefined {
+  private pickEndpoint(b: BackendTarget, avoid: string | undefined): EndpointPick {
     const all = this.deps.endpoints(b.namespace, b.name);
-    const choices = all.length > 1 && avoid ? all.filter((a) => a !== avoid) : all;
-    if (choices.length === 0) return undefined;
-    return choices[Math.floor((this.deps.random ?? Math.random)() * choices.length)];
+    return pickEndpoint(all, b.port, this.deps.own, this.deps.random ?? Math.random, avoid);
   }
 
+  /** A mirror without an endpoint it may use is skipped (as one that does not resolve). */
   private mirror(b: BackendTarget, wire: Buffer): void {
     const addr = this.pickEndpoint(b, undefined);
-    if (addr) mirrorH1(this.deps.pool, addr, b.port, wire);
+    if (typeof addr === "string") mirrorH1(this.deps.pool, addr, b.port, wire);
   }
 
   private forward(b: BackendTarget, wire: Buffer, head: RequestHead, mods: readonly HeaderModifier[]): void {
     const addr = this.pickEndpoint(b, undefined);
-    if (!addr) {
+    if (typeof addr !== "string" && addr !== NO_ENDPOINT) return this.answer(500, ownListenerReason(`${b.namespace}/${b.name}`, b.port)); // prettier-ignore
+    if (typeof addr !== "string") {
       this.conn.write(reply(503, head.close));
       return this.answered(503, `no endpoint of ${b.namespace}/${b.name}`);
     }

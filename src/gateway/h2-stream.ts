@@ -9,6 +9,7 @@
  *   redirect                -> 3xx + location
  *   unresolved backendRefs  -> 500 | gRPC: grpc-status 14 UNAVAILABLE (GRPCRoute's rule)
  *   no endpoint             -> 503 | gRPC: 14 UNAVAILABLE
+ *   only own listeners      -> 500 | gRPC (GRPCRoute): 14 UNAVAILABLE (own-listeners.ts)
  *   forward                 -> an endpoint chosen for this request:
  *                              h2c backend: H2Exchange on that endpoint's session
  *                              (trailers and grpc-status pass through)
@@ -37,10 +38,19 @@ import { attemptLimitMs } from "./timeouts.js";
 import type { HeaderModifier } from "./model.js";
 import type { BackendTarget, ServedPort } from "./table.js";
 import { sourcesOf } from "./source.js";
+import {
+  OWN_LISTENER,
+  ownListenerReason,
+  pickEndpoint,
+  type EndpointPick,
+  type OwnListeners,
+} from "./own-listeners.js";
 
 export interface H2GatewayDeps {
   readonly port: () => ServedPort | undefined;
   readonly endpoints: (namespace: string, name: string) => readonly string[];
+  /** Never a backend endpoint (own-listeners.ts). */
+  readonly own: OwnListeners;
   readonly sessions: H2Sessions;
   readonly agent: http.Agent;
   readonly onEvent: (e: GatewayEvent) => void;
@@ -119,9 +129,10 @@ function serveStream(
   // GRPCRoute: a rule whose backendRefs are all invalid answers UNAVAILABLE (gRPC 14, from 503).
   if (d.kind === "error") return reply(req.grpc && d.rule.grpc ? 503 : 500, d.reason, route);
   const b = d.backend;
-  const address = pickEndpoint(deps, b);
+  const address = pick(deps, b);
   const service = `${b.namespace}/${b.name}`;
-  if (address === undefined) return reply(503, `no endpoint of ${service}`, route);
+  if (address === OWN_LISTENER) return reply(req.grpc && d.rule.grpc ? 503 : 500, ownListenerReason(service, b.port), route); // prettier-ignore
+  if (typeof address !== "string") return reply(503, `no endpoint of ${service}`, route);
   const backend = { backend: { service, address, port: b.port } };
   const fwd: Record<string, string> = {};
   for (const h of d.request.headers) {
@@ -136,8 +147,8 @@ function serveStream(
   const responseHeaders = mods.length > 0 ? (h: OutgoingHttpHeaders) => modifyResponse(h, mods) : undefined;
   const endStream = (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0;
   for (const m of d.mirrors) {
-    const at = pickEndpoint(deps, m);
-    if (at === undefined) continue;
+    const at = pick(deps, m);
+    if (typeof at !== "string") continue;
     mirrorStream({
       down: st,
       endStream,
@@ -201,11 +212,10 @@ function serveStream(
   });
 }
 
-/** An endpoint of the backend for this one request (per-request balancing). */
-function pickEndpoint(deps: H2GatewayDeps, b: BackendTarget): string | undefined {
+/** An endpoint of the backend for this one request (per-request balancing), never the gateway's own listener. */
+function pick(deps: H2GatewayDeps, b: BackendTarget): EndpointPick {
   const all = deps.endpoints(b.namespace, b.name);
-  if (all.length === 0) return undefined;
-  return all[Math.floor((deps.random ?? Math.random)() * all.length)];
+  return pickEndpoint(all, b.port, deps.own, deps.random ?? Math.random);
 }
 
 function modifyResponse(h: OutgoingHttpHeaders, mods: readonly HeaderModifier[]): OutgoingHttpHeaders {

@@ -24,6 +24,7 @@ import { hostMatches, requestHost } from "./hostnames.js";
 import type { RouteTable, ServedPort } from "./table.js";
 import { UpstreamPool } from "./upstream.js";
 import { sourcesOf } from "./source.js";
+import { OwnListeners } from "./own-listeners.js";
 
 export interface KeyPair {
   readonly cert: string;
@@ -60,6 +61,8 @@ export class GatewayServer {
   private readonly pool: UpstreamPool;
   private readonly sessions: H2Sessions;
   private readonly agent: http.Agent;
+  /** The listeners of the table being served: never a backend (own-listeners.ts). */
+  private readonly own = new OwnListeners();
 
   constructor(private readonly p: GatewayServerParams) {
     const local = sourcesOf(p);
@@ -77,6 +80,8 @@ export class GatewayServer {
 
   async update(table: RouteTable): Promise<void> {
     const want = new Map(table.ports.map((p) => [`${p.address}:${p.port}`, p]));
+    // Before any listener opens: its first request already cannot pick the gateway itself.
+    this.own.set(table.ports);
     for (const [key, o] of this.open) {
       const p = want.get(key);
       if (!p || signature(p) !== o.signature) {
@@ -128,6 +133,7 @@ export class GatewayServer {
       serveH2Session(s, id, {
         port: current,
         endpoints: this.p.endpoints,
+        own: this.own,
         sessions: this.sessions,
         agent: this.agent,
         onEvent,
@@ -139,6 +145,7 @@ export class GatewayServer {
       new GatewayExchange(s, id, {
         port: current,
         endpoints: this.p.endpoints,
+        own: this.own,
         pool: this.pool,
         sessions: this.sessions,
         onEvent,
