@@ -19,7 +19,7 @@ import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
 import { CLASS, gatewayYaml } from "./fixtures.js";
 import { grpcCalls, startGrpcServer, startH2Echo } from "./grpc-lab.js";
-import { GatewayLab, killGroup } from "./netns-lab.js";
+import { GatewayLab, h2Get, killGroup } from "./netns-lab.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
 
@@ -71,17 +71,6 @@ spec:
     - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-from-backend, value: changed}]}}
     backendRefs: [{name: v1, port: 8080}]
 `;
-
-/** An HTTP/2 prior-knowledge GET from the client namespace (status, headers, body). */
-const H2_GET = `
-const http2 = require("http2");
-const s = http2.connect(process.argv[1]);
-s.on("error", (e) => { console.log(JSON.stringify({ error: e.message })); process.exit(0); });
-const q = s.request({ ":path": process.argv[2] });
-let head = {}, body = "";
-q.on("response", (h) => (head = h));
-q.on("data", (d) => (body += d));
-q.on("end", () => { console.log(JSON.stringify({ head, body })); s.close(); });`;
 
 /**
  * HTTP/2 rapid reset (CVE-2023-44487): 5,000 streams opened and cancelled at once on one
@@ -270,15 +259,10 @@ describe("gateway HTTP/2 and GRPCRoute in namespaces (root)", { skip }, () => {
   });
 
   test("an HTTP/2 client routed by an HTTPRoute to an HTTP/1.1 backend", () => {
-    const r = spawnSync(
-      "ip",
-      ["netns", "exec", lab.ns.cl, process.execPath, "-e", H2_GET, `http://${GW}`, "/web/x?q=1"],
-      { encoding: "utf8", timeout: 20_000 },
-    );
-    const o = JSON.parse(r.stdout) as { head: Record<string, string>; body: string };
-    assert.equal(o.head[":status"], 200, r.stdout);
-    assert.equal(o.head["x-backend"], "b1");
-    assert.equal(o.head["x-from-backend"], "changed");
-    assert.equal((JSON.parse(o.body) as { url: string }).url, "/web/x?q=1");
+    const o = h2Get(lab.ns.cl, `http://${GW}`, "/web/x?q=1");
+    assert.equal(o.head?.[":status"], 200, JSON.stringify(o));
+    assert.equal(o.head?.["x-backend"], "b1");
+    assert.equal(o.head?.["x-from-backend"], "changed");
+    assert.equal((JSON.parse(o.body ?? "") as { url: string }).url, "/web/x?q=1");
   });
 });

@@ -106,6 +106,35 @@ export function httpGet(
 }
 
 /** `ip ARGS`; a failure throws with ip's own words. */
+/** The child process of h2Get: one HTTP/2 prior-knowledge GET, its head and body (or the error) as JSON. */
+const H2_GET = `
+const http2 = require("http2");
+const s = http2.connect(process.argv[1]);
+s.on("error", (e) => { console.log(JSON.stringify({ error: e.message })); process.exit(0); });
+const q = s.request({ ":path": process.argv[2] });
+q.setTimeout(12000, () => { console.log(JSON.stringify({ error: "timeout" })); process.exit(0); });
+let head = {}, body = "";
+q.on("response", (h) => (head = h));
+q.on("data", (d) => (body += d));
+q.on("end", () => { console.log(JSON.stringify({ head, body })); s.close(); });`;
+
+export interface H2Answer {
+  readonly head?: Record<string, string | number>;
+  readonly body?: string;
+  readonly error?: string;
+  /** The child's stderr, for assertion messages. */
+  readonly stderr: string;
+}
+
+/** An HTTP/2 prior-knowledge GET of `path` on `base` (http://host:port) from namespace `ns`. */
+export function h2Get(ns: string, base: string, path: string): H2Answer {
+  const r = spawnSync("ip", ["netns", "exec", ns, process.execPath, "-e", H2_GET, base, path], {
+    encoding: "utf8",
+    timeout: 20_000,
+  });
+  return { ...(JSON.parse(r.stdout.trim() || "{}") as Omit<H2Answer, "stderr">), stderr: r.stderr };
+}
+
 export function ip(args: string[]): void {
   const r = spawnSync("ip", args, { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr}`);

@@ -6,14 +6,13 @@
  * one; a normal backend still works.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 import type { GatewayEvent } from "../../src/gateway/exchange.js";
 import { parseGatewayResources } from "../../src/gateway/parse.js";
 import type { GatewayInputs } from "../../src/gateway/protocol.js";
 import { GatewayRunner } from "../../src/gateway/runner.js";
 import { CLASS, gatewayYaml } from "./fixtures.js";
-import { GatewayLab } from "./netns-lab.js";
+import { GatewayLab, h2Get } from "./netns-lab.js";
 
 const skip = process.getuid?.() !== 0 ? "needs root (network namespaces)" : false;
 
@@ -37,17 +36,6 @@ ${route("/loop", "self", 80)}${route("/mapped", "mapped", 80)}${route("/mixed", 
   8080,
   "    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: self, port: 80}}}]\n",
 )}`;
-
-const H2_GET = `
-const http2 = require("http2");
-const s = http2.connect(process.argv[1]);
-s.on("error", (e) => { console.log(JSON.stringify({ error: e.message })); process.exit(0); });
-const q = s.request({ ":path": process.argv[2] });
-q.setTimeout(12000, () => { console.log(JSON.stringify({ error: "timeout" })); process.exit(0); });
-let status = 0;
-q.on("response", (h) => (status = h[":status"]));
-q.resume();
-q.on("end", () => { console.log(JSON.stringify({ status })); s.close(); });`;
 
 describe("a backend endpoint that is the gateway's own listener (root)", { skip }, () => {
   let lab: GatewayLab;
@@ -102,12 +90,12 @@ describe("a backend endpoint that is the gateway's own listener (root)", { skip 
     });
 
   test("HTTP/2 (h2c prior knowledge): 500, one request only", async () => {
-    const r = spawnSync(
-      "ip",
-      ["netns", "exec", lab.ns.cl, process.execPath, "-e", H2_GET, "http://10.231.3.1:80", "/loop/h2"],
-      { encoding: "utf8", timeout: 20_000 },
+    const o = h2Get(lab.ns.cl, "http://10.231.3.1:80", "/loop/h2");
+    assert.deepEqual(
+      { status: o.head?.[":status"], error: o.error },
+      { status: 500, error: undefined },
+      o.stderr,
     );
-    assert.deepEqual(JSON.parse(r.stdout.trim() || "{}"), { status: 500 }, r.stderr);
     const seen = await eventsOf("/loop/h2");
     assert.equal(seen.length, 1, JSON.stringify(seen.slice(0, 3)));
     assert.match(seen[0]?.reason ?? "", /gateway's own listener/);
